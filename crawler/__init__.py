@@ -1,0 +1,3 @@
+"""crawler: a distributed web-image crawler."""
+
+__version__ = "0.1.0"

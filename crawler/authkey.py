@@ -1,0 +1,76 @@
+"""Where the queue's authkey comes from: environment, a file, or a fresh random key.
+
+The manager protocol unpickles what it receives, so the authkey is the only
+gate between the network and code execution on the master: it is never
+hard-coded, never put on a command line (where the process list shows it),
+and never logged.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from crawler.errors import AuthkeyError
+
+log = logging.getLogger(__name__)
+
+ENV_VAR = "CRAWLER_AUTHKEY"
+MIN_REMOTE_BYTES = 16
+GENERATE_HINT = ("generate one with: python -c 'import secrets; print(secrets.token_hex(16))' "
+                 "> authkey && chmod 600 authkey")
+
+
+@dataclass(frozen=True)
+class Authkey:
+    key: bytes = b""
+    source: str = ""  # "environment", a file path, or "generated"
+
+    def __repr__(self) -> str:  # keep the key out of logs and tracebacks
+        return f"Authkey(source={self.source!r})"
+
+
+def load_authkey(key_file: Path | None, *, generate: bool) -> Authkey:
+    """The key from ``key_file``, else ``$CRAWLER_AUTHKEY``, else a new one if ``generate``."""
+    if key_file is not None:
+        try:
+            text = key_file.read_bytes().strip()
+            mode = key_file.stat().st_mode
+        except OSError as exc:
+            raise AuthkeyError(f"cannot read the authkey file {key_file}: "
+                               f"{exc.strerror or exc}") from exc
+        if not text:
+            raise AuthkeyError(f"the authkey file {key_file} is empty; {GENERATE_HINT}")
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            log.warning("the authkey file %s can be read by other users; "
+                        "run: chmod 600 %s", key_file, key_file)
+        return Authkey(text, str(key_file))
+    from_env = os.environ.get(ENV_VAR, "").strip()
+    if from_env:
+        return Authkey(from_env.encode(), "environment")
+    if generate:
+        return Authkey(secrets.token_hex(MIN_REMOTE_BYTES).encode(), "generated")
+    raise AuthkeyError(f"no authkey: set {ENV_VAR} or pass --authkey-file with the master's key")
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_for_bind(authkey: Authkey, host: str) -> None:
+    """Refuse a short key when the queue is reachable from other hosts."""
+    if not is_loopback(host) and len(authkey.key) < MIN_REMOTE_BYTES:
+        raise AuthkeyError(
+            f"binding {host} exposes the queue to the network, which needs an authkey of at "
+            f"least {MIN_REMOTE_BYTES} bytes (this one from {authkey.source} has "
+            f"{len(authkey.key)}); {GENERATE_HINT}")

@@ -1,0 +1,415 @@
+"""The task board: every image URL the master found, from queued to final.
+
+A URL handed to a worker is a *lease*: it stays in flight until a result
+arrives, the worker's heartbeats keep it alive, and a lease that expires puts
+the URL back on the queue. Transient failures come back after a backoff; the
+first final result for a URL counts and later ones are ignored. The board also
+paces hand-outs per host (delay and concurrency), so that politeness holds
+across the whole cluster, not per worker.
+
+All methods are thread-safe: the queue server calls them from one thread per
+worker connection while the master's crawl loop adds URLs and drains results.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import queue
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from crawler.outcome import Attempt
+
+QUEUED, LEASED, DELAYED, DONE = "queued", "leased", "delayed", "done"
+CLASSIC = "classic"  # the holder of URLs handed to tutorial-style workers
+
+
+@dataclass(slots=True)
+class _Item:
+    url: str
+    host: str
+    page: str | None
+    state: str = QUEUED
+    attempts: int = 0
+    holder: str | None = None
+    deadline: float = 0.0
+
+
+@dataclass(slots=True)
+class _Lane:
+    """The queued URLs of one host, and how fast they may be handed out."""
+
+    urls: deque[str] = field(default_factory=deque)
+    in_flight: int = 0
+    next_time: float = 0.0
+    delay: float = 0.0
+    listed: bool = False
+
+
+@dataclass(slots=True)
+class WorkerRecord:
+    worker: str
+    info: dict[str, Any]
+    first_seen: float
+    last_contact: float
+    done: int = 0
+    failed: int = 0
+    bytes: int = 0
+    held: set[str] = field(default_factory=set)
+    gone: bool = False
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A URL's final attempt, with what the board knows about it."""
+
+    attempt: Attempt
+    page: str | None
+    worker: str | None
+    attempts: int
+
+
+@dataclass(frozen=True)
+class BoardPolicy:
+    lease_timeout: float = 60.0
+    max_attempts: int = 3
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    host_delay: float = 0.0
+    host_concurrency: int = 16
+    batch_size: int = 64
+
+
+class TaskBoard:
+    def __init__(self, policy: BoardPolicy, clock: Callable[[], float] = time.monotonic) -> None:
+        self.policy = policy
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._items: dict[str, _Item] = {}
+        self._lanes: dict[str, _Lane] = {}
+        self._ready: deque[str] = deque()  # hosts whose lane has queued URLs
+        self._delayed: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
+        self._settled: list[Settled] = []
+        self._workers: dict[str, WorkerRecord] = {}
+        self._closed = False
+        self._unfinished = 0
+        self.retries = 0
+        self.expired = 0
+        self.duplicates = 0
+        self.unknown = 0
+
+    # ----- the master's side -------------------------------------------------
+
+    def add(self, url: str, host: str, page: str | None) -> bool:
+        """Queue ``url`` unless the board already has it; True when queued."""
+        with self._cond:
+            if url in self._items:
+                return False
+            self._items[url] = _Item(url, host, page)
+            self._unfinished += 1
+            self._enqueue(url, host, front=False)
+            self._cond.notify()
+            return True
+
+    def settle_now(self, attempt: Attempt, page: str | None) -> None:
+        """Record a final result the master decided itself (robots.txt, scope, ...)."""
+        with self._cond:
+            if attempt.url in self._items:
+                return
+            self._items[attempt.url] = _Item(attempt.url, "", page, state=DONE)
+            self._settled.append(Settled(attempt, page, None, 0))
+
+    def set_host_delay(self, host: str, seconds: float) -> None:
+        with self._cond:
+            lane = self._lanes.setdefault(host, _Lane())
+            lane.delay = max(lane.delay, seconds)
+
+    def close(self) -> None:
+        """Announce the end of the crawl: leases from now on say "closed"."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def drain(self) -> list[Settled]:
+        with self._cond:
+            settled, self._settled = self._settled, []
+            return settled
+
+    def unfinished(self) -> int:
+        """How many URLs have no final result yet."""
+        with self._cond:
+            return self._unfinished
+
+    def known(self, url: str) -> bool:
+        with self._cond:
+            return url in self._items
+
+    def reap(self) -> int:
+        """Put the URLs of expired leases back on the queue; return how many."""
+        now = self._clock()
+        expired = 0
+        with self._cond:
+            self._promote_delayed(now)
+            for item in [i for i in self._items.values() if i.state == LEASED]:
+                if item.deadline >= now:
+                    continue
+                expired += 1
+                self._unlease(item)
+                if item.attempts >= self.policy.max_attempts:
+                    self._finish(item, Attempt(
+                        url=item.url, ok=False,
+                        reason=f"lost: no result after {item.attempts} attempts "
+                               "(worker gone or too slow)"), None)
+                else:
+                    item.state = QUEUED
+                    self._enqueue(item.url, item.host, front=True)
+            for record in self._workers.values():
+                if not record.gone and now - record.last_contact > self.policy.lease_timeout:
+                    record.gone = True
+            if expired:
+                self.expired += expired
+                self._cond.notify_all()
+        return expired
+
+    def counts(self) -> dict[str, int]:
+        with self._cond:
+            states = {QUEUED: 0, LEASED: 0, DELAYED: 0, DONE: 0}
+            for item in self._items.values():
+                states[item.state] += 1
+            return {"queued": states[QUEUED], "in_flight": states[LEASED],
+                    "delayed": states[DELAYED], "done": states[DONE],
+                    "retries": self.retries, "expired": self.expired,
+                    "duplicates": self.duplicates,
+                    "workers": sum(1 for w in self._workers.values() if not w.gone)}
+
+    def workers(self) -> list[dict[str, Any]]:
+        now = self._clock()
+        with self._cond:
+            return [{"worker": w.worker, "host": w.info.get("host"), "pid": w.info.get("pid"),
+                     "threads": w.info.get("threads"), "held": len(w.held), "done": w.done,
+                     "failed": w.failed, "bytes": w.bytes,
+                     "rate": w.done / max(1e-9, w.last_contact - w.first_seen),
+                     "last_contact_s": round(now - w.last_contact, 2), "gone": w.gone}
+                    for w in self._workers.values()]
+
+    # ----- the workers' side -------------------------------------------------
+
+    def hello(self, worker: str, info: dict[str, Any]) -> None:
+        now = self._clock()
+        with self._cond:
+            record = self._workers.get(worker)
+            if record is None:
+                self._workers[worker] = WorkerRecord(worker, dict(info), now, now)
+            else:
+                record.last_contact, record.gone = now, False
+
+    def lease(self, worker: str, max_items: int, wait: float) -> dict[str, Any]:
+        """Hand out up to ``max_items`` URLs, waiting up to ``wait`` seconds for one.
+
+        Returns ``{"closed": bool, "tasks": [(url, attempt), ...]}``; "closed"
+        means the crawl is over and no more tasks will come.
+        """
+        limit = max(1, min(max_items, self.policy.batch_size))
+        with self._cond:
+            end = self._clock() + max(0.0, wait)
+            self._touch(worker)
+            while True:
+                if self._closed:
+                    return {"closed": True, "tasks": []}
+                now = self._clock()
+                self._promote_delayed(now)
+                tasks = self._take(worker, limit, now)
+                if tasks:
+                    return {"closed": False, "tasks": tasks}
+                remaining = end - now
+                if remaining <= 0:
+                    return {"closed": False, "tasks": []}
+                self._cond.wait(min(remaining, self._until_ready(now)))
+
+    def report(self, worker: str, reports: Iterable[dict[str, Any]]) -> None:
+        with self._cond:
+            record = self._touch(worker)
+            for data in reports:
+                attempt = Attempt.from_wire(data)
+                if record is not None:
+                    if attempt.ok:
+                        record.done += 1
+                        record.bytes += attempt.bytes or 0
+                    else:
+                        record.failed += 1
+                self._record(attempt, worker)
+
+    def heartbeat(self, worker: str) -> bool:
+        """Renew every lease ``worker`` holds; True while the crawl goes on."""
+        with self._cond:
+            self._touch(worker)
+            return not self._closed
+
+    def release(self, worker: str, urls: Iterable[str]) -> None:
+        """Take back URLs a stopping worker holds but will not finish."""
+        with self._cond:
+            for url in urls:
+                item = self._items.get(url)
+                if item is not None and item.state == LEASED and item.holder == worker:
+                    self._unlease(item)
+                    item.attempts -= 1  # it was never tried
+                    item.state = QUEUED
+                    self._enqueue(url, item.host, front=True)
+            self._cond.notify_all()
+
+    def goodbye(self, worker: str) -> None:
+        with self._cond:
+            record = self._workers.get(worker)
+            if record is not None:
+                record.gone = True
+
+    # ----- the classic tutorial worker's side --------------------------------
+
+    def classic_get(self, block: bool = True, timeout: float | None = None) -> str:
+        wait = (timeout if timeout is not None else float("inf")) if block else 0.0
+        while True:
+            answer = self.lease(CLASSIC, 1, min(wait, 3600.0))
+            if answer["tasks"]:
+                return answer["tasks"][0][0]
+            wait -= 3600.0
+            if wait <= 0 or answer["closed"]:
+                raise queue.Empty
+
+    def classic_put(self, item: Any) -> None:
+        if isinstance(item, dict):
+            attempt = Attempt.from_wire(item)
+        elif isinstance(item, str):
+            attempt = Attempt.from_line(item)
+        else:
+            raise TypeError(f"a result is a 'URL--->success' string, not {type(item).__name__}")
+        with self._cond:
+            self._record(attempt, CLASSIC)
+
+    # ----- internals (lock held) ---------------------------------------------
+
+    def _touch(self, worker: str) -> WorkerRecord | None:
+        now = self._clock()
+        record = self._workers.get(worker)
+        if record is None and worker != CLASSIC:
+            record = self._workers[worker] = WorkerRecord(worker, {}, now, now)
+        if record is not None:
+            record.last_contact, record.gone = now, False
+            deadline = now + self.policy.lease_timeout
+            for url in record.held:
+                self._items[url].deadline = deadline
+        return record
+
+    def _enqueue(self, url: str, host: str, *, front: bool) -> None:
+        lane = self._lanes.get(host)
+        if lane is None:
+            lane = self._lanes[host] = _Lane(delay=self.policy.host_delay)
+        if front:
+            lane.urls.appendleft(url)
+        else:
+            lane.urls.append(url)
+        if not lane.listed:
+            lane.listed = True
+            self._ready.append(host)
+
+    def _take(self, worker: str, limit: int, now: float) -> list[tuple[str, int]]:
+        tasks: list[tuple[str, int]] = []
+        record = self._workers.get(worker)
+        blocked = 0  # lanes in a row that may not send now; all of them means stop
+        while len(tasks) < limit and self._ready and blocked < len(self._ready):
+            host = self._ready[0]
+            lane = self._lanes[host]
+            while lane.urls and self._items[lane.urls[0]].state != QUEUED:
+                lane.urls.popleft()  # settled while queued (a late result): skip
+            if not lane.urls:
+                self._ready.popleft()
+                lane.listed = False
+                continue
+            if lane.in_flight >= self.policy.host_concurrency or lane.next_time > now:
+                self._ready.rotate(-1)
+                blocked += 1
+                continue
+            blocked = 0
+            item = self._items[lane.urls.popleft()]
+            item.state, item.holder = LEASED, worker
+            item.attempts += 1
+            item.deadline = now + self.policy.lease_timeout
+            lane.in_flight += 1
+            if lane.delay:
+                lane.next_time = now + lane.delay
+            if record is not None:
+                record.held.add(item.url)
+            tasks.append((item.url, item.attempts))
+            self._ready.rotate(-1)  # one URL per host per turn: fair across hosts
+        return tasks
+
+    def _until_ready(self, now: float) -> float:
+        """Seconds until a paced host or a delayed retry may be ready (bounded)."""
+        soonest = 1.0
+        if self._delayed:
+            soonest = min(soonest, self._delayed[0][0] - now)
+        for host in self._ready:
+            lane = self._lanes[host]
+            if lane.next_time > now:
+                soonest = min(soonest, lane.next_time - now)
+        return max(0.001, soonest)
+
+    def _promote_delayed(self, now: float) -> None:
+        while self._delayed and self._delayed[0][0] <= now:
+            _, _, url = heapq.heappop(self._delayed)
+            item = self._items[url]
+            if item.state == DELAYED:
+                item.state = QUEUED
+                self._enqueue(url, item.host, front=True)
+
+    def _unlease(self, item: _Item) -> None:
+        if item.state != LEASED:
+            return
+        lane = self._lanes[item.host]
+        lane.in_flight -= 1
+        record = self._workers.get(item.holder or "")
+        if record is not None:
+            record.held.discard(item.url)
+        item.holder = None
+
+    def _record(self, attempt: Attempt, worker: str) -> None:
+        item = self._items.get(attempt.url)
+        if item is None:
+            self.unknown += 1
+            return
+        if item.state == DONE:
+            self.duplicates += 1  # the first final result counts
+            return
+        # A result counts whoever holds the lease now: a late one from an earlier
+        # holder settles the URL, and the current holder's result is then a duplicate.
+        self._unlease(item)
+        now = self._clock()
+        if attempt.retry_after:
+            lane = self._lanes[item.host]
+            lane.next_time = max(lane.next_time, now + min(attempt.retry_after, 600.0))
+        attempts = max(item.attempts, 1)
+        if not attempt.ok and attempt.transient and attempts < self.policy.max_attempts:
+            backoff = min(self.policy.backoff_max, self.policy.backoff_base * 2 ** (attempts - 1))
+            backoff *= random.uniform(0.5, 1.0)
+            if attempt.retry_after:
+                backoff = max(backoff, min(attempt.retry_after, 600.0))
+            item.state = DELAYED
+            heapq.heappush(self._delayed, (now + backoff, next(self._seq), item.url))
+            self.retries += 1
+            return
+        self._finish(item, attempt, worker)
+
+    def _finish(self, item: _Item, attempt: Attempt, worker: str | None) -> None:
+        item.state = DONE
+        self._unfinished -= 1
+        self._settled.append(Settled(attempt, item.page, worker, max(item.attempts, 1)))

@@ -1,0 +1,38 @@
+"""``crawler demo``: the whole job on this machine, against a built-in site, no internet."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from crawler.authkey import load_authkey
+from crawler.config import Settings
+from crawler.demosite import SiteServer, build_site
+from crawler.journal import JOURNAL_NAME
+from crawler.results import MANIFEST_NAME, RESULTS_NAME
+
+
+def run_demo(settings: Settings, *, workers: int, quiet: bool,
+             run_master: Callable[..., int]) -> int:
+    out_dir = Path(settings.output.dir) / "demo"
+    # Each demo serves a new site on a new port: start from a clean record.
+    for name in (JOURNAL_NAME, JOURNAL_NAME + "-wal", JOURNAL_NAME + "-shm",
+                 RESULTS_NAME, MANIFEST_NAME):
+        (out_dir / name).unlink(missing_ok=True)
+    for old_site in out_dir.glob("127.0.0.1_*"):
+        shutil.rmtree(old_site, ignore_errors=True)
+    site = build_site()
+    with SiteServer(site) as server:
+        say = (lambda text: None) if quiet else (lambda text: print(text, file=sys.stderr))
+        say(f"demo site: {server.base_url}/ ({len(site.pages)} pages, {len(site.images)} images)")
+        demo_settings = settings.with_values({"output.dir": str(out_dir),
+                                              "queue.bind": "127.0.0.1:0"})
+        status = run_master(demo_settings, (server.base_url + "/",),
+                            load_authkey(None, generate=True), local_workers=workers,
+                            worker_threads=4, dry_run=False, quiet=quiet)
+    stored = sorted(p for p in out_dir.rglob("*.png"))
+    say(f"demo: {len(stored)} images stored under {out_dir}/ "
+        f"(results in {out_dir / RESULTS_NAME}, manifest in {out_dir / MANIFEST_NAME})")
+    return status

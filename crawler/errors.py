@@ -1,0 +1,64 @@
+"""Every error the crawler raises on purpose, and the exit status each one ends in.
+
+    CrawlerError                 root; exit 1
+    ├── UsageError               bad command line or seed URL; exit 2
+    ├── ConfigError              bad settings file, key or value; exit 2
+    ├── AuthkeyError             a missing, short or unreadable authkey; exit 2
+    ├── QueueError               the master's queue cannot be served or reached; exit 1
+    │   ├── BindError            the queue port cannot be bound (in use, no permission); exit 4
+    │   ├── MasterUnreachable    a worker gave up waiting for its master; exit 1
+    │   └── AuthenticationFailed the master refused our authkey; exit 1
+    ├── StorageError             the output folder cannot be written (permission, disk full); exit 3
+    └── InvalidURL               a URL that cannot be crawled (not http(s), no host)
+
+Download failures are not exceptions that end the program: each becomes a
+result line with a reason (see ``crawler.outcome``).
+"""
+
+from __future__ import annotations
+
+
+class CrawlerError(Exception):
+    """The root of every error the crawler raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(CrawlerError):
+    exit_code = 2
+
+
+class ConfigError(CrawlerError):
+    """A settings file, key or value is wrong; the message names the file and the key."""
+
+    exit_code = 2
+
+
+class AuthkeyError(CrawlerError):
+    exit_code = 2
+
+
+class QueueError(CrawlerError):
+    exit_code = 1
+
+
+class BindError(QueueError):
+    exit_code = 4
+
+
+class MasterUnreachable(QueueError):
+    exit_code = 1
+
+
+class AuthenticationFailed(QueueError):
+    exit_code = 1
+
+
+class StorageError(CrawlerError):
+    exit_code = 3
+
+
+class InvalidURL(CrawlerError, ValueError):
+    """A URL that is not an absolute http(s) URL with a host."""
+
+    exit_code = 2

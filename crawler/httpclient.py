@@ -1,0 +1,143 @@
+"""HTTP sessions: address guard, pools, timeouts, and a watchdog for total deadlines.
+
+``requests`` enforces connect and read timeouts per socket operation, so a
+server that sends one byte every few seconds never trips them. The
+:class:`Watchdog` closes the socket of any response that outlives its total
+deadline, which unblocks the reading thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+
+from crawler.netguard import AddressPolicy, guarded_connect
+
+
+class _GuardedConnectionMixin:
+    """Connect only to addresses the policy allows (checked after DNS, on the real peer)."""
+
+    policy: AddressPolicy
+
+    def _new_conn(self) -> socket.socket:
+        conn: Any = self
+        timeout = conn.timeout if isinstance(conn.timeout, int | float) else None
+        try:
+            return guarded_connect(self.policy, conn._dns_host, conn.port, timeout,
+                                   conn.source_address, conn.socket_options)
+        except socket.gaierror as exc:
+            raise NameResolutionError(conn.host, conn, exc) from exc
+        except TimeoutError as exc:
+            raise ConnectTimeoutError(conn, f"connection to {conn.host} timed out") from exc
+        except OSError as exc:
+            raise NewConnectionError(conn, f"failed to connect: {exc}") from exc
+
+
+def _pool_classes(policy: AddressPolicy) -> dict[str, type]:
+    http_conn = type("GuardedHTTPConnection", (_GuardedConnectionMixin, HTTPConnection),
+                     {"policy": policy})
+    https_conn = type("GuardedHTTPSConnection", (_GuardedConnectionMixin, HTTPSConnection),
+                      {"policy": policy})
+    return {
+        "http": type("GuardedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
+        "https": type("GuardedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}),
+    }
+
+
+class GuardedAdapter(HTTPAdapter):
+    def __init__(self, policy: AddressPolicy, pool_size: int = 10) -> None:
+        self._policy = policy
+        super().__init__(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _pool_classes(self._policy)
+
+
+def make_session(policy: AddressPolicy, user_agent: str, pool_size: int = 10) -> requests.Session:
+    """A session whose every connection, redirects included, passes the address guard."""
+    session = requests.Session()
+    # Proxies from the environment would hide the real peer from the guard.
+    session.trust_env = False
+    adapter = GuardedAdapter(policy, pool_size)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["User-Agent"] = user_agent
+    return session
+
+
+class Watchdog:
+    """One thread that cuts off responses past their total deadline."""
+
+    def __init__(self, tick: float = 0.25) -> None:
+        self._tick = tick
+        self._lock = threading.Lock()
+        self._active: dict[int, tuple[float, requests.Response]] = {}
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def deadline(self, response: requests.Response, seconds: float) -> Iterator[None]:
+        key = id(response)
+        with self._lock:
+            self._active[key] = (time.monotonic() + seconds, response)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="watchdog", daemon=True)
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active.pop(key, None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self._tick)
+            now = time.monotonic()
+            with self._lock:
+                expired = [r for deadline, r in self._active.values() if deadline < now]
+            for response in expired:
+                _cut(response)
+
+
+def _cut(response: requests.Response) -> None:
+    connection = getattr(response.raw, "connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):  # already closed: the reader has finished anyway
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Parse a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+TRANSIENT_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    urllib3.exceptions.ProtocolError,
+)

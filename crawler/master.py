@@ -1,0 +1,404 @@
+"""The master: crawl pages breadth-first, queue every image found, collect the results.
+
+It owns the crawl loop and nothing else: pages are fetched and parsed by a
+small thread pool, image URLs go on the :class:`TaskBoard` that the queue
+server shares with the workers, and final outcomes are journaled and written
+to results.log and manifest.jsonl. The crawl ends when no page is left to
+visit and every image URL has a final result; then the board announces it.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crawler.authkey import ENV_VAR, Authkey, is_loopback
+from crawler.board import BoardPolicy, TaskBoard
+from crawler.config import Settings
+from crawler.download import Limits
+from crawler.errors import StorageError
+from crawler.extract import Extraction, extract
+from crawler.httpclient import Watchdog, make_session
+from crawler.journal import Journal
+from crawler.netguard import AddressPolicy
+from crawler.outcome import Attempt, Outcome
+from crawler.pages import Page, fetch_page
+from crawler.progress import Reporter, Snapshot
+from crawler.results import ResultFiles
+from crawler.robots import Robots
+from crawler.scope import Scope
+from crawler.transport import QueueServer
+from crawler.urls import host_key
+
+log = logging.getLogger(__name__)
+
+LOOP_TICK = 0.05  # how often the loop looks at finished pages and results
+REAP_EVERY = 0.5
+SHUTDOWN_GRACE = 10.0  # how long workers get to notice the end and leave
+
+
+@dataclass(frozen=True)
+class MasterOptions:
+    seeds: tuple[str, ...]  # normalised
+    out_dir: Path
+    bind: tuple[str, int]
+    local_workers: int = 0
+    worker_threads: int = 16
+    dry_run: bool = False
+
+
+@dataclass
+class Summary:
+    completed: bool
+    interrupted: bool
+    elapsed_s: float
+    pages: int
+    pages_failed: int
+    found: int
+    succeeded: int
+    failed: int
+    bytes: int
+    out_dir: Path
+    failure_reasons: list[tuple[str, int]] = field(default_factory=list)
+    failing_hosts: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.succeeded / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class _Visit:
+    """What a page thread hands back to the crawl loop."""
+
+    url: str
+    depth: int
+    page: Page
+    extraction: Extraction | None
+    images: list[tuple[str, str | None]]  # (url, refusal reason or None)
+
+
+class Master:
+    def __init__(self, settings: Settings, options: MasterOptions, authkey: Authkey,
+                 reporter: Reporter, announce: Callable[[str], None] = print) -> None:
+        self._settings = settings
+        self._options = options
+        self._authkey = authkey
+        self._reporter = reporter
+        self._announce = announce
+        self._stop = threading.Event()
+        self._snapshot = Snapshot(pages_total=settings.crawl.max_pages or None)
+        self._reasons: collections.Counter[str] = collections.Counter()
+        self._failing_hosts: collections.Counter[str] = collections.Counter()
+        crawl = settings.crawl
+        self._scope = Scope.from_seeds(options.seeds, crawl.scope, crawl.allow, crawl.deny,
+                                       crawl.image_allow, crawl.image_deny)
+        self._policy = AddressPolicy.from_seeds(options.seeds, settings.security.allow_networks)
+        dl, pol = settings.download, settings.politeness
+        self._board = TaskBoard(BoardPolicy(
+            lease_timeout=settings.queue.lease_timeout, max_attempts=dl.max_attempts,
+            backoff_base=dl.backoff_base, backoff_max=dl.backoff_max,
+            host_delay=pol.host_delay, host_concurrency=pol.host_concurrency,
+            batch_size=settings.queue.batch_size))
+        self._started = time.monotonic()
+        self._workers: list[subprocess.Popen[bytes]] = []
+        self.address: tuple[str, int] | None = None
+
+    def stop(self) -> None:
+        """Ask the crawl to stop (Ctrl-C, SIGTERM): state is saved, workers are told."""
+        self._stop.set()
+
+    # ----- what workers are told ---------------------------------------------
+
+    def describe(self, full: bool = False) -> dict[str, Any]:
+        dl = self._settings.download
+        info: dict[str, Any] = {
+            "limits": Limits(connect_timeout=dl.connect_timeout, read_timeout=dl.read_timeout,
+                             deadline=dl.deadline, max_bytes=dl.max_bytes,
+                             min_width=dl.min_width, min_height=dl.min_height,
+                             max_width=dl.max_width, max_height=dl.max_height).__dict__,
+            "policy": self._policy.to_wire(),
+            "user_agent": self._settings.crawl.user_agent,
+            "lease_timeout": self._settings.queue.lease_timeout,
+        }
+        if full:
+            info.update(seeds=list(self._options.seeds),
+                        elapsed_s=round(time.monotonic() - self._started, 2),
+                        progress=self._snapshot.as_dict(), board=self._board.counts(),
+                        workers=self._board.workers(), closed=self._board.closed)
+        return info
+
+    # ----- the crawl -----------------------------------------------------------
+
+    def run(self) -> Summary:
+        out_dir = self._options.out_dir
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create the output folder {out_dir}: "
+                               f"{exc.strerror or exc}") from exc
+        journal = Journal(out_dir)
+        try:
+            files = ResultFiles(out_dir, journal.outcomes())
+            try:
+                return self._run(journal, files)
+            finally:
+                files.close()
+        finally:
+            journal.close()
+
+    def _run(self, journal: Journal, files: ResultFiles) -> Summary:
+        settings, options = self._settings, self._options
+        journal.add_seeds(options.seeds)
+        resumed = journal.resume()
+        for outcome in journal.outcomes():
+            self._count(outcome)
+        self._snapshot.found = len(resumed.finished_images)
+        self._snapshot.pages = len(resumed.done_pages)
+        seen_pages = resumed.done_pages | {url for url, _ in resumed.pending_pages}
+        frontier: deque[tuple[str, int]] = deque(resumed.pending_pages)
+        if resumed.done_pages or resumed.finished_images:
+            log.info("resuming: %d pages done, %d to visit, %d images finished, %d queued",
+                     len(resumed.done_pages), len(frontier), len(resumed.finished_images),
+                     len(resumed.pending_images))
+        for url, page in resumed.pending_images:
+            self._board.add(url, host_key(url), page)
+            self._snapshot.found += 1
+        if not options.dry_run:
+            self._serve()
+        session = make_session(self._policy, settings.crawl.user_agent,
+                               pool_size=settings.crawl.page_concurrency)
+        robots = Robots(session, settings.crawl.user_agent, settings.crawl.page_timeout,
+                        settings.crawl.respect_robots)
+        if not settings.crawl.respect_robots:
+            log.warning("robots.txt is ignored (crawl.respect_robots = false)")
+        watchdog = Watchdog()
+        pool = ThreadPoolExecutor(settings.crawl.page_concurrency, thread_name_prefix="page")
+        running: dict[Future[_Visit], str] = {}
+        last_reap = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                self._submit(frontier, running, pool, session, robots, watchdog)
+                if running:
+                    finished, _ = wait(list(running), timeout=LOOP_TICK,
+                                       return_when=FIRST_COMPLETED)
+                else:
+                    finished = set()
+                    time.sleep(LOOP_TICK)
+                for future in finished:
+                    running.pop(future)
+                    self._visited(future.result(), frontier, seen_pages, journal, robots)
+                self._collect(journal, files)
+                if time.monotonic() - last_reap > REAP_EVERY:
+                    self._board.reap()
+                    last_reap = time.monotonic()
+                self._refresh()
+                if not frontier and not running and self._board.unfinished() == 0:
+                    break
+        finally:
+            self._stop.set()  # page threads: leave what they have not started
+            self._board.close()
+            pool.shutdown(wait=True, cancel_futures=True)
+            self._finish(journal, files)
+            session.close()
+        interrupted = bool(frontier or running or self._board.unfinished())
+        return self._summary(completed=not interrupted, interrupted=interrupted)
+
+    def _submit(self, frontier: deque[tuple[str, int]], running: dict[Future[_Visit], str],
+                pool: ThreadPoolExecutor, session: Any, robots: Robots,
+                watchdog: Watchdog) -> None:
+        max_pages = self._settings.crawl.max_pages
+        while frontier and len(running) < self._settings.crawl.page_concurrency:
+            if max_pages and self._snapshot.pages + len(running) >= max_pages:
+                frontier.clear()  # the page budget is spent
+                return
+            url, depth = frontier.popleft()
+            running[pool.submit(self._visit, url, depth, session, robots, watchdog)] = url
+
+    def _visit(self, url: str, depth: int, session: Any, robots: Robots,
+               watchdog: Watchdog) -> _Visit:
+        """Fetch and parse one page (in a pool thread); decide robots for its images."""
+        crawl = self._settings.crawl
+        if not robots.allowed(url):
+            return _Visit(url, depth, Page(url, url, 0, skipped="disallowed by robots.txt"),
+                          None, [])
+        page = fetch_page(session, url, timeout=crawl.page_timeout,
+                          max_bytes=crawl.max_page_bytes, in_scope=self._scope.allows_page,
+                          watchdog=watchdog)
+        if not page.ok:
+            return _Visit(url, depth, page, None, [])
+        extraction = extract(page.body, page.final_url, sources=frozenset(crawl.sources),
+                             lazy_attributes=crawl.lazy_attributes or _default_lazy(),
+                             encoding=page.encoding)
+        images: list[tuple[str, str | None]] = []
+        for image in extraction.images:
+            if not self._scope.allows_image(image):
+                continue
+            refused = None if robots.allowed(image) else "disallowed by robots.txt"
+            delay = robots.crawl_delay(image)
+            if delay:
+                self._board.set_host_delay(host_key(image), delay)
+            images.append((image, refused))
+        return _Visit(url, depth, page, extraction, images)
+
+    def _visited(self, visit: _Visit, frontier: deque[tuple[str, int]], seen_pages: set[str],
+                 journal: Journal, robots: Robots) -> None:
+        self._snapshot.pages += 1
+        if visit.extraction is None:
+            self._snapshot.pages_failed += 1
+            log.info("page %s: %s", visit.url, visit.page.skipped)
+            journal.page_done(visit.url, [], [])
+            return
+        links: list[tuple[str, int]] = []
+        if visit.depth < self._settings.crawl.depth:
+            for link in visit.extraction.links:
+                if link not in seen_pages and self._scope.allows_page(link):
+                    seen_pages.add(link)
+                    links.append((link, visit.depth + 1))
+        new_images: list[tuple[str, str | None]] = []
+        max_images = self._settings.crawl.max_images
+        for image, refused in visit.images:
+            if max_images and self._snapshot.found >= max_images:
+                break
+            if self._board.known(image):
+                continue
+            new_images.append((image, refused))
+            self._snapshot.found += 1
+            if self._options.dry_run:
+                print(image, flush=True)
+        page_url = visit.page.final_url
+        journal.page_done(visit.url, links, [(image, page_url) for image, _ in new_images])
+        frontier.extend(links)
+        for image, refused in new_images:
+            if refused is not None:
+                self._board.settle_now(Attempt(url=image, ok=False, reason=refused), page_url)
+            elif self._options.dry_run:
+                self._board.settle_now(Attempt(url=image, ok=False, reason="dry run"), page_url)
+            else:
+                self._board.add(image, host_key(image), page_url)
+
+    def _collect(self, journal: Journal, files: ResultFiles) -> None:
+        settled = self._board.drain()
+        if not settled:
+            return
+        outcomes = [Outcome.from_attempt(s.attempt, page=s.page, worker=s.worker,
+                                         attempts=s.attempts) for s in settled]
+        if self._options.dry_run:
+            return  # nothing was downloaded: nothing to record
+        journal.record(outcomes)
+        files.write(outcomes)
+        for outcome in outcomes:
+            self._count(outcome)
+
+    def _count(self, outcome: Outcome) -> None:
+        if outcome.ok:
+            self._snapshot.downloaded += 1
+            self._snapshot.bytes += outcome.bytes or 0
+        else:
+            self._snapshot.failed += 1
+            self._reasons[outcome.reason] += 1
+            self._failing_hosts[host_key(outcome.url)] += 1
+
+    def _refresh(self) -> None:
+        counts = self._board.counts()
+        self._snapshot.in_flight = counts["in_flight"]
+        self._snapshot.retries = counts["retries"]
+        self._snapshot.workers = counts["workers"]
+        self._reporter.update(self._snapshot)
+
+    # ----- serving and local workers -------------------------------------------
+
+    def _serve(self) -> None:
+        server = QueueServer(self._board, self._options.bind, self._authkey.key,
+                             self.describe).start()
+        self.address = server.address
+        host, port = server.address[:2]
+        self._announce(f"queue on {host}:{port}")
+        if is_loopback(host):
+            self._announce(f"workers on this host: crawler worker {host}:{port} "
+                           f"(with {ENV_VAR} set to the master's key)")
+        else:
+            self._announce(f"workers on other hosts: crawler worker {_public_name(host)}:{port} "
+                           + self._key_hint())
+        if self._options.local_workers:
+            every_interface = host in ("0.0.0.0", "::", "")  # noqa: S104 - a comparison, not a bind
+            self._start_local_workers(("127.0.0.1" if every_interface else host, port))
+
+    def _key_hint(self) -> str:
+        source = self._authkey.source
+        if source == "environment":
+            return f"with the same {ENV_VAR} as the master"
+        if source != "generated":
+            return f"--authkey-file {source} (copy that file to each worker host)"
+        key_file = self._options.out_dir / "authkey"
+        key_file.touch(mode=0o600)
+        key_file.chmod(0o600)
+        key_file.write_bytes(self._authkey.key)
+        return f"--authkey-file {key_file} (a new key: copy that file to each worker host)"
+
+    def _start_local_workers(self, address: tuple[str, int]) -> None:
+        env = dict(os.environ)
+        env[ENV_VAR] = self._authkey.key.decode()  # the environment, not argv: ps shows argv
+        for n in range(self._options.local_workers):
+            log_path = self._options.out_dir / f"worker-{n + 1}.log"
+            with log_path.open("ab") as log_file:
+                self._workers.append(subprocess.Popen(
+                    [sys.executable, "-m", "crawler", "worker", f"{address[0]}:{address[1]}",
+                     "--out", str(self._options.out_dir),
+                     "--threads", str(self._options.worker_threads), "--quiet",
+                     "--connect-wait", "30"],
+                    env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file))
+
+    def _finish(self, journal: Journal, files: ResultFiles) -> None:
+        """After the board is closed: let workers report and leave, then record the rest."""
+        grace_end = time.monotonic() + SHUTDOWN_GRACE
+        while time.monotonic() < grace_end:
+            self._collect(journal, files)
+            alive = [p for p in self._workers if p.poll() is None]
+            remote = sum(1 for w in self._board.workers() if not w["gone"]
+                         and w["held"])
+            if not alive and not remote:
+                break
+            time.sleep(LOOP_TICK)
+        for process in self._workers:
+            if process.poll() is None:
+                process.terminate()
+        for process in self._workers:
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self._collect(journal, files)
+        self._refresh()
+        self._reporter.close()
+
+    def _summary(self, *, completed: bool, interrupted: bool) -> Summary:
+        s = self._snapshot
+        return Summary(completed=completed, interrupted=interrupted,
+                       elapsed_s=time.monotonic() - self._started, pages=s.pages,
+                       pages_failed=s.pages_failed, found=s.found, succeeded=s.downloaded,
+                       failed=s.failed, bytes=s.bytes, out_dir=self._options.out_dir,
+                       failure_reasons=self._reasons.most_common(5),
+                       failing_hosts=self._failing_hosts.most_common(5))
+
+
+def _public_name(host: str) -> str:
+    """A name other hosts can use for this one, when bound to every interface."""
+    return socket.getfqdn() if host in ("0.0.0.0", "::") else host  # noqa: S104
+
+
+def _default_lazy() -> tuple[str, ...]:
+    from crawler.extract import DEFAULT_LAZY_ATTRIBUTES
+    return tuple(DEFAULT_LAZY_ATTRIBUTES)

@@ -1,0 +1,150 @@
+"""Which network addresses the crawler may connect to (no SSRF by default).
+
+Pages and images are written by strangers; a link to ``http://169.254.169.254/``
+or ``http://10.0.0.1/admin`` must not make our machines fetch it. The check is
+made on the address actually connected to, after DNS resolution, for every
+connection — so it holds on every redirect too.
+
+By default public addresses are allowed, and a non-public *kind* of address
+(loopback, private, ...) only when a seed URL itself resolves to that kind: a
+crawl of ``http://127.0.0.1:8000/`` may fetch loopback images, a crawl of a
+public site may not. An explicit list of networks replaces that default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Cloud metadata services: refused unless a network the user listed contains them.
+METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
+    "169.254.169.254", "169.254.170.2", "100.100.100.200", "fd00:ec2::254",
+))
+
+KINDS = ("public", "loopback", "private", "link-local", "multicast", "unspecified", "reserved",
+         "metadata")
+
+
+class BlockedAddress(Exception):
+    """A URL resolved to an address this crawl may not connect to."""
+
+    def __init__(self, host: str, address: str, kind: str) -> None:
+        super().__init__(f"refused to connect to {host} ({address}): {kind} address not allowed "
+                         "(see security.allow_networks)")
+        self.host = host
+        self.address = address
+        self.kind = kind
+
+
+def kind_of(address: IPAddress) -> str:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address in METADATA_ADDRESSES:
+        return "metadata"
+    if address.is_loopback:
+        return "loopback"
+    if address.is_link_local:
+        return "link-local"
+    if address.is_multicast:
+        return "multicast"
+    if address.is_unspecified:
+        return "unspecified"
+    # 100.64.0.0/10 (carrier-grade NAT) is neither private nor global in ipaddress.
+    if address.is_private or address in ipaddress.ip_network("100.64.0.0/10"):
+        return "private"
+    if address.is_reserved or not address.is_global:
+        return "reserved"
+    return "public"
+
+
+@dataclass(frozen=True)
+class AddressPolicy:
+    """Allowed address kinds, or (when ``networks`` is set) exactly the listed networks + public."""
+
+    kinds: frozenset[str] = frozenset({"public"})
+    networks: tuple[str, ...] = ()
+
+    @classmethod
+    def from_seeds(cls, seeds: Iterable[str], networks: Sequence[str] = ()) -> AddressPolicy:
+        if networks:
+            return cls(frozenset({"public"}), tuple(networks))
+        kinds = {"public"}
+        for seed in seeds:
+            host = urlsplit(seed).hostname
+            if host:
+                kinds.update(kind_of(a) for a in _resolve_quietly(host))
+        kinds.discard("metadata")  # a seed on a metadata address must be listed explicitly
+        return cls(frozenset(kinds))
+
+    def refusal(self, address: IPAddress) -> str | None:
+        """The kind of ``address`` if it is refused, else None."""
+        kind = kind_of(address)
+        if self.networks:
+            if any(address in ipaddress.ip_network(n, strict=False) for n in self.networks):
+                return None
+            return None if kind == "public" else kind
+        return None if kind in self.kinds else kind
+
+    def to_wire(self) -> dict[str, list[str]]:
+        return {"kinds": sorted(self.kinds), "networks": list(self.networks)}
+
+    @classmethod
+    def from_wire(cls, data: dict[str, list[str]]) -> AddressPolicy:
+        return cls(frozenset(data["kinds"]), tuple(data["networks"]))
+
+
+def _resolve_quietly(host: str) -> list[IPAddress]:
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return []
+    return [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+
+
+def guarded_connect(policy: AddressPolicy, host: str, port: int, timeout: float | None,
+                    source_address: tuple[str, int] | None = None,
+                    socket_options: Sequence[tuple[int, int, int | bytes]] | None = None,
+                    ) -> socket.socket:
+    """Resolve ``host`` and connect to the first address the policy allows.
+
+    Raises :class:`BlockedAddress` when every address is refused, and checks the
+    peer of the connected socket again, so what is checked is what is used.
+    """
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    refused: BlockedAddress | None = None
+    last_error: OSError | None = None
+    for family, kind, proto, _, sockaddr in infos:
+        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        why = policy.refusal(address)
+        if why is not None:
+            refused = BlockedAddress(host, str(address), why)
+            continue
+        sock = socket.socket(family, kind, proto)
+        try:
+            for level, option, value in socket_options or ():
+                sock.setsockopt(level, option, value)
+            if timeout is not None:
+                sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(sockaddr)
+            peer = ipaddress.ip_address(sock.getpeername()[0].split("%", 1)[0])
+            why = policy.refusal(peer)
+            if why is not None:
+                raise BlockedAddress(host, str(peer), why)
+        except OSError as exc:
+            sock.close()
+            last_error = exc
+            continue
+        except BlockedAddress:
+            sock.close()
+            raise
+        return sock
+    if refused is not None:
+        raise refused
+    raise last_error or OSError(f"no address found for {host}")

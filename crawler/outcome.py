@@ -1,0 +1,107 @@
+"""What happened to one image URL: a worker's report of one try, and the final outcome.
+
+Reports cross the queue as plain dicts (not pickled classes) so that a worker
+of another version, or one written from the classic tutorial, can speak to
+the master.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+SEPARATOR = "--->"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try at downloading ``url``, as a worker reports it."""
+
+    url: str
+    ok: bool
+    reason: str = ""
+    transient: bool = False  # worth trying again (timeouts, 5xx, 429)
+    retry_after: float | None = None  # seconds the server asked us to wait
+    path: str | None = None  # relative to the worker's output folder
+    bytes: int | None = None
+    sha256: str | None = None
+    content_type: str | None = None
+    width: int | None = None
+    height: int | None = None
+    elapsed_s: float = 0.0
+    skipped: bool = False  # already stored with the same size and hash
+
+    def to_wire(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Attempt:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def from_line(cls, line: str) -> Attempt:
+        """Parse a classic result string: ``URL--->success`` or ``URL--->failure: reason``."""
+        url, sep, rest = line.partition(SEPARATOR)
+        if not sep:
+            raise ValueError(f"result {line[:200]!r} has no {SEPARATOR!r}")
+        rest = rest.strip()
+        if rest == "success":
+            return cls(url=url.strip(), ok=True)
+        status, _, reason = rest.partition(":")
+        if status.strip() != "failure":
+            raise ValueError(f"result {line[:200]!r} is neither success nor failure")
+        return cls(url=url.strip(), ok=False, reason=reason.strip() or "failure")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The final result of one image URL: one line in results.log and manifest.jsonl."""
+
+    url: str
+    status: str  # "success" or "failure"
+    reason: str
+    page: str | None
+    worker: str | None
+    path: str | None
+    bytes: int | None
+    sha256: str | None
+    content_type: str | None
+    attempts: int
+    elapsed_s: float
+    width: int | None = None
+    height: int | None = None
+
+    @classmethod
+    def from_attempt(cls, attempt: Attempt, *, page: str | None, worker: str | None,
+                     attempts: int) -> Outcome:
+        return cls(url=attempt.url, status="success" if attempt.ok else "failure",
+                   reason=attempt.reason, page=page, worker=worker, path=attempt.path,
+                   bytes=attempt.bytes, sha256=attempt.sha256,
+                   content_type=attempt.content_type, attempts=attempts,
+                   elapsed_s=round(attempt.elapsed_s, 4), width=attempt.width,
+                   height=attempt.height)
+
+    @classmethod
+    def failure(cls, url: str, reason: str, *, page: str | None, attempts: int = 0) -> Outcome:
+        return cls(url=url, status="failure", reason=reason, page=page, worker=None, path=None,
+                   bytes=None, sha256=None, content_type=None, attempts=attempts, elapsed_s=0.0)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "success"
+
+    def line(self) -> str:
+        if self.ok:
+            return f"{self.url}{SEPARATOR}success"
+        reason = " ".join(self.reason.split())  # one line per URL, whatever the reason held
+        return f"{self.url}{SEPARATOR}failure: {reason}"
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Outcome:
+        return cls(**json.loads(text))

@@ -1,0 +1,137 @@
+"""Progress is a view over counts: tqdm bars on a terminal, a plain line otherwise, or nothing.
+
+The crawl loop only fills a :class:`Snapshot` and hands it to a reporter; the
+reporter decides how (and whether) to draw it. Log lines go through the
+reporter too, so they never tear the bars.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Protocol, TextIO
+
+from tqdm import tqdm
+
+
+@dataclass
+class Snapshot:
+    pages: int = 0
+    pages_total: int | None = None  # known when max_pages bounds the crawl
+    pages_failed: int = 0
+    found: int = 0
+    downloaded: int = 0
+    failed: int = 0
+    in_flight: int = 0
+    retries: int = 0
+    bytes: int = 0
+    workers: int = 0
+
+    def as_dict(self) -> dict[str, int | None]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class Reporter(Protocol):
+    def update(self, snapshot: Snapshot) -> None: ...
+    def close(self) -> None: ...
+
+
+class NullReporter:
+    def update(self, snapshot: Snapshot) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def human_bytes(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1000:
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} TB"
+
+
+class PlainReporter:
+    """One log line every ``interval`` seconds (and at the end): for logs and pipes."""
+
+    def __init__(self, stream: TextIO, interval: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._stream = stream
+        self._interval = interval
+        self._clock = clock
+        self._started = clock()
+        self._last = self._started
+        self._snapshot: Snapshot | None = None
+
+    def update(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+        now = self._clock()
+        if now - self._last >= self._interval:
+            self._last = now
+            self._write(snapshot, now)
+
+    def close(self) -> None:
+        if self._snapshot is not None:
+            self._write(self._snapshot, self._clock())
+
+    def _write(self, s: Snapshot, now: float) -> None:
+        elapsed = max(1e-9, now - self._started)
+        print(f"progress: pages {s.pages}, images found {s.found}, downloaded {s.downloaded}, "
+              f"failed {s.failed}, in flight {s.in_flight}, retries {s.retries}, "
+              f"{human_bytes(s.bytes)} ({human_bytes(s.bytes / elapsed)}/s), "
+              f"workers {s.workers}", file=self._stream, flush=True)
+
+
+class TqdmReporter:
+    """Live bars on a terminal."""
+
+    def __init__(self, stream: TextIO) -> None:
+        def bar(position: int, desc: str, unit: str = "it", **kw: object) -> tqdm:
+            return tqdm(desc=desc, position=position, unit=unit, file=stream, leave=True,
+                        dynamic_ncols=True, **kw)
+
+        self._pages = bar(0, "pages crawled", "page")
+        self._found = bar(1, "images found", "img")
+        self._done = bar(2, "downloaded", "img")
+        self._failed = bar(3, "failed", "img")
+        self._bytes = bar(4, "bytes", "B", unit_scale=True, unit_divisor=1000)
+        self._bars = (self._pages, self._found, self._done, self._failed, self._bytes)
+
+    def update(self, s: Snapshot) -> None:
+        self._pages.total = s.pages_total
+        self._done.total = s.found or None  # an ETA once images are known
+        for bar, value in ((self._pages, s.pages), (self._found, s.found),
+                           (self._done, s.downloaded), (self._failed, s.failed),
+                           (self._bytes, s.bytes)):
+            bar.update(value - bar.n)
+        self._done.set_postfix_str(f"in flight {s.in_flight}, retries {s.retries}, "
+                                   f"workers {s.workers}", refresh=False)
+        self._failed.set_postfix_str(f"page errors {s.pages_failed}", refresh=False)
+
+    def close(self) -> None:
+        for bar in self._bars:
+            bar.refresh()
+            bar.close()
+
+
+class TqdmLogHandler(logging.Handler):
+    """Log records written above the bars instead of through them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging must never break the crawl
+            self.handleError(record)
+
+
+def make_reporter(quiet: bool, stream: TextIO | None = None) -> Reporter:
+    stream = stream or sys.stderr
+    if quiet:
+        return NullReporter()
+    if stream.isatty():
+        return TqdmReporter(stream)
+    return PlainReporter(stream)

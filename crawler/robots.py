@@ -1,0 +1,87 @@
+"""robots.txt: fetched once per origin, parsed with Protego, obeyed for pages and images."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from urllib.parse import urlsplit
+
+import requests
+from protego import Protego
+
+from crawler.httpclient import TRANSIENT_ERRORS
+from crawler.netguard import BlockedAddress
+
+log = logging.getLogger(__name__)
+
+MAX_ROBOTS_BYTES = 512 * 1024  # what Google reads of a robots.txt
+
+_ALLOW_ALL = Protego.parse("")
+_DISALLOW_ALL = Protego.parse("User-agent: *\nDisallow: /\n")
+
+
+class Robots:
+    def __init__(self, session: requests.Session, user_agent: str, timeout: float = 10.0,
+                 enabled: bool = True) -> None:
+        self._session = session
+        self._agent = user_agent
+        self._timeout = timeout
+        self._enabled = enabled
+        self._lock = threading.Lock()
+        self._rules: dict[str, Protego] = {}
+        self._fetching: dict[str, threading.Event] = {}
+
+    def allowed(self, url: str) -> bool:
+        if not self._enabled:
+            return True
+        return bool(self._rules_for(url).can_fetch(url, self._agent))
+
+    def crawl_delay(self, url: str) -> float | None:
+        if not self._enabled:
+            return None
+        delay = self._rules_for(url).crawl_delay(self._agent)
+        return float(delay) if delay is not None else None
+
+    def _rules_for(self, url: str) -> Protego:
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        with self._lock:
+            rules = self._rules.get(origin)
+            if rules is not None:
+                return rules
+            event = self._fetching.get(origin)
+            mine = event is None
+            if mine:
+                event = self._fetching[origin] = threading.Event()
+        assert event is not None
+        if not mine:  # another thread is fetching it: wait for its answer
+            event.wait(self._timeout * 2 + 1)
+            with self._lock:
+                return self._rules.get(origin, _ALLOW_ALL)
+        rules = self._fetch(origin)
+        with self._lock:
+            self._rules[origin] = rules
+        event.set()
+        return rules
+
+    def _fetch(self, origin: str) -> Protego:
+        url = origin + "/robots.txt"
+        try:
+            response = self._session.get(url, timeout=(min(self._timeout, 5.0), self._timeout),
+                                         stream=True)
+        except BlockedAddress:
+            return _ALLOW_ALL  # every fetch from that origin will be refused anyway
+        except (requests.RequestException, *TRANSIENT_ERRORS) as exc:
+            # RFC 9309: an unreachable robots.txt means complete disallow.
+            log.warning("robots.txt of %s unreachable (%s): not crawling that origin",
+                        origin, exc.__class__.__name__)
+            return _DISALLOW_ALL
+        with response:
+            if response.status_code >= 500:
+                log.warning("robots.txt of %s answered HTTP %d: not crawling that origin",
+                            origin, response.status_code)
+                return _DISALLOW_ALL
+            if response.status_code >= 400:
+                return _ALLOW_ALL  # no robots.txt: everything is allowed
+            body = response.raw.read(MAX_ROBOTS_BYTES, decode_content=True) or b""
+        return Protego.parse(body.decode("utf-8", errors="replace"))

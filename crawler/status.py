@@ -1,0 +1,43 @@
+"""``crawler status``: ask a running master what it is doing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from crawler.errors import MasterUnreachable
+from crawler.progress import human_bytes
+from crawler.transport import MasterClient
+
+
+def fetch_status(address: tuple[str, int], authkey: bytes) -> dict[str, Any]:
+    client = MasterClient(address, authkey)
+    try:
+        return dict(client.connect().status())
+    except (OSError, EOFError) as exc:
+        raise MasterUnreachable(f"no master answers at {address[0]}:{address[1]} "
+                                f"({exc.__class__.__name__}: {exc})") from exc
+
+
+def format_status(status: dict[str, Any]) -> str:
+    progress, board = status["progress"], status["board"]
+    lines = [
+        f"master: {', '.join(status['seeds'])}  "
+        f"({'finished' if status['closed'] else 'crawling'}, {status['elapsed_s']:.0f} s)",
+        f"pages crawled {progress['pages']} ({progress['pages_failed']} failed)   "
+        f"images found {progress['found']}",
+        f"downloaded {progress['downloaded']} ({human_bytes(progress['bytes'])})   "
+        f"failed {progress['failed']}   queued {board['queued']}   "
+        f"in flight {board['in_flight']}   waiting to retry {board['delayed']}   "
+        f"retries {board['retries']}",
+        "",
+        f"{'worker':<32} {'threads':>7} {'held':>5} {'done':>7} {'failed':>6} "
+        f"{'bytes':>10} {'img/s':>7} {'last seen':>9}",
+    ]
+    for w in status["workers"]:
+        state = "gone" if w["gone"] else f"{w['last_contact_s']:.1f} s"
+        lines.append(f"{w['worker'][:32]:<32} {w['threads'] or '-':>7} {w['held']:>5} "
+                     f"{w['done']:>7} {w['failed']:>6} {human_bytes(w['bytes']):>10} "
+                     f"{w['rate']:>7.1f} {state:>9}")
+    if not status["workers"]:
+        lines.append("(no worker has connected yet)")
+    return "\n".join(lines)

@@ -1,0 +1,460 @@
+"""Where a downloaded image goes, safely.
+
+A URL is text chosen by whoever runs the web site. ``relative_path`` turns it
+into a path that always stays inside the output folder, is a legal name on
+Linux, macOS and Windows, and is the same for the same URL on every worker.
+``Store`` writes each download to a partial file in ``ROOT/.partial/`` and only
+then renames it onto its final name, so a crash never leaves a half-written
+image that looks complete; a file already stored with the same bytes is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import io
+import os
+import re
+import secrets
+import socket
+import stat
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+from urllib.parse import unquote
+
+from crawler.errors import StorageError
+from crawler.imagetype import IMAGE_EXTENSIONS, ImageType, extensions
+
+MAX_NAME_BYTES = 255
+"""The longest file or folder name (in UTF-8 bytes) common file systems accept."""
+
+MAX_PATH_BYTES = 3072
+"""The longest relative path; leaves 1 KiB of Linux's 4 KiB PATH_MAX for the output folder."""
+
+PARTIAL_DIR = ".partial"
+"""The folder under the output folder that holds downloads still in progress."""
+
+STALE_AFTER = 3600.0
+"""Seconds without a write after which any partial file counts as abandoned."""
+
+_PARTIAL_SUFFIX = ".part"
+_PROBE_SUFFIX = ".probe"
+_HASH_CHARS = 10
+
+# Path separators, NUL and control characters, Windows' reserved punctuation,
+# and lone surrogates (which no file system encoding can represent).
+_UNSAFE = re.compile('[\\x00-\\x1f\\x7f<>:"|?*\\\\/\ud800-\udfff]')
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+# Device names Windows reserves whatever the extension; superscript digits count too.
+_RESERVED = frozenset(
+    {"CON", "PRN", "AUX", "NUL"}
+    | {f"{device}{digit}" for device in ("COM", "LPT") for digit in "123456789\u00b9\u00b2\u00b3"}
+)
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def relative_path(url: str, kind: ImageType) -> PurePosixPath:
+    """The relative path ``HOST/seg/.../name.ext`` an image from ``url`` is stored at.
+
+    Deterministic, never absolute, never with a ``..`` part, every part at most
+    255 bytes: safe for any string, though meant for normalised http(s) URLs.
+    """
+    authority, path, query = _split(url)
+    segments = [segment for segment in path.split("/") if segment]
+    last = None if path.endswith("/") or not segments else segments.pop()
+    folders = [_folder_name(_decode(segment)) for segment in segments]
+    name = _file_name(None if last is None else _decode(last), query, kind)
+    return _bounded(_host_name(authority), folders, name)
+
+
+def _split(url: str) -> tuple[str, str, str | None]:
+    """(authority, path, query or None when there is no ``?``) of any string."""
+    url = url.partition("#")[0]  # a fragment never reaches the server
+    scheme = _SCHEME.match(url)
+    rest = url[scheme.end() :] if scheme else url.removeprefix("//")
+    rest, question, query = rest.partition("?")
+    authority, slash, path = rest.partition("/")
+    return authority, slash + path, query if question else None
+
+
+def _decode(segment: str) -> str:
+    """A path segment as text: percent-decoded, then with unsafe characters as ``_``."""
+    return _UNSAFE.sub("_", unquote(segment, encoding="utf-8", errors="replace"))
+
+
+def _host_name(authority: str) -> str:
+    """``host`` or ``host_port``; IPv6 without brackets and with ``_`` for ``:``."""
+    host = authority.rpartition("@")[2].lower()  # credentials never become a folder
+    host = _UNSAFE.sub("_", host.replace("[", "").replace("]", ""))
+    if not host:
+        return "_"
+    if host.startswith("."):
+        # Keeps host folders visible and apart from PARTIAL_DIR; covers "." and "..".
+        host = "_" + host
+    return _fit(_windows_safe(host))
+
+
+def _folder_name(text: str) -> str:
+    if text in (".", ".."):
+        return "_" + text
+    text = _windows_safe(text)
+    if _extension(text) in IMAGE_EXTENSIONS:
+        # Every file name ends in an image extension; no folder may, so a file
+        # and a folder can never want the same name.
+        text += "_"
+    return _fit(text)
+
+
+def _file_name(text: str | None, query: str | None, kind: ImageType) -> str:
+    stem = "index" if text is None else text
+    if stem in (".", ".."):
+        stem = "_" + stem
+    suffix = "." + (_UNSAFE.sub("_", kind.extension).strip(". ") or "img")
+    if (extension := _extension(stem)) and extension in extensions(kind):
+        stem, suffix = stem[: stem.rindex(".")], stem[stem.rindex(".") :]
+    tag = "" if query is None else "_q" + _digest(query)
+    if _is_reserved(stem + tag + suffix):
+        stem = "_" + stem
+    return _fit(stem, tag + suffix)
+
+
+def _extension(name: str) -> str:
+    """The lower-case text after the last dot, or "" without one."""
+    return name.rpartition(".")[2].lower() if "." in name else ""
+
+
+def _windows_safe(name: str) -> str:
+    """``name`` with trailing dots and spaces as ``_`` and a ``_`` before a device name."""
+    kept = name.rstrip(". ")
+    name = kept + "_" * (len(name) - len(kept))
+    return "_" + name if _is_reserved(name) else name
+
+
+def _is_reserved(name: str) -> bool:
+    return name.partition(".")[0].rstrip(" ").upper() in _RESERVED
+
+
+def _fit(prefix: str, keep: str = "") -> str:
+    """``prefix + keep``, with ``prefix`` cut and tagged when it is over MAX_NAME_BYTES.
+
+    The tag hashes the whole name, so two long names that share their first
+    245 bytes still get different names.
+    """
+    name = prefix + keep
+    if len(name.encode()) <= MAX_NAME_BYTES:
+        return name
+    tag = "~" + _digest(name)
+    budget = MAX_NAME_BYTES - len(tag) - len(keep.encode())
+    if budget < 0:  # only an absurd extension from a caller's own ImageType
+        prefix, keep, budget = name, "", MAX_NAME_BYTES - len(tag)
+    # Decoding with "ignore" drops a character the byte cut split in two.
+    return prefix.encode()[:budget].decode("utf-8", errors="ignore") + tag + keep
+
+
+def _bounded(host: str, folders: list[str], name: str) -> PurePosixPath:
+    """The path, with the folders that do not fit in MAX_PATH_BYTES folded into one."""
+    parts = [host, *folders, name]
+    if len("/".join(parts).encode()) <= MAX_PATH_BYTES:
+        return PurePosixPath(*parts)
+    fold_length = 1 + _HASH_CHARS
+    used = len(host.encode()) + len(name.encode()) + fold_length + 2
+    kept: list[str] = []
+    for folder in folders:
+        used += len(folder.encode()) + 1
+        if used > MAX_PATH_BYTES:
+            break
+        kept.append(folder)
+    fold = "~" + _digest("/".join(folders[len(kept) :]))
+    return PurePosixPath(host, *kept, fold, name)
+
+
+def _digest(text: str) -> str:
+    # surrogatepass: any Python string hashes, even one no file name could hold.
+    return hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()[:_HASH_CHARS]
+
+
+# --------------------------------------------------------------------------- storage
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """Where one image is stored, and whether an identical file was already there."""
+
+    path: Path
+    relative: PurePosixPath
+    size: int
+    sha256: str
+    skipped: bool
+
+
+class Store:
+    """The output folder: partial files in, finished images out, atomically."""
+
+    def __init__(self, root: Path) -> None:
+        """Use ``root`` (created if missing); StorageError if it cannot be written."""
+        self.root = Path(root)
+        self.partial_dir = self.root / PARTIAL_DIR
+        try:
+            self.partial_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.partial_dir / _partial_name(_PROBE_SUFFIX)
+            probe.touch(exist_ok=False)
+            probe.unlink(missing_ok=True)  # another Store's clean_partials may have won
+            self._resolved_root = self.root.resolve()
+        except (OSError, RuntimeError) as exc:
+            raise _folder_error(
+                exc, self.root, "use output folder", self.root, folder=self.partial_dir
+            ) from exc
+
+    def open_partial(self) -> tuple[Path, BinaryIO]:
+        """A new, uniquely named partial file under ``ROOT/.partial/``, open for writing.
+
+        Writing to it on a full disk removes it and raises StorageError.
+        Close it before ``commit`` or ``discard``.
+        """
+        try:
+            self.partial_dir.mkdir(exist_ok=True)  # in case it was removed meanwhile
+            while True:
+                path = self.partial_dir / _partial_name(_PARTIAL_SUFFIX)
+                with contextlib.suppress(FileExistsError):
+                    # "x": fails rather than share a name; mode 0o666 minus the umask,
+                    # so stored images get the user's usual permissions.
+                    raw = io.FileIO(path, "xb")
+                    break
+        except OSError as exc:
+            raise _folder_error(
+                exc, self.partial_dir, "create a partial file in", self.root, self.partial_dir
+            ) from exc
+        return path, _PartialFile(raw, path)
+
+    def commit(
+        self, partial: Path, url: str, kind: ImageType, size: int, sha256: str
+    ) -> StoredFile:
+        """Move the closed ``partial`` to where ``url`` belongs, unless it is already there.
+
+        The partial is consumed whatever happens: renamed, removed as a
+        duplicate, or removed when committing fails. Raises StorageError when
+        the output folder cannot take the file, ValueError when the partial does
+        not hold ``size`` bytes (it was not closed, or ``size`` is wrong).
+        """
+        relative = relative_path(url, kind)
+        final = self.root / relative
+        try:
+            return self._commit(partial, final, relative, size, sha256.lower())
+        except BaseException:
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
+            raise
+
+    def _commit(
+        self, partial: Path, final: Path, relative: PurePosixPath, size: int, sha256: str
+    ) -> StoredFile:
+        try:
+            inside = final.resolve().is_relative_to(self._resolved_root)
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symbolic link loop
+            raise _folder_error(exc, final, "resolve", self.root) from exc
+        if not inside:  # defence in depth: relative_path never climbs, but links can
+            raise StorageError(
+                f"refusing to write {final}: it resolves outside the output folder "
+                f"{self.root} (through a symbolic link?)"
+            )
+        try:
+            written = partial.stat().st_size
+        except FileNotFoundError as exc:
+            raise StorageError(
+                f"partial file {partial} is gone before it was stored as {final}; "
+                f"did another program clean {self.partial_dir}?"
+            ) from exc
+        if written != size:
+            raise ValueError(f"partial file {partial} holds {written} bytes, not {size}")
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            existing = _stat_or_none(final)
+            if existing is not None and stat.S_ISDIR(existing.st_mode):
+                raise IsADirectoryError(errno.EISDIR, "a folder has this name", str(final))
+            if existing is not None and existing.st_size == size and _sha256(final) == sha256:
+                partial.unlink()
+                return StoredFile(final, relative, size, sha256, skipped=True)
+            _fsync(partial)
+            partial.replace(final)  # os.replace: atomic, and overwrites an older file
+        except OSError as exc:
+            raise _folder_error(exc, final, "write", self.root) from exc
+        return StoredFile(final, relative, size, sha256, skipped=False)
+
+    def discard(self, partial: Path) -> None:
+        """Remove a partial file that will not be committed; a missing one is fine."""
+        try:
+            partial.unlink(missing_ok=True)
+        except OSError as exc:
+            raise _folder_error(exc, partial, "remove", self.root) from exc
+
+    def clean_partials(self) -> int:
+        """Remove partial files left by a crash; the number removed.
+
+        Several workers may share the output folder, so a partial file is only
+        removed when it is abandoned: its process (named in the file name) is
+        no longer running on this host, or nothing wrote to it for STALE_AFTER
+        seconds (the only test possible for other hosts), or it is not ours.
+        """
+        try:
+            entries = list(self.partial_dir.iterdir())
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise _folder_error(exc, self.partial_dir, "list", self.root) from exc
+        removed = 0
+        now = time.time()
+        for entry in entries:
+            try:
+                if entry.is_dir() and not entry.is_symlink():
+                    continue  # not ours: partials are plain files
+                if not _abandoned(entry, now):
+                    continue
+                entry.unlink()
+            except FileNotFoundError:
+                continue  # removed by someone else meanwhile
+            except OSError as exc:
+                raise _folder_error(exc, entry, "remove", self.root) from exc
+            removed += 1
+        return removed
+
+
+class _PartialFile(io.BufferedWriter):
+    """A partial download open for writing; a full disk removes it and raises StorageError."""
+
+    def __init__(self, raw: io.FileIO, path: Path) -> None:
+        super().__init__(raw)
+        self._partial = path
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        with self._disk_full_is_fatal():
+            return super().write(data)
+
+    def flush(self) -> None:
+        with self._disk_full_is_fatal():
+            super().flush()
+
+    def close(self) -> None:
+        with self._disk_full_is_fatal():
+            super().close()
+
+    @contextlib.contextmanager
+    def _disk_full_is_fatal(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            if not _disk_full(exc):
+                raise
+            # Closing the raw file first drops the unwritable buffer, so close()
+            # does not try (and fail) to flush it again.
+            with contextlib.suppress(OSError):
+                self.raw.close()
+            with contextlib.suppress(OSError):
+                self._partial.unlink(missing_ok=True)
+            raise _folder_error(exc, self._partial, "write", self._partial.parent.parent) from exc
+
+
+@cache
+def _this_host() -> str:
+    # Only characters that are safe in a file name, and never the "~" separator.
+    return re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()) or "localhost"
+
+
+def _partial_name(suffix: str) -> str:
+    """``HOST~PID~RANDOM.suffix``: unique, and tells clean_partials who owns it."""
+    return f"{_this_host()}~{os.getpid()}~{secrets.token_hex(8)}{suffix}"
+
+
+def _abandoned(entry: Path, now: float) -> bool:
+    """Whether the file ``entry`` in PARTIAL_DIR belongs to no running download."""
+    host, _, rest = entry.name.partition("~")
+    pid_text, _, rest = rest.partition("~")
+    if not pid_text.isdecimal() or not rest.endswith((_PARTIAL_SUFFIX, _PROBE_SUFFIX)):
+        return True  # not a name open_partial gives: nobody will commit it
+    if now - entry.lstat().st_mtime > STALE_AFTER:
+        return True
+    return host == _this_host() and not _process_alive(int(pid_text))
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if pid <= 0:
+        return False  # 0 would mean "my process group" to kill()
+    if os.name != "posix":
+        return True  # os.kill(pid, 0) would terminate the process on Windows
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except (ProcessLookupError, OverflowError):  # OverflowError: no such pid can exist
+        return False
+    except OSError:
+        return True  # e.g. EPERM: it exists, as another user
+    return True
+
+
+def _disk_full(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+def _folder_error(
+    exc: BaseException, path: Path, action: str, root: Path, folder: Path | None = None
+) -> StorageError:
+    """A StorageError for ``exc`` that names the path and says what the user can do.
+
+    ``folder`` (default: the parent of ``path``) is the folder that should exist;
+    a file in its place or in place of one of its ancestors is named as the cause.
+    """
+    if isinstance(exc, OSError) and _disk_full(exc):
+        return StorageError(
+            f"disk full while writing {path}: free some space on the disk that holds "
+            f"{root}, or choose another output folder"
+        )
+    blocker = _file_in_the_way(path.parent if folder is None else folder)
+    if blocker is not None:
+        return StorageError(
+            f"cannot {action} {path}: {blocker} is a file where a folder is needed; "
+            f"move it away or choose another output folder"
+        )
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return StorageError(
+        f"cannot {action} {path}: {reason}; check that {root} is a writable folder, "
+        f"or choose another output folder"
+    )
+
+
+def _file_in_the_way(folder: Path) -> Path | None:
+    """The nearest existing one of ``folder`` and its ancestors if it is not a folder."""
+    for ancestor in (folder, *folder.parents):
+        try:
+            if ancestor.exists():
+                return None if ancestor.is_dir() else ancestor
+        except OSError:
+            return None
+    return None
+
+
+def _stat_or_none(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return None
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    """Flush ``path``'s bytes to the disk, so the rename never publishes an empty file."""
+    fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

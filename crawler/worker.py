@@ -1,0 +1,245 @@
+"""A downloader worker: lease image URLs from the master, download, store, report.
+
+One coordinator thread talks to the master (leases in batches, reports in
+batches, heartbeats) so a worker holds one connection; download threads, each
+with its own HTTP session, do the work. The worker ends when the master
+announces that the crawl is over — never by looking at an empty queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import random
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crawler.download import Limits, download
+from crawler.errors import AuthenticationFailed, MasterUnreachable
+from crawler.httpclient import Watchdog, make_session
+from crawler.netguard import AddressPolicy
+from crawler.outcome import Attempt
+from crawler.store import Store
+from crawler.transport import MasterClient
+
+log = logging.getLogger(__name__)
+
+LINK_ERRORS = (OSError, EOFError)  # how a lost master shows itself on a proxy call
+
+
+@dataclass
+class WorkerStats:
+    done: int = 0
+    failed: int = 0
+    bytes: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    out_dir: Path
+    threads: int = 16
+    connect_wait: float = 300.0
+    worker_id: str = ""
+
+
+class Worker:
+    def __init__(self, client: MasterClient, options: WorkerOptions,
+                 on_progress: Callable[[WorkerStats], None] | None = None) -> None:
+        self._client = client
+        self._options = options
+        self._id = options.worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self._on_progress = on_progress or (lambda stats: None)
+        self.stats = WorkerStats()
+        self._stop = threading.Event()  # set by a signal: hand back and leave
+        self._todo: queue.SimpleQueue[tuple[str, int] | None] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[tuple[str, Attempt | None]] = queue.SimpleQueue()
+        self._held: set[str] = set()
+        self._board: Any = None
+        self.stop_reason = ""
+
+    @property
+    def worker_id(self) -> str:
+        return self._id
+
+    def stop(self, reason: str = "stopping") -> None:
+        self.stop_reason = reason
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: self.stop("SIGTERM"))
+        signal.signal(signal.SIGINT, lambda *_: self.stop("interrupted"))
+
+    def run(self) -> None:
+        """Work until the master says the crawl is over, or a stop is asked for.
+
+        Raises :class:`MasterUnreachable` or :class:`AuthenticationFailed`.
+        """
+        crawl = self._connect(first=True)
+        store = Store(self._options.out_dir)
+        store.clean_partials()
+        limits = Limits(**crawl["limits"])
+        policy = AddressPolicy.from_wire(crawl["policy"])
+        watchdog = Watchdog()
+        threads = [threading.Thread(target=self._download_loop, name=f"download-{n}", daemon=True,
+                                    args=(store, limits, policy, crawl["user_agent"], watchdog))
+                   for n in range(self._options.threads)]
+        for thread in threads:
+            thread.start()
+        try:
+            self._coordinate(crawl)
+        finally:
+            self._stop.set()
+            for _ in threads:
+                self._todo.put(None)
+            for thread in threads:
+                thread.join(timeout=5)
+            self._hand_back()
+
+    # ----- talking to the master ---------------------------------------------
+
+    def _connect(self, first: bool) -> dict[str, Any]:
+        """Connect (again), waiting for the master up to ``connect_wait`` seconds."""
+        host, port = self._client.address
+        give_up = time.monotonic() + self._options.connect_wait
+        delay = 0.1
+        announced = False
+        while True:
+            try:
+                self._board = self._client.connect()
+                return self._board.hello(self._id, {"host": socket.gethostname(),
+                                                    "pid": os.getpid(),
+                                                    "threads": self._options.threads})
+            except AuthenticationFailed:
+                raise
+            except LINK_ERRORS as exc:
+                if time.monotonic() >= give_up or self._stop.is_set():
+                    what = "reach" if first else "reconnect to"
+                    raise MasterUnreachable(
+                        f"could not {what} the master at {host}:{port} within "
+                        f"{self._options.connect_wait:g} s ({exc.__class__.__name__}: {exc}); "
+                        "is it running, and is the address right?") from exc
+                if not announced:
+                    log.info("waiting for the master at %s:%s ...", host, port)
+                    announced = True
+                # Jitter: after a master restart every worker reconnects at once.
+                time.sleep(min(delay, max(0.0, give_up - time.monotonic())) *
+                           random.uniform(0.5, 1.0))
+                delay = min(delay * 2, 2.0)
+
+    def _coordinate(self, crawl: dict[str, Any]) -> None:
+        capacity = self._options.threads + max(2, self._options.threads // 2)  # a small prefetch
+        heartbeat_every = max(0.2, float(crawl["lease_timeout"]) / 4)
+        reports: list[dict[str, Any]] = []
+        released: list[str] = []
+        last_call = time.monotonic()
+        while not self._stop.is_set():
+            self._collect(reports, released, wait=0.02 if self._held else 0.0)
+            try:
+                if released:
+                    self._board.release(self._id, released)
+                    released = []
+                if reports:
+                    self._board.report(self._id, reports)
+                    reports = []
+                    last_call = time.monotonic()
+                want = capacity - len(self._held)
+                if want > 0:
+                    answer = self._board.lease(self._id, want, 0.0 if self._held else 1.0)
+                    last_call = time.monotonic()
+                    if answer["closed"] and not self._held:
+                        self._board.goodbye(self._id)
+                        return
+                    for url, attempt in answer["tasks"]:
+                        self._held.add(url)
+                        self._todo.put((url, attempt))
+                elif time.monotonic() - last_call > heartbeat_every:
+                    if not self._board.heartbeat(self._id) and not self._held:
+                        return
+                    last_call = time.monotonic()
+            except LINK_ERRORS as exc:
+                log.warning("lost the master (%s); reconnecting", exc.__class__.__name__)
+                self._connect(first=False)
+        # Stopping: what is finished is reported below, in _hand_back.
+        self._pending_reports = reports
+
+    def _collect(self, reports: list[dict[str, Any]], released: list[str], wait: float) -> None:
+        """Move finished downloads from the threads into the next report."""
+        try:
+            item = self._done.get(timeout=wait) if wait else self._done.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            url, attempt = item
+            self._held.discard(url)
+            if attempt is None:
+                released.append(url)
+            else:
+                reports.append(attempt.to_wire())
+                self._count(attempt)
+            try:
+                item = self._done.get_nowait()
+            except queue.Empty:
+                return
+
+    def _count(self, attempt: Attempt) -> None:
+        if attempt.ok:
+            self.stats.done += 1
+            self.stats.bytes += attempt.bytes or 0
+        else:
+            self.stats.failed += 1
+            log.info("failed %s: %s", attempt.url, attempt.reason)
+        self._on_progress(self.stats)
+
+    def _hand_back(self) -> None:
+        """On the way out: report what finished, give back what did not."""
+        reports: list[dict[str, Any]] = getattr(self, "_pending_reports", [])
+        released: list[str] = []
+        self._collect(reports, released, wait=0.0)
+        while True:  # tasks still waiting in the local queue were never started
+            try:
+                task = self._todo.get_nowait()
+            except queue.Empty:
+                break
+            if task is not None:
+                released.append(task[0])
+        released.extend(self._held - set(released))
+        if not (reports or released) or self._board is None:
+            return
+        try:
+            if reports:
+                self._board.report(self._id, reports)
+            if released:
+                self._board.release(self._id, released)
+                log.info("handed %d unfinished URLs back to the master", len(released))
+            self._board.goodbye(self._id)
+        except LINK_ERRORS:
+            log.warning("could not hand %d URLs back: the master is gone; "
+                        "its leases will expire and put them back", len(released))
+
+    # ----- downloading ---------------------------------------------------------
+
+    def _download_loop(self, store: Store, limits: Limits, policy: AddressPolicy,
+                       user_agent: str, watchdog: Watchdog) -> None:
+        session = make_session(policy, user_agent, pool_size=4)
+        with session:
+            while True:
+                task = self._todo.get()
+                if task is None:
+                    return
+                url, _attempt = task
+                if self._stop.is_set():
+                    self._done.put((url, None))
+                    continue
+                attempt = download(session, url, store, limits, watchdog, self._stop)
+                if self._stop.is_set() and not attempt.ok:
+                    self._done.put((url, None))  # cut short by the stop: hand it back
+                else:
+                    self._done.put((url, attempt))

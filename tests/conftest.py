@@ -1,0 +1,159 @@
+"""Shared fixtures: a real HTTP server on 127.0.0.1 serving tests/site, and crawler processes."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SITE = Path(__file__).parent / "site"
+ROOT = Path(__file__).parent.parent
+TYPES = {".html": "text/html; charset=utf-8", ".png": "image/png", ".jpg": "image/jpeg",
+         ".gif": "image/gif", ".txt": "text/plain", ".svg": "image/svg+xml"}
+
+Route = Callable[["FixtureHandler"], None]
+
+
+@dataclass(frozen=True)
+class Hit:
+    at: float  # time.monotonic() when the request arrived
+    path: str
+    client: str
+
+
+class FixtureHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: FixtureServer
+
+    def do_GET(self) -> None:
+        self.server.record(Hit(time.monotonic(), self.path, self.client_address[0]))
+        route = self.server.routes.get(self.path.split("?", 1)[0])
+        if route is not None:
+            route(self)
+            return
+        self.send_file(self.path)
+
+    def send_file(self, path: str) -> None:
+        relative = path.split("?", 1)[0].lstrip("/")
+        target = (self.server.root / relative).resolve()
+        if target.is_dir():
+            target = target / "index.html"
+        if self.server.root.resolve() not in target.parents or not target.is_file():
+            self.send_body(404, b"not found", "text/plain")
+            return
+        self.send_body(200, target.read_bytes(),
+                       TYPES.get(target.suffix, "application/octet-stream"))
+
+    def send_body(self, status: int, body: bytes, content_type: str,
+                  headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
+        pass
+
+
+class FixtureServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, root: Path, host: str = "127.0.0.1") -> None:
+        super().__init__((host, 0), FixtureHandler)
+        self.root = root
+        self.routes: dict[str, Route] = {}
+        self.hits: list[Hit] = []
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def record(self, hit: Hit) -> None:
+        with self._lock:
+            self.hits.append(hit)
+
+    def paths(self) -> list[str]:
+        with self._lock:
+            return [hit.path for hit in self.hits]
+
+
+@pytest.fixture
+def site() -> Iterator[FixtureServer]:
+    """tests/site served on 127.0.0.1 at an OS-chosen port."""
+    server = FixtureServer(SITE)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def authkey(monkeypatch: pytest.MonkeyPatch) -> str:
+    key = secrets.token_hex(16)
+    monkeypatch.setenv("CRAWLER_AUTHKEY", key)
+    return key
+
+
+def site_images() -> dict[str, bytes]:
+    """Every image file of tests/site, by URL path."""
+    return {"/" + p.relative_to(SITE).as_posix(): p.read_bytes()
+            for p in SITE.rglob("*") if p.suffix in (".png", ".jpg", ".gif")}
+
+
+def crawler_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "crawler", *args]
+
+
+def run_crawler(*args: str, cwd: Path | None = None, timeout: float = 120,
+                env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(crawler_command(*args), cwd=cwd or ROOT, capture_output=True,
+                          text=True, timeout=timeout, env=env or dict(os.environ), check=False)
+
+
+def start_crawler(*args: str, cwd: Path | None = None,
+                  env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(crawler_command(*args), cwd=cwd or ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env or dict(os.environ))
+
+
+def wait_for_queue_address(master: subprocess.Popen[str], timeout: float = 30) -> str:
+    """Read the master's stderr until it says where its queue is; return HOST:PORT."""
+    assert master.stderr is not None
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        line = master.stderr.readline()
+        if not line:
+            break
+        seen.append(line)
+        match = re.search(r"queue on (\S+:\d+)", line)
+        if match:
+            return match.group(1)
+    raise AssertionError("the master never said where its queue is:\n" + "".join(seen))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -1,0 +1,164 @@
+"""The task board: leases, expiry, retries, first result wins, host pacing."""
+
+from __future__ import annotations
+
+import queue
+
+import pytest
+
+from crawler.board import BoardPolicy, TaskBoard
+from crawler.outcome import Attempt
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def board(clock: Clock, **policy: float) -> TaskBoard:
+    return TaskBoard(BoardPolicy(**{"lease_timeout": 10.0, "backoff_base": 1.0,
+                                    **policy}), clock=clock)
+
+
+def ok(url: str) -> dict:
+    return Attempt(url=url, ok=True, bytes=10).to_wire()
+
+
+def test_a_url_is_queued_once() -> None:
+    b = board(Clock())
+    assert b.add("http://h/a.png", "h", "http://h/")
+    assert not b.add("http://h/a.png", "h", "http://h/other")
+    assert b.lease("w", 10, 0)["tasks"] == [("http://h/a.png", 1)]
+    assert b.lease("w", 10, 0)["tasks"] == []
+
+
+def test_an_expired_lease_goes_back_to_the_queue() -> None:
+    clock = Clock()
+    b = board(clock)
+    b.add("http://h/a.png", "h", None)
+    assert b.lease("dead", 1, 0)["tasks"]
+    clock.now += 11
+    assert b.reap() == 1
+    assert b.lease("alive", 1, 0)["tasks"] == [("http://h/a.png", 2)]
+
+
+def test_heartbeats_keep_a_lease_alive() -> None:
+    clock = Clock()
+    b = board(clock)
+    b.add("http://h/a.png", "h", None)
+    b.lease("w", 1, 0)
+    for _ in range(5):
+        clock.now += 6
+        assert b.heartbeat("w")
+        assert b.reap() == 0
+    b.report("w", [ok("http://h/a.png")])
+    [settled] = b.drain()
+    assert settled.attempt.ok and settled.worker == "w" and settled.attempts == 1
+
+
+def test_first_final_result_counts_and_late_ones_are_ignored() -> None:
+    clock = Clock()
+    b = board(clock)
+    b.add("http://h/a.png", "h", None)
+    b.lease("slow", 1, 0)
+    clock.now += 11
+    b.reap()
+    b.lease("fast", 1, 0)
+    b.report("slow", [ok("http://h/a.png")])  # late, but first: it settles the URL
+    b.report("fast", [ok("http://h/a.png")])
+    assert len(b.drain()) == 1
+    assert b.unfinished() == 0
+    assert b.counts()["duplicates"] == 1
+
+
+def test_transient_failures_are_retried_with_backoff_then_fail() -> None:
+    clock = Clock()
+    b = board(clock, max_attempts=2)
+    b.add("http://h/a.png", "h", None)
+    b.lease("w", 1, 0)
+    b.report("w", [Attempt(url="http://h/a.png", ok=False, reason="HTTP 503",
+                           transient=True).to_wire()])
+    assert b.drain() == []
+    assert b.lease("w", 1, 0)["tasks"] == []  # still backing off
+    clock.now += 1.01
+    assert b.lease("w", 1, 0)["tasks"] == [("http://h/a.png", 2)]
+    b.report("w", [Attempt(url="http://h/a.png", ok=False, reason="HTTP 503",
+                           transient=True).to_wire()])
+    [settled] = b.drain()
+    assert settled.attempts == 2 and settled.attempt.reason == "HTTP 503"
+
+
+def test_retry_after_holds_the_whole_host() -> None:
+    clock = Clock()
+    b = board(clock)
+    for name in ("a", "b"):
+        b.add(f"http://h/{name}.png", "h", None)
+    b.lease("w", 1, 0)
+    b.report("w", [Attempt(url="http://h/a.png", ok=False, reason="HTTP 429", transient=True,
+                           retry_after=30).to_wire()])
+    clock.now += 5
+    assert b.lease("w", 5, 0)["tasks"] == []
+    clock.now += 26
+    assert len(b.lease("w", 5, 0)["tasks"]) == 2
+
+
+def test_permanent_failures_are_final_at_once() -> None:
+    b = board(Clock())
+    b.add("http://h/a.png", "h", None)
+    b.lease("w", 1, 0)
+    b.report("w", [Attempt(url="http://h/a.png", ok=False, reason="HTTP 404").to_wire()])
+    [settled] = b.drain()
+    assert settled.attempt.reason == "HTTP 404" and settled.attempts == 1
+
+
+def test_host_concurrency_and_delay_pace_hand_outs() -> None:
+    clock = Clock()
+    b = board(clock, host_concurrency=2, host_delay=0.0)
+    for n in range(5):
+        b.add(f"http://h/{n}.png", "h", None)
+    b.add("http://other/x.png", "other", None)
+    tasks = b.lease("w", 10, 0)["tasks"]
+    assert sorted(url for url, _ in tasks) == ["http://h/0.png", "http://h/1.png",
+                                               "http://other/x.png"]
+    paced = board(clock, host_delay=2.0)
+    for n in range(3):
+        paced.add(f"http://h/{n}.png", "h", None)
+    assert len(paced.lease("w", 10, 0)["tasks"]) == 1
+    clock.now += 1
+    assert paced.lease("w", 10, 0)["tasks"] == []
+    clock.now += 1
+    assert len(paced.lease("w", 10, 0)["tasks"]) == 1
+
+
+def test_release_gives_back_without_counting_an_attempt() -> None:
+    b = board(Clock())
+    b.add("http://h/a.png", "h", None)
+    b.lease("w", 1, 0)
+    b.release("w", ["http://h/a.png"])
+    assert b.lease("v", 1, 0)["tasks"] == [("http://h/a.png", 1)]
+
+
+def test_closed_board_tells_workers_and_classic_get_times_out() -> None:
+    b = board(Clock())
+    b.close()
+    assert b.lease("w", 1, 0) == {"closed": True, "tasks": []}
+    with pytest.raises(queue.Empty):
+        b.classic_get(timeout=0.01)
+
+
+def test_classic_results_are_parsed() -> None:
+    b = board(Clock())
+    b.add("http://h/a.png", "h", None)
+    b.add("http://h/b.png", "h", None)
+    assert b.classic_get(timeout=0) == "http://h/a.png"
+    assert b.classic_get(timeout=0) == "http://h/b.png"
+    b.classic_put("http://h/a.png--->success")
+    b.classic_put("http://h/b.png--->failure: timed out")
+    settled = {s.attempt.url: s.attempt for s in b.drain()}
+    assert settled["http://h/a.png"].ok
+    assert settled["http://h/b.png"].reason == "timed out"
+    with pytest.raises(ValueError):
+        b.classic_put("garbage without separator")

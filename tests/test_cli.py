@@ -1,0 +1,133 @@
+"""The command line: help, and one clear line with a documented exit status for each mistake."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import FixtureServer, free_port, run_crawler, start_crawler, wait_for_queue_address
+
+
+@pytest.mark.parametrize("command", ["master", "worker", "demo", "status", "report"])
+def test_every_command_explains_itself(command: str) -> None:
+    result = run_crawler(command, "--help")
+    assert result.returncode == 0
+    assert "usage: crawler " + command in result.stdout
+    assert "--settings" in result.stdout
+
+
+def test_top_level_help_lists_the_commands() -> None:
+    result = run_crawler("--help")
+    assert result.returncode == 0
+    for command in ("master", "worker", "demo", "status", "report"):
+        assert command in result.stdout
+
+
+def error_line(result: object) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]  # type: ignore[attr-defined]
+    assert len(lines) == 1, result.stderr  # type: ignore[attr-defined]
+    return lines[0]
+
+
+def test_bad_settings_file_exits_2_naming_file_and_key(tmp_path: Path) -> None:
+    settings = tmp_path / "bad.toml"
+    settings.write_text("[crawl]\ndepht = 2\n")
+    result = run_crawler("master", "http://127.0.0.1:1/", "--settings", str(settings),
+                         cwd=tmp_path)
+    assert result.returncode == 2
+    line = error_line(result)
+    assert str(settings) in line and "crawl.depht" in line and "unknown key" in line
+
+
+def test_malformed_settings_toml_in_the_working_folder(tmp_path: Path) -> None:
+    (tmp_path / "settings.toml").write_text("[crawl\n")
+    result = run_crawler("worker", "127.0.0.1:1", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "settings.toml: not valid TOML" in error_line(result)
+
+
+@pytest.mark.parametrize("seed", ["ftp://example.com/", "not a url", "http:///nohost",
+                                  "javascript:alert(1)"])
+def test_seed_that_is_not_http_exits_2(tmp_path: Path, seed: str) -> None:
+    result = run_crawler("master", seed, "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "seed" in error_line(result)
+
+
+def test_flag_with_bad_value_exits_2(tmp_path: Path) -> None:
+    result = run_crawler("master", "http://127.0.0.1:1/", "--depth", "-1", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "crawl.depth: expected a number >= 0" in error_line(result)
+
+
+def test_port_in_use_exits_4(tmp_path: Path, site: FixtureServer) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_crawler("master", site.url + "/", "--bind", f"127.0.0.1:{port}",
+                             "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 4
+    assert f"cannot serve the queue on 127.0.0.1:{port}" in error_line(result)
+
+
+def test_short_authkey_refused_on_a_public_bind(tmp_path: Path) -> None:
+    env = {**os.environ, "CRAWLER_AUTHKEY": "short"}
+    result = run_crawler("master", "http://127.0.0.1:1/", "--bind", "0.0.0.0:0", cwd=tmp_path,
+                         env=env)
+    assert result.returncode == 2
+    line = error_line(result)
+    assert "at least 16 bytes" in line and "secrets.token_hex(16)" in line
+
+
+def test_unwritable_output_folder_exits_3(tmp_path: Path, site: FixtureServer) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    result = run_crawler("master", site.url + "/", "--out", str(blocker / "out"),
+                         "--bind", "127.0.0.1:0", cwd=tmp_path)
+    assert result.returncode == 3
+    assert "cannot create the output folder" in error_line(result)
+
+
+def test_worker_without_authkey_exits_2(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "CRAWLER_AUTHKEY"}
+    result = run_crawler("worker", "127.0.0.1:1", cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    assert "CRAWLER_AUTHKEY" in error_line(result)
+
+
+def test_worker_gives_up_on_a_missing_master(tmp_path: Path, authkey: str) -> None:
+    port = free_port()
+    started = time.monotonic()
+    result = run_crawler("worker", f"127.0.0.1:{port}", "--connect-wait", "1", cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"could not reach the master at 127.0.0.1:{port} within 1 s" in result.stderr
+    assert time.monotonic() - started < 30
+
+
+def test_worker_with_wrong_authkey_exits_1_and_the_crawl_goes_on(
+        tmp_path: Path, site: FixtureServer, authkey: str) -> None:
+    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0",
+                           "--out", str(tmp_path / "out"), "--host-delay", "0.2",
+                           cwd=tmp_path)
+    try:
+        address = wait_for_queue_address(master)
+        wrong = {**os.environ, "CRAWLER_AUTHKEY": "0" * 32}
+        refused = run_crawler("worker", address, "--out", str(tmp_path / "out"), env=wrong,
+                              cwd=tmp_path)
+        assert refused.returncode == 1
+        assert f"the master at {address} refused our authkey" in refused.stderr
+        good = run_crawler("worker", address, "--out", str(tmp_path / "out"), cwd=tmp_path)
+        assert good.returncode == 0, good.stderr
+        _, err = master.communicate(timeout=60)
+    finally:
+        if master.poll() is None:
+            master.kill()
+    assert master.returncode == 0
+    assert "refused a queue connection from 127.0.0.1" in err
+    assert "wrong authkey" in err
+    assert authkey not in err and "0" * 32 not in err

@@ -1,0 +1,140 @@
+"""Real master and worker processes over real TCP against the fixture site."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .conftest import (
+    FixtureServer,
+    crawler_command,
+    run_crawler,
+    site_images,
+    start_crawler,
+    wait_for_queue_address,
+)
+
+CLASSIC = Path(__file__).parent / "classic_worker.py"
+
+# Every image the fixture site shows within depth 3, robots.txt obeyed (/private/ is not).
+EXPECTED_OK = {
+    "/images/og.png", "/icons/favicon.gif", "/images/red.png", "/images/green.png",
+    "/images/blue.png", "/images/lazy.png", "/images/hero.png", "/images/banner.png",
+    "/images/css-bg.png", "/photos/cat.jpg", "/images/thumb1.png", "/images/thumb2.png",
+    "/icons/star.gif",
+}
+EXPECTED_FAILED = {"/images/missing.png": "HTTP 404"}
+
+
+def read_manifest(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+def check_results(out: Path, base: str) -> list[dict]:
+    """results.log and manifest.jsonl agree with each other, the disk, and the site."""
+    manifest = read_manifest(out)
+    by_url = {entry["url"]: entry for entry in manifest}
+    assert len(by_url) == len(manifest), "one manifest line per image URL"
+    assert set(by_url) == {base + p for p in EXPECTED_OK | set(EXPECTED_FAILED)}
+    lines = (out / "results.log").read_text().splitlines()
+    assert len(lines) == len(manifest)
+    originals = site_images()
+    for line in lines:
+        url, _, verdict = line.partition("--->")
+        entry = by_url[url]
+        path = url[len(base):]
+        if path in EXPECTED_OK:
+            assert verdict == "success"
+            assert entry["status"] == "success" and entry["reason"] == ""
+            stored = out / entry["path"]
+            data = stored.read_bytes()
+            assert data == originals[path], f"{stored} differs from the site's {path}"
+            assert entry["bytes"] == len(data)
+            assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+            assert entry["attempts"] == 1
+            assert entry["worker"] and entry["page"].startswith(base)
+            assert entry["content_type"].startswith("image/")
+            assert entry["elapsed_s"] >= 0
+        else:
+            assert verdict == f"failure: {EXPECTED_FAILED[path]}"
+            assert entry["status"] == "failure" and entry["reason"] == EXPECTED_FAILED[path]
+    stored_files = {p for p in out.rglob("*") if p.is_file() and p.suffix in (".png", ".jpg",
+                                                                              ".gif")}
+    assert stored_files == {out / by_url[base + p]["path"] for p in EXPECTED_OK}
+    assert not list(out.glob(".partial/*")), "no partial file is left behind"
+    return manifest
+
+
+def test_master_and_two_worker_processes(site: FixtureServer, tmp_path: Path,
+                                         authkey: str) -> None:
+    out = tmp_path / "out"
+    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+                           cwd=tmp_path)
+    try:
+        address = wait_for_queue_address(master)
+        workers = [start_crawler("worker", address, "--out", str(out), "--threads", "3",
+                                 cwd=tmp_path) for _ in range(2)]
+        _, master_err = master.communicate(timeout=120)
+        assert master.returncode == 0, master_err
+        for worker in workers:
+            _, err = worker.communicate(timeout=30)
+            assert worker.returncode == 0, err
+    finally:
+        for process in [master, *locals().get("workers", [])]:
+            if process.poll() is None:
+                process.kill()
+    manifest = check_results(out, site.url)
+    assert len({entry["worker"] for entry in manifest if entry["worker"]}) >= 1
+    assert "/private/secret.html" not in site.paths()
+    assert "crawl completed" in master_err
+
+
+def test_local_workers_do_the_whole_job(site: FixtureServer, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run_crawler("master", site.url + "/", "--local-workers", "2", "--out", str(out),
+                         "--bind", "127.0.0.1:0", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    check_results(out, site.url)
+    assert len(site.paths()) == len(set(site.paths())), "no URL was fetched twice"
+
+
+def test_classic_worker_serves_a_real_crawl(site: FixtureServer, tmp_path: Path,
+                                            authkey: str) -> None:
+    out = tmp_path / "out"
+    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+                           cwd=tmp_path)
+    try:
+        host, port = wait_for_queue_address(master).rsplit(":", 1)
+        classic = subprocess.run([sys.executable, str(CLASSIC), host, port], text=True,
+                                 capture_output=True, timeout=60, check=False,
+                                 env=dict(os.environ))
+        assert classic.returncode == 0, classic.stderr
+        _, err = master.communicate(timeout=60)
+    finally:
+        if master.poll() is None:
+            master.kill()
+    assert master.returncode == 0, err
+    lines = (out / "results.log").read_text().splitlines()
+    assert sorted(lines) == sorted(
+        [f"{site.url}{p}--->success" for p in EXPECTED_OK]
+        + [f"{site.url}{p}--->failure: HTTP Error 404: Not Found" for p in EXPECTED_FAILED])
+    entry = read_manifest(out)[0]
+    assert entry["worker"] == "classic"
+
+
+def test_demo_runs_offline(tmp_path: Path) -> None:
+    result = subprocess.run(crawler_command("demo", "--out", str(tmp_path)), cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    from crawler.demosite import build_site
+
+    site = build_site()
+    stored = list((tmp_path / "demo").rglob("*.png"))
+    assert len(stored) == len(site.images)
+    originals = {body for path, (_, body) in site.files.items() if path in site.images}
+    assert {p.read_bytes() for p in stored} == originals
+    assert f"{len(site.images)} images stored" in result.stderr

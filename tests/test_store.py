@@ -1,0 +1,810 @@
+"""Tests for crawler.store: safe relative paths for URLs, and atomic, idempotent storage."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import string
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path, PurePosixPath
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from crawler.errors import StorageError
+from crawler.imagetype import GIF, IMAGE_EXTENSIONS, JPEG, PNG, TIFF, TYPES, ImageType, extensions
+from crawler.store import (
+    MAX_NAME_BYTES,
+    MAX_PATH_BYTES,
+    PARTIAL_DIR,
+    STALE_AFTER,
+    Store,
+    StoredFile,
+    relative_path,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def rel(url: str, kind: ImageType = PNG) -> str:
+    return relative_path(url, kind).as_posix()
+
+
+def qtag(query: str) -> str:
+    return "_q" + hashlib.sha256(query.encode()).hexdigest()[:10]
+
+
+def put(store: Store, url: str, data: bytes, kind: ImageType = PNG) -> StoredFile:
+    """Download ``data`` for ``url`` the way a worker does: partial file, then commit."""
+    partial, file = store.open_partial()
+    with file:
+        file.write(data)
+    return store.commit(partial, url, kind, len(data), hashlib.sha256(data).hexdigest())
+
+
+def partials(store: Store) -> list[Path]:
+    return sorted(store.partial_dir.iterdir())
+
+
+# --------------------------------------------------------------------------- relative_path
+
+
+@pytest.mark.parametrize(
+    ("url", "kind", "expected"),
+    [
+        ("http://example.com/a/b/photo.jpg", JPEG, "example.com/a/b/photo.jpg"),
+        ("https://EXAMPLE.com/x.png", PNG, "example.com/x.png"),
+        ("http://example.com:8080/x.png", PNG, "example.com_8080/x.png"),
+        ("http://[2001:db8::1]/x.png", PNG, "2001_db8__1/x.png"),
+        ("http://[::1]:8443/x.png", PNG, "__1_8443/x.png"),
+        ("http://user:secret@example.com/x.png", PNG, "example.com/x.png"),
+        ("http://example.com/x.png#frag", PNG, "example.com/x.png"),
+        # index for an empty path or a path ending in "/"
+        ("http://h/", PNG, "h/index.png"),
+        ("http://h", GIF, "h/index.gif"),
+        ("http://h/a/b/", JPEG, "h/a/b/index.jpg"),
+        # an extension that already names the real type is kept, in any case
+        ("http://h/photo.JPEG", JPEG, "h/photo.JPEG"),
+        ("http://h/photo.jpe", JPEG, "h/photo.jpe"),
+        ("http://h/scan.tif", TIFF, "h/scan.tif"),
+        ("http://h/scan.TIFF", TIFF, "h/scan.TIFF"),
+        # otherwise the real type's extension is appended
+        ("http://h/photo", PNG, "h/photo.png"),
+        ("http://h/photo.php", PNG, "h/photo.php.png"),
+        ("http://h/photo.jpg", PNG, "h/photo.jpg.png"),
+        ("http://h/archive.tar.gz", GIF, "h/archive.tar.gz.gif"),
+        ("http://h/name.", PNG, "h/name..png"),
+        # empty segments are dropped
+        ("http://h//a///b.png", PNG, "h/a/b.png"),
+        # percent-decoding happens after splitting on "/"
+        ("http://h/caf%C3%A9/%E2%9C%93.png", PNG, "h/café/✓.png"),
+        ("http://h/a%2Fb/c.png", PNG, "h/a_b/c.png"),
+        ("http://h/a%2fb%2F..%2F/c.png", PNG, "h/a_b_.._/c.png"),
+        ("http://h/%2F", PNG, "h/_.png"),
+        ("http://h/a%20b.png", PNG, "h/a b.png"),
+        ("http://h/a+b.png", PNG, "h/a+b.png"),
+        ("http://h/bad%FFutf8.png", PNG, "h/bad\ufffdutf8.png"),
+        ("http://h/100%.png", PNG, "h/100%.png"),
+    ],
+)
+def test_relative_path_examples(url: str, kind: ImageType, expected: str) -> None:
+    assert rel(url, kind) == expected
+
+
+def test_relative_path_is_pure_posix_path() -> None:
+    path = relative_path("http://h/a/b.png", PNG)
+    assert isinstance(path, PurePosixPath)
+    assert path.parts == ("h", "a", "b.png")
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://h/a/../b.png", "h/a/_../b.png"),
+        ("http://h/../../etc/passwd", "h/_../_../etc/passwd.png"),
+        ("http://h/%2e%2e/%2E%2E/x.png", "h/_../_../x.png"),
+        ("http://h/.%2e/x.png", "h/_../x.png"),
+        ("http://h/./x.png", "h/_./x.png"),
+        ("http://h/%2e/x.png", "h/_./x.png"),
+        ("http://h/a/..", "h/a/_...png"),
+        ("http://h/a/%2e%2e", "h/a/_...png"),
+        ("http://h/...", "h/....png"),
+        ("http://h/.../x.png", "h/___/x.png"),
+    ],
+)
+def test_dot_segments_never_climb(url: str, expected: str) -> None:
+    path = relative_path(url, PNG)
+    assert path.as_posix() == expected
+    assert ".." not in path.parts and "." not in path.parts
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://h/a\\b/c.png", "h/a_b/c.png"),
+        ("http://h/a%5Cb/c.png", "h/a_b/c.png"),
+        ("http://h/..%5C..%5Cx.png", "h/.._.._x.png"),
+        ("http://h/a%00b/c%00.png", "h/a_b/c_.png"),
+        ("http://h/a\x00b.png", "h/a_b.png"),
+        ("http://h/%01%1F%7F.png", "h/___.png"),
+        ("http://h/tab%09new%0Aline%0D.png", "h/tab_new_line_.png"),
+        ("http://h/%3C%3E%3A%22%7C%3F%2A.png", "h/_______.png"),
+        ("http://h/a:b/c*d.png", "h/a_b/c_d.png"),
+    ],
+)
+def test_unsafe_characters_become_underscores(url: str, expected: str) -> None:
+    assert rel(url) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://h/CON/x.png", "h/_CON/x.png"),
+        ("http://h/con.png", "h/_con.png"),
+        ("http://h/aux", "h/_aux.png"),
+        ("http://h/Nul.txt", "h/_Nul.txt.png"),
+        ("http://h/prn.x/y.png", "h/_prn.x/y.png"),
+        ("http://h/com1.jpg", "h/_com1.jpg.png"),
+        ("http://h/LPT9/COM9.png", "h/_LPT9/_COM9.png"),
+        ("http://h/con%20.png", "h/_con .png"),
+        ("http://h/COM10/CONSOLE.png", "h/COM10/CONSOLE.png"),
+        ("http://h/icon.png", "h/icon.png"),
+        ("http://h/con?x=1", f"h/con{qtag('x=1')}.png"),
+    ],
+)
+def test_windows_reserved_names(url: str, expected: str) -> None:
+    assert rel(url) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://h/a./x.png", "h/a_/x.png"),
+        ("http://h/a%20/x.png", "h/a_/x.png"),
+        ("http://h/a.%20./x.png", "h/a___/x.png"),
+        ("http://h/b%20", "h/b .png"),
+    ],
+)
+def test_trailing_dots_and_spaces(url: str, expected: str) -> None:
+    assert rel(url) == expected
+
+
+def test_query_goes_into_the_name_before_the_extension() -> None:
+    assert rel("http://h/a.png?x=1") == f"h/a{qtag('x=1')}.png"
+    assert rel("http://h/a.php?id=7", JPEG) == f"h/a.php{qtag('id=7')}.jpg"
+    assert rel("http://h/?v=2") == f"h/index{qtag('v=2')}.png"
+    assert rel("http://h/a.png?") == f"h/a{qtag('')}.png"
+    one, two = rel("http://h/a.png?x=1"), rel("http://h/a.png?x=2")
+    assert one != two != rel("http://h/a.png")
+
+
+def test_query_with_slashes_stays_in_the_name() -> None:
+    assert rel("http://h/a.png?next=/b/../c") == f"h/a{qtag('next=/b/../c')}.png"
+
+
+def test_folders_that_end_in_an_image_extension_get_an_underscore() -> None:
+    assert rel("http://h/a.jpg/b.png") == "h/a.jpg_/b.png"
+    assert rel("http://h/A.JPG/b.png") == "h/A.JPG_/b.png"
+    assert rel("http://h/x.tiff/y.svg/") == "h/x.tiff_/y.svg_/index.png"
+    assert rel("http://h/a.jpgx/b.png") == "h/a.jpgx/b.png"
+    assert rel("http://h/jpg/b.png") == "h/jpg/b.png"
+    for extension in IMAGE_EXTENSIONS:
+        assert rel(f"http://h/d.{extension}/f") == f"h/d.{extension}_/f.png"
+
+
+@pytest.mark.parametrize("kind", TYPES, ids=lambda kind: kind.name)
+def test_every_file_name_ends_in_its_types_extension(kind: ImageType) -> None:
+    for url in (
+        "http://h/a",
+        "http://h/a.bin",
+        "http://h/",
+        "http://h/a?q",
+        "http://h/" + "x" * 400,
+    ):
+        name = relative_path(url, kind).name
+        assert name.rpartition(".")[2].lower() in extensions(kind)
+
+
+def test_long_names_are_cut_and_tagged() -> None:
+    long_a = "a" * 300
+    path = relative_path(f"http://h/{long_a}/{long_a}.jpg", JPEG)
+    folder, name = path.parts[1:]
+    assert len(folder.encode()) <= MAX_NAME_BYTES and len(name.encode()) <= MAX_NAME_BYTES
+    assert folder.startswith("a" * 200) and "~" in folder
+    assert name.endswith(".jpg") and "~" in name
+    assert len(name.encode()) == MAX_NAME_BYTES  # cut exactly to the limit
+
+
+def test_long_names_that_share_a_prefix_stay_distinct() -> None:
+    stem = "b" * 300
+    one = rel(f"http://h/{stem}1.png")
+    two = rel(f"http://h/{stem}2.png")
+    assert one != two
+    assert rel(f"http://h/{stem}1.png?x") != rel(f"http://h/{stem}1.png?y")
+
+
+def test_long_query_tagged_name_keeps_the_query_tag() -> None:
+    name = relative_path("http://h/" + "c" * 400 + "?page=2", PNG).name
+    assert name.endswith(qtag("page=2") + ".png")
+    assert len(name.encode()) <= MAX_NAME_BYTES
+
+
+@pytest.mark.parametrize("char", ["é", "✓", "😀", "日"])
+def test_long_multibyte_names_are_cut_on_character_boundaries(char: str) -> None:
+    segment = char * 300
+    for url in (f"http://h/{segment}/x.png", f"http://h/{segment}.png"):
+        for part in relative_path(url, PNG).parts:
+            encoded = part.encode("utf-8")  # would raise on a split character
+            assert len(encoded) <= MAX_NAME_BYTES
+            assert "\ufffd" not in part
+
+
+def test_percent_encoded_multibyte_equals_literal() -> None:
+    encoded = "%C3%A9" * 200
+    assert rel(f"http://h/{encoded}.png") == rel(f"http://h/{'é' * 200}.png")
+
+
+def test_very_long_paths_are_folded_below_the_limit() -> None:
+    deep = "/".join(["segment"] * 1000)
+    path = relative_path(f"http://h/{deep}/x.png", PNG)
+    assert len(path.as_posix().encode()) <= MAX_PATH_BYTES
+    assert path.parts[0] == "h" and path.name == "x.png"
+    assert path.parts[-2].startswith("~")
+    other = relative_path(f"http://h/{deep}/other/x.png", PNG)
+    assert other != path
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "not a url",
+        "http://",
+        "http:///x.png",
+        "////",
+        "http://./x.png",
+        "http://../x.png",
+        "http://.partial/x.png",
+        "http://CON/x.png",
+        "http://a\\b/x.png",
+        "javascript:alert(1)",
+        "http://[::1/x.png",
+        "http://h:port/x.png",
+        "\ud800\udfff",
+        "http://h/\ud800.png",
+    ],
+)
+def test_any_string_gives_a_safe_path(url: str) -> None:
+    path = relative_path(url, PNG)
+    assert_safe(path, PNG)
+
+
+def test_host_folder_never_is_the_partial_folder() -> None:
+    assert relative_path("http://.partial/x.png", PNG).parts[0] != PARTIAL_DIR
+
+
+def assert_safe(path: PurePosixPath, kind: ImageType) -> None:
+    assert not path.is_absolute()
+    assert len(path.parts) >= 2
+    assert len(path.as_posix().encode()) <= MAX_PATH_BYTES
+    for part in path.parts:
+        assert part not in ("", ".", "..")
+        assert len(part.encode("utf-8")) <= MAX_NAME_BYTES
+        assert not set(part) & set('/\\\x00<>:"|?*')
+        assert not any(ord(c) < 0x20 or ord(c) == 0x7F for c in part)
+        # Trailing dots and spaces vanish on Windows; only the dot-segment names
+        # the rules spell out ("_." and "_..") keep theirs.
+        assert part[-1] not in ". " or part in ("_.", "_..")
+    assert path.name.rpartition(".")[2].lower() in extensions(kind)
+    for folder in path.parts[1:-1]:
+        assert folder.rpartition(".")[2].lower() not in IMAGE_EXTENSIONS or "." not in folder
+
+
+# --------------------------------------------------------------------------- properties
+
+NASTY_SEGMENTS = st.sampled_from(
+    [
+        "..",
+        ".",
+        "%2e%2e",
+        "%2E%2e",
+        ".%2e",
+        "%2e",
+        "\\",
+        "..\\..",
+        "%5C",
+        "%2F",
+        "%2f..%2f",
+        "%00",
+        "\x00",
+        "\x7f",
+        "%",
+        "%zz",
+        "CON",
+        "aux.png",
+        "a.jpg",
+        "b.",
+        " ",
+        "~",
+        "é" * 130,
+        "😀" * 70,
+        "%F0%9F%98%80" * 70,
+        "x" * 256,
+    ]
+)
+SEGMENTS = st.one_of(NASTY_SEGMENTS, st.text(max_size=40), st.text(min_size=200, max_size=400))
+HOSTS = st.sampled_from(
+    ["example.com", "EXAMPLE.com:8080", "[::1]", "[2001:db8::1]:443", "127.0.0.1", "..", ""]
+)
+
+
+@st.composite
+def urls(draw: st.DrawFn) -> str:
+    scheme = draw(st.sampled_from(["http://", "https://"]))
+    path = "/" + "/".join(draw(st.lists(SEGMENTS, max_size=8)))
+    if draw(st.booleans()):
+        path += "/"
+    query = draw(st.none() | st.text(max_size=60))
+    return scheme + draw(HOSTS) + path + ("" if query is None else "?" + query)
+
+
+@pytest.fixture(scope="module")
+def fixed_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("root")
+
+
+@settings(max_examples=400, deadline=None)
+@given(url=st.one_of(urls(), st.text()), kind=st.sampled_from(TYPES))
+def test_property_relative_path_is_safe(fixed_root: Path, url: str, kind: ImageType) -> None:
+    path = relative_path(url, kind)
+    assert path == relative_path(url, kind)  # deterministic
+    assert_safe(path, kind)
+    root = fixed_root.resolve()
+    assert (fixed_root / path).resolve().is_relative_to(root)
+
+
+ALNUM = string.ascii_letters + string.digits
+SIMPLE_SEGMENTS = st.text(alphabet=ALNUM, min_size=1, max_size=12)
+
+
+@st.composite
+def simple_urls(draw: st.DrawFn) -> str:
+    segments = draw(st.lists(SIMPLE_SEGMENTS, max_size=4))
+    trailing = draw(st.booleans())
+    # "/x/index" and "/x/" both are the file "x/index.png": the one rule that
+    # maps two simple URLs together, by design, so leave it out.
+    assume(trailing or not segments or segments[-1] != "index")
+    path = "/" + "/".join(segments) + ("/" if trailing and segments else "")
+    query = draw(st.none() | st.text(alphabet=ALNUM + "=&", max_size=12))
+    return "http://example.com" + path + ("" if query is None else "?" + query)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(simple_urls(), min_size=2, max_size=12, unique=True), st.sampled_from(TYPES))
+def test_property_distinct_urls_get_distinct_paths(batch: list[str], kind: ImageType) -> None:
+    paths = [relative_path(url, kind) for url in batch]
+    assert len(set(paths)) == len(batch)
+    files = set(paths)
+    folders = {parent for path in paths for parent in path.parents}
+    assert not files & folders  # no file is also wanted as a folder
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet=ALNUM, min_size=250, max_size=300), min_size=2, unique=True))
+def test_property_long_names_never_collide(names: list[str]) -> None:
+    paths = {relative_path(f"http://h/{name}", PNG) for name in names}
+    assert len(paths) == len(names)
+
+
+# --------------------------------------------------------------------------- Store: setup
+
+
+def test_store_creates_its_folders(tmp_path: Path) -> None:
+    root = tmp_path / "deep" / "out"
+    store = Store(root)
+    assert root.is_dir()
+    assert store.partial_dir == root / PARTIAL_DIR
+    assert store.partial_dir.is_dir()
+    assert partials(store) == []  # the writability probe is gone
+
+
+def test_root_below_a_regular_file_is_a_storage_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a folder")
+    with pytest.raises(StorageError) as caught:
+        Store(blocker / "out")
+    assert str(blocker) in str(caught.value)
+    assert caught.value.exit_code == 3
+
+
+def test_root_that_is_a_regular_file_is_a_storage_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a folder")
+    with pytest.raises(StorageError, match=r"file\.txt"):
+        Store(blocker)
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes anywhere")
+def test_read_only_root_is_a_storage_error(tmp_path: Path) -> None:
+    root = tmp_path / "ro"
+    root.mkdir()
+    root.chmod(0o500)
+    try:
+        with pytest.raises(StorageError, match="ro"):
+            Store(root)
+    finally:
+        root.chmod(0o700)
+
+
+def test_unwritable_root_via_mocked_permission_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(self: Path, *args: object, **kwargs: object) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "touch", refuse)
+    with pytest.raises(StorageError, match="Permission denied") as caught:
+        Store(tmp_path / "out")
+    assert str(tmp_path / "out") in str(caught.value)
+
+
+# --------------------------------------------------------------------------- Store: commit
+
+
+def test_commit_moves_the_partial_to_its_final_name(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    data = b"\x89PNG fake image bytes"
+    partial, file = store.open_partial()
+    assert partial.parent == store.partial_dir
+    with file:
+        file.write(data)
+    final = tmp_path / "example.com" / "img" / "a.png"
+    assert not final.exists()  # never under its final name before commit
+    inode = partial.stat().st_ino
+    digest = hashlib.sha256(data).hexdigest()
+    stored = store.commit(partial, "http://example.com/img/a.png", PNG, len(data), digest)
+    assert stored == StoredFile(
+        final, PurePosixPath("example.com/img/a.png"), len(data), digest, skipped=False
+    )
+    assert final.read_bytes() == data
+    assert final.stat().st_ino == inode  # renamed, not copied
+    assert not partial.exists()
+    assert partials(store) == []
+
+
+def test_partial_names_are_unique(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    opened = [store.open_partial() for _ in range(50)]
+    for _, file in opened:
+        file.close()
+    assert len({path for path, _ in opened}) == 50
+
+
+def test_stored_files_get_ordinary_permissions(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        stored = put(Store(tmp_path), "http://h/a.png", b"x")
+    finally:
+        os.umask(old)
+    assert stored.path.stat().st_mode & 0o777 == 0o644
+
+
+def test_uncommitted_download_never_appears_and_discard_removes_it(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    partial, file = store.open_partial()
+    file.write(b"half an ima")
+    file.close()
+    assert not (tmp_path / "h").exists()
+    store.discard(partial)
+    assert not partial.exists()
+    store.discard(partial)  # already gone: fine
+
+
+def test_same_bytes_twice_is_skipped_and_untouched(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    first = put(store, "http://h/a.png", b"same bytes")
+    before = first.path.stat()
+    time.sleep(0.01)
+    second = put(store, "http://h/a.png", b"same bytes")
+    after = second.path.stat()
+    assert not first.skipped and second.skipped
+    assert second.path == first.path and second.sha256 == first.sha256
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert partials(store) == []
+
+
+def test_different_bytes_replace(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    put(store, "http://h/a.png", b"old bytes")
+    same_size = put(store, "http://h/a.png", b"new bytes")
+    assert not same_size.skipped and same_size.path.read_bytes() == b"new bytes"
+    longer = put(store, "http://h/a.png", b"newer, longer bytes")
+    assert not longer.skipped and longer.path.read_bytes() == b"newer, longer bytes"
+    assert partials(store) == []
+
+
+def test_commit_with_wrong_size_is_refused(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    partial, file = store.open_partial()
+    file.write(b"abc")
+    file.close()
+    with pytest.raises(ValueError, match="3 bytes"):
+        store.commit(partial, "http://h/a.png", PNG, 4, hashlib.sha256(b"abc").hexdigest())
+    assert not partial.exists() and not (tmp_path / "h" / "a.png").exists()
+
+
+def test_commit_of_a_vanished_partial_is_a_storage_error(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    partial, file = store.open_partial()
+    file.close()
+    partial.unlink()
+    with pytest.raises(StorageError, match="gone"):
+        store.commit(partial, "http://h/a.png", PNG, 0, hashlib.sha256(b"").hexdigest())
+
+
+@pytest.mark.parametrize(
+    "urls",
+    [
+        ("http://h/a", "http://h/a/b.jpg"),
+        ("http://h/a/b.jpg", "http://h/a"),
+        ("http://h/a.jpg", "http://h/a.jpg/b.png"),
+        ("http://h/a.jpg/b.png", "http://h/a.jpg"),
+        ("http://h/A.JPG/b.png", "http://h/A.JPG"),
+        ("http://h/x/", "http://h/x"),
+        ("http://h/x", "http://h/x/"),
+    ],
+)
+def test_file_and_folder_of_the_same_name_both_store(tmp_path: Path, urls: tuple[str, str]) -> None:
+    store = Store(tmp_path)
+    kinds = {url: JPEG if url.lower().endswith(".jpg") else PNG for url in urls}
+    stored = [put(store, url, url.encode(), kinds[url]) for url in urls]
+    for url, result in zip(urls, stored, strict=True):
+        assert result.path.is_file()
+        assert result.path.read_bytes() == url.encode()
+
+
+def test_same_path_different_queries_store_separately(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    one = put(store, "http://h/img.php?id=1", b"one")
+    two = put(store, "http://h/img.php?id=2", b"two")
+    bare = put(store, "http://h/img.php", b"bare")
+    assert len({one.path, two.path, bare.path}) == 3
+    assert [p.read_bytes() for p in (one.path, two.path, bare.path)] == [b"one", b"two", b"bare"]
+
+
+def test_evil_urls_stay_inside_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "out"
+    store = Store(root)
+    for url in (
+        "http://h/../../escape.png",
+        "http://h/%2e%2e/%2e%2e/escape.png",
+        "http://h/..%2F..%2Fescape.png",
+        "http://h/..\\..\\escape.png",
+        "http://../escape.png",
+        "http://h/%00/escape.png",
+    ):
+        result = put(store, url, b"x")
+        assert result.path.resolve().is_relative_to(root.resolve())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_foreign_file_in_place_of_a_folder_is_a_storage_error(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    (tmp_path / "h").mkdir()
+    foreign = tmp_path / "h" / "a"
+    foreign.write_text("someone else's file")
+    partial, file = store.open_partial()
+    file.write(b"data")
+    file.close()
+    with pytest.raises(StorageError) as caught:
+        store.commit(partial, "http://h/a/b/c.png", PNG, 4, hashlib.sha256(b"data").hexdigest())
+    assert str(foreign) in str(caught.value)
+    assert "file" in str(caught.value)
+    assert not partial.exists()
+    assert foreign.read_text() == "someone else's file"
+
+
+def test_foreign_folder_at_the_final_name_is_a_storage_error(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    (tmp_path / "h" / "a.png").mkdir(parents=True)
+    with pytest.raises(StorageError, match=r"a\.png"):
+        put(store, "http://h/a.png", b"data")
+    assert partials(store) == []
+
+
+def test_symbolic_link_out_of_the_root_is_refused(tmp_path: Path) -> None:
+    root, outside = tmp_path / "out", tmp_path / "outside"
+    outside.mkdir()
+    store = Store(root)
+    (root / "h").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(StorageError, match="outside the output folder"):
+        put(store, "http://h/a.png", b"data")
+    assert list(outside.iterdir()) == []
+    assert partials(store) == []
+
+
+def test_concurrent_commits_of_the_same_image(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+
+    def worker() -> list[StoredFile]:
+        return [put(store, "http://h/a/b/c.png", b"identical") for _ in range(20)]
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(worker) for _ in range(8)]
+    results = [stored for future in futures for stored in future.result()]  # re-raises
+    assert sum(not stored.skipped for stored in results) >= 1
+    assert (tmp_path / "h" / "a" / "b" / "c.png").read_bytes() == b"identical"
+    assert partials(store) == []
+
+
+# --------------------------------------------------------------------------- Store: full disk
+
+
+def disk_full(code: int = errno.ENOSPC) -> OSError:
+    return OSError(code, os.strerror(code))
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
+def test_disk_full_while_writing_removes_the_partial(tmp_path: Path, code: int) -> None:
+    store = Store(tmp_path)
+    partial, file = store.open_partial()
+
+    def full(data: object) -> int:
+        raise disk_full(code)
+
+    file.raw.write = full  # type: ignore[attr-defined]
+    with pytest.raises(StorageError, match="disk full while writing") as caught:
+        file.write(b"x" * 100_000)  # larger than the buffer: goes straight to the disk
+    assert str(partial) in str(caught.value)
+    assert not partial.exists()
+    file.close()  # closing after the failure is harmless
+
+
+def test_disk_full_on_close_removes_the_partial(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    partial, file = store.open_partial()
+    file.write(b"small")  # still in the buffer
+
+    def full(data: object) -> int:
+        raise disk_full()
+
+    file.raw.write = full  # type: ignore[attr-defined]
+    with pytest.raises(StorageError, match="disk full"), file:
+        pass
+    assert not partial.exists()
+
+
+def test_disk_full_while_renaming_removes_the_partial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(tmp_path)
+    partial, file = store.open_partial()
+    file.write(b"data")
+    file.close()
+
+    def full(*args: object) -> None:
+        raise disk_full()
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(StorageError, match="disk full while writing") as caught:
+        store.commit(partial, "http://h/a.png", PNG, 4, hashlib.sha256(b"data").hexdigest())
+    assert str(tmp_path / "h" / "a.png") in str(caught.value)
+    assert not partial.exists()
+
+
+def test_other_write_errors_are_not_disguised(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    partial, file = store.open_partial()
+
+    def broken(data: object) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+    file.raw.write = broken  # type: ignore[attr-defined]
+    with pytest.raises(OSError, match="Input/output") as caught:
+        file.write(b"x" * 100_000)
+    assert not isinstance(caught.value, StorageError)
+    file.raw.write = lambda data: len(data)  # type: ignore[attr-defined]
+    file.close()
+    store.discard(partial)
+
+
+@contextlib.contextmanager
+def tiny_tmpfs(where: Path) -> Iterator[Path]:
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root and mount rights)")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=False)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="tmpfs is Linux")
+def test_real_full_disk(tmp_path: Path) -> None:
+    with tiny_tmpfs(tmp_path / "small") as small:
+        store = Store(small)
+        partial, file = store.open_partial()
+        with pytest.raises(StorageError, match="disk full"), file:
+            for _ in range(64):
+                file.write(b"\x00" * 65536)
+        assert not partial.exists()
+        assert partials(store) == []
+
+
+# --------------------------------------------------------------------------- Store: cleaning
+
+
+def crash_while_downloading(root: Path) -> Path:
+    """Run a process that opens a partial, writes to it and dies before committing."""
+    code = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from crawler.store import Store\n"
+        "path, file = Store(Path(sys.argv[1])).open_partial()\n"
+        "file.write(b'half'); file.flush()\n"
+        "print(path, flush=True)\n"
+        "os._exit(9)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(root)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 9, done.stderr
+    return Path(done.stdout.strip())
+
+
+def test_clean_partials_removes_what_a_crash_left(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    left = crash_while_downloading(tmp_path)
+    assert left.exists() and left.parent == store.partial_dir
+    assert store.clean_partials() == 1
+    assert not left.exists()
+    assert store.clean_partials() == 0
+
+
+def test_clean_partials_keeps_live_downloads(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    mine, file = store.open_partial()
+    file.write(b"in progress")
+    other_host = store.partial_dir / "elsewhere~4242~0123456789abcdef.part"
+    other_host.write_bytes(b"in progress on another machine")
+    (store.partial_dir / "some-folder").mkdir()
+    assert Store(tmp_path).clean_partials() == 0  # a second worker starting up
+    assert mine.exists() and other_host.exists()
+    file.close()
+    assert put(store, "http://h/x.png", b"later").path.exists()
+
+
+def test_clean_partials_removes_stale_and_foreign_files(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    stale = store.partial_dir / "elsewhere~4242~0123456789abcdef.part"
+    stale.write_bytes(b"abandoned long ago")
+    old = time.time() - STALE_AFTER - 60
+    os.utime(stale, (old, old))
+    junk = store.partial_dir / "tmpXYZ"
+    junk.write_bytes(b"?")
+    assert store.clean_partials() == 2
+    assert not stale.exists() and not junk.exists()
+
+
+def test_clean_partials_without_partial_folder(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.partial_dir.rmdir()
+    assert store.clean_partials() == 0
+    assert put(store, "http://h/a.png", b"x").path.exists()  # open_partial recreates it

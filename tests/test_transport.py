@@ -1,0 +1,100 @@
+"""The network queue over real TCP: the classic worker, our client, refused keys, reconnects."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from crawler.board import BoardPolicy, TaskBoard
+from crawler.errors import AuthenticationFailed
+from crawler.outcome import Attempt
+from crawler.transport import MasterClient, QueueServer
+
+from .conftest import FixtureServer
+
+CLASSIC = Path(__file__).parent / "classic_worker.py"
+
+
+def serve(board: TaskBoard, key: bytes) -> QueueServer:
+    return QueueServer(board, ("127.0.0.1", 0), key, lambda full=False: {"full": full}).start()
+
+
+def settle_all(board: TaskBoard, count: int, timeout: float = 30) -> list:
+    settled: list = []
+    deadline = time.monotonic() + timeout
+    while len(settled) < count and time.monotonic() < deadline:
+        settled += board.drain()
+        time.sleep(0.02)
+    return settled
+
+
+def test_classic_tutorial_worker_runs_unchanged(site: FixtureServer) -> None:
+    key = secrets.token_hex(16)
+    board = TaskBoard(BoardPolicy())
+    server = serve(board, key.encode())
+    urls = [f"{site.url}/images/red.png", f"{site.url}/images/blue.png",
+            f"{site.url}/images/nothing-here.png"]
+    for url in urls:
+        board.add(url, "h", None)
+    worker = subprocess.run([sys.executable, str(CLASSIC), *map(str, server.address)],
+                            env={**os.environ, "CRAWLER_AUTHKEY": key}, capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert worker.returncode == 0, worker.stderr
+    assert "classic worker done" in worker.stdout
+    settled = {s.attempt.url: s for s in settle_all(board, 3)}
+    assert set(settled) == set(urls)
+    assert settled[urls[0]].attempt.ok and settled[urls[0]].worker == "classic"
+    assert settled[urls[1]].attempt.ok
+    assert not settled[urls[2]].attempt.ok
+    assert "404" in settled[urls[2]].attempt.reason
+
+
+def test_our_client_leases_in_batches_and_reports() -> None:
+    key = secrets.token_bytes(16)
+    board = TaskBoard(BoardPolicy(batch_size=50))
+    server = serve(board, key)
+    urls = [f"http://h/{n}.png" for n in range(120)]
+    for url in urls:
+        board.add(url, "h", None)
+    proxy = MasterClient(server.address, key).connect()
+    assert proxy.hello("w1", {"threads": 1}) == {"full": False}
+    got: list[str] = []
+    while True:
+        answer = proxy.lease("w1", 100, 0.1)
+        if not answer["tasks"]:
+            break
+        assert len(answer["tasks"]) <= 50
+        got += [url for url, _ in answer["tasks"]]
+        proxy.report("w1", [Attempt(url=u, ok=True, bytes=1).to_wire()
+                            for u, _ in answer["tasks"]])
+    assert sorted(got) == sorted(urls)
+    assert len(settle_all(board, 120)) == 120
+    board.close()
+    assert proxy.lease("w1", 10, 1.0) == {"closed": True, "tasks": []}
+
+
+def test_wrong_authkey_is_refused_and_the_server_goes_on() -> None:
+    key = secrets.token_bytes(16)
+    board = TaskBoard(BoardPolicy())
+    server = serve(board, key)
+    with pytest.raises(AuthenticationFailed, match=r"127\.0\.0\.1:\d+ refused our authkey"):
+        MasterClient(server.address, b"not the key").connect()
+    deadline = time.monotonic() + 5  # the server counts after the client has its answer
+    while server.refused < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.refused == 1
+    proxy = MasterClient(server.address, key).connect()
+    assert proxy.heartbeat("w") is True
+
+
+def test_unreachable_master_is_an_oserror() -> None:
+    from .conftest import free_port
+
+    with pytest.raises(OSError):
+        MasterClient(("127.0.0.1", free_port()), b"k" * 16).connect()
