@@ -157,3 +157,74 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def serve_routes(server: FixtureServer, files: dict[str, tuple[str, bytes]], *,
+                 image_delay: float = 0.0, page_delay: float = 0.0,
+                 fail_once: int | None = None, retry_after: str | None = None) -> None:
+    """Serve ``files`` from ``server``'s routes, with optional slowness and first failures.
+
+    ``fail_once`` answers the first request of every image with that status
+    (and ``Retry-After`` when given), and serves it from the second on.
+    """
+    failed: set[str] = set()
+    lock = threading.Lock()
+
+    def route_for(path: str, kind: str, body: bytes) -> Route:
+        def route(handler: FixtureHandler) -> None:
+            is_image = kind.startswith("image/")
+            time.sleep(image_delay if is_image else page_delay)
+            if is_image and fail_once is not None:
+                with lock:
+                    first = path not in failed
+                    failed.add(path)
+                if first:
+                    headers = {"Retry-After": retry_after} if retry_after else {}
+                    handler.send_body(fail_once, b"try again", "text/plain", headers)
+                    return
+            handler.send_body(200, body, kind)
+        return route
+
+    for path, (kind, body) in files.items():
+        server.routes[path] = route_for(path, kind, body)
+
+
+@pytest.fixture
+def make_server() -> Iterator[Callable[[], FixtureServer]]:
+    """A factory of extra fixture servers on 127.0.0.1, all shut down at the end."""
+    servers: list[FixtureServer] = []
+
+    def make() -> FixtureServer:
+        server = FixtureServer(SITE)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def manifest_lines(out: Path) -> list[dict[str, Any]]:
+    import json
+
+    path = out / "manifest.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait(timeout=10)

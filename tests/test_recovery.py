@@ -1,0 +1,266 @@
+"""Nothing lost: dead workers, a dead master, restarts, stops and retries, with real processes."""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from crawler.demosite import Site, build_site
+
+from .conftest import (
+    FixtureServer,
+    free_port,
+    manifest_lines,
+    serve_routes,
+    start_crawler,
+    stop,
+    wait_for_queue_address,
+    wait_until,
+)
+
+FAST_RETRIES = """
+[download]
+backoff_base = 0.2
+backoff_max = 1.0
+"""
+
+
+def setup_site(server: FixtureServer, pages: int = 4, images_per_page: int = 15,
+               **behaviour: object) -> Site:
+    site = build_site(pages=pages, images_per_page=images_per_page, min_kb=1, max_kb=8)
+    serve_routes(server, site.files, **behaviour)  # type: ignore[arg-type]
+    return site
+
+
+def check_complete(out: Path, base: str, site: Site, stores: list[Path] | None = None) -> None:
+    """Every image of the site succeeded once, and its file is whole on disk."""
+    entries = manifest_lines(out)
+    urls = [entry["url"] for entry in entries]
+    assert len(urls) == len(set(urls)), "a URL has two final results"
+    assert set(urls) == {base + path for path in site.images}
+    for entry in entries:
+        assert entry["status"] == "success", entry
+        body = site.files[entry["url"][len(base):]][1]
+        candidates = [folder / entry["path"] for folder in (stores or [out])]
+        stored = [p for p in candidates if p.exists()]
+        assert stored, f"{entry['path']} is missing"
+        assert stored[0].read_bytes() == body
+        assert entry["sha256"] == hashlib.sha256(body).hexdigest()
+    for folder in stores or [out]:
+        assert not list((folder / ".partial").glob("*")), "a partial download was left behind"
+
+
+def test_a_killed_worker_loses_nothing(make_server: Callable[[], FixtureServer], tmp_path: Path,
+                                       authkey: str) -> None:
+    server = make_server()
+    site = setup_site(server, image_delay=0.05)
+    out = tmp_path / "out"
+    master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), "--lease-timeout", "2", cwd=tmp_path)
+    workers: list[subprocess.Popen[str]] = []
+    try:
+        address = wait_for_queue_address(master)
+        workers = [start_crawler("worker", address, "--out", str(out), "--threads", "4",
+                                 cwd=tmp_path) for _ in range(2)]
+        wait_until(lambda: sum(p in site.images for p in server.paths()) >= 10, 30,
+                   "some images to be downloaded")
+        workers[0].kill()  # kill -9, in the middle of its downloads
+        _, err = master.communicate(timeout=90)
+        assert master.returncode == 0, err
+        assert workers[1].wait(timeout=30) == 0
+    finally:
+        for process in (master, *workers):
+            stop(process)
+    check_complete(out, server.url, site)
+    assert max(e["attempts"] for e in manifest_lines(out)) == 2, "the dead worker's leases"
+
+
+def test_a_killed_master_resumes_without_refetching_pages(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    server = make_server()
+    site = setup_site(server, pages=16, images_per_page=4, page_delay=0.15, image_delay=0.02)
+    out = tmp_path / "out"
+    port = free_port()
+    args = ("master", server.url + "/", "--bind", f"127.0.0.1:{port}", "--out", str(out),
+            "--page-concurrency", "2")
+    worker = start_crawler("worker", f"127.0.0.1:{port}", "--out", str(out), "--threads", "4",
+                           cwd=tmp_path)
+    master = start_crawler(*args, cwd=tmp_path)
+    try:
+        page_paths = set(site.pages)
+        wait_until(lambda: sum(p in page_paths for p in server.paths()) >= 6, 30,
+                   "a few pages to be crawled")
+        master.kill()
+        master.wait(timeout=10)
+        hits_at_crash = len(server.paths())
+        master = start_crawler(*args, cwd=tmp_path)
+        _, err = master.communicate(timeout=90)
+        assert master.returncode == 0, err
+        assert worker.wait(timeout=30) == 0, "the worker reconnected and finished"
+    finally:
+        stop(master)
+        stop(worker)
+    check_complete(out, server.url, site)
+    page_hits = collections.Counter(p for p in server.paths() if p in page_paths)
+    twice = [p for p, n in page_hits.items() if n > 1]
+    assert len(twice) <= 2, f"pages fetched again beyond the 2 in flight: {twice}"
+    assert set(page_hits) == page_paths
+    assert len(server.paths()) > hits_at_crash
+
+
+def test_workers_wait_for_a_late_master_and_ride_out_a_stall(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    server = make_server()
+    site = setup_site(server, image_delay=0.03)
+    out = tmp_path / "out"
+    port = free_port()
+    workers = [start_crawler("worker", f"127.0.0.1:{port}", "--out", str(out), "--threads", "3",
+                             "--connect-wait", "60", cwd=tmp_path) for _ in range(2)]
+    time.sleep(1.5)  # the workers are up and waiting before the master exists
+    master = start_crawler("master", server.url + "/", "--bind", f"127.0.0.1:{port}",
+                           "--out", str(out), cwd=tmp_path)
+    try:
+        wait_until(lambda: len(manifest_lines(out)) >= 10, 30, "the first results")
+        master.send_signal(signal.SIGSTOP)  # the master stops answering for a while
+        time.sleep(3)
+        master.send_signal(signal.SIGCONT)
+        _, err = master.communicate(timeout=90)
+        assert master.returncode == 0, err
+        for worker in workers:
+            assert worker.wait(timeout=30) == 0
+    finally:
+        for process in (master, *workers):
+            stop(process)
+    check_complete(out, server.url, site)
+
+
+def test_each_image_fails_once_with_503_then_succeeds_on_the_second_attempt(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    server = make_server()
+    site = setup_site(server, pages=2, images_per_page=6, fail_once=503, retry_after="0")
+    (tmp_path / "settings.toml").write_text(FAST_RETRIES)
+    out = tmp_path / "out"
+    master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), "--local-workers", "2", cwd=tmp_path)
+    _, err = master.communicate(timeout=90)
+    assert master.returncode == 0, err
+    check_complete(out, server.url, site)
+    assert {entry["attempts"] for entry in manifest_lines(out)} == {2}
+
+
+def test_permanent_failures_are_not_retried(make_server: Callable[[], FixtureServer],
+                                            tmp_path: Path, authkey: str) -> None:
+    server = make_server()
+    site = setup_site(server, pages=1, images_per_page=4, fail_once=404)
+    out = tmp_path / "out"
+    master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), "--local-workers", "1", cwd=tmp_path)
+    _, err = master.communicate(timeout=60)
+    assert master.returncode == 0, err
+    entries = manifest_lines(out)
+    assert len(entries) == len(site.images)
+    assert all(e["status"] == "failure" and e["reason"] == "HTTP 404" and e["attempts"] == 1
+               for e in entries)
+    lines = (out / "results.log").read_text().splitlines()
+    assert all(line.endswith("--->failure: HTTP 404") for line in lines)
+
+
+def test_sigterm_on_a_worker_hands_back_what_it_holds(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    server = make_server()
+    site = setup_site(server, pages=2, images_per_page=12, image_delay=0.3)
+    out = tmp_path / "out"
+    # A long lease: only a hand-back, not an expiry, lets the crawl end quickly.
+    master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), "--lease-timeout", "120", cwd=tmp_path)
+    leaving = other = None
+    try:
+        address = wait_for_queue_address(master)
+        leaving = start_crawler("worker", address, "--out", str(out), "--threads", "4",
+                                cwd=tmp_path)
+        wait_until(lambda: len(manifest_lines(out)) >= 2, 30, "the first results")
+        leaving.send_signal(signal.SIGTERM)
+        assert leaving.wait(timeout=20) == 0
+        other = start_crawler("worker", address, "--out", str(out), "--threads", "8",
+                              cwd=tmp_path)
+        _, err = master.communicate(timeout=60)
+        assert master.returncode == 0, err
+        assert other.wait(timeout=30) == 0
+    finally:
+        for process in (master, leaving, other):
+            if process is not None:
+                stop(process)
+    check_complete(out, server.url, site)
+
+
+def test_sigint_on_the_master_saves_state_and_a_rerun_completes(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    server = make_server()
+    site = setup_site(server, pages=10, images_per_page=4, page_delay=0.1, image_delay=0.05)
+    out = tmp_path / "out"
+    args = ("master", server.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+            "--local-workers", "1", "--page-concurrency", "1")
+    master = start_crawler(*args, cwd=tmp_path)
+    try:
+        wait_until(lambda: len(manifest_lines(out)) >= 4, 30, "the first results")
+        master.send_signal(signal.SIGINT)
+        _, err = master.communicate(timeout=30)
+    finally:
+        stop(master)
+    assert master.returncode == 130, err
+    assert "interrupted: state saved" in err
+    done_before = {e["url"] for e in manifest_lines(out)}
+    hits_before = collections.Counter(server.paths())
+    master = start_crawler(*args, cwd=tmp_path)
+    _, err = master.communicate(timeout=90)
+    assert master.returncode == 0, err
+    check_complete(out, server.url, site)
+    hits_after = collections.Counter(server.paths()) - hits_before
+    refetched = [url for url in done_before if hits_after[url[len(server.url):]]]
+    assert refetched == [], "images already stored were downloaded again"
+
+
+def test_a_classic_workers_abandoned_urls_are_leased_and_come_back(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    server = make_server()
+    site = setup_site(server, pages=1, images_per_page=5)
+    out = tmp_path / "out"
+    master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), "--lease-timeout", "2", cwd=tmp_path)
+    worker = None
+    try:
+        host, port = wait_for_queue_address(master).rsplit(":", 1)
+        grab_and_vanish = textwrap.dedent(f"""
+            import os
+            from multiprocessing.managers import BaseManager
+            class QueueManager(BaseManager):
+                pass
+            QueueManager.register("get_task_queue")
+            m = QueueManager(address=("{host}", {port}),
+                             authkey=os.environ["CRAWLER_AUTHKEY"].encode())
+            m.connect()
+            task = m.get_task_queue()
+            print(task.get(timeout=10), task.get(timeout=10))
+        """)
+        grabbed = subprocess.run([sys.executable, "-c", grab_and_vanish], capture_output=True,
+                                 text=True, timeout=30, env=dict(os.environ), check=True)
+        assert len(grabbed.stdout.split()) == 2
+        worker = start_crawler("worker", f"{host}:{port}", "--out", str(out), cwd=tmp_path)
+        _, err = master.communicate(timeout=60)
+        assert master.returncode == 0, err
+    finally:
+        stop(master)
+        if worker is not None:
+            stop(worker)
+    check_complete(out, server.url, site)
+    attempts = {e["url"]: e["attempts"] for e in manifest_lines(out)}
+    for url in grabbed.stdout.split():
+        assert attempts[url] == 2, "the abandoned lease counted as the first attempt"
