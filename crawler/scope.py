@@ -1,0 +1,169 @@
+"""Which pages and images a crawl may visit.
+
+Pages are bounded by a mode (the seed hosts, the seeds' registrable domains,
+or anything) narrowed further by allow/deny regular expressions. Images are
+open by default, because sites commonly serve them from other hosts (CDNs);
+only the image allow/deny patterns limit them. Every method takes URLs that
+``crawler.urls.normalize`` produced, so matching is plain string work.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from publicsuffixlist import PublicSuffixList
+
+from crawler.errors import ConfigError
+from crawler.urls import host_key, normalize
+
+__all__ = ["MODES", "Scope", "registrable_domain"]
+
+MODES = ("host", "domain", "any")
+
+
+@functools.cache
+def _suffix_list() -> PublicSuffixList:
+    # The package ships its own copy of the Public Suffix List: no network
+    # fetch, and both ICANN and private suffixes ("github.io") count, so one
+    # user's site never widens to every other user's.
+    return PublicSuffixList()
+
+
+def registrable_domain(host: str) -> str:
+    """The registrable domain of a normalised host name ("www.example.co.uk" -> "example.co.uk").
+
+    IP addresses, single-label names such as "localhost", and hosts that are
+    themselves public suffixes have no registrable domain: the host itself is
+    returned, so "domain" scope degrades to that exact host.
+    """
+    bare = host.rstrip(".")
+    if _is_ip(bare):
+        return bare
+    return _suffix_list().privatesuffix(bare) or bare
+
+
+def _is_ip(host: str) -> bool:
+    """True for an IPv4 address or a bracketed IPv6 one (IPs have no subdomains)."""
+    if host.startswith("["):
+        return True
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _compile(patterns: Sequence[str], setting: str) -> tuple[re.Pattern[str], ...]:
+    """Compile each pattern once; a bad one is a configuration error that names it."""
+    if isinstance(patterns, str):
+        patterns = (patterns,)  # a lone string would otherwise be split into characters
+    compiled = []
+    for pattern in patterns:
+        try:
+            compiled.append(re.compile(pattern))
+        except (re.error, TypeError) as exc:
+            raise ConfigError(f"{setting}: invalid regular expression {pattern!r}: {exc}") \
+                from exc
+    return tuple(compiled)
+
+
+def _authority(url: str) -> str | None:
+    """The ``host[:port]`` of a normalised URL (its ``host_key``), or None if not http(s)."""
+    if not url.startswith(("http://", "https://")):
+        return None
+    return urlsplit(url).netloc.rpartition("@")[2] or None
+
+
+def _hostname(url: str) -> str | None:
+    """The host (no userinfo, no port) of a normalised URL, or None if it has none."""
+    authority = _authority(url)
+    if authority is None:
+        return None
+    if authority.startswith("["):
+        return authority[: authority.find("]") + 1]
+    return authority.partition(":")[0] or None
+
+
+def _search_any(patterns: tuple[re.Pattern[str], ...], url: str) -> bool:
+    return any(pattern.search(url) for pattern in patterns)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The crawl's boundaries; build one with :meth:`Scope.from_seeds`.
+
+    ``hosts`` holds the seeds' ``host[:port]`` keys (mode "host"); ``domains``
+    holds their registrable domains (mode "domain").
+    """
+
+    mode: str
+    hosts: frozenset[str]
+    domains: frozenset[str]
+    allow: tuple[re.Pattern[str], ...] = ()
+    deny: tuple[re.Pattern[str], ...] = ()
+    image_allow: tuple[re.Pattern[str], ...] = ()
+    image_deny: tuple[re.Pattern[str], ...] = ()
+
+    @classmethod
+    def from_seeds(
+        cls,
+        seeds: Sequence[str],
+        mode: str = "host",
+        allow: Sequence[str] = (),
+        deny: Sequence[str] = (),
+        image_allow: Sequence[str] = (),
+        image_deny: Sequence[str] = (),
+    ) -> Scope:
+        """Build the scope of a crawl started from ``seeds``.
+
+        Raises ``ConfigError`` for an unknown mode or a bad regular expression,
+        and ``InvalidURL`` for a seed that is not an http(s) URL.
+        """
+        if mode not in MODES:
+            raise ConfigError(f"scope: unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+        normalized = [normalize(seed) for seed in seeds]
+        hosts = frozenset(host_key(url) for url in normalized)
+        domains = frozenset(
+            registrable_domain(host) for url in normalized if (host := _hostname(url)))
+        return cls(
+            mode=mode,
+            hosts=hosts,
+            domains=domains,
+            allow=_compile(allow, "allow"),
+            deny=_compile(deny, "deny"),
+            image_allow=_compile(image_allow, "image_allow"),
+            image_deny=_compile(image_deny, "image_deny"),
+        )
+
+    def _within_mode(self, url: str) -> bool:
+        if self.mode == "any":
+            return url.startswith(("http://", "https://"))
+        if self.mode == "host":
+            return _authority(url) in self.hosts
+        host = _hostname(url)
+        if host is None:
+            return False
+        host = host.rstrip(".")
+        return any(host == domain or (host.endswith("." + domain) and not _is_ip(domain))
+                   for domain in self.domains)
+
+    def allows_page(self, url: str) -> bool:
+        """May the crawl fetch this page? Deny wins; allow, when given, narrows the mode."""
+        if not self._within_mode(url):
+            return False
+        if _search_any(self.deny, url):
+            return False
+        return not self.allow or _search_any(self.allow, url)
+
+    def allows_image(self, url: str) -> bool:
+        """May the crawl download this image? Any host by default; image_deny wins."""
+        if not url.startswith(("http://", "https://")):
+            return False
+        if _search_any(self.image_deny, url):
+            return False
+        return not self.image_allow or _search_any(self.image_allow, url)

@@ -1,0 +1,459 @@
+"""Discovery: the exact URLs found in one fixture page per construct, plus robustness.
+
+Fixture pages live in tests/pages/discovery/ and are read as bytes, as the
+crawler receives them; each is taken to have been fetched from PAGE.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from crawler.extract import (
+    DEFAULT_LAZY_ATTRIBUTES,
+    IMAGE_EXTENSIONS,
+    SOURCES,
+    Extraction,
+    css_urls,
+    extract,
+    has_image_extension,
+    parse_srcset,
+)
+from crawler.urls import normalize
+
+PAGES = Path(__file__).parent / "pages" / "discovery"
+CORPUS = Path(__file__).parent / "corpus" / "extract"
+PAGE = "http://example.com/dir/page.html"
+D = "http://example.com/dir/"  # the page's folder, where relative references land
+ROOT = "http://example.com/"
+
+
+def page(name: str, **options: object) -> Extraction:
+    return extract((PAGES / f"{name}.html").read_bytes(), PAGE, **options)  # type: ignore[arg-type]
+
+
+# --- one fixture per construct, exact results --------------------------------------
+
+
+def test_img() -> None:
+    result = page("img")
+    assert result.images == (
+        D + "relative.jpg",
+        ROOT + "rooted.png",
+        ROOT + "up.gif",
+        "https://images.example.net/absolute.webp",
+        "http://cdn.example.org/protocol-relative.avif",
+        D + "UPPER.JPG",
+        D + "padded.jpg",
+        D + "no%20extension%20needed",
+        D + "photo.jpg",
+    )
+    assert result.links == ()
+    assert result.base_url == PAGE
+
+
+def test_srcset() -> None:
+    assert page("srcset").images == (
+        D + "small.jpg", D + "medium.jpg", D + "large.jpg",
+        D + "one.png", D + "one@2x.png", D + "one@3x.png",
+        "https://img.example.net/w_200,h_100,c_fill/pic.jpg",
+        "https://img.example.net/w_400,h_200,c_fill/pic.jpg",
+        D + "comma,inside.jpg",
+        D + "trailing-comma.jpg", D + "after-trailing.jpg",
+        D + "line-1.jpg", D + "line-2.jpg",
+        D + "parens.jpg", D + "after-parens.jpg",
+        D + "leading-commas.jpg",
+        D + "no-descriptor.jpg",
+        D + "real.jpg",
+    )
+
+
+def test_picture_takes_picture_sources_but_not_video_or_audio_ones() -> None:
+    assert page("picture").images == (
+        D + "wide.avif", D + "wide-small.avif", D + "wide.webp", D + "legacy-source.jpg",
+        D + "fallback.jpg",
+    )
+
+
+def test_lazy_attributes() -> None:
+    assert page("lazy").images == (
+        D + "placeholder.gif", D + "lazy-src.jpg", D + "lazy-1x.jpg", D + "lazy-2x.jpg",
+        D + "original.jpg", D + "lazy-lazy-src.jpg", D + "div-lazy.png", D + "span-src.webp",
+    )
+
+
+def test_a_single_extra_lazy_attribute_may_be_a_string() -> None:
+    assert D + "custom-bg.jpg" in page("lazy", lazy_attributes="data-bg").images
+
+
+def test_extra_lazy_attributes_add_to_the_defaults() -> None:
+    result = page("lazy", lazy_attributes=("data-bg", "DATA-HI-RES-SRCSET"))
+    assert result.images[-3:] == (D + "custom-bg.jpg", D + "custom-1x.jpg", D + "custom-2x.jpg")
+    assert D + "lazy-src.jpg" in result.images  # the defaults still apply
+    assert len(result.images) == 11
+
+
+def test_css_in_style_blocks_and_attributes() -> None:
+    assert page("css").images == (
+        D + "body-bg.png", D + "hero.jpg", D + "card.webp", D + "card-overlay.png",
+        D + "esc(aped).png", D + "hex.png", D + "upper.gif", D + "set-1x.png", D + "set-2x.png",
+        D + "inline.jpg", D + "inline-unquoted.png", D + "inline-double.gif",
+    )
+
+
+def test_meta_images() -> None:
+    assert page("meta").images == (
+        ROOT + "og-image.jpg",
+        "https://example.com/og-image-url.jpg",
+        "https://secure.example.com/og-secure.jpg",
+        D + "og-upper.png",
+        "https://example.com/twitter.jpg",
+        D + "twitter-src.jpg",
+    )
+
+
+def test_link_icons_and_preloaded_images() -> None:
+    assert page("link").images == (
+        ROOT + "favicon.ico", ROOT + "shortcut.ico", ROOT + "apple-touch.png",
+        D + "image-src.jpg", D + "icon-upper.png",
+        D + "preload.webp", D + "preload-480.webp", D + "preload-960.webp",
+    )
+    assert page("link").links == ()
+
+
+def test_image_inputs() -> None:
+    assert page("input").images == (D + "submit.png", D + "submit-upper.gif")
+
+
+def test_svg_images() -> None:
+    assert page("svg").images == (
+        D + "svg-href.png", D + "svg-xlink.jpg", D + "both-href.png", D + "both-xlink.png")
+
+
+def test_anchors_split_into_pages_and_images() -> None:
+    result = page("anchor")
+    assert result.links == (
+        D + "next.html",
+        ROOT + "about",
+        D + "gallery?img=cat.jpg",
+        ROOT + "search?q=dogs",
+        D + "area-page.html",
+        "https://embed.example.org/widget",
+        D + "frame.html",
+    )
+    assert result.images == (
+        D + "photo.jpg",
+        "https://images.example.net/full/PHOTO.PNG?size=large",
+        D + "area.gif",
+        D + "image.svg",
+    )
+
+
+def test_the_first_base_href_applies_to_the_whole_page() -> None:
+    result = page("base")
+    assert result.base_url == "http://example.com/assets/v2/"
+    assert result.images == (
+        "http://example.com/assets/v2/before-base.jpg",
+        "http://example.com/assets/v2/logo.png",
+        "http://example.com/assets/shared/icon.png",
+        ROOT + "rooted.png",
+    )
+    assert result.links == ("http://example.com/assets/v2/docs/index.html",)
+
+
+def test_html_entities_are_decoded_before_resolving() -> None:
+    result = page("entities")
+    assert result.images == (
+        ROOT + "img?id=1&size=large",
+        ROOT + "path/with/slashes.png",
+        ROOT + "caf%C3%A9.jpg",
+        ROOT + "copy%C2%A9.png",
+        D + "quoted-entity.png",
+        ROOT + "a%C2%A0b.png",
+    )
+    assert result.links == (ROOT + "list?a=1&b=2%3C3",)
+
+
+def test_non_http_schemes_and_bad_urls_are_skipped() -> None:
+    result = page("skip_schemes")
+    assert result.images == (D + "kept.jpg",)
+    assert result.links == (D + "kept.html",)
+
+
+def test_broken_markup() -> None:
+    result = page("broken_markup")
+    assert result.links == (D + "page1.html", D + "page2.html")
+    assert result.images == (
+        D + "unquoted.jpg",
+        D + "no-close-quote.png%20alt=",  # the attribute runs to the next quote, as in browsers
+        D + "after.png",
+        D + "in-table.gif",
+        D + "single.jpg",  # of two src attributes, the first counts
+        D + "spaced-attr.png",
+        D + "tail.jpg",
+    )
+
+
+def test_latin1_page_bytes() -> None:
+    raw = (PAGES / "latin1.html").read_bytes()
+    assert "é".encode("iso-8859-1") in raw  # the fixture really is ISO-8859-1
+    result = page("latin1")
+    # Paths are always UTF-8; a query takes the page's encoding, as in browsers.
+    assert result.images == (ROOT + "caf%C3%A9/cr%C3%A8me.jpg", ROOT + "search.png?q=%E9t%E9")
+    assert result.links == (ROOT + "%C3%BCber.html",)
+
+
+def test_shift_jis_page_bytes() -> None:
+    result = page("shift_jis")
+    assert result.images == (
+        ROOT + "%E7%94%BB%E5%83%8F/%E5%86%99%E7%9C%9F.jpg",  # 画像/写真.jpg
+        ROOT + "search.png?q=%93%FA%96%7B",  # 日本 in Shift_JIS
+    )
+    assert result.links == (ROOT + "%E3%83%9A%E3%83%BC%E3%82%B8.html",)
+
+
+def test_utf16_page_bytes() -> None:
+    result = page("utf16")
+    assert result.images == (ROOT + "%C3%BCn%C3%AFc%C3%B6d%C3%A9.png?q=%C3%BC",)
+    assert result.links == (ROOT + "stra%C3%9Fe.html",)
+
+
+def test_an_explicit_encoding_overrides_detection() -> None:
+    raw = '<meta charset="utf-8"><img src="/é.png">'.encode("iso-8859-1")
+    assert extract(raw, PAGE, encoding="iso-8859-1").images == (ROOT + "%C3%A9.png",)
+    assert extract(raw, PAGE).images == (ROOT + "%EF%BF%BD.png",)  # declared UTF-8, isn't
+
+
+def test_a_byte_order_mark_beats_the_given_encoding() -> None:
+    raw = '<img src="/ü.png">'.encode("utf-8-sig")
+    assert extract(raw, PAGE, encoding="shift_jis").images == (ROOT + "%C3%BC.png",)
+
+
+def test_text_and_bytes_give_the_same_result() -> None:
+    raw = (PAGES / "css.html").read_bytes()
+    assert extract(raw.decode("utf-8"), PAGE) == extract(raw, PAGE)
+
+
+# --- sources switch on and off ------------------------------------------------------
+
+# For each source, a fixture and one image only that source finds there.
+_ONLY_FROM = {
+    "img": ("img", ROOT + "rooted.png"),
+    "srcset": ("srcset", D + "small.jpg"),
+    "picture": ("picture", D + "wide.webp"),
+    "lazy": ("lazy", D + "lazy-src.jpg"),
+    "css": ("css", D + "body-bg.png"),
+    "meta": ("meta", ROOT + "og-image.jpg"),
+    "link": ("link", ROOT + "favicon.ico"),
+    "input": ("input", D + "submit.png"),
+    "svg": ("svg", D + "svg-href.png"),
+    "anchor": ("anchor", D + "photo.jpg"),
+}
+
+
+def test_every_source_has_a_switch_test() -> None:
+    assert set(_ONLY_FROM) == SOURCES
+
+
+@pytest.mark.parametrize("source", sorted(SOURCES))
+def test_switching_a_source_off_removes_its_urls(source: str) -> None:
+    fixture, url = _ONLY_FROM[source]
+    assert url in page(fixture).images
+    assert url not in page(fixture, sources=SOURCES - {source}).images
+    assert url in page(fixture, sources=frozenset({source})).images
+
+
+def test_with_no_sources_only_links_remain() -> None:
+    result = page("anchor", sources=frozenset())
+    assert result.images == ()
+    assert D + "next.html" in result.links
+    assert D + "photo.jpg" not in result.links  # an image file is never a page to crawl
+
+
+def test_picture_off_keeps_the_fallback_img() -> None:
+    assert page("picture", sources=SOURCES - {"picture"}).images == (D + "fallback.jpg",)
+
+
+def test_an_unknown_source_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="unknown image sources: video"):
+        extract("<p>", PAGE, sources=frozenset({"img", "video"}))
+
+
+# --- helpers --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("a.jpg 1x, b.jpg 2x", ["a.jpg", "b.jpg"]),
+    ("a.jpg 100w,b.jpg 200w", ["a.jpg", "b.jpg"]),
+    ("a,b.jpg 1x", ["a,b.jpg"]),
+    ("a.jpg,b.jpg", ["a.jpg,b.jpg"]),
+    ("a.jpg, b.jpg", ["a.jpg", "b.jpg"]),
+    ("a.jpg,, ,b.jpg", ["a.jpg", "b.jpg"]),
+    ("a.jpg foo(1, 2) 1x, b.jpg", ["a.jpg", "b.jpg"]),
+    ("a.jpg (unclosed, b.jpg", ["a.jpg"]),
+    ("", []),
+    (" , ,", []),
+])
+def test_parse_srcset(value: str, expected: list[str]) -> None:
+    assert parse_srcset(value) == expected
+
+
+@pytest.mark.parametrize(("css", "expected"), [
+    ("a{background:url(x.png)}", ["x.png"]),
+    ("a{background:url( 'x y.png' )}", ["x y.png"]),
+    ('a{background:url("x\\"y.png")}', ['x"y.png']),
+    ("a{background:url(\\31 23.png)}", ["123.png"]),
+    ("@import url(s.css); a{b:url(i.png)}", ["i.png"]),
+    ("/* url(c.png) */ a{b:url(i.png)}", ["i.png"]),
+    ("a{content:'url(s.png)'} b{c:url(i.png)}", ["i.png"]),
+    ("a{b:url(x y.png)}", []),  # whitespace inside an unquoted url() makes it invalid
+    ("a{b:myurl(x.png)}", []),
+    ("a{b:url(unclosed.png", []),
+])
+def test_css_urls(css: str, expected: list[str]) -> None:
+    assert css_urls(css) == expected
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("http://a.example/x.jpg", True),
+    ("http://a.example/x.JPEG?w=100", True),
+    ("http://a.example/dir.png/page", False),
+    ("http://a.example/page?file=x.png", False),
+    ("http://a.example/x.svg#frag", True),
+    ("http://a.example/", False),
+    ("http://a.example/jpg", False),
+])
+def test_has_image_extension(url: str, expected: bool) -> None:
+    assert has_image_extension(url) is expected
+
+
+def test_constants() -> None:
+    assert frozenset({"img", "srcset", "picture", "lazy", "css", "meta", "link", "input",
+                      "svg", "anchor"}) == SOURCES
+    assert DEFAULT_LAZY_ATTRIBUTES == (
+        "data-src", "data-srcset", "data-original", "data-lazy-src", "data-lazy")
+    assert frozenset({"jpg", "jpeg", "jpe", "png", "gif", "webp", "avif", "bmp", "tif", "tiff",
+                      "ico", "svg"}) == IMAGE_EXTENSIONS
+
+
+def test_duplicates_are_removed_after_normalisation_keeping_the_first() -> None:
+    html = """<img src="HTTP://Example.com:80/a.png#x"><img src="/b.png"><img src="/./a.png">
+              <a href="/p"><a href="http://EXAMPLE.com/p#frag"><a href="/q">"""
+    result = extract(html, PAGE)
+    assert result.images == (ROOT + "a.png", ROOT + "b.png")
+    assert result.links == (ROOT + "p", ROOT + "q")
+
+
+def test_a_base_href_that_is_not_http_is_ignored() -> None:
+    result = extract('<base href="javascript:x"><img src="a.png">', PAGE)
+    assert result.base_url == PAGE
+    assert result.images == (D + "a.png",)
+
+
+def test_the_page_url_is_normalised_for_resolution() -> None:
+    result = extract('<img src="a.png">', "HTTP://Example.COM:80/dir/./page.html#top")
+    assert result.base_url == PAGE
+    assert result.images == (D + "a.png",)
+
+
+def test_a_bad_page_url_still_yields_absolute_references() -> None:
+    result = extract('<img src="a.png"><img src="http://x.example/b.png">', "not a url")
+    assert result.images == ("http://x.example/b.png",)
+
+
+def test_backslashes_act_as_slashes_before_the_query() -> None:
+    result = extract(r'<img src="\\cdn.example.org\img\a.png?x=\y">', PAGE)
+    assert result.images == ("http://cdn.example.org/img/a.png?x=%5Cy",)
+
+
+# --- robustness ---------------------------------------------------------------------
+
+
+def _check(result: Extraction) -> None:
+    for url in (*result.links, *result.images):
+        assert url.startswith(("http://", "https://"))
+        assert normalize(url) == url
+    assert len(set(result.links)) == len(result.links)
+    assert len(set(result.images)) == len(result.images)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(st.text(max_size=300), st.binary(max_size=300)))
+def test_arbitrary_input_never_raises(html: str | bytes) -> None:
+    _check(extract(html, PAGE))
+
+
+_TAGS = ["a", "img", "source", "picture", "video", "link", "meta", "input", "image", "svg",
+         "style", "base", "div", "iframe", "area", "frame", "script", "noscript", "table"]
+_ATTRIBUTES = ["src", "href", "srcset", "style", "data-src", "data-srcset", "rel", "as",
+               "property", "name", "content", "type", "xlink:href", "imagesrcset", "data-x"]
+_VALUES = st.one_of(
+    st.sampled_from(["a.png", "/b.jpg", "//h.example/c.gif", "https://x.example/d.webp",
+                     "javascript:alert(1)", "data:image/png;base64,AA", "icon", "image",
+                     "og:image", "url(e.png)", "f.png 1x, g.png 2x", "http://[::1", "http://a:x/",
+                     "../../..", "?q", "#f", "", " ", "\\\\evil\\x.png", "%zz", "http://é.example/"]),
+    st.text(max_size=20),
+)
+
+
+@st.composite
+def tag_soup(draw: st.DrawFn) -> str:
+    """Fragments of HTML put together with no care for nesting, quoting or closing."""
+    pieces = []
+    for _ in range(draw(st.integers(0, 25))):
+        kind = draw(st.integers(0, 5))
+        if kind <= 2:
+            attributes = "".join(
+                f' {draw(st.sampled_from(_ATTRIBUTES))}'
+                f'{draw(st.sampled_from(["=", "=", " = ", ""]))}'
+                f'{draw(st.sampled_from(["", chr(34), chr(39)]))}{draw(_VALUES)}'
+                for _ in range(draw(st.integers(0, 4))))
+            pieces.append(f"<{draw(st.sampled_from(_TAGS))}{attributes}"
+                          f"{draw(st.sampled_from(['>', '/>', '', '>']))}")
+        elif kind == 3:
+            pieces.append(f"</{draw(st.sampled_from(_TAGS))}>")
+        elif kind == 4:
+            pieces.append(draw(st.sampled_from(
+                ["<!--", "-->", "<![CDATA[", "&amp;", "&#0;", "&#x110000;", "url(", "/*", "<",
+                 "@import ", '"', "'", "\x00", "<?xml version='1.0' encoding='bogus'?>"])))
+        else:
+            pieces.append(draw(st.text(max_size=15)))
+    return "".join(pieces)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tag_soup(), st.sampled_from([None, "utf-8", "latin-1", "shift_jis", "no-such-codec"]))
+def test_tag_soup_never_raises_and_yields_only_http_urls(soup: str, encoding: str | None) -> None:
+    _check(extract(soup, PAGE))
+    _check(extract(soup.encode("utf-8", "surrogatepass"), PAGE, encoding=encoding))
+
+
+@pytest.mark.timeout(30)
+def test_nasty_corpus_finishes_quickly() -> None:
+    files = sorted(CORPUS.glob("*.html"))
+    assert len(files) >= 10
+    for path in files:
+        data = path.read_bytes()
+        for html in (data, data.decode("utf-8", "replace")):
+            started = time.perf_counter()
+            _check(extract(html, "http://example.com/"))
+            elapsed = time.perf_counter() - started
+            assert elapsed < 5, f"{path.name} took {elapsed:.1f}s"
+
+
+def test_corpus_results_that_matter() -> None:
+    def images(name: str) -> tuple[str, ...]:
+        return extract((CORPUS / name).read_bytes(), "http://example.com/").images
+
+    assert images("deep_nesting.html") == (ROOT + "deep.png",)
+    # A megabyte-long reference is left out; the images around it are kept.
+    assert images("huge_attribute.html") == (ROOT + "a.png", ROOT + "after.png")
+    assert images("nul_bytes.html") == (ROOT + "a%EF%BF%BDb.png", ROOT + "c.png")
+    assert images("unterminated_comment.html") == ()
+    assert images("nested_sources.html") == (ROOT + "s.png",)
+    assert images("utf16_no_bom.html") == (ROOT + "%C3%BC.png",)
+    assert images("bad_declared_charset.html") == (ROOT + "%C3%A9.png",)

@@ -1,0 +1,192 @@
+"""Scope: one test per rule for pages (mode, allow, deny) and images (image allow/deny)."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from crawler.errors import ConfigError, InvalidURL
+from crawler.scope import Scope, registrable_domain
+from crawler.urls import normalize
+
+
+def page_allowed(scope: Scope, url: str) -> bool:
+    return scope.allows_page(normalize(url))
+
+
+def image_allowed(scope: Scope, url: str) -> bool:
+    return scope.allows_image(normalize(url))
+
+
+def test_host_mode_keeps_to_the_seed_hosts() -> None:
+    scope = Scope.from_seeds(["http://www.example.com/start", "https://other.example.org/"])
+    assert page_allowed(scope, "http://www.example.com/any/page")
+    assert page_allowed(scope, "https://www.example.com/tls")  # host, not scheme
+    assert page_allowed(scope, "http://OTHER.example.org/x")
+    assert not page_allowed(scope, "http://example.com/")  # the parent domain is another host
+    assert not page_allowed(scope, "http://cdn.www.example.com/")  # so is a subdomain
+    assert not page_allowed(scope, "http://www.example.com.evil.test/")
+
+
+def test_host_mode_treats_the_default_port_as_no_port() -> None:
+    scope = Scope.from_seeds(["http://example.com:80/"])
+    assert page_allowed(scope, "http://example.com/a")
+    assert page_allowed(scope, "https://example.com:443/b")
+    assert not page_allowed(scope, "http://example.com:8080/c")  # another server
+
+
+def test_host_mode_with_a_port_in_the_seed() -> None:
+    scope = Scope.from_seeds(["http://127.0.0.1:8000/"])
+    assert page_allowed(scope, "http://127.0.0.1:8000/page")
+    assert not page_allowed(scope, "http://127.0.0.1:8001/page")
+    assert not page_allowed(scope, "http://127.0.0.1/page")
+
+
+def test_host_mode_matches_internationalised_hosts_in_any_spelling() -> None:
+    scope = Scope.from_seeds(["http://Bücher.de/"])
+    assert page_allowed(scope, "http://xn--bcher-kva.de/katalog")
+    assert page_allowed(scope, "http://bücher.de/katalog")
+
+
+def test_domain_mode_takes_the_registrable_domain_and_its_subdomains() -> None:
+    scope = Scope.from_seeds(["http://www.example.com/"], mode="domain")
+    assert page_allowed(scope, "http://example.com/")
+    assert page_allowed(scope, "http://www.example.com/a")
+    assert page_allowed(scope, "https://img.cdn.example.com:8443/b")
+    assert not page_allowed(scope, "http://notexample.com/")
+    assert not page_allowed(scope, "http://example.com.evil.test/")
+    assert not page_allowed(scope, "http://example.org/")
+
+
+def test_domain_mode_with_a_multi_part_public_suffix() -> None:
+    scope = Scope.from_seeds(["http://www.example.co.uk/"], mode="domain")
+    assert page_allowed(scope, "http://shop.example.co.uk/")
+    assert page_allowed(scope, "http://example.co.uk/")
+    assert not page_allowed(scope, "http://other.co.uk/")  # co.uk itself is a public suffix
+    assert not page_allowed(scope, "http://co.uk/")
+
+
+@pytest.mark.parametrize(("host", "domain"), [
+    ("www.example.co.uk", "example.co.uk"),
+    ("a.b.example.com.au", "example.com.au"),
+    ("city.kawasaki.jp", "city.kawasaki.jp"),  # an exception rule in the list
+    ("alice.github.io", "alice.github.io"),  # a private suffix: one user's site
+    ("www.xn--80aswg.xn--p1ai", "xn--80aswg.xn--p1ai"),  # сайт.рф
+    ("localhost", "localhost"),
+    ("127.0.0.1", "127.0.0.1"),
+    ("[::1]", "[::1]"),
+    ("co.uk", "co.uk"),
+])
+def test_registrable_domain(host: str, domain: str) -> None:
+    assert registrable_domain(host) == domain
+
+
+def test_domain_mode_keeps_private_suffix_sites_apart() -> None:
+    scope = Scope.from_seeds(["https://alice.github.io/"], mode="domain")
+    assert page_allowed(scope, "https://alice.github.io/blog")
+    assert not page_allowed(scope, "https://bob.github.io/")
+
+
+def test_domain_mode_with_an_ip_seed_is_that_host() -> None:
+    scope = Scope.from_seeds(["http://10.0.0.1:8080/"], mode="domain")
+    assert page_allowed(scope, "http://10.0.0.1:8080/a")
+    assert page_allowed(scope, "http://10.0.0.1/a")  # domain mode ignores ports
+    assert not page_allowed(scope, "http://20.0.0.1/a")
+    assert not page_allowed(scope, "http://0.0.1/a")
+    assert not page_allowed(scope, "http://x.10.0.0.1/a")  # an IP has no subdomains
+
+
+def test_any_mode_allows_every_http_page() -> None:
+    scope = Scope.from_seeds(["http://example.com/"], mode="any")
+    assert page_allowed(scope, "http://example.com/")
+    assert page_allowed(scope, "https://anything.example.net:8443/x")
+    assert not scope.allows_page("ftp://example.com/")
+
+
+def test_allow_narrows_the_mode() -> None:
+    scope = Scope.from_seeds(["http://example.com/"], allow=[r"/blog/", r"\?page=\d+$"])
+    assert page_allowed(scope, "http://example.com/blog/post-1")
+    assert page_allowed(scope, "http://example.com/list?page=2")
+    assert not page_allowed(scope, "http://example.com/shop/")
+    # Matching an allow pattern does not take a page outside the mode.
+    assert not page_allowed(scope, "http://other.example/blog/post-1")
+
+
+def test_deny_removes_pages() -> None:
+    scope = Scope.from_seeds(["http://example.com/"], deny=[r"/private/", r"\.pdf$"])
+    assert page_allowed(scope, "http://example.com/public/")
+    assert not page_allowed(scope, "http://example.com/private/x")
+    assert not page_allowed(scope, "http://example.com/doc.pdf")
+
+
+def test_deny_beats_allow() -> None:
+    scope = Scope.from_seeds(["http://example.com/"], allow=[r"/blog/"], deny=[r"/blog/drafts/"])
+    assert page_allowed(scope, "http://example.com/blog/post")
+    assert not page_allowed(scope, "http://example.com/blog/drafts/post")
+
+
+def test_patterns_are_searched_in_the_normalised_url() -> None:
+    scope = Scope.from_seeds(["http://example.com/"], allow=[r"^http://example\.com/~me/"])
+    assert page_allowed(scope, "HTTP://EXAMPLE.COM:80/%7Eme/page#top")
+
+
+def test_images_are_allowed_from_any_host_by_default() -> None:
+    scope = Scope.from_seeds(["http://example.com/"])
+    assert image_allowed(scope, "http://example.com/a.jpg")
+    assert image_allowed(scope, "https://cdn.elsewhere.net/b.png")
+    assert not scope.allows_image("data:image/png;base64,AAAA")
+
+
+def test_image_allow_narrows_images() -> None:
+    scope = Scope.from_seeds(["http://example.com/"], image_allow=[r"\.(jpe?g|png)$"])
+    assert image_allowed(scope, "https://cdn.example.net/photo.JPG".lower())
+    assert image_allowed(scope, "http://example.com/b.png")
+    assert not image_allowed(scope, "http://example.com/c.gif")
+
+
+def test_image_deny_beats_image_allow() -> None:
+    scope = Scope.from_seeds(["http://example.com/"], image_allow=[r"\.png$"],
+                             image_deny=[r"/thumbs/", r"tracker\."])
+    assert image_allowed(scope, "http://example.com/full/a.png")
+    assert not image_allowed(scope, "http://example.com/thumbs/a.png")
+    assert not image_allowed(scope, "http://tracker.example/pixel.png")
+
+
+def test_page_and_image_rules_are_separate() -> None:
+    scope = Scope.from_seeds(["http://example.com/"], deny=[r"/img/"], image_deny=[r"/pages/"])
+    assert not page_allowed(scope, "http://example.com/img/index.html")
+    assert image_allowed(scope, "http://example.com/img/a.png")
+    assert page_allowed(scope, "http://example.com/pages/a")
+    assert not image_allowed(scope, "http://example.com/pages/a.png")
+
+
+@pytest.mark.parametrize("setting", ["allow", "deny", "image_allow", "image_deny"])
+def test_a_bad_regular_expression_is_a_config_error_naming_it(setting: str) -> None:
+    with pytest.raises(ConfigError, match=rf"{setting}: invalid regular expression '\(unclosed'"):
+        Scope.from_seeds(["http://example.com/"], **{setting: ["fine", "(unclosed"]})
+
+
+def test_an_unknown_mode_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="unknown mode 'planet'"):
+        Scope.from_seeds(["http://example.com/"], mode="planet")
+
+
+def test_a_bad_seed_is_an_invalid_url() -> None:
+    with pytest.raises(InvalidURL):
+        Scope.from_seeds(["ftp://example.com/"])
+
+
+def test_a_single_pattern_string_is_one_pattern() -> None:
+    scope = Scope.from_seeds(["http://example.com/"], deny="/private/")  # type: ignore[arg-type]
+    assert not page_allowed(scope, "http://example.com/private/x")
+    assert page_allowed(scope, "http://example.com/p")
+
+
+def test_scope_is_frozen_hashable_and_picklable() -> None:
+    scope = Scope.from_seeds(["http://example.com/"], mode="domain", allow=["a"], deny=["b"])
+    with pytest.raises(AttributeError):
+        scope.mode = "any"  # type: ignore[misc]
+    copy = pickle.loads(pickle.dumps(scope))  # noqa: S301 - our own object, round-tripped
+    assert copy == scope
+    assert hash(copy) == hash(scope)
