@@ -29,7 +29,7 @@ from crawler.board import BoardPolicy, TaskBoard
 from crawler.config import Settings
 from crawler.download import Limits
 from crawler.errors import StorageError
-from crawler.extract import Extraction, extract
+from crawler.extract import DEFAULT_LAZY_ATTRIBUTES, Extraction, extract
 from crawler.httpclient import Watchdog, make_session
 from crawler.journal import Journal
 from crawler.netguard import AddressPolicy
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 LOOP_TICK = 0.05  # how often the loop looks at finished pages and results
 REAP_EVERY = 0.5
 SHUTDOWN_GRACE = 10.0  # how long workers get to notice the end and leave
+WORKER_SILENCE = 3.0  # a worker not heard from for this long will not hear the end either
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class _Visit:
     page: Page
     extraction: Extraction | None
     images: list[tuple[str, str | None]]  # (url, refusal reason or None)
+    started: float  # when the page request was made (time.monotonic())
 
 
 class Master:
@@ -114,6 +116,7 @@ class Master:
             batch_size=settings.queue.batch_size))
         self._started = time.monotonic()
         self._workers: list[subprocess.Popen[bytes]] = []
+        self._page_ready: dict[str, float] = {}  # host -> when its next page may be fetched
         self.address: tuple[str, int] | None = None
 
     def stop(self) -> None:
@@ -220,11 +223,24 @@ class Master:
                 pool: ThreadPoolExecutor, session: Any, robots: Robots,
                 watchdog: Watchdog) -> None:
         max_pages = self._settings.crawl.max_pages
-        while frontier and len(running) < self._settings.crawl.page_concurrency:
+        now = time.monotonic()
+        deferred = 0  # pages in a row whose host must wait; all of them means stop for now
+        while (frontier and len(running) < self._settings.crawl.page_concurrency
+               and deferred < len(frontier)):
             if max_pages and self._snapshot.pages + len(running) >= max_pages:
                 frontier.clear()  # the page budget is spent
                 return
+            url, _ = frontier[0]
+            host = host_key(url)
+            if self._page_ready.get(host, 0.0) > now:
+                frontier.rotate(-1)
+                deferred += 1
+                continue
+            deferred = 0
             url, depth = frontier.popleft()
+            delay = max(self._settings.politeness.host_delay, robots.known_delay(url) or 0.0)
+            if delay:
+                self._page_ready[host] = now + delay
             running[pool.submit(self._visit, url, depth, session, robots, watchdog)] = url
 
     def _visit(self, url: str, depth: int, session: Any, robots: Robots,
@@ -233,14 +249,15 @@ class Master:
         crawl = self._settings.crawl
         if not robots.allowed(url):
             return _Visit(url, depth, Page(url, url, 0, skipped="disallowed by robots.txt"),
-                          None, [])
+                          None, [], time.monotonic())
+        started = time.monotonic()
         page = fetch_page(session, url, timeout=crawl.page_timeout,
                           max_bytes=crawl.max_page_bytes, in_scope=self._scope.allows_page,
                           watchdog=watchdog)
         if not page.ok:
-            return _Visit(url, depth, page, None, [])
+            return _Visit(url, depth, page, None, [], started)
         extraction = extract(page.body, page.final_url, sources=frozenset(crawl.sources),
-                             lazy_attributes=crawl.lazy_attributes or _default_lazy(),
+                             lazy_attributes=DEFAULT_LAZY_ATTRIBUTES + crawl.lazy_attributes,
                              encoding=page.encoding)
         images: list[tuple[str, str | None]] = []
         for image in extraction.images:
@@ -251,11 +268,16 @@ class Master:
             if delay:
                 self._board.set_host_delay(host_key(image), delay)
             images.append((image, refused))
-        return _Visit(url, depth, page, extraction, images)
+        return _Visit(url, depth, page, extraction, images, started)
 
     def _visited(self, visit: _Visit, frontier: deque[tuple[str, int]], seen_pages: set[str],
                  journal: Journal, robots: Robots) -> None:
         self._snapshot.pages += 1
+        # The first page of a host is fetched before its robots.txt is known: pace from it.
+        delay = robots.known_delay(visit.url)
+        if delay:
+            host = host_key(visit.url)
+            self._page_ready[host] = max(self._page_ready.get(host, 0.0), visit.started + delay)
         if visit.extraction is None:
             self._snapshot.pages_failed += 1
             log.info("page %s: %s", visit.url, visit.page.skipped)
@@ -367,9 +389,10 @@ class Master:
         while time.monotonic() < grace_end:
             self._collect(journal, files)
             alive = [p for p in self._workers if p.poll() is None]
-            remote = sum(1 for w in self._board.workers() if not w["gone"]
-                         and w["held"])
-            if not alive and not remote:
+            # Every worker calls at least once a second; one silent for longer is gone.
+            listening = [w for w in self._board.workers()
+                         if not w["gone"] and w["last_contact_s"] < WORKER_SILENCE]
+            if not alive and not listening:
                 break
             time.sleep(LOOP_TICK)
         for process in self._workers:
@@ -398,7 +421,3 @@ def _public_name(host: str) -> str:
     """A name other hosts can use for this one, when bound to every interface."""
     return socket.getfqdn() if host in ("0.0.0.0", "::") else host  # noqa: S104
 
-
-def _default_lazy() -> tuple[str, ...]:
-    from crawler.extract import DEFAULT_LAZY_ATTRIBUTES
-    return tuple(DEFAULT_LAZY_ATTRIBUTES)

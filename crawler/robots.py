@@ -42,9 +42,17 @@ class Robots:
         delay = self._rules_for(url).crawl_delay(self._agent)
         return float(delay) if delay is not None else None
 
+    def known_delay(self, url: str) -> float | None:
+        """The Crawl-delay for ``url``'s origin if its robots.txt was already read."""
+        if not self._enabled:
+            return None
+        with self._lock:
+            rules = self._rules.get(_origin(url))
+        delay = rules.crawl_delay(self._agent) if rules is not None else None
+        return float(delay) if delay is not None else None
+
     def _rules_for(self, url: str) -> Protego:
-        parts = urlsplit(url)
-        origin = f"{parts.scheme}://{parts.netloc}"
+        origin = _origin(url)
         with self._lock:
             rules = self._rules.get(origin)
             if rules is not None:
@@ -85,3 +93,8 @@ class Robots:
                 return _ALLOW_ALL  # no robots.txt: everything is allowed
             body = response.raw.read(MAX_ROBOTS_BYTES, decode_content=True) or b""
         return Protego.parse(body.decode("utf-8", errors="replace"))
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"

@@ -63,6 +63,7 @@ class Worker:
         self._done: queue.SimpleQueue[tuple[str, Attempt | None]] = queue.SimpleQueue()
         self._held: set[str] = set()
         self._board: Any = None
+        self._pending_reports: list[dict[str, Any]] = []
         self.stop_reason = ""
 
     @property
@@ -136,7 +137,8 @@ class Worker:
 
     def _coordinate(self, crawl: dict[str, Any]) -> None:
         capacity = self._options.threads + max(2, self._options.threads // 2)  # a small prefetch
-        heartbeat_every = max(0.2, float(crawl["lease_timeout"]) / 4)
+        # At least once a second, so the master knows who is still listening at the end.
+        heartbeat_every = min(1.0, float(crawl["lease_timeout"]) / 4)
         reports: list[dict[str, Any]] = []
         released: list[str] = []
         last_call = time.monotonic()
@@ -154,14 +156,13 @@ class Worker:
                 if want > 0:
                     answer = self._board.lease(self._id, want, 0.0 if self._held else 1.0)
                     last_call = time.monotonic()
-                    if answer["closed"] and not self._held:
-                        self._board.goodbye(self._id)
-                        return
+                    if answer["closed"]:
+                        return  # the crawl is over (or stopped): hand back and leave
                     for url, attempt in answer["tasks"]:
                         self._held.add(url)
                         self._todo.put((url, attempt))
                 elif time.monotonic() - last_call > heartbeat_every:
-                    if not self._board.heartbeat(self._id) and not self._held:
+                    if not self._board.heartbeat(self._id):
                         return
                     last_call = time.monotonic()
             except LINK_ERRORS as exc:
@@ -200,7 +201,7 @@ class Worker:
 
     def _hand_back(self) -> None:
         """On the way out: report what finished, give back what did not."""
-        reports: list[dict[str, Any]] = getattr(self, "_pending_reports", [])
+        reports = self._pending_reports
         released: list[str] = []
         self._collect(reports, released, wait=0.0)
         while True:  # tasks still waiting in the local queue were never started
@@ -211,7 +212,7 @@ class Worker:
             if task is not None:
                 released.append(task[0])
         released.extend(self._held - set(released))
-        if not (reports or released) or self._board is None:
+        if self._board is None:
             return
         try:
             if reports:

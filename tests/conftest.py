@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import select
 import subprocess
 import sys
 import threading
@@ -136,19 +137,35 @@ def start_crawler(*args: str, cwd: Path | None = None,
 
 
 def wait_for_queue_address(master: subprocess.Popen[str], timeout: float = 30) -> str:
-    """Read the master's stderr until it says where its queue is; return HOST:PORT."""
+    """Read the master's stderr until it says where its queue is; return HOST:PORT.
+
+    Reads the raw descriptor (no buffering), so :func:`finish` loses nothing.
+    """
     assert master.stderr is not None
+    fd = master.stderr.fileno()
+    seen = b""
     deadline = time.monotonic() + timeout
-    seen = []
     while time.monotonic() < deadline:
-        line = master.stderr.readline()
-        if not line:
-            break
-        seen.append(line)
-        match = re.search(r"queue on (\S+:\d+)", line)
-        if match:
-            return match.group(1)
-    raise AssertionError("the master never said where its queue is:\n" + "".join(seen))
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            seen += chunk
+            match = re.search(rb"queue on (\S+:\d+)", seen)
+            if match:
+                EARLY_STDERR[master.pid] = seen.decode(errors="replace")
+                return match.group(1).decode()
+    raise AssertionError("the master never said where its queue is:\n" + seen.decode())
+
+
+EARLY_STDERR: dict[int, str] = {}
+
+
+def finish(process: subprocess.Popen[str], timeout: float) -> str:
+    """Wait for ``process`` and return all it wrote on stderr."""
+    _, err = process.communicate(timeout=timeout)
+    return EARLY_STDERR.pop(process.pid, "") + (err or "")
 
 
 def free_port() -> int:
@@ -228,3 +245,22 @@ def stop(process: subprocess.Popen[str]) -> None:
     if process.poll() is None:
         process.kill()
         process.wait(timeout=10)
+
+
+def slow_start(server: FixtureServer, seconds: float = 1.0) -> None:
+    """Delay the seed page, so workers started with the master connect before the crawl ends.
+
+    A worker that first calls after its master has finished and gone waits for
+    a master that never comes back (as it should); tests that check every
+    worker's exit status start them in time this way.
+    """
+    inner = server.routes.get("/")
+
+    def route(handler: FixtureHandler) -> None:
+        time.sleep(seconds)
+        if inner is None:
+            handler.send_file("/")
+        else:
+            inner(handler)
+
+    server.routes["/"] = route

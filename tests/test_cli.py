@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import FixtureServer, free_port, run_crawler, start_crawler, wait_for_queue_address
+from .conftest import (
+    FixtureServer,
+    finish,
+    free_port,
+    run_crawler,
+    start_crawler,
+    wait_for_queue_address,
+)
 
 
 @pytest.mark.parametrize("command", ["master", "worker", "demo", "status", "report"])
@@ -123,7 +130,7 @@ def test_worker_with_wrong_authkey_exits_1_and_the_crawl_goes_on(
         assert f"the master at {address} refused our authkey" in refused.stderr
         good = run_crawler("worker", address, "--out", str(tmp_path / "out"), cwd=tmp_path)
         assert good.returncode == 0, good.stderr
-        _, err = master.communicate(timeout=60)
+        err = finish(master, 60)
     finally:
         if master.poll() is None:
             master.kill()

@@ -12,8 +12,10 @@ from pathlib import Path
 from .conftest import (
     FixtureServer,
     crawler_command,
+    finish,
     run_crawler,
     site_images,
+    slow_start,
     start_crawler,
     wait_for_queue_address,
 )
@@ -72,13 +74,14 @@ def check_results(out: Path, base: str) -> list[dict]:
 def test_master_and_two_worker_processes(site: FixtureServer, tmp_path: Path,
                                          authkey: str) -> None:
     out = tmp_path / "out"
+    slow_start(site)
     master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
                            cwd=tmp_path)
     try:
         address = wait_for_queue_address(master)
         workers = [start_crawler("worker", address, "--out", str(out), "--threads", "3",
                                  cwd=tmp_path) for _ in range(2)]
-        _, master_err = master.communicate(timeout=120)
+        master_err = finish(master, 120)
         assert master.returncode == 0, master_err
         for worker in workers:
             _, err = worker.communicate(timeout=30)
@@ -113,7 +116,7 @@ def test_classic_worker_serves_a_real_crawl(site: FixtureServer, tmp_path: Path,
                                  capture_output=True, timeout=60, check=False,
                                  env=dict(os.environ))
         assert classic.returncode == 0, classic.stderr
-        _, err = master.communicate(timeout=60)
+        err = finish(master, 60)
     finally:
         if master.poll() is None:
             master.kill()

@@ -17,6 +17,7 @@ from crawler.demosite import Site, build_site
 
 from .conftest import (
     FixtureServer,
+    finish,
     free_port,
     manifest_lines,
     serve_routes,
@@ -73,7 +74,7 @@ def test_a_killed_worker_loses_nothing(make_server: Callable[[], FixtureServer],
         wait_until(lambda: sum(p in site.images for p in server.paths()) >= 10, 30,
                    "some images to be downloaded")
         workers[0].kill()  # kill -9, in the middle of its downloads
-        _, err = master.communicate(timeout=90)
+        err = finish(master, 90)
         assert master.returncode == 0, err
         assert workers[1].wait(timeout=30) == 0
     finally:
@@ -102,7 +103,7 @@ def test_a_killed_master_resumes_without_refetching_pages(
         master.wait(timeout=10)
         hits_at_crash = len(server.paths())
         master = start_crawler(*args, cwd=tmp_path)
-        _, err = master.communicate(timeout=90)
+        err = finish(master, 90)
         assert master.returncode == 0, err
         assert worker.wait(timeout=30) == 0, "the worker reconnected and finished"
     finally:
@@ -132,7 +133,7 @@ def test_workers_wait_for_a_late_master_and_ride_out_a_stall(
         master.send_signal(signal.SIGSTOP)  # the master stops answering for a while
         time.sleep(3)
         master.send_signal(signal.SIGCONT)
-        _, err = master.communicate(timeout=90)
+        err = finish(master, 90)
         assert master.returncode == 0, err
         for worker in workers:
             assert worker.wait(timeout=30) == 0
@@ -150,7 +151,7 @@ def test_each_image_fails_once_with_503_then_succeeds_on_the_second_attempt(
     out = tmp_path / "out"
     master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
                            str(out), "--local-workers", "2", cwd=tmp_path)
-    _, err = master.communicate(timeout=90)
+    err = finish(master, 90)
     assert master.returncode == 0, err
     check_complete(out, server.url, site)
     assert {entry["attempts"] for entry in manifest_lines(out)} == {2}
@@ -163,7 +164,7 @@ def test_permanent_failures_are_not_retried(make_server: Callable[[], FixtureSer
     out = tmp_path / "out"
     master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
                            str(out), "--local-workers", "1", cwd=tmp_path)
-    _, err = master.communicate(timeout=60)
+    err = finish(master, 60)
     assert master.returncode == 0, err
     entries = manifest_lines(out)
     assert len(entries) == len(site.images)
@@ -191,7 +192,7 @@ def test_sigterm_on_a_worker_hands_back_what_it_holds(
         assert leaving.wait(timeout=20) == 0
         other = start_crawler("worker", address, "--out", str(out), "--threads", "8",
                               cwd=tmp_path)
-        _, err = master.communicate(timeout=60)
+        err = finish(master, 60)
         assert master.returncode == 0, err
         assert other.wait(timeout=30) == 0
     finally:
@@ -212,7 +213,7 @@ def test_sigint_on_the_master_saves_state_and_a_rerun_completes(
     try:
         wait_until(lambda: len(manifest_lines(out)) >= 4, 30, "the first results")
         master.send_signal(signal.SIGINT)
-        _, err = master.communicate(timeout=30)
+        err = finish(master, 30)
     finally:
         stop(master)
     assert master.returncode == 130, err
@@ -220,7 +221,7 @@ def test_sigint_on_the_master_saves_state_and_a_rerun_completes(
     done_before = {e["url"] for e in manifest_lines(out)}
     hits_before = collections.Counter(server.paths())
     master = start_crawler(*args, cwd=tmp_path)
-    _, err = master.communicate(timeout=90)
+    err = finish(master, 90)
     assert master.returncode == 0, err
     check_complete(out, server.url, site)
     hits_after = collections.Counter(server.paths()) - hits_before
@@ -254,7 +255,7 @@ def test_a_classic_workers_abandoned_urls_are_leased_and_come_back(
                                  text=True, timeout=30, env=dict(os.environ), check=True)
         assert len(grabbed.stdout.split()) == 2
         worker = start_crawler("worker", f"{host}:{port}", "--out", str(out), cwd=tmp_path)
-        _, err = master.communicate(timeout=60)
+        err = finish(master, 60)
         assert master.returncode == 0, err
     finally:
         stop(master)

@@ -1,0 +1,204 @@
+"""Politeness and scope across the cluster, measured at a real fixture server."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from crawler.demosite import build_site, png
+
+from .conftest import (
+    FixtureHandler,
+    FixtureServer,
+    finish,
+    manifest_lines,
+    serve_routes,
+    slow_start,
+    start_crawler,
+    stop,
+    wait_for_queue_address,
+)
+
+
+def image_times(server: FixtureServer, images: set[str]) -> list[float]:
+    return sorted(hit.at for hit in server.hits if hit.path in images)
+
+
+def crawl_with_two_workers(server: FixtureServer, tmp_path: Path, *flags: str) -> str:
+    out = tmp_path / "out"
+    slow_start(server)
+    master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), *flags, cwd=tmp_path)
+    workers = []
+    try:
+        address = wait_for_queue_address(master)
+        workers = [start_crawler("worker", address, "--out", str(out), "--threads", "4",
+                                 cwd=tmp_path) for _ in range(2)]
+        err = finish(master, 120)
+        assert master.returncode == 0, err
+        for worker in workers:
+            assert worker.wait(timeout=30) == 0
+    finally:
+        for process in (master, *workers):
+            stop(process)
+    return err
+
+
+def test_host_delay_spaces_requests_from_two_workers(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    server = make_server()
+    site = build_site(pages=1, images_per_page=8, min_kb=1, max_kb=2)
+    serve_routes(server, site.files)
+    crawl_with_two_workers(server, tmp_path, "--host-delay", "0.25")
+    times = image_times(server, set(site.images))
+    assert len(times) == 8
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert min(gaps) >= 0.2, f"requests closer than the host delay: {gaps}"
+
+
+def test_host_concurrency_holds_across_workers(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    server = make_server()
+    site = build_site(pages=1, images_per_page=10, min_kb=1, max_kb=2)
+    serve_routes(server, site.files)
+    lock = threading.Lock()
+    active = {"now": 0, "max": 0}
+
+    def counted(route: Callable[[FixtureHandler], None]) -> Callable[[FixtureHandler], None]:
+        def wrapper(handler: FixtureHandler) -> None:
+            with lock:
+                active["now"] += 1
+                active["max"] = max(active["max"], active["now"])
+            try:
+                time.sleep(0.2)
+                route(handler)
+            finally:
+                with lock:
+                    active["now"] -= 1
+        return wrapper
+
+    for path in site.images:
+        server.routes[path] = counted(server.routes[path])
+    crawl_with_two_workers(server, tmp_path, "--host-concurrency", "2")
+    assert active["max"] == 2, f"{active['max']} image downloads at once"
+    assert len(manifest_lines(tmp_path / "out")) == 10
+
+
+def test_robots_txt_disallow_and_crawl_delay(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    server = make_server()
+    site = build_site(pages=3, images_per_page=3, min_kb=1, max_kb=2)
+    files = dict(site.files)
+    files["/robots.txt"] = ("text/plain",
+                            b"User-agent: *\nCrawl-delay: 0.3\nDisallow: /images/1/\n")
+    serve_routes(server, files)
+    crawl_with_two_workers(server, tmp_path)
+    disallowed = {p for p in site.images if p.startswith("/images/1/")}
+    assert disallowed and not disallowed & set(server.paths())
+    entries = {e["url"][len(server.url):]: e for e in manifest_lines(tmp_path / "out")}
+    for path in disallowed:
+        assert entries[path]["reason"] == "disallowed by robots.txt"
+    assert server.paths().count("/robots.txt") == 1, "robots.txt is fetched once per host"
+    for kind in (set(site.images) - disallowed, set(site.pages)):
+        times = image_times(server, kind)
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert min(gaps) >= 0.25, f"Crawl-delay not honoured: {gaps}"
+
+
+def test_ignoring_robots_txt_warns(make_server: Callable[[], FixtureServer], tmp_path: Path,
+                                   authkey: str) -> None:
+    server = make_server()
+    site = build_site(pages=1, images_per_page=2, min_kb=1, max_kb=2)
+    files = dict(site.files)
+    files["/robots.txt"] = ("text/plain", b"User-agent: *\nDisallow: /\n")
+    serve_routes(server, files)
+    err = crawl_with_two_workers(server, tmp_path, "--ignore-robots")
+    assert "robots.txt is ignored" in err
+    assert "/robots.txt" not in server.paths()
+    assert all(e["status"] == "success" for e in manifest_lines(tmp_path / "out"))
+
+
+def test_retry_after_on_429_slows_the_host(make_server: Callable[[], FixtureServer],
+                                           tmp_path: Path, authkey: str) -> None:
+    server = make_server()
+    site = build_site(pages=1, images_per_page=6, min_kb=1, max_kb=2)
+    serve_routes(server, site.files, fail_once=429, retry_after="1")
+    (tmp_path / "settings.toml").write_text("[download]\nbackoff_base = 0.05\n")
+    crawl_with_two_workers(server, tmp_path, "--host-concurrency", "1")
+    times = image_times(server, set(site.images))
+    assert len(times) == 12  # each image: a 429, then a success
+    first_429 = times[0]
+    assert all(t == first_429 or t - first_429 >= 0.95 for t in times), \
+        "the host was asked again before its Retry-After"
+    assert {e["attempts"] for e in manifest_lines(tmp_path / "out")} == {2}
+
+
+def test_user_agent_names_the_project_and_is_configurable(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    server = make_server()
+    seen: list[str] = []
+    body = png(4, 4, 1)
+
+    def page(handler: FixtureHandler) -> None:
+        seen.append(handler.headers.get("User-Agent", ""))
+        handler.send_body(200, b'<img src="/a.png">', "text/html")
+
+    def image(handler: FixtureHandler) -> None:
+        seen.append(handler.headers.get("User-Agent", ""))
+        handler.send_body(200, body, "image/png")
+
+    server.routes.update({"/": page, "/a.png": image})
+    crawl_with_two_workers(server, tmp_path)
+    assert len(seen) == 2 and all(ua.startswith("crawler/") for ua in seen)
+    seen.clear()
+    (tmp_path / "again").mkdir()
+    crawl_with_two_workers(server, tmp_path / "again", "--user-agent", "PoliteBot/2.0")
+    assert seen == ["PoliteBot/2.0", "PoliteBot/2.0"]
+
+
+def test_scope_redirects_non_html_and_bounds(make_server: Callable[[], FixtureServer],
+                                             tmp_path: Path, authkey: str) -> None:
+    server = make_server()
+    other = make_server()
+    body = png(4, 4, 2)
+    written = {"bytes": 0}
+
+    def binary(handler: FixtureHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/octet-stream")
+        handler.send_header("Content-Length", str(64 * 1024 * 1024))
+        handler.end_headers()
+        chunk = b"\0" * 65536
+        try:
+            for _ in range(1024):
+                handler.wfile.write(chunk)
+                written["bytes"] += len(chunk)
+        except OSError:
+            pass  # the crawler hung up, as it should
+
+    def redirect(target: str) -> Callable[[FixtureHandler], None]:
+        def route(handler: FixtureHandler) -> None:
+            handler.send_body(302, b"", "text/plain", {"Location": target})
+        return route
+
+    links = "".join(f'<a href="{p}">x</a>' for p in ("/data.bin", "/moved", "/away", "/deep1"))
+    server.routes.update({
+        "/": lambda h: h.send_body(200, f'<img src="/a.png">{links}'.encode(), "text/html"),
+        "/a.png": lambda h: h.send_body(200, body, "image/png"),
+        "/data.bin": binary,
+        "/moved": redirect("/landing"),
+        "/landing": lambda h: h.send_body(200, b'<img src="/b.png">', "text/html"),
+        "/b.png": lambda h: h.send_body(200, body, "image/png"),
+        "/away": redirect(other.url + "/elsewhere"),
+        "/deep1": lambda h: h.send_body(200, b'<a href="/deep2">x</a>', "text/html"),
+        "/deep2": lambda h: h.send_body(200, b'<img src="/deep.png">', "text/html"),
+    })
+    crawl_with_two_workers(server, tmp_path, "--depth", "1")
+    found = {e["url"][len(server.url):] for e in manifest_lines(tmp_path / "out")}
+    assert found == {"/a.png", "/b.png"}, "the redirect target in scope is crawled"
+    assert other.paths() == [], "a redirect out of scope is not followed"
+    assert "/deep2" not in server.paths(), "depth 1 stops after one hop"
+    assert written["bytes"] < 32 * 1024 * 1024, "a non-HTML page's body was read"
