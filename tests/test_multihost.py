@@ -1,0 +1,181 @@
+"""A crawl across hosts: site, master and two workers each in a network namespace of its own.
+
+The hosts talk over a private test LAN (tests/netns.py) as separate machines
+would: the master binds its queue to its own LAN address, the workers reach it
+there and fetch the images from the site's address, and each worker stores
+into its own output folder. Needs root and iproute2; skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import SITE, crawler_command, site_images, wait_for_queue_address
+from .netns import Host, Lan, NetnsUnavailable
+from .test_end_to_end import EXPECTED_FAILED, EXPECTED_OK, read_manifest
+
+pytestmark = pytest.mark.netns
+
+SITE_PORT = 8000  # free for sure: the site's namespace is new
+QUEUE_PORT = 24601
+# A worker that first reaches the master after the crawl is over waits for it in vain
+# (the master is gone) and fails. So the workers start first and wait for the master,
+# and images are handed out this many seconds apart: the crawl of the site's 14 images
+# lasts longer than a waiting worker's longest pause between two tries (2 s).
+HOST_DELAY = "0.25"
+IMAGE_SUFFIXES = (".png", ".jpg", ".gif")
+# A line of http.server's request log on stderr: client, request line, status.
+REQUEST_LOG = re.compile(r'^(\S+) - - \[[^\]]*\] "GET (\S+) HTTP/[\d.]+" (\d{3})')
+
+
+@pytest.fixture
+def network() -> Iterator[Lan]:
+    """A fresh LAN, deleted afterwards (processes killed, namespaces, veths, bridge gone)."""
+    try:
+        lan = Lan()
+    except NetnsUnavailable as exc:
+        pytest.skip(f"network namespaces unavailable: {exc}")
+    try:
+        yield lan
+    finally:
+        lan.close()
+    assert not lan.namespaces(), f"namespaces left behind: {lan.namespaces()}"
+
+
+def start_site(lan: Lan, host: Host, logs: Path) -> subprocess.Popen[str]:
+    """``python -m http.server`` for tests/site on the host's address; waits until it listens."""
+    out = (logs / "site.stdout").open("w")
+    err = (logs / "site.stderr").open("w")
+    with out, err:
+        server = lan.start(host, [sys.executable, "-u", "-m", "http.server", "--bind",
+                                  host.address, str(SITE_PORT), "--directory", str(SITE)],
+                           cwd=logs, env=dict(os.environ), stdout=out, stderr=err)
+    deadline = time.monotonic() + 20
+    while "Serving HTTP on" not in (logs / "site.stdout").read_text():
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError("the site server did not start:\n"
+                                 + (logs / "site.stderr").read_text())
+        time.sleep(0.05)
+    return server
+
+
+def site_requests(log: Path) -> list[tuple[str, str, int]]:
+    """(client address, path, status) of every request in the site server's log."""
+    found = []
+    for line in log.read_text().splitlines():
+        match = REQUEST_LOG.match(line)
+        if match:
+            found.append((match.group(1), match.group(2), int(match.group(3))))
+    return found
+
+
+def image_files(folder: Path) -> set[Path]:
+    """Image files under ``folder``, relative to it."""
+    return {p.relative_to(folder) for p in folder.rglob("*")
+            if p.is_file() and p.suffix in IMAGE_SUFFIXES}
+
+
+def check_results(master_out: Path, worker_outs: list[Path], base: str) -> list[dict]:
+    """The master's results agree with each other, the site, and the workers' folders."""
+    manifest = read_manifest(master_out)
+    by_url = {entry["url"]: entry for entry in manifest}
+    assert len(by_url) == len(manifest), "one manifest line per image URL"
+    assert set(by_url) == {base + p for p in EXPECTED_OK | set(EXPECTED_FAILED)}
+    lines = (master_out / "results.log").read_text().splitlines()
+    assert len(lines) == len(manifest)
+    originals = site_images()
+    stored_in = {out: image_files(out) for out in worker_outs}
+    for line in lines:
+        url, _, verdict = line.partition("--->")
+        entry = by_url[url]
+        path = url[len(base):]
+        if path in EXPECTED_OK:
+            assert verdict == "success"
+            assert entry["status"] == "success" and entry["reason"] == ""
+            relative = Path(entry["path"])
+            holders = [out for out, files in stored_in.items() if relative in files]
+            assert len(holders) == 1, f"{relative} is stored in {holders}, not in one worker"
+            data = (holders[0] / relative).read_bytes()
+            assert data == originals[path], f"{holders[0] / relative} differs from {path}"
+            assert entry["bytes"] == len(data)
+            assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+            assert entry["attempts"] == 1
+            assert entry["worker"] and entry["page"].startswith(base)
+            assert entry["content_type"].startswith("image/")
+            assert entry["elapsed_s"] >= 0
+        else:
+            assert verdict == f"failure: {EXPECTED_FAILED[path]}"
+            assert entry["status"] == "failure" and entry["reason"] == EXPECTED_FAILED[path]
+    # Each folder holds only images of the manifest (so none twice under two names),
+    # and together they hold every success.
+    expected = {Path(by_url[base + p]["path"]) for p in EXPECTED_OK}
+    for out, files in stored_in.items():
+        assert files <= expected, f"{out} holds files the manifest does not name"
+        assert not list(out.glob(".partial/*")), f"{out} has a partial file left behind"
+    assert set().union(*stored_in.values()) == expected
+    assert sum(len(files) for files in stored_in.values()) == len(expected)
+    assert not image_files(master_out), "the master downloads nothing itself"
+    return manifest
+
+
+def test_master_and_workers_on_separate_hosts(network: Lan, tmp_path: Path) -> None:
+    """Site 10.213.7.1, master .2, workers .3 and .4: the crawl of test_end_to_end, across hosts."""
+    site = network.add_host("site", 1)
+    master_host = network.add_host("master", 2)
+    workers_hosts = [network.add_host("worker1", 3), network.add_host("worker2", 4)]
+    base = f"http://{site.address}:{SITE_PORT}"
+    env = dict(os.environ, CRAWLER_AUTHKEY=secrets.token_hex(16))
+    master_out = tmp_path / "master"
+    worker_outs = [tmp_path / host.role for host in workers_hosts]
+
+    start_site(network, site, tmp_path)
+    started = time.monotonic()
+    address = f"{master_host.address}:{QUEUE_PORT}"
+    workers = []
+    for host, out in zip(workers_hosts, worker_outs, strict=True):
+        with (tmp_path / f"{host.role}.log").open("w") as log:
+            workers.append(network.start(host, crawler_command(
+                "worker", address, "--out", str(out), "--threads", "3", "--connect-wait", "30"),
+                cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT))
+    master = network.start(master_host, crawler_command(
+        "master", base + "/", "--bind", address, "--out", str(master_out),
+        "--host-delay", HOST_DELAY), cwd=tmp_path, env=env)
+    assert wait_for_queue_address(master) == address
+    _, master_err = master.communicate(timeout=120)
+    assert master.returncode == 0, master_err
+    assert "crawl completed" in master_err, master_err
+    for host, worker in zip(workers_hosts, workers, strict=True):
+        log_text = (tmp_path / f"{host.role}.log").read_text
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{host.role} did not end after the crawl:\n{log_text()}")
+        assert worker.returncode == 0, log_text()
+    print(f"crawl across namespaces took {time.monotonic() - started:.1f} s")
+
+    check_results(master_out, worker_outs, base)
+
+    # Who connected to the site: pages (and robots.txt) from the master's address,
+    # images from the workers' addresses only, each image once.
+    requests = site_requests(tmp_path / "site.stderr")
+    worker_addresses = {host.address for host in workers_hosts}
+    image_paths = EXPECTED_OK | set(EXPECTED_FAILED)
+    images = [(client, path, status) for client, path, status in requests
+              if path in image_paths]
+    pages = [(client, path) for client, path, _ in requests if path not in image_paths]
+    assert sorted(path for _, path, _ in images) == sorted(image_paths), "each image fetched once"
+    assert {client for client, _, _ in images} <= worker_addresses, images
+    assert all(status == (404 if path in EXPECTED_FAILED else 200) for _, path, status in images)
+    assert {client for client, _ in pages} == {master_host.address}, pages
+    assert {"/", "/robots.txt"} <= {path for _, path in pages}
+    assert "/private/secret.html" not in {path for _, path, _ in requests}
