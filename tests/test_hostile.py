@@ -1,0 +1,275 @@
+"""A hostile site: every URL has an expected result, and nothing escapes the output folder."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import ipaddress
+import os
+import stat
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urljoin
+
+import pytest
+
+from crawler.demosite import png
+from crawler.netguard import AddressPolicy, BlockedAddress, guarded_connect, kind_of
+from crawler.urls import normalize
+
+from .conftest import (
+    SITE,
+    FixtureHandler,
+    FixtureServer,
+    finish,
+    manifest_lines,
+    run_crawler,
+    start_crawler,
+    wait_for_queue_address,
+)
+
+PNG = png(16, 12, 5)
+GIF = (SITE / "icons" / "star.gif").read_bytes()
+HTML = b"<!DOCTYPE html><html><body>Sorry, not found</body></html>"
+SETTINGS = """
+[download]
+max_bytes = 1000000
+deadline = 2.0
+min_width = 4
+max_attempts = 1
+"""
+
+
+def body(content: bytes, kind: str) -> Callable[[FixtureHandler], None]:
+    return lambda handler: handler.send_body(200, content, kind)
+
+
+def redirect(target: str) -> Callable[[FixtureHandler], None]:
+    return lambda handler: handler.send_body(302, b"", "text/plain", {"Location": target})
+
+
+def declared_huge(handler: FixtureHandler) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Type", "image/png")
+    handler.send_header("Content-Length", str(60_000_000))
+    handler.end_headers()
+    handler.wfile.write(PNG)
+
+
+def streamed_huge(handler: FixtureHandler) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Type", "image/png")
+    handler.send_header("Connection", "close")
+    handler.end_headers()
+    try:
+        handler.wfile.write(PNG)
+        for _ in range(40):  # 2.6 MB with no Content-Length
+            handler.wfile.write(b"\0" * 65536)
+    except OSError:
+        pass
+    handler.close_connection = True
+
+
+BOMB = gzip.compress(PNG + b"\0" * 100_000_000, compresslevel=9)
+
+
+def decompression_bomb(handler: FixtureHandler) -> None:
+    handler.send_body(200, BOMB, "image/png", {"Content-Encoding": "gzip"})
+
+
+def trickle(handler: FixtureHandler) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Type", "image/png")
+    handler.send_header("Content-Length", str(len(PNG) + 100))
+    handler.end_headers()
+    try:
+        handler.wfile.write(PNG[:100])
+        for byte in PNG[100:] + b"\0" * 100:  # one byte every 0.2 s: never a read timeout
+            handler.wfile.write(bytes([byte]))
+            handler.wfile.flush()
+            time.sleep(0.2)
+    except OSError:
+        pass
+
+
+LONG_NAME = "n" * 300 + ".png"
+
+# path -> (route, expected status, expected reason or a predicate on the stored path)
+CASES: dict[str, tuple[Callable[[FixtureHandler], None], str, str]] = {
+    "/ok.png": (body(PNG, "image/png"), "success", ""),
+    "/error-page.png": (body(HTML, "text/html"), "failure", "not an image"),
+    "/lying-type.jpg": (body(HTML, "image/jpeg"), "failure", "not an image"),
+    "/wrong-type.dat": (body(PNG, "text/plain"), "success", ""),
+    "/noext": (body(GIF, "application/octet-stream"), "success", ""),
+    "/declared-huge.png": (declared_huge, "failure", "too large: 60000000 bytes > 1000000"),
+    "/streamed-huge.png": (streamed_huge, "failure", "too large: over 1000000 bytes"),
+    "/bomb.png": (decompression_bomb, "failure", "too large: over 1000000 bytes"),
+    "/trickle.png": (trickle, "failure", "too slow: not finished within 2 s"),
+    "/tiny.png": (body(png(2, 2, 3), "image/png"), "failure", "too small: 2x2"),
+    "/%2e%2e/%2e%2e/escape.png": (body(PNG, "image/png"), "success", ""),
+    "/dots/..%2F..%2Fescape2.png": (body(PNG, "image/png"), "success", ""),
+    "/back%5Cslash.png": (body(PNG, "image/png"), "success", ""),
+    "/ctl%01%7F.png": (body(PNG, "image/png"), "success", ""),
+    "/con.png": (body(PNG, "image/png"), "success", ""),
+    "/" + LONG_NAME: (body(PNG, "image/png"), "success", ""),
+    "/a": (body(PNG, "image/png"), "success", ""),
+    "/a/b.png": (body(PNG, "image/png"), "success", ""),
+    "/q.png": (body(PNG, "image/png"), "success", ""),
+    "/to-private.png": (redirect("http://10.255.255.1/x.png"), "failure",
+                        "refused to connect to 10.255.255.1 (10.255.255.1): private address"),
+    "/to-metadata.png": (redirect("http://169.254.169.254/latest/meta-data/"), "failure",
+                         "refused to connect to 169.254.169.254 (169.254.169.254): metadata"),
+}
+EXTRA_IMAGES = {  # referenced by the page, served by routes above
+    "/q.png?x=1": "success", "/q.png?x=2": "success",
+    "http://10.0.0.1/direct.png": "failure",
+}
+
+
+@pytest.fixture
+def hostile(make_server: Callable[[], FixtureServer]) -> FixtureServer:
+    server = make_server()
+    tags = [f'<img src="{path}">' for path in CASES] + [
+        f'<img src="{path}">' for path in EXTRA_IMAGES]
+    page = ("<html><body>" + "".join(tags) + "</body></html>").encode()
+    server.routes["/"] = body(page, "text/html")
+    for path, (route, _, _) in CASES.items():
+        server.routes[path] = route
+    # %2e is an unreserved ".", so the URL normalises to /escape.png: that is what is fetched.
+    server.routes["/escape.png"] = body(PNG, "image/png")
+    return server
+
+
+def test_hostile_site_every_url_has_its_expected_result(hostile: FixtureServer, tmp_path: Path,
+                                                        authkey: str) -> None:
+    (tmp_path / "settings.toml").write_text(SETTINGS)
+    out = tmp_path / "out"
+    result = run_crawler("master", hostile.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+                         "--local-workers", "2", cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    entries = {e["url"]: e for e in manifest_lines(out)}
+    base = hostile.url
+    expected = {normalize(base + path): (status, reason)
+                for path, (_, status, reason) in CASES.items()}
+    expected.update({normalize(urljoin(base, path)): (status, "")
+                     for path, status in EXTRA_IMAGES.items()})
+    assert set(entries) == set(expected)
+    for url, (status, reason) in expected.items():
+        assert entries[url]["status"] == status, (url, entries[url])
+        assert entries[url]["reason"].startswith(reason), (url, entries[url]["reason"])
+    assert "private address" in entries["http://10.0.0.1/direct.png"]["reason"]
+
+    root = out.resolve()
+    stored = {}
+    for entry in entries.values():
+        if entry["status"] != "success":
+            continue
+        path = (out / entry["path"]).resolve()
+        assert root in path.parents, f"{entry['url']} escaped to {path}"
+        assert all(len(part.encode()) <= 255 for part in path.parts)
+        data = path.read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+        stored[entry["url"]] = path
+    assert stored[base + "/noext"].name == "noext.gif", "the extension comes from the real type"
+    assert stored[base + "/wrong-type.dat"].name == "wrong-type.dat.png"
+    assert stored[base + "/con.png"].name == "_con.png"
+    assert stored[base + "/q.png?x=1"] != stored[base + "/q.png?x=2"]
+    assert stored[base + "/a"].is_file() and stored[base + "/a/b.png"].is_file()
+    everything = [p for p in out.rglob("*") if p.is_file()]
+    assert not [p for p in everything if ".partial" in p.parts], "partial files were left"
+    images = {p.resolve() for p in everything if p.suffix in (".png", ".gif")}
+    assert images == set(stored.values()), "nothing stored that the manifest does not name"
+
+
+def test_a_page_redirecting_to_a_private_address_is_not_fetched(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    server = make_server()
+    server.routes["/"] = body(b'<a href="/go">go</a><img src="/ok.png">', "text/html")
+    server.routes["/go"] = redirect("http://192.168.255.254/admin")
+    server.routes["/ok.png"] = body(PNG, "image/png")
+    result = run_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                         str(tmp_path / "out"), "--local-workers", "1", "--scope", "any",
+                         cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "refused to connect to 192.168.255.254" in result.stderr
+    assert [e["status"] for e in manifest_lines(tmp_path / "out")] == ["success"]
+
+
+def test_explicit_networks_replace_the_seed_default(site: FixtureServer, tmp_path: Path,
+                                                    authkey: str) -> None:
+    (tmp_path / "settings.toml").write_text('[security]\nallow_networks = ["10.0.0.0/8"]\n')
+    result = run_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
+                         str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "loopback address not allowed" in result.stderr
+    assert site.paths() == []
+
+
+def test_authkey_stays_out_of_the_process_list(site: FixtureServer, tmp_path: Path,
+                                               authkey: str) -> None:
+    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(tmp_path / "out"), "--local-workers", "2", "--host-delay", "0.3",
+                           cwd=tmp_path)
+    try:
+        wait_for_queue_address(master)
+        time.sleep(1.0)  # the local workers are up
+        command_lines = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    command_lines.append((entry / "cmdline").read_bytes())
+                except OSError:
+                    continue
+        ours = [c for c in command_lines if b"crawler" in c]
+        assert sum(b"worker" in c for c in ours) >= 2
+        assert not [c for c in command_lines if authkey.encode() in c]
+        err = finish(master, 60)
+    finally:
+        if master.poll() is None:
+            master.kill()
+    assert authkey not in err
+    assert authkey not in "".join(p.read_text() for p in (tmp_path / "out").glob("*.log"))
+
+
+def test_a_key_file_readable_by_others_gets_a_warning(tmp_path: Path) -> None:
+    key_file = tmp_path / "authkey"
+    key_file.write_text("k" * 32)
+    key_file.chmod(stat.S_IRUSR | stat.S_IWUSR | stat.S_IROTH)
+    env = {k: v for k, v in os.environ.items() if k != "CRAWLER_AUTHKEY"}
+    result = run_crawler("worker", "127.0.0.1:1", "--authkey-file", str(key_file),
+                         "--connect-wait", "0", cwd=tmp_path, env=env)
+    assert f"the authkey file {key_file} can be read by other users" in result.stderr
+    assert "k" * 32 not in result.stderr
+
+
+@pytest.mark.parametrize(("address", "kind"), [
+    ("127.0.0.1", "loopback"), ("::1", "loopback"), ("10.1.2.3", "private"),
+    ("172.16.0.1", "private"), ("192.168.1.1", "private"), ("100.64.0.1", "private"),
+    ("fd00::1", "private"), ("169.254.1.1", "link-local"), ("fe80::1", "link-local"),
+    ("169.254.169.254", "metadata"), ("fd00:ec2::254", "metadata"), ("224.0.0.1", "multicast"),
+    ("0.0.0.0", "unspecified"), ("8.8.8.8", "public"), ("::ffff:127.0.0.1", "loopback"),
+])
+def test_address_kinds(address: str, kind: str) -> None:
+    assert kind_of(ipaddress.ip_address(address)) == kind
+
+
+def test_policy_from_seeds_allows_only_the_seeds_kinds() -> None:
+    loopback = AddressPolicy.from_seeds(["http://127.0.0.1:8000/"])
+    assert loopback.refusal(ipaddress.ip_address("127.0.0.2")) is None
+    assert loopback.refusal(ipaddress.ip_address("10.0.0.1")) == "private"
+    assert loopback.refusal(ipaddress.ip_address("169.254.169.254")) == "metadata"
+    explicit = AddressPolicy.from_seeds(["http://127.0.0.1/"], ["169.254.169.254/32"])
+    assert explicit.refusal(ipaddress.ip_address("169.254.169.254")) is None
+    assert explicit.refusal(ipaddress.ip_address("127.0.0.1")) == "loopback"
+    assert AddressPolicy.from_wire(loopback.to_wire()) == loopback
+
+
+def test_the_check_is_made_after_name_resolution(site: FixtureServer) -> None:
+    public_only = AddressPolicy()
+    port = site.server_address[1]
+    with pytest.raises(BlockedAddress, match="refused to connect to localhost"):
+        guarded_connect(public_only, "localhost", port, 2.0)
+    assert site.paths() == []
+    allowed = AddressPolicy.from_seeds([site.url])
+    guarded_connect(allowed, "localhost", port, 2.0).close()
