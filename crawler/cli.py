@@ -18,11 +18,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from crawler import __version__
 from crawler.authkey import Authkey, check_for_bind, load_authkey
 from crawler.config import DEFAULT_PORT, Settings, load_settings, parse_address
 from crawler.errors import CrawlerError, InvalidURL, UsageError
-from crawler.progress import TqdmLogHandler, human_bytes, make_reporter
+from crawler.progress import TqdmLogHandler, WorkerLine, human_bytes, make_reporter
 from crawler.urls import normalize
 
 log = logging.getLogger("crawler")
@@ -205,7 +207,7 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
 
 
 def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    tqdm.write(text, file=sys.stderr)  # above the progress bars, not through them
 
 
 def format_summary(summary: Any) -> str:
@@ -243,12 +245,17 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from crawler.worker import Worker, WorkerOptions
 
     authkey = load_authkey(args.authkey_file, generate=False)
+    line = WorkerLine(quiet=args.quiet)
     worker = Worker(MasterClient(_address(args.master), authkey.key),
                     WorkerOptions(out_dir=Path(settings.output.dir),
                                   threads=settings.worker.threads,
-                                  connect_wait=settings.worker.connect_wait))
+                                  connect_wait=settings.worker.connect_wait),
+                    on_progress=lambda stats: line.update(stats.done, stats.failed, stats.bytes))
     worker.install_signal_handlers()
-    worker.run()
+    try:
+        worker.run()
+    finally:
+        line.close()
     if worker.stop_reason:
         log.info("worker stopped (%s)", worker.stop_reason)
         return EXIT_INTERRUPTED if worker.stop_reason == "interrupted" else 0

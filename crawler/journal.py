@@ -41,8 +41,9 @@ class Resumed:
 
 
 class Journal:
-    def __init__(self, folder: Path) -> None:
-        self.path = folder / JOURNAL_NAME
+    def __init__(self, folder: Path | None) -> None:
+        """Open the journal in ``folder``; None keeps it in memory (a dry run records nothing)."""
+        self.path = folder / JOURNAL_NAME if folder is not None else Path(":memory:")
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False,
                                        isolation_level=None)

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,7 +101,7 @@ class Master:
         self._reporter = reporter
         self._announce = announce
         self._stop = threading.Event()
-        self._snapshot = Snapshot(pages_total=settings.crawl.max_pages or None)
+        self._snapshot = Snapshot()
         self._reasons: collections.Counter[str] = collections.Counter()
         self._failing_hosts: collections.Counter[str] = collections.Counter()
         crawl = settings.crawl
@@ -147,6 +147,10 @@ class Master:
 
     def run(self) -> Summary:
         out_dir = self._options.out_dir
+        if self._options.dry_run:
+            # A dry run leaves the output folder alone: nothing is downloaded or recorded.
+            journal = Journal(None)
+            return self._run(journal, _NoFiles())
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -301,6 +305,8 @@ class Master:
             if self._options.dry_run:
                 print(image, flush=True)
         page_url = visit.page.final_url
+        log.debug("page %s (depth %d): %d links, %d new images", visit.url, visit.depth,
+                  len(links), len(new_images))
         journal.page_done(visit.url, links, [(image, page_url) for image, _ in new_images])
         frontier.extend(links)
         for image, refused in new_images:
@@ -415,6 +421,19 @@ class Master:
                        failed=s.failed, bytes=s.bytes, out_dir=self._options.out_dir,
                        failure_reasons=self._reasons.most_common(5),
                        failing_hosts=self._failing_hosts.most_common(5))
+
+
+class _NoFiles(ResultFiles):
+    """What a dry run writes: nothing."""
+
+    def __init__(self) -> None:
+        pass
+
+    def write(self, outcomes: Iterable[Outcome]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _public_name(host: str) -> str:

@@ -8,6 +8,7 @@ reporter too, so they never tear the bars.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -20,7 +21,6 @@ from tqdm import tqdm
 @dataclass
 class Snapshot:
     pages: int = 0
-    pages_total: int | None = None  # known when max_pages bounds the crawl
     pages_failed: int = 0
     found: int = 0
     downloaded: int = 0
@@ -90,9 +90,11 @@ class TqdmReporter:
     """Live bars on a terminal."""
 
     def __init__(self, stream: TextIO) -> None:
+        shape = _shape(stream)
+
         def bar(position: int, desc: str, unit: str = "it", **kw: object) -> tqdm:
             return tqdm(desc=desc, position=position, unit=unit, file=stream, leave=True,
-                        dynamic_ncols=True, **kw)
+                        **shape, **kw)
 
         self._pages = bar(0, "pages crawled", "page")
         self._found = bar(1, "images found", "img")
@@ -102,7 +104,6 @@ class TqdmReporter:
         self._bars = (self._pages, self._found, self._done, self._failed, self._bytes)
 
     def update(self, s: Snapshot) -> None:
-        self._pages.total = s.pages_total
         self._done.total = s.found or None  # an ETA once images are known
         for bar, value in ((self._pages, s.pages), (self._found, s.found),
                            (self._done, s.downloaded), (self._failed, s.failed),
@@ -128,6 +129,20 @@ class TqdmLogHandler(logging.Handler):
             self.handleError(record)
 
 
+def _shape(stream: TextIO) -> dict[str, object]:
+    """tqdm's size arguments: follow the terminal, or fixed when it reports no size.
+
+    A pseudo-terminal nobody sized reports 0x0, and tqdm then hides every bar.
+    """
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (OSError, ValueError):
+        size = os.terminal_size((0, 0))
+    if size.columns and size.lines:
+        return {"dynamic_ncols": True}
+    return {"ncols": 100, "nrows": 40}
+
+
 def make_reporter(quiet: bool, stream: TextIO | None = None) -> Reporter:
     stream = stream or sys.stderr
     if quiet:
@@ -135,3 +150,46 @@ def make_reporter(quiet: bool, stream: TextIO | None = None) -> Reporter:
     if stream.isatty():
         return TqdmReporter(stream)
     return PlainReporter(stream)
+
+
+class WorkerLine:
+    """A worker's own one-line progress: images, failures, bytes and rate.
+
+    A tqdm line on a terminal, a plain log line every ``interval`` seconds
+    otherwise, nothing when quiet.
+    """
+
+    def __init__(self, stream: TextIO | None = None, *, quiet: bool = False,
+                 interval: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._stream = stream or sys.stderr
+        self._quiet = quiet
+        self._interval = interval
+        self._clock = clock
+        self._started = self._last = clock()
+        self._bar = None if quiet or not self._stream.isatty() else tqdm(
+            desc="worker", unit="img", file=self._stream, **_shape(self._stream))
+        self._counts = (0, 0, 0)
+
+    def update(self, done: int, failed: int, size: int) -> None:
+        self._counts = (done, failed, size)
+        if self._quiet:
+            return
+        now = self._clock()
+        if self._bar is not None:
+            self._bar.update(done - self._bar.n)
+            self._bar.set_postfix_str(self._describe(now, with_count=False), refresh=False)
+        elif now - self._last >= self._interval:
+            self._last = now
+            print("worker: " + self._describe(now), file=self._stream, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        elif not self._quiet and any(self._counts):
+            print("worker: " + self._describe(self._clock()), file=self._stream, flush=True)
+
+    def _describe(self, now: float, with_count: bool = True) -> str:
+        done, failed, size = self._counts
+        rate = size / max(1e-9, now - self._started)
+        text = f"failed {failed}, {human_bytes(size)} ({human_bytes(rate)}/s)"
+        return f"{done} images, {text}" if with_count else text

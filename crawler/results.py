@@ -20,6 +20,7 @@ MANIFEST_NAME = "manifest.jsonl"
 
 class ResultFiles:
     def __init__(self, folder: Path, existing: Iterable[Outcome]) -> None:
+        """Rewrite both files from ``existing`` outcomes, then open them for appending."""
         self.results_path = folder / RESULTS_NAME
         self.manifest_path = folder / MANIFEST_NAME
         try:

@@ -115,6 +115,7 @@ class Worker:
         while True:
             try:
                 self._board = self._client.connect()
+                log.debug("connected to the master at %s:%s as %s", host, port, self._id)
                 return self._board.hello(self._id, {"host": socket.gethostname(),
                                                     "pid": os.getpid(),
                                                     "threads": self._options.threads})
@@ -158,6 +159,8 @@ class Worker:
                     last_call = time.monotonic()
                     if answer["closed"]:
                         return  # the crawl is over (or stopped): hand back and leave
+                    if answer["tasks"]:
+                        log.debug("leased %d URLs", len(answer["tasks"]))
                     for url, attempt in answer["tasks"]:
                         self._held.add(url)
                         self._todo.put((url, attempt))
