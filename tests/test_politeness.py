@@ -202,3 +202,26 @@ def test_scope_redirects_non_html_and_bounds(make_server: Callable[[], FixtureSe
     assert other.paths() == [], "a redirect out of scope is not followed"
     assert "/deep2" not in server.paths(), "depth 1 stops after one hop"
     assert written["bytes"] < 32 * 1024 * 1024, "a non-HTML page's body was read"
+
+
+def test_max_pages_max_images_and_page_size_bound_the_crawl(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    server = make_server()
+    site = build_site(pages=6, images_per_page=6, min_kb=1, max_kb=2)
+    serve_routes(server, site.files)
+    out = tmp_path / "out"
+    crawl_with_two_workers(server, tmp_path, "--max-pages", "2", "--max-images", "8")
+    pages = [p for p in server.paths() if p in site.pages]
+    assert len(pages) == 2
+    assert len(manifest_lines(out)) == 8
+
+    cut = make_server()
+    tags = "".join(f'<img src="/i{n}.png">' for n in range(40))
+    cut.routes["/"] = lambda h: h.send_body(200, f"<html><body>{tags}".encode(), "text/html")
+    for n in range(40):
+        cut.routes[f"/i{n}.png"] = lambda h: h.send_body(200, png(4, 4, 9), "image/png")
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "settings.toml").write_text("[crawl]\nmax_page_bytes = 400\n")
+    crawl_with_two_workers(cut, tmp_path / "cut")
+    found = len(manifest_lines(tmp_path / "cut" / "out"))
+    assert 0 < found < 40, "a page over the size limit is cut, not dropped"
