@@ -100,6 +100,9 @@ class TaskBoard:
         self._workers: dict[str, WorkerRecord] = {}
         self._closed = False
         self._unfinished = 0
+        # Kept up to date on every change, so counts and reaping never walk every URL.
+        self._in_state = {QUEUED: 0, LEASED: 0, DELAYED: 0, DONE: 0}
+        self._leased: set[str] = set()
         self.retries = 0
         self.expired = 0
         self.duplicates = 0
@@ -113,6 +116,7 @@ class TaskBoard:
             if url in self._items:
                 return False
             self._items[url] = _Item(url, host, page)
+            self._in_state[QUEUED] += 1
             self._unfinished += 1
             self._enqueue(url, host, front=False)
             self._cond.notify()
@@ -124,6 +128,7 @@ class TaskBoard:
             if attempt.url in self._items:
                 return
             self._items[attempt.url] = _Item(attempt.url, "", page, state=DONE)
+            self._in_state[DONE] += 1
             self._settled.append(Settled(attempt, page, None, 0))
 
     def set_host_delay(self, host: str, seconds: float) -> None:
@@ -161,7 +166,8 @@ class TaskBoard:
         expired = 0
         with self._cond:
             self._promote_delayed(now)
-            for item in [i for i in self._items.values() if i.state == LEASED]:
+            for url in list(self._leased):
+                item = self._items[url]
                 if item.deadline >= now:
                     continue
                 expired += 1
@@ -172,7 +178,7 @@ class TaskBoard:
                         reason=f"lost: no result after {item.attempts} attempts "
                                "(worker gone or too slow)"), None)
                 else:
-                    item.state = QUEUED
+                    self._set_state(item, QUEUED)
                     self._enqueue(item.url, item.host, front=True)
             for record in self._workers.values():
                 if not record.gone and now - record.last_contact > self.policy.lease_timeout:
@@ -184,9 +190,7 @@ class TaskBoard:
 
     def counts(self) -> dict[str, int]:
         with self._cond:
-            states = {QUEUED: 0, LEASED: 0, DELAYED: 0, DONE: 0}
-            for item in self._items.values():
-                states[item.state] += 1
+            states = self._in_state
             return {"queued": states[QUEUED], "in_flight": states[LEASED],
                     "delayed": states[DELAYED], "done": states[DONE],
                     "retries": self.retries, "expired": self.expired,
@@ -264,7 +268,7 @@ class TaskBoard:
                 if item is not None and item.state == LEASED and item.holder == worker:
                     self._unlease(item)
                     item.attempts -= 1  # it was never tried
-                    item.state = QUEUED
+                    self._set_state(item, QUEUED)
                     self._enqueue(url, item.host, front=True)
             self._cond.notify_all()
 
@@ -341,7 +345,8 @@ class TaskBoard:
                 continue
             blocked = 0
             item = self._items[lane.urls.popleft()]
-            item.state, item.holder = LEASED, worker
+            self._set_state(item, LEASED)
+            item.holder = worker
             item.attempts += 1
             item.deadline = now + self.policy.lease_timeout
             lane.in_flight += 1
@@ -369,7 +374,7 @@ class TaskBoard:
             _, _, url = heapq.heappop(self._delayed)
             item = self._items[url]
             if item.state == DELAYED:
-                item.state = QUEUED
+                self._set_state(item, QUEUED)
                 self._enqueue(url, item.host, front=True)
 
     def _unlease(self, item: _Item) -> None:
@@ -403,13 +408,22 @@ class TaskBoard:
             backoff *= random.uniform(0.5, 1.0)
             if attempt.retry_after:
                 backoff = max(backoff, min(attempt.retry_after, 600.0))
-            item.state = DELAYED
+            self._set_state(item, DELAYED)
             heapq.heappush(self._delayed, (now + backoff, next(self._seq), item.url))
             self.retries += 1
             return
         self._finish(item, attempt, worker)
 
+    def _set_state(self, item: _Item, state: str) -> None:
+        self._in_state[item.state] -= 1
+        self._in_state[state] += 1
+        if item.state == LEASED:
+            self._leased.discard(item.url)
+        elif state == LEASED:
+            self._leased.add(item.url)
+        item.state = state
+
     def _finish(self, item: _Item, attempt: Attempt, worker: str | None) -> None:
-        item.state = DONE
+        self._set_state(item, DONE)
         self._unfinished -= 1
         self._settled.append(Settled(attempt, item.page, worker, max(item.attempts, 1)))

@@ -5,14 +5,15 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import requests
+import urllib3
 
 from crawler.errors import StorageError
-from crawler.httpclient import TRANSIENT_ERRORS, Watchdog, retry_after_seconds
+from crawler.httpclient import Watchdog, retry_after_seconds
 from crawler.imagetype import SNIFF_BYTES, ImageType, dimensions, sniff
 from crawler.netguard import BlockedAddress
 from crawler.outcome import Attempt
@@ -21,6 +22,10 @@ from crawler.store import Store
 CHUNK = 64 * 1024
 SNIFF_AFTER = 4096  # enough leading bytes to tell every format apart, SVG's prologue included
 PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 405, 406, 410, 414, 451})
+ACCEPT = "image/*,*/*;q=0.5"
+# Follow redirects (each hop through the address guard); retry nothing: the master does.
+_REDIRECTS_ONLY = urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=10,
+                                raise_on_redirect=True, raise_on_status=False)
 
 
 @dataclass(frozen=True)
@@ -43,9 +48,13 @@ class _Abandoned(Exception):
         self.transient = transient
 
 
-def download(session: requests.Session, url: str, store: Store, limits: Limits,
+def download(pool: urllib3.PoolManager, url: str, store: Store, limits: Limits,
              watchdog: Watchdog, stop: threading.Event | None = None) -> Attempt:
-    """Fetch ``url`` into ``store``; never raises for anything the server or network does."""
+    """Fetch ``url`` into ``store``; never raises for anything the server or network does.
+
+    urllib3 rather than requests: per small image, requests' session machinery
+    cost about as much CPU as everything else a worker does (see benchmarks/).
+    """
     started = time.monotonic()
 
     def failed(reason: str, transient: bool = False, retry_after: float | None = None) -> Attempt:
@@ -53,26 +62,26 @@ def download(session: requests.Session, url: str, store: Store, limits: Limits,
                        retry_after=retry_after, elapsed_s=time.monotonic() - started)
 
     try:
-        response = session.get(url, stream=True, headers={"Accept": "image/*,*/*;q=0.5"},
-                               timeout=(limits.connect_timeout, limits.read_timeout))
+        response = pool.request(
+            "GET", url, preload_content=False, decode_content=True,
+            timeout=urllib3.Timeout(connect=limits.connect_timeout, read=limits.read_timeout),
+            retries=_REDIRECTS_ONLY)
     except BlockedAddress as exc:
         return failed(str(exc))
-    except requests.exceptions.InvalidURL as exc:
-        return failed(f"invalid URL: {exc}")
-    except requests.TooManyRedirects:
-        return failed("too many redirects")
-    except requests.Timeout:
-        return failed("timed out", transient=True)
-    except TRANSIENT_ERRORS as exc:
-        return failed(f"connection error: {_short(exc)}", transient=True)
-    except requests.RequestException as exc:
-        return failed(f"request failed: {_short(exc)}")
-    with response:
-        if response.status_code != 200:
+    except urllib3.exceptions.MaxRetryError as exc:
+        if isinstance(exc.reason, urllib3.exceptions.ResponseError):
+            return failed("too many redirects")
+        return _network_failure(exc.reason or exc, failed)
+    except urllib3.exceptions.LocationValueError as exc:
+        return failed(f"invalid URL: {_short(exc)}")
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        return _network_failure(exc, failed)
+    try:
+        if response.status != 200:
             retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-            transient = response.status_code not in PERMANENT_STATUSES and (
-                response.status_code in (408, 425, 429) or response.status_code >= 500)
-            return failed(f"HTTP {response.status_code}", transient, retry_after)
+            transient = response.status not in PERMANENT_STATUSES and (
+                response.status in (408, 425, 429) or response.status >= 500)
+            return failed(f"HTTP {response.status}", transient, retry_after)
         content_type = response.headers.get("Content-Type")
         declared = response.headers.get("Content-Length", "")
         if (declared.isdigit() and int(declared) > limits.max_bytes
@@ -80,15 +89,28 @@ def download(session: requests.Session, url: str, store: Store, limits: Limits,
             return failed(f"too large: {declared} bytes > {limits.max_bytes}")
         try:
             with watchdog.deadline(response, limits.deadline):
-                return _receive(response, url, store, limits, content_type, started, stop)
+                attempt = _receive(response, url, store, limits, content_type, started, stop)
         except _Abandoned as exc:
             return failed(str(exc), exc.transient)
         except StorageError as exc:
             # The worker's disk, not the image, is at fault: another worker may succeed.
             return failed(f"storage error: {exc}", transient=True)
+        response.release_conn()  # read to the end: the connection can be reused
+        return attempt
+    finally:
+        if not response.isclosed() and response.connection is not None:
+            response.close()  # an unread body: the connection cannot be reused
 
 
-def _receive(response: requests.Response, url: str, store: Store, limits: Limits,
+def _network_failure(exc: BaseException, failed: Callable[..., Attempt]) -> Attempt:
+    if isinstance(exc, BlockedAddress):
+        return failed(str(exc))
+    if isinstance(exc, urllib3.exceptions.TimeoutError | TimeoutError):
+        return failed("timed out", transient=True)
+    return failed(f"connection error: {_short(exc)}", transient=True)
+
+
+def _receive(response: urllib3.BaseHTTPResponse, url: str, store: Store, limits: Limits,
              content_type: str | None, started: float,
              stop: threading.Event | None) -> Attempt:
     partial, fh = store.open_partial()
@@ -99,7 +121,7 @@ def _receive(response: requests.Response, url: str, store: Store, limits: Limits
         kind: ImageType | None = None
         with fh:
             try:
-                for chunk in response.iter_content(CHUNK):
+                for chunk in response.stream(CHUNK, decode_content=True):
                     size += len(chunk)
                     if size > limits.max_bytes:  # decoded size: no decompression bombs
                         raise _Abandoned(f"too large: over {limits.max_bytes} bytes")
@@ -113,13 +135,13 @@ def _receive(response: requests.Response, url: str, store: Store, limits: Limits
                         raise _Abandoned(f"too slow: not finished within {limits.deadline:g} s")
                     if stop is not None and stop.is_set():
                         raise _Abandoned("worker stopping", transient=True)
-            except TRANSIENT_ERRORS as exc:
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
                 if time.monotonic() - started > limits.deadline:
                     raise _Abandoned(
                         f"too slow: not finished within {limits.deadline:g} s") from exc
+                if isinstance(exc, urllib3.exceptions.DecodeError):
+                    raise _Abandoned(f"bad response: {_short(exc)}") from exc
                 raise _Abandoned(f"connection broken: {_short(exc)}", transient=True) from exc
-            except requests.RequestException as exc:
-                raise _Abandoned(f"bad response: {_short(exc)}") from exc
         if kind is None:
             kind = _require_image(bytes(head))
         size_wh = dimensions(bytes(head), kind)

@@ -79,17 +79,27 @@ def make_session(policy: AddressPolicy, user_agent: str, pool_size: int = 10) ->
     return session
 
 
+def make_pool(policy: AddressPolicy, user_agent: str, accept: str,
+              pool_size: int = 4) -> urllib3.PoolManager:
+    """A urllib3 pool manager whose every connection passes the address guard."""
+    pool = urllib3.PoolManager(num_pools=32, maxsize=pool_size,
+                               headers={"User-Agent": user_agent, "Accept": accept})
+    pool.pool_classes_by_scheme = _pool_classes(policy)  # type: ignore[assignment]
+    return pool
+
+
 class Watchdog:
     """One thread that cuts off responses past their total deadline."""
 
     def __init__(self, tick: float = 0.25) -> None:
         self._tick = tick
         self._lock = threading.Lock()
-        self._active: dict[int, tuple[float, requests.Response]] = {}
+        self._active: dict[int, tuple[float, Any]] = {}
         self._thread: threading.Thread | None = None
 
     @contextmanager
-    def deadline(self, response: requests.Response, seconds: float) -> Iterator[None]:
+    def deadline(self, response: Any, seconds: float) -> Iterator[None]:
+        """Cut ``response`` (requests' or urllib3's) off after ``seconds``."""
         key = id(response)
         with self._lock:
             self._active[key] = (time.monotonic() + seconds, response)
@@ -112,8 +122,9 @@ class Watchdog:
                 _cut(response)
 
 
-def _cut(response: requests.Response) -> None:
-    connection = getattr(response.raw, "connection", None)
+def _cut(response: Any) -> None:
+    raw = getattr(response, "raw", response)  # a requests.Response wraps urllib3's
+    connection = getattr(raw, "connection", None)
     sock = getattr(connection, "sock", None)
     if sock is not None:
         with contextlib.suppress(OSError):  # already closed: the reader has finished anyway

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 SEPARATOR = "--->"
@@ -34,12 +35,12 @@ class Attempt:
     skipped: bool = False  # already stored with the same size and hash
 
     def to_wire(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # Not dataclasses.asdict: its deep copy showed in the worker's profile.
+        return {name: getattr(self, name) for name in _ATTEMPT_FIELDS}
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> Attempt:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**{k: v for k, v in data.items() if k in _ATTEMPT_FIELDS})
 
     @classmethod
     def from_line(cls, line: str) -> Attempt:
@@ -100,8 +101,18 @@ class Outcome:
         return f"{self.url}{SEPARATOR}failure: {reason}"
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), ensure_ascii=False, separators=(",", ":"))
+        return self._json
+
+    @cached_property
+    def _json(self) -> str:
+        # Serialised once: the journal and manifest.jsonl both take it.
+        return json.dumps({name: getattr(self, name) for name in _OUTCOME_FIELDS},
+                          ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> Outcome:
         return cls(**json.loads(text))
+
+
+_ATTEMPT_FIELDS = frozenset(f.name for f in dataclasses.fields(Attempt))
+_OUTCOME_FIELDS = tuple(f.name for f in dataclasses.fields(Outcome))

@@ -2,7 +2,7 @@
 
 One coordinator thread talks to the master (leases in batches, reports in
 batches, heartbeats) so a worker holds one connection; download threads, each
-with its own HTTP session, do the work. The worker ends when the master
+with its own HTTP connection pool, do the work. The worker ends when the master
 announces that the crawl is over — never by looking at an empty queue.
 """
 
@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crawler.download import Limits, download
+from crawler.download import ACCEPT, Limits, download
 from crawler.errors import AuthenticationFailed, MasterUnreachable
-from crawler.httpclient import Watchdog, make_session
+from crawler.httpclient import Watchdog, make_pool
 from crawler.netguard import AddressPolicy
 from crawler.outcome import Attempt
 from crawler.store import Store
@@ -232,8 +232,8 @@ class Worker:
 
     def _download_loop(self, store: Store, limits: Limits, policy: AddressPolicy,
                        user_agent: str, watchdog: Watchdog) -> None:
-        session = make_session(policy, user_agent, pool_size=4)
-        with session:
+        pool = make_pool(policy, user_agent, ACCEPT)
+        try:
             while True:
                 task = self._todo.get()
                 if task is None:
@@ -242,8 +242,10 @@ class Worker:
                 if self._stop.is_set():
                     self._done.put((url, None))
                     continue
-                attempt = download(session, url, store, limits, watchdog, self._stop)
+                attempt = download(pool, url, store, limits, watchdog, self._stop)
                 if self._stop.is_set() and not attempt.ok:
                     self._done.put((url, None))  # cut short by the stop: hand it back
                 else:
                     self._done.put((url, attempt))
+        finally:
+            pool.clear()
