@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from crawler.download import ACCEPT, Limits, download
-from crawler.errors import AuthenticationFailed, MasterUnreachable
+from crawler.errors import AuthenticationFailed, MasterUnreachable, StorageError
 from crawler.httpclient import Watchdog, make_pool
 from crawler.netguard import AddressPolicy
 from crawler.outcome import Attempt
@@ -32,6 +32,7 @@ from crawler.transport import MasterClient
 log = logging.getLogger(__name__)
 
 LINK_ERRORS = (OSError, EOFError)  # how a lost master shows itself on a proxy call
+SYNC_EVERY = 2.0  # seconds between flushes of stored images to disk
 
 
 @dataclass
@@ -94,15 +95,16 @@ class Worker:
                    for n in range(self._options.threads)]
         for thread in threads:
             thread.start()
+        threading.Thread(target=self._sync_loop, args=(store,), name="sync", daemon=True).start()
         try:
-            self._coordinate(crawl)
+            self._coordinate(crawl, store)
         finally:
             self._stop.set()
             for _ in threads:
                 self._todo.put(None)
             for thread in threads:
                 thread.join(timeout=5)
-            self._hand_back()
+            self._hand_back(store)
 
     # ----- talking to the master ---------------------------------------------
 
@@ -136,11 +138,11 @@ class Worker:
                            random.uniform(0.5, 1.0))
                 delay = min(delay * 2, 2.0)
 
-    def _coordinate(self, crawl: dict[str, Any]) -> None:
+    def _coordinate(self, crawl: dict[str, Any], store: Store) -> None:
         capacity = self._options.threads + max(2, self._options.threads // 2)  # a small prefetch
         # At least once a second, so the master knows who is still listening at the end.
         heartbeat_every = min(1.0, float(crawl["lease_timeout"]) / 4)
-        reports: list[dict[str, Any]] = []
+        reports = self._pending_reports  # what _hand_back sends if we leave before it goes
         released: list[str] = []
         last_call = time.monotonic()
         while not self._stop.is_set():
@@ -151,7 +153,7 @@ class Worker:
                     released = []
                 if reports:
                     self._board.report(self._id, reports)
-                    reports = []
+                    reports.clear()
                     last_call = time.monotonic()
                 want = capacity - len(self._held)
                 if want > 0:
@@ -171,8 +173,6 @@ class Worker:
             except LINK_ERRORS as exc:
                 log.warning("lost the master (%s); reconnecting", exc.__class__.__name__)
                 self._connect(first=False)
-        # Stopping: what is finished is reported below, in _hand_back.
-        self._pending_reports = reports
 
     def _collect(self, reports: list[dict[str, Any]], released: list[str], wait: float) -> None:
         """Move finished downloads from the threads into the next report."""
@@ -202,7 +202,7 @@ class Worker:
             log.info("failed %s: %s", attempt.url, attempt.reason)
         self._on_progress(self.stats)
 
-    def _hand_back(self) -> None:
+    def _hand_back(self, store: Store) -> None:
         """On the way out: report what finished, give back what did not."""
         reports = self._pending_reports
         released: list[str] = []
@@ -219,6 +219,7 @@ class Worker:
             return
         try:
             if reports:
+                store.flush_to_disk()
                 self._board.report(self._id, reports)
             if released:
                 self._board.release(self._id, released)
@@ -229,6 +230,23 @@ class Worker:
                         "its leases will expire and put them back", len(released))
 
     # ----- downloading ---------------------------------------------------------
+
+    def _sync_loop(self, store: Store) -> None:
+        """Flush stored images to disk every SYNC_EVERY seconds while downloads go on.
+
+        One syncfs for many files instead of an fsync each: per-file fsync cost a
+        fifth of the wall time on disk. A power cut can thus lose the last seconds
+        of stored files, as it can the journal's last transactions; on restart
+        those are downloaded again (the rename keeps every name whole meanwhile).
+        """
+        stored = 0
+        while not self._stop.wait(SYNC_EVERY):
+            if self.stats.done != stored:
+                stored = self.stats.done
+                try:
+                    store.flush_to_disk()
+                except StorageError as exc:
+                    log.warning("%s", exc)
 
     def _download_loop(self, store: Store, limits: Limits, policy: AddressPolicy,
                        user_agent: str, watchdog: Watchdog) -> None:

@@ -121,7 +121,8 @@ def check_results(master_out: Path, worker_outs: list[Path], base: str) -> list[
     expected = {Path(by_url[base + p]["path"]) for p in EXPECTED_OK}
     for out, files in stored_in.items():
         assert files <= expected, f"{out} holds files the manifest does not name"
-        assert not list(out.glob(".partial/*")), f"{out} has a partial file left behind"
+        assert not [p for p in out.glob(".partial/**/*") if p.is_file()], \
+            f"{out} has a partial file left behind"
     assert set().union(*stored_in.values()) == expected
     assert sum(len(files) for files in stored_in.values()) == len(expected)
     assert not image_files(master_out), "the master downloads nothing itself"

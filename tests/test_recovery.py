@@ -56,7 +56,8 @@ def check_complete(out: Path, base: str, site: Site, stores: list[Path] | None =
         assert stored[0].read_bytes() == body
         assert entry["sha256"] == hashlib.sha256(body).hexdigest()
     for folder in stores or [out]:
-        assert not list((folder / ".partial").glob("*")), "a partial download was left behind"
+        assert not [p for p in folder.glob(".partial/**/*") if p.is_file()], \
+            "a partial download was left behind"
 
 
 def test_a_killed_worker_loses_nothing(make_server: Callable[[], FixtureServer], tmp_path: Path,
