@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
 import json
 import os
 import secrets
@@ -30,28 +29,17 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # run as a script: run.py beside it
+
+from run import load_site_module  # noqa: E402 - needs the path above
+
 BATCH = 64
 MEMORY_URLS = 100_000
 MEMORY_TARGET = 1024  # bytes per tracked URL
 CHILD_TIMEOUT = 120.0
-
-
-def load_site_module() -> ModuleType:
-    """Import ``benchmarks/site.py`` (its name would clash with the standard ``site``)."""
-    name = "crawler_bench_site"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, HERE / "site.py")
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {HERE / 'site.py'}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def median_of(values: Sequence[float]) -> float:

@@ -36,15 +36,31 @@ def read_manifest(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
 
 
-def check_results(out: Path, base: str) -> list[dict]:
-    """results.log and manifest.jsonl agree with each other, the disk, and the site."""
-    manifest = read_manifest(out)
+IMAGE_SUFFIXES = (".png", ".jpg", ".gif")
+
+
+def image_files(folder: Path) -> set[Path]:
+    """Image files under ``folder``, relative to it."""
+    return {p.relative_to(folder) for p in folder.rglob("*")
+            if p.is_file() and p.suffix in IMAGE_SUFFIXES}
+
+
+def check_results(master_out: Path, base: str,
+                  worker_outs: list[Path] | None = None) -> list[dict]:
+    """results.log and manifest.jsonl agree with each other, the site and the stored files.
+
+    ``worker_outs`` are the folders the workers stored into (the master's own
+    by default); each image is stored whole in exactly one of them.
+    """
+    worker_outs = worker_outs or [master_out]
+    manifest = read_manifest(master_out)
     by_url = {entry["url"]: entry for entry in manifest}
     assert len(by_url) == len(manifest), "one manifest line per image URL"
     assert set(by_url) == {base + p for p in EXPECTED_OK | set(EXPECTED_FAILED)}
-    lines = (out / "results.log").read_text().splitlines()
+    lines = (master_out / "results.log").read_text().splitlines()
     assert len(lines) == len(manifest)
     originals = site_images()
+    stored_in = {out: image_files(out) for out in worker_outs}
     for line in lines:
         url, _, verdict = line.partition("--->")
         entry = by_url[url]
@@ -52,9 +68,11 @@ def check_results(out: Path, base: str) -> list[dict]:
         if path in EXPECTED_OK:
             assert verdict == "success"
             assert entry["status"] == "success" and entry["reason"] == ""
-            stored = out / entry["path"]
-            data = stored.read_bytes()
-            assert data == originals[path], f"{stored} differs from the site's {path}"
+            relative = Path(entry["path"])
+            holders = [out for out, files in stored_in.items() if relative in files]
+            assert len(holders) == 1, f"{relative} is stored in {holders}, not in one folder"
+            data = (holders[0] / relative).read_bytes()
+            assert data == originals[path], f"{holders[0] / relative} differs from {path}"
             assert entry["bytes"] == len(data)
             assert entry["sha256"] == hashlib.sha256(data).hexdigest()
             assert entry["attempts"] == 1
@@ -64,10 +82,17 @@ def check_results(out: Path, base: str) -> list[dict]:
         else:
             assert verdict == f"failure: {EXPECTED_FAILED[path]}"
             assert entry["status"] == "failure" and entry["reason"] == EXPECTED_FAILED[path]
-    stored_files = {p for p in out.rglob("*") if p.is_file() and p.suffix in (".png", ".jpg",
-                                                                              ".gif")}
-    assert stored_files == {out / by_url[base + p]["path"] for p in EXPECTED_OK}
-    assert not [p for p in out.glob(".partial/**/*") if p.is_file()], "a partial file was left"
+    # Each folder holds only images of the manifest (so none twice under two names),
+    # and together they hold every success.
+    expected = {Path(by_url[base + p]["path"]) for p in EXPECTED_OK}
+    for out, files in stored_in.items():
+        assert files <= expected, f"{out} holds files the manifest does not name"
+        assert not [p for p in out.glob(".partial/**/*") if p.is_file()], \
+            f"{out} has a partial file left behind"
+    assert sum(len(files) for files in stored_in.values()) == len(expected)
+    assert set().union(*stored_in.values()) == expected
+    if master_out not in worker_outs:
+        assert not image_files(master_out), "the master downloads nothing itself"
     return manifest
 
 

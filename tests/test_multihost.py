@@ -8,7 +8,6 @@ into its own output folder. Needs root and iproute2; skipped otherwise.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import secrets
@@ -20,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import SITE, crawler_command, site_images, wait_for_queue_address
+from .conftest import SITE, crawler_command, wait_for_queue_address
 from .netns import Host, Lan, NetnsUnavailable
-from .test_end_to_end import EXPECTED_FAILED, EXPECTED_OK, read_manifest
+from .test_end_to_end import EXPECTED_FAILED, EXPECTED_OK, check_results
 
 pytestmark = pytest.mark.netns
 
@@ -33,7 +32,6 @@ QUEUE_PORT = 24601
 # and images are handed out this many seconds apart: the crawl of the site's 14 images
 # lasts longer than a waiting worker's longest pause between two tries (2 s).
 HOST_DELAY = "0.25"
-IMAGE_SUFFIXES = (".png", ".jpg", ".gif")
 # A line of http.server's request log on stderr: client, request line, status.
 REQUEST_LOG = re.compile(r'^(\S+) - - \[[^\]]*\] "GET (\S+) HTTP/[\d.]+" (\d{3})')
 
@@ -79,56 +77,6 @@ def site_requests(log: Path) -> list[tuple[str, str, int]]:
     return found
 
 
-def image_files(folder: Path) -> set[Path]:
-    """Image files under ``folder``, relative to it."""
-    return {p.relative_to(folder) for p in folder.rglob("*")
-            if p.is_file() and p.suffix in IMAGE_SUFFIXES}
-
-
-def check_results(master_out: Path, worker_outs: list[Path], base: str) -> list[dict]:
-    """The master's results agree with each other, the site, and the workers' folders."""
-    manifest = read_manifest(master_out)
-    by_url = {entry["url"]: entry for entry in manifest}
-    assert len(by_url) == len(manifest), "one manifest line per image URL"
-    assert set(by_url) == {base + p for p in EXPECTED_OK | set(EXPECTED_FAILED)}
-    lines = (master_out / "results.log").read_text().splitlines()
-    assert len(lines) == len(manifest)
-    originals = site_images()
-    stored_in = {out: image_files(out) for out in worker_outs}
-    for line in lines:
-        url, _, verdict = line.partition("--->")
-        entry = by_url[url]
-        path = url[len(base):]
-        if path in EXPECTED_OK:
-            assert verdict == "success"
-            assert entry["status"] == "success" and entry["reason"] == ""
-            relative = Path(entry["path"])
-            holders = [out for out, files in stored_in.items() if relative in files]
-            assert len(holders) == 1, f"{relative} is stored in {holders}, not in one worker"
-            data = (holders[0] / relative).read_bytes()
-            assert data == originals[path], f"{holders[0] / relative} differs from {path}"
-            assert entry["bytes"] == len(data)
-            assert entry["sha256"] == hashlib.sha256(data).hexdigest()
-            assert entry["attempts"] == 1
-            assert entry["worker"] and entry["page"].startswith(base)
-            assert entry["content_type"].startswith("image/")
-            assert entry["elapsed_s"] >= 0
-        else:
-            assert verdict == f"failure: {EXPECTED_FAILED[path]}"
-            assert entry["status"] == "failure" and entry["reason"] == EXPECTED_FAILED[path]
-    # Each folder holds only images of the manifest (so none twice under two names),
-    # and together they hold every success.
-    expected = {Path(by_url[base + p]["path"]) for p in EXPECTED_OK}
-    for out, files in stored_in.items():
-        assert files <= expected, f"{out} holds files the manifest does not name"
-        assert not [p for p in out.glob(".partial/**/*") if p.is_file()], \
-            f"{out} has a partial file left behind"
-    assert set().union(*stored_in.values()) == expected
-    assert sum(len(files) for files in stored_in.values()) == len(expected)
-    assert not image_files(master_out), "the master downloads nothing itself"
-    return manifest
-
-
 def test_master_and_workers_on_separate_hosts(network: Lan, tmp_path: Path) -> None:
     """Site 10.213.7.1, master .2, workers .3 and .4: the crawl of test_end_to_end, across hosts."""
     site = network.add_host("site", 1)
@@ -164,7 +112,7 @@ def test_master_and_workers_on_separate_hosts(network: Lan, tmp_path: Path) -> N
         assert worker.returncode == 0, log_text()
     print(f"crawl across namespaces took {time.monotonic() - started:.1f} s")
 
-    check_results(master_out, worker_outs, base)
+    check_results(master_out, base, worker_outs)
 
     # Who connected to the site: pages (and robots.txt) from the master's address,
     # images from the workers' addresses only, each image once.
