@@ -446,7 +446,16 @@ def _process_alive(pid: int) -> bool:
         return False
     except OSError:
         return True  # e.g. EPERM: it exists, as another user
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """A killed process its parent has not reaped yet: dead, though kill(pid, 0) works."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # no /proc here: trust kill()
+    return stat_line.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def _disk_full(exc: OSError) -> bool:

@@ -8,6 +8,7 @@ announces that the crawl is over — never by looking at an empty queue.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -105,6 +106,9 @@ class Worker:
             for thread in threads:
                 thread.join(timeout=5)
             self._hand_back(store)
+            # Partials of workers on this host that died (kill -9) are ours to remove.
+            with contextlib.suppress(StorageError):
+                store.clean_partials()
 
     # ----- talking to the master ---------------------------------------------
 
