@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -144,8 +145,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"crawler: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("crawler: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        print("crawler: interrupted", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # Now, not after the page threads' requests finish (the interpreter would join
+        # them at exit): the journal is transactional, so nothing half-written remains.
+        os._exit(EXIT_INTERRUPTED)
 
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:
@@ -198,8 +202,15 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
                             dry_run=dry_run)
     master = Master(settings, options, authkey, make_reporter(quiet or dry_run),
                     announce=(lambda text: None) if quiet or dry_run else _say)
+    def on_signal(*_: object) -> None:
+        if master.stopping:  # asked twice: stop waiting for a clean end
+            raise KeyboardInterrupt
+        master.stop()
+        # os.write, not logging: a handler may run while the logging lock is held.
+        os.write(2, b"crawler: stopping after the pages in flight; Ctrl-C again to quit now\n")
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: master.stop())
+        signal.signal(signum, on_signal)
     summary = master.run()
     if not dry_run and not quiet:
         print(format_summary(summary), file=sys.stderr)

@@ -123,6 +123,10 @@ class Master:
         """Ask the crawl to stop (Ctrl-C, SIGTERM): state is saved, workers are told."""
         self._stop.set()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
     # ----- what workers are told ---------------------------------------------
 
     def describe(self, full: bool = False) -> dict[str, Any]:
@@ -215,9 +219,18 @@ class Master:
                 if not frontier and not running and self._board.unfinished() == 0:
                     break
         finally:
-            self._stop.set()  # page threads: leave what they have not started
+            self._stop.set()
             self._board.close()
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=False, cancel_futures=True)  # pages not started stay queued
+            # Pages in flight are finished and recorded, so a resumed crawl does not fetch
+            # them again. Waiting in short steps keeps a second Ctrl-C effective (a bare
+            # join would hold the signal until the page is done).
+            while running:
+                finished, _ = wait(list(running), timeout=LOOP_TICK)
+                for future in finished:
+                    running.pop(future)
+                    if not future.cancelled():
+                        self._visited(future.result(), frontier, seen_pages, journal, robots)
             self._finish(journal, files)
             session.close()
         interrupted = bool(frontier or running or self._board.unfinished())

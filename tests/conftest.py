@@ -137,26 +137,32 @@ def start_crawler(*args: str, cwd: Path | None = None,
 
 
 def wait_for_queue_address(master: subprocess.Popen[str], timeout: float = 30) -> str:
-    """Read the master's stderr until it says where its queue is; return HOST:PORT.
+    """Read the master's stderr until it says where its queue is; return HOST:PORT."""
+    return wait_for_output(master, r"queue on (\S+:\d+)", timeout).group(1)
+
+
+def wait_for_output(process: subprocess.Popen[str], pattern: str,
+                    timeout: float = 30) -> re.Match[str]:
+    """Read ``process``'s stderr until ``pattern`` appears in it; return the match.
 
     Reads the raw descriptor (no buffering), so :func:`finish` loses nothing.
     """
-    assert master.stderr is not None
-    fd = master.stderr.fileno()
-    seen = b""
+    assert process.stderr is not None
+    fd = process.stderr.fileno()
+    seen = EARLY_STDERR.get(process.pid, "")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        match = re.search(pattern, seen)
+        if match:
+            return match
         ready, _, _ = select.select([fd], [], [], 0.1)
         if ready:
             chunk = os.read(fd, 65536)
             if not chunk:
                 break
-            seen += chunk
-            match = re.search(rb"queue on (\S+:\d+)", seen)
-            if match:
-                EARLY_STDERR[master.pid] = seen.decode(errors="replace")
-                return match.group(1).decode()
-    raise AssertionError("the master never said where its queue is:\n" + seen.decode())
+            seen += chunk.decode(errors="replace")
+            EARLY_STDERR[process.pid] = seen
+    raise AssertionError(f"{pattern!r} never appeared on stderr:\n" + seen)
 
 
 EARLY_STDERR: dict[int, str] = {}

@@ -23,6 +23,7 @@ from .conftest import (
     serve_routes,
     start_crawler,
     stop,
+    wait_for_output,
     wait_for_queue_address,
     wait_until,
 )
@@ -266,3 +267,25 @@ def test_a_classic_workers_abandoned_urls_are_leased_and_come_back(
     attempts = {e["url"]: e["attempts"] for e in manifest_lines(out)}
     for url in grabbed.stdout.split():
         assert attempts[url] == 2, "the abandoned lease counted as the first attempt"
+
+
+def test_a_second_ctrl_c_stops_the_master_without_waiting(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    server = make_server()
+    setup_site(server, pages=6, images_per_page=2, page_delay=8.0)
+    master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(tmp_path / "out"), cwd=tmp_path)
+    try:
+        wait_for_queue_address(master)
+        wait_until(lambda: bool(server.paths()), 10, "the first page request")
+        master.send_signal(signal.SIGINT)  # the page in flight takes 8 s more
+        wait_for_output(master, "Ctrl-C again to quit now", 10)
+        time.sleep(0.3)  # as a person would: not while the first signal's handler still runs
+        started = time.monotonic()
+        master.send_signal(signal.SIGINT)
+        err = finish(master, 30)
+    finally:
+        stop(master)
+    assert master.returncode == 130, err
+    assert time.monotonic() - started < 5, err
+    assert "interrupted" in err
