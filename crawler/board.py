@@ -131,6 +131,14 @@ class TaskBoard:
             self._in_state[DONE] += 1
             self._settled.append(Settled(attempt, page, None, 0))
 
+    def remember(self, urls: Iterable[str]) -> None:
+        """Know ``urls`` as finished (a resumed crawl's results): never queue them again."""
+        with self._cond:
+            for url in urls:
+                if url not in self._items:
+                    self._items[url] = _Item(url, "", None, state=DONE)
+                    self._in_state[DONE] += 1
+
     def set_host_delay(self, host: str, seconds: float) -> None:
         with self._cond:
             lane = self._lanes.setdefault(host, _Lane())

@@ -184,6 +184,7 @@ class Master:
             log.info("resuming: %d pages done, %d to visit, %d images finished, %d queued",
                      len(resumed.done_pages), len(frontier), len(resumed.finished_images),
                      len(resumed.pending_images))
+        self._board.remember(resumed.finished_images)
         for url, page in resumed.pending_images:
             self._board.add(url, host_key(url), page)
             self._snapshot.found += 1

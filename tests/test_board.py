@@ -162,3 +162,11 @@ def test_classic_results_are_parsed() -> None:
     assert settled["http://h/b.png"].reason == "timed out"
     with pytest.raises(ValueError):
         b.classic_put("garbage without separator")
+
+
+def test_remembered_urls_are_never_queued_again() -> None:
+    b = board(Clock())
+    b.remember(["http://h/done.png"])
+    assert not b.add("http://h/done.png", "h", "http://h/again")
+    assert b.lease("w", 10, 0)["tasks"] == []
+    assert b.unfinished() == 0 and b.drain() == []
