@@ -33,7 +33,7 @@ from crawler.errors import AuthenticationFailed, BindError, QueueError
 log = logging.getLogger(__name__)
 
 SERIALIZER = "crawler"  # pickle on the wire, like the default; our client adds deadlines
-HANDSHAKE_DEADLINE = 10.0
+HANDSHAKE_DEADLINE = 5.0
 CALL_DEADLINE = 60.0  # longer than any call our workers make; a hung master is given up on
 BACKLOG = 1024
 
@@ -61,11 +61,20 @@ def _client(address: Any, family: str | None = None, authkey: bytes | None = Non
     sock = socket.create_connection(address, timeout=HANDSHAKE_DEADLINE)
     sock.settimeout(None)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    _set_deadline(sock, CALL_DEADLINE)
+    _set_deadline(sock, HANDSHAKE_DEADLINE)
     conn = connection.Connection(sock.detach())
-    if authkey is not None:
-        connection.answer_challenge(conn, authkey)
-        connection.deliver_challenge(conn, authkey)
+    try:
+        if authkey is not None:
+            connection.answer_challenge(conn, authkey)
+            connection.deliver_challenge(conn, authkey)
+    except BlockingIOError as exc:  # the deadline passed: something else listens there
+        conn.close()
+        host, port = address[:2]
+        raise ConnectionError(f"no handshake from {host}:{port} within {HANDSHAKE_DEADLINE:g} s: "
+                              "is that a crawler master's queue port?") from exc
+    with socket.socket(fileno=conn.fileno()) as view:
+        _set_deadline(view, CALL_DEADLINE)
+        view.detach()
     return conn
 
 

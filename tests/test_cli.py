@@ -138,3 +138,12 @@ def test_worker_with_wrong_authkey_exits_1_and_the_crawl_goes_on(
     assert "refused a queue connection from 127.0.0.1" in err
     assert "wrong authkey" in err
     assert authkey not in err and "0" * 32 not in err
+
+
+def test_worker_pointed_at_something_else_says_so(site: FixtureServer, tmp_path: Path,
+                                                  authkey: str) -> None:
+    port = site.server_address[1]
+    result = run_crawler("worker", f"127.0.0.1:{port}", "--connect-wait", "1", cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"no handshake from 127.0.0.1:{port} within 5 s" in result.stderr
+    assert "is that a crawler master's queue port?" in result.stderr
