@@ -141,7 +141,7 @@ class TaskBoard:
 
     def set_host_delay(self, host: str, seconds: float) -> None:
         with self._cond:
-            lane = self._lanes.setdefault(host, _Lane())
+            lane = self._lanes.setdefault(host, _Lane(delay=self.policy.host_delay))
             lane.delay = max(lane.delay, seconds)
 
     def close(self) -> None:
@@ -202,7 +202,7 @@ class TaskBoard:
             return {"queued": states[QUEUED], "in_flight": states[LEASED],
                     "delayed": states[DELAYED], "done": states[DONE],
                     "retries": self.retries, "expired": self.expired,
-                    "duplicates": self.duplicates,
+                    "duplicates": self.duplicates, "unknown": self.unknown,
                     "workers": sum(1 for w in self._workers.values() if not w.gone)}
 
     def workers(self) -> list[dict[str, Any]]:
@@ -403,7 +403,13 @@ class TaskBoard:
         if item.state == DONE:
             self.duplicates += 1  # the first final result counts
             return
-        # A result counts whoever holds the lease now: a late one from an earlier
+        current = item.state == LEASED and item.holder == worker
+        if not current and not attempt.ok and attempt.transient:
+            # A try that was given up on (its lease expired): the URL is queued or in
+            # another worker's hands, and only that try's result may retry it.
+            self.duplicates += 1
+            return
+        # A final result counts whoever holds the lease now: a late one from an earlier
         # holder settles the URL, and the current holder's result is then a duplicate.
         self._unlease(item)
         now = self._clock()

@@ -276,6 +276,8 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from crawler.demo import run_demo
 
+    if args.workers < 1:
+        raise UsageError("--workers must be 1 or more: the demo downloads with local workers")
     return run_demo(settings, workers=args.workers, quiet=args.quiet, run_master=run_master)
 
 

@@ -103,8 +103,6 @@ def download(pool: urllib3.PoolManager, url: str, store: Store, limits: Limits,
 
 
 def _network_failure(exc: BaseException, failed: Callable[..., Attempt]) -> Attempt:
-    if isinstance(exc, BlockedAddress):
-        return failed(str(exc))
     if isinstance(exc, urllib3.exceptions.TimeoutError | TimeoutError):
         return failed("timed out", transient=True)
     return failed(f"connection error: {_short(exc)}", transient=True)

@@ -131,7 +131,7 @@ def _cut(response: Any) -> None:
             sock.shutdown(socket.SHUT_RDWR)
 
 
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+def retry_after_seconds(value: str | None) -> float | None:
     """Parse a ``Retry-After`` header: delta-seconds or an HTTP date."""
     if not value:
         return None
@@ -142,13 +142,12 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    current = time.time() if now is None else now
-    return max(0.0, when.timestamp() - current)
+    return max(0.0, when.timestamp() - time.time())
 
 
 TRANSIENT_ERRORS = (
     requests.ConnectionError,
     requests.Timeout,
     requests.exceptions.ChunkedEncodingError,
-    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.HTTPError,  # from a raw read: broken, timed out or badly encoded
 )

@@ -86,13 +86,17 @@ class Journal:
                                  [(u,) for u in urls])
 
     def page_done(self, url: str, links: Iterable[tuple[str, int]],
-                  images: Iterable[tuple[str, str]]) -> None:
-        """Record, atomically, a finished page and what was found on it."""
+                  images: Iterable[tuple[str, str, str | None]]) -> None:
+        """Record, atomically, a finished page and what was found on it.
+
+        ``images`` are (url, page, outcome JSON or None while queued).
+        """
         with self._transaction():
             self._db.executemany("INSERT OR IGNORE INTO pages (url, depth) VALUES (?, ?)",
                                  list(links))
-            self._db.executemany("INSERT OR IGNORE INTO images (url, page) VALUES (?, ?)",
-                                 list(images))
+            self._db.executemany(
+                "INSERT OR IGNORE INTO images (url, page, outcome) VALUES (?, ?, ?)",
+                list(images))
             self._db.execute("UPDATE pages SET done = 1 WHERE url = ?", (url,))
 
     def record(self, outcomes: Iterable[Outcome]) -> None:

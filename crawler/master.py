@@ -117,7 +117,6 @@ class Master:
         self._started = time.monotonic()
         self._workers: list[subprocess.Popen[bytes]] = []
         self._page_ready: dict[str, float] = {}  # host -> when its next page may be fetched
-        self.address: tuple[str, int] | None = None
 
     def stop(self) -> None:
         """Ask the crawl to stop (Ctrl-C, SIGTERM): state is saved, workers are told."""
@@ -198,7 +197,7 @@ class Master:
             log.warning("robots.txt is ignored (crawl.respect_robots = false)")
         watchdog = Watchdog()
         pool = ThreadPoolExecutor(settings.crawl.page_concurrency, thread_name_prefix="page")
-        running: dict[Future[_Visit], str] = {}
+        running: set[Future[_Visit]] = set()
         last_reap = time.monotonic()
         try:
             while not self._stop.is_set():
@@ -210,7 +209,7 @@ class Master:
                     finished = set()
                     time.sleep(LOOP_TICK)
                 for future in finished:
-                    running.pop(future)
+                    running.discard(future)
                     self._visited(future.result(), frontier, seen_pages, journal, robots)
                 self._collect(journal, files)
                 if time.monotonic() - last_reap > REAP_EVERY:
@@ -229,7 +228,7 @@ class Master:
             while running:
                 finished, _ = wait(list(running), timeout=LOOP_TICK)
                 for future in finished:
-                    running.pop(future)
+                    running.discard(future)
                     if not future.cancelled():
                         self._visited(future.result(), frontier, seen_pages, journal, robots)
             self._finish(journal, files)
@@ -237,7 +236,7 @@ class Master:
         interrupted = bool(frontier or running or self._board.unfinished())
         return self._summary(completed=not interrupted, interrupted=interrupted)
 
-    def _submit(self, frontier: deque[tuple[str, int]], running: dict[Future[_Visit], str],
+    def _submit(self, frontier: deque[tuple[str, int]], running: set[Future[_Visit]],
                 pool: ThreadPoolExecutor, session: Any, robots: Robots,
                 watchdog: Watchdog) -> None:
         max_pages = self._settings.crawl.max_pages
@@ -259,19 +258,30 @@ class Master:
             delay = max(self._settings.politeness.host_delay, robots.known_delay(url) or 0.0)
             if delay:
                 self._page_ready[host] = now + delay
-            running[pool.submit(self._visit, url, depth, session, robots, watchdog)] = url
+            running.add(pool.submit(self._visit, url, depth, session, robots, watchdog))
 
     def _visit(self, url: str, depth: int, session: Any, robots: Robots,
                watchdog: Watchdog) -> _Visit:
-        """Fetch and parse one page (in a pool thread); decide robots for its images."""
+        """Fetch and parse one page (in a pool thread); never raises."""
+        try:
+            return self._fetch_and_parse(url, depth, session, robots, watchdog)
+        except Exception as exc:  # one page nobody foresaw must not end the crawl
+            log.exception("page %s failed unexpectedly", url)
+            reason = f"crawler error: {exc.__class__.__name__}"
+            return _Visit(url, depth, Page(url, url, 0, skipped=reason), None, [],
+                          time.monotonic())
+
+    def _fetch_and_parse(self, url: str, depth: int, session: Any, robots: Robots,
+                         watchdog: Watchdog) -> _Visit:
+        """Fetch and parse one page; decide robots for its images."""
         crawl = self._settings.crawl
         if not robots.allowed(url):
             return _Visit(url, depth, Page(url, url, 0, skipped="disallowed by robots.txt"),
                           None, [], time.monotonic())
         started = time.monotonic()
         page = fetch_page(session, url, timeout=crawl.page_timeout,
-                          max_bytes=crawl.max_page_bytes, in_scope=self._scope.allows_page,
-                          watchdog=watchdog)
+                          max_bytes=crawl.max_page_bytes, watchdog=watchdog,
+                          may_visit=lambda u: self._scope.allows_page(u) and robots.allowed(u))
         if not page.ok:
             return _Visit(url, depth, page, None, [], started)
         extraction = extract(page.body, page.final_url, sources=frozenset(crawl.sources),
@@ -321,11 +331,19 @@ class Master:
         page_url = visit.page.final_url
         log.debug("page %s (depth %d): %d links, %d new images", visit.url, visit.depth,
                   len(links), len(new_images))
-        journal.page_done(visit.url, links, [(image, page_url) for image, _ in new_images])
+        # Refusals are final at once, and journaled with the page: a crash right after
+        # must not leave them looking queued, or a resumed crawl would download them.
+        refusals = {image: Attempt(url=image, ok=False, reason=refused)
+                    for image, refused in new_images if refused is not None}
+        journal.page_done(visit.url, links, [
+            (image, page_url, Outcome.from_attempt(refusals[image], page=page_url, worker=None,
+                                                   attempts=0).to_json()
+             if image in refusals else None)
+            for image, _ in new_images])
         frontier.extend(links)
         for image, refused in new_images:
             if refused is not None:
-                self._board.settle_now(Attempt(url=image, ok=False, reason=refused), page_url)
+                self._board.settle_now(refusals[image], page_url)
             elif self._options.dry_run:
                 self._board.settle_now(Attempt(url=image, ok=False, reason="dry run"), page_url)
             else:
@@ -365,7 +383,6 @@ class Master:
     def _serve(self) -> None:
         server = QueueServer(self._board, self._options.bind, self._authkey.key,
                              self.describe).start()
-        self.address = server.address
         host, port = server.address[:2]
         self._announce(f"queue on {host}:{port}")
         if is_loopback(host):

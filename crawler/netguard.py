@@ -26,9 +26,6 @@ METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
     "169.254.169.254", "169.254.170.2", "100.100.100.200", "fd00:ec2::254",
 ))
 
-KINDS = ("public", "loopback", "private", "link-local", "multicast", "unspecified", "reserved",
-         "metadata")
-
 
 class BlockedAddress(Exception):
     """A URL resolved to an address this crawl may not connect to."""

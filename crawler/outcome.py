@@ -85,11 +85,6 @@ class Outcome:
                    elapsed_s=round(attempt.elapsed_s, 4), width=attempt.width,
                    height=attempt.height)
 
-    @classmethod
-    def failure(cls, url: str, reason: str, *, page: str | None, attempts: int = 0) -> Outcome:
-        return cls(url=url, status="failure", reason=reason, page=page, worker=None, path=None,
-                   bytes=None, sha256=None, content_type=None, attempts=attempts, elapsed_s=0.0)
-
     @property
     def ok(self) -> bool:
         return self.status == "success"

@@ -9,8 +9,7 @@ from urllib.parse import urljoin
 
 import requests
 
-from crawler.errors import InvalidURL
-from crawler.httpclient import TRANSIENT_ERRORS, Watchdog, retry_after_seconds
+from crawler.httpclient import TRANSIENT_ERRORS, Watchdog
 from crawler.netguard import BlockedAddress
 from crawler.urls import normalize
 
@@ -27,7 +26,6 @@ class Page:
     encoding: str | None = None
     truncated: bool = False
     skipped: str = ""  # why the body was not read ("" when it was)
-    retry_after: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -35,8 +33,8 @@ class Page:
 
 
 def fetch_page(session: requests.Session, url: str, *, timeout: float, max_bytes: int,
-               in_scope: Callable[[str], bool], watchdog: Watchdog) -> Page:
-    """GET ``url``; follow redirects that stay in scope; read HTML bodies only."""
+               may_visit: Callable[[str], bool], watchdog: Watchdog) -> Page:
+    """GET ``url``; follow redirects to pages ``may_visit`` allows; read HTML bodies only."""
     current = url
     for _hop in range(MAX_REDIRECTS + 1):
         try:
@@ -54,18 +52,18 @@ def fetch_page(session: requests.Session, url: str, *, timeout: float, max_bytes
                 location = response.headers.get("Location", "")
                 try:
                     target = normalize(urljoin(current, location))
-                except InvalidURL:
+                except ValueError:  # InvalidURL, or urljoin's own (a broken IPv6 host)
                     return Page(url, current, response.status_code,
                                 skipped=f"bad redirect to {location[:200]!r}")
-                if not in_scope(target):
+                if not may_visit(target):
                     return Page(url, current, response.status_code,
-                                skipped=f"redirected out of scope to {target}")
+                                skipped=f"redirected to {target}, out of scope or "
+                                        "disallowed by robots.txt")
                 current = target
                 continue
             if response.status_code != 200:
                 return Page(url, current, response.status_code,
-                            skipped=f"HTTP {response.status_code}",
-                            retry_after=retry_after_seconds(response.headers.get("Retry-After")))
+                            skipped=f"HTTP {response.status_code}")
             kind = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
             if kind and kind not in HTML_TYPES:
                 return Page(url, current, 200, skipped=f"not HTML ({kind})")

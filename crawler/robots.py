@@ -66,10 +66,13 @@ class Robots:
             event.wait(self._timeout * 2 + 1)
             with self._lock:
                 return self._rules.get(origin, _ALLOW_ALL)
-        rules = self._fetch(origin)
-        with self._lock:
-            self._rules[origin] = rules
-        event.set()
+        rules = _DISALLOW_ALL  # if _fetch fails in a way nobody foresaw: be conservative
+        try:
+            rules = self._fetch(origin)
+        finally:
+            with self._lock:
+                self._rules[origin] = rules
+            event.set()
         return rules
 
     def _fetch(self, origin: str) -> Protego:
@@ -91,7 +94,12 @@ class Robots:
                 return _DISALLOW_ALL
             if response.status_code >= 400:
                 return _ALLOW_ALL  # no robots.txt: everything is allowed
-            body = response.raw.read(MAX_ROBOTS_BYTES, decode_content=True) or b""
+            try:
+                body = response.raw.read(MAX_ROBOTS_BYTES, decode_content=True) or b""
+            except (requests.RequestException, *TRANSIENT_ERRORS) as exc:
+                log.warning("robots.txt of %s broke off (%s): not crawling that origin",
+                            origin, exc.__class__.__name__)
+                return _DISALLOW_ALL
         return Protego.parse(body.decode("utf-8", errors="replace"))
 
 

@@ -39,8 +39,10 @@ MAX_PATH_BYTES = 3072
 """The longest relative path; leaves 1 KiB of Linux's 4 KiB PATH_MAX for the output folder."""
 
 PARTIAL_DIR = ".partial"
-PARTIAL_SHARDS = 16
 """The folder under the output folder that holds downloads still in progress."""
+
+PARTIAL_SHARDS = 16
+"""Sub-folders of PARTIAL_DIR, picked by thread, so threads rarely share one folder's lock."""
 
 STALE_AFTER = 3600.0
 """Seconds without a write after which any partial file counts as abandoned."""
@@ -225,7 +227,7 @@ class Store:
         Writing to it on a full disk removes it and raises StorageError.
         Close it before ``commit`` or ``discard``.
         """
-        # A folder per thread: many threads creating and renaming files in one
+        # A shard picked by thread: many threads creating and renaming files in one
         # folder contend for its lock, which cost more system time than the writes.
         shard = self.partial_dir / f"t{threading.get_native_id() % PARTIAL_SHARDS:02d}"
         try:

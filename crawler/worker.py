@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,10 @@ from crawler.transport import MasterClient
 
 log = logging.getLogger(__name__)
 
+class _Stopped(Exception):
+    """A stop was asked for while the worker waited for its master."""
+
+
 LINK_ERRORS = (OSError, EOFError)  # how a lost master shows itself on a proxy call
 SYNC_EVERY = 2.0  # seconds between flushes of stored images to disk
 
@@ -41,7 +45,6 @@ class WorkerStats:
     done: int = 0
     failed: int = 0
     bytes: int = 0
-    started: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,6 @@ class WorkerOptions:
     out_dir: Path
     threads: int = 16
     connect_wait: float = 300.0
-    worker_id: str = ""
 
 
 class Worker:
@@ -57,7 +59,7 @@ class Worker:
                  on_progress: Callable[[WorkerStats], None] | None = None) -> None:
         self._client = client
         self._options = options
-        self._id = options.worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self._id = f"{socket.gethostname()}:{os.getpid()}"
         self._on_progress = on_progress or (lambda stats: None)
         self.stats = WorkerStats()
         self._stop = threading.Event()  # set by a signal: hand back and leave
@@ -67,10 +69,6 @@ class Worker:
         self._board: Any = None
         self._pending_reports: list[dict[str, Any]] = []
         self.stop_reason = ""
-
-    @property
-    def worker_id(self) -> str:
-        return self._id
 
     def stop(self, reason: str = "stopping") -> None:
         self.stop_reason = reason
@@ -85,7 +83,10 @@ class Worker:
 
         Raises :class:`MasterUnreachable` or :class:`AuthenticationFailed`.
         """
-        crawl = self._connect(first=True)
+        try:
+            crawl = self._connect(first=True)
+        except _Stopped:
+            return  # stopped while waiting for the master: nothing held, nothing to hand back
         store = Store(self._options.out_dir)
         store.clean_partials()
         limits = Limits(**crawl["limits"])
@@ -98,7 +99,9 @@ class Worker:
             thread.start()
         threading.Thread(target=self._sync_loop, args=(store,), name="sync", daemon=True).start()
         try:
-            self._coordinate(crawl, store)
+            self._coordinate(crawl)
+        except _Stopped:
+            pass  # stopped while reconnecting: hand back below what can be handed back
         finally:
             self._stop.set()
             for _ in threads:
@@ -128,7 +131,9 @@ class Worker:
             except AuthenticationFailed:
                 raise
             except LINK_ERRORS as exc:
-                if time.monotonic() >= give_up or self._stop.is_set():
+                if self._stop.is_set():
+                    raise _Stopped from exc
+                if time.monotonic() >= give_up:
                     what = "reach" if first else "reconnect to"
                     raise MasterUnreachable(
                         f"could not {what} the master at {host}:{port} within "
@@ -142,7 +147,7 @@ class Worker:
                            random.uniform(0.5, 1.0))
                 delay = min(delay * 2, 2.0)
 
-    def _coordinate(self, crawl: dict[str, Any], store: Store) -> None:
+    def _coordinate(self, crawl: dict[str, Any]) -> None:
         capacity = self._options.threads + max(2, self._options.threads // 2)  # a small prefetch
         # At least once a second, so the master knows who is still listening at the end.
         heartbeat_every = min(1.0, float(crawl["lease_timeout"]) / 4)
@@ -239,9 +244,9 @@ class Worker:
         """Flush stored images to disk every SYNC_EVERY seconds while downloads go on.
 
         One syncfs for many files instead of an fsync each: per-file fsync cost a
-        fifth of the wall time on disk. A power cut can thus lose the last seconds
-        of stored files, as it can the journal's last transactions; on restart
-        those are downloaded again (the rename keeps every name whole meanwhile).
+        fifth of the wall time on disk. Results are reported before that flush, so a
+        power cut on this host can lose up to SYNC_EVERY seconds of images the master
+        already recorded as stored (the rename keeps every name whole or absent).
         """
         stored = 0
         while not self._stop.wait(SYNC_EVERY):
@@ -260,11 +265,16 @@ class Worker:
                 task = self._todo.get()
                 if task is None:
                     return
-                url, _attempt = task
+                url, _ = task
                 if self._stop.is_set():
                     self._done.put((url, None))
                     continue
-                attempt = download(pool, url, store, limits, watchdog, self._stop)
+                try:
+                    attempt = download(pool, url, store, limits, watchdog, self._stop)
+                except Exception as exc:  # a thread that dies would hold its URL forever
+                    log.exception("download of %s failed unexpectedly", url)
+                    attempt = Attempt(url=url, ok=False, transient=True,
+                                      reason=f"worker error: {exc.__class__.__name__}: {exc}")
                 if self._stop.is_set() and not attempt.ok:
                     self._done.put((url, None))  # cut short by the stop: hand it back
                 else:
