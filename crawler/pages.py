@@ -47,6 +47,8 @@ def fetch_page(session: requests.Session, url: str, *, timeout: float, max_bytes
             return Page(url, current, 0, skipped=f"connection error: {exc.__class__.__name__}")
         except requests.RequestException as exc:
             return Page(url, current, 0, skipped=f"request failed: {exc.__class__.__name__}")
+        except ValueError as exc:  # requests parses a Location it will not follow, too
+            return Page(url, current, 0, skipped=f"bad redirect: {exc}")
         with response:
             if response.is_redirect:
                 location = response.headers.get("Location", "")

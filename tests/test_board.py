@@ -170,3 +170,30 @@ def test_remembered_urls_are_never_queued_again() -> None:
     assert not b.add("http://h/done.png", "h", "http://h/again")
     assert b.lease("w", 10, 0)["tasks"] == []
     assert b.unfinished() == 0 and b.drain() == []
+
+
+def test_a_stale_transient_failure_leaves_the_current_holder_alone() -> None:
+    clock = Clock()
+    b = board(clock, max_attempts=2)
+    b.add("http://h/a.png", "h", None)
+    b.lease("w1", 1, 0)
+    clock.now += 11
+    b.reap()
+    assert b.lease("w2", 1, 0)["tasks"] == [("http://h/a.png", 2)]
+    b.report("w1", [Attempt(url="http://h/a.png", ok=False, reason="timed out",
+                            transient=True).to_wire()])
+    assert b.lease("w3", 1, 0)["tasks"] == [], "the URL stays with w2"
+    b.report("w2", [ok("http://h/a.png")])
+    [settled] = b.drain()
+    assert settled.attempt.ok and settled.worker == "w2"
+
+
+def test_crawl_delay_does_not_shorten_the_configured_host_delay() -> None:
+    clock = Clock()
+    b = board(clock, host_delay=5.0)
+    b.set_host_delay("h", 0.5)
+    for n in range(2):
+        b.add(f"http://h/{n}.png", "h", None)
+    assert len(b.lease("w", 10, 0)["tasks"]) == 1
+    clock.now += 1
+    assert b.lease("w", 10, 0)["tasks"] == []

@@ -273,3 +273,31 @@ def test_the_check_is_made_after_name_resolution(site: FixtureServer) -> None:
     assert site.paths() == []
     allowed = AddressPolicy.from_seeds([site.url])
     guarded_connect(allowed, "localhost", port, 2.0).close()
+
+
+def test_broken_redirects_and_robots_bodies_do_not_end_the_crawl(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    server = make_server()
+    server.routes["/"] = body(b'<a href="/bad">x</a><img src="/ok.png">', "text/html")
+    server.routes["/bad"] = redirect("http://[oops/")
+    server.routes["/ok.png"] = body(PNG, "image/png")
+    result = run_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                         str(tmp_path / "out"), "--local-workers", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "bad redirect" in result.stderr and "Traceback" not in result.stderr
+    assert [e["status"] for e in manifest_lines(tmp_path / "out")] == ["success"]
+
+    def broken_robots(handler: FixtureHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/plain")
+        handler.send_header("Content-Length", "1000")
+        handler.end_headers()
+        handler.wfile.write(b"User-agent: *\n")  # and the connection closes short
+        handler.close_connection = True
+
+    server.routes["/robots.txt"] = broken_robots
+    result = run_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                         str(tmp_path / "again"), "--local-workers", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "robots.txt of" in result.stderr and "broke off" in result.stderr
