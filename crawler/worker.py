@@ -38,6 +38,7 @@ class _Stopped(Exception):
 
 LINK_ERRORS = (OSError, EOFError)  # how a lost master shows itself on a proxy call
 SYNC_EVERY = 2.0  # seconds between flushes of stored images to disk
+IDLE_ASK_EVERY = 0.1  # seconds between asks for work that found none, while busy
 
 
 @dataclass
@@ -154,6 +155,7 @@ class Worker:
         reports = self._pending_reports  # what _hand_back sends if we leave before it goes
         released: list[str] = []
         last_call = time.monotonic()
+        last_answered = True
         while not self._stop.is_set():
             self._collect(reports, released, wait=0.02 if self._held else 0.0)
             try:
@@ -165,9 +167,14 @@ class Worker:
                     reports.clear()
                     last_call = time.monotonic()
                 want = capacity - len(self._held)
-                if want > 0:
+                # While busy, ask for more at once when the last ask was answered, and
+                # only now and then when it was not: a hundred busy workers polling an
+                # empty queue every few milliseconds would keep the master's server busy.
+                quiet = time.monotonic() - last_call < IDLE_ASK_EVERY and not last_answered
+                if want > 0 and not (self._held and quiet):
                     answer = self._board.lease(self._id, want, 0.0 if self._held else 1.0)
                     last_call = time.monotonic()
+                    last_answered = bool(answer["tasks"])
                     if answer["closed"]:
                         return  # the crawl is over (or stopped): hand back and leave
                     if answer["tasks"]:
