@@ -140,9 +140,10 @@ def _receive(response: urllib3.BaseHTTPResponse, url: str, store: Store, limits:
                 if isinstance(exc, urllib3.exceptions.DecodeError):
                     raise _Abandoned(f"bad response: {_short(exc)}") from exc
                 raise _Abandoned(f"connection broken: {_short(exc)}", transient=True) from exc
+        leading = bytes(head)
         if kind is None:
-            kind = _require_image(bytes(head))
-        size_wh = dimensions(bytes(head), kind)
+            kind = _require_image(leading)
+        size_wh = dimensions(leading, kind)
         _check_dimensions(size_wh, limits)
         stored = store.commit(partial, url, kind, size, hasher.hexdigest())
     except BaseException:

@@ -175,6 +175,14 @@ def _svg_root(head: bytes) -> int | None:
 
 def _doctype_end(head: bytes, pos: int) -> int | None:
     """The offset just past a DOCTYPE's closing ``>``, skipping quotes and ``[...]``."""
+    return _closing_bracket(head, pos, subsets=True)
+
+
+def _closing_bracket(head: bytes, pos: int, *, subsets: bool) -> int | None:
+    """The offset just past the ``>`` ending the markup at ``pos``; quotes may hold ``>``.
+
+    With ``subsets``, a ``>`` inside ``[...]`` (a DOCTYPE's internal subset) does not count.
+    """
     quote: int | None = None
     depth = 0
     for i in range(pos, len(head)):
@@ -184,9 +192,9 @@ def _doctype_end(head: bytes, pos: int) -> int | None:
                 quote = None
         elif byte in b"\"'":
             quote = byte
-        elif byte == ord("["):
+        elif subsets and byte == ord("["):
             depth += 1
-        elif byte == ord("]"):
+        elif subsets and byte == ord("]"):
             depth = max(0, depth - 1)
         elif byte == ord(">") and depth == 0:
             return i + 1
@@ -450,17 +458,7 @@ def _svg(head: bytes) -> tuple[int, int] | None:
 
 def _tag_end(head: bytes, start: int) -> int | None:
     """The offset just past the ``>`` that closes the tag at ``start`` (quotes may hold ``>``)."""
-    quote: int | None = None
-    for i in range(start, len(head)):
-        byte = head[i]
-        if quote is not None:
-            if byte == quote:
-                quote = None
-        elif byte in b"\"'":
-            quote = byte
-        elif byte == ord(">"):
-            return i + 1
-    return None
+    return _closing_bracket(head, start, subsets=False)
 
 
 def _svg_length(value: str | None) -> float | None:

@@ -10,6 +10,7 @@ visit and every image URL has a final result; then the board announces it.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import os
 import socket
@@ -29,7 +30,7 @@ from crawler.board import BoardPolicy, TaskBoard
 from crawler.config import Settings
 from crawler.download import Limits
 from crawler.errors import StorageError
-from crawler.extract import DEFAULT_LAZY_ATTRIBUTES, Extraction, extract
+from crawler.extract import Extraction, extract
 from crawler.httpclient import Watchdog, make_session
 from crawler.journal import Journal
 from crawler.netguard import AddressPolicy
@@ -131,10 +132,8 @@ class Master:
     def describe(self, full: bool = False) -> dict[str, Any]:
         dl = self._settings.download
         info: dict[str, Any] = {
-            "limits": Limits(connect_timeout=dl.connect_timeout, read_timeout=dl.read_timeout,
-                             deadline=dl.deadline, max_bytes=dl.max_bytes,
-                             min_width=dl.min_width, min_height=dl.min_height,
-                             max_width=dl.max_width, max_height=dl.max_height).__dict__,
+            # Limits takes its fields from the download settings of the same names.
+            "limits": {f.name: getattr(dl, f.name) for f in dataclasses.fields(Limits)},
             "policy": self._policy.to_wire(),
             "user_agent": self._settings.crawl.user_agent,
             "lease_timeout": self._settings.queue.lease_timeout,
@@ -285,7 +284,7 @@ class Master:
         if not page.ok:
             return _Visit(url, depth, page, None, [], started)
         extraction = extract(page.body, page.final_url, sources=frozenset(crawl.sources),
-                             lazy_attributes=DEFAULT_LAZY_ATTRIBUTES + crawl.lazy_attributes,
+                             lazy_attributes=crawl.lazy_attributes,  # added to the defaults
                              encoding=page.encoding)
         images: list[tuple[str, str | None]] = []
         for image in extraction.images:
@@ -351,12 +350,10 @@ class Master:
 
     def _collect(self, journal: Journal, files: ResultFiles) -> None:
         settled = self._board.drain()
-        if not settled:
-            return
+        if not settled or self._options.dry_run:
+            return  # a dry run downloads nothing: nothing to record
         outcomes = [Outcome.from_attempt(s.attempt, page=s.page, worker=s.worker,
                                          attempts=s.attempts) for s in settled]
-        if self._options.dry_run:
-            return  # nothing was downloaded: nothing to record
         journal.record(outcomes)
         files.write(outcomes)
         for outcome in outcomes:
