@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import threading
 import time
@@ -20,6 +22,7 @@ from crawler.outcome import Attempt
 from crawler.store import Store
 
 CHUNK = 64 * 1024
+SPILL_AT = 1024 * 1024  # bodies up to this size are written in one call
 SNIFF_AFTER = 4096  # enough leading bytes to tell every format apart, SVG's prologue included
 PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 405, 406, 410, 414, 451})
 ACCEPT = "image/*,*/*;q=0.5"
@@ -40,7 +43,7 @@ class Limits:
     max_height: int = 0
 
 
-class _Abandoned(Exception):
+class Abandoned(Exception):
     """Raised inside a download to give up on it; the message is the reason."""
 
     def __init__(self, reason: str, *, transient: bool = False) -> None:
@@ -56,10 +59,7 @@ def download(pool: urllib3.PoolManager, url: str, store: Store, limits: Limits,
     cost about as much CPU as everything else a worker does (see benchmarks/).
     """
     started = time.monotonic()
-
-    def failed(reason: str, transient: bool = False, retry_after: float | None = None) -> Attempt:
-        return Attempt(url=url, ok=False, reason=reason, transient=transient,
-                       retry_after=retry_after, elapsed_s=time.monotonic() - started)
+    failed = functools.partial(failure, url, started)
 
     try:
         response = pool.request(
@@ -78,19 +78,17 @@ def download(pool: urllib3.PoolManager, url: str, store: Store, limits: Limits,
         return _network_failure(exc, failed)
     try:
         if response.status != 200:
-            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-            transient = response.status not in PERMANENT_STATUSES and (
-                response.status in (408, 425, 429) or response.status >= 500)
-            return failed(f"HTTP {response.status}", transient, retry_after)
+            return status_failure(url, started, response.status,
+                                  response.headers.get("Retry-After"))
         content_type = response.headers.get("Content-Type")
         declared = response.headers.get("Content-Length", "")
         if (declared.isdigit() and int(declared) > limits.max_bytes
                 and response.headers.get("Content-Encoding", "identity") == "identity"):
-            return failed(f"too large: {declared} bytes > {limits.max_bytes}")
+            return failed(too_large(declared, limits))
         try:
             with watchdog.deadline(response, limits.deadline):
                 attempt = _receive(response, url, store, limits, content_type, started, stop)
-        except _Abandoned as exc:
+        except Abandoned as exc:
             return failed(str(exc), exc.transient)
         except StorageError as exc:
             # The worker's disk, not the image, is at fault: another worker may succeed.
@@ -111,62 +109,132 @@ def _network_failure(exc: BaseException, failed: Callable[..., Attempt]) -> Atte
 def _receive(response: urllib3.BaseHTTPResponse, url: str, store: Store, limits: Limits,
              content_type: str | None, started: float,
              stop: threading.Event | None) -> Attempt:
-    partial, fh = store.open_partial()
+    sink = ImageSink(url, store, limits, started)
     try:
-        hasher = hashlib.sha256()
-        head = bytearray()
-        size = 0
-        kind: ImageType | None = None
-        with fh:
-            try:
-                for chunk in response.stream(CHUNK, decode_content=True):
-                    size += len(chunk)
-                    if size > limits.max_bytes:  # decoded size: no decompression bombs
-                        raise _Abandoned(f"too large: over {limits.max_bytes} bytes")
-                    if len(head) < SNIFF_BYTES:
-                        head += chunk[: SNIFF_BYTES - len(head)]
-                        if kind is None and len(head) >= SNIFF_AFTER:
-                            kind = _require_image(head)
-                    hasher.update(chunk)
-                    _write(fh, chunk, partial)
-                    if time.monotonic() - started > limits.deadline:
-                        raise _Abandoned(f"too slow: not finished within {limits.deadline:g} s")
-                    if stop is not None and stop.is_set():
-                        raise _Abandoned("worker stopping", transient=True)
-            except (urllib3.exceptions.HTTPError, OSError) as exc:
+        try:
+            for chunk in response.stream(CHUNK, decode_content=True):
+                sink.feed(chunk)
                 if time.monotonic() - started > limits.deadline:
-                    raise _Abandoned(
-                        f"too slow: not finished within {limits.deadline:g} s") from exc
-                if isinstance(exc, urllib3.exceptions.DecodeError):
-                    raise _Abandoned(f"bad response: {_short(exc)}") from exc
-                raise _Abandoned(f"connection broken: {_short(exc)}", transient=True) from exc
-        leading = bytes(head)
-        if kind is None:
-            kind = _require_image(leading)
-        size_wh = dimensions(leading, kind)
-        _check_dimensions(size_wh, limits)
-        stored = store.commit(partial, url, kind, size, hasher.hexdigest())
+                    raise Abandoned(too_slow(limits))
+                if stop is not None and stop.is_set():
+                    raise Abandoned("worker stopping", transient=True)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            if time.monotonic() - started > limits.deadline:
+                raise Abandoned(too_slow(limits)) from exc
+            if isinstance(exc, urllib3.exceptions.DecodeError):
+                raise Abandoned(f"bad response: {_short(exc)}") from exc
+            raise Abandoned(f"connection broken: {_short(exc)}", transient=True) from exc
+        return sink.finish(content_type)
     except BaseException:
-        store.discard(partial)
+        sink.discard()
         raise
-    width, height = size_wh if size_wh else (None, None)
-    return Attempt(url=url, ok=True, path=stored.relative.as_posix(), bytes=size,
-                   sha256=stored.sha256, content_type=content_type or kind.mime,
-                   width=width, height=height, elapsed_s=time.monotonic() - started,
-                   skipped=stored.skipped)
 
 
-def _write(fh: BinaryIO, chunk: bytes, partial: Path) -> None:
+def too_slow(limits: Limits) -> str:
+    return f"too slow: not finished within {limits.deadline:g} s"
+
+
+def too_large(declared: str | int, limits: Limits) -> str:
+    return f"too large: {declared} bytes > {limits.max_bytes}"
+
+
+class ImageSink:
+    """One image body, fed chunk by chunk: bounded, sniffed, hashed and stored.
+
+    A body up to SPILL_AT bytes is kept in memory and written with one call when
+    it is complete (most images); a larger one goes to a partial file as it
+    arrives. ``feed`` raises :class:`Abandoned` (too large, not an image) and
+    StorageError; ``finish`` commits and returns the successful Attempt.
+    """
+
+    def __init__(self, url: str, store: Store, limits: Limits, started: float) -> None:
+        self._url = url
+        self._store = store
+        self._limits = limits
+        self._started = started
+        self._hasher = hashlib.sha256()
+        self._head = bytearray()
+        self._kind: ImageType | None = None
+        self._held: list[bytes] = []
+        self._partial: Path | None = None
+        self._fh: BinaryIO | None = None
+        self.size = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self._limits.max_bytes:  # decoded size: no decompression bombs
+            raise Abandoned(f"too large: over {self._limits.max_bytes} bytes")
+        if len(self._head) < SNIFF_BYTES:
+            self._head += chunk[: SNIFF_BYTES - len(self._head)]
+            if self._kind is None and len(self._head) >= SNIFF_AFTER:
+                self._kind = _require_image(self._head)
+        self._hasher.update(chunk)
+        if self._fh is not None:
+            _write(self._fh, chunk, self._partial)
+            return
+        self._held.append(chunk)
+        if self.size > SPILL_AT:
+            self._spill()
+
+    def _spill(self) -> None:
+        self._partial, self._fh = self._store.open_partial()
+        held, self._held = self._held, []
+        for chunk in held:
+            _write(self._fh, chunk, self._partial)
+
+    def finish(self, content_type: str | None) -> Attempt:
+        """Check and store the complete body; the Attempt that reports it."""
+        leading = bytes(self._head)
+        kind = self._kind or _require_image(leading)
+        size_wh = dimensions(leading, kind)
+        _check_dimensions(size_wh, self._limits)
+        if self._fh is None:
+            self._spill()
+        assert self._fh is not None and self._partial is not None
+        self._fh.close()
+        partial, self._partial = self._partial, None  # commit consumes it, whatever happens
+        stored = self._store.commit(partial, self._url, kind, self.size, self._hasher.hexdigest())
+        width, height = size_wh if size_wh else (None, None)
+        return Attempt(url=self._url, ok=True, path=stored.relative.as_posix(), bytes=self.size,
+                       sha256=stored.sha256, content_type=content_type or kind.mime,
+                       width=width, height=height, elapsed_s=time.monotonic() - self._started,
+                       skipped=stored.skipped)
+
+    def discard(self) -> None:
+        """Drop what was received; safe to call more than once, and after finish."""
+        self._held = []
+        if self._fh is not None:
+            with contextlib.suppress(OSError):
+                self._fh.close()
+            self._fh = None
+        if self._partial is not None:
+            partial, self._partial = self._partial, None
+            self._store.discard(partial)
+
+
+def _write(fh: BinaryIO, chunk: bytes, partial: Path | None) -> None:
     try:
         fh.write(chunk)
     except OSError as exc:
         raise StorageError(f"cannot write {partial}: {exc.strerror or exc}") from exc
 
 
+def failure(url: str, started: float, reason: str, transient: bool = False,
+            retry_after: float | None = None) -> Attempt:
+    return Attempt(url=url, ok=False, reason=reason, transient=transient,
+                   retry_after=retry_after, elapsed_s=time.monotonic() - started)
+
+
+def status_failure(url: str, started: float, status: int, retry_after: str | None) -> Attempt:
+    """The Attempt for an answer other than 200: 5xx, 408, 425 and 429 are worth a retry."""
+    transient = status not in PERMANENT_STATUSES and (status in (408, 425, 429) or status >= 500)
+    return failure(url, started, f"HTTP {status}", transient, retry_after_seconds(retry_after))
+
+
 def _require_image(head: bytes | bytearray) -> ImageType:
     kind = sniff(bytes(head))
     if kind is None:
-        raise _Abandoned("not an image")
+        raise Abandoned("not an image")
     return kind
 
 
@@ -174,13 +242,13 @@ def _check_dimensions(size: tuple[int, int] | None, limits: Limits) -> None:
     if not (limits.min_width or limits.min_height or limits.max_width or limits.max_height):
         return
     if size is None:
-        raise _Abandoned("dimensions unknown, and a size limit is set")
+        raise Abandoned("dimensions unknown, and a size limit is set")
     width, height = size
     if width < limits.min_width or height < limits.min_height:
-        raise _Abandoned(f"too small: {width}x{height}")
+        raise Abandoned(f"too small: {width}x{height}")
     if (limits.max_width and width > limits.max_width) or (
             limits.max_height and height > limits.max_height):
-        raise _Abandoned(f"too big: {width}x{height}")
+        raise Abandoned(f"too big: {width}x{height}")
 
 
 def _short(exc: BaseException) -> str:
