@@ -57,7 +57,8 @@ SETTING_FLAGS: dict[str, list[tuple[str, str, Any, str, str]]] = {
         ("--out", "output.dir", str, "DIR", "output folder (default downloads/)"),
     ],
     "worker": [
-        ("--threads", "worker.threads", int, "N", "download threads"),
+        ("--threads", "worker.threads", int, "N",
+         "download threads, and downloads in flight on the fast lane"),
         ("--connect-wait", "worker.connect_wait", float, "SEC",
          "how long to wait for the master (at start and after losing it) before giving up"),
         ("--out", "output.dir", str, "DIR", "where to store images (default downloads/)"),
@@ -113,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("master", metavar="HOST:PORT", help="the master's queue address")
     worker.add_argument("--authkey-file", type=Path, metavar="FILE",
                         help="file holding the master's authkey (default: $CRAWLER_AUTHKEY)")
+    worker.add_argument("--no-fast-lane", action="store_true",
+                        help="download everything with the download threads, none on the "
+                             "fast lane [worker.fast_lane = false]")
 
     demo = command("demo", "crawl a built-in demo site (no internet needed)",
                    "Serve a small image site on 127.0.0.1, crawl it with a master and two "
@@ -169,6 +173,8 @@ def _settings(args: argparse.Namespace) -> Settings:
                  if dest.startswith("set:") and value is not None}
     if getattr(args, "ignore_robots", False):
         overrides["crawl.respect_robots"] = False
+    if getattr(args, "no_fast_lane", False):
+        overrides["worker.fast_lane"] = False
     return settings.with_values(overrides) if overrides else settings
 
 
@@ -199,7 +205,7 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
     options = MasterOptions(seeds=seeds, out_dir=Path(settings.output.dir), bind=bind,
                             local_workers=local_workers,
                             worker_threads=worker_threads or settings.worker.threads,
-                            dry_run=dry_run)
+                            worker_fast_lane=settings.worker.fast_lane, dry_run=dry_run)
     master = Master(settings, options, authkey, make_reporter(quiet or dry_run),
                     announce=(lambda text: None) if quiet or dry_run else _say)
     def on_signal(*_: object) -> None:
@@ -260,7 +266,8 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     worker = Worker(MasterClient(_address(args.master), authkey.key),
                     WorkerOptions(out_dir=Path(settings.output.dir),
                                   threads=settings.worker.threads,
-                                  connect_wait=settings.worker.connect_wait),
+                                  connect_wait=settings.worker.connect_wait,
+                                  fast_lane=settings.worker.fast_lane),
                     on_progress=lambda stats: line.update(stats.done, stats.failed, stats.bytes))
     worker.install_signal_handlers()
     try:

@@ -98,6 +98,7 @@ class QueueSettings:
 class WorkerSettings:
     threads: int = field(default=16, metadata=_POSITIVE)
     connect_wait: float = field(default=300.0, metadata=_NON_NEGATIVE)
+    fast_lane: bool = True
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ class MasterOptions:
     bind: tuple[str, int]
     local_workers: int = 0
     worker_threads: int = 16
+    worker_fast_lane: bool = True
     dry_run: bool = False
 
 
@@ -414,7 +415,8 @@ class Master:
                     [sys.executable, "-m", "crawler", "worker", f"{address[0]}:{address[1]}",
                      "--out", str(self._options.out_dir),
                      "--threads", str(self._options.worker_threads), "--quiet",
-                     "--connect-wait", "30"],
+                     "--connect-wait", "30",
+                     *([] if self._options.worker_fast_lane else ["--no-fast-lane"])],
                     env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file))
 
     def _finish(self, journal: Journal, files: ResultFiles) -> None:

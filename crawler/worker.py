@@ -24,6 +24,7 @@ from typing import Any
 
 from crawler.download import ACCEPT, Limits, download
 from crawler.errors import AuthenticationFailed, MasterUnreachable, StorageError
+from crawler.fastlane import FastLane
 from crawler.httpclient import Watchdog, make_pool
 from crawler.netguard import AddressPolicy
 from crawler.outcome import Attempt
@@ -53,6 +54,7 @@ class WorkerOptions:
     out_dir: Path
     threads: int = 16
     connect_wait: float = 300.0
+    fast_lane: bool = True  # plain-HTTP downloads on one event-loop thread (crawler.fastlane)
 
 
 class Worker:
@@ -69,6 +71,7 @@ class Worker:
         self._held: set[str] = set()
         self._board: Any = None
         self._pending_reports: list[dict[str, Any]] = []
+        self._lane: FastLane | None = None
         self.stop_reason = ""
 
     def stop(self, reason: str = "stopping") -> None:
@@ -98,6 +101,14 @@ class Worker:
                    for n in range(self._options.threads)]
         for thread in threads:
             thread.start()
+        lane_thread = None
+        if self._options.fast_lane:
+            self._lane = FastLane(slots=self._options.threads, store=store, limits=limits,
+                                  policy=policy, user_agent=crawl["user_agent"], accept=ACCEPT,
+                                  report=lambda url, attempt: self._done.put((url, attempt)),
+                                  hand_over=self._todo.put, stop=self._stop)
+            lane_thread = threading.Thread(target=self._lane.run, name="fast-lane", daemon=True)
+            lane_thread.start()
         threading.Thread(target=self._sync_loop, args=(store,), name="sync", daemon=True).start()
         try:
             self._coordinate(crawl)
@@ -105,6 +116,9 @@ class Worker:
             pass  # stopped while reconnecting: hand back below what can be handed back
         finally:
             self._stop.set()
+            if self._lane is not None and lane_thread is not None:
+                self._lane.close()
+                lane_thread.join(timeout=5)
             for _ in threads:
                 self._todo.put(None)
             for thread in threads:
@@ -179,9 +193,15 @@ class Worker:
                         return  # the crawl is over (or stopped): hand back and leave
                     if answer["tasks"]:
                         log.debug("leased %d URLs", len(answer["tasks"]))
+                    lane, for_lane = self._lane, []
                     for url, attempt in answer["tasks"]:
                         self._held.add(url)
-                        self._todo.put((url, attempt))
+                        if lane is not None and lane.takes(url):
+                            for_lane.append((url, attempt))
+                        else:
+                            self._todo.put((url, attempt))
+                    if lane is not None and for_lane:
+                        lane.submit(for_lane)
                 elif time.monotonic() - last_call > heartbeat_every:
                     if not self._board.heartbeat(self._id):
                         return

@@ -1,0 +1,333 @@
+"""The fast lane against real servers on 127.0.0.1: what it does itself, and what it hands over."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from crawler.demosite import png
+from crawler.download import ACCEPT, Limits, download
+from crawler.fastlane import FastLane
+from crawler.httpclient import Watchdog, make_pool
+from crawler.netguard import AddressPolicy
+from crawler.outcome import Attempt
+from crawler.store import Store
+
+from .conftest import SITE, FixtureHandler, FixtureServer, free_port, run_crawler, serve_routes
+
+PNG = png(40, 30, 7)
+LOOPBACK = AddressPolicy(frozenset({"public", "loopback"}))
+DEFAULT_LIMITS = Limits()
+HANDED_OVER = "handed over"
+
+
+class Lane:
+    """A FastLane on its own thread, as a worker runs it, with what it reports collected."""
+
+    def __init__(self, out: Path, *, limits: Limits = DEFAULT_LIMITS,
+                 policy: AddressPolicy = LOOPBACK, slots: int = 4) -> None:
+        self.store = Store(out)
+        self.stop = threading.Event()
+        self.results: queue.SimpleQueue[tuple[str, Attempt | str | None]] = queue.SimpleQueue()
+        self.lane = FastLane(slots=slots, store=self.store, limits=limits, policy=policy,
+                             user_agent="crawler-test", accept=ACCEPT,
+                             report=lambda url, attempt: self.results.put((url, attempt)),
+                             hand_over=lambda task: self.results.put((task[0], HANDED_OVER)),
+                             stop=self.stop)
+        self.thread = threading.Thread(target=self.lane.run, daemon=True)
+        self.thread.start()
+
+    def fetch(self, urls: list[str], timeout: float = 20) -> dict[str, Attempt | str | None]:
+        self.lane.submit([(url, 1) for url in urls])
+        got: dict[str, Attempt | str | None] = {}
+        deadline = time.monotonic() + timeout
+        while len(got) < len(set(urls)):
+            url, result = self.results.get(timeout=max(0.01, deadline - time.monotonic()))
+            assert url not in got, f"{url} reported twice"
+            got[url] = result
+        return got
+
+    def close(self) -> None:
+        self.lane.close()
+        self.thread.join(timeout=10)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def lanes(tmp_path: Path) -> Iterator[Callable[..., Lane]]:
+    made: list[Lane] = []
+
+    def make(**kwargs: object) -> Lane:
+        lane = Lane(tmp_path / f"out{len(made)}", **kwargs)  # type: ignore[arg-type]
+        made.append(lane)
+        return lane
+
+    yield make
+    for lane in made:
+        lane.close()
+
+
+@pytest.fixture
+def server(make_server: Callable[[], FixtureServer]) -> FixtureServer:
+    """A fixture server that counts the TCP connections it accepts."""
+    server = make_server()
+    server.connections = 0  # type: ignore[attr-defined]
+    inner = server.process_request
+
+    def counting(request: socket.socket, address: object) -> None:
+        server.connections += 1  # type: ignore[attr-defined]
+        inner(request, address)
+
+    server.process_request = counting  # type: ignore[method-assign]
+    return server
+
+
+def raw_server(answer: Callable[[socket.socket, bytes], None]) -> tuple[str, threading.Event]:
+    """A one-thread server on 127.0.0.1 that calls ``answer(conn, request)`` per request."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    done = threading.Event()
+
+    def serve() -> None:
+        with listener:
+            while not done.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    def handle(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            buffer = b""
+            while not done.is_set():
+                try:
+                    data = conn.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                buffer += data
+                while b"\r\n\r\n" in buffer:
+                    request, buffer = buffer.split(b"\r\n\r\n", 1)
+                    if answer(conn, request) is False:
+                        return
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}", done
+
+
+def without_timing(attempt: Attempt | str | None) -> object:
+    if isinstance(attempt, Attempt):
+        return dataclasses.replace(attempt, elapsed_s=0.0)
+    return attempt
+
+
+def test_images_are_stored_and_reported_as_the_download_threads_do(
+        server: FixtureServer, lanes: Callable[..., Lane], tmp_path: Path) -> None:
+    paths = ["/images/banner.png", "/images/blue.png", "/icons/star.gif", "/icons/favicon.gif"]
+    urls = [server.url + path for path in paths] + [server.url + "/images/blue.png?v=2"]
+    lane = lanes()
+    got = lane.fetch(urls)
+    pool = make_pool(LOOPBACK, "crawler-test", ACCEPT)
+    store = Store(tmp_path / "threads")
+    for url in urls:
+        expected = download(pool, url, store, Limits(), Watchdog())
+        assert expected.ok
+        assert without_timing(got[url]) == without_timing(expected)
+        path = url.split("/", 3)[3].split("?")[0]
+        assert (lane.store.root / got[url].path).read_bytes() == (SITE / path).read_bytes()
+    assert not [p for p in lane.store.partial_dir.rglob("*") if p.is_file()]
+
+
+def test_connections_are_kept_alive_and_reused(server: FixtureServer,
+                                               lanes: Callable[..., Lane]) -> None:
+    serve_routes(server, {f"/img/{n}.png": ("image/png", PNG) for n in range(40)})
+    got = lanes(slots=2).fetch([f"{server.url}/img/{n}.png" for n in range(40)])
+    assert all(isinstance(a, Attempt) and a.ok for a in got.values()), got
+    assert server.connections <= 2  # type: ignore[attr-defined]
+
+
+def test_error_statuses_are_failures_with_the_usual_reasons(
+        server: FixtureServer, lanes: Callable[..., Lane]) -> None:
+    server.routes["/busy.png"] = lambda h: h.send_body(503, b"busy", "text/plain",
+                                                       {"Retry-After": "7"})
+    server.routes["/slow-down.png"] = lambda h: h.send_body(429, b"", "text/plain")
+    server.routes["/html.png"] = lambda h: h.send_body(200, b"<html>no</html>", "image/png")
+    server.routes["/empty.png"] = lambda h: h.send_body(200, b"", "image/png")
+    got = lanes(limits=Limits(max_bytes=100_000)).fetch(
+        [server.url + p for p in ("/missing.png", "/busy.png", "/slow-down.png", "/html.png",
+                                  "/empty.png")])
+    missing, busy, slow = (got[server.url + p] for p in ("/missing.png", "/busy.png",
+                                                          "/slow-down.png"))
+    assert isinstance(missing, Attempt) and (missing.reason, missing.transient) == ("HTTP 404",
+                                                                                    False)
+    assert isinstance(busy, Attempt) and (busy.reason, busy.transient, busy.retry_after) == (
+        "HTTP 503", True, 7.0)
+    assert isinstance(slow, Attempt) and (slow.reason, slow.transient) == ("HTTP 429", True)
+    for path in ("/html.png", "/empty.png"):
+        attempt = got[server.url + path]
+        assert isinstance(attempt, Attempt) and attempt.reason == "not an image"
+    assert server.connections <= 4, "short error bodies are read so the connection stays"  # type: ignore[attr-defined]
+
+
+def test_limits_hold(server: FixtureServer, lanes: Callable[..., Lane]) -> None:
+    big = PNG + b"\0" * 200_000
+
+    def trickle(handler: FixtureHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(PNG) + 50))
+        handler.end_headers()
+        handler.wfile.write(PNG)
+        for _ in range(50):  # a byte every 0.1 s: never a read timeout, past the deadline
+            time.sleep(0.1)
+            handler.wfile.write(b"\0")
+            handler.wfile.flush()
+
+    def silent(handler: FixtureHandler) -> None:
+        time.sleep(3)
+
+    server.routes["/big.png"] = lambda h: h.send_body(200, big, "image/png")
+    server.routes["/trickle.png"] = trickle
+    server.routes["/silent.png"] = silent
+    server.routes["/tiny.png"] = lambda h: h.send_body(200, png(2, 2, 1), "image/png")
+    limits = Limits(max_bytes=100_000, deadline=1.5, read_timeout=0.8, min_width=4)
+    got = lanes(limits=limits).fetch(
+        [server.url + p for p in ("/big.png", "/trickle.png", "/silent.png", "/tiny.png")])
+    reasons = {url.rsplit("/", 1)[1]: (a.reason, a.transient) for url, a in got.items()
+               if isinstance(a, Attempt)}
+    assert reasons == {
+        "big.png": (f"too large: {len(big)} bytes > 100000", False),
+        "trickle.png": ("too slow: not finished within 1.5 s", False),
+        "silent.png": ("timed out", True),
+        "tiny.png": ("too small: 2x2", False),
+    }
+
+
+def test_what_the_lane_does_not_do_is_handed_over(server: FixtureServer,
+                                                  lanes: Callable[..., Lane]) -> None:
+    def chunked(handler: FixtureHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        handler.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(PNG), PNG))
+
+    def until_close(handler: FixtureHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        handler.wfile.write(PNG)
+        handler.close_connection = True
+
+    server.routes["/moved.png"] = lambda h: h.send_body(301, b"", "text/plain",
+                                                        {"Location": "/images/blue.png"})
+    server.routes["/chunked.png"] = chunked
+    server.routes["/gzip.png"] = lambda h: h.send_body(200, gzip.compress(PNG), "image/png",
+                                                       {"Content-Encoding": "gzip"})
+    server.routes["/until-close.png"] = until_close
+    closed = f"http://127.0.0.1:{free_port()}/nobody-listens.png"
+    urls = [server.url + p for p in ("/moved.png", "/chunked.png", "/gzip.png",
+                                     "/until-close.png", "/spa ce.png", "/caf\u00e9.png")]
+    urls += ["https://127.0.0.1:1/secure.png", closed]
+    got = lanes().fetch(urls)
+    assert got == {url: HANDED_OVER for url in urls}
+
+
+def test_a_keep_alive_connection_the_server_closed_is_retried_afresh(
+        lanes: Callable[..., Lane]) -> None:
+    """A server that keeps each connection for one answer but does not say so."""
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(PNG), PNG))
+        time.sleep(0.05)
+        return False  # then close, although the answer promised keep-alive
+
+    base, done = raw_server(answer)
+    try:
+        lane = lanes(slots=1)
+        for n in range(5):
+            got = lane.fetch([f"{base}/{n}.png"])
+            attempt = got[f"{base}/{n}.png"]
+            assert isinstance(attempt, Attempt) and attempt.ok, attempt
+    finally:
+        done.set()
+
+
+def test_http_1_0_answers_and_extra_bytes(lanes: Callable[..., Lane]) -> None:
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        target = request.split(b" ")[1]
+        if target == b"/old.png":
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(PNG), PNG))
+            return False
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%sEXTRA" % (len(PNG), PNG))
+        return True
+
+    base, done = raw_server(answer)
+    try:
+        got = lanes().fetch([f"{base}/old.png", f"{base}/extra.png"])
+    finally:
+        done.set()
+    old = got[f"{base}/old.png"]
+    assert isinstance(old, Attempt) and old.ok
+    assert got[f"{base}/extra.png"] == HANDED_OVER, "a body longer than announced is not trusted"
+
+
+def test_the_address_guard_applies(server: FixtureServer, lanes: Callable[..., Lane]) -> None:
+    url = server.url + "/images/blue.png"
+    attempt = lanes(policy=AddressPolicy()).fetch([url])[url]
+    assert isinstance(attempt, Attempt) and not attempt.ok
+    assert attempt.reason == ("refused to connect to 127.0.0.1 (127.0.0.1): loopback address "
+                              "not allowed (see security.allow_networks)")
+    assert server.connections == 0  # type: ignore[attr-defined]
+
+
+def test_a_stop_hands_back_what_is_in_flight(server: FixtureServer,
+                                             lanes: Callable[..., Lane]) -> None:
+    def slow(handler: FixtureHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(PNG)))
+        handler.end_headers()
+        handler.wfile.write(PNG[:100])
+        handler.wfile.flush()
+        time.sleep(3)
+
+    server.routes["/slow.png"] = slow
+    lane = lanes(slots=1)
+    lane.lane.submit([(server.url + "/slow.png", 1), (server.url + "/images/blue.png", 1)])
+    time.sleep(0.5)
+    lane.stop.set()
+    got = dict([lane.results.get(timeout=5), lane.results.get(timeout=5)])
+    assert got == {server.url + "/slow.png": None, server.url + "/images/blue.png": None}
+    lane.thread.join(timeout=5)
+    assert not [p for p in lane.store.partial_dir.rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("fast_lane", [True, False])
+def test_workers_use_the_lane_unless_told_not_to(site: FixtureServer, tmp_path: Path,
+                                                 authkey: str, fast_lane: bool) -> None:
+    header_orders: list[list[str]] = []
+    inner = FixtureHandler.send_file
+
+    def recording(handler: FixtureHandler) -> None:
+        header_orders.append(list(handler.headers.keys()))
+        inner(handler, handler.path)
+
+    site.routes["/images/blue.png"] = recording
+    (tmp_path / "settings.toml").write_text(f"[worker]\nfast_lane = {str(fast_lane).lower()}\n")
+    result = run_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
+                         str(tmp_path / "out"), "--local-workers", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    # The lane writes its headers in its own order; urllib3 puts Accept-Encoding second.
+    lane_order = ["Host", "User-Agent", "Accept", "Accept-Encoding"]
+    assert len(header_orders) == 1
+    assert (header_orders[0] == lane_order) is fast_lane, header_orders
+    assert [p.read_bytes() for p in (tmp_path / "out").rglob("blue.png")] == [
+        (SITE / "images" / "blue.png").read_bytes()]
