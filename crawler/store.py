@@ -43,6 +43,7 @@ PARTIAL_DIR = ".partial"
 
 PARTIAL_SHARDS = 16
 """Sub-folders of PARTIAL_DIR, picked by thread, so threads rarely share one folder's lock."""
+_CREATE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
 STALE_AFTER = 3600.0
 """Seconds without a write after which any partial file counts as abandoned."""
@@ -227,23 +228,58 @@ class Store:
         Writing to it on a full disk removes it and raises StorageError.
         Close it before ``commit`` or ``discard``.
         """
+        path, fd = self._new_partial()
+        return path, _PartialFile(io.FileIO(fd, "wb", closefd=True), path)
+
+    def _new_partial(self) -> tuple[Path, int]:
+        """Create a uniquely named partial file; its path and an open descriptor."""
         # A shard picked by thread: many threads creating and renaming files in one
         # folder contend for its lock, which cost more system time than the writes.
         shard = self.partial_dir / f"t{threading.get_native_id() % PARTIAL_SHARDS:02d}"
         try:
-            shard.mkdir(parents=True, exist_ok=True)  # in case it was removed meanwhile
             while True:
                 path = shard / _partial_name(_PARTIAL_SUFFIX)
-                with contextlib.suppress(FileExistsError):
-                    # "x": fails rather than share a name; mode 0o666 minus the umask,
+                try:
+                    # O_EXCL: fails rather than share a name; mode 0o666 minus the umask,
                     # so stored images get the user's usual permissions.
-                    raw = io.FileIO(path, "xb")
-                    break
+                    return path, os.open(path, _CREATE_NEW, 0o666)
+                except FileExistsError:
+                    continue
+                except FileNotFoundError:
+                    shard.mkdir(parents=True, exist_ok=True)  # first use, or removed meanwhile
+                    return path, os.open(path, _CREATE_NEW, 0o666)
         except OSError as exc:
             raise _folder_error(
                 exc, self.partial_dir, "create a partial file in", self.root, self.partial_dir
             ) from exc
-        return path, _PartialFile(raw, path)
+
+    def store_bytes(self, url: str, kind: ImageType, data: bytes, sha256: str) -> StoredFile:
+        """Store a whole image held in memory: written to a partial file, renamed into place.
+
+        The same as ``open_partial``, write, close and ``commit``, in fewer system calls.
+        """
+        partial, fd = self._new_partial()
+        try:
+            with memoryview(data) as rest:
+                while rest:
+                    rest = rest[os.write(fd, rest):]
+        except OSError as exc:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
+            if _disk_full(exc):
+                raise _folder_error(exc, partial, "write", self.root) from exc
+            raise StorageError(f"cannot write {partial}: {exc.strerror or exc}") from exc
+        os.close(fd)
+        relative = relative_path(url, kind)
+        final = self.root / relative
+        try:
+            return self._commit(partial, final, relative, len(data), sha256.lower(),
+                                written=len(data))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
+            raise
 
     def commit(
         self, partial: Path, url: str, kind: ImageType, size: int, sha256: str
@@ -265,13 +301,15 @@ class Store:
             raise
 
     def _commit(
-        self, partial: Path, final: Path, relative: PurePosixPath, size: int, sha256: str
+        self, partial: Path, final: Path, relative: PurePosixPath, size: int, sha256: str,
+        written: int | None = None,
     ) -> StoredFile:
         folder = final.parent
         if folder not in self._folders:
             self._make_folder(folder, final)
         try:
-            written = partial.stat().st_size
+            if written is None:
+                written = partial.stat().st_size
         except FileNotFoundError as exc:
             raise StorageError(
                 f"partial file {partial} is gone before it was stored as {final}; "

@@ -479,6 +479,35 @@ def test_commit_moves_the_partial_to_its_final_name(tmp_path: Path) -> None:
     assert partials(store) == []
 
 
+def test_store_bytes_stores_as_open_partial_and_commit_do(tmp_path: Path) -> None:
+    data = b"\x89PNG held in memory"
+    digest = hashlib.sha256(data).hexdigest()
+    by_commit = put(Store(tmp_path / "a"), "http://example.com/img/a.png?x=1", data)
+    store = Store(tmp_path / "b")
+    stored = store.store_bytes("http://example.com/img/a.png?x=1", PNG, data, digest.upper())
+    assert stored.relative == by_commit.relative and stored.sha256 == digest
+    assert stored.path == tmp_path / "b" / stored.relative and not stored.skipped
+    assert stored.path.read_bytes() == data
+    assert stored.path.stat().st_mode & 0o777 == by_commit.path.stat().st_mode & 0o777
+    again = store.store_bytes("http://example.com/img/a.png?x=1", PNG, data, digest)
+    assert again.skipped and again.path == stored.path
+    assert partials(store) == []
+
+
+def test_a_removed_shard_is_made_again(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    partial, file = store.open_partial()
+    file.close()
+    store.discard(partial)
+    partial.parent.rmdir()
+    again, file = store.open_partial()
+    file.close()
+    assert again.parent == partial.parent and again.exists()
+    digest = hashlib.sha256(b"bytes").hexdigest()
+    stored = store.store_bytes("http://h/b.png", PNG, b"bytes", digest)
+    assert stored.path.read_bytes() == b"bytes"
+
+
 def test_partial_names_are_unique(tmp_path: Path) -> None:
     store = Store(tmp_path)
     opened = [store.open_partial() for _ in range(50)]
@@ -741,6 +770,17 @@ def test_real_full_disk(tmp_path: Path) -> None:
                 file.write(b"\x00" * 65536)
         assert not partial.exists()
         assert partials(store) == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="tmpfs is Linux")
+def test_real_full_disk_when_storing_bytes(tmp_path: Path) -> None:
+    data = b"\x00" * 200_000
+    with tiny_tmpfs(tmp_path / "small") as small:
+        store = Store(small)
+        with pytest.raises(StorageError, match="disk full while writing"):
+            store.store_bytes("http://h/big.png", PNG, data, hashlib.sha256(data).hexdigest())
+        assert partials(store) == []
+        assert not (small / "h").exists()
 
 
 # --------------------------------------------------------------------------- Store: cleaning
