@@ -189,11 +189,15 @@ class ImageSink:
         size_wh = dimensions(leading, kind)
         _check_dimensions(size_wh, self._limits)
         if self._fh is None:
-            self._spill()
-        assert self._fh is not None and self._partial is not None
-        self._fh.close()
-        partial, self._partial = self._partial, None  # commit consumes it, whatever happens
-        stored = self._store.commit(partial, self._url, kind, self.size, self._hasher.hexdigest())
+            data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
+            self._held = []
+            stored = self._store.store_bytes(self._url, kind, data, self._hasher.hexdigest())
+        else:
+            assert self._partial is not None
+            self._fh.close()
+            partial, self._partial = self._partial, None  # commit consumes it, come what may
+            stored = self._store.commit(partial, self._url, kind, self.size,
+                                        self._hasher.hexdigest())
         width, height = size_wh if size_wh else (None, None)
         return Attempt(url=self._url, ok=True, path=stored.relative.as_posix(), bytes=self.size,
                        sha256=stored.sha256, content_type=content_type or kind.mime,

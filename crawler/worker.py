@@ -67,7 +67,8 @@ class Worker:
         self.stats = WorkerStats()
         self._stop = threading.Event()  # set by a signal: hand back and leave
         self._todo: queue.SimpleQueue[tuple[str, int] | None] = queue.SimpleQueue()
-        self._done: queue.SimpleQueue[tuple[str, Attempt | None]] = queue.SimpleQueue()
+        # Finished downloads, in lists: a result of None hands the URL back unfinished.
+        self._done: queue.SimpleQueue[list[tuple[str, Attempt | None]]] = queue.SimpleQueue()
         self._held: set[str] = set()
         self._board: Any = None
         self._pending_reports: list[dict[str, Any]] = []
@@ -105,7 +106,7 @@ class Worker:
         if self._options.fast_lane:
             self._lane = FastLane(slots=self._options.threads, store=store, limits=limits,
                                   policy=policy, user_agent=crawl["user_agent"], accept=ACCEPT,
-                                  report=lambda url, attempt: self._done.put((url, attempt)),
+                                  report=self._done.put,
                                   hand_over=self._todo.put, stop=self._stop)
             lane_thread = threading.Thread(target=self._lane.run, name="fast-lane", daemon=True)
             lane_thread.start()
@@ -211,21 +212,21 @@ class Worker:
                 self._connect(first=False)
 
     def _collect(self, reports: list[dict[str, Any]], released: list[str], wait: float) -> None:
-        """Move finished downloads from the threads into the next report."""
+        """Move finished downloads from the lane and the threads into the next report."""
         try:
-            item = self._done.get(timeout=wait) if wait else self._done.get_nowait()
+            results = self._done.get(timeout=wait) if wait else self._done.get_nowait()
         except queue.Empty:
             return
         while True:
-            url, attempt = item
-            self._held.discard(url)
-            if attempt is None:
-                released.append(url)
-            else:
-                reports.append(attempt.to_wire())
-                self._count(attempt)
+            for url, attempt in results:
+                self._held.discard(url)
+                if attempt is None:
+                    released.append(url)
+                else:
+                    reports.append(attempt.to_wire())
+                    self._count(attempt)
             try:
-                item = self._done.get_nowait()
+                results = self._done.get_nowait()
             except queue.Empty:
                 return
 
@@ -294,7 +295,7 @@ class Worker:
                     return
                 url, _ = task
                 if self._stop.is_set():
-                    self._done.put((url, None))
+                    self._done.put([(url, None)])
                     continue
                 try:
                     attempt = download(pool, url, store, limits, watchdog, self._stop)
@@ -303,8 +304,8 @@ class Worker:
                     attempt = Attempt(url=url, ok=False, transient=True,
                                       reason=f"worker error: {exc.__class__.__name__}: {exc}")
                 if self._stop.is_set() and not attempt.ok:
-                    self._done.put((url, None))  # cut short by the stop: hand it back
+                    self._done.put([(url, None)])  # cut short by the stop: hand it back
                 else:
-                    self._done.put((url, attempt))
+                    self._done.put([(url, attempt)])
         finally:
             pool.clear()

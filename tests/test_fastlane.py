@@ -15,7 +15,7 @@ import pytest
 
 from crawler.demosite import png
 from crawler.download import ACCEPT, Limits, download
-from crawler.fastlane import FastLane
+from crawler.fastlane import FastLane, HandOver, parse_head
 from crawler.httpclient import Watchdog, make_pool
 from crawler.netguard import AddressPolicy
 from crawler.outcome import Attempt
@@ -39,7 +39,7 @@ class Lane:
         self.results: queue.SimpleQueue[tuple[str, Attempt | str | None]] = queue.SimpleQueue()
         self.lane = FastLane(slots=slots, store=self.store, limits=limits, policy=policy,
                              user_agent="crawler-test", accept=ACCEPT,
-                             report=lambda url, attempt: self.results.put((url, attempt)),
+                             report=lambda results: [self.results.put(r) for r in results],
                              hand_over=lambda task: self.results.put((task[0], HANDED_OVER)),
                              stop=self.stop)
         self.thread = threading.Thread(target=self.lane.run, daemon=True)
@@ -331,3 +331,174 @@ def test_workers_use_the_lane_unless_told_not_to(site: FixtureServer, tmp_path: 
     assert (header_orders[0] == lane_order) is fast_lane, header_orders
     assert [p.read_bytes() for p in (tmp_path / "out").rglob("blue.png")] == [
         (SITE / "images" / "blue.png").read_bytes()]
+
+
+def ok_answer(body: bytes = PNG, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+def test_a_bad_number_in_a_header_hands_over_and_the_lane_goes_on(
+        lanes: Callable[..., Lane]) -> None:
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        if b"/poison.png" in request:  # "²".isdigit() is true; int("²") fails
+            conn.sendall(b"HTTP/1.1 503 Busy\r\nRetry-After: \xb2\r\nContent-Length: \xb2\r\n\r\n")
+            return False
+        conn.sendall(ok_answer())
+        return True
+
+    base, done = raw_server(answer)
+    try:
+        lane = lanes()
+        first = lane.fetch([f"{base}/poison.png"])
+        then = lane.fetch([f"{base}/fine.png"])
+    finally:
+        done.set()
+    busy = first[f"{base}/poison.png"]
+    assert isinstance(busy, Attempt) and (busy.reason, busy.retry_after) == ("HTTP 503", None)
+    fine = then[f"{base}/fine.png"]
+    assert isinstance(fine, Attempt) and fine.ok
+    assert lane.thread.is_alive()
+
+
+def test_an_idle_connection_with_unasked_bytes_is_not_reused(lanes: Callable[..., Lane]) -> None:
+    served: list[int] = []
+
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        served.append(conn.fileno())
+        if b"/one.png" in request:
+            conn.sendall(ok_answer())
+            time.sleep(0.1)
+            conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")  # unasked
+            return True
+        conn.sendall(ok_answer(png(20, 10, 3)))
+        return True
+
+    base, done = raw_server(answer)
+    try:
+        lane = lanes(slots=1)
+        lane.fetch([f"{base}/one.png"])
+        time.sleep(0.3)  # the stray answer has arrived on the idle connection
+        two = lane.fetch([f"{base}/two.png"])[f"{base}/two.png"]
+    finally:
+        done.set()
+    assert isinstance(two, Attempt) and two.ok and (two.width, two.height) == (20, 10)
+
+
+def test_an_error_whose_body_never_comes_keeps_its_status(lanes: Callable[..., Lane]) -> None:
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 10\r\n\r\n")  # no body
+        time.sleep(3)
+        return False
+
+    base, done = raw_server(answer)
+    try:
+        got = lanes(limits=Limits(read_timeout=0.5)).fetch([f"{base}/gone.png"])
+    finally:
+        done.set()
+    gone = got[f"{base}/gone.png"]
+    assert isinstance(gone, Attempt) and (gone.reason, gone.transient) == ("HTTP 404", False)
+
+
+def test_idle_connections_of_other_hosts_give_way(lanes: Callable[..., Lane]) -> None:
+    connections: dict[str, set[int]] = {}
+
+    def server(name: str) -> tuple[str, threading.Event]:
+        def answer(conn: socket.socket, request: bytes) -> bool:
+            connections.setdefault(name, set()).add(id(conn))
+            conn.sendall(ok_answer())
+            return True
+        return raw_server(answer)
+
+    (a, a_done), (b, b_done), (c, c_done) = server("a"), server("b"), server("c")
+    try:
+        lane = lanes(slots=1)  # keeps 2 idle connections
+        lane.fetch([f"{a}/a.png"])
+        lane.fetch([f"{b}/b.png"])
+        for n in range(10):
+            lane.fetch([f"{c}/{n}.png"])
+    finally:
+        for done in (a_done, b_done, c_done):
+            done.set()
+    assert len(connections["c"]) == 1
+
+
+def test_a_slow_name_lookup_holds_up_only_its_own_host(
+        server: FixtureServer, lanes: Callable[..., Lane],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No slow DNS server can run here, so the lookup of one made-up name is slowed."""
+    real = socket.getaddrinfo
+    release = threading.Event()
+
+    def getaddrinfo(host: str, *args: object, **kwargs: object) -> list:
+        if host == "slow.invalid":
+            release.wait(10)
+            host = "127.0.0.1"
+        return real(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    port = server.server_address[1]
+    slow = [f"http://slow.invalid:{port}/images/blue.png?n={n}" for n in range(3)]
+    lane = lanes()
+    lane.lane.submit([(url, 1) for url in slow])
+    quick = lane.fetch([server.url + "/icons/star.gif"], timeout=5)  # while the lookup hangs
+    assert isinstance(quick[server.url + "/icons/star.gif"], Attempt)
+    release.set()
+    results = [lane.results.get(timeout=10) for _ in slow]
+    assert {url for url, _ in results} == set(slow)
+    assert all(isinstance(a, Attempt) and a.ok for _, a in results)
+
+
+def test_odd_answers_and_targets_are_handed_over(lanes: Callable[..., Lane]) -> None:
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        target = request.split(b" ")[1]
+        if target == b"/long-status.png":
+            conn.sendall(ok_answer().replace(b"200 OK", b"2000 OK", 1))
+        elif target == b"/spaced-name.png":
+            conn.sendall(ok_answer().replace(b"Content-Length:", b"Content-Length :", 1))
+        elif target == b"/bare-lf.png":
+            conn.sendall(b"HTTP/1.1 200 OK\nContent-Length: %d\n\n%s" % (len(PNG), PNG))
+        elif target == b"/no-content.png":
+            conn.sendall(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n")
+        else:
+            conn.sendall(ok_answer())
+        return True
+
+    base, done = raw_server(answer)
+    odd = [f"{base}/long-status.png", f"{base}/spaced-name.png", f"{base}/bare-lf.png",
+           f"{base}/a/../b.png", f"{base}/x{{y}}.png", f"{base}/100%.png"]
+    try:
+        got = lanes(limits=Limits(read_timeout=5)).fetch([*odd, f"{base}/no-content.png"])
+    finally:
+        done.set()
+    assert {url: got[url] for url in odd} == {url: HANDED_OVER for url in odd}
+    empty = got[f"{base}/no-content.png"]
+    assert isinstance(empty, Attempt) and (empty.reason, empty.transient) == ("HTTP 204", False)
+
+
+def test_tasks_submitted_after_the_lane_ended_are_handed_over(
+        server: FixtureServer, lanes: Callable[..., Lane]) -> None:
+    lane = lanes()
+    lane.close()
+    assert lane.fetch([server.url + "/images/blue.png"]) == {
+        server.url + "/images/blue.png": HANDED_OVER}
+
+
+@pytest.mark.parametrize(("head", "status", "headers"), [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nx-a: 2",
+     200, {"content-length": "5", "x-a": "1, 2"}),
+    (b"HTTP/1.0 404", 404, {}),
+    (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 7", 503, {"retry-after": "7"}),
+])
+def test_parse_head(head: bytes, status: int, headers: dict[str, str]) -> None:
+    parsed = parse_head(head)
+    assert (parsed.status, parsed.headers) == (status, headers)
+
+
+@pytest.mark.parametrize("head", [
+    b"HTTP/2 200 OK", b"ICY 200 OK", b"HTTP/1.1 20 OK", b"HTTP/1.1 \xb2\xb2\xb2 OK",
+    b"HTTP/1.1 200 OK\r\n folded: value", b"HTTP/1.1 200 OK\r\nno colon",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6",
+])
+def test_parse_head_hands_over_what_it_does_not_trust(head: bytes) -> None:
+    with pytest.raises(HandOver):
+        parse_head(head)
