@@ -1,54 +1,38 @@
-"""Download one image: fetch, bound, validate, store. Every failure becomes an Attempt."""
+"""Download one image with urllib3: fetch, bound, validate, store. Every failure becomes an Attempt.
+
+The worker's download threads use this for whatever its fast lane
+(``crawler.fastlane``) does not take: https, redirects, encoded bodies, and
+connections that fail. Both clients share ``crawler.sink``.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import hashlib
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import BinaryIO
 
 import urllib3
 
 from crawler.errors import StorageError
-from crawler.httpclient import Watchdog, retry_after_seconds
-from crawler.imagetype import SNIFF_BYTES, ImageType, dimensions, sniff
+from crawler.httpclient import Watchdog
 from crawler.netguard import BlockedAddress
 from crawler.outcome import Attempt
+from crawler.sink import (
+    Abandoned,
+    ImageSink,
+    Limits,
+    failure,
+    status_failure,
+    too_large,
+    too_slow,
+)
 from crawler.store import Store
 
 CHUNK = 64 * 1024
-SPILL_AT = 1024 * 1024  # bodies up to this size are written in one call
-SNIFF_AFTER = 4096  # enough leading bytes to tell every format apart, SVG's prologue included
-PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 405, 406, 410, 414, 451})
-ACCEPT = "image/*,*/*;q=0.5"
 # Follow redirects (each hop through the address guard); retry nothing: the master does.
 _REDIRECTS_ONLY = urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=10,
                                 raise_on_redirect=True, raise_on_status=False)
-
-
-@dataclass(frozen=True)
-class Limits:
-    connect_timeout: float = 5.0
-    read_timeout: float = 30.0
-    deadline: float = 120.0
-    max_bytes: int = 50_000_000
-    min_width: int = 0
-    min_height: int = 0
-    max_width: int = 0
-    max_height: int = 0
-
-
-class Abandoned(Exception):
-    """Raised inside a download to give up on it; the message is the reason."""
-
-    def __init__(self, reason: str, *, transient: bool = False) -> None:
-        super().__init__(reason)
-        self.transient = transient
 
 
 def download(pool: urllib3.PoolManager, url: str, store: Store, limits: Limits,
@@ -128,131 +112,6 @@ def _receive(response: urllib3.BaseHTTPResponse, url: str, store: Store, limits:
     except BaseException:
         sink.discard()
         raise
-
-
-def too_slow(limits: Limits) -> str:
-    return f"too slow: not finished within {limits.deadline:g} s"
-
-
-def too_large(declared: str | int, limits: Limits) -> str:
-    return f"too large: {declared} bytes > {limits.max_bytes}"
-
-
-class ImageSink:
-    """One image body, fed chunk by chunk: bounded, sniffed, hashed and stored.
-
-    A body up to SPILL_AT bytes is kept in memory and written with one call when
-    it is complete (most images); a larger one goes to a partial file as it
-    arrives. ``feed`` raises :class:`Abandoned` (too large, not an image) and
-    StorageError; ``finish`` commits and returns the successful Attempt.
-    """
-
-    def __init__(self, url: str, store: Store, limits: Limits, started: float) -> None:
-        self._url = url
-        self._store = store
-        self._limits = limits
-        self._started = started
-        self._hasher = hashlib.sha256()
-        self._head = bytearray()
-        self._kind: ImageType | None = None
-        self._held: list[bytes] = []
-        self._partial: Path | None = None
-        self._fh: BinaryIO | None = None
-        self.size = 0
-
-    def feed(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        if self.size > self._limits.max_bytes:  # decoded size: no decompression bombs
-            raise Abandoned(f"too large: over {self._limits.max_bytes} bytes")
-        if len(self._head) < SNIFF_BYTES:
-            self._head += chunk[: SNIFF_BYTES - len(self._head)]
-            if self._kind is None and len(self._head) >= SNIFF_AFTER:
-                self._kind = _require_image(self._head)
-        self._hasher.update(chunk)
-        if self._fh is not None:
-            _write(self._fh, chunk, self._partial)
-            return
-        self._held.append(chunk)
-        if self.size > SPILL_AT:
-            self._spill()
-
-    def _spill(self) -> None:
-        self._partial, self._fh = self._store.open_partial()
-        held, self._held = self._held, []
-        for chunk in held:
-            _write(self._fh, chunk, self._partial)
-
-    def finish(self, content_type: str | None) -> Attempt:
-        """Check and store the complete body; the Attempt that reports it."""
-        leading = bytes(self._head)
-        kind = self._kind or _require_image(leading)
-        size_wh = dimensions(leading, kind)
-        _check_dimensions(size_wh, self._limits)
-        if self._fh is None:
-            data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
-            self._held = []
-            stored = self._store.store_bytes(self._url, kind, data, self._hasher.hexdigest())
-        else:
-            assert self._partial is not None
-            self._fh.close()
-            partial, self._partial = self._partial, None  # commit consumes it, come what may
-            stored = self._store.commit(partial, self._url, kind, self.size,
-                                        self._hasher.hexdigest())
-        width, height = size_wh if size_wh else (None, None)
-        return Attempt(url=self._url, ok=True, path=stored.relative.as_posix(), bytes=self.size,
-                       sha256=stored.sha256, content_type=content_type or kind.mime,
-                       width=width, height=height, elapsed_s=time.monotonic() - self._started,
-                       skipped=stored.skipped)
-
-    def discard(self) -> None:
-        """Drop what was received; safe to call more than once, and after finish."""
-        self._held = []
-        if self._fh is not None:
-            with contextlib.suppress(OSError):
-                self._fh.close()
-            self._fh = None
-        if self._partial is not None:
-            partial, self._partial = self._partial, None
-            self._store.discard(partial)
-
-
-def _write(fh: BinaryIO, chunk: bytes, partial: Path | None) -> None:
-    try:
-        fh.write(chunk)
-    except OSError as exc:
-        raise StorageError(f"cannot write {partial}: {exc.strerror or exc}") from exc
-
-
-def failure(url: str, started: float, reason: str, transient: bool = False,
-            retry_after: float | None = None) -> Attempt:
-    return Attempt(url=url, ok=False, reason=reason, transient=transient,
-                   retry_after=retry_after, elapsed_s=time.monotonic() - started)
-
-
-def status_failure(url: str, started: float, status: int, retry_after: str | None) -> Attempt:
-    """The Attempt for an answer other than 200: 5xx, 408, 425 and 429 are worth a retry."""
-    transient = status not in PERMANENT_STATUSES and (status in (408, 425, 429) or status >= 500)
-    return failure(url, started, f"HTTP {status}", transient, retry_after_seconds(retry_after))
-
-
-def _require_image(head: bytes | bytearray) -> ImageType:
-    kind = sniff(bytes(head))
-    if kind is None:
-        raise Abandoned("not an image")
-    return kind
-
-
-def _check_dimensions(size: tuple[int, int] | None, limits: Limits) -> None:
-    if not (limits.min_width or limits.min_height or limits.max_width or limits.max_height):
-        return
-    if size is None:
-        raise Abandoned("dimensions unknown, and a size limit is set")
-    width, height = size
-    if width < limits.min_width or height < limits.min_height:
-        raise Abandoned(f"too small: {width}x{height}")
-    if (limits.max_width and width > limits.max_width) or (
-            limits.max_height and height > limits.max_height):
-        raise Abandoned(f"too big: {width}x{height}")
 
 
 def _short(exc: BaseException) -> str:

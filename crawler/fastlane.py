@@ -33,7 +33,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from crawler.download import (
+from crawler.errors import StorageError
+from crawler.netguard import AddressPolicy, BlockedAddress
+from crawler.outcome import Attempt
+from crawler.sink import (
     Abandoned,
     ImageSink,
     Limits,
@@ -42,9 +45,6 @@ from crawler.download import (
     too_large,
     too_slow,
 )
-from crawler.errors import StorageError
-from crawler.netguard import AddressPolicy, BlockedAddress
-from crawler.outcome import Attempt
 from crawler.store import Store
 
 log = logging.getLogger(__name__)

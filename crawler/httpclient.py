@@ -9,7 +9,6 @@ deadline, which unblocks the reading thread.
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import socket
 import threading
 import time
@@ -129,20 +128,6 @@ def _cut(response: Any) -> None:
     if sock is not None:
         with contextlib.suppress(OSError):  # already closed: the reader has finished anyway
             sock.shutdown(socket.SHUT_RDWR)
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """Parse a ``Retry-After`` header: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():  # "²".isdigit() is true, float("²") fails
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 TRANSIENT_ERRORS = (

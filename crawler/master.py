@@ -28,7 +28,6 @@ from typing import Any
 from crawler.authkey import ENV_VAR, Authkey, is_loopback
 from crawler.board import BoardPolicy, TaskBoard
 from crawler.config import Settings
-from crawler.download import Limits
 from crawler.errors import StorageError
 from crawler.extract import Extraction, extract
 from crawler.httpclient import Watchdog, make_session
@@ -40,6 +39,7 @@ from crawler.progress import Reporter, Snapshot
 from crawler.results import ResultFiles
 from crawler.robots import Robots
 from crawler.scope import Scope
+from crawler.sink import Limits
 from crawler.transport import QueueServer
 from crawler.urls import host_key
 

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from crawler.demosite import png
-from crawler.download import ACCEPT, Limits, download
+from crawler.download import download
 from crawler.fastlane import FastLane, HandOver, parse_head
 from crawler.httpclient import Watchdog, make_pool
 from crawler.netguard import AddressPolicy
 from crawler.outcome import Attempt
+from crawler.sink import ACCEPT, Limits
 from crawler.store import Store
 
 from .conftest import SITE, FixtureHandler, FixtureServer, free_port, run_crawler, serve_routes
