@@ -19,13 +19,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from crawler import __version__
 from crawler.authkey import Authkey, check_for_bind, load_authkey
 from crawler.config import DEFAULT_PORT, Settings, load_settings, parse_address
 from crawler.errors import CrawlerError, InvalidURL, UsageError
-from crawler.progress import TqdmLogHandler, WorkerLine, human_bytes, make_reporter
+from crawler.progress import (
+    TqdmLogHandler,
+    WorkerLine,
+    human_bytes,
+    make_reporter,
+    write_above_bars,
+)
 from crawler.urls import normalize
 
 log = logging.getLogger("crawler")
@@ -224,7 +228,7 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
 
 
 def _say(text: str) -> None:
-    tqdm.write(text, file=sys.stderr)  # above the progress bars, not through them
+    write_above_bars(text)  # above the progress bars, not through them
 
 
 def format_summary(summary: Any) -> str:

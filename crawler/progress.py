@@ -13,9 +13,10 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Protocol, TextIO
+from typing import TYPE_CHECKING, Protocol, TextIO
 
-from tqdm import tqdm
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 @dataclass
@@ -90,6 +91,8 @@ class TqdmReporter:
     """Live bars on a terminal."""
 
     def __init__(self, stream: TextIO) -> None:
+        from tqdm import tqdm  # here, not at the top: workers and quiet runs never need it
+
         shape = _shape(stream)
 
         def bar(position: int, desc: str, unit: str = "it", **kw: object) -> tqdm:
@@ -124,9 +127,24 @@ class TqdmLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            tqdm.write(self.format(record), file=sys.stderr)
+            write_above_bars(self.format(record))
         except Exception:  # noqa: BLE001 - logging must never break the crawl
             self.handleError(record)
+
+
+def write_above_bars(text: str) -> None:
+    """Print ``text`` on stderr above any tqdm bars (plainly when tqdm was never loaded)."""
+    tqdm_module = sys.modules.get("tqdm")
+    if tqdm_module is None:
+        print(text, file=sys.stderr, flush=True)
+    else:
+        tqdm_module.tqdm.write(text, file=sys.stderr)
+
+
+def _worker_bar(stream: TextIO) -> tqdm:
+    from tqdm import tqdm
+
+    return tqdm(desc="worker", unit="img", file=stream, **_shape(stream))
 
 
 def _shape(stream: TextIO) -> dict[str, object]:
@@ -166,8 +184,7 @@ class WorkerLine:
         self._interval = interval
         self._clock = clock
         self._started = self._last = clock()
-        self._bar = None if quiet or not self._stream.isatty() else tqdm(
-            desc="worker", unit="img", file=self._stream, **_shape(self._stream))
+        self._bar = None if quiet or not self._stream.isatty() else _worker_bar(self._stream)
         self._counts = (0, 0, 0)
 
     def update(self, done: int, failed: int, size: int) -> None:

@@ -20,16 +20,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from crawler.download import ACCEPT, Limits, download
 from crawler.errors import AuthenticationFailed, MasterUnreachable, StorageError
 from crawler.fastlane import FastLane
-from crawler.httpclient import Watchdog, make_pool
 from crawler.netguard import AddressPolicy
 from crawler.outcome import Attempt
+from crawler.sink import ACCEPT, Limits
 from crawler.store import Store
 from crawler.transport import MasterClient
+
+if TYPE_CHECKING:
+    from crawler.httpclient import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,11 @@ class Worker:
         self._board: Any = None
         self._pending_reports: list[dict[str, Any]] = []
         self._lane: FastLane | None = None
+        # The download threads, started on first need (see _start_threads).
+        self._threads: list[threading.Thread] = []
+        self._threads_started = False
+        self._threads_lock = threading.Lock()
+        self._thread_args: tuple[Store, Limits, AddressPolicy, str] | None = None
         self.stop_reason = ""
 
     def stop(self, reason: str = "stopping") -> None:
@@ -96,18 +103,15 @@ class Worker:
         store.clean_partials()
         limits = Limits(**crawl["limits"])
         policy = AddressPolicy.from_wire(crawl["policy"])
-        watchdog = Watchdog()
-        threads = [threading.Thread(target=self._download_loop, name=f"download-{n}", daemon=True,
-                                    args=(store, limits, policy, crawl["user_agent"], watchdog))
-                   for n in range(self._options.threads)]
-        for thread in threads:
-            thread.start()
+        self._thread_args = (store, limits, policy, crawl["user_agent"])
+        if not self._options.fast_lane:
+            self._start_threads()
         lane_thread = None
         if self._options.fast_lane:
             self._lane = FastLane(slots=self._options.threads, store=store, limits=limits,
                                   policy=policy, user_agent=crawl["user_agent"], accept=ACCEPT,
                                   report=self._done.put,
-                                  hand_over=self._todo.put, stop=self._stop)
+                                  hand_over=self._to_threads, stop=self._stop)
             lane_thread = threading.Thread(target=self._lane.run, name="fast-lane", daemon=True)
             lane_thread.start()
         threading.Thread(target=self._sync_loop, args=(store,), name="sync", daemon=True).start()
@@ -120,6 +124,8 @@ class Worker:
             if self._lane is not None and lane_thread is not None:
                 self._lane.close()
                 lane_thread.join(timeout=5)
+            with self._threads_lock:
+                threads, self._threads_started = self._threads, True  # none start from now on
             for _ in threads:
                 self._todo.put(None)
             for thread in threads:
@@ -200,7 +206,7 @@ class Worker:
                         if lane is not None and lane.takes(url):
                             for_lane.append((url, attempt))
                         else:
-                            self._todo.put((url, attempt))
+                            self._to_threads((url, attempt))
                     if lane is not None and for_lane:
                         lane.submit(for_lane)
                 elif time.monotonic() - last_call > heartbeat_every:
@@ -285,8 +291,37 @@ class Worker:
                 except StorageError as exc:
                     log.warning("%s", exc)
 
+    def _to_threads(self, task: tuple[str, int]) -> None:
+        """Queue ``task`` for the download threads, starting them on first use."""
+        if not self._threads_started:
+            self._start_threads()
+        self._todo.put(task)
+
+    def _start_threads(self) -> None:
+        """Start the download threads (urllib3), once.
+
+        Only when something needs them: a crawl of plain-HTTP images never
+        does, and then the worker spares itself importing requests and urllib3.
+        """
+        with self._threads_lock:
+            if self._threads_started:
+                return
+            self._threads_started = True
+            from crawler.httpclient import Watchdog
+
+            watchdog = Watchdog()
+            self._threads = [
+                threading.Thread(target=self._download_loop, name=f"download-{n}", daemon=True,
+                                 args=(*self._thread_args, watchdog))
+                for n in range(self._options.threads)]
+            for thread in self._threads:
+                thread.start()
+
     def _download_loop(self, store: Store, limits: Limits, policy: AddressPolicy,
                        user_agent: str, watchdog: Watchdog) -> None:
+        from crawler.download import download
+        from crawler.httpclient import make_pool
+
         pool = make_pool(policy, user_agent, ACCEPT)
         try:
             while True:
