@@ -41,7 +41,7 @@ from crawler.robots import Robots
 from crawler.scope import Scope
 from crawler.sink import Limits
 from crawler.transport import QueueServer
-from crawler.urls import host_key
+from crawler.urls import host_key, host_key_of_normalized
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +294,7 @@ class Master:
             refused = None if robots.allowed(image) else "disallowed by robots.txt"
             delay = robots.crawl_delay(image)
             if delay:
-                self._board.set_host_delay(host_key(image), delay)
+                self._board.set_host_delay(host_key_of_normalized(image), delay)
             images.append((image, refused))
         return _Visit(url, depth, page, extraction, images, started)
 
@@ -347,7 +347,7 @@ class Master:
             elif self._options.dry_run:
                 self._board.settle_now(Attempt(url=image, ok=False, reason="dry run"), page_url)
             else:
-                self._board.add(image, host_key(image), page_url)
+                self._board.add(image, host_key_of_normalized(image), page_url)  # from extract()
 
     def _collect(self, journal: Journal, files: ResultFiles) -> None:
         settled = self._board.drain()

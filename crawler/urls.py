@@ -212,6 +212,11 @@ def host_key(url: str) -> str:
     return netloc.rpartition("@")[2]
 
 
+def host_key_of_normalized(url: str) -> str:
+    """``host_key`` of a URL ``normalize`` returned, without normalising it again."""
+    return url.partition("://")[2].partition("/")[0].rpartition("@")[2]
+
+
 def is_http_url(url: str) -> bool:
     """True when ``url`` is an absolute http(s) URL that ``normalize`` accepts."""
     try:

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from crawler.errors import InvalidURL
-from crawler.urls import host_key, is_http_url, normalize
+from crawler.urls import host_key, host_key_of_normalized, is_http_url, normalize
 
 # --- examples, one rule each ---------------------------------------------------
 
@@ -377,3 +377,11 @@ def test_normalize_of_arbitrary_text_is_idempotent_or_raises_invalid_url(text: s
             continue
         assert normalize(once) == once
         assert once.startswith(("http://", "https://"))
+
+
+@given(http_urls())
+@example({"url": "http://user:pw@[::1]:9000/a@b?c@d"})
+def test_host_key_of_a_normalized_url_needs_no_second_normalisation(
+        parts: dict[str, object]) -> None:
+    url = str(parts["url"])
+    assert host_key_of_normalized(normalize(url)) == host_key(url)
