@@ -490,7 +490,12 @@ def worker_argv(qport: int, out: Path, threads: int) -> list[str]:
 def run_crawler(base_url: str, run_dir: Path, truth: Sequence[str], setup: CrawlerSetup,
                 server: Server, wrap: Callable[[str, list[str]], list[str]] | None = None,
                 ) -> RunResult:
-    """One crawl: the master, then W workers once its queue listens; all reaped one by one."""
+    """One crawl: the master and W workers started together; all reaped one by one.
+
+    Workers started with their master is how a cluster comes up: they wait for
+    its queue (retrying the connection) while it starts, instead of starting
+    only once it listens.
+    """
     out = run_dir / "out"
     run_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, CRAWLER_AUTHKEY=secrets.token_hex(16))
@@ -504,25 +509,26 @@ def run_crawler(base_url: str, run_dir: Path, truth: Sequence[str], setup: Crawl
             master = Measured("master", wrap("master", crawler_argv(base_url, out, qport, setup)),
                               cwd=run_dir, env=env, log=run_dir / "master.log",
                               watch_children=setup.local_workers)
+            procs = [master]
+            if not setup.local_workers:
+                for n in range(setup.workers):
+                    name = f"worker-{n + 1}"
+                    procs.append(Measured(name, wrap(name, worker_argv(qport, out, setup.threads)),
+                                          cwd=run_dir, env=env, log=run_dir / f"{name}.log"))
             deadline = time.monotonic() + 30
             while (time.monotonic() < deadline and master.poll() is None
                    and not is_listening(qport)):
                 time.sleep(0.01)
             if master.poll() is None or master.usage is None or master.usage.returncode != 4:
                 break  # exit status 4: the port could not be bound; try another
-        procs.append(master)
-        if not setup.local_workers:
-            for n in range(setup.workers):
-                name = f"worker-{n + 1}"
-                procs.append(Measured(name, wrap(name, worker_argv(qport, out, setup.threads)),
-                                      cwd=run_dir, env=env, log=run_dir / f"{name}.log"))
+            stop_all(procs)
         finished = wait_all(procs, setup.timeout)
     finally:
         stop_all(procs)
     if not finished:
         note = f"timed out after {setup.timeout:g} s"
     usages = [p.usage for p in procs if p.usage is not None]
-    # From the master's start to the last process's end (workers start a little later).
+    # From the master's start to the last process's end.
     wall = max(p.ended for p in procs) - procs[0].started if procs else 0.0
     succeeded, total_bytes = read_manifest(out / "manifest.jsonl")
     wanted = {base_url + path for path in truth}

@@ -141,7 +141,7 @@ class Worker:
         """Connect (again), waiting for the master up to ``connect_wait`` seconds."""
         host, port = self._client.address
         give_up = time.monotonic() + self._options.connect_wait
-        delay = 0.1
+        delay = 0.02  # a master starting up listens within a fraction of a second
         announced = False
         while True:
             try:
