@@ -104,10 +104,10 @@ class Worker:
         limits = Limits(**crawl["limits"])
         policy = AddressPolicy.from_wire(crawl["policy"])
         self._thread_args = (store, limits, policy, crawl["user_agent"])
+        lane_thread = None
         if not self._options.fast_lane:
             self._start_threads()
-        lane_thread = None
-        if self._options.fast_lane:
+        else:
             self._lane = FastLane(slots=self._options.threads, store=store, limits=limits,
                                   policy=policy, user_agent=crawl["user_agent"], accept=ACCEPT,
                                   report=self._done.put,
@@ -307,6 +307,7 @@ class Worker:
             if self._threads_started:
                 return
             self._threads_started = True
+            assert self._thread_args is not None, "run() sets them before any task arrives"
             from crawler.httpclient import Watchdog
 
             watchdog = Watchdog()
