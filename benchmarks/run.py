@@ -472,6 +472,7 @@ class CrawlerSetup:
     local_workers: bool  # the master starts them (one rusage for all) instead of us
     timeout: float
     extra: tuple[str, ...] = ()  # more master flags, e.g. --page-concurrency 8
+    worker_extra: tuple[str, ...] = ()  # more worker flags, e.g. --no-fast-lane
 
 
 def crawler_argv(base_url: str, out: Path, qport: int, setup: CrawlerSetup) -> list[str]:
@@ -482,9 +483,10 @@ def crawler_argv(base_url: str, out: Path, qport: int, setup: CrawlerSetup) -> l
             "--depth", "3", "--max-pages", "100000", *setup.extra]
 
 
-def worker_argv(qport: int, out: Path, threads: int) -> list[str]:
+def worker_argv(qport: int, out: Path, setup: CrawlerSetup) -> list[str]:
     return [sys.executable, "-m", "crawler", "worker", f"127.0.0.1:{qport}", "--out", str(out),
-            "--threads", str(threads), "--quiet", "--connect-wait", "30"]
+            "--threads", str(setup.threads), "--quiet", "--connect-wait", "30",
+            *setup.worker_extra]
 
 
 def run_crawler(base_url: str, run_dir: Path, truth: Sequence[str], setup: CrawlerSetup,
@@ -513,7 +515,7 @@ def run_crawler(base_url: str, run_dir: Path, truth: Sequence[str], setup: Crawl
             if not setup.local_workers:
                 for n in range(setup.workers):
                     name = f"worker-{n + 1}"
-                    procs.append(Measured(name, wrap(name, worker_argv(qport, out, setup.threads)),
+                    procs.append(Measured(name, wrap(name, worker_argv(qport, out, setup)),
                                           cwd=run_dir, env=env, log=run_dir / f"{name}.log"))
             deadline = time.monotonic() + 30
             while (time.monotonic() < deadline and master.poll() is None
@@ -801,7 +803,8 @@ def bench_scale(args: argparse.Namespace, scale: int, tmp: Path) -> dict[str, An
     for folder in (tmp, site_dir, info.root):
         folder.chmod(0o755)  # nginx's workers run as another user when we are root
     setup = CrawlerSetup(args.workers, args.threads, args.host_concurrency, args.local,
-                         args.run_timeout, tuple(shlex.split(args.master_args)))
+                         args.run_timeout, tuple(shlex.split(args.master_args)),
+                         tuple(shlex.split(args.worker_args)))
     crawler_runs: list[RunResult] = []
     wget_runs: list[RunResult] = []
     with serving(info.root, tmp / f"server-x{scale}", use_nginx=not args.python_server,
@@ -810,7 +813,9 @@ def bench_scale(args: argparse.Namespace, scale: int, tmp: Path) -> dict[str, An
         print(f"crawler: master + {args.workers} workers x {args.threads} threads"
               f"{' (local workers: one rusage for all)' if args.local else ''}, "
               f"host concurrency {args.host_concurrency}"
-              f"{' ' + args.master_args if args.master_args else ''}; wget -r -l 3 -np -nH",
+              f"{' ' + args.master_args if args.master_args else ''}"
+              f"{'; workers ' + args.worker_args if args.worker_args else ''}"
+              "; wget -r -l 3 -np -nH",
               flush=True)
         for round_number in range(args.warmup + args.runs):
             warm = round_number < args.warmup
@@ -900,6 +905,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "RSS are then one figure for master and workers together")
     parser.add_argument("--master-args", default="", metavar="FLAGS",
                         help="more flags for crawler master, e.g. '--page-concurrency 8'")
+    parser.add_argument("--worker-args", default="", metavar="FLAGS",
+                        help="more flags for each crawler worker, e.g. "
+                             "--worker-args=--no-fast-lane (not with --local)")
     parser.add_argument("--no-wget", action="store_true", help="run the crawler only")
     parser.add_argument("--python-server", action="store_true",
                         help="serve with Python's ThreadingHTTPServer instead of nginx")
@@ -922,6 +930,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.scales = [int(s) for s in str(args.scales).split(",") if s.strip()]
     if args.runs < 1 or args.workers < 1 or args.threads < 1 or not args.scales:
         parser.error("--runs, --workers, --threads must be at least 1 and --scales not empty")
+    if args.local and args.worker_args:
+        parser.error("--worker-args needs workers the benchmark starts itself: drop --local")
     return args
 
 
