@@ -19,7 +19,7 @@ from crawler.fastlane import FastLane, HandOver, parse_head
 from crawler.httpclient import Watchdog, make_pool
 from crawler.netguard import AddressPolicy
 from crawler.outcome import Attempt
-from crawler.sink import ACCEPT, Limits
+from crawler.sink import ACCEPT, SPILL_AT, ImageSink, Limits
 from crawler.store import Store
 
 from .conftest import SITE, FixtureHandler, FixtureServer, free_port, run_crawler, serve_routes
@@ -503,3 +503,30 @@ def test_parse_head(head: bytes, status: int, headers: dict[str, str]) -> None:
 def test_parse_head_hands_over_what_it_does_not_trust(head: bytes) -> None:
     with pytest.raises(HandOver):
         parse_head(head)
+
+
+def test_a_body_larger_than_memory_holds_goes_through_a_partial_file(
+        server: FixtureServer, lanes: Callable[..., Lane], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past SPILL_AT bytes a body is written as it arrives; both clients store it whole."""
+    big = PNG + bytes(range(256)) * (3 * SPILL_AT // 256)  # a valid PNG head, 3x the limit
+    server.routes["/big.png"] = lambda h: h.send_body(200, big, "image/png")
+    spilled: list[int] = []
+    real_spill = ImageSink._spill
+
+    def counting_spill(sink: ImageSink) -> None:
+        spilled.append(sink.size)
+        real_spill(sink)
+
+    monkeypatch.setattr(ImageSink, "_spill", counting_spill)
+    url = server.url + "/big.png"
+    lane = lanes()
+    by_lane = lane.fetch([url])[url]
+    by_threads = download(make_pool(LOOPBACK, "crawler-test", ACCEPT), url,
+                          Store(tmp_path / "threads"), Limits(), Watchdog())
+    for attempt, root in ((by_lane, lane.store.root), (by_threads, tmp_path / "threads")):
+        assert isinstance(attempt, Attempt) and attempt.ok, attempt
+        assert attempt.bytes == len(big)
+        assert (root / attempt.path).read_bytes() == big
+        assert not [p for p in (root / ".partial").rglob("*") if p.is_file()]
+    assert len(spilled) == 2 and all(size > SPILL_AT for size in spilled)
