@@ -43,7 +43,9 @@ PARTIAL_DIR = ".partial"
 
 PARTIAL_SHARDS = 16
 """Sub-folders of PARTIAL_DIR, picked by thread, so threads rarely share one folder's lock."""
-_CREATE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+# O_BINARY matters on Windows only; O_CLOEXEC exists on POSIX only.
+_CREATE_NEW = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+               | getattr(os, "O_BINARY", 0))
 
 STALE_AFTER = 3600.0
 """Seconds without a write after which any partial file counts as abandoned."""
@@ -273,16 +275,19 @@ class Store:
         """
         partial, fd = self._new_partial()
         try:
-            with memoryview(data) as rest:
-                while rest:
-                    rest = rest[os.write(fd, rest):]
-        except OSError as exc:
-            os.close(fd)
+            try:
+                with memoryview(data) as rest:
+                    while rest:
+                        rest = rest[os.write(fd, rest):]
+            finally:
+                os.close(fd)  # may report a delayed write error (NFS, quotas)
+        except BaseException as exc:
             _remove_quietly(partial)
+            if not isinstance(exc, OSError):
+                raise
             if _disk_full(exc):
                 raise _folder_error(exc, Path(partial), "write", self.root) from exc
             raise StorageError(f"cannot write {partial}: {exc.strerror or exc}") from exc
-        os.close(fd)
         try:
             return self._commit(partial, _relative_text(url, kind), len(data), sha256.lower(),
                                 written=len(data))
@@ -318,10 +323,7 @@ class Store:
             if written is None:
                 written = os.stat(partial).st_size
         except FileNotFoundError as exc:
-            raise StorageError(
-                f"partial file {partial} is gone before it was stored as {final}; "
-                f"did another program clean {self.partial_dir}?"
-            ) from exc
+            raise _partial_gone(partial, final, self.partial_dir) from exc
         if written != size:
             raise ValueError(f"partial file {partial} holds {written} bytes, not {size}")
         skipped = False
@@ -334,7 +336,9 @@ class Store:
                 skipped = True
             else:
                 os.replace(partial, final)  # atomic, and overwrites an older file
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
+            if not os.path.exists(partial):
+                raise _partial_gone(partial, final, self.partial_dir) from exc
             with self._lock:
                 self._folders.discard(folder)  # removed behind our back: make it again
             self._make_folder(folder, final)
@@ -559,6 +563,11 @@ def _stat_or_none(path: str | Path) -> os.stat_result | None:
 def _sha256(path: str | Path) -> str:
     with open(path, "rb") as file:
         return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def _partial_gone(partial: str, final: str, partial_dir: Path) -> StorageError:
+    return StorageError(f"partial file {partial} is gone before it was stored as {final}; "
+                        f"did another program clean {partial_dir}?")
 
 
 def _remove_quietly(path: str | Path) -> None:

@@ -494,6 +494,52 @@ def test_store_bytes_stores_as_open_partial_and_commit_do(tmp_path: Path) -> Non
     assert partials(store) == []
 
 
+def test_store_bytes_when_close_reports_a_delayed_write_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NFS and quota-limited file systems may report a failed write only at close."""
+    store = Store(tmp_path)
+    real_close = os.close
+
+    def close(fd: int) -> None:
+        real_close(fd)
+        raise disk_full(errno.EDQUOT)
+
+    monkeypatch.setattr(os, "close", close)
+    with pytest.raises(StorageError, match="disk full while writing"):
+        store.store_bytes("http://h/a.png", PNG, b"data", hashlib.sha256(b"data").hexdigest())
+    monkeypatch.undo()
+    assert partials(store) == []
+    assert not (tmp_path / "h").exists()
+
+
+def test_store_bytes_interrupted_leaves_nothing(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store(tmp_path)
+
+    def interrupted(fd: int, data: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "write", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.store_bytes("http://h/a.png", PNG, b"data", hashlib.sha256(b"data").hexdigest())
+    monkeypatch.undo()
+    assert partials(store) == []
+
+
+def test_store_bytes_says_when_its_partial_was_removed(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store(tmp_path)
+    real_replace = os.replace
+
+    def cleaned_meanwhile(source: str, target: str) -> None:
+        Path(source).unlink()  # as another program cleaning .partial would
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", cleaned_meanwhile)
+    with pytest.raises(StorageError, match="is gone before it was stored"):
+        store.store_bytes("http://h/a.png", PNG, b"data", hashlib.sha256(b"data").hexdigest())
+
+
 def test_a_removed_shard_is_made_again(tmp_path: Path) -> None:
     store = Store(tmp_path)
     partial, file = store.open_partial()
