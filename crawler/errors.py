@@ -9,6 +9,7 @@
     │   ├── MasterUnreachable    a worker gave up waiting for its master; exit 1
     │   └── AuthenticationFailed the master refused our authkey; exit 1
     ├── StorageError             the output folder cannot be written (permission, disk full); exit 3
+    ├── WorkerFailed             a worker cannot go on (no download threads); exit 1
     └── InvalidURL               a URL that cannot be crawled (not http(s), no host)
 
 Download failures are not exceptions that end the program: each becomes a
@@ -56,6 +57,12 @@ class AuthenticationFailed(QueueError):
 
 class StorageError(CrawlerError):
     exit_code = 3
+
+
+class WorkerFailed(CrawlerError):
+    """A worker had to stop by itself; it handed its URLs back to the master first."""
+
+    exit_code = 1
 
 
 class InvalidURL(CrawlerError, ValueError):

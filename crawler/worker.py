@@ -22,7 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crawler.errors import AuthenticationFailed, MasterUnreachable, StorageError
+from crawler.errors import (
+    AuthenticationFailed,
+    MasterUnreachable,
+    StorageError,
+    WorkerFailed,
+)
 from crawler.fastlane import FastLane
 from crawler.netguard import AddressPolicy
 from crawler.outcome import Attempt
@@ -80,7 +85,9 @@ class Worker:
         self._threads_started = False
         self._threads_lock = threading.Lock()
         self._thread_args: tuple[Store, Limits, AddressPolicy, str] | None = None
+        self._pending_releases: list[str] = []  # URLs to give back, kept across reconnects
         self.stop_reason = ""
+        self.failure = ""  # why the worker gave up by itself: run() raises after handing back
 
     def stop(self, reason: str = "stopping") -> None:
         self.stop_reason = reason
@@ -93,7 +100,8 @@ class Worker:
     def run(self) -> None:
         """Work until the master says the crawl is over, or a stop is asked for.
 
-        Raises :class:`MasterUnreachable` or :class:`AuthenticationFailed`.
+        Raises :class:`MasterUnreachable`, :class:`AuthenticationFailed`, or
+        :class:`WorkerFailed` (after handing its URLs back).
         """
         try:
             crawl = self._connect(first=True)
@@ -134,6 +142,8 @@ class Worker:
             # Partials of workers on this host that died (kill -9) are ours to remove.
             with contextlib.suppress(StorageError):
                 store.clean_partials()
+        if self.failure:
+            raise WorkerFailed(self.failure)
 
     # ----- talking to the master ---------------------------------------------
 
@@ -174,7 +184,7 @@ class Worker:
         # At least once a second, so the master knows who is still listening at the end.
         heartbeat_every = min(1.0, float(crawl["lease_timeout"]) / 4)
         reports = self._pending_reports  # what _hand_back sends if we leave before it goes
-        released: list[str] = []
+        released = self._pending_releases
         last_call = time.monotonic()
         last_answered = True
         while not self._stop.is_set():
@@ -182,7 +192,7 @@ class Worker:
             try:
                 if released:
                     self._board.release(self._id, released)
-                    released = []
+                    released.clear()
                 if reports:
                     self._board.report(self._id, reports)
                     reports.clear()
@@ -248,7 +258,7 @@ class Worker:
     def _hand_back(self, store: Store) -> None:
         """On the way out: report what finished, give back what did not."""
         reports = self._pending_reports
-        released: list[str] = []
+        released = self._pending_releases
         self._collect(reports, released, wait=0.0)
         while True:  # tasks still waiting in the local queue were never started
             try:
@@ -302,27 +312,32 @@ class Worker:
 
         Only when something needs them: a crawl of plain-HTTP images never
         does, and then the worker spares itself importing requests and urllib3.
+        If they cannot start, the worker stops: its URLs go back to the master.
         """
         with self._threads_lock:
             if self._threads_started:
                 return
-            self._threads_started = True
+            self._threads_started = True  # one try: tasks queued meanwhile are handed back
             assert self._thread_args is not None, "run() sets them before any task arrives"
-            from crawler.httpclient import Watchdog
+            try:
+                from crawler.download import download
+                from crawler.httpclient import Watchdog, make_pool
 
-            watchdog = Watchdog()
-            self._threads = [
-                threading.Thread(target=self._download_loop, name=f"download-{n}", daemon=True,
-                                 args=(*self._thread_args, watchdog))
-                for n in range(self._options.threads)]
-            for thread in self._threads:
-                thread.start()
+                watchdog = Watchdog()
+                for n in range(self._options.threads):
+                    thread = threading.Thread(
+                        target=self._download_loop, name=f"download-{n}", daemon=True,
+                        args=(*self._thread_args, watchdog, download, make_pool))
+                    thread.start()
+                    self._threads.append(thread)
+            except Exception as exc:  # no threads (a process limit), or a broken install
+                log.exception("cannot start the download threads")
+                self.failure = f"cannot start the download threads: {exc}"
+                self._stop.set()  # leave now: _hand_back gives every held URL back
 
     def _download_loop(self, store: Store, limits: Limits, policy: AddressPolicy,
-                       user_agent: str, watchdog: Watchdog) -> None:
-        from crawler.download import download
-        from crawler.httpclient import make_pool
-
+                       user_agent: str, watchdog: Watchdog, download: Callable[..., Attempt],
+                       make_pool: Callable[..., Any]) -> None:
         pool = make_pool(policy, user_agent, ACCEPT)
         try:
             while True:

@@ -15,14 +15,28 @@ import pytest
 
 from crawler.demosite import png
 from crawler.download import download
+from crawler.errors import WorkerFailed
 from crawler.fastlane import FastLane, HandOver, parse_head
 from crawler.httpclient import Watchdog, make_pool
 from crawler.netguard import AddressPolicy
 from crawler.outcome import Attempt
 from crawler.sink import ACCEPT, SPILL_AT, ImageSink, Limits
 from crawler.store import Store
+from crawler.transport import MasterClient
+from crawler.worker import Worker, WorkerOptions
 
-from .conftest import SITE, FixtureHandler, FixtureServer, free_port, run_crawler, serve_routes
+from .conftest import (
+    SITE,
+    FixtureHandler,
+    FixtureServer,
+    finish,
+    free_port,
+    manifest_lines,
+    run_crawler,
+    serve_routes,
+    start_crawler,
+    wait_for_queue_address,
+)
 
 PNG = png(40, 30, 7)
 LOOPBACK = AddressPolicy(frozenset({"public", "loopback"}))
@@ -530,3 +544,42 @@ def test_a_body_larger_than_memory_holds_goes_through_a_partial_file(
         assert (root / attempt.path).read_bytes() == big
         assert not [p for p in (root / ".partial").rglob("*") if p.is_file()]
     assert len(spilled) == 2 and all(size > SPILL_AT for size in spilled)
+
+
+def test_a_worker_whose_download_threads_cannot_start_hands_its_urls_back(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A redirect needs the urllib3 threads; when they cannot start, nothing is lost."""
+    import crawler.httpclient
+
+    site = make_server()
+    page = b'<html><body><img src="/moved.png"><img src="/images/blue.png"></body></html>'
+    site.routes["/"] = lambda h: h.send_body(200, page, "text/html")
+    site.routes["/moved.png"] = lambda h: h.send_body(302, b"", "text/plain",
+                                                      {"Location": "/icons/star.gif"})
+    out = tmp_path / "out"
+    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+                           cwd=tmp_path)
+    try:
+        address = wait_for_queue_address(master)
+        host, port = address.rsplit(":", 1)
+
+        def no_threads_here(*args: object) -> None:
+            raise RuntimeError("can't start new thread")
+
+        worker = Worker(MasterClient((host, int(port)), authkey.encode()),
+                        WorkerOptions(out_dir=out, threads=2, connect_wait=10))
+        with monkeypatch.context() as patch, pytest.raises(
+                WorkerFailed, match="cannot start the download threads"):
+            patch.setattr(crawler.httpclient, "Watchdog", no_threads_here)
+            worker.run()
+        healthy = run_crawler("worker", address, "--out", str(out), cwd=tmp_path, timeout=60)
+        assert healthy.returncode == 0, healthy.stderr
+        stderr = finish(master, timeout=60)
+    finally:
+        if master.poll() is None:
+            master.kill()
+    assert master.returncode == 0, stderr
+    entries = {e["url"]: e for e in manifest_lines(out)}
+    assert entries[site.url + "/moved.png"]["status"] == "success"
+    assert entries[site.url + "/images/blue.png"]["status"] == "success"
