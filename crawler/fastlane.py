@@ -298,11 +298,7 @@ class FastLane:
             conn.reused = True
             self._begin(conn, request)
             return
-        addresses = self._cached_addresses(request.key)
-        if addresses is None:
-            self._park(request)
-        else:
-            self._open(request, addresses)
+        self._start_fresh(request)
 
     # ----- addresses and connections -------------------------------------------------
 
@@ -621,6 +617,7 @@ class FastLane:
         return HandOver()
 
     def _start_fresh(self, request: _Request) -> None:
+        """Start ``request`` on a new connection, once its host's address is known."""
         addresses = self._cached_addresses(request.key)
         if addresses is None:
             self._park(request)
