@@ -270,3 +270,29 @@ def slow_start(server: FixtureServer, seconds: float = 1.0) -> None:
             inner(handler)
 
     server.routes["/"] = route
+
+
+def crawl_with_two_workers(server: FixtureServer, tmp_path: Path, *flags: str,
+                           threads: int = 4) -> str:
+    """A master with ``flags`` and two worker processes into ``tmp_path/out``, all ending 0.
+
+    Returns the master's stderr.
+    """
+    out = tmp_path / "out"
+    slow_start(server)
+    master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), *flags, cwd=tmp_path)
+    workers = []
+    try:
+        address = wait_for_queue_address(master)
+        workers = [start_crawler("worker", address, "--out", str(out), "--threads",
+                                 str(threads), cwd=tmp_path) for _ in range(2)]
+        err = finish(master, 120)
+        assert master.returncode == 0, err
+        for worker in workers:
+            _, worker_err = worker.communicate(timeout=30)
+            assert worker.returncode == 0, worker_err
+    finally:
+        for process in (master, *workers):
+            stop(process)
+    return err

@@ -11,11 +11,11 @@ from pathlib import Path
 
 from .conftest import (
     FixtureServer,
+    crawl_with_two_workers,
     crawler_command,
     finish,
     run_crawler,
     site_images,
-    slow_start,
     start_crawler,
     wait_for_queue_address,
 )
@@ -99,22 +99,7 @@ def check_results(master_out: Path, base: str,
 def test_master_and_two_worker_processes(site: FixtureServer, tmp_path: Path,
                                          authkey: str) -> None:
     out = tmp_path / "out"
-    slow_start(site)
-    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
-                           cwd=tmp_path)
-    try:
-        address = wait_for_queue_address(master)
-        workers = [start_crawler("worker", address, "--out", str(out), "--threads", "3",
-                                 cwd=tmp_path) for _ in range(2)]
-        master_err = finish(master, 120)
-        assert master.returncode == 0, master_err
-        for worker in workers:
-            _, err = worker.communicate(timeout=30)
-            assert worker.returncode == 0, err
-    finally:
-        for process in [master, *locals().get("workers", [])]:
-            if process.poll() is None:
-                process.kill()
+    master_err = crawl_with_two_workers(site, tmp_path, threads=3)
     manifest = check_results(out, site.url)
     assert len({entry["worker"] for entry in manifest if entry["worker"]}) >= 1
     assert "/private/secret.html" not in site.paths()

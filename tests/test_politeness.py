@@ -13,38 +13,14 @@ from crawler.demosite import build_site, png
 from .conftest import (
     FixtureHandler,
     FixtureServer,
-    finish,
+    crawl_with_two_workers,
     manifest_lines,
     serve_routes,
-    slow_start,
-    start_crawler,
-    stop,
-    wait_for_queue_address,
 )
 
 
 def image_times(server: FixtureServer, images: set[str]) -> list[float]:
     return sorted(hit.at for hit in server.hits if hit.path in images)
-
-
-def crawl_with_two_workers(server: FixtureServer, tmp_path: Path, *flags: str) -> str:
-    out = tmp_path / "out"
-    slow_start(server)
-    master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
-                           str(out), *flags, cwd=tmp_path)
-    workers = []
-    try:
-        address = wait_for_queue_address(master)
-        workers = [start_crawler("worker", address, "--out", str(out), "--threads", "4",
-                                 cwd=tmp_path) for _ in range(2)]
-        err = finish(master, 120)
-        assert master.returncode == 0, err
-        for worker in workers:
-            assert worker.wait(timeout=30) == 0
-    finally:
-        for process in (master, *workers):
-            stop(process)
-    return err
 
 
 def test_host_delay_spaces_requests_from_two_workers(
