@@ -87,9 +87,15 @@ class BoardPolicy:
 
 
 class TaskBoard:
-    def __init__(self, policy: BoardPolicy, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, policy: BoardPolicy, clock: Callable[[], float] = time.monotonic,
+                 wake: Callable[[], None] = lambda: None) -> None:
+        """``wake`` is called (under the board's lock, so it must be quick) when the
+        crawl loop should look now rather than at its next tick: the last unfinished
+        URL settled, or a worker said goodbye.
+        """
         self.policy = policy
         self._clock = clock
+        self._wake = wake
         self._cond = threading.Condition()
         self._items: dict[str, _Item] = {}
         self._lanes: dict[str, _Lane] = {}
@@ -285,6 +291,7 @@ class TaskBoard:
             record = self._workers.get(worker)
             if record is not None:
                 record.gone = True
+            self._wake()
 
     # ----- the classic tutorial worker's side --------------------------------
 
@@ -440,4 +447,6 @@ class TaskBoard:
     def _finish(self, item: _Item, attempt: Attempt, worker: str | None) -> None:
         self._set_state(item, DONE)
         self._unfinished -= 1
+        if self._unfinished == 0:
+            self._wake()
         self._settled.append(Settled(attempt, item.page, worker, max(item.attempts, 1)))

@@ -10,6 +10,7 @@ visit and every image URL has a final result; then the board announces it.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import logging
 import os
@@ -20,7 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,10 @@ class Master:
         self._reporter = reporter
         self._announce = announce
         self._stop = threading.Event()
+        # Set when the crawl loop has news: a page finished, the last URL settled, a
+        # worker left, a stop was asked for. Waiting on it instead of sleeping a tick
+        # ends a crawl as soon as its last result is in.
+        self._wake = threading.Event()
         self._snapshot = Snapshot()
         self._reasons: collections.Counter[str] = collections.Counter()
         self._failing_hosts: collections.Counter[str] = collections.Counter()
@@ -115,7 +120,7 @@ class Master:
             lease_timeout=settings.queue.lease_timeout, max_attempts=dl.max_attempts,
             backoff_base=dl.backoff_base, backoff_max=dl.backoff_max,
             host_delay=pol.host_delay, host_concurrency=pol.host_concurrency,
-            batch_size=settings.queue.batch_size))
+            batch_size=settings.queue.batch_size), wake=self._wake.set)
         self._started = time.monotonic()
         self._workers: list[subprocess.Popen[bytes]] = []
         self._page_ready: dict[str, float] = {}  # host -> when its next page may be fetched
@@ -123,6 +128,7 @@ class Master:
     def stop(self) -> None:
         """Ask the crawl to stop (Ctrl-C, SIGTERM): state is saved, workers are told."""
         self._stop.set()
+        self._wake.set()
 
     @property
     def stopping(self) -> bool:
@@ -202,13 +208,9 @@ class Master:
         try:
             while not self._stop.is_set():
                 self._submit(frontier, running, pool, session, robots, watchdog)
-                if running:
-                    finished, _ = wait(list(running), timeout=LOOP_TICK,
-                                       return_when=FIRST_COMPLETED)
-                else:
-                    finished = set()
-                    time.sleep(LOOP_TICK)
-                for future in finished:
+                self._wake.wait(LOOP_TICK)
+                self._wake.clear()  # before looking, so news from now on wakes the next wait
+                for future in [f for f in running if f.done()]:
                     running.discard(future)
                     self._visited(future.result(), frontier, seen_pages, journal, robots)
                 self._collect(journal, files)
@@ -258,7 +260,12 @@ class Master:
             delay = max(self._settings.politeness.host_delay, robots.known_delay(url) or 0.0)
             if delay:
                 self._page_ready[host] = now + delay
-            running.add(pool.submit(self._visit, url, depth, session, robots, watchdog))
+            future = pool.submit(self._visit, url, depth, session, robots, watchdog)
+            future.add_done_callback(self._wake_up)
+            running.add(future)
+
+    def _wake_up(self, _future: Future[_Visit]) -> None:
+        self._wake.set()
 
     def _visit(self, url: str, depth: int, session: Any, robots: Robots,
                watchdog: Watchdog) -> _Visit:
@@ -430,7 +437,12 @@ class Master:
                          if not w["gone"] and w["last_contact_s"] < WORKER_SILENCE]
             if not alive and not listening:
                 break
-            time.sleep(LOOP_TICK)
+            if listening:
+                self._wake.wait(LOOP_TICK)  # a goodbye wakes it
+                self._wake.clear()
+            else:  # every worker said goodbye: the local processes are on their way out
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    alive[0].wait(timeout=LOOP_TICK)
         for process in self._workers:
             if process.poll() is None:
                 process.terminate()

@@ -149,6 +149,26 @@ def test_closed_board_tells_workers_and_classic_get_times_out() -> None:
         b.classic_get(timeout=0.01)
 
 
+def test_the_crawl_loop_is_woken_when_the_last_url_settles_and_when_a_worker_leaves() -> None:
+    wakes: list[int] = []
+    clock = Clock()
+    b = TaskBoard(BoardPolicy(backoff_base=1.0), clock=clock,
+                  wake=lambda: wakes.append(b.unfinished()))
+    b.add("http://h/a.png", "h", None)
+    b.add("http://h/b.png", "h", None)
+    b.lease("w", 2, 0)
+    b.report("w", [Attempt(url="http://h/a.png", ok=False, reason="timed out",
+                           transient=True).to_wire()])
+    b.report("w", [ok("http://h/b.png")])
+    assert wakes == [], "a retry due and a URL left: nothing to look at yet"
+    clock.now += 2  # the retry's backoff is over
+    assert b.lease("w", 1, 0)["tasks"] == [("http://h/a.png", 2)]
+    b.report("w", [ok("http://h/a.png")])
+    assert wakes == [0]
+    b.goodbye("w")
+    assert wakes == [0, 0]
+
+
 def test_classic_results_are_parsed() -> None:
     b = board(Clock())
     b.add("http://h/a.png", "h", None)
