@@ -1,7 +1,5 @@
 """``python -m crawler``."""
 
-import sys
+from crawler.cli import run
 
-from crawler.cli import main
-
-sys.exit(main())
+run()

@@ -10,6 +10,7 @@ master, after saving its state).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from crawler import __version__
 from crawler.authkey import Authkey, check_for_bind, load_authkey
@@ -139,6 +140,21 @@ def build_parser() -> argparse.ArgumentParser:
                      "failures with their reasons. Opens from disk, no server needed.")
     report.add_argument("output_dir", type=Path, metavar="OUTPUT_DIR")
     return parser
+
+
+def run() -> NoReturn:
+    """The ``crawler`` command: ``main``, then an exit that skips the interpreter's teardown.
+
+    By the time ``main`` returns, every file is closed and every result recorded;
+    what is left is freeing the crawl's objects one by one, which took a master
+    30 ms of CPU after a 5,000-image crawl, and joining idle threads.
+    """
+    code = main()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe has nothing to flush to
+            stream.flush()
+    os._exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

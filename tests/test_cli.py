@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sysconfig
 import time
 from pathlib import Path
 
@@ -32,6 +34,21 @@ def test_top_level_help_lists_the_commands() -> None:
     assert result.returncode == 0
     for command in ("master", "worker", "demo", "status", "report"):
         assert command in result.stdout
+
+
+def test_the_installed_crawler_command_keeps_exit_status_and_output(tmp_path: Path) -> None:
+    """The ``crawler`` script ends with a fast exit: what was printed must still arrive."""
+    script = Path(sysconfig.get_path("scripts")) / "crawler"
+    assert script.is_file(), f"{script} is missing: install the project (pip install -e .)"
+    (tmp_path / "manifest.jsonl").touch()
+    wrote = subprocess.run([str(script), "report", str(tmp_path)], capture_output=True,
+                           text=True, timeout=60, check=False)
+    assert wrote.returncode == 0, wrote.stderr
+    assert wrote.stdout == f"wrote {tmp_path}/index.html\n"
+    refused = subprocess.run([str(script), "master", "ftp://example.test/"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 2
+    assert error_line(refused).startswith("crawler: error:")
 
 
 def error_line(result: object) -> str:
