@@ -78,6 +78,27 @@ class DownloadSettings:
     max_height: int = field(default=0, metadata=_NON_NEGATIVE)
 
 
+@dataclass(frozen=True)
+class Limits:
+    """The download settings that bound each image, as the master sends them to workers.
+
+    The defaults are the settings' own, so there is one catalogue of them.
+    """
+
+    connect_timeout: float = DownloadSettings.connect_timeout
+    read_timeout: float = DownloadSettings.read_timeout
+    deadline: float = DownloadSettings.deadline
+    max_bytes: int = DownloadSettings.max_bytes
+    min_width: int = DownloadSettings.min_width
+    min_height: int = DownloadSettings.min_height
+    max_width: int = DownloadSettings.max_width
+    max_height: int = DownloadSettings.max_height
+
+    @classmethod
+    def from_settings(cls, download: DownloadSettings) -> Limits:
+        return cls(**{f.name: getattr(download, f.name) for f in dataclasses.fields(cls)})
+
+
 def _valid_bind(value: str) -> bool:
     try:
         parse_address(value)

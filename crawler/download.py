@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import urllib3
 
+from crawler.config import Limits
 from crawler.errors import StorageError
 from crawler.httpclient import Watchdog
 from crawler.netguard import BlockedAddress
@@ -21,7 +22,6 @@ from crawler.outcome import Attempt
 from crawler.sink import (
     Abandoned,
     ImageSink,
-    Limits,
     failure,
     status_failure,
     too_large,

@@ -33,13 +33,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from crawler.config import Limits
 from crawler.errors import StorageError
 from crawler.netguard import AddressPolicy, BlockedAddress
 from crawler.outcome import Attempt
 from crawler.sink import (
     Abandoned,
     ImageSink,
-    Limits,
     failure,
     status_failure,
     too_large,

@@ -28,7 +28,7 @@ from typing import Any
 
 from crawler.authkey import ENV_VAR, Authkey, is_loopback
 from crawler.board import BoardPolicy, TaskBoard
-from crawler.config import Settings
+from crawler.config import Limits, Settings
 from crawler.errors import StorageError
 from crawler.extract import Extraction, extract
 from crawler.httpclient import Watchdog, make_session
@@ -40,7 +40,6 @@ from crawler.progress import Reporter, Snapshot
 from crawler.results import ResultFiles
 from crawler.robots import Robots
 from crawler.scope import Scope
-from crawler.sink import Limits
 from crawler.transport import QueueServer
 from crawler.urls import host_key, host_key_of_normalized
 
@@ -139,8 +138,7 @@ class Master:
     def describe(self, full: bool = False) -> dict[str, Any]:
         dl = self._settings.download
         info: dict[str, Any] = {
-            # Limits takes its fields from the download settings of the same names.
-            "limits": {f.name: getattr(dl, f.name) for f in dataclasses.fields(Limits)},
+            "limits": dataclasses.asdict(Limits.from_settings(dl)),
             "policy": self._policy.to_wire(),
             "user_agent": self._settings.crawl.user_agent,
             "lease_timeout": self._settings.queue.lease_timeout,

@@ -11,10 +11,10 @@ import contextlib
 import email.utils
 import hashlib
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from crawler.config import Limits
 from crawler.errors import StorageError
 from crawler.imagetype import SNIFF_BYTES, ImageType, dimensions, sniff
 from crawler.outcome import Attempt
@@ -24,18 +24,6 @@ SPILL_AT = 1024 * 1024  # bodies up to this size are written in one call
 SNIFF_AFTER = 4096  # enough leading bytes to tell every format apart, SVG's prologue included
 PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 405, 406, 410, 414, 451})
 ACCEPT = "image/*,*/*;q=0.5"  # the Accept header of every image request
-
-
-@dataclass(frozen=True)
-class Limits:
-    connect_timeout: float = 5.0
-    read_timeout: float = 30.0
-    deadline: float = 120.0
-    max_bytes: int = 50_000_000
-    min_width: int = 0
-    min_height: int = 0
-    max_width: int = 0
-    max_height: int = 0
 
 
 class Abandoned(Exception):

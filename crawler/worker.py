@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from crawler.config import Limits
 from crawler.errors import (
     AuthenticationFailed,
     MasterUnreachable,
@@ -31,7 +32,7 @@ from crawler.errors import (
 from crawler.fastlane import FastLane
 from crawler.netguard import AddressPolicy
 from crawler.outcome import Attempt
-from crawler.sink import ACCEPT, Limits
+from crawler.sink import ACCEPT
 from crawler.store import Store
 from crawler.transport import MasterClient
 

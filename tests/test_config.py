@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from crawler.config import Settings, load_settings, parse_address
+from crawler.config import Limits, Settings, load_settings, parse_address
 from crawler.errors import ConfigError
 
 ROOT = Path(__file__).parent.parent
@@ -84,3 +84,11 @@ def test_parse_address(text: str, expected: tuple[str, int]) -> None:
 def test_parse_address_refuses_garbage(text: str) -> None:
     with pytest.raises(ValueError):
         parse_address(text)
+
+
+def test_limits_are_the_download_settings_a_worker_applies(tmp_path: Path) -> None:
+    assert Limits() == Limits.from_settings(Settings().download)
+    settings_file = tmp_path / "settings.toml"
+    settings_file.write_text("[download]\nmax_bytes = 1000\nmin_width = 8\nmax_attempts = 5\n")
+    limits = Limits.from_settings(load_settings(settings_file).download)
+    assert (limits.max_bytes, limits.min_width, limits.deadline) == (1000, 8, 120.0)

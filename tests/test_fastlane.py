@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from crawler.config import Limits
 from crawler.demosite import png
 from crawler.download import download
 from crawler.errors import WorkerFailed
@@ -20,7 +21,7 @@ from crawler.fastlane import FastLane, HandOver, parse_head
 from crawler.httpclient import Watchdog, make_pool
 from crawler.netguard import AddressPolicy
 from crawler.outcome import Attempt
-from crawler.sink import ACCEPT, SPILL_AT, ImageSink, Limits
+from crawler.sink import ACCEPT, SPILL_AT, ImageSink
 from crawler.store import Store
 from crawler.transport import MasterClient
 from crawler.worker import Worker, WorkerOptions
