@@ -48,6 +48,7 @@ class _Stopped(Exception):
 LINK_ERRORS = (OSError, EOFError)  # how a lost master shows itself on a proxy call
 SYNC_EVERY = 2.0  # seconds between flushes of stored images to disk
 IDLE_ASK_EVERY = 0.1  # seconds between asks for work that found none, while busy
+FAST_RECONNECT_FOR = 2.0  # seconds of retrying every 10-20 ms before backing off
 
 
 @dataclass
@@ -151,8 +152,9 @@ class Worker:
     def _connect(self, first: bool) -> dict[str, Any]:
         """Connect (again), waiting for the master up to ``connect_wait`` seconds."""
         host, port = self._client.address
-        give_up = time.monotonic() + self._options.connect_wait
-        delay = 0.02  # a master starting up listens within a fraction of a second
+        started = time.monotonic()
+        give_up = started + self._options.connect_wait
+        delay = 0.02
         announced = False
         while True:
             try:
@@ -178,7 +180,10 @@ class Worker:
                 # Jitter: after a master restart every worker reconnects at once.
                 time.sleep(min(delay, max(0.0, give_up - time.monotonic())) *
                            random.uniform(0.5, 1.0))
-                delay = min(delay * 2, 2.0)
+                # A master starting with its workers listens within a fraction of a
+                # second: ask often at first, then back off for one that is down.
+                if time.monotonic() - started > FAST_RECONNECT_FOR:
+                    delay = min(delay * 2, 2.0)
 
     def _coordinate(self, crawl: dict[str, Any]) -> None:
         capacity = self._options.threads + max(2, self._options.threads // 2)  # a small prefetch
