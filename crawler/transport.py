@@ -197,6 +197,22 @@ class BoardView:
     def report(self, worker: str, reports: list[dict[str, Any]]) -> None:
         self._board.report(worker, reports)
 
+    def exchange(self, worker: str, reports: list[dict[str, Any]], released: list[str],
+                 max_items: int, wait: float) -> dict[str, Any]:
+        """A busy worker's one round trip: ``release``, ``report``, then ``lease``.
+
+        With ``max_items`` 0 nothing is leased: the call renews the worker's leases
+        and says whether the crawl goes on, as ``heartbeat`` does. Each round trip
+        costs the master more than the work in it, so this halves its cost per URL.
+        """
+        if released:
+            self._board.release(worker, released)
+        if reports:
+            self._board.report(worker, reports)
+        if max_items > 0:
+            return self.lease(worker, max_items, wait)
+        return {"closed": not self._board.heartbeat(worker), "tasks": []}
+
     def heartbeat(self, worker: str) -> bool:
         return self._board.heartbeat(worker)
 

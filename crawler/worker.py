@@ -195,43 +195,45 @@ class Worker:
         last_answered = True
         while not self._stop.is_set():
             self._collect(reports, released, wait=0.02 if self._held else 0.0)
+            want = capacity - len(self._held)
+            # While busy, ask for more at once when the last ask was answered, and
+            # only now and then when it was not: a hundred busy workers polling an
+            # empty queue every few milliseconds would keep the master's server busy.
+            quiet = time.monotonic() - last_call < IDLE_ASK_EVERY and not last_answered
+            ask = want if want > 0 and not (self._held and quiet) else 0
+            if not (ask or reports or released or
+                    time.monotonic() - last_call > heartbeat_every):
+                continue
             try:
-                if released:
-                    self._board.release(self._id, released)
-                    released.clear()
-                if reports:
-                    self._board.report(self._id, reports)
-                    reports.clear()
-                    last_call = time.monotonic()
-                want = capacity - len(self._held)
-                # While busy, ask for more at once when the last ask was answered, and
-                # only now and then when it was not: a hundred busy workers polling an
-                # empty queue every few milliseconds would keep the master's server busy.
-                quiet = time.monotonic() - last_call < IDLE_ASK_EVERY and not last_answered
-                if want > 0 and not (self._held and quiet):
-                    answer = self._board.lease(self._id, want, 0.0 if self._held else 1.0)
-                    last_call = time.monotonic()
-                    last_answered = bool(answer["tasks"])
-                    if answer["closed"]:
-                        return  # the crawl is over (or stopped): hand back and leave
-                    if answer["tasks"]:
-                        log.debug("leased %d URLs", len(answer["tasks"]))
-                    lane, for_lane = self._lane, []
-                    for url, attempt in answer["tasks"]:
-                        self._held.add(url)
-                        if lane is not None and lane.takes(url):
-                            for_lane.append((url, attempt))
-                        else:
-                            self._to_threads((url, attempt))
-                    if lane is not None and for_lane:
-                        lane.submit(for_lane)
-                elif time.monotonic() - last_call > heartbeat_every:
-                    if not self._board.heartbeat(self._id):
-                        return
-                    last_call = time.monotonic()
+                # Reports, hand-backs and the next ask travel in one round trip.
+                answer = self._board.exchange(self._id, reports, released, ask,
+                                              0.0 if self._held else 1.0)
             except LINK_ERRORS as exc:
                 log.warning("lost the master (%s); reconnecting", exc.__class__.__name__)
                 self._connect(first=False)
+                continue  # what was to go is still in reports and released
+            reports.clear()
+            released.clear()
+            last_call = time.monotonic()
+            if answer["closed"]:
+                return  # the crawl is over (or stopped): hand back and leave
+            if ask:
+                last_answered = bool(answer["tasks"])
+                self._take(answer["tasks"])
+
+    def _take(self, tasks: list[tuple[str, int]]) -> None:
+        """Start leased URLs: plain http on the fast lane, the rest on the download threads."""
+        if tasks:
+            log.debug("leased %d URLs", len(tasks))
+        lane, for_lane = self._lane, []
+        for url, attempt in tasks:
+            self._held.add(url)
+            if lane is not None and lane.takes(url):
+                for_lane.append((url, attempt))
+            else:
+                self._to_threads((url, attempt))
+        if lane is not None and for_lane:
+            lane.submit(for_lane)
 
     def _collect(self, reports: list[dict[str, Any]], released: list[str], wait: float) -> None:
         """Move finished downloads from the lane and the threads into the next report."""
