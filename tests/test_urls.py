@@ -15,7 +15,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from crawler.errors import InvalidURL
-from crawler.urls import host_key, host_key_of_normalized, is_http_url, normalize
+from crawler.urls import (
+    _normalize_in_full,
+    host_key,
+    host_key_of_normalized,
+    is_http_url,
+    normalize,
+)
 
 # --- examples, one rule each ---------------------------------------------------
 
@@ -385,3 +391,40 @@ def test_host_key_of_a_normalized_url_needs_no_second_normalisation(
         parts: dict[str, object]) -> None:
     url = str(parts["url"])
     assert host_key_of_normalized(normalize(url)) == host_key(url)
+
+
+# Canonical URLs, half of them with one piece of trouble inserted anywhere: what must
+# send a URL the long way (an escape, a dot segment, a default port, upper case...).
+_CANONICAL_PATH_CHARS = "Aaz09-._~!$&'()*+,;=:@"
+_TROUBLE = ["/.", "/..", ".", "%41", "%2e", "#", "#f", " ", "[", "]", "é", "\\", "%", ":80",
+            ":443", ":0", ":00080", ":65536", "A", "//", "?", "@", "\t", "HTTP"]
+
+
+@st.composite
+def near_canonical_urls(draw: st.DrawFn) -> str:
+    host = draw(st.from_regex(r"[a-z0-9][a-z0-9.\-]{0,9}", fullmatch=True))
+    port = draw(st.sampled_from(["", ":8080", ":1", ":65535"]))
+    segments = draw(st.lists(st.text(alphabet=_CANONICAL_PATH_CHARS, max_size=6), min_size=1,
+                             max_size=4))
+    query = draw(st.sampled_from(["", "?", "?a=1&b=/x?y"]))
+    url = f"{draw(st.sampled_from(['http', 'https']))}://{host}{port}"
+    url += "".join("/" + segment for segment in segments) + query
+    if draw(st.booleans()):
+        where = draw(st.integers(0, len(url)))
+        url = url[:where] + draw(st.sampled_from(_TROUBLE)) + url[where:]
+    return url
+
+
+@settings(max_examples=800, deadline=None)
+@given(near_canonical_urls())
+@example("http://a:80/x")
+@example("https://a.b/./x")
+@example("http://h:8080/a?b=/./c")
+def test_the_canonical_shortcut_agrees_with_full_normalisation(url: str) -> None:
+    try:
+        expected = _normalize_in_full(url)
+    except InvalidURL:
+        with pytest.raises(InvalidURL):
+            normalize(url)
+        return
+    assert normalize(url) == expected
