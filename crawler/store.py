@@ -22,9 +22,9 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 from urllib.parse import unquote
@@ -80,11 +80,18 @@ def relative_path(url: str, kind: ImageType) -> PurePosixPath:
 def _relative_text(url: str, kind: ImageType) -> str:
     """``relative_path`` as a string: the store's hot path avoids pathlib's parsing."""
     authority, path, query = _split(url)
-    segments = [segment for segment in path.split("/") if segment]
-    last = None if path.endswith("/") or not segments else segments.pop()
-    folders = [_folder_name(_decode(segment)) for segment in segments]
-    name = _file_name(None if last is None else _decode(last), query, kind)
-    return _bounded(_host_name(authority), folders, name)
+    folder_path, _, last = path.rpartition("/")
+    host, folders = _place(authority, folder_path)
+    name = _file_name(_decode(last) if last else None, query, kind)
+    return _bounded(host, folders, name)
+
+
+@lru_cache(maxsize=1024)
+def _place(authority: str, folder_path: str) -> tuple[str, tuple[str, ...]]:
+    """The host folder and the folders below it: shared by every image of a folder."""
+    folders = tuple(_folder_name(_decode(segment)) for segment in folder_path.split("/")
+                    if segment)
+    return _host_name(authority), folders
 
 
 def _split(url: str) -> tuple[str, str, str | None]:
@@ -171,7 +178,7 @@ def _fit(prefix: str, keep: str = "") -> str:
     return prefix.encode()[:budget].decode("utf-8", errors="ignore") + tag + keep
 
 
-def _bounded(host: str, folders: list[str], name: str) -> str:
+def _bounded(host: str, folders: Sequence[str], name: str) -> str:
     """The path, with the folders that do not fit in MAX_PATH_BYTES folded into one."""
     joined = "/".join([host, *folders, name])
     if len(joined.encode()) <= MAX_PATH_BYTES:
