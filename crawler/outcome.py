@@ -101,8 +101,7 @@ class Outcome:
     @cached_property
     def _json(self) -> str:
         # Serialised once: the journal and manifest.jsonl both take it.
-        return json.dumps({name: getattr(self, name) for name in _OUTCOME_FIELDS},
-                          ensure_ascii=False, separators=(",", ":"))
+        return _ENCODER.encode({name: getattr(self, name) for name in _OUTCOME_FIELDS})
 
     @classmethod
     def from_json(cls, text: str) -> Outcome:
@@ -111,3 +110,5 @@ class Outcome:
 
 _ATTEMPT_FIELDS = frozenset(f.name for f in dataclasses.fields(Attempt))
 _OUTCOME_FIELDS = tuple(f.name for f in dataclasses.fields(Outcome))
+# One encoder for every outcome: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
