@@ -285,10 +285,15 @@ class Worker:
             if released:
                 self._board.release(self._id, released)
                 log.info("handed %d unfinished URLs back to the master", len(released))
-            self._board.goodbye(self._id)
         except LINK_ERRORS:
-            log.warning("could not hand %d URLs back: the master is gone; "
-                        "its leases will expire and put them back", len(released))
+            log.warning("could not report %d results and hand %d URLs back: the master is "
+                        "gone; its leases will expire and put them back",
+                        len(reports), len(released))
+            return
+        # A master whose crawl is over may exit as soon as it has our goodbye, before
+        # answering it: nothing is lost then, so that is no error.
+        with contextlib.suppress(*LINK_ERRORS):
+            self._board.goodbye(self._id)
 
     # ----- downloading ---------------------------------------------------------
 

@@ -274,7 +274,8 @@ def slow_start(server: FixtureServer, seconds: float = 1.0) -> None:
 
 def crawl_with_two_workers(server: FixtureServer, tmp_path: Path, *flags: str,
                            threads: int = 4) -> str:
-    """A master with ``flags`` and two worker processes into ``tmp_path/out``, all ending 0.
+    """A master with ``flags`` and two worker processes into ``tmp_path/out``, all ending 0,
+    the workers without a warning.
 
     Returns the master's stderr.
     """
@@ -292,6 +293,7 @@ def crawl_with_two_workers(server: FixtureServer, tmp_path: Path, *flags: str,
         for worker in workers:
             _, worker_err = worker.communicate(timeout=30)
             assert worker.returncode == 0, worker_err
+            assert "WARNING" not in worker_err and "ERROR" not in worker_err, worker_err
     finally:
         for process in (master, *workers):
             stop(process)

@@ -289,3 +289,40 @@ def test_a_second_ctrl_c_stops_the_master_without_waiting(
     assert master.returncode == 130, err
     assert time.monotonic() - started < 5, err
     assert "interrupted" in err
+
+
+# A master that ends the moment a worker says goodbye, before answering it: what a
+# master does when that goodbye was the last news of a finished crawl.
+_MASTER_GONE_AT_GOODBYE = """
+import dataclasses, os, sys, time
+from crawler.board import BoardPolicy, TaskBoard
+from crawler.config import Limits
+from crawler.netguard import AddressPolicy
+from crawler.transport import QueueServer
+
+board = TaskBoard(BoardPolicy(), wake=lambda: os._exit(0) if board.closed else None)
+hello = {"limits": dataclasses.asdict(Limits()), "lease_timeout": 60.0, "user_agent": "t",
+         "policy": AddressPolicy.from_seeds(["http://127.0.0.1/"]).to_wire()}
+server = QueueServer(board, ("127.0.0.1", 0), os.environb[b"CRAWLER_AUTHKEY"],
+                     lambda full=False: hello).start()
+print("queue on 127.0.0.1:%d" % server.address[1], file=sys.stderr, flush=True)
+while not board.workers():
+    time.sleep(0.01)
+board.close()
+time.sleep(30)
+"""
+
+
+def test_a_master_gone_right_after_the_goodbye_is_no_warning(tmp_path: Path,
+                                                             authkey: str) -> None:
+    master = subprocess.Popen([sys.executable, "-c", _MASTER_GONE_AT_GOODBYE],
+                              stderr=subprocess.PIPE)
+    try:
+        address = wait_for_queue_address(master)
+        worker = start_crawler("worker", address, "--out", str(tmp_path / "out"), cwd=tmp_path)
+        _, err = worker.communicate(timeout=60)
+        assert master.wait(timeout=10) == 0, "the master did not end at the goodbye"
+    finally:
+        stop(master)
+    assert worker.returncode == 0, err
+    assert "WARNING" not in err, err
