@@ -836,8 +836,9 @@ def bench_scale(args: argparse.Namespace, scale: int, tmp: Path) -> dict[str, An
                     (wget_runs if not warm else []).append(result)
                 print(("  warm-up " if warm else f"  round {round_number - args.warmup + 1}")
                       + "\n" + describe_run(result), flush=True)
-                if not args.keep:
-                    shutil.rmtree(run_dir / "out", ignore_errors=True)
+                # Outputs stay until the end: on ext4 (here with "discard"), deleting
+                # thousands of files made the next few thousand creations cost 300 us
+                # of kernel time each instead of 20, whichever tool ran next.
         if args.profile and scale == args.scales[0]:
             profile(args, server, info, tmp, setup)
     print(f"\nresults, site x{scale} ({len(info.pages)} pages, {len(info.ground_truth)} images, "
