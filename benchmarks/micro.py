@@ -1,6 +1,7 @@
-"""Micro-benchmarks of the crawler's three inner costs: the queue, extraction, board memory.
+"""Micro-benchmarks of the crawler's inner costs: the queue, extraction, board memory, report.
 
-    python benchmarks/micro.py [all|queue|extract|memory] [--urls 20000 --seconds 10 --runs 3]
+    python benchmarks/micro.py [all|queue|extract|memory|report] [--urls 20000 --seconds 10
+                                                                  --runs 3]
 
 * queue: a :class:`crawler.transport.QueueServer` on a :class:`crawler.board.TaskBoard`
   in this process (127.0.0.1, an OS-chosen port); a client in another process
@@ -13,6 +14,8 @@
 * memory: in a fresh process, the RSS (VmRSS) growth from adding 100,000 image
   URLs of about 80 characters to a TaskBoard with ``board.add(url, host, page)``,
   as the master does; prints bytes per URL against a 1 KiB target.
+* report: :func:`crawler.report.write_report` on a manifest of 100,000 lines
+  (one in ten a failure, 20 real image files), in a temporary folder.
 """
 
 from __future__ import annotations
@@ -237,6 +240,43 @@ def bench_memory(count: int = MEMORY_URLS) -> list[str]:
             f"tick), board.reap() {1000 * r['timings']['reap']:.1f} ms (every 0.5 s)"]
 
 
+# ----- (d) the HTML report ------------------------------------------------------------------
+
+
+REPORT_LINES = 100_000
+
+
+def bench_report(lines: int = REPORT_LINES) -> list[str]:
+    import tempfile
+
+    from crawler.demosite import png
+    from crawler.outcome import Outcome
+    from crawler.report import write_report
+
+    body = png(8, 8, 3)
+    with tempfile.TemporaryDirectory(prefix="crawler-micro-") as folder:
+        out = Path(folder)
+        (out / "h").mkdir()
+        for n in range(20):
+            (out / "h" / f"{n}.png").write_bytes(body)
+        with (out / "manifest.jsonl").open("w", encoding="utf-8") as manifest:
+            for n in range(lines):
+                failed = n % 10 == 9
+                outcome = Outcome(
+                    url=f"http://h/{n}.png", status="failure" if failed else "success",
+                    reason="HTTP 404" if failed else "", page=f"http://h/p{n // 50}",
+                    worker="w", path=None if failed else f"h/{n}.png",
+                    bytes=None if failed else len(body), sha256=None, content_type=None,
+                    attempts=1, elapsed_s=0.01)
+                manifest.write(outcome.to_json() + "\n")
+        started = time.perf_counter()
+        index = write_report(out)
+        elapsed = time.perf_counter() - started
+        size = index.stat().st_size
+    return [f"report: write_report on a manifest of {lines} lines: {elapsed:.2f} s "
+            f"({lines / elapsed:,.0f} lines/s), index.html {size / 1e6:.1f} MB"]
+
+
 # ----- the command --------------------------------------------------------------------------
 
 
@@ -251,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("which", nargs="?", default="all",
-                        choices=("all", "queue", "extract", "memory"))
+                        choices=("all", "queue", "extract", "memory", "report"))
     parser.add_argument("--urls", type=int, default=20_000, help="queue: URLs per run")
     parser.add_argument("--seconds", type=float, default=10.0,
                         help="queue: longest run; extract: longest timed loop (at most 2 s)")
@@ -263,6 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "queue": lambda: bench_queue(args.runs, args.urls, args.seconds),
         "extract": lambda: bench_extract(args.seconds),
         "memory": lambda: bench_memory(args.memory_urls),
+        "report": bench_report,
     }
     for name, bench in benches.items():
         if args.which in ("all", name):

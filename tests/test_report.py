@@ -6,7 +6,6 @@ import hashlib
 import json
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
@@ -285,7 +284,7 @@ def test_unwritable_report_is_a_storage_error_and_leaves_no_partial(tmp_path: Pa
 # --------------------------------------------------------------------------- scale
 
 
-def test_a_hundred_thousand_lines_report_in_a_few_seconds(tmp_path: Path) -> None:
+def test_a_hundred_thousand_lines_make_one_report(tmp_path: Path) -> None:
     body = png(8, 8, 3)
     for n in range(20):
         store(tmp_path, f"h/{n}.png", body)
@@ -296,10 +295,7 @@ def test_a_hundred_thousand_lines_report_in_a_few_seconds(tmp_path: Path) -> Non
             else:
                 line = success(f"http://h/{n}.png", f"http://h/p{n // 50}", f"h/{n}.png", body)
             manifest.write(json.dumps(line) + "\n")
-    started = time.perf_counter()
-    index = write_report(tmp_path)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 10, f"{elapsed:.1f} s"  # about 1 s here; generous for slow CI machines
+    index = write_report(tmp_path)  # its speed: benchmarks/micro.py report
     # Counted in the text: parsing 40 MB of HTML would take longer than writing it.
     html = index.read_text(encoding="utf-8")
     head = BeautifulSoup(html[:html.index("<main>")], "html.parser")
