@@ -26,6 +26,7 @@ from bs4.exceptions import ParserRejectedMarkup
 from lxml import etree
 
 from crawler.errors import InvalidURL
+from crawler.imagetype import IMAGE_EXTENSIONS  # one list: what the store also names files by
 from crawler.urls import normalize
 
 __all__ = [
@@ -44,8 +45,6 @@ SOURCES: frozenset[str] = frozenset(
     {"img", "srcset", "picture", "lazy", "css", "meta", "link", "input", "svg", "anchor"})
 DEFAULT_LAZY_ATTRIBUTES: tuple[str, ...] = (
     "data-src", "data-srcset", "data-original", "data-lazy-src", "data-lazy")
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {"jpg", "jpeg", "jpe", "png", "gif", "webp", "avif", "bmp", "tif", "tiff", "ico", "svg"})
 # Longer references are left out: no server accepts them (most stop at 8 KiB),
 # and resolving megabyte-long junk attributes would only cost time.
 MAX_URL_LENGTH = 16 * 1024
