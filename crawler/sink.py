@@ -103,7 +103,7 @@ class ImageSink:
             stored = self._store.commit(partial, self._url, kind, self.size,
                                         self._hasher.hexdigest())
         width, height = size_wh if size_wh else (None, None)
-        return Attempt(url=self._url, ok=True, path=stored.relative.as_posix(), bytes=self.size,
+        return Attempt(url=self._url, ok=True, path=stored.relative_text, bytes=self.size,
                        sha256=stored.sha256, content_type=content_type or kind.mime,
                        width=width, height=height, elapsed_s=time.monotonic() - self._started,
                        skipped=stored.skipped)

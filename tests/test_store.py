@@ -471,8 +471,9 @@ def test_commit_moves_the_partial_to_its_final_name(tmp_path: Path) -> None:
     digest = hashlib.sha256(data).hexdigest()
     stored = store.commit(partial, "http://example.com/img/a.png", PNG, len(data), digest)
     assert stored == StoredFile(
-        final, PurePosixPath("example.com/img/a.png"), len(data), digest, skipped=False
+        str(final), "example.com/img/a.png", len(data), digest, skipped=False
     )
+    assert (stored.path, stored.relative) == (final, PurePosixPath("example.com/img/a.png"))
     assert final.read_bytes() == data
     assert final.stat().st_ino == inode  # renamed, not copied
     assert not partial.exists()
