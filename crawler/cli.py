@@ -3,14 +3,14 @@
 Exit status: 0 the command did its job (a crawl that completed, even with
 some failed images); 1 a runtime failure (master unreachable, authkey
 refused); 2 bad usage or settings; 3 the output folder cannot be written;
-4 the queue port cannot be bound; 130 interrupted (Ctrl-C or SIGTERM on the
-master, after saving its state).
+4 the queue port cannot be bound; 120 what the command printed could not be
+written (a full disk, a closed pipe); 130 interrupted (Ctrl-C or SIGTERM on
+the master, after saving its state).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -36,6 +36,7 @@ from crawler.urls import normalize
 log = logging.getLogger("crawler")
 
 EXIT_INTERRUPTED = 130
+EXIT_OUTPUT_LOST = 120  # what Python exits with when it cannot flush stdout
 
 # Flags that override one setting each: (flag, settings key, type, metavar, help).
 SETTING_FLAGS: dict[str, list[tuple[str, str, Any, str, str]]] = {
@@ -152,8 +153,14 @@ def run() -> NoReturn:
     code = main()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed pipe has nothing to flush to
+        try:
             stream.flush()
+        except ValueError:
+            pass  # closed by the command itself: nothing left to write
+        except OSError:
+            # Output lost (a full disk, a closed pipe): say so by the status, as
+            # Python's own exit does, and keep a more specific one.
+            code = code or EXIT_OUTPUT_LOST
     os._exit(code)
 
 

@@ -49,6 +49,14 @@ def test_the_installed_crawler_command_keeps_exit_status_and_output(tmp_path: Pa
                              capture_output=True, text=True, timeout=60, check=False)
     assert refused.returncode == 2
     assert error_line(refused).startswith("crawler: error:")
+    # Output that cannot be written is not a success. Unbuffered output would fail
+    # inside the command already: this is about what is left to flush at the exit.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    with Path("/dev/full").open("w") as full:  # every write: "No space left on device"
+        lost = subprocess.run([str(script), "report", str(tmp_path)], stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=60, env=env,
+                              check=False)
+    assert lost.returncode == 120, lost.stderr
 
 
 def error_line(result: object) -> str:
