@@ -48,7 +48,7 @@ class _Stopped(Exception):
 LINK_ERRORS = (OSError, EOFError)  # how a lost master shows itself on a proxy call
 SYNC_EVERY = 2.0  # seconds between flushes of stored images to disk
 IDLE_ASK_EVERY = 0.1  # seconds between asks for work that found none, while busy
-FAST_RECONNECT_FOR = 2.0  # seconds of retrying every 10-20 ms before backing off
+FAST_RECONNECT_FOR = 2.0  # seconds a starting worker retries every 10-20 ms
 
 
 @dataclass
@@ -181,8 +181,9 @@ class Worker:
                 time.sleep(min(delay, max(0.0, give_up - time.monotonic())) *
                            random.uniform(0.5, 1.0))
                 # A master starting with its workers listens within a fraction of a
-                # second: ask often at first, then back off for one that is down.
-                if time.monotonic() - started > FAST_RECONNECT_FOR:
+                # second: ask often at first, then back off for one that is down. Not
+                # on a reconnect, when every worker of the cluster asks at once.
+                if not first or time.monotonic() - started > FAST_RECONNECT_FOR:
                     delay = min(delay * 2, 2.0)
 
     def _coordinate(self, crawl: dict[str, Any]) -> None:
