@@ -81,9 +81,15 @@ def _relative_text(url: str, kind: ImageType) -> str:
     """``relative_path`` as a string: the store's hot path avoids pathlib's parsing."""
     authority, path, query = _split(url)
     folder_path, _, last = path.rpartition("/")
-    host, folders = _place(authority, folder_path)
+    if len(authority) + len(folder_path) <= _CACHED_PLACE_CHARS:
+        host, folders = _place(authority, folder_path)
+    else:  # a rare long one would only crowd the cache (and weigh up to 16 KiB)
+        host, folders = _place.__wrapped__(authority, folder_path)
     name = _file_name(_decode(last) if last else None, query, kind)
     return _bounded(host, folders, name)
+
+
+_CACHED_PLACE_CHARS = 512
 
 
 @lru_cache(maxsize=1024)
