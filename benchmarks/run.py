@@ -836,11 +836,14 @@ def bench_scale(args: argparse.Namespace, scale: int, tmp: Path) -> dict[str, An
                     (wget_runs if not warm else []).append(result)
                 print(("  warm-up " if warm else f"  round {round_number - args.warmup + 1}")
                       + "\n" + describe_run(result), flush=True)
-                # Outputs stay until the end: on ext4 (here with "discard"), deleting
-                # thousands of files made the next few thousand creations cost 300 us
-                # of kernel time each instead of 20, whichever tool ran next.
+                # Outputs stay until the scale is done: on ext4 (here with "discard"),
+                # deleting thousands of files made the next few thousand creations
+                # cost 300 us of kernel time each instead of 20, whichever tool ran next.
         if args.profile and scale == args.scales[0]:
             profile(args, server, info, tmp, setup)
+    if not args.keep:  # a tmpfs holds them in memory: not every scale's at once
+        for run_dir in tmp.glob(f"x{scale}-r*"):
+            shutil.rmtree(run_dir / "out", ignore_errors=True)
     print(f"\nresults, site x{scale} ({len(info.pages)} pages, {len(info.ground_truth)} images, "
           f"{info.total_bytes / 1e6:.1f} MB), server {server.kind}:")
     print(table(crawler_runs, wget_runs, args.workers))
