@@ -63,6 +63,7 @@ class WorkerRecord:
     bytes: int = 0
     held: set[str] = field(default_factory=set)
     gone: bool = False
+    last_exchange: int = 0  # the number of its last exchange applied: a retry is not again
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ class TaskBoard:
         self.expired = 0
         self.duplicates = 0
         self.unknown = 0
+        self.reclaimed = 0  # leases a worker did not know it had, put back (lost answers)
 
     # ----- the master's side -------------------------------------------------
 
@@ -209,6 +211,7 @@ class TaskBoard:
                     "delayed": states[DELAYED], "done": states[DONE],
                     "retries": self.retries, "expired": self.expired,
                     "duplicates": self.duplicates, "unknown": self.unknown,
+                    "reclaimed": self.reclaimed,
                     "workers": sum(1 for w in self._workers.values() if not w.gone)}
 
     def workers(self) -> list[dict[str, Any]]:
@@ -285,6 +288,35 @@ class TaskBoard:
                     self._set_state(item, QUEUED)
                     self._enqueue(url, item.host, front=True)
             self._cond.notify_all()
+
+    def exchange(self, worker: str, number: int, reports: Iterable[dict[str, Any]],
+                 released: Iterable[str], max_items: int, wait: float,
+                 holding: Iterable[str] | None = None) -> dict[str, Any]:
+        """A worker's one round trip: ``release``, ``report``, then ``lease`` (or, for
+        ``max_items`` 0, ``heartbeat``), with two guarantees the separate calls lack.
+
+        Applied once: a worker that lost the answer sends the same ``number`` and
+        payload again, and only the lease part is done again. Leases reconciled:
+        ``holding`` (every URL the worker still has to say something about) puts
+        back any URL leased to it that it never received, as when the answer that
+        carried it was lost; without that, heartbeats would renew such a lease
+        forever and the crawl would never end.
+        """
+        with self._cond:
+            record = self._touch(worker)
+            if record is None or record.last_exchange != number:
+                if record is not None:
+                    record.last_exchange = number
+                self.release(worker, released)
+                self.report(worker, reports)
+            if record is not None and holding is not None:
+                kept = frozenset(holding)
+                unknown = [url for url in record.held if url not in kept]
+                self.release(worker, unknown)  # never received, so never tried
+                self.reclaimed += len(unknown)
+        if max_items > 0:
+            return self.lease(worker, max_items, wait)
+        return {"closed": not self.heartbeat(worker), "tasks": []}
 
     def goodbye(self, worker: str) -> None:
         with self._cond:

@@ -142,6 +142,7 @@ class Master:
             "policy": self._policy.to_wire(),
             "user_agent": self._settings.crawl.user_agent,
             "lease_timeout": self._settings.queue.lease_timeout,
+            "exchange": True,  # this master has BoardView.exchange; earlier ones did not
         }
         if full:
             info.update(seeds=list(self._options.seeds),

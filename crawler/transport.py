@@ -197,21 +197,17 @@ class BoardView:
     def report(self, worker: str, reports: list[dict[str, Any]]) -> None:
         self._board.report(worker, reports)
 
-    def exchange(self, worker: str, reports: list[dict[str, Any]], released: list[str],
-                 max_items: int, wait: float) -> dict[str, Any]:
-        """A busy worker's one round trip: ``release``, ``report``, then ``lease``.
+    def exchange(self, worker: str, number: int, reports: list[dict[str, Any]],
+                 released: list[str], max_items: int, wait: float,
+                 holding: list[str] | None = None) -> dict[str, Any]:
+        """A busy worker's one round trip, applied once: see ``TaskBoard.exchange``.
 
-        With ``max_items`` 0 nothing is leased: the call renews the worker's leases
-        and says whether the crawl goes on, as ``heartbeat`` does. Each round trip
-        costs the master more than the work in it, so this halves its cost per URL.
+        Each round trip costs the master more than the work in it, so one call
+        instead of three halves its cost per URL. Workers learn from ``hello``'s
+        answer ("exchange": true) that this master has it.
         """
-        if released:
-            self._board.release(worker, released)
-        if reports:
-            self._board.report(worker, reports)
-        if max_items > 0:
-            return self.lease(worker, max_items, wait)
-        return {"closed": not self._board.heartbeat(worker), "tasks": []}
+        return self._board.exchange(worker, number, reports, released, max_items,
+                                    min(wait, CALL_DEADLINE / 2), holding)
 
     def heartbeat(self, worker: str) -> bool:
         return self._board.heartbeat(worker)

@@ -13,6 +13,7 @@ import logging
 import os
 import queue
 import random
+import secrets
 import signal
 import socket
 import threading
@@ -49,6 +50,7 @@ LINK_ERRORS = (OSError, EOFError)  # how a lost master shows itself on a proxy c
 SYNC_EVERY = 2.0  # seconds between flushes of stored images to disk
 IDLE_ASK_EVERY = 0.1  # seconds between asks for work that found none, while busy
 FAST_RECONNECT_FOR = 2.0  # seconds a starting worker retries every 10-20 ms
+HOLDING_EVERY = 1.0  # seconds between telling the master which URLs we hold
 
 
 @dataclass
@@ -88,6 +90,13 @@ class Worker:
         self._threads_lock = threading.Lock()
         self._thread_args: tuple[Store, Limits, AddressPolicy, str] | None = None
         self._pending_releases: list[str] = []  # URLs to give back, kept across reconnects
+        # The number of our last exchange with the master. Random, so that a worker
+        # that gets the pid (and so the id) of an earlier one does not repeat its numbers.
+        self._number = secrets.randbits(48)
+        # How many of the pending reports and releases an unanswered exchange carried:
+        # sent again unchanged, under the same number, after a reconnect.
+        self._outstanding: tuple[int, int] | None = None
+        self._can_exchange = False  # the master has BoardView.exchange (it says in hello)
         self.stop_reason = ""
         self.failure = ""  # why the worker gave up by itself: run() raises after handing back
 
@@ -160,9 +169,11 @@ class Worker:
             try:
                 self._board = self._client.connect()
                 log.debug("connected to the master at %s:%s as %s", host, port, self._id)
-                return self._board.hello(self._id, {"host": socket.gethostname(),
-                                                    "pid": os.getpid(),
-                                                    "threads": self._options.threads})
+                crawl: dict[str, Any] = self._board.hello(
+                    self._id, {"host": socket.gethostname(), "pid": os.getpid(),
+                               "threads": self._options.threads})
+                self._can_exchange = bool(crawl.get("exchange"))
+                return crawl
             except AuthenticationFailed:
                 raise
             except LINK_ERRORS as exc:
@@ -194,6 +205,7 @@ class Worker:
         released = self._pending_releases
         last_call = time.monotonic()
         last_answered = True
+        last_holding = 0.0  # when we last told the master what we hold
         while not self._stop.is_set():
             self._collect(reports, released, wait=0.02 if self._held else 0.0)
             want = capacity - len(self._held)
@@ -202,25 +214,66 @@ class Worker:
             # empty queue every few milliseconds would keep the master's server busy.
             quiet = time.monotonic() - last_call < IDLE_ASK_EVERY and not last_answered
             ask = want if want > 0 and not (self._held and quiet) else 0
-            if not (ask or reports or released or
-                    time.monotonic() - last_call > heartbeat_every):
+            if not (ask or reports or released or self._outstanding is not None
+                    or time.monotonic() - last_call > heartbeat_every):
                 continue
+            now = time.monotonic()
+            holding = now - last_holding >= HOLDING_EVERY
             try:
                 # Reports, hand-backs and the next ask travel in one round trip.
-                answer = self._board.exchange(self._id, reports, released, ask,
-                                              0.0 if self._held else 1.0)
+                answer = self._exchange(ask, 0.0 if self._held else 1.0, holding)
             except LINK_ERRORS as exc:
                 log.warning("lost the master (%s); reconnecting", exc.__class__.__name__)
                 self._connect(first=False)
-                continue  # what was to go is still in reports and released
-            reports.clear()
-            released.clear()
+                last_holding = 0.0  # a lost answer may have leased us URLs we never saw
+                continue
+            if holding:
+                last_holding = now
             last_call = time.monotonic()
             if answer["closed"]:
                 return  # the crawl is over (or stopped): hand back and leave
             if ask:
                 last_answered = bool(answer["tasks"])
                 self._take(answer["tasks"])
+
+    def _exchange(self, ask: int, wait: float, holding: bool) -> dict[str, Any]:
+        """Send the pending reports and releases, and ask for ``ask`` URLs, in one call.
+
+        The master applies an exchange once: one whose answer was lost goes again
+        unchanged, under the same number. Its part of the pending lists is where it
+        was, since they only grow at their end. With ``holding``, the call also says
+        every URL we still have to speak of, so that the master puts back any lease
+        we never received.
+        """
+        reports, released = self._pending_reports, self._pending_releases
+        if self._outstanding is None:
+            self._number += 1
+            self._outstanding = (len(reports), len(released))
+        n_reports, n_released = self._outstanding
+        if self._can_exchange:
+            held = (sorted(self._held.union(released, (r["url"] for r in reports)))
+                    if holding else None)
+            answer: dict[str, Any] = self._board.exchange(
+                self._id, self._number, reports[:n_reports], released[:n_released], ask, wait,
+                held)
+        else:
+            answer = self._separately(reports[:n_reports], released[:n_released], ask, wait)
+        del reports[:n_reports]
+        del released[:n_released]
+        self._outstanding = None
+        return answer
+
+    def _separately(self, reports: list[dict[str, Any]], released: list[str], ask: int,
+                    wait: float) -> dict[str, Any]:
+        """An exchange with a master of an earlier version: up to three calls."""
+        if released:
+            self._board.release(self._id, released)
+        if reports:
+            self._board.report(self._id, reports)
+        if ask:
+            answer: dict[str, Any] = self._board.lease(self._id, ask, wait)
+            return answer
+        return {"closed": not self._board.heartbeat(self._id), "tasks": []}
 
     def _take(self, tasks: list[tuple[str, int]]) -> None:
         """Start leased URLs: plain http on the fast lane, the rest on the download threads."""
@@ -279,13 +332,15 @@ class Worker:
         released.extend(self._held - set(released))
         if self._board is None:
             return
+        handing_back = len(released)
         try:
             if reports:
                 store.flush_to_disk()
-                self._board.report(self._id, reports)
-            if released:
-                self._board.release(self._id, released)
-                log.info("handed %d unfinished URLs back to the master", len(released))
+            for _ in range(2):  # an unanswered exchange first, if any; then the rest
+                if reports or released or self._outstanding is not None:
+                    self._exchange(0, 0.0, holding=False)
+            if handing_back:
+                log.info("handed %d unfinished URLs back to the master", handing_back)
         except LINK_ERRORS:
             log.warning("could not report %d results and hand %d URLs back: the master is "
                         "gone; its leases will expire and put them back",

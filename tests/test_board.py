@@ -169,6 +169,43 @@ def test_the_crawl_loop_is_woken_when_the_last_url_settles_and_when_a_worker_lea
     assert wakes == [0, 0]
 
 
+def test_an_exchange_sent_again_after_a_lost_answer_is_applied_once() -> None:
+    # backoff 0 and 2 attempts: a timeout counted twice would end the URL as failed.
+    b = board(Clock(), backoff_base=0.0, max_attempts=2)
+    b.add("http://h/a.png", "h", None)
+    assert b.exchange("w", 1, [], [], 1, 0)["tasks"] == [("http://h/a.png", 1)]
+    timeout = Attempt(url="http://h/a.png", ok=False, reason="timed out",
+                      transient=True).to_wire()
+    lost = b.exchange("w", 2, [timeout], [], 1, 0)  # the worker never sees this answer
+    assert lost["tasks"] == [("http://h/a.png", 2)]
+    again = b.exchange("w", 2, [timeout], [], 1, 0, holding=[])
+    # Applied once: still the second attempt, leased again, nothing settled.
+    assert again["tasks"] == [("http://h/a.png", 2)]
+    assert b.drain() == [] and b.retries == 1 and b.duplicates == 0
+    b.exchange("w", 3, [ok("http://h/a.png")], [], 0, 0)
+    [settled] = b.drain()
+    assert settled.attempt.ok and settled.attempts == 2
+    assert b.workers()[0]["done"] == 1
+
+
+def test_a_lease_whose_answer_was_lost_goes_back_when_the_worker_says_what_it_holds() -> None:
+    clock = Clock()
+    b = board(clock)
+    for name in ("a", "b", "c"):
+        b.add(f"http://h/{name}.png", "h", None)
+    b.exchange("w", 1, [], [], 1, 0)  # a: received
+    b.exchange("w", 2, [], [], 2, 0)  # b and c: the answer was lost
+    for _ in range(3):  # heartbeats alone would keep b and c leased forever
+        clock.now += 20
+        b.exchange("w", 3, [], [], 0, 0)
+        assert b.reap() == 0
+    assert b.counts()["in_flight"] == 3
+    b.exchange("w", 4, [], [], 0, 0, holding=["http://h/a.png"])
+    assert b.counts()["in_flight"] == 1 and b.counts()["reclaimed"] == 2
+    # Back at the front of the queue, their attempt not counted: they were never tried.
+    assert sorted(b.lease("v", 5, 0)["tasks"]) == [("http://h/b.png", 1), ("http://h/c.png", 1)]
+
+
 def test_classic_results_are_parsed() -> None:
     b = board(Clock())
     b.add("http://h/a.png", "h", None)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import os
+import pickle
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -326,3 +331,152 @@ def test_a_master_gone_right_after_the_goodbye_is_no_warning(tmp_path: Path,
         stop(master)
     assert worker.returncode == 0, err
     assert "WARNING" not in err, err
+
+
+class _LosesOneAnswer:
+    """A TCP relay to the master that loses the answer to one exchange.
+
+    It forwards the first exchange that carries reports and asks for URLs, then
+    drops the master's answer and closes both sides: the master has applied the
+    call (recorded the reports, leased URLs), the worker has seen nothing.
+    """
+
+    def __init__(self, master: tuple[str, int]) -> None:
+        self.master = master
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.dropped = 0
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.master, timeout=30)
+            drop = threading.Event()
+            threading.Thread(target=self._requests, args=(client, server, drop),
+                             daemon=True).start()
+            threading.Thread(target=self._answers, args=(server, client, drop),
+                             daemon=True).start()
+
+    def _requests(self, client: socket.socket, server: socket.socket,
+                  drop: threading.Event) -> None:
+        with contextlib.suppress(OSError, EOFError):
+            while True:
+                header = _read_exactly(client, 4)
+                payload = _read_exactly(client, struct.unpack("!i", header)[0])
+                if b"exchange" in payload and self._take_this(payload):
+                    drop.set()
+                    server.sendall(header + payload)
+                    time.sleep(0.3)  # the master applies it; its answer goes nowhere
+                    break
+                server.sendall(header + payload)
+        for sock in (client, server):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _take_this(self, payload: bytes) -> bool:
+        _, method, args, _ = pickle.loads(payload)  # noqa: S301 - our own worker's call
+        _worker, _number, reports, _released, ask, *_ = args
+        with self._lock:
+            if method != "exchange" or self.dropped or not reports or not ask:
+                return False
+            self.dropped += 1
+            return True
+
+    def _answers(self, server: socket.socket, client: socket.socket,
+                 drop: threading.Event) -> None:
+        with contextlib.suppress(OSError):
+            while data := server.recv(65536):
+                if not drop.is_set():
+                    client.sendall(data)
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return data
+
+
+def test_an_answer_lost_on_the_way_loses_nothing_and_stalls_nothing(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    server = make_server()
+    site = setup_site(server, image_delay=0.02)
+    out = tmp_path / "out"
+    master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), cwd=tmp_path)
+    worker = None
+    try:
+        host, port = wait_for_queue_address(master).rsplit(":", 1)
+        relay = _LosesOneAnswer((host, int(port)))
+        worker = start_crawler("worker", relay.address, "--out", str(out), "--threads", "4",
+                               cwd=tmp_path)
+        # Leases lost with the answer would be renewed by every heartbeat (60 s
+        # leases) and never end the crawl, unless the worker says what it holds.
+        err = finish(master, 90)
+        assert master.returncode == 0, err
+        _, worker_err = worker.communicate(timeout=30)
+        assert worker.returncode == 0, worker_err
+    finally:
+        stop(master)
+        if worker is not None:
+            stop(worker)
+    assert relay.dropped == 1
+    assert "reconnecting" in worker_err
+    check_complete(out, server.url, site)
+    # Reports sent twice count once, and a URL leased in the lost answer was never tried.
+    assert {e["attempts"] for e in manifest_lines(out)} == {1}
+
+
+# A master of an earlier version: its board has no exchange, and hello does not offer it.
+_MASTER_WITHOUT_EXCHANGE = """
+import dataclasses, os, sys, time
+from crawler.board import BoardPolicy, TaskBoard
+from crawler.config import Limits
+from crawler.netguard import AddressPolicy
+from crawler.transport import BoardView, QueueServer
+
+del BoardView.exchange
+board = TaskBoard(BoardPolicy())
+for url in sys.argv[1:]:
+    board.add(url, "h", None)
+hello = {"limits": dataclasses.asdict(Limits()), "lease_timeout": 60.0, "user_agent": "t",
+         "policy": AddressPolicy.from_seeds(sys.argv[1:]).to_wire()}
+server = QueueServer(board, ("127.0.0.1", 0), os.environb[b"CRAWLER_AUTHKEY"],
+                     lambda full=False: hello).start()
+print("queue on 127.0.0.1:%d" % server.address[1], file=sys.stderr, flush=True)
+settled = []
+deadline = time.monotonic() + 60
+while len(settled) < len(sys.argv) - 1 and time.monotonic() < deadline:
+    settled += board.drain()
+    time.sleep(0.02)
+board.close()
+while any(not w["gone"] for w in board.workers()) and time.monotonic() < deadline:
+    time.sleep(0.02)
+for s in sorted(settled, key=lambda s: s.attempt.url):
+    print(s.attempt.url, s.attempt.ok, s.attempts, flush=True)
+"""
+
+
+def test_a_worker_works_with_a_master_without_exchange(site: FixtureServer, tmp_path: Path,
+                                                       authkey: str) -> None:
+    urls = [f"{site.url}/images/red.png", f"{site.url}/images/blue.png"]
+    master = subprocess.Popen([sys.executable, "-c", _MASTER_WITHOUT_EXCHANGE, *urls],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        address = wait_for_queue_address(master)
+        worker = start_crawler("worker", address, "--out", str(tmp_path / "out"), cwd=tmp_path)
+        _, worker_err = worker.communicate(timeout=60)
+        out, _ = master.communicate(timeout=60)
+    finally:
+        stop(master)
+    assert worker.returncode == 0, worker_err
+    assert "WARNING" not in worker_err and "Traceback" not in worker_err, worker_err
+    assert out.decode().split("\n")[:2] == [f"{urls[1]} True 1", f"{urls[0]} True 1"]

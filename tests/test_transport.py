@@ -86,19 +86,19 @@ def test_one_exchange_releases_reports_and_leases() -> None:
     for n in range(4):
         board.add(f"http://h/{n}.png", "h", None)
     proxy = MasterClient(server.address, key).connect()
-    first = proxy.exchange("w1", [], [], 2, 0.0)
+    first = proxy.exchange("w1", 1, [], [], 2, 0.0)
     assert [url for url, _ in first["tasks"]] == ["http://h/0.png", "http://h/1.png"]
     # 0 finished, 1 handed back: the next ask gets 1 again, then 2.
-    second = proxy.exchange("w1", [Attempt(url="http://h/0.png", ok=True, bytes=1).to_wire()],
+    second = proxy.exchange("w1", 2, [Attempt(url="http://h/0.png", ok=True, bytes=1).to_wire()],
                             ["http://h/1.png"], 2, 0.0)
     assert second == {"closed": False, "tasks": [("http://h/1.png", 1), ("http://h/2.png", 1)]}
     [settled] = board.drain()
     assert settled.attempt.url == "http://h/0.png" and settled.worker == "w1"
     # Asking for nothing renews the leases and tells whether the crawl goes on.
-    assert proxy.exchange("w1", [], [], 0, 0.0) == {"closed": False, "tasks": []}
+    assert proxy.exchange("w1", 3, [], [], 0, 0.0) == {"closed": False, "tasks": []}
     board.close()
-    assert proxy.exchange("w1", [], [], 0, 0.0) == {"closed": True, "tasks": []}
-    assert proxy.exchange("w1", [], [], 5, 1.0) == {"closed": True, "tasks": []}
+    assert proxy.exchange("w1", 4, [], [], 0, 0.0) == {"closed": True, "tasks": []}
+    assert proxy.exchange("w1", 5, [], [], 5, 1.0) == {"closed": True, "tasks": []}
 
 
 def test_wrong_authkey_is_refused_and_the_server_goes_on() -> None:
