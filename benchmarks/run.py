@@ -128,7 +128,7 @@ class Usage:
     sys_s: float
     maxrss_kb: int
     ru_maxrss_kb: int = 0
-    children_maxrss_kb: int = 0  # largest VmHWM seen among its children (local workers)
+    children_maxrss_kb: int = 0  # largest VmHWM among its children (page parser, local workers)
 
     @property
     def cpu_s(self) -> float:
@@ -511,7 +511,7 @@ def run_crawler(base_url: str, run_dir: Path, truth: Sequence[str], setup: Crawl
             qport = free_port()
             master = Measured("master", wrap("master", crawler_argv(base_url, out, qport, setup)),
                               cwd=run_dir, env=env, log=run_dir / "master.log",
-                              watch_children=setup.local_workers)
+                              watch_children=True)  # its page parser (and local workers)
             procs = [master]
             if not setup.local_workers:
                 for n in range(setup.workers):
@@ -755,6 +755,9 @@ def table(crawler: Sequence[RunResult], wget: Sequence[RunResult], workers: int)
                   lambda r: r.rss_mb("wget")))
     specs.append((f"peak RSS worker, max of {workers} (MB)", ".1f",
                   lambda r: r.rss_mb("worker"), None))
+    specs.append(("peak RSS master's children (MB)", ".1f",
+                  lambda r: max((u.children_maxrss_kb / KB for u in r.procs
+                                 if u.name == "master"), default=0.0), None))
     both("server CPU s", ".2f", lambda r: r.server_cpu_s)
     for label, fmt, left, right in specs:
         rows.append(row(label, med(crawler, left, fmt) if left else "-",

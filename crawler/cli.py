@@ -226,6 +226,7 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
                local_workers: int, worker_threads: int | None, dry_run: bool,
                quiet: bool) -> int:
     from crawler.master import Master, MasterOptions
+    from crawler.parsing import PageParser
 
     bind = _address(settings.queue.bind)
     check_for_bind(authkey, bind[0])
@@ -233,7 +234,9 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
                             local_workers=local_workers,
                             worker_threads=worker_threads or settings.worker.threads,
                             worker_fast_lane=settings.worker.fast_lane, dry_run=dry_run)
-    master = Master(settings, options, authkey, make_reporter(quiet or dry_run),
+    # Before the progress bars and the queue start their threads: it forks.
+    parser = PageParser()
+    master = Master(settings, options, authkey, make_reporter(quiet or dry_run), parser,
                     announce=(lambda text: None) if quiet or dry_run else _say)
     def on_signal(*_: object) -> None:
         if master.stopping:  # asked twice: stop waiting for a clean end
@@ -244,7 +247,12 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, on_signal)
-    summary = master.run()
+    try:
+        summary = master.run()
+    except BaseException:
+        parser.close(wait=0.0)  # a second Ctrl-C: not even the page in flight is awaited
+        raise
+    parser.close()
     if not dry_run and not quiet:
         print(format_summary(summary), file=sys.stderr)
     return EXIT_INTERRUPTED if summary.interrupted else 0

@@ -30,12 +30,13 @@ from crawler.authkey import ENV_VAR, Authkey, is_loopback
 from crawler.board import BoardPolicy, TaskBoard
 from crawler.config import Limits, Settings
 from crawler.errors import StorageError
-from crawler.extract import Extraction, extract
+from crawler.extract import Extraction
 from crawler.httpclient import Watchdog, make_session
 from crawler.journal import Journal
 from crawler.netguard import AddressPolicy
 from crawler.outcome import Attempt, Outcome
 from crawler.pages import Page, fetch_page
+from crawler.parsing import PageParser, ParserCrashed
 from crawler.progress import Reporter, Snapshot
 from crawler.results import ResultFiles
 from crawler.robots import Robots
@@ -96,8 +97,10 @@ class _Visit:
 
 class Master:
     def __init__(self, settings: Settings, options: MasterOptions, authkey: Authkey,
-                 reporter: Reporter, announce: Callable[[str], None] = print) -> None:
+                 reporter: Reporter, parser: PageParser,
+                 announce: Callable[[str], None] = print) -> None:
         self._settings = settings
+        self._parser = parser
         self._options = options
         self._authkey = authkey
         self._reporter = reporter
@@ -290,9 +293,14 @@ class Master:
                           may_visit=lambda u: self._scope.allows_page(u) and robots.allowed(u))
         if not page.ok:
             return _Visit(url, depth, page, None, [], started)
-        extraction = extract(page.body, page.final_url, sources=frozenset(crawl.sources),
-                             lazy_attributes=crawl.lazy_attributes,  # added to the defaults
-                             encoding=page.encoding)
+        try:
+            extraction = self._parser.extract(
+                page.body, page.final_url, sources=frozenset(crawl.sources),
+                lazy_attributes=crawl.lazy_attributes,  # added to the defaults
+                encoding=page.encoding)
+        except ParserCrashed as exc:
+            return _Visit(url, depth, dataclasses.replace(page, skipped=str(exc)), None, [],
+                          started)
         images: list[tuple[str, str | None]] = []
         for image in extraction.images:
             if not self._scope.allows_image(image):

@@ -480,3 +480,43 @@ def test_a_worker_works_with_a_master_without_exchange(site: FixtureServer, tmp_
     assert worker.returncode == 0, worker_err
     assert "WARNING" not in worker_err and "Traceback" not in worker_err, worker_err
     assert out.decode().split("\n")[:2] == [f"{urls[1]} True 1", f"{urls[0]} True 1"]
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def test_a_killed_page_parser_costs_the_master_one_page_at_most(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    server = make_server()
+    site = setup_site(server, pages=6, images_per_page=3, page_delay=0.2)
+    out = tmp_path / "out"
+    master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), "--page-concurrency", "1", cwd=tmp_path)
+    worker = None
+    try:
+        address = wait_for_queue_address(master)
+        worker = start_crawler("worker", address, "--out", str(out), cwd=tmp_path)
+        page_paths = set(site.pages)
+        # The home page links to every page: once a second page is asked for, it was parsed.
+        wait_until(lambda: sum(p in page_paths for p in server.paths()) >= 2, 30,
+                   "the home page parsed")
+        [parser] = _children(master.pid)  # the master's only child
+        os.kill(parser, signal.SIGKILL)
+        err = finish(master, 90)
+        assert worker.wait(timeout=30) == 0
+    finally:
+        stop(master)
+        if worker is not None:
+            stop(worker)
+    assert master.returncode == 0, err
+    summary = err[err.index("crawl completed"):]
+    crawled = int(summary.split("pages crawled")[1].split()[0])
+    failed = int(summary.split("(")[1].split()[0])
+    assert crawled == len(site.pages) and failed == 1, summary  # the page it was parsing
+    stored = {e["url"] for e in manifest_lines(out) if e["status"] == "success"}
+    assert len(stored) >= len(site.images) - 3, "only that page's images may be missing"

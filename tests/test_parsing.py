@@ -1,0 +1,99 @@
+"""The page parser process: the same results as extract(), and a dead child costs one page."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from crawler.extract import SOURCES, extract
+from crawler.parsing import PageParser, ParserCrashed
+
+PAGES = sorted((Path(__file__).parent / "pages" / "discovery").glob("*.html"))
+CORPUS = sorted((Path(__file__).parent / "corpus" / "extract").glob("*.html"))
+URL = "http://example.com/dir/page.html"
+
+
+@pytest.fixture
+def parser() -> Iterator[PageParser]:
+    parser = PageParser(in_process=False)
+    yield parser
+    parser.close()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_the_child_finds_what_extract_finds(parser: PageParser) -> None:
+    assert parser.pid is not None and parser.pid != os.getpid() and alive(parser.pid)
+    assert PAGES and CORPUS
+    for path in [*PAGES, *CORPUS[:10]]:
+        body = path.read_bytes()
+        options = {"sources": SOURCES - {"anchor"}, "lazy_attributes": ("data-x",),
+                   "encoding": "utf-8"}
+        assert parser.extract(body, URL, **options) == extract(body, URL, **options), path
+
+
+def test_a_killed_child_costs_one_page_and_the_next_page_gets_a_new_one(
+        parser: PageParser) -> None:
+    body = PAGES[0].read_bytes()
+    first = parser.pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    with pytest.raises(ParserCrashed, match="died on this page"):
+        parser.extract(body, URL)
+    assert not alive(first), "the dead child was reaped"
+    assert parser.extract(body, URL) == extract(body, URL)
+    assert parser.pid not in (None, first)
+
+
+def test_extracts_own_errors_reach_the_caller(parser: PageParser) -> None:
+    with pytest.raises(ValueError, match="unknown image sources"):
+        parser.extract(b"<p>", URL, sources=frozenset({"nonsense"}))
+    assert parser.extract(b"<img src=a.png>", URL).images == ("http://example.com/dir/a.png",)
+
+
+def test_close_ends_the_child_and_no_page_is_parsed_after() -> None:
+    parser = PageParser(in_process=False)
+    pid = parser.pid
+    assert pid is not None
+    parser.close()
+    assert not alive(pid)
+    with pytest.raises(ParserCrashed, match="closed"):
+        parser.extract(b"<img src=a.png>", URL)
+
+
+def test_close_without_waiting_cuts_off_a_page_in_flight() -> None:
+    parser = PageParser(in_process=False)
+    huge = b"<div>" + b'<img src="/i.png" data-src="/j.png" style="x">' * 400_000 + b"</div>"
+    outcome: list[object] = []
+
+    def parse() -> None:
+        try:
+            outcome.append(parser.extract(huge, URL))
+        except ParserCrashed as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=parse)
+    thread.start()
+    threading.Event().wait(0.3)  # well into a parse of some seconds
+    parser.close(wait=0.0)
+    thread.join(30)
+    assert len(outcome) == 1 and isinstance(outcome[0], ParserCrashed), outcome
+
+
+def test_in_process_parsing_where_fork_is_not_the_way() -> None:
+    parser = PageParser(in_process=True)
+    assert parser.pid is None
+    body = PAGES[0].read_bytes()
+    assert parser.extract(body, URL) == extract(body, URL)
+    parser.close()
