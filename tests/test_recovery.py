@@ -490,7 +490,7 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def test_a_killed_page_parser_costs_the_master_one_page_at_most(
+def test_a_killed_page_parser_costs_the_master_the_page_it_was_parsing(
         make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
     server = make_server()
     site = setup_site(server, pages=6, images_per_page=3, page_delay=0.2)
