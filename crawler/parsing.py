@@ -2,7 +2,7 @@
 
 Parsing is a third of the master's CPU, and the master's one interpreter also
 answers every worker; in a child process the parsing runs on another core
-(a 5,000-image crawl on 2 cores: 0.87 against 0.76 s). The child is forked
+(a 5,000-image crawl on 2 cores: 0.73 s, against 0.78 s in the master). The child is forked
 before the master starts any thread (fork copies only the calling thread),
 with BeautifulSoup and lxml already imported, so it is ready at once. A page
 that kills the child (a parser crash, the kernel's out-of-memory killer) costs
