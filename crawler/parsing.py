@@ -1,10 +1,10 @@
 """Pages parsed in a process of their own, forked from the master when it starts.
 
 Parsing is a third of the master's CPU, and the master's one interpreter also
-answers every worker; in a child process the parsing runs on another core
-(a 5,000-image crawl on 2 cores: 0.73 s, against 0.78 s in the master). The child is forked
-before the master starts any thread (fork copies only the calling thread),
-with BeautifulSoup and lxml already imported, so it is ready at once. A page
+answers every worker; in a child process the parsing runs on another core (a
+5,000-image crawl on 2 cores: 0.73 s, against 0.78 s in the master). The child
+is forked before the master starts any thread (fork copies only the calling
+thread), with BeautifulSoup and lxml already imported, so it is ready at once. A page
 that kills the child (a parser crash, the kernel's out-of-memory killer) costs
 that page only: the next page gets a new child. Where fork is not the
 platform's way (Windows, macOS), pages are parsed in the master itself.
