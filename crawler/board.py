@@ -63,7 +63,7 @@ class WorkerRecord:
     bytes: int = 0
     held: set[str] = field(default_factory=set)
     gone: bool = False
-    last_exchange: int = 0  # the number of its last exchange applied: a retry is not again
+    last_exchange: int = 0  # the highest exchange number applied: none at or below again
 
 
 @dataclass(frozen=True)
@@ -295,8 +295,10 @@ class TaskBoard:
         """A worker's one round trip: ``release``, ``report``, then ``lease`` (or, for
         ``max_items`` 0, ``heartbeat``), with two guarantees the separate calls lack.
 
-        Applied once: a worker that lost the answer sends the same ``number`` and
-        payload again, and only the lease part is done again. Leases reconciled:
+        Applied once: a worker numbers its exchanges upwards and, when it lost an
+        answer, sends the same ``number`` and payload again; only the lease part
+        is done again, and a number lower than one already seen (a copy held up
+        in the network) does nothing. Leases reconciled:
         ``holding`` (every URL the worker still has to say something about) puts
         back any URL leased to it that it never received, as when the answer that
         carried it was lost; without that, heartbeats would renew such a lease
@@ -304,7 +306,12 @@ class TaskBoard:
         """
         with self._cond:
             record = self._touch(worker)
-            if record is None or record.last_exchange != number:
+            if record is not None and number < record.last_exchange:
+                # A copy held up in the network, overtaken by the worker's later calls:
+                # all of it was applied already, or sent again, and its holding list
+                # is out of date. Its answer would go nowhere: lease nothing.
+                return {"closed": self._closed, "tasks": []}
+            if record is None or number > record.last_exchange:
                 if record is not None:
                     record.last_exchange = number
                 self.release(worker, released)

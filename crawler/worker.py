@@ -73,7 +73,8 @@ class Worker:
                  on_progress: Callable[[WorkerStats], None] | None = None) -> None:
         self._client = client
         self._options = options
-        self._id = f"{socket.gethostname()}:{os.getpid()}"
+        # The pid alone is not enough: containers sharing a host name may all be pid 1.
+        self._id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
         self._on_progress = on_progress or (lambda stats: None)
         self.stats = WorkerStats()
         self._stop = threading.Event()  # set by a signal: hand back and leave
@@ -90,9 +91,7 @@ class Worker:
         self._threads_lock = threading.Lock()
         self._thread_args: tuple[Store, Limits, AddressPolicy, str] | None = None
         self._pending_releases: list[str] = []  # URLs to give back, kept across reconnects
-        # The number of our last exchange with the master. Random, so that a worker
-        # that gets the pid (and so the id) of an earlier one does not repeat its numbers.
-        self._number = secrets.randbits(48)
+        self._number = 0  # of our last exchange with the master: they only go up
         # How many of the pending reports and releases an unanswered exchange carried:
         # sent again unchanged, under the same number, after a reconnect.
         self._outstanding: tuple[int, int] | None = None
@@ -338,7 +337,9 @@ class Worker:
                 store.flush_to_disk()
             for _ in range(2):  # an unanswered exchange first, if any; then the rest
                 if reports or released or self._outstanding is not None:
-                    self._exchange(0, 0.0, holding=False)
+                    # Holding: what we still speak of. Leases an answer lost on the way
+                    # gave us go back now, not after the lease timeout.
+                    self._exchange(0, 0.0, holding=True)
             if handing_back:
                 log.info("handed %d unfinished URLs back to the master", handing_back)
         except LINK_ERRORS:

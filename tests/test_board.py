@@ -188,6 +188,23 @@ def test_an_exchange_sent_again_after_a_lost_answer_is_applied_once() -> None:
     assert b.workers()[0]["done"] == 1
 
 
+def test_a_copy_of_an_exchange_held_up_in_the_network_does_nothing() -> None:
+    b = board(Clock(), backoff_base=0.0, max_attempts=2)
+    for name in ("a", "b"):
+        b.add(f"http://h/{name}.png", "h", None)
+    assert b.exchange("w", 1, [], [], 1, 0)["tasks"] == [("http://h/a.png", 1)]
+    timeout = Attempt(url="http://h/a.png", ok=False, reason="timed out",
+                      transient=True).to_wire()
+    b.exchange("w", 2, [timeout], [], 0, 0)  # sent, the answer lost; sent again:
+    assert b.exchange("w", 2, [timeout], [], 2, 0)["tasks"] == [
+        ("http://h/a.png", 2), ("http://h/b.png", 1)]
+    b.exchange("w", 3, [], [], 0, 0, holding=["http://h/a.png", "http://h/b.png"])
+    # The first copy of 2 arrives at last, with a holding list from before a and b.
+    late = b.exchange("w", 2, [timeout], [], 5, 0, holding=[])
+    assert late == {"closed": False, "tasks": []}
+    assert b.retries == 1 and b.counts()["in_flight"] == 2 and b.counts()["reclaimed"] == 0
+
+
 def test_a_lease_whose_answer_was_lost_goes_back_when_the_worker_says_what_it_holds() -> None:
     clock = Clock()
     b = board(clock)
