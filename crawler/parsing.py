@@ -2,12 +2,15 @@
 
 Parsing is a third of the master's CPU, and the master's one interpreter also
 answers every worker; in a child process the parsing runs on another core (a
-5,000-image crawl on 2 cores: 0.73 s, against 0.78 s in the master). The child
-is forked before the master starts any thread (fork copies only the calling
-thread), with BeautifulSoup and lxml already imported, so it is ready at once. A page
-that kills the child (a parser crash, the kernel's out-of-memory killer) costs
-that page only: the next page gets a new child. Where fork is not the
-platform's way (Windows, macOS), pages are parsed in the master itself.
+5,000-image crawl on 2 cores: 0.73 s, against 0.78 s in the master). The first
+child is forked before the master starts its threads, with BeautifulSoup and
+lxml already imported, so it is ready at once; a child forked later (after a
+crash) is the same, and it leaves when its pipe closes, so the descriptors it
+inherits do not outlive the master. A child that dies (a parser crash, the
+kernel's out-of-memory killer) is replaced, and the page it was given is tried
+once more on the new child: only a page that kills two children fails. Where
+fork is not the platform's way (Windows, macOS), pages are parsed in the master
+itself.
 """
 
 from __future__ import annotations
@@ -27,10 +30,12 @@ from crawler.extract import Extraction, extract
 log = logging.getLogger(__name__)
 
 CLOSE_WAIT = 5.0  # seconds a child gets to leave once told, before it is killed
+PARSE_ATTEMPTS = 2  # children a page may see die before it is failed
+_MASTERS_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 class ParserCrashed(CrawlerError):
-    """The parser process died on a page; a new one takes the next page."""
+    """The parser process died twice on one page (or was closed under it)."""
 
 
 class PageParser:
@@ -53,23 +58,32 @@ class PageParser:
     def extract(self, html: bytes, page_url: str, **options: Any) -> Extraction:
         """``crawler.extract.extract(html, page_url, **options)``, in the child.
 
-        Raises :class:`ParserCrashed` when the child died on this page.
+        Raises :class:`ParserCrashed` when two children in turn died on this page.
         """
         if self._in_process:
             return extract(html, page_url, **options)
         with self._lock:
-            if self._closed:
-                raise ParserCrashed("the page parser was closed (the crawl is stopping)")
-            if self._conn is None:
-                self._start()  # the last one died
-            assert self._conn is not None
-            try:
-                self._conn.send((html, page_url, options))
-                parsed, result = self._conn.recv()
-            except (EOFError, OSError) as exc:
-                code = self._reap()
-                raise ParserCrashed(f"the page parser died on this page (exit status {code})"
-                                    ) from exc
+            for attempt in range(1, PARSE_ATTEMPTS + 1):
+                if self._closed:
+                    raise ParserCrashed("the page parser was closed (the crawl is stopping)")
+                if self._conn is None:
+                    self._start()  # the last one died
+                assert self._conn is not None
+                try:
+                    self._conn.send((html, page_url, options))
+                    parsed, result = self._conn.recv()
+                    break
+                except (EOFError, OSError) as exc:
+                    # The child may have died idle, before this page reached it:
+                    # a fresh child gets the page once more before it is blamed.
+                    code = self._reap()
+                    if self._closed:
+                        raise ParserCrashed("the page parser was closed under this page"
+                                            " (the crawl is stopping)") from exc
+                    if attempt == PARSE_ATTEMPTS:
+                        raise ParserCrashed(
+                            f"the page parser died on this page {attempt} time(s)"
+                            f" (last exit status {code})") from exc
         if not parsed:
             raise result  # extract's own error (a caller's mistake), as if called here
         return result  # type: ignore[no-any-return]
@@ -100,7 +114,13 @@ class PageParser:
         parent, child = context.Pipe()
         process = context.Process(target=_serve, args=(child, parent), name="page-parser",
                                   daemon=True)
-        process.start()
+        # Blocked across the fork, so that the child has ignored them before one
+        # can reach it; the parent gets any that came meanwhile when unblocked.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _MASTERS_SIGNALS)
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         child.close()
         self._conn, self._process = parent, process
 
@@ -126,7 +146,10 @@ class PageParser:
 def _serve(conn: Connection, parents_end: Connection) -> None:
     """The child: parse what comes down the pipe until it closes."""
     parents_end.close()  # else the pipe would never read as closed here
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the master to handle
+    # Ctrl-C and a polite kill are for the master to handle: it closes the pipe.
+    for signum in _MASTERS_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _MASTERS_SIGNALS)
     while True:
         try:
             html, page_url, options = conn.recv()

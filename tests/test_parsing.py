@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,17 +44,67 @@ def test_the_child_finds_what_extract_finds(parser: PageParser) -> None:
         assert parser.extract(body, URL, **options) == extract(body, URL, **options), path
 
 
-def test_a_killed_child_costs_one_page_and_the_next_page_gets_a_new_one(
-        parser: PageParser) -> None:
+def test_a_child_killed_while_idle_costs_no_page(parser: PageParser) -> None:
     body = PAGES[0].read_bytes()
     first = parser.pid
     assert first is not None
     os.kill(first, signal.SIGKILL)
-    with pytest.raises(ParserCrashed, match="died on this page"):
-        parser.extract(body, URL)
-    assert not alive(first), "the dead child was reaped"
+    # The page goes to a fresh child: it did not kill the first one.
     assert parser.extract(body, URL) == extract(body, URL)
-    assert parser.pid not in (None, first)
+    assert not alive(first), "the dead child was reaped"
+    assert parser.pid not in (None, first) and alive(parser.pid)
+
+
+HUGE = b"<div>" + b'<img src="/i.png" data-src="/j.png" style="x">' * 400_000 + b"</div>"
+
+
+def _parse_in_thread(parser: PageParser, outcome: list[object]) -> threading.Thread:
+    def parse() -> None:
+        try:
+            outcome.append(parser.extract(HUGE, URL))
+        except ParserCrashed as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=parse)
+    thread.start()
+    return thread
+
+
+def _kill_when_parsing(parser: PageParser, previous: int | None) -> int:
+    """Kill the child that is parsing, once it is not ``previous`` and is well into it."""
+    deadline = time.monotonic() + 30
+    while parser.pid in (None, previous):
+        assert time.monotonic() < deadline, "no new child came"
+        time.sleep(0.01)
+    pid = parser.pid
+    assert pid is not None
+    time.sleep(0.3)  # well into a parse of some seconds
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def test_a_page_that_kills_two_children_fails_and_the_next_page_is_parsed(
+        parser: PageParser) -> None:
+    outcome: list[object] = []
+    thread = _parse_in_thread(parser, outcome)
+    first = _kill_when_parsing(parser, None)
+    second = _kill_when_parsing(parser, first)
+    thread.join(60)
+    assert len(outcome) == 1 and isinstance(outcome[0], ParserCrashed), outcome
+    assert "died on this page 2 time(s)" in str(outcome[0])
+    assert not alive(first) and not alive(second)
+    body = PAGES[0].read_bytes()
+    assert parser.extract(body, URL) == extract(body, URL)
+
+
+def test_a_page_whose_first_child_is_killed_is_parsed_by_the_second(
+        parser: PageParser) -> None:
+    outcome: list[object] = []
+    thread = _parse_in_thread(parser, outcome)
+    _kill_when_parsing(parser, None)
+    thread.join(60)
+    assert len(outcome) == 1 and not isinstance(outcome[0], ParserCrashed), outcome
+    assert outcome[0] == extract(HUGE, URL)
 
 
 def test_extracts_own_errors_reach_the_caller(parser: PageParser) -> None:
@@ -74,21 +125,23 @@ def test_close_ends_the_child_and_no_page_is_parsed_after() -> None:
 
 def test_close_without_waiting_cuts_off_a_page_in_flight() -> None:
     parser = PageParser(in_process=False)
-    huge = b"<div>" + b'<img src="/i.png" data-src="/j.png" style="x">' * 400_000 + b"</div>"
     outcome: list[object] = []
-
-    def parse() -> None:
-        try:
-            outcome.append(parser.extract(huge, URL))
-        except ParserCrashed as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=parse)
-    thread.start()
+    thread = _parse_in_thread(parser, outcome)
     threading.Event().wait(0.3)  # well into a parse of some seconds
     parser.close(wait=0.0)
     thread.join(30)
     assert len(outcome) == 1 and isinstance(outcome[0], ParserCrashed), outcome
+    assert "closed" in str(outcome[0]), "not tried again on a new child"
+
+
+def test_the_child_leaves_a_polite_kill_to_the_master(parser: PageParser) -> None:
+    pid = parser.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, signal.SIGINT)
+    body = PAGES[0].read_bytes()
+    assert parser.extract(body, URL) == extract(body, URL)
+    assert parser.pid == pid and alive(pid)
 
 
 def test_in_process_parsing_where_fork_is_not_the_way() -> None:
