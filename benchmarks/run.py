@@ -730,6 +730,11 @@ def filesystem(path: Path) -> str:
     return kind
 
 
+def in_memory(path: Path) -> bool:
+    """Whether ``path`` is on a tmpfs, where files cost memory until deleted."""
+    return filesystem(path.resolve()).startswith("tmpfs ")
+
+
 def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else 0.0
 
@@ -853,12 +858,13 @@ def bench_scale(args: argparse.Namespace, scale: int, tmp: Path) -> dict[str, An
                     (wget_runs if not warm else []).append(result)
                 print(("  warm-up " if warm else f"  round {round_number - args.warmup + 1}")
                       + "\n" + describe_run(result), flush=True)
-                # Outputs stay until the scale is done: on ext4 (here with "discard"),
-                # deleting thousands of files made the next few thousand creations
-                # cost 300 us of kernel time each instead of 20, whichever tool ran next.
+                # Outputs stay until the scale is done (on a disk, until the end): on
+                # ext4 (here with "discard"), deleting thousands of files made the next
+                # few thousand creations cost 300 us of kernel time each instead of 20,
+                # whichever tool ran next.
         if args.profile and scale == args.scales[0]:
             profile(args, server, info, tmp, setup)
-    if not args.keep:  # a tmpfs holds them in memory: not every scale's at once
+    if not args.keep and in_memory(tmp):  # a tmpfs holds them: not every scale's at once
         for run_dir in tmp.glob(f"x{scale}-r*"):
             shutil.rmtree(run_dir / "out", ignore_errors=True)
     print(f"\nresults, site x{scale} ({len(info.pages)} pages, {len(info.ground_truth)} images, "
@@ -901,7 +907,8 @@ def profile(args: argparse.Namespace, server: Server, info: Any, tmp: Path,
                          CrawlerSetup(setup.workers, setup.threads, setup.host_concurrency,
                                       False, setup.timeout, setup.extra), server, wrap=wrap)
     print(describe_run(result), flush=True)
-    shutil.rmtree(tmp / "profile-run" / "out", ignore_errors=True)
+    if in_memory(tmp):  # on a disk, deleting now would slow the next scale's runs
+        shutil.rmtree(tmp / "profile-run" / "out", ignore_errors=True)
     print("master:\n" + summarize_profile([folder / "master.txt"], what=what))
     print(f"workers ({setup.workers}, samples added up):\n"
           + summarize_profile(sorted(folder.glob("worker-*.txt")), what=what), flush=True)
