@@ -490,23 +490,24 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def test_a_killed_page_parser_costs_the_master_no_page(
-        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
-    server = make_server()
-    site = setup_site(server, pages=6, images_per_page=3, page_delay=0.2)
-    out = tmp_path / "out"
+def _page_counts(err: str) -> tuple[int, int]:
+    """Pages crawled and pages failed, from the master's closing summary."""
+    summary = err[err.index("crawl completed"):]
+    crawled = int(summary.split("pages crawled")[1].split()[0])
+    failed = int(summary.split("(")[1].split()[0])
+    return crawled, failed
+
+
+def _crawl_one_page_at_a_time(server: FixtureServer, out: Path, tmp_path: Path,
+                              meanwhile: Callable[[int], None]) -> str:
+    """Crawl ``server`` with one worker, calling ``meanwhile(master's pid)``; the stderr."""
     master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
                            str(out), "--page-concurrency", "1", cwd=tmp_path)
     worker = None
     try:
         address = wait_for_queue_address(master)
         worker = start_crawler("worker", address, "--out", str(out), cwd=tmp_path)
-        page_paths = set(site.pages)
-        # The home page links to every page: once a second page is asked for, it was parsed.
-        wait_until(lambda: sum(p in page_paths for p in server.paths()) >= 2, 30,
-                   "the home page parsed")
-        [parser] = _children(master.pid)  # the master's only child
-        os.kill(parser, signal.SIGKILL)
+        meanwhile(master.pid)
         err = finish(master, 90)
         assert worker.wait(timeout=30) == 0
     finally:
@@ -514,11 +515,26 @@ def test_a_killed_page_parser_costs_the_master_no_page(
         if worker is not None:
             stop(worker)
     assert master.returncode == 0, err
-    summary = err[err.index("crawl completed"):]
-    crawled = int(summary.split("pages crawled")[1].split()[0])
-    failed = int(summary.split("(")[1].split()[0])
+    return err
+
+
+def test_a_killed_page_parser_costs_the_master_no_page(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    server = make_server()
+    site = setup_site(server, pages=6, images_per_page=3, page_delay=0.2)
+    out = tmp_path / "out"
+
+    def kill_the_parser(master: int) -> None:
+        page_paths = set(site.pages)
+        # The home page links to every page: once a second page is asked for, it was parsed.
+        wait_until(lambda: sum(p in page_paths for p in server.paths()) >= 2, 30,
+                   "the home page parsed")
+        [parser] = _children(master)  # the master's only child
+        os.kill(parser, signal.SIGKILL)
+
+    err = _crawl_one_page_at_a_time(server, out, tmp_path, kill_the_parser)
     # Whether it died idle or on a page, that page went to a new child.
-    assert crawled == len(site.pages) and failed == 0, summary
+    assert _page_counts(err) == (len(site.pages), 0), err
     assert "the page parser process ended" in err
     check_complete(out, server.url, site)
 
@@ -533,32 +549,20 @@ def test_a_page_that_kills_two_page_parsers_fails_alone(
     serve_routes(server, {huge_path: ("text/html", huge)})
     home_images = {path for path in site.images if path.startswith("/images/0/")}
     out = tmp_path / "out"
-    master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
-                           str(out), "--page-concurrency", "1", cwd=tmp_path)
-    worker = None
-    killed: list[int] = []
-    try:
-        address = wait_for_queue_address(master)
-        worker = start_crawler("worker", address, "--out", str(out), cwd=tmp_path)
+
+    def kill_its_parsers(master: int) -> None:
         wait_until(lambda: huge_path in server.paths(), 30, "the huge page fetched")
+        killed: set[int] = set()
         for _ in range(2):
-            wait_until(lambda: bool(set(_children(master.pid)) - set(killed)), 30,
+            wait_until(lambda: bool(set(_children(master)) - killed), 30,
                        "a parser for the huge page")
-            [parser] = set(_children(master.pid)) - set(killed)
+            [parser] = set(_children(master)) - killed
             time.sleep(0.5)  # into the parse
             os.kill(parser, signal.SIGKILL)
-            killed.append(parser)
-        err = finish(master, 90)
-        assert worker.wait(timeout=30) == 0
-    finally:
-        stop(master)
-        if worker is not None:
-            stop(worker)
-    assert master.returncode == 0, err
-    summary = err[err.index("crawl completed"):]
-    crawled = int(summary.split("pages crawled")[1].split()[0])
-    failed = int(summary.split("(")[1].split()[0])
-    assert crawled == 2 and failed == 1, summary
+            killed.add(parser)
+
+    err = _crawl_one_page_at_a_time(server, out, tmp_path, kill_its_parsers)
+    assert _page_counts(err) == (2, 1), err
     assert "died on this page 2 time(s)" in err
     stored = {e["url"] for e in manifest_lines(out) if e["status"] == "success"}
     assert stored == {server.url + path for path in home_images}
