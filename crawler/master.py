@@ -399,25 +399,27 @@ class Master:
         self._announce(f"queue on {host}:{port}")
         if is_loopback(host):
             self._announce(f"workers on this host: crawler worker {host}:{port} "
-                           f"(with {ENV_VAR} set to the master's key)")
+                           + self._key_hint(other_hosts=False))
         else:
             self._announce(f"workers on other hosts: crawler worker {_public_name(host)}:{port} "
-                           + self._key_hint())
+                           + self._key_hint(other_hosts=True))
         if self._options.local_workers:
             every_interface = host in ("0.0.0.0", "::", "")  # noqa: S104 - a comparison, not a bind
             self._start_local_workers(("127.0.0.1" if every_interface else host, port))
 
-    def _key_hint(self) -> str:
+    def _key_hint(self, *, other_hosts: bool) -> str:
+        """How a worker gets the key; a generated key is written where one can read it."""
         source = self._authkey.source
         if source == "environment":
-            return f"with the same {ENV_VAR} as the master"
+            return f"(with the same {ENV_VAR} as the master)"
+        copy = ": copy that file to each worker host" if other_hosts else ""
         if source != "generated":
-            return f"--authkey-file {source} (copy that file to each worker host)"
+            return f"--authkey-file {source}" + (f" ({copy[2:]})" if copy else "")
         key_file = self._options.out_dir / "authkey"
         key_file.touch(mode=0o600)
         key_file.chmod(0o600)
         key_file.write_bytes(self._authkey.key)
-        return f"--authkey-file {key_file} (a new key: copy that file to each worker host)"
+        return f"--authkey-file {key_file} (a new key{copy})"
 
     def _start_local_workers(self, address: tuple[str, int]) -> None:
         env = dict(os.environ)

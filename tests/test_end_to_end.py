@@ -17,6 +17,7 @@ from .conftest import (
     run_crawler,
     site_images,
     start_crawler,
+    wait_for_output,
     wait_for_queue_address,
 )
 
@@ -113,6 +114,28 @@ def test_local_workers_do_the_whole_job(site: FixtureServer, tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr
     check_results(out, site.url)
     assert len(site.paths()) == len(set(site.paths())), "no URL was fetched twice"
+
+
+def test_a_worker_started_as_the_master_says_does_the_job(site: FixtureServer,
+                                                        tmp_path: Path) -> None:
+    """No key given: the master's printed command for workers must be enough."""
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "CRAWLER_AUTHKEY"}
+    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+                           cwd=tmp_path, env=env)
+    try:
+        hint = wait_for_output(master, r"workers on this host: crawler (worker .*?) \(a new key\)")
+        key_file = out / "authkey"
+        assert hint.group(1).endswith(f"--authkey-file {key_file}")
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        worker = run_crawler(*hint.group(1).split(), "--out", str(out), cwd=tmp_path, env=env)
+        assert worker.returncode == 0, worker.stderr
+        err = finish(master, 60)
+    finally:
+        if master.poll() is None:
+            master.kill()
+    assert master.returncode == 0, err
+    check_results(out, site.url)
 
 
 def test_classic_worker_serves_a_real_crawl(site: FixtureServer, tmp_path: Path,
