@@ -30,6 +30,7 @@ from crawler.progress import (
     human_bytes,
     make_reporter,
     write_above_bars,
+    write_out,
 )
 from crawler.urls import normalize
 
@@ -328,7 +329,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 
     authkey = load_authkey(args.authkey_file, generate=False)
     status = fetch_status(_address(args.master), authkey.key)
-    print(json.dumps(status, indent=2) if args.json else format_status(status))
+    write_out(json.dumps(status, indent=2) if args.json else format_status(status))
     return 0
 
 
@@ -336,5 +337,5 @@ def _report(args: argparse.Namespace, settings: Settings) -> int:
     from crawler.report import write_report
 
     path = write_report(args.output_dir)
-    print(f"wrote {path}")
+    write_out(f"wrote {path}")
     return 0

@@ -196,6 +196,10 @@ def load_settings(path: Path | None) -> Settings:
         raise ConfigError(f"{path}: cannot read settings file: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text (byte {exc.start}:"
+                          f" {exc.object[exc.start:exc.start + 1]!r}); save it as UTF-8"
+                          ) from exc
     return _merge(Settings(), data, str(path))
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from crawler.authkey import load_authkey
 from crawler.config import Settings
 from crawler.demosite import SiteServer, build_site
+from crawler.errors import StorageError
 from crawler.journal import JOURNAL_NAME
 from crawler.results import MANIFEST_NAME, RESULTS_NAME
 
@@ -18,9 +19,13 @@ def run_demo(settings: Settings, *, workers: int, quiet: bool,
              run_master: Callable[..., int]) -> int:
     out_dir = Path(settings.output.dir) / "demo"
     # Each demo serves a new site on a new port: start from a clean record.
-    for name in (JOURNAL_NAME, JOURNAL_NAME + "-wal", JOURNAL_NAME + "-shm",
-                 RESULTS_NAME, MANIFEST_NAME):
-        (out_dir / name).unlink(missing_ok=True)
+    try:
+        for name in (JOURNAL_NAME, JOURNAL_NAME + "-wal", JOURNAL_NAME + "-shm",
+                     RESULTS_NAME, MANIFEST_NAME):
+            (out_dir / name).unlink(missing_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot use {out_dir} for the demo's output: {exc.strerror}"
+                           " (choose another folder with --out)") from exc
     for old_site in out_dir.glob("127.0.0.1_*"):
         shutil.rmtree(old_site, ignore_errors=True)
     site = build_site()

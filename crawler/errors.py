@@ -10,6 +10,7 @@
     │   └── AuthenticationFailed the master refused our authkey; exit 1
     ├── StorageError             the output folder cannot be written (permission, disk full); exit 3
     ├── WorkerFailed             a worker cannot go on (no download threads); exit 1
+    ├── OutputLost               standard output cannot be written (closed pipe, full); exit 120
     └── InvalidURL               a URL that cannot be crawled (not http(s), no host)
 
 Download failures are not exceptions that end the program: each becomes a
@@ -69,3 +70,10 @@ class InvalidURL(CrawlerError, ValueError):
     """A URL that is not an absolute http(s) URL with a host."""
 
     exit_code = 2
+
+
+class OutputLost(CrawlerError):
+    """What the command prints on standard output cannot be written; 120, as Python's own."""
+
+    exit_code = 120
+

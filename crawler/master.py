@@ -37,7 +37,7 @@ from crawler.netguard import AddressPolicy
 from crawler.outcome import Attempt, Outcome
 from crawler.pages import Page, fetch_page
 from crawler.parsing import PageParser, ParserCrashed
-from crawler.progress import Reporter, Snapshot
+from crawler.progress import Reporter, Snapshot, write_out
 from crawler.results import ResultFiles
 from crawler.robots import Robots
 from crawler.scope import Scope
@@ -340,8 +340,8 @@ class Master:
                 continue
             new_images.append((image, refused))
             self._snapshot.found += 1
-            if self._options.dry_run:
-                print(image, flush=True)
+            if self._options.dry_run and refused is None:  # refused ones are never queued
+                write_out(image)
         page_url = visit.page.final_url
         log.debug("page %s (depth %d): %d links, %d new images", visit.url, visit.depth,
                   len(links), len(new_images))

@@ -15,8 +15,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Protocol, TextIO
 
+from crawler.errors import OutputLost
+
 if TYPE_CHECKING:
     from tqdm import tqdm
+
+
+def write_out(line: str) -> None:
+    """Print ``line`` on standard output at once; a failure is :class:`OutputLost`."""
+    try:
+        print(line, flush=True)
+    except OSError as exc:
+        reason = "closed" if isinstance(exc, BrokenPipeError) else exc.strerror or str(exc)
+        raise OutputLost(f"standard output cannot be written ({reason})") from exc
 
 
 @dataclass

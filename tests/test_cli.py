@@ -82,6 +82,23 @@ def test_malformed_settings_toml_in_the_working_folder(tmp_path: Path) -> None:
     assert "settings.toml: not valid TOML" in error_line(result)
 
 
+@pytest.mark.parametrize("command", [["status", "127.0.0.1:1"], ["master", "http://127.0.0.1:1/"]])
+def test_a_settings_file_that_is_not_utf8_is_one_line_naming_it(tmp_path: Path,
+                                                                 command: list[str]) -> None:
+    (tmp_path / "settings.toml").write_bytes(b'[crawl]\nuser_agent = "caf\xe9"\n')  # Latin-1
+    result = run_crawler(*command, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "settings.toml: not valid TOML: not UTF-8 text (byte 25" in error_line(result)
+
+
+def test_demo_into_a_file_exits_3(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    result = run_crawler("demo", "--out", str(blocker), cwd=tmp_path)
+    assert result.returncode == 3, result.stderr
+    assert f"cannot use {blocker}/demo for the demo's output" in error_line(result)
+
+
 @pytest.mark.parametrize("seed", ["ftp://example.com/", "not a url", "http:///nohost",
                                   "javascript:alert(1)"])
 def test_seed_that_is_not_http_exits_2(tmp_path: Path, seed: str) -> None:

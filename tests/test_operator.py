@@ -11,6 +11,7 @@ import struct
 import subprocess
 import termios
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .conftest import (
@@ -18,6 +19,7 @@ from .conftest import (
     crawler_command,
     finish,
     run_crawler,
+    serve_routes,
     slow_start,
     start_crawler,
     stop,
@@ -164,3 +166,43 @@ def test_dry_run_lists_image_urls_and_downloads_nothing(site: FixtureServer,
     assert not out.exists(), "a dry run writes nothing"
     images = {p for p in EXPECTED_OK | set(EXPECTED_FAILED)}
     assert not images & set(site.paths()), "no image was downloaded"
+
+
+def test_a_dry_run_does_not_list_images_robots_txt_refuses(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    server = make_server()
+    serve_routes(server, {
+        "/": ("text/html", b'<img src="/ok.png"><img src="/private/no.png">'),
+        "/robots.txt": ("text/plain", b"User-agent: *\nDisallow: /private/\n"),
+    })
+    result = run_crawler("master", server.url + "/", "--dry-run", "--out",
+                         str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [server.url + "/ok.png"]
+
+
+def test_a_dry_run_whose_reader_goes_away_stops_with_one_line(site: FixtureServer,
+                                                             tmp_path: Path) -> None:
+    """``crawler master URL --dry-run | head -1``: no traceback, exit status 120."""
+    with subprocess.Popen(crawler_command("master", site.url + "/", "--dry-run", "--quiet"),
+                          cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as dry_run:
+        assert dry_run.stdout is not None and dry_run.stderr is not None
+        first = dry_run.stdout.readline()
+        dry_run.stdout.close()  # as head does after one line
+        err = dry_run.stderr.read()
+        assert dry_run.wait(timeout=60) == 120, err
+    assert first.startswith(site.url)
+    assert err.strip() == "crawler: error: standard output cannot be written (closed)"
+
+
+def test_report_output_that_cannot_be_written_is_exit_120(tmp_path: Path) -> None:
+    (tmp_path / "manifest.jsonl").touch()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")  # each write fails inside the command
+    with Path("/dev/full").open("w") as full:
+        result = subprocess.run(crawler_command("report", str(tmp_path)), stdout=full,
+                                stderr=subprocess.PIPE, text=True, env=env, timeout=60,
+                                check=False)
+    assert result.returncode == 120, result.stderr
+    assert result.stderr.strip() == ("crawler: error: standard output cannot be written"
+                                     " (No space left on device)")
