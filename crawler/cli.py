@@ -62,6 +62,7 @@ SETTING_FLAGS: dict[str, list[tuple[str, str, Any, str, str]]] = {
          f"address of the queue (default 127.0.0.1:{DEFAULT_PORT}; 0.0.0.0:PORT for "
          "workers on other hosts)"),
         ("--out", "output.dir", str, "DIR", "output folder (default downloads/)"),
+        ("--worker-threads", "worker.threads", int, "N", "download threads per local worker"),
     ],
     "worker": [
         ("--threads", "worker.threads", int, "N",
@@ -104,8 +105,6 @@ def build_parser() -> argparse.ArgumentParser:
     master.add_argument("seeds", nargs="+", metavar="URL", help="seed page URL(s), http or https")
     master.add_argument("--local-workers", type=int, default=0, metavar="N",
                         help="also start N workers on this machine")
-    master.add_argument("--worker-threads", type=int, default=None, metavar="N",
-                        help="download threads per local worker (default: worker.threads)")
     master.add_argument("--authkey-file", type=Path, metavar="FILE",
                         help="file holding the queue's authkey (default: $CRAWLER_AUTHKEY, "
                              "else a random key)")
@@ -289,7 +288,7 @@ def _master(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--local-workers must be 0 or more")
     authkey = load_authkey(args.authkey_file, generate=True)
     return run_master(settings, _seeds(args.seeds), authkey, local_workers=args.local_workers,
-                      worker_threads=args.worker_threads, dry_run=args.dry_run,
+                      worker_threads=None, dry_run=args.dry_run,
                       quiet=args.quiet)
 
 

@@ -220,6 +220,7 @@ class Master:
                     self._board.reap()
                     last_reap = time.monotonic()
                 self._refresh()
+                self._check_local_workers()
                 if not frontier and not running and self._board.unfinished() == 0:
                     break
         finally:
@@ -434,6 +435,21 @@ class Master:
                      "--connect-wait", "30",
                      *([] if self._options.worker_fast_lane else ["--no-fast-lane"])],
                     env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file))
+
+    def _check_local_workers(self) -> None:
+        """Say once, with the reason from its log, when a local worker has ended early."""
+        for n, process in enumerate(self._workers, 1):
+            if process.returncode is not None or process.poll() is None:
+                continue  # reported already, or still running
+            log_path = self._options.out_dir / f"worker-{n}.log"
+            last = ""
+            with contextlib.suppress(OSError):
+                lines = log_path.read_text(errors="replace").strip().splitlines()
+                last = f": {lines[-1]}" if lines else ""
+            left = sum(p.poll() is None for p in self._workers)
+            log.warning("local worker %d exited with status %s%s (log: %s); %d local worker(s)"
+                        " left%s", n, process.returncode, last, log_path, left,
+                        "" if left else ", the crawl waits for workers from elsewhere")
 
     def _finish(self, journal: Journal, files: ResultFiles) -> None:
         """After the board is closed: let workers report and leave, then record the rest."""

@@ -22,6 +22,7 @@ from crawler.demosite import Site, build_site
 
 from .conftest import (
     FixtureServer,
+    crawler_command,
     finish,
     free_port,
     manifest_lines,
@@ -89,6 +90,46 @@ def test_a_killed_worker_loses_nothing(make_server: Callable[[], FixtureServer],
             stop(process)
     check_complete(out, server.url, site)
     assert max(e["attempts"] for e in manifest_lines(out)) == 2, "the dead worker's leases"
+
+
+def test_a_dead_local_worker_is_reported_and_a_worker_from_elsewhere_finishes(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    server = make_server()
+    site = setup_site(server, image_delay=0.05)
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "CRAWLER_AUTHKEY"}  # a generated key
+    master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), "--local-workers", "1", "--worker-threads", "2",
+                           "--lease-timeout", "2", cwd=tmp_path, env=env)
+    worker = None
+    try:
+        address = wait_for_queue_address(master)
+        wait_until(lambda: sum(p in site.images for p in server.paths()) >= 5, 30,
+                   "the local worker downloading")
+        [local] = [pid for pid in _children(master.pid)
+                   if b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
+        os.kill(local, signal.SIGKILL)
+        wait_for_output(master, r"local worker 1 exited with status -9 .*0 local worker\(s\) "
+                                r"left, the crawl waits for workers from elsewhere")
+        worker = start_crawler("worker", address, "--out", str(out), "--authkey-file",
+                               str(out / "authkey"), cwd=tmp_path, env=env)
+        err = finish(master, 90)
+        assert worker.wait(timeout=30) == 0
+    finally:
+        stop(master)
+        if worker is not None:
+            stop(worker)
+    assert master.returncode == 0, err
+    check_complete(out, server.url, site)
+
+
+def test_local_worker_threads_are_checked_by_the_master(tmp_path: Path) -> None:
+    result = subprocess.run(crawler_command("master", "http://127.0.0.1:1/", "--local-workers",
+                                            "1", "--worker-threads", "-1"),
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert result.returncode == 2, result.stderr
+    assert "worker.threads: expected a number > 0, got -1" in result.stderr
 
 
 def test_a_killed_master_resumes_without_refetching_pages(
