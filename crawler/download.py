@@ -18,7 +18,7 @@ from crawler.config import Limits
 from crawler.errors import StorageError
 from crawler.httpclient import Watchdog
 from crawler.netguard import BlockedAddress
-from crawler.outcome import Attempt
+from crawler.outcome import STORAGE_ERROR, Attempt
 from crawler.sink import (
     Abandoned,
     ImageSink,
@@ -76,7 +76,7 @@ def download(pool: urllib3.PoolManager, url: str, store: Store, limits: Limits,
             return failed(str(exc), exc.transient)
         except StorageError as exc:
             # The worker's disk, not the image, is at fault: another worker may succeed.
-            return failed(f"storage error: {exc}", transient=True)
+            return failed(f"{STORAGE_ERROR}{exc}", transient=True)
         response.release_conn()  # read to the end: the connection can be reused
         return attempt
     finally:

@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 from crawler.config import Limits
 from crawler.errors import StorageError
 from crawler.netguard import AddressPolicy, BlockedAddress
-from crawler.outcome import Attempt
+from crawler.outcome import STORAGE_ERROR, Attempt
 from crawler.sink import (
     Abandoned,
     ImageSink,
@@ -484,7 +484,7 @@ class FastLane:
             self._finish(conn, self._failed(conn, str(exc), exc.transient), reuse=False)
         except StorageError as exc:
             # The worker's disk, not the image, is at fault: another worker may succeed.
-            self._finish(conn, self._failed(conn, f"storage error: {exc}", True), reuse=False)
+            self._finish(conn, self._failed(conn, f"{STORAGE_ERROR}{exc}", True), reuse=False)
         except Exception:  # a lane bug must not lose the URL: urllib3 tries it
             log.exception("fast lane: unexpected error on %s; handed to the download threads",
                           conn.request.url if conn.request else "?")

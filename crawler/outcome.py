@@ -14,6 +14,8 @@ from functools import cached_property
 from typing import Any
 
 SEPARATOR = "--->"
+# The reason of an attempt that failed on the worker's own disk, not on the image.
+STORAGE_ERROR = "storage error: "
 
 
 @dataclass(frozen=True)

@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING, Any
 from crawler.config import Limits
 from crawler.errors import (
     AuthenticationFailed,
+    CrawlerError,
     MasterUnreachable,
     StorageError,
     WorkerFailed,
 )
 from crawler.fastlane import FastLane
 from crawler.netguard import AddressPolicy
-from crawler.outcome import Attempt
+from crawler.outcome import STORAGE_ERROR, Attempt
 from crawler.sink import ACCEPT
 from crawler.store import Store
 from crawler.transport import MasterClient
@@ -97,7 +98,8 @@ class Worker:
         self._outstanding: tuple[int, int] | None = None
         self._can_exchange = False  # the master has BoardView.exchange (it says in hello)
         self.stop_reason = ""
-        self.failure = ""  # why the worker gave up by itself: run() raises after handing back
+        # Why the worker gave up by itself: run() raises it after handing back.
+        self.failure: CrawlerError | None = None
 
     def stop(self, reason: str = "stopping") -> None:
         self.stop_reason = reason
@@ -152,8 +154,8 @@ class Worker:
             # Partials of workers on this host that died (kill -9) are ours to remove.
             with contextlib.suppress(StorageError):
                 store.clean_partials()
-        if self.failure:
-            raise WorkerFailed(self.failure)
+        if self.failure is not None:
+            raise self.failure
 
     # ----- talking to the master ---------------------------------------------
 
@@ -297,7 +299,7 @@ class Worker:
         while True:
             for url, attempt in results:
                 self._held.discard(url)
-                if attempt is None:
+                if attempt is None or self._cannot_store(attempt):
                     released.append(url)
                 else:
                     reports.append(attempt.to_wire())
@@ -306,6 +308,23 @@ class Worker:
                 results = self._done.get_nowait()
             except queue.Empty:
                 return
+
+    def _cannot_store(self, attempt: Attempt) -> bool:
+        """A failure of our own disk (full, read-only): stop, and give the URL back.
+
+        Counted against the image, it would use up its attempts on a worker that
+        cannot store anything, and end as a failure that a rerun does not retry.
+        """
+        if attempt.ok or not attempt.reason.startswith(STORAGE_ERROR):
+            return False
+        if self.failure is None:
+            log.error("cannot store %s: %s", attempt.url, attempt.reason)
+            self.failure = StorageError(
+                f"cannot store images under {self._options.out_dir}: "
+                f"{attempt.reason[len(STORAGE_ERROR):]}; the URLs this worker held went back"
+                " to the master: free some space (or fix the folder), then start it again")
+            self._stop.set()
+        return True
 
     def _count(self, attempt: Attempt) -> None:
         if attempt.ok:
@@ -402,7 +421,7 @@ class Worker:
                     self._threads.append(thread)
             except Exception as exc:  # no threads (a process limit), or a broken install
                 log.exception("cannot start the download threads")
-                self.failure = f"cannot start the download threads: {exc}"
+                self.failure = WorkerFailed(f"cannot start the download threads: {exc}")
                 self._stop.set()  # leave now: _hand_back gives every held URL back
 
     def _download_loop(self, store: Store, limits: Limits, policy: AddressPolicy,

@@ -132,6 +132,44 @@ def test_local_worker_threads_are_checked_by_the_master(tmp_path: Path) -> None:
     assert "worker.threads: expected a number > 0, got -1" in result.stderr
 
 
+def _small_files_only() -> None:
+    """In the child before exec: files past 3 KB cannot be written (EFBIG, as a full disk)."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_FSIZE, (3 * 1024, 3 * 1024))
+
+
+def test_a_worker_that_cannot_store_hands_back_and_exits_3(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    server = make_server()
+    site = setup_site(server)  # images of 1-8 KB: most cannot be stored by the first worker
+    out = tmp_path / "out"
+    master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), cwd=tmp_path)
+    workers: list[subprocess.Popen[str]] = []
+    try:
+        address = wait_for_queue_address(master)
+        crippled = subprocess.Popen(crawler_command("worker", address, "--out", str(out),
+                                                    "--threads", "4"),
+                                    cwd=tmp_path, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True,
+                                    preexec_fn=_small_files_only)
+        workers.append(crippled)
+        crippled_err = finish(crippled, 60)
+        assert crippled.returncode == 3, crippled_err
+        assert f"crawler: error: cannot store images under {out}: " in crippled_err
+        assert "File too large" in crippled_err and "went back to the master" in crippled_err
+        workers.append(start_crawler("worker", address, "--out", str(out), cwd=tmp_path))
+        err = finish(master, 90)
+        assert workers[1].wait(timeout=30) == 0
+    finally:
+        for process in (master, *workers):
+            stop(process)
+    assert master.returncode == 0, err
+    check_complete(out, server.url, site)  # nothing was failed for the first worker's disk
+    assert max(e["attempts"] for e in manifest_lines(out)) == 1
+
+
 def test_a_killed_master_resumes_without_refetching_pages(
         make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
     server = make_server()
