@@ -26,6 +26,8 @@ from typing import Any
 
 from crawler.outcome import Attempt
 
+MAX_RETRY_AFTER = 600.0  # seconds: a longer Retry-After is taken as this
+
 QUEUED, LEASED, DELAYED, DONE = "queued", "leased", "delayed", "done"
 CLASSIC = "classic"  # the holder of URLs handed to tutorial-style workers
 
@@ -461,13 +463,13 @@ class TaskBoard:
         now = self._clock()
         if attempt.retry_after:
             lane = self._lanes[item.host]
-            lane.next_time = max(lane.next_time, now + min(attempt.retry_after, 600.0))
+            lane.next_time = max(lane.next_time, now + min(attempt.retry_after, MAX_RETRY_AFTER))
         attempts = max(item.attempts, 1)
         if not attempt.ok and attempt.transient and attempts < self.policy.max_attempts:
             backoff = min(self.policy.backoff_max, self.policy.backoff_base * 2 ** (attempts - 1))
             backoff *= random.uniform(0.5, 1.0)
             if attempt.retry_after:
-                backoff = max(backoff, min(attempt.retry_after, 600.0))
+                backoff = max(backoff, min(attempt.retry_after, MAX_RETRY_AFTER))
             self._set_state(item, DELAYED)
             heapq.heappush(self._delayed, (now + backoff, next(self._seq), item.url))
             self.retries += 1

@@ -54,7 +54,7 @@ SETTING_FLAGS: dict[str, list[tuple[str, str, Any, str, str]]] = {
         ("--host-concurrency", "politeness.host_concurrency", int, "N",
          "images of one host in flight at once, across all workers"),
         ("--max-attempts", "download.max_attempts", int, "N",
-         "tries per image for transient failures"),
+         "tries per image and per page for transient failures"),
         ("--max-bytes", "download.max_bytes", int, "BYTES", "largest image accepted"),
         ("--lease-timeout", "queue.lease_timeout", float, "SEC",
          "seconds without news from a worker before its images go to others"),

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from crawler.authkey import ENV_VAR, Authkey, is_loopback
-from crawler.board import BoardPolicy, TaskBoard
+from crawler.board import MAX_RETRY_AFTER, BoardPolicy, TaskBoard
 from crawler.config import Limits, Settings
 from crawler.errors import StorageError
 from crawler.extract import Extraction
@@ -126,6 +127,7 @@ class Master:
         self._started = time.monotonic()
         self._workers: list[subprocess.Popen[bytes]] = []
         self._page_ready: dict[str, float] = {}  # host -> when its next page may be fetched
+        self._page_tries: collections.Counter[str] = collections.Counter()  # transient failures
 
     def stop(self) -> None:
         """Ask the crawl to stop (Ctrl-C, SIGTERM): state is saved, workers are told."""
@@ -285,8 +287,10 @@ class Master:
                          watchdog: Watchdog) -> _Visit:
         """Fetch and parse one page; decide robots for its images."""
         crawl = self._settings.crawl
-        if not robots.allowed(url):
-            return _Visit(url, depth, Page(url, url, 0, skipped="disallowed by robots.txt"),
+        refused = robots.refusal(url)
+        if refused:
+            unreachable = robots.unreachable(url) is not None  # not final: a rerun tries again
+            return _Visit(url, depth, Page(url, url, 0, skipped=refused, transient=unreachable),
                           None, [], time.monotonic())
         started = time.monotonic()
         page = fetch_page(session, url, timeout=crawl.page_timeout,
@@ -306,7 +310,7 @@ class Master:
         for image in extraction.images:
             if not self._scope.allows_image(image):
                 continue
-            refused = None if robots.allowed(image) else "disallowed by robots.txt"
+            refused = robots.refusal(image)
             delay = robots.crawl_delay(image)
             if delay:
                 self._board.set_host_delay(host_key_of_normalized(image), delay)
@@ -315,6 +319,8 @@ class Master:
 
     def _visited(self, visit: _Visit, frontier: deque[tuple[str, int]], seen_pages: set[str],
                  journal: Journal, robots: Robots) -> None:
+        if visit.extraction is None and self._retry_later(visit, frontier, robots):
+            return
         self._snapshot.pages += 1
         # The first page of a host is fetched before its robots.txt is known: pace from it.
         delay = robots.known_delay(visit.url)
@@ -324,7 +330,8 @@ class Master:
         if visit.extraction is None:
             self._snapshot.pages_failed += 1
             log.info("page %s: %s", visit.url, visit.page.skipped)
-            journal.page_done(visit.url, [], [])
+            if not visit.page.transient:  # else it stays to visit: a rerun tries it again
+                journal.page_done(visit.url, [], [])
             return
         links: list[tuple[str, int]] = []
         if visit.depth < self._settings.crawl.depth:
@@ -363,6 +370,30 @@ class Master:
                 self._board.settle_now(Attempt(url=image, ok=False, reason="dry run"), page_url)
             else:
                 self._board.add(image, host_key_of_normalized(image), page_url)  # from extract()
+
+    def _retry_later(self, visit: _Visit, frontier: deque[tuple[str, int]],
+                     robots: Robots) -> bool:
+        """Put a page that failed for a passing reason back, after a backoff, if tries are left.
+
+        The backoff holds back every page of its host, as a 5xx or 429 is about the host.
+        """
+        download = self._settings.download
+        if not visit.page.transient or robots.unreachable(visit.url):
+            return False  # robots.txt is read once per run: the page waits for the next
+        self._page_tries[visit.url] += 1
+        tries = self._page_tries[visit.url]
+        if tries >= download.max_attempts:
+            return False
+        backoff = min(download.backoff_max, download.backoff_base * 2 ** (tries - 1))
+        backoff *= random.uniform(0.5, 1.0)
+        if visit.page.retry_after:
+            backoff = max(backoff, min(visit.page.retry_after, MAX_RETRY_AFTER))
+        host = host_key(visit.url)
+        self._page_ready[host] = max(self._page_ready.get(host, 0.0), time.monotonic() + backoff)
+        log.info("page %s: %s; trying again in %.1f s (try %d of %d)", visit.url,
+                 visit.page.skipped, backoff, tries + 1, download.max_attempts)
+        frontier.append((visit.url, visit.depth))
+        return True
 
     def _collect(self, journal: Journal, files: ResultFiles) -> None:
         settled = self._board.drain()

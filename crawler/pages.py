@@ -11,6 +11,7 @@ import requests
 
 from crawler.httpclient import TRANSIENT_ERRORS, Watchdog
 from crawler.netguard import BlockedAddress
+from crawler.sink import status_failure
 from crawler.urls import normalize
 
 MAX_REDIRECTS = 10
@@ -26,6 +27,8 @@ class Page:
     encoding: str | None = None
     truncated: bool = False
     skipped: str = ""  # why the body was not read ("" when it was)
+    transient: bool = False  # worth another try (connection errors, 5xx, 429)
+    retry_after: float | None = None  # seconds the server asked us to wait
 
     @property
     def ok(self) -> bool:
@@ -44,7 +47,8 @@ def fetch_page(session: requests.Session, url: str, *, timeout: float, max_bytes
         except BlockedAddress as exc:
             return Page(url, current, 0, skipped=str(exc))
         except TRANSIENT_ERRORS as exc:
-            return Page(url, current, 0, skipped=f"connection error: {exc.__class__.__name__}")
+            return Page(url, current, 0, skipped=f"connection error: {exc.__class__.__name__}",
+                        transient=True)
         except requests.RequestException as exc:
             return Page(url, current, 0, skipped=f"request failed: {exc.__class__.__name__}")
         except ValueError as exc:  # requests parses a Location it will not follow, too
@@ -64,8 +68,10 @@ def fetch_page(session: requests.Session, url: str, *, timeout: float, max_bytes
                 current = target
                 continue
             if response.status_code != 200:
-                return Page(url, current, response.status_code,
-                            skipped=f"HTTP {response.status_code}")
+                answer = status_failure(url, 0.0, response.status_code,
+                                        response.headers.get("Retry-After"))
+                return Page(url, current, response.status_code, skipped=answer.reason,
+                            transient=answer.transient, retry_after=answer.retry_after)
             kind = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
             if kind and kind not in HTML_TYPES:
                 return Page(url, current, 200, skipped=f"not HTML ({kind})")
@@ -88,9 +94,10 @@ def _read_body(response: requests.Response, url: str, final_url: str, timeout: f
                     truncated = True
                     break
                 if time.monotonic() - started > timeout * 2:
-                    return Page(url, final_url, 200, skipped="page too slow")
+                    return Page(url, final_url, 200, skipped="page too slow", transient=True)
     except (requests.RequestException, *TRANSIENT_ERRORS) as exc:
-        return Page(url, final_url, 200, skipped=f"broken response: {exc.__class__.__name__}")
+        return Page(url, final_url, 200, skipped=f"broken response: {exc.__class__.__name__}",
+                    transient=True)
     body = b"".join(chunks)[:max_bytes]
     encoding = response.encoding if "charset" in response.headers.get("Content-Type", "") else None
     return Page(url, final_url, 200, body, encoding, truncated)

@@ -30,11 +30,28 @@ class Robots:
         self._lock = threading.Lock()
         self._rules: dict[str, Protego] = {}
         self._fetching: dict[str, threading.Event] = {}
+        self._unreachable: dict[str, str] = {}  # origin: why its robots.txt could not be read
 
     def allowed(self, url: str) -> bool:
         if not self._enabled:
             return True
         return bool(self._rules_for(url).can_fetch(url, self._agent))
+
+    def refusal(self, url: str) -> str | None:
+        """Why ``url`` may not be fetched, or None when it may."""
+        if self.allowed(url):
+            return None
+        why = self.unreachable(url)
+        return f"robots.txt unreachable ({why})" if why else "disallowed by robots.txt"
+
+    def unreachable(self, url: str) -> str | None:
+        """Why the robots.txt of ``url``'s origin could not be read, if it could not.
+
+        Its origin is then not crawled in this run (RFC 9309), but nothing of it
+        is final: a later run tries again.
+        """
+        with self._lock:
+            return self._unreachable.get(_origin(url))
 
     def crawl_delay(self, url: str) -> float | None:
         if not self._enabled:
@@ -66,41 +83,44 @@ class Robots:
             event.wait(self._timeout * 2 + 1)
             with self._lock:
                 return self._rules.get(origin, _ALLOW_ALL)
-        rules = _DISALLOW_ALL  # if _fetch fails in a way nobody foresaw: be conservative
+        rules, unreachable = _DISALLOW_ALL, "crawler error"  # if _fetch fails unforeseen
         try:
-            rules = self._fetch(origin)
+            rules, unreachable = self._fetch(origin)
         finally:
             with self._lock:
                 self._rules[origin] = rules
+                if unreachable:
+                    self._unreachable[origin] = unreachable
             event.set()
         return rules
 
-    def _fetch(self, origin: str) -> Protego:
+    def _fetch(self, origin: str) -> tuple[Protego, str | None]:
+        """The rules of ``origin``, and why its robots.txt was unreachable (None if it was not)."""
         url = origin + "/robots.txt"
         try:
             response = self._session.get(url, timeout=(min(self._timeout, 5.0), self._timeout),
                                          stream=True)
         except BlockedAddress:
-            return _ALLOW_ALL  # every fetch from that origin will be refused anyway
+            return _ALLOW_ALL, None  # every fetch from that origin will be refused anyway
         except (requests.RequestException, *TRANSIENT_ERRORS) as exc:
             # RFC 9309: an unreachable robots.txt means complete disallow.
             log.warning("robots.txt of %s unreachable (%s): not crawling that origin",
                         origin, exc.__class__.__name__)
-            return _DISALLOW_ALL
+            return _DISALLOW_ALL, f"connection error: {exc.__class__.__name__}"
         with response:
             if response.status_code >= 500:
                 log.warning("robots.txt of %s answered HTTP %d: not crawling that origin",
                             origin, response.status_code)
-                return _DISALLOW_ALL
+                return _DISALLOW_ALL, f"HTTP {response.status_code}"
             if response.status_code >= 400:
-                return _ALLOW_ALL  # no robots.txt: everything is allowed
+                return _ALLOW_ALL, None  # no robots.txt: everything is allowed
             try:
                 body = response.raw.read(MAX_ROBOTS_BYTES, decode_content=True) or b""
             except (requests.RequestException, *TRANSIENT_ERRORS) as exc:
                 log.warning("robots.txt of %s broke off (%s): not crawling that origin",
                             origin, exc.__class__.__name__)
-                return _DISALLOW_ALL
-        return Protego.parse(body.decode("utf-8", errors="replace"))
+                return _DISALLOW_ALL, f"broken response: {exc.__class__.__name__}"
+        return Protego.parse(body.decode("utf-8", errors="replace")), None
 
 
 def _origin(url: str) -> str:

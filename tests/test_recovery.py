@@ -21,6 +21,7 @@ from pathlib import Path
 from crawler.demosite import Site, build_site
 
 from .conftest import (
+    FixtureHandler,
     FixtureServer,
     crawler_command,
     finish,
@@ -645,3 +646,75 @@ def test_a_page_that_kills_two_page_parsers_fails_alone(
     assert "died on this page 2 time(s)" in err
     stored = {e["url"] for e in manifest_lines(out) if e["status"] == "success"}
     assert stored == {server.url + path for path in home_images}
+
+
+def _failing_first(server: FixtureServer, paths: set[str], status: int, times: int) -> None:
+    """Answer ``status`` to the first ``times`` requests of each of ``paths``, then as before."""
+    served: collections.Counter[str] = collections.Counter()
+    lock = threading.Lock()
+    for path in paths:
+        def route(handler: FixtureHandler, path: str = path,
+                  normal: Callable[[FixtureHandler], None] = server.routes[path]) -> None:
+            with lock:
+                served[path] += 1
+                failing = served[path] <= times
+            if failing:
+                handler.send_body(status, b"busy", "text/plain", {"Retry-After": "0"})
+            else:
+                normal(handler)
+        server.routes[path] = route
+
+
+def _master_with_a_local_worker(server: FixtureServer, out: Path, tmp_path: Path) -> str:
+    master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), "--local-workers", "1", cwd=tmp_path)
+    err = finish(master, 90)
+    assert master.returncode == 0, err
+    return err
+
+
+def test_pages_that_fail_for_a_while_are_tried_again(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    server = make_server()
+    site = setup_site(server, pages=3, images_per_page=4)
+    _failing_first(server, set(site.pages), 503, times=2)  # max_attempts is 3
+    (tmp_path / "settings.toml").write_text(FAST_RETRIES)
+    out = tmp_path / "out"
+    err = _master_with_a_local_worker(server, out, tmp_path)
+    assert _page_counts(err) == (len(site.pages), 0), err
+    assert collections.Counter(p for p in server.paths() if p in site.pages) == {
+        page: 3 for page in site.pages}
+    check_complete(out, server.url, site)
+
+
+def test_a_page_still_failing_after_its_tries_is_tried_again_by_a_rerun(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    server = make_server()
+    site = setup_site(server, pages=2, images_per_page=4)
+    other = next(page for page in site.pages if page != "/")
+    _failing_first(server, {other}, 500, times=3)  # every try of the first run
+    (tmp_path / "settings.toml").write_text(FAST_RETRIES)
+    out = tmp_path / "out"
+    err = _master_with_a_local_worker(server, out, tmp_path)
+    assert _page_counts(err) == (2, 1), err
+    assert server.paths().count(other) == 3
+    err = _master_with_a_local_worker(server, out, tmp_path)
+    assert "1 to visit" in err, err
+    assert server.paths().count(other) == 4
+    assert server.paths().count("/") == 1, "the page done in the first run is not fetched again"
+    check_complete(out, server.url, site)
+
+
+def test_an_unreachable_robots_txt_says_so_and_a_rerun_crawls_the_site(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    server = make_server()
+    site = setup_site(server, pages=2, images_per_page=4)
+    _failing_first(server, {"/robots.txt"}, 503, times=1)
+    out = tmp_path / "out"
+    err = _master_with_a_local_worker(server, out, tmp_path)
+    assert f"page {server.url}/: robots.txt unreachable (HTTP 503)" in err, err
+    assert _page_counts(err) == (1, 1), err
+    assert "/" not in server.paths()
+    _master_with_a_local_worker(server, out, tmp_path)
+    assert server.paths().count("/") == 1
+    check_complete(out, server.url, site)
