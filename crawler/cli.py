@@ -209,7 +209,7 @@ def _address(text: str) -> tuple[str, int]:
     try:
         return parse_address(text)
     except ValueError as exc:
-        raise UsageError(f"{text!r} is not a HOST:PORT address") from exc
+        raise UsageError(f"bad master address: {exc}") from exc
 
 
 def _seeds(urls: Sequence[str]) -> tuple[str, ...]:

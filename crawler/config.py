@@ -110,7 +110,8 @@ def _valid_bind(value: str) -> bool:
 @dataclass(frozen=True)
 class QueueSettings:
     bind: str = field(default=f"127.0.0.1:{DEFAULT_PORT}",
-                      metadata=_check(_valid_bind, "HOST:PORT with a port from 0 to 65535"))
+                      metadata=_check(_valid_bind, "HOST:PORT, an IPv4 address or a host"
+                                      " name and a port from 0 to 65535"))
     lease_timeout: float = field(default=60.0, metadata=_POSITIVE)
     batch_size: int = field(default=64, metadata=_POSITIVE)
 
@@ -169,10 +170,16 @@ class Settings:
 
 
 def parse_address(value: str) -> tuple[str, int]:
-    """Split ``HOST:PORT`` (``[v6]:PORT`` for IPv6); raise ValueError if malformed."""
+    """Split ``HOST:PORT``; raise ValueError if malformed, or an IPv6 ``[v6]:PORT``.
+
+    The queue is multiprocessing's listener and client, which speak IPv4 only.
+    """
     match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\s\[\]]*):(\d{1,5})", value.strip())
     if not match:
         raise ValueError(f"{value!r} is not HOST:PORT")
+    if match.group(1):
+        raise ValueError(f"{value!r} is IPv6: the queue speaks IPv4 only (Python's "
+                         "multiprocessing); use an IPv4 address or a host name")
     host = match.group(1) or match.group(3) or "127.0.0.1"
     port = int(match.group(2) or match.group(4))
     if port > 65535:

@@ -124,6 +124,15 @@ def test_port_in_use_exits_4(tmp_path: Path, site: FixtureServer) -> None:
     assert f"cannot serve the queue on 127.0.0.1:{port}" in error_line(result)
 
 
+@pytest.mark.parametrize("command", [["master", "http://127.0.0.1:1/", "--bind", "[::1]:9000"],
+                                     ["worker", "[::1]:9000"]])
+def test_an_ipv6_queue_address_is_refused_in_one_line(tmp_path: Path, authkey: str,
+                                                      command: list[str]) -> None:
+    result = run_crawler(*command, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "IPv4" in error_line(result)
+
+
 def test_short_authkey_refused_on_a_public_bind(tmp_path: Path) -> None:
     env = {**os.environ, "CRAWLER_AUTHKEY": "short"}
     result = run_crawler("master", "http://127.0.0.1:1/", "--bind", "0.0.0.0:0", cwd=tmp_path,
