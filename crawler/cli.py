@@ -50,7 +50,8 @@ SETTING_FLAGS: dict[str, list[tuple[str, str, Any, str, str]]] = {
         ("--page-concurrency", "crawl.page_concurrency", int, "N", "pages fetched at once"),
         ("--user-agent", "crawl.user_agent", str, "TEXT", "User-Agent header"),
         ("--host-delay", "politeness.host_delay", float, "SEC",
-         "seconds between two images handed out for one host, across all workers"),
+         "seconds between two images handed out for one host, across all workers (and"
+         " between two of its pages)"),
         ("--host-concurrency", "politeness.host_concurrency", int, "N",
          "images of one host in flight at once, across all workers"),
         ("--max-attempts", "download.max_attempts", int, "N",

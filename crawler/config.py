@@ -35,6 +35,18 @@ _NON_NEGATIVE = _check(lambda v: v >= 0, "a number >= 0")
 _POSITIVE = _check(lambda v: v > 0, "a number > 0")
 
 
+def _compiles(patterns: tuple[str, ...]) -> bool:
+    try:
+        for pattern in patterns:
+            re.compile(pattern)
+    except re.error:
+        return False
+    return True
+
+
+_PATTERNS = _check(_compiles, "a list of Python regular expressions")
+
+
 @dataclass(frozen=True)
 class CrawlSettings:
     depth: int = field(default=3, metadata=_NON_NEGATIVE)
@@ -42,10 +54,10 @@ class CrawlSettings:
     max_images: int = field(default=0, metadata=_NON_NEGATIVE)
     scope: str = field(default="host", metadata=_check(
         lambda v: v in SCOPE_MODES, "one of " + ", ".join(SCOPE_MODES)))
-    allow: tuple[str, ...] = ()
-    deny: tuple[str, ...] = ()
-    image_allow: tuple[str, ...] = ()
-    image_deny: tuple[str, ...] = ()
+    allow: tuple[str, ...] = field(default=(), metadata=_PATTERNS)
+    deny: tuple[str, ...] = field(default=(), metadata=_PATTERNS)
+    image_allow: tuple[str, ...] = field(default=(), metadata=_PATTERNS)
+    image_deny: tuple[str, ...] = field(default=(), metadata=_PATTERNS)
     sources: tuple[str, ...] = field(default=ALL_SOURCES, metadata=_check(
         lambda v: set(v) <= set(ALL_SOURCES), "a list drawn from " + ", ".join(ALL_SOURCES)))
     lazy_attributes: tuple[str, ...] = ()
@@ -215,6 +227,10 @@ def _merge(base: Settings, data: Mapping[str, Any], source: str) -> Settings:
     updated: dict[str, Any] = {}
     for name, table in data.items():
         if name not in sections:
+            home = [section for section in sections
+                    if name in {k.name for k in dataclasses.fields(getattr(base, section))}]
+            if home and not isinstance(table, Mapping):
+                raise ConfigError(f"{source}: {name} must be under [{home[0]}], not at the top")
             raise ConfigError(f"{source}: unknown section [{name}]; known sections: "
                               + ", ".join(sections))
         if not isinstance(table, Mapping):

@@ -50,6 +50,10 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     ("[security]\nallow_networks = [\"10.0.0.0/33\"]\n", "security.allow_networks"),
     ("[crawl\ndepth = 3\n", "not valid TOML"),
     ("crawl = 3\n", "[crawl] must be a table"),
+    ("depth = 3\n", "depth must be under [crawl], not at the top"),
+    ("[crawl]\nallow = [\"ok\", \"(\"]\n",
+     "crawl.allow: expected a list of Python regular expressions"),
+    ("[crawl]\nimage_deny = [\"[a-\"]\n", "crawl.image_deny: expected a list of Python regular"),
 ])
 def test_bad_settings_name_the_file_and_the_key(tmp_path: Path, text: str, message: str) -> None:
     path = write(tmp_path, text)
