@@ -15,7 +15,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from crawler.demosite import Site, build_site
@@ -40,6 +40,17 @@ FAST_RETRIES = """
 backoff_base = 0.2
 backoff_max = 1.0
 """
+
+
+@contextlib.contextmanager
+def _stopped_at_the_end(
+        processes: list[subprocess.Popen[str]]) -> Iterator[list[subprocess.Popen[str]]]:
+    """Yield ``processes`` (add to it as they start); whatever happens, none outlives the test."""
+    try:
+        yield processes
+    finally:
+        for process in processes:
+            stop(process)
 
 
 def setup_site(server: FixtureServer, pages: int = 4, images_per_page: int = 15,
@@ -102,8 +113,7 @@ def test_a_dead_local_worker_is_reported_and_a_worker_from_elsewhere_finishes(
     master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
                            str(out), "--local-workers", "1", "--worker-threads", "2",
                            "--lease-timeout", "2", cwd=tmp_path, env=env)
-    worker = None
-    try:
+    with _stopped_at_the_end([master]) as processes:
         address = wait_for_queue_address(master)
         wait_until(lambda: sum(p in site.images for p in server.paths()) >= 5, 30,
                    "the local worker downloading")
@@ -114,12 +124,9 @@ def test_a_dead_local_worker_is_reported_and_a_worker_from_elsewhere_finishes(
                                 r"left, the crawl waits for workers from elsewhere")
         worker = start_crawler("worker", address, "--out", str(out), "--authkey-file",
                                str(out / "authkey"), cwd=tmp_path, env=env)
+        processes.append(worker)
         err = finish(master, 90)
         assert worker.wait(timeout=30) == 0
-    finally:
-        stop(master)
-        if worker is not None:
-            stop(worker)
     assert master.returncode == 0, err
     check_complete(out, server.url, site)
 
@@ -583,17 +590,13 @@ def _crawl_one_page_at_a_time(server: FixtureServer, out: Path, tmp_path: Path,
     """Crawl ``server`` with one worker, calling ``meanwhile(master's pid)``; the stderr."""
     master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
                            str(out), "--page-concurrency", "1", cwd=tmp_path)
-    worker = None
-    try:
+    with _stopped_at_the_end([master]) as processes:
         address = wait_for_queue_address(master)
         worker = start_crawler("worker", address, "--out", str(out), cwd=tmp_path)
+        processes.append(worker)
         meanwhile(master.pid)
         err = finish(master, 90)
         assert worker.wait(timeout=30) == 0
-    finally:
-        stop(master)
-        if worker is not None:
-            stop(worker)
     assert master.returncode == 0, err
     return err
 
