@@ -88,6 +88,16 @@ class BoardPolicy:
     host_concurrency: int = 16
     batch_size: int = 64
 
+    def backoff(self, failures: int, retry_after: float | None) -> float:
+        """Seconds to wait after the ``failures``-th transient failure: exponential with
+        jitter, at most ``backoff_max``; a longer Retry-After (up to MAX_RETRY_AFTER) wins.
+        """
+        delay = min(self.backoff_max, self.backoff_base * 2 ** (failures - 1))
+        delay *= random.uniform(0.5, 1.0)
+        if retry_after:
+            delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
+        return delay
+
 
 class TaskBoard:
     def __init__(self, policy: BoardPolicy, clock: Callable[[], float] = time.monotonic,
@@ -466,10 +476,7 @@ class TaskBoard:
             lane.next_time = max(lane.next_time, now + min(attempt.retry_after, MAX_RETRY_AFTER))
         attempts = max(item.attempts, 1)
         if not attempt.ok and attempt.transient and attempts < self.policy.max_attempts:
-            backoff = min(self.policy.backoff_max, self.policy.backoff_base * 2 ** (attempts - 1))
-            backoff *= random.uniform(0.5, 1.0)
-            if attempt.retry_after:
-                backoff = max(backoff, min(attempt.retry_after, MAX_RETRY_AFTER))
+            backoff = self.policy.backoff(attempts, attempt.retry_after)
             self._set_state(item, DELAYED)
             heapq.heappush(self._delayed, (now + backoff, next(self._seq), item.url))
             self.retries += 1

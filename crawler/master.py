@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import random
 import socket
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from crawler.authkey import ENV_VAR, Authkey, is_loopback
-from crawler.board import MAX_RETRY_AFTER, BoardPolicy, TaskBoard
+from crawler.board import BoardPolicy, TaskBoard
 from crawler.config import Limits, Settings
 from crawler.errors import StorageError
 from crawler.extract import Extraction
@@ -377,21 +376,18 @@ class Master:
 
         The backoff holds back every page of its host, as a 5xx or 429 is about the host.
         """
-        download = self._settings.download
+        policy = self._board.policy  # the images' tries and backoff
         if not visit.page.transient or robots.unreachable(visit.url):
             return False  # robots.txt is read once per run: the page waits for the next
         self._page_tries[visit.url] += 1
         tries = self._page_tries[visit.url]
-        if tries >= download.max_attempts:
+        if tries >= policy.max_attempts:
             return False
-        backoff = min(download.backoff_max, download.backoff_base * 2 ** (tries - 1))
-        backoff *= random.uniform(0.5, 1.0)
-        if visit.page.retry_after:
-            backoff = max(backoff, min(visit.page.retry_after, MAX_RETRY_AFTER))
+        backoff = policy.backoff(tries, visit.page.retry_after)
         host = host_key(visit.url)
         self._page_ready[host] = max(self._page_ready.get(host, 0.0), time.monotonic() + backoff)
         log.info("page %s: %s; trying again in %.1f s (try %d of %d)", visit.url,
-                 visit.page.skipped, backoff, tries + 1, download.max_attempts)
+                 visit.page.skipped, backoff, tries + 1, policy.max_attempts)
         frontier.append((visit.url, visit.depth))
         return True
 
