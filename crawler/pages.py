@@ -11,7 +11,7 @@ import requests
 
 from crawler.httpclient import TRANSIENT_ERRORS, Watchdog
 from crawler.netguard import BlockedAddress
-from crawler.sink import status_failure
+from crawler.sink import retry_after_seconds, transient_status
 from crawler.urls import normalize
 
 MAX_REDIRECTS = 10
@@ -68,10 +68,10 @@ def fetch_page(session: requests.Session, url: str, *, timeout: float, max_bytes
                 current = target
                 continue
             if response.status_code != 200:
-                answer = status_failure(url, 0.0, response.status_code,
-                                        response.headers.get("Retry-After"))
-                return Page(url, current, response.status_code, skipped=answer.reason,
-                            transient=answer.transient, retry_after=answer.retry_after)
+                status = response.status_code
+                return Page(url, current, status, skipped=f"HTTP {status}",
+                            transient=transient_status(status),
+                            retry_after=retry_after_seconds(response.headers.get("Retry-After")))
             kind = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
             if kind and kind not in HTML_TYPES:
                 return Page(url, current, 200, skipped=f"not HTML ({kind})")

@@ -133,10 +133,15 @@ def failure(url: str, started: float, reason: str, transient: bool = False,
                    retry_after=retry_after, elapsed_s=time.monotonic() - started)
 
 
+def transient_status(status: int) -> bool:
+    """Whether an answer with ``status`` (not 200) is worth a retry: 5xx, 408, 425, 429."""
+    return status not in PERMANENT_STATUSES and (status in (408, 425, 429) or status >= 500)
+
+
 def status_failure(url: str, started: float, status: int, retry_after: str | None) -> Attempt:
-    """The Attempt for an answer other than 200: 5xx, 408, 425 and 429 are worth a retry."""
-    transient = status not in PERMANENT_STATUSES and (status in (408, 425, 429) or status >= 500)
-    return failure(url, started, f"HTTP {status}", transient, retry_after_seconds(retry_after))
+    """The Attempt for an answer other than 200."""
+    return failure(url, started, f"HTTP {status}", transient_status(status),
+                   retry_after_seconds(retry_after))
 
 
 def _require_image(head: bytes | bytearray) -> ImageType:
