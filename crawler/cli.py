@@ -224,7 +224,7 @@ def _seeds(urls: Sequence[str]) -> tuple[str, ...]:
 
 
 def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
-               local_workers: int, worker_threads: int | None, dry_run: bool,
+               local_workers: int, dry_run: bool,
                quiet: bool) -> int:
     from crawler.master import Master, MasterOptions
     from crawler.parsing import PageParser
@@ -233,7 +233,7 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
     check_for_bind(authkey, bind[0])
     options = MasterOptions(seeds=seeds, out_dir=Path(settings.output.dir), bind=bind,
                             local_workers=local_workers,
-                            worker_threads=worker_threads or settings.worker.threads,
+                            worker_threads=settings.worker.threads,
                             worker_fast_lane=settings.worker.fast_lane, dry_run=dry_run)
     # Before the progress bars and the queue start their threads: it forks.
     parser = PageParser()
@@ -289,8 +289,7 @@ def _master(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--local-workers must be 0 or more")
     authkey = load_authkey(args.authkey_file, generate=True)
     return run_master(settings, _seeds(args.seeds), authkey, local_workers=args.local_workers,
-                      worker_threads=None, dry_run=args.dry_run,
-                      quiet=args.quiet)
+                      dry_run=args.dry_run, quiet=args.quiet)
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:

@@ -33,10 +33,11 @@ def run_demo(settings: Settings, *, workers: int, quiet: bool,
         say = (lambda text: None) if quiet else (lambda text: print(text, file=sys.stderr))
         say(f"demo site: {server.base_url}/ ({len(site.pages)} pages, {len(site.images)} images)")
         demo_settings = settings.with_values({"output.dir": str(out_dir),
-                                              "queue.bind": "127.0.0.1:0"})
+                                              "queue.bind": "127.0.0.1:0",
+                                              "worker.threads": 4})
         status = run_master(demo_settings, (server.base_url + "/",),
                             load_authkey(None, generate=True), local_workers=workers,
-                            worker_threads=4, dry_run=False, quiet=quiet)
+                            dry_run=False, quiet=quiet)
     stored = sorted(p for p in out_dir.rglob("*.png"))
     say(f"demo: {len(stored)} images stored under {out_dir}/ "
         f"(results in {out_dir / RESULTS_NAME}, manifest in {out_dir / MANIFEST_NAME})")
