@@ -104,10 +104,7 @@ class PageParser:
         if conn is not None:
             conn.close()
         if process is not None:
-            process.join(wait)
-            if process.is_alive():
-                process.kill()
-                process.join(CLOSE_WAIT)
+            _join_or_kill(process, wait)
 
     def _start(self) -> None:
         context = multiprocessing.get_context("fork")
@@ -133,14 +130,19 @@ class PageParser:
         process, self._process = self._process, None
         if process is None:
             return None
-        process.join(CLOSE_WAIT)
-        if process.is_alive():  # the pipe broke, but it lives on: do not leave it behind
-            process.kill()
-            process.join(CLOSE_WAIT)
+        _join_or_kill(process, CLOSE_WAIT)  # the pipe broke; if it lives on, not for long
         if not self._closed:
             log.warning("the page parser process ended (exit status %s); starting a new one",
                         process.exitcode)
         return process.exitcode  # type: ignore[no-any-return]
+
+
+def _join_or_kill(process: Any, wait: float) -> None:
+    """Wait up to ``wait`` s for ``process`` to leave, then kill it: none is left behind."""
+    process.join(wait)
+    if process.is_alive():
+        process.kill()
+        process.join(CLOSE_WAIT)
 
 
 def _serve(conn: Connection, parents_end: Connection) -> None:
