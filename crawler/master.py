@@ -440,14 +440,18 @@ class Master:
         source = self._authkey.source
         if source == "environment":
             return f"(with the same {ENV_VAR} as the master)"
-        copy = ": copy that file to each worker host" if other_hosts else ""
-        if source != "generated":
-            return f"--authkey-file {source}" + (f" ({copy[2:]})" if copy else "")
-        key_file = self._options.out_dir / "authkey"
-        key_file.touch(mode=0o600)
-        key_file.chmod(0o600)
-        key_file.write_bytes(self._authkey.key)
-        return f"--authkey-file {key_file} (a new key{copy})"
+        notes = []
+        key_file = source
+        if source == "generated":
+            written = self._options.out_dir / "authkey"
+            written.touch(mode=0o600)
+            written.chmod(0o600)
+            written.write_bytes(self._authkey.key)
+            key_file = str(written)
+            notes.append("a new key")
+        if other_hosts:
+            notes.append("copy that file to each worker host")
+        return f"--authkey-file {key_file}" + (f" ({': '.join(notes)})" if notes else "")
 
     def _start_local_workers(self, address: tuple[str, int]) -> None:
         env = dict(os.environ)
