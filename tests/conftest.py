@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import re
 import secrets
@@ -190,26 +191,37 @@ def serve_routes(server: FixtureServer, files: dict[str, tuple[str, bytes]], *,
     ``fail_once`` answers the first request of every image with that status
     (and ``Retry-After`` when given), and serves it from the second on.
     """
-    failed: set[str] = set()
-    lock = threading.Lock()
-
-    def route_for(path: str, kind: str, body: bytes) -> Route:
+    def route_for(kind: str, body: bytes) -> Route:
         def route(handler: FixtureHandler) -> None:
-            is_image = kind.startswith("image/")
-            time.sleep(image_delay if is_image else page_delay)
-            if is_image and fail_once is not None:
-                with lock:
-                    first = path not in failed
-                    failed.add(path)
-                if first:
-                    headers = {"Retry-After": retry_after} if retry_after else {}
-                    handler.send_body(fail_once, b"try again", "text/plain", headers)
-                    return
+            time.sleep(image_delay if kind.startswith("image/") else page_delay)
             handler.send_body(200, body, kind)
         return route
 
     for path, (kind, body) in files.items():
-        server.routes[path] = route_for(path, kind, body)
+        server.routes[path] = route_for(kind, body)
+    if fail_once is not None:
+        images = {path for path, (kind, _) in files.items() if kind.startswith("image/")}
+        fail_first(server, images, fail_once, times=1, retry_after=retry_after)
+
+
+def fail_first(server: FixtureServer, paths: set[str], status: int, *, times: int,
+               retry_after: str | None = None) -> None:
+    """Answer ``status`` to the first ``times`` requests of each of ``paths`` (with
+    ``Retry-After`` when given), and from then on as their routes did before."""
+    served: collections.Counter[str] = collections.Counter()
+    lock = threading.Lock()
+    headers = {"Retry-After": retry_after} if retry_after else {}
+    for path in paths:
+        def route(handler: FixtureHandler, path: str = path,
+                  normal: Route = server.routes[path]) -> None:
+            with lock:
+                served[path] += 1
+                failing = served[path] <= times
+            if failing:
+                handler.send_body(status, b"try again", "text/plain", headers)
+            else:
+                normal(handler)
+        server.routes[path] = route
 
 
 @pytest.fixture

@@ -21,9 +21,9 @@ from pathlib import Path
 from crawler.demosite import Site, build_site
 
 from .conftest import (
-    FixtureHandler,
     FixtureServer,
     crawler_command,
+    fail_first,
     finish,
     free_port,
     manifest_lines,
@@ -154,25 +154,22 @@ def test_a_worker_that_cannot_store_hands_back_and_exits_3(
     out = tmp_path / "out"
     master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
                            str(out), cwd=tmp_path)
-    workers: list[subprocess.Popen[str]] = []
-    try:
+    with _stopped_at_the_end([master]) as processes:
         address = wait_for_queue_address(master)
         crippled = subprocess.Popen(crawler_command("worker", address, "--out", str(out),
                                                     "--threads", "4"),
                                     cwd=tmp_path, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True,
                                     preexec_fn=_small_files_only)
-        workers.append(crippled)
+        processes.append(crippled)
         crippled_err = finish(crippled, 60)
         assert crippled.returncode == 3, crippled_err
         assert f"crawler: error: cannot store images under {out}: " in crippled_err
         assert "File too large" in crippled_err and "went back to the master" in crippled_err
-        workers.append(start_crawler("worker", address, "--out", str(out), cwd=tmp_path))
+        worker = start_crawler("worker", address, "--out", str(out), cwd=tmp_path)
+        processes.append(worker)
         err = finish(master, 90)
-        assert workers[1].wait(timeout=30) == 0
-    finally:
-        for process in (master, *workers):
-            stop(process)
+        assert worker.wait(timeout=30) == 0
     assert master.returncode == 0, err
     check_complete(out, server.url, site)  # nothing was failed for the first worker's disk
     assert max(e["attempts"] for e in manifest_lines(out)) == 1
@@ -651,23 +648,6 @@ def test_a_page_that_kills_two_page_parsers_fails_alone(
     assert stored == {server.url + path for path in home_images}
 
 
-def _failing_first(server: FixtureServer, paths: set[str], status: int, times: int) -> None:
-    """Answer ``status`` to the first ``times`` requests of each of ``paths``, then as before."""
-    served: collections.Counter[str] = collections.Counter()
-    lock = threading.Lock()
-    for path in paths:
-        def route(handler: FixtureHandler, path: str = path,
-                  normal: Callable[[FixtureHandler], None] = server.routes[path]) -> None:
-            with lock:
-                served[path] += 1
-                failing = served[path] <= times
-            if failing:
-                handler.send_body(status, b"busy", "text/plain", {"Retry-After": "0"})
-            else:
-                normal(handler)
-        server.routes[path] = route
-
-
 def _master_with_a_local_worker(server: FixtureServer, out: Path, tmp_path: Path) -> str:
     master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
                            str(out), "--local-workers", "1", cwd=tmp_path)
@@ -680,7 +660,7 @@ def test_pages_that_fail_for_a_while_are_tried_again(
         make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
     server = make_server()
     site = setup_site(server, pages=3, images_per_page=4)
-    _failing_first(server, set(site.pages), 503, times=2)  # max_attempts is 3
+    fail_first(server, set(site.pages), 503, times=2, retry_after="0")  # max_attempts is 3
     (tmp_path / "settings.toml").write_text(FAST_RETRIES)
     out = tmp_path / "out"
     err = _master_with_a_local_worker(server, out, tmp_path)
@@ -695,7 +675,7 @@ def test_a_page_still_failing_after_its_tries_is_tried_again_by_a_rerun(
     server = make_server()
     site = setup_site(server, pages=2, images_per_page=4)
     other = next(page for page in site.pages if page != "/")
-    _failing_first(server, {other}, 500, times=3)  # every try of the first run
+    fail_first(server, {other}, 500, times=3, retry_after="0")  # every try of the first run
     (tmp_path / "settings.toml").write_text(FAST_RETRIES)
     out = tmp_path / "out"
     err = _master_with_a_local_worker(server, out, tmp_path)
@@ -712,7 +692,7 @@ def test_an_unreachable_robots_txt_says_so_and_a_rerun_crawls_the_site(
         make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
     server = make_server()
     site = setup_site(server, pages=2, images_per_page=4)
-    _failing_first(server, {"/robots.txt"}, 503, times=1)
+    fail_first(server, {"/robots.txt"}, 503, times=1, retry_after="0")
     out = tmp_path / "out"
     err = _master_with_a_local_worker(server, out, tmp_path)
     assert f"page {server.url}/: robots.txt unreachable (HTTP 503)" in err, err
