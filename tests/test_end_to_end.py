@@ -17,6 +17,7 @@ from .conftest import (
     run_crawler,
     site_images,
     start_crawler,
+    stop,
     wait_for_output,
     wait_for_queue_address,
 )
@@ -132,8 +133,7 @@ def test_a_worker_started_as_the_master_says_does_the_job(site: FixtureServer,
         assert worker.returncode == 0, worker.stderr
         err = finish(master, 60)
     finally:
-        if master.poll() is None:
-            master.kill()
+        stop(master)
     assert master.returncode == 0, err
     check_results(out, site.url)
 
@@ -151,8 +151,7 @@ def test_classic_worker_serves_a_real_crawl(site: FixtureServer, tmp_path: Path,
         assert classic.returncode == 0, classic.stderr
         err = finish(master, 60)
     finally:
-        if master.poll() is None:
-            master.kill()
+        stop(master)
     assert master.returncode == 0, err
     lines = (out / "results.log").read_text().splitlines()
     assert sorted(lines) == sorted(
