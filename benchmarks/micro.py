@@ -3,18 +3,18 @@
     python benchmarks/micro.py [all|queue|extract|memory|report] [--urls 20000 --seconds 10
                                                                   --runs 3]
 
-* queue: a :class:`crawler.transport.QueueServer` on a :class:`crawler.board.TaskBoard`
+* queue: a :class:`crawler.board.manager.QueueServer` on a :class:`crawler.board.memory.TaskBoard`
   in this process (127.0.0.1, an OS-chosen port); a client in another process
-  connects with :class:`crawler.transport.MasterClient` and leases and reports
+  connects with :class:`crawler.board.manager.MasterClient` and leases and reports
   URLs, one per call and then 64 per call. Prints URLs/s and calls/s (median
   of ``--runs``); each run is bounded by ``--urls`` and ``--seconds``.
-* extract: :func:`crawler.extract.extract` pages/s on a large page (2,000
+* extract: :func:`crawler.parse.extract.extract` pages/s on a large page (2,000
   images in every form the site generator uses, 500 links) and on a typical
   page (50 images, 30 links).
 * memory: in a fresh process, the RSS (VmRSS) growth from adding 100,000 image
   URLs of about 80 characters to a TaskBoard with ``board.add(url, host, page)``,
   as the master does; prints bytes per URL against a 1 KiB target.
-* report: :func:`crawler.report.write_report` on a manifest of 100,000 lines
+* report: :func:`crawler.ui.report.write_report` on a manifest of 100,000 lines
   (one in ten a failure, 20 real image files), in a temporary folder.
 """
 
@@ -54,7 +54,7 @@ def median_of(values: Sequence[float]) -> float:
 
 def sample_report(url: str) -> dict[str, Any]:
     """What a worker reports for one stored image, as it goes on the wire."""
-    from crawler.outcome import Attempt
+    from crawler.model.outcome import Attempt
 
     return Attempt(url=url, ok=True, path="img.example_8080/" + url.rsplit("/", 1)[-1],
                    bytes=16384, sha256="ab" * 32, content_type="image/png", width=640,
@@ -63,7 +63,7 @@ def sample_report(url: str) -> dict[str, Any]:
 
 def queue_client(host: str, port: int, batch: int, max_urls: int, seconds: float) -> None:
     """The client side (its own process): lease ``batch`` URLs, report them, repeat."""
-    from crawler.transport import MasterClient
+    from crawler.board.manager import MasterClient
 
     board = MasterClient((host, port), os.environ["CRAWLER_AUTHKEY"].encode()).connect()
     worker = f"bench:{os.getpid()}"
@@ -86,8 +86,8 @@ def queue_client(host: str, port: int, batch: int, max_urls: int, seconds: float
 
 def queue_run(batch: int, max_urls: int, seconds: float) -> dict[str, float]:
     """One run: a fresh board of ``max_urls`` URLs served here, drained by a client process."""
-    from crawler.board import BoardPolicy, TaskBoard
-    from crawler.transport import QueueServer
+    from crawler.board.manager import QueueServer
+    from crawler.board.memory import BoardPolicy, TaskBoard
 
     board = TaskBoard(BoardPolicy(lease_timeout=600.0, host_concurrency=1_000_000,
                                   batch_size=BATCH))
@@ -139,7 +139,7 @@ def make_page(images: int, links: int, seed: int = 3) -> bytes:
 def time_extract(page: bytes, url: str, min_seconds: float, max_iterations: int,
                  ) -> tuple[float, int, int]:
     """(seconds per page, images found, links found): the best of three timed loops."""
-    from crawler.extract import extract
+    from crawler.parse.extract import extract
 
     found = extract(page, url)
     per_page = []
@@ -156,7 +156,7 @@ def time_extract(page: bytes, url: str, min_seconds: float, max_iterations: int,
 
 
 def bench_extract(seconds: float) -> list[str]:
-    lines = ["extract: crawler.extract.extract on pages in the benchmark site's style "
+    lines = ["extract: crawler.parse.extract.extract on pages in the benchmark site's style "
              "(best of 3 loops)"]
     for label, images, links in (("large page", 2000, 500), ("typical page", 50, 30)):
         page = make_page(images, links)
@@ -191,8 +191,8 @@ def realistic_url(n: int) -> str:
 
 def memory_child(count: int) -> None:
     """Runs in a fresh process: RSS before and after tracking ``count`` URLs on a board."""
-    from crawler.board import BoardPolicy, TaskBoard
-    from crawler.urls import host_key
+    from crawler.board.memory import BoardPolicy, TaskBoard
+    from crawler.model.urls import host_key
 
     board = TaskBoard(BoardPolicy())
     host_key("https://warm.example/")  # imports and caches, before the first reading
@@ -249,9 +249,9 @@ REPORT_LINES = 100_000
 def bench_report(lines: int = REPORT_LINES) -> list[str]:
     import tempfile
 
-    from crawler.demosite import png
-    from crawler.outcome import Outcome
-    from crawler.report import write_report
+    from crawler.demo.site import png
+    from crawler.model.outcome import Outcome
+    from crawler.ui.report import write_report
 
     body = png(8, 8, 3)
     with tempfile.TemporaryDirectory(prefix="crawler-micro-") as folder:

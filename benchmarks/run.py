@@ -820,7 +820,7 @@ def bench_scale(args: argparse.Namespace, scale: int, tmp: Path) -> dict[str, An
           f"generated in {info.generate_s:.1f} s", flush=True)
     found, missing = site_module.verify(info)
     if missing:
-        print(f"WARNING: crawler.extract finds only {found}/{len(info.ground_truth)} images "
+        print(f"WARNING: crawler.parse.extract finds only {found}/{len(info.ground_truth)} images "
               f"offline (e.g. {missing[:3]}): 100% completeness is out of reach", flush=True)
     for folder in (tmp, site_dir, info.root):
         folder.chmod(0o755)  # nginx's workers run as another user when we are root

@@ -9,7 +9,7 @@
     OUT/ground_truth.txt        every image path a complete crawl must find
     OUT/site.json               the parameters and a few statistics
 
-Pages reference their images in every way ``crawler.extract`` discovers:
+Pages reference their images in every way ``crawler.parse.extract`` discovers:
 ``<img src>``, ``srcset`` with ``w`` and ``x`` descriptors, ``<picture><source
 srcset>``, lazy ``data-src``/``data-srcset``/``data-original``, CSS ``url()`` in
 ``style`` attributes and in ``<style>`` blocks, ``og:image``, ``<link
@@ -42,7 +42,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from crawler.demosite import png
+from crawler.demo.site import png
 
 GROUND_TRUTH = "ground_truth.txt"
 SITE_JSON = "site.json"
@@ -275,12 +275,12 @@ def generate(out: Path, params: SiteParams) -> SiteInfo:
 
 
 def verify(info: SiteInfo, base: str = "http://127.0.0.1:8080") -> tuple[int, list[str]]:
-    """Run ``crawler.extract`` over every page offline.
+    """Run ``crawler.parse.extract`` over every page offline.
 
     Returns how many ground-truth images it finds and the paths it misses:
     a check that the site exercises discovery, not a benchmark.
     """
-    from crawler.extract import extract
+    from crawler.parse.extract import extract
 
     found: set[str] = set()
     for path in info.pages:
@@ -328,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gen.add_argument("--seed", type=int, default=defaults.seed)
     gen.add_argument("--scale", type=int, default=1, help="multiply pages and images")
     gen.add_argument("--verify", action="store_true",
-                     help="check offline that crawler.extract finds every image")
+                     help="check offline that crawler.parse.extract finds every image")
     srv = commands.add_parser("serve", help="serve a folder on 127.0.0.1 (fallback server)")
     srv.add_argument("root", type=Path)
     srv.add_argument("--port", type=int, default=0)
@@ -347,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("image forms: " + ", ".join(f"{k} {v}" for k, v in info.forms.items()))
     if args.verify:
         found, missing = verify(info)
-        print(f"verify: crawler.extract finds {found}/{len(info.ground_truth)} images offline"
+        print(f"verify: crawler.parse.extract finds {found}/{len(info.ground_truth)} images offline"
               + (f"; missing e.g. {missing[:5]}" if missing else ""))
         return 1 if missing else 0
     return 0

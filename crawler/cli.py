@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from crawler import __version__
-from crawler.authkey import Authkey, check_for_bind, load_authkey
 from crawler.config import DEFAULT_PORT, Settings, load_settings, parse_address
 from crawler.errors import CrawlerError, InvalidURL, UsageError
-from crawler.progress import (
+from crawler.master.authkey import Authkey, check_for_bind, load_authkey
+from crawler.model.urls import normalize
+from crawler.ui.progress import (
     TqdmLogHandler,
     WorkerLine,
     human_bytes,
@@ -32,7 +33,6 @@ from crawler.progress import (
     write_above_bars,
     write_out,
 )
-from crawler.urls import normalize
 
 log = logging.getLogger("crawler")
 
@@ -226,8 +226,8 @@ def _seeds(urls: Sequence[str]) -> tuple[str, ...]:
 def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
                local_workers: int, dry_run: bool,
                quiet: bool) -> int:
-    from crawler.master import Master, MasterOptions
-    from crawler.parsing import PageParser
+    from crawler.master.master import Master, MasterOptions
+    from crawler.parse.pool import PageParser
 
     bind = _address(settings.queue.bind)
     check_for_bind(authkey, bind[0])
@@ -293,8 +293,8 @@ def _master(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
-    from crawler.transport import MasterClient
-    from crawler.worker import Worker, WorkerOptions
+    from crawler.board.manager import MasterClient
+    from crawler.worker.worker import Worker, WorkerOptions
 
     authkey = load_authkey(args.authkey_file, generate=False)
     line = WorkerLine(quiet=args.quiet)
@@ -316,7 +316,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from crawler.demo import run_demo
+    from crawler.demo.demo import run_demo
 
     if args.workers < 1:
         raise UsageError("--workers must be 1 or more: the demo downloads with local workers")
@@ -324,7 +324,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
-    from crawler.status import fetch_status, format_status
+    from crawler.ui.status import fetch_status, format_status
 
     authkey = load_authkey(args.authkey_file, generate=False)
     status = fetch_status(_address(args.master), authkey.key)
@@ -333,7 +333,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _report(args: argparse.Namespace, settings: Settings) -> int:
-    from crawler.report import write_report
+    from crawler.ui.report import write_report
 
     path = write_report(args.output_dir)
     write_out(f"wrote {path}")

@@ -14,7 +14,7 @@
     └── InvalidURL               a URL that cannot be crawled (not http(s), no host)
 
 Download failures are not exceptions that end the program: each becomes a
-result line with a reason (see ``crawler.outcome``).
+result line with a reason (see ``crawler.model.outcome``).
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ import queue
 
 import pytest
 
-from crawler.board import BoardPolicy, TaskBoard
-from crawler.outcome import Attempt
+from crawler.board.memory import BoardPolicy, TaskBoard
+from crawler.model.outcome import Attempt
 
 
 class Clock:

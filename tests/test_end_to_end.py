@@ -165,7 +165,7 @@ def test_demo_runs_offline(tmp_path: Path) -> None:
     result = subprocess.run(crawler_command("demo", "--out", str(tmp_path)), cwd=tmp_path,
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
-    from crawler.demosite import build_site
+    from crawler.demo.site import build_site
 
     site = build_site()
     stored = list((tmp_path / "demo").rglob("*.png"))

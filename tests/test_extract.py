@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crawler.extract import (
+from crawler.model.urls import normalize
+from crawler.parse.extract import (
     DEFAULT_LAZY_ATTRIBUTES,
     IMAGE_EXTENSIONS,
     SOURCES,
@@ -23,7 +24,6 @@ from crawler.extract import (
     has_image_extension,
     parse_srcset,
 )
-from crawler.urls import normalize
 
 PAGES = Path(__file__).parent / "pages" / "discovery"
 CORPUS = Path(__file__).parent / "corpus" / "extract"

@@ -13,18 +13,18 @@ from pathlib import Path
 
 import pytest
 
+from crawler.board.manager import MasterClient
 from crawler.config import Limits
-from crawler.demosite import png
-from crawler.download import download
+from crawler.demo.site import png
 from crawler.errors import WorkerFailed
-from crawler.fastlane import FastLane, HandOver, parse_head
-from crawler.httpclient import Watchdog, make_pool
-from crawler.netguard import AddressPolicy
-from crawler.outcome import Attempt
-from crawler.sink import ACCEPT, SPILL_AT, ImageSink
-from crawler.store import Store
-from crawler.transport import MasterClient
-from crawler.worker import Worker, WorkerOptions
+from crawler.fetch.guard import AddressPolicy
+from crawler.fetch.session import Watchdog, make_pool
+from crawler.model.outcome import Attempt
+from crawler.worker.download import download
+from crawler.worker.fastlane import FastLane, HandOver, parse_head
+from crawler.worker.sink import ACCEPT, SPILL_AT, ImageSink
+from crawler.worker.store import Store
+from crawler.worker.worker import Worker, WorkerOptions
 
 from .conftest import (
     SITE,
@@ -551,7 +551,7 @@ def test_a_worker_whose_download_threads_cannot_start_hands_its_urls_back(
         make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A redirect needs the urllib3 threads; when they cannot start, nothing is lost."""
-    import crawler.httpclient
+    import crawler.fetch.session
 
     site = make_server()
     page = b'<html><body><img src="/moved.png"><img src="/images/blue.png"></body></html>'
@@ -572,7 +572,7 @@ def test_a_worker_whose_download_threads_cannot_start_hands_its_urls_back(
                         WorkerOptions(out_dir=out, threads=2, connect_wait=10))
         with monkeypatch.context() as patch, pytest.raises(
                 WorkerFailed, match="cannot start the download threads"):
-            patch.setattr(crawler.httpclient, "Watchdog", no_threads_here)
+            patch.setattr(crawler.fetch.session, "Watchdog", no_threads_here)
             worker.run()
         healthy = run_crawler("worker", address, "--out", str(out), cwd=tmp_path, timeout=60)
         assert healthy.returncode == 0, healthy.stderr

@@ -14,9 +14,9 @@ from urllib.parse import urljoin
 
 import pytest
 
-from crawler.demosite import png
-from crawler.netguard import AddressPolicy, BlockedAddress, guarded_connect, kind_of
-from crawler.urls import normalize
+from crawler.demo.site import png
+from crawler.fetch.guard import AddressPolicy, BlockedAddress, guarded_connect, kind_of
+from crawler.model.urls import normalize
 
 from .conftest import (
     SITE,

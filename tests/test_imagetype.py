@@ -1,4 +1,4 @@
-"""Tests for crawler.imagetype: sniffing image types and reading sizes from headers.
+"""Tests for crawler.model.imagetype: sniffing image types and reading sizes from headers.
 
 Every image here is built by the test code itself (no binary fixtures), so a
 reader can see exactly which bytes each rule is checked against.
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crawler.imagetype import (
+from crawler.model.imagetype import (
     AVIF,
     BMP,
     GIF,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from crawler.extract import SOURCES, extract
-from crawler.parsing import PageParser, ParserCrashed
+from crawler.parse.extract import SOURCES, extract
+from crawler.parse.pool import PageParser, ParserCrashed
 
 PAGES = sorted((Path(__file__).parent / "pages" / "discovery").glob("*.html"))
 CORPUS = sorted((Path(__file__).parent / "corpus" / "extract").glob("*.html"))

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from crawler.demosite import build_site, png
+from crawler.demo.site import build_site, png
 
 from .conftest import (
     FixtureHandler,

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from crawler.demosite import Site, build_site
+from crawler.demo.site import Site, build_site
 
 from .conftest import (
     FixtureServer,
@@ -384,10 +384,10 @@ def test_a_second_ctrl_c_stops_the_master_without_waiting(
 # master does when that goodbye was the last news of a finished crawl.
 _MASTER_GONE_AT_GOODBYE = """
 import dataclasses, os, sys, time
-from crawler.board import BoardPolicy, TaskBoard
+from crawler.board.memory import BoardPolicy, TaskBoard
 from crawler.config import Limits
-from crawler.netguard import AddressPolicy
-from crawler.transport import QueueServer
+from crawler.fetch.guard import AddressPolicy
+from crawler.board.manager import QueueServer
 
 board = TaskBoard(BoardPolicy(), wake=lambda: os._exit(0) if board.closed else None)
 hello = {"limits": dataclasses.asdict(Limits()), "lease_timeout": 60.0, "user_agent": "t",
@@ -522,10 +522,10 @@ def test_an_answer_lost_on_the_way_loses_nothing_and_stalls_nothing(
 # A master of an earlier version: its board has no exchange, and hello does not offer it.
 _MASTER_WITHOUT_EXCHANGE = """
 import dataclasses, os, sys, time
-from crawler.board import BoardPolicy, TaskBoard
+from crawler.board.memory import BoardPolicy, TaskBoard
 from crawler.config import Limits
-from crawler.netguard import AddressPolicy
-from crawler.transport import BoardView, QueueServer
+from crawler.fetch.guard import AddressPolicy
+from crawler.board.manager import BoardView, QueueServer
 
 del BoardView.exchange
 board = TaskBoard(BoardPolicy())

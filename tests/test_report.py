@@ -14,9 +14,9 @@ from urllib.request import url2pathname
 import pytest
 from bs4 import BeautifulSoup, Tag
 
-from crawler.demosite import png
+from crawler.demo.site import png
 from crawler.errors import StorageError, UsageError
-from crawler.report import MAX_LINE_BYTES, write_report
+from crawler.ui.report import MAX_LINE_BYTES, write_report
 
 from .conftest import FixtureServer, run_crawler
 

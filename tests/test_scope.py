@@ -7,8 +7,8 @@ import pickle
 import pytest
 
 from crawler.errors import ConfigError, InvalidURL
-from crawler.scope import Scope, registrable_domain
-from crawler.urls import normalize
+from crawler.master.scope import Scope, registrable_domain
+from crawler.model.urls import normalize
 
 
 def page_allowed(scope: Scope, url: str) -> bool:

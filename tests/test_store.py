@@ -1,4 +1,4 @@
-"""Tests for crawler.store: safe relative paths for URLs, and atomic, idempotent storage."""
+"""Tests for crawler.worker.store: safe relative paths for URLs, and atomic, idempotent storage."""
 
 from __future__ import annotations
 
@@ -19,8 +19,17 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from crawler.errors import StorageError
-from crawler.imagetype import GIF, IMAGE_EXTENSIONS, JPEG, PNG, TIFF, TYPES, ImageType, extensions
-from crawler.store import (
+from crawler.model.imagetype import (
+    GIF,
+    IMAGE_EXTENSIONS,
+    JPEG,
+    PNG,
+    TIFF,
+    TYPES,
+    ImageType,
+    extensions,
+)
+from crawler.worker.store import (
     MAX_NAME_BYTES,
     MAX_PATH_BYTES,
     PARTIAL_DIR,
@@ -838,7 +847,7 @@ def crash_while_downloading(root: Path) -> Path:
     code = (
         "import os, sys\n"
         "from pathlib import Path\n"
-        "from crawler.store import Store\n"
+        "from crawler.worker.store import Store\n"
         "path, file = Store(Path(sys.argv[1])).open_partial()\n"
         "file.write(b'half'); file.flush()\n"
         "print(path, flush=True)\n"

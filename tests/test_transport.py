@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from crawler.board import BoardPolicy, TaskBoard
+from crawler.board.manager import MasterClient, QueueServer
+from crawler.board.memory import BoardPolicy, TaskBoard
 from crawler.errors import AuthenticationFailed
-from crawler.outcome import Attempt
-from crawler.transport import MasterClient, QueueServer
+from crawler.model.outcome import Attempt
 
 from .conftest import FixtureServer
 

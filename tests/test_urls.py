@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from crawler.errors import InvalidURL
-from crawler.urls import (
+from crawler.model.urls import (
     _normalize_in_full,
     host_key,
     host_key_of_normalized,

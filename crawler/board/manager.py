@@ -27,7 +27,7 @@ from multiprocessing.managers import BaseManager, BaseProxy, Server, listener_cl
 from traceback import format_exc
 from typing import Any
 
-from crawler.board import TaskBoard
+from crawler.board.memory import TaskBoard
 from crawler.errors import AuthenticationFailed, BindError, QueueError
 
 log = logging.getLogger(__name__)

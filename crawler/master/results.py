@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TextIO
 
 from crawler.errors import StorageError
-from crawler.outcome import Outcome
+from crawler.model.outcome import Outcome
 
 RESULTS_NAME = "results.log"
 MANIFEST_NAME = "manifest.jsonl"

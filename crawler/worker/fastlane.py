@@ -35,9 +35,9 @@ from urllib.parse import urlsplit
 
 from crawler.config import Limits
 from crawler.errors import StorageError
-from crawler.netguard import AddressPolicy, BlockedAddress
-from crawler.outcome import STORAGE_ERROR, Attempt
-from crawler.sink import (
+from crawler.fetch.guard import AddressPolicy, BlockedAddress
+from crawler.model.outcome import STORAGE_ERROR, Attempt
+from crawler.worker.sink import (
     Abandoned,
     ImageSink,
     failure,
@@ -45,7 +45,7 @@ from crawler.sink import (
     too_large,
     too_slow,
 )
-from crawler.store import Store
+from crawler.worker.store import Store
 
 log = logging.getLogger(__name__)
 

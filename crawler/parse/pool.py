@@ -25,7 +25,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from crawler.errors import CrawlerError
-from crawler.extract import Extraction, extract
+from crawler.parse.extract import Extraction, extract
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class PageParser:
         return self._process.pid if self._process is not None else None
 
     def extract(self, html: bytes, page_url: str, **options: Any) -> Extraction:
-        """``crawler.extract.extract(html, page_url, **options)``, in the child.
+        """``crawler.parse.extract.extract(html, page_url, **options)``, in the child.
 
         Raises :class:`ParserCrashed` when two children in turn died on this page.
         """

@@ -7,12 +7,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from crawler.authkey import load_authkey
 from crawler.config import Settings
-from crawler.demosite import SiteServer, build_site
+from crawler.demo.site import SiteServer, build_site
 from crawler.errors import StorageError
-from crawler.journal import JOURNAL_NAME
-from crawler.results import MANIFEST_NAME, RESULTS_NAME
+from crawler.master.authkey import load_authkey
+from crawler.master.journal import JOURNAL_NAME
+from crawler.master.results import MANIFEST_NAME, RESULTS_NAME
 
 
 def run_demo(settings: Settings, *, workers: int, quiet: bool,

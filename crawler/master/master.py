@@ -26,23 +26,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crawler.authkey import ENV_VAR, Authkey, is_loopback
-from crawler.board import BoardPolicy, TaskBoard
+from crawler.board.manager import QueueServer
+from crawler.board.memory import BoardPolicy, TaskBoard
 from crawler.config import Limits, Settings
 from crawler.errors import StorageError
-from crawler.extract import Extraction
-from crawler.httpclient import Watchdog, make_session
-from crawler.journal import Journal
-from crawler.netguard import AddressPolicy
-from crawler.outcome import Attempt, Outcome
-from crawler.pages import Page, fetch_page
-from crawler.parsing import PageParser, ParserCrashed
-from crawler.progress import Reporter, Snapshot, write_out
-from crawler.results import ResultFiles
-from crawler.robots import Robots
-from crawler.scope import Scope
-from crawler.transport import QueueServer
-from crawler.urls import host_key, host_key_of_normalized
+from crawler.fetch.guard import AddressPolicy
+from crawler.fetch.session import Watchdog, make_session
+from crawler.master.authkey import ENV_VAR, Authkey, is_loopback
+from crawler.master.journal import Journal
+from crawler.master.pages import Page, fetch_page
+from crawler.master.results import ResultFiles
+from crawler.master.robots import Robots
+from crawler.master.scope import Scope
+from crawler.model.outcome import Attempt, Outcome
+from crawler.model.urls import host_key, host_key_of_normalized
+from crawler.parse.extract import Extraction
+from crawler.parse.pool import PageParser, ParserCrashed
+from crawler.ui.progress import Reporter, Snapshot, write_out
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Pages are bounded by a mode (the seed hosts, the seeds' registrable domains,
 or anything) narrowed further by allow/deny regular expressions. Images are
 open by default, because sites commonly serve them from other hosts (CDNs);
 only the image allow/deny patterns limit them. Every method takes URLs that
-``crawler.urls.normalize`` produced, so matching is plain string work.
+``crawler.model.urls.normalize`` produced, so matching is plain string work.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from publicsuffixlist import PublicSuffixList
 
 from crawler.errors import ConfigError
-from crawler.urls import host_key, normalize
+from crawler.model.urls import host_key, normalize
 
 __all__ = ["MODES", "Scope", "registrable_domain"]
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from crawler.outcome import Attempt
+from crawler.model.outcome import Attempt
 
 MAX_RETRY_AFTER = 600.0  # seconds: a longer Retry-After is taken as this
 

@@ -1,7 +1,7 @@
 """Receiving one image body: limits, checks and storage, and how a failed answer is told.
 
-Shared by both HTTP clients of a worker (urllib3 in ``crawler.download``, the
-event loop in ``crawler.fastlane``), so that the same answer gives the same
+Shared by both HTTP clients of a worker (urllib3 in ``crawler.worker.download``, the
+event loop in ``crawler.worker.fastlane``), so that the same answer gives the same
 Attempt whichever client fetched it. Nothing here touches the network.
 """
 
@@ -16,9 +16,9 @@ from typing import BinaryIO
 
 from crawler.config import Limits
 from crawler.errors import StorageError
-from crawler.imagetype import SNIFF_BYTES, ImageType, dimensions, sniff
-from crawler.outcome import Attempt
-from crawler.store import Store
+from crawler.model.imagetype import SNIFF_BYTES, ImageType, dimensions, sniff
+from crawler.model.outcome import Attempt
+from crawler.worker.store import Store
 
 SPILL_AT = 1024 * 1024  # bodies up to this size are written in one call
 SNIFF_AFTER = 4096  # enough leading bytes to tell every format apart, SVG's prologue included

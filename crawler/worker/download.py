@@ -1,8 +1,8 @@
 """Download one image with urllib3: fetch, bound, validate, store. Every failure becomes an Attempt.
 
 The worker's download threads use this for whatever its fast lane
-(``crawler.fastlane``) does not take: https, redirects, encoded bodies, and
-connections that fail. Both clients share ``crawler.sink``.
+(``crawler.worker.fastlane``) does not take: https, redirects, encoded bodies, and
+connections that fail. Both clients share ``crawler.worker.sink``.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import urllib3
 
 from crawler.config import Limits
 from crawler.errors import StorageError
-from crawler.httpclient import Watchdog
-from crawler.netguard import BlockedAddress
-from crawler.outcome import STORAGE_ERROR, Attempt
-from crawler.sink import (
+from crawler.fetch.guard import BlockedAddress
+from crawler.fetch.session import Watchdog
+from crawler.model.outcome import STORAGE_ERROR, Attempt
+from crawler.worker.sink import (
     Abandoned,
     ImageSink,
     failure,
@@ -27,7 +27,7 @@ from crawler.sink import (
     too_large,
     too_slow,
 )
-from crawler.store import Store
+from crawler.worker.store import Store
 
 CHUNK = 64 * 1024
 # Follow redirects (each hop through the address guard); retry nothing: the master does.

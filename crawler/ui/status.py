@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from crawler.board.manager import MasterClient
 from crawler.errors import MasterUnreachable
-from crawler.progress import human_bytes
-from crawler.transport import MasterClient
+from crawler.ui.progress import human_bytes
 
 
 def fetch_status(address: tuple[str, int], authkey: bytes) -> dict[str, Any]:

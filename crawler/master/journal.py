@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crawler.errors import StorageError
-from crawler.outcome import Outcome
+from crawler.model.outcome import Outcome
 
 JOURNAL_NAME = "crawl.sqlite"
 

@@ -32,8 +32,8 @@ from typing import Any, BinaryIO
 from urllib.parse import quote
 
 from crawler.errors import StorageError, UsageError
-from crawler.progress import human_bytes
-from crawler.results import MANIFEST_NAME
+from crawler.master.results import MANIFEST_NAME
+from crawler.ui.progress import human_bytes
 
 REPORT_NAME = "index.html"
 

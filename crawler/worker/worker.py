@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from crawler.board.manager import MasterClient
 from crawler.config import Limits
 from crawler.errors import (
     AuthenticationFailed,
@@ -31,15 +32,14 @@ from crawler.errors import (
     StorageError,
     WorkerFailed,
 )
-from crawler.fastlane import FastLane
-from crawler.netguard import AddressPolicy
-from crawler.outcome import STORAGE_ERROR, Attempt
-from crawler.sink import ACCEPT
-from crawler.store import Store
-from crawler.transport import MasterClient
+from crawler.fetch.guard import AddressPolicy
+from crawler.model.outcome import STORAGE_ERROR, Attempt
+from crawler.worker.fastlane import FastLane
+from crawler.worker.sink import ACCEPT
+from crawler.worker.store import Store
 
 if TYPE_CHECKING:
-    from crawler.httpclient import Watchdog
+    from crawler.fetch.session import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class WorkerOptions:
     out_dir: Path
     threads: int = 16
     connect_wait: float = 300.0
-    fast_lane: bool = True  # plain-HTTP downloads on one event-loop thread (crawler.fastlane)
+    fast_lane: bool = True  # plain-HTTP downloads on one event loop (worker/fastlane.py)
 
 
 class Worker:
@@ -409,8 +409,8 @@ class Worker:
             self._threads_started = True  # one try: tasks queued meanwhile are handed back
             assert self._thread_args is not None, "run() sets them before any task arrives"
             try:
-                from crawler.download import download
-                from crawler.httpclient import Watchdog, make_pool
+                from crawler.fetch.session import Watchdog, make_pool
+                from crawler.worker.download import download
 
                 watchdog = Watchdog()
                 for n in range(self._options.threads):

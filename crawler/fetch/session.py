@@ -23,7 +23,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
-from crawler.netguard import AddressPolicy, guarded_connect
+from crawler.fetch.guard import AddressPolicy, guarded_connect
 
 
 class _GuardedConnectionMixin:

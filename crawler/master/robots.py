@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 import requests
 from protego import Protego
 
-from crawler.httpclient import TRANSIENT_ERRORS
-from crawler.netguard import BlockedAddress
+from crawler.fetch.guard import BlockedAddress
+from crawler.fetch.session import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
 

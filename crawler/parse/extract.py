@@ -26,8 +26,8 @@ from bs4.exceptions import ParserRejectedMarkup
 from lxml import etree
 
 from crawler.errors import InvalidURL
-from crawler.imagetype import IMAGE_EXTENSIONS  # one list: what the store also names files by
-from crawler.urls import normalize
+from crawler.model.imagetype import IMAGE_EXTENSIONS  # one list: what the store also names files by
+from crawler.model.urls import normalize
 
 __all__ = [
     "DEFAULT_LAZY_ATTRIBUTES",

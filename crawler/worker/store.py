@@ -30,7 +30,7 @@ from typing import BinaryIO
 from urllib.parse import unquote
 
 from crawler.errors import StorageError
-from crawler.imagetype import IMAGE_EXTENSIONS, ImageType, extensions
+from crawler.model.imagetype import IMAGE_EXTENSIONS, ImageType, extensions
 
 MAX_NAME_BYTES = 255
 """The longest file or folder name (in UTF-8 bytes) common file systems accept."""

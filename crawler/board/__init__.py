@@ -1,0 +1,1 @@
+"""The task board: image URLs waiting, leased and settled, and the queue server that shares it."""

@@ -1,0 +1,1 @@
+"""Fetching over HTTP: the address guard, the status and redirect rules, and the HTTP clients."""

@@ -1,0 +1,1 @@
+"""The master: crawls pages in scope, finds images, puts them on the board, records results."""

@@ -1,0 +1,1 @@
+"""The worker: leases image URLs, downloads and checks them, stores them, reports each one."""
