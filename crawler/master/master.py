@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from crawler.errors import StorageError
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.session import Watchdog, make_session
 from crawler.master.authkey import ENV_VAR, Authkey, is_loopback
+from crawler.master.frontier import Frontier
 from crawler.master.journal import Journal
 from crawler.master.pages import Page, fetch_page
 from crawler.master.results import ResultFiles
@@ -125,8 +125,7 @@ class Master:
             batch_size=settings.queue.batch_size), wake=self._wake.set)
         self._started = time.monotonic()
         self._workers: list[subprocess.Popen[bytes]] = []
-        self._page_ready: dict[str, float] = {}  # host -> when its next page may be fetched
-        self._page_tries: collections.Counter[str] = collections.Counter()  # transient failures
+        self._frontier = Frontier()
 
     def stop(self) -> None:
         """Ask the crawl to stop (Ctrl-C, SIGTERM): state is saved, workers are told."""
@@ -186,8 +185,7 @@ class Master:
             self._count(outcome)
         self._snapshot.found = len(resumed.finished_images)
         self._snapshot.pages = len(resumed.done_pages)
-        seen_pages = resumed.done_pages | {url for url, _ in resumed.pending_pages}
-        frontier: deque[tuple[str, int]] = deque(resumed.pending_pages)
+        frontier = self._frontier = Frontier(resumed.pending_pages, seen=resumed.done_pages)
         if resumed.done_pages or resumed.finished_images:
             log.info("resuming: %d pages done, %d to visit, %d images finished, %d queued",
                      len(resumed.done_pages), len(frontier), len(resumed.finished_images),
@@ -210,12 +208,12 @@ class Master:
         last_reap = time.monotonic()
         try:
             while not self._stop.is_set():
-                self._submit(frontier, running, pool, session, robots, watchdog)
+                self._submit(running, pool, session, robots, watchdog)
                 self._wake.wait(LOOP_TICK)
                 self._wake.clear()  # before looking, so news from now on wakes the next wait
                 for future in [f for f in running if f.done()]:
                     running.discard(future)
-                    self._visited(future.result(), frontier, seen_pages, journal, robots)
+                    self._visited(future.result(), journal, robots)
                 self._collect(journal, files)
                 if time.monotonic() - last_reap > REAP_EVERY:
                     self._board.reap()
@@ -236,34 +234,28 @@ class Master:
                 for future in finished:
                     running.discard(future)
                     if not future.cancelled():
-                        self._visited(future.result(), frontier, seen_pages, journal, robots)
+                        self._visited(future.result(), journal, robots)
             self._finish(journal, files)
             session.close()
         interrupted = bool(frontier or running or self._board.unfinished())
         return self._summary(completed=not interrupted, interrupted=interrupted)
 
-    def _submit(self, frontier: deque[tuple[str, int]], running: set[Future[_Visit]],
-                pool: ThreadPoolExecutor, session: Any, robots: Robots,
-                watchdog: Watchdog) -> None:
+    def _submit(self, running: set[Future[_Visit]], pool: ThreadPoolExecutor, session: Any,
+                robots: Robots, watchdog: Watchdog) -> None:
+        frontier = self._frontier
         max_pages = self._settings.crawl.max_pages
         now = time.monotonic()
-        deferred = 0  # pages in a row whose host must wait; all of them means stop for now
-        while (frontier and len(running) < self._settings.crawl.page_concurrency
-               and deferred < len(frontier)):
+        while frontier and len(running) < self._settings.crawl.page_concurrency:
             if max_pages and self._snapshot.pages + len(running) >= max_pages:
                 frontier.clear()  # the page budget is spent
                 return
-            url, _ = frontier[0]
-            host = host_key(url)
-            if self._page_ready.get(host, 0.0) > now:
-                frontier.rotate(-1)
-                deferred += 1
-                continue
-            deferred = 0
-            url, depth = frontier.popleft()
+            popped = frontier.pop(now)
+            if popped is None:
+                return  # every host with pages waiting is held back for now
+            url, depth = popped
             delay = max(self._settings.politeness.host_delay, robots.known_delay(url) or 0.0)
             if delay:
-                self._page_ready[host] = now + delay
+                frontier.hold(host_key(url), now + delay)
             future = pool.submit(self._visit, url, depth, session, robots, watchdog)
             future.add_done_callback(self._wake_up)
             running.add(future)
@@ -316,16 +308,15 @@ class Master:
             images.append((image, refused))
         return _Visit(url, depth, page, extraction, images, started)
 
-    def _visited(self, visit: _Visit, frontier: deque[tuple[str, int]], seen_pages: set[str],
-                 journal: Journal, robots: Robots) -> None:
-        if visit.extraction is None and self._retry_later(visit, frontier, robots):
+    def _visited(self, visit: _Visit, journal: Journal, robots: Robots) -> None:
+        frontier = self._frontier
+        if visit.extraction is None and self._retry_later(visit, robots):
             return
         self._snapshot.pages += 1
         # The first page of a host is fetched before its robots.txt is known: pace from it.
         delay = robots.known_delay(visit.url)
         if delay:
-            host = host_key(visit.url)
-            self._page_ready[host] = max(self._page_ready.get(host, 0.0), visit.started + delay)
+            frontier.hold(host_key(visit.url), visit.started + delay)
         if visit.extraction is None:
             self._snapshot.pages_failed += 1
             log.info("page %s: %s", visit.url, visit.page.skipped)
@@ -335,8 +326,8 @@ class Master:
         links: list[tuple[str, int]] = []
         if visit.depth < self._settings.crawl.depth:
             for link in visit.extraction.links:
-                if link not in seen_pages and self._scope.allows_page(link):
-                    seen_pages.add(link)
+                if (not frontier.seen(link) and self._scope.allows_page(link)
+                        and frontier.add(link, visit.depth + 1)):
                     links.append((link, visit.depth + 1))
         new_images: list[tuple[str, str | None]] = []
         max_images = self._settings.crawl.max_images
@@ -361,7 +352,6 @@ class Master:
                                                    attempts=0).to_json()
              if image in refusals else None)
             for image, _ in new_images])
-        frontier.extend(links)
         for image, refused in new_images:
             if refused is not None:
                 self._board.settle_now(refusals[image], page_url)
@@ -370,8 +360,7 @@ class Master:
             else:
                 self._board.add(image, host_key_of_normalized(image), page_url)  # from extract()
 
-    def _retry_later(self, visit: _Visit, frontier: deque[tuple[str, int]],
-                     robots: Robots) -> bool:
+    def _retry_later(self, visit: _Visit, robots: Robots) -> bool:
         """Put a page that failed for a passing reason back, after a backoff, if tries are left.
 
         The backoff holds back every page of its host, as a 5xx or 429 is about the host.
@@ -379,16 +368,14 @@ class Master:
         policy = self._board.policy  # the images' tries and backoff
         if not visit.page.transient or robots.unreachable(visit.url):
             return False  # robots.txt is read once per run: the page waits for the next
-        self._page_tries[visit.url] += 1
-        tries = self._page_tries[visit.url]
+        tries = self._frontier.failed(visit.url)
         if tries >= policy.max_attempts:
             return False
         backoff = policy.backoff(tries, visit.page.retry_after)
-        host = host_key(visit.url)
-        self._page_ready[host] = max(self._page_ready.get(host, 0.0), time.monotonic() + backoff)
+        self._frontier.hold(host_key(visit.url), time.monotonic() + backoff)
         log.info("page %s: %s; trying again in %.1f s (try %d of %d)", visit.url,
                  visit.page.skipped, backoff, tries + 1, policy.max_attempts)
-        frontier.append((visit.url, visit.depth))
+        self._frontier.requeue(visit.url, visit.depth)
         return True
 
     def _collect(self, journal: Journal, files: ResultFiles) -> None:

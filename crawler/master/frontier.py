@@ -1,0 +1,89 @@
+"""The page frontier: pages to visit, pages seen, and when each host may be asked again.
+
+Pages wait in one queue per host, breadth-first within a host; hosts take
+turns. A host may be held back (its Crawl-delay, ``host_delay``, or the
+backoff after a 5xx or 429): then its pages wait while other hosts' pages
+go ahead. Finding the next page costs a look at each host, never a walk
+over every page waiting.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections import deque
+from collections.abc import Iterable
+
+from crawler.model.urls import host_key
+
+
+class Frontier:
+    def __init__(self, pending: Iterable[tuple[str, int]] = (), seen: Iterable[str] = ()) -> None:
+        self._queues: dict[str, deque[tuple[str, int]]] = {}
+        self._ready_at: dict[str, float] = {}  # host -> when its next page may be fetched
+        self._seen: set[str] = set(seen)
+        self._tries: collections.Counter[str] = collections.Counter()  # transient failures
+        self._waiting = 0
+        for url, depth in pending:
+            self._seen.add(url)
+            self._push(url, depth)
+
+    def __len__(self) -> int:
+        """Pages waiting to be fetched."""
+        return self._waiting
+
+    def add(self, url: str, depth: int) -> bool:
+        """Queue ``url`` unless it was seen before; True when it is new."""
+        if url in self._seen:
+            return False
+        self._seen.add(url)
+        self._push(url, depth)
+        return True
+
+    def seen(self, url: str) -> bool:
+        return url in self._seen
+
+    def pop(self, now: float | None = None) -> tuple[str, int] | None:
+        """The next page of a host that may be asked now, or None if every host must wait."""
+        now = time.monotonic() if now is None else now
+        for host, queue in self._queues.items():
+            if self._ready_at.get(host, 0.0) <= now:
+                url_depth = queue.popleft()
+                self._waiting -= 1
+                del self._queues[host]
+                if queue:  # to the back: hosts take turns
+                    self._queues[host] = queue
+                return url_depth
+        return None
+
+    def next_ready(self) -> float | None:
+        """When the earliest held-back host may be asked again (None: nothing waits)."""
+        times = [self._ready_at.get(host, 0.0) for host in self._queues]
+        return min(times) if times else None
+
+    def hold(self, host: str, until: float) -> None:
+        """Ask nothing of ``host`` before ``until`` (time.monotonic()); never shortens a hold."""
+        if until > self._ready_at.get(host, 0.0):
+            self._ready_at[host] = until
+
+    def failed(self, url: str) -> int:
+        """Count a passing failure of ``url``; returns how often it has failed so far."""
+        self._tries[url] += 1
+        return self._tries[url]
+
+    def requeue(self, url: str, depth: int) -> None:
+        """Queue a page seen before once more (after a passing failure)."""
+        self._push(url, depth)
+
+    def clear(self) -> None:
+        """Forget the pages waiting (the page budget is spent); the seen set stays."""
+        self._queues.clear()
+        self._waiting = 0
+
+    def _push(self, url: str, depth: int) -> None:
+        host = host_key(url)
+        queue = self._queues.get(host)
+        if queue is None:
+            queue = self._queues[host] = deque()
+        queue.append((url, depth))
+        self._waiting += 1

@@ -1,0 +1,46 @@
+"""Tests for the page frontier: breadth-first per host, hosts take turns, held hosts wait."""
+
+from crawler.master.frontier import Frontier
+
+
+def test_pages_come_breadth_first_and_hosts_take_turns():
+    frontier = Frontier([("http://a.test/1", 0), ("http://a.test/2", 1), ("http://b.test/1", 0)])
+    order = [frontier.pop(now=0.0) for _ in range(3)]
+    assert order == [("http://a.test/1", 0), ("http://b.test/1", 0), ("http://a.test/2", 1)]
+    assert frontier.pop(now=0.0) is None
+    assert len(frontier) == 0
+
+
+def test_a_page_seen_once_is_not_queued_again():
+    frontier = Frontier(seen=["http://a.test/done"])
+    assert not frontier.add("http://a.test/done", 1)
+    assert frontier.add("http://a.test/new", 1)
+    assert not frontier.add("http://a.test/new", 2)
+    assert frontier.seen("http://a.test/new")
+    assert len(frontier) == 1
+
+
+def test_a_held_host_waits_while_others_go_ahead():
+    frontier = Frontier([("http://a.test/1", 0), ("http://b.test/1", 0)])
+    frontier.hold("a.test", until=10.0)
+    frontier.hold("a.test", until=5.0)  # a hold is never shortened
+    assert frontier.pop(now=1.0) == ("http://b.test/1", 0)
+    assert frontier.pop(now=9.9) is None
+    assert frontier.next_ready() == 10.0
+    assert frontier.pop(now=10.0) == ("http://a.test/1", 0)
+
+
+def test_a_failed_page_is_counted_and_queued_again():
+    frontier = Frontier([("http://a.test/1", 0)])
+    url, depth = frontier.pop(now=0.0)
+    assert frontier.failed(url) == 1
+    frontier.requeue(url, depth)
+    assert frontier.failed(url) == 2
+    assert frontier.pop(now=0.0) == ("http://a.test/1", 0)
+
+
+def test_clearing_drops_waiting_pages_but_remembers_them():
+    frontier = Frontier([("http://a.test/1", 0), ("http://a.test/2", 0)])
+    frontier.clear()
+    assert len(frontier) == 0 and frontier.pop(now=0.0) is None
+    assert not frontier.add("http://a.test/1", 0)
