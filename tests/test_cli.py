@@ -122,6 +122,9 @@ def test_port_in_use_exits_4(tmp_path: Path, site: FixtureServer) -> None:
                              "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert result.returncode == 4
     assert f"cannot serve the queue on 127.0.0.1:{port}" in error_line(result)
+    # Nothing was fetched or journaled: a later run there starts clean.
+    assert site.paths() == []
+    assert not (tmp_path / "out" / "crawl.sqlite").exists()
 
 
 @pytest.mark.parametrize("command", [["master", "http://127.0.0.1:1/", "--bind", "[::1]:9000"],

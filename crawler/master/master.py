@@ -126,6 +126,7 @@ class Master:
         self._started = time.monotonic()
         self._workers: list[subprocess.Popen[bytes]] = []
         self._frontier = Frontier()
+        self._server: QueueServer | None = None
 
     def stop(self) -> None:
         """Ask the crawl to stop (Ctrl-C, SIGTERM): state is saved, workers are told."""
@@ -162,6 +163,10 @@ class Master:
             # A dry run leaves the output folder alone: nothing is downloaded or recorded.
             journal = Journal(None)
             return self._run(journal, _NoFiles())
+        # The port first: a master that cannot serve its queue must leave no trace in
+        # the output folder, or the next run there would resume a crawl never started.
+        self._server = QueueServer(self._board, self._options.bind, self._authkey.key,
+                                   self.describe)
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -194,8 +199,8 @@ class Master:
         for url, page in resumed.pending_images:
             self._board.add(url, host_key(url), page)
             self._snapshot.found += 1
-        if not options.dry_run:
-            self._serve()
+        if self._server is not None:
+            self._serve(self._server)
         session = make_session(self._policy, settings.crawl.user_agent,
                                pool_size=settings.crawl.page_concurrency)
         robots = Robots(session, settings.crawl.user_agent, settings.crawl.page_timeout,
@@ -407,9 +412,8 @@ class Master:
 
     # ----- serving and local workers -------------------------------------------
 
-    def _serve(self) -> None:
-        server = QueueServer(self._board, self._options.bind, self._authkey.key,
-                             self.describe).start()
+    def _serve(self, server: QueueServer) -> None:
+        server.start()
         host, port = server.address[:2]
         self._announce(f"queue on {host}:{port}")
         if is_loopback(host):
