@@ -3,8 +3,10 @@
 Exit status: 0 the command did its job (a crawl that completed, even with
 some failed images); 1 a runtime failure (master unreachable, authkey
 refused); 2 bad usage or settings; 3 the output folder cannot be written;
-4 the queue port cannot be bound; 120 what the command printed could not be
-written (a full disk, a closed pipe); 130 interrupted (Ctrl-C or SIGTERM on
+4 the queue port cannot be bound; 5 no seed page could be fetched (the
+message gives the cause: connection refused, DNS, an untrusted certificate);
+120 what the command printed could not be written (a full disk, a closed
+pipe); 130 interrupted (Ctrl-C or SIGTERM on
 the master, after saving its state).
 """
 
@@ -22,7 +24,7 @@ from typing import Any, NoReturn
 
 from crawler import __version__
 from crawler.config import DEFAULT_PORT, Settings, load_settings, parse_address
-from crawler.errors import CrawlerError, InvalidURL, UsageError
+from crawler.errors import CrawlerError, InvalidURL, NothingCrawled, UsageError
 from crawler.master.authkey import Authkey, check_for_bind, load_authkey
 from crawler.model.urls import normalize
 from crawler.ui.progress import (
@@ -256,6 +258,11 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
     parser.close()
     if not dry_run and not quiet:
         print(format_summary(summary), file=sys.stderr)
+    if summary.completed and summary.nothing_crawled:
+        seed, why = summary.seed_failures[0]
+        more = len(summary.seed_failures) - 1
+        raise NothingCrawled(f"no seed page could be fetched: {seed}: {why}"
+                             + (f" (and {more} more seed(s))" if more else ""))
     return EXIT_INTERRUPTED if summary.interrupted else 0
 
 

@@ -10,6 +10,7 @@
     │   └── AuthenticationFailed the master refused our authkey; exit 1
     ├── StorageError             the output folder cannot be written (permission, disk full); exit 3
     ├── WorkerFailed             a worker cannot go on (no download threads); exit 1
+    ├── NothingCrawled           no seed page could be fetched (refused, DNS, TLS…); exit 5
     ├── OutputLost               standard output cannot be written (closed pipe, full); exit 120
     └── InvalidURL               a URL that cannot be crawled (not http(s), no host)
 
@@ -64,6 +65,12 @@ class WorkerFailed(CrawlerError):
     """A worker had to stop by itself; it handed its URLs back to the master first."""
 
     exit_code = 1
+
+
+class NothingCrawled(CrawlerError):
+    """Every seed page failed: a crawl that read nothing is not a success."""
+
+    exit_code = 5
 
 
 class InvalidURL(CrawlerError, ValueError):

@@ -648,11 +648,12 @@ def test_a_page_that_kills_two_page_parsers_fails_alone(
     assert stored == {server.url + path for path in home_images}
 
 
-def _master_with_a_local_worker(server: FixtureServer, out: Path, tmp_path: Path) -> str:
+def _master_with_a_local_worker(server: FixtureServer, out: Path, tmp_path: Path,
+                                status: int = 0) -> str:
     master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
                            str(out), "--local-workers", "1", cwd=tmp_path)
     err = finish(master, 90)
-    assert master.returncode == 0, err
+    assert master.returncode == status, err
     return err
 
 
@@ -694,8 +695,9 @@ def test_an_unreachable_robots_txt_says_so_and_a_rerun_crawls_the_site(
     site = setup_site(server, pages=2, images_per_page=4)
     fail_first(server, {"/robots.txt"}, 503, times=1, retry_after="0")
     out = tmp_path / "out"
-    err = _master_with_a_local_worker(server, out, tmp_path)
+    err = _master_with_a_local_worker(server, out, tmp_path, status=5)  # nothing was read
     assert f"page {server.url}/: robots.txt unreachable (HTTP 503)" in err, err
+    assert f"no seed page could be fetched: {server.url}/: robots.txt unreachable" in err
     assert _page_counts(err) == (1, 1), err
     assert "/" not in server.paths()
     _master_with_a_local_worker(server, out, tmp_path)

@@ -77,6 +77,13 @@ class Summary:
     out_dir: Path
     failure_reasons: list[tuple[str, int]] = field(default_factory=list)
     failing_hosts: list[tuple[str, int]] = field(default_factory=list)
+    pages_read: int = 0  # pages fetched and parsed in this run
+    seed_failures: list[tuple[str, str]] = field(default_factory=list)  # (seed, why)
+
+    @property
+    def nothing_crawled(self) -> bool:
+        """Every seed page this run tried failed, and no other page was read."""
+        return bool(self.seed_failures) and self.pages_read == 0
 
     @property
     def images_per_second(self) -> float:
@@ -127,6 +134,8 @@ class Master:
         self._workers: list[subprocess.Popen[bytes]] = []
         self._frontier = Frontier()
         self._server: QueueServer | None = None
+        self._pages_read = 0
+        self._seed_failures: list[tuple[str, str]] = []
 
     def stop(self) -> None:
         """Ask the crawl to stop (Ctrl-C, SIGTERM): state is saved, workers are told."""
@@ -324,10 +333,13 @@ class Master:
             frontier.hold(host_key(visit.url), visit.started + delay)
         if visit.extraction is None:
             self._snapshot.pages_failed += 1
+            if visit.depth == 0:
+                self._seed_failures.append((visit.url, visit.page.skipped))
             log.info("page %s: %s", visit.url, visit.page.skipped)
             if not visit.page.transient:  # else it stays to visit: a rerun tries it again
                 journal.page_done(visit.url, [], [])
             return
+        self._pages_read += 1
         links: list[tuple[str, int]] = []
         if visit.depth < self._settings.crawl.depth:
             for link in visit.extraction.links:
@@ -509,7 +521,8 @@ class Master:
                        pages_failed=s.pages_failed, found=s.found, succeeded=s.downloaded,
                        failed=s.failed, bytes=s.bytes, out_dir=self._options.out_dir,
                        failure_reasons=self._reasons.most_common(5),
-                       failing_hosts=self._failing_hosts.most_common(5))
+                       failing_hosts=self._failing_hosts.most_common(5),
+                       pages_read=self._pages_read, seed_failures=self._seed_failures)
 
 
 class _NoFiles(ResultFiles):

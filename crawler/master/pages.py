@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urljoin
 
@@ -47,7 +49,7 @@ def fetch_page(session: requests.Session, url: str, *, timeout: float, max_bytes
         except BlockedAddress as exc:
             return Page(url, current, 0, skipped=str(exc))
         except TRANSIENT_ERRORS as exc:
-            return Page(url, current, 0, skipped=f"connection error: {exc.__class__.__name__}",
+            return Page(url, current, 0, skipped=f"connection error: {cause(exc)}",
                         transient=True)
         except requests.RequestException as exc:
             return Page(url, current, 0, skipped=f"request failed: {exc.__class__.__name__}")
@@ -96,8 +98,45 @@ def _read_body(response: requests.Response, url: str, final_url: str, timeout: f
                 if time.monotonic() - started > timeout * 2:
                     return Page(url, final_url, 200, skipped="page too slow", transient=True)
     except (requests.RequestException, *TRANSIENT_ERRORS) as exc:
-        return Page(url, final_url, 200, skipped=f"broken response: {exc.__class__.__name__}",
+        return Page(url, final_url, 200, skipped=f"broken response: {cause(exc)}",
                     transient=True)
     body = b"".join(chunks)[:max_bytes]
     encoding = response.encoding if "charset" in response.headers.get("Content-Type", "") else None
     return Page(url, final_url, 200, body, encoding, truncated)
+
+
+def cause(exc: BaseException) -> str:
+    """What a user can act on in a failed request: refused, DNS, an untrusted certificate…
+
+    requests wraps urllib3's errors, which wrap the socket's or ssl's; the first
+    of those that is known names the cause, else the outermost class does.
+    """
+    for link in _chain(exc):
+        if isinstance(link, ssl.SSLCertVerificationError):
+            return f"certificate not trusted ({link.verify_message or link.reason})"
+        if isinstance(link, ssl.SSLError):
+            return f"TLS failed ({link.reason or link.__class__.__name__})"
+        if isinstance(link, socket.gaierror):
+            return "DNS lookup failed"
+        if isinstance(link, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(link, ConnectionResetError):
+            return "connection reset"
+        if isinstance(link, TimeoutError | requests.Timeout):
+            return "timed out"
+    return exc.__class__.__name__
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, its causes and contexts, and the errors urllib3 keeps in ``reason``/args."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo and len(seen) < 20:
+        link = todo.pop(0)
+        if id(link) in seen:
+            continue
+        seen.add(id(link))
+        yield link
+        nested = [getattr(link, "reason", None), link.__cause__, link.__context__,
+                  *(a for a in link.args if isinstance(a, BaseException))]
+        todo += [n for n in nested if isinstance(n, BaseException)]

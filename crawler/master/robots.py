@@ -11,6 +11,7 @@ from protego import Protego
 
 from crawler.fetch.guard import BlockedAddress
 from crawler.fetch.session import TRANSIENT_ERRORS
+from crawler.master.pages import cause
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +106,8 @@ class Robots:
         except (requests.RequestException, *TRANSIENT_ERRORS) as exc:
             # RFC 9309: an unreachable robots.txt means complete disallow.
             log.warning("robots.txt of %s unreachable (%s): not crawling that origin",
-                        origin, exc.__class__.__name__)
-            return _DISALLOW_ALL, f"connection error: {exc.__class__.__name__}"
+                        origin, cause(exc))
+            return _DISALLOW_ALL, f"connection error: {cause(exc)}"
         with response:
             if response.status_code >= 500:
                 log.warning("robots.txt of %s answered HTTP %d: not crawling that origin",
@@ -118,8 +119,8 @@ class Robots:
                 body = response.raw.read(MAX_ROBOTS_BYTES, decode_content=True) or b""
             except (requests.RequestException, *TRANSIENT_ERRORS) as exc:
                 log.warning("robots.txt of %s broke off (%s): not crawling that origin",
-                            origin, exc.__class__.__name__)
-                return _DISALLOW_ALL, f"broken response: {exc.__class__.__name__}"
+                            origin, cause(exc))
+                return _DISALLOW_ALL, f"broken response: {cause(exc)}"
         return Protego.parse(body.decode("utf-8", errors="replace")), None
 
 
