@@ -71,8 +71,11 @@ class CrawlSettings:
 
 @dataclass(frozen=True)
 class PolitenessSettings:
-    host_delay: float = field(default=0.0, metadata=_NON_NEGATIVE)
+    # An hour between two requests to a host is already a crawl of weeks.
+    host_delay: float = field(default=0.0, metadata=_check(
+        lambda v: 0 <= v <= 3600, "seconds from 0 to 3600"))
     host_concurrency: int = field(default=16, metadata=_POSITIVE)
+    max_crawl_delay: float = field(default=30.0, metadata=_NON_NEGATIVE)
 
 
 @dataclass(frozen=True)
@@ -238,7 +241,19 @@ def _merge(base: Settings, data: Mapping[str, Any], source: str) -> Settings:
         current = getattr(base, name)
         values = _section_values(current, name, table, source)
         updated[name] = dataclasses.replace(current, **values)
-    return dataclasses.replace(base, **updated)
+    merged = dataclasses.replace(base, **updated)
+    _check_consistent(merged, source)
+    return merged
+
+
+def _check_consistent(settings: Settings, source: str) -> None:
+    """Refuse settings that each look fine but together can match nothing."""
+    dl = settings.download
+    for side in ("width", "height"):
+        low, high = getattr(dl, f"min_{side}"), getattr(dl, f"max_{side}")
+        if high and low > high:
+            raise ConfigError(f"{source}: download.min_{side} ({low}) is above "
+                              f"download.max_{side} ({high}): no image could be kept")
 
 
 def _section_values(current: Any, section: str, table: Mapping[str, Any],

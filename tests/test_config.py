@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -96,3 +97,19 @@ def test_limits_are_the_download_settings_a_worker_applies(tmp_path: Path) -> No
     settings_file.write_text("[download]\nmax_bytes = 1000\nmin_width = 8\nmax_attempts = 5\n")
     limits = Limits.from_settings(load_settings(settings_file).download)
     assert (limits.max_bytes, limits.min_width, limits.deadline) == (1000, 8, 120.0)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[download]\nmin_width = 500\nmax_width = 100\n",
+     "download.min_width (500) is above download.max_width (100)"),
+    ("[download]\nmin_height = 9\nmax_height = 8\n",
+     "download.min_height (9) is above download.max_height (8)"),
+    ("[politeness]\nhost_delay = 1e9\n",
+     "politeness.host_delay: expected seconds from 0 to 3600"),
+])
+def test_settings_that_contradict_or_are_absurd_are_refused(tmp_path: Path, text: str,
+                                                            message: str) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(path)

@@ -201,3 +201,21 @@ def test_max_pages_max_images_and_page_size_bound_the_crawl(
     crawl_with_two_workers(cut, tmp_path / "cut")
     found = len(manifest_lines(tmp_path / "cut" / "out"))
     assert 0 < found < 40, "a page over the size limit is cut, not dropped"
+
+
+def test_an_absurd_crawl_delay_is_capped_with_a_warning(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    server = make_server()
+    site = build_site(pages=1, images_per_page=3, min_kb=1, max_kb=2)
+    files = dict(site.files)
+    files["/robots.txt"] = ("text/plain", b"User-agent: *\nCrawl-delay: 1000000000\n")
+    serve_routes(server, files)
+    (tmp_path / "settings.toml").write_text("[politeness]\nmax_crawl_delay = 0.3\n")
+    err = crawl_with_two_workers(server, tmp_path)
+    assert (f"robots.txt of {server.url} asks for 1e+09 s between requests; taking 0.3 s"
+            in err), err
+    assert err.count("asks for 1e+09 s") == 1, "one warning per host"
+    times = image_times(server, set(site.images))
+    assert len(times) == 3
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= 0.25, f"the capped Crawl-delay is still obeyed: {gaps}"

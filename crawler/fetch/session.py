@@ -3,7 +3,11 @@
 ``requests`` enforces connect and read timeouts per socket operation, so a
 server that sends one byte every few seconds never trips them. The
 :class:`Watchdog` closes the socket of any response that outlives its total
-deadline, which unblocks the reading thread.
+deadline, which unblocks the reading thread. Inside ``Watchdog.bound`` the
+deadline covers the whole request, the response head included: each
+connection registers its socket as it starts to read a response, and the
+socket stays watched until the bound ends (a ``Connection: close`` answer
+keeps reading from a socket its connection no longer holds).
 """
 
 from __future__ import annotations
@@ -25,11 +29,20 @@ from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConn
 
 from crawler.fetch.guard import AddressPolicy, guarded_connect
 
+_local = threading.local()  # .bound: the _Bound of the request this thread is making
+
 
 class _GuardedConnectionMixin:
     """Connect only to addresses the policy allows (checked after DNS, on the real peer)."""
 
     policy: AddressPolicy
+
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        bound: _Bound | None = getattr(_local, "bound", None)
+        sock = getattr(self, "sock", None)
+        if bound is not None and sock is not None:
+            bound.watch(sock)
+        return super().getresponse(*args, **kwargs)  # type: ignore[misc]
 
     def _new_conn(self) -> socket.socket:
         conn: Any = self
@@ -99,16 +112,36 @@ class Watchdog:
     @contextmanager
     def deadline(self, response: Any, seconds: float) -> Iterator[None]:
         """Cut ``response`` (requests' or urllib3's) off after ``seconds``."""
-        key = id(response)
-        with self._lock:
-            self._active[key] = (time.monotonic() + seconds, response)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="watchdog", daemon=True)
-                self._thread.start()
+        key = self._watch(response, time.monotonic() + seconds)
         try:
             yield
         finally:
-            with self._lock:
+            self._forget([key])
+
+    @contextmanager
+    def bound(self, seconds: float) -> Iterator[_Bound]:
+        """Cut every response this thread reads inside off ``seconds`` from now, heads included."""
+        bound = _Bound(self, time.monotonic() + seconds)
+        previous = getattr(_local, "bound", None)
+        _local.bound = bound
+        try:
+            yield bound
+        finally:
+            _local.bound = previous
+            self._forget(bound.keys)
+
+    def _watch(self, target: Any, deadline: float) -> int:
+        key = id(target)
+        with self._lock:
+            self._active[key] = (deadline, target)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="watchdog", daemon=True)
+                self._thread.start()
+        return key
+
+    def _forget(self, keys: list[int]) -> None:
+        with self._lock:
+            for key in keys:
                 self._active.pop(key, None)
 
     def _run(self) -> None:
@@ -121,10 +154,29 @@ class Watchdog:
                 _cut(response)
 
 
-def _cut(response: Any) -> None:
-    raw = getattr(response, "raw", response)  # a requests.Response wraps urllib3's
-    connection = getattr(raw, "connection", None)
-    sock = getattr(connection, "sock", None)
+class _Bound:
+    """One request's total deadline, and the sockets watched for it."""
+
+    def __init__(self, watchdog: Watchdog, deadline: float) -> None:
+        self.watchdog = watchdog
+        self.deadline = deadline
+        self.keys: list[int] = []
+
+    @property
+    def expired(self) -> bool:
+        return time.monotonic() >= self.deadline
+
+    def watch(self, sock: socket.socket) -> None:
+        self.keys.append(self.watchdog._watch(sock, self.deadline))
+
+
+def _cut(target: Any) -> None:
+    if isinstance(target, socket.socket):
+        sock: Any = target
+    else:
+        raw = getattr(target, "raw", target)  # a requests.Response wraps urllib3's
+        connection = getattr(raw, "connection", None)
+        sock = getattr(connection, "sock", None)
     if sock is not None:
         with contextlib.suppress(OSError):  # already closed: the reader has finished anyway
             sock.shutdown(socket.SHUT_RDWR)

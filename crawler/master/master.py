@@ -212,11 +212,12 @@ class Master:
             self._serve(self._server)
         session = make_session(self._policy, settings.crawl.user_agent,
                                pool_size=settings.crawl.page_concurrency)
+        watchdog = Watchdog()
         robots = Robots(session, settings.crawl.user_agent, settings.crawl.page_timeout,
-                        settings.crawl.respect_robots)
+                        settings.crawl.respect_robots, watchdog,
+                        max_delay=settings.politeness.max_crawl_delay)
         if not settings.crawl.respect_robots:
             log.warning("robots.txt is ignored (crawl.respect_robots = false)")
-        watchdog = Watchdog()
         pool = ThreadPoolExecutor(settings.crawl.page_concurrency, thread_name_prefix="page")
         running: set[Future[_Visit]] = set()
         last_reap = time.monotonic()

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import ssl
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urljoin
@@ -39,7 +39,23 @@ class Page:
 
 def fetch_page(session: requests.Session, url: str, *, timeout: float, max_bytes: int,
                may_visit: Callable[[str], bool], watchdog: Watchdog) -> Page:
-    """GET ``url``; follow redirects to pages ``may_visit`` allows; read HTML bodies only."""
+    """GET ``url``; follow redirects to pages ``may_visit`` allows; read HTML bodies only.
+
+    ``timeout`` bounds the whole page, every hop's head and body included: a
+    server that trickles its answer is cut off then.
+    """
+    with watchdog.bound(timeout) as bound:
+        page = _fetch(session, url, timeout, max_bytes, may_visit)
+    if bound.expired:
+        # Cut off: http.client takes a head that ends early for a whole one, so
+        # what was read may look complete. Past the deadline nothing read counts.
+        return dataclasses.replace(page, body=b"", skipped=f"page too slow (over {timeout:g} s)",
+                                   transient=True)
+    return page
+
+
+def _fetch(session: requests.Session, url: str, timeout: float, max_bytes: int,
+           may_visit: Callable[[str], bool]) -> Page:
     current = url
     for _hop in range(MAX_REDIRECTS + 1):
         try:
@@ -77,26 +93,21 @@ def fetch_page(session: requests.Session, url: str, *, timeout: float, max_bytes
             kind = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
             if kind and kind not in HTML_TYPES:
                 return Page(url, current, 200, skipped=f"not HTML ({kind})")
-            return _read_body(response, url, current, timeout, max_bytes, watchdog)
+            return _read_body(response, url, current, max_bytes)
     return Page(url, current, 0, skipped=f"more than {MAX_REDIRECTS} redirects")
 
 
-def _read_body(response: requests.Response, url: str, final_url: str, timeout: float,
-               max_bytes: int, watchdog: Watchdog) -> Page:
+def _read_body(response: requests.Response, url: str, final_url: str, max_bytes: int) -> Page:
     chunks: list[bytes] = []
     size = 0
     truncated = False
-    started = time.monotonic()
     try:
-        with watchdog.deadline(response, timeout * 2):
-            for chunk in response.iter_content(64 * 1024):
-                chunks.append(chunk)
-                size += len(chunk)
-                if size >= max_bytes:  # a page over the limit is cut, not dropped
-                    truncated = True
-                    break
-                if time.monotonic() - started > timeout * 2:
-                    return Page(url, final_url, 200, skipped="page too slow", transient=True)
+        for chunk in response.iter_content(64 * 1024):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= max_bytes:  # a page over the limit is cut, not dropped
+                truncated = True
+                break
     except (requests.RequestException, *TRANSIENT_ERRORS) as exc:
         return Page(url, final_url, 200, skipped=f"broken response: {cause(exc)}",
                     transient=True)

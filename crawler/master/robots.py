@@ -10,7 +10,7 @@ import requests
 from protego import Protego
 
 from crawler.fetch.guard import BlockedAddress
-from crawler.fetch.session import TRANSIENT_ERRORS
+from crawler.fetch.session import TRANSIENT_ERRORS, Watchdog
 from crawler.master.pages import cause
 
 log = logging.getLogger(__name__)
@@ -23,8 +23,12 @@ _DISALLOW_ALL = Protego.parse("User-agent: *\nDisallow: /\n")
 
 class Robots:
     def __init__(self, session: requests.Session, user_agent: str, timeout: float = 10.0,
-                 enabled: bool = True) -> None:
+                 enabled: bool = True, watchdog: Watchdog | None = None,
+                 max_delay: float = 30.0) -> None:
         self._session = session
+        self._max_delay = max_delay
+        self._capped: set[str] = set()  # origins whose Crawl-delay was cut, warned about once
+        self._watchdog = watchdog or Watchdog()
         self._agent = user_agent
         self._timeout = timeout
         self._enabled = enabled
@@ -57,8 +61,7 @@ class Robots:
     def crawl_delay(self, url: str) -> float | None:
         if not self._enabled:
             return None
-        delay = self._rules_for(url).crawl_delay(self._agent)
-        return float(delay) if delay is not None else None
+        return self._capped_delay(url, self._rules_for(url))
 
     def known_delay(self, url: str) -> float | None:
         """The Crawl-delay for ``url``'s origin if its robots.txt was already read."""
@@ -66,8 +69,23 @@ class Robots:
             return None
         with self._lock:
             rules = self._rules.get(_origin(url))
-        delay = rules.crawl_delay(self._agent) if rules is not None else None
-        return float(delay) if delay is not None else None
+        return self._capped_delay(url, rules) if rules is not None else None
+
+    def _capped_delay(self, url: str, rules: Protego) -> float | None:
+        """The Crawl-delay, at most ``max_delay``: a robots.txt may not stall a crawl for years."""
+        delay = rules.crawl_delay(self._agent)
+        if delay is None:
+            return None
+        if delay <= self._max_delay:
+            return float(delay)
+        origin = _origin(url)
+        with self._lock:
+            first = origin not in self._capped
+            self._capped.add(origin)
+        if first:
+            log.warning("robots.txt of %s asks for %g s between requests; taking %g s"
+                        " (politeness.max_crawl_delay)", origin, delay, self._max_delay)
+        return self._max_delay
 
     def _rules_for(self, url: str) -> Protego:
         origin = _origin(url)
@@ -81,12 +99,16 @@ class Robots:
                 event = self._fetching[origin] = threading.Event()
         assert event is not None
         if not mine:  # another thread is fetching it: wait for its answer
-            event.wait(self._timeout * 2 + 1)
+            event.wait(self._timeout + 1)
             with self._lock:
                 return self._rules.get(origin, _ALLOW_ALL)
         rules, unreachable = _DISALLOW_ALL, "crawler error"  # if _fetch fails unforeseen
         try:
-            rules, unreachable = self._fetch(origin)
+            with self._watchdog.bound(self._timeout) as bound:
+                rules, unreachable = self._fetch(origin)
+            if bound.expired:  # what a cut-off answer seemed to say does not count
+                rules, unreachable = _DISALLOW_ALL, f"too slow (over {self._timeout:g} s)"
+                log.warning("robots.txt of %s too slow: not crawling that origin", origin)
         finally:
             with self._lock:
                 self._rules[origin] = rules

@@ -1,0 +1,170 @@
+"""Servers that answer one byte at a time cannot hang the master: every request has a deadline.
+
+Each test runs the master against a real socket server on 127.0.0.1 that
+trickles its answer (head or body) one byte every 0.2 s, with
+``crawl.page_timeout`` at 2 s; the crawl must end well before the trickle would.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from .conftest import free_port, start_crawler
+
+TRICKLE_EVERY = 0.2  # seconds between two bytes
+TRICKLE_FOR = 60.0  # a trickle gives up by itself after this long, so no test can hang
+
+
+@dataclass(frozen=True)
+class Answer:
+    head: bytes
+    body: bytes = b""
+    trickle_head: bool = False
+    trickle_body: bool = False
+
+
+class Trickler:
+    """A socket server on 127.0.0.1 answering each path with an :class:`Answer`."""
+
+    def __init__(self, answers: dict[str, Answer]) -> None:
+        self.answers = answers
+        self.paths: list[str] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(5)
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            request = b""
+            try:
+                while b"\r\n\r\n" not in request and len(request) < 65536:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        return
+                    request += chunk
+                path = request.split(b" ", 2)[1].decode()
+                self.paths.append(path)
+                answer = self.answers.get(path, Answer(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
+                self._send(conn, answer.head, answer.trickle_head)
+                self._send(conn, answer.body, answer.trickle_body)
+            except OSError:
+                return  # the client gave up: what the test wants
+
+    def _send(self, conn: socket.socket, data: bytes, trickle: bool) -> None:
+        if not trickle:
+            conn.sendall(data)
+            return
+        ends = time.monotonic() + TRICKLE_FOR
+        for byte in data:
+            if self._closed.is_set() or time.monotonic() > ends:
+                return
+            conn.sendall(bytes([byte]))
+            time.sleep(TRICKLE_EVERY)
+
+
+@pytest.fixture
+def tricklers() -> Iterator[list[Trickler]]:
+    made: list[Trickler] = []
+    yield made
+    for server in made:
+        server.close()
+
+
+def _html(body: str, extra: str = "") -> Answer:
+    data = body.encode()
+    return Answer(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
+                  + extra.encode() + b"Content-Length: %d\r\n\r\n" % len(data), data)
+
+
+def _crawl(seed: str, tmp_path: Path, *flags: str) -> tuple[int, str, str]:
+    (tmp_path / "settings.toml").write_text("[crawl]\npage_timeout = 2.0\n")
+    master = start_crawler("master", seed, "--bind", f"127.0.0.1:{free_port()}",
+                           "--out", str(tmp_path / "out"), *flags, cwd=tmp_path)
+    started = time.monotonic()
+    out, err = master.communicate(timeout=45)
+    assert time.monotonic() - started < 30, "the crawl waited on a trickling server"
+    return master.returncode, err, out
+
+
+SLOW_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 4\r\n\r\n"
+             + b" " * 400)
+
+
+def test_a_seed_page_whose_head_trickles_is_cut_at_the_page_timeout(
+        tmp_path: Path, tricklers: list[Trickler]) -> None:
+    server = Trickler({"/": Answer(SLOW_HEAD, b"<p/>", trickle_head=True)})
+    tricklers.append(server)
+    status, err, _ = _crawl(server.url + "/", tmp_path, "--dry-run")
+    assert status == 5, err
+    assert f"{server.url}/: page too slow (over 2 s)" in err, err
+
+
+def test_a_linked_page_whose_head_trickles_fails_and_the_crawl_ends(
+        tmp_path: Path, tricklers: list[Trickler]) -> None:
+    server = Trickler({"/": _html('<a href="/slow">slow</a><img src="/a.png">'),
+                       "/slow": Answer(SLOW_HEAD, b"<p/>", trickle_head=True)})
+    tricklers.append(server)
+    status, err, out = _crawl(server.url + "/", tmp_path, "--dry-run")
+    assert status == 0, err
+    assert f"page {server.url}/slow: page too slow (over 2 s)" in err, err
+    assert out.split() == [server.url + "/a.png"]
+
+
+@pytest.mark.parametrize("head", [
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n",
+    b"HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\n",
+], ids=["connection-close", "http-1.0"])
+def test_a_page_without_length_whose_body_trickles_is_cut(
+        tmp_path: Path, tricklers: list[Trickler], head: bytes) -> None:
+    server = Trickler({"/": _html('<a href="/slow">slow</a>'),
+                       "/slow": Answer(head, b"<html>" + b" " * 400, trickle_body=True)})
+    tricklers.append(server)
+    status, err, _ = _crawl(server.url + "/", tmp_path, "--dry-run")
+    assert status == 0, err
+    assert f"page {server.url}/slow: page too slow (over 2 s)" in err, err
+
+
+@pytest.mark.parametrize("part", ["head", "body"])
+def test_an_image_hosts_trickling_robots_txt_refuses_its_images_and_the_crawl_ends(
+        tmp_path: Path, tricklers: list[Trickler], part: str) -> None:
+    robots = (Answer(SLOW_HEAD.replace(b"text/html", b"text/plain"), b"", trickle_head=True)
+              if part == "head" else
+              Answer(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 400\r\n\r\n",
+                     b"#" * 400, trickle_body=True))
+    images = Trickler({"/robots.txt": robots})
+    site = Trickler({"/": _html(f'<img src="{images.url}/x.png"><img src="/own.png">')})
+    tricklers += [images, site]
+    status, err, out = _crawl(site.url + "/", tmp_path, "--dry-run")
+    assert status == 0, err
+    assert f"robots.txt of {images.url} too slow" in err, err
+    assert out.split() == [site.url + "/own.png"]
