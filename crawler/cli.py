@@ -115,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="crawl pages and print the image URLs, download nothing")
     master.add_argument("--ignore-robots", action="store_true",
                         help="do not obey robots.txt [crawl.respect_robots = false]")
+    again = master.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="go on with the output folder's crawl even if this run's seeds or "
+                            "scope differ (a run with the same ones resumes by itself)")
+    again.add_argument("--fresh", action="store_true",
+                       help="forget the output folder's crawl (journal and results; stored "
+                            "images stay) and start anew")
 
     worker = command("worker", "download images for a master",
                      "Connect to a master's queue, download the images it hands out into the "
@@ -226,8 +233,8 @@ def _seeds(urls: Sequence[str]) -> tuple[str, ...]:
 
 
 def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
-               local_workers: int, dry_run: bool,
-               quiet: bool) -> int:
+               local_workers: int, dry_run: bool, quiet: bool, resume: bool = False,
+               fresh: bool = False) -> int:
     from crawler.master.master import Master, MasterOptions
     from crawler.parse.pool import PageParser
 
@@ -236,7 +243,8 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
     options = MasterOptions(seeds=seeds, out_dir=Path(settings.output.dir), bind=bind,
                             local_workers=local_workers,
                             worker_threads=settings.worker.threads,
-                            worker_fast_lane=settings.worker.fast_lane, dry_run=dry_run)
+                            worker_fast_lane=settings.worker.fast_lane, dry_run=dry_run,
+                            resume=resume, fresh=fresh)
     # Before the progress bars and the queue start their threads: it forks.
     parser = PageParser()
     master = Master(settings, options, authkey, make_reporter(quiet or dry_run), parser,
@@ -296,7 +304,8 @@ def _master(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--local-workers must be 0 or more")
     authkey = load_authkey(args.authkey_file, generate=True)
     return run_master(settings, _seeds(args.seeds), authkey, local_workers=args.local_workers,
-                      dry_run=args.dry_run, quiet=args.quiet)
+                      dry_run=args.dry_run, quiet=args.quiet, resume=args.resume,
+                      fresh=args.fresh)
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:

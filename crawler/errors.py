@@ -2,6 +2,7 @@
 
     CrawlerError                 root; exit 1
     ├── UsageError               bad command line or seed URL; exit 2
+    │   └── CrawlMismatch        the output folder holds a crawl of other seeds or scope; exit 2
     ├── ConfigError              bad settings file, key or value; exit 2
     ├── AuthkeyError             a missing, short or unreadable authkey; exit 2
     ├── QueueError               the master's queue cannot be served or reached; exit 1
@@ -29,6 +30,10 @@ class CrawlerError(Exception):
 
 class UsageError(CrawlerError):
     exit_code = 2
+
+
+class CrawlMismatch(UsageError):
+    """The output folder holds another crawl; --resume or --fresh says what to do."""
 
 
 class ConfigError(CrawlerError):

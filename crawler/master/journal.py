@@ -3,11 +3,14 @@
 It records the pages seen and done, the image URLs queued, and each image's
 final outcome. A page is marked done in the same transaction that records the
 links and images found on it, so after a crash no finished page is fetched
-again and nothing found on it is forgotten.
+again and nothing found on it is forgotten. It also records what crawl it is
+(seeds, scope, limits), so that a run with other seeds in the same folder is
+noticed, and a rerun with a larger depth or image budget goes on from here.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -29,7 +32,15 @@ CREATE TABLE IF NOT EXISTS images (
     page TEXT,
     outcome TEXT            -- the final Outcome as JSON; NULL while queued
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL     -- JSON
+);
 """
+# pages.done: 0 to visit, 1 done, 2 done but cut short by the image budget
+# (crawl.max_images), so that a rerun with a larger budget visits it again.
+_CUT = 2
+ROBOTS_UNREACHABLE = "robots.txt unreachable"  # the start of such a refusal's reason
 
 
 @dataclass(frozen=True)
@@ -86,10 +97,11 @@ class Journal:
                                  [(u,) for u in urls])
 
     def page_done(self, url: str, links: Iterable[tuple[str, int]],
-                  images: Iterable[tuple[str, str, str | None]]) -> None:
+                  images: Iterable[tuple[str, str, str | None]], complete: bool = True) -> None:
         """Record, atomically, a finished page and what was found on it.
 
-        ``images`` are (url, page, outcome JSON or None while queued).
+        ``images`` are (url, page, outcome JSON or None while queued); ``complete``
+        is False when the image budget left some of the page's images out.
         """
         with self._transaction():
             self._db.executemany("INSERT OR IGNORE INTO pages (url, depth) VALUES (?, ?)",
@@ -97,7 +109,53 @@ class Journal:
             self._db.executemany(
                 "INSERT OR IGNORE INTO images (url, page, outcome) VALUES (?, ?, ?)",
                 list(images))
-            self._db.execute("UPDATE pages SET done = 1 WHERE url = ?", (url,))
+            self._db.execute("UPDATE pages SET done = ? WHERE url = ?",
+                             (1 if complete else _CUT, url))
+
+    # ----- what crawl this is ----------------------------------------------------
+
+    def is_new(self) -> bool:
+        """True when nothing was ever recorded here."""
+        return self._db.execute("SELECT 1 FROM pages LIMIT 1").fetchone() is None
+
+    def meta(self, key: str) -> object:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def set_meta(self, key: str, value: object) -> None:
+        with self._transaction():
+            self._db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) "
+                             "DO UPDATE SET value = excluded.value", (key, json.dumps(value)))
+
+    def reopen(self, *, from_depth: int | None = None, cut: bool = False,
+               robots_refusals: bool = False) -> int:
+        """Mark done pages to be visited again; returns how many.
+
+        ``from_depth``: pages that deep, whose links a shallower crawl did not
+        follow. ``cut``: pages the image budget cut short. ``robots_refusals``:
+        pages with images refused because their host's robots.txt could not be
+        read; those images are forgotten, to be found on the page and judged anew.
+        """
+        reopened = 0
+        with self._transaction():
+            if from_depth is not None:
+                reopened += self._db.execute(
+                    "UPDATE pages SET done = 0 WHERE done != 0 AND depth >= ?",
+                    (from_depth,)).rowcount
+            if cut:
+                reopened += self._db.execute(
+                    "UPDATE pages SET done = 0 WHERE done = ?", (_CUT,)).rowcount
+            if robots_refusals:
+                refused = "json_extract(outcome, '$.reason') LIKE ?"
+                pattern = ROBOTS_UNREACHABLE + "%"
+                reopened += self._db.execute(
+                    f"UPDATE pages SET done = 0 WHERE done != 0 AND url IN "  # noqa: S608
+                    f"(SELECT page FROM images WHERE {refused})", (pattern,)).rowcount
+                # Only where the page will be read again: it finds them anew.
+                self._db.execute(
+                    f"DELETE FROM images WHERE {refused} AND page IN "  # noqa: S608
+                    "(SELECT url FROM pages WHERE done = 0)", (pattern,))
+        return reopened
 
     def record(self, outcomes: Iterable[Outcome]) -> None:
         with self._transaction():

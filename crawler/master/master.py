@@ -28,14 +28,14 @@ from typing import Any
 from crawler.board.manager import QueueServer
 from crawler.board.memory import BoardPolicy, TaskBoard
 from crawler.config import Limits, Settings
-from crawler.errors import StorageError
+from crawler.errors import CrawlMismatch, StorageError
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.session import Watchdog, make_session
 from crawler.master.authkey import ENV_VAR, Authkey, is_loopback
 from crawler.master.frontier import Frontier
-from crawler.master.journal import Journal
+from crawler.master.journal import JOURNAL_NAME, Journal
 from crawler.master.pages import Page, fetch_page
-from crawler.master.results import ResultFiles
+from crawler.master.results import MANIFEST_NAME, RESULTS_NAME, ResultFiles
 from crawler.master.robots import Robots
 from crawler.master.scope import Scope
 from crawler.model.outcome import Attempt, Outcome
@@ -61,6 +61,8 @@ class MasterOptions:
     worker_threads: int = 16
     worker_fast_lane: bool = True
     dry_run: bool = False
+    resume: bool = False  # go on with the folder's crawl even if seeds or scope changed
+    fresh: bool = False  # forget the folder's crawl and start anew
 
 
 @dataclass
@@ -178,11 +180,16 @@ class Master:
                                    self.describe)
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
+            if self._options.fresh:
+                for name in (JOURNAL_NAME, JOURNAL_NAME + "-wal", JOURNAL_NAME + "-shm",
+                             RESULTS_NAME, MANIFEST_NAME):
+                    (out_dir / name).unlink(missing_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create the output folder {out_dir}: "
                                f"{exc.strerror or exc}") from exc
         journal = Journal(out_dir)
         try:
+            self._take_up(journal)  # before the result files are written from the journal
             files = ResultFiles(out_dir, journal.outcomes())
             try:
                 return self._run(journal, files)
@@ -254,6 +261,43 @@ class Master:
             session.close()
         interrupted = bool(frontier or running or self._board.unfinished())
         return self._summary(completed=not interrupted, interrupted=interrupted)
+
+    def _take_up(self, journal: Journal) -> None:
+        """Check that the folder's crawl is this one; reopen what this run's limits extend.
+
+        A rerun with a larger depth visits again the pages whose links the last
+        run did not follow; a larger image budget, the pages it cut short; and
+        pages with images refused for an unreadable robots.txt are read anew.
+        """
+        crawl = self._settings.crawl
+        identity = {"seeds": sorted(self._options.seeds),
+                    "scope": [crawl.scope, *(list(patterns) for patterns in (
+                        crawl.allow, crawl.deny, crawl.image_allow, crawl.image_deny))]}
+        limits = journal.meta("limits")
+        if not journal.is_new():
+            stored = journal.meta("crawl")
+            if isinstance(stored, dict) and stored != identity and not self._options.resume:
+                what = " and ".join(part for part in ("seeds", "scope")
+                                    if stored.get(part) != identity[part])
+                raise CrawlMismatch(
+                    f"{self._options.out_dir} holds a crawl of {', '.join(stored['seeds'])}"
+                    f" with other {what}: add --resume to go on with it with this run's"
+                    f" {what}, --fresh to start afresh in that folder, or choose another --out")
+            old = limits if isinstance(limits, dict) else {}
+            reopened = journal.reopen(robots_refusals=True)
+            if isinstance(old.get("depth"), int) and crawl.depth > old["depth"]:
+                reopened += journal.reopen(from_depth=old["depth"])
+            if old.get("max_images") and (not crawl.max_images
+                                          or crawl.max_images > old["max_images"]):
+                reopened += journal.reopen(cut=True)
+            if reopened:
+                log.info("%d page(s) done before are visited again for this run's limits",
+                         reopened)
+        depth = crawl.depth
+        if isinstance(limits, dict) and isinstance(limits.get("depth"), int):
+            depth = max(depth, limits["depth"])  # pages found deeper before stay found
+        journal.set_meta("crawl", identity)
+        journal.set_meta("limits", {"depth": depth, "max_images": crawl.max_images})
 
     def _submit(self, running: set[Future[_Visit]], pool: ThreadPoolExecutor, session: Any,
                 robots: Robots, watchdog: Watchdog) -> None:
@@ -349,8 +393,10 @@ class Master:
                     links.append((link, visit.depth + 1))
         new_images: list[tuple[str, str | None]] = []
         max_images = self._settings.crawl.max_images
+        complete = True
         for image, refused in visit.images:
             if max_images and self._snapshot.found >= max_images:
+                complete = False  # a rerun with a larger budget reads this page again
                 break
             if self._board.known(image):
                 continue
@@ -369,7 +415,7 @@ class Master:
             (image, page_url, Outcome.from_attempt(refusals[image], page=page_url, worker=None,
                                                    attempts=0).to_json()
              if image in refusals else None)
-            for image, _ in new_images])
+            for image, _ in new_images], complete=complete)
         for image, refused in new_images:
             if refused is not None:
                 self._board.settle_now(refusals[image], page_url)

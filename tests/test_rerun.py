@@ -1,0 +1,111 @@
+"""Reruns on one output folder: the same crawl goes on, another crawl is noticed.
+
+Each test runs real master processes (with one local worker) against fixture
+servers on 127.0.0.1, twice on the same output folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from crawler.demo.site import Site, build_site
+
+from .conftest import (
+    FixtureServer,
+    fail_first,
+    finish,
+    manifest_lines,
+    serve_routes,
+    start_crawler,
+)
+
+
+def _site(server: FixtureServer) -> Site:
+    site = build_site(pages=4, images_per_page=4, min_kb=1, max_kb=2)
+    serve_routes(server, site.files)
+    return site
+
+
+def _crawl(seed: str, out: Path, tmp_path: Path, *flags: str, status: int = 0) -> str:
+    master = start_crawler("master", seed, "--bind", "127.0.0.1:0", "--out", str(out),
+                           "--local-workers", "1", *flags, cwd=tmp_path)
+    err = finish(master, 90)
+    assert master.returncode == status, err
+    return err
+
+
+def _stored(out: Path) -> set[str]:
+    return {e["url"] for e in manifest_lines(out) if e["status"] == "success"}
+
+
+def test_a_run_with_other_seeds_is_stopped_until_told_to_resume_or_start_afresh(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    first, second = make_server(), make_server()
+    _site(first)
+    _site(second)
+    out = tmp_path / "out"
+    _crawl(first.url + "/", out, tmp_path)
+    first_images = _stored(out)
+    assert first_images
+
+    err = _crawl(second.url + "/", out, tmp_path, status=2)
+    assert f"{out} holds a crawl of {first.url}/ with other seeds: add --resume" in err, err
+    assert second.paths() == [], "nothing is fetched before the folder's crawl is checked"
+    assert _stored(out) == first_images
+
+    _crawl(second.url + "/", out, tmp_path, "--resume")
+    both = _stored(out)
+    assert first_images < both
+    assert {u for u in both if u.startswith(second.url)}
+
+    _crawl(second.url + "/", out, tmp_path, "--fresh")
+    assert _stored(out) == {u for u in both if u.startswith(second.url)}
+
+
+def test_a_rerun_with_a_larger_depth_goes_on_where_the_first_stopped(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    server = make_server()
+    _site(server)
+    whole = tmp_path / "whole"
+    _crawl(server.url + "/", whole, tmp_path, "--depth", "1")
+    out = tmp_path / "out"
+    _crawl(server.url + "/", out, tmp_path, "--depth", "0")
+    shallow = _stored(out)
+    assert shallow and shallow < _stored(whole)
+    _crawl(server.url + "/", out, tmp_path, "--depth", "1")
+    assert _stored(out) == _stored(whole)
+
+
+def test_a_rerun_with_a_larger_image_budget_goes_on_where_the_first_stopped(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    server = make_server()
+    _site(server)
+    whole = tmp_path / "whole"
+    _crawl(server.url + "/", whole, tmp_path)
+    out = tmp_path / "out"
+    _crawl(server.url + "/", out, tmp_path, "--max-images", "3")
+    assert len(_stored(out)) == 3
+    _crawl(server.url + "/", out, tmp_path, "--max-images", "0")
+    assert _stored(out) == _stored(whole)
+    entries = [e["url"] for e in manifest_lines(out)]
+    assert len(entries) == len(set(entries)), "no image has two results"
+
+
+def test_images_refused_for_an_unreadable_robots_txt_are_tried_by_a_rerun(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    site, images = make_server(), make_server()
+    picture = build_site(pages=1, images_per_page=1, min_kb=1, max_kb=2)
+    [path] = picture.images
+    serve_routes(images, picture.files)
+    fail_first(images, {"/robots.txt"}, 503, times=1)
+    page = f'<html><body><img src="{images.url}{path}"></body></html>'.encode()
+    serve_routes(site, {"/": ("text/html", page)})
+    out = tmp_path / "out"
+    _crawl(site.url + "/", out, tmp_path)
+    [entry] = manifest_lines(out)
+    assert entry["reason"] == "robots.txt unreachable (HTTP 503)"
+    _crawl(site.url + "/", out, tmp_path)
+    [entry] = manifest_lines(out)
+    assert entry["status"] == "success", entry
+    assert images.paths().count(path) == 1
