@@ -280,8 +280,8 @@ def ca_note(flags: tuple[bool, bool]) -> str:
         return "the crawler gets the CA with --ca-bundle"
     missing = [role for role, has in zip(("master", "worker"), flags, strict=True) if not has]
     return (f"crawler {' and '.join(missing)} list no --ca-bundle: the CA goes to them in "
-            "REQUESTS_CA_BUNDLE, SSL_CERT_FILE and CURL_CA_BUNDLE (libcurl itself reads none "
-            "of them: https images may fail)")
+            "REQUESTS_CA_BUNDLE, SSL_CERT_FILE and CURL_CA_BUNDLE instead; a crawler that reads "
+            "none of them crawls nothing over https (see each run's note)")
 
 
 def _ca_args(setup: CrawlerSetup, role: int) -> list[str]:
@@ -399,7 +399,11 @@ def run_crawler(tool: Tool, url: str, run_dir: Path, target: Target, setup: Craw
     requests = server.requests_since(mark)
     if requests is not None:
         pages = served_pages(requests)
-    return RunResult(tool.label, urlsplit(url).scheme, finished and not bad, wall, pages,
+    if not pages and not note:
+        last = _read_lines(run_dir / "master.log")[-1:] or ["(master.log is empty)"]
+        note = f"no page crawled; master: {last[0][:160]}"
+    return RunResult(tool.label, urlsplit(url).scheme, finished and not bad and pages > 0,
+                     wall, pages,
                      len(succeeded), 0 if dry_run else count_image_files(out), complete,
                      total_bytes, sum(u.cpu_s for u in usages),
                      server.cpu_seconds() - server_cpu, usages, note,
@@ -724,6 +728,7 @@ def settle() -> None:
 def bench_target(args: argparse.Namespace, target: Target, tmp: Path, tools: Sequence[Tool],
                  certificates: Certificates | None) -> dict[str, dict[str, float]]:
     """Serve ``target``, run every round; print the tables; return median images/s and wall."""
+    started = time.monotonic()
     print(f"\n{target.description}", flush=True)
     slug = target.name.replace(" ", "-").replace("(", "").replace(")", "")
     print(f"file system: {probe_file_creation(tmp / f'probe-{slug}')}", flush=True)
@@ -774,6 +779,8 @@ def bench_target(args: argparse.Namespace, target: Target, tmp: Path, tools: Seq
     if not args.keep and in_memory(tmp):  # a tmpfs holds them: not every site's at once
         for run_dir in tmp.glob(f"{slug}-r*"):
             shutil.rmtree(run_dir / "out", ignore_errors=True)
+    print(f"\n{target.name}: {args.warmup + args.runs} round(s) of {len(tools)} tool(s) x "
+          f"{len(args.schemes)} scheme(s) took {time.monotonic() - started:.0f} s", flush=True)
     summary: dict[str, dict[str, float]] = {}
     for scheme in args.schemes:
         by_label = {label: found for (label, s), found in runs.items() if s == scheme}

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
 
-from lxml import etree, html
+from lxml import etree, html  # type: ignore[import-untyped]
 
 SITE = "http://site.invalid"  # pages are resolved against this origin, then cut back to paths
 PAGE_SUFFIXES = frozenset({".html", ".htm", ".xhtml"})
