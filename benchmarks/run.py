@@ -391,18 +391,22 @@ def run_crawler(tool: Tool, url: str, run_dir: Path, target: Target, setup: Craw
     else:
         succeeded, total_bytes = read_manifest(out / "manifest.jsonl")
         pages = count_pages(out / "crawl.sqlite")
-    complete = (len(target.truth_set & site_paths(succeeded, url)) / len(target.truth)
-                if target.truth else 0.0)
+    stored = site_paths(succeeded, url)
+    complete = len(target.truth_set & stored) / len(target.truth) if target.truth else 0.0
+    missing = sorted(target.truth_set - stored)
     bad = [u for u in usages if u.returncode != 0]
     if bad and not note:
         note = ", ".join(f"{u.name} exit {u.returncode}" for u in bad)
     requests = server.requests_since(mark)
     if requests is not None:
         pages = served_pages(requests)
-    if not pages and not note:
+    crawled_none = not pages and (requests is not None or not dry_run)  # else: not known
+    if crawled_none and not note:
         last = _read_lines(run_dir / "master.log")[-1:] or ["(master.log is empty)"]
         note = f"no page crawled; master: {last[0][:160]}"
-    return RunResult(tool.label, urlsplit(url).scheme, finished and not bad and pages > 0,
+    elif missing and not note:
+        note = f"missing {len(missing)}, e.g. {', '.join(missing[:3])}"
+    return RunResult(tool.label, urlsplit(url).scheme, finished and not bad and not crawled_none,
                      wall, pages,
                      len(succeeded), 0 if dry_run else count_image_files(out), complete,
                      total_bytes, sum(u.cpu_s for u in usages),
@@ -680,14 +684,9 @@ def tables(target: Target, scheme: str, runs: dict[str, list[RunResult]],
             ("CPU/image", lambda r: r.cpu_s / r.images if r.images else 0.0),
             ("CPU/page", lambda r: r.cpu_s / r.pages if r.pages else 0.0),
             ("peak MB", lambda r: r.peak_mb)]
-        header = "".join(f" {f'{name} x{ref}':>16}" for name, _ in figures
-                         for ref, _ in references[:1])
         lines.append(f"  {'ratios: x ' + ' / x '.join(n for n, _ in references):<{width}}"
                      + "".join(f" {name:>15}" for name, _ in figures))
-        del header
-        for label in labels:
-            if label in (wget, wget2):
-                continue
+        for label in labels:  # wget's and wget2's rows too: how they compare with each other
             cells = []
             for _name, get in figures:
                 cells.append(" / ".join(_ratio(med(label, get), med(ref, get))
@@ -708,9 +707,11 @@ def describe_run(result: RunResult) -> str:
             f"{result.pages:5d} pages {result.images:6d} images {result.images_per_s:8.1f} img/s"
             f"  complete {100 * result.complete:6.2f}%  CPU {result.cpu_s:6.2f} s")
     if result.tool.startswith("crawler"):
+        workers = [u for u in result.procs if u.name.startswith("worker")]
         text += (f" (master {result.cpu_of('master'):.2f} s, parser "
-                 f"{result.cpu_of('parser'):.2f} s, workers {result.cpu_of('worker'):.2f} s;"
-                 f" master {result.rss_mb('master'):.0f} MB)")
+                 f"{result.cpu_of('parser'):.2f} s, workers {result.cpu_of('worker'):.2f} s"
+                 + (" = " + " + ".join(f"{u.cpu_s:.2f}" for u in workers) if workers else "")
+                 + f"; master {result.rss_mb('master'):.0f} MB)")
     if result.note:
         text += f"  [{result.note}]"
     return text
