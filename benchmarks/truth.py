@@ -165,8 +165,9 @@ class Walker:
                     found.append((get("src"), "img src"))
                 found += [(u, "img srcset") for u in srcset_urls(get("srcset") or "")]
             elif tag == "source" and get("srcset"):
-                parent = element.getparent()
-                if parent is not None and str(parent.tag).lower() == "picture":
+                # Any ancestor: libxml2's HTML parser does not know <source> is empty, so a
+                # second <source> comes out nested in the first.
+                if next(element.iterancestors("picture"), None) is not None:
                     found += [(u, "picture source") for u in srcset_urls(get("srcset"))]
             elif tag == "input" and (get("type") or "").lower() == "image" and get("src"):
                 found.append((get("src"), "input type=image"))
