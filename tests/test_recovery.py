@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
+import itertools
 import os
 import pickle
 import signal
@@ -21,6 +22,8 @@ from pathlib import Path
 from crawler.demo.site import Site, build_site
 
 from .conftest import (
+    SITE,
+    FixtureHandler,
     FixtureServer,
     crawler_command,
     fail_first,
@@ -79,6 +82,36 @@ def check_complete(out: Path, base: str, site: Site, stores: list[Path] | None =
             "a partial download was left behind"
 
 
+def gate_image(server: FixtureServer, path: str, first: bytes,
+               later: bytes | None = None) -> tuple[threading.Event, threading.Event]:
+    """Serve half of ``first`` to the first request of ``path``, the rest only once released;
+    every later request gets ``later`` (default: ``first``) at once.
+
+    Returns (the first request has begun, release it): a worker that has begun is
+    known to hold the URL's lease, and cannot finish it before the release.
+    """
+    begun, release = threading.Event(), threading.Event()
+    requests = itertools.count()
+
+    def route(handler: FixtureHandler) -> None:
+        if next(requests):
+            handler.send_body(200, first if later is None else later, "image/png")
+            return
+        handler.send_response(200)
+        handler.send_header("Content-Type", "image/png")
+        handler.send_header("Content-Length", str(len(first)))
+        handler.end_headers()
+        handler.wfile.write(first[: len(first) // 2])
+        handler.wfile.flush()
+        begun.set()
+        release.wait(60)
+        with contextlib.suppress(OSError):  # the worker may be dead by now
+            handler.wfile.write(first[len(first) // 2 :])
+
+    server.routes[path] = route
+    return begun, release
+
+
 def test_a_killed_worker_loses_nothing(make_server: Callable[[], FixtureServer], tmp_path: Path,
                                        authkey: str) -> None:
     server = make_server()
@@ -102,6 +135,42 @@ def test_a_killed_worker_loses_nothing(make_server: Callable[[], FixtureServer],
             stop(process)
     check_complete(out, server.url, site)
     assert max(e["attempts"] for e in manifest_lines(out)) == 2, "the dead worker's leases"
+
+
+def test_a_worker_that_lost_its_lease_never_replaces_what_another_stored(
+        site: FixtureServer, tmp_path: Path, authkey: str) -> None:
+    """Paused past its lease mid-download, a worker resumes after another stored the image:
+    the stored file stays the one the manifest describes."""
+    png = (SITE / "images" / "red.png").read_bytes()
+    late, current = png + b"late bytes", png + b"current bytes"
+    page = b'<html><body><img src="/late.png"></body></html>'
+    site.routes["/"] = lambda handler: handler.send_body(200, page, "text/html")
+    begun, release = gate_image(site, "/late.png", late, current)
+    out = tmp_path / "out"
+    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), "--lease-timeout", "1", "--ignore-robots", cwd=tmp_path)
+    with _stopped_at_the_end([master]) as processes:
+        address = wait_for_queue_address(master)
+        paused = start_crawler("worker", address, "--out", str(out), "--threads", "1",
+                               "--connect-wait", "2", cwd=tmp_path)
+        processes.append(paused)
+        assert begun.wait(30), "the image was never asked for"
+        os.kill(paused.pid, signal.SIGSTOP)  # no heartbeats: its lease runs out
+        try:
+            current_worker = start_crawler("worker", address, "--out", str(out), cwd=tmp_path)
+            processes.append(current_worker)
+            err = finish(master, 60)
+            assert master.returncode == 0, err
+            assert current_worker.wait(timeout=30) == 0
+        finally:
+            release.set()  # the rest of the late body waits in the paused worker's socket
+            os.kill(paused.pid, signal.SIGCONT)
+        paused.wait(timeout=60)  # it stores, then finds its master gone
+    [entry] = manifest_lines(out)
+    assert entry["status"] == "success" and entry["attempts"] == 2, entry
+    assert entry["sha256"] == hashlib.sha256(current).hexdigest()
+    assert (out / entry["path"]).read_bytes() == current
+    assert [p for p in out.glob("images/**/*") if p.is_file()] == [out / entry["path"]]
 
 
 def test_a_dead_local_worker_is_reported_and_a_worker_from_elsewhere_finishes(
