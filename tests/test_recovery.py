@@ -116,25 +116,36 @@ def test_a_killed_worker_loses_nothing(make_server: Callable[[], FixtureServer],
                                        authkey: str) -> None:
     server = make_server()
     site = setup_site(server, image_delay=0.05)
+    held = sorted(site.images)[0]
+    begun, release = gate_image(server, held, site.files[held][1])
     out = tmp_path / "out"
     master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
                            str(out), "--lease-timeout", "2", cwd=tmp_path)
     workers: list[subprocess.Popen[str]] = []
     try:
         address = wait_for_queue_address(master)
-        workers = [start_crawler("worker", address, "--out", str(out), "--threads", "4",
-                                 cwd=tmp_path) for _ in range(2)]
+        workers.append(start_crawler("worker", address, "--out", str(out), "--threads", "4",
+                                     cwd=tmp_path))
+        # The only worker so far began the gated image: it surely holds a lease when killed.
+        assert begun.wait(30), "the gated image was never asked for"
         wait_until(lambda: sum(p in site.images for p in server.paths()) >= 10, 30,
                    "some images to be downloaded")
+        workers.append(start_crawler("worker", address, "--out", str(out), "--threads", "4",
+                                     cwd=tmp_path))
         workers[0].kill()  # kill -9, in the middle of its downloads
+        workers[0].wait(timeout=10)
+        release.set()
         err = finish(master, 90)
         assert master.returncode == 0, err
         assert workers[1].wait(timeout=30) == 0
     finally:
+        release.set()
         for process in (master, *workers):
             stop(process)
     check_complete(out, server.url, site)
-    assert max(e["attempts"] for e in manifest_lines(out)) == 2, "the dead worker's leases"
+    attempts = {e["url"]: e["attempts"] for e in manifest_lines(out)}
+    assert attempts[server.url + held] == 2, "the dead worker's lease"
+    assert max(attempts.values()) == 2
 
 
 def test_a_worker_that_lost_its_lease_never_replaces_what_another_stored(
