@@ -13,7 +13,7 @@ from crawler.errors import StorageError
 from crawler.master.authkey import load_authkey
 from crawler.master.journal import JOURNAL_NAME
 from crawler.master.results import MANIFEST_NAME, RESULTS_NAME
-from crawler.worker.store import IMAGES_DIR
+from crawler.model.outcome import IMAGES_DIR
 
 
 def run_demo(settings: Settings, *, workers: int, quiet: bool,

@@ -31,16 +31,13 @@ from urllib.parse import quote, unquote
 
 from crawler.errors import PathConflict, StorageError
 from crawler.model.imagetype import IMAGE_EXTENSIONS, ImageType, extensions
+from crawler.model.outcome import IMAGES_DIR
 
 MAX_NAME_BYTES = 255
 """The longest file or folder name (in UTF-8 bytes) common file systems accept."""
 
 MAX_PATH_BYTES = 3072
 """The longest relative path; leaves 1 KiB of Linux's 4 KiB PATH_MAX for the output folder."""
-
-IMAGES_DIR = "images"
-"""The folder under the output folder that holds every stored image, apart from the
-master's own files (results.log, manifest.jsonl, ...), whatever the hosts are called."""
 
 PARTIAL_DIR = ".partial"
 """The folder under the output folder that holds downloads still in progress."""
