@@ -8,6 +8,7 @@ import hashlib
 import itertools
 import os
 import pickle
+import re
 import signal
 import socket
 import struct
@@ -781,3 +782,36 @@ def test_an_unreachable_robots_txt_says_so_and_a_rerun_crawls_the_site(
     _master_with_a_local_worker(server, out, tmp_path)
     assert server.paths().count("/") == 1
     check_complete(out, server.url, site)
+
+
+def test_a_worker_started_with_the_printed_command_fits_a_restarted_master(
+        site: FixtureServer, tmp_path: Path) -> None:
+    """No key given: the master keeps OUT/authkey, and uses it again when started again."""
+    png = (SITE / "images" / "red.png").read_bytes()
+    page = b'<html><body><img src="/a.png"></body></html>'
+    site.routes["/"] = lambda handler: handler.send_body(200, page, "text/html")
+    begun, release = gate_image(site, "/a.png", png)
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "CRAWLER_AUTHKEY"}
+    bind = f"127.0.0.1:{free_port()}"
+    command = ("master", site.url + "/", "--bind", bind, "--out", str(out), "--ignore-robots")
+    first = start_crawler(*command, cwd=tmp_path, env=env)
+    with _stopped_at_the_end([first]) as processes:
+        key_file = wait_for_output(first, r"--authkey-file (\S+) \(a new key\)").group(1)
+        worker = start_crawler("worker", bind, "--out", str(out), "--authkey-file", key_file,
+                               "--connect-wait", "30", cwd=tmp_path, env=env)
+        processes.append(worker)
+        assert begun.wait(30), "the worker never began the image"
+        first.kill()  # a crash: the worker holds the image and waits for its master
+        first.wait(timeout=10)
+        release.set()
+        again = start_crawler(*command, cwd=tmp_path, env=env)
+        processes.append(again)
+        wait_for_output(again, rf"--authkey-file {re.escape(key_file)}(?! \(a new key\))")
+        err = finish(again, 60)
+        assert again.returncode == 0, err
+        _, worker_err = worker.communicate(timeout=30)
+        assert worker.returncode == 0, worker_err
+    [entry] = manifest_lines(out)
+    assert entry["status"] == "success"
+    assert (out / entry["path"]).read_bytes() == png

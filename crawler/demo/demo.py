@@ -10,7 +10,7 @@ from pathlib import Path
 from crawler.config import Settings
 from crawler.demo.site import SiteServer, build_site
 from crawler.errors import StorageError
-from crawler.master.authkey import load_authkey
+from crawler.master.authkey import master_authkey
 from crawler.master.journal import JOURNAL_NAME
 from crawler.master.results import MANIFEST_NAME, RESULTS_NAME
 from crawler.model.outcome import IMAGES_DIR
@@ -37,7 +37,7 @@ def run_demo(settings: Settings, *, workers: int, quiet: bool,
                                               "queue.bind": "127.0.0.1:0",
                                               "worker.threads": 4})
         status = run_master(demo_settings, (server.base_url + "/",),
-                            load_authkey(None, generate=True), local_workers=workers,
+                            master_authkey(None, out_dir, keep=True), local_workers=workers,
                             dry_run=False, quiet=quiet)
     stored = sorted(p for p in (out_dir / IMAGES_DIR).rglob("*.png"))
     say(f"demo: {len(stored)} images stored under {out_dir / IMAGES_DIR}/ "
