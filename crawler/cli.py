@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 from crawler import __version__
 from crawler.config import DEFAULT_PORT, Settings, load_settings, parse_address
 from crawler.errors import CrawlerError, InvalidURL, NothingCrawled, UsageError
-from crawler.master.authkey import Authkey, check_for_bind, load_authkey
+from crawler.master.authkey import Authkey, check_for_bind, load_authkey, master_authkey
 from crawler.model.urls import normalize
 from crawler.ui.progress import (
     TqdmLogHandler,
@@ -302,7 +302,7 @@ def format_summary(summary: Any) -> str:
 def _master(args: argparse.Namespace, settings: Settings) -> int:
     if args.local_workers < 0:
         raise UsageError("--local-workers must be 0 or more")
-    authkey = load_authkey(args.authkey_file, generate=True)
+    authkey = master_authkey(args.authkey_file, Path(settings.output.dir), keep=not args.dry_run)
     return run_master(settings, _seeds(args.seeds), authkey, local_workers=args.local_workers,
                       dry_run=args.dry_run, quiet=args.quiet, resume=args.resume,
                       fresh=args.fresh)

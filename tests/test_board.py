@@ -24,7 +24,8 @@ def board(clock: Clock, **policy: float) -> TaskBoard:
 
 
 def ok(url: str) -> dict:
-    return Attempt(url=url, ok=True, bytes=10).to_wire()
+    return Attempt(url=url, ok=True, bytes=10, path="images/http/h/a.png",
+                   sha256="ab" * 32).to_wire()
 
 
 def test_a_url_is_queued_once() -> None:
@@ -59,7 +60,7 @@ def test_heartbeats_keep_a_lease_alive() -> None:
     assert settled.attempt.ok and settled.worker == "w" and settled.attempts == 1
 
 
-def test_first_final_result_counts_and_late_ones_are_ignored() -> None:
+def test_only_the_holders_result_counts_and_late_ones_are_ignored() -> None:
     clock = Clock()
     b = board(clock)
     b.add("http://h/a.png", "h", None)
@@ -67,11 +68,61 @@ def test_first_final_result_counts_and_late_ones_are_ignored() -> None:
     clock.now += 11
     b.reap()
     b.lease("fast", 1, 0)
-    b.report("slow", [ok("http://h/a.png")])  # late, but first: it settles the URL
+    b.report("slow", [ok("http://h/a.png")])  # its lease ran out: not recorded
+    assert b.drain() == [] and b.unfinished() == 1
     b.report("fast", [ok("http://h/a.png")])
-    assert len(b.drain()) == 1
+    [settled] = b.drain()
+    assert settled.worker == "fast"
     assert b.unfinished() == 0
-    assert b.counts()["duplicates"] == 1
+    b.report("fast", [ok("http://h/a.png")])
+    assert b.counts()["duplicates"] == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"path": "../../etc/passwd"}, "not inside"),
+        ({"path": "/etc/passwd"}, "not inside"),
+        ({"path": "images/../manifest.jsonl"}, "not inside"),
+        ({"path": "results.log"}, "not inside"),
+        ({"path": None}, "not inside"),
+        ({"sha256": "0"}, "not 64 hex digits"),
+        ({"sha256": None}, "not 64 hex digits"),
+        ({"sha256": "G" * 64}, "not 64 hex digits"),
+        ({"bytes": -1}, "not a count"),
+        ({"url": 7}, "no URL"),
+        ({"ok": "yes"}, "not true or false"),
+        ({"evil": 1}, "unknown fields"),
+    ],
+)
+def test_malformed_reports_are_refused_and_logged(change: dict, why: str,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    b = board(Clock())
+    b.add("http://h/a.png", "h", None)
+    b.lease("w", 1, 0)
+    b.report("w", [{**ok("http://h/a.png"), **change}])
+    assert b.drain() == [] and b.unfinished() == 1
+    assert b.counts()["refused"] == 1
+    assert why in caplog.text and "refused a report from w" in caplog.text
+
+
+def test_a_report_for_a_url_never_leased_to_the_worker_is_refused(
+        caplog: pytest.LogCaptureFixture) -> None:
+    b = board(Clock())
+    b.add("http://h/a.png", "h", None)
+    b.report("intruder", [ok("http://h/a.png")])
+    b.report("intruder", [ok("http://h/never-queued.png")])
+    assert b.drain() == [] and b.unfinished() == 1
+    assert "no such URL" in caplog.text
+
+
+def test_classic_result_lines_are_taken_as_they_are() -> None:
+    b = board(Clock())
+    b.add("http://h/a.png", "h", None)
+    assert b.classic_get(timeout=0) == "http://h/a.png"
+    b.classic_put("http://h/a.png--->success")
+    [settled] = b.drain()
+    assert settled.attempt.ok and settled.attempt.path is None
 
 
 def test_transient_failures_are_retried_with_backoff_then_fail() -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
+import itertools
 import os
 import pickle
+import re
 import signal
 import socket
 import struct
@@ -21,6 +23,8 @@ from pathlib import Path
 from crawler.demo.site import Site, build_site
 
 from .conftest import (
+    SITE,
+    FixtureHandler,
     FixtureServer,
     crawler_command,
     fail_first,
@@ -79,29 +83,106 @@ def check_complete(out: Path, base: str, site: Site, stores: list[Path] | None =
             "a partial download was left behind"
 
 
+def gate_image(server: FixtureServer, path: str, first: bytes,
+               later: bytes | None = None) -> tuple[threading.Event, threading.Event]:
+    """Serve half of ``first`` to the first request of ``path``, the rest only once released;
+    every later request gets ``later`` (default: ``first``) at once.
+
+    Returns (the first request has begun, release it): a worker that has begun is
+    known to hold the URL's lease, and cannot finish it before the release.
+    """
+    begun, release = threading.Event(), threading.Event()
+    requests = itertools.count()
+
+    def route(handler: FixtureHandler) -> None:
+        if next(requests):
+            handler.send_body(200, first if later is None else later, "image/png")
+            return
+        handler.send_response(200)
+        handler.send_header("Content-Type", "image/png")
+        handler.send_header("Content-Length", str(len(first)))
+        handler.end_headers()
+        handler.wfile.write(first[: len(first) // 2])
+        handler.wfile.flush()
+        begun.set()
+        release.wait(60)
+        with contextlib.suppress(OSError):  # the worker may be dead by now
+            handler.wfile.write(first[len(first) // 2 :])
+
+    server.routes[path] = route
+    return begun, release
+
+
 def test_a_killed_worker_loses_nothing(make_server: Callable[[], FixtureServer], tmp_path: Path,
                                        authkey: str) -> None:
     server = make_server()
     site = setup_site(server, image_delay=0.05)
+    held = sorted(site.images)[0]
+    begun, release = gate_image(server, held, site.files[held][1])
     out = tmp_path / "out"
     master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
                            str(out), "--lease-timeout", "2", cwd=tmp_path)
     workers: list[subprocess.Popen[str]] = []
     try:
         address = wait_for_queue_address(master)
-        workers = [start_crawler("worker", address, "--out", str(out), "--threads", "4",
-                                 cwd=tmp_path) for _ in range(2)]
+        workers.append(start_crawler("worker", address, "--out", str(out), "--threads", "4",
+                                     cwd=tmp_path))
+        # The only worker so far began the gated image: it surely holds a lease when killed.
+        assert begun.wait(30), "the gated image was never asked for"
         wait_until(lambda: sum(p in site.images for p in server.paths()) >= 10, 30,
                    "some images to be downloaded")
+        workers.append(start_crawler("worker", address, "--out", str(out), "--threads", "4",
+                                     cwd=tmp_path))
         workers[0].kill()  # kill -9, in the middle of its downloads
+        workers[0].wait(timeout=10)
+        release.set()
         err = finish(master, 90)
         assert master.returncode == 0, err
         assert workers[1].wait(timeout=30) == 0
     finally:
+        release.set()
         for process in (master, *workers):
             stop(process)
     check_complete(out, server.url, site)
-    assert max(e["attempts"] for e in manifest_lines(out)) == 2, "the dead worker's leases"
+    attempts = {e["url"]: e["attempts"] for e in manifest_lines(out)}
+    assert attempts[server.url + held] == 2, "the dead worker's lease"
+    assert max(attempts.values()) == 2
+
+
+def test_a_worker_that_lost_its_lease_never_replaces_what_another_stored(
+        site: FixtureServer, tmp_path: Path, authkey: str) -> None:
+    """Paused past its lease mid-download, a worker resumes after another stored the image:
+    the stored file stays the one the manifest describes."""
+    png = (SITE / "images" / "red.png").read_bytes()
+    late, current = png + b"late bytes", png + b"current bytes"
+    page = b'<html><body><img src="/late.png"></body></html>'
+    site.routes["/"] = lambda handler: handler.send_body(200, page, "text/html")
+    begun, release = gate_image(site, "/late.png", late, current)
+    out = tmp_path / "out"
+    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), "--lease-timeout", "1", "--ignore-robots", cwd=tmp_path)
+    with _stopped_at_the_end([master]) as processes:
+        address = wait_for_queue_address(master)
+        paused = start_crawler("worker", address, "--out", str(out), "--threads", "1",
+                               "--connect-wait", "2", cwd=tmp_path)
+        processes.append(paused)
+        assert begun.wait(30), "the image was never asked for"
+        os.kill(paused.pid, signal.SIGSTOP)  # no heartbeats: its lease runs out
+        try:
+            current_worker = start_crawler("worker", address, "--out", str(out), cwd=tmp_path)
+            processes.append(current_worker)
+            err = finish(master, 60)
+            assert master.returncode == 0, err
+            assert current_worker.wait(timeout=30) == 0
+        finally:
+            release.set()  # the rest of the late body waits in the paused worker's socket
+            os.kill(paused.pid, signal.SIGCONT)
+        paused.wait(timeout=60)  # it stores, then finds its master gone
+    [entry] = manifest_lines(out)
+    assert entry["status"] == "success" and entry["attempts"] == 2, entry
+    assert entry["sha256"] == hashlib.sha256(current).hexdigest()
+    assert (out / entry["path"]).read_bytes() == current
+    assert [p for p in out.glob("images/**/*") if p.is_file()] == [out / entry["path"]]
 
 
 def test_a_dead_local_worker_is_reported_and_a_worker_from_elsewhere_finishes(
@@ -703,3 +784,36 @@ def test_an_unreachable_robots_txt_says_so_and_a_rerun_crawls_the_site(
     _master_with_a_local_worker(server, out, tmp_path)
     assert server.paths().count("/") == 1
     check_complete(out, server.url, site)
+
+
+def test_a_worker_started_with_the_printed_command_fits_a_restarted_master(
+        site: FixtureServer, tmp_path: Path) -> None:
+    """No key given: the master keeps OUT/authkey, and uses it again when started again."""
+    png = (SITE / "images" / "red.png").read_bytes()
+    page = b'<html><body><img src="/a.png"></body></html>'
+    site.routes["/"] = lambda handler: handler.send_body(200, page, "text/html")
+    begun, release = gate_image(site, "/a.png", png)
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "CRAWLER_AUTHKEY"}
+    bind = f"127.0.0.1:{free_port()}"
+    command = ("master", site.url + "/", "--bind", bind, "--out", str(out), "--ignore-robots")
+    first = start_crawler(*command, cwd=tmp_path, env=env)
+    with _stopped_at_the_end([first]) as processes:
+        key_file = wait_for_output(first, r"--authkey-file (\S+) \(a new key\)").group(1)
+        worker = start_crawler("worker", bind, "--out", str(out), "--authkey-file", key_file,
+                               "--connect-wait", "30", cwd=tmp_path, env=env)
+        processes.append(worker)
+        assert begun.wait(30), "the worker never began the image"
+        first.kill()  # a crash: the worker holds the image and waits for its master
+        first.wait(timeout=10)
+        release.set()
+        again = start_crawler(*command, cwd=tmp_path, env=env)
+        processes.append(again)
+        wait_for_output(again, rf"--authkey-file {re.escape(key_file)}(?! \(a new key\))")
+        err = finish(again, 60)
+        assert again.returncode == 0, err
+        _, worker_err = worker.communicate(timeout=30)
+        assert worker.returncode == 0, worker_err
+    [entry] = manifest_lines(out)
+    assert entry["status"] == "success"
+    assert (out / entry["path"]).read_bytes() == png

@@ -6,7 +6,9 @@ import os
 import secrets
 import subprocess
 import sys
+import threading
 import time
+from hashlib import sha256
 from pathlib import Path
 
 import pytest
@@ -16,13 +18,28 @@ from crawler.board.memory import BoardPolicy, TaskBoard
 from crawler.errors import AuthenticationFailed
 from crawler.model.outcome import Attempt
 
-from .conftest import FixtureServer
+from .conftest import (
+    SITE,
+    FixtureHandler,
+    FixtureServer,
+    finish,
+    manifest_lines,
+    start_crawler,
+    stop,
+    wait_for_queue_address,
+)
 
 CLASSIC = Path(__file__).parent / "classic_worker.py"
 
 
 def serve(board: TaskBoard, key: bytes) -> QueueServer:
     return QueueServer(board, ("127.0.0.1", 0), key, lambda full=False: {"full": full}).start()
+
+
+def stored(url: str) -> dict:
+    """A well-formed success report of ``url``."""
+    return Attempt(url=url, ok=True, bytes=1, path="images/http/h/x.png",
+                   sha256="ab" * 32).to_wire()
 
 
 def settle_all(board: TaskBoard, count: int, timeout: float = 30) -> list:
@@ -71,7 +88,7 @@ def test_our_client_leases_in_batches_and_reports() -> None:
             break
         assert len(answer["tasks"]) <= 50
         got += [url for url, _ in answer["tasks"]]
-        proxy.report("w1", [Attempt(url=u, ok=True, bytes=1).to_wire()
+        proxy.report("w1", [stored(u)
                             for u, _ in answer["tasks"]])
     assert sorted(got) == sorted(urls)
     assert len(settle_all(board, 120)) == 120
@@ -89,7 +106,7 @@ def test_one_exchange_releases_reports_and_leases() -> None:
     first = proxy.exchange("w1", 1, [], [], 2, 0.0)
     assert [url for url, _ in first["tasks"]] == ["http://h/0.png", "http://h/1.png"]
     # 0 finished, 1 handed back: the next ask gets 1 again, then 2.
-    second = proxy.exchange("w1", 2, [Attempt(url="http://h/0.png", ok=True, bytes=1).to_wire()],
+    second = proxy.exchange("w1", 2, [stored("http://h/0.png")],
                             ["http://h/1.png"], 2, 0.0)
     assert second == {"closed": False, "tasks": [("http://h/1.png", 1), ("http://h/2.png", 1)]}
     [settled] = board.drain()
@@ -120,3 +137,41 @@ def test_unreachable_master_is_an_oserror() -> None:
 
     with pytest.raises(OSError):
         MasterClient(("127.0.0.1", free_port()), b"k" * 16).connect()
+
+
+def test_a_forged_report_never_reaches_the_manifest(site: FixtureServer, tmp_path: Path,
+                                                    authkey: str) -> None:
+    """An authenticated client reports success, with a path out of the output folder and a
+    zero hash, for a URL it never leased: a real master refuses it and says so."""
+    png = (SITE / "images" / "red.png").read_bytes()
+    begun = threading.Event()
+    page = b'<html><body><img src="/a.png"></body></html>'
+    site.routes["/"] = lambda handler: handler.send_body(200, page, "text/html")
+
+    def slow_image(handler: FixtureHandler) -> None:
+        begun.set()
+        time.sleep(1.0)  # time for the forged report to arrive first
+        handler.send_body(200, png, "image/png")
+
+    site.routes["/a.png"] = slow_image
+    out = tmp_path / "out"
+    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), "--local-workers", "1", "--ignore-robots",
+                           cwd=tmp_path)
+    try:
+        host, port = wait_for_queue_address(master).rsplit(":", 1)
+        assert begun.wait(30), "the image was never asked for"
+        proxy = MasterClient((host, int(port)), authkey.encode()).connect()
+        forged = Attempt(url=site.url + "/a.png", ok=True, path="../../etc/passwd",
+                         sha256="0" * 64, bytes=1).to_wire()
+        proxy.hello("intruder", {})
+        proxy.exchange("intruder", 1, [forged], [], 0, 0.0)
+        proxy.report("intruder", [{**forged, "path": "images/http/h/x.png"}])  # not leased
+        err = finish(master, 60)
+        assert master.returncode == 0, err
+    finally:
+        stop(master)
+    [entry] = manifest_lines(out)
+    assert entry["status"] == "success" and entry["worker"] != "intruder"
+    assert entry["path"].startswith("images/") and entry["sha256"] == sha256(png).hexdigest()
+    assert "refused a report from intruder" in err and "not inside" in err

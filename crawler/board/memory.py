@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import queue
 import random
 import threading
@@ -25,6 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crawler.model.outcome import Attempt
+from crawler.model.wire import ReportRefused, attempt_from_report
+
+log = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER = 600.0  # seconds: a longer Retry-After is taken as this
 
@@ -127,6 +131,7 @@ class TaskBoard:
         self.duplicates = 0
         self.unknown = 0
         self.reclaimed = 0  # leases a worker did not know it had, put back (lost answers)
+        self.refused = 0  # malformed reports
 
     # ----- the master's side -------------------------------------------------
 
@@ -223,7 +228,7 @@ class TaskBoard:
                     "delayed": states[DELAYED], "done": states[DONE],
                     "retries": self.retries, "expired": self.expired,
                     "duplicates": self.duplicates, "unknown": self.unknown,
-                    "reclaimed": self.reclaimed,
+                    "reclaimed": self.reclaimed, "refused": self.refused,
                     "workers": sum(1 for w in self._workers.values() if not w.gone)}
 
     def workers(self) -> list[dict[str, Any]]:
@@ -271,10 +276,14 @@ class TaskBoard:
                 self._cond.wait(min(remaining, self._until_ready(now)))
 
     def report(self, worker: str, reports: Iterable[dict[str, Any]]) -> None:
+        """Record ``worker``'s results; a malformed one, or one for a URL it does not
+        hold, is refused and logged (its lease ran out, or it is no worker of ours)."""
         with self._cond:
             record = self._touch(worker)
             for data in reports:
-                attempt = Attempt.from_wire(data)
+                attempt = self._checked(worker, data)
+                if attempt is None:
+                    continue
                 if record is not None:
                     if attempt.ok:
                         record.done += 1
@@ -357,16 +366,41 @@ class TaskBoard:
                 raise queue.Empty
 
     def classic_put(self, item: Any) -> None:
-        if isinstance(item, dict):
-            attempt = Attempt.from_wire(item)
-        elif isinstance(item, str):
-            attempt = Attempt.from_line(item)
-        else:
-            raise TypeError(f"a result is a 'URL--->success' string, not {type(item).__name__}")
+        """A tutorial worker's result: a ``URL--->success`` string, taken as it is (it
+        names no file), or a structured report, checked as our own workers' are."""
         with self._cond:
-            self._record(attempt, CLASSIC)
+            if isinstance(item, str):
+                self._record(Attempt.from_line(item), CLASSIC)
+                return
+            attempt = self._checked(CLASSIC, item)
+            if attempt is not None:
+                self._record(attempt, CLASSIC)
 
     # ----- internals (lock held) ---------------------------------------------
+
+    def _checked(self, worker: str, data: object) -> Attempt | None:
+        """The Attempt ``data`` reports, if it is well-formed and for a URL ``worker``
+        holds; None (refused, counted and logged) otherwise."""
+        try:
+            attempt = attempt_from_report(data)
+        except ReportRefused as exc:
+            self.refused += 1
+            log.warning("refused a report from %s: %s", worker, exc)
+            return None
+        item = self._items.get(attempt.url)
+        if item is None:
+            self.unknown += 1
+            log.warning("refused a report from %s for %.200s: no such URL was queued",
+                        worker, attempt.url)
+            return None
+        if item.state != LEASED or item.holder != worker:
+            # Its lease ran out (the URL went back, or to another worker): only the
+            # current holder's result counts, and a stored file is never replaced.
+            self.duplicates += 1
+            log.info("ignored a report from %s for %.200s: it no longer holds that URL",
+                     worker, attempt.url)
+            return None
+        return attempt
 
     def _touch(self, worker: str) -> WorkerRecord | None:
         now = self._clock()
@@ -467,8 +501,8 @@ class TaskBoard:
             # another worker's hands, and only that try's result may retry it.
             self.duplicates += 1
             return
-        # A final result counts whoever holds the lease now: a late one from an earlier
-        # holder settles the URL, and the current holder's result is then a duplicate.
+        # Structured reports reach here from the URL's holder only (see _checked); a
+        # tutorial worker's line counts whoever holds the lease now.
         self._unlease(item)
         now = self._clock()
         if attempt.retry_after:

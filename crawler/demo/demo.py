@@ -10,9 +10,10 @@ from pathlib import Path
 from crawler.config import Settings
 from crawler.demo.site import SiteServer, build_site
 from crawler.errors import StorageError
-from crawler.master.authkey import load_authkey
+from crawler.master.authkey import master_authkey
 from crawler.master.journal import JOURNAL_NAME
 from crawler.master.results import MANIFEST_NAME, RESULTS_NAME
+from crawler.model.outcome import IMAGES_DIR
 
 
 def run_demo(settings: Settings, *, workers: int, quiet: bool,
@@ -26,7 +27,7 @@ def run_demo(settings: Settings, *, workers: int, quiet: bool,
     except OSError as exc:
         raise StorageError(f"cannot use {out_dir} for the demo's output: {exc.strerror}"
                            " (choose another folder with --out)") from exc
-    for old_site in out_dir.glob("127.0.0.1_*"):
+    for old_site in (out_dir / IMAGES_DIR).glob("*/127.0.0.1_*"):
         shutil.rmtree(old_site, ignore_errors=True)
     site = build_site()
     with SiteServer(site) as server:
@@ -36,9 +37,9 @@ def run_demo(settings: Settings, *, workers: int, quiet: bool,
                                               "queue.bind": "127.0.0.1:0",
                                               "worker.threads": 4})
         status = run_master(demo_settings, (server.base_url + "/",),
-                            load_authkey(None, generate=True), local_workers=workers,
+                            master_authkey(None, out_dir, keep=True), local_workers=workers,
                             dry_run=False, quiet=quiet)
-    stored = sorted(p for p in out_dir.rglob("*.png"))
-    say(f"demo: {len(stored)} images stored under {out_dir}/ "
+    stored = sorted(p for p in (out_dir / IMAGES_DIR).rglob("*.png"))
+    say(f"demo: {len(stored)} images stored under {out_dir / IMAGES_DIR}/ "
         f"(results in {out_dir / RESULTS_NAME}, manifest in {out_dir / MANIFEST_NAME})")
     return status

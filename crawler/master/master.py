@@ -486,18 +486,13 @@ class Master:
             self._start_local_workers(("127.0.0.1" if every_interface else host, port))
 
     def _key_hint(self, *, other_hosts: bool) -> str:
-        """How a worker gets the key; a generated key is written where one can read it."""
+        """How a worker gets the key."""
         source = self._authkey.source
         if source == "environment":
             return f"(with the same {ENV_VAR} as the master)"
         notes = []
         key_file = source
-        if source == "generated":
-            written = self._options.out_dir / "authkey"
-            written.touch(mode=0o600)
-            written.chmod(0o600)
-            written.write_bytes(self._authkey.key)
-            key_file = str(written)
+        if self._authkey.fresh:
             notes.append("a new key")
         if other_hosts:
             notes.append("copy that file to each worker host")

@@ -16,6 +16,9 @@ from typing import Any
 SEPARATOR = "--->"
 # The reason of an attempt that failed on the worker's own disk, not on the image.
 STORAGE_ERROR = "storage error: "
+# The folder under the output folder that holds every stored image; the path of a
+# stored image, in a report and in manifest.jsonl, starts with it.
+IMAGES_DIR = "images"
 
 
 @dataclass(frozen=True)
@@ -38,11 +41,11 @@ class Attempt:
 
     def to_wire(self) -> dict[str, Any]:
         # Not dataclasses.asdict: its deep copy showed in the worker's profile.
-        return {name: getattr(self, name) for name in _ATTEMPT_FIELDS}
+        return {name: getattr(self, name) for name in ATTEMPT_FIELDS}
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> Attempt:
-        return cls(**{k: v for k, v in data.items() if k in _ATTEMPT_FIELDS})
+        return cls(**{k: v for k, v in data.items() if k in ATTEMPT_FIELDS})
 
     @classmethod
     def from_line(cls, line: str) -> Attempt:
@@ -110,7 +113,7 @@ class Outcome:
         return cls(**json.loads(text))
 
 
-_ATTEMPT_FIELDS = frozenset(f.name for f in dataclasses.fields(Attempt))
+ATTEMPT_FIELDS = frozenset(f.name for f in dataclasses.fields(Attempt))
 _OUTCOME_FIELDS = tuple(f.name for f in dataclasses.fields(Outcome))
 # One encoder for every outcome: json.dumps with options builds a new one per call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from crawler.config import Limits
-from crawler.errors import StorageError
+from crawler.errors import PathConflict, StorageError
 from crawler.model.imagetype import SNIFF_BYTES, ImageType, dimensions, sniff
 from crawler.model.outcome import Attempt
 from crawler.worker.store import Store
@@ -92,18 +92,23 @@ class ImageSink:
         kind = self._kind or _require_image(leading)
         size_wh = dimensions(leading, kind)
         _check_dimensions(size_wh, self._limits)
-        if self._fh is None:
-            data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
-            self._held = []
-            stored = self._store.store_bytes(self._url, kind, data, self._hasher.hexdigest())
-        else:
-            assert self._partial is not None
-            self._fh.close()
-            partial, self._partial = self._partial, None  # commit consumes it, come what may
-            stored = self._store.commit(partial, self._url, kind, self.size,
-                                        self._hasher.hexdigest())
+        try:
+            if self._fh is None:
+                data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
+                self._held = []
+                stored = self._store.store_bytes(self._url, kind, data, self._hasher.hexdigest())
+            else:
+                assert self._partial is not None
+                self._fh.close()
+                partial, self._partial = self._partial, None  # commit consumes it, come what may
+                stored = self._store.commit(partial, self._url, kind, self.size,
+                                            self._hasher.hexdigest())
+        except PathConflict as exc:  # one image's name is taken: not the disk failing
+            raise Abandoned(str(exc)) from exc
         width, height = size_wh if size_wh else (None, None)
-        return Attempt(url=self._url, ok=True, path=stored.relative_text, bytes=self.size,
+        # The stored file's size and hash: a file another download of this URL stored
+        # first is kept, and it is what the manifest must describe.
+        return Attempt(url=self._url, ok=True, path=stored.relative_text, bytes=stored.size,
                        sha256=stored.sha256, content_type=content_type or kind.mime,
                        width=width, height=height, elapsed_s=time.monotonic() - self._started,
                        skipped=stored.skipped)
