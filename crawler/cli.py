@@ -26,9 +26,9 @@ from crawler.errors import CrawlerError, InvalidURL, UsageError
 from crawler.master.authkey import Authkey, check_for_bind, load_authkey
 from crawler.model.urls import normalize
 from crawler.ui.progress import (
-    TqdmLogHandler,
     WorkerLine,
     human_bytes,
+    make_log_handler,
     make_reporter,
     write_above_bars,
     write_out,
@@ -185,11 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:
-    handler = TqdmLogHandler() if sys.stderr.isatty() else logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"
-                                           if verbose else "%(levelname)s: %(message)s"))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [make_log_handler(verbose)]
     root.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     for noisy in ("urllib3", "requests"):
         logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.WARNING)

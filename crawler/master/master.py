@@ -186,6 +186,7 @@ class Master:
             self._count(outcome)
         self._snapshot.found = len(resumed.finished_images)
         self._snapshot.pages = len(resumed.done_pages)
+        self._snapshot.mark_resumed()  # rates count this run only
         seen_pages = resumed.done_pages | {url for url, _ in resumed.pending_pages}
         frontier: deque[tuple[str, int]] = deque(resumed.pending_pages)
         if resumed.done_pages or resumed.finished_images:
@@ -220,6 +221,7 @@ class Master:
                 if time.monotonic() - last_reap > REAP_EVERY:
                     self._board.reap()
                     last_reap = time.monotonic()
+                self._snapshot.pages_queued = len(frontier) + len(running)
                 self._refresh()
                 self._check_local_workers()
                 if not frontier and not running and self._board.unfinished() == 0:
@@ -237,6 +239,7 @@ class Master:
                     running.discard(future)
                     if not future.cancelled():
                         self._visited(future.result(), frontier, seen_pages, journal, robots)
+            self._snapshot.pages_queued = len(frontier)
             self._finish(journal, files)
             session.close()
         interrupted = bool(frontier or running or self._board.unfinished())
