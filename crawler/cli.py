@@ -138,9 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     report = command("report", "write an HTML gallery of a finished crawl",
-                     "Write OUTPUT_DIR/index.html: the images found, grouped by page, and the "
-                     "failures with their reasons. Opens from disk, no server needed.")
-    report.add_argument("output_dir", type=Path, metavar="OUTPUT_DIR")
+                     "Write OUTPUT_DIR/index.html: the images found, grouped by page, with "
+                     "filters and a full-size view, and the failed images and pages with their "
+                     "reasons. Opens from disk, no server needed. More folders (a worker's "
+                     "output copied from another host, another crawl) are merged into the "
+                     "report of the first.")
+    report.add_argument("output_dirs", type=Path, nargs="+", metavar="OUTPUT_DIR")
     return parser
 
 
@@ -222,7 +225,7 @@ def _seeds(urls: Sequence[str]) -> tuple[str, ...]:
 
 def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
                local_workers: int, dry_run: bool,
-               quiet: bool) -> int:
+               quiet: bool, invite_workers: bool = True) -> int:
     from crawler.master.master import Master, MasterOptions
     from crawler.parse.pool import PageParser
 
@@ -231,7 +234,8 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
     options = MasterOptions(seeds=seeds, out_dir=Path(settings.output.dir), bind=bind,
                             local_workers=local_workers,
                             worker_threads=settings.worker.threads,
-                            worker_fast_lane=settings.worker.fast_lane, dry_run=dry_run)
+                            worker_fast_lane=settings.worker.fast_lane, dry_run=dry_run,
+                            invite_workers=invite_workers)
     # Before the progress bars and the queue start their threads: it forks.
     parser = PageParser()
     master = Master(settings, options, authkey, make_reporter(quiet or dry_run), parser,
@@ -332,6 +336,6 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 def _report(args: argparse.Namespace, settings: Settings) -> int:
     from crawler.ui.report import write_report
 
-    path = write_report(args.output_dir)
+    path = write_report(args.output_dirs)
     write_out(f"wrote {path}")
     return 0

@@ -61,6 +61,7 @@ class MasterOptions:
     worker_threads: int = 16
     worker_fast_lane: bool = True
     dry_run: bool = False
+    invite_workers: bool = True  # say how workers join (not when all are local)
 
 
 @dataclass
@@ -216,7 +217,8 @@ class Master:
                 self._wake.clear()  # before looking, so news from now on wakes the next wait
                 for future in [f for f in running if f.done()]:
                     running.discard(future)
-                    self._visited(future.result(), frontier, seen_pages, journal, robots)
+                    self._visited(future.result(), frontier, seen_pages, journal, robots,
+                                     files)
                 self._collect(journal, files)
                 if time.monotonic() - last_reap > REAP_EVERY:
                     self._board.reap()
@@ -238,7 +240,8 @@ class Master:
                 for future in finished:
                     running.discard(future)
                     if not future.cancelled():
-                        self._visited(future.result(), frontier, seen_pages, journal, robots)
+                        self._visited(future.result(), frontier, seen_pages, journal, robots,
+                                     files)
             self._snapshot.pages_queued = len(frontier)
             self._finish(journal, files)
             session.close()
@@ -320,7 +323,7 @@ class Master:
         return _Visit(url, depth, page, extraction, images, started)
 
     def _visited(self, visit: _Visit, frontier: deque[tuple[str, int]], seen_pages: set[str],
-                 journal: Journal, robots: Robots) -> None:
+                 journal: Journal, robots: Robots, files: ResultFiles) -> None:
         if visit.extraction is None and self._retry_later(visit, frontier, robots):
             return
         self._snapshot.pages += 1
@@ -332,6 +335,8 @@ class Master:
         if visit.extraction is None:
             self._snapshot.pages_failed += 1
             log.info("page %s: %s", visit.url, visit.page.skipped)
+            files.page_failed(visit.url, visit.page.skipped, visit.page.status,
+                              final=not visit.page.transient)
             if not visit.page.transient:  # else it stays to visit: a rerun tries it again
                 journal.page_done(visit.url, [], [])
             return
@@ -428,10 +433,11 @@ class Master:
                              self.describe).start()
         host, port = server.address[:2]
         self._announce(f"queue on {host}:{port}")
-        if is_loopback(host):
+        invite = self._options.invite_workers
+        if invite and is_loopback(host):
             self._announce(f"workers on this host: crawler worker {host}:{port} "
                            + self._key_hint(other_hosts=False))
-        else:
+        elif invite:
             self._announce(f"workers on other hosts: crawler worker {_public_name(host)}:{port} "
                            + self._key_hint(other_hosts=True))
         if self._options.local_workers:
@@ -531,6 +537,9 @@ class _NoFiles(ResultFiles):
         pass
 
     def write(self, outcomes: Iterable[Outcome]) -> None:
+        pass
+
+    def page_failed(self, url: str, reason: str, http_status: int, *, final: bool) -> None:
         pass
 
     def close(self) -> None:
