@@ -28,9 +28,9 @@ from crawler.errors import CrawlerError, InvalidURL, NothingCrawled, UsageError
 from crawler.master.authkey import Authkey, check_for_bind, load_authkey, master_authkey
 from crawler.model.urls import normalize
 from crawler.ui.progress import (
-    TqdmLogHandler,
     WorkerLine,
     human_bytes,
+    make_log_handler,
     make_reporter,
     write_above_bars,
     write_out,
@@ -147,9 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     report = command("report", "write an HTML gallery of a finished crawl",
-                     "Write OUTPUT_DIR/index.html: the images found, grouped by page, and the "
-                     "failures with their reasons. Opens from disk, no server needed.")
-    report.add_argument("output_dir", type=Path, metavar="OUTPUT_DIR")
+                     "Write OUTPUT_DIR/index.html: the images found, grouped by page, with "
+                     "filters and a full-size view, and the failed images and pages with their "
+                     "reasons. Opens from disk, no server needed. More folders (a worker's "
+                     "output copied from another host, another crawl) are merged into the "
+                     "report of the first.")
+    report.add_argument("output_dirs", type=Path, nargs="+", metavar="OUTPUT_DIR")
     return parser
 
 
@@ -194,11 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:
-    handler = TqdmLogHandler() if sys.stderr.isatty() else logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"
-                                           if verbose else "%(levelname)s: %(message)s"))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [make_log_handler(verbose)]
     root.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     for noisy in ("urllib3", "requests"):
         logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.WARNING)
@@ -234,7 +234,7 @@ def _seeds(urls: Sequence[str]) -> tuple[str, ...]:
 
 def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
                local_workers: int, dry_run: bool, quiet: bool, resume: bool = False,
-               fresh: bool = False) -> int:
+               fresh: bool = False, invite_workers: bool = True) -> int:
     from crawler.master.master import Master, MasterOptions
     from crawler.parse.pool import PageParser
 
@@ -244,7 +244,7 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
                             local_workers=local_workers,
                             worker_threads=settings.worker.threads,
                             worker_fast_lane=settings.worker.fast_lane, dry_run=dry_run,
-                            resume=resume, fresh=fresh)
+                            resume=resume, fresh=fresh, invite_workers=invite_workers)
     # Before the progress bars and the queue start their threads: it forks.
     parser = PageParser()
     master = Master(settings, options, authkey, make_reporter(quiet or dry_run), parser,
@@ -351,6 +351,6 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 def _report(args: argparse.Namespace, settings: Settings) -> int:
     from crawler.ui.report import write_report
 
-    path = write_report(args.output_dir)
+    path = write_report(args.output_dirs)
     write_out(f"wrote {path}")
     return 0

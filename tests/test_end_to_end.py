@@ -168,8 +168,14 @@ def test_demo_runs_offline(tmp_path: Path) -> None:
     from crawler.demo.site import build_site
 
     site = build_site()
-    stored = list((tmp_path / "demo").rglob("*.png"))
+    stored = [p for p in (tmp_path / "demo").glob("127.0.0.1_*/**/*") if p.is_file()]
     assert len(stored) == len(site.images)
     originals = {body for path, (_, body) in site.files.items() if path in site.images}
     assert {p.read_bytes() for p in stored} == originals
     assert f"{len(site.images)} images stored" in result.stderr
+    # Its workers are its own: no command for starting more. It ends with the gallery.
+    assert "crawler worker" not in result.stderr
+    gallery = tmp_path / "demo" / "index.html"
+    assert gallery.is_file()
+    assert result.stderr.rstrip().splitlines()[-1].startswith(
+        f"gallery: open {gallery.resolve().as_uri()} in a browser")

@@ -35,7 +35,7 @@ from crawler.master.authkey import ENV_VAR, Authkey, is_loopback
 from crawler.master.frontier import Frontier
 from crawler.master.journal import JOURNAL_NAME, Journal
 from crawler.master.pages import Page, fetch_page
-from crawler.master.results import MANIFEST_NAME, RESULTS_NAME, ResultFiles
+from crawler.master.results import MANIFEST_NAME, PAGES_NAME, RESULTS_NAME, ResultFiles
 from crawler.master.robots import Robots
 from crawler.master.scope import Scope
 from crawler.model.outcome import Attempt, Outcome
@@ -63,6 +63,7 @@ class MasterOptions:
     dry_run: bool = False
     resume: bool = False  # go on with the folder's crawl even if seeds or scope changed
     fresh: bool = False  # forget the folder's crawl and start anew
+    invite_workers: bool = True  # say how workers join (not when all are local)
 
 
 @dataclass
@@ -182,7 +183,7 @@ class Master:
             out_dir.mkdir(parents=True, exist_ok=True)
             if self._options.fresh:
                 for name in (JOURNAL_NAME, JOURNAL_NAME + "-wal", JOURNAL_NAME + "-shm",
-                             RESULTS_NAME, MANIFEST_NAME):
+                             RESULTS_NAME, MANIFEST_NAME, PAGES_NAME):
                     (out_dir / name).unlink(missing_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create the output folder {out_dir}: "
@@ -206,6 +207,7 @@ class Master:
             self._count(outcome)
         self._snapshot.found = len(resumed.finished_images)
         self._snapshot.pages = len(resumed.done_pages)
+        self._snapshot.mark_resumed()  # rates count this run only
         frontier = self._frontier = Frontier(resumed.pending_pages, seen=resumed.done_pages)
         if resumed.done_pages or resumed.finished_images:
             log.info("resuming: %d pages done, %d to visit, %d images finished, %d queued",
@@ -235,11 +237,12 @@ class Master:
                 self._wake.clear()  # before looking, so news from now on wakes the next wait
                 for future in [f for f in running if f.done()]:
                     running.discard(future)
-                    self._visited(future.result(), journal, robots)
+                    self._visited(future.result(), journal, robots, files)
                 self._collect(journal, files)
                 if time.monotonic() - last_reap > REAP_EVERY:
                     self._board.reap()
                     last_reap = time.monotonic()
+                self._snapshot.pages_queued = len(frontier) + len(running)
                 self._refresh()
                 self._check_local_workers()
                 if not frontier and not running and self._board.unfinished() == 0:
@@ -256,7 +259,8 @@ class Master:
                 for future in finished:
                     running.discard(future)
                     if not future.cancelled():
-                        self._visited(future.result(), journal, robots)
+                        self._visited(future.result(), journal, robots, files)
+            self._snapshot.pages_queued = len(frontier)
             self._finish(journal, files)
             session.close()
         interrupted = bool(frontier or running or self._board.unfinished())
@@ -367,7 +371,8 @@ class Master:
             images.append((image, refused))
         return _Visit(url, depth, page, extraction, images, started)
 
-    def _visited(self, visit: _Visit, journal: Journal, robots: Robots) -> None:
+    def _visited(self, visit: _Visit, journal: Journal, robots: Robots,
+                 files: ResultFiles) -> None:
         frontier = self._frontier
         if visit.extraction is None and self._retry_later(visit, robots):
             return
@@ -381,6 +386,8 @@ class Master:
             if visit.depth == 0:
                 self._seed_failures.append((visit.url, visit.page.skipped))
             log.info("page %s: %s", visit.url, visit.page.skipped)
+            files.page_failed(visit.url, visit.page.skipped, visit.page.status,
+                              final=not visit.page.transient)
             if not visit.page.transient:  # else it stays to visit: a rerun tries it again
                 journal.page_done(visit.url, [], [])
             return
@@ -475,10 +482,11 @@ class Master:
         server.start()
         host, port = server.address[:2]
         self._announce(f"queue on {host}:{port}")
-        if is_loopback(host):
+        invite = self._options.invite_workers
+        if invite and is_loopback(host):
             self._announce(f"workers on this host: crawler worker {host}:{port} "
                            + self._key_hint(other_hosts=False))
-        else:
+        elif invite:
             self._announce(f"workers on other hosts: crawler worker {_public_name(host)}:{port} "
                            + self._key_hint(other_hosts=True))
         if self._options.local_workers:
@@ -574,6 +582,9 @@ class _NoFiles(ResultFiles):
         pass
 
     def write(self, outcomes: Iterable[Outcome]) -> None:
+        pass
+
+    def page_failed(self, url: str, reason: str, http_status: int, *, final: bool) -> None:
         pass
 
     def close(self) -> None:
