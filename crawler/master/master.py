@@ -31,6 +31,7 @@ from crawler.board.memory import BoardPolicy, TaskBoard
 from crawler.config import Limits, Settings
 from crawler.errors import StorageError
 from crawler.fetch.guard import AddressPolicy
+from crawler.fetch.options import RequestOptions
 from crawler.fetch.session import Watchdog, make_session
 from crawler.master.authkey import ENV_VAR, Authkey, is_loopback
 from crawler.master.journal import Journal
@@ -117,6 +118,7 @@ class Master:
         self._scope = Scope.from_seeds(options.seeds, crawl.scope, crawl.allow, crawl.deny,
                                        crawl.image_allow, crawl.image_deny)
         self._policy = AddressPolicy.from_seeds(options.seeds, settings.security.allow_networks)
+        self._request = RequestOptions.from_settings(settings)  # files read now: errors up front
         dl, pol = settings.download, settings.politeness
         self._board = TaskBoard(BoardPolicy(
             lease_timeout=settings.queue.lease_timeout, max_attempts=dl.max_attempts,
@@ -145,6 +147,7 @@ class Master:
             "limits": dataclasses.asdict(Limits.from_settings(dl)),
             "policy": self._policy.to_wire(),
             "user_agent": self._settings.crawl.user_agent,
+            "request": self._request.to_wire(),  # headers, cookies, TLS, proxies, logins
             "lease_timeout": self._settings.queue.lease_timeout,
             "exchange": True,  # this master has BoardView.exchange; earlier ones did not
         }
@@ -198,7 +201,7 @@ class Master:
             self._snapshot.found += 1
         if not options.dry_run:
             self._serve()
-        session = make_session(self._policy, settings.crawl.user_agent,
+        session = make_session(self._policy, self._request,
                                pool_size=settings.crawl.page_concurrency)
         robots = Robots(session, settings.crawl.user_agent, settings.crawl.page_timeout,
                         settings.crawl.respect_robots)
