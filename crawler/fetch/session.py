@@ -157,6 +157,10 @@ def cookie_jar(text: str) -> http.cookiejar.MozillaCookieJar:
         raise ConfigError(f"http.cookies: not a Netscape cookies.txt file: {exc}") from exc
     finally:
         Path(path).unlink(missing_ok=True)
+    for cookie in jar:
+        if cookie.expires == 0:  # "0" in cookies.txt: a session cookie, as curl reads it
+            cookie.expires = None
+            cookie.discard = True
     return jar
 
 
