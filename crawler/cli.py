@@ -65,14 +65,29 @@ SETTING_FLAGS: dict[str, list[tuple[str, str, Any, str, str]]] = {
          f"address of the queue (default 127.0.0.1:{DEFAULT_PORT}; 0.0.0.0:PORT for "
          "workers on other hosts)"),
         ("--out", "output.dir", str, "DIR", "output folder (default downloads/)"),
-        ("--worker-threads", "worker.threads", int, "N", "download threads per local worker"),
+        ("--worker-threads", "worker.threads", int, "N", "downloads in flight per local worker"),
+        ("--cookies", "http.cookies", str, "FILE",
+         "send the cookies of this Netscape cookies.txt file (pages and images)"),
+        ("--netrc", "http.netrc", str, "FILE", "logins per host from this netrc file"),
+        ("--ca-bundle", "http.ca_bundle", str, "FILE",
+         "trust the CAs in this PEM file (a private CA) instead of the system's"),
+        ("--client-cert", "http.client_cert", str, "FILE",
+         "present this client certificate (PEM; with its key unless --client-key)"),
+        ("--client-key", "http.client_key", str, "FILE", "the client certificate's key"),
+        ("--proxy", "http.proxy", str, "URL",
+         "proxy for every request: http://, https:// or socks5h:// (default: HTTP_PROXY, "
+         "HTTPS_PROXY and NO_PROXY from the environment)"),
+        ("--limit-rate", "http.limit_rate", str, "RATE",
+         "bandwidth cap of each worker in bytes/s, with k, M or G (e.g. 2M; 0: none)"),
     ],
     "worker": [
-        ("--threads", "worker.threads", int, "N",
-         "download threads, and downloads in flight on the fast lane"),
+        ("--threads", "worker.threads", int, "N", "downloads in flight at once"),
         ("--connect-wait", "worker.connect_wait", float, "SEC",
          "how long to wait for the master (at start and after losing it) before giving up"),
         ("--out", "output.dir", str, "DIR", "where to store images (default downloads/)"),
+        ("--client-cert", "http.client_cert", str, "FILE",
+         "present this client certificate (PEM) instead of the master's"),
+        ("--client-key", "http.client_key", str, "FILE", "the client certificate's key"),
     ],
     "demo": [
         ("--out", "output.dir", str, "DIR", "output folder (default downloads/)"),
@@ -122,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("--fresh", action="store_true",
                        help="forget the output folder's crawl (journal and results; stored "
                             "images stay) and start anew")
+    master.add_argument("--header", action="append", metavar="'NAME: VALUE'",
+                        help="send this header with every request; repeatable [http.headers]")
+    master.add_argument("--insecure", action="store_true",
+                        help="do NOT verify TLS certificates (unsafe) [http.insecure = true]")
+    master.add_argument("--no-proxy", action="store_true",
+                        help="ignore HTTP_PROXY, HTTPS_PROXY and NO_PROXY "
+                             "[http.env_proxies = false]")
 
     worker = command("worker", "download images for a master",
                      "Connect to a master's queue, download the images it hands out into the "
@@ -130,9 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("master", metavar="HOST:PORT", help="the master's queue address")
     worker.add_argument("--authkey-file", type=Path, metavar="FILE",
                         help="file holding the master's authkey (default: $CRAWLER_AUTHKEY)")
-    worker.add_argument("--no-fast-lane", action="store_true",
-                        help="download everything with the download threads, none on the "
-                             "fast lane [worker.fast_lane = false]")
+    worker.add_argument("--no-proxy", action="store_true",
+                        help="ignore HTTP_PROXY, HTTPS_PROXY and NO_PROXY on this host")
+    # Gone with the fast lane: refused with a message, not an argparse error.
+    worker.add_argument("--no-fast-lane", action="store_true", help=argparse.SUPPRESS)
 
     demo = command("demo", "crawl a built-in demo site (no internet needed)",
                    "Serve a small image site on 127.0.0.1, crawl it with a master and two "
@@ -211,7 +234,14 @@ def _settings(args: argparse.Namespace) -> Settings:
     if getattr(args, "ignore_robots", False):
         overrides["crawl.respect_robots"] = False
     if getattr(args, "no_fast_lane", False):
-        overrides["worker.fast_lane"] = False
+        raise UsageError("--no-fast-lane is gone: every download now goes through one libcurl "
+                         "engine (http and https alike); drop the flag")
+    if getattr(args, "insecure", False):
+        overrides["http.insecure"] = True
+    if getattr(args, "no_proxy", False):
+        overrides["http.env_proxies"] = False
+    if getattr(args, "header", None):
+        overrides["http.headers"] = (*settings.http.headers, *args.header)
     return settings.with_values(overrides) if overrides else settings
 
 
@@ -242,8 +272,7 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
     check_for_bind(authkey, bind[0])
     options = MasterOptions(seeds=seeds, out_dir=Path(settings.output.dir), bind=bind,
                             local_workers=local_workers,
-                            worker_threads=settings.worker.threads,
-                            worker_fast_lane=settings.worker.fast_lane, dry_run=dry_run,
+                            worker_threads=settings.worker.threads, dry_run=dry_run,
                             resume=resume, fresh=fresh, invite_workers=invite_workers)
     # Before the progress bars and the queue start their threads: it forks.
     parser = PageParser()
@@ -318,7 +347,9 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
                     WorkerOptions(out_dir=Path(settings.output.dir),
                                   threads=settings.worker.threads,
                                   connect_wait=settings.worker.connect_wait,
-                                  fast_lane=settings.worker.fast_lane),
+                                  client_cert=settings.http.client_cert,
+                                  client_key=settings.http.client_key,
+                                  env_proxies=settings.http.env_proxies),
                     on_progress=lambda stats: line.update(stats.done, stats.failed, stats.bytes))
     worker.install_signal_handlers()
     try:

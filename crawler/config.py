@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from crawler.errors import ConfigError
+from crawler.fetch.options import valid_headers, valid_rate
 
 DEFAULT_PORT = 24601  # below the ephemeral range (32768-60999), so no outgoing socket takes it
 DEFAULT_SETTINGS_FILE = "settings.toml"
@@ -135,7 +136,24 @@ class QueueSettings:
 class WorkerSettings:
     threads: int = field(default=16, metadata=_POSITIVE)
     connect_wait: float = field(default=300.0, metadata=_NON_NEGATIVE)
-    fast_lane: bool = True
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """What every request carries, pages and images alike (see crawler/fetch/options.py)."""
+
+    headers: tuple[str, ...] = field(default=(), metadata=_check(
+        valid_headers, "a list of headers such as \"Referer: https://example.com/\""))
+    cookies: str = ""  # a Netscape cookies.txt file
+    netrc: str = ""  # a netrc file: a login per host
+    ca_bundle: str = ""  # PEM file of CAs to trust besides the system's
+    insecure: bool = False
+    client_cert: str = ""
+    client_key: str = ""
+    proxy: str = ""
+    env_proxies: bool = True
+    limit_rate: str = field(default="0", metadata=_check(
+        valid_rate, "a rate in bytes per second such as \"500k\", \"2M\" or \"0\""))
 
 
 @dataclass(frozen=True)
@@ -167,6 +185,7 @@ class Settings:
     worker: WorkerSettings = WorkerSettings()
     output: OutputSettings = OutputSettings()
     security: SecuritySettings = SecuritySettings()
+    http: HttpSettings = HttpSettings()
 
     def with_values(self, values: Mapping[str, Any], source: str = "command line") -> Settings:
         """Return a copy with ``{"section.key": value}`` applied, validated like a file."""
@@ -256,6 +275,13 @@ def _check_consistent(settings: Settings, source: str) -> None:
                               f"download.max_{side} ({high}): no image could be kept")
 
 
+# Settings that existed once, and what to do instead.
+REMOVED_KEYS = {
+    "worker.fast_lane": "is gone: every download now goes through one libcurl engine "
+                        "(http and https alike); remove the line",
+}
+
+
 def _section_values(current: Any, section: str, table: Mapping[str, Any],
                     source: str) -> dict[str, Any]:
     fields = {f.name: f for f in dataclasses.fields(current)}
@@ -263,6 +289,8 @@ def _section_values(current: Any, section: str, table: Mapping[str, Any],
     values: dict[str, Any] = {}
     for key, raw in table.items():
         where = f"{source}: {section}.{key}"
+        if f"{section}.{key}" in REMOVED_KEYS:
+            raise ConfigError(f"{where} {REMOVED_KEYS[f'{section}.{key}']}")
         if key not in fields:
             raise ConfigError(f"{where}: unknown key; known keys in [{section}]: "
                               + ", ".join(fields))

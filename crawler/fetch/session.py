@@ -1,4 +1,9 @@
-"""HTTP sessions: address guard, pools, timeouts, and a watchdog for total deadlines.
+"""The master's HTTP session for pages: address guard, request settings, and a watchdog.
+
+Images go through libcurl (``crawler.fetch.curl``); pages and robots.txt through
+this ``requests`` session, which carries the same request settings
+(:class:`~crawler.fetch.options.RequestOptions`): headers, cookies, netrc
+logins, TLS choices and proxies.
 
 ``requests`` enforces connect and read timeouts per socket operation, so a
 server that sends one byte every few seconds never trips them. The
@@ -12,22 +17,35 @@ keeps reading from a socket its connection no longer holds).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import http.cookiejar
+import logging
+import os
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from requests.auth import AuthBase, HTTPBasicAuth
+from requests.utils import should_bypass_proxies
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
+from crawler.errors import ConfigError
 from crawler.fetch.guard import AddressPolicy, guarded_connect
+from crawler.fetch.options import RequestOptions
+
+log = logging.getLogger(__name__)
 
 _local = threading.local()  # .bound: the _Bound of the request this thread is making
 
@@ -70,34 +88,107 @@ def _pool_classes(policy: AddressPolicy) -> dict[str, type]:
 
 
 class GuardedAdapter(HTTPAdapter):
-    def __init__(self, policy: AddressPolicy, pool_size: int = 10) -> None:
+    """Direct connections pass the address guard; ``no_proxy`` hosts skip the proxy."""
+
+    def __init__(self, policy: AddressPolicy, pool_size: int = 10, no_proxy: str = "") -> None:
         self._policy = policy
+        self._no_proxy = no_proxy
         super().__init__(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = _pool_classes(self._policy)
 
+    def send(self, request: requests.PreparedRequest, *args: Any,
+             **kwargs: Any) -> requests.Response:
+        # requests reads NO_PROXY only with trust_env, which would also let the
+        # environment change everything else: the list is applied here instead.
+        if self._no_proxy and kwargs.get("proxies") and should_bypass_proxies(
+                request.url or "", no_proxy=self._no_proxy):
+            kwargs["proxies"] = {}
+        return super().send(request, *args, **kwargs)
 
-def make_session(policy: AddressPolicy, user_agent: str, pool_size: int = 10) -> requests.Session:
-    """A session whose every connection, redirects included, passes the address guard."""
+
+class NetrcAuth(AuthBase):
+    """Basic credentials for each request's own host, from the crawl's netrc file."""
+
+    def __init__(self, options: RequestOptions) -> None:
+        self._options = options
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        login = self._options.credentials_for(urlsplit(request.url or "").hostname)
+        if login is None:
+            return request
+        result: requests.PreparedRequest = HTTPBasicAuth(*login)(request)
+        return result
+
+
+def make_session(policy: AddressPolicy, options: RequestOptions | str,
+                 pool_size: int = 10) -> requests.Session:
+    """A session with the crawl's request settings; every direct connection is guarded.
+
+    ``options`` may be just a user agent, for callers that have no other settings.
+    Through a proxy, the guard checks the connection to the proxy, which the user chose.
+    """
+    if isinstance(options, str):
+        options = RequestOptions(user_agent=options)
     session = requests.Session()
-    # Proxies from the environment would hide the real peer from the guard.
+    # The environment's proxies, netrc and CA bundle are read through ``options``
+    # only, so that pages and images see the same ones.
     session.trust_env = False
-    adapter = GuardedAdapter(policy, pool_size)
+    proxies = options.proxies()
+    adapter = GuardedAdapter(policy, pool_size, proxies.no_proxy)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
-    session.headers["User-Agent"] = user_agent
+    session.headers["User-Agent"] = options.user_agent
+    session.headers.update(dict(options.headers))
+    session.proxies = {k: v for k, v in (("http", proxies.http), ("https", proxies.https)) if v}
+    if options.insecure:
+        log.warning("TLS certificates are NOT verified (http.insecure = true): anyone on the "
+                    "network path can read and change the pages fetched")
+        session.verify = False
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+    elif options.ca_bundle:
+        session.verify = options.ca_bundle_path or _pem_file(options.ca_bundle)
+    if options.client_cert:
+        session.cert = ((options.client_cert, options.client_key) if options.client_key
+                        else options.client_cert)
+    if options.cookies:
+        session.cookies.update(cookie_jar(options.cookies))
+    if options.credentials:
+        session.auth = NetrcAuth(options)
     return session
 
 
-def make_pool(policy: AddressPolicy, user_agent: str, accept: str,
-              pool_size: int = 4) -> urllib3.PoolManager:
-    """A urllib3 pool manager whose every connection passes the address guard."""
-    pool = urllib3.PoolManager(num_pools=32, maxsize=pool_size,
-                               headers={"User-Agent": user_agent, "Accept": accept})
-    pool.pool_classes_by_scheme = _pool_classes(policy)  # type: ignore[assignment]
-    return pool
+def cookie_jar(text: str) -> http.cookiejar.MozillaCookieJar:
+    """A cookie jar from the text of a Netscape cookies.txt; ConfigError if it is not one."""
+    path = _temporary_file(text, ".txt")
+    jar = http.cookiejar.MozillaCookieJar()
+    try:
+        jar.load(path, ignore_discard=True, ignore_expires=True)
+    except http.cookiejar.LoadError as exc:
+        raise ConfigError(f"http.cookies: not a Netscape cookies.txt file: {exc}") from exc
+    finally:
+        Path(path).unlink(missing_ok=True)
+    for cookie in jar:
+        if cookie.expires == 0:  # "0" in cookies.txt: a session cookie, as curl reads it
+            cookie.expires = None
+            cookie.discard = True
+    return jar
+
+
+def _pem_file(text: str) -> str:
+    """A file holding ``text`` for as long as this process runs (requests wants a path)."""
+    path = _temporary_file(text, ".pem")
+    atexit.register(Path(path).unlink, missing_ok=True)
+    return path
+
+
+def _temporary_file(text: str, suffix: str) -> str:
+    fd, path = tempfile.mkstemp(prefix="crawler-", suffix=suffix)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return path
 
 
 class Watchdog:

@@ -30,6 +30,7 @@ from crawler.board.memory import BoardPolicy, TaskBoard
 from crawler.config import Limits, Settings
 from crawler.errors import CrawlMismatch, StorageError
 from crawler.fetch.guard import AddressPolicy
+from crawler.fetch.options import RequestOptions
 from crawler.fetch.session import Watchdog, make_session
 from crawler.master.authkey import ENV_VAR, Authkey, is_loopback
 from crawler.master.frontier import Frontier
@@ -59,7 +60,6 @@ class MasterOptions:
     bind: tuple[str, int]
     local_workers: int = 0
     worker_threads: int = 16
-    worker_fast_lane: bool = True
     dry_run: bool = False
     resume: bool = False  # go on with the folder's crawl even if seeds or scope changed
     fresh: bool = False  # forget the folder's crawl and start anew
@@ -127,6 +127,7 @@ class Master:
         self._scope = Scope.from_seeds(options.seeds, crawl.scope, crawl.allow, crawl.deny,
                                        crawl.image_allow, crawl.image_deny)
         self._policy = AddressPolicy.from_seeds(options.seeds, settings.security.allow_networks)
+        self._request = RequestOptions.from_settings(settings)  # files read now: errors up front
         dl, pol = settings.download, settings.politeness
         self._board = TaskBoard(BoardPolicy(
             lease_timeout=settings.queue.lease_timeout, max_attempts=dl.max_attempts,
@@ -157,6 +158,7 @@ class Master:
             "limits": dataclasses.asdict(Limits.from_settings(dl)),
             "policy": self._policy.to_wire(),
             "user_agent": self._settings.crawl.user_agent,
+            "request": self._request.to_wire(),  # headers, cookies, TLS, proxies, logins
             "lease_timeout": self._settings.queue.lease_timeout,
             "exchange": True,  # this master has BoardView.exchange; earlier ones did not
         }
@@ -219,7 +221,7 @@ class Master:
             self._snapshot.found += 1
         if self._server is not None:
             self._serve(self._server)
-        session = make_session(self._policy, settings.crawl.user_agent,
+        session = make_session(self._policy, self._request,
                                pool_size=settings.crawl.page_concurrency)
         watchdog = Watchdog()
         robots = Robots(session, settings.crawl.user_agent, settings.crawl.page_timeout,
@@ -516,8 +518,7 @@ class Master:
                     [sys.executable, "-m", "crawler", "worker", f"{address[0]}:{address[1]}",
                      "--out", str(self._options.out_dir),
                      "--threads", str(self._options.worker_threads), "--quiet",
-                     "--connect-wait", "30",
-                     *([] if self._options.worker_fast_lane else ["--no-fast-lane"])],
+                     "--connect-wait", "30"],
                     env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file))
 
     def _check_local_workers(self) -> None:

@@ -12,11 +12,10 @@ from urllib.parse import urljoin
 import requests
 
 from crawler.fetch.guard import BlockedAddress
+from crawler.fetch.policy import MAX_REDIRECTS, retry_after_seconds, transient_status
 from crawler.fetch.session import TRANSIENT_ERRORS, Watchdog
 from crawler.model.urls import normalize
-from crawler.worker.sink import retry_after_seconds, transient_status
 
-MAX_REDIRECTS = 10
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 
 
