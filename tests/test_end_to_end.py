@@ -168,7 +168,7 @@ def test_demo_runs_offline(tmp_path: Path) -> None:
     from crawler.demo.site import build_site
 
     site = build_site()
-    stored = [p for p in (tmp_path / "demo").glob("127.0.0.1_*/**/*") if p.is_file()]
+    stored = [p for p in (tmp_path / "demo" / "images").glob("*/127.0.0.1_*/**/*") if p.is_file()]
     assert len(stored) == len(site.images)
     originals = {body for path, (_, body) in site.files.items() if path in site.images}
     assert {p.read_bytes() for p in stored} == originals
