@@ -204,7 +204,7 @@ def test_explicit_networks_replace_the_seed_default(site: FixtureServer, tmp_pat
     (tmp_path / "settings.toml").write_text('[security]\nallow_networks = ["10.0.0.0/8"]\n')
     result = run_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
                          str(tmp_path / "out"), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 5, result.stderr  # the seed was refused: nothing was crawled
     assert "loopback address not allowed" in result.stderr
     assert site.paths() == []
 
@@ -301,6 +301,6 @@ def test_broken_redirects_and_robots_bodies_do_not_end_the_crawl(
     server.routes["/robots.txt"] = broken_robots
     result = run_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
                          str(tmp_path / "again"), "--local-workers", "1", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 5, result.stderr  # the seed's site was not crawled
     assert "Traceback" not in result.stderr
     assert "robots.txt of" in result.stderr and "broke off" in result.stderr
