@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -486,7 +487,9 @@ class Master:
         self._announce(f"queue on {host}:{port}")
         invite = self._options.invite_workers
         if invite and is_loopback(host):
-            self._announce(f"workers on this host: crawler worker {host}:{port} "
+            # --out: a worker on this host stores where the master records and reports.
+            out = shlex.quote(str(self._options.out_dir.resolve()))
+            self._announce(f"workers on this host: crawler worker {host}:{port} --out {out} "
                            + self._key_hint(other_hosts=False))
         elif invite:
             self._announce(f"workers on other hosts: crawler worker {_public_name(host)}:{port} "
