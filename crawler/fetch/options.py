@@ -2,8 +2,9 @@
 
 Built once from the ``[http]`` settings (files read here, so a bad path is one
 clear error before anything starts), sent to workers when they join, and read
-by both engines: libcurl for images, requests for pages. Secrets (cookies,
-passwords, header values) never appear in a repr or a log line.
+by both libcurl clients: the workers' engine for images, the master's for
+pages. Secrets (cookies, passwords, header values) never appear in a repr or a
+log line.
 """
 
 from __future__ import annotations

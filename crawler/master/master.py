@@ -30,9 +30,10 @@ from crawler.board.manager import QueueServer
 from crawler.board.memory import BoardPolicy, TaskBoard
 from crawler.config import Limits, Settings
 from crawler.errors import CrawlMismatch, StorageError
+from crawler.fetch.curl import default_ca_file
+from crawler.fetch.easy import EasyClient
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
-from crawler.fetch.session import Watchdog, make_session
 from crawler.master.authkey import ENV_VAR, Authkey, is_loopback
 from crawler.master.frontier import Frontier
 from crawler.master.journal import JOURNAL_NAME, Journal
@@ -222,11 +223,9 @@ class Master:
             self._snapshot.found += 1
         if self._server is not None:
             self._serve(self._server)
-        session = make_session(self._policy, self._request,
-                               pool_size=settings.crawl.page_concurrency)
-        watchdog = Watchdog()
+        session = EasyClient(self._policy, self._request, ca_file=default_ca_file())
         robots = Robots(session, settings.crawl.user_agent, settings.crawl.page_timeout,
-                        settings.crawl.respect_robots, watchdog,
+                        settings.crawl.respect_robots,
                         max_delay=settings.politeness.max_crawl_delay)
         if not settings.crawl.respect_robots:
             log.warning("robots.txt is ignored (crawl.respect_robots = false)")
@@ -235,7 +234,7 @@ class Master:
         last_reap = time.monotonic()
         try:
             while not self._stop.is_set():
-                self._submit(running, pool, session, robots, watchdog)
+                self._submit(running, pool, session, robots)
                 self._wake.wait(LOOP_TICK)
                 self._wake.clear()  # before looking, so news from now on wakes the next wait
                 for future in [f for f in running if f.done()]:
@@ -306,8 +305,8 @@ class Master:
         journal.set_meta("crawl", identity)
         journal.set_meta("limits", {"depth": depth, "max_images": crawl.max_images})
 
-    def _submit(self, running: set[Future[_Visit]], pool: ThreadPoolExecutor, session: Any,
-                robots: Robots, watchdog: Watchdog) -> None:
+    def _submit(self, running: set[Future[_Visit]], pool: ThreadPoolExecutor,
+                session: EasyClient, robots: Robots) -> None:
         frontier = self._frontier
         max_pages = self._settings.crawl.max_pages
         now = time.monotonic()
@@ -322,26 +321,25 @@ class Master:
             delay = max(self._settings.politeness.host_delay, robots.known_delay(url) or 0.0)
             if delay:
                 frontier.hold(host_key(url), now + delay)
-            future = pool.submit(self._visit, url, depth, session, robots, watchdog)
+            future = pool.submit(self._visit, url, depth, session, robots)
             future.add_done_callback(self._wake_up)
             running.add(future)
 
     def _wake_up(self, _future: Future[_Visit]) -> None:
         self._wake.set()
 
-    def _visit(self, url: str, depth: int, session: Any, robots: Robots,
-               watchdog: Watchdog) -> _Visit:
+    def _visit(self, url: str, depth: int, session: EasyClient, robots: Robots) -> _Visit:
         """Fetch and parse one page (in a pool thread); never raises."""
         try:
-            return self._fetch_and_parse(url, depth, session, robots, watchdog)
+            return self._fetch_and_parse(url, depth, session, robots)
         except Exception as exc:  # one page nobody foresaw must not end the crawl
             log.exception("page %s failed unexpectedly", url)
             reason = f"crawler error: {exc.__class__.__name__}"
             return _Visit(url, depth, Page(url, url, 0, skipped=reason), None, [],
                           time.monotonic())
 
-    def _fetch_and_parse(self, url: str, depth: int, session: Any, robots: Robots,
-                         watchdog: Watchdog) -> _Visit:
+    def _fetch_and_parse(self, url: str, depth: int, session: EasyClient,
+                         robots: Robots) -> _Visit:
         """Fetch and parse one page; decide robots for its images."""
         crawl = self._settings.crawl
         refused = robots.refusal(url)
@@ -351,7 +349,7 @@ class Master:
                           None, [], time.monotonic())
         started = time.monotonic()
         page = fetch_page(session, url, timeout=crawl.page_timeout,
-                          max_bytes=crawl.max_page_bytes, watchdog=watchdog,
+                          max_bytes=crawl.max_page_bytes,
                           may_visit=lambda u: self._scope.allows_page(u) and robots.allowed(u))
         if not page.ok:
             return _Visit(url, depth, page, None, [], started)
