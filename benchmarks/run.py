@@ -254,7 +254,7 @@ class RunResult:
 class CrawlerSetup:
     workers: int
     threads: int | None  # None: the worker's default
-    local_workers: bool  # the master starts them (one rusage for all) instead of us
+    local_workers: bool  # the master starts them (their CPU sampled) instead of us
     timeout: float
     depth: int
     extra: tuple[str, ...] = ()  # more master flags, e.g. --page-concurrency 8
@@ -752,7 +752,7 @@ def bench_target(args: argparse.Namespace, target: Target, tmp: Path, tools: Seq
                  install=not args.no_install, certificates=certificates) as server:
         print(f"server: {server.kind} at " + ", ".join(server.urls.values()), flush=True)
         print(f"crawler: master + {args.workers} workers"
-              f"{' (local workers: one rusage for all)' if args.local else ''}, "
+              f"{' (started by the master: their CPU sampled from /proc)' if args.local else ''}, "
               f"{'default threads' if args.threads is None else f'{args.threads} threads'}, "
               f"--depth {target.depth} --max-pages 0"
               f"{' ' + args.master_args if args.master_args else ''}"
