@@ -71,6 +71,7 @@ REAL_ROOT = Path("/usr/share/gimp/2.0/help/en")
 REAL_PACKAGE = "gimp-help-en"
 REAL_INSTALL = f"apt-get install --no-install-recommends {REAL_PACKAGE}"
 SYNTHETIC_DEPTH = 3
+WORKER_GRACE = 10.0  # seconds workers may outlive their master before they are stopped
 
 
 class BenchError(RuntimeError):
@@ -253,7 +254,7 @@ class RunResult:
 class CrawlerSetup:
     workers: int
     threads: int | None  # None: the worker's default
-    local_workers: bool  # the master starts them (one rusage for all) instead of us
+    local_workers: bool  # the master starts them (their CPU sampled) instead of us
     timeout: float
     depth: int
     extra: tuple[str, ...] = ()  # more master flags, e.g. --page-concurrency 8
@@ -376,11 +377,18 @@ def run_crawler(tool: Tool, url: str, run_dir: Path, target: Target, setup: Craw
             if master.poll() is None or master.usage is None or master.usage.returncode != 4:
                 break  # exit status 4: the port could not be bound; try another
             stop_all(procs)
-        finished = wait_all(procs, setup.timeout)
+        deadline = time.monotonic() + setup.timeout
+        finished = wait_all(procs[:1], setup.timeout)
+        # Workers leave within a second of their master's end; ones still waiting for a
+        # master that is gone (it crawled nothing) would wait out --connect-wait.
+        orphaned = finished and not wait_all(
+            procs[1:], max(0.1, min(WORKER_GRACE, deadline - time.monotonic())))
     finally:
         stop_all(procs)
     if not finished:
         note = f"timed out after {setup.timeout:g} s"
+    elif orphaned:
+        note = f"workers stopped {WORKER_GRACE:g} s after their master ended"
     usages = [p.usage for p in procs if p.usage is not None]
     # From the master's start to the last process's end.
     wall = max(p.ended for p in procs) - procs[0].started if procs else 0.0
@@ -406,7 +414,8 @@ def run_crawler(tool: Tool, url: str, run_dir: Path, target: Target, setup: Craw
         note = f"no page crawled; master: {last[0][:160]}"
     elif missing and not note:
         note = f"missing {len(missing)}, e.g. {', '.join(missing[:3])}"
-    return RunResult(tool.label, urlsplit(url).scheme, finished and not bad and not crawled_none,
+    return RunResult(tool.label, urlsplit(url).scheme,
+                     finished and not orphaned and not bad and not crawled_none,
                      wall, pages,
                      len(succeeded), 0 if dry_run else count_image_files(out), complete,
                      total_bytes, sum(u.cpu_s for u in usages),
@@ -743,7 +752,7 @@ def bench_target(args: argparse.Namespace, target: Target, tmp: Path, tools: Seq
                  install=not args.no_install, certificates=certificates) as server:
         print(f"server: {server.kind} at " + ", ".join(server.urls.values()), flush=True)
         print(f"crawler: master + {args.workers} workers"
-              f"{' (local workers: one rusage for all)' if args.local else ''}, "
+              f"{' (started by the master: their CPU sampled from /proc)' if args.local else ''}, "
               f"{'default threads' if args.threads is None else f'{args.threads} threads'}, "
               f"--depth {target.depth} --max-pages 0"
               f"{' ' + args.master_args if args.master_args else ''}"
