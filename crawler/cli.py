@@ -273,7 +273,7 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
                             worker_threads=settings.worker.threads, dry_run=dry_run,
                             resume=resume, fresh=fresh, invite_workers=invite_workers)
     # Before the progress bars and the queue start their threads: it forks.
-    parser = PageParser()
+    parser = PageParser(parser=settings.crawl.parser)
     master = Master(settings, options, authkey, make_reporter(quiet or dry_run), parser,
                     announce=(lambda text: None) if quiet or dry_run else _say)
     def on_signal(*_: object) -> None:
