@@ -44,6 +44,16 @@ ROBOTS_UNREACHABLE = "robots.txt unreachable"  # the start of such a refusal's r
 
 
 @dataclass(frozen=True)
+class PageDone:
+    """A finished page and what was found on it, as :meth:`Journal.pages_done` records it."""
+
+    url: str
+    links: list[tuple[str, int]]  # (url, depth)
+    images: list[tuple[str, str, str | None]]  # (url, page, outcome JSON or None while queued)
+    complete: bool = True  # False when the image budget left some of its images out
+
+
+@dataclass(frozen=True)
 class Resumed:
     pending_pages: list[tuple[str, int]]  # seen but not done: to fetch
     done_pages: set[str]
@@ -98,19 +108,23 @@ class Journal:
 
     def page_done(self, url: str, links: Iterable[tuple[str, int]],
                   images: Iterable[tuple[str, str, str | None]], complete: bool = True) -> None:
-        """Record, atomically, a finished page and what was found on it.
+        """Record, atomically, a finished page and what was found on it."""
+        self.pages_done([PageDone(url, list(links), list(images), complete)])
 
-        ``images`` are (url, page, outcome JSON or None while queued); ``complete``
-        is False when the image budget left some of the page's images out.
+    def pages_done(self, pages: list[PageDone]) -> None:
+        """Record finished pages and what was found on them, all in one transaction.
+
+        One transaction for all the pages a crawl loop pass finished: the
+        commit, not the rows, is what costs.
         """
         with self._transaction():
             self._db.executemany("INSERT OR IGNORE INTO pages (url, depth) VALUES (?, ?)",
-                                 list(links))
+                                 [link for page in pages for link in page.links])
             self._db.executemany(
                 "INSERT OR IGNORE INTO images (url, page, outcome) VALUES (?, ?, ?)",
-                list(images))
-            self._db.execute("UPDATE pages SET done = ? WHERE url = ?",
-                             (1 if complete else _CUT, url))
+                [image for page in pages for image in page.images])
+            self._db.executemany("UPDATE pages SET done = ? WHERE url = ?",
+                                 [(1 if page.complete else _CUT, page.url) for page in pages])
 
     # ----- what crawl this is ----------------------------------------------------
 

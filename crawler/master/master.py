@@ -36,7 +36,7 @@ from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
 from crawler.master.authkey import ENV_VAR, Authkey, is_loopback
 from crawler.master.frontier import Frontier
-from crawler.master.journal import JOURNAL_NAME, Journal
+from crawler.master.journal import JOURNAL_NAME, Journal, PageDone
 from crawler.master.pages import Page, fetch_page
 from crawler.master.results import MANIFEST_NAME, PAGES_NAME, RESULTS_NAME, ResultFiles
 from crawler.master.robots import Robots
@@ -141,6 +141,7 @@ class Master:
         self._frontier = Frontier()
         self._server: QueueServer | None = None
         self._pages_read = 0
+        self._pages_done: list[PageDone] = []  # finished, to be journaled together
         self._seed_failures: list[tuple[str, str]] = []
 
     def stop(self) -> None:
@@ -240,6 +241,7 @@ class Master:
                 for future in [f for f in running if f.done()]:
                     running.discard(future)
                     self._visited(future.result(), journal, robots, files)
+                self._record_pages(journal)
                 self._collect(journal, files)
                 if time.monotonic() - last_reap > REAP_EVERY:
                     self._board.reap()
@@ -262,6 +264,7 @@ class Master:
                     running.discard(future)
                     if not future.cancelled():
                         self._visited(future.result(), journal, robots, files)
+                self._record_pages(journal)
             self._snapshot.pages_queued = len(frontier)
             self._finish(journal, files)
             session.close()
@@ -390,7 +393,7 @@ class Master:
             files.page_failed(visit.url, visit.page.skipped, visit.page.status,
                               final=not visit.page.transient)
             if not visit.page.transient:  # else it stays to visit: a rerun tries it again
-                journal.page_done(visit.url, [], [])
+                self._pages_done.append(PageDone(visit.url, [], []))
             return
         self._pages_read += 1
         links: list[tuple[str, int]] = []
@@ -419,11 +422,11 @@ class Master:
         # must not leave them looking queued, or a resumed crawl would download them.
         refusals = {image: Attempt(url=image, ok=False, reason=refused)
                     for image, refused in new_images if refused is not None}
-        journal.page_done(visit.url, links, [
+        self._pages_done.append(PageDone(visit.url, links, [
             (image, page_url, Outcome.from_attempt(refusals[image], page=page_url, worker=None,
                                                    attempts=0).to_json()
              if image in refusals else None)
-            for image, _ in new_images], complete=complete)
+            for image, _ in new_images], complete=complete))
         for image, refused in new_images:
             if refused is not None:
                 self._board.settle_now(refusals[image], page_url)
@@ -431,6 +434,12 @@ class Master:
                 self._board.settle_now(Attempt(url=image, ok=False, reason="dry run"), page_url)
             else:
                 self._board.add(image, host_key_of_normalized(image), page_url)  # from extract()
+
+    def _record_pages(self, journal: Journal) -> None:
+        """Journal the pages finished since the last call, in one transaction."""
+        if self._pages_done:
+            journal.pages_done(self._pages_done)
+            self._pages_done = []
 
     def _retry_later(self, visit: _Visit, robots: Robots) -> bool:
         """Put a page that failed for a passing reason back, after a backoff, if tries are left.
