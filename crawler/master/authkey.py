@@ -80,6 +80,10 @@ def master_authkey(key_file: Path | None, out_dir: Path, *, keep: bool) -> Authk
     key = secrets.token_hex(MIN_REMOTE_BYTES).encode()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create the output folder {out_dir}: "
+                           f"{exc.strerror or exc}") from exc
+    try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another master on this folder made it just now
         return load_authkey(path, generate=False)
