@@ -9,6 +9,7 @@
     │   ├── MasterUnreachable    a worker gave up waiting for its master; exit 1
     │   └── AuthenticationFailed the master refused our authkey; exit 1
     ├── StorageError             the output folder cannot be written (permission, disk full); exit 3
+    │   └── JournalDamaged       the crawl journal is not a readable SQLite file; exit 3
     ├── PathConflict             an image's name is taken by something the crawler did not store
     ├── WorkerFailed             a worker cannot go on (no download threads); exit 1
     ├── OutputLost               standard output cannot be written (closed pipe, full); exit 120
@@ -58,6 +59,13 @@ class AuthenticationFailed(QueueError):
 
 
 class StorageError(CrawlerError):
+    exit_code = 3
+
+
+class JournalDamaged(StorageError):
+    """The crawl journal (crawl.sqlite) is truncated or holds garbage: nothing resumes
+    from it until it is moved away."""
+
     exit_code = 3
 
 
