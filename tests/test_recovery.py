@@ -9,6 +9,7 @@ import itertools
 import os
 import pickle
 import re
+import resource
 import signal
 import socket
 import struct
@@ -815,3 +816,50 @@ def test_a_worker_started_with_the_printed_command_fits_a_restarted_master(
     [entry] = manifest_lines(out)
     assert entry["status"] == "success"
     assert (out / entry["path"]).read_bytes() == png
+
+
+def test_the_queue_accepts_again_after_a_flood_it_had_no_threads_for(
+        site: FixtureServer, tmp_path: Path, authkey: str) -> None:
+    """Strangers flood the queue while the master cannot start more threads (its address
+    space is capped); afterwards a real worker still gets in and the crawl completes."""
+    png = (SITE / "images" / "red.png").read_bytes()
+    page = b'<html><body><img src="/a.png"></body></html>'
+    asked, answer = threading.Event(), threading.Event()
+
+    def held_page(handler: FixtureHandler) -> None:
+        asked.set()
+        answer.wait(60)  # the master stays idle, with no images, during the flood
+        handler.send_body(200, page, "text/html")
+
+    site.routes["/"] = held_page
+    site.routes["/a.png"] = lambda handler: handler.send_body(200, png, "image/png")
+    env = {**os.environ, "MALLOC_ARENA_MAX": "1"}  # thread stacks are then what a thread costs
+    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(tmp_path / "out"), "--ignore-robots", cwd=tmp_path, env=env)
+    with _stopped_at_the_end([master]) as processes:
+        host, port = wait_for_queue_address(master).rsplit(":", 1)
+        assert asked.wait(30), "the master never asked for its seed"
+        time.sleep(1.0)  # its page and parser threads are up: only the queue's are to come
+        status = Path(f"/proc/{master.pid}/status").read_text()
+        found = re.search(r"VmSize:\s+(\d+) kB", status)
+        assert found is not None, status
+        # Room for a few 8 MiB thread stacks, not for one per connection of the flood.
+        resource.prlimit(master.pid, resource.RLIMIT_AS,
+                         (int(found.group(1)) * 1024 + 96 * 2**20, resource.RLIM_INFINITY))
+        flood = [socket.create_connection((host, int(port)), timeout=5) for _ in range(40)]
+        time.sleep(1.0)
+        for sock in flood:
+            sock.close()
+        resource.prlimit(master.pid, resource.RLIMIT_AS,
+                         (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        answer.set()
+        worker = start_crawler("worker", f"{host}:{port}", "--out", str(tmp_path / "out"),
+                               "--connect-wait", "15", cwd=tmp_path)
+        processes.append(worker)
+        _, worker_err = worker.communicate(timeout=60)
+        assert worker.returncode == 0, worker_err
+        err = finish(master, 60)
+        assert master.returncode == 0, err
+    assert "cannot start a thread" in err
+    [entry] = manifest_lines(tmp_path / "out")
+    assert entry["status"] == "success"

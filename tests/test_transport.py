@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import threading
@@ -175,3 +176,45 @@ def test_a_forged_report_never_reaches_the_manifest(site: FixtureServer, tmp_pat
     assert entry["status"] == "success" and entry["worker"] != "intruder"
     assert entry["path"].startswith("images/") and entry["sha256"] == sha256(png).hexdigest()
     assert "refused a report from intruder" in err and "not inside" in err
+
+
+def _flood(address: tuple[str, int], count: int) -> list[socket.socket]:
+    """``count`` connections that never authenticate, as a flood of strangers would."""
+    return [socket.create_connection(address, timeout=5) for _ in range(count)]
+
+
+def _closed_by_the_server(sock: socket.socket, wait: float) -> bool:
+    """Whether the server hung up on ``sock`` (rather than sending its challenge)."""
+    sock.settimeout(wait)
+    try:
+        while chunk := sock.recv(4096):
+            del chunk  # the challenge: the server took this connection in
+            return False
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+    return True
+
+
+def test_strangers_are_bounded_in_number_and_a_worker_gets_in_after_them() -> None:
+    key = secrets.token_bytes(16)
+    board = TaskBoard(BoardPolicy())
+    server = QueueServer(board, ("127.0.0.1", 0), key, lambda full=False: {},
+                         max_handshaking=4).start()
+    flood = _flood(server.address, 20)
+    try:
+        taken = [s for s in flood if not _closed_by_the_server(s, 1.0)]
+        assert len(taken) == 4, "only max_handshaking strangers hold a server thread"
+    finally:
+        for sock in flood:
+            sock.close()
+    wait_until_true = time.monotonic() + 10
+    while True:  # the server notices the closed strangers and frees their places
+        try:
+            proxy = MasterClient(server.address, key).connect()
+            break
+        except (OSError, EOFError):
+            assert time.monotonic() < wait_until_true, "the queue never accepted again"
+            time.sleep(0.05)
+    assert proxy.heartbeat("w1") is True

@@ -22,6 +22,7 @@ import logging
 import socket
 import struct
 import threading
+import time
 from multiprocessing import AuthenticationError, connection
 from multiprocessing.managers import BaseManager, BaseProxy, Server, listener_client
 from traceback import format_exc
@@ -36,6 +37,26 @@ SERIALIZER = "crawler"  # pickle on the wire, like the default; our client adds 
 HANDSHAKE_DEADLINE = 5.0
 CALL_DEADLINE = 60.0  # longer than any call our workers make; a hung master is given up on
 BACKLOG = 1024
+MAX_HANDSHAKING = 64  # connections not yet authenticated; more are closed at once
+ACCEPT_PAUSE = 0.05  # seconds the accepting thread rests after it could not serve one
+
+
+class _Throttled:
+    """A warning said at most once every few seconds, with how often it happened."""
+
+    EVERY = 5.0
+
+    def __init__(self, message: str) -> None:
+        self._message = message
+        self._count = 0
+        self._last = -self.EVERY
+
+    def note(self, why: str) -> None:
+        self._count += 1
+        now = time.monotonic()
+        if now - self._last >= self.EVERY:
+            log.warning(self._message, self._count, why)
+            self._count, self._last = 0, now
 
 
 def _set_deadline(sock: socket.socket, seconds: float) -> None:
@@ -82,33 +103,66 @@ listener_client[SERIALIZER] = (connection.Listener, _client)
 
 
 class _GuardedServer(Server):
-    """A manager server that sets socket options and logs refused connections."""
+    """A manager server that sets socket options, bounds and logs refused connections,
+    and whose accepting thread outlives any failure to serve one connection."""
 
     refused = 0  # per instance once the first refusal is counted
+    max_handshaking = MAX_HANDSHAKING
 
     def accepter(self) -> None:
-        while True:
+        handshaking = threading.BoundedSemaphore(self.max_handshaking)
+        turned_away = _Throttled("turned away %d queue connections: %s")
+        while True:  # for the life of the process: without it, no worker gets in again
             try:
-                conn = self.listener.accept()
-            except OSError:
-                continue
-            threading.Thread(target=self.handle_request, args=(conn,), daemon=True).start()
+                self._accept_one(handshaking, turned_away)
+            except Exception:
+                log.exception("the queue server could not take a connection")
+                time.sleep(ACCEPT_PAUSE)
 
-    def handle_request(self, conn: connection.Connection) -> None:
+    def _accept_one(self, handshaking: threading.BoundedSemaphore,
+                    turned_away: _Throttled) -> None:
+        try:
+            conn = self.listener.accept()
+        except OSError as exc:  # out of descriptors (EMFILE), or the peer gave up
+            turned_away.note(f"cannot accept: {exc.strerror or exc}")
+            time.sleep(ACCEPT_PAUSE)  # not a busy loop while descriptors run out
+            return
+        if not handshaking.acquire(blocking=False):
+            self.refused += 1
+            turned_away.note(f"{self.max_handshaking} connections are still to "
+                             "authenticate (a flood?)")
+            conn.close()
+            return
+        try:
+            threading.Thread(target=self.handle_request, args=(conn, handshaking),
+                             daemon=True).start()
+        except RuntimeError:  # no thread to serve it: drop this one, keep accepting
+            handshaking.release()
+            conn.close()
+            turned_away.note("cannot start a thread to serve them")
+            time.sleep(ACCEPT_PAUSE)
+
+    def handle_request(self, conn: connection.Connection,  # type: ignore[override]
+                       handshaking: threading.BoundedSemaphore | None = None) -> None:
         sock = _socket_of(conn)
         try:
-            host, port = sock.getpeername()[:2]
-            peer = f"{host}:{port}"
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            _set_deadline(sock, HANDSHAKE_DEADLINE)
             try:
-                connection.deliver_challenge(conn, self.authkey)
-                connection.answer_challenge(conn, self.authkey)
-            except (AuthenticationError, OSError, EOFError) as exc:
-                self.refused += 1
-                why = "wrong authkey" if isinstance(exc, AuthenticationError) else "no handshake"
-                log.warning("refused a queue connection from %s: %s", peer, why)
-                return
+                host, port = sock.getpeername()[:2]
+                peer = f"{host}:{port}"
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                _set_deadline(sock, HANDSHAKE_DEADLINE)
+                try:
+                    connection.deliver_challenge(conn, self.authkey)
+                    connection.answer_challenge(conn, self.authkey)
+                except (AuthenticationError, OSError, EOFError) as exc:
+                    self.refused += 1
+                    why = ("wrong authkey" if isinstance(exc, AuthenticationError)
+                           else "no handshake")
+                    log.warning("refused a queue connection from %s: %s", peer, why)
+                    return
+            finally:
+                if handshaking is not None:
+                    handshaking.release()  # authenticated or refused: no longer a stranger
             _set_deadline(sock, 0)  # an authenticated worker may idle between calls
             self._serve_authenticated(conn)
         except SystemExit:
@@ -230,7 +284,7 @@ class QueueServer:
     """
 
     def __init__(self, board: TaskBoard, address: tuple[str, int], authkey: bytes,
-                 describe: Any) -> None:
+                 describe: Any, max_handshaking: int = MAX_HANDSHAKING) -> None:
         task_view, result_view = TaskQueueView(board), ResultQueueView(board)
         board_view = BoardView(board, describe)
 
@@ -253,6 +307,7 @@ class QueueServer:
         except OSError as exc:
             raise BindError(f"cannot serve the queue on {address[0]}:{address[1]}: "
                             f"{exc.strerror or exc} (choose another port with --bind)") from exc
+        self._server.max_handshaking = max_handshaking
         # Server() listens with a backlog of 16; a crowd of workers needs more.
         self._server.listener._listener._socket.listen(BACKLOG)
         self.address: tuple[str, int] = self._server.address
