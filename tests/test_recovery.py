@@ -601,53 +601,6 @@ def test_an_answer_lost_on_the_way_loses_nothing_and_stalls_nothing(
     assert {e["attempts"] for e in manifest_lines(out)} == {1}
 
 
-# A master of an earlier version: its board has no exchange, and hello does not offer it.
-_MASTER_WITHOUT_EXCHANGE = """
-import dataclasses, os, sys, time
-from crawler.board.memory import BoardPolicy, TaskBoard
-from crawler.config import Limits
-from crawler.fetch.guard import AddressPolicy
-from crawler.board.manager import BoardView, QueueServer
-
-del BoardView.exchange
-board = TaskBoard(BoardPolicy())
-for url in sys.argv[1:]:
-    board.add(url, "h", None)
-hello = {"limits": dataclasses.asdict(Limits()), "lease_timeout": 60.0, "user_agent": "t",
-         "policy": AddressPolicy.from_seeds(sys.argv[1:]).to_wire()}
-server = QueueServer(board, ("127.0.0.1", 0), os.environb[b"CRAWLER_AUTHKEY"],
-                     lambda full=False: hello).start()
-print("queue on 127.0.0.1:%d" % server.address[1], file=sys.stderr, flush=True)
-settled = []
-deadline = time.monotonic() + 60
-while len(settled) < len(sys.argv) - 1 and time.monotonic() < deadline:
-    settled += board.drain()
-    time.sleep(0.02)
-board.close()
-while any(not w["gone"] for w in board.workers()) and time.monotonic() < deadline:
-    time.sleep(0.02)
-for s in sorted(settled, key=lambda s: s.attempt.url):
-    print(s.attempt.url, s.attempt.ok, s.attempts, flush=True)
-"""
-
-
-def test_a_worker_works_with_a_master_without_exchange(site: FixtureServer, tmp_path: Path,
-                                                       authkey: str) -> None:
-    urls = [f"{site.url}/images/red.png", f"{site.url}/images/blue.png"]
-    master = subprocess.Popen([sys.executable, "-c", _MASTER_WITHOUT_EXCHANGE, *urls],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        address = wait_for_queue_address(master)
-        worker = start_crawler("worker", address, "--out", str(tmp_path / "out"), cwd=tmp_path)
-        _, worker_err = worker.communicate(timeout=60)
-        out, _ = master.communicate(timeout=60)
-    finally:
-        stop(master)
-    assert worker.returncode == 0, worker_err
-    assert "WARNING" not in worker_err and "Traceback" not in worker_err, worker_err
-    assert out.decode().split("\n")[:2] == [f"{urls[1]} True 1", f"{urls[0]} True 1"]
-
-
 def _children(pid: int) -> list[int]:
     found: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():

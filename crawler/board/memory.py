@@ -1,11 +1,12 @@
-"""The task board: every image URL the master found, from queued to final.
+"""The in-memory task board: every image URL the master found, from queued to final.
 
-A URL handed to a worker is a *lease*: it stays in flight until a result
+The :class:`~crawler.board.base.Board` the master keeps in its own memory. A
+URL handed to a worker is a *lease*: it stays in flight until a result
 arrives, the worker's heartbeats keep it alive, and a lease that expires puts
-the URL back on the queue. Transient failures come back after a backoff; the
-first final result for a URL counts and later ones are ignored. The board also
-paces hand-outs per host (delay and concurrency), so that politeness holds
-across the whole cluster, not per worker.
+the URL back on the queue. Transient failures come back after a backoff; only
+the result of the worker that holds the URL counts. The board also paces
+hand-outs per host (delay and concurrency), so that politeness holds across
+the whole cluster, not per worker.
 
 All methods are thread-safe: the queue server calls them from one thread per
 worker connection while the master's crawl loop adds URLs and drains results.
@@ -16,24 +17,24 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import queue
 import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from crawler.board.base import CLASSIC
+from crawler.config import DownloadSettings, PolitenessSettings, QueueSettings, Settings
 from crawler.model.outcome import Attempt
-from crawler.model.wire import ReportRefused, attempt_from_report
+from crawler.model.wire import LeaseAnswer, WorkerInfo
 
 log = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER = 600.0  # seconds: a longer Retry-After is taken as this
 
 QUEUED, LEASED, DELAYED, DONE = "queued", "leased", "delayed", "done"
-CLASSIC = "classic"  # the holder of URLs handed to tutorial-style workers
 
 
 @dataclass(slots=True)
@@ -61,7 +62,7 @@ class _Lane:
 @dataclass(slots=True)
 class WorkerRecord:
     worker: str
-    info: dict[str, Any]
+    info: Mapping[str, object]
     first_seen: float
     last_contact: float
     done: int = 0
@@ -84,13 +85,23 @@ class Settled:
 
 @dataclass(frozen=True)
 class BoardPolicy:
-    lease_timeout: float = 60.0
-    max_attempts: int = 3
-    backoff_base: float = 1.0
-    backoff_max: float = 60.0
-    host_delay: float = 0.0
-    host_concurrency: int = 16
-    batch_size: int = 64
+    """The settings a board works by; the defaults are the settings' own (one catalogue)."""
+
+    lease_timeout: float = QueueSettings.lease_timeout
+    max_attempts: int = DownloadSettings.max_attempts
+    backoff_base: float = DownloadSettings.backoff_base
+    backoff_max: float = DownloadSettings.backoff_max
+    host_delay: float = PolitenessSettings.host_delay
+    host_concurrency: int = PolitenessSettings.host_concurrency
+    batch_size: int = QueueSettings.batch_size
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BoardPolicy:
+        download, politeness, queue = settings.download, settings.politeness, settings.queue
+        return cls(lease_timeout=queue.lease_timeout, max_attempts=download.max_attempts,
+                   backoff_base=download.backoff_base, backoff_max=download.backoff_max,
+                   host_delay=politeness.host_delay,
+                   host_concurrency=politeness.host_concurrency, batch_size=queue.batch_size)
 
     def backoff(self, failures: int, retry_after: float | None) -> float:
         """Seconds to wait after the ``failures``-th transient failure: exponential with
@@ -104,6 +115,8 @@ class BoardPolicy:
 
 
 class TaskBoard:
+    """The Board in the master's memory (see crawler.board.base for what each call means)."""
+
     def __init__(self, policy: BoardPolicy, clock: Callable[[], float] = time.monotonic,
                  wake: Callable[[], None] = lambda: None) -> None:
         """``wake`` is called (under the board's lock, so it must be quick) when the
@@ -135,7 +148,7 @@ class TaskBoard:
 
     # ----- the master's side -------------------------------------------------
 
-    def add(self, url: str, host: str, page: str | None) -> bool:
+    def put(self, url: str, host: str, page: str | None) -> bool:
         """Queue ``url`` unless the board already has it; True when queued."""
         with self._cond:
             if url in self._items:
@@ -243,7 +256,7 @@ class TaskBoard:
 
     # ----- the workers' side -------------------------------------------------
 
-    def hello(self, worker: str, info: dict[str, Any]) -> None:
+    def hello(self, worker: str, info: WorkerInfo) -> None:
         now = self._clock()
         with self._cond:
             record = self._workers.get(worker)
@@ -252,37 +265,32 @@ class TaskBoard:
             else:
                 record.last_contact, record.gone = now, False
 
-    def lease(self, worker: str, max_items: int, wait: float) -> dict[str, Any]:
-        """Hand out up to ``max_items`` URLs, waiting up to ``wait`` seconds for one.
-
-        Returns ``{"closed": bool, "tasks": [(url, attempt), ...]}``; "closed"
-        means the crawl is over and no more tasks will come.
-        """
+    def lease(self, worker: str, max_items: int, wait: float) -> LeaseAnswer:
+        """Hand out up to ``max_items`` URLs, waiting up to ``wait`` seconds for one."""
         limit = max(1, min(max_items, self.policy.batch_size))
         with self._cond:
             end = self._clock() + max(0.0, wait)
             self._touch(worker)
             while True:
                 if self._closed:
-                    return {"closed": True, "tasks": []}
+                    return LeaseAnswer(closed=True, tasks=[])
                 now = self._clock()
                 self._promote_delayed(now)
                 tasks = self._take(worker, limit, now)
                 if tasks:
-                    return {"closed": False, "tasks": tasks}
+                    return LeaseAnswer(closed=False, tasks=tasks)
                 remaining = end - now
                 if remaining <= 0:
-                    return {"closed": False, "tasks": []}
+                    return LeaseAnswer(closed=False, tasks=[])
                 self._cond.wait(min(remaining, self._until_ready(now)))
 
-    def report(self, worker: str, reports: Iterable[dict[str, Any]]) -> None:
-        """Record ``worker``'s results; a malformed one, or one for a URL it does not
-        hold, is refused and logged (its lease ran out, or it is no worker of ours)."""
+    def report(self, worker: str, attempts: Iterable[Attempt]) -> int:
+        """Record ``worker``'s results for URLs it holds; the number recorded."""
+        recorded = 0
         with self._cond:
             record = self._touch(worker)
-            for data in reports:
-                attempt = self._checked(worker, data)
-                if attempt is None:
+            for attempt in attempts:
+                if not self._holds(worker, attempt.url):
                     continue
                 if record is not None:
                     if attempt.ok:
@@ -291,6 +299,14 @@ class TaskBoard:
                     else:
                         record.failed += 1
                 self._record(attempt, worker)
+                recorded += 1
+        return recorded
+
+    def refuse(self, worker: str, why: str) -> None:
+        """Count and log a report an adapter refused as malformed."""
+        with self._cond:
+            self.refused += 1
+        log.warning("refused a report from %s: %s", worker, why)
 
     def heartbeat(self, worker: str) -> bool:
         """Renew every lease ``worker`` holds; True while the crawl goes on."""
@@ -310,9 +326,9 @@ class TaskBoard:
                     self._enqueue(url, item.host, front=True)
             self._cond.notify_all()
 
-    def exchange(self, worker: str, number: int, reports: Iterable[dict[str, Any]],
+    def exchange(self, worker: str, number: int, reports: Iterable[Attempt],
                  released: Iterable[str], max_items: int, wait: float,
-                 holding: Iterable[str] | None = None) -> dict[str, Any]:
+                 holding: Iterable[str] | None = None) -> LeaseAnswer:
         """A worker's one round trip: ``release``, ``report``, then ``lease`` (or, for
         ``max_items`` 0, ``heartbeat``), with two guarantees the separate calls lack.
 
@@ -331,7 +347,7 @@ class TaskBoard:
                 # A copy held up in the network, overtaken by the worker's later calls:
                 # all of it was applied already, or sent again, and its holding list
                 # is out of date. Its answer would go nowhere: lease nothing.
-                return {"closed": self._closed, "tasks": []}
+                return LeaseAnswer(closed=self._closed, tasks=[])
             if record is None or number > record.last_exchange:
                 if record is not None:
                     record.last_exchange = number
@@ -344,7 +360,7 @@ class TaskBoard:
                 self.reclaimed += len(unknown)
         if max_items > 0:
             return self.lease(worker, max_items, wait)
-        return {"closed": not self.heartbeat(worker), "tasks": []}
+        return LeaseAnswer(closed=not self.heartbeat(worker), tasks=[])
 
     def goodbye(self, worker: str) -> None:
         with self._cond:
@@ -353,54 +369,24 @@ class TaskBoard:
                 record.gone = True
             self._wake()
 
-    # ----- the classic tutorial worker's side --------------------------------
-
-    def classic_get(self, block: bool = True, timeout: float | None = None) -> str:
-        wait = (timeout if timeout is not None else float("inf")) if block else 0.0
-        while True:
-            answer = self.lease(CLASSIC, 1, min(wait, 3600.0))
-            if answer["tasks"]:
-                return answer["tasks"][0][0]
-            wait -= 3600.0
-            if wait <= 0 or answer["closed"]:
-                raise queue.Empty
-
-    def classic_put(self, item: Any) -> None:
-        """A tutorial worker's result: a ``URL--->success`` string, taken as it is (it
-        names no file), or a structured report, checked as our own workers' are."""
-        with self._cond:
-            if isinstance(item, str):
-                self._record(Attempt.from_line(item), CLASSIC)
-                return
-            attempt = self._checked(CLASSIC, item)
-            if attempt is not None:
-                self._record(attempt, CLASSIC)
-
     # ----- internals (lock held) ---------------------------------------------
 
-    def _checked(self, worker: str, data: object) -> Attempt | None:
-        """The Attempt ``data`` reports, if it is well-formed and for a URL ``worker``
-        holds; None (refused, counted and logged) otherwise."""
-        try:
-            attempt = attempt_from_report(data)
-        except ReportRefused as exc:
-            self.refused += 1
-            log.warning("refused a report from %s: %s", worker, exc)
-            return None
-        item = self._items.get(attempt.url)
+    def _holds(self, worker: str, url: str) -> bool:
+        """Whether ``worker`` holds ``url``; a result from anyone else is counted and logged."""
+        item = self._items.get(url)
         if item is None:
             self.unknown += 1
             log.warning("refused a report from %s for %.200s: no such URL was queued",
-                        worker, attempt.url)
-            return None
+                        worker, url)
+            return False
         if item.state != LEASED or item.holder != worker:
             # Its lease ran out (the URL went back, or to another worker): only the
             # current holder's result counts, and a stored file is never replaced.
             self.duplicates += 1
             log.info("ignored a report from %s for %.200s: it no longer holds that URL",
-                     worker, attempt.url)
-            return None
-        return attempt
+                     worker, url)
+            return False
+        return True
 
     def _touch(self, worker: str) -> WorkerRecord | None:
         now = self._clock()
@@ -488,21 +474,8 @@ class TaskBoard:
         item.holder = None
 
     def _record(self, attempt: Attempt, worker: str) -> None:
-        item = self._items.get(attempt.url)
-        if item is None:
-            self.unknown += 1
-            return
-        if item.state == DONE:
-            self.duplicates += 1  # the first final result counts
-            return
-        current = item.state == LEASED and item.holder == worker
-        if not current and not attempt.ok and attempt.transient:
-            # A try that was given up on (its lease expired): the URL is queued or in
-            # another worker's hands, and only that try's result may retry it.
-            self.duplicates += 1
-            return
-        # Structured reports reach here from the URL's holder only (see _checked); a
-        # tutorial worker's line counts whoever holds the lease now.
+        """Apply the result of a URL ``worker`` holds (report checked that)."""
+        item = self._items[attempt.url]
         self._unlease(item)
         now = self._clock()
         if attempt.retry_after:

@@ -11,7 +11,10 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from crawler.model.wire import Report
 
 SEPARATOR = "--->"
 # The reason of an attempt that failed on the worker's own disk, not on the image.
@@ -39,13 +42,9 @@ class Attempt:
     elapsed_s: float = 0.0
     skipped: bool = False  # already stored with the same size and hash
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> Report:
         # Not dataclasses.asdict: its deep copy showed in the worker's profile.
-        return {name: getattr(self, name) for name in ATTEMPT_FIELDS}
-
-    @classmethod
-    def from_wire(cls, data: dict[str, Any]) -> Attempt:
-        return cls(**{k: v for k, v in data.items() if k in ATTEMPT_FIELDS})
+        return {name: getattr(self, name) for name in ATTEMPT_FIELDS}  # type: ignore[return-value]
 
     @classmethod
     def from_line(cls, line: str) -> Attempt:

@@ -34,6 +34,7 @@ from crawler.errors import (
 )
 from crawler.fetch.guard import AddressPolicy
 from crawler.model.outcome import STORAGE_ERROR, Attempt
+from crawler.model.wire import CrawlInfo, LeaseAnswer, Report, WorkerInfo
 from crawler.worker.fastlane import FastLane
 from crawler.worker.sink import ACCEPT
 from crawler.worker.store import Store
@@ -84,7 +85,7 @@ class Worker:
         self._done: queue.SimpleQueue[list[tuple[str, Attempt | None]]] = queue.SimpleQueue()
         self._held: set[str] = set()
         self._board: Any = None
-        self._pending_reports: list[dict[str, Any]] = []
+        self._pending_reports: list[Report] = []
         self._lane: FastLane | None = None
         # The download threads, started on first need (see _start_threads).
         self._threads: list[threading.Thread] = []
@@ -96,7 +97,6 @@ class Worker:
         # How many of the pending reports and releases an unanswered exchange carried:
         # sent again unchanged, under the same number, after a reconnect.
         self._outstanding: tuple[int, int] | None = None
-        self._can_exchange = False  # the master has BoardView.exchange (it says in hello)
         self.stop_reason = ""
         # Why the worker gave up by itself: run() raises it after handing back.
         self.failure: CrawlerError | None = None
@@ -159,7 +159,7 @@ class Worker:
 
     # ----- talking to the master ---------------------------------------------
 
-    def _connect(self, first: bool) -> dict[str, Any]:
+    def _connect(self, first: bool) -> CrawlInfo:
         """Connect (again), waiting for the master up to ``connect_wait`` seconds."""
         host, port = self._client.address
         started = time.monotonic()
@@ -170,10 +170,10 @@ class Worker:
             try:
                 self._board = self._client.connect()
                 log.debug("connected to the master at %s:%s as %s", host, port, self._id)
-                crawl: dict[str, Any] = self._board.hello(
-                    self._id, {"host": socket.gethostname(), "pid": os.getpid(),
-                               "threads": self._options.threads})
-                self._can_exchange = bool(crawl.get("exchange"))
+                crawl: CrawlInfo = self._board.hello(
+                    self._id, WorkerInfo(host=socket.gethostname(), pid=os.getpid(),
+                                         threads=self._options.threads))
+                self._client.bound_calls(self._board, float(crawl["lease_timeout"]))
                 return crawl
             except AuthenticationFailed:
                 raise
@@ -198,7 +198,7 @@ class Worker:
                 if not first or time.monotonic() - started > FAST_RECONNECT_FOR:
                     delay = min(delay * 2, 2.0)
 
-    def _coordinate(self, crawl: dict[str, Any]) -> None:
+    def _coordinate(self, crawl: CrawlInfo) -> None:
         capacity = self._options.threads + max(2, self._options.threads // 2)  # a small prefetch
         # At least once a second, so the master knows who is still listening at the end.
         heartbeat_every = min(1.0, float(crawl["lease_timeout"]) / 4)
@@ -237,7 +237,7 @@ class Worker:
                 last_answered = bool(answer["tasks"])
                 self._take(answer["tasks"])
 
-    def _exchange(self, ask: int, wait: float, holding: bool) -> dict[str, Any]:
+    def _exchange(self, ask: int, wait: float, holding: bool) -> LeaseAnswer:
         """Send the pending reports and releases, and ask for ``ask`` URLs, in one call.
 
         The master applies an exchange once: one whose answer was lost goes again
@@ -251,30 +251,14 @@ class Worker:
             self._number += 1
             self._outstanding = (len(reports), len(released))
         n_reports, n_released = self._outstanding
-        if self._can_exchange:
-            held = (sorted(self._held.union(released, (r["url"] for r in reports)))
-                    if holding else None)
-            answer: dict[str, Any] = self._board.exchange(
-                self._id, self._number, reports[:n_reports], released[:n_released], ask, wait,
-                held)
-        else:
-            answer = self._separately(reports[:n_reports], released[:n_released], ask, wait)
+        held = (sorted(self._held.union(released, (r["url"] for r in reports)))
+                if holding else None)
+        answer: LeaseAnswer = self._board.exchange(
+            self._id, self._number, reports[:n_reports], released[:n_released], ask, wait, held)
         del reports[:n_reports]
         del released[:n_released]
         self._outstanding = None
         return answer
-
-    def _separately(self, reports: list[dict[str, Any]], released: list[str], ask: int,
-                    wait: float) -> dict[str, Any]:
-        """An exchange with a master of an earlier version: up to three calls."""
-        if released:
-            self._board.release(self._id, released)
-        if reports:
-            self._board.report(self._id, reports)
-        if ask:
-            answer: dict[str, Any] = self._board.lease(self._id, ask, wait)
-            return answer
-        return {"closed": not self._board.heartbeat(self._id), "tasks": []}
 
     def _take(self, tasks: list[tuple[str, int]]) -> None:
         """Start leased URLs: plain http on the fast lane, the rest on the download threads."""
@@ -290,7 +274,7 @@ class Worker:
         if lane is not None and for_lane:
             lane.submit(for_lane)
 
-    def _collect(self, reports: list[dict[str, Any]], released: list[str], wait: float) -> None:
+    def _collect(self, reports: list[Report], released: list[str], wait: float) -> None:
         """Move finished downloads from the lane and the threads into the next report."""
         try:
             results = self._done.get(timeout=wait) if wait else self._done.get_nowait()
