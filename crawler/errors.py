@@ -11,6 +11,7 @@
     ├── StorageError             the output folder cannot be written (permission, disk full); exit 3
     │   └── JournalDamaged       the crawl journal is not a readable SQLite file; exit 3
     ├── PathConflict             an image's name is taken by something the crawler did not store
+    ├── LeaseLost                a worker would store an image whose lease went to another worker
     ├── WorkerFailed             a worker cannot go on (no download threads); exit 1
     ├── OutputLost               standard output cannot be written (closed pipe, full); exit 120
     └── InvalidURL               a URL that cannot be crawled (not http(s), no host)
@@ -72,6 +73,11 @@ class JournalDamaged(StorageError):
 class PathConflict(CrawlerError):
     """An image's name in the image folder is taken by a file or folder the crawler did
     not store there: that image fails, and the worker goes on (its disk is fine)."""
+
+
+class LeaseLost(CrawlerError):
+    """A worker fell silent and the image it was downloading went to another worker:
+    it does not store or report it."""
 
 
 class WorkerFailed(CrawlerError):

@@ -337,3 +337,31 @@ def test_the_policy_defaults_are_the_settings_own() -> None:
     policy = BoardPolicy.from_settings(changed)
     assert (policy.lease_timeout, policy.host_delay, policy.max_attempts,
             policy.batch_size) == (7, 0.5, 5, 3)
+
+
+def test_a_silent_worker_loses_its_leases_and_learns_which_when_it_returns() -> None:
+    clock = Clock()
+    b = board(clock, lease_timeout=60.0, worker_silence=5.0)
+    b.put("http://h/a.png", "h", None)
+    assert b.exchange("w", 1, [], [], 1, 0)["tasks"] == [("http://h/a.png", 1)]
+    clock.now += 4
+    assert b.reap() == 0  # heard from recently enough
+    clock.now += 2
+    assert b.reap() == 1  # silent for 6 s: long before the lease's 60 s
+    assert b.lease("other", 1, 0)["tasks"] == [("http://h/a.png", 2)]
+    answer = b.exchange("w", 2, [], [], 0, 0, holding=["http://h/a.png"])
+    assert answer.get("lost") == ["http://h/a.png"]
+
+
+def test_one_worker_gets_its_share_of_a_host_not_all_of_it() -> None:
+    clock = Clock()
+    b = board(clock, host_concurrency=4)
+    for n in range(10):
+        b.put(f"http://h/{n}.png", "h", None)
+    assert len(b.lease("first", 10, 0)["tasks"]) == 4  # alone: every slot
+    b.lease("second", 10, 0)  # nothing free yet, but it asks
+    first = [url for url, _ in b.lease("first", 10, 0)["tasks"]]
+    assert first == []
+    b.report("first", [ok(f"http://h/{n}.png") for n in range(3)])  # three slots free
+    assert len(b.lease("first", 10, 0)["tasks"]) == 1  # up to its share of 2
+    assert len(b.lease("second", 10, 0)["tasks"]) == 2

@@ -17,10 +17,11 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import random
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ from crawler.model.wire import LeaseAnswer, WorkerInfo
 log = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER = 600.0  # seconds: a longer Retry-After is taken as this
+ASKING_WINDOW = 2.0  # seconds: a worker that asked for work this recently shares hosts
 
 QUEUED, LEASED, DELAYED, DONE = "queued", "leased", "delayed", "done"
 
@@ -69,6 +71,8 @@ class WorkerRecord:
     failed: int = 0
     bytes: int = 0
     held: set[str] = field(default_factory=set)
+    per_host: Counter[str] = field(default_factory=Counter)  # of held, by host
+    last_ask: float = -math.inf  # when it last asked for work
     gone: bool = False
     last_exchange: int = 0  # the highest exchange number applied: none at or below again
 
@@ -94,6 +98,7 @@ class BoardPolicy:
     host_delay: float = PolitenessSettings.host_delay
     host_concurrency: int = PolitenessSettings.host_concurrency
     batch_size: int = QueueSettings.batch_size
+    worker_silence: float = QueueSettings.worker_silence
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BoardPolicy:
@@ -101,7 +106,8 @@ class BoardPolicy:
         return cls(lease_timeout=queue.lease_timeout, max_attempts=download.max_attempts,
                    backoff_base=download.backoff_base, backoff_max=download.backoff_max,
                    host_delay=politeness.host_delay,
-                   host_concurrency=politeness.host_concurrency, batch_size=queue.batch_size)
+                   host_concurrency=politeness.host_concurrency, batch_size=queue.batch_size,
+                   worker_silence=queue.worker_silence)
 
     def backoff(self, failures: int, retry_after: float | None) -> float:
         """Seconds to wait after the ``failures``-th transient failure: exponential with
@@ -212,6 +218,12 @@ class TaskBoard:
         expired = 0
         with self._cond:
             self._promote_delayed(now)
+            for record in self._workers.values():
+                if record.held and now - record.last_contact > self.policy.worker_silence:
+                    # Our workers call every second: this one is stopped, cut off or
+                    # dead. Its leases end now rather than after lease_timeout.
+                    for url in record.held:
+                        self._items[url].deadline = now - 1.0
             for url in list(self._leased):
                 item = self._items[url]
                 if item.deadline >= now:
@@ -270,7 +282,9 @@ class TaskBoard:
         limit = max(1, min(max_items, self.policy.batch_size))
         with self._cond:
             end = self._clock() + max(0.0, wait)
-            self._touch(worker)
+            record = self._touch(worker)
+            if record is not None:
+                record.last_ask = self._clock()
             while True:
                 if self._closed:
                     return LeaseAnswer(closed=True, tasks=[])
@@ -339,8 +353,12 @@ class TaskBoard:
         ``holding`` (every URL the worker still has to say something about) puts
         back any URL leased to it that it never received, as when the answer that
         carried it was lost; without that, heartbeats would renew such a lease
-        forever and the crawl would never end.
+        forever and the crawl would never end. And the answer's ``lost`` names
+        the URLs of ``holding`` the worker no longer holds (it fell silent and
+        they went to others): it must not store or report them.
         """
+        reports, released = list(reports), list(released)
+        lost: list[str] = []
         with self._cond:
             record = self._touch(worker)
             if record is not None and number < record.last_exchange:
@@ -358,9 +376,15 @@ class TaskBoard:
                 unknown = [url for url in record.held if url not in kept]
                 self.release(worker, unknown)  # never received, so never tried
                 self.reclaimed += len(unknown)
+                spoken = {attempt.url for attempt in reports}.union(released)
+                lost = [url for url in kept if url not in record.held and url not in spoken]
         if max_items > 0:
-            return self.lease(worker, max_items, wait)
-        return LeaseAnswer(closed=not self.heartbeat(worker), tasks=[])
+            answer = self.lease(worker, max_items, wait)
+        else:
+            answer = LeaseAnswer(closed=not self.heartbeat(worker), tasks=[])
+        if lost:
+            answer["lost"] = lost
+        return answer
 
     def goodbye(self, worker: str) -> None:
         with self._cond:
@@ -415,6 +439,7 @@ class TaskBoard:
     def _take(self, worker: str, limit: int, now: float) -> list[tuple[str, int]]:
         tasks: list[tuple[str, int]] = []
         record = self._workers.get(worker)
+        share = self._share(now)
         blocked = 0  # lanes in a row that may not send now; all of them means stop
         while len(tasks) < limit and self._ready and blocked < len(self._ready):
             host = self._ready[0]
@@ -425,7 +450,8 @@ class TaskBoard:
                 self._ready.popleft()
                 lane.listed = False
                 continue
-            if lane.in_flight >= self.policy.host_concurrency or lane.next_time > now:
+            if (lane.in_flight >= self.policy.host_concurrency or lane.next_time > now
+                    or (record is not None and record.per_host[host] >= share)):
                 self._ready.rotate(-1)
                 blocked += 1
                 continue
@@ -440,9 +466,17 @@ class TaskBoard:
                 lane.next_time = now + lane.delay
             if record is not None:
                 record.held.add(item.url)
+                record.per_host[host] += 1
             tasks.append((item.url, item.attempts))
             self._ready.rotate(-1)  # one URL per host per turn: fair across hosts
         return tasks
+
+    def _share(self, now: float) -> int:
+        """How many of a host's slots one worker may hold: an even share among the
+        workers asking for work, so none holds them all while others get nothing."""
+        asking = sum(1 for record in self._workers.values()
+                     if not record.gone and now - record.last_ask <= ASKING_WINDOW)
+        return math.ceil(self.policy.host_concurrency / max(1, asking))
 
     def _until_ready(self, now: float) -> float:
         """Seconds until a paced host or a delayed retry may be ready (bounded)."""
@@ -471,6 +505,7 @@ class TaskBoard:
         record = self._workers.get(item.holder or "")
         if record is not None:
             record.held.discard(item.url)
+            record.per_host[item.host] -= 1
         item.holder = None
 
     def _record(self, attempt: Attempt, worker: str) -> None:

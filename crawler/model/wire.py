@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import PurePosixPath
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from crawler.model.outcome import ATTEMPT_FIELDS, IMAGES_DIR, Attempt
 
@@ -49,6 +49,7 @@ class LeaseAnswer(TypedDict):
 
     closed: bool  # the crawl is over: no task will ever come
     tasks: list[tuple[str, int]]  # (url, attempt number), each now leased to the asker
+    lost: NotRequired[list[str]]  # URLs the asker said it holds, now no longer its own
 
 
 class Report(TypedDict, total=False):

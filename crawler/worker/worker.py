@@ -53,6 +53,8 @@ SYNC_EVERY = 2.0  # seconds between flushes of stored images to disk
 IDLE_ASK_EVERY = 0.1  # seconds between asks for work that found none, while busy
 FAST_RECONNECT_FOR = 2.0  # seconds a starting worker retries every 10-20 ms
 HOLDING_EVERY = 1.0  # seconds between telling the master which URLs we hold
+FRESH_FOR = 3.0  # seconds an answer of the master vouches for our leases before a store
+CONFIRM_WAIT = 10.0  # seconds a store waits for a fresh answer after a silence
 
 
 @dataclass
@@ -98,6 +100,13 @@ class Worker:
         # sent again unchanged, under the same number, after a reconnect.
         self._outstanding: tuple[int, int] | None = None
         self.stop_reason = ""
+        # Leases the master said went to others while we were silent: their downloads
+        # are neither stored nor reported. Guarded by _answered, which is notified
+        # on every answer; _asked_at is when the last answered exchange was sent.
+        self._lost: set[str] = set()
+        self._answered = threading.Condition()
+        self._asked_at = time.monotonic()
+        self._recheck = False  # a store waits: say what we hold in the next exchange
         # Why the worker gave up by itself: run() raises it after handing back.
         self.failure: CrawlerError | None = None
 
@@ -119,7 +128,7 @@ class Worker:
             crawl = self._connect(first=True)
         except _Stopped:
             return  # stopped while waiting for the master: nothing held, nothing to hand back
-        store = Store(self._options.out_dir)
+        store = Store(self._options.out_dir, may_store=self._may_store)
         store.clean_partials()
         limits = Limits(**crawl["limits"])
         policy = AddressPolicy.from_wire(crawl["policy"])
@@ -215,14 +224,15 @@ class Worker:
             # empty queue every few milliseconds would keep the master's server busy.
             quiet = time.monotonic() - last_call < IDLE_ASK_EVERY and not last_answered
             ask = want if want > 0 and not (self._held and quiet) else 0
-            if not (ask or reports or released or self._outstanding is not None
+            if not (ask or reports or released or self._outstanding is not None or self._recheck
                     or time.monotonic() - last_call > heartbeat_every):
                 continue
             now = time.monotonic()
-            holding = now - last_holding >= HOLDING_EVERY
+            holding = now - last_holding >= HOLDING_EVERY or self._recheck
             try:
                 # Reports, hand-backs and the next ask travel in one round trip.
                 answer = self._exchange(ask, 0.0 if self._held else 1.0, holding)
+                self._answer_came(answer, asked_at=now, holding=holding)
             except LINK_ERRORS as exc:
                 log.warning("lost the master (%s); reconnecting", exc.__class__.__name__)
                 self._connect(first=False)
@@ -260,6 +270,39 @@ class Worker:
         self._outstanding = None
         return answer
 
+    def _answer_came(self, answer: LeaseAnswer, *, asked_at: float, holding: bool) -> None:
+        """Note the leases we lost, and wake stores waiting for news of them."""
+        lost = answer.get("lost", [])
+        if lost:
+            log.warning("lost %d leases while silent: other workers have them now", len(lost))
+        with self._answered:
+            self._lost.update(lost)
+            self._held.difference_update(lost)
+            if holding:  # only an exchange that said what we hold vouches for it
+                self._asked_at = asked_at
+                self._recheck = False
+            self._answered.notify_all()
+
+    def _may_store(self, url: str) -> bool:
+        """Whether ``url``'s lease is still ours, asked of the master after a silence.
+
+        A worker that was stopped or cut off for longer than the master's
+        worker_silence has lost its leases to others: it learns which before it
+        stores any image, never after. Called by the download threads and the fast
+        lane just before an image takes its name; quick while the master answers.
+        """
+        with self._answered:
+            since = time.monotonic()
+            if since - self._asked_at > FRESH_FOR:
+                self._recheck = True
+                deadline = since + CONFIRM_WAIT
+                while self._asked_at < since:  # an answer to a question asked after now
+                    left = deadline - time.monotonic()
+                    if left <= 0 or self._stop.is_set():
+                        return False  # unconfirmed: keep nothing we may not own
+                    self._answered.wait(min(left, 0.1))
+            return url not in self._lost
+
     def _take(self, tasks: list[tuple[str, int]]) -> None:
         """Start leased URLs: plain http on the fast lane, the rest on the download threads."""
         if tasks:
@@ -283,6 +326,10 @@ class Worker:
         while True:
             for url, attempt in results:
                 self._held.discard(url)
+                if url in self._lost:  # another worker holds it now: nothing to say
+                    with self._answered:
+                        self._lost.discard(url)
+                    continue
                 if attempt is None or self._cannot_store(attempt):
                     released.append(url)
                 else:
