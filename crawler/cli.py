@@ -2,11 +2,11 @@
 
 Exit status: 0 the command did its job (a crawl that completed, even with
 some failed images); 1 a runtime failure (master unreachable, authkey
-refused); 2 bad usage or settings; 3 the output folder cannot be written;
-4 the queue port cannot be bound; 5 no seed page could be fetched (the
-message gives the cause: connection refused, DNS, an untrusted certificate);
-120 what the command printed could not be written (a full disk, a closed
-pipe); 130 interrupted (Ctrl-C or SIGTERM on
+refused); 2 bad usage or settings; 3 the output folder cannot be written
+(or its crawl journal is damaged); 4 the queue port cannot be bound; 5 no
+seed page could be fetched (the message gives the cause: connection refused,
+DNS, an untrusted certificate); 120 what the command printed could not be
+written (a full disk, a closed pipe); 130 interrupted (Ctrl-C or SIGTERM on
 the master, after saving its state).
 """
 

@@ -134,6 +134,7 @@ class QueueSettings:
                       metadata=_check(_valid_bind, "HOST:PORT, an IPv4 address or a host"
                                       " name and a port from 0 to 65535"))
     lease_timeout: float = field(default=60.0, metadata=_POSITIVE)
+    worker_silence: float = field(default=5.0, metadata=_POSITIVE)
     batch_size: int = field(default=64, metadata=_POSITIVE)
 
 

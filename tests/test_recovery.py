@@ -9,6 +9,7 @@ import itertools
 import os
 import pickle
 import re
+import resource
 import signal
 import socket
 import struct
@@ -600,53 +601,6 @@ def test_an_answer_lost_on_the_way_loses_nothing_and_stalls_nothing(
     assert {e["attempts"] for e in manifest_lines(out)} == {1}
 
 
-# A master of an earlier version: its board has no exchange, and hello does not offer it.
-_MASTER_WITHOUT_EXCHANGE = """
-import dataclasses, os, sys, time
-from crawler.board.memory import BoardPolicy, TaskBoard
-from crawler.config import Limits
-from crawler.fetch.guard import AddressPolicy
-from crawler.board.manager import BoardView, QueueServer
-
-del BoardView.exchange
-board = TaskBoard(BoardPolicy())
-for url in sys.argv[1:]:
-    board.add(url, "h", None)
-hello = {"limits": dataclasses.asdict(Limits()), "lease_timeout": 60.0, "user_agent": "t",
-         "policy": AddressPolicy.from_seeds(sys.argv[1:]).to_wire()}
-server = QueueServer(board, ("127.0.0.1", 0), os.environb[b"CRAWLER_AUTHKEY"],
-                     lambda full=False: hello).start()
-print("queue on 127.0.0.1:%d" % server.address[1], file=sys.stderr, flush=True)
-settled = []
-deadline = time.monotonic() + 60
-while len(settled) < len(sys.argv) - 1 and time.monotonic() < deadline:
-    settled += board.drain()
-    time.sleep(0.02)
-board.close()
-while any(not w["gone"] for w in board.workers()) and time.monotonic() < deadline:
-    time.sleep(0.02)
-for s in sorted(settled, key=lambda s: s.attempt.url):
-    print(s.attempt.url, s.attempt.ok, s.attempts, flush=True)
-"""
-
-
-def test_a_worker_works_with_a_master_without_exchange(site: FixtureServer, tmp_path: Path,
-                                                       authkey: str) -> None:
-    urls = [f"{site.url}/images/red.png", f"{site.url}/images/blue.png"]
-    master = subprocess.Popen([sys.executable, "-c", _MASTER_WITHOUT_EXCHANGE, *urls],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        address = wait_for_queue_address(master)
-        worker = start_crawler("worker", address, "--out", str(tmp_path / "out"), cwd=tmp_path)
-        _, worker_err = worker.communicate(timeout=60)
-        out, _ = master.communicate(timeout=60)
-    finally:
-        stop(master)
-    assert worker.returncode == 0, worker_err
-    assert "WARNING" not in worker_err and "Traceback" not in worker_err, worker_err
-    assert out.decode().split("\n")[:2] == [f"{urls[1]} True 1", f"{urls[0]} True 1"]
-
-
 def _children(pid: int) -> list[int]:
     found: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -817,3 +771,50 @@ def test_a_worker_started_with_the_printed_command_fits_a_restarted_master(
     [entry] = manifest_lines(out)
     assert entry["status"] == "success"
     assert (out / entry["path"]).read_bytes() == png
+
+
+def test_the_queue_accepts_again_after_a_flood_it_had_no_threads_for(
+        site: FixtureServer, tmp_path: Path, authkey: str) -> None:
+    """Strangers flood the queue while the master cannot start more threads (its address
+    space is capped); afterwards a real worker still gets in and the crawl completes."""
+    png = (SITE / "images" / "red.png").read_bytes()
+    page = b'<html><body><img src="/a.png"></body></html>'
+    asked, answer = threading.Event(), threading.Event()
+
+    def held_page(handler: FixtureHandler) -> None:
+        asked.set()
+        answer.wait(60)  # the master stays idle, with no images, during the flood
+        handler.send_body(200, page, "text/html")
+
+    site.routes["/"] = held_page
+    site.routes["/a.png"] = lambda handler: handler.send_body(200, png, "image/png")
+    env = {**os.environ, "MALLOC_ARENA_MAX": "1"}  # thread stacks are then what a thread costs
+    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(tmp_path / "out"), "--ignore-robots", cwd=tmp_path, env=env)
+    with _stopped_at_the_end([master]) as processes:
+        host, port = wait_for_queue_address(master).rsplit(":", 1)
+        assert asked.wait(30), "the master never asked for its seed"
+        time.sleep(1.0)  # its page and parser threads are up: only the queue's are to come
+        status = Path(f"/proc/{master.pid}/status").read_text()
+        found = re.search(r"VmSize:\s+(\d+) kB", status)
+        assert found is not None, status
+        # Room for a few 8 MiB thread stacks, not for one per connection of the flood.
+        resource.prlimit(master.pid, resource.RLIMIT_AS,
+                         (int(found.group(1)) * 1024 + 96 * 2**20, resource.RLIM_INFINITY))
+        flood = [socket.create_connection((host, int(port)), timeout=5) for _ in range(40)]
+        time.sleep(1.0)
+        for sock in flood:
+            sock.close()
+        resource.prlimit(master.pid, resource.RLIMIT_AS,
+                         (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        answer.set()
+        worker = start_crawler("worker", f"{host}:{port}", "--out", str(tmp_path / "out"),
+                               "--connect-wait", "15", cwd=tmp_path)
+        processes.append(worker)
+        _, worker_err = worker.communicate(timeout=60)
+        assert worker.returncode == 0, worker_err
+        err = finish(master, 60)
+        assert master.returncode == 0, err
+    assert "cannot start a thread" in err
+    [entry] = manifest_lines(tmp_path / "out")
+    assert entry["status"] == "success"

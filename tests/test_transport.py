@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -58,7 +60,7 @@ def test_classic_tutorial_worker_runs_unchanged(site: FixtureServer) -> None:
     urls = [f"{site.url}/images/red.png", f"{site.url}/images/blue.png",
             f"{site.url}/images/nothing-here.png"]
     for url in urls:
-        board.add(url, "h", None)
+        board.put(url, "h", None)
     worker = subprocess.run([sys.executable, str(CLASSIC), *map(str, server.address)],
                             env={**os.environ, "CRAWLER_AUTHKEY": key}, capture_output=True,
                             text=True, timeout=60, check=False)
@@ -78,7 +80,7 @@ def test_our_client_leases_in_batches_and_reports() -> None:
     server = serve(board, key)
     urls = [f"http://h/{n}.png" for n in range(120)]
     for url in urls:
-        board.add(url, "h", None)
+        board.put(url, "h", None)
     proxy = MasterClient(server.address, key).connect()
     assert proxy.hello("w1", {"threads": 1}) == {"full": False}
     got: list[str] = []
@@ -101,7 +103,7 @@ def test_one_exchange_releases_reports_and_leases() -> None:
     board = TaskBoard(BoardPolicy(batch_size=50))
     server = serve(board, key)
     for n in range(4):
-        board.add(f"http://h/{n}.png", "h", None)
+        board.put(f"http://h/{n}.png", "h", None)
     proxy = MasterClient(server.address, key).connect()
     first = proxy.exchange("w1", 1, [], [], 2, 0.0)
     assert [url for url, _ in first["tasks"]] == ["http://h/0.png", "http://h/1.png"]
@@ -175,3 +177,86 @@ def test_a_forged_report_never_reaches_the_manifest(site: FixtureServer, tmp_pat
     assert entry["status"] == "success" and entry["worker"] != "intruder"
     assert entry["path"].startswith("images/") and entry["sha256"] == sha256(png).hexdigest()
     assert "refused a report from intruder" in err and "not inside" in err
+
+
+def _flood(address: tuple[str, int], count: int) -> list[socket.socket]:
+    """``count`` connections that never authenticate, as a flood of strangers would."""
+    return [socket.create_connection(address, timeout=5) for _ in range(count)]
+
+
+def _closed_by_the_server(sock: socket.socket, wait: float) -> bool:
+    """Whether the server hung up on ``sock`` (rather than sending its challenge)."""
+    sock.settimeout(wait)
+    try:
+        while chunk := sock.recv(4096):
+            del chunk  # the challenge: the server took this connection in
+            return False
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+    return True
+
+
+def test_strangers_are_bounded_in_number_and_a_worker_gets_in_after_them() -> None:
+    key = secrets.token_bytes(16)
+    board = TaskBoard(BoardPolicy())
+    server = QueueServer(board, ("127.0.0.1", 0), key, lambda full=False: {},
+                         max_handshaking=4).start()
+    flood = _flood(server.address, 20)
+    try:
+        taken = [s for s in flood if not _closed_by_the_server(s, 1.0)]
+        assert len(taken) == 4, "only max_handshaking strangers hold a server thread"
+    finally:
+        for sock in flood:
+            sock.close()
+    wait_until_true = time.monotonic() + 10
+    while True:  # the server notices the closed strangers and frees their places
+        try:
+            proxy = MasterClient(server.address, key).connect()
+            break
+        except (OSError, EOFError):
+            assert time.monotonic() < wait_until_true, "the queue never accepted again"
+            time.sleep(0.05)
+    assert proxy.heartbeat("w1") is True
+
+
+_MASTER = """
+import os, sys, time
+from crawler.board.manager import QueueServer
+from crawler.board.memory import BoardPolicy, TaskBoard
+
+board = TaskBoard(BoardPolicy(lease_timeout=1.0))
+hello = {"lease_timeout": 1.0}
+server = QueueServer(board, ("127.0.0.1", 0), os.environb[b"CRAWLER_AUTHKEY"],
+                     lambda full=False: hello).start()
+print(server.address[1], flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_call_to_a_hung_master_gives_up_within_a_lease(authkey: str) -> None:
+    """After hello, a call waits no longer than the master's lease_timeout (not the
+    default's 60 s): a worker stuck longer has lost its leases anyway."""
+    master = subprocess.Popen([sys.executable, "-c", _MASTER], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert master.stdout is not None
+        port = int(master.stdout.readline())
+        client = MasterClient(("127.0.0.1", port), authkey.encode())
+        proxy = client.connect()
+        crawl = proxy.hello("w", {"host": "h", "pid": 1, "threads": 1})
+        client.bound_calls(proxy, crawl["lease_timeout"])
+        master.send_signal(signal.SIGSTOP)  # hung: it accepts nothing, answers nothing
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{master.pid}/stat").read_text().rpartition(")")[2].split()[0] != "T":
+            assert time.monotonic() < deadline, "the master never stopped"
+            time.sleep(0.01)
+        started = time.monotonic()
+        with pytest.raises(OSError):
+            proxy.heartbeat("w")
+        assert time.monotonic() - started < 30, "the call waited for the default deadline"
+    finally:
+        master.send_signal(signal.SIGCONT)
+        master.kill()
+        master.wait(timeout=10)

@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from crawler.board.manager import QueueServer
 from crawler.board.memory import BoardPolicy, TaskBoard
@@ -43,6 +42,7 @@ from crawler.master.robots import Robots
 from crawler.master.scope import Scope
 from crawler.model.outcome import Attempt, Outcome
 from crawler.model.urls import host_key, host_key_of_normalized
+from crawler.model.wire import CrawlInfo, Status
 from crawler.parse.extract import Extraction
 from crawler.parse.pool import PageParser, ParserCrashed
 from crawler.ui.progress import Reporter, Snapshot, write_out
@@ -130,12 +130,7 @@ class Master:
                                        crawl.image_allow, crawl.image_deny)
         self._policy = AddressPolicy.from_seeds(options.seeds, settings.security.allow_networks)
         self._request = RequestOptions.from_settings(settings)  # files read now: errors up front
-        dl, pol = settings.download, settings.politeness
-        self._board = TaskBoard(BoardPolicy(
-            lease_timeout=settings.queue.lease_timeout, max_attempts=dl.max_attempts,
-            backoff_base=dl.backoff_base, backoff_max=dl.backoff_max,
-            host_delay=pol.host_delay, host_concurrency=pol.host_concurrency,
-            batch_size=settings.queue.batch_size), wake=self._wake.set)
+        self._board = TaskBoard(BoardPolicy.from_settings(settings), wake=self._wake.set)
         self._started = time.monotonic()
         self._workers: list[subprocess.Popen[bytes]] = []
         self._frontier = Frontier()
@@ -155,22 +150,19 @@ class Master:
 
     # ----- what workers are told ---------------------------------------------
 
-    def describe(self, full: bool = False) -> dict[str, Any]:
+    def describe(self, full: bool = False) -> CrawlInfo | Status:
         dl = self._settings.download
-        info: dict[str, Any] = {
-            "limits": dataclasses.asdict(Limits.from_settings(dl)),
-            "policy": self._policy.to_wire(),
-            "user_agent": self._settings.crawl.user_agent,
-            "request": self._request.to_wire(),  # headers, cookies, TLS, proxies, logins
-            "lease_timeout": self._settings.queue.lease_timeout,
-            "exchange": True,  # this master has BoardView.exchange; earlier ones did not
-        }
-        if full:
-            info.update(seeds=list(self._options.seeds),
-                        elapsed_s=round(time.monotonic() - self._started, 2),
-                        progress=self._snapshot.as_dict(), board=self._board.counts(),
-                        workers=self._board.workers(), closed=self._board.closed)
-        return info
+        info = CrawlInfo(limits=dataclasses.asdict(Limits.from_settings(dl)),
+                         policy=self._policy.to_wire(),
+                         user_agent=self._settings.crawl.user_agent,
+                         lease_timeout=self._settings.queue.lease_timeout)
+        if not full:  # a joining worker's: it holds secrets, which status must not show
+            info["request"] = self._request.to_wire()  # headers, cookies, TLS, proxies, logins
+            return info
+        return Status(**info, seeds=list(self._options.seeds),
+                      elapsed_s=round(time.monotonic() - self._started, 2),
+                      progress=self._snapshot.as_dict(), board=self._board.counts(),
+                      workers=self._board.workers(), closed=self._board.closed)
 
     # ----- the crawl -----------------------------------------------------------
 
@@ -220,7 +212,7 @@ class Master:
                      len(resumed.pending_images))
         self._board.remember(resumed.finished_images)
         for url, page in resumed.pending_images:
-            self._board.add(url, host_key(url), page)
+            self._board.put(url, host_key(url), page)
             self._snapshot.found += 1
         if self._server is not None:
             self._serve(self._server)
@@ -433,7 +425,7 @@ class Master:
             elif self._options.dry_run:
                 self._board.settle_now(Attempt(url=image, ok=False, reason="dry run"), page_url)
             else:
-                self._board.add(image, host_key_of_normalized(image), page_url)  # from extract()
+                self._board.put(image, host_key_of_normalized(image), page_url)  # from extract()
 
     def _record_pages(self, journal: Journal) -> None:
         """Journal the pages finished since the last call, in one transaction."""

@@ -12,7 +12,10 @@ import enum
 import json
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from crawler.model.wire import Report
 
 SEPARATOR = "--->"
 # The reason of an attempt that failed on the worker's own disk, not on the image.
@@ -65,7 +68,7 @@ class Attempt:
     skipped: bool = False  # already stored with the same size and hash
     kind: FailureKind | None = None  # of a failure; None for a success
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> Report:
         # Not dataclasses.asdict: its deep copy showed in the worker's profile.
         wire = {name: getattr(self, name) for name in ATTEMPT_FIELDS}
         if self.kind is not None:

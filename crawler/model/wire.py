@@ -11,8 +11,65 @@ from __future__ import annotations
 import math
 import re
 from pathlib import PurePosixPath
+from typing import Any, NotRequired, TypedDict
 
 from crawler.model.outcome import ATTEMPT_FIELDS, IMAGES_DIR, Attempt
+
+
+class WorkerInfo(TypedDict):
+    """What a worker says of itself in ``hello``."""
+
+    host: str
+    pid: int
+    threads: int
+
+
+class CrawlInfo(TypedDict):
+    """The master's answer to ``hello``: what every worker needs to download."""
+
+    limits: dict[str, Any]  # crawler.config.Limits, field by field
+    policy: dict[str, Any]  # crawler.fetch.guard.AddressPolicy.to_wire()
+    user_agent: str
+    lease_timeout: float  # seconds a lease lives without a heartbeat
+    request: NotRequired[dict[str, Any]]  # RequestOptions.to_wire(): to joining workers only
+
+
+class Status(CrawlInfo):
+    """``crawler status``: the crawl info, and how the crawl is going."""
+
+    seeds: list[str]
+    elapsed_s: float
+    progress: dict[str, Any]
+    board: dict[str, int]
+    workers: list[dict[str, Any]]
+    closed: bool
+
+
+class LeaseAnswer(TypedDict):
+    """The answer to ``lease``, ``exchange`` and ``heartbeat``-only exchanges."""
+
+    closed: bool  # the crawl is over: no task will ever come
+    tasks: list[tuple[str, int]]  # (url, attempt number), each now leased to the asker
+    lost: NotRequired[list[str]]  # URLs the asker said it holds, now no longer its own
+
+
+class Report(TypedDict, total=False):
+    """One Attempt as it crosses the wire (``Attempt.to_wire``)."""
+
+    url: str
+    ok: bool
+    reason: str
+    transient: bool
+    retry_after: float | None
+    path: str | None
+    bytes: int | None
+    sha256: str | None
+    content_type: str | None
+    width: int | None
+    height: int | None
+    elapsed_s: float
+    skipped: bool
+    kind: str | None  # FailureKind's value
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 MAX_URL_CHARS = 65536  # longer than any URL a page parser hands out

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from crawler.config import Limits
-from crawler.errors import PathConflict, StorageError
+from crawler.errors import LeaseLost, PathConflict, StorageError
 from crawler.fetch.policy import (  # re-exported: page code imports them from here
     PERMANENT_STATUSES,
     retry_after_seconds,
@@ -113,6 +113,8 @@ class ImageSink:
                                             self._hasher.hexdigest())
         except PathConflict as exc:  # one image's name is taken: not the disk failing
             raise Abandoned(str(exc)) from exc
+        except LeaseLost as exc:  # the worker drops it: another one holds the URL now
+            raise Abandoned(str(exc), transient=True) from exc
         width, height = size_wh if size_wh else (None, None)
         # The stored file's size and hash: a file another download of this URL stored
         # first is kept, and it is what the manifest must describe.

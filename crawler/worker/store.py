@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 from urllib.parse import quote, unquote
 
-from crawler.errors import PathConflict, StorageError
+from crawler.errors import LeaseLost, PathConflict, StorageError
 from crawler.model.imagetype import IMAGE_EXTENSIONS, ImageType, extensions
 from crawler.model.outcome import IMAGES_DIR
 
@@ -290,9 +290,15 @@ class StoredFile:
 class Store:
     """The output folder: partial files in, finished images out, atomically."""
 
-    def __init__(self, root: Path) -> None:
-        """Use ``root`` (created if missing); StorageError if it cannot be written."""
+    def __init__(self, root: Path, may_store: Callable[[str], bool] | None = None) -> None:
+        """Use ``root`` (created if missing); StorageError if it cannot be written.
+
+        ``may_store(url)``, asked just before an image takes its name, says whether
+        its download still counts (the worker still holds its lease); False
+        drops the partial and raises LeaseLost.
+        """
         self.root = Path(root)
+        self._may_store = may_store
         self.partial_dir = self.root / PARTIAL_DIR
         self._images = self.root / IMAGES_DIR
         # Folders already made and checked to lie inside root: one check per folder, not
@@ -370,6 +376,7 @@ class Store:
                 raise _folder_error(exc, Path(partial), "write", self.root) from exc
             raise StorageError(f"cannot write {partial}: {exc.strerror or exc}") from exc
         try:
+            self._check_lease(url)
             return self._commit(partial, _relative_text(url, kind), len(data), sha256.lower(),
                                 written=len(data))
         except BaseException:
@@ -387,11 +394,17 @@ class Store:
         not hold ``size`` bytes (it was not closed, or ``size`` is wrong).
         """
         try:
+            self._check_lease(url)
             return self._commit(os.fspath(partial), _relative_text(url, kind), size,
                                 sha256.lower())
         except BaseException:
             _remove_quietly(partial)
             raise
+
+    def _check_lease(self, url: str) -> None:
+        if self._may_store is not None and not self._may_store(url):
+            raise LeaseLost(f"not stored: the lease of {url[:200]} went to another worker "
+                            "while this one was silent")
 
     def _commit(
         self, partial: str, relative: str, size: int, sha256: str, written: int | None = None,

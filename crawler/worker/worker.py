@@ -37,6 +37,7 @@ from crawler.fetch.engine import Engine
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
 from crawler.model.outcome import STORAGE_ERROR, Attempt, FailureKind
+from crawler.model.wire import CrawlInfo, LeaseAnswer, Report, WorkerInfo
 from crawler.worker.sink import failure, too_slow
 from crawler.worker.store import Store
 
@@ -52,6 +53,8 @@ IDLE_ASK_EVERY = 0.1  # seconds between asks for work that found none, while bus
 FAST_RECONNECT_FOR = 2.0  # seconds a starting worker retries every 10-20 ms
 HOLDING_EVERY = 1.0  # seconds between telling the master which URLs we hold
 STUCK_GRACE = 10.0  # seconds past its longest possible life before a download counts as stuck
+FRESH_FOR = 3.0  # seconds an answer of the master vouches for our leases before a store
+CONFIRM_WAIT = 10.0  # seconds a store waits for a fresh answer after a silence
 
 
 @dataclass
@@ -90,15 +93,21 @@ class Worker:
         self._stuck_after = float("inf")  # seconds; set from the crawl's limits
         self._limits = Limits()
         self._board: Any = None
-        self._pending_reports: list[dict[str, Any]] = []
+        self._pending_reports: list[Report] = []
         self._engine: Engine | None = None
         self._pending_releases: list[str] = []  # URLs to give back, kept across reconnects
         self._number = 0  # of our last exchange with the master: they only go up
         # How many of the pending reports and releases an unanswered exchange carried:
         # sent again unchanged, under the same number, after a reconnect.
         self._outstanding: tuple[int, int] | None = None
-        self._can_exchange = False  # the master has BoardView.exchange (it says in hello)
         self.stop_reason = ""
+        # Leases the master said went to others while we were silent: their downloads
+        # are neither stored nor reported. Guarded by _answered, which is notified
+        # on every answer; _asked_at is when the last answered exchange was sent.
+        self._lost: set[str] = set()
+        self._answered = threading.Condition()
+        self._asked_at = time.monotonic()
+        self._recheck = False  # a store waits: say what we hold in the next exchange
         # Why the worker gave up by itself: run() raises it after handing back.
         self.failure: CrawlerError | None = None
 
@@ -120,7 +129,7 @@ class Worker:
             crawl = self._connect(first=True)
         except _Stopped:
             return  # stopped while waiting for the master: nothing held, nothing to hand back
-        store = Store(self._options.out_dir)
+        store = Store(self._options.out_dir, may_store=self._may_store)
         store.clean_partials()
         limits = self._limits = Limits(**crawl["limits"])
         # Past this a download the engine has not reported is stuck: it may wait for a
@@ -155,7 +164,7 @@ class Worker:
 
     # ----- talking to the master ---------------------------------------------
 
-    def _connect(self, first: bool) -> dict[str, Any]:
+    def _connect(self, first: bool) -> CrawlInfo:
         """Connect (again), waiting for the master up to ``connect_wait`` seconds."""
         host, port = self._client.address
         started = time.monotonic()
@@ -166,10 +175,10 @@ class Worker:
             try:
                 self._board = self._client.connect()
                 log.debug("connected to the master at %s:%s as %s", host, port, self._id)
-                crawl: dict[str, Any] = self._board.hello(
-                    self._id, {"host": socket.gethostname(), "pid": os.getpid(),
-                               "threads": self._options.threads})
-                self._can_exchange = bool(crawl.get("exchange"))
+                crawl: CrawlInfo = self._board.hello(
+                    self._id, WorkerInfo(host=socket.gethostname(), pid=os.getpid(),
+                                         threads=self._options.threads))
+                self._client.bound_calls(self._board, float(crawl["lease_timeout"]))
                 return crawl
             except AuthenticationFailed:
                 raise
@@ -194,7 +203,7 @@ class Worker:
                 if not first or time.monotonic() - started > FAST_RECONNECT_FOR:
                     delay = min(delay * 2, 2.0)
 
-    def _coordinate(self, crawl: dict[str, Any]) -> None:
+    def _coordinate(self, crawl: CrawlInfo) -> None:
         capacity = self._options.threads + max(2, self._options.threads // 2)  # a small prefetch
         # At least once a second, so the master knows who is still listening at the end.
         heartbeat_every = min(1.0, float(crawl["lease_timeout"]) / 4)
@@ -213,14 +222,15 @@ class Worker:
             # empty queue every few milliseconds would keep the master's server busy.
             quiet = time.monotonic() - last_call < IDLE_ASK_EVERY and not last_answered
             ask = want if want > 0 and not (self._held and quiet) else 0
-            if not (ask or reports or released or self._outstanding is not None
+            if not (ask or reports or released or self._outstanding is not None or self._recheck
                     or time.monotonic() - last_call > heartbeat_every):
                 continue
             now = time.monotonic()
-            holding = now - last_holding >= HOLDING_EVERY
+            holding = now - last_holding >= HOLDING_EVERY or self._recheck
             try:
                 # Reports, hand-backs and the next ask travel in one round trip.
                 answer = self._exchange(ask, 0.0 if self._held else 1.0, holding)
+                self._answer_came(answer, asked_at=now, holding=holding)
             except LINK_ERRORS as exc:
                 log.warning("lost the master (%s); reconnecting", exc.__class__.__name__)
                 self._connect(first=False)
@@ -235,7 +245,7 @@ class Worker:
                 last_answered = bool(answer["tasks"])
                 self._take(answer["tasks"])
 
-    def _exchange(self, ask: int, wait: float, holding: bool) -> dict[str, Any]:
+    def _exchange(self, ask: int, wait: float, holding: bool) -> LeaseAnswer:
         """Send the pending reports and releases, and ask for ``ask`` URLs, in one call.
 
         The master applies an exchange once: one whose answer was lost goes again
@@ -249,30 +259,46 @@ class Worker:
             self._number += 1
             self._outstanding = (len(reports), len(released))
         n_reports, n_released = self._outstanding
-        if self._can_exchange:
-            held = (sorted(set(self._held).union(released, (r["url"] for r in reports)))
-                    if holding else None)
-            answer: dict[str, Any] = self._board.exchange(
-                self._id, self._number, reports[:n_reports], released[:n_released], ask, wait,
-                held)
-        else:
-            answer = self._separately(reports[:n_reports], released[:n_released], ask, wait)
+        held = (sorted(set(self._held).union(released, (r["url"] for r in reports)))
+                if holding else None)
+        answer: LeaseAnswer = self._board.exchange(
+            self._id, self._number, reports[:n_reports], released[:n_released], ask, wait, held)
         del reports[:n_reports]
         del released[:n_released]
         self._outstanding = None
         return answer
 
-    def _separately(self, reports: list[dict[str, Any]], released: list[str], ask: int,
-                    wait: float) -> dict[str, Any]:
-        """An exchange with a master of an earlier version: up to three calls."""
-        if released:
-            self._board.release(self._id, released)
-        if reports:
-            self._board.report(self._id, reports)
-        if ask:
-            answer: dict[str, Any] = self._board.lease(self._id, ask, wait)
-            return answer
-        return {"closed": not self._board.heartbeat(self._id), "tasks": []}
+    def _answer_came(self, answer: LeaseAnswer, *, asked_at: float, holding: bool) -> None:
+        """Note the leases we lost, and wake stores waiting for news of them."""
+        lost = answer.get("lost", [])
+        if lost:
+            log.warning("lost %d leases while silent: other workers have them now", len(lost))
+        with self._answered:
+            self._lost.update(lost)
+            if holding:  # only an exchange that said what we hold vouches for it
+                self._asked_at = asked_at
+                self._recheck = False
+            self._answered.notify_all()
+
+    def _may_store(self, url: str) -> bool:
+        """Whether ``url``'s lease is still ours, asked of the master after a silence.
+
+        A worker that was stopped or cut off for longer than the master's
+        worker_silence has lost its leases to others: it learns which before it
+        stores any image, never after. Called by the engine just before an image
+        takes its name; quick while the master answers.
+        """
+        with self._answered:
+            since = time.monotonic()
+            if since - self._asked_at > FRESH_FOR:
+                self._recheck = True
+                deadline = since + CONFIRM_WAIT
+                while self._asked_at < since:  # an answer to a question asked after now
+                    left = deadline - time.monotonic()
+                    if left <= 0 or self._stop.is_set():
+                        return False  # unconfirmed: keep nothing we may not own
+                    self._answered.wait(min(left, 0.1))
+            return url not in self._lost
 
     def _take(self, tasks: list[tuple[str, int]]) -> None:
         """Hand leased URLs to the engine."""
@@ -288,7 +314,7 @@ class Worker:
         else:  # it never started: the URLs go back with the rest
             self._done.put([(url, None) for url, _ in tasks])
 
-    def _report_stuck(self, reports: list[dict[str, Any]]) -> None:
+    def _report_stuck(self, reports: list[Report]) -> None:
         """Fail what the engine holds past any deadline, so heartbeats stop renewing it.
 
         The engine cuts every download at ``download.deadline``; one still held long
@@ -308,7 +334,7 @@ class Worker:
             reports.append(attempt.to_wire())
             self._count(attempt)
 
-    def _collect(self, reports: list[dict[str, Any]], released: list[str], wait: float) -> None:
+    def _collect(self, reports: list[Report], released: list[str], wait: float) -> None:
         """Move finished downloads from the lane and the threads into the next report."""
         try:
             results = self._done.get(timeout=wait) if wait else self._done.get_nowait()
@@ -320,6 +346,10 @@ class Worker:
                     self._overdue.discard(url)
                     continue
                 self._held.pop(url, None)
+                if url in self._lost:  # another worker holds it now: nothing to say
+                    with self._answered:
+                        self._lost.discard(url)
+                    continue
                 if attempt is None or self._cannot_store(attempt):
                     released.append(url)
                 else:
