@@ -21,10 +21,10 @@ import requests
 from crawler.config import Limits, Settings
 from crawler.demo.site import png
 from crawler.errors import ConfigError
-from crawler.fetch.curl import CurlEngine
+from crawler.fetch.curl import CurlEngine, default_ca_file
+from crawler.fetch.easy import EasyClient, Reply
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions, parse_header, parse_rate
-from crawler.fetch.session import make_session
 from crawler.model.outcome import Attempt, FailureKind
 from crawler.worker.store import Store
 
@@ -34,6 +34,15 @@ from .tls import CertAuthority, Proxy, make_ca, server_context
 PNG = png(24, 16, 9)
 LOOPBACK = AddressPolicy(frozenset({"public", "loopback"}))
 NGINX = Path("/usr/sbin/nginx")
+
+
+def page_get(options: RequestOptions, url: str) -> Reply:
+    """A GET with the master's page client, as the crawl's settings make it."""
+    client = EasyClient(LOOPBACK, options, ca_file=default_ca_file())
+    try:
+        return client.get(url, accept="text/html", max_bytes=1_000_000, timeout=10)
+    finally:
+        client.close()
 
 
 @pytest.fixture(scope="module")
@@ -156,8 +165,7 @@ def test_a_client_certificate_is_presented(https_recorder: Recorder, ca: CertAut
     options = options_from(tmp_path, ca_bundle=str(ca.ca_cert),
                            client_cert=str(ca.client_cert), client_key=str(ca.client_key))
     assert fetch(https_url(https_recorder) + "/img.png", options, tmp_path).ok
-    session = make_session(LOOPBACK, options)
-    assert session.get(https_url(https_recorder) + "/page.html", timeout=10).status_code == 200
+    assert page_get(options, https_url(https_recorder) + "/page.html").status == 200
     for cert in https_recorder.peer_certs:
         assert isinstance(cert, dict)
         assert dict(x[0] for x in cert["subject"])["commonName"] == "crawler test client"
@@ -166,14 +174,14 @@ def test_a_client_certificate_is_presented(https_recorder: Recorder, ca: CertAut
 def test_the_page_session_verifies_with_the_same_bundle(https_recorder: Recorder, ca: CertAuthority,
                                                         tmp_path: Path) -> None:
     url = https_url(https_recorder) + "/page.html"
-    with pytest.raises(requests.exceptions.SSLError):
-        make_session(LOOPBACK, RequestOptions()).get(url, timeout=10)
-    trusted = make_session(LOOPBACK, options_from(tmp_path, ca_bundle=str(ca.ca_cert)))
-    assert trusted.get(url, timeout=10).status_code == 200
+    untrusted = page_get(RequestOptions(), url)
+    assert untrusted.kind is FailureKind.TLS, untrusted
+    assert "TLS certificate not trusted" in untrusted.failure
+    assert page_get(options_from(tmp_path, ca_bundle=str(ca.ca_cert)), url).status == 200
     # A worker gets the bundle's contents, not its path: that session works too.
     wired = RequestOptions.from_wire(options_from(tmp_path, ca_bundle=str(ca.ca_cert)).to_wire())
     assert wired.ca_bundle_path == "" and "BEGIN CERTIFICATE" in wired.ca_bundle
-    assert make_session(LOOPBACK, wired).get(url, timeout=10).status_code == 200
+    assert page_get(wired, url).status == 200
 
 
 @pytest.fixture
@@ -258,9 +266,9 @@ def test_headers_cookies_and_logins_reach_the_server(recorder: Recorder, tmp_pat
     options = options_from(tmp_path, headers=("Referer: https://example.com/", "X-Team: images"),
                            cookies=str(tmp_path / "cookies.txt"), netrc=str(tmp_path / "netrc"))
     assert fetch(recorder.url + "/img.png", options, tmp_path).ok
-    make_session(LOOPBACK, options).get(recorder.url + "/page.html", timeout=10)
+    page_get(options, recorder.url + "/page.html")
     assert len(recorder.seen) == 2
-    for seen in recorder.seen:  # the image (libcurl), then the page (requests)
+    for seen in recorder.seen:  # the image (the engine), then the page (the master's client)
         assert seen["Referer"] == "https://example.com/" and seen["X-Team"] == "images"
         cookies = sorted(c.strip() for c in seen["Cookie"].split(";"))
         assert cookies == ["session=secret-cookie-value", "token=httponly-value"]
@@ -321,8 +329,7 @@ def test_requests_go_through_the_proxy(kind: str, recorder: Recorder, tmp_path: 
     try:
         options = options_from(tmp_path, proxy=address)
         assert fetch(recorder.url + "/img.png", options, tmp_path).ok
-        session = make_session(LOOPBACK, options)
-        assert session.get(recorder.url + "/page.html", timeout=10).status_code == 200
+        assert page_get(options, recorder.url + "/page.html").status == 200
     finally:
         proxy.stop()
     port = recorder.server.server_address[1]
@@ -345,7 +352,7 @@ def test_environment_proxies_are_used_unless_turned_off(
         assert fetch(recorder.url + "/img.png", RequestOptions(env_proxies=False), tmp_path).ok
         monkeypatch.setenv("NO_PROXY", "127.0.0.1")
         assert fetch(recorder.url + "/img.png", RequestOptions(), tmp_path).ok
-        make_session(LOOPBACK, RequestOptions()).get(recorder.url + "/page.html", timeout=10)
+        page_get(RequestOptions(), recorder.url + "/page.html")
     finally:
         proxy.stop()
     assert proxy.targets == [recorder.url + "/img.png"], "only the first went through it"
