@@ -155,7 +155,8 @@ class Master:
         info = CrawlInfo(limits=dataclasses.asdict(Limits.from_settings(dl)),
                          policy=self._policy.to_wire(),
                          user_agent=self._settings.crawl.user_agent,
-                         lease_timeout=self._settings.queue.lease_timeout)
+                         lease_timeout=self._settings.queue.lease_timeout,
+                         worker_silence=self._settings.queue.worker_silence)
         if not full:  # a joining worker's: it holds secrets, which status must not show
             info["request"] = self._request.to_wire()  # headers, cookies, TLS, proxies, logins
             return info

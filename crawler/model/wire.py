@@ -31,6 +31,7 @@ class CrawlInfo(TypedDict):
     policy: dict[str, Any]  # crawler.fetch.guard.AddressPolicy.to_wire()
     user_agent: str
     lease_timeout: float  # seconds a lease lives without a heartbeat
+    worker_silence: float  # seconds one of our workers may be silent before its leases end
     request: NotRequired[dict[str, Any]]  # RequestOptions.to_wire(): to joining workers only
 
 

@@ -53,7 +53,6 @@ IDLE_ASK_EVERY = 0.1  # seconds between asks for work that found none, while bus
 FAST_RECONNECT_FOR = 2.0  # seconds a starting worker retries every 10-20 ms
 HOLDING_EVERY = 1.0  # seconds between telling the master which URLs we hold
 STUCK_GRACE = 10.0  # seconds past its longest possible life before a download counts as stuck
-FRESH_FOR = 3.0  # seconds an answer of the master vouches for our leases before a store
 CONFIRM_WAIT = 10.0  # seconds a store waits for a fresh answer after a silence
 
 
@@ -108,6 +107,9 @@ class Worker:
         self._answered = threading.Condition()
         self._asked_at = time.monotonic()
         self._recheck = False  # a store waits: say what we hold in the next exchange
+        # How long an answer vouches for our leases: the master takes them only after
+        # worker_silence (or lease_timeout) without a call; half leaves room for delays.
+        self._fresh_for = 0.0
         # Why the worker gave up by itself: run() raises it after handing back.
         self.failure: CrawlerError | None = None
 
@@ -179,6 +181,7 @@ class Worker:
                     self._id, WorkerInfo(host=socket.gethostname(), pid=os.getpid(),
                                          threads=self._options.threads))
                 self._client.bound_calls(self._board, float(crawl["lease_timeout"]))
+                self._fresh_for = min(crawl["worker_silence"], crawl["lease_timeout"]) / 2
                 return crawl
             except AuthenticationFailed:
                 raise
@@ -290,7 +293,7 @@ class Worker:
         """
         with self._answered:
             since = time.monotonic()
-            if since - self._asked_at > FRESH_FOR:
+            if since - self._asked_at > self._fresh_for:
                 self._recheck = True
                 deadline = since + CONFIRM_WAIT
                 while self._asked_at < since:  # an answer to a question asked after now
