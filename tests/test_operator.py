@@ -129,7 +129,7 @@ def test_on_a_terminal_the_master_draws_one_clean_display(site: FixtureServer, t
     (refused,) = [line for line in lines if line.startswith("INFO: page ")]
     assert "/private/" in refused and lines.index(refused) < bar, text
     # The last frame holds the true final counts, each line within the width.
-    assert re.fullmatch(r"images 14/14 \(1 failed\) \|\u2588+\| 100%  [\d.]+ img/s  in 0:\d\d",
+    assert re.fullmatch(r"images 14/14 \(1 failed\) \|\u2588+\| 100%  in 0:\d\d",
                         lines[bar]), text
     assert re.fullmatch(r"pages 8 \(1 failed\)  [\d.]+ KB [\d.]+ KB/s average  retries 0",
                         lines[bar + 1]), text
@@ -198,6 +198,7 @@ def test_status_reports_counts_and_workers(site: FixtureServer, tmp_path: Path,
     assert row["rate"] > 0
     assert table.returncode == 0
     assert "downloaded" in table.stdout and "in flight" in table.stdout
+    assert "pages_queued" in status["progress"] and " queued)" in table.stdout
     assert row["worker"][:32] in table.stdout
     assert wrong.returncode == 1 and "refused our authkey" in wrong.stderr
 
