@@ -8,6 +8,7 @@ import os
 import pty
 import re
 import select
+import socket
 import struct
 import subprocess
 import termios
@@ -143,6 +144,22 @@ def test_on_a_terminal_the_master_draws_one_clean_display(site: FixtureServer, t
     assert any(not line.startswith("images 14/14") for line in live), live
     assert any("queued" in line for frame in frames for line in frame), "pages left are shown"
     assert any("workers" in line and "in flight" in line for frame in frames for line in frame)
+
+
+def test_on_a_terminal_a_port_in_use_is_one_clean_line(site: FixtureServer,
+                                                        tmp_path: Path) -> None:
+    """Nothing is drawn before the queue is up: the error stands alone on the screen."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        status, screen = run_on_terminal(
+            crawler_command("master", site.url + "/", "--out", str(tmp_path / "out"),
+                            "--bind", f"127.0.0.1:{port}"), tmp_path, 80)
+    assert status == 4
+    text = " ".join(screen_lines(screen))  # the line may wrap at 80 columns
+    assert text.startswith(f"crawler: error: cannot serve the queue on 127.0.0.1:{port}"), text
+    assert "images" not in text and "pages" not in text
 
 
 def test_worker_prints_its_own_line_and_logs_failures(site: FixtureServer, tmp_path: Path,
