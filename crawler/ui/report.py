@@ -94,11 +94,11 @@ overflow-wrap:anywhere}
 th{background:#f0f0f0}
 td.num{text-align:right}
 [hidden]{display:none!important}
-#lightbox{position:fixed;inset:0;z-index:5;background:rgba(10,10,12,.92);color:#eee;
+#lightbox{position:fixed;inset:0;z-index:5;background:rgba(10,10,12,.96);color:#eee;
 display:flex;flex-direction:column;align-items:center;justify-content:center;padding:1em 4em}
 #lightbox img{max-width:100%;max-height:calc(100vh - 8em);object-fit:contain;
-background:#fff1;min-width:64px;min-height:64px}
-#lightbox img.tiny{image-rendering:pixelated;width:256px;height:auto}
+min-width:64px;min-height:min(60vh,480px)}
+#lightbox img.tiny{image-rendering:pixelated}
 #lightbox p{margin:.6em 0 0;max-width:100%;text-align:center;overflow-wrap:anywhere}
 #lightbox a{color:#9cf}
 #lightbox button{position:absolute;background:none;border:0;color:#fff;font-size:2.2em;
