@@ -208,6 +208,8 @@ def test_everything_from_the_manifest_is_text_not_markup(gallery: dict[str, Any]
 
 def test_page_is_self_contained(gallery: dict[str, Any]) -> None:
     soup = gallery["soup"]
+    # Without scripts the filters could not work, so they start hidden.
+    assert soup.select_one("form#filters").has_attr("hidden")
     assert soup.find("link") is None and soup.find("iframe") is None
     assert soup.find("style") is not None
     for tag in soup.find_all(src=True):
@@ -460,6 +462,7 @@ choose("f-page", "2");
 seen.filters.page2 = visible("figure.item").map((f) => f.dataset.page);
 choose("f-page", "");
 seen.filters.shown = document.getElementById("shown").textContent;
+seen.filters.visible = !document.getElementById("filters").hidden;
 const lightbox = document.getElementById("lightbox");
 const full = () => document.getElementById("lb-image").getAttribute("src");
 const key = (k) => document.dispatchEvent(new KeyboardEvent("keydown", {key: k}));
@@ -586,6 +589,7 @@ def test_the_demo_gallery_in_a_browser(tmp_path: Path, size: tuple[int, int]) ->
     assert seen["filters"]["failed"] == [0, 1]
     assert "gone.html" in dom.select_one("table.pages").get_text()
     assert seen["filters"]["shown"] == "showing 72 of 72 images"
+    assert seen["filters"]["visible"], "the script shows the filters it drives"
     # The lightbox opens on the first thumbnail, steps on, wraps round, and closes.
     box = seen["lightbox"]
     hrefs = box["hrefs"]

@@ -131,6 +131,7 @@ SCRIPT = """
     shown.textContent = `showing ${count} of ${select("gallery").dataset.total} images`;
   }
   for (const f of filters) f.addEventListener("change", apply);
+  select("filters").hidden = false;
   const box = select("lightbox"), text = select("lb-text");
   const big = document.createElement("img");
   big.id = "lb-image";
@@ -465,7 +466,8 @@ def _filters(out: list[str], page_numbers: dict[str | None, int], manifest: Mani
     counts: Counter[str | None] = Counter(entry.page for entry in manifest.failures)
     for page, entries in manifest.pages.items():
         counts[page] += len(entries)
-    add('<form class="filters" id="filters"><label>page <select id="f-page">'
+    # Hidden until the script shows it: without scripts the filters could not work.
+    add('<form class="filters" id="filters" hidden><label>page <select id="f-page">'
         '<option value="">all pages</option>')
     for page, number in page_numbers.items():
         label = page if page is not None else "no recorded page"
