@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -280,8 +281,10 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
         if master.stopping:  # asked twice: stop waiting for a clean end
             raise KeyboardInterrupt
         master.stop()
-        # os.write, not logging: a handler may run while the logging lock is held.
-        os.write(2, b"crawler: stopping after the pages in flight; Ctrl-C again to quit now\n")
+        # From a thread of its own: the handler may run while this thread holds the
+        # logging or tqdm lock. Written above the live lines, like any log line.
+        threading.Thread(target=_say, daemon=True, args=(
+            "crawler: stopping after the pages in flight; Ctrl-C again to quit now",)).start()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, on_signal)

@@ -8,6 +8,8 @@ import os
 import pty
 import re
 import select
+import signal
+import socket
 import struct
 import subprocess
 import termios
@@ -66,10 +68,12 @@ def test_quiet_silences_progress_and_summary(site: FixtureServer, tmp_path: Path
 
 
 def run_on_terminal(command: list[str], cwd: Path, columns: int, rows: int = 40,
-                    on_chunk: Callable[[pyte.Screen], None] | None = None
+                    on_chunk: Callable[[pyte.Screen], None] | None = None,
+                    interrupt_when: Callable[[pyte.Screen], bool] | None = None
                     ) -> tuple[int, pyte.Screen]:
     """Run ``command`` on a pseudo-terminal of ``columns`` x ``rows``; return its status and
-    the screen a terminal shows at the end (``on_chunk`` sees the screen after each read)."""
+    the screen a terminal shows at the end (``on_chunk`` sees the screen after each read;
+    SIGINT is sent once ``interrupt_when`` is true of it)."""
     controller, terminal = pty.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     screen = pyte.Screen(columns, rows)
@@ -91,6 +95,9 @@ def run_on_terminal(command: list[str], cwd: Path, columns: int, rows: int = 40,
                 stream.feed(chunk)
                 if on_chunk is not None:
                     on_chunk(screen)
+                if interrupt_when is not None and interrupt_when(screen):
+                    process.send_signal(signal.SIGINT)
+                    interrupt_when = None
             elif process.poll() is not None:
                 break
         status = process.wait(timeout=30)
@@ -129,7 +136,7 @@ def test_on_a_terminal_the_master_draws_one_clean_display(site: FixtureServer, t
     (refused,) = [line for line in lines if line.startswith("INFO: page ")]
     assert "/private/" in refused and lines.index(refused) < bar, text
     # The last frame holds the true final counts, each line within the width.
-    assert re.fullmatch(r"images 14/14 \(1 failed\) \|\u2588+\| 100%  [\d.]+ img/s  in 0:\d\d",
+    assert re.fullmatch(r"images 14/14 \(1 failed\) \|\u2588+\| 100%  in 0:\d\d",
                         lines[bar]), text
     assert re.fullmatch(r"pages 8 \(1 failed\)  [\d.]+ KB [\d.]+ KB/s average  retries 0",
                         lines[bar + 1]), text
@@ -143,6 +150,38 @@ def test_on_a_terminal_the_master_draws_one_clean_display(site: FixtureServer, t
     assert any(not line.startswith("images 14/14") for line in live), live
     assert any("queued" in line for frame in frames for line in frame), "pages left are shown"
     assert any("workers" in line and "in flight" in line for frame in frames for line in frame)
+
+
+def test_on_a_terminal_a_port_in_use_is_one_clean_line(site: FixtureServer,
+                                                        tmp_path: Path) -> None:
+    """Nothing is drawn before the queue is up: the error stands alone on the screen."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        status, screen = run_on_terminal(
+            crawler_command("master", site.url + "/", "--out", str(tmp_path / "out"),
+                            "--bind", f"127.0.0.1:{port}"), tmp_path, 80)
+    assert status == 4
+    text = " ".join(screen_lines(screen))  # the line may wrap at 80 columns
+    assert text.startswith(f"crawler: error: cannot serve the queue on 127.0.0.1:{port}"), text
+    assert "images" not in text and "pages" not in text
+
+
+def test_on_a_terminal_ctrl_c_is_said_above_the_live_lines(site: FixtureServer,
+                                                            tmp_path: Path) -> None:
+    status, screen = run_on_terminal(
+        crawler_command("master", site.url + "/", "--local-workers", "1", "--out",
+                        str(tmp_path / "out"), "--bind", "127.0.0.1:0", "--host-delay", "0.4"),
+        tmp_path, 80, interrupt_when=lambda screen: any(
+            line.startswith("images ") for line in screen.display))
+    assert status == 130
+    lines = screen_lines(screen)
+    text = "\n".join(lines)
+    said = lines.index("crawler: stopping after the pages in flight; Ctrl-C again to quit now")
+    (bar,) = [n for n, line in enumerate(lines) if line.startswith("images ")]
+    assert said < bar and lines[bar + 2].startswith("crawl interrupted"), text
+    assert re.fullmatch(r"pages \d+( \+\d+ not visited)? .*retries \d+", lines[bar + 1]), text
 
 
 def test_worker_prints_its_own_line_and_logs_failures(site: FixtureServer, tmp_path: Path,
@@ -198,6 +237,7 @@ def test_status_reports_counts_and_workers(site: FixtureServer, tmp_path: Path,
     assert row["rate"] > 0
     assert table.returncode == 0
     assert "downloaded" in table.stdout and "in flight" in table.stdout
+    assert "pages_queued" in status["progress"] and " queued)" in table.stdout
     assert row["worker"][:32] in table.stdout
     assert wrong.returncode == 1 and "refused our authkey" in wrong.stderr
 

@@ -109,7 +109,8 @@ def test_a_resumed_crawl_rates_count_this_run_only(
     assert "3.7 GB 1.0 MB/s" in live[1], live
     reporter.close()
     final = read_screen(controller)
-    assert final[0].endswith("10.0 img/s  in 0:04"), final
+    assert final[0].endswith("|  93%  in 0:04"), final
+    assert final[1].endswith("3.7 GB 1.0 MB/s average  retries 0"), final
 
 
 def test_plain_lines_count_this_run_only() -> None:

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -207,6 +208,8 @@ def test_everything_from_the_manifest_is_text_not_markup(gallery: dict[str, Any]
 
 def test_page_is_self_contained(gallery: dict[str, Any]) -> None:
     soup = gallery["soup"]
+    # Without scripts the filters could not work, so they start hidden.
+    assert soup.select_one("form#filters").has_attr("hidden")
     assert soup.find("link") is None and soup.find("iframe") is None
     assert soup.find("style") is not None
     for tag in soup.find_all(src=True):
@@ -260,6 +263,81 @@ def test_report_is_rewritten_in_place(gallery: dict[str, Any]) -> None:
                                           PAGE_A, 2)).encode() + b"\n")
     soup = BeautifulSoup(write_report(out).read_text(encoding="utf-8"), "html.parser")
     assert "3 failed" in soup.select_one("#summary").get_text()
+
+
+# --------------------------------------------------------------------------- several folders
+
+
+def test_folders_merge_and_a_workers_copied_folder_fills_its_tiles(tmp_path: Path) -> None:
+    master, copied = tmp_path / "master", tmp_path / "from far-host"
+    here, far = png(8, 8, 1), png(8, 8, 2)
+    store(master, "h/here.png", here)
+    store(copied, "h/far.png", far)
+    master.mkdir(exist_ok=True)
+    lines = [success("http://h/here.png", PAGE_A, "h/here.png", here),
+             success("http://h/far.png", PAGE_A, "h/far.png", far, worker="far-host:77:ab12"),
+             failure("http://h/both.png", "HTTP 503", PAGE_A, 3)]
+    (master / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    # The other crawl succeeded where this one failed, and saw one image again.
+    both = png(8, 8, 3)
+    store(copied, "h/both.png", both)
+    (copied / "manifest.jsonl").write_text(
+        json.dumps(success("http://h/both.png", PAGE_B, "h/both.png", both)) + "\n"
+        + json.dumps(lines[0]) + "\n")
+
+    alone = BeautifulSoup(write_report(master).read_text(encoding="utf-8"), "html.parser")
+    (figure,) = [fig for fig in alone.select("figure.image") if "far.png" in fig.get_text()]
+    assert figure.img is None
+    assert "stored on far-host (worker far-host:77:ab12)" in figure.get_text()
+    assert "1 stored on other hosts (far-host (1))" in alone.select_one("#elsewhere").get_text()
+
+    index = write_report([master, copied])
+    assert index == master / "index.html"
+    soup = BeautifulSoup(index.read_text(encoding="utf-8"), "html.parser")
+    shown = {img["alt"]: resolve(index, img["src"]) for img in soup.select("figure img")}
+    assert shown == {"here.png": (master / "h/here.png").resolve(),
+                     "far.png": (copied / "h/far.png").resolve(),
+                     "both.png": (copied / "h/both.png").resolve()}
+    assert soup.select_one("#elsewhere") is None
+    assert "3 succeeded, 0 failed" in soup.select_one("#summary").get_text()
+
+
+def test_several_folders_without_a_manifest_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"none of .* has a manifest\.jsonl"):
+        write_report([tmp_path / "a", tmp_path / "b"])
+
+
+def test_cli_report_of_several_folders_writes_into_the_first(gallery: dict[str, Any],
+                                                             tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    store(other, "example.test/img/far.png", gallery["images"]["far.png"])
+    result = run_crawler("report", str(gallery["out"]), str(other))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"wrote {gallery['out']}/index.html"
+    soup = BeautifulSoup((gallery["out"] / "index.html").read_text(encoding="utf-8"),
+                         "html.parser")
+    assert soup.find("img", alt="far.png") is not None
+
+
+def test_pages_not_crawled_are_listed_with_their_reasons(tmp_path: Path) -> None:
+    (tmp_path / "manifest.jsonl").write_text("")
+    (tmp_path / "pages.jsonl").write_text("\n".join([
+        json.dumps({"url": "http://h/gone", "reason": "HTTP 404", "http_status": 404,
+                    "final": True}),
+        json.dumps({"url": "http://h/busy", "reason": "HTTP 503", "http_status": 503,
+                    "final": False}),
+        "not json",
+        json.dumps({"url": "http://h/busy", "reason": "HTTP 502", "http_status": 502,
+                    "final": False}),
+        json.dumps({"url": f"http://h/{SCRIPT}", "reason": SCRIPT, "final": True}),
+    ]) + "\n")
+    soup = BeautifulSoup(write_report(tmp_path).read_text(encoding="utf-8"), "html.parser")
+    rows = [[td.get_text() for td in tr.find_all("td")]
+            for tr in soup.select("table.pages tbody tr")]
+    assert rows == [["http://h/gone", "HTTP 404", ""], ["http://h/busy", "HTTP 502", "tried again"],
+                    [f"http://h/{SCRIPT}", SCRIPT, ""]]
+    assert "3 not crawled" in soup.select_one("#summary").get_text()
+    assert "1 malformed line" in soup.select_one("#malformed").get_text()
 
 
 # --------------------------------------------------------------------------- errors
@@ -339,52 +417,137 @@ needs_chromium = pytest.mark.skipif(
     CHROMIUM is None,
     reason="needs headless Chromium ('chromium' on PATH; apt-get install -y chromium)")
 
-# Added to a test copy of the page only: the product has no script. It marks
-# each <img> with its naturalWidth once loaded, or data-error, and whether it
-# was in the viewport when the page was laid out.
-PROBE = """<script>
-for (const img of document.images) {
+# Added to a test copy of the page only, after the page's own script. It marks
+# each thumbnail with its naturalWidth once loaded (or data-error), whether it
+# was in the viewport, and the size of its box; marks each caption part that
+# overflows its tile; then drives the filters and the lightbox as a user
+# would, and writes what it saw as JSON into <pre id="probe">.
+PROBE = """
+for (const img of document.querySelectorAll("figure img")) {
   const mark = () => { img.dataset.loaded = String(img.naturalWidth); };
   if (img.complete && img.naturalWidth) mark();
   img.addEventListener("load", mark);
   img.addEventListener("error", () => { img.dataset.error = "1"; });
   if (img.getBoundingClientRect().top < window.innerHeight) img.dataset.inview = "1";
 }
-</script>"""
+// Measured once the images in view have loaded, so a box that follows its image counts.
+window.addEventListener("load", () => setTimeout(probe, 500));
+function probe() {
+const seen = {figures: [], filters: {}, lightbox: {}};
+for (const figure of document.querySelectorAll("figure.item")) {
+  const box = figure.getBoundingClientRect();
+  const img = figure.querySelector("img");
+  const thumb = img ? img.getBoundingClientRect() : null;
+  const overflow = [];
+  for (const part of figure.querySelectorAll("figcaption > span")) {
+    const r = part.getBoundingClientRect();
+    if (part.scrollWidth > part.clientWidth + 1 || r.left < box.left - 0.5 ||
+        r.right > box.right + 0.5 || r.bottom > box.bottom + 0.5) overflow.push(part.className);
+  }
+  seen.figures.push({name: figure.querySelector(".name").textContent, status: figure.dataset.status,
+                     tile: [box.width, box.height],
+                     thumb: thumb && [thumb.width, thumb.height], overflow});
+}
+const visible = (selector) => Array.from(document.querySelectorAll(selector))
+  .filter((e) => !e.hidden && e.offsetParent !== null);
+const choose = (id, value) => {
+  const f = document.getElementById(id);
+  f.value = value;
+  f.dispatchEvent(new Event("change"));
+};
+choose("f-status", "failed");
+seen.filters.failed = [visible("figure.item").length, visible("tr.item").length];
+choose("f-status", "");
+choose("f-page", "2");
+seen.filters.page2 = visible("figure.item").map((f) => f.dataset.page);
+choose("f-page", "");
+seen.filters.shown = document.getElementById("shown").textContent;
+seen.filters.visible = !document.getElementById("filters").hidden;
+const lightbox = document.getElementById("lightbox");
+const full = () => document.getElementById("lb-image").getAttribute("src");
+const key = (k) => document.dispatchEvent(new KeyboardEvent("keydown", {key: k}));
+const thumbs = visible("figure.item a.thumb");
+if (thumbs.length > 1) {
+  thumbs[0].click();
+  const big = document.getElementById("lb-image").getBoundingClientRect();
+  seen.lightbox = {open: !lightbox.hidden, first: full(), size: [big.width, big.height],
+                   text: document.getElementById("lb-text").textContent};
+  key("ArrowRight");
+  seen.lightbox.next = full();
+  key("ArrowLeft");
+  key("ArrowLeft");
+  seen.lightbox.wrapped = full();
+  key("Escape");
+  seen.lightbox.closed = lightbox.hidden;
+  seen.lightbox.hrefs = thumbs.map((a) => a.getAttribute("href"));
+}
+const out = document.createElement("pre");
+out.id = "probe";
+out.textContent = JSON.stringify(seen);
+document.body.append(out);
+}
+"""
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--disable-quic", "--allow-file-access-from-files",
+                  "--hide-scrollbars"]
 
 
-def render_in_chromium(index: Path, profile: Path) -> BeautifulSoup:
+def chromium(page: Path, profile: Path, size: tuple[int, int], *extra: str
+             ) -> subprocess.CompletedProcess[str]:
+    assert CHROMIUM is not None
+    result = subprocess.run(
+        [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+         f"--window-size={size[0]},{size[1]}", "--virtual-time-budget=5000", *extra,
+         page.resolve().as_uri()],
+        capture_output=True, text=True, timeout=90, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+def render_in_chromium(index: Path, profile: Path, size: tuple[int, int] = (1280, 4000)
+                       ) -> BeautifulSoup:
     """Open a probed copy of ``index`` from disk in headless Chromium; return the DOM it ends with.
 
     The copy sits beside index.html so relative thumbnail paths resolve the
-    same way. Its Content-Security-Policy gains only ``script-src`` for the
-    probe: images still load under the product's own ``img-src``.
+    same way. Its Content-Security-Policy gains only the probe's hash: the
+    page's own script and images still run under the product's policy.
     """
     html = index.read_text(encoding="utf-8")
-    csp = "default-src 'none';"
-    assert csp in html
-    probed = html.replace(csp, csp + " script-src 'unsafe-inline';", 1)
-    probed = probed.replace("</body>", PROBE + "</body>", 1)
+    digest = base64.b64encode(hashlib.sha256(PROBE.encode()).digest()).decode()
+    assert "script-src 'sha256-" in html
+    probed = html.replace("script-src ", f"script-src 'sha256-{digest}' ", 1)
+    probed = probed.replace("</body>", f"<script>{PROBE}</script></body>", 1)
     copy = index.with_name(".probe-index.html")
     copy.write_text(probed, encoding="utf-8")
-    assert CHROMIUM is not None
-    result = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", f"--user-data-dir={profile}", "--allow-file-access-from-files",
-         "--window-size=1280,4000", "--virtual-time-budget=5000", "--dump-dom",
-         copy.resolve().as_uri()],
-        capture_output=True, text=True, timeout=90, check=False)
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = chromium(copy, profile, size, "--dump-dom")
     assert "</html>" in result.stdout, result.stderr[-2000:]
     return BeautifulSoup(result.stdout, "html.parser")
 
 
+def probe_result(dom: BeautifulSoup) -> dict[str, Any]:
+    probe = dom.select_one("#probe")
+    assert probe is not None, "the probe did not run: " + dom.get_text()[:500]
+    result: dict[str, Any] = json.loads(probe.get_text())
+    return result
+
+
 def loaded_widths(dom: BeautifulSoup) -> dict[str, int | None]:
     """naturalWidth of each thumbnail in view, by alt text; None for one that did not load."""
-    in_view = [img for img in dom.find_all("img") if img.get("data-inview")]
+    in_view = [img for img in dom.select("figure img") if img.get("data-inview")]
     return {img["alt"]: int(img["data-loaded"]) if img.get("data-loaded") else None
             for img in in_view}
+
+
+def check_layout(seen: dict[str, Any]) -> None:
+    """Every thumbnail is at least 64 px on its shorter side; no caption leaves its tile."""
+    assert seen["figures"]
+    for figure in seen["figures"]:
+        if figure["thumb"] is not None:
+            assert min(figure["thumb"]) >= 64, figure
+            assert figure["thumb"][0] <= figure["tile"][0] + 0.5, figure
+        assert figure["overflow"] == [], figure
 
 
 @pytest.mark.browser
@@ -394,7 +557,46 @@ def test_thumbnails_with_hostile_names_load_from_disk(gallery: dict[str, Any],
     dom = render_in_chromium(gallery["index"], tmp_path / "chromium-profile")
     assert loaded_widths(dom) == {name: 8 for name in
                                   ("a1.png", HOSTILE_NAME, "b1.png", "b2.png", "nopage.png")}
-    assert dom.find("b") is None  # the hostile reason stayed text in the browser too
+    assert dom.select("figure b") == []  # the hostile reason stayed text in the browser too
+    assert dom.select_one("table.failures b") is None
+    seen = probe_result(dom)
+    check_layout(seen)  # 8 px images fill their tiles too
+    assert seen["filters"]["failed"] == [0, 2]
+    assert set(seen["filters"]["page2"]) == {"2"} and len(seen["filters"]["page2"]) == 4
+
+
+@pytest.mark.browser
+@needs_chromium
+@pytest.mark.parametrize("size", [(1280, 900), (420, 900)])
+def test_the_demo_gallery_in_a_browser(tmp_path: Path, size: tuple[int, int]) -> None:
+    """The demo's own gallery, at a desktop and a phone width: thumbnails, captions, lightbox."""
+    result = run_crawler("demo", "--out", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    index = tmp_path / "demo" / "index.html"
+    screenshot = tmp_path / f"gallery-{size[0]}.png"
+    chromium(index, tmp_path / "shot-profile", size, f"--screenshot={screenshot}")
+    assert screenshot.read_bytes()[16:24] == struct.pack(">II", *size)
+    dom = render_in_chromium(index, tmp_path / "profile", size)
+    seen = probe_result(dom)
+    check_layout(seen)
+    assert len(seen["figures"]) == 72
+    widths = loaded_widths(dom)
+    assert widths and all(width is not None and width >= 160 for width in widths.values()), widths
+    kinds = {name.rpartition(".")[2] for name in widths}
+    if size[0] > 1000:
+        assert kinds == {"png", "jpg", "gif", "svg"}, "every format decodes in a browser"
+    # The failed image and the page that is not there are listed, and filter.
+    assert seen["filters"]["failed"] == [0, 1]
+    assert "gone.html" in dom.select_one("table.pages").get_text()
+    assert seen["filters"]["shown"] == "showing 72 of 72 images"
+    assert seen["filters"]["visible"], "the script shows the filters it drives"
+    # The lightbox opens on the first thumbnail, steps on, wraps round, and closes.
+    box = seen["lightbox"]
+    hrefs = box["hrefs"]
+    assert box["open"] and box["first"] == hrefs[0] and box["next"] == hrefs[1]
+    assert box["wrapped"] == hrefs[-1] and box["closed"]
+    assert box["text"].startswith(f"{hrefs[0].rpartition('/')[2]} (1 of 72)")
+    assert min(box["size"]) >= 64
 
 
 @pytest.mark.browser
@@ -411,9 +613,37 @@ def test_report_of_a_real_crawl_shows_its_images(site: FixtureServer, tmp_path: 
     manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     stored = {entry["path"].rpartition("/")[2]: entry for entry in manifest
               if entry["status"] == "success"}
-    widths = loaded_widths(render_in_chromium(out / "index.html", tmp_path / "profile"))
+    dom = render_in_chromium(out / "index.html", tmp_path / "profile")
+    widths = loaded_widths(dom)
     assert set(widths) == set(stored), "every thumbnail fits a 1280x4000 window"
     for name, width in widths.items():
         assert width is not None, f"{name} did not load"
         assert width == stored[name]["width"], name
     assert len(widths) == 13
+    check_layout(probe_result(dom))
+    # The page robots.txt refused is listed with its reason.
+    rows = [[td.get_text() for td in tr.find_all("td")] for tr in dom.select("table.pages tr")
+            if tr.find("td")]
+    assert rows == [[site.url + "/private/secret.html", "disallowed by robots.txt", ""]]
+
+
+@pytest.mark.browser
+@needs_chromium
+def test_long_names_stay_inside_their_tiles(tmp_path: Path) -> None:
+    """A long file name wraps (two lines at most, the rest in its title), never out of its tile."""
+    out = tmp_path / "out"
+    names = ["x" * 180 + ".png", "a very long name with many words in it, " * 4 + ".png",
+             "wide.png"]
+    lines = []
+    for n, name in enumerate(names):
+        body = png(300 if name == "wide.png" else 40, 10, n)  # 30:1 and 4:1
+        store(out, f"h/{name}", body)
+        lines.append(success(f"http://h/{name}?{'q' * 300}", "http://h/" + "p" * 400,
+                             f"h/{name}", body, width=None, height=None))
+    (out / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    write_report(out)
+    for size in ((1280, 900), (360, 900)):
+        seen = probe_result(render_in_chromium(out / "index.html", tmp_path / f"p{size[0]}",
+                                               size))
+        check_layout(seen)
+        assert len(seen["figures"]) == 3

@@ -17,13 +17,15 @@ import struct
 import zlib
 from collections.abc import Sequence
 
+Rows = Sequence[bytes] | Sequence[bytearray]
+
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     body = kind + data
     return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
 
 
-def encode_png(width: int, height: int, rows: Sequence[bytes], *, pad_to: int = 0,
+def encode_png(width: int, height: int, rows: Rows, *, pad_to: int = 0,
                padding: bytes = b"") -> bytes:
     """A truecolour PNG of ``rows`` (RGB); ``pad_to`` adds a private chunk of ``padding``
     bytes to reach about that size."""
@@ -44,7 +46,7 @@ GIF_COLOURS = 128
 _GIF_RUN = 120  # literals between clear codes, before the code width would grow
 
 
-def encode_gif(width: int, height: int, rows: Sequence[bytes],
+def encode_gif(width: int, height: int, rows: Rows,
                palette: Sequence[tuple[int, int, int]]) -> bytes:
     """A GIF of ``rows`` of palette indices (each below :data:`GIF_COLOURS`)."""
     if not 0 < len(palette) <= GIF_COLOURS:
@@ -123,7 +125,7 @@ def _segment(marker: int, body: bytes) -> bytes:
     return bytes([0xFF, marker]) + struct.pack(">H", len(body) + 2) + body
 
 
-def _column_sums(rows: Sequence[bytes]) -> memoryview:
+def _column_sums(rows: Rows) -> memoryview:
     """The sum of ``rows`` byte by byte: each row widened to 16-bit lanes and added as one
     integer, which keeps the work in C."""
     size = len(rows[0])
@@ -135,7 +137,7 @@ def _column_sums(rows: Sequence[bytes]) -> memoryview:
     return memoryview(total.to_bytes(2 * size, "little")).cast("H")
 
 
-def _blocks(width: int, rows: Sequence[bytes]) -> list[list[tuple[float, ...]]]:
+def _blocks(width: int, rows: Rows) -> list[list[tuple[float, ...]]]:
     """Per 8x8 block: (mean, right-left, bottom-top) of R, G and B, row of blocks by row."""
     out = []
     for top in range(0, len(rows), 8):
@@ -153,7 +155,7 @@ def _blocks(width: int, rows: Sequence[bytes]) -> list[list[tuple[float, ...]]]:
     return out
 
 
-def encode_jpeg(width: int, height: int, rows: Sequence[bytes]) -> bytes:
+def encode_jpeg(width: int, height: int, rows: Rows) -> bytes:
     """A baseline JPEG of ``rows`` (RGB); width and height must be multiples of 8."""
     if width % 8 or height % 8:
         raise ValueError(f"JPEG size {width}x{height}: both must be multiples of 8")

@@ -112,9 +112,9 @@ def build_site(pages: int = 12, images_per_page: int = 6, *, min_kb: int = 2, ma
         if n == 0 and broken_links:
             links.append("/page/gone.html")
             tags.append('<img src="/images/gone.png" alt="a picture no longer there">')
-        body = "\n".join(tags + [f'<a href="{link}">next</a>' for link in links])
+        content = "\n".join(tags + [f'<a href="{link}">next</a>' for link in links])
         html = (f"<!DOCTYPE html><html><head><meta charset=utf-8><title>Page {n}</title>{head}"
-                f"</head><body><h1>Demo page {n}</h1>\n{body}\n</body></html>")
+                f"</head><body><h1>Demo page {n}</h1>\n{content}\n</body></html>")
         files[path] = ("text/html; charset=utf-8", html.encode())
     files["/robots.txt"] = ("text/plain", b"User-agent: *\nDisallow: /private/\n")
     return Site(files, frozenset(images), frozenset(page_paths))

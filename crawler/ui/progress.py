@@ -167,8 +167,8 @@ def images_line(s: Snapshot, rates: tuple[float, float] | None, width: int, *,
     count = f"images {s.done}/{s.found}" + (f" ({s.failed} failed)" if s.failed else "")
     percent = f"{100 * s.done // s.found:3d}%" if s.found else "  -%"
     tail: list[str]
-    if final:
-        tail = [image_rate(rates[0]) if rates else "", f"in {human_duration(elapsed)}"]
+    if final:  # the summary that follows gives the rate
+        tail = [f"in {human_duration(elapsed)}"]
     elif rates is None:
         tail = ["starting"]
     else:

@@ -94,11 +94,11 @@ overflow-wrap:anywhere}
 th{background:#f0f0f0}
 td.num{text-align:right}
 [hidden]{display:none!important}
-#lightbox{position:fixed;inset:0;z-index:5;background:rgba(10,10,12,.92);color:#eee;
+#lightbox{position:fixed;inset:0;z-index:5;background:rgba(10,10,12,.96);color:#eee;
 display:flex;flex-direction:column;align-items:center;justify-content:center;padding:1em 4em}
 #lightbox img{max-width:100%;max-height:calc(100vh - 8em);object-fit:contain;
-background:#fff1;min-width:64px;min-height:64px}
-#lightbox img.tiny{image-rendering:pixelated;width:256px;height:auto}
+min-width:64px;min-height:min(60vh,480px)}
+#lightbox img.tiny{image-rendering:pixelated}
 #lightbox p{margin:.6em 0 0;max-width:100%;text-align:center;overflow-wrap:anywhere}
 #lightbox a{color:#9cf}
 #lightbox button{position:absolute;background:none;border:0;color:#fff;font-size:2.2em;
@@ -131,6 +131,7 @@ SCRIPT = """
     shown.textContent = `showing ${count} of ${select("gallery").dataset.total} images`;
   }
   for (const f of filters) f.addEventListener("change", apply);
+  select("filters").hidden = false;
   const box = select("lightbox"), text = select("lb-text");
   const big = document.createElement("img");
   big.id = "lb-image";
@@ -414,8 +415,9 @@ def render(manifest: Manifest, folders: Path | Sequence[Path]) -> str:
         gallery.append(_link(page) if page is not None else "Found on no recorded page")
         gallery.append(f' <small>({_plural(len(entries), "image")})</small></h2>\n'
                        '<div class="grid">\n')
+        page_html = escape(page or "")
         for entry in entries:
-            _figure(gallery, entry, number, context)
+            _figure(gallery, entry, number, page_html, context)
         gallery.append("</div></section>\n")
     failures: list[str] = []
     _failures(failures, manifest.failures, page_numbers, context)
@@ -464,7 +466,8 @@ def _filters(out: list[str], page_numbers: dict[str | None, int], manifest: Mani
     counts: Counter[str | None] = Counter(entry.page for entry in manifest.failures)
     for page, entries in manifest.pages.items():
         counts[page] += len(entries)
-    add('<form class="filters" id="filters"><label>page <select id="f-page">'
+    # Hidden until the script shows it: without scripts the filters could not work.
+    add('<form class="filters" id="filters" hidden><label>page <select id="f-page">'
         '<option value="">all pages</option>')
     for page, number in page_numbers.items():
         label = page if page is not None else "no recorded page"
@@ -482,28 +485,32 @@ def _filters(out: list[str], page_numbers: dict[str | None, int], manifest: Mani
     add('</select></label><span id="shown"></span></form>\n')
 
 
-def _figure(out: list[str], entry: Entry, page_number: int, context: _Context) -> None:
-    """Append one image's figure: a thumbnail of its file, or where that file is."""
+def _figure(out: list[str], entry: Entry, page_number: int, page_html: str,
+            context: _Context) -> None:
+    """Append one image's figure: a thumbnail of its file, or where that file is.
+
+    Each value is escaped once (``page_html`` once per page): this runs per image.
+    """
     inside = _inside(entry.path)
     href = _local_href(context.bases, entry.path) if inside else None
-    name = _file_name(entry)
-    host = _host(entry.url)
+    name = escape(_file_name(entry))
+    url = escape(entry.url)
+    host = escape(_host(entry.url))
     size = _size_class(entry.bytes)
     context.hosts[host] += 1
     context.sizes[size] += 1
-    details = _details(entry)
-    status = "here" if href is not None else "elsewhere"
+    details = escape(_details(entry))
     add = out.append
-    add(f'<figure class="image item" data-page="{page_number}" data-host="{escape(host)}" '
-        f'data-status="{status}" data-size="{size}"')
     if href is not None:
         tiny = ' class="tiny"' if entry.width is not None and entry.width < 64 else ""
-        add(f' data-full="{href}" data-name="{escape(name)}" data-url="{escape(entry.url)}" '
-            f'data-details="{escape(details)}" data-width="{entry.width or 0}" '
-            f'data-where="{escape(entry.page or "")}"><a class="thumb" href="{href}">'
-            f'<img loading="lazy" decoding="async" src="{href}" alt="{escape(name)}"{tiny}></a>')
+        add(f'<figure class="image item" data-page="{page_number}" data-host="{host}" '
+            f'data-status="here" data-size="{size}" data-full="{href}" data-name="{name}" '
+            f'data-url="{url}" data-details="{details}" data-width="{entry.width or 0}" '
+            f'data-where="{page_html}"><a class="thumb" href="{href}">'
+            f'<img loading="lazy" decoding="async" src="{href}" alt="{name}"{tiny}></a>')
     else:
-        add(">")
+        add(f'<figure class="image item" data-page="{page_number}" data-host="{host}" '
+            f'data-status="elsewhere" data-size="{size}">')
         context.not_shown += 1
         if not entry.path:
             note = "no file recorded"
@@ -516,8 +523,10 @@ def _figure(out: list[str], entry: Entry, page_number: int, context: _Context) -
                     f"{f' (worker {escape(entry.worker)})' if entry.worker else ''}<br>"
                     f"<code>{escape(entry.path)}</code>")
         add(f'<p class="missing">{note}</p>')
-    add(f'<figcaption><span class="name" title="{escape(entry.url)}">{_link(entry.url, name)}'
-        f'</span><span class="details">{escape(details)}</span></figcaption></figure>\n')
+    link = (f'<a href="{url}" rel="noopener noreferrer">{name}</a>' if _is_http(entry.url)
+            else name)
+    add(f'<figcaption><span class="name">{link}</span><span class="details">{details}</span>'
+        "</figcaption></figure>\n")
 
 
 def _details(entry: Entry) -> str:
@@ -541,10 +550,11 @@ def _file_name(entry: Entry) -> str:
 
 
 def _host(url: str) -> str:
-    try:
-        return urlsplit(url).netloc.lower() or "(no host)"
-    except ValueError:
-        return "(no host)"
+    """The host (and port) of ``url``, in lower case; plain string work, as urlsplit costs
+    more than the rest of a figure."""
+    rest = url.partition("://")[2]
+    host = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0].rpartition("@")[2]
+    return host.lower() or "(no host)"
 
 
 def _size_class(count: int | None) -> str:
@@ -622,13 +632,16 @@ def _failed_pages(out: list[str], pages: list[FailedPage]) -> None:
     out.append("</tbody></table>\n")
 
 
-def _link(url: str, text: str | None = None) -> str:
-    """``url`` as escaped text (or ``text``), a link only when it is http(s): never javascript:
-    or file:."""
-    shown = escape(url if text is None else text)
-    if url[:8].lower().startswith(("http://", "https://")):
-        return f'<a href="{escape(url)}" rel="noopener noreferrer">{shown}</a>'
-    return shown
+def _link(url: str) -> str:
+    """``url`` as escaped text, made a link only when it is http(s): never javascript: or file:."""
+    text = escape(url)
+    if _is_http(url):
+        return f'<a href="{text}" rel="noopener noreferrer">{text}</a>'
+    return text
+
+
+def _is_http(url: str) -> bool:
+    return url[:8].lower().startswith(("http://", "https://"))
 
 
 def _plural(count: int, noun: str) -> str:

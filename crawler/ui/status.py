@@ -23,7 +23,8 @@ def format_status(status: dict[str, Any]) -> str:
     lines = [
         f"master: {', '.join(status['seeds'])}  "
         f"({'finished' if status['closed'] else 'crawling'}, {status['elapsed_s']:.0f} s)",
-        f"pages crawled {progress['pages']} ({progress['pages_failed']} failed)   "
+        f"pages crawled {progress['pages']} ({progress['pages_failed']} failed, "
+        f"{progress.get('pages_queued', 0)} queued)   "
         f"images found {progress['found']}",
         f"downloaded {progress['downloaded']} ({human_bytes(progress['bytes'])})   "
         f"failed {progress['failed']}   queued {board['queued']}   "
