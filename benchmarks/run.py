@@ -486,7 +486,7 @@ class CrawlerSetup:
     local_workers: bool  # the master starts them (one rusage for all) instead of us
     timeout: float
     extra: tuple[str, ...] = ()  # more master flags, e.g. --page-concurrency 8
-    worker_extra: tuple[str, ...] = ()  # more worker flags, e.g. --no-fast-lane
+    worker_extra: tuple[str, ...] = ()  # more worker flags, e.g. --no-proxy
 
 
 def crawler_argv(base_url: str, out: Path, qport: int, setup: CrawlerSetup) -> list[str]:
@@ -936,7 +936,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="more flags for crawler master, e.g. '--page-concurrency 8'")
     parser.add_argument("--worker-args", default="", metavar="FLAGS",
                         help="more flags for each crawler worker, e.g. "
-                             "--worker-args=--no-fast-lane (not with --local)")
+                             "--worker-args=--no-proxy (not with --local)")
     parser.add_argument("--no-wget", action="store_true", help="run the crawler only")
     parser.add_argument("--python-server", action="store_true",
                         help="serve with Python's ThreadingHTTPServer instead of nginx")

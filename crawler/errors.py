@@ -9,7 +9,7 @@
     │   ├── MasterUnreachable    a worker gave up waiting for its master; exit 1
     │   └── AuthenticationFailed the master refused our authkey; exit 1
     ├── StorageError             the output folder cannot be written (permission, disk full); exit 3
-    ├── WorkerFailed             a worker cannot go on (no download threads); exit 1
+    ├── WorkerFailed             a worker cannot go on (no download engine); exit 1
     ├── OutputLost               standard output cannot be written (closed pipe, full); exit 120
     └── InvalidURL               a URL that cannot be crawled (not http(s), no host)
 

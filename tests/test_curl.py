@@ -667,3 +667,37 @@ def test_a_worker_whose_engine_cannot_start_hands_its_urls_back(
     entries = {e["url"]: e for e in manifest_lines(out)}
     assert entries[site.url + "/moved.png"]["status"] == "success"
     assert entries[site.url + "/images/blue.png"]["status"] == "success"
+
+
+def test_a_download_stuck_past_every_deadline_is_reported_and_not_renewed(
+        tmp_path: Path) -> None:
+    """Held URLs are what heartbeats renew: one the engine never reports must leave that set."""
+    worker = Worker(MasterClient(("127.0.0.1", free_port()), b"k" * 32),
+                    WorkerOptions(out_dir=tmp_path))
+    worker._limits = Limits(deadline=1.0)
+    worker._stuck_after = 5.0
+    now = time.monotonic()
+    worker._held = {"http://a.test/stuck.png": now - 6.0, "http://a.test/fine.png": now - 1.0}
+    reports: list[dict[str, object]] = []
+    worker._report_stuck(reports)
+    assert [r["url"] for r in reports] == ["http://a.test/stuck.png"]
+    stuck = Attempt.from_wire(reports[0])
+    assert (stuck.reason, stuck.transient, stuck.kind) == (
+        "too slow: not finished within 1 s", True, FailureKind.TOO_SLOW)
+    assert set(worker._held) == {"http://a.test/fine.png"}
+    # The engine's late word on it changes nothing: it was reported once.
+    late = Attempt(url="http://a.test/stuck.png", ok=False, reason="timed out", transient=True,
+                   kind=FailureKind.TIMEOUT)
+    worker._done.put([("http://a.test/stuck.png", late)])
+    released: list[str] = []
+    worker._collect(reports, released, wait=0.0)
+    assert len(reports) == 1 and released == []
+
+
+def test_failure_kinds_cross_the_wire_as_plain_text() -> None:
+    attempt = Attempt(url="http://a.test/x.png", ok=False, reason="HTTP 404",
+                      kind=FailureKind.STATUS)
+    wire = attempt.to_wire()
+    assert wire["kind"] == "status"
+    assert Attempt.from_wire(wire) == attempt
+    assert Attempt.from_wire({**wire, "kind": "from-a-newer-version"}).kind is None
