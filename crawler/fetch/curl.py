@@ -34,7 +34,6 @@ import re
 import select
 import selectors
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -75,6 +74,7 @@ RATE_BURST = 0.1  # seconds of the bandwidth cap that may be spent at once
 GUARD_CACHE = 4096  # addresses whose verdict is remembered
 _WANTED = frozenset({b"content-length", b"content-type", b"content-encoding", b"location",
                      b"retry-after"})
+_WANTED_FIRST = frozenset(name[0] for name in _WANTED)  # "c", "l", "r"
 _NEEDS_QUOTING = re.compile(r"[^\x21-\x7e]")
 _URL_SAFE = "!#$%&'()*+,/:;=?@[]~"
 _CA_FILES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt",
@@ -110,14 +110,19 @@ class _Slot:
 
     handle: pycurl.Curl
     transfer: _Transfer | None = None
+    fresh: bool = False  # FRESH_CONNECT is set on the handle
 
 
 def default_ca_file() -> str | None:
     """A CA bundle of this system (or certifi's): libcurl's built-in path may not exist here."""
-    paths = ssl.get_default_verify_paths()
-    for candidate in (os.environ.get("SSL_CERT_FILE"), paths.cafile, *_CA_FILES):
+    for candidate in (os.environ.get("SSL_CERT_FILE"), *_CA_FILES):
         if candidate and Path(candidate).is_file():
             return candidate
+    import ssl  # only here: importing it costs a worker 5 ms of start-up
+
+    cafile = ssl.get_default_verify_paths().cafile
+    if cafile and Path(cafile).is_file():
+        return cafile
     try:
         import certifi
     except ImportError:
@@ -352,7 +357,9 @@ class CurlEngine:
         handle = slot.handle
         handle.setopt(pycurl.URL, quote(url, _URL_SAFE) if _NEEDS_QUOTING.search(url) else url)
         handle.setopt(pycurl.TIMEOUT_MS, max(1, int(remaining * 1000)))
-        handle.setopt(pycurl.FRESH_CONNECT, 1 if transfer.fresh else 0)
+        if transfer.fresh != slot.fresh:
+            handle.setopt(pycurl.FRESH_CONNECT, 1 if transfer.fresh else 0)
+            slot.fresh = transfer.fresh
         if self._per_hop:
             self._hop_options(handle, url)
         self._active.add(slot)
@@ -443,29 +450,32 @@ class CurlEngine:
         return why
 
     def _on_header(self, slot: _Slot, line: bytes) -> int | None:
+        """One line of a response head (libcurl calls this per line: kept cheap)."""
         transfer = slot.transfer
         if transfer is None:
             return -1
-        transfer.last_io = time.monotonic()
+        first = line[0] | 0x20  # the first letter, in lower case
+        if first in _WANTED_FIRST:  # only c..., l..., r...: most lines go no further
+            name, colon, value = line.partition(b":")
+            if colon and not transfer.head_done:
+                name = name.strip().lower()
+                if name in _WANTED:
+                    transfer.headers[name] = value.strip().decode("latin-1")
+            return None
         if line.startswith(b"HTTP/"):
+            transfer.last_io = time.monotonic()
             parts = line.split(None, 2)
             transfer.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
             transfer.headers = {}
             transfer.head_done = False
             return None
-        if transfer.head_done:
-            return None  # trailers of a chunked body
-        if line == b"\r\n" or line == b"\n":
+        if len(line) <= 2 and line.strip() == b"" and not transfer.head_done:
+            transfer.last_io = time.monotonic()
             if 100 <= transfer.status < 200:
                 return None  # an interim answer: the real one follows
             transfer.head_done = True
             return self._on_head(transfer)
-        name, colon, value = line.partition(b":")
-        if colon:
-            name = name.strip().lower()
-            if name in _WANTED:
-                transfer.headers[name] = value.strip().decode("latin-1")
-        return None
+        return None  # another header, or a trailer of a chunked body
 
     def _on_head(self, transfer: _Transfer) -> int | None:
         """Decide from the status and headers what to do with the body (-1: stop now)."""
