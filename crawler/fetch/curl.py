@@ -267,14 +267,19 @@ class CurlEngine:
                   | (selectors.EVENT_WRITE if what & pycurl.POLL_OUT else 0))
         if not events:
             return
-        if fd in self._watched:
-            if self._watched[fd] != events:
+        if self._watched.get(fd) == events:
+            return
+        try:
+            if fd in self._watched:
                 self._selector.modify(fd, events)
-        else:
-            try:
+            else:
                 self._selector.register(fd, events)
-            except KeyError:  # a closed descriptor's number, reused before its removal
-                self._selector.modify(fd, events)
+        except (KeyError, OSError):
+            # The number of a descriptor closed without a removal, now reused: the
+            # selector's entry is stale. Start it afresh.
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._selector.unregister(fd)
+            self._selector.register(fd, events)
         self._watched[fd] = events
 
     def _on_timer(self, timeout_ms: int) -> None:
