@@ -389,3 +389,26 @@ def test_workers_carry_the_masters_request_settings(recorder: Recorder, tmp_path
     logs = result.stderr + "".join(p.read_text() for p in (tmp_path / "out").glob("*.log"))
     for secret in ("tok-1", "secret-cookie-value", "s3cret-pass"):
         assert secret not in logs
+
+
+def test_flags_set_the_http_settings(tmp_path: Path) -> None:
+    from crawler.cli import _settings, build_parser
+
+    (tmp_path / "settings.toml").write_text('[http]\nheaders = ["X-From-File: 1"]\n')
+    args = build_parser().parse_args([
+        "master", "http://a.test/", "--settings", str(tmp_path / "settings.toml"),
+        "--header", "X-One: 1", "--header", "X-Two: 2", "--insecure", "--no-proxy",
+        "--limit-rate", "2M", "--proxy", "socks5h://127.0.0.1:9", "--cookies", "c.txt",
+        "--netrc", "n.rc", "--ca-bundle", "ca.pem", "--client-cert", "me.pem"])
+    http = _settings(args).http
+    assert http.headers == ("X-From-File: 1", "X-One: 1", "X-Two: 2")
+    assert (http.insecure, http.env_proxies, parse_rate(http.limit_rate)) == (
+        True, False, 2 * 1024 * 1024)
+    assert (http.proxy, http.cookies, http.netrc, http.ca_bundle, http.client_cert) == (
+        "socks5h://127.0.0.1:9", "c.txt", "n.rc", "ca.pem", "me.pem")
+    worker = _settings(build_parser().parse_args(
+        ["worker", "127.0.0.1:1", "--no-proxy", "--client-cert", "mine.pem"])).http
+    assert (worker.env_proxies, worker.client_cert) == (False, "mine.pem")
+    result = run_crawler("worker", "127.0.0.1:1", "--client-cert", str(tmp_path / "none.pem"),
+                         "--connect-wait", "0", cwd=tmp_path)
+    assert result.returncode == 2 and "http.client_cert: cannot read" in result.stderr
