@@ -383,6 +383,32 @@ def test_the_address_guard_applies_to_every_redirect_hop(
     assert isinstance(bad, Attempt) and bad.reason.startswith("bad redirect to")
 
 
+def test_a_redirect_is_followed_whatever_its_body_does(engines: Callable[..., Engine]) -> None:
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        target = request.split(b" ")[1]
+        if target == b"/long.png":  # a body past what is drained to keep the connection
+            body = b"x" * 200_000
+            conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: /img.png\r\nContent-Length: %d"
+                         b"\r\n\r\n%s" % (len(body), body))
+            return True
+        if target == b"/stalled.png":  # a body that never comes
+            conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: /img.png\r\nContent-Length: 10"
+                         b"\r\n\r\n")
+            time.sleep(3)
+            return False
+        conn.sendall(ok_answer())
+        return True
+
+    base, done = raw_server(answer)
+    try:
+        got = engines(limits=Limits(read_timeout=0.5)).fetch([f"{base}/long.png",
+                                                              f"{base}/stalled.png"])
+    finally:
+        done.set()
+    for attempt in got.values():
+        assert isinstance(attempt, Attempt) and attempt.ok and attempt.bytes == len(PNG), attempt
+
+
 def test_a_stop_hands_back_what_is_in_flight(server: FixtureServer,
                                              engines: Callable[..., Engine]) -> None:
     def slow(handler: FixtureHandler) -> None:

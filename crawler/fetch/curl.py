@@ -557,11 +557,13 @@ class CurlEngine:
             transfer.unclean, transfer.fresh = False, True
             self._begin(slot)  # the same hop again, on a new connection
             return
-        elif code:
-            attempt = self._transport_failure(transfer, code, message)
-        elif transfer.location is not None:
+        elif transfer.location is not None and transfer.head_done:
+            # Where to go is known from the head, however its body ended (cut
+            # short by us when long, or broken): the next hop.
             self._follow(slot)
             return
+        elif code:
+            attempt = self._transport_failure(transfer, code, message)
         elif transfer.sink is not None:
             attempt = self._stored(transfer)
         else:
@@ -628,6 +630,11 @@ class CurlEngine:
                                                 FailureKind.TOO_SLOW, True))
             elif (transfer.last_io is not None and slot not in self._paused
                   and now - transfer.last_io > limits.read_timeout):
+                if transfer.location is not None and transfer.head_done:
+                    self._multi.remove_handle(slot.handle)  # a redirect whose body stalls
+                    self._active.discard(slot)
+                    self._follow(slot)
+                    continue
                 self._finish(slot, transfer.answer or self._failed(
                     transfer, "timed out", FailureKind.TIMEOUT, True))
 
