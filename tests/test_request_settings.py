@@ -412,3 +412,20 @@ def test_flags_set_the_http_settings(tmp_path: Path) -> None:
     result = run_crawler("worker", "127.0.0.1:1", "--client-cert", str(tmp_path / "none.pem"),
                          "--connect-wait", "0", cwd=tmp_path)
     assert result.returncode == 2 and "http.client_cert: cannot read" in result.stderr
+
+
+def test_the_status_of_a_master_shows_no_request_secrets(tmp_path: Path) -> None:
+    from crawler.master.authkey import Authkey
+    from crawler.master.master import Master, MasterOptions
+    from crawler.ui.progress import make_reporter
+
+    (tmp_path / "cookies.txt").write_text(COOKIES)
+    settings = Settings().with_values({"http.cookies": str(tmp_path / "cookies.txt"),
+                                       "http.headers": ("Authorization: Bearer tok-1",)})
+    master = Master(settings, MasterOptions(seeds=("http://127.0.0.1:1/",), out_dir=tmp_path,
+                                            bind=("127.0.0.1", 0)),
+                    Authkey(b"k" * 32, "test"), make_reporter(True), None)  # type: ignore[arg-type]
+    joining = repr(master.describe())
+    assert "tok-1" in joining and "secret-cookie-value" in joining  # what a worker needs
+    status = repr(master.describe(full=True))
+    assert "tok-1" not in status and "secret-cookie-value" not in status

@@ -147,10 +147,11 @@ class Master:
             "limits": dataclasses.asdict(Limits.from_settings(dl)),
             "policy": self._policy.to_wire(),
             "user_agent": self._settings.crawl.user_agent,
-            "request": self._request.to_wire(),  # headers, cookies, TLS, proxies, logins
             "lease_timeout": self._settings.queue.lease_timeout,
             "exchange": True,  # this master has BoardView.exchange; earlier ones did not
         }
+        if not full:  # a joining worker's: it holds secrets, which status must not show
+            info["request"] = self._request.to_wire()  # headers, cookies, TLS, proxies, logins
         if full:
             info.update(seeds=list(self._options.seeds),
                         elapsed_s=round(time.monotonic() - self._started, 2),
