@@ -409,6 +409,25 @@ def test_a_redirect_is_followed_whatever_its_body_does(engines: Callable[..., En
         assert isinstance(attempt, Attempt) and attempt.ok and attempt.bytes == len(PNG), attempt
 
 
+def test_a_bug_while_storing_fails_that_image_and_the_engine_goes_on(
+        server: FixtureServer, engines: Callable[..., Engine],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    real = Store.store_bytes
+
+    def broken_for_blue(store: Store, url: str, *args: object) -> object:
+        if "blue" in url:
+            raise RuntimeError("a bug")
+        return real(store, url, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Store, "store_bytes", broken_for_blue)
+    engine = engines()
+    blue = engine.one(server.url + "/images/blue.png")
+    assert (blue.reason, blue.transient, blue.kind) == (
+        "worker error: RuntimeError: a bug", True, FailureKind.WORKER_ERROR)
+    assert engine.one(server.url + "/icons/star.gif").ok
+    assert engine.thread.is_alive()
+
+
 def test_a_stop_hands_back_what_is_in_flight(server: FixtureServer,
                                              engines: Callable[..., Engine]) -> None:
     def slow(handler: FixtureHandler) -> None:

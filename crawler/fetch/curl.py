@@ -302,7 +302,7 @@ class CurlEngine:
             task = self._waiting.popleft()
             slot = self._free.pop() if self._free else self._new_slot()
             slot.transfer = _Transfer(task, task[0])
-            self._begin(slot)
+            self._guarded(slot, self._begin)
 
     # ----- handles ----------------------------------------------------------------------
 
@@ -539,11 +539,29 @@ class CurlEngine:
         while True:
             queued, succeeded, failed = self._multi.info_read()
             for handle in succeeded:
-                self._done(self._by_handle[id(handle)], 0, "")
+                slot = self._by_handle[id(handle)]
+                self._guarded(slot, functools.partial(self._done, code=0, message=""))
             for handle, code, message in failed:
-                self._done(self._by_handle[id(handle)], code, message)
+                slot = self._by_handle[id(handle)]
+                self._guarded(slot, functools.partial(self._done, code=code, message=message))
             if not queued:
                 return
+
+    def _guarded(self, slot: _Slot, action: Callable[[_Slot], None]) -> None:
+        """Run ``action``; a bug in it fails only the slot's image, not the engine."""
+        try:
+            action(slot)
+        except Exception as exc:
+            transfer = slot.transfer
+            log.exception("unexpected error on %s", transfer.task[0] if transfer else "?")
+            if transfer is None:
+                return
+            with contextlib.suppress(pycurl.error):
+                self._multi.remove_handle(slot.handle)  # if it was added
+            self._active.discard(slot)
+            self._finish(slot, self._failed(transfer, f"worker error: "
+                                            f"{exc.__class__.__name__}: {exc}",
+                                            FailureKind.WORKER_ERROR, True), active=False)
 
     def _done(self, slot: _Slot, code: int, message: str) -> None:
         """libcurl finished the slot's current hop: the Attempt, or the next hop."""
