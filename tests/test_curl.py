@@ -383,6 +383,28 @@ def test_the_address_guard_applies_to_every_redirect_hop(
     assert isinstance(bad, Attempt) and bad.reason.startswith("bad redirect to")
 
 
+def test_a_redirect_target_the_caller_refuses_is_not_fetched(
+        server: FixtureServer, tmp_path: Path) -> None:
+    server.routes["/go.png"] = lambda h: h.send_body(302, b"", "text/plain",
+                                                     {"Location": "/private/x.png"})
+    results: queue.SimpleQueue[list[tuple[str, Attempt | None]]] = queue.SimpleQueue()
+    engine = CurlEngine(slots=1, store=Store(tmp_path / "out"), limits=Limits(), policy=LOOPBACK,
+                        options=RequestOptions(), report=results.put, stop=threading.Event(),
+                        may_follow=lambda url: "/private/" not in url)
+    thread = threading.Thread(target=engine.run, daemon=True)
+    thread.start()
+    try:
+        engine.submit([(server.url + "/go.png", 1)])
+        [(_, attempt)] = results.get(timeout=20)
+    finally:
+        engine.close()
+        thread.join(timeout=10)
+    assert attempt is not None and attempt.kind is FailureKind.REDIRECT
+    assert attempt.reason == (f"redirected to {server.url}/private/x.png, out of scope or "
+                              "disallowed by robots.txt")
+    assert server.paths() == ["/go.png"]
+
+
 def test_a_redirect_is_followed_whatever_its_body_does(engines: Callable[..., Engine]) -> None:
     def answer(conn: socket.socket, request: bytes) -> bool:
         target = request.split(b" ")[1]
