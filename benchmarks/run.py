@@ -258,7 +258,7 @@ class CrawlerSetup:
     timeout: float
     depth: int
     extra: tuple[str, ...] = ()  # more master flags, e.g. --page-concurrency 8
-    worker_extra: tuple[str, ...] = ()  # more worker flags, e.g. --no-fast-lane
+    worker_extra: tuple[str, ...] = ()  # more worker flags, e.g. --no-proxy
     ca: Path | None = None
     ca_flag: tuple[bool, bool] = (False, False)  # master, worker list --ca-bundle
 
@@ -883,7 +883,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="more flags for every crawler master, e.g. '--page-concurrency 8'")
     parser.add_argument("--worker-args", default="", metavar="FLAGS",
                         help="more flags for each crawler worker, e.g. "
-                             "--worker-args=--no-fast-lane (not with --local)")
+                             "--worker-args=--no-proxy (not with --local)")
     parser.add_argument("--python-server", action="store_true",
                         help="serve with Python's ThreadingHTTPServer instead of nginx (http)")
     parser.add_argument("--no-install", action="store_true",

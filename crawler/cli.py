@@ -342,6 +342,10 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from crawler.board.manager import MasterClient
     from crawler.worker.worker import Worker, WorkerOptions
 
+    for key, path in (("http.client_cert", settings.http.client_cert),
+                      ("http.client_key", settings.http.client_key)):
+        if path and not os.access(path, os.R_OK):
+            raise UsageError(f"{key}: cannot read {path}")
     authkey = load_authkey(args.authkey_file, generate=False)
     line = WorkerLine(quiet=args.quiet)
     worker = Worker(MasterClient(_address(args.master), authkey.key),

@@ -13,7 +13,7 @@
     │   └── JournalDamaged       the crawl journal is not a readable SQLite file; exit 3
     ├── PathConflict             an image's name is taken by something the crawler did not store
     ├── LeaseLost                a worker would store an image whose lease went to another worker
-    ├── WorkerFailed             a worker cannot go on (no download threads); exit 1
+    ├── WorkerFailed             a worker cannot go on (no download engine); exit 1
     ├── NothingCrawled           no seed page could be fetched (refused, DNS, TLS…); exit 5
     ├── OutputLost               standard output cannot be written (closed pipe, full); exit 120
     └── InvalidURL               a URL that cannot be crawled (not http(s), no host)

@@ -383,6 +383,73 @@ def test_the_address_guard_applies_to_every_redirect_hop(
     assert isinstance(bad, Attempt) and bad.reason.startswith("bad redirect to")
 
 
+def test_a_redirect_target_the_caller_refuses_is_not_fetched(
+        server: FixtureServer, tmp_path: Path) -> None:
+    server.routes["/go.png"] = lambda h: h.send_body(302, b"", "text/plain",
+                                                     {"Location": "/private/x.png"})
+    results: queue.SimpleQueue[list[tuple[str, Attempt | None]]] = queue.SimpleQueue()
+    engine = CurlEngine(slots=1, store=Store(tmp_path / "out"), limits=Limits(), policy=LOOPBACK,
+                        options=RequestOptions(), report=results.put, stop=threading.Event(),
+                        may_follow=lambda url: "/private/" not in url)
+    thread = threading.Thread(target=engine.run, daemon=True)
+    thread.start()
+    try:
+        engine.submit([(server.url + "/go.png", 1)])
+        [(_, attempt)] = results.get(timeout=20)
+    finally:
+        engine.close()
+        thread.join(timeout=10)
+    assert attempt is not None and attempt.kind is FailureKind.REDIRECT
+    assert attempt.reason == (f"redirected to {server.url}/private/x.png, out of scope or "
+                              "disallowed by robots.txt")
+    assert server.paths() == ["/go.png"]
+
+
+def test_a_redirect_is_followed_whatever_its_body_does(engines: Callable[..., Engine]) -> None:
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        target = request.split(b" ")[1]
+        if target == b"/long.png":  # a body past what is drained to keep the connection
+            body = b"x" * 200_000
+            conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: /img.png\r\nContent-Length: %d"
+                         b"\r\n\r\n%s" % (len(body), body))
+            return True
+        if target == b"/stalled.png":  # a body that never comes
+            conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: /img.png\r\nContent-Length: 10"
+                         b"\r\n\r\n")
+            time.sleep(3)
+            return False
+        conn.sendall(ok_answer())
+        return True
+
+    base, done = raw_server(answer)
+    try:
+        got = engines(limits=Limits(read_timeout=0.5)).fetch([f"{base}/long.png",
+                                                              f"{base}/stalled.png"])
+    finally:
+        done.set()
+    for attempt in got.values():
+        assert isinstance(attempt, Attempt) and attempt.ok and attempt.bytes == len(PNG), attempt
+
+
+def test_a_bug_while_storing_fails_that_image_and_the_engine_goes_on(
+        server: FixtureServer, engines: Callable[..., Engine],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    real = Store.store_bytes
+
+    def broken_for_blue(store: Store, url: str, *args: object) -> object:
+        if "blue" in url:
+            raise RuntimeError("a bug")
+        return real(store, url, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Store, "store_bytes", broken_for_blue)
+    engine = engines()
+    blue = engine.one(server.url + "/images/blue.png")
+    assert (blue.reason, blue.transient, blue.kind) == (
+        "worker error: RuntimeError: a bug", True, FailureKind.WORKER_ERROR)
+    assert engine.one(server.url + "/icons/star.gif").ok
+    assert engine.thread.is_alive()
+
+
 def test_a_stop_hands_back_what_is_in_flight(server: FixtureServer,
                                              engines: Callable[..., Engine]) -> None:
     def slow(handler: FixtureHandler) -> None:
@@ -667,3 +734,37 @@ def test_a_worker_whose_engine_cannot_start_hands_its_urls_back(
     entries = {e["url"]: e for e in manifest_lines(out)}
     assert entries[site.url + "/moved.png"]["status"] == "success"
     assert entries[site.url + "/images/blue.png"]["status"] == "success"
+
+
+def test_a_download_stuck_past_every_deadline_is_reported_and_not_renewed(
+        tmp_path: Path) -> None:
+    """Held URLs are what heartbeats renew: one the engine never reports must leave that set."""
+    worker = Worker(MasterClient(("127.0.0.1", free_port()), b"k" * 32),
+                    WorkerOptions(out_dir=tmp_path))
+    worker._limits = Limits(deadline=1.0)
+    worker._stuck_after = 5.0
+    now = time.monotonic()
+    worker._held = {"http://a.test/stuck.png": now - 6.0, "http://a.test/fine.png": now - 1.0}
+    reports: list[dict[str, object]] = []
+    worker._report_stuck(reports)
+    assert [r["url"] for r in reports] == ["http://a.test/stuck.png"]
+    stuck = Attempt.from_wire(reports[0])
+    assert (stuck.reason, stuck.transient, stuck.kind) == (
+        "too slow: not finished within 1 s", True, FailureKind.TOO_SLOW)
+    assert set(worker._held) == {"http://a.test/fine.png"}
+    # The engine's late word on it changes nothing: it was reported once.
+    late = Attempt(url="http://a.test/stuck.png", ok=False, reason="timed out", transient=True,
+                   kind=FailureKind.TIMEOUT)
+    worker._done.put([("http://a.test/stuck.png", late)])
+    released: list[str] = []
+    worker._collect(reports, released, wait=0.0)
+    assert len(reports) == 1 and released == []
+
+
+def test_failure_kinds_cross_the_wire_as_plain_text() -> None:
+    attempt = Attempt(url="http://a.test/x.png", ok=False, reason="HTTP 404",
+                      kind=FailureKind.STATUS)
+    wire = attempt.to_wire()
+    assert wire["kind"] == "status"
+    assert Attempt.from_wire(wire) == attempt
+    assert Attempt.from_wire({**wire, "kind": "from-a-newer-version"}).kind is None

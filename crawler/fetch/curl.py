@@ -34,7 +34,6 @@ import re
 import select
 import selectors
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -75,6 +74,7 @@ RATE_BURST = 0.1  # seconds of the bandwidth cap that may be spent at once
 GUARD_CACHE = 4096  # addresses whose verdict is remembered
 _WANTED = frozenset({b"content-length", b"content-type", b"content-encoding", b"location",
                      b"retry-after"})
+_WANTED_FIRST = frozenset(name[0] for name in _WANTED)  # "c", "l", "r"
 _NEEDS_QUOTING = re.compile(r"[^\x21-\x7e]")
 _URL_SAFE = "!#$%&'()*+,/:;=?@[]~"
 _CA_FILES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt",
@@ -110,14 +110,19 @@ class _Slot:
 
     handle: pycurl.Curl
     transfer: _Transfer | None = None
+    fresh: bool = False  # FRESH_CONNECT is set on the handle
 
 
 def default_ca_file() -> str | None:
     """A CA bundle of this system (or certifi's): libcurl's built-in path may not exist here."""
-    paths = ssl.get_default_verify_paths()
-    for candidate in (os.environ.get("SSL_CERT_FILE"), paths.cafile, *_CA_FILES):
+    for candidate in (os.environ.get("SSL_CERT_FILE"), *_CA_FILES):
         if candidate and Path(candidate).is_file():
             return candidate
+    import ssl  # only here: importing it costs a worker 5 ms of start-up
+
+    cafile = ssl.get_default_verify_paths().cafile
+    if cafile and Path(cafile).is_file():
+        return cafile
     try:
         import certifi
     except ImportError:
@@ -262,14 +267,19 @@ class CurlEngine:
                   | (selectors.EVENT_WRITE if what & pycurl.POLL_OUT else 0))
         if not events:
             return
-        if fd in self._watched:
-            if self._watched[fd] != events:
+        if self._watched.get(fd) == events:
+            return
+        try:
+            if fd in self._watched:
                 self._selector.modify(fd, events)
-        else:
-            try:
+            else:
                 self._selector.register(fd, events)
-            except KeyError:  # a closed descriptor's number, reused before its removal
-                self._selector.modify(fd, events)
+        except (KeyError, OSError):
+            # The number of a descriptor closed without a removal, now reused: the
+            # selector's entry is stale. Start it afresh.
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._selector.unregister(fd)
+            self._selector.register(fd, events)
         self._watched[fd] = events
 
     def _on_timer(self, timeout_ms: int) -> None:
@@ -292,7 +302,7 @@ class CurlEngine:
             task = self._waiting.popleft()
             slot = self._free.pop() if self._free else self._new_slot()
             slot.transfer = _Transfer(task, task[0])
-            self._begin(slot)
+            self._guarded(slot, self._begin)
 
     # ----- handles ----------------------------------------------------------------------
 
@@ -352,7 +362,9 @@ class CurlEngine:
         handle = slot.handle
         handle.setopt(pycurl.URL, quote(url, _URL_SAFE) if _NEEDS_QUOTING.search(url) else url)
         handle.setopt(pycurl.TIMEOUT_MS, max(1, int(remaining * 1000)))
-        handle.setopt(pycurl.FRESH_CONNECT, 1 if transfer.fresh else 0)
+        if transfer.fresh != slot.fresh:
+            handle.setopt(pycurl.FRESH_CONNECT, 1 if transfer.fresh else 0)
+            slot.fresh = transfer.fresh
         if self._per_hop:
             self._hop_options(handle, url)
         self._active.add(slot)
@@ -443,29 +455,32 @@ class CurlEngine:
         return why
 
     def _on_header(self, slot: _Slot, line: bytes) -> int | None:
+        """One line of a response head (libcurl calls this per line: kept cheap)."""
         transfer = slot.transfer
         if transfer is None:
             return -1
-        transfer.last_io = time.monotonic()
+        first = line[0] | 0x20  # the first letter, in lower case
+        if first in _WANTED_FIRST:  # only c..., l..., r...: most lines go no further
+            name, colon, value = line.partition(b":")
+            if colon and not transfer.head_done:
+                name = name.strip().lower()
+                if name in _WANTED:
+                    transfer.headers[name] = value.strip().decode("latin-1")
+            return None
         if line.startswith(b"HTTP/"):
+            transfer.last_io = time.monotonic()
             parts = line.split(None, 2)
             transfer.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
             transfer.headers = {}
             transfer.head_done = False
             return None
-        if transfer.head_done:
-            return None  # trailers of a chunked body
-        if line == b"\r\n" or line == b"\n":
+        if len(line) <= 2 and line.strip() == b"" and not transfer.head_done:
+            transfer.last_io = time.monotonic()
             if 100 <= transfer.status < 200:
                 return None  # an interim answer: the real one follows
             transfer.head_done = True
             return self._on_head(transfer)
-        name, colon, value = line.partition(b":")
-        if colon:
-            name = name.strip().lower()
-            if name in _WANTED:
-                transfer.headers[name] = value.strip().decode("latin-1")
-        return None
+        return None  # another header, or a trailer of a chunked body
 
     def _on_head(self, transfer: _Transfer) -> int | None:
         """Decide from the status and headers what to do with the body (-1: stop now)."""
@@ -524,11 +539,29 @@ class CurlEngine:
         while True:
             queued, succeeded, failed = self._multi.info_read()
             for handle in succeeded:
-                self._done(self._by_handle[id(handle)], 0, "")
+                slot = self._by_handle[id(handle)]
+                self._guarded(slot, functools.partial(self._done, code=0, message=""))
             for handle, code, message in failed:
-                self._done(self._by_handle[id(handle)], code, message)
+                slot = self._by_handle[id(handle)]
+                self._guarded(slot, functools.partial(self._done, code=code, message=message))
             if not queued:
                 return
+
+    def _guarded(self, slot: _Slot, action: Callable[[_Slot], None]) -> None:
+        """Run ``action``; a bug in it fails only the slot's image, not the engine."""
+        try:
+            action(slot)
+        except Exception as exc:
+            transfer = slot.transfer
+            log.exception("unexpected error on %s", transfer.task[0] if transfer else "?")
+            if transfer is None:
+                return
+            with contextlib.suppress(pycurl.error):
+                self._multi.remove_handle(slot.handle)  # if it was added
+            self._active.discard(slot)
+            self._finish(slot, self._failed(transfer, f"worker error: "
+                                            f"{exc.__class__.__name__}: {exc}",
+                                            FailureKind.WORKER_ERROR, True), active=False)
 
     def _done(self, slot: _Slot, code: int, message: str) -> None:
         """libcurl finished the slot's current hop: the Attempt, or the next hop."""
@@ -542,11 +575,13 @@ class CurlEngine:
             transfer.unclean, transfer.fresh = False, True
             self._begin(slot)  # the same hop again, on a new connection
             return
-        elif code:
-            attempt = self._transport_failure(transfer, code, message)
-        elif transfer.location is not None:
+        elif transfer.location is not None and transfer.head_done:
+            # Where to go is known from the head, however its body ended (cut
+            # short by us when long, or broken): the next hop.
             self._follow(slot)
             return
+        elif code:
+            attempt = self._transport_failure(transfer, code, message)
         elif transfer.sink is not None:
             attempt = self._stored(transfer)
         else:
@@ -613,6 +648,11 @@ class CurlEngine:
                                                 FailureKind.TOO_SLOW, True))
             elif (transfer.last_io is not None and slot not in self._paused
                   and now - transfer.last_io > limits.read_timeout):
+                if transfer.location is not None and transfer.head_done:
+                    self._multi.remove_handle(slot.handle)  # a redirect whose body stalls
+                    self._active.discard(slot)
+                    self._follow(slot)
+                    continue
                 self._finish(slot, transfer.answer or self._failed(
                     transfer, "timed out", FailureKind.TIMEOUT, True))
 

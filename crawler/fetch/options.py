@@ -9,7 +9,6 @@ log line.
 
 from __future__ import annotations
 
-import netrc
 import os
 import re
 from dataclasses import dataclass, field
@@ -116,11 +115,10 @@ class RequestOptions:
             return Proxies(self.proxy, self.proxy, "")
         if not self.env_proxies:
             return Proxies()
-        import urllib.request  # here: with http.client and email, 20 ms of every start
-
-        found = (urllib.request.getproxies_environment() if environ is None
-                 else {k.lower()[:-6]: v for k, v in environ.items()
-                       if k.lower().endswith("_proxy") and v})
+        env = os.environ if environ is None else environ
+        # The names curl and requests read; lower case first, as they do.
+        found = {scheme: env.get(f"{scheme}_proxy") or env.get(f"{scheme.upper()}_PROXY") or ""
+                 for scheme in ("http", "https", "no")}
         return Proxies(found.get("http", ""), found.get("https", ""), found.get("no", ""))
 
     def to_wire(self) -> dict[str, Any]:
@@ -188,6 +186,8 @@ def _check_readable(path: str, key: str) -> str:
 
 
 def _read_netrc(path: str) -> tuple[tuple[str, str, str], ...]:
+    import netrc  # only the master reads one
+
     try:
         parsed = netrc.netrc(str(Path(path).expanduser()))
     except OSError as exc:

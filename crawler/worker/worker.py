@@ -145,6 +145,7 @@ class Worker:
             engine_thread.start()
         except Exception as exc:  # no thread (a process limit), a broken libcurl, bad options
             log.exception("cannot start the download engine")
+            self._engine = None  # tasks go straight back (see _take)
             self.failure = WorkerFailed(f"cannot start the download engine: {exc}")
             self._stop.set()  # leave now: _hand_back gives every held URL back
         threading.Thread(target=self._sync_loop, args=(store,), name="sync", daemon=True).start()
