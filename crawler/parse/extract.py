@@ -165,6 +165,12 @@ class _Collector:
             parent_name = tree.name(parent)
             if parent_name == "source":
                 verdict = self._source_verdicts.get(id(parent), (False, None))[0]
+            elif parent_name == "svg":
+                # Browsers end an <svg> at some HTML tags (<font face>), which
+                # puts a following <source> back into the <picture>; libxml2
+                # does not. Taking it is at worst one candidate too many.
+                grandparent = tree.parent(parent)
+                verdict = grandparent is not None and tree.name(grandparent) == "picture"
             else:
                 verdict = parent_name == "picture"
         # The node is kept with its verdict: an lxml proxy's id is only its own
