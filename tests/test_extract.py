@@ -23,6 +23,7 @@ from crawler.parse.extract import (
     extract,
     has_image_extension,
     parse_srcset,
+    stylesheet_urls,
 )
 
 PAGES = Path(__file__).parent / "pages" / "discovery"
@@ -459,3 +460,38 @@ def test_corpus_results_that_matter() -> None:
     assert images("nested_sources.html") == (ROOT + "s.png",)
     assert images("utf16_no_bom.html") == (ROOT + "%C3%BC.png",)
     assert images("bad_declared_charset.html") == (ROOT + "%C3%A9.png",)
+
+
+# --- style sheets -------------------------------------------------------------------
+
+
+def test_style_sheets_are_reported_apart_from_images() -> None:
+    html = b"""<link rel="stylesheet" href="/css/site.css"><link rel="alternate stylesheet"
+        href="alt.css"><link rel=icon href=/favicon.ico><style>@import url("print.css") print;
+        @import 'more.css'; body { background: url(bg.png) }
+        @font-face { font-family: F; src: url(f.woff2) }</style>"""
+    result = extract(html, PAGE)
+    assert result.stylesheets == (ROOT + "css/site.css", D + "alt.css", D + "print.css",
+                                  D + "more.css")
+    assert result.images == (ROOT + "favicon.ico", D + "bg.png")
+    assert extract(html, PAGE, sources=SOURCES - {"css"}).stylesheets == ()
+
+
+def test_stylesheet_urls_finds_images_and_imports_but_no_fonts() -> None:
+    css = r"""@import url("base.css") screen; @import 'x.css';
+        @font-face { font-family: F; src: url(f.woff2) format("woff2"), url(f.svg#F) }
+        body { background: url(../img/bg.png) } /* url(commented.png) */
+        .a { background: url('data:image/png;base64,AA') } .b { src: url(loose.ttf?v=1) }
+        .c { content: "url(in-a-string.png)"; background: url("a\62 c.png") }
+        .d { background: url(//cdn.example/d.png), url(bg.png) }"""
+    refs = stylesheet_urls(css, "http://example.com/css/site.css")
+    assert refs.images == ("http://example.com/img/bg.png", "http://example.com/css/abc.png",
+                           "http://cdn.example/d.png", "http://example.com/css/bg.png")
+    assert refs.imports == ("http://example.com/css/base.css", "http://example.com/css/x.css")
+
+
+@pytest.mark.parametrize("css", ["", "@import", "@import url(", "@font-face {", "url(",
+                                 "@import 'unterminated", "a{b:url(x.png)"])
+def test_stylesheet_urls_of_broken_css_never_raise(css: str) -> None:
+    refs = stylesheet_urls(css, "http://example.com/s.css")
+    assert all(url.startswith("http://") for url in (*refs.images, *refs.imports))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from crawler.model.imagetype import IMAGE_EXTENSIONS  # one list: what the store also names files by
-from crawler.parse.css import css_urls
+from crawler.parse.css import css_references, css_urls, stylesheet_urls
 from crawler.parse.decode import decode
 from crawler.parse.resolve import MAX_URL_LENGTH, Resolver, page_base
 from crawler.parse.srcset import parse_srcset
@@ -36,6 +36,7 @@ __all__ = [
     "extract",
     "has_image_extension",
     "parse_srcset",
+    "stylesheet_urls",
 ]
 
 SOURCES: frozenset[str] = frozenset(
@@ -62,6 +63,10 @@ class Extraction:
     base_url: str
     links: tuple[str, ...]
     images: tuple[str, ...]
+    # Style sheets the page loads (<link rel=stylesheet>, @import in <style>),
+    # for the caller to fetch and read with css.stylesheet_urls. Empty when
+    # the "css" source is off.
+    stylesheets: tuple[str, ...] = ()
 
 
 def has_image_extension(url: str) -> bool:
@@ -83,7 +88,7 @@ class _Collector:
         self.tree = tree
         self.sources = sources
         self.lazy = tuple(dict.fromkeys(name.lower() for name in lazy_attributes))
-        self.refs: list[tuple[str, str]] = []  # ("image" | "nav", raw reference)
+        self.refs: list[tuple[str, str]] = []  # ("image" | "nav" | "sheet", raw reference)
         self.base: str | None = None
         self._source_verdicts: dict[int, tuple[bool, Any]] = {}  # id(<source>) -> verdict
         self.handlers: dict[str, _Handler] = {
@@ -187,9 +192,13 @@ class _Collector:
                 return
 
     def _link(self, get: Getter, node: Any) -> None:
+        rel = set((get("rel") or "").lower().split())
+        if "stylesheet" in rel and "css" in self.sources:
+            href = get("href")
+            if href:
+                self.refs.append(("sheet", href))
         if "link" not in self.sources:
             return
-        rel = set((get("rel") or "").lower().split())
         if rel & _ICON_RELS:
             self._image(get("href"))
         elif "preload" in rel and (get("as") or "").strip().lower() == "image":
@@ -209,7 +218,9 @@ class _Collector:
 
     def _style(self, get: Getter, node: Any) -> None:
         if "css" in self.sources:
-            self._images(css_urls(self.tree.text(node)))
+            images, imports = css_references(self.tree.text(node))
+            self._images(images)
+            self.refs.extend(("sheet", raw) for raw in imports)
 
     def _base(self, get: Getter, node: Any) -> None:
         if self.base is None:
@@ -266,6 +277,7 @@ def extract(
 
     links: dict[str, None] = {}  # dicts keep first-seen order and drop repeats
     images: dict[str, None] = {}
+    sheets: dict[str, None] = {}
     anchors_are_images = "anchor" in wanted
     for kind, raw in collector.refs:
         url = resolve(raw)
@@ -273,8 +285,11 @@ def extract(
             continue
         if kind == "image":
             images.setdefault(url)
+        elif kind == "sheet":
+            sheets.setdefault(url)
         elif not has_image_extension(url):
             links.setdefault(url)
         elif anchors_are_images:
             images.setdefault(url)
-    return Extraction(base_url=base, links=tuple(links), images=tuple(images))
+    return Extraction(base_url=base, links=tuple(links), images=tuple(images),
+                      stylesheets=tuple(sheets))
