@@ -19,6 +19,7 @@ from crawler.parse.extract import (
     IMAGE_EXTENSIONS,
     SOURCES,
     Extraction,
+    ImageRef,
     css_urls,
     extract,
     has_image_extension,
@@ -495,3 +496,34 @@ def test_stylesheet_urls_finds_images_and_imports_but_no_fonts() -> None:
 def test_stylesheet_urls_of_broken_css_never_raise(css: str) -> None:
     refs = stylesheet_urls(css, "http://example.com/s.css")
     assert all(url.startswith("http://") for url in (*refs.images, *refs.imports))
+
+
+# --- what the page said about each image ---------------------------------------------
+
+
+def test_each_image_carries_its_kind_and_the_words_around_it() -> None:
+    html = b"""<figure><picture><source srcset="a.webp 1x"><img src="a.jpg" alt=" A
+        cat " title="T" width="640px" height="x"></picture>
+        <figcaption>The <b>cat</b> <!-- not this -->sits</figcaption></figure>
+        <meta property="og:image:url" content="/og.png"><img src="a.jpg" alt="again">
+        <div style="background: url(bg.png)" title="bg"></div><a href="photo.jpg">p</a>
+        <img srcset="s.png 2x" alt=""><input type=image src=go.png alt=Go>"""
+    refs = extract(html, PAGE).image_refs
+    assert refs == (
+        ImageRef(D + "a.webp", "picture", "A cat", "T", "The cat sits", 640, None),
+        ImageRef(D + "a.jpg", "img", "A cat", "T", "The cat sits", 640, None),
+        ImageRef(ROOT + "og.png", "og:image"),
+        ImageRef(D + "bg.png", "css", None, "bg"),
+        ImageRef(D + "photo.jpg", "anchor"),
+        ImageRef(D + "s.png", "srcset", ""),
+        ImageRef(D + "go.png", "input", "Go"),
+    )
+    assert tuple(ref.url for ref in refs) == extract(html, PAGE).images
+
+
+def test_image_refs_keep_to_a_bounded_size() -> None:
+    html = b'<figure><img src="a.png" alt="' + b"x " * 100_000 + b'"><figcaption>' \
+        + b"y" * 100_000 + b"</figcaption></figure>"
+    (ref,) = extract(html, PAGE).image_refs
+    assert ref.alt is not None and len(ref.alt) == 1000
+    assert ref.caption is not None and len(ref.caption) == 1000
