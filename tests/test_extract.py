@@ -19,10 +19,12 @@ from crawler.parse.extract import (
     IMAGE_EXTENSIONS,
     SOURCES,
     Extraction,
+    ImageRef,
     css_urls,
     extract,
     has_image_extension,
     parse_srcset,
+    stylesheet_urls,
 )
 
 PAGES = Path(__file__).parent / "pages" / "discovery"
@@ -180,7 +182,8 @@ def test_html_entities_are_decoded_before_resolving() -> None:
 
 def test_non_http_schemes_and_bad_urls_are_skipped() -> None:
     result = page("skip_schemes")
-    assert result.images == (D + "kept.jpg",)
+    # "http:///no-host.jpg" is no bad URL to a browser: it names the host "no-host.jpg".
+    assert result.images == ("http://no-host.jpg/", D + "kept.jpg")
     assert result.links == (D + "kept.html",)
 
 
@@ -367,7 +370,8 @@ def test_a_bad_page_url_still_yields_absolute_references() -> None:
 
 def test_backslashes_act_as_slashes_before_the_query() -> None:
     result = extract(r'<img src="\\cdn.example.org\img\a.png?x=\y">', PAGE)
-    assert result.images == ("http://cdn.example.org/img/a.png?x=%5Cy",)
+    # In the query a backslash is sent as it is, as browsers send it.
+    assert result.images == ("http://cdn.example.org/img/a.png?x=\\y",)
 
 
 # --- robustness ---------------------------------------------------------------------
@@ -457,3 +461,69 @@ def test_corpus_results_that_matter() -> None:
     assert images("nested_sources.html") == (ROOT + "s.png",)
     assert images("utf16_no_bom.html") == (ROOT + "%C3%BC.png",)
     assert images("bad_declared_charset.html") == (ROOT + "%C3%A9.png",)
+
+
+# --- style sheets -------------------------------------------------------------------
+
+
+def test_style_sheets_are_reported_apart_from_images() -> None:
+    html = b"""<link rel="stylesheet" href="/css/site.css"><link rel="alternate stylesheet"
+        href="alt.css"><link rel=icon href=/favicon.ico><style>@import url("print.css") print;
+        @import 'more.css'; body { background: url(bg.png) }
+        @font-face { font-family: F; src: url(f.woff2) }</style>"""
+    result = extract(html, PAGE)
+    assert result.stylesheets == (ROOT + "css/site.css", D + "alt.css", D + "print.css",
+                                  D + "more.css")
+    assert result.images == (ROOT + "favicon.ico", D + "bg.png")
+    assert extract(html, PAGE, sources=SOURCES - {"css"}).stylesheets == ()
+
+
+def test_stylesheet_urls_finds_images_and_imports_but_no_fonts() -> None:
+    css = r"""@import url("base.css") screen; @import 'x.css';
+        @font-face { font-family: F; src: url(f.woff2) format("woff2"), url(f.svg#F) }
+        body { background: url(../img/bg.png) } /* url(commented.png) */
+        .a { background: url('data:image/png;base64,AA') } .b { src: url(loose.ttf?v=1) }
+        .c { content: "url(in-a-string.png)"; background: url("a\62 c.png") }
+        .d { background: url(//cdn.example/d.png), url(bg.png) }"""
+    refs = stylesheet_urls(css, "http://example.com/css/site.css")
+    assert refs.images == ("http://example.com/img/bg.png", "http://example.com/css/abc.png",
+                           "http://cdn.example/d.png", "http://example.com/css/bg.png")
+    assert refs.imports == ("http://example.com/css/base.css", "http://example.com/css/x.css")
+
+
+@pytest.mark.parametrize("css", ["", "@import", "@import url(", "@font-face {", "url(",
+                                 "@import 'unterminated", "a{b:url(x.png)"])
+def test_stylesheet_urls_of_broken_css_never_raise(css: str) -> None:
+    refs = stylesheet_urls(css, "http://example.com/s.css")
+    assert all(url.startswith("http://") for url in (*refs.images, *refs.imports))
+
+
+# --- what the page said about each image ---------------------------------------------
+
+
+def test_each_image_carries_its_kind_and_the_words_around_it() -> None:
+    html = b"""<figure><picture><source srcset="a.webp 1x"><img src="a.jpg" alt=" A
+        cat " title="T" width="640px" height="x"></picture>
+        <figcaption>The <b>cat</b> <!-- not this -->sits</figcaption></figure>
+        <meta property="og:image:url" content="/og.png"><img src="a.jpg" alt="again">
+        <div style="background: url(bg.png)" title="bg"></div><a href="photo.jpg">p</a>
+        <img srcset="s.png 2x" alt=""><input type=image src=go.png alt=Go>"""
+    refs = extract(html, PAGE).image_refs
+    assert refs == (
+        ImageRef(D + "a.webp", "picture", "A cat", "T", "The cat sits", 640, None),
+        ImageRef(D + "a.jpg", "img", "A cat", "T", "The cat sits", 640, None),
+        ImageRef(ROOT + "og.png", "og:image"),
+        ImageRef(D + "bg.png", "css", None, "bg"),
+        ImageRef(D + "photo.jpg", "anchor"),
+        ImageRef(D + "s.png", "srcset", ""),
+        ImageRef(D + "go.png", "input", "Go"),
+    )
+    assert tuple(ref.url for ref in refs) == extract(html, PAGE).images
+
+
+def test_image_refs_keep_to_a_bounded_size() -> None:
+    html = b'<figure><img src="a.png" alt="' + b"x " * 100_000 + b'"><figcaption>' \
+        + b"y" * 100_000 + b"</figcaption></figure>"
+    (ref,) = extract(html, PAGE).image_refs
+    assert ref.alt is not None and len(ref.alt) == 1000
+    assert ref.caption is not None and len(ref.caption) == 1000

@@ -94,7 +94,9 @@ def test_domain_mode_with_an_ip_seed_is_that_host() -> None:
     assert page_allowed(scope, "http://10.0.0.1/a")  # domain mode ignores ports
     assert not page_allowed(scope, "http://20.0.0.1/a")
     assert not page_allowed(scope, "http://0.0.1/a")
-    assert not page_allowed(scope, "http://x.10.0.0.1/a")  # an IP has no subdomains
+    # An IP has no subdomains: a name ending in a number is no host at all to browsers.
+    with pytest.raises(InvalidURL):
+        normalize("http://x.10.0.0.1/a")
 
 
 def test_any_mode_allows_every_http_page() -> None:

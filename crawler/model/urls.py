@@ -1,185 +1,73 @@
 """URL identity: one spelling per resource, so the crawler fetches each page and image once.
 
-``normalize`` rewrites an absolute http(s) URL into a canonical form using only
-rules that cannot change what the URL points to (RFC 3986 section 6.2.2 and the
-scheme-based rules of 6.2.3): case of scheme and host, IDNA for host names,
-default ports, dot segments, percent-encoding of unreserved characters, and the
-fragment (never sent to a server). The query is kept as written, parameter
-order included, because servers may read it in any way they like.
+URLs are read as browsers read them: ``resolve`` and ``normalize`` parse with
+ada, an implementation of the WHATWG URL standard, so a URL sends the request a
+browser would send (an empty path segment is kept, "https:cdn.example/x.png"
+and "///cdn.example/x" name the host cdn.example, IPv4 numbers are read). On
+top, ``normalize`` applies rules that cannot change what the URL points to
+(RFC 3986 section 6.2.2): escapes of unreserved characters decoded, hex in
+upper case, and the fragment (never sent to a server) dropped. The query is
+otherwise kept as written, parameter order included, because servers may read
+it in any way they like.
 """
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 import re
-from urllib.parse import quote, unquote_to_bytes, urlsplit
+from urllib.parse import unquote_to_bytes
 
-import idna
+import ada_url
 
 from crawler.errors import InvalidURL
 
-__all__ = ["host_key", "is_http_url", "normalize"]
+__all__ = ["host_key", "is_http_url", "normalize", "resolve"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
-# The URL standard strips leading and trailing C0 controls and spaces, and drops
-# tabs and newlines anywhere: pasted or wrapped URLs keep working.
-_C0_AND_SPACE = "".join(chr(c) for c in range(0x21))
-_TAB_NEWLINE = str.maketrans("", "", "\t\n\r")
-
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-_SUB_DELIMS = "!$&'()*+,;="
-# What may appear literally in each component (RFC 3986 section 3); anything
-# else is percent-encoded as UTF-8.
-_PATH_SAFE = _SUB_DELIMS + ":@/"
-_QUERY_SAFE = _PATH_SAFE + "?"
-_USERINFO_SAFE = _SUB_DELIMS + ":"
-
-
-def _component_pattern(safe: str) -> re.Pattern[str]:
-    """Match the pieces of a component that normalisation rewrites.
-
-    A percent-escape, a lone ``%`` or a run of characters that must be encoded.
-    """
-    allowed = re.escape("".join(sorted(_UNRESERVED)) + safe)
-    return re.compile(rf"%[0-9A-Fa-f]{{2}}|%|[^{allowed}%]+")
-
-
-_PATH_RE = _component_pattern(_PATH_SAFE)
-_QUERY_RE = _component_pattern(_QUERY_SAFE)
-_USERINFO_RE = _component_pattern(_USERINFO_SAFE)
-
-# Code points never valid in a host name (URL standard "forbidden domain code point").
-_FORBIDDEN_HOST_RE = re.compile(r"[\x00-\x20#%/:<>?@\[\\\]^|\x7f]")
-_PORT_RE = re.compile(r"[0-9]*")
+_ESCAPE_RE = re.compile(r"%[0-9A-Fa-f]{2}")
+_LONE_PERCENT_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 # A URL already in canonical form, which ``normalize`` would return unchanged: a
-# lower-case scheme and ASCII host, no userinfo, a port without leading zeros,
-# a path and query of literal characters only (no escapes, nothing to encode),
-# no fragment. Most URLs on most pages look like this, and the check costs a
-# tenth of a full normalisation. Dot segments and default ports are ruled out
-# in ``normalize`` itself.
+# lower-case scheme and ASCII host whose last label starts with a letter (so it
+# is no IPv4 number to rewrite) and holds no punycode to check, no userinfo, a
+# port without leading zeros, a path and query of characters browsers send as
+# they are (no escapes; no "'" in the query, which they escape), no fragment.
+# Most URLs on most pages look like this, and the check costs a tenth of a full
+# parse. Dot segments and default ports are ruled out in ``normalize`` itself.
 _CANONICAL_RE = re.compile(
-    r"(https?)://[a-z0-9.\-]+(?::([1-9][0-9]{0,4}))?"
+    r"(https?)://(?:[a-z0-9\-]+\.)*[a-z][a-z0-9\-]*(?::([1-9][0-9]{0,4}))?"
     r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*"
-    r"(?:\?[A-Za-z0-9\-._~!$&'()*+,;=:@/?]*)?")
+    r"(?:\?[A-Za-z0-9\-._~!$&()*+,;=:@/?]*)?")
+
+
+def _upper_escape(match: re.Match[str]) -> str:
+    return match.group().upper()
 
 
 def _fix_escape(match: re.Match[str]) -> str:
-    piece = match.group()
-    if piece[0] != "%":
-        try:
-            return quote(piece, safe="", encoding="utf-8", errors="strict")
-        except UnicodeEncodeError as exc:
-            # Lone surrogates cannot be sent as UTF-8; no server could be asked for this.
-            raise InvalidURL(f"URL contains characters that are not valid Unicode: {piece!r}") \
-                from exc
-    if len(piece) == 1:
-        return "%25"  # a lone "%" must itself be escaped to mean a percent sign
-    char = chr(int(piece[1:], 16))
-    return char if char in _UNRESERVED else piece.upper()
-
-
-def _normalize_component(text: str, pattern: re.Pattern[str]) -> str:
-    """Percent-encoding normalisation: upper-case hex, decode unreserved, encode the rest."""
-    if pattern.search(text) is None:
-        return text  # the common case: nothing to rewrite
-    return pattern.sub(_fix_escape, text)
-
-
-def _remove_dot_segments(path: str) -> str:
-    """RFC 3986 section 5.2.4 for a path that starts with "/"."""
-    segments = path.split("/")[1:]
-    if "." not in segments and ".." not in segments:
-        return path
-    output: list[str] = []
-    for segment in segments:
-        if segment == "..":
-            if output:
-                output.pop()
-        elif segment != ".":
-            output.append(segment)
-    if segments[-1] in (".", ".."):
-        output.append("")  # "/a/b/.." names the directory "/a/", slash included
-    return "/" + "/".join(output)
-
-
-@functools.lru_cache(maxsize=4096)
-def _normalize_host(raw: str) -> str:
-    """Lower-case an ASCII host, encode an internationalised one with IDNA, check IPv6."""
-    if raw.startswith("["):
-        if not raw.endswith("]"):
-            raise InvalidURL(f"unterminated IPv6 address in host {raw!r}")
-        literal = raw[1:-1]
-        try:
-            return f"[{ipaddress.IPv6Address(literal).compressed}]"
-        except ValueError as exc:
-            raise InvalidURL(f"invalid IPv6 address {literal!r}") from exc
-    host = _unquote_host(raw) if "%" in raw else raw
-    ascii_host = host.lower() if host.isascii() else _idna_encode(host)
-    if not ascii_host:
-        raise InvalidURL("URL has no host")
-    # Checked after IDNA too: its mappings can produce ASCII that is not allowed
-    # (U+00A0 becomes a space).
-    if _FORBIDDEN_HOST_RE.search(ascii_host):
-        raise InvalidURL(f"host {host!r} contains a character not allowed in host names")
-    return ascii_host
-
-
-def _idna_encode(host: str) -> str:
-    """IDNA 2008 with UTS 46 mapping, as browsers do; IDNA 2003 for what it rejects."""
-    if _FORBIDDEN_HOST_RE.search(host):
-        raise InvalidURL(f"host {host!r} contains a character not allowed in host names")
-    try:
-        return idna.encode(host, uts46=True).decode("ascii")
-    except idna.IDNAError:
-        pass  # IDNA 2008 is stricter than browsers; try the IDNA 2003 codec
-    try:
-        return host.encode("idna").decode("ascii").lower()
-    except UnicodeError as exc:
-        raise InvalidURL(f"host {host!r} is not a valid internationalised domain name") from exc
-
-
-def _unquote_host(raw: str) -> str:
-    """Decode percent-escapes in a host name, as browsers do, strictly as UTF-8."""
-    try:
-        return unquote_to_bytes(raw).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidURL(f"host {raw!r} has percent-escapes that are not UTF-8") from exc
-
-
-def _split_authority(netloc: str) -> tuple[str | None, str, str]:
-    """Split ``userinfo@host:port`` into its three parts (userinfo None when absent)."""
-    userinfo: str | None = None
-    if "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
-    else:
-        hostport = netloc
-    if hostport.startswith("["):
-        end = hostport.find("]")
-        if end < 0:
-            raise InvalidURL(f"unterminated IPv6 address in {netloc!r}")
-        host, rest = hostport[: end + 1], hostport[end + 1 :]
-        if rest and not rest.startswith(":"):
-            raise InvalidURL(f"unexpected text after IPv6 address in {netloc!r}")
-        port = rest[1:]
-    else:
-        host, _, port = hostport.partition(":")
-    return userinfo, host, port
+    char = chr(int(match.group()[1:], 16))
+    return char if char in _UNRESERVED else match.group().upper()
 
 
 def normalize(url: str) -> str:
     """Return the canonical spelling of an absolute http(s) URL.
 
+    The URL is parsed as browsers parse it (the WHATWG URL standard, by ada):
+    that lower-cases the scheme and host, encodes an internationalised host
+    with IDNA, reads IPv4 numbers, drops a default port, resolves dot
+    segments and percent-encodes what browsers encode. On top: escapes of
+    unreserved characters are decoded and the others upper-cased (RFC 3986
+    section 6.2.2), and the fragment, never sent to a server, is dropped.
+    The query is otherwise kept as written, parameter order included.
+
     Raises ``InvalidURL`` for anything that is not an http(s) URL with a host,
-    or that cannot be parsed (a bad port, a malformed IPv6 address, a host name
-    IDNA rejects).
+    or that the URL standard rejects (a bad port, a malformed IPv6 address, a
+    host name with forbidden characters or that IDNA rejects).
     """
     if not isinstance(url, str):
         raise InvalidURL(f"URL must be a string, not {type(url).__name__}")
     canonical = _CANONICAL_RE.fullmatch(url)
-    if canonical is not None and "/." not in url:
+    if canonical is not None and "/." not in url and "xn--" not in url:
         port = canonical.group(2)
         if port is None or (int(port) <= 65535
                             and int(port) != _DEFAULT_PORTS[canonical.group(1)]):
@@ -188,39 +76,95 @@ def normalize(url: str) -> str:
 
 
 def _normalize_in_full(url: str) -> str:
-    cleaned = url.strip(_C0_AND_SPACE).translate(_TAB_NEWLINE)
     try:
-        parts = urlsplit(cleaned)
-    except ValueError as exc:  # e.g. "http://[::1" (unbalanced bracket)
-        raise InvalidURL(f"cannot parse URL {url!r}: {exc}") from exc
-    scheme = parts.scheme.lower()
+        href = ada_url.URL(url).href
+    except (ValueError, UnicodeEncodeError) as exc:  # the latter: lone surrogates
+        raise InvalidURL(_why_invalid(url)) from exc
+    return _canonical_href(href, url)
+
+
+_SCHEME_RE = re.compile(r"[\x00-\x20]*([A-Za-z][A-Za-z0-9+.\-]*):")
+_AUTHORITY_RE = re.compile(r"[^:]*:[/\\]*([^/\\?#]*)")
+_FORBIDDEN_HOST_RE = re.compile(r"[\x00-\x20#%/:<>?@\[\\\]^|\x7f]")
+
+
+def _why_invalid(url: str) -> str:
+    """A one-line reason the URL standard rejected ``url``, for the person who wrote it."""
+    scheme = _SCHEME_RE.match(url)
+    if scheme is None or scheme.group(1).lower() not in _DEFAULT_PORTS:
+        shown = repr(scheme.group(1).lower()) if scheme else "none"
+        return f"URL {url!r} is not http or https (scheme: {shown})"
+    authority = _AUTHORITY_RE.match(url)
+    hostport = authority.group(1).rpartition("@")[2] if authority else ""
+    if hostport.startswith("["):
+        return f"cannot parse URL {url!r}: invalid IPv6 address in {hostport!r}"
+    host, _, port = hostport.partition(":")
+    if not host:
+        return f"URL {url!r} has no host"
+    if not host.isascii() and not _encodable(host):
+        return f"URL {url!r}: host {host!r} is not a valid internationalised domain name"
+    if not _encodable(url):
+        return f"URL {url!r} contains characters that are not valid Unicode"
+    if "%" in host:
+        try:
+            unquote_to_bytes(host).decode("utf-8")
+        except UnicodeDecodeError:
+            return f"URL {url!r}: host {host!r} has percent-escapes that are not UTF-8"
+    if port and not port.isdigit():
+        return f"URL {url!r} has a bad port {port!r}"
+    if port and int(port) > 65535:
+        return f"URL {url!r} has a port out of range: {int(port)}"
+    if _FORBIDDEN_HOST_RE.search(host):
+        return f"URL {url!r}: host {host!r} contains a character not allowed in host names"
+    return f"URL {url!r}: host {host!r} is not a valid internationalised domain name or address"
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def resolve(reference: str, base: str) -> str:
+    """The normalised absolute URL ``reference`` names on a page at ``base``.
+
+    Resolution is the URL standard's, as in browsers: "img//x.png" keeps its
+    empty segment, "https:cdn.example/x.png" and "///cdn.example/x.png" name
+    the host cdn.example. Raises ``InvalidURL`` when the URL standard rejects
+    the reference or it names no http(s) URL.
+    """
+    try:
+        href = ada_url.join_url(base, reference)
+    except (ValueError, UnicodeEncodeError):
+        # A base that is no URL still lets an absolute reference through.
+        try:
+            href = ada_url.URL(reference).href
+        except (ValueError, UnicodeEncodeError) as exc:
+            raise InvalidURL(f"cannot resolve {reference!r} against {base!r}") from exc
+    return _canonical_href(href, reference)
+
+
+def _canonical_href(href: str, given: str) -> str:
+    """Our rules on top of a URL the URL standard has serialised."""
+    scheme, _, rest = href.partition("://")
     if scheme not in _DEFAULT_PORTS:
-        shown = f"{scheme!r}" if scheme else "none"
-        raise InvalidURL(f"URL {url!r} is not http or https (scheme: {shown})")
-    if not parts.netloc:
-        raise InvalidURL(f"URL {url!r} has no host")
-
-    userinfo, raw_host, raw_port = _split_authority(parts.netloc)
-    host = _normalize_host(raw_host)
-    if not _PORT_RE.fullmatch(raw_port):
-        raise InvalidURL(f"URL {url!r} has a bad port {raw_port!r}")
-    netloc = host
-    if raw_port:
-        port = int(raw_port)
-        if port > 65535:
-            raise InvalidURL(f"URL {url!r} has a port out of range: {port}")
-        if port != _DEFAULT_PORTS[scheme]:
-            netloc = f"{host}:{port}"
-    if userinfo:
-        netloc = f"{_normalize_component(userinfo, _USERINFO_RE)}@{netloc}"
-
-    # Escapes first, then dots: "%2E%2E" is ".." once decoded (RFC 3986 6.2.2).
-    path = _remove_dot_segments(_normalize_component(parts.path, _PATH_RE) or "/")
-    result = f"{scheme}://{netloc}{path}"
-    # Keep a "?" even with an empty query: "/a?" and "/a" are different URLs.
-    if parts.query or "?" in cleaned.partition("#")[0]:
-        result += "?" + _normalize_component(parts.query, _QUERY_RE)
-    return result
+        shown = href.partition(":")[0] or "none"
+        raise InvalidURL(f"URL {given!r} is not http or https (scheme: {shown})")
+    authority_end = rest.find("/")
+    if authority_end < 0 or authority_end == 0 or rest.startswith("@"):
+        raise InvalidURL(f"URL {given!r} has no host")
+    head, tail = rest[:authority_end], rest[authority_end:].partition("#")[0]
+    if "%" in tail:
+        # Beside a lone "%" (sent as is), a decoded "%41" could make a new escape.
+        fix = _upper_escape if _LONE_PERCENT_RE.search(tail) else _fix_escape
+        tail = _ESCAPE_RE.sub(fix, tail)
+        if "/." in tail.partition("?")[0]:
+            # A decoded "%2E" can make a dot segment the URL standard did not see.
+            tail = ada_url.URL(f"{scheme}://{head}{tail}").href.partition("://")[2]
+            tail = tail[tail.find("/"):]
+    return f"{scheme}://{head}{tail}"
 
 
 def host_key(url: str) -> str:
@@ -229,8 +173,7 @@ def host_key(url: str) -> str:
     The port appears only when it is not the scheme's default, so
     ``http://a.example/`` and ``http://a.example:80/`` share one key.
     """
-    netloc = urlsplit(normalize(url)).netloc
-    return netloc.rpartition("@")[2]
+    return host_key_of_normalized(normalize(url))
 
 
 def host_key_of_normalized(url: str) -> str:

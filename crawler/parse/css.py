@@ -1,10 +1,21 @@
-"""URLs in CSS: the images of style sheets, ``<style>`` blocks and ``style`` attributes."""
+"""URLs in CSS: the images of style sheets, ``<style>`` blocks and ``style`` attributes.
+
+Fonts are not images: ``url()`` inside ``@font-face`` is skipped, and so is
+any URL naming a font file. ``@import`` rules name style sheets, reported apart.
+"""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
-__all__ = ["css_urls"]
+from crawler.errors import InvalidURL
+from crawler.model.urls import resolve
+
+__all__ = ["FONT_EXTENSIONS", "StylesheetRefs", "css_references", "css_urls",
+           "is_font_url", "stylesheet_urls"]
+
+FONT_EXTENSIONS = frozenset({"woff", "woff2", "ttf", "otf", "eot"})
 
 # One CSS token scanner. Comments and strings are matched (and skipped) so that
 # "url(" inside them is not taken; @import preludes name stylesheets, not
@@ -16,7 +27,8 @@ _CSS_TOKEN_RE = re.compile(
       /\*.*?(?:\*/|\Z)
     | "(?:[^"\\\n]|\\.)*+"?
     | '(?:[^'\\\n]|\\.)*+'?
-    | @import\b[^;{]*
+    | @import\b(?P<prelude>[^;{]*)
+    | @font-face\b[^{;]*\{[^}]*+\}?
     | \burl\(\s*(?:
           "(?P<dq>(?:[^"\\\n]|\\.)*+)"
         | '(?P<sq>(?:[^'\\\n]|\\.)*+)'
@@ -25,6 +37,12 @@ _CSS_TOKEN_RE = re.compile(
     """,
     re.IGNORECASE | re.DOTALL | re.VERBOSE,
 )
+# The URL of an @import prelude: url(...) or a bare string.
+_IMPORT_URL_RE = re.compile(
+    r"""\s*(?:url\(\s*(?:"(?P<dq>(?:[^"\\]|\\.)*+)"|'(?P<sq>(?:[^'\\]|\\.)*+)'
+                       |(?P<uq>[^"'()\s]*+))\s*\)
+           |"(?P<ds>(?:[^"\\]|\\.)*+)"|'(?P<ss>(?:[^'\\]|\\.)*+)')""",
+    re.IGNORECASE | re.DOTALL | re.VERBOSE)
 _CSS_ESCAPE_RE = re.compile(r"\\(?:([0-9a-fA-F]{1,6})[ \t\n\r\f]?|(\r\n|[\n\r\f])|(.))", re.DOTALL)
 
 
@@ -40,20 +58,79 @@ def _css_unescape_one(match: re.Match[str]) -> str:
     return char
 
 
-def css_urls(css: str) -> list[str]:
-    """The ``url(...)`` values of a style sheet or style attribute, unescaped.
+def _unescape(value: str) -> str:
+    return _CSS_ESCAPE_RE.sub(_css_unescape_one, value) if "\\" in value else value
 
-    Skips ``url()`` in comments, in strings and in ``@import`` rules (those
-    are style sheets, not images).
+
+def css_references(css: str) -> tuple[list[str], list[str]]:
+    """The image ``url()`` values and the ``@import`` URLs of CSS text, unescaped.
+
+    Skips ``url()`` in comments, in strings and in ``@font-face`` rules.
+    """
+    if "(" not in css and "@" not in css:
+        return [], []  # the common style attribute: no function at all
+    images: list[str] = []
+    imports: list[str] = []
+    for match in _CSS_TOKEN_RE.finditer(css):
+        group = match.lastgroup
+        if group is None:
+            continue  # a comment, a string or a @font-face rule
+        if group == "prelude":
+            found = _IMPORT_URL_RE.match(match.group("prelude"))
+            if found is not None and found.lastgroup is not None:
+                imports.append(_unescape(found.group(found.lastgroup)))
+            continue
+        images.append(_unescape(match.group(group)))
+    return images, imports
+
+
+def css_urls(css: str) -> list[str]:
+    """The image ``url(...)`` values of a style sheet or style attribute, unescaped.
+
+    Skips ``url()`` in comments, in strings, in ``@font-face`` rules and in
+    ``@import`` rules (those are style sheets, not images).
     """
     if "(" not in css:
-        return []  # the common style attribute: no function at all
-    found: list[str] = []
-    for match in _CSS_TOKEN_RE.finditer(css):
-        if match.lastgroup is None:
-            continue  # a comment, a string or an @import prelude
-        value = match.group(match.lastgroup)
-        if "\\" in value:
-            value = _CSS_ESCAPE_RE.sub(_css_unescape_one, value)
-        found.append(value)
-    return found
+        return []
+    return css_references(css)[0]
+
+
+def is_font_url(url: str) -> bool:
+    """True when the URL's path (query ignored) ends in a font file extension."""
+    path = url.partition("#")[0].partition("?")[0]
+    name = path[path.rfind("/") + 1 :]
+    return name.rpartition(".")[2].lower() in FONT_EXTENSIONS and "." in name
+
+
+@dataclass(frozen=True)
+class StylesheetRefs:
+    """What a style sheet refers to: normalised absolute http(s) URLs, in order, once each."""
+
+    images: tuple[str, ...]
+    imports: tuple[str, ...]  # other style sheets (@import)
+
+
+def stylesheet_urls(css: str, stylesheet_url: str) -> StylesheetRefs:
+    """The images and imported style sheets of a style sheet fetched from ``stylesheet_url``.
+
+    Pure and total: references that are not http(s) (data:, fonts by
+    extension) or that cannot be resolved are left out; never raises.
+    """
+    raw_images, raw_imports = css_references(css)
+    return StylesheetRefs(images=_resolved(raw_images, stylesheet_url, skip_fonts=True),
+                          imports=_resolved(raw_imports, stylesheet_url, skip_fonts=False))
+
+
+def _resolved(raws: list[str], base: str, *, skip_fonts: bool) -> tuple[str, ...]:
+    found: dict[str, None] = {}
+    for raw in raws:
+        reference = raw.strip()
+        if not reference or reference.startswith("#") or len(reference) > 16 * 1024:
+            continue
+        try:
+            url = resolve(reference, base)
+        except InvalidURL:
+            continue  # data:, a bad reference, or a base that is no http(s) URL
+        if not (skip_fonts and is_font_url(url)):
+            found.setdefault(url)
+    return tuple(found)

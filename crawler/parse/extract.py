@@ -14,12 +14,13 @@ whole document, even to elements before it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from crawler.model.imagetype import IMAGE_EXTENSIONS  # one list: what the store also names files by
-from crawler.parse.css import css_urls
+from crawler.parse.css import css_references, css_urls, stylesheet_urls
 from crawler.parse.decode import decode
 from crawler.parse.resolve import MAX_URL_LENGTH, Resolver, page_base
 from crawler.parse.srcset import parse_srcset
@@ -32,10 +33,12 @@ __all__ = [
     "PARSERS",
     "SOURCES",
     "Extraction",
+    "ImageRef",
     "css_urls",
     "extract",
     "has_image_extension",
     "parse_srcset",
+    "stylesheet_urls",
 ]
 
 SOURCES: frozenset[str] = frozenset(
@@ -62,6 +65,34 @@ class Extraction:
     base_url: str
     links: tuple[str, ...]
     images: tuple[str, ...]
+    # Style sheets the page loads (<link rel=stylesheet>, @import in <style>),
+    # for the caller to fetch and read with css.stylesheet_urls. Empty when
+    # the "css" source is off.
+    stylesheets: tuple[str, ...] = ()
+    # One per image, in the order of ``images``: how and with what words the
+    # page showed it.
+    image_refs: tuple[ImageRef, ...] = ()
+
+
+class ImageRef(NamedTuple):
+    """One image and what the page said about it, at its first reference.
+
+    ``kind`` is how it was referred to: "img" (src), "srcset", "picture" (a
+    <source>), "lazy", "css", "og:image", "twitter:image", "link" (icons,
+    preloads), "input", "svg" or "anchor". ``alt``, ``title``, ``width`` and
+    ``height`` are the attributes of the element (for a <picture> source, of
+    the picture's <img>), ``caption`` the text of the <figcaption> of an
+    enclosing <figure>; None where the page says nothing. A tuple, so that a
+    page's worth crosses a process boundary cheaply.
+    """
+
+    url: str
+    kind: str
+    alt: str | None = None
+    title: str | None = None
+    caption: str | None = None
+    width: int | None = None
+    height: int | None = None
 
 
 def has_image_extension(url: str) -> bool:
@@ -83,7 +114,9 @@ class _Collector:
         self.tree = tree
         self.sources = sources
         self.lazy = tuple(dict.fromkeys(name.lower() for name in lazy_attributes))
-        self.refs: list[tuple[str, str]] = []  # ("image" | "nav", raw reference)
+        # (role, raw reference, kind, node): role is "image", "nav" or "sheet";
+        # kind and node say how and where the page referred to an image.
+        self.refs: list[tuple[str, str, str, Any]] = []
         self.base: str | None = None
         self._source_verdicts: dict[int, tuple[bool, Any]] = {}  # id(<source>) -> verdict
         self.handlers: dict[str, _Handler] = {
@@ -108,46 +141,46 @@ class _Collector:
                 value = get(attribute)
                 if value:
                     if attribute.endswith("srcset"):
-                        self._images(parse_srcset(value))
+                        self._images(parse_srcset(value), "lazy", node)
                     else:
-                        self._image(value)
+                        self._image(value, "lazy", node)
             if css:
                 style = get("style")
                 if style:
-                    self._images(css_urls(style))
+                    self._images(css_urls(style), "css", node)
 
-    def _image(self, raw: str | None) -> None:
+    def _image(self, raw: str | None, kind: str, node: Any) -> None:
         if raw:
-            self.refs.append(("image", raw))
+            self.refs.append(("image", raw, kind, node))
 
-    def _images(self, raws: Iterable[str]) -> None:
-        self.refs.extend(("image", raw) for raw in raws)
+    def _images(self, raws: Iterable[str], kind: str, node: Any) -> None:
+        self.refs.extend(("image", raw, kind, node) for raw in raws)
 
     def _anchor(self, get: Getter, node: Any) -> None:
         raw = get("href")
         if raw:
-            self.refs.append(("nav", raw))
+            self.refs.append(("nav", raw, "anchor", node))
 
     def _frame(self, get: Getter, node: Any) -> None:
         raw = get("src")
         if raw:
-            self.refs.append(("nav", raw))
+            self.refs.append(("nav", raw, "anchor", node))
 
     def _img(self, get: Getter, node: Any) -> None:
         if "img" in self.sources:
-            self._image(get("src"))
+            self._image(get("src"), "img", node)
         if "srcset" in self.sources:
             srcset = get("srcset")
             if srcset:
-                self._images(parse_srcset(srcset))
+                self._images(parse_srcset(srcset), "srcset", node)
 
     def _source(self, get: Getter, node: Any) -> None:
         if "picture" not in self.sources or not self._in_picture(node):
             return
         srcset = get("srcset")
         if srcset:
-            self._images(parse_srcset(srcset))
-        self._image(get("src"))
+            self._images(parse_srcset(srcset), "picture", node)
+        self._image(get("src"), "picture", node)
 
     def _in_picture(self, node: Any) -> bool:
         """Is this <source> a <picture>'s (an image) rather than a <video>'s or <audio>'s?
@@ -165,6 +198,12 @@ class _Collector:
             parent_name = tree.name(parent)
             if parent_name == "source":
                 verdict = self._source_verdicts.get(id(parent), (False, None))[0]
+            elif parent_name == "svg":
+                # Browsers end an <svg> at some HTML tags (<font face>), which
+                # puts a following <source> back into the <picture>; libxml2
+                # does not. Taking it is at worst one candidate too many.
+                grandparent = tree.parent(parent)
+                verdict = grandparent is not None and tree.name(grandparent) == "picture"
             else:
                 verdict = parent_name == "picture"
         # The node is kept with its verdict: an lxml proxy's id is only its own
@@ -176,34 +215,42 @@ class _Collector:
         if "meta" not in self.sources:
             return
         for key in ("property", "name"):
-            if (get(key) or "").strip().lower() in _META_KEYS:
-                self._image(get("content"))
+            name = (get(key) or "").strip().lower()
+            if name in _META_KEYS:
+                # og:image:url is og:image; twitter:image:src is twitter:image
+                self._image(get("content"), ":".join(name.split(":")[:2]), node)
                 return
 
     def _link(self, get: Getter, node: Any) -> None:
+        rel = set((get("rel") or "").lower().split())
+        if "stylesheet" in rel and "css" in self.sources:
+            href = get("href")
+            if href:
+                self.refs.append(("sheet", href, "css", node))
         if "link" not in self.sources:
             return
-        rel = set((get("rel") or "").lower().split())
         if rel & _ICON_RELS:
-            self._image(get("href"))
+            self._image(get("href"), "link", node)
         elif "preload" in rel and (get("as") or "").strip().lower() == "image":
-            self._image(get("href"))
+            self._image(get("href"), "link", node)
             srcset = get("imagesrcset")
             if srcset:
-                self._images(parse_srcset(srcset))
+                self._images(parse_srcset(srcset), "link", node)
 
     def _input(self, get: Getter, node: Any) -> None:
         if "input" in self.sources and (get("type") or "").strip().lower() == "image":
-            self._image(get("src"))
+            self._image(get("src"), "input", node)
 
     def _svg_image(self, get: Getter, node: Any) -> None:
         if "svg" in self.sources:
-            self._image(get("href"))
-            self._image(get("xlink:href"))
+            self._image(get("href"), "svg", node)
+            self._image(get("xlink:href"), "svg", node)
 
     def _style(self, get: Getter, node: Any) -> None:
         if "css" in self.sources:
-            self._images(css_urls(self.tree.text(node)))
+            images, imports = css_references(self.tree.text(node))
+            self._images(images, "css", node)
+            self.refs.extend(("sheet", raw, "css", node) for raw in imports)
 
     def _base(self, get: Getter, node: Any) -> None:
         if self.base is None:
@@ -259,16 +306,60 @@ def extract(
     resolve = Resolver(base, used_encoding)
 
     links: dict[str, None] = {}  # dicts keep first-seen order and drop repeats
-    images: dict[str, None] = {}
+    images: dict[str, ImageRef] = {}
+    sheets: dict[str, None] = {}
     anchors_are_images = "anchor" in wanted
-    for kind, raw in collector.refs:
+    for role, raw, kind, node in collector.refs:
         url = resolve(raw)
         if url is None:
             continue
-        if kind == "image":
-            images.setdefault(url)
+        if role == "image" or (role == "nav" and anchors_are_images
+                               and has_image_extension(url)):
+            if url not in images:
+                images[url] = ImageRef(url, kind, *_described(tree, kind, node))
+        elif role == "sheet":
+            sheets.setdefault(url)
         elif not has_image_extension(url):
             links.setdefault(url)
-        elif anchors_are_images:
-            images.setdefault(url)
-    return Extraction(base_url=base, links=tuple(links), images=tuple(images))
+    return Extraction(base_url=base, links=tuple(links), images=tuple(images),
+                      stylesheets=tuple(sheets), image_refs=tuple(images.values()))
+
+
+_TEXT_LIMIT = 1000  # characters kept of alt, title and caption text
+_DIMENSION_RE = re.compile(r"[ \t\n\f\r]*([0-9]{1,6})")
+_NOT_DESCRIBED = (None, None, None, None, None)
+
+
+def _described(tree: Tree, kind: str, node: Any,
+               ) -> tuple[str | None, str | None, str | None, int | None, int | None]:
+    """(alt, title, caption, width, height) of the element that showed an image."""
+    if kind in ("og:image", "twitter:image", "link"):
+        return _NOT_DESCRIBED  # in the head: about the page, not the image
+    element = node
+    if kind == "picture":
+        picture = tree.enclosing(node, "picture")
+        img = tree.child(picture, "img", deep=True) if picture is not None else None
+        element = img if img is not None else node
+    figure = tree.enclosing(element, "figure")
+    caption = None
+    if figure is not None:
+        figcaption = tree.child(figure, "figcaption")
+        if figcaption is not None:
+            caption = _text(tree.caption_text(figcaption))
+    attribute = tree.attribute
+    return (_text(attribute(element, "alt")), _text(attribute(element, "title")), caption,
+            _dimension(attribute(element, "width")), _dimension(attribute(element, "height")))
+
+
+def _text(value: str | None) -> str | None:
+    if value is None:
+        return None
+    return " ".join(value.split())[:_TEXT_LIMIT]
+
+
+def _dimension(value: str | None) -> int | None:
+    """An HTML dimension attribute's pixels ("640", "640px"); None if it has none."""
+    if not value:
+        return None
+    match = _DIMENSION_RE.match(value)
+    return int(match.group(1)) if match else None

@@ -1,12 +1,19 @@
-"""Raw references found in a page to normalised absolute http(s) URLs."""
+"""Raw references found in a page to normalised absolute http(s) URLs.
+
+Resolution is the URL standard's (``crawler.model.urls.resolve``), so a
+reference means to the crawler what it means to a browser; what is added here
+is what the URL standard leaves to the document: skipping references to this
+same page and to schemes no one downloads, and a query's non-ASCII text in the
+page's own encoding.
+"""
 
 from __future__ import annotations
 
 import re
-from urllib.parse import quote, urljoin
+from urllib.parse import quote
 
 from crawler.errors import InvalidURL
-from crawler.model.urls import normalize
+from crawler.model.urls import normalize, resolve
 
 __all__ = ["MAX_URL_LENGTH", "Resolver", "page_base"]
 
@@ -41,10 +48,8 @@ class Resolver:
         self.base = base
         self.query_encoding = query_encoding
         scheme, sep, rest = base.partition("://")
-        # For the two commonest reference forms, "/path" and "//host/path",
-        # joining is concatenation; urljoin would cost as much as the parse.
-        self.scheme = scheme.lower() if sep else ""
-        self.origin = f"{scheme}://{rest.split('/', 1)[0]}" if sep else ""
+        fetched = sep and scheme.lower() in _FETCHED_SCHEMES
+        self.origin = f"{scheme}://{rest.split('/', 1)[0]}" if fetched else ""
         self.cache: dict[str, str | None] = {}  # pages repeat references (icons, spacers)
 
     def __call__(self, raw: str) -> str | None:
@@ -61,29 +66,15 @@ class Resolver:
         scheme = _SCHEME_RE.match(ref)
         if scheme is not None and scheme.group(1).lower() not in _FETCHED_SCHEMES:
             return None  # data:, javascript:, mailto:, blob:, about:, ...
-        if "\\" in ref:
-            ref = _backslashes_to_slashes(ref)
         if self.query_encoding not in _UTF8_FOR_URLS and not ref.isascii():
             ref = _encode_query(ref, self.query_encoding)
         try:
-            return normalize(self._join(ref, scheme is not None))
-        except (InvalidURL, ValueError):  # urljoin rejects e.g. "http://[oops/"
+            if self.origin and ref.startswith("/") and not ref.startswith(("//", "/\\")):
+                # "/path", the commonest form: joining is concatenation.
+                return normalize(self.origin + ref)
+            return resolve(ref, self.base)
+        except InvalidURL:
             return None
-
-    def _join(self, ref: str, has_scheme: bool) -> str:
-        if self.scheme in _FETCHED_SCHEMES and ref.startswith("/"):
-            if ref.startswith("//"):
-                return f"{self.scheme}:{ref}"
-            return self.origin + ref
-        if has_scheme and ref[ref.find(":") + 1 :].startswith("//"):
-            return ref  # already absolute
-        return urljoin(self.base, ref)
-
-
-def _backslashes_to_slashes(ref: str) -> str:
-    """Browsers read "\\" as "/" before the query in http(s) URLs; do the same."""
-    cut = min((i for i in (ref.find("?"), ref.find("#")) if i >= 0), default=len(ref))
-    return ref[:cut].replace("\\", "/") + ref[cut:]
 
 
 def _encode_query(ref: str, encoding: str) -> str:

@@ -60,6 +60,10 @@ class Tree(Protocol):
 
     def attribute(self, node: Any, key: str) -> str | None: ...
 
+    def caption_text(self, node: Any) -> str:
+        """The text of ``node`` and its descendants, without comments."""
+        ...
+
 
 def parse(text: str, parser: str = "lxml") -> Tree | None:
     """Parse a page with the named engine; None when nothing could be parsed."""
