@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import json
 import os
 import re
 import socket
@@ -399,3 +401,26 @@ def test_version(flag: str) -> None:
     result = run_crawler(flag)
     assert result.returncode == 0
     assert result.stdout.strip() == f"crawler {crawler.__version__}"
+
+
+def test_master_json_prints_the_summary_and_writes_summary_json(
+        tmp_path: Path, site: FixtureServer, authkey: str) -> None:
+    out = tmp_path / "out"
+    result = run_crawler("master", site.url + "/", "--json", "--local-workers", "1",
+                         "--threads", "2", "--out", str(out), "--bind", "127.0.0.1:0",
+                         cwd=tmp_path, env=crawl_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)  # one JSON object, nothing else on stdout
+    assert printed == json.loads((out / "summary.json").read_text())
+    entries = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    ok = [e for e in entries if e["status"] == "success"]
+    assert printed["completed"] is True
+    assert printed["succeeded"] == len(ok) and printed["failed"] == len(entries) - len(ok)
+    assert printed["images_by_status"]["success"] == len(ok)
+    assert printed["bytes"] == sum(e["bytes"] for e in ok)
+    failures = collections.Counter(e["reason"] for e in entries if e["status"] != "success")
+    assert printed["failures_by_reason"] == dict(failures) and failures
+    assert printed["hosts"][site.url.removeprefix("http://")]["succeeded"] == len(ok)
+    assert printed["download_s"]["max"] >= printed["download_s"]["mean"] > 0
+    assert printed["pages"] >= 1 and printed["manifest"] == str(out / "manifest.jsonl")
+    assert "crawl completed" not in result.stderr  # the text summary gives way to the JSON
