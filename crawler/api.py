@@ -240,11 +240,13 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
               local_workers: int, dry_run: bool = False, resume: bool = False,
               fresh: bool = False, progress: bool = False,
               announce: Callable[[str], None] | None = None,
-              on_signal_note: Callable[[], None] | None = None) -> Summary:
+              on_signal_note: Callable[[], None] | None = None,
+              on_summary: Callable[[Summary], None] | None = None) -> Summary:
     """A master's whole run: the wiring both :func:`crawl` and ``crawler master`` use.
 
     ``progress`` draws the progress display on stderr; ``announce`` receives
-    the lines meant for the operator (the queue address, the worker command).
+    the lines meant for the operator (the queue address, the worker command);
+    ``on_summary`` gets the summary before a crawl that read nothing raises.
     """
     from crawler.master.authkey import check_for_bind
     from crawler.master.master import Master, MasterOptions
@@ -282,6 +284,8 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
     summary = summarize(ran, seeds, dry_run=dry_run)
     if summary.summary_json is not None:
         _write_summary(summary)
+    if on_summary is not None:
+        on_summary(summary)
     if ran.completed and ran.nothing_crawled:
         seed, why = ran.seed_failures[0]
         more = len(ran.seed_failures) - 1

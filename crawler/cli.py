@@ -351,14 +351,16 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
         # os.write, not logging: a handler may run while the logging lock is held.
         os.write(2, b"crawler: stopping after the pages in flight; Ctrl-C again to quit now\n")
 
+    def show(summary: ApiSummary) -> None:
+        if json_summary:
+            write_out(summary.to_json())
+        elif not dry_run and not quiet:
+            print(format_summary(summary), file=sys.stderr)
+
     summary = run_crawl(settings, seeds, authkey, local_workers=local_workers, dry_run=dry_run,
                         resume=resume, fresh=fresh, progress=not quiet,
                         announce=None if quiet or dry_run else write_above_bars,
-                        on_signal_note=note_stopping)
-    if json_summary:
-        write_out(summary.to_json())
-    elif not dry_run and not quiet:
-        print(format_summary(summary), file=sys.stderr)
+                        on_signal_note=note_stopping, on_summary=show)
     return EXIT_INTERRUPTED if summary.interrupted else 0
 
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 import tomllib
+from pathlib import Path
 
 import crawler
 
@@ -41,3 +46,30 @@ def test_extras_split_tests_from_development_tools() -> None:
     assert {"pytest", "pytest-timeout", "pytest-xdist", "hypothesis", "pyte",
             "import-linter"} <= names["test"]
     assert {"ruff", "mypy"} <= names["dev"] and not {"ruff", "mypy"} & names["test"]
+
+
+def lint_imports(package_root: Path) -> subprocess.CompletedProcess[str]:
+    """``lint-imports`` with this repository's contracts, on the ``crawler`` under
+    ``package_root``."""
+    code = "import sys; from importlinter.cli import lint_imports_command as c; sys.exit(c())"
+    return subprocess.run([sys.executable, "-c", code, "--config", str(ROOT / "pyproject.toml"),
+                           "--no-cache"],
+                          cwd=package_root, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(package_root)}, check=False)
+
+
+def test_the_package_keeps_its_layers() -> None:
+    result = lint_imports(ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 kept, 0 broken" in result.stdout
+
+
+def test_an_import_up_the_layers_is_caught(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "crawler", tmp_path / "crawler",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "crawler" / "model" / "upward.py").write_text(
+        '"""A model module that reaches up into the master: not allowed."""\n\n'
+        "from crawler.master import master  # noqa: F401\n")
+    result = lint_imports(tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "crawler.model.upward -> crawler.master.master" in result.stdout
