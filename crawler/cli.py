@@ -215,15 +215,12 @@ def run() -> NoReturn:
 
     By the time ``main`` returns, every file is closed and every result recorded;
     what is left is freeing the crawl's objects one by one, which took a master
-    30 ms of CPU after a 5,000-image crawl, and joining idle threads.
+    30 ms of CPU after a 5,000-image crawl, and joining idle threads (or, after a
+    second Ctrl-C, page threads still waiting on their request).
     """
     try:
         code = main()
-    except KeyboardInterrupt:
-        # A second Ctrl-C while the crawl was winding down: leave now, not after the
-        # page threads' requests finish (the interpreter would join them at exit). The
-        # journal is transactional, so nothing half-written remains.
-        print("crawler: interrupted", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:  # before main's own handling began: nothing to save yet
         code = EXIT_INTERRUPTED
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
@@ -241,8 +238,9 @@ def run() -> NoReturn:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``crawler`` command; return its exit status (never exits the process).
 
-    A second Ctrl-C during a crawl raises ``KeyboardInterrupt`` out of here, for
-    ``run()`` to end the process at once.
+    A second Ctrl-C during a crawl returns 130 at once; threads still waiting on
+    a page request are left to ``run()``, which ends the process without
+    joining them (the journal is transactional: nothing half-written remains).
     """
     try:
         args = build_parser().parse_args(argv)
@@ -265,6 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.log_file is not None:
                 log.error("%s", exc)
             return exc.exit_code
+        except KeyboardInterrupt:
+            print("crawler: interrupted", file=sys.stderr, flush=True)
+            return EXIT_INTERRUPTED
 
 
 class _logging_for:  # noqa: N801 - used as a context manager, like contextlib's

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,14 @@ import crawler
 from crawler import cli
 from crawler.errors import ConfigError, NothingCrawled, UsageError
 
-from .conftest import ROOT, FixtureServer, free_port, manifest_lines, site_images
+from .conftest import (
+    ROOT,
+    FixtureServer,
+    free_port,
+    manifest_lines,
+    site_images,
+    slow_start,
+)
 
 
 def process_state() -> tuple[object, ...]:
@@ -119,3 +127,24 @@ def test_importing_crawler_and_help_load_no_crawl_code() -> None:
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "[]"
+
+
+def test_sigint_during_crawl_stops_it_cleanly_and_the_handler_goes_away(
+        tmp_path: Path, site: FixtureServer) -> None:
+    """While crawl() runs, Ctrl-C stops the crawl (state saved); afterwards it is the
+    caller's again: here, pytest's KeyboardInterrupt."""
+    slow_start(site, 1.5)
+
+    def interrupt_once_the_seed_is_asked_for() -> None:
+        deadline = time.monotonic() + 30
+        while "/" not in site.paths() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    before = process_state()
+    threading.Thread(target=interrupt_once_the_seed_is_asked_for, daemon=True).start()
+    summary = crawler.crawl([site.url + "/"], out=tmp_path / "out", local_workers=0,
+                            bind="127.0.0.1:0", authkey="k" * 32)
+    assert summary.interrupted and not summary.completed
+    assert process_state() == before
+    assert (tmp_path / "out" / "crawl.sqlite").is_file()  # a rerun resumes from it

@@ -31,7 +31,7 @@ def test_license_authors_urls_and_classifiers() -> None:
     meta = project()
     license_text = (ROOT / "LICENSE").read_text()
     assert license_text.startswith("MIT License")
-    assert meta["license"] == {"file": "LICENSE"}
+    assert meta["license"] == {"text": "MIT"}
     assert "License :: OSI Approved :: MIT License" in meta["classifiers"]  # type: ignore[operator]
     assert meta["authors"]
     urls = meta["urls"]
@@ -73,3 +73,27 @@ def test_an_import_up_the_layers_is_caught(tmp_path: Path) -> None:
     result = lint_imports(tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "crawler.model.upward -> crawler.master.master" in result.stdout
+
+
+def test_setuptools_builds_the_metadata_we_mean(tmp_path: Path) -> None:
+    """What an install records: name, version, license file, the command, the extras."""
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "crawler", tmp_path / "crawler",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    info = tmp_path / "info"
+    info.mkdir()
+    built = subprocess.run([sys.executable, "-c", "from setuptools import setup; setup()",
+                            "-q", "egg_info", "--egg-base", str(info)], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120, check=False)
+    assert built.returncode == 0, built.stderr
+    (egg,) = info.glob("*.egg-info")
+    meta = (egg / "PKG-INFO").read_text()
+    assert "Name: distributed-image-crawler\n" in meta
+    assert f"Version: {crawler.__version__}\n" in meta
+    assert "License: MIT\n" in meta
+    assert f"Project-URL: Source, {crawler.PROJECT_URL}\n" in meta
+    assert "LICENSE" in (egg / "SOURCES.txt").read_text().split()
+    assert "crawler = crawler.cli:run" in (egg / "entry_points.txt").read_text()
+    requires = (egg / "requires.txt").read_text()
+    assert "[test]" in requires and "[dev]" in requires and "shtab" in requires
