@@ -424,3 +424,20 @@ def test_master_json_prints_the_summary_and_writes_summary_json(
     assert printed["download_s"]["max"] >= printed["download_s"]["mean"] > 0
     assert printed["pages"] >= 1 and printed["manifest"] == str(out / "manifest.jsonl")
     assert "crawl completed" not in result.stderr  # the text summary gives way to the JSON
+
+
+def test_readme_settings_table_names_every_settings_flag() -> None:
+    """Each flag that sets a setting is in README's settings table, on that setting's row."""
+    from crawler.cli import SETTING_FLAGS
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    rows = [line.split("|") for line in readme.splitlines()
+            if line.startswith("| `") and line.count("|") >= 5]
+    flags_of: dict[str, str] = {}
+    for row in rows:
+        for key in re.findall(r"`([a-z_]+\.[a-z_]+)`", row[1]):
+            flags_of[key] = row[3]
+    for command, flags in SETTING_FLAGS.items():
+        for flag, key, *_ in flags:
+            assert key in flags_of, f"README's settings table has no row for {key}"
+            assert f"`{flag}`" in flags_of[key], f"{command} {flag} is not on the {key} row"
