@@ -411,7 +411,7 @@ def _master(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("no seed URL: give one or more URLs, or -i FILE")
     authkey = load_authkey(args.authkey_file, generate=True)
     return run_master(settings, seed_urls(urls), authkey, local_workers=args.local_workers,
-                      dry_run=args.dry_run, quiet=args.quiet or args.json, resume=args.resume,
+                      dry_run=args.dry_run, quiet=args.quiet, resume=args.resume,
                       fresh=args.fresh, json_summary=args.json)
 
 
