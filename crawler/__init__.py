@@ -9,21 +9,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # what type checkers see; at run time __getattr__ below loads them
-    from crawler.api import Summary, crawl, run_worker
+    from crawler.api import Summary, WorkerSummary, crawl, run_worker
     from crawler.config import Settings
     from crawler.errors import CrawlerError
 
 __version__ = "0.1.0"
 PROJECT_URL = "https://github.com/distributed-image-crawler/crawler"
 
-__all__ = ["PROJECT_URL", "CrawlerError", "Settings", "Summary", "__version__", "crawl",
-           "run_worker"]
+__all__ = ["PROJECT_URL", "CrawlerError", "Settings", "Summary", "WorkerSummary", "__version__",
+           "crawl", "run_worker"]
 
 # name: the module it lives in, imported on first use.
 _LAZY = {
     "crawl": "crawler.api",
     "run_worker": "crawler.api",
     "Summary": "crawler.api",
+    "WorkerSummary": "crawler.api",
     "Settings": "crawler.config",
     "CrawlerError": "crawler.errors",
 }

@@ -19,11 +19,13 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import datetime
 import json
 import os
 import re
 import signal
 import threading
+import time
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -70,6 +72,8 @@ class Summary:
     download_s: dict[str, float] = field(default_factory=dict)  # total, mean, max per image
     attempts: int = 0  # downloads tried, retries included
     seed_failures: tuple[tuple[str, str], ...] = ()  # (seed, why) for seeds that failed
+    started_at: str = ""  # this run's start and end, ISO 8601 UTC
+    finished_at: str = ""
     out_dir: Path | None = None  # None for a dry run, which writes nothing
     results_log: Path | None = None
     manifest: Path | None = None
@@ -95,7 +99,8 @@ class Summary:
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
 
 
-def summarize(master: MasterSummary, seeds: tuple[str, ...], *, dry_run: bool) -> Summary:
+def summarize(master: MasterSummary, seeds: tuple[str, ...], *, dry_run: bool,
+              started_at: str = "", finished_at: str = "") -> Summary:
     """The public summary of a master's run: its counts, and statistics from manifest.jsonl."""
     from crawler.model.urls import host_key_of_normalized
 
@@ -128,7 +133,8 @@ def summarize(master: MasterSummary, seeds: tuple[str, ...], *, dry_run: bool) -
                for host, c in sorted(hosts.items(), key=lambda kv: -sum(kv[1].values()))},
         download_s=download_s, attempts=attempts,
         seed_failures=tuple((seed, why) for seed, why in master.seed_failures),
-        out_dir=out, results_log=out / "results.log" if out else None,
+        started_at=started_at, finished_at=finished_at, out_dir=out,
+        results_log=out / "results.log" if out else None,
         manifest=out / "manifest.jsonl" if out else None,
         summary_json=out / SUMMARY_NAME if out else None)
 
@@ -275,13 +281,15 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
             if on_signal_note is not None:
                 on_signal_note()
 
+        started_at = _now()
         with _signals_handled_by(on_signal):
             ran = master.run()
     except BaseException:
         parser.close(wait=0.0)  # a second Ctrl-C: not even the page in flight is awaited
         raise
     parser.close()
-    summary = summarize(ran, seeds, dry_run=dry_run)
+    summary = summarize(ran, seeds, dry_run=dry_run, started_at=started_at,
+                        finished_at=_now())
     if summary.summary_json is not None:
         _write_summary(summary)
     if on_summary is not None:
@@ -292,6 +300,10 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
         raise NothingCrawled(f"no seed page could be fetched: {seed}: {why}"
                              + (f" (and {more} more seed(s))" if more else ""))
     return summary
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def _write_summary(summary: Summary) -> None:
@@ -325,17 +337,29 @@ def _signals_handled_by(handler: Callable[..., None]) -> Iterator[None]:
             signal.signal(signum, old if old is not None else signal.SIG_DFL)
 
 
+@dataclass(frozen=True)
+class WorkerSummary:
+    """What one worker did before it stopped."""
+
+    stop_reason: str  # "": the master said the crawl is over; else "interrupted", "SIGTERM"
+    done: int  # images stored
+    failed: int  # images that failed for good
+    bytes: int  # bytes stored
+    elapsed_s: float
+
+
 def run_worker(master: str, *, out: str | os.PathLike[str] = "downloads",
                settings: Settings | None = None, authkey: bytes | str | None = None,
                progress: Callable[[int, int, int], None] | None = None,
-               **overrides: Any) -> str:
+               **overrides: Any) -> WorkerSummary:
     """Download images for the master at ``master`` (``HOST:PORT``) into ``out`` until it
-    says the crawl is over; return why the worker stopped (``""``: the crawl ended).
+    says the crawl is over, or a signal stops it; return a :class:`WorkerSummary`.
 
     ``authkey`` defaults to ``$CRAWLER_AUTHKEY``; ``progress`` is called with
-    (images done, failed, bytes). Signals are handled as :func:`crawl` does:
-    SIGINT or SIGTERM hands the worker's URLs back and returns ``"interrupted"``
-    or ``"SIGTERM"``. Raises :class:`~crawler.errors.MasterUnreachable`,
+    (images done, failed, bytes). While it runs, SIGINT or SIGTERM (from the
+    main thread) hands the worker's URLs back and ends it, with ``stop_reason``
+    ``"interrupted"`` or ``"SIGTERM"``; the previous handlers are back afterwards.
+    Raises :class:`~crawler.errors.MasterUnreachable`,
     :class:`~crawler.errors.AuthenticationFailed` and the other ``CrawlerError``
     kinds instead of exiting.
     """
@@ -358,6 +382,10 @@ def run_worker(master: str, *, out: str | os.PathLike[str] = "downloads",
                     on_progress=(lambda stats: progress(stats.done, stats.failed, stats.bytes))
                     if progress else (lambda stats: None))
     signals = {signal.SIGINT: "interrupted", signal.SIGTERM: "SIGTERM"}
+    started = time.monotonic()
     with _signals_handled_by(lambda signum, _frame: worker.stop(signals[signum])):
         worker.run()
-    return str(worker.stop_reason or "")
+    stats = worker.stats
+    return WorkerSummary(stop_reason=str(worker.stop_reason or ""), done=stats.done,
+                         failed=stats.failed, bytes=stats.bytes,
+                         elapsed_s=round(time.monotonic() - started, 3))

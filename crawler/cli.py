@@ -425,7 +425,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     line = WorkerLine(quiet=args.quiet)
     try:
         reason = run_worker(args.master, out=settings.output.dir, settings=settings,
-                            authkey=authkey.key, progress=line.update)
+                            authkey=authkey.key, progress=line.update).stop_reason
     finally:
         line.close()
     if reason:

@@ -21,10 +21,14 @@ from crawler.errors import ConfigError, NothingCrawled, UsageError
 from .conftest import (
     ROOT,
     FixtureServer,
+    finish,
     free_port,
     manifest_lines,
     site_images,
     slow_start,
+    start_crawler,
+    stop,
+    wait_for_queue_address,
 )
 
 
@@ -148,3 +152,27 @@ def test_sigint_during_crawl_stops_it_cleanly_and_the_handler_goes_away(
     assert summary.interrupted and not summary.completed
     assert process_state() == before
     assert (tmp_path / "out" / "crawl.sqlite").is_file()  # a rerun resumes from it
+
+
+def test_run_worker_downloads_for_a_master_and_returns_what_it_did(
+        tmp_path: Path, site: FixtureServer, authkey: str) -> None:
+    slow_start(site)  # the worker connects before the crawl is over
+    out = tmp_path / "out"
+    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+                           cwd=tmp_path)
+    try:
+        address = wait_for_queue_address(master)
+        before = process_state()
+        done = crawler.run_worker(address, out=out, threads=2)
+        assert process_state() == before
+        finish(master, 60)
+    finally:
+        stop(master)
+    assert master.returncode == 0
+    assert isinstance(done, crawler.WorkerSummary) and done.stop_reason == ""
+    stored = [e for e in manifest_lines(out) if e["status"] == "success"]
+    assert done.done == len(stored) > 0
+    assert done.bytes == sum(e["bytes"] for e in stored)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["started_at"] <= summary["finished_at"]
+    assert summary["finished_at"].endswith("+00:00")
