@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="crawler",
         description="A distributed web-image crawler: a master finds image URLs and serves "
                     "them on a network queue; workers on any hosts download them.",
-        epilog="Run 'crawler COMMAND --help' for each command. Start with: crawler demo")
+        epilog="Run 'crawler COMMAND --help' for each command. Start with: crawler demo. "
+               "Shell completion: crawler completion bash (or zsh, tcsh).")
     parser.add_argument("-V", "--version", action="version", version=f"crawler {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
