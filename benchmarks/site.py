@@ -65,6 +65,10 @@ class SiteParams:
     median_kb: float = 16.0
     seed: int = 1
     scale: int = 1
+    # When set (page-heavy shape): each page shows between these many images, drawn
+    # at random, and ``images`` is ignored; the head forms (og:image, icon,
+    # <style>) are left out, so every image is one a reader sees in the body.
+    per_page: tuple[int, int] | None = None
 
     @property
     def total_pages(self) -> int:
@@ -72,7 +76,25 @@ class SiteParams:
 
     @property
     def total_images(self) -> int:
+        if self.per_page is not None:
+            return sum(self.page_image_counts())
         return max(1, self.images * self.scale)
+
+    def page_image_counts(self) -> list[int]:
+        """Images per page, index first: even shares, or ``per_page``'s random draws."""
+        if self.per_page is None:
+            total, pages = self.total_images, self.total_pages
+            return [total // pages + (1 if n < total % pages else 0) for n in range(pages)]
+        low, high = self.per_page
+        rng = random.Random(self.seed * 7919 + 1)  # its own stream: sizes stay as before
+        return [rng.randint(low, high) for _ in range(self.total_pages)]
+
+
+# The two shapes the benchmark runs, as keyword arguments of SiteParams.
+SHAPES: dict[str, dict[str, Any]] = {
+    "image-heavy": {"pages": 200, "images": 5000},  # 25 images a page, every form
+    "page-heavy": {"pages": 2000, "per_page": (1, 5)},  # 1-5 images a page, about 6,000
+}
 
 
 @dataclass
@@ -88,6 +110,17 @@ class SiteInfo:
     size_max: int
     forms: dict[str, int] = field(default_factory=dict)
     generate_s: float = 0.0
+
+
+def shape_params(shape: str, *, pages: int | None = None, images: int | None = None,
+                 **others: Any) -> SiteParams:
+    """The parameters of ``shape`` (a key of SHAPES), with figures given here overriding it."""
+    chosen = dict(SHAPES[shape])
+    if pages is not None:
+        chosen["pages"] = pages
+    if images is not None:
+        chosen["images"] = images  # the page-heavy shape draws its own count
+    return SiteParams(**chosen, **others)
 
 
 def image_sizes(params: SiteParams, rng: random.Random) -> list[int]:
@@ -189,20 +222,20 @@ BODY_FORMS: tuple[tuple[str, int, Callable[[Sequence[str]], str]], ...] = (
 
 
 def render_page(number: int, images: Sequence[str], links: Sequence[str],
-                forms: Counter[str]) -> str:
+                forms: Counter[str], head_forms: bool = True) -> str:
     """The HTML of page ``number`` showing ``images`` and linking to ``links``."""
     todo = list(images)
     head: list[str] = []
     # <head>: og:image, an icon, and a <style> block with two backgrounds.
-    if todo:
+    if todo and head_forms:
         head.append(f'<meta property="og:image" content="{todo.pop(0)}">')
         forms["og:image"] += 1
-    if todo:
+    if todo and head_forms:
         head.append(f'<link rel="icon" type="image/png" href="{todo.pop(0)}">')
         forms["link rel=icon"] += 1
     rules = []
     for n in range(2):
-        if todo:
+        if todo and head_forms:
             rules.append(f'.bg-{n} {{ background: #eee url("{todo.pop(0)}") no-repeat; }}')
             forms["css <style>"] += 1
     if rules:
@@ -246,9 +279,11 @@ def generate(out: Path, params: SiteParams) -> SiteInfo:
     # Images go to pages in a shuffled order, so a page's images span folders.
     order = list(range(len(paths)))
     rng.shuffle(order)
-    per_page: list[list[str]] = [[] for _ in range(page_count)]
-    for rank, number in enumerate(order):
-        per_page[rank % page_count].append(paths[number])
+    per_page: list[list[str]] = []
+    taken = 0
+    for count in params.page_image_counts():
+        per_page.append([paths[number] for number in order[taken:taken + count]])
+        taken += count
     (root / "p").mkdir(exist_ok=True)
     forms: Counter[str] = Counter()
     for n in range(page_count):
@@ -256,7 +291,7 @@ def generate(out: Path, params: SiteParams) -> SiteInfo:
             links = pages[1:]  # the table of contents
         else:
             links = ["/", pages[n - 1] if n > 1 else "/", pages[(n + 1) % page_count]]
-        html = render_page(n, per_page[n], links, forms)
+        html = render_page(n, per_page[n], links, forms, head_forms=params.per_page is None)
         target = root / "index.html" if n == 0 else root / pages[n].lstrip("/")
         target.write_text(html, encoding="utf-8")
     (root / "robots.txt").write_text("User-agent: *\nDisallow: /private/\n", encoding="utf-8")
@@ -319,9 +354,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help="write a site into OUT")
     gen.add_argument("out", type=Path)
+    gen.add_argument("--shape", choices=sorted(SHAPES), default="image-heavy",
+                     help="image-heavy: 200 pages x 25 images; page-heavy: 2,000 pages x 1-5 "
+                          "(--pages and --images override the shape's figures)")
     defaults = SiteParams()
-    gen.add_argument("--pages", type=int, default=defaults.pages)
-    gen.add_argument("--images", type=int, default=defaults.images)
+    gen.add_argument("--pages", type=int, default=None)
+    gen.add_argument("--images", type=int, default=None, help="total (image-heavy shape)")
     gen.add_argument("--min-kb", type=float, default=defaults.min_kb)
     gen.add_argument("--max-kb", type=float, default=defaults.max_kb)
     gen.add_argument("--median-kb", type=float, default=defaults.median_kb)
@@ -337,9 +375,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         serve(args.root, args.port, args.max_seconds)
         return 0
-    params = SiteParams(pages=args.pages, images=args.images, min_kb=args.min_kb,
-                        max_kb=args.max_kb, median_kb=args.median_kb, seed=args.seed,
-                        scale=args.scale)
+    params = shape_params(args.shape, pages=args.pages, images=args.images, min_kb=args.min_kb,
+                          max_kb=args.max_kb, median_kb=args.median_kb, seed=args.seed,
+                          scale=args.scale)
     info = generate(args.out, params)
     print(f"{len(info.pages)} pages, {len(info.ground_truth)} images, "
           f"{info.total_bytes / 1e6:.1f} MB (sizes {info.size_min}..{info.size_max} B, "

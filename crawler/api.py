@@ -230,21 +230,21 @@ def crawl(seeds: str | Iterable[str], *, out: str | os.PathLike[str] = "download
     stop the crawl cleanly while it runs (from the main thread only); a second
     SIGINT raises ``KeyboardInterrupt``; the previous handlers are back afterwards.
     """
-    from crawler.master.authkey import Authkey, load_authkey
+    from crawler.master.authkey import Authkey, master_authkey
 
     if local_workers < 0:
         raise UsageError("local_workers must be 0 or more")
     seed_list = seed_urls([seeds] if isinstance(seeds, str) else seeds)
     chosen = settings_with(settings, {**overrides, "output__dir": os.fspath(out)})
     key = (Authkey(authkey.encode() if isinstance(authkey, str) else authkey, "argument")
-           if authkey else load_authkey(None, generate=True))
+           if authkey else master_authkey(None, Path(chosen.output.dir), keep=not dry_run))
     return run_crawl(chosen, seed_list, key, local_workers=local_workers, dry_run=dry_run,
                      resume=resume, fresh=fresh)
 
 
 def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
               local_workers: int, dry_run: bool = False, resume: bool = False,
-              fresh: bool = False, progress: bool = False,
+              fresh: bool = False, invite_workers: bool = True, progress: bool = False,
               announce: Callable[[str], None] | None = None,
               on_signal_note: Callable[[], None] | None = None,
               on_summary: Callable[[Summary], None] | None = None) -> Summary:
@@ -266,10 +266,10 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
     check_for_bind(authkey, bind[0])
     options = MasterOptions(seeds=seeds, out_dir=Path(settings.output.dir), bind=bind,
                             local_workers=local_workers, worker_threads=settings.worker.threads,
-                            worker_fast_lane=settings.worker.fast_lane, dry_run=dry_run,
-                            resume=resume, fresh=fresh)
+                            dry_run=dry_run, resume=resume, fresh=fresh,
+                            invite_workers=invite_workers)
     # Before the progress display and the queue start their threads: it forks.
-    parser = PageParser()
+    parser = PageParser(parser=settings.crawl.parser)
     try:
         master = Master(settings, options, authkey, make_reporter(not progress or dry_run),
                         parser, announce=announce or (lambda text: None))
@@ -378,7 +378,9 @@ def run_worker(master: str, *, out: str | os.PathLike[str] = "downloads",
                     WorkerOptions(out_dir=Path(chosen.output.dir),
                                   threads=chosen.worker.threads,
                                   connect_wait=chosen.worker.connect_wait,
-                                  fast_lane=chosen.worker.fast_lane),
+                                  client_cert=chosen.http.client_cert,
+                                  client_key=chosen.http.client_key,
+                                  env_proxies=chosen.http.env_proxies),
                     on_progress=(lambda stats: progress(stats.done, stats.failed, stats.bytes))
                     if progress else (lambda stats: None))
     signals = {signal.SIGINT: "interrupted", signal.SIGTERM: "SIGTERM"}

@@ -2,11 +2,11 @@
 
 Exit status: 0 the command did its job (a crawl that completed, even with
 some failed images); 1 a runtime failure (master unreachable, authkey
-refused); 2 bad usage or settings; 3 the output folder cannot be written;
-4 the queue port cannot be bound; 5 no seed page could be fetched (the
-message gives the cause: connection refused, DNS, an untrusted certificate);
-120 what the command printed could not be written (a full disk, a closed
-pipe); 130 interrupted (Ctrl-C or SIGTERM on
+refused); 2 bad usage or settings; 3 the output folder cannot be written
+(or its crawl journal is damaged); 4 the queue port cannot be bound; 5 no
+seed page could be fetched (the message gives the cause: connection refused,
+DNS, an untrusted certificate); 120 what the command printed could not be
+written (a full disk, a closed pipe); 130 interrupted (Ctrl-C or SIGTERM on
 the master, after saving its state).
 
 ``main(argv)`` always returns its status; only ``run()``, the ``crawler``
@@ -87,14 +87,29 @@ SETTING_FLAGS: dict[str, list[tuple[str, str, Any, str, str]]] = {
          f"address of the queue (default 127.0.0.1:{DEFAULT_PORT}; 0.0.0.0:PORT for "
          "workers on other hosts)"),
         ("--out", "output.dir", str, "DIR", "output folder (default downloads/)"),
-        ("--threads", "worker.threads", int, "N", "download threads per local worker"),
+        ("--threads", "worker.threads", int, "N", "downloads in flight per local worker"),
+        ("--cookies", "http.cookies", str, "FILE",
+         "send the cookies of this Netscape cookies.txt file (pages and images)"),
+        ("--netrc", "http.netrc", str, "FILE", "logins per host from this netrc file"),
+        ("--ca-bundle", "http.ca_bundle", str, "FILE",
+         "trust the CAs in this PEM file (a private CA) instead of the system's"),
+        ("--client-cert", "http.client_cert", str, "FILE",
+         "present this client certificate (PEM; with its key unless --client-key)"),
+        ("--client-key", "http.client_key", str, "FILE", "the client certificate's key"),
+        ("--proxy", "http.proxy", str, "URL",
+         "proxy for every request: http://, https:// or socks5h:// (default: HTTP_PROXY, "
+         "HTTPS_PROXY and NO_PROXY from the environment)"),
+        ("--limit-rate", "http.limit_rate", str, "RATE",
+         "bandwidth cap of each worker in bytes/s, with k, M or G (e.g. 2M; 0: none)"),
     ],
     "worker": [
-        ("--threads", "worker.threads", int, "N",
-         "download threads, and downloads in flight on the fast lane"),
+        ("--threads", "worker.threads", int, "N", "downloads in flight at once"),
         ("--connect-wait", "worker.connect_wait", float, "SEC",
          "how long to wait for the master (at start and after losing it) before giving up"),
         ("--out", "output.dir", str, "DIR", "where to store images (default downloads/)"),
+        ("--client-cert", "http.client_cert", str, "FILE",
+         "present this client certificate (PEM) instead of the master's"),
+        ("--client-key", "http.client_key", str, "FILE", "the client certificate's key"),
     ],
     "demo": [
         ("--out", "output.dir", str, "DIR", "output folder (default downloads/)"),
@@ -173,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("--fresh", action="store_true",
                        help="forget the output folder's crawl (journal and results; stored "
                             "images stay) and start anew")
+    master.add_argument("--header", action="append", metavar="'NAME: VALUE'",
+                        help="send this header with every request; repeatable [http.headers]")
+    master.add_argument("--insecure", action="store_true",
+                        help="do NOT verify TLS certificates (unsafe) [http.insecure = true]")
+    master.add_argument("--no-proxy", action="store_true",
+                        help="ignore HTTP_PROXY, HTTPS_PROXY and NO_PROXY "
+                             "[http.env_proxies = false]")
 
     worker = command("worker", "download images for a master",
                      "Connect to a master's queue, download the images it hands out into the "
@@ -181,9 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("master", metavar="HOST:PORT", help="the master's queue address")
     worker.add_argument("--authkey-file", type=Path, metavar="FILE",
                         help="file holding the master's authkey (default: $CRAWLER_AUTHKEY)")
-    worker.add_argument("--no-fast-lane", action="store_true",
-                        help="download everything with the download threads, none on the "
-                             "fast lane [worker.fast_lane = false]")
+    worker.add_argument("--no-proxy", action="store_true",
+                        help="ignore HTTP_PROXY, HTTPS_PROXY and NO_PROXY on this host")
+    # Gone with the fast lane: refused with a message, not an argparse error.
+    worker.add_argument("--no-fast-lane", action="store_true", help=argparse.SUPPRESS)
 
     demo = command("demo", "crawl a built-in demo site (no internet needed)",
                    "Serve a small image site on 127.0.0.1, crawl it with a master and two "
@@ -198,9 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     report = command("report", "write an HTML gallery of a finished crawl",
-                     "Write OUTPUT_DIR/index.html: the images found, grouped by page, and the "
-                     "failures with their reasons. Opens from disk, no server needed.")
-    report.add_argument("output_dir", type=Path, metavar="OUTPUT_DIR")
+                     "Write OUTPUT_DIR/index.html: the images found, grouped by page, with "
+                     "filters and a full-size view, and the failed images and pages with their "
+                     "reasons. Opens from disk, no server needed. More folders (a worker's "
+                     "output copied from another host, another crawl) are merged into the "
+                     "report of the first.")
+    report.add_argument("output_dirs", type=Path, nargs="+", metavar="OUTPUT_DIR")
 
     completion = command("completion", "print a shell completion script",
                          "Print the completion script for SHELL on standard output. bash: "
@@ -298,23 +324,18 @@ class _logging_for:  # noqa: N801 - used as a context manager, like contextlib's
 
 
 def _log_handler(verbose: bool, log_file: Path | None) -> logging.Handler:
-    detail = "%(levelname)s %(name)s: %(message)s" if verbose else "%(levelname)s: %(message)s"
-    if log_file is not None:
-        try:
-            handler: logging.Handler = logging.FileHandler(log_file, encoding="utf-8")
-        except OSError as exc:
-            # Before any work: a log that cannot be written would lose what went wrong.
-            raise StorageError(f"cannot write the log file {log_file}: "
-                               f"{exc.strerror or exc}") from exc
-        handler.setFormatter(logging.Formatter("%(asctime)s " + detail))
-        return handler
-    if sys.stderr.isatty():
-        from crawler.ui.progress import TqdmLogHandler
+    if log_file is None:
+        from crawler.ui.progress import make_log_handler
 
-        handler = TqdmLogHandler()
-    else:
-        handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter(detail))
+        return make_log_handler(verbose)
+    detail = "%(levelname)s %(name)s: %(message)s" if verbose else "%(levelname)s: %(message)s"
+    try:
+        handler = logging.FileHandler(log_file, encoding="utf-8")
+    except OSError as exc:
+        # Before any work: a log that cannot be written would lose what went wrong.
+        raise StorageError(f"cannot write the log file {log_file}: "
+                           f"{exc.strerror or exc}") from exc
+    handler.setFormatter(logging.Formatter("%(asctime)s " + detail))
     return handler
 
 
@@ -330,7 +351,14 @@ def _settings(args: argparse.Namespace) -> Settings:
     if getattr(args, "ignore_robots", False):
         overrides["crawl.respect_robots"] = False
     if getattr(args, "no_fast_lane", False):
-        overrides["worker.fast_lane"] = False
+        raise UsageError("--no-fast-lane is gone: every download now goes through one libcurl "
+                         "engine (http and https alike); drop the flag")
+    if getattr(args, "insecure", False):
+        overrides["http.insecure"] = True
+    if getattr(args, "no_proxy", False):
+        overrides["http.env_proxies"] = False
+    if getattr(args, "header", None):
+        overrides["http.headers"] = (*settings.http.headers, *args.header)
     return settings.with_values(overrides) if overrides else settings
 
 
@@ -343,7 +371,8 @@ def _address(text: str) -> tuple[str, int]:
 
 def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
                local_workers: int, dry_run: bool, quiet: bool, resume: bool = False,
-               fresh: bool = False, json_summary: bool = False) -> int:
+               fresh: bool = False, invite_workers: bool = True,
+               json_summary: bool = False) -> int:
     """``crawler master`` (and the demo): the crawl, its progress on the terminal, the
     summary on stderr (or as JSON on stdout); 130 when it was interrupted."""
     from crawler.api import run_crawl
@@ -360,7 +389,8 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
             print(format_summary(summary), file=sys.stderr)
 
     summary = run_crawl(settings, seeds, authkey, local_workers=local_workers, dry_run=dry_run,
-                        resume=resume, fresh=fresh, progress=not quiet,
+                        resume=resume, fresh=fresh, invite_workers=invite_workers,
+                        progress=not quiet,
                         announce=None if quiet or dry_run else write_above_bars,
                         on_signal_note=note_stopping, on_summary=show)
     return EXIT_INTERRUPTED if summary.interrupted else 0
@@ -401,7 +431,7 @@ def format_summary(summary: ApiSummary) -> str:
 
 def _master(args: argparse.Namespace, settings: Settings) -> int:
     from crawler.api import read_seed_file, seed_urls
-    from crawler.master.authkey import load_authkey
+    from crawler.master.authkey import master_authkey
 
     if args.local_workers < 0:
         raise UsageError("--local-workers must be 0 or more")
@@ -410,7 +440,7 @@ def _master(args: argparse.Namespace, settings: Settings) -> int:
         urls += read_seed_file(args.input_file)
     if not urls:
         raise UsageError("no seed URL: give one or more URLs, or -i FILE")
-    authkey = load_authkey(args.authkey_file, generate=True)
+    authkey = master_authkey(args.authkey_file, Path(settings.output.dir), keep=not args.dry_run)
     return run_master(settings, seed_urls(urls), authkey, local_workers=args.local_workers,
                       dry_run=args.dry_run, quiet=args.quiet, resume=args.resume,
                       fresh=args.fresh, json_summary=args.json)
@@ -456,7 +486,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 def _report(args: argparse.Namespace, settings: Settings) -> int:
     from crawler.ui.report import write_report
 
-    path = write_report(args.output_dir)
+    path = write_report(args.output_dirs)
     write_out(f"wrote {path}")
     return 0
 

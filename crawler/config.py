@@ -26,6 +26,7 @@ from typing import Any
 
 from crawler import PROJECT_URL, __version__
 from crawler.errors import ConfigError
+from crawler.fetch.options import valid_headers, valid_rate
 
 DEFAULT_PORT = 24601  # below the ephemeral range (32768-60999), so no outgoing socket takes it
 DEFAULT_SETTINGS_FILE = "settings.toml"
@@ -33,6 +34,9 @@ SETTINGS_ENV = "CRAWLER_SETTINGS"
 # The product token robots.txt groups match ("User-agent: crawler"), a version, and
 # where a site's owner can read what this crawler is.
 DEFAULT_USER_AGENT = f"crawler/{__version__} (+{PROJECT_URL})"
+# The HTML engines crawler.parse offers (lxml: libxml2's tree, about 20 times
+# faster; beautifulsoup: a BeautifulSoup tree over the same libxml2 parse).
+PARSERS = ("lxml", "beautifulsoup")
 ALL_SOURCES = ("img", "srcset", "picture", "lazy", "css", "meta", "link", "input", "svg", "anchor")
 SCOPE_MODES = ("host", "domain", "any")
 
@@ -71,6 +75,8 @@ class CrawlSettings:
     sources: tuple[str, ...] = field(default=ALL_SOURCES, metadata=_check(
         lambda v: set(v) <= set(ALL_SOURCES), "a list drawn from " + ", ".join(ALL_SOURCES)))
     lazy_attributes: tuple[str, ...] = ()
+    parser: str = field(default="lxml", metadata=_check(
+        lambda v: v in PARSERS, "one of " + ", ".join(PARSERS)))
     page_concurrency: int = field(default=4, metadata=_POSITIVE)
     max_page_bytes: int = field(default=10_000_000, metadata=_POSITIVE)
     page_timeout: float = field(default=30.0, metadata=_POSITIVE)
@@ -138,6 +144,7 @@ class QueueSettings:
                       metadata=_check(_valid_bind, "HOST:PORT, an IPv4 address or a host"
                                       " name and a port from 0 to 65535"))
     lease_timeout: float = field(default=60.0, metadata=_POSITIVE)
+    worker_silence: float = field(default=5.0, metadata=_POSITIVE)
     batch_size: int = field(default=64, metadata=_POSITIVE)
 
 
@@ -145,7 +152,24 @@ class QueueSettings:
 class WorkerSettings:
     threads: int = field(default=16, metadata=_POSITIVE)
     connect_wait: float = field(default=300.0, metadata=_NON_NEGATIVE)
-    fast_lane: bool = True
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """What every request carries, pages and images alike (see crawler/fetch/options.py)."""
+
+    headers: tuple[str, ...] = field(default=(), metadata=_check(
+        valid_headers, "a list of headers such as \"Referer: https://example.com/\""))
+    cookies: str = ""  # a Netscape cookies.txt file
+    netrc: str = ""  # a netrc file: a login per host
+    ca_bundle: str = ""  # PEM file of CAs to trust besides the system's
+    insecure: bool = False
+    client_cert: str = ""
+    client_key: str = ""
+    proxy: str = ""
+    env_proxies: bool = True
+    limit_rate: str = field(default="0", metadata=_check(
+        valid_rate, "a rate in bytes per second such as \"500k\", \"2M\" or \"0\""))
 
 
 @dataclass(frozen=True)
@@ -177,6 +201,7 @@ class Settings:
     worker: WorkerSettings = WorkerSettings()
     output: OutputSettings = OutputSettings()
     security: SecuritySettings = SecuritySettings()
+    http: HttpSettings = HttpSettings()
 
     def with_values(self, values: Mapping[str, Any], source: str = "command line") -> Settings:
         """Return a copy with ``{"section.key": value}`` applied, validated like a file."""
@@ -355,6 +380,13 @@ def _check_consistent(settings: Settings, source: str) -> None:
                               f"download.max_{side} ({high}): no image could be kept")
 
 
+# Settings that existed once, and what to do instead.
+REMOVED_KEYS = {
+    "worker.fast_lane": "is gone: every download now goes through one libcurl engine "
+                        "(http and https alike); remove the line",
+}
+
+
 def _section_values(current: Any, section: str, table: Mapping[str, Any],
                     source: str) -> dict[str, Any]:
     fields = {f.name: f for f in dataclasses.fields(current)}
@@ -362,6 +394,8 @@ def _section_values(current: Any, section: str, table: Mapping[str, Any],
     values: dict[str, Any] = {}
     for key, raw in table.items():
         where = f"{source}: {section}.{key}"
+        if f"{section}.{key}" in REMOVED_KEYS:
+            raise ConfigError(f"{where} {REMOVED_KEYS[f'{section}.{key}']}")
         if key not in fields:
             raise ConfigError(f"{where}: unknown key; known keys in [{section}]: "
                               + ", ".join(fields))

@@ -10,6 +10,9 @@
     │   ├── MasterUnreachable    a worker gave up waiting for its master; exit 1
     │   └── AuthenticationFailed the master refused our authkey; exit 1
     ├── StorageError             the output folder cannot be written (permission, disk full); exit 3
+    │   └── JournalDamaged       the crawl journal is not a readable SQLite file; exit 3
+    ├── PathConflict             an image's name is taken by something the crawler did not store
+    ├── LeaseLost                a worker would store an image whose lease went to another worker
     ├── WorkerFailed             a worker cannot go on (no download threads); exit 1
     ├── NothingCrawled           no seed page could be fetched (refused, DNS, TLS…); exit 5
     ├── OutputLost               standard output cannot be written (closed pipe, full); exit 120
@@ -64,6 +67,23 @@ class AuthenticationFailed(QueueError):
 
 class StorageError(CrawlerError):
     exit_code = 3
+
+
+class JournalDamaged(StorageError):
+    """The crawl journal (crawl.sqlite) is truncated or holds garbage: nothing resumes
+    from it until it is moved away."""
+
+    exit_code = 3
+
+
+class PathConflict(CrawlerError):
+    """An image's name in the image folder is taken by a file or folder the crawler did
+    not store there: that image fails, and the worker goes on (its disk is fine)."""
+
+
+class LeaseLost(CrawlerError):
+    """A worker fell silent and the image it was downloading went to another worker:
+    it does not store or report it."""
 
 
 class WorkerFailed(CrawlerError):

@@ -6,7 +6,10 @@ import queue
 
 import pytest
 
+from crawler.board.classic import ResultQueueView, TaskQueueView
+from crawler.board.manager import BoardView
 from crawler.board.memory import BoardPolicy, TaskBoard
+from crawler.config import Settings
 from crawler.model.outcome import Attempt
 
 
@@ -23,14 +26,14 @@ def board(clock: Clock, **policy: float) -> TaskBoard:
                                     **policy}), clock=clock)
 
 
-def ok(url: str) -> dict:
-    return Attempt(url=url, ok=True, bytes=10).to_wire()
+def ok(url: str) -> Attempt:
+    return Attempt(url=url, ok=True, bytes=10, path="images/http/h/a.png", sha256="ab" * 32)
 
 
 def test_a_url_is_queued_once() -> None:
     b = board(Clock())
-    assert b.add("http://h/a.png", "h", "http://h/")
-    assert not b.add("http://h/a.png", "h", "http://h/other")
+    assert b.put("http://h/a.png", "h", "http://h/")
+    assert not b.put("http://h/a.png", "h", "http://h/other")
     assert b.lease("w", 10, 0)["tasks"] == [("http://h/a.png", 1)]
     assert b.lease("w", 10, 0)["tasks"] == []
 
@@ -38,7 +41,7 @@ def test_a_url_is_queued_once() -> None:
 def test_an_expired_lease_goes_back_to_the_queue() -> None:
     clock = Clock()
     b = board(clock)
-    b.add("http://h/a.png", "h", None)
+    b.put("http://h/a.png", "h", None)
     assert b.lease("dead", 1, 0)["tasks"]
     clock.now += 11
     assert b.reap() == 1
@@ -48,7 +51,7 @@ def test_an_expired_lease_goes_back_to_the_queue() -> None:
 def test_heartbeats_keep_a_lease_alive() -> None:
     clock = Clock()
     b = board(clock)
-    b.add("http://h/a.png", "h", None)
+    b.put("http://h/a.png", "h", None)
     b.lease("w", 1, 0)
     for _ in range(5):
         clock.now += 6
@@ -59,34 +62,88 @@ def test_heartbeats_keep_a_lease_alive() -> None:
     assert settled.attempt.ok and settled.worker == "w" and settled.attempts == 1
 
 
-def test_first_final_result_counts_and_late_ones_are_ignored() -> None:
+def test_only_the_holders_result_counts_and_late_ones_are_ignored() -> None:
     clock = Clock()
     b = board(clock)
-    b.add("http://h/a.png", "h", None)
+    b.put("http://h/a.png", "h", None)
     b.lease("slow", 1, 0)
     clock.now += 11
     b.reap()
     b.lease("fast", 1, 0)
-    b.report("slow", [ok("http://h/a.png")])  # late, but first: it settles the URL
+    b.report("slow", [ok("http://h/a.png")])  # its lease ran out: not recorded
+    assert b.drain() == [] and b.unfinished() == 1
     b.report("fast", [ok("http://h/a.png")])
-    assert len(b.drain()) == 1
+    [settled] = b.drain()
+    assert settled.worker == "fast"
     assert b.unfinished() == 0
-    assert b.counts()["duplicates"] == 1
+    b.report("fast", [ok("http://h/a.png")])
+    assert b.counts()["duplicates"] == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"path": "../../etc/passwd"}, "not inside"),
+        ({"path": "/etc/passwd"}, "not inside"),
+        ({"path": "images/../manifest.jsonl"}, "not inside"),
+        ({"path": "results.log"}, "not inside"),
+        ({"path": None}, "not inside"),
+        ({"sha256": "0"}, "not 64 hex digits"),
+        ({"sha256": None}, "not 64 hex digits"),
+        ({"sha256": "G" * 64}, "not 64 hex digits"),
+        ({"bytes": -1}, "not a count"),
+        ({"url": 7}, "no URL"),
+        ({"ok": "yes"}, "not true or false"),
+        ({"evil": 1}, "unknown fields"),
+    ],
+)
+def test_malformed_reports_are_refused_and_logged(change: dict, why: str,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    b = board(Clock())
+    view = BoardView(b, lambda full=False: {})
+    b.put("http://h/a.png", "h", None)
+    view.lease("w", 1, 0)
+    view.report("w", [{**ok("http://h/a.png").to_wire(), **change}])  # type: ignore[list-item]
+    assert b.drain() == [] and b.unfinished() == 1
+    assert b.counts()["refused"] == 1
+    assert why in caplog.text and "refused a report from w" in caplog.text
+    bad = {**ok("http://h/a.png").to_wire(), **change}
+    view.exchange("w", 1, [bad], [], 0, 0)  # type: ignore[list-item]
+    assert b.drain() == [] and b.counts()["refused"] == 2
+
+
+def test_a_report_for_a_url_never_leased_to_the_worker_is_refused(
+        caplog: pytest.LogCaptureFixture) -> None:
+    b = board(Clock())
+    b.put("http://h/a.png", "h", None)
+    b.report("intruder", [ok("http://h/a.png")])
+    b.report("intruder", [ok("http://h/never-queued.png")])
+    assert b.drain() == [] and b.unfinished() == 1
+    assert "no such URL" in caplog.text
+
+
+def test_classic_result_lines_are_taken_as_they_are() -> None:
+    b = board(Clock())
+    b.put("http://h/a.png", "h", None)
+    assert TaskQueueView(b).get(timeout=0) == "http://h/a.png"
+    ResultQueueView(b).put("http://h/a.png--->success")
+    [settled] = b.drain()
+    assert settled.attempt.ok and settled.attempt.path is None
 
 
 def test_transient_failures_are_retried_with_backoff_then_fail() -> None:
     clock = Clock()
     b = board(clock, max_attempts=2)
-    b.add("http://h/a.png", "h", None)
+    b.put("http://h/a.png", "h", None)
     b.lease("w", 1, 0)
     b.report("w", [Attempt(url="http://h/a.png", ok=False, reason="HTTP 503",
-                           transient=True).to_wire()])
+                           transient=True)])
     assert b.drain() == []
     assert b.lease("w", 1, 0)["tasks"] == []  # still backing off
     clock.now += 1.01
     assert b.lease("w", 1, 0)["tasks"] == [("http://h/a.png", 2)]
     b.report("w", [Attempt(url="http://h/a.png", ok=False, reason="HTTP 503",
-                           transient=True).to_wire()])
+                           transient=True)])
     [settled] = b.drain()
     assert settled.attempts == 2 and settled.attempt.reason == "HTTP 503"
 
@@ -95,10 +152,10 @@ def test_retry_after_holds_the_whole_host() -> None:
     clock = Clock()
     b = board(clock)
     for name in ("a", "b"):
-        b.add(f"http://h/{name}.png", "h", None)
+        b.put(f"http://h/{name}.png", "h", None)
     b.lease("w", 1, 0)
     b.report("w", [Attempt(url="http://h/a.png", ok=False, reason="HTTP 429", transient=True,
-                           retry_after=30).to_wire()])
+                           retry_after=30)])
     clock.now += 5
     assert b.lease("w", 5, 0)["tasks"] == []
     clock.now += 26
@@ -107,9 +164,9 @@ def test_retry_after_holds_the_whole_host() -> None:
 
 def test_permanent_failures_are_final_at_once() -> None:
     b = board(Clock())
-    b.add("http://h/a.png", "h", None)
+    b.put("http://h/a.png", "h", None)
     b.lease("w", 1, 0)
-    b.report("w", [Attempt(url="http://h/a.png", ok=False, reason="HTTP 404").to_wire()])
+    b.report("w", [Attempt(url="http://h/a.png", ok=False, reason="HTTP 404")])
     [settled] = b.drain()
     assert settled.attempt.reason == "HTTP 404" and settled.attempts == 1
 
@@ -118,14 +175,14 @@ def test_host_concurrency_and_delay_pace_hand_outs() -> None:
     clock = Clock()
     b = board(clock, host_concurrency=2, host_delay=0.0)
     for n in range(5):
-        b.add(f"http://h/{n}.png", "h", None)
-    b.add("http://other/x.png", "other", None)
+        b.put(f"http://h/{n}.png", "h", None)
+    b.put("http://other/x.png", "other", None)
     tasks = b.lease("w", 10, 0)["tasks"]
     assert sorted(url for url, _ in tasks) == ["http://h/0.png", "http://h/1.png",
                                                "http://other/x.png"]
     paced = board(clock, host_delay=2.0)
     for n in range(3):
-        paced.add(f"http://h/{n}.png", "h", None)
+        paced.put(f"http://h/{n}.png", "h", None)
     assert len(paced.lease("w", 10, 0)["tasks"]) == 1
     clock.now += 1
     assert paced.lease("w", 10, 0)["tasks"] == []
@@ -135,7 +192,7 @@ def test_host_concurrency_and_delay_pace_hand_outs() -> None:
 
 def test_release_gives_back_without_counting_an_attempt() -> None:
     b = board(Clock())
-    b.add("http://h/a.png", "h", None)
+    b.put("http://h/a.png", "h", None)
     b.lease("w", 1, 0)
     b.release("w", ["http://h/a.png"])
     assert b.lease("v", 1, 0)["tasks"] == [("http://h/a.png", 1)]
@@ -146,7 +203,7 @@ def test_closed_board_tells_workers_and_classic_get_times_out() -> None:
     b.close()
     assert b.lease("w", 1, 0) == {"closed": True, "tasks": []}
     with pytest.raises(queue.Empty):
-        b.classic_get(timeout=0.01)
+        TaskQueueView(b).get(timeout=0.01)
 
 
 def test_the_crawl_loop_is_woken_when_the_last_url_settles_and_when_a_worker_leaves() -> None:
@@ -154,11 +211,11 @@ def test_the_crawl_loop_is_woken_when_the_last_url_settles_and_when_a_worker_lea
     clock = Clock()
     b = TaskBoard(BoardPolicy(backoff_base=1.0), clock=clock,
                   wake=lambda: wakes.append(b.unfinished()))
-    b.add("http://h/a.png", "h", None)
-    b.add("http://h/b.png", "h", None)
+    b.put("http://h/a.png", "h", None)
+    b.put("http://h/b.png", "h", None)
     b.lease("w", 2, 0)
     b.report("w", [Attempt(url="http://h/a.png", ok=False, reason="timed out",
-                           transient=True).to_wire()])
+                           transient=True)])
     b.report("w", [ok("http://h/b.png")])
     assert wakes == [], "a retry due and a URL left: nothing to look at yet"
     clock.now += 2  # the retry's backoff is over
@@ -172,10 +229,10 @@ def test_the_crawl_loop_is_woken_when_the_last_url_settles_and_when_a_worker_lea
 def test_an_exchange_sent_again_after_a_lost_answer_is_applied_once() -> None:
     # backoff 0 and 2 attempts: a timeout counted twice would end the URL as failed.
     b = board(Clock(), backoff_base=0.0, max_attempts=2)
-    b.add("http://h/a.png", "h", None)
+    b.put("http://h/a.png", "h", None)
     assert b.exchange("w", 1, [], [], 1, 0)["tasks"] == [("http://h/a.png", 1)]
     timeout = Attempt(url="http://h/a.png", ok=False, reason="timed out",
-                      transient=True).to_wire()
+                      transient=True)
     lost = b.exchange("w", 2, [timeout], [], 1, 0)  # the worker never sees this answer
     assert lost["tasks"] == [("http://h/a.png", 2)]
     again = b.exchange("w", 2, [timeout], [], 1, 0, holding=[])
@@ -191,10 +248,10 @@ def test_an_exchange_sent_again_after_a_lost_answer_is_applied_once() -> None:
 def test_a_copy_of_an_exchange_held_up_in_the_network_does_nothing() -> None:
     b = board(Clock(), backoff_base=0.0, max_attempts=2)
     for name in ("a", "b"):
-        b.add(f"http://h/{name}.png", "h", None)
+        b.put(f"http://h/{name}.png", "h", None)
     assert b.exchange("w", 1, [], [], 1, 0)["tasks"] == [("http://h/a.png", 1)]
     timeout = Attempt(url="http://h/a.png", ok=False, reason="timed out",
-                      transient=True).to_wire()
+                      transient=True)
     b.exchange("w", 2, [timeout], [], 0, 0)  # sent, the answer lost; sent again:
     assert b.exchange("w", 2, [timeout], [], 2, 0)["tasks"] == [
         ("http://h/a.png", 2), ("http://h/b.png", 1)]
@@ -209,7 +266,7 @@ def test_a_lease_whose_answer_was_lost_goes_back_when_the_worker_says_what_it_ho
     clock = Clock()
     b = board(clock)
     for name in ("a", "b", "c"):
-        b.add(f"http://h/{name}.png", "h", None)
+        b.put(f"http://h/{name}.png", "h", None)
     b.exchange("w", 1, [], [], 1, 0)  # a: received
     b.exchange("w", 2, [], [], 2, 0)  # b and c: the answer was lost
     for _ in range(3):  # heartbeats alone would keep b and c leased forever
@@ -225,23 +282,23 @@ def test_a_lease_whose_answer_was_lost_goes_back_when_the_worker_says_what_it_ho
 
 def test_classic_results_are_parsed() -> None:
     b = board(Clock())
-    b.add("http://h/a.png", "h", None)
-    b.add("http://h/b.png", "h", None)
-    assert b.classic_get(timeout=0) == "http://h/a.png"
-    assert b.classic_get(timeout=0) == "http://h/b.png"
-    b.classic_put("http://h/a.png--->success")
-    b.classic_put("http://h/b.png--->failure: timed out")
+    b.put("http://h/a.png", "h", None)
+    b.put("http://h/b.png", "h", None)
+    assert TaskQueueView(b).get(timeout=0) == "http://h/a.png"
+    assert TaskQueueView(b).get(timeout=0) == "http://h/b.png"
+    ResultQueueView(b).put("http://h/a.png--->success")
+    ResultQueueView(b).put("http://h/b.png--->failure: timed out")
     settled = {s.attempt.url: s.attempt for s in b.drain()}
     assert settled["http://h/a.png"].ok
     assert settled["http://h/b.png"].reason == "timed out"
     with pytest.raises(ValueError):
-        b.classic_put("garbage without separator")
+        ResultQueueView(b).put("garbage without separator")
 
 
 def test_remembered_urls_are_never_queued_again() -> None:
     b = board(Clock())
     b.remember(["http://h/done.png"])
-    assert not b.add("http://h/done.png", "h", "http://h/again")
+    assert not b.put("http://h/done.png", "h", "http://h/again")
     assert b.lease("w", 10, 0)["tasks"] == []
     assert b.unfinished() == 0 and b.drain() == []
 
@@ -249,13 +306,13 @@ def test_remembered_urls_are_never_queued_again() -> None:
 def test_a_stale_transient_failure_leaves_the_current_holder_alone() -> None:
     clock = Clock()
     b = board(clock, max_attempts=2)
-    b.add("http://h/a.png", "h", None)
+    b.put("http://h/a.png", "h", None)
     b.lease("w1", 1, 0)
     clock.now += 11
     b.reap()
     assert b.lease("w2", 1, 0)["tasks"] == [("http://h/a.png", 2)]
     b.report("w1", [Attempt(url="http://h/a.png", ok=False, reason="timed out",
-                            transient=True).to_wire()])
+                            transient=True)])
     assert b.lease("w3", 1, 0)["tasks"] == [], "the URL stays with w2"
     b.report("w2", [ok("http://h/a.png")])
     [settled] = b.drain()
@@ -267,7 +324,44 @@ def test_crawl_delay_does_not_shorten_the_configured_host_delay() -> None:
     b = board(clock, host_delay=5.0)
     b.set_host_delay("h", 0.5)
     for n in range(2):
-        b.add(f"http://h/{n}.png", "h", None)
+        b.put(f"http://h/{n}.png", "h", None)
     assert len(b.lease("w", 10, 0)["tasks"]) == 1
     clock.now += 1
     assert b.lease("w", 10, 0)["tasks"] == []
+
+
+def test_the_policy_defaults_are_the_settings_own() -> None:
+    assert BoardPolicy() == BoardPolicy.from_settings(Settings())
+    changed = Settings().with_values({"queue.lease_timeout": 7, "politeness.host_delay": 0.5,
+                                      "download.max_attempts": 5, "queue.batch_size": 3})
+    policy = BoardPolicy.from_settings(changed)
+    assert (policy.lease_timeout, policy.host_delay, policy.max_attempts,
+            policy.batch_size) == (7, 0.5, 5, 3)
+
+
+def test_a_silent_worker_loses_its_leases_and_learns_which_when_it_returns() -> None:
+    clock = Clock()
+    b = board(clock, lease_timeout=60.0, worker_silence=5.0)
+    b.put("http://h/a.png", "h", None)
+    assert b.exchange("w", 1, [], [], 1, 0)["tasks"] == [("http://h/a.png", 1)]
+    clock.now += 4
+    assert b.reap() == 0  # heard from recently enough
+    clock.now += 2
+    assert b.reap() == 1  # silent for 6 s: long before the lease's 60 s
+    assert b.lease("other", 1, 0)["tasks"] == [("http://h/a.png", 2)]
+    answer = b.exchange("w", 2, [], [], 0, 0, holding=["http://h/a.png"])
+    assert answer.get("lost") == ["http://h/a.png"]
+
+
+def test_one_worker_gets_its_share_of_a_host_not_all_of_it() -> None:
+    clock = Clock()
+    b = board(clock, host_concurrency=4)
+    for n in range(10):
+        b.put(f"http://h/{n}.png", "h", None)
+    assert len(b.lease("first", 10, 0)["tasks"]) == 4  # alone: every slot
+    b.lease("second", 10, 0)  # nothing free yet, but it asks
+    first = [url for url, _ in b.lease("first", 10, 0)["tasks"]]
+    assert first == []
+    b.report("first", [ok(f"http://h/{n}.png") for n in range(3)])  # three slots free
+    assert len(b.lease("first", 10, 0)["tasks"]) == 1  # up to its share of 2
+    assert len(b.lease("second", 10, 0)["tasks"]) == 2

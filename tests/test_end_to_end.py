@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -127,9 +128,12 @@ def test_a_worker_started_as_the_master_says_does_the_job(site: FixtureServer,
     try:
         hint = wait_for_output(master, r"workers on this host: crawler (worker .*?) \(a new key\)")
         key_file = out / "authkey"
-        assert hint.group(1).endswith(f"--authkey-file {key_file}")
+        assert hint.group(1).endswith(f"--out {out.resolve()} --authkey-file {key_file}")
         assert key_file.stat().st_mode & 0o777 == 0o600
-        worker = run_crawler(*hint.group(1).split(), "--out", str(out), cwd=tmp_path, env=env)
+        # As printed, from another folder: it stores where the master records.
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        worker = run_crawler(*shlex.split(hint.group(1)), cwd=elsewhere, env=env)
         assert worker.returncode == 0, worker.stderr
         err = finish(master, 60)
     finally:
@@ -168,8 +172,14 @@ def test_demo_runs_offline(tmp_path: Path) -> None:
     from crawler.demo.site import build_site
 
     site = build_site()
-    stored = list((tmp_path / "demo").rglob("*.png"))
+    stored = [p for p in (tmp_path / "demo" / "images").glob("*/127.0.0.1_*/**/*") if p.is_file()]
     assert len(stored) == len(site.images)
     originals = {body for path, (_, body) in site.files.items() if path in site.images}
     assert {p.read_bytes() for p in stored} == originals
     assert f"{len(site.images)} images stored" in result.stderr
+    # Its workers are its own: no command for starting more. It ends with the gallery.
+    assert "crawler worker" not in result.stderr
+    gallery = tmp_path / "demo" / "index.html"
+    assert gallery.is_file()
+    assert result.stderr.rstrip().splitlines()[-1].startswith(
+        f"gallery: open {gallery.resolve().as_uri()} in a browser")

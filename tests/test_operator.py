@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 import pty
+import re
 import select
 import struct
 import subprocess
@@ -13,6 +14,9 @@ import termios
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import pyte
+import pytest
 
 from .conftest import (
     FixtureServer,
@@ -36,9 +40,13 @@ def test_without_a_terminal_progress_is_plain_lines_and_a_summary(
     assert result.returncode == 0
     err = result.stderr
     assert "\r" not in err and "\x1b[" not in err, "no terminal control codes in a log"
-    progress = [line for line in err.splitlines() if line.startswith("progress: ")]
+    progress = [line for line in err.splitlines()
+                if re.match(r"\d\d:\d\d:\d\d progress: ", line)]
     assert progress, err
-    assert "images found 14, downloaded 13, failed 1," in progress[-1]
+    assert "pages 8 (0 queued, 1 failed), images found 14, downloaded 13, failed 1," \
+        in progress[-1]
+    logs = [line for line in err.splitlines() if " INFO: " in line]
+    assert logs and all(re.match(r"\d\d:\d\d:\d\d INFO: ", line) for line in logs), logs
     summary = err[err.index("crawl completed"):]
     # 8 pages: /index.html is linked apart from /, and /private/ is refused by robots.txt.
     for expected in ("pages crawled   8 (1 failed or skipped)", "images found    14",
@@ -57,17 +65,20 @@ def test_quiet_silences_progress_and_summary(site: FixtureServer, tmp_path: Path
     assert result.stdout == ""
 
 
-def test_on_a_terminal_the_master_draws_tqdm_bars(site: FixtureServer, tmp_path: Path) -> None:
+def run_on_terminal(command: list[str], cwd: Path, columns: int, rows: int = 40,
+                    on_chunk: Callable[[pyte.Screen], None] | None = None
+                    ) -> tuple[int, pyte.Screen]:
+    """Run ``command`` on a pseudo-terminal of ``columns`` x ``rows``; return its status and
+    the screen a terminal shows at the end (``on_chunk`` sees the screen after each read)."""
     controller, terminal = pty.openpty()
-    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    screen = pyte.Screen(columns, rows)
+    stream = pyte.ByteStream(screen)
     try:
-        process = subprocess.Popen(
-            crawler_command("master", site.url + "/", "--local-workers", "1", "--out",
-                            str(tmp_path / "out"), "--bind", "127.0.0.1:0"),
-            cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal)
+        process = subprocess.Popen(command, cwd=cwd, stdin=subprocess.DEVNULL, stdout=terminal,
+                                   stderr=terminal)
         os.close(terminal)
-        screen = b""
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             ready, _, _ = select.select([controller], [], [], 0.2)
             if ready:
@@ -77,17 +88,61 @@ def test_on_a_terminal_the_master_draws_tqdm_bars(site: FixtureServer, tmp_path:
                     break  # the other end closed
                 if not chunk:
                     break
-                screen += chunk
+                stream.feed(chunk)
+                if on_chunk is not None:
+                    on_chunk(screen)
             elif process.poll() is not None:
                 break
-        assert process.wait(timeout=30) == 0
+        status = process.wait(timeout=30)
     finally:
         os.close(controller)
-    text = screen.decode(errors="replace")
-    for bar in ("pages crawled", "images found", "downloaded", "failed", "bytes"):
-        assert bar in text, bar
-    assert "\r" in text, "tqdm redraws its bars in place"
-    assert "in flight" in text and "workers" in text
+    return status, screen
+
+
+def screen_lines(screen: pyte.Screen) -> list[str]:
+    return [line.rstrip() for line in screen.display if line.strip()]
+
+
+@pytest.mark.parametrize("columns", [80, 160])
+def test_on_a_terminal_the_master_draws_one_clean_display(site: FixtureServer, tmp_path: Path,
+                                                           columns: int) -> None:
+    """Two live lines at any width: counts and bar, then a clean last frame and the summary."""
+    frames: list[list[str]] = []
+
+    def look(screen: pyte.Screen) -> None:
+        lines = screen_lines(screen)
+        frames.append(lines)
+        bars = [line for line in lines if line.startswith("images ")]
+        assert len(bars) <= 1, "\n".join(lines)  # never a second, stacked or stale copy
+
+    status, screen = run_on_terminal(
+        crawler_command("master", site.url + "/", "--local-workers", "1", "--out",
+                        str(tmp_path / "out"), "--bind", "127.0.0.1:0", "--host-delay", "0.1"),
+        tmp_path, columns, on_chunk=look)
+    assert status == 0
+    lines = screen_lines(screen)
+    text = "\n".join(lines)
+    # Said before the live lines started, and a log line printed above them, whole.
+    queue = next(n for n, line in enumerate(lines) if line.startswith("queue on 127.0.0.1:"))
+    (bar,) = [n for n, line in enumerate(lines) if line.startswith("images ")]
+    assert queue < bar, text
+    (refused,) = [line for line in lines if line.startswith("INFO: page ")]
+    assert "/private/" in refused and lines.index(refused) < bar, text
+    # The last frame holds the true final counts, each line within the width.
+    assert re.fullmatch(r"images 14/14 \(1 failed\) \|\u2588+\| 100%  [\d.]+ img/s  in 0:\d\d",
+                        lines[bar]), text
+    assert re.fullmatch(r"pages 8 \(1 failed\)  [\d.]+ KB [\d.]+ KB/s average  retries 0",
+                        lines[bar + 1]), text
+    assert lines[bar + 2] == "crawl completed", text
+    assert all(len(line) < columns for line in lines[bar:bar + 2])
+    # No fragment of an earlier frame anywhere: bar characters only on the bar line.
+    assert [line for line in lines if "\u2588" in line or "|" in line] == [lines[bar]], text
+    assert "/2002" not in text and "?page/s" not in text
+    # The counts were live: frames before the last showed the crawl in progress.
+    live = [line for frame in frames[:-1] for line in frame if line.startswith("images ")]
+    assert any(not line.startswith("images 14/14") for line in live), live
+    assert any("queued" in line for frame in frames for line in frame), "pages left are shown"
+    assert any("workers" in line and "in flight" in line for frame in frames for line in frame)
 
 
 def test_worker_prints_its_own_line_and_logs_failures(site: FixtureServer, tmp_path: Path,

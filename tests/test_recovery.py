@@ -5,8 +5,11 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
+import itertools
 import os
 import pickle
+import re
+import resource
 import signal
 import socket
 import struct
@@ -21,6 +24,8 @@ from pathlib import Path
 from crawler.demo.site import Site, build_site
 
 from .conftest import (
+    SITE,
+    FixtureHandler,
     FixtureServer,
     crawler_command,
     fail_first,
@@ -79,29 +84,106 @@ def check_complete(out: Path, base: str, site: Site, stores: list[Path] | None =
             "a partial download was left behind"
 
 
+def gate_image(server: FixtureServer, path: str, first: bytes,
+               later: bytes | None = None) -> tuple[threading.Event, threading.Event]:
+    """Serve half of ``first`` to the first request of ``path``, the rest only once released;
+    every later request gets ``later`` (default: ``first``) at once.
+
+    Returns (the first request has begun, release it): a worker that has begun is
+    known to hold the URL's lease, and cannot finish it before the release.
+    """
+    begun, release = threading.Event(), threading.Event()
+    requests = itertools.count()
+
+    def route(handler: FixtureHandler) -> None:
+        if next(requests):
+            handler.send_body(200, first if later is None else later, "image/png")
+            return
+        handler.send_response(200)
+        handler.send_header("Content-Type", "image/png")
+        handler.send_header("Content-Length", str(len(first)))
+        handler.end_headers()
+        handler.wfile.write(first[: len(first) // 2])
+        handler.wfile.flush()
+        begun.set()
+        release.wait(60)
+        with contextlib.suppress(OSError):  # the worker may be dead by now
+            handler.wfile.write(first[len(first) // 2 :])
+
+    server.routes[path] = route
+    return begun, release
+
+
 def test_a_killed_worker_loses_nothing(make_server: Callable[[], FixtureServer], tmp_path: Path,
                                        authkey: str) -> None:
     server = make_server()
     site = setup_site(server, image_delay=0.05)
+    held = sorted(site.images)[0]
+    begun, release = gate_image(server, held, site.files[held][1])
     out = tmp_path / "out"
     master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
                            str(out), "--lease-timeout", "2", cwd=tmp_path)
     workers: list[subprocess.Popen[str]] = []
     try:
         address = wait_for_queue_address(master)
-        workers = [start_crawler("worker", address, "--out", str(out), "--threads", "4",
-                                 cwd=tmp_path) for _ in range(2)]
+        workers.append(start_crawler("worker", address, "--out", str(out), "--threads", "4",
+                                     cwd=tmp_path))
+        # The only worker so far began the gated image: it surely holds a lease when killed.
+        assert begun.wait(30), "the gated image was never asked for"
         wait_until(lambda: sum(p in site.images for p in server.paths()) >= 10, 30,
                    "some images to be downloaded")
+        workers.append(start_crawler("worker", address, "--out", str(out), "--threads", "4",
+                                     cwd=tmp_path))
         workers[0].kill()  # kill -9, in the middle of its downloads
+        workers[0].wait(timeout=10)
+        release.set()
         err = finish(master, 90)
         assert master.returncode == 0, err
         assert workers[1].wait(timeout=30) == 0
     finally:
+        release.set()
         for process in (master, *workers):
             stop(process)
     check_complete(out, server.url, site)
-    assert max(e["attempts"] for e in manifest_lines(out)) == 2, "the dead worker's leases"
+    attempts = {e["url"]: e["attempts"] for e in manifest_lines(out)}
+    assert attempts[server.url + held] == 2, "the dead worker's lease"
+    assert max(attempts.values()) == 2
+
+
+def test_a_worker_that_lost_its_lease_never_replaces_what_another_stored(
+        site: FixtureServer, tmp_path: Path, authkey: str) -> None:
+    """Paused past its lease mid-download, a worker resumes after another stored the image:
+    the stored file stays the one the manifest describes."""
+    png = (SITE / "images" / "red.png").read_bytes()
+    late, current = png + b"late bytes", png + b"current bytes"
+    page = b'<html><body><img src="/late.png"></body></html>'
+    site.routes["/"] = lambda handler: handler.send_body(200, page, "text/html")
+    begun, release = gate_image(site, "/late.png", late, current)
+    out = tmp_path / "out"
+    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), "--lease-timeout", "1", "--ignore-robots", cwd=tmp_path)
+    with _stopped_at_the_end([master]) as processes:
+        address = wait_for_queue_address(master)
+        paused = start_crawler("worker", address, "--out", str(out), "--threads", "1",
+                               "--connect-wait", "2", cwd=tmp_path)
+        processes.append(paused)
+        assert begun.wait(30), "the image was never asked for"
+        os.kill(paused.pid, signal.SIGSTOP)  # no heartbeats: its lease runs out
+        try:
+            current_worker = start_crawler("worker", address, "--out", str(out), cwd=tmp_path)
+            processes.append(current_worker)
+            err = finish(master, 60)
+            assert master.returncode == 0, err
+            assert current_worker.wait(timeout=30) == 0
+        finally:
+            release.set()  # the rest of the late body waits in the paused worker's socket
+            os.kill(paused.pid, signal.SIGCONT)
+        paused.wait(timeout=60)  # it stores, then finds its master gone
+    [entry] = manifest_lines(out)
+    assert entry["status"] == "success" and entry["attempts"] == 2, entry
+    assert entry["sha256"] == hashlib.sha256(current).hexdigest()
+    assert (out / entry["path"]).read_bytes() == current
+    assert [p for p in out.glob("images/**/*") if p.is_file()] == [out / entry["path"]]
 
 
 def test_a_dead_local_worker_is_reported_and_a_worker_from_elsewhere_finishes(
@@ -519,53 +601,6 @@ def test_an_answer_lost_on_the_way_loses_nothing_and_stalls_nothing(
     assert {e["attempts"] for e in manifest_lines(out)} == {1}
 
 
-# A master of an earlier version: its board has no exchange, and hello does not offer it.
-_MASTER_WITHOUT_EXCHANGE = """
-import dataclasses, os, sys, time
-from crawler.board.memory import BoardPolicy, TaskBoard
-from crawler.config import Limits
-from crawler.fetch.guard import AddressPolicy
-from crawler.board.manager import BoardView, QueueServer
-
-del BoardView.exchange
-board = TaskBoard(BoardPolicy())
-for url in sys.argv[1:]:
-    board.add(url, "h", None)
-hello = {"limits": dataclasses.asdict(Limits()), "lease_timeout": 60.0, "user_agent": "t",
-         "policy": AddressPolicy.from_seeds(sys.argv[1:]).to_wire()}
-server = QueueServer(board, ("127.0.0.1", 0), os.environb[b"CRAWLER_AUTHKEY"],
-                     lambda full=False: hello).start()
-print("queue on 127.0.0.1:%d" % server.address[1], file=sys.stderr, flush=True)
-settled = []
-deadline = time.monotonic() + 60
-while len(settled) < len(sys.argv) - 1 and time.monotonic() < deadline:
-    settled += board.drain()
-    time.sleep(0.02)
-board.close()
-while any(not w["gone"] for w in board.workers()) and time.monotonic() < deadline:
-    time.sleep(0.02)
-for s in sorted(settled, key=lambda s: s.attempt.url):
-    print(s.attempt.url, s.attempt.ok, s.attempts, flush=True)
-"""
-
-
-def test_a_worker_works_with_a_master_without_exchange(site: FixtureServer, tmp_path: Path,
-                                                       authkey: str) -> None:
-    urls = [f"{site.url}/images/red.png", f"{site.url}/images/blue.png"]
-    master = subprocess.Popen([sys.executable, "-c", _MASTER_WITHOUT_EXCHANGE, *urls],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        address = wait_for_queue_address(master)
-        worker = start_crawler("worker", address, "--out", str(tmp_path / "out"), cwd=tmp_path)
-        _, worker_err = worker.communicate(timeout=60)
-        out, _ = master.communicate(timeout=60)
-    finally:
-        stop(master)
-    assert worker.returncode == 0, worker_err
-    assert "WARNING" not in worker_err and "Traceback" not in worker_err, worker_err
-    assert out.decode().split("\n")[:2] == [f"{urls[1]} True 1", f"{urls[0]} True 1"]
-
-
 def _children(pid: int) -> list[int]:
     found: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -703,3 +738,83 @@ def test_an_unreachable_robots_txt_says_so_and_a_rerun_crawls_the_site(
     _master_with_a_local_worker(server, out, tmp_path)
     assert server.paths().count("/") == 1
     check_complete(out, server.url, site)
+
+
+def test_a_worker_started_with_the_printed_command_fits_a_restarted_master(
+        site: FixtureServer, tmp_path: Path) -> None:
+    """No key given: the master keeps OUT/authkey, and uses it again when started again."""
+    png = (SITE / "images" / "red.png").read_bytes()
+    page = b'<html><body><img src="/a.png"></body></html>'
+    site.routes["/"] = lambda handler: handler.send_body(200, page, "text/html")
+    begun, release = gate_image(site, "/a.png", png)
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "CRAWLER_AUTHKEY"}
+    bind = f"127.0.0.1:{free_port()}"
+    command = ("master", site.url + "/", "--bind", bind, "--out", str(out), "--ignore-robots")
+    first = start_crawler(*command, cwd=tmp_path, env=env)
+    with _stopped_at_the_end([first]) as processes:
+        key_file = wait_for_output(first, r"--authkey-file (\S+) \(a new key\)").group(1)
+        worker = start_crawler("worker", bind, "--out", str(out), "--authkey-file", key_file,
+                               "--connect-wait", "30", cwd=tmp_path, env=env)
+        processes.append(worker)
+        assert begun.wait(30), "the worker never began the image"
+        first.kill()  # a crash: the worker holds the image and waits for its master
+        first.wait(timeout=10)
+        release.set()
+        again = start_crawler(*command, cwd=tmp_path, env=env)
+        processes.append(again)
+        wait_for_output(again, rf"--authkey-file {re.escape(key_file)}(?! \(a new key\))")
+        err = finish(again, 60)
+        assert again.returncode == 0, err
+        _, worker_err = worker.communicate(timeout=30)
+        assert worker.returncode == 0, worker_err
+    [entry] = manifest_lines(out)
+    assert entry["status"] == "success"
+    assert (out / entry["path"]).read_bytes() == png
+
+
+def test_the_queue_accepts_again_after_a_flood_it_had_no_threads_for(
+        site: FixtureServer, tmp_path: Path, authkey: str) -> None:
+    """Strangers flood the queue while the master cannot start more threads (its address
+    space is capped); afterwards a real worker still gets in and the crawl completes."""
+    png = (SITE / "images" / "red.png").read_bytes()
+    page = b'<html><body><img src="/a.png"></body></html>'
+    asked, answer = threading.Event(), threading.Event()
+
+    def held_page(handler: FixtureHandler) -> None:
+        asked.set()
+        answer.wait(60)  # the master stays idle, with no images, during the flood
+        handler.send_body(200, page, "text/html")
+
+    site.routes["/"] = held_page
+    site.routes["/a.png"] = lambda handler: handler.send_body(200, png, "image/png")
+    env = {**os.environ, "MALLOC_ARENA_MAX": "1"}  # thread stacks are then what a thread costs
+    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(tmp_path / "out"), "--ignore-robots", cwd=tmp_path, env=env)
+    with _stopped_at_the_end([master]) as processes:
+        host, port = wait_for_queue_address(master).rsplit(":", 1)
+        assert asked.wait(30), "the master never asked for its seed"
+        time.sleep(1.0)  # its page and parser threads are up: only the queue's are to come
+        status = Path(f"/proc/{master.pid}/status").read_text()
+        found = re.search(r"VmSize:\s+(\d+) kB", status)
+        assert found is not None, status
+        # Room for a few 8 MiB thread stacks, not for one per connection of the flood.
+        resource.prlimit(master.pid, resource.RLIMIT_AS,
+                         (int(found.group(1)) * 1024 + 96 * 2**20, resource.RLIM_INFINITY))
+        flood = [socket.create_connection((host, int(port)), timeout=5) for _ in range(40)]
+        time.sleep(1.0)
+        for sock in flood:
+            sock.close()
+        resource.prlimit(master.pid, resource.RLIMIT_AS,
+                         (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        answer.set()
+        worker = start_crawler("worker", f"{host}:{port}", "--out", str(tmp_path / "out"),
+                               "--connect-wait", "15", cwd=tmp_path)
+        processes.append(worker)
+        _, worker_err = worker.communicate(timeout=60)
+        assert worker.returncode == 0, worker_err
+        err = finish(master, 60)
+        assert master.returncode == 0, err
+    assert "cannot start a thread" in err
+    [entry] = manifest_lines(tmp_path / "out")
+    assert entry["status"] == "success"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import shutil
@@ -17,6 +18,7 @@ from bs4 import BeautifulSoup, Tag
 from crawler.demo.site import png
 from crawler.errors import StorageError, UsageError
 from crawler.ui.report import MAX_LINE_BYTES, write_report
+from crawler.ui.report import SCRIPT as PAGE_SCRIPT
 
 from .conftest import FixtureServer, run_crawler
 
@@ -161,7 +163,7 @@ def test_image_not_on_this_host_names_its_worker(gallery: dict[str, Any]) -> Non
     (figure,) = [fig for fig in gallery["soup"].select("figure.image")
                  if "far.png" in fig.get_text()]
     assert figure.img is None
-    assert f"stored on worker {ABSENT_WORKER}" in figure.get_text()
+    assert f"stored on far-host (worker {ABSENT_WORKER})" in figure.get_text()
     assert "example.test/img/far.png" in figure.get_text()
 
 
@@ -169,7 +171,7 @@ def test_path_leaving_the_output_folder_is_not_shown(gallery: dict[str, Any]) ->
     (figure,) = [fig for fig in gallery["soup"].select("figure.image")
                  if "outside.png" in fig.get_text()]
     assert figure.img is None and "leaves the output folder" in figure.get_text()
-    assert not [a for a in gallery["soup"].find_all("a") if a["href"].startswith("..")]
+    assert not [a for a in gallery["soup"].find_all("a", href=True) if a["href"].startswith("..")]
 
 
 def test_failures_table_lists_url_reason_attempts_page(gallery: dict[str, Any]) -> None:
@@ -186,17 +188,21 @@ def test_failures_table_lists_url_reason_attempts_page(gallery: dict[str, Any]) 
 
 def test_everything_from_the_manifest_is_text_not_markup(gallery: dict[str, Any]) -> None:
     soup = gallery["soup"]
-    assert soup.find("script") is None
+    (script,) = soup.find_all("script")
+    assert script.string == PAGE_SCRIPT  # the page's own, nothing from the manifest
     assert soup.find("b") is None
     assert SCRIPT in soup.get_text()
     # Only http(s) URLs become links: never javascript: or a path out of the folder.
-    for link in soup.find_all("a"):
+    for link in soup.find_all("a", href=True):
         href = link["href"]
         assert href.startswith(("http://", "https://", "#", "example.test/")), href
     # The page keeps scripts off even if escaping ever failed.
     csp = soup.find("meta", attrs={"http-equiv": "Content-Security-Policy"})
     assert csp is not None and "default-src 'none'" in csp["content"]
-    assert "script-src" not in csp["content"]
+    # Only that one script may run: by its hash, never 'unsafe-inline'.
+    digest = base64.b64encode(hashlib.sha256(PAGE_SCRIPT.encode()).digest()).decode()
+    assert f"script-src 'sha256-{digest}';" in csp["content"]
+    assert "unsafe" not in csp["content"].split("script-src")[1].split(";")[0]
 
 
 def test_page_is_self_contained(gallery: dict[str, Any]) -> None:
@@ -302,7 +308,7 @@ def test_a_hundred_thousand_lines_make_one_report(tmp_path: Path) -> None:
     assert "90000 succeeded, 10000 failed" in head.select_one("#summary").get_text()
     assert html.count("<img ") == 18  # the files 0..19, less the failures 9 and 19
     assert html.count('<section class="page"') == 2000
-    assert html.count("<tr><td>") == 10_000
+    assert html.count("<tr class=\"item\"") == 10_000
 
 
 # --------------------------------------------------------------------------- command line

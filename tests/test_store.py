@@ -18,7 +18,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from crawler.errors import StorageError
+from crawler.errors import PathConflict, StorageError
 from crawler.model.imagetype import (
     GIF,
     IMAGE_EXTENSIONS,
@@ -29,6 +29,7 @@ from crawler.model.imagetype import (
     ImageType,
     extensions,
 )
+from crawler.worker import store as store_module
 from crawler.worker.store import (
     MAX_NAME_BYTES,
     MAX_PATH_BYTES,
@@ -42,12 +43,14 @@ from crawler.worker.store import (
 REPO = Path(__file__).resolve().parent.parent
 
 
+def tag(url: str) -> str:
+    """What a URL its path cannot spell out exactly adds to its file name."""
+    return "~" + hashlib.sha256(url.encode()).hexdigest()[:10]
+
+
 def rel(url: str, kind: ImageType = PNG) -> str:
-    return relative_path(url, kind).as_posix()
-
-
-def qtag(query: str) -> str:
-    return "_q" + hashlib.sha256(query.encode()).hexdigest()[:10]
+    """The path below images/http/, with this URL's own tag shown as ``~T``."""
+    return relative_path(url, kind).as_posix().removeprefix("images/http/").replace(tag(url), "~T")
 
 
 def put(store: Store, url: str, data: bytes, kind: ImageType = PNG) -> StoredFile:
@@ -69,38 +72,38 @@ def partials(store: Store) -> list[Path]:
     ("url", "kind", "expected"),
     [
         ("http://example.com/a/b/photo.jpg", JPEG, "example.com/a/b/photo.jpg"),
-        ("https://EXAMPLE.com/x.png", PNG, "example.com/x.png"),
+        ("https://EXAMPLE.com/x.png", PNG, "images/https/example.com/x~T.png"),
         ("http://example.com:8080/x.png", PNG, "example.com_8080/x.png"),
-        ("http://[2001:db8::1]/x.png", PNG, "2001_db8__1/x.png"),
-        ("http://[::1]:8443/x.png", PNG, "__1_8443/x.png"),
-        ("http://user:secret@example.com/x.png", PNG, "example.com/x.png"),
-        ("http://example.com/x.png#frag", PNG, "example.com/x.png"),
+        ("http://[2001:db8::1]/x.png", PNG, "2001_db8__1/x~T.png"),
+        ("http://[::1]:8443/x.png", PNG, "__1_8443/x~T.png"),
+        ("http://user:secret@example.com/x.png", PNG, "example.com/x~T.png"),
+        ("http://example.com/x.png#frag", PNG, "example.com/x~T.png"),
         # index for an empty path or a path ending in "/"
-        ("http://h/", PNG, "h/index.png"),
-        ("http://h", GIF, "h/index.gif"),
-        ("http://h/a/b/", JPEG, "h/a/b/index.jpg"),
+        ("http://h/", PNG, "h/index~T.png"),
+        ("http://h", GIF, "h/index~T.gif"),
+        ("http://h/a/b/", JPEG, "h/a/b/index~T.jpg"),
         # an extension that already names the real type is kept, in any case
         ("http://h/photo.JPEG", JPEG, "h/photo.JPEG"),
         ("http://h/photo.jpe", JPEG, "h/photo.jpe"),
         ("http://h/scan.tif", TIFF, "h/scan.tif"),
         ("http://h/scan.TIFF", TIFF, "h/scan.TIFF"),
         # otherwise the real type's extension is appended
-        ("http://h/photo", PNG, "h/photo.png"),
-        ("http://h/photo.php", PNG, "h/photo.php.png"),
-        ("http://h/photo.jpg", PNG, "h/photo.jpg.png"),
-        ("http://h/archive.tar.gz", GIF, "h/archive.tar.gz.gif"),
-        ("http://h/name.", PNG, "h/name..png"),
+        ("http://h/photo", PNG, "h/photo~T.png"),
+        ("http://h/photo.php", PNG, "h/photo.php~T.png"),
+        ("http://h/photo.jpg", PNG, "h/photo.jpg~T.png"),
+        ("http://h/archive.tar.gz", GIF, "h/archive.tar.gz~T.gif"),
+        ("http://h/name.", PNG, "h/name.~T.png"),
         # empty segments are dropped
-        ("http://h//a///b.png", PNG, "h/a/b.png"),
+        ("http://h//a///b.png", PNG, "h/a/b~T.png"),
         # percent-decoding happens after splitting on "/"
         ("http://h/caf%C3%A9/%E2%9C%93.png", PNG, "h/café/✓.png"),
-        ("http://h/a%2Fb/c.png", PNG, "h/a_b/c.png"),
-        ("http://h/a%2fb%2F..%2F/c.png", PNG, "h/a_b_.._/c.png"),
-        ("http://h/%2F", PNG, "h/_.png"),
+        ("http://h/a%2Fb/c.png", PNG, "h/a_b/c~T.png"),
+        ("http://h/a%2fb%2F..%2F/c.png", PNG, "h/a_b_.._/c~T.png"),
+        ("http://h/%2F", PNG, "h/_~T.png"),
         ("http://h/a%20b.png", PNG, "h/a b.png"),
         ("http://h/a+b.png", PNG, "h/a+b.png"),
-        ("http://h/bad%FFutf8.png", PNG, "h/bad\ufffdutf8.png"),
-        ("http://h/100%.png", PNG, "h/100%.png"),
+        ("http://h/bad%FFutf8.png", PNG, "h/bad�utf8~T.png"),
+        ("http://h/100%.png", PNG, "h/100%~T.png"),
     ],
 )
 def test_relative_path_examples(url: str, kind: ImageType, expected: str) -> None:
@@ -110,42 +113,42 @@ def test_relative_path_examples(url: str, kind: ImageType, expected: str) -> Non
 def test_relative_path_is_pure_posix_path() -> None:
     path = relative_path("http://h/a/b.png", PNG)
     assert isinstance(path, PurePosixPath)
-    assert path.parts == ("h", "a", "b.png")
+    assert path.parts == ("images", "http", "h", "a", "b.png")
 
 
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("http://h/a/../b.png", "h/a/_../b.png"),
-        ("http://h/../../etc/passwd", "h/_../_../etc/passwd.png"),
-        ("http://h/%2e%2e/%2E%2E/x.png", "h/_../_../x.png"),
-        ("http://h/.%2e/x.png", "h/_../x.png"),
-        ("http://h/./x.png", "h/_./x.png"),
-        ("http://h/%2e/x.png", "h/_./x.png"),
-        ("http://h/a/..", "h/a/_...png"),
-        ("http://h/a/%2e%2e", "h/a/_...png"),
-        ("http://h/...", "h/....png"),
-        ("http://h/.../x.png", "h/___/x.png"),
+        ("http://h/a/../b.png", "h/a/_../b~T.png"),
+        ("http://h/../../etc/passwd", "h/_../_../etc/passwd~T.png"),
+        ("http://h/%2e%2e/%2E%2E/x.png", "h/_../_../x~T.png"),
+        ("http://h/.%2e/x.png", "h/_../x~T.png"),
+        ("http://h/./x.png", "h/_./x~T.png"),
+        ("http://h/%2e/x.png", "h/_./x~T.png"),
+        ("http://h/a/..", "h/a/_..~T.png"),
+        ("http://h/a/%2e%2e", "h/a/_..~T.png"),
+        ("http://h/...", "h/...~T.png"),
+        ("http://h/.../x.png", "h/___/x~T.png"),
     ],
 )
 def test_dot_segments_never_climb(url: str, expected: str) -> None:
     path = relative_path(url, PNG)
-    assert path.as_posix() == expected
+    assert rel(url) == expected
     assert ".." not in path.parts and "." not in path.parts
 
 
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("http://h/a\\b/c.png", "h/a_b/c.png"),
-        ("http://h/a%5Cb/c.png", "h/a_b/c.png"),
-        ("http://h/..%5C..%5Cx.png", "h/.._.._x.png"),
-        ("http://h/a%00b/c%00.png", "h/a_b/c_.png"),
-        ("http://h/a\x00b.png", "h/a_b.png"),
-        ("http://h/%01%1F%7F.png", "h/___.png"),
-        ("http://h/tab%09new%0Aline%0D.png", "h/tab_new_line_.png"),
-        ("http://h/%3C%3E%3A%22%7C%3F%2A.png", "h/_______.png"),
-        ("http://h/a:b/c*d.png", "h/a_b/c_d.png"),
+        ("http://h/a\\b/c.png", "h/a_b/c~T.png"),
+        ("http://h/a%5Cb/c.png", "h/a_b/c~T.png"),
+        ("http://h/..%5C..%5Cx.png", "h/.._.._x~T.png"),
+        ("http://h/a%00b/c%00.png", "h/a_b/c_~T.png"),
+        ("http://h/a\x00b.png", "h/a_b~T.png"),
+        ("http://h/%01%1F%7F.png", "h/___~T.png"),
+        ("http://h/tab%09new%0Aline%0D.png", "h/tab_new_line_~T.png"),
+        ("http://h/%3C%3E%3A%22%7C%3F%2A.png", "h/_______~T.png"),
+        ("http://h/a:b/c*d.png", "h/a_b/c_d~T.png"),
     ],
 )
 def test_unsafe_characters_become_underscores(url: str, expected: str) -> None:
@@ -155,17 +158,17 @@ def test_unsafe_characters_become_underscores(url: str, expected: str) -> None:
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("http://h/CON/x.png", "h/_CON/x.png"),
-        ("http://h/con.png", "h/_con.png"),
-        ("http://h/aux", "h/_aux.png"),
-        ("http://h/Nul.txt", "h/_Nul.txt.png"),
-        ("http://h/prn.x/y.png", "h/_prn.x/y.png"),
-        ("http://h/com1.jpg", "h/_com1.jpg.png"),
-        ("http://h/LPT9/COM9.png", "h/_LPT9/_COM9.png"),
-        ("http://h/con%20.png", "h/_con .png"),
+        ("http://h/CON/x.png", "h/_CON/x~T.png"),
+        ("http://h/con.png", "h/_con~T.png"),
+        ("http://h/aux", "h/_aux~T.png"),
+        ("http://h/Nul.txt", "h/_Nul.txt~T.png"),
+        ("http://h/prn.x/y.png", "h/_prn.x/y~T.png"),
+        ("http://h/com1.jpg", "h/_com1.jpg~T.png"),
+        ("http://h/LPT9/COM9.png", "h/_LPT9/_COM9~T.png"),
+        ("http://h/con%20.png", "h/_con ~T.png"),
         ("http://h/COM10/CONSOLE.png", "h/COM10/CONSOLE.png"),
         ("http://h/icon.png", "h/icon.png"),
-        ("http://h/con?x=1", f"h/con{qtag('x=1')}.png"),
+        ("http://h/con?x=1", "h/_con~T.png"),
     ],
 )
 def test_windows_reserved_names(url: str, expected: str) -> None:
@@ -175,10 +178,10 @@ def test_windows_reserved_names(url: str, expected: str) -> None:
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("http://h/a./x.png", "h/a_/x.png"),
-        ("http://h/a%20/x.png", "h/a_/x.png"),
-        ("http://h/a.%20./x.png", "h/a___/x.png"),
-        ("http://h/b%20", "h/b .png"),
+        ("http://h/a./x.png", "h/a_/x~T.png"),
+        ("http://h/a%20/x.png", "h/a_/x~T.png"),
+        ("http://h/a.%20./x.png", "h/a___/x~T.png"),
+        ("http://h/b%20", "h/b ~T.png"),
     ],
 )
 def test_trailing_dots_and_spaces(url: str, expected: str) -> None:
@@ -186,26 +189,26 @@ def test_trailing_dots_and_spaces(url: str, expected: str) -> None:
 
 
 def test_query_goes_into_the_name_before_the_extension() -> None:
-    assert rel("http://h/a.png?x=1") == f"h/a{qtag('x=1')}.png"
-    assert rel("http://h/a.php?id=7", JPEG) == f"h/a.php{qtag('id=7')}.jpg"
-    assert rel("http://h/?v=2") == f"h/index{qtag('v=2')}.png"
-    assert rel("http://h/a.png?") == f"h/a{qtag('')}.png"
-    one, two = rel("http://h/a.png?x=1"), rel("http://h/a.png?x=2")
-    assert one != two != rel("http://h/a.png")
+    assert rel("http://h/a.png?x=1") == "h/a~T.png"
+    assert rel("http://h/a.php?id=7", JPEG) == "h/a.php~T.jpg"
+    assert rel("http://h/?v=2") == "h/index~T.png"
+    assert rel("http://h/a.png?") == "h/a~T.png"
+    one, two = relative_path("http://h/a.png?x=1", PNG), relative_path("http://h/a.png?x=2", PNG)
+    assert one != two != relative_path("http://h/a.png", PNG)
 
 
 def test_query_with_slashes_stays_in_the_name() -> None:
-    assert rel("http://h/a.png?next=/b/../c") == f"h/a{qtag('next=/b/../c')}.png"
+    assert rel("http://h/a.png?next=/b/../c") == "h/a~T.png"
 
 
 def test_folders_that_end_in_an_image_extension_get_an_underscore() -> None:
-    assert rel("http://h/a.jpg/b.png") == "h/a.jpg_/b.png"
-    assert rel("http://h/A.JPG/b.png") == "h/A.JPG_/b.png"
-    assert rel("http://h/x.tiff/y.svg/") == "h/x.tiff_/y.svg_/index.png"
+    assert rel("http://h/a.jpg/b.png") == "h/a.jpg_/b~T.png"
+    assert rel("http://h/A.JPG/b.png") == "h/A.JPG_/b~T.png"
+    assert rel("http://h/x.tiff/y.svg/") == "h/x.tiff_/y.svg_/index~T.png"
     assert rel("http://h/a.jpgx/b.png") == "h/a.jpgx/b.png"
     assert rel("http://h/jpg/b.png") == "h/jpg/b.png"
     for extension in IMAGE_EXTENSIONS:
-        assert rel(f"http://h/d.{extension}/f") == f"h/d.{extension}_/f.png"
+        assert rel(f"http://h/d.{extension}/f") == f"h/d.{extension}_/f~T.png"
 
 
 @pytest.mark.parametrize("kind", TYPES, ids=lambda kind: kind.name)
@@ -224,7 +227,7 @@ def test_every_file_name_ends_in_its_types_extension(kind: ImageType) -> None:
 def test_long_names_are_cut_and_tagged() -> None:
     long_a = "a" * 300
     path = relative_path(f"http://h/{long_a}/{long_a}.jpg", JPEG)
-    folder, name = path.parts[1:]
+    folder, name = path.parts[3:]
     assert len(folder.encode()) <= MAX_NAME_BYTES and len(name.encode()) <= MAX_NAME_BYTES
     assert folder.startswith("a" * 200) and "~" in folder
     assert name.endswith(".jpg") and "~" in name
@@ -233,15 +236,17 @@ def test_long_names_are_cut_and_tagged() -> None:
 
 def test_long_names_that_share_a_prefix_stay_distinct() -> None:
     stem = "b" * 300
-    one = rel(f"http://h/{stem}1.png")
-    two = rel(f"http://h/{stem}2.png")
+    one = relative_path(f"http://h/{stem}1.png", PNG)
+    two = relative_path(f"http://h/{stem}2.png", PNG)
     assert one != two
-    assert rel(f"http://h/{stem}1.png?x") != rel(f"http://h/{stem}1.png?y")
+    assert (relative_path(f"http://h/{stem}1.png?x", PNG)
+            != relative_path(f"http://h/{stem}1.png?y", PNG))
 
 
-def test_long_query_tagged_name_keeps_the_query_tag() -> None:
-    name = relative_path("http://h/" + "c" * 400 + "?page=2", PNG).name
-    assert name.endswith(qtag("page=2") + ".png")
+def test_long_query_tagged_name_keeps_the_url_tag() -> None:
+    url = "http://h/" + "c" * 400 + "?page=2"
+    name = relative_path(url, PNG).name
+    assert name.endswith(tag(url) + ".png")
     assert len(name.encode()) <= MAX_NAME_BYTES
 
 
@@ -255,16 +260,18 @@ def test_long_multibyte_names_are_cut_on_character_boundaries(char: str) -> None
             assert "\ufffd" not in part
 
 
-def test_percent_encoded_multibyte_equals_literal() -> None:
-    encoded = "%C3%A9" * 200
-    assert rel(f"http://h/{encoded}.png") == rel(f"http://h/{'é' * 200}.png")
+def test_percent_encoded_multibyte_reads_as_its_characters() -> None:
+    assert rel("http://h/" + "%C3%A9" * 20 + ".png") == "h/" + "é" * 20 + ".png"
+    # Not percent-encoded, as no normalised URL is: the same name, told apart by the tag.
+    assert rel("http://h/" + "é" * 20 + ".png") == "h/" + "é" * 20 + "~T.png"
 
 
 def test_very_long_paths_are_folded_below_the_limit() -> None:
     deep = "/".join(["segment"] * 1000)
     path = relative_path(f"http://h/{deep}/x.png", PNG)
     assert len(path.as_posix().encode()) <= MAX_PATH_BYTES
-    assert path.parts[0] == "h" and path.name == "x.png"
+    url = f"http://h/{deep}/x.png"
+    assert path.parts[:3] == ("images", "http", "h") and path.name == f"x{tag(url)}.png"
     assert path.parts[-2].startswith("~")
     other = relative_path(f"http://h/{deep}/other/x.png", PNG)
     assert other != path
@@ -474,15 +481,16 @@ def test_commit_moves_the_partial_to_its_final_name(tmp_path: Path) -> None:
     assert partial.parent.parent == store.partial_dir  # in this thread's shard
     with file:
         file.write(data)
-    final = tmp_path / "example.com" / "img" / "a.png"
+    final = tmp_path / "images" / "http" / "example.com" / "img" / "a.png"
     assert not final.exists()  # never under its final name before commit
     inode = partial.stat().st_ino
     digest = hashlib.sha256(data).hexdigest()
     stored = store.commit(partial, "http://example.com/img/a.png", PNG, len(data), digest)
     assert stored == StoredFile(
-        str(final), "example.com/img/a.png", len(data), digest, skipped=False
+        str(final), "images/http/example.com/img/a.png", len(data), digest, skipped=False
     )
-    assert (stored.path, stored.relative) == (final, PurePosixPath("example.com/img/a.png"))
+    assert (stored.path, stored.relative) == (
+        final, PurePosixPath("images/http/example.com/img/a.png"))
     assert final.read_bytes() == data
     assert final.stat().st_ino == inode  # renamed, not copied
     assert not partial.exists()
@@ -539,13 +547,13 @@ def test_store_bytes_interrupted_leaves_nothing(tmp_path: Path,
 def test_store_bytes_says_when_its_partial_was_removed(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     store = Store(tmp_path)
-    real_replace = os.replace
+    real_rename = store_module._rename_noreplace
 
     def cleaned_meanwhile(source: str, target: str) -> None:
         Path(source).unlink()  # as another program cleaning .partial would
-        real_replace(source, target)
+        real_rename(source, target)
 
-    monkeypatch.setattr(os, "replace", cleaned_meanwhile)
+    monkeypatch.setattr(store_module, "_rename_noreplace", cleaned_meanwhile)
     with pytest.raises(StorageError, match="is gone before it was stored"):
         store.store_bytes("http://h/a.png", PNG, b"data", hashlib.sha256(b"data").hexdigest())
 
@@ -605,14 +613,68 @@ def test_same_bytes_twice_is_skipped_and_untouched(tmp_path: Path) -> None:
     assert partials(store) == []
 
 
-def test_different_bytes_replace(tmp_path: Path) -> None:
+def test_different_bytes_never_replace_a_stored_file(tmp_path: Path) -> None:
+    """A late download of the same URL keeps what is stored and describes it."""
     store = Store(tmp_path)
-    put(store, "http://h/a.png", b"old bytes")
-    same_size = put(store, "http://h/a.png", b"new bytes")
-    assert not same_size.skipped and same_size.path.read_bytes() == b"new bytes"
-    longer = put(store, "http://h/a.png", b"newer, longer bytes")
-    assert not longer.skipped and longer.path.read_bytes() == b"newer, longer bytes"
+    first = put(store, "http://h/a.png", b"old bytes")
+    for later in (b"new bytes", b"newer, longer bytes"):
+        kept = put(store, "http://h/a.png", later)
+        assert kept.skipped and kept.path.read_bytes() == b"old bytes"
+        assert (kept.size, kept.sha256) == (first.size, first.sha256)
     assert partials(store) == []
+
+
+def test_commit_never_replaces_a_file_that_appears_meanwhile(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between any check and the rename, another worker may store: the rename itself refuses."""
+    store = Store(tmp_path)
+    real_rename = store_module._rename_noreplace
+
+    def another_worker_stores_first(source: str, target: str) -> None:
+        Path(target).write_bytes(b"stored by another worker")
+        real_rename(source, target)
+
+    monkeypatch.setattr(store_module, "_rename_noreplace", another_worker_stores_first)
+    kept = put(store, "http://h/a.png", b"late bytes")
+    assert kept.path.read_bytes() == b"stored by another worker"
+    assert kept.sha256 == hashlib.sha256(b"stored by another worker").hexdigest()
+    assert partials(store) == []
+
+
+def test_rename_without_replacing_refuses_an_existing_name(tmp_path: Path) -> None:
+    source, target = tmp_path / "source", tmp_path / "target"
+    source.write_bytes(b"new")
+    target.write_bytes(b"old")
+    with pytest.raises(FileExistsError):
+        store_module._rename_noreplace(str(source), str(target))
+    assert (source.read_bytes(), target.read_bytes()) == (b"new", b"old")
+    target.unlink()
+    store_module._rename_noreplace(str(source), str(target))
+    assert target.read_bytes() == b"new" and not source.exists()
+
+
+@pytest.mark.parametrize(
+    "group",
+    [
+        ("http://h/i/a", "http://h/i/a.png"),
+        ("http://h/i/a_b.png", "http://h/i/a%3Fb.png", "http://h/i/a:b.png"),
+        ("http://h/i/x.jpg", "http://h/i/x.jpg.png"),
+        ("http://h/i//a.png", "http://h/i/a.png"),
+        ("http://h/a.png", "https://h/a.png", "http://h/a.png#x", "http://h/a.png?"),
+        ("http://h/%C3%A9.png", "http://h/é.png", "http://h/%c3%a9.png"),
+        ("http://h/a~" + "0" * 10 + ".png", "http://h/a"),
+    ],
+)
+def test_urls_that_looked_alike_keep_their_own_files(tmp_path: Path,
+                                                     group: tuple[str, ...]) -> None:
+    """Each URL gets its own file, so no download overwrites another URL's image."""
+    store = Store(tmp_path)
+    stored = [put(store, url, f"bytes of {url}".encode()) for url in group]
+    assert len({s.relative_text for s in stored}) == len(group)
+    for url, s in zip(group, stored, strict=True):
+        assert not s.skipped
+        assert s.path.read_bytes() == f"bytes of {url}".encode()
+        assert s.relative_text == relative_path(url, PNG).as_posix()  # a rerun finds it
 
 
 def test_commit_with_wrong_size_is_refused(tmp_path: Path) -> None:
@@ -680,15 +742,16 @@ def test_evil_urls_stay_inside_the_root(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-def test_foreign_file_in_place_of_a_folder_is_a_storage_error(tmp_path: Path) -> None:
+def test_foreign_file_in_place_of_a_folder_is_a_conflict_not_a_broken_disk(
+        tmp_path: Path) -> None:
     store = Store(tmp_path)
-    (tmp_path / "h").mkdir()
-    foreign = tmp_path / "h" / "a"
+    (tmp_path / "images" / "http" / "h").mkdir(parents=True)
+    foreign = tmp_path / "images" / "http" / "h" / "a"
     foreign.write_text("someone else's file")
     partial, file = store.open_partial()
     file.write(b"data")
     file.close()
-    with pytest.raises(StorageError) as caught:
+    with pytest.raises(PathConflict) as caught:
         store.commit(partial, "http://h/a/b/c.png", PNG, 4, hashlib.sha256(b"data").hexdigest())
     assert str(foreign) in str(caught.value)
     assert "file" in str(caught.value)
@@ -696,10 +759,10 @@ def test_foreign_file_in_place_of_a_folder_is_a_storage_error(tmp_path: Path) ->
     assert foreign.read_text() == "someone else's file"
 
 
-def test_foreign_folder_at_the_final_name_is_a_storage_error(tmp_path: Path) -> None:
+def test_foreign_folder_at_the_final_name_is_a_conflict(tmp_path: Path) -> None:
     store = Store(tmp_path)
-    (tmp_path / "h" / "a.png").mkdir(parents=True)
-    with pytest.raises(StorageError, match=r"a\.png"):
+    (tmp_path / "images" / "http" / "h" / "a.png").mkdir(parents=True)
+    with pytest.raises(PathConflict, match=r"a\.png"):
         put(store, "http://h/a.png", b"data")
     assert partials(store) == []
 
@@ -708,7 +771,8 @@ def test_symbolic_link_out_of_the_root_is_refused(tmp_path: Path) -> None:
     root, outside = tmp_path / "out", tmp_path / "outside"
     outside.mkdir()
     store = Store(root)
-    (root / "h").symlink_to(outside, target_is_directory=True)
+    (root / "images" / "http").mkdir(parents=True)
+    (root / "images" / "http" / "h").symlink_to(outside, target_is_directory=True)
     with pytest.raises(StorageError, match="outside the output folder"):
         put(store, "http://h/a.png", b"data")
     assert list(outside.iterdir()) == []
@@ -725,7 +789,7 @@ def test_concurrent_commits_of_the_same_image(tmp_path: Path) -> None:
         futures = [pool.submit(worker) for _ in range(8)]
     results = [stored for future in futures for stored in future.result()]  # re-raises
     assert sum(not stored.skipped for stored in results) >= 1
-    assert (tmp_path / "h" / "a" / "b" / "c.png").read_bytes() == b"identical"
+    assert (tmp_path / "images/http/h/a/b/c.png").read_bytes() == b"identical"
     assert partials(store) == []
 
 
@@ -777,10 +841,10 @@ def test_disk_full_while_renaming_removes_the_partial(
     def full(*args: object) -> None:
         raise disk_full()
 
-    monkeypatch.setattr(os, "replace", full)
+    monkeypatch.setattr(store_module, "_rename_noreplace", full)
     with pytest.raises(StorageError, match="disk full while writing") as caught:
         store.commit(partial, "http://h/a.png", PNG, 4, hashlib.sha256(b"data").hexdigest())
-    assert str(tmp_path / "h" / "a.png") in str(caught.value)
+    assert str(tmp_path / "images" / "http" / "h" / "a.png") in str(caught.value)
     assert not partial.exists()
 
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from hashlib import sha256
 from pathlib import Path
 
 import pytest
@@ -16,13 +20,28 @@ from crawler.board.memory import BoardPolicy, TaskBoard
 from crawler.errors import AuthenticationFailed
 from crawler.model.outcome import Attempt
 
-from .conftest import FixtureServer
+from .conftest import (
+    SITE,
+    FixtureHandler,
+    FixtureServer,
+    finish,
+    manifest_lines,
+    start_crawler,
+    stop,
+    wait_for_queue_address,
+)
 
 CLASSIC = Path(__file__).parent / "classic_worker.py"
 
 
 def serve(board: TaskBoard, key: bytes) -> QueueServer:
     return QueueServer(board, ("127.0.0.1", 0), key, lambda full=False: {"full": full}).start()
+
+
+def stored(url: str) -> dict:
+    """A well-formed success report of ``url``."""
+    return Attempt(url=url, ok=True, bytes=1, path="images/http/h/x.png",
+                   sha256="ab" * 32).to_wire()
 
 
 def settle_all(board: TaskBoard, count: int, timeout: float = 30) -> list:
@@ -41,7 +60,7 @@ def test_classic_tutorial_worker_runs_unchanged(site: FixtureServer) -> None:
     urls = [f"{site.url}/images/red.png", f"{site.url}/images/blue.png",
             f"{site.url}/images/nothing-here.png"]
     for url in urls:
-        board.add(url, "h", None)
+        board.put(url, "h", None)
     worker = subprocess.run([sys.executable, str(CLASSIC), *map(str, server.address)],
                             env={**os.environ, "CRAWLER_AUTHKEY": key}, capture_output=True,
                             text=True, timeout=60, check=False)
@@ -61,7 +80,7 @@ def test_our_client_leases_in_batches_and_reports() -> None:
     server = serve(board, key)
     urls = [f"http://h/{n}.png" for n in range(120)]
     for url in urls:
-        board.add(url, "h", None)
+        board.put(url, "h", None)
     proxy = MasterClient(server.address, key).connect()
     assert proxy.hello("w1", {"threads": 1}) == {"full": False}
     got: list[str] = []
@@ -71,7 +90,7 @@ def test_our_client_leases_in_batches_and_reports() -> None:
             break
         assert len(answer["tasks"]) <= 50
         got += [url for url, _ in answer["tasks"]]
-        proxy.report("w1", [Attempt(url=u, ok=True, bytes=1).to_wire()
+        proxy.report("w1", [stored(u)
                             for u, _ in answer["tasks"]])
     assert sorted(got) == sorted(urls)
     assert len(settle_all(board, 120)) == 120
@@ -84,12 +103,12 @@ def test_one_exchange_releases_reports_and_leases() -> None:
     board = TaskBoard(BoardPolicy(batch_size=50))
     server = serve(board, key)
     for n in range(4):
-        board.add(f"http://h/{n}.png", "h", None)
+        board.put(f"http://h/{n}.png", "h", None)
     proxy = MasterClient(server.address, key).connect()
     first = proxy.exchange("w1", 1, [], [], 2, 0.0)
     assert [url for url, _ in first["tasks"]] == ["http://h/0.png", "http://h/1.png"]
     # 0 finished, 1 handed back: the next ask gets 1 again, then 2.
-    second = proxy.exchange("w1", 2, [Attempt(url="http://h/0.png", ok=True, bytes=1).to_wire()],
+    second = proxy.exchange("w1", 2, [stored("http://h/0.png")],
                             ["http://h/1.png"], 2, 0.0)
     assert second == {"closed": False, "tasks": [("http://h/1.png", 1), ("http://h/2.png", 1)]}
     [settled] = board.drain()
@@ -120,3 +139,124 @@ def test_unreachable_master_is_an_oserror() -> None:
 
     with pytest.raises(OSError):
         MasterClient(("127.0.0.1", free_port()), b"k" * 16).connect()
+
+
+def test_a_forged_report_never_reaches_the_manifest(site: FixtureServer, tmp_path: Path,
+                                                    authkey: str) -> None:
+    """An authenticated client reports success, with a path out of the output folder and a
+    zero hash, for a URL it never leased: a real master refuses it and says so."""
+    png = (SITE / "images" / "red.png").read_bytes()
+    begun = threading.Event()
+    page = b'<html><body><img src="/a.png"></body></html>'
+    site.routes["/"] = lambda handler: handler.send_body(200, page, "text/html")
+
+    def slow_image(handler: FixtureHandler) -> None:
+        begun.set()
+        time.sleep(1.0)  # time for the forged report to arrive first
+        handler.send_body(200, png, "image/png")
+
+    site.routes["/a.png"] = slow_image
+    out = tmp_path / "out"
+    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), "--local-workers", "1", "--ignore-robots",
+                           cwd=tmp_path)
+    try:
+        host, port = wait_for_queue_address(master).rsplit(":", 1)
+        assert begun.wait(30), "the image was never asked for"
+        proxy = MasterClient((host, int(port)), authkey.encode()).connect()
+        forged = Attempt(url=site.url + "/a.png", ok=True, path="../../etc/passwd",
+                         sha256="0" * 64, bytes=1).to_wire()
+        proxy.hello("intruder", {})
+        proxy.exchange("intruder", 1, [forged], [], 0, 0.0)
+        proxy.report("intruder", [{**forged, "path": "images/http/h/x.png"}])  # not leased
+        err = finish(master, 60)
+        assert master.returncode == 0, err
+    finally:
+        stop(master)
+    [entry] = manifest_lines(out)
+    assert entry["status"] == "success" and entry["worker"] != "intruder"
+    assert entry["path"].startswith("images/") and entry["sha256"] == sha256(png).hexdigest()
+    assert "refused a report from intruder" in err and "not inside" in err
+
+
+def _flood(address: tuple[str, int], count: int) -> list[socket.socket]:
+    """``count`` connections that never authenticate, as a flood of strangers would."""
+    return [socket.create_connection(address, timeout=5) for _ in range(count)]
+
+
+def _closed_by_the_server(sock: socket.socket, wait: float) -> bool:
+    """Whether the server hung up on ``sock`` (rather than sending its challenge)."""
+    sock.settimeout(wait)
+    try:
+        while chunk := sock.recv(4096):
+            del chunk  # the challenge: the server took this connection in
+            return False
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+    return True
+
+
+def test_strangers_are_bounded_in_number_and_a_worker_gets_in_after_them() -> None:
+    key = secrets.token_bytes(16)
+    board = TaskBoard(BoardPolicy())
+    server = QueueServer(board, ("127.0.0.1", 0), key, lambda full=False: {},
+                         max_handshaking=4).start()
+    flood = _flood(server.address, 20)
+    try:
+        taken = [s for s in flood if not _closed_by_the_server(s, 1.0)]
+        assert len(taken) == 4, "only max_handshaking strangers hold a server thread"
+    finally:
+        for sock in flood:
+            sock.close()
+    wait_until_true = time.monotonic() + 10
+    while True:  # the server notices the closed strangers and frees their places
+        try:
+            proxy = MasterClient(server.address, key).connect()
+            break
+        except (OSError, EOFError):
+            assert time.monotonic() < wait_until_true, "the queue never accepted again"
+            time.sleep(0.05)
+    assert proxy.heartbeat("w1") is True
+
+
+_MASTER = """
+import os, sys, time
+from crawler.board.manager import QueueServer
+from crawler.board.memory import BoardPolicy, TaskBoard
+
+board = TaskBoard(BoardPolicy(lease_timeout=1.0))
+hello = {"lease_timeout": 1.0}
+server = QueueServer(board, ("127.0.0.1", 0), os.environb[b"CRAWLER_AUTHKEY"],
+                     lambda full=False: hello).start()
+print(server.address[1], flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_call_to_a_hung_master_gives_up_within_a_lease(authkey: str) -> None:
+    """After hello, a call waits no longer than the master's lease_timeout (not the
+    default's 60 s): a worker stuck longer has lost its leases anyway."""
+    master = subprocess.Popen([sys.executable, "-c", _MASTER], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert master.stdout is not None
+        port = int(master.stdout.readline())
+        client = MasterClient(("127.0.0.1", port), authkey.encode())
+        proxy = client.connect()
+        crawl = proxy.hello("w", {"host": "h", "pid": 1, "threads": 1})
+        client.bound_calls(proxy, crawl["lease_timeout"])
+        master.send_signal(signal.SIGSTOP)  # hung: it accepts nothing, answers nothing
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{master.pid}/stat").read_text().rpartition(")")[2].split()[0] != "T":
+            assert time.monotonic() < deadline, "the master never stopped"
+            time.sleep(0.01)
+        started = time.monotonic()
+        with pytest.raises(OSError):
+            proxy.heartbeat("w")
+        assert time.monotonic() - started < 30, "the call waited for the default deadline"
+    finally:
+        master.send_signal(signal.SIGCONT)
+        master.kill()
+        master.wait(timeout=10)

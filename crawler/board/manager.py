@@ -1,11 +1,12 @@
 """The network queue: a ``BaseManager`` server in the master, and the client our workers use.
 
 The server runs in a thread of the master and serves the master's own
-:class:`TaskBoard` (never a copy in a forked manager process). It registers
-the two names of the classic tutorial, ``get_task_queue`` and
-``get_result_queue``, whose items are plain URL strings and
-``URL--->success`` lines, plus ``get_board`` with the richer calls our own
-workers make (batched leases, structured reports, heartbeats).
+:class:`TaskBoard` (never a copy in a forked manager process) through
+adapters: the two names of the classic tutorial, ``get_task_queue`` and
+``get_result_queue`` (``crawler.board.classic``), whose items are plain URL
+strings and ``URL--->success`` lines, plus ``get_board`` (:class:`BoardView`)
+with the richer calls our own workers make (batched leases, structured
+reports, heartbeats).
 
 What the standard library leaves out, and this module adds (see the notes on
 ``multiprocessing.managers``): ``TCP_NODELAY`` on both ends, against 40 ms
@@ -22,20 +23,56 @@ import logging
 import socket
 import struct
 import threading
+import time
+from collections.abc import Callable
 from multiprocessing import AuthenticationError, connection
 from multiprocessing.managers import BaseManager, BaseProxy, Server, listener_client
 from traceback import format_exc
 from typing import Any
 
+from crawler.board.classic import ResultQueueView, TaskQueueView
 from crawler.board.memory import TaskBoard
+from crawler.config import QueueSettings
 from crawler.errors import AuthenticationFailed, BindError, QueueError
+from crawler.model.outcome import Attempt
+from crawler.model.wire import (
+    CrawlInfo,
+    LeaseAnswer,
+    Report,
+    ReportRefused,
+    Status,
+    WorkerInfo,
+    attempt_from_report,
+)
 
 log = logging.getLogger(__name__)
 
 SERIALIZER = "crawler"  # pickle on the wire, like the default; our client adds deadlines
 HANDSHAKE_DEADLINE = 5.0
-CALL_DEADLINE = 60.0  # longer than any call our workers make; a hung master is given up on
+# Until hello says the master's lease_timeout: the settings' default, named as such.
+# After it, a call may take as long as a lease lives (see MasterClient.bound_calls).
+FIRST_CALL_DEADLINE = QueueSettings.lease_timeout
 BACKLOG = 1024
+MAX_HANDSHAKING = 64  # connections not yet authenticated; more are closed at once
+ACCEPT_PAUSE = 0.05  # seconds the accepting thread rests after it could not serve one
+
+
+class _Throttled:
+    """A warning said at most once every few seconds, with how often it happened."""
+
+    EVERY = 5.0
+
+    def __init__(self, message: str) -> None:
+        self._message = message
+        self._count = 0
+        self._last = -self.EVERY
+
+    def note(self, why: str) -> None:
+        self._count += 1
+        now = time.monotonic()
+        if now - self._last >= self.EVERY:
+            log.warning(self._message, self._count, why)
+            self._count, self._last = 0, now
 
 
 def _set_deadline(sock: socket.socket, seconds: float) -> None:
@@ -73,7 +110,7 @@ def _client(address: Any, family: str | None = None, authkey: bytes | None = Non
         raise ConnectionError(f"no handshake from {host}:{port} within {HANDSHAKE_DEADLINE:g} s: "
                               "is that a crawler master's queue port?") from exc
     with socket.socket(fileno=conn.fileno()) as view:
-        _set_deadline(view, CALL_DEADLINE)
+        _set_deadline(view, FIRST_CALL_DEADLINE)
         view.detach()
     return conn
 
@@ -82,33 +119,66 @@ listener_client[SERIALIZER] = (connection.Listener, _client)
 
 
 class _GuardedServer(Server):
-    """A manager server that sets socket options and logs refused connections."""
+    """A manager server that sets socket options, bounds and logs refused connections,
+    and whose accepting thread outlives any failure to serve one connection."""
 
     refused = 0  # per instance once the first refusal is counted
+    max_handshaking = MAX_HANDSHAKING
 
     def accepter(self) -> None:
-        while True:
+        handshaking = threading.BoundedSemaphore(self.max_handshaking)
+        turned_away = _Throttled("turned away %d queue connections: %s")
+        while True:  # for the life of the process: without it, no worker gets in again
             try:
-                conn = self.listener.accept()
-            except OSError:
-                continue
-            threading.Thread(target=self.handle_request, args=(conn,), daemon=True).start()
+                self._accept_one(handshaking, turned_away)
+            except Exception:
+                log.exception("the queue server could not take a connection")
+                time.sleep(ACCEPT_PAUSE)
 
-    def handle_request(self, conn: connection.Connection) -> None:
+    def _accept_one(self, handshaking: threading.BoundedSemaphore,
+                    turned_away: _Throttled) -> None:
+        try:
+            conn = self.listener.accept()
+        except OSError as exc:  # out of descriptors (EMFILE), or the peer gave up
+            turned_away.note(f"cannot accept: {exc.strerror or exc}")
+            time.sleep(ACCEPT_PAUSE)  # not a busy loop while descriptors run out
+            return
+        if not handshaking.acquire(blocking=False):
+            self.refused += 1
+            turned_away.note(f"{self.max_handshaking} connections are still to "
+                             "authenticate (a flood?)")
+            conn.close()
+            return
+        try:
+            threading.Thread(target=self.handle_request, args=(conn, handshaking),
+                             daemon=True).start()
+        except RuntimeError:  # no thread to serve it: drop this one, keep accepting
+            handshaking.release()
+            conn.close()
+            turned_away.note("cannot start a thread to serve them")
+            time.sleep(ACCEPT_PAUSE)
+
+    def handle_request(self, conn: connection.Connection,  # type: ignore[override]
+                       handshaking: threading.BoundedSemaphore | None = None) -> None:
         sock = _socket_of(conn)
         try:
-            host, port = sock.getpeername()[:2]
-            peer = f"{host}:{port}"
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            _set_deadline(sock, HANDSHAKE_DEADLINE)
             try:
-                connection.deliver_challenge(conn, self.authkey)
-                connection.answer_challenge(conn, self.authkey)
-            except (AuthenticationError, OSError, EOFError) as exc:
-                self.refused += 1
-                why = "wrong authkey" if isinstance(exc, AuthenticationError) else "no handshake"
-                log.warning("refused a queue connection from %s: %s", peer, why)
-                return
+                host, port = sock.getpeername()[:2]
+                peer = f"{host}:{port}"
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                _set_deadline(sock, HANDSHAKE_DEADLINE)
+                try:
+                    connection.deliver_challenge(conn, self.authkey)
+                    connection.answer_challenge(conn, self.authkey)
+                except (AuthenticationError, OSError, EOFError) as exc:
+                    self.refused += 1
+                    why = ("wrong authkey" if isinstance(exc, AuthenticationError)
+                           else "no handshake")
+                    log.warning("refused a queue connection from %s: %s", peer, why)
+                    return
+            finally:
+                if handshaking is not None:
+                    handshaking.release()  # authenticated or refused: no longer a stranger
             _set_deadline(sock, 0)  # an authenticated worker may idle between calls
             self._serve_authenticated(conn)
         except SystemExit:
@@ -136,78 +206,41 @@ class _GuardedServer(Server):
         conn.send(msg)
 
 
-class TaskQueueView:
-    """``get_task_queue``: the classic interface; items are plain URL strings."""
-
-    def __init__(self, board: TaskBoard) -> None:
-        self._board = board
-
-    def get(self, block: bool = True, timeout: float | None = None) -> str:
-        return self._board.classic_get(block, timeout)
-
-    def get_nowait(self) -> str:
-        return self._board.classic_get(False)
-
-    def qsize(self) -> int:
-        return self._board.counts()["queued"]
-
-    def empty(self) -> bool:
-        return self.qsize() == 0
-
-    def full(self) -> bool:
-        return False
-
-
-class ResultQueueView:
-    """``get_result_queue``: takes ``URL--->success`` / ``URL--->failure: reason`` strings."""
-
-    def __init__(self, board: TaskBoard) -> None:
-        self._board = board
-
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        self._board.classic_put(item)
-
-    def put_nowait(self, item: Any) -> None:
-        self._board.classic_put(item)
-
-    def qsize(self) -> int:
-        return 0  # results are consumed as they arrive
-
-    def empty(self) -> bool:
-        return True
-
-    def full(self) -> bool:
-        return False
-
-
 class BoardView:
-    """``get_board``: what our own workers and ``crawler status`` may call."""
+    """``get_board``: what our own workers and ``crawler status`` may call.
 
-    def __init__(self, board: TaskBoard, describe: Any) -> None:
+    An adapter: reports arrive as dicts from the network and are checked here
+    (``attempt_from_report``) before the board sees them as Attempts; the
+    board checks that the worker holds each URL. Waits are kept below half a
+    lease, so a call always ends well within the client's deadline.
+    """
+
+    def __init__(self, board: TaskBoard, describe: Callable[..., Any]) -> None:
         self._board = board
         self._describe = describe
+        self._longest_wait = board.policy.lease_timeout / 2
 
-    def hello(self, worker: str, info: dict[str, Any]) -> dict[str, Any]:
+    def hello(self, worker: str, info: WorkerInfo) -> CrawlInfo:
         self._board.hello(worker, info)
-        return self._describe()
+        crawl: CrawlInfo = self._describe()
+        return crawl
 
-    def lease(self, worker: str, max_items: int, wait: float) -> dict[str, Any]:
-        return self._board.lease(worker, max_items, min(wait, CALL_DEADLINE / 2))
+    def lease(self, worker: str, max_items: int, wait: float) -> LeaseAnswer:
+        return self._board.lease(worker, max_items, min(wait, self._longest_wait))
 
-    def report(self, worker: str, reports: list[dict[str, Any]]) -> None:
-        self._board.report(worker, reports)
+    def report(self, worker: str, reports: list[Report]) -> None:
+        self._board.report(worker, self._attempts(worker, reports))
 
-    def exchange(self, worker: str, number: int, reports: list[dict[str, Any]],
+    def exchange(self, worker: str, number: int, reports: list[Report],
                  released: list[str], max_items: int, wait: float,
-                 holding: list[str] | None = None) -> dict[str, Any]:
+                 holding: list[str] | None = None) -> LeaseAnswer:
         """A busy worker's one round trip, applied once: see ``TaskBoard.exchange``.
 
         Each round trip costs the master more than the work in it, so one call
-        instead of three halves its cost per URL. Workers learn from ``hello``'s
-        answer ("exchange": true) that this master has it.
+        instead of three halves its cost per URL.
         """
-        return self._board.exchange(worker, number, reports, released, max_items,
-                                    min(wait, CALL_DEADLINE / 2), holding)
+        return self._board.exchange(worker, number, self._attempts(worker, reports), released,
+                                    max_items, min(wait, self._longest_wait), holding)
 
     def heartbeat(self, worker: str) -> bool:
         return self._board.heartbeat(worker)
@@ -218,8 +251,18 @@ class BoardView:
     def goodbye(self, worker: str) -> None:
         self._board.goodbye(worker)
 
-    def status(self) -> dict[str, Any]:
-        return self._describe(full=True)
+    def status(self) -> Status:
+        status: Status = self._describe(full=True)
+        return status
+
+    def _attempts(self, worker: str, reports: list[Report]) -> list[Attempt]:
+        attempts = []
+        for data in reports:
+            try:
+                attempts.append(attempt_from_report(data))
+            except ReportRefused as exc:
+                self._board.refuse(worker, str(exc))
+        return attempts
 
 
 class QueueServer:
@@ -230,7 +273,7 @@ class QueueServer:
     """
 
     def __init__(self, board: TaskBoard, address: tuple[str, int], authkey: bytes,
-                 describe: Any) -> None:
+                 describe: Callable[..., Any], max_handshaking: int = MAX_HANDSHAKING) -> None:
         task_view, result_view = TaskQueueView(board), ResultQueueView(board)
         board_view = BoardView(board, describe)
 
@@ -253,6 +296,7 @@ class QueueServer:
         except OSError as exc:
             raise BindError(f"cannot serve the queue on {address[0]}:{address[1]}: "
                             f"{exc.strerror or exc} (choose another port with --bind)") from exc
+        self._server.max_handshaking = max_handshaking
         # Server() listens with a backlog of 16; a crowd of workers needs more.
         self._server.listener._listener._socket.listen(BACKLOG)
         self.address: tuple[str, int] = self._server.address
@@ -297,6 +341,20 @@ class MasterClient:
                 "key with CRAWLER_AUTHKEY or --authkey-file") from exc
         except connection.BufferTooShort as exc:
             raise QueueError(f"{host}:{port} does not speak the crawler protocol") from exc
+
+    def bound_calls(self, board: Any, seconds: float) -> None:
+        """Give up on each call of ``board`` (a proxy from ``connect``) after ``seconds``.
+
+        Workers pass the master's lease_timeout: a call that takes longer has
+        cost them their leases anyway, and a hung master is better left for a
+        reconnect. The proxy's connection of this thread exists after its first call.
+        """
+        conn = getattr(getattr(board, "_tls", None), "connection", None)
+        if conn is None:
+            return
+        with socket.socket(fileno=conn.fileno()) as view:
+            _set_deadline(view, seconds)
+            view.detach()
 
     def reset(self) -> None:
         """Forget cached connections to the master.

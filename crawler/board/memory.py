@@ -1,11 +1,12 @@
-"""The task board: every image URL the master found, from queued to final.
+"""The in-memory task board: every image URL the master found, from queued to final.
 
-A URL handed to a worker is a *lease*: it stays in flight until a result
+The :class:`~crawler.board.base.Board` the master keeps in its own memory. A
+URL handed to a worker is a *lease*: it stays in flight until a result
 arrives, the worker's heartbeats keep it alive, and a lease that expires puts
-the URL back on the queue. Transient failures come back after a backoff; the
-first final result for a URL counts and later ones are ignored. The board also
-paces hand-outs per host (delay and concurrency), so that politeness holds
-across the whole cluster, not per worker.
+the URL back on the queue. Transient failures come back after a backoff; only
+the result of the worker that holds the URL counts. The board also paces
+hand-outs per host (delay and concurrency), so that politeness holds across
+the whole cluster, not per worker.
 
 All methods are thread-safe: the queue server calls them from one thread per
 worker connection while the master's crawl loop adds URLs and drains results.
@@ -15,21 +16,27 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import queue
+import logging
+import math
 import random
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from crawler.board.base import CLASSIC
+from crawler.config import DownloadSettings, PolitenessSettings, QueueSettings, Settings
 from crawler.model.outcome import Attempt
+from crawler.model.wire import LeaseAnswer, WorkerInfo
+
+log = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER = 600.0  # seconds: a longer Retry-After is taken as this
+ASKING_WINDOW = 2.0  # seconds: a worker that asked for work this recently shares hosts
 
 QUEUED, LEASED, DELAYED, DONE = "queued", "leased", "delayed", "done"
-CLASSIC = "classic"  # the holder of URLs handed to tutorial-style workers
 
 
 @dataclass(slots=True)
@@ -57,13 +64,15 @@ class _Lane:
 @dataclass(slots=True)
 class WorkerRecord:
     worker: str
-    info: dict[str, Any]
+    info: Mapping[str, object]
     first_seen: float
     last_contact: float
     done: int = 0
     failed: int = 0
     bytes: int = 0
     held: set[str] = field(default_factory=set)
+    per_host: Counter[str] = field(default_factory=Counter)  # of held, by host
+    last_ask: float = -math.inf  # when it last asked for work
     gone: bool = False
     last_exchange: int = 0  # the highest exchange number applied: none at or below again
 
@@ -80,13 +89,25 @@ class Settled:
 
 @dataclass(frozen=True)
 class BoardPolicy:
-    lease_timeout: float = 60.0
-    max_attempts: int = 3
-    backoff_base: float = 1.0
-    backoff_max: float = 60.0
-    host_delay: float = 0.0
-    host_concurrency: int = 16
-    batch_size: int = 64
+    """The settings a board works by; the defaults are the settings' own (one catalogue)."""
+
+    lease_timeout: float = QueueSettings.lease_timeout
+    max_attempts: int = DownloadSettings.max_attempts
+    backoff_base: float = DownloadSettings.backoff_base
+    backoff_max: float = DownloadSettings.backoff_max
+    host_delay: float = PolitenessSettings.host_delay
+    host_concurrency: int = PolitenessSettings.host_concurrency
+    batch_size: int = QueueSettings.batch_size
+    worker_silence: float = QueueSettings.worker_silence
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BoardPolicy:
+        download, politeness, queue = settings.download, settings.politeness, settings.queue
+        return cls(lease_timeout=queue.lease_timeout, max_attempts=download.max_attempts,
+                   backoff_base=download.backoff_base, backoff_max=download.backoff_max,
+                   host_delay=politeness.host_delay,
+                   host_concurrency=politeness.host_concurrency, batch_size=queue.batch_size,
+                   worker_silence=queue.worker_silence)
 
     def backoff(self, failures: int, retry_after: float | None) -> float:
         """Seconds to wait after the ``failures``-th transient failure: exponential with
@@ -100,6 +121,8 @@ class BoardPolicy:
 
 
 class TaskBoard:
+    """The Board in the master's memory (see crawler.board.base for what each call means)."""
+
     def __init__(self, policy: BoardPolicy, clock: Callable[[], float] = time.monotonic,
                  wake: Callable[[], None] = lambda: None) -> None:
         """``wake`` is called (under the board's lock, so it must be quick) when the
@@ -127,10 +150,11 @@ class TaskBoard:
         self.duplicates = 0
         self.unknown = 0
         self.reclaimed = 0  # leases a worker did not know it had, put back (lost answers)
+        self.refused = 0  # malformed reports
 
     # ----- the master's side -------------------------------------------------
 
-    def add(self, url: str, host: str, page: str | None) -> bool:
+    def put(self, url: str, host: str, page: str | None) -> bool:
         """Queue ``url`` unless the board already has it; True when queued."""
         with self._cond:
             if url in self._items:
@@ -194,6 +218,12 @@ class TaskBoard:
         expired = 0
         with self._cond:
             self._promote_delayed(now)
+            for record in self._workers.values():
+                if record.held and now - record.last_contact > self.policy.worker_silence:
+                    # Our workers call every second: this one is stopped, cut off or
+                    # dead. Its leases end now rather than after lease_timeout.
+                    for url in record.held:
+                        self._items[url].deadline = now - 1.0
             for url in list(self._leased):
                 item = self._items[url]
                 if item.deadline >= now:
@@ -223,7 +253,7 @@ class TaskBoard:
                     "delayed": states[DELAYED], "done": states[DONE],
                     "retries": self.retries, "expired": self.expired,
                     "duplicates": self.duplicates, "unknown": self.unknown,
-                    "reclaimed": self.reclaimed,
+                    "reclaimed": self.reclaimed, "refused": self.refused,
                     "workers": sum(1 for w in self._workers.values() if not w.gone)}
 
     def workers(self) -> list[dict[str, Any]]:
@@ -238,7 +268,7 @@ class TaskBoard:
 
     # ----- the workers' side -------------------------------------------------
 
-    def hello(self, worker: str, info: dict[str, Any]) -> None:
+    def hello(self, worker: str, info: WorkerInfo) -> None:
         now = self._clock()
         with self._cond:
             record = self._workers.get(worker)
@@ -247,34 +277,35 @@ class TaskBoard:
             else:
                 record.last_contact, record.gone = now, False
 
-    def lease(self, worker: str, max_items: int, wait: float) -> dict[str, Any]:
-        """Hand out up to ``max_items`` URLs, waiting up to ``wait`` seconds for one.
-
-        Returns ``{"closed": bool, "tasks": [(url, attempt), ...]}``; "closed"
-        means the crawl is over and no more tasks will come.
-        """
+    def lease(self, worker: str, max_items: int, wait: float) -> LeaseAnswer:
+        """Hand out up to ``max_items`` URLs, waiting up to ``wait`` seconds for one."""
         limit = max(1, min(max_items, self.policy.batch_size))
         with self._cond:
             end = self._clock() + max(0.0, wait)
-            self._touch(worker)
+            record = self._touch(worker)
+            if record is not None:
+                record.last_ask = self._clock()
             while True:
                 if self._closed:
-                    return {"closed": True, "tasks": []}
+                    return LeaseAnswer(closed=True, tasks=[])
                 now = self._clock()
                 self._promote_delayed(now)
                 tasks = self._take(worker, limit, now)
                 if tasks:
-                    return {"closed": False, "tasks": tasks}
+                    return LeaseAnswer(closed=False, tasks=tasks)
                 remaining = end - now
                 if remaining <= 0:
-                    return {"closed": False, "tasks": []}
+                    return LeaseAnswer(closed=False, tasks=[])
                 self._cond.wait(min(remaining, self._until_ready(now)))
 
-    def report(self, worker: str, reports: Iterable[dict[str, Any]]) -> None:
+    def report(self, worker: str, attempts: Iterable[Attempt]) -> int:
+        """Record ``worker``'s results for URLs it holds; the number recorded."""
+        recorded = 0
         with self._cond:
             record = self._touch(worker)
-            for data in reports:
-                attempt = Attempt.from_wire(data)
+            for attempt in attempts:
+                if not self._holds(worker, attempt.url):
+                    continue
                 if record is not None:
                     if attempt.ok:
                         record.done += 1
@@ -282,6 +313,14 @@ class TaskBoard:
                     else:
                         record.failed += 1
                 self._record(attempt, worker)
+                recorded += 1
+        return recorded
+
+    def refuse(self, worker: str, why: str) -> None:
+        """Count and log a report an adapter refused as malformed."""
+        with self._cond:
+            self.refused += 1
+        log.warning("refused a report from %s: %s", worker, why)
 
     def heartbeat(self, worker: str) -> bool:
         """Renew every lease ``worker`` holds; True while the crawl goes on."""
@@ -301,9 +340,9 @@ class TaskBoard:
                     self._enqueue(url, item.host, front=True)
             self._cond.notify_all()
 
-    def exchange(self, worker: str, number: int, reports: Iterable[dict[str, Any]],
+    def exchange(self, worker: str, number: int, reports: Iterable[Attempt],
                  released: Iterable[str], max_items: int, wait: float,
-                 holding: Iterable[str] | None = None) -> dict[str, Any]:
+                 holding: Iterable[str] | None = None) -> LeaseAnswer:
         """A worker's one round trip: ``release``, ``report``, then ``lease`` (or, for
         ``max_items`` 0, ``heartbeat``), with two guarantees the separate calls lack.
 
@@ -314,15 +353,19 @@ class TaskBoard:
         ``holding`` (every URL the worker still has to say something about) puts
         back any URL leased to it that it never received, as when the answer that
         carried it was lost; without that, heartbeats would renew such a lease
-        forever and the crawl would never end.
+        forever and the crawl would never end. And the answer's ``lost`` names
+        the URLs of ``holding`` the worker no longer holds (it fell silent and
+        they went to others): it must not store or report them.
         """
+        reports, released = list(reports), list(released)
+        lost: list[str] = []
         with self._cond:
             record = self._touch(worker)
             if record is not None and number < record.last_exchange:
                 # A copy held up in the network, overtaken by the worker's later calls:
                 # all of it was applied already, or sent again, and its holding list
                 # is out of date. Its answer would go nowhere: lease nothing.
-                return {"closed": self._closed, "tasks": []}
+                return LeaseAnswer(closed=self._closed, tasks=[])
             if record is None or number > record.last_exchange:
                 if record is not None:
                     record.last_exchange = number
@@ -333,9 +376,15 @@ class TaskBoard:
                 unknown = [url for url in record.held if url not in kept]
                 self.release(worker, unknown)  # never received, so never tried
                 self.reclaimed += len(unknown)
+                spoken = {attempt.url for attempt in reports}.union(released)
+                lost = [url for url in kept if url not in record.held and url not in spoken]
         if max_items > 0:
-            return self.lease(worker, max_items, wait)
-        return {"closed": not self.heartbeat(worker), "tasks": []}
+            answer = self.lease(worker, max_items, wait)
+        else:
+            answer = LeaseAnswer(closed=not self.heartbeat(worker), tasks=[])
+        if lost:
+            answer["lost"] = lost
+        return answer
 
     def goodbye(self, worker: str) -> None:
         with self._cond:
@@ -344,29 +393,24 @@ class TaskBoard:
                 record.gone = True
             self._wake()
 
-    # ----- the classic tutorial worker's side --------------------------------
-
-    def classic_get(self, block: bool = True, timeout: float | None = None) -> str:
-        wait = (timeout if timeout is not None else float("inf")) if block else 0.0
-        while True:
-            answer = self.lease(CLASSIC, 1, min(wait, 3600.0))
-            if answer["tasks"]:
-                return answer["tasks"][0][0]
-            wait -= 3600.0
-            if wait <= 0 or answer["closed"]:
-                raise queue.Empty
-
-    def classic_put(self, item: Any) -> None:
-        if isinstance(item, dict):
-            attempt = Attempt.from_wire(item)
-        elif isinstance(item, str):
-            attempt = Attempt.from_line(item)
-        else:
-            raise TypeError(f"a result is a 'URL--->success' string, not {type(item).__name__}")
-        with self._cond:
-            self._record(attempt, CLASSIC)
-
     # ----- internals (lock held) ---------------------------------------------
+
+    def _holds(self, worker: str, url: str) -> bool:
+        """Whether ``worker`` holds ``url``; a result from anyone else is counted and logged."""
+        item = self._items.get(url)
+        if item is None:
+            self.unknown += 1
+            log.warning("refused a report from %s for %.200s: no such URL was queued",
+                        worker, url)
+            return False
+        if item.state != LEASED or item.holder != worker:
+            # Its lease ran out (the URL went back, or to another worker): only the
+            # current holder's result counts, and a stored file is never replaced.
+            self.duplicates += 1
+            log.info("ignored a report from %s for %.200s: it no longer holds that URL",
+                     worker, url)
+            return False
+        return True
 
     def _touch(self, worker: str) -> WorkerRecord | None:
         now = self._clock()
@@ -395,6 +439,7 @@ class TaskBoard:
     def _take(self, worker: str, limit: int, now: float) -> list[tuple[str, int]]:
         tasks: list[tuple[str, int]] = []
         record = self._workers.get(worker)
+        share = self._share(now)
         blocked = 0  # lanes in a row that may not send now; all of them means stop
         while len(tasks) < limit and self._ready and blocked < len(self._ready):
             host = self._ready[0]
@@ -405,7 +450,8 @@ class TaskBoard:
                 self._ready.popleft()
                 lane.listed = False
                 continue
-            if lane.in_flight >= self.policy.host_concurrency or lane.next_time > now:
+            if (lane.in_flight >= self.policy.host_concurrency or lane.next_time > now
+                    or (record is not None and record.per_host[host] >= share)):
                 self._ready.rotate(-1)
                 blocked += 1
                 continue
@@ -420,9 +466,17 @@ class TaskBoard:
                 lane.next_time = now + lane.delay
             if record is not None:
                 record.held.add(item.url)
+                record.per_host[host] += 1
             tasks.append((item.url, item.attempts))
             self._ready.rotate(-1)  # one URL per host per turn: fair across hosts
         return tasks
+
+    def _share(self, now: float) -> int:
+        """How many of a host's slots one worker may hold: an even share among the
+        workers asking for work, so none holds them all while others get nothing."""
+        asking = sum(1 for record in self._workers.values()
+                     if not record.gone and now - record.last_ask <= ASKING_WINDOW)
+        return math.ceil(self.policy.host_concurrency / max(1, asking))
 
     def _until_ready(self, now: float) -> float:
         """Seconds until a paced host or a delayed retry may be ready (bounded)."""
@@ -451,24 +505,12 @@ class TaskBoard:
         record = self._workers.get(item.holder or "")
         if record is not None:
             record.held.discard(item.url)
+            record.per_host[item.host] -= 1
         item.holder = None
 
     def _record(self, attempt: Attempt, worker: str) -> None:
-        item = self._items.get(attempt.url)
-        if item is None:
-            self.unknown += 1
-            return
-        if item.state == DONE:
-            self.duplicates += 1  # the first final result counts
-            return
-        current = item.state == LEASED and item.holder == worker
-        if not current and not attempt.ok and attempt.transient:
-            # A try that was given up on (its lease expired): the URL is queued or in
-            # another worker's hands, and only that try's result may retry it.
-            self.duplicates += 1
-            return
-        # A final result counts whoever holds the lease now: a late one from an earlier
-        # holder settles the URL, and the current holder's result is then a duplicate.
+        """Apply the result of a URL ``worker`` holds (report checked that)."""
+        item = self._items[attempt.url]
         self._unlease(item)
         now = self._clock()
         if attempt.retry_after:

@@ -1,4 +1,8 @@
-"""``crawler demo``: the whole job on this machine, against a built-in site, no internet."""
+"""``crawler demo``: the whole job on this machine, against a built-in site, no internet.
+
+It ends by writing the gallery (``crawler report``) and saying where the
+images are and how to open it.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,11 @@ from pathlib import Path
 from crawler.config import Settings
 from crawler.demo.site import SiteServer, build_site
 from crawler.errors import StorageError
-from crawler.master.authkey import load_authkey
+from crawler.master.authkey import master_authkey
 from crawler.master.journal import JOURNAL_NAME
-from crawler.master.results import MANIFEST_NAME, RESULTS_NAME
+from crawler.master.results import MANIFEST_NAME, PAGES_NAME, RESULTS_NAME
+from crawler.model.outcome import IMAGES_DIR
+from crawler.ui.report import write_report
 
 
 def run_demo(settings: Settings, *, workers: int, quiet: bool,
@@ -21,24 +27,29 @@ def run_demo(settings: Settings, *, workers: int, quiet: bool,
     # Each demo serves a new site on a new port: start from a clean record.
     try:
         for name in (JOURNAL_NAME, JOURNAL_NAME + "-wal", JOURNAL_NAME + "-shm",
-                     RESULTS_NAME, MANIFEST_NAME):
+                     RESULTS_NAME, MANIFEST_NAME, PAGES_NAME):
             (out_dir / name).unlink(missing_ok=True)
     except OSError as exc:
         raise StorageError(f"cannot use {out_dir} for the demo's output: {exc.strerror}"
                            " (choose another folder with --out)") from exc
-    for old_site in out_dir.glob("127.0.0.1_*"):
+    for old_site in (out_dir / IMAGES_DIR).glob("*/127.0.0.1_*"):
         shutil.rmtree(old_site, ignore_errors=True)
-    site = build_site()
+    site = build_site(broken_links=True)  # a page and an image missing: failures to show
     with SiteServer(site) as server:
         say = (lambda text: None) if quiet else (lambda text: print(text, file=sys.stderr))
         say(f"demo site: {server.base_url}/ ({len(site.pages)} pages, {len(site.images)} images)")
         demo_settings = settings.with_values({"output.dir": str(out_dir),
                                               "queue.bind": "127.0.0.1:0",
                                               "worker.threads": 4})
+        # Its workers are started here: nobody else needs to be told how to join.
         status = run_master(demo_settings, (server.base_url + "/",),
-                            load_authkey(None, generate=True), local_workers=workers,
-                            dry_run=False, quiet=quiet)
-    stored = sorted(p for p in out_dir.rglob("*.png"))
-    say(f"demo: {len(stored)} images stored under {out_dir}/ "
-        f"(results in {out_dir / RESULTS_NAME}, manifest in {out_dir / MANIFEST_NAME})")
+                            master_authkey(None, out_dir, keep=True), local_workers=workers,
+                            dry_run=False, quiet=quiet, invite_workers=False)
+    gallery = write_report([out_dir])
+    folders = sorted((out_dir / IMAGES_DIR).glob("*/127.0.0.1_*"))
+    stored = sum(1 for folder in folders for path in folder.rglob("*") if path.is_file())
+    where = folders[0] if len(folders) == 1 else out_dir
+    say(f"demo: {stored} images stored under {where}/")
+    say(f"gallery: open {gallery.resolve().as_uri()} in a browser "
+        f"(or run: xdg-open {gallery})")
     return status

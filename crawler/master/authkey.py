@@ -1,5 +1,9 @@
 """Where the queue's authkey comes from: environment, a file, or a fresh random key.
 
+A master given no key keeps one in its output folder (``OUT/authkey``) and
+uses it again on every start, so workers started with the command it printed
+still fit after a restart.
+
 The manager protocol unpickles what it receives, so the authkey is the only
 gate between the network and code execution on the master: it is never
 hard-coded, never put on a command line (where the process list shows it),
@@ -16,11 +20,12 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from crawler.errors import AuthkeyError
+from crawler.errors import AuthkeyError, StorageError
 
 log = logging.getLogger(__name__)
 
 ENV_VAR = "CRAWLER_AUTHKEY"
+KEY_FILE_NAME = "authkey"  # in the master's output folder
 MIN_REMOTE_BYTES = 16
 GENERATE_HINT = ("generate one with: python -c 'import secrets; print(secrets.token_hex(16))' "
                  "> authkey && chmod 600 authkey")
@@ -30,6 +35,7 @@ GENERATE_HINT = ("generate one with: python -c 'import secrets; print(secrets.to
 class Authkey:
     key: bytes = b""
     source: str = ""  # "environment", a file path, or "generated"
+    fresh: bool = False  # made by this start of the master (and written to ``source``)
 
     def __repr__(self) -> str:  # keep the key out of logs and tracebacks
         return f"Authkey(source={self.source!r})"
@@ -56,6 +62,42 @@ def load_authkey(key_file: Path | None, *, generate: bool) -> Authkey:
     if generate:
         return Authkey(secrets.token_hex(MIN_REMOTE_BYTES).encode(), "generated")
     raise AuthkeyError(f"no authkey: set {ENV_VAR} or pass --authkey-file with the master's key")
+
+
+def master_authkey(key_file: Path | None, out_dir: Path, *, keep: bool) -> Authkey:
+    """The master's key: ``key_file``, else ``$CRAWLER_AUTHKEY``, else ``out_dir/authkey``.
+
+    That file is made with a new key (mode 0600) when missing, and used as it
+    is when present. With ``keep`` False (a dry run, which leaves the output
+    folder alone) a missing one is not made: the key lives in memory.
+    """
+    if key_file is not None or os.environ.get(ENV_VAR, "").strip():
+        return load_authkey(key_file, generate=False)
+    path = out_dir / KEY_FILE_NAME
+    if path.exists() or not keep:
+        return load_authkey(path, generate=False) if path.exists() else load_authkey(
+            None, generate=True)
+    key = secrets.token_hex(MIN_REMOTE_BYTES).encode()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create the output folder {out_dir}: "
+                           f"{exc.strerror or exc}") from exc
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another master on this folder made it just now
+        return load_authkey(path, generate=False)
+    except OSError as exc:
+        raise StorageError(f"cannot write the authkey file {path}: "
+                           f"{exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(key)
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        raise StorageError(f"cannot write the authkey file {path}: "
+                           f"{exc.strerror or exc}") from exc
+    return Authkey(key, str(path), fresh=True)
 
 
 def is_loopback(host: str) -> bool:

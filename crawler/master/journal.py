@@ -10,13 +10,14 @@ noticed, and a rerun with a larger depth or image budget goes on from here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from crawler.errors import StorageError
+from crawler.errors import JournalDamaged, StorageError
 from crawler.model.outcome import Outcome
 
 JOURNAL_NAME = "crawl.sqlite"
@@ -44,6 +45,16 @@ ROBOTS_UNREACHABLE = "robots.txt unreachable"  # the start of such a refusal's r
 
 
 @dataclass(frozen=True)
+class PageDone:
+    """A finished page and what was found on it, as :meth:`Journal.pages_done` records it."""
+
+    url: str
+    links: list[tuple[str, int]]  # (url, depth)
+    images: list[tuple[str, str, str | None]]  # (url, page, outcome JSON or None while queued)
+    complete: bool = True  # False when the image budget left some of its images out
+
+
+@dataclass(frozen=True)
 class Resumed:
     pending_pages: list[tuple[str, int]]  # seen but not done: to fetch
     done_pages: set[str]
@@ -62,12 +73,16 @@ class Journal:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
-            raise StorageError(f"cannot open the crawl journal {self.path}: {exc}") from exc
+            raise _damaged(self.path, exc) from exc
 
     def close(self) -> None:
         self._db.close()
 
     def resume(self) -> Resumed:
+        with self._reading():
+            return self._resume()
+
+    def _resume(self) -> Resumed:
         pending_pages: list[tuple[str, int]] = []
         done_pages: set[str] = set()
         rows = self._db.execute("SELECT url, depth, done FROM pages ORDER BY rowid")
@@ -87,9 +102,21 @@ class Journal:
         return Resumed(pending_pages, done_pages, pending_images, finished)
 
     def outcomes(self) -> Iterator[Outcome]:
-        for (text,) in self._db.execute(
-                "SELECT outcome FROM images WHERE outcome IS NOT NULL ORDER BY rowid"):
-            yield Outcome.from_json(text)
+        with self._reading():
+            for (text,) in self._db.execute(
+                    "SELECT outcome FROM images WHERE outcome IS NOT NULL ORDER BY rowid"):
+                yield Outcome.from_json(text)
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Damage found while reading (garbage inside the file, a row that is not an
+        outcome) becomes one JournalDamaged, not a traceback."""
+        try:
+            yield
+        except (sqlite3.DatabaseError, json.JSONDecodeError, TypeError, ValueError) as exc:
+            if isinstance(exc, sqlite3.OperationalError) and not _is_damage(exc):
+                raise StorageError(f"cannot read the crawl journal {self.path}: {exc}") from exc
+            raise _damaged(self.path, exc) from exc
 
     def add_seeds(self, urls: Iterable[str]) -> None:
         with self._transaction():
@@ -98,19 +125,23 @@ class Journal:
 
     def page_done(self, url: str, links: Iterable[tuple[str, int]],
                   images: Iterable[tuple[str, str, str | None]], complete: bool = True) -> None:
-        """Record, atomically, a finished page and what was found on it.
+        """Record, atomically, a finished page and what was found on it."""
+        self.pages_done([PageDone(url, list(links), list(images), complete)])
 
-        ``images`` are (url, page, outcome JSON or None while queued); ``complete``
-        is False when the image budget left some of the page's images out.
+    def pages_done(self, pages: list[PageDone]) -> None:
+        """Record finished pages and what was found on them, all in one transaction.
+
+        One transaction for all the pages a crawl loop pass finished: the
+        commit, not the rows, is what costs.
         """
         with self._transaction():
             self._db.executemany("INSERT OR IGNORE INTO pages (url, depth) VALUES (?, ?)",
-                                 list(links))
+                                 [link for page in pages for link in page.links])
             self._db.executemany(
                 "INSERT OR IGNORE INTO images (url, page, outcome) VALUES (?, ?, ?)",
-                list(images))
-            self._db.execute("UPDATE pages SET done = ? WHERE url = ?",
-                             (1 if complete else _CUT, url))
+                [image for page in pages for image in page.images])
+            self._db.executemany("UPDATE pages SET done = ? WHERE url = ?",
+                                 [(1 if page.complete else _CUT, page.url) for page in pages])
 
     # ----- what crawl this is ----------------------------------------------------
 
@@ -181,3 +212,18 @@ class _Transaction:
             self._db.execute("ROLLBACK" if exc is not None else "COMMIT")
         except sqlite3.OperationalError as error:
             raise StorageError(f"cannot write the crawl journal {self._path}: {error}") from error
+        except sqlite3.DatabaseError as error:
+            raise _damaged(self._path, error) from error
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+            raise _damaged(self._path, exc) from exc
+
+
+def _is_damage(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite's OperationalError says the file is damaged, not merely busy or full."""
+    return any(word in str(exc) for word in ("malformed", "corrupt", "not a database"))
+
+
+def _damaged(path: Path, exc: BaseException) -> JournalDamaged:
+    return JournalDamaged(
+        f"the crawl journal {path} is damaged ({exc}): the crawl cannot resume from it; "
+        f"move it away (with {path.name}-wal and {path.name}-shm) to start the crawl afresh")

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -23,23 +24,25 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from crawler.board.manager import QueueServer
 from crawler.board.memory import BoardPolicy, TaskBoard
 from crawler.config import Limits, Settings
 from crawler.errors import CrawlMismatch, StorageError
+from crawler.fetch.curl import default_ca_file
+from crawler.fetch.easy import EasyClient
 from crawler.fetch.guard import AddressPolicy
-from crawler.fetch.session import Watchdog, make_session
+from crawler.fetch.options import RequestOptions
 from crawler.master.authkey import ENV_VAR, Authkey, is_loopback
 from crawler.master.frontier import Frontier
-from crawler.master.journal import JOURNAL_NAME, Journal
+from crawler.master.journal import JOURNAL_NAME, Journal, PageDone
 from crawler.master.pages import Page, fetch_page
-from crawler.master.results import MANIFEST_NAME, RESULTS_NAME, ResultFiles
+from crawler.master.results import MANIFEST_NAME, PAGES_NAME, RESULTS_NAME, ResultFiles
 from crawler.master.robots import Robots
 from crawler.master.scope import Scope
 from crawler.model.outcome import Attempt, Outcome
 from crawler.model.urls import host_key, host_key_of_normalized
+from crawler.model.wire import CrawlInfo, Status
 from crawler.parse.extract import Extraction
 from crawler.parse.pool import PageParser, ParserCrashed
 from crawler.ui.progress import Reporter, Snapshot, write_out
@@ -59,10 +62,10 @@ class MasterOptions:
     bind: tuple[str, int]
     local_workers: int = 0
     worker_threads: int = 16
-    worker_fast_lane: bool = True
     dry_run: bool = False
     resume: bool = False  # go on with the folder's crawl even if seeds or scope changed
     fresh: bool = False  # forget the folder's crawl and start anew
+    invite_workers: bool = True  # say how workers join (not when all are local)
 
 
 @dataclass
@@ -126,17 +129,14 @@ class Master:
         self._scope = Scope.from_seeds(options.seeds, crawl.scope, crawl.allow, crawl.deny,
                                        crawl.image_allow, crawl.image_deny)
         self._policy = AddressPolicy.from_seeds(options.seeds, settings.security.allow_networks)
-        dl, pol = settings.download, settings.politeness
-        self._board = TaskBoard(BoardPolicy(
-            lease_timeout=settings.queue.lease_timeout, max_attempts=dl.max_attempts,
-            backoff_base=dl.backoff_base, backoff_max=dl.backoff_max,
-            host_delay=pol.host_delay, host_concurrency=pol.host_concurrency,
-            batch_size=settings.queue.batch_size), wake=self._wake.set)
+        self._request = RequestOptions.from_settings(settings)  # files read now: errors up front
+        self._board = TaskBoard(BoardPolicy.from_settings(settings), wake=self._wake.set)
         self._started = time.monotonic()
         self._workers: list[subprocess.Popen[bytes]] = []
         self._frontier = Frontier()
         self._server: QueueServer | None = None
         self._pages_read = 0
+        self._pages_done: list[PageDone] = []  # finished, to be journaled together
         self._seed_failures: list[tuple[str, str]] = []
 
     def stop(self) -> None:
@@ -150,21 +150,19 @@ class Master:
 
     # ----- what workers are told ---------------------------------------------
 
-    def describe(self, full: bool = False) -> dict[str, Any]:
+    def describe(self, full: bool = False) -> CrawlInfo | Status:
         dl = self._settings.download
-        info: dict[str, Any] = {
-            "limits": dataclasses.asdict(Limits.from_settings(dl)),
-            "policy": self._policy.to_wire(),
-            "user_agent": self._settings.crawl.user_agent,
-            "lease_timeout": self._settings.queue.lease_timeout,
-            "exchange": True,  # this master has BoardView.exchange; earlier ones did not
-        }
-        if full:
-            info.update(seeds=list(self._options.seeds),
-                        elapsed_s=round(time.monotonic() - self._started, 2),
-                        progress=self._snapshot.as_dict(), board=self._board.counts(),
-                        workers=self._board.workers(), closed=self._board.closed)
-        return info
+        info = CrawlInfo(limits=dataclasses.asdict(Limits.from_settings(dl)),
+                         policy=self._policy.to_wire(),
+                         user_agent=self._settings.crawl.user_agent,
+                         lease_timeout=self._settings.queue.lease_timeout)
+        if not full:  # a joining worker's: it holds secrets, which status must not show
+            info["request"] = self._request.to_wire()  # headers, cookies, TLS, proxies, logins
+            return info
+        return Status(**info, seeds=list(self._options.seeds),
+                      elapsed_s=round(time.monotonic() - self._started, 2),
+                      progress=self._snapshot.as_dict(), board=self._board.counts(),
+                      workers=self._board.workers(), closed=self._board.closed)
 
     # ----- the crawl -----------------------------------------------------------
 
@@ -182,7 +180,7 @@ class Master:
             out_dir.mkdir(parents=True, exist_ok=True)
             if self._options.fresh:
                 for name in (JOURNAL_NAME, JOURNAL_NAME + "-wal", JOURNAL_NAME + "-shm",
-                             RESULTS_NAME, MANIFEST_NAME):
+                             RESULTS_NAME, MANIFEST_NAME, PAGES_NAME):
                     (out_dir / name).unlink(missing_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create the output folder {out_dir}: "
@@ -206,6 +204,7 @@ class Master:
             self._count(outcome)
         self._snapshot.found = len(resumed.finished_images)
         self._snapshot.pages = len(resumed.done_pages)
+        self._snapshot.mark_resumed()  # rates count this run only
         frontier = self._frontier = Frontier(resumed.pending_pages, seen=resumed.done_pages)
         if resumed.done_pages or resumed.finished_images:
             log.info("resuming: %d pages done, %d to visit, %d images finished, %d queued",
@@ -213,15 +212,13 @@ class Master:
                      len(resumed.pending_images))
         self._board.remember(resumed.finished_images)
         for url, page in resumed.pending_images:
-            self._board.add(url, host_key(url), page)
+            self._board.put(url, host_key(url), page)
             self._snapshot.found += 1
         if self._server is not None:
             self._serve(self._server)
-        session = make_session(self._policy, settings.crawl.user_agent,
-                               pool_size=settings.crawl.page_concurrency)
-        watchdog = Watchdog()
+        session = EasyClient(self._policy, self._request, ca_file=default_ca_file())
         robots = Robots(session, settings.crawl.user_agent, settings.crawl.page_timeout,
-                        settings.crawl.respect_robots, watchdog,
+                        settings.crawl.respect_robots,
                         max_delay=settings.politeness.max_crawl_delay)
         if not settings.crawl.respect_robots:
             log.warning("robots.txt is ignored (crawl.respect_robots = false)")
@@ -230,16 +227,18 @@ class Master:
         last_reap = time.monotonic()
         try:
             while not self._stop.is_set():
-                self._submit(running, pool, session, robots, watchdog)
+                self._submit(running, pool, session, robots)
                 self._wake.wait(LOOP_TICK)
                 self._wake.clear()  # before looking, so news from now on wakes the next wait
                 for future in [f for f in running if f.done()]:
                     running.discard(future)
-                    self._visited(future.result(), journal, robots)
+                    self._visited(future.result(), journal, robots, files)
+                self._record_pages(journal)
                 self._collect(journal, files)
                 if time.monotonic() - last_reap > REAP_EVERY:
                     self._board.reap()
                     last_reap = time.monotonic()
+                self._snapshot.pages_queued = len(frontier) + len(running)
                 self._refresh()
                 self._check_local_workers()
                 if not frontier and not running and self._board.unfinished() == 0:
@@ -256,7 +255,9 @@ class Master:
                 for future in finished:
                     running.discard(future)
                     if not future.cancelled():
-                        self._visited(future.result(), journal, robots)
+                        self._visited(future.result(), journal, robots, files)
+                self._record_pages(journal)
+            self._snapshot.pages_queued = len(frontier)
             self._finish(journal, files)
             session.close()
         interrupted = bool(frontier or running or self._board.unfinished())
@@ -299,8 +300,8 @@ class Master:
         journal.set_meta("crawl", identity)
         journal.set_meta("limits", {"depth": depth, "max_images": crawl.max_images})
 
-    def _submit(self, running: set[Future[_Visit]], pool: ThreadPoolExecutor, session: Any,
-                robots: Robots, watchdog: Watchdog) -> None:
+    def _submit(self, running: set[Future[_Visit]], pool: ThreadPoolExecutor,
+                session: EasyClient, robots: Robots) -> None:
         frontier = self._frontier
         max_pages = self._settings.crawl.max_pages
         now = time.monotonic()
@@ -315,26 +316,25 @@ class Master:
             delay = max(self._settings.politeness.host_delay, robots.known_delay(url) or 0.0)
             if delay:
                 frontier.hold(host_key(url), now + delay)
-            future = pool.submit(self._visit, url, depth, session, robots, watchdog)
+            future = pool.submit(self._visit, url, depth, session, robots)
             future.add_done_callback(self._wake_up)
             running.add(future)
 
     def _wake_up(self, _future: Future[_Visit]) -> None:
         self._wake.set()
 
-    def _visit(self, url: str, depth: int, session: Any, robots: Robots,
-               watchdog: Watchdog) -> _Visit:
+    def _visit(self, url: str, depth: int, session: EasyClient, robots: Robots) -> _Visit:
         """Fetch and parse one page (in a pool thread); never raises."""
         try:
-            return self._fetch_and_parse(url, depth, session, robots, watchdog)
+            return self._fetch_and_parse(url, depth, session, robots)
         except Exception as exc:  # one page nobody foresaw must not end the crawl
             log.exception("page %s failed unexpectedly", url)
             reason = f"crawler error: {exc.__class__.__name__}"
             return _Visit(url, depth, Page(url, url, 0, skipped=reason), None, [],
                           time.monotonic())
 
-    def _fetch_and_parse(self, url: str, depth: int, session: Any, robots: Robots,
-                         watchdog: Watchdog) -> _Visit:
+    def _fetch_and_parse(self, url: str, depth: int, session: EasyClient,
+                         robots: Robots) -> _Visit:
         """Fetch and parse one page; decide robots for its images."""
         crawl = self._settings.crawl
         refused = robots.refusal(url)
@@ -344,7 +344,7 @@ class Master:
                           None, [], time.monotonic())
         started = time.monotonic()
         page = fetch_page(session, url, timeout=crawl.page_timeout,
-                          max_bytes=crawl.max_page_bytes, watchdog=watchdog,
+                          max_bytes=crawl.max_page_bytes,
                           may_visit=lambda u: self._scope.allows_page(u) and robots.allowed(u))
         if not page.ok:
             return _Visit(url, depth, page, None, [], started)
@@ -367,7 +367,8 @@ class Master:
             images.append((image, refused))
         return _Visit(url, depth, page, extraction, images, started)
 
-    def _visited(self, visit: _Visit, journal: Journal, robots: Robots) -> None:
+    def _visited(self, visit: _Visit, journal: Journal, robots: Robots,
+                 files: ResultFiles) -> None:
         frontier = self._frontier
         if visit.extraction is None and self._retry_later(visit, robots):
             return
@@ -381,8 +382,10 @@ class Master:
             if visit.depth == 0:
                 self._seed_failures.append((visit.url, visit.page.skipped))
             log.info("page %s: %s", visit.url, visit.page.skipped)
+            files.page_failed(visit.url, visit.page.skipped, visit.page.status,
+                              final=not visit.page.transient)
             if not visit.page.transient:  # else it stays to visit: a rerun tries it again
-                journal.page_done(visit.url, [], [])
+                self._pages_done.append(PageDone(visit.url, [], []))
             return
         self._pages_read += 1
         links: list[tuple[str, int]] = []
@@ -411,18 +414,24 @@ class Master:
         # must not leave them looking queued, or a resumed crawl would download them.
         refusals = {image: Attempt(url=image, ok=False, reason=refused)
                     for image, refused in new_images if refused is not None}
-        journal.page_done(visit.url, links, [
+        self._pages_done.append(PageDone(visit.url, links, [
             (image, page_url, Outcome.from_attempt(refusals[image], page=page_url, worker=None,
                                                    attempts=0).to_json()
              if image in refusals else None)
-            for image, _ in new_images], complete=complete)
+            for image, _ in new_images], complete=complete))
         for image, refused in new_images:
             if refused is not None:
                 self._board.settle_now(refusals[image], page_url)
             elif self._options.dry_run:
                 self._board.settle_now(Attempt(url=image, ok=False, reason="dry run"), page_url)
             else:
-                self._board.add(image, host_key_of_normalized(image), page_url)  # from extract()
+                self._board.put(image, host_key_of_normalized(image), page_url)  # from extract()
+
+    def _record_pages(self, journal: Journal) -> None:
+        """Journal the pages finished since the last call, in one transaction."""
+        if self._pages_done:
+            journal.pages_done(self._pages_done)
+            self._pages_done = []
 
     def _retry_later(self, visit: _Visit, robots: Robots) -> bool:
         """Put a page that failed for a passing reason back, after a backoff, if tries are left.
@@ -475,10 +484,13 @@ class Master:
         server.start()
         host, port = server.address[:2]
         self._announce(f"queue on {host}:{port}")
-        if is_loopback(host):
-            self._announce(f"workers on this host: crawler worker {host}:{port} "
+        invite = self._options.invite_workers
+        if invite and is_loopback(host):
+            # --out: a worker on this host stores where the master records and reports.
+            out = shlex.quote(str(self._options.out_dir.resolve()))
+            self._announce(f"workers on this host: crawler worker {host}:{port} --out {out} "
                            + self._key_hint(other_hosts=False))
-        else:
+        elif invite:
             self._announce(f"workers on other hosts: crawler worker {_public_name(host)}:{port} "
                            + self._key_hint(other_hosts=True))
         if self._options.local_workers:
@@ -486,18 +498,13 @@ class Master:
             self._start_local_workers(("127.0.0.1" if every_interface else host, port))
 
     def _key_hint(self, *, other_hosts: bool) -> str:
-        """How a worker gets the key; a generated key is written where one can read it."""
+        """How a worker gets the key."""
         source = self._authkey.source
         if source == "environment":
             return f"(with the same {ENV_VAR} as the master)"
         notes = []
         key_file = source
-        if source == "generated":
-            written = self._options.out_dir / "authkey"
-            written.touch(mode=0o600)
-            written.chmod(0o600)
-            written.write_bytes(self._authkey.key)
-            key_file = str(written)
+        if self._authkey.fresh:
             notes.append("a new key")
         if other_hosts:
             notes.append("copy that file to each worker host")
@@ -513,8 +520,7 @@ class Master:
                     [sys.executable, "-m", "crawler", "worker", f"{address[0]}:{address[1]}",
                      "--out", str(self._options.out_dir),
                      "--threads", str(self._options.worker_threads), "--quiet",
-                     "--connect-wait", "30",
-                     *([] if self._options.worker_fast_lane else ["--no-fast-lane"])],
+                     "--connect-wait", "30"],
                     env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file))
 
     def _check_local_workers(self) -> None:
@@ -579,6 +585,9 @@ class _NoFiles(ResultFiles):
         pass
 
     def write(self, outcomes: Iterable[Outcome]) -> None:
+        pass
+
+    def page_failed(self, url: str, reason: str, http_status: int, *, final: bool) -> None:
         pass
 
     def close(self) -> None:

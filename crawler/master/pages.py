@@ -1,23 +1,27 @@
-"""Fetch one HTML page for the master: redirects checked hop by hop, bodies bounded."""
+"""Fetch one HTML page for the master: redirects checked hop by hop, bodies bounded.
+
+One deadline (``crawl.page_timeout``) covers the page, every hop's head and
+body included: libcurl cuts the request off then, however slowly the server
+sends.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import socket
-import ssl
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urljoin
 
-import requests
+from crawler.fetch.easy import EasyClient, Reply
+from crawler.fetch.policy import (
+    MAX_REDIRECTS,
+    REDIRECT_STATUSES,
+    redirect_target,
+    retry_after_seconds,
+    transient_status,
+)
 
-from crawler.fetch.guard import BlockedAddress
-from crawler.fetch.session import TRANSIENT_ERRORS, Watchdog
-from crawler.model.urls import normalize
-from crawler.worker.sink import retry_after_seconds, transient_status
-
-MAX_REDIRECTS = 10
 HTML_TYPES = ("text/html", "application/xhtml+xml")
+ACCEPT_HTML = "text/html,application/xhtml+xml,*/*;q=0.5"
 
 
 @dataclass(frozen=True)
@@ -37,117 +41,67 @@ class Page:
         return not self.skipped
 
 
-def fetch_page(session: requests.Session, url: str, *, timeout: float, max_bytes: int,
-               may_visit: Callable[[str], bool], watchdog: Watchdog) -> Page:
-    """GET ``url``; follow redirects to pages ``may_visit`` allows; read HTML bodies only.
-
-    ``timeout`` bounds the whole page, every hop's head and body included: a
-    server that trickles its answer is cut off then.
-    """
-    with watchdog.bound(timeout) as bound:
-        page = _fetch(session, url, timeout, max_bytes, may_visit)
-    if bound.expired:
-        # Cut off: http.client takes a head that ends early for a whole one, so
-        # what was read may look complete. Past the deadline nothing read counts.
-        return dataclasses.replace(page, body=b"", skipped=f"page too slow (over {timeout:g} s)",
-                                   transient=True)
-    return page
-
-
-def _fetch(session: requests.Session, url: str, timeout: float, max_bytes: int,
-           may_visit: Callable[[str], bool]) -> Page:
+def fetch_page(client: EasyClient, url: str, *, timeout: float, max_bytes: int,
+               may_visit: Callable[[str], bool]) -> Page:
+    """GET ``url``; follow redirects to pages ``may_visit`` allows; read HTML bodies only."""
+    started = time.monotonic()
     current = url
     for _hop in range(MAX_REDIRECTS + 1):
-        try:
-            response = session.get(current, stream=True, allow_redirects=False,
-                                   timeout=(min(timeout, 10.0), timeout),
-                                   headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.5"})
-        except BlockedAddress as exc:
-            return Page(url, current, 0, skipped=str(exc))
-        except TRANSIENT_ERRORS as exc:
-            return Page(url, current, 0, skipped=f"connection error: {cause(exc)}",
-                        transient=True)
-        except requests.RequestException as exc:
-            return Page(url, current, 0, skipped=f"request failed: {exc.__class__.__name__}")
-        except ValueError as exc:  # requests parses a Location it will not follow, too
-            return Page(url, current, 0, skipped=f"bad redirect: {exc}")
-        with response:
-            if response.is_redirect:
-                location = response.headers.get("Location", "")
-                try:
-                    target = normalize(urljoin(current, location))
-                except ValueError:  # InvalidURL, or urljoin's own (a broken IPv6 host)
-                    return Page(url, current, response.status_code,
-                                skipped=f"bad redirect to {location[:200]!r}")
-                if not may_visit(target):
-                    return Page(url, current, response.status_code,
-                                skipped=f"redirected to {target}, out of scope or "
-                                        "disallowed by robots.txt")
-                current = target
-                continue
-            if response.status_code != 200:
-                status = response.status_code
-                return Page(url, current, status, skipped=f"HTTP {status}",
-                            transient=transient_status(status),
-                            retry_after=retry_after_seconds(response.headers.get("Retry-After")))
-            kind = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
-            if kind and kind not in HTML_TYPES:
-                return Page(url, current, 200, skipped=f"not HTML ({kind})")
-            return _read_body(response, url, current, max_bytes)
+        left = started + timeout - time.monotonic()
+        if left <= 0:
+            return _too_slow(url, current, timeout)
+        reply = client.get(current, accept=ACCEPT_HTML, max_bytes=max_bytes, timeout=left,
+                           wants=_wants_html)
+        if not reply.ok:
+            if reply.timed_out:
+                return _too_slow(url, current, timeout)
+            return Page(url, current, reply.status, skipped=reply.failure,
+                        transient=reply.transient)
+        if reply.status in REDIRECT_STATUSES and "location" in reply.headers:
+            location = reply.headers["location"]
+            try:
+                target = redirect_target(current, location)
+            except ValueError:  # InvalidURL, or urljoin's own (a broken IPv6 host)
+                return Page(url, current, reply.status,
+                            skipped=f"bad redirect to {location[:200]!r}")
+            if not may_visit(target):
+                return Page(url, current, reply.status,
+                            skipped=f"redirected to {target}, out of scope or "
+                                    "disallowed by robots.txt")
+            current = target
+            continue
+        return _answer(url, current, reply)
     return Page(url, current, 0, skipped=f"more than {MAX_REDIRECTS} redirects")
 
 
-def _read_body(response: requests.Response, url: str, final_url: str, max_bytes: int) -> Page:
-    chunks: list[bytes] = []
-    size = 0
-    truncated = False
-    try:
-        for chunk in response.iter_content(64 * 1024):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size >= max_bytes:  # a page over the limit is cut, not dropped
-                truncated = True
-                break
-    except (requests.RequestException, *TRANSIENT_ERRORS) as exc:
-        return Page(url, final_url, 200, skipped=f"broken response: {cause(exc)}",
-                    transient=True)
-    body = b"".join(chunks)[:max_bytes]
-    encoding = response.encoding if "charset" in response.headers.get("Content-Type", "") else None
-    return Page(url, final_url, 200, body, encoding, truncated)
+def _wants_html(status: int, headers: dict[str, str]) -> bool:
+    return status == 200 and _media_type(headers) in ("", *HTML_TYPES)
 
 
-def cause(exc: BaseException) -> str:
-    """What a user can act on in a failed request: refused, DNS, an untrusted certificate…
-
-    requests wraps urllib3's errors, which wrap the socket's or ssl's; the first
-    of those that is known names the cause, else the outermost class does.
-    """
-    for link in _chain(exc):
-        if isinstance(link, ssl.SSLCertVerificationError):
-            return f"certificate not trusted ({link.verify_message or link.reason})"
-        if isinstance(link, ssl.SSLError):
-            return f"TLS failed ({link.reason or link.__class__.__name__})"
-        if isinstance(link, socket.gaierror):
-            return "DNS lookup failed"
-        if isinstance(link, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(link, ConnectionResetError):
-            return "connection reset"
-        if isinstance(link, TimeoutError | requests.Timeout):
-            return "timed out"
-    return exc.__class__.__name__
+def _answer(url: str, final_url: str, reply: Reply) -> Page:
+    status = reply.status
+    if status != 200:
+        return Page(url, final_url, status, skipped=f"HTTP {status}",
+                    transient=transient_status(status),
+                    retry_after=retry_after_seconds(reply.headers.get("retry-after")))
+    kind = _media_type(reply.headers)
+    if kind not in ("", *HTML_TYPES):
+        return Page(url, final_url, 200, skipped=f"not HTML ({kind})")
+    return Page(url, final_url, 200, reply.body, _charset(reply.headers), reply.truncated)
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """``exc``, its causes and contexts, and the errors urllib3 keeps in ``reason``/args."""
-    seen: set[int] = set()
-    todo: list[BaseException] = [exc]
-    while todo and len(seen) < 20:
-        link = todo.pop(0)
-        if id(link) in seen:
-            continue
-        seen.add(id(link))
-        yield link
-        nested = [getattr(link, "reason", None), link.__cause__, link.__context__,
-                  *(a for a in link.args if isinstance(a, BaseException))]
-        todo += [n for n in nested if isinstance(n, BaseException)]
+def _too_slow(url: str, current: str, timeout: float) -> Page:
+    return Page(url, current, 0, skipped=f"page too slow (over {timeout:g} s)", transient=True)
+
+
+def _media_type(headers: dict[str, str]) -> str:
+    return headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _charset(headers: dict[str, str]) -> str | None:
+    """The charset the Content-Type names, if it names one."""
+    for parameter in headers.get("content-type", "").split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"\'') or None
+    return None

@@ -3,10 +3,16 @@
 The journal is the record; these two files are views of it that a person or
 a script reads. On start they are rewritten from the journal, so a crash
 between the journal and the files never leaves a line missing or doubled.
+
+pages.jsonl lists the pages that could not be crawled, one JSON object per
+line (``url``, ``reason``, ``http_status``, ``final``: false when a later run
+tries the page again). The journal keeps no reasons, so this file is only
+appended to, and a reader takes the last line of a URL.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
@@ -16,6 +22,7 @@ from crawler.model.outcome import Outcome
 
 RESULTS_NAME = "results.log"
 MANIFEST_NAME = "manifest.jsonl"
+PAGES_NAME = "pages.jsonl"
 
 
 class ResultFiles:
@@ -23,10 +30,12 @@ class ResultFiles:
         """Rewrite both files from ``existing`` outcomes, then open them for appending."""
         self.results_path = folder / RESULTS_NAME
         self.manifest_path = folder / MANIFEST_NAME
+        self.pages_path = folder / PAGES_NAME
         try:
             self._rewrite(existing)
             self._results: TextIO = self.results_path.open("a", encoding="utf-8")
             self._manifest: TextIO = self.manifest_path.open("a", encoding="utf-8")
+            self._pages: TextIO = self.pages_path.open("a", encoding="utf-8")
         except OSError as exc:
             raise StorageError(f"cannot write results in {folder}: {exc.strerror or exc}") from exc
 
@@ -52,6 +61,18 @@ class ResultFiles:
             raise StorageError(f"cannot append to {self.results_path}: "
                                f"{exc.strerror or exc}") from exc
 
+    def page_failed(self, url: str, reason: str, http_status: int, *, final: bool) -> None:
+        """Record a page that could not be crawled (``final``: no later run tries it again)."""
+        line = json.dumps({"url": url, "reason": reason, "http_status": http_status or None,
+                           "final": final}, ensure_ascii=False)
+        try:
+            self._pages.write(line + "\n")
+            self._pages.flush()
+        except OSError as exc:
+            raise StorageError(f"cannot append to {self.pages_path}: "
+                               f"{exc.strerror or exc}") from exc
+
     def close(self) -> None:
         self._results.close()
         self._manifest.close()
+        self._pages.close()

@@ -6,12 +6,9 @@ import logging
 import threading
 from urllib.parse import urlsplit
 
-import requests
 from protego import Protego
 
-from crawler.fetch.guard import BlockedAddress
-from crawler.fetch.session import TRANSIENT_ERRORS, Watchdog
-from crawler.master.pages import cause
+from crawler.fetch.easy import EasyClient
 
 log = logging.getLogger(__name__)
 
@@ -22,13 +19,11 @@ _DISALLOW_ALL = Protego.parse("User-agent: *\nDisallow: /\n")
 
 
 class Robots:
-    def __init__(self, session: requests.Session, user_agent: str, timeout: float = 10.0,
-                 enabled: bool = True, watchdog: Watchdog | None = None,
-                 max_delay: float = 30.0) -> None:
-        self._session = session
+    def __init__(self, client: EasyClient, user_agent: str, timeout: float = 10.0,
+                 enabled: bool = True, max_delay: float = 30.0) -> None:
+        self._client = client
         self._max_delay = max_delay
         self._capped: set[str] = set()  # origins whose Crawl-delay was cut, warned about once
-        self._watchdog = watchdog or Watchdog()
         self._agent = user_agent
         self._timeout = timeout
         self._enabled = enabled
@@ -104,11 +99,7 @@ class Robots:
                 return self._rules.get(origin, _ALLOW_ALL)
         rules, unreachable = _DISALLOW_ALL, "crawler error"  # if _fetch fails unforeseen
         try:
-            with self._watchdog.bound(self._timeout) as bound:
-                rules, unreachable = self._fetch(origin)
-            if bound.expired:  # what a cut-off answer seemed to say does not count
-                rules, unreachable = _DISALLOW_ALL, f"too slow (over {self._timeout:g} s)"
-                log.warning("robots.txt of %s too slow: not crawling that origin", origin)
+            rules, unreachable = self._fetch(origin)
         finally:
             with self._lock:
                 self._rules[origin] = rules
@@ -119,31 +110,29 @@ class Robots:
 
     def _fetch(self, origin: str) -> tuple[Protego, str | None]:
         """The rules of ``origin``, and why its robots.txt was unreachable (None if it was not)."""
-        url = origin + "/robots.txt"
-        try:
-            response = self._session.get(url, timeout=(min(self._timeout, 5.0), self._timeout),
-                                         stream=True)
-        except BlockedAddress:
+        reply = self._client.get(origin + "/robots.txt", accept="text/plain,*/*;q=0.5",
+                                 max_bytes=MAX_ROBOTS_BYTES, timeout=self._timeout)
+        if reply.blocked is not None:
             return _ALLOW_ALL, None  # every fetch from that origin will be refused anyway
-        except (requests.RequestException, *TRANSIENT_ERRORS) as exc:
+        if reply.timed_out:
+            log.warning("robots.txt of %s too slow: not crawling that origin", origin)
+            return _DISALLOW_ALL, f"too slow (over {self._timeout:g} s)"
+        if not reply.ok and reply.status:  # the head came, the body did not
+            log.warning("robots.txt of %s broke off (%s): not crawling that origin",
+                        origin, reply.failure)
+            return _DISALLOW_ALL, f"broken response: {reply.failure}"
+        if not reply.ok:
             # RFC 9309: an unreachable robots.txt means complete disallow.
             log.warning("robots.txt of %s unreachable (%s): not crawling that origin",
-                        origin, cause(exc))
-            return _DISALLOW_ALL, f"connection error: {cause(exc)}"
-        with response:
-            if response.status_code >= 500:
-                log.warning("robots.txt of %s answered HTTP %d: not crawling that origin",
-                            origin, response.status_code)
-                return _DISALLOW_ALL, f"HTTP {response.status_code}"
-            if response.status_code >= 400:
-                return _ALLOW_ALL, None  # no robots.txt: everything is allowed
-            try:
-                body = response.raw.read(MAX_ROBOTS_BYTES, decode_content=True) or b""
-            except (requests.RequestException, *TRANSIENT_ERRORS) as exc:
-                log.warning("robots.txt of %s broke off (%s): not crawling that origin",
-                            origin, cause(exc))
-                return _DISALLOW_ALL, f"broken response: {cause(exc)}"
-        return Protego.parse(body.decode("utf-8", errors="replace")), None
+                        origin, reply.failure)
+            return _DISALLOW_ALL, reply.failure
+        if reply.status >= 500:
+            log.warning("robots.txt of %s answered HTTP %d: not crawling that origin",
+                        origin, reply.status)
+            return _DISALLOW_ALL, f"HTTP {reply.status}"
+        if reply.status != 200:  # 4xx: no robots.txt; a redirect not followed: as if none
+            return _ALLOW_ALL, None
+        return Protego.parse(reply.body.decode("utf-8", errors="replace")), None
 
 
 def _origin(url: str) -> str:

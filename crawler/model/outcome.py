@@ -8,14 +8,45 @@ the master.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from crawler.model.wire import Report
 
 SEPARATOR = "--->"
 # The reason of an attempt that failed on the worker's own disk, not on the image.
 STORAGE_ERROR = "storage error: "
+# The folder under the output folder that holds every stored image; the path of a
+# stored image, in a report and in manifest.jsonl, starts with it.
+IMAGES_DIR = "images"
+
+
+class FailureKind(enum.Enum):
+    """Why a try failed, as a value code can act on; the reason text is for people.
+
+    A worker decides from the kind (not by parsing the reason) what a failure
+    means for it: STORAGE is its own disk's fault and stops it.
+    """
+
+    STATUS = "status"  # the server answered with a status other than 200
+    TIMEOUT = "timeout"  # no connection, or no byte, within its timeout
+    TOO_SLOW = "too-slow"  # past download.deadline, however steadily bytes came
+    CONNECTION = "connection"  # refused, reset, broken off, name not found
+    TLS = "tls"  # certificate or handshake
+    BLOCKED = "blocked"  # the address guard refused the address
+    REDIRECT = "redirect"  # too many, or to a URL that cannot be followed
+    TOO_LARGE = "too-large"
+    NOT_IMAGE = "not-image"
+    DIMENSIONS = "dimensions"  # outside the pixel bounds, or unknown with a bound set
+    BAD_RESPONSE = "bad-response"  # a broken encoding or framing
+    INVALID_URL = "invalid-url"
+    STORAGE = "storage"  # the worker's own disk
+    STOPPED = "stopped"  # the worker is stopping
+    WORKER_ERROR = "worker-error"  # a bug: the worker itself failed
 
 
 @dataclass(frozen=True)
@@ -35,14 +66,25 @@ class Attempt:
     height: int | None = None
     elapsed_s: float = 0.0
     skipped: bool = False  # already stored with the same size and hash
+    kind: FailureKind | None = None  # of a failure; None for a success
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> Report:
         # Not dataclasses.asdict: its deep copy showed in the worker's profile.
-        return {name: getattr(self, name) for name in _ATTEMPT_FIELDS}
+        wire = {name: getattr(self, name) for name in ATTEMPT_FIELDS}
+        if self.kind is not None:
+            wire["kind"] = self.kind.value  # plain data on the wire, not a pickled class
+        return wire
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> Attempt:
-        return cls(**{k: v for k, v in data.items() if k in _ATTEMPT_FIELDS})
+        fields = {k: v for k, v in data.items() if k in ATTEMPT_FIELDS}
+        kind = fields.get("kind")
+        if kind is not None:
+            try:
+                fields["kind"] = FailureKind(kind)
+            except ValueError:  # a kind this version does not know: the reason still says
+                fields["kind"] = None
+        return cls(**fields)
 
     @classmethod
     def from_line(cls, line: str) -> Attempt:
@@ -110,7 +152,7 @@ class Outcome:
         return cls(**json.loads(text))
 
 
-_ATTEMPT_FIELDS = frozenset(f.name for f in dataclasses.fields(Attempt))
+ATTEMPT_FIELDS = frozenset(f.name for f in dataclasses.fields(Attempt))
 _OUTCOME_FIELDS = tuple(f.name for f in dataclasses.fields(Outcome))
 # One encoder for every outcome: json.dumps with options builds a new one per call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))

@@ -41,7 +41,9 @@ class ParserCrashed(CrawlerError):
 class PageParser:
     """``extract`` in a child process; thread-safe, one page at a time."""
 
-    def __init__(self, in_process: bool = not sys.platform.startswith("linux")) -> None:
+    def __init__(self, in_process: bool = not sys.platform.startswith("linux"),
+                 parser: str = "lxml") -> None:
+        self._parser = parser  # the engine for calls that name none
         self._lock = threading.Lock()
         self._in_process = in_process
         self._closed = False
@@ -60,6 +62,7 @@ class PageParser:
 
         Raises :class:`ParserCrashed` when two children in turn died on this page.
         """
+        options.setdefault("parser", self._parser)
         if self._in_process:
             return extract(html, page_url, **options)
         with self._lock:

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Protocol, TextIO
@@ -32,8 +33,11 @@ def write_out(line: str) -> None:
 
 @dataclass
 class Snapshot:
+    """The crawl's counts, filled by the master; every reporter and ``crawler status`` read it."""
+
     pages: int = 0
     pages_failed: int = 0
+    pages_queued: int = 0  # waiting or being fetched; 0 once every page is done
     found: int = 0
     downloaded: int = 0
     failed: int = 0
@@ -41,6 +45,18 @@ class Snapshot:
     retries: int = 0
     bytes: int = 0
     workers: int = 0
+    resumed_images: int = 0  # finished by earlier runs: left out of this run's rates
+    resumed_bytes: int = 0
+
+    @property
+    def done(self) -> int:
+        """Images with a final result, downloaded or failed."""
+        return self.downloaded + self.failed
+
+    def mark_resumed(self) -> None:
+        """Count what is finished now as earlier runs' work, so rates measure this run only."""
+        self.resumed_images = self.done
+        self.resumed_bytes = self.bytes
 
     def as_dict(self) -> dict[str, int | None]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -67,16 +83,142 @@ def human_bytes(count: float) -> str:
     return f"{count:.1f} TB"
 
 
+def human_duration(seconds: float) -> str:
+    """``0:42``, ``12:03`` or ``3:02:09``: an ETA or an elapsed time."""
+    whole = max(0, round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class RateMeter:
+    """Images and bytes per second of this run, over the last ``window`` seconds.
+
+    A window rather than the whole run, so the rate follows a crawl that
+    speeds up or stalls; the average over the run is for the last frame.
+    """
+
+    def __init__(self, clock: Callable[[], float], window: float = 10.0) -> None:
+        self._clock = clock
+        self._window = window
+        self.started = clock()
+        self._samples: deque[tuple[float, int, int]] = deque()
+
+    def add(self, snapshot: Snapshot) -> None:
+        now = self._clock()
+        images = snapshot.done - snapshot.resumed_images
+        size = snapshot.bytes - snapshot.resumed_bytes
+        if not self._samples:
+            self._samples.append((self.started, images, size))
+        self._samples.append((now, images, size))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= self._window:
+            self._samples.popleft()
+        if len(self._samples) > 64:  # more than enough points for one window
+            del self._samples[1]
+
+    def rates(self) -> tuple[float, float] | None:
+        """(images/s, bytes/s) over the window, or None before a second has passed."""
+        if len(self._samples) < 2:
+            return None
+        (t0, images0, bytes0), (t1, images1, bytes1) = self._samples[0], self._samples[-1]
+        if t1 - t0 < 1.0:
+            return None
+        return (images1 - images0) / (t1 - t0), (bytes1 - bytes0) / (t1 - t0)
+
+    def averages(self, snapshot: Snapshot) -> tuple[float, float]:
+        """(images/s, bytes/s) over this whole run."""
+        elapsed = max(1e-9, self._clock() - self.started)
+        return ((snapshot.done - snapshot.resumed_images) / elapsed,
+                (snapshot.bytes - snapshot.resumed_bytes) / elapsed)
+
+
+def fit(parts: list[str], width: int, sep: str = "  ") -> str:
+    """Join ``parts``, dropping them from the end while the line is wider than ``width``.
+
+    The parts come most important first; the first one is cut if even it is too wide.
+    """
+    kept = list(parts)
+    while len(kept) > 1 and len(sep.join(kept)) > width:
+        kept.pop()
+    return sep.join(kept)[:width]
+
+
+def image_rate(per_second: float) -> str:
+    return f"{per_second:.1f} img/s" if per_second < 100 else f"{per_second:.0f} img/s"
+
+
+BAR_CHARS = " \u258f\u258e\u258d\u258c\u258b\u258a\u2589\u2588"  # eighths, as tqdm draws
+
+
+def draw_bar(fraction: float, width: int) -> str:
+    """A bar of ``width`` cells filled to ``fraction`` (0..1), in eighths of a cell."""
+    eighths = round(max(0.0, min(1.0, fraction)) * width * 8)
+    full, part = divmod(eighths, 8)
+    bar = "\u2588" * full + (BAR_CHARS[part] if part and full < width else "")
+    return bar.ljust(width)
+
+
+def images_line(s: Snapshot, rates: tuple[float, float] | None, width: int, *,
+                final: bool = False, elapsed: float = 0.0) -> str:
+    """The main line: images done of found, failures, a bar, the rate, and an ETA.
+
+    The ETA appears once every page is done: before that the total still grows.
+    """
+    count = f"images {s.done}/{s.found}" + (f" ({s.failed} failed)" if s.failed else "")
+    percent = f"{100 * s.done // s.found:3d}%" if s.found else "  -%"
+    tail: list[str]
+    if final:
+        tail = [image_rate(rates[0]) if rates else "", f"in {human_duration(elapsed)}"]
+    elif rates is None:
+        tail = ["starting"]
+    else:
+        tail = [image_rate(rates[0])]
+        remaining = s.found - s.done
+        if s.pages_queued:
+            tail.append("finding more")
+        elif remaining and rates[0] > 0:
+            tail.append(f"ETA {human_duration(remaining / rates[0])}")
+    tail = [t for t in tail if t]
+    text_width = len(count) + 4 + len(percent) + sum(len(t) + 2 for t in tail)
+    bar_width = min(40, width - text_width)
+    if bar_width < 6:  # too narrow for a bar that means anything
+        return fit([count, percent.strip(), *tail], width)
+    bar = draw_bar(s.done / s.found if s.found else 0.0, bar_width)
+    return fit([f"{count} |{bar}| {percent}", *tail], width)
+
+
+def status_line(s: Snapshot, byte_rate: float | None, width: int, *, final: bool = False) -> str:
+    """The second line: pages done and queued, work in flight, bytes and rate, workers, retries.
+
+    Written out in full when it fits, in fewer words when not, and only then
+    are parts dropped, the least needed (retries) first.
+    """
+    def pages(queued: str) -> str:
+        text = f"pages {s.pages}" + (queued.format(s.pages_queued) if s.pages_queued else "")
+        return text + (f" ({s.pages_failed} failed)" if s.pages_failed else "")
+
+    size = human_bytes(s.bytes)
+    if byte_rate is not None:
+        size += f" {human_bytes(byte_rate)}/s" + (" average" if final else "")
+    if final:
+        return fit([pages(" +{} not visited"), size, f"retries {s.retries}"], width)
+    full = [pages(" +{} queued"), f"in flight {s.in_flight}", size, f"{s.workers} workers",
+            f"retries {s.retries}"]
+    if len("  ".join(full)) <= width:
+        return "  ".join(full)
+    return fit([pages("+{}"), *full[1:]], width)
+
+
 class PlainReporter:
-    """One log line every ``interval`` seconds (and at the end): for logs and pipes."""
+    """One timestamped line every ``interval`` seconds (and at the end): for logs and pipes."""
 
     def __init__(self, stream: TextIO, interval: float = 5.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._stream = stream
         self._interval = interval
         self._clock = clock
-        self._started = clock()
-        self._last = self._started
+        self._rates = RateMeter(clock)
+        self._last = clock()
         self._snapshot: Snapshot | None = None
 
     def update(self, snapshot: Snapshot) -> None:
@@ -84,57 +226,104 @@ class PlainReporter:
         now = self._clock()
         if now - self._last >= self._interval:
             self._last = now
-            self._write(snapshot, now)
+            self._rates.add(snapshot)
+            self._write(snapshot, self._rates.rates())
 
     def close(self) -> None:
         if self._snapshot is not None:
-            self._write(self._snapshot, self._clock())
+            self._write(self._snapshot, self._rates.averages(self._snapshot))
 
-    def _write(self, s: Snapshot, now: float) -> None:
-        elapsed = max(1e-9, now - self._started)
-        print(f"progress: pages {s.pages}, images found {s.found}, downloaded {s.downloaded}, "
+    def _write(self, s: Snapshot, rates: tuple[float, float] | None) -> None:
+        rate = "" if rates is None else f" ({human_bytes(rates[1])}/s, {image_rate(rates[0])})"
+        print(f"{time.strftime('%H:%M:%S')} progress: pages {s.pages} ({s.pages_queued} queued, "
+              f"{s.pages_failed} failed), images found {s.found}, downloaded {s.downloaded}, "
               f"failed {s.failed}, in flight {s.in_flight}, retries {s.retries}, "
-              f"{human_bytes(s.bytes)} ({human_bytes(s.bytes / elapsed)}/s), "
-              f"workers {s.workers}", file=self._stream, flush=True)
+              f"{human_bytes(s.bytes)}{rate}, workers {s.workers}",
+              file=self._stream, flush=True)
 
 
 class TqdmReporter:
-    """Live bars on a terminal."""
+    """Two live lines on a terminal, kept by tqdm: the images bar and a status line.
 
-    def __init__(self, stream: TextIO) -> None:
-        from tqdm import tqdm  # here, not at the top: workers and quiet runs never need it
+    Both lines are formatted here to the terminal's width (tqdm only draws
+    them, clears them for log lines and draws them again), and redrawn from
+    every snapshot at most every ``redraw`` seconds, so no count goes stale.
+    Nothing is drawn before the first snapshot, so what the master says while
+    starting (the queue's address, an error) is printed on a clean screen. On
+    close the live lines are cleared and the last frame is printed as plain
+    text, so no fragment of an earlier, wider frame survives.
+    """
 
-        shape = _shape(stream)
+    def __init__(self, stream: TextIO, *, redraw: float = 0.2,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._stream = stream
+        self._redraw = redraw
+        self._clock = clock
+        self._rates = RateMeter(clock)
+        self._last_draw = float("-inf")
+        self._last_sample = float("-inf")
+        self._bars: list[tqdm] = []
+        self._snapshot: Snapshot | None = None
 
-        def bar(position: int, desc: str, unit: str = "it", **kw: object) -> tqdm:
-            return tqdm(desc=desc, position=position, unit=unit, file=stream, leave=True,
-                        **shape, **kw)
-
-        self._pages = bar(0, "pages crawled", "page")
-        self._found = bar(1, "images found", "img")
-        self._done = bar(2, "downloaded", "img")
-        self._failed = bar(3, "failed", "img")
-        self._bytes = bar(4, "bytes", "B", unit_scale=True, unit_divisor=1000)
-        self._bars = (self._pages, self._found, self._done, self._failed, self._bytes)
-
-    def update(self, s: Snapshot) -> None:
-        self._done.total = s.found or None  # an ETA once images are known
-        for bar, value in ((self._pages, s.pages), (self._found, s.found),
-                           (self._done, s.downloaded), (self._failed, s.failed),
-                           (self._bytes, s.bytes)):
-            bar.update(value - bar.n)
-        self._done.set_postfix_str(f"in flight {s.in_flight}, retries {s.retries}, "
-                                   f"workers {s.workers}", refresh=False)
-        self._failed.set_postfix_str(f"page errors {s.pages_failed}", refresh=False)
+    def update(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+        now = self._clock()
+        if now - self._last_sample >= 0.5:
+            self._last_sample = now
+            self._rates.add(snapshot)
+        if now - self._last_draw >= self._redraw:
+            self._last_draw = now
+            self._draw(self._lines(snapshot, final=False))
 
     def close(self) -> None:
-        for bar in self._bars:
-            bar.refresh()
+        if self._snapshot is None:
+            return  # never drawn: nothing to clear, nothing to say
+        lines = self._lines(self._snapshot, final=True)
+        for bar in reversed(self._bars):
+            bar.leave = False
             bar.close()
+        self._bars = []
+        # Plainly, below where the live lines were: the last frame, then the summary.
+        self._stream.write("\n".join(lines) + "\n")
+        self._stream.flush()
+
+    def _lines(self, s: Snapshot, *, final: bool) -> list[str]:
+        width = terminal_width(self._stream) - 1  # never the last column: no wrap
+        if final:
+            rates: tuple[float, float] | None = self._rates.averages(s)
+        else:
+            rates = self._rates.rates()
+        return [images_line(s, rates, width, final=final,
+                            elapsed=self._clock() - self._rates.started),
+                status_line(s, None if rates is None else rates[1], width, final=final)]
+
+    def _draw(self, lines: list[str]) -> None:
+        if not self._bars:
+            from tqdm import tqdm  # here, not at the top: workers and quiet runs never need it
+
+            self._bars = [tqdm(file=self._stream, position=n, bar_format="{desc}",
+                               leave=True, ncols=len(lines[n]) + 1, mininterval=0,
+                               miniters=0) for n in range(len(lines))]
+        for bar, line in zip(self._bars, lines, strict=True):
+            bar.ncols = len(line) + 1
+            bar.set_description_str(line.replace("{", "{{").replace("}", "}}"), refresh=False)
+            bar.refresh()
+
+
+def terminal_width(stream: TextIO, fallback: int = 80) -> int:
+    """Columns of the terminal ``stream`` writes to; ``fallback`` when it reports none.
+
+    A pseudo-terminal nobody sized reports 0 columns.
+    """
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError):
+        columns = 0
+    return columns if columns >= 20 else fallback
 
 
 class TqdmLogHandler(logging.Handler):
-    """Log records written above the bars instead of through them."""
+    """Log records written above the live lines instead of through them."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -143,33 +332,27 @@ class TqdmLogHandler(logging.Handler):
             self.handleError(record)
 
 
+def make_log_handler(verbose: bool, stream: TextIO | None = None) -> logging.Handler:
+    """Logs above the live lines on a terminal; timestamped lines anywhere else."""
+    stream = stream or sys.stderr
+    detail = "%(levelname)s %(name)s: %(message)s" if verbose else "%(levelname)s: %(message)s"
+    handler: logging.Handler
+    if stream.isatty():
+        handler = TqdmLogHandler()
+        handler.setFormatter(logging.Formatter(detail))
+    else:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("%(asctime)s " + detail, datefmt="%H:%M:%S"))
+    return handler
+
+
 def write_above_bars(text: str) -> None:
-    """Print ``text`` on stderr above any tqdm bars (plainly when tqdm was never loaded)."""
+    """Print ``text`` on stderr above any tqdm lines (plainly when tqdm was never loaded)."""
     tqdm_module = sys.modules.get("tqdm")
     if tqdm_module is None:
         print(text, file=sys.stderr, flush=True)
     else:
         tqdm_module.tqdm.write(text, file=sys.stderr)
-
-
-def _worker_bar(stream: TextIO) -> tqdm:
-    from tqdm import tqdm
-
-    return tqdm(desc="worker", unit="img", file=stream, **_shape(stream))
-
-
-def _shape(stream: TextIO) -> dict[str, object]:
-    """tqdm's size arguments: follow the terminal, or fixed when it reports no size.
-
-    A pseudo-terminal nobody sized reports 0x0, and tqdm then hides every bar.
-    """
-    try:
-        size = os.get_terminal_size(stream.fileno())
-    except (OSError, ValueError):
-        size = os.terminal_size((0, 0))
-    if size.columns and size.lines:
-        return {"dynamic_ncols": True}
-    return {"ncols": 100, "nrows": 40}
 
 
 def make_reporter(quiet: bool, stream: TextIO | None = None) -> Reporter:
@@ -184,40 +367,51 @@ def make_reporter(quiet: bool, stream: TextIO | None = None) -> Reporter:
 class WorkerLine:
     """A worker's own one-line progress: images, failures, bytes and rate.
 
-    A tqdm line on a terminal, a plain log line every ``interval`` seconds
-    otherwise, nothing when quiet.
+    A live line on a terminal, a plain timestamped line every ``interval``
+    seconds otherwise, nothing when quiet.
     """
 
     def __init__(self, stream: TextIO | None = None, *, quiet: bool = False,
                  interval: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._stream = stream or sys.stderr
         self._quiet = quiet
-        self._interval = interval
+        self._live = not quiet and self._stream.isatty()
+        self._interval = 0.2 if self._live else interval
         self._clock = clock
         self._started = self._last = clock()
-        self._bar = None if quiet or not self._stream.isatty() else _worker_bar(self._stream)
+        self._bar: tqdm | None = None
         self._counts = (0, 0, 0)
 
     def update(self, done: int, failed: int, size: int) -> None:
         self._counts = (done, failed, size)
-        if self._quiet:
-            return
         now = self._clock()
-        if self._bar is not None:
-            self._bar.update(done - self._bar.n)
-            self._bar.set_postfix_str(self._describe(now, with_count=False), refresh=False)
-        elif now - self._last >= self._interval:
-            self._last = now
-            print("worker: " + self._describe(now), file=self._stream, flush=True)
+        if self._quiet or now - self._last < self._interval:
+            return
+        self._last = now
+        if self._live:
+            self._draw(now)
+        else:
+            print(f"{time.strftime('%H:%M:%S')} worker: " + self._describe(now),
+                  file=self._stream, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:
+            self._draw(self._clock())
             self._bar.close()
         elif not self._quiet and any(self._counts):
             print("worker: " + self._describe(self._clock()), file=self._stream, flush=True)
 
-    def _describe(self, now: float, with_count: bool = True) -> str:
+    def _draw(self, now: float) -> None:
+        line = fit(["worker: " + self._describe(now)], terminal_width(self._stream) - 1)
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(file=self._stream, bar_format="{desc}", mininterval=0, miniters=0)
+        self._bar.ncols = len(line) + 1
+        self._bar.set_description_str(line.replace("{", "{{").replace("}", "}}"), refresh=False)
+        self._bar.refresh()
+
+    def _describe(self, now: float) -> str:
         done, failed, size = self._counts
         rate = size / max(1e-9, now - self._started)
-        text = f"failed {failed}, {human_bytes(size)} ({human_bytes(rate)}/s)"
-        return f"{done} images, {text}" if with_count else text
+        return f"{done} images, failed {failed}, {human_bytes(size)} ({human_bytes(rate)}/s)"

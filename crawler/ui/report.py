@@ -1,38 +1,51 @@
-"""``crawler report``: an HTML gallery of a finished crawl, read from its manifest.jsonl.
+"""``crawler report``: an HTML gallery of one or more crawls, read from their manifests.
 
-The page is one self-contained file, ``OUTPUT_DIR/index.html``, meant to be
-opened from disk: inline CSS, no script, no external resource. Images are
-grouped by the page they were found on and shown as lazy-loaded thumbnails
-that link to the stored file; the failures follow in a table with their
-reasons.
+The page is one self-contained file, ``index.html`` in the first output
+folder, meant to be opened from disk: inline CSS and one inline script, no
+external resource, no network. Images are grouped by the page they were found
+on and shown as thumbnails filling their tiles; a click opens the full image
+in a lightbox (previous and next with the arrow keys too). A header gives the
+counts and filters by page, host, status and size. Failed images and pages
+that could not be crawled (``pages.jsonl``) follow in two tables, filtered
+alike. Without the script (or with scripts off) every thumbnail still links
+to its file.
 
-Everything in the manifest was written, one way or another, by strangers
-(the URLs and the reasons come from web servers; paths and worker names from
-workers), so every value is HTML-escaped, only http(s) URLs become links, and
-only a relative path that stays inside the output folder becomes a thumbnail.
-A Content-Security-Policy forbids scripts, so that even a mistake in escaping
-cannot run code in a page that can read local files.
+Several folders make one report: their manifests are merged (one line per
+image URL, a success before a failure), and an image is looked for in every
+folder, so images stored by workers on other hosts show once their folders
+are copied here and named too. Those not found say on which host they are.
 
-The manifest is streamed line by line and the HTML is built as a list of
+Everything in a manifest was written, one way or another, by strangers (URLs
+and reasons come from web servers; paths and worker names from workers), so
+every value is HTML-escaped, only http(s) URLs become links, only a relative
+path that stays inside its folder becomes a thumbnail, and the script reads
+values from the page as text, never as markup. A Content-Security-Policy
+allows that one script by its hash and nothing else, so even a mistake in
+escaping cannot run code in a page that can read local files.
+
+Manifests are streamed line by line and the HTML is built as a list of
 strings, so a crawl of 100,000 images is reported in a few seconds; a line
 longer than :data:`MAX_LINE_BYTES` is skipped without being held in memory.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import json
 import os
 import secrets
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from crawler.errors import StorageError, UsageError
-from crawler.master.results import MANIFEST_NAME
+from crawler.master.results import MANIFEST_NAME, PAGES_NAME
 from crawler.ui.progress import human_bytes
 
 REPORT_NAME = "index.html"
@@ -40,33 +53,137 @@ REPORT_NAME = "index.html"
 MAX_LINE_BYTES = 1 << 20
 """The longest manifest line read; a real one is under 10 KB, longer ones count as malformed."""
 
-# Scripts are never needed; images come from the output folder (file: when
-# opened from disk, 'self' when served) and styles from the one inline block.
-CSP = "default-src 'none'; img-src 'self' file:; style-src 'unsafe-inline'"
+SIZE_CLASSES = (("s", 10_000, "under 10 KB"), ("m", 100_000, "10 to 100 KB"),
+                ("l", 1_000_000, "100 KB to 1 MB"), ("xl", None, "over 1 MB"))
 
 STYLE = """
-body{font:14px/1.4 system-ui,sans-serif;margin:0 auto;padding:1em 2em;max-width:1400px;
-color:#222;background:#fafafa}
-h1{margin:.2em 0}
-h2{font-size:1.05em;margin:1.6em 0 .5em;word-break:break-all}
-.summary{font-size:1.15em;font-weight:600}
-.note{color:#8a5a00}
+:root{--tile:200px}
+*{box-sizing:border-box}
+body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#222;background:#f4f4f2}
+header{position:sticky;top:0;z-index:2;background:#fff;border-bottom:1px solid #ddd;
+padding:.6em 1.5em}
+h1{margin:0;font-size:1.3em;overflow-wrap:anywhere}
+main{padding:0 1.5em 2em}
+h2{font-size:1.05em;margin:1.4em 0 .5em;overflow-wrap:anywhere}
+h2.part{font-size:1.2em;border-bottom:1px solid #ccc;padding-bottom:.2em}
+.summary{font-size:1.05em;font-weight:600;margin:.2em 0}
+.note{color:#8a5a00;margin:.2em 0}
+.filters{display:flex;flex-wrap:wrap;gap:.4em 1em;align-items:center;margin-top:.4em}
+.filters label{display:flex;gap:.3em;align-items:center;max-width:100%}
+.filters select{max-width:min(40ch,70vw)}
+#shown{color:#555}
 .page{content-visibility:auto;contain-intrinsic-size:auto 600px}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(180px,1fr));gap:12px}
-figure{margin:0;padding:8px;background:#fff;border:1px solid #ddd;border-radius:4px;
-overflow:hidden}
-.thumb{display:flex;align-items:center;justify-content:center;width:100%;height:160px;
-background:#eee}
-.thumb img{max-width:100%;max-height:160px}
-.missing{color:#666;font-style:italic;text-align:center;padding:0 .5em;word-break:break-all}
-figcaption{font-size:12px;color:#555;margin-top:4px}
-figcaption .url{display:block;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
-table{border-collapse:collapse;width:100%;background:#fff}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(var(--tile),100%),1fr));
+gap:10px}
+figure{margin:0;background:#fff;border:1px solid #ddd;border-radius:6px;overflow:hidden;
+min-width:0;display:flex;flex-direction:column}
+.thumb{display:block;width:100%;height:160px;background:#e6e6e3;cursor:zoom-in}
+.thumb img{display:block;width:100%;height:100%;object-fit:cover}
+.thumb img.tiny{image-rendering:pixelated}
+.missing{display:flex;align-items:center;justify-content:center;height:160px;margin:0;
+padding:.5em;background:repeating-linear-gradient(45deg,#eee,#eee 8px,#e4e4e4 8px,#e4e4e4 16px);
+color:#555;font-style:italic;text-align:center;overflow-wrap:anywhere;overflow:hidden;
+font-size:12px}
+figcaption{padding:6px 8px;font-size:12px;color:#555;min-width:0}
+figcaption .name{display:block;font-weight:600;color:#222;overflow-wrap:anywhere;
+display:-webkit-box;-webkit-line-clamp:2;-webkit-box-orient:vertical;overflow:hidden}
+figcaption .details{display:block;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+table{border-collapse:collapse;width:100%;background:#fff;table-layout:fixed}
 th,td{border:1px solid #ddd;padding:4px 6px;text-align:left;vertical-align:top;
-word-break:break-all}
+overflow-wrap:anywhere}
 th{background:#f0f0f0}
-td.num{text-align:right;word-break:normal}
+td.num{text-align:right}
+[hidden]{display:none!important}
+#lightbox{position:fixed;inset:0;z-index:5;background:rgba(10,10,12,.92);color:#eee;
+display:flex;flex-direction:column;align-items:center;justify-content:center;padding:1em 4em}
+#lightbox img{max-width:100%;max-height:calc(100vh - 8em);object-fit:contain;
+background:#fff1;min-width:64px;min-height:64px}
+#lightbox img.tiny{image-rendering:pixelated;width:256px;height:auto}
+#lightbox p{margin:.6em 0 0;max-width:100%;text-align:center;overflow-wrap:anywhere}
+#lightbox a{color:#9cf}
+#lightbox button{position:absolute;background:none;border:0;color:#fff;font-size:2.2em;
+cursor:pointer;padding:.2em .4em}
+#lb-prev{left:.2em;top:45%}#lb-next{right:.2em;top:45%}#lb-close{right:.2em;top:.1em}
 """
+
+# Filters and the lightbox. It reads values from data- attributes and writes
+# them with textContent: nothing from a manifest ever becomes markup.
+SCRIPT = """
+(() => {
+  const items = Array.from(document.querySelectorAll(".item"));
+  const sections = Array.from(document.querySelectorAll("section.page"));
+  const tables = Array.from(document.querySelectorAll("table.filtered"));
+  const select = (id) => document.getElementById(id);
+  const filters = ["f-page", "f-host", "f-status", "f-size"].map(select);
+  const shown = select("shown");
+  function apply() {
+    const [page, host, status, size] = filters.map((f) => f.value);
+    let count = 0;
+    for (const item of items) {
+      const d = item.dataset;
+      const ok = (!page || d.page === page) && (!host || d.host === host) &&
+        (!status || d.status === status) && (!size || d.size === size);
+      item.hidden = !ok;
+      if (ok && item.tagName === "FIGURE") count++;
+    }
+    for (const s of sections) s.hidden = !s.querySelector("figure.item:not([hidden])");
+    for (const t of tables) t.hidden = !t.querySelector("tr.item:not([hidden])");
+    shown.textContent = `showing ${count} of ${select("gallery").dataset.total} images`;
+  }
+  for (const f of filters) f.addEventListener("change", apply);
+  const box = select("lightbox"), text = select("lb-text");
+  const big = document.createElement("img");
+  big.id = "lb-image";
+  box.insertBefore(big, text);
+  const link = select("lb-link"), where = select("lb-where");
+  let list = [], at = 0;
+  function show(n) {
+    at = (n + list.length) % list.length;
+    const d = list[at].dataset;
+    big.src = d.full;
+    big.alt = d.name;
+    big.className = Number(d.width) && Number(d.width) < 64 ? "tiny" : "";
+    text.textContent = `${d.name} (${at + 1} of ${list.length}) ${d.details}`;
+    link.textContent = d.url;
+    if (/^https?:/i.test(d.url)) link.href = d.url; else link.removeAttribute("href");
+    where.textContent = d.where ? `found on ${d.where}` : "";
+  }
+  function open(figure) {
+    list = items.filter((i) => !i.hidden && i.dataset.full);
+    box.hidden = false;
+    show(list.indexOf(figure));
+    select("lb-close").focus();
+  }
+  function close() { box.hidden = true; big.removeAttribute("src"); }
+  document.addEventListener("click", (event) => {
+    const thumb = event.target.closest && event.target.closest("a.thumb");
+    if (!thumb || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    event.preventDefault();
+    open(thumb.closest("figure"));
+  });
+  select("lb-prev").addEventListener("click", () => show(at - 1));
+  select("lb-next").addEventListener("click", () => show(at + 1));
+  select("lb-close").addEventListener("click", close);
+  box.addEventListener("click", (event) => { if (event.target === box) close(); });
+  document.addEventListener("keydown", (event) => {
+    if (box.hidden) return;
+    if (event.key === "Escape") close();
+    else if (event.key === "ArrowLeft") show(at - 1);
+    else if (event.key === "ArrowRight" || event.key === " ") {
+      event.preventDefault();
+      show(at + 1);
+    }
+  });
+  apply();
+})();
+"""
+
+SCRIPT_HASH = base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
+
+# Only the one script above runs; images come from the output folders (file: when
+# opened from disk, 'self' when served) and styles from the one inline block.
+CSP = (f"default-src 'none'; script-src 'sha256-{SCRIPT_HASH}'; img-src 'self' file:; "
+       "style-src 'unsafe-inline'")
 
 
 @dataclass(slots=True)
@@ -83,55 +200,121 @@ class Entry:
     attempts: int | None
     width: int | None
     height: int | None
+    content_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FailedPage:
+    """A page that could not be crawled, from ``pages.jsonl``."""
+
+    url: str
+    reason: str
+    http_status: int | None
+    final: bool
 
 
 @dataclass
 class Manifest:
-    """A manifest read in full: successes grouped by page (first seen first), then failures."""
+    """Manifests read in full: successes grouped by page (first seen first), then failures."""
 
     pages: dict[str | None, list[Entry]] = field(default_factory=dict)
     failures: list[Entry] = field(default_factory=list)
+    failed_pages: list[FailedPage] = field(default_factory=list)
     succeeded: int = 0
     total_bytes: int = 0
     malformed: int = 0
+    seen: dict[str, Entry] = field(default_factory=dict)
+
+    def add(self, entry: Entry) -> None:
+        """Take ``entry`` unless its URL is known: a success replaces an earlier failure."""
+        known = self.seen.get(entry.url)
+        if known is not None:
+            if known.ok or not entry.ok:
+                return
+            self.failures.remove(known)  # rare: the same URL failed in one crawl only
+        self.seen[entry.url] = entry
+        if entry.ok:
+            self.pages.setdefault(entry.page, []).append(entry)
+            self.succeeded += 1
+            self.total_bytes += entry.bytes or 0
+        else:
+            self.failures.append(entry)
 
 
-def write_report(output_dir: Path) -> Path:
-    """Write ``output_dir/index.html`` from ``output_dir/manifest.jsonl``; return its path.
+def write_report(folders: Path | Sequence[Path]) -> Path:
+    """Write ``index.html`` into the first of ``folders`` from their manifests; return its path.
 
-    Raises :class:`UsageError` when there is no manifest (no crawl ran there)
-    and :class:`StorageError` when the manifest cannot be read or the page
-    cannot be written.
+    Raises :class:`UsageError` when no folder has a manifest (no crawl ran
+    there) and :class:`StorageError` when a manifest cannot be read or the
+    page cannot be written.
     """
-    manifest = read_manifest(output_dir / MANIFEST_NAME)
-    target = output_dir / REPORT_NAME
-    _write_atomically(target, render(manifest, output_dir))
+    folders = [folders] if isinstance(folders, Path) else list(folders)
+    manifest = Manifest()
+    found = 0
+    for folder in folders:
+        found += read_manifest(folder / MANIFEST_NAME, manifest, missing_ok=len(folders) > 1)
+        read_failed_pages(folder / PAGES_NAME, manifest)
+    if not found:
+        raise UsageError(f"{folders[0]} has no {MANIFEST_NAME}: run a crawl first"
+                         if len(folders) == 1 else
+                         f"none of {', '.join(map(str, folders))} has a {MANIFEST_NAME}: "
+                         "run a crawl first")
+    target = folders[0] / REPORT_NAME
+    _write_atomically(target, render(manifest, folders))
     return target
 
 
 # --------------------------------------------------------------------------- reading
 
 
-def read_manifest(path: Path) -> Manifest:
-    """Stream ``path`` into a :class:`Manifest`; malformed lines are counted, not fatal."""
-    manifest = Manifest()
+def read_manifest(path: Path, manifest: Manifest | None = None, *,
+                  missing_ok: bool = False) -> int:
+    """Stream ``path`` into ``manifest``; malformed lines are counted, not fatal.
+
+    Returns 1 when the file was read, 0 when it is missing and ``missing_ok``.
+    """
+    manifest = manifest if manifest is not None else Manifest()
     try:
         with path.open("rb") as stream:
             for raw in _lines(stream, manifest):
                 entry = parse_line(raw)
                 if entry is None:
                     manifest.malformed += 1
-                elif entry.ok:
-                    manifest.pages.setdefault(entry.page, []).append(entry)
-                    manifest.succeeded += 1
-                    manifest.total_bytes += entry.bytes or 0
                 else:
-                    manifest.failures.append(entry)
+                    manifest.add(entry)
     except (FileNotFoundError, NotADirectoryError) as exc:
+        if missing_ok:
+            return 0
         raise UsageError(f"{path.parent} has no {MANIFEST_NAME}: run a crawl first") from exc
     except OSError as exc:
         raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    return manifest
+    return 1
+
+
+def read_failed_pages(path: Path, manifest: Manifest) -> None:
+    """Add the pages of ``path`` (pages.jsonl) that did not get crawled; the last line wins."""
+    latest: dict[str, FailedPage] = {page.url: page for page in manifest.failed_pages}
+    try:
+        with path.open("rb") as stream:
+            for raw in _lines(stream, manifest):
+                try:
+                    data = json.loads(raw)
+                except ValueError:
+                    manifest.malformed += 1
+                    continue
+                url = _text(data.get("url")) if isinstance(data, dict) else None
+                if not url or not isinstance(data, dict):
+                    manifest.malformed += 1
+                    continue
+                latest.pop(url, None)  # to the end: the order of the last attempts
+                latest[url] = FailedPage(url, _text(data.get("reason")) or "",
+                                         _count(data.get("http_status")),
+                                         data.get("final") is not False)
+    except (FileNotFoundError, NotADirectoryError):
+        return  # a crawl where every page was crawled, or one from before pages.jsonl
+    except OSError as exc:
+        raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    manifest.failed_pages = list(latest.values())
 
 
 def _lines(stream: BinaryIO, manifest: Manifest) -> Iterator[bytes]:
@@ -168,7 +351,8 @@ def parse_line(raw: bytes) -> Entry | None:
                  page=_text(data.get("page")), worker=_text(data.get("worker")),
                  path=_text(data.get("path")), bytes=_count(data.get("bytes")),
                  attempts=_count(data.get("attempts")), width=_count(data.get("width")),
-                 height=_count(data.get("height")))
+                 height=_count(data.get("height")),
+                 content_type=_text(data.get("content_type")))
 
 
 def _text(value: Any) -> str | None:
@@ -192,78 +376,186 @@ def _count(value: Any) -> int | None:
 # --------------------------------------------------------------------------- rendering
 
 
-def render(manifest: Manifest, output_dir: Path) -> str:
-    """The whole page as one string; ``output_dir`` is where thumbnails are looked for."""
-    base = os.fspath(output_dir)
+@dataclass
+class _Context:
+    """What rendering one figure needs: where to look for files, and what was counted."""
+
+    bases: list[str]  # the folders, as strings; the first holds index.html
+    hosts: Counter[str] = field(default_factory=Counter)
+    sizes: Counter[str] = field(default_factory=Counter)
+    elsewhere: Counter[str] = field(default_factory=Counter)  # by host
+    not_shown: int = 0  # successes without a thumbnail, for any reason
+
+
+def render(manifest: Manifest, folders: Path | Sequence[Path]) -> str:
+    """The whole page as one string; ``folders`` are where images are looked for."""
+    folders = [folders] if isinstance(folders, Path) else list(folders)
+    context = _Context([os.fspath(folder) for folder in folders])
     out: list[str] = []
     add = out.append
-    title = f"Crawl report: {output_dir.resolve().name or output_dir}"
+    names = ", ".join(folder.resolve().name or str(folder) for folder in folders)
+    title = f"Crawl report: {names}"
     add('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
         '<meta name="referrer" content="no-referrer">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{escape(title)}</title>\n<style>{STYLE}</style></head>\n<body>\n")
 
-    # Render the gallery first: only then is it known how many files are elsewhere.
+    # The gallery first: only then are hosts, sizes and files elsewhere known.
     gallery: list[str] = []
-    elsewhere = 0
     groups = sorted(manifest.pages.items(), key=lambda item: item[0] is None)  # unknown last
+    # Every page gets a number for the page filter: those with images, then those
+    # whose images all failed.
+    page_numbers = {page: number for number, (page, _) in enumerate(groups, 1)}
+    for entry in manifest.failures:
+        page_numbers.setdefault(entry.page, len(page_numbers) + 1)
     for number, (page, entries) in enumerate(groups, 1):
         gallery.append(f'<section class="page" id="page-{number}"><h2>')
         gallery.append(_link(page) if page is not None else "Found on no recorded page")
         gallery.append(f' <small>({_plural(len(entries), "image")})</small></h2>\n'
                        '<div class="grid">\n')
         for entry in entries:
-            shown = _figure(gallery, entry, base)
-            elsewhere += not shown
+            _figure(gallery, entry, number, context)
         gallery.append("</div></section>\n")
+    failures: list[str] = []
+    _failures(failures, manifest.failures, page_numbers, context)
+    _failed_pages(failures, manifest.failed_pages)
 
+    pages_crawled = len([page for page in manifest.pages if page is not None])
     add(f'<header><h1>{escape(title)}</h1>\n<p class="summary" id="summary">'
         f"{manifest.succeeded} succeeded, {len(manifest.failures)} failed, "
-        f"{manifest.total_bytes:,} bytes ({human_bytes(manifest.total_bytes)})</p>\n")
-    if elsewhere:
-        add(f'<p class="note" id="elsewhere">{_plural(elsewhere, "image")} '
-            "not shown: not stored in this folder.</p>\n")
+        f"{manifest.total_bytes:,} bytes ({human_bytes(manifest.total_bytes)})"
+        f" \u2014 images from {_plural(pages_crawled, 'page')}"
+        f"{f', {len(manifest.failed_pages)} not crawled' if manifest.failed_pages else ''}"
+        "</p>\n")
+    if context.not_shown:
+        add(f'<p class="note" id="elsewhere">{_plural(context.not_shown, "image")} not shown')
+        if context.elsewhere:
+            hosts = ", ".join(f"{escape(host)} ({count})"
+                              for host, count in context.elsewhere.most_common(5))
+            add(f": {sum(context.elsewhere.values())} stored on other hosts ({hosts}). Copy a "
+                "worker's output folder here and name it too: <code>crawler report "
+                f"{escape(str(folders[0]))} WORKER_FOLDER</code>")
+        add(".</p>\n")
     if manifest.malformed:
         add(f'<p class="note" id="malformed">{_plural(manifest.malformed, "malformed line")} '
-            f"of {MANIFEST_NAME} skipped.</p>\n")
-    add('<nav><a href="#failures">Failures</a></nav></header>\n<main>\n'
-        '<h2 class="part">Images by page</h2>\n')
+            "skipped.</p>\n")
+    _filters(out, page_numbers, manifest, context)
+    add("</header>\n<main>\n")
+    add(f'<h2 class="part" id="gallery" data-total="{manifest.succeeded}">Images by page</h2>\n')
     if not groups:
         add("<p>No image was downloaded.</p>\n")
     out.extend(gallery)
-    _failures(out, manifest.failures)
-    add("</main></body></html>\n")
+    out.extend(failures)
+    add('</main>\n<div id="lightbox" hidden role="dialog" aria-label="image">'
+        '<button id="lb-close" title="close (Esc)">\u00d7</button>'
+        '<button id="lb-prev" title="previous (\u2190)">\u2039</button>'
+        '<button id="lb-next" title="next (\u2192)">\u203a</button>'
+        '<p id="lb-text"></p>'
+        '<p><a id="lb-link" rel="noopener noreferrer"></a></p><p id="lb-where"></p></div>\n')
+    add(f"<script>{SCRIPT}</script>\n</body></html>\n")
     return "".join(out)
 
 
-def _figure(out: list[str], entry: Entry, base: str) -> bool:
-    """Append one image's figure; return whether its file is here to show as a thumbnail."""
-    inside = _inside(entry.path)
-    href = _local_href(base, entry.path) if inside else None
+def _filters(out: list[str], page_numbers: dict[str | None, int], manifest: Manifest,
+             context: _Context) -> None:
+    """The filter bar: page, host, status, size, each option with its count."""
     add = out.append
-    add('<figure class="image">')
+    counts: Counter[str | None] = Counter(entry.page for entry in manifest.failures)
+    for page, entries in manifest.pages.items():
+        counts[page] += len(entries)
+    add('<form class="filters" id="filters"><label>page <select id="f-page">'
+        '<option value="">all pages</option>')
+    for page, number in page_numbers.items():
+        label = page if page is not None else "no recorded page"
+        add(f'<option value="{number}">{escape(_short(label))} ({counts[page]})</option>')
+    add('</select></label><label>host <select id="f-host"><option value="">all hosts</option>')
+    for host, count in sorted(context.hosts.items()):
+        add(f'<option value="{escape(host)}">{escape(host)} ({count})</option>')
+    add('</select></label><label>status <select id="f-status"><option value="">any</option>'
+        f'<option value="here">stored here ({manifest.succeeded - sum(context.elsewhere.values())})'
+        f'</option><option value="elsewhere">stored elsewhere ({sum(context.elsewhere.values())})'
+        f'</option><option value="failed">failed ({len(manifest.failures)})</option></select>'
+        '</label><label>size <select id="f-size"><option value="">any size</option>')
+    for key, _limit, label in SIZE_CLASSES:
+        add(f'<option value="{key}">{label} ({context.sizes[key]})</option>')
+    add('</select></label><span id="shown"></span></form>\n')
+
+
+def _figure(out: list[str], entry: Entry, page_number: int, context: _Context) -> None:
+    """Append one image's figure: a thumbnail of its file, or where that file is."""
+    inside = _inside(entry.path)
+    href = _local_href(context.bases, entry.path) if inside else None
+    name = _file_name(entry)
+    host = _host(entry.url)
+    size = _size_class(entry.bytes)
+    context.hosts[host] += 1
+    context.sizes[size] += 1
+    details = _details(entry)
+    status = "here" if href is not None else "elsewhere"
+    add = out.append
+    add(f'<figure class="image item" data-page="{page_number}" data-host="{escape(host)}" '
+        f'data-status="{status}" data-size="{size}"')
     if href is not None:
-        name = entry.path.rpartition("/")[2] if entry.path else ""
-        add(f'<a class="thumb" href="{href}"><img loading="lazy" decoding="async" '
-            f'src="{href}" alt="{escape(name)}"></a>')
-    elif not entry.path:
-        add('<div class="thumb"><p class="missing">no file recorded</p></div>')
-    elif not inside:
-        add('<div class="thumb"><p class="missing">not shown: its path leaves the output '
-            "folder</p></div>")
+        tiny = ' class="tiny"' if entry.width is not None and entry.width < 64 else ""
+        add(f' data-full="{href}" data-name="{escape(name)}" data-url="{escape(entry.url)}" '
+            f'data-details="{escape(details)}" data-width="{entry.width or 0}" '
+            f'data-where="{escape(entry.page or "")}"><a class="thumb" href="{href}">'
+            f'<img loading="lazy" decoding="async" src="{href}" alt="{escape(name)}"{tiny}></a>')
     else:
-        worker = escape(entry.worker) if entry.worker else "an unknown worker"
-        add(f'<div class="thumb"><p class="missing">stored on worker {worker}<br>'
-            f"<code>{escape(entry.path)}</code></p></div>")
-    details = []
-    if entry.bytes is not None:
-        details.append(human_bytes(entry.bytes))
+        add(">")
+        context.not_shown += 1
+        if not entry.path:
+            note = "no file recorded"
+        elif not inside:
+            note = "not shown: its path leaves the output folder"
+        else:
+            worker_host = (entry.worker or "").partition(":")[0]
+            context.elsewhere[worker_host or "an unknown host"] += 1
+            note = (f"stored on {escape(worker_host) or 'an unknown host'}"
+                    f"{f' (worker {escape(entry.worker)})' if entry.worker else ''}<br>"
+                    f"<code>{escape(entry.path)}</code>")
+        add(f'<p class="missing">{note}</p>')
+    add(f'<figcaption><span class="name" title="{escape(entry.url)}">{_link(entry.url, name)}'
+        f'</span><span class="details">{escape(details)}</span></figcaption></figure>\n')
+
+
+def _details(entry: Entry) -> str:
+    parts = []
     if entry.width is not None and entry.height is not None:
-        details.append(f"{entry.width}\u00d7{entry.height}")
-    add(f'<figcaption><span class="url">{_link(entry.url)}</span>'
-        f'{", ".join(details)}</figcaption></figure>\n')
-    return href is not None
+        parts.append(f"{entry.width}\u00d7{entry.height}")
+    if entry.bytes is not None:
+        parts.append(human_bytes(entry.bytes))
+    kind = (entry.content_type or "").partition(";")[0].strip()
+    if kind.startswith("image/"):
+        parts.append(kind[6:].upper().removesuffix("+XML"))
+    return " \u00b7 ".join(parts)
+
+
+def _file_name(entry: Entry) -> str:
+    """The name to show: the stored file's, else the last part of the URL's path."""
+    if entry.path:
+        return entry.path.rpartition("/")[2] or entry.path
+    path = urlsplit(entry.url).path if "://" in entry.url else entry.url
+    return path.rstrip("/").rpartition("/")[2] or entry.url
+
+
+def _host(url: str) -> str:
+    try:
+        return urlsplit(url).netloc.lower() or "(no host)"
+    except ValueError:
+        return "(no host)"
+
+
+def _size_class(count: int | None) -> str:
+    for key, limit, _label in SIZE_CLASSES:
+        if limit is None or (count or 0) < limit:
+            return key
+    return SIZE_CLASSES[-1][0]
+
+
+def _short(text: str, most: int = 90) -> str:
+    return text if len(text) <= most else text[:most // 2 - 1] + "\u2026" + text[-most // 2:]
 
 
 def _inside(path: str | None) -> bool:
@@ -277,37 +569,66 @@ def _inside(path: str | None) -> bool:
     return ".." not in path.split("/")
 
 
-def _local_href(base: str, path: str | None) -> str | None:
-    """The URL of ``path`` relative to index.html when that file is in ``base``, else None."""
-    if not path or not os.path.isfile(f"{base}/{path}"):  # noqa: PTH113 - see _inside
+def _local_href(bases: list[str], path: str | None) -> str | None:
+    """The URL of ``path`` relative to index.html (in ``bases[0]``), from the first folder of
+    ``bases`` that holds it; None when none does."""
+    if not path:
         return None
-    # Percent-encode everything but "/": a space, "#", "?", "%" or ":" in a
-    # name must reach the file system, not end the path or read as a scheme.
-    return quote(path, safe="/")
+    for n, base in enumerate(bases):
+        if os.path.isfile(f"{base}/{path}"):  # noqa: PTH113 - see _inside
+            relative = path if n == 0 else os.path.relpath(f"{base}/{path}", bases[0])
+            # Percent-encode everything but "/": a space, "#", "?", "%" or ":" in a
+            # name must reach the file system, not end the path or read as a scheme.
+            return quote(relative.replace(os.sep, "/"), safe="/")
+    return None
 
 
-def _failures(out: list[str], failures: list[Entry]) -> None:
-    """Append the failures, in manifest order, as a table: URL, reason, attempts, page."""
-    out.append(f'<h2 class="part" id="failures">Failures ({len(failures)})</h2>\n')
+def _failures(out: list[str], failures: list[Entry], page_numbers: dict[str | None, int],
+              context: _Context) -> None:
+    """Append the failed images, in manifest order, as a table: URL, reason, attempts, page."""
+    out.append(f'<h2 class="part" id="failures">Failed images ({len(failures)})</h2>\n')
     if not failures:
         out.append("<p>No failures.</p>\n")
         return
-    out.append('<table class="failures"><thead><tr><th>URL</th><th>Reason</th><th>Attempts</th>'
+    out.append('<table class="failures filtered"><colgroup><col style="width:35%">'
+               '<col style="width:25%"><col style="width:8%"><col></colgroup>'
+               "<thead><tr><th>URL</th><th>Reason</th><th>Attempts</th>"
                "<th>Page</th></tr></thead>\n<tbody>\n")
     for entry in failures:
         attempts = "" if entry.attempts is None else str(entry.attempts)
         page = "" if entry.page is None else _link(entry.page)
-        out.append(f"<tr><td>{_link(entry.url)}</td><td>{escape(entry.reason)}</td>"
+        host = _host(entry.url)
+        context.hosts[host] += 0  # listed in the host filter, with no image counted
+        out.append(f'<tr class="item" data-page="{page_numbers.get(entry.page, 0)}" '
+                   f'data-host="{escape(host)}" data-status="failed" data-size="">'
+                   f"<td>{_link(entry.url)}</td><td>{escape(entry.reason)}</td>"
                    f'<td class="num">{attempts}</td><td>{page}</td></tr>\n')
     out.append("</tbody></table>\n")
 
 
-def _link(url: str) -> str:
-    """``url`` as escaped text, made a link only when it is http(s): never javascript: or file:."""
-    text = escape(url)
+def _failed_pages(out: list[str], pages: list[FailedPage]) -> None:
+    """Append the pages that could not be crawled: URL, reason, whether a rerun tries again."""
+    out.append(f'<h2 class="part" id="failed-pages">Pages not crawled ({len(pages)})</h2>\n')
+    if not pages:
+        out.append("<p>Every page found was crawled.</p>\n")
+        return
+    out.append('<table class="pages"><colgroup><col style="width:45%"><col>'
+               '<col style="width:18%"></colgroup><thead><tr><th>Page</th><th>Reason</th>'
+               "<th>Next run</th></tr></thead>\n<tbody>\n")
+    for page in pages:
+        again = "tried again" if not page.final else ""
+        out.append(f"<tr><td>{_link(page.url)}</td><td>{escape(page.reason)}</td>"
+                   f"<td>{again}</td></tr>\n")
+    out.append("</tbody></table>\n")
+
+
+def _link(url: str, text: str | None = None) -> str:
+    """``url`` as escaped text (or ``text``), a link only when it is http(s): never javascript:
+    or file:."""
+    shown = escape(url if text is None else text)
     if url[:8].lower().startswith(("http://", "https://")):
-        return f'<a href="{text}" rel="noopener noreferrer">{text}</a>'
-    return text
+        return f'<a href="{escape(url)}" rel="noopener noreferrer">{shown}</a>'
+    return shown
 
 
 def _plural(count: int, noun: str) -> str:

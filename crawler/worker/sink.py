@@ -1,40 +1,47 @@
 """Receiving one image body: limits, checks and storage, and how a failed answer is told.
 
-Shared by both HTTP clients of a worker (urllib3 in ``crawler.worker.download``, the
-event loop in ``crawler.worker.fastlane``), so that the same answer gives the same
-Attempt whichever client fetched it. Nothing here touches the network.
+The download engine (``crawler.fetch.curl``) feeds bodies here, so what an image
+must be is decided apart from how it travels. Nothing here touches the network.
 """
 
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import hashlib
 import time
 from pathlib import Path
 from typing import BinaryIO
 
 from crawler.config import Limits
-from crawler.errors import StorageError
+from crawler.errors import LeaseLost, PathConflict, StorageError
+from crawler.fetch.policy import (  # re-exported: page code imports them from here
+    PERMANENT_STATUSES,
+    retry_after_seconds,
+    transient_status,
+)
 from crawler.model.imagetype import SNIFF_BYTES, ImageType, dimensions, sniff
-from crawler.model.outcome import Attempt
+from crawler.model.outcome import STORAGE_ERROR, Attempt, FailureKind
 from crawler.worker.store import Store
+
+__all__ = ["PERMANENT_STATUSES", "Abandoned", "ImageSink", "failure", "retry_after_seconds",
+           "status_failure", "storage_failure", "too_large", "too_slow", "transient_status"]
 
 SPILL_AT = 1024 * 1024  # bodies up to this size are written in one call
 SNIFF_AFTER = 4096  # enough leading bytes to tell every format apart, SVG's prologue included
-PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 405, 406, 410, 414, 451})
 ACCEPT = "image/*,*/*;q=0.5"  # the Accept header of every image request
 
 
 class Abandoned(Exception):
     """Raised inside a download to give up on it; the message is the reason."""
 
-    def __init__(self, reason: str, *, transient: bool = False) -> None:
+    def __init__(self, reason: str, kind: FailureKind, *, transient: bool = False) -> None:
         super().__init__(reason)
+        self.kind = kind
         self.transient = transient
 
 
 def too_slow(limits: Limits) -> str:
+    """The reason of a download cut at ``download.deadline`` (a transient failure)."""
     return f"too slow: not finished within {limits.deadline:g} s"
 
 
@@ -67,7 +74,8 @@ class ImageSink:
     def feed(self, chunk: bytes) -> None:
         self.size += len(chunk)
         if self.size > self._limits.max_bytes:  # decoded size: no decompression bombs
-            raise Abandoned(f"too large: over {self._limits.max_bytes} bytes")
+            raise Abandoned(f"too large: over {self._limits.max_bytes} bytes",
+                            FailureKind.TOO_LARGE)
         if len(self._head) < SNIFF_BYTES:
             self._head += chunk[: SNIFF_BYTES - len(self._head)]
             if self._kind is None and len(self._head) >= SNIFF_AFTER:
@@ -92,18 +100,25 @@ class ImageSink:
         kind = self._kind or _require_image(leading)
         size_wh = dimensions(leading, kind)
         _check_dimensions(size_wh, self._limits)
-        if self._fh is None:
-            data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
-            self._held = []
-            stored = self._store.store_bytes(self._url, kind, data, self._hasher.hexdigest())
-        else:
-            assert self._partial is not None
-            self._fh.close()
-            partial, self._partial = self._partial, None  # commit consumes it, come what may
-            stored = self._store.commit(partial, self._url, kind, self.size,
-                                        self._hasher.hexdigest())
+        try:
+            if self._fh is None:
+                data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
+                self._held = []
+                stored = self._store.store_bytes(self._url, kind, data, self._hasher.hexdigest())
+            else:
+                assert self._partial is not None
+                self._fh.close()
+                partial, self._partial = self._partial, None  # commit consumes it, come what may
+                stored = self._store.commit(partial, self._url, kind, self.size,
+                                            self._hasher.hexdigest())
+        except PathConflict as exc:  # one image's name is taken: not the disk failing
+            raise Abandoned(str(exc)) from exc
+        except LeaseLost as exc:  # the worker drops it: another one holds the URL now
+            raise Abandoned(str(exc), transient=True) from exc
         width, height = size_wh if size_wh else (None, None)
-        return Attempt(url=self._url, ok=True, path=stored.relative_text, bytes=self.size,
+        # The stored file's size and hash: a file another download of this URL stored
+        # first is kept, and it is what the manifest must describe.
+        return Attempt(url=self._url, ok=True, path=stored.relative_text, bytes=stored.size,
                        sha256=stored.sha256, content_type=content_type or kind.mime,
                        width=width, height=height, elapsed_s=time.monotonic() - self._started,
                        skipped=stored.skipped)
@@ -127,27 +142,27 @@ def _write(fh: BinaryIO, chunk: bytes, partial: Path | None) -> None:
         raise StorageError(f"cannot write {partial}: {exc.strerror or exc}") from exc
 
 
-def failure(url: str, started: float, reason: str, transient: bool = False,
+def failure(url: str, started: float, reason: str, kind: FailureKind, transient: bool = False,
             retry_after: float | None = None) -> Attempt:
     return Attempt(url=url, ok=False, reason=reason, transient=transient,
-                   retry_after=retry_after, elapsed_s=time.monotonic() - started)
-
-
-def transient_status(status: int) -> bool:
-    """Whether an answer with ``status`` (not 200) is worth a retry: 5xx, 408, 425, 429."""
-    return status not in PERMANENT_STATUSES and (status in (408, 425, 429) or status >= 500)
+                   retry_after=retry_after, elapsed_s=time.monotonic() - started, kind=kind)
 
 
 def status_failure(url: str, started: float, status: int, retry_after: str | None) -> Attempt:
     """The Attempt for an answer other than 200."""
-    return failure(url, started, f"HTTP {status}", transient_status(status),
+    return failure(url, started, f"HTTP {status}", FailureKind.STATUS, transient_status(status),
                    retry_after_seconds(retry_after))
+
+
+def storage_failure(url: str, started: float, exc: StorageError) -> Attempt:
+    """The worker's disk, not the image, is at fault: another worker may succeed."""
+    return failure(url, started, f"{STORAGE_ERROR}{exc}", FailureKind.STORAGE, transient=True)
 
 
 def _require_image(head: bytes | bytearray) -> ImageType:
     kind = sniff(bytes(head))
     if kind is None:
-        raise Abandoned("not an image")
+        raise Abandoned("not an image", FailureKind.NOT_IMAGE)
     return kind
 
 
@@ -155,24 +170,10 @@ def _check_dimensions(size: tuple[int, int] | None, limits: Limits) -> None:
     if not (limits.min_width or limits.min_height or limits.max_width or limits.max_height):
         return
     if size is None:
-        raise Abandoned("dimensions unknown, and a size limit is set")
+        raise Abandoned("dimensions unknown, and a size limit is set", FailureKind.DIMENSIONS)
     width, height = size
     if width < limits.min_width or height < limits.min_height:
-        raise Abandoned(f"too small: {width}x{height}")
+        raise Abandoned(f"too small: {width}x{height}", FailureKind.DIMENSIONS)
     if (limits.max_width and width > limits.max_width) or (
             limits.max_height and height > limits.max_height):
-        raise Abandoned(f"too big: {width}x{height}")
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """Parse a ``Retry-After`` header: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():  # "\u00b2".isdigit() is true, float() of it fails
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+        raise Abandoned(f"too big: {width}x{height}", FailureKind.DIMENSIONS)

@@ -27,10 +27,11 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
-from crawler.errors import StorageError
+from crawler.errors import LeaseLost, PathConflict, StorageError
 from crawler.model.imagetype import IMAGE_EXTENSIONS, ImageType, extensions
+from crawler.model.outcome import IMAGES_DIR
 
 MAX_NAME_BYTES = 255
 """The longest file or folder name (in UTF-8 bytes) common file systems accept."""
@@ -69,45 +70,98 @@ _RESERVED = frozenset(
 
 
 def relative_path(url: str, kind: ImageType) -> PurePosixPath:
-    """The relative path ``HOST/seg/.../name.ext`` an image from ``url`` is stored at.
+    """The relative path ``images/SCHEME/HOST/seg/.../name.ext`` an image from ``url`` is stored at.
 
     Deterministic, never absolute, never with a ``..`` part, every part at most
     255 bytes: safe for any string, though meant for normalised http(s) URLs.
+    One-to-one: a *plain* URL (one its path spells out exactly: http(s), a
+    lower-case host, no query, no fragment, segments that are already legal
+    file names, a name ending in its type's extension) keeps its readable path,
+    from which the URL can be read back. Any other URL's file name also carries
+    ``~`` and a hash of the whole URL, and no plain name ends that way, so two
+    URLs never share a file.
     """
     return PurePosixPath(_relative_text(url, kind))
 
 
 def _relative_text(url: str, kind: ImageType) -> str:
     """``relative_path`` as a string: the store's hot path avoids pathlib's parsing."""
-    authority, path, query = _split(url)
+    scheme, authority, path, query, fragment = _split(url)
     folder_path, _, last = path.rpartition("/")
     if len(authority) + len(folder_path) <= _CACHED_PLACE_CHARS:
-        host, folders = _place(authority, folder_path)
+        place = _place(scheme, authority, folder_path)
     else:  # a rare long one would only crowd the cache (and weigh up to 16 KiB)
-        host, folders = _place.__wrapped__(authority, folder_path)
-    name = _file_name(_decode(last) if last else None, query, kind)
-    return _bounded(host, folders, name)
+        place = _place.__wrapped__(scheme, authority, folder_path)
+    scheme_folder, host, folders, plain_place = place
+    stem, suffix = _file_name(_decode(last) if last else None, kind)
+    name = stem + suffix
+    plain = (plain_place and query is None and fragment is None and bool(last)
+             and _plain_segment(last, name) and _TAGGED.search(name) is None)
+    if plain and len(name.encode()) <= MAX_NAME_BYTES:
+        text = _bounded(scheme_folder, host, folders, name)
+        if text.count("/") == len(folders) + 3:  # nothing folded: still plain
+            return text
+    return _bounded(scheme_folder, host, folders, _tagged(stem, suffix, url))
 
 
 _CACHED_PLACE_CHARS = 512
 
+# What a plain segment may spell literally: what quote() never escapes, plus the
+# sub-delimiters a normalised URL keeps, less the ones no file name can hold.
+_LITERAL = "!$&'()+,;=@"
+_PLAIN_HOST = re.compile(r"[a-z0-9-]+(?:\.[a-z0-9-]+)*(?::[0-9]{1,5})?")
+_PLAIN_SCHEMES = frozenset({"http", "https"})
+# The end of a tagged file name: "~", the URL's hash, the extension.
+_TAGGED = re.compile(rf"~[0-9a-f]{{{_HASH_CHARS}}}\.[^.]*$")
+
 
 @lru_cache(maxsize=1024)
-def _place(authority: str, folder_path: str) -> tuple[str, tuple[str, ...]]:
-    """The host folder and the folders below it: shared by every image of a folder."""
-    folders = tuple(_folder_name(_decode(segment)) for segment in folder_path.split("/")
-                    if segment)
-    return _host_name(authority), folders
+def _place(scheme: str | None, authority: str,
+           folder_path: str) -> tuple[str, str, tuple[str, ...], bool]:
+    """(scheme folder, host folder, folders below it, whether all of it is plain).
+
+    Shared by every image of a folder.
+    """
+    scheme_folder = scheme.lower() if scheme and scheme.lower() in _PLAIN_SCHEMES else "other"
+    host = _host_name(authority)
+    plain = (scheme in _PLAIN_SCHEMES and _PLAIN_HOST.fullmatch(authority) is not None
+             and host == authority.replace(":", "_"))
+    raw_segments = folder_path.split("/")
+    if raw_segments[0] or any(not segment for segment in raw_segments[1:]):
+        plain = False  # empty segments are dropped: "a//b" and "a/b" would look alike
+    folders = []
+    for segment in raw_segments:
+        if segment:
+            folder = _folder_name(_decode(segment))
+            plain = plain and _plain_segment(segment, folder)
+            folders.append(folder)
+    return scheme_folder, host, tuple(folders), plain
 
 
-def _split(url: str) -> tuple[str, str, str | None]:
-    """(authority, path, query or None when there is no ``?``) of any string."""
-    url = url.partition("#")[0]  # a fragment never reaches the server
+def _plain_segment(raw: str, name: str) -> bool:
+    """Whether ``name`` spells out the URL path segment ``raw`` exactly, and only it."""
+    return quote(name, safe=_LITERAL) == raw
+
+
+def _tagged(stem: str, suffix: str, url: str) -> str:
+    """``stem~HASH.ext``: the hash of the whole URL makes the name the URL's alone."""
+    keep = "~" + _digest(url) + suffix
+    if len(keep.encode()) > MAX_NAME_BYTES:  # only an absurd extension from a caller's own type
+        keep = keep[: _HASH_CHARS + 1] + ".img"
+    budget = MAX_NAME_BYTES - len(keep.encode())
+    # Decoding with "ignore" drops a character the byte cut split in two.
+    return stem.encode()[:max(0, budget)].decode("utf-8", errors="ignore") + keep
+
+
+def _split(url: str) -> tuple[str | None, str, str, str | None, str | None]:
+    """(scheme, authority, path, query, fragment) of any string; None when absent."""
+    url, hash_mark, fragment = url.partition("#")
     scheme = _SCHEME.match(url)
     rest = url[scheme.end() :] if scheme else url.removeprefix("//")
     rest, question, query = rest.partition("?")
     authority, slash, path = rest.partition("/")
-    return authority, slash + path, query if question else None
+    return (scheme.group()[:-3] if scheme else None, authority, slash + path,
+            query if question else None, fragment if hash_mark else None)
 
 
 def _decode(segment: str) -> str:
@@ -122,7 +176,7 @@ def _host_name(authority: str) -> str:
     if not host:
         return "_"
     if host.startswith("."):
-        # Keeps host folders visible and apart from PARTIAL_DIR; covers "." and "..".
+        # Keeps host folders visible; covers "." and "..".
         host = "_" + host
     return _fit(_windows_safe(host))
 
@@ -138,17 +192,17 @@ def _folder_name(text: str) -> str:
     return _fit(text)
 
 
-def _file_name(text: str | None, query: str | None, kind: ImageType) -> str:
+def _file_name(text: str | None, kind: ImageType) -> tuple[str, str]:
+    """(stem, suffix) of the file name: the suffix names the image's real type."""
     stem = "index" if text is None else text
     if stem in (".", ".."):
         stem = "_" + stem
     suffix = "." + (_UNSAFE.sub("_", kind.extension).strip(". ") or "img")
     if (extension := _extension(stem)) and extension in extensions(kind):
         stem, suffix = stem[: stem.rindex(".")], stem[stem.rindex(".") :]
-    tag = "" if query is None else "_q" + _digest(query)
-    if _is_reserved(stem + tag + suffix):
+    if _is_reserved(stem + suffix):
         stem = "_" + stem
-    return _fit(stem, tag + suffix)
+    return stem, suffix  # too long for a name: _tagged cuts it
 
 
 def _extension(name: str) -> str:
@@ -184,13 +238,14 @@ def _fit(prefix: str, keep: str = "") -> str:
     return prefix.encode()[:budget].decode("utf-8", errors="ignore") + tag + keep
 
 
-def _bounded(host: str, folders: Sequence[str], name: str) -> str:
+def _bounded(scheme_folder: str, host: str, folders: Sequence[str], name: str) -> str:
     """The path, with the folders that do not fit in MAX_PATH_BYTES folded into one."""
-    joined = "/".join([host, *folders, name])
+    joined = "/".join([IMAGES_DIR, scheme_folder, host, *folders, name])
     if len(joined.encode()) <= MAX_PATH_BYTES:
         return joined
     fold_length = 1 + _HASH_CHARS
-    used = len(host.encode()) + len(name.encode()) + fold_length + 2
+    used = (len(IMAGES_DIR) + len(scheme_folder) + len(host.encode()) + len(name.encode())
+            + fold_length + 4)
     kept: list[str] = []
     for folder in folders:
         used += len(folder.encode()) + 1
@@ -198,7 +253,7 @@ def _bounded(host: str, folders: Sequence[str], name: str) -> str:
             break
         kept.append(folder)
     fold = "~" + _digest("/".join(folders[len(kept) :]))
-    return "/".join([host, *kept, fold, name])
+    return "/".join([IMAGES_DIR, scheme_folder, host, *kept, fold, name])
 
 
 def _digest(text: str) -> str:
@@ -235,10 +290,17 @@ class StoredFile:
 class Store:
     """The output folder: partial files in, finished images out, atomically."""
 
-    def __init__(self, root: Path) -> None:
-        """Use ``root`` (created if missing); StorageError if it cannot be written."""
+    def __init__(self, root: Path, may_store: Callable[[str], bool] | None = None) -> None:
+        """Use ``root`` (created if missing); StorageError if it cannot be written.
+
+        ``may_store(url)``, asked just before an image takes its name, says whether
+        its download still counts (the worker still holds its lease); False
+        drops the partial and raises LeaseLost.
+        """
         self.root = Path(root)
+        self._may_store = may_store
         self.partial_dir = self.root / PARTIAL_DIR
+        self._images = self.root / IMAGES_DIR
         # Folders already made and checked to lie inside root: one check per folder, not
         # one per file (the per-file resolve() and mkdir() showed in the profile).
         self._folders: set[str] = set()
@@ -314,6 +376,7 @@ class Store:
                 raise _folder_error(exc, Path(partial), "write", self.root) from exc
             raise StorageError(f"cannot write {partial}: {exc.strerror or exc}") from exc
         try:
+            self._check_lease(url)
             return self._commit(partial, _relative_text(url, kind), len(data), sha256.lower(),
                                 written=len(data))
         except BaseException:
@@ -331,11 +394,17 @@ class Store:
         not hold ``size`` bytes (it was not closed, or ``size`` is wrong).
         """
         try:
+            self._check_lease(url)
             return self._commit(os.fspath(partial), _relative_text(url, kind), size,
                                 sha256.lower())
         except BaseException:
             _remove_quietly(partial)
             raise
+
+    def _check_lease(self, url: str) -> None:
+        if self._may_store is not None and not self._may_store(url):
+            raise LeaseLost(f"not stored: the lease of {url[:200]} went to another worker "
+                            "while this one was silent")
 
     def _commit(
         self, partial: str, relative: str, size: int, sha256: str, written: int | None = None,
@@ -351,35 +420,58 @@ class Store:
             raise _partial_gone(partial, final, self.partial_dir) from exc
         if written != size:
             raise ValueError(f"partial file {partial} holds {written} bytes, not {size}")
-        skipped = False
-        try:
-            existing = _stat_or_none(final)
-            if existing is not None and stat.S_ISDIR(existing.st_mode):
-                raise IsADirectoryError(errno.EISDIR, "a folder has this name", final)
-            if existing is not None and existing.st_size == size and _sha256(final) == sha256:
-                os.unlink(partial)
-                skipped = True
-            else:
-                os.replace(partial, final)  # atomic, and overwrites an older file
-        except FileNotFoundError as exc:
-            if not os.path.exists(partial):
-                raise _partial_gone(partial, final, self.partial_dir) from exc
-            with self._lock:
-                self._folders.discard(folder)  # removed behind our back: make it again
-            self._make_folder(folder, final)
+        for again in (False, True):
             try:
-                os.replace(partial, final)
+                _rename_noreplace(partial, final)
+            except FileExistsError:
+                return self._keep_stored(partial, final, relative, size, sha256)
+            except FileNotFoundError as exc:
+                if not os.path.exists(partial):
+                    raise _partial_gone(partial, final, self.partial_dir) from exc
+                if again:
+                    raise _folder_error(exc, Path(final), "write", self.root) from exc
+                with self._lock:
+                    self._folders.discard(folder)  # removed behind our back: make it again
+                self._make_folder(folder, final)
+                continue
             except OSError as exc:
                 raise _folder_error(exc, Path(final), "write", self.root) from exc
+            break
+        return StoredFile(final, relative, size, sha256, skipped=False)
+
+    def _keep_stored(self, partial: str, final: str, relative: str, size: int,
+                     sha256: str) -> StoredFile:
+        """``final`` exists: keep it, drop ``partial``, and describe what is stored.
+
+        A name belongs to one URL, so the file there came from another download
+        of that URL: a worker whose lease ran out while it downloaded (it may
+        resume later, or have stored first), or an earlier run. A stored file is
+        never replaced; its own size and hash are what gets reported.
+        """
+        _remove_quietly(partial)
+        try:
+            existing = os.stat(final)
+            if stat.S_ISDIR(existing.st_mode):
+                raise PathConflict(f"cannot store {final}: a folder the crawler did not make "
+                                   "has this name; move it away")
+            same = existing.st_size == size and _sha256(final) == sha256
+            stored_sha = sha256 if same else _sha256(final)
         except OSError as exc:
-            raise _folder_error(exc, Path(final), "write", self.root) from exc
-        return StoredFile(final, relative, size, sha256, skipped=skipped)
+            raise _folder_error(exc, Path(final), "read", self.root) from exc
+        return StoredFile(final, relative, existing.st_size, stored_sha, skipped=True)
 
     def _make_folder(self, folder_text: str, final: str) -> None:
         folder = Path(folder_text)
         try:
             folder.mkdir(parents=True, exist_ok=True)
             inside = folder.resolve().is_relative_to(self._resolved_root)
+        except (FileExistsError, NotADirectoryError) as exc:
+            blocker = _file_in_the_way(folder)
+            if blocker is not None and blocker.is_relative_to(self._images):
+                # Not the disk failing: one name in the image tree is taken.
+                raise PathConflict(f"cannot store {final}: {blocker} is a file the crawler did "
+                                   "not store, where a folder is needed; move it away") from exc
+            raise _folder_error(exc, Path(final), "write", self.root) from exc
         except (OSError, RuntimeError) as exc:  # RuntimeError: a symbolic link loop
             raise _folder_error(exc, Path(final), "write", self.root) from exc
         if not inside:  # defence in depth: relative_path never climbs, but links can
@@ -476,6 +568,50 @@ class _PartialFile(io.BufferedWriter):
             with contextlib.suppress(OSError):
                 self._partial.unlink(missing_ok=True)
             raise _folder_error(exc, self._partial, "write", self._partial.parent.parent) from exc
+
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+
+def _load_renameat2() -> Callable[[int, bytes, int, bytes, int], int] | None:
+    """Linux's renameat2(2), which can refuse to replace an existing name."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                         ctypes.c_uint]
+    return function  # type: ignore[no-any-return]
+
+
+_RENAMEAT2 = _load_renameat2()
+
+
+def _rename_noreplace(source: str, target: str) -> None:
+    """Rename ``source`` to ``target`` unless ``target`` exists (FileExistsError then).
+
+    One atomic step where the system offers one (renameat2, or a hard link), so
+    that a worker that lost its lease can never replace what another one stored.
+    """
+    if _RENAMEAT2 is not None:
+        if _RENAMEAT2(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target),
+                      _RENAME_NOREPLACE) == 0:
+            return
+        code = ctypes.get_errno()
+        if code not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise OSError(code, os.strerror(code), target)
+    try:
+        os.link(source, target)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV):
+            raise
+        # No hard links on this file system: check, then rename (a small race remains).
+        if os.path.lexists(target):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), target) from exc
+        os.rename(source, target)
+        return
+    os.unlink(source)
 
 
 def _load_syncfs() -> Callable[[int], int] | None:

@@ -1,14 +1,15 @@
 """A downloader worker: lease image URLs from the master, download, store, report.
 
 One coordinator thread talks to the master (leases in batches, reports in
-batches, heartbeats) so a worker holds one connection; download threads, each
-with its own HTTP connection pool, do the work. The worker ends when the master
+batches, heartbeats) so a worker holds one connection; one engine thread
+downloads (libcurl, ``crawler.fetch.curl``). The worker ends when the master
 announces that the crawl is over — never by looking at an empty queue.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import queue
@@ -21,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from crawler.board.manager import MasterClient
 from crawler.config import Limits
@@ -32,14 +33,13 @@ from crawler.errors import (
     StorageError,
     WorkerFailed,
 )
+from crawler.fetch.engine import Engine
 from crawler.fetch.guard import AddressPolicy
-from crawler.model.outcome import STORAGE_ERROR, Attempt
-from crawler.worker.fastlane import FastLane
-from crawler.worker.sink import ACCEPT
+from crawler.fetch.options import RequestOptions
+from crawler.model.outcome import STORAGE_ERROR, Attempt, FailureKind
+from crawler.model.wire import CrawlInfo, LeaseAnswer, Report, WorkerInfo
+from crawler.worker.sink import failure, too_slow
 from crawler.worker.store import Store
-
-if TYPE_CHECKING:
-    from crawler.fetch.session import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,9 @@ SYNC_EVERY = 2.0  # seconds between flushes of stored images to disk
 IDLE_ASK_EVERY = 0.1  # seconds between asks for work that found none, while busy
 FAST_RECONNECT_FOR = 2.0  # seconds a starting worker retries every 10-20 ms
 HOLDING_EVERY = 1.0  # seconds between telling the master which URLs we hold
+STUCK_GRACE = 10.0  # seconds past its longest possible life before a download counts as stuck
+FRESH_FOR = 3.0  # seconds an answer of the master vouches for our leases before a store
+CONFIRM_WAIT = 10.0  # seconds a store waits for a fresh answer after a silence
 
 
 @dataclass
@@ -64,9 +67,13 @@ class WorkerStats:
 @dataclass(frozen=True)
 class WorkerOptions:
     out_dir: Path
-    threads: int = 16
+    threads: int = 16  # downloads in flight at once
     connect_wait: float = 300.0
-    fast_lane: bool = True  # plain-HTTP downloads on one event loop (worker/fastlane.py)
+    # This host's own: a client certificate (the master's paths mean nothing here),
+    # and whether to ignore HTTP_PROXY and friends.
+    client_cert: str = ""
+    client_key: str = ""
+    env_proxies: bool = True
 
 
 class Worker:
@@ -79,25 +86,28 @@ class Worker:
         self._on_progress = on_progress or (lambda stats: None)
         self.stats = WorkerStats()
         self._stop = threading.Event()  # set by a signal: hand back and leave
-        self._todo: queue.SimpleQueue[tuple[str, int] | None] = queue.SimpleQueue()
         # Finished downloads, in lists: a result of None hands the URL back unfinished.
         self._done: queue.SimpleQueue[list[tuple[str, Attempt | None]]] = queue.SimpleQueue()
-        self._held: set[str] = set()
+        self._held: dict[str, float] = {}  # URL -> when it went to the engine
+        self._overdue: set[str] = set()  # reported stuck: the engine's late word is dropped
+        self._stuck_after = float("inf")  # seconds; set from the crawl's limits
+        self._limits = Limits()
         self._board: Any = None
-        self._pending_reports: list[dict[str, Any]] = []
-        self._lane: FastLane | None = None
-        # The download threads, started on first need (see _start_threads).
-        self._threads: list[threading.Thread] = []
-        self._threads_started = False
-        self._threads_lock = threading.Lock()
-        self._thread_args: tuple[Store, Limits, AddressPolicy, str] | None = None
+        self._pending_reports: list[Report] = []
+        self._engine: Engine | None = None
         self._pending_releases: list[str] = []  # URLs to give back, kept across reconnects
         self._number = 0  # of our last exchange with the master: they only go up
         # How many of the pending reports and releases an unanswered exchange carried:
         # sent again unchanged, under the same number, after a reconnect.
         self._outstanding: tuple[int, int] | None = None
-        self._can_exchange = False  # the master has BoardView.exchange (it says in hello)
         self.stop_reason = ""
+        # Leases the master said went to others while we were silent: their downloads
+        # are neither stored nor reported. Guarded by _answered, which is notified
+        # on every answer; _asked_at is when the last answered exchange was sent.
+        self._lost: set[str] = set()
+        self._answered = threading.Condition()
+        self._asked_at = time.monotonic()
+        self._recheck = False  # a store waits: say what we hold in the next exchange
         # Why the worker gave up by itself: run() raises it after handing back.
         self.failure: CrawlerError | None = None
 
@@ -119,21 +129,22 @@ class Worker:
             crawl = self._connect(first=True)
         except _Stopped:
             return  # stopped while waiting for the master: nothing held, nothing to hand back
-        store = Store(self._options.out_dir)
+        store = Store(self._options.out_dir, may_store=self._may_store)
         store.clean_partials()
-        limits = Limits(**crawl["limits"])
-        policy = AddressPolicy.from_wire(crawl["policy"])
-        self._thread_args = (store, limits, policy, crawl["user_agent"])
-        lane_thread = None
-        if not self._options.fast_lane:
-            self._start_threads()
-        else:
-            self._lane = FastLane(slots=self._options.threads, store=store, limits=limits,
-                                  policy=policy, user_agent=crawl["user_agent"], accept=ACCEPT,
-                                  report=self._done.put,
-                                  hand_over=self._to_threads, stop=self._stop)
-            lane_thread = threading.Thread(target=self._lane.run, name="fast-lane", daemon=True)
-            lane_thread.start()
+        limits = self._limits = Limits(**crawl["limits"])
+        # Past this a download the engine has not reported is stuck: it may wait for a
+        # slot behind downloads that each take up to the deadline, then take its own.
+        self._stuck_after = 2 * (limits.deadline + limits.connect_timeout) + STUCK_GRACE
+        engine_thread = None
+        try:
+            self._engine = self._make_engine(store, limits, crawl)
+            engine_thread = threading.Thread(target=self._run_engine, name="engine",
+                                             daemon=True)
+            engine_thread.start()
+        except Exception as exc:  # no thread (a process limit), a broken libcurl, bad options
+            log.exception("cannot start the download engine")
+            self.failure = WorkerFailed(f"cannot start the download engine: {exc}")
+            self._stop.set()  # leave now: _hand_back gives every held URL back
         threading.Thread(target=self._sync_loop, args=(store,), name="sync", daemon=True).start()
         try:
             self._coordinate(crawl)
@@ -141,15 +152,9 @@ class Worker:
             pass  # stopped while reconnecting: hand back below what can be handed back
         finally:
             self._stop.set()
-            if self._lane is not None and lane_thread is not None:
-                self._lane.close()
-                lane_thread.join(timeout=5)
-            with self._threads_lock:
-                threads, self._threads_started = self._threads, True  # none start from now on
-            for _ in threads:
-                self._todo.put(None)
-            for thread in threads:
-                thread.join(timeout=5)
+            if self._engine is not None and engine_thread is not None:
+                self._engine.close()
+                engine_thread.join(timeout=5)
             self._hand_back(store)
             # Partials of workers on this host that died (kill -9) are ours to remove.
             with contextlib.suppress(StorageError):
@@ -159,7 +164,7 @@ class Worker:
 
     # ----- talking to the master ---------------------------------------------
 
-    def _connect(self, first: bool) -> dict[str, Any]:
+    def _connect(self, first: bool) -> CrawlInfo:
         """Connect (again), waiting for the master up to ``connect_wait`` seconds."""
         host, port = self._client.address
         started = time.monotonic()
@@ -170,10 +175,10 @@ class Worker:
             try:
                 self._board = self._client.connect()
                 log.debug("connected to the master at %s:%s as %s", host, port, self._id)
-                crawl: dict[str, Any] = self._board.hello(
-                    self._id, {"host": socket.gethostname(), "pid": os.getpid(),
-                               "threads": self._options.threads})
-                self._can_exchange = bool(crawl.get("exchange"))
+                crawl: CrawlInfo = self._board.hello(
+                    self._id, WorkerInfo(host=socket.gethostname(), pid=os.getpid(),
+                                         threads=self._options.threads))
+                self._client.bound_calls(self._board, float(crawl["lease_timeout"]))
                 return crawl
             except AuthenticationFailed:
                 raise
@@ -198,7 +203,7 @@ class Worker:
                 if not first or time.monotonic() - started > FAST_RECONNECT_FOR:
                     delay = min(delay * 2, 2.0)
 
-    def _coordinate(self, crawl: dict[str, Any]) -> None:
+    def _coordinate(self, crawl: CrawlInfo) -> None:
         capacity = self._options.threads + max(2, self._options.threads // 2)  # a small prefetch
         # At least once a second, so the master knows who is still listening at the end.
         heartbeat_every = min(1.0, float(crawl["lease_timeout"]) / 4)
@@ -209,20 +214,23 @@ class Worker:
         last_holding = 0.0  # when we last told the master what we hold
         while not self._stop.is_set():
             self._collect(reports, released, wait=0.02 if self._held else 0.0)
+            if time.monotonic() - last_holding >= HOLDING_EVERY:
+                self._report_stuck(reports)
             want = capacity - len(self._held)
             # While busy, ask for more at once when the last ask was answered, and
             # only now and then when it was not: a hundred busy workers polling an
             # empty queue every few milliseconds would keep the master's server busy.
             quiet = time.monotonic() - last_call < IDLE_ASK_EVERY and not last_answered
             ask = want if want > 0 and not (self._held and quiet) else 0
-            if not (ask or reports or released or self._outstanding is not None
+            if not (ask or reports or released or self._outstanding is not None or self._recheck
                     or time.monotonic() - last_call > heartbeat_every):
                 continue
             now = time.monotonic()
-            holding = now - last_holding >= HOLDING_EVERY
+            holding = now - last_holding >= HOLDING_EVERY or self._recheck
             try:
                 # Reports, hand-backs and the next ask travel in one round trip.
                 answer = self._exchange(ask, 0.0 if self._held else 1.0, holding)
+                self._answer_came(answer, asked_at=now, holding=holding)
             except LINK_ERRORS as exc:
                 log.warning("lost the master (%s); reconnecting", exc.__class__.__name__)
                 self._connect(first=False)
@@ -237,7 +245,7 @@ class Worker:
                 last_answered = bool(answer["tasks"])
                 self._take(answer["tasks"])
 
-    def _exchange(self, ask: int, wait: float, holding: bool) -> dict[str, Any]:
+    def _exchange(self, ask: int, wait: float, holding: bool) -> LeaseAnswer:
         """Send the pending reports and releases, and ask for ``ask`` URLs, in one call.
 
         The master applies an exchange once: one whose answer was lost goes again
@@ -251,46 +259,82 @@ class Worker:
             self._number += 1
             self._outstanding = (len(reports), len(released))
         n_reports, n_released = self._outstanding
-        if self._can_exchange:
-            held = (sorted(self._held.union(released, (r["url"] for r in reports)))
-                    if holding else None)
-            answer: dict[str, Any] = self._board.exchange(
-                self._id, self._number, reports[:n_reports], released[:n_released], ask, wait,
-                held)
-        else:
-            answer = self._separately(reports[:n_reports], released[:n_released], ask, wait)
+        held = (sorted(set(self._held).union(released, (r["url"] for r in reports)))
+                if holding else None)
+        answer: LeaseAnswer = self._board.exchange(
+            self._id, self._number, reports[:n_reports], released[:n_released], ask, wait, held)
         del reports[:n_reports]
         del released[:n_released]
         self._outstanding = None
         return answer
 
-    def _separately(self, reports: list[dict[str, Any]], released: list[str], ask: int,
-                    wait: float) -> dict[str, Any]:
-        """An exchange with a master of an earlier version: up to three calls."""
-        if released:
-            self._board.release(self._id, released)
-        if reports:
-            self._board.report(self._id, reports)
-        if ask:
-            answer: dict[str, Any] = self._board.lease(self._id, ask, wait)
-            return answer
-        return {"closed": not self._board.heartbeat(self._id), "tasks": []}
+    def _answer_came(self, answer: LeaseAnswer, *, asked_at: float, holding: bool) -> None:
+        """Note the leases we lost, and wake stores waiting for news of them."""
+        lost = answer.get("lost", [])
+        if lost:
+            log.warning("lost %d leases while silent: other workers have them now", len(lost))
+        with self._answered:
+            self._lost.update(lost)
+            if holding:  # only an exchange that said what we hold vouches for it
+                self._asked_at = asked_at
+                self._recheck = False
+            self._answered.notify_all()
+
+    def _may_store(self, url: str) -> bool:
+        """Whether ``url``'s lease is still ours, asked of the master after a silence.
+
+        A worker that was stopped or cut off for longer than the master's
+        worker_silence has lost its leases to others: it learns which before it
+        stores any image, never after. Called by the engine just before an image
+        takes its name; quick while the master answers.
+        """
+        with self._answered:
+            since = time.monotonic()
+            if since - self._asked_at > FRESH_FOR:
+                self._recheck = True
+                deadline = since + CONFIRM_WAIT
+                while self._asked_at < since:  # an answer to a question asked after now
+                    left = deadline - time.monotonic()
+                    if left <= 0 or self._stop.is_set():
+                        return False  # unconfirmed: keep nothing we may not own
+                    self._answered.wait(min(left, 0.1))
+            return url not in self._lost
 
     def _take(self, tasks: list[tuple[str, int]]) -> None:
-        """Start leased URLs: plain http on the fast lane, the rest on the download threads."""
-        if tasks:
-            log.debug("leased %d URLs", len(tasks))
-        lane, for_lane = self._lane, []
-        for url, attempt in tasks:
-            self._held.add(url)
-            if lane is not None and lane.takes(url):
-                for_lane.append((url, attempt))
-            else:
-                self._to_threads((url, attempt))
-        if lane is not None and for_lane:
-            lane.submit(for_lane)
+        """Hand leased URLs to the engine."""
+        if not tasks:
+            return
+        log.debug("leased %d URLs", len(tasks))
+        now = time.monotonic()
+        for url, _ in tasks:
+            self._held[url] = now
+            self._overdue.discard(url)
+        if self._engine is not None:
+            self._engine.submit(tasks)
+        else:  # it never started: the URLs go back with the rest
+            self._done.put([(url, None) for url, _ in tasks])
 
-    def _collect(self, reports: list[dict[str, Any]], released: list[str], wait: float) -> None:
+    def _report_stuck(self, reports: list[Report]) -> None:
+        """Fail what the engine holds past any deadline, so heartbeats stop renewing it.
+
+        The engine cuts every download at ``download.deadline``; one still held long
+        after is stuck (a bug, a wedged library). Its lease would be renewed by every
+        exchange for ever: it is reported as too slow instead, and a late result
+        from the engine is dropped.
+        """
+        now = time.monotonic()
+        stuck = [url for url, since in self._held.items() if now - since > self._stuck_after]
+        for url in stuck:
+            since = self._held.pop(url)
+            self._overdue.add(url)
+            log.warning("%s is still downloading %.0f s after it started: reported as too "
+                        "slow", url, now - since)
+            attempt = failure(url, since, too_slow(self._limits), FailureKind.TOO_SLOW,
+                              transient=True)
+            reports.append(attempt.to_wire())
+            self._count(attempt)
+
+    def _collect(self, reports: list[Report], released: list[str], wait: float) -> None:
         """Move finished downloads from the lane and the threads into the next report."""
         try:
             results = self._done.get(timeout=wait) if wait else self._done.get_nowait()
@@ -298,7 +342,14 @@ class Worker:
             return
         while True:
             for url, attempt in results:
-                self._held.discard(url)
+                if url in self._overdue:  # reported stuck already
+                    self._overdue.discard(url)
+                    continue
+                self._held.pop(url, None)
+                if url in self._lost:  # another worker holds it now: nothing to say
+                    with self._answered:
+                        self._lost.discard(url)
+                    continue
                 if attempt is None or self._cannot_store(attempt):
                     released.append(url)
                 else:
@@ -315,7 +366,7 @@ class Worker:
         Counted against the image, it would use up its attempts on a worker that
         cannot store anything, and end as a failure that a rerun does not retry.
         """
-        if attempt.ok or not attempt.reason.startswith(STORAGE_ERROR):
+        if attempt.kind is not FailureKind.STORAGE:
             return False
         if self.failure is None:
             log.error("cannot store %s: %s", attempt.url, attempt.reason)
@@ -340,14 +391,7 @@ class Worker:
         reports = self._pending_reports
         released = self._pending_releases
         self._collect(reports, released, wait=0.0)
-        while True:  # tasks still waiting in the local queue were never started
-            try:
-                task = self._todo.get_nowait()
-            except queue.Empty:
-                break
-            if task is not None:
-                released.append(task[0])
-        released.extend(self._held - set(released))
+        released.extend(set(self._held) - set(released))
         if self._board is None:
             return
         handing_back = len(released)
@@ -390,62 +434,32 @@ class Worker:
                 except StorageError as exc:
                     log.warning("%s", exc)
 
-    def _to_threads(self, task: tuple[str, int]) -> None:
-        """Queue ``task`` for the download threads, starting them on first use."""
-        if not self._threads_started:
-            self._start_threads()
-        self._todo.put(task)
+    def _make_engine(self, store: Store, limits: Limits, crawl: dict[str, Any]) -> Engine:
+        from crawler.fetch.curl import CurlEngine  # imports libcurl: only a worker needs it
 
-    def _start_threads(self) -> None:
-        """Start the download threads (urllib3), once.
+        if "request" in crawl:
+            request = RequestOptions.from_wire(crawl["request"])
+        else:  # a master that sends only its user agent
+            request = RequestOptions(user_agent=crawl["user_agent"])
+        local = self._options
+        if local.client_cert:
+            request = dataclasses.replace(request, client_cert=local.client_cert,
+                                          client_key=local.client_key)
+        if not local.env_proxies:
+            request = dataclasses.replace(request, env_proxies=False)
+        log.debug("request options: %r", request)  # its repr holds no secret
+        return CurlEngine(slots=self._options.threads, store=store, limits=limits,
+                          policy=AddressPolicy.from_wire(crawl["policy"]), options=request,
+                          report=self._done.put, stop=self._stop)
 
-        Only when something needs them: a crawl of plain-HTTP images never
-        does, and then the worker spares itself importing requests and urllib3.
-        If they cannot start, the worker stops: its URLs go back to the master.
-        """
-        with self._threads_lock:
-            if self._threads_started:
-                return
-            self._threads_started = True  # one try: tasks queued meanwhile are handed back
-            assert self._thread_args is not None, "run() sets them before any task arrives"
-            try:
-                from crawler.fetch.session import Watchdog, make_pool
-                from crawler.worker.download import download
-
-                watchdog = Watchdog()
-                for n in range(self._options.threads):
-                    thread = threading.Thread(
-                        target=self._download_loop, name=f"download-{n}", daemon=True,
-                        args=(*self._thread_args, watchdog, download, make_pool))
-                    thread.start()
-                    self._threads.append(thread)
-            except Exception as exc:  # no threads (a process limit), or a broken install
-                log.exception("cannot start the download threads")
-                self.failure = WorkerFailed(f"cannot start the download threads: {exc}")
-                self._stop.set()  # leave now: _hand_back gives every held URL back
-
-    def _download_loop(self, store: Store, limits: Limits, policy: AddressPolicy,
-                       user_agent: str, watchdog: Watchdog, download: Callable[..., Attempt],
-                       make_pool: Callable[..., Any]) -> None:
-        pool = make_pool(policy, user_agent, ACCEPT)
+    def _run_engine(self) -> None:
+        """The engine thread. If the engine fails, the worker stops and hands its URLs back."""
+        assert self._engine is not None
         try:
-            while True:
-                task = self._todo.get()
-                if task is None:
-                    return
-                url, _ = task
-                if self._stop.is_set():
-                    self._done.put([(url, None)])
-                    continue
-                try:
-                    attempt = download(pool, url, store, limits, watchdog, self._stop)
-                except Exception as exc:  # a thread that dies would hold its URL forever
-                    log.exception("download of %s failed unexpectedly", url)
-                    attempt = Attempt(url=url, ok=False, transient=True,
-                                      reason=f"worker error: {exc.__class__.__name__}: {exc}")
-                if self._stop.is_set() and not attempt.ok:
-                    self._done.put([(url, None)])  # cut short by the stop: hand it back
-                else:
-                    self._done.put([(url, attempt)])
-        finally:
-            pool.clear()
+            self._engine.run()
+        except Exception as exc:
+            log.exception("the download engine failed")
+            if self.failure is None:
+                self.failure = WorkerFailed(f"the download engine failed: "
+                                            f"{exc.__class__.__name__}: {exc}")
+            self._stop.set()

@@ -1,0 +1,259 @@
+"""Processes measured one by one: CPU time from ``os.wait4``, peak memory from /proc.
+
+Shared by the benchmark scripts. A :class:`Measured` process runs in its own
+session; when reaped, its :class:`Usage` holds its CPU time (its own and that
+of the children it reaped), its peak RSS, and, when its children are watched,
+their CPU time and peak RSS by role (``parser``: a forked copy of the
+process, such as the master's page parser; ``worker``: a ``crawler worker``
+it started), sampled from /proc while they run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+POLL = 0.005  # seconds between two looks at running processes
+KB = 1024
+
+
+def free_port() -> int:
+    """A port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def is_listening(port: int) -> bool:
+    """True when something listens on 127.0.0.1:``port`` (read from /proc, no connection made).
+
+    Connecting to the crawler's queue without the handshake would be logged as
+    a refused connection; the kernel's socket table says the same silently.
+    """
+    wanted = {f"0100007F:{port:04X}", f"00000000:{port:04X}"}
+    try:
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return connects(port)
+    for line in lines:
+        parts = line.split()
+        if len(parts) > 3 and parts[1] in wanted and parts[3] == "0A":  # 0A: LISTEN
+            return True
+    return False
+
+
+def connects(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+# ----- processes measured one by one ------------------------------------------------
+
+
+@dataclass
+class Usage:
+    """What one process used.
+
+    CPU times come from ``os.wait4``: the process's own, plus any children it
+    reaped. Peak RSS is the kernel's high-water mark (``VmHWM``) read from
+    /proc while the process ran: ``ru_maxrss`` is not usable for it, because
+    Linux carries the RSS of the forking parent (this Python driver) into the
+    child's ``ru_maxrss`` across ``exec``, so no child would ever look smaller
+    than the driver. ``ru_maxrss`` is kept as ``ru_maxrss_kb`` for reference.
+    """
+
+    name: str
+    returncode: int
+    wall_s: float
+    user_s: float
+    sys_s: float
+    maxrss_kb: int
+    ru_maxrss_kb: int = 0
+    children_maxrss_kb: int = 0  # largest VmHWM among its children (page parser, local workers)
+    # CPU seconds of its children by role ("parser", "worker"), as last sampled while
+    # they ran: included in user_s + sys_s (the process reaped them), short by at
+    # most one sampling interval each.
+    children_cpu: dict[str, float] = field(default_factory=dict)
+    children_rss_kb: dict[str, int] = field(default_factory=dict)  # peak RSS sum by role
+
+    @property
+    def own_cpu_s(self) -> float:
+        """CPU seconds of the process itself: the total less its children's."""
+        return max(0.0, self.cpu_s - sum(self.children_cpu.values()))
+
+    @property
+    def cpu_s(self) -> float:
+        return self.user_s + self.sys_s
+
+
+def vm_hwm_kb(pid: int) -> int:
+    """The peak RSS so far of a live process, in KiB (0 when gone or a zombie)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:  # noqa: PTH123 - hot loop, stays cheap
+            for line in status:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+class Measured:
+    """A subprocess in its own session, reaped with ``os.wait4`` for its own rusage."""
+
+    SAMPLE_EVERY = 0.05  # seconds between two reads of the peak RSS
+
+    def __init__(self, name: str, argv: Sequence[str], *, cwd: Path,
+                 env: dict[str, str] | None = None, log: Path | None = None,
+                 watch_children: bool = False) -> None:
+        self.name = name
+        self.usage: Usage | None = None
+        self._log: IO[bytes] | None = log.open("wb") if log else None
+        self._hwm = 0
+        self._children_hwm: dict[int, int] = {}
+        self._children_cpu: dict[int, float] = {}
+        self._children_role: dict[int, str] = {}
+        self._watch_children = watch_children
+        self._next_sample = 0.0
+        self.ended = 0.0
+        self.started = time.perf_counter()
+        self.popen = subprocess.Popen(
+            list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+            stdout=self._log or subprocess.DEVNULL, stderr=self._log or subprocess.DEVNULL,
+            start_new_session=True)
+
+    def sample(self) -> None:
+        """Read the peak RSS of the process (and of its children when watched)."""
+        now = time.monotonic()
+        if self.usage is not None or now < self._next_sample:
+            return
+        self._next_sample = now + self.SAMPLE_EVERY
+        self._hwm = max(self._hwm, vm_hwm_kb(self.popen.pid))
+        if self._watch_children:
+            for child in children_of(self.popen.pid):
+                self._children_hwm[child] = max(self._children_hwm.get(child, 0),
+                                                vm_hwm_kb(child))
+                if child not in self._children_role:
+                    self._children_role[child] = child_role(child)
+                cpu = proc_cpu_seconds([child])
+                if cpu:
+                    self._children_cpu[child] = cpu
+
+    def poll(self) -> Usage | None:
+        """The process's usage once it has ended, else None (never blocks)."""
+        if self.usage is not None:
+            return self.usage
+        self.sample()
+        try:
+            pid, status, rusage = os.wait4(self.popen.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status, rusage = self.popen.pid, 0, None  # reaped elsewhere: figures lost
+        if pid == 0:
+            return None
+        code = os.waitstatus_to_exitcode(status)
+        self.popen.returncode = code
+        self.ended = time.perf_counter()
+        ru_maxrss = rusage.ru_maxrss if rusage else 0
+        cpu_by_role: dict[str, float] = {}
+        rss_by_role: dict[str, int] = {}
+        for child, role in self._children_role.items():
+            cpu_by_role[role] = cpu_by_role.get(role, 0.0) + self._children_cpu.get(child, 0.0)
+            rss_by_role[role] = rss_by_role.get(role, 0) + self._children_hwm.get(child, 0)
+        self.usage = Usage(self.name, code, self.ended - self.started,
+                           rusage.ru_utime if rusage else 0.0, rusage.ru_stime if rusage else 0.0,
+                           self._hwm or ru_maxrss, ru_maxrss,
+                           max(self._children_hwm.values(), default=0), cpu_by_role, rss_by_role)
+        if self._log is not None:
+            self._log.close()
+        return self.usage
+
+    def send(self, signum: int) -> None:
+        """Signal the whole session (the process and anything it started)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signum)
+
+
+def wait_all(procs: Sequence[Measured], timeout: float) -> bool:
+    """Wait for every process, at most ``timeout`` s; then stop the rest. True if all ended."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(p.poll() is not None for p in procs):
+            return True
+        time.sleep(POLL)
+    stop_all(procs)
+    return False
+
+
+def stop_all(procs: Sequence[Measured]) -> None:
+    """SIGTERM, 5 s of grace, then SIGKILL; bounded."""
+    pending = [p for p in procs if p.poll() is None]
+    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        for proc in pending:
+            proc.send(sig)
+        end = time.monotonic() + grace
+        while pending and time.monotonic() < end:
+            pending = [p for p in pending if p.poll() is None]
+            time.sleep(0.02)
+        if not pending:
+            return
+
+
+def proc_cpu_seconds(pids: Sequence[int]) -> float:
+    """user+sys CPU seconds of live processes, from /proc/PID/stat (0 for gone ones)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
+def child_role(pid: int) -> str:
+    """``worker`` for a ``crawler worker`` process, else ``parser`` (a forked helper)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "parser"
+    return "worker" if b"worker" in argv[:4] else "parser"
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct children of ``pid``, from /proc.
+
+    Read from each thread's ``children`` file: scanning all of /proc every 50 ms
+    took CPU enough from the 2 cores to slow the crawl it measured.
+    """
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    if tasks and (tasks[0] / "children").exists():
+        for task in tasks:
+            with contextlib.suppress(OSError, ValueError):
+                found += [int(child) for child in (task / "children").read_text().split()]
+        return found
+    for entry in Path("/proc").iterdir():  # kernels without CONFIG_PROC_CHILDREN
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found

@@ -1,0 +1,64 @@
+"""The board's seam: what the master and the workers' adapters may ask of a task board.
+
+A board holds every image URL of a crawl from queued to final. Handing a URL
+to a worker is a *lease*: it stays that worker's until a result arrives, the
+worker's heartbeats keep it alive, and one that expires goes back on the
+queue. ``TaskBoard`` (``crawler.board.memory``) keeps it all in the master's
+memory; the queue server (``crawler.board.manager``) and the tutorial's queue
+views (``crawler.board.classic``) are adapters that serve it to workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from crawler.model.outcome import Attempt
+from crawler.model.wire import LeaseAnswer
+
+CLASSIC = "classic"
+"""The holder of URLs handed to tutorial-style workers, which have no name of their own."""
+
+
+class Board(Protocol):
+    """A task board; every method is safe to call from any thread."""
+
+    def put(self, url: str, host: str, page: str | None) -> bool:
+        """Queue ``url`` (found on ``page``, paced as ``host``).
+
+        False: the board has it already, queued, in flight or finished; nothing changed.
+        """
+        ...
+
+    def lease(self, worker: str, max_items: int, wait: float) -> LeaseAnswer:
+        """Lease up to ``max_items`` URLs to ``worker``, waiting up to ``wait`` s for one.
+
+        ``closed`` True: the crawl is over and no task will ever come. ``tasks``
+        empty with ``closed`` False: none is ready now; ask again.
+        """
+        ...
+
+    def report(self, worker: str, attempts: Iterable[Attempt]) -> int:
+        """Record ``worker``'s results; the number recorded.
+
+        Only a result for a URL ``worker`` holds counts: one whose lease ran out
+        (the URL went back, or to another worker) is ignored, as is one for a
+        URL the board never had.
+        """
+        ...
+
+    def release(self, worker: str, urls: Iterable[str]) -> None:
+        """Put back URLs ``worker`` holds and will not try; URLs it does not hold are ignored."""
+        ...
+
+    def heartbeat(self, worker: str) -> bool:
+        """Renew every lease ``worker`` holds. False: the crawl is over (nothing to renew for)."""
+        ...
+
+    def reap(self) -> int:
+        """Put the URLs of expired leases back (or fail those out of attempts); how many."""
+        ...
+
+    def close(self) -> None:
+        """Announce the end of the crawl: from now on every lease answers ``closed``."""
+        ...

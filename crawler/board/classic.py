@@ -1,0 +1,84 @@
+"""The classic tutorial's two queues, as views of a board.
+
+A worker written like the ``multiprocessing.managers`` tutorial calls
+``get_task_queue().get()`` for a URL string and ``get_result_queue().put()``
+with a ``URL--->success`` or ``URL--->failure: reason`` line. Its URLs are
+leased to :data:`~crawler.board.base.CLASSIC` like any other, so one it
+abandons comes back when the lease runs out.
+"""
+
+from __future__ import annotations
+
+import queue
+from typing import Any
+
+from crawler.board.base import CLASSIC
+from crawler.board.memory import TaskBoard
+from crawler.model.outcome import Attempt
+from crawler.model.wire import ReportRefused, attempt_from_report
+
+_LONGEST_WAIT = 3600.0  # seconds of one lease call; a longer get() asks again
+
+
+class TaskQueueView:
+    """``get_task_queue``: the classic interface; items are plain URL strings."""
+
+    def __init__(self, board: TaskBoard) -> None:
+        self._board = board
+
+    def get(self, block: bool = True, timeout: float | None = None) -> str:
+        """The next URL; queue.Empty when none came in time or the crawl is over."""
+        wait = (timeout if timeout is not None else float("inf")) if block else 0.0
+        while True:
+            answer = self._board.lease(CLASSIC, 1, min(wait, _LONGEST_WAIT))
+            if answer["tasks"]:
+                return answer["tasks"][0][0]
+            wait -= _LONGEST_WAIT
+            if wait <= 0 or answer["closed"]:
+                raise queue.Empty
+
+    def get_nowait(self) -> str:
+        return self.get(block=False)
+
+    def qsize(self) -> int:
+        return self._board.counts()["queued"]
+
+    def empty(self) -> bool:
+        return self.qsize() == 0
+
+    def full(self) -> bool:
+        return False
+
+
+class ResultQueueView:
+    """``get_result_queue``: takes ``URL--->success`` / ``URL--->failure: reason`` strings.
+
+    A line names no file, so it is taken as it is; a structured report (a dict)
+    is checked as our own workers' reports are.
+    """
+
+    def __init__(self, board: TaskBoard) -> None:
+        self._board = board
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if isinstance(item, str):
+            attempt = Attempt.from_line(item)
+        else:
+            try:
+                attempt = attempt_from_report(item)
+            except ReportRefused as exc:
+                self._board.refuse(CLASSIC, str(exc))
+                raise
+        self._board.report(CLASSIC, [attempt])
+
+    def put_nowait(self, item: Any) -> None:
+        self.put(item)
+
+    def qsize(self) -> int:
+        return 0  # results are consumed as they arrive
+
+    def empty(self) -> bool:
+        return True
+
+    def full(self) -> bool:
+        return False

@@ -1,0 +1,706 @@
+"""Image downloads with libcurl: one multi handle on one thread, many transfers at once.
+
+libcurl (through pycurl) does what a worker's download threads and its
+hand-written fast lane did before, in C: http and https, HTTP/2 multiplexing
+where the server offers it and HTTP/1.1 keep-alive otherwise, gzip, deflate
+and brotli bodies, asynchronous name lookups. Python keeps what is policy:
+
+- the address guard, on every socket libcurl opens (OPENSOCKETFUNCTION) and
+  again on the peer of every connection a request goes out on, new or reused
+  (PREREQFUNCTION): what is checked is what is connected to;
+- redirects, followed here hop by hop (each hop a new request through the
+  guard, under the same deadline), never by libcurl;
+- the limits: declared and decoded size, a read timeout, and
+  ``download.deadline`` as a hard bound on the whole download, whatever the
+  bytes do (libcurl's TIMEOUT_MS per hop, and a sweep here behind it);
+- what an image must be, and its storage (``crawler.worker.sink``);
+- a bandwidth cap for the whole worker, by pausing transfers.
+
+The loop drives libcurl through its socket interface: libcurl says which
+sockets to watch and when its next timer is due, a selector waits on them and
+on a wake-up socket for new work.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import functools
+import ipaddress
+import logging
+import os
+import queue
+import re
+import select
+import selectors
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import pycurl
+
+from crawler.config import Limits
+from crawler.errors import StorageError
+from crawler.fetch.engine import Report, Results, Task, curl_failure
+from crawler.fetch.guard import AddressPolicy, BlockedAddress
+from crawler.fetch.options import RequestOptions
+from crawler.fetch.policy import MAX_REDIRECTS, REDIRECT_STATUSES, redirect_target
+from crawler.model.outcome import Attempt, FailureKind
+from crawler.worker.sink import (
+    ACCEPT,
+    Abandoned,
+    ImageSink,
+    failure,
+    status_failure,
+    storage_failure,
+    too_large,
+    too_slow,
+)
+from crawler.worker.store import Store
+
+log = logging.getLogger(__name__)
+
+TICK = 0.25  # longest wait in select(), so a stop is seen promptly
+SWEEP_EVERY = 0.05  # seconds between checks of read timeouts and deadlines
+DEADLINE_SLACK = 0.25  # the sweep cuts what libcurl's own timer has not, this much later
+IDLE_PER_SLOT = 2  # connections kept open per transfer slot (least recently used go)
+DRAIN_AT_MOST = 64 * 1024  # error or redirect bodies up to this size are read: the connection stays
+BUFFER_BYTES = 128 * 1024  # libcurl's receive buffer: fewer, larger body callbacks
+RATE_BURST = 0.1  # seconds of the bandwidth cap that may be spent at once
+GUARD_CACHE = 4096  # addresses whose verdict is remembered
+_WANTED = frozenset({b"content-length", b"content-type", b"content-encoding", b"location",
+                     b"retry-after"})
+_NEEDS_QUOTING = re.compile(r"[^\x21-\x7e]")
+_URL_SAFE = "!#$%&'()*+,/:;=?@[]~"
+_CA_FILES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt",
+             "/etc/ssl/cert.pem", "/etc/ssl/ca-bundle.pem")
+
+
+@dataclass(eq=False)  # compared and hashed by identity
+class _Transfer:
+    """One leased URL, through its redirects, until it has its Attempt."""
+
+    task: Task
+    url: str  # of the current hop
+    started: float = field(default_factory=time.monotonic)
+    hops: int = 0
+    status: int = 0
+    headers: dict[bytes, str] = field(default_factory=dict)
+    head_done: bool = False
+    location: str | None = None  # of a redirect answer
+    sink: ImageSink | None = None
+    content_type: str | None = None
+    answer: Attempt | None = None  # decided before the transfer ended
+    blocked: BlockedAddress | None = None
+    last_io: float | None = None  # None while connecting: the connect timeout applies
+    drained: int = 0
+    new_fd: int | None = None  # of a socket opened for this hop
+    unclean: bool = False  # the reused connection had bytes nobody asked for
+    fresh: bool = False  # this hop goes on a new connection
+
+
+@dataclass(eq=False)
+class _Slot:
+    """A libcurl easy handle, its callbacks bound once, and the transfer it carries."""
+
+    handle: pycurl.Curl
+    transfer: _Transfer | None = None
+
+
+def default_ca_file() -> str | None:
+    """A CA bundle of this system (or certifi's): libcurl's built-in path may not exist here."""
+    paths = ssl.get_default_verify_paths()
+    for candidate in (os.environ.get("SSL_CERT_FILE"), paths.cafile, *_CA_FILES):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    try:
+        import certifi
+    except ImportError:
+        return None
+    return str(certifi.where())
+
+
+class CurlEngine:
+    """Downloads handed to it with :meth:`submit` until :meth:`close`; see the module doc.
+
+    ``report(results)`` receives every result as (url, attempt) pairs, once per
+    turn of the loop (attempt None: not finished because of a stop, to be
+    handed back to the master). Every submitted task is reported exactly once.
+    ``may_follow(url)`` may refuse a redirect target (None: any target).
+    """
+
+    def __init__(self, *, slots: int, store: Store, limits: Limits, policy: AddressPolicy,
+                 options: RequestOptions, report: Report, stop: threading.Event,
+                 may_follow: Callable[[str], bool] | None = None) -> None:
+        self._slots = slots
+        self._store = store
+        self._limits = limits
+        self._policy = policy
+        self._options = options
+        self._report = report
+        self._stop = stop
+        self._may_follow = may_follow
+        self._outbox: Results = []
+        self._lock = threading.Lock()  # submit() against the end of run()
+        self._closing = False
+        self._ended = False
+        self._incoming: queue.SimpleQueue[Task] = queue.SimpleQueue()
+        self._waiting: collections.deque[Task] = collections.deque()
+        self._selector = selectors.DefaultSelector()
+        self._watched: dict[int, int] = {}  # fd -> selector events, as libcurl asked
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._timer_due: float | None = None
+        self._free: list[_Slot] = []
+        self._active: set[_Slot] = set()
+        self._by_handle: dict[int, _Slot] = {}
+        self._verdicts: dict[str, str | None] = {}  # address -> refusal kind (None: allowed)
+        # Plain-http connections by (local port, peer port): their descriptor, to look
+        # for unasked bytes before one is used again.
+        self._fds: dict[tuple[int, int], int] = {}
+        self._proxies = options.proxies()
+        self._exempt = _proxy_addresses(self._proxies.http, self._proxies.https)
+        self._per_hop = bool(options.credentials or self._proxies.http != self._proxies.https)
+        self._rate = options.limit_rate
+        self._budget = 0.0
+        self._refilled = time.monotonic()
+        self._paused: set[_Slot] = set()
+        self._share = pycurl.CurlShare()
+        self._share.setopt(pycurl.SH_SHARE, pycurl.LOCK_DATA_COOKIE)
+        self._share.setopt(pycurl.SH_SHARE, pycurl.LOCK_DATA_DNS)
+        self._share.setopt(pycurl.SH_SHARE, pycurl.LOCK_DATA_SSL_SESSION)
+        self._headers = _header_lines(options)
+        self._ca_file = None if options.ca_bundle else default_ca_file()
+        self._multi = pycurl.CurlMulti()
+        self._multi.setopt(pycurl.M_PIPELINING, pycurl.PIPE_MULTIPLEX)
+        self._multi.setopt(pycurl.M_MAXCONNECTS, max(4, slots * IDLE_PER_SLOT))
+        self._multi.setopt(pycurl.M_SOCKETFUNCTION, self._on_socket)
+        self._multi.setopt(pycurl.M_TIMERFUNCTION, self._on_timer)
+        self._cookies_loaded = False
+        if options.insecure:
+            log.warning("TLS certificates are NOT verified (http.insecure = true): anyone "
+                        "on the network path can read and change what is downloaded")
+
+    # ----- called from other threads ------------------------------------------------
+
+    def submit(self, tasks: list[Task]) -> None:
+        """Queue ``tasks``; once the engine has ended they are reported as not finished."""
+        with self._lock:
+            if not self._ended:
+                for task in tasks:
+                    self._incoming.put(task)
+                self._wake()
+                return
+        self._report([(task[0], None) for task in tasks])
+
+    def close(self) -> None:
+        """End :meth:`run`: what is in flight is handed back (reported as None)."""
+        self._closing = True
+        self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # a full socket buffer wakes it already
+            self._wake_w.send(b"\0")
+
+    # ----- the loop -------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Download until closed or stopped. A bug here is raised after handing back."""
+        next_sweep = 0.0
+        try:
+            while not (self._closing or self._stop.is_set()):
+                self._take_incoming()
+                self._start_waiting()
+                self._wait_and_act()
+                self._collect_done()
+                now = time.monotonic()
+                if now >= next_sweep:
+                    self._sweep(now)
+                    next_sweep = now + SWEEP_EVERY
+                if self._rate:
+                    self._refill(now)
+                self._send_outbox()
+        finally:
+            self._shut_down()
+
+    def _wait_and_act(self) -> None:
+        now = time.monotonic()
+        wait = TICK
+        if self._timer_due is not None:
+            wait = max(0.0, min(wait, self._timer_due - now))
+        if self._paused:
+            wait = min(wait, RATE_BURST / 2)
+        if self._waiting and len(self._active) < self._slots:
+            wait = 0.0
+        for key, mask in self._selector.select(wait):
+            if key.fileobj is self._wake_r:
+                with contextlib.suppress(OSError):
+                    self._wake_r.recv(4096)
+                continue
+            action = ((pycurl.CSELECT_IN if mask & selectors.EVENT_READ else 0)
+                      | (pycurl.CSELECT_OUT if mask & selectors.EVENT_WRITE else 0))
+            self._multi.socket_action(key.fd, action)
+        if self._timer_due is not None and time.monotonic() >= self._timer_due:
+            self._timer_due = None
+            self._multi.socket_action(pycurl.SOCKET_TIMEOUT, 0)
+
+    def _on_socket(self, what: int, fd: int, multi: object, data: object) -> None:
+        """libcurl says which events of ``fd`` to watch (or to stop watching it)."""
+        if what == pycurl.POLL_REMOVE:
+            if self._watched.pop(fd, None) is not None:
+                with contextlib.suppress(KeyError, ValueError, OSError):
+                    self._selector.unregister(fd)
+            return
+        events = ((selectors.EVENT_READ if what & pycurl.POLL_IN else 0)
+                  | (selectors.EVENT_WRITE if what & pycurl.POLL_OUT else 0))
+        if not events:
+            return
+        if fd in self._watched:
+            if self._watched[fd] != events:
+                self._selector.modify(fd, events)
+        else:
+            try:
+                self._selector.register(fd, events)
+            except KeyError:  # a closed descriptor's number, reused before its removal
+                self._selector.modify(fd, events)
+        self._watched[fd] = events
+
+    def _on_timer(self, timeout_ms: int) -> None:
+        self._timer_due = None if timeout_ms < 0 else time.monotonic() + timeout_ms / 1000
+
+    def _send_outbox(self) -> None:
+        if self._outbox:
+            results, self._outbox = self._outbox, []
+            self._report(results)
+
+    def _take_incoming(self) -> None:
+        while True:
+            try:
+                self._waiting.append(self._incoming.get_nowait())
+            except queue.Empty:
+                return
+
+    def _start_waiting(self) -> None:
+        while self._waiting and len(self._active) < self._slots:
+            task = self._waiting.popleft()
+            slot = self._free.pop() if self._free else self._new_slot()
+            slot.transfer = _Transfer(task, task[0])
+            self._begin(slot)
+
+    # ----- handles ----------------------------------------------------------------------
+
+    def _new_slot(self) -> _Slot:
+        handle = pycurl.Curl()
+        slot = _Slot(handle)
+        self._by_handle[id(handle)] = slot
+        options, limits = self._options, self._limits
+        setopt = handle.setopt
+        setopt(pycurl.NOSIGNAL, 1)
+        setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
+        setopt(pycurl.FOLLOWLOCATION, 0)  # followed here, each hop through the guard
+        setopt(pycurl.ACCEPT_ENCODING, "")  # every encoding libcurl decodes: gzip, deflate, br
+        setopt(pycurl.USERAGENT, options.user_agent)
+        setopt(pycurl.HTTPHEADER, self._headers)
+        setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(limits.connect_timeout * 1000)))
+        setopt(pycurl.BUFFERSIZE, BUFFER_BYTES)
+        setopt(pycurl.PIPEWAIT, 1)  # rather share an HTTP/2 connection than open another
+        setopt(pycurl.SHARE, self._share)
+        setopt(pycurl.COOKIEFILE, "")  # the cookie engine on, with the shared jar
+        setopt(pycurl.WRITEFUNCTION, functools.partial(self._on_body, slot))
+        setopt(pycurl.HEADERFUNCTION, functools.partial(self._on_header, slot))
+        setopt(pycurl.OPENSOCKETFUNCTION, functools.partial(self._on_open_socket, slot))
+        setopt(pycurl.PREREQFUNCTION, functools.partial(self._on_connected, slot))
+        setopt(pycurl.SOCKOPTFUNCTION, functools.partial(self._on_new_socket, slot))
+        if options.insecure:
+            setopt(pycurl.SSL_VERIFYPEER, 0)
+            setopt(pycurl.SSL_VERIFYHOST, 0)
+        elif options.ca_bundle:
+            setopt(pycurl.CAINFO_BLOB, options.ca_bundle.encode())
+        elif self._ca_file:
+            setopt(pycurl.CAINFO, self._ca_file)
+        if options.client_cert:
+            setopt(pycurl.SSLCERT, options.client_cert)
+            if options.client_key:
+                setopt(pycurl.SSLKEY, options.client_key)
+        if not self._per_hop:
+            setopt(pycurl.PROXY, self._proxies.http)  # "": none, not even the environment's
+            if self._proxies.no_proxy:
+                setopt(pycurl.NOPROXY, self._proxies.no_proxy)
+        if options.cookies and not self._cookies_loaded:
+            self._cookies_loaded = True  # into the shared jar, once
+            for line in _cookie_lines(options.cookies):
+                setopt(pycurl.COOKIELIST, line)
+        return slot
+
+    def _begin(self, slot: _Slot) -> None:
+        """Send the current hop of the slot's transfer."""
+        transfer = slot.transfer
+        assert transfer is not None
+        remaining = transfer.started + self._limits.deadline - time.monotonic()
+        if remaining <= 0:
+            self._finish(slot, self._failed(transfer, too_slow(self._limits),
+                                            FailureKind.TOO_SLOW, True), active=False)
+            return
+        url = transfer.url
+        handle = slot.handle
+        handle.setopt(pycurl.URL, quote(url, _URL_SAFE) if _NEEDS_QUOTING.search(url) else url)
+        handle.setopt(pycurl.TIMEOUT_MS, max(1, int(remaining * 1000)))
+        handle.setopt(pycurl.FRESH_CONNECT, 1 if transfer.fresh else 0)
+        if self._per_hop:
+            self._hop_options(handle, url)
+        self._active.add(slot)
+        self._multi.add_handle(handle)
+
+    def _hop_options(self, handle: pycurl.Curl, url: str) -> None:
+        """Credentials and proxy that depend on the hop's host and scheme."""
+        parts = urlsplit(url)
+        login = self._options.credentials_for(parts.hostname)
+        if login is None:
+            handle.unsetopt(pycurl.USERPWD)
+        else:
+            handle.setopt(pycurl.USERNAME, login[0])
+            handle.setopt(pycurl.PASSWORD, login[1])
+        handle.setopt(pycurl.PROXY, self._proxies.for_scheme(parts.scheme))
+        if self._proxies.no_proxy:
+            handle.setopt(pycurl.NOPROXY, self._proxies.no_proxy)
+
+    # ----- libcurl's callbacks (on this thread, from socket_action) -------------------
+
+    def _on_open_socket(self, slot: _Slot, purpose: int,
+                        address: tuple[int, int, int, tuple]) -> socket.socket | int:
+        """The address guard, before libcurl connects anywhere."""
+        family, kind, protocol, sockaddr = address
+        host = str(sockaddr[0]).split("%", 1)[0]
+        why = self._refusal(host)
+        if why is not None:
+            transfer = slot.transfer
+            if transfer is not None:
+                transfer.blocked = BlockedAddress(urlsplit(transfer.url).hostname or "?", host,
+                                                  why)
+            return pycurl.SOCKET_BAD
+        try:
+            return socket.socket(family, kind, protocol)
+        except OSError:  # out of descriptors: libcurl reports a failed connection
+            return pycurl.SOCKET_BAD
+
+    def _on_new_socket(self, slot: _Slot, fd: int, purpose: int) -> int:
+        if slot.transfer is not None:
+            slot.transfer.new_fd = fd
+        return pycurl.SOCKOPT_OK
+
+    def _on_connected(self, slot: _Slot, peer: str, local: str, peer_port: int,
+                      local_port: int) -> int:
+        """A connection, new or reused, is about to carry the request: check it first.
+
+        Its peer must pass the guard. A reused plain-http connection must have
+        nothing to read: bytes there were never asked for (a stray answer), and
+        libcurl would take them for the answer to this request.
+        """
+        transfer = slot.transfer
+        if transfer is None:
+            return pycurl.PREREQFUNC_ABORT
+        transfer.last_io = time.monotonic()  # the read timeout runs from here
+        why = self._refusal(peer)
+        if why is not None:
+            transfer.blocked = BlockedAddress(urlsplit(transfer.url).hostname or "?", peer, why)
+            return pycurl.PREREQFUNC_ABORT
+        if transfer.url.startswith("http:"):  # TLS may have records to read (tickets)
+            key = (local_port, peer_port)
+            if transfer.new_fd is not None:
+                if len(self._fds) >= GUARD_CACHE:
+                    self._fds.clear()
+                self._fds[key] = transfer.new_fd
+                transfer.new_fd = None
+            elif not transfer.fresh:
+                fd = self._fds.get(key)
+                if fd is not None and _has_input(fd):
+                    transfer.unclean = True
+                    return pycurl.PREREQFUNC_ABORT
+        return pycurl.PREREQFUNC_OK
+
+    def _refusal(self, address: str) -> str | None:
+        try:
+            return self._verdicts[address]
+        except KeyError:
+            pass
+        if address in self._exempt:
+            why = None  # the proxy the user configured
+        else:
+            try:
+                why = self._policy.refusal(ipaddress.ip_address(address))
+            except ValueError:
+                why = "unparsable"
+        if len(self._verdicts) >= GUARD_CACHE:
+            self._verdicts.clear()
+        self._verdicts[address] = why
+        return why
+
+    def _on_header(self, slot: _Slot, line: bytes) -> int | None:
+        transfer = slot.transfer
+        if transfer is None:
+            return -1
+        transfer.last_io = time.monotonic()
+        if line.startswith(b"HTTP/"):
+            parts = line.split(None, 2)
+            transfer.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+            transfer.headers = {}
+            transfer.head_done = False
+            return None
+        if transfer.head_done:
+            return None  # trailers of a chunked body
+        if line == b"\r\n" or line == b"\n":
+            if 100 <= transfer.status < 200:
+                return None  # an interim answer: the real one follows
+            transfer.head_done = True
+            return self._on_head(transfer)
+        name, colon, value = line.partition(b":")
+        if colon:
+            name = name.strip().lower()
+            if name in _WANTED:
+                transfer.headers[name] = value.strip().decode("latin-1")
+        return None
+
+    def _on_head(self, transfer: _Transfer) -> int | None:
+        """Decide from the status and headers what to do with the body (-1: stop now)."""
+        status, headers = transfer.status, transfer.headers
+        if status in REDIRECT_STATUSES and b"location" in headers:
+            transfer.location = headers[b"location"]
+            return None  # its body is drained, then the next hop starts
+        url = transfer.task[0]
+        if status != 200:
+            transfer.answer = status_failure(url, transfer.started, status,
+                                             headers.get(b"retry-after"))
+            return None
+        declared = headers.get(b"content-length", "")
+        if (declared.isascii() and declared.isdigit()
+                and int(declared) > self._limits.max_bytes
+                and headers.get(b"content-encoding", "identity").lower() == "identity"):
+            transfer.answer = self._failed(transfer, too_large(declared, self._limits),
+                                           FailureKind.TOO_LARGE)
+            return -1
+        transfer.content_type = headers.get(b"content-type")
+        transfer.sink = ImageSink(url, self._store, self._limits, transfer.started)
+        return None
+
+    def _on_body(self, slot: _Slot, chunk: bytes) -> int | None:
+        transfer = slot.transfer
+        if transfer is None:
+            return -1
+        sink = transfer.sink
+        if sink is None:  # an error or redirect body: read a little to keep the connection
+            transfer.drained += len(chunk)
+            return -1 if transfer.drained > DRAIN_AT_MOST or not transfer.head_done else None
+        if self._rate:
+            if self._budget <= 0:
+                self._paused.add(slot)
+                return pycurl.WRITEFUNC_PAUSE  # libcurl hands the same bytes again later
+            self._budget -= len(chunk)
+        transfer.last_io = time.monotonic()
+        try:
+            sink.feed(chunk)
+        except Abandoned as exc:
+            transfer.answer = self._failed(transfer, str(exc), exc.kind, exc.transient)
+            return -1
+        except StorageError as exc:
+            transfer.answer = storage_failure(transfer.task[0], transfer.started, exc)
+            return -1
+        except Exception as exc:  # a bug must not lose the URL, nor kill the loop
+            log.exception("unexpected error receiving %s", transfer.task[0])
+            transfer.answer = self._failed(transfer, f"worker error: {exc.__class__.__name__}: "
+                                           f"{exc}", FailureKind.WORKER_ERROR, True)
+            return -1
+        return None
+
+    # ----- endings -------------------------------------------------------------------
+
+    def _collect_done(self) -> None:
+        while True:
+            queued, succeeded, failed = self._multi.info_read()
+            for handle in succeeded:
+                self._done(self._by_handle[id(handle)], 0, "")
+            for handle, code, message in failed:
+                self._done(self._by_handle[id(handle)], code, message)
+            if not queued:
+                return
+
+    def _done(self, slot: _Slot, code: int, message: str) -> None:
+        """libcurl finished the slot's current hop: the Attempt, or the next hop."""
+        transfer = slot.transfer
+        assert transfer is not None
+        self._multi.remove_handle(slot.handle)
+        self._active.discard(slot)
+        if transfer.answer is not None:
+            attempt = transfer.answer
+        elif transfer.unclean and not transfer.fresh:
+            transfer.unclean, transfer.fresh = False, True
+            self._begin(slot)  # the same hop again, on a new connection
+            return
+        elif code:
+            attempt = self._transport_failure(transfer, code, message)
+        elif transfer.location is not None:
+            self._follow(slot)
+            return
+        elif transfer.sink is not None:
+            attempt = self._stored(transfer)
+        else:
+            attempt = self._failed(transfer, "bad response: no answer", FailureKind.BAD_RESPONSE)
+        self._finish(slot, attempt, active=False)
+
+    def _transport_failure(self, transfer: _Transfer, code: int, message: str) -> Attempt:
+        if transfer.blocked is not None and code in (pycurl.E_COULDNT_CONNECT,
+                                                     pycurl.E_ABORTED_BY_CALLBACK):
+            return self._failed(transfer, str(transfer.blocked), FailureKind.BLOCKED)
+        if code == pycurl.E_OPERATION_TIMEDOUT and (
+                time.monotonic() - transfer.started >= self._limits.deadline - 0.01):
+            return self._failed(transfer, too_slow(self._limits), FailureKind.TOO_SLOW, True)
+        kind, reason, transient = curl_failure(code, message)
+        return self._failed(transfer, reason, kind, transient)
+
+    def _stored(self, transfer: _Transfer) -> Attempt:
+        sink = transfer.sink
+        assert sink is not None
+        transfer.sink = None
+        try:
+            return sink.finish(transfer.content_type)
+        except Abandoned as exc:
+            return self._failed(transfer, str(exc), exc.kind, exc.transient)
+        except StorageError as exc:
+            return storage_failure(transfer.task[0], transfer.started, exc)
+        finally:
+            sink.discard()
+
+    def _follow(self, slot: _Slot) -> None:
+        transfer = slot.transfer
+        assert transfer is not None and transfer.location is not None
+        location = transfer.location
+        try:
+            target = redirect_target(transfer.url, location)
+        except ValueError:
+            self._finish(slot, self._failed(transfer, f"bad redirect to {location[:200]!r}",
+                                            FailureKind.REDIRECT), active=False)
+            return
+        transfer.hops += 1
+        if transfer.hops > MAX_REDIRECTS:
+            self._finish(slot, self._failed(transfer, "too many redirects",
+                                            FailureKind.REDIRECT), active=False)
+            return
+        if self._may_follow is not None and not self._may_follow(target):
+            self._finish(slot, self._failed(
+                transfer, f"redirected to {target}, out of scope or disallowed by robots.txt",
+                FailureKind.REDIRECT), active=False)
+            return
+        transfer.url = target
+        transfer.status, transfer.headers, transfer.head_done = 0, {}, False
+        transfer.location, transfer.last_io, transfer.drained = None, None, 0
+        transfer.blocked, transfer.fresh = None, False
+        self._begin(slot)
+
+    def _sweep(self, now: float) -> None:
+        """Cut what is past its deadline or silent past the read timeout."""
+        limits = self._limits
+        for slot in [s for s in self._active if s.transfer is not None]:
+            transfer = slot.transfer
+            assert transfer is not None
+            if now - transfer.started > limits.deadline + DEADLINE_SLACK:
+                self._finish(slot, self._failed(transfer, too_slow(limits),
+                                                FailureKind.TOO_SLOW, True))
+            elif (transfer.last_io is not None and slot not in self._paused
+                  and now - transfer.last_io > limits.read_timeout):
+                self._finish(slot, transfer.answer or self._failed(
+                    transfer, "timed out", FailureKind.TIMEOUT, True))
+
+    def _refill(self, now: float) -> None:
+        """Give the bandwidth cap's budget back as time passes; wake paused transfers."""
+        self._budget = min(self._budget + (now - self._refilled) * self._rate,
+                           self._rate * RATE_BURST)
+        self._refilled = now
+        if self._budget > 0 and self._paused:
+            paused, self._paused = self._paused, set()
+            for slot in paused:
+                if slot.transfer is not None and slot in self._active:
+                    slot.transfer.last_io = now
+                    slot.handle.pause(pycurl.PAUSE_CONT)  # may pause it again at once
+
+    def _failed(self, transfer: _Transfer, reason: str, kind: FailureKind,
+                transient: bool = False) -> Attempt:
+        return failure(transfer.task[0], transfer.started, reason, kind, transient)
+
+    def _finish(self, slot: _Slot, attempt: Attempt | None, *, active: bool = True) -> None:
+        """Report the slot's transfer and free the slot (``active``: still in libcurl)."""
+        transfer = slot.transfer
+        assert transfer is not None
+        if active:
+            self._multi.remove_handle(slot.handle)
+            self._active.discard(slot)
+        self._paused.discard(slot)
+        if transfer.sink is not None:
+            transfer.sink.discard()
+            transfer.sink = None
+        slot.transfer = None
+        self._free.append(slot)
+        self._outbox.append((transfer.task[0], attempt))
+
+    def _shut_down(self) -> None:
+        """Hand back everything not finished (reported as None), and free libcurl."""
+        with self._lock:
+            self._ended = True  # from now on submit() reports its tasks itself
+        for slot in list(self._active):
+            self._finish(slot, None)
+        self._take_incoming()
+        for task in self._waiting:
+            self._outbox.append((task[0], None))
+        self._waiting.clear()
+        self._send_outbox()
+        for slot in self._free:
+            slot.handle.close()
+        self._free.clear()
+        self._multi.close()
+        self._share.close()
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+
+def _has_input(fd: int) -> bool:
+    """Whether an idle connection has bytes to read (or was closed by its server)."""
+    try:
+        readable, _, _ = select.select([fd], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+def _header_lines(options: RequestOptions) -> list[str]:
+    """The request headers besides User-Agent: Accept, unless given, and the crawl's own."""
+    given = {name.lower() for name, _ in options.headers}
+    lines = [] if "accept" in given else [f"Accept: {ACCEPT}"]
+    lines += [f"{name}: {value}" if value else f"{name};" for name, value in options.headers]
+    return lines
+
+
+def _cookie_lines(text: str) -> list[str]:
+    """The cookie lines of a Netscape cookies.txt (``#HttpOnly_`` lines are cookies too)."""
+    return [line for line in text.splitlines()
+            if line.strip() and (not line.startswith("#") or line.startswith("#HttpOnly_"))]
+
+
+def _proxy_addresses(*proxies: str) -> frozenset[str]:
+    """The addresses of the configured proxies: the guard lets libcurl connect to those."""
+    found: set[str] = set()
+    for proxy in proxies:
+        if not proxy:
+            continue
+        host = urlsplit(proxy if "://" in proxy else "http://" + proxy).hostname
+        if not host:
+            continue
+        with contextlib.suppress(OSError, UnicodeError):
+            for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM):
+                found.add(str(info[4][0]).split("%", 1)[0])
+    return frozenset(found)

@@ -1,0 +1,318 @@
+"""One request at a time on a libcurl easy handle of the calling thread: the master's pages.
+
+The master fetches pages and robots.txt from a few threads; each thread keeps
+one easy handle (and so its own kept-alive connections), and ``perform``
+releases the GIL while libcurl works, so page requests overlap with each
+other and with the rest of the master. libcurl enforces what requests could
+not: one hard deadline on the whole request, response head included
+(``TIMEOUT_MS``), however slowly the bytes come. Policy stays in Python: the
+address guard on every socket and on every reused connection, redirects left
+to the caller (one hop per call), and a cap on the body.
+
+It applies the crawl's request settings (headers, cookies, TLS, proxies,
+logins) the same way as the workers' engine (``crawler.fetch.curl``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import quote, urlsplit
+
+import pycurl
+
+from crawler.fetch.engine import curl_failure
+from crawler.fetch.guard import AddressPolicy, BlockedAddress
+from crawler.fetch.options import RequestOptions
+from crawler.model.outcome import FailureKind
+
+_URL_SAFE = "!#$%&'()*+,/:;=?@[]~"
+_WANTED = frozenset({"content-type", "location", "retry-after", "content-length"})
+DRAIN_AT_MOST = 64 * 1024  # bytes of a body not wanted that are read to keep the connection
+
+
+@dataclass
+class Reply:
+    """What one request got: an answer (status, headers, body), or why there was none."""
+
+    url: str
+    status: int = 0
+    headers: dict[str, str] = field(default_factory=dict)  # lower-case names, the wanted ones
+    body: bytes = b""
+    truncated: bool = False  # the body reached max_bytes and was cut there
+    refused: bool = False  # ``wants`` turned the body down after the head
+    failure: str = ""  # why there is no answer ("" when there is one)
+    kind: FailureKind | None = None
+    transient: bool = False  # worth another try
+    blocked: BlockedAddress | None = None  # the address guard refused the connection
+    timed_out: bool = False  # the deadline cut the request off
+
+    @property
+    def ok(self) -> bool:
+        return not self.failure
+
+
+class _Exchange:
+    """The state of the request in flight on one handle."""
+
+    def __init__(self, url: str, max_bytes: int,
+                 wants: Callable[[int, dict[str, str]], bool]) -> None:
+        self.reply = Reply(url)
+        self.max_bytes = max_bytes
+        self.wants = wants
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.head_done = False
+        self.keep = True  # whether the body is wanted
+
+    def on_header(self, line: bytes) -> None:
+        reply = self.reply
+        if line.startswith(b"HTTP/"):
+            parts = line.split(None, 2)
+            reply.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+            reply.headers = {}
+            self.head_done = False
+            return
+        if self.head_done:
+            return  # trailers
+        if line in (b"\r\n", b"\n"):
+            if not 100 <= reply.status < 200:  # else an interim answer: the real one follows
+                self.head_done = True
+                self.keep = self.wants(reply.status, reply.headers)
+                reply.refused = not self.keep
+            return
+        name, colon, value = line.partition(b":")
+        if colon:
+            key = name.strip().lower().decode("latin-1")
+            if key in _WANTED:
+                reply.headers[key] = value.strip().decode("latin-1")
+
+    def on_body(self, chunk: bytes) -> int | None:
+        self.size += len(chunk)
+        if not self.keep:  # read a little, so the connection can carry the next request
+            return -1 if self.size > DRAIN_AT_MOST else None
+        if self.size >= self.max_bytes:
+            self.chunks.append(chunk[:len(chunk) - (self.size - self.max_bytes)])
+            self.reply.truncated = True
+            return -1  # enough: the rest is not read
+        self.chunks.append(chunk)
+        return None
+
+
+class EasyClient:
+    """Blocking GETs for the calling thread, each bounded by one deadline."""
+
+    def __init__(self, policy: AddressPolicy, options: RequestOptions, *,
+                 connect_timeout: float = 10.0, ca_file: str | None = None) -> None:
+        self._policy = policy
+        self._options = options
+        self._connect_ms = max(1, int(connect_timeout * 1000))
+        self._ca_file = ca_file
+        self._proxies = options.proxies()
+        self._exempt = _addresses_of(self._proxies.http, self._proxies.https)
+        self._local = threading.local()
+        self._verdicts: dict[str, str | None] = {}
+        self._lock = threading.Lock()
+        self._handles: list[pycurl.Curl] = []
+        # One cookie jar, DNS cache and TLS session cache for every thread's handle.
+        self._share = pycurl.CurlShare()
+        for data in (pycurl.LOCK_DATA_COOKIE, pycurl.LOCK_DATA_DNS,
+                     pycurl.LOCK_DATA_SSL_SESSION):
+            self._share.setopt(pycurl.SH_SHARE, data)
+        self._cookies_loaded = False
+
+    def get(self, url: str, *, accept: str, max_bytes: int, timeout: float,
+            wants: Callable[[int, dict[str, str]], bool] = lambda status, headers: True
+            ) -> Reply:
+        """GET ``url`` (no redirect followed) within ``timeout`` seconds, all of it.
+
+        ``wants(status, headers)`` is asked once the head is in: False leaves the
+        body unread (a page that is not HTML). The body is cut at ``max_bytes``.
+        """
+        handle, exchange = self._handle(), _Exchange(url, max_bytes, wants)
+        self._local.exchange = exchange
+        setopt = handle.setopt
+        setopt(pycurl.URL, quote(url, _URL_SAFE) if not url.isascii() or " " in url else url)
+        setopt(pycurl.TIMEOUT_MS, max(1, int(timeout * 1000)))
+        setopt(pycurl.HTTPHEADER, [f"Accept: {accept}", *self._header_lines()])
+        self._per_request_options(handle, url)
+        reply = exchange.reply
+        try:
+            handle.perform()
+        except pycurl.error as exc:
+            code, message = exc.args[0], exc.args[1] if len(exc.args) > 1 else ""
+            if code == pycurl.E_WRITE_ERROR and (reply.truncated or reply.refused):
+                pass  # we stopped reading: the answer is what was read
+            else:
+                self._failed(reply, handle, code, str(message))
+        finally:
+            self._local.exchange = None
+        if reply.ok:
+            reply.body = b"".join(exchange.chunks) if exchange.keep else b""
+        return reply
+
+    def close(self) -> None:
+        with self._lock:
+            handles, self._handles = self._handles, []
+        for handle in handles:
+            handle.close()
+        self._share.close()
+
+    # ----- handles -----------------------------------------------------------------
+
+    def _handle(self) -> pycurl.Curl:
+        handle: pycurl.Curl | None = getattr(self._local, "handle", None)
+        if handle is None:
+            handle = self._local.handle = self._new_handle()
+            with self._lock:
+                self._handles.append(handle)
+        return handle
+
+    def _new_handle(self) -> pycurl.Curl:
+        options = self._options
+        handle = pycurl.Curl()
+        setopt = handle.setopt
+        setopt(pycurl.NOSIGNAL, 1)
+        setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
+        setopt(pycurl.FOLLOWLOCATION, 0)  # the caller follows, each hop through its rules
+        setopt(pycurl.ACCEPT_ENCODING, "")  # gzip, deflate, br: decoded, within the cap
+        setopt(pycurl.USERAGENT, options.user_agent)
+        setopt(pycurl.CONNECTTIMEOUT_MS, self._connect_ms)
+        setopt(pycurl.SHARE, self._share)
+        setopt(pycurl.COOKIEFILE, "")  # the cookie engine on, with the shared jar
+        setopt(pycurl.WRITEFUNCTION, self._on_body)
+        setopt(pycurl.HEADERFUNCTION, self._on_header)
+        setopt(pycurl.OPENSOCKETFUNCTION, self._on_open_socket)
+        setopt(pycurl.PREREQFUNCTION, self._on_connected)
+        if options.insecure:
+            setopt(pycurl.SSL_VERIFYPEER, 0)
+            setopt(pycurl.SSL_VERIFYHOST, 0)
+        elif options.ca_bundle:
+            setopt(pycurl.CAINFO_BLOB, options.ca_bundle.encode())
+        elif self._ca_file:
+            setopt(pycurl.CAINFO, self._ca_file)
+        if options.client_cert:
+            setopt(pycurl.SSLCERT, options.client_cert)
+            if options.client_key:
+                setopt(pycurl.SSLKEY, options.client_key)
+        with self._lock:
+            load_cookies, self._cookies_loaded = not self._cookies_loaded, True
+        if options.cookies and load_cookies:  # into the shared jar, once
+            for line in options.cookies.splitlines():
+                if line.strip() and (not line.startswith("#") or line.startswith("#HttpOnly_")):
+                    setopt(pycurl.COOKIELIST, line)
+        return handle
+
+    def _header_lines(self) -> list[str]:
+        return [f"{name}: {value}" if value else f"{name};"
+                for name, value in self._options.headers if name.lower() != "accept"]
+
+    def _per_request_options(self, handle: pycurl.Curl, url: str) -> None:
+        parts = urlsplit(url)
+        login = self._options.credentials_for(parts.hostname)
+        if login is None:
+            handle.unsetopt(pycurl.USERPWD)
+        else:
+            handle.setopt(pycurl.USERNAME, login[0])
+            handle.setopt(pycurl.PASSWORD, login[1])
+        handle.setopt(pycurl.PROXY, self._proxies.for_scheme(parts.scheme))
+        if self._proxies.no_proxy:
+            handle.setopt(pycurl.NOPROXY, self._proxies.no_proxy)
+
+    # ----- libcurl's callbacks, on the calling thread ------------------------------
+
+    def _on_header(self, line: bytes) -> None:
+        self._local.exchange.on_header(line)
+
+    def _on_body(self, chunk: bytes) -> int | None:
+        result: int | None = self._local.exchange.on_body(chunk)
+        return result
+
+    def _on_open_socket(self, purpose: int,
+                        address: tuple[int, int, int, tuple[object, ...]]) -> socket.socket | int:
+        family, kind, protocol, sockaddr = address
+        peer = str(sockaddr[0]).split("%", 1)[0]
+        if not self._guard(peer):
+            return pycurl.SOCKET_BAD
+        try:
+            return socket.socket(family, kind, protocol)
+        except OSError:
+            return pycurl.SOCKET_BAD
+
+    def _on_connected(self, peer: str, local: str, peer_port: int, local_port: int) -> int:
+        """A connection, new or kept alive, is about to carry the request: its peer passes too."""
+        return pycurl.PREREQFUNC_OK if self._guard(peer) else pycurl.PREREQFUNC_ABORT
+
+    def _guard(self, address: str) -> bool:
+        why = self._refusal(address)
+        if why is None:
+            return True
+        exchange = self._local.exchange
+        if exchange is not None:
+            host = urlsplit(exchange.reply.url).hostname or "?"
+            exchange.reply.blocked = BlockedAddress(host, address, why)
+        return False
+
+    def _refusal(self, address: str) -> str | None:
+        try:
+            return self._verdicts[address]
+        except KeyError:
+            pass
+        if address in self._exempt:
+            why = None  # the proxy the user configured
+        else:
+            try:
+                why = self._policy.refusal(ipaddress.ip_address(address))
+            except ValueError:
+                why = "unparsable"
+        self._verdicts[address] = why
+        return why
+
+    def _failed(self, reply: Reply, handle: pycurl.Curl, code: int, message: str) -> None:
+        if reply.blocked is not None:
+            reply.failure, reply.kind = str(reply.blocked), FailureKind.BLOCKED
+            return
+        if code == pycurl.E_OPERATION_TIMEDOUT:
+            reply.failure, reply.kind, reply.transient = "timed out", FailureKind.TIMEOUT, True
+            reply.timed_out = True
+            return
+        kind, reason, transient = curl_failure(code, "")
+        cause = _cause(handle, code)
+        reply.failure = f"{reason}: {cause}" if cause else curl_failure(code, message)[1]
+        reply.kind, reply.transient = kind, transient
+
+
+def _cause(handle: pycurl.Curl, code: int) -> str:
+    """What a user can act on: connection refused, DNS, an untrusted certificate…"""
+    if code in (pycurl.E_COULDNT_RESOLVE_HOST, pycurl.E_COULDNT_RESOLVE_PROXY):
+        return "DNS lookup failed"
+    try:
+        number = handle.getinfo(pycurl.OS_ERRNO)
+    except pycurl.error:
+        return ""
+    if number in (errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH,
+                  errno.ENETUNREACH):
+        return os.strerror(number).lower()
+    return ""
+
+
+def _addresses_of(*proxies: str) -> frozenset[str]:
+    found: set[str] = set()
+    for proxy in proxies:
+        host = urlsplit(proxy if "://" in proxy else "http://" + proxy).hostname if proxy else None
+        if host:
+            with contextlib.suppress(OSError):
+                found |= {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
+    return frozenset(found)
+
+
+def deadline_left(started: float, timeout: float) -> float:
+    """Seconds left of ``timeout`` counted from ``started`` (time.monotonic())."""
+    return started + timeout - time.monotonic()

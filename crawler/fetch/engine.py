@@ -1,0 +1,86 @@
+"""The fetch engine seam: what a worker asks of a downloader, and what transport errors mean.
+
+An engine takes leased image URLs with :meth:`Engine.submit` and reports each
+exactly once through the ``report`` callback it was built with: an Attempt, or
+None for a URL it did not finish because it was closed or stopped (the worker
+hands those back to the master). Transport errors become a
+:class:`~crawler.model.outcome.FailureKind` and a reason in one table, here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import pycurl
+
+from crawler.model.outcome import Attempt, FailureKind
+
+Task = tuple[str, int]  # (url, attempt number), as leased from the master
+Results = list[tuple[str, Attempt | None]]
+Report = Callable[[Results], None]
+
+
+class Engine(Protocol):
+    """Downloads submitted images until closed; runs on a thread of its own."""
+
+    def submit(self, tasks: list[Task]) -> None:
+        """Queue ``tasks`` (thread-safe). After the engine ended they are reported as None."""
+
+    def run(self) -> None:
+        """Download until :meth:`close` or the stop event; what is unfinished reports None."""
+
+    def close(self) -> None:
+        """Ask :meth:`run` to end soon (thread-safe)."""
+
+
+# Codes pycurl 7.49 has no name for (libcurl's curl.h numbers them).
+CURLE_WEIRD_SERVER_REPLY = 8
+CURLE_HTTP2_STREAM = 92
+CURLE_PROXY = 97
+
+# libcurl's error codes -> (kind, reason, worth another try). The reason is the
+# text results.log shows; libcurl's own message is added after a colon where it
+# says something the code does not.
+CURL_ERRORS: dict[int, tuple[FailureKind, str, bool]] = {
+    pycurl.E_COULDNT_RESOLVE_HOST: (FailureKind.CONNECTION, "connection error: name not found",
+                                    True),
+    pycurl.E_COULDNT_RESOLVE_PROXY: (FailureKind.CONNECTION,
+                                     "connection error: proxy name not found", True),
+    pycurl.E_COULDNT_CONNECT: (FailureKind.CONNECTION, "connection error", True),
+    pycurl.E_OPERATION_TIMEDOUT: (FailureKind.TIMEOUT, "timed out", True),
+    pycurl.E_RECV_ERROR: (FailureKind.CONNECTION, "connection broken", True),
+    pycurl.E_SEND_ERROR: (FailureKind.CONNECTION, "connection broken", True),
+    pycurl.E_GOT_NOTHING: (FailureKind.CONNECTION, "connection broken: empty reply", True),
+    pycurl.E_PARTIAL_FILE: (FailureKind.CONNECTION, "connection broken: body cut short", True),
+    pycurl.E_HTTP2: (FailureKind.CONNECTION, "connection broken: HTTP/2 error", True),
+    CURLE_HTTP2_STREAM: (FailureKind.CONNECTION, "connection broken: HTTP/2 stream error",
+                            True),
+    CURLE_PROXY: (FailureKind.CONNECTION, "proxy error", True),
+    pycurl.E_SSL_CONNECT_ERROR: (FailureKind.TLS, "TLS error", True),
+    pycurl.E_PEER_FAILED_VERIFICATION: (FailureKind.TLS, "TLS certificate not trusted", False),
+    pycurl.E_SSL_CACERT_BADFILE: (FailureKind.TLS, "TLS error: bad CA bundle", False),
+    pycurl.E_SSL_CERTPROBLEM: (FailureKind.TLS, "TLS error: bad client certificate", False),
+    pycurl.E_BAD_CONTENT_ENCODING: (FailureKind.BAD_RESPONSE, "bad response: broken encoding",
+                                    False),
+    CURLE_WEIRD_SERVER_REPLY: (FailureKind.BAD_RESPONSE, "bad response", False),
+    pycurl.E_URL_MALFORMAT: (FailureKind.INVALID_URL, "invalid URL", False),
+    pycurl.E_UNSUPPORTED_PROTOCOL: (FailureKind.INVALID_URL, "invalid URL: not http or https",
+                                    False),
+    pycurl.E_TOO_MANY_REDIRECTS: (FailureKind.REDIRECT, "too many redirects", False),
+    pycurl.E_FILESIZE_EXCEEDED: (FailureKind.TOO_LARGE, "too large", False),
+}
+UNKNOWN_ERROR = (FailureKind.CONNECTION, "connection error", True)
+
+
+def curl_failure(code: int, message: str) -> tuple[FailureKind, str, bool]:
+    """The kind, reason and transience of libcurl error ``code`` (message: libcurl's text)."""
+    kind, reason, transient = CURL_ERRORS.get(code, UNKNOWN_ERROR)
+    if kind in (FailureKind.CONNECTION, FailureKind.TLS, FailureKind.BAD_RESPONSE,
+                FailureKind.INVALID_URL) and message:
+        reason = f"{reason}: {_short(message)}"
+    return kind, reason, transient
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -1,0 +1,200 @@
+"""What every request of a crawl carries: headers, cookies, credentials, TLS and proxy choices.
+
+Built once from the ``[http]`` settings (files read here, so a bad path is one
+clear error before anything starts), sent to workers when they join, and read
+by both libcurl clients: the workers' engine for images, the master's for
+pages. Secrets (cookies, passwords, header values) never appear in a repr or a
+log line.
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crawler.errors import ConfigError
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)\s*")
+_RATE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+# Headers the engines set themselves from other settings.
+_RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+
+
+def parse_rate(text: str) -> int:
+    """Bytes per second from ``2M``, ``500k``, ``1.5G`` or a plain number; 0 means no cap."""
+    match = _RATE.fullmatch(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a rate such as 500k, 2M or 1G (bytes per second)")
+    return int(float(match.group(1)) * _RATE_UNITS[match.group(2).lower()])
+
+
+def valid_rate(text: str) -> bool:
+    try:
+        parse_rate(text)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """Split ``Name: value``; ValueError with the reason when it is not a header."""
+    name, colon, value = text.partition(":")
+    if not colon or not _HEADER_NAME.fullmatch(name):
+        raise ValueError(f"{text[:100]!r} is not a header: write it as 'Name: value'")
+    if "\r" in value or "\n" in value or "\0" in value:
+        raise ValueError(f"header {name}: a value may not hold a line break")
+    if name.lower() in _RESERVED_HEADERS:
+        raise ValueError(f"header {name}: set by the crawler itself, it cannot be given")
+    return name, value.strip()
+
+
+def valid_headers(values: tuple[str, ...]) -> bool:
+    try:
+        for value in values:
+            parse_header(value)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Proxies:
+    """The proxy for each scheme, and the hosts reached directly (NO_PROXY's syntax)."""
+
+    http: str = ""
+    https: str = ""
+    no_proxy: str = ""
+
+    def for_scheme(self, scheme: str) -> str:
+        return self.https if scheme == "https" else self.http
+
+
+@dataclass(frozen=True, repr=False)
+class RequestOptions:
+    """The request settings of a crawl, in the form the engines use."""
+
+    user_agent: str = "crawler"
+    headers: tuple[tuple[str, str], ...] = ()
+    cookies: str = ""  # the text of a Netscape cookies.txt
+    ca_bundle: str = ""  # PEM text of the CAs to trust instead of the system's
+    ca_bundle_path: str = ""  # where that text came from, on this host (never sent)
+    insecure: bool = False  # no certificate verification at all
+    client_cert: str = ""  # a local PEM file (certificate, and key unless client_key)
+    client_key: str = ""
+    proxy: str = ""  # for every scheme; "" leaves it to env_proxies
+    env_proxies: bool = True  # honour HTTP_PROXY, HTTPS_PROXY and NO_PROXY
+    limit_rate: int = 0  # bytes per second for a whole worker; 0: no cap
+    credentials: tuple[tuple[str, str, str], ...] = field(default=())  # (host, login, password)
+
+    def __repr__(self) -> str:
+        # Names and sizes only: header values, cookies and passwords are secrets.
+        return (f"RequestOptions(user_agent={self.user_agent!r}, "
+                f"headers={[n for n, _ in self.headers]}, cookies={len(self.cookies)} chars, "
+                f"ca_bundle={'set' if self.ca_bundle else 'system'}, insecure={self.insecure}, "
+                f"client_cert={self.client_cert!r}, proxy={'set' if self.proxy else 'none'}, "
+                f"env_proxies={self.env_proxies}, limit_rate={self.limit_rate}, "
+                f"credentials for {[h for h, _, _ in self.credentials]})")
+
+    def credentials_for(self, host: str | None) -> tuple[str, str] | None:
+        """The netrc login for ``host``, or its ``default`` entry, or None."""
+        default = None
+        for machine, login, password in self.credentials:
+            if machine == host:
+                return login, password
+            if machine == "":
+                default = (login, password)
+        return default
+
+    def proxies(self, environ: dict[str, str] | None = None) -> Proxies:
+        """The proxies to use: the setting, else the environment's unless told not to."""
+        if self.proxy:
+            return Proxies(self.proxy, self.proxy, "")
+        if not self.env_proxies:
+            return Proxies()
+        import urllib.request  # here: with http.client and email, 20 ms of every start
+
+        found = (urllib.request.getproxies_environment() if environ is None
+                 else {k.lower()[:-6]: v for k, v in environ.items()
+                       if k.lower().endswith("_proxy") and v})
+        return Proxies(found.get("http", ""), found.get("https", ""), found.get("no", ""))
+
+    def to_wire(self) -> dict[str, Any]:
+        """What a worker is sent: file contents rather than paths, except the client key's."""
+        return {"user_agent": self.user_agent, "headers": [list(h) for h in self.headers],
+                "cookies": self.cookies, "ca_bundle": self.ca_bundle,
+                "insecure": self.insecure, "proxy": self.proxy,
+                # Paths: a worker on this host (a local worker) can read them; one
+                # elsewhere uses its own --client-cert, or none.
+                "client_cert": self.client_cert, "client_key": self.client_key,
+                "env_proxies": self.env_proxies, "limit_rate": self.limit_rate,
+                "credentials": [list(c) for c in self.credentials]}
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> RequestOptions:
+        return cls(user_agent=data["user_agent"],
+                   headers=tuple((str(n), str(v)) for n, v in data["headers"]),
+                   cookies=data["cookies"], ca_bundle=data["ca_bundle"],
+                   insecure=bool(data["insecure"]), proxy=data["proxy"],
+                   client_cert=_if_readable(data.get("client_cert", "")),
+                   client_key=_if_readable(data.get("client_key", "")),
+                   env_proxies=bool(data["env_proxies"]), limit_rate=int(data["limit_rate"]),
+                   credentials=tuple((str(h), str(u), str(p)) for h, u, p in data["credentials"]))
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> RequestOptions:
+        """Read the files ``settings.http`` names; ConfigError naming the key when one fails."""
+        http = settings.http
+        return cls(
+            user_agent=settings.crawl.user_agent,
+            headers=tuple(parse_header(h) for h in http.headers),
+            cookies=_read_text(http.cookies, "http.cookies") if http.cookies else "",
+            ca_bundle=_read_ca_bundle(http.ca_bundle) if http.ca_bundle else "",
+            ca_bundle_path=http.ca_bundle,
+            insecure=http.insecure,
+            client_cert=_check_readable(http.client_cert, "http.client_cert"),
+            client_key=_check_readable(http.client_key, "http.client_key"),
+            proxy=http.proxy, env_proxies=http.env_proxies,
+            limit_rate=parse_rate(http.limit_rate),
+            credentials=_read_netrc(http.netrc) if http.netrc else ())
+
+
+def _read_text(path: str, key: str) -> str:
+    try:
+        return Path(path).expanduser().read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def _read_ca_bundle(path: str) -> str:
+    text = _read_text(path, "http.ca_bundle")
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise ConfigError(f"http.ca_bundle: {path} holds no PEM certificate")
+    return text
+
+
+def _if_readable(path: str) -> str:
+    return path if path and Path(path).is_file() and os.access(path, os.R_OK) else ""
+
+
+def _check_readable(path: str, key: str) -> str:
+    if path:
+        _read_text(path, key)
+    return path
+
+
+def _read_netrc(path: str) -> tuple[tuple[str, str, str], ...]:
+    try:
+        parsed = netrc.netrc(str(Path(path).expanduser()))
+    except OSError as exc:
+        raise ConfigError(f"http.netrc: cannot read {path}: {exc.strerror or exc}") from exc
+    except netrc.NetrcParseError as exc:
+        raise ConfigError(f"http.netrc: {path} line {exc.lineno}: {exc.msg}") from exc
+    entries = []
+    for machine, (login, _account, password) in parsed.hosts.items():
+        entries.append(("" if machine == "default" else machine, login or "", password or ""))
+    return tuple(entries)

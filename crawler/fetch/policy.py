@@ -1,0 +1,42 @@
+"""HTTP rules shared by pages and images: which statuses are worth a retry, Retry-After, redirects.
+
+The master's page fetcher and the workers' image engine answer the same server
+behaviour in the same way because they read it here.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from urllib.parse import urljoin
+
+from crawler.model.urls import normalize
+
+# Answers that another try will not change.
+PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 405, 406, 410, 414, 451})
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 10  # hops followed for one URL, page or image
+
+
+def transient_status(status: int) -> bool:
+    """Whether an answer with ``status`` (not 200) is worth a retry: 5xx, 408, 425, 429."""
+    return status not in PERMANENT_STATUSES and (status in (408, 425, 429) or status >= 500)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Parse a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():  # "\u00b2".isdigit() is true, float() of it fails
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def redirect_target(current: str, location: str) -> str:
+    """The normalised URL a ``Location`` header sends ``current`` to; ValueError if none."""
+    return normalize(urljoin(current, location))

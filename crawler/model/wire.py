@@ -1,0 +1,141 @@
+"""What travels between master and workers, and the checks a report passes on arrival.
+
+The manager protocol carries plain dicts, lists and strings (never our own
+classes, so that either side may change them), and what the master receives
+comes from the network: ``attempt_from_report`` turns a report into an
+:class:`Attempt` only when it is well-formed, and says why not otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import PurePosixPath
+from typing import Any, NotRequired, TypedDict
+
+from crawler.model.outcome import ATTEMPT_FIELDS, IMAGES_DIR, Attempt
+
+
+class WorkerInfo(TypedDict):
+    """What a worker says of itself in ``hello``."""
+
+    host: str
+    pid: int
+    threads: int
+
+
+class CrawlInfo(TypedDict):
+    """The master's answer to ``hello``: what every worker needs to download."""
+
+    limits: dict[str, Any]  # crawler.config.Limits, field by field
+    policy: dict[str, Any]  # crawler.fetch.guard.AddressPolicy.to_wire()
+    user_agent: str
+    lease_timeout: float  # seconds a lease lives without a heartbeat
+    request: NotRequired[dict[str, Any]]  # RequestOptions.to_wire(): to joining workers only
+
+
+class Status(CrawlInfo):
+    """``crawler status``: the crawl info, and how the crawl is going."""
+
+    seeds: list[str]
+    elapsed_s: float
+    progress: dict[str, Any]
+    board: dict[str, int]
+    workers: list[dict[str, Any]]
+    closed: bool
+
+
+class LeaseAnswer(TypedDict):
+    """The answer to ``lease``, ``exchange`` and ``heartbeat``-only exchanges."""
+
+    closed: bool  # the crawl is over: no task will ever come
+    tasks: list[tuple[str, int]]  # (url, attempt number), each now leased to the asker
+    lost: NotRequired[list[str]]  # URLs the asker said it holds, now no longer its own
+
+
+class Report(TypedDict, total=False):
+    """One Attempt as it crosses the wire (``Attempt.to_wire``)."""
+
+    url: str
+    ok: bool
+    reason: str
+    transient: bool
+    retry_after: float | None
+    path: str | None
+    bytes: int | None
+    sha256: str | None
+    content_type: str | None
+    width: int | None
+    height: int | None
+    elapsed_s: float
+    skipped: bool
+    kind: str | None  # FailureKind's value
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+MAX_URL_CHARS = 65536  # longer than any URL a page parser hands out
+MAX_REASON_CHARS = 4096
+
+
+class ReportRefused(ValueError):
+    """A worker's report that the master does not record; the message says why."""
+
+
+def attempt_from_report(data: object) -> Attempt:
+    """The Attempt a structured report describes; ReportRefused when it is malformed.
+
+    A success must name a file inside the output folder's image tree and a
+    SHA-256 in hex; every field must have its type. Whether the worker holds
+    the URL is the board's to check.
+    """
+    if not isinstance(data, dict):
+        raise ReportRefused(f"a report is a dict, not {type(data).__name__}")
+    unknown = set(data) - ATTEMPT_FIELDS
+    if unknown:
+        raise ReportRefused(f"unknown fields {sorted(map(str, unknown))[:5]}")
+    url, ok = data.get("url"), data.get("ok")
+    if not isinstance(url, str) or not url or len(url) > MAX_URL_CHARS:
+        raise ReportRefused("no URL")
+    if not isinstance(ok, bool):
+        raise ReportRefused("'ok' is not true or false")
+    _check_types(data)
+    path, sha256 = data.get("path"), data.get("sha256")
+    if ok:
+        if not isinstance(path, str) or not is_image_path(path):
+            raise ReportRefused(f"path {str(path)[:200]!r} is not inside the output folder's "
+                                f"{IMAGES_DIR}/ folder")
+        if not isinstance(sha256, str) or _SHA256.fullmatch(sha256) is None:
+            raise ReportRefused(f"sha256 {str(sha256)[:80]!r} is not 64 hex digits")
+    elif path is not None or sha256 is not None:
+        raise ReportRefused("a failure names no stored file")
+    return Attempt(**data)
+
+
+def is_image_path(path: str) -> bool:
+    """Whether ``path`` is relative, stays inside the image tree, and names a file in it."""
+    if not path or "\\" in path or "\x00" in path or len(path) > 4096:
+        return False
+    parts = PurePosixPath(path).parts
+    return (len(parts) >= 3 and parts[0] == IMAGES_DIR and not path.startswith("/")
+            and all(part not in (".", "..", "") for part in path.split("/")))
+
+
+def _check_types(data: dict[str, object]) -> None:
+    for name in ("reason", "path", "sha256", "content_type"):
+        value = data.get(name)
+        if value is not None and not isinstance(value, str):
+            raise ReportRefused(f"{name!r} is not text")
+    reason = data.get("reason")
+    if isinstance(reason, str) and len(reason) > MAX_REASON_CHARS:
+        raise ReportRefused("'reason' is too long")
+    for name in ("bytes", "width", "height"):
+        value = data.get(name)
+        if value is not None and (type(value) is not int or value < 0):
+            raise ReportRefused(f"{name!r} is not a count")
+    for name in ("retry_after", "elapsed_s"):
+        value = data.get(name)
+        if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)
+                                  or not math.isfinite(value) or value < 0):
+            raise ReportRefused(f"{name!r} is not a number of seconds")
+    for name in ("transient", "skipped"):
+        if name in data and not isinstance(data[name], bool):
+            raise ReportRefused(f"{name!r} is not true or false")

@@ -1,0 +1,215 @@
+"""The two HTML engines behind ``extract``: the same walk over either tree.
+
+``lxml`` (the default) parses with libxml2 and hands over its own elements;
+the walk visits only the elements that can refer to something: those of the
+tag names extraction handles, plus those carrying a style or lazy-image
+attribute, which one XPath query finds. ``beautifulsoup`` builds a
+BeautifulSoup tree (with lxml underneath, Python's own parser for what lxml
+rejects) and visits every tag: about twenty times slower, kept for those who
+want BeautifulSoup's tree. Both see the same libxml2 parse, so they find the
+same URLs; ``tests/test_engines.py`` holds them to that. ``bs4`` is imported
+only when its engine is chosen.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Iterator
+from typing import Any, Protocol
+
+from lxml import etree
+
+__all__ = ["PARSERS", "Tree", "parse"]
+
+PARSERS: tuple[str, ...] = ("lxml", "beautifulsoup")
+
+# Attribute names an XPath step can spell as "@name"; others go through name().
+_MANY_ATTRIBUTES = 4096
+_XPATH_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
+
+
+class Getter(Protocol):
+    def __call__(self, key: str, /) -> str | None: ...
+
+
+class Tree(Protocol):
+    """A parsed page, walked in document order."""
+
+    def elements(self, tags: Collection[str], attributes: Collection[str],
+                 ) -> Iterator[tuple[str, Getter, Any, bool]]:
+        """(tag name, attribute getter, node, has one of ``attributes``) for each
+        element named in ``tags`` or carrying one of ``attributes`` (lower case);
+        an engine may yield more elements than that."""
+        ...
+
+    def parent(self, node: Any) -> Any | None: ...
+
+    def name(self, node: Any) -> str: ...
+
+    def text(self, node: Any) -> str:
+        """The text inside ``node`` (a ``<style>`` block's style sheet)."""
+        ...
+
+    def enclosing(self, node: Any, tag: str) -> Any | None:
+        """The nearest ancestor of ``node`` named ``tag``."""
+        ...
+
+    def child(self, node: Any, tag: str, deep: bool = False) -> Any | None:
+        """The first child (or descendant, if ``deep``) of ``node`` named ``tag``."""
+        ...
+
+    def attribute(self, node: Any, key: str) -> str | None: ...
+
+
+def parse(text: str, parser: str = "lxml") -> Tree | None:
+    """Parse a page with the named engine; None when nothing could be parsed."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")  # as the HTML tokenizer does
+    if parser == "lxml":
+        return _LxmlTree.parse(text)
+    if parser == "beautifulsoup":
+        return _SoupTree.parse(text)
+    raise ValueError(f"unknown parser {parser!r}; known: {', '.join(PARSERS)}")
+
+
+def _many_attributes(text: str) -> bool:
+    """Could some tag have thousands of attributes? (Real pages: under 2 "=" per "<".)"""
+    equals = text.count("=")
+    return equals > _MANY_ATTRIBUTES and equals > 16 * text.count("<")
+
+
+class _LxmlTree:
+    def __init__(self, root: Any, text: str) -> None:
+        self.root = root
+        self.lowered = text.lower()  # attribute names are matched in lower case
+
+    @classmethod
+    def parse(cls, text: str) -> Tree | None:
+        if _many_attributes(text):
+            # libxml2 adds each attribute to an element by walking the ones it
+            # has: thousands on one tag take seconds. Its event interface, from
+            # which BeautifulSoup builds its tree, does not.
+            return _SoupTree.parse(text)
+        # A parser per page: lxml parsers must not be shared between threads.
+        parser = etree.HTMLParser(
+            no_network=True, collect_ids=False, default_doctype=False,
+            huge_tree=True)  # else libxml2 stops at 256 levels, and deep pages lose their tail
+        try:
+            root = etree.fromstring(text, parser)
+        except ValueError:
+            # lxml refuses a str with an XML encoding declaration; fed, it reads it.
+            try:
+                parser.feed(text)
+                root = parser.close()
+            except (etree.LxmlError, ValueError):
+                return None
+        except (etree.LxmlError, RecursionError):
+            return None
+        if root is None:
+            return None
+        if any(error.type_name == "ERR_RESOURCE_LIMIT" for error in parser.error_log):
+            # Nested deeper than libxml2 builds trees (2,048 levels): its event
+            # interface has no such limit, and BeautifulSoup's tree is built from it.
+            return _SoupTree.parse(text)
+        return cls(root, text)
+
+    def elements(self, tags: Collection[str], attributes: Collection[str],
+                 ) -> Iterator[tuple[str, Getter, Any, bool]]:
+        carriers = self._carriers(attributes)
+        names = set(tags)
+        names.update(node.tag for node in carriers)
+        for node in self.root.iter(*names):
+            yield node.tag, node.get, node, node in carriers
+
+    def _carriers(self, attributes: Collection[str]) -> set[Any]:
+        """The elements with a non-empty one of ``attributes``, found by libxml2.
+
+        One query per name: a union of queries costs libxml2 quadratic time
+        (it merges node sets by scanning), and a name not in the page at all
+        costs nothing.
+        """
+        carriers: set[Any] = set()
+        for name in attributes:
+            if name not in self.lowered:
+                continue
+            if _XPATH_NAME_RE.fullmatch(name):
+                query = f"//@{name}"
+            elif '"' not in name:
+                query = f'//@*[name()="{name}"]'
+            else:
+                continue  # no HTML tokenizer makes such an attribute name
+            carriers.update(attr.getparent() for attr in self.root.xpath(query) if attr)
+        return carriers
+
+    def parent(self, node: Any) -> Any | None:
+        return node.getparent()
+
+    def name(self, node: Any) -> str:
+        tag = node.tag
+        return tag if isinstance(tag, str) else ""
+
+    def text(self, node: Any) -> str:
+        return "".join(node.itertext())
+
+    def enclosing(self, node: Any, tag: str) -> Any | None:
+        return next(node.iterancestors(tag), None)
+
+    def child(self, node: Any, tag: str, deep: bool = False) -> Any | None:
+        return next(node.iterdescendants(tag) if deep else node.iterchildren(tag), None)
+
+    def attribute(self, node: Any, key: str) -> str | None:
+        return node.get(key)  # type: ignore[no-any-return]
+
+    def caption_text(self, node: Any) -> str:
+        return node.xpath("string()")  # type: ignore[no-any-return]
+
+
+class _SoupTree:
+    def __init__(self, soup: Any) -> None:
+        self.soup = soup
+
+    @classmethod
+    def parse(cls, text: str) -> _SoupTree | None:
+        import warnings
+
+        from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, XMLParsedAsHTMLWarning
+        from bs4.exceptions import ParserRejectedMarkup
+
+        with warnings.catch_warnings():
+            # About the page's markup (a bare URL, an XML page): pages are what
+            # the web serves, so these would only be noise.
+            warnings.simplefilter("ignore", MarkupResemblesLocatorWarning)
+            warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
+            for parser in ("lxml", "html.parser"):
+                try:
+                    return cls(BeautifulSoup(text, parser, multi_valued_attributes=None))
+                except (ParserRejectedMarkup, etree.LxmlError, ValueError, RecursionError):
+                    continue
+        return None
+
+    def elements(self, tags: Collection[str], attributes: Collection[str],
+                 ) -> Iterator[tuple[str, Getter, Any, bool]]:
+        for tag in self.soup.find_all(True):
+            attrs = tag.attrs
+            yield tag.name, attrs.get, tag, bool(attrs)
+
+    def parent(self, node: Any) -> Any | None:
+        return node.parent
+
+    def name(self, node: Any) -> str:
+        return node.name  # type: ignore[no-any-return]
+
+    def text(self, node: Any) -> str:
+        return node.get_text()  # type: ignore[no-any-return]
+
+    def enclosing(self, node: Any, tag: str) -> Any | None:
+        return node.find_parent(tag)
+
+    def child(self, node: Any, tag: str, deep: bool = False) -> Any | None:
+        return node.find(tag, recursive=deep)
+
+    def attribute(self, node: Any, key: str) -> str | None:
+        return node.attrs.get(key)  # type: ignore[no-any-return]
+
+    def caption_text(self, node: Any) -> str:
+        return node.get_text()  # type: ignore[no-any-return]

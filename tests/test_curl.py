@@ -1,0 +1,669 @@
+"""The libcurl engine against real servers on 127.0.0.1: every rule a download must obey."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import queue
+import socket
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import brotli
+import pytest
+
+from crawler.board.manager import MasterClient
+from crawler.config import Limits
+from crawler.demo.site import png
+from crawler.errors import WorkerFailed
+from crawler.fetch.curl import CurlEngine
+from crawler.fetch.guard import AddressPolicy
+from crawler.fetch.options import RequestOptions
+from crawler.model.imagetype import dimensions, sniff
+from crawler.model.outcome import Attempt, FailureKind
+from crawler.worker.sink import SPILL_AT, ImageSink
+from crawler.worker.store import Store
+from crawler.worker.worker import Worker, WorkerOptions
+
+from .conftest import (
+    SITE,
+    FixtureHandler,
+    FixtureServer,
+    finish,
+    free_port,
+    manifest_lines,
+    run_crawler,
+    serve_routes,
+    start_crawler,
+    wait_for_queue_address,
+)
+
+PNG = png(40, 30, 7)
+LOOPBACK = AddressPolicy(frozenset({"public", "loopback"}))
+DEFAULT_LIMITS = Limits()
+
+
+class Engine:
+    """A CurlEngine on its own thread, as a worker runs it, with what it reports collected."""
+
+    def __init__(self, out: Path, *, limits: Limits = DEFAULT_LIMITS,
+                 policy: AddressPolicy = LOOPBACK, slots: int = 4,
+                 options: RequestOptions | None = None) -> None:
+        self.store = Store(out)
+        self.stop = threading.Event()
+        self.results: queue.SimpleQueue[tuple[str, Attempt | None]] = queue.SimpleQueue()
+        self.engine = CurlEngine(slots=slots, store=self.store, limits=limits, policy=policy,
+                                 options=options or RequestOptions(user_agent="crawler-test"),
+                                 report=lambda results: [self.results.put(r) for r in results],
+                                 stop=self.stop)
+        self.thread = threading.Thread(target=self.engine.run, daemon=True)
+        self.thread.start()
+
+    def fetch(self, urls: list[str], timeout: float = 20) -> dict[str, Attempt | None]:
+        self.engine.submit([(url, 1) for url in urls])
+        got: dict[str, Attempt | None] = {}
+        deadline = time.monotonic() + timeout
+        while len(got) < len(set(urls)):
+            url, result = self.results.get(timeout=max(0.01, deadline - time.monotonic()))
+            assert url not in got, f"{url} reported twice"
+            got[url] = result
+        return got
+
+    def one(self, url: str, timeout: float = 20) -> Attempt:
+        attempt = self.fetch([url], timeout)[url]
+        assert isinstance(attempt, Attempt)
+        return attempt
+
+    def close(self) -> None:
+        self.engine.close()
+        self.thread.join(timeout=10)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def engines(tmp_path: Path) -> Iterator[Callable[..., Engine]]:
+    made: list[Engine] = []
+
+    def make(**kwargs: object) -> Engine:
+        engine = Engine(tmp_path / f"out{len(made)}", **kwargs)  # type: ignore[arg-type]
+        made.append(engine)
+        return engine
+
+    yield make
+    for engine in made:
+        engine.close()
+
+
+@pytest.fixture
+def server(make_server: Callable[[], FixtureServer]) -> FixtureServer:
+    """A fixture server that counts the TCP connections it accepts."""
+    server = make_server()
+    server.connections = 0  # type: ignore[attr-defined]
+    inner = server.process_request
+
+    def counting(request: socket.socket, address: object) -> None:
+        server.connections += 1  # type: ignore[attr-defined]
+        inner(request, address)
+
+    server.process_request = counting  # type: ignore[method-assign]
+    return server
+
+
+def raw_server(answer: Callable[[socket.socket, bytes], None]) -> tuple[str, threading.Event]:
+    """A one-thread server on 127.0.0.1 that calls ``answer(conn, request)`` per request."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    done = threading.Event()
+
+    def serve() -> None:
+        with listener:
+            while not done.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    def handle(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            buffer = b""
+            while not done.is_set():
+                try:
+                    data = conn.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                buffer += data
+                while b"\r\n\r\n" in buffer:
+                    request, buffer = buffer.split(b"\r\n\r\n", 1)
+                    if answer(conn, request) is False:
+                        return
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}", done
+
+
+
+def ok_answer(body: bytes = PNG, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+def test_images_are_stored_and_reported(server: FixtureServer,
+                                        engines: Callable[..., Engine]) -> None:
+    paths = ["/images/banner.png", "/images/blue.png", "/icons/star.gif", "/icons/favicon.gif"]
+    urls = [server.url + path for path in paths] + [server.url + "/images/blue.png?v=2"]
+    engine = engines()
+    got = engine.fetch(urls)
+    for url in urls:
+        attempt = got[url]
+        assert isinstance(attempt, Attempt) and attempt.ok, attempt
+        data = (SITE / url.split("/", 3)[3].split("?")[0]).read_bytes()
+        kind = sniff(data)
+        assert kind is not None
+        assert (attempt.bytes, attempt.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+        assert (attempt.width, attempt.height) == dimensions(data, kind)
+        assert attempt.kind is None and attempt.reason == ""
+        assert (engine.store.root / str(attempt.path)).read_bytes() == data
+    assert not [p for p in engine.store.partial_dir.rglob("*") if p.is_file()]
+
+
+def test_connections_are_kept_alive_and_reused(server: FixtureServer,
+                                               engines: Callable[..., Engine]) -> None:
+    serve_routes(server, {f"/img/{n}.png": ("image/png", PNG) for n in range(40)})
+    got = engines(slots=2).fetch([f"{server.url}/img/{n}.png" for n in range(40)])
+    assert all(isinstance(a, Attempt) and a.ok for a in got.values()), got
+    assert server.connections <= 2  # type: ignore[attr-defined]
+
+
+def test_error_statuses_are_failures_with_the_usual_reasons(
+        server: FixtureServer, engines: Callable[..., Engine]) -> None:
+    server.routes["/busy.png"] = lambda h: h.send_body(503, b"busy", "text/plain",
+                                                       {"Retry-After": "7"})
+    server.routes["/slow-down.png"] = lambda h: h.send_body(429, b"", "text/plain")
+    server.routes["/html.png"] = lambda h: h.send_body(200, b"<html>no</html>", "image/png")
+    server.routes["/empty.png"] = lambda h: h.send_body(200, b"", "image/png")
+    got = engines(limits=Limits(max_bytes=100_000)).fetch(
+        [server.url + p for p in ("/missing.png", "/busy.png", "/slow-down.png", "/html.png",
+                                  "/empty.png")])
+    missing, busy, slow = (got[server.url + p] for p in ("/missing.png", "/busy.png",
+                                                          "/slow-down.png"))
+    assert isinstance(missing, Attempt)
+    assert (missing.reason, missing.transient, missing.kind) == ("HTTP 404", False,
+                                                                 FailureKind.STATUS)
+    assert isinstance(busy, Attempt) and (busy.reason, busy.transient, busy.retry_after) == (
+        "HTTP 503", True, 7.0)
+    assert isinstance(slow, Attempt) and (slow.reason, slow.transient) == ("HTTP 429", True)
+    for path in ("/html.png", "/empty.png"):
+        attempt = got[server.url + path]
+        assert isinstance(attempt, Attempt) and attempt.reason == "not an image"
+        assert attempt.kind is FailureKind.NOT_IMAGE
+    assert server.connections <= 4, "short error bodies are read so the connection stays"  # type: ignore[attr-defined]
+
+
+def test_limits_hold(server: FixtureServer, engines: Callable[..., Engine]) -> None:
+    big = PNG + b"\0" * 200_000
+
+    def trickle(handler: FixtureHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(PNG) + 50))
+        handler.end_headers()
+        handler.wfile.write(PNG)
+        for _ in range(50):  # a byte every 0.1 s: never a read timeout, past the deadline
+            time.sleep(0.1)
+            handler.wfile.write(b"\0")
+            handler.wfile.flush()
+
+    def silent(handler: FixtureHandler) -> None:
+        time.sleep(3)
+
+    server.routes["/big.png"] = lambda h: h.send_body(200, big, "image/png")
+    server.routes["/trickle.png"] = trickle
+    server.routes["/silent.png"] = silent
+    server.routes["/tiny.png"] = lambda h: h.send_body(200, png(2, 2, 1), "image/png")
+    limits = Limits(max_bytes=100_000, deadline=1.5, read_timeout=0.8, min_width=4)
+    got = engines(limits=limits).fetch(
+        [server.url + p for p in ("/big.png", "/trickle.png", "/silent.png", "/tiny.png")])
+    reasons = {url.rsplit("/", 1)[1]: (a.reason, a.transient, a.kind) for url, a in got.items()
+               if isinstance(a, Attempt)}
+    assert reasons == {
+        "big.png": (f"too large: {len(big)} bytes > 100000", False, FailureKind.TOO_LARGE),
+        "trickle.png": ("too slow: not finished within 1.5 s", True, FailureKind.TOO_SLOW),
+        "silent.png": ("timed out", True, FailureKind.TIMEOUT),
+        "tiny.png": ("too small: 2x2", False, FailureKind.DIMENSIONS),
+    }
+
+
+def test_redirects_chunked_and_encoded_bodies_and_odd_urls(
+        server: FixtureServer, engines: Callable[..., Engine]) -> None:
+    """What the old fast lane handed over to urllib3 is done by the one engine."""
+    def chunked(handler: FixtureHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        handler.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(PNG), PNG))
+
+    def until_close(handler: FixtureHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        handler.wfile.write(PNG)
+        handler.close_connection = True
+
+    encoded = {"gzip": gzip.compress(PNG), "deflate": zlib.compress(PNG),
+               "br": brotli.compress(PNG)}
+    for name, body in encoded.items():
+        server.routes[f"/{name}.png"] = lambda h, b=body, n=name: h.send_body(
+            200, b, "image/png", {"Content-Encoding": n})
+    server.routes["/moved.png"] = lambda h: h.send_body(301, b"", "text/plain",
+                                                        {"Location": "/images/blue.png"})
+    server.routes["/chunked.png"] = chunked
+    server.routes["/until-close.png"] = until_close
+    server.routes["/spa%20ce.png"] = lambda h: h.send_body(200, PNG, "image/png")
+    server.routes["/caf%C3%A9.png"] = lambda h: h.send_body(200, PNG, "image/png")
+    paths = ["/moved.png", "/chunked.png", "/until-close.png", "/spa ce.png", "/caf\u00e9.png",
+             *(f"/{name}.png" for name in encoded)]
+    got = engines().fetch([server.url + p for p in paths])
+    for url, attempt in got.items():
+        assert isinstance(attempt, Attempt) and attempt.ok, (url, attempt)
+        assert attempt.bytes == (len(PNG) if "moved" not in url
+                                 else (SITE / "images" / "blue.png").stat().st_size)
+    assert "/spa%20ce.png" in server.paths() and "/caf%C3%A9.png" in server.paths()
+
+
+def test_encoded_bodies_are_bounded_by_their_decoded_size(
+        server: FixtureServer, engines: Callable[..., Engine]) -> None:
+    bomb = PNG + b"\0" * 20_000_000
+    server.routes["/gzip-bomb.png"] = lambda h: h.send_body(
+        200, gzip.compress(bomb, 9), "image/png", {"Content-Encoding": "gzip"})
+    server.routes["/br-bomb.png"] = lambda h: h.send_body(
+        200, brotli.compress(bomb), "image/png", {"Content-Encoding": "br"})
+    got = engines(limits=Limits(max_bytes=1_000_000)).fetch(
+        [server.url + "/gzip-bomb.png", server.url + "/br-bomb.png"])
+    for attempt in got.values():
+        assert isinstance(attempt, Attempt)
+        assert (attempt.reason, attempt.kind) == ("too large: over 1000000 bytes",
+                                                  FailureKind.TOO_LARGE)
+
+
+def test_connection_failures_are_transient(engines: Callable[..., Engine]) -> None:
+    closed = f"http://127.0.0.1:{free_port()}/nobody-listens.png"
+    attempt = engines().one(closed)
+    assert (attempt.ok, attempt.transient, attempt.kind) == (False, True,
+                                                             FailureKind.CONNECTION)
+    assert attempt.reason.startswith("connection error")
+
+
+def test_a_keep_alive_connection_the_server_closed_is_retried_afresh(
+        engines: Callable[..., Engine]) -> None:
+    """A server that keeps each connection for one answer but does not say so."""
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        conn.sendall(ok_answer())
+        time.sleep(0.05)
+        return False  # then close, although the answer promised keep-alive
+
+    base, done = raw_server(answer)
+    try:
+        engine = engines(slots=1)
+        for n in range(5):
+            attempt = engine.one(f"{base}/{n}.png")
+            assert attempt.ok, attempt
+    finally:
+        done.set()
+
+
+def test_http_1_0_answers_and_extra_bytes(engines: Callable[..., Engine]) -> None:
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        target = request.split(b" ")[1]
+        if target == b"/old.png":
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(PNG), PNG))
+            return False
+        if target == b"/no-length.png":
+            conn.sendall(b"HTTP/1.0 200 OK\r\n\r\n%s" % PNG)
+            return False
+        conn.sendall(ok_answer() + b"EXTRA")
+        return True
+
+    base, done = raw_server(answer)
+    try:
+        engine = engines(slots=1)
+        got = engine.fetch([f"{base}/old.png", f"{base}/no-length.png", f"{base}/extra.png"])
+        after = engine.one(f"{base}/after.png")  # the connection with extra bytes is not reused
+    finally:
+        done.set()
+    for attempt in [*got.values(), after]:
+        assert isinstance(attempt, Attempt) and attempt.ok and attempt.bytes == len(PNG), attempt
+
+
+def test_the_address_guard_applies(server: FixtureServer, engines: Callable[..., Engine]) -> None:
+    url = server.url + "/images/blue.png"
+    attempt = engines(policy=AddressPolicy()).one(url)
+    assert not attempt.ok and attempt.kind is FailureKind.BLOCKED
+    assert attempt.reason == ("refused to connect to 127.0.0.1 (127.0.0.1): loopback address "
+                              "not allowed (see security.allow_networks)")
+    assert server.connections == 0  # type: ignore[attr-defined]
+
+
+def test_the_address_guard_applies_to_every_redirect_hop(
+        server: FixtureServer, make_server: Callable[[], FixtureServer],
+        engines: Callable[..., Engine]) -> None:
+    other = make_server()  # on 127.0.0.2 would need an alias; a port of its own will do
+    port = other.server_address[1]
+    server.routes["/to-localhost.png"] = lambda h: h.send_body(
+        302, b"", "text/plain", {"Location": f"http://localhost:{port}/images/blue.png"})
+    server.routes["/to-private.png"] = lambda h: h.send_body(
+        302, b"", "text/plain", {"Location": "http://10.255.255.1/x.png"})
+    server.routes["/loop.png"] = lambda h: h.send_body(302, b"", "text/plain",
+                                                       {"Location": "/loop.png"})
+    server.routes["/bad.png"] = lambda h: h.send_body(302, b"", "text/plain",
+                                                      {"Location": "http://[oops/"})
+    only_127_0_0_1 = AddressPolicy(frozenset({"public"}), ("127.0.0.1/32",))
+    got = engines(policy=only_127_0_0_1).fetch(
+        [server.url + p for p in ("/to-localhost.png", "/to-private.png", "/loop.png",
+                                  "/bad.png")])
+    to_localhost = got[server.url + "/to-localhost.png"]
+    assert isinstance(to_localhost, Attempt)
+    if to_localhost.ok:  # localhost resolved to 127.0.0.1 only: allowed
+        assert other.paths() == ["/images/blue.png"]
+    else:  # ::1 first: refused before any byte went there
+        assert to_localhost.kind is FailureKind.BLOCKED
+    private = got[server.url + "/to-private.png"]
+    assert isinstance(private, Attempt) and private.kind is FailureKind.BLOCKED
+    assert private.reason.startswith("refused to connect to 10.255.255.1 (10.255.255.1): "
+                                     "private address")
+    loop = got[server.url + "/loop.png"]
+    assert isinstance(loop, Attempt) and (loop.reason, loop.kind) == ("too many redirects",
+                                                                      FailureKind.REDIRECT)
+    assert server.paths().count("/loop.png") == 11
+    bad = got[server.url + "/bad.png"]
+    assert isinstance(bad, Attempt) and bad.reason.startswith("bad redirect to")
+
+
+def test_a_stop_hands_back_what_is_in_flight(server: FixtureServer,
+                                             engines: Callable[..., Engine]) -> None:
+    def slow(handler: FixtureHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(PNG)))
+        handler.end_headers()
+        handler.wfile.write(PNG[:100])
+        handler.wfile.flush()
+        time.sleep(3)
+
+    server.routes["/slow.png"] = slow
+    engine = engines(slots=1)
+    engine.engine.submit([(server.url + "/slow.png", 1), (server.url + "/images/blue.png", 1)])
+    time.sleep(0.5)
+    engine.stop.set()
+    got = dict([engine.results.get(timeout=5), engine.results.get(timeout=5)])
+    assert got == {server.url + "/slow.png": None, server.url + "/images/blue.png": None}
+    engine.thread.join(timeout=5)
+    assert not [p for p in engine.store.partial_dir.rglob("*") if p.is_file()]
+
+
+def test_tasks_submitted_after_the_engine_ended_are_handed_back(
+        server: FixtureServer, engines: Callable[..., Engine]) -> None:
+    engine = engines()
+    engine.close()
+    assert engine.fetch([server.url + "/images/blue.png"]) == {
+        server.url + "/images/blue.png": None}
+
+
+def test_a_bad_number_in_a_header_fails_that_image_and_the_engine_goes_on(
+        engines: Callable[..., Engine]) -> None:
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        if b"/poison.png" in request:  # "²".isdigit() is true; int("²") fails
+            conn.sendall(b"HTTP/1.1 503 Busy\r\nRetry-After: \xb2\r\nContent-Length: 0\r\n\r\n")
+            return False
+        if b"/bad-length.png" in request:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\n")
+            return False
+        conn.sendall(ok_answer())
+        return True
+
+    base, done = raw_server(answer)
+    try:
+        engine = engines()
+        first = engine.fetch([f"{base}/poison.png", f"{base}/bad-length.png"])
+        fine = engine.one(f"{base}/fine.png")
+    finally:
+        done.set()
+    busy = first[f"{base}/poison.png"]
+    assert isinstance(busy, Attempt) and (busy.reason, busy.retry_after) == ("HTTP 503", None)
+    bad = first[f"{base}/bad-length.png"]
+    assert isinstance(bad, Attempt) and not bad.ok
+    assert fine.ok
+    assert engine.thread.is_alive()
+
+
+def test_an_idle_connection_with_unasked_bytes_is_not_reused(
+        engines: Callable[..., Engine]) -> None:
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        if b"/one.png" in request:
+            conn.sendall(ok_answer())
+            time.sleep(0.1)
+            conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")  # unasked
+            return True
+        conn.sendall(ok_answer(png(20, 10, 3)))
+        return True
+
+    base, done = raw_server(answer)
+    try:
+        engine = engines(slots=1)
+        engine.fetch([f"{base}/one.png"])
+        time.sleep(0.3)  # the stray answer has arrived on the idle connection
+        two = engine.one(f"{base}/two.png")
+    finally:
+        done.set()
+    assert two.ok and (two.width, two.height) == (20, 10)
+
+
+def test_an_error_whose_body_never_comes_keeps_its_status(
+        engines: Callable[..., Engine]) -> None:
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 10\r\n\r\n")  # no body
+        time.sleep(3)
+        return False
+
+    base, done = raw_server(answer)
+    try:
+        gone = engines(limits=Limits(read_timeout=0.5)).one(f"{base}/gone.png")
+    finally:
+        done.set()
+    assert (gone.reason, gone.transient) == ("HTTP 404", False)
+
+
+def test_odd_answers_are_failures_not_crashes(engines: Callable[..., Engine]) -> None:
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        target = request.split(b" ")[1]
+        if target == b"/long-status.png":
+            conn.sendall(ok_answer().replace(b"200 OK", b"2000 OK", 1))
+        elif target == b"/no-content.png":
+            conn.sendall(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n")
+        elif target == b"/bare-lf.png":
+            conn.sendall(b"HTTP/1.1 200 OK\nContent-Length: %d\n\n%s" % (len(PNG), PNG))
+        else:
+            conn.sendall(b"ICY 200 OK\r\n\r\n" + PNG)
+        return False
+
+    base, done = raw_server(answer)
+    try:
+        got = engines(limits=Limits(read_timeout=5)).fetch(
+            [f"{base}/long-status.png", f"{base}/no-content.png", f"{base}/bare-lf.png",
+             f"{base}/icy.png"])
+    finally:
+        done.set()
+    empty = got[f"{base}/no-content.png"]
+    assert isinstance(empty, Attempt) and (empty.reason, empty.transient) == ("HTTP 204", False)
+    bare = got[f"{base}/bare-lf.png"]
+    assert isinstance(bare, Attempt) and bare.ok  # as browsers and urllib3 read it
+    for name in ("long-status", "icy"):
+        attempt = got[f"{base}/{name}.png"]
+        assert isinstance(attempt, Attempt) and not attempt.ok, attempt
+
+
+def test_a_body_larger_than_memory_holds_goes_through_a_partial_file(
+        server: FixtureServer, engines: Callable[..., Engine],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past SPILL_AT bytes a body is written as it arrives."""
+    big = PNG + bytes(range(256)) * (3 * SPILL_AT // 256)  # a valid PNG head, 3x the limit
+    server.routes["/big.png"] = lambda h: h.send_body(200, big, "image/png")
+    spilled: list[int] = []
+    real_spill = ImageSink._spill
+
+    def counting_spill(sink: ImageSink) -> None:
+        spilled.append(sink.size)
+        real_spill(sink)
+
+    monkeypatch.setattr(ImageSink, "_spill", counting_spill)
+    engine = engines()
+    attempt = engine.one(server.url + "/big.png")
+    assert attempt.ok and attempt.bytes == len(big)
+    assert (engine.store.root / str(attempt.path)).read_bytes() == big
+    assert not [p for p in engine.store.partial_dir.rglob("*") if p.is_file()]
+    assert len(spilled) == 1 and spilled[0] > SPILL_AT
+
+
+# ----- the deadline, however the bytes trickle ----------------------------------------
+
+DEADLINE = 1.5
+TRICKLE_LIMITS = Limits(deadline=DEADLINE, read_timeout=5)
+
+
+def trickle_bytes(conn: socket.socket, data: bytes, every: float) -> None:
+    """Send ``data`` a byte at a time, for at most 10 s; stop when the peer goes."""
+    for byte in data[: int(10 / every)]:
+        try:
+            conn.sendall(bytes([byte]))
+        except OSError:
+            return
+        time.sleep(every)
+
+
+def assert_cut_at_the_deadline(attempt: Attempt) -> None:
+    assert (attempt.reason, attempt.transient, attempt.kind) == (
+        f"too slow: not finished within {DEADLINE:g} s", True, FailureKind.TOO_SLOW)
+    # Cut at the deadline, not when the server gave up: a bound on correctness, with room.
+    assert attempt.elapsed_s < DEADLINE + 2.0
+
+
+def test_a_response_head_trickled_a_byte_a_second_is_cut_at_the_deadline(
+        engines: Callable[..., Engine]) -> None:
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        trickle_bytes(conn, ok_answer(extra=b"X-Padding: " + b"p" * 50 + b"\r\n"), 1.0)
+        return False
+
+    base, done = raw_server(answer)
+    try:
+        attempt = engines(limits=TRICKLE_LIMITS).one(f"{base}/head.png")
+    finally:
+        done.set()
+    assert_cut_at_the_deadline(attempt)
+
+
+def test_an_http_1_0_body_without_length_trickled_is_cut_at_the_deadline(
+        engines: Callable[..., Engine]) -> None:
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: image/png\r\n\r\n" + PNG[:50])
+        trickle_bytes(conn, PNG[50:], 0.2)
+        return False
+
+    base, done = raw_server(answer)
+    try:
+        attempt = engines(limits=TRICKLE_LIMITS).one(f"{base}/old.png")
+    finally:
+        done.set()
+    assert_cut_at_the_deadline(attempt)
+
+
+def test_a_redirect_to_a_trickling_close_answer_is_cut_at_the_deadline(
+        engines: Callable[..., Engine]) -> None:
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        if b"/start.png" in request:
+            conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: /slow.png\r\nContent-Length: 0\r\n\r\n")
+            return True
+        conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + PNG[:50])
+        trickle_bytes(conn, PNG[50:], 0.2)
+        return False
+
+    base, done = raw_server(answer)
+    try:
+        attempt = engines(limits=TRICKLE_LIMITS).one(f"{base}/start.png")
+    finally:
+        done.set()
+    assert_cut_at_the_deadline(attempt)
+
+
+# ----- in a worker --------------------------------------------------------------------
+
+def test_workers_fetch_through_the_engine_with_its_headers(site: FixtureServer, tmp_path: Path,
+                                                           authkey: str) -> None:
+    seen: list[dict[str, str]] = []
+    inner = FixtureHandler.send_file
+
+    def recording(handler: FixtureHandler) -> None:
+        seen.append(dict(handler.headers.items()))
+        inner(handler, handler.path)
+
+    site.routes["/images/blue.png"] = recording
+    result = run_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
+                         str(tmp_path / "out"), "--local-workers", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(seen) == 1
+    assert seen[0]["Accept"] == "image/*,*/*;q=0.5"
+    assert "gzip" in seen[0]["Accept-Encoding"] and "br" in seen[0]["Accept-Encoding"]
+    assert [p.read_bytes() for p in (tmp_path / "out").rglob("blue.png")] == [
+        (SITE / "images" / "blue.png").read_bytes()]
+
+
+def test_the_fast_lane_setting_and_flag_are_refused_saying_they_are_gone(
+        tmp_path: Path) -> None:
+    (tmp_path / "settings.toml").write_text("[worker]\nfast_lane = true\n")
+    result = run_crawler("worker", "127.0.0.1:1", "--connect-wait", "0", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "worker.fast_lane is gone" in result.stderr and "libcurl" in result.stderr
+    (tmp_path / "settings.toml").unlink()
+    result = run_crawler("worker", "127.0.0.1:1", "--no-fast-lane", "--connect-wait", "0",
+                         cwd=tmp_path)
+    assert result.returncode == 2 and "--no-fast-lane is gone" in result.stderr
+
+
+def test_a_worker_whose_engine_cannot_start_hands_its_urls_back(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import crawler.fetch.curl
+
+    site = make_server()
+    page = b'<html><body><img src="/moved.png"><img src="/images/blue.png"></body></html>'
+    site.routes["/"] = lambda h: h.send_body(200, page, "text/html")
+    site.routes["/moved.png"] = lambda h: h.send_body(302, b"", "text/plain",
+                                                      {"Location": "/icons/star.gif"})
+    out = tmp_path / "out"
+    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+                           cwd=tmp_path)
+    try:
+        address = wait_for_queue_address(master)
+        host, port = address.rsplit(":", 1)
+
+        def no_engine_here(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("can't start new thread")
+
+        worker = Worker(MasterClient((host, int(port)), authkey.encode()),
+                        WorkerOptions(out_dir=out, threads=2, connect_wait=10))
+        with monkeypatch.context() as patch, pytest.raises(
+                WorkerFailed, match="cannot start the download engine"):
+            patch.setattr(crawler.fetch.curl, "CurlEngine", no_engine_here)
+            worker.run()
+        healthy = run_crawler("worker", address, "--out", str(out), cwd=tmp_path, timeout=60)
+        assert healthy.returncode == 0, healthy.stderr
+        stderr = finish(master, timeout=60)
+    finally:
+        if master.poll() is None:
+            master.kill()
+    assert master.returncode == 0, stderr
+    entries = {e["url"]: e for e in manifest_lines(out)}
+    assert entries[site.url + "/moved.png"]["status"] == "success"
+    assert entries[site.url + "/images/blue.png"]["status"] == "success"

@@ -1,0 +1,67 @@
+"""The crawl journal: a damaged one ends the master with one clear line and exit 3."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from crawler.master.journal import JOURNAL_NAME, Journal
+from crawler.model.outcome import Attempt, Outcome
+
+from .conftest import FixtureServer, run_crawler
+
+SEED = "http://127.0.0.1:9/"
+
+
+def write_journal(folder: Path, images: int = 3000) -> Path:
+    """A journal of a crawl under way, big enough to span many database pages."""
+    journal = Journal(folder)
+    journal.add_seeds([SEED])
+    journal.page_done(SEED, [(f"{SEED}p{i}", 1) for i in range(300)],
+                      [(f"{SEED}i{i}.png", SEED, None) for i in range(images)])
+    journal.record([Outcome.from_attempt(Attempt(url=f"{SEED}i{i}.png", ok=False, reason="x"),
+                                         page=SEED, worker=None, attempts=1)
+                    for i in range(0, images, 2)])
+    journal.close()  # the last connection checkpoints the WAL into the file
+    return folder / JOURNAL_NAME
+
+
+def garbage_in_the_middle(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 8192] = random.Random(7).randbytes(8192)
+    path.write_bytes(bytes(data))
+
+
+def truncated(path: Path) -> None:
+    with path.open("r+b") as file:
+        file.truncate(50)
+
+
+def a_row_that_is_no_outcome(path: Path) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE images SET outcome = '{not json' WHERE rowid = 1")
+    db.close()
+
+
+@pytest.mark.parametrize("damage", [garbage_in_the_middle, truncated, a_row_that_is_no_outcome])
+def test_a_damaged_journal_is_one_line_and_exit_3(site: FixtureServer, tmp_path: Path,
+                                                  authkey: str,
+                                                  damage: Callable[[Path], None]) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    journal = write_journal(out)
+    wal = journal.with_name(JOURNAL_NAME + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0, "all of it is in the file we damage"
+    damage(journal)
+    done = run_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+                       "--quiet", cwd=tmp_path, timeout=60)
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"crawler: error: the crawl journal {journal} is damaged")
+    assert "move it away" in line

@@ -1,0 +1,153 @@
+"""Leases with real worker processes: a host's slots shared fairly among the workers that
+ask, and a worker that falls silent losing its leases in seconds, and knowing it."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from crawler.board.manager import MasterClient
+
+from .conftest import (
+    SITE,
+    FixtureHandler,
+    FixtureServer,
+    finish,
+    manifest_lines,
+    start_crawler,
+    stop,
+    wait_for_output,
+    wait_for_queue_address,
+    wait_until,
+)
+
+PNG = (SITE / "images" / "red.png").read_bytes()
+
+
+@contextlib.contextmanager
+def stopped_at_the_end(*processes: object) -> Iterator[list]:
+    started: list = list(processes)
+    try:
+        yield started
+    finally:
+        for process in started:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGCONT)
+            stop(process)
+
+
+def wait_stopped(pid: int) -> None:
+    """Until the kernel has stopped ``pid`` (SIGSTOP is delivered asynchronously)."""
+    wait_until(lambda: Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+               == "T", 10, f"process {pid} to stop")
+
+
+def test_a_hosts_slots_are_shared_among_the_workers_that_ask(
+        site: FixtureServer, tmp_path: Path, authkey: str) -> None:
+    slots, images = 4, 60
+    paths = [f"/i/{n}.png" for n in range(images)]
+    page = "".join(f'<img src="{path}">' for path in paths).encode()
+    site.routes["/"] = lambda handler: handler.send_body(200, page, "text/html")
+
+    def slow(handler: FixtureHandler) -> None:
+        time.sleep(0.4)
+        handler.send_body(200, PNG + handler.path.encode(), "image/png")
+
+    for path in paths:
+        site.routes[path] = slow
+    out = tmp_path / "out"
+    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), "--ignore-robots", "--host-concurrency", str(slots),
+                           cwd=tmp_path)
+    with stopped_at_the_end(master) as processes:
+        host, port = wait_for_queue_address(master).rsplit(":", 1)
+        board = MasterClient((host, int(port)), authkey.encode()).connect()
+        first = start_crawler("worker", f"{host}:{port}", "--out", str(out), "--threads", "8",
+                              cwd=tmp_path)
+        processes.append(first)
+        wait_until(lambda: any(w["held"] for w in board.status()["workers"]), 30,
+                   "the first worker to hold images")
+        second = start_crawler("worker", f"{host}:{port}", "--out", str(out), "--threads",
+                               "8", cwd=tmp_path)
+        processes.append(second)
+        wait_until(lambda: len(board.status()["workers"]) == 2, 30, "the second worker")
+        time.sleep(1.0)  # what the first one held before the second asked is done by now
+        samples = []
+        for _ in range(20):
+            status = board.status()
+            if status["closed"]:
+                break
+            samples.append(sorted(w["held"] for w in status["workers"] if not w["gone"]))
+            time.sleep(0.1)
+        err = finish(master, 60)
+        assert master.returncode == 0, err
+    share = math.ceil(slots / 2)
+    assert len(samples) >= 5, "the crawl ended before it could be watched"
+    assert all(max(sample) <= share for sample in samples), samples
+    assert any(min(sample) > 0 for sample in samples), samples
+    assert len(manifest_lines(out)) == images
+
+
+def test_a_silent_worker_loses_its_lease_in_seconds_and_knows_it_before_storing(
+        site: FixtureServer, tmp_path: Path, authkey: str) -> None:
+    """Stopped mid-download, a worker loses its lease after worker_silence (not after the
+    minute of lease_timeout); resumed, it learns so before it stores: the file stored is
+    the new holder's, even when the old one finishes first."""
+    late, current = PNG + b"late bytes", PNG + b"current bytes"
+    page = b'<html><body><img src="/a.png"></body></html>'
+    site.routes["/"] = lambda handler: handler.send_body(200, page, "text/html")
+    begun = [threading.Event(), threading.Event()]
+    release = [threading.Event(), threading.Event()]
+    requests: list[int] = []
+
+    def held_image(handler: FixtureHandler) -> None:
+        n = len(requests)
+        requests.append(n)
+        body = (late, current)[min(n, 1)]
+        handler.send_response(200)
+        handler.send_header("Content-Type", "image/png")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body[: len(body) // 2])
+        handler.wfile.flush()
+        if n < 2:
+            begun[n].set()
+            release[n].wait(60)
+        with contextlib.suppress(OSError):
+            handler.wfile.write(body[len(body) // 2 :])
+
+    site.routes["/a.png"] = held_image
+    (tmp_path / "settings.toml").write_text("[queue]\nworker_silence = 1.5\n")
+    out = tmp_path / "out"
+    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), "--ignore-robots", "--lease-timeout", "60", cwd=tmp_path)
+    with stopped_at_the_end(master) as processes:
+        address = wait_for_queue_address(master)
+        silent = start_crawler("worker", address, "--out", str(out), "--threads", "1",
+                               cwd=tmp_path)
+        processes.append(silent)
+        assert begun[0].wait(30), "the image was never asked for"
+        os.kill(silent.pid, signal.SIGSTOP)
+        wait_stopped(silent.pid)
+        stopped = time.monotonic()
+        other = start_crawler("worker", address, "--out", str(out), cwd=tmp_path)
+        processes.append(other)
+        assert begun[1].wait(30), "the lease never went to the other worker"
+        assert time.monotonic() - stopped < 30, "it waited for lease_timeout"
+        release[0].set()  # the silent worker has all its bytes at once when it resumes
+        os.kill(silent.pid, signal.SIGCONT)
+        wait_for_output(silent, r"lost 1 leases while silent", 30)
+        release[1].set()
+        err = finish(master, 60)
+        assert master.returncode == 0, err
+        assert silent.wait(timeout=30) == 0
+        assert other.wait(timeout=30) == 0
+    [entry] = manifest_lines(out)
+    assert entry["status"] == "success" and entry["attempts"] == 2, entry
+    assert (out / entry["path"]).read_bytes() == current

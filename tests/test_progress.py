@@ -1,0 +1,129 @@
+"""The live display's lines: what they say at every width, and rates of this run only."""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import os
+import pty
+import re
+import struct
+import termios
+from collections.abc import Iterator
+
+import pyte
+import pytest
+
+from crawler.ui.progress import (
+    PlainReporter,
+    Snapshot,
+    TqdmReporter,
+    images_line,
+    status_line,
+)
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+BIG = Snapshot(pages=12345, pages_failed=123, pages_queued=6789, found=987654,
+               downloaded=543210, failed=4321, in_flight=256, retries=789,
+               bytes=12_345_678_901, workers=64)
+
+
+@pytest.mark.parametrize("width", [40, 79, 159])
+def test_lines_fit_the_width_with_large_counts(width: int) -> None:
+    for final in (False, True):
+        assert len(images_line(BIG, (1234.5, 5e6), width, final=final, elapsed=3600)) <= width
+        assert len(status_line(BIG, 5e6, width, final=final)) <= width
+
+
+def test_at_80_columns_the_status_line_keeps_what_matters() -> None:
+    line = status_line(BIG, 5e6, 79)
+    for part in ("pages 12345+6789 (123 failed)", "in flight 256", "12.3 GB 5.0 MB/s",
+                 "64 workers"):
+        assert part in line, line
+    wide = status_line(BIG, 5e6, 159)
+    assert wide.startswith("pages 12345 +6789 queued (123 failed)  in flight 256  ")
+    assert wide.endswith("64 workers  retries 789")
+
+
+def test_eta_only_once_every_page_is_done() -> None:
+    crawling = Snapshot(pages=3, pages_queued=2, found=100, downloaded=40)
+    assert "ETA" not in images_line(crawling, (10.0, 1e5), 79)
+    assert "finding more" in images_line(crawling, (10.0, 1e5), 79)
+    done = Snapshot(pages=5, found=100, downloaded=40)
+    assert images_line(done, (10.0, 1e5), 79).endswith("10.0 img/s  ETA 0:06")
+
+
+@pytest.fixture
+def terminal() -> Iterator[tuple[io.TextIOWrapper, int]]:
+    """A real pseudo-terminal of 80 columns: the writing end as a text stream, and the reader."""
+    controller, term = pty.openpty()
+    fcntl.ioctl(term, termios.TIOCSWINSZ, struct.pack("HHHH", 10, 80, 0, 0))
+    stream = os.fdopen(term, "w", encoding="utf-8")
+    try:
+        yield stream, controller
+    finally:
+        stream.close()
+        os.close(controller)
+
+
+def read_screen(controller: int, columns: int = 80, rows: int = 10) -> list[str]:
+    screen = pyte.Screen(columns, rows)
+    feed = pyte.ByteStream(screen)
+    os.set_blocking(controller, False)
+    for _ in range(1000):
+        try:
+            chunk = os.read(controller, 65536)
+        except BlockingIOError:
+            break
+        feed.feed(chunk)
+    return [line.rstrip() for line in screen.display if line.strip()]
+
+
+def test_a_resumed_crawl_rates_count_this_run_only(
+        terminal: tuple[io.TextIOWrapper, int]) -> None:
+    stream, controller = terminal
+    clock = Clock()
+    reporter = TqdmReporter(stream, clock=clock)
+    snapshot = Snapshot(pages=50, found=4000, downloaded=3700, failed=13,
+                        bytes=3_700_000_000, workers=2)
+    snapshot.mark_resumed()  # 3713 images and 3.7 GB came from earlier runs
+    reporter.update(snapshot)
+    for _ in range(4):  # 10 images and 1 MB a second
+        clock.now += 1.0
+        snapshot.downloaded += 10
+        snapshot.bytes += 1_000_000
+        reporter.update(snapshot)
+    live = read_screen(controller)
+    assert re.fullmatch(r"images 3753/4000 \(13 failed\) \|[\u2588-\u258f ]+\|  93%  10\.0 img/s  "
+                        r"ETA 0:25", live[0]), live
+    assert "3.7 GB 1.0 MB/s" in live[1], live
+    reporter.close()
+    final = read_screen(controller)
+    assert final[0].endswith("10.0 img/s  in 0:04"), final
+
+
+def test_plain_lines_count_this_run_only() -> None:
+    clock = Clock()
+    out = io.StringIO()
+    reporter = PlainReporter(out, interval=5.0, clock=clock)
+    snapshot = Snapshot(found=4000, downloaded=3700, bytes=10**9)
+    snapshot.mark_resumed()
+    for _ in range(10):
+        clock.now += 1.0
+        snapshot.downloaded += 5
+        reporter.update(snapshot)
+    reporter.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3  # every 5 s, and the last
+    assert all(re.match(r"\d\d:\d\d:\d\d progress: ", line) for line in lines)
+    assert "downloaded 3750," in lines[-1] and "5.0 img/s" in lines[-1], lines

@@ -1,0 +1,398 @@
+"""Request settings reach the server: TLS, headers, cookies, netrc logins, proxies, rate caps.
+
+Each is checked at a fixture on 127.0.0.1 that records what arrived: for the
+workers' libcurl engine, for the master's page session, and end to end.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import queue
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from crawler.config import Limits, Settings
+from crawler.demo.site import png
+from crawler.errors import ConfigError
+from crawler.fetch.curl import CurlEngine, default_ca_file
+from crawler.fetch.easy import EasyClient, Reply
+from crawler.fetch.guard import AddressPolicy
+from crawler.fetch.options import RequestOptions, parse_header, parse_rate
+from crawler.model.outcome import Attempt, FailureKind
+from crawler.worker.store import Store
+
+from .conftest import SITE, FixtureHandler, FixtureServer, free_port, manifest_lines, run_crawler
+from .tls import CertAuthority, Proxy, make_ca, server_context
+
+PNG = png(24, 16, 9)
+LOOPBACK = AddressPolicy(frozenset({"public", "loopback"}))
+NGINX = Path("/usr/sbin/nginx")
+
+
+def page_get(options: RequestOptions, url: str) -> Reply:
+    """A GET with the master's page client, as the crawl's settings make it."""
+    client = EasyClient(LOOPBACK, options, ca_file=default_ca_file())
+    try:
+        return client.get(url, accept="text/html", max_bytes=1_000_000, timeout=10)
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> CertAuthority:
+    return make_ca(tmp_path_factory.mktemp("ca"))
+
+
+class Recorder:
+    """A fixture server whose /img.png and /page.html routes record the request heads."""
+
+    def __init__(self, server: FixtureServer) -> None:
+        self.server = server
+        self.seen: list[dict[str, str]] = []
+        self.peer_certs: list[object] = []
+        server.routes["/img.png"] = self._image
+        server.routes["/page.html"] = self._page
+        server.routes["/elsewhere.png"] = lambda h: h.send_body(
+            302, b"", "text/plain",
+            {"Location": f"http://localhost:{server.server_address[1]}/img.png"})
+
+    def _record(self, handler: FixtureHandler) -> None:
+        self.seen.append(dict(handler.headers.items()))
+        getpeercert = getattr(handler.connection, "getpeercert", None)
+        self.peer_certs.append(getpeercert() if getpeercert else None)
+
+    def _image(self, handler: FixtureHandler) -> None:
+        self._record(handler)
+        handler.send_body(200, PNG, "image/png")
+
+    def _page(self, handler: FixtureHandler) -> None:
+        self._record(handler)
+        handler.send_body(200, b"<html><body><img src='/img.png'></body></html>", "text/html")
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+@pytest.fixture
+def recorder(make_server: Callable[[], FixtureServer]) -> Recorder:
+    return Recorder(make_server())
+
+
+@pytest.fixture
+def https_recorder(make_server: Callable[[], FixtureServer], ca: CertAuthority) -> Recorder:
+    server = make_server()
+    server.socket = server_context(ca, ask_client_cert=True).wrap_socket(
+        server.socket, server_side=True)
+    recorder = Recorder(server)
+    recorder.server.url_https = f"https://127.0.0.1:{server.server_address[1]}"  # type: ignore[attr-defined]
+    return recorder
+
+
+def https_url(recorder: Recorder) -> str:
+    return str(recorder.server.url_https)  # type: ignore[attr-defined]
+
+
+def fetch(url: str, options: RequestOptions, tmp_path: Path, *,
+          limits: Limits | None = None, policy: AddressPolicy = LOOPBACK,
+          timeout: float = 30) -> Attempt:
+    """Download ``url`` with a CurlEngine of these options, as a worker would."""
+    results: queue.SimpleQueue[tuple[str, Attempt | None]] = queue.SimpleQueue()
+    stop = threading.Event()
+    engine = CurlEngine(slots=2, store=Store(tmp_path / "out"), limits=limits or Limits(),
+                        policy=policy, options=options,
+                        report=lambda got: [results.put(r) for r in got], stop=stop)
+    thread = threading.Thread(target=engine.run, daemon=True)
+    thread.start()
+    try:
+        engine.submit([(url, 1)])
+        got_url, attempt = results.get(timeout=timeout)
+    finally:
+        engine.close()
+        thread.join(timeout=10)
+    assert got_url == url and attempt is not None
+    return attempt
+
+
+COOKIES = """# Netscape HTTP Cookie File
+127.0.0.1\tFALSE\t/\tFALSE\t0\tsession\tsecret-cookie-value
+#HttpOnly_127.0.0.1\tFALSE\t/\tFALSE\t0\ttoken\thttponly-value
+other.example\tFALSE\t/\tFALSE\t0\tnot\tfor-us
+"""
+NETRC = "machine 127.0.0.1 login alice password s3cret-pass\n"
+
+
+def basic(login: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{login}:{password}".encode()).decode()
+
+
+def options_from(tmp_path: Path, **http: object) -> RequestOptions:
+    """RequestOptions built the way the master builds them, from [http] settings."""
+    settings = Settings().with_values({f"http.{k}": v for k, v in http.items()})
+    return RequestOptions.from_settings(settings)
+
+
+# ----- TLS -----------------------------------------------------------------------------
+
+def test_https_is_verified_against_the_ca_bundle(https_recorder: Recorder, ca: CertAuthority,
+                                                 tmp_path: Path) -> None:
+    url = https_url(https_recorder) + "/img.png"
+    trusted = fetch(url, options_from(tmp_path, ca_bundle=str(ca.ca_cert)), tmp_path)
+    assert trusted.ok, trusted
+    untrusted = fetch(url, RequestOptions(), tmp_path)  # the system's CAs only
+    assert not untrusted.ok and untrusted.kind is FailureKind.TLS, untrusted
+    assert len(https_recorder.seen) == 1, "nothing was sent over the untrusted connection"
+
+
+def test_insecure_skips_verification_with_a_loud_warning(
+        https_recorder: Recorder, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        attempt = fetch(https_url(https_recorder) + "/img.png",
+                        options_from(tmp_path, insecure=True), tmp_path)
+    assert attempt.ok, attempt
+    assert "TLS certificates are NOT verified" in caplog.text
+
+
+def test_a_client_certificate_is_presented(https_recorder: Recorder, ca: CertAuthority,
+                                          tmp_path: Path) -> None:
+    options = options_from(tmp_path, ca_bundle=str(ca.ca_cert),
+                           client_cert=str(ca.client_cert), client_key=str(ca.client_key))
+    assert fetch(https_url(https_recorder) + "/img.png", options, tmp_path).ok
+    assert page_get(options, https_url(https_recorder) + "/page.html").status == 200
+    for cert in https_recorder.peer_certs:
+        assert isinstance(cert, dict)
+        assert dict(x[0] for x in cert["subject"])["commonName"] == "crawler test client"
+
+
+def test_the_page_session_verifies_with_the_same_bundle(https_recorder: Recorder, ca: CertAuthority,
+                                                        tmp_path: Path) -> None:
+    url = https_url(https_recorder) + "/page.html"
+    untrusted = page_get(RequestOptions(), url)
+    assert untrusted.kind is FailureKind.TLS, untrusted
+    assert "TLS certificate not trusted" in untrusted.failure
+    assert page_get(options_from(tmp_path, ca_bundle=str(ca.ca_cert)), url).status == 200
+    # A worker gets the bundle's contents, not its path: that session works too.
+    wired = RequestOptions.from_wire(options_from(tmp_path, ca_bundle=str(ca.ca_cert)).to_wire())
+    assert wired.ca_bundle_path == "" and "BEGIN CERTIFICATE" in wired.ca_bundle
+    assert page_get(wired, url).status == 200
+
+
+@pytest.fixture
+def nginx_h2(tmp_path: Path, ca: CertAuthority) -> Iterator[tuple[str, Path]]:
+    """nginx serving tests/site over https with HTTP/2, logging each request's protocol."""
+    if not NGINX.exists():
+        pytest.skip("nginx is not installed")
+    port = free_port()
+    root = tmp_path / "nginx"
+    (root / "logs").mkdir(parents=True)
+    log = root / "logs" / "access.log"
+    conf = root / "nginx.conf"
+    conf.write_text(f"""
+daemon off;
+master_process off;
+error_log {root}/logs/error.log;
+pid {root}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+    log_format proto '$server_protocol $uri $connection';
+    access_log {log} proto;
+    client_body_temp_path {root}/body; proxy_temp_path {root}/proxy;
+    fastcgi_temp_path {root}/fcgi; uwsgi_temp_path {root}/uwsgi; scgi_temp_path {root}/scgi;
+    server {{
+        listen 127.0.0.1:{port} ssl http2;
+        ssl_certificate {ca.server_cert};
+        ssl_certificate_key {ca.server_key};
+        root {SITE};
+    }}
+}}
+""")
+    process = subprocess.Popen([str(NGINX), "-p", str(root), "-c", str(conf)],
+                               stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"nginx did not start: {process.communicate()[1]!r}")
+            try:
+                requests.get(f"https://127.0.0.1:{port}/", verify=str(ca.ca_cert), timeout=1)
+                break
+            except requests.RequestException:
+                time.sleep(0.05)
+        yield f"https://127.0.0.1:{port}", log
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_https_images_go_over_one_http2_connection(nginx_h2: tuple[str, Path], ca: CertAuthority,
+                                                   tmp_path: Path) -> None:
+    base, log = nginx_h2
+    paths = ["/images/banner.png", "/images/blue.png", "/icons/star.gif", "/photos/cat.jpg"]
+    results: queue.SimpleQueue[tuple[str, Attempt | None]] = queue.SimpleQueue()
+    engine = CurlEngine(slots=4, store=Store(tmp_path / "out"), limits=Limits(), policy=LOOPBACK,
+                        options=options_from(tmp_path, ca_bundle=str(ca.ca_cert)),
+                        report=lambda got: [results.put(r) for r in got],
+                        stop=threading.Event())
+    thread = threading.Thread(target=engine.run, daemon=True)
+    thread.start()
+    try:
+        engine.submit([(base + path, 1) for path in paths])
+        got = dict(results.get(timeout=20) for _ in paths)
+    finally:
+        engine.close()
+        thread.join(timeout=10)
+    for path in paths:
+        attempt = got[base + path]
+        assert isinstance(attempt, Attempt) and attempt.ok, attempt
+        assert attempt.bytes == (SITE / path.lstrip("/")).stat().st_size
+    lines = [line.split() for line in log.read_text().splitlines() if "/favicon" not in line]
+    image_lines = [line for line in lines if line[1] in paths]
+    assert {line[0] for line in image_lines} == {"HTTP/2.0"}
+    assert len({line[2] for line in image_lines}) == 1, "multiplexed on one connection"
+
+
+# ----- headers, cookies, logins ---------------------------------------------------------
+
+def test_headers_cookies_and_logins_reach_the_server(recorder: Recorder, tmp_path: Path) -> None:
+    (tmp_path / "cookies.txt").write_text(COOKIES)
+    (tmp_path / "netrc").write_text(NETRC)
+    options = options_from(tmp_path, headers=("Referer: https://example.com/", "X-Team: images"),
+                           cookies=str(tmp_path / "cookies.txt"), netrc=str(tmp_path / "netrc"))
+    assert fetch(recorder.url + "/img.png", options, tmp_path).ok
+    page_get(options, recorder.url + "/page.html")
+    assert len(recorder.seen) == 2
+    for seen in recorder.seen:  # the image (the engine), then the page (the master's client)
+        assert seen["Referer"] == "https://example.com/" and seen["X-Team"] == "images"
+        cookies = sorted(c.strip() for c in seen["Cookie"].split(";"))
+        assert cookies == ["session=secret-cookie-value", "token=httponly-value"]
+        assert seen["Authorization"] == basic("alice", "s3cret-pass")
+
+
+def test_a_login_is_not_sent_to_another_host_after_a_redirect(recorder: Recorder,
+                                                               tmp_path: Path) -> None:
+    (tmp_path / "netrc").write_text(NETRC)
+    options = options_from(tmp_path, netrc=str(tmp_path / "netrc"))
+    assert fetch(recorder.url + "/elsewhere.png", options, tmp_path).ok
+    assert len(recorder.seen) == 1 and "Authorization" not in recorder.seen[0]
+    assert recorder.seen[0]["Host"].startswith("localhost:")
+
+
+def test_bad_request_settings_are_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not a header"):
+        parse_header("no colon here")
+    with pytest.raises(ValueError, match="line break"):
+        parse_header("X-A: one\r\nX-B: two")
+    assert parse_rate("2M") == 2 * 1024 * 1024 and parse_rate("500k") == 512_000
+    assert parse_rate("0") == 0
+    with pytest.raises(ValueError, match="not a rate"):
+        parse_rate("fast")
+    with pytest.raises(ConfigError, match=r"http\.cookies: cannot read"):
+        options_from(tmp_path, cookies=str(tmp_path / "missing.txt"))
+    (tmp_path / "not-a-ca.pem").write_text("hello")
+    with pytest.raises(ConfigError, match=r"http\.ca_bundle: .* holds no PEM certificate"):
+        options_from(tmp_path, ca_bundle=str(tmp_path / "not-a-ca.pem"))
+    (tmp_path / "bad-netrc").write_text("machine\n")
+    with pytest.raises(ConfigError, match=r"http\.netrc"):
+        options_from(tmp_path, netrc=str(tmp_path / "bad-netrc"))
+    result = run_crawler("master", "http://127.0.0.1:1/", "--header", "nonsense",
+                         "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 2 and "http.headers" in result.stderr
+    result = run_crawler("master", "http://127.0.0.1:1/", "--limit-rate", "fast",
+                         "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 2 and "http.limit_rate" in result.stderr
+
+
+def test_secrets_stay_out_of_reprs(tmp_path: Path) -> None:
+    (tmp_path / "cookies.txt").write_text(COOKIES)
+    (tmp_path / "netrc").write_text(NETRC)
+    options = options_from(tmp_path, headers=("Authorization: Bearer top-secret",),
+                           cookies=str(tmp_path / "cookies.txt"), netrc=str(tmp_path / "netrc"))
+    text = repr(options)
+    for secret in ("top-secret", "secret-cookie-value", "s3cret-pass"):
+        assert secret not in text
+    assert "Authorization" in text and "127.0.0.1" in text
+
+
+# ----- proxies and the bandwidth cap -----------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["http", "socks5"])
+def test_requests_go_through_the_proxy(kind: str, recorder: Recorder, tmp_path: Path) -> None:
+    proxy = Proxy(kind)
+    address = proxy.start()
+    try:
+        options = options_from(tmp_path, proxy=address)
+        assert fetch(recorder.url + "/img.png", options, tmp_path).ok
+        assert page_get(options, recorder.url + "/page.html").status == 200
+    finally:
+        proxy.stop()
+    port = recorder.server.server_address[1]
+    if kind == "http":
+        assert proxy.targets == [recorder.url + "/img.png", recorder.url + "/page.html"]
+    else:
+        assert proxy.targets == [f"127.0.0.1:{port}"] * 2
+    assert len(recorder.seen) == 2
+
+
+def test_environment_proxies_are_used_unless_turned_off(
+        recorder: Recorder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    proxy = Proxy("http")
+    monkeypatch.setenv("HTTP_PROXY", proxy.start())
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    try:
+        assert fetch(recorder.url + "/img.png", RequestOptions(), tmp_path).ok
+        assert proxy.targets == [recorder.url + "/img.png"]
+        assert fetch(recorder.url + "/img.png", RequestOptions(env_proxies=False), tmp_path).ok
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        assert fetch(recorder.url + "/img.png", RequestOptions(), tmp_path).ok
+        page_get(RequestOptions(), recorder.url + "/page.html")
+    finally:
+        proxy.stop()
+    assert proxy.targets == [recorder.url + "/img.png"], "only the first went through it"
+    assert len(recorder.seen) == 4
+
+
+def test_the_bandwidth_cap_holds_for_a_whole_worker(make_server: Callable[[], FixtureServer],
+                                                    tmp_path: Path) -> None:
+    server = make_server()
+    body = PNG + bytes(200_000)
+    server.routes["/big.png"] = lambda h: h.send_body(200, body, "image/png")
+    started = time.monotonic()
+    attempt = fetch(server.url + "/big.png", RequestOptions(limit_rate=parse_rate("100k")),
+                    tmp_path, timeout=60)
+    elapsed = time.monotonic() - started
+    assert attempt.ok and attempt.bytes == len(body)
+    # 200 kB at 100 KiB/s cannot arrive in under ~1.9 s; a slow machine only adds to it.
+    assert elapsed >= 1.5, elapsed
+
+
+# ----- end to end: the master hands its settings to its workers ---------------------------
+
+def test_workers_carry_the_masters_request_settings(recorder: Recorder, tmp_path: Path,
+                                                    authkey: str, ca: CertAuthority) -> None:
+    (tmp_path / "cookies.txt").write_text(COOKIES)
+    (tmp_path / "netrc").write_text(NETRC)
+    recorder.server.routes["/"] = recorder.server.routes["/page.html"]
+    result = run_crawler("master", recorder.url + "/", "--bind", "127.0.0.1:0", "--out",
+                         str(tmp_path / "out"), "--local-workers", "1",
+                         "--header", "X-Team: images", "--header", "Authorization: Bearer tok-1",
+                         "--cookies", str(tmp_path / "cookies.txt"), "--netrc",
+                         str(tmp_path / "netrc"), "--ca-bundle", str(ca.ca_cert),
+                         "--user-agent", "team-crawler/2", "-v", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [e["status"] for e in manifest_lines(tmp_path / "out")] == ["success"]
+    image = [s for s in recorder.seen if s.get("Accept", "").startswith("image/")]
+    assert len(image) == 1
+    assert image[0]["User-Agent"] == "team-crawler/2" and image[0]["X-Team"] == "images"
+    assert image[0]["Authorization"] == "Bearer tok-1"  # a header given wins over netrc
+    assert "session=secret-cookie-value" in image[0]["Cookie"]
+    logs = result.stderr + "".join(p.read_text() for p in (tmp_path / "out").glob("*.log"))
+    for secret in ("tok-1", "secret-cookie-value", "s3cret-pass"):
+        assert secret not in logs
