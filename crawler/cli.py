@@ -8,6 +8,10 @@ seed page could be fetched (the message gives the cause: connection refused,
 DNS, an untrusted certificate); 120 what the command printed could not be
 written (a full disk, a closed pipe); 130 interrupted (Ctrl-C or SIGTERM on
 the master, after saving its state).
+
+``main(argv)`` always returns its status; only ``run()``, the ``crawler``
+command's entry point, ends the process. This module imports nothing heavy
+at the top: ``crawler --help`` loads no crawl code, requests or lxml.
 """
 
 from __future__ import annotations
@@ -16,33 +20,46 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 import threading
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from crawler import __version__
-from crawler.config import DEFAULT_PORT, Settings, load_settings, parse_address
-from crawler.errors import CrawlerError, InvalidURL, NothingCrawled, UsageError
-from crawler.master.authkey import Authkey, check_for_bind, load_authkey, master_authkey
-from crawler.model.urls import normalize
-from crawler.ui.progress import (
-    WorkerLine,
-    human_bytes,
-    make_log_handler,
-    make_reporter,
-    write_above_bars,
-    write_out,
+from crawler.config import (
+    DEFAULT_PORT,
+    SETTINGS_ENV,
+    Settings,
+    find_settings,
+    load_settings,
+    parse_address,
+    parse_size,
 )
+from crawler.errors import CrawlerError, StorageError, UsageError
+
+if typing.TYPE_CHECKING:
+    from crawler.api import Summary as ApiSummary
+    from crawler.master.authkey import Authkey
 
 log = logging.getLogger("crawler")
 
 EXIT_INTERRUPTED = 130
 EXIT_OUTPUT_LOST = 120  # what Python exits with when it cannot flush stdout
+COMPLETION_SHELLS = ("bash", "zsh", "tcsh")
+
+
+def size(text: str) -> int:
+    """A flag's byte count: ``10M``, ``64k``, ``1G`` (powers of 1024) or plain bytes."""
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
 
 # Flags that override one setting each: (flag, settings key, type, metavar, help).
+# A flag whose setting is a list may be given more than once.
 SETTING_FLAGS: dict[str, list[tuple[str, str, Any, str, str]]] = {
     "master": [
         ("--depth", "crawl.depth", int, "N", "link hops to follow from the seeds (0: seeds only)"),
@@ -50,6 +67,10 @@ SETTING_FLAGS: dict[str, list[tuple[str, str, Any, str, str]]] = {
         ("--max-images", "crawl.max_images", int, "N", "queue at most N images (0: no limit)"),
         ("--scope", "crawl.scope", str, "MODE",
          "which pages to crawl: host (seed hosts), domain (and subdomains), any"),
+        ("--accept", "crawl.image_allow", str, "REGEX",
+         "queue only image URLs matching REGEX (repeatable: any of them)"),
+        ("--reject", "crawl.image_deny", str, "REGEX",
+         "never queue image URLs matching REGEX (repeatable)"),
         ("--page-concurrency", "crawl.page_concurrency", int, "N", "pages fetched at once"),
         ("--user-agent", "crawl.user_agent", str, "TEXT", "User-Agent header"),
         ("--host-delay", "politeness.host_delay", float, "SEC",
@@ -59,14 +80,15 @@ SETTING_FLAGS: dict[str, list[tuple[str, str, Any, str, str]]] = {
          "images of one host in flight at once, across all workers"),
         ("--max-attempts", "download.max_attempts", int, "N",
          "tries per image and per page for transient failures"),
-        ("--max-bytes", "download.max_bytes", int, "BYTES", "largest image accepted"),
+        ("--max-bytes", "download.max_bytes", size, "SIZE",
+         "largest image accepted: bytes, or with k, M, G (powers of 1024)"),
         ("--lease-timeout", "queue.lease_timeout", float, "SEC",
          "seconds without news from a worker before its images go to others"),
         ("--bind", "queue.bind", str, "HOST:PORT",
          f"address of the queue (default 127.0.0.1:{DEFAULT_PORT}; 0.0.0.0:PORT for "
          "workers on other hosts)"),
         ("--out", "output.dir", str, "DIR", "output folder (default downloads/)"),
-        ("--worker-threads", "worker.threads", int, "N", "downloads in flight per local worker"),
+        ("--threads", "worker.threads", int, "N", "downloads in flight per local worker"),
         ("--cookies", "http.cookies", str, "FILE",
          "send the cookies of this Netscape cookies.txt file (pages and images)"),
         ("--netrc", "http.netrc", str, "FILE", "logins per host from this netrc file"),
@@ -94,6 +116,18 @@ SETTING_FLAGS: dict[str, list[tuple[str, str, Any, str, str]]] = {
         ("--out", "output.dir", str, "DIR", "output folder (default downloads/)"),
     ],
 }
+# Other names a setting flag answers to, kept so that scripts written for them still run.
+FLAG_ALIASES: dict[str, tuple[str, ...]] = {
+    "--threads": ("--worker-threads",),
+}
+# The commands that read a settings file; the others need none.
+READS_SETTINGS = frozenset({"master", "worker", "demo"})
+
+
+def _is_list_setting(key: str) -> bool:
+    section, name = key.split(".", 1)
+    section_type = typing.get_type_hints(Settings)[section]
+    return typing.get_origin(typing.get_type_hints(section_type)[name]) is tuple
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,19 +135,28 @@ def build_parser() -> argparse.ArgumentParser:
         prog="crawler",
         description="A distributed web-image crawler: a master finds image URLs and serves "
                     "them on a network queue; workers on any hosts download them.",
-        epilog="Run 'crawler COMMAND --help' for each command. Start with: crawler demo")
-    parser.add_argument("--version", action="version", version=f"crawler {__version__}")
+        epilog="Run 'crawler COMMAND --help' for each command. Start with: crawler demo. "
+               "Shell completion: crawler completion bash (or zsh, tcsh).")
+    parser.add_argument("-V", "--version", action="version", version=f"crawler {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=description)
-        sub.add_argument("--settings", type=Path, metavar="FILE",
-                         help="settings file (default: ./settings.toml when present)")
+        if name in READS_SETTINGS:
+            sub.add_argument("--settings", type=Path, metavar="FILE",
+                             help=f"settings file (default: ${SETTINGS_ENV}, else "
+                                  "./settings.toml if it is the crawler's, else "
+                                  "~/.config/crawler/settings.toml)")
         noise = sub.add_mutually_exclusive_group()
         noise.add_argument("-q", "--quiet", action="store_true", help="no progress output")
         noise.add_argument("-v", "--verbose", action="store_true", help="debug logs")
+        sub.add_argument("-o", "--log-file", type=Path, metavar="FILE",
+                         help="write log lines to FILE (appended, with timestamps) instead "
+                              "of the terminal")
         for flag, key, kind, metavar, help_line in SETTING_FLAGS.get(name, []):
-            sub.add_argument(flag, dest="set:" + key, type=kind, metavar=metavar,
+            repeat = _is_list_setting(key)
+            sub.add_argument(flag, *FLAG_ALIASES.get(flag, ()), dest="set:" + key, type=kind,
+                             metavar=metavar, action="append" if repeat else "store",
                              help=f"{help_line} [{key}]")
         return sub
 
@@ -121,7 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
                      "Crawl pages from the seed URLs, queue every image found for the workers, "
                      "and write results.log and manifest.jsonl into the output folder. Started "
                      "again on the same output folder, it resumes.")
-    master.add_argument("seeds", nargs="+", metavar="URL", help="seed page URL(s), http or https")
+    master.add_argument("seeds", nargs="*", metavar="URL",
+                        help="seed page URL(s), http or https; example.com means "
+                             "https://example.com/")
+    master.add_argument("-i", "--input-file", metavar="FILE",
+                        help="read seed URLs from FILE, one a line ('-': standard input; "
+                             "blank lines and lines starting with # are skipped)")
+    master.add_argument("--json", action="store_true",
+                        help="print the summary as one JSON object on standard output at "
+                             "the end (it is always written to OUT/summary.json)")
     master.add_argument("--local-workers", type=int, default=0, metavar="N",
                         help="also start N workers on this machine")
     master.add_argument("--authkey-file", type=Path, metavar="FILE",
@@ -177,6 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
                      "output copied from another host, another crawl) are merged into the "
                      "report of the first.")
     report.add_argument("output_dirs", type=Path, nargs="+", metavar="OUTPUT_DIR")
+
+    completion = command("completion", "print a shell completion script",
+                         "Print the completion script for SHELL on standard output. bash: "
+                         "crawler completion bash > ~/.local/share/bash-completion/"
+                         "completions/crawler; zsh: crawler completion zsh > "
+                         "\"${fpath[1]}/_crawler\".")
+    completion.add_argument("shell", choices=COMPLETION_SHELLS)
     return parser
 
 
@@ -185,9 +243,13 @@ def run() -> NoReturn:
 
     By the time ``main`` returns, every file is closed and every result recorded;
     what is left is freeing the crawl's objects one by one, which took a master
-    30 ms of CPU after a 5,000-image crawl, and joining idle threads.
+    30 ms of CPU after a 5,000-image crawl, and joining idle threads (or, after a
+    second Ctrl-C, page threads still waiting on their request).
     """
-    code = main()
+    try:
+        code = main()
+    except KeyboardInterrupt:  # before main's own handling began: nothing to save yet
+        code = EXIT_INTERRUPTED
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -202,32 +264,89 @@ def run() -> NoReturn:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    _setup_logging(args.verbose, args.quiet)
+    """Run one ``crawler`` command; return its exit status (never exits the process).
+
+    A second Ctrl-C during a crawl returns 130 at once; threads still waiting on
+    a page request are left to ``run()``, which ends the process without
+    joining them (the journal is transactional: nothing half-written remains).
+    """
     try:
-        settings = _settings(args)
-        handler = {"master": _master, "worker": _worker, "demo": _demo,
-                   "status": _status, "report": _report}[args.command]
-        return handler(args, settings)
-    except CrawlerError as exc:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error argparse printed
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    try:
+        log_handler = _log_handler(args.verbose, args.log_file)
+    except StorageError as exc:
         print(f"crawler: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("crawler: interrupted", file=sys.stderr, flush=True)
-        sys.stdout.flush()
-        # Now, not after the page threads' requests finish (the interpreter would join
-        # them at exit): the journal is transactional, so nothing half-written remains.
-        os._exit(EXIT_INTERRUPTED)
+    with _logging_for(log_handler, args.verbose, args.quiet, args.log_file is not None):
+        try:
+            handler = {"master": _master, "worker": _worker, "demo": _demo,
+                       "status": _status, "report": _report,
+                       "completion": _completion}[args.command]
+            settings = _settings(args) if args.command in READS_SETTINGS else Settings()
+            return handler(args, settings)
+        except CrawlerError as exc:
+            print(f"crawler: error: {exc}", file=sys.stderr)
+            if args.log_file is not None:
+                log.error("%s", exc)
+            return exc.exit_code
+        except KeyboardInterrupt:
+            print("crawler: interrupted", file=sys.stderr, flush=True)
+            return EXIT_INTERRUPTED
 
 
-def _setup_logging(verbose: bool, quiet: bool) -> None:
-    root = logging.getLogger()
-    root.handlers[:] = [make_log_handler(verbose)]
-    root.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+class _logging_for:  # noqa: N801 - used as a context manager, like contextlib's
+    """The command's logging: the root logger's handler and level for the command's
+    run, and what they were before afterwards (``main`` may run inside another
+    program, or a test)."""
+
+    def __init__(self, handler: logging.Handler, verbose: bool, quiet: bool,
+                 close: bool) -> None:
+        self._handler, self._verbose, self._quiet, self._close = handler, verbose, quiet, close
+        self._saved: list[tuple[logging.Logger, list[logging.Handler], int]] = []
+
+    def __enter__(self) -> None:
+        verbose, quiet = self._verbose, self._quiet
+        root = logging.getLogger()
+        quiet_ones = [logging.getLogger(name) for name in ("urllib3", "requests")]
+        self._saved = [(lg, lg.handlers[:], lg.level) for lg in (root, *quiet_ones)]
+        root.handlers[:] = [self._handler]
+        root.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+        for noisy in quiet_ones:
+            noisy.setLevel(logging.INFO if verbose else logging.WARNING)
+
+    def __exit__(self, *exc: object) -> None:
+        for logger, handlers, level in self._saved:
+            logger.handlers[:] = handlers
+            logger.setLevel(level)
+        if self._close:
+            self._handler.close()
+
+
+def _log_handler(verbose: bool, log_file: Path | None) -> logging.Handler:
+    if log_file is None:
+        from crawler.ui.progress import make_log_handler
+
+        return make_log_handler(verbose)
+    detail = "%(levelname)s %(name)s: %(message)s" if verbose else "%(levelname)s: %(message)s"
+    try:
+        handler = logging.FileHandler(log_file, encoding="utf-8")
+    except OSError as exc:
+        # Before any work: a log that cannot be written would lose what went wrong.
+        raise StorageError(f"cannot write the log file {log_file}: "
+                           f"{exc.strerror or exc}") from exc
+    handler.setFormatter(logging.Formatter("%(asctime)s " + detail))
+    return handler
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    settings = load_settings(args.settings)
+    source = find_settings(args.settings)
+    for note in source.notes:
+        log.debug("%s", note)
+    settings = load_settings(source.path) if source.path is not None else Settings()
+    if source.path is not None:
+        log.debug("settings from %s", source.path)
     overrides = {dest[4:]: value for dest, value in vars(args).items()
                  if dest.startswith("set:") and value is not None}
     if getattr(args, "ignore_robots", False):
@@ -251,64 +370,44 @@ def _address(text: str) -> tuple[str, int]:
         raise UsageError(f"bad master address: {exc}") from exc
 
 
-def _seeds(urls: Sequence[str]) -> tuple[str, ...]:
-    seeds = []
-    for url in urls:
-        try:
-            seeds.append(normalize(url))
-        except InvalidURL as exc:
-            raise UsageError(f"seed {url!r}: {exc}") from exc
-    return tuple(dict.fromkeys(seeds))
-
-
 def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
                local_workers: int, dry_run: bool, quiet: bool, resume: bool = False,
-               fresh: bool = False, invite_workers: bool = True) -> int:
-    from crawler.master.master import Master, MasterOptions
-    from crawler.parse.pool import PageParser
+               fresh: bool = False, invite_workers: bool = True,
+               json_summary: bool = False) -> int:
+    """``crawler master`` (and the demo): the crawl, its progress on the terminal, the
+    summary on stderr (or as JSON on stdout); 130 when it was interrupted."""
+    from crawler.api import run_crawl
+    from crawler.ui.progress import write_above_bars
 
-    bind = _address(settings.queue.bind)
-    check_for_bind(authkey, bind[0])
-    options = MasterOptions(seeds=seeds, out_dir=Path(settings.output.dir), bind=bind,
-                            local_workers=local_workers,
-                            worker_threads=settings.worker.threads, dry_run=dry_run,
-                            resume=resume, fresh=fresh, invite_workers=invite_workers)
-    # Before the progress bars and the queue start their threads: it forks.
-    parser = PageParser(parser=settings.crawl.parser)
-    master = Master(settings, options, authkey, make_reporter(quiet or dry_run), parser,
-                    announce=(lambda text: None) if quiet or dry_run else _say)
-    def on_signal(*_: object) -> None:
-        if master.stopping:  # asked twice: stop waiting for a clean end
-            raise KeyboardInterrupt
-        master.stop()
+    def note_stopping() -> None:
         # From a thread of its own: the handler may run while this thread holds the
         # logging or tqdm lock. Written above the live lines, like any log line.
-        threading.Thread(target=_say, daemon=True, args=(
+        threading.Thread(target=write_above_bars, daemon=True, args=(
             "crawler: stopping after the pages in flight; Ctrl-C again to quit now",)).start()
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, on_signal)
-    try:
-        summary = master.run()
-    except BaseException:
-        parser.close(wait=0.0)  # a second Ctrl-C: not even the page in flight is awaited
-        raise
-    parser.close()
-    if not dry_run and not quiet:
-        print(format_summary(summary), file=sys.stderr)
-    if summary.completed and summary.nothing_crawled:
-        seed, why = summary.seed_failures[0]
-        more = len(summary.seed_failures) - 1
-        raise NothingCrawled(f"no seed page could be fetched: {seed}: {why}"
-                             + (f" (and {more} more seed(s))" if more else ""))
+    def show(summary: ApiSummary) -> None:
+        if json_summary:
+            write_out(summary.to_json())
+        elif not dry_run and not quiet:
+            print(format_summary(summary), file=sys.stderr)
+
+    summary = run_crawl(settings, seeds, authkey, local_workers=local_workers, dry_run=dry_run,
+                        resume=resume, fresh=fresh, invite_workers=invite_workers,
+                        progress=not quiet,
+                        announce=None if quiet or dry_run else write_above_bars,
+                        on_signal_note=note_stopping, on_summary=show)
     return EXIT_INTERRUPTED if summary.interrupted else 0
 
 
-def _say(text: str) -> None:
-    write_above_bars(text)  # above the progress bars, not through them
+def write_out(text: str) -> None:
+    from crawler.ui.progress import write_out as write
+
+    write(text)
 
 
-def format_summary(summary: Any) -> str:
+def format_summary(summary: ApiSummary) -> str:
+    from crawler.ui.progress import human_bytes
+
     lines = [
         "crawl " + ("completed" if summary.completed else "interrupted: state saved; run the "
                     "same command again to resume"),
@@ -318,52 +417,58 @@ def format_summary(summary: Any) -> str:
         f"  failed          {summary.failed}",
         f"  elapsed         {summary.elapsed_s:.1f} s, {summary.images_per_second:.1f} images/s",
     ]
-    if summary.failure_reasons:
+    if summary.failures_by_reason:
         lines.append("  top failure reasons:")
-        lines += [f"    {count:6d}  {reason}" for reason, count in summary.failure_reasons]
-    if summary.failing_hosts:
+        lines += [f"    {count:6d}  {reason}"
+                  for reason, count in list(summary.failures_by_reason.items())[:5]]
+    failing = sorted(((counts["failed"], host) for host, counts in summary.hosts.items()
+                      if counts["failed"]), reverse=True)[:5]
+    if failing:
         lines.append("  hosts with most failures:")
-        lines += [f"    {count:6d}  {host}" for host, count in summary.failing_hosts]
+        lines += [f"    {count:6d}  {host}" for count, host in failing]
     out = summary.out_dir
     lines.append(f"  results in      {out}/results.log and {out}/manifest.jsonl")
+    lines.append(f"  statistics in   {summary.summary_json}")
     return "\n".join(lines)
 
 
 def _master(args: argparse.Namespace, settings: Settings) -> int:
+    from crawler.api import read_seed_file, seed_urls
+    from crawler.master.authkey import master_authkey
+
     if args.local_workers < 0:
         raise UsageError("--local-workers must be 0 or more")
+    urls = list(args.seeds)
+    if args.input_file is not None:
+        urls += read_seed_file(args.input_file)
+    if not urls:
+        raise UsageError("no seed URL: give one or more URLs, or -i FILE")
     authkey = master_authkey(args.authkey_file, Path(settings.output.dir), keep=not args.dry_run)
-    return run_master(settings, _seeds(args.seeds), authkey, local_workers=args.local_workers,
+    return run_master(settings, seed_urls(urls), authkey, local_workers=args.local_workers,
                       dry_run=args.dry_run, quiet=args.quiet, resume=args.resume,
-                      fresh=args.fresh)
+                      fresh=args.fresh, json_summary=args.json)
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
-    from crawler.board.manager import MasterClient
-    from crawler.worker.worker import Worker, WorkerOptions
+    from crawler.api import run_worker
+    from crawler.master.authkey import load_authkey
+    from crawler.ui.progress import WorkerLine
 
+    _address(args.master)  # a bad address is a usage error before the key is asked for
     for key, path in (("http.client_cert", settings.http.client_cert),
                       ("http.client_key", settings.http.client_key)):
         if path and not os.access(path, os.R_OK):
             raise UsageError(f"{key}: cannot read {path}")
     authkey = load_authkey(args.authkey_file, generate=False)
     line = WorkerLine(quiet=args.quiet)
-    worker = Worker(MasterClient(_address(args.master), authkey.key),
-                    WorkerOptions(out_dir=Path(settings.output.dir),
-                                  threads=settings.worker.threads,
-                                  connect_wait=settings.worker.connect_wait,
-                                  client_cert=settings.http.client_cert,
-                                  client_key=settings.http.client_key,
-                                  env_proxies=settings.http.env_proxies),
-                    on_progress=lambda stats: line.update(stats.done, stats.failed, stats.bytes))
-    worker.install_signal_handlers()
     try:
-        worker.run()
+        reason = run_worker(args.master, out=settings.output.dir, settings=settings,
+                            authkey=authkey.key, progress=line.update).stop_reason
     finally:
         line.close()
-    if worker.stop_reason:
-        log.info("worker stopped (%s)", worker.stop_reason)
-        return EXIT_INTERRUPTED if worker.stop_reason == "interrupted" else 0
+    if reason:
+        log.info("worker stopped (%s)", reason)
+        return EXIT_INTERRUPTED if reason == "interrupted" else 0
     return 0
 
 
@@ -376,6 +481,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from crawler.master.authkey import load_authkey
     from crawler.ui.status import fetch_status, format_status
 
     authkey = load_authkey(args.authkey_file, generate=False)
@@ -389,4 +495,11 @@ def _report(args: argparse.Namespace, settings: Settings) -> int:
 
     path = write_report(args.output_dirs)
     write_out(f"wrote {path}")
+    return 0
+
+
+def _completion(args: argparse.Namespace, settings: Settings) -> int:
+    import shtab
+
+    write_out(shtab.complete(build_parser(), shell=args.shell).rstrip("\n"))
     return 0

@@ -1,6 +1,10 @@
 """Settings: one frozen, typed object, loaded once.
 
-Precedence is built-in defaults < settings file < command-line flags. Every
+Precedence is built-in defaults < settings file < command-line flags. The
+settings file is the first of: ``--settings FILE``, ``$CRAWLER_SETTINGS``,
+``./settings.toml`` when it is the crawler's (another project's file of that
+name is skipped), ``$XDG_CONFIG_HOME/crawler/settings.toml`` (by default
+``~/.config/crawler/settings.toml``); see :func:`find_settings`. Every
 default lives here, in one catalogue; ``settings.toml`` at the top of the
 repository repeats them with comments (a test keeps the two in step). An
 unknown key, a wrong type or a bad value is a :class:`ConfigError` that names
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import re
 import tomllib
 import typing
@@ -19,11 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crawler import PROJECT_URL, __version__
 from crawler.errors import ConfigError
 from crawler.fetch.options import valid_headers, valid_rate
 
 DEFAULT_PORT = 24601  # below the ephemeral range (32768-60999), so no outgoing socket takes it
 DEFAULT_SETTINGS_FILE = "settings.toml"
+SETTINGS_ENV = "CRAWLER_SETTINGS"
+# The product token robots.txt groups match ("User-agent: crawler"), a version, and
+# where a site's owner can read what this crawler is.
+DEFAULT_USER_AGENT = f"crawler/{__version__} (+{PROJECT_URL})"
 # The HTML engines crawler.parse offers (lxml: libxml2's tree, about 20 times
 # faster; beautifulsoup: a BeautifulSoup tree over the same libxml2 parse).
 PARSERS = ("lxml", "beautifulsoup")
@@ -70,7 +80,7 @@ class CrawlSettings:
     page_concurrency: int = field(default=4, metadata=_POSITIVE)
     max_page_bytes: int = field(default=10_000_000, metadata=_POSITIVE)
     page_timeout: float = field(default=30.0, metadata=_POSITIVE)
-    user_agent: str = field(default="crawler/0.1 (image crawler; python-requests)",
+    user_agent: str = field(default=DEFAULT_USER_AGENT,
                             metadata=_check(lambda v: v.strip() != "", "a non-empty string"))
     respect_robots: bool = True
 
@@ -227,18 +237,91 @@ def parse_address(value: str) -> tuple[str, int]:
     return host, port
 
 
+@dataclass(frozen=True)
+class SettingsSource:
+    """Which settings file to read (``path`` None: the built-in defaults), and why not others."""
+
+    path: Path | None
+    notes: tuple[str, ...] = ()  # files passed over, one line each, for -v
+
+
+def find_settings(explicit: Path | None = None, *, environ: Mapping[str, str] | None = None,
+                  cwd: Path | None = None) -> SettingsSource:
+    """Pick the settings file: ``explicit``, else ``$CRAWLER_SETTINGS``, else
+    ``./settings.toml`` if it is the crawler's, else the user's
+    ``$XDG_CONFIG_HOME/crawler/settings.toml``; the first one found wins.
+
+    A named file (flag or variable) must exist; the others are read only when
+    present. ``./settings.toml`` none of whose top-level names is one of ours
+    (a ``[database]`` section, say) belongs to another project and is skipped.
+    """
+    env = os.environ if environ is None else environ
+    if explicit is not None:
+        return SettingsSource(explicit)
+    if env.get(SETTINGS_ENV):
+        return SettingsSource(Path(env[SETTINGS_ENV]))
+    notes: list[str] = []
+    local = (cwd or Path.cwd()) / DEFAULT_SETTINGS_FILE
+    if local.is_file():
+        foreign = _foreign_names(local)
+        if not foreign:
+            return SettingsSource(Path(DEFAULT_SETTINGS_FILE) if cwd is None else local)
+        notes.append(f"ignoring ./{DEFAULT_SETTINGS_FILE}: another program's settings "
+                     f"(its {', '.join(foreign)} are not the crawler's)")
+    user = user_settings_path(env)
+    if user is not None and user.is_file():
+        return SettingsSource(user, tuple(notes))
+    return SettingsSource(None, tuple(notes))
+
+
+def user_settings_path(environ: Mapping[str, str] | None = None) -> Path | None:
+    """``$XDG_CONFIG_HOME/crawler/settings.toml``, XDG's default being ``~/.config``."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_CONFIG_HOME") or ""
+    if not base or not Path(base).is_absolute():  # the XDG spec: a relative value is ignored
+        home = env.get("HOME")
+        if not home:
+            return None
+        base = str(Path(home) / ".config")
+    return Path(base) / "crawler" / DEFAULT_SETTINGS_FILE
+
+
+def _foreign_names(path: Path) -> list[str]:
+    """The top-level names of ``path`` that say it is another program's file; [] when it
+    is ours (or cannot be read: then reading it says what is wrong, naming the file).
+
+    A file with at least one of our sections or keys is ours, so a misspelt
+    section among right ones is refused with a message, not skipped.
+    """
+    try:
+        data = _read_toml(path)
+    except ConfigError:
+        return []
+    ours = {f.name for f in dataclasses.fields(Settings)} | {
+        key.name for section in dataclasses.fields(Settings)
+        for key in dataclasses.fields(section.default)}  # type: ignore[arg-type]
+    if not data or any(name in ours for name in data):
+        return []
+    return [f"[{name}]" if isinstance(value, Mapping) else name for name, value in data.items()]
+
+
 def load_settings(path: Path | None) -> Settings:
-    """Load ``path``, or ``./settings.toml`` when present, over the built-in defaults."""
+    """Load ``path`` over the built-in defaults; ``None``: the file :func:`find_settings` picks."""
     if path is None:
-        default = Path(DEFAULT_SETTINGS_FILE)
-        if not default.is_file():
+        path = find_settings().path
+        if path is None:
             return Settings()
-        path = default
+    return _merge(Settings(), _read_toml(path), str(path))
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: settings file not found") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"{path}: is a folder, not a settings file") from exc
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read settings file: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
@@ -247,7 +330,23 @@ def load_settings(path: Path | None) -> Settings:
         raise ConfigError(f"{path}: not valid TOML: not UTF-8 text (byte {exc.start}:"
                           f" {exc.object[exc.start:exc.start + 1]!r}); save it as UTF-8"
                           ) from exc
-    return _merge(Settings(), data, str(path))
+
+
+_SIZE_SUFFIXES = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
+
+
+def parse_size(text: str) -> int:
+    """A byte count such as ``500``, ``64k``, ``10M`` or ``1.5G`` (powers of 1024, case
+    ignored, an optional trailing ``B``/``iB``: ``10MiB`` is ``10M``); ValueError if not."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmg]?)(?:i?b)?\s*", text, re.IGNORECASE)
+    if not match:
+        raise ValueError(f"{text!r} is not a size: a number with an optional k, M or G "
+                         "(powers of 1024)")
+    number, suffix = match.groups()
+    size = float(number) * _SIZE_SUFFIXES[suffix.lower()]
+    if size != int(size) and not suffix:
+        raise ValueError(f"{text!r} is not a whole number of bytes")
+    return int(size)
 
 
 def _merge(base: Settings, data: Mapping[str, Any], source: str) -> Settings:

@@ -95,6 +95,15 @@ class FixtureServer(ThreadingHTTPServer):
             return [hit.path for hit in self.hits]
 
 
+@pytest.fixture(autouse=True)
+def no_user_settings(monkeypatch: pytest.MonkeyPatch,
+                     tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The crawler under test, and every process it starts, reads no settings file of the
+    person running the tests (~/.config/crawler/settings.toml, $CRAWLER_SETTINGS)."""
+    monkeypatch.delenv("CRAWLER_SETTINGS", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.getbasetemp() / "no-config"))
+
+
 @pytest.fixture
 def site() -> Iterator[FixtureServer]:
     """tests/site served on 127.0.0.1 at an OS-chosen port."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import collections
+import json
 import os
+import re
 import socket
 import subprocess
 import sysconfig
@@ -13,6 +16,7 @@ import pytest
 
 from .conftest import (
     FixtureServer,
+    crawler_command,
     finish,
     free_port,
     run_crawler,
@@ -21,12 +25,14 @@ from .conftest import (
 )
 
 
-@pytest.mark.parametrize("command", ["master", "worker", "demo", "status", "report"])
+@pytest.mark.parametrize("command", ["master", "worker", "demo", "status", "report",
+                                     "completion"])
 def test_every_command_explains_itself(command: str) -> None:
     result = run_crawler(command, "--help")
     assert result.returncode == 0
     assert "usage: crawler " + command in result.stdout
-    assert "--settings" in result.stdout
+    # Only the commands that read settings offer a settings file.
+    assert ("--settings" in result.stdout) == (command in ("master", "worker", "demo"))
 
 
 def test_top_level_help_lists_the_commands() -> None:
@@ -82,7 +88,7 @@ def test_malformed_settings_toml_in_the_working_folder(tmp_path: Path) -> None:
     assert "settings.toml: not valid TOML" in error_line(result)
 
 
-@pytest.mark.parametrize("command", [["status", "127.0.0.1:1"], ["master", "http://127.0.0.1:1/"]])
+@pytest.mark.parametrize("command", [["worker", "127.0.0.1:1"], ["master", "http://127.0.0.1:1/"]])
 def test_a_settings_file_that_is_not_utf8_is_one_line_naming_it(tmp_path: Path,
                                                                  command: list[str]) -> None:
     (tmp_path / "settings.toml").write_bytes(b'[crawl]\nuser_agent = "caf\xe9"\n')  # Latin-1
@@ -212,3 +218,227 @@ def test_a_seed_on_a_closed_port_is_not_a_success(tmp_path: Path) -> None:
         f"crawler: error: no seed page could be fetched: http://127.0.0.1:{port}/: robots.txt"
         " unreachable (connection error: connection refused)")
 
+
+
+def crawl_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment with a home of its own, so no user settings file is read."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("CRAWLER_SETTINGS", "XDG_CONFIG_HOME")}
+    return {**env, "HOME": str(tmp_path / "home"), **extra}
+
+
+def test_another_projects_settings_toml_does_not_stop_the_crawler(
+        tmp_path: Path, site: FixtureServer) -> None:
+    (tmp_path / "settings.toml").write_text('[database]\nurl = "postgres://db/app"\n')
+    result = run_crawler("master", site.url + "/", "--dry-run", "--depth", "0", "-v",
+                         "--bind", "127.0.0.1:0", cwd=tmp_path, env=crawl_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "ignoring ./settings.toml: another program's settings" in result.stderr
+    assert f"{site.url}/images/red.png" in result.stdout.splitlines()
+    quiet = run_crawler("master", site.url + "/", "--dry-run", "--depth", "0",
+                        "--bind", "127.0.0.1:0", cwd=tmp_path, env=crawl_env(tmp_path))
+    assert quiet.returncode == 0 and "settings.toml" not in quiet.stderr  # a note for -v only
+
+
+@pytest.mark.parametrize("command", [["report", "."], ["status", "127.0.0.1:1"]])
+def test_report_and_status_read_no_settings(tmp_path: Path, command: list[str]) -> None:
+    (tmp_path / "settings.toml").write_text("[crawl\n")  # would be exit 2 if read
+    (tmp_path / "manifest.jsonl").touch()
+    env = crawl_env(tmp_path, CRAWLER_AUTHKEY="k" * 32)
+    result = run_crawler(*command, cwd=tmp_path, env=env)
+    assert "settings" not in result.stderr
+    # report succeeds; status gets as far as the (absent) master.
+    assert result.returncode == (0 if command[0] == "report" else 1), result.stderr
+
+
+def test_settings_from_the_environment_and_the_users_config(tmp_path: Path) -> None:
+    named = tmp_path / "named.toml"
+    named.write_text("[crawl]\ndepht = 1\n")
+    result = run_crawler("master", "http://127.0.0.1:1/", cwd=tmp_path,
+                         env=crawl_env(tmp_path, CRAWLER_SETTINGS=str(named)))
+    assert result.returncode == 2
+    assert f"{named}: crawl.depht: unknown key" in error_line(result)
+    xdg = tmp_path / "xdg"
+    (xdg / "crawler").mkdir(parents=True)
+    (xdg / "crawler" / "settings.toml").write_text("[crawl]\nscope = \"planet\"\n")
+    result = run_crawler("master", "http://127.0.0.1:1/", cwd=tmp_path,
+                         env=crawl_env(tmp_path, XDG_CONFIG_HOME=str(xdg)))
+    assert result.returncode == 2
+    assert f"{xdg}/crawler/settings.toml: crawl.scope: expected one of" in error_line(result)
+
+
+def test_master_and_worker_take_the_same_threads_flag() -> None:
+    from crawler.cli import _settings, build_parser
+
+    parser = build_parser()
+    for argv in (["master", "http://a.example/", "--threads", "3"],
+                 ["master", "http://a.example/", "--worker-threads", "3"],  # the old name
+                 ["worker", "127.0.0.1:1", "--threads", "3"]):
+        args = parser.parse_args([*argv, "--settings", os.devnull])
+        assert _settings(args).worker.threads == 3, argv
+
+
+def test_sizes_accept_and_reject_on_the_command_line() -> None:
+    from crawler.cli import _settings, build_parser
+
+    args = build_parser().parse_args(["master", "http://a.example/", "--settings", os.devnull,
+                                      "--max-bytes", "10M", "--accept", r"\.png$",
+                                      "--accept", r"\.jpe?g$", "--reject", "thumb"])
+    settings = _settings(args)
+    assert settings.download.max_bytes == 10 * 1024 * 1024
+    assert settings.crawl.image_allow == (r"\.png$", r"\.jpe?g$")
+    assert settings.crawl.image_deny == ("thumb",)
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--max-bytes", "10X"], "'10X' is not a size"),
+    (["--reject", "[a-"], "crawl.image_deny: expected a list of Python regular expressions"),
+])
+def test_bad_size_or_pattern_exits_2(tmp_path: Path, flags: list[str], message: str) -> None:
+    result = run_crawler("master", "http://127.0.0.1:1/", *flags, cwd=tmp_path,
+                         env=crawl_env(tmp_path))
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_accept_and_reject_filter_the_images(tmp_path: Path, site: FixtureServer) -> None:
+    result = run_crawler("master", site.url + "/", "--dry-run", "--bind", "127.0.0.1:0",
+                         "--accept", r"\.png$", "--reject", "thumb", "--reject", "banner",
+                         cwd=tmp_path, env=crawl_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    images = result.stdout.split()
+    assert f"{site.url}/images/red.png" in images
+    assert images and all(url.endswith(".png") for url in images)
+    assert not [url for url in images if "thumb" in url or "banner" in url]
+
+
+def test_seeds_from_a_file_and_from_stdin(tmp_path: Path, site: FixtureServer) -> None:
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text(f"# pages to crawl\n\n   {site.url}/about/\n{site.url}/gallery.html\n")
+    base = ("--dry-run", "--depth", "0", "--bind", "127.0.0.1:0")
+    from_file = run_crawler("master", "-i", str(seeds), *base, cwd=tmp_path,
+                            env=crawl_env(tmp_path))
+    assert from_file.returncode == 0, from_file.stderr
+    assert f"{site.url}/photos/cat.jpg" in from_file.stdout.split()  # on gallery.html
+    from_stdin = subprocess.run(
+        [*crawler_command("master", "-i", "-", *base)], input=seeds.read_text(),
+        capture_output=True, text=True, timeout=60, cwd=tmp_path, env=crawl_env(tmp_path),
+        check=False)
+    assert from_stdin.returncode == 0, from_stdin.stderr
+    assert sorted(from_stdin.stdout.split()) == sorted(from_file.stdout.split())
+    assert "/" not in site.paths()  # only the listed pages were crawled
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["-i", "missing.txt"], "seed file missing.txt: not found"),
+    ([], "no seed URL"),
+])
+def test_no_seeds_or_a_missing_seed_file_exits_2(tmp_path: Path, args: list[str],
+                                                 message: str) -> None:
+    result = run_crawler("master", *args, cwd=tmp_path, env=crawl_env(tmp_path))
+    assert result.returncode == 2
+    assert message in error_line(result)
+
+
+def test_a_seed_without_a_scheme_is_https(tmp_path: Path, site: FixtureServer) -> None:
+    host_port = site.url.removeprefix("http://")
+    result = run_crawler("master", host_port, "--out", str(tmp_path / "out"), "--quiet",
+                         "--bind", "127.0.0.1:0", cwd=tmp_path, env=crawl_env(tmp_path))
+    # The fixture server speaks plain HTTP: asked for https, it cannot answer.
+    assert result.returncode == 5, result.stderr
+    assert f"no seed page could be fetched: https://{host_port}/" in result.stderr
+
+
+def test_log_file_gets_the_log_lines_with_timestamps(tmp_path: Path) -> None:
+    log_file = tmp_path / "crawl.log"
+    port = free_port()
+    result = run_crawler("master", f"http://127.0.0.1:{port}/", "-o", str(log_file),
+                         "--out", str(tmp_path / "out"), "--bind", "127.0.0.1:0",
+                         cwd=tmp_path, env=crawl_env(tmp_path))
+    assert result.returncode == 5
+    logged = log_file.read_text().splitlines()
+    assert any("robots.txt of" in line and "unreachable" in line for line in logged)
+    assert logged[-1].endswith(f"ERROR: no seed page could be fetched: http://127.0.0.1:{port}/"
+                               ": robots.txt unreachable (connection error: connection refused)")
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+: ", line)
+               for line in logged), logged
+    # On the terminal: the announcements and the error line, and no log line.
+    terminal = result.stderr.strip().splitlines()
+    assert terminal[-1].startswith("crawler: error: no seed page could be fetched")
+    assert not [line for line in terminal if line.startswith(("WARNING", "INFO", "ERROR"))]
+
+
+def test_log_file_that_cannot_be_written_exits_3(tmp_path: Path) -> None:
+    result = run_crawler("master", "http://127.0.0.1:1/", "-o", str(tmp_path / "no" / "x.log"),
+                         cwd=tmp_path, env=crawl_env(tmp_path))
+    assert result.returncode == 3
+    assert "cannot write the log file" in error_line(result)
+
+
+@pytest.mark.parametrize(("shell", "marker"),
+                         [("bash", "complete -o"), ("zsh", "#compdef crawler")])
+def test_shell_completion_scripts(shell: str, marker: str) -> None:
+    result = run_crawler("completion", shell)
+    assert result.returncode == 0, result.stderr
+    assert marker in result.stdout
+    for word in ("master", "worker", "--max-bytes", "--input-file"):
+        assert word in result.stdout
+
+
+def test_completion_script_loads_in_bash(tmp_path: Path) -> None:
+    script = tmp_path / "crawler.bash"
+    script.write_text(run_crawler("completion", "bash").stdout)
+    check = subprocess.run(["bash", "-c", f"source {script} && complete -p crawler"],
+                           capture_output=True, text=True, timeout=30, check=False)
+    assert check.returncode == 0, check.stderr
+    assert "crawler" in check.stdout
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version(flag: str) -> None:
+    import crawler
+
+    result = run_crawler(flag)
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"crawler {crawler.__version__}"
+
+
+def test_master_json_prints_the_summary_and_writes_summary_json(
+        tmp_path: Path, site: FixtureServer, authkey: str) -> None:
+    out = tmp_path / "out"
+    result = run_crawler("master", site.url + "/", "--json", "--local-workers", "1",
+                         "--threads", "2", "--out", str(out), "--bind", "127.0.0.1:0",
+                         cwd=tmp_path, env=crawl_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)  # one JSON object, nothing else on stdout
+    assert printed == json.loads((out / "summary.json").read_text())
+    entries = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    ok = [e for e in entries if e["status"] == "success"]
+    assert printed["completed"] is True
+    assert printed["succeeded"] == len(ok) and printed["failed"] == len(entries) - len(ok)
+    assert printed["images_by_status"]["success"] == len(ok)
+    assert printed["bytes"] == sum(e["bytes"] for e in ok)
+    failures = collections.Counter(e["reason"] for e in entries if e["status"] != "success")
+    assert printed["failures_by_reason"] == dict(failures) and failures
+    assert printed["hosts"][site.url.removeprefix("http://")]["succeeded"] == len(ok)
+    assert printed["download_s"]["max"] >= printed["download_s"]["mean"] > 0
+    assert printed["pages"] >= 1 and printed["manifest"] == str(out / "manifest.jsonl")
+    assert "crawl completed" not in result.stderr  # the text summary gives way to the JSON
+
+
+def test_readme_settings_table_names_every_settings_flag() -> None:
+    """Each flag that sets a setting is in README's settings table, on that setting's row."""
+    from crawler.cli import SETTING_FLAGS
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    rows = [line.split("|") for line in readme.splitlines()
+            if line.startswith("| `") and line.count("|") >= 5]
+    flags_of: dict[str, str] = {}
+    for row in rows:
+        for key in re.findall(r"`([a-z_]+\.[a-z_]+)`", row[1]):
+            flags_of[key] = row[3]
+    for command, flags in SETTING_FLAGS.items():
+        for flag, key, *_ in flags:
+            assert key in flags_of, f"README's settings table has no row for {key}"
+            assert re.search(rf"`{flag}\b(?!-)", flags_of[key]), \
+                f"{command} {flag} is not on the {key} row"

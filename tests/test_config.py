@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from crawler.config import Limits, Settings, load_settings, parse_address
+from crawler.config import (
+    Limits,
+    Settings,
+    find_settings,
+    load_settings,
+    parse_address,
+    parse_size,
+    user_settings_path,
+)
 from crawler.errors import ConfigError
 
 ROOT = Path(__file__).parent.parent
@@ -113,3 +121,87 @@ def test_settings_that_contradict_or_are_absurd_are_refused(tmp_path: Path, text
     path.write_text(text)
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_settings(path)
+
+
+# Where settings come from: the flag, $CRAWLER_SETTINGS, ./settings.toml when it is
+# ours, the user's file under $XDG_CONFIG_HOME (or ~/.config).
+
+
+def lookup_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {"HOME": str(tmp_path / "home"), **extra}
+
+
+def test_the_first_settings_file_found_wins(tmp_path: Path) -> None:
+    cwd = tmp_path / "project"
+    cwd.mkdir()
+    user = tmp_path / "home" / ".config" / "crawler" / "settings.toml"
+    user.parent.mkdir(parents=True)
+    user.write_text("[crawl]\ndepth = 1\n")
+    env = lookup_env(tmp_path)
+    assert find_settings(None, environ=env, cwd=cwd).path == user
+    (cwd / "settings.toml").write_text("[crawl]\ndepth = 2\n")
+    assert find_settings(None, environ=env, cwd=cwd).path == cwd / "settings.toml"
+    named = tmp_path / "named.toml"
+    env["CRAWLER_SETTINGS"] = str(named)
+    assert find_settings(None, environ=env, cwd=cwd).path == named
+    flag = tmp_path / "flag.toml"
+    assert find_settings(flag, environ=env, cwd=cwd).path == flag
+
+
+def test_xdg_config_home_is_honoured(tmp_path: Path) -> None:
+    xdg = tmp_path / "xdg"
+    (xdg / "crawler").mkdir(parents=True)
+    (xdg / "crawler" / "settings.toml").write_text("[crawl]\ndepth = 5\n")
+    env = lookup_env(tmp_path, XDG_CONFIG_HOME=str(xdg))
+    assert find_settings(None, environ=env, cwd=tmp_path).path == xdg / "crawler/settings.toml"
+    # A relative XDG_CONFIG_HOME is ignored, as the XDG spec says.
+    assert user_settings_path({"HOME": "/h", "XDG_CONFIG_HOME": "rel"}) == Path(
+        "/h/.config/crawler/settings.toml")
+
+
+def test_another_programs_settings_toml_is_skipped_with_a_note(tmp_path: Path) -> None:
+    (tmp_path / "settings.toml").write_text('[database]\nurl = "postgres://x"\n')
+    source = find_settings(None, environ=lookup_env(tmp_path), cwd=tmp_path)
+    assert source.path is None
+    assert source.notes == ("ignoring ./settings.toml: another program's settings (its "
+                            "[database] are not the crawler's)",)
+
+
+@pytest.mark.parametrize("text", ["[crawl]\ndepth = 2\n[database]\nurl = 1\n",
+                                  "[crawl\n", "depth = 3\n", ""])
+def test_a_settings_toml_that_may_be_ours_is_read_so_mistakes_are_reported(
+        tmp_path: Path, text: str) -> None:
+    """A misspelt section beside right ones, broken TOML, a key out of its section: all
+    ours, so the file is read and its mistake named, not passed over in silence."""
+    (tmp_path / "settings.toml").write_text(text)
+    assert find_settings(None, environ=lookup_env(tmp_path),
+                         cwd=tmp_path).path == tmp_path / "settings.toml"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("0", 0), ("500", 500), ("64k", 65536), ("64K", 65536), ("10M", 10 * 1024 ** 2),
+    ("10MiB", 10 * 1024 ** 2), ("1.5G", 3 * 1024 ** 3 // 2), ("2kb", 2048),
+])
+def test_sizes_take_binary_suffixes(text: str, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "M", "10X", "-5", "1.5", "10 MB extra"])
+def test_a_bad_size_is_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+def test_the_default_user_agent_names_the_project_and_is_matched_by_its_product_token(
+        ) -> None:
+    from protego import Protego
+
+    import crawler
+
+    agent = Settings().crawl.user_agent
+    assert agent == f"crawler/{crawler.__version__} (+{crawler.PROJECT_URL})"
+    assert crawler.PROJECT_URL.startswith("https://")
+    rules = Protego.parse("User-agent: crawler\nDisallow: /private/\n\n"
+                          "User-agent: *\nDisallow:\n")
+    assert not rules.can_fetch("https://site.example/private/a.png", agent)
+    assert rules.can_fetch("https://site.example/public/a.png", agent)

@@ -1,0 +1,393 @@
+"""The Python front door: run a whole crawl, or a worker, from code.
+
+    >>> from crawler import crawl
+    >>> summary = crawl(["https://site.example/"], out="downloads", depth=1)
+    >>> summary.succeeded, summary.failures_by_reason, summary.manifest
+
+``crawl`` wires a master, its page parser and local worker processes, and
+returns a :class:`Summary`; the ``crawler master`` command calls the same
+code. Both calls leave the caller's process as they found it: no logging
+handler added or replaced, every signal handler they set restored, and no
+``exit``: a failure is an exception from :mod:`crawler.errors`.
+
+Heavy modules (the master, requests, lxml) are imported on the first call,
+not with this module, so that ``crawler --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import datetime
+import json
+import os
+import re
+import signal
+import threading
+import time
+import typing
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crawler import __version__
+from crawler.config import Settings, load_settings, parse_address
+from crawler.errors import InvalidURL, NothingCrawled, UsageError
+
+if typing.TYPE_CHECKING:
+    from crawler.master.authkey import Authkey
+    from crawler.master.master import Summary as MasterSummary
+
+SUMMARY_NAME = "summary.json"
+# A scheme is letters then ":"; "localhost:8080" is a host and a port, not a scheme.
+_HAS_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:(?!\d)")
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a crawl did: the counts, why images failed, and where its results are.
+
+    Counts of pages and images cover the whole crawl of the output folder,
+    earlier runs included when this one resumed it. The same fields, as one
+    JSON object, are written to ``OUT/summary.json`` and printed by
+    ``crawler master --json``.
+    """
+
+    completed: bool  # every page in scope was crawled and every image settled
+    interrupted: bool  # stopped by a signal (or the caller); state saved, a rerun resumes
+    dry_run: bool
+    seeds: tuple[str, ...]
+    elapsed_s: float  # this run's wall time
+    pages: int  # pages crawled
+    pages_failed: int  # pages that failed or were skipped
+    found: int  # image URLs found
+    succeeded: int  # images stored
+    failed: int  # images that failed for good
+    bytes: int  # bytes of the images stored
+    images_by_status: dict[str, int] = field(default_factory=dict)  # success / failure
+    failures_by_reason: dict[str, int] = field(default_factory=dict)  # most common first
+    hosts: dict[str, dict[str, int]] = field(default_factory=dict)  # host: succeeded, failed, bytes
+    download_s: dict[str, float] = field(default_factory=dict)  # total, mean, max per image
+    attempts: int = 0  # downloads tried, retries included
+    seed_failures: tuple[tuple[str, str], ...] = ()  # (seed, why) for seeds that failed
+    started_at: str = ""  # this run's start and end, ISO 8601 UTC
+    finished_at: str = ""
+    out_dir: Path | None = None  # None for a dry run, which writes nothing
+    results_log: Path | None = None
+    manifest: Path | None = None
+    summary_json: Path | None = None
+    version: str = __version__
+
+    @property
+    def images_per_second(self) -> float:
+        return self.succeeded / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types: paths as strings, pairs as lists."""
+        data = dataclasses.asdict(self)
+        for name, value in data.items():
+            if isinstance(value, Path):
+                data[name] = str(value)
+        data["seeds"] = list(self.seeds)
+        data["seed_failures"] = [list(pair) for pair in self.seed_failures]
+        data["images_per_second"] = round(self.images_per_second, 3)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+
+
+def summarize(master: MasterSummary, seeds: tuple[str, ...], *, dry_run: bool,
+              started_at: str = "", finished_at: str = "") -> Summary:
+    """The public summary of a master's run: its counts, and statistics from manifest.jsonl."""
+    from crawler.model.urls import host_key_of_normalized
+
+    out = None if dry_run else Path(master.out_dir)
+    by_status: collections.Counter[str] = collections.Counter()
+    reasons: collections.Counter[str] = collections.Counter()
+    hosts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    times: list[float] = []
+    attempts = 0
+    for entry in _manifest_entries(out / "manifest.jsonl") if out else ():
+        status = str(entry.get("status"))
+        host = host_key_of_normalized(str(entry.get("url", ""))) or "?"
+        by_status[status] += 1
+        hosts[host]["succeeded" if status == "success" else "failed"] += 1
+        if status == "success":
+            hosts[host]["bytes"] += int(entry.get("bytes") or 0)
+        else:
+            reasons[str(entry.get("reason") or "unknown")] += 1
+        times.append(float(entry.get("elapsed_s") or 0.0))
+        attempts += int(entry.get("attempts") or 0)
+    download_s = ({"total": round(sum(times), 3), "mean": round(sum(times) / len(times), 4),
+                   "max": round(max(times), 4)} if times else {})
+    return Summary(
+        completed=master.completed, interrupted=master.interrupted, dry_run=dry_run,
+        seeds=seeds, elapsed_s=round(master.elapsed_s, 3), pages=master.pages,
+        pages_failed=master.pages_failed, found=master.found, succeeded=master.succeeded,
+        failed=master.failed, bytes=master.bytes, images_by_status=dict(by_status),
+        failures_by_reason=dict(reasons.most_common()),
+        hosts={host: {"succeeded": c["succeeded"], "failed": c["failed"], "bytes": c["bytes"]}
+               for host, c in sorted(hosts.items(), key=lambda kv: -sum(kv[1].values()))},
+        download_s=download_s, attempts=attempts,
+        seed_failures=tuple((seed, why) for seed, why in master.seed_failures),
+        started_at=started_at, finished_at=finished_at, out_dir=out,
+        results_log=out / "results.log" if out else None,
+        manifest=out / "manifest.jsonl" if out else None,
+        summary_json=out / SUMMARY_NAME if out else None)
+
+
+def _manifest_entries(path: Path) -> Iterator[dict[str, Any]]:
+    """The manifest's entries; a torn last line (a crash mid-write) is skipped."""
+    try:
+        with path.open(encoding="utf-8") as fh:
+            for line in fh:
+                with contextlib.suppress(ValueError):
+                    entry = json.loads(line)
+                    if isinstance(entry, dict):
+                        yield entry
+    except FileNotFoundError:
+        return
+
+
+def seed_urls(urls: Iterable[str]) -> tuple[str, ...]:
+    """Normalised, deduplicated seeds; a seed without a scheme (``example.com``) is https."""
+    from crawler.model.urls import normalize
+
+    seeds = []
+    for url in urls:
+        text = url.strip()
+        if text and "://" not in text and not _HAS_SCHEME.match(text):
+            text = "https://" + text
+        try:
+            seeds.append(normalize(text))
+        except InvalidURL as exc:
+            raise UsageError(f"seed {url!r}: {exc}") from exc
+    if not seeds:
+        raise UsageError("no seed URL given")
+    return tuple(dict.fromkeys(seeds))
+
+
+def read_seed_file(path: str) -> list[str]:
+    """Seed URLs from ``path`` (``-``: standard input), one a line; blank lines and lines
+    starting with ``#`` are skipped."""
+    import sys
+
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise UsageError(f"seed file {path}: not found") from exc
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"seed file {path}: not UTF-8 text (byte {exc.start})") from exc
+    except OSError as exc:
+        raise UsageError(f"seed file {path}: cannot read it: {exc.strerror or exc}") from exc
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def settings_with(settings: Settings | None, overrides: Mapping[str, Any]) -> Settings:
+    """``settings`` (default: the settings file found as the command finds it) with
+    keyword overrides: ``depth=1`` or ``crawl__depth=1``; a name that is no setting is a
+    TypeError, as for any unknown keyword."""
+    base = settings if settings is not None else load_settings(None)
+    if not overrides:
+        return base
+    sections = {f.name: {k.name for k in dataclasses.fields(f.default)}  # type: ignore[arg-type]
+                for f in dataclasses.fields(Settings)}
+    dotted: dict[str, Any] = {}
+    for name, value in overrides.items():
+        section, _, key = name.partition("__")
+        if key and key in sections.get(section, ()):
+            dotted[f"{section}.{key}"] = value
+            continue
+        homes = [s for s, keys in sections.items() if name in keys]
+        if len(homes) != 1:
+            raise TypeError(f"unknown setting {name!r}" if not homes else
+                            f"setting {name!r} is ambiguous: say {homes[0]}__{name}")
+        dotted[f"{homes[0]}.{name}"] = value
+    return base.with_values({k: list(v) if isinstance(v, list | tuple) else v
+                             for k, v in dotted.items()}, source="crawl() arguments")
+
+
+def crawl(seeds: str | Iterable[str], *, out: str | os.PathLike[str] = "downloads",
+          local_workers: int = 2, settings: Settings | None = None, dry_run: bool = False,
+          resume: bool = False, fresh: bool = False, authkey: bytes | str | None = None,
+          **overrides: Any) -> Summary:
+    """Crawl from ``seeds`` into ``out`` with ``local_workers`` worker processes; return
+    the :class:`Summary` once the crawl is over (also written to ``out/summary.json``).
+
+    ``settings`` defaults to the settings file the command would read;
+    ``overrides`` set single settings by name (``depth=1``, ``host_delay=0.5``,
+    ``image_deny=[r"\\.gif$"]``). The queue serves on ``queue.bind``; pass
+    ``bind="127.0.0.1:0"`` for any free port. With ``local_workers=0`` the
+    crawl waits for workers started elsewhere (``crawler worker``).
+
+    Raises :class:`~crawler.errors.NothingCrawled` when no seed page could be
+    fetched, and the other :class:`~crawler.errors.CrawlerError` kinds for bad
+    settings, an unusable output folder or a port in use. SIGINT and SIGTERM
+    stop the crawl cleanly while it runs (from the main thread only); a second
+    SIGINT raises ``KeyboardInterrupt``; the previous handlers are back afterwards.
+    """
+    from crawler.master.authkey import Authkey, master_authkey
+
+    if local_workers < 0:
+        raise UsageError("local_workers must be 0 or more")
+    seed_list = seed_urls([seeds] if isinstance(seeds, str) else seeds)
+    chosen = settings_with(settings, {**overrides, "output__dir": os.fspath(out)})
+    key = (Authkey(authkey.encode() if isinstance(authkey, str) else authkey, "argument")
+           if authkey else master_authkey(None, Path(chosen.output.dir), keep=not dry_run))
+    return run_crawl(chosen, seed_list, key, local_workers=local_workers, dry_run=dry_run,
+                     resume=resume, fresh=fresh)
+
+
+def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
+              local_workers: int, dry_run: bool = False, resume: bool = False,
+              fresh: bool = False, invite_workers: bool = True, progress: bool = False,
+              announce: Callable[[str], None] | None = None,
+              on_signal_note: Callable[[], None] | None = None,
+              on_summary: Callable[[Summary], None] | None = None) -> Summary:
+    """A master's whole run: the wiring both :func:`crawl` and ``crawler master`` use.
+
+    ``progress`` draws the progress display on stderr; ``announce`` receives
+    the lines meant for the operator (the queue address, the worker command);
+    ``on_summary`` gets the summary before a crawl that read nothing raises.
+    """
+    from crawler.master.authkey import check_for_bind
+    from crawler.master.master import Master, MasterOptions
+    from crawler.parse.pool import PageParser
+    from crawler.ui.progress import make_reporter
+
+    try:
+        bind = parse_address(settings.queue.bind)
+    except ValueError as exc:
+        raise UsageError(f"bad queue address: {exc}") from exc
+    check_for_bind(authkey, bind[0])
+    options = MasterOptions(seeds=seeds, out_dir=Path(settings.output.dir), bind=bind,
+                            local_workers=local_workers, worker_threads=settings.worker.threads,
+                            dry_run=dry_run, resume=resume, fresh=fresh,
+                            invite_workers=invite_workers)
+    # Before the progress display and the queue start their threads: it forks.
+    parser = PageParser(parser=settings.crawl.parser)
+    try:
+        master = Master(settings, options, authkey, make_reporter(not progress or dry_run),
+                        parser, announce=announce or (lambda text: None))
+
+        def on_signal(*_: object) -> None:
+            if master.stopping:  # asked twice: stop waiting for a clean end
+                raise KeyboardInterrupt
+            master.stop()
+            if on_signal_note is not None:
+                on_signal_note()
+
+        started_at = _now()
+        with _signals_handled_by(on_signal):
+            ran = master.run()
+    except BaseException:
+        parser.close(wait=0.0)  # a second Ctrl-C: not even the page in flight is awaited
+        raise
+    parser.close()
+    summary = summarize(ran, seeds, dry_run=dry_run, started_at=started_at,
+                        finished_at=_now())
+    if summary.summary_json is not None:
+        _write_summary(summary)
+    if on_summary is not None:
+        on_summary(summary)
+    if ran.completed and ran.nothing_crawled:
+        seed, why = ran.seed_failures[0]
+        more = len(ran.seed_failures) - 1
+        raise NothingCrawled(f"no seed page could be fetched: {seed}: {why}"
+                             + (f" (and {more} more seed(s))" if more else ""))
+    return summary
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def _write_summary(summary: Summary) -> None:
+    """OUT/summary.json, replaced whole: a reader never sees half of it."""
+    from crawler.errors import StorageError
+
+    assert summary.summary_json is not None
+    partial = summary.summary_json.with_suffix(".json.partial")
+    try:
+        partial.write_text(summary.to_json() + "\n", encoding="utf-8")
+        partial.replace(summary.summary_json)
+    except OSError as exc:
+        raise StorageError(f"cannot write {summary.summary_json}: {exc.strerror or exc}") from exc
+
+
+@contextlib.contextmanager
+def _signals_handled_by(handler: Callable[..., None]) -> Iterator[None]:
+    """SIGINT and SIGTERM go to ``handler`` inside the block, to what they went to before
+    after it. Signal handlers can only be set from the main thread: elsewhere this
+    sets none (the caller's own handling stays)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for signum in previous:
+            signal.signal(signum, handler)
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old if old is not None else signal.SIG_DFL)
+
+
+@dataclass(frozen=True)
+class WorkerSummary:
+    """What one worker did before it stopped."""
+
+    stop_reason: str  # "": the master said the crawl is over; else "interrupted", "SIGTERM"
+    done: int  # images stored
+    failed: int  # images that failed for good
+    bytes: int  # bytes stored
+    elapsed_s: float
+
+
+def run_worker(master: str, *, out: str | os.PathLike[str] = "downloads",
+               settings: Settings | None = None, authkey: bytes | str | None = None,
+               progress: Callable[[int, int, int], None] | None = None,
+               **overrides: Any) -> WorkerSummary:
+    """Download images for the master at ``master`` (``HOST:PORT``) into ``out`` until it
+    says the crawl is over, or a signal stops it; return a :class:`WorkerSummary`.
+
+    ``authkey`` defaults to ``$CRAWLER_AUTHKEY``; ``progress`` is called with
+    (images done, failed, bytes). While it runs, SIGINT or SIGTERM (from the
+    main thread) hands the worker's URLs back and ends it, with ``stop_reason``
+    ``"interrupted"`` or ``"SIGTERM"``; the previous handlers are back afterwards.
+    Raises :class:`~crawler.errors.MasterUnreachable`,
+    :class:`~crawler.errors.AuthenticationFailed` and the other ``CrawlerError``
+    kinds instead of exiting.
+    """
+    from crawler.board.manager import MasterClient
+    from crawler.master.authkey import Authkey, load_authkey
+    from crawler.worker.worker import Worker, WorkerOptions
+
+    chosen = settings_with(settings, {**overrides, "output__dir": os.fspath(out)})
+    try:
+        address = parse_address(master)
+    except ValueError as exc:
+        raise UsageError(f"bad master address: {exc}") from exc
+    key = (Authkey(authkey.encode() if isinstance(authkey, str) else authkey, "argument")
+           if authkey else load_authkey(None, generate=False))
+    worker = Worker(MasterClient(address, key.key),
+                    WorkerOptions(out_dir=Path(chosen.output.dir),
+                                  threads=chosen.worker.threads,
+                                  connect_wait=chosen.worker.connect_wait,
+                                  client_cert=chosen.http.client_cert,
+                                  client_key=chosen.http.client_key,
+                                  env_proxies=chosen.http.env_proxies),
+                    on_progress=(lambda stats: progress(stats.done, stats.failed, stats.bytes))
+                    if progress else (lambda stats: None))
+    signals = {signal.SIGINT: "interrupted", signal.SIGTERM: "SIGTERM"}
+    started = time.monotonic()
+    with _signals_handled_by(lambda signum, _frame: worker.stop(signals[signum])):
+        worker.run()
+    stats = worker.stats
+    return WorkerSummary(stop_reason=str(worker.stop_reason or ""), done=stats.done,
+                         failed=stats.failed, bytes=stats.bytes,
+                         elapsed_s=round(time.monotonic() - started, 3))

@@ -1,0 +1,180 @@
+"""The Python API: a whole crawl in-process, leaving the caller's process as it was."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import crawler
+from crawler import cli
+from crawler.errors import ConfigError, NothingCrawled, UsageError
+
+from .conftest import (
+    ROOT,
+    FixtureServer,
+    finish,
+    free_port,
+    manifest_lines,
+    site_images,
+    slow_start,
+    start_crawler,
+    stop,
+    wait_for_queue_address,
+)
+
+
+def process_state() -> tuple[object, ...]:
+    root = logging.getLogger()
+    return (tuple(root.handlers), root.level,
+            tuple(logging.getLogger("crawler").handlers),
+            signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+
+
+def test_crawl_returns_the_summary_and_leaves_the_process_as_it_was(
+        tmp_path: Path, site: FixtureServer, authkey: str) -> None:
+    before = process_state()
+    out = tmp_path / "out"
+    summary = crawler.crawl([site.url + "/"], out=out, local_workers=1,
+                            bind="127.0.0.1:0", threads=2)
+    assert process_state() == before
+    assert threading.current_thread() is threading.main_thread()
+    assert isinstance(summary, crawler.Summary)
+    assert summary.completed and not summary.interrupted
+    stored = manifest_lines(out)
+    ok = [e for e in stored if e["status"] == "success"]
+    assert summary.succeeded == len(ok) > 0
+    assert summary.failed == len(stored) - len(ok)
+    assert summary.images_by_status == {"success": len(ok), "failure": summary.failed}
+    assert summary.bytes == sum(e["bytes"] for e in ok)
+    assert summary.failures_by_reason  # the site has a missing image
+    assert sum(summary.failures_by_reason.values()) == summary.failed
+    host = site.url.removeprefix("http://")
+    assert summary.hosts[host]["succeeded"] == len(ok)
+    assert summary.manifest == out / "manifest.jsonl" and summary.results_log.is_file()
+    assert json.loads((out / "summary.json").read_text()) == summary.to_dict()
+    images = site_images()
+    for entry in ok:
+        path = entry["url"].removeprefix(site.url)
+        assert (out / entry["path"]).read_bytes() == images[path]
+
+
+def test_crawl_raises_instead_of_exiting(tmp_path: Path) -> None:
+    port = free_port()
+    before = process_state()
+    with pytest.raises(NothingCrawled, match=f"http://127.0.0.1:{port}/"):
+        crawler.crawl(f"http://127.0.0.1:{port}/", out=tmp_path / "out", local_workers=0,
+                      bind="127.0.0.1:0", authkey="k" * 32)
+    with pytest.raises(UsageError, match=r"seed 'ftp://x\.example/'"):
+        crawler.crawl(["ftp://x.example/"], out=tmp_path / "out")
+    with pytest.raises(ConfigError, match=r"crawl\.depth"):
+        crawler.crawl(["http://127.0.0.1:1/"], out=tmp_path / "out", depth=-1)
+    with pytest.raises(TypeError, match="unknown setting 'dpeth'"):
+        crawler.crawl(["http://127.0.0.1:1/"], out=tmp_path / "out", dpeth=1)
+    assert process_state() == before
+
+
+def test_settings_built_in_code_and_keyword_overrides(tmp_path: Path,
+                                                      site: FixtureServer) -> None:
+    settings = crawler.Settings().with_values({"crawl.depth": 0, "queue.bind": "127.0.0.1:0"})
+    summary = crawler.crawl([site.url + "/gallery.html"], out=tmp_path / "out",
+                            settings=settings, dry_run=True, image_deny=[r"\.png$"],
+                            authkey="k" * 32)
+    assert summary.dry_run and summary.out_dir is None and summary.summary_json is None
+    assert summary.pages == 1
+    assert not (tmp_path / "out").exists()  # a dry run writes nothing
+    assert summary.found == 1  # cat.jpg; the PNGs are refused by image_deny
+
+
+def test_run_worker_returns_and_raises_typed_errors(tmp_path: Path) -> None:
+    from crawler.errors import MasterUnreachable
+
+    before = process_state()
+    port = free_port()
+    with pytest.raises(MasterUnreachable, match=f"127.0.0.1:{port}"):
+        crawler.run_worker(f"127.0.0.1:{port}", out=tmp_path, authkey="k" * 32,
+                           connect_wait=0.5)
+    assert process_state() == before
+
+
+def test_main_returns_its_status_and_restores_logging(capsys: pytest.CaptureFixture[str],
+                                                      tmp_path: Path) -> None:
+    before = process_state()
+    assert cli.main(["--version"]) == 0
+    assert cli.main(["--help"]) == 0
+    assert cli.main(["master", "--no-such-flag"]) == 2
+    assert cli.main(["report", str(tmp_path / "missing")]) != 0
+    (tmp_path / "manifest.jsonl").touch()
+    assert cli.main(["report", str(tmp_path), "-o", str(tmp_path / "log")]) == 0
+    assert process_state() == before
+    assert f"crawler {crawler.__version__}" in capsys.readouterr().out
+
+
+def test_importing_crawler_and_help_load_no_crawl_code() -> None:
+    """`crawler --help` starts fast: no master, requests or lxml behind it."""
+    code = ("import sys; from crawler import cli; import crawler; "
+            "assert cli.main(['--help']) == 0 and cli.main(['master', '--help']) == 0; "
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('requests', 'lxml', 'bs4', 'urllib3', 'tqdm', 'shtab', 'pycurl') "
+            "or m.startswith(('crawler.master', 'crawler.worker', 'crawler.parse', "
+            "'crawler.board', 'crawler.fetch.'))"
+            # The settings' header and rate checks: plain Python, no client behind them.
+            " and m != 'crawler.fetch.options'); print(heavy, file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, check=False, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "[]"
+
+
+def test_sigint_during_crawl_stops_it_cleanly_and_the_handler_goes_away(
+        tmp_path: Path, site: FixtureServer) -> None:
+    """While crawl() runs, Ctrl-C stops the crawl (state saved); afterwards it is the
+    caller's again: here, pytest's KeyboardInterrupt."""
+    slow_start(site, 1.5)
+
+    def interrupt_once_the_seed_is_asked_for() -> None:
+        deadline = time.monotonic() + 30
+        while "/" not in site.paths() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    before = process_state()
+    threading.Thread(target=interrupt_once_the_seed_is_asked_for, daemon=True).start()
+    summary = crawler.crawl([site.url + "/"], out=tmp_path / "out", local_workers=0,
+                            bind="127.0.0.1:0", authkey="k" * 32)
+    assert summary.interrupted and not summary.completed
+    assert process_state() == before
+    assert (tmp_path / "out" / "crawl.sqlite").is_file()  # a rerun resumes from it
+
+
+def test_run_worker_downloads_for_a_master_and_returns_what_it_did(
+        tmp_path: Path, site: FixtureServer, authkey: str) -> None:
+    slow_start(site)  # the worker connects before the crawl is over
+    out = tmp_path / "out"
+    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+                           cwd=tmp_path)
+    try:
+        address = wait_for_queue_address(master)
+        before = process_state()
+        done = crawler.run_worker(address, out=out, threads=2)
+        assert process_state() == before
+        finish(master, 60)
+    finally:
+        stop(master)
+    assert master.returncode == 0
+    assert isinstance(done, crawler.WorkerSummary) and done.stop_reason == ""
+    stored = [e for e in manifest_lines(out) if e["status"] == "success"]
+    assert done.done == len(stored) > 0
+    assert done.bytes == sum(e["bytes"] for e in stored)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["started_at"] <= summary["finished_at"]
+    assert summary["finished_at"].endswith("+00:00")
