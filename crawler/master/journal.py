@@ -177,8 +177,10 @@ class Journal:
                 reopened += self._db.execute(
                     "UPDATE pages SET done = 0 WHERE done = ?", (_CUT,)).rowcount
             if robots_refusals:
-                refused = "json_extract(outcome, '$.reason') LIKE ?"
-                pattern = ROBOTS_UNREACHABLE + "%"
+                # The JSON is compact (no spaces): matched as text, so a damaged row is
+                # left for the reading of outcomes to report, not a JSON error here.
+                refused = "outcome LIKE ?"
+                pattern = f'%"reason":"{ROBOTS_UNREACHABLE}%'
                 reopened += self._db.execute(
                     f"UPDATE pages SET done = 0 WHERE done != 0 AND url IN "  # noqa: S608
                     f"(SELECT page FROM images WHERE {refused})", (pattern,)).rowcount

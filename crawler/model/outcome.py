@@ -45,6 +45,7 @@ class FailureKind(enum.Enum):
     BAD_RESPONSE = "bad-response"  # a broken encoding or framing
     INVALID_URL = "invalid-url"
     STORAGE = "storage"  # the worker's own disk
+    NAME_TAKEN = "name-taken"  # the image's file name is taken by something not ours
     STOPPED = "stopped"  # the worker is stopping
     WORKER_ERROR = "worker-error"  # a bug: the worker itself failed
 

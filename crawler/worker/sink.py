@@ -112,9 +112,9 @@ class ImageSink:
                 stored = self._store.commit(partial, self._url, kind, self.size,
                                             self._hasher.hexdigest())
         except PathConflict as exc:  # one image's name is taken: not the disk failing
-            raise Abandoned(str(exc)) from exc
+            raise Abandoned(str(exc), FailureKind.NAME_TAKEN) from exc
         except LeaseLost as exc:  # the worker drops it: another one holds the URL now
-            raise Abandoned(str(exc), transient=True) from exc
+            raise Abandoned(str(exc), FailureKind.STOPPED, transient=True) from exc
         width, height = size_wh if size_wh else (None, None)
         # The stored file's size and hash: a file another download of this URL stored
         # first is kept, and it is what the manifest must describe.
