@@ -236,7 +236,8 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
                             worker_threads=settings.worker.threads,
                             worker_fast_lane=settings.worker.fast_lane, dry_run=dry_run)
     # Before the progress bars and the queue start their threads: it forks.
-    parser = PageParser(parser=settings.crawl.parser)
+    parser = PageParser(parser=settings.crawl.parser,
+                        processes=settings.crawl.parsers or None)
     master = Master(settings, options, authkey, make_reporter(quiet or dry_run), parser,
                     announce=(lambda text: None) if quiet or dry_run else _say)
     def on_signal(*_: object) -> None:
