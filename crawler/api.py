@@ -269,7 +269,7 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
                             dry_run=dry_run, resume=resume, fresh=fresh,
                             invite_workers=invite_workers)
     # Before the progress display and the queue start their threads: it forks.
-    parser = PageParser(parser=settings.crawl.parser)
+    parser = PageParser(parser=settings.crawl.parser, processes=settings.crawl.parsers or None)
     try:
         master = Master(settings, options, authkey, make_reporter(not progress or dry_run),
                         parser, announce=announce or (lambda text: None))

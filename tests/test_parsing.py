@@ -150,3 +150,86 @@ def test_in_process_parsing_where_fork_is_not_the_way() -> None:
     body = PAGES[0].read_bytes()
     assert parser.extract(body, URL) == extract(body, URL)
     parser.close()
+
+
+# --- a pool of children -------------------------------------------------------------
+
+
+def test_up_to_one_child_per_core_by_default_started_as_needed() -> None:
+    parser = PageParser(in_process=False)
+    try:
+        assert parser.processes == (os.cpu_count() or 1)
+        assert len(parser.pids) == 1, "one child until pages come at once"
+        assert alive(parser.pids[0])
+    finally:
+        parser.close()
+
+
+def test_pages_are_parsed_at_once_in_several_children() -> None:
+    parser = PageParser(in_process=False, processes=3)
+    try:
+        body = PAGES[0].read_bytes()
+        outcome: list[object] = []
+        threads = [_parse_in_thread(parser, outcome) for _ in range(2)]
+        # Two huge pages hold two children; the third still answers at once.
+        deadline = time.monotonic() + 30
+        while len(parser._idle) > 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert parser.extract(body, URL) == extract(body, URL)
+        assert len(outcome) == 0, "the small page did not wait for the huge ones"
+        for thread in threads:
+            thread.join(120)
+        assert outcome == [extract(HUGE, URL)] * 2
+        assert len(parser.pids) == 3, "a child per page in flight"
+    finally:
+        parser.close()
+
+
+def test_a_child_killed_under_one_page_costs_no_other_page() -> None:
+    parser = PageParser(in_process=False, processes=2)
+    try:
+        victims: list[object] = []
+        victim = _parse_in_thread(parser, victims)
+        first = _kill_when_parsing(parser, None)
+        bystander = parser.extract(PAGES[0].read_bytes(), URL)  # in the other child
+        assert bystander == extract(PAGES[0].read_bytes(), URL)
+        # The huge page is tried again on a fresh child in its slot (the first).
+        deadline = time.monotonic() + 30
+        while parser._pid_of(0) in (None, first):
+            assert time.monotonic() < deadline, "no new child came"
+            time.sleep(0.01)
+        second = parser._pid_of(0)
+        assert second is not None
+        time.sleep(0.3)  # well into a parse of some seconds
+        os.kill(second, signal.SIGKILL)
+        victim.join(60)
+        assert len(victims) == 1 and isinstance(victims[0], ParserCrashed), victims
+        assert not alive(first) and not alive(second)
+        assert parser.extract(b"<img src=a.png>", URL).images == (
+            "http://example.com/dir/a.png",)
+    finally:
+        parser.close()
+
+
+def test_close_lets_each_child_leave_by_its_pipe() -> None:
+    parser = PageParser(in_process=False, processes=3)
+    for slot in (1, 2):
+        parser._start(slot)  # each child holds copies of its elders' pipes
+    pids = parser.pids
+    assert len(pids) == 3
+    started = time.monotonic()
+    parser.close(wait=30)
+    assert time.monotonic() - started < 25, "a child was killed, not left by itself"
+    assert not any(map(alive, pids))
+
+
+def test_results_cross_the_pipe_whole() -> None:
+    parser = PageParser(in_process=False, processes=1)
+    try:
+        html = (b'<link rel=stylesheet href=s.css><figure><img src=a.png alt=A width=3>'
+                b'<figcaption>Cap</figcaption></figure><a href=p.html>p</a>')
+        assert parser.extract(html, URL) == extract(html, URL)
+        assert parser.extract(html, URL).image_refs[0].caption == "Cap"
+    finally:
+        parser.close()

@@ -1,16 +1,24 @@
-"""Pages parsed in a process of their own, forked from the master when it starts.
+"""Pages parsed in processes of their own, forked from the master when it starts.
 
-Parsing is a third of the master's CPU, and the master's one interpreter also
-answers every worker; in a child process the parsing runs on another core (a
-5,000-image crawl on 2 cores: 0.73 s, against 0.78 s in the master). The first
-child is forked before the master starts its threads, with BeautifulSoup and
-lxml already imported, so it is ready at once; a child forked later (after a
-crash) is the same, and it leaves when its pipe closes, so the descriptors it
-inherits do not outlive the master. A child that dies (a parser crash, the
-kernel's out-of-memory killer) is replaced, and the page it was given is tried
-once more on the new child: only a page that kills two children fails. Where
-fork is not the platform's way (Windows, macOS), pages are parsed in the master
-itself.
+Parsing is most of the master's CPU, and the master's one interpreter also
+answers every worker; in child processes the parsing runs on every core
+(``crawl.parsers`` children at most, by default one per core). The first is
+forked before the master starts its threads, with lxml already imported, so it
+is ready at once; a child forked later (for more pages at once, or after a
+crash) is the same, and each leaves when
+its pipe closes, so the descriptors it inherits do not outlive the master.
+
+Each child parses one page at a time; as many pages as there are children are
+in flight at once, one per calling thread. Children are forked as pages need
+them: the first at once, another when all are busy, up to the limit. A child
+that dies (a parser crash, the kernel's out-of-memory killer) is replaced, and
+the page it was given is tried once more on the new child: only a page that
+kills two children fails, and the other children's pages are untouched. Where
+fork is not the platform's way (Windows, macOS), pages are parsed in the
+master itself.
+
+Pages go down the pipe as bytes; results come back packed into plain tuples
+(``_pack``), each image's description a tuple, the image list rebuilt from them.
 """
 
 from __future__ import annotations
@@ -18,14 +26,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import signal
 import sys
 import threading
+import time
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
 from crawler.errors import CrawlerError
-from crawler.parse.extract import Extraction, extract
+from crawler.parse.extract import Extraction, ImageRef, extract
 
 log = logging.getLogger(__name__)
 
@@ -38,82 +49,158 @@ class ParserCrashed(CrawlerError):
     """The parser process died twice on one page (or was closed under it)."""
 
 
+@dataclass
+class _Child:
+    conn: Connection
+    process: Any  # multiprocessing's Process of the fork context
+
+
 class PageParser:
-    """``extract`` in a child process; thread-safe, one page at a time."""
+    """``extract`` in a pool of child processes; thread-safe, one page per child at a time.
+
+    Up to ``processes`` children (None: one per core); one is started at once,
+    another only when a page comes while every started one is busy, so a
+    master that parses one page at a time has one child.
+    ``parser`` is the HTML engine for calls whose options name none.
+    """
 
     def __init__(self, in_process: bool = not sys.platform.startswith("linux"),
-                 parser: str = "lxml") -> None:
-        self._parser = parser  # the engine for calls that name none
-        self._lock = threading.Lock()
+                 parser: str = "lxml", processes: int | None = None) -> None:
+        self._parser = parser
         self._in_process = in_process
         self._closed = False
-        self._conn: Connection | None = None
-        self._process: Any = None
-        if not in_process:
-            self._start()
+        self._cond = threading.Condition()
+        count = 0 if in_process else max(1, processes or os.cpu_count() or 1)
+        self._children: list[_Child | None] = [None] * count
+        # Slots no page is using; a slot's child is forked when the slot is
+        # first needed, the first one now (before the master starts threads).
+        self._idle: set[int] = set(range(count))
+        self._last_pid: int | None = None
+        if count:
+            self._start(0)
+            self._last_pid = self._pid_of(0)
 
     @property
     def pid(self) -> int | None:
-        """The child's process id; None when pages are parsed in this process."""
-        return self._process.pid if self._process is not None else None
+        """The process id of the child last given a page (at first, the first child's);
+        None when pages are parsed in this process."""
+        return self._last_pid
+
+    @property
+    def pids(self) -> list[int]:
+        """The process ids of the children alive now, by slot."""
+        return [child.process.pid for child in self._children if child is not None]
+
+    @property
+    def processes(self) -> int:
+        """How many pages can be parsed at once in children (0: in this process)."""
+        return len(self._children)
 
     def extract(self, html: bytes, page_url: str, **options: Any) -> Extraction:
-        """``crawler.parse.extract.extract(html, page_url, **options)``, in the child.
+        """``crawler.parse.extract.extract(html, page_url, **options)``, in a child.
 
-        Raises :class:`ParserCrashed` when two children in turn died on this page.
+        Blocks while every child is busy. Raises :class:`ParserCrashed` when two
+        children in turn died on this page, or the parser was closed.
         """
         options.setdefault("parser", self._parser)
         if self._in_process:
             return extract(html, page_url, **options)
-        with self._lock:
-            for attempt in range(1, PARSE_ATTEMPTS + 1):
-                if self._closed:
-                    raise ParserCrashed("the page parser was closed (the crawl is stopping)")
-                if self._conn is None:
-                    self._start()  # the last one died
-                assert self._conn is not None
-                try:
-                    self._conn.send((html, page_url, options))
-                    parsed, result = self._conn.recv()
-                    break
-                except (EOFError, OSError) as exc:
-                    # The child may have died idle, before this page reached it:
-                    # a fresh child gets the page once more before it is blamed.
-                    code = self._reap()
-                    if self._closed:
-                        raise ParserCrashed("the page parser was closed under this page"
-                                            " (the crawl is stopping)") from exc
-                    if attempt == PARSE_ATTEMPTS:
-                        raise ParserCrashed(
-                            f"the page parser died on this page {attempt} time(s)"
-                            f" (last exit status {code})") from exc
+        slot = self._acquire()
+        try:
+            parsed, result = self._parse_in(slot, (html, page_url, options))
+        finally:
+            self._release(slot)
         if not parsed:
             raise result  # extract's own error (a caller's mistake), as if called here
-        return result  # type: ignore[no-any-return]
+        return _unpack(result)
 
     def close(self, wait: float = CLOSE_WAIT) -> None:
-        """End the child: it leaves when its pipe closes, or is killed after ``wait`` s.
+        """End the children: each leaves when its pipe closes, or is killed after ``wait`` s.
 
-        With ``wait`` 0 it is killed first, so that a page it is parsing does not
-        hold up the caller (whose page threads then see ParserCrashed).
+        Pages in flight get up to ``wait`` s to finish. With ``wait`` 0 the
+        children are killed first, so that pages being parsed do not hold up
+        the caller (whose page threads then see ParserCrashed).
         """
-        self._closed = True
-        process = self._process
-        if process is not None and wait <= 0:
-            process.kill()
-        with self._lock:
-            conn, self._conn = self._conn, None
-            process, self._process = self._process, None
-        if conn is not None:
-            conn.close()
-        if process is not None:
-            _join_or_kill(process, wait)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            children = [child for child in self._children if child is not None]
+        if wait <= 0:
+            for child in children:
+                child.process.kill()
+        deadline = time.monotonic() + max(wait, 0.0)
+        with self._cond:
+            while len(self._idle) < len(self._children):  # pages in flight
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            children = [child for child in self._children if child is not None]
+            self._children = [None] * len(self._children)
+        for child in children:
+            with contextlib.suppress(OSError):
+                child.conn.close()
+        for child in children:
+            _join_or_kill(child.process, max(wait, 0.0))
 
-    def _start(self) -> None:
+    # --- slots ----------------------------------------------------------------------
+
+    def _acquire(self) -> int:
+        """The lowest idle slot: started children before new ones, and a dead
+        idle child is found (and replaced) before it is left lying."""
+        with self._cond:
+            while not self._idle and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                raise ParserCrashed("the page parser was closed (the crawl is stopping)")
+            slot = min(self._idle)
+            self._idle.discard(slot)
+            return slot
+
+    def _release(self, slot: int) -> None:
+        with self._cond:
+            self._idle.add(slot)
+            self._cond.notify()
+
+    def _parse_in(self, slot: int, job: tuple[bytes, str, dict[str, Any]]) -> tuple[bool, Any]:
+        for attempt in range(1, PARSE_ATTEMPTS + 1):
+            if self._closed:
+                raise ParserCrashed("the page parser was closed (the crawl is stopping)")
+            child = self._children[slot]
+            if child is None:
+                child = self._start(slot)  # the last one died
+            self._last_pid = child.process.pid
+            try:
+                child.conn.send(job)
+                return child.conn.recv()  # type: ignore[no-any-return]
+            except (EOFError, OSError) as exc:
+                # The child may have died idle, before this page reached it:
+                # a fresh child gets the page once more before it is blamed.
+                code = self._reap(slot, child)
+                if self._closed:
+                    raise ParserCrashed("the page parser was closed under this page"
+                                        " (the crawl is stopping)") from exc
+                if attempt == PARSE_ATTEMPTS:
+                    raise ParserCrashed(
+                        f"the page parser died on this page {attempt} time(s)"
+                        f" (last exit status {code})") from exc
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    # --- children -------------------------------------------------------------------
+
+    def _pid_of(self, slot: int) -> int | None:
+        child = self._children[slot]
+        return child.process.pid if child is not None else None
+
+    def _start(self, slot: int) -> _Child:
         context = multiprocessing.get_context("fork")
-        parent, child = context.Pipe()
-        process = context.Process(target=_serve, args=(child, parent), name="page-parser",
-                                  daemon=True)
+        parent, child_end = context.Pipe()
+        # The child gets copies of the master's ends of its siblings' pipes; it
+        # closes them, or a sibling would not see its pipe close.
+        with self._cond:
+            masters_ends = [parent, *(c.conn for c in self._children if c is not None)]
+        process = context.Process(target=_serve, args=(child_end, masters_ends),
+                                  name=f"page-parser-{slot}", daemon=True)
         # Blocked across the fork, so that the child has ignored them before one
         # can reach it; the parent gets any that came meanwhile when unblocked.
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, _MASTERS_SIGNALS)
@@ -121,23 +208,28 @@ class PageParser:
             process.start()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-        child.close()
-        self._conn, self._process = parent, process
+        child_end.close()
+        child = _Child(parent, process)
+        with self._cond:
+            if self._closed:  # closed while this one was forked: it goes at once
+                parent.close()
+                _join_or_kill(process, CLOSE_WAIT)
+                raise ParserCrashed("the page parser was closed (the crawl is stopping)")
+            self._children[slot] = child
+        return child
 
-    def _reap(self) -> int | None:
+    def _reap(self, slot: int, child: _Child) -> int | None:
         """Close the pipe to a child that failed and collect its exit status."""
-        if self._conn is not None:
-            with contextlib.suppress(OSError):
-                self._conn.close()
-            self._conn = None
-        process, self._process = self._process, None
-        if process is None:
-            return None
-        _join_or_kill(process, CLOSE_WAIT)  # the pipe broke; if it lives on, not for long
+        with self._cond:
+            if self._children[slot] is child:
+                self._children[slot] = None
+        with contextlib.suppress(OSError):
+            child.conn.close()
+        _join_or_kill(child.process, CLOSE_WAIT)  # the pipe broke; if it lives on, not for long
         if not self._closed:
             log.warning("the page parser process ended (exit status %s); starting a new one",
-                        process.exitcode)
-        return process.exitcode  # type: ignore[no-any-return]
+                        child.process.exitcode)
+        return child.process.exitcode  # type: ignore[no-any-return]
 
 
 def _join_or_kill(process: Any, wait: float) -> None:
@@ -148,9 +240,28 @@ def _join_or_kill(process: Any, wait: float) -> None:
         process.join(CLOSE_WAIT)
 
 
-def _serve(conn: Connection, parents_end: Connection) -> None:
-    """The child: parse what comes down the pipe until it closes."""
-    parents_end.close()  # else the pipe would never read as closed here
+_Packed = tuple[str, tuple[str, ...], tuple[str, ...], tuple[tuple[Any, ...], ...]]
+
+
+def _pack(extraction: Extraction) -> _Packed:
+    """An extraction as plain tuples: no class per image, no image URL sent twice."""
+    return (extraction.base_url, extraction.links, extraction.stylesheets,
+            tuple(tuple(ref) for ref in extraction.image_refs))
+
+
+def _unpack(packed: _Packed) -> Extraction:
+    base_url, links, stylesheets, refs = packed
+    image_refs = tuple(ImageRef._make(ref) for ref in refs)
+    return Extraction(base_url=base_url, links=links,
+                      images=tuple(ref.url for ref in image_refs),
+                      stylesheets=stylesheets, image_refs=image_refs)
+
+
+def _serve(conn: Connection, masters_ends: list[Connection]) -> None:
+    """A child: parse what comes down the pipe until it closes."""
+    for end in masters_ends:  # else its pipe, or a sibling's, would never read as closed
+        with contextlib.suppress(OSError):
+            end.close()
     # Ctrl-C and a polite kill are for the master to handle: it closes the pipe.
     for signum in _MASTERS_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
@@ -161,7 +272,7 @@ def _serve(conn: Connection, parents_end: Connection) -> None:
         except (EOFError, OSError):
             return
         try:
-            answer: tuple[bool, Any] = (True, extract(html, page_url, **options))
+            answer: tuple[bool, Any] = (True, _pack(extract(html, page_url, **options)))
         except Exception as exc:  # noqa: BLE001 - handed to the caller, who raises it
             answer = (False, exc)
         conn.send(answer)
