@@ -297,11 +297,17 @@ def crawler_env(setup: CrawlerSetup) -> dict[str, str]:
     return env
 
 
+OFF_SITE = r"^https?://(?!127\.0\.0\.1[:/])"  # image URLs on any host but the site's
+
+
 def crawler_argv(url: str, out: Path, qport: int, setup: CrawlerSetup, *, dry_run: bool = False,
                  tuned: Sequence[str] = ()) -> list[str]:
     argv = [sys.executable, "-m", "crawler", "master", url + "/",
             "--bind", f"127.0.0.1:{qport}", "--out", str(out), "--quiet",
-            "--depth", str(setup.depth), "--max-pages", "0", *_ca_args(setup, 0)]
+            "--depth", str(setup.depth), "--max-pages", "0", *_ca_args(setup, 0),
+            # Images stay on the site (as wget's and wget2's without -H): a real site's
+            # <a href> to an image elsewhere would make the crawler look that host up.
+            "--reject", OFF_SITE]
     if dry_run:
         return [*argv, "--dry-run", *setup.extra]
     if setup.local_workers:

@@ -22,7 +22,7 @@ def write_journal(folder: Path, images: int = 3000) -> Path:
     journal = Journal(folder)
     journal.add_seeds([SEED])
     journal.page_done(SEED, [(f"{SEED}p{i}", 1) for i in range(300)],
-                      [(f"{SEED}i{i}.png", SEED, None) for i in range(images)])
+                      [(f"{SEED}i{i}.png", SEED, None, None) for i in range(images)])
     journal.record([Outcome.from_attempt(Attempt(url=f"{SEED}i{i}.png", ok=False, reason="x"),
                                          page=SEED, worker=None, attempts=1)
                     for i in range(0, images, 2)])

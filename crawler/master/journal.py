@@ -16,6 +16,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from crawler.errors import JournalDamaged, StorageError
 from crawler.model.outcome import Outcome
@@ -31,7 +32,8 @@ CREATE TABLE IF NOT EXISTS pages (
 CREATE TABLE IF NOT EXISTS images (
     url TEXT PRIMARY KEY,
     page TEXT,
-    outcome TEXT            -- the final Outcome as JSON; NULL while queued
+    outcome TEXT,           -- the final Outcome as JSON; NULL while queued
+    ref TEXT                -- what the page said about it (Outcome.ref) as JSON, or NULL
 );
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
@@ -50,7 +52,8 @@ class PageDone:
 
     url: str
     links: list[tuple[str, int]]  # (url, depth)
-    images: list[tuple[str, str, str | None]]  # (url, page, outcome JSON or None while queued)
+    # (url, page, outcome JSON or None while queued, Outcome.ref as JSON or None)
+    images: list[tuple[str, str, str | None, str | None]]
     complete: bool = True  # False when the image budget left some of its images out
 
 
@@ -58,7 +61,7 @@ class PageDone:
 class Resumed:
     pending_pages: list[tuple[str, int]]  # seen but not done: to fetch
     done_pages: set[str]
-    pending_images: list[tuple[str, str | None]]  # queued, no outcome yet
+    pending_images: list[tuple[str, str | None, dict[str, Any] | None]]  # url, page, ref
     finished_images: set[str]
 
 
@@ -72,6 +75,9 @@ class Journal:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(images)")}
+            if "ref" not in columns:  # a journal of an earlier version
+                self._db.execute("ALTER TABLE images ADD COLUMN ref TEXT")
         except sqlite3.DatabaseError as exc:
             raise _damaged(self.path, exc) from exc
 
@@ -91,12 +97,12 @@ class Journal:
                 done_pages.add(url)
             else:
                 pending_pages.append((url, depth))
-        pending_images: list[tuple[str, str | None]] = []
+        pending_images: list[tuple[str, str | None, dict[str, Any] | None]] = []
         finished: set[str] = set()
-        for url, page, outcome in self._db.execute(
-                "SELECT url, page, outcome FROM images ORDER BY rowid"):
+        for url, page, outcome, ref in self._db.execute(
+                "SELECT url, page, outcome, ref FROM images ORDER BY rowid"):
             if outcome is None:
-                pending_images.append((url, page))
+                pending_images.append((url, page, json.loads(ref) if ref else None))
             else:
                 finished.add(url)
         return Resumed(pending_pages, done_pages, pending_images, finished)
@@ -124,7 +130,8 @@ class Journal:
                                  [(u,) for u in urls])
 
     def page_done(self, url: str, links: Iterable[tuple[str, int]],
-                  images: Iterable[tuple[str, str, str | None]], complete: bool = True) -> None:
+                  images: Iterable[tuple[str, str, str | None, str | None]],
+                  complete: bool = True) -> None:
         """Record, atomically, a finished page and what was found on it."""
         self.pages_done([PageDone(url, list(links), list(images), complete)])
 
@@ -138,7 +145,7 @@ class Journal:
             self._db.executemany("INSERT OR IGNORE INTO pages (url, depth) VALUES (?, ?)",
                                  [link for page in pages for link in page.links])
             self._db.executemany(
-                "INSERT OR IGNORE INTO images (url, page, outcome) VALUES (?, ?, ?)",
+                "INSERT OR IGNORE INTO images (url, page, outcome, ref) VALUES (?, ?, ?, ?)",
                 [image for page in pages for image in page.images])
             self._db.executemany("UPDATE pages SET done = ? WHERE url = ?",
                                  [(1 if page.complete else _CUT, page.url) for page in pages])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import shlex
@@ -24,6 +25,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from crawler.board.manager import QueueServer
 from crawler.board.memory import BoardPolicy, TaskBoard
@@ -40,10 +42,11 @@ from crawler.master.pages import Page, fetch_page
 from crawler.master.results import MANIFEST_NAME, PAGES_NAME, RESULTS_NAME, ResultFiles
 from crawler.master.robots import Robots
 from crawler.master.scope import Scope
+from crawler.master.stylesheets import Stylesheets
 from crawler.model.outcome import Attempt, Outcome
 from crawler.model.urls import host_key, host_key_of_normalized
 from crawler.model.wire import CrawlInfo, Status
-from crawler.parse.extract import Extraction
+from crawler.parse.extract import Extraction, ImageRef
 from crawler.parse.pool import PageParser, ParserCrashed
 from crawler.ui.progress import Reporter, Snapshot, write_out
 
@@ -103,7 +106,7 @@ class _Visit:
     depth: int
     page: Page
     extraction: Extraction | None
-    images: list[tuple[str, str | None]]  # (url, refusal reason or None)
+    images: list[tuple[str, str | None, dict[str, Any] | None]]  # (url, refusal or None, ref)
     started: float  # when the page request was made (time.monotonic())
 
 
@@ -137,6 +140,7 @@ class Master:
         self._server: QueueServer | None = None
         self._pages_read = 0
         self._pages_done: list[PageDone] = []  # finished, to be journaled together
+        self._refs: dict[str, dict[str, Any]] = {}  # queued image -> what its page said of it
         self._seed_failures: list[tuple[str, str]] = []
 
     def stop(self) -> None:
@@ -212,7 +216,9 @@ class Master:
                      len(resumed.done_pages), len(frontier), len(resumed.finished_images),
                      len(resumed.pending_images))
         self._board.remember(resumed.finished_images)
-        for url, page in resumed.pending_images:
+        for url, page, ref in resumed.pending_images:
+            if ref is not None:
+                self._refs[url] = ref
             self._board.put(url, host_key(url), page)
             self._snapshot.found += 1
         if self._server is not None:
@@ -221,6 +227,9 @@ class Master:
         robots = Robots(session, settings.crawl.user_agent, settings.crawl.page_timeout,
                         settings.crawl.respect_robots,
                         max_delay=settings.politeness.max_crawl_delay)
+        self._stylesheets = Stylesheets(
+            session, timeout=settings.crawl.page_timeout, max_bytes=settings.crawl.max_page_bytes,
+            may_read=lambda url: self._scope.allows_stylesheet(url) and robots.allowed(url))
         if not settings.crawl.respect_robots:
             log.warning("robots.txt is ignored (crawl.respect_robots = false)")
         pool = ThreadPoolExecutor(settings.crawl.page_concurrency, thread_name_prefix="page")
@@ -357,15 +366,19 @@ class Master:
         except ParserCrashed as exc:
             return _Visit(url, depth, dataclasses.replace(page, skipped=str(exc)), None, [],
                           started)
-        images: list[tuple[str, str | None]] = []
-        for image in extraction.images:
+        refs = {ref.url: _said(ref) for ref in extraction.image_refs}
+        if extraction.stylesheets:  # what a browser shows of them is the page's too
+            for image in self._stylesheets.images(extraction.stylesheets):
+                refs.setdefault(image, {"kind": "css"})
+        images: list[tuple[str, str | None, dict[str, Any] | None]] = []
+        for image in dict.fromkeys((*extraction.images, *refs)):
             if not self._scope.allows_image(image):
                 continue
             refused = robots.refusal(image)
             delay = robots.crawl_delay(image)
             if delay:
                 self._board.set_host_delay(host_key_of_normalized(image), delay)
-            images.append((image, refused))
+            images.append((image, refused, refs.get(image)))
         return _Visit(url, depth, page, extraction, images, started)
 
     def _visited(self, visit: _Visit, journal: Journal, robots: Robots,
@@ -395,16 +408,16 @@ class Master:
                 if (not frontier.seen(link) and self._scope.allows_page(link)
                         and frontier.add(link, visit.depth + 1)):
                     links.append((link, visit.depth + 1))
-        new_images: list[tuple[str, str | None]] = []
+        new_images: list[tuple[str, str | None, dict[str, Any] | None]] = []
         max_images = self._settings.crawl.max_images
         complete = True
-        for image, refused in visit.images:
+        for image, refused, ref in visit.images:
             if max_images and self._snapshot.found >= max_images:
                 complete = False  # a rerun with a larger budget reads this page again
                 break
             if self._board.known(image):
                 continue
-            new_images.append((image, refused))
+            new_images.append((image, refused, ref))
             self._snapshot.found += 1
             if self._options.dry_run and refused is None:  # refused ones are never queued
                 write_out(image)
@@ -414,13 +427,15 @@ class Master:
         # Refusals are final at once, and journaled with the page: a crash right after
         # must not leave them looking queued, or a resumed crawl would download them.
         refusals = {image: Attempt(url=image, ok=False, reason=refused)
-                    for image, refused in new_images if refused is not None}
+                    for image, refused, _ in new_images if refused is not None}
         self._pages_done.append(PageDone(visit.url, links, [
             (image, page_url, Outcome.from_attempt(refusals[image], page=page_url, worker=None,
-                                                   attempts=0).to_json()
-             if image in refusals else None)
-            for image, _ in new_images], complete=complete))
-        for image, refused in new_images:
+                                                   attempts=0, ref=ref).to_json()
+             if image in refusals else None, json.dumps(ref) if ref else None)
+            for image, _, ref in new_images], complete=complete))
+        for image, refused, ref in new_images:
+            if ref is not None and refused is None:
+                self._refs[image] = ref  # until its outcome is recorded
             if refused is not None:
                 self._board.settle_now(refusals[image], page_url)
             elif self._options.dry_run:
@@ -456,8 +471,10 @@ class Master:
         settled = self._board.drain()
         if not settled or self._options.dry_run:
             return  # a dry run downloads nothing: nothing to record
+        refs = self._refs
         outcomes = [Outcome.from_attempt(s.attempt, page=s.page, worker=s.worker,
-                                         attempts=s.attempts) for s in settled]
+                                         attempts=s.attempts, ref=refs.pop(s.attempt.url, None))
+                    for s in settled]
         journal.record(outcomes)
         files.write(outcomes)
         for outcome in outcomes:
@@ -577,6 +594,16 @@ class Master:
                        failure_reasons=self._reasons.most_common(5),
                        failing_hosts=self._failing_hosts.most_common(5),
                        pages_read=self._pages_read, seed_failures=self._seed_failures)
+
+
+def _said(ref: ImageRef) -> dict[str, Any]:
+    """What the page said about an image, as the manifest's ``ref``: only what it said."""
+    said: dict[str, Any] = {"kind": ref.kind}
+    for name in ("alt", "title", "caption", "width", "height"):
+        value = getattr(ref, name)
+        if value is not None:
+            said[name] = value
+    return said
 
 
 class _NoFiles(ResultFiles):

@@ -152,6 +152,10 @@ class Scope:
         return any(host == domain or (host.endswith("." + domain) and not _is_ip(domain))
                    for domain in self.domains)
 
+    def allows_stylesheet(self, url: str) -> bool:
+        """May the crawl read this style sheet? Those of the crawled site (its mode), not denied."""
+        return self._within_mode(url) and not _search_any(self.deny, url)
+
     def allows_page(self, url: str) -> bool:
         """May the crawl fetch this page? Deny wins; allow, when given, narrows the mode."""
         if not self._within_mode(url):

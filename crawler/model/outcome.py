@@ -119,16 +119,20 @@ class Outcome:
     elapsed_s: float
     width: int | None = None
     height: int | None = None
+    # What the page said about the image where it referred to it: "kind" (img,
+    # srcset, picture, css, og:image, ...) and, where given, "alt", "title",
+    # "caption" (of an enclosing <figure>), "width" and "height" (attributes).
+    ref: dict[str, Any] | None = None
 
     @classmethod
     def from_attempt(cls, attempt: Attempt, *, page: str | None, worker: str | None,
-                     attempts: int) -> Outcome:
+                     attempts: int, ref: dict[str, Any] | None = None) -> Outcome:
         return cls(url=attempt.url, status="success" if attempt.ok else "failure",
                    reason=attempt.reason, page=page, worker=worker, path=attempt.path,
                    bytes=attempt.bytes, sha256=attempt.sha256,
                    content_type=attempt.content_type, attempts=attempts,
                    elapsed_s=round(attempt.elapsed_s, 4), width=attempt.width,
-                   height=attempt.height)
+                   height=attempt.height, ref=ref)
 
     @property
     def ok(self) -> bool:

@@ -82,6 +82,13 @@ def _many_attributes(text: str) -> bool:
     return equals > _MANY_ATTRIBUTES and equals > 16 * text.count("<")
 
 
+def _xml_compatible(name: object) -> bool:
+    return isinstance(name, str) and not _CONTROL_RE.search(name)
+
+
+_CONTROL_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 class _LxmlTree:
     def __init__(self, root: Any, text: str) -> None:
         self.root = root
@@ -122,7 +129,12 @@ class _LxmlTree:
         carriers = self._carriers(attributes)
         names = set(tags)
         names.update(node.tag for node in carriers)
-        for node in self.root.iter(*names):
+        # lxml's tag filter takes XML names only; libxml2's HTML parser keeps control
+        # characters in a tag name ("<a\x08<a style=...>"): then every element is walked.
+        wanted = names if all(map(_xml_compatible, names)) else None
+        for node in self.root.iter(*(wanted or ())):
+            if wanted is None and node.tag not in names:
+                continue
             yield node.tag, node.get, node, node in carriers
 
     def _carriers(self, attributes: Collection[str]) -> set[Any]:

@@ -1,0 +1,89 @@
+"""Style sheets the crawled pages link: each read once, its images (and @imports) taken.
+
+A browser shows the images a page's linked style sheets name (backgrounds,
+icons), so the crawler reads them too: each style sheet of the crawled site
+(the scope's mode) once per crawl, cached by URL, following ``@import`` a few
+levels deep. Fonts are left out (``crawler.parse.css``). robots.txt applies
+as to pages. A sheet that cannot be read costs only its own images: it is
+logged, not retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from crawler.fetch.easy import EasyClient
+from crawler.parse.css import stylesheet_urls
+
+log = logging.getLogger(__name__)
+
+MAX_IMPORT_DEPTH = 4  # @import chains followed this far from a page's <link>
+ACCEPT_CSS = "text/css,*/*;q=0.1"
+
+
+class Stylesheets:
+    """The images of style sheets, each sheet fetched once however many pages link it."""
+
+    def __init__(self, client: EasyClient, *, may_read: Callable[[str], bool],
+                 timeout: float, max_bytes: int) -> None:
+        self._client = client
+        self._may_read = may_read  # scope and robots.txt
+        self._timeout = timeout
+        self._max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._read: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}  # url: images, imports
+        self._reading: dict[str, threading.Event] = {}
+
+    def images(self, sheets: tuple[str, ...]) -> list[str]:
+        """The images the style sheets ``sheets`` (and those they import) name, in order."""
+        found: dict[str, None] = {}
+        seen: set[str] = set()
+        level = [sheet for sheet in sheets if self._may_read(sheet)]
+        for _depth in range(MAX_IMPORT_DEPTH + 1):
+            following: list[str] = []
+            for sheet in level:
+                if sheet in seen:
+                    continue
+                seen.add(sheet)
+                images, imports = self._refs(sheet)
+                found.update(dict.fromkeys(images))
+                following += [url for url in imports if url not in seen and self._may_read(url)]
+            level = following
+            if not level:
+                break
+        return list(found)
+
+    def _refs(self, url: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        with self._lock:
+            known = self._read.get(url)
+            if known is not None:
+                return known
+            event = self._reading.get(url)
+            mine = event is None
+            if mine:
+                event = self._reading[url] = threading.Event()
+        assert event is not None
+        if not mine:  # another page thread reads it: wait for its answer
+            event.wait(self._timeout + 1)
+            with self._lock:
+                return self._read.get(url, ((), ()))
+        refs: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+        try:
+            refs = self._fetch(url)
+        finally:
+            with self._lock:
+                self._read[url] = refs
+                del self._reading[url]
+            event.set()
+        return refs
+
+    def _fetch(self, url: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        reply = self._client.get(url, accept=ACCEPT_CSS, max_bytes=self._max_bytes,
+                                 timeout=self._timeout)
+        if not reply.ok or reply.status != 200:
+            log.info("style sheet %s: %s", url, reply.failure or f"HTTP {reply.status}")
+            return (), ()
+        refs = stylesheet_urls(reply.body.decode("utf-8", errors="replace"), url)
+        return refs.images, refs.imports

@@ -1,0 +1,71 @@
+"""Linked style sheets and what pages say about images, end to end with a real master.
+
+A fixture server on 127.0.0.1 serves pages that link style sheets (with
+``@import``, a font and images in ``url()``); one local worker downloads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from crawler.demo.site import png
+
+from .conftest import FixtureServer, finish, manifest_lines, serve_routes, start_crawler
+
+PAGE = b"""<html><head><link rel="stylesheet" href="/css/site.css"></head><body>
+<a href="/other.html">other</a>
+<figure><img src="/photo.png" alt="A red square" title="Red" width="300" height="200">
+<figcaption> The  square,
+ at noon </figcaption></figure></body></html>"""
+OTHER = b"""<html><head><link rel="stylesheet" href="/css/site.css"></head><body>
+<img src="/plain.png"></body></html>"""
+SITE_CSS = b"""@import url("/css/more.css");
+@font-face { font-family: x; src: url(/fonts/x.woff2) format("woff2"); }
+body { background: url('/bg.png') }"""
+MORE_CSS = b".icon { background-image: url(icon.png) }"
+
+
+def _crawl(server: FixtureServer, tmp_path: Path) -> str:
+    master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(tmp_path / "out"), "--local-workers", "1", cwd=tmp_path)
+    err = finish(master, 90)
+    assert master.returncode == 0, err
+    return err
+
+
+def test_images_of_linked_style_sheets_are_found_once_each(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    server = make_server()
+    image = ("image/png", png(8, 8, 3))
+    serve_routes(server, {"/": ("text/html", PAGE), "/other.html": ("text/html", OTHER),
+                          "/css/site.css": ("text/css", SITE_CSS),
+                          "/css/more.css": ("text/css", MORE_CSS),
+                          "/photo.png": image, "/plain.png": image, "/bg.png": image,
+                          "/css/icon.png": image, "/fonts/x.woff2": ("font/woff2", b"wOF2")})
+    _crawl(server, tmp_path)
+    entries = {e["url"][len(server.url):]: e for e in manifest_lines(tmp_path / "out")}
+    assert set(entries) == {"/photo.png", "/plain.png", "/bg.png", "/css/icon.png"}
+    assert all(e["status"] == "success" for e in entries.values()), entries
+    for path in ("/bg.png", "/css/icon.png"):  # the sheet's images, with the linking page
+        assert entries[path]["page"] == server.url + "/"
+        assert entries[path]["ref"] == {"kind": "css"}
+    paths = server.paths()
+    assert paths.count("/css/site.css") == 1, "a style sheet is read once per crawl"
+    assert paths.count("/css/more.css") == 1
+    assert "/fonts/x.woff2" not in paths, "fonts are not images"
+
+
+def test_the_manifest_says_what_the_page_said_about_each_image(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    server = make_server()
+    image = ("image/png", png(8, 8, 3))
+    serve_routes(server, {"/": ("text/html", PAGE), "/other.html": ("text/html", OTHER),
+                          "/css/site.css": ("text/css", b""),
+                          "/photo.png": image, "/plain.png": image})
+    _crawl(server, tmp_path)
+    entries = {e["url"][len(server.url):]: e for e in manifest_lines(tmp_path / "out")}
+    assert entries["/photo.png"]["ref"] == {
+        "kind": "img", "alt": "A red square", "title": "Red", "caption": "The square, at noon",
+        "width": 300, "height": 200}
+    assert entries["/plain.png"]["ref"] == {"kind": "img"}
