@@ -527,3 +527,11 @@ def test_image_refs_keep_to_a_bounded_size() -> None:
     (ref,) = extract(html, PAGE).image_refs
     assert ref.alt is not None and len(ref.alt) == 1000
     assert ref.caption is not None and len(ref.caption) == 1000
+
+
+def test_an_undeclared_page_in_a_non_latin_encoding_is_recognised() -> None:
+    text = ("<p>" + "日本語のテキストです。これは画像のページです。" * 5
+            + '<img src="/画像.png?q=日本">')
+    result = extract(text.encode("shift_jis"), PAGE)
+    # Read as Shift_JIS (not windows-1252): the path in UTF-8, the query in the page's.
+    assert result.images == (ROOT + "%E7%94%BB%E5%83%8F.png?q=%93%FA%96%7B",)
