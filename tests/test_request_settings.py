@@ -21,7 +21,8 @@ import requests
 from crawler.config import Limits, Settings
 from crawler.demo.site import png
 from crawler.errors import ConfigError
-from crawler.fetch.curl import CurlEngine, default_ca_file
+from crawler.fetch.curl import CurlEngine
+from crawler.fetch.curlsetup import default_ca_file
 from crawler.fetch.easy import EasyClient, Reply
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions, parse_header, parse_rate

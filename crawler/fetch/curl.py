@@ -26,11 +26,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
-import ipaddress
 import logging
-import os
 import queue
-import re
 import select
 import selectors
 import socket
@@ -38,13 +35,22 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import pycurl
 
 from crawler.config import Limits
 from crawler.errors import StorageError
+from crawler.fetch.curlsetup import (
+    DRAIN_AT_MOST,
+    Guard,
+    default_ca_file,
+    header_lines,
+    new_share,
+    request_url,
+    set_common_options,
+    set_hop_options,
+)
 from crawler.fetch.engine import Report, Results, Task, curl_failure
 from crawler.fetch.guard import AddressPolicy, BlockedAddress
 from crawler.fetch.options import RequestOptions
@@ -68,17 +74,12 @@ TICK = 0.25  # longest wait in select(), so a stop is seen promptly
 SWEEP_EVERY = 0.05  # seconds between checks of read timeouts and deadlines
 DEADLINE_SLACK = 0.25  # the sweep cuts what libcurl's own timer has not, this much later
 IDLE_PER_SLOT = 2  # connections kept open per transfer slot (least recently used go)
-DRAIN_AT_MOST = 64 * 1024  # error or redirect bodies up to this size are read: the connection stays
 BUFFER_BYTES = 128 * 1024  # libcurl's receive buffer: fewer, larger body callbacks
 RATE_BURST = 0.1  # seconds of the bandwidth cap that may be spent at once
-GUARD_CACHE = 4096  # addresses whose verdict is remembered
+FD_CACHE = 4096  # plain-http connections whose descriptor is remembered
 _WANTED = frozenset({b"content-length", b"content-type", b"content-encoding", b"location",
                      b"retry-after"})
 _WANTED_FIRST = frozenset(name[0] for name in _WANTED)  # "c", "l", "r"
-_NEEDS_QUOTING = re.compile(r"[^\x21-\x7e]")
-_URL_SAFE = "!#$%&'()*+,/:;=?@[]~"
-_CA_FILES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt",
-             "/etc/ssl/cert.pem", "/etc/ssl/ca-bundle.pem")
 
 
 @dataclass(eq=False)  # compared and hashed by identity
@@ -111,23 +112,6 @@ class _Slot:
     handle: pycurl.Curl
     transfer: _Transfer | None = None
     fresh: bool = False  # FRESH_CONNECT is set on the handle
-
-
-def default_ca_file() -> str | None:
-    """A CA bundle of this system (or certifi's): libcurl's built-in path may not exist here."""
-    for candidate in (os.environ.get("SSL_CERT_FILE"), *_CA_FILES):
-        if candidate and Path(candidate).is_file():
-            return candidate
-    import ssl  # only here: importing it costs a worker 5 ms of start-up
-
-    cafile = ssl.get_default_verify_paths().cafile
-    if cafile and Path(cafile).is_file():
-        return cafile
-    try:
-        import certifi
-    except ImportError:
-        return None
-    return str(certifi.where())
 
 
 class CurlEngine:
@@ -166,22 +150,18 @@ class CurlEngine:
         self._free: list[_Slot] = []
         self._active: set[_Slot] = set()
         self._by_handle: dict[int, _Slot] = {}
-        self._verdicts: dict[str, str | None] = {}  # address -> refusal kind (None: allowed)
         # Plain-http connections by (local port, peer port): their descriptor, to look
         # for unasked bytes before one is used again.
         self._fds: dict[tuple[int, int], int] = {}
         self._proxies = options.proxies()
-        self._exempt = _proxy_addresses(self._proxies.http, self._proxies.https)
+        self._guard = Guard(policy, self._proxies)
         self._per_hop = bool(options.credentials or self._proxies.http != self._proxies.https)
         self._rate = options.limit_rate
         self._budget = 0.0
         self._refilled = time.monotonic()
         self._paused: set[_Slot] = set()
-        self._share = pycurl.CurlShare()
-        self._share.setopt(pycurl.SH_SHARE, pycurl.LOCK_DATA_COOKIE)
-        self._share.setopt(pycurl.SH_SHARE, pycurl.LOCK_DATA_DNS)
-        self._share.setopt(pycurl.SH_SHARE, pycurl.LOCK_DATA_SSL_SESSION)
-        self._headers = _header_lines(options)
+        self._share = new_share()
+        self._headers = header_lines(options, ACCEPT)
         self._ca_file = None if options.ca_bundle else default_ca_file()
         self._multi = pycurl.CurlMulti()
         self._multi.setopt(pycurl.M_PIPELINING, pycurl.PIPE_MULTIPLEX)
@@ -310,43 +290,21 @@ class CurlEngine:
         handle = pycurl.Curl()
         slot = _Slot(handle)
         self._by_handle[id(handle)] = slot
-        options, limits = self._options, self._limits
+        load_cookies, self._cookies_loaded = not self._cookies_loaded, True
+        set_common_options(handle, self._options, ca_file=self._ca_file, share=self._share,
+                           load_cookies=load_cookies)
         setopt = handle.setopt
-        setopt(pycurl.NOSIGNAL, 1)
-        setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
-        setopt(pycurl.FOLLOWLOCATION, 0)  # followed here, each hop through the guard
-        setopt(pycurl.ACCEPT_ENCODING, "")  # every encoding libcurl decodes: gzip, deflate, br
-        setopt(pycurl.USERAGENT, options.user_agent)
         setopt(pycurl.HTTPHEADER, self._headers)
-        setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(limits.connect_timeout * 1000)))
+        setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(self._limits.connect_timeout * 1000)))
         setopt(pycurl.BUFFERSIZE, BUFFER_BYTES)
         setopt(pycurl.PIPEWAIT, 1)  # rather share an HTTP/2 connection than open another
-        setopt(pycurl.SHARE, self._share)
-        setopt(pycurl.COOKIEFILE, "")  # the cookie engine on, with the shared jar
         setopt(pycurl.WRITEFUNCTION, functools.partial(self._on_body, slot))
         setopt(pycurl.HEADERFUNCTION, functools.partial(self._on_header, slot))
         setopt(pycurl.OPENSOCKETFUNCTION, functools.partial(self._on_open_socket, slot))
         setopt(pycurl.PREREQFUNCTION, functools.partial(self._on_connected, slot))
         setopt(pycurl.SOCKOPTFUNCTION, functools.partial(self._on_new_socket, slot))
-        if options.insecure:
-            setopt(pycurl.SSL_VERIFYPEER, 0)
-            setopt(pycurl.SSL_VERIFYHOST, 0)
-        elif options.ca_bundle:
-            setopt(pycurl.CAINFO_BLOB, options.ca_bundle.encode())
-        elif self._ca_file:
-            setopt(pycurl.CAINFO, self._ca_file)
-        if options.client_cert:
-            setopt(pycurl.SSLCERT, options.client_cert)
-            if options.client_key:
-                setopt(pycurl.SSLKEY, options.client_key)
-        if not self._per_hop:
-            setopt(pycurl.PROXY, self._proxies.http)  # "": none, not even the environment's
-            if self._proxies.no_proxy:
-                setopt(pycurl.NOPROXY, self._proxies.no_proxy)
-        if options.cookies and not self._cookies_loaded:
-            self._cookies_loaded = True  # into the shared jar, once
-            for line in _cookie_lines(options.cookies):
-                setopt(pycurl.COOKIELIST, line)
+        if not self._per_hop:  # the same proxy and no login for every hop: set once
+            set_hop_options(handle, self._options, self._proxies, "http:")
         return slot
 
     def _begin(self, slot: _Slot) -> None:
@@ -360,28 +318,15 @@ class CurlEngine:
             return
         url = transfer.url
         handle = slot.handle
-        handle.setopt(pycurl.URL, quote(url, _URL_SAFE) if _NEEDS_QUOTING.search(url) else url)
+        handle.setopt(pycurl.URL, request_url(url))
         handle.setopt(pycurl.TIMEOUT_MS, max(1, int(remaining * 1000)))
         if transfer.fresh != slot.fresh:
             handle.setopt(pycurl.FRESH_CONNECT, 1 if transfer.fresh else 0)
             slot.fresh = transfer.fresh
         if self._per_hop:
-            self._hop_options(handle, url)
+            set_hop_options(handle, self._options, self._proxies, url)
         self._active.add(slot)
         self._multi.add_handle(handle)
-
-    def _hop_options(self, handle: pycurl.Curl, url: str) -> None:
-        """Credentials and proxy that depend on the hop's host and scheme."""
-        parts = urlsplit(url)
-        login = self._options.credentials_for(parts.hostname)
-        if login is None:
-            handle.unsetopt(pycurl.USERPWD)
-        else:
-            handle.setopt(pycurl.USERNAME, login[0])
-            handle.setopt(pycurl.PASSWORD, login[1])
-        handle.setopt(pycurl.PROXY, self._proxies.for_scheme(parts.scheme))
-        if self._proxies.no_proxy:
-            handle.setopt(pycurl.NOPROXY, self._proxies.no_proxy)
 
     # ----- libcurl's callbacks (on this thread, from socket_action) -------------------
 
@@ -390,7 +335,7 @@ class CurlEngine:
         """The address guard, before libcurl connects anywhere."""
         family, kind, protocol, sockaddr = address
         host = str(sockaddr[0]).split("%", 1)[0]
-        why = self._refusal(host)
+        why = self._guard.refusal(host)
         if why is not None:
             transfer = slot.transfer
             if transfer is not None:
@@ -419,14 +364,14 @@ class CurlEngine:
         if transfer is None:
             return pycurl.PREREQFUNC_ABORT
         transfer.last_io = time.monotonic()  # the read timeout runs from here
-        why = self._refusal(peer)
+        why = self._guard.refusal(peer)
         if why is not None:
             transfer.blocked = BlockedAddress(urlsplit(transfer.url).hostname or "?", peer, why)
             return pycurl.PREREQFUNC_ABORT
         if transfer.url.startswith("http:"):  # TLS may have records to read (tickets)
             key = (local_port, peer_port)
             if transfer.new_fd is not None:
-                if len(self._fds) >= GUARD_CACHE:
+                if len(self._fds) >= FD_CACHE:
                     self._fds.clear()
                 self._fds[key] = transfer.new_fd
                 transfer.new_fd = None
@@ -436,23 +381,6 @@ class CurlEngine:
                     transfer.unclean = True
                     return pycurl.PREREQFUNC_ABORT
         return pycurl.PREREQFUNC_OK
-
-    def _refusal(self, address: str) -> str | None:
-        try:
-            return self._verdicts[address]
-        except KeyError:
-            pass
-        if address in self._exempt:
-            why = None  # the proxy the user configured
-        else:
-            try:
-                why = self._policy.refusal(ipaddress.ip_address(address))
-            except ValueError:
-                why = "unparsable"
-        if len(self._verdicts) >= GUARD_CACHE:
-            self._verdicts.clear()
-        self._verdicts[address] = why
-        return why
 
     def _on_header(self, slot: _Slot, line: bytes) -> int | None:
         """One line of a response head (libcurl calls this per line: kept cheap)."""
@@ -715,32 +643,3 @@ def _has_input(fd: int) -> bool:
     except (OSError, ValueError):
         return True
     return bool(readable)
-
-
-def _header_lines(options: RequestOptions) -> list[str]:
-    """The request headers besides User-Agent: Accept, unless given, and the crawl's own."""
-    given = {name.lower() for name, _ in options.headers}
-    lines = [] if "accept" in given else [f"Accept: {ACCEPT}"]
-    lines += [f"{name}: {value}" if value else f"{name};" for name, value in options.headers]
-    return lines
-
-
-def _cookie_lines(text: str) -> list[str]:
-    """The cookie lines of a Netscape cookies.txt (``#HttpOnly_`` lines are cookies too)."""
-    return [line for line in text.splitlines()
-            if line.strip() and (not line.startswith("#") or line.startswith("#HttpOnly_"))]
-
-
-def _proxy_addresses(*proxies: str) -> frozenset[str]:
-    """The addresses of the configured proxies: the guard lets libcurl connect to those."""
-    found: set[str] = set()
-    for proxy in proxies:
-        if not proxy:
-            continue
-        host = urlsplit(proxy if "://" in proxy else "http://" + proxy).hostname
-        if not host:
-            continue
-        with contextlib.suppress(OSError, UnicodeError):
-            for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM):
-                found.add(str(info[4][0]).split("%", 1)[0])
-    return frozenset(found)

@@ -15,27 +15,31 @@ logins) the same way as the workers' engine (``crawler.fetch.curl``).
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import ipaddress
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import pycurl
 
+from crawler.fetch.curlsetup import (
+    DRAIN_AT_MOST,
+    Guard,
+    header_lines,
+    new_share,
+    request_url,
+    set_common_options,
+    set_hop_options,
+)
 from crawler.fetch.engine import curl_failure
 from crawler.fetch.guard import AddressPolicy, BlockedAddress
 from crawler.fetch.options import RequestOptions
 from crawler.model.outcome import FailureKind
 
-_URL_SAFE = "!#$%&'()*+,/:;=?@[]~"
 _WANTED = frozenset({"content-type", "location", "retry-after", "content-length"})
-DRAIN_AT_MOST = 64 * 1024  # bytes of a body not wanted that are read to keep the connection
 
 
 @dataclass
@@ -111,21 +115,15 @@ class EasyClient:
 
     def __init__(self, policy: AddressPolicy, options: RequestOptions, *,
                  connect_timeout: float = 10.0, ca_file: str | None = None) -> None:
-        self._policy = policy
         self._options = options
         self._connect_ms = max(1, int(connect_timeout * 1000))
         self._ca_file = ca_file
         self._proxies = options.proxies()
-        self._exempt = _addresses_of(self._proxies.http, self._proxies.https)
+        self._guard = Guard(policy, self._proxies)
         self._local = threading.local()
-        self._verdicts: dict[str, str | None] = {}
         self._lock = threading.Lock()
         self._handles: list[pycurl.Curl] = []
-        # One cookie jar, DNS cache and TLS session cache for every thread's handle.
-        self._share = pycurl.CurlShare()
-        for data in (pycurl.LOCK_DATA_COOKIE, pycurl.LOCK_DATA_DNS,
-                     pycurl.LOCK_DATA_SSL_SESSION):
-            self._share.setopt(pycurl.SH_SHARE, data)
+        self._share = new_share()  # one cookie jar, DNS and TLS cache for every thread's handle
         self._cookies_loaded = False
 
     def get(self, url: str, *, accept: str, max_bytes: int, timeout: float,
@@ -139,10 +137,10 @@ class EasyClient:
         handle, exchange = self._handle(), _Exchange(url, max_bytes, wants)
         self._local.exchange = exchange
         setopt = handle.setopt
-        setopt(pycurl.URL, quote(url, _URL_SAFE) if not url.isascii() or " " in url else url)
+        setopt(pycurl.URL, request_url(url))
         setopt(pycurl.TIMEOUT_MS, max(1, int(timeout * 1000)))
-        setopt(pycurl.HTTPHEADER, [f"Accept: {accept}", *self._header_lines()])
-        self._per_request_options(handle, url)
+        setopt(pycurl.HTTPHEADER, header_lines(self._options, accept))
+        set_hop_options(handle, self._options, self._proxies, url)
         reply = exchange.reply
         try:
             handle.perform()
@@ -176,55 +174,18 @@ class EasyClient:
         return handle
 
     def _new_handle(self) -> pycurl.Curl:
-        options = self._options
         handle = pycurl.Curl()
+        with self._lock:
+            load_cookies, self._cookies_loaded = not self._cookies_loaded, True
+        set_common_options(handle, self._options, ca_file=self._ca_file, share=self._share,
+                           load_cookies=load_cookies)
         setopt = handle.setopt
-        setopt(pycurl.NOSIGNAL, 1)
-        setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
-        setopt(pycurl.FOLLOWLOCATION, 0)  # the caller follows, each hop through its rules
-        setopt(pycurl.ACCEPT_ENCODING, "")  # gzip, deflate, br: decoded, within the cap
-        setopt(pycurl.USERAGENT, options.user_agent)
         setopt(pycurl.CONNECTTIMEOUT_MS, self._connect_ms)
-        setopt(pycurl.SHARE, self._share)
-        setopt(pycurl.COOKIEFILE, "")  # the cookie engine on, with the shared jar
         setopt(pycurl.WRITEFUNCTION, self._on_body)
         setopt(pycurl.HEADERFUNCTION, self._on_header)
         setopt(pycurl.OPENSOCKETFUNCTION, self._on_open_socket)
         setopt(pycurl.PREREQFUNCTION, self._on_connected)
-        if options.insecure:
-            setopt(pycurl.SSL_VERIFYPEER, 0)
-            setopt(pycurl.SSL_VERIFYHOST, 0)
-        elif options.ca_bundle:
-            setopt(pycurl.CAINFO_BLOB, options.ca_bundle.encode())
-        elif self._ca_file:
-            setopt(pycurl.CAINFO, self._ca_file)
-        if options.client_cert:
-            setopt(pycurl.SSLCERT, options.client_cert)
-            if options.client_key:
-                setopt(pycurl.SSLKEY, options.client_key)
-        with self._lock:
-            load_cookies, self._cookies_loaded = not self._cookies_loaded, True
-        if options.cookies and load_cookies:  # into the shared jar, once
-            for line in options.cookies.splitlines():
-                if line.strip() and (not line.startswith("#") or line.startswith("#HttpOnly_")):
-                    setopt(pycurl.COOKIELIST, line)
         return handle
-
-    def _header_lines(self) -> list[str]:
-        return [f"{name}: {value}" if value else f"{name};"
-                for name, value in self._options.headers if name.lower() != "accept"]
-
-    def _per_request_options(self, handle: pycurl.Curl, url: str) -> None:
-        parts = urlsplit(url)
-        login = self._options.credentials_for(parts.hostname)
-        if login is None:
-            handle.unsetopt(pycurl.USERPWD)
-        else:
-            handle.setopt(pycurl.USERNAME, login[0])
-            handle.setopt(pycurl.PASSWORD, login[1])
-        handle.setopt(pycurl.PROXY, self._proxies.for_scheme(parts.scheme))
-        if self._proxies.no_proxy:
-            handle.setopt(pycurl.NOPROXY, self._proxies.no_proxy)
 
     # ----- libcurl's callbacks, on the calling thread ------------------------------
 
@@ -239,7 +200,7 @@ class EasyClient:
                         address: tuple[int, int, int, tuple[object, ...]]) -> socket.socket | int:
         family, kind, protocol, sockaddr = address
         peer = str(sockaddr[0]).split("%", 1)[0]
-        if not self._guard(peer):
+        if not self._allows(peer):
             return pycurl.SOCKET_BAD
         try:
             return socket.socket(family, kind, protocol)
@@ -248,10 +209,10 @@ class EasyClient:
 
     def _on_connected(self, peer: str, local: str, peer_port: int, local_port: int) -> int:
         """A connection, new or kept alive, is about to carry the request: its peer passes too."""
-        return pycurl.PREREQFUNC_OK if self._guard(peer) else pycurl.PREREQFUNC_ABORT
+        return pycurl.PREREQFUNC_OK if self._allows(peer) else pycurl.PREREQFUNC_ABORT
 
-    def _guard(self, address: str) -> bool:
-        why = self._refusal(address)
+    def _allows(self, address: str) -> bool:
+        why = self._guard.refusal(address)
         if why is None:
             return True
         exchange = self._local.exchange
@@ -259,21 +220,6 @@ class EasyClient:
             host = urlsplit(exchange.reply.url).hostname or "?"
             exchange.reply.blocked = BlockedAddress(host, address, why)
         return False
-
-    def _refusal(self, address: str) -> str | None:
-        try:
-            return self._verdicts[address]
-        except KeyError:
-            pass
-        if address in self._exempt:
-            why = None  # the proxy the user configured
-        else:
-            try:
-                why = self._policy.refusal(ipaddress.ip_address(address))
-            except ValueError:
-                why = "unparsable"
-        self._verdicts[address] = why
-        return why
 
     def _failed(self, reply: Reply, handle: pycurl.Curl, code: int, message: str) -> None:
         if reply.blocked is not None:
@@ -301,18 +247,3 @@ def _cause(handle: pycurl.Curl, code: int) -> str:
                   errno.ENETUNREACH):
         return os.strerror(number).lower()
     return ""
-
-
-def _addresses_of(*proxies: str) -> frozenset[str]:
-    found: set[str] = set()
-    for proxy in proxies:
-        host = urlsplit(proxy if "://" in proxy else "http://" + proxy).hostname if proxy else None
-        if host:
-            with contextlib.suppress(OSError):
-                found |= {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
-    return frozenset(found)
-
-
-def deadline_left(started: float, timeout: float) -> float:
-    """Seconds left of ``timeout`` counted from ``started`` (time.monotonic())."""
-    return started + timeout - time.monotonic()

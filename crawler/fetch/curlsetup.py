@@ -1,0 +1,164 @@
+"""What both libcurl clients set up alike: the address guard, TLS, cookies, proxies, logins.
+
+The workers' engine (``crawler.fetch.curl``, images) and the master's page
+client (``crawler.fetch.easy``) differ in how they drive libcurl, not in the
+rules a request follows: those live here, once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import os
+import re
+import socket
+import ssl
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import pycurl
+
+from crawler.fetch.guard import AddressPolicy
+from crawler.fetch.options import Proxies, RequestOptions
+
+log = logging.getLogger(__name__)
+
+GUARD_CACHE = 4096  # addresses whose verdict is remembered
+DRAIN_AT_MOST = 64 * 1024  # bytes of an unwanted body read so the connection can be kept
+_NEEDS_QUOTING = re.compile(r"[^\x21-\x7e]")
+_URL_SAFE = "!#$%&'()*+,/:;=?@[]~"
+_CA_FILES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt",
+             "/etc/ssl/cert.pem", "/etc/ssl/ca-bundle.pem")
+
+
+def default_ca_file() -> str | None:
+    """A CA bundle of this system (or certifi's): libcurl's built-in path may not exist here."""
+    paths = ssl.get_default_verify_paths()
+    for candidate in (os.environ.get("SSL_CERT_FILE"), paths.cafile, *_CA_FILES):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    try:
+        import certifi
+    except ImportError:
+        return None
+    return str(certifi.where())
+
+
+class Guard:
+    """The address policy as libcurl's callbacks ask it: one verdict per address, cached.
+
+    The proxies the user configured are let through: with a proxy, the
+    connection libcurl makes is to the proxy, which reaches the site itself.
+    """
+
+    def __init__(self, policy: AddressPolicy, proxies: Proxies) -> None:
+        self._policy = policy
+        self._exempt = proxy_addresses(proxies.http, proxies.https)
+        self._verdicts: dict[str, str | None] = {}  # address -> refusal (None: allowed)
+
+    def refusal(self, address: str) -> str | None:
+        """Why ``address`` may not be connected to, or None when it may."""
+        try:
+            return self._verdicts[address]
+        except KeyError:
+            pass
+        if address in self._exempt:
+            why = None
+        else:
+            try:
+                why = self._policy.refusal(ipaddress.ip_address(address))
+            except ValueError:
+                why = "unparsable"
+        if len(self._verdicts) >= GUARD_CACHE:
+            self._verdicts.clear()
+        self._verdicts[address] = why
+        return why
+
+
+def new_share() -> pycurl.CurlShare:
+    """One cookie jar, DNS cache and TLS session cache for the handles that take it."""
+    share = pycurl.CurlShare()
+    for data in (pycurl.LOCK_DATA_COOKIE, pycurl.LOCK_DATA_DNS, pycurl.LOCK_DATA_SSL_SESSION):
+        share.setopt(pycurl.SH_SHARE, data)
+    return share
+
+
+def set_common_options(handle: pycurl.Curl, options: RequestOptions, *,
+                       ca_file: str | None, share: pycurl.CurlShare,
+                       load_cookies: bool) -> None:
+    """What every request of the crawl carries, set once on a new handle.
+
+    ``load_cookies``: put the crawl's cookies into the shared jar (once per jar).
+    """
+    setopt = handle.setopt
+    setopt(pycurl.NOSIGNAL, 1)
+    setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
+    setopt(pycurl.FOLLOWLOCATION, 0)  # followed by the caller, each hop through the guard
+    setopt(pycurl.ACCEPT_ENCODING, "")  # every encoding libcurl decodes: gzip, deflate, br
+    setopt(pycurl.USERAGENT, options.user_agent)
+    setopt(pycurl.SHARE, share)
+    setopt(pycurl.COOKIEFILE, "")  # the cookie engine on, with the shared jar
+    if options.insecure:
+        setopt(pycurl.SSL_VERIFYPEER, 0)
+        setopt(pycurl.SSL_VERIFYHOST, 0)
+    elif options.ca_bundle:
+        setopt(pycurl.CAINFO_BLOB, options.ca_bundle.encode())
+    elif ca_file:
+        setopt(pycurl.CAINFO, ca_file)
+    if options.client_cert:
+        setopt(pycurl.SSLCERT, options.client_cert)
+        if options.client_key:
+            setopt(pycurl.SSLKEY, options.client_key)
+    if options.cookies and load_cookies:
+        for line in cookie_lines(options.cookies):
+            setopt(pycurl.COOKIELIST, line)
+
+
+def set_hop_options(handle: pycurl.Curl, options: RequestOptions, proxies: Proxies,
+                    url: str) -> None:
+    """Credentials and proxy that depend on the hop's host and scheme."""
+    parts = urlsplit(url)
+    login = options.credentials_for(parts.hostname)
+    if login is None:
+        handle.unsetopt(pycurl.USERPWD)
+    else:
+        handle.setopt(pycurl.USERNAME, login[0])
+        handle.setopt(pycurl.PASSWORD, login[1])
+    handle.setopt(pycurl.PROXY, proxies.for_scheme(parts.scheme))  # "": none, not the env's
+    if proxies.no_proxy:
+        handle.setopt(pycurl.NOPROXY, proxies.no_proxy)
+
+
+def request_url(url: str) -> str:
+    """``url`` as libcurl takes it: bytes outside printable ASCII percent-encoded."""
+    return quote(url, _URL_SAFE) if _NEEDS_QUOTING.search(url) else url
+
+
+def header_lines(options: RequestOptions, accept: str) -> list[str]:
+    """The request headers besides User-Agent: Accept, unless given, and the crawl's own."""
+    given = {name.lower() for name, _ in options.headers}
+    lines = [] if "accept" in given else [f"Accept: {accept}"]
+    lines += [f"{name}: {value}" if value else f"{name};" for name, value in options.headers]
+    return lines
+
+
+def cookie_lines(text: str) -> list[str]:
+    """The cookie lines of a Netscape cookies.txt (``#HttpOnly_`` lines are cookies too)."""
+    return [line for line in text.splitlines()
+            if line.strip() and (not line.startswith("#") or line.startswith("#HttpOnly_"))]
+
+
+def proxy_addresses(*proxies: str) -> frozenset[str]:
+    """The addresses of the configured proxies: the guard lets libcurl connect to those."""
+    found: set[str] = set()
+    for proxy in proxies:
+        if not proxy:
+            continue
+        host = urlsplit(proxy if "://" in proxy else "http://" + proxy).hostname
+        if not host:
+            continue
+        with contextlib.suppress(OSError, UnicodeError):
+            for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM):
+                found.add(str(info[4][0]).split("%", 1)[0])
+    return frozenset(found)
