@@ -44,3 +44,41 @@ def test_clearing_drops_waiting_pages_but_remembers_them():
     frontier.clear()
     assert len(frontier) == 0 and frontier.pop(now=0.0) is None
     assert not frontier.add("http://a.test/1", 0)
+
+
+def test_once_computes_a_key_once_while_threads_wait_for_it():
+    import threading
+    import time
+
+    from crawler.master.once import Once
+
+    calls: list[str] = []
+
+    def slow(key: str) -> str:
+        calls.append(key)
+        time.sleep(0.2)
+        return key.upper()
+
+    once: Once[str, str] = Once(slow, fallback="", wait=5)
+    answers: list[str] = []
+    threads = [threading.Thread(target=lambda: answers.append(once.get("a"))) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    assert answers == ["A"] * 5 and calls == ["a"]
+    assert once.known("a") == "A" and once.known("b") is None
+
+
+def test_once_gives_the_fallback_when_computing_fails():
+    from crawler.master.once import Once
+
+    def broken(key: str) -> str:
+        raise RuntimeError(key)
+
+    once: Once[str, str] = Once(broken, fallback="none", wait=1)
+    try:
+        once.get("x")
+    except RuntimeError:
+        pass
+    assert once.get("x") == "none"

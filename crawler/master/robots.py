@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from protego import Protego
 
 from crawler.fetch.easy import EasyClient
+from crawler.master.once import Once
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,10 @@ class Robots:
         self._timeout = timeout
         self._enabled = enabled
         self._lock = threading.Lock()
-        self._rules: dict[str, Protego] = {}
-        self._fetching: dict[str, threading.Event] = {}
+        # An origin's rules are read once; threads asking meanwhile wait for them. One
+        # stuck past its deadline leaves the others with "disallow" (RFC 9309's unreachable).
+        self._rules: Once[str, Protego] = Once(self._read, fallback=_DISALLOW_ALL,
+                                               wait=timeout + 1)
         self._unreachable: dict[str, str] = {}  # origin: why its robots.txt could not be read
 
     def allowed(self, url: str) -> bool:
@@ -62,8 +65,7 @@ class Robots:
         """The Crawl-delay for ``url``'s origin if its robots.txt was already read."""
         if not self._enabled:
             return None
-        with self._lock:
-            rules = self._rules.get(_origin(url))
+        rules = self._rules.known(_origin(url))
         return self._capped_delay(url, rules) if rules is not None else None
 
     def _capped_delay(self, url: str, rules: Protego) -> float | None:
@@ -83,29 +85,17 @@ class Robots:
         return self._max_delay
 
     def _rules_for(self, url: str) -> Protego:
-        origin = _origin(url)
-        with self._lock:
-            rules = self._rules.get(origin)
-            if rules is not None:
-                return rules
-            event = self._fetching.get(origin)
-            mine = event is None
-            if mine:
-                event = self._fetching[origin] = threading.Event()
-        assert event is not None
-        if not mine:  # another thread is fetching it: wait for its answer
-            event.wait(self._timeout + 1)
-            with self._lock:
-                return self._rules.get(origin, _ALLOW_ALL)
-        rules, unreachable = _DISALLOW_ALL, "crawler error"  # if _fetch fails unforeseen
+        return self._rules.get(_origin(url))
+
+    def _read(self, origin: str) -> Protego:
         try:
             rules, unreachable = self._fetch(origin)
-        finally:
+        except Exception:
+            log.exception("robots.txt of %s could not be read", origin)
+            rules, unreachable = _DISALLOW_ALL, "crawler error"
+        if unreachable:
             with self._lock:
-                self._rules[origin] = rules
-                if unreachable:
-                    self._unreachable[origin] = unreachable
-            event.set()
+                self._unreachable[origin] = unreachable
         return rules
 
     def _fetch(self, origin: str) -> tuple[Protego, str | None]:

@@ -11,10 +11,10 @@ logged, not retried.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 
 from crawler.fetch.easy import EasyClient
+from crawler.master.once import Once
 from crawler.parse.css import stylesheet_urls
 
 log = logging.getLogger(__name__)
@@ -32,9 +32,9 @@ class Stylesheets:
         self._may_read = may_read  # scope and robots.txt
         self._timeout = timeout
         self._max_bytes = max_bytes
-        self._lock = threading.Lock()
-        self._read: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}  # url: images, imports
-        self._reading: dict[str, threading.Event] = {}
+        # url: (images, imports); read once per crawl, by the first page thread to ask
+        self._refs: Once[str, tuple[tuple[str, ...], tuple[str, ...]]] = Once(
+            self._fetch, fallback=((), ()), wait=timeout + 1)
 
     def images(self, sheets: tuple[str, ...]) -> list[str]:
         """The images the style sheets ``sheets`` (and those they import) name, in order."""
@@ -47,37 +47,13 @@ class Stylesheets:
                 if sheet in seen:
                     continue
                 seen.add(sheet)
-                images, imports = self._refs(sheet)
+                images, imports = self._refs.get(sheet)
                 found.update(dict.fromkeys(images))
                 following += [url for url in imports if url not in seen and self._may_read(url)]
             level = following
             if not level:
                 break
         return list(found)
-
-    def _refs(self, url: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        with self._lock:
-            known = self._read.get(url)
-            if known is not None:
-                return known
-            event = self._reading.get(url)
-            mine = event is None
-            if mine:
-                event = self._reading[url] = threading.Event()
-        assert event is not None
-        if not mine:  # another page thread reads it: wait for its answer
-            event.wait(self._timeout + 1)
-            with self._lock:
-                return self._read.get(url, ((), ()))
-        refs: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
-        try:
-            refs = self._fetch(url)
-        finally:
-            with self._lock:
-                self._read[url] = refs
-                del self._reading[url]
-            event.set()
-        return refs
 
     def _fetch(self, url: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         reply = self._client.get(url, accept=ACCEPT_CSS, max_bytes=self._max_bytes,
