@@ -78,7 +78,7 @@ class CrawlSettings:
     parser: str = field(default="lxml", metadata=_check(
         lambda v: v in PARSERS, "one of " + ", ".join(PARSERS)))
     parsers: int = field(default=0, metadata=_NON_NEGATIVE)  # 0: one per core
-    page_concurrency: int = field(default=4, metadata=_POSITIVE)
+    page_concurrency: int = field(default=8, metadata=_POSITIVE)
     max_page_bytes: int = field(default=10_000_000, metadata=_POSITIVE)
     page_timeout: float = field(default=30.0, metadata=_POSITIVE)
     user_agent: str = field(default=DEFAULT_USER_AGENT,

@@ -14,6 +14,7 @@
     ├── PathConflict             an image's name is taken by something the crawler did not store
     ├── LeaseLost                a worker would store an image whose lease went to another worker
     ├── WorkerFailed             a worker cannot go on (no download engine); exit 1
+    ├── ParserCrashed            a page killed the page parser twice: that page fails
     ├── NothingCrawled           no seed page could be fetched (refused, DNS, TLS…); exit 5
     ├── OutputLost               standard output cannot be written (closed pipe, full); exit 120
     └── InvalidURL               a URL that cannot be crawled (not http(s), no host)
@@ -90,6 +91,10 @@ class WorkerFailed(CrawlerError):
     """A worker had to stop by itself; it handed its URLs back to the master first."""
 
     exit_code = 1
+
+
+class ParserCrashed(CrawlerError):
+    """The parser process died twice on one page (or was closed under it): that page fails."""
 
 
 class NothingCrawled(CrawlerError):

@@ -451,3 +451,23 @@ def test_the_status_of_a_master_shows_no_request_secrets(tmp_path: Path) -> None
     assert "tok-1" in joining and "secret-cookie-value" in joining  # what a worker needs
     status = repr(master.describe(full=True))
     assert "tok-1" not in status and "secret-cookie-value" not in status
+
+
+def test_a_seed_whose_certificate_is_not_trusted_is_exit_5_then_works_with_its_ca(
+        make_server: Callable[[], FixtureServer], ca: CertAuthority, tmp_path: Path) -> None:
+    server = make_server()
+    server.routes["/"] = lambda h: h.send_body(200, b'<img src="/img.png">', "text/html")
+    server.routes["/img.png"] = lambda h: h.send_body(200, PNG, "image/png")
+    server.socket = server_context(ca).wrap_socket(server.socket, server_side=True)
+    seed = f"https://127.0.0.1:{server.server_address[1]}/"
+    untrusted = run_crawler("master", seed, "--bind", f"127.0.0.1:{free_port()}", "--out",
+                            str(tmp_path / "out"), "--quiet", cwd=tmp_path)
+    assert untrusted.returncode == 5, untrusted.stderr
+    last = untrusted.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"crawler: error: no seed page could be fetched: {seed}: "), last
+    assert "TLS certificate not trusted" in last, last
+    trusted = run_crawler("master", seed, "--bind", f"127.0.0.1:{free_port()}", "--out",
+                          str(tmp_path / "out"), "--quiet", "--local-workers", "1",
+                          "--ca-bundle", str(ca.ca_cert), cwd=tmp_path)
+    assert trusted.returncode == 0, trusted.stderr
+    assert [e["status"] for e in manifest_lines(tmp_path / "out")] == ["success"]

@@ -30,7 +30,7 @@ from typing import Any
 from crawler.board.manager import QueueServer
 from crawler.board.memory import BoardPolicy, TaskBoard
 from crawler.config import Limits, Settings
-from crawler.errors import CrawlMismatch, StorageError
+from crawler.errors import CrawlMismatch, ParserCrashed, StorageError
 from crawler.fetch.curlsetup import default_ca_file
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.guard import AddressPolicy
@@ -47,7 +47,7 @@ from crawler.model.outcome import Attempt, Outcome
 from crawler.model.urls import host_key, host_key_of_normalized
 from crawler.model.wire import CrawlInfo, Status
 from crawler.parse.extract import Extraction, ImageRef
-from crawler.parse.pool import PageParser, ParserCrashed
+from crawler.parse.pool import PageParser
 from crawler.ui.progress import Reporter, Snapshot, write_out
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from crawler.errors import CrawlerError
+from crawler.errors import ParserCrashed
 from crawler.parse.extract import Extraction, ImageRef, extract
 
 log = logging.getLogger(__name__)
@@ -43,10 +43,6 @@ log = logging.getLogger(__name__)
 CLOSE_WAIT = 5.0  # seconds a child gets to leave once told, before it is killed
 PARSE_ATTEMPTS = 2  # children a page may see die before it is failed
 _MASTERS_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-
-
-class ParserCrashed(CrawlerError):
-    """The parser process died twice on one page (or was closed under it)."""
 
 
 @dataclass
