@@ -85,9 +85,9 @@ class Robots:
     def _rules_for(self, url: str) -> Protego:
         origin = _origin(url)
         with self._lock:
-            rules = self._rules.get(origin)
-            if rules is not None:
-                return rules
+            known = self._rules.get(origin)
+            if known is not None:
+                return known
             event = self._fetching.get(origin)
             mine = event is None
             if mine:
@@ -97,7 +97,8 @@ class Robots:
             event.wait(self._timeout + 1)
             with self._lock:
                 return self._rules.get(origin, _ALLOW_ALL)
-        rules, unreachable = _DISALLOW_ALL, "crawler error"  # if _fetch fails unforeseen
+        rules = _DISALLOW_ALL  # if _fetch fails unforeseen
+        unreachable: str | None = "crawler error"
         try:
             rules, unreachable = self._fetch(origin)
         finally:
