@@ -167,7 +167,7 @@ class _GuardedServer(Server):
             turned_away.note("cannot start a thread to serve them")
             time.sleep(ACCEPT_PAUSE)
 
-    def handle_request(self, conn: connection.Connection,  # type: ignore[override]
+    def handle_request(self, conn: connection.Connection,
                        handshaking: threading.BoundedSemaphore | None = None) -> None:
         sock = _socket_of(conn)
         try:
