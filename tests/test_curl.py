@@ -23,7 +23,7 @@ from crawler.fetch.curl import CurlEngine
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
 from crawler.model.imagetype import dimensions, sniff
-from crawler.model.outcome import Attempt, FailureKind
+from crawler.model.outcome import ATTEMPT_FIELDS, Attempt, FailureKind
 from crawler.worker.sink import SPILL_AT, ImageSink
 from crawler.worker.store import Store
 from crawler.worker.worker import Worker, WorkerOptions
@@ -768,3 +768,13 @@ def test_failure_kinds_cross_the_wire_as_plain_text() -> None:
     assert wire["kind"] == "status"
     assert Attempt.from_wire(wire) == attempt
     assert Attempt.from_wire({**wire, "kind": "from-a-newer-version"}).kind is None
+
+
+def test_every_attempt_field_crosses_the_wire() -> None:
+    # to_wire names the fields one by one: a field added to Attempt must be added there too.
+    attempt = Attempt(url="http://a.test/x.png", ok=True, path="images/x.png", bytes=3,
+                      sha256="ab", content_type="image/png", width=1, height=2,
+                      elapsed_s=0.5, skipped=True)
+    wire = attempt.to_wire()
+    assert set(wire) == ATTEMPT_FIELDS
+    assert Attempt.from_wire(wire) == attempt

@@ -25,10 +25,15 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from multiprocessing import AuthenticationError, connection
-from multiprocessing.managers import BaseManager, BaseProxy, Server, listener_client
+from multiprocessing import AuthenticationError, BufferTooShort, connection
+from multiprocessing.managers import (  # type: ignore[attr-defined]  # listener_client: see below
+    BaseManager,
+    BaseProxy,
+    Server,
+    listener_client,
+)
 from traceback import format_exc
-from typing import Any
+from typing import Any, ClassVar
 
 from crawler.board.classic import ResultQueueView, TaskQueueView
 from crawler.board.memory import TaskBoard
@@ -115,6 +120,7 @@ def _client(address: Any, family: str | None = None, authkey: bytes | None = Non
     return conn
 
 
+# listener_client, CPython's undocumented table of transports, is absent from typeshed.
 listener_client[SERIALIZER] = (connection.Listener, _client)
 
 
@@ -124,6 +130,9 @@ class _GuardedServer(Server):
 
     refused = 0  # per instance once the first refusal is counted
     max_handshaking = MAX_HANDSHAKING
+    # Set by Server.__init__; typeshed does not declare them.
+    listener: connection.Listener
+    authkey: bytes
 
     def accepter(self) -> None:
         handshaking = threading.BoundedSemaphore(self.max_handshaking)
@@ -158,7 +167,7 @@ class _GuardedServer(Server):
             turned_away.note("cannot start a thread to serve them")
             time.sleep(ACCEPT_PAUSE)
 
-    def handle_request(self, conn: connection.Connection,  # type: ignore[override]
+    def handle_request(self, conn: connection.Connection,
                        handshaking: threading.BoundedSemaphore | None = None) -> None:
         sock = _socket_of(conn)
         try:
@@ -287,19 +296,23 @@ class QueueServer:
             return board_view
 
         # A class per server: the registry lives on the class, and no state is module-level.
-        manager_class = type("CrawlerManager", (BaseManager,), {})
-        manager_class.register("get_task_queue", callable=get_task_queue)
-        manager_class.register("get_result_queue", callable=get_result_queue)
-        manager_class.register("get_board", callable=get_board)
+        class CrawlerManager(BaseManager):
+            # Filled by register(); typeshed does not declare it.
+            _registry: ClassVar[dict[str, tuple[Callable[..., Any], Any, Any, Any]]]
+
+        CrawlerManager.register("get_task_queue", callable=get_task_queue)
+        CrawlerManager.register("get_result_queue", callable=get_result_queue)
+        CrawlerManager.register("get_board", callable=get_board)
         try:
-            self._server = _GuardedServer(manager_class._registry, address, authkey, SERIALIZER)
+            self._server = _GuardedServer(CrawlerManager._registry, address, authkey, SERIALIZER)
         except OSError as exc:
             raise BindError(f"cannot serve the queue on {address[0]}:{address[1]}: "
                             f"{exc.strerror or exc} (choose another port with --bind)") from exc
         self._server.max_handshaking = max_handshaking
         # Server() listens with a backlog of 16; a crowd of workers needs more.
-        self._server.listener._listener._socket.listen(BACKLOG)
-        self.address: tuple[str, int] = self._server.address
+        # Listener keeps its socket private; this is the only way to its backlog.
+        self._server.listener._listener._socket.listen(BACKLOG)  # type: ignore[attr-defined]
+        self.address: tuple[str, int] = self._server.listener.address  # what Server.address holds
         self._thread = threading.Thread(target=self._server.serve_forever, name="queue-server",
                                         daemon=True)
 
@@ -327,9 +340,11 @@ class MasterClient:
         (or ``EOFError``) when the master cannot be reached.
         """
         self.reset()
-        manager_class = type("CrawlerClient", (BaseManager,), {})
-        manager_class.register("get_board")
-        manager = manager_class(address=self.address, authkey=self._authkey,
+        class CrawlerClient(BaseManager):
+            get_board: Callable[[], Any]  # made by register()
+
+        CrawlerClient.register("get_board")
+        manager = CrawlerClient(address=self.address, authkey=self._authkey,
                                 serializer=SERIALIZER)
         host, port = self.address
         try:
@@ -339,7 +354,7 @@ class MasterClient:
             raise AuthenticationFailed(
                 f"the master at {host}:{port} refused our authkey: give workers the master's "
                 "key with CRAWLER_AUTHKEY or --authkey-file") from exc
-        except connection.BufferTooShort as exc:
+        except BufferTooShort as exc:
             raise QueueError(f"{host}:{port} does not speak the crawler protocol") from exc
 
     def bound_calls(self, board: Any, seconds: float) -> None:

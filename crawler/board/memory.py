@@ -113,7 +113,7 @@ class BoardPolicy:
         """Seconds to wait after the ``failures``-th transient failure: exponential with
         jitter, at most ``backoff_max``; a longer Retry-After (up to MAX_RETRY_AFTER) wins.
         """
-        delay = min(self.backoff_max, self.backoff_base * 2 ** (failures - 1))
+        delay = min(self.backoff_max, self.backoff_base * 2.0 ** (failures - 1))
         delay *= random.uniform(0.5, 1.0)
         if retry_after:
             delay = max(delay, min(retry_after, MAX_RETRY_AFTER))

@@ -34,9 +34,13 @@ def run_demo(settings: Settings, *, workers: int, quiet: bool,
                            " (choose another folder with --out)") from exc
     for old_site in (out_dir / IMAGES_DIR).glob("*/127.0.0.1_*"):
         shutil.rmtree(old_site, ignore_errors=True)
+
+    def say(text: str) -> None:
+        if not quiet:
+            print(text, file=sys.stderr)
+
     site = build_site(broken_links=True)  # a page and an image missing: failures to show
     with SiteServer(site) as server:
-        say = (lambda text: None) if quiet else (lambda text: print(text, file=sys.stderr))
         say(f"demo site: {server.base_url}/ ({len(site.pages)} pages, {len(site.images)} images)")
         demo_settings = settings.with_values({"output.dir": str(out_dir),
                                               "queue.bind": "127.0.0.1:0",

@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import pycurl
@@ -331,7 +332,7 @@ class CurlEngine:
     # ----- libcurl's callbacks (on this thread, from socket_action) -------------------
 
     def _on_open_socket(self, slot: _Slot, purpose: int,
-                        address: tuple[int, int, int, tuple]) -> socket.socket | int:
+                        address: tuple[int, int, int, tuple[Any, ...]]) -> socket.socket | int:
         """The address guard, before libcurl connects anywhere."""
         family, kind, protocol, sockaddr = address
         host = str(sockaddr[0]).split("%", 1)[0]

@@ -145,7 +145,8 @@ class EasyClient:
         try:
             handle.perform()
         except pycurl.error as exc:
-            code, message = exc.args[0], exc.args[1] if len(exc.args) > 1 else ""
+            # perform() raises (code, message); a bare (message,) has no libcurl code
+            code, message = exc.args if len(exc.args) == 2 else (-1, exc.args[0])
             if code == pycurl.E_WRITE_ERROR and (reply.truncated or reply.refused):
                 pass  # we stopped reading: the answer is what was read
             else:

@@ -100,7 +100,8 @@ def _resolve_quietly(host: str) -> list[IPAddress]:
         infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except OSError:
         return []
-    return [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+    # An IPv4 or IPv6 sockaddr starts with the address as text (typeshed allows others).
+    return [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
 
 
 def guarded_connect(policy: AddressPolicy, host: str, port: int, timeout: float | None,

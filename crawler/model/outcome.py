@@ -71,10 +71,15 @@ class Attempt:
 
     def to_wire(self) -> Report:
         # Not dataclasses.asdict: its deep copy showed in the worker's profile.
-        wire = {name: getattr(self, name) for name in ATTEMPT_FIELDS}
-        if self.kind is not None:
-            wire["kind"] = self.kind.value  # plain data on the wire, not a pickled class
-        return wire
+        return {
+            "url": self.url, "ok": self.ok, "reason": self.reason,
+            "transient": self.transient, "retry_after": self.retry_after,
+            "path": self.path, "bytes": self.bytes, "sha256": self.sha256,
+            "content_type": self.content_type, "width": self.width, "height": self.height,
+            "elapsed_s": self.elapsed_s, "skipped": self.skipped,
+            # plain data on the wire, not a pickled class
+            "kind": self.kind.value if self.kind is not None else None,
+        }
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> Attempt:

@@ -102,7 +102,8 @@ class _LxmlTree:
             # which BeautifulSoup builds its tree, does not.
             return _SoupTree.parse(text)
         # A parser per page: lxml parsers must not be shared between threads.
-        parser = etree.HTMLParser(
+        # lxml-stubs (0.5, the newest) do not know lxml's default_doctype argument.
+        parser = etree.HTMLParser(  # type: ignore[call-arg]
             no_network=True, collect_ids=False, default_doctype=False,
             huge_tree=True)  # else libxml2 stops at 256 levels, and deep pages lose their tail
         try:

@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Protocol, TextIO
+from typing import TYPE_CHECKING, NoReturn, Protocol, TextIO
 
 from crawler.errors import OutputLost
 
@@ -262,7 +262,7 @@ class TqdmReporter:
         self._rates = RateMeter(clock)
         self._last_draw = float("-inf")
         self._last_sample = float("-inf")
-        self._bars: list[tqdm] = []
+        self._bars: list[tqdm[NoReturn]] = []  # bars without an iterable
         self._snapshot: Snapshot | None = None
 
     def update(self, snapshot: Snapshot) -> None:
@@ -379,7 +379,7 @@ class WorkerLine:
         self._interval = 0.2 if self._live else interval
         self._clock = clock
         self._started = self._last = clock()
-        self._bar: tqdm | None = None
+        self._bar: tqdm[NoReturn] | None = None
         self._counts = (0, 0, 0)
 
     def update(self, done: int, failed: int, size: int) -> None:

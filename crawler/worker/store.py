@@ -582,7 +582,7 @@ def _load_renameat2() -> Callable[[int, bytes, int, bytes, int], int] | None:
         return None
     function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
                          ctypes.c_uint]
-    return function  # type: ignore[no-any-return]
+    return function
 
 
 _RENAMEAT2 = _load_renameat2()
@@ -618,7 +618,7 @@ def _load_syncfs() -> Callable[[int], int] | None:
     """Linux's syncfs(2): flush one file system, not every one as sync(2) does."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        return libc.syncfs  # type: ignore[no-any-return]
+        return libc.syncfs
     except (OSError, AttributeError):
         return None
 

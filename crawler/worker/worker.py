@@ -438,7 +438,7 @@ class Worker:
                 except StorageError as exc:
                     log.warning("%s", exc)
 
-    def _make_engine(self, store: Store, limits: Limits, crawl: dict[str, Any]) -> Engine:
+    def _make_engine(self, store: Store, limits: Limits, crawl: CrawlInfo) -> Engine:
         from crawler.fetch.curl import CurlEngine  # imports libcurl: only a worker needs it
 
         if "request" in crawl:
