@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crawler.errors import JournalDamaged, StorageError
+from crawler.errors import CrawlMismatch, JournalDamaged, StorageError
 from crawler.model.outcome import Outcome
 
 JOURNAL_NAME = "crawl.sqlite"
@@ -164,6 +164,39 @@ class Journal:
         with self._transaction():
             self._db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) "
                              "DO UPDATE SET value = excluded.value", (key, json.dumps(value)))
+
+    def take_up(self, identity: dict[str, Any], *, depth: int, max_images: int,
+                resume: bool) -> int:
+        """Check that this journal's crawl is ``identity`` (seeds, scope); note this run's limits.
+
+        A journal of another crawl raises :class:`CrawlMismatch` unless
+        ``resume``. A rerun with a larger depth visits again the pages whose
+        links the last run did not follow; a larger image budget, the pages it
+        cut short; and pages with images refused for an unreadable robots.txt
+        are read anew. Returns how many done pages are to be visited again.
+        """
+        limits = self.meta("limits")
+        old = limits if isinstance(limits, dict) else {}
+        reopened = 0
+        if not self.is_new():
+            stored = self.meta("crawl")
+            if isinstance(stored, dict) and stored != identity and not resume:
+                what = " and ".join(part for part in ("seeds", "scope")
+                                    if stored.get(part) != identity[part])
+                raise CrawlMismatch(
+                    f"{self.path.parent} holds a crawl of {', '.join(stored['seeds'])}"
+                    f" with other {what}: add --resume to go on with it with this run's"
+                    f" {what}, --fresh to start afresh in that folder, or choose another --out")
+            reopened = self.reopen(robots_refusals=True)
+            if isinstance(old.get("depth"), int) and depth > old["depth"]:
+                reopened += self.reopen(from_depth=old["depth"])
+            if old.get("max_images") and (not max_images or max_images > old["max_images"]):
+                reopened += self.reopen(cut=True)
+        if isinstance(old.get("depth"), int):
+            depth = max(depth, old["depth"])  # pages found deeper before stay found
+        self.set_meta("crawl", identity)
+        self.set_meta("limits", {"depth": depth, "max_images": max_images})
+        return reopened
 
     def reopen(self, *, from_depth: int | None = None, cut: bool = False,
                robots_refusals: bool = False) -> int:

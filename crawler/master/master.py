@@ -10,15 +10,9 @@ visit and every image URL has a final result; then the board announces it.
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import json
 import logging
-import os
-import shlex
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -30,14 +24,15 @@ from typing import Any
 from crawler.board.manager import QueueServer
 from crawler.board.memory import BoardPolicy, TaskBoard
 from crawler.config import Limits, Settings
-from crawler.errors import CrawlMismatch, ParserCrashed, StorageError
+from crawler.errors import ParserCrashed, StorageError
 from crawler.fetch.curlsetup import default_ca_file
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
-from crawler.master.authkey import ENV_VAR, Authkey, is_loopback
+from crawler.master.authkey import Authkey
 from crawler.master.frontier import Frontier
 from crawler.master.journal import JOURNAL_NAME, Journal, PageDone
+from crawler.master.launcher import LocalWorkers, invitation
 from crawler.master.pages import Page, fetch_page
 from crawler.master.results import MANIFEST_NAME, PAGES_NAME, RESULTS_NAME, ResultFiles
 from crawler.master.robots import Robots
@@ -135,7 +130,7 @@ class Master:
         self._request = RequestOptions.from_settings(settings)  # files read now: errors up front
         self._board = TaskBoard(BoardPolicy.from_settings(settings), wake=self._wake.set)
         self._started = time.monotonic()
-        self._workers: list[subprocess.Popen[bytes]] = []
+        self._workers = LocalWorkers(options.out_dir, authkey, options.worker_threads)
         self._frontier = Frontier()
         self._server: QueueServer | None = None
         self._pages_read = 0
@@ -250,7 +245,7 @@ class Master:
                     last_reap = time.monotonic()
                 self._snapshot.pages_queued = len(frontier) + len(running)
                 self._refresh()
-                self._check_local_workers()
+                self._workers.report_ended()
                 if not frontier and not running and self._board.unfinished() == 0:
                     break
         finally:
@@ -274,41 +269,15 @@ class Master:
         return self._summary(completed=not interrupted, interrupted=interrupted)
 
     def _take_up(self, journal: Journal) -> None:
-        """Check that the folder's crawl is this one; reopen what this run's limits extend.
-
-        A rerun with a larger depth visits again the pages whose links the last
-        run did not follow; a larger image budget, the pages it cut short; and
-        pages with images refused for an unreadable robots.txt are read anew.
-        """
+        """Check that the folder's crawl is this one; reopen what this run's limits extend."""
         crawl = self._settings.crawl
         identity = {"seeds": sorted(self._options.seeds),
                     "scope": [crawl.scope, *(list(patterns) for patterns in (
                         crawl.allow, crawl.deny, crawl.image_allow, crawl.image_deny))]}
-        limits = journal.meta("limits")
-        if not journal.is_new():
-            stored = journal.meta("crawl")
-            if isinstance(stored, dict) and stored != identity and not self._options.resume:
-                what = " and ".join(part for part in ("seeds", "scope")
-                                    if stored.get(part) != identity[part])
-                raise CrawlMismatch(
-                    f"{self._options.out_dir} holds a crawl of {', '.join(stored['seeds'])}"
-                    f" with other {what}: add --resume to go on with it with this run's"
-                    f" {what}, --fresh to start afresh in that folder, or choose another --out")
-            old = limits if isinstance(limits, dict) else {}
-            reopened = journal.reopen(robots_refusals=True)
-            if isinstance(old.get("depth"), int) and crawl.depth > old["depth"]:
-                reopened += journal.reopen(from_depth=old["depth"])
-            if old.get("max_images") and (not crawl.max_images
-                                          or crawl.max_images > old["max_images"]):
-                reopened += journal.reopen(cut=True)
-            if reopened:
-                log.info("%d page(s) done before are visited again for this run's limits",
-                         reopened)
-        depth = crawl.depth
-        if isinstance(limits, dict) and isinstance(limits.get("depth"), int):
-            depth = max(depth, limits["depth"])  # pages found deeper before stay found
-        journal.set_meta("crawl", identity)
-        journal.set_meta("limits", {"depth": depth, "max_images": crawl.max_images})
+        reopened = journal.take_up(identity, depth=crawl.depth, max_images=crawl.max_images,
+                                   resume=self._options.resume)
+        if reopened:
+            log.info("%d page(s) done before are visited again for this run's limits", reopened)
 
     def _submit(self, running: set[Future[_Visit]], pool: ThreadPoolExecutor,
                 session: EasyClient, robots: Robots) -> None:
@@ -502,85 +471,27 @@ class Master:
         server.start()
         host, port = server.address[:2]
         self._announce(f"queue on {host}:{port}")
-        invite = self._options.invite_workers
-        if invite and is_loopback(host):
-            # --out: a worker on this host stores where the master records and reports.
-            out = shlex.quote(str(self._options.out_dir.resolve()))
-            self._announce(f"workers on this host: crawler worker {host}:{port} --out {out} "
-                           + self._key_hint(other_hosts=False))
-        elif invite:
-            self._announce(f"workers on other hosts: crawler worker {_public_name(host)}:{port} "
-                           + self._key_hint(other_hosts=True))
+        if self._options.invite_workers:
+            self._announce(invitation(host, port, self._authkey, self._options.out_dir))
         if self._options.local_workers:
-            every_interface = host in ("0.0.0.0", "::", "")  # noqa: S104 - a comparison, not a bind
-            self._start_local_workers(("127.0.0.1" if every_interface else host, port))
-
-    def _key_hint(self, *, other_hosts: bool) -> str:
-        """How a worker gets the key."""
-        source = self._authkey.source
-        if source == "environment":
-            return f"(with the same {ENV_VAR} as the master)"
-        notes = []
-        key_file = source
-        if self._authkey.fresh:
-            notes.append("a new key")
-        if other_hosts:
-            notes.append("copy that file to each worker host")
-        return f"--authkey-file {key_file}" + (f" ({': '.join(notes)})" if notes else "")
-
-    def _start_local_workers(self, address: tuple[str, int]) -> None:
-        env = dict(os.environ)
-        env[ENV_VAR] = self._authkey.key.decode()  # the environment, not argv: ps shows argv
-        for n in range(self._options.local_workers):
-            log_path = self._options.out_dir / f"worker-{n + 1}.log"
-            with log_path.open("ab") as log_file:
-                self._workers.append(subprocess.Popen(
-                    [sys.executable, "-m", "crawler", "worker", f"{address[0]}:{address[1]}",
-                     "--out", str(self._options.out_dir),
-                     "--threads", str(self._options.worker_threads), "--quiet",
-                     "--connect-wait", "30"],
-                    env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file))
-
-    def _check_local_workers(self) -> None:
-        """Say once, with the reason from its log, when a local worker has ended early."""
-        for n, process in enumerate(self._workers, 1):
-            if process.returncode is not None or process.poll() is None:
-                continue  # reported already, or still running
-            log_path = self._options.out_dir / f"worker-{n}.log"
-            last = ""
-            with contextlib.suppress(OSError):
-                lines = log_path.read_text(errors="replace").strip().splitlines()
-                last = f": {lines[-1]}" if lines else ""
-            left = sum(p.poll() is None for p in self._workers)
-            log.warning("local worker %d exited with status %s%s (log: %s); %d local worker(s)"
-                        " left%s", n, process.returncode, last, log_path, left,
-                        "" if left else ", the crawl waits for workers from elsewhere")
+            self._workers.start(self._options.local_workers, host, port)
 
     def _finish(self, journal: Journal, files: ResultFiles) -> None:
         """After the board is closed: let workers report and leave, then record the rest."""
         grace_end = time.monotonic() + SHUTDOWN_GRACE
         while time.monotonic() < grace_end:
             self._collect(journal, files)
-            alive = [p for p in self._workers if p.poll() is None]
             # Every worker calls at least once a second; one silent for longer is gone.
             listening = [w for w in self._board.workers()
                          if not w["gone"] and w["last_contact_s"] < WORKER_SILENCE]
-            if not alive and not listening:
+            if not listening and not self._workers.alive():
                 break
             if listening:
                 self._wake.wait(LOOP_TICK)  # a goodbye wakes it
                 self._wake.clear()
             else:  # every worker said goodbye: the local processes are on their way out
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    alive[0].wait(timeout=LOOP_TICK)
-        for process in self._workers:
-            if process.poll() is None:
-                process.terminate()
-        for process in self._workers:
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
+                self._workers.wait_one(LOOP_TICK)
+        self._workers.stop()
         self._collect(journal, files)
         self._refresh()
         self._reporter.close()
@@ -620,9 +531,3 @@ class _NoFiles(ResultFiles):
 
     def close(self) -> None:
         pass
-
-
-def _public_name(host: str) -> str:
-    """A name other hosts can use for this one, when bound to every interface."""
-    return socket.getfqdn() if host in ("0.0.0.0", "::") else host  # noqa: S104
-
