@@ -82,3 +82,29 @@ def test_once_gives_the_fallback_when_computing_fails():
     with pytest.raises(RuntimeError):
         once.get("x")
     assert once.get("x") == "none"
+
+
+def test_a_hosts_delay_spaces_its_pages_and_a_crawl_delay_slows_it_further():
+    frontier = Frontier([(f"http://a.test/{n}", 0) for n in range(3)], delay=1.0)
+    assert frontier.pop(now=0.0) == ("http://a.test/0", 0)
+    assert frontier.pop(now=0.5) is None
+    assert frontier.pop(now=1.0) == ("http://a.test/1", 0)
+    frontier.slow_to("a.test", 5.0)
+    frontier.slow_to("a.test", 2.0)  # a delay is never shortened
+    assert frontier.pop(now=2.0) == ("http://a.test/2", 0)  # the wait already set stays 1 s
+    frontier.add("http://a.test/3", 1)
+    assert frontier.pop(now=6.9) is None  # from here on, 5 s
+    assert frontier.pop(now=7.0) == ("http://a.test/3", 1)
+
+
+def test_a_pace_waits_its_delay_and_keeps_the_longest_hold():
+    from crawler.model.pacing import Pace
+
+    pace = Pace(delay=0.5)
+    assert pace.ready(0.0)
+    pace.took(0.0)
+    assert not pace.ready(0.4) and pace.ready(0.5)
+    pace.hold(10.0)
+    pace.hold(3.0)
+    pace.took(5.0)  # a request during a hold (a page already in flight) keeps the hold
+    assert pace.next_time == 10.0

@@ -29,6 +29,7 @@ from typing import Any
 from crawler.board.base import CLASSIC
 from crawler.config import DownloadSettings, PolitenessSettings, QueueSettings, Settings
 from crawler.model.outcome import Attempt
+from crawler.model.pacing import Pace
 from crawler.model.wire import LeaseAnswer, WorkerInfo
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,7 @@ class _Lane:
 
     urls: deque[str] = field(default_factory=deque)
     in_flight: int = 0
-    next_time: float = 0.0
-    delay: float = 0.0
+    pace: Pace = field(default_factory=Pace)
     listed: bool = False
 
 
@@ -185,8 +185,8 @@ class TaskBoard:
 
     def set_host_delay(self, host: str, seconds: float) -> None:
         with self._cond:
-            lane = self._lanes.setdefault(host, _Lane(delay=self.policy.host_delay))
-            lane.delay = max(lane.delay, seconds)
+            lane = self._lanes.get(host) or self._new_lane(host)
+            lane.pace.slow_to(seconds)
 
     def close(self) -> None:
         """Announce the end of the crawl: leases from now on say "closed"."""
@@ -424,10 +424,12 @@ class TaskBoard:
                 self._items[url].deadline = deadline
         return record
 
+    def _new_lane(self, host: str) -> _Lane:
+        lane = self._lanes[host] = _Lane(pace=Pace(self.policy.host_delay))
+        return lane
+
     def _enqueue(self, url: str, host: str, *, front: bool) -> None:
-        lane = self._lanes.get(host)
-        if lane is None:
-            lane = self._lanes[host] = _Lane(delay=self.policy.host_delay)
+        lane = self._lanes.get(host) or self._new_lane(host)
         if front:
             lane.urls.appendleft(url)
         else:
@@ -450,7 +452,7 @@ class TaskBoard:
                 self._ready.popleft()
                 lane.listed = False
                 continue
-            if (lane.in_flight >= self.policy.host_concurrency or lane.next_time > now
+            if (lane.in_flight >= self.policy.host_concurrency or not lane.pace.ready(now)
                     or (record is not None and record.per_host[host] >= share)):
                 self._ready.rotate(-1)
                 blocked += 1
@@ -462,8 +464,7 @@ class TaskBoard:
             item.attempts += 1
             item.deadline = now + self.policy.lease_timeout
             lane.in_flight += 1
-            if lane.delay:
-                lane.next_time = now + lane.delay
+            lane.pace.took(now)
             if record is not None:
                 record.held.add(item.url)
                 record.per_host[host] += 1
@@ -485,8 +486,8 @@ class TaskBoard:
             soonest = min(soonest, self._delayed[0][0] - now)
         for host in self._ready:
             lane = self._lanes[host]
-            if lane.next_time > now:
-                soonest = min(soonest, lane.next_time - now)
+            if not lane.pace.ready(now):
+                soonest = min(soonest, lane.pace.next_time - now)
         return max(0.001, soonest)
 
     def _promote_delayed(self, now: float) -> None:
@@ -514,8 +515,7 @@ class TaskBoard:
         self._unlease(item)
         now = self._clock()
         if attempt.retry_after:
-            lane = self._lanes[item.host]
-            lane.next_time = max(lane.next_time, now + min(attempt.retry_after, MAX_RETRY_AFTER))
+            self._lanes[item.host].pace.hold(now + min(attempt.retry_after, MAX_RETRY_AFTER))
         attempts = max(item.attempts, 1)
         if not attempt.ok and attempt.transient and attempts < self.policy.max_attempts:
             backoff = self.policy.backoff(attempts, attempt.retry_after)

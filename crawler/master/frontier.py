@@ -1,9 +1,10 @@
 """The page frontier: pages to visit, pages seen, and when each host may be asked again.
 
 Pages wait in one queue per host, breadth-first within a host; hosts take
-turns. A host may be held back (its Crawl-delay, ``host_delay``, or the
-backoff after a 5xx or 429): then its pages wait while other hosts' pages
-go ahead. Finding the next page costs a look at each host, never a walk
+turns. Each host has a :class:`~crawler.model.pacing.Pace`, as the board's
+image lanes do: its delay between two pages (``host_delay``, raised by a
+Crawl-delay) and any hold (the backoff after a 5xx or 429). A host that must
+wait lets other hosts' pages go ahead. Finding the next page costs a look at each host, never a walk
 over every page waiting.
 """
 
@@ -14,13 +15,16 @@ import time
 from collections import deque
 from collections.abc import Iterable
 
+from crawler.model.pacing import Pace
 from crawler.model.urls import host_key
 
 
 class Frontier:
-    def __init__(self, pending: Iterable[tuple[str, int]] = (), seen: Iterable[str] = ()) -> None:
+    def __init__(self, pending: Iterable[tuple[str, int]] = (), seen: Iterable[str] = (), *,
+                 delay: float = 0.0) -> None:
         self._queues: dict[str, deque[tuple[str, int]]] = {}
-        self._ready_at: dict[str, float] = {}  # host -> when its next page may be fetched
+        self._delay = delay  # every host's delay between two pages, to begin with
+        self._paces: dict[str, Pace] = {}
         self._seen: set[str] = set(seen)
         self._tries: collections.Counter[str] = collections.Counter()  # transient failures
         self._waiting = 0
@@ -47,7 +51,9 @@ class Frontier:
         """The next page of a host that may be asked now, or None if every host must wait."""
         now = time.monotonic() if now is None else now
         for host, queue in self._queues.items():
-            if self._ready_at.get(host, 0.0) <= now:
+            pace = self._pace(host)
+            if pace.ready(now):
+                pace.took(now)
                 url_depth = queue.popleft()
                 self._waiting -= 1
                 del self._queues[host]
@@ -58,13 +64,22 @@ class Frontier:
 
     def next_ready(self) -> float | None:
         """When the earliest held-back host may be asked again (None: nothing waits)."""
-        times = [self._ready_at.get(host, 0.0) for host in self._queues]
+        times = [self._pace(host).next_time for host in self._queues]
         return min(times) if times else None
 
     def hold(self, host: str, until: float) -> None:
         """Ask nothing of ``host`` before ``until`` (time.monotonic()); never shortens a hold."""
-        if until > self._ready_at.get(host, 0.0):
-            self._ready_at[host] = until
+        self._pace(host).hold(until)
+
+    def slow_to(self, host: str, delay: float) -> None:
+        """At least ``delay`` seconds between two pages of ``host`` (its Crawl-delay)."""
+        self._pace(host).slow_to(delay)
+
+    def _pace(self, host: str) -> Pace:
+        pace = self._paces.get(host)
+        if pace is None:
+            pace = self._paces[host] = Pace(self._delay)
+        return pace
 
     def failed(self, url: str) -> int:
         """Count a passing failure of ``url``; returns how often it has failed so far."""

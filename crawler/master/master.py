@@ -205,7 +205,8 @@ class Master:
         self._snapshot.found = len(resumed.finished_images)
         self._snapshot.pages = len(resumed.done_pages)
         self._snapshot.mark_resumed()  # rates count this run only
-        frontier = self._frontier = Frontier(resumed.pending_pages, seen=resumed.done_pages)
+        frontier = self._frontier = Frontier(resumed.pending_pages, seen=resumed.done_pages,
+                                             delay=settings.politeness.host_delay)
         if resumed.done_pages or resumed.finished_images:
             log.info("resuming: %d pages done, %d to visit, %d images finished, %d queued",
                      len(resumed.done_pages), len(frontier), len(resumed.finished_images),
@@ -292,9 +293,6 @@ class Master:
             if popped is None:
                 return  # every host with pages waiting is held back for now
             url, depth = popped
-            delay = max(self._settings.politeness.host_delay, robots.known_delay(url) or 0.0)
-            if delay:
-                frontier.hold(host_key(url), now + delay)
             future = pool.submit(self._visit, url, depth, session, robots)
             future.add_done_callback(self._wake_up)
             running.add(future)
@@ -359,7 +357,9 @@ class Master:
         # The first page of a host is fetched before its robots.txt is known: pace from it.
         delay = robots.known_delay(visit.url)
         if delay:
-            frontier.hold(host_key(visit.url), visit.started + delay)
+            host = host_key(visit.url)
+            frontier.slow_to(host, delay)
+            frontier.hold(host, visit.started + delay)
         if visit.extraction is None:
             self._snapshot.pages_failed += 1
             if visit.depth == 0:
