@@ -39,6 +39,7 @@ from crawler.fetch.curl import CurlEngine  # noqa: E402
 from crawler.fetch.guard import AddressPolicy  # noqa: E402
 from crawler.fetch.options import RequestOptions  # noqa: E402
 from crawler.model.outcome import Attempt  # noqa: E402
+from crawler.worker.sink import sinks_into  # noqa: E402
 from crawler.worker.store import Store  # noqa: E402
 
 NGINX_CONF = """\
@@ -102,7 +103,7 @@ def one_pass(urls: Sequence[str], out: Path, options: RequestOptions, slots: int
              profile: cProfile.Profile | None = None) -> tuple[float, float, float]:
     """Download ``urls``; (CPU seconds of this process, of which system, wall) for the pass."""
     results: queue.SimpleQueue[list[tuple[str, Attempt | None]]] = queue.SimpleQueue()
-    engine = CurlEngine(slots=slots, store=Store(out), limits=Limits(),
+    engine = CurlEngine(slots=slots, new_sink=sinks_into(Store(out), Limits()), limits=Limits(),
                         policy=AddressPolicy(frozenset({"public", "loopback"})),
                         options=options, report=results.put, stop=threading.Event())
 

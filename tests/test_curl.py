@@ -24,7 +24,7 @@ from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
 from crawler.model.imagetype import dimensions, sniff
 from crawler.model.outcome import ATTEMPT_FIELDS, Attempt, FailureKind
-from crawler.worker.sink import SPILL_AT, ImageSink
+from crawler.worker.sink import SPILL_AT, ImageSink, sinks_into
 from crawler.worker.store import Store
 from crawler.worker.worker import Worker, WorkerOptions
 
@@ -55,7 +55,8 @@ class Engine:
         self.store = Store(out)
         self.stop = threading.Event()
         self.results: queue.SimpleQueue[tuple[str, Attempt | None]] = queue.SimpleQueue()
-        self.engine = CurlEngine(slots=slots, store=self.store, limits=limits, policy=policy,
+        self.engine = CurlEngine(slots=slots, new_sink=sinks_into(self.store, limits),
+                                 limits=limits, policy=policy,
                                  options=options or RequestOptions(user_agent="crawler-test"),
                                  report=lambda results: [self.results.put(r) for r in results],
                                  stop=self.stop)
@@ -388,7 +389,8 @@ def test_a_redirect_target_the_caller_refuses_is_not_fetched(
     server.routes["/go.png"] = lambda h: h.send_body(302, b"", "text/plain",
                                                      {"Location": "/private/x.png"})
     results: queue.SimpleQueue[list[tuple[str, Attempt | None]]] = queue.SimpleQueue()
-    engine = CurlEngine(slots=1, store=Store(tmp_path / "out"), limits=Limits(), policy=LOOPBACK,
+    engine = CurlEngine(slots=1, new_sink=sinks_into(Store(tmp_path / "out"), Limits()),
+                        limits=Limits(), policy=LOOPBACK,
                         options=RequestOptions(), report=results.put, stop=threading.Event(),
                         may_follow=lambda url: "/private/" not in url)
     thread = threading.Thread(target=engine.run, daemon=True)

@@ -27,6 +27,7 @@ from crawler.fetch.easy import EasyClient, Reply
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions, parse_header, parse_rate
 from crawler.model.outcome import Attempt, FailureKind
+from crawler.worker.sink import sinks_into
 from crawler.worker.store import Store
 
 from .conftest import SITE, FixtureHandler, FixtureServer, free_port, manifest_lines, run_crawler
@@ -107,7 +108,8 @@ def fetch(url: str, options: RequestOptions, tmp_path: Path, *,
     """Download ``url`` with a CurlEngine of these options, as a worker would."""
     results: queue.SimpleQueue[tuple[str, Attempt | None]] = queue.SimpleQueue()
     stop = threading.Event()
-    engine = CurlEngine(slots=2, store=Store(tmp_path / "out"), limits=limits or Limits(),
+    engine = CurlEngine(slots=2, new_sink=sinks_into(Store(tmp_path / "out"), limits or Limits()),
+                        limits=limits or Limits(),
                         policy=policy, options=options,
                         report=lambda got: [results.put(r) for r in got], stop=stop)
     thread = threading.Thread(target=engine.run, daemon=True)
@@ -237,7 +239,8 @@ def test_https_images_go_over_one_http2_connection(nginx_h2: tuple[str, Path], c
     base, log = nginx_h2
     paths = ["/images/banner.png", "/images/blue.png", "/icons/star.gif", "/photos/cat.jpg"]
     results: queue.SimpleQueue[tuple[str, Attempt | None]] = queue.SimpleQueue()
-    engine = CurlEngine(slots=4, store=Store(tmp_path / "out"), limits=Limits(), policy=LOOPBACK,
+    engine = CurlEngine(slots=4, new_sink=sinks_into(Store(tmp_path / "out"), Limits()),
+                        limits=Limits(), policy=LOOPBACK,
                         options=options_from(tmp_path, ca_bundle=str(ca.ca_cert)),
                         report=lambda got: [results.put(r) for r in got],
                         stop=threading.Event())
@@ -367,7 +370,8 @@ def test_the_bandwidth_cap_holds_for_a_whole_worker(make_server: Callable[[], Fi
     server.routes["/a.png"] = lambda h: h.send_body(200, body, "image/png")
     server.routes["/b.png"] = lambda h: h.send_body(200, body, "image/png")
     results: queue.SimpleQueue[list[tuple[str, Attempt | None]]] = queue.SimpleQueue()
-    engine = CurlEngine(slots=2, store=Store(tmp_path / "out"), limits=Limits(),
+    engine = CurlEngine(slots=2, new_sink=sinks_into(Store(tmp_path / "out"), Limits()),
+                        limits=Limits(),
                         policy=LOOPBACK, options=RequestOptions(limit_rate=parse_rate("100k")),
                         report=results.put, stop=threading.Event())
     thread = threading.Thread(target=engine.run, daemon=True)

@@ -52,22 +52,25 @@ from crawler.fetch.curlsetup import (
     set_common_options,
     set_hop_options,
 )
-from crawler.fetch.engine import Report, Results, Task, curl_failure
-from crawler.fetch.guard import AddressPolicy, BlockedAddress
-from crawler.fetch.options import RequestOptions
-from crawler.fetch.policy import MAX_REDIRECTS, REDIRECT_STATUSES, redirect_target
-from crawler.model.outcome import Attempt, FailureKind
-from crawler.worker.sink import (
+from crawler.fetch.engine import (
     ACCEPT,
     Abandoned,
-    ImageSink,
+    Report,
+    Results,
+    Sink,
+    SinkFactory,
+    Task,
+    curl_failure,
     failure,
     status_failure,
     storage_failure,
     too_large,
     too_slow,
 )
-from crawler.worker.store import Store
+from crawler.fetch.guard import AddressPolicy, BlockedAddress
+from crawler.fetch.options import RequestOptions
+from crawler.fetch.policy import MAX_REDIRECTS, REDIRECT_STATUSES, redirect_target
+from crawler.model.outcome import Attempt, FailureKind
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +98,7 @@ class _Transfer:
     headers: dict[bytes, str] = field(default_factory=dict)
     head_done: bool = False
     location: str | None = None  # of a redirect answer
-    sink: ImageSink | None = None
+    sink: Sink | None = None
     content_type: str | None = None
     answer: Attempt | None = None  # decided before the transfer ended
     blocked: BlockedAddress | None = None
@@ -124,11 +127,11 @@ class CurlEngine:
     ``may_follow(url)`` may refuse a redirect target (None: any target).
     """
 
-    def __init__(self, *, slots: int, store: Store, limits: Limits, policy: AddressPolicy,
+    def __init__(self, *, slots: int, new_sink: SinkFactory, limits: Limits, policy: AddressPolicy,
                  options: RequestOptions, report: Report, stop: threading.Event,
                  may_follow: Callable[[str], bool] | None = None) -> None:
         self._slots = slots
-        self._store = store
+        self._new_sink = new_sink
         self._limits = limits
         self._policy = policy
         self._options = options
@@ -430,7 +433,7 @@ class CurlEngine:
                                            FailureKind.TOO_LARGE)
             return -1
         transfer.content_type = headers.get(b"content-type")
-        transfer.sink = ImageSink(url, self._store, self._limits, transfer.started)
+        transfer.sink = self._new_sink(url, transfer.started)
         return None
 
     def _on_body(self, slot: _Slot, chunk: bytes) -> int | None:

@@ -9,16 +9,73 @@ hands those back to the master). Transport errors become a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Protocol
 
 import pycurl
 
-from crawler.model.outcome import Attempt, FailureKind
+from crawler.config import Limits
+from crawler.errors import StorageError
+from crawler.fetch.policy import retry_after_seconds, transient_status
+from crawler.model.outcome import STORAGE_ERROR, Attempt, FailureKind
+
+ACCEPT = "image/*,*/*;q=0.5"  # the Accept header of every image request
 
 Task = tuple[str, int]  # (url, attempt number), as leased from the master
 Results = list[tuple[str, Attempt | None]]
 Report = Callable[[Results], None]
+
+
+class Sink(Protocol):
+    """Where one image body goes as it arrives (the worker's: checked, hashed, stored)."""
+
+    def feed(self, chunk: bytes) -> None:
+        """Take the next bytes; raises :class:`Abandoned` to give up on the image."""
+
+    def finish(self, content_type: str | None) -> Attempt:
+        """The body is complete: keep it, and say how it went."""
+
+    def discard(self) -> None:
+        """Drop whatever was kept of an unfinished body."""
+
+
+SinkFactory = Callable[[str, float], Sink]  # (url, when its download started) -> its sink
+
+
+class Abandoned(Exception):
+    """Raised inside a download to give up on it; the message is the reason."""
+
+    def __init__(self, reason: str, kind: FailureKind, *, transient: bool = False) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.transient = transient
+
+
+def too_slow(limits: Limits) -> str:
+    """The reason of a download cut at ``download.deadline`` (a transient failure)."""
+    return f"too slow: not finished within {limits.deadline:g} s"
+
+
+def too_large(declared: str | int, limits: Limits) -> str:
+    return f"too large: {declared} bytes > {limits.max_bytes}"
+
+
+def failure(url: str, started: float, reason: str, kind: FailureKind, transient: bool = False,
+            retry_after: float | None = None) -> Attempt:
+    return Attempt(url=url, ok=False, reason=reason, transient=transient,
+                   retry_after=retry_after, elapsed_s=time.monotonic() - started, kind=kind)
+
+
+def status_failure(url: str, started: float, status: int, retry_after: str | None) -> Attempt:
+    """The Attempt for an answer other than 200."""
+    return failure(url, started, f"HTTP {status}", FailureKind.STATUS, transient_status(status),
+                   retry_after_seconds(retry_after))
+
+
+def storage_failure(url: str, started: float, exc: StorageError) -> Attempt:
+    """The worker's disk, not the image, is at fault: another worker may succeed."""
+    return failure(url, started, f"{STORAGE_ERROR}{exc}", FailureKind.STORAGE, transient=True)
 
 
 class Engine(Protocol):

@@ -14,39 +14,31 @@ from typing import BinaryIO
 
 from crawler.config import Limits
 from crawler.errors import LeaseLost, PathConflict, StorageError
+from crawler.fetch.engine import (  # the outcome helpers live with the engine; re-exported
+    ACCEPT,
+    Abandoned,
+    SinkFactory,
+    failure,
+    status_failure,
+    storage_failure,
+    too_large,
+    too_slow,
+)
 from crawler.fetch.policy import (  # re-exported: page code imports them from here
     PERMANENT_STATUSES,
     retry_after_seconds,
     transient_status,
 )
 from crawler.model.imagetype import SNIFF_BYTES, ImageType, dimensions, sniff
-from crawler.model.outcome import STORAGE_ERROR, Attempt, FailureKind
+from crawler.model.outcome import Attempt, FailureKind
 from crawler.worker.store import Store
 
-__all__ = ["PERMANENT_STATUSES", "Abandoned", "ImageSink", "failure", "retry_after_seconds",
-           "status_failure", "storage_failure", "too_large", "too_slow", "transient_status"]
+__all__ = ["ACCEPT", "PERMANENT_STATUSES", "Abandoned", "ImageSink", "failure",
+           "retry_after_seconds", "sinks_into", "status_failure", "storage_failure", "too_large",
+           "too_slow", "transient_status"]
 
 SPILL_AT = 1024 * 1024  # bodies up to this size are written in one call
 SNIFF_AFTER = 4096  # enough leading bytes to tell every format apart, SVG's prologue included
-ACCEPT = "image/*,*/*;q=0.5"  # the Accept header of every image request
-
-
-class Abandoned(Exception):
-    """Raised inside a download to give up on it; the message is the reason."""
-
-    def __init__(self, reason: str, kind: FailureKind, *, transient: bool = False) -> None:
-        super().__init__(reason)
-        self.kind = kind
-        self.transient = transient
-
-
-def too_slow(limits: Limits) -> str:
-    """The reason of a download cut at ``download.deadline`` (a transient failure)."""
-    return f"too slow: not finished within {limits.deadline:g} s"
-
-
-def too_large(declared: str | int, limits: Limits) -> str:
-    return f"too large: {declared} bytes > {limits.max_bytes}"
 
 
 class ImageSink:
@@ -142,23 +134,6 @@ def _write(fh: BinaryIO, chunk: bytes, partial: Path | None) -> None:
         raise StorageError(f"cannot write {partial}: {exc.strerror or exc}") from exc
 
 
-def failure(url: str, started: float, reason: str, kind: FailureKind, transient: bool = False,
-            retry_after: float | None = None) -> Attempt:
-    return Attempt(url=url, ok=False, reason=reason, transient=transient,
-                   retry_after=retry_after, elapsed_s=time.monotonic() - started, kind=kind)
-
-
-def status_failure(url: str, started: float, status: int, retry_after: str | None) -> Attempt:
-    """The Attempt for an answer other than 200."""
-    return failure(url, started, f"HTTP {status}", FailureKind.STATUS, transient_status(status),
-                   retry_after_seconds(retry_after))
-
-
-def storage_failure(url: str, started: float, exc: StorageError) -> Attempt:
-    """The worker's disk, not the image, is at fault: another worker may succeed."""
-    return failure(url, started, f"{STORAGE_ERROR}{exc}", FailureKind.STORAGE, transient=True)
-
-
 def _require_image(head: bytes | bytearray) -> ImageType:
     kind = sniff(bytes(head))
     if kind is None:
@@ -177,3 +152,10 @@ def _check_dimensions(size: tuple[int, int] | None, limits: Limits) -> None:
     if (limits.max_width and width > limits.max_width) or (
             limits.max_height and height > limits.max_height):
         raise Abandoned(f"too big: {width}x{height}", FailureKind.DIMENSIONS)
+
+
+def sinks_into(store: Store, limits: Limits) -> SinkFactory:
+    """What an engine calls for each image it receives: an ImageSink storing into ``store``."""
+    def new_sink(url: str, started: float) -> ImageSink:
+        return ImageSink(url, store, limits, started)
+    return new_sink

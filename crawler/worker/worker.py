@@ -38,7 +38,7 @@ from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
 from crawler.model.outcome import STORAGE_ERROR, Attempt, FailureKind
 from crawler.model.wire import CrawlInfo, LeaseAnswer, Report, WorkerInfo
-from crawler.worker.sink import failure, too_slow
+from crawler.worker.sink import failure, sinks_into, too_slow
 from crawler.worker.store import Store
 
 log = logging.getLogger(__name__)
@@ -452,7 +452,8 @@ class Worker:
         if not local.env_proxies:
             request = dataclasses.replace(request, env_proxies=False)
         log.debug("request options: %r", request)  # its repr holds no secret
-        return CurlEngine(slots=self._options.threads, store=store, limits=limits,
+        return CurlEngine(slots=self._options.threads, new_sink=sinks_into(store, limits),
+                          limits=limits,
                           policy=AddressPolicy.from_wire(crawl["policy"]), options=request,
                           report=self._done.put, stop=self._stop)
 
