@@ -26,7 +26,6 @@ from typing import Any
 
 from crawler import PROJECT_URL, __version__
 from crawler.errors import ConfigError
-from crawler.fetch.options import valid_headers, valid_rate
 
 DEFAULT_PORT = 24601  # below the ephemeral range (32768-60999), so no outgoing socket takes it
 DEFAULT_SETTINGS_FILE = "settings.toml"
@@ -39,6 +38,52 @@ DEFAULT_USER_AGENT = f"crawler/{__version__} (+{PROJECT_URL})"
 PARSERS = ("lxml", "beautifulsoup")
 ALL_SOURCES = ("img", "srcset", "picture", "lazy", "css", "meta", "link", "input", "svg", "anchor")
 SCOPE_MODES = ("host", "domain", "any")
+
+
+# [http] values: checked here, parsed the same way by crawler.fetch.options.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)\s*")
+_RATE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+# Headers the engines set themselves from other settings.
+_RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+
+
+def parse_rate(text: str) -> int:
+    """Bytes per second from ``2M``, ``500k``, ``1.5G`` or a plain number; 0 means no cap."""
+    match = _RATE.fullmatch(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a rate such as 500k, 2M or 1G (bytes per second)")
+    return int(float(match.group(1)) * _RATE_UNITS[match.group(2).lower()])
+
+
+def valid_rate(text: str) -> bool:
+    try:
+        parse_rate(text)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """Split ``Name: value``; ValueError with the reason when it is not a header."""
+    name, colon, value = text.partition(":")
+    if not colon or not _HEADER_NAME.fullmatch(name):
+        raise ValueError(f"{text[:100]!r} is not a header: write it as 'Name: value'")
+    if "\r" in value or "\n" in value or "\0" in value:
+        raise ValueError(f"header {name}: a value may not hold a line break")
+    if name.lower() in _RESERVED_HEADERS:
+        raise ValueError(f"header {name}: set by the crawler itself, it cannot be given")
+    return name, value.strip()
+
+
+def valid_headers(values: tuple[str, ...]) -> bool:
+    try:
+        for value in values:
+            parse_header(value)
+    except ValueError:
+        return False
+    return True
+
 
 
 def _check(predicate: Callable[[Any], bool], expected: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from crawler.demo.site import SiteServer, build_site
 from crawler.errors import StorageError
 from crawler.master.authkey import master_authkey
 from crawler.master.journal import JOURNAL_NAME
-from crawler.master.results import MANIFEST_NAME, PAGES_NAME, RESULTS_NAME
+from crawler.model.files import MANIFEST_NAME, PAGES_NAME, RESULTS_NAME
 from crawler.model.outcome import IMAGES_DIR
 from crawler.ui.report import write_report
 

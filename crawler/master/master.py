@@ -34,10 +34,11 @@ from crawler.master.frontier import Frontier
 from crawler.master.journal import JOURNAL_NAME, Journal, PageDone
 from crawler.master.launcher import LocalWorkers, invitation
 from crawler.master.pages import Page, fetch_page
-from crawler.master.results import MANIFEST_NAME, PAGES_NAME, RESULTS_NAME, ResultFiles
+from crawler.master.results import ResultFiles
 from crawler.master.robots import Robots
 from crawler.master.scope import Scope
 from crawler.master.stylesheets import Stylesheets
+from crawler.model.files import MANIFEST_NAME, PAGES_NAME, RESULTS_NAME
 from crawler.model.outcome import Attempt, Outcome
 from crawler.model.urls import host_key, host_key_of_normalized
 from crawler.model.wire import CrawlInfo, Status

@@ -18,11 +18,8 @@ from pathlib import Path
 from typing import TextIO
 
 from crawler.errors import StorageError
+from crawler.model.files import MANIFEST_NAME, PAGES_NAME, RESULTS_NAME
 from crawler.model.outcome import Outcome
-
-RESULTS_NAME = "results.log"
-MANIFEST_NAME = "manifest.jsonl"
-PAGES_NAME = "pages.jsonl"
 
 
 class ResultFiles:

@@ -45,7 +45,7 @@ from typing import Any, BinaryIO
 from urllib.parse import quote, urlsplit
 
 from crawler.errors import StorageError, UsageError
-from crawler.master.results import MANIFEST_NAME, PAGES_NAME
+from crawler.model.files import MANIFEST_NAME, PAGES_NAME
 from crawler.ui.progress import human_bytes
 
 REPORT_NAME = "index.html"

@@ -1,0 +1,5 @@
+"""The names of the files a crawl writes in its output folder, for whoever reads them."""
+
+RESULTS_NAME = "results.log"  # one URL--->success or URL--->failure: reason line per image
+MANIFEST_NAME = "manifest.jsonl"  # one JSON object per image URL with a final outcome
+PAGES_NAME = "pages.jsonl"  # the pages that could not be crawled, one JSON object each
