@@ -400,7 +400,7 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
 
 
 def write_out(text: str) -> None:
-    from crawler.ui.progress import write_out as write
+    from crawler.model.progress import write_out as write
 
     write(text)
 

@@ -211,9 +211,12 @@ def test_worker_pointed_at_something_else_says_so(site: FixtureServer, tmp_path:
 
 
 def test_a_seed_on_a_closed_port_is_not_a_success(tmp_path: Path) -> None:
-    port = free_port()
-    result = run_crawler("master", f"http://127.0.0.1:{port}/", "--out", str(tmp_path / "out"),
-                         "--bind", f"127.0.0.1:{free_port()}", "--quiet", cwd=tmp_path)
+    with socket.socket() as closed:  # bound, never listening: refused, and no one else's
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        result = run_crawler("master", f"http://127.0.0.1:{port}/", "--out",
+                             str(tmp_path / "out"), "--bind", f"127.0.0.1:{free_port()}",
+                             "--quiet", cwd=tmp_path)
     assert result.returncode == 5, result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         f"crawler: error: no seed page could be fetched: http://127.0.0.1:{port}/: robots.txt"

@@ -40,11 +40,11 @@ from crawler.master.scope import Scope
 from crawler.master.stylesheets import Stylesheets
 from crawler.model.files import MANIFEST_NAME, PAGES_NAME, RESULTS_NAME
 from crawler.model.outcome import Attempt, Outcome
+from crawler.model.progress import Reporter, Snapshot, write_out
 from crawler.model.urls import host_key, host_key_of_normalized
 from crawler.model.wire import CrawlInfo, Status
 from crawler.parse.extract import Extraction, ImageRef
 from crawler.parse.pool import PageParser
-from crawler.ui.progress import Reporter, Snapshot, write_out
 
 log = logging.getLogger(__name__)
 

@@ -13,58 +13,12 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, NoReturn, Protocol, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
-from crawler.errors import OutputLost
+from crawler.model.progress import Reporter, Snapshot
 
 if TYPE_CHECKING:
     from tqdm import tqdm
-
-
-def write_out(line: str) -> None:
-    """Print ``line`` on standard output at once; a failure is :class:`OutputLost`."""
-    try:
-        print(line, flush=True)
-    except OSError as exc:
-        reason = "closed" if isinstance(exc, BrokenPipeError) else exc.strerror or str(exc)
-        raise OutputLost(f"standard output cannot be written ({reason})") from exc
-
-
-@dataclass
-class Snapshot:
-    """The crawl's counts, filled by the master; every reporter and ``crawler status`` read it."""
-
-    pages: int = 0
-    pages_failed: int = 0
-    pages_queued: int = 0  # waiting or being fetched; 0 once every page is done
-    found: int = 0
-    downloaded: int = 0
-    failed: int = 0
-    in_flight: int = 0
-    retries: int = 0
-    bytes: int = 0
-    workers: int = 0
-    resumed_images: int = 0  # finished by earlier runs: left out of this run's rates
-    resumed_bytes: int = 0
-
-    @property
-    def done(self) -> int:
-        """Images with a final result, downloaded or failed."""
-        return self.downloaded + self.failed
-
-    def mark_resumed(self) -> None:
-        """Count what is finished now as earlier runs' work, so rates measure this run only."""
-        self.resumed_images = self.done
-        self.resumed_bytes = self.bytes
-
-    def as_dict(self) -> dict[str, int | None]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-class Reporter(Protocol):
-    def update(self, snapshot: Snapshot) -> None: ...
-    def close(self) -> None: ...
 
 
 class NullReporter:
