@@ -121,7 +121,14 @@ class BoardPolicy:
 
 
 class TaskBoard:
-    """The Board in the master's memory (see crawler.board.base for what each call means)."""
+    """The Board in the master's memory (see crawler.board.base for what each call means).
+
+    One piece on purpose: every URL is in exactly one state, counted once, in
+    its host's lane while queued and held by at most one worker while leased;
+    leases, numbered exchanges, retries and fair shares all change that state
+    together, under one lock. Split, each part would need the others' lock and
+    their invariants would live in no one place.
+    """
 
     def __init__(self, policy: BoardPolicy, clock: Callable[[], float] = time.monotonic,
                  wake: Callable[[], None] = lambda: None) -> None:

@@ -125,6 +125,12 @@ class CurlEngine:
     turn of the loop (attempt None: not finished because of a stop, to be
     handed back to the master). Every submitted task is reported exactly once.
     ``may_follow(url)`` may refuse a redirect target (None: any target).
+
+    One piece on purpose: the multi handle, the slots and their transfers, the
+    sockets libcurl asked to watch, the timer and the bandwidth budget are the
+    state of one event loop, touched only from its thread and by libcurl's
+    callbacks in it; what is not that state (the set-up both clients share, the
+    error table, the sink) lives in ``curlsetup``, ``engine`` and the worker.
     """
 
     def __init__(self, *, slots: int, new_sink: SinkFactory, limits: Limits, policy: AddressPolicy,

@@ -23,8 +23,8 @@ from typing import Any
 
 from crawler.board.manager import QueueServer
 from crawler.board.memory import BoardPolicy, TaskBoard
-from crawler.config import Limits, Settings
-from crawler.errors import ParserCrashed, StorageError
+from crawler.config import Limits, Settings, WorkerSettings
+from crawler.errors import StorageError
 from crawler.fetch.curlsetup import default_ca_file
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.guard import AddressPolicy
@@ -33,17 +33,16 @@ from crawler.master.authkey import Authkey
 from crawler.master.frontier import Frontier
 from crawler.master.journal import JOURNAL_NAME, Journal, PageDone
 from crawler.master.launcher import LocalWorkers, invitation
-from crawler.master.pages import Page, fetch_page
 from crawler.master.results import ResultFiles
 from crawler.master.robots import Robots
 from crawler.master.scope import Scope
 from crawler.master.stylesheets import Stylesheets
+from crawler.master.visit import PageVisitor, Visit
 from crawler.model.files import MANIFEST_NAME, PAGES_NAME, RESULTS_NAME
 from crawler.model.outcome import Attempt, Outcome
 from crawler.model.progress import Reporter, Snapshot, write_out
 from crawler.model.urls import host_key, host_key_of_normalized
 from crawler.model.wire import CrawlInfo, Status
-from crawler.parse.extract import Extraction, ImageRef
 from crawler.parse.pool import PageParser
 
 log = logging.getLogger(__name__)
@@ -60,7 +59,7 @@ class MasterOptions:
     out_dir: Path
     bind: tuple[str, int]
     local_workers: int = 0
-    worker_threads: int = 16
+    worker_threads: int = WorkerSettings.threads  # the settings' default: one catalogue
     dry_run: bool = False
     resume: bool = False  # go on with the folder's crawl even if seeds or scope changed
     fresh: bool = False  # forget the folder's crawl and start anew
@@ -94,19 +93,17 @@ class Summary:
         return self.succeeded / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
-@dataclass(frozen=True)
-class _Visit:
-    """What a page thread hands back to the crawl loop."""
-
-    url: str
-    depth: int
-    page: Page
-    extraction: Extraction | None
-    images: list[tuple[str, str | None, dict[str, Any] | None]]  # (url, refusal or None, ref)
-    started: float  # when the page request was made (time.monotonic())
-
-
 class Master:
+    """The crawl loop: pages in from the page threads, images out to the board, results in.
+
+    One piece on purpose: everything it holds (the frontier, the journal batch,
+    the counts, the image refs, the seed failures) is changed by the loop's one
+    thread, pass after pass, and the order of those changes is what makes a crash
+    lose nothing (a page is journaled with what it found before its images are
+    counted as settled). The page threads' work is in ``master.visit``, the worker
+    processes in ``master.launcher``, the folder's identity in the journal.
+    """
+
     def __init__(self, settings: Settings, options: MasterOptions, authkey: Authkey,
                  reporter: Reporter, parser: PageParser,
                  announce: Callable[[str], None] = print) -> None:
@@ -224,17 +221,20 @@ class Master:
         robots = Robots(session, settings.crawl.user_agent, settings.crawl.page_timeout,
                         settings.crawl.respect_robots,
                         max_delay=settings.politeness.max_crawl_delay)
-        self._stylesheets = Stylesheets(
+        stylesheets = Stylesheets(
             session, timeout=settings.crawl.page_timeout, max_bytes=settings.crawl.max_page_bytes,
             may_read=lambda url: self._scope.allows_stylesheet(url) and robots.allowed(url))
+        visitor = PageVisitor(settings.crawl, client=session, robots=robots, scope=self._scope,
+                              parser=self._parser, stylesheets=stylesheets,
+                              slow_host=self._board.set_host_delay)
         if not settings.crawl.respect_robots:
             log.warning("robots.txt is ignored (crawl.respect_robots = false)")
         pool = ThreadPoolExecutor(settings.crawl.page_concurrency, thread_name_prefix="page")
-        running: set[Future[_Visit]] = set()
+        running: set[Future[Visit]] = set()
         last_reap = time.monotonic()
         try:
             while not self._stop.is_set():
-                self._submit(running, pool, session, robots)
+                self._submit(running, pool, visitor)
                 self._wake.wait(LOOP_TICK)
                 self._wake.clear()  # before looking, so news from now on wakes the next wait
                 for future in [f for f in running if f.done()]:
@@ -281,8 +281,8 @@ class Master:
         if reopened:
             log.info("%d page(s) done before are visited again for this run's limits", reopened)
 
-    def _submit(self, running: set[Future[_Visit]], pool: ThreadPoolExecutor,
-                session: EasyClient, robots: Robots) -> None:
+    def _submit(self, running: set[Future[Visit]], pool: ThreadPoolExecutor,
+                visitor: PageVisitor) -> None:
         frontier = self._frontier
         max_pages = self._settings.crawl.max_pages
         now = time.monotonic()
@@ -294,62 +294,14 @@ class Master:
             if popped is None:
                 return  # every host with pages waiting is held back for now
             url, depth = popped
-            future = pool.submit(self._visit, url, depth, session, robots)
+            future = pool.submit(visitor.visit, url, depth)
             future.add_done_callback(self._wake_up)
             running.add(future)
 
-    def _wake_up(self, _future: Future[_Visit]) -> None:
+    def _wake_up(self, _future: Future[Visit]) -> None:
         self._wake.set()
 
-    def _visit(self, url: str, depth: int, session: EasyClient, robots: Robots) -> _Visit:
-        """Fetch and parse one page (in a pool thread); never raises."""
-        try:
-            return self._fetch_and_parse(url, depth, session, robots)
-        except Exception as exc:  # one page nobody foresaw must not end the crawl
-            log.exception("page %s failed unexpectedly", url)
-            reason = f"crawler error: {exc.__class__.__name__}"
-            return _Visit(url, depth, Page(url, url, 0, skipped=reason), None, [],
-                          time.monotonic())
-
-    def _fetch_and_parse(self, url: str, depth: int, session: EasyClient,
-                         robots: Robots) -> _Visit:
-        """Fetch and parse one page; decide robots for its images."""
-        crawl = self._settings.crawl
-        refused = robots.refusal(url)
-        if refused:
-            unreachable = robots.unreachable(url) is not None  # not final: a rerun tries again
-            return _Visit(url, depth, Page(url, url, 0, skipped=refused, transient=unreachable),
-                          None, [], time.monotonic())
-        started = time.monotonic()
-        page = fetch_page(session, url, timeout=crawl.page_timeout,
-                          max_bytes=crawl.max_page_bytes,
-                          may_visit=lambda u: self._scope.allows_page(u) and robots.allowed(u))
-        if not page.ok:
-            return _Visit(url, depth, page, None, [], started)
-        try:
-            extraction = self._parser.extract(
-                page.body, page.final_url, sources=frozenset(crawl.sources),
-                lazy_attributes=crawl.lazy_attributes,  # added to the defaults
-                encoding=page.encoding)
-        except ParserCrashed as exc:
-            return _Visit(url, depth, dataclasses.replace(page, skipped=str(exc)), None, [],
-                          started)
-        refs = {ref.url: _said(ref) for ref in extraction.image_refs}
-        if extraction.stylesheets:  # what a browser shows of them is the page's too
-            for image in self._stylesheets.images(extraction.stylesheets):
-                refs.setdefault(image, {"kind": "css"})
-        images: list[tuple[str, str | None, dict[str, Any] | None]] = []
-        for image in dict.fromkeys((*extraction.images, *refs)):
-            if not self._scope.allows_image(image):
-                continue
-            refused = robots.refusal(image)
-            delay = robots.crawl_delay(image)
-            if delay:
-                self._board.set_host_delay(host_key_of_normalized(image), delay)
-            images.append((image, refused, refs.get(image)))
-        return _Visit(url, depth, page, extraction, images, started)
-
-    def _visited(self, visit: _Visit, journal: Journal, robots: Robots,
+    def _visited(self, visit: Visit, journal: Journal, robots: Robots,
                  files: ResultFiles) -> None:
         frontier = self._frontier
         if visit.extraction is None and self._retry_later(visit, robots):
@@ -419,7 +371,7 @@ class Master:
             journal.pages_done(self._pages_done)
             self._pages_done = []
 
-    def _retry_later(self, visit: _Visit, robots: Robots) -> bool:
+    def _retry_later(self, visit: Visit, robots: Robots) -> bool:
         """Put a page that failed for a passing reason back, after a backoff, if tries are left.
 
         The backoff holds back every page of its host, as a 5xx or 429 is about the host.
@@ -506,16 +458,6 @@ class Master:
                        failure_reasons=self._reasons.most_common(5),
                        failing_hosts=self._failing_hosts.most_common(5),
                        pages_read=self._pages_read, seed_failures=self._seed_failures)
-
-
-def _said(ref: ImageRef) -> dict[str, Any]:
-    """What the page said about an image, as the manifest's ``ref``: only what it said."""
-    said: dict[str, Any] = {"kind": ref.kind}
-    for name in ("alt", "title", "caption", "width", "height"):
-        value = getattr(ref, name)
-        if value is not None:
-            said[name] = value
-    return said
 
 
 class _NoFiles(ResultFiles):

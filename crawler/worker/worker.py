@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from crawler.board.manager import MasterClient
-from crawler.config import Limits
+from crawler.config import Limits, WorkerSettings
 from crawler.errors import (
     AuthenticationFailed,
     CrawlerError,
@@ -66,8 +66,9 @@ class WorkerStats:
 @dataclass(frozen=True)
 class WorkerOptions:
     out_dir: Path
-    threads: int = 16  # downloads in flight at once
-    connect_wait: float = 300.0
+    # The defaults are the settings' own: one catalogue of them (crawler/config.py).
+    threads: int = WorkerSettings.threads  # downloads in flight at once
+    connect_wait: float = WorkerSettings.connect_wait
     # This host's own: a client certificate (the master's paths mean nothing here),
     # and whether to ignore HTTP_PROXY and friends.
     client_cert: str = ""
@@ -76,6 +77,15 @@ class WorkerOptions:
 
 
 class Worker:
+    """A worker: leases from the master, downloads with the engine, reports, hands back.
+
+    One piece on purpose: its link to the master (numbered exchanges sent again
+    after a reconnect, pending reports and hand-backs, leases it lost while
+    silent) and the engine's results are one state, changed together on its
+    coordinating thread, so that every leased URL is reported or handed back
+    exactly once, whatever breaks when.
+    """
+
     def __init__(self, client: MasterClient, options: WorkerOptions,
                  on_progress: Callable[[WorkerStats], None] | None = None) -> None:
         self._client = client

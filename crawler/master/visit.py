@@ -1,0 +1,111 @@
+"""One page visit, in a page thread: robots.txt, the fetch, the parse, the images it shows.
+
+It reports facts (:class:`Visit`); what they mean for the crawl (the frontier,
+the board, the journal) is decided by the crawl loop in ``master.master``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from crawler.config import CrawlSettings
+from crawler.errors import ParserCrashed
+from crawler.fetch.easy import EasyClient
+from crawler.master.pages import Page, fetch_page
+from crawler.master.robots import Robots
+from crawler.master.scope import Scope
+from crawler.master.stylesheets import Stylesheets
+from crawler.model.urls import host_key_of_normalized
+from crawler.parse.extract import Extraction, ImageRef
+from crawler.parse.pool import PageParser
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Visit:
+    """What a page thread hands back to the crawl loop."""
+
+    url: str
+    depth: int
+    page: Page
+    extraction: Extraction | None
+    images: list[tuple[str, str | None, dict[str, Any] | None]]  # (url, refusal or None, ref)
+    started: float  # when the page request was made (time.monotonic())
+
+
+class PageVisitor:
+    """Visits pages for the crawl loop; thread-safe, one call per page thread."""
+
+    def __init__(self, crawl: CrawlSettings, *, client: EasyClient, robots: Robots,
+                 scope: Scope, parser: PageParser, stylesheets: Stylesheets,
+                 slow_host: Callable[[str, float], None]) -> None:
+        self._crawl = crawl
+        self._client = client
+        self._robots = robots
+        self._scope = scope
+        self._parser = parser
+        self._stylesheets = stylesheets
+        self._slow_host = slow_host  # an image host's Crawl-delay, for the board
+
+    def visit(self, url: str, depth: int) -> Visit:
+        """Fetch and parse one page (in a pool thread); never raises."""
+        try:
+            return self._fetch_and_parse(url, depth)
+        except Exception as exc:  # one page nobody foresaw must not end the crawl
+            log.exception("page %s failed unexpectedly", url)
+            reason = f"crawler error: {exc.__class__.__name__}"
+            return Visit(url, depth, Page(url, url, 0, skipped=reason), None, [],
+                          time.monotonic())
+
+    def _fetch_and_parse(self, url: str, depth: int) -> Visit:
+        """Fetch and parse one page; decide robots for its images."""
+        crawl, robots = self._crawl, self._robots
+        refused = robots.refusal(url)
+        if refused:
+            unreachable = robots.unreachable(url) is not None  # not final: a rerun tries again
+            return Visit(url, depth, Page(url, url, 0, skipped=refused, transient=unreachable),
+                          None, [], time.monotonic())
+        started = time.monotonic()
+        page = fetch_page(self._client, url, timeout=crawl.page_timeout,
+                          max_bytes=crawl.max_page_bytes,
+                          may_visit=lambda u: self._scope.allows_page(u) and robots.allowed(u))
+        if not page.ok:
+            return Visit(url, depth, page, None, [], started)
+        try:
+            extraction = self._parser.extract(
+                page.body, page.final_url, sources=frozenset(crawl.sources),
+                lazy_attributes=crawl.lazy_attributes,  # added to the defaults
+                encoding=page.encoding)
+        except ParserCrashed as exc:
+            return Visit(url, depth, dataclasses.replace(page, skipped=str(exc)), None, [],
+                          started)
+        refs = {ref.url: _said(ref) for ref in extraction.image_refs}
+        if extraction.stylesheets:  # what a browser shows of them is the page's too
+            for image in self._stylesheets.images(extraction.stylesheets):
+                refs.setdefault(image, {"kind": "css"})
+        images: list[tuple[str, str | None, dict[str, Any] | None]] = []
+        for image in dict.fromkeys((*extraction.images, *refs)):
+            if not self._scope.allows_image(image):
+                continue
+            refused = robots.refusal(image)
+            delay = robots.crawl_delay(image)
+            if delay:
+                self._slow_host(host_key_of_normalized(image), delay)
+            images.append((image, refused, refs.get(image)))
+        return Visit(url, depth, page, extraction, images, started)
+
+
+def _said(ref: ImageRef) -> dict[str, Any]:
+    """What the page said about an image, as the manifest's ``ref``: only what it said."""
+    said: dict[str, Any] = {"kind": ref.kind}
+    for name in ("alt", "title", "caption", "width", "height"):
+        value = getattr(ref, name)
+        if value is not None:
+            said[name] = value
+    return said
