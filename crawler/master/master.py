@@ -9,7 +9,6 @@ visit and every image URL has a final result; then the board announces it.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import json
 import logging
@@ -78,8 +77,6 @@ class Summary:
     failed: int
     bytes: int
     out_dir: Path
-    failure_reasons: list[tuple[str, int]] = field(default_factory=list)
-    failing_hosts: list[tuple[str, int]] = field(default_factory=list)
     pages_read: int = 0  # pages fetched and parsed in this run
     seed_failures: list[tuple[str, str]] = field(default_factory=list)  # (seed, why)
 
@@ -119,8 +116,6 @@ class Master:
         # ends a crawl as soon as its last result is in.
         self._wake = threading.Event()
         self._snapshot = Snapshot()
-        self._reasons: collections.Counter[str] = collections.Counter()
-        self._failing_hosts: collections.Counter[str] = collections.Counter()
         crawl = settings.crawl
         self._scope = Scope.from_seeds(options.seeds, crawl.scope, crawl.allow, crawl.deny,
                                        crawl.image_allow, crawl.image_deny)
@@ -408,8 +403,6 @@ class Master:
             self._snapshot.bytes += outcome.bytes or 0
         else:
             self._snapshot.failed += 1
-            self._reasons[outcome.reason] += 1
-            self._failing_hosts[host_key(outcome.url)] += 1
 
     def _refresh(self) -> None:
         counts = self._board.counts()
@@ -455,8 +448,6 @@ class Master:
                        elapsed_s=time.monotonic() - self._started, pages=s.pages,
                        pages_failed=s.pages_failed, found=s.found, succeeded=s.downloaded,
                        failed=s.failed, bytes=s.bytes, out_dir=self._options.out_dir,
-                       failure_reasons=self._reasons.most_common(5),
-                       failing_hosts=self._failing_hosts.most_common(5),
                        pages_read=self._pages_read, seed_failures=self._seed_failures)
 
 
