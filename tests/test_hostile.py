@@ -16,7 +16,9 @@ from urllib.parse import urljoin
 import pytest
 
 from crawler.demo.site import png
-from crawler.fetch.guard import AddressPolicy, BlockedAddress, guarded_connect, kind_of
+from crawler.fetch.easy import EasyClient, Reply
+from crawler.fetch.guard import AddressPolicy, kind_of
+from crawler.fetch.options import RequestOptions
 from crawler.model.urls import normalize
 
 from .conftest import (
@@ -269,13 +271,21 @@ def test_policy_from_seeds_allows_only_the_seeds_kinds() -> None:
 
 
 def test_the_check_is_made_after_name_resolution(site: FixtureServer) -> None:
-    public_only = AddressPolicy()
     port = site.server_address[1]
-    with pytest.raises(BlockedAddress, match="refused to connect to localhost"):
-        guarded_connect(public_only, "localhost", port, 2.0)
+    url = f"http://localhost:{port}/"
+
+    def get(policy: AddressPolicy) -> Reply:
+        client = EasyClient(policy, RequestOptions())
+        try:
+            return client.get(url, accept="text/html", max_bytes=100_000, timeout=5)
+        finally:
+            client.close()
+
+    refused = get(AddressPolicy())  # public addresses only: localhost resolves to loopback
+    assert refused.blocked is not None, refused
+    assert "refused to connect to localhost" in str(refused.blocked)
     assert site.paths() == []
-    allowed = AddressPolicy.from_seeds([site.url])
-    guarded_connect(allowed, "localhost", port, 2.0).close()
+    assert get(AddressPolicy.from_seeds([site.url])).status == 200
 
 
 def test_broken_redirects_and_robots_bodies_do_not_end_the_crawl(
