@@ -11,7 +11,7 @@ views (``crawler.board.classic``) are adapters that serve it to workers.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from crawler.model.outcome import Attempt
 from crawler.model.wire import LeaseAnswer
@@ -61,4 +61,26 @@ class Board(Protocol):
 
     def close(self) -> None:
         """Announce the end of the crawl: from now on every lease answers ``closed``."""
+        ...
+
+
+class BoardClient(Protocol):
+    """How a worker reaches a board: the master's queue (``board.manager.MasterClient``)
+    or a crawl on the Redis broker (``board.redis_client.BrokerClient``)."""
+
+    address: tuple[str, int]  # where to, for messages
+
+    def connect(self) -> Any:
+        """The board's calls for a worker (``hello``, ``exchange``, ``goodbye``, ``status``).
+
+        Raises ``OSError`` (``ConnectionError``) or ``EOFError`` while it cannot be reached.
+        """
+        ...
+
+    def bound_calls(self, board: Any, seconds: float) -> None:
+        """Give up on each call of ``board`` after ``seconds``."""
+        ...
+
+    def reset(self) -> None:
+        """Forget cached connections (after the other end restarted)."""
         ...

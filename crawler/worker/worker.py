@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crawler.board.manager import MasterClient
+from crawler.board.base import BoardClient
 from crawler.config import Limits, WorkerSettings
 from crawler.errors import (
     AuthenticationFailed,
@@ -86,7 +86,7 @@ class Worker:
     exactly once, whatever breaks when.
     """
 
-    def __init__(self, client: MasterClient, options: WorkerOptions,
+    def __init__(self, client: BoardClient, options: WorkerOptions,
                  on_progress: Callable[[WorkerStats], None] | None = None) -> None:
         self._client = client
         self._options = options

@@ -1,0 +1,222 @@
+"""The crawl on a Redis broker, with real processes and a real redis-server.
+
+The same results as the embedded queue; several masters on one crawl; and
+nothing lost when a master, a worker or Redis itself is killed mid-crawl.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import secrets
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .conftest import (
+    FixtureServer,
+    finish,
+    manifest_lines,
+    run_crawler,
+    start_crawler,
+    stop,
+    wait_for_output,
+    wait_until,
+)
+from .redis_server import RedisServer
+from .test_recovery import check_complete, setup_site
+
+
+def _crawl_name() -> str:
+    return "t" + secrets.token_hex(4)
+
+
+def _comparable(out: Path) -> list[tuple[str, str, str | None, str | None, str | None]]:
+    """What a crawl's manifest says of each image, without times and worker names."""
+    return sorted((e["url"], e["status"], e["path"], e["sha256"], e["page"])
+                  for e in manifest_lines(out))
+
+
+def test_a_crawl_on_the_broker_has_the_results_of_one_on_the_embedded_queue(
+        make_server: Callable[[], FixtureServer], redis_server: RedisServer, tmp_path: Path,
+        authkey: str) -> None:
+    server = make_server()
+    site = setup_site(server, pages=4, images_per_page=10)
+    embedded, brokered = tmp_path / "embedded", tmp_path / "brokered"
+    done = run_crawler("master", server.url + "/", "--out", str(embedded), "--bind",
+                       "127.0.0.1:0", "--local-workers", "2", "--quiet", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    name = _crawl_name()
+    done = run_crawler("master", server.url + "/", "--out", str(brokered), "--broker",
+                       redis_server.url, "--crawl", name, "--local-workers", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"crawler worker --broker {redis_server.url} --crawl {name}" in done.stderr
+    check_complete(brokered, server.url, site)
+    assert _comparable(brokered) == _comparable(embedded)
+    assert (sorted((brokered / "results.log").read_text().splitlines())
+            == sorted((embedded / "results.log").read_text().splitlines()))
+    ours, theirs = (json.loads((out / "summary.json").read_text())
+                    for out in (brokered, embedded))
+    for key in ("pages", "found", "succeeded", "failed", "bytes", "completed"):
+        assert ours[key] == theirs[key], key
+
+    status = run_crawler("status", "--broker", redis_server.url, "--crawl", name, "--json")
+    assert status.returncode == 0, status.stderr
+    shown = json.loads(status.stdout)
+    assert shown["closed"] and shown["board"]["done"] == len(site.images)
+    assert "request" not in shown  # the crawl's secrets are for workers only
+
+
+def test_two_masters_share_the_pages_and_the_crawl_outlives_a_killed_one(
+        make_server: Callable[[], FixtureServer], redis_server: RedisServer,
+        tmp_path: Path) -> None:
+    server = make_server()
+    site = setup_site(server, pages=16, images_per_page=4, page_delay=0.15, image_delay=0.02)
+    name = _crawl_name()
+    broker = ("--broker", redis_server.url)
+    first = start_crawler("master", server.url + "/", *broker, "--crawl", name, "--out",
+                          str(tmp_path / "first"), "--page-concurrency", "2", cwd=tmp_path)
+    second = worker = None
+    try:
+        wait_for_output(first, "workers join with")
+        second = start_crawler("master", *broker, "--join", name, "--out",
+                               str(tmp_path / "second"), "--page-concurrency", "2",
+                               cwd=tmp_path)
+        worker = start_crawler("worker", *broker, "--crawl", name, "--out",
+                               str(tmp_path / "store"), "--threads", "4", cwd=tmp_path)
+        page_paths = set(site.pages)
+        wait_until(lambda: sum(p in page_paths for p in server.paths()) >= 6, 30,
+                   "a few pages to be crawled")
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        err = finish(second, 120)
+        assert second.returncode == 0, err
+        assert worker.wait(timeout=30) == 0, "the worker saw the crawl end"
+    finally:
+        for process in (first, second, worker):
+            if process is not None:
+                stop(process)
+    # The second master's files hold the whole crawl, the first one's results too.
+    check_complete(tmp_path / "second", server.url, site, stores=[tmp_path / "store"])
+    page_hits = collections.Counter(p for p in server.paths() if p in set(site.pages))
+    assert set(page_hits) == set(site.pages)
+    again = [p for p, n in page_hits.items() if n > 1]
+    assert len(again) <= 2, f"pages fetched again beyond the 2 the killed master held: {again}"
+
+
+def test_a_killed_worker_a_restarted_redis_and_a_restarted_master_lose_nothing(
+        make_server: Callable[[], FixtureServer],
+        make_redis_server: Callable[[], RedisServer], tmp_path: Path) -> None:
+    server = make_server()
+    site = setup_site(server, pages=3, images_per_page=30, image_delay=0.05)
+    redis_at = make_redis_server().start(appendonly=True)
+    name = _crawl_name()
+    broker = ("--broker", redis_at.url, "--crawl", name)
+    out, store = tmp_path / "out", tmp_path / "store"
+    master_args = ("master", server.url + "/", *broker, "--out", str(out))
+    master = start_crawler(*master_args, cwd=tmp_path)
+    workers = [start_crawler("worker", *broker, "--out", str(store), "--threads", "3",
+                             "--connect-wait", "60", cwd=tmp_path) for _ in range(2)]
+    try:
+        stored = store / "images"
+        wait_until(lambda: sum(1 for p in stored.rglob("*") if p.is_file()) >= 10
+                   if stored.exists() else False, 30, "the first images")
+        workers[0].send_signal(signal.SIGKILL)
+        redis_at.kill()  # Redis itself dies; its append-only file keeps what it had
+        time.sleep(1.0)
+        redis_at.start(appendonly=True)
+        master.send_signal(signal.SIGKILL)  # and the master too; the worker goes on
+        master.wait(timeout=10)
+        before = sum(1 for p in stored.rglob("*") if p.is_file())
+        wait_until(lambda: sum(1 for p in stored.rglob("*") if p.is_file()) > before + 5, 30,
+                   "the worker to store images while no master runs")
+        master = start_crawler(*master_args, cwd=tmp_path)
+        err = finish(master, 120)
+        assert master.returncode == 0, err
+        assert workers[1].wait(timeout=30) == 0
+    finally:
+        for process in (master, *workers):
+            stop(process)
+    check_complete(out, server.url, site, stores=[store])
+
+
+def test_broker_mistakes_get_one_clear_line(
+        redis_server: RedisServer, make_redis_server: Callable[[], RedisServer],
+        tmp_path: Path) -> None:
+    url = "http://127.0.0.1:9/"
+    cases: list[tuple[tuple[str, ...], int, str, dict[str, str]]] = [
+        (("master", url, "--broker", "redis://user:secret@127.0.0.1:6379/0"), 2,
+         "anyone on this machine can read it in ps", {}),
+        (("master", "--join", "x"), 2, "--join needs the broker", {}),
+        (("master", url, "--broker", redis_server.url, "--join", "x"), 2,
+         "give no URL", {}),
+        (("master", url, "--broker", "http://127.0.0.1:1/"), 2, "expected redis://", {}),
+        (("master", url, "--broker", redis_server.url, "--crawl", "no spaces"), 2,
+         "crawl name", {}),
+        (("master", url, "--broker", redis_server.url, "--dry-run"), 2, "drop --broker", {}),
+        (("worker", "--broker", redis_server.url, "--crawl", "x", "127.0.0.1:5"), 2,
+         "not both", {}),
+        (("worker",), 2, "no master", {}),
+        (("master", url, "--crawl", "x"), 2, "--crawl is for a broker", {}),
+        (("status", "--broker", "redis://127.0.0.1:1/0"), 1, "cannot reach the broker", {}),
+    ]
+    for args, code, message, env in cases:
+        done = run_crawler(*args, "--out", str(tmp_path / "out") if args[0] != "status"
+                           else "--json", cwd=tmp_path, env={**os.environ, **env}, timeout=60)
+        assert done.returncode == code, (args, done.stderr)
+        assert message in done.stderr, (args, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert "secret" not in done.stderr
+
+    guarded = make_redis_server()
+    guarded.start()
+    guarded.client().config_set("requirepass", "right-one")
+    done = run_crawler("master", url, "--broker", guarded.url, "--out", str(tmp_path / "o"),
+                       cwd=tmp_path, env={**os.environ, "CRAWLER_BROKER_PASSWORD": "wrong"})
+    assert done.returncode == 1 and "refused our login" in done.stderr, done.stderr
+    assert "wrong" not in done.stderr
+
+
+def test_a_crawl_name_holds_one_crawl(
+        make_server: Callable[[], FixtureServer], redis_server: RedisServer,
+        tmp_path: Path) -> None:
+    server = make_server()
+    setup_site(server, pages=1, images_per_page=2)
+    name = _crawl_name()
+    args = ("--broker", redis_server.url, "--crawl", name, "--local-workers", "1")
+    done = run_crawler("master", server.url + "/", *args, "--out", str(tmp_path / "a"))
+    assert done.returncode == 0, done.stderr
+    other = run_crawler("master", server.url + "/other/", *args, "--out", str(tmp_path / "b"))
+    assert other.returncode == 2, other.stderr
+    assert f"--join {name}" in other.stderr
+    # The same crawl again: it is complete, so it ends at once with the same results.
+    again = run_crawler("master", server.url + "/", *args, "--out", str(tmp_path / "c"))
+    assert again.returncode == 0, again.stderr
+    assert _comparable(tmp_path / "c") == _comparable(tmp_path / "a")
+
+
+def test_the_broker_password_never_shows_in_ps(
+        make_server: Callable[[], FixtureServer], make_redis_server: Callable[[], RedisServer],
+        tmp_path: Path) -> None:
+    server = make_server()
+    site = setup_site(server, pages=1, images_per_page=5)
+    guarded = make_redis_server()
+    guarded.start()
+    guarded.client().config_set("requirepass", "s3cret-pass")
+    (tmp_path / "pw").write_text("s3cret-pass\n")
+    master = start_crawler("master", server.url + "/", "--broker", guarded.url,
+                           "--broker-password-file", str(tmp_path / "pw"), "--out",
+                           str(tmp_path / "out"), "--local-workers", "1", cwd=tmp_path)
+    try:
+        wait_for_output(master, "workers join with")
+        listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True,
+                                 check=True, timeout=10).stdout
+        assert "s3cret-pass" not in listing
+        err = finish(master, 60)
+        assert master.returncode == 0, err
+    finally:
+        stop(master)
+    check_complete(tmp_path / "out", server.url, site)
