@@ -23,8 +23,9 @@ CLASSIC = "classic"
 class Board(Protocol):
     """A task board; every method is safe to call from any thread."""
 
-    def put(self, url: str, host: str, page: str | None) -> bool:
-        """Queue ``url`` (found on ``page``, paced as ``host``).
+    def put(self, url: str, host: str, page: str | None, ref: str | None = None) -> bool:
+        """Queue ``url`` (found on ``page``, paced as ``host``; ``ref``, a JSON string of
+        what the page said of it, comes back with its final result).
 
         False: the board has it already, queued, in flight or finished; nothing changed.
         """
