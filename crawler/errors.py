@@ -8,7 +8,9 @@
     ├── QueueError               the master's queue cannot be served or reached; exit 1
     │   ├── BindError            the queue port cannot be bound (in use, no permission); exit 4
     │   ├── MasterUnreachable    a worker gave up waiting for its master; exit 1
-    │   └── AuthenticationFailed the master refused our authkey; exit 1
+    │   ├── AuthenticationFailed the master refused our authkey; exit 1
+    │   └── BrokerError          the Redis broker failed a command (out of memory...); exit 1
+    │       └── BrokerUnreachable  no answer from the broker, or none in time; exit 1
     ├── StorageError             the output folder cannot be written (permission, disk full); exit 3
     │   └── JournalDamaged       the crawl journal is not a readable SQLite file; exit 3
     ├── PathConflict             an image's name is taken by something the crawler did not store
@@ -63,6 +65,19 @@ class MasterUnreachable(QueueError):
 
 
 class AuthenticationFailed(QueueError):
+    exit_code = 1
+
+
+class BrokerError(QueueError):
+    """The Redis broker that holds a shared crawl refused or failed a command."""
+
+    exit_code = 1
+
+
+class BrokerUnreachable(BrokerError):
+    """The Redis broker cannot be reached, or did not answer within the socket timeout;
+    the message names its address and what to check."""
+
     exit_code = 1
 
 
