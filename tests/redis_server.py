@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 START_DEADLINE = 10.0  # seconds for a started server to answer PING
 STOP_DEADLINE = 10.0
@@ -25,6 +27,13 @@ def _free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def client_of(host: str, port: int) -> redis.Redis:
+    """A client that fails at once when the server is away: redis-py's default retries
+    (three, backing off for seconds) would only slow the tests that kill a server."""
+    return redis.Redis(host=host, port=port, socket_timeout=SOCKET_TIMEOUT,
+                       socket_connect_timeout=SOCKET_TIMEOUT, retry=Retry(NoBackoff(), 0))
 
 
 class RedisServer:
@@ -45,8 +54,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=SOCKET_TIMEOUT,
-                           socket_connect_timeout=SOCKET_TIMEOUT)
+        return client_of("127.0.0.1", self.port)
 
     def start(self, *, appendonly: bool = False) -> RedisServer:
         path = redis_server_path()

@@ -7,10 +7,10 @@ BoardView) and the crawl loop's wake-ups are the in-memory board's alone.
 
 from __future__ import annotations
 
+import json
 import queue
 import secrets
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -39,7 +39,7 @@ def memory_board(clock: Clock, **policy: float) -> TaskBoard:
 
 
 AnyBoard = TaskBoard | RedisBoard
-MakeBoard = Callable[..., Any]
+MakeBoard = Callable[..., AnyBoard]
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -407,3 +407,91 @@ def test_one_worker_gets_its_share_of_a_host_not_all_of_it(board: MakeBoard) -> 
     b.report("first", [ok(f"http://h/{n}.png") for n in range(3)])  # three slots free
     assert len(b.lease("first", 10, 0)["tasks"]) == 1  # up to its share of 2
     assert len(b.lease("second", 10, 0)["tasks"]) == 2
+
+
+def test_the_ref_and_page_come_back_with_the_result(board: MakeBoard) -> None:
+    b = board(Clock())
+    ref = json.dumps({"kind": "img", "alt": "a red dot"})
+    b.put("http://h/a.png", "h", "http://h/", ref)
+    b.lease("w", 1, 0)
+    b.report("w", [ok("http://h/a.png")])
+    b.settle_now(Attempt(url="http://h/robots.png", ok=False, reason="robots.txt"),
+                 "http://h/", json.dumps({"kind": "css"}))
+    a, robots = b.drain()
+    assert (a.ref, a.page, a.worker, a.attempts) == (ref, "http://h/", "w", 1)
+    assert (robots.ref, robots.page, robots.worker, robots.attempts) == (
+        '{"kind": "css"}', "http://h/", None, 0)
+    assert robots.attempt == Attempt(url="http://h/robots.png", ok=False, reason="robots.txt")
+    assert b.drain() == []
+
+
+def test_a_url_the_master_settled_is_final_and_never_queued(board: MakeBoard) -> None:
+    b = board(Clock())
+    b.settle_now(Attempt(url="http://h/a.png", ok=False, reason="dry run"), None)
+    b.settle_now(Attempt(url="http://h/a.png", ok=False, reason="again"), None)
+    assert not b.put("http://h/a.png", "h", None)
+    assert b.known("http://h/a.png") and not b.known("http://h/b.png")
+    assert b.unfinished() == 0 and b.counts()["done"] == 1
+    [settled] = b.drain()
+    assert settled.attempt.reason == "dry run" and settled.page is None and settled.ref is None
+
+
+def test_a_url_out_of_attempts_fails_as_lost_when_its_lease_runs_out(board: MakeBoard) -> None:
+    clock = Clock()
+    b = board(clock, max_attempts=1)
+    b.put("http://h/a.png", "h", "http://h/")
+    b.lease("w", 1, 0)
+    clock.now += 11
+    assert b.reap() == 1
+    [settled] = b.drain()
+    assert settled.attempt.reason.startswith("lost: no result after 1 attempts")
+    assert (settled.worker, settled.attempts, settled.page) == (None, 1, "http://h/")
+    assert b.unfinished() == 0 and b.counts()["expired"] == 1
+    assert b.lease("w", 1, 0)["tasks"] == []
+
+
+def test_counts_and_workers_say_the_same_on_both_boards(board: MakeBoard) -> None:
+    clock = Clock()
+    b = board(clock)
+    b.hello("w", {"host": "box", "pid": 7, "threads": 4})
+    for name in ("a", "b", "c"):
+        b.put(f"http://h/{name}.png", "h", None)
+    b.lease("w", 2, 0)
+    clock.now += 2
+    b.report("w", [ok("http://h/a.png"),
+                   Attempt(url="http://h/b.png", ok=False, reason="HTTP 503", transient=True)])
+    assert b.counts() == {"queued": 1, "in_flight": 0, "delayed": 1, "done": 1, "retries": 1,
+                          "expired": 0, "duplicates": 0, "unknown": 0, "reclaimed": 0,
+                          "refused": 0, "workers": 1}
+    b.heartbeat("other")  # an unknown worker's call makes a record of its own
+    clock.now += 1
+    [w, other] = b.workers()
+    assert w == {"worker": "w", "host": "box", "pid": 7, "threads": 4, "held": 0, "done": 1,
+                 "failed": 1, "bytes": 10, "rate": 0.5, "last_contact_s": 1.0, "gone": False}
+    assert (other["worker"], other["host"], other["held"]) == ("other", None, 0)
+    b.goodbye("w")
+    assert [x["gone"] for x in b.workers()] == [True, False]
+    assert b.counts()["workers"] == 1
+    b.refuse("w", "garbage")
+    assert b.counts()["refused"] == 1 and b.refused == 1
+
+
+def test_a_worker_silent_for_a_whole_lease_is_gone_until_it_calls_again(
+        board: MakeBoard) -> None:
+    clock = Clock()
+    b = board(clock)
+    b.hello("w", {"host": "box", "pid": 7, "threads": 4})
+    clock.now += 11
+    b.reap()
+    assert [x["gone"] for x in b.workers()] == [True] and b.counts()["workers"] == 0
+    b.heartbeat("w")
+    assert [x["gone"] for x in b.workers()] == [False]
+
+
+def test_a_gone_worker_no_longer_shrinks_the_others_share(board: MakeBoard) -> None:
+    b = board(Clock(), host_concurrency=4)
+    for n in range(10):
+        b.put(f"http://h/{n}.png", "h", None)
+    b.lease("leaving", 1, 0)
+    b.goodbye("leaving")
+    assert len(b.lease("staying", 10, 0)["tasks"]) == 3  # every free slot, not half
