@@ -6,6 +6,8 @@ worker's heartbeats keep it alive, and one that expires goes back on the
 queue. ``TaskBoard`` (``crawler.board.memory``) keeps it all in the master's
 memory; the queue server (``crawler.board.manager``) and the tutorial's queue
 views (``crawler.board.classic``) are adapters that serve it to workers.
+``RedisBoard`` (``crawler.board.redis``) keeps the same rules with the state in
+Redis, for a crawl shared by several masters and workers that call it directly.
 """
 
 from __future__ import annotations

@@ -46,7 +46,11 @@ a master that joins later sees every result.
 The client is made by the caller, with ``socket_timeout`` (and
 ``socket_connect_timeout``) set: every call then ends, and a broker that
 cannot be reached or does not answer in time raises
-:class:`~crawler.errors.BrokerUnreachable`.
+:class:`~crawler.errors.BrokerUnreachable`. redis-py retries a command whose
+connection failed (by default three times, backing off): a script may then run
+twice, which each of them survives (a put finds its URL, a report finds it no
+longer held, a lease whose answer was lost is reconciled by the next
+exchange's ``holding``), at the cost of a longer wait when the broker is down.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ import json
 import logging
 import random
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib import resources
@@ -165,6 +170,7 @@ class RedisBoard:
             policy.host_delay, policy.host_concurrency, policy.batch_size,
             policy.worker_silence)]
         self._cursor = drain_from
+        self._draining = threading.Lock()  # one cursor, whichever thread drains
 
     # ----- the master's side -------------------------------------------------
 
@@ -232,11 +238,12 @@ class RedisBoard:
     def drain(self) -> list[Settled]:
         """The final results recorded since this object's last drain, by any process;
         the first drain starts at ``drain_from`` (by default, every result so far)."""
-        settled, cursor = [], self._cursor
-        for cursor, result in self._results(self._cursor):  # noqa: B007 - the last one counts
-            settled.append(result)
-        self._cursor = cursor  # only once all were read: a failure loses none
-        return settled
+        with self._draining:
+            settled, cursor = [], self._cursor
+            for cursor, result in self._results(self._cursor):  # noqa: B007 - the last counts
+                settled.append(result)
+            self._cursor = cursor  # only once all were read: a failure loses none
+            return settled
 
     @_translated
     def settled_all(self) -> list[Settled]:
