@@ -495,3 +495,19 @@ def test_a_gone_worker_no_longer_shrinks_the_others_share(board: MakeBoard) -> N
     b.lease("leaving", 1, 0)
     b.goodbye("leaving")
     assert len(b.lease("staying", 10, 0)["tasks"]) == 3  # every free slot, not half
+
+
+def test_only_the_workers_asking_lately_share_a_hosts_slots(board: MakeBoard) -> None:
+    clock = Clock()
+    b = board(clock, host_concurrency=4)
+    for n in range(20):
+        b.put(f"http://h/{n}.png", "h", None)
+    first = [url for url, _ in b.lease("a", 10, 0)["tasks"]]
+    assert len(first) == 4 and b.lease("b", 10, 0)["tasks"] == []
+    b.report("a", [ok(url) for url in first])
+    held = {w: [url for url, _ in b.lease(w, 10, 0)["tasks"]] for w in ("a", "b")}
+    assert [len(urls) for urls in held.values()] == [2, 2]
+    clock.now += 3  # neither has asked for longer than the asking window
+    for worker, urls in held.items():
+        b.report(worker, [ok(url) for url in urls])
+    assert len(b.lease("c", 10, 0)["tasks"]) == 4

@@ -229,3 +229,21 @@ def test_a_waiting_lease_gets_what_another_process_puts_meanwhile(
     assert worker.lease("w", 1, 0.1) == {"closed": False, "tasks": []}  # bounded: it ends
     master.close()
     assert worker.exchange("w", 1, [], [], 1, 10.0)["closed"]
+
+
+def test_a_client_that_decodes_responses_works_the_same(redis_server: RedisServer,
+                                                        crawl_name: str) -> None:
+    client = redis.Redis(host="127.0.0.1", port=redis_server.port, decode_responses=True,
+                         socket_timeout=5.0, socket_connect_timeout=5.0)
+    board = RedisBoard(client, crawl_name, POLICY)
+    board.hello("w", {"host": "box", "pid": 1, "threads": 2})
+    board.put("http://h/a.png", "h", "http://h/", '{"kind":"img"}')
+    assert board.exchange("w", 1, [], [], 1, 0)["tasks"] == [("http://h/a.png", 1)]
+    answer = board.exchange("w", 2, [ok("http://h/a.png")], [], 0, 0,
+                            holding=["http://h/a.png", "http://h/gone.png"])
+    assert answer == {"closed": False, "tasks": [], "lost": ["http://h/gone.png"]}
+    [settled] = board.drain()
+    assert (settled.attempt, settled.ref, settled.worker) == (ok("http://h/a.png"),
+                                                               '{"kind":"img"}', "w")
+    assert board.workers()[0]["host"] == "box" and board.workers()[0]["done"] == 1
+    client.close()
