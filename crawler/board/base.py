@@ -6,6 +6,8 @@ worker's heartbeats keep it alive, and one that expires goes back on the
 queue. ``TaskBoard`` (``crawler.board.memory``) keeps it all in the master's
 memory; the queue server (``crawler.board.manager``) and the tutorial's queue
 views (``crawler.board.classic``) are adapters that serve it to workers.
+``RedisBoard`` (``crawler.board.redis``) keeps the same rules with the state in
+Redis, for a crawl shared by several masters and workers that call it directly.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ CLASSIC = "classic"
 class Board(Protocol):
     """A task board; every method is safe to call from any thread."""
 
-    def put(self, url: str, host: str, page: str | None) -> bool:
-        """Queue ``url`` (found on ``page``, paced as ``host``).
+    def put(self, url: str, host: str, page: str | None, ref: str | None = None) -> bool:
+        """Queue ``url`` (found on ``page``, paced as ``host``; ``ref``, a JSON string of
+        what the page said of it, comes back with its final result).
 
         False: the board has it already, queued, in flight or finished; nothing changed.
         """

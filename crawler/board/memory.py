@@ -45,11 +45,11 @@ class _Item:
     url: str
     host: str
     page: str | None
+    ref: str | None = None  # what the page said of the image (JSON), carried to Settled
     state: str = QUEUED
     attempts: int = 0
     holder: str | None = None
     deadline: float = 0.0
-    ref: str | None = None  # what its page said of it, as JSON
 
 
 @dataclass(slots=True)
@@ -86,7 +86,7 @@ class Settled:
     page: str | None
     worker: str | None
     attempts: int
-    ref: str | None = None
+    ref: str | None = None  # what the page said of the image (JSON), as given to put
 
 
 @dataclass(frozen=True)
@@ -164,11 +164,14 @@ class TaskBoard:
     # ----- the master's side -------------------------------------------------
 
     def put(self, url: str, host: str, page: str | None, ref: str | None = None) -> bool:
-        """Queue ``url`` unless the board already has it; True when queued."""
+        """Queue ``url`` unless the board already has it; True when queued.
+
+        ``ref`` (a JSON string: what ``page`` said of the image) comes back on its Settled.
+        """
         with self._cond:
             if url in self._items:
                 return False
-            self._items[url] = _Item(url, host, page, ref=ref)
+            self._items[url] = _Item(url, host, page, ref)
             self._in_state[QUEUED] += 1
             self._unfinished += 1
             self._enqueue(url, host, front=False)
@@ -548,4 +551,5 @@ class TaskBoard:
         self._unfinished -= 1
         if self._unfinished == 0:
             self._wake()
-        self._settled.append(Settled(attempt, item.page, worker, max(item.attempts, 1), item.ref))
+        self._settled.append(Settled(attempt, item.page, worker, max(item.attempts, 1),
+                                     item.ref))
