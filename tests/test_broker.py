@@ -11,14 +11,18 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from .conftest import (
     FixtureServer,
     finish,
+    free_port,
     manifest_lines,
     run_crawler,
     start_crawler,
@@ -26,8 +30,9 @@ from .conftest import (
     wait_for_output,
     wait_until,
 )
-from .redis_server import RedisServer
+from .redis_server import RedisServer, redis_server_path
 from .test_recovery import check_complete, setup_site
+from .tls import make_ca
 
 
 def _crawl_name() -> str:
@@ -68,6 +73,10 @@ def test_a_crawl_on_the_broker_has_the_results_of_one_on_the_embedded_queue(
     shown = json.loads(status.stdout)
     assert shown["closed"] and shown["board"]["done"] == len(site.images)
     assert "request" not in shown  # the crawl's secrets are for workers only
+    text = run_crawler("status", "--broker", redis_server.url, "--crawl", name)
+    assert text.returncode == 0, text.stderr
+    assert "finished" in text.stdout and "0 master(s) live" in text.stdout
+    assert f"downloaded {len(site.images)} " in text.stdout
 
 
 def test_two_masters_share_the_pages_and_the_crawl_outlives_a_killed_one(
@@ -111,28 +120,35 @@ def test_a_killed_worker_a_restarted_redis_and_a_restarted_master_lose_nothing(
         make_server: Callable[[], FixtureServer],
         make_redis_server: Callable[[], RedisServer], tmp_path: Path) -> None:
     server = make_server()
-    site = setup_site(server, pages=3, images_per_page=30, image_delay=0.05)
+    site = setup_site(server, pages=3, images_per_page=40, image_delay=0.25)
     redis_at = make_redis_server().start(appendonly=True)
     name = _crawl_name()
     broker = ("--broker", redis_at.url, "--crawl", name)
     out, store = tmp_path / "out", tmp_path / "store"
     master_args = ("master", server.url + "/", *broker, "--out", str(out))
     master = start_crawler(*master_args, cwd=tmp_path)
-    workers = [start_crawler("worker", *broker, "--out", str(store), "--threads", "3",
+    workers = [start_crawler("worker", *broker, "--out", str(store), "--threads", "2",
                              "--connect-wait", "60", cwd=tmp_path) for _ in range(2)]
     try:
         stored = store / "images"
         wait_until(lambda: sum(1 for p in stored.rglob("*") if p.is_file()) >= 10
                    if stored.exists() else False, 30, "the first images")
-        workers[0].send_signal(signal.SIGKILL)
         redis_at.kill()  # Redis itself dies; its append-only file keeps what it had
         time.sleep(1.0)
         redis_at.start(appendonly=True)
-        master.send_signal(signal.SIGKILL)  # and the master too; the worker goes on
+        # The master waited it out: it goes on recording results.
+        recorded = len(manifest_lines(out))
+        wait_until(lambda: len(manifest_lines(out)) > recorded + 5, 30,
+                   "the master to record results after Redis came back")
+        assert master.poll() is None
+        master.send_signal(signal.SIGKILL)  # now the master dies...
         master.wait(timeout=10)
-        before = sum(1 for p in stored.rglob("*") if p.is_file())
-        wait_until(lambda: sum(1 for p in stored.rglob("*") if p.is_file()) > before + 5, 30,
-                   "the worker to store images while no master runs")
+        assert sum(1 for p in stored.rglob("*") if p.is_file()) < len(site.images) - 10
+        workers[0].send_signal(signal.SIGKILL)  # ...and a worker holding leases
+        # The other worker takes the dead one's URLs back and stores every image while
+        # no master runs.
+        wait_until(lambda: sum(1 for p in stored.rglob("*") if p.is_file())
+                   >= len(site.images), 60, "every image stored with no master")
         master = start_crawler(*master_args, cwd=tmp_path)
         err = finish(master, 120)
         assert master.returncode == 0, err
@@ -164,8 +180,8 @@ def test_broker_mistakes_get_one_clear_line(
         (("status", "--broker", "redis://127.0.0.1:1/0"), 1, "cannot reach the broker", {}),
     ]
     for args, code, message, env in cases:
-        done = run_crawler(*args, "--out", str(tmp_path / "out") if args[0] != "status"
-                           else "--json", cwd=tmp_path, env={**os.environ, **env}, timeout=60)
+        extra = ("--json",) if args[0] == "status" else ("--out", str(tmp_path / "out"))
+        done = run_crawler(*args, *extra, cwd=tmp_path, env={**os.environ, **env}, timeout=60)
         assert done.returncode == code, (args, done.stderr)
         assert message in done.stderr, (args, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
@@ -220,3 +236,41 @@ def test_the_broker_password_never_shows_in_ps(
     finally:
         stop(master)
     check_complete(tmp_path / "out", server.url, site)
+
+
+def test_a_crawl_on_a_tls_broker_checks_its_certificate(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    if redis_server_path() is None:
+        pytest.skip("redis-server is not installed")
+    server = make_server()
+    site = setup_site(server, pages=1, images_per_page=5)
+    ca = make_ca(tmp_path / "ca")
+    port = free_port()
+    redis_tls = subprocess.Popen(
+        [str(redis_server_path()), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--tls-cert-file", str(ca.server_cert), "--tls-key-file", str(ca.server_key),
+         "--tls-ca-cert-file", str(ca.ca_cert), "--tls-auth-clients", "no", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: _listening(port), 10, "redis-server to listen for TLS")
+        broker = f"rediss://127.0.0.1:{port}/0"
+        untrusted = run_crawler("master", server.url + "/", "--broker", broker, "--out",
+                                str(tmp_path / "no"), cwd=tmp_path)  # the system's CAs only
+        assert untrusted.returncode == 1, untrusted.stderr
+        assert "certificate verify failed" in untrusted.stderr
+        done = run_crawler("master", server.url + "/", "--broker", broker, "--broker-ca",
+                           str(ca.ca_cert), "--out", str(tmp_path / "out"),
+                           "--local-workers", "1", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert f"--broker-ca {ca.ca_cert}" in done.stderr
+    finally:
+        redis_tls.kill()
+        redis_tls.wait(timeout=10)
+    check_complete(tmp_path / "out", server.url, site)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex(("127.0.0.1", port)) == 0

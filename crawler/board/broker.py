@@ -184,7 +184,7 @@ class CrawlRecord:
     def create(self, *, settings: dict[str, Any], seeds: list[str], identity: dict[str, Any],
                info: dict[str, Any], board: dict[str, Any]) -> bool:
         """Write the record unless the crawl exists; True when this call created it."""
-        fields = {"settings": json.dumps(settings), "seeds": json.dumps(seeds),
+        fields: dict[Any, Any] = {"settings": json.dumps(settings), "seeds": json.dumps(seeds),
                   "identity": json.dumps(identity, sort_keys=True), "info": json.dumps(info),
                   "board": json.dumps(board), "started": json.dumps(time.time())}
         created = bool(self.client.hsetnx(self.key, "identity", fields["identity"]))
@@ -200,7 +200,7 @@ class CrawlRecord:
         """One field of the record, decoded; BrokerError when the crawl is not there."""
         text = self.client.hget(self.key, name)
         if text is None:
-            known = sorted(str(crawl) for crawl in self.client.smembers(REGISTRY))  # type: ignore[union-attr]
+            known = sorted(str(crawl) for crawl in self.client.smembers(REGISTRY))
             raise BrokerError(f"no crawl named {self.crawl!r} on the broker"
                               + (f"; it has {', '.join(known)}" if known else
                                  "; start one with crawler master URL --broker ..."))
@@ -213,7 +213,7 @@ class CrawlRecord:
 
 def only_crawl(client: redis.Redis, address: BrokerAddress) -> str:
     """The one crawl registered on the broker, for commands given no --crawl."""
-    names = sorted(str(name) for name in client.smembers(REGISTRY))  # type: ignore[union-attr]
+    names = sorted(str(name) for name in client.smembers(REGISTRY))
     if len(names) == 1:
         return names[0]
     if not names:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -25,6 +25,7 @@ from crawler.board.manager import BoardView
 from crawler.board.memory import BoardPolicy
 from crawler.board.redis import RedisBoard
 from crawler.errors import BrokerError, BrokerUnreachable
+from crawler.model.progress import Snapshot
 from crawler.model.wire import CrawlInfo, Status
 
 _LINK = (redis.ConnectionError, redis.TimeoutError, BrokerUnreachable)
@@ -51,13 +52,33 @@ class BrokerClient:
             raise
         board = RedisBoard(crawl.client, crawl.name, policy)
         describe = _describer(crawl.client, crawl.name, info, board)
-        return _LinkErrors(BoardView(board, describe))  # type: ignore[arg-type]
+        return _LinkErrors(_BrokerView(board, describe))
 
     def bound_calls(self, board: object, seconds: float) -> None:
         """Nothing to do: every call to the broker has the client's socket deadline."""
 
     def reset(self) -> None:
         """Nothing cached to forget: ``connect`` makes a new client."""
+
+
+class _BrokerView(BoardView):
+    """BoardView, plus what a master does for the embedded board: put the URLs of
+    expired leases back. Workers do it too here, so that one that died while no
+    master runs does not keep its URLs from the others."""
+
+    REAP_EVERY = 1.0  # seconds, per worker; the script is atomic, so many may call it
+
+    def __init__(self, board: RedisBoard, describe: Callable[..., Any]) -> None:
+        super().__init__(board, describe)  # type: ignore[arg-type]
+        self._redis_board = board
+        self._last_reap = 0.0
+
+    def exchange(self, *args: Any, **kwargs: Any) -> Any:
+        now = time.monotonic()
+        if now - self._last_reap >= self.REAP_EVERY:
+            self._last_reap = now
+            self._redis_board.reap()
+        return super().exchange(*args, **kwargs)
 
 
 def record_missing(exc: BrokerError) -> bool:
@@ -86,7 +107,7 @@ def _describer(client: redis.Redis, crawl: str, info: dict[str, Any],
                board: RedisBoard) -> Callable[..., CrawlInfo | Status]:
     def describe(full: bool = False) -> CrawlInfo | Status:
         if not full:
-            return CrawlInfo(**info)  # type: ignore[typeddict-item]
+            return cast(CrawlInfo, info)
         return broker_status(client, crawl, info, board)
 
     return describe
@@ -97,14 +118,15 @@ def broker_status(client: redis.Redis, crawl: str, info: dict[str, Any],
     """``crawler status`` of a crawl on the broker: every master's progress, summed."""
     public = {key: value for key, value in info.items() if key != "request"}  # no secrets
     record = CrawlRecord(client, crawl)
-    masters = [json.loads(str(text)) for text in
-               client.hvals(keys_prefix(crawl) + "masters")]  # type: ignore[union-attr]
-    live = [m for m in masters if time.time() - float(m.get("at", 0)) < 10.0]
-    progress: dict[str, Any] = {}
+    masters = [json.loads(str(text)) for text in client.hvals(keys_prefix(crawl) + "masters")]
+    live = [m for m in masters
+            if not m.get("ended") and time.time() - float(m.get("at", 0)) < 10.0]
+    progress: dict[str, Any] = {**Snapshot().as_dict(), "masters": 0}  # before any master
     if masters:  # the freshest master's view holds the whole crawl's counts
         progress = dict(max(masters, key=lambda m: float(m.get("at", 0)))["progress"])
         progress["masters"] = len(live)
-    started = float(client.hget(record.key, "started") or time.time())  # type: ignore[arg-type]
-    return Status(**public, seeds=record.field("seeds"),  # type: ignore[typeddict-item]
-                  elapsed_s=round(time.time() - started, 2), progress=progress,
-                  board=board.counts(), workers=board.workers(), closed=board.closed)
+    started = float(str(client.hget(record.key, "started") or time.time()))
+    return cast(Status, {**public, "seeds": record.field("seeds"),
+                         "elapsed_s": round(time.time() - started, 2), "progress": progress,
+                         "board": board.counts(), "workers": board.workers(),
+                         "closed": board.closed})

@@ -198,7 +198,7 @@ class RedisFrontier:
     def add_many(self, pages: Iterable[tuple[str, int]]) -> int:
         """Queue pages never seen by the crawl (the seeds); how many were new."""
         args = _page_args(pages)
-        return int(self._add(args=[self._prefix, *args])) if args else 0  # type: ignore[arg-type]
+        return int(self._add(args=[self._prefix, *args])) if args else 0
 
     def add(self, url: str, depth: int) -> bool:
         """Whether ``url`` is new to this master; the crawl learns of it in ``queue_done``."""
@@ -221,7 +221,7 @@ class RedisFrontier:
 
     def heartbeat(self) -> int:
         """Renew this master's page leases; how many it holds."""
-        return int(self._heartbeat(  # type: ignore[arg-type]
+        return int(self._heartbeat(
             args=[self._prefix, self._master, self.lease]))
 
     def hold(self, host: str, until: float) -> None:

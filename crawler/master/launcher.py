@@ -82,7 +82,10 @@ class LocalWorkers:
         env = dict(os.environ)
         if broker.password:
             env[BROKER_PASSWORD_ENV] = broker.password
-        self._spawn(count, ["--broker", str(broker), "--crawl", crawl], env)
+        target = ["--broker", str(broker), "--crawl", crawl]
+        if broker.ca_file is not None:
+            target += ["--broker-ca", str(broker.ca_file)]
+        self._spawn(count, target, env)
 
     def _spawn(self, count: int, target: list[str], env: dict[str, str]) -> None:
         for n in range(len(self._processes), len(self._processes) + count):

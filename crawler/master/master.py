@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import secrets
+import shlex
 import socket
 import threading
 import time
@@ -136,13 +137,16 @@ class Master:
         policy = BoardPolicy.from_settings(settings)
         self._id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
         broker = options.broker
+        # The in-memory board (embedded mode) or the broker's; the loop treats them alike.
+        self._own_board: TaskBoard | None = None
+        self._shared_board: RedisBoard | None = None
         self._board: TaskBoard | RedisBoard
         if broker is None:
-            self._board = TaskBoard(policy, wake=self._wake.set)
+            self._board = self._own_board = TaskBoard(policy, wake=self._wake.set)
         else:
             from crawler.board.redis import RedisBoard
 
-            self._board = RedisBoard(broker.client, broker.name, policy)
+            self._board = self._shared_board = RedisBoard(broker.client, broker.name, policy)
         self._started = time.monotonic()
         self._workers = LocalWorkers(options.out_dir, authkey, options.worker_threads)
         self._frontier: PageQueue = Frontier()
@@ -188,13 +192,13 @@ class Master:
             # A dry run leaves the output folder alone: nothing is downloaded or recorded.
             journal = Journal(None)
             journal.add_seeds(self._options.seeds)
-            return self._run(JournalLedger(journal, self._board), self._resumed_frontier,
-                             _NoFiles())
+            return self._run(JournalLedger(journal, self._embedded_board()),
+                             self._resumed_frontier, _NoFiles())
         if self._options.broker is not None:
             return self._run_on_broker(self._options.broker)
         # The port first: a master that cannot serve its queue must leave no trace in
         # the output folder, or the next run there would resume a crawl never started.
-        self._server = QueueServer(self._board, self._options.bind, self._authkey.key,
+        self._server = QueueServer(self._embedded_board(), self._options.bind, self._authkey.key,
                                    self.describe)
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -211,12 +215,16 @@ class Master:
             journal.add_seeds(self._options.seeds)
             files = ResultFiles(out_dir, journal.outcomes())
             try:
-                return self._run(JournalLedger(journal, self._board), self._resumed_frontier,
-                                 files)
+                return self._run(JournalLedger(journal, self._embedded_board()),
+                                 self._resumed_frontier, files)
             finally:
                 files.close()
         finally:
             journal.close()
+
+    def _embedded_board(self) -> TaskBoard:
+        assert self._own_board is not None, "the in-memory board is made without a broker"
+        return self._own_board
 
     def _resumed_frontier(self, resumed: Resumed) -> Frontier:
         """The embedded mode's frontier: this master's own, refilled from the journal."""
@@ -247,7 +255,8 @@ class Master:
             broker.client, broker.name, self._id, delay=self._settings.politeness.host_delay,
             lease=PAGE_LEASE)
         frontier.add_many((seed, 0) for seed in self._options.seeds)
-        ledger = BrokerLedger(broker.client, frontier, self._board)
+        assert self._shared_board is not None  # made with the broker in __init__
+        ledger = BrokerLedger(broker.client, frontier, self._shared_board)
         # Every outcome is on the broker: the folder's files are written anew from there.
         files = ResultFiles(out_dir, ())
         try:
@@ -529,26 +538,29 @@ class Master:
             self._publish()
         self._reporter.update(snapshot)
 
-    def _publish(self) -> None:
-        """Tell ``crawler status`` on the broker how this master is doing, once a second."""
+    def _publish(self, *, ended: bool = False) -> None:
+        """Tell ``crawler status`` on the broker how this master is doing: once a second,
+        and when it ends."""
         broker = self._options.broker
         now = time.monotonic()
-        if broker is None or now - self._last_published < 1.0:
+        if broker is None or (now - self._last_published < 1.0 and not ended):
             return
         from crawler.board.broker import keys_prefix
 
         self._last_published = now
         broker.client.hset(keys_prefix(broker.name) + "masters", self._id, json.dumps(
             {"host": socket.gethostname(), "pid": os.getpid(), "pages_read": self._pages_read,
-             "progress": self._snapshot.as_dict(), "at": time.time()}))
+             "progress": self._snapshot.as_dict(), "at": time.time(), "ended": ended}))
 
     # ----- serving and local workers -------------------------------------------
 
     def _serve_on_broker(self, broker: BrokerCrawl) -> None:
         self._announce(f"crawl {broker.name} on the broker at {broker.address}")
         if self._options.invite_workers:
+            ca = broker.address.ca_file
             self._announce(f"workers join with: crawler worker --broker {broker.address} "
-                           f"--crawl {broker.name}" + (
+                           f"--crawl {broker.name}"
+                           + (f" --broker-ca {shlex.quote(str(ca))}" if ca else "") + (
                                f" (with {BROKER_PASSWORD_ENV} or --broker-password-file)"
                                if broker.address.password else ""))
         if self._options.local_workers:
@@ -584,6 +596,7 @@ class Master:
         self._workers.stop()
         self._collect(ledger, files)
         self._refresh()
+        self._publish(ended=True)
         self._reporter.close()
 
     def _summary(self, *, completed: bool, interrupted: bool) -> Summary:

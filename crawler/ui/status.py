@@ -36,7 +36,8 @@ def format_status(status: dict[str, Any]) -> str:
     progress, board = status["progress"], status["board"]
     lines = [
         f"master: {', '.join(status['seeds'])}  "
-        f"({'finished' if status['closed'] else 'crawling'}, {status['elapsed_s']:.0f} s)",
+        f"({'finished' if status['closed'] else 'crawling'}, {status['elapsed_s']:.0f} s"
+        + (f", {progress['masters']} master(s) live" if "masters" in progress else "") + ")",
         f"pages crawled {progress['pages']} ({progress['pages_failed']} failed, "
         f"{progress.get('pages_queued', 0)} queued)   "
         f"images found {progress['found']}",
