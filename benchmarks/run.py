@@ -330,6 +330,13 @@ class Broker:
             self.url = f"redis://127.0.0.1:{port}/0"
         return self.url, "bench" + secrets.token_hex(4)
 
+    def cpu_seconds(self) -> float:
+        """CPU the redis-server has used so far (user + system)."""
+        if self._process is None:
+            return 0.0
+        fields = Path(f"/proc/{self._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def close(self) -> None:
         if self._process is not None:
             self._process.terminate()
@@ -407,6 +414,7 @@ def run_crawler(tool: Tool, url: str, run_dir: Path, target: Target, setup: Craw
     wrap = wrap or (lambda name, argv: argv)
     dry_run = tool.key == "dry-run"
     broker = BROKER.crawl() if tool.key == "redis" else None
+    broker_cpu = BROKER.cpu_seconds()
     server_cpu, mark = server.cpu_seconds(), server.log_mark()
     procs: list[Measured] = []
     note = ""
@@ -462,6 +470,9 @@ def run_crawler(tool: Tool, url: str, run_dir: Path, target: Target, setup: Craw
     requests = server.requests_since(mark)
     if requests is not None:
         pages = served_pages(requests)
+    broker_cpu = BROKER.cpu_seconds() - broker_cpu  # counted in the row's CPU
+    if broker is not None and not note:
+        note = f"redis-server CPU {broker_cpu:.2f} s, in the total"
     crawled_none = not pages and (requests is not None or not dry_run)  # else: not known
     if crawled_none and not note:
         last = _read_lines(run_dir / "master.log")[-1:] or ["(master.log is empty)"]
@@ -472,7 +483,7 @@ def run_crawler(tool: Tool, url: str, run_dir: Path, target: Target, setup: Craw
                      finished and not orphaned and not bad and not crawled_none,
                      wall, pages,
                      len(succeeded), 0 if dry_run else count_image_files(out), complete,
-                     total_bytes, sum(u.cpu_s for u in usages),
+                     total_bytes, sum(u.cpu_s for u in usages) + broker_cpu,
                      server.cpu_seconds() - server_cpu, usages, note,
                      len(requests) if requests else 0)
 
@@ -739,7 +750,10 @@ def tables(target: Target, scheme: str, runs: dict[str, list[RunResult]],
             f"{per_page:8.2f} {per_image:8.3f} {med(label, lambda r: r.peak_mb):8.1f} "
             f"{med(label, lambda r: r.peak_sum_mb):7.1f} "
             f"{med(label, lambda r: r.server_cpu_s):8.2f}")
-    references = [(name, ref) for name, ref in (("wget", wget), ("wget2", wget2))
+    crawler = next((t.label for t in tools if t.key == "crawler"), "")
+    brokered = any(t.key == "redis" for t in tools)
+    references = [(name, ref) for name, ref in (("wget", wget), ("wget2", wget2),
+                                                ("crawler", crawler if brokered else ""))
                   if ref and runs.get(ref)]
     if references:
         figures: list[tuple[str, Callable[[RunResult], float]]] = [
@@ -826,7 +840,7 @@ def bench_target(args: argparse.Namespace, target: Target, tmp: Path, tools: Seq
                 run_dir = tmp / f"{slug}-r{round_number}-{tool.key}-{scheme}"
                 url = server.urls[scheme]
                 settle()
-                if tool.key in ("crawler", "dry-run", "tuned"):
+                if tool.key in ("crawler", "dry-run", "tuned", "redis"):
                     result = run_crawler(tool, url, run_dir, target, setup, server)
                 else:
                     result = run_wget(tool, url, run_dir, target, server, args.run_timeout,

@@ -19,7 +19,7 @@ from crawler.board.manager import BoardView
 from crawler.board.memory import BoardPolicy, TaskBoard
 from crawler.board.redis import RedisBoard
 from crawler.config import Settings
-from crawler.model.outcome import Attempt
+from crawler.model.outcome import Attempt, FailureKind, Outcome
 
 
 class Clock:
@@ -142,6 +142,19 @@ def test_malformed_reports_are_refused_and_logged(change: dict, why: str,
     bad = {**ok("http://h/a.png").to_wire(), **change}
     view.exchange("w", 1, [bad], [], 0, 0)  # type: ignore[list-item]
     assert b.drain() == [] and b.counts()["refused"] == 2
+
+
+def test_a_failure_reported_over_the_wire_comes_back_with_its_kind(board: MakeBoard) -> None:
+    b = board(Clock())
+    view = BoardView(b, lambda full=False: {})
+    b.put("http://h/a.png", "h", None)
+    assert view.lease("w", 1, 0)["tasks"]
+    failure = Attempt(url="http://h/a.png", ok=False, reason="HTTP 404",
+                      kind=FailureKind.STATUS)
+    view.exchange("w", 1, [failure.to_wire()], [], 0, 0)
+    [settled] = b.drain()
+    assert settled.attempt.kind is FailureKind.STATUS and settled.attempt.reason == "HTTP 404"
+    assert Outcome.from_attempt(settled.attempt, page=None, worker="w", attempts=1).ok is False
 
 
 def test_a_report_for_a_url_never_leased_to_the_worker_is_refused(

@@ -20,15 +20,16 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import redis
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
+from typing import TYPE_CHECKING, Any
 
 from crawler.config import BROKER_PASSWORD_ENV as PASSWORD_ENV
 from crawler.config import DEFAULT_CRAWL as DEFAULT_CRAWL
 from crawler.errors import BrokerError, BrokerUnreachable, UsageError
+
+# The Redis client is imported when a broker is used: workers of the embedded queue
+# never load it.
+if TYPE_CHECKING:
+    import redis
 
 CONNECT_DEADLINE = 5.0  # seconds to connect to Redis
 CALL_DEADLINE = 10.0  # seconds for any one command; the longest script is far shorter
@@ -113,6 +114,10 @@ def connect(address: BrokerAddress) -> redis.Redis:
     BrokerUnreachable when Redis cannot be reached in time, BrokerError when it
     refuses our login.
     """
+    import redis
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
     options: dict[str, Any] = {}
     if address.tls:
         options.update(ssl=True, ssl_cert_reqs="required",
@@ -159,6 +164,8 @@ def open_crawl(address: BrokerAddress, name: str | None) -> BrokerCrawl:
 
 def is_link_error(exc: BaseException) -> bool:
     """Whether ``exc`` says the broker is out of reach (down, restarting, cut off)."""
+    import redis
+
     return isinstance(exc, redis.ConnectionError | redis.TimeoutError | BrokerUnreachable)
 
 

@@ -72,6 +72,7 @@ import redis.client
 import redis.commands.core
 import redis.exceptions
 
+from crawler.board.broker import keys_prefix
 from crawler.board.memory import BoardPolicy, Settled
 from crawler.errors import BrokerError, BrokerUnreachable, UsageError
 from crawler.model.outcome import Attempt
@@ -163,7 +164,7 @@ class RedisBoard:
         self.policy = policy
         self._client = client
         self._clock = clock
-        self._prefix = f"crawler:{{{crawl}}}:"
+        self._prefix = keys_prefix(crawl)
         self._scripts = {name: client.register_script(text) for name, text in _SCRIPTS.items()}
         self._policy_args = [repr(float(value)) for value in (
             policy.lease_timeout, policy.max_attempts, policy.backoff_base, policy.backoff_max,

@@ -74,7 +74,10 @@ local function has_record(worker)
 end
 
 -- Every call from a worker: it is alive, not gone, and its leases live lease_timeout more.
--- False for the classic holder that never said hello (it keeps no record).
+-- False for the classic holder that never said hello (it keeps no record). The leases'
+-- deadlines are not rewritten here (that cost one ZADD per held URL per call, the
+-- larger part of a busy broker's work): reap renews, from the holder's last contact,
+-- a lease whose deadline passed while its holder kept calling.
 local function touch(worker, now, lease_timeout)
   local wk = worker_key(worker)
   if redis.call('EXISTS', wk) == 0 then
@@ -85,10 +88,6 @@ local function touch(worker, now, lease_timeout)
   if redis.call('SREM', GONE, worker) == 1 then
     local ask = redis.call('HGET', wk, 'ask')
     if ask then redis.call('ZADD', ASKING, ask, worker) end
-  end
-  local deadline = num(now + lease_timeout)
-  for _, url in ipairs(redis.call('SMEMBERS', held_key(worker))) do
-    redis.call('ZADD', LEASES, 'XX', deadline, url)
   end
   return true
 end
@@ -324,7 +323,19 @@ for _, worker in ipairs(silent) do
     redis.call('ZADD', LEASES, 'XX', num(now - 1.0), url)
   end
 end
-local expired = redis.call('ZRANGEBYSCORE', LEASES, '-inf', '(' .. num(now))
+local due = redis.call('ZRANGEBYSCORE', LEASES, '-inf', '(' .. num(now))
+local expired = {}
+for _, url in ipairs(due) do
+  local it = get_item(url)
+  local contact = it.w and redis.call('ZSCORE', CONTACT, it.w)
+  if contact and tonumber(contact) >= now - policy.worker_silence
+      and tonumber(contact) + policy.lease_timeout >= now then
+    -- Its holder kept calling: the lease lives lease_timeout from the last call.
+    redis.call('ZADD', LEASES, 'XX', num(tonumber(contact) + policy.lease_timeout), url)
+  else
+    table.insert(expired, url)
+  end
+end
 for _, url in ipairs(expired) do
   local it = get_item(url)
   unlease(url, it)

@@ -108,7 +108,10 @@ def attempt_from_report(data: object) -> Attempt:
             raise ReportRefused(f"sha256 {str(sha256)[:80]!r} is not 64 hex digits")
     elif path is not None or sha256 is not None:
         raise ReportRefused("a failure names no stored file")
-    return Attempt(**data)
+    kind = data.get("kind")
+    if kind is not None and not isinstance(kind, str):
+        raise ReportRefused("'kind' is not text")
+    return Attempt.from_wire(data)  # the kind back to a FailureKind, as every reader needs
 
 
 def is_image_path(path: str) -> bool:
