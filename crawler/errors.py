@@ -9,6 +9,7 @@
     │   ├── BindError            the queue port cannot be bound (in use, no permission); exit 4
     │   ├── MasterUnreachable    a worker gave up waiting for its master; exit 1
     │   ├── AuthenticationFailed the master refused our authkey; exit 1
+    │   ├── BadCrawlInfo         the master's description of the crawl is malformed; exit 1
     │   └── BrokerError          the Redis broker refused us, or has no such crawl; exit 1
     │       └── BrokerUnreachable the Redis broker cannot be reached in time; exit 1
     ├── StorageError             the output folder cannot be written (permission, disk full); exit 3
@@ -65,6 +66,13 @@ class MasterUnreachable(QueueError):
 
 
 class AuthenticationFailed(QueueError):
+    exit_code = 1
+
+
+class BadCrawlInfo(QueueError):
+    """What the master told a joining worker (its rules for the crawl) is malformed: a
+    bad pattern, a missing field. The worker cannot download by rules it cannot read."""
+
     exit_code = 1
 
 

@@ -46,7 +46,7 @@ from crawler.model.files import MANIFEST_NAME, PAGES_NAME, RESULTS_NAME
 from crawler.model.outcome import Attempt, Outcome
 from crawler.model.progress import Reporter, Snapshot, write_out
 from crawler.model.urls import host_key
-from crawler.model.wire import CrawlInfo, Status
+from crawler.model.wire import CrawlInfo, RobotsRules, Status
 from crawler.parse.pool import PageParser
 
 if TYPE_CHECKING:  # broker mode's modules are imported when it is used (Redis client)
@@ -174,6 +174,9 @@ class Master:
         info = CrawlInfo(limits=dataclasses.asdict(Limits.from_settings(dl)),
                          policy=self._policy.to_wire(),
                          user_agent=self._settings.crawl.user_agent,
+                         image_scope=self._scope.images.to_wire(),
+                         robots=RobotsRules(respect=self._settings.crawl.respect_robots,
+                                            timeout=self._settings.crawl.page_timeout),
                          lease_timeout=self._settings.queue.lease_timeout,
                          worker_silence=self._settings.queue.worker_silence)
         if not full:  # a joining worker's: it holds secrets, which status must not show
