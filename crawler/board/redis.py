@@ -21,8 +21,10 @@ keeps a whole crawl on one slot, as its scripts need):
 items         hash: URL -> compact JSON (host, page, ref, state, attempts,
               holder) while unfinished; an empty value once final
 q:HOST        list: the host's queued URLs
-ready         list: hosts with queued URLs, rotated (one URL per host per turn);
-              ``listed`` is the same hosts as a set
+ready         list: hosts with queued URLs that may be asked, rotated (one URL
+              per host per turn); ``paced``: sorted set of those waiting for
+              their pace, by time; ``full``: set of those with every slot in
+              flight; ``listed``: set of all three
 leases        sorted set: leased URL -> deadline
 delayed       sorted set: URL waiting for a retry -> when it may go again
 inflight      hash: host -> URLs leased; ``next``: host -> not asked before;
