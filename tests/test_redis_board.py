@@ -18,6 +18,8 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from crawler.board.memory import BoardPolicy
 from crawler.board.redis import RedisBoard, broker_errors
@@ -385,3 +387,19 @@ def test_the_keys_agree_with_each_other_after_any_calls(
         assert set(settled) == {url for url in URLS if board.known(url)}
     finally:
         client.close()
+
+
+def test_a_broker_that_refuses_our_password_says_so(
+        make_redis_server: Callable[[], RedisServer]) -> None:
+    server = make_redis_server().start()
+    admin = server.client()
+    admin.config_set("requirepass", secrets.token_hex(8))
+    wrong = redis.Redis(host="127.0.0.1", port=server.port, password=secrets.token_hex(8),
+                        socket_timeout=5.0, socket_connect_timeout=5.0,
+                        retry=Retry(NoBackoff(), 0))
+    board = RedisBoard(wrong, "locked", POLICY)
+    with pytest.raises(BrokerError, match="refused our credentials") as caught:
+        board.put("http://h/a.png", "h", None)
+    assert not isinstance(caught.value, BrokerUnreachable)
+    wrong.close()
+    admin.close()

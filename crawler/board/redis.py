@@ -73,7 +73,6 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 import redis
 import redis.client
-import redis.commands.core
 import redis.exceptions
 
 from crawler.board.memory import BoardPolicy, Settled
@@ -117,6 +116,10 @@ def broker_errors(client: redis.Redis) -> Iterator[None]:
     their own pipeline (see ``queue_put``) wrap their ``execute`` in it too."""
     try:
         yield
+    except redis.exceptions.AuthenticationError as exc:  # a ConnectionError, but not "away"
+        raise BrokerError(f"the Redis broker at {broker_address(client)} refused our "
+                          f"credentials: {exc} (check the user and password given for it)"
+                          ) from exc
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         raise BrokerUnreachable(
             f"cannot reach the Redis broker at {broker_address(client)}: {exc} (is "
