@@ -22,8 +22,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from crawler.board.memory import BoardPolicy
-from crawler.board.redis import RedisBoard, broker_errors
-from crawler.errors import BrokerError, BrokerUnreachable
+from crawler.board.redis import RedisBoard, broker_client, broker_errors
+from crawler.errors import BrokerError, BrokerUnreachable, UsageError
 from crawler.model.outcome import Attempt
 
 from .conftest import free_port
@@ -403,3 +403,13 @@ def test_a_broker_that_refuses_our_password_says_so(
     assert not isinstance(caught.value, BrokerUnreachable)
     wrong.close()
     admin.close()
+
+
+def test_a_broker_url_makes_a_client_with_timeouts(redis_server: RedisServer) -> None:
+    client = broker_client(redis_server.url, timeout=3.0)
+    kwargs = client.connection_pool.connection_kwargs
+    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (3.0, 3.0)
+    assert RedisBoard(client, "by-url", POLICY).put("http://h/a.png", "h", None)
+    client.close()
+    with pytest.raises(UsageError, match="broker URL 'http://h:1'"):
+        broker_client("http://h:1")
