@@ -7,12 +7,14 @@ BoardView) and the crawl loop's wake-ups are the in-memory board's alone.
 
 from __future__ import annotations
 
+import inspect
 import json
 import queue
 import secrets
 from collections.abc import Callable
 
 import pytest
+import redis
 
 from crawler.board.classic import ResultQueueView, TaskQueueView
 from crawler.board.manager import BoardView
@@ -524,3 +526,17 @@ def test_only_the_workers_asking_lately_share_a_hosts_slots(board: MakeBoard) ->
     for worker, urls in held.items():
         b.report(worker, [ok(url) for url in urls])
     assert len(b.lease("c", 10, 0)["tasks"]) == 4
+
+
+def test_the_redis_board_offers_what_the_memory_board_offers() -> None:
+    """The same public names, and the same parameters for each call."""
+    memory = TaskBoard(BoardPolicy())
+    in_redis = RedisBoard(redis.Redis(), "never-connected", BoardPolicy())
+    public = {name for name in [*dir(TaskBoard), *vars(memory)] if not name.startswith("_")}
+    offered = {*dir(RedisBoard), *vars(in_redis)}
+    assert public <= offered, public - offered
+    for name in public:
+        ours = getattr(TaskBoard, name, None)
+        if callable(ours):
+            assert (inspect.signature(ours).parameters.keys()
+                    == inspect.signature(getattr(RedisBoard, name)).parameters.keys()), name

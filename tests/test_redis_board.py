@@ -7,16 +7,23 @@ own client and connection); they share one crawl in a real redis-server.
 from __future__ import annotations
 
 import collections
+import json
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from crawler.board.memory import BoardPolicy
-from crawler.board.redis import RedisBoard, broker_errors
-from crawler.errors import BrokerError, BrokerUnreachable
+from crawler.board.redis import RedisBoard, broker_client, broker_errors
+from crawler.errors import BrokerError, BrokerUnreachable, UsageError
 from crawler.model.outcome import Attempt
 
 from .conftest import free_port
@@ -247,3 +254,162 @@ def test_a_client_that_decodes_responses_works_the_same(redis_server: RedisServe
                                                                '{"kind":"img"}', "w")
     assert board.workers()[0]["host"] == "box" and board.workers()[0]["done"] == 1
     client.close()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+URLS = [f"http://h{n % 3}/{n}.png" for n in range(8)]
+WORKERS = ["w0", "w1", "w2", "classic"]
+STEP = st.one_of(
+    st.tuples(st.just("put"), st.integers(0, 7)),
+    st.tuples(st.just("put all"),),
+    st.tuples(st.just("lease"), st.integers(0, 3), st.integers(1, 4)),
+    st.tuples(st.just("report"), st.integers(0, 3), st.integers(0, 7),
+              st.sampled_from(["ok", "transient", "permanent", "retry-after"])),
+    st.tuples(st.just("release"), st.integers(0, 3), st.integers(0, 7)),
+    st.tuples(st.just("exchange"), st.integers(0, 2), st.integers(1, 5), st.booleans()),
+    st.tuples(st.just("heartbeat"), st.integers(0, 3)),
+    st.tuples(st.just("goodbye"), st.integers(0, 3)),
+    st.tuples(st.just("reap")),
+    st.tuples(st.just("wait"), st.sampled_from([0.5, 2.0, 6.0, 11.0])),
+)
+
+
+def attempt_for(url: str, kind: str) -> Attempt:
+    if kind == "ok":
+        return ok(url)
+    return Attempt(url=url, ok=False, reason=kind, transient=kind != "permanent",
+                   retry_after=3.0 if kind == "retry-after" else None)
+
+
+def check_invariants(client: redis.Redis, crawl: str) -> None:
+    """What the keys must agree on, whatever happened: see crawler.board.redis."""
+    key = f"crawler:{{{crawl}}}:".__add__
+    items = {k.decode(): json.loads(v) if v else None
+             for k, v in client.hgetall(key("items")).items()}
+    states = collections.Counter(item["s"] if item else "f" for item in items.values())
+    counts = {k.decode(): int(v) for k, v in client.hgetall(key("counts")).items()}
+    assert [counts.get(name, 0) for name in ("queued", "in_flight", "delayed", "done")] == [
+        states["q"], states["l"], states["d"], states["f"]]
+    assert counts.get("unfinished", 0) == states["q"] + states["l"] + states["d"]
+    leased = {url for url, item in items.items() if item and item["s"] == "l"}
+    delayed = {url for url, item in items.items() if item and item["s"] == "d"}
+    assert {m.decode() for m in client.zrange(key("leases"), 0, -1)} == leased
+    assert {m.decode() for m in client.zrange(key("delayed"), 0, -1)} == delayed
+    ready = [h.decode() for h in client.lrange(key("ready"), 0, -1)]
+    paced = {h.decode() for h in client.zrange(key("paced"), 0, -1)}
+    full = {h.decode() for h in client.smembers(key("full"))}
+    listed = {h.decode() for h in client.smembers(key("listed"))}
+    assert len(ready) == len(set(ready)) and not set(ready) & paced and not paced & full
+    assert not set(ready) & full and set(ready) | paced | full == listed
+    for url, item in items.items():
+        if item and item["s"] == "q":
+            assert item["h"] in listed
+            assert url.encode() in client.lrange(key("q:" + item["h"]), 0, -1)
+    in_flight = collections.Counter(items[url]["h"] for url in leased)
+    assert {h.decode(): int(n) for h, n in client.hgetall(key("inflight")).items()} == in_flight
+    assert all(in_flight[host] >= 2 for host in full), "a host waits for a slot it has"
+    for host, until in client.zrange(key("paced"), 0, -1, withscores=True):
+        assert float(client.hget(key("next"), host) or 0) == until
+    for worker in WORKERS:
+        if not client.exists(key("w:" + worker)):
+            continue
+        mine = {url for url in leased if items[url].get("w") == worker}
+        assert {u.decode() for u in client.smembers(key("held:" + worker))} == mine
+        per_host = collections.Counter(items[url]["h"] for url in mine)
+        assert {h.decode(): int(n) for h, n in
+                client.hgetall(key("ph:" + worker)).items()} == per_host
+
+
+@settings(max_examples=100, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(STEP, min_size=5, max_size=50),
+       host_delay=st.sampled_from([0.0, 1.0]))
+def test_the_keys_agree_with_each_other_after_any_calls(
+        redis_server: RedisServer, steps: list[tuple[Any, ...]], host_delay: float) -> None:
+    """Random calls from several workers, with time passing: after each, the state's
+    keys agree (counts with items, hosts in one place, holdings with leases)."""
+    client = redis_server.client()
+    crawl, clock = f"test-{secrets.token_hex(8)}", Clock()
+    board = RedisBoard(client, crawl, BoardPolicy(
+        lease_timeout=10.0, backoff_base=1.0, max_attempts=3, host_delay=host_delay,
+        host_concurrency=2, worker_silence=5.0), clock=clock)
+    numbers = collections.Counter[str]()
+    try:
+        for step in steps:
+            match step:
+                case ("put", n):
+                    board.put(URLS[n], URLS[n].split("/")[2], None)
+                case ("put all",):
+                    for url in URLS:
+                        board.put(url, url.split("/")[2], None)
+                case ("lease", w, n):
+                    board.lease(WORKERS[w], n, 0)
+                case ("report", w, n, kind):
+                    board.report(WORKERS[w], [attempt_for(URLS[n], kind)])
+                case ("release", w, n):
+                    board.release(WORKERS[w], [URLS[n]])
+                case ("exchange", w, n, with_holding):
+                    worker = WORKERS[w]
+                    numbers[worker] += 1
+                    held = [m.decode() for m in
+                            client.smembers(f"crawler:{{{crawl}}}:held:{worker}")]
+                    board.exchange(worker, numbers[worker], [ok(url) for url in held[:1]], [],
+                                   n, 0, holding=held[1:] if with_holding else None)
+                case ("heartbeat", w):
+                    board.heartbeat(WORKERS[w])
+                case ("goodbye", w):
+                    board.goodbye(WORKERS[w])
+                case ("reap",):
+                    board.reap()
+                case ("wait", seconds):
+                    clock.now += seconds
+            check_invariants(client, crawl)
+        # Whatever happened, the crawl can finish: every lease ends, every URL comes out.
+        clock.now += 1000
+        board.reap()
+        for _ in range(50):
+            tasks = board.lease("finisher", 10, 0)["tasks"]
+            board.report("finisher", [ok(url) for url, _ in tasks])
+            clock.now += 2.0
+            if not board.unfinished():
+                break
+        assert board.unfinished() == 0
+        check_invariants(client, crawl)
+        settled = [s.attempt.url for s in board.drain()]
+        assert len(settled) == len(set(settled)) == board.counts()["done"]
+        assert set(settled) == {url for url in URLS if board.known(url)}
+    finally:
+        client.close()
+
+
+def test_a_broker_that_refuses_our_password_says_so(
+        make_redis_server: Callable[[], RedisServer]) -> None:
+    server = make_redis_server().start()
+    admin = server.client()
+    admin.config_set("requirepass", secrets.token_hex(8))
+    wrong = redis.Redis(host="127.0.0.1", port=server.port, password=secrets.token_hex(8),
+                        socket_timeout=5.0, socket_connect_timeout=5.0,
+                        retry=Retry(NoBackoff(), 0))
+    board = RedisBoard(wrong, "locked", POLICY)
+    with pytest.raises(BrokerError, match="refused our credentials") as caught:
+        board.put("http://h/a.png", "h", None)
+    assert not isinstance(caught.value, BrokerUnreachable)
+    wrong.close()
+    admin.close()
+
+
+def test_a_broker_url_makes_a_client_with_timeouts(redis_server: RedisServer) -> None:
+    client = broker_client(redis_server.url, timeout=3.0)
+    kwargs = client.connection_pool.connection_kwargs
+    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (3.0, 3.0)
+    assert RedisBoard(client, "by-url", POLICY).put("http://h/a.png", "h", None)
+    client.close()
+    with pytest.raises(UsageError, match="broker URL 'http://h:1'"):
+        broker_client("http://h:1")

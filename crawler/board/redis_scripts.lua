@@ -5,7 +5,11 @@
 local P = KEYS[1]
 local ITEMS, COUNTS = P .. 'items', P .. 'counts'
 local LEASES, DELAYED = P .. 'leases', P .. 'delayed'
+-- A host with queued URLs is in LISTED, and in one of: READY (may be asked, in turn),
+-- PACED (not before its score: its delay or a Retry-After) or FULL (host_concurrency
+-- URLs in flight). Only READY is walked, so a lease costs nothing per waiting host.
 local READY, LISTED = P .. 'ready', P .. 'listed'
+local PACED, FULL = P .. 'paced', P .. 'full'
 local INFLIGHT, NEXT, DELAY = P .. 'inflight', P .. 'next', P .. 'delay'
 local CONTACT, ASKING, GONE = P .. 'contact', P .. 'asking', P .. 'gone'
 local CLOSED, RESULTS = P .. 'closed', P .. 'results'
@@ -66,7 +70,23 @@ end
 
 local function hold_host(host, untill)
   local nxt = tonumber(redis.call('HGET', NEXT, host) or '0')
-  if untill > nxt then redis.call('HSET', NEXT, host, num(untill)) end
+  if untill > nxt then
+    redis.call('HSET', NEXT, host, num(untill))
+    redis.call('ZADD', PACED, 'XX', num(untill), host)  -- if waiting, now for longer
+  end
+end
+
+-- Hosts whose pace allows a request again go back in turn (or wait for a free slot).
+local function promote_paced(now, policy)
+  local due = redis.call('ZRANGEBYSCORE', PACED, '-inf', num(now))
+  for _, host in ipairs(due) do
+    redis.call('ZREM', PACED, host)
+    if tonumber(redis.call('HGET', INFLIGHT, host) or '0') >= policy.host_concurrency then
+      redis.call('SADD', FULL, host)
+    else
+      redis.call('RPUSH', READY, host)
+    end
+  end
 end
 
 local function has_record(worker)
@@ -95,6 +115,7 @@ end
 local function unlease(url, it)
   if it.s ~= 'l' then return end
   decr_field(INFLIGHT, it.h)
+  if redis.call('SREM', FULL, it.h) == 1 then redis.call('RPUSH', READY, it.h) end  -- a slot
   if it.w and has_record(it.w) then
     redis.call('SREM', held_key(it.w), url)
     decr_field(perhost_key(it.w), it.h)
@@ -218,7 +239,7 @@ local function take(worker, record, limit, now, policy)
     share = math.ceil(policy.host_concurrency / math.max(1, asking))
   end
   local hosts = redis.call('LLEN', READY)
-  local blocked = 0  -- hosts in a row that may not send now; all of them means stop
+  local blocked = 0  -- hosts in a row this worker has its share of; all of them means stop
   while #tasks < 2 * limit and hosts > 0 and blocked < hosts do  -- two entries a task
     local host = redis.call('LINDEX', READY, 0)
     local q = queue_key(host)
@@ -230,38 +251,43 @@ local function take(worker, record, limit, now, policy)
       redis.call('LPOP', q)  -- settled while queued: skip
       url = redis.call('LINDEX', q, 0)
     end
+    local in_flight = tonumber(redis.call('HGET', INFLIGHT, host) or '0')
+    local nxt = tonumber(redis.call('HGET', NEXT, host) or '0')
     if not url then
       redis.call('LPOP', READY)
       redis.call('SREM', LISTED, host)
       hosts = hosts - 1
+    elseif nxt > now then
+      redis.call('LPOP', READY)
+      redis.call('ZADD', PACED, num(nxt), host)
+      hosts = hosts - 1
+    elseif in_flight >= policy.host_concurrency then
+      redis.call('LPOP', READY)
+      redis.call('SADD', FULL, host)
+      hosts = hosts - 1
+    elseif record and tonumber(redis.call('HGET', perhost_key(worker), host) or '0') >= share
+        then
+      redis.call('LMOVE', READY, READY, 'LEFT', 'RIGHT')
+      blocked = blocked + 1
     else
-      local in_flight = tonumber(redis.call('HGET', INFLIGHT, host) or '0')
-      local nxt = tonumber(redis.call('HGET', NEXT, host) or '0')
-      local mine = 0
-      if record then mine = tonumber(redis.call('HGET', perhost_key(worker), host) or '0') end
-      if in_flight >= policy.host_concurrency or nxt > now or mine >= share then
-        redis.call('LMOVE', READY, READY, 'LEFT', 'RIGHT')
-        blocked = blocked + 1
-      else
-        blocked = 0
-        redis.call('LPOP', q)
-        set_state(url, it, 'l')
-        it.w = worker
-        it.a = (it.a or 0) + 1
-        save_item(url, it)
-        redis.call('ZADD', LEASES, num(now + policy.lease_timeout), url)
-        redis.call('HINCRBY', INFLIGHT, host, 1)
-        local delay = math.max(policy.host_delay,
-                               tonumber(redis.call('HGET', DELAY, host) or '0'))
-        if delay > 0 then hold_host(host, now + delay) end
-        if record then
-          redis.call('SADD', held_key(worker), url)
-          redis.call('HINCRBY', perhost_key(worker), host, 1)
-        end
-        table.insert(tasks, url)
-        table.insert(tasks, it.a)
-        redis.call('LMOVE', READY, READY, 'LEFT', 'RIGHT')  -- one URL per host per turn
+      blocked = 0
+      redis.call('LPOP', q)
+      set_state(url, it, 'l')
+      it.w = worker
+      it.a = (it.a or 0) + 1
+      save_item(url, it)
+      redis.call('ZADD', LEASES, num(now + policy.lease_timeout), url)
+      redis.call('HINCRBY', INFLIGHT, host, 1)
+      local delay = math.max(policy.host_delay,
+                             tonumber(redis.call('HGET', DELAY, host) or '0'))
+      if delay > 0 then hold_host(host, now + delay) end
+      if record then
+        redis.call('SADD', held_key(worker), url)
+        redis.call('HINCRBY', perhost_key(worker), host, 1)
       end
+      table.insert(tasks, url)
+      table.insert(tasks, it.a)
+      redis.call('LMOVE', READY, READY, 'LEFT', 'RIGHT')  -- one URL per host per turn
     end
   end
   return tasks
@@ -275,6 +301,7 @@ local function lease(worker, record, limit, now, policy)
   end
   if redis.call('EXISTS', CLOSED) == 1 then return {1, {}} end
   promote_delayed(now)
+  promote_paced(now, policy)
   return {0, take(worker, record, limit, now, policy)}
 end
 
@@ -315,6 +342,7 @@ return 0
 local now = now_from(ARGV[1])
 local policy = policy_from(ARGV, 2)
 promote_delayed(now)
+promote_paced(now, policy)
 -- Our workers call every second: one silent for worker_silence is stopped, cut off
 -- or dead, and its leases end now rather than after lease_timeout.
 local silent = redis.call('ZRANGEBYSCORE', CONTACT, '-inf', '(' .. num(now - policy.worker_silence))
