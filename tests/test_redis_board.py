@@ -21,8 +21,9 @@ from hypothesis import strategies as st
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from crawler.board.broker import CALL_DEADLINE, CONNECT_DEADLINE, connect, parse_broker
 from crawler.board.memory import BoardPolicy
-from crawler.board.redis import RedisBoard, broker_client, broker_errors
+from crawler.board.redis import RedisBoard, broker_errors
 from crawler.errors import BrokerError, BrokerUnreachable, UsageError
 from crawler.model.outcome import Attempt
 
@@ -405,11 +406,12 @@ def test_a_broker_that_refuses_our_password_says_so(
     admin.close()
 
 
-def test_a_broker_url_makes_a_client_with_timeouts(redis_server: RedisServer) -> None:
-    client = broker_client(redis_server.url, timeout=3.0)
+def test_a_broker_url_makes_a_client_with_deadlines(redis_server: RedisServer) -> None:
+    client = connect(parse_broker(redis_server.url))
     kwargs = client.connection_pool.connection_kwargs
-    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (3.0, 3.0)
+    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (
+        CALL_DEADLINE, CONNECT_DEADLINE)
     assert RedisBoard(client, "by-url", POLICY).put("http://h/a.png", "h", None)
     client.close()
-    with pytest.raises(UsageError, match="broker URL 'http://h:1'"):
-        broker_client("http://h:1")
+    with pytest.raises(UsageError, match="expected redis://"):
+        parse_broker("http://h:1")

@@ -47,7 +47,7 @@ a master that joins later sees every result. Measured (``benchmarks/
 redis_board.py``, URLs of 65 characters): about 290 bytes of the broker's
 memory per queued URL, 600 per final one.
 
-The client is made by the caller (``broker_client`` makes one from a URL), with
+The client is made by the caller (``crawler.board.broker.connect``), with
 ``socket_timeout`` (and ``socket_connect_timeout``) set: every call then ends, and a broker that
 cannot be reached or does not answer in time raises
 :class:`~crawler.errors.BrokerUnreachable`. redis-py retries a command whose
@@ -103,19 +103,6 @@ def _load_scripts() -> dict[str, str]:
 
 
 _SCRIPTS = _load_scripts()
-
-
-def broker_client(url: str, timeout: float = 10.0) -> redis.Redis:
-    """A client for the broker at ``url`` (``redis://[[user]:password@]host[:port][/db]``,
-    ``rediss://`` for TLS, ``unix:///path``) whose every call ends within ``timeout``
-    seconds: no board call waits on the broker (a waiting lease polls), so a few
-    seconds are plenty. Nothing is sent until the first call."""
-    try:
-        return redis.Redis.from_url(url, socket_timeout=timeout,
-                                    socket_connect_timeout=timeout)
-    except ValueError as exc:
-        raise UsageError(f"broker URL {url[:200]!r}: {exc} (use "
-                         "redis://host:port/db)") from exc
 
 
 def broker_address(client: redis.Redis) -> str:
