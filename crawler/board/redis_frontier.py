@@ -188,8 +188,13 @@ class RedisFrontier:
         self._clear = client.register_script(_CLEAR)
 
     def __len__(self) -> int:
-        """Pages waiting or being fetched by any master of the crawl."""
-        pipe = self._client.pipeline(transaction=False)
+        """Pages waiting or being fetched by any master of the crawl.
+
+        Both counts in one transaction: read apart, another master's page could be
+        recorded in between (its lease gone, its links not yet counted) and the
+        crawl would look finished while it is not.
+        """
+        pipe = self._client.pipeline(transaction=True)
         pipe.hget(self._prefix + "pages:stats", "waiting")
         pipe.zcard(self._prefix + "pages:leased")
         waiting, leased = pipe.execute()
