@@ -134,15 +134,20 @@ local function finish(url, it, attempt_json, worker)
   redis.call('XADD', RESULTS, '*', unpack(fields))
 end
 
+-- A URL queued again at the front of its host's queue (a retry, a lease given back).
+local function back_on_queue(url, it)
+  set_state(url, it, 'q')
+  save_item(url, it)
+  enqueue(url, it.h, true)
+end
+
 local function promote_delayed(now)
   local due = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', num(now))
   for _, url in ipairs(due) do
     redis.call('ZREM', DELAYED, url)
     local it = get_item(url)
     if it and it.s == 'd' then
-      set_state(url, it, 'q')
-      save_item(url, it)
-      enqueue(url, it.h, true)
+      back_on_queue(url, it)
     end
   end
 end
@@ -154,9 +159,7 @@ local function release(worker, urls)
     if it and it.s == 'l' and it.w == worker then
       unlease(url, it)
       it.a = it.a - 1
-      set_state(url, it, 'q')
-      save_item(url, it)
-      enqueue(url, it.h, true)
+      back_on_queue(url, it)
     end
   end
 end
@@ -371,9 +374,7 @@ for _, url in ipairs(expired) do
     finish(url, it, cjson.encode({url = url, ok = false, reason = 'lost: no result after '
       .. it.a .. ' attempts (worker gone or too slow)'}), nil)
   else
-    set_state(url, it, 'q')
-    save_item(url, it)
-    enqueue(url, it.h, true)
+    back_on_queue(url, it)
   end
 end
 local quiet = redis.call('ZRANGEBYSCORE', CONTACT, '-inf', '(' .. num(now - policy.lease_timeout))
