@@ -284,3 +284,26 @@ def _listening(port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(1.0)
         return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_a_master_stopped_with_ctrl_c_leaves_the_crawl_open_and_a_rerun_ends_it(
+        make_server: Callable[[], FixtureServer], redis_server: RedisServer,
+        tmp_path: Path) -> None:
+    server = make_server()
+    site = setup_site(server, pages=6, images_per_page=10, page_delay=0.2, image_delay=0.05)
+    name = _crawl_name()
+    args = ("master", server.url + "/", "--broker", redis_server.url, "--crawl", name,
+            "--out", str(tmp_path / "out"), "--local-workers", "1", "--page-concurrency", "1")
+    master = start_crawler(*args, cwd=tmp_path)
+    try:
+        wait_until(lambda: len(manifest_lines(tmp_path / "out")) >= 5, 30, "the first results")
+        master.send_signal(signal.SIGINT)
+        err = finish(master, 60)
+        assert master.returncode == 130, err
+    finally:
+        stop(master)
+    status = run_crawler("status", "--broker", redis_server.url, "--crawl", name, "--json")
+    assert json.loads(status.stdout)["closed"] is False  # the crawl waits for a master
+    again = run_crawler(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    check_complete(tmp_path / "out", server.url, site)
