@@ -180,6 +180,7 @@ class RedisFrontier:
         self._delay = delay
         self.lease = lease
         self._seen: set[str] = set()  # this master's: spares Redis a round trip per link
+        self.done_pages = 0  # pages the crawl has done, as of the last len()
         self._pop = client.register_script(_POP)
         self._add = client.register_script(_ADD)
         self._settle = client.register_script(_SETTLE)
@@ -195,9 +196,10 @@ class RedisFrontier:
         crawl would look finished while it is not.
         """
         pipe = self._client.pipeline(transaction=True)
-        pipe.hget(self._prefix + "pages:stats", "waiting")
+        pipe.hmget(self._prefix + "pages:stats", "waiting", "done")
         pipe.zcard(self._prefix + "pages:leased")
-        waiting, leased = pipe.execute()
+        (waiting, done), leased = pipe.execute()
+        self.done_pages = int(done or 0)  # read with the rest: one round trip a loop pass
         return max(0, int(waiting or 0)) + int(leased)
 
     def add_many(self, pages: Iterable[tuple[str, int]]) -> int:
@@ -259,8 +261,6 @@ class RedisFrontier:
             self._add(args=[self._prefix, *_page_args(links)], client=pipe)
         self._settle(args=[self._prefix, url, "done", 0, ""], client=pipe)
 
-    def done_count(self) -> int:
-        return int(self._client.hget(self._prefix + "pages:stats", "done") or 0)
 
 
 def _page_args(pages: Iterable[tuple[str, int]]) -> list[str | int]:

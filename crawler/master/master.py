@@ -340,10 +340,13 @@ class Master:
                         self._board.reap()
                         frontier.heartbeat()  # keeps this master's pages its own
                         last_reap = time.monotonic()
-                    self._snapshot.pages_queued = len(frontier) + len(running)
-                    self._refresh()
+                    # Pages first, then images: on a broker, another master's page is
+                    # either still counted here or its images are counted below.
+                    pages_left = len(frontier)
+                    self._snapshot.pages_queued = pages_left + len(running)
+                    counts = self._refresh()
                     self._workers.report_ended()
-                    if not frontier and not running and self._board.unfinished() == 0:
+                    if not pages_left and not running and unsettled(counts) == 0:
                         all_done = True
                         break
                 except Exception as exc:  # noqa: BLE001 - only a lost broker is waited out
@@ -527,7 +530,8 @@ class Master:
         else:
             self._snapshot.failed += 1
 
-    def _refresh(self) -> None:
+    def _refresh(self) -> dict[str, int]:
+        """Update the live display from the board's counts, and return them."""
         counts = self._board.counts()
         snapshot = self._snapshot
         snapshot.in_flight = counts["in_flight"]
@@ -537,9 +541,10 @@ class Master:
         if shared is not None:  # the whole crawl's counts, every master's pages included
             snapshot.found = sum(counts[state] for state in ("queued", "in_flight", "delayed",
                                                               "done"))
-            snapshot.pages = shared.done_count()
+            snapshot.pages = shared.done_pages  # as of the last len(frontier)
             self._publish()
         self._reporter.update(snapshot)
+        return counts
 
     def _publish(self, *, ended: bool = False) -> None:
         """Tell ``crawler status`` on the broker how this master is doing: once a second,
@@ -609,6 +614,11 @@ class Master:
                        pages_failed=s.pages_failed, found=s.found, succeeded=s.downloaded,
                        failed=s.failed, bytes=s.bytes, out_dir=self._options.out_dir,
                        pages_read=self._pages_read, seed_failures=self._seed_failures)
+
+
+def unsettled(counts: dict[str, int]) -> int:
+    """How many image URLs have no final result yet, from a board's counts."""
+    return counts["queued"] + counts["in_flight"] + counts["delayed"]
 
 
 class _NoFiles(ResultFiles):
