@@ -87,7 +87,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FIRST_PAUSE = 0.005  # seconds between two polls of a waiting lease, doubling...
-LONGEST_PAUSE = 0.1  # ...up to this
+# ...up to this. The embedded board wakes a waiting worker the moment a URL comes;
+# here a worker that has gone idle learns of one this late at most. At 0.1 s the
+# workers of a real site (whose images come page by page) idled between pages.
+LONGEST_PAUSE = 0.02
 CHUNK = 1000  # URLs per script call where a call takes a list (Lua's stack is finite)
 DRAIN_BATCH = 1000  # results read per XRANGE
 
