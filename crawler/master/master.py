@@ -18,9 +18,8 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from crawler.board.manager import QueueServer
 from crawler.board.memory import BoardPolicy, TaskBoard
 from crawler.config import Limits, Settings, WorkerSettings
 from crawler.errors import StorageError
@@ -43,6 +42,9 @@ from crawler.model.progress import Reporter, Snapshot, write_out
 from crawler.model.urls import host_key, host_key_of_normalized
 from crawler.model.wire import CrawlInfo, Status
 from crawler.parse.pool import PageParser
+
+if TYPE_CHECKING:
+    from crawler.board.manager import QueueServer
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +167,10 @@ class Master:
             # A dry run leaves the output folder alone: nothing is downloaded or recorded.
             journal = Journal(None)
             return self._run(journal, _NoFiles())
+        # Imported here: a dry run serves no queue, and multiprocessing's managers
+        # are a sixth of a master's imports.
+        from crawler.board.manager import QueueServer
+
         # The port first: a master that cannot serve its queue must leave no trace in
         # the output folder, or the next run there would resume a crawl never started.
         self._server = QueueServer(self._board, self._options.bind, self._authkey.key,
