@@ -456,7 +456,7 @@ REMOVED_KEYS = {
 def _section_values(current: Any, section: str, table: Mapping[str, Any],
                     source: str) -> dict[str, Any]:
     fields = {f.name: f for f in dataclasses.fields(current)}
-    hints = section_types(type(current))
+    hints = section_types(current.__class__)
     values: dict[str, Any] = {}
     for key, raw in table.items():
         where = f"{source}: {section}.{key}"
