@@ -17,7 +17,6 @@ at the top: ``crawler --help`` loads no crawl code, requests or lxml.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -39,6 +38,7 @@ from crawler.config import (
     load_settings,
     parse_address,
     parse_size,
+    setting_type,
 )
 from crawler.errors import CrawlerError, StorageError, UsageError
 
@@ -129,9 +129,7 @@ READS_SETTINGS = frozenset({"master", "worker", "demo"})
 
 
 def _is_list_setting(key: str) -> bool:
-    section, name = key.split(".", 1)
-    section_type = typing.get_type_hints(Settings)[section]
-    return typing.get_origin(typing.get_type_hints(section_type)[name]) is tuple
+    return typing.get_origin(setting_type(key)) is tuple
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -557,6 +555,8 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
     from crawler.master.authkey import load_authkey
     from crawler.ui.status import fetch_broker_status, fetch_status, format_status
 

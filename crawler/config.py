@@ -14,10 +14,9 @@ the file and the key.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
+import functools
 import os
 import re
-import tomllib
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -231,6 +230,8 @@ class OutputSettings:
 
 
 def _valid_networks(values: tuple[str, ...]) -> bool:
+    import ipaddress  # here, not at the top: only a set allow_networks needs it
+
     try:
         for value in values:
             ipaddress.ip_network(value, strict=False)
@@ -277,6 +278,23 @@ class Settings:
                      for k, v in dataclasses.asdict(getattr(self, f.name)).items()}
             for f in dataclasses.fields(self)
         }
+
+
+@functools.cache
+def section_types(section: type) -> dict[str, Any]:
+    """Each key's type in a settings section class, read from its annotations once.
+
+    ``typing.get_type_hints`` evaluates every annotation each time it is called;
+    the command line asks for each flag's setting (a list or not) before any
+    command runs, so the answer is kept.
+    """
+    return typing.get_type_hints(section)
+
+
+def setting_type(key: str) -> Any:
+    """The type of the setting ``section.name`` (KeyError for an unknown one)."""
+    section, name = key.split(".", 1)
+    return section_types(section_types(Settings)[section])[name]
 
 
 def parse_address(value: str) -> tuple[str, int]:
@@ -375,6 +393,8 @@ def load_settings(path: Path | None) -> Settings:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    import tomllib  # here, not at the top: a command run without a settings file needs none
+
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
@@ -450,7 +470,7 @@ REMOVED_KEYS = {
 def _section_values(current: Any, section: str, table: Mapping[str, Any],
                     source: str) -> dict[str, Any]:
     fields = {f.name: f for f in dataclasses.fields(current)}
-    hints = typing.get_type_hints(type(current))
+    hints = section_types(current.__class__)
     values: dict[str, Any] = {}
     for key, raw in table.items():
         where = f"{source}: {section}.{key}"

@@ -6,7 +6,6 @@ behaviour in the same way because they read it here.
 
 from __future__ import annotations
 
-import email.utils
 import time
 from urllib.parse import urljoin
 
@@ -30,6 +29,8 @@ def retry_after_seconds(value: str | None) -> float | None:
     value = value.strip()
     if value.isascii() and value.isdigit():  # "\u00b2".isdigit() is true, float() of it fails
         return float(value)
+    import email.utils  # here: the email package is 15 modules, for a rare header form
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

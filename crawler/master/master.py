@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crawler.board.manager import QueueServer
 from crawler.board.memory import BoardPolicy, TaskBoard
 from crawler.config import BROKER_PASSWORD_ENV, Limits, Settings, WorkerSettings
 from crawler.errors import BrokerUnreachable, CrawlMismatch, StorageError
@@ -49,8 +48,9 @@ from crawler.model.urls import host_key
 from crawler.model.wire import CrawlInfo, RobotsRules, Status
 from crawler.parse.pool import PageParser
 
-if TYPE_CHECKING:  # broker mode's modules are imported when it is used (Redis client)
+if TYPE_CHECKING:  # imported when used: broker mode's (a Redis client), the queue server
     from crawler.board.broker import BrokerCrawl
+    from crawler.board.manager import QueueServer
     from crawler.board.redis import RedisBoard
     from crawler.board.redis_frontier import RedisFrontier
 
@@ -199,10 +199,14 @@ class Master:
                              self._resumed_frontier, _NoFiles())
         if self._options.broker is not None:
             return self._run_on_broker(self._options.broker)
+        # Imported here: a dry run or a broker serves no queue, and multiprocessing's
+        # managers are a sixth of a master's imports.
+        from crawler.board.manager import QueueServer
+
         # The port first: a master that cannot serve its queue must leave no trace in
         # the output folder, or the next run there would resume a crawl never started.
-        self._server = QueueServer(self._embedded_board(), self._options.bind, self._authkey.key,
-                                   self.describe)
+        self._server = QueueServer(self._embedded_board(), self._options.bind,
+                                   self._authkey.key, self.describe)
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             if self._options.fresh:
