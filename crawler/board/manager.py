@@ -33,10 +33,8 @@ from multiprocessing.managers import (  # type: ignore[attr-defined]  # listener
     listener_client,
 )
 from traceback import format_exc
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from crawler.board.classic import ResultQueueView, TaskQueueView
-from crawler.board.memory import TaskBoard
 from crawler.config import QueueSettings
 from crawler.errors import AuthenticationFailed, BindError, QueueError
 from crawler.model.outcome import Attempt
@@ -49,6 +47,10 @@ from crawler.model.wire import (
     WorkerInfo,
     attempt_from_report,
 )
+
+if TYPE_CHECKING:  # the master's side only: a worker imports this module for its client
+    from crawler.board.classic import ResultQueueView, TaskQueueView
+    from crawler.board.memory import TaskBoard
 
 log = logging.getLogger(__name__)
 
@@ -283,6 +285,8 @@ class QueueServer:
 
     def __init__(self, board: TaskBoard, address: tuple[str, int], authkey: bytes,
                  describe: Callable[..., Any], max_handshaking: int = MAX_HANDSHAKING) -> None:
+        from crawler.board.classic import ResultQueueView, TaskQueueView
+
         task_view, result_view = TaskQueueView(board), ResultQueueView(board)
         board_view = BoardView(board, describe)
 
