@@ -197,6 +197,22 @@ def test_broker_mistakes_get_one_clear_line(
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
         assert "secret" not in done.stderr
 
+    # A password in $CRAWLER_BROKER is fine, but never shown in a message.
+    done = run_crawler("worker", "--out", str(tmp_path / "w"), cwd=tmp_path,
+                       env={**os.environ, "CRAWLER_BROKER": "redis://:hunter2@127.0.0.1:99999/0"})
+    assert done.returncode == 2 and "bad port" in done.stderr, done.stderr
+    assert "hunter2" not in done.stderr and ":***@" in done.stderr
+
+    # A Redis that refuses to write: one line saying so, no traceback.
+    refusing = make_redis_server()
+    refusing.start()
+    refusing.client().config_set("min-replicas-to-write", 1)
+    done = run_crawler("master", url, "--broker", refusing.url, "--out", str(tmp_path / "r"),
+                       cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "failed a command" in done.stderr and "NOREPLICAS" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
     guarded = make_redis_server()
     guarded.start()
     guarded.client().config_set("requirepass", "right-one")

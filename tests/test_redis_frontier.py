@@ -61,8 +61,36 @@ def test_heartbeats_keep_a_masters_pages_its_own(frontiers: MakeFrontier) -> Non
     assert mine.pop() is not None
     for _ in range(4):
         time.sleep(0.2)
-        assert mine.heartbeat() == 1
+        assert mine.heartbeat(["http://h/"]) == 1
         assert other.pop() is None
+
+
+def test_a_page_its_master_no_longer_works_on_goes_back_at_its_heartbeat(
+        frontiers: MakeFrontier) -> None:
+    mine, other = frontiers("mine"), frontiers("other")
+    mine.add_many([("http://h/", 0)])
+    assert mine.pop() is not None  # and then dropped (its answer lost, a crash in between)
+    assert mine.heartbeat([]) == 0
+    assert other.pop() == ("http://h/", 0)
+
+
+def test_only_its_holder_settles_a_page(frontiers: MakeFrontier) -> None:
+    late, holder = frontiers("late", lease=0.3), frontiers("holder", lease=5.0)
+    late.add_many([("http://h/", 0)])
+    assert late.pop() is not None
+    time.sleep(0.5)  # late fell silent: its lease ran out, and holder has the page now
+    assert holder.pop() == ("http://h/", 0)
+    pipe = late._client.pipeline(transaction=True)
+    late.queue_done(pipe, "http://h/", [("http://h/found", 1)])
+    pipe.execute()
+    late.requeue("http://h/", 0)
+    assert len(holder) == 2  # its links count; holder's lease stands, no second copy queued
+    assert holder.done_pages == 0
+    pipe = holder._client.pipeline(transaction=True)
+    holder.queue_done(pipe, "http://h/", [])
+    holder.queue_done(pipe, "http://h/", [])  # sent twice (a lost answer): counted once
+    pipe.execute()
+    assert len(holder) == 1 and holder.done_pages == 1
 
 
 def test_a_hosts_pages_are_paced_for_every_master(frontiers: MakeFrontier) -> None:

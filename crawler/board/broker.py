@@ -67,6 +67,7 @@ def parse_broker(url: str, *, password_file: Path | None = None,
     """
     env = os.environ if environ is None else environ
     parts = urllib.parse.urlsplit(url.strip())
+    url = _shown(parts)  # what messages may quote: never a password
     if parts.scheme not in ("redis", "rediss"):
         raise UsageError(f"broker {url!r}: expected redis://HOST:PORT/DB or rediss://HOST:PORT/DB")
     if not parts.hostname:
@@ -101,6 +102,15 @@ def parse_broker(url: str, *, password_file: Path | None = None,
                          password=password, ca_file=ca_file)
 
 
+def _shown(parts: urllib.parse.SplitResult) -> str:
+    """A URL as messages may show it: any password replaced by ***."""
+    if parts.password is None:
+        return parts.geturl()
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
 def check_crawl_name(name: str) -> str:
     """``name`` if it may name a crawl (it becomes part of Redis keys); UsageError if not."""
     if not name or len(name) > 64 or not set(name) <= _NAME_CHARS:
@@ -120,7 +130,7 @@ def connect(address: BrokerAddress) -> redis.Redis:
 
     options: dict[str, Any] = {}
     if address.tls:
-        options.update(ssl=True, ssl_cert_reqs="required",
+        options.update(ssl=True, ssl_cert_reqs="required", ssl_check_hostname=True,
                        ssl_ca_certs=str(address.ca_file) if address.ca_file else None)
     client = redis.Redis(host=address.host, port=address.port, db=address.db,
                          username=address.username, password=address.password,
@@ -174,6 +184,14 @@ def keys_prefix(crawl: str) -> str:
     return f"crawler:{{{crawl}}}:"
 
 
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+"""
+
+
 class CrawlRecord:
     """A crawl's record on the broker: written once by its first master, read by the rest.
 
@@ -194,11 +212,10 @@ class CrawlRecord:
         fields: dict[Any, Any] = {"settings": json.dumps(settings), "seeds": json.dumps(seeds),
                   "identity": json.dumps(identity, sort_keys=True), "info": json.dumps(info),
                   "board": json.dumps(board), "started": json.dumps(time.time())}
-        created = bool(self.client.hsetnx(self.key, "identity", fields["identity"]))
-        if created:
-            self.client.hset(self.key, mapping=fields)
-            self.client.sadd(REGISTRY, self.crawl)
-        return created
+        # One script: a master killed half-way must not leave half a record.
+        create = self.client.register_script(_CREATE)
+        flat = [item for pair in fields.items() for item in pair]
+        return bool(create(keys=[self.key, REGISTRY], args=[self.crawl, *flat]))
 
     def exists(self) -> bool:
         return bool(self.client.exists(self.key))

@@ -45,10 +45,13 @@ local function list_host(p, host, now)
     redis.call('ZADD', p .. 'pages:ready', nxt, host)
   end
 end
-local function unlease(p, url)
+-- Take url's lease away (from only_from, when given); {depth, host}, or nil when it
+-- was not leased (to only_from).
+local function unlease(p, url, only_from)
   local holder = redis.call('HGET', p .. 'pages:holder', url)
   if not holder then return nil end
   local master, depth, host = string.match(holder, '^(.-)\\t(%d+)\\t(.*)$')
+  if only_from and master ~= only_from then return nil end
   redis.call('HDEL', p .. 'pages:holder', url)
   redis.call('ZREM', p .. 'pages:leased', url)
   redis.call('SREM', p .. 'pages:held:' .. master, url)
@@ -111,10 +114,13 @@ end
 return added
 """
 
-# ARGV: prefix, url, how ('done' | 'aside' | 'requeue'), depth, host
+# ARGV: prefix, url, how ('done' | 'aside' | 'requeue'), depth, host, master. Only the
+# page's holder settles it: a master whose lease ran out (it was silent too long, and
+# another master has the page now) changes nothing, and a settle sent twice (a lost
+# answer) counts once.
 _SETTLE = _NOW + _LIST_HOST + """
 local p, url, how = ARGV[1], ARGV[2], ARGV[3]
-unlease(p, url)
+if not unlease(p, url, ARGV[6]) then return 0 end
 if how == 'done' then
   redis.call('HINCRBY', p .. 'pages:stats', 'done', 1)
 elseif how == 'aside' then
@@ -125,14 +131,24 @@ end
 return 1
 """
 
-# ARGV: prefix, master, lease seconds: renew every page lease the master holds
-_HEARTBEAT = _NOW + """
+# ARGV: prefix, master, lease seconds, then the URLs the master is working on: renew
+# their leases, and put back any other page leased to it (one whose lease answer was
+# lost, or that it dropped): heartbeats must not keep alive a page nobody fetches.
+_HEARTBEAT = _NOW + _LIST_HOST + """
 local p, master, lease = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local held = redis.call('SMEMBERS', p .. 'pages:held:' .. master)
-for _, url in ipairs(held) do
-  redis.call('ZADD', p .. 'pages:leased', 'XX', now + lease, url)
+local working = {}
+for i = 4, #ARGV do working[ARGV[i]] = true end
+local renewed = 0
+for _, url in ipairs(redis.call('SMEMBERS', p .. 'pages:held:' .. master)) do
+  if working[url] then
+    redis.call('ZADD', p .. 'pages:leased', 'XX', now + lease, url)
+    renewed = renewed + 1
+  else
+    local back = unlease(p, url, master)
+    if back then push_front(p, url, back[1], back[2], now) end
+  end
 end
-return #held
+return renewed
 """
 
 # ARGV: prefix, host, seconds from now (hold) or delay (slow), which
@@ -198,8 +214,11 @@ class RedisFrontier:
         pipe = self._client.pipeline(transaction=True)
         pipe.hmget(self._prefix + "pages:stats", "waiting", "done")
         pipe.zcard(self._prefix + "pages:leased")
-        (waiting, done), leased = pipe.execute()
+        pipe.exists(self._prefix + "pages:seen")
+        (waiting, done), leased, begun = pipe.execute()
         self.done_pages = int(done or 0)  # read with the rest: one round trip a loop pass
+        if not begun:  # its seeds are not queued yet: a joining master must not end it
+            return 1
         return max(0, int(waiting or 0)) + int(leased)
 
     def add_many(self, pages: Iterable[tuple[str, int]]) -> int:
@@ -226,10 +245,11 @@ class RedisFrontier:
         self._seen.add(url)
         return str(url), int(depth)
 
-    def heartbeat(self) -> int:
-        """Renew this master's page leases; how many it holds."""
+    def heartbeat(self, working: Iterable[str] = ()) -> int:
+        """Renew the leases of the pages this master is ``working`` on, and put back any
+        other page leased to it; how many it holds."""
         return int(self._heartbeat(
-            args=[self._prefix, self._master, self.lease]))
+            args=[self._prefix, self._master, self.lease, *working]))
 
     def hold(self, host: str, until: float) -> None:
         """Ask nothing of ``host`` before ``until`` (this process's time.monotonic())."""
@@ -244,11 +264,11 @@ class RedisFrontier:
 
     def requeue(self, url: str, depth: int) -> None:
         """Give a leased page back, to be tried again when its host may be asked."""
-        self._settle(args=[self._prefix, url, "requeue", depth, host_key(url)])
+        self._settle(args=[self._prefix, url, "requeue", depth, host_key(url), self._master])
 
     def set_aside(self, url: str) -> None:
         """Give up a leased page for this crawl (a passing failure; a rerun may try it)."""
-        self._settle(args=[self._prefix, url, "aside", 0, ""])
+        self._settle(args=[self._prefix, url, "aside", 0, "", self._master])
 
     def clear(self) -> None:
         """Forget the pages waiting (the page budget is spent); the seen set stays."""
@@ -259,7 +279,7 @@ class RedisFrontier:
         """Add to ``pipe`` (a transaction): ``url`` is done, and its links are queued."""
         if links:
             self._add(args=[self._prefix, *_page_args(links)], client=pipe)
-        self._settle(args=[self._prefix, url, "done", 0, ""], client=pipe)
+        self._settle(args=[self._prefix, url, "done", 0, "", self._master], client=pipe)
 
 
 

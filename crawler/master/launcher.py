@@ -76,24 +76,27 @@ class LocalWorkers:
         env[ENV_VAR] = self._authkey.key.decode()  # the environment, not argv: ps shows argv
         self._spawn(count, [address], env)
 
-    def start_for_broker(self, count: int, broker: BrokerAddress, crawl: str) -> None:
+    def start_for_broker(self, count: int, broker: BrokerAddress, crawl: str,
+                         connect_wait: float) -> None:
         """Start ``count`` workers of the broker's crawl ``crawl`` (the password, if any,
-        in their environment, never in their arguments)."""
+        in their environment, never in their arguments), waiting ``connect_wait``
+        seconds for a broker out of reach, as long as their master does."""
         env = dict(os.environ)
         if broker.password:
             env[BROKER_PASSWORD_ENV] = broker.password
         target = ["--broker", str(broker), "--crawl", crawl]
         if broker.ca_file is not None:
             target += ["--broker-ca", str(broker.ca_file)]
-        self._spawn(count, target, env)
+        self._spawn(count, target, env, connect_wait)
 
-    def _spawn(self, count: int, target: list[str], env: dict[str, str]) -> None:
+    def _spawn(self, count: int, target: list[str], env: dict[str, str],
+               connect_wait: float = 30.0) -> None:
         for n in range(len(self._processes), len(self._processes) + count):
             with self._log_path(n + 1).open("ab") as log_file:
                 self._processes.append(subprocess.Popen(
                     [sys.executable, "-m", "crawler", "worker", *target,
                      "--out", str(self._out_dir), "--threads", str(self._threads), "--quiet",
-                     "--connect-wait", "30"],
+                     "--connect-wait", f"{connect_wait:g}"],
                     env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file))
 
     def alive(self) -> list[subprocess.Popen[bytes]]:

@@ -101,6 +101,16 @@ class BrokerLedger:
         return ()  # the board's results stream, drained from its start, refills the files
 
     def pages_done(self, pages: list[PageDone]) -> None:
+        import redis
+
+        try:
+            self._pages_done(pages)
+        except redis.exceptions.NoScriptError:
+            # Redis restarted (its scripts gone) while redis-py retried the transaction,
+            # which it does without loading them again: nothing was applied; once more.
+            self._pages_done(pages)
+
+    def _pages_done(self, pages: list[PageDone]) -> None:
         pipe = self._client.pipeline(transaction=True)
         for page in pages:
             self._frontier.queue_done(pipe, page.url, page.links)

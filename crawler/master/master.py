@@ -155,6 +155,8 @@ class Master:
         self._server: QueueServer | None = None
         self._pages_read = 0
         self._pages_done: list[PageDone] = []  # finished, to be journaled together
+        self._page_of: dict[Future[Visit], str] = {}  # the page each page thread fetches
+        self._recorded: set[str] = set()  # on a broker: images whose result is in the files
         self._images_seen: set[str] = set()  # found since the pages were last recorded
         self._seed_failures: list[tuple[str, str]] = []
 
@@ -249,6 +251,12 @@ class Master:
 
     def _run_on_broker(self, broker: BrokerCrawl) -> Summary:
         """The crawl with its state on the broker, shared with other masters of it."""
+        from crawler.board.redis import broker_errors
+
+        with broker_errors(broker.client):  # a refused command: one line that says so
+            return self._crawl_on_broker(broker)
+
+    def _crawl_on_broker(self, broker: BrokerCrawl) -> Summary:
         from crawler.board.redis_frontier import RedisFrontier
 
         out_dir = self._options.out_dir
@@ -332,17 +340,20 @@ class Master:
             broker_lost: float | None = None  # since when the broker has not answered
             while not self._stop.is_set():
                 try:
+                    if broker_lost is not None:  # back: claim its pages before taking more
+                        frontier.heartbeat(self._working(running))
                     self._submit(running, pool, visitor)
                     self._wake.wait(LOOP_TICK)
                     self._wake.clear()  # before looking: news from now on wakes the next wait
                     for future in [f for f in running if f.done()]:
-                        running.discard(future)
                         self._visited(future.result(), robots, files)
+                        self._page_of.pop(future, None)
+                        running.discard(future)  # only now: a lost broker leaves it to redo
                     self._record_pages(ledger)
                     self._collect(ledger, files)
                     if time.monotonic() - last_reap > REAP_EVERY:
                         self._board.reap()
-                        frontier.heartbeat()  # keeps this master's pages its own
+                        frontier.heartbeat(self._working(running))  # its pages stay its own
                         last_reap = time.monotonic()
                     # Pages first, then images: on a broker, another master's page is
                     # either still counted here or its images are counted below.
@@ -359,35 +370,64 @@ class Master:
                 broker_lost = None
         finally:
             self._stop.set()
-            if all_done or self._options.broker is None:
-                # On a broker, the crawl is everyone's: a master that stops early leaves
-                # it open for the other masters and the workers.
-                self._board.close()
             pool.shutdown(wait=False, cancel_futures=True)  # pages not started stay queued
-            # Pages in flight are finished and recorded, so a resumed crawl does not fetch
-            # them again. Waiting in short steps keeps a second Ctrl-C effective (a bare
-            # join would hold the signal until the page is done).
-            while running:
-                finished, _ = wait(list(running), timeout=LOOP_TICK)
-                for future in finished:
-                    running.discard(future)
-                    if not future.cancelled():
-                        self._visited(future.result(), robots, files)
-                self._record_pages(ledger)
-            self._snapshot.pages_queued = len(frontier)
-            self._finish(ledger, files)
+            try:
+                self._wind_down(all_done, running, frontier, robots, ledger, files)
+            except Exception as exc:
+                if not self._broker_gone(exc):
+                    raise
+                log.warning("the broker is out of reach (%s): what this master had not "
+                            "recorded goes back to the crawl when its leases run out", exc)
+                self._workers.stop()
             session.close()
-        interrupted = bool(frontier or running or self._board.unfinished())
+        try:
+            interrupted = bool(frontier or running or self._board.unfinished())
+        except Exception as exc:
+            if not self._broker_gone(exc):
+                raise
+            interrupted = True
         return self._summary(completed=not interrupted, interrupted=interrupted)
+
+    def _wind_down(self, all_done: bool, running: set[Future[Visit]], frontier: PageQueue,
+                   robots: Robots, ledger: Ledger, files: ResultFiles) -> None:
+        """After the loop: close the crawl if it is over, finish and record the pages in
+        flight, let the workers leave."""
+        if all_done or self._options.broker is None:
+            # On a broker, the crawl is everyone's: a master that stops early leaves
+            # it open for the other masters and the workers.
+            self._board.close()
+        # Pages in flight are finished and recorded, so a resumed crawl does not fetch
+        # them again. Waiting in short steps keeps a second Ctrl-C effective (a bare
+        # join would hold the signal until the page is done).
+        last_heartbeat = time.monotonic()
+        while running:
+            finished, _ = wait(list(running), timeout=LOOP_TICK)
+            for future in finished:
+                if not future.cancelled():
+                    self._visited(future.result(), robots, files)
+                running.discard(future)
+            self._record_pages(ledger)
+            if time.monotonic() - last_heartbeat > REAP_EVERY:  # a page may take a while
+                frontier.heartbeat(self._working(running))
+                last_heartbeat = time.monotonic()
+        self._snapshot.pages_queued = len(frontier)
+        self._finish(ledger, files)
+
+    def _broker_gone(self, exc: Exception) -> bool:
+        """Whether ``exc`` says this master's broker is out of reach."""
+        if self._options.broker is None:
+            return False
+        from crawler.board.broker import is_link_error
+
+        return is_link_error(exc)
 
     def _broker_lost(self, exc: Exception, since: float | None) -> float:
         """Wait out a broker that does not answer (a restart, a cut link) for up to
         BROKER_WAIT seconds; re-raise anything else. Whatever this pass did not record
         is still leased to this master, and comes back to the crawl if it gives up."""
-        from crawler.board.broker import is_link_error
-
-        if self._options.broker is None or not is_link_error(exc):
+        if not self._broker_gone(exc):
             raise exc
+        assert self._options.broker is not None
         now = time.monotonic()
         if since is None:
             log.warning("lost the broker (%s); waiting up to %.0f s for it", exc, BROKER_WAIT)
@@ -422,8 +462,14 @@ class Master:
                 return  # every host with pages waiting is held back for now
             url, depth = popped
             future = pool.submit(visitor.visit, url, depth)
+            self._page_of[future] = url
             future.add_done_callback(self._wake_up)
             running.add(future)
+
+    def _working(self, running: set[Future[Visit]]) -> list[str]:
+        """The pages this master is working on: being fetched, or done and not recorded."""
+        return [self._page_of[future] for future in running] + [
+            page.url for page in self._pages_done]
 
     def _wake_up(self, _future: Future[Visit]) -> None:
         self._wake.set()
@@ -518,6 +564,11 @@ class Master:
         settled = self._board.drain()
         if not settled or self._options.dry_run:
             return  # a dry run downloads nothing: nothing to record
+        if self._shared_frontier is not None:
+            # A Redis that lost its last second of writes (a crash) may see a URL settled
+            # twice: the files keep its first result, as the embedded board would.
+            settled = [s for s in settled if s.attempt.url not in self._recorded]
+            self._recorded.update(s.attempt.url for s in settled)
         outcomes = [Outcome.from_attempt(s.attempt, page=s.page, worker=s.worker,
                                          attempts=s.attempts,
                                          ref=json.loads(s.ref) if s.ref else None)
@@ -577,7 +628,7 @@ class Master:
                                if broker.address.password else ""))
         if self._options.local_workers:
             self._workers.start_for_broker(self._options.local_workers, broker.address,
-                                           broker.name)
+                                           broker.name, connect_wait=BROKER_WAIT + 10)
 
     def _serve(self, server: QueueServer) -> None:
         server.start()
