@@ -56,8 +56,9 @@ from run import load_site_module  # noqa: E402
 
 from tests.netns import Host, Lan, NetnsUnavailable  # noqa: E402
 
-SITE_PORT = 80  # the image-heavy site
-PAGES_PORT = 8080  # the page-heavy site, same nginx
+# The sites, each on a port of one nginx: images (links as the limit), pages (pages
+# as the limit), and the image site made larger for the cut row ("long").
+SITE_PORTS = {"images": 80, "pages": 8080, "long": 8081}
 QUEUE_PORT = 24601
 REDIS_PORT = 6379
 SITE_OCTET, MASTER_OCTET, MASTER2_OCTET, FIRST_WORKER_OCTET = 1, 2, 3, 11
@@ -97,17 +98,14 @@ http {{
     fastcgi_temp_path {work}/fastcgi;
     uwsgi_temp_path {work}/uwsgi;
     scgi_temp_path {work}/scgi;
+{servers}}}
+"""
+NGINX_SERVER = """\
     server {{
-        listen {address}:{site_port};
-        root {site_root};
+        listen {address}:{port};
+        root {root};
         index index.html;
     }}
-    server {{
-        listen {address}:{pages_port};
-        root {pages_root};
-        index index.html;
-    }}
-}}
 """
 
 
@@ -194,22 +192,21 @@ def wait_listening(proc: Measured, address: str, port: int, what: str, log: Path
         time.sleep(POLL)
 
 
-def start_nginx(cluster: Cluster, site_root: Path, pages_root: Path) -> None:
+def start_nginx(cluster: Cluster, sites: Sequence[Site]) -> None:
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     work = cluster.work / "nginx"
     work.mkdir(parents=True, exist_ok=True)
     conf = work / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(work=work, address=cluster.site.address,
-                                      site_port=SITE_PORT, pages_port=PAGES_PORT,
-                                      site_root=site_root, pages_root=pages_root),
-                    encoding="utf-8")
+    servers = "".join(NGINX_SERVER.format(address=cluster.site.address, port=site.port,
+                                          root=site.root) for site in sites)
+    conf.write_text(NGINX_CONF.format(work=work, servers=servers), encoding="utf-8")
     log = work / "nginx.log"
     cluster.nginx = Measured("nginx", cluster.site.command(binary, "-p", str(work), "-c",
                                                            str(conf), "-e", "stderr"),
                              cwd=work, log=log)
     cluster.access_log = work / "access.log"
-    for port in (SITE_PORT, PAGES_PORT):
-        wait_listening(cluster.nginx, cluster.site.address, port, "nginx", log)
+    for site in sites:
+        wait_listening(cluster.nginx, cluster.site.address, site.port, "nginx", log)
 
 
 @dataclass
@@ -279,12 +276,15 @@ class Row:
     broker: str  # "embedded", "redis"
     hosts: int
     masters: int = 1
+    site: str = "images"  # a key of SITE_PORTS
 
     @property
     def label(self) -> str:
         text = f"{self.broker}, {self.hosts} host{'s' if self.hosts > 1 else ''}"
         if self.kind == "pages":
             text = f"{self.broker}, {self.masters} master{'s' if self.masters > 1 else ''}"
+        if self.site == "long":
+            text += ", long site"
         return text + (", cut" if self.kind == "cut" else "")
 
 
@@ -430,106 +430,127 @@ class Crawl:
                 *out]
 
     def run(self, round_number: int) -> Result:
+        """Start workers then masters, wait for the masters (cutting a link on a cut row),
+        give the workers a grace to leave, stop whatever is left, read the results."""
         self.run_dir.mkdir(parents=True)
         mark = self.cluster.access_log.stat().st_size
         broker_cpu = self.redis.cpu_seconds() if self.redis else 0.0
         cut_host = self.cluster.workers[self.row.hosts - 1] if self.row.kind == "cut" else None
-        cut_at: float | None = None
-        cut_s = 0.0
-        note = ""
-        fetched = 0
+        problems: list[str] = []
+        remarks: list[str] = []
         try:
-            # Workers first, as a cluster comes up: they wait for their master.
-            for n in range(self.row.hosts):
-                host = self.cluster.workers[n]
-                self.workers.append(Measured(host.role, host.command(*self.worker_argv(n)),
-                                             cwd=self.run_dir, env=self.env,
-                                             log=self.run_dir / f"{host.role}.log"))
-            started = time.perf_counter()
-            start_epoch = time.time()
-            master_hosts = (self.cluster.master, self.cluster.master2)[:self.row.masters]
-            for n, host in enumerate(master_hosts):
-                self.masters.append(Measured(f"master{n + 1}",
-                                             host.command(*self.master_argv(n)),
-                                             cwd=self.run_dir, env=self.env,
-                                             log=self.run_dir / f"master{n + 1}.log"))
-            deadline = time.monotonic() + self.opts.timeout
-            offset = mark
-            while time.monotonic() < deadline:
-                if all(m.poll() is not None for m in self.masters):
-                    break
-                if cut_host is not None:
-                    hits, offset = read_hits(self.cluster.access_log, offset)
-                    fetched += sum(1 for h in hits if h.path.startswith(IMG_PREFIX)
-                                   and h.status == 200)
-                    now = time.perf_counter() - started
-                    if cut_at is None and fetched >= self.opts.cut_fraction * len(self.site.truth):
-                        self.cluster.set_link(cut_host, up=False)
-                        cut_at = now
-                    elif cut_at is not None and not cut_s and now - cut_at >= self.opts.cut_seconds:
-                        self.cluster.set_link(cut_host, up=True)
-                        cut_s = now - cut_at
-                time.sleep(POLL)
-            else:
-                note = f"timed out after {self.opts.timeout:g} s"
+            self.start()
+            started, start_epoch = time.perf_counter(), time.time()
+            self.start_masters()
+            cut = self.watch(mark, started, cut_host)
+            if cut is None:
+                problems.append(f"timed out after {self.opts.timeout:g} s")
+                cut = (None, 0.0)
             ended = max((m.ended for m in self.masters if m.usage is not None), default=0.0)
-            if cut_host is not None and cut_at is not None and not cut_s:
-                cut_s = time.perf_counter() - started - cut_at  # the crawl ended first
-                self.cluster.set_link(cut_host, up=True)
-            if not note and not wait_all(self.workers, WORKER_GRACE):
-                note = f"workers stopped {WORKER_GRACE:g} s after their master ended"
+            cut_worker = self.workers[-1] if cut_host is not None else None
+            others = [w for w in self.workers if w is not cut_worker]
+            if not problems and not wait_all(others, WORKER_GRACE):
+                problems.append(f"workers stopped {WORKER_GRACE:g} s after their masters ended")
+            # Cut off when its master finished, the cut host's worker waits for it in vain.
+            if cut_worker is not None and not wait_all([cut_worker], 2.0):
+                remarks.append("the cut host's worker was stopped")
         finally:
             stop_all([*self.masters, *self.workers])
             if cut_host is not None:
                 with contextlib.suppress(BenchError):
                     self.cluster.set_link(cut_host, up=True)
-        crawl_s = (ended - started) if ended else self.opts.timeout
+        problems += [f"{p.name} exit {p.usage.returncode}" for p in [*self.masters, *others]
+                     if p.usage is not None and p.usage.returncode != 0]
         hits, _ = read_hits(self.cluster.access_log, mark)
-        mine = [h for h in hits if h.port == self.site.port]
-        images = sorted(h.at for h in mine if h.path.startswith(IMG_PREFIX) and h.status == 200)
-        pages = {h.path for h in mine if h.status == 200 and (h.path.endswith((".html", "/")))}
+        mine = [h for h in hits if h.port == self.site.port and h.status == 200]
+        images = sorted(h.at for h in mine if h.path.startswith(IMG_PREFIX))
+        pages = {h.path for h in mine if h.path.endswith((".html", "/"))}
         disk = check_disk(self.site, self.worker_outs)
-        cut_worker = self.workers[-1] if cut_host is not None and self.workers else None
-        bad = [p for p in [*self.masters, *self.workers]
-               if p.usage is not None and p.usage.returncode != 0 and p is not cut_worker]
-        if bad and not note:
-            note = ", ".join(f"{p.name} exit {p.usage.returncode}" for p in bad if p.usage)
-        if disk.missing and not note:
-            note = f"{disk.missing} images missing"
-        ok = not note
-        if cut_worker is not None and cut_worker.usage and cut_worker.usage.returncode != 0:
-            # Back after its master finished, the cut host's worker waits for it in vain.
-            note = ", ".join(filter(None, [note, f"cut {cut_worker.name} exit "
-                                                 f"{cut_worker.usage.returncode}"]))
-        return Result(self.row, round_number, ok, crawl_s, sum(disk.per_host), len(pages),
-                      images[-1] - images[0] if len(images) > 1 else 0.0,
+        if disk.missing or disk.duplicates or disk.wrong:
+            problems.append(f"{disk.missing} missing, {disk.duplicates} stored twice, "
+                            f"{disk.wrong} with other bytes")
+        return Result(self.row, round_number, not problems,
+                      (ended - started) if ended else self.opts.timeout, sum(disk.per_host),
+                      len(pages), images[-1] - images[0] if len(images) > 1 else 0.0,
                       [t - start_epoch for t in tenths(images)], disk,
                       [m.usage.cpu_s if m.usage else 0.0 for m in self.masters],
                       (self.redis.cpu_seconds() - broker_cpu) if self.redis else 0.0,
-                      len(images), note, cut_at, cut_s)
+                      len(images), "; ".join(problems + remarks), cut[0], cut[1])
+
+    def start(self) -> None:
+        """The workers, first, as a cluster comes up: they wait for their master."""
+        for n in range(self.row.hosts):
+            host = self.cluster.workers[n]
+            self.workers.append(Measured(host.role, host.command(*self.worker_argv(n)),
+                                         cwd=self.run_dir, env=self.env,
+                                         log=self.run_dir / f"{host.role}.log"))
+
+    def start_masters(self) -> None:
+        for n, host in enumerate((self.cluster.master, self.cluster.master2)[:self.row.masters]):
+            self.masters.append(Measured(f"master{n + 1}", host.command(*self.master_argv(n)),
+                                         cwd=self.run_dir, env=self.env,
+                                         log=self.run_dir / f"master{n + 1}.log"))
+
+    def watch(self, mark: int, started: float,
+              cut_host: Host | None) -> tuple[float | None, float] | None:
+        """Wait for the masters to end; None on time-out, else (cut at, cut for) in seconds.
+
+        With ``cut_host``, its link goes down once the share ``cut_fraction`` of the
+        images is in (counted in the site's access log), and up again after
+        ``cut_seconds`` or when the crawl ends, whichever comes first.
+        """
+        deadline = time.monotonic() + self.opts.timeout
+        offset, fetched = mark, 0
+        cut_at: float | None = None
+        cut_s = 0.0
+        while not all(m.poll() is not None for m in self.masters):
+            if time.monotonic() > deadline:
+                return None
+            if cut_host is not None:
+                hits, offset = read_hits(self.cluster.access_log, offset)
+                fetched += sum(1 for h in hits if h.path.startswith(IMG_PREFIX)
+                               and h.status == 200)
+                now = time.perf_counter() - started
+                if cut_at is None and fetched >= self.opts.cut_fraction * len(self.site.truth):
+                    self.cluster.set_link(cut_host, up=False)
+                    cut_at = now
+                elif cut_at is not None and not cut_s and now - cut_at >= self.opts.cut_seconds:
+                    self.cluster.set_link(cut_host, up=True)
+                    cut_s = now - cut_at
+            time.sleep(POLL)
+        if cut_host is not None and cut_at is not None and not cut_s:
+            cut_s = time.perf_counter() - started - cut_at  # the crawl ended first
+            self.cluster.set_link(cut_host, up=True)
+        return cut_at, cut_s
 
 
 # ----- sites ---------------------------------------------------------------------------
 
 
-def make_sites(args: argparse.Namespace, tmp: Path) -> tuple[Site, Site]:
-    """The image site (links as the limit) and the page-heavy site (pages as the limit)."""
+def make_sites(args: argparse.Namespace, tmp: Path) -> dict[str, Site]:
+    """The image site (links as the limit), the page-heavy site (pages as the limit), and
+    for the cut row the image site ``--cut-scale`` times larger (when above 1)."""
     module = load_site_module()
-    made = []
-    for name, params, port in (
-            ("images", module.SiteParams(pages=args.pages, images=args.images, min_kb=20.0,
-                                         max_kb=60.0, median_kb=40.0), SITE_PORT),
-            ("pages", module.SiteParams(pages=args.page_site_pages, min_kb=2.0, max_kb=8.0,
-                                        median_kb=4.0, per_page=(1, 2)), PAGES_PORT)):
+    wanted = {"images": module.SiteParams(pages=args.pages, images=args.images, min_kb=20.0,
+                                          max_kb=60.0, median_kb=40.0),
+              "pages": module.SiteParams(pages=args.page_site_pages, min_kb=2.0, max_kb=8.0,
+                                         median_kb=4.0, per_page=(1, 2))}
+    if args.cut_scale > 1 and args.cut_seconds > 0:
+        wanted["long"] = module.SiteParams(pages=args.pages, images=args.images, min_kb=20.0,
+                                           max_kb=60.0, median_kb=40.0, scale=args.cut_scale)
+    made = {}
+    for name, params in wanted.items():
         info = module.generate(tmp / f"site-{name}", params)
         for folder in (tmp, tmp / f"site-{name}", info.root):
             folder.chmod(0o755)  # nginx's workers run as another user
-        made.append(Site(info.root, list(info.ground_truth), len(info.pages), port,
-                         f"{len(info.pages)} pages, {len(info.ground_truth)} images, "
-                         f"{info.total_bytes / 1e6:.1f} MB ({info.size_min / 1024:.0f}-"
-                         f"{info.size_max / 1024:.0f} KB, median "
-                         f"{info.size_median / 1024:.0f} KB)"))
-    return made[0], made[1]
+        made[name] = Site(info.root, list(info.ground_truth), len(info.pages), SITE_PORTS[name],
+                          f"{len(info.pages)} pages, {len(info.ground_truth)} images, "
+                          f"{info.total_bytes / 1e6:.1f} MB ({info.size_min / 1024:.0f}-"
+                          f"{info.size_max / 1024:.0f} KB, median "
+                          f"{info.size_median / 1024:.0f} KB)")
+        print(f"{name} site: {made[name].description} (made in {info.generate_s:.0f} s)",
+              flush=True)
+    return made
 
 
 # ----- preflight --------------------------------------------------------------------------
@@ -564,6 +585,11 @@ def med(values: Sequence[float]) -> float:
     return statistics.median(values) if values else 0.0
 
 
+def ratio(value: float, base: Sequence[float]) -> str:
+    """``value`` over the median of ``base`` as "1.23x"; "-" without a base."""
+    return f"{value / med(base):.2f}x" if base and med(base) > 0 else "-"
+
+
 def good(results: Sequence[Result], row: Row) -> list[Result]:
     return [r for r in results if r.row == row and r.ok]
 
@@ -580,18 +606,17 @@ def links_table(results: Sequence[Result], rows: Sequence[Row], site: Site, rate
             lines.append(f"  {row.label:<20} {0:>4}  (no clean run)")
             continue
         base = good(results, Row("links", row.broker, 1))
-        speed = med([r.images_per_s for r in done]) / med([r.images_per_s for r in base]) \
-            if base else 0.0
-        wspeed = med([r.window_images_per_s for r in done]) / \
-            med([r.window_images_per_s for r in base]) if base else 0.0
+        speed = ratio(med([r.images_per_s for r in done]), [r.images_per_s for r in base])
+        wspeed = ratio(med([r.window_images_per_s for r in done]),
+                       [r.window_images_per_s for r in base])
         per_host = "/".join(f"{med([r.disk.per_host[n] for r in done]):.0f}"
                             for n in range(row.hosts))
         lines.append(
             f"  {row.label:<20} {len(done):>4} {med([r.crawl_s for r in done]):>8.2f} "
-            f"{med([r.images_per_s for r in done]):>7.1f} {speed:>7.2f}x "
+            f"{med([r.images_per_s for r in done]):>7.1f} {speed:>8} "
             f"{med([r.window_s for r in done]):>8.2f} "
             f"{med([r.window_images_per_s for r in done]):>7.1f} "
-            f"{wspeed:>7.2f}x {med([r.disk.exact for r in done]) / len(site.truth):>8.1%} "
+            f"{wspeed:>8} {med([r.disk.exact for r in done]) / len(site.truth):>8.1%} "
             f"{med([r.disk.duplicates for r in done]):>4.0f} "
             f"{med([r.master_cpu[0] for r in done]):>12.2f} "
             f"{med([r.broker_cpu for r in done]):>12.2f}  {per_host}")
@@ -621,21 +646,21 @@ def cut_table(results: Sequence[Result], rows: Sequence[Row], site: Site,
               seconds: float) -> str:
     lines = [f"cut: one of the worker hosts' links down for {seconds:g} s once a quarter of the "
              "images is in; median of rounds",
-             f"  {'row':<22} {'runs':>4} {'cut at s':>8} {'down s':>6} {'crawl s':>8} "
+             f"  {'row':<34} {'runs':>4} {'cut at s':>8} {'down s':>6} {'crawl s':>8} "
              f"{'uncut s':>8} {'ideal s':>8} {'over ideal':>10} {'complete':>8} {'dup':>4} "
              f"{'fetches':>7}  per host images"]
     for row in rows:
         done = [r for r in results if r.row == row and r.cut_at is not None]
-        uncut = good(results, Row("links", row.broker, row.hosts))
+        uncut = good(results, Row("links", row.broker, row.hosts, site=row.site))
         if not done or not uncut or row.hosts < 2:
-            lines.append(f"  {row.label:<22} {len(done):>4}  (needs clean cut and uncut runs)")
+            lines.append(f"  {row.label:<34} {len(done):>4}  (needs clean cut and uncut runs)")
             continue
         ideal = med([ideal_cut_time(uncut, r, seconds) for r in done])
         crawl = med([r.crawl_s for r in done])
         per_host = "/".join(f"{med([r.disk.per_host[n] for r in done]):.0f}"
                             for n in range(row.hosts))
         lines.append(
-            f"  {row.label:<22} {len(done):>4} {med([r.cut_at or 0.0 for r in done]):>8.2f} "
+            f"  {row.label:<34} {len(done):>4} {med([r.cut_at or 0.0 for r in done]):>8.2f} "
             f"{med([r.cut_s for r in done]):>6.1f} {crawl:>8.2f} "
             f"{med([r.crawl_s for r in uncut]):>8.2f} {ideal:>8.2f} {crawl - ideal:>+9.2f}s "
             f"{med([r.disk.exact for r in done]) / len(site.truth):>8.1%} "
@@ -647,21 +672,20 @@ def cut_table(results: Sequence[Result], rows: Sequence[Row], site: Site,
 def pages_table(results: Sequence[Result], rows: Sequence[Row], site: Site, workers: int) -> str:
     lines = [f"pages as the limit: site of {site.description}; {workers} worker hosts, links "
              "not limited; median of rounds",
-             f"  {'row':<22} {'runs':>4} {'crawl s':>8} {'pages':>6} {'pages/s':>8} "
+             f"  {'row':<34} {'runs':>4} {'crawl s':>8} {'pages':>6} {'pages/s':>8} "
              f"{'x 1 master':>10} {'complete':>8} {'masters CPU s':>14} {'broker CPU s':>12}"]
     for row in rows:
         done = good(results, row)
         if not done:
-            lines.append(f"  {row.label:<22} {0:>4}  (no clean run)")
+            lines.append(f"  {row.label:<34} {0:>4}  (no clean run)")
             continue
         base = good(results, Row("pages", row.broker, row.hosts, 1))
-        ratio = med([r.pages_per_s for r in done]) / med([r.pages_per_s for r in base]) \
-            if base else 0.0
+        times = ratio(med([r.pages_per_s for r in done]), [r.pages_per_s for r in base])
         cpu = "+".join(f"{med([r.master_cpu[n] for r in done]):.1f}" for n in range(row.masters))
         lines.append(
-            f"  {row.label:<22} {len(done):>4} {med([r.crawl_s for r in done]):>8.2f} "
+            f"  {row.label:<34} {len(done):>4} {med([r.crawl_s for r in done]):>8.2f} "
             f"{med([r.pages for r in done]):>6.0f} {med([r.pages_per_s for r in done]):>8.1f} "
-            f"{ratio:>9.2f}x {med([r.disk.exact for r in done]) / len(site.truth):>8.1%} "
+            f"{times:>10} {med([r.disk.exact for r in done]) / len(site.truth):>8.1%} "
             f"{cpu:>14} {med([r.broker_cpu for r in done]):>12.2f}")
     return "\n".join(lines)
 
@@ -685,7 +709,7 @@ def summary(results: Sequence[Result], links: Sequence[Row], cuts: Sequence[Row]
                          f"1 worker host; " + ("; ".join(ratios) or "no other row"))
     for row in cuts:
         done = [r for r in results if r.row == row and r.cut_at is not None]
-        uncut = good(results, Row("links", row.broker, row.hosts))
+        uncut = good(results, Row("links", row.broker, row.hosts, site=row.site))
         if done and uncut:
             crawl = med([r.crawl_s for r in done])
             ideal = med([ideal_cut_time(uncut, r, seconds) for r in done])
@@ -709,7 +733,13 @@ def plan(args: argparse.Namespace, redis_ready: bool) -> tuple[list[Row], list[R
     brokers = [b for b in args.brokers if b != "redis" or redis_ready]
     links = [Row("links", b, n) for b in brokers for n in args.hosts]
     top = max(args.hosts)
-    cuts = [Row("cut", b, top) for b in brokers] if args.cut_seconds > 0 and top > 1 else []
+    cuts = []
+    if args.cut_seconds > 0 and top > 1:
+        site = "long" if args.cut_scale > 1 else "images"
+        for broker in brokers:
+            if site == "long":  # its uncut baseline, on the same larger site
+                cuts.append(Row("links", broker, top, site=site))
+            cuts.append(Row("cut", broker, top, site=site))
     pages = []
     if args.pages_rows:
         pages.append(Row("pages", "embedded", args.page_workers, 1))
@@ -722,7 +752,7 @@ def plan(args: argparse.Namespace, redis_ready: bool) -> tuple[list[Row], list[R
 def print_run(result: Result) -> None:
     cut = (f" cut at {result.cut_at:.1f} s for {result.cut_s:.1f} s"
            if result.cut_at is not None else "")
-    print(f"  round {result.round + 1} {result.row.kind:<5} {result.row.label:<22} "
+    print(f"  round {result.round + 1} {result.row.kind:<5} {result.row.label:<34} "
           f"{result.crawl_s:7.2f} s  {result.images:5d} images ({result.images_per_s:6.1f}/s, "
           f"window {result.window_s:5.2f} s)  {result.pages:5d} pages  exact "
           f"{result.disk.exact} dup {result.disk.duplicates} wrong {result.disk.wrong}  "
@@ -734,9 +764,7 @@ def print_run(result: Result) -> None:
 def bench(args: argparse.Namespace, tmp: Path) -> int:
     print(f"machine: {platform.node()}, {os.cpu_count()} cores, kernel {platform.release()}, "
           f"Python {platform.python_version()}", flush=True)
-    site, pages_site = make_sites(args, tmp)
-    print(f"image site: {site.description}\npage-heavy site: {pages_site.description}",
-          flush=True)
+    sites = make_sites(args, tmp)
     with contextlib.ExitStack() as stack:
         try:
             lan = Lan()
@@ -748,7 +776,7 @@ def bench(args: argparse.Namespace, tmp: Path) -> int:
         why_not = tbf_works(cluster, args.rate)
         if why_not:
             raise BenchError(f"{why_not}: the link-limited rows cannot run (stopped)")
-        start_nginx(cluster, site.root, pages_site.root)
+        start_nginx(cluster, list(sites.values()))
         redis: Redis | None = None
         redis_ready = False
         if "redis" in args.brokers:
@@ -775,7 +803,7 @@ def bench(args: argparse.Namespace, tmp: Path) -> int:
                         cluster.unshape(worker)
                     else:
                         cluster.shape(worker, args.rate)
-                chosen = pages_site if row.kind == "pages" else site
+                chosen = sites["pages" if row.kind == "pages" else row.site]
                 name = f"scaleout-{round_number + 1}-{n + 1}"
                 crawl = Crawl(cluster, row, chosen, Options(args.rate, args.run_timeout,
                                                             args.cut_seconds, args.cut_fraction,
@@ -787,15 +815,17 @@ def bench(args: argparse.Namespace, tmp: Path) -> int:
                 if not args.keep:
                     shutil.rmtree(tmp / "runs" / name, ignore_errors=True)
         print()
-        print(links_table(results, links, site, args.rate))
+        print(links_table(results, links, sites["images"], args.rate))
         if cuts:
-            print(cuts and cut_table(results, cuts, site, args.cut_seconds))
+            print(cut_table(results, [r for r in cuts if r.kind == "cut"],
+                            sites[cuts[0].site], args.cut_seconds))
         if pages:
-            print(pages_table(results, pages, pages_site, args.page_workers))
+            print(pages_table(results, pages, sites["pages"], args.page_workers))
         if "redis" in args.brokers and not redis_ready:
             print("redis rows: not run (see above)")
         print()
-        print(summary(results, links, cuts, pages, args.cut_seconds))
+        print(summary(results, links, [r for r in cuts if r.kind == "cut"], pages,
+                      args.cut_seconds))
     return 0
 
 
@@ -833,6 +863,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="leave out the pages-as-the-limit rows")
     parser.add_argument("--cut-seconds", type=float, default=30.0,
                         help="how long the cut row's link stays down (0: no cut row)")
+    parser.add_argument("--cut-scale", type=int, default=8,
+                        help="the cut row's site is the image site this many times larger, "
+                             "so that the crawl outlasts the cut (1: the image site itself)")
     parser.add_argument("--cut-fraction", type=float, default=0.25,
                         help="share of the images in when the link is cut")
     parser.add_argument("--run-timeout", type=float, default=300.0, help="seconds per crawl")
