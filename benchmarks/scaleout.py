@@ -306,6 +306,8 @@ class Disk:
     wrong: int = 0  # images whose bytes differ from the site's
     missing: int = 0
     per_host: list[int] = field(default_factory=list)
+    # Of the first few stored twice: the path, and (host number, file time) of each copy.
+    twice: list[tuple[str, list[tuple[int, float]]]] = field(default_factory=list)
 
 
 @dataclass
@@ -362,9 +364,10 @@ def crawler_env() -> dict[str, str]:
 def check_disk(site: Site, outs: Sequence[Path]) -> Disk:
     """Every image of the site in the worker hosts' folders: once, and byte for byte."""
     found: dict[str, list[Path]] = {}
+    host_of: dict[Path, int] = {}
     per_host = []
     truth = set(site.truth)
-    for out in outs:
+    for number, out in enumerate(outs, 1):
         count = 0
         for file in out.rglob("*.png") if out.exists() else ():
             parts = file.relative_to(out).parts
@@ -373,6 +376,7 @@ def check_disk(site: Site, outs: Sequence[Path]) -> Disk:
             path = "/" + "/".join(parts[parts.index("img"):])
             if path in truth:
                 found.setdefault(path, []).append(file)
+                host_of[file] = number
                 count += 1
         per_host.append(count)
     disk = Disk(per_host=per_host, missing=len(truth - found.keys()))
@@ -382,6 +386,8 @@ def check_disk(site: Site, outs: Sequence[Path]) -> Disk:
         disk.wrong += len(files) - len(same)
         if len(files) > 1:
             disk.duplicates += 1
+            if len(disk.twice) < 3:
+                disk.twice.append((path, [(host_of[f], f.stat().st_mtime) for f in files]))
         elif same:
             disk.exact += 1
     return disk
@@ -469,6 +475,9 @@ class Crawl:
         if disk.missing or disk.duplicates or disk.wrong:
             problems.append(f"{disk.missing} missing, {disk.duplicates} stored twice, "
                             f"{disk.wrong} with other bytes")
+        for path, copies in disk.twice:
+            remarks.append(f"{path} stored by " + " and ".join(
+                f"worker{n} at {at - start_epoch:.1f} s" for n, at in copies))
         return Result(self.row, round_number, not problems,
                       (ended - started) if ended else self.opts.timeout, sum(disk.per_host),
                       len(pages), images[-1] - images[0] if len(images) > 1 else 0.0,
@@ -596,7 +605,7 @@ def good(results: Sequence[Result], row: Row) -> list[Result]:
 
 def links_table(results: Sequence[Result], rows: Sequence[Row], site: Site, rate: str) -> str:
     lines = [f"links as the limit: each worker host on {rate} (tbf), site of {site.description}; "
-             "median of rounds",
+             "median of rounds (dup: images stored on two hosts, all rounds together)",
              f"  {'row':<20} {'runs':>4} {'crawl s':>8} {'img/s':>7} {'x 1 host':>8} "
              f"{'window s':>8} {'img/s':>7} {'x 1 host':>8} {'complete':>8} {'dup':>4} "
              f"{'master CPU s':>12} {'broker CPU s':>12}  per host images"]
@@ -617,7 +626,7 @@ def links_table(results: Sequence[Result], rows: Sequence[Row], site: Site, rate
             f"{med([r.window_s for r in done]):>8.2f} "
             f"{med([r.window_images_per_s for r in done]):>7.1f} "
             f"{wspeed:>8} {med([r.disk.exact for r in done]) / len(site.truth):>8.1%} "
-            f"{med([r.disk.duplicates for r in done]):>4.0f} "
+            f"{sum(r.disk.duplicates for r in done):>4d} "
             f"{med([r.master_cpu[0] for r in done]):>12.2f} "
             f"{med([r.broker_cpu for r in done]):>12.2f}  {per_host}")
     return "\n".join(lines)
@@ -645,7 +654,7 @@ def ideal_cut_time(uncut: Sequence[Result], cut: Result, seconds: float) -> floa
 def cut_table(results: Sequence[Result], rows: Sequence[Row], site: Site,
               seconds: float) -> str:
     lines = [f"cut: one of the worker hosts' links down for {seconds:g} s once a quarter of the "
-             "images is in; median of rounds",
+             "images is in; median of rounds (dup: all rounds together)",
              f"  {'row':<34} {'runs':>4} {'cut at s':>8} {'down s':>6} {'crawl s':>8} "
              f"{'uncut s':>8} {'ideal s':>8} {'over ideal':>10} {'complete':>8} {'dup':>4} "
              f"{'fetches':>7}  per host images"]
@@ -664,7 +673,7 @@ def cut_table(results: Sequence[Result], rows: Sequence[Row], site: Site,
             f"{med([r.cut_s for r in done]):>6.1f} {crawl:>8.2f} "
             f"{med([r.crawl_s for r in uncut]):>8.2f} {ideal:>8.2f} {crawl - ideal:>+9.2f}s "
             f"{med([r.disk.exact for r in done]) / len(site.truth):>8.1%} "
-            f"{med([r.disk.duplicates for r in done]):>4.0f} "
+            f"{sum(r.disk.duplicates for r in done):>4d} "
             f"{med([r.fetches for r in done]):>7.0f}  {per_host}")
     return "\n".join(lines)
 
