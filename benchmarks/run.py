@@ -66,6 +66,7 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg", ".
 PAGE_SUFFIXES = (".html", ".htm", ".xhtml")
 SITES = ("image-heavy", "page-heavy", "real")
 TOOLS = ("crawler", "dry-run", "wget", "wget2")
+OPTIONAL_TOOLS = ("redis",)  # on request: the crawler with its state on a Redis broker
 WGET2_THREADS = 16
 REAL_ROOT = Path("/usr/share/gimp/2.0/help/en")
 REAL_PACKAGE = "gimp-help-en"
@@ -184,6 +185,8 @@ def make_tools(args: argparse.Namespace) -> list[Tool]:
             tools.append(Tool("wget", "wget -r -p"))
         elif key == "wget2":
             tools.append(Tool("wget2", f"wget2 -r -p ({WGET2_THREADS} thr)"))
+        elif key == "redis":
+            tools.append(Tool("redis", "crawler --broker redis"))
     if args.tuned:
         tools.insert(1 if "crawler" in args.tools else 0,
                      Tool("tuned", f"crawler tuned {args.tuned}", tuple(shlex.split(args.tuned))))
@@ -300,10 +303,57 @@ def crawler_env(setup: CrawlerSetup) -> dict[str, str]:
 OFF_SITE = r"^https?://(?!127\.0\.0\.1[:/])"  # image URLs on any host but the site's
 
 
+class Broker:
+    """A redis-server for the ``redis`` row, started on first use, with the append-only
+    file on (as README tells users to run it); each crawl gets a name of its own."""
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen[bytes] | None = None
+        self._folder: tempfile.TemporaryDirectory[str] | None = None
+        self.url = ""
+
+    def crawl(self) -> tuple[str, str]:
+        """(broker URL, a new crawl name)."""
+        if self._process is None:
+            redis_server = shutil.which("redis-server")
+            if redis_server is None:
+                raise SystemExit("the redis row needs redis-server (apt-get install redis-server)")
+            self._folder = tempfile.TemporaryDirectory(prefix="bench-redis-")
+            port = free_port()
+            self._process = subprocess.Popen(
+                [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "yes", "--dir", self._folder.name],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 10
+            while not is_listening(port) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self.url = f"redis://127.0.0.1:{port}/0"
+        return self.url, "bench" + secrets.token_hex(4)
+
+    def cpu_seconds(self) -> float:
+        """CPU the redis-server has used so far (user + system)."""
+        if self._process is None:
+            return 0.0
+        fields = Path(f"/proc/{self._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def close(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=30)
+        if self._folder is not None:
+            self._folder.cleanup()
+
+
+BROKER = Broker()
+
+
 def crawler_argv(url: str, out: Path, qport: int, setup: CrawlerSetup, *, dry_run: bool = False,
-                 tuned: Sequence[str] = ()) -> list[str]:
+                 tuned: Sequence[str] = (), broker: tuple[str, str] | None = None) -> list[str]:
+    queue = (["--broker", broker[0], "--crawl", broker[1]] if broker
+             else ["--bind", f"127.0.0.1:{qport}"])
     argv = [sys.executable, "-m", "crawler", "master", url + "/",
-            "--bind", f"127.0.0.1:{qport}", "--out", str(out), "--quiet",
+            *queue, "--out", str(out), "--quiet",
             "--depth", str(setup.depth), "--max-pages", "0", *_ca_args(setup, 0),
             # Images stay on the site (as wget's and wget2's without -H): a real site's
             # <a href> to an image elsewhere would make the crawler look that host up.
@@ -317,8 +367,11 @@ def crawler_argv(url: str, out: Path, qport: int, setup: CrawlerSetup, *, dry_ru
     return [*argv, *setup.extra, *tuned]
 
 
-def worker_argv(qport: int, out: Path, setup: CrawlerSetup) -> list[str]:
-    argv = [sys.executable, "-m", "crawler", "worker", f"127.0.0.1:{qport}", "--out", str(out),
+def worker_argv(qport: int, out: Path, setup: CrawlerSetup,
+                broker: tuple[str, str] | None = None) -> list[str]:
+    queue = (["--broker", broker[0], "--crawl", broker[1]] if broker
+             else [f"127.0.0.1:{qport}"])
+    argv = [sys.executable, "-m", "crawler", "worker", *queue, "--out", str(out),
             "--quiet", "--connect-wait", "30", *_ca_args(setup, 1)]
     if setup.threads is not None:
         argv += ["--threads", str(setup.threads)]
@@ -360,13 +413,16 @@ def run_crawler(tool: Tool, url: str, run_dir: Path, target: Target, setup: Craw
     env = crawler_env(setup)
     wrap = wrap or (lambda name, argv: argv)
     dry_run = tool.key == "dry-run"
+    broker = BROKER.crawl() if tool.key == "redis" else None
+    broker_cpu = BROKER.cpu_seconds()
     server_cpu, mark = server.cpu_seconds(), server.log_mark()
     procs: list[Measured] = []
     note = ""
     try:
         for _attempt in range(3):  # the queue port may be taken between our look and the bind
             qport = free_port()
-            argv = crawler_argv(url, out, qport, setup, dry_run=dry_run, tuned=tool.extra)
+            argv = crawler_argv(url, out, qport, setup, dry_run=dry_run, tuned=tool.extra,
+                                broker=broker)
             master = Measured("master", wrap("master", argv), cwd=run_dir, env=env,
                               log=run_dir / "master.log",
                               watch_children=True)  # its page parser (and local workers)
@@ -374,11 +430,11 @@ def run_crawler(tool: Tool, url: str, run_dir: Path, target: Target, setup: Craw
             if not setup.local_workers and not dry_run:
                 for n in range(setup.workers):
                     name = f"worker-{n + 1}"
-                    procs.append(Measured(name, wrap(name, worker_argv(qport, out, setup)),
+                    procs.append(Measured(name, wrap(name, worker_argv(qport, out, setup, broker)),
                                           cwd=run_dir, env=env, log=run_dir / f"{name}.log"))
             deadline = time.monotonic() + 30
             while (time.monotonic() < deadline and master.poll() is None
-                   and not is_listening(qport) and not dry_run):
+                   and not is_listening(qport) and not dry_run and broker is None):
                 time.sleep(0.01)
             if master.poll() is None or master.usage is None or master.usage.returncode != 4:
                 break  # exit status 4: the port could not be bound; try another
@@ -414,6 +470,9 @@ def run_crawler(tool: Tool, url: str, run_dir: Path, target: Target, setup: Craw
     requests = server.requests_since(mark)
     if requests is not None:
         pages = served_pages(requests)
+    broker_cpu = BROKER.cpu_seconds() - broker_cpu  # counted in the row's CPU
+    if broker is not None and not note:
+        note = f"redis-server CPU {broker_cpu:.2f} s, in the total"
     crawled_none = not pages and (requests is not None or not dry_run)  # else: not known
     if crawled_none and not note:
         last = _read_lines(run_dir / "master.log")[-1:] or ["(master.log is empty)"]
@@ -424,7 +483,7 @@ def run_crawler(tool: Tool, url: str, run_dir: Path, target: Target, setup: Craw
                      finished and not orphaned and not bad and not crawled_none,
                      wall, pages,
                      len(succeeded), 0 if dry_run else count_image_files(out), complete,
-                     total_bytes, sum(u.cpu_s for u in usages),
+                     total_bytes, sum(u.cpu_s for u in usages) + broker_cpu,
                      server.cpu_seconds() - server_cpu, usages, note,
                      len(requests) if requests else 0)
 
@@ -691,7 +750,10 @@ def tables(target: Target, scheme: str, runs: dict[str, list[RunResult]],
             f"{per_page:8.2f} {per_image:8.3f} {med(label, lambda r: r.peak_mb):8.1f} "
             f"{med(label, lambda r: r.peak_sum_mb):7.1f} "
             f"{med(label, lambda r: r.server_cpu_s):8.2f}")
-    references = [(name, ref) for name, ref in (("wget", wget), ("wget2", wget2))
+    crawler = next((t.label for t in tools if t.key == "crawler"), "")
+    brokered = any(t.key == "redis" for t in tools)
+    references = [(name, ref) for name, ref in (("wget", wget), ("wget2", wget2),
+                                                ("crawler", crawler if brokered else ""))
                   if ref and runs.get(ref)]
     if references:
         figures: list[tuple[str, Callable[[RunResult], float]]] = [
@@ -778,7 +840,7 @@ def bench_target(args: argparse.Namespace, target: Target, tmp: Path, tools: Seq
                 run_dir = tmp / f"{slug}-r{round_number}-{tool.key}-{scheme}"
                 url = server.urls[scheme]
                 settle()
-                if tool.key in ("crawler", "dry-run", "tuned"):
+                if tool.key in ("crawler", "dry-run", "tuned", "redis"):
                     result = run_crawler(tool, url, run_dir, target, setup, server)
                 else:
                     result = run_wget(tool, url, run_dir, target, server, args.run_timeout,
@@ -859,9 +921,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="http, https or http,https (https: nginx with TLS and HTTP/2 and "
                              "a throw-away CA)")
     parser.add_argument("--https", action="store_true", help="the same as --schemes https")
-    parser.add_argument("--tools", type=_csv(TOOLS, "tool"), default=list(TOOLS),
+    parser.add_argument("--tools", type=_csv(TOOLS + OPTIONAL_TOOLS, "tool"),
+                        default=list(TOOLS),
                         help="rows to run, comma-separated (default: all of "
-                             f"{','.join(TOOLS)})")
+                             f"{','.join(TOOLS)}; also: redis, the crawler with --broker on a "
+                             "redis-server this script starts, append-only file on)")
     parser.add_argument("--tuned", default="", metavar="FLAGS",
                         help="add a row 'crawler tuned' with these master flags, e.g. "
                              "'--host-concurrency 64'")
@@ -1003,6 +1067,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"run.py: {exc}", file=sys.stderr)
         return 2
     finally:
+        BROKER.close()
         if args.keep:
             print(f"\nkept {tmp}")
         else:

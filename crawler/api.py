@@ -37,6 +37,7 @@ from crawler.config import Settings, load_settings, parse_address
 from crawler.errors import InvalidURL, NothingCrawled, UsageError
 
 if typing.TYPE_CHECKING:
+    from crawler.board.broker import BrokerAddress, BrokerCrawl
     from crawler.master.authkey import Authkey
     from crawler.master.master import Summary as MasterSummary
 
@@ -247,12 +248,16 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
               fresh: bool = False, invite_workers: bool = True, progress: bool = False,
               announce: Callable[[str], None] | None = None,
               on_signal_note: Callable[[], None] | None = None,
-              on_summary: Callable[[Summary], None] | None = None) -> Summary:
+              on_summary: Callable[[Summary], None] | None = None,
+              broker: BrokerAddress | None = None, crawl_name: str | None = None,
+              join: bool = False) -> Summary:
     """A master's whole run: the wiring both :func:`crawl` and ``crawler master`` use.
 
     ``progress`` draws the progress display on stderr; ``announce`` receives
     the lines meant for the operator (the queue address, the worker command);
     ``on_summary`` gets the summary before a crawl that read nothing raises.
+    With ``broker``, the crawl ``crawl_name`` lives in Redis; ``join`` helps
+    with one that runs already, by its seeds and settings (``seeds`` unused).
     """
     from crawler.master.authkey import check_for_bind
     from crawler.master.master import Master, MasterOptions
@@ -263,11 +268,19 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
         bind = parse_address(settings.queue.bind)
     except ValueError as exc:
         raise UsageError(f"bad queue address: {exc}") from exc
-    check_for_bind(authkey, bind[0])
+    shared = None
+    if broker is not None:
+        from crawler.board.broker import DEFAULT_CRAWL, open_crawl
+
+        shared = open_crawl(broker, crawl_name or DEFAULT_CRAWL)
+        if join:
+            settings, seeds = _joined(shared, settings)
+    else:
+        check_for_bind(authkey, bind[0])
     options = MasterOptions(seeds=seeds, out_dir=Path(settings.output.dir), bind=bind,
                             local_workers=local_workers, worker_threads=settings.worker.threads,
                             dry_run=dry_run, resume=resume, fresh=fresh,
-                            invite_workers=invite_workers)
+                            invite_workers=invite_workers, broker=shared)
     # Before the progress display and the queue start their threads: it forks.
     parser = PageParser(parser=settings.crawl.parser, processes=settings.crawl.parsers or None)
     try:
@@ -300,6 +313,27 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
         raise NothingCrawled(f"no seed page could be fetched: {seed}: {why}"
                              + (f" (and {more} more seed(s))" if more else ""))
     return summary
+
+
+def _joined(shared: BrokerCrawl, mine: Settings) -> tuple[Settings, tuple[str, ...]]:
+    """The running crawl's settings and seeds, for a master that joins it.
+
+    What belongs to this host stays this host's: the output folder, the worker
+    settings, how many pages it fetches at once and how many parsers it runs.
+    """
+    from crawler.board.broker import CrawlRecord
+
+    record = CrawlRecord(shared.client, shared.name)
+    if not record.exists():
+        raise UsageError(f"no crawl named {shared.name!r} on the broker at {shared.address} "
+                         "to join: start it with crawler master URL --broker ... first")
+    data = record.field("settings")
+    data["output"] = mine.to_dict()["output"]
+    data["worker"] = mine.to_dict()["worker"]
+    for local in ("page_concurrency", "parsers"):
+        data["crawl"][local] = getattr(mine.crawl, local)
+    theirs = Settings().with_sections(data, f"the settings of crawl {shared.name!r} on the broker")
+    return theirs, tuple(record.field("seeds"))
 
 
 def _now() -> str:
@@ -348,14 +382,17 @@ class WorkerSummary:
     elapsed_s: float
 
 
-def run_worker(master: str, *, out: str | os.PathLike[str] = "downloads",
+def run_worker(master: str | None, *, out: str | os.PathLike[str] = "downloads",
                settings: Settings | None = None, authkey: bytes | str | None = None,
                progress: Callable[[int, int, int], None] | None = None,
+               broker: BrokerAddress | None = None, crawl_name: str | None = None,
                **overrides: Any) -> WorkerSummary:
     """Download images for the master at ``master`` (``HOST:PORT``) into ``out`` until it
     says the crawl is over, or a signal stops it; return a :class:`WorkerSummary`.
 
-    ``authkey`` defaults to ``$CRAWLER_AUTHKEY``; ``progress`` is called with
+    With ``broker`` instead of ``master``, the worker works for the crawl
+    ``crawl_name`` (default: the broker's only one) in Redis, with no master
+    in between. ``authkey`` defaults to ``$CRAWLER_AUTHKEY``; ``progress`` is called with
     (images done, failed, bytes). While it runs, SIGINT or SIGTERM (from the
     main thread) hands the worker's URLs back and ends it, with ``stop_reason``
     ``"interrupted"`` or ``"SIGTERM"``; the previous handlers are back afterwards.
@@ -367,14 +404,26 @@ def run_worker(master: str, *, out: str | os.PathLike[str] = "downloads",
     from crawler.master.authkey import Authkey, load_authkey
     from crawler.worker.worker import Worker, WorkerOptions
 
+    if typing.TYPE_CHECKING:
+        from crawler.board.redis_client import BrokerClient
+
     chosen = settings_with(settings, {**overrides, "output__dir": os.fspath(out)})
-    try:
-        address = parse_address(master)
-    except ValueError as exc:
-        raise UsageError(f"bad master address: {exc}") from exc
-    key = (Authkey(authkey.encode() if isinstance(authkey, str) else authkey, "argument")
-           if authkey else load_authkey(None, generate=False))
-    worker = Worker(MasterClient(address, key.key),
+    client: MasterClient | BrokerClient
+    if broker is not None:
+        from crawler.board.redis_client import BrokerClient
+
+        client = BrokerClient(broker, crawl_name)
+    elif master is None:
+        raise UsageError("a worker needs the master's HOST:PORT, or a broker")
+    else:
+        try:
+            address = parse_address(master)
+        except ValueError as exc:
+            raise UsageError(f"bad master address: {exc}") from exc
+        key = (Authkey(authkey.encode() if isinstance(authkey, str) else authkey, "argument")
+               if authkey else load_authkey(None, generate=False))
+        client = MasterClient(address, key.key)
+    worker = Worker(client,
                     WorkerOptions(out_dir=Path(chosen.output.dir),
                                   threads=chosen.worker.threads,
                                   connect_wait=chosen.worker.connect_wait,

@@ -29,6 +29,9 @@ from typing import Any, NoReturn
 
 from crawler import __version__
 from crawler.config import (
+    BROKER_ENV,
+    BROKER_PASSWORD_ENV,
+    DEFAULT_CRAWL,
     DEFAULT_PORT,
     SETTINGS_ENV,
     Settings,
@@ -41,6 +44,7 @@ from crawler.errors import CrawlerError, StorageError, UsageError
 
 if typing.TYPE_CHECKING:
     from crawler.api import Summary as ApiSummary
+    from crawler.board.broker import BrokerAddress
     from crawler.master.authkey import Authkey
 
 log = logging.getLogger("crawler")
@@ -160,6 +164,21 @@ def build_parser() -> argparse.ArgumentParser:
                              help=f"{help_line} [{key}]")
         return sub
 
+    def broker_flags(sub: argparse.ArgumentParser, crawl_help: str) -> None:
+        group = sub.add_argument_group(
+            "Redis broker", "keep the crawl's state in Redis instead of the master's memory "
+            "(several masters, workers that outlive a master)")
+        group.add_argument("--broker", metavar="URL",
+                           help="redis://[USER@]HOST:PORT/DB, or rediss:// for TLS "
+                                f"(default: ${BROKER_ENV}); the password comes from "
+                                f"--broker-password-file or ${BROKER_PASSWORD_ENV}, never the URL")
+        group.add_argument("--crawl", metavar="NAME", help=crawl_help)
+        group.add_argument("--broker-password-file", type=Path, metavar="FILE",
+                           help="file holding the broker's password")
+        group.add_argument("--broker-ca", type=Path, metavar="FILE",
+                           help="CA certificate(s) to check a rediss:// broker against "
+                                "(default: the system's)")
+
     master = command("master", "crawl a site and serve its images to workers",
                      "Crawl pages from the seed URLs, queue every image found for the workers, "
                      "and write results.log and manifest.jsonl into the output folder. Started "
@@ -196,18 +215,24 @@ def build_parser() -> argparse.ArgumentParser:
     master.add_argument("--no-proxy", action="store_true",
                         help="ignore HTTP_PROXY, HTTPS_PROXY and NO_PROXY "
                              "[http.env_proxies = false]")
+    broker_flags(master, f"the crawl's name on the broker (default: {DEFAULT_CRAWL!r})")
+    master.add_argument("--join", metavar="NAME",
+                        help="with --broker: help with the running crawl NAME (its seeds and "
+                             "settings), fetching and parsing its pages beside its other masters")
 
     worker = command("worker", "download images for a master",
                      "Connect to a master's queue, download the images it hands out into the "
                      "output folder, and report each one. Ends when the master says the crawl "
                      "is over.")
-    worker.add_argument("master", metavar="HOST:PORT", help="the master's queue address")
+    worker.add_argument("master", metavar="HOST:PORT", nargs="?",
+                        help="the master's queue address (or --broker)")
     worker.add_argument("--authkey-file", type=Path, metavar="FILE",
                         help="file holding the master's authkey (default: $CRAWLER_AUTHKEY)")
     worker.add_argument("--no-proxy", action="store_true",
                         help="ignore HTTP_PROXY, HTTPS_PROXY and NO_PROXY on this host")
     # Gone with the fast lane: refused with a message, not an argparse error.
     worker.add_argument("--no-fast-lane", action="store_true", help=argparse.SUPPRESS)
+    broker_flags(worker, "the crawl to work for (default: the broker's only crawl)")
 
     demo = command("demo", "crawl a built-in demo site (no internet needed)",
                    "Serve a small image site on 127.0.0.1, crawl it with a master and two "
@@ -216,10 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = command("status", "show what a running master is doing",
                      "Ask a running master for its counts, in-flight work and workers.")
-    status.add_argument("master", metavar="HOST:PORT", help="the master's queue address")
+    status.add_argument("master", metavar="HOST:PORT", nargs="?",
+                        help="the master's queue address (or --broker)")
     status.add_argument("--authkey-file", type=Path, metavar="FILE",
                         help="file holding the master's authkey (default: $CRAWLER_AUTHKEY)")
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
+    broker_flags(status, "the crawl to show (default: the broker's only crawl)")
 
     report = command("report", "write an HTML gallery of a finished crawl",
                      "Write OUTPUT_DIR/index.html: the images found, grouped by page, with "
@@ -373,7 +400,8 @@ def _address(text: str) -> tuple[str, int]:
 def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
                local_workers: int, dry_run: bool, quiet: bool, resume: bool = False,
                fresh: bool = False, invite_workers: bool = True,
-               json_summary: bool = False) -> int:
+               json_summary: bool = False, broker: BrokerAddress | None = None,
+               crawl_name: str | None = None, join: bool = False) -> int:
     """``crawler master`` (and the demo): the crawl, its progress on the terminal, the
     summary on stderr (or as JSON on stdout); 130 when it was interrupted."""
     from crawler.api import run_crawl
@@ -395,7 +423,8 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
                         resume=resume, fresh=fresh, invite_workers=invite_workers,
                         progress=not quiet,
                         announce=None if quiet or dry_run else write_above_bars,
-                        on_signal_note=note_stopping, on_summary=show)
+                        on_signal_note=note_stopping, on_summary=show, broker=broker,
+                        crawl_name=crawl_name, join=join)
     return EXIT_INTERRUPTED if summary.interrupted else 0
 
 
@@ -434,19 +463,59 @@ def format_summary(summary: ApiSummary) -> str:
 
 def _master(args: argparse.Namespace, settings: Settings) -> int:
     from crawler.api import read_seed_file, seed_urls
-    from crawler.master.authkey import master_authkey
+    from crawler.master.authkey import Authkey, master_authkey
 
     if args.local_workers < 0:
         raise UsageError("--local-workers must be 0 or more")
     urls = list(args.seeds)
     if args.input_file is not None:
         urls += read_seed_file(args.input_file)
-    if not urls:
+    broker = _broker(args)
+    if args.join is not None:
+        if broker is None:
+            raise UsageError(f"--join needs the broker the crawl is on: --broker URL or "
+                             f"${BROKER_ENV}")
+        if urls:
+            raise UsageError("--join takes the crawl's seeds from the broker: give no URL")
+        if args.crawl is not None and args.crawl != args.join:
+            raise UsageError("--join names the crawl already: drop --crawl")
+    elif not urls:
         raise UsageError("no seed URL: give one or more URLs, or -i FILE")
-    authkey = master_authkey(args.authkey_file, Path(settings.output.dir), keep=not args.dry_run)
-    return run_master(settings, seed_urls(urls), authkey, local_workers=args.local_workers,
-                      dry_run=args.dry_run, quiet=args.quiet, resume=args.resume,
-                      fresh=args.fresh, json_summary=args.json)
+    if broker is not None:
+        if args.dry_run:
+            raise UsageError("--dry-run records nothing, on a broker or elsewhere: drop --broker")
+        if args.resume or args.fresh:
+            raise UsageError("--resume and --fresh are about the output folder's journal; on a "
+                             "broker, the crawl's state is there: start the same crawl again "
+                             "to carry on, or name a new one with --crawl")
+        authkey = Authkey()  # no queue served: workers log in to the broker
+    else:
+        authkey = master_authkey(args.authkey_file, Path(settings.output.dir),
+                                 keep=not args.dry_run)
+    return run_master(settings, seed_urls(urls) if urls else (), authkey,
+                      local_workers=args.local_workers, dry_run=args.dry_run, quiet=args.quiet,
+                      resume=args.resume, fresh=args.fresh, json_summary=args.json,
+                      broker=broker, crawl_name=args.join or args.crawl,
+                      join=args.join is not None)
+
+
+def _broker(args: argparse.Namespace) -> BrokerAddress | None:
+    """The broker named by --broker or $CRAWLER_BROKER, with its password; None: none."""
+    from crawler.board.broker import check_crawl_name, parse_broker
+
+    for name in ("crawl", "join"):
+        if getattr(args, name, None) is not None:
+            check_crawl_name(getattr(args, name))
+    url, from_command_line = args.broker, True
+    if url is None and os.environ.get(BROKER_ENV) and getattr(args, "master", None) is None:
+        url, from_command_line = os.environ[BROKER_ENV], False
+    if url is None:
+        for flag in ("crawl", "broker_password_file", "broker_ca"):
+            if getattr(args, flag, None) is not None:
+                raise UsageError(f"--{flag.replace('_', '-')} is for a broker: add --broker URL")
+        return None
+    return parse_broker(url, password_file=args.broker_password_file,
+                        from_command_line=from_command_line, ca_file=args.broker_ca)
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -454,16 +523,23 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from crawler.master.authkey import load_authkey
     from crawler.ui.progress import WorkerLine
 
-    _address(args.master)  # a bad address is a usage error before the key is asked for
+    broker = _broker(args)
+    if broker is not None and args.master is not None:
+        raise UsageError("give the master's HOST:PORT or --broker, not both")
+    if broker is None and args.master is None:
+        raise UsageError(f"no master: give its HOST:PORT, or --broker URL (or ${BROKER_ENV})")
+    if args.master is not None:
+        _address(args.master)  # a bad address is a usage error before the key is asked for
     for key, path in (("http.client_cert", settings.http.client_cert),
                       ("http.client_key", settings.http.client_key)):
         if path and not os.access(path, os.R_OK):
             raise UsageError(f"{key}: cannot read {path}")
-    authkey = load_authkey(args.authkey_file, generate=False)
+    authkey = load_authkey(args.authkey_file, generate=False) if broker is None else None
     line = WorkerLine(quiet=args.quiet)
     try:
         reason = run_worker(args.master, out=settings.output.dir, settings=settings,
-                            authkey=authkey.key, progress=line.update).stop_reason
+                            authkey=authkey.key if authkey else None, progress=line.update,
+                            broker=broker, crawl_name=args.crawl).stop_reason
     finally:
         line.close()
     if reason:
@@ -482,10 +558,18 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
     from crawler.master.authkey import load_authkey
-    from crawler.ui.status import fetch_status, format_status
+    from crawler.ui.status import fetch_broker_status, fetch_status, format_status
 
-    authkey = load_authkey(args.authkey_file, generate=False)
-    status = fetch_status(_address(args.master), authkey.key)
+    broker = _broker(args)
+    if broker is not None and args.master is not None:
+        raise UsageError("give the master's HOST:PORT or --broker, not both")
+    if broker is not None:
+        status = fetch_broker_status(broker, args.crawl)
+    elif args.master is None:
+        raise UsageError(f"no master: give its HOST:PORT, or --broker URL (or ${BROKER_ENV})")
+    else:
+        authkey = load_authkey(args.authkey_file, generate=False)
+        status = fetch_status(_address(args.master), authkey.key)
     write_out(json.dumps(status, indent=2) if args.json else format_status(status))
     return 0
 

@@ -106,6 +106,13 @@ def _compiles(patterns: tuple[str, ...]) -> bool:
 _PATTERNS = _check(_compiles, "a list of Python regular expressions")
 
 
+# The Redis broker (crawler.board.broker); here so that the command line can name
+# them without importing a Redis client.
+BROKER_ENV = "CRAWLER_BROKER"  # the broker URL, when not given with --broker
+BROKER_PASSWORD_ENV = "CRAWLER_BROKER_PASSWORD"  # noqa: S105 - a variable's name, not a secret
+DEFAULT_CRAWL = "crawl"  # the crawl's name on the broker when none is given
+
+
 @dataclass(frozen=True)
 class CrawlSettings:
     depth: int = field(default=3, metadata=_NON_NEGATIVE)
@@ -256,6 +263,13 @@ class Settings:
             section, key = dotted.split(".", 1)
             nested.setdefault(section, {})[key] = value
         return _merge(self, nested, source)
+
+    def with_sections(self, data: Mapping[str, Any], source: str) -> Settings:
+        """Return a copy with ``{"section": {"key": value}}`` applied (``to_dict``'s
+        shape; None values skipped), validated like a file named ``source``."""
+        return _merge(self, {section: {key: value for key, value in table.items()
+                                       if value is not None}
+                             for section, table in data.items()}, source)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {

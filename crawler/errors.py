@@ -8,7 +8,10 @@
     ├── QueueError               the master's queue cannot be served or reached; exit 1
     │   ├── BindError            the queue port cannot be bound (in use, no permission); exit 4
     │   ├── MasterUnreachable    a worker gave up waiting for its master; exit 1
-    │   └── AuthenticationFailed the master refused our authkey; exit 1
+    │   ├── AuthenticationFailed the master refused our authkey; exit 1
+    │   ├── BadCrawlInfo         the master's description of the crawl is malformed; exit 1
+    │   └── BrokerError          the Redis broker refused us, or has no such crawl; exit 1
+    │       └── BrokerUnreachable the Redis broker cannot be reached in time; exit 1
     ├── StorageError             the output folder cannot be written (permission, disk full); exit 3
     │   └── JournalDamaged       the crawl journal is not a readable SQLite file; exit 3
     ├── PathConflict             an image's name is taken by something the crawler did not store
@@ -63,6 +66,25 @@ class MasterUnreachable(QueueError):
 
 
 class AuthenticationFailed(QueueError):
+    exit_code = 1
+
+
+class BadCrawlInfo(QueueError):
+    """What the master told a joining worker (its rules for the crawl) is malformed: a
+    bad pattern, a missing field. The worker cannot download by rules it cannot read."""
+
+    exit_code = 1
+
+
+class BrokerError(QueueError):
+    """The Redis broker refused a login or a command, or holds no such crawl."""
+
+    exit_code = 1
+
+
+class BrokerUnreachable(BrokerError):
+    """The Redis broker did not answer in time (down, wrong address, cut off)."""
+
     exit_code = 1
 
 

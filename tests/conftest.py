@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from .redis_server import RedisServer, redis_server_path
+
 SITE = Path(__file__).parent / "site"
 ROOT = Path(__file__).parent.parent
 TYPES = {".html": "text/html; charset=utf-8", ".png": "image/png", ".jpg": "image/jpeg",
@@ -115,6 +117,42 @@ def site() -> Iterator[FixtureServer]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the session (no persistence); tests keep apart by crawl name."""
+    if redis_server_path() is None:
+        pytest.skip("redis-server is not installed")
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def make_redis_server(tmp_path: Path) -> Iterator[Callable[[], RedisServer]]:
+    """Servers of the test's own, to kill and restart (``start(appendonly=True)``)."""
+    if redis_server_path() is None:
+        pytest.skip("redis-server is not installed")
+    made: list[RedisServer] = []
+
+    def make() -> RedisServer:
+        made.append(RedisServer(tmp_path / f"redis-{len(made)}"))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for server in made:
+            server.kill()
+
+
+@pytest.fixture
+def crawl_name() -> str:
+    """A crawl name no other test uses, so tests share the session's redis-server."""
+    return f"test-{secrets.token_hex(8)}"
 
 
 @pytest.fixture

@@ -1,16 +1,27 @@
-"""The task board: leases, expiry, retries, first result wins, host pacing."""
+"""The task board: leases, expiry, retries, first result wins, host pacing.
+
+The rules are one suite run against both boards (``board``: in memory, and in
+Redis on a real redis-server); the adapters' tests (classic queue views,
+BoardView) and the crawl loop's wake-ups are the in-memory board's alone.
+"""
 
 from __future__ import annotations
 
+import inspect
+import json
 import queue
+import secrets
+from collections.abc import Callable
 
 import pytest
+import redis
 
 from crawler.board.classic import ResultQueueView, TaskQueueView
 from crawler.board.manager import BoardView
 from crawler.board.memory import BoardPolicy, TaskBoard
+from crawler.board.redis import RedisBoard
 from crawler.config import Settings
-from crawler.model.outcome import Attempt
+from crawler.model.outcome import Attempt, FailureKind, Outcome
 
 
 class Clock:
@@ -21,16 +32,39 @@ class Clock:
         return self.now
 
 
-def board(clock: Clock, **policy: float) -> TaskBoard:
-    return TaskBoard(BoardPolicy(**{"lease_timeout": 10.0, "backoff_base": 1.0,
-                                    **policy}), clock=clock)
+def policy_for(**policy: float) -> BoardPolicy:
+    return BoardPolicy(**{"lease_timeout": 10.0, "backoff_base": 1.0, **policy})
+
+
+def memory_board(clock: Clock, **policy: float) -> TaskBoard:
+    return TaskBoard(policy_for(**policy), clock=clock)
+
+
+AnyBoard = TaskBoard | RedisBoard
+MakeBoard = Callable[..., AnyBoard]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def board(request: pytest.FixtureRequest) -> MakeBoard:
+    """Makes a board with the test's clock and policy: each call a crawl of its own."""
+    if request.param == "memory":
+        return memory_board
+    server = request.getfixturevalue("redis_server")
+    client = server.client()
+    request.addfinalizer(client.close)
+
+    def make(clock: Clock, **policy: float) -> RedisBoard:
+        return RedisBoard(client, f"test-{secrets.token_hex(8)}", policy_for(**policy),
+                          clock=clock)
+
+    return make
 
 
 def ok(url: str) -> Attempt:
     return Attempt(url=url, ok=True, bytes=10, path="images/http/h/a.png", sha256="ab" * 32)
 
 
-def test_a_url_is_queued_once() -> None:
+def test_a_url_is_queued_once(board: MakeBoard) -> None:
     b = board(Clock())
     assert b.put("http://h/a.png", "h", "http://h/")
     assert not b.put("http://h/a.png", "h", "http://h/other")
@@ -38,7 +72,7 @@ def test_a_url_is_queued_once() -> None:
     assert b.lease("w", 10, 0)["tasks"] == []
 
 
-def test_an_expired_lease_goes_back_to_the_queue() -> None:
+def test_an_expired_lease_goes_back_to_the_queue(board: MakeBoard) -> None:
     clock = Clock()
     b = board(clock)
     b.put("http://h/a.png", "h", None)
@@ -48,7 +82,7 @@ def test_an_expired_lease_goes_back_to_the_queue() -> None:
     assert b.lease("alive", 1, 0)["tasks"] == [("http://h/a.png", 2)]
 
 
-def test_heartbeats_keep_a_lease_alive() -> None:
+def test_heartbeats_keep_a_lease_alive(board: MakeBoard) -> None:
     clock = Clock()
     b = board(clock)
     b.put("http://h/a.png", "h", None)
@@ -62,7 +96,7 @@ def test_heartbeats_keep_a_lease_alive() -> None:
     assert settled.attempt.ok and settled.worker == "w" and settled.attempts == 1
 
 
-def test_only_the_holders_result_counts_and_late_ones_are_ignored() -> None:
+def test_only_the_holders_result_counts_and_late_ones_are_ignored(board: MakeBoard) -> None:
     clock = Clock()
     b = board(clock)
     b.put("http://h/a.png", "h", None)
@@ -99,7 +133,7 @@ def test_only_the_holders_result_counts_and_late_ones_are_ignored() -> None:
 )
 def test_malformed_reports_are_refused_and_logged(change: dict, why: str,
                                                   caplog: pytest.LogCaptureFixture) -> None:
-    b = board(Clock())
+    b = memory_board(Clock())
     view = BoardView(b, lambda full=False: {})
     b.put("http://h/a.png", "h", None)
     view.lease("w", 1, 0)
@@ -112,8 +146,21 @@ def test_malformed_reports_are_refused_and_logged(change: dict, why: str,
     assert b.drain() == [] and b.counts()["refused"] == 2
 
 
+def test_a_failure_reported_over_the_wire_comes_back_with_its_kind(board: MakeBoard) -> None:
+    b = board(Clock())
+    view = BoardView(b, lambda full=False: {})
+    b.put("http://h/a.png", "h", None)
+    assert view.lease("w", 1, 0)["tasks"]
+    failure = Attempt(url="http://h/a.png", ok=False, reason="HTTP 404",
+                      kind=FailureKind.STATUS)
+    view.exchange("w", 1, [failure.to_wire()], [], 0, 0)
+    [settled] = b.drain()
+    assert settled.attempt.kind is FailureKind.STATUS and settled.attempt.reason == "HTTP 404"
+    assert Outcome.from_attempt(settled.attempt, page=None, worker="w", attempts=1).ok is False
+
+
 def test_a_report_for_a_url_never_leased_to_the_worker_is_refused(
-        caplog: pytest.LogCaptureFixture) -> None:
+        board: MakeBoard, caplog: pytest.LogCaptureFixture) -> None:
     b = board(Clock())
     b.put("http://h/a.png", "h", None)
     b.report("intruder", [ok("http://h/a.png")])
@@ -123,7 +170,7 @@ def test_a_report_for_a_url_never_leased_to_the_worker_is_refused(
 
 
 def test_classic_result_lines_are_taken_as_they_are() -> None:
-    b = board(Clock())
+    b = memory_board(Clock())
     b.put("http://h/a.png", "h", None)
     assert TaskQueueView(b).get(timeout=0) == "http://h/a.png"
     ResultQueueView(b).put("http://h/a.png--->success")
@@ -131,7 +178,7 @@ def test_classic_result_lines_are_taken_as_they_are() -> None:
     assert settled.attempt.ok and settled.attempt.path is None
 
 
-def test_transient_failures_are_retried_with_backoff_then_fail() -> None:
+def test_transient_failures_are_retried_with_backoff_then_fail(board: MakeBoard) -> None:
     clock = Clock()
     b = board(clock, max_attempts=2)
     b.put("http://h/a.png", "h", None)
@@ -148,7 +195,7 @@ def test_transient_failures_are_retried_with_backoff_then_fail() -> None:
     assert settled.attempts == 2 and settled.attempt.reason == "HTTP 503"
 
 
-def test_retry_after_holds_the_whole_host() -> None:
+def test_retry_after_holds_the_whole_host(board: MakeBoard) -> None:
     clock = Clock()
     b = board(clock)
     for name in ("a", "b"):
@@ -162,7 +209,7 @@ def test_retry_after_holds_the_whole_host() -> None:
     assert len(b.lease("w", 5, 0)["tasks"]) == 2
 
 
-def test_permanent_failures_are_final_at_once() -> None:
+def test_permanent_failures_are_final_at_once(board: MakeBoard) -> None:
     b = board(Clock())
     b.put("http://h/a.png", "h", None)
     b.lease("w", 1, 0)
@@ -171,7 +218,7 @@ def test_permanent_failures_are_final_at_once() -> None:
     assert settled.attempt.reason == "HTTP 404" and settled.attempts == 1
 
 
-def test_host_concurrency_and_delay_pace_hand_outs() -> None:
+def test_host_concurrency_and_delay_pace_hand_outs(board: MakeBoard) -> None:
     clock = Clock()
     b = board(clock, host_concurrency=2, host_delay=0.0)
     for n in range(5):
@@ -190,7 +237,7 @@ def test_host_concurrency_and_delay_pace_hand_outs() -> None:
     assert len(paced.lease("w", 10, 0)["tasks"]) == 1
 
 
-def test_release_gives_back_without_counting_an_attempt() -> None:
+def test_release_gives_back_without_counting_an_attempt(board: MakeBoard) -> None:
     b = board(Clock())
     b.put("http://h/a.png", "h", None)
     b.lease("w", 1, 0)
@@ -198,10 +245,18 @@ def test_release_gives_back_without_counting_an_attempt() -> None:
     assert b.lease("v", 1, 0)["tasks"] == [("http://h/a.png", 1)]
 
 
-def test_closed_board_tells_workers_and_classic_get_times_out() -> None:
+def test_a_closed_board_tells_workers(board: MakeBoard) -> None:
     b = board(Clock())
+    assert not b.closed and b.heartbeat("w")
     b.close()
+    assert b.closed and not b.heartbeat("w")
     assert b.lease("w", 1, 0) == {"closed": True, "tasks": []}
+    assert b.lease("w", 1, 0.05) == {"closed": True, "tasks": []}
+
+
+def test_classic_get_times_out_on_a_closed_board() -> None:
+    b = memory_board(Clock())
+    b.close()
     with pytest.raises(queue.Empty):
         TaskQueueView(b).get(timeout=0.01)
 
@@ -226,7 +281,7 @@ def test_the_crawl_loop_is_woken_when_the_last_url_settles_and_when_a_worker_lea
     assert wakes == [0, 0]
 
 
-def test_an_exchange_sent_again_after_a_lost_answer_is_applied_once() -> None:
+def test_an_exchange_sent_again_after_a_lost_answer_is_applied_once(board: MakeBoard) -> None:
     # backoff 0 and 2 attempts: a timeout counted twice would end the URL as failed.
     b = board(Clock(), backoff_base=0.0, max_attempts=2)
     b.put("http://h/a.png", "h", None)
@@ -245,7 +300,7 @@ def test_an_exchange_sent_again_after_a_lost_answer_is_applied_once() -> None:
     assert b.workers()[0]["done"] == 1
 
 
-def test_a_copy_of_an_exchange_held_up_in_the_network_does_nothing() -> None:
+def test_a_copy_of_an_exchange_held_up_in_the_network_does_nothing(board: MakeBoard) -> None:
     b = board(Clock(), backoff_base=0.0, max_attempts=2)
     for name in ("a", "b"):
         b.put(f"http://h/{name}.png", "h", None)
@@ -262,7 +317,8 @@ def test_a_copy_of_an_exchange_held_up_in_the_network_does_nothing() -> None:
     assert b.retries == 1 and b.counts()["in_flight"] == 2 and b.counts()["reclaimed"] == 0
 
 
-def test_a_lease_whose_answer_was_lost_goes_back_when_the_worker_says_what_it_holds() -> None:
+def test_a_lease_whose_answer_was_lost_goes_back_when_the_worker_says_what_it_holds(
+        board: MakeBoard) -> None:
     clock = Clock()
     b = board(clock)
     for name in ("a", "b", "c"):
@@ -281,7 +337,7 @@ def test_a_lease_whose_answer_was_lost_goes_back_when_the_worker_says_what_it_ho
 
 
 def test_classic_results_are_parsed() -> None:
-    b = board(Clock())
+    b = memory_board(Clock())
     b.put("http://h/a.png", "h", None)
     b.put("http://h/b.png", "h", None)
     assert TaskQueueView(b).get(timeout=0) == "http://h/a.png"
@@ -295,7 +351,7 @@ def test_classic_results_are_parsed() -> None:
         ResultQueueView(b).put("garbage without separator")
 
 
-def test_remembered_urls_are_never_queued_again() -> None:
+def test_remembered_urls_are_never_queued_again(board: MakeBoard) -> None:
     b = board(Clock())
     b.remember(["http://h/done.png"])
     assert not b.put("http://h/done.png", "h", "http://h/again")
@@ -303,7 +359,7 @@ def test_remembered_urls_are_never_queued_again() -> None:
     assert b.unfinished() == 0 and b.drain() == []
 
 
-def test_a_stale_transient_failure_leaves_the_current_holder_alone() -> None:
+def test_a_stale_transient_failure_leaves_the_current_holder_alone(board: MakeBoard) -> None:
     clock = Clock()
     b = board(clock, max_attempts=2)
     b.put("http://h/a.png", "h", None)
@@ -319,7 +375,7 @@ def test_a_stale_transient_failure_leaves_the_current_holder_alone() -> None:
     assert settled.attempt.ok and settled.worker == "w2"
 
 
-def test_crawl_delay_does_not_shorten_the_configured_host_delay() -> None:
+def test_crawl_delay_does_not_shorten_the_configured_host_delay(board: MakeBoard) -> None:
     clock = Clock()
     b = board(clock, host_delay=5.0)
     b.set_host_delay("h", 0.5)
@@ -339,7 +395,8 @@ def test_the_policy_defaults_are_the_settings_own() -> None:
             policy.batch_size) == (7, 0.5, 5, 3)
 
 
-def test_a_silent_worker_loses_its_leases_and_learns_which_when_it_returns() -> None:
+def test_a_silent_worker_loses_its_leases_and_learns_which_when_it_returns(
+        board: MakeBoard) -> None:
     clock = Clock()
     b = board(clock, lease_timeout=60.0, worker_silence=5.0)
     b.put("http://h/a.png", "h", None)
@@ -353,7 +410,7 @@ def test_a_silent_worker_loses_its_leases_and_learns_which_when_it_returns() -> 
     assert answer.get("lost") == ["http://h/a.png"]
 
 
-def test_one_worker_gets_its_share_of_a_host_not_all_of_it() -> None:
+def test_one_worker_gets_its_share_of_a_host_not_all_of_it(board: MakeBoard) -> None:
     clock = Clock()
     b = board(clock, host_concurrency=4)
     for n in range(10):
@@ -365,3 +422,121 @@ def test_one_worker_gets_its_share_of_a_host_not_all_of_it() -> None:
     b.report("first", [ok(f"http://h/{n}.png") for n in range(3)])  # three slots free
     assert len(b.lease("first", 10, 0)["tasks"]) == 1  # up to its share of 2
     assert len(b.lease("second", 10, 0)["tasks"]) == 2
+
+
+def test_the_ref_and_page_come_back_with_the_result(board: MakeBoard) -> None:
+    b = board(Clock())
+    ref = json.dumps({"kind": "img", "alt": "a red dot"})
+    b.put("http://h/a.png", "h", "http://h/", ref)
+    b.lease("w", 1, 0)
+    b.report("w", [ok("http://h/a.png")])
+    b.settle_now(Attempt(url="http://h/robots.png", ok=False, reason="robots.txt"),
+                 "http://h/", json.dumps({"kind": "css"}))
+    a, robots = b.drain()
+    assert (a.ref, a.page, a.worker, a.attempts) == (ref, "http://h/", "w", 1)
+    assert (robots.ref, robots.page, robots.worker, robots.attempts) == (
+        '{"kind": "css"}', "http://h/", None, 0)
+    assert robots.attempt == Attempt(url="http://h/robots.png", ok=False, reason="robots.txt")
+    assert b.drain() == []
+
+
+def test_a_url_the_master_settled_is_final_and_never_queued(board: MakeBoard) -> None:
+    b = board(Clock())
+    b.settle_now(Attempt(url="http://h/a.png", ok=False, reason="dry run"), None)
+    b.settle_now(Attempt(url="http://h/a.png", ok=False, reason="again"), None)
+    assert not b.put("http://h/a.png", "h", None)
+    assert b.known("http://h/a.png") and not b.known("http://h/b.png")
+    assert b.unfinished() == 0 and b.counts()["done"] == 1
+    [settled] = b.drain()
+    assert settled.attempt.reason == "dry run" and settled.page is None and settled.ref is None
+
+
+def test_a_url_out_of_attempts_fails_as_lost_when_its_lease_runs_out(board: MakeBoard) -> None:
+    clock = Clock()
+    b = board(clock, max_attempts=1)
+    b.put("http://h/a.png", "h", "http://h/")
+    b.lease("w", 1, 0)
+    clock.now += 11
+    assert b.reap() == 1
+    [settled] = b.drain()
+    assert settled.attempt.reason.startswith("lost: no result after 1 attempts")
+    assert (settled.worker, settled.attempts, settled.page) == (None, 1, "http://h/")
+    assert b.unfinished() == 0 and b.counts()["expired"] == 1
+    assert b.lease("w", 1, 0)["tasks"] == []
+
+
+def test_counts_and_workers_say_the_same_on_both_boards(board: MakeBoard) -> None:
+    clock = Clock()
+    b = board(clock)
+    b.hello("w", {"host": "box", "pid": 7, "threads": 4})
+    for name in ("a", "b", "c"):
+        b.put(f"http://h/{name}.png", "h", None)
+    b.lease("w", 2, 0)
+    clock.now += 2
+    b.report("w", [ok("http://h/a.png"),
+                   Attempt(url="http://h/b.png", ok=False, reason="HTTP 503", transient=True)])
+    assert b.counts() == {"queued": 1, "in_flight": 0, "delayed": 1, "done": 1, "retries": 1,
+                          "expired": 0, "duplicates": 0, "unknown": 0, "reclaimed": 0,
+                          "refused": 0, "workers": 1}
+    b.heartbeat("other")  # an unknown worker's call makes a record of its own
+    clock.now += 1
+    [w, other] = b.workers()
+    assert w == {"worker": "w", "host": "box", "pid": 7, "threads": 4, "held": 0, "done": 1,
+                 "failed": 1, "bytes": 10, "rate": 0.5, "last_contact_s": 1.0, "gone": False}
+    assert (other["worker"], other["host"], other["held"]) == ("other", None, 0)
+    b.goodbye("w")
+    assert [x["gone"] for x in b.workers()] == [True, False]
+    assert b.counts()["workers"] == 1
+    b.refuse("w", "garbage")
+    assert b.counts()["refused"] == 1 and b.refused == 1
+
+
+def test_a_worker_silent_for_a_whole_lease_is_gone_until_it_calls_again(
+        board: MakeBoard) -> None:
+    clock = Clock()
+    b = board(clock)
+    b.hello("w", {"host": "box", "pid": 7, "threads": 4})
+    clock.now += 11
+    b.reap()
+    assert [x["gone"] for x in b.workers()] == [True] and b.counts()["workers"] == 0
+    b.heartbeat("w")
+    assert [x["gone"] for x in b.workers()] == [False]
+
+
+def test_a_gone_worker_no_longer_shrinks_the_others_share(board: MakeBoard) -> None:
+    b = board(Clock(), host_concurrency=4)
+    for n in range(10):
+        b.put(f"http://h/{n}.png", "h", None)
+    b.lease("leaving", 1, 0)
+    b.goodbye("leaving")
+    assert len(b.lease("staying", 10, 0)["tasks"]) == 3  # every free slot, not half
+
+
+def test_only_the_workers_asking_lately_share_a_hosts_slots(board: MakeBoard) -> None:
+    clock = Clock()
+    b = board(clock, host_concurrency=4)
+    for n in range(20):
+        b.put(f"http://h/{n}.png", "h", None)
+    first = [url for url, _ in b.lease("a", 10, 0)["tasks"]]
+    assert len(first) == 4 and b.lease("b", 10, 0)["tasks"] == []
+    b.report("a", [ok(url) for url in first])
+    held = {w: [url for url, _ in b.lease(w, 10, 0)["tasks"]] for w in ("a", "b")}
+    assert [len(urls) for urls in held.values()] == [2, 2]
+    clock.now += 3  # neither has asked for longer than the asking window
+    for worker, urls in held.items():
+        b.report(worker, [ok(url) for url in urls])
+    assert len(b.lease("c", 10, 0)["tasks"]) == 4
+
+
+def test_the_redis_board_offers_what_the_memory_board_offers() -> None:
+    """The same public names, and the same parameters for each call."""
+    memory = TaskBoard(BoardPolicy())
+    in_redis = RedisBoard(redis.Redis(), "never-connected", BoardPolicy())
+    public = {name for name in [*dir(TaskBoard), *vars(memory)] if not name.startswith("_")}
+    offered = {*dir(RedisBoard), *vars(in_redis)}
+    assert public <= offered, public - offered
+    for name in public:
+        ours = getattr(TaskBoard, name, None)
+        if callable(ours):
+            assert (inspect.signature(ours).parameters.keys()
+                    == inspect.signature(getattr(RedisBoard, name)).parameters.keys()), name

@@ -392,7 +392,8 @@ def test_a_redirect_target_the_caller_refuses_is_not_fetched(
     engine = CurlEngine(slots=1, new_sink=sinks_into(Store(tmp_path / "out"), Limits()),
                         limits=Limits(), policy=LOOPBACK,
                         options=RequestOptions(), report=results.put, stop=threading.Event(),
-                        may_follow=lambda url: "/private/" not in url)
+                        check_hop=lambda url, verdict: verdict(
+                            "disallowed by robots.txt" if "/private/" in url else None))
     thread = threading.Thread(target=engine.run, daemon=True)
     thread.start()
     try:
@@ -402,8 +403,8 @@ def test_a_redirect_target_the_caller_refuses_is_not_fetched(
         engine.close()
         thread.join(timeout=10)
     assert attempt is not None and attempt.kind is FailureKind.REDIRECT
-    assert attempt.reason == (f"redirected to {server.url}/private/x.png, out of scope or "
-                              "disallowed by robots.txt")
+    assert attempt.reason == f"redirected to {server.url}/private/x.png: disallowed by robots.txt"
+    assert not attempt.transient
     assert server.paths() == ["/go.png"]
 
 

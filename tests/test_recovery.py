@@ -473,7 +473,8 @@ from crawler.board.manager import QueueServer
 
 board = TaskBoard(BoardPolicy(), wake=lambda: os._exit(0) if board.closed else None)
 hello = {"limits": dataclasses.asdict(Limits()), "lease_timeout": 60.0, "user_agent": "t",
-         "worker_silence": 5.0,
+         "worker_silence": 5.0, "image_scope": {"allow": [], "deny": []},
+         "robots": {"respect": True, "timeout": 30.0},
          "policy": AddressPolicy.from_seeds(["http://127.0.0.1/"]).to_wire()}
 server = QueueServer(board, ("127.0.0.1", 0), os.environb[b"CRAWLER_AUTHKEY"],
                      lambda full=False: hello).start()

@@ -6,12 +6,14 @@ worker's heartbeats keep it alive, and one that expires goes back on the
 queue. ``TaskBoard`` (``crawler.board.memory``) keeps it all in the master's
 memory; the queue server (``crawler.board.manager``) and the tutorial's queue
 views (``crawler.board.classic``) are adapters that serve it to workers.
+``RedisBoard`` (``crawler.board.redis``) keeps the same rules with the state in
+Redis, for a crawl shared by several masters and workers that call it directly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from crawler.model.outcome import Attempt
 from crawler.model.wire import LeaseAnswer
@@ -23,8 +25,9 @@ CLASSIC = "classic"
 class Board(Protocol):
     """A task board; every method is safe to call from any thread."""
 
-    def put(self, url: str, host: str, page: str | None) -> bool:
-        """Queue ``url`` (found on ``page``, paced as ``host``).
+    def put(self, url: str, host: str, page: str | None, ref: str | None = None) -> bool:
+        """Queue ``url`` (found on ``page``, paced as ``host``; ``ref``, a JSON string of
+        what the page said of it, comes back with its final result).
 
         False: the board has it already, queued, in flight or finished; nothing changed.
         """
@@ -61,4 +64,26 @@ class Board(Protocol):
 
     def close(self) -> None:
         """Announce the end of the crawl: from now on every lease answers ``closed``."""
+        ...
+
+
+class BoardClient(Protocol):
+    """How a worker reaches a board: the master's queue (``board.manager.MasterClient``)
+    or a crawl on the Redis broker (``board.redis_client.BrokerClient``)."""
+
+    address: tuple[str, int]  # where to, for messages
+
+    def connect(self) -> Any:
+        """The board's calls for a worker (``hello``, ``exchange``, ``goodbye``, ``status``).
+
+        Raises ``OSError`` (``ConnectionError``) or ``EOFError`` while it cannot be reached.
+        """
+        ...
+
+    def bound_calls(self, board: Any, seconds: float) -> None:
+        """Give up on each call of ``board`` after ``seconds``."""
+        ...
+
+    def reset(self) -> None:
+        """Forget cached connections (after the other end restarted)."""
         ...

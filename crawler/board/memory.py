@@ -45,6 +45,7 @@ class _Item:
     url: str
     host: str
     page: str | None
+    ref: str | None = None  # what the page said of the image (JSON), carried to Settled
     state: str = QUEUED
     attempts: int = 0
     holder: str | None = None
@@ -85,6 +86,7 @@ class Settled:
     page: str | None
     worker: str | None
     attempts: int
+    ref: str | None = None  # what the page said of the image (JSON), as given to put
 
 
 @dataclass(frozen=True)
@@ -161,26 +163,29 @@ class TaskBoard:
 
     # ----- the master's side -------------------------------------------------
 
-    def put(self, url: str, host: str, page: str | None) -> bool:
-        """Queue ``url`` unless the board already has it; True when queued."""
+    def put(self, url: str, host: str, page: str | None, ref: str | None = None) -> bool:
+        """Queue ``url`` unless the board already has it; True when queued.
+
+        ``ref`` (a JSON string: what ``page`` said of the image) comes back on its Settled.
+        """
         with self._cond:
             if url in self._items:
                 return False
-            self._items[url] = _Item(url, host, page)
+            self._items[url] = _Item(url, host, page, ref)
             self._in_state[QUEUED] += 1
             self._unfinished += 1
             self._enqueue(url, host, front=False)
             self._cond.notify()
             return True
 
-    def settle_now(self, attempt: Attempt, page: str | None) -> None:
+    def settle_now(self, attempt: Attempt, page: str | None, ref: str | None = None) -> None:
         """Record a final result the master decided itself (robots.txt, scope, ...)."""
         with self._cond:
             if attempt.url in self._items:
                 return
             self._items[attempt.url] = _Item(attempt.url, "", page, state=DONE)
             self._in_state[DONE] += 1
-            self._settled.append(Settled(attempt, page, None, 0))
+            self._settled.append(Settled(attempt, page, None, 0, ref))
 
     def remember(self, urls: Iterable[str]) -> None:
         """Know ``urls`` as finished (a resumed crawl's results): never queue them again."""
@@ -546,4 +551,5 @@ class TaskBoard:
         self._unfinished -= 1
         if self._unfinished == 0:
             self._wake()
-        self._settled.append(Settled(attempt, item.page, worker, max(item.attempts, 1)))
+        self._settled.append(Settled(attempt, item.page, worker, max(item.attempts, 1),
+                                     item.ref))

@@ -9,7 +9,8 @@ and brotli bodies, asynchronous name lookups. Python keeps what is policy:
   again on the peer of every connection a request goes out on, new or reused
   (PREREQFUNCTION): what is checked is what is connected to;
 - redirects, followed here hop by hop (each hop a new request through the
-  guard, under the same deadline), never by libcurl;
+  guard, under the same deadline), never by libcurl; a hop waits for the
+  caller's verdict on its target (scope, robots.txt) without holding the loop;
 - the limits: declared and decoded size, a read timeout, and
   ``download.deadline`` as a hard bound on the whole download, whatever the
   bytes do (libcurl's TIMEOUT_MS per hop, and a sweep here behind it);
@@ -55,6 +56,7 @@ from crawler.fetch.curlsetup import (
 from crawler.fetch.engine import (
     ACCEPT,
     Abandoned,
+    HopCheck,
     Report,
     Results,
     Sink,
@@ -81,6 +83,7 @@ IDLE_PER_SLOT = 2  # connections kept open per transfer slot (least recently use
 BUFFER_BYTES = 128 * 1024  # libcurl's receive buffer: fewer, larger body callbacks
 RATE_BURST = 0.1  # seconds of the bandwidth cap that may be spent at once
 FD_CACHE = 4096  # plain-http connections whose descriptor is remembered
+SHOWN_URL = 1000  # characters of a redirect target a reason shows (reports are bounded)
 _WANTED = frozenset({b"content-length", b"content-type", b"content-encoding", b"location",
                      b"retry-after"})
 _WANTED_FIRST = frozenset(name[0] for name in _WANTED)  # "c", "l", "r"
@@ -124,7 +127,8 @@ class CurlEngine:
     ``report(results)`` receives every result as (url, attempt) pairs, once per
     turn of the loop (attempt None: not finished because of a stop, to be
     handed back to the master). Every submitted task is reported exactly once.
-    ``may_follow(url)`` may refuse a redirect target (None: any target).
+    ``check_hop(url, verdict)`` may refuse a redirect target (None: any target);
+    the transfer waits for its verdict off the loop, under its own deadline.
 
     One piece on purpose: the multi handle, the slots and their transfers, the
     sockets libcurl asked to watch, the timer and the bandwidth budget are the
@@ -135,7 +139,7 @@ class CurlEngine:
 
     def __init__(self, *, slots: int, new_sink: SinkFactory, limits: Limits, policy: AddressPolicy,
                  options: RequestOptions, report: Report, stop: threading.Event,
-                 may_follow: Callable[[str], bool] | None = None) -> None:
+                 check_hop: HopCheck | None = None) -> None:
         self._slots = slots
         self._new_sink = new_sink
         self._limits = limits
@@ -143,7 +147,12 @@ class CurlEngine:
         self._options = options
         self._report = report
         self._stop = stop
-        self._may_follow = may_follow
+        self._check_hop = check_hop
+        # Transfers waiting for check_hop's verdict on their next hop, by slot: they
+        # hold no connection, so they do not count against ``slots``.
+        self._parked: dict[_Slot, _Transfer] = {}
+        self._verdicts: queue.SimpleQueue[tuple[_Slot, _Transfer, str, str | None]] = \
+            queue.SimpleQueue()
         self._outbox: Results = []
         self._lock = threading.Lock()  # submit() against the end of run()
         self._closing = False
@@ -212,6 +221,7 @@ class CurlEngine:
         try:
             while not (self._closing or self._stop.is_set()):
                 self._take_incoming()
+                self._take_verdicts()
                 self._start_waiting()
                 self._wait_and_act()
                 self._collect_done()
@@ -564,11 +574,44 @@ class CurlEngine:
             self._finish(slot, self._failed(transfer, "too many redirects",
                                             FailureKind.REDIRECT), active=False)
             return
-        if self._may_follow is not None and not self._may_follow(target):
-            self._finish(slot, self._failed(
-                transfer, f"redirected to {target}, out of scope or disallowed by robots.txt",
-                FailureKind.REDIRECT), active=False)
+        if self._check_hop is None:
+            self._next_hop(slot, target)
             return
+        self._parked[slot] = transfer
+        try:
+            self._check_hop(target, functools.partial(self._verdict_came, slot, transfer,
+                                                      target))
+        except Exception as exc:  # a bug in the check fails this image, not the loop
+            log.exception("unexpected error checking the redirect to %s", target)
+            self._finish(slot, self._failed(transfer, f"worker error: {exc.__class__.__name__}:"
+                                            f" {exc}", FailureKind.WORKER_ERROR, True),
+                         active=False)
+
+    def _verdict_came(self, slot: _Slot, transfer: _Transfer, target: str,
+                      refusal: str | None) -> None:
+        """check_hop's verdict, from any thread: the loop acts on it (_take_verdicts)."""
+        self._verdicts.put((slot, transfer, target, refusal))
+        self._wake()
+
+    def _take_verdicts(self) -> None:
+        while True:
+            try:
+                slot, transfer, target, refusal = self._verdicts.get_nowait()
+            except queue.Empty:
+                return
+            if self._parked.get(slot) is not transfer:
+                continue  # cut by its deadline, or handed back, while it waited
+            del self._parked[slot]
+            if refusal is None:
+                self._guarded(slot, functools.partial(self._next_hop, target=target))
+                continue
+            shown = target if len(target) <= SHOWN_URL else target[:SHOWN_URL] + "..."
+            self._finish(slot, self._failed(transfer, f"redirected to {shown}: {refusal}",
+                                            FailureKind.REDIRECT), active=False)
+
+    def _next_hop(self, slot: _Slot, target: str) -> None:
+        transfer = slot.transfer
+        assert transfer is not None
         transfer.url = target
         transfer.status, transfer.headers, transfer.head_done = 0, {}, False
         transfer.location, transfer.last_io, transfer.drained = None, None, 0
@@ -578,6 +621,10 @@ class CurlEngine:
     def _sweep(self, now: float) -> None:
         """Cut what is past its deadline or silent past the read timeout."""
         limits = self._limits
+        for slot, parked in list(self._parked.items()):  # waiting for a verdict
+            if now - parked.started >= limits.deadline:
+                self._finish(slot, self._failed(parked, too_slow(limits),
+                                                FailureKind.TOO_SLOW, True), active=False)
         for slot in [s for s in self._active if s.transfer is not None]:
             transfer = slot.transfer
             assert transfer is not None
@@ -618,6 +665,7 @@ class CurlEngine:
             self._multi.remove_handle(slot.handle)
             self._active.discard(slot)
         self._paused.discard(slot)
+        self._parked.pop(slot, None)
         if transfer.sink is not None:
             transfer.sink.discard()
             transfer.sink = None
@@ -631,6 +679,8 @@ class CurlEngine:
             self._ended = True  # from now on submit() reports its tasks itself
         for slot in list(self._active):
             self._finish(slot, None)
+        for slot in list(self._parked):
+            self._finish(slot, None, active=False)
         self._take_incoming()
         for task in self._waiting:
             self._outbox.append((task[0], None))

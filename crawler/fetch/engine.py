@@ -25,6 +25,10 @@ ACCEPT = "image/*,*/*;q=0.5"  # the Accept header of every image request
 Task = tuple[str, int]  # (url, attempt number), as leased from the master
 Results = list[tuple[str, Attempt | None]]
 Report = Callable[[Results], None]
+# Whether a redirect may be followed. A check is called with the target URL and a
+# verdict to give once, at once or later from any thread: why not, or None to follow.
+HopVerdict = Callable[[str | None], None]
+HopCheck = Callable[[str, HopVerdict], None]
 
 
 class Sink(Protocol):

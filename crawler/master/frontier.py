@@ -14,9 +14,27 @@ import collections
 import time
 from collections import deque
 from collections.abc import Iterable
+from typing import Protocol
 
 from crawler.model.pacing import Pace
 from crawler.model.urls import host_key
+
+
+class PageQueue(Protocol):
+    """What the crawl loop asks of a frontier: this one, or the broker's shared one
+    (``crawler.board.redis_frontier``)."""
+
+    def __len__(self) -> int: ...
+    def add(self, url: str, depth: int) -> bool: ...
+    def seen(self, url: str) -> bool: ...
+    def pop(self, now: float | None = None) -> tuple[str, int] | None: ...
+    def hold(self, host: str, until: float) -> None: ...
+    def slow_to(self, host: str, delay: float) -> None: ...
+    def failed(self, url: str) -> int: ...
+    def requeue(self, url: str, depth: int) -> None: ...
+    def set_aside(self, url: str) -> None: ...
+    def heartbeat(self) -> int: ...
+    def clear(self) -> None: ...
 
 
 class Frontier:
@@ -89,6 +107,13 @@ class Frontier:
     def requeue(self, url: str, depth: int) -> None:
         """Queue a page seen before once more (after a passing failure)."""
         self._push(url, depth)
+
+    def set_aside(self, url: str) -> None:
+        """Leave a page for a later run: here, that is to do nothing with it."""
+
+    def heartbeat(self) -> int:
+        """Nothing to renew: this frontier's pages are leased to no one."""
+        return 0
 
     def clear(self) -> None:
         """Forget the pages waiting (the page budget is spent); the seen set stays."""

@@ -18,8 +18,13 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from crawler.config import BROKER_PASSWORD_ENV
 from crawler.master.authkey import ENV_VAR, Authkey, is_loopback
+
+if TYPE_CHECKING:
+    from crawler.board.broker import BrokerAddress
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +74,24 @@ class LocalWorkers:
         address = f"{'127.0.0.1' if every_interface else host}:{port}"
         env = dict(os.environ)
         env[ENV_VAR] = self._authkey.key.decode()  # the environment, not argv: ps shows argv
-        for n in range(count):
+        self._spawn(count, [address], env)
+
+    def start_for_broker(self, count: int, broker: BrokerAddress, crawl: str) -> None:
+        """Start ``count`` workers of the broker's crawl ``crawl`` (the password, if any,
+        in their environment, never in their arguments)."""
+        env = dict(os.environ)
+        if broker.password:
+            env[BROKER_PASSWORD_ENV] = broker.password
+        target = ["--broker", str(broker), "--crawl", crawl]
+        if broker.ca_file is not None:
+            target += ["--broker-ca", str(broker.ca_file)]
+        self._spawn(count, target, env)
+
+    def _spawn(self, count: int, target: list[str], env: dict[str, str]) -> None:
+        for n in range(len(self._processes), len(self._processes) + count):
             with self._log_path(n + 1).open("ab") as log_file:
                 self._processes.append(subprocess.Popen(
-                    [sys.executable, "-m", "crawler", "worker", address,
+                    [sys.executable, "-m", "crawler", "worker", *target,
                      "--out", str(self._out_dir), "--threads", str(self._threads), "--quiet",
                      "--connect-wait", "30"],
                     env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file))

@@ -12,26 +12,31 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import secrets
+import shlex
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crawler.board.manager import QueueServer
 from crawler.board.memory import BoardPolicy, TaskBoard
-from crawler.config import Limits, Settings, WorkerSettings
-from crawler.errors import StorageError
+from crawler.config import BROKER_PASSWORD_ENV, Limits, Settings, WorkerSettings
+from crawler.errors import BrokerUnreachable, CrawlMismatch, StorageError
 from crawler.fetch.curlsetup import default_ca_file
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
 from crawler.master.authkey import Authkey
-from crawler.master.frontier import Frontier
-from crawler.master.journal import JOURNAL_NAME, Journal, PageDone
+from crawler.master.frontier import Frontier, PageQueue
+from crawler.master.journal import JOURNAL_NAME, Journal, PageDone, Resumed
 from crawler.master.launcher import LocalWorkers, invitation
+from crawler.master.ledger import BrokerLedger, JournalLedger, Ledger
 from crawler.master.results import ResultFiles
 from crawler.master.robots import Robots
 from crawler.master.scope import Scope
@@ -40,9 +45,14 @@ from crawler.master.visit import PageVisitor, Visit
 from crawler.model.files import MANIFEST_NAME, PAGES_NAME, RESULTS_NAME
 from crawler.model.outcome import Attempt, Outcome
 from crawler.model.progress import Reporter, Snapshot, write_out
-from crawler.model.urls import host_key, host_key_of_normalized
-from crawler.model.wire import CrawlInfo, Status
+from crawler.model.urls import host_key
+from crawler.model.wire import CrawlInfo, RobotsRules, Status
 from crawler.parse.pool import PageParser
+
+if TYPE_CHECKING:  # broker mode's modules are imported when it is used (Redis client)
+    from crawler.board.broker import BrokerCrawl
+    from crawler.board.redis import RedisBoard
+    from crawler.board.redis_frontier import RedisFrontier
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +60,8 @@ LOOP_TICK = 0.05  # how often the loop looks at finished pages and results
 REAP_EVERY = 0.5
 SHUTDOWN_GRACE = 10.0  # how long workers get to notice the end and leave
 WORKER_SILENCE = 3.0  # a worker not heard from for this long will not hear the end either
+PAGE_LEASE = 10.0  # seconds a page stays this master's on the broker without a heartbeat
+BROKER_WAIT = 120.0  # seconds a master waits for a broker that stopped answering
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,7 @@ class MasterOptions:
     resume: bool = False  # go on with the folder's crawl even if seeds or scope changed
     fresh: bool = False  # forget the folder's crawl and start anew
     invite_workers: bool = True  # say how workers join (not when all are local)
+    broker: BrokerCrawl | None = None  # the crawl's state on Redis; None: this master's own
 
 
 @dataclass
@@ -121,14 +134,28 @@ class Master:
                                        crawl.image_allow, crawl.image_deny)
         self._policy = AddressPolicy.from_seeds(options.seeds, settings.security.allow_networks)
         self._request = RequestOptions.from_settings(settings)  # files read now: errors up front
-        self._board = TaskBoard(BoardPolicy.from_settings(settings), wake=self._wake.set)
+        policy = BoardPolicy.from_settings(settings)
+        self._id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+        broker = options.broker
+        # The in-memory board (embedded mode) or the broker's; the loop treats them alike.
+        self._own_board: TaskBoard | None = None
+        self._shared_board: RedisBoard | None = None
+        self._board: TaskBoard | RedisBoard
+        if broker is None:
+            self._board = self._own_board = TaskBoard(policy, wake=self._wake.set)
+        else:
+            from crawler.board.redis import RedisBoard
+
+            self._board = self._shared_board = RedisBoard(broker.client, broker.name, policy)
         self._started = time.monotonic()
         self._workers = LocalWorkers(options.out_dir, authkey, options.worker_threads)
-        self._frontier = Frontier()
+        self._frontier: PageQueue = Frontier()
+        self._shared_frontier: RedisFrontier | None = None
+        self._last_published = 0.0
         self._server: QueueServer | None = None
         self._pages_read = 0
         self._pages_done: list[PageDone] = []  # finished, to be journaled together
-        self._refs: dict[str, dict[str, Any]] = {}  # queued image -> what its page said of it
+        self._images_seen: set[str] = set()  # found since the pages were last recorded
         self._seed_failures: list[tuple[str, str]] = []
 
     def stop(self) -> None:
@@ -147,6 +174,9 @@ class Master:
         info = CrawlInfo(limits=dataclasses.asdict(Limits.from_settings(dl)),
                          policy=self._policy.to_wire(),
                          user_agent=self._settings.crawl.user_agent,
+                         image_scope=self._scope.images.to_wire(),
+                         robots=RobotsRules(respect=self._settings.crawl.respect_robots,
+                                            timeout=self._settings.crawl.page_timeout),
                          lease_timeout=self._settings.queue.lease_timeout,
                          worker_silence=self._settings.queue.worker_silence)
         if not full:  # a joining worker's: it holds secrets, which status must not show
@@ -164,10 +194,14 @@ class Master:
         if self._options.dry_run:
             # A dry run leaves the output folder alone: nothing is downloaded or recorded.
             journal = Journal(None)
-            return self._run(journal, _NoFiles())
+            journal.add_seeds(self._options.seeds)
+            return self._run(JournalLedger(journal, self._embedded_board()),
+                             self._resumed_frontier, _NoFiles())
+        if self._options.broker is not None:
+            return self._run_on_broker(self._options.broker)
         # The port first: a master that cannot serve its queue must leave no trace in
         # the output folder, or the next run there would resume a crawl never started.
-        self._server = QueueServer(self._board, self._options.bind, self._authkey.key,
+        self._server = QueueServer(self._embedded_board(), self._options.bind, self._authkey.key,
                                    self.describe)
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -181,37 +215,99 @@ class Master:
         journal = Journal(out_dir)
         try:
             self._take_up(journal)  # before the result files are written from the journal
+            journal.add_seeds(self._options.seeds)
             files = ResultFiles(out_dir, journal.outcomes())
             try:
-                return self._run(journal, files)
+                return self._run(JournalLedger(journal, self._embedded_board()),
+                                 self._resumed_frontier, files)
             finally:
                 files.close()
         finally:
             journal.close()
 
-    def _run(self, journal: Journal, files: ResultFiles) -> Summary:
-        settings, options = self._settings, self._options
-        journal.add_seeds(options.seeds)
-        resumed = journal.resume()
-        for outcome in journal.outcomes():
-            self._count(outcome)
-        self._snapshot.found = len(resumed.finished_images)
-        self._snapshot.pages = len(resumed.done_pages)
-        self._snapshot.mark_resumed()  # rates count this run only
-        frontier = self._frontier = Frontier(resumed.pending_pages, seen=resumed.done_pages,
-                                             delay=settings.politeness.host_delay)
+    def _embedded_board(self) -> TaskBoard:
+        assert self._own_board is not None, "the in-memory board is made without a broker"
+        return self._own_board
+
+    def _resumed_frontier(self, resumed: Resumed) -> Frontier:
+        """The embedded mode's frontier: this master's own, refilled from the journal."""
+        frontier = Frontier(resumed.pending_pages, seen=resumed.done_pages,
+                            delay=self._settings.politeness.host_delay)
         if resumed.done_pages or resumed.finished_images:
             log.info("resuming: %d pages done, %d to visit, %d images finished, %d queued",
                      len(resumed.done_pages), len(frontier), len(resumed.finished_images),
                      len(resumed.pending_images))
         self._board.remember(resumed.finished_images)
         for url, page, ref in resumed.pending_images:
-            if ref is not None:
-                self._refs[url] = ref
-            self._board.put(url, host_key(url), page)
+            self._board.put(url, host_key(url), page, json.dumps(ref) if ref else None)
             self._snapshot.found += 1
+        return frontier
+
+    def _run_on_broker(self, broker: BrokerCrawl) -> Summary:
+        """The crawl with its state on the broker, shared with other masters of it."""
+        from crawler.board.redis_frontier import RedisFrontier
+
+        out_dir = self._options.out_dir
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create the output folder {out_dir}: "
+                               f"{exc.strerror or exc}") from exc
+        self._register(broker)
+        frontier = self._shared_frontier = RedisFrontier(
+            broker.client, broker.name, self._id, delay=self._settings.politeness.host_delay,
+            lease=PAGE_LEASE)
+        frontier.add_many((seed, 0) for seed in self._options.seeds)
+        assert self._shared_board is not None  # made with the broker in __init__
+        ledger = BrokerLedger(broker.client, frontier, self._shared_board)
+        # Every outcome is on the broker: the folder's files are written anew from there.
+        files = ResultFiles(out_dir, ())
+        try:
+            return self._run(ledger, lambda _resumed: frontier, files)
+        finally:
+            files.close()
+
+    def _register(self, broker: BrokerCrawl) -> None:
+        """Write the crawl's record on the broker, or check that the one there is this crawl."""
+        from crawler.board.broker import CrawlRecord
+
+        record = CrawlRecord(broker.client, broker.name)
+        identity = self._identity()
+        worker_info = self.describe()
+        board = dataclasses.asdict(self._board.policy)
+        if record.create(settings=self._settings.to_dict(), seeds=list(self._options.seeds),
+                         identity=identity, info=dict(worker_info), board=board):
+            log.info("crawl %s created on the broker at %s", broker.name, broker.address)
+            return
+        if record.field("identity") != identity:
+            raise CrawlMismatch(
+                f"the broker at {broker.address} has a crawl named {broker.name!r} with other "
+                f"seeds or scope: add --join {broker.name} (and no seeds) to help with it, or "
+                "name this one with --crawl NAME")
+        log.info("crawl %s found on the broker at %s: carrying on with it", broker.name,
+                 broker.address)
+
+    def _identity(self) -> dict[str, Any]:
+        """What makes a crawl the same crawl: its seeds and its scope."""
+        crawl = self._settings.crawl
+        return {"seeds": sorted(self._options.seeds),
+                "scope": [crawl.scope, *(list(patterns) for patterns in (
+                    crawl.allow, crawl.deny, crawl.image_allow, crawl.image_deny))]}
+
+    def _run(self, ledger: Ledger, make_frontier: Callable[[Resumed], PageQueue],
+             files: ResultFiles) -> Summary:
+        settings = self._settings
+        resumed = ledger.resume()
+        for outcome in ledger.outcomes():
+            self._count(outcome)
+        self._snapshot.found = len(resumed.finished_images)
+        self._snapshot.pages = len(resumed.done_pages)
+        self._snapshot.mark_resumed()  # rates count this run only
+        frontier = self._frontier = make_frontier(resumed)
         if self._server is not None:
             self._serve(self._server)
+        elif self._options.broker is not None:
+            self._serve_on_broker(self._options.broker)
         session = EasyClient(self._policy, self._request, ca_file=default_ca_file())
         robots = Robots(session, settings.crawl.user_agent, settings.crawl.page_timeout,
                         settings.crawl.respect_robots,
@@ -227,27 +323,39 @@ class Master:
         pool = ThreadPoolExecutor(settings.crawl.page_concurrency, thread_name_prefix="page")
         running: set[Future[Visit]] = set()
         last_reap = time.monotonic()
+        all_done = False
         try:
+            broker_lost: float | None = None  # since when the broker has not answered
             while not self._stop.is_set():
-                self._submit(running, pool, visitor)
-                self._wake.wait(LOOP_TICK)
-                self._wake.clear()  # before looking, so news from now on wakes the next wait
-                for future in [f for f in running if f.done()]:
-                    running.discard(future)
-                    self._visited(future.result(), journal, robots, files)
-                self._record_pages(journal)
-                self._collect(journal, files)
-                if time.monotonic() - last_reap > REAP_EVERY:
-                    self._board.reap()
-                    last_reap = time.monotonic()
-                self._snapshot.pages_queued = len(frontier) + len(running)
-                self._refresh()
-                self._workers.report_ended()
-                if not frontier and not running and self._board.unfinished() == 0:
-                    break
+                try:
+                    self._submit(running, pool, visitor)
+                    self._wake.wait(LOOP_TICK)
+                    self._wake.clear()  # before looking: news from now on wakes the next wait
+                    for future in [f for f in running if f.done()]:
+                        running.discard(future)
+                        self._visited(future.result(), robots, files)
+                    self._record_pages(ledger)
+                    self._collect(ledger, files)
+                    if time.monotonic() - last_reap > REAP_EVERY:
+                        self._board.reap()
+                        frontier.heartbeat()  # keeps this master's pages its own
+                        last_reap = time.monotonic()
+                    self._snapshot.pages_queued = len(frontier) + len(running)
+                    self._refresh()
+                    self._workers.report_ended()
+                    if not frontier and not running and self._board.unfinished() == 0:
+                        all_done = True
+                        break
+                except Exception as exc:  # noqa: BLE001 - only a lost broker is waited out
+                    broker_lost = self._broker_lost(exc, broker_lost)
+                    continue
+                broker_lost = None
         finally:
             self._stop.set()
-            self._board.close()
+            if all_done or self._options.broker is None:
+                # On a broker, the crawl is everyone's: a master that stops early leaves
+                # it open for the other masters and the workers.
+                self._board.close()
             pool.shutdown(wait=False, cancel_futures=True)  # pages not started stay queued
             # Pages in flight are finished and recorded, so a resumed crawl does not fetch
             # them again. Waiting in short steps keeps a second Ctrl-C effective (a bare
@@ -257,21 +365,38 @@ class Master:
                 for future in finished:
                     running.discard(future)
                     if not future.cancelled():
-                        self._visited(future.result(), journal, robots, files)
-                self._record_pages(journal)
+                        self._visited(future.result(), robots, files)
+                self._record_pages(ledger)
             self._snapshot.pages_queued = len(frontier)
-            self._finish(journal, files)
+            self._finish(ledger, files)
             session.close()
         interrupted = bool(frontier or running or self._board.unfinished())
         return self._summary(completed=not interrupted, interrupted=interrupted)
 
+    def _broker_lost(self, exc: Exception, since: float | None) -> float:
+        """Wait out a broker that does not answer (a restart, a cut link) for up to
+        BROKER_WAIT seconds; re-raise anything else. Whatever this pass did not record
+        is still leased to this master, and comes back to the crawl if it gives up."""
+        from crawler.board.broker import is_link_error
+
+        if self._options.broker is None or not is_link_error(exc):
+            raise exc
+        now = time.monotonic()
+        if since is None:
+            log.warning("lost the broker (%s); waiting up to %.0f s for it", exc, BROKER_WAIT)
+            since = now
+        elif now - since > BROKER_WAIT:
+            raise BrokerUnreachable(f"the broker at {self._options.broker.address} has not "
+                                    f"answered for {BROKER_WAIT:.0f} s ({exc}); the crawl's "
+                                    "state is there: start this master again to carry on"
+                                    ) from exc
+        self._stop.wait(0.5)
+        return since
+
     def _take_up(self, journal: Journal) -> None:
         """Check that the folder's crawl is this one; reopen what this run's limits extend."""
         crawl = self._settings.crawl
-        identity = {"seeds": sorted(self._options.seeds),
-                    "scope": [crawl.scope, *(list(patterns) for patterns in (
-                        crawl.allow, crawl.deny, crawl.image_allow, crawl.image_deny))]}
-        reopened = journal.take_up(identity, depth=crawl.depth, max_images=crawl.max_images,
+        reopened = journal.take_up(self._identity(), depth=crawl.depth, max_images=crawl.max_images,
                                    resume=self._options.resume)
         if reopened:
             log.info("%d page(s) done before are visited again for this run's limits", reopened)
@@ -296,8 +421,7 @@ class Master:
     def _wake_up(self, _future: Future[Visit]) -> None:
         self._wake.set()
 
-    def _visited(self, visit: Visit, journal: Journal, robots: Robots,
-                 files: ResultFiles) -> None:
+    def _visited(self, visit: Visit, robots: Robots, files: ResultFiles) -> None:
         frontier = self._frontier
         if visit.extraction is None and self._retry_later(visit, robots):
             return
@@ -315,8 +439,10 @@ class Master:
             log.info("page %s: %s", visit.url, visit.page.skipped)
             files.page_failed(visit.url, visit.page.skipped, visit.page.status,
                               final=not visit.page.transient)
-            if not visit.page.transient:  # else it stays to visit: a rerun tries it again
+            if not visit.page.transient:
                 self._pages_done.append(PageDone(visit.url, [], []))
+            else:  # it stays to visit: a rerun tries it again
+                frontier.set_aside(visit.url)
             return
         self._pages_read += 1
         links: list[tuple[str, int]] = []
@@ -332,39 +458,36 @@ class Master:
             if max_images and self._snapshot.found >= max_images:
                 complete = False  # a rerun with a larger budget reads this page again
                 break
-            if self._board.known(image):
-                continue
-            new_images.append((image, refused, ref))
+            if image in self._images_seen or (self._shared_frontier is None
+                                              and self._board.known(image)):
+                continue  # on the broker, its put finds out: a round trip per image costs
+            self._images_seen.add(image)
             self._snapshot.found += 1
             if self._options.dry_run and refused is None:  # refused ones are never queued
                 write_out(image)
+                refused = "dry run"
+            new_images.append((image, refused, ref))
         page_url = visit.page.final_url
         log.debug("page %s (depth %d): %d links, %d new images", visit.url, visit.depth,
                   len(links), len(new_images))
-        # Refusals are final at once, and journaled with the page: a crash right after
+        # Refusals are final at once, and recorded with the page: a crash right after
         # must not leave them looking queued, or a resumed crawl would download them.
-        refusals = {image: Attempt(url=image, ok=False, reason=refused)
-                    for image, refused, _ in new_images if refused is not None}
+        # The ledger puts the rest on the board when it records the page.
         self._pages_done.append(PageDone(visit.url, links, [
-            (image, page_url, Outcome.from_attempt(refusals[image], page=page_url, worker=None,
-                                                   attempts=0, ref=ref).to_json()
-             if image in refusals else None, json.dumps(ref) if ref else None)
-            for image, _, ref in new_images], complete=complete))
-        for image, refused, ref in new_images:
-            if ref is not None and refused is None:
-                self._refs[image] = ref  # until its outcome is recorded
-            if refused is not None:
-                self._board.settle_now(refusals[image], page_url)
-            elif self._options.dry_run:
-                self._board.settle_now(Attempt(url=image, ok=False, reason="dry run"), page_url)
-            else:
-                self._board.put(image, host_key_of_normalized(image), page_url)  # from extract()
+            (image, page_url, Outcome.from_attempt(
+                Attempt(url=image, ok=False, reason=refused), page=page_url, worker=None,
+                attempts=0, ref=ref).to_json() if refused is not None else None,
+             json.dumps(ref) if ref else None)
+            for image, refused, ref in new_images], complete=complete))
 
-    def _record_pages(self, journal: Journal) -> None:
-        """Journal the pages finished since the last call, in one transaction."""
+    def _record_pages(self, ledger: Ledger) -> None:
+        """Record the pages finished since the last call, in one transaction, and queue
+        their images."""
         if self._pages_done:
-            journal.pages_done(self._pages_done)
+            ledger.pages_done(self._pages_done)
             self._pages_done = []
+            if self._shared_frontier is None:
+                self._images_seen.clear()  # the board knows them now
 
     def _retry_later(self, visit: Visit, robots: Robots) -> bool:
         """Put a page that failed for a passing reason back, after a backoff, if tries are left.
@@ -384,15 +507,15 @@ class Master:
         self._frontier.requeue(visit.url, visit.depth)
         return True
 
-    def _collect(self, journal: Journal, files: ResultFiles) -> None:
+    def _collect(self, ledger: Ledger, files: ResultFiles) -> None:
         settled = self._board.drain()
         if not settled or self._options.dry_run:
             return  # a dry run downloads nothing: nothing to record
-        refs = self._refs
         outcomes = [Outcome.from_attempt(s.attempt, page=s.page, worker=s.worker,
-                                         attempts=s.attempts, ref=refs.pop(s.attempt.url, None))
+                                         attempts=s.attempts,
+                                         ref=json.loads(s.ref) if s.ref else None)
                     for s in settled]
-        journal.record(outcomes)
+        ledger.record(outcomes)
         files.write(outcomes)
         for outcome in outcomes:
             self._count(outcome)
@@ -406,12 +529,46 @@ class Master:
 
     def _refresh(self) -> None:
         counts = self._board.counts()
-        self._snapshot.in_flight = counts["in_flight"]
-        self._snapshot.retries = counts["retries"]
-        self._snapshot.workers = counts["workers"]
-        self._reporter.update(self._snapshot)
+        snapshot = self._snapshot
+        snapshot.in_flight = counts["in_flight"]
+        snapshot.retries = counts["retries"]
+        snapshot.workers = counts["workers"]
+        shared = self._shared_frontier
+        if shared is not None:  # the whole crawl's counts, every master's pages included
+            snapshot.found = sum(counts[state] for state in ("queued", "in_flight", "delayed",
+                                                              "done"))
+            snapshot.pages = shared.done_count()
+            self._publish()
+        self._reporter.update(snapshot)
+
+    def _publish(self, *, ended: bool = False) -> None:
+        """Tell ``crawler status`` on the broker how this master is doing: once a second,
+        and when it ends."""
+        broker = self._options.broker
+        now = time.monotonic()
+        if broker is None or (now - self._last_published < 1.0 and not ended):
+            return
+        from crawler.board.broker import keys_prefix
+
+        self._last_published = now
+        broker.client.hset(keys_prefix(broker.name) + "masters", self._id, json.dumps(
+            {"host": socket.gethostname(), "pid": os.getpid(), "pages_read": self._pages_read,
+             "progress": self._snapshot.as_dict(), "at": time.time(), "ended": ended}))
 
     # ----- serving and local workers -------------------------------------------
+
+    def _serve_on_broker(self, broker: BrokerCrawl) -> None:
+        self._announce(f"crawl {broker.name} on the broker at {broker.address}")
+        if self._options.invite_workers:
+            ca = broker.address.ca_file
+            self._announce(f"workers join with: crawler worker --broker {broker.address} "
+                           f"--crawl {broker.name}"
+                           + (f" --broker-ca {shlex.quote(str(ca))}" if ca else "") + (
+                               f" (with {BROKER_PASSWORD_ENV} or --broker-password-file)"
+                               if broker.address.password else ""))
+        if self._options.local_workers:
+            self._workers.start_for_broker(self._options.local_workers, broker.address,
+                                           broker.name)
 
     def _serve(self, server: QueueServer) -> None:
         server.start()
@@ -422,11 +579,13 @@ class Master:
         if self._options.local_workers:
             self._workers.start(self._options.local_workers, host, port)
 
-    def _finish(self, journal: Journal, files: ResultFiles) -> None:
+    def _finish(self, ledger: Ledger, files: ResultFiles) -> None:
         """After the board is closed: let workers report and leave, then record the rest."""
-        grace_end = time.monotonic() + SHUTDOWN_GRACE
+        # A crawl left open on the broker goes on without this master: only its own
+        # workers are stopped (they hand their URLs back).
+        grace_end = time.monotonic() + (SHUTDOWN_GRACE if self._board.closed else 0.0)
         while time.monotonic() < grace_end:
-            self._collect(journal, files)
+            self._collect(ledger, files)
             # Every worker calls at least once a second; one silent for longer is gone.
             listening = [w for w in self._board.workers()
                          if not w["gone"] and w["last_contact_s"] < WORKER_SILENCE]
@@ -438,8 +597,9 @@ class Master:
             else:  # every worker said goodbye: the local processes are on their way out
                 self._workers.wait_one(LOOP_TICK)
         self._workers.stop()
-        self._collect(journal, files)
+        self._collect(ledger, files)
         self._refresh()
+        self._publish(ended=True)
         self._reporter.close()
 
     def _summary(self, *, completed: bool, interrupted: bool) -> Summary:

@@ -1,25 +1,25 @@
-"""robots.txt: fetched once per origin, parsed with Protego, obeyed for pages and images."""
+"""robots.txt for the master: read once per origin, obeyed for pages and images.
+
+How one file is read and what it allows is ``crawler.fetch.robots``; this is
+the master's cache of those files, shared by its page threads, and the
+Crawl-delay it takes from them.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
-from urllib.parse import urlsplit
-
-from protego import Protego
 
 from crawler.fetch.easy import EasyClient
+from crawler.fetch.robots import DISALLOW_ALL, RobotsFile, origin_of, read_robots, unreachable
 from crawler.master.once import Once
 
 log = logging.getLogger(__name__)
 
-MAX_ROBOTS_BYTES = 512 * 1024  # what Google reads of a robots.txt
-
-_ALLOW_ALL = Protego.parse("")
-_DISALLOW_ALL = Protego.parse("User-agent: *\nDisallow: /\n")
-
 
 class Robots:
+    """What robots.txt allows, per origin, read on first use; off, it allows everything."""
+
     def __init__(self, client: EasyClient, user_agent: str, timeout: float = 10.0,
                  enabled: bool = True, max_delay: float = 30.0) -> None:
         self._client = client
@@ -31,21 +31,17 @@ class Robots:
         self._lock = threading.Lock()
         # An origin's rules are read once; threads asking meanwhile wait for them. One
         # stuck past its deadline leaves the others with "disallow" (RFC 9309's unreachable).
-        self._rules: Once[str, Protego] = Once(self._read, fallback=_DISALLOW_ALL,
-                                               wait=timeout + 1)
-        self._unreachable: dict[str, str] = {}  # origin: why its robots.txt could not be read
+        self._rules: Once[str, RobotsFile] = Once(self._read, fallback=DISALLOW_ALL,
+                                                  wait=timeout + 1)
 
     def allowed(self, url: str) -> bool:
-        if not self._enabled:
-            return True
-        return bool(self._rules_for(url).can_fetch(url, self._agent))
+        return self.refusal(url) is None
 
     def refusal(self, url: str) -> str | None:
         """Why ``url`` may not be fetched, or None when it may."""
-        if self.allowed(url):
+        if not self._enabled:
             return None
-        why = self.unreachable(url)
-        return f"robots.txt unreachable ({why})" if why else "disallowed by robots.txt"
+        return self._rules.get(origin_of(url)).refusal(url, self._agent)
 
     def unreachable(self, url: str) -> str | None:
         """Why the robots.txt of ``url``'s origin could not be read, if it could not.
@@ -53,29 +49,29 @@ class Robots:
         Its origin is then not crawled in this run (RFC 9309), but nothing of it
         is final: a later run tries again.
         """
-        with self._lock:
-            return self._unreachable.get(_origin(url))
+        known = self._rules.known(origin_of(url))
+        return known.unreachable if known is not None else None
 
     def crawl_delay(self, url: str) -> float | None:
         if not self._enabled:
             return None
-        return self._capped_delay(url, self._rules_for(url))
+        return self._capped_delay(url, self._rules.get(origin_of(url)))
 
     def known_delay(self, url: str) -> float | None:
         """The Crawl-delay for ``url``'s origin if its robots.txt was already read."""
         if not self._enabled:
             return None
-        rules = self._rules.known(_origin(url))
+        rules = self._rules.known(origin_of(url))
         return self._capped_delay(url, rules) if rules is not None else None
 
-    def _capped_delay(self, url: str, rules: Protego) -> float | None:
+    def _capped_delay(self, url: str, robots: RobotsFile) -> float | None:
         """The Crawl-delay, at most ``max_delay``: a robots.txt may not stall a crawl for years."""
-        delay = rules.crawl_delay(self._agent)
+        delay = robots.rules.crawl_delay(self._agent)
         if delay is None:
             return None
         if delay <= self._max_delay:
             return float(delay)
-        origin = _origin(url)
+        origin = origin_of(url)
         with self._lock:
             first = origin not in self._capped
             self._capped.add(origin)
@@ -84,47 +80,9 @@ class Robots:
                         " (politeness.max_crawl_delay)", origin, delay, self._max_delay)
         return self._max_delay
 
-    def _rules_for(self, url: str) -> Protego:
-        return self._rules.get(_origin(url))
-
-    def _read(self, origin: str) -> Protego:
+    def _read(self, origin: str) -> RobotsFile:
         try:
-            rules, unreachable = self._fetch(origin)
+            return read_robots(self._client, origin, self._timeout)
         except Exception:
             log.exception("robots.txt of %s could not be read", origin)
-            rules, unreachable = _DISALLOW_ALL, "crawler error"
-        if unreachable:
-            with self._lock:
-                self._unreachable[origin] = unreachable
-        return rules
-
-    def _fetch(self, origin: str) -> tuple[Protego, str | None]:
-        """The rules of ``origin``, and why its robots.txt was unreachable (None if it was not)."""
-        reply = self._client.get(origin + "/robots.txt", accept="text/plain,*/*;q=0.5",
-                                 max_bytes=MAX_ROBOTS_BYTES, timeout=self._timeout)
-        if reply.blocked is not None:
-            return _ALLOW_ALL, None  # every fetch from that origin will be refused anyway
-        if reply.timed_out:
-            log.warning("robots.txt of %s too slow: not crawling that origin", origin)
-            return _DISALLOW_ALL, f"too slow (over {self._timeout:g} s)"
-        if not reply.ok and reply.status:  # the head came, the body did not
-            log.warning("robots.txt of %s broke off (%s): not crawling that origin",
-                        origin, reply.failure)
-            return _DISALLOW_ALL, f"broken response: {reply.failure}"
-        if not reply.ok:
-            # RFC 9309: an unreachable robots.txt means complete disallow.
-            log.warning("robots.txt of %s unreachable (%s): not crawling that origin",
-                        origin, reply.failure)
-            return _DISALLOW_ALL, reply.failure
-        if reply.status >= 500:
-            log.warning("robots.txt of %s answered HTTP %d: not crawling that origin",
-                        origin, reply.status)
-            return _DISALLOW_ALL, f"HTTP {reply.status}"
-        if reply.status != 200:  # 4xx: no robots.txt; a redirect not followed: as if none
-            return _ALLOW_ALL, None
-        return Protego.parse(reply.body.decode("utf-8", errors="replace")), None
-
-
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
+            return unreachable("crawler error")

@@ -3,7 +3,8 @@
 Pages are bounded by a mode (the seed hosts, the seeds' registrable domains,
 or anything) narrowed further by allow/deny regular expressions. Images are
 open by default, because sites commonly serve them from other hosts (CDNs);
-only the image allow/deny patterns limit them. Every method takes URLs that
+only the image allow/deny patterns limit them (``crawler.model.imagescope``,
+which workers apply to redirects too). Every method takes URLs that
 ``crawler.model.urls.normalize`` produced, so matching is plain string work.
 """
 
@@ -13,12 +14,13 @@ import functools
 import ipaddress
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from publicsuffixlist import PublicSuffixList
 
 from crawler.errors import ConfigError
+from crawler.model.imagescope import ImageScope, compile_patterns, search_any
 from crawler.model.urls import host_key, normalize
 
 __all__ = ["MODES", "Scope", "registrable_domain"]
@@ -58,20 +60,6 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def _compile(patterns: Sequence[str], setting: str) -> tuple[re.Pattern[str], ...]:
-    """Compile each pattern once; a bad one is a configuration error that names it."""
-    if isinstance(patterns, str):
-        patterns = (patterns,)  # a lone string would otherwise be split into characters
-    compiled = []
-    for pattern in patterns:
-        try:
-            compiled.append(re.compile(pattern))
-        except (re.error, TypeError) as exc:
-            raise ConfigError(f"{setting}: invalid regular expression {pattern!r}: {exc}") \
-                from exc
-    return tuple(compiled)
-
-
 def _authority(url: str) -> str | None:
     """The ``host[:port]`` of a normalised URL (its ``host_key``), or None if not http(s)."""
     if not url.startswith(("http://", "https://")):
@@ -89,10 +77,6 @@ def _hostname(url: str) -> str | None:
     return authority.partition(":")[0] or None
 
 
-def _search_any(patterns: tuple[re.Pattern[str], ...], url: str) -> bool:
-    return any(pattern.search(url) for pattern in patterns)
-
-
 @dataclass(frozen=True)
 class Scope:
     """The crawl's boundaries; build one with :meth:`Scope.from_seeds`.
@@ -106,8 +90,7 @@ class Scope:
     domains: frozenset[str]
     allow: tuple[re.Pattern[str], ...] = ()
     deny: tuple[re.Pattern[str], ...] = ()
-    image_allow: tuple[re.Pattern[str], ...] = ()
-    image_deny: tuple[re.Pattern[str], ...] = ()
+    images: ImageScope = field(default_factory=ImageScope)
 
     @classmethod
     def from_seeds(
@@ -134,10 +117,9 @@ class Scope:
             mode=mode,
             hosts=hosts,
             domains=domains,
-            allow=_compile(allow, "allow"),
-            deny=_compile(deny, "deny"),
-            image_allow=_compile(image_allow, "image_allow"),
-            image_deny=_compile(image_deny, "image_deny"),
+            allow=compile_patterns(allow, "allow"),
+            deny=compile_patterns(deny, "deny"),
+            images=ImageScope.from_patterns(image_allow, image_deny),
         )
 
     def _within_mode(self, url: str) -> bool:
@@ -154,20 +136,16 @@ class Scope:
 
     def allows_stylesheet(self, url: str) -> bool:
         """May the crawl read this style sheet? Those of the crawled site (its mode), not denied."""
-        return self._within_mode(url) and not _search_any(self.deny, url)
+        return self._within_mode(url) and not search_any(self.deny, url)
 
     def allows_page(self, url: str) -> bool:
         """May the crawl fetch this page? Deny wins; allow, when given, narrows the mode."""
         if not self._within_mode(url):
             return False
-        if _search_any(self.deny, url):
+        if search_any(self.deny, url):
             return False
-        return not self.allow or _search_any(self.allow, url)
+        return not self.allow or search_any(self.allow, url)
 
     def allows_image(self, url: str) -> bool:
         """May the crawl download this image? Any host by default; image_deny wins."""
-        if not url.startswith(("http://", "https://")):
-            return False
-        if _search_any(self.image_deny, url):
-            return False
-        return not self.image_allow or _search_any(self.image_allow, url)
+        return self.images.allows(url)

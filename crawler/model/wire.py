@@ -3,7 +3,9 @@
 The manager protocol carries plain dicts, lists and strings (never our own
 classes, so that either side may change them), and what the master receives
 comes from the network: ``attempt_from_report`` turns a report into an
-:class:`Attempt` only when it is well-formed, and says why not otherwise.
+:class:`Attempt` only when it is well-formed, and says why not otherwise. A
+worker checks the crawl's rules it receives the same way
+(``image_scope_from_wire``, ``robots_rules_from_wire``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import re
 from pathlib import PurePosixPath
 from typing import Any, NotRequired, TypedDict
 
+from crawler.errors import BadCrawlInfo, ConfigError
+from crawler.model.imagescope import ImagePatterns, ImageScope
 from crawler.model.outcome import ATTEMPT_FIELDS, IMAGES_DIR, Attempt
 
 
@@ -24,12 +28,21 @@ class WorkerInfo(TypedDict):
     threads: int
 
 
+class RobotsRules(TypedDict):
+    """How the crawl treats robots.txt, for the redirects a worker follows."""
+
+    respect: bool  # crawl.respect_robots
+    timeout: float  # seconds a robots.txt may take in all (crawl.page_timeout)
+
+
 class CrawlInfo(TypedDict):
     """The master's answer to ``hello``: what every worker needs to download."""
 
     limits: dict[str, Any]  # crawler.config.Limits, field by field
     policy: dict[str, Any]  # crawler.fetch.guard.AddressPolicy.to_wire()
     user_agent: str
+    image_scope: ImagePatterns  # checked again on every redirect an image takes
+    robots: RobotsRules
     lease_timeout: float  # seconds a lease lives without a heartbeat
     worker_silence: float  # seconds one of our workers may be silent before its leases end
     request: NotRequired[dict[str, Any]]  # RequestOptions.to_wire(): to joining workers only
@@ -108,7 +121,38 @@ def attempt_from_report(data: object) -> Attempt:
             raise ReportRefused(f"sha256 {str(sha256)[:80]!r} is not 64 hex digits")
     elif path is not None or sha256 is not None:
         raise ReportRefused("a failure names no stored file")
-    return Attempt(**data)
+    kind = data.get("kind")
+    if kind is not None and not isinstance(kind, str):
+        raise ReportRefused("'kind' is not text")
+    return Attempt.from_wire(data)  # the kind back to a FailureKind, as every reader needs
+
+
+def image_scope_from_wire(data: object) -> ImageScope:
+    """The image scope a master sent; BadCrawlInfo, naming what is wrong, if malformed."""
+    if not isinstance(data, dict) or set(data) != {"allow", "deny"}:
+        raise BadCrawlInfo("the master sent no image scope ('allow' and 'deny' lists)")
+    for name in ("allow", "deny"):
+        patterns = data[name]
+        if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+            raise BadCrawlInfo(f"the master sent an image_{name} that is not a list of text")
+    try:
+        return ImageScope.from_patterns(data["allow"], data["deny"])
+    except ConfigError as exc:
+        raise BadCrawlInfo(f"the master sent a bad image scope: {exc}") from exc
+
+
+def robots_rules_from_wire(data: object) -> RobotsRules:
+    """The robots.txt rules a master sent; BadCrawlInfo if malformed."""
+    if not isinstance(data, dict) or set(data) != {"respect", "timeout"}:
+        raise BadCrawlInfo("the master sent no robots.txt rules ('respect' and 'timeout')")
+    respect, timeout = data["respect"], data["timeout"]
+    if not isinstance(respect, bool):
+        raise BadCrawlInfo("the master sent a robots.txt 'respect' that is not true or false")
+    if (not isinstance(timeout, int | float) or isinstance(timeout, bool)
+            or not math.isfinite(timeout) or timeout <= 0):
+        raise BadCrawlInfo(f"the master sent a robots.txt timeout of {str(timeout)[:40]!r}, "
+                           "not a positive number of seconds")
+    return RobotsRules(respect=respect, timeout=float(timeout))
 
 
 def is_image_path(path: str) -> bool:

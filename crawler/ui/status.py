@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crawler.board.manager import MasterClient
-from crawler.errors import MasterUnreachable
+from crawler.errors import BrokerError, MasterUnreachable
+
+if TYPE_CHECKING:
+    from crawler.board.broker import BrokerAddress
 from crawler.ui.progress import human_bytes
 
 
@@ -18,11 +21,23 @@ def fetch_status(address: tuple[str, int], authkey: bytes) -> dict[str, Any]:
                                 f"({exc.__class__.__name__}: {exc})") from exc
 
 
+def fetch_broker_status(broker: BrokerAddress, crawl: str | None) -> dict[str, Any]:
+    """The status of a crawl on the broker: read from Redis, no master asked."""
+    from crawler.board.redis_client import BrokerClient
+
+    client = BrokerClient(broker, crawl)
+    try:
+        return dict(client.connect().status())
+    except ConnectionError as exc:
+        raise BrokerError(f"no status from the broker at {broker}: {exc}") from exc
+
+
 def format_status(status: dict[str, Any]) -> str:
     progress, board = status["progress"], status["board"]
     lines = [
         f"master: {', '.join(status['seeds'])}  "
-        f"({'finished' if status['closed'] else 'crawling'}, {status['elapsed_s']:.0f} s)",
+        f"({'finished' if status['closed'] else 'crawling'}, {status['elapsed_s']:.0f} s"
+        + (f", {progress['masters']} master(s) live" if "masters" in progress else "") + ")",
         f"pages crawled {progress['pages']} ({progress['pages_failed']} failed, "
         f"{progress.get('pages_queued', 0)} queued)   "
         f"images found {progress['found']}",

@@ -24,20 +24,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crawler.board.manager import MasterClient
+from crawler.board.base import BoardClient
 from crawler.config import Limits, WorkerSettings
 from crawler.errors import (
     AuthenticationFailed,
+    BadCrawlInfo,
     CrawlerError,
     MasterUnreachable,
     StorageError,
     WorkerFailed,
 )
+from crawler.fetch.curlsetup import default_ca_file
+from crawler.fetch.easy import EasyClient
 from crawler.fetch.engine import Engine
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
 from crawler.model.outcome import STORAGE_ERROR, Attempt, FailureKind
-from crawler.model.wire import CrawlInfo, LeaseAnswer, Report, WorkerInfo
+from crawler.model.wire import (
+    CrawlInfo,
+    LeaseAnswer,
+    Report,
+    WorkerInfo,
+    image_scope_from_wire,
+    robots_rules_from_wire,
+)
+from crawler.worker.hops import RedirectCheck, RobotsReader
 from crawler.worker.sink import failure, sinks_into, too_slow
 from crawler.worker.store import Store
 
@@ -86,7 +97,7 @@ class Worker:
     exactly once, whatever breaks when.
     """
 
-    def __init__(self, client: MasterClient, options: WorkerOptions,
+    def __init__(self, client: BoardClient, options: WorkerOptions,
                  on_progress: Callable[[WorkerStats], None] | None = None) -> None:
         self._client = client
         self._options = options
@@ -104,6 +115,7 @@ class Worker:
         self._board: Any = None
         self._pending_reports: list[Report] = []
         self._engine: Engine | None = None
+        self._redirects: RedirectCheck | None = None  # the engine's check of redirect targets
         self._pending_releases: list[str] = []  # URLs to give back, kept across reconnects
         self._number = 0  # of our last exchange with the master: they only go up
         # How many of the pending reports and releases an unanswered exchange carried:
@@ -153,6 +165,11 @@ class Worker:
             engine_thread = threading.Thread(target=self._run_engine, name="engine",
                                              daemon=True)
             engine_thread.start()
+        except BadCrawlInfo as exc:  # the master's rules cannot be read: say so, no traceback
+            log.error("%s", exc)
+            self._engine = None
+            self.failure = exc
+            self._stop.set()
         except Exception as exc:  # no thread (a process limit), a broken libcurl, bad options
             log.exception("cannot start the download engine")
             self._engine = None  # tasks go straight back (see _take)
@@ -168,6 +185,8 @@ class Worker:
             if self._engine is not None and engine_thread is not None:
                 self._engine.close()
                 engine_thread.join(timeout=5)
+            if self._redirects is not None:
+                self._redirects.close()
             self._hand_back(store)
             # Partials of workers on this host that died (kill -9) are ours to remove.
             with contextlib.suppress(StorageError):
@@ -462,10 +481,27 @@ class Worker:
         if not local.env_proxies:
             request = dataclasses.replace(request, env_proxies=False)
         log.debug("request options: %r", request)  # its repr holds no secret
+        policy = AddressPolicy.from_wire(crawl["policy"])
+        self._redirects = self._redirect_check(crawl, policy, request, limits)
         return CurlEngine(slots=self._options.threads, new_sink=sinks_into(store, limits),
-                          limits=limits,
-                          policy=AddressPolicy.from_wire(crawl["policy"]), options=request,
-                          report=self._done.put, stop=self._stop)
+                          limits=limits, policy=policy, options=request,
+                          report=self._done.put, stop=self._stop, check_hop=self._redirects)
+
+    @staticmethod
+    def _redirect_check(crawl: CrawlInfo, policy: AddressPolicy, request: RequestOptions,
+                        limits: Limits) -> RedirectCheck | None:
+        """The crawl's image scope and robots.txt, for the redirects images take (None:
+        every target may be followed). Raises BadCrawlInfo if the master's rules are bad."""
+        scope = image_scope_from_wire(crawl.get("image_scope"))
+        robots = robots_rules_from_wire(crawl.get("robots"))
+        if scope.open and not robots["respect"]:
+            return None
+        reader = None
+        if robots["respect"]:
+            client = EasyClient(policy, request, connect_timeout=limits.connect_timeout,
+                                ca_file=None if request.ca_bundle else default_ca_file())
+            reader = RobotsReader(client, crawl["user_agent"], robots["timeout"])
+        return RedirectCheck(scope, reader)
 
     def _run_engine(self) -> None:
         """The engine thread. If the engine fails, the worker stops and hands its URLs back."""

@@ -1,0 +1,230 @@
+"""The Redis broker: its address, the connection, and the crawls registered on it.
+
+In broker mode a crawl's state lives in Redis instead of one master's memory
+(see ``crawler.board.redis`` for the images, ``crawler.board.redis_frontier``
+for the pages). This module owns what comes before: reading
+``redis://[user@]HOST:PORT/DB`` (``rediss://`` for TLS), finding the
+password where ``ps`` cannot show it, connecting with deadlines on every
+call, and the record of each crawl (its settings, seeds and what workers need
+to download) that the first master writes and every later master, worker and
+``crawler status`` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from crawler.config import BROKER_PASSWORD_ENV as PASSWORD_ENV
+from crawler.config import DEFAULT_CRAWL as DEFAULT_CRAWL
+from crawler.errors import BrokerError, BrokerUnreachable, UsageError
+
+# The Redis client is imported when a broker is used: workers of the embedded queue
+# never load it.
+if TYPE_CHECKING:
+    import redis
+
+CONNECT_DEADLINE = 5.0  # seconds to connect to Redis
+CALL_DEADLINE = 10.0  # seconds for any one command; the longest script is far shorter
+REGISTRY = "crawler:crawls"  # the names of the crawls on this database
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """Where the broker is and how to log in to it; ``str()`` never shows the password."""
+
+    host: str
+    port: int
+    db: int = 0
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+    ca_file: Path | None = None
+
+    def __str__(self) -> str:
+        scheme = "rediss" if self.tls else "redis"
+        user = f"{urllib.parse.quote(self.username)}@" if self.username else ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{user}{host}:{self.port}/{self.db}"
+
+
+def parse_broker(url: str, *, password_file: Path | None = None,
+                 environ: Mapping[str, str] | None = None, from_command_line: bool = True,
+                 ca_file: Path | None = None) -> BrokerAddress:
+    """The broker at ``url``; UsageError, saying what is wrong, for anything else.
+
+    The password comes from ``password_file`` or ``$CRAWLER_BROKER_PASSWORD``.
+    A password inside a URL given on the command line is refused: every user
+    of the machine could read it in ``ps``. (In ``$CRAWLER_BROKER`` it is fine.)
+    """
+    env = os.environ if environ is None else environ
+    parts = urllib.parse.urlsplit(url.strip())
+    if parts.scheme not in ("redis", "rediss"):
+        raise UsageError(f"broker {url!r}: expected redis://HOST:PORT/DB or rediss://HOST:PORT/DB")
+    if not parts.hostname:
+        raise UsageError(f"broker {url!r}: no host")
+    try:
+        port = parts.port or 6379
+    except ValueError as exc:
+        raise UsageError(f"broker {url!r}: bad port ({exc})") from exc
+    path = parts.path.strip("/") or "0"
+    if not path.isdigit():
+        raise UsageError(f"broker {url!r}: the database is a number, not {path!r}")
+    if parts.query or parts.fragment:
+        raise UsageError(f"broker {url!r}: options after ? or # are not read; "
+                         "use the settings or flags")
+    password = urllib.parse.unquote(parts.password) if parts.password is not None else None
+    if password is not None and from_command_line:
+        raise UsageError(f"broker URL with a password: anyone on this machine can read it in "
+                         f"ps; put it in a file for --broker-password-file or in ${PASSWORD_ENV}")
+    if password_file is not None:
+        try:
+            password = password_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read the broker password file {password_file}: "
+                             f"{getattr(exc, 'strerror', None) or exc}") from exc
+        if not password:
+            raise UsageError(f"the broker password file {password_file} is empty")
+    elif env.get(PASSWORD_ENV):
+        password = env[PASSWORD_ENV]
+    username = urllib.parse.unquote(parts.username) if parts.username else None
+    return BrokerAddress(host=parts.hostname, port=port, db=int(path),
+                         tls=parts.scheme == "rediss", username=username,
+                         password=password, ca_file=ca_file)
+
+
+def check_crawl_name(name: str) -> str:
+    """``name`` if it may name a crawl (it becomes part of Redis keys); UsageError if not."""
+    if not name or len(name) > 64 or not set(name) <= _NAME_CHARS:
+        raise UsageError(f"crawl name {name!r}: use 1 to 64 letters, digits, '-', '_' or '.'")
+    return name
+
+
+def connect(address: BrokerAddress) -> redis.Redis:
+    """A client of the broker whose every call has a deadline; checked with a PING.
+
+    BrokerUnreachable when Redis cannot be reached in time, BrokerError when it
+    refuses our login.
+    """
+    import redis
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
+    options: dict[str, Any] = {}
+    if address.tls:
+        options.update(ssl=True, ssl_cert_reqs="required",
+                       ssl_ca_certs=str(address.ca_file) if address.ca_file else None)
+    client = redis.Redis(host=address.host, port=address.port, db=address.db,
+                         username=address.username, password=address.password,
+                         socket_connect_timeout=CONNECT_DEADLINE, socket_timeout=CALL_DEADLINE,
+                         socket_keepalive=True, health_check_interval=30,
+                         # One quick retry rides out a reconnect; a longer outage is the
+                         # caller's to wait out (it knows what a lost answer means).
+                         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
+                         decode_responses=True, **options)
+    try:
+        client.ping()
+    except redis.AuthenticationError as exc:
+        raise BrokerError(f"the broker at {address} refused our login ({exc}): check "
+                          f"${PASSWORD_ENV} or --broker-password-file") from exc
+    except redis.ResponseError as exc:
+        if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
+            raise BrokerError(f"the broker at {address} wants a password ({exc}): give it "
+                              f"with ${PASSWORD_ENV} or --broker-password-file") from exc
+        raise BrokerError(f"the broker at {address} answered {exc}") from exc
+    except (redis.ConnectionError, redis.TimeoutError, socket.gaierror) as exc:
+        raise BrokerUnreachable(f"cannot reach the broker at {address}: {exc}; is redis-server "
+                                "running there, and is the address right?") from exc
+    return client
+
+
+@dataclass(frozen=True)
+class BrokerCrawl:
+    """One crawl on one broker, connected: what a master or a worker in broker mode holds."""
+
+    address: BrokerAddress
+    client: redis.Redis
+    name: str
+
+
+def open_crawl(address: BrokerAddress, name: str | None) -> BrokerCrawl:
+    """Connect to the broker and pick the crawl (``name``, else its only one)."""
+    client = connect(address)
+    return BrokerCrawl(address, client, check_crawl_name(name) if name
+                       else only_crawl(client, address))
+
+
+def is_link_error(exc: BaseException) -> bool:
+    """Whether ``exc`` says the broker is out of reach (down, restarting, cut off)."""
+    import redis
+
+    return isinstance(exc, redis.ConnectionError | redis.TimeoutError | BrokerUnreachable)
+
+
+def keys_prefix(crawl: str) -> str:
+    """The start of every key of ``crawl``; the braces keep a crawl on one cluster slot."""
+    return f"crawler:{{{crawl}}}:"
+
+
+class CrawlRecord:
+    """A crawl's record on the broker: written once by its first master, read by the rest.
+
+    ``settings`` are the first master's (a joining master crawls by them, not by
+    its own), ``seeds`` and ``identity`` say which crawl it is, ``info`` is what
+    a joining worker needs (it holds the request secrets: cookies, headers; the
+    broker's login guards it, as the authkey guards the embedded queue).
+    """
+
+    def __init__(self, client: redis.Redis, crawl: str) -> None:
+        self.client = client
+        self.crawl = check_crawl_name(crawl)
+        self.key = keys_prefix(crawl) + "crawl"
+
+    def create(self, *, settings: dict[str, Any], seeds: list[str], identity: dict[str, Any],
+               info: dict[str, Any], board: dict[str, Any]) -> bool:
+        """Write the record unless the crawl exists; True when this call created it."""
+        fields: dict[Any, Any] = {"settings": json.dumps(settings), "seeds": json.dumps(seeds),
+                  "identity": json.dumps(identity, sort_keys=True), "info": json.dumps(info),
+                  "board": json.dumps(board), "started": json.dumps(time.time())}
+        created = bool(self.client.hsetnx(self.key, "identity", fields["identity"]))
+        if created:
+            self.client.hset(self.key, mapping=fields)
+            self.client.sadd(REGISTRY, self.crawl)
+        return created
+
+    def exists(self) -> bool:
+        return bool(self.client.exists(self.key))
+
+    def field(self, name: str) -> Any:
+        """One field of the record, decoded; BrokerError when the crawl is not there."""
+        text = self.client.hget(self.key, name)
+        if text is None:
+            known = sorted(str(crawl) for crawl in self.client.smembers(REGISTRY))
+            raise BrokerError(f"no crawl named {self.crawl!r} on the broker"
+                              + (f"; it has {', '.join(known)}" if known else
+                                 "; start one with crawler master URL --broker ..."))
+        try:
+            return json.loads(str(text))
+        except json.JSONDecodeError as exc:
+            raise BrokerError(f"the record of crawl {self.crawl!r} on the broker is damaged "
+                              f"({name}: {exc})") from exc
+
+
+def only_crawl(client: redis.Redis, address: BrokerAddress) -> str:
+    """The one crawl registered on the broker, for commands given no --crawl."""
+    names = sorted(str(name) for name in client.smembers(REGISTRY))
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise BrokerError(f"no crawl on the broker at {address} yet: start a master first "
+                          "(crawler master URL --broker ...)")
+    raise BrokerError(f"the broker at {address} has several crawls ({', '.join(names)}): "
+                      "name one with --crawl")

@@ -1,0 +1,481 @@
+"""The task board in Redis: one crawl shared by several masters and many workers on many hosts.
+
+:class:`RedisBoard` keeps the rules of the in-memory
+:class:`~crawler.board.memory.TaskBoard` (leases, heartbeats, numbered
+exchanges applied once, holding reconciliation and ``lost``, retries with
+backoff, per-host pacing and concurrency, fair shares among the workers
+asking, worker_silence, max_attempts); the same behavioural tests run against
+both. What differs is where the state lives: in Redis, so that any number of
+processes on any hosts may call the same board at once. Every step that reads
+and changes state is one Lua script (``redis_scripts.lua`` beside this
+module), which Redis runs alone: two masters or workers never interleave.
+
+Time: without a ``clock`` the scripts read the broker's own ``TIME``, so hosts
+whose clocks disagree still agree on every deadline; with one (tests), its
+reading is passed in.
+
+The keys, all under ``crawler:{CRAWL}:`` (the braces are a hash tag: a cluster
+keeps a whole crawl on one slot, as its scripts need):
+
+============  ================================================================
+items         hash: URL -> compact JSON (host, page, ref, state, attempts,
+              holder) while unfinished; an empty value once final
+q:HOST        list: the host's queued URLs
+ready         list: hosts with queued URLs that may be asked, rotated (one URL
+              per host per turn); ``paced``: sorted set of those waiting for
+              their pace, by time; ``full``: set of those with every slot in
+              flight; ``listed``: set of all three
+leases        sorted set: leased URL -> deadline
+delayed       sorted set: URL waiting for a retry -> when it may go again
+inflight      hash: host -> URLs leased; ``next``: host -> not asked before;
+              ``delay``: host -> seconds between two requests (Crawl-delay)
+w:WORKER      hash: info, first (seen), ask (last asked for work), ex (the
+              highest exchange applied), done, failed, bytes
+held:WORKER   set: the URLs it holds; ``ph:WORKER``: hash host -> how many
+contact       sorted set: worker -> last contact; ``asking``: worker -> last
+              ask, for workers not gone; ``gone``: set of gone workers
+counts        hash: the ``counts()`` numbers, and ``unfinished``
+closed        present once the crawl is closed
+results       stream: every final result (see ``drain``)
+============  ================================================================
+
+Memory per URL: one hash field of its URL and about 40 bytes of JSON (plus its
+page and ref) while unfinished, the URL alone once final; queued, it is in its
+host's list too, and leased or delayed, in one sorted set. Each final result
+stays in the ``results`` stream (the Attempt's JSON, about 300 bytes), so that
+a master that joins later sees every result. Measured (``benchmarks/
+redis_board.py``, URLs of 65 characters): about 290 bytes of the broker's
+memory per queued URL, 600 per final one.
+
+The client is made by the caller (``crawler.board.broker.connect``), with
+``socket_timeout`` (and ``socket_connect_timeout``) set: every call then ends, and a broker that
+cannot be reached or does not answer in time raises
+:class:`~crawler.errors.BrokerUnreachable`. redis-py retries a command whose
+connection failed (by default three times, backing off): a script may then run
+twice, which each of them survives (a put finds its URL, a report finds it no
+longer held, a lease whose answer was lost is reconciled by the next
+exchange's ``holding``), at the cost of a longer wait when the broker is down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from importlib import resources
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
+
+import redis
+import redis.client
+import redis.exceptions
+
+from crawler.board.broker import keys_prefix
+from crawler.board.memory import BoardPolicy, Settled
+from crawler.errors import BrokerError, BrokerUnreachable, UsageError
+from crawler.model.outcome import Attempt
+from crawler.model.wire import LeaseAnswer, WorkerInfo
+
+if TYPE_CHECKING:
+    from crawler.board.base import Board
+
+log = logging.getLogger(__name__)
+
+FIRST_PAUSE = 0.005  # seconds between two polls of a waiting lease, doubling...
+LONGEST_PAUSE = 0.1  # ...up to this
+CHUNK = 1000  # URLs per script call where a call takes a list (Lua's stack is finite)
+DRAIN_BATCH = 1000  # results read per XRANGE
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _load_scripts() -> dict[str, str]:
+    """Each script's full text: the shared part, then its own body."""
+    text = resources.files("crawler.board").joinpath("redis_scripts.lua").read_text("utf-8")
+    shared, *bodies = re.split(r"^-- @script ", text, flags=re.MULTILINE)
+    return {body.split(":", 1)[0]: f"{shared}\n-- {body}" for body in bodies}
+
+
+_SCRIPTS = _load_scripts()
+
+
+def broker_address(client: redis.Redis) -> str:
+    """``host:port`` (or the socket path) that ``client`` talks to, for messages."""
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return str(kwargs["path"])
+    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+
+
+@contextlib.contextmanager
+def broker_errors(client: redis.Redis) -> Iterator[None]:
+    """Turn redis-py's errors into ours: BrokerUnreachable for a connection that failed
+    or timed out, BrokerError for a command the broker refused. Callers that execute
+    their own pipeline (see ``queue_put``) wrap their ``execute`` in it too."""
+    try:
+        yield
+    except redis.exceptions.AuthenticationError as exc:  # a ConnectionError, but not "away"
+        raise BrokerError(f"the Redis broker at {broker_address(client)} refused our "
+                          f"credentials: {exc} (check the user and password given for it)"
+                          ) from exc
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise BrokerUnreachable(
+            f"cannot reach the Redis broker at {broker_address(client)}: {exc} (is "
+            "redis-server running there, and reachable from this host? check the broker "
+            "address, then start the command again)") from exc
+    except redis.exceptions.RedisError as exc:
+        raise BrokerError(f"the Redis broker at {broker_address(client)} failed a command: "
+                          f"{exc}") from exc
+
+
+def _translated(method: Callable[Concatenate[RedisBoard, _P], _R]
+                ) -> Callable[Concatenate[RedisBoard, _P], _R]:
+    def call(self: RedisBoard, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with broker_errors(self._client):
+            return method(self, *args, **kwargs)
+    functools.update_wrapper(call, method)  # its name and docstring
+    return call
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _fields(raw: Mapping[Any, Any]) -> dict[str, str]:
+    return {_text(name): _text(value) for name, value in raw.items()}
+
+
+def _dumps(data: object) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+class RedisBoard:
+    """The Board of a crawl named ``crawl`` in Redis (see crawler.board.base for what each
+    call means, and TaskBoard for the rules they keep).
+
+    Several objects, in several processes on several hosts, may share one crawl: each
+    call is one script (or, for a waiting lease, a few) that Redis runs alone. Unlike
+    TaskBoard it wakes no one: a master polls ``unfinished`` and ``drain``.
+
+    ``drain_from``: the results stream ID after which ``drain`` starts; the default,
+    the stream's beginning, gives a new master every result so far.
+    """
+
+    def __init__(self, client: redis.Redis, crawl: str, policy: BoardPolicy,
+                 clock: Callable[[], float] | None = None, *, drain_from: str = "0-0") -> None:
+        if not crawl or any(c in crawl for c in "{}"):
+            raise UsageError(f"crawl name {crawl[:100]!r} must be non-empty, without braces")
+        self.policy = policy
+        self._client = client
+        self._clock = clock
+        self._prefix = keys_prefix(crawl)
+        self._scripts = {name: client.register_script(text) for name, text in _SCRIPTS.items()}
+        self._policy_args = [repr(float(value)) for value in (
+            policy.lease_timeout, policy.max_attempts, policy.backoff_base, policy.backoff_max,
+            policy.host_delay, policy.host_concurrency, policy.batch_size,
+            policy.worker_silence)]
+        self._cursor = drain_from
+        self._draining = threading.Lock()  # one cursor, whichever thread drains
+
+    # ----- the master's side -------------------------------------------------
+
+    def queue_put(self, pipe: redis.client.Pipeline, url: str, host: str, page: str | None,
+                  ref: str | None = None) -> None:
+        """Add ``put`` to the caller's transaction ``pipe`` (MULTI/EXEC), so that a page's
+        images are queued with the caller's own bookkeeping or not at all. Its result in
+        ``pipe.execute()`` is 1 when queued, 0 when the board had the URL; the caller
+        wraps that ``execute`` in ``broker_errors``."""
+        item: dict[str, object] = {"h": host, "s": "q", "a": 0}
+        if page is not None:
+            item["p"] = page
+        if ref is not None:
+            item["r"] = ref
+        self._run("put", [url, host, _dumps(item)], pipe)
+
+    def put(self, url: str, host: str, page: str | None, ref: str | None = None) -> bool:
+        """Queue ``url`` unless the board already has it; True when queued.
+
+        ``ref`` (a JSON string: what ``page`` said of the image) comes back on its Settled.
+        """
+        with broker_errors(self._client), self._client.pipeline(transaction=True) as pipe:
+            self.queue_put(pipe, url, host, page, ref)
+            [queued] = pipe.execute()
+        return bool(queued)
+
+    def queue_settle_now(self, pipe: redis.client.Pipeline, attempt: Attempt,
+                         page: str | None, ref: str | None = None) -> None:
+        """Add ``settle_now`` to the caller's transaction ``pipe`` (see ``queue_put``)."""
+        fields = ["attempt", _dumps(attempt.to_wire()), "attempts", "0"]
+        if page is not None:
+            fields += ["page", page]
+        if ref is not None:
+            fields += ["ref", ref]
+        self._run("settle_now", [attempt.url, *fields], pipe)
+
+    def settle_now(self, attempt: Attempt, page: str | None, ref: str | None = None) -> None:
+        """Record a final result the master decided itself (robots.txt, scope, ...),
+        unless the board has the URL already."""
+        with broker_errors(self._client), self._client.pipeline(transaction=True) as pipe:
+            self.queue_settle_now(pipe, attempt, page, ref)
+            pipe.execute()
+
+    @_translated
+    def remember(self, urls: Iterable[str]) -> None:
+        """Know ``urls`` as finished (a resumed crawl's results): never queue them again."""
+        for chunk in _chunks(urls):
+            self._run("remember", chunk)
+
+    @_translated
+    def set_host_delay(self, host: str, seconds: float) -> None:
+        self._run("set_host_delay", [host, repr(float(seconds))])
+
+    @_translated
+    def close(self) -> None:
+        """Announce the end of the crawl: leases from now on say "closed"."""
+        self._client.set(self._key("closed"), 1)
+
+    @property
+    @_translated
+    def closed(self) -> bool:
+        return bool(self._client.exists(self._key("closed")))
+
+    @_translated
+    def drain(self) -> list[Settled]:
+        """The final results recorded since this object's last drain, by any process;
+        the first drain starts at ``drain_from`` (by default, every result so far)."""
+        with self._draining:
+            settled, cursor = [], self._cursor
+            for cursor, result in self._results(self._cursor):  # noqa: B007 - the last counts
+                settled.append(result)
+            self._cursor = cursor  # only once all were read: a failure loses none
+            return settled
+
+    @_translated
+    def settled_all(self) -> list[Settled]:
+        """Every final result of the crawl so far (drain's place is kept)."""
+        return [result for _, result in self._results("0-0")]
+
+    @_translated
+    def unfinished(self) -> int:
+        """How many URLs have no final result yet."""
+        return int(self._client.hget(self._key("counts"), "unfinished") or 0)
+
+    @_translated
+    def known(self, url: str) -> bool:
+        return bool(self._client.hexists(self._key("items"), url))
+
+    @_translated
+    def reap(self) -> int:
+        """Put the URLs of expired leases back on the queue; return how many."""
+        return int(self._run("reap", [self._now(), *self._policy_args]))
+
+    @_translated
+    def counts(self) -> dict[str, int]:
+        with self._client.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self._key("counts"))
+            pipe.zcard(self._key("contact"))
+            pipe.scard(self._key("gone"))
+            raw, known, gone = pipe.execute()
+        numbers = {name: int(value) for name, value in _fields(raw).items()}
+        names = ("queued", "in_flight", "delayed", "done", "retries", "expired",
+                 "duplicates", "unknown", "reclaimed", "refused")
+        return {**{name: numbers.get(name, 0) for name in names},
+                "workers": int(known) - int(gone)}
+
+    # TaskBoard's counters, as attributes there.
+    retries = property(lambda self: self._count("retries"))
+    expired = property(lambda self: self._count("expired"))
+    duplicates = property(lambda self: self._count("duplicates"))
+    unknown = property(lambda self: self._count("unknown"))
+    reclaimed = property(lambda self: self._count("reclaimed"))
+    refused = property(lambda self: self._count("refused"))
+
+    @_translated
+    def workers(self) -> list[dict[str, Any]]:
+        raw = self._run("workers", [self._now()])
+        now = float(_text(raw[0]))
+        rows = []
+        for at in range(1, len(raw), 9):
+            name, info_json, first, contact, done, failed, sent = map(_text, raw[at:at + 7])
+            held, gone = int(raw[at + 7]), int(raw[at + 8])
+            info = json.loads(info_json)
+            last_contact, done_n = float(contact), int(done)
+            rows.append((float(first), {
+                "worker": name, "host": info.get("host"), "pid": info.get("pid"),
+                "threads": info.get("threads"), "held": held, "done": done_n,
+                "failed": int(failed), "bytes": int(sent),
+                "rate": done_n / max(1e-9, last_contact - float(first)),
+                "last_contact_s": round(now - last_contact, 2), "gone": bool(gone)}))
+        rows.sort(key=lambda row: row[0])  # in the order first seen, as TaskBoard's
+        return [row for _, row in rows]
+
+    # ----- the workers' side -------------------------------------------------
+
+    @_translated
+    def hello(self, worker: str, info: WorkerInfo) -> None:
+        self._run("hello", [self._now(), worker, _dumps(dict(info))])
+
+    @_translated
+    def lease(self, worker: str, max_items: int, wait: float) -> LeaseAnswer:
+        """Hand out up to ``max_items`` URLs, waiting up to ``wait`` seconds for one.
+
+        Redis cannot wait on a condition: the lease is tried again after short
+        pauses (5 ms doubling to 100 ms) until one comes or ``wait`` is over.
+        """
+        end = time.monotonic() + max(0.0, wait)
+        limit = self._limit(max_items)
+        return self._wait_for_tasks(worker, limit, end, self._lease_once(worker, limit))
+
+    @_translated
+    def report(self, worker: str, attempts: Iterable[Attempt]) -> int:
+        """Record ``worker``'s results for URLs it holds; the number recorded."""
+        attempts = list(attempts)
+        recorded, unknown, duplicates = self._run("report", [
+            self._now(), worker, str(len(attempts)), *self._policy_args,
+            *self._report_args(attempts)])
+        self._log_ignored(worker, unknown, duplicates)
+        return int(recorded)
+
+    @_translated
+    def refuse(self, worker: str, why: str) -> None:
+        """Count and log a report an adapter refused as malformed."""
+        self._client.hincrby(self._key("counts"), "refused", 1)
+        log.warning("refused a report from %s: %s", worker, why)
+
+    @_translated
+    def heartbeat(self, worker: str) -> bool:
+        """Renew every lease ``worker`` holds; True while the crawl goes on."""
+        return bool(self._run("heartbeat", [self._now(), worker, self._policy_args[0]]))
+
+    @_translated
+    def release(self, worker: str, urls: Iterable[str]) -> None:
+        """Take back URLs a stopping worker holds but will not finish."""
+        for chunk in _chunks(urls):
+            self._run("release", [worker, *chunk])
+
+    @_translated
+    def exchange(self, worker: str, number: int, reports: Iterable[Attempt],
+                 released: Iterable[str], max_items: int, wait: float,
+                 holding: Iterable[str] | None = None) -> LeaseAnswer:
+        """A worker's one round trip, applied once, its leases reconciled: see
+        ``TaskBoard.exchange``. The release, the reports, the reconciliation and the
+        first try at a lease are one script; only a wait for work polls again."""
+        end = time.monotonic() + max(0.0, wait)
+        attempts, given_back = list(reports), list(released)
+        held = list(holding) if holding is not None else []
+        limit = self._limit(max_items) if max_items > 0 else 0
+        stale, closed, tasks, lost, unknown, duplicates = self._run("exchange", [
+            self._now(), worker, str(number), str(limit), "1" if holding is not None else "0",
+            str(len(attempts)), str(len(given_back)), str(len(held)), *self._policy_args,
+            *self._report_args(attempts), *given_back, *held])
+        self._log_ignored(worker, unknown, duplicates)
+        answer = LeaseAnswer(closed=bool(closed), tasks=self._tasks(tasks))
+        if stale:
+            return answer
+        if limit > 0:
+            answer = self._wait_for_tasks(worker, limit, end, answer)
+        if lost:
+            answer["lost"] = [_text(url) for url in lost]
+        return answer
+
+    @_translated
+    def goodbye(self, worker: str) -> None:
+        self._run("goodbye", [worker])
+
+    # ----- internals ---------------------------------------------------------
+
+    def _key(self, name: str) -> str:
+        return self._prefix + name
+
+    def _now(self) -> str:
+        """The time the scripts work by: ours when a clock was given, else the broker's."""
+        return "" if self._clock is None else repr(float(self._clock()))
+
+    def _run(self, script: str, args: list[str],
+             pipe: redis.client.Pipeline | None = None) -> Any:
+        return self._scripts[script](keys=[self._prefix], args=args,
+                                     client=pipe if pipe is not None else self._client)
+
+    def _count(self, name: str) -> int:
+        with broker_errors(self._client):
+            return int(self._client.hget(self._key("counts"), name) or 0)
+
+    def _limit(self, max_items: int) -> int:
+        return max(1, min(max_items, self.policy.batch_size))
+
+    def _lease_once(self, worker: str, limit: int) -> LeaseAnswer:
+        closed, tasks = self._run("lease", [self._now(), worker, str(limit),
+                                            *self._policy_args])
+        return LeaseAnswer(closed=bool(closed), tasks=self._tasks(tasks))
+
+    def _wait_for_tasks(self, worker: str, limit: int, end: float,
+                        answer: LeaseAnswer) -> LeaseAnswer:
+        pause = FIRST_PAUSE
+        while not answer["tasks"] and not answer["closed"]:
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                break
+            time.sleep(min(pause, remaining))
+            pause = min(2 * pause, LONGEST_PAUSE)
+            answer = self._lease_once(worker, limit)
+        return answer
+
+    @staticmethod
+    def _tasks(flat: list[Any]) -> list[tuple[str, int]]:
+        return [(_text(flat[at]), int(flat[at + 1])) for at in range(0, len(flat), 2)]
+
+    @staticmethod
+    def _report_args(attempts: list[Attempt]) -> list[str]:
+        args: list[str] = []
+        for attempt in attempts:
+            args += [attempt.url, "1" if attempt.ok else "0", "1" if attempt.transient else "0",
+                     repr(float(attempt.retry_after)) if attempt.retry_after else "",
+                     str(attempt.bytes or 0), repr(random.uniform(0.5, 1.0)),  # backoff jitter
+                     _dumps(attempt.to_wire())]
+        return args
+
+    @staticmethod
+    def _log_ignored(worker: str, unknown: list[Any], duplicates: list[Any]) -> None:
+        for url in unknown:
+            log.warning("refused a report from %s for %.200s: no such URL was queued",
+                        worker, _text(url))
+        for url in duplicates:
+            log.info("ignored a report from %s for %.200s: it no longer holds that URL",
+                     worker, _text(url))
+
+    def _results(self, after: str) -> Iterator[tuple[str, Settled]]:
+        """The results stream's entries after ID ``after``, oldest first."""
+        stream = self._key("results")
+        while True:
+            entries = cast(list[tuple[Any, Any]],
+                           self._client.xrange(stream, f"({after}", "+", count=DRAIN_BATCH))
+            for raw_id, raw in entries:
+                after = _text(raw_id)
+                fields = _fields(raw)
+                yield after, Settled(Attempt.from_wire(json.loads(fields["attempt"])),
+                                     fields.get("page"), fields.get("worker"),
+                                     int(fields["attempts"]), fields.get("ref"))
+            if len(entries) < DRAIN_BATCH:
+                return
+
+
+if TYPE_CHECKING:
+    def _is_a_board(board: RedisBoard) -> Board:  # mypy checks it keeps the protocol
+        return board
+
+
+def _chunks(urls: Iterable[str]) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for url in urls:
+        chunk.append(url)
+        if len(chunk) == CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -1,0 +1,132 @@
+"""A worker's (and ``crawler status``'s) way to a crawl on the Redis broker.
+
+The same calls as :class:`crawler.board.manager.MasterClient`, so a worker
+does not know which broker it has: ``connect`` returns a board whose
+``hello``, ``exchange``, ``goodbye`` and ``status`` act on the crawl's state
+in Redis directly (through the same :class:`BoardView` checks the embedded
+queue applies). No master is in the way: workers go on while masters restart.
+
+A broker that cannot be reached, or a crawl not created yet, shows itself as
+``ConnectionError``, as a master that is down does: the worker waits for it
+(``worker.connect_wait``) and reconnects the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+import redis
+
+from crawler.board.broker import BrokerAddress, CrawlRecord, keys_prefix, open_crawl
+from crawler.board.manager import BoardView
+from crawler.board.memory import BoardPolicy
+from crawler.board.redis import RedisBoard
+from crawler.errors import BrokerError, BrokerUnreachable
+from crawler.model.progress import Snapshot
+from crawler.model.wire import CrawlInfo, Status
+
+_LINK = (redis.ConnectionError, redis.TimeoutError, BrokerUnreachable)
+
+
+class BrokerClient:
+    def __init__(self, address: BrokerAddress, crawl: str | None) -> None:
+        self.broker = address
+        self.address = (address.host, address.port)
+        self._crawl = crawl
+
+    def connect(self) -> _LinkErrors:
+        """The crawl's board; ConnectionError while the broker or the crawl is not there."""
+        try:
+            crawl = open_crawl(self.broker, self._crawl)
+            record = CrawlRecord(crawl.client, crawl.name)
+            info = record.field("info")
+            policy = BoardPolicy(**record.field("board"))
+        except _LINK as exc:
+            raise ConnectionError(str(exc)) from exc
+        except BrokerError as exc:
+            if record_missing(exc):
+                raise ConnectionError(str(exc)) from exc  # a master may create it yet
+            raise
+        board = RedisBoard(crawl.client, crawl.name, policy)
+        describe = _describer(crawl.client, crawl.name, info, board)
+        return _LinkErrors(_BrokerView(board, describe))
+
+    def bound_calls(self, board: object, seconds: float) -> None:
+        """Nothing to do: every call to the broker has the client's socket deadline."""
+
+    def reset(self) -> None:
+        """Nothing cached to forget: ``connect`` makes a new client."""
+
+
+class _BrokerView(BoardView):
+    """BoardView, plus what a master does for the embedded board: put the URLs of
+    expired leases back. Workers do it too here, so that one that died while no
+    master runs does not keep its URLs from the others."""
+
+    REAP_EVERY = 1.0  # seconds, per worker; the script is atomic, so many may call it
+
+    def __init__(self, board: RedisBoard, describe: Callable[..., Any]) -> None:
+        super().__init__(board, describe)  # type: ignore[arg-type]
+        self._redis_board = board
+        self._last_reap = 0.0
+
+    def exchange(self, *args: Any, **kwargs: Any) -> Any:
+        now = time.monotonic()
+        if now - self._last_reap >= self.REAP_EVERY:
+            self._last_reap = now
+            self._redis_board.reap()
+        return super().exchange(*args, **kwargs)
+
+
+def record_missing(exc: BrokerError) -> bool:
+    return str(exc).startswith("no crawl")
+
+
+class _LinkErrors:
+    """The view's calls, with a lost broker raised as ConnectionError (a lost link)."""
+
+    def __init__(self, view: BoardView) -> None:
+        self._view = view
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        call = getattr(self._view, name)
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return call(*args, **kwargs)
+            except _LINK as exc:
+                raise ConnectionError(f"lost the broker: {exc}") from exc
+
+        return guarded
+
+
+def _describer(client: redis.Redis, crawl: str, info: dict[str, Any],
+               board: RedisBoard) -> Callable[..., CrawlInfo | Status]:
+    def describe(full: bool = False) -> CrawlInfo | Status:
+        if not full:
+            return cast(CrawlInfo, info)
+        return broker_status(client, crawl, info, board)
+
+    return describe
+
+
+def broker_status(client: redis.Redis, crawl: str, info: dict[str, Any],
+                  board: RedisBoard) -> Status:
+    """``crawler status`` of a crawl on the broker: every master's progress, summed."""
+    public = {key: value for key, value in info.items() if key != "request"}  # no secrets
+    record = CrawlRecord(client, crawl)
+    masters = [json.loads(str(text)) for text in client.hvals(keys_prefix(crawl) + "masters")]
+    live = [m for m in masters
+            if not m.get("ended") and time.time() - float(m.get("at", 0)) < 10.0]
+    progress: dict[str, Any] = {**Snapshot().as_dict(), "masters": 0}  # before any master
+    if masters:  # the freshest master's view holds the whole crawl's counts
+        progress = dict(max(masters, key=lambda m: float(m.get("at", 0)))["progress"])
+        progress["masters"] = len(live)
+    started = float(str(client.hget(record.key, "started") or time.time()))
+    return cast(Status, {**public, "seeds": record.field("seeds"),
+                         "elapsed_s": round(time.time() - started, 2), "progress": progress,
+                         "board": board.counts(), "workers": board.workers(),
+                         "closed": board.closed})

@@ -1,0 +1,270 @@
+"""The page frontier on the Redis broker, shared by every master of one crawl.
+
+The same rules as :class:`crawler.master.frontier.Frontier`: one queue per
+host, hosts take turns, each host paced (its delay between two pages, raised
+by a Crawl-delay, and any hold after a 5xx or 429), a page seen once. What a
+shared frontier adds: a page a master takes is *leased* to it, as images are
+to workers. Its lease lives while that master's heartbeats renew it; when the
+page is done, the master records it with its links in one transaction; when
+the master dies (kill -9, a cut link), the lease runs out and the page goes
+back on its host's queue for another master. Each step is one Lua script, so
+masters on several hosts never interleave, and times are Redis's own
+(``TIME``), so hosts with skewed clocks agree on pacing and deadlines.
+
+Keys (under the crawl's prefix): ``pages:seen`` (set of URLs), ``pages:lane:HOST``
+(list of ``DEPTH<TAB>URL``), ``pages:ready`` (hosts with waiting pages, scored by
+when they may be asked), ``pages:next`` and ``pages:delay`` (hashes by host),
+``pages:leased`` (URLs scored by lease deadline), ``pages:holder`` (URL to
+``MASTER<TAB>DEPTH<TAB>HOST``), ``pages:held:MASTER`` (set), ``pages:tries``,
+``pages:aside`` and ``pages:stats`` (``waiting``, ``done``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import redis
+
+from crawler.board.broker import keys_prefix
+from crawler.model.urls import host_key
+
+REAP_AT_MOST = 100  # expired page leases put back per pop, so one call stays short
+
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+"""
+
+# Put a host back on the ready set if it has waiting pages, at its next allowed time.
+_LIST_HOST = """
+local function list_host(p, host, now)
+  if redis.call('LLEN', p .. 'pages:lane:' .. host) > 0 then
+    local nxt = tonumber(redis.call('HGET', p .. 'pages:next', host) or '0')
+    redis.call('ZADD', p .. 'pages:ready', nxt, host)
+  end
+end
+local function unlease(p, url)
+  local holder = redis.call('HGET', p .. 'pages:holder', url)
+  if not holder then return nil end
+  local master, depth, host = string.match(holder, '^(.-)\\t(%d+)\\t(.*)$')
+  redis.call('HDEL', p .. 'pages:holder', url)
+  redis.call('ZREM', p .. 'pages:leased', url)
+  redis.call('SREM', p .. 'pages:held:' .. master, url)
+  return {depth, host}
+end
+local function push_front(p, url, depth, host, now)
+  redis.call('LPUSH', p .. 'pages:lane:' .. host, depth .. '\\t' .. url)
+  redis.call('HINCRBY', p .. 'pages:stats', 'waiting', 1)
+  list_host(p, host, now)
+end
+"""
+
+# ARGV: prefix, master, lease seconds, default delay
+_POP = _NOW + _LIST_HOST + """
+local p, master, lease, default_delay = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+for _, url in ipairs(redis.call('ZRANGEBYSCORE', p .. 'pages:leased', '-inf', now,
+                                'LIMIT', 0, REAP_AT_MOST)) do
+  local back = unlease(p, url)
+  if back then push_front(p, url, back[1], back[2], now) end
+end
+for _ = 1, 16 do
+  local hosts = redis.call('ZRANGEBYSCORE', p .. 'pages:ready', '-inf', now, 'LIMIT', 0, 1)
+  if #hosts == 0 then return false end
+  local host = hosts[1]
+  local entry = redis.call('LPOP', p .. 'pages:lane:' .. host)
+  if entry then
+    local delay = tonumber(redis.call('HGET', p .. 'pages:delay', host) or default_delay)
+    local nxt = now + delay
+    redis.call('HSET', p .. 'pages:next', host, nxt)
+    if redis.call('LLEN', p .. 'pages:lane:' .. host) > 0 then
+      redis.call('ZADD', p .. 'pages:ready', nxt, host)
+    else
+      redis.call('ZREM', p .. 'pages:ready', host)
+    end
+    redis.call('HINCRBY', p .. 'pages:stats', 'waiting', -1)
+    local depth, url = string.match(entry, '^(%d+)\\t(.*)$')
+    redis.call('ZADD', p .. 'pages:leased', now + lease, url)
+    redis.call('HSET', p .. 'pages:holder', url, master .. '\\t' .. depth .. '\\t' .. host)
+    redis.call('SADD', p .. 'pages:held:' .. master, url)
+    return {url, depth}
+  end
+  redis.call('ZREM', p .. 'pages:ready', host)
+end
+return false
+""".replace("REAP_AT_MOST", str(REAP_AT_MOST))
+
+# ARGV: prefix, then (depth, url, host) triples: queue each URL never seen
+_ADD = _NOW + _LIST_HOST + """
+local p = ARGV[1]
+local added = 0
+for i = 2, #ARGV, 3 do
+  local depth, url, host = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if redis.call('SADD', p .. 'pages:seen', url) == 1 then
+    redis.call('RPUSH', p .. 'pages:lane:' .. host, depth .. '\\t' .. url)
+    redis.call('HINCRBY', p .. 'pages:stats', 'waiting', 1)
+    if not redis.call('ZSCORE', p .. 'pages:ready', host) then list_host(p, host, now) end
+    added = added + 1
+  end
+end
+return added
+"""
+
+# ARGV: prefix, url, how ('done' | 'aside' | 'requeue'), depth, host
+_SETTLE = _NOW + _LIST_HOST + """
+local p, url, how = ARGV[1], ARGV[2], ARGV[3]
+unlease(p, url)
+if how == 'done' then
+  redis.call('HINCRBY', p .. 'pages:stats', 'done', 1)
+elseif how == 'aside' then
+  redis.call('SADD', p .. 'pages:aside', url)
+else
+  push_front(p, url, ARGV[4], ARGV[5], now)
+end
+return 1
+"""
+
+# ARGV: prefix, master, lease seconds: renew every page lease the master holds
+_HEARTBEAT = _NOW + """
+local p, master, lease = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local held = redis.call('SMEMBERS', p .. 'pages:held:' .. master)
+for _, url in ipairs(held) do
+  redis.call('ZADD', p .. 'pages:leased', 'XX', now + lease, url)
+end
+return #held
+"""
+
+# ARGV: prefix, host, seconds from now (hold) or delay (slow), which
+_PACE = _NOW + """
+local p, host, seconds, which = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+if which == 'slow' then
+  local delay = tonumber(redis.call('HGET', p .. 'pages:delay', host) or '0')
+  if seconds > delay then redis.call('HSET', p .. 'pages:delay', host, seconds) end
+  return 1
+end
+local until_ = now + seconds
+local nxt = tonumber(redis.call('HGET', p .. 'pages:next', host) or '0')
+if until_ > nxt then
+  redis.call('HSET', p .. 'pages:next', host, until_)
+  redis.call('ZADD', p .. 'pages:ready', 'XX', 'GT', until_, host)
+end
+return 1
+"""
+
+_CLEAR = """
+local p = ARGV[1]
+for _, host in ipairs(redis.call('ZRANGE', p .. 'pages:ready', 0, -1)) do
+  redis.call('DEL', p .. 'pages:lane:' .. host)
+end
+redis.call('DEL', p .. 'pages:ready')
+redis.call('HSET', p .. 'pages:stats', 'waiting', 0)
+return 1
+"""
+
+
+class RedisFrontier:
+    """The pages of one crawl on the broker, leased to masters; see the module docstring.
+
+    The master's :class:`~crawler.master.frontier.Frontier` calls, plus what a
+    shared frontier needs: ``heartbeat`` (renew this master's page leases),
+    ``set_aside`` (a page left for a later run) and ``queue_done`` (record a
+    page as done inside the caller's transaction, with its links).
+    """
+
+    def __init__(self, client: redis.Redis, crawl: str, master: str, *, delay: float = 0.0,
+                 lease: float = 10.0) -> None:
+        self._client = client
+        self._prefix = keys_prefix(crawl)
+        self._master = master
+        self._delay = delay
+        self.lease = lease
+        self._seen: set[str] = set()  # this master's: spares Redis a round trip per link
+        self._pop = client.register_script(_POP)
+        self._add = client.register_script(_ADD)
+        self._settle = client.register_script(_SETTLE)
+        self._heartbeat = client.register_script(_HEARTBEAT)
+        self._pace = client.register_script(_PACE)
+        self._clear = client.register_script(_CLEAR)
+
+    def __len__(self) -> int:
+        """Pages waiting or being fetched by any master of the crawl.
+
+        Both counts in one transaction: read apart, another master's page could be
+        recorded in between (its lease gone, its links not yet counted) and the
+        crawl would look finished while it is not.
+        """
+        pipe = self._client.pipeline(transaction=True)
+        pipe.hget(self._prefix + "pages:stats", "waiting")
+        pipe.zcard(self._prefix + "pages:leased")
+        waiting, leased = pipe.execute()
+        return max(0, int(waiting or 0)) + int(leased)
+
+    def add_many(self, pages: Iterable[tuple[str, int]]) -> int:
+        """Queue pages never seen by the crawl (the seeds); how many were new."""
+        args = _page_args(pages)
+        return int(self._add(args=[self._prefix, *args])) if args else 0
+
+    def add(self, url: str, depth: int) -> bool:
+        """Whether ``url`` is new to this master; the crawl learns of it in ``queue_done``."""
+        if url in self._seen:
+            return False
+        self._seen.add(url)
+        return True
+
+    def seen(self, url: str) -> bool:
+        return url in self._seen
+
+    def pop(self, now: float | None = None) -> tuple[str, int] | None:
+        """Lease the next page of a host that may be asked now (None: every host waits)."""
+        popped: Any = self._pop(args=[self._prefix, self._master, self.lease, self._delay])
+        if not popped:
+            return None
+        url, depth = popped
+        self._seen.add(url)
+        return str(url), int(depth)
+
+    def heartbeat(self) -> int:
+        """Renew this master's page leases; how many it holds."""
+        return int(self._heartbeat(
+            args=[self._prefix, self._master, self.lease]))
+
+    def hold(self, host: str, until: float) -> None:
+        """Ask nothing of ``host`` before ``until`` (this process's time.monotonic())."""
+        self._pace(args=[self._prefix, host, max(0.0, until - time.monotonic()), "hold"])
+
+    def slow_to(self, host: str, delay: float) -> None:
+        self._pace(args=[self._prefix, host, delay, "slow"])
+
+    def failed(self, url: str) -> int:
+        """Count a passing failure of ``url``, for every master; how often so far."""
+        return int(self._client.hincrby(self._prefix + "pages:tries", url, 1))
+
+    def requeue(self, url: str, depth: int) -> None:
+        """Give a leased page back, to be tried again when its host may be asked."""
+        self._settle(args=[self._prefix, url, "requeue", depth, host_key(url)])
+
+    def set_aside(self, url: str) -> None:
+        """Give up a leased page for this crawl (a passing failure; a rerun may try it)."""
+        self._settle(args=[self._prefix, url, "aside", 0, ""])
+
+    def clear(self) -> None:
+        """Forget the pages waiting (the page budget is spent); the seen set stays."""
+        self._clear(args=[self._prefix])
+
+    def queue_done(self, pipe: redis.client.Pipeline, url: str,
+                   links: Sequence[tuple[str, int]]) -> None:
+        """Add to ``pipe`` (a transaction): ``url`` is done, and its links are queued."""
+        if links:
+            self._add(args=[self._prefix, *_page_args(links)], client=pipe)
+        self._settle(args=[self._prefix, url, "done", 0, ""], client=pipe)
+
+    def done_count(self) -> int:
+        return int(self._client.hget(self._prefix + "pages:stats", "done") or 0)
+
+
+def _page_args(pages: Iterable[tuple[str, int]]) -> list[str | int]:
+    args: list[str | int] = []
+    for url, depth in pages:
+        args += [depth, url, host_key(url)]
+    return args

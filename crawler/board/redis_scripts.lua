@@ -1,0 +1,502 @@
+-- The task board's state changes, one Lua script each (see crawler/board/redis.py).
+-- This part is shared: crawler/board/redis.py puts it before every script's body.
+-- KEYS[1] is the crawl's prefix "crawler:{CRAWL}:"; every key is built from it, so all
+-- of them share the crawl's hash tag and a cluster keeps them on one slot.
+local P = KEYS[1]
+local ITEMS, COUNTS = P .. 'items', P .. 'counts'
+local LEASES, DELAYED = P .. 'leases', P .. 'delayed'
+-- A host with queued URLs is in LISTED, and in one of: READY (may be asked, in turn),
+-- PACED (not before its score: its delay or a Retry-After) or FULL (host_concurrency
+-- URLs in flight). Only READY is walked, so a lease costs nothing per waiting host.
+local READY, LISTED = P .. 'ready', P .. 'listed'
+local PACED, FULL = P .. 'paced', P .. 'full'
+local INFLIGHT, NEXT, DELAY = P .. 'inflight', P .. 'next', P .. 'delay'
+local CONTACT, ASKING, GONE = P .. 'contact', P .. 'asking', P .. 'gone'
+local CLOSED, RESULTS = P .. 'closed', P .. 'results'
+local STATE_COUNT = {q = 'queued', l = 'in_flight', d = 'delayed', f = 'done'}
+local MAX_RETRY_AFTER = 600.0
+local ASKING_WINDOW = 2.0
+local CLASSIC = 'classic'
+
+local function num(x) return string.format('%.17g', x) end
+
+local function now_from(arg)
+  if arg ~= '' then return tonumber(arg) end
+  local t = redis.call('TIME')  -- the broker's clock: every host reads the same one
+  return tonumber(t[1]) + tonumber(t[2]) / 1e6
+end
+
+local function worker_key(w) return P .. 'w:' .. w end
+local function held_key(w) return P .. 'held:' .. w end
+local function perhost_key(w) return P .. 'ph:' .. w end
+local function queue_key(h) return P .. 'q:' .. h end
+
+-- An item: {h = host, p = page, r = ref, s = state, a = attempts, w = holder}; a
+-- finished URL keeps only its name, with an empty value.
+local function get_item(url)
+  local v = redis.call('HGET', ITEMS, url)
+  if not v then return nil end
+  if v == '' then return {s = 'f'} end
+  return cjson.decode(v)
+end
+
+local function save_item(url, it)
+  if it.s == 'f' then
+    redis.call('HSET', ITEMS, url, '')
+  else
+    redis.call('HSET', ITEMS, url, cjson.encode(it))
+  end
+end
+
+local function set_state(url, it, state)
+  redis.call('HINCRBY', COUNTS, STATE_COUNT[it.s], -1)
+  redis.call('HINCRBY', COUNTS, STATE_COUNT[state], 1)
+  if it.s == 'l' then redis.call('ZREM', LEASES, url) end
+  it.s = state
+end
+
+local function decr_field(key, field)
+  if redis.call('HINCRBY', key, field, -1) <= 0 then redis.call('HDEL', key, field) end
+end
+
+local function enqueue(url, host, front)
+  if front then
+    redis.call('LPUSH', queue_key(host), url)
+  else
+    redis.call('RPUSH', queue_key(host), url)
+  end
+  if redis.call('SADD', LISTED, host) == 1 then redis.call('RPUSH', READY, host) end
+end
+
+local function hold_host(host, untill)
+  local nxt = tonumber(redis.call('HGET', NEXT, host) or '0')
+  if untill > nxt then
+    redis.call('HSET', NEXT, host, num(untill))
+    redis.call('ZADD', PACED, 'XX', num(untill), host)  -- if waiting, now for longer
+  end
+end
+
+-- Hosts whose pace allows a request again go back in turn (or wait for a free slot).
+local function promote_paced(now, policy)
+  local due = redis.call('ZRANGEBYSCORE', PACED, '-inf', num(now))
+  for _, host in ipairs(due) do
+    redis.call('ZREM', PACED, host)
+    if tonumber(redis.call('HGET', INFLIGHT, host) or '0') >= policy.host_concurrency then
+      redis.call('SADD', FULL, host)
+    else
+      redis.call('RPUSH', READY, host)
+    end
+  end
+end
+
+local function has_record(worker)
+  return redis.call('EXISTS', worker_key(worker)) == 1
+end
+
+-- Every call from a worker: it is alive, not gone, and its leases live lease_timeout more.
+-- False for the classic holder that never said hello (it keeps no record). The leases'
+-- deadlines are not rewritten here (that cost one ZADD per held URL per call, the
+-- larger part of a busy broker's work): reap renews, from the holder's last contact,
+-- a lease whose deadline passed while its holder kept calling.
+local function touch(worker, now, lease_timeout)
+  local wk = worker_key(worker)
+  if redis.call('EXISTS', wk) == 0 then
+    if worker == CLASSIC then return false end
+    redis.call('HSET', wk, 'first', num(now), 'ex', 0)
+  end
+  redis.call('ZADD', CONTACT, num(now), worker)
+  if redis.call('SREM', GONE, worker) == 1 then
+    local ask = redis.call('HGET', wk, 'ask')
+    if ask then redis.call('ZADD', ASKING, ask, worker) end
+  end
+  return true
+end
+
+local function unlease(url, it)
+  if it.s ~= 'l' then return end
+  decr_field(INFLIGHT, it.h)
+  if redis.call('SREM', FULL, it.h) == 1 then redis.call('RPUSH', READY, it.h) end  -- a slot
+  if it.w and has_record(it.w) then
+    redis.call('SREM', held_key(it.w), url)
+    decr_field(perhost_key(it.w), it.h)
+  end
+  it.w = nil
+end
+
+local function finish(url, it, attempt_json, worker)
+  local fields = {'attempt', attempt_json, 'attempts', math.max(it.a or 0, 1)}
+  if it.p then table.insert(fields, 'page'); table.insert(fields, it.p) end
+  if worker then table.insert(fields, 'worker'); table.insert(fields, worker) end
+  if it.r then table.insert(fields, 'ref'); table.insert(fields, it.r) end
+  set_state(url, it, 'f')
+  save_item(url, it)
+  redis.call('HINCRBY', COUNTS, 'unfinished', -1)
+  redis.call('XADD', RESULTS, '*', unpack(fields))
+end
+
+-- A URL queued again at the front of its host's queue (a retry, a lease given back).
+local function back_on_queue(url, it)
+  set_state(url, it, 'q')
+  save_item(url, it)
+  enqueue(url, it.h, true)
+end
+
+local function promote_delayed(now)
+  local due = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', num(now))
+  for _, url in ipairs(due) do
+    redis.call('ZREM', DELAYED, url)
+    local it = get_item(url)
+    if it and it.s == 'd' then
+      back_on_queue(url, it)
+    end
+  end
+end
+
+-- Put back URLs worker holds and will not try (their attempt was never made).
+local function release(worker, urls)
+  for _, url in ipairs(urls) do
+    local it = get_item(url)
+    if it and it.s == 'l' and it.w == worker then
+      unlease(url, it)
+      it.a = it.a - 1
+      back_on_queue(url, it)
+    end
+  end
+end
+
+-- policy: {lease_timeout, max_attempts, backoff_base, backoff_max, host_delay,
+--          host_concurrency, batch_size, worker_silence}
+local function policy_from(args, at)
+  return {lease_timeout = tonumber(args[at]), max_attempts = tonumber(args[at + 1]),
+          backoff_base = tonumber(args[at + 2]), backoff_max = tonumber(args[at + 3]),
+          host_delay = tonumber(args[at + 4]), host_concurrency = tonumber(args[at + 5]),
+          batch_size = tonumber(args[at + 6]), worker_silence = tonumber(args[at + 7])}
+end
+local POLICY_ARGS = 8
+
+-- A report: url, ok, transient, retry_after ('' for none), bytes, jitter, attempt JSON.
+local REPORT_ARGS = 7
+
+local function record_result(url, it, r, worker, now, policy)
+  unlease(url, it)
+  if r.retry_after > 0 then
+    hold_host(it.h, now + math.min(r.retry_after, MAX_RETRY_AFTER))
+  end
+  local attempts = math.max(it.a or 0, 1)
+  if not r.ok and r.transient and attempts < policy.max_attempts then
+    local delay = math.min(policy.backoff_max, policy.backoff_base * 2 ^ (attempts - 1))
+    delay = delay * r.jitter
+    if r.retry_after > 0 then
+      delay = math.max(delay, math.min(r.retry_after, MAX_RETRY_AFTER))
+    end
+    set_state(url, it, 'd')
+    save_item(url, it)
+    redis.call('ZADD', DELAYED, num(now + delay), url)
+    redis.call('HINCRBY', COUNTS, 'retries', 1)
+    return
+  end
+  finish(url, it, r.json, worker)
+end
+
+-- Returns recorded, the URLs never queued, the URLs worker does not hold; and the
+-- URLs the reports speak of.
+local function report(worker, record, args, at, count, now, policy)
+  local recorded, unknown, duplicates, spoken = 0, {}, {}, {}
+  for i = 0, count - 1 do
+    local base = at + i * REPORT_ARGS
+    local r = {url = args[base], ok = args[base + 1] == '1', transient = args[base + 2] == '1',
+               retry_after = tonumber(args[base + 3]) or 0, bytes = tonumber(args[base + 4]),
+               jitter = tonumber(args[base + 5]), json = args[base + 6]}
+    spoken[r.url] = true
+    local it = get_item(r.url)
+    if not it then
+      redis.call('HINCRBY', COUNTS, 'unknown', 1)
+      table.insert(unknown, r.url)
+    elseif it.s ~= 'l' or it.w ~= worker then
+      -- Its lease ran out: only the current holder's result counts.
+      redis.call('HINCRBY', COUNTS, 'duplicates', 1)
+      table.insert(duplicates, r.url)
+    else
+      if record then
+        if r.ok then
+          redis.call('HINCRBY', worker_key(worker), 'done', 1)
+          redis.call('HINCRBY', worker_key(worker), 'bytes', r.bytes)
+        else
+          redis.call('HINCRBY', worker_key(worker), 'failed', 1)
+        end
+      end
+      record_result(r.url, it, r, worker, now, policy)
+      recorded = recorded + 1
+    end
+  end
+  return recorded, unknown, duplicates, spoken
+end
+
+-- Hand out up to limit URLs, one per host per turn, within each host's concurrency,
+-- pace and (for a worker with a record) its share among the workers asking.
+local function take(worker, record, limit, now, policy)
+  local tasks = {}
+  local share = math.huge
+  if record then
+    local asking = redis.call('ZCOUNT', ASKING, num(now - ASKING_WINDOW), '+inf')
+    share = math.ceil(policy.host_concurrency / math.max(1, asking))
+  end
+  local hosts = redis.call('LLEN', READY)
+  local blocked = 0  -- hosts in a row this worker has its share of; all of them means stop
+  while #tasks < 2 * limit and hosts > 0 and blocked < hosts do  -- two entries a task
+    local host = redis.call('LINDEX', READY, 0)
+    local q = queue_key(host)
+    local url = redis.call('LINDEX', q, 0)
+    local it = nil
+    while url do
+      it = get_item(url)
+      if it and it.s == 'q' then break end
+      redis.call('LPOP', q)  -- settled while queued: skip
+      url = redis.call('LINDEX', q, 0)
+    end
+    local in_flight = tonumber(redis.call('HGET', INFLIGHT, host) or '0')
+    local nxt = tonumber(redis.call('HGET', NEXT, host) or '0')
+    if not url then
+      redis.call('LPOP', READY)
+      redis.call('SREM', LISTED, host)
+      hosts = hosts - 1
+    elseif nxt > now then
+      redis.call('LPOP', READY)
+      redis.call('ZADD', PACED, num(nxt), host)
+      hosts = hosts - 1
+    elseif in_flight >= policy.host_concurrency then
+      redis.call('LPOP', READY)
+      redis.call('SADD', FULL, host)
+      hosts = hosts - 1
+    elseif record and tonumber(redis.call('HGET', perhost_key(worker), host) or '0') >= share
+        then
+      redis.call('LMOVE', READY, READY, 'LEFT', 'RIGHT')
+      blocked = blocked + 1
+    else
+      blocked = 0
+      redis.call('LPOP', q)
+      set_state(url, it, 'l')
+      it.w = worker
+      it.a = (it.a or 0) + 1
+      save_item(url, it)
+      redis.call('ZADD', LEASES, num(now + policy.lease_timeout), url)
+      redis.call('HINCRBY', INFLIGHT, host, 1)
+      local delay = math.max(policy.host_delay,
+                             tonumber(redis.call('HGET', DELAY, host) or '0'))
+      if delay > 0 then hold_host(host, now + delay) end
+      if record then
+        redis.call('SADD', held_key(worker), url)
+        redis.call('HINCRBY', perhost_key(worker), host, 1)
+      end
+      table.insert(tasks, url)
+      table.insert(tasks, it.a)
+      redis.call('LMOVE', READY, READY, 'LEFT', 'RIGHT')  -- one URL per host per turn
+    end
+  end
+  return tasks
+end
+
+-- The lease step: {closed, tasks as url, attempt, url, attempt...}.
+local function lease(worker, record, limit, now, policy)
+  if record then
+    redis.call('HSET', worker_key(worker), 'ask', num(now))
+    redis.call('ZADD', ASKING, num(now), worker)
+  end
+  if redis.call('EXISTS', CLOSED) == 1 then return {1, {}} end
+  promote_delayed(now)
+  promote_paced(now, policy)
+  return {0, take(worker, record, limit, now, policy)}
+end
+
+local function mark_gone(worker)
+  redis.call('SADD', GONE, worker)
+  redis.call('ZREM', ASKING, worker)
+end
+
+-- @script put: url, host, item JSON -> 1 when queued, 0 when the board had it
+if redis.call('HEXISTS', ITEMS, ARGV[1]) == 1 then return 0 end
+redis.call('HSET', ITEMS, ARGV[1], ARGV[3])
+redis.call('HINCRBY', COUNTS, 'queued', 1)
+redis.call('HINCRBY', COUNTS, 'unfinished', 1)
+enqueue(ARGV[1], ARGV[2], false)
+return 1
+
+-- @script settle_now: url, then the result's stream fields and values -> 1 when recorded
+if redis.call('HEXISTS', ITEMS, ARGV[1]) == 1 then return 0 end
+redis.call('HSET', ITEMS, ARGV[1], '')
+redis.call('HINCRBY', COUNTS, 'done', 1)
+redis.call('XADD', RESULTS, '*', unpack(ARGV, 2))
+return 1
+
+-- @script remember: urls -> how many were new
+local new = 0
+for _, url in ipairs(ARGV) do
+  new = new + redis.call('HSETNX', ITEMS, url, '')
+end
+redis.call('HINCRBY', COUNTS, 'done', new)
+return new
+
+-- @script set_host_delay: host, seconds (a delay is never shortened)
+local current = tonumber(redis.call('HGET', DELAY, ARGV[1]) or '0')
+if tonumber(ARGV[2]) > current then redis.call('HSET', DELAY, ARGV[1], ARGV[2]) end
+return 0
+
+-- @script reap: now, policy -> how many leases expired
+local now = now_from(ARGV[1])
+local policy = policy_from(ARGV, 2)
+promote_delayed(now)
+promote_paced(now, policy)
+-- Our workers call every second: one silent for worker_silence is stopped, cut off
+-- or dead, and its leases end now rather than after lease_timeout.
+local silent = redis.call('ZRANGEBYSCORE', CONTACT, '-inf', '(' .. num(now - policy.worker_silence))
+for _, worker in ipairs(silent) do
+  for _, url in ipairs(redis.call('SMEMBERS', held_key(worker))) do
+    redis.call('ZADD', LEASES, 'XX', num(now - 1.0), url)
+  end
+end
+local due = redis.call('ZRANGEBYSCORE', LEASES, '-inf', '(' .. num(now))
+local expired = {}
+for _, url in ipairs(due) do
+  local it = get_item(url)
+  local contact = it.w and redis.call('ZSCORE', CONTACT, it.w)
+  if contact and tonumber(contact) >= now - policy.worker_silence
+      and tonumber(contact) + policy.lease_timeout >= now then
+    -- Its holder kept calling: the lease lives lease_timeout from the last call.
+    redis.call('ZADD', LEASES, 'XX', num(tonumber(contact) + policy.lease_timeout), url)
+  else
+    table.insert(expired, url)
+  end
+end
+for _, url in ipairs(expired) do
+  local it = get_item(url)
+  unlease(url, it)
+  if it.a >= policy.max_attempts then
+    finish(url, it, cjson.encode({url = url, ok = false, reason = 'lost: no result after '
+      .. it.a .. ' attempts (worker gone or too slow)'}), nil)
+  else
+    back_on_queue(url, it)
+  end
+end
+local quiet = redis.call('ZRANGEBYSCORE', CONTACT, '-inf', '(' .. num(now - policy.lease_timeout))
+for _, worker in ipairs(quiet) do
+  if redis.call('SISMEMBER', GONE, worker) == 0 then mark_gone(worker) end
+end
+redis.call('HINCRBY', COUNTS, 'expired', #expired)
+return #expired
+
+-- @script hello: now, worker, info JSON
+local now, worker = now_from(ARGV[1]), ARGV[2]
+local wk = worker_key(worker)
+if redis.call('EXISTS', wk) == 0 then
+  redis.call('HSET', wk, 'info', ARGV[3], 'first', num(now), 'ex', 0)
+else
+  if redis.call('SREM', GONE, worker) == 1 then
+    local ask = redis.call('HGET', wk, 'ask')
+    if ask then redis.call('ZADD', ASKING, ask, worker) end
+  end
+end
+redis.call('ZADD', CONTACT, num(now), worker)
+return 0
+
+-- @script lease: now, worker, limit, policy -> {closed, tasks}
+local now, worker = now_from(ARGV[1]), ARGV[2]
+local policy = policy_from(ARGV, 4)
+local record = touch(worker, now, policy.lease_timeout)
+return lease(worker, record, tonumber(ARGV[3]), now, policy)
+
+-- @script report: now, worker, count, policy, reports -> {recorded, unknown, duplicates}
+local now, worker = now_from(ARGV[1]), ARGV[2]
+local policy = policy_from(ARGV, 4)
+local record = touch(worker, now, policy.lease_timeout)
+local recorded, unknown, duplicates = report(worker, record, ARGV, 4 + POLICY_ARGS,
+                                             tonumber(ARGV[3]), now, policy)
+return {recorded, unknown, duplicates}
+
+-- @script heartbeat: now, worker, lease_timeout -> 1 while the crawl goes on
+touch(ARGV[2], now_from(ARGV[1]), tonumber(ARGV[3]))
+return 1 - redis.call('EXISTS', CLOSED)
+
+-- @script release: worker, urls
+local urls = {}
+for i = 2, #ARGV do table.insert(urls, ARGV[i]) end
+release(ARGV[1], urls)
+return 0
+
+-- @script goodbye: worker
+if has_record(ARGV[1]) then mark_gone(ARGV[1]) end
+return 0
+
+-- @script exchange: now, worker, number, limit (0: a heartbeat), has holding,
+-- report count, released count, holding count, policy, reports, released, holding
+-- -> {stale, closed, tasks, lost, unknown, duplicates}
+local now, worker, number = now_from(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local limit, has_holding = tonumber(ARGV[4]), ARGV[5] == '1'
+local n_reports, n_released, n_holding = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local policy = policy_from(ARGV, 9)
+local at = 9 + POLICY_ARGS
+local released, holding = {}, {}
+local from = at + n_reports * REPORT_ARGS
+for i = 0, n_released - 1 do table.insert(released, ARGV[from + i]) end
+from = from + n_released
+for i = 0, n_holding - 1 do table.insert(holding, ARGV[from + i]) end
+local record = touch(worker, now, policy.lease_timeout)
+local unknown, duplicates, lost = {}, {}, {}
+local wk = worker_key(worker)
+if record and number < tonumber(redis.call('HGET', wk, 'ex') or '0') then
+  -- A copy held up in the network, overtaken by the worker's later calls: all of it
+  -- was applied already, or sent again, and its holding list is out of date.
+  return {1, redis.call('EXISTS', CLOSED), {}, {}, {}, {}}
+end
+local spoken = {}
+for i = 0, n_reports - 1 do spoken[ARGV[at + i * REPORT_ARGS]] = true end
+if (not record) or number > tonumber(redis.call('HGET', wk, 'ex') or '0') then
+  if record then redis.call('HSET', wk, 'ex', number) end
+  release(worker, released)
+  local _
+  _, unknown, duplicates = report(worker, record, ARGV, at, n_reports, now, policy)
+end
+if record and has_holding then
+  local kept = {}
+  for _, url in ipairs(holding) do kept[url] = true end
+  local never = {}
+  for _, url in ipairs(redis.call('SMEMBERS', held_key(worker))) do
+    if not kept[url] then table.insert(never, url) end
+  end
+  release(worker, never)  -- never received, so never tried
+  redis.call('HINCRBY', COUNTS, 'reclaimed', #never)
+  for _, url in ipairs(released) do spoken[url] = true end
+  for _, url in ipairs(holding) do
+    if not spoken[url] and redis.call('SISMEMBER', held_key(worker), url) == 0 then
+      spoken[url] = true  -- named once, however often the worker listed it
+      table.insert(lost, url)
+    end
+  end
+end
+local closed, tasks = 0, {}
+if limit > 0 then
+  local answer = lease(worker, record, limit, now, policy)
+  closed, tasks = answer[1], answer[2]
+else
+  closed = redis.call('EXISTS', CLOSED)
+end
+return {0, closed, tasks, lost, unknown, duplicates}
+
+-- @script workers: now -> {now, then per worker: name, info, first, contact, done,
+-- failed, bytes, held, gone}
+local now = now_from(ARGV[1])
+local out = {num(now)}
+local contacts = redis.call('ZRANGE', CONTACT, 0, -1, 'WITHSCORES')
+for i = 1, #contacts, 2 do
+  local worker = contacts[i]
+  local w = redis.call('HMGET', worker_key(worker), 'info', 'first', 'done', 'failed', 'bytes')
+  table.insert(out, worker)
+  table.insert(out, w[1] or '{}')
+  table.insert(out, w[2] or contacts[i + 1])
+  table.insert(out, contacts[i + 1])
+  table.insert(out, w[3] or '0')
+  table.insert(out, w[4] or '0')
+  table.insert(out, w[5] or '0')
+  table.insert(out, redis.call('SCARD', held_key(worker)))
+  table.insert(out, redis.call('SISMEMBER', GONE, worker))
+end
+return out

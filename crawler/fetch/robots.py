@@ -1,0 +1,88 @@
+"""One origin's robots.txt: read with libcurl, parsed with Protego, and what it allows.
+
+The master reads it before pages and images (``crawler.master.robots`` keeps
+its per-origin cache and the Crawl-delay); a worker reads it before following
+an image's redirect to another URL (``crawler.worker.hops``). Both read it
+here, so an unreachable or broken robots.txt means the same to both.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from protego import Protego
+
+from crawler.fetch.easy import EasyClient
+
+log = logging.getLogger(__name__)
+
+MAX_ROBOTS_BYTES = 512 * 1024  # what Google reads of a robots.txt
+
+_DISALLOW_ALL = Protego.parse("User-agent: *\nDisallow: /\n")
+
+
+@dataclass(frozen=True)
+class RobotsFile:
+    """The rules of one origin, and why its robots.txt could not be read (None if it could).
+
+    An unreachable robots.txt disallows everything (RFC 9309); nothing of that
+    is final: a later run reads it again.
+    """
+
+    rules: Protego
+    unreachable: str | None = None
+
+    def refusal(self, url: str, user_agent: str) -> str | None:
+        """Why ``url`` may not be fetched, or None when it may."""
+        if self.rules.can_fetch(url, user_agent):
+            return None
+        if self.unreachable:
+            return f"robots.txt unreachable ({self.unreachable})"
+        return "disallowed by robots.txt"
+
+
+ALLOW_ALL = RobotsFile(Protego.parse(""))
+DISALLOW_ALL = RobotsFile(_DISALLOW_ALL)
+
+
+def unreachable(why: str) -> RobotsFile:
+    """The rules of an origin whose robots.txt could not be read: nothing allowed."""
+    return RobotsFile(_DISALLOW_ALL, why)
+
+
+def read_robots(client: EasyClient, origin: str, timeout: float) -> RobotsFile:
+    """Fetch and parse ``origin``'s robots.txt within ``timeout`` seconds, all of it.
+
+    RFC 9309: 4xx (or a redirect, not followed) means no rules; 5xx, a failed
+    connection, a broken or too slow answer mean complete disallow.
+    """
+    reply = client.get(origin + "/robots.txt", accept="text/plain,*/*;q=0.5",
+                       max_bytes=MAX_ROBOTS_BYTES, timeout=timeout)
+    if reply.blocked is not None:
+        return ALLOW_ALL  # every fetch from that origin will be refused anyway
+    if reply.timed_out:
+        log.warning("robots.txt of %s too slow: not crawling that origin", origin)
+        return unreachable(f"too slow (over {timeout:g} s)")
+    if not reply.ok and reply.status:  # the head came, the body did not
+        log.warning("robots.txt of %s broke off (%s): not crawling that origin",
+                    origin, reply.failure)
+        return unreachable(f"broken response: {reply.failure}")
+    if not reply.ok:
+        log.warning("robots.txt of %s unreachable (%s): not crawling that origin",
+                    origin, reply.failure)
+        return unreachable(reply.failure)
+    if reply.status >= 500:
+        log.warning("robots.txt of %s answered HTTP %d: not crawling that origin",
+                    origin, reply.status)
+        return unreachable(f"HTTP {reply.status}")
+    if reply.status != 200:  # 4xx: no robots.txt; a redirect not followed: as if none
+        return ALLOW_ALL
+    return RobotsFile(Protego.parse(reply.body.decode("utf-8", errors="replace")))
+
+
+def origin_of(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``: what one robots.txt governs."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"

@@ -1,0 +1,117 @@
+"""Where a master keeps what a crash must not lose: two ledgers, one per broker.
+
+The crawl loop hands over the pages it finished (``PageDone``: the page, its
+new links, its images) and the final outcomes; a ledger records them and puts
+the page's images on the board, in the order that loses nothing.
+
+- :class:`JournalLedger` (the embedded queue): the SQLite journal in the
+  output folder records first, then the images go on the master's in-memory
+  board; a master that restarts rebuilds its board from the journal.
+- :class:`BrokerLedger` (Redis): a page's "done", its links and its images go
+  to Redis in one transaction, so a master killed at any point leaves either
+  all of it there or none (and then the page's lease runs out and another
+  master reads it again). Outcomes are already in Redis, written by the board
+  as workers report them; the output folder's files are rebuilt from there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Protocol
+
+from crawler.master.journal import Journal, PageDone, Resumed
+from crawler.model.outcome import Attempt, Outcome
+from crawler.model.urls import host_key_of_normalized
+
+if TYPE_CHECKING:
+    import redis
+
+    from crawler.board.memory import TaskBoard
+    from crawler.board.redis import RedisBoard
+    from crawler.board.redis_frontier import RedisFrontier
+
+
+class Ledger(Protocol):
+    def resume(self) -> Resumed:
+        """What an earlier run left to do (nothing, where the broker holds it)."""
+        ...
+
+    def outcomes(self) -> Iterable[Outcome]:
+        """The outcomes recorded before this run, to rewrite the result files from."""
+        ...
+
+    def pages_done(self, pages: list[PageDone]) -> None:
+        """Record finished pages with their links, and queue their images on the board."""
+        ...
+
+    def record(self, outcomes: Iterable[Outcome]) -> None:
+        """Record final outcomes the board handed over."""
+        ...
+
+
+def _settled(image: tuple[str, str, str | None, str | None]) -> Attempt | None:
+    """The final attempt of an image decided on its page (refused, dry run), or None."""
+    url, _page, outcome, _ref = image
+    if outcome is None:
+        return None
+    return Attempt(url=url, ok=False, reason=Outcome.from_json(outcome).reason)
+
+
+class JournalLedger:
+    """The embedded mode's ledger: the journal records, then the board is told."""
+
+    def __init__(self, journal: Journal, board: TaskBoard) -> None:
+        self._journal = journal
+        self._board = board
+
+    def resume(self) -> Resumed:
+        return self._journal.resume()
+
+    def outcomes(self) -> Iterable[Outcome]:
+        return self._journal.outcomes()
+
+    def pages_done(self, pages: list[PageDone]) -> None:
+        self._journal.pages_done(pages)
+        board = self._board
+        for page in pages:
+            for image in page.images:
+                url, page_url, _, ref = image
+                attempt = _settled(image)
+                if attempt is not None:
+                    board.settle_now(attempt, page_url, ref)
+                else:
+                    board.put(url, host_key_of_normalized(url), page_url, ref)
+
+    def record(self, outcomes: Iterable[Outcome]) -> None:
+        self._journal.record(outcomes)
+
+
+class BrokerLedger:
+    """The Redis mode's ledger: each page, with its links and images, in one transaction."""
+
+    def __init__(self, client: redis.Redis, frontier: RedisFrontier, board: RedisBoard) -> None:
+        self._client = client
+        self._frontier = frontier
+        self._board = board
+
+    def resume(self) -> Resumed:
+        return Resumed([], set(), [], set())  # the broker holds the crawl's state
+
+    def outcomes(self) -> Iterable[Outcome]:
+        return ()  # the board's results stream, drained from its start, refills the files
+
+    def pages_done(self, pages: list[PageDone]) -> None:
+        pipe = self._client.pipeline(transaction=True)
+        for page in pages:
+            self._frontier.queue_done(pipe, page.url, page.links)
+            for image in page.images:
+                url, page_url, _, ref = image
+                attempt = _settled(image)
+                if attempt is not None:
+                    self._board.queue_settle_now(pipe, attempt, page_url, ref)
+                else:
+                    self._board.queue_put(pipe, url, host_key_of_normalized(url), page_url, ref)
+        pipe.execute()
+
+    def record(self, outcomes: Iterable[Outcome]) -> None:
+        pass  # the board wrote them to the broker when they were reported

@@ -1,0 +1,75 @@
+"""Which image URLs a crawl may download: its image allow/deny patterns.
+
+The master asks it of every image a page shows; a worker asks it again of
+every URL an image redirects to, so the rules travel to workers as the plain
+pattern strings (:meth:`ImageScope.to_wire`) and are compiled again there.
+URLs are the ones ``crawler.model.urls.normalize`` produced: matching is
+plain string work.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TypedDict
+
+from crawler.errors import ConfigError
+
+__all__ = ["ImagePatterns", "ImageScope", "compile_patterns", "search_any"]
+
+
+class ImagePatterns(TypedDict):
+    """The image scope as it travels to workers: the patterns' own text."""
+
+    allow: list[str]
+    deny: list[str]
+
+
+def compile_patterns(patterns: Sequence[str], setting: str) -> tuple[re.Pattern[str], ...]:
+    """Compile each pattern once; a bad one is a configuration error that names it."""
+    if isinstance(patterns, str):
+        patterns = (patterns,)  # a lone string would otherwise be split into characters
+    compiled = []
+    for pattern in patterns:
+        try:
+            compiled.append(re.compile(pattern))
+        except (re.error, TypeError) as exc:
+            raise ConfigError(f"{setting}: invalid regular expression {pattern!r}: {exc}") \
+                from exc
+    return tuple(compiled)
+
+
+def search_any(patterns: tuple[re.Pattern[str], ...], url: str) -> bool:
+    return any(pattern.search(url) for pattern in patterns)
+
+
+@dataclass(frozen=True)
+class ImageScope:
+    """Images are open by default (sites serve them from CDNs); deny wins, allow narrows."""
+
+    allow: tuple[re.Pattern[str], ...] = ()
+    deny: tuple[re.Pattern[str], ...] = ()
+
+    @classmethod
+    def from_patterns(cls, allow: Sequence[str] = (), deny: Sequence[str] = ()) -> ImageScope:
+        """Raises ``ConfigError`` naming ``image_allow`` or ``image_deny`` for a bad pattern."""
+        return cls(compile_patterns(allow, "image_allow"), compile_patterns(deny, "image_deny"))
+
+    def allows(self, url: str) -> bool:
+        """May the crawl download this image? Any http(s) URL not denied, and allowed if
+        any allow pattern is given."""
+        if not url.startswith(("http://", "https://")):
+            return False
+        if search_any(self.deny, url):
+            return False
+        return not self.allow or search_any(self.allow, url)
+
+    @property
+    def open(self) -> bool:
+        """No pattern: every http(s) image is in scope."""
+        return not (self.allow or self.deny)
+
+    def to_wire(self) -> ImagePatterns:
+        return ImagePatterns(allow=[p.pattern for p in self.allow],
+                             deny=[p.pattern for p in self.deny])

@@ -1,0 +1,120 @@
+"""Whether a worker follows an image's redirect: the crawl's image scope, then robots.txt.
+
+The master judges the URL it queues; where that URL redirects to is seen
+only by the worker, hop by hop. Each target must be in the crawl's image
+scope and allowed by its own origin's robots.txt for the crawl's user agent,
+read the way the master reads it (``crawler.fetch.robots``): once per
+origin per worker, an unreachable one refusing everything.
+
+The engine asks on its event thread and must not wait there: a robots.txt
+may take up to its timeout. So the engine parks the transfer, a few reader
+threads here fetch robots.txt, and the verdict goes back by callback; a
+known origin answers at once. The parked transfer stays under its download
+deadline meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+
+from crawler.fetch.easy import EasyClient
+from crawler.fetch.engine import HopVerdict
+from crawler.fetch.robots import RobotsFile, origin_of, read_robots, unreachable
+from crawler.model.imagescope import ImageScope
+
+log = logging.getLogger(__name__)
+
+OUT_OF_SCOPE = "out of the crawl's image scope"
+READERS = 4  # robots.txt fetched at once, each on its own thread and connection
+MAX_ORIGINS = 4096  # robots.txt files kept; the oldest goes first
+TICK = 0.5  # how often an idle reader looks for the end
+CLOSE_GRACE = 1.0  # seconds close() waits for readers before leaving them to the exit
+
+
+class RobotsReader:
+    """robots.txt per origin, read by a few threads of its own; verdicts by callback."""
+
+    def __init__(self, client: EasyClient, user_agent: str, timeout: float,
+                 readers: int = READERS) -> None:
+        self._client = client
+        self._agent = user_agent
+        self._timeout = timeout
+        self._readers = readers
+        self._lock = threading.Lock()
+        self._files: dict[str, RobotsFile] = {}
+        self._waiting: dict[str, list[tuple[str, HopVerdict]]] = {}  # origin -> its askers
+        self._origins: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._closed = threading.Event()
+
+    def ask(self, url: str, verdict: HopVerdict) -> None:
+        """Give ``verdict`` why robots.txt refuses ``url`` (None: allowed), now or later."""
+        origin = origin_of(url)
+        with self._lock:
+            known = self._files.get(origin)
+            if known is None:
+                askers = self._waiting.setdefault(origin, [])
+                askers.append((url, verdict))
+                if len(askers) == 1:  # the first to ask: read it
+                    self._origins.put(origin)
+                    self._add_reader()
+                return
+        verdict(known.refusal(url, self._agent))
+
+    def close(self) -> None:
+        """Stop the readers; the client is closed only if none is still in a request."""
+        self._closed.set()
+        deadline = time.monotonic() + CLOSE_GRACE
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in self._threads):
+            return  # one waits on a robots.txt: its handle is in use until the process ends
+        self._client.close()
+
+    def _add_reader(self) -> None:
+        if len(self._threads) < self._readers and not self._closed.is_set():
+            thread = threading.Thread(target=self._read_loop, name="robots", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _read_loop(self) -> None:
+        while not self._closed.is_set():
+            try:
+                origin = self._origins.get(timeout=TICK)
+            except queue.Empty:
+                continue
+            try:
+                robots = read_robots(self._client, origin, self._timeout)
+            except Exception:  # a bug must not leave the askers without an answer
+                log.exception("robots.txt of %s could not be read", origin)
+                robots = unreachable("crawler error")
+            with self._lock:
+                if len(self._files) >= MAX_ORIGINS:
+                    del self._files[next(iter(self._files))]
+                self._files[origin] = robots
+                askers = self._waiting.pop(origin, [])
+            for url, verdict in askers:
+                verdict(robots.refusal(url, self._agent))
+
+
+class RedirectCheck:
+    """The engine's ``check_hop``: image scope first (no request), then robots.txt."""
+
+    def __init__(self, scope: ImageScope, robots: RobotsReader | None) -> None:
+        self._scope = scope
+        self._robots = robots
+
+    def __call__(self, url: str, verdict: HopVerdict) -> None:
+        if not self._scope.allows(url):
+            verdict(OUT_OF_SCOPE)
+        elif self._robots is None:
+            verdict(None)
+        else:
+            self._robots.ask(url, verdict)
+
+    def close(self) -> None:
+        if self._robots is not None:
+            self._robots.close()

@@ -1,0 +1,309 @@
+"""The crawl on a Redis broker, with real processes and a real redis-server.
+
+The same results as the embedded queue; several masters on one crawl; and
+nothing lost when a master, a worker or Redis itself is killed mid-crawl.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from crawler.demo.site import build_site
+
+from .conftest import (
+    FixtureServer,
+    finish,
+    free_port,
+    manifest_lines,
+    run_crawler,
+    serve_routes,
+    start_crawler,
+    stop,
+    wait_for_output,
+    wait_until,
+)
+from .redis_server import RedisServer, redis_server_path
+from .test_recovery import check_complete, setup_site
+from .tls import make_ca
+
+
+def _crawl_name() -> str:
+    return "t" + secrets.token_hex(4)
+
+
+def _comparable(out: Path) -> list[tuple[str, str, str | None, str | None, str | None]]:
+    """What a crawl's manifest says of each image, without times and worker names."""
+    return sorted((e["url"], e["status"], e["path"], e["sha256"], e["page"])
+                  for e in manifest_lines(out))
+
+
+def test_a_crawl_on_the_broker_has_the_results_of_one_on_the_embedded_queue(
+        make_server: Callable[[], FixtureServer], redis_server: RedisServer, tmp_path: Path,
+        authkey: str) -> None:
+    server = make_server()
+    site = build_site(pages=4, images_per_page=10, min_kb=1, max_kb=8)
+    missing = sorted(site.images)[:2]  # their pages show them; the server answers 404
+    serve_routes(server, {path: body for path, body in site.files.items()
+                          if path not in missing})
+    embedded, brokered = tmp_path / "embedded", tmp_path / "brokered"
+    done = run_crawler("master", server.url + "/", "--out", str(embedded), "--bind",
+                       "127.0.0.1:0", "--local-workers", "2", "--quiet", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    name = _crawl_name()
+    done = run_crawler("master", server.url + "/", "--out", str(brokered), "--broker",
+                       redis_server.url, "--crawl", name, "--local-workers", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"crawler worker --broker {redis_server.url} --crawl {name}" in done.stderr
+    failed = [e for e in manifest_lines(brokered) if e["status"] == "failure"]
+    assert sorted(e["url"] for e in failed) == [server.url + path for path in missing]
+    assert all("404" in e["reason"] for e in failed)
+    assert _comparable(brokered) == _comparable(embedded)
+    assert (sorted((brokered / "results.log").read_text().splitlines())
+            == sorted((embedded / "results.log").read_text().splitlines()))
+    ours, theirs = (json.loads((out / "summary.json").read_text())
+                    for out in (brokered, embedded))
+    for key in ("pages", "found", "succeeded", "failed", "bytes", "completed"):
+        assert ours[key] == theirs[key], key
+
+    status = run_crawler("status", "--broker", redis_server.url, "--crawl", name, "--json")
+    assert status.returncode == 0, status.stderr
+    shown = json.loads(status.stdout)
+    assert shown["closed"] and shown["board"]["done"] == len(site.images)
+    assert not [e for e in manifest_lines(embedded) if e["status"] == "success"
+                and e["url"] in {f["url"] for f in failed}]
+    assert "request" not in shown  # the crawl's secrets are for workers only
+    text = run_crawler("status", "--broker", redis_server.url, "--crawl", name)
+    assert text.returncode == 0, text.stderr
+    assert "finished" in text.stdout and "0 master(s) live" in text.stdout
+    assert f"downloaded {len(site.images) - len(missing)} " in text.stdout
+
+
+def test_two_masters_share_the_pages_and_the_crawl_outlives_a_killed_one(
+        make_server: Callable[[], FixtureServer], redis_server: RedisServer,
+        tmp_path: Path) -> None:
+    server = make_server()
+    site = setup_site(server, pages=16, images_per_page=4, page_delay=0.15, image_delay=0.02)
+    name = _crawl_name()
+    broker = ("--broker", redis_server.url)
+    first = start_crawler("master", server.url + "/", *broker, "--crawl", name, "--out",
+                          str(tmp_path / "first"), "--page-concurrency", "2", cwd=tmp_path)
+    second = worker = None
+    try:
+        wait_for_output(first, "workers join with")
+        second = start_crawler("master", *broker, "--join", name, "--out",
+                               str(tmp_path / "second"), "--page-concurrency", "2",
+                               cwd=tmp_path)
+        worker = start_crawler("worker", *broker, "--crawl", name, "--out",
+                               str(tmp_path / "store"), "--threads", "4", cwd=tmp_path)
+        page_paths = set(site.pages)
+        wait_until(lambda: sum(p in page_paths for p in server.paths()) >= 6, 30,
+                   "a few pages to be crawled")
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        err = finish(second, 120)
+        assert second.returncode == 0, err
+        assert worker.wait(timeout=30) == 0, "the worker saw the crawl end"
+    finally:
+        for process in (first, second, worker):
+            if process is not None:
+                stop(process)
+    # The second master's files hold the whole crawl, the first one's results too.
+    check_complete(tmp_path / "second", server.url, site, stores=[tmp_path / "store"])
+    page_hits = collections.Counter(p for p in server.paths() if p in set(site.pages))
+    assert set(page_hits) == set(site.pages)
+    again = [p for p, n in page_hits.items() if n > 1]
+    assert len(again) <= 2, f"pages fetched again beyond the 2 the killed master held: {again}"
+
+
+def test_a_killed_worker_a_restarted_redis_and_a_restarted_master_lose_nothing(
+        make_server: Callable[[], FixtureServer],
+        make_redis_server: Callable[[], RedisServer], tmp_path: Path) -> None:
+    server = make_server()
+    site = setup_site(server, pages=3, images_per_page=40, image_delay=0.25)
+    redis_at = make_redis_server().start(appendonly=True)
+    name = _crawl_name()
+    broker = ("--broker", redis_at.url, "--crawl", name)
+    out, store = tmp_path / "out", tmp_path / "store"
+    master_args = ("master", server.url + "/", *broker, "--out", str(out))
+    master = start_crawler(*master_args, cwd=tmp_path)
+    workers = [start_crawler("worker", *broker, "--out", str(store), "--threads", "2",
+                             "--connect-wait", "60", cwd=tmp_path) for _ in range(2)]
+    try:
+        stored = store / "images"
+        wait_until(lambda: sum(1 for p in stored.rglob("*") if p.is_file()) >= 10
+                   if stored.exists() else False, 30, "the first images")
+        redis_at.kill()  # Redis itself dies; its append-only file keeps what it had
+        time.sleep(1.0)
+        redis_at.start(appendonly=True)
+        # The master waited it out: it goes on recording results.
+        recorded = len(manifest_lines(out))
+        wait_until(lambda: len(manifest_lines(out)) > recorded + 5, 30,
+                   "the master to record results after Redis came back")
+        assert master.poll() is None
+        master.send_signal(signal.SIGKILL)  # now the master dies...
+        master.wait(timeout=10)
+        assert sum(1 for p in stored.rglob("*") if p.is_file()) < len(site.images) - 10
+        workers[0].send_signal(signal.SIGKILL)  # ...and a worker holding leases
+        # The other worker takes the dead one's URLs back and stores every image while
+        # no master runs.
+        wait_until(lambda: sum(1 for p in stored.rglob("*") if p.is_file())
+                   >= len(site.images), 60, "every image stored with no master")
+        master = start_crawler(*master_args, cwd=tmp_path)
+        err = finish(master, 120)
+        assert master.returncode == 0, err
+        assert workers[1].wait(timeout=30) == 0
+    finally:
+        for process in (master, *workers):
+            stop(process)
+    check_complete(out, server.url, site, stores=[store])
+
+
+def test_broker_mistakes_get_one_clear_line(
+        redis_server: RedisServer, make_redis_server: Callable[[], RedisServer],
+        tmp_path: Path) -> None:
+    url = "http://127.0.0.1:9/"
+    cases: list[tuple[tuple[str, ...], int, str, dict[str, str]]] = [
+        (("master", url, "--broker", "redis://user:secret@127.0.0.1:6379/0"), 2,
+         "anyone on this machine can read it in ps", {}),
+        (("master", "--join", "x"), 2, "--join needs the broker", {}),
+        (("master", url, "--broker", redis_server.url, "--join", "x"), 2,
+         "give no URL", {}),
+        (("master", url, "--broker", "http://127.0.0.1:1/"), 2, "expected redis://", {}),
+        (("master", url, "--broker", redis_server.url, "--crawl", "no spaces"), 2,
+         "crawl name", {}),
+        (("master", url, "--broker", redis_server.url, "--dry-run"), 2, "drop --broker", {}),
+        (("worker", "--broker", redis_server.url, "--crawl", "x", "127.0.0.1:5"), 2,
+         "not both", {}),
+        (("worker",), 2, "no master", {}),
+        (("master", url, "--crawl", "x"), 2, "--crawl is for a broker", {}),
+        (("status", "--broker", "redis://127.0.0.1:1/0"), 1, "cannot reach the broker", {}),
+    ]
+    for args, code, message, env in cases:
+        extra = ("--json",) if args[0] == "status" else ("--out", str(tmp_path / "out"))
+        done = run_crawler(*args, *extra, cwd=tmp_path, env={**os.environ, **env}, timeout=60)
+        assert done.returncode == code, (args, done.stderr)
+        assert message in done.stderr, (args, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert "secret" not in done.stderr
+
+    guarded = make_redis_server()
+    guarded.start()
+    guarded.client().config_set("requirepass", "right-one")
+    done = run_crawler("master", url, "--broker", guarded.url, "--out", str(tmp_path / "o"),
+                       cwd=tmp_path, env={**os.environ, "CRAWLER_BROKER_PASSWORD": "wrong"})
+    assert done.returncode == 1 and "refused our login" in done.stderr, done.stderr
+    assert "wrong" not in done.stderr
+
+
+def test_a_crawl_name_holds_one_crawl(
+        make_server: Callable[[], FixtureServer], redis_server: RedisServer,
+        tmp_path: Path) -> None:
+    server = make_server()
+    setup_site(server, pages=1, images_per_page=2)
+    name = _crawl_name()
+    args = ("--broker", redis_server.url, "--crawl", name, "--local-workers", "1")
+    done = run_crawler("master", server.url + "/", *args, "--out", str(tmp_path / "a"))
+    assert done.returncode == 0, done.stderr
+    other = run_crawler("master", server.url + "/other/", *args, "--out", str(tmp_path / "b"))
+    assert other.returncode == 2, other.stderr
+    assert f"--join {name}" in other.stderr
+    # The same crawl again: it is complete, so it ends at once with the same results.
+    again = run_crawler("master", server.url + "/", *args, "--out", str(tmp_path / "c"))
+    assert again.returncode == 0, again.stderr
+    assert _comparable(tmp_path / "c") == _comparable(tmp_path / "a")
+
+
+def test_the_broker_password_never_shows_in_ps(
+        make_server: Callable[[], FixtureServer], make_redis_server: Callable[[], RedisServer],
+        tmp_path: Path) -> None:
+    server = make_server()
+    site = setup_site(server, pages=1, images_per_page=5)
+    guarded = make_redis_server()
+    guarded.start()
+    guarded.client().config_set("requirepass", "s3cret-pass")
+    (tmp_path / "pw").write_text("s3cret-pass\n")
+    master = start_crawler("master", server.url + "/", "--broker", guarded.url,
+                           "--broker-password-file", str(tmp_path / "pw"), "--out",
+                           str(tmp_path / "out"), "--local-workers", "1", cwd=tmp_path)
+    try:
+        wait_for_output(master, "workers join with")
+        listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True,
+                                 check=True, timeout=10).stdout
+        assert "s3cret-pass" not in listing
+        err = finish(master, 60)
+        assert master.returncode == 0, err
+    finally:
+        stop(master)
+    check_complete(tmp_path / "out", server.url, site)
+
+
+def test_a_crawl_on_a_tls_broker_checks_its_certificate(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    if redis_server_path() is None:
+        pytest.skip("redis-server is not installed")
+    server = make_server()
+    site = setup_site(server, pages=1, images_per_page=5)
+    ca = make_ca(tmp_path / "ca")
+    port = free_port()
+    redis_tls = subprocess.Popen(
+        [str(redis_server_path()), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--tls-cert-file", str(ca.server_cert), "--tls-key-file", str(ca.server_key),
+         "--tls-ca-cert-file", str(ca.ca_cert), "--tls-auth-clients", "no", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: _listening(port), 10, "redis-server to listen for TLS")
+        broker = f"rediss://127.0.0.1:{port}/0"
+        untrusted = run_crawler("master", server.url + "/", "--broker", broker, "--out",
+                                str(tmp_path / "no"), cwd=tmp_path)  # the system's CAs only
+        assert untrusted.returncode == 1, untrusted.stderr
+        assert "certificate verify failed" in untrusted.stderr
+        done = run_crawler("master", server.url + "/", "--broker", broker, "--broker-ca",
+                           str(ca.ca_cert), "--out", str(tmp_path / "out"),
+                           "--local-workers", "1", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert f"--broker-ca {ca.ca_cert}" in done.stderr
+    finally:
+        redis_tls.kill()
+        redis_tls.wait(timeout=10)
+    check_complete(tmp_path / "out", server.url, site)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_a_master_stopped_with_ctrl_c_leaves_the_crawl_open_and_a_rerun_ends_it(
+        make_server: Callable[[], FixtureServer], redis_server: RedisServer,
+        tmp_path: Path) -> None:
+    server = make_server()
+    site = setup_site(server, pages=6, images_per_page=10, page_delay=0.2, image_delay=0.05)
+    name = _crawl_name()
+    args = ("master", server.url + "/", "--broker", redis_server.url, "--crawl", name,
+            "--out", str(tmp_path / "out"), "--local-workers", "1", "--page-concurrency", "1")
+    master = start_crawler(*args, cwd=tmp_path)
+    try:
+        wait_until(lambda: len(manifest_lines(tmp_path / "out")) >= 5, 30, "the first results")
+        master.send_signal(signal.SIGINT)
+        err = finish(master, 60)
+        assert master.returncode == 130, err
+    finally:
+        stop(master)
+    status = run_crawler("status", "--broker", redis_server.url, "--crawl", name, "--json")
+    assert json.loads(status.stdout)["closed"] is False  # the crawl waits for a master
+    again = run_crawler(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    check_complete(tmp_path / "out", server.url, site)

@@ -1,0 +1,334 @@
+"""An image's redirects obey the crawl's image scope and the target's robots.txt, in the worker.
+
+The master judges the URL it queues; the worker judges every URL it is
+redirected to, against real servers on 127.0.0.1 and 127.0.0.2 (a second
+host), with robots.txt read by the worker off the engine's thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crawler.board.manager import MasterClient, QueueServer
+from crawler.board.memory import BoardPolicy, TaskBoard
+from crawler.config import Limits
+from crawler.demo.site import png
+from crawler.errors import BadCrawlInfo
+from crawler.fetch.curl import CurlEngine
+from crawler.fetch.curlsetup import default_ca_file
+from crawler.fetch.easy import EasyClient
+from crawler.fetch.guard import AddressPolicy
+from crawler.fetch.options import RequestOptions
+from crawler.master.scope import Scope
+from crawler.model.imagescope import ImageScope
+from crawler.model.outcome import Attempt, FailureKind
+from crawler.model.wire import image_scope_from_wire, robots_rules_from_wire
+from crawler.worker.hops import OUT_OF_SCOPE, RedirectCheck, RobotsReader
+from crawler.worker.sink import sinks_into
+from crawler.worker.store import Store
+from crawler.worker.worker import Worker, WorkerOptions
+
+from .conftest import FixtureHandler, FixtureServer, manifest_lines, run_crawler
+
+PNG = png(40, 30, 7)
+LOOPBACK = AddressPolicy(frozenset({"public", "loopback"}))
+AGENT = "crawler/1.0"
+
+
+def moved(to: str) -> Callable[..., None]:
+    return lambda h: h.send_body(302, b"", "text/plain", {"Location": to})
+
+
+def image(h: FixtureHandler) -> None:
+    h.send_body(200, PNG, "image/png")
+
+
+@pytest.fixture
+def second_host() -> Iterator[FixtureServer]:
+    """A fixture server on 127.0.0.2: another host, with a robots.txt of its own."""
+    server = FixtureServer(Path(__file__).parent / "site", host="127.0.0.2")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class SilentServer:
+    """Accepts connections on 127.0.0.2, reads the request, never answers (for 30 s at most)."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.2", 0))
+        self._listener.settimeout(0.2)
+        self.asked = threading.Event()  # a request came in
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.2:{self._listener.getsockname()[1]}"
+
+    def _accept(self) -> None:
+        held = []
+        deadline = time.monotonic() + 30
+        while not self._closed.is_set() and time.monotonic() < deadline:
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            conn.settimeout(5)
+            with contextlib.suppress(OSError):
+                conn.recv(4096)
+            held.append(conn)
+            self.asked.set()
+        for conn in held:
+            conn.close()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(5)
+        self._listener.close()
+
+
+@pytest.fixture
+def silent() -> Iterator[SilentServer]:
+    server = SilentServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+class Hops:
+    """A CurlEngine as a worker builds it: the crawl's image scope and robots.txt on redirects."""
+
+    def __init__(self, out: Path, *, deny: tuple[str, ...] = (), robots_timeout: float = 5.0,
+                 limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        client = EasyClient(LOOPBACK, RequestOptions(user_agent=AGENT),
+                            ca_file=default_ca_file())
+        self.check = RedirectCheck(ImageScope.from_patterns(deny=deny),
+                                   RobotsReader(client, AGENT, robots_timeout))
+        self.store = Store(out)
+        self.results: queue.SimpleQueue[tuple[str, Attempt | None]] = queue.SimpleQueue()
+        self.engine = CurlEngine(slots=4, new_sink=sinks_into(self.store, self.limits),
+                                 limits=self.limits, policy=LOOPBACK,
+                                 options=RequestOptions(user_agent=AGENT),
+                                 report=lambda results: [self.results.put(r) for r in results],
+                                 stop=threading.Event(), check_hop=self.check)
+        self.thread = threading.Thread(target=self.engine.run, daemon=True)
+        self.thread.start()
+
+    def submit(self, urls: list[str]) -> None:
+        self.engine.submit([(url, 1) for url in urls])
+
+    def next(self, timeout: float = 20) -> tuple[str, Attempt]:
+        url, attempt = self.results.get(timeout=timeout)
+        assert isinstance(attempt, Attempt)
+        return url, attempt
+
+    def fetch(self, urls: list[str]) -> dict[str, Attempt]:
+        self.submit(urls)
+        return dict(self.next() for _ in urls)
+
+    def close(self) -> None:
+        self.engine.close()
+        self.thread.join(timeout=10)
+        self.check.close()
+
+
+@pytest.fixture
+def hops(tmp_path: Path) -> Iterator[Callable[..., Hops]]:
+    made: list[Hops] = []
+
+    def make(**kwargs: Any) -> Hops:
+        made.append(Hops(tmp_path / "out", **kwargs))
+        return made[-1]
+
+    yield make
+    for engine in made:
+        engine.close()
+
+
+def stored_files(out: Path) -> list[Path]:
+    return [p for p in (out / "images").rglob("*") if p.is_file()] if out.exists() else []
+
+
+def test_a_redirect_out_of_the_image_scope_is_refused_and_nothing_stored(
+        site: FixtureServer, hops: Callable[..., Hops], tmp_path: Path) -> None:
+    site.routes["/a.png"] = moved("/thumbs/a.png")
+    site.routes["/thumbs/a.png"] = image
+    got = hops(deny=(r"/thumbs/",)).fetch([site.url + "/a.png"])
+    attempt = got[site.url + "/a.png"]
+    assert (attempt.ok, attempt.kind, attempt.transient) == (False, FailureKind.REDIRECT, False)
+    assert attempt.reason == f"redirected to {site.url}/thumbs/a.png: {OUT_OF_SCOPE}"
+    assert "/thumbs/a.png" not in site.paths()
+    assert "/robots.txt" not in site.paths()  # the scope is judged before any request
+    assert stored_files(tmp_path / "out") == []
+
+
+def test_a_redirect_to_a_host_whose_robots_txt_disallows_it_is_refused(
+        site: FixtureServer, second_host: FixtureServer, hops: Callable[..., Hops],
+        tmp_path: Path) -> None:
+    second_host.routes["/robots.txt"] = lambda h: h.send_body(
+        200, b"User-agent: crawler\nDisallow: /secret/\n", "text/plain")
+    second_host.routes["/secret/b.png"] = image
+    second_host.routes["/open/c.png"] = image
+    site.routes["/b.png"] = moved(second_host.url + "/secret/b.png")
+    site.routes["/b2.png"] = moved(second_host.url + "/secret/b.png?2")
+    site.routes["/c.png"] = moved(second_host.url + "/open/c.png")
+    got = hops().fetch([site.url + p for p in ("/b.png", "/b2.png", "/c.png")])
+    for name in ("/b.png", "/b2.png"):
+        refused = got[site.url + name]
+        assert (refused.ok, refused.kind, refused.transient) == (False, FailureKind.REDIRECT,
+                                                                 False)
+        assert refused.reason.startswith(f"redirected to {second_host.url}/secret/b.png")
+        assert refused.reason.endswith(": disallowed by robots.txt")
+    assert got[site.url + "/c.png"].ok  # an allowed redirect still stores
+    assert [p.read_bytes() for p in stored_files(tmp_path / "out")] == [PNG]
+    assert not any(p.startswith("/secret/") for p in second_host.paths())
+    assert second_host.paths().count("/robots.txt") == 1, "robots.txt read once per host"
+
+
+def test_a_robots_txt_that_never_answers_holds_only_its_own_redirect(
+        site: FixtureServer, silent: SilentServer, hops: Callable[..., Hops]) -> None:
+    """The engine's loop does not wait for robots.txt: another image finishes meanwhile."""
+    site.routes["/to-silent.png"] = moved(silent.url + "/x.png")
+
+    def after_robots_was_asked(h: FixtureHandler) -> None:
+        assert silent.asked.wait(10), "robots.txt of the silent host was never asked for"
+        image(h)
+
+    site.routes["/plain.png"] = after_robots_was_asked
+    engine = hops(robots_timeout=2.0)
+    engine.submit([site.url + "/to-silent.png"])
+    engine.submit([site.url + "/plain.png"])
+    first_url, first = engine.next()
+    assert (first_url, first.ok) == (site.url + "/plain.png", True)
+    url, held = engine.next()
+    assert url == site.url + "/to-silent.png"
+    assert (held.kind, held.transient) == (FailureKind.REDIRECT, False)
+    assert held.reason == (f"redirected to {silent.url}/x.png: robots.txt unreachable "
+                           "(too slow (over 2 s))")
+
+
+def test_a_redirect_waiting_for_robots_txt_still_ends_at_the_download_deadline(
+        site: FixtureServer, silent: SilentServer, hops: Callable[..., Hops]) -> None:
+    site.routes["/to-silent.png"] = moved(silent.url + "/x.png")
+    engine = hops(robots_timeout=20.0, limits=Limits(deadline=1.5))
+    attempt = engine.fetch([site.url + "/to-silent.png"])[site.url + "/to-silent.png"]
+    assert (attempt.kind, attempt.transient) == (FailureKind.TOO_SLOW, True)
+    assert attempt.reason == "too slow: not finished within 1.5 s"
+
+
+def test_the_image_scope_crosses_the_wire_as_text_and_is_checked_on_arrival() -> None:
+    scope = Scope.from_seeds(["http://example.com/"], image_allow=[r"\.png$"],
+                             image_deny=[r"/thumbs/"])
+    wire = scope.images.to_wire()
+    assert wire == {"allow": [r"\.png$"], "deny": ["/thumbs/"]}
+    again = image_scope_from_wire(wire)
+    for url in ("http://cdn.test/a.png", "http://cdn.test/thumbs/a.png", "http://cdn.test/a.gif"):
+        assert again.allows(url) == scope.allows_image(url)
+    with pytest.raises(BadCrawlInfo, match=r"image_deny: invalid regular expression '\[a-'"):
+        image_scope_from_wire({"allow": [], "deny": ["[a-"]})
+    with pytest.raises(BadCrawlInfo, match="image_allow that is not a list of text"):
+        image_scope_from_wire({"allow": "x", "deny": []})
+    with pytest.raises(BadCrawlInfo, match="no image scope"):
+        image_scope_from_wire(None)
+    assert robots_rules_from_wire({"respect": True, "timeout": 3}) == {"respect": True,
+                                                                      "timeout": 3.0}
+    with pytest.raises(BadCrawlInfo, match="not a positive number of seconds"):
+        robots_rules_from_wire({"respect": True, "timeout": float("nan")})
+    with pytest.raises(BadCrawlInfo, match="not true or false"):
+        robots_rules_from_wire({"respect": "yes", "timeout": 3})
+
+
+def test_a_worker_told_a_bad_pattern_stops_with_a_clear_error(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """No traceback, nothing leased: the worker says what the master sent and leaves."""
+    board = TaskBoard(BoardPolicy(lease_timeout=5.0))
+    board.put("http://127.0.0.1:9/a.png", "127.0.0.1:9", None)
+
+    def describe(full: bool = False) -> dict[str, object]:
+        return {"limits": {}, "policy": LOOPBACK.to_wire(), "user_agent": AGENT,
+                "image_scope": {"allow": [], "deny": ["(unclosed"]},
+                "robots": {"respect": True, "timeout": 5.0},
+                "lease_timeout": 5.0, "worker_silence": 3.0}
+
+    key = b"k" * 32
+    # Its thread ends with the test process: the standard library has no clean stop.
+    server = QueueServer(board, ("127.0.0.1", 0), key, describe).start()
+    worker = Worker(MasterClient(server.address, key),
+                    WorkerOptions(out_dir=tmp_path / "out", connect_wait=10))
+    with pytest.raises(BadCrawlInfo) as raised:
+        worker.run()
+    assert str(raised.value) == ("the master sent a bad image scope: image_deny: invalid regular"
+                                 " expression '(unclosed': missing ), unterminated subpattern at"
+                                 " position 0")
+    assert not any(record.exc_info for record in caplog.records)
+    assert board.unfinished() == 1 and board.counts()["in_flight"] == 0
+
+
+def test_redirects_obey_scope_and_robots_through_master_and_local_workers(
+        site: FixtureServer, second_host: FixtureServer, tmp_path: Path) -> None:
+    page = (b'<html><body><img src="/a.png"><img src="/b.png"><img src="/c.png">'
+            b'<img src="/images/blue.png"></body></html>')
+    site.routes["/"] = lambda h: h.send_body(200, page, "text/html")
+    site.routes["/a.png"] = moved("/thumbs/a.png")
+    site.routes["/thumbs/a.png"] = image
+    second_host.routes["/robots.txt"] = lambda h: h.send_body(
+        200, b"User-agent: *\nDisallow: /secret/\n", "text/plain")
+    second_host.routes["/secret/b.png"] = image
+    second_host.routes["/c.png"] = image
+    site.routes["/b.png"] = moved(second_host.url + "/secret/b.png")
+    site.routes["/c.png"] = moved(second_host.url + "/c.png")
+    out = tmp_path / "out"
+    result = run_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+                         "--local-workers", "1", "--reject", "/thumbs/", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    entries = {e["url"][len(site.url):]: e for e in manifest_lines(out)}
+    assert entries["/a.png"]["status"] == "failure"
+    assert entries["/a.png"]["reason"] == (f"redirected to {site.url}/thumbs/a.png: "
+                                           f"{OUT_OF_SCOPE}")
+    assert entries["/b.png"]["status"] == "failure"
+    assert entries["/b.png"]["reason"] == (f"redirected to {second_host.url}/secret/b.png: "
+                                           "disallowed by robots.txt")
+    assert entries["/c.png"]["status"] == "success"
+    assert entries["/images/blue.png"]["status"] == "success"
+    results_log = (out / "results.log").read_text()
+    assert f"redirected to {second_host.url}/secret/b.png: disallowed by robots.txt" \
+        in results_log
+    assert "/thumbs/a.png" not in site.paths()
+    assert "/secret/b.png" not in second_host.paths()
+    stored = [p for p in (out / "images").rglob("*") if p.is_file()]
+    assert len(stored) == 2
+
+
+def test_a_silent_robots_txt_does_not_stall_a_crawl_past_its_deadline(
+        site: FixtureServer, silent: SilentServer, tmp_path: Path) -> None:
+    page = b'<html><body><img src="/to-silent.png"><img src="/images/blue.png"></body></html>'
+    site.routes["/"] = lambda h: h.send_body(200, page, "text/html")
+    site.routes["/to-silent.png"] = moved(silent.url + "/x.png")
+    (tmp_path / "settings.toml").write_text("[crawl]\npage_timeout = 2.0\n")
+    out = tmp_path / "out"
+    result = run_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+                         "--local-workers", "1", cwd=tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    entries = {e["url"][len(site.url):]: e for e in manifest_lines(out)}
+    assert entries["/images/blue.png"]["status"] == "success"
+    assert entries["/to-silent.png"]["status"] == "failure"
+    assert entries["/to-silent.png"]["reason"] == (
+        f"redirected to {silent.url}/x.png: robots.txt unreachable (too slow (over 2 s))")

@@ -1,0 +1,417 @@
+"""The Redis board with several processes: what the shared rules suite cannot show.
+
+Each RedisBoard object stands for a master or a worker process of its own (its
+own client and connection); they share one crawl in a real redis-server.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from crawler.board.broker import CALL_DEADLINE, CONNECT_DEADLINE, connect, parse_broker
+from crawler.board.memory import BoardPolicy
+from crawler.board.redis import RedisBoard, broker_errors
+from crawler.errors import BrokerError, BrokerUnreachable, UsageError
+from crawler.model.outcome import Attempt
+
+from .conftest import free_port
+from .redis_server import RedisServer, client_of
+
+POLICY = BoardPolicy(lease_timeout=60.0, backoff_base=0.0, host_delay=0.0)
+
+
+def ok(url: str) -> Attempt:
+    return Attempt(url=url, ok=True, bytes=10, path="images/http/h/a.png", sha256="ab" * 32)
+
+
+@pytest.fixture
+def boards(redis_server: RedisServer, crawl_name: str
+           ) -> Iterator[Callable[..., RedisBoard]]:
+    """Makes RedisBoard objects of one crawl, each with a client of its own."""
+    clients: list[redis.Redis] = []
+
+    def make(policy: BoardPolicy = POLICY) -> RedisBoard:
+        clients.append(redis_server.client())
+        return RedisBoard(clients[-1], crawl_name, policy)
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def test_two_objects_never_hand_one_url_to_two_workers(boards: Callable[..., RedisBoard]
+                                                       ) -> None:
+    first, second = boards(), boards()
+    urls = [f"http://h{n % 3}/{n}.png" for n in range(12)]
+    for url in urls:
+        first.put(url, url.split("/")[2], None)
+    one = [url for url, _ in first.lease("w1", 5, 0)["tasks"]]
+    two = [url for url, _ in second.lease("w2", 100, 0)["tasks"]]
+    three = [url for url, _ in first.lease("w1", 100, 0)["tasks"]]
+    assert len(one) == 5 and not set(one) & set(two) and not set(one + two) & set(three)
+    assert sorted(one + two + three) == sorted(urls)
+    assert second.counts()["in_flight"] == 12
+
+
+def test_the_same_url_put_through_two_objects_is_queued_once(
+        boards: Callable[..., RedisBoard]) -> None:
+    first, second = boards(), boards()
+    assert first.put("http://h/a.png", "h", "http://h/one")
+    assert not second.put("http://h/a.png", "h", "http://h/two")
+    assert second.known("http://h/a.png")
+    assert first.counts()["queued"] == 1 and second.unfinished() == 1
+    assert second.lease("w", 10, 0)["tasks"] == [("http://h/a.png", 1)]
+    assert first.lease("v", 10, 0)["tasks"] == []
+
+
+def test_host_concurrency_holds_across_objects(boards: Callable[..., RedisBoard]) -> None:
+    policy = BoardPolicy(lease_timeout=60.0, host_concurrency=2, host_delay=0.0)
+    first, second = boards(policy), boards(policy)
+    for n in range(5):
+        first.put(f"http://h/{n}.png", "h", None)
+    taken = first.lease("w1", 10, 0)["tasks"]
+    assert len(taken) == 2
+    assert second.lease("w2", 10, 0)["tasks"] == []  # the host's two slots are taken
+    first.report("w1", [ok(taken[0][0])])
+    assert len(second.lease("w2", 10, 0)["tasks"]) == 1
+
+
+def test_a_second_object_drains_what_the_first_recorded(
+        boards: Callable[..., RedisBoard], redis_server: RedisServer, crawl_name: str) -> None:
+    first, second = boards(), boards()
+    first.put("http://h/a.png", "h", "http://h/", '{"kind":"img"}')
+    first.lease("w", 1, 0)
+    first.report("w", [ok("http://h/a.png")])
+    [settled] = second.drain()
+    assert (settled.attempt, settled.page, settled.worker, settled.ref) == (
+        ok("http://h/a.png"), "http://h/", "w", '{"kind":"img"}')
+    assert second.drain() == []
+    assert [s.attempt.url for s in first.drain()] == ["http://h/a.png"]  # its own cursor
+    first.settle_now(Attempt(url="http://h/b.png", ok=False, reason="scope"), None)
+    assert [s.attempt.url for s in second.drain()] == ["http://h/b.png"]
+    # A master that starts now sees every result so far.
+    assert [s.attempt.url for s in boards().drain()] == ["http://h/a.png", "http://h/b.png"]
+    assert len(second.settled_all()) == 2 and second.drain() == []
+
+
+def test_puts_join_the_callers_transaction_or_are_not_made(
+        boards: Callable[..., RedisBoard], redis_server: RedisServer) -> None:
+    board = boards()
+    client, meddler = redis_server.client(), redis_server.client()
+    with client.pipeline(transaction=True) as pipe:
+        pipe.hset("pages:test", "http://h/", "visited")
+        board.queue_put(pipe, "http://h/a.png", "h", "http://h/")
+        board.queue_settle_now(pipe, Attempt(url="http://h/b.png", ok=False, reason="scope"),
+                               "http://h/")
+        assert pipe.execute() == [1, 1, 1]
+    assert board.known("http://h/a.png") and board.known("http://h/b.png")
+    with client.pipeline(transaction=True) as pipe:
+        pipe.watch("pages:test")
+        meddler.hset("pages:test", "http://h/", "changed")  # another master got there first
+        pipe.multi()
+        board.queue_put(pipe, "http://h/c.png", "h", "http://h/")
+        with pytest.raises(redis.exceptions.WatchError):
+            pipe.execute()
+    assert not board.known("http://h/c.png") and board.unfinished() == 1
+    client.close()
+    meddler.close()
+
+
+def test_racing_workers_on_separate_objects_settle_every_url_exactly_once(
+        boards: Callable[..., RedisBoard]) -> None:
+    """Threads on objects of their own lease and report at once; broker time, no clock."""
+    policy = BoardPolicy(lease_timeout=60.0, host_concurrency=3, host_delay=0.0,
+                         batch_size=8)
+    master, other_master = boards(policy), boards(policy)
+    urls = [f"http://h{n % 5}/{n}.png" for n in range(300)]
+    for n, url in enumerate(urls):
+        assert (master if n % 2 else other_master).put(url, url.split("/")[2], None)
+        assert not (other_master if n % 2 else master).put(url, url.split("/")[2], None)
+    leased: list[str] = []
+    errors: list[BaseException] = []
+    deadline = time.monotonic() + 60
+
+    def work(name: str) -> None:
+        board = boards(policy)
+        reports: list[Attempt] = []
+        try:
+            for number in range(1, 5000):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name} still working at the deadline")
+                answer = board.exchange(name, number, reports, [], 8, 0.05)
+                if answer["closed"]:
+                    return
+                urls = [url for url, _ in answer["tasks"]]
+                leased.extend(urls)  # list.extend is atomic under the GIL
+                reports = [ok(url) for url in urls]
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(f"w{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    while master.unfinished() and time.monotonic() < deadline and not errors:
+        time.sleep(0.02)
+    master.close()
+    for thread in threads:
+        thread.join(30)
+    assert not errors, errors
+    assert not any(thread.is_alive() for thread in threads)
+    settled = collections.Counter(s.attempt.url for s in other_master.drain())
+    assert settled == collections.Counter(urls), "each URL settled, and once"
+    assert collections.Counter(leased) == collections.Counter(urls), "each URL leased once"
+    counts = master.counts()
+    assert (counts["done"], counts["duplicates"], counts["in_flight"]) == (300, 0, 0)
+    assert sum(1 for w in master.workers() if w["done"]) > 1, "the workers did not race"
+
+
+def test_without_a_clock_the_brokers_time_runs_the_leases(
+        boards: Callable[..., RedisBoard]) -> None:
+    board = boards(BoardPolicy(lease_timeout=0.3, host_delay=0.0))
+    board.put("http://h/a.png", "h", None)
+    assert board.lease("w", 1, 0)["tasks"] == [("http://h/a.png", 1)]
+    assert board.reap() == 0
+    time.sleep(0.5)
+    assert board.reap() == 1
+    assert board.lease("v", 1, 1.0)["tasks"] == [("http://h/a.png", 2)]
+
+
+def test_a_broker_that_cannot_be_reached_is_named_in_the_error() -> None:
+    port = free_port()
+    board = RedisBoard(client_of("127.0.0.1", port), "nowhere", POLICY)
+    for call in (lambda: board.put("http://h/a.png", "h", None),
+                 lambda: board.lease("w", 1, 0.1), board.drain, lambda: board.closed):
+        with pytest.raises(BrokerUnreachable, match=f"127.0.0.1:{port}"):
+            call()
+
+
+def test_a_broker_restarted_with_its_append_only_file_keeps_the_crawl(
+        make_redis_server: Callable[[], RedisServer]) -> None:
+    server = make_redis_server().start(appendonly=True)
+    board = RedisBoard(server.client(), "kept", POLICY)
+    for name in ("a", "b"):
+        board.put(f"http://h/{name}.png", "h", None)
+    assert board.exchange("w", 1, [], [], 1, 0)["tasks"] == [("http://h/a.png", 1)]
+    server.kill()
+    with pytest.raises(BrokerUnreachable):
+        board.exchange("w", 2, [ok("http://h/a.png")], [], 1, 0)
+    server.start(appendonly=True)  # its scripts are gone with it: loaded again
+    again = RedisBoard(server.client(), "kept", POLICY)
+    assert again.counts()["in_flight"] == 1
+    assert again.exchange("w", 2, [ok("http://h/a.png")], [], 1, 0)["tasks"] == [
+        ("http://h/b.png", 1)]
+    assert [s.attempt.url for s in again.drain()] == ["http://h/a.png"]
+
+
+def test_broker_errors_turns_a_refused_command_into_a_broker_error(
+        redis_server: RedisServer) -> None:
+    client = redis_server.client()
+    client.set("not-a-hash", "x")
+    with pytest.raises(BrokerError, match="failed a command"), broker_errors(client):
+        client.hget("not-a-hash", "field")
+    client.close()
+
+
+def test_a_waiting_lease_gets_what_another_process_puts_meanwhile(
+        boards: Callable[..., RedisBoard]) -> None:
+    worker, master = boards(), boards()
+    later = threading.Timer(0.2, lambda: master.put("http://h/a.png", "h", None))
+    later.start()
+    try:
+        assert worker.lease("w", 1, 10.0)["tasks"] == [("http://h/a.png", 1)]
+    finally:
+        later.cancel()
+    assert worker.lease("w", 1, 0.1) == {"closed": False, "tasks": []}  # bounded: it ends
+    master.close()
+    assert worker.exchange("w", 1, [], [], 1, 10.0)["closed"]
+
+
+def test_a_client_that_decodes_responses_works_the_same(redis_server: RedisServer,
+                                                        crawl_name: str) -> None:
+    client = redis.Redis(host="127.0.0.1", port=redis_server.port, decode_responses=True,
+                         socket_timeout=5.0, socket_connect_timeout=5.0)
+    board = RedisBoard(client, crawl_name, POLICY)
+    board.hello("w", {"host": "box", "pid": 1, "threads": 2})
+    board.put("http://h/a.png", "h", "http://h/", '{"kind":"img"}')
+    assert board.exchange("w", 1, [], [], 1, 0)["tasks"] == [("http://h/a.png", 1)]
+    answer = board.exchange("w", 2, [ok("http://h/a.png")], [], 0, 0,
+                            holding=["http://h/a.png", "http://h/gone.png"])
+    assert answer == {"closed": False, "tasks": [], "lost": ["http://h/gone.png"]}
+    [settled] = board.drain()
+    assert (settled.attempt, settled.ref, settled.worker) == (ok("http://h/a.png"),
+                                                               '{"kind":"img"}', "w")
+    assert board.workers()[0]["host"] == "box" and board.workers()[0]["done"] == 1
+    client.close()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+URLS = [f"http://h{n % 3}/{n}.png" for n in range(8)]
+WORKERS = ["w0", "w1", "w2", "classic"]
+STEP = st.one_of(
+    st.tuples(st.just("put"), st.integers(0, 7)),
+    st.tuples(st.just("put all"),),
+    st.tuples(st.just("lease"), st.integers(0, 3), st.integers(1, 4)),
+    st.tuples(st.just("report"), st.integers(0, 3), st.integers(0, 7),
+              st.sampled_from(["ok", "transient", "permanent", "retry-after"])),
+    st.tuples(st.just("release"), st.integers(0, 3), st.integers(0, 7)),
+    st.tuples(st.just("exchange"), st.integers(0, 2), st.integers(1, 5), st.booleans()),
+    st.tuples(st.just("heartbeat"), st.integers(0, 3)),
+    st.tuples(st.just("goodbye"), st.integers(0, 3)),
+    st.tuples(st.just("reap")),
+    st.tuples(st.just("wait"), st.sampled_from([0.5, 2.0, 6.0, 11.0])),
+)
+
+
+def attempt_for(url: str, kind: str) -> Attempt:
+    if kind == "ok":
+        return ok(url)
+    return Attempt(url=url, ok=False, reason=kind, transient=kind != "permanent",
+                   retry_after=3.0 if kind == "retry-after" else None)
+
+
+def check_invariants(client: redis.Redis, crawl: str) -> None:
+    """What the keys must agree on, whatever happened: see crawler.board.redis."""
+    key = f"crawler:{{{crawl}}}:".__add__
+    items = {k.decode(): json.loads(v) if v else None
+             for k, v in client.hgetall(key("items")).items()}
+    states = collections.Counter(item["s"] if item else "f" for item in items.values())
+    counts = {k.decode(): int(v) for k, v in client.hgetall(key("counts")).items()}
+    assert [counts.get(name, 0) for name in ("queued", "in_flight", "delayed", "done")] == [
+        states["q"], states["l"], states["d"], states["f"]]
+    assert counts.get("unfinished", 0) == states["q"] + states["l"] + states["d"]
+    leased = {url for url, item in items.items() if item and item["s"] == "l"}
+    delayed = {url for url, item in items.items() if item and item["s"] == "d"}
+    assert {m.decode() for m in client.zrange(key("leases"), 0, -1)} == leased
+    assert {m.decode() for m in client.zrange(key("delayed"), 0, -1)} == delayed
+    ready = [h.decode() for h in client.lrange(key("ready"), 0, -1)]
+    paced = {h.decode() for h in client.zrange(key("paced"), 0, -1)}
+    full = {h.decode() for h in client.smembers(key("full"))}
+    listed = {h.decode() for h in client.smembers(key("listed"))}
+    assert len(ready) == len(set(ready)) and not set(ready) & paced and not paced & full
+    assert not set(ready) & full and set(ready) | paced | full == listed
+    for url, item in items.items():
+        if item and item["s"] == "q":
+            assert item["h"] in listed
+            assert url.encode() in client.lrange(key("q:" + item["h"]), 0, -1)
+    in_flight = collections.Counter(items[url]["h"] for url in leased)
+    assert {h.decode(): int(n) for h, n in client.hgetall(key("inflight")).items()} == in_flight
+    assert all(in_flight[host] >= 2 for host in full), "a host waits for a slot it has"
+    for host, until in client.zrange(key("paced"), 0, -1, withscores=True):
+        assert float(client.hget(key("next"), host) or 0) == until
+    for worker in WORKERS:
+        if not client.exists(key("w:" + worker)):
+            continue
+        mine = {url for url in leased if items[url].get("w") == worker}
+        assert {u.decode() for u in client.smembers(key("held:" + worker))} == mine
+        per_host = collections.Counter(items[url]["h"] for url in mine)
+        assert {h.decode(): int(n) for h, n in
+                client.hgetall(key("ph:" + worker)).items()} == per_host
+
+
+@settings(max_examples=100, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(STEP, min_size=5, max_size=50),
+       host_delay=st.sampled_from([0.0, 1.0]))
+def test_the_keys_agree_with_each_other_after_any_calls(
+        redis_server: RedisServer, steps: list[tuple[Any, ...]], host_delay: float) -> None:
+    """Random calls from several workers, with time passing: after each, the state's
+    keys agree (counts with items, hosts in one place, holdings with leases)."""
+    client = redis_server.client()
+    crawl, clock = f"test-{secrets.token_hex(8)}", Clock()
+    board = RedisBoard(client, crawl, BoardPolicy(
+        lease_timeout=10.0, backoff_base=1.0, max_attempts=3, host_delay=host_delay,
+        host_concurrency=2, worker_silence=5.0), clock=clock)
+    numbers = collections.Counter[str]()
+    try:
+        for step in steps:
+            match step:
+                case ("put", n):
+                    board.put(URLS[n], URLS[n].split("/")[2], None)
+                case ("put all",):
+                    for url in URLS:
+                        board.put(url, url.split("/")[2], None)
+                case ("lease", w, n):
+                    board.lease(WORKERS[w], n, 0)
+                case ("report", w, n, kind):
+                    board.report(WORKERS[w], [attempt_for(URLS[n], kind)])
+                case ("release", w, n):
+                    board.release(WORKERS[w], [URLS[n]])
+                case ("exchange", w, n, with_holding):
+                    worker = WORKERS[w]
+                    numbers[worker] += 1
+                    held = [m.decode() for m in
+                            client.smembers(f"crawler:{{{crawl}}}:held:{worker}")]
+                    board.exchange(worker, numbers[worker], [ok(url) for url in held[:1]], [],
+                                   n, 0, holding=held[1:] if with_holding else None)
+                case ("heartbeat", w):
+                    board.heartbeat(WORKERS[w])
+                case ("goodbye", w):
+                    board.goodbye(WORKERS[w])
+                case ("reap",):
+                    board.reap()
+                case ("wait", seconds):
+                    clock.now += seconds
+            check_invariants(client, crawl)
+        # Whatever happened, the crawl can finish: every lease ends, every URL comes out.
+        clock.now += 1000
+        board.reap()
+        for _ in range(50):
+            tasks = board.lease("finisher", 10, 0)["tasks"]
+            board.report("finisher", [ok(url) for url, _ in tasks])
+            clock.now += 2.0
+            if not board.unfinished():
+                break
+        assert board.unfinished() == 0
+        check_invariants(client, crawl)
+        settled = [s.attempt.url for s in board.drain()]
+        assert len(settled) == len(set(settled)) == board.counts()["done"]
+        assert set(settled) == {url for url in URLS if board.known(url)}
+    finally:
+        client.close()
+
+
+def test_a_broker_that_refuses_our_password_says_so(
+        make_redis_server: Callable[[], RedisServer]) -> None:
+    server = make_redis_server().start()
+    admin = server.client()
+    admin.config_set("requirepass", secrets.token_hex(8))
+    wrong = redis.Redis(host="127.0.0.1", port=server.port, password=secrets.token_hex(8),
+                        socket_timeout=5.0, socket_connect_timeout=5.0,
+                        retry=Retry(NoBackoff(), 0))
+    board = RedisBoard(wrong, "locked", POLICY)
+    with pytest.raises(BrokerError, match="refused our credentials") as caught:
+        board.put("http://h/a.png", "h", None)
+    assert not isinstance(caught.value, BrokerUnreachable)
+    wrong.close()
+    admin.close()
+
+
+def test_a_broker_url_makes_a_client_with_deadlines(redis_server: RedisServer) -> None:
+    client = connect(parse_broker(redis_server.url))
+    kwargs = client.connection_pool.connection_kwargs
+    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (
+        CALL_DEADLINE, CONNECT_DEADLINE)
+    assert RedisBoard(client, "by-url", POLICY).put("http://h/a.png", "h", None)
+    client.close()
+    with pytest.raises(UsageError, match="expected redis://"):
+        parse_broker("http://h:1")

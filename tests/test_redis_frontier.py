@@ -1,0 +1,125 @@
+"""The page frontier on the Redis broker, shared by the masters of one crawl."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from crawler.board.redis_frontier import RedisFrontier
+
+from .redis_server import RedisServer
+
+MakeFrontier = Callable[..., RedisFrontier]
+
+
+@pytest.fixture
+def frontiers(redis_server: RedisServer) -> MakeFrontier:
+    """Frontier objects of one new crawl, one per master name asked for."""
+    client = redis.Redis(host="127.0.0.1", port=redis_server.port, decode_responses=True,
+                         socket_timeout=5.0)
+    crawl = "f" + secrets.token_hex(6)
+
+    def make(master: str, **options: float) -> RedisFrontier:
+        return RedisFrontier(client, crawl, master, **options)
+
+    return make
+
+
+def test_a_page_is_handed_to_one_master_and_counted_until_done(frontiers: MakeFrontier) -> None:
+    a, b = frontiers("a"), frontiers("b")
+    assert a.add_many([("http://h/", 0), ("http://h/", 0), ("http://g/", 0)]) == 2
+    assert len(a) == len(b) == 2
+    first, second = a.pop(), b.pop()
+    assert first is not None and second is not None
+    assert {first[0], second[0]} == {"http://h/", "http://g/"}
+    assert a.pop() is None and b.pop() is None
+    assert len(a) == 2  # leased pages are not done: the crawl is not over
+    pipe = a._client.pipeline(transaction=True)  # as the master's ledger does
+    a.queue_done(pipe, first[0], [("http://h/next", 1), (second[0], 1)])
+    pipe.execute()
+    assert len(b) == 2  # the new link, and b's page
+    assert b.pop() == ("http://h/next", 1)  # a link seen before is not queued again
+
+
+def test_the_pages_of_a_master_that_stops_calling_go_back(frontiers: MakeFrontier) -> None:
+    dead, alive = frontiers("dead", lease=0.3), frontiers("alive", lease=0.3)
+    dead.add_many([("http://h/", 0)])
+    assert dead.pop() == ("http://h/", 0)
+    assert alive.pop() is None
+    time.sleep(0.5)
+    assert alive.pop() == ("http://h/", 0)  # its lease ran out: another master reads it
+
+
+def test_heartbeats_keep_a_masters_pages_its_own(frontiers: MakeFrontier) -> None:
+    mine, other = frontiers("mine", lease=0.4), frontiers("other", lease=0.4)
+    mine.add_many([("http://h/", 0)])
+    assert mine.pop() is not None
+    for _ in range(4):
+        time.sleep(0.2)
+        assert mine.heartbeat() == 1
+        assert other.pop() is None
+
+
+def test_a_hosts_pages_are_paced_for_every_master(frontiers: MakeFrontier) -> None:
+    a, b = frontiers("a", delay=0.4), frontiers("b", delay=0.4)
+    a.add_many([("http://h/1", 0), ("http://h/2", 0), ("http://g/1", 0)])
+    taken = [page for page in (a.pop(), b.pop(), a.pop(), b.pop()) if page]
+    assert sorted(url for url, _ in taken) == ["http://g/1", "http://h/1"]  # one per host
+    time.sleep(0.5)
+    assert b.pop() == ("http://h/2", 0)
+
+
+def test_a_hold_and_a_crawl_delay_hold_back_a_host(frontiers: MakeFrontier) -> None:
+    a = frontiers("a")
+    a.add_many([("http://h/1", 0), ("http://h/2", 0)])
+    a.hold("h", time.monotonic() + 0.4)
+    assert a.pop() is None
+    time.sleep(0.5)
+    a.slow_to("h", 0.4)
+    assert a.pop() == ("http://h/1", 0)
+    assert a.pop() is None  # its Crawl-delay
+    time.sleep(0.5)
+    assert a.pop() == ("http://h/2", 0)
+
+
+def test_a_page_given_back_or_set_aside(frontiers: MakeFrontier) -> None:
+    a, b = frontiers("a"), frontiers("b")
+    a.add_many([("http://h/", 0), ("http://g/", 0)])
+    one, two = a.pop(), a.pop()
+    assert one is not None and two is not None
+    assert a.failed(one[0]) == 1 and b.failed(one[0]) == 2  # counted for every master
+    a.requeue(one[0], one[1])
+    a.set_aside(two[0])
+    assert len(b) == 1 and b.pop() == one
+
+
+def test_racing_masters_take_every_page_exactly_once(frontiers: MakeFrontier) -> None:
+    pages = [(f"http://h{n % 7}/{n}", 0) for n in range(300)]
+    frontiers("seed").add_many(pages)
+    taken: list[str] = []
+    lock = threading.Lock()
+
+    def master(name: str) -> None:
+        frontier = frontiers(name)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(frontier):
+            page = frontier.pop()
+            if page is None:
+                continue
+            pipe = frontier._client.pipeline(transaction=True)
+            frontier.queue_done(pipe, page[0], [])
+            pipe.execute()
+            with lock:
+                taken.append(page[0])
+
+    threads = [threading.Thread(target=master, args=(f"m{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(taken) == sorted(url for url, _ in pages)
