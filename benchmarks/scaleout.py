@@ -51,7 +51,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))  # run as a script: its modules beside it
 sys.path.insert(1, str(REPO))  # and the tests' namespace LAN, as tests.netns
 
-from procs import Measured, proc_cpu_seconds, stop_all, wait_all  # noqa: E402
+from procs import Measured, children_of, proc_cpu_seconds, stop_all, wait_all  # noqa: E402
 from run import load_site_module  # noqa: E402
 
 from tests.netns import Host, Lan, NetnsUnavailable  # noqa: E402
@@ -159,6 +159,13 @@ class Cluster:
         state = "up" if up else "down"
         run_quietly(["ip", "-n", self.lan.bridge_netns, "link", "set", host.port, state],
                     f"setting {host.role}'s link {state}")
+
+    def nginx_cpu(self) -> float:
+        """CPU seconds of nginx so far: its master process and its workers."""
+        if self.nginx is None:
+            return 0.0
+        pid = self.nginx.popen.pid
+        return proc_cpu_seconds([pid, *children_of(pid)])
 
     def qdisc(self, host: Host) -> str:
         return run_quietly(["ip", "netns", "exec", self.lan.bridge_netns, "tc", "qdisc", "show",
@@ -327,6 +334,18 @@ class Result:
     note: str = ""
     cut_at: float | None = None  # seconds from the start when the link went down
     cut_s: float = 0.0  # how long it stayed down (the crawl may end first)
+    page_window_s: float = 0.0  # first to last page request answered
+    pages_by_master: list[int] = field(default_factory=list)
+    cpu_s: float = 0.0  # masters, workers, nginx and redis-server together
+
+    @property
+    def busy(self) -> float:
+        """The share of the machine's cores that the crawl's processes kept busy."""
+        return self.cpu_s / (self.crawl_s * (os.cpu_count() or 1)) if self.crawl_s > 0 else 0.0
+
+    @property
+    def window_pages_per_s(self) -> float:
+        return (self.pages - 1) / self.page_window_s if self.page_window_s > 0 else 0.0
 
     @property
     def images_per_s(self) -> float:
@@ -441,6 +460,7 @@ class Crawl:
         self.run_dir.mkdir(parents=True)
         mark = self.cluster.access_log.stat().st_size
         broker_cpu = self.redis.cpu_seconds() if self.redis else 0.0
+        nginx_cpu = self.cluster.nginx_cpu()
         cut_host = self.cluster.workers[self.row.hosts - 1] if self.row.kind == "cut" else None
         problems: list[str] = []
         remarks: list[str] = []
@@ -470,7 +490,14 @@ class Crawl:
         hits, _ = read_hits(self.cluster.access_log, mark)
         mine = [h for h in hits if h.port == self.site.port and h.status == 200]
         images = sorted(h.at for h in mine if h.path.startswith(IMG_PREFIX))
-        pages = {h.path for h in mine if h.path.endswith((".html", "/"))}
+        page_hits = [h for h in mine if h.path.endswith((".html", "/"))]
+        pages = {h.path for h in page_hits}
+        masters = [self.cluster.master.address, self.cluster.master2.address]
+        by_master = [sum(1 for h in page_hits if h.client == a)
+                     for a in masters[:self.row.masters]]
+        broker_used = (self.redis.cpu_seconds() - broker_cpu) if self.redis else 0.0
+        cpu = (sum(p.usage.cpu_s for p in [*self.masters, *self.workers] if p.usage)
+               + self.cluster.nginx_cpu() - nginx_cpu + broker_used)
         disk = check_disk(self.site, self.worker_outs)
         if disk.missing or disk.duplicates or disk.wrong:
             problems.append(f"{disk.missing} missing, {disk.duplicates} stored twice, "
@@ -483,8 +510,9 @@ class Crawl:
                       len(pages), images[-1] - images[0] if len(images) > 1 else 0.0,
                       [t - start_epoch for t in tenths(images)], disk,
                       [m.usage.cpu_s if m.usage else 0.0 for m in self.masters],
-                      (self.redis.cpu_seconds() - broker_cpu) if self.redis else 0.0,
-                      len(images), "; ".join(problems + remarks), cut[0], cut[1])
+                      broker_used, len(images), "; ".join(problems + remarks), cut[0], cut[1],
+                      page_hits[-1].at - page_hits[0].at if len(page_hits) > 1 else 0.0,
+                      by_master, cpu)
 
     def start(self) -> None:
         """The workers, first, as a cluster comes up: they wait for their master."""
@@ -608,7 +636,7 @@ def links_table(results: Sequence[Result], rows: Sequence[Row], site: Site, rate
              "median of rounds (dup: images stored on two hosts, all rounds together)",
              f"  {'row':<20} {'runs':>4} {'crawl s':>8} {'img/s':>7} {'x 1 host':>8} "
              f"{'window s':>8} {'img/s':>7} {'x 1 host':>8} {'complete':>8} {'dup':>4} "
-             f"{'master CPU s':>12} {'broker CPU s':>12}  per host images"]
+             f"{'master CPU s':>12} {'broker CPU s':>12} {'busy':>5}  per host images"]
     for row in rows:
         done = good(results, row)
         if not done:
@@ -628,7 +656,8 @@ def links_table(results: Sequence[Result], rows: Sequence[Row], site: Site, rate
             f"{wspeed:>8} {med([r.disk.exact for r in done]) / len(site.truth):>8.1%} "
             f"{sum(r.disk.duplicates for r in done):>4d} "
             f"{med([r.master_cpu[0] for r in done]):>12.2f} "
-            f"{med([r.broker_cpu for r in done]):>12.2f}  {per_host}")
+            f"{med([r.broker_cpu for r in done]):>12.2f} {med([r.busy for r in done]):>5.0%}  "
+            f"{per_host}")
     return "\n".join(lines)
 
 
@@ -680,22 +709,31 @@ def cut_table(results: Sequence[Result], rows: Sequence[Row], site: Site,
 
 def pages_table(results: Sequence[Result], rows: Sequence[Row], site: Site, workers: int) -> str:
     lines = [f"pages as the limit: site of {site.description}; {workers} worker hosts, links "
-             "not limited; median of rounds",
-             f"  {'row':<34} {'runs':>4} {'crawl s':>8} {'pages':>6} {'pages/s':>8} "
-             f"{'x 1 master':>10} {'complete':>8} {'masters CPU s':>14} {'broker CPU s':>12}"]
+             "not limited; median of rounds (window: first to last page request; busy: CPU "
+             "of masters, workers, nginx and redis over the crawl's time and every core)",
+             f"  {'row':<24} {'runs':>4} {'crawl s':>8} {'pages/s':>8} {'x 1 mst':>8} "
+             f"{'window s':>8} {'pages/s':>8} {'x 1 mst':>8} {'pages per master':>16} "
+             f"{'complete':>8} {'masters CPU s':>14} {'broker CPU s':>12} {'busy':>5}"]
     for row in rows:
         done = good(results, row)
         if not done:
-            lines.append(f"  {row.label:<34} {0:>4}  (no clean run)")
+            lines.append(f"  {row.label:<24} {0:>4}  (no clean run)")
             continue
         base = good(results, Row("pages", row.broker, row.hosts, 1))
         times = ratio(med([r.pages_per_s for r in done]), [r.pages_per_s for r in base])
+        wtimes = ratio(med([r.window_pages_per_s for r in done]),
+                       [r.window_pages_per_s for r in base])
         cpu = "+".join(f"{med([r.master_cpu[n] for r in done]):.1f}" for n in range(row.masters))
+        split = "/".join(f"{med([r.pages_by_master[n] for r in done]):.0f}"
+                         for n in range(row.masters))
         lines.append(
-            f"  {row.label:<34} {len(done):>4} {med([r.crawl_s for r in done]):>8.2f} "
-            f"{med([r.pages for r in done]):>6.0f} {med([r.pages_per_s for r in done]):>8.1f} "
-            f"{times:>10} {med([r.disk.exact for r in done]) / len(site.truth):>8.1%} "
-            f"{cpu:>14} {med([r.broker_cpu for r in done]):>12.2f}")
+            f"  {row.label:<24} {len(done):>4} {med([r.crawl_s for r in done]):>8.2f} "
+            f"{med([r.pages_per_s for r in done]):>8.1f} {times:>8} "
+            f"{med([r.page_window_s for r in done]):>8.2f} "
+            f"{med([r.window_pages_per_s for r in done]):>8.1f} {wtimes:>8} {split:>16} "
+            f"{med([r.disk.exact for r in done]) / len(site.truth):>8.1%} "
+            f"{cpu:>14} {med([r.broker_cpu for r in done]):>12.2f} "
+            f"{med([r.busy for r in done]):>5.0%}")
     return "\n".join(lines)
 
 
@@ -730,8 +768,12 @@ def summary(results: Sequence[Result], links: Sequence[Row], cuts: Sequence[Row]
             base = good(results, Row("pages", row.broker, row.hosts, 1))
             if base:
                 two = med([r.pages_per_s for r in done])
+                window = ratio(med([r.window_pages_per_s for r in done]),
+                               [r.window_pages_per_s for r in base])
                 parts.append(f"two masters crawl {two:.0f} pages/s, "
-                             f"{two / med([r.pages_per_s for r in base]):.2f}x one master's")
+                             f"{two / med([r.pages_per_s for r in base]):.2f}x one master's "
+                             f"({window} over the page window), with the cores "
+                             f"{med([r.busy for r in done]):.0%} busy")
     return "summary (medians): " + ". ".join(parts) + "." if parts else "summary: no clean run"
 
 
@@ -894,6 +936,8 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 @contextlib.contextmanager
 def workspace(args: argparse.Namespace) -> Iterator[Path]:
+    if args.tmp is not None:
+        args.tmp.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="crawler-scaleout-", dir=args.tmp))
     try:
         yield tmp
