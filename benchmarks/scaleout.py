@@ -226,6 +226,21 @@ class Redis:
     def cpu_seconds(self) -> float:
         return proc_cpu_seconds([self.proc.popen.pid])
 
+    def wait_for_crawl(self, name: str, host: Host, master: Measured) -> None:
+        """Until crawl ``name`` is registered on the broker (asked with redis-cli on
+        ``host``), while ``master``, which registers it, runs; bounded."""
+        from crawler.board.broker import REGISTRY
+
+        address, port = host.address, str(REDIS_PORT)
+        deadline = time.monotonic() + START_TIMEOUT
+        while master.poll() is None and time.monotonic() < deadline:
+            answer = run_quietly(host.command("redis-cli", "-h", address, "-p", port,
+                                              "SISMEMBER", REGISTRY, name),
+                                 "asking redis-server for the crawl")
+            if answer.strip() == "1":
+                return
+            time.sleep(POLL)
+
 
 def start_redis(cluster: Cluster) -> Redis:
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -523,7 +538,11 @@ class Crawl:
                                          log=self.run_dir / f"{host.role}.log"))
 
     def start_masters(self) -> None:
+        """The first master; a second one once the first has put its crawl on the broker
+        (a master joining a crawl that is not there yet stops with a usage error)."""
         for n, host in enumerate((self.cluster.master, self.cluster.master2)[:self.row.masters]):
+            if n and self.redis is not None:
+                self.redis.wait_for_crawl(self.name, self.cluster.master, self.masters[0])
             self.masters.append(Measured(f"master{n + 1}", host.command(*self.master_argv(n)),
                                          cwd=self.run_dir, env=self.env,
                                          log=self.run_dir / f"master{n + 1}.log"))
@@ -768,11 +787,11 @@ def summary(results: Sequence[Result], links: Sequence[Row], cuts: Sequence[Row]
             base = good(results, Row("pages", row.broker, row.hosts, 1))
             if base:
                 two = med([r.pages_per_s for r in done])
-                window = ratio(med([r.window_pages_per_s for r in done]),
-                               [r.window_pages_per_s for r in base])
+                over_window = ratio(med([r.window_pages_per_s for r in done]),
+                                    [r.window_pages_per_s for r in base])
                 parts.append(f"two masters crawl {two:.0f} pages/s, "
                              f"{two / med([r.pages_per_s for r in base]):.2f}x one master's "
-                             f"({window} over the page window), with the cores "
+                             f"({over_window} over the page window), with the cores "
                              f"{med([r.busy for r in done]):.0%} busy")
     return "summary (medians): " + ". ".join(parts) + "." if parts else "summary: no clean run"
 
