@@ -352,6 +352,9 @@ class Result:
     page_window_s: float = 0.0  # first to last page request answered
     pages_by_master: list[int] = field(default_factory=list)
     cpu_s: float = 0.0  # masters, workers, nginx and redis-server together
+    # Seconds from the first master's start: first and last page answered, each master's end.
+    pages_span: tuple[float, float] = (0.0, 0.0)
+    master_ends: list[float] = field(default_factory=list)
 
     @property
     def busy(self) -> float:
@@ -527,7 +530,10 @@ class Crawl:
                       [m.usage.cpu_s if m.usage else 0.0 for m in self.masters],
                       broker_used, len(images), "; ".join(problems + remarks), cut[0], cut[1],
                       page_hits[-1].at - page_hits[0].at if len(page_hits) > 1 else 0.0,
-                      by_master, cpu)
+                      by_master, cpu,
+                      (page_hits[0].at - start_epoch, page_hits[-1].at - start_epoch)
+                      if page_hits else (0.0, 0.0),
+                      [m.ended - started for m in self.masters if m.usage is not None])
 
     def start(self) -> None:
         """The workers, first, as a cluster comes up: they wait for their master."""
@@ -822,6 +828,9 @@ def plan(args: argparse.Namespace, redis_ready: bool) -> tuple[list[Row], list[R
 def print_run(result: Result) -> None:
     cut = (f" cut at {result.cut_at:.1f} s for {result.cut_s:.1f} s"
            if result.cut_at is not None else "")
+    if result.row.kind == "pages":
+        cut = (f" pages at {result.pages_span[0]:.1f}-{result.pages_span[1]:.1f} s, masters "
+               f"ended at {'/'.join(f'{t:.1f}' for t in result.master_ends)} s")
     print(f"  round {result.round + 1} {result.row.kind:<5} {result.row.label:<34} "
           f"{result.crawl_s:7.2f} s  {result.images:5d} images ({result.images_per_s:6.1f}/s, "
           f"window {result.window_s:5.2f} s)  {result.pages:5d} pages  exact "
