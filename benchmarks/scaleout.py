@@ -979,6 +979,8 @@ def workspace(args: argparse.Namespace) -> Iterator[Path]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
+    # Even when started in the background, where a shell leaves SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with workspace(args) as tmp:
             return bench(args, tmp)
