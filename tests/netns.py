@@ -6,6 +6,10 @@ its own; each host namespace gets a veth pair whose inside end is ``eth0``
 bridge. With no default route, a host can reach only the other hosts of the
 LAN, never anything else. ``Lan.close`` kills every process started in the
 LAN and deletes every namespace (which deletes the veths and the bridge).
+
+The tests use it, and so does ``benchmarks/scaleout.py`` (which imports it as
+``tests.netns``): one copy of the namespace plumbing, owned by the tests,
+which must not depend on the benchmarks.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class Host:
     role: str
     netns: str
     address: str
+    port: str = ""  # its veth's other end: a port of the bridge, in the bridge's namespace
 
     def command(self, *argv: str) -> list[str]:
         """``argv`` run inside this host's namespace."""
@@ -103,7 +108,7 @@ class Lan:
         _ip("-n", netns, "link", "set", "lo", "up")
         _ip("-n", netns, "addr", "add", f"{address}/{PREFIX_LENGTH}", "dev", "eth0")
         _ip("-n", netns, "link", "set", "eth0", "up")
-        host = Host(role, netns, address)
+        host = Host(role, netns, address, port)
         self.hosts[role] = host
         return host
 
