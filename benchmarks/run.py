@@ -750,10 +750,10 @@ def tables(target: Target, scheme: str, runs: dict[str, list[RunResult]],
             f"{per_page:8.2f} {per_image:8.3f} {med(label, lambda r: r.peak_mb):8.1f} "
             f"{med(label, lambda r: r.peak_sum_mb):7.1f} "
             f"{med(label, lambda r: r.server_cpu_s):8.2f}")
-    crawler = next((t.label for t in tools if t.key == "crawler"), "")
+    embedded = next((t.label for t in tools if t.key == "crawler"), "")
     brokered = any(t.key == "redis" for t in tools)
     references = [(name, ref) for name, ref in (("wget", wget), ("wget2", wget2),
-                                                ("crawler", crawler if brokered else ""))
+                                                ("crawler", embedded if brokered else ""))
                   if ref and runs.get(ref)]
     if references:
         figures: list[tuple[str, Callable[[RunResult], float]]] = [

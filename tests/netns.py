@@ -121,6 +121,10 @@ class Lan:
         self._processes.append(process)
         return process
 
+    def set_link(self, host: Host, *, up: bool) -> None:
+        """Cut ``host`` off the LAN (``up`` False) or plug it back in, as a pulled cable."""
+        _ip("-n", self.bridge_netns, "link", "set", host.port, "up" if up else "down")
+
     def namespaces(self) -> list[str]:
         """The namespaces this LAN made and has not deleted yet."""
         return list(self._namespaces)

@@ -128,3 +128,50 @@ def test_master_and_workers_on_separate_hosts(network: Lan, tmp_path: Path) -> N
     assert {client for client, _ in pages} == {master_host.address}, pages
     assert {"/", "/robots.txt"} <= {path for _, path in pages}
     assert "/private/secret.html" not in {path for _, path, _ in requests}
+
+
+def test_a_worker_whose_link_was_cut_is_back_at_work_soon_after_it_returns(
+        network: Lan, tmp_path: Path) -> None:
+    """A link down for 32 s leaves the worker's pending call on a TCP connection whose
+    retransmissions have backed off to half a minute; the worker must not wait for
+    them: its calls have a deadline of twice the master's worker_silence, and a new
+    connection gets through as soon as the link is back."""
+    site = network.add_host("site", 1)
+    master_host = network.add_host("master", 2)
+    worker_host = network.add_host("worker", 3)
+    base = f"http://{site.address}:{SITE_PORT}"
+    env = dict(os.environ, CRAWLER_AUTHKEY=secrets.token_hex(16))
+    start_site(network, site, tmp_path)
+    address = f"{master_host.address}:{QUEUE_PORT}"
+    with (tmp_path / "worker.log").open("w") as log:
+        worker = network.start(worker_host, crawler_command(
+            "worker", address, "--out", str(tmp_path / "worker"), "--threads", "2",
+            "--connect-wait", "120"), cwd=tmp_path, env=env, stdout=log,
+            stderr=subprocess.STDOUT)
+    # One image a second: the crawl of the site's 14 images outlasts the cut.
+    master = network.start(master_host, crawler_command(
+        "master", base + "/", "--bind", address, "--out", str(tmp_path / "master"),
+        "--host-delay", "1.0"), cwd=tmp_path, env=env)
+    assert wait_for_queue_address(master) == address
+
+    def images_fetched() -> int:
+        return sum(1 for client, path, _ in site_requests(tmp_path / "site.stderr")
+                   if client == worker_host.address)
+
+    deadline = time.monotonic() + 60
+    while images_fetched() < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert images_fetched() >= 2, "the worker never started"
+    network.set_link(worker_host, up=False)
+    time.sleep(32)
+    before = images_fetched()
+    network.set_link(worker_host, up=True)
+    back = time.monotonic()
+    while images_fetched() == before and time.monotonic() - back < 60:
+        time.sleep(0.1)
+    waited = time.monotonic() - back
+    assert images_fetched() > before, "the worker never came back"
+    assert waited < 15, f"the worker took {waited:.1f} s to work again after its link returned"
+    _, master_err = master.communicate(timeout=120)
+    assert master.returncode == 0, master_err
+    assert worker.wait(timeout=30) == 0, (tmp_path / "worker.log").read_text()

@@ -364,9 +364,9 @@ class MasterClient:
     def bound_calls(self, board: Any, seconds: float) -> None:
         """Give up on each call of ``board`` (a proxy from ``connect``) after ``seconds``.
 
-        Workers pass the master's lease_timeout: a call that takes longer has
-        cost them their leases anyway, and a hung master is better left for a
-        reconnect. The proxy's connection of this thread exists after its first call.
+        Workers pass twice the master's worker_silence: a call that takes longer
+        has cost them their leases anyway, and a hung master or a stalled
+        connection is better left for a reconnect. The proxy's connection of this thread exists after its first call.
         """
         conn = getattr(getattr(board, "_tls", None), "connection", None)
         if conn is None:
