@@ -366,7 +366,8 @@ class MasterClient:
 
         Workers pass twice the master's worker_silence: a call that takes longer
         has cost them their leases anyway, and a hung master or a stalled
-        connection is better left for a reconnect. The proxy's connection of this thread exists after its first call.
+        connection is better left for a reconnect. The proxy's connection of this
+        thread exists after its first call.
         """
         conn = getattr(getattr(board, "_tls", None), "connection", None)
         if conn is None:
