@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from crawler.board.redis_frontier import RedisFrontier
+from crawler.board.redis_frontier import EMPTY_PAUSE, RedisFrontier
 
 from .redis_server import RedisServer
 
@@ -43,6 +43,8 @@ def test_a_page_is_handed_to_one_master_and_counted_until_done(frontiers: MakeFr
     a.queue_done(pipe, first[0], [("http://h/next", 1), (second[0], 1)])
     pipe.execute()
     assert len(b) == 2  # the new link, and b's page
+    assert b.pop() is None  # b found none a moment ago: it asks again EMPTY_PAUSE later
+    time.sleep(EMPTY_PAUSE * 1.5)
     assert b.pop() == ("http://h/next", 1)  # a link seen before is not queued again
 
 

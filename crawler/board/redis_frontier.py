@@ -31,6 +31,7 @@ from crawler.board.broker import keys_prefix
 from crawler.model.urls import host_key
 
 REAP_AT_MOST = 100  # expired page leases put back per pop, so one call stays short
+EMPTY_PAUSE = 0.02  # seconds a master waits after finding no page ready before asking again
 
 _NOW = """
 local t = redis.call('TIME')
@@ -197,6 +198,7 @@ class RedisFrontier:
         self.lease = lease
         self._seen: set[str] = set()  # this master's: spares Redis a round trip per link
         self.done_pages = 0  # pages the crawl has done, as of the last len()
+        self._empty_until = 0.0  # no pop before this time.monotonic() (see pop)
         self._pop = client.register_script(_POP)
         self._add = client.register_script(_ADD)
         self._settle = client.register_script(_SETTLE)
@@ -224,6 +226,7 @@ class RedisFrontier:
     def add_many(self, pages: Iterable[tuple[str, int]]) -> int:
         """Queue pages never seen by the crawl (the seeds); how many were new."""
         args = _page_args(pages)
+        self._empty_until = 0.0
         return int(self._add(args=[self._prefix, *args])) if args else 0
 
     def add(self, url: str, depth: int) -> bool:
@@ -237,9 +240,17 @@ class RedisFrontier:
         return url in self._seen
 
     def pop(self, now: float | None = None) -> tuple[str, int] | None:
-        """Lease the next page of a host that may be asked now (None: every host waits)."""
+        """Lease the next page of a host that may be asked now (None: every host waits).
+
+        After a None, the broker is asked again only EMPTY_PAUSE later, or at once when
+        this master has queued pages itself: the crawl loop asks every pass.
+        """
+        moment = time.monotonic()
+        if moment < self._empty_until:
+            return None
         popped: Any = self._pop(args=[self._prefix, self._master, self.lease, self._delay])
         if not popped:
+            self._empty_until = moment + EMPTY_PAUSE
             return None
         url, depth = popped
         self._seen.add(url)
@@ -264,6 +275,7 @@ class RedisFrontier:
 
     def requeue(self, url: str, depth: int) -> None:
         """Give a leased page back, to be tried again when its host may be asked."""
+        self._empty_until = 0.0
         self._settle(args=[self._prefix, url, "requeue", depth, host_key(url), self._master])
 
     def set_aside(self, url: str) -> None:
@@ -277,6 +289,7 @@ class RedisFrontier:
     def queue_done(self, pipe: redis.client.Pipeline, url: str,
                    links: Sequence[tuple[str, int]]) -> None:
         """Add to ``pipe`` (a transaction): ``url`` is done, and its links are queued."""
+        self._empty_until = 0.0  # its links may be ready at once
         if links:
             self._add(args=[self._prefix, *_page_args(links)], client=pipe)
         self._settle(args=[self._prefix, url, "done", 0, "", self._master], client=pipe)

@@ -62,6 +62,7 @@ SHUTDOWN_GRACE = 10.0  # how long workers get to notice the end and leave
 WORKER_SILENCE = 3.0  # a worker not heard from for this long will not hear the end either
 PAGE_LEASE = 10.0  # seconds a page stays this master's on the broker without a heartbeat
 BROKER_WAIT = 120.0  # seconds a master waits for a broker that stopped answering
+LOOK_EVERY = 0.1  # seconds between two reads of a broker's counts while pages are in flight
 
 
 @dataclass(frozen=True)
@@ -334,7 +335,8 @@ class Master:
             log.warning("robots.txt is ignored (crawl.respect_robots = false)")
         pool = ThreadPoolExecutor(settings.crawl.page_concurrency, thread_name_prefix="page")
         running: set[Future[Visit]] = set()
-        last_reap = time.monotonic()
+        last_reap = last_look = time.monotonic()
+        shared = self._shared_frontier
         all_done = False
         try:
             broker_lost: float | None = None  # since when the broker has not answered
@@ -355,15 +357,21 @@ class Master:
                         self._board.reap()
                         frontier.heartbeat(self._working(running))  # its pages stay its own
                         last_reap = time.monotonic()
-                    # Pages first, then images: on a broker, another master's page is
-                    # either still counted here or its images are counted below.
-                    pages_left = len(frontier)
-                    self._snapshot.pages_queued = pages_left + len(running)
-                    counts = self._refresh()
+                    # On a broker each look is a round trip: while this master has pages
+                    # in flight the crawl cannot be over, and the display is fresh enough
+                    # at a few looks a second.
+                    now = time.monotonic()
+                    if not running or now - last_look >= LOOK_EVERY or shared is None:
+                        last_look = now
+                        # Pages first, then images: on a broker, another master's page
+                        # is either still counted here or its images are counted below.
+                        pages_left = len(frontier)
+                        self._snapshot.pages_queued = pages_left + len(running)
+                        counts = self._refresh()
+                        if not pages_left and not running and unsettled(counts) == 0:
+                            all_done = True
+                            break
                     self._workers.report_ended()
-                    if not pages_left and not running and unsettled(counts) == 0:
-                        all_done = True
-                        break
                 except Exception as exc:  # noqa: BLE001 - only a lost broker is waited out
                     broker_lost = self._broker_lost(exc, broker_lost)
                     continue
