@@ -32,7 +32,6 @@ All traffic goes to 127.0.0.1; every wait and subprocess is bounded in time.
 from __future__ import annotations
 
 import argparse
-import compileall
 import contextlib
 import importlib.util
 import json
@@ -57,7 +56,16 @@ from urllib.parse import unquote, urlsplit
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # run as a script: its modules beside it
 
-from procs import KB, Measured, Usage, free_port, is_listening, stop_all, wait_all  # noqa: E402
+from procs import (  # noqa: E402
+    KB,
+    Measured,
+    Usage,
+    byte_compile_crawler,
+    free_port,
+    is_listening,
+    stop_all,
+    wait_all,
+)
 from server import Server, ServerError, serving  # noqa: E402
 from tls import CertificateError, Certificates, make_certificates  # noqa: E402
 from truth import walk  # noqa: E402
@@ -697,7 +705,6 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else 0.0
 
 
-
 # ----- reporting ---------------------------------------------------------------------------
 
 
@@ -1006,22 +1013,6 @@ def probe_file_creation(folder: Path) -> str:
             os.close(fd)
     per_file = (time.process_time() - started) / PROBE_FILES * 1e6
     return f"creating and writing a 16 KB file costs {per_file:.0f} us of CPU here"
-
-
-def byte_compile_crawler() -> str:
-    """Compile the crawler's modules once, as ``pip install`` does for a regular install.
-
-    Without it, each crawler process of an editable install under
-    PYTHONDONTWRITEBYTECODE compiles every module from source (30 ms for a
-    master, 20 ms for a worker), and the figures would measure that.
-    """
-    spec = importlib.util.find_spec("crawler")
-    if spec is None or not spec.submodule_search_locations:
-        return "crawler is not installed"
-    folder = next(iter(spec.submodule_search_locations))
-    ok = compileall.compile_dir(folder, quiet=1, force=False)
-    return f"byte-compiled {folder}" if ok else f"could not byte-compile all of {folder}"
-
 
 
 def check_tools(tools: Sequence[Tool]) -> None:

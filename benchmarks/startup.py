@@ -26,8 +26,6 @@ every run is bounded in time.
 from __future__ import annotations
 
 import argparse
-import compileall
-import importlib.util
 import os
 import secrets
 import shutil
@@ -45,7 +43,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # run as a script: its modules beside it
 
-from procs import free_port  # noqa: E402
+from procs import byte_compile_crawler, free_port  # noqa: E402
 from server import serving  # noqa: E402
 
 RUN_TIMEOUT = 60.0  # seconds one command may take before it is killed and the run fails
@@ -120,20 +118,6 @@ def commands(url: str, run_dir: Path, wget: str | None) -> dict[str, list[str]]:
     if wget:
         found["wget -p"] = [wget, "-p", "-nH", "-q", "-P", str(run_dir / "wget"), url]
     return found
-
-
-def byte_compile_crawler() -> str:
-    """Compile the crawler's modules once, as ``pip install`` does for a regular install.
-
-    Without it, an editable install under PYTHONDONTWRITEBYTECODE compiles every
-    module from source in every process, and the figures would measure that.
-    """
-    spec = importlib.util.find_spec("crawler")
-    if spec is None or not spec.submodule_search_locations:
-        return "crawler is not installed"
-    folder = next(iter(spec.submodule_search_locations))
-    ok = compileall.compile_dir(folder, quiet=1, force=False)
-    return f"byte-compiled {folder}" if ok else f"could not byte-compile all of {folder}"
 
 
 def median(values: Sequence[float]) -> float:
