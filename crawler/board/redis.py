@@ -99,10 +99,12 @@ _R = TypeVar("_R")
 
 
 def _load_scripts() -> dict[str, str]:
-    """Each script's full text: the shared part, then its own body."""
+    """Each script's full text: the shared part, then its own body, run as a function
+    so that the counters it bumped are written once after it returns."""
     text = resources.files("crawler.board").joinpath("redis_scripts.lua").read_text("utf-8")
     shared, *bodies = re.split(r"^-- @script ", text, flags=re.MULTILINE)
-    return {body.split(":", 1)[0]: f"{shared}\n-- {body}" for body in bodies}
+    return {body.split(":", 1)[0]: f"{shared}\nlocal result = (function()\n-- {body}\nend)()\n"
+                                   "flush_bumps()\nreturn result" for body in bodies}
 
 
 _SCRIPTS = _load_scripts()

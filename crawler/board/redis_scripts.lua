@@ -20,6 +20,27 @@ local CLASSIC = 'classic'
 
 local function num(x) return string.format('%.17g', x) end
 
+-- Changes to counters that no script reads back (the counts hash; a worker's done,
+-- failed and bytes) are added up here and written once, when the script ends
+-- (flush_bumps, called by the wrapper crawler/board/redis.py puts around each
+-- script): one HINCRBY per counter per call instead of one per URL.
+local PENDING = {}
+local function bump(key, field, n)
+  local fields = PENDING[key]
+  if not fields then
+    fields = {}
+    PENDING[key] = fields
+  end
+  fields[field] = (fields[field] or 0) + n
+end
+local function flush_bumps()
+  for key, fields in pairs(PENDING) do
+    for field, n in pairs(fields) do
+      if n ~= 0 then redis.call('HINCRBY', key, field, n) end
+    end
+  end
+end
+
 local function now_from(arg)
   if arg ~= '' then return tonumber(arg) end
   local t = redis.call('TIME')  -- the broker's clock: every host reads the same one
@@ -49,8 +70,8 @@ local function save_item(url, it)
 end
 
 local function set_state(url, it, state)
-  redis.call('HINCRBY', COUNTS, STATE_COUNT[it.s], -1)
-  redis.call('HINCRBY', COUNTS, STATE_COUNT[state], 1)
+  bump(COUNTS, STATE_COUNT[it.s], -1)
+  bump(COUNTS, STATE_COUNT[state], 1)
   if it.s == 'l' then redis.call('ZREM', LEASES, url) end
   it.s = state
 end
@@ -130,7 +151,7 @@ local function finish(url, it, attempt_json, worker)
   if it.r then table.insert(fields, 'ref'); table.insert(fields, it.r) end
   set_state(url, it, 'f')
   save_item(url, it)
-  redis.call('HINCRBY', COUNTS, 'unfinished', -1)
+  bump(COUNTS, 'unfinished', -1)
   redis.call('XADD', RESULTS, '*', unpack(fields))
 end
 
@@ -192,7 +213,7 @@ local function record_result(url, it, r, worker, now, policy)
     set_state(url, it, 'd')
     save_item(url, it)
     redis.call('ZADD', DELAYED, num(now + delay), url)
-    redis.call('HINCRBY', COUNTS, 'retries', 1)
+    bump(COUNTS, 'retries', 1)
     return
   end
   finish(url, it, r.json, worker)
@@ -210,19 +231,19 @@ local function report(worker, record, args, at, count, now, policy)
     spoken[r.url] = true
     local it = get_item(r.url)
     if not it then
-      redis.call('HINCRBY', COUNTS, 'unknown', 1)
+      bump(COUNTS, 'unknown', 1)
       table.insert(unknown, r.url)
     elseif it.s ~= 'l' or it.w ~= worker then
       -- Its lease ran out: only the current holder's result counts.
-      redis.call('HINCRBY', COUNTS, 'duplicates', 1)
+      bump(COUNTS, 'duplicates', 1)
       table.insert(duplicates, r.url)
     else
       if record then
         if r.ok then
-          redis.call('HINCRBY', worker_key(worker), 'done', 1)
-          redis.call('HINCRBY', worker_key(worker), 'bytes', r.bytes)
+          bump(worker_key(worker), 'done', 1)
+          bump(worker_key(worker), 'bytes', r.bytes)
         else
-          redis.call('HINCRBY', worker_key(worker), 'failed', 1)
+          bump(worker_key(worker), 'failed', 1)
         end
       end
       record_result(r.url, it, r, worker, now, policy)
@@ -316,15 +337,15 @@ end
 -- @script put: url, host, item JSON -> 1 when queued, 0 when the board had it
 if redis.call('HEXISTS', ITEMS, ARGV[1]) == 1 then return 0 end
 redis.call('HSET', ITEMS, ARGV[1], ARGV[3])
-redis.call('HINCRBY', COUNTS, 'queued', 1)
-redis.call('HINCRBY', COUNTS, 'unfinished', 1)
+bump(COUNTS, 'queued', 1)
+bump(COUNTS, 'unfinished', 1)
 enqueue(ARGV[1], ARGV[2], false)
 return 1
 
 -- @script settle_now: url, then the result's stream fields and values -> 1 when recorded
 if redis.call('HEXISTS', ITEMS, ARGV[1]) == 1 then return 0 end
 redis.call('HSET', ITEMS, ARGV[1], '')
-redis.call('HINCRBY', COUNTS, 'done', 1)
+bump(COUNTS, 'done', 1)
 redis.call('XADD', RESULTS, '*', unpack(ARGV, 2))
 return 1
 
@@ -333,7 +354,7 @@ local new = 0
 for _, url in ipairs(ARGV) do
   new = new + redis.call('HSETNX', ITEMS, url, '')
 end
-redis.call('HINCRBY', COUNTS, 'done', new)
+bump(COUNTS, 'done', new)
 return new
 
 -- @script set_host_delay: host, seconds (a delay is never shortened)
@@ -381,7 +402,7 @@ local quiet = redis.call('ZRANGEBYSCORE', CONTACT, '-inf', '(' .. num(now - poli
 for _, worker in ipairs(quiet) do
   if redis.call('SISMEMBER', GONE, worker) == 0 then mark_gone(worker) end
 end
-redis.call('HINCRBY', COUNTS, 'expired', #expired)
+bump(COUNTS, 'expired', #expired)
 return #expired
 
 -- @script hello: now, worker, info JSON
@@ -463,7 +484,7 @@ if record and has_holding then
     if not kept[url] then table.insert(never, url) end
   end
   release(worker, never)  -- never received, so never tried
-  redis.call('HINCRBY', COUNTS, 'reclaimed', #never)
+  bump(COUNTS, 'reclaimed', #never)
   for _, url in ipairs(released) do spoken[url] = true end
   for _, url in ipairs(holding) do
     if not spoken[url] and redis.call('SISMEMBER', held_key(worker), url) == 0 then
