@@ -93,7 +93,7 @@ def test_two_masters_share_the_pages_and_the_crawl_outlives_a_killed_one(
         make_server: Callable[[], FixtureServer], redis_server: RedisServer,
         tmp_path: Path) -> None:
     server = make_server()
-    site = setup_site(server, pages=16, images_per_page=4, page_delay=0.15, image_delay=0.02)
+    site = setup_site(server, pages=16, images_per_page=4, page_delay=0.3, image_delay=0.02)
     name = _crawl_name()
     broker = ("--broker", redis_server.url)
     first = start_crawler("master", server.url + "/", *broker, "--crawl", name, "--out",
@@ -109,6 +109,13 @@ def test_two_masters_share_the_pages_and_the_crawl_outlives_a_killed_one(
         page_paths = set(site.pages)
         wait_until(lambda: sum(p in page_paths for p in server.paths()) >= 6, 30,
                    "a few pages to be crawled")
+
+        def live_masters() -> int:
+            shown = run_crawler("status", "--broker", redis_server.url, "--crawl", name,
+                                "--json")
+            return int(json.loads(shown.stdout)["progress"]["masters"]) if shown.stdout else -1
+
+        wait_until(lambda: live_masters() == 2, 20, "crawler status to count both masters")
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
         err = finish(second, 120)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import time
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -172,6 +171,12 @@ def open_crawl(address: BrokerAddress, name: str | None) -> BrokerCrawl:
                        else only_crawl(client, address))
 
 
+def broker_time(client: redis.Redis) -> float:
+    """The broker's clock, in seconds: the one every host of a crawl reads alike."""
+    seconds, micros = client.time()
+    return float(seconds) + float(micros) / 1e6
+
+
 def is_link_error(exc: BaseException) -> bool:
     """Whether ``exc`` says the broker is out of reach (down, restarting, cut off)."""
     import redis
@@ -211,7 +216,7 @@ class CrawlRecord:
         """Write the record unless the crawl exists; True when this call created it."""
         fields: dict[Any, Any] = {"settings": json.dumps(settings), "seeds": json.dumps(seeds),
                   "identity": json.dumps(identity, sort_keys=True), "info": json.dumps(info),
-                  "board": json.dumps(board), "started": json.dumps(time.time())}
+                  "board": json.dumps(board), "started": json.dumps(broker_time(self.client))}
         # One script: a master killed half-way must not leave half a record.
         create = self.client.register_script(_CREATE)
         flat = [item for pair in fields.items() for item in pair]

@@ -20,7 +20,13 @@ from typing import Any, cast
 
 import redis
 
-from crawler.board.broker import BrokerAddress, CrawlRecord, keys_prefix, open_crawl
+from crawler.board.broker import (
+    BrokerAddress,
+    CrawlRecord,
+    broker_time,
+    keys_prefix,
+    open_crawl,
+)
 from crawler.board.manager import BoardView
 from crawler.board.memory import BoardPolicy
 from crawler.board.redis import RedisBoard
@@ -119,14 +125,14 @@ def broker_status(client: redis.Redis, crawl: str, info: dict[str, Any],
     public = {key: value for key, value in info.items() if key != "request"}  # no secrets
     record = CrawlRecord(client, crawl)
     masters = [json.loads(str(text)) for text in client.hvals(keys_prefix(crawl) + "masters")]
-    live = [m for m in masters
-            if not m.get("ended") and time.time() - float(m.get("at", 0)) < 10.0]
+    now = broker_time(client)  # the clock the masters' "at" is on, whatever this host's
+    live = [m for m in masters if not m.get("ended") and now - float(m.get("at", 0)) < 10.0]
     progress: dict[str, Any] = {**Snapshot().as_dict(), "masters": 0}  # before any master
     if masters:  # the freshest master's view holds the whole crawl's counts
         progress = dict(max(masters, key=lambda m: float(m.get("at", 0)))["progress"])
         progress["masters"] = len(live)
-    started = float(str(client.hget(record.key, "started") or time.time()))
+    started = float(str(client.hget(record.key, "started") or now))
     return cast(Status, {**public, "seeds": record.field("seeds"),
-                         "elapsed_s": round(time.time() - started, 2), "progress": progress,
+                         "elapsed_s": round(now - started, 2), "progress": progress,
                          "board": board.counts(), "workers": board.workers(),
                          "closed": board.closed})

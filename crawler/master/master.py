@@ -616,12 +616,13 @@ class Master:
         now = time.monotonic()
         if broker is None or (now - self._last_published < 1.0 and not ended):
             return
-        from crawler.board.broker import keys_prefix
+        from crawler.board.broker import broker_time, keys_prefix
 
         self._last_published = now
         broker.client.hset(keys_prefix(broker.name) + "masters", self._id, json.dumps(
             {"host": socket.gethostname(), "pid": os.getpid(), "pages_read": self._pages_read,
-             "progress": self._snapshot.as_dict(), "at": time.time(), "ended": ended}))
+             "progress": self._snapshot.as_dict(), "at": broker_time(broker.client),
+             "ended": ended}))
 
     # ----- serving and local workers -------------------------------------------
 
