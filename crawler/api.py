@@ -328,8 +328,8 @@ def _joined(shared: BrokerCrawl, mine: Settings) -> tuple[Settings, tuple[str, .
         raise UsageError(f"no crawl named {shared.name!r} on the broker at {shared.address} "
                          "to join: start it with crawler master URL --broker ... first")
     data = record.field("settings")
-    data["output"] = mine.to_dict()["output"]
-    data["worker"] = mine.to_dict()["worker"]
+    own = mine.to_dict()
+    data["output"], data["worker"] = own["output"], own["worker"]
     for local in ("page_concurrency", "parsers"):
         data["crawl"][local] = getattr(mine.crawl, local)
     theirs = Settings().with_sections(data, f"the settings of crawl {shared.name!r} on the broker")

@@ -11,7 +11,8 @@
     │   ├── AuthenticationFailed the master refused our authkey; exit 1
     │   ├── BadCrawlInfo         the master's description of the crawl is malformed; exit 1
     │   └── BrokerError          the Redis broker refused us, or has no such crawl; exit 1
-    │       └── BrokerUnreachable the Redis broker cannot be reached in time; exit 1
+    │       ├── BrokerUnreachable the Redis broker cannot be reached in time; exit 1
+    │       └── CrawlNotFound    the broker holds no crawl of that name (yet); exit 1
     ├── StorageError             the output folder cannot be written (permission, disk full); exit 3
     │   └── JournalDamaged       the crawl journal is not a readable SQLite file; exit 3
     ├── PathConflict             an image's name is taken by something the crawler did not store
@@ -84,6 +85,13 @@ class BrokerError(QueueError):
 
 class BrokerUnreachable(BrokerError):
     """The Redis broker did not answer in time (down, wrong address, cut off)."""
+
+    exit_code = 1
+
+
+class CrawlNotFound(BrokerError):
+    """The broker holds no crawl of that name, or none at all: its first master has not
+    started it yet, or the name is wrong."""
 
     exit_code = 1
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from crawler.config import BROKER_PASSWORD_ENV as PASSWORD_ENV
 from crawler.config import DEFAULT_CRAWL as DEFAULT_CRAWL
-from crawler.errors import BrokerError, BrokerUnreachable, UsageError
+from crawler.errors import BrokerError, BrokerUnreachable, CrawlNotFound, UsageError
 
 # The Redis client is imported when a broker is used: workers of the embedded queue
 # never load it.
@@ -230,7 +230,7 @@ class CrawlRecord:
         text = self.client.hget(self.key, name)
         if text is None:
             known = sorted(str(crawl) for crawl in self.client.smembers(REGISTRY))
-            raise BrokerError(f"no crawl named {self.crawl!r} on the broker"
+            raise CrawlNotFound(f"no crawl named {self.crawl!r} on the broker"
                               + (f"; it has {', '.join(known)}" if known else
                                  "; start one with crawler master URL --broker ..."))
         try:
@@ -246,7 +246,7 @@ def only_crawl(client: redis.Redis, address: BrokerAddress) -> str:
     if len(names) == 1:
         return names[0]
     if not names:
-        raise BrokerError(f"no crawl on the broker at {address} yet: start a master first "
+        raise CrawlNotFound(f"no crawl on the broker at {address} yet: start a master first "
                           "(crawler master URL --broker ...)")
     raise BrokerError(f"the broker at {address} has several crawls ({', '.join(names)}): "
                       "name one with --crawl")

@@ -30,7 +30,7 @@ from crawler.board.broker import (
 from crawler.board.manager import BoardView
 from crawler.board.memory import BoardPolicy
 from crawler.board.redis import RedisBoard
-from crawler.errors import BrokerError, BrokerUnreachable
+from crawler.errors import BrokerUnreachable, CrawlNotFound
 from crawler.model.progress import Snapshot
 from crawler.model.wire import CrawlInfo, Status
 
@@ -52,10 +52,8 @@ class BrokerClient:
             policy = BoardPolicy(**record.field("board"))
         except _LINK as exc:
             raise ConnectionError(str(exc)) from exc
-        except BrokerError as exc:
-            if record_missing(exc):
-                raise ConnectionError(str(exc)) from exc  # a master may create it yet
-            raise
+        except CrawlNotFound as exc:
+            raise ConnectionError(str(exc)) from exc  # a master may create it yet
         board = RedisBoard(crawl.client, crawl.name, policy)
         describe = _describer(crawl.client, crawl.name, info, board)
         return _LinkErrors(_BrokerView(board, describe))
@@ -85,10 +83,6 @@ class _BrokerView(BoardView):
             self._last_reap = now
             self._redis_board.reap()
         return super().exchange(*args, **kwargs)
-
-
-def record_missing(exc: BrokerError) -> bool:
-    return str(exc).startswith("no crawl")
 
 
 class _LinkErrors:

@@ -602,8 +602,7 @@ class Master:
         snapshot.workers = counts["workers"]
         shared = self._shared_frontier
         if shared is not None:  # the whole crawl's counts, every master's pages included
-            snapshot.found = sum(counts[state] for state in ("queued", "in_flight", "delayed",
-                                                              "done"))
+            snapshot.found = unsettled(counts) + counts["done"]
             snapshot.pages = shared.done_pages  # as of the last len(frontier)
             self._publish()
         self._reporter.update(snapshot)
