@@ -50,10 +50,8 @@ class BrokerClient:
             record = CrawlRecord(crawl.client, crawl.name)
             info = record.field("info")
             policy = BoardPolicy(**record.field("board"))
-        except _LINK as exc:
+        except (*_LINK, CrawlNotFound) as exc:  # the crawl: its master may create it yet
             raise ConnectionError(str(exc)) from exc
-        except CrawlNotFound as exc:
-            raise ConnectionError(str(exc)) from exc  # a master may create it yet
         board = RedisBoard(crawl.client, crawl.name, policy)
         describe = _describer(crawl.client, crawl.name, info, board)
         return _LinkErrors(_BrokerView(board, describe))
