@@ -19,6 +19,10 @@ from pathlib import Path
 
 from crawler.parse.extract import extract
 
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # run as a script: its modules beside it
+from run import load_site_module  # noqa: E402
+
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 
 
@@ -45,10 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--limit", type=int, default=1000, help="pages per folder at most")
     args = parser.parse_args(argv)
-    from benchmarks.site import SiteParams, generate
+    site = load_site_module()
 
     with tempfile.TemporaryDirectory() as tmp:
-        info = generate(Path(tmp), SiteParams(pages=200, images=5000))
+        info = site.generate(Path(tmp), site.SiteParams(pages=200, images=5000))
         sets = {"tests/pages+site": [*load(TESTS / "pages", args.limit),
                                      *load(TESTS / "site", args.limit)],
                 "synthetic site": load(info.root, args.limit)}
