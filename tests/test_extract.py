@@ -535,3 +535,12 @@ def test_an_undeclared_page_in_a_non_latin_encoding_is_recognised() -> None:
     result = extract(text.encode("shift_jis"), PAGE)
     # Read as Shift_JIS (not windows-1252): the path in UTF-8, the query in the page's.
     assert result.images == (ROOT + "%E7%94%BB%E5%83%8F.png?q=%93%FA%96%7B",)
+
+
+def test_a_url_both_linked_and_shown_is_a_link_and_an_image() -> None:
+    html = ('<a href="/show">x</a><a href="/show">again</a><img src="/show">'
+            '<a href="/big.png">full size</a><a href="/big.png">again</a>')
+    found = extract(html, "http://site.example/")
+    assert found.links == ("http://site.example/show",)
+    assert found.images == ("http://site.example/show", "http://site.example/big.png")
+    assert [ref.kind for ref in found.image_refs] == ["img", "anchor"]

@@ -16,6 +16,8 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from crawler.errors import InvalidURL
+from crawler.fetch.robots import origin_of
+from crawler.parse.resolve import Resolver
 from crawler.model.urls import (
     _normalize_in_full,
     host_key,
@@ -414,7 +416,8 @@ _TROUBLE = ["/.", "/..", ".", "%41", "%2e", "#", "#f", " ", "[", "]", "é", "\\"
 
 @st.composite
 def near_canonical_urls(draw: st.DrawFn) -> str:
-    host = draw(st.from_regex(r"[a-z0-9][a-z0-9.\-]{0,9}", fullmatch=True))
+    host = draw(st.from_regex(r"[a-z0-9][a-z0-9.\-]{0,9}", fullmatch=True)
+                | st.from_regex(r"0?[0-9]{1,3}(\.0?[0-9]{1,3}){0,4}", fullmatch=True))  # IPv4
     port = draw(st.sampled_from(["", ":8080", ":1", ":65535"]))
     segments = draw(st.lists(st.text(alphabet=_CANONICAL_PATH_CHARS, max_size=6), min_size=1,
                              max_size=4))
@@ -432,6 +435,11 @@ def near_canonical_urls(draw: st.DrawFn) -> str:
 @example("http://a:80/x")
 @example("https://a.b/./x")
 @example("http://h:8080/a?b=/./c")
+@example("http://127.0.0.1:8080/x")
+@example("http://1.2.3.04/x")
+@example("http://255.255.255.255/")
+@example("http://256.0.0.1/")
+@example("http://1.2.3/")
 def test_the_canonical_shortcut_agrees_with_full_normalisation(url: str) -> None:
     try:
         expected = _normalize_in_full(url)
@@ -470,3 +478,47 @@ def test_a_missing_host_is_read_as_browsers_read_it() -> None:
 def test_resolve_rejects_what_is_no_http_url(reference: str, base: str) -> None:
     with pytest.raises(InvalidURL):
         resolve(reference, base)
+
+
+# --- the origin robots.txt governs ----------------------------------------------
+
+
+def _origin_by_urlsplit(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:8080/a/b.png", "https://x.org", "https://u:p@x.org:1/?q#f",
+    "http://x.org?q=1", "HTTP://X.org/a", "http://x.org#f", "http://x\t.org/a",
+    "http://x y.org/", " http://x.org/", "http://é.org/", "http://[::1]:80/x",
+    "data:image/png;base64,AA", "http:/x.org/", "ht-tp+1://x.org/"])
+def test_origin_of_is_scheme_and_authority(url: str) -> None:
+    assert origin_of(url) == _origin_by_urlsplit(url)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.from_regex(r"\A[A-Za-z][A-Za-z0-9+.-]{0,5}:(//)?[^\x00]{0,40}\Z"))
+def test_origin_of_matches_urlsplit_on_any_text(url: str) -> None:
+    try:
+        expected = _origin_by_urlsplit(url)
+    except ValueError:  # an unclosed "[": no origin; normalised URLs never have one
+        return
+    assert origin_of(url) == expected
+
+
+# --- the resolver's shortcut for relative paths --------------------------------
+
+_BASES = ["http://site.example/a/b/page.html", "https://site.example:8443/dir/",
+          "http://user:pw@site.example/x?q=1/2", "http://127.0.0.1:8080/",
+          "https://xn--bcher-kva.example/a/b"]
+
+
+@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(_BASES),
+       st.text(alphabet="ab./\\?#%:;@ 1é-_~=&+", min_size=1, max_size=14))
+def test_relative_paths_resolve_as_the_url_standard_joins_them(base: str, ref: str) -> None:
+    fast = Resolver(base, "utf-8")
+    standard = Resolver(base, "utf-8")
+    standard.folder = ""  # every reference through ada's join
+    assert fast(ref) == standard(ref)

@@ -29,13 +29,16 @@ _LONE_PERCENT_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 # A URL already in canonical form, which ``normalize`` would return unchanged: a
 # lower-case scheme and ASCII host whose last label starts with a letter (so it
-# is no IPv4 number to rewrite) and holds no punycode to check, no userinfo, a
+# is no IPv4 number to rewrite) and holds no punycode to check, or an IPv4
+# address in its four-number decimal form (as the standard writes it), no userinfo, a
 # port without leading zeros, a path and query of characters browsers send as
 # they are (no escapes; no "'" in the query, which they escape), no fragment.
 # Most URLs on most pages look like this, and the check costs a tenth of a full
 # parse. Dot segments and default ports are ruled out in ``normalize`` itself.
+_IPV4_PART = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"  # no leading zero: not octal
 _CANONICAL_RE = re.compile(
-    r"(https?)://(?:[a-z0-9\-]+\.)*[a-z][a-z0-9\-]*(?::([1-9][0-9]{0,4}))?"
+    r"(https?)://(?:(?:[a-z0-9\-]+\.)*[a-z][a-z0-9\-]*|" + rf"{_IPV4_PART}(?:\.{_IPV4_PART}){{3}})"
+    r"(?::([1-9][0-9]{0,4}))?"
     r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*"
     r"(?:\?[A-Za-z0-9\-._~!$&()*+,;=:@/?]*)?")
 

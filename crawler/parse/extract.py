@@ -313,14 +313,18 @@ def extract(
         url = resolve(raw)
         if url is None:
             continue
-        if role == "image" or (role == "nav" and anchors_are_images
-                               and has_image_extension(url)):
-            if url not in images:
-                images[url] = ImageRef(url, kind, *_described(tree, kind, node))
-        elif role == "sheet":
+        if role == "nav":
+            if url in links:  # a page links the same pages many times over
+                continue
+            if not has_image_extension(url):
+                links[url] = None
+                continue
+            if not anchors_are_images:
+                continue
+        if role == "sheet":
             sheets.setdefault(url)
-        elif not has_image_extension(url):
-            links.setdefault(url)
+        elif url not in images:
+            images[url] = ImageRef(url, kind, *_described(tree, kind, node))
     return Extraction(base_url=base, links=tuple(links), images=tuple(images),
                       stylesheets=tuple(sheets), image_refs=tuple(images.values()))
 
