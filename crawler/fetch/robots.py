@@ -9,6 +9,7 @@ here, so an unreachable or broken robots.txt means the same to both.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -84,5 +85,15 @@ def read_robots(client: EasyClient, origin: str, timeout: float) -> RobotsFile:
 
 def origin_of(url: str) -> str:
     """``scheme://host[:port]`` of ``url``: what one robots.txt governs."""
+    # Asked for every image and link. The crawler's URLs are normalised (a lower-case
+    # scheme, nothing urlsplit would strip): their origin is a prefix, matched in C.
+    found = _ORIGIN.match(url)
+    if found is not None and url.isprintable():
+        end = found.end()
+        if end == len(url) or url[end] in "/?#":
+            return found.group()
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
+
+
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.\-]*://[^/?#\s]*")

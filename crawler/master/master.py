@@ -330,7 +330,9 @@ class Master:
             may_read=lambda url: self._scope.allows_stylesheet(url) and robots.allowed(url))
         visitor = PageVisitor(settings.crawl, client=session, robots=robots, scope=self._scope,
                               parser=self._parser, stylesheets=stylesheets,
-                              slow_host=self._board.set_host_delay)
+                              slow_host=self._board.set_host_delay,
+                              # On a broker each look would be a round trip: the loop judges.
+                              known=self._board.known if self._shared_frontier is None else _never)
         if not settings.crawl.respect_robots:
             log.warning("robots.txt is ignored (crawl.respect_robots = false)")
         pool = ThreadPoolExecutor(settings.crawl.page_concurrency, thread_name_prefix="page")
@@ -677,6 +679,10 @@ class Master:
                        pages_failed=s.pages_failed, found=s.found, succeeded=s.downloaded,
                        failed=s.failed, bytes=s.bytes, out_dir=self._options.out_dir,
                        pages_read=self._pages_read, seed_failures=self._seed_failures)
+
+
+def _never(_url: str) -> bool:
+    return False
 
 
 def unsettled(counts: dict[str, int]) -> int:

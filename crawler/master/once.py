@@ -8,6 +8,7 @@ from typing import Generic, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
+_MISSING = object()
 
 
 class Once(Generic[K, V]):
@@ -27,6 +28,9 @@ class Once(Generic[K, V]):
         self._running: dict[K, threading.Event] = {}
 
     def get(self, key: K) -> V:
+        done = self._done.get(key, _MISSING)  # one dict lookup is atomic: no lock for it
+        if done is not _MISSING:
+            return done  # type: ignore[return-value]
         with self._lock:
             if key in self._done:
                 return self._done[key]

@@ -43,6 +43,13 @@ class Robots:
             return None
         return self._rules.get(origin_of(url)).refusal(url, self._agent)
 
+    def judge(self, url: str) -> tuple[str | None, float | None]:
+        """``refusal(url)`` and ``crawl_delay(url)`` at once: one lookup of the rules."""
+        if not self._enabled:
+            return None, None
+        rules = self._rules.get(origin_of(url))
+        return rules.refusal(url, self._agent), self._capped_delay(url, rules)
+
     def unreachable(self, url: str) -> str | None:
         """Why the robots.txt of ``url``'s origin could not be read, if it could not.
 

@@ -44,8 +44,12 @@ class PageVisitor:
 
     def __init__(self, crawl: CrawlSettings, *, client: EasyClient, robots: Robots,
                  scope: Scope, parser: PageParser, stylesheets: Stylesheets,
-                 slow_host: Callable[[str, float], None]) -> None:
+                 slow_host: Callable[[str, float], None],
+                 known: Callable[[str], bool] = lambda url: False) -> None:
         self._crawl = crawl
+        # Images queued before (most of a site's icons are on every page): the crawl
+        # loop would drop them; judging them again here is most of a page's cost.
+        self._known = known
         self._client = client
         self._robots = robots
         self._scope = scope
@@ -85,19 +89,20 @@ class PageVisitor:
         except ParserCrashed as exc:
             return Visit(url, depth, dataclasses.replace(page, skipped=str(exc)), None, [],
                           started)
-        refs = {ref.url: _said(ref) for ref in extraction.image_refs}
-        if extraction.stylesheets:  # what a browser shows of them is the page's too
-            for image in self._stylesheets.images(extraction.stylesheets):
-                refs.setdefault(image, {"kind": "css"})
+        refs = {ref.url: ref for ref in extraction.image_refs}
+        css = (dict.fromkeys(self._stylesheets.images(extraction.stylesheets))
+               if extraction.stylesheets else {})  # what a browser shows of them is the page's
         images: list[tuple[str, str | None, dict[str, Any] | None]] = []
-        for image in dict.fromkeys((*extraction.images, *refs)):
-            if not self._scope.allows_image(image):
+        known = self._known
+        for image in dict.fromkeys((*extraction.images, *refs, *css)):
+            if known(image) or not self._scope.allows_image(image):
                 continue
-            refused = robots.refusal(image)
-            delay = robots.crawl_delay(image)
+            refused, delay = robots.judge(image)
             if delay:
                 self._slow_host(host_key_of_normalized(image), delay)
-            images.append((image, refused, refs.get(image)))
+            ref = refs.get(image)
+            images.append((image, refused, _said(ref) if ref is not None
+                           else {"kind": "css"} if image in css else None))
         return Visit(url, depth, page, extraction, images, started)
 
 

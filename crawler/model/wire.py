@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import PurePosixPath
 from typing import Any, NotRequired, TypedDict
 
 from crawler.errors import BadCrawlInfo, ConfigError
@@ -159,9 +158,9 @@ def is_image_path(path: str) -> bool:
     """Whether ``path`` is relative, stays inside the image tree, and names a file in it."""
     if not path or "\\" in path or "\x00" in path or len(path) > 4096:
         return False
-    parts = PurePosixPath(path).parts
-    return (len(parts) >= 3 and parts[0] == IMAGES_DIR and not path.startswith("/")
-            and all(part not in (".", "..", "") for part in path.split("/")))
+    parts = path.split("/")  # no empty, "." or ".." part: what pathlib would fold away
+    return (len(parts) >= 3 and parts[0] == IMAGES_DIR
+            and all(part not in (".", "..", "") for part in parts))
 
 
 def _check_types(data: dict[str, object]) -> None:
