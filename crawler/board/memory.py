@@ -221,8 +221,8 @@ class TaskBoard:
             return self._unfinished
 
     def known(self, url: str) -> bool:
-        with self._cond:
-            return url in self._items
+        # One dict lookup is atomic: page threads ask for every image they find.
+        return url in self._items
 
     def reap(self) -> int:
         """Put the URLs of expired leases back on the queue; return how many."""

@@ -15,7 +15,6 @@ import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from publicsuffixlist import PublicSuffixList
 
@@ -64,7 +63,13 @@ def _authority(url: str) -> str | None:
     """The ``host[:port]`` of a normalised URL (its ``host_key``), or None if not http(s)."""
     if not url.startswith(("http://", "https://")):
         return None
-    return urlsplit(url).netloc.rpartition("@")[2] or None
+    rest = url.partition("://")[2]  # asked for every link: no urlsplit
+    end = len(rest)
+    for mark in "/?#":
+        found = rest.find(mark, 0, end)
+        if found >= 0:
+            end = found
+    return rest[:end].rpartition("@")[2] or None
 
 
 def _hostname(url: str) -> str | None:

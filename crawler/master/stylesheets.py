@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 MAX_IMPORT_DEPTH = 4  # @import chains followed this far from a page's <link>
 ACCEPT_CSS = "text/css,*/*;q=0.1"
+MAX_REMEMBERED = 4096  # sets of sheets whose images are kept, not read again
 
 
 class Stylesheets:
@@ -35,9 +36,24 @@ class Stylesheets:
         # url: (images, imports); read once per crawl, by the first page thread to ask
         self._refs: Once[str, tuple[tuple[str, ...], tuple[str, ...]]] = Once(
             self._fetch, fallback=((), ()), wait=timeout + 1)
+        # A site's pages link the same few sheets: their images, per set of sheets.
+        self._images_of: dict[tuple[str, ...], list[str]] = {}
 
     def images(self, sheets: tuple[str, ...]) -> list[str]:
         """The images the style sheets ``sheets`` (and those they import) name, in order."""
+        known = self._images_of.get(sheets)
+        if known is not None:
+            return known
+        found, seen = self._read(sheets)
+        # Kept only when every sheet was read: a sheet refused, or still being read
+        # by a thread stuck past its deadline, is asked about again by the next page.
+        if (len(self._images_of) < MAX_REMEMBERED and seen.issuperset(sheets)
+                and all(self._refs.known(sheet) is not None for sheet in seen)):
+            self._images_of[sheets] = found
+        return found
+
+    def _read(self, sheets: tuple[str, ...]) -> tuple[list[str], set[str]]:
+        """The images, and the sheets read for them."""
         found: dict[str, None] = {}
         seen: set[str] = set()
         level = [sheet for sheet in sheets if self._may_read(sheet)]
@@ -53,7 +69,7 @@ class Stylesheets:
             level = following
             if not level:
                 break
-        return list(found)
+        return list(found), seen
 
     def _fetch(self, url: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         reply = self._client.get(url, accept=ACCEPT_CSS, max_bytes=self._max_bytes,
