@@ -10,6 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from crawler.demo.site import png
+from crawler.fetch.easy import EasyClient
+from crawler.fetch.guard import AddressPolicy
+from crawler.fetch.options import RequestOptions
+from crawler.master.stylesheets import Stylesheets
 
 from .conftest import FixtureServer, finish, manifest_lines, serve_routes, start_crawler
 
@@ -69,3 +73,34 @@ def test_the_manifest_says_what_the_page_said_about_each_image(
         "kind": "img", "alt": "A red square", "title": "Red", "caption": "The square, at noon",
         "width": 300, "height": 200}
     assert entries["/plain.png"]["ref"] == {"kind": "img"}
+
+
+def test_a_set_of_sheets_is_read_once_and_one_refused_is_asked_about_again(
+        make_server: Callable[[], FixtureServer]) -> None:
+    server = make_server()
+    serve_routes(server, {"/css/site.css": ("text/css", SITE_CSS),
+                          "/css/more.css": ("text/css", MORE_CSS)})
+    asked: list[str] = []
+
+    def may_read(url: str) -> bool:
+        asked.append(url)
+        return not url.endswith("/refused.css")
+
+    client = EasyClient(AddressPolicy(frozenset({"public", "loopback"})), RequestOptions())
+    sheets = Stylesheets(client, may_read=may_read, timeout=5.0, max_bytes=1 << 20)
+    site = (server.url + "/css/site.css",)
+    expected = [server.url + "/bg.png", server.url + "/css/icon.png"]
+    try:
+        assert sheets.images(site) == expected
+        before = len(asked)
+        assert sheets.images(site) == expected  # another page linking the same sheet
+        assert len(asked) == before, "a set of sheets all read is not judged again"
+        with_refused = (*site, server.url + "/css/refused.css")
+        assert sheets.images(with_refused) == expected
+        before = len(asked)
+        assert sheets.images(with_refused) == expected
+        assert len(asked) > before, "a refused sheet is asked about again on the next page"
+    finally:
+        client.close()
+    assert server.paths().count("/css/site.css") == 1
+    assert server.paths().count("/css/more.css") == 1
