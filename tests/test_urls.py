@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 
 from crawler.errors import InvalidURL
 from crawler.fetch.robots import origin_of
-from crawler.parse.resolve import Resolver
 from crawler.model.urls import (
     _normalize_in_full,
     host_key,
@@ -26,6 +25,7 @@ from crawler.model.urls import (
     normalize,
     resolve,
 )
+from crawler.parse.resolve import Resolver
 
 # --- examples, one rule each ---------------------------------------------------
 
