@@ -499,10 +499,10 @@ def _master(args: argparse.Namespace, settings: Settings) -> int:
 
 def _broker(args: argparse.Namespace) -> BrokerAddress | None:
     """The broker named by --broker or $CRAWLER_BROKER, with its password; None: none."""
-    from crawler.board.broker import check_crawl_name, parse_broker
-
     for name in ("crawl", "join"):
         if getattr(args, name, None) is not None:
+            from crawler.board.broker import check_crawl_name
+
             check_crawl_name(getattr(args, name))
     url, from_command_line = args.broker, True
     if url is None and os.environ.get(BROKER_ENV) and getattr(args, "master", None) is None:
@@ -512,6 +512,8 @@ def _broker(args: argparse.Namespace) -> BrokerAddress | None:
             if getattr(args, flag, None) is not None:
                 raise UsageError(f"--{flag.replace('_', '-')} is for a broker: add --broker URL")
         return None
+    from crawler.board.broker import parse_broker  # a crawl without one never imports it
+
     return parse_broker(url, password_file=args.broker_password_file,
                         from_command_line=from_command_line, ca_file=args.broker_ca)
 
