@@ -8,7 +8,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from crawler.config import CrawlSettings
 from crawler.demo.site import build_site, png
+from crawler.fetch.easy import EasyClient
+from crawler.fetch.guard import AddressPolicy
+from crawler.fetch.options import RequestOptions
+from crawler.master.robots import Robots
+from crawler.master.scope import Scope
+from crawler.master.stylesheets import Stylesheets
+from crawler.master.visit import PageVisitor
+from crawler.parse.pool import PageParser
 
 from .conftest import (
     FixtureHandler,
@@ -219,3 +228,31 @@ def test_an_absurd_crawl_delay_is_capped_with_a_warning(
     assert len(times) == 3
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert min(gaps) >= 0.25, f"the capped Crawl-delay is still obeyed: {gaps}"
+
+
+def test_an_image_queued_before_still_brings_its_hosts_crawl_delay(
+        make_server: Callable[[], FixtureServer]) -> None:
+    """On a resumed crawl the board starts without host delays; a page showing an
+    image the board already holds (from the journal) must still tell it the delay."""
+    server = make_server()
+    serve_routes(server, {"/": ("text/html", b'<img src="/a.png"><img src="/b.png">'),
+                          "/robots.txt": ("text/plain", b"User-agent: *\nCrawl-delay: 2\n"),
+                          "/a.png": ("image/png", png(4, 4, 1)),
+                          "/b.png": ("image/png", png(4, 4, 2))})
+    crawl = CrawlSettings()
+    client = EasyClient(AddressPolicy(frozenset({"public", "loopback"})), RequestOptions())
+    robots = Robots(client, crawl.user_agent)
+    told: list[tuple[str, float]] = []
+    visitor = PageVisitor(
+        crawl, client=client, robots=robots, scope=Scope.from_seeds([server.url + "/"]),
+        parser=PageParser(in_process=True),
+        stylesheets=Stylesheets(client, may_read=lambda url: True, timeout=5.0,
+                                max_bytes=1 << 20),
+        slow_host=lambda host, delay: told.append((host, delay)),
+        known=lambda url: True)  # both images are on the board already
+    try:
+        visit = visitor.visit(server.url + "/", 0)
+    finally:
+        client.close()
+    assert visit.extraction is not None and visit.images == []  # nothing new to queue
+    assert told == [(server.url.partition("://")[2], 2.0)]  # told once, not per image

@@ -50,6 +50,10 @@ class Robots:
         rules = self._rules.get(origin_of(url))
         return rules.refusal(url, self._agent), self._capped_delay(url, rules)
 
+    def is_read(self, url: str) -> bool:
+        """Whether the rules for ``url``'s origin are known for this run (or not needed)."""
+        return not self._enabled or self._rules.known(origin_of(url)) is not None
+
     def unreachable(self, url: str) -> str | None:
         """Why the robots.txt of ``url``'s origin could not be read, if it could not.
 

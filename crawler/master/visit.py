@@ -16,6 +16,7 @@ from typing import Any
 from crawler.config import CrawlSettings
 from crawler.errors import ParserCrashed
 from crawler.fetch.easy import EasyClient
+from crawler.fetch.robots import origin_of
 from crawler.master.pages import Page, fetch_page
 from crawler.master.robots import Robots
 from crawler.master.scope import Scope
@@ -50,6 +51,9 @@ class PageVisitor:
         # Images queued before (most of a site's icons are on every page): the crawl
         # loop would drop them; judging them again here is most of a page's cost.
         self._known = known
+        # Origins whose Crawl-delay the board was told this run: an image queued by an
+        # earlier run (resumed) still brings its host's delay, once per origin.
+        self._delay_told: set[str] = set()
         self._client = client
         self._robots = robots
         self._scope = scope
@@ -95,7 +99,10 @@ class PageVisitor:
         images: list[tuple[str, str | None, dict[str, Any] | None]] = []
         known = self._known
         for image in dict.fromkeys((*extraction.images, *refs, *css)):
-            if known(image) or not self._scope.allows_image(image):
+            if known(image):
+                self._tell_delay(image)
+                continue
+            if not self._scope.allows_image(image):
                 continue
             refused, delay = robots.judge(image)
             if delay:
@@ -104,6 +111,18 @@ class PageVisitor:
             images.append((image, refused, _said(ref) if ref is not None
                            else {"kind": "css"} if image in css else None))
         return Visit(url, depth, page, extraction, images, started)
+
+
+    def _tell_delay(self, image: str) -> None:
+        """Tell the board the Crawl-delay of ``image``'s host, once its robots.txt is read."""
+        origin = origin_of(image)
+        if origin in self._delay_told:
+            return
+        delay = self._robots.crawl_delay(image)
+        if delay:
+            self._slow_host(host_key_of_normalized(image), delay)
+        if self._robots.is_read(image):  # not a stand-in while another thread reads it
+            self._delay_told.add(origin)
 
 
 def _said(ref: ImageRef) -> dict[str, Any]:
