@@ -104,3 +104,28 @@ def test_a_set_of_sheets_is_read_once_and_one_refused_is_asked_about_again(
         client.close()
     assert server.paths().count("/css/site.css") == 1
     assert server.paths().count("/css/more.css") == 1
+
+
+def test_an_import_refused_once_is_asked_about_again(
+        make_server: Callable[[], FixtureServer]) -> None:
+    """A refusal may be passing (robots.txt still being read by another thread): the
+    images of a set of sheets are kept only when every sheet in it was read."""
+    server = make_server()
+    serve_routes(server, {"/css/site.css": ("text/css", SITE_CSS),
+                          "/css/more.css": ("text/css", MORE_CSS)})
+    refused_once: set[str] = set()
+
+    def may_read(url: str) -> bool:
+        if url.endswith("/more.css") and url not in refused_once:
+            refused_once.add(url)
+            return False
+        return True
+
+    client = EasyClient(AddressPolicy(frozenset({"public", "loopback"})), RequestOptions())
+    sheets = Stylesheets(client, may_read=may_read, timeout=5.0, max_bytes=1 << 20)
+    site = (server.url + "/css/site.css",)
+    try:
+        assert sheets.images(site) == [server.url + "/bg.png"]
+        assert sheets.images(site) == [server.url + "/bg.png", server.url + "/css/icon.png"]
+    finally:
+        client.close()

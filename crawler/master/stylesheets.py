@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 MAX_IMPORT_DEPTH = 4  # @import chains followed this far from a page's <link>
 ACCEPT_CSS = "text/css,*/*;q=0.1"
 MAX_REMEMBERED = 4096  # sets of sheets whose images are kept, not read again
+Refs = tuple[tuple[str, ...], tuple[str, ...]]  # a sheet's (images, imports)
 
 
 class Stylesheets:
@@ -34,7 +35,7 @@ class Stylesheets:
         self._timeout = timeout
         self._max_bytes = max_bytes
         # url: (images, imports); read once per crawl, by the first page thread to ask
-        self._refs: Once[str, tuple[tuple[str, ...], tuple[str, ...]]] = Once(
+        self._refs: Once[str, Refs] = Once(
             self._fetch, fallback=((), ()), wait=timeout + 1)
         # A site's pages link the same few sheets: their images, per set of sheets.
         self._images_of: dict[tuple[str, ...], list[str]] = {}
@@ -44,32 +45,39 @@ class Stylesheets:
         known = self._images_of.get(sheets)
         if known is not None:
             return known
-        found, seen = self._read(sheets)
-        # Kept only when every sheet was read: a sheet refused, or still being read
-        # by a thread stuck past its deadline, is asked about again by the next page.
-        if (len(self._images_of) < MAX_REMEMBERED and seen.issuperset(sheets)
-                and all(self._refs.known(sheet) is not None for sheet in seen)):
+        found, read, complete = self._read(sheets)
+        # Kept only when every sheet named was read, and read as the crawl keeps it: a
+        # sheet refused (perhaps only while its robots.txt was being read) or answered
+        # by a stand-in (its reader stuck past the deadline) is asked about again.
+        if (complete and len(self._images_of) < MAX_REMEMBERED
+                and all(self._refs.known(sheet) is refs for sheet, refs in read.items())):
             self._images_of[sheets] = found
         return found
 
-    def _read(self, sheets: tuple[str, ...]) -> tuple[list[str], set[str]]:
-        """The images, and the sheets read for them."""
+    def _read(self, sheets: tuple[str, ...]) -> tuple[list[str], dict[str, Refs], bool]:
+        """The images; what each sheet read gave; whether no sheet was refused."""
         found: dict[str, None] = {}
-        seen: set[str] = set()
-        level = [sheet for sheet in sheets if self._may_read(sheet)]
+        read: dict[str, Refs] = {}
+        complete = True
+        level = list(sheets)
         for _depth in range(MAX_IMPORT_DEPTH + 1):
             following: list[str] = []
             for sheet in level:
-                if sheet in seen:
+                if sheet in read:
                     continue
-                seen.add(sheet)
-                images, imports = self._refs.get(sheet)
+                if not self._may_read(sheet):
+                    complete = False
+                    continue
+                refs = read[sheet] = self._refs.get(sheet)
+                images, imports = refs
                 found.update(dict.fromkeys(images))
-                following += [url for url in imports if url not in seen and self._may_read(url)]
+                following += [url for url in imports if url not in read]
             level = following
             if not level:
                 break
-        return list(found), seen
+        else:
+            complete = False  # imports deeper than followed
+        return list(found), read, complete
 
     def _fetch(self, url: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         reply = self._client.get(url, accept=ACCEPT_CSS, max_bytes=self._max_bytes,
