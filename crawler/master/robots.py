@@ -43,13 +43,6 @@ class Robots:
             return None
         return self._rules.get(origin_of(url)).refusal(url, self._agent)
 
-    def judge(self, url: str) -> tuple[str | None, float | None]:
-        """``refusal(url)`` and ``crawl_delay(url)`` at once: one lookup of the rules."""
-        if not self._enabled:
-            return None, None
-        rules = self._rules.get(origin_of(url))
-        return rules.refusal(url, self._agent), self._capped_delay(url, rules)
-
     def is_read(self, url: str) -> bool:
         """Whether the rules for ``url``'s origin are known for this run (or not needed)."""
         return not self._enabled or self._rules.known(origin_of(url)) is not None

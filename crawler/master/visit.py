@@ -99,19 +99,16 @@ class PageVisitor:
         images: list[tuple[str, str | None, dict[str, Any] | None]] = []
         known = self._known
         for image in dict.fromkeys((*extraction.images, *refs, *css)):
-            if known(image):
-                self._tell_delay(image)
+            fresh = not known(image)
+            if fresh and not self._scope.allows_image(image):
                 continue
-            if not self._scope.allows_image(image):
-                continue
-            refused, delay = robots.judge(image)
-            if delay:
-                self._slow_host(host_key_of_normalized(image), delay)
-            ref = refs.get(image)
-            images.append((image, refused, _said(ref) if ref is not None
-                           else {"kind": "css"} if image in css else None))
+            # Queued images too: a resumed crawl's board starts without their hosts' delays.
+            self._tell_delay(image)
+            if fresh:
+                ref = refs.get(image)
+                images.append((image, robots.refusal(image), _said(ref) if ref is not None
+                               else {"kind": "css"} if image in css else None))
         return Visit(url, depth, page, extraction, images, started)
-
 
     def _tell_delay(self, image: str) -> None:
         """Tell the board the Crawl-delay of ``image``'s host, once its robots.txt is read."""
