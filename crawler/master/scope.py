@@ -20,7 +20,7 @@ from publicsuffixlist import PublicSuffixList
 
 from crawler.errors import ConfigError
 from crawler.model.imagescope import ImageScope, compile_patterns, search_any
-from crawler.model.urls import host_key, normalize
+from crawler.model.urls import host_key, host_key_of_normalized, normalize
 
 __all__ = ["MODES", "Scope", "registrable_domain"]
 
@@ -63,13 +63,7 @@ def _authority(url: str) -> str | None:
     """The ``host[:port]`` of a normalised URL (its ``host_key``), or None if not http(s)."""
     if not url.startswith(("http://", "https://")):
         return None
-    rest = url.partition("://")[2]  # asked for every link: no urlsplit
-    end = len(rest)
-    for mark in "/?#":
-        found = rest.find(mark, 0, end)
-        if found >= 0:
-            end = found
-    return rest[:end].rpartition("@")[2] or None
+    return host_key_of_normalized(url) or None
 
 
 def _hostname(url: str) -> str | None:
