@@ -239,6 +239,37 @@ def test_limits_hold(server: FixtureServer, engines: Callable[..., Engine]) -> N
     }
 
 
+def test_a_trickling_image_holds_back_no_other_image_of_its_host(
+        server: FixtureServer, engines: Callable[..., Engine]) -> None:
+    """Over http, the others get connections of their own at once (they once waited
+    for the trickling HTTP/1.1 connection, in case it could carry several, until
+    every one of them was cut at the deadline)."""
+    def trickle(handler: FixtureHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(PNG) + 40))
+        handler.end_headers()
+        handler.wfile.write(PNG)
+        for _ in range(40):  # a byte every 0.1 s: past the deadline
+            time.sleep(0.1)
+            handler.wfile.write(b"\0")
+            handler.wfile.flush()
+
+    server.routes["/trickle.png"] = trickle
+    others = [server.url + f"/other{n}.png" for n in range(3)]
+    for url in others:
+        server.routes[url.removeprefix(server.url)] = lambda h: h.send_body(200, PNG, "image/png")
+    engine = engines(limits=Limits(deadline=2.0))
+    started = time.monotonic()
+    engine.engine.submit([(server.url + "/trickle.png", 1), *((url, 1) for url in others)])
+    first = [engine.results.get(timeout=10) for _ in others]
+    assert time.monotonic() - started < 1.5, "held back until the trickle's deadline"
+    assert sorted(url for url, _ in first) == others
+    assert all(isinstance(a, Attempt) and a.ok for _, a in first), first
+    url, trickled = engine.results.get(timeout=10)
+    assert url == server.url + "/trickle.png"
+    assert isinstance(trickled, Attempt) and trickled.kind is FailureKind.TOO_SLOW
+
+
 def test_redirects_chunked_and_encoded_bodies_and_odd_urls(
         server: FixtureServer, engines: Callable[..., Engine]) -> None:
     """What the old fast lane handed over to urllib3 is done by the one engine."""

@@ -119,6 +119,7 @@ class _Slot:
     handle: pycurl.Curl
     transfer: _Transfer | None = None
     fresh: bool = False  # FRESH_CONNECT is set on the handle
+    pipewait: bool = False  # PIPEWAIT is set on the handle
 
 
 class CurlEngine:
@@ -317,7 +318,6 @@ class CurlEngine:
         setopt(pycurl.HTTPHEADER, self._headers)
         setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(self._limits.connect_timeout * 1000)))
         setopt(pycurl.BUFFERSIZE, BUFFER_BYTES)
-        setopt(pycurl.PIPEWAIT, 1)  # rather share an HTTP/2 connection than open another
         setopt(pycurl.WRITEFUNCTION, functools.partial(self._on_body, slot))
         setopt(pycurl.HEADERFUNCTION, functools.partial(self._on_header, slot))
         setopt(pycurl.OPENSOCKETFUNCTION, functools.partial(self._on_open_socket, slot))
@@ -343,6 +343,13 @@ class CurlEngine:
         if transfer.fresh != slot.fresh:
             handle.setopt(pycurl.FRESH_CONNECT, 1 if transfer.fresh else 0)
             slot.fresh = transfer.fresh
+        # Over https, rather share an HTTP/2 connection than open another. Only TLS
+        # offers HTTP/2 here: over http, libcurl would wait for a busy HTTP/1.1
+        # connection instead, and one trickling image held back every other of its host.
+        pipewait = url.startswith("https:")
+        if pipewait != slot.pipewait:
+            handle.setopt(pycurl.PIPEWAIT, 1 if pipewait else 0)
+            slot.pipewait = pipewait
         if self._per_hop:
             set_hop_options(handle, self._options, self._proxies, url)
         self._active.add(slot)
