@@ -227,10 +227,12 @@ def proc_cpu_seconds(pids: Sequence[int]) -> float:
 def child_role(pid: int) -> str:
     """``worker`` for a ``crawler worker`` process, else ``parser`` (a forked helper)."""
     try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        # A forked local worker's title is one string ("crawler worker HOST:PORT ..."):
+        # words, not NUL-separated arguments.
+        words = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").split()
     except OSError:
         return "parser"
-    return "worker" if b"worker" in argv[:4] else "parser"
+    return "worker" if b"worker" in words[:4] else "parser"
 
 
 def children_of(pid: int) -> list[int]:

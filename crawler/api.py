@@ -27,7 +27,7 @@ import signal
 import threading
 import time
 import typing
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -250,7 +250,8 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
               on_signal_note: Callable[[], None] | None = None,
               on_summary: Callable[[Summary], None] | None = None,
               broker: BrokerAddress | None = None, crawl_name: str | None = None,
-              join: bool = False) -> Summary:
+              join: bool = False,
+              worker_command: Callable[[Sequence[str]], int] | None = None) -> Summary:
     """A master's whole run: the wiring both :func:`crawl` and ``crawler master`` use.
 
     ``progress`` draws the progress display on stderr; ``announce`` receives
@@ -258,6 +259,8 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
     ``on_summary`` gets the summary before a crawl that read nothing raises.
     With ``broker``, the crawl ``crawl_name`` lives in Redis; ``join`` helps
     with one that runs already, by its seeds and settings (``seeds`` unused).
+    ``worker_command`` is the ``crawler`` command's main: given, local workers are
+    forked from this process and run it, instead of starting fresh interpreters.
     """
     from crawler.master.authkey import check_for_bind
     from crawler.master.master import Master, MasterOptions
@@ -280,7 +283,8 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
     options = MasterOptions(seeds=seeds, out_dir=Path(settings.output.dir), bind=bind,
                             local_workers=local_workers, worker_threads=settings.worker.threads,
                             dry_run=dry_run, resume=resume, fresh=fresh,
-                            invite_workers=invite_workers, broker=shared)
+                            invite_workers=invite_workers, broker=shared,
+                            worker_command=worker_command)
     # Before the progress display and the queue start their threads: it forks.
     parser = PageParser(parser=settings.crawl.parser, processes=settings.crawl.parsers or None)
     try:

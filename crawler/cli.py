@@ -422,7 +422,7 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
                         progress=not quiet,
                         announce=None if quiet or dry_run else write_above_bars,
                         on_signal_note=note_stopping, on_summary=show, broker=broker,
-                        crawl_name=crawl_name, join=join)
+                        crawl_name=crawl_name, join=join, worker_command=main)
     return EXIT_INTERRUPTED if summary.interrupted else 0
 
 

@@ -200,7 +200,8 @@ def test_a_dead_local_worker_is_reported_and_a_worker_from_elsewhere_finishes(
         wait_until(lambda: sum(p in site.images for p in server.paths()) >= 5, 30,
                    "the local worker downloading")
         [local] = [pid for pid in _children(master.pid)
-                   if b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
+                   if b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes().replace(
+                       b"\0", b" ").split()[:4]]
         os.kill(local, signal.SIGKILL)
         wait_for_output(master, r"local worker 1 exited with status -9 .*0 local worker\(s\) "
                                 r"left, the crawl waits for workers from elsewhere")
@@ -288,6 +289,44 @@ def test_a_killed_master_resumes_without_refetching_pages(
     assert len(twice) <= 2, f"pages fetched again beyond the 2 in flight: {twice}"
     assert set(page_hits) == page_paths
     assert len(server.paths()) > hits_at_crash
+
+
+def test_a_killed_masters_local_worker_holds_neither_its_port_nor_its_parsers(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    """A local worker is forked from its master (no second interpreter start-up):
+    it must not keep what the master had open. The master's port is free for a
+    restarted master, whose queue the orphaned worker joins to finish the crawl; the
+    master's page parsers see their pipes close and leave."""
+    server = make_server()
+    site = setup_site(server, image_delay=0.05)
+    out = tmp_path / "out"
+    port = free_port()
+    args = ("master", server.url + "/", "--bind", f"127.0.0.1:{port}", "--out", str(out))
+    master = start_crawler(*args, "--local-workers", "1", cwd=tmp_path)
+    local = None
+    try:
+        wait_until(lambda: len(manifest_lines(out)) >= 5, 30, "the local worker's first results")
+        words = {pid: Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").split()
+                 for pid in _children(master.pid)}
+        [local] = [pid for pid, argv in words.items() if argv[:2] == [b"crawler", b"worker"]]
+        parsers = [pid for pid in words if pid != local]
+        assert parsers, "the master's page parser"
+        master.kill()
+        master.wait(timeout=10)
+        wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in parsers), 10,
+                   "the killed master's page parsers to leave")
+        assert Path(f"/proc/{local}").exists(), "the worker waits for its master"
+        master = start_crawler(*args, cwd=tmp_path)  # the same port: free again
+        err = finish(master, 90)
+        assert master.returncode == 0, err
+        wait_until(lambda: not Path(f"/proc/{local}").exists(), 30,
+                   "the worker to finish with the restarted master and leave")
+    finally:
+        stop(master)
+        if local is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(local, signal.SIGKILL)
+    check_complete(out, server.url, site)
 
 
 def test_workers_wait_for_a_late_master_and_ride_out_a_stall(

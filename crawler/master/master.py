@@ -18,7 +18,7 @@ import shlex
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +77,9 @@ class MasterOptions:
     fresh: bool = False  # forget the folder's crawl and start anew
     invite_workers: bool = True  # say how workers join (not when all are local)
     broker: BrokerCrawl | None = None  # the crawl's state on Redis; None: this master's own
+    # The crawler command's main: local workers are forked and run it (see
+    # master.launcher); None: each is a fresh interpreter.
+    worker_command: Callable[[Sequence[str]], int] | None = None
 
 
 @dataclass
@@ -149,7 +152,8 @@ class Master:
 
             self._board = self._shared_board = RedisBoard(broker.client, broker.name, policy)
         self._started = time.monotonic()
-        self._workers = LocalWorkers(options.out_dir, authkey, options.worker_threads)
+        self._workers = LocalWorkers(options.out_dir, authkey, options.worker_threads,
+                                     options.worker_command)
         self._frontier: PageQueue = Frontier()
         self._shared_frontier: RedisFrontier | None = None
         self._last_published = 0.0
@@ -644,13 +648,15 @@ class Master:
                                            broker.name, connect_wait=BROKER_WAIT + 10)
 
     def _serve(self, server: QueueServer) -> None:
-        server.start()
-        host, port = server.address[:2]
+        host, port = server.address[:2]  # bound already; workers wait in its backlog
         self._announce(f"queue on {host}:{port}")
         if self._options.invite_workers:
             self._announce(invitation(host, port, self._authkey, self._options.out_dir))
         if self._options.local_workers:
+            # Before the server's thread: local workers are forked while this is the
+            # master's only thread (see master.launcher).
             self._workers.start(self._options.local_workers, host, port)
+        server.start()
 
     def _finish(self, ledger: Ledger, files: ResultFiles) -> None:
         """After the board is closed: let workers report and leave, then record the rest."""
