@@ -98,28 +98,34 @@ class PageVisitor:
                if extraction.stylesheets else {})  # what a browser shows of them is the page's
         images: list[tuple[str, str | None, dict[str, Any] | None]] = []
         known = self._known
+        told = "\0"  # "ORIGIN/" of the last image whose host's delay is told: most share it
         for image in dict.fromkeys((*extraction.images, *refs, *css)):
             fresh = not known(image)
             if fresh and not self._scope.allows_image(image):
                 continue
             # Queued images too: a resumed crawl's board starts without their hosts' delays.
-            self._tell_delay(image)
+            if not image.startswith(told):
+                told = self._tell_delay(image)
             if fresh:
                 ref = refs.get(image)
                 images.append((image, robots.refusal(image), _said(ref) if ref is not None
                                else {"kind": "css"} if image in css else None))
         return Visit(url, depth, page, extraction, images, started)
 
-    def _tell_delay(self, image: str) -> None:
-        """Tell the board the Crawl-delay of ``image``'s host, once its robots.txt is read."""
+    def _tell_delay(self, image: str) -> str:
+        """Tell the board the Crawl-delay of ``image``'s host, once its robots.txt is read;
+        return ``ORIGIN/`` when that is done (images that start with it need nothing more),
+        else a string no URL starts with."""
         origin = origin_of(image)
         if origin in self._delay_told:
-            return
+            return origin + "/"
         delay = self._robots.crawl_delay(image)
         if delay:
             self._slow_host(host_key_of_normalized(image), delay)
         if self._robots.is_read(image):  # not a stand-in while another thread reads it
             self._delay_told.add(origin)
+            return origin + "/"
+        return "\0"
 
 
 def _said(ref: ImageRef) -> dict[str, Any]:
