@@ -11,11 +11,14 @@ import inspect
 import json
 import queue
 import secrets
+import threading
+import time
 from collections.abc import Callable
 
 import pytest
 import redis
 
+from crawler.board import memory
 from crawler.board.classic import ResultQueueView, TaskQueueView
 from crawler.board.manager import BoardView
 from crawler.board.memory import BoardPolicy, TaskBoard
@@ -279,6 +282,41 @@ def test_the_crawl_loop_is_woken_when_the_last_url_settles_and_when_a_worker_lea
     assert wakes == [0]
     b.goodbye("w")
     assert wakes == [0, 0]
+
+
+def test_an_idle_workers_answer_gathers_what_is_put_in_the_next_moment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """While pages are the limit, each page's few images made a round trip of their own.
+    A long moment here, so that the test does not hang on the machine's speed: the
+    answer comes as soon as it is full."""
+    monkeypatch.setattr(memory, "GATHER_FOR", 30.0)
+    b = memory_board(Clock())
+    b.put("http://h/a.png", "h", None)
+    answer: queue.SimpleQueue[list[tuple[str, int]]] = queue.SimpleQueue()
+    asking = threading.Thread(target=lambda: answer.put(b.lease("w", 3, 30.0)["tasks"]))
+    asking.start()
+    time.sleep(0.2)  # it has taken a.png and waits for more
+    b.put("http://h/b.png", "h", None)
+    b.put("http://h/c.png", "h", None)
+    assert answer.get(timeout=10) == [("http://h/a.png", 1), ("http://h/b.png", 1),
+                                      ("http://h/c.png", 1)]
+    asking.join(10)
+
+
+def test_a_busy_workers_answer_and_a_capped_one_come_at_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No gathering for a worker that holds URLs (it asks without waiting), nor when
+    what is left waits for a host's slot: it would only be a delay."""
+    monkeypatch.setattr(memory, "GATHER_FOR", 30.0)
+    b = memory_board(Clock(), host_concurrency=1)
+    for name in "ab":
+        b.put(f"http://{name}/1.png", name, None)
+        b.put(f"http://{name}/2.png", name, None)
+    started = time.monotonic()
+    assert b.lease("w", 10, 0)["tasks"] == [("http://a/1.png", 1), ("http://b/1.png", 1)]
+    b.put("http://c/1.png", "c", None)
+    assert b.lease("w", 10, 30.0)["tasks"] == [("http://c/1.png", 1)]
+    assert time.monotonic() - started < 5
 
 
 def test_an_exchange_sent_again_after_a_lost_answer_is_applied_once(board: MakeBoard) -> None:
