@@ -804,6 +804,9 @@ def describe_run(result: RunResult) -> str:
 # ----- the whole benchmark ---------------------------------------------------------------
 
 
+LOCAL_NOTE = " (started by the master, --local-workers: their CPU sampled from /proc)"
+
+
 def settle() -> None:
     """Flush dirty pages left by the last run, so they are not written during the next."""
     os.sync()
@@ -827,7 +830,7 @@ def bench_target(args: argparse.Namespace, target: Target, tmp: Path, tools: Seq
                  install=not args.no_install, certificates=certificates) as server:
         print(f"server: {server.kind} at " + ", ".join(server.urls.values()), flush=True)
         print(f"crawler: master + {args.workers} workers"
-              f"{' (started by the master: their CPU sampled from /proc)' if args.local else ''}, "
+              f"{LOCAL_NOTE if args.local else ' (started apart, as crawler worker)'}, "
               f"{'default threads' if args.threads is None else f'{args.threads} threads'}, "
               f"--depth {target.depth} --max-pages 0"
               f"{' ' + args.master_args if args.master_args else ''}"
@@ -954,13 +957,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="crawler worker processes")
     parser.add_argument("--threads", type=int, default=None,
                         help="download threads per worker (default: the crawler's own)")
-    parser.add_argument("--local", action="store_true",
-                        help="let the master start its workers (--local-workers W)")
+    parser.add_argument("--separate-workers", dest="local", action="store_false",
+                        help="start the W workers as separate 'crawler worker' commands, as "
+                             "on other hosts (default: the master starts them with "
+                             "--local-workers W, the README's crawl command)")
     parser.add_argument("--master-args", default="", metavar="FLAGS",
                         help="more flags for every crawler master, e.g. '--page-concurrency 8'")
     parser.add_argument("--worker-args", default="", metavar="FLAGS",
                         help="more flags for each crawler worker, e.g. "
-                             "--worker-args=--no-proxy (not with --local)")
+                             "--worker-args=--no-proxy (with --separate-workers)")
     parser.add_argument("--python-server", action="store_true",
                         help="serve with Python's ThreadingHTTPServer instead of nginx (http)")
     parser.add_argument("--no-install", action="store_true",
@@ -985,7 +990,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.runs < 1 or args.workers < 1 or not args.scales or (args.threads or 1) < 1:
         parser.error("--runs, --workers, --threads must be at least 1 and --scales not empty")
     if args.local and args.worker_args:
-        parser.error("--worker-args needs workers the benchmark starts itself: drop --local")
+        parser.error("--worker-args needs workers the benchmark starts itself: add "
+                     "--separate-workers")
     if args.python_server and "https" in args.schemes:
         parser.error("https needs nginx: drop --python-server")
     return args
