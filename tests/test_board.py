@@ -303,6 +303,38 @@ def test_an_idle_workers_answer_gathers_what_is_put_in_the_next_moment(
     asking.join(10)
 
 
+def test_a_gathering_worker_passes_on_a_wake_up_meant_for_another(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A put wakes one waiter, the oldest: a worker gathering more of a host than its
+    share allows must hand the wake-up on to the idle worker waiting behind it."""
+    monkeypatch.setattr(memory, "GATHER_FOR", 30.0)
+    b = memory_board(Clock(), host_concurrency=2)
+    b.lease("a", 10, 0)
+    b.lease("b", 10, 0)  # both ask: each may hold one of the host's two slots
+    b.put("http://h/1.png", "h", None)
+    answers: queue.SimpleQueue[tuple[str, list[tuple[str, int]], float]] = queue.SimpleQueue()
+
+    def ask(worker: str, most: int) -> None:
+        tasks = b.lease(worker, most, 30.0)["tasks"]
+        answers.put((worker, tasks, time.monotonic()))
+
+    threads = [threading.Thread(target=ask, args=("a", 10))]
+    threads[0].start()
+    time.sleep(0.2)  # a has taken 1.png and gathers
+    threads.append(threading.Thread(target=ask, args=("b", 1)))
+    threads[1].start()
+    time.sleep(0.2)  # b waits behind a
+    put_at = time.monotonic()
+    b.put("http://h/2.png", "h", None)  # wakes a, whose share is full
+    got = {worker: (tasks, at) for worker, tasks, at in
+           (answers.get(timeout=10) for _ in threads)}
+    assert got["a"][0] == [("http://h/1.png", 1)]
+    assert got["b"][0] == [("http://h/2.png", 1)]
+    assert got["b"][1] - put_at < 0.7, "b slept through the put until its own wait ran out"
+    for thread in threads:
+        thread.join(10)
+
+
 def test_a_busy_workers_answer_and_a_capped_one_come_at_once(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """No gathering for a worker that holds URLs (it asks without waiting), nor when

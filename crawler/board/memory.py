@@ -468,10 +468,16 @@ class TaskBoard:
             if left <= 0:
                 break
             self._cond.wait(left)
+            if self._closed:
+                break  # nothing more after a stop
             now = self._clock()
             self._promote_delayed(now)
             more += self._take(worker, limit - len(more), now)
-            if self._ready:  # what is left waits for a slot or the pace: no use waiting
+            if self._ready:
+                # What is left waits for a slot or the pace, or is beyond this worker's
+                # share: no use waiting, and the wake-up that brought it may have been
+                # meant for an idle worker waiting behind this one (put wakes one).
+                self._cond.notify()
                 break
         return more
 
