@@ -146,7 +146,9 @@ class Measured:
             for child in children_of(self.popen.pid):
                 self._children_hwm[child] = max(self._children_hwm.get(child, 0),
                                                 vm_hwm_kb(child))
-                if child not in self._children_role:
+                if self._children_role.get(child, "parser") == "parser":
+                    # Looked at again until it says worker: a forked local worker shows
+                    # its master's command line until it has set its own title.
                     self._children_role[child] = child_role(child)
                 cpu = proc_cpu_seconds([child])
                 if cpu:

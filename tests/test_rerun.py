@@ -6,6 +6,7 @@ servers on 127.0.0.1, twice on the same output folder.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,6 +38,32 @@ def _crawl(seed: str, out: Path, tmp_path: Path, *flags: str, status: int = 0) -
 
 def _stored(out: Path) -> set[str]:
     return {e["url"] for e in manifest_lines(out) if e["status"] == "success"}
+
+
+def test_a_master_stopped_before_it_serves_leaves_no_local_worker_behind(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """Local workers are forked before the journal is read and wait to be let go: a
+    master refused by the folder's crawl lets them leave with it, quietly."""
+    first, second = make_server(), make_server()
+    _site(first)
+    _site(second)
+    out = tmp_path / "out"
+    _crawl(first.url + "/", out, tmp_path)
+    logs = {p: p.read_text() for p in out.glob("worker-*.log")}
+    _crawl(second.url + "/", out, tmp_path, status=2)
+
+    def workers_of_out() -> list[bytes]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            with contextlib.suppress(OSError):
+                if entry.name.isdigit():
+                    line = (entry / "cmdline").read_bytes()
+                    if b"crawler worker" in line and str(out).encode() in line:
+                        found.append(line)
+        return found
+
+    assert workers_of_out() == [], "a local worker outlived its master"
+    assert {p: p.read_text() for p in out.glob("worker-*.log")} == logs, "a worker spoke"
 
 
 def test_a_run_with_other_seeds_is_stopped_until_told_to_resume_or_start_afresh(

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import io
 import logging
 import os
 import shlex
@@ -72,6 +71,12 @@ def _key_hint(authkey: Authkey, *, other_hosts: bool) -> str:
     return f"--authkey-file {authkey.source}" + (f" ({': '.join(notes)})" if notes else "")
 
 
+def _address(host: str, port: int) -> str:
+    """Where a worker on this host reaches a queue bound to ``host:port``."""
+    every_interface = host in ("0.0.0.0", "::", "")  # noqa: S104 - a comparison, not a bind
+    return f"{'127.0.0.1' if every_interface else host}:{port}"
+
+
 def _public_name(host: str) -> str:
     """A name other hosts can use for this one, when bound to every interface."""
     return socket.getfqdn() if host in ("0.0.0.0", "::") else host  # noqa: S104
@@ -88,13 +93,51 @@ class LocalWorkers:
         self._threads = threads
         self._processes: list[_Process] = []
         self._reported: set[int] = set()
+        self._gate: int | None = None  # write end of the pipe forked workers wait on
+
+    def fork_early(self, count: int, host: str, port: int) -> None:
+        """Fork ``count`` workers of the queue at ``host:port`` now, each waiting until
+        :meth:`start` lets it go (or leaving quietly if this master ends first).
+
+        Early, before the master reads its journal: a child keeps the memory it was
+        forked with, so a master that has loaded a resumed crawl of a million URLs
+        would leave each of its workers holding a copy as it changes its own. Does
+        nothing where workers cannot be forked; :meth:`start` spawns them then.
+        """
+        if not self._can_fork():
+            return
+        gate_r, self._gate = os.pipe()
+        try:
+            self._spawn(count, [_address(host, port)], self._queue_env(), gate=gate_r)
+        finally:
+            os.close(gate_r)
 
     def start(self, count: int, host: str, port: int) -> None:
-        every_interface = host in ("0.0.0.0", "::", "")  # noqa: S104 - a comparison, not a bind
-        address = f"{'127.0.0.1' if every_interface else host}:{port}"
+        if self._gate is not None:  # forked early: let them go
+            self._open_gate(b"go" * count)
+            return
+        self._spawn(count, [_address(host, port)], self._queue_env())
+
+    def abandon(self) -> None:
+        """The master ends before serving: early-forked workers leave without a word."""
+        self._open_gate(b"")
+        self.stop()
+
+    def _open_gate(self, data: bytes) -> None:
+        gate, self._gate = self._gate, None
+        if gate is not None:
+            with contextlib.suppress(OSError):  # every child gone already
+                os.write(gate, data)
+            os.close(gate)
+
+    def _queue_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env[ENV_VAR] = self._authkey.key.decode()  # the environment, not argv: ps shows argv
-        self._spawn(count, [address], env)
+        return env
+
+    def _can_fork(self) -> bool:
+        return (self._command is not None and threading.active_count() == 1
+                and hasattr(os, "fork"))
 
     def start_for_broker(self, count: int, broker: BrokerAddress, crawl: str,
                          connect_wait: float) -> None:
@@ -110,14 +153,13 @@ class LocalWorkers:
         self._spawn(count, target, env, connect_wait)
 
     def _spawn(self, count: int, target: list[str], env: dict[str, str],
-               connect_wait: float = 30.0) -> None:
+               connect_wait: float = 30.0, gate: int | None = None) -> None:
         args = ["worker", *target, "--out", str(self._out_dir), "--threads", str(self._threads),
                 "--quiet", "--connect-wait", f"{connect_wait:g}"]
         for n in range(len(self._processes), len(self._processes) + count):
             log_path = self._log_path(n + 1)
-            if self._command is not None and threading.active_count() == 1 and hasattr(
-                    os, "fork"):
-                self._processes.append(_fork_worker(self._command, args, env, log_path))
+            if self._command is not None and self._can_fork():
+                self._processes.append(_fork_worker(self._command, args, env, log_path, gate))
                 continue
             with log_path.open("ab") as log_file:
                 self._processes.append(subprocess.Popen(
@@ -225,59 +267,79 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _fork_worker(command: Callable[[Sequence[str]], int], args: Sequence[str],
-                 env: dict[str, str], log_path: Path) -> _ForkedWorker:
-    """Fork ``command(args)``, its output appended to ``log_path``."""
+                 env: dict[str, str], log_path: Path, gate: int | None) -> _ForkedWorker:
+    """Fork ``command(args)``, its output appended to ``log_path``; with ``gate``, the
+    child waits until a byte can be read from it first (none: it leaves, status 0)."""
+    from setproctitle import setproctitle  # here: the child's first act is its title
+
     for stream in (sys.stdout, sys.stderr):  # else the child could write the master's again
         with contextlib.suppress(OSError, ValueError, AttributeError):
             stream.flush()
+    title = shlex.join(["crawler", *args])
     # Blocked across the fork: the child must not run the master's handlers.
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    # Frozen for the collector in both: in the child the master's objects are never
+    # collected (nothing of the master's is closed or flushed there, and their memory
+    # is not copied for it), and a collection cannot start while forking.
+    gc.freeze()
     try:
         pid = os.fork()
         if pid == 0:
             code = 70  # EX_SOFTWARE: the worker could not even start
             try:
-                code = _be_worker(command, args, env, log_path)
+                # ps: "crawler worker HOST:PORT ...", not the master. First, and before
+                # the environment changes: setproctitle finds the command line's memory
+                # from it.
+                setproctitle(title)
+                code = _be_worker(command, args, env, log_path, gate)
             finally:
                 os._exit(code)
     finally:
+        gc.unfreeze()
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     return _ForkedWorker(pid)
 
 
 def _be_worker(command: Callable[[Sequence[str]], int], args: Sequence[str],
-               env: dict[str, str], log_path: Path) -> int:
+               env: dict[str, str], log_path: Path, gate: int | None) -> int:
     """In the forked child: become ``crawler <args>``, as if started afresh; its exit status."""
     for signum in _SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
-    # The master's objects stay as they are, unused: the collector leaves them alone,
-    # so neither is their memory copied nor is anything of the master's closed.
-    gc.freeze()
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-    null_fd = os.open(os.devnull, os.O_RDONLY)
+    try:
+        log_fd = _above_stdio(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666))
+    except OSError as exc:
+        os.write(2, f"crawler: error: local worker log {log_path}: {exc.strerror}\n".encode())
+        return 73  # EX_CANTCREAT
+    null_fd = _above_stdio(os.open(os.devnull, os.O_RDONLY))
     os.dup2(null_fd, 0)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     # The master's descriptors: its listening socket would keep its port taken, and
     # its ends of the parsers' pipes would keep a parser waiting, after it is gone.
-    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
-    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
-    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8")
-    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8",
-                                  errors="backslashreplace", line_buffering=True)
+    high = os.sysconf("SC_OPEN_MAX")
+    if gate is None:
+        os.closerange(3, high)
+    else:
+        os.closerange(3, gate)
+        os.closerange(gate + 1, high)
+    sys.stdin = open(0, closefd=False, encoding="utf-8")  # noqa: SIM115 - the process's own
+    sys.stdout = open(1, "w", closefd=False, encoding="utf-8")  # noqa: SIM115
+    sys.stderr = open(2, "w", closefd=False, encoding="utf-8",  # noqa: SIM115
+                      errors="backslashreplace", buffering=1)
     sys.argv = ["crawler", *args]
-    try:
-        from setproctitle import setproctitle
-
-        # ps: "crawler worker HOST:PORT ...", not the master. Before the environment
-        # changes: setproctitle finds the command line's memory from it.
-        setproctitle(shlex.join(sys.argv))
-    except ImportError:  # pragma: no cover - a dependency; the title is only cosmetic
-        pass
-    os.environ.update(env)
+    # The master's handlers write to its log and terminal: not the worker's to use.
+    logging.getLogger().handlers.clear()
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+    if gate is not None:
+        go = os.read(gate, 2)
+        os.close(gate)
+        if not go:
+            return 0  # the master ended before it served its queue: nothing to do
+    os.environ.update(env)
     try:
         code = command(list(args))
+    except SystemExit as exc:  # as an interpreter ends on one
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:  # noqa: BLE001 - said in the log, as an interpreter would
         import traceback
 
@@ -287,3 +349,15 @@ def _be_worker(command: Callable[[Sequence[str]], int], args: Sequence[str],
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
     return code
+
+
+def _above_stdio(fd: int) -> int:
+    """``fd``, moved to 3 or above if it is one of 0-2 (a master started with one
+    closed): else the dup2 calls onto 0-2 would close it."""
+    if fd > 2:
+        return fd
+    import fcntl
+
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD, 3)
+    os.close(fd)
+    return moved

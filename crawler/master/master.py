@@ -223,18 +223,27 @@ class Master:
         except OSError as exc:
             raise StorageError(f"cannot create the output folder {out_dir}: "
                                f"{exc.strerror or exc}") from exc
-        journal = Journal(out_dir)
+        if self._options.local_workers:
+            # Forked while this process is small, before the journal is read: they
+            # wait until the queue is served (see LocalWorkers.fork_early).
+            host, port = self._server.address[:2]
+            self._workers.fork_early(self._options.local_workers, host, port)
         try:
-            self._take_up(journal)  # before the result files are written from the journal
-            journal.add_seeds(self._options.seeds)
-            files = ResultFiles(out_dir, journal.outcomes())
+            journal = Journal(out_dir)
             try:
-                return self._run(JournalLedger(journal, self._embedded_board()),
-                                 self._resumed_frontier, files)
+                self._take_up(journal)  # before the result files are written from the journal
+                journal.add_seeds(self._options.seeds)
+                files = ResultFiles(out_dir, journal.outcomes())
+                try:
+                    return self._run(JournalLedger(journal, self._embedded_board()),
+                                     self._resumed_frontier, files)
+                finally:
+                    files.close()
             finally:
-                files.close()
-        finally:
-            journal.close()
+                journal.close()
+        except BaseException:
+            self._workers.abandon()  # those still waiting to start leave; the rest stop
+            raise
 
     def _embedded_board(self) -> TaskBoard:
         assert self._own_board is not None, "the in-memory board is made without a broker"
@@ -653,8 +662,8 @@ class Master:
         if self._options.invite_workers:
             self._announce(invitation(host, port, self._authkey, self._options.out_dir))
         if self._options.local_workers:
-            # Before the server's thread: local workers are forked while this is the
-            # master's only thread (see master.launcher).
+            # Before the server's thread: local workers not forked yet are forked
+            # while this is the master's only thread (see master.launcher).
             self._workers.start(self._options.local_workers, host, port)
         server.start()
 

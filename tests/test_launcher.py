@@ -1,0 +1,50 @@
+"""Local workers forked from the master: let go when its queue serves, gone if it never does."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from crawler.master import launcher
+
+from .conftest import wait_until
+
+
+def _forked(tmp_path: Path) -> tuple[launcher._ForkedWorker, int, Path]:
+    """A forked child that waits on a gate, then writes a file: (child, gate, file)."""
+    ran = tmp_path / "ran"
+
+    def command(args: Sequence[str]) -> int:
+        ran.write_text(" ".join(args))
+        return 7
+
+    gate_r, gate_w = os.pipe()
+    child = launcher._fork_worker(command, ["worker", "127.0.0.1:9"], {}, tmp_path / "w.log",
+                                  gate_r)
+    os.close(gate_r)
+    return child, gate_w, ran
+
+
+def test_a_worker_forked_early_waits_and_runs_once_let_go(tmp_path: Path) -> None:
+    child, gate, ran = _forked(tmp_path)
+
+    def title() -> list[bytes]:
+        return Path(f"/proc/{child.pid}/cmdline").read_bytes().replace(b"\0", b" ").split()
+
+    wait_until(lambda: title()[:3] == [b"crawler", b"worker", b"127.0.0.1:9"], 10,
+               "the child's title in ps")
+    assert child.poll() is None and not ran.exists(), "it waits to be let go"
+    os.write(gate, b"go")
+    os.close(gate)
+    assert child.wait(10) == 7
+    assert ran.read_text() == "worker 127.0.0.1:9"
+
+
+def test_a_worker_forked_early_leaves_quietly_when_its_master_never_serves(
+        tmp_path: Path) -> None:
+    child, gate, ran = _forked(tmp_path)
+    os.close(gate)  # the master ended (or was killed) before serving its queue
+    assert child.wait(10) == 0
+    assert not ran.exists()
+    assert (tmp_path / "w.log").read_text() == ""
