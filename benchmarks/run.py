@@ -998,6 +998,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 PROBE_FILES = 1000
+SLOW_DISK_US = 100  # the fast mode measured 20-80 us a file here, the slow one 130-600
 
 
 def probe_file_creation(folder: Path) -> str:
@@ -1018,7 +1019,16 @@ def probe_file_creation(folder: Path) -> str:
         finally:
             os.close(fd)
     per_file = (time.process_time() - started) / PROBE_FILES * 1e6
-    return f"creating and writing a 16 KB file costs {per_file:.0f} us of CPU here"
+    text = f"creating and writing a 16 KB file costs {per_file:.0f} us of CPU here"
+    if per_file > SLOW_DISK_US:
+        # Seen here on ext4 without a journal for minutes after a large delete (as
+        # the end of a previous benchmark run does): ext4 then scans recently freed
+        # inodes for every file it creates.
+        text += (f"\n  WARNING: over {SLOW_DISK_US} us, the file system is in its slow mode "
+                 "(many files were deleted lately, e.g. by the last run's clean-up): "
+                 "every tool pays it per image, which hides CPU differences; wait a few "
+                 "minutes and run again, or give --tmp a folder on another file system")
+    return text
 
 
 def check_tools(tools: Sequence[Tool]) -> None:
