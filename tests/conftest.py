@@ -75,6 +75,10 @@ class FixtureHandler(BaseHTTPRequestHandler):
 
 class FixtureServer(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default listen backlog is 5: a worker opening more connections
+    # at once saw the rest retried a second later by the kernel, a delay that hid
+    # a crawler bug (one slow image holding back its host) as a slow test.
+    request_queue_size = 128
 
     def __init__(self, root: Path, host: str = "127.0.0.1") -> None:
         super().__init__((host, 0), FixtureHandler)
