@@ -48,3 +48,28 @@ def test_a_worker_forked_early_leaves_quietly_when_its_master_never_serves(
     assert child.wait(10) == 0
     assert not ran.exists()
     assert (tmp_path / "w.log").read_text() == ""
+
+
+def test_a_gate_on_a_standard_descriptor_survives_the_childs_redirections(
+        tmp_path: Path) -> None:
+    """A master started with stdin closed may get its gate pipe as descriptor 0, which
+    the child then points at /dev/null: the gate is moved out of the way first."""
+    ran = tmp_path / "ran"
+
+    def command(args: Sequence[str]) -> int:
+        ran.write_text("ran")
+        return 0
+
+    gate_r, gate_w = os.pipe()
+    saved_stdin = os.dup(0)
+    try:
+        os.dup2(gate_r, 0)
+        child = launcher._fork_worker(command, ["worker"], {}, tmp_path / "w.log", 0)
+    finally:
+        os.dup2(saved_stdin, 0)
+        os.close(saved_stdin)
+        os.close(gate_r)
+    os.write(gate_w, b"go")
+    os.close(gate_w)
+    assert child.wait(10) == 0
+    assert ran.read_text() == "ran", "the child read /dev/null as its gate and never ran"

@@ -311,6 +311,8 @@ def _be_worker(command: Callable[[Sequence[str]], int], args: Sequence[str],
         os.write(2, f"crawler: error: local worker log {log_path}: {exc.strerror}\n".encode())
         return 73  # EX_CANTCREAT
     null_fd = _above_stdio(os.open(os.devnull, os.O_RDONLY))
+    if gate is not None:
+        gate = _above_stdio(gate)
     os.dup2(null_fd, 0)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
