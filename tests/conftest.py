@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import re
 import secrets
@@ -361,3 +362,19 @@ def crawl_with_two_workers(server: FixtureServer, tmp_path: Path, *flags: str,
         for process in (master, *workers):
             stop(process)
     return err
+
+
+def command_lines() -> list[bytes]:
+    """Every process's command line as /proc has it (arguments NUL-separated)."""
+    lines = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):  # gone meanwhile
+                lines.append((entry / "cmdline").read_bytes())
+    return lines
+
+
+def command_words(pid: int) -> list[bytes]:
+    """The words of ``pid``'s command line: a forked local worker's title is one string
+    ("crawler worker HOST:PORT ..."), a fresh process's its arguments."""
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").split()

@@ -25,6 +25,7 @@ from .conftest import (
     SITE,
     FixtureHandler,
     FixtureServer,
+    command_lines,
     finish,
     manifest_lines,
     run_crawler,
@@ -219,16 +220,10 @@ def test_authkey_stays_out_of_the_process_list(site: FixtureServer, tmp_path: Pa
     try:
         wait_for_queue_address(master)
         time.sleep(1.0)  # the local workers are up
-        command_lines = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    command_lines.append((entry / "cmdline").read_bytes())
-                except OSError:
-                    continue
-        ours = [c for c in command_lines if b"crawler" in c]
+        lines = command_lines()
+        ours = [c for c in lines if b"crawler" in c]
         assert sum(b"worker" in c for c in ours) >= 2
-        assert not [c for c in command_lines if authkey.encode() in c]
+        assert not [c for c in lines if authkey.encode() in c]
         err = finish(master, 60)
     finally:
         if master.poll() is None:

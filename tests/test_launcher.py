@@ -8,7 +8,7 @@ from pathlib import Path
 
 from crawler.master import launcher
 
-from .conftest import wait_until
+from .conftest import command_words, wait_until
 
 
 def _forked(tmp_path: Path) -> tuple[launcher._ForkedWorker, int, Path]:
@@ -29,10 +29,7 @@ def _forked(tmp_path: Path) -> tuple[launcher._ForkedWorker, int, Path]:
 def test_a_worker_forked_early_waits_and_runs_once_let_go(tmp_path: Path) -> None:
     child, gate, ran = _forked(tmp_path)
 
-    def title() -> list[bytes]:
-        return Path(f"/proc/{child.pid}/cmdline").read_bytes().replace(b"\0", b" ").split()
-
-    wait_until(lambda: title()[:3] == [b"crawler", b"worker", b"127.0.0.1:9"], 10,
+    wait_until(lambda: command_words(child.pid)[:3] == [b"crawler", b"worker", b"127.0.0.1:9"], 10,
                "the child's title in ps")
     assert child.poll() is None and not ran.exists(), "it waits to be let go"
     os.write(gate, b"go")

@@ -27,6 +27,7 @@ from .conftest import (
     SITE,
     FixtureHandler,
     FixtureServer,
+    command_words,
     crawler_command,
     fail_first,
     finish,
@@ -199,9 +200,7 @@ def test_a_dead_local_worker_is_reported_and_a_worker_from_elsewhere_finishes(
         address = wait_for_queue_address(master)
         wait_until(lambda: sum(p in site.images for p in server.paths()) >= 5, 30,
                    "the local worker downloading")
-        [local] = [pid for pid in _children(master.pid)
-                   if b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes().replace(
-                       b"\0", b" ").split()[:4]]
+        [local] = [pid for pid in _children(master.pid) if b"worker" in command_words(pid)[:4]]
         os.kill(local, signal.SIGKILL)
         wait_for_output(master, r"local worker 1 exited with status -9 .*0 local worker\(s\) "
                                 r"left, the crawl waits for workers from elsewhere")
@@ -306,8 +305,7 @@ def test_a_killed_masters_local_worker_holds_neither_its_port_nor_its_parsers(
     local = None
     try:
         wait_until(lambda: len(manifest_lines(out)) >= 5, 30, "the local worker's first results")
-        words = {pid: Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").split()
-                 for pid in _children(master.pid)}
+        words = {pid: command_words(pid) for pid in _children(master.pid)}
         [local] = [pid for pid, argv in words.items() if argv[:2] == [b"crawler", b"worker"]]
         parsers = [pid for pid in words if pid != local]
         assert parsers, "the master's page parser"

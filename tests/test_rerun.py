@@ -6,7 +6,6 @@ servers on 127.0.0.1, twice on the same output folder.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from crawler.demo.site import Site, build_site
 
 from .conftest import (
     FixtureServer,
+    command_lines,
     fail_first,
     finish,
     manifest_lines,
@@ -52,17 +52,9 @@ def test_a_master_stopped_before_it_serves_leaves_no_local_worker_behind(
     logs = {p: p.read_text() for p in out.glob("worker-*.log")}
     _crawl(second.url + "/", out, tmp_path, status=2)
 
-    def workers_of_out() -> list[bytes]:
-        found = []
-        for entry in Path("/proc").iterdir():
-            with contextlib.suppress(OSError):
-                if entry.name.isdigit():
-                    line = (entry / "cmdline").read_bytes()
-                    if b"crawler worker" in line and str(out).encode() in line:
-                        found.append(line)
-        return found
-
-    assert workers_of_out() == [], "a local worker outlived its master"
+    workers_of_out = [line for line in command_lines()
+                      if b"crawler worker" in line and str(out).encode() in line]
+    assert workers_of_out == [], "a local worker outlived its master"
     assert {p: p.read_text() for p in out.glob("worker-*.log")} == logs, "a worker spoke"
 
 
