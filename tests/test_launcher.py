@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from crawler.master import launcher
+from crawler.master.authkey import Authkey
 
 from .conftest import command_words, wait_until
 
@@ -70,3 +71,30 @@ def test_a_gate_on_a_standard_descriptor_survives_the_childs_redirections(
     os.close(gate_w)
     assert child.wait(10) == 0
     assert ran.read_text() == "ran", "the child read /dev/null as its gate and never ran"
+
+
+def _niceness(pid: int) -> int:
+    return os.getpriority(os.PRIO_PROCESS, pid)
+
+
+def test_forked_workers_run_nicer_than_their_master(tmp_path: Path) -> None:
+    """The master and its parsers feed every worker: on busy cores they go first."""
+    workers = launcher.LocalWorkers(tmp_path, Authkey(b"k" * 32, "test"), threads=2,
+                                    command=lambda args: 0)
+    workers.fork_early(1, "127.0.0.1", 9)
+    try:
+        (child,) = workers.alive()
+        assert _niceness(child.pid) == min(_niceness(0) + launcher.WORKER_NICENESS, 19)
+    finally:
+        workers.abandon()
+
+
+def test_started_workers_run_nicer_than_their_master(tmp_path: Path) -> None:
+    """Without a command to fork (a master run from a program), a fresh interpreter."""
+    workers = launcher.LocalWorkers(tmp_path, Authkey(b"k" * 32, "test"), threads=2)
+    workers.start(1, "127.0.0.1", 9)  # nothing listens: it waits for a master there
+    try:
+        (child,) = workers.alive()
+        assert _niceness(child.pid) == min(_niceness(0) + launcher.WORKER_NICENESS, 19)
+    finally:
+        workers.stop()

@@ -46,6 +46,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STOP_WAIT = 5.0  # seconds a local worker gets to leave once told, before it is killed
+# How much nicer than the master a local worker runs. The master and its page parsers
+# are the crawl's critical path: every image a worker downloads comes from a page they
+# read. On cores the workers keep busy, the pages go first and the workers take the
+# rest (on two cores a real site's crawl over http ended 5-9% sooner; over https, and
+# on a site where the workers are the limit, no sooner and no later).
+WORKER_NICENESS = 5
 
 
 def invitation(host: str, port: int, authkey: Authkey, out_dir: Path) -> str:
@@ -158,13 +164,16 @@ class LocalWorkers:
                 "--quiet", "--connect-wait", f"{connect_wait:g}"]
         for n in range(len(self._processes), len(self._processes) + count):
             log_path = self._log_path(n + 1)
+            process: _Process
             if self._command is not None and self._can_fork():
-                self._processes.append(_fork_worker(self._command, args, env, log_path, gate))
-                continue
-            with log_path.open("ab") as log_file:
-                self._processes.append(subprocess.Popen(
-                    [sys.executable, "-m", "crawler", *args],
-                    env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file))
+                process = _fork_worker(self._command, args, env, log_path, gate)
+            else:
+                with log_path.open("ab") as log_file:
+                    process = subprocess.Popen(
+                        [sys.executable, "-m", "crawler", *args],
+                        env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file)
+            _make_nicer(process.pid)
+            self._processes.append(process)
 
     def alive(self) -> list[_Process]:
         return [p for p in self._processes if p.poll() is None]
@@ -205,6 +214,15 @@ class LocalWorkers:
 
     def _log_path(self, n: int) -> Path:
         return self._out_dir / f"worker-{n}.log"
+
+
+def _make_nicer(pid: int) -> None:
+    """Give a worker of ours ``WORKER_NICENESS`` more than this process (any user may)."""
+    if not hasattr(os, "setpriority"):
+        return  # not a POSIX system: its scheduler is left alone
+    with contextlib.suppress(OSError):  # gone already, or a system that refuses
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        os.setpriority(os.PRIO_PROCESS, pid, min(ours + WORKER_NICENESS, 19))
 
 
 class _Process(Protocol):
