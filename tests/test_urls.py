@@ -25,6 +25,7 @@ from crawler.model.urls import (
     normalize,
     resolve,
 )
+from crawler.parse import resolve as resolve_module
 from crawler.parse.resolve import Resolver
 
 # --- examples, one rule each ---------------------------------------------------
@@ -522,3 +523,27 @@ def test_relative_paths_resolve_as_the_url_standard_joins_them(base: str, ref: s
     standard = Resolver(base, "utf-8")
     standard.folder = ""  # every reference through ada's join
     assert fast(ref) == standard(ref)
+
+
+# --- the resolutions pages of one folder share --------------------------------
+
+_SIBLINGS = ["http://site.example/docs/a.html", "http://site.example/docs/b.html?x=1",
+             "http://site.example/docs/", "http://site.example/docs/a.html?y=%C3%A9"]
+_SHARED_REFS = ["c.png", "../up.png", "/root.png", "?q=1", "http:?q=2", "http:c.png",
+                "#top", "", "//other.example/d.png", "http://other.example/e.png",
+                "https:x.png", "c.png?ü=é", "?ü=é", "mailto:x@y", " \t?split", "\\back.png"]
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "windows-1252"])
+@pytest.mark.parametrize("ref", _SHARED_REFS)
+def test_a_reference_resolved_on_a_sibling_page_resolves_as_if_first_seen(
+        ref: str, encoding: str) -> None:
+    """Pages of one folder share resolutions that depend on the folder only:
+    "?query" and the like, which depend on the page itself, are never shared."""
+    for page in _SIBLINGS:
+        resolve_module._shared.clear()
+        alone = Resolver(page, encoding)(ref)
+        for sibling in _SIBLINGS:
+            resolve_module._shared.clear()
+            Resolver(sibling, encoding)(ref)  # seen first on the sibling
+            assert Resolver(page, encoding)(ref) == alone, (page, sibling)

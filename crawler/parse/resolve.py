@@ -32,6 +32,13 @@ _TAB_NEWLINE = str.maketrans("", "", "\t\n\r")
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
 _NON_ASCII_RE = re.compile(r"[^\x00-\x7f]+")
 
+# Resolutions that depend only on the base's folder, shared by the pages of a process:
+# a site's pages repeat their navigation (on a documentation site four references in
+# five are ones another page of the same folder made). Emptied when full.
+_SHARED_MAX = 8192
+_shared: dict[tuple[str, str, str], str | None] = {}
+_UNKNOWN = ""  # never a resolution: those are None or a URL
+
 
 def _clean(raw: str) -> str:
     """Strip what the URL standard strips: outer C0/space, inner tabs and newlines."""
@@ -59,28 +66,42 @@ class Resolver:
     def __call__(self, raw: str) -> str | None:
         if raw in self.cache:
             return self.cache[raw]
-        url = self._resolve(raw)
+        key = (self.folder, self.query_encoding, raw)
+        url = _shared.get(key, _UNKNOWN) if self.folder else _UNKNOWN
+        if url is _UNKNOWN:  # (one lookup: a parsing thread may empty it meanwhile)
+            url, folder_only = self._resolve(raw)
+            if folder_only and self.folder:
+                if len(_shared) >= _SHARED_MAX:
+                    _shared.clear()
+                _shared[key] = url
         self.cache[raw] = url
         return url
 
-    def _resolve(self, raw: str) -> str | None:
+    def _resolve(self, raw: str) -> tuple[str | None, bool]:
+        """The URL ``raw`` names, and whether any page of the base's folder gets the same."""
         ref = _clean(raw)
         if not ref or ref.startswith("#") or len(ref) > MAX_URL_LENGTH:
-            return None  # empty, or a place in this same page
+            return None, True  # empty, or a place in this same page
         scheme = _SCHEME_RE.match(ref)
         if scheme is not None and scheme.group(1).lower() not in _FETCHED_SCHEMES:
-            return None  # data:, javascript:, mailto:, blob:, about:, ...
+            return None, True  # data:, javascript:, mailto:, blob:, about:, ...
         if self.query_encoding not in _UTF8_FOR_URLS and not ref.isascii():
             ref = _encode_query(ref, self.query_encoding)
+        # "/path" and "path" depend on the base's folder only, and "scheme://..." on
+        # nothing; the rest ("?query", "http:?query") on the whole base.
+        if self.origin and ref.startswith("/") and not ref.startswith(("//", "/\\")):
+            # "/path", the commonest form: joining is concatenation.
+            joined, folder_only = self.origin + ref, True
+        elif self.folder and scheme is None and ref[0] not in "/\\?":
+            joined, folder_only = self.folder + ref, True  # "path", "../path": the same
+        else:
+            joined = None
+            folder_only = scheme is not None and ref[scheme.end():scheme.end() + 2] == "//"
         try:
-            if self.origin and ref.startswith("/") and not ref.startswith(("//", "/\\")):
-                # "/path", the commonest form: joining is concatenation.
-                return normalize(self.origin + ref)
-            if self.folder and scheme is None and ref[0] not in "/\\?":
-                return normalize(self.folder + ref)  # "path", "../path": the same
-            return resolve(ref, self.base)
+            return (normalize(joined) if joined is not None else resolve(ref, self.base),
+                    folder_only)
         except InvalidURL:
-            return None
+            return None, folder_only
 
 
 def _folder(base: str) -> str:
