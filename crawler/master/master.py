@@ -57,6 +57,10 @@ if TYPE_CHECKING:  # imported when used: broker mode's (a Redis client), the que
 log = logging.getLogger(__name__)
 
 LOOP_TICK = 0.05  # how often the loop looks at finished pages and results
+# Pages finished and results settled are recorded in one transaction at most this
+# often while pages are in flight: a real site's pages finish every millisecond or
+# so, and each transaction costs more than its rows.
+RECORD_EVERY = 0.005
 REAP_EVERY = 0.5
 SHUTDOWN_GRACE = 10.0  # how long workers get to notice the end and leave
 WORKER_SILENCE = 3.0  # a worker not heard from for this long will not hear the end either
@@ -351,6 +355,7 @@ class Master:
         pool = ThreadPoolExecutor(settings.crawl.page_concurrency, thread_name_prefix="page")
         running: set[Future[Visit]] = set()
         last_reap = last_look = time.monotonic()
+        record_at = last_reap  # when what is finished is recorded next
         shared = self._shared_frontier
         all_done = False
         try:
@@ -360,14 +365,18 @@ class Master:
                     if broker_lost is not None:  # back: claim its pages before taking more
                         frontier.heartbeat(self._working(running))
                     self._submit(running, pool, visitor)
-                    self._wake.wait(LOOP_TICK)
+                    self._wake.wait(LOOP_TICK if not self._pages_done
+                                    else max(0.0, record_at - time.monotonic()))
                     self._wake.clear()  # before looking: news from now on wakes the next wait
                     for future in [f for f in running if f.done()]:
                         self._visited(future.result(), robots, files)
                         self._page_of.pop(future, None)
                         running.discard(future)  # only now: a lost broker leaves it to redo
-                    self._record_pages(ledger)
-                    self._collect(ledger, files)
+                    now = time.monotonic()
+                    if now >= record_at or not running:
+                        self._record_pages(ledger)
+                        self._collect(ledger, files)
+                        record_at = now + RECORD_EVERY
                     if time.monotonic() - last_reap > REAP_EVERY:
                         self._board.reap()
                         frontier.heartbeat(self._working(running))  # its pages stay its own
