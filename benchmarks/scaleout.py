@@ -51,6 +51,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))  # run as a script: its modules beside it
 sys.path.insert(1, str(REPO))  # and the tests' namespace LAN, as tests.netns
 
+from cpulimit import CpuLimit, CpuLimitError  # noqa: E402
 from procs import Measured, children_of, proc_cpu_seconds, stop_all, wait_all  # noqa: E402
 from run import load_site_module  # noqa: E402
 
@@ -385,6 +386,8 @@ class Options:
     cut_seconds: float
     cut_fraction: float
     page_workers: int
+    # The pages rows' masters, each in a group with its own CPU quota (none: no limit).
+    master_limits: tuple[CpuLimit, ...] = ()
 
 
 def crawler_base() -> list[str]:
@@ -549,7 +552,10 @@ class Crawl:
         for n, host in enumerate((self.cluster.master, self.cluster.master2)[:self.row.masters]):
             if n and self.redis is not None:
                 self.redis.wait_for_crawl(self.name, self.cluster.master, self.masters[0])
-            self.masters.append(Measured(f"master{n + 1}", host.command(*self.master_argv(n)),
+            argv = host.command(*self.master_argv(n))
+            if self.row.kind == "pages" and self.opts.master_limits:
+                argv = self.opts.master_limits[n].wrap(argv)
+            self.masters.append(Measured(f"master{n + 1}", argv,
                                          cwd=self.run_dir, env=self.env,
                                          log=self.run_dir / f"master{n + 1}.log"))
 
@@ -732,10 +738,14 @@ def cut_table(results: Sequence[Result], rows: Sequence[Row], site: Site,
     return "\n".join(lines)
 
 
-def pages_table(results: Sequence[Result], rows: Sequence[Row], site: Site, workers: int) -> str:
+def pages_table(results: Sequence[Result], rows: Sequence[Row], site: Site, workers: int,
+                master_cpus: float) -> str:
+    cores = (f"each master (its page parsers included) held to {master_cpus:g} cores, as on a "
+             "host of its own" if master_cpus > 0 else "the masters share this machine's cores")
     lines = [f"pages as the limit: site of {site.description}; {workers} worker hosts, links "
-             "not limited; median of rounds (window: first to last page request; busy: CPU "
-             "of masters, workers, nginx and redis over the crawl's time and every core)",
+             f"not limited; {cores}; median of rounds (window: first to last page request; "
+             "busy: CPU of masters, workers, nginx and redis over the crawl's time and every "
+             "core)",
              f"  {'row':<24} {'runs':>4} {'crawl s':>8} {'pages/s':>8} {'x 1 mst':>8} "
              f"{'window s':>8} {'pages/s':>8} {'x 1 mst':>8} {'pages per master':>16} "
              f"{'complete':>8} {'masters CPU s':>14} {'broker CPU s':>12} {'busy':>5}"]
@@ -870,6 +880,15 @@ def bench(args: argparse.Namespace, tmp: Path) -> int:
                 redis = start_redis(cluster)
                 redis_ready = True
         links, cuts, pages = plan(args, redis_ready)
+        limits: tuple[CpuLimit, ...] = ()
+        if pages and args.master_cpus > 0:
+            try:
+                limits = tuple(CpuLimit(f"crawler-scaleout-{os.getpid()}-master{n}",
+                                        args.master_cpus) for n in (1, 2))
+            except CpuLimitError as exc:
+                raise BenchError(f"--master-cpus: {exc}") from exc
+            for limit in limits:
+                stack.callback(limit.close)
         rows = [*links, *cuts, *pages]
         print(f"rows: {', '.join(f'{r.kind} {r.label}' for r in rows)}; {args.runs} rounds",
               flush=True)
@@ -886,7 +905,7 @@ def bench(args: argparse.Namespace, tmp: Path) -> int:
                 name = f"scaleout-{round_number + 1}-{n + 1}"
                 crawl = Crawl(cluster, row, chosen, Options(args.rate, args.run_timeout,
                                                             args.cut_seconds, args.cut_fraction,
-                                                            args.page_workers),
+                                                            args.page_workers, limits),
                               tmp / "runs" / name, redis, name)
                 result = crawl.run(round_number)
                 print_run(result)
@@ -899,7 +918,8 @@ def bench(args: argparse.Namespace, tmp: Path) -> int:
             print(cut_table(results, [r for r in cuts if r.kind == "cut"],
                             sites[cuts[0].site], args.cut_seconds))
         if pages:
-            print(pages_table(results, pages, sites["pages"], args.page_workers))
+            print(pages_table(results, pages, sites["pages"], args.page_workers,
+                              args.master_cpus))
         if "redis" in args.brokers and not redis_ready:
             print("redis rows: not run (see above)")
         print()
@@ -940,6 +960,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="worker hosts on the pages rows")
     parser.add_argument("--no-pages", dest="pages_rows", action="store_false",
                         help="leave out the pages-as-the-limit rows")
+    parser.add_argument("--master-cpus", type=float, default=0.0, metavar="CORES",
+                        help="on the pages rows, hold each master (with its page parsers) to "
+                             "this many cores through a cgroup, as if each had a host of its "
+                             "own (0, the default: the masters share this machine's cores)")
     parser.add_argument("--cut-seconds", type=float, default=30.0,
                         help="how long the cut row's link stays down (0: no cut row)")
     parser.add_argument("--cut-scale", type=int, default=8,
@@ -953,6 +977,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.runs < 1 or args.images < 1 or args.pages < 2 or args.page_site_pages < 2:
         parser.error("--runs, --images must be at least 1, --pages at least 2")
+    if args.master_cpus < 0 or args.master_cpus > (os.cpu_count() or 1):
+        parser.error("--master-cpus: between 0 and this machine's cores")
     if not 0 < args.cut_fraction < 1 or not 1 <= args.page_workers <= MAX_HOSTS:
         parser.error(f"--cut-fraction in (0, 1), --page-workers in 1..{MAX_HOSTS}")
     return args
