@@ -820,6 +820,8 @@ def bench_target(args: argparse.Namespace, target: Target, tmp: Path, tools: Seq
     print(f"\n{target.description}", flush=True)
     slug = target.name.replace(" ", "-").replace("(", "").replace(")", "")
     print(f"file system: {probe_file_creation(tmp / f'probe-{slug}')}", flush=True)
+    check_room(tmp, (len(target.truth) + target.pages) * len(tools) * len(args.schemes)
+               * (args.warmup + args.runs))
     ca_flags = ca_bundle_flags() if certificates else (False, False)
     setup = CrawlerSetup(args.workers, args.threads, args.local, args.run_timeout, target.depth,
                          tuple(shlex.split(args.master_args)),
@@ -1029,6 +1031,21 @@ def probe_file_creation(folder: Path) -> str:
                  "every tool pays it per image, which hides CPU differences; wait a few "
                  "minutes and run again, or give --tmp a folder on another file system")
     return text
+
+
+def check_room(folder: Path, files: int) -> None:
+    """Refuse to start a site whose outputs, kept until the end, would not fit on ``folder``.
+
+    Deleting them between runs would bring about the disk's slow mode (see
+    ``probe_file_creation``), so every run's files stay: a small file system can
+    run out of inodes half-way through, when a run's numbers are lost.
+    """
+    stats = os.statvfs(folder)
+    if stats.f_files and stats.f_favail < files:
+        raise BenchError(
+            f"{folder}: this site's runs keep about {files:,} files until the end, and its "
+            f"file system has {stats.f_favail:,} inodes free; give --tmp a folder with more "
+            "(or ask for fewer --runs, schemes or tools)")
 
 
 def check_tools(tools: Sequence[Tool]) -> None:
