@@ -547,3 +547,11 @@ def test_a_reference_resolved_on_a_sibling_page_resolves_as_if_first_seen(
             resolve_module._shared.clear()
             Resolver(sibling, encoding)(ref)  # seen first on the sibling
             assert Resolver(page, encoding)(ref) == alone, (page, sibling)
+
+
+def test_pages_of_a_folder_share_their_references_but_not_inline_data() -> None:
+    resolve_module._shared.clear()
+    Resolver("http://site.example/docs/a.html", "utf-8")("c.png")
+    Resolver("http://site.example/docs/a.html", "utf-8")("data:image/png;base64," + "A" * 5000)
+    Resolver("http://site.example/docs/a.html", "utf-8")("/" + "x" * 5000 + ".png")
+    assert list(resolve_module._shared.values()) == ["http://site.example/docs/c.png"]

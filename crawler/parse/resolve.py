@@ -34,8 +34,10 @@ _NON_ASCII_RE = re.compile(r"[^\x00-\x7f]+")
 
 # Resolutions that depend only on the base's folder, shared by the pages of a process:
 # a site's pages repeat their navigation (on a documentation site four references in
-# five are ones another page of the same folder made). Emptied when full.
+# five are ones another page of the same folder made). Emptied when full; references
+# longer than a URL usually is are not kept (inline data: images would weigh megabytes).
 _SHARED_MAX = 8192
+_SHARED_LONGEST = 2048
 _shared: dict[tuple[str, str, str], str | None] = {}
 _UNKNOWN = ""  # never a resolution: those are None or a URL
 
@@ -66,11 +68,12 @@ class Resolver:
     def __call__(self, raw: str) -> str | None:
         if raw in self.cache:
             return self.cache[raw]
+        shared = bool(self.folder) and len(raw) <= _SHARED_LONGEST
         key = (self.folder, self.query_encoding, raw)
-        url = _shared.get(key, _UNKNOWN) if self.folder else _UNKNOWN
+        url = _shared.get(key, _UNKNOWN) if shared else _UNKNOWN
         if url is _UNKNOWN:  # (one lookup: a parsing thread may empty it meanwhile)
             url, folder_only = self._resolve(raw)
-            if folder_only and self.folder:
+            if folder_only and shared:
                 if len(_shared) >= _SHARED_MAX:
                     _shared.clear()
                 _shared[key] = url
@@ -79,12 +82,13 @@ class Resolver:
 
     def _resolve(self, raw: str) -> tuple[str | None, bool]:
         """The URL ``raw`` names, and whether any page of the base's folder gets the same."""
+        # What is refused at once costs less to refuse again than to keep.
         ref = _clean(raw)
         if not ref or ref.startswith("#") or len(ref) > MAX_URL_LENGTH:
-            return None, True  # empty, or a place in this same page
+            return None, False  # empty, or a place in this same page
         scheme = _SCHEME_RE.match(ref)
         if scheme is not None and scheme.group(1).lower() not in _FETCHED_SCHEMES:
-            return None, True  # data:, javascript:, mailto:, blob:, about:, ...
+            return None, False  # data:, javascript:, mailto:, blob:, about:, ...
         if self.query_encoding not in _UTF8_FOR_URLS and not ref.isascii():
             ref = _encode_query(ref, self.query_encoding)
         # "/path" and "path" depend on the base's folder only, and "scheme://..." on
