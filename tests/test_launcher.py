@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -81,18 +82,45 @@ def _niceness(pid: int) -> int:
 
 def test_forked_workers_run_nicer_than_their_master(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """The master and its parsers feed every worker: on busy cores they go first."""
+    """The master and its parsers feed every worker: on busy cores they go first.
+    Every thread of the worker: on Linux each thread has its own niceness."""
+    seen = tmp_path / "niceness"
+
+    def command(args: Sequence[str]) -> int:
+        found: list[int] = []
+        thread = threading.Thread(target=lambda: found.append(_niceness(0)))
+        thread.start()
+        thread.join()
+        seen.write_text(f"{_niceness(0)} {found[0]}")
+        return 0
+
     workers = launcher.LocalWorkers(tmp_path, Authkey(b"k" * 32, "test"), threads=2,
-                                    command=lambda args: 0)
+                                    command=command)
     # A master forks only while it has one thread; pytest's workers run others (the
-    # child here only waits on its gate, then leaves).
+    # child here starts one thread and leaves).
     monkeypatch.setattr(workers, "_can_fork", lambda: True)
-    workers.fork_early(1, "127.0.0.1", 9)
+    workers.start(1, "127.0.0.1", 9)  # not forked early: it runs at once
     try:
-        (child,) = workers.alive()
-        assert _niceness(child.pid) == min(_niceness(0) + launcher.WORKER_NICENESS, 19)
+        wait_until(lambda: seen.exists() and seen.read_text(), 10, "the worker's niceness")
+        nicer = min(_niceness(0) + launcher.WORKER_NICENESS, 19)
+        assert seen.read_text() == f"{nicer} {nicer}"
     finally:
-        workers.abandon()
+        workers.stop()
+
+
+def test_a_forked_worker_is_nicer_before_it_runs_a_line_of_the_worker(tmp_path: Path) -> None:
+    """The child sets its niceness itself: the master's own call may come after the
+    worker has started threads, which would keep the master's."""
+    seen = tmp_path / "niceness"
+    target = min(_niceness(0) + 3, 19)
+
+    def command(args: Sequence[str]) -> int:
+        seen.write_text(str(_niceness(0)))
+        return 0
+
+    child = launcher._fork_worker(command, ["worker"], {}, tmp_path / "w.log", None, target)
+    assert child.wait(10) == 0
+    assert seen.read_text() == str(target)
 
 
 def test_started_workers_run_nicer_than_their_master(tmp_path: Path) -> None:

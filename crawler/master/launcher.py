@@ -162,17 +162,20 @@ class LocalWorkers:
                connect_wait: float = 30.0, gate: int | None = None) -> None:
         args = ["worker", *target, "--out", str(self._out_dir), "--threads", str(self._threads),
                 "--quiet", "--connect-wait", f"{connect_wait:g}"]
+        niceness = _worker_niceness()
         for n in range(len(self._processes), len(self._processes) + count):
             log_path = self._log_path(n + 1)
             process: _Process
             if self._command is not None and self._can_fork():
-                process = _fork_worker(self._command, args, env, log_path, gate)
+                process = _fork_worker(self._command, args, env, log_path, gate, niceness)
             else:
                 with log_path.open("ab") as log_file:
                     process = subprocess.Popen(
                         [sys.executable, "-m", "crawler", *args],
                         env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file)
-            _make_nicer(process.pid)
+            # Niceness is a thread's own on Linux: set before the worker starts threads
+            # (the fork sets it in the child too, which starts them at once).
+            _set_niceness(process.pid, niceness)
             self._processes.append(process)
 
     def alive(self) -> list[_Process]:
@@ -216,13 +219,22 @@ class LocalWorkers:
         return self._out_dir / f"worker-{n}.log"
 
 
-def _make_nicer(pid: int) -> None:
-    """Give a worker of ours ``WORKER_NICENESS`` more than this process (any user may)."""
+def _worker_niceness() -> int | None:
+    """``WORKER_NICENESS`` more than this process's (at most 19), or None where
+    priorities cannot be read or set."""
     if not hasattr(os, "setpriority"):
-        return  # not a POSIX system: its scheduler is left alone
-    with contextlib.suppress(OSError):  # gone already, or a system that refuses
-        ours = os.getpriority(os.PRIO_PROCESS, 0)
-        os.setpriority(os.PRIO_PROCESS, pid, min(ours + WORKER_NICENESS, 19))
+        return None  # not a POSIX system: its scheduler is left alone
+    try:
+        return min(os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICENESS, 19)
+    except OSError:
+        return None
+
+
+def _set_niceness(pid: int, niceness: int | None) -> None:
+    """Make process ``pid`` (0: this one) nicer; any user may do so to its own."""
+    if niceness is not None:
+        with contextlib.suppress(OSError):  # gone already, or a system that refuses
+            os.setpriority(os.PRIO_PROCESS, pid, niceness)
 
 
 class _Process(Protocol):
@@ -285,7 +297,8 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _fork_worker(command: Callable[[Sequence[str]], int], args: Sequence[str],
-                 env: dict[str, str], log_path: Path, gate: int | None) -> _ForkedWorker:
+                 env: dict[str, str], log_path: Path, gate: int | None,
+                 niceness: int | None = None) -> _ForkedWorker:
     """Fork ``command(args)``, its output appended to ``log_path``; with ``gate``, the
     child waits until a byte can be read from it first (none: it leaves, status 0)."""
     from setproctitle import setproctitle  # here: the child's first act is its title
@@ -309,7 +322,7 @@ def _fork_worker(command: Callable[[Sequence[str]], int], args: Sequence[str],
                 # the environment changes: setproctitle finds the command line's memory
                 # from it.
                 setproctitle(title)
-                code = _be_worker(command, args, env, log_path, gate)
+                code = _be_worker(command, args, env, log_path, gate, niceness)
             finally:
                 os._exit(code)
     finally:
@@ -319,8 +332,10 @@ def _fork_worker(command: Callable[[Sequence[str]], int], args: Sequence[str],
 
 
 def _be_worker(command: Callable[[Sequence[str]], int], args: Sequence[str],
-               env: dict[str, str], log_path: Path, gate: int | None) -> int:
+               env: dict[str, str], log_path: Path, gate: int | None,
+               niceness: int | None = None) -> int:
     """In the forked child: become ``crawler <args>``, as if started afresh; its exit status."""
+    _set_niceness(0, niceness)  # before any thread of the worker's starts
     for signum in _SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
     try:
