@@ -11,8 +11,8 @@ Works with cgroup v2 (``cpu.max``) and with v1's ``cpu`` controller
 
 from __future__ import annotations
 
-import contextlib
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,6 +32,7 @@ class CpuLimit:
         if cpus <= 0:
             raise CpuLimitError(f"a CPU quota must be above 0 cores, not {cpus:g}")
         self.cpus = cpus
+        self.path: Path | None = None
         quota = max(1000, round(cpus * PERIOD_US))
         try:
             if "cpu" in _read(_V2_ROOT / "cgroup.controllers").split():
@@ -49,18 +50,27 @@ class CpuLimit:
                 raise CpuLimitError("no cgroup cpu controller (v2 cpu.max or v1 cpu) "
                                     "is mounted under /sys/fs/cgroup")
         except OSError as exc:
-            raise CpuLimitError(f"cannot make the control group {name}: {exc}") from exc
+            self.close()  # made, but not limited: not left behind
+            raise CpuLimitError(f"cannot make the control group {name}: {exc} (in a "
+                                "container, /sys/fs/cgroup may not be this machine's)") from exc
 
     def wrap(self, argv: Sequence[str]) -> list[str]:
         """``argv`` run inside this group, with every process it starts."""
+        assert self.path is not None, "the group was removed"
         # The shell joins the group, then becomes the command: nothing runs outside it.
         return ["sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.path / "cgroup.procs"),
                 *argv]
 
     def close(self) -> None:
-        """Remove the group (its processes must have ended)."""
-        with contextlib.suppress(OSError):
-            self.path.rmdir()
+        """Remove the group (its processes must have ended); say so when it cannot be."""
+        path, self.path = self.path, None
+        if path is None or not path.exists():
+            return
+        try:
+            path.rmdir()
+        except OSError as exc:
+            print(f"cpulimit: could not remove the control group {path}: {exc}",
+                  file=sys.stderr)
 
 
 def _read(path: Path) -> str:

@@ -882,13 +882,14 @@ def bench(args: argparse.Namespace, tmp: Path) -> int:
         links, cuts, pages = plan(args, redis_ready)
         limits: tuple[CpuLimit, ...] = ()
         if pages and args.master_cpus > 0:
-            try:
-                limits = tuple(CpuLimit(f"crawler-scaleout-{os.getpid()}-master{n}",
-                                        args.master_cpus) for n in (1, 2))
-            except CpuLimitError as exc:
-                raise BenchError(f"--master-cpus: {exc}") from exc
-            for limit in limits:
-                stack.callback(limit.close)
+            for n in (1, 2):
+                try:
+                    limit = CpuLimit(f"crawler-scaleout-{os.getpid()}-master{n}",
+                                     args.master_cpus)
+                except CpuLimitError as exc:
+                    raise BenchError(f"--master-cpus: {exc}") from exc
+                stack.callback(limit.close)  # each at once: the first stays if the second fails
+                limits += (limit,)
         rows = [*links, *cuts, *pages]
         print(f"rows: {', '.join(f'{r.kind} {r.label}' for r in rows)}; {args.runs} rounds",
               flush=True)
