@@ -57,9 +57,9 @@ if TYPE_CHECKING:  # imported when used: broker mode's (a Redis client), the que
 log = logging.getLogger(__name__)
 
 LOOP_TICK = 0.05  # how often the loop looks at finished pages and results
-# Pages finished and results settled are recorded in one transaction at most this
-# often while pages are in flight: a real site's pages finish every millisecond or
-# so, and each transaction costs more than its rows.
+# While pages are in flight, finished pages (one transaction) and settled results
+# (another) are recorded at most this often: a real site's pages finish every
+# millisecond or so, and each transaction costs more than its rows.
 RECORD_EVERY = 0.005
 REAP_EVERY = 0.5
 SHUTDOWN_GRACE = 10.0  # how long workers get to notice the end and leave
