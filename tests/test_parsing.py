@@ -224,6 +224,28 @@ def test_close_lets_each_child_leave_by_its_pipe() -> None:
     assert not any(map(alive, pids))
 
 
+def test_children_forked_at_once_each_leave_by_their_pipe() -> None:
+    # Pages that come at once fork children from several threads; a child forked
+    # while another's pipe was being made would hold that pipe open, and close
+    # would have to kill both.
+    parser = PageParser(in_process=False, processes=6)
+    ready = threading.Barrier(5)
+
+    def start(slot: int) -> None:
+        ready.wait()
+        parser._start(slot)
+
+    threads = [threading.Thread(target=start, args=(slot,)) for slot in range(1, 6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    processes = [child.process for child in parser._children if child is not None]
+    assert len(processes) == 6
+    parser.close(wait=5)
+    assert [process.exitcode for process in processes] == [0] * 6, "some were killed"
+
+
 def test_results_cross_the_pipe_whole() -> None:
     parser = PageParser(in_process=False, processes=1)
     try:

@@ -66,6 +66,9 @@ class PageParser:
         self._in_process = in_process
         self._closed = False
         self._cond = threading.Condition()
+        # One fork at a time: a child closes its copies of the master's ends of every
+        # other pipe, which it can only know of if none is being made meanwhile.
+        self._forking = threading.Lock()
         count = 0 if in_process else max(1, processes or os.cpu_count() or 1)
         self._children: list[_Child | None] = [None] * count
         # Slots no page is using; a slot's child is forked when the slot is
@@ -189,6 +192,10 @@ class PageParser:
         return child.process.pid if child is not None else None
 
     def _start(self, slot: int) -> _Child:
+        with self._forking:
+            return self._fork(slot)
+
+    def _fork(self, slot: int) -> _Child:
         context = multiprocessing.get_context("fork")
         parent, child_end = context.Pipe()
         # The child gets copies of the master's ends of its siblings' pipes; it
@@ -204,7 +211,7 @@ class PageParser:
             process.start()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-        child_end.close()
+        child_end.close()  # before the next fork, or that child would hold it open
         child = _Child(parent, process)
         with self._cond:
             if self._closed:  # closed while this one was forked: it goes at once
