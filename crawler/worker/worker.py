@@ -49,6 +49,7 @@ from crawler.model.wire import (
     robots_rules_from_wire,
 )
 from crawler.worker.hops import RedirectCheck, RobotsReader
+from crawler.worker.reports import ReportWindow
 from crawler.worker.sink import failure, sinks_into, too_slow
 from crawler.worker.store import Store
 
@@ -258,10 +259,17 @@ class Worker:
         last_call = time.monotonic()
         last_answered = True
         last_holding = 0.0  # when we last told the master what we hold
+        window = ReportWindow(batch=self._options.threads // 2)
+        gather = 0.0  # how long the pending reports may still wait for company
         while not self._stop.is_set():
-            self._collect(reports, released, wait=0.02 if self._held else 0.0)
+            self._collect(reports, released, wait=(gather or 0.02) if self._held else 0.0)
             if time.monotonic() - last_holding >= HOLDING_EVERY:
                 self._report_stuck(reports)
+            gather = window.left(reports=len(reports), downloading=len(self._held),
+                                 urgent=bool(released or self._outstanding is not None
+                                             or self._recheck), now=time.monotonic())
+            if gather:
+                continue  # downloads in hand: their reports can go in the same exchange
             want = capacity - len(self._held)
             # While busy, ask for more at once when the last ask was answered, and
             # only now and then when it was not: a hundred busy workers polling an
@@ -284,6 +292,7 @@ class Worker:
                 continue
             if holding:
                 last_holding = now
+            window.sent()
             last_call = time.monotonic()
             if answer["closed"]:
                 return  # the crawl is over (or stopped): hand back and leave
