@@ -16,7 +16,6 @@ not with this module, so that ``crawler --help`` stays fast.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
 import datetime
@@ -102,55 +101,26 @@ class Summary:
 
 def summarize(master: MasterSummary, seeds: tuple[str, ...], *, dry_run: bool,
               started_at: str = "", finished_at: str = "") -> Summary:
-    """The public summary of a master's run: its counts, and statistics from manifest.jsonl."""
-    from crawler.model.urls import host_key_of_normalized
-
+    """The public summary of a master's run: its counts, and what manifest.jsonl holds."""
     out = None if dry_run else Path(master.out_dir)
-    by_status: collections.Counter[str] = collections.Counter()
-    reasons: collections.Counter[str] = collections.Counter()
-    hosts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
-    times: list[float] = []
-    attempts = 0
-    for entry in _manifest_entries(out / "manifest.jsonl") if out else ():
-        status = str(entry.get("status"))
-        host = host_key_of_normalized(str(entry.get("url", ""))) or "?"
-        by_status[status] += 1
-        hosts[host]["succeeded" if status == "success" else "failed"] += 1
-        if status == "success":
-            hosts[host]["bytes"] += int(entry.get("bytes") or 0)
-        else:
-            reasons[str(entry.get("reason") or "unknown")] += 1
-        times.append(float(entry.get("elapsed_s") or 0.0))
-        attempts += int(entry.get("attempts") or 0)
-    download_s = ({"total": round(sum(times), 3), "mean": round(sum(times) / len(times), 4),
-                   "max": round(max(times), 4)} if times else {})
+    tally = master.manifest
+    download_s = ({"total": round(tally.seconds, 3),
+                   "mean": round(tally.seconds / tally.entries, 4),
+                   "max": round(tally.slowest, 4)} if tally.entries else {})
     return Summary(
         completed=master.completed, interrupted=master.interrupted, dry_run=dry_run,
         seeds=seeds, elapsed_s=round(master.elapsed_s, 3), pages=master.pages,
         pages_failed=master.pages_failed, found=master.found, succeeded=master.succeeded,
-        failed=master.failed, bytes=master.bytes, images_by_status=dict(by_status),
-        failures_by_reason=dict(reasons.most_common()),
+        failed=master.failed, bytes=master.bytes, images_by_status=dict(tally.by_status),
+        failures_by_reason=dict(tally.reasons.most_common()),
         hosts={host: {"succeeded": c["succeeded"], "failed": c["failed"], "bytes": c["bytes"]}
-               for host, c in sorted(hosts.items(), key=lambda kv: -sum(kv[1].values()))},
-        download_s=download_s, attempts=attempts,
+               for host, c in sorted(tally.hosts.items(), key=lambda kv: -sum(kv[1].values()))},
+        download_s=download_s, attempts=tally.attempts,
         seed_failures=tuple((seed, why) for seed, why in master.seed_failures),
         started_at=started_at, finished_at=finished_at, out_dir=out,
         results_log=out / "results.log" if out else None,
         manifest=out / "manifest.jsonl" if out else None,
         summary_json=out / SUMMARY_NAME if out else None)
-
-
-def _manifest_entries(path: Path) -> Iterator[dict[str, Any]]:
-    """The manifest's entries; a torn last line (a crash mid-write) is skipped."""
-    try:
-        with path.open(encoding="utf-8") as fh:
-            for line in fh:
-                with contextlib.suppress(ValueError):
-                    entry = json.loads(line)
-                    if isinstance(entry, dict):
-                        yield entry
-    except FileNotFoundError:
-        return
 
 
 def seed_urls(urls: Iterable[str]) -> tuple[str, ...]:

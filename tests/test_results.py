@@ -1,0 +1,55 @@
+"""results.log and manifest.jsonl, and the tally of what the manifest holds."""
+
+from __future__ import annotations
+
+import collections
+import json
+from pathlib import Path
+
+from crawler.master.results import ResultFiles
+from crawler.model.outcome import Outcome
+
+
+def outcome(url: str, ok: bool, *, reason: str = "", size: int = 0, seconds: float = 0.0,
+            attempts: int = 1) -> Outcome:
+    return Outcome(url=url, status="success" if ok else "failure", reason=reason,
+                   page="http://a.example/", worker="w1", path="images/x" if ok else None,
+                   bytes=size if ok else None, sha256=None, content_type=None,
+                   attempts=attempts, elapsed_s=seconds)
+
+
+def read_back(manifest: Path) -> dict[str, object]:
+    """The statistics a reader of manifest.jsonl computes."""
+    entries = [json.loads(line) for line in manifest.read_text().splitlines()]
+    hosts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for entry in entries:
+        host = hosts[entry["url"].split("/")[2]]
+        host["succeeded" if entry["status"] == "success" else "failed"] += 1
+        host["bytes"] += entry["bytes"] or 0
+    return {
+        "by_status": collections.Counter(e["status"] for e in entries),
+        "reasons": collections.Counter(e["reason"] for e in entries if e["status"] != "success"),
+        "hosts": dict(hosts),
+        "entries": len(entries),
+        "seconds": round(sum(e["elapsed_s"] for e in entries), 6),
+        "slowest": max(e["elapsed_s"] for e in entries),
+        "attempts": sum(e["attempts"] for e in entries),
+    }
+
+
+def test_the_tally_is_what_the_manifest_holds_earlier_runs_included(tmp_path: Path) -> None:
+    earlier = [outcome("http://a.example/1.png", True, size=100, seconds=0.5),
+               outcome("http://b.example/2.png", False, reason="HTTP 404", seconds=0.1,
+                       attempts=3)]
+    files = ResultFiles(tmp_path, earlier)  # a resumed crawl: the journal's outcomes first
+    files.write([outcome("http://a.example/3.png", True, size=50, seconds=1.25),
+                 outcome("http://a.example/4.png", False, reason="HTTP 404"),
+                 outcome("http://b.example/5.png", False, reason="not an image", attempts=2)])
+    files.close()
+    tally = files.tally
+    assert {
+        "by_status": tally.by_status, "reasons": tally.reasons, "hosts": dict(tally.hosts),
+        "entries": tally.entries, "seconds": round(tally.seconds, 6), "slowest": tally.slowest,
+        "attempts": tally.attempts,
+    } == read_back(tmp_path / "manifest.jsonl")
+    assert tally.hosts["a.example"] == {"succeeded": 2, "failed": 1, "bytes": 150}
