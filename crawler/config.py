@@ -128,7 +128,7 @@ class CrawlSettings:
     lazy_attributes: tuple[str, ...] = ()
     parser: str = field(default="lxml", metadata=_check(
         lambda v: v in PARSERS, "one of " + ", ".join(PARSERS)))
-    parsers: int = field(default=0, metadata=_NON_NEGATIVE)  # 0: one per core
+    parsers: int = field(default=0, metadata=_NON_NEGATIVE)  # 0: one per core the master may use
     page_concurrency: int = field(default=8, metadata=_POSITIVE)
     max_page_bytes: int = field(default=10_000_000, metadata=_POSITIVE)
     page_timeout: float = field(default=30.0, metadata=_POSITIVE)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -158,11 +160,21 @@ def test_in_process_parsing_where_fork_is_not_the_way() -> None:
 def test_up_to_one_child_per_core_by_default_started_as_needed() -> None:
     parser = PageParser(in_process=False)
     try:
-        assert parser.processes == (os.cpu_count() or 1)
+        assert parser.processes == len(os.sched_getaffinity(0))
         assert len(parser.pids) == 1, "one child until pages come at once"
         assert alive(parser.pids[0])
     finally:
         parser.close()
+
+
+def test_one_child_per_core_the_process_may_use_not_per_core_of_the_host() -> None:
+    # As under taskset, or a container given one core of a bigger host.
+    code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+            "from crawler.parse.pool import PageParser; "
+            "p = PageParser(in_process=False); print(p.processes, os.cpu_count()); p.close()")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.split()[0] == "1"
 
 
 def test_pages_are_parsed_at_once_in_several_children() -> None:

@@ -2,7 +2,7 @@
 
 Parsing is most of the master's CPU, and the master's one interpreter also
 answers every worker; in child processes the parsing runs on every core
-(``crawl.parsers`` children at most, by default one per core). The first is
+(``crawl.parsers`` children at most, by default one per core it may use). The first is
 forked before the master starts its threads, with lxml already imported, so it
 is ready at once; a child forked later (for more pages at once, or after a
 crash) is the same, and each leaves when
@@ -54,7 +54,7 @@ class _Child:
 class PageParser:
     """``extract`` in a pool of child processes; thread-safe, one page per child at a time.
 
-    Up to ``processes`` children (None: one per core); one is started at once,
+    Up to ``processes`` children (None: one per core it may use); one is started at once,
     another only when a page comes while every started one is busy, so a
     master that parses one page at a time has one child.
     ``parser`` is the HTML engine for calls whose options name none.
@@ -69,7 +69,7 @@ class PageParser:
         # One fork at a time: a child closes its copies of the master's ends of every
         # other pipe, which it can only know of if none is being made meanwhile.
         self._forking = threading.Lock()
-        count = 0 if in_process else max(1, processes or os.cpu_count() or 1)
+        count = 0 if in_process else max(1, processes or usable_cores())
         self._children: list[_Child | None] = [None] * count
         # Slots no page is using; a slot's child is forked when the slot is
         # first needed, the first one now (before the master starts threads).
@@ -233,6 +233,15 @@ class PageParser:
             log.warning("the page parser process ended (exit status %s); starting a new one",
                         child.process.exitcode)
         return child.process.exitcode  # type: ignore[no-any-return]
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: in a container or under ``taskset`` often
+    fewer than the host's (``os.cpu_count``), and parsers beyond them only queue."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on every platform
+        return max(1, os.cpu_count() or 1)
 
 
 def _join_or_kill(process: Any, wait: float) -> None:
