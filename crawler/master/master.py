@@ -544,6 +544,7 @@ class Master:
         new_images: list[tuple[str, str | None, dict[str, Any] | None]] = []
         max_images = self._settings.crawl.max_images
         complete = True
+        listed: list[str] = []  # a dry run's output: the page's new images, in one write
         for image, refused, ref in visit.images:
             if max_images and self._snapshot.found >= max_images:
                 complete = False  # a rerun with a larger budget reads this page again
@@ -554,9 +555,11 @@ class Master:
             self._images_seen.add(image)
             self._snapshot.found += 1
             if self._options.dry_run and refused is None:  # refused ones are never queued
-                write_out(image)
+                listed.append(image)
                 refused = "dry run"
             new_images.append((image, refused, ref))
+        if listed:
+            write_out("\n".join(listed))
         page_url = visit.page.final_url
         log.debug("page %s (depth %d): %d links, %d new images", visit.url, visit.depth,
                   len(links), len(new_images))
