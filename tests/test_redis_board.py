@@ -113,7 +113,7 @@ def test_puts_join_the_callers_transaction_or_are_not_made(
     client, meddler = redis_server.client(), redis_server.client()
     with client.pipeline(transaction=True) as pipe:
         pipe.hset("pages:test", "http://h/", "visited")
-        board.queue_put(pipe, "http://h/a.png", "h", "http://h/")
+        board.queue_puts(pipe, [("http://h/a.png", "h", "http://h/", None)])
         board.queue_settle_now(pipe, Attempt(url="http://h/b.png", ok=False, reason="scope"),
                                "http://h/")
         assert pipe.execute() == [1, 1, 1]
@@ -122,12 +122,27 @@ def test_puts_join_the_callers_transaction_or_are_not_made(
         pipe.watch("pages:test")
         meddler.hset("pages:test", "http://h/", "changed")  # another master got there first
         pipe.multi()
-        board.queue_put(pipe, "http://h/c.png", "h", "http://h/")
+        board.queue_puts(pipe, [("http://h/c.png", "h", "http://h/", None)])
         with pytest.raises(redis.exceptions.WatchError):
             pipe.execute()
     assert not board.known("http://h/c.png") and board.unfinished() == 1
     client.close()
     meddler.close()
+
+
+def test_a_pages_images_are_queued_in_one_call_each_once(
+        boards: Callable[..., RedisBoard], redis_server: RedisServer) -> None:
+    board = boards()
+    assert board.put("http://h/known.png", "h", None)
+    client = redis_server.client()
+    images = [(f"http://h/{n}.png", "h", "http://h/", None) for n in range(2500)]
+    with client.pipeline(transaction=True) as pipe:
+        board.queue_puts(pipe, [*images, ("http://h/known.png", "h", "http://h/", None),
+                                ("http://h/7.png", "h", "http://h/", None)])
+        assert sum(pipe.execute()) == 2500  # the known one and the second 7.png were not
+    client.close()
+    assert board.unfinished() == 2501
+    assert all(board.known(url) for url, *_ in images)
 
 
 def test_racing_workers_on_separate_objects_settle_every_url_exactly_once(

@@ -122,7 +122,7 @@ def broker_address(client: redis.Redis) -> str:
 def broker_errors(client: redis.Redis) -> Iterator[None]:
     """Turn redis-py's errors into ours: BrokerUnreachable for a connection that failed
     or timed out, BrokerError for a command the broker refused. Callers that execute
-    their own pipeline (see ``queue_put``) wrap their ``execute`` in it too."""
+    their own pipeline (see ``queue_puts``) wrap their ``execute`` in it too."""
     try:
         yield
     except redis.exceptions.AuthenticationError as exc:  # a ConnectionError, but not "away"
@@ -190,18 +190,26 @@ class RedisBoard:
 
     # ----- the master's side -------------------------------------------------
 
-    def queue_put(self, pipe: redis.client.Pipeline, url: str, host: str, page: str | None,
-                  ref: str | None = None) -> None:
-        """Add ``put`` to the caller's transaction ``pipe`` (MULTI/EXEC), so that a page's
-        images are queued with the caller's own bookkeeping or not at all. Its result in
-        ``pipe.execute()`` is 1 when queued, 0 when the board had the URL; the caller
-        wraps that ``execute`` in ``broker_errors``."""
-        item: dict[str, object] = {"h": host, "s": "q", "a": 0}
-        if page is not None:
-            item["p"] = page
-        if ref is not None:
-            item["r"] = ref
-        self._run("put", [url, host, _dumps(item)], pipe)
+    def queue_puts(self, pipe: redis.client.Pipeline,
+                   images: Iterable[tuple[str, str, str | None, str | None]]) -> None:
+        """Add ``put`` of each (url, host, page, ref) to the caller's transaction ``pipe``
+        (MULTI/EXEC), so that a page's images are queued with the caller's own
+        bookkeeping or not at all: one script call per thousand images. Its results
+        in ``pipe.execute()`` count the URLs queued (the board had the others); the
+        caller wraps that ``execute`` in ``broker_errors``."""
+        args: list[str] = []
+        for url, host, page, ref in images:
+            item: dict[str, object] = {"h": host, "s": "q", "a": 0}
+            if page is not None:
+                item["p"] = page
+            if ref is not None:
+                item["r"] = ref
+            args += (url, host, _dumps(item))
+            if len(args) == 3 * CHUNK:
+                self._run("put", args, pipe)
+                args = []
+        if args:
+            self._run("put", args, pipe)
 
     def put(self, url: str, host: str, page: str | None, ref: str | None = None) -> bool:
         """Queue ``url`` unless the board already has it; True when queued.
@@ -209,13 +217,13 @@ class RedisBoard:
         ``ref`` (a JSON string: what ``page`` said of the image) comes back on its Settled.
         """
         with broker_errors(self._client), self._client.pipeline(transaction=True) as pipe:
-            self.queue_put(pipe, url, host, page, ref)
+            self.queue_puts(pipe, [(url, host, page, ref)])
             [queued] = pipe.execute()
         return bool(queued)
 
     def queue_settle_now(self, pipe: redis.client.Pipeline, attempt: Attempt,
                          page: str | None, ref: str | None = None) -> None:
-        """Add ``settle_now`` to the caller's transaction ``pipe`` (see ``queue_put``)."""
+        """Add ``settle_now`` to the caller's transaction ``pipe`` (see ``queue_puts``)."""
         fields = ["attempt", _dumps(attempt.to_wire()), "attempts", "0"]
         if page is not None:
             fields += ["page", page]

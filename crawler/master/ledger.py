@@ -114,6 +114,7 @@ class BrokerLedger:
 
     def _pages_done(self, pages: list[PageDone]) -> None:
         pipe = self._client.pipeline(transaction=True)
+        queued: list[tuple[str, str, str | None, str | None]] = []
         for page in pages:
             self._frontier.queue_done(pipe, page.url, page.links)
             for image in page.images:
@@ -122,7 +123,8 @@ class BrokerLedger:
                 if attempt is not None:
                     self._board.queue_settle_now(pipe, attempt, page_url, ref)
                 else:
-                    self._board.queue_put(pipe, url, host_key_of_normalized(url), page_url, ref)
+                    queued.append((url, host_key_of_normalized(url), page_url, ref))
+        self._board.queue_puts(pipe, queued)  # after the pages: one transaction, all or none
         pipe.execute()
 
     def record(self, outcomes: Iterable[Outcome]) -> None:
