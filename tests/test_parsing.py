@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -107,6 +108,71 @@ def test_a_page_whose_first_child_is_killed_is_parsed_by_the_second(
     thread.join(60)
     assert len(outcome) == 1 and not isinstance(outcome[0], ParserCrashed), outcome
     assert outcome[0] == extract(HUGE, URL)
+
+
+def _no_fork(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forks fail as on a host out of processes (root is exempt from RLIMIT_NPROC)."""
+
+    def fail() -> int:
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", fail)
+
+
+def open_descriptors() -> int:
+    return sum(1 for _ in Path("/proc/self/fd").iterdir())
+
+
+def test_with_no_child_to_be_had_pages_are_parsed_in_the_master(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    _no_fork(monkeypatch)
+    parser = PageParser(in_process=False, processes=2)
+    try:
+        assert parser.pids == []
+        before = open_descriptors()  # multiprocessing's own leak of the failed fork counted
+        for page in PAGES[:3]:
+            assert parser.extract(page.read_bytes(), URL) == extract(page.read_bytes(), URL)
+        assert open_descriptors() == before, "pages opened pipes that stayed open"
+    finally:
+        parser.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "parsed in the master" in warnings[0], warnings
+    assert "no page parser process can be started" in warnings[0]
+    monkeypatch.undo()  # forks work again: so do children
+    parser = PageParser(in_process=False, processes=1)
+    try:
+        assert len(parser.pids) == 1
+    finally:
+        parser.close()
+
+
+def test_a_fork_that_fails_leaves_no_pipe_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    import multiprocessing.process
+
+    def fail(self: object) -> None:
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", fail)
+    monkeypatch.setattr("crawler.parse.pool.NO_CHILD_WAIT", 0.0)  # a fork tried per page
+    before = open_descriptors()
+    parser = PageParser(in_process=False, processes=1)
+    try:
+        for page in PAGES[:3]:
+            assert parser.extract(page.read_bytes(), URL) == extract(page.read_bytes(), URL)
+    finally:
+        parser.close()
+    assert open_descriptors() == before
+
+
+def test_a_page_that_killed_a_child_is_not_parsed_in_the_master(
+        parser: PageParser, monkeypatch: pytest.MonkeyPatch) -> None:
+    outcome: list[object] = []
+    _no_fork(monkeypatch)  # the first child is there; no second one for the page
+    thread = _parse_in_thread(parser, outcome)
+    _kill_when_parsing(parser, None)
+    thread.join(60)
+    assert len(outcome) == 1 and isinstance(outcome[0], ParserCrashed), outcome
+    assert "died on this page" in str(outcome[0])
 
 
 def test_extracts_own_errors_reach_the_caller(parser: PageParser) -> None:

@@ -15,7 +15,8 @@ that dies (a parser crash, the kernel's out-of-memory killer) is replaced, and
 the page it was given is tried once more on the new child: only a page that
 kills two children fails, and the other children's pages are untouched. Where
 fork is not the platform's way (Windows, macOS), pages are parsed in the
-master itself.
+master itself; so are they, with a warning, while no child can be forked (a
+host out of processes or memory), except a page that has killed a child.
 
 Pages go down the pipe as bytes; results come back packed into plain tuples
 (``_pack``), each image's description a tuple, the image list rebuilt from them.
@@ -42,7 +43,14 @@ log = logging.getLogger(__name__)
 
 CLOSE_WAIT = 5.0  # seconds a child gets to leave once told, before it is killed
 PARSE_ATTEMPTS = 2  # children a page may see die before it is failed
+# Seconds without trying to fork again after a fork failed: pages are parsed in the
+# master meanwhile (and multiprocessing leaves four descriptors open per failed fork).
+NO_CHILD_WAIT = 1.0
 _MASTERS_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+class _NoChild(Exception):
+    """No child process could be started (the system is out of processes or memory)."""
 
 
 @dataclass
@@ -75,8 +83,14 @@ class PageParser:
         # first needed, the first one now (before the master starts threads).
         self._idle: set[int] = set(range(count))
         self._last_pid: int | None = None
+        self._said_no_child = False
+        self._no_child_until = 0.0  # no fork is tried before this (time.monotonic())
+        self._no_child_why = ""
         if count:
-            self._start(0)
+            try:
+                self._start(0)
+            except _NoChild as exc:
+                self._no_child(exc)
             self._last_pid = self._pid_of(0)
 
     @property
@@ -107,6 +121,10 @@ class PageParser:
         slot = self._acquire()
         try:
             parsed, result = self._parse_in(slot, (html, page_url, options))
+        except _NoChild as exc:
+            # Slower, and without a child's protection, but the page is not lost.
+            self._no_child(exc)
+            return extract(html, page_url, **options)
         finally:
             self._release(slot)
         if not parsed:
@@ -167,7 +185,14 @@ class PageParser:
                 raise ParserCrashed("the page parser was closed (the crawl is stopping)")
             child = self._children[slot]
             if child is None:
-                child = self._start(slot)  # the last one died
+                try:
+                    child = self._start(slot)  # the last one died
+                except _NoChild as exc:
+                    if attempt == 1:
+                        raise  # not this page's doing: it is parsed here instead
+                    # It killed a child: parsed here, it could kill the master.
+                    raise ParserCrashed(f"the page parser died on this page, and {exc}"
+                                        ) from exc
             self._last_pid = child.process.pid
             try:
                 child.conn.send(job)
@@ -193,11 +218,21 @@ class PageParser:
 
     def _start(self, slot: int) -> _Child:
         with self._forking:
-            return self._fork(slot)
+            if time.monotonic() < self._no_child_until:
+                raise _NoChild(self._no_child_why)
+            try:
+                return self._fork(slot)
+            except _NoChild as exc:
+                self._no_child_until = time.monotonic() + NO_CHILD_WAIT
+                self._no_child_why = str(exc)
+                raise
 
     def _fork(self, slot: int) -> _Child:
         context = multiprocessing.get_context("fork")
-        parent, child_end = context.Pipe()
+        try:
+            parent, child_end = context.Pipe()
+        except OSError as exc:  # out of descriptors
+            raise _NoChild(f"no page parser process can be started ({exc})") from exc
         # The child gets copies of the master's ends of its siblings' pipes; it
         # closes them, or a sibling would not see its pipe close.
         with self._cond:
@@ -209,6 +244,10 @@ class PageParser:
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, _MASTERS_SIGNALS)
         try:
             process.start()
+        except OSError as exc:  # fork failed (EAGAIN, ENOMEM): no pipe is left open
+            parent.close()
+            child_end.close()
+            raise _NoChild(f"no page parser process can be started ({exc})") from exc
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         child_end.close()  # before the next fork, or that child would hold it open
@@ -220,6 +259,11 @@ class PageParser:
                 raise ParserCrashed("the page parser was closed (the crawl is stopping)")
             self._children[slot] = child
         return child
+
+    def _no_child(self, exc: _NoChild) -> None:
+        if not self._said_no_child:
+            self._said_no_child = True
+            log.warning("%s: pages are parsed in the master until one can be", exc)
 
     def _reap(self, slot: int, child: _Child) -> int | None:
         """Close the pipe to a child that failed and collect its exit status."""
