@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from collections.abc import Sequence
@@ -132,3 +133,24 @@ def test_started_workers_run_nicer_than_their_master(tmp_path: Path) -> None:
         assert _niceness(child.pid) == min(_niceness(0) + launcher.WORKER_NICENESS, 19)
     finally:
         workers.stop()
+
+
+def test_a_worker_that_cannot_be_started_is_said_and_the_master_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A host out of processes: a warning, not a traceback from the master."""
+    workers = launcher.LocalWorkers(tmp_path, Authkey(b"k" * 32, "test"), threads=2,
+                                    command=lambda args: 0)
+    monkeypatch.setattr(workers, "_can_fork", lambda: True)
+
+    def fail() -> int:
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", fail)
+    workers.fork_early(2, "127.0.0.1", 9)
+    assert workers.alive() == []
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning == ("cannot start local worker 1 (Resource temporarily unavailable); "
+                       "0 of 2 started: the crawl waits for workers from elsewhere")
+    workers.start(2, "127.0.0.1", 9)  # the gate of none is opened: nothing to let go
+    workers.stop()

@@ -163,16 +163,24 @@ class LocalWorkers:
         args = ["worker", *target, "--out", str(self._out_dir), "--threads", str(self._threads),
                 "--quiet", "--connect-wait", f"{connect_wait:g}"]
         niceness = _worker_niceness()
-        for n in range(len(self._processes), len(self._processes) + count):
+        first = len(self._processes)
+        for n in range(first, first + count):
             log_path = self._log_path(n + 1)
             process: _Process
-            if self._command is not None and self._can_fork():
-                process = _fork_worker(self._command, args, env, log_path, gate, niceness)
-            else:
-                with log_path.open("ab") as log_file:
-                    process = subprocess.Popen(
-                        [sys.executable, "-m", "crawler", *args],
-                        env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file)
+            try:
+                if self._command is not None and self._can_fork():
+                    process = _fork_worker(self._command, args, env, log_path, gate, niceness)
+                else:
+                    with log_path.open("ab") as log_file:
+                        process = subprocess.Popen(
+                            [sys.executable, "-m", "crawler", *args],
+                            env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file)
+            except OSError as exc:  # out of processes or memory: the others would be too
+                started = n - first
+                log.warning("cannot start local worker %d (%s); %d of %d started%s", n + 1,
+                            exc.strerror or exc, started, count,
+                            "" if started else ": the crawl waits for workers from elsewhere")
+                return
             # Niceness is a thread's own on Linux: set before the worker starts threads
             # (the fork sets it in the child too, which starts them at once).
             _set_niceness(process.pid, niceness)
