@@ -78,23 +78,25 @@ class ResultFiles:
         with partial_results.open("w", encoding="utf-8") as results, \
                 partial_manifest.open("w", encoding="utf-8") as manifest:
             for outcome in outcomes:
-                results.write(outcome.line() + "\n")
-                manifest.write(outcome.to_json() + "\n")
-                self.tally.add(outcome)
+                self._put(outcome, results, manifest)
         partial_results.replace(self.results_path)
         partial_manifest.replace(self.manifest_path)
 
     def write(self, outcomes: Iterable[Outcome]) -> None:
         try:
             for outcome in outcomes:
-                self._results.write(outcome.line() + "\n")
-                self._manifest.write(outcome.to_json() + "\n")
-                self.tally.add(outcome)
+                self._put(outcome, self._results, self._manifest)
             self._results.flush()
             self._manifest.flush()
         except OSError as exc:
             raise StorageError(f"cannot append to {self.results_path}: "
                                f"{exc.strerror or exc}") from exc
+
+    def _put(self, outcome: Outcome, results: TextIO, manifest: TextIO) -> None:
+        """One outcome's line in each file, and in the tally of what the manifest holds."""
+        results.write(outcome.line() + "\n")
+        manifest.write(outcome.to_json() + "\n")
+        self.tally.add(outcome)
 
     def page_failed(self, url: str, reason: str, http_status: int, *, final: bool) -> None:
         """Record a page that could not be crawled (``final``: no later run tries it again)."""
