@@ -10,6 +10,7 @@ import base64
 import logging
 import queue
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ import requests
 from crawler.config import Limits, Settings
 from crawler.demo.site import png
 from crawler.errors import ConfigError
+from crawler.fetch import curlsetup
 from crawler.fetch.curl import CurlEngine
 from crawler.fetch.curlsetup import default_ca_file
 from crawler.fetch.easy import EasyClient, Reply
@@ -152,6 +154,25 @@ def test_https_is_verified_against_the_ca_bundle(https_recorder: Recorder, ca: C
     untrusted = fetch(url, RequestOptions(), tmp_path)  # the system's CAs only
     assert not untrusted.ok and untrusted.kind is FailureKind.TLS, untrusted
     assert len(https_recorder.seen) == 1, "nothing was sent over the untrusted connection"
+
+
+def test_the_default_ca_bundle_is_found_without_importing_ssl(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SSL_CERT_FILE first, then the system's usual bundle; Python's ssl module (6 ms of
+    every start-up) only where neither is."""
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text("")
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    assert default_ca_file() == str(bundle)
+    monkeypatch.delenv("SSL_CERT_FILE")
+    if not any(Path(path).is_file() for path in curlsetup._CA_FILES):
+        pytest.skip("none of the usual CA bundles is on this system")
+    code = ("import sys; from crawler.fetch.curlsetup import default_ca_file as f; "
+            "print(f(), 'ssl' in sys.modules)")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=60, check=True).stdout.split()
+    assert shown == [next(path for path in curlsetup._CA_FILES if Path(path).is_file()),
+                     "False"]
 
 
 def test_insecure_skips_verification_with_a_loud_warning(
