@@ -477,6 +477,51 @@ def test_a_classic_workers_abandoned_urls_are_leased_and_come_back(
         assert attempts[url] == 2, "the abandoned lease counted as the first attempt"
 
 
+def test_ctrl_c_after_the_crawl_ended_cuts_the_wait_for_workers_and_keeps_the_summary(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    """A finished crawl waits a while for its workers to leave (here one is stopped): a
+    Ctrl-C then is the first, not the second. The summary is written, the status is 0."""
+    server = make_server()
+    site = setup_site(server, pages=2, images_per_page=3)
+    out = tmp_path / "out"
+    master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), "--local-workers", "2", "--lease-timeout", "2",
+                           cwd=tmp_path)
+    stopped: list[int] = []
+    try:
+        wait_for_queue_address(master)
+        children = Path(f"/proc/{master.pid}/task/{master.pid}/children")
+        wait_until(lambda: len(local_workers(children)) == 2, 30, "the local workers")
+        stopped.append(local_workers(children)[0])
+        os.kill(stopped[0], signal.SIGSTOP)  # alive, silent: the master would wait for it
+        wait_until(lambda: len(manifest_lines(out)) == len(site.images), 60, "every result")
+        time.sleep(0.5)  # the master waits for its workers now
+        started = time.monotonic()
+        master.send_signal(signal.SIGINT)
+        err = finish(master, 30)
+    finally:
+        stop(master)
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    assert master.returncode == 0, err
+    assert "crawl completed" in err and "interrupted" not in err, err
+    assert (out / "summary.json").is_file()
+    assert time.monotonic() - started < 10, err  # not the rest of the wait for workers
+    check_complete(out, server.url, site)
+
+
+def local_workers(children: Path) -> list[int]:
+    """The master's forked local workers, by their title, among its child processes."""
+    pids = []
+    with contextlib.suppress(OSError):
+        for word in children.read_text().split():
+            with contextlib.suppress(OSError):
+                if command_words(int(word))[:2] == [b"crawler", b"worker"]:
+                    pids.append(int(word))
+    return pids
+
+
 def test_a_second_ctrl_c_stops_the_master_without_waiting(
         make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
     server = make_server()

@@ -132,7 +132,8 @@ class Master:
         self._authkey = authkey
         self._reporter = reporter
         self._announce = announce
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # the loop ends: asked to (Ctrl-C), or the crawl is over
+        self._stop_asked = threading.Event()  # Ctrl-C or SIGTERM: a second one quits at once
         # Set when the crawl loop has news: a page finished, the last URL settled, a
         # worker left, a stop was asked for. Waiting on it instead of sleeping a tick
         # ends a crawl as soon as its last result is in.
@@ -171,13 +172,16 @@ class Master:
         self._seed_failures: list[tuple[str, str]] = []
 
     def stop(self) -> None:
-        """Ask the crawl to stop (Ctrl-C, SIGTERM): state is saved, workers are told."""
+        """Ask the crawl to stop (Ctrl-C, SIGTERM): state is saved, workers are told.
+        Asked once the crawl is over, it stops waiting for workers to leave."""
+        self._stop_asked.set()
         self._stop.set()
         self._wake.set()
 
     @property
     def stopping(self) -> bool:
-        return self._stop.is_set()
+        """Whether a stop was asked for already (the crawl's own end is not one)."""
+        return self._stop_asked.is_set()
 
     # ----- what workers are told ---------------------------------------------
 
@@ -686,7 +690,7 @@ class Master:
         # A crawl left open on the broker goes on without this master: only its own
         # workers are stopped (they hand their URLs back).
         grace_end = time.monotonic() + (SHUTDOWN_GRACE if self._board.closed else 0.0)
-        while time.monotonic() < grace_end:
+        while time.monotonic() < grace_end and not self._stop_asked.is_set():
             self._collect(ledger, files)
             # Every worker calls at least once a second; one silent for longer is gone.
             listening = [w for w in self._board.workers()
