@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from crawler.demo.site import Site, build_site
+from crawler.master.journal import Journal, PageDone
 
 from .conftest import (
     FixtureServer,
@@ -128,3 +129,32 @@ def test_images_refused_for_an_unreadable_robots_txt_are_tried_by_a_rerun(
     [entry] = manifest_lines(out)
     assert entry["status"] == "success", entry
     assert images.paths().count(path) == 1
+
+
+def test_a_resumed_crawl_fetches_what_was_queued_only_within_its_own_scope_and_depth(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """Pages and images an interrupted run queued are taken up within this run's scope
+    and depth: a page now denied, one now too deep and an image now rejected stay out."""
+    server = make_server()
+    _site(server)
+    seed, out = server.url + "/", tmp_path / "out"
+    out.mkdir()
+    journal = Journal(out)  # as a run interrupted after reading the seed leaves it
+    journal.add_seeds([seed])
+    journal.pages_done([PageDone(seed, [(server.url + "/page/1.html", 1),
+                                        (server.url + "/page/2.html", 1),
+                                        (server.url + "/page/3.html", 2)],
+                                 [(server.url + "/images/0/img0.png", seed, None, None),
+                                  (server.url + "/images/0/img1.jpg", seed, None, None)])])
+    journal.close()
+    settings = tmp_path / "narrower.toml"
+    settings.write_text('[crawl]\ndeny = ["/page/2"]\n')
+    err = _crawl(seed, out, tmp_path, "--resume", "--depth", "1", "--reject", r"img1\.jpg",
+                 "--settings", str(settings), "-v")
+    assert "2 page(s) and 1 image(s) an earlier run queued are outside" in err, err
+    fetched = set(server.paths())
+    assert {"/page/1.html", "/images/0/img0.png", "/images/1/img4.svg"} <= fetched
+    assert not fetched & {"/", "/page/2.html", "/page/3.html", "/images/0/img1.jpg"}, fetched
+    assert _stored(out) == {server.url + path for path in (
+        "/images/0/img0.png", "/images/1/img4.svg", "/images/1/img5.png",
+        "/images/1/img6.jpg", "/images/1/img7.gif")}

@@ -260,14 +260,27 @@ class Master:
 
     def _resumed_frontier(self, resumed: Resumed) -> Frontier:
         """The embedded mode's frontier: this master's own, refilled from the journal."""
-        frontier = Frontier(resumed.pending_pages, seen=resumed.done_pages,
+        # What an earlier run queued is this run's to fetch only within this run's scope
+        # and depth (--resume with a narrower one); the journal keeps the rest queued.
+        # Seeds are fetched whatever the scope says, as in a first run.
+        depth = self._settings.crawl.depth
+        pages = [(url, at) for url, at in resumed.pending_pages
+                 if at == 0 or (at <= depth and self._scope.allows_page(url))]
+        images = [image for image in resumed.pending_images
+                  if self._scope.allows_image(image[0])]
+        frontier = Frontier(pages, seen=resumed.done_pages,
                             delay=self._settings.politeness.host_delay)
         if resumed.done_pages or resumed.finished_images:
             log.info("resuming: %d pages done, %d to visit, %d images finished, %d queued",
                      len(resumed.done_pages), len(frontier), len(resumed.finished_images),
-                     len(resumed.pending_images))
+                     len(images))
+        left_out = (len(resumed.pending_pages) - len(pages), len(resumed.pending_images)
+                    - len(images))
+        if any(left_out):
+            log.info("%d page(s) and %d image(s) an earlier run queued are outside this "
+                     "run's scope or depth: left out", *left_out)
         self._board.remember(resumed.finished_images)
-        for url, page, ref in resumed.pending_images:
+        for url, page, ref in images:
             self._board.put(url, host_key(url), page, json.dumps(ref) if ref else None)
             self._snapshot.found += 1
         return frontier
