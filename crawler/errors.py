@@ -2,7 +2,8 @@
 
     CrawlerError                 root; exit 1
     ├── UsageError               bad command line or seed URL; exit 2
-    │   └── CrawlMismatch        the output folder holds a crawl of other seeds or scope; exit 2
+    │   ├── CrawlMismatch        the output folder holds a crawl of other seeds or scope; exit 2
+    │   └── OutputFolderInUse    another master is crawling into the output folder; exit 2
     ├── ConfigError              bad settings file, key or value; exit 2
     ├── AuthkeyError             a missing, short or unreadable authkey; exit 2
     ├── QueueError               the master's queue cannot be served or reached; exit 1
@@ -42,6 +43,10 @@ class UsageError(CrawlerError):
 
 class CrawlMismatch(UsageError):
     """The output folder holds another crawl; --resume or --fresh says what to do."""
+
+
+class OutputFolderInUse(UsageError):
+    """Another master is crawling into the output folder: two would garble its files."""
 
 
 class ConfigError(CrawlerError):

@@ -18,8 +18,11 @@ from .conftest import (
     fail_first,
     finish,
     manifest_lines,
+    run_crawler,
     serve_routes,
     start_crawler,
+    stop,
+    wait_for_queue_address,
 )
 
 
@@ -158,3 +161,38 @@ def test_a_resumed_crawl_fetches_what_was_queued_only_within_its_own_scope_and_d
     assert _stored(out) == {server.url + path for path in (
         "/images/0/img0.png", "/images/1/img4.svg", "/images/1/img5.png",
         "/images/1/img6.jpg", "/images/1/img7.gif")}
+
+
+def test_a_second_master_on_a_folder_in_use_is_refused_and_the_lock_goes_with_its_master(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """Two masters on one folder would garble its files (one rewrites what the other appends
+    to): the second is refused, even with --fresh, and the first is not disturbed. A master
+    killed with -9 leaves no lock behind."""
+    server = make_server()
+    site = build_site(pages=4, images_per_page=4, min_kb=1, max_kb=2)
+    serve_routes(server, site.files, page_delay=0.3)
+    seed, out = server.url + "/", tmp_path / "out"
+    first = start_crawler("master", seed, "--bind", "127.0.0.1:0", "--out", str(out),
+                          "--local-workers", "1", cwd=tmp_path)
+    try:
+        wait_for_queue_address(first)
+        second = run_crawler("master", seed, "--bind", "127.0.0.1:0", "--out", str(out),
+                             "--local-workers", "1", "--fresh", cwd=tmp_path, timeout=60)
+        err = finish(first, 90)
+    finally:
+        stop(first)
+    assert second.returncode == 2, second.stderr
+    assert f"another master is crawling into {out}" in second.stderr, second.stderr
+    assert first.returncode == 0, err
+    assert _stored(out) == {server.url + path for path in site.images}
+    assert len((out / "results.log").read_text().splitlines()) == len(site.images)
+
+    killed = start_crawler("master", seed, "--bind", "127.0.0.1:0", "--out", str(out),
+                           "--max-images", "0", "--depth", "5", cwd=tmp_path)
+    try:
+        wait_for_queue_address(killed)
+        killed.kill()
+        killed.wait(timeout=10)
+    finally:
+        stop(killed)
+    _crawl(seed, out, tmp_path)  # at once: the lock went with the killed master

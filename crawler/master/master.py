@@ -32,6 +32,7 @@ from crawler.fetch.easy import EasyClient
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
 from crawler.master.authkey import Authkey
+from crawler.master.folderlock import FolderLock
 from crawler.master.frontier import Frontier, PageQueue
 from crawler.master.journal import JOURNAL_NAME, Journal, PageDone, Resumed
 from crawler.master.launcher import LocalWorkers, invitation
@@ -223,15 +224,32 @@ class Master:
         # the output folder, or the next run there would resume a crawl never started.
         self._server = QueueServer(self._embedded_board(), self._options.bind,
                                    self._authkey.key, self.describe)
+        lock = self._lock_folder(out_dir)
+        try:
+            return self._crawl_into(out_dir)
+        finally:
+            lock.release()
+
+    def _lock_folder(self, out_dir: Path) -> FolderLock:
+        """Make the output folder and take it for this master (another has it: refused)."""
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
-            if self._options.fresh:
-                for name in (JOURNAL_NAME, JOURNAL_NAME + "-wal", JOURNAL_NAME + "-shm",
-                             RESULTS_NAME, MANIFEST_NAME, PAGES_NAME):
-                    (out_dir / name).unlink(missing_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create the output folder {out_dir}: "
                                f"{exc.strerror or exc}") from exc
+        return FolderLock(out_dir)
+
+    def _crawl_into(self, out_dir: Path) -> Summary:
+        """The embedded crawl, its folder locked and its queue's port bound."""
+        assert self._server is not None
+        if self._options.fresh:  # after the lock: the crawl forgotten is no other master's
+            try:
+                for name in (JOURNAL_NAME, JOURNAL_NAME + "-wal", JOURNAL_NAME + "-shm",
+                             RESULTS_NAME, MANIFEST_NAME, PAGES_NAME):
+                    (out_dir / name).unlink(missing_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot forget the crawl in {out_dir}: "
+                                   f"{exc.strerror or exc}") from exc
         if self._options.local_workers:
             # Forked while this process is small, before the journal is read: they
             # wait until the queue is served (see LocalWorkers.fork_early).
@@ -293,14 +311,16 @@ class Master:
             return self._crawl_on_broker(broker)
 
     def _crawl_on_broker(self, broker: BrokerCrawl) -> Summary:
+        out_dir = self._options.out_dir
+        lock = self._lock_folder(out_dir)
+        try:
+            return self._crawl_on_broker_into(broker, out_dir)
+        finally:
+            lock.release()
+
+    def _crawl_on_broker_into(self, broker: BrokerCrawl, out_dir: Path) -> Summary:
         from crawler.board.redis_frontier import RedisFrontier
 
-        out_dir = self._options.out_dir
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(f"cannot create the output folder {out_dir}: "
-                               f"{exc.strerror or exc}") from exc
         self._register(broker)
         frontier = self._shared_frontier = RedisFrontier(
             broker.client, broker.name, self._id, delay=self._settings.politeness.host_delay,

@@ -1,0 +1,70 @@
+"""One master per output folder: a second one would rewrite the files the first appends to.
+
+A master holds an exclusive ``flock`` on ``DIR/crawl.lock`` while it crawls into
+``DIR``. The kernel lets go of it however the master ends (a kill -9 included),
+so a stale lock never blocks a rerun, and the file itself stays: removing it
+would let a third master lock a file the second has just opened. The lock is a
+file of its own, not the journal: SQLite locks its file with POSIX locks, which
+network file systems may merge with ``flock``'s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+
+from crawler.errors import OutputFolderInUse, StorageError
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = "crawl.lock"
+# Descriptors of the locks this process holds. A forked child (a page parser, a local
+# worker) closes its copies at once: the lock is the master's alone, and is let go
+# when the master ends, however its children are doing.
+_held: set[int] = set()
+
+
+def _close_in_child() -> None:
+    for fd in _held:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_in_child)
+
+
+class FolderLock:
+    """The lock on one output folder, taken at once or refused with OutputFolderInUse."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / LOCK_NAME
+        try:
+            self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                                           0o644)
+        except OSError as exc:
+            raise StorageError(f"cannot create {self.path}: {exc.strerror or exc}") from exc
+        _held.add(self._fd)
+        try:
+            import fcntl
+        except ImportError:  # not a POSIX system: no flock to take
+            return
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.release()
+            raise OutputFolderInUse(
+                f"another master is crawling into {folder} (it holds {self.path}): "
+                "wait for it to end, or give this one another --out") from None
+        except OSError as exc:  # a file system without locks (some network mounts)
+            log.warning("cannot lock %s (%s): a second master started on this folder "
+                        "would not be noticed", self.path, exc.strerror or exc)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            _held.discard(self._fd)
+            os.close(self._fd)  # closing the last descriptor lets the lock go
+            self._fd = None
