@@ -196,3 +196,22 @@ def test_a_second_master_on_a_folder_in_use_is_refused_and_the_lock_goes_with_it
     finally:
         stop(killed)
     _crawl(seed, out, tmp_path)  # at once: the lock went with the killed master
+
+
+def test_a_rerun_counts_the_pages_that_failed_before(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """The summary's counts cover the folder's whole crawl: a page that failed for good
+    in the first run is still a failed page in the summary of the next."""
+    import json
+
+    server = make_server()
+    site = build_site(pages=2, images_per_page=2, min_kb=1, max_kb=2)
+    files = dict(site.files)
+    kind, body = files["/"]
+    files["/"] = (kind, body.replace(b"</body>", b'<a href="/gone.html">gone</a></body>'))
+    serve_routes(server, files)  # /gone.html: 404, a final failure
+    out = tmp_path / "out"
+    for _ in range(2):
+        _crawl(server.url + "/", out, tmp_path)
+        summary = json.loads((out / "summary.json").read_text())
+        assert (summary["pages"], summary["pages_failed"]) == (3, 1), summary

@@ -41,8 +41,10 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 """
 # pages.done: 0 to visit, 1 done, 2 done but cut short by the image budget
-# (crawl.max_images), so that a rerun with a larger budget visits it again.
+# (crawl.max_images), so that a rerun with a larger budget visits it again, 3 done
+# but not crawled (a final failure; pages.jsonl says why), so that a rerun counts it.
 _CUT = 2
+_FAILED = 3
 ROBOTS_UNREACHABLE = "robots.txt unreachable"  # the start of such a refusal's reason
 
 
@@ -55,6 +57,7 @@ class PageDone:
     # (url, page, outcome JSON or None while queued, Outcome.ref as JSON or None)
     images: list[tuple[str, str, str | None, str | None]]
     complete: bool = True  # False when the image budget left some of its images out
+    failed: bool = False  # it could not be crawled, and no later run tries it again
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class Resumed:
     done_pages: set[str]
     pending_images: list[tuple[str, str | None, dict[str, Any] | None]]  # url, page, ref
     finished_images: set[str]
+    failed_pages: int = 0  # of done_pages, those that could not be crawled
 
 
 class Journal:
@@ -91,10 +95,12 @@ class Journal:
     def _resume(self) -> Resumed:
         pending_pages: list[tuple[str, int]] = []
         done_pages: set[str] = set()
+        failed_pages = 0
         rows = self._db.execute("SELECT url, depth, done FROM pages ORDER BY rowid")
         for url, depth, done in rows:
             if done:
                 done_pages.add(url)
+                failed_pages += done == _FAILED
             else:
                 pending_pages.append((url, depth))
         pending_images: list[tuple[str, str | None, dict[str, Any] | None]] = []
@@ -105,7 +111,7 @@ class Journal:
                 pending_images.append((url, page, json.loads(ref) if ref else None))
             else:
                 finished.add(url)
-        return Resumed(pending_pages, done_pages, pending_images, finished)
+        return Resumed(pending_pages, done_pages, pending_images, finished, failed_pages)
 
     def outcomes(self) -> Iterator[Outcome]:
         with self._reading():
@@ -148,7 +154,8 @@ class Journal:
                 "INSERT OR IGNORE INTO images (url, page, outcome, ref) VALUES (?, ?, ?, ?)",
                 [image for page in pages for image in page.images])
             self._db.executemany("UPDATE pages SET done = ? WHERE url = ?",
-                                 [(1 if page.complete else _CUT, page.url) for page in pages])
+                                 [(_FAILED if page.failed else 1 if page.complete else _CUT,
+                                   page.url) for page in pages])
 
     # ----- what crawl this is ----------------------------------------------------
 

@@ -370,6 +370,7 @@ class Master:
             self._count(outcome)
         self._snapshot.found = len(resumed.finished_images)
         self._snapshot.pages = len(resumed.done_pages)
+        self._snapshot.pages_failed = resumed.failed_pages
         self._snapshot.mark_resumed()  # rates count this run only
         frontier = self._frontier = make_frontier(resumed)
         if self._server is not None:
@@ -567,7 +568,7 @@ class Master:
             files.page_failed(visit.url, visit.page.skipped, visit.page.status,
                               final=not visit.page.transient)
             if not visit.page.transient:
-                self._pages_done.append(PageDone(visit.url, [], []))
+                self._pages_done.append(PageDone(visit.url, [], [], failed=True))
             else:  # it stays to visit: a rerun tries it again
                 frontier.set_aside(visit.url)
             return
