@@ -147,7 +147,9 @@ def read_seed_file(path: str) -> list[str]:
     import sys
 
     try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        # utf-8-sig: a byte-order mark (Windows editors write one) is no part of the first URL.
+        text = (sys.stdin.read().removeprefix("\ufeff") if path == "-"
+                else Path(path).read_text(encoding="utf-8-sig"))
     except FileNotFoundError as exc:
         raise UsageError(f"seed file {path}: not found") from exc
     except UnicodeDecodeError as exc:

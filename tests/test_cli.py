@@ -318,7 +318,9 @@ def test_accept_and_reject_filter_the_images(tmp_path: Path, site: FixtureServer
 
 def test_seeds_from_a_file_and_from_stdin(tmp_path: Path, site: FixtureServer) -> None:
     seeds = tmp_path / "seeds.txt"
-    seeds.write_text(f"# pages to crawl\n\n   {site.url}/about/\n{site.url}/gallery.html\n")
+    # With the byte-order mark Windows editors write before the first line.
+    seeds.write_text(f"\ufeff{site.url}/gallery.html\n# pages to crawl\n\n   {site.url}/about/\n",
+                     encoding="utf-8")
     base = ("--dry-run", "--depth", "0", "--bind", "127.0.0.1:0")
     from_file = run_crawler("master", "-i", str(seeds), *base, cwd=tmp_path,
                             env=crawl_env(tmp_path))

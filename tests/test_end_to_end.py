@@ -123,11 +123,11 @@ def test_a_worker_started_as_the_master_says_does_the_job(site: FixtureServer,
     """No key given: the master's printed command for workers must be enough."""
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k != "CRAWLER_AUTHKEY"}
-    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
-                           cwd=tmp_path, env=env)
+    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", "out",
+                           cwd=tmp_path, env=env)  # a relative folder: the command says where
     try:
         hint = wait_for_output(master, r"workers on this host: crawler (worker .*?) \(a new key\)")
-        key_file = out / "authkey"
+        key_file = out.resolve() / "authkey"
         assert hint.group(1).endswith(f"--out {out.resolve()} --authkey-file {key_file}")
         assert key_file.stat().st_mode & 0o777 == 0o600
         # As printed, from another folder: it stores where the master records.

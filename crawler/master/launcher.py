@@ -74,7 +74,10 @@ def _key_hint(authkey: Authkey, *, other_hosts: bool) -> str:
         notes.append("a new key")
     if other_hosts:
         notes.append("copy that file to each worker host")
-    return f"--authkey-file {authkey.source}" + (f" ({': '.join(notes)})" if notes else "")
+    key_file = Path(authkey.source)
+    # Absolute, as --out is: the command is pasted in other folders and on other hosts.
+    shown = shlex.quote(str(key_file.resolve())) if key_file.is_file() else authkey.source
+    return f"--authkey-file {shown}" + (f" ({': '.join(notes)})" if notes else "")
 
 
 def _address(host: str, port: int) -> str:
