@@ -24,6 +24,7 @@ from .conftest import (
     FixtureServer,
     crawl_with_two_workers,
     manifest_lines,
+    run_crawler,
     serve_routes,
 )
 
@@ -187,6 +188,31 @@ def test_scope_redirects_non_html_and_bounds(make_server: Callable[[], FixtureSe
     assert other.paths() == [], "a redirect out of scope is not followed"
     assert "/deep2" not in server.paths(), "depth 1 stops after one hop"
     assert written["bytes"] < 32 * 1024 * 1024, "a non-HTML page's body was read"
+
+
+def test_a_redirect_target_read_once_is_not_read_again_when_linked(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """A folder's "/sub" sends to "/sub/": the page read there is the one a later link to
+    "/sub/" names, and is not fetched (and counted) a second time."""
+    import json
+
+    server = make_server()
+    body = png(4, 4, 2)
+    server.routes.update({
+        "/": lambda h: h.send_body(200, b'<a href="/sub">s</a><a href="/other.html">o</a>',
+                                   "text/html"),
+        "/sub": lambda h: h.send_body(301, b"", "text/plain", {"Location": "/sub/"}),
+        "/sub/": lambda h: h.send_body(200, b'<img src="/a.png">', "text/html"),
+        "/other.html": lambda h: h.send_body(200, b'<a href="/sub/">again</a>', "text/html"),
+        "/a.png": lambda h: h.send_body(200, body, "image/png"),
+    })
+    out = tmp_path / "out"
+    result = run_crawler("master", server.url + "/", "--out", str(out), "--bind",
+                         "127.0.0.1:0", "--local-workers", "1", "--page-concurrency", "1",
+                         "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert server.paths().count("/sub/") == 1, server.paths()
+    assert json.loads((out / "summary.json").read_text())["pages"] == 3
 
 
 def test_max_pages_max_images_and_page_size_bound_the_crawl(

@@ -239,6 +239,11 @@ class RedisFrontier:
     def seen(self, url: str) -> bool:
         return url in self._seen
 
+    def mark_seen(self, url: str) -> None:
+        """Never queue ``url`` from this master: it read it already (a redirect's target).
+        Other masters may still find it new; they read it once more, as before."""
+        self._seen.add(url)
+
     def pop(self, now: float | None = None) -> tuple[str, int] | None:
         """Lease the next page of a host that may be asked now (None: every host waits).
 

@@ -573,6 +573,10 @@ class Master:
                 frontier.set_aside(visit.url)
             return
         self._pages_read += 1
+        if visit.page.final_url != visit.url:
+            # Read under its redirect's target (a folder's "/sub" sends to "/sub/"):
+            # a link to the target later is the same page, not another one to read.
+            frontier.mark_seen(visit.page.final_url)
         links: list[tuple[str, int]] = []
         if visit.depth < self._settings.crawl.depth:
             for link in visit.extraction.links:
