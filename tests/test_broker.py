@@ -10,6 +10,7 @@ import collections
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from crawler.demo.site import build_site
+from crawler.demo.site import build_site, png
 
 from .conftest import (
     FixtureServer,
@@ -174,6 +175,44 @@ def test_a_killed_worker_a_restarted_redis_and_a_restarted_master_lose_nothing(
         for process in (master, *workers):
             stop(process)
     check_complete(out, server.url, site, stores=[store])
+
+
+def test_a_redis_that_lost_its_last_writes_gets_them_again(
+        make_server: Callable[[], FixtureServer],
+        make_redis_server: Callable[[], RedisServer], tmp_path: Path) -> None:
+    """A crash of Redis loses up to its last second of writes (appendfsync everysec): the
+    pages recorded in it are fetched again, and their links and images must reach Redis
+    again, though this master sent them before."""
+    server = make_server()
+    pages = 14
+    body = png(8, 8, 3)
+    for n in range(pages):  # a chain: each page shows one image and links the next
+        link = f'<a href="/p{n + 1}.html">next</a>' if n + 1 < pages else ""
+        html = f'<img src="/i{n}.png">{link}'.encode()
+        server.routes[f"/p{n}.html"] = (
+            lambda h, html=html: (time.sleep(0.25), h.send_body(200, html, "text/html")))
+        server.routes[f"/i{n}.png"] = lambda h: h.send_body(200, body, "image/png")
+    redis_at = make_redis_server().start(appendonly=True)
+    aof, kept = redis_at.folder / "appendonlydir", tmp_path / "aof-before"
+    out = tmp_path / "out"
+    master = start_crawler("master", server.url + "/p0.html", "--broker", redis_at.url,
+                           "--crawl", _crawl_name(), "--out", str(out), "--depth", "50",
+                           "--local-workers", "1", cwd=tmp_path)
+    try:
+        wait_until(lambda: "/p4.html" in server.paths(), 30, "a few pages")
+        shutil.copytree(aof, kept)  # what a crash a moment later would leave on disk
+        wait_until(lambda: "/p7.html" in server.paths(), 30, "more pages, recorded since")
+        redis_at.kill()
+        shutil.rmtree(aof)
+        shutil.copytree(kept, aof)
+        redis_at.start(appendonly=True)
+        err = finish(master, 120)
+    finally:
+        stop(master)
+    assert master.returncode == 0, err
+    assert {e["url"] for e in manifest_lines(out) if e["status"] == "success"} == {
+        f"{server.url}/i{n}.png" for n in range(pages)}
+    assert f"/p{pages - 1}.html" in server.paths()
 
 
 def test_broker_mistakes_get_one_clear_line(

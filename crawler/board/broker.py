@@ -17,7 +17,7 @@ import os
 import socket
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -117,11 +117,28 @@ def check_crawl_name(name: str) -> str:
     return name
 
 
-def connect(address: BrokerAddress) -> redis.Redis:
+class Connections:
+    """How many connections a client has opened to the broker.
+
+    Each one after the first may follow a restart of Redis, and a Redis that
+    crashed has lost up to its last second of writes: what a master remembers of
+    the crawl beside Redis (the links and images it sent) may be gone there.
+    """
+
+    def __init__(self) -> None:
+        self.opened = 0
+
+    def __call__(self, connection: Any) -> None:
+        """redis-py's hook for a new connection: set it up as redis-py would, and count it."""
+        connection.on_connect()
+        self.opened += 1
+
+
+def connect(address: BrokerAddress, connections: Connections | None = None) -> redis.Redis:
     """A client of the broker whose every call has a deadline; checked with a PING.
 
     BrokerUnreachable when Redis cannot be reached in time, BrokerError when it
-    refuses our login.
+    refuses our login. ``connections`` counts the connections it opens.
     """
     import redis
     from redis.backoff import ExponentialBackoff
@@ -138,7 +155,10 @@ def connect(address: BrokerAddress) -> redis.Redis:
                          # One quick retry rides out a reconnect; a longer outage is the
                          # caller's to wait out (it knows what a lost answer means).
                          retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
-                         decode_responses=True, **options)
+                         decode_responses=True,
+                         # Called with the new connection, whatever redis-py's hint says.
+                         redis_connect_func=connections,  # type: ignore[arg-type]
+                         **options)
     try:
         client.ping()
     except redis.AuthenticationError as exc:
@@ -162,13 +182,15 @@ class BrokerCrawl:
     address: BrokerAddress
     client: redis.Redis
     name: str
+    connections: Connections = field(default_factory=Connections)  # the client's
 
 
 def open_crawl(address: BrokerAddress, name: str | None) -> BrokerCrawl:
     """Connect to the broker and pick the crawl (``name``, else its only one)."""
-    client = connect(address)
+    connections = Connections()
+    client = connect(address, connections)
     return BrokerCrawl(address, client, check_crawl_name(name) if name
-                       else only_crawl(client, address))
+                       else only_crawl(client, address), connections)
 
 
 def broker_time(client: redis.Redis) -> float:

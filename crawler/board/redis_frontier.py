@@ -239,6 +239,11 @@ class RedisFrontier:
     def seen(self, url: str) -> bool:
         return url in self._seen
 
+    def forget_seen(self) -> None:
+        """Forget which pages this master saw: after a Redis restart, which may have lost
+        the last second of them, Redis's own seen set is the only one to go by."""
+        self._seen.clear()
+
     def mark_seen(self, url: str) -> None:
         """Never queue ``url`` from this master: it read it already (a redirect's target).
         Other masters may still find it new; they read it once more, as before."""

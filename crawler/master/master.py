@@ -170,6 +170,7 @@ class Master:
         self._page_of: dict[Future[Visit], str] = {}  # the page each page thread fetches
         self._recorded: set[str] = set()  # on a broker: images whose result is in the files
         self._images_seen: set[str] = set()  # found since the pages were last recorded
+        self._broker_connections = 0  # the broker client's connections, when last looked at
         self._seed_failures: list[tuple[str, str]] = []
 
     def stop(self) -> None:
@@ -403,6 +404,7 @@ class Master:
                 try:
                     if broker_lost is not None:  # back: claim its pages before taking more
                         frontier.heartbeat(self._working(running))
+                    self._forget_after_reconnecting()
                     self._submit(running, pool, visitor)
                     self._wake.wait(LOOP_TICK if not self._pages_done
                                     else max(0.0, record_at - time.monotonic()))
@@ -484,6 +486,23 @@ class Master:
                 last_heartbeat = time.monotonic()
         self._snapshot.pages_queued = len(frontier)
         self._finish(ledger, files)
+
+    def _forget_after_reconnecting(self) -> None:
+        """Once the broker client has reconnected, forget which links and images this
+        master sent: Redis restarted, and a crash loses up to its last second of writes.
+        A page whose record was lost is fetched again and sends them again (Redis keeps
+        each once); remembered here, they would be left out for good."""
+        broker, frontier = self._options.broker, self._shared_frontier
+        if broker is None or frontier is None:
+            return
+        opened = broker.connections.opened
+        if opened <= self._broker_connections:
+            return
+        if self._broker_connections:
+            log.info("reconnected to the broker: what this master sent is checked there anew")
+        self._broker_connections = opened
+        frontier.forget_seen()
+        self._images_seen.clear()
 
     def _broker_gone(self, exc: Exception) -> bool:
         """Whether ``exc`` says this master's broker is out of reach."""
