@@ -215,6 +215,27 @@ def test_a_redis_that_lost_its_last_writes_gets_them_again(
     assert f"/p{pages - 1}.html" in server.paths()
 
 
+def test_a_master_whose_crawl_vanished_from_redis_says_so_and_stops(
+        make_server: Callable[[], FixtureServer],
+        make_redis_server: Callable[[], RedisServer], tmp_path: Path) -> None:
+    """FLUSHDB (or a restart with no append-only file) mid-crawl: the master does not
+    wait for ever for a crawl that is gone."""
+    server = make_server()
+    setup_site(server, pages=30, images_per_page=2, page_delay=0.3)
+    redis_at = make_redis_server().start()
+    master = start_crawler("master", server.url + "/", "--broker", redis_at.url, "--crawl",
+                           _crawl_name(), "--out", str(tmp_path / "out"), "--depth", "50",
+                           "--page-concurrency", "1", cwd=tmp_path)
+    try:
+        wait_until(lambda: len(server.paths()) >= 4, 30, "a few pages")
+        redis_at.client().flushdb()
+        err = finish(master, 60)
+    finally:
+        stop(master)
+    assert master.returncode == 1, err
+    assert "is gone from the broker" in err, err
+
+
 def test_broker_mistakes_get_one_clear_line(
         redis_server: RedisServer, make_redis_server: Callable[[], RedisServer],
         tmp_path: Path) -> None:

@@ -27,7 +27,8 @@ from typing import Any
 
 import redis
 
-from crawler.board.broker import keys_prefix
+from crawler.board.broker import CrawlRecord, keys_prefix
+from crawler.errors import BrokerError
 from crawler.model.urls import host_key
 
 REAP_AT_MOST = 100  # expired page leases put back per pop, so one call stays short
@@ -192,7 +193,9 @@ class RedisFrontier:
     def __init__(self, client: redis.Redis, crawl: str, master: str, *, delay: float = 0.0,
                  lease: float = 10.0) -> None:
         self._client = client
+        self._crawl = crawl
         self._prefix = keys_prefix(crawl)
+        self._record = CrawlRecord(client, crawl).key
         self._master = master
         self._delay = delay
         self.lease = lease
@@ -217,8 +220,17 @@ class RedisFrontier:
         pipe.hmget(self._prefix + "pages:stats", "waiting", "done")
         pipe.zcard(self._prefix + "pages:leased")
         pipe.exists(self._prefix + "pages:seen")
-        (waiting, done), leased, begun = pipe.execute()
+        pipe.exists(self._record)
+        (waiting, done), leased, begun, recorded = pipe.execute()
         self.done_pages = int(done or 0)  # read with the rest: one round trip a loop pass
+        if not recorded:
+            # Its first master writes the record before anything else: the crawl's state
+            # is gone (FLUSHDB, or a restart with no append-only file). Waiting would be
+            # for ever.
+            raise BrokerError(
+                f"the crawl {self._crawl!r} is gone from the broker (its keys were deleted, "
+                "or Redis restarted without its append-only file): what it had done is lost "
+                "there; the result files keep what this master recorded")
         if not begun:  # its seeds are not queued yet: a joining master must not end it
             return 1
         return max(0, int(waiting or 0)) + int(leased)
