@@ -10,7 +10,9 @@ from collections.abc import Callable
 import pytest
 import redis
 
+from crawler.board.broker import CrawlRecord, keys_prefix
 from crawler.board.redis_frontier import EMPTY_PAUSE, RedisFrontier
+from crawler.errors import BrokerError
 
 from .redis_server import RedisServer
 
@@ -23,6 +25,8 @@ def frontiers(redis_server: RedisServer) -> MakeFrontier:
     client = redis.Redis(host="127.0.0.1", port=redis_server.port, decode_responses=True,
                          socket_timeout=5.0)
     crawl = "f" + secrets.token_hex(6)
+    # Written first by the crawl's first master: without it, the crawl is gone.
+    CrawlRecord(client, crawl).create(settings={}, seeds=[], identity={}, info={}, board={})
 
     def make(master: str, **options: float) -> RedisFrontier:
         return RedisFrontier(client, crawl, master, **options)
@@ -153,3 +157,16 @@ def test_racing_masters_take_every_page_exactly_once(frontiers: MakeFrontier) ->
     for thread in threads:
         thread.join(30)
     assert sorted(taken) == sorted(url for url, _ in pages)
+
+
+def test_a_crawl_whose_keys_are_gone_is_an_error_not_a_page_to_wait_for(
+        frontiers: MakeFrontier) -> None:
+    """Before its seeds are queued, a crawl counts a page to come (a joining master must not
+    end it); once its record is gone too, waiting would be for ever."""
+    master = frontiers("a")
+    client = master._client
+    client.delete(keys_prefix(master._crawl) + "pages:seen")
+    assert len(master) == 1  # the seeds are not queued yet
+    client.delete(*client.keys(keys_prefix(master._crawl) + "*"))
+    with pytest.raises(BrokerError, match="is gone from the broker"):
+        len(master)
