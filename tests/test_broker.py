@@ -24,6 +24,7 @@ from crawler.demo.site import build_site, png
 
 from .conftest import (
     FixtureServer,
+    fail_first,
     finish,
     free_port,
     manifest_lines,
@@ -35,7 +36,7 @@ from .conftest import (
     wait_until,
 )
 from .redis_server import RedisServer, redis_server_path
-from .test_recovery import check_complete, setup_site
+from .test_recovery import FAST_RETRIES, check_complete, setup_site
 from .tls import make_ca
 
 
@@ -234,6 +235,25 @@ def test_a_master_whose_crawl_vanished_from_redis_says_so_and_stops(
         stop(master)
     assert master.returncode == 1, err
     assert "is gone from the broker" in err, err
+
+
+def test_a_page_set_aside_after_passing_failures_is_tried_by_a_rerun(
+        make_server: Callable[[], FixtureServer], redis_server: RedisServer,
+        tmp_path: Path) -> None:
+    """As on the embedded queue: a seed that failed for a passing reason (503, every try of
+    the first run) is tried again when the crawl is started again."""
+    server = make_server()
+    site = setup_site(server, pages=2, images_per_page=3)
+    fail_first(server, {"/"}, 503, times=3, retry_after="0")  # download.max_attempts
+    (tmp_path / "settings.toml").write_text(FAST_RETRIES)
+    out = tmp_path / "out"
+    args = ("master", server.url + "/", "--broker", redis_server.url, "--crawl", _crawl_name(),
+            "--out", str(out), "--local-workers", "1")
+    first = run_crawler(*args, cwd=tmp_path)
+    assert first.returncode == 5, first.stderr  # no seed page could be read
+    again = run_crawler(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    check_complete(out, server.url, site)
 
 
 def test_broker_mistakes_get_one_clear_line(

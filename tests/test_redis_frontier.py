@@ -170,3 +170,20 @@ def test_a_crawl_whose_keys_are_gone_is_an_error_not_a_page_to_wait_for(
     client.delete(*client.keys(keys_prefix(master._crawl) + "*"))
     with pytest.raises(BrokerError, match="is gone from the broker"):
         len(master)
+
+
+def test_pages_set_aside_are_queued_again_with_their_depth_and_fresh_tries(
+        frontiers: MakeFrontier) -> None:
+    first = frontiers("first")
+    first.add_many([("http://h/", 0)])
+    pipe = first._client.pipeline(transaction=True)
+    first.queue_done(pipe, first.pop()[0], [("http://h/deep", 3)])  # type: ignore[index]
+    pipe.execute()
+    assert first.pop() == ("http://h/deep", 3)
+    assert first.failed("http://h/deep") == 1
+    first.set_aside("http://h/deep")
+    assert len(first) == 0 and first.take_up_set_aside() == 1
+    later = frontiers("later")  # a master started on the crawl again
+    assert later.take_up_set_aside() == 0  # taken up once
+    assert later.pop() == ("http://h/deep", 3)
+    assert later.failed("http://h/deep") == 1  # its failures are counted anew

@@ -253,6 +253,12 @@ class RedisBoard:
         """Announce the end of the crawl: leases from now on say "closed"."""
         self._client.set(self._key("closed"), 1)
 
+    @_translated
+    def reopen(self) -> None:
+        """The crawl has work again (pages set aside, taken up by a rerun): leases stop
+        saying "closed"."""
+        self._client.delete(self._key("closed"))
+
     @property
     @_translated
     def closed(self) -> bool:

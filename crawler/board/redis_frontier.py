@@ -122,15 +122,35 @@ return added
 # answer) counts once.
 _SETTLE = _NOW + _LIST_HOST + """
 local p, url, how = ARGV[1], ARGV[2], ARGV[3]
-if not unlease(p, url, ARGV[6]) then return 0 end
+local held = unlease(p, url, ARGV[6])
+if not held then return 0 end
 if how == 'done' then
   redis.call('HINCRBY', p .. 'pages:stats', 'done', 1)
 elseif how == 'aside' then
-  redis.call('SADD', p .. 'pages:aside', url)
+  redis.call('HSET', p .. 'pages:aside', url, held[1])  -- its depth, for the rerun
 else
   push_front(p, url, ARGV[4], ARGV[5], now)
 end
 return 1
+"""
+
+# ARGV: prefix, then (depth, url, host) triples of pages set aside: queue each again
+# that is still aside (another master's start may have taken it up meanwhile), with
+# its passing failures forgotten, as a rerun of the embedded mode starts counting anew.
+_TAKE_UP = _NOW + _LIST_HOST + """
+local p = ARGV[1]
+local taken = 0
+for i = 2, #ARGV, 3 do
+  local depth, url, host = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if redis.call('HDEL', p .. 'pages:aside', url) == 1 then
+    redis.call('HDEL', p .. 'pages:tries', url)
+    redis.call('RPUSH', p .. 'pages:lane:' .. host, depth .. '\\t' .. url)
+    redis.call('HINCRBY', p .. 'pages:stats', 'waiting', 1)
+    if not redis.call('ZSCORE', p .. 'pages:ready', host) then list_host(p, host, now) end
+    taken = taken + 1
+  end
+end
+return taken
 """
 
 # ARGV: prefix, master, lease seconds, then the URLs the master is working on: renew
@@ -208,6 +228,7 @@ class RedisFrontier:
         self._heartbeat = client.register_script(_HEARTBEAT)
         self._pace = client.register_script(_PACE)
         self._clear = client.register_script(_CLEAR)
+        self._take_up = client.register_script(_TAKE_UP)
 
     def __len__(self) -> int:
         """Pages waiting or being fetched by any master of the crawl.
@@ -303,6 +324,22 @@ class RedisFrontier:
     def set_aside(self, url: str) -> None:
         """Give up a leased page for this crawl (a passing failure; a rerun may try it)."""
         self._settle(args=[self._prefix, url, "aside", 0, "", self._master])
+
+    def take_up_set_aside(self) -> int:
+        """Queue again the pages set aside (by any master, in any earlier run): a master
+        started on the crawl tries them, as a rerun of the embedded mode does; how many."""
+        key = self._prefix + "pages:aside"
+        if self._client.type(key) == "set":  # written by an earlier version: no depths
+            urls = [str(url) for url in self._client.smembers(key)]
+            self._client.delete(key)
+            if urls:
+                self._client.hset(key, mapping=dict.fromkeys(urls, 0))
+        aside = self._client.hgetall(key)
+        if not aside:
+            return 0
+        self._empty_until = 0.0
+        return int(self._take_up(args=[self._prefix, *_page_args(
+            (str(url), int(depth)) for url, depth in aside.items())]))
 
     def clear(self) -> None:
         """Forget the pages waiting (the page budget is spent); the seen set stays."""

@@ -328,6 +328,10 @@ class Master:
             lease=PAGE_LEASE)
         frontier.add_many((seed, 0) for seed in self._options.seeds)
         assert self._shared_board is not None  # made with the broker in __init__
+        taken = frontier.take_up_set_aside()
+        if taken:
+            log.info("%d page(s) set aside after passing failures are tried again", taken)
+            self._shared_board.reopen()  # a crawl that had ended has work again
         ledger = BrokerLedger(broker.client, frontier, self._shared_board)
         # Every outcome is on the broker: the folder's files are written anew from there.
         files = ResultFiles(out_dir, ())
