@@ -89,8 +89,13 @@ def _check(predicate: Callable[[Any], bool], expected: str) -> dict[str, Any]:
     return {"check": predicate, "expected": expected}
 
 
-_NON_NEGATIVE = _check(lambda v: v >= 0, "a number >= 0")
-_POSITIVE = _check(lambda v: v > 0, "a number > 0")
+# Beyond any sensible count, size or number of seconds, and far within what libcurl takes
+# (milliseconds in a C long): inf, nan and 1e300 are refused here, not by a traceback later.
+_LARGEST = 10**12
+_NON_NEGATIVE = _check(lambda v: 0 <= v <= _LARGEST, f"a number >= 0 (at most {_LARGEST:.0e})")
+_POSITIVE = _check(lambda v: 0 < v <= _LARGEST, f"a number > 0 (at most {_LARGEST:.0e})")
+# Control characters (a line break would add a header of its own to every request).
+_CONTROLS = re.compile("[\x00-\x1f\x7f]")
 
 
 def _compiles(patterns: tuple[str, ...]) -> bool:
@@ -132,8 +137,9 @@ class CrawlSettings:
     page_concurrency: int = field(default=8, metadata=_POSITIVE)
     max_page_bytes: int = field(default=10_000_000, metadata=_POSITIVE)
     page_timeout: float = field(default=30.0, metadata=_POSITIVE)
-    user_agent: str = field(default=DEFAULT_USER_AGENT,
-                            metadata=_check(lambda v: v.strip() != "", "a non-empty string"))
+    user_agent: str = field(default=DEFAULT_USER_AGENT, metadata=_check(
+        lambda v: v.strip() != "" and not _CONTROLS.search(v),
+        "a non-empty string without line breaks or other control characters"))
     respect_robots: bool = True
 
 

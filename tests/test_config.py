@@ -114,6 +114,13 @@ def test_limits_are_the_download_settings_a_worker_applies(tmp_path: Path) -> No
      "download.min_height (9) is above download.max_height (8)"),
     ("[politeness]\nhost_delay = 1e9\n",
      "politeness.host_delay: expected seconds from 0 to 3600"),
+    # Beyond what libcurl takes (milliseconds in a C long), or no number at all: refused
+    # here, not by a traceback at the first request (inf marked every image failed).
+    ("[crawl]\npage_timeout = inf\n", "crawl.page_timeout: expected a number > 0 (at most"),
+    ("[download]\ndeadline = 1e300\n", "download.deadline: expected a number > 0 (at most"),
+    ("[download]\nconnect_timeout = nan\n", "download.connect_timeout: expected a number > 0"),
+    ("[crawl]\nuser_agent = \"a\\r\\nX-Evil: 1\"\n",
+     "crawl.user_agent: expected a non-empty string without line breaks"),
 ])
 def test_settings_that_contradict_or_are_absurd_are_refused(tmp_path: Path, text: str,
                                                             message: str) -> None:

@@ -300,6 +300,29 @@ def test_headers_cookies_and_logins_reach_the_server(recorder: Recorder, tmp_pat
         assert seen["Authorization"] == basic("alice", "s3cret-pass")
 
 
+def test_text_beyond_ascii_reaches_the_server_as_utf8(recorder: Recorder, tmp_path: Path) -> None:
+    """A user agent, header, cookie or password may hold any letter: sent as UTF-8 bytes,
+    as curl sends what it is given (pycurl took them as ASCII only, and every request
+    failed with a traceback)."""
+    (tmp_path / "cookies.txt").write_text(
+        "127.0.0.1\tFALSE\t/\tFALSE\t0\tsession\tcaf\u00e9\n", encoding="utf-8")
+    (tmp_path / "netrc").write_text("machine 127.0.0.1 login al\u00efce password p\u00e4ss\n",
+                                    encoding="utf-8")
+    settings = Settings().with_values({
+        "crawl.user_agent": "r\u00e9colte/1.0", "http.headers": ("X-Team: \u00e9quipe",),
+        "http.cookies": str(tmp_path / "cookies.txt"), "http.netrc": str(tmp_path / "netrc")})
+    options = RequestOptions.from_settings(settings)
+    assert fetch(recorder.url + "/img.png", options, tmp_path).ok
+    assert page_get(options, recorder.url + "/page.html").ok
+    assert len(recorder.seen) == 2
+    for seen in recorder.seen:  # http.server reads header bytes as Latin-1
+        as_sent = {name: value.encode("latin-1").decode("utf-8") for name, value in seen.items()}
+        assert as_sent["User-Agent"] == "r\u00e9colte/1.0"
+        assert as_sent["X-Team"] == "\u00e9quipe"
+        assert as_sent["Cookie"] == "session=caf\u00e9"
+        assert seen["Authorization"] == basic("al\u00efce", "p\u00e4ss")
+
+
 def test_a_login_is_not_sent_to_another_host_after_a_redirect(recorder: Recorder,
                                                                tmp_path: Path) -> None:
     (tmp_path / "netrc").write_text(NETRC)

@@ -104,7 +104,9 @@ def set_common_options(handle: pycurl.Curl, options: RequestOptions, *,
     setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
     setopt(pycurl.FOLLOWLOCATION, 0)  # followed by the caller, each hop through the guard
     setopt(pycurl.ACCEPT_ENCODING, "")  # every encoding libcurl decodes: gzip, deflate, br
-    setopt(pycurl.USERAGENT, options.user_agent)
+    # Text goes to libcurl as UTF-8 bytes: pycurl takes a str as ASCII only, and a
+    # user agent, header, cookie or password may hold any letter.
+    setopt(pycurl.USERAGENT, options.user_agent.encode())
     setopt(pycurl.SHARE, share)
     setopt(pycurl.COOKIEFILE, "")  # the cookie engine on, with the shared jar
     if options.insecure:
@@ -120,7 +122,7 @@ def set_common_options(handle: pycurl.Curl, options: RequestOptions, *,
             setopt(pycurl.SSLKEY, options.client_key)
     if options.cookies and load_cookies:
         for line in cookie_lines(options.cookies):
-            setopt(pycurl.COOKIELIST, line)
+            setopt(pycurl.COOKIELIST, line.encode())
 
 
 def set_hop_options(handle: pycurl.Curl, options: RequestOptions, proxies: Proxies,
@@ -131,8 +133,8 @@ def set_hop_options(handle: pycurl.Curl, options: RequestOptions, proxies: Proxi
     if login is None:
         handle.unsetopt(pycurl.USERPWD)
     else:
-        handle.setopt(pycurl.USERNAME, login[0])
-        handle.setopt(pycurl.PASSWORD, login[1])
+        handle.setopt(pycurl.USERNAME, login[0].encode())
+        handle.setopt(pycurl.PASSWORD, login[1].encode())
     handle.setopt(pycurl.PROXY, proxies.for_scheme(parts.scheme))  # "": none, not the env's
     if proxies.no_proxy:
         handle.setopt(pycurl.NOPROXY, proxies.no_proxy)
@@ -143,12 +145,13 @@ def request_url(url: str) -> str:
     return quote(url, _URL_SAFE) if _NEEDS_QUOTING.search(url) else url
 
 
-def header_lines(options: RequestOptions, accept: str) -> list[str]:
-    """The request headers besides User-Agent: Accept, unless given, and the crawl's own."""
+def header_lines(options: RequestOptions, accept: str) -> list[bytes]:
+    """The request headers besides User-Agent: Accept, unless given, and the crawl's own
+    (UTF-8, as libcurl sends them)."""
     given = {name.lower() for name, _ in options.headers}
     lines = [] if "accept" in given else [f"Accept: {accept}"]
     lines += [f"{name}: {value}" if value else f"{name};" for name, value in options.headers]
-    return lines
+    return [line.encode() for line in lines]
 
 
 def cookie_lines(text: str) -> list[str]:

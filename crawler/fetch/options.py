@@ -151,6 +151,8 @@ def _read_netrc(path: str) -> tuple[tuple[str, str, str], ...]:
         raise ConfigError(f"http.netrc: cannot read {path}: {exc.strerror or exc}") from exc
     except netrc.NetrcParseError as exc:
         raise ConfigError(f"http.netrc: {path} line {exc.lineno}: {exc.msg}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"http.netrc: {path} is not UTF-8 text (byte {exc.start})") from exc
     entries = []
     for machine, (login, _account, password) in parsed.hosts.items():
         entries.append(("" if machine == "default" else machine, login or "", password or ""))
