@@ -65,3 +65,18 @@ def test_a_damaged_journal_is_one_line_and_exit_3(site: FixtureServer, tmp_path:
     [line] = done.stderr.strip().splitlines()
     assert line.startswith(f"crawler: error: the crawl journal {journal} is damaged")
     assert "move it away" in line
+
+
+def test_a_journal_that_cannot_be_opened_is_not_called_damaged(site: FixtureServer,
+                                                                tmp_path: Path,
+                                                                authkey: str) -> None:
+    """A full disk, or a folder in the journal's place, says what it is: the advice for a
+    damaged journal (move it away) would throw a whole crawl away."""
+    out = tmp_path / "out"
+    (out / JOURNAL_NAME).mkdir(parents=True)
+    done = run_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+                       "--quiet", cwd=tmp_path, timeout=60)
+    assert done.returncode == 3, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"crawler: error: cannot open the crawl journal {out / JOURNAL_NAME}")
+    assert "damaged" not in line and "move it away" not in line

@@ -83,6 +83,11 @@ class Journal:
             if "ref" not in columns:  # a journal of an earlier version
                 self._db.execute("ALTER TABLE images ADD COLUMN ref TEXT")
         except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and not _is_damage(exc):
+                # A full or failing disk, a folder in the journal's place: the file may be
+                # whole, and moving it away would throw the crawl away.
+                raise StorageError(f"cannot open the crawl journal {self.path}: {exc} (is "
+                                   "the disk full, or the file not a file?)") from exc
             raise _damaged(self.path, exc) from exc
 
     def close(self) -> None:
