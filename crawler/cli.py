@@ -305,20 +305,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"crawler: error: {exc}", file=sys.stderr)
         return exc.exit_code
     with _logging_for(log_handler, args.verbose, args.quiet, args.log_file is not None):
-        try:
-            handler = {"master": _master, "worker": _worker, "demo": _demo,
-                       "status": _status, "report": _report,
-                       "completion": _completion}[args.command]
-            settings = _settings(args) if args.command in READS_SETTINGS else Settings()
-            return handler(args, settings)
-        except CrawlerError as exc:
-            print(f"crawler: error: {exc}", file=sys.stderr)
-            if args.log_file is not None:
-                log.error("%s", exc)
-            return exc.exit_code
-        except KeyboardInterrupt:
-            print("crawler: interrupted", file=sys.stderr, flush=True)
-            return EXIT_INTERRUPTED
+        status = _run_command(args)
+    if isinstance(log_handler, _LogFile) and log_handler.failure is not None and status == 0:
+        return StorageError.exit_code  # the log was said lost when it happened
+    return status
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    try:
+        handler = {"master": _master, "worker": _worker, "demo": _demo,
+                   "status": _status, "report": _report,
+                   "completion": _completion}[args.command]
+        settings = _settings(args) if args.command in READS_SETTINGS else Settings()
+        return handler(args, settings)
+    except CrawlerError as exc:
+        print(f"crawler: error: {exc}", file=sys.stderr)
+        if args.log_file is not None:
+            log.error("%s", exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("crawler: interrupted", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
 
 
 class _logging_for:  # noqa: N801 - used as a context manager, like contextlib's
@@ -349,6 +356,34 @@ class _logging_for:  # noqa: N801 - used as a context manager, like contextlib's
             self._handler.close()
 
 
+class _LogFile(logging.FileHandler):
+    """The ``-o`` log file. A write that fails (a full disk) is said once, on stderr, and
+    makes the command's status 3; not a traceback per line, as logging's own would be."""
+
+    def __init__(self, path: Path, encoding: str) -> None:
+        super().__init__(path, encoding=encoding)
+        self.failure: OSError | None = None
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        error = sys.exc_info()[1]
+        if not isinstance(error, OSError):
+            super().handleError(record)  # a bug in a log call: logging says which
+        elif self.failure is None:
+            self._failed(error)
+
+    def close(self) -> None:
+        try:
+            super().close()  # flushes what is buffered
+        except OSError as error:
+            if self.failure is None:
+                self._failed(error)
+
+    def _failed(self, error: OSError) -> None:
+        self.failure = error
+        print(f"crawler: error: cannot write the log file {self.baseFilename}: "
+              f"{error.strerror or error}; its lines from here on are lost", file=sys.stderr)
+
+
 def _log_handler(verbose: bool, log_file: Path | None) -> logging.Handler:
     if log_file is None:
         from crawler.ui.progress import make_log_handler
@@ -356,7 +391,7 @@ def _log_handler(verbose: bool, log_file: Path | None) -> logging.Handler:
         return make_log_handler(verbose)
     detail = "%(levelname)s %(name)s: %(message)s" if verbose else "%(levelname)s: %(message)s"
     try:
-        handler = logging.FileHandler(log_file, encoding="utf-8")
+        handler = _LogFile(log_file, encoding="utf-8")
     except OSError as exc:
         # Before any work: a log that cannot be written would lose what went wrong.
         raise StorageError(f"cannot write the log file {log_file}: "

@@ -381,6 +381,19 @@ def test_log_file_that_cannot_be_written_exits_3(tmp_path: Path) -> None:
     assert "cannot write the log file" in error_line(result)
 
 
+def test_a_log_file_on_a_full_disk_is_said_once_and_exits_3(site: FixtureServer,
+                                                            tmp_path: Path) -> None:
+    """/dev/full opens, and every write to it fails as on a full disk."""
+    result = run_crawler("master", site.url + "/", site.url + "/missing.html", "-o",
+                         "/dev/full", "--out", str(tmp_path / "out"), "--bind", "127.0.0.1:0",
+                         "--local-workers", "1", cwd=tmp_path, env=crawl_env(tmp_path))
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr and "Logging error" not in result.stderr
+    [said] = [line for line in result.stderr.splitlines() if "log file" in line]
+    assert said.startswith("crawler: error: cannot write the log file /dev/full: ")
+    assert (tmp_path / "out" / "summary.json").is_file()  # the crawl itself went on
+
+
 @pytest.mark.parametrize(("shell", "marker"),
                          [("bash", "complete -o"), ("zsh", "#compdef crawler")])
 def test_shell_completion_scripts(shell: str, marker: str) -> None:
