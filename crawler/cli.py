@@ -500,6 +500,9 @@ def _master(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.local_workers < 0:
         raise UsageError("--local-workers must be 0 or more")
+    if args.dry_run and args.json:
+        raise UsageError("--dry-run lists image URLs on standard output, where --json would "
+                         "write the summary too: use one of them")
     urls = list(args.seeds)
     if args.input_file is not None:
         urls += read_seed_file(args.input_file)

@@ -346,6 +346,14 @@ def test_no_seeds_or_a_missing_seed_file_exits_2(tmp_path: Path, args: list[str]
     assert message in error_line(result)
 
 
+def test_dry_run_and_json_would_share_standard_output_and_are_refused(tmp_path: Path) -> None:
+    result = run_crawler("master", "http://127.0.0.1:1/", "--dry-run", "--json", cwd=tmp_path,
+                         env=crawl_env(tmp_path))
+    assert result.returncode == 2
+    assert "use one of them" in error_line(result)
+    assert result.stdout == ""
+
+
 def test_a_seed_without_a_scheme_is_https(tmp_path: Path, site: FixtureServer) -> None:
     host_port = site.url.removeprefix("http://")
     result = run_crawler("master", host_port, "--out", str(tmp_path / "out"), "--quiet",
