@@ -142,6 +142,21 @@ def test_a_worker_started_as_the_master_says_does_the_job(site: FixtureServer,
     check_results(out, site.url)
 
 
+def test_a_binary_key_file_reaches_local_workers(site: FixtureServer, tmp_path: Path) -> None:
+    """A key of random bytes (a NUL among them) is no text for the workers' environment:
+    they read the master's key file instead."""
+    key_file = tmp_path / "key"
+    key_file.write_bytes(bytes(range(256)) * 2)
+    key_file.chmod(0o600)
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "CRAWLER_AUTHKEY"}
+    result = run_crawler("master", site.url + "/", "--authkey-file", str(key_file),
+                         "--local-workers", "1", "--out", str(out), "--bind", "127.0.0.1:0",
+                         "--quiet", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    check_results(out, site.url)
+
+
 def test_classic_worker_serves_a_real_crawl(site: FixtureServer, tmp_path: Path,
                                             authkey: str) -> None:
     out = tmp_path / "out"

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from crawler.config import BROKER_PASSWORD_ENV
+from crawler.errors import AuthkeyError
 from crawler.master.authkey import ENV_VAR, Authkey, is_loopback
 
 if TYPE_CHECKING:
@@ -117,7 +118,7 @@ class LocalWorkers:
             return
         gate_r, self._gate = os.pipe()
         try:
-            self._spawn(count, [_address(host, port)], self._queue_env(), gate=gate_r)
+            self._spawn(count, *self._queue_target(host, port), gate=gate_r)
         finally:
             os.close(gate_r)
 
@@ -125,7 +126,7 @@ class LocalWorkers:
         if self._gate is not None:  # forked early: let them go
             self._open_gate(b"go" * count)
             return
-        self._spawn(count, [_address(host, port)], self._queue_env())
+        self._spawn(count, *self._queue_target(host, port))
 
     def abandon(self) -> None:
         """The master ends before serving: early-forked workers leave without a word."""
@@ -139,10 +140,27 @@ class LocalWorkers:
                 os.write(gate, data)
             os.close(gate)
 
-    def _queue_env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env[ENV_VAR] = self._authkey.key.decode()  # the environment, not argv: ps shows argv
-        return env
+    def _queue_target(self, host: str, port: int) -> tuple[list[str], dict[str, str]]:
+        """A local worker's arguments and environment for the queue at ``host:port``.
+
+        The key goes in the environment (``ps`` shows arguments to every user), unless
+        it is no text an environment can hold (binary bytes from a key file): then the
+        worker reads the same file.
+        """
+        env, target = dict(os.environ), [_address(host, port)]
+        try:
+            text = self._authkey.key.decode()
+        except UnicodeDecodeError:
+            text = "\0"
+        if "\0" not in text:
+            env[ENV_VAR] = text
+            return target, env
+        key_file = Path(self._authkey.source)
+        if not key_file.is_file():
+            raise AuthkeyError("this authkey is binary and comes from no file: local workers "
+                               "cannot be given it; use a key of text")
+        env.pop(ENV_VAR, None)
+        return [*target, "--authkey-file", str(key_file.resolve())], env
 
     def _can_fork(self) -> bool:
         return (self._command is not None and threading.active_count() == 1
