@@ -234,6 +234,12 @@ class HttpSettings:
 class OutputSettings:
     dir: str = field(default="downloads", metadata=_check(lambda v: v != "", "a folder path"))
 
+    def __post_init__(self) -> None:
+        # "~/images" in a settings file means the home folder, as on a command line (and as
+        # http.cookies and http.netrc read it), not a folder named "~" here.
+        if self.dir.startswith("~"):
+            object.__setattr__(self, "dir", str(Path(self.dir).expanduser()))
+
 
 def _valid_networks(values: tuple[str, ...]) -> bool:
     import ipaddress  # here, not at the top: only a set allow_networks needs it

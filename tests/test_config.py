@@ -212,3 +212,12 @@ def test_the_default_user_agent_names_the_project_and_is_matched_by_its_product_
                           "User-agent: *\nDisallow:\n")
     assert not rules.can_fetch("https://site.example/private/a.png", agent)
     assert rules.can_fetch("https://site.example/public/a.png", agent)
+
+
+def test_a_home_folder_in_a_settings_file_is_expanded(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """'~/images' means the home folder, as on a command line, not a folder named '~'."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    settings = load_settings(write(tmp_path, '[output]\ndir = "~/images"\n'))
+    assert settings.output.dir == str(tmp_path / "home" / "images")
+    assert Settings().output.dir == "downloads"  # what is not under ~ stays as written

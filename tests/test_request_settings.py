@@ -519,3 +519,13 @@ def test_a_seed_whose_certificate_is_not_trusted_is_exit_5_then_works_with_its_c
                           "--ca-bundle", str(ca.ca_cert), cwd=tmp_path)
     assert trusted.returncode == 0, trusted.stderr
     assert [e["status"] for e in manifest_lines(tmp_path / "out")] == ["success"]
+
+
+def test_a_client_certificate_under_home_is_given_to_libcurl_expanded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """libcurl reads the path as it is given: '~/client.pem' is expanded first, as the
+    cookies and netrc paths are."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "client.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    options = options_from(tmp_path, client_cert="~/client.pem", client_key="~/client.pem")
+    assert options.client_cert == options.client_key == str(tmp_path / "client.pem")

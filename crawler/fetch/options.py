@@ -137,9 +137,11 @@ def _if_readable(path: str) -> str:
 
 
 def _check_readable(path: str, key: str) -> str:
-    if path:
-        _read_text(path, key)
-    return path
+    """``path`` with ``~`` expanded (libcurl reads it as given), once it reads."""
+    if not path:
+        return path
+    _read_text(path, key)
+    return str(Path(path).expanduser())
 
 
 def _read_netrc(path: str) -> tuple[tuple[str, str, str], ...]:
