@@ -29,6 +29,7 @@ from .conftest import (
     slow_start,
     start_crawler,
     stop,
+    wait_for_output,
     wait_for_queue_address,
 )
 from .test_end_to_end import EXPECTED_FAILED, EXPECTED_OK
@@ -57,6 +58,28 @@ def test_without_a_terminal_progress_is_plain_lines_and_a_summary(
                      f"     1  {site.url[len('http://'):]}",
                      f"results in      {out}/results.log and {out}/manifest.jsonl"):
         assert expected in summary, expected
+
+
+def test_a_master_no_worker_joins_says_how_workers_join(site: FixtureServer, tmp_path: Path,
+                                                       authkey: str) -> None:
+    """Started without --local-workers, a master waits for workers for ever: once images
+    have waited a few seconds untaken, it says how they join, once."""
+    out = tmp_path / "out"
+    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), cwd=tmp_path)
+    try:
+        address = wait_for_queue_address(master)
+        hint = wait_for_output(master, r"(\d+) image\(s\) are queued and no worker has taken "
+                                       r"one in \d+ s: start workers as said above, or run "
+                                       r"the master with --local-workers N", 30)
+        assert int(hint.group(1)) > 0
+        worker = run_crawler("worker", address, "--out", str(out), cwd=tmp_path)
+        assert worker.returncode == 0, worker.stderr
+        err = finish(master, 60)
+    finally:
+        stop(master)
+    assert master.returncode == 0, err
+    assert err.count("no worker has taken one") == 1  # said once
 
 
 def test_quiet_silences_progress_and_summary(site: FixtureServer, tmp_path: Path) -> None:

@@ -68,6 +68,9 @@ WORKER_SILENCE = 3.0  # a worker not heard from for this long will not hear the 
 PAGE_LEASE = 10.0  # seconds a page stays this master's on the broker without a heartbeat
 BROKER_WAIT = 120.0  # seconds a master waits for a broker that stopped answering
 LOOK_EVERY = 0.1  # seconds between two reads of a broker's counts while pages are in flight
+# Seconds with images queued and not one taken by a worker, before the master says how
+# workers join (a master started without --local-workers waits for them for ever).
+NO_WORKER_HINT = 5.0
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,7 @@ class Master:
         self._recorded: set[str] = set()  # on a broker: images whose result is in the files
         self._images_seen: set[str] = set()  # found since the pages were last recorded
         self._broker_connections = 0  # the broker client's connections, when last looked at
+        self._hinted_workers = False  # said how workers join, none having come
         self._seed_failures: list[tuple[str, str]] = []
 
     def stop(self) -> None:
@@ -437,6 +441,7 @@ class Master:
                         pages_left = len(frontier)
                         self._snapshot.pages_queued = pages_left + len(running)
                         counts = self._refresh()
+                        self._hint_when_no_worker(counts)
                         if not pages_left and not running and unsettled(counts) == 0:
                             all_done = True
                             break
@@ -490,6 +495,18 @@ class Master:
                 last_heartbeat = time.monotonic()
         self._snapshot.pages_queued = len(frontier)
         self._finish(ledger, files)
+
+    def _hint_when_no_worker(self, counts: dict[str, int]) -> None:
+        """Say once how workers join, when images wait and no worker ever took one."""
+        if self._hinted_workers or not counts["queued"] or counts["in_flight"] \
+                or counts["done"] or counts["delayed"]:
+            return
+        waited = time.monotonic() - self._started
+        if waited >= NO_WORKER_HINT:
+            self._hinted_workers = True
+            log.warning("%d image(s) are queued and no worker has taken one in %.0f s: start "
+                        "workers as said above, or run the master with --local-workers N",
+                        counts["queued"], waited)
 
     def _forget_after_reconnecting(self) -> None:
         """Once the broker client has reconnected, forget which links and images this
