@@ -154,3 +154,28 @@ def test_a_worker_that_cannot_be_started_is_said_and_the_master_goes_on(
                        "0 of 2 started: the crawl waits for workers from elsewhere")
     workers.start(2, "127.0.0.1", 9)  # the gate of none is opened: nothing to let go
     workers.stop()
+
+
+@pytest.mark.parametrize(("fqdn", "resolved", "shown"), [
+    ("build.example", {"build.example": ["10.0.0.5"]}, "build.example"),
+    # A name that resolves to an address of its own is the name.
+    ("vm", {"vm": ["127.0.1.1", "192.168.1.9"]}, "vm"),
+    # Debian's installer maps the host's name to 127.0.1.1: another address is shown.
+    ("vm.local", {"vm.local": ["127.0.1.1"], "vm": ["127.0.1.1", "192.168.1.9"]},
+     "192.168.1.9"),
+    # No name or address other hosts could use: a placeholder, never "localhost".
+    ("localhost", {"localhost": ["127.0.0.1"], "vm": ["127.0.0.1"]}, "THIS-HOST"),
+])
+def test_a_master_on_every_interface_names_itself_as_other_hosts_reach_it(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fqdn: str,
+        resolved: dict[str, list[str]], shown: str) -> None:
+    def getaddrinfo(name: str, *_: object, **__: object) -> list[tuple[object, ...]]:
+        if name not in resolved:
+            raise OSError("no such name")
+        return [(0, 0, 0, "", (address, 0)) for address in resolved[name]]
+
+    monkeypatch.setattr(launcher.socket, "getfqdn", lambda: fqdn)
+    monkeypatch.setattr(launcher.socket, "gethostname", lambda: "vm")
+    monkeypatch.setattr(launcher.socket, "getaddrinfo", getaddrinfo)
+    line = launcher.invitation("0.0.0.0", 4242, Authkey(b"k" * 32, "environment"), tmp_path)
+    assert line.startswith(f"workers on other hosts: crawler worker {shown}:4242 "), line

@@ -88,8 +88,29 @@ def _address(host: str, port: int) -> str:
 
 
 def _public_name(host: str) -> str:
-    """A name other hosts can use for this one, when bound to every interface."""
-    return socket.getfqdn() if host in ("0.0.0.0", "::") else host  # noqa: S104
+    """A name other hosts can use for this one, when bound to every interface.
+
+    The host's name, unless it stands for this host alone (``localhost``, or a name
+    /etc/hosts maps to 127.0.1.1, as Debian's installer writes it): then an address of
+    this host's that is not loopback, or a placeholder the operator fills in.
+    """
+    if host not in ("0.0.0.0", "::"):  # noqa: S104 - a comparison, not a bind
+        return host
+    name = socket.getfqdn()
+    addresses = _addresses(name)
+    if name != "localhost" and addresses and not all(map(is_loopback, addresses)):
+        return name
+    others = [a for a in _addresses(socket.gethostname()) if not is_loopback(a)]
+    return others[0] if others else "THIS-HOST"
+
+
+def _addresses(name: str) -> list[str]:
+    """The addresses ``name`` resolves to here (none if it does not)."""
+    try:
+        return [str(info[4][0]) for info in socket.getaddrinfo(name, None,
+                                                                type=socket.SOCK_STREAM)]
+    except (OSError, UnicodeError):
+        return []
 
 
 class LocalWorkers:
