@@ -215,3 +215,21 @@ def test_a_rerun_counts_the_pages_that_failed_before(
         _crawl(server.url + "/", out, tmp_path)
         summary = json.loads((out / "summary.json").read_text())
         assert (summary["pages"], summary["pages_failed"]) == (3, 1), summary
+
+
+def test_a_folder_whose_crawl_read_nothing_takes_another_crawl_without_fresh(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """A mistyped seed reads nothing (status 5): the folder keeps nothing of it, and the
+    next crawl there, with the right seed, needs no --fresh."""
+    from .conftest import free_port
+
+    server = make_server()
+    site = _site(server)
+    out = tmp_path / "out"
+    nothing_here = f"http://127.0.0.1:{free_port()}/"
+    _crawl(nothing_here, out, tmp_path, status=5)
+    _crawl(server.url + "/", out, tmp_path)
+    assert _stored(out) == {server.url + path for path in site.images}
+    assert nothing_here not in (out / "pages.jsonl").read_text()
+    # A crawl that read something is kept: another is refused as before.
+    _crawl(nothing_here, out, tmp_path, status=2)

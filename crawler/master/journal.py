@@ -210,6 +210,22 @@ class Journal:
         self.set_meta("limits", {"depth": depth, "max_images": max_images})
         return reopened
 
+    def forget_if_other_and_empty(self, identity: dict[str, Any]) -> bool:
+        """Forget a crawl other than ``identity`` that never read a page nor found an image
+        (its seeds failed: a mistyped host); True when it was forgotten. Nothing is lost,
+        and another crawl in the folder needs no --fresh for it."""
+        if self.is_new() or self.meta("crawl") == identity:
+            return False
+        read = self._db.execute("SELECT 1 FROM pages WHERE done IN (1, ?) LIMIT 1", (_CUT,))
+        if read.fetchone() is not None:
+            return False
+        if self._db.execute("SELECT 1 FROM images LIMIT 1").fetchone() is not None:
+            return False
+        with self._transaction():
+            for table in ("pages", "images", "meta"):
+                self._db.execute(f"DELETE FROM {table}")  # noqa: S608 - our own names
+        return True
+
     def reopen(self, *, from_depth: int | None = None, cut: bool = False,
                robots_refusals: bool = False) -> int:
         """Mark done pages to be visited again; returns how many.

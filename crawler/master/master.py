@@ -9,6 +9,7 @@ visit and every image URL has a final result; then the board announces it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -555,6 +556,11 @@ class Master:
     def _take_up(self, journal: Journal) -> None:
         """Check that the folder's crawl is this one; reopen what this run's limits extend."""
         crawl = self._settings.crawl
+        if journal.forget_if_other_and_empty(self._identity()):
+            # The failed pages it listed are no part of this crawl (a folder that cannot
+            # take the change says so when the result files are opened).
+            with contextlib.suppress(OSError):
+                (self._options.out_dir / PAGES_NAME).unlink(missing_ok=True)
         reopened = journal.take_up(self._identity(), depth=crawl.depth, max_images=crawl.max_images,
                                    resume=self._options.resume)
         if reopened:
