@@ -256,6 +256,44 @@ def test_a_page_set_aside_after_passing_failures_is_tried_by_a_rerun(
     check_complete(out, server.url, site)
 
 
+def test_a_folder_keeps_the_results_of_its_own_crawl_in_either_mode(
+        make_server: Callable[[], FixtureServer], redis_server: RedisServer,
+        tmp_path: Path) -> None:
+    """A broker crawl does not take a folder of an embedded crawl (or of another broker
+    crawl), nor an embedded crawl one of a broker crawl: each writes the folder's result
+    files anew from its own record, and the other's would be gone."""
+    server = make_server()
+    site = setup_site(server, pages=1, images_per_page=3)
+    seed, embedded, shared = server.url + "/", tmp_path / "embedded", tmp_path / "shared"
+    on_broker = ("--broker", redis_server.url, "--local-workers", "1")
+    first = run_crawler("master", seed, "--out", str(embedded), "--bind", "127.0.0.1:0",
+                        "--local-workers", "1", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    results = (embedded / "results.log").read_text()
+    refused = run_crawler("master", seed, *on_broker, "--crawl", _crawl_name(), "--out",
+                          str(embedded), cwd=tmp_path)
+    assert refused.returncode == 2 and "holds a crawl of the embedded queue" in refused.stderr
+    assert (embedded / "results.log").read_text() == results
+
+    name = _crawl_name()
+    done = run_crawler("master", seed, *on_broker, "--crawl", name, "--out", str(shared),
+                       cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    again = run_crawler("master", seed, *on_broker, "--crawl", name, "--out", str(shared),
+                        cwd=tmp_path)  # the same crawl carries on in its folder
+    assert again.returncode == 0, again.stderr
+    other = run_crawler("master", seed, *on_broker, "--crawl", _crawl_name(), "--out",
+                        str(shared), cwd=tmp_path)
+    assert other.returncode == 2 and f"holds the results of crawl '{name}'" in other.stderr
+    alone = run_crawler("master", seed, "--out", str(shared), "--bind", "127.0.0.1:0",
+                        "--local-workers", "1", cwd=tmp_path)
+    assert alone.returncode == 2 and "--fresh to start afresh" in alone.stderr
+    check_complete(shared, server.url, site)
+    fresh = run_crawler("master", seed, "--out", str(shared), "--bind", "127.0.0.1:0",
+                        "--local-workers", "1", "--fresh", cwd=tmp_path)
+    assert fresh.returncode == 0, fresh.stderr
+
+
 def test_broker_mistakes_get_one_clear_line(
         redis_server: RedisServer, make_redis_server: Callable[[], RedisServer],
         tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ from crawler.fetch.easy import EasyClient
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
 from crawler.master.authkey import Authkey
+from crawler.master.claim import claim_for_broker, claim_for_embedded
 from crawler.master.folderlock import FolderLock
 from crawler.master.frontier import Frontier, PageQueue
 from crawler.master.journal import JOURNAL_NAME, Journal, PageDone, Resumed
@@ -248,6 +249,7 @@ class Master:
     def _crawl_into(self, out_dir: Path) -> Summary:
         """The embedded crawl, its folder locked and its queue's port bound."""
         assert self._server is not None
+        claim_for_embedded(out_dir, fresh=self._options.fresh)
         if self._options.fresh:  # after the lock: the crawl forgotten is no other master's
             try:
                 for name in (JOURNAL_NAME, JOURNAL_NAME + "-wal", JOURNAL_NAME + "-shm",
@@ -327,6 +329,7 @@ class Master:
     def _crawl_on_broker_into(self, broker: BrokerCrawl, out_dir: Path) -> Summary:
         from crawler.board.redis_frontier import RedisFrontier
 
+        claim_for_broker(out_dir, str(broker.address), broker.name)
         self._register(broker)
         frontier = self._shared_frontier = RedisFrontier(
             broker.client, broker.name, self._id, delay=self._settings.politeness.host_delay,

@@ -1,0 +1,66 @@
+"""Which crawl an output folder's result files belong to, in either mode.
+
+The embedded mode's folder holds its journal (``crawl.sqlite``), which names its
+crawl (seeds and scope, checked by the journal itself). A broker crawl's folder
+holds :data:`BROKER_MARK`, naming the broker and the crawl. Each master writes
+the folder's results.log and manifest.jsonl anew from its own record of the
+crawl, so a master of one crawl must not take a folder of another: it refuses it,
+and says what to do.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from crawler.errors import CrawlMismatch, StorageError
+from crawler.master.journal import JOURNAL_NAME
+
+BROKER_MARK = "broker-crawl.json"
+
+
+def claim_for_broker(folder: Path, broker: str, crawl: str) -> None:
+    """Take ``folder`` for the crawl ``crawl`` on ``broker`` (its address, no password)."""
+    if (folder / JOURNAL_NAME).exists():
+        raise CrawlMismatch(f"{folder} holds a crawl of the embedded queue (its journal "
+                            f"{JOURNAL_NAME}), whose result files this crawl would replace: "
+                            "give it another --out")
+    mark, wanted = folder / BROKER_MARK, {"broker": broker, "crawl": crawl}
+    held = _read(mark)
+    if held is not None and held != wanted:
+        raise CrawlMismatch(f"{folder} holds the results of crawl {held.get('crawl')!r} on "
+                            f"{held.get('broker')}, which this crawl would replace: give it "
+                            "another --out")
+    if held is None:
+        try:
+            mark.write_text(json.dumps(wanted) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise StorageError(f"cannot write {mark}: {exc.strerror or exc}") from exc
+
+
+def claim_for_embedded(folder: Path, *, fresh: bool) -> None:
+    """Take ``folder`` for an embedded crawl: not one of a broker crawl's, unless ``fresh``."""
+    mark = folder / BROKER_MARK
+    held = _read(mark)
+    if held is None:
+        return
+    if not fresh:
+        raise CrawlMismatch(f"{folder} holds the results of crawl {held.get('crawl')!r} on "
+                            f"{held.get('broker')}: choose another --out, or --fresh to start "
+                            "afresh in that folder")
+    try:
+        mark.unlink()
+    except OSError as exc:
+        raise StorageError(f"cannot remove {mark}: {exc.strerror or exc}") from exc
+
+
+def _read(mark: Path) -> dict[str, str] | None:
+    """The mark's broker and crawl; None when there is none. A mark that cannot be read
+    as one still says a broker crawl was here."""
+    try:
+        held = json.loads(mark.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {"broker": "a broker", "crawl": "?"}
+    return held if isinstance(held, dict) else {"broker": "a broker", "crawl": "?"}
