@@ -294,6 +294,28 @@ def test_a_folder_keeps_the_results_of_its_own_crawl_in_either_mode(
     assert fresh.returncode == 0, fresh.stderr
 
 
+def test_a_crawls_limits_are_its_first_masters(
+        make_server: Callable[[], FixtureServer], redis_server: RedisServer,
+        tmp_path: Path) -> None:
+    """Started again with a larger --depth, a crawl on the broker keeps its first master's
+    (a master that joins takes all its settings), and says so."""
+    server = make_server()
+    site = setup_site(server, pages=3, images_per_page=2, page_delay=0.2)
+    args = ("master", server.url + "/", "--broker", redis_server.url, "--crawl", _crawl_name(),
+            "--out", str(tmp_path / "out"), "--local-workers", "1")
+    first = start_crawler(*args, "--depth", "0", cwd=tmp_path)
+    try:
+        wait_until(lambda: "/" in server.paths(), 30, "the seed")
+        first.send_signal(signal.SIGTERM)  # stopped early: the crawl stays open
+        finish(first, 30)
+    finally:
+        stop(first)
+    again = run_crawler(*args, "--depth", "5", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "the crawl's limits are its first master's: depth 0" in again.stderr
+    assert not set(server.paths()) & (set(site.pages) - {"/"}), "read deeper than depth 0"
+
+
 def test_broker_mistakes_get_one_clear_line(
         redis_server: RedisServer, make_redis_server: Callable[[], RedisServer],
         tmp_path: Path) -> None:

@@ -73,6 +73,7 @@ LOOK_EVERY = 0.1  # seconds between two reads of a broker's counts while pages a
 # Seconds with images queued and not one taken by a worker, before the master says how
 # workers join (a master started without --local-workers waits for them for ever).
 NO_WORKER_HINT = 5.0
+CRAWL_LIMITS = ("depth", "max_pages", "max_images")  # a broker crawl's are its first master's
 
 
 @dataclass(frozen=True)
@@ -367,6 +368,16 @@ class Master:
                 "name this one with --crawl NAME")
         log.info("crawl %s found on the broker at %s: carrying on with it", broker.name,
                  broker.address)
+        # Its limits are its first master's (a master that joins takes all its settings):
+        # one with other limits would stop at, or read past, another bound than the rest.
+        first = record.field("settings").get("crawl", {})
+        mine = self._settings.crawl
+        limits = {f"crawl.{key}": first[key] for key in CRAWL_LIMITS
+                  if key in first and first[key] != getattr(mine, key)}
+        if limits:
+            log.warning("the crawl's limits are its first master's: %s (not this run's)",
+                        ", ".join(f"{key.split('.')[1]} {value}" for key, value in limits.items()))
+            self._settings = self._settings.with_values(limits)
 
     def _identity(self) -> dict[str, Any]:
         """What makes a crawl the same crawl: its seeds and its scope."""
