@@ -187,3 +187,22 @@ def test_pages_set_aside_are_queued_again_with_their_depth_and_fresh_tries(
     assert later.take_up_set_aside() == 0  # taken up once
     assert later.pop() == ("http://h/deep", 3)
     assert later.failed("http://h/deep") == 1  # its failures are counted anew
+
+
+def test_the_page_budget_counts_every_masters_pages_done_and_in_flight(
+        frontiers: MakeFrontier) -> None:
+    """Checked where pages are leased: two masters taking pages at once stop at the
+    crawl's --max-pages, not at it plus what the other has in flight."""
+    a, b = frontiers("a", max_pages=2), frontiers("b", max_pages=2)
+    a.add_many([(f"http://h{n}/", 0) for n in range(5)])
+    first, second = a.pop(), b.pop()
+    assert first is not None and second is not None
+    time.sleep(EMPTY_PAUSE * 1.5)
+    assert a.pop() is None and b.pop() is None  # three pages wait, the budget is spent
+    pipe = a._client.pipeline(transaction=True)
+    a.queue_done(pipe, first[0], [])
+    pipe.execute()
+    time.sleep(EMPTY_PAUSE * 1.5)
+    assert a.pop() is None  # one done and one in flight are still two
+    unbounded = frontiers("c")
+    assert unbounded.pop() is not None  # a master with no budget: none checked

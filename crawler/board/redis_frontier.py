@@ -66,13 +66,20 @@ local function push_front(p, url, depth, host, now)
 end
 """
 
-# ARGV: prefix, master, lease seconds, default delay
+# ARGV: prefix, master, lease seconds, default delay, page budget (0: none)
 _POP = _NOW + _LIST_HOST + """
 local p, master, lease, default_delay = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local budget = tonumber(ARGV[5])
 for _, url in ipairs(redis.call('ZRANGEBYSCORE', p .. 'pages:leased', '-inf', now,
                                 'LIMIT', 0, REAP_AT_MOST)) do
   local back = unlease(p, url)
   if back then push_front(p, url, back[1], back[2], now) end
+end
+-- The crawl's page budget counts every master's pages, done and in flight: checked here,
+-- in the one step that leases, so that masters taking pages at once cannot overshoot it.
+if budget > 0 then
+  local done = tonumber(redis.call('HGET', p .. 'pages:stats', 'done') or '0')
+  if done + redis.call('ZCARD', p .. 'pages:leased') >= budget then return false end
 end
 for _ = 1, 16 do
   local hosts = redis.call('ZRANGEBYSCORE', p .. 'pages:ready', '-inf', now, 'LIMIT', 0, 1)
@@ -211,7 +218,7 @@ class RedisFrontier:
     """
 
     def __init__(self, client: redis.Redis, crawl: str, master: str, *, delay: float = 0.0,
-                 lease: float = 10.0) -> None:
+                 lease: float = 10.0, max_pages: int = 0) -> None:
         self._client = client
         self._crawl = crawl
         self._prefix = keys_prefix(crawl)
@@ -219,6 +226,7 @@ class RedisFrontier:
         self._master = master
         self._delay = delay
         self.lease = lease
+        self._max_pages = max_pages  # the crawl's page budget, every master's pages (0: none)
         self._seen: set[str] = set()  # this master's: spares Redis a round trip per link
         self.done_pages = 0  # pages the crawl has done, as of the last len()
         self._empty_until = 0.0  # no pop before this time.monotonic() (see pop)
@@ -291,7 +299,8 @@ class RedisFrontier:
         moment = time.monotonic()
         if moment < self._empty_until:
             return None
-        popped: Any = self._pop(args=[self._prefix, self._master, self.lease, self._delay])
+        popped: Any = self._pop(args=[self._prefix, self._master, self.lease, self._delay,
+                                      self._max_pages])
         if not popped:
             self._empty_until = moment + EMPTY_PAUSE
             return None

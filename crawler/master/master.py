@@ -334,7 +334,7 @@ class Master:
         self._register(broker)
         frontier = self._shared_frontier = RedisFrontier(
             broker.client, broker.name, self._id, delay=self._settings.politeness.host_delay,
-            lease=PAGE_LEASE)
+            lease=PAGE_LEASE, max_pages=self._settings.crawl.max_pages)
         frontier.add_many((seed, 0) for seed in self._options.seeds)
         assert self._shared_board is not None  # made with the broker in __init__
         taken = frontier.take_up_set_aside()
