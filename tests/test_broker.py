@@ -85,6 +85,15 @@ def test_a_crawl_on_the_broker_has_the_results_of_one_on_the_embedded_queue(
     assert not [e for e in manifest_lines(embedded) if e["status"] == "success"
                 and e["url"] in {f["url"] for f in failed}]
     assert "request" not in shown  # the crawl's secrets are for workers only
+    # The images' counts are Redis's own (workers go on while no master runs), and an ended
+    # crawl's time stands still.
+    assert (shown["progress"]["found"], shown["progress"]["downloaded"],
+            shown["progress"]["failed"]) == (len(site.images), len(site.images) - len(missing),
+                                             len(missing))
+    time.sleep(1.5)
+    later = json.loads(run_crawler("status", "--broker", redis_server.url, "--crawl", name,
+                                   "--json").stdout)
+    assert later["elapsed_s"] == shown["elapsed_s"]
     text = run_crawler("status", "--broker", redis_server.url, "--crawl", name)
     assert text.returncode == 0, text.stderr
     assert "finished" in text.stdout and "0 master(s) live" in text.stdout

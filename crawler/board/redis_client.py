@@ -120,11 +120,23 @@ def broker_status(client: redis.Redis, crawl: str, info: dict[str, Any],
     now = broker_time(client)  # the clock the masters' "at" is on, whatever this host's
     live = [m for m in masters if not m.get("ended") and now - float(m.get("at", 0)) < 10.0]
     progress: dict[str, Any] = {**Snapshot().as_dict(), "masters": 0}  # before any master
-    if masters:  # the freshest master's view holds the whole crawl's counts
+    if masters:  # the freshest master's view: the pages it counted
         progress = dict(max(masters, key=lambda m: float(m.get("at", 0)))["progress"])
         progress["masters"] = len(live)
+    # The images' counts from Redis itself, not from a master's last word: workers go on
+    # while no master runs, and a master that died said nothing more.
+    counts, workers, closed = board.counts(), board.workers(), board.closed
+    downloaded = sum(int(worker["done"]) for worker in workers)
+    progress.update(found=counts["queued"] + counts["in_flight"] + counts["delayed"]
+                    + counts["done"], downloaded=downloaded,
+                    failed=max(0, counts["done"] - downloaded),
+                    bytes=sum(int(worker["bytes"]) for worker in workers),
+                    in_flight=counts["in_flight"], retries=counts["retries"],
+                    workers=counts["workers"])
     started = float(str(client.hget(record.key, "started") or now))
+    # An ended crawl's time is up to its masters' last word, not up to now.
+    ended_at = max((float(m.get("at", 0)) for m in masters), default=now)
+    until = ended_at if closed and masters and not live else now
     return cast(Status, {**public, "seeds": record.field("seeds"),
-                         "elapsed_s": round(now - started, 2), "progress": progress,
-                         "board": board.counts(), "workers": board.workers(),
-                         "closed": board.closed})
+                         "elapsed_s": round(until - started, 2), "progress": progress,
+                         "board": counts, "workers": workers, "closed": closed})
