@@ -376,6 +376,12 @@ def test_broker_mistakes_get_one_clear_line(
                        cwd=tmp_path, env={**os.environ, "CRAWLER_BROKER_PASSWORD": "wrong"})
     assert done.returncode == 1 and "refused our login" in done.stderr, done.stderr
     assert "wrong" not in done.stderr
+    no_password = {k: v for k, v in os.environ.items() if k != "CRAWLER_BROKER_PASSWORD"}
+    for args in (("status", "--broker", guarded.url, "--json"),
+                 ("master", url, "--broker", guarded.url, "--out", str(tmp_path / "p"))):
+        done = run_crawler(*args, cwd=tmp_path, env=no_password, timeout=60)
+        assert done.returncode == 1 and "wants a password" in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
 def test_a_crawl_name_holds_one_crawl(

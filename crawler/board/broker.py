@@ -129,8 +129,16 @@ class Connections:
         self.opened = 0
 
     def __call__(self, connection: Any) -> None:
-        """redis-py's hook for a new connection: set it up as redis-py would, and count it."""
-        connection.on_connect()
+        """redis-py's hook for a new connection: set it up as redis-py would, and count it.
+
+        Without a health check: the socket is new, and a check that fails (a login
+        refused) would reconnect, and so call this again, without end.
+        """
+        set_up = getattr(connection, "on_connect_check_health", None)
+        if set_up is not None:
+            set_up(check_health=False)
+        else:  # a redis-py without it: its plain set-up
+            connection.on_connect()
         self.opened += 1
 
 
@@ -162,6 +170,9 @@ def connect(address: BrokerAddress, connections: Connections | None = None) -> r
     try:
         client.ping()
     except redis.AuthenticationError as exc:
+        if not address.password:  # redis-py 8 says so as "HELLO must be called ... AUTH"
+            raise BrokerError(f"the broker at {address} wants a password: give it with "
+                              f"${PASSWORD_ENV} or --broker-password-file") from exc
         raise BrokerError(f"the broker at {address} refused our login ({exc}): check "
                           f"${PASSWORD_ENV} or --broker-password-file") from exc
     except redis.ResponseError as exc:
