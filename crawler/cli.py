@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also start N workers on this machine")
     master.add_argument("--authkey-file", type=Path, metavar="FILE",
                         help="file holding the queue's authkey (default: $CRAWLER_AUTHKEY, "
-                             "else a random key)")
+                             "else OUT/authkey, made with a new key the first time)")
     master.add_argument("--dry-run", action="store_true",
                         help="crawl pages and print the image URLs, download nothing")
     master.add_argument("--ignore-robots", action="store_true",
@@ -391,6 +391,8 @@ def _log_handler(verbose: bool, log_file: Path | None) -> logging.Handler:
         return make_log_handler(verbose)
     detail = "%(levelname)s %(name)s: %(message)s" if verbose else "%(levelname)s: %(message)s"
     try:
+        # Its folder too (-o OUT/crawl.log on a first run, before OUT is made).
+        log_file.parent.mkdir(parents=True, exist_ok=True)
         handler = _LogFile(log_file, encoding="utf-8")
     except OSError as exc:
         # Before any work: a log that cannot be written would lose what went wrong.

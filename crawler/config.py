@@ -43,6 +43,9 @@ SCOPE_MODES = ("host", "domain", "any")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)\s*")
 _RATE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+# What libcurl takes as a proxy: a scheme it speaks, then where ("HOST:PORT", maybe a login).
+_PROXY = re.compile(r"(?:(?:https?|socks4a?|socks5h?)://)?(?:[^\s/@]+@)?"
+                    r"(?:\[[0-9A-Fa-f:.]+\]|[^\s/:@\[\]]+)(?::\d{1,5})?/?", re.IGNORECASE)
 # Headers the engines set themselves from other settings.
 _RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 
@@ -52,7 +55,10 @@ def parse_rate(text: str) -> int:
     match = _RATE.fullmatch(text)
     if not match:
         raise ValueError(f"{text!r} is not a rate such as 500k, 2M or 1G (bytes per second)")
-    return int(float(match.group(1)) * _RATE_UNITS[match.group(2).lower()])
+    rate = int(float(match.group(1)) * _RATE_UNITS[match.group(2).lower()])
+    if rate == 0 and float(match.group(1)) > 0:  # 0.5 bytes a second would mean no cap
+        raise ValueError(f"{text!r} is less than one byte per second: write 0 for no cap")
+    return rate
 
 
 def valid_rate(text: str) -> bool:
@@ -224,7 +230,9 @@ class HttpSettings:
     insecure: bool = False
     client_cert: str = ""
     client_key: str = ""
-    proxy: str = ""
+    proxy: str = field(default="", metadata=_check(
+        lambda v: v == "" or _PROXY.fullmatch(v) is not None,
+        "a proxy URL: http://, https://, socks5:// or socks5h://HOST:PORT"))
     env_proxies: bool = True
     limit_rate: str = field(default="0", metadata=_check(
         valid_rate, "a rate in bytes per second such as \"500k\", \"2M\" or \"0\""))

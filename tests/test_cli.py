@@ -382,7 +382,18 @@ def test_log_file_gets_the_log_lines_with_timestamps(tmp_path: Path) -> None:
     assert not [line for line in terminal if line.startswith(("WARNING", "INFO", "ERROR"))]
 
 
+def test_a_log_file_in_the_output_folder_of_a_first_run_is_written(tmp_path: Path) -> None:
+    """-o OUT/crawl.log before OUT exists: its folder is made, as OUT itself would be."""
+    log_file = tmp_path / "out" / "crawl.log"
+    result = run_crawler("master", "http://127.0.0.1:1/", "-o", str(log_file), "--out",
+                         str(tmp_path / "out"), "--bind", "127.0.0.1:0", cwd=tmp_path,
+                         env=crawl_env(tmp_path))
+    assert result.returncode == 5, result.stderr
+    assert "no seed page could be fetched" in log_file.read_text()
+
+
 def test_log_file_that_cannot_be_written_exits_3(tmp_path: Path) -> None:
+    (tmp_path / "no").write_text("a file where the log's folder would be")
     result = run_crawler("master", "http://127.0.0.1:1/", "-o", str(tmp_path / "no" / "x.log"),
                          cwd=tmp_path, env=crawl_env(tmp_path))
     assert result.returncode == 3

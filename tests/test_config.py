@@ -221,3 +221,18 @@ def test_a_home_folder_in_a_settings_file_is_expanded(tmp_path: Path,
     settings = load_settings(write(tmp_path, '[output]\ndir = "~/images"\n'))
     assert settings.output.dir == str(tmp_path / "home" / "images")
     assert Settings().output.dir == "downloads"  # what is not under ~ stays as written
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("http.limit_rate", "0.5", "expected a rate in bytes per second"),
+    ("http.proxy", "ftp://proxy.example", "expected a proxy URL"),
+    ("http.proxy", "not a proxy", "expected a proxy URL"),
+])
+def test_request_settings_that_would_fail_later_are_refused_now(key: str, value: str,
+                                                                 message: str) -> None:
+    """0.5 bytes a second was silently no cap; a proxy libcurl cannot use failed every
+    request of the crawl (status 5) instead of the command line (status 2)."""
+    with pytest.raises(ConfigError, match=message):
+        Settings().with_values({key: value})
+    for fine in ("http://127.0.0.1:3128", "socks5h://user:pw@[::1]:1080", "proxy.example:8080"):
+        Settings().with_values({"http.proxy": fine})

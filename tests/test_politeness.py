@@ -233,9 +233,11 @@ def test_max_pages_max_images_and_page_size_bound_the_crawl(
         cut.routes[f"/i{n}.png"] = lambda h: h.send_body(200, png(4, 4, 9), "image/png")
     (tmp_path / "cut").mkdir()
     (tmp_path / "cut" / "settings.toml").write_text("[crawl]\nmax_page_bytes = 400\n")
-    crawl_with_two_workers(cut, tmp_path / "cut")
+    err = crawl_with_two_workers(cut, tmp_path / "cut")
     found = len(manifest_lines(tmp_path / "cut" / "out"))
     assert 0 < found < 40, "a page over the size limit is cut, not dropped"
+    assert (f"page {cut.url}/ is longer than crawl.max_page_bytes (400 bytes): read up to "
+            "there, what follows is left out") in err, "and the cut is said"
 
 
 def test_an_absurd_crawl_delay_is_capped_with_a_warning(

@@ -303,8 +303,18 @@ def test_folders_merge_and_a_workers_copied_folder_fills_its_tiles(tmp_path: Pat
 
 
 def test_several_folders_without_a_manifest_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
     with pytest.raises(UsageError, match=r"none of .* has a manifest\.jsonl"):
         write_report([tmp_path / "a", tmp_path / "b"])
+
+
+def test_a_folder_that_does_not_exist_is_named_not_skipped(gallery: dict[str, Any],
+                                                           tmp_path: Path) -> None:
+    """A worker's folder may hold no manifest; a mistyped one is no folder at all."""
+    result = run_crawler("report", str(gallery["out"]), str(tmp_path / "mistyped"))
+    assert result.returncode == 2
+    assert f"no such folder: {tmp_path / 'mistyped'}" in result.stderr
 
 
 def test_cli_report_of_several_folders_writes_into_the_first(gallery: dict[str, Any],

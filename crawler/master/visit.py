@@ -85,6 +85,9 @@ class PageVisitor:
                           may_visit=lambda u: self._scope.allows_page(u) and robots.allowed(u))
         if not page.ok:
             return Visit(url, depth, page, None, [], started)
+        if page.truncated:
+            log.warning("page %s is longer than crawl.max_page_bytes (%d bytes): read up to "
+                        "there, what follows is left out", url, crawl.max_page_bytes)
         try:
             extraction = self._parser.extract(
                 page.body, page.final_url, sources=frozenset(crawl.sources),

@@ -250,6 +250,9 @@ def write_report(folders: Path | Sequence[Path]) -> Path:
     page cannot be written.
     """
     folders = [folders] if isinstance(folders, Path) else list(folders)
+    missing = [str(folder) for folder in folders if not folder.is_dir()]
+    if missing:  # a mistyped folder is no folder of a worker that kept no manifest
+        raise UsageError(f"no such folder: {', '.join(missing)}")
     manifest = Manifest()
     found = 0
     for folder in folders:
