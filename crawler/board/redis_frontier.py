@@ -64,6 +64,11 @@ local function push_front(p, url, depth, host, now)
   redis.call('HINCRBY', p .. 'pages:stats', 'waiting', 1)
   list_host(p, host, now)
 end
+local function push_back(p, url, depth, host, now)
+  redis.call('RPUSH', p .. 'pages:lane:' .. host, depth .. '\\t' .. url)
+  redis.call('HINCRBY', p .. 'pages:stats', 'waiting', 1)
+  if not redis.call('ZSCORE', p .. 'pages:ready', host) then list_host(p, host, now) end
+end
 """
 
 # ARGV: prefix, master, lease seconds, default delay, page budget (0: none)
@@ -114,9 +119,7 @@ local added = 0
 for i = 2, #ARGV, 3 do
   local depth, url, host = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   if redis.call('SADD', p .. 'pages:seen', url) == 1 then
-    redis.call('RPUSH', p .. 'pages:lane:' .. host, depth .. '\\t' .. url)
-    redis.call('HINCRBY', p .. 'pages:stats', 'waiting', 1)
-    if not redis.call('ZSCORE', p .. 'pages:ready', host) then list_host(p, host, now) end
+    push_back(p, url, depth, host, now)
     added = added + 1
   end
 end
@@ -151,9 +154,7 @@ for i = 2, #ARGV, 3 do
   local depth, url, host = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   if redis.call('HDEL', p .. 'pages:aside', url) == 1 then
     redis.call('HDEL', p .. 'pages:tries', url)
-    redis.call('RPUSH', p .. 'pages:lane:' .. host, depth .. '\\t' .. url)
-    redis.call('HINCRBY', p .. 'pages:stats', 'waiting', 1)
-    if not redis.call('ZSCORE', p .. 'pages:ready', host) then list_host(p, host, now) end
+    push_back(p, url, depth, host, now)
     taken = taken + 1
   end
 end

@@ -15,8 +15,7 @@ from crawler.config import Settings
 from crawler.demo.site import SiteServer, build_site
 from crawler.errors import StorageError
 from crawler.master.authkey import master_authkey
-from crawler.master.journal import JOURNAL_NAME
-from crawler.model.files import MANIFEST_NAME, PAGES_NAME, RESULTS_NAME
+from crawler.master.claim import forget_crawl
 from crawler.model.outcome import IMAGES_DIR
 from crawler.ui.report import write_report
 
@@ -26,9 +25,7 @@ def run_demo(settings: Settings, *, workers: int, quiet: bool,
     out_dir = Path(settings.output.dir) / "demo"
     # Each demo serves a new site on a new port: start from a clean record.
     try:
-        for name in (JOURNAL_NAME, JOURNAL_NAME + "-wal", JOURNAL_NAME + "-shm",
-                     RESULTS_NAME, MANIFEST_NAME, PAGES_NAME):
-            (out_dir / name).unlink(missing_ok=True)
+        forget_crawl(out_dir)
     except OSError as exc:
         raise StorageError(f"cannot use {out_dir} for the demo's output: {exc.strerror}"
                            " (choose another folder with --out)") from exc

@@ -15,8 +15,19 @@ from pathlib import Path
 
 from crawler.errors import CrawlMismatch, StorageError
 from crawler.master.journal import JOURNAL_NAME
+from crawler.model.files import MANIFEST_NAME, PAGES_NAME, RESULTS_NAME
 
 BROKER_MARK = "broker-crawl.json"
+# What a folder keeps of its crawl, besides the images: its record and its result files.
+CRAWL_FILES = (JOURNAL_NAME, JOURNAL_NAME + "-wal", JOURNAL_NAME + "-shm",
+               RESULTS_NAME, MANIFEST_NAME, PAGES_NAME, BROKER_MARK)
+
+
+def forget_crawl(folder: Path) -> None:
+    """Remove the folder's record of its crawl (``--fresh``, the demo); stored images
+    stay. OSError when the folder does not let them go."""
+    for name in CRAWL_FILES:
+        (folder / name).unlink(missing_ok=True)
 
 
 def claim_for_broker(folder: Path, broker: str, crawl: str) -> None:
@@ -39,19 +50,13 @@ def claim_for_broker(folder: Path, broker: str, crawl: str) -> None:
 
 
 def claim_for_embedded(folder: Path, *, fresh: bool) -> None:
-    """Take ``folder`` for an embedded crawl: not one of a broker crawl's, unless ``fresh``."""
-    mark = folder / BROKER_MARK
-    held = _read(mark)
-    if held is None:
-        return
-    if not fresh:
+    """Take ``folder`` for an embedded crawl: not one of a broker crawl's, unless ``fresh``
+    (which forgets it)."""
+    held = _read(folder / BROKER_MARK)
+    if held is not None and not fresh:
         raise CrawlMismatch(f"{folder} holds the results of crawl {held.get('crawl')!r} on "
                             f"{held.get('broker')}: choose another --out, or --fresh to start "
                             "afresh in that folder")
-    try:
-        mark.unlink()
-    except OSError as exc:
-        raise StorageError(f"cannot remove {mark}: {exc.strerror or exc}") from exc
 
 
 def _read(mark: Path) -> dict[str, str] | None:

@@ -33,10 +33,10 @@ from crawler.fetch.easy import EasyClient
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
 from crawler.master.authkey import Authkey
-from crawler.master.claim import claim_for_broker, claim_for_embedded
+from crawler.master.claim import claim_for_broker, claim_for_embedded, forget_crawl
 from crawler.master.folderlock import FolderLock
 from crawler.master.frontier import Frontier, PageQueue
-from crawler.master.journal import JOURNAL_NAME, Journal, PageDone, Resumed
+from crawler.master.journal import Journal, PageDone, Resumed
 from crawler.master.launcher import LocalWorkers, invitation
 from crawler.master.ledger import BrokerLedger, JournalLedger, Ledger
 from crawler.master.results import ManifestTally, ResultFiles
@@ -44,7 +44,7 @@ from crawler.master.robots import Robots
 from crawler.master.scope import Scope
 from crawler.master.stylesheets import Stylesheets
 from crawler.master.visit import PageVisitor, Visit
-from crawler.model.files import MANIFEST_NAME, PAGES_NAME, RESULTS_NAME
+from crawler.model.files import PAGES_NAME
 from crawler.model.outcome import Attempt, Outcome
 from crawler.model.progress import Reporter, Snapshot, write_out
 from crawler.model.urls import host_key
@@ -253,9 +253,7 @@ class Master:
         claim_for_embedded(out_dir, fresh=self._options.fresh)
         if self._options.fresh:  # after the lock: the crawl forgotten is no other master's
             try:
-                for name in (JOURNAL_NAME, JOURNAL_NAME + "-wal", JOURNAL_NAME + "-shm",
-                             RESULTS_NAME, MANIFEST_NAME, PAGES_NAME):
-                    (out_dir / name).unlink(missing_ok=True)
+                forget_crawl(out_dir)
             except OSError as exc:
                 raise StorageError(f"cannot forget the crawl in {out_dir}: "
                                    f"{exc.strerror or exc}") from exc
