@@ -384,6 +384,21 @@ def test_broker_mistakes_get_one_clear_line(
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
+def test_a_port_that_takes_connections_and_never_answers_is_told_in_seconds(
+        tmp_path: Path) -> None:
+    """Not Redis, or a Redis that hangs: the login and the first PING each wait at most the
+    connect deadline, once (with the client's own deadlines and retry it took 40 s)."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes connections; nothing ever answers
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        started = time.monotonic()
+        done = run_crawler("status", "--broker", url, "--json", cwd=tmp_path, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert "cannot reach the broker" in done.stderr, done.stderr
+    assert time.monotonic() - started < 15
+
+
 def test_a_crawl_name_holds_one_crawl(
         make_server: Callable[[], FixtureServer], redis_server: RedisServer,
         tmp_path: Path) -> None:

@@ -149,26 +149,31 @@ def connect(address: BrokerAddress, connections: Connections | None = None) -> r
     refuses our login. ``connections`` counts the connections it opens.
     """
     import redis
-    from redis.backoff import ExponentialBackoff
+    from redis.backoff import ExponentialBackoff, NoBackoff
     from redis.retry import Retry
 
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"host": address.host, "port": address.port, "db": address.db,
+                               "username": address.username, "password": address.password,
+                               "socket_connect_timeout": CONNECT_DEADLINE,
+                               "decode_responses": True}
     if address.tls:
         options.update(ssl=True, ssl_cert_reqs="required", ssl_check_hostname=True,
                        ssl_ca_certs=str(address.ca_file) if address.ca_file else None)
-    client = redis.Redis(host=address.host, port=address.port, db=address.db,
-                         username=address.username, password=address.password,
-                         socket_connect_timeout=CONNECT_DEADLINE, socket_timeout=CALL_DEADLINE,
-                         socket_keepalive=True, health_check_interval=30,
+    client = redis.Redis(socket_timeout=CALL_DEADLINE, socket_keepalive=True,
+                         health_check_interval=30,
                          # One quick retry rides out a reconnect; a longer outage is the
                          # caller's to wait out (it knows what a lost answer means).
                          retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
-                         decode_responses=True,
                          # Called with the new connection, whatever redis-py's hint says.
                          redis_connect_func=connections,  # type: ignore[arg-type]
                          **options)
+    # The check on a connection of its own, one try, CONNECT_DEADLINE for each step: a
+    # port that takes connections and never answers is told in seconds (with the
+    # client's own deadlines and retry, the login and the PING took 40 s to give up).
+    probe = redis.Redis(socket_timeout=CONNECT_DEADLINE, retry=Retry(NoBackoff(), 0),
+                        **options)
     try:
-        client.ping()
+        probe.ping()
     except redis.AuthenticationError as exc:
         if not address.password:  # redis-py 8 says so as "HELLO must be called ... AUTH"
             raise BrokerError(f"the broker at {address} wants a password: give it with "
@@ -183,6 +188,8 @@ def connect(address: BrokerAddress, connections: Connections | None = None) -> r
     except (redis.ConnectionError, redis.TimeoutError, socket.gaierror) as exc:
         raise BrokerUnreachable(f"cannot reach the broker at {address}: {exc}; is redis-server "
                                 "running there, and is the address right?") from exc
+    finally:
+        probe.close()
     return client
 
 
