@@ -13,6 +13,7 @@ the file and the key.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -246,7 +247,8 @@ class OutputSettings:
         # "~/images" in a settings file means the home folder, as on a command line (and as
         # http.cookies and http.netrc read it), not a folder named "~" here.
         if self.dir.startswith("~"):
-            object.__setattr__(self, "dir", str(Path(self.dir).expanduser()))
+            with contextlib.suppress(RuntimeError):  # no such user: as written, as a shell does
+                object.__setattr__(self, "dir", str(Path(self.dir).expanduser()))
 
 
 def _valid_networks(values: tuple[str, ...]) -> bool:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from crawler.board.broker import BrokerAddress, Connections, connect
 from crawler.demo.site import build_site, png
 
 from .conftest import (
@@ -225,6 +226,23 @@ def test_a_redis_that_lost_its_last_writes_gets_them_again(
     assert f"/p{pages - 1}.html" in server.paths()
 
 
+def test_connections_made_again_are_counted_and_new_ones_for_more_threads_are_not(
+        redis_server: RedisServer) -> None:
+    """A connection made again may follow a Redis restart (the master then forgets what it
+    sent); one the pool adds because two threads call at once is no such sign."""
+    connections = Connections()
+    client = connect(BrokerAddress("127.0.0.1", redis_server.port), connections)
+    pool = client.connection_pool
+    held = [pool.get_connection() for _ in range(3)]  # three threads' worth at once
+    assert connections.again == 0
+    held[0].disconnect()
+    held[0].connect()  # as after a restart: the same connection, made again
+    assert connections.again == 1
+    for connection in held:
+        pool.release(connection)
+    client.close()
+
+
 def test_a_master_whose_crawl_vanished_from_redis_says_so_and_stops(
         make_server: Callable[[], FixtureServer],
         make_redis_server: Callable[[], RedisServer], tmp_path: Path) -> None:
@@ -294,6 +312,11 @@ def test_a_folder_keeps_the_results_of_its_own_crawl_in_either_mode(
     other = run_crawler("master", seed, *on_broker, "--crawl", _crawl_name(), "--out",
                         str(shared), cwd=tmp_path)
     assert other.returncode == 2 and f"holds the results of crawl '{name}'" in other.stderr
+    # Refused by the broker (another crawl's seeds under that name), a master leaves no mark.
+    taken = run_crawler("master", server.url + "/other", *on_broker, "--crawl", name, "--out",
+                        str(tmp_path / "new"), cwd=tmp_path)
+    assert taken.returncode == 2 and "with other seeds or scope" in taken.stderr
+    assert not (tmp_path / "new" / "broker-crawl.json").exists()
     alone = run_crawler("master", seed, "--out", str(shared), "--bind", "127.0.0.1:0",
                         "--local-workers", "1", cwd=tmp_path)
     assert alone.returncode == 2 and "--fresh to start afresh" in alone.stderr

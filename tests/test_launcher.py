@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -165,14 +166,19 @@ def test_a_worker_that_cannot_be_started_is_said_and_the_master_goes_on(
      "192.168.1.9"),
     # No name or address other hosts could use: a placeholder, never "localhost".
     ("localhost", {"localhost": ["127.0.0.1"], "vm": ["127.0.0.1"]}, "THIS-HOST"),
+    # The queue on 0.0.0.0 takes IPv4 only: an IPv6 address of the host is no use.
+    ("localhost", {"localhost": ["127.0.0.1"], "vm": ["2001:db8::5", "10.0.0.5"]}, "10.0.0.5"),
 ])
 def test_a_master_on_every_interface_names_itself_as_other_hosts_reach_it(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fqdn: str,
         resolved: dict[str, list[str]], shown: str) -> None:
-    def getaddrinfo(name: str, *_: object, **__: object) -> list[tuple[object, ...]]:
+    def getaddrinfo(name: str, *_: object, family: int = 0,
+                    **__: object) -> list[tuple[object, ...]]:
         if name not in resolved:
             raise OSError("no such name")
-        return [(0, 0, 0, "", (address, 0)) for address in resolved[name]]
+        wanted = [a for a in resolved[name]
+                  if not family or (":" in a) == (family == socket.AF_INET6)]
+        return [(0, 0, 0, "", (address, 0)) for address in wanted]
 
     monkeypatch.setattr(launcher.socket, "getfqdn", lambda: fqdn)
     monkeypatch.setattr(launcher.socket, "gethostname", lambda: "vm")

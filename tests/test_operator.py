@@ -82,6 +82,17 @@ def test_a_master_no_worker_joins_says_how_workers_join(site: FixtureServer, tmp
     assert err.count("no worker has taken one") == 1  # said once
 
 
+def test_a_master_with_its_own_workers_gives_no_such_hint(site: FixtureServer,
+                                                          tmp_path: Path) -> None:
+    """The hint counts from when images first wait, and local workers are workers: a slow
+    seed page (6 s) is no reason for it."""
+    slow_start(site, 6.0)
+    result = run_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
+                         str(tmp_path / "out"), "--local-workers", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "no worker has taken one" not in result.stderr
+
+
 def test_quiet_silences_progress_and_summary(site: FixtureServer, tmp_path: Path) -> None:
     result = run_crawler("master", site.url + "/", "--local-workers", "1", "--out",
                          str(tmp_path / "out"), "--bind", "127.0.0.1:0", "--quiet", cwd=tmp_path)

@@ -143,7 +143,7 @@ def test_a_resumed_crawl_fetches_what_was_queued_only_within_its_own_scope_and_d
     seed, out = server.url + "/", tmp_path / "out"
     out.mkdir()
     journal = Journal(out)  # as a run interrupted after reading the seed leaves it
-    journal.add_seeds([seed])
+    journal.add_seeds([seed, server.url + "/page/2.html"])  # the second: a seed no more
     journal.pages_done([PageDone(seed, [(server.url + "/page/1.html", 1),
                                         (server.url + "/page/2.html", 1),
                                         (server.url + "/page/3.html", 2)],
@@ -170,7 +170,7 @@ def test_a_second_master_on_a_folder_in_use_is_refused_and_the_lock_goes_with_it
     killed with -9 leaves no lock behind."""
     server = make_server()
     site = build_site(pages=4, images_per_page=4, min_kb=1, max_kb=2)
-    serve_routes(server, site.files, page_delay=0.3)
+    serve_routes(server, site.files, page_delay=1.5)  # the second starts well within it
     seed, out = server.url + "/", tmp_path / "out"
     first = start_crawler("master", seed, "--bind", "127.0.0.1:0", "--out", str(out),
                           "--local-workers", "1", cwd=tmp_path)

@@ -16,6 +16,7 @@ import json
 import os
 import socket
 import urllib.parse
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,15 +119,17 @@ def check_crawl_name(name: str) -> str:
 
 
 class Connections:
-    """How many connections a client has opened to the broker.
+    """How often a client's connections to the broker were made again.
 
-    Each one after the first may follow a restart of Redis, and a Redis that
+    A connection made again may follow a restart of Redis, and a Redis that
     crashed has lost up to its last second of writes: what a master remembers of
-    the crawl beside Redis (the links and images it sent) may be gone there.
+    the crawl beside Redis (the links and images it sent) may be gone there. A
+    connection the pool adds for a second thread at once is no such sign.
     """
 
     def __init__(self) -> None:
-        self.opened = 0
+        self.again = 0  # connections made a second time (or more)
+        self._made: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def __call__(self, connection: Any) -> None:
         """redis-py's hook for a new connection: set it up as redis-py would, and count it.
@@ -139,7 +142,9 @@ class Connections:
             set_up(check_health=False)
         else:  # a redis-py without it: its plain set-up
             connection.on_connect()
-        self.opened += 1
+        if connection in self._made:
+            self.again += 1
+        self._made.add(connection)
 
 
 def connect(address: BrokerAddress, connections: Connections | None = None) -> redis.Redis:

@@ -30,21 +30,28 @@ def forget_crawl(folder: Path) -> None:
         (folder / name).unlink(missing_ok=True)
 
 
-def claim_for_broker(folder: Path, broker: str, crawl: str) -> None:
-    """Take ``folder`` for the crawl ``crawl`` on ``broker`` (its address, no password)."""
+def check_for_broker(folder: Path, crawl: str) -> None:
+    """Whether ``folder`` may hold the broker crawl named ``crawl``: CrawlMismatch if it
+    holds another crawl's results. (The crawl's name is what a folder is checked by: the
+    same broker may be written many ways, localhost or 127.0.0.1.)"""
     if (folder / JOURNAL_NAME).exists():
         raise CrawlMismatch(f"{folder} holds a crawl of the embedded queue (its journal "
                             f"{JOURNAL_NAME}), whose result files this crawl would replace: "
                             "give it another --out")
-    mark, wanted = folder / BROKER_MARK, {"broker": broker, "crawl": crawl}
-    held = _read(mark)
-    if held is not None and held != wanted:
+    held = _read(folder / BROKER_MARK)
+    if held is not None and held.get("crawl") != crawl:
         raise CrawlMismatch(f"{folder} holds the results of crawl {held.get('crawl')!r} on "
                             f"{held.get('broker')}, which this crawl would replace: give it "
                             "another --out")
-    if held is None:
+
+
+def mark_for_broker(folder: Path, broker: str, crawl: str) -> None:
+    """Mark ``folder`` as the broker crawl's (once the broker took this master on)."""
+    mark = folder / BROKER_MARK
+    if _read(mark) is None:
         try:
-            mark.write_text(json.dumps(wanted) + "\n", encoding="utf-8")
+            mark.write_text(json.dumps({"broker": broker, "crawl": crawl}) + "\n",
+                            encoding="utf-8")
         except OSError as exc:
             raise StorageError(f"cannot write {mark}: {exc.strerror or exc}") from exc
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import ipaddress
 import logging
 import os
 import shlex
@@ -96,19 +97,23 @@ def _public_name(host: str) -> str:
     """
     if host not in ("0.0.0.0", "::"):  # noqa: S104 - a comparison, not a bind
         return host
+    family = socket.AF_INET if host == "0.0.0.0" else socket.AF_INET6  # noqa: S104
     name = socket.getfqdn()
-    addresses = _addresses(name)
+    addresses = _addresses(name, family)
     if name != "localhost" and addresses and not all(map(is_loopback, addresses)):
         return name
-    others = [a for a in _addresses(socket.gethostname()) if not is_loopback(a)]
-    return others[0] if others else "THIS-HOST"
+    others = [a for a in _addresses(socket.gethostname(), family)
+              if not is_loopback(a) and not ipaddress.ip_address(a).is_link_local]
+    if not others:
+        return "THIS-HOST"
+    return f"[{others[0]}]" if ":" in others[0] else others[0]
 
 
-def _addresses(name: str) -> list[str]:
-    """The addresses ``name`` resolves to here (none if it does not)."""
+def _addresses(name: str, family: int) -> list[str]:
+    """The addresses of ``family`` that ``name`` resolves to here (none if it does not)."""
     try:
-        return [str(info[4][0]) for info in socket.getaddrinfo(name, None,
-                                                                type=socket.SOCK_STREAM)]
+        return [str(info[4][0]).split("%")[0] for info in socket.getaddrinfo(
+            name, None, family=family, type=socket.SOCK_STREAM)]
     except (OSError, UnicodeError):
         return []
 

@@ -33,7 +33,12 @@ from crawler.fetch.easy import EasyClient
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
 from crawler.master.authkey import Authkey
-from crawler.master.claim import claim_for_broker, claim_for_embedded, forget_crawl
+from crawler.master.claim import (
+    check_for_broker,
+    claim_for_embedded,
+    forget_crawl,
+    mark_for_broker,
+)
 from crawler.master.folderlock import FolderLock
 from crawler.master.frontier import Frontier, PageQueue
 from crawler.master.journal import Journal, PageDone, Resumed
@@ -176,8 +181,9 @@ class Master:
         self._page_of: dict[Future[Visit], str] = {}  # the page each page thread fetches
         self._recorded: set[str] = set()  # on a broker: images whose result is in the files
         self._images_seen: set[str] = set()  # found since the pages were last recorded
-        self._broker_connections = 0  # the broker client's connections, when last looked at
+        self._broker_connections = 0  # the broker client's reconnections, last looked at
         self._hinted_workers = False  # said how workers join, none having come
+        self._queued_since: float | None = None  # when images were first seen waiting
         self._seed_failures: list[tuple[str, str]] = []
 
     def stop(self) -> None:
@@ -287,10 +293,11 @@ class Master:
         """The embedded mode's frontier: this master's own, refilled from the journal."""
         # What an earlier run queued is this run's to fetch only within this run's scope
         # and depth (--resume with a narrower one); the journal keeps the rest queued.
-        # Seeds are fetched whatever the scope says, as in a first run.
+        # This run's seeds are fetched whatever the scope says, as in a first run.
         depth = self._settings.crawl.depth
+        seeds = set(self._options.seeds)
         pages = [(url, at) for url, at in resumed.pending_pages
-                 if at == 0 or (at <= depth and self._scope.allows_page(url))]
+                 if url in seeds or (at <= depth and self._scope.allows_page(url))]
         images = [image for image in resumed.pending_images
                   if self._scope.allows_image(image[0])]
         frontier = Frontier(pages, seen=resumed.done_pages,
@@ -328,8 +335,9 @@ class Master:
     def _crawl_on_broker_into(self, broker: BrokerCrawl, out_dir: Path) -> Summary:
         from crawler.board.redis_frontier import RedisFrontier
 
-        claim_for_broker(out_dir, str(broker.address), broker.name)
+        check_for_broker(out_dir, broker.name)
         self._register(broker)
+        mark_for_broker(out_dir, str(broker.address), broker.name)
         frontier = self._shared_frontier = RedisFrontier(
             broker.client, broker.name, self._id, delay=self._settings.politeness.host_delay,
             lease=PAGE_LEASE, max_pages=self._settings.crawl.max_pages)
@@ -514,8 +522,11 @@ class Master:
         if self._hinted_workers or not counts["queued"] or counts["in_flight"] \
                 or counts["done"] or counts["delayed"]:
             return
-        waited = time.monotonic() - self._started
-        if waited >= NO_WORKER_HINT:
+        now = time.monotonic()
+        if self._queued_since is None:
+            self._queued_since = now
+        waited = now - self._queued_since
+        if waited >= NO_WORKER_HINT and not counts["workers"] and not self._workers.alive():
             self._hinted_workers = True
             log.warning("%d image(s) are queued and no worker has taken one in %.0f s: start "
                         "workers as said above, or run the master with --local-workers N",
@@ -529,12 +540,11 @@ class Master:
         broker, frontier = self._options.broker, self._shared_frontier
         if broker is None or frontier is None:
             return
-        opened = broker.connections.opened
-        if opened <= self._broker_connections:
+        again = broker.connections.again
+        if again <= self._broker_connections:
             return
-        if self._broker_connections:
-            log.info("reconnected to the broker: what this master sent is checked there anew")
-        self._broker_connections = opened
+        log.info("reconnected to the broker: what this master sent is checked there anew")
+        self._broker_connections = again
         frontier.forget_seen()
         self._images_seen.clear()
 
