@@ -430,3 +430,27 @@ def test_a_broker_url_makes_a_client_with_deadlines(redis_server: RedisServer) -
     client.close()
     with pytest.raises(UsageError, match="expected redis://"):
         parse_broker("http://h:1")
+
+
+def test_a_crawl_is_closed_only_if_no_master_gave_it_work_again(
+        boards: Callable[..., RedisBoard], redis_server: RedisServer, crawl_name: str) -> None:
+    """A master that found the crawl over closes it in one step with the look: pages
+    waiting or leased, or an image not settled (another master's new work), keep it open."""
+    from crawler.board.redis_frontier import RedisFrontier
+
+    board = boards()
+    frontier = RedisFrontier(redis.Redis(host="127.0.0.1", port=redis_server.port,
+                                         decode_responses=True), crawl_name, "m")
+    frontier.add_many([("http://h/", 0)])
+    assert not board.close_if_idle() and not board.closed  # a page waits
+    page = frontier.pop()
+    assert page is not None
+    assert not board.close_if_idle()  # a page is leased
+    pipe = board._client.pipeline(transaction=True)
+    frontier.queue_done(pipe, page[0], [])
+    pipe.execute()
+    board.put("http://h/a.png", "h", None)
+    assert not board.close_if_idle()  # an image is queued
+    leased = board.lease("w", 1, 0.0)["tasks"]
+    board.report("w", [Attempt(url=leased[0][0], ok=True)])
+    assert board.close_if_idle() and board.closed

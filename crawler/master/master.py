@@ -496,9 +496,13 @@ class Master:
                    robots: Robots, ledger: Ledger, files: ResultFiles) -> None:
         """After the loop: close the crawl if it is over, finish and record the pages in
         flight, let the workers leave."""
-        if all_done or self._options.broker is None:
-            # On a broker, the crawl is everyone's: a master that stops early leaves
-            # it open for the other masters and the workers.
+        if self._shared_board is not None:
+            # On a broker, the crawl is everyone's: a master that stops early leaves it
+            # open for the other masters and the workers, and one that found it over
+            # closes it only if no master has given it work again meanwhile.
+            if all_done and not self._shared_board.close_if_idle():
+                log.info("the crawl has work again (another master's): left open for it")
+        else:
             self._board.close()
         # Pages in flight are finished and recorded, so a resumed crawl does not fetch
         # them again. Waiting in short steps keeps a second Ctrl-C effective (a bare
