@@ -180,6 +180,26 @@ def test_classic_worker_serves_a_real_crawl(site: FixtureServer, tmp_path: Path,
     assert entry["worker"] == "classic"
 
 
+def test_a_demo_leaves_the_files_of_one_running_in_its_folder_alone(tmp_path: Path) -> None:
+    """Each demo starts from a clean folder; not while another master holds it."""
+    from crawler.master.folderlock import FolderLock
+
+    demo = tmp_path / "demo"
+    stored = demo / "images" / "http" / "127.0.0.1_1" / "a.png"
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(b"the running demo's image")
+    (demo / "results.log").write_text("the running demo's results\n")
+    running = FolderLock(demo)
+    try:
+        result = subprocess.run(crawler_command("demo", "--out", str(tmp_path)), cwd=tmp_path,
+                                capture_output=True, text=True, timeout=120, check=False)
+    finally:
+        running.release()
+    assert result.returncode == 2, result.stderr
+    assert "another master is crawling into" in result.stderr
+    assert stored.is_file() and (demo / "results.log").is_file()
+
+
 def test_demo_runs_offline(tmp_path: Path) -> None:
     result = subprocess.run(crawler_command("demo", "--out", str(tmp_path)), cwd=tmp_path,
                             capture_output=True, text=True, timeout=120, check=False)

@@ -16,6 +16,7 @@ from crawler.demo.site import SiteServer, build_site
 from crawler.errors import StorageError
 from crawler.master.authkey import master_authkey
 from crawler.master.claim import forget_crawl
+from crawler.master.folderlock import FolderLock
 from crawler.model.outcome import IMAGES_DIR
 from crawler.ui.report import write_report
 
@@ -23,14 +24,20 @@ from crawler.ui.report import write_report
 def run_demo(settings: Settings, *, workers: int, quiet: bool,
              run_master: Callable[..., int]) -> int:
     out_dir = Path(settings.output.dir) / "demo"
-    # Each demo serves a new site on a new port: start from a clean record.
+    # Each demo serves a new site on a new port: start from a clean record. Under the
+    # folder's lock, so that a demo running there keeps its files (this one is refused).
     try:
-        forget_crawl(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        lock = FolderLock(out_dir)
+        try:
+            forget_crawl(out_dir)
+            for old_site in (out_dir / IMAGES_DIR).glob("*/127.0.0.1_*"):
+                shutil.rmtree(old_site, ignore_errors=True)
+        finally:
+            lock.release()  # the demo's master takes it next
     except OSError as exc:
         raise StorageError(f"cannot use {out_dir} for the demo's output: {exc.strerror}"
                            " (choose another folder with --out)") from exc
-    for old_site in (out_dir / IMAGES_DIR).glob("*/127.0.0.1_*"):
-        shutil.rmtree(old_site, ignore_errors=True)
 
     def say(text: str) -> None:
         if not quiet:
