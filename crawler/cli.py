@@ -17,6 +17,7 @@ at the top: ``crawler --help`` loads no crawl code, requests or lxml.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -40,7 +41,7 @@ from crawler.config import (
     parse_size,
     setting_type,
 )
-from crawler.errors import CrawlerError, StorageError, UsageError
+from crawler.errors import BindError, CrawlerError, StorageError, UsageError
 
 if typing.TYPE_CHECKING:
     from crawler.api import Summary as ApiSummary
@@ -530,11 +531,18 @@ def _master(args: argparse.Namespace, settings: Settings) -> int:
     else:
         authkey = master_authkey(args.authkey_file, Path(settings.output.dir),
                                  keep=not args.dry_run)
-    return run_master(settings, seed_urls(urls) if urls else (), authkey,
-                      local_workers=args.local_workers, dry_run=args.dry_run, quiet=args.quiet,
-                      resume=args.resume, fresh=args.fresh, json_summary=args.json,
-                      broker=broker, crawl_name=args.join or args.crawl,
-                      join=args.join is not None)
+    try:
+        return run_master(settings, seed_urls(urls) if urls else (), authkey,
+                          local_workers=args.local_workers, dry_run=args.dry_run,
+                          quiet=args.quiet, resume=args.resume, fresh=args.fresh,
+                          json_summary=args.json, broker=broker,
+                          crawl_name=args.join or args.crawl, join=args.join is not None)
+    except BindError:
+        if authkey.fresh:  # made for a master that never served: it leaves no trace
+            Path(authkey.source).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # the folder, if the key made it and it is empty
+                Path(settings.output.dir).rmdir()
+        raise
 
 
 def _broker(args: argparse.Namespace) -> BrokerAddress | None:

@@ -125,13 +125,15 @@ def test_port_in_use_exits_4(tmp_path: Path, site: FixtureServer) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
+        no_key = {k: v for k, v in os.environ.items() if k != "CRAWLER_AUTHKEY"}
         result = run_crawler("master", site.url + "/", "--bind", f"127.0.0.1:{port}",
-                             "--out", str(tmp_path / "out"), cwd=tmp_path)
+                             "--out", str(tmp_path / "out"), cwd=tmp_path, env=no_key)
     assert result.returncode == 4
     assert f"cannot serve the queue on 127.0.0.1:{port}" in error_line(result)
-    # Nothing was fetched or journaled: a later run there starts clean.
+    # Nothing was fetched or recorded, not even the key made for it: a later run there
+    # starts clean.
     assert site.paths() == []
-    assert not (tmp_path / "out" / "crawl.sqlite").exists()
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("command", [["master", "http://127.0.0.1:1/", "--bind", "[::1]:9000"],
