@@ -160,19 +160,6 @@ def _dumps(data: object) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
-# KEYS[1]: the crawl's prefix. The page keys are the frontier's (crawler.board.redis_frontier).
-_CLOSE_IF_IDLE = """
-local p = KEYS[1]
-if tonumber(redis.call('HGET', p .. 'pages:stats', 'waiting') or '0') > 0 then return 0 end
-if redis.call('ZCARD', p .. 'pages:leased') > 0 then return 0 end
-for _, n in ipairs(redis.call('HMGET', p .. 'counts', 'queued', 'in_flight', 'delayed')) do
-  if tonumber(n or '0') > 0 then return 0 end
-end
-redis.call('SET', p .. 'closed', 1)
-return 1
-"""
-
-
 class RedisBoard:
     """The Board of a crawl named ``crawl`` in Redis (see crawler.board.base for what each
     call means, and TaskBoard for the rules they keep).
@@ -271,7 +258,7 @@ class RedisBoard:
         """Close the crawl unless it has work again: pages waiting or leased, or images not
         settled (a master started again meanwhile took up pages set aside). One script,
         so no master's new work can come between the look and the close. True if closed."""
-        return bool(self._client.eval(_CLOSE_IF_IDLE, 1, self._prefix))
+        return bool(self._run("close_if_idle", []))
 
     @_translated
     def reopen(self) -> None:

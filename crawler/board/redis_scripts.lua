@@ -445,6 +445,16 @@ return {recorded, unknown, duplicates}
 touch(ARGV[2], now_from(ARGV[1]), tonumber(ARGV[3]))
 return 1 - redis.call('EXISTS', CLOSED)
 
+-- @script close_if_idle: -> 1 when closed, 0 when the crawl has work again (pages waiting
+-- or leased: the keys of crawler/board/redis_frontier.py; or images not settled)
+if tonumber(redis.call('HGET', P .. 'pages:stats', 'waiting') or '0') > 0 then return 0 end
+if redis.call('ZCARD', P .. 'pages:leased') > 0 then return 0 end
+for _, n in ipairs(redis.call('HMGET', COUNTS, 'queued', 'in_flight', 'delayed')) do
+  if tonumber(n or '0') > 0 then return 0 end
+end
+redis.call('SET', CLOSED, 1)
+return 1
+
 -- @script release: worker, urls
 local urls = {}
 for i = 2, #ARGV do table.insert(urls, ARGV[i]) end
