@@ -22,6 +22,11 @@ CLASSIC = "classic"
 """The holder of URLs handed to tutorial-style workers, which have no name of their own."""
 
 
+def unsettled(counts: dict[str, int]) -> int:
+    """How many image URLs have no final result yet, from a board's counts."""
+    return counts["queued"] + counts["in_flight"] + counts["delayed"]
+
+
 class Board(Protocol):
     """A task board; every method is safe to call from any thread."""
 

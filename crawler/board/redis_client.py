@@ -20,6 +20,7 @@ from typing import Any, cast
 
 import redis
 
+from crawler.board.base import unsettled
 from crawler.board.broker import (
     BrokerAddress,
     CrawlRecord,
@@ -127,8 +128,7 @@ def broker_status(client: redis.Redis, crawl: str, info: dict[str, Any],
     # while no master runs, and a master that died said nothing more.
     counts, workers, closed = board.counts(), board.workers(), board.closed
     downloaded = sum(int(worker["done"]) for worker in workers)
-    progress.update(found=counts["queued"] + counts["in_flight"] + counts["delayed"]
-                    + counts["done"], downloaded=downloaded,
+    progress.update(found=unsettled(counts) + counts["done"], downloaded=downloaded,
                     failed=max(0, counts["done"] - downloaded),
                     bytes=sum(int(worker["bytes"]) for worker in workers),
                     in_flight=counts["in_flight"], retries=counts["retries"],

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from crawler.board.base import unsettled
 from crawler.board.memory import BoardPolicy, TaskBoard
 from crawler.config import BROKER_PASSWORD_ENV, Limits, Settings, WorkerSettings
 from crawler.errors import BrokerUnreachable, CrawlMismatch, StorageError
@@ -831,11 +832,6 @@ class Master:
 
 def _never(_url: str) -> bool:
     return False
-
-
-def unsettled(counts: dict[str, int]) -> int:
-    """How many image URLs have no final result yet, from a board's counts."""
-    return counts["queued"] + counts["in_flight"] + counts["delayed"]
 
 
 class _NoFiles(ResultFiles):
