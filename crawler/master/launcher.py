@@ -76,10 +76,16 @@ def _key_hint(authkey: Authkey, *, other_hosts: bool) -> str:
         notes.append("a new key")
     if other_hosts:
         notes.append("copy that file to each worker host")
-    key_file = Path(authkey.source)
+    key_file = _key_file(authkey)
     # Absolute, as --out is: the command is pasted in other folders and on other hosts.
-    shown = shlex.quote(str(key_file.resolve())) if key_file.is_file() else authkey.source
+    shown = shlex.quote(str(key_file)) if key_file is not None else authkey.source
     return f"--authkey-file {shown}" + (f" ({': '.join(notes)})" if notes else "")
+
+
+def _key_file(authkey: Authkey) -> Path | None:
+    """The file the key was read from (or made in), absolute; None when there is none."""
+    path = Path(authkey.source)
+    return path.resolve() if authkey.source and path.is_file() else None
 
 
 def _address(host: str, port: int) -> str:
@@ -181,12 +187,12 @@ class LocalWorkers:
         if "\0" not in text:
             env[ENV_VAR] = text
             return target, env
-        key_file = Path(self._authkey.source)
-        if not key_file.is_file():
+        key_file = _key_file(self._authkey)
+        if key_file is None:
             raise AuthkeyError("this authkey is binary and comes from no file: local workers "
                                "cannot be given it; use a key of text")
         env.pop(ENV_VAR, None)
-        return [*target, "--authkey-file", str(key_file.resolve())], env
+        return [*target, "--authkey-file", str(key_file)], env
 
     def _can_fork(self) -> bool:
         return (self._command is not None and threading.active_count() == 1
