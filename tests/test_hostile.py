@@ -16,11 +16,12 @@ from urllib.parse import urljoin
 import pytest
 
 from crawler.demo.site import png
-from crawler.fetch.easy import EasyClient, Reply
+from crawler.fetch.easy import Reply
 from crawler.fetch.guard import AddressPolicy, kind_of
 from crawler.fetch.options import RequestOptions
 from crawler.model.urls import normalize
 
+from . import pageclients
 from .conftest import (
     SITE,
     FixtureHandler,
@@ -265,16 +266,13 @@ def test_policy_from_seeds_allows_only_the_seeds_kinds() -> None:
     assert AddressPolicy.from_wire(loopback.to_wire()) == loopback
 
 
-def test_the_check_is_made_after_name_resolution(site: FixtureServer) -> None:
+@pytest.mark.parametrize("kind", pageclients.KINDS)
+def test_the_check_is_made_after_name_resolution(site: FixtureServer, kind: str) -> None:
     port = site.server_address[1]
     url = f"http://localhost:{port}/"
 
     def get(policy: AddressPolicy) -> Reply:
-        client = EasyClient(policy, RequestOptions())
-        try:
-            return client.get(url, accept="text/html", max_bytes=100_000, timeout=5)
-        finally:
-            client.close()
+        return pageclients.get(kind, policy, RequestOptions(), url, max_bytes=100_000, timeout=5)
 
     refused = get(AddressPolicy())  # public addresses only: localhost resolves to loopback
     assert refused.blocked is not None, refused

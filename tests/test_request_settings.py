@@ -25,13 +25,14 @@ from crawler.errors import ConfigError
 from crawler.fetch import curlsetup
 from crawler.fetch.curl import CurlEngine
 from crawler.fetch.curlsetup import default_ca_file
-from crawler.fetch.easy import EasyClient, Reply
+from crawler.fetch.easy import Reply
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions, parse_header, parse_rate
 from crawler.model.outcome import Attempt, FailureKind
 from crawler.worker.sink import sinks_into
 from crawler.worker.store import Store
 
+from . import pageclients
 from .conftest import SITE, FixtureHandler, FixtureServer, free_port, manifest_lines, run_crawler
 from .tls import CertAuthority, Proxy, make_ca, server_context
 
@@ -40,13 +41,16 @@ LOOPBACK = AddressPolicy(frozenset({"public", "loopback"}))
 NGINX = Path("/usr/sbin/nginx")
 
 
-def page_get(options: RequestOptions, url: str) -> Reply:
-    """A GET with the master's page client, as the crawl's settings make it."""
-    client = EasyClient(LOOPBACK, options, ca_file=default_ca_file())
-    try:
-        return client.get(url, accept="text/html", max_bytes=1_000_000, timeout=10)
-    finally:
-        client.close()
+PageGet = Callable[[RequestOptions, str], Reply]
+
+
+@pytest.fixture(params=pageclients.KINDS)
+def page_get(request: pytest.FixtureRequest) -> PageGet:
+    """A GET with each of the master's page clients, as the crawl's settings make it."""
+    def get(options: RequestOptions, url: str) -> Reply:
+        return pageclients.get(request.param, LOOPBACK, options, url, ca_file=default_ca_file())
+
+    return get
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +189,7 @@ def test_insecure_skips_verification_with_a_loud_warning(
 
 
 def test_a_client_certificate_is_presented(https_recorder: Recorder, ca: CertAuthority,
-                                          tmp_path: Path) -> None:
+                                          tmp_path: Path, page_get: PageGet) -> None:
     options = options_from(tmp_path, ca_bundle=str(ca.ca_cert),
                            client_cert=str(ca.client_cert), client_key=str(ca.client_key))
     assert fetch(https_url(https_recorder) + "/img.png", options, tmp_path).ok
@@ -196,7 +200,7 @@ def test_a_client_certificate_is_presented(https_recorder: Recorder, ca: CertAut
 
 
 def test_the_page_session_verifies_with_the_same_bundle(https_recorder: Recorder, ca: CertAuthority,
-                                                        tmp_path: Path) -> None:
+                                                        tmp_path: Path, page_get: PageGet) -> None:
     url = https_url(https_recorder) + "/page.html"
     untrusted = page_get(RequestOptions(), url)
     assert untrusted.kind is FailureKind.TLS, untrusted
@@ -285,7 +289,8 @@ def test_https_images_go_over_one_http2_connection(nginx_h2: tuple[str, Path], c
 
 # ----- headers, cookies, logins ---------------------------------------------------------
 
-def test_headers_cookies_and_logins_reach_the_server(recorder: Recorder, tmp_path: Path) -> None:
+def test_headers_cookies_and_logins_reach_the_server(recorder: Recorder, tmp_path: Path,
+                                                     page_get: PageGet) -> None:
     (tmp_path / "cookies.txt").write_text(COOKIES)
     (tmp_path / "netrc").write_text(NETRC)
     options = options_from(tmp_path, headers=("Referer: https://example.com/", "X-Team: images"),
@@ -300,7 +305,8 @@ def test_headers_cookies_and_logins_reach_the_server(recorder: Recorder, tmp_pat
         assert seen["Authorization"] == basic("alice", "s3cret-pass")
 
 
-def test_text_beyond_ascii_reaches_the_server_as_utf8(recorder: Recorder, tmp_path: Path) -> None:
+def test_text_beyond_ascii_reaches_the_server_as_utf8(recorder: Recorder, tmp_path: Path,
+                                                      page_get: PageGet) -> None:
     """A user agent, header, cookie or password may hold any letter: sent as UTF-8 bytes,
     as curl sends what it is given (pycurl took them as ASCII only, and every request
     failed with a traceback)."""
@@ -371,7 +377,8 @@ def test_secrets_stay_out_of_reprs(tmp_path: Path) -> None:
 # ----- proxies and the bandwidth cap -----------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["http", "socks5"])
-def test_requests_go_through_the_proxy(kind: str, recorder: Recorder, tmp_path: Path) -> None:
+def test_requests_go_through_the_proxy(kind: str, recorder: Recorder, tmp_path: Path,
+                                       page_get: PageGet) -> None:
     proxy = Proxy(kind)
     address = proxy.start()
     try:
@@ -389,7 +396,8 @@ def test_requests_go_through_the_proxy(kind: str, recorder: Recorder, tmp_path: 
 
 
 def test_environment_proxies_are_used_unless_turned_off(
-        recorder: Recorder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        recorder: Recorder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        page_get: PageGet) -> None:
     proxy = Proxy("http")
     monkeypatch.setenv("HTTP_PROXY", proxy.start())
     monkeypatch.delenv("NO_PROXY", raising=False)

@@ -1,8 +1,9 @@
-"""What both libcurl clients set up alike: the address guard, TLS, cookies, proxies, logins.
+"""What every libcurl client sets up alike: the address guard, TLS, cookies, proxies, logins.
 
-The workers' engine (``crawler.fetch.curl``, images) and the master's page
-client (``crawler.fetch.easy``) differ in how they drive libcurl, not in the
-rules a request follows: those live here, once.
+The workers' engine (``crawler.fetch.curl``, images) and the master's clients
+(``crawler.fetch.multi`` for pages, ``crawler.fetch.easy`` for robots.txt and
+style sheets) differ in how they drive libcurl, not in the rules a request
+follows: those live here, once.
 """
 
 from __future__ import annotations

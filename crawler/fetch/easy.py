@@ -1,13 +1,15 @@
-"""One request at a time on a libcurl easy handle of the calling thread: the master's pages.
+"""One request at a time on a libcurl easy handle of the calling thread: robots.txt, style sheets.
 
-The master fetches pages and robots.txt from a few threads; each thread keeps
-one easy handle (and so its own kept-alive connections), and ``perform``
-releases the GIL while libcurl works, so page requests overlap with each
-other and with the rest of the master. libcurl enforces what requests could
+The master reads robots.txt files and style sheets (and, with
+``PageVisitor.visit``, whole pages) from helper threads; each thread keeps one
+easy handle (and so its own kept-alive connections), and ``perform``
+releases the GIL while libcurl works. libcurl enforces what requests could
 not: one hard deadline on the whole request, response head included
 (``TIMEOUT_MS``), however slowly the bytes come. Policy stays in Python: the
 address guard on every socket and on every reused connection, redirects left
-to the caller (one hop per call), and a cap on the body.
+to the caller (one hop per call), and a cap on the body. The page loop's
+client (``crawler.fetch.multi``) makes the same requests many at a time, with
+this module's :class:`Exchange` and :func:`conclude`: one reply for both.
 
 It applies the crawl's request settings (headers, cookies, TLS, proxies,
 logins) the same way as the workers' engine (``crawler.fetch.curl``).
@@ -63,7 +65,7 @@ class Reply:
         return not self.failure
 
 
-class _Exchange:
+class Exchange:
     """The state of the request in flight on one handle."""
 
     def __init__(self, url: str, max_bytes: int,
@@ -134,28 +136,22 @@ class EasyClient:
         ``wants(status, headers)`` is asked once the head is in: False leaves the
         body unread (a page that is not HTML). The body is cut at ``max_bytes``.
         """
-        handle, exchange = self._handle(), _Exchange(url, max_bytes, wants)
+        handle, exchange = self._handle(), Exchange(url, max_bytes, wants)
         self._local.exchange = exchange
         setopt = handle.setopt
         setopt(pycurl.URL, request_url(url))
         setopt(pycurl.TIMEOUT_MS, max(1, int(timeout * 1000)))
         setopt(pycurl.HTTPHEADER, header_lines(self._options, accept))
         set_hop_options(handle, self._options, self._proxies, url)
-        reply = exchange.reply
+        code, message = 0, ""
         try:
             handle.perform()
         except pycurl.error as exc:
             # perform() raises (code, message); a bare (message,) has no libcurl code
             code, message = exc.args if len(exc.args) == 2 else (-1, exc.args[0])
-            if code == pycurl.E_WRITE_ERROR and (reply.truncated or reply.refused):
-                pass  # we stopped reading: the answer is what was read
-            else:
-                self._failed(reply, handle, code, str(message))
         finally:
             self._local.exchange = None
-        if reply.ok:
-            reply.body = b"".join(exchange.chunks) if exchange.keep else b""
-        return reply
+        return conclude(exchange, handle, code, str(message))
 
     def close(self) -> None:
         with self._lock:
@@ -222,18 +218,29 @@ class EasyClient:
             exchange.reply.blocked = BlockedAddress(host, address, why)
         return False
 
-    def _failed(self, reply: Reply, handle: pycurl.Curl, code: int, message: str) -> None:
-        if reply.blocked is not None:
-            reply.failure, reply.kind = str(reply.blocked), FailureKind.BLOCKED
-            return
-        if code == pycurl.E_OPERATION_TIMEDOUT:
-            reply.failure, reply.kind, reply.transient = "timed out", FailureKind.TIMEOUT, True
-            reply.timed_out = True
-            return
-        kind, reason, transient = curl_failure(code, "")
-        cause = _cause(handle, code)
-        reply.failure = f"{reason}: {cause}" if cause else curl_failure(code, message)[1]
-        reply.kind, reply.transient = kind, transient
+def conclude(exchange: Exchange, handle: pycurl.Curl, code: int, message: str) -> Reply:
+    """The reply of a request that libcurl ended with ``code`` (0: it went through)."""
+    reply = exchange.reply
+    if code and not (code == pycurl.E_WRITE_ERROR and (reply.truncated or reply.refused)):
+        fail(reply, handle, code, message)  # (a write error we caused: what was read stands)
+    if reply.ok:
+        reply.body = b"".join(exchange.chunks) if exchange.keep else b""
+    return reply
+
+
+def fail(reply: Reply, handle: pycurl.Curl, code: int, message: str) -> None:
+    """Say in ``reply`` why libcurl's request on ``handle`` ended with ``code``."""
+    if reply.blocked is not None:
+        reply.failure, reply.kind = str(reply.blocked), FailureKind.BLOCKED
+        return
+    if code == pycurl.E_OPERATION_TIMEDOUT:
+        reply.failure, reply.kind, reply.transient = "timed out", FailureKind.TIMEOUT, True
+        reply.timed_out = True
+        return
+    kind, reason, transient = curl_failure(code, "")
+    cause = _cause(handle, code)
+    reply.failure = f"{reason}: {cause}" if cause else curl_failure(code, message)[1]
+    reply.kind, reply.transient = kind, transient
 
 
 def _cause(handle: pycurl.Curl, code: int) -> str:

@@ -1,0 +1,238 @@
+"""Many requests at once on one libcurl multi handle, driven by its owner's event loop.
+
+The master's page loop (``crawler.master.pageloop``) fetches every page this
+way, from one thread: a page thread per request made the master's threads hand
+its interpreter to each other about 25 times a page, which cost more than the
+requests. Each request is what ``EasyClient.get`` makes, with the same rules
+(``crawler.fetch.curlsetup``) and the same reply (``crawler.fetch.easy``): no
+redirect followed, one deadline on the whole request (``TIMEOUT_MS``), the
+address guard on every socket and on every reused connection, the body cut at
+``max_bytes``.
+
+The owner's loop waits on the selector it gave (the sockets libcurl asks to
+watch are registered there with this client as their data), calls
+:meth:`MultiClient.act` for those that are ready and :meth:`MultiClient.tick`
+when :meth:`MultiClient.due` says libcurl's timer is up, and collects finished
+requests with :meth:`MultiClient.finished`. Not thread-safe: one thread only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import selectors
+import socket
+import time
+from collections.abc import Callable, Hashable
+from typing import Any
+from urllib.parse import urlsplit
+
+import pycurl
+
+from crawler.fetch.curlsetup import (
+    Guard,
+    header_lines,
+    new_share,
+    request_url,
+    set_common_options,
+    set_hop_options,
+)
+from crawler.fetch.easy import Exchange, Reply, conclude
+from crawler.fetch.guard import AddressPolicy, BlockedAddress
+from crawler.fetch.options import RequestOptions
+
+
+class _Carrier:
+    """One easy handle, its callbacks bound once, and the request it carries."""
+
+    def __init__(self, handle: pycurl.Curl) -> None:
+        self.handle = handle
+        self.exchange: Exchange | None = None
+        self.token: Hashable = None
+
+
+class MultiClient:
+    """GETs started with :meth:`start`, run together by the owner's loop; see the module doc."""
+
+    def __init__(self, policy: AddressPolicy, options: RequestOptions, *,
+                 selector: selectors.BaseSelector, connect_timeout: float = 10.0,
+                 ca_file: str | None = None) -> None:
+        self._options = options
+        self._selector = selector
+        self._connect_ms = max(1, int(connect_timeout * 1000))
+        self._ca_file = ca_file
+        self._proxies = options.proxies()
+        self._guard = Guard(policy, self._proxies)
+        self._share = new_share()
+        self._cookies_loaded = False
+        self._headers: dict[str, list[bytes]] = {}  # by Accept
+        self._free: list[_Carrier] = []
+        self._busy: dict[int, _Carrier] = {}  # by id(handle)
+        self._watched: dict[int, int] = {}  # fd -> selector events, as libcurl asked
+        self._due: float | None = None  # libcurl's timer (time.monotonic())
+        self._finished: list[tuple[Hashable, Reply]] = []
+        self._multi = pycurl.CurlMulti()
+        self._multi.setopt(pycurl.M_SOCKETFUNCTION, self._on_socket)
+        self._multi.setopt(pycurl.M_TIMERFUNCTION, self._on_timer)
+
+    def __len__(self) -> int:
+        """Requests in flight."""
+        return len(self._busy)
+
+    def start(self, token: Hashable, url: str, *, accept: str, max_bytes: int, timeout: float,
+              wants: Callable[[int, dict[str, str]], bool] = lambda status, headers: True,
+              ) -> None:
+        """GET ``url`` (no redirect followed) within ``timeout`` seconds, all of it; its
+        reply comes out of :meth:`finished` with ``token``. ``wants`` and ``max_bytes``
+        as for ``EasyClient.get``."""
+        carrier = self._free.pop() if self._free else self._new_carrier()
+        carrier.exchange, carrier.token = Exchange(url, max_bytes, wants), token
+        handle = carrier.handle
+        handle.setopt(pycurl.URL, request_url(url))
+        handle.setopt(pycurl.TIMEOUT_MS, max(1, int(timeout * 1000)))
+        lines = self._headers.get(accept)
+        if lines is None:
+            lines = self._headers[accept] = header_lines(self._options, accept)
+        handle.setopt(pycurl.HTTPHEADER, lines)
+        set_hop_options(handle, self._options, self._proxies, url)
+        self._busy[id(handle)] = carrier
+        self._multi.add_handle(handle)
+
+    def due(self) -> float | None:
+        """When libcurl's timer is up (``time.monotonic()``), or None while it has none."""
+        return self._due
+
+    def tick(self) -> None:
+        """Let libcurl act on its timer (timeouts, and work it put off)."""
+        self._due = None
+        self._multi.socket_action(pycurl.SOCKET_TIMEOUT, 0)
+        self._collect()
+
+    def act(self, fd: int, mask: int) -> None:
+        """Let libcurl act on a socket the selector found ready."""
+        action = ((pycurl.CSELECT_IN if mask & selectors.EVENT_READ else 0)
+                  | (pycurl.CSELECT_OUT if mask & selectors.EVENT_WRITE else 0))
+        self._multi.socket_action(fd, action)
+        self._collect()
+
+    def finished(self) -> list[tuple[Hashable, Reply]]:
+        """The requests that ended since the last call, with their tokens."""
+        done, self._finished = self._finished, []
+        return done
+
+    def close(self) -> None:
+        """End every request in flight (their replies are dropped) and free libcurl."""
+        for carrier in list(self._busy.values()):
+            with contextlib.suppress(pycurl.error):
+                self._multi.remove_handle(carrier.handle)
+            self._free.append(carrier)
+        self._busy.clear()
+        for fd in list(self._watched):
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._selector.unregister(fd)
+        self._watched.clear()
+        for carrier in self._free:
+            carrier.handle.close()
+        self._free.clear()
+        self._multi.close()
+        self._share.close()
+
+    # ----- handles ----------------------------------------------------------------
+
+    def _new_carrier(self) -> _Carrier:
+        handle = pycurl.Curl()
+        carrier = _Carrier(handle)
+        load_cookies, self._cookies_loaded = not self._cookies_loaded, True
+        set_common_options(handle, self._options, ca_file=self._ca_file, share=self._share,
+                           load_cookies=load_cookies)
+        setopt = handle.setopt
+        setopt(pycurl.CONNECTTIMEOUT_MS, self._connect_ms)
+        setopt(pycurl.WRITEFUNCTION, functools.partial(self._on_body, carrier))
+        setopt(pycurl.HEADERFUNCTION, functools.partial(self._on_header, carrier))
+        setopt(pycurl.OPENSOCKETFUNCTION, functools.partial(self._on_open_socket, carrier))
+        setopt(pycurl.PREREQFUNCTION, functools.partial(self._on_connected, carrier))
+        return carrier
+
+    def _collect(self) -> None:
+        while True:
+            queued, succeeded, failed = self._multi.info_read()
+            for handle in succeeded:
+                self._end(handle, 0, "")
+            for handle, code, message in failed:
+                self._end(handle, code, message)
+            if not queued:
+                return
+
+    def _end(self, handle: pycurl.Curl, code: int, message: str) -> None:
+        carrier = self._busy.pop(id(handle))
+        self._multi.remove_handle(handle)
+        exchange, token = carrier.exchange, carrier.token
+        carrier.exchange, carrier.token = None, None
+        self._free.append(carrier)
+        assert exchange is not None
+        self._finished.append((token, conclude(exchange, handle, code, message)))
+
+    # ----- libcurl's callbacks (on the owner's thread, from socket_action) --------
+
+    def _on_socket(self, what: int, fd: int, multi: object, data: object) -> None:
+        """libcurl says which events of ``fd`` to watch (or to stop watching it)."""
+        if what == pycurl.POLL_REMOVE:
+            if self._watched.pop(fd, None) is not None:
+                with contextlib.suppress(KeyError, ValueError, OSError):
+                    self._selector.unregister(fd)
+            return
+        events = ((selectors.EVENT_READ if what & pycurl.POLL_IN else 0)
+                  | (selectors.EVENT_WRITE if what & pycurl.POLL_OUT else 0))
+        if not events or self._watched.get(fd) == events:
+            return
+        try:
+            if fd in self._watched:
+                self._selector.modify(fd, events, self)
+            else:
+                self._selector.register(fd, events, self)
+        except (KeyError, OSError):
+            # The number of a descriptor closed without a removal, now reused: the
+            # selector's entry is stale. Start it afresh.
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._selector.unregister(fd)
+            self._selector.register(fd, events, self)
+        self._watched[fd] = events
+
+    def _on_timer(self, timeout_ms: int) -> None:
+        self._due = None if timeout_ms < 0 else time.monotonic() + timeout_ms / 1000
+
+    def _on_header(self, carrier: _Carrier, line: bytes) -> int | None:
+        if carrier.exchange is None:
+            return -1
+        carrier.exchange.on_header(line)
+        return None
+
+    def _on_body(self, carrier: _Carrier, chunk: bytes) -> int | None:
+        if carrier.exchange is None:
+            return -1
+        return carrier.exchange.on_body(chunk)
+
+    def _on_open_socket(self, carrier: _Carrier, purpose: int,
+                        address: tuple[int, int, int, tuple[Any, ...]]) -> socket.socket | int:
+        family, kind, protocol, sockaddr = address
+        if not self._allows(carrier, str(sockaddr[0]).split("%", 1)[0]):
+            return pycurl.SOCKET_BAD
+        try:
+            return socket.socket(family, kind, protocol)
+        except OSError:  # out of descriptors: libcurl reports a failed connection
+            return pycurl.SOCKET_BAD
+
+    def _on_connected(self, carrier: _Carrier, peer: str, local: str, peer_port: int,
+                      local_port: int) -> int:
+        """A connection, new or kept alive, is about to carry the request: its peer passes too."""
+        return pycurl.PREREQFUNC_OK if self._allows(carrier, peer) else pycurl.PREREQFUNC_ABORT
+
+    def _allows(self, carrier: _Carrier, address: str) -> bool:
+        why = self._guard.refusal(address)
+        if why is None:
+            return True
+        exchange = carrier.exchange
+        if exchange is not None:
+            host = urlsplit(exchange.reply.url).hostname or "?"
+            exchange.reply.blocked = BlockedAddress(host, address, why)
+        return False
