@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -14,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from crawler.parse.extract import SOURCES, extract
-from crawler.parse.pool import PageParser, ParserCrashed
+from crawler.parse.extract import SOURCES, Extraction, extract
+from crawler.parse.pool import NoChildProcess, PageParser, ParserCrashed
 
 PAGES = sorted((Path(__file__).parent / "pages" / "discovery").glob("*.html"))
 CORPUS = sorted((Path(__file__).parent / "corpus" / "extract").glob("*.html"))
@@ -333,3 +334,89 @@ def test_results_cross_the_pipe_whole() -> None:
         assert parser.extract(html, URL).image_refs[0].caption == "Cap"
     finally:
         parser.close()
+
+
+# ----- without waiting: the page loop's way (send, then receive when the pipe is readable)
+
+
+def answer(parser: PageParser, slot: int, within: float = 60) -> Extraction:
+    """Wait for the answer to the page sent to ``slot`` as the page loop does: on every
+    live child's pipe, taking what each one says."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        pipes = parser.pipes()
+        readable, _, _ = select.select(list(pipes), [], [], 0.1)
+        for fd in readable:
+            ready, _pid = pipes[fd]
+            extraction = parser.receive(ready)
+            if ready == slot and extraction is not None:
+                return extraction
+    raise AssertionError(f"no answer within {within:g} s")
+
+
+def test_a_page_sent_comes_back_as_extract_finds_it() -> None:
+    parser = PageParser(in_process=False, processes=1)
+    try:
+        body = PAGES[0].read_bytes()
+        slot = parser.send(body, URL, sources=SOURCES)
+        assert slot is not None
+        assert parser.send(body, URL) is None, "its only child is busy"
+        assert answer(parser, slot) == extract(body, URL, sources=SOURCES)
+        again = parser.send(CORPUS[0].read_bytes(), URL)
+        assert again == slot and answer(parser, again) == extract(CORPUS[0].read_bytes(), URL)
+    finally:
+        parser.close()
+
+
+def test_a_page_sent_whose_child_is_killed_is_parsed_by_the_next(parser: PageParser) -> None:
+    slot = parser.send(HUGE, URL)
+    assert slot is not None
+    outcome: list[object] = []
+    thread = threading.Thread(target=lambda: outcome.append(answer(parser, slot)))
+    thread.start()
+    first = _kill_when_parsing(parser, None)
+    thread.join(90)
+    assert outcome == [extract(HUGE, URL)]
+    assert not alive(first) and parser.pid != first
+
+
+def test_a_page_sent_that_kills_two_children_fails_alone(parser: PageParser) -> None:
+    slot = parser.send(HUGE, URL)
+    assert slot is not None
+    outcome: list[object] = []
+
+    def wait() -> None:
+        try:
+            outcome.append(answer(parser, slot))
+        except ParserCrashed as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    first = _kill_when_parsing(parser, None)
+    _kill_when_parsing(parser, first)
+    thread.join(90)
+    assert len(outcome) == 1 and isinstance(outcome[0], ParserCrashed), outcome
+    assert "died on this page 2 time(s)" in str(outcome[0])
+    body = PAGES[0].read_bytes()
+    slot = parser.send(body, URL)
+    assert slot is not None and answer(parser, slot) == extract(body, URL)
+
+
+def test_a_child_dead_while_idle_reads_as_no_answer_and_costs_no_page(
+        parser: PageParser) -> None:
+    [(fd, (slot, pid))] = parser.pipes().items()
+    os.kill(pid, signal.SIGKILL)
+    readable, _, _ = select.select([fd], [], [], 10)
+    assert readable, "a dead child's pipe reads as closed"
+    assert parser.receive(slot) is None
+    assert parser.pipes() == {}, "it is replaced when next needed"
+    body = PAGES[0].read_bytes()
+    sent = parser.send(body, URL)
+    assert sent is not None and answer(parser, sent) == extract(body, URL)
+
+
+def test_where_pages_are_parsed_in_process_send_says_to_call_extract() -> None:
+    parser = PageParser(in_process=True)
+    with pytest.raises(NoChildProcess):
+        parser.send(PAGES[0].read_bytes(), URL)

@@ -9,7 +9,9 @@ crash) is the same, and each leaves when
 its pipe closes, so the descriptors it inherits do not outlive the master.
 
 Each child parses one page at a time; as many pages as there are children are
-in flight at once, one per calling thread. Children are forked as pages need
+in flight at once: one per calling thread of ``extract``, or handed over by
+``send`` and answered by ``receive`` when the child's pipe turns readable (the
+master's page loop, which waits on every pipe at once). Children are forked as pages need
 them: the first at once, another when all are busy, up to the limit. A child
 that dies (a parser crash, the kernel's out-of-memory killer) is replaced, and
 the page it was given is tried once more on the new child: only a page that
@@ -53,6 +55,10 @@ class _NoChild(Exception):
     """No child process could be started (the system is out of processes or memory)."""
 
 
+class NoChildProcess(Exception):
+    """Pages are parsed in the calling process for now: :meth:`PageParser.extract` it."""
+
+
 @dataclass
 class _Child:
     conn: Connection
@@ -83,6 +89,8 @@ class PageParser:
         # first needed, the first one now (before the master starts threads).
         self._idle: set[int] = set(range(count))
         self._last_pid: int | None = None
+        # Pages handed over by send() and not yet answered: slot -> (job, attempt).
+        self._sent: dict[int, tuple[tuple[bytes, str, dict[str, Any]], int]] = {}
         self._said_no_child = False
         self._no_child_until = 0.0  # no fork is tried before this (time.monotonic())
         self._no_child_why = ""
@@ -131,12 +139,124 @@ class PageParser:
             raise result  # extract's own error (a caller's mistake), as if called here
         return _unpack(result)
 
+    # --- without waiting: for one event loop (the master's page loop) ----------------
+
+    def send(self, html: bytes, page_url: str, **options: Any) -> int | None:
+        """Hand a page to an idle child without waiting for its answer: the child's slot,
+        whose pipe (in :meth:`pipes`) turns readable when the answer is there; then
+        call :meth:`receive`. None when every child is busy: send it again later.
+
+        Raises :class:`NoChildProcess` when pages are parsed in this process (not
+        on Linux, or no child can be forked now): call :meth:`extract` instead.
+        Raises :class:`ParserCrashed` when the parser was closed.
+        """
+        if self._in_process:
+            raise NoChildProcess("pages are parsed in this process")
+        options.setdefault("parser", self._parser)
+        with self._cond:
+            if self._closed:
+                raise ParserCrashed("the page parser was closed (the crawl is stopping)")
+            if not self._idle:
+                return None
+            slot = min(self._idle)
+            self._idle.discard(slot)
+        job = (html, page_url, options)
+        try:
+            self._hand_over(slot, job, attempt=1)
+        except _NoChild as exc:
+            self._release(slot)
+            self._no_child(exc)
+            raise NoChildProcess(str(exc)) from exc
+        except BaseException:
+            self._release(slot)
+            raise
+        return slot
+
+    def pipes(self) -> dict[int, tuple[int, int]]:
+        """The descriptor of each live child's pipe, with its slot and the child's
+        process id (they change as children are forked and replaced)."""
+        with self._cond:
+            return {child.conn.fileno(): (slot, child.process.pid)
+                    for slot, child in enumerate(self._children) if child is not None}
+
+    def receive(self, slot: int) -> Extraction | None:
+        """The answer to the page sent to ``slot`` (its pipe is readable).
+
+        None when there is none yet: the child died and the page went to a new one
+        (whose pipe is then in :meth:`pipes`), or the child had no page and died idle
+        (it is replaced when next needed). Raises :class:`ParserCrashed` when two
+        children in turn died on the page, extract's own error as if called here.
+        """
+        sent = self._sent.get(slot)
+        child = self._children[slot]
+        if child is None:
+            return None
+        try:
+            if not child.conn.poll():
+                return None  # a readiness seen before the pipe was replaced: nothing yet
+            parsed, result = child.conn.recv()
+        except (EOFError, OSError) as exc:
+            code = self._reap(slot, child)
+            if sent is None:
+                return None  # it died idle: not a page's doing
+            job, attempt = sent
+            if self._closed or attempt >= PARSE_ATTEMPTS:
+                del self._sent[slot]
+                self._release(slot)
+                if self._closed:
+                    raise ParserCrashed("the page parser was closed under this page"
+                                        " (the crawl is stopping)") from exc
+                raise ParserCrashed(f"the page parser died on this page {attempt} time(s)"
+                                    f" (last exit status {code})") from exc
+            try:
+                self._hand_over(slot, job, attempt + 1)
+            except _NoChild as no_child:
+                del self._sent[slot]
+                self._release(slot)
+                # It killed a child: parsed here, it could kill the master.
+                raise ParserCrashed(f"the page parser died on this page, and {no_child}"
+                                    ) from no_child
+            except BaseException:
+                del self._sent[slot]
+                self._release(slot)
+                raise
+            return None
+        if sent is None:  # an answer nobody waits for: a child that lost its way
+            return None
+        del self._sent[slot]
+        self._release(slot)
+        if not parsed:
+            raise result  # extract's own error (a caller's mistake), as if called here
+        return _unpack(result)
+
+    def _hand_over(self, slot: int, job: tuple[bytes, str, dict[str, Any]],
+                   attempt: int) -> None:
+        """Send ``job`` to the child of ``slot`` (forked if needed, replaced if it died
+        idle); raises _NoChild when none can be forked, ParserCrashed when closed."""
+        for tries in (1, 2):
+            if self._closed:
+                raise ParserCrashed("the page parser was closed (the crawl is stopping)")
+            child = self._children[slot]
+            if child is None:
+                child = self._start(slot)
+            self._last_pid = child.process.pid
+            try:
+                child.conn.send(job)
+            except OSError as exc:  # it died idle, before the page reached it
+                self._reap(slot, child)
+                if tries == 2:
+                    raise ParserCrashed(f"the page parser could not be given the page ({exc})"
+                                        ) from exc
+                continue
+            self._sent[slot] = (job, attempt)
+            return
+
     def close(self, wait: float = CLOSE_WAIT) -> None:
         """End the children: each leaves when its pipe closes, or is killed after ``wait`` s.
 
         Pages in flight get up to ``wait`` s to finish. With ``wait`` 0 the
         children are killed first, so that pages being parsed do not hold up
-        the caller (whose page threads then see ParserCrashed).
+        the caller (whose pages in flight then end with ParserCrashed).
         """
         with self._cond:
             self._closed = True
