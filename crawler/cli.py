@@ -270,7 +270,7 @@ def run() -> NoReturn:
     By the time ``main`` returns, every file is closed and every result recorded;
     what is left is freeing the crawl's objects one by one, which took a master
     30 ms of CPU after a 5,000-image crawl, and joining idle threads (or, after a
-    second Ctrl-C, page threads still waiting on their request).
+    second Ctrl-C, helper threads still waiting on a robots.txt).
     """
     try:
         code = main()

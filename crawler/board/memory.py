@@ -225,7 +225,7 @@ class TaskBoard:
             return self._unfinished
 
     def known(self, url: str) -> bool:
-        # One dict lookup is atomic: page threads ask for every image they find.
+        # One dict lookup is atomic: the page loop asks for every image it finds.
         return url in self._items
 
     def reap(self) -> int:

@@ -1,9 +1,10 @@
 """The master: crawl pages breadth-first, queue every image found, collect the results.
 
-It owns the crawl loop and nothing else: pages are fetched and parsed by a
-small thread pool, image URLs go on the :class:`TaskBoard` that the queue
-server shares with the workers, and final outcomes are journaled and written
-to results.log and manifest.jsonl. The crawl ends when no page is left to
+It owns the crawl loop and nothing else: pages are fetched and parsed by the
+page loop (``master.pageloop``: one thread, and the parser processes), image
+URLs go on the :class:`TaskBoard` that the queue server shares with the
+workers, and final outcomes are journaled and written to results.log and
+manifest.jsonl. The crawl ends when no page is left to
 visit and every image URL has a final result; then the board announces it.
 """
 
@@ -20,7 +21,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,7 @@ from crawler.master.frontier import Frontier, PageQueue
 from crawler.master.journal import Journal, PageDone, Resumed
 from crawler.master.launcher import LocalWorkers, invitation
 from crawler.master.ledger import BrokerLedger, JournalLedger, Ledger
+from crawler.master.pageloop import PageLoop
 from crawler.master.results import ManifestTally, ResultFiles
 from crawler.master.robots import Robots
 from crawler.master.scope import Scope
@@ -126,14 +128,15 @@ class Summary:
 
 
 class Master:
-    """The crawl loop: pages in from the page threads, images out to the board, results in.
+    """The crawl loop: pages in from the page loop, images out to the board, results in.
 
     One piece on purpose: everything it holds (the frontier, the journal batch,
     the counts, the image refs, the seed failures) is changed by the loop's one
     thread, pass after pass, and the order of those changes is what makes a crash
     lose nothing (a page is journaled with what it found before its images are
-    counted as settled). The page threads' work is in ``master.visit``, the worker
-    processes in ``master.launcher``, the folder's identity in the journal.
+    counted as settled). The pages' steps are in ``master.visit`` and
+    ``master.pageloop``, the worker processes in ``master.launcher``, the
+    folder's identity in the journal.
     """
 
     def __init__(self, settings: Settings, options: MasterOptions, authkey: Authkey,
@@ -179,7 +182,7 @@ class Master:
         self._server: QueueServer | None = None
         self._pages_read = 0
         self._pages_done: list[PageDone] = []  # finished, to be journaled together
-        self._page_of: dict[Future[Visit], str] = {}  # the page each page thread fetches
+        self._page_of: dict[Future[Visit], str] = {}  # the page each future is the visit of
         self._recorded: set[str] = set()  # on a broker: images whose result is in the files
         self._images_seen: set[str] = set()  # found since the pages were last recorded
         self._broker_connections = 0  # the broker client's reconnections, last looked at
@@ -422,7 +425,9 @@ class Master:
                               known=self._board.known if self._shared_frontier is None else _never)
         if not settings.crawl.respect_robots:
             log.warning("robots.txt is ignored (crawl.respect_robots = false)")
-        pool = ThreadPoolExecutor(settings.crawl.page_concurrency, thread_name_prefix="page")
+        pages = PageLoop(visitor, parser=self._parser, policy=self._policy,
+                         options=self._request, timeout=settings.crawl.page_timeout,
+                         max_bytes=settings.crawl.max_page_bytes, ca_file=default_ca_file())
         running: set[Future[Visit]] = set()
         last_reap = last_look = time.monotonic()
         record_at = last_reap  # when what is finished is recorded next
@@ -435,7 +440,7 @@ class Master:
                     if broker_lost is not None:  # back: claim its pages before taking more
                         frontier.heartbeat(self._working(running))
                     self._forget_after_reconnecting()
-                    self._submit(running, pool, visitor)
+                    self._submit(running, pages)
                     self._wake.wait(LOOP_TICK if not self._pages_done
                                     else max(0.0, record_at - time.monotonic()))
                     self._wake.clear()  # before looking: news from now on wakes the next wait
@@ -474,7 +479,6 @@ class Master:
                 broker_lost = None
         finally:
             self._stop.set()
-            pool.shutdown(wait=False, cancel_futures=True)  # pages not started stay queued
             try:
                 self._wind_down(all_done, running, frontier, robots, ledger, files)
             except Exception as exc:
@@ -483,6 +487,8 @@ class Master:
                 log.warning("the broker is out of reach (%s): what this master had not "
                             "recorded goes back to the crawl when its leases run out", exc)
                 self._workers.stop()
+            finally:
+                pages.close()
             session.close()
         try:
             interrupted = bool(frontier or running or self._board.unfinished())
@@ -593,8 +599,7 @@ class Master:
         if reopened:
             log.info("%d page(s) done before are visited again for this run's limits", reopened)
 
-    def _submit(self, running: set[Future[Visit]], pool: ThreadPoolExecutor,
-                visitor: PageVisitor) -> None:
+    def _submit(self, running: set[Future[Visit]], pages: PageLoop) -> None:
         frontier = self._frontier
         max_pages = self._settings.crawl.max_pages
         now = time.monotonic()
@@ -609,7 +614,7 @@ class Master:
             if popped is None:
                 return  # every host with pages waiting is held back for now
             url, depth = popped
-            future = pool.submit(visitor.visit, url, depth)
+            future = pages.submit(url, depth)
             self._page_of[future] = url
             future.add_done_callback(self._wake_up)
             running.add(future)

@@ -1,4 +1,4 @@
-"""A value per key, computed once however many page threads ask for it at the same time."""
+"""A value per key, computed once however many threads ask for it at the same time."""
 
 from __future__ import annotations
 

@@ -43,38 +43,55 @@ class Page:
 
 def fetch_page(client: EasyClient, url: str, *, timeout: float, max_bytes: int,
                may_visit: Callable[[str], bool]) -> Page:
-    """GET ``url``; follow redirects to pages ``may_visit`` allows; read HTML bodies only."""
+    """GET ``url``; follow redirects to pages ``may_visit`` allows; read HTML bodies only.
+
+    The master's page loop takes the same steps without waiting (``master.pageloop``).
+    """
     started = time.monotonic()
     current = url
     for _hop in range(MAX_REDIRECTS + 1):
         left = started + timeout - time.monotonic()
         if left <= 0:
-            return _too_slow(url, current, timeout)
+            return too_slow(url, current, timeout)
         reply = client.get(current, accept=ACCEPT_HTML, max_bytes=max_bytes, timeout=left,
-                           wants=_wants_html)
-        if not reply.ok:
-            if reply.timed_out:
-                return _too_slow(url, current, timeout)
-            return Page(url, current, reply.status, skipped=reply.failure,
-                        transient=reply.transient)
-        if reply.status in REDIRECT_STATUSES and "location" in reply.headers:
-            location = reply.headers["location"]
-            try:
-                target = redirect_target(current, location)
-            except ValueError:  # InvalidURL, or urljoin's own (a broken IPv6 host)
-                return Page(url, current, reply.status,
-                            skipped=f"bad redirect to {location[:200]!r}")
-            if not may_visit(target):
-                return Page(url, current, reply.status,
-                            skipped=f"redirected to {target}, out of scope or "
-                                    "disallowed by robots.txt")
-            current = target
-            continue
-        return _answer(url, current, reply)
+                           wants=wants_html)
+        step = after_hop(url, current, reply, timeout)
+        if isinstance(step, Page):
+            return step
+        if not may_visit(step):
+            return redirect_refused(url, current, reply.status, step)
+        current = step
+    return too_many_redirects(url, current)
+
+
+def after_hop(url: str, current: str, reply: Reply, timeout: float) -> Page | str:
+    """What the reply to one hop (``current``, on the way from ``url``) makes of the page:
+    the Page, or the URL it redirects to, for the caller to judge and fetch next."""
+    if not reply.ok:
+        if reply.timed_out:
+            return too_slow(url, current, timeout)
+        return Page(url, current, reply.status, skipped=reply.failure,
+                    transient=reply.transient)
+    if reply.status in REDIRECT_STATUSES and "location" in reply.headers:
+        location = reply.headers["location"]
+        try:
+            return redirect_target(current, location)
+        except ValueError:  # InvalidURL, or urljoin's own (a broken IPv6 host)
+            return Page(url, current, reply.status,
+                        skipped=f"bad redirect to {location[:200]!r}")
+    return _answer(url, current, reply)
+
+
+def redirect_refused(url: str, current: str, status: int, target: str) -> Page:
+    return Page(url, current, status,
+                skipped=f"redirected to {target}, out of scope or disallowed by robots.txt")
+
+
+def too_many_redirects(url: str, current: str) -> Page:
     return Page(url, current, 0, skipped=f"more than {MAX_REDIRECTS} redirects")
 
 
-def _wants_html(status: int, headers: dict[str, str]) -> bool:
+def wants_html(status: int, headers: dict[str, str]) -> bool:
     return status == 200 and _media_type(headers) in ("", *HTML_TYPES)
 
 
@@ -90,7 +107,7 @@ def _answer(url: str, final_url: str, reply: Reply) -> Page:
     return Page(url, final_url, 200, reply.body, _charset(reply.headers), reply.truncated)
 
 
-def _too_slow(url: str, current: str, timeout: float) -> Page:
+def too_slow(url: str, current: str, timeout: float) -> Page:
     return Page(url, current, 0, skipped=f"page too slow (over {timeout:g} s)", transient=True)
 
 

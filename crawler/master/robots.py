@@ -1,7 +1,7 @@
 """robots.txt for the master: read once per origin, obeyed for pages and images.
 
 How one file is read and what it allows is ``crawler.fetch.robots``; this is
-the master's cache of those files, shared by its page threads, and the
+the master's cache of those files, shared by its page loop and helper threads, and the
 Crawl-delay it takes from them.
 """
 

@@ -34,7 +34,7 @@ class Stylesheets:
         self._may_read = may_read  # scope and robots.txt
         self._timeout = timeout
         self._max_bytes = max_bytes
-        # url: (images, imports); read once per crawl, by the first page thread to ask
+        # url: (images, imports); read once per crawl, by the first thread to ask
         self._refs: Once[str, Refs] = Once(
             self._fetch, fallback=((), ()), wait=timeout + 1)
         # A site's pages link the same few sheets: their images, per set of sheets.
@@ -53,6 +53,10 @@ class Stylesheets:
                 and all(self._refs.known(sheet) is refs for sheet, refs in read.items())):
             self._images_of[sheets] = found
         return found
+
+    def ready(self, sheets: tuple[str, ...]) -> bool:
+        """Whether :meth:`images` of ``sheets`` is known: asking costs no wait."""
+        return sheets in self._images_of
 
     def _read(self, sheets: tuple[str, ...]) -> tuple[list[str], dict[str, Refs], bool]:
         """The images; what each sheet read gave; whether no sheet was refused."""

@@ -1,4 +1,4 @@
-"""One page visit, in a page thread: robots.txt, the fetch, the parse, the images it shows.
+"""One page visit, step by step: robots.txt, the fetch, the parse, the images it shows.
 
 It reports facts (:class:`Visit`); what they mean for the crawl (the frontier,
 the board, the journal) is decided by the crawl loop in ``master.master``.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Visit:
-    """What a page thread hands back to the crawl loop."""
+    """What a page's visit hands back to the crawl loop."""
 
     url: str
     depth: int
@@ -41,7 +41,8 @@ class Visit:
 
 
 class PageVisitor:
-    """Visits pages for the crawl loop; thread-safe, one call per page thread."""
+    """The steps of a page visit, for the page loop (``master.pageloop``) and its helper
+    threads, or taken in turn by :meth:`visit`; thread-safe."""
 
     def __init__(self, crawl: CrawlSettings, *, client: EasyClient, robots: Robots,
                  scope: Scope, parser: PageParser, stylesheets: Stylesheets,
@@ -60,49 +61,92 @@ class PageVisitor:
         self._parser = parser
         self._stylesheets = stylesheets
         self._slow_host = slow_host  # an image host's Crawl-delay, for the board
+        self._sources = frozenset(crawl.sources)
 
     def visit(self, url: str, depth: int) -> Visit:
-        """Fetch and parse one page (in a pool thread); never raises."""
+        """Fetch and parse one page, waiting for each step; never raises."""
         try:
             return self._fetch_and_parse(url, depth)
-        except Exception as exc:  # one page nobody foresaw must not end the crawl
-            log.exception("page %s failed unexpectedly", url)
-            reason = f"crawler error: {exc.__class__.__name__}"
-            return Visit(url, depth, Page(url, url, 0, skipped=reason), None, [],
-                          time.monotonic())
+        except Exception as exc:  # noqa: BLE001 - failed() logs it; the page fails alone
+            return self.failed(url, depth, exc)
+
+    def failed(self, url: str, depth: int, exc: Exception) -> Visit:
+        """The visit of a page a bug stopped: logged, and failed alone."""
+        log.error("page %s failed unexpectedly", url, exc_info=exc)
+        reason = f"crawler error: {exc.__class__.__name__}"
+        return Visit(url, depth, Page(url, url, 0, skipped=reason), None, [], time.monotonic())
 
     def _fetch_and_parse(self, url: str, depth: int) -> Visit:
         """Fetch and parse one page; decide robots for its images."""
-        crawl, robots = self._crawl, self._robots
-        refused = robots.refusal(url)
-        if refused:
-            unreachable = robots.unreachable(url) is not None  # not final: a rerun tries again
-            return Visit(url, depth, Page(url, url, 0, skipped=refused, transient=unreachable),
-                          None, [], time.monotonic())
+        refused = self.refused(url, depth)
+        if refused is not None:
+            return refused
         started = time.monotonic()
-        page = fetch_page(self._client, url, timeout=crawl.page_timeout,
-                          max_bytes=crawl.max_page_bytes,
-                          may_visit=lambda u: self._scope.allows_page(u) and robots.allowed(u))
+        page = fetch_page(self._client, url, timeout=self._crawl.page_timeout,
+                          max_bytes=self._crawl.max_page_bytes, may_visit=self.may_visit)
         if not page.ok:
-            return Visit(url, depth, page, None, [], started)
+            return self.unread(url, depth, page, started)
+        self.warn_if_truncated(page)
+        try:
+            extraction = self._parser.extract(page.body, page.final_url, **self.parse_options(page))
+        except ParserCrashed as exc:
+            return self.unread(url, depth, dataclasses.replace(page, skipped=str(exc)), started)
+        visit = self.judge(url, depth, page, extraction, started)
+        assert visit is not None
+        return visit
+
+    # --- the steps of a visit, for the page loop as well (master.pageloop) -------------
+
+    def robots_ready(self, url: str) -> bool:
+        """Whether robots.txt rules for ``url`` are known: asking costs no wait."""
+        return self._robots.is_read(url)
+
+    def refused(self, url: str, depth: int) -> Visit | None:
+        """The visit of a page robots.txt refuses (it may be read first), or None."""
+        refused = self._robots.refusal(url)
+        if not refused:
+            return None
+        unreachable = self._robots.unreachable(url) is not None  # not final: a rerun tries again
+        return Visit(url, depth, Page(url, url, 0, skipped=refused, transient=unreachable),
+                     None, [], time.monotonic())
+
+    def may_visit(self, url: str) -> bool:
+        """Whether a redirect may take a page to ``url`` (robots.txt may be read first)."""
+        return self._scope.allows_page(url) and self._robots.allowed(url)
+
+    def parse_options(self, page: Page) -> dict[str, Any]:
+        return {"sources": self._sources,
+                "lazy_attributes": self._crawl.lazy_attributes,  # added to the defaults
+                "encoding": page.encoding}
+
+    def warn_if_truncated(self, page: Page) -> None:
         if page.truncated:
             log.warning("page %s is longer than crawl.max_page_bytes (%d bytes): read up to "
-                        "there, what follows is left out", url, crawl.max_page_bytes)
-        try:
-            extraction = self._parser.extract(
-                page.body, page.final_url, sources=frozenset(crawl.sources),
-                lazy_attributes=crawl.lazy_attributes,  # added to the defaults
-                encoding=page.encoding)
-        except ParserCrashed as exc:
-            return Visit(url, depth, dataclasses.replace(page, skipped=str(exc)), None, [],
-                          started)
+                        "there, what follows is left out", page.url, self._crawl.max_page_bytes)
+
+    def unread(self, url: str, depth: int, page: Page, started: float) -> Visit:
+        """The visit of a page that was not read or not parsed (``page.skipped`` says why)."""
+        return Visit(url, depth, page, None, [], started)
+
+    def judge(self, url: str, depth: int, page: Page, extraction: Extraction, started: float,
+              *, may_wait: bool = True) -> Visit | None:
+        """The visit of a parsed page: the images it shows that are new, each with its
+        robots.txt verdict. A style sheet or a robots.txt not read yet is read first,
+        unless ``may_wait`` is False: then None says that this would wait."""
+        sheets = extraction.stylesheets
+        if sheets and not may_wait and not self._stylesheets.ready(sheets):
+            return None
         refs = {ref.url: ref for ref in extraction.image_refs}
-        css = (dict.fromkeys(self._stylesheets.images(extraction.stylesheets))
-               if extraction.stylesheets else {})  # what a browser shows of them is the page's
+        css = (dict.fromkeys(self._stylesheets.images(sheets))
+               if sheets else {})  # what a browser shows of them is the page's
+        shown = dict.fromkeys((*extraction.images, *refs, *css))
+        if not may_wait and not self._robots_ready_for(shown):
+            return None
+        robots = self._robots
         images: list[tuple[str, str | None, dict[str, Any] | None]] = []
         known = self._known
         told = "\0"  # "ORIGIN/" of the last image whose host's delay is told: most share it
-        for image in dict.fromkeys((*extraction.images, *refs, *css)):
+        for image in shown:
             fresh = not known(image)
             if fresh and not self._scope.allows_image(image):
                 continue
@@ -114,6 +158,17 @@ class PageVisitor:
                 images.append((image, robots.refusal(image), _said(ref) if ref is not None
                                else {"kind": "css"} if image in css else None))
         return Visit(url, depth, page, extraction, images, started)
+
+    def _robots_ready_for(self, images: Iterable[str]) -> bool:
+        """Whether the robots.txt of every image's origin is read (or being read by none)."""
+        ready = "\0"  # "ORIGIN/" of the last image found ready: most share it
+        for image in images:
+            if image.startswith(ready):
+                continue
+            if not self._robots.is_read(image):
+                return False
+            ready = origin_of(image) + "/"
+        return True
 
     def _tell_delay(self, image: str) -> str:
         """Tell the board the Crawl-delay of ``image``'s host, once its robots.txt is read;

@@ -1,0 +1,396 @@
+"""The master's pages, from one event thread: every fetch, every hand-over to a parser.
+
+A page visit is the steps of ``master.visit.PageVisitor``: robots.txt, the
+fetch (redirects judged hop by hop), the parse in a parser process, the images
+it shows. This loop takes them for all pages in flight at once: the requests
+run together on one libcurl multi handle (``crawler.fetch.multi``), pages go
+to idle parser processes down their pipes and come back when those turn
+readable, and the rest is done here between two waits. A thread per page, as
+before, made the master's threads hand its interpreter to each other about 25
+times a page, which cost more than fetching and handing over the page itself.
+
+A step that may have to wait on the network (a robots.txt or a style sheet
+not read yet: once per origin or sheet) runs on a helper thread instead, and
+the page comes back to the loop when it is done, so that no page waits for
+another's robots.txt. Each page's future gets its :class:`Visit`, never an
+exception: a bug fails that page alone, as a page thread's did.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import functools
+import logging
+import queue
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import TypeVar
+
+from crawler.errors import ParserCrashed
+from crawler.fetch.easy import Reply
+from crawler.fetch.guard import AddressPolicy
+from crawler.fetch.multi import MultiClient
+from crawler.fetch.options import RequestOptions
+from crawler.fetch.policy import MAX_REDIRECTS
+from crawler.master.pages import (
+    ACCEPT_HTML,
+    Page,
+    after_hop,
+    redirect_refused,
+    too_many_redirects,
+    too_slow,
+    wants_html,
+)
+from crawler.master.visit import PageVisitor, Visit
+from crawler.parse.extract import Extraction
+from crawler.parse.pool import NoChildProcess, PageParser
+
+log = logging.getLogger(__name__)
+
+TICK = 0.25  # longest wait for news, so that a close is seen promptly
+HELPERS = 4  # threads for steps that wait on the network (robots.txt, style sheets)
+T = TypeVar("T")
+
+
+@dataclass(eq=False)  # compared and hashed by identity
+class _Job:
+    """One page on its way through the loop."""
+
+    url: str
+    depth: int
+    future: Future[Visit]
+    started: float = 0.0  # when its first request was made (time.monotonic())
+    current: str = ""  # the URL of the hop being fetched
+    hops: int = 0  # requests made
+    status: int = 0  # of the last reply
+    page: Page | None = None  # once read
+
+
+class PageLoopEnded(RuntimeError):
+    """A page was submitted to a page loop that has ended."""
+
+
+class _Wake:
+    """The selector's data for the socket other threads wake the loop with."""
+
+
+class PageLoop:
+    """Visits pages submitted from any thread, on one thread of its own; see the module doc."""
+
+    def __init__(self, visitor: PageVisitor, *, parser: PageParser, policy: AddressPolicy,
+                 options: RequestOptions, timeout: float, max_bytes: int,
+                 ca_file: str | None = None) -> None:
+        self._visitor = visitor
+        self._parser = parser
+        self._timeout = timeout
+        self._max_bytes = max_bytes
+        self._selector = selectors.DefaultSelector()
+        self._client = MultiClient(policy, options, selector=self._selector, ca_file=ca_file)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, _Wake)
+        self._incoming: queue.SimpleQueue[_Job] = queue.SimpleQueue()  # submitted pages
+        self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()  # steps back
+        self._lock = threading.Lock()  # submit() against the end of the loop
+        self._ended = False
+        self._jobs: set[_Job] = set()
+        self._to_parse: collections.deque[_Job] = collections.deque()
+        self._parsing: dict[int, _Job] = {}  # by parser slot
+        self._pipes: dict[int, tuple[int, int]] = {}  # fd -> (slot, pid), as registered
+        self._helpers = ThreadPoolExecutor(HELPERS, thread_name_prefix="page-helper")
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="pages", daemon=True)
+        self._thread.start()
+
+    # ----- called from other threads ------------------------------------------------
+
+    def submit(self, url: str, depth: int) -> Future[Visit]:
+        """Visit ``url`` (found at ``depth``); the future gets its Visit.
+
+        Raises PageLoopEnded once the loop has ended (closed, or stopped by a bug).
+        """
+        job = _Job(url, depth, Future())
+        with self._lock:
+            if self._ended:
+                raise PageLoopEnded("the page loop has ended; no page can be visited")
+            self._incoming.put(job)
+        self._wake()
+        return job.future
+
+    def close(self, wait: float = 5.0) -> None:
+        """Stop the loop; pages still in flight are cancelled (their futures say so)."""
+        self._closing = True
+        self._wake()
+        self._thread.join(wait)
+        self._helpers.shutdown(wait=False, cancel_futures=True)
+
+    def _post(self, step: Callable[[], None]) -> None:
+        self._inbox.put(step)
+        self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # a full socket buffer wakes it already
+            self._wake_w.send(b"\0")
+
+    # ----- the loop -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while not self._closing:
+                self._wait_and_act()
+                self._take_inbox()
+                self._take_fetched()
+                self._feed_parsers()
+        except BaseException:
+            log.exception("the page loop failed")
+            raise
+        finally:
+            self._shut_down()
+
+    def _wait_and_act(self) -> None:
+        wait = TICK
+        due = self._client.due()
+        if due is not None:
+            wait = max(0.0, min(wait, due - time.monotonic()))
+        for key, mask in self._selector.select(wait):
+            data = key.data
+            if data is _Wake:
+                with contextlib.suppress(OSError):
+                    self._wake_r.recv(4096)
+            elif data is self._client:
+                self._client.act(key.fd, mask)
+            else:
+                self._answered(data)
+        due = self._client.due()
+        if due is not None and time.monotonic() >= due:
+            self._client.tick()
+
+    def _take_inbox(self) -> None:
+        while True:
+            try:
+                job = self._incoming.get_nowait()
+            except queue.Empty:
+                break
+            self._jobs.add(job)
+            self._guarded(job, functools.partial(self._begin, job))
+        while True:
+            try:
+                step = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            step()
+
+    def _shut_down(self) -> None:
+        with self._lock:
+            self._ended = True  # from now on submit() refuses
+        while True:
+            try:
+                self._jobs.add(self._incoming.get_nowait())
+            except queue.Empty:
+                break
+        for job in list(self._jobs):
+            job.future.cancel()  # never set running: a cancel always takes
+        self._jobs.clear()
+        self._client.close()
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    # ----- the steps of a page ----------------------------------------------------------
+
+    def _guarded(self, job: _Job, step: Callable[[], None]) -> None:
+        """Run one of ``job``'s steps; a bug in it fails that page alone."""
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 - failed() logs it; the page fails alone
+            self._done(job, self._visitor.failed(job.url, job.depth, exc))
+
+    def _off_loop(self, job: _Job, work: Callable[[], T], then: Callable[[T], None]) -> None:
+        """Run ``work`` on a helper thread (it may wait on the network); ``then`` its
+        result back on the loop."""
+        def back(future: Future[T]) -> None:
+            def step() -> None:
+                error = future.exception() if not future.cancelled() else None
+                if future.cancelled() or error is not None:
+                    cause = error if isinstance(error, Exception) else RuntimeError("cancelled")
+                    self._done(job, self._visitor.failed(job.url, job.depth, cause))
+                    return
+                self._guarded(job, lambda: then(future.result()))
+            self._post(step)
+
+        self._helpers.submit(work).add_done_callback(back)
+
+    def _begin(self, job: _Job) -> None:
+        visitor = self._visitor
+        if visitor.robots_ready(job.url):
+            self._guarded(job, lambda: self._checked(job, visitor.refused(job.url, job.depth)))
+        else:
+            self._off_loop(job, lambda: visitor.refused(job.url, job.depth),
+                           lambda refused: self._checked(job, refused))
+
+    def _checked(self, job: _Job, refused: Visit | None) -> None:
+        if refused is not None:
+            self._done(job, refused)
+            return
+        job.started, job.current = time.monotonic(), job.url
+        self._fetch(job)
+
+    def _fetch(self, job: _Job) -> None:
+        left = job.started + self._timeout - time.monotonic()
+        if left <= 0:
+            self._read(job, too_slow(job.url, job.current, self._timeout))
+            return
+        job.hops += 1
+        self._client.start(job, job.current, accept=ACCEPT_HTML, max_bytes=self._max_bytes,
+                           timeout=left, wants=wants_html)
+
+    def _take_fetched(self) -> None:
+        for token, reply in self._client.finished():
+            job = token
+            assert isinstance(job, _Job)
+            job.status = reply.status
+            self._guarded(job, functools.partial(self._hop_done, job, reply))
+
+    def _hop_done(self, job: _Job, reply: Reply) -> None:
+        step = after_hop(job.url, job.current, reply, self._timeout)
+        if isinstance(step, Page):
+            self._read(job, step)
+            return
+        target, visitor = step, self._visitor
+        if visitor.robots_ready(target):
+            self._judged_hop(job, target, visitor.may_visit(target))
+        else:
+            self._off_loop(job, lambda: visitor.may_visit(target),
+                           lambda allowed: self._judged_hop(job, target, allowed))
+
+    def _judged_hop(self, job: _Job, target: str, allowed: bool) -> None:
+        if not allowed:
+            self._read(job, redirect_refused(job.url, job.current, job.status, target))
+            return
+        if job.hops > MAX_REDIRECTS:
+            self._read(job, too_many_redirects(job.url, target))
+            return
+        job.current = target
+        self._fetch(job)
+
+    def _read(self, job: _Job, page: Page) -> None:
+        """The page is read (or why not is known): to a parser, or done."""
+        if not page.ok:
+            self._done(job, self._visitor.unread(job.url, job.depth, page, job.started))
+            return
+        self._visitor.warn_if_truncated(page)
+        job.page = page
+        self._to_parse.append(job)
+
+    def _feed_parsers(self) -> None:
+        parser = self._parser
+        while self._to_parse:
+            job = self._to_parse[0]
+            page = job.page
+            assert page is not None
+            try:
+                slot = parser.send(page.body, page.final_url, **self._visitor.parse_options(page))
+            except NoChildProcess:  # parsed here, while no child can be had
+                self._to_parse.popleft()
+                self._guarded(job, functools.partial(self._parsed_here, job))
+                continue
+            except ParserCrashed as exc:
+                self._to_parse.popleft()
+                self._unparsed(job, exc)
+                continue
+            except Exception as exc:  # noqa: BLE001 - failed() logs it
+                self._to_parse.popleft()
+                self._done(job, self._visitor.failed(job.url, job.depth, exc))
+                continue
+            if slot is None:
+                break  # every parser is busy: the next answer makes room
+            self._to_parse.popleft()
+            self._parsing[slot] = job
+        self._watch_pipes()
+
+    def _parsed_here(self, job: _Job) -> None:
+        page = job.page
+        assert page is not None
+        try:
+            extraction = self._parser.extract(page.body, page.final_url,
+                                              **self._visitor.parse_options(page))
+        except ParserCrashed as exc:
+            self._unparsed(job, exc)
+            return
+        self._judge(job, extraction)
+
+    def _answered(self, slot: int) -> None:
+        """A parser's pipe is readable: its answer, or its end."""
+        job = self._parsing.get(slot)
+        try:
+            extraction = self._parser.receive(slot)
+        except ParserCrashed as exc:
+            self._parsing.pop(slot, None)
+            if job is not None:
+                self._unparsed(job, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - extract's own error (a bug): logged
+            self._parsing.pop(slot, None)
+            if job is not None:
+                self._done(job, self._visitor.failed(job.url, job.depth, exc))
+            return
+        finally:
+            self._watch_pipes()  # a child that died was replaced, or is gone
+        if extraction is None or job is None:
+            return  # not answered yet: the page went to a new child
+        del self._parsing[slot]
+        self._guarded(job, lambda: self._judge(job, extraction))
+
+    def _unparsed(self, job: _Job, exc: Exception) -> None:
+        page = job.page
+        assert page is not None
+        self._done(job, self._visitor.unread(job.url, job.depth, replace(page, skipped=str(exc)),
+                                             job.started))
+
+    def _judge(self, job: _Job, extraction: Extraction) -> None:
+        page, visitor = job.page, self._visitor
+        assert page is not None
+        visit = visitor.judge(job.url, job.depth, page, extraction, job.started, may_wait=False)
+        if visit is not None:
+            self._done(job, visit)
+            return
+        self._off_loop(job, lambda: visitor.judge(job.url, job.depth, page, extraction,
+                                                  job.started),
+                       lambda judged: self._done(job, _certain(judged)))
+
+    def _done(self, job: _Job, visit: Visit) -> None:
+        self._jobs.discard(job)
+        if not job.future.done():
+            job.future.set_result(visit)
+
+    # ----- the parsers' pipes ---------------------------------------------------------
+
+    def _watch_pipes(self) -> None:
+        """Watch the pipe of every live parser child (children come and go)."""
+        pipes = self._parser.pipes()
+        if pipes == self._pipes:
+            return
+        for fd, seen in self._pipes.items():
+            if pipes.get(fd) != seen:
+                with contextlib.suppress(KeyError, ValueError, OSError):
+                    self._selector.unregister(fd)
+        for fd, (slot, pid) in pipes.items():
+            if self._pipes.get(fd) != (slot, pid):
+                try:
+                    self._selector.register(fd, selectors.EVENT_READ, slot)
+                except KeyError:  # registered for another slot's pipe, now closed
+                    self._selector.modify(fd, selectors.EVENT_READ, slot)
+        self._pipes = pipes
+
+
+def _certain(visit: Visit | None) -> Visit:
+    assert visit is not None, "judge() waits when it may: it always has a visit"
+    return visit
+

@@ -1,0 +1,195 @@
+"""The master's page loop: pages in flight together, none waiting for another's slowness.
+
+Real fixture servers on 127.0.0.1 and real parser processes; the loop is
+built as the master builds it. What each step decides (robots.txt, scope,
+redirects, the images of a page) is the visitor's, tested with the crawl.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, wait
+
+import pytest
+
+from crawler.config import CrawlSettings
+from crawler.fetch.easy import EasyClient
+from crawler.fetch.guard import AddressPolicy
+from crawler.fetch.options import RequestOptions
+from crawler.master.pageloop import PageLoop, PageLoopEnded
+from crawler.master.robots import Robots
+from crawler.master.scope import Scope
+from crawler.master.stylesheets import Stylesheets
+from crawler.master.visit import PageVisitor, Visit
+from crawler.parse.pool import PageParser
+
+from .conftest import FixtureHandler, FixtureServer
+
+LOOPBACK = AddressPolicy(frozenset({"public", "loopback"}))
+PAGE = b'<html><body><img src="/a.png"><a href="/next.html">next</a></body></html>'
+
+
+def html(body: bytes = PAGE, delay: float = 0.0) -> Callable[[FixtureHandler], None]:
+    def route(handler: FixtureHandler) -> None:
+        time.sleep(delay)
+        handler.send_body(200, body, "text/html")
+    return route
+
+
+class Loop:
+    """A page loop as the master builds it, for pages of ``seeds``' sites."""
+
+    def __init__(self, seeds: list[str], **crawl: object) -> None:
+        settings = dataclasses.replace(CrawlSettings(), **crawl)  # type: ignore[arg-type]
+        self.client = EasyClient(LOOPBACK, RequestOptions())
+        robots = Robots(self.client, settings.user_agent, settings.page_timeout)
+        scope = Scope.from_seeds(seeds)
+        self.parser = PageParser(in_process=False, processes=2)
+        sheets = Stylesheets(self.client, may_read=lambda url: True,
+                             timeout=settings.page_timeout, max_bytes=settings.max_page_bytes)
+        self.visitor = PageVisitor(settings, client=self.client, robots=robots, scope=scope,
+                                   parser=self.parser, stylesheets=sheets,
+                                   slow_host=lambda host, delay: None)
+        self.pages = PageLoop(self.visitor, parser=self.parser, policy=LOOPBACK,
+                              options=RequestOptions(), timeout=settings.page_timeout,
+                              max_bytes=settings.max_page_bytes)
+
+    def close(self) -> None:
+        self.pages.close()
+        self.parser.close()
+        self.client.close()
+
+
+@pytest.fixture
+def make_loop() -> Iterator[Callable[..., Loop]]:
+    loops: list[Loop] = []
+
+    def make(seeds: list[str], **crawl: object) -> Loop:
+        loop = Loop(seeds, **crawl)
+        loops.append(loop)
+        return loop
+
+    yield make
+    for loop in loops:
+        loop.close()
+
+
+def visit_of(future: Future[Visit], timeout: float = 20) -> Visit:
+    return future.result(timeout)
+
+
+def test_a_page_is_fetched_parsed_and_judged(make_server: Callable[[], FixtureServer],
+                                             make_loop: Callable[..., Loop]) -> None:
+    server = make_server()
+    server.routes["/"] = html()
+    visit = visit_of(make_loop([server.url + "/"]).pages.submit(server.url + "/", 0))
+    assert visit.page.ok and visit.extraction is not None
+    assert visit.extraction.links == (server.url + "/next.html",)
+    assert [image for image, _, _ in visit.images] == [server.url + "/a.png"]
+    assert server.paths() == ["/robots.txt", "/"]
+
+
+def test_pages_in_flight_do_not_wait_for_a_slow_one(make_server: Callable[[], FixtureServer],
+                                                    make_loop: Callable[..., Loop]) -> None:
+    server = make_server()
+    server.routes["/slow.html"] = html(delay=3.0)
+    for n in range(6):
+        server.routes[f"/p{n}.html"] = html()
+    pages = make_loop([server.url + "/"]).pages
+    slow = pages.submit(server.url + "/slow.html", 0)
+    fast = [pages.submit(f"{server.url}/p{n}.html", 0) for n in range(6)]
+    done, _ = wait(fast, timeout=2.5)
+    assert len(done) == 6 and not slow.done(), "the fast pages came while the slow one waited"
+    assert all(visit_of(f).extraction is not None for f in fast)
+    assert visit_of(slow).extraction is not None
+
+
+def test_a_slow_robots_txt_holds_no_page_of_another_site(
+        make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop]) -> None:
+    slow_site, other = make_server(), make_server()
+
+    def slow_robots(handler: FixtureHandler) -> None:
+        time.sleep(2.0)
+        handler.send_body(200, b"User-agent: *\nDisallow: /private/\n", "text/plain")
+
+    slow_site.routes["/robots.txt"] = slow_robots
+    slow_site.routes["/"] = other.routes["/"] = html()
+    pages = make_loop([slow_site.url + "/", other.url + "/"]).pages
+    waiting = pages.submit(slow_site.url + "/", 0)
+    quick = pages.submit(other.url + "/", 0)
+    assert visit_of(quick, timeout=1.5).extraction is not None
+    assert not waiting.done(), "its robots.txt is still being read"
+    assert visit_of(waiting).extraction is not None
+    refused = visit_of(pages.submit(slow_site.url + "/private/x.html", 0))
+    assert refused.extraction is None and "robots.txt" in refused.page.skipped
+
+
+def test_redirects_are_judged_hop_by_hop(make_server: Callable[[], FixtureServer],
+                                        make_loop: Callable[..., Loop]) -> None:
+    server, elsewhere = make_server(), make_server()
+
+    def to(location: str) -> Callable[[FixtureHandler], None]:
+        def route(handler: FixtureHandler) -> None:
+            handler.send_body(301, b"", "text/html", {"Location": location})
+        return route
+
+    server.routes["/old"] = to("/new.html")
+    server.routes["/new.html"] = html()
+    server.routes["/away"] = to(elsewhere.url + "/")
+    server.routes["/loop"] = to("/loop")
+    pages = make_loop([server.url + "/"]).pages
+    moved = visit_of(pages.submit(server.url + "/old", 0))
+    assert moved.page.final_url == server.url + "/new.html" and moved.extraction is not None
+    away = visit_of(pages.submit(server.url + "/away", 0))
+    assert away.extraction is None and away.page.status == 301
+    assert away.page.skipped == (f"redirected to {elsewhere.url}/, out of scope or disallowed "
+                                 "by robots.txt")
+    looping = visit_of(pages.submit(server.url + "/loop", 0))
+    assert looping.page.skipped.startswith("more than") and "redirects" in looping.page.skipped
+    assert elsewhere.paths() == []
+
+
+def test_a_page_past_its_deadline_is_cut_and_may_be_tried_again(
+        make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop]) -> None:
+    server = make_server()
+    server.routes["/stuck.html"] = html(delay=5.0)
+    pages = make_loop([server.url + "/"], page_timeout=1.0).pages
+    started = time.monotonic()
+    visit = visit_of(pages.submit(server.url + "/stuck.html", 0))
+    assert time.monotonic() - started < 4
+    assert visit.page.skipped == "page too slow (over 1 s)" and visit.page.transient
+
+
+def test_a_bug_in_one_page_fails_that_page_alone(make_server: Callable[[], FixtureServer],
+                                                 make_loop: Callable[..., Loop],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    server = make_server()
+    server.routes["/bad.html"] = server.routes["/good.html"] = html()
+    loop = make_loop([server.url + "/"])
+    judge = loop.visitor.judge
+
+    def buggy(url: str, *args: object, **kwargs: object) -> Visit | None:
+        if url.endswith("/bad.html"):
+            raise RuntimeError("a bug")
+        return judge(url, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop.visitor, "judge", buggy)
+    bad = visit_of(loop.pages.submit(server.url + "/bad.html", 0))
+    good = visit_of(loop.pages.submit(server.url + "/good.html", 0))
+    assert bad.extraction is None and bad.page.skipped == "crawler error: RuntimeError"
+    assert good.extraction is not None
+
+
+def test_close_cancels_the_pages_in_flight(make_server: Callable[[], FixtureServer],
+                                           make_loop: Callable[..., Loop]) -> None:
+    server = make_server()
+    server.routes["/slow.html"] = html(delay=3.0)
+    loop = make_loop([server.url + "/"])
+    future = loop.pages.submit(server.url + "/slow.html", 0)
+    time.sleep(0.5)
+    loop.pages.close()
+    assert future.cancelled()
+    with pytest.raises(PageLoopEnded):
+        loop.pages.submit(server.url + "/slow.html", 0)
