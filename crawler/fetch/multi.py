@@ -63,6 +63,8 @@ class MultiClient:
         self._ca_file = ca_file
         self._proxies = options.proxies()
         self._guard = Guard(policy, self._proxies)
+        # Logins and proxies the same for every hop: set once per handle, not per request.
+        self._per_hop = bool(options.credentials or self._proxies.http != self._proxies.https)
         self._share = new_share()
         self._cookies_loaded = False
         self._headers: dict[str, list[bytes]] = {}  # by Accept
@@ -94,7 +96,8 @@ class MultiClient:
         if lines is None:
             lines = self._headers[accept] = header_lines(self._options, accept)
         handle.setopt(pycurl.HTTPHEADER, lines)
-        set_hop_options(handle, self._options, self._proxies, url)
+        if self._per_hop:
+            set_hop_options(handle, self._options, self._proxies, url)
         self._busy[id(handle)] = carrier
         self._multi.add_handle(handle)
 
@@ -151,6 +154,8 @@ class MultiClient:
         setopt(pycurl.HEADERFUNCTION, functools.partial(self._on_header, carrier))
         setopt(pycurl.OPENSOCKETFUNCTION, functools.partial(self._on_open_socket, carrier))
         setopt(pycurl.PREREQFUNCTION, functools.partial(self._on_connected, carrier))
+        if not self._per_hop:
+            set_hop_options(handle, self._options, self._proxies, "http:")
         return carrier
 
     def _collect(self) -> None:

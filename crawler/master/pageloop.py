@@ -104,6 +104,7 @@ class PageLoop:
         self._to_parse: collections.deque[_Job] = collections.deque()
         self._parsing: dict[int, _Job] = {}  # by parser slot
         self._pipes: dict[int, tuple[int, int]] = {}  # fd -> (slot, pid), as registered
+        self._generation = -1  # the parser's generation the registrations are of
         self._helpers = ThreadPoolExecutor(HELPERS, thread_name_prefix="page-helper")
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="pages", daemon=True)
@@ -166,8 +167,8 @@ class PageLoop:
                     self._wake_r.recv(4096)
             elif data is self._client:
                 self._client.act(key.fd, mask)
-            else:
-                self._answered(data)
+            elif self._pipes.get(key.fd) == data:  # not a pipe replaced since the select
+                self._answered(data[0])
         due = self._client.due()
         if due is not None and time.monotonic() >= due:
             self._client.tick()
@@ -374,19 +375,21 @@ class PageLoop:
 
     def _watch_pipes(self) -> None:
         """Watch the pipe of every live parser child (children come and go)."""
-        pipes = self._parser.pipes()
-        if pipes == self._pipes:
+        generation = self._parser.generation
+        if generation == self._generation:
             return
+        self._generation = generation
+        pipes = self._parser.pipes()
         for fd, seen in self._pipes.items():
             if pipes.get(fd) != seen:
                 with contextlib.suppress(KeyError, ValueError, OSError):
                     self._selector.unregister(fd)
-        for fd, (slot, pid) in pipes.items():
-            if self._pipes.get(fd) != (slot, pid):
+        for fd, seen in pipes.items():
+            if self._pipes.get(fd) != seen:
                 try:
-                    self._selector.register(fd, selectors.EVENT_READ, slot)
+                    self._selector.register(fd, selectors.EVENT_READ, seen)
                 except KeyError:  # registered for another slot's pipe, now closed
-                    self._selector.modify(fd, selectors.EVENT_READ, slot)
+                    self._selector.modify(fd, selectors.EVENT_READ, seen)
         self._pipes = pipes
 
 

@@ -91,6 +91,7 @@ class PageParser:
         self._last_pid: int | None = None
         # Pages handed over by send() and not yet answered: slot -> (job, attempt).
         self._sent: dict[int, tuple[tuple[bytes, str, dict[str, Any]], int]] = {}
+        self._generation = 0  # children forked and reaped so far
         self._said_no_child = False
         self._no_child_until = 0.0  # no fork is tried before this (time.monotonic())
         self._no_child_why = ""
@@ -172,9 +173,15 @@ class PageParser:
             raise
         return slot
 
+    @property
+    def generation(self) -> int:
+        """A number that changes whenever a child is forked or its pipe closed."""
+        return self._generation
+
     def pipes(self) -> dict[int, tuple[int, int]]:
         """The descriptor of each live child's pipe, with its slot and the child's
-        process id (they change as children are forked and replaced)."""
+        process id (they change as children are forked and replaced: see
+        :attr:`generation`)."""
         with self._cond:
             return {child.conn.fileno(): (slot, child.process.pid)
                     for slot, child in enumerate(self._children) if child is not None}
@@ -192,8 +199,6 @@ class PageParser:
         if child is None:
             return None
         try:
-            if not child.conn.poll():
-                return None  # a readiness seen before the pipe was replaced: nothing yet
             parsed, result = child.conn.recv()
         except (EOFError, OSError) as exc:
             code = self._reap(slot, child)
@@ -274,6 +279,7 @@ class PageParser:
                 self._cond.wait(left)
             children = [child for child in self._children if child is not None]
             self._children = [None] * len(self._children)
+            self._generation += 1
         for child in children:
             with contextlib.suppress(OSError):
                 child.conn.close()
@@ -378,6 +384,7 @@ class PageParser:
                 _join_or_kill(process, CLOSE_WAIT)
                 raise ParserCrashed("the page parser was closed (the crawl is stopping)")
             self._children[slot] = child
+            self._generation += 1
         return child
 
     def _no_child(self, exc: _NoChild) -> None:
@@ -390,6 +397,7 @@ class PageParser:
         with self._cond:
             if self._children[slot] is child:
                 self._children[slot] = None
+                self._generation += 1
         with contextlib.suppress(OSError):
             child.conn.close()
         _join_or_kill(child.process, CLOSE_WAIT)  # the pipe broke; if it lives on, not for long
