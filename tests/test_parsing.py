@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from crawler.parse import pool
 from crawler.parse.extract import SOURCES, Extraction, extract
 from crawler.parse.pool import NoChildProcess, PageParser, ParserCrashed
 
@@ -420,3 +421,43 @@ def test_where_pages_are_parsed_in_process_send_says_to_call_extract() -> None:
     parser = PageParser(in_process=True)
     with pytest.raises(NoChildProcess):
         parser.send(PAGES[0].read_bytes(), URL)
+
+
+class NeedsTwo(Exception):
+    """An error that pickles but does not unpickle (its class wants two arguments)."""
+
+    def __init__(self, first: str, second: str) -> None:
+        super().__init__(first)
+
+
+def test_an_answer_that_cannot_be_read_fails_its_page_and_frees_the_child(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    real = pool.extract
+
+    def odd(html: bytes, page_url: str, **options: object) -> Extraction:
+        if page_url.endswith("/odd.html"):
+            raise NeedsTwo("one", "two")
+        return real(html, page_url, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pool, "extract", odd)  # before the child is forked: it has it too
+    parser = PageParser(in_process=False, processes=1)
+    try:
+        slot = parser.send(b"<p>x</p>", "http://example.com/odd.html")
+        assert slot is not None
+        with pytest.raises(TypeError):
+            answer(parser, slot)
+        body = PAGES[0].read_bytes()
+        again = parser.send(body, URL)
+        assert again is not None, "the child is free for the next page"
+        assert answer(parser, again) == extract(body, URL)
+    finally:
+        parser.close()
+
+
+def test_a_page_sent_before_the_parser_closed_fails_when_asked_for() -> None:
+    parser = PageParser(in_process=False, processes=1)
+    slot = parser.send(HUGE, URL)
+    assert slot is not None
+    parser.close(wait=0)
+    with pytest.raises(ParserCrashed, match="closed under this page"):
+        parser.receive(slot)

@@ -197,7 +197,12 @@ class PageParser:
         sent = self._sent.get(slot)
         child = self._children[slot]
         if child is None:
-            return None
+            if sent is None:
+                return None
+            del self._sent[slot]  # closed under it
+            self._release(slot)
+            raise ParserCrashed("the page parser was closed under this page"
+                                " (the crawl is stopping)")
         try:
             parsed, result = child.conn.recv()
         except (EOFError, OSError) as exc:
@@ -226,6 +231,11 @@ class PageParser:
                 self._release(slot)
                 raise
             return None
+        except BaseException:  # an answer that cannot be read (an error class that does
+            if sent is not None:  # not unpickle): the page fails, the child stays
+                del self._sent[slot]
+                self._release(slot)
+            raise
         if sent is None:  # an answer nobody waits for: a child that lost its way
             return None
         del self._sent[slot]
