@@ -7,10 +7,12 @@ redirects, the images of a page) is the visitor's, tested with the crawl.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, wait
+from typing import Any
 
 import pytest
 
@@ -34,14 +36,17 @@ PAGE = b'<html><body><img src="/a.png"><a href="/next.html">next</a></body></htm
 def html(body: bytes = PAGE, delay: float = 0.0) -> Callable[[FixtureHandler], None]:
     def route(handler: FixtureHandler) -> None:
         time.sleep(delay)
-        handler.send_body(200, body, "text/html")
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # a page cut off
+            handler.send_body(200, body, "text/html")
     return route
 
 
 class Loop:
     """A page loop as the master builds it, for pages of ``seeds``' sites."""
 
-    def __init__(self, seeds: list[str], **crawl: object) -> None:
+    def __init__(self, seeds: list[str], *,
+                 slow_host: Callable[[str, float], None] = lambda host, delay: None,
+                 **crawl: object) -> None:
         settings = dataclasses.replace(CrawlSettings(), **crawl)  # type: ignore[arg-type]
         self.client = EasyClient(LOOPBACK, RequestOptions())
         robots = Robots(self.client, settings.user_agent, settings.page_timeout)
@@ -51,10 +56,11 @@ class Loop:
                              timeout=settings.page_timeout, max_bytes=settings.max_page_bytes)
         self.visitor = PageVisitor(settings, client=self.client, robots=robots, scope=scope,
                                    parser=self.parser, stylesheets=sheets,
-                                   slow_host=lambda host, delay: None)
+                                   slow_host=slow_host)
         self.pages = PageLoop(self.visitor, parser=self.parser, policy=LOOPBACK,
                               options=RequestOptions(), timeout=settings.page_timeout,
-                              max_bytes=settings.max_page_bytes)
+                              max_bytes=settings.max_page_bytes, share=self.client.share,
+                              concurrency=settings.page_concurrency)
 
     def close(self) -> None:
         self.pages.close()
@@ -66,8 +72,8 @@ class Loop:
 def make_loop() -> Iterator[Callable[..., Loop]]:
     loops: list[Loop] = []
 
-    def make(seeds: list[str], **crawl: object) -> Loop:
-        loop = Loop(seeds, **crawl)
+    def make(seeds: list[str], **options: Any) -> Loop:
+        loop = Loop(seeds, **options)
         loops.append(loop)
         return loop
 
@@ -193,3 +199,65 @@ def test_close_cancels_the_pages_in_flight(make_server: Callable[[], FixtureServ
     assert future.cancelled()
     with pytest.raises(PageLoopEnded):
         loop.pages.submit(server.url + "/slow.html", 0)
+
+
+def test_pages_of_many_new_sites_read_their_robots_txt_at_once(
+        make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop]) -> None:
+    """Each page in flight may wait on a robots.txt of its own: none waits behind another's
+    (a redirect's deadline would run out in such a queue)."""
+    sites = [make_server() for _ in range(6)]
+
+    def slow_robots(handler: FixtureHandler) -> None:
+        time.sleep(1.5)
+        handler.send_body(404, b"", "text/plain")
+
+    for site in sites:
+        site.routes["/robots.txt"] = slow_robots
+        site.routes["/"] = html()
+    pages = make_loop([site.url + "/" for site in sites]).pages
+    futures = [pages.submit(site.url + "/", 0) for site in sites]
+    done, _ = wait(futures, timeout=2.8)  # six helpers at once: 1.5 s; four: 3 s
+    assert len(done) == 6
+    assert all(visit_of(future).extraction is not None for future in futures)
+
+
+def test_a_cookie_a_page_sets_goes_with_its_style_sheet(
+        make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop]) -> None:
+    server = make_server()
+
+    def page(handler: FixtureHandler) -> None:
+        handler.send_body(200, b'<link rel="stylesheet" href="/site.css"><p>hi</p>',
+                          "text/html", {"Set-Cookie": "sid=abc; Path=/"})
+
+    def sheet(handler: FixtureHandler) -> None:
+        if "sid=abc" not in (handler.headers.get("Cookie") or ""):
+            handler.send_body(403, b"no session", "text/plain")
+            return
+        handler.send_body(200, b"body { background: url(/bg.png) }", "text/css")
+
+    server.routes["/"], server.routes["/site.css"] = page, sheet
+    visit = visit_of(make_loop([server.url + "/"]).pages.submit(server.url + "/", 0))
+    assert [image for image, _, _ in visit.images] == [server.url + "/bg.png"]
+
+
+def test_telling_the_board_a_crawl_delay_holds_no_other_page(
+        make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop]) -> None:
+    """On a broker, telling the board a host's Crawl-delay is a round trip: it is made
+    off the loop, once per origin, and pages of other sites go on meanwhile."""
+    slow_site, other = make_server(), make_server()
+    slow_site.routes["/robots.txt"] = html(b"User-agent: *\nCrawl-delay: 1\n")
+    slow_site.routes["/"] = other.routes["/"] = html()
+    told: list[tuple[str, float]] = []
+
+    def slow_board(host: str, delay: float) -> None:
+        time.sleep(2.0)
+        told.append((host, delay))
+
+    pages = make_loop([slow_site.url + "/", other.url + "/"], slow_host=slow_board).pages
+    waiting = pages.submit(slow_site.url + "/", 0)
+    time.sleep(0.3)  # its robots.txt read: it is telling the board
+    quick = pages.submit(other.url + "/", 0)
+    assert visit_of(quick, timeout=1.5).extraction is not None
+    assert not waiting.done()
+    assert visit_of(waiting).extraction is not None
+    assert told == [(slow_site.url.partition("://")[2], 1.0)]

@@ -153,6 +153,12 @@ class EasyClient:
             self._local.exchange = None
         return conclude(exchange, handle, code, str(message))
 
+    @property
+    def share(self) -> pycurl.CurlShare:
+        """The cookie jar, DNS and TLS cache of this client's handles, for another client
+        of the same crawl to take (a cookie a page sets goes with its style sheets)."""
+        return self._share
+
     def close(self) -> None:
         with self._lock:
             handles, self._handles = self._handles, []

@@ -56,7 +56,9 @@ class MultiClient:
 
     def __init__(self, policy: AddressPolicy, options: RequestOptions, *,
                  selector: selectors.BaseSelector, connect_timeout: float = 10.0,
-                 ca_file: str | None = None) -> None:
+                 ca_file: str | None = None, share: pycurl.CurlShare | None = None) -> None:
+        """``share``: another client's cookie jar, DNS and TLS cache, to use with it
+        (that client closes it); by default one of its own."""
         self._options = options
         self._selector = selector
         self._connect_ms = max(1, int(connect_timeout * 1000))
@@ -65,7 +67,8 @@ class MultiClient:
         self._guard = Guard(policy, self._proxies)
         # Logins and proxies the same for every hop: set once per handle, not per request.
         self._per_hop = bool(options.credentials or self._proxies.http != self._proxies.https)
-        self._share = new_share()
+        self._own_share = share is None
+        self._share = new_share() if share is None else share
         self._cookies_loaded = False
         self._headers: dict[str, list[bytes]] = {}  # by Accept
         self._free: list[_Carrier] = []
@@ -138,7 +141,8 @@ class MultiClient:
             carrier.handle.close()
         self._free.clear()
         self._multi.close()
-        self._share.close()
+        if self._own_share:
+            self._share.close()
 
     # ----- handles ----------------------------------------------------------------
 

@@ -427,7 +427,8 @@ class Master:
             log.warning("robots.txt is ignored (crawl.respect_robots = false)")
         pages = PageLoop(visitor, parser=self._parser, policy=self._policy,
                          options=self._request, timeout=settings.crawl.page_timeout,
-                         max_bytes=settings.crawl.max_page_bytes, ca_file=default_ca_file())
+                         max_bytes=settings.crawl.max_page_bytes, ca_file=default_ca_file(),
+                         share=session.share, concurrency=settings.crawl.page_concurrency)
         running: set[Future[Visit]] = set()
         last_reap = last_look = time.monotonic()
         record_at = last_reap  # when what is finished is recorded next

@@ -32,6 +32,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
+import pycurl
+
 from crawler.errors import ParserCrashed
 from crawler.fetch.easy import Reply
 from crawler.fetch.guard import AddressPolicy
@@ -54,7 +56,7 @@ from crawler.parse.pool import NoChildProcess, PageParser
 log = logging.getLogger(__name__)
 
 TICK = 0.25  # longest wait for news, so that a close is seen promptly
-HELPERS = 4  # threads for steps that wait on the network (robots.txt, style sheets)
+HELPERS = 4  # threads at least for steps that wait on the network (robots.txt, style sheets)
 T = TypeVar("T")
 
 
@@ -85,13 +87,19 @@ class PageLoop:
 
     def __init__(self, visitor: PageVisitor, *, parser: PageParser, policy: AddressPolicy,
                  options: RequestOptions, timeout: float, max_bytes: int,
-                 ca_file: str | None = None) -> None:
+                 ca_file: str | None = None, share: pycurl.CurlShare | None = None,
+                 concurrency: int = HELPERS) -> None:
+        """``share``: the cookie jar (and caches) of the client that reads robots.txt and
+        style sheets, so that they see the cookies pages set. ``concurrency``: pages
+        submitted at most at once; each may have a step on a helper thread, so there
+        are that many helpers (started as needed): none waits behind another's."""
         self._visitor = visitor
         self._parser = parser
         self._timeout = timeout
         self._max_bytes = max_bytes
         self._selector = selectors.DefaultSelector()
-        self._client = MultiClient(policy, options, selector=self._selector, ca_file=ca_file)
+        self._client = MultiClient(policy, options, selector=self._selector, ca_file=ca_file,
+                                   share=share)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -105,7 +113,8 @@ class PageLoop:
         self._parsing: dict[int, _Job] = {}  # by parser slot
         self._pipes: dict[int, tuple[int, int]] = {}  # fd -> (slot, pid), as registered
         self._generation = -1  # the parser's generation the registrations are of
-        self._helpers = ThreadPoolExecutor(HELPERS, thread_name_prefix="page-helper")
+        self._helpers = ThreadPoolExecutor(max(HELPERS, concurrency),
+                                           thread_name_prefix="page-helper")
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="pages", daemon=True)
         self._thread.start()
@@ -378,7 +387,6 @@ class PageLoop:
         generation = self._parser.generation
         if generation == self._generation:
             return
-        self._generation = generation
         pipes = self._parser.pipes()
         for fd, seen in self._pipes.items():
             if pipes.get(fd) != seen:
@@ -390,7 +398,7 @@ class PageLoop:
                     self._selector.register(fd, selectors.EVENT_READ, seen)
                 except KeyError:  # registered for another slot's pipe, now closed
                     self._selector.modify(fd, selectors.EVENT_READ, seen)
-        self._pipes = pipes
+        self._pipes, self._generation = pipes, generation
 
 
 def _certain(visit: Visit | None) -> Visit:

@@ -160,14 +160,19 @@ class PageVisitor:
         return Visit(url, depth, page, extraction, images, started)
 
     def _robots_ready_for(self, images: Iterable[str]) -> bool:
-        """Whether the robots.txt of every image's origin is read (or being read by none)."""
+        """Whether judging ``images`` waits for nothing: the robots.txt of every image's
+        origin is read, and no Crawl-delay is still to be told to the board (on a
+        broker, a round trip)."""
         ready = "\0"  # "ORIGIN/" of the last image found ready: most share it
         for image in images:
             if image.startswith(ready):
                 continue
             if not self._robots.is_read(image):
                 return False
-            ready = origin_of(image) + "/"
+            origin = origin_of(image)
+            if origin not in self._delay_told and self._robots.crawl_delay(image):
+                return False
+            ready = origin + "/"
         return True
 
     def _tell_delay(self, image: str) -> str:
