@@ -46,11 +46,14 @@ class Loop:
 
     def __init__(self, seeds: list[str], *,
                  slow_host: Callable[[str, float], None] = lambda host, delay: None,
+                 options: RequestOptions | None = None, image_deny: tuple[str, ...] = (),
                  **crawl: object) -> None:
         settings = dataclasses.replace(CrawlSettings(), **crawl)  # type: ignore[arg-type]
-        self.client = EasyClient(LOOPBACK, RequestOptions())
-        robots = Robots(self.client, settings.user_agent, settings.page_timeout)
-        scope = Scope.from_seeds(seeds)
+        options = options or RequestOptions()
+        self.client = EasyClient(LOOPBACK, options)
+        robots = Robots(self.client, settings.user_agent, settings.page_timeout,
+                        settings.respect_robots)
+        scope = Scope.from_seeds(seeds, image_deny=image_deny)
         self.parser = PageParser(in_process=False, processes=2)
         sheets = Stylesheets(self.client, may_read=lambda url: True,
                              timeout=settings.page_timeout, max_bytes=settings.max_page_bytes)
@@ -58,7 +61,7 @@ class Loop:
                                    parser=self.parser, stylesheets=sheets,
                                    slow_host=slow_host)
         self.pages = PageLoop(self.visitor, parser=self.parser, policy=LOOPBACK,
-                              options=RequestOptions(), timeout=settings.page_timeout,
+                              options=options, timeout=settings.page_timeout,
                               max_bytes=settings.max_page_bytes, share=self.client.share,
                               concurrency=settings.page_concurrency)
 
@@ -261,3 +264,55 @@ def test_telling_the_board_a_crawl_delay_holds_no_other_page(
     assert not waiting.done()
     assert visit_of(waiting).extraction is not None
     assert told == [(slow_site.url.partition("://")[2], 1.0)]
+
+
+def test_the_crawls_cookies_do_not_come_back_over_one_a_server_set(
+        make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop]) -> None:
+    """One jar for pages, robots.txt and style sheets, the crawl's cookies put in it
+    once: the first style sheet read (robots.txt ignored) comes after the page that set
+    a newer value, and must carry that value."""
+    server = make_server()
+    seen: list[str] = []
+
+    def page(handler: FixtureHandler) -> None:
+        handler.send_body(200, b'<link rel="stylesheet" href="/site.css">', "text/html",
+                          {"Set-Cookie": "sid=fresh; Path=/"})
+
+    def sheet(handler: FixtureHandler) -> None:
+        seen.append(handler.headers.get("Cookie") or "")
+        handler.send_body(200, b"p { background: url(/bg.png) }", "text/css")
+
+    server.routes["/"], server.routes["/site.css"] = page, sheet
+    cookies = "127.0.0.1\tFALSE\t/\tFALSE\t0\tsid\tstale\n"
+    loop = make_loop([server.url + "/"], options=RequestOptions(cookies=cookies),
+                     respect_robots=False)
+    visit_of(loop.pages.submit(server.url + "/", 0))
+    assert seen == ["sid=fresh"]
+
+
+def test_a_page_showing_images_out_of_scope_is_judged_without_waiting(
+        make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop]) -> None:
+    """Images the scope refuses need no robots.txt: a page that shows one (from a site
+    whose robots.txt is never read) is judged on the loop, not sent to a helper."""
+    server = make_server()
+    server.routes["/"] = html(b'<img src="/a.png"><img src="http://127.0.0.9:9/ad.png">')
+    loop = make_loop([server.url + "/"], image_deny=(r"/ad\.png$",))
+    first = visit_of(loop.pages.submit(server.url + "/", 0))
+    assert [image for image, _, _ in first.images] == [server.url + "/a.png"]
+    assert first.extraction is not None
+    again = loop.visitor.judge(server.url + "/", 0, first.page, first.extraction,
+                               first.started, may_wait=False)
+    assert again is not None, "nothing to wait for"
+
+
+def test_pages_being_parsed_when_the_parser_closes_fail_and_are_not_lost(
+        make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop]) -> None:
+    server = make_server()
+    huge = b"<div>" + b'<img src="/i.png" data-src="/j.png" style="x">' * 400_000 + b"</div>"
+    server.routes["/huge.html"] = html(huge)
+    loop = make_loop([server.url + "/"])
+    future = loop.pages.submit(server.url + "/huge.html", 0)
+    time.sleep(1.5)  # fetched (18 MB on loopback), and well into its parse
+    loop.parser.close(wait=0)
+    visit = visit_of(future, timeout=10)
+    assert visit.extraction is None and "closed" in visit.page.skipped

@@ -180,7 +180,7 @@ class CurlEngine:
         self._budget = 0.0
         self._refilled = time.monotonic()
         self._paused: set[_Slot] = set()
-        self._share = new_share()
+        self._share = new_share(options)
         self._headers = header_lines(options, ACCEPT)
         self._ca_file = None if options.ca_bundle else default_ca_file()
         self._multi = pycurl.CurlMulti()
@@ -188,7 +188,6 @@ class CurlEngine:
         self._multi.setopt(pycurl.M_MAXCONNECTS, max(4, slots * IDLE_PER_SLOT))
         self._multi.setopt(pycurl.M_SOCKETFUNCTION, self._on_socket)
         self._multi.setopt(pycurl.M_TIMERFUNCTION, self._on_timer)
-        self._cookies_loaded = False
         if options.insecure:
             log.warning("TLS certificates are NOT verified (http.insecure = true): anyone "
                         "on the network path can read and change what is downloaded")
@@ -311,9 +310,7 @@ class CurlEngine:
         handle = pycurl.Curl()
         slot = _Slot(handle)
         self._by_handle[id(handle)] = slot
-        load_cookies, self._cookies_loaded = not self._cookies_loaded, True
-        set_common_options(handle, self._options, ca_file=self._ca_file, share=self._share,
-                           load_cookies=load_cookies)
+        set_common_options(handle, self._options, ca_file=self._ca_file, share=self._share)
         setopt = handle.setopt
         setopt(pycurl.HTTPHEADER, self._headers)
         setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(self._limits.connect_timeout * 1000)))

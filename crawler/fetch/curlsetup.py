@@ -85,21 +85,33 @@ class Guard:
         return why
 
 
-def new_share() -> pycurl.CurlShare:
-    """One cookie jar, DNS cache and TLS session cache for the handles that take it."""
+def new_share(options: RequestOptions) -> pycurl.CurlShare:
+    """One cookie jar, DNS cache and TLS session cache for the handles that take it,
+    the crawl's cookies in the jar.
+
+    The cookies go in here, once per jar, through a handle of their own: loaded by
+    the first handle of each client that uses the jar, they were loaded again over
+    a cookie a server had set meanwhile.
+    """
     share = pycurl.CurlShare()
     for data in (pycurl.LOCK_DATA_COOKIE, pycurl.LOCK_DATA_DNS, pycurl.LOCK_DATA_SSL_SESSION):
         share.setopt(pycurl.SH_SHARE, data)
+    if options.cookies:
+        loader = pycurl.Curl()
+        try:
+            loader.setopt(pycurl.SHARE, share)
+            loader.setopt(pycurl.COOKIEFILE, "")  # the cookie engine on, with the jar
+            for line in cookie_lines(options.cookies):
+                loader.setopt(pycurl.COOKIELIST, line.encode())
+        finally:
+            loader.close()
     return share
 
 
 def set_common_options(handle: pycurl.Curl, options: RequestOptions, *,
-                       ca_file: str | None, share: pycurl.CurlShare,
-                       load_cookies: bool) -> None:
-    """What every request of the crawl carries, set once on a new handle.
-
-    ``load_cookies``: put the crawl's cookies into the shared jar (once per jar).
-    """
+                       ca_file: str | None, share: pycurl.CurlShare) -> None:
+    """What every request of the crawl carries, set once on a new handle; ``share``
+    holds the crawl's cookies (``new_share``)."""
     setopt = handle.setopt
     setopt(pycurl.NOSIGNAL, 1)
     setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
@@ -121,9 +133,6 @@ def set_common_options(handle: pycurl.Curl, options: RequestOptions, *,
         setopt(pycurl.SSLCERT, options.client_cert)
         if options.client_key:
             setopt(pycurl.SSLKEY, options.client_key)
-    if options.cookies and load_cookies:
-        for line in cookie_lines(options.cookies):
-            setopt(pycurl.COOKIELIST, line.encode())
 
 
 def set_hop_options(handle: pycurl.Curl, options: RequestOptions, proxies: Proxies,

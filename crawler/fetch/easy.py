@@ -17,6 +17,7 @@ logins) the same way as the workers' engine (``crawler.fetch.curl``).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -125,8 +126,7 @@ class EasyClient:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._handles: list[pycurl.Curl] = []
-        self._share = new_share()  # one cookie jar, DNS and TLS cache for every thread's handle
-        self._cookies_loaded = False
+        self._share = new_share(options)  # one cookie jar, DNS, TLS cache: every handle
 
     def get(self, url: str, *, accept: str, max_bytes: int, timeout: float,
             wants: Callable[[int, dict[str, str]], bool] = lambda status, headers: True
@@ -163,8 +163,11 @@ class EasyClient:
         with self._lock:
             handles, self._handles = self._handles, []
         for handle in handles:
-            handle.close()
-        self._share.close()
+            # One a helper thread still performs on (a wind-down cut short) is left.
+            with contextlib.suppress(pycurl.error):
+                handle.close()
+        with contextlib.suppress(pycurl.error):  # a handle still uses it: left too
+            self._share.close()
 
     # ----- handles -----------------------------------------------------------------
 
@@ -178,10 +181,7 @@ class EasyClient:
 
     def _new_handle(self) -> pycurl.Curl:
         handle = pycurl.Curl()
-        with self._lock:
-            load_cookies, self._cookies_loaded = not self._cookies_loaded, True
-        set_common_options(handle, self._options, ca_file=self._ca_file, share=self._share,
-                           load_cookies=load_cookies)
+        set_common_options(handle, self._options, ca_file=self._ca_file, share=self._share)
         setopt = handle.setopt
         setopt(pycurl.CONNECTTIMEOUT_MS, self._connect_ms)
         setopt(pycurl.WRITEFUNCTION, self._on_body)

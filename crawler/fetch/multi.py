@@ -68,8 +68,7 @@ class MultiClient:
         # Logins and proxies the same for every hop: set once per handle, not per request.
         self._per_hop = bool(options.credentials or self._proxies.http != self._proxies.https)
         self._own_share = share is None
-        self._share = new_share() if share is None else share
-        self._cookies_loaded = False
+        self._share = new_share(options) if share is None else share
         self._headers: dict[str, list[bytes]] = {}  # by Accept
         self._free: list[_Carrier] = []
         self._busy: dict[int, _Carrier] = {}  # by id(handle)
@@ -149,9 +148,7 @@ class MultiClient:
     def _new_carrier(self) -> _Carrier:
         handle = pycurl.Curl()
         carrier = _Carrier(handle)
-        load_cookies, self._cookies_loaded = not self._cookies_loaded, True
-        set_common_options(handle, self._options, ca_file=self._ca_file, share=self._share,
-                           load_cookies=load_cookies)
+        set_common_options(handle, self._options, ca_file=self._ca_file, share=self._share)
         setopt = handle.setopt
         setopt(pycurl.CONNECTTIMEOUT_MS, self._connect_ms)
         setopt(pycurl.WRITEFUNCTION, functools.partial(self._on_body, carrier))

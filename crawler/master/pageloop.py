@@ -399,6 +399,11 @@ class PageLoop:
                 except KeyError:  # registered for another slot's pipe, now closed
                     self._selector.modify(fd, selectors.EVENT_READ, seen)
         self._pipes, self._generation = pipes, generation
+        # A page whose child is gone and not replaced (the parser was closed under it)
+        # has no pipe to wait on: asked now, it fails.
+        live = {slot for slot, _pid in pipes.values()}
+        for slot in [slot for slot in self._parsing if slot not in live]:
+            self._answered(slot)
 
 
 def _certain(visit: Visit | None) -> Visit:

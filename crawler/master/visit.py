@@ -139,18 +139,17 @@ class PageVisitor:
         refs = {ref.url: ref for ref in extraction.image_refs}
         css = (dict.fromkeys(self._stylesheets.images(sheets))
                if sheets else {})  # what a browser shows of them is the page's
-        shown = dict.fromkeys((*extraction.images, *refs, *css))
-        if not may_wait and not self._robots_ready_for(shown):
+        known, allows = self._known, self._scope.allows_image
+        # (image, not queued before): those queued before still bring their hosts' delays
+        # (a resumed crawl's board starts without them); new ones must be in scope.
+        kept = [(image, fresh) for image in dict.fromkeys((*extraction.images, *refs, *css))
+                if (fresh := not known(image)) is False or allows(image)]
+        if not may_wait and not self._robots_ready_for(image for image, _ in kept):
             return None
         robots = self._robots
         images: list[tuple[str, str | None, dict[str, Any] | None]] = []
-        known = self._known
         told = "\0"  # "ORIGIN/" of the last image whose host's delay is told: most share it
-        for image in shown:
-            fresh = not known(image)
-            if fresh and not self._scope.allows_image(image):
-                continue
-            # Queued images too: a resumed crawl's board starts without their hosts' delays.
+        for image, fresh in kept:
             if not image.startswith(told):
                 told = self._tell_delay(image)
             if fresh:
