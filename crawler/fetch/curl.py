@@ -46,6 +46,7 @@ from crawler.errors import StorageError
 from crawler.fetch.curlsetup import (
     DRAIN_AT_MOST,
     Guard,
+    SocketWatch,
     default_ca_file,
     header_lines,
     new_share,
@@ -161,7 +162,7 @@ class CurlEngine:
         self._incoming: queue.SimpleQueue[Task] = queue.SimpleQueue()
         self._waiting: collections.deque[Task] = collections.deque()
         self._selector = selectors.DefaultSelector()
-        self._watched: dict[int, int] = {}  # fd -> selector events, as libcurl asked
+        self._sockets = SocketWatch(self._selector)  # libcurl's sockets, on the selector
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -186,7 +187,7 @@ class CurlEngine:
         self._multi = pycurl.CurlMulti()
         self._multi.setopt(pycurl.M_PIPELINING, pycurl.PIPE_MULTIPLEX)
         self._multi.setopt(pycurl.M_MAXCONNECTS, max(4, slots * IDLE_PER_SLOT))
-        self._multi.setopt(pycurl.M_SOCKETFUNCTION, self._on_socket)
+        self._multi.setopt(pycurl.M_SOCKETFUNCTION, self._sockets)
         self._multi.setopt(pycurl.M_TIMERFUNCTION, self._on_timer)
         if options.insecure:
             log.warning("TLS certificates are NOT verified (http.insecure = true): anyone "
@@ -255,32 +256,6 @@ class CurlEngine:
         if self._timer_due is not None and time.monotonic() >= self._timer_due:
             self._timer_due = None
             self._multi.socket_action(pycurl.SOCKET_TIMEOUT, 0)
-
-    def _on_socket(self, what: int, fd: int, multi: object, data: object) -> None:
-        """libcurl says which events of ``fd`` to watch (or to stop watching it)."""
-        if what == pycurl.POLL_REMOVE:
-            if self._watched.pop(fd, None) is not None:
-                with contextlib.suppress(KeyError, ValueError, OSError):
-                    self._selector.unregister(fd)
-            return
-        events = ((selectors.EVENT_READ if what & pycurl.POLL_IN else 0)
-                  | (selectors.EVENT_WRITE if what & pycurl.POLL_OUT else 0))
-        if not events:
-            return
-        if self._watched.get(fd) == events:
-            return
-        try:
-            if fd in self._watched:
-                self._selector.modify(fd, events)
-            else:
-                self._selector.register(fd, events)
-        except (KeyError, OSError):
-            # The number of a descriptor closed without a removal, now reused: the
-            # selector's entry is stale. Start it afresh.
-            with contextlib.suppress(KeyError, ValueError, OSError):
-                self._selector.unregister(fd)
-            self._selector.register(fd, events)
-        self._watched[fd] = events
 
     def _on_timer(self, timeout_ms: int) -> None:
         self._timer_due = None if timeout_ms < 0 else time.monotonic() + timeout_ms / 1000

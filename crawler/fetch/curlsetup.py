@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import os
 import re
+import selectors
 import socket
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -83,6 +84,50 @@ class Guard:
             self._verdicts.clear()
         self._verdicts[address] = why
         return why
+
+
+class SocketWatch:
+    """The sockets libcurl asks a multi handle's owner to watch, kept on its selector.
+
+    Set as the multi handle's M_SOCKETFUNCTION; each socket is registered with
+    ``data``, for the owner's loop to know whose it is.
+    """
+
+    def __init__(self, selector: selectors.BaseSelector, data: object = None) -> None:
+        self._selector = selector
+        self._data = data
+        self._watched: dict[int, int] = {}  # fd -> selector events, as libcurl asked
+
+    def __call__(self, what: int, fd: int, multi: object, socket_data: object) -> None:
+        """libcurl says which events of ``fd`` to watch (or to stop watching it)."""
+        if what == pycurl.POLL_REMOVE:
+            if self._watched.pop(fd, None) is not None:
+                with contextlib.suppress(KeyError, ValueError, OSError):
+                    self._selector.unregister(fd)
+            return
+        events = ((selectors.EVENT_READ if what & pycurl.POLL_IN else 0)
+                  | (selectors.EVENT_WRITE if what & pycurl.POLL_OUT else 0))
+        if not events or self._watched.get(fd) == events:
+            return
+        try:
+            if fd in self._watched:
+                self._selector.modify(fd, events, self._data)
+            else:
+                self._selector.register(fd, events, self._data)
+        except (KeyError, OSError):
+            # The number of a descriptor closed without a removal, now reused: the
+            # selector's entry is stale. Start it afresh.
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._selector.unregister(fd)
+            self._selector.register(fd, events, self._data)
+        self._watched[fd] = events
+
+    def forget(self) -> None:
+        """Stop watching every socket (the multi handle is being closed)."""
+        for fd in list(self._watched):
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._selector.unregister(fd)
+        self._watched.clear()
 
 
 def new_share(options: RequestOptions) -> pycurl.CurlShare:

@@ -31,6 +31,7 @@ import pycurl
 
 from crawler.fetch.curlsetup import (
     Guard,
+    SocketWatch,
     header_lines,
     new_share,
     request_url,
@@ -72,11 +73,11 @@ class MultiClient:
         self._headers: dict[str, list[bytes]] = {}  # by Accept
         self._free: list[_Carrier] = []
         self._busy: dict[int, _Carrier] = {}  # by id(handle)
-        self._watched: dict[int, int] = {}  # fd -> selector events, as libcurl asked
+        self._sockets = SocketWatch(selector, self)  # registered with this client as data
         self._due: float | None = None  # libcurl's timer (time.monotonic())
         self._finished: list[tuple[Hashable, Reply]] = []
         self._multi = pycurl.CurlMulti()
-        self._multi.setopt(pycurl.M_SOCKETFUNCTION, self._on_socket)
+        self._multi.setopt(pycurl.M_SOCKETFUNCTION, self._sockets)
         self._multi.setopt(pycurl.M_TIMERFUNCTION, self._on_timer)
 
     def __len__(self) -> int:
@@ -132,10 +133,7 @@ class MultiClient:
                 self._multi.remove_handle(carrier.handle)
             self._free.append(carrier)
         self._busy.clear()
-        for fd in list(self._watched):
-            with contextlib.suppress(KeyError, ValueError, OSError):
-                self._selector.unregister(fd)
-        self._watched.clear()
+        self._sockets.forget()
         for carrier in self._free:
             carrier.handle.close()
         self._free.clear()
@@ -179,30 +177,6 @@ class MultiClient:
         self._finished.append((token, conclude(exchange, handle, code, message)))
 
     # ----- libcurl's callbacks (on the owner's thread, from socket_action) --------
-
-    def _on_socket(self, what: int, fd: int, multi: object, data: object) -> None:
-        """libcurl says which events of ``fd`` to watch (or to stop watching it)."""
-        if what == pycurl.POLL_REMOVE:
-            if self._watched.pop(fd, None) is not None:
-                with contextlib.suppress(KeyError, ValueError, OSError):
-                    self._selector.unregister(fd)
-            return
-        events = ((selectors.EVENT_READ if what & pycurl.POLL_IN else 0)
-                  | (selectors.EVENT_WRITE if what & pycurl.POLL_OUT else 0))
-        if not events or self._watched.get(fd) == events:
-            return
-        try:
-            if fd in self._watched:
-                self._selector.modify(fd, events, self)
-            else:
-                self._selector.register(fd, events, self)
-        except (KeyError, OSError):
-            # The number of a descriptor closed without a removal, now reused: the
-            # selector's entry is stale. Start it afresh.
-            with contextlib.suppress(KeyError, ValueError, OSError):
-                self._selector.unregister(fd)
-            self._selector.register(fd, events, self)
-        self._watched[fd] = events
 
     def _on_timer(self, timeout_ms: int) -> None:
         self._due = None if timeout_ms < 0 else time.monotonic() + timeout_ms / 1000
