@@ -47,8 +47,10 @@ from crawler.fetch.curlsetup import (
     DRAIN_AT_MOST,
     Guard,
     SocketWatch,
+    curl_events,
     default_ca_file,
     header_lines,
+    hop_options_vary,
     new_share,
     request_url,
     set_common_options,
@@ -176,7 +178,7 @@ class CurlEngine:
         self._fds: dict[tuple[int, int], int] = {}
         self._proxies = options.proxies()
         self._guard = Guard(policy, self._proxies)
-        self._per_hop = bool(options.credentials or self._proxies.http != self._proxies.https)
+        self._per_hop = hop_options_vary(options, self._proxies)
         self._rate = options.limit_rate
         self._budget = 0.0
         self._refilled = time.monotonic()
@@ -250,9 +252,7 @@ class CurlEngine:
                 with contextlib.suppress(OSError):
                     self._wake_r.recv(4096)
                 continue
-            action = ((pycurl.CSELECT_IN if mask & selectors.EVENT_READ else 0)
-                      | (pycurl.CSELECT_OUT if mask & selectors.EVENT_WRITE else 0))
-            self._multi.socket_action(key.fd, action)
+            self._multi.socket_action(key.fd, curl_events(mask))
         if self._timer_due is not None and time.monotonic() >= self._timer_due:
             self._timer_due = None
             self._multi.socket_action(pycurl.SOCKET_TIMEOUT, 0)

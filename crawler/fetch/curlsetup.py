@@ -130,6 +130,18 @@ class SocketWatch:
         self._watched.clear()
 
 
+def curl_events(mask: int) -> int:
+    """libcurl's CSELECT flags for a selector's ready ``mask``."""
+    return ((pycurl.CSELECT_IN if mask & selectors.EVENT_READ else 0)
+            | (pycurl.CSELECT_OUT if mask & selectors.EVENT_WRITE else 0))
+
+
+def hop_options_vary(options: RequestOptions, proxies: Proxies) -> bool:
+    """Whether logins or proxies can differ from one hop to the next (by host or
+    scheme): then ``set_hop_options`` is set per request, else once per handle."""
+    return bool(options.credentials or proxies.http != proxies.https)
+
+
 def new_share(options: RequestOptions) -> pycurl.CurlShare:
     """One cookie jar, DNS cache and TLS session cache for the handles that take it,
     the crawl's cookies in the jar.

@@ -201,28 +201,40 @@ class EasyClient:
 
     def _on_open_socket(self, purpose: int,
                         address: tuple[int, int, int, tuple[object, ...]]) -> socket.socket | int:
-        family, kind, protocol, sockaddr = address
-        peer = str(sockaddr[0]).split("%", 1)[0]
-        if not self._allows(peer):
-            return pycurl.SOCKET_BAD
-        try:
-            return socket.socket(family, kind, protocol)
-        except OSError:
-            return pycurl.SOCKET_BAD
+        return guarded_socket(self._guard, self._local.exchange, address)
 
     def _on_connected(self, peer: str, local: str, peer_port: int, local_port: int) -> int:
-        """A connection, new or kept alive, is about to carry the request: its peer passes too."""
-        return pycurl.PREREQFUNC_OK if self._allows(peer) else pycurl.PREREQFUNC_ABORT
+        return guarded_peer(self._guard, self._local.exchange, peer)
 
-    def _allows(self, address: str) -> bool:
-        why = self._guard.refusal(address)
-        if why is None:
-            return True
-        exchange = self._local.exchange
-        if exchange is not None:
-            host = urlsplit(exchange.reply.url).hostname or "?"
-            exchange.reply.blocked = BlockedAddress(host, address, why)
-        return False
+
+def guarded_socket(guard: Guard, exchange: Exchange | None,
+                   address: tuple[int, int, int, tuple[object, ...]]) -> socket.socket | int:
+    """libcurl's OPENSOCKETFUNCTION for a page client: a socket, if the guard lets the
+    request connect to ``address`` (else the refusal goes in the exchange's reply)."""
+    family, kind, protocol, sockaddr = address
+    if not _admits(guard, exchange, str(sockaddr[0]).split("%", 1)[0]):
+        return pycurl.SOCKET_BAD
+    try:
+        return socket.socket(family, kind, protocol)
+    except OSError:  # out of descriptors: libcurl reports a failed connection
+        return pycurl.SOCKET_BAD
+
+
+def guarded_peer(guard: Guard, exchange: Exchange | None, peer: str) -> int:
+    """libcurl's PREREQFUNCTION for a page client: a connection, new or kept alive, is
+    about to carry the request; its peer must pass the guard too."""
+    return pycurl.PREREQFUNC_OK if _admits(guard, exchange, peer) else pycurl.PREREQFUNC_ABORT
+
+
+def _admits(guard: Guard, exchange: Exchange | None, address: str) -> bool:
+    why = guard.refusal(address)
+    if why is None:
+        return True
+    if exchange is not None:
+        host = urlsplit(exchange.reply.url).hostname or "?"
+        exchange.reply.blocked = BlockedAddress(host, address, why)
+    return False
+
 
 def conclude(exchange: Exchange, handle: pycurl.Curl, code: int, message: str) -> Reply:
     """The reply of a request that libcurl ended with ``code`` (0: it went through)."""

@@ -25,21 +25,22 @@ import socket
 import time
 from collections.abc import Callable, Hashable
 from typing import Any
-from urllib.parse import urlsplit
 
 import pycurl
 
 from crawler.fetch.curlsetup import (
     Guard,
     SocketWatch,
+    curl_events,
     header_lines,
+    hop_options_vary,
     new_share,
     request_url,
     set_common_options,
     set_hop_options,
 )
-from crawler.fetch.easy import Exchange, Reply, conclude
-from crawler.fetch.guard import AddressPolicy, BlockedAddress
+from crawler.fetch.easy import Exchange, Reply, conclude, guarded_peer, guarded_socket
+from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
 
 
@@ -67,7 +68,7 @@ class MultiClient:
         self._proxies = options.proxies()
         self._guard = Guard(policy, self._proxies)
         # Logins and proxies the same for every hop: set once per handle, not per request.
-        self._per_hop = bool(options.credentials or self._proxies.http != self._proxies.https)
+        self._per_hop = hop_options_vary(options, self._proxies)
         self._own_share = share is None
         self._share = new_share(options) if share is None else share
         self._headers: dict[str, list[bytes]] = {}  # by Accept
@@ -79,10 +80,6 @@ class MultiClient:
         self._multi = pycurl.CurlMulti()
         self._multi.setopt(pycurl.M_SOCKETFUNCTION, self._sockets)
         self._multi.setopt(pycurl.M_TIMERFUNCTION, self._on_timer)
-
-    def __len__(self) -> int:
-        """Requests in flight."""
-        return len(self._busy)
 
     def start(self, token: Hashable, url: str, *, accept: str, max_bytes: int, timeout: float,
               wants: Callable[[int, dict[str, str]], bool] = lambda status, headers: True,
@@ -116,9 +113,7 @@ class MultiClient:
 
     def act(self, fd: int, mask: int) -> None:
         """Let libcurl act on a socket the selector found ready."""
-        action = ((pycurl.CSELECT_IN if mask & selectors.EVENT_READ else 0)
-                  | (pycurl.CSELECT_OUT if mask & selectors.EVENT_WRITE else 0))
-        self._multi.socket_action(fd, action)
+        self._multi.socket_action(fd, curl_events(mask))
         self._collect()
 
     def finished(self) -> list[tuple[Hashable, Reply]]:
@@ -194,25 +189,8 @@ class MultiClient:
 
     def _on_open_socket(self, carrier: _Carrier, purpose: int,
                         address: tuple[int, int, int, tuple[Any, ...]]) -> socket.socket | int:
-        family, kind, protocol, sockaddr = address
-        if not self._allows(carrier, str(sockaddr[0]).split("%", 1)[0]):
-            return pycurl.SOCKET_BAD
-        try:
-            return socket.socket(family, kind, protocol)
-        except OSError:  # out of descriptors: libcurl reports a failed connection
-            return pycurl.SOCKET_BAD
+        return guarded_socket(self._guard, carrier.exchange, address)
 
     def _on_connected(self, carrier: _Carrier, peer: str, local: str, peer_port: int,
                       local_port: int) -> int:
-        """A connection, new or kept alive, is about to carry the request: its peer passes too."""
-        return pycurl.PREREQFUNC_OK if self._allows(carrier, peer) else pycurl.PREREQFUNC_ABORT
-
-    def _allows(self, carrier: _Carrier, address: str) -> bool:
-        why = self._guard.refusal(address)
-        if why is None:
-            return True
-        exchange = carrier.exchange
-        if exchange is not None:
-            host = urlsplit(exchange.reply.url).hostname or "?"
-            exchange.reply.blocked = BlockedAddress(host, address, why)
-        return False
+        return guarded_peer(self._guard, carrier.exchange, peer)
