@@ -23,7 +23,7 @@ from crawler.fetch.options import RequestOptions
 from crawler.master.pageloop import PageLoop, PageLoopEnded
 from crawler.master.robots import Robots
 from crawler.master.scope import Scope
-from crawler.master.stylesheets import Stylesheets
+from crawler.master.stylesheets import Stylesheets, reading_rule
 from crawler.master.visit import PageVisitor, Visit
 from crawler.parse.pool import PageParser
 
@@ -55,7 +55,7 @@ class Loop:
                         settings.respect_robots)
         scope = Scope.from_seeds(seeds, image_deny=image_deny)
         self.parser = PageParser(in_process=False, processes=2)
-        sheets = Stylesheets(self.client, may_read=lambda url: True,
+        sheets = Stylesheets(self.client, may_read=reading_rule(scope.allows_stylesheet, robots),
                              timeout=settings.page_timeout, max_bytes=settings.max_page_bytes)
         self.visitor = PageVisitor(settings, client=self.client, robots=robots, scope=scope,
                                    parser=self.parser, stylesheets=sheets,
@@ -303,6 +303,26 @@ def test_a_page_showing_images_out_of_scope_is_judged_without_waiting(
     again = loop.visitor.judge(server.url + "/", 0, first.page, first.extraction,
                                first.started, may_wait=False)
     assert again is not None, "nothing to wait for"
+
+
+def test_a_page_linking_sheets_the_crawl_may_not_read_is_judged_without_waiting(
+        make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop]) -> None:
+    """A style sheet of another site, or one robots.txt disallows, is never read: once
+    that is known, pages linking it are judged on the loop, not sent to a helper."""
+    server = make_server()
+    server.routes["/robots.txt"] = lambda handler: handler.send_body(
+        200, b"User-agent: *\nDisallow: /private/\n", "text/plain")
+    server.routes["/"] = html(b'<link rel="stylesheet" href="http://127.0.0.9:9/cdn.css">'
+                              b'<link rel="stylesheet" href="/private/site.css">'
+                              b'<img src="/a.png">')
+    loop = make_loop([server.url + "/"])
+    first = visit_of(loop.pages.submit(server.url + "/", 0))
+    assert [image for image, _, _ in first.images] == [server.url + "/a.png"]
+    assert first.extraction is not None and len(first.extraction.stylesheets) == 2
+    again = loop.visitor.judge(server.url + "/", 0, first.page, first.extraction,
+                               first.started, may_wait=False)
+    assert again is not None, "nothing to wait for"
+    assert "/private/site.css" not in server.paths()
 
 
 def test_pages_being_parsed_when_the_parser_closes_fail_and_are_not_lost(

@@ -75,16 +75,18 @@ def test_the_manifest_says_what_the_page_said_about_each_image(
     assert entries["/plain.png"]["ref"] == {"kind": "img"}
 
 
-def test_a_set_of_sheets_is_read_once_and_one_refused_is_asked_about_again(
+def test_a_set_of_sheets_is_read_once_and_one_refused_for_now_is_asked_about_again(
         make_server: Callable[[], FixtureServer]) -> None:
     server = make_server()
     serve_routes(server, {"/css/site.css": ("text/css", SITE_CSS),
                           "/css/more.css": ("text/css", MORE_CSS)})
     asked: list[str] = []
 
-    def may_read(url: str) -> bool:
+    def may_read(url: str) -> bool | None:
         asked.append(url)
-        return not url.endswith("/refused.css")
+        if url.endswith("/elsewhere.css"):
+            return False  # not in this crawl (the scope, a robots.txt read)
+        return None if url.endswith("/later.css") else True
 
     client = EasyClient(AddressPolicy(frozenset({"public", "loopback"})), RequestOptions())
     sheets = Stylesheets(client, may_read=may_read, timeout=5.0, max_bytes=1 << 20)
@@ -95,30 +97,38 @@ def test_a_set_of_sheets_is_read_once_and_one_refused_is_asked_about_again(
         before = len(asked)
         assert sheets.images(site) == expected  # another page linking the same sheet
         assert len(asked) == before, "a set of sheets all read is not judged again"
-        with_refused = (*site, server.url + "/css/refused.css")
-        assert sheets.images(with_refused) == expected
+        with_later = (*site, server.url + "/css/later.css")
+        assert sheets.images(with_later) == expected
+        assert not sheets.ready(with_later)
         before = len(asked)
-        assert sheets.images(with_refused) == expected
-        assert len(asked) > before, "a refused sheet is asked about again on the next page"
+        assert sheets.images(with_later) == expected
+        assert len(asked) > before, "a sheet refused for now is asked about on the next page"
+        with_elsewhere = (*site, server.url + "/css/elsewhere.css")
+        assert sheets.images(with_elsewhere) == expected
+        assert sheets.ready(with_elsewhere), "a sheet the crawl may not read is settled"
+        before = len(asked)
+        assert sheets.images(with_elsewhere) == expected
+        assert len(asked) == before
     finally:
         client.close()
     assert server.paths().count("/css/site.css") == 1
     assert server.paths().count("/css/more.css") == 1
+    assert not any(path.endswith(("/later.css", "/elsewhere.css")) for path in server.paths())
 
 
 def test_an_import_refused_once_is_asked_about_again(
         make_server: Callable[[], FixtureServer]) -> None:
     """A refusal may be passing (robots.txt still being read by another thread): the
-    images of a set of sheets are kept only when every sheet in it was read."""
+    images of a set of sheets are kept only when every sheet in it was settled."""
     server = make_server()
     serve_routes(server, {"/css/site.css": ("text/css", SITE_CSS),
                           "/css/more.css": ("text/css", MORE_CSS)})
     refused_once: set[str] = set()
 
-    def may_read(url: str) -> bool:
+    def may_read(url: str) -> bool | None:
         if url.endswith("/more.css") and url not in refused_once:
             refused_once.add(url)
-            return False
+            return None
         return True
 
     client = EasyClient(AddressPolicy(frozenset({"public", "loopback"})), RequestOptions())

@@ -50,7 +50,7 @@ from crawler.master.pageloop import PageLoop
 from crawler.master.results import ManifestTally, ResultFiles
 from crawler.master.robots import Robots
 from crawler.master.scope import Scope
-from crawler.master.stylesheets import Stylesheets
+from crawler.master.stylesheets import Stylesheets, reading_rule
 from crawler.master.visit import PageVisitor, Visit
 from crawler.model.files import PAGES_NAME
 from crawler.model.outcome import Attempt, Outcome
@@ -417,7 +417,7 @@ class Master:
                         max_delay=settings.politeness.max_crawl_delay)
         stylesheets = Stylesheets(
             session, timeout=settings.crawl.page_timeout, max_bytes=settings.crawl.max_page_bytes,
-            may_read=lambda url: self._scope.allows_stylesheet(url) and robots.allowed(url))
+            may_read=reading_rule(self._scope.allows_stylesheet, robots))
         visitor = PageVisitor(settings.crawl, client=session, robots=robots, scope=self._scope,
                               parser=self._parser, stylesheets=stylesheets,
                               slow_host=self._board.set_host_delay,

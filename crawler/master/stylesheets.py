@@ -5,17 +5,23 @@ icons), so the crawler reads them too: each style sheet of the crawled site
 (the scope's mode) once per crawl, cached by URL, following ``@import`` a few
 levels deep. Fonts are left out (``crawler.parse.css``). robots.txt applies
 as to pages. A sheet that cannot be read costs only its own images: it is
-logged, not retried.
+logged, not retried. A sheet the crawl may not read (another site's, a
+font service's) is settled as soon as that is known, so that the pages
+linking it are judged without waiting, like the others.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from crawler.fetch.easy import EasyClient
 from crawler.master.once import Once
 from crawler.parse.css import stylesheet_urls
+
+if TYPE_CHECKING:
+    from crawler.master.robots import Robots
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +29,30 @@ MAX_IMPORT_DEPTH = 4  # @import chains followed this far from a page's <link>
 ACCEPT_CSS = "text/css,*/*;q=0.1"
 MAX_REMEMBERED = 4096  # sets of sheets whose images are kept, not read again
 Refs = tuple[tuple[str, ...], tuple[str, ...]]  # a sheet's (images, imports)
+# Whether a sheet may be read: True; False, not in this crawl; None, not yet (ask again).
+MayRead = Callable[[str], "bool | None"]
+
+
+def reading_rule(in_scope: Callable[[str], bool], robots: Robots) -> MayRead:
+    """The crawl's rule for reading a sheet: in scope, and allowed by robots.txt.
+
+    A refusal by the scope, or by a robots.txt that was read, holds for the whole
+    crawl. One by a stand-in (the robots.txt still being read by another thread
+    past the deadline) holds for now: the sheet is asked about again.
+    """
+    def may_read(url: str) -> bool | None:
+        if not in_scope(url):
+            return False
+        if robots.allowed(url):
+            return True
+        return False if robots.is_read(url) else None
+    return may_read
 
 
 class Stylesheets:
     """The images of style sheets, each sheet fetched once however many pages link it."""
 
-    def __init__(self, client: EasyClient, *, may_read: Callable[[str], bool],
+    def __init__(self, client: EasyClient, *, may_read: MayRead,
                  timeout: float, max_bytes: int) -> None:
         self._client = client
         self._may_read = may_read  # scope and robots.txt
@@ -46,9 +70,9 @@ class Stylesheets:
         if known is not None:
             return known
         found, read, complete = self._read(sheets)
-        # Kept only when every sheet named was read, and read as the crawl keeps it: a
-        # sheet refused (perhaps only while its robots.txt was being read) or answered
-        # by a stand-in (its reader stuck past the deadline) is asked about again.
+        # Kept only when every sheet named was settled, and read as the crawl keeps it: a
+        # sheet refused for now (while its robots.txt was being read) or answered by a
+        # stand-in (its reader stuck past the deadline) is asked about again.
         if (complete and len(self._images_of) < MAX_REMEMBERED
                 and all(self._refs.known(sheet) is refs for sheet, refs in read.items())):
             self._images_of[sheets] = found
@@ -59,7 +83,7 @@ class Stylesheets:
         return sheets in self._images_of
 
     def _read(self, sheets: tuple[str, ...]) -> tuple[list[str], dict[str, Refs], bool]:
-        """The images; what each sheet read gave; whether no sheet was refused."""
+        """The images; what each sheet read gave; whether no sheet was refused for now."""
         found: dict[str, None] = {}
         read: dict[str, Refs] = {}
         complete = True
@@ -69,8 +93,10 @@ class Stylesheets:
             for sheet in level:
                 if sheet in read:
                     continue
-                if not self._may_read(sheet):
-                    complete = False
+                verdict = self._may_read(sheet)
+                if not verdict:
+                    if verdict is None:
+                        complete = False
                     continue
                 refs = read[sheet] = self._refs.get(sheet)
                 images, imports = refs
