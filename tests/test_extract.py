@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crawler.model.urls import normalize
+from crawler.parse.decode import decode
 from crawler.parse.extract import (
     DEFAULT_LAZY_ATTRIBUTES,
     IMAGE_EXTENSIONS,
@@ -544,3 +545,16 @@ def test_a_url_both_linked_and_shown_is_a_link_and_an_image() -> None:
     assert found.links == ("http://site.example/show",)
     assert found.images == ("http://site.example/show", "http://site.example/big.png")
     assert [ref.kind for ref in found.image_refs] == ["img", "anchor"]
+
+
+@pytest.mark.parametrize("raw", [
+    "<p>caf\u00e9 <img src='/\u00e9t\u00e9.png' alt='\u00e9t\u00e9'></p>".encode(),  # clean UTF-8
+    b"<p>\xe9t\xe9 <img src='/a.png' alt='\xff'></p><meta charset=utf-8>",  # invalid: replaced
+    b"\xef\xbb\xbf<img src='/bom.png' alt='\xc3\xa9'>",  # a byte-order mark
+    b"<img src='/nul.png' alt='a\x00b'><img src='/b\x00c.png'>",  # NULs
+    "<img src='/\ufffd.png' alt='\ufffd'>".encode(),  # U+FFFD of its own
+])
+def test_utf8_bytes_are_read_as_their_decoded_text_is(raw: bytes) -> None:
+    """Clean UTF-8 goes to lxml as it came; every page gives what its decoded text gives."""
+    text, _ = decode(raw, None)
+    assert extract(raw, "http://h/p/") == extract(text, "http://h/p/")

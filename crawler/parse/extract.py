@@ -14,6 +14,7 @@ whole document, even to elements before it.
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -286,12 +287,17 @@ def extract(
         raise ValueError(f"unknown image sources: {unknown}; known: {', '.join(sorted(SOURCES))}")
     if parser not in PARSERS:
         raise ValueError(f"unknown parser {parser!r}; known: {', '.join(PARSERS)}")
+    utf8 = None
     if isinstance(html, str):
         text, used_encoding = html, "utf-8"
     else:
-        text, used_encoding = decode(bytes(html), encoding)
+        data = bytes(html)
+        text, used_encoding = decode(data, encoding)
+        if (used_encoding == "utf-8" and "\ufffd" not in text
+                and not data.startswith(codecs.BOM_UTF8)):
+            utf8 = data  # the text's own bytes: nothing was replaced or dropped
     base = page_base(page_url)
-    tree = parse(text, parser)
+    tree = parse(text, parser, utf8)
     if tree is None:
         return Extraction(base_url=base, links=(), images=())
 

@@ -65,21 +65,29 @@ class Tree(Protocol):
         ...
 
 
-def parse(text: str, parser: str = "lxml") -> Tree | None:
-    """Parse a page with the named engine; None when nothing could be parsed."""
-    if "\x00" in text:
+def parse(text: str, parser: str = "lxml", utf8: bytes | None = None) -> Tree | None:
+    """Parse a page with the named engine; None when nothing could be parsed.
+
+    ``utf8``: the text's own UTF-8 bytes, when the caller has them (a page that
+    came as clean UTF-8): lxml reads them as they are, not encoded a second time.
+    """
+    if b"\x00" in utf8 if utf8 is not None else "\x00" in text:
         text = text.replace("\x00", "\ufffd")  # as the HTML tokenizer does
+        utf8 = None
     if parser == "lxml":
-        return _LxmlTree.parse(text)
+        return _LxmlTree.parse(text, utf8)
     if parser == "beautifulsoup":
         return _SoupTree.parse(text)
     raise ValueError(f"unknown parser {parser!r}; known: {', '.join(PARSERS)}")
 
 
-def _many_attributes(text: str) -> bool:
+def _many_attributes(text: str | bytes) -> bool:
     """Could some tag have thousands of attributes? (Real pages: under 2 "=" per "<".)"""
-    equals = text.count("=")
-    return equals > _MANY_ATTRIBUTES and equals > 16 * text.count("<")
+    if isinstance(text, bytes):  # UTF-8: the same count of these ASCII characters
+        equals, opens = text.count(b"="), text.count(b"<")
+    else:
+        equals, opens = text.count("="), text.count("<")
+    return equals > _MANY_ATTRIBUTES and equals > 16 * opens
 
 
 def _xml_compatible(name: object) -> bool:
@@ -97,19 +105,21 @@ class _LxmlTree:
         self.lowered = data.lower()
 
     @classmethod
-    def parse(cls, text: str) -> Tree | None:
-        if _many_attributes(text):
+    def parse(cls, text: str, utf8: bytes | None = None) -> Tree | None:
+        if _many_attributes(utf8 if utf8 is not None else text):
             # libxml2 adds each attribute to an element by walking the ones it
             # has: thousands on one tag take seconds. Its event interface, from
             # which BeautifulSoup builds its tree, does not.
             return _SoupTree.parse(text)
-        try:
-            # The text as UTF-8 bytes, with the parser told so: one form for every page
-            # (a str with an XML declaration, as every XHTML page has, had to be fed),
-            # and the bytes serve the attribute-name test below.
-            data = text.encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate (a str given by a caller): as text
-            data = None
+        # The text as UTF-8 bytes, with the parser told so: one form for every page
+        # (a str with an XML declaration, as every XHTML page has, had to be fed),
+        # and the bytes serve the attribute-name test below.
+        data = utf8
+        if data is None:
+            try:
+                data = text.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate (a str given by a caller): as text
+                data = None
         # A parser per page: lxml parsers must not be shared between threads.
         # lxml-stubs (0.5, the newest) do not know lxml's default_doctype argument.
         parser = etree.HTMLParser(  # type: ignore[call-arg]
