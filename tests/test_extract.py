@@ -558,3 +558,13 @@ def test_utf8_bytes_are_read_as_their_decoded_text_is(raw: bytes) -> None:
     """Clean UTF-8 goes to lxml as it came; every page gives what its decoded text gives."""
     text, _ = decode(raw, None)
     assert extract(raw, "http://h/p/") == extract(text, "http://h/p/")
+
+
+def test_utf8_named_by_the_http_charset_is_read_as_its_decoded_text_is() -> None:
+    raw = b"<img src='/\xc3\xa9.png' alt='\xff'><img src='/b.png' alt='\xc3\xa9'>"
+    text, used = decode(raw, "utf8")
+    assert used == "utf-8"
+    assert extract(raw, "http://h/p/", encoding="utf8") == extract(text, "http://h/p/")
+    clean = "<img src='/\u00e9.png'>".encode()
+    assert (extract(clean, "http://h/p/", encoding="UTF-8")
+            == extract(decode(clean, "UTF-8")[0], "http://h/p/"))

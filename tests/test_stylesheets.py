@@ -13,7 +13,8 @@ from crawler.demo.site import png
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
-from crawler.master.stylesheets import Stylesheets
+from crawler.master.robots import Robots
+from crawler.master.stylesheets import Stylesheets, reading_rule
 
 from .conftest import FixtureServer, finish, manifest_lines, serve_routes, start_crawler
 
@@ -139,3 +140,47 @@ def test_an_import_refused_once_is_asked_about_again(
         assert sheets.images(site) == [server.url + "/bg.png", server.url + "/css/icon.png"]
     finally:
         client.close()
+
+
+def test_the_crawls_rule_for_reading_a_sheet(make_server: Callable[[], FixtureServer]) -> None:
+    """In scope and allowed: read; out of scope, disallowed by a robots.txt read, or on
+    a site whose robots.txt cannot be read: refused for the whole crawl."""
+    allowing, refusing, broken = make_server(), make_server(), make_server()
+    serve_routes(allowing, {"/robots.txt": ("text/plain", b"User-agent: *\nDisallow: /x/\n")})
+    serve_routes(refusing, {"/robots.txt": ("text/plain", b"User-agent: *\nDisallow: /\n")})
+    broken.routes["/robots.txt"] = lambda handler: handler.send_body(503, b"", "text/plain")
+    client = EasyClient(AddressPolicy(frozenset({"public", "loopback"})), RequestOptions())
+    in_scope = lambda url: not url.endswith("/elsewhere.css")  # noqa: E731
+    try:
+        rule = reading_rule(in_scope, Robots(client, "crawler-test", 5.0, True))
+        assert rule(allowing.url + "/site.css") is True
+        assert rule(allowing.url + "/x/site.css") is False
+        assert rule(allowing.url + "/elsewhere.css") is False
+        assert rule(refusing.url + "/site.css") is False
+        assert rule(broken.url + "/site.css") is False
+        ignoring = reading_rule(in_scope, Robots(client, "crawler-test", 5.0, False))
+        assert ignoring(refusing.url + "/site.css") is True
+        assert ignoring(refusing.url + "/elsewhere.css") is False
+    finally:
+        client.close()
+
+
+class _ReadMeanwhile:
+    """A robots.txt whose reader finishes just after a stand-in refused: a race that a
+    real server cannot time reliably."""
+
+    def __init__(self) -> None:
+        self.read = False
+
+    def allowed(self, url: str) -> bool:
+        answer = self.read  # the stand-in refuses; the rules, once read, allow
+        self.read = True
+        return answer
+
+    def is_read(self, url: str) -> bool:
+        return self.read
+
+
+def test_a_stand_ins_refusal_is_not_kept_once_the_rules_are_read() -> None:
+    rule = reading_rule(lambda url: True, _ReadMeanwhile())  # type: ignore[arg-type]
+    assert rule("http://h/site.css") is True

@@ -45,7 +45,11 @@ def reading_rule(in_scope: Callable[[str], bool], robots: Robots) -> MayRead:
             return False
         if robots.allowed(url):
             return True
-        return False if robots.is_read(url) else None
+        if not robots.is_read(url):
+            return None
+        # Asked again: the refusal may have been the stand-in's, and the rules read
+        # meanwhile; now they are the ones kept for the crawl.
+        return robots.allowed(url)
     return may_read
 
 
