@@ -71,7 +71,8 @@ def parse(text: str, parser: str = "lxml", utf8: bytes | None = None) -> Tree | 
     ``utf8``: the text's own UTF-8 bytes, when the caller has them (a page that
     came as clean UTF-8): lxml reads them as they are, not encoded a second time.
     """
-    if b"\x00" in utf8 if utf8 is not None else "\x00" in text:
+    has_nul = b"\x00" in utf8 if utf8 is not None else "\x00" in text
+    if has_nul:
         text = text.replace("\x00", "\ufffd")  # as the HTML tokenizer does
         utf8 = None
     if parser == "lxml":
