@@ -41,6 +41,7 @@ from crawler.master.claim import (
     forget_crawl,
     mark_for_broker,
 )
+from crawler.master.endwatch import END_TICK, EndWatch
 from crawler.master.folderlock import FolderLock
 from crawler.master.frontier import Frontier, PageQueue
 from crawler.master.journal import Journal, PageDone, Resumed
@@ -68,6 +69,8 @@ if TYPE_CHECKING:  # imported when used: broker mode's (a Redis client), the que
 log = logging.getLogger(__name__)
 
 LOOP_TICK = 0.05  # how often the loop looks at finished pages and results
+# On a broker no goodbye wakes the master: it looks for them every END_TICK at first.
+END_WATCH = 0.25
 # While pages are in flight, finished pages (one transaction) and settled results
 # (another) are recorded at most this often: a real site's pages finish every
 # millisecond or so, and each transaction costs more than its rows.
@@ -434,6 +437,7 @@ class Master:
         record_at = last_reap  # when what is finished is recorded next
         shared = self._shared_frontier
         all_done = False
+        ending = EndWatch(slowest=LOOP_TICK)  # on a broker: how long the loop may sleep
         try:
             broker_lost: float | None = None  # since when the broker has not answered
             while not self._stop.is_set():
@@ -442,7 +446,7 @@ class Master:
                         frontier.heartbeat(self._working(running))
                     self._forget_after_reconnecting()
                     self._submit(running, pages)
-                    self._wake.wait(LOOP_TICK if not self._pages_done
+                    self._wake.wait(ending.pause if not self._pages_done
                                     else max(0.0, record_at - time.monotonic()))
                     self._wake.clear()  # before looking: news from now on wakes the next wait
                     for future in [f for f in running if f.done()]:
@@ -473,6 +477,8 @@ class Master:
                         if not pages_left and not running and unsettled(counts) == 0:
                             all_done = True
                             break
+                        if shared is not None:
+                            ending.looked(counts, pages=pages_left + len(running), now=now)
                     self._workers.report_ended()
                 except Exception as exc:  # noqa: BLE001 - only a lost broker is waited out
                     broker_lost = self._broker_lost(exc, broker_lost)
@@ -807,6 +813,9 @@ class Master:
         # A crawl left open on the broker goes on without this master: only its own
         # workers are stopped (they hand their URLs back).
         grace_end = time.monotonic() + (SHUTDOWN_GRACE if self._board.closed else 0.0)
+        # A goodbye wakes the wait below on the embedded board; on a broker it is looked
+        # for, often at first: the workers hear of the end within their next poll.
+        watch_until = time.monotonic() + (END_WATCH if self._shared_board is not None else 0.0)
         while time.monotonic() < grace_end and not self._stop_asked.is_set():
             self._collect(ledger, files)
             # Every worker calls at least once a second; one silent for longer is gone.
@@ -815,7 +824,7 @@ class Master:
             if not listening and not self._workers.alive():
                 break
             if listening:
-                self._wake.wait(LOOP_TICK)  # a goodbye wakes it
+                self._wake.wait(END_TICK if time.monotonic() < watch_until else LOOP_TICK)
                 self._wake.clear()
             else:  # every worker said goodbye: the local processes are on their way out
                 self._workers.wait_one(LOOP_TICK)
