@@ -108,3 +108,12 @@ def test_a_pace_waits_its_delay_and_keeps_the_longest_hold():
     pace.hold(3.0)
     pace.took(5.0)  # a request during a hold (a page already in flight) keeps the hold
     assert pace.next_time == 10.0
+
+
+def test_a_batch_is_what_pops_one_by_one_would_give() -> None:
+    pages = [("http://a.test/1", 0), ("http://a.test/2", 0), ("http://b.test/1", 1)]
+    one_by_one, batched = Frontier(pages, delay=1.0), Frontier(pages, delay=1.0)
+    expected = [one_by_one.pop(now=0.0) for _ in range(3)]
+    assert batched.pop_many(3, now=0.0) == [page for page in expected if page is not None]
+    assert len(batched.pop_many(3, now=0.0)) == 0  # a.test is paced
+    assert batched.pop_many(3, now=1.0) == [("http://a.test/2", 0)]

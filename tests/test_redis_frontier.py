@@ -108,6 +108,39 @@ def test_a_hosts_pages_are_paced_for_every_master(frontiers: MakeFrontier) -> No
     assert b.pop() == ("http://h/2", 0)
 
 
+def test_a_batch_of_pages_comes_in_one_call_hosts_taking_turns(
+        frontiers: MakeFrontier) -> None:
+    a = frontiers("a")
+    a.add_many([("http://h/1", 0), ("http://h/2", 0), ("http://h/3", 0),
+                ("http://g/1", 1), ("http://g/2", 1)])
+    batch = a.pop_many(4)
+    assert len(batch) == 4
+    hosts = [url.split("/")[2] for url, _ in batch]
+    assert sorted(hosts[:2]) == sorted(hosts[2:]) == ["g", "h"]  # a page of each, in turn
+    assert ("http://g/1", 1) in batch  # with its depth
+    assert a.pop_many(4) == [("http://h/3", 0)]
+    frontiers("b").add_many([("http://k/1", 0)])  # another master's seed
+    assert a.pop_many(4) == []  # fewer than asked came last time: asked again later
+    time.sleep(EMPTY_PAUSE * 1.5)
+    assert a.pop_many(4) == [("http://k/1", 0)]
+    assert len(a) == 6  # all leased to a, none done
+
+
+def test_a_batch_takes_one_page_of_a_paced_host(frontiers: MakeFrontier) -> None:
+    a = frontiers("a", delay=0.4)
+    a.add_many([("http://h/1", 0), ("http://h/2", 0), ("http://g/1", 0)])
+    assert sorted(url for url, _ in a.pop_many(10)) == ["http://g/1", "http://h/1"]
+
+
+def test_a_batch_stays_within_the_crawls_page_budget(frontiers: MakeFrontier) -> None:
+    a, b = frontiers("a", max_pages=3), frontiers("b", max_pages=3)
+    a.add_many([(f"http://h/{n}", 0) for n in range(6)])
+    assert len(a.pop_many(2)) == 2
+    assert len(b.pop_many(5)) == 1  # the budget counts every master's pages
+    time.sleep(EMPTY_PAUSE * 1.5)
+    assert a.pop_many(5) == b.pop_many(5) == []
+
+
 def test_a_hold_and_a_crawl_delay_hold_back_a_host(frontiers: MakeFrontier) -> None:
     a = frontiers("a")
     a.add_many([("http://h/1", 0), ("http://h/2", 0)])

@@ -71,10 +71,11 @@ local function push_back(p, url, depth, host, now)
 end
 """
 
-# ARGV: prefix, master, lease seconds, default delay, page budget (0: none)
+# ARGV: prefix, master, lease seconds, default delay, page budget (0: none), how many
+# pages at most -> {url, depth, url, depth...}
 _POP = _NOW + _LIST_HOST + """
 local p, master, lease, default_delay = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local budget = tonumber(ARGV[5])
+local budget, wanted = tonumber(ARGV[5]), tonumber(ARGV[6])
 for _, url in ipairs(redis.call('ZRANGEBYSCORE', p .. 'pages:leased', '-inf', now,
                                 'LIMIT', 0, REAP_AT_MOST)) do
   local back = unlease(p, url)
@@ -84,32 +85,40 @@ end
 -- in the one step that leases, so that masters taking pages at once cannot overshoot it.
 if budget > 0 then
   local done = tonumber(redis.call('HGET', p .. 'pages:stats', 'done') or '0')
-  if done + redis.call('ZCARD', p .. 'pages:leased') >= budget then return false end
+  wanted = math.min(wanted, budget - done - redis.call('ZCARD', p .. 'pages:leased'))
 end
-for _ = 1, 16 do
-  local hosts = redis.call('ZRANGEBYSCORE', p .. 'pages:ready', '-inf', now, 'LIMIT', 0, 1)
-  if #hosts == 0 then return false end
-  local host = hosts[1]
-  local entry = redis.call('LPOP', p .. 'pages:lane:' .. host)
-  if entry then
-    local delay = tonumber(redis.call('HGET', p .. 'pages:delay', host) or default_delay)
-    local nxt = now + delay
-    redis.call('HSET', p .. 'pages:next', host, nxt)
-    if redis.call('LLEN', p .. 'pages:lane:' .. host) > 0 then
-      redis.call('ZADD', p .. 'pages:ready', nxt, host)
+local taken, empty_hosts = {}, 0
+-- In rounds of one page per ready host, in their turn: a host paced by a delay is not
+-- ready again within this call, one without a delay takes its turn again.
+while #taken < 2 * wanted and empty_hosts < 16 do
+  local hosts = redis.call('ZRANGEBYSCORE', p .. 'pages:ready', '-inf', now,
+                           'LIMIT', 0, wanted - #taken / 2)
+  if #hosts == 0 then break end
+  for _, host in ipairs(hosts) do
+    local entry = redis.call('LPOP', p .. 'pages:lane:' .. host)
+    if entry then
+      local delay = tonumber(redis.call('HGET', p .. 'pages:delay', host) or default_delay)
+      local nxt = now + delay
+      redis.call('HSET', p .. 'pages:next', host, nxt)
+      if redis.call('LLEN', p .. 'pages:lane:' .. host) > 0 then
+        redis.call('ZADD', p .. 'pages:ready', nxt, host)
+      else
+        redis.call('ZREM', p .. 'pages:ready', host)
+      end
+      redis.call('HINCRBY', p .. 'pages:stats', 'waiting', -1)
+      local depth, url = string.match(entry, '^(%d+)\\t(.*)$')
+      redis.call('ZADD', p .. 'pages:leased', now + lease, url)
+      redis.call('HSET', p .. 'pages:holder', url, master .. '\\t' .. depth .. '\\t' .. host)
+      redis.call('SADD', p .. 'pages:held:' .. master, url)
+      table.insert(taken, url)
+      table.insert(taken, depth)
     else
       redis.call('ZREM', p .. 'pages:ready', host)
+      empty_hosts = empty_hosts + 1
     end
-    redis.call('HINCRBY', p .. 'pages:stats', 'waiting', -1)
-    local depth, url = string.match(entry, '^(%d+)\\t(.*)$')
-    redis.call('ZADD', p .. 'pages:leased', now + lease, url)
-    redis.call('HSET', p .. 'pages:holder', url, master .. '\\t' .. depth .. '\\t' .. host)
-    redis.call('SADD', p .. 'pages:held:' .. master, url)
-    return {url, depth}
   end
-  redis.call('ZREM', p .. 'pages:ready', host)
 end
-return false
+return taken
 """.replace("REAP_AT_MOST", str(REAP_AT_MOST))
 
 # ARGV: prefix, then (depth, url, host) triples: queue each URL never seen
@@ -292,22 +301,27 @@ class RedisFrontier:
         self._seen.add(url)
 
     def pop(self, now: float | None = None) -> tuple[str, int] | None:
-        """Lease the next page of a host that may be asked now (None: every host waits).
+        """Lease the next page of a host that may be asked now (None: every host waits)."""
+        popped = self.pop_many(1, now)
+        return popped[0] if popped else None
 
-        After a None, the broker is asked again only EMPTY_PAUSE later, or at once when
-        this master has queued pages itself: the crawl loop asks every pass.
+    def pop_many(self, count: int, now: float | None = None) -> list[tuple[str, int]]:
+        """Lease up to ``count`` pages, hosts taking turns as in ``pop``: one round trip.
+
+        After fewer than ``count``, the broker is asked again only EMPTY_PAUSE later,
+        or at once when this master has queued pages itself: the crawl loop asks
+        every pass.
         """
         moment = time.monotonic()
-        if moment < self._empty_until:
-            return None
-        popped: Any = self._pop(args=[self._prefix, self._master, self.lease, self._delay,
-                                      self._max_pages])
-        if not popped:
+        if count <= 0 or moment < self._empty_until:
+            return []
+        flat: Any = self._pop(args=[self._prefix, self._master, self.lease, self._delay,
+                                    self._max_pages, count])
+        if len(flat) < 2 * count:
             self._empty_until = moment + EMPTY_PAUSE
-            return None
-        url, depth = popped
-        self._seen.add(url)
-        return str(url), int(depth)
+        pages = [(str(flat[at]), int(flat[at + 1])) for at in range(0, len(flat), 2)]
+        self._seen.update(url for url, _ in pages)
+        return pages
 
     def heartbeat(self, working: Iterable[str] = ()) -> int:
         """Renew the leases of the pages this master is ``working`` on, and put back any

@@ -609,18 +609,18 @@ class Master:
     def _submit(self, running: set[Future[Visit]], pages: PageLoop) -> None:
         frontier = self._frontier
         max_pages = self._settings.crawl.max_pages
-        now = time.monotonic()
-        # pop() says when nothing may be taken: on a broker, len(frontier) is a round
-        # trip (a transaction), and asking it before each page cost a third of the loop.
-        while len(running) < self._settings.crawl.page_concurrency:
-            if max_pages and self._snapshot.pages + len(running) >= max_pages:
+        free = self._settings.crawl.page_concurrency - len(running)
+        if max_pages:
+            budget = max_pages - self._snapshot.pages - len(running)
+            if budget <= 0:
                 if frontier:
                     frontier.clear()  # the page budget is spent
                 return
-            popped = frontier.pop(now)
-            if popped is None:
-                return  # every host with pages waiting is held back for now
-            url, depth = popped
+            free = min(free, budget)
+        # pop_many says when nothing may be taken: on a broker, len(frontier) is a round
+        # trip (a transaction), and asking it before each page cost a third of the loop;
+        # and the pages come in one round trip, not one each.
+        for url, depth in frontier.pop_many(free, time.monotonic()):
             future = pages.submit(url, depth)
             self._page_of[future] = url
             future.add_done_callback(self._wake_up)
