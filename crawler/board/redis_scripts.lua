@@ -33,12 +33,57 @@ local function bump(key, field, n)
   end
   fields[field] = (fields[field] or 0) + n
 end
+-- Counters a call reads and changes again and again (a host's URLs in flight, a worker's
+-- share of a host: once per URL of a batch) are read once, kept here with what the call
+-- added, and written once by flush_bumps; a field that comes to 0 or less goes.
+local TALLIES = {}
+local function tally_of(key, field)
+  local fields = TALLIES[key]
+  if not fields then
+    fields = {}
+    TALLIES[key] = fields
+  end
+  local t = fields[field]
+  if not t then
+    t = {added = 0}
+    fields[field] = t
+  end
+  return t
+end
+local function tally(key, field)
+  local t = tally_of(key, field)
+  if t.stored == nil then t.stored = tonumber(redis.call('HGET', key, field) or '0') end
+  return t.stored + t.added
+end
+local function add_to_tally(key, field, n)
+  local t = tally_of(key, field)
+  t.added = t.added + n
+end
 local function flush_bumps()
   for key, fields in pairs(PENDING) do
     for field, n in pairs(fields) do
       if n ~= 0 then redis.call('HINCRBY', key, field, n) end
     end
   end
+  for key, fields in pairs(TALLIES) do
+    for field, t in pairs(fields) do
+      if t.added ~= 0 and redis.call('HINCRBY', key, field, t.added) <= 0 then
+        redis.call('HDEL', key, field)
+      end
+    end
+  end
+end
+
+-- A host's pace (NEXT: not asked before; DELAY: between two URLs), read once a call.
+local HOST_TIMES = {[P .. 'next'] = {}, [P .. 'delay'] = {}}
+local function host_time(key, host)
+  local known = HOST_TIMES[key]
+  local t = known[host]
+  if t == nil then
+    t = tonumber(redis.call('HGET', key, host) or '0')
+    known[host] = t
+  end
+  return t
 end
 
 local function now_from(arg)
@@ -76,10 +121,6 @@ local function set_state(url, it, state)
   it.s = state
 end
 
-local function decr_field(key, field)
-  if redis.call('HINCRBY', key, field, -1) <= 0 then redis.call('HDEL', key, field) end
-end
-
 local function enqueue(url, host, front)
   if front then
     redis.call('LPUSH', queue_key(host), url)
@@ -90,8 +131,8 @@ local function enqueue(url, host, front)
 end
 
 local function hold_host(host, untill)
-  local nxt = tonumber(redis.call('HGET', NEXT, host) or '0')
-  if untill > nxt then
+  if untill > host_time(NEXT, host) then
+    HOST_TIMES[NEXT][host] = untill
     redis.call('HSET', NEXT, host, num(untill))
     redis.call('ZADD', PACED, 'XX', num(untill), host)  -- if waiting, now for longer
   end
@@ -102,7 +143,7 @@ local function promote_paced(now, policy)
   local due = redis.call('ZRANGEBYSCORE', PACED, '-inf', num(now))
   for _, host in ipairs(due) do
     redis.call('ZREM', PACED, host)
-    if tonumber(redis.call('HGET', INFLIGHT, host) or '0') >= policy.host_concurrency then
+    if tally(INFLIGHT, host) >= policy.host_concurrency then
       redis.call('SADD', FULL, host)
     else
       redis.call('RPUSH', READY, host)
@@ -110,8 +151,14 @@ local function promote_paced(now, policy)
   end
 end
 
+local RECORDED = {}  -- worker -> whether it has a record, asked once a call
 local function has_record(worker)
-  return redis.call('EXISTS', worker_key(worker)) == 1
+  local known = RECORDED[worker]
+  if known == nil then
+    known = redis.call('EXISTS', worker_key(worker)) == 1
+    RECORDED[worker] = known
+  end
+  return known
 end
 
 -- Every call from a worker: it is alive, not gone, and its leases live lease_timeout more.
@@ -124,6 +171,7 @@ local function touch(worker, now, lease_timeout)
   if redis.call('EXISTS', wk) == 0 then
     if worker == CLASSIC then return false end
     redis.call('HSET', wk, 'first', num(now), 'ex', 0)
+    RECORDED[worker] = true
   end
   redis.call('ZADD', CONTACT, num(now), worker)
   if redis.call('SREM', GONE, worker) == 1 then
@@ -135,11 +183,11 @@ end
 
 local function unlease(url, it)
   if it.s ~= 'l' then return end
-  decr_field(INFLIGHT, it.h)
+  add_to_tally(INFLIGHT, it.h, -1)
   if redis.call('SREM', FULL, it.h) == 1 then redis.call('RPUSH', READY, it.h) end  -- a slot
   if it.w and has_record(it.w) then
     redis.call('SREM', held_key(it.w), url)
-    decr_field(perhost_key(it.w), it.h)
+    add_to_tally(perhost_key(it.w), it.h, -1)
   end
   it.w = nil
 end
@@ -275,8 +323,8 @@ local function take(worker, record, limit, now, policy)
       redis.call('LPOP', q)  -- settled while queued: skip
       url = redis.call('LINDEX', q, 0)
     end
-    local in_flight = tonumber(redis.call('HGET', INFLIGHT, host) or '0')
-    local nxt = tonumber(redis.call('HGET', NEXT, host) or '0')
+    local in_flight = tally(INFLIGHT, host)
+    local nxt = host_time(NEXT, host)
     if not url then
       redis.call('LPOP', READY)
       redis.call('SREM', LISTED, host)
@@ -289,7 +337,7 @@ local function take(worker, record, limit, now, policy)
       redis.call('LPOP', READY)
       redis.call('SADD', FULL, host)
       hosts = hosts - 1
-    elseif record and tonumber(redis.call('HGET', perhost_key(worker), host) or '0') >= share
+    elseif record and tally(perhost_key(worker), host) >= share
         then
       redis.call('LMOVE', READY, READY, 'LEFT', 'RIGHT')
       blocked = blocked + 1
@@ -301,13 +349,12 @@ local function take(worker, record, limit, now, policy)
       it.a = (it.a or 0) + 1
       save_item(url, it)
       redis.call('ZADD', LEASES, num(now + policy.lease_timeout), url)
-      redis.call('HINCRBY', INFLIGHT, host, 1)
-      local delay = math.max(policy.host_delay,
-                             tonumber(redis.call('HGET', DELAY, host) or '0'))
+      add_to_tally(INFLIGHT, host, 1)
+      local delay = math.max(policy.host_delay, host_time(DELAY, host))
       if delay > 0 then hold_host(host, now + delay) end
       if record then
         redis.call('SADD', held_key(worker), url)
-        redis.call('HINCRBY', perhost_key(worker), host, 1)
+        add_to_tally(perhost_key(worker), host, 1)
       end
       table.insert(tasks, url)
       table.insert(tasks, it.a)
