@@ -179,6 +179,17 @@ def test_worker_gives_up_on_a_missing_master(tmp_path: Path, authkey: str) -> No
     assert time.monotonic() - started < 30
 
 
+def test_a_worker_waiting_for_a_broker_names_the_broker(tmp_path: Path) -> None:
+    port = free_port()
+    result = run_crawler("worker", "--broker", f"redis://127.0.0.1:{port}/0", "--crawl", "c",
+                         "--connect-wait", "1", cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"waiting for the broker at redis://127.0.0.1:{port}/0" in result.stderr
+    line = result.stderr.splitlines()[-1]
+    assert f"could not reach the broker at redis://127.0.0.1:{port}/0 within 1 s" in line
+    assert "is redis-server running there" in line and "master" not in line
+
+
 def test_worker_with_wrong_authkey_exits_1_and_the_crawl_goes_on(
         tmp_path: Path, site: FixtureServer, authkey: str) -> None:
     master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0",

@@ -76,7 +76,12 @@ class BoardClient(Protocol):
     """How a worker reaches a board: the master's queue (``board.manager.MasterClient``)
     or a crawl on the Redis broker (``board.redis_client.BrokerClient``)."""
 
-    address: tuple[str, int]  # where to, for messages
+    address: tuple[str, int]  # where to
+    where: str  # the other end, named for messages: "the master at HOST:PORT"
+
+    def unreachable(self, exc: BaseException) -> str:
+        """Why a connect failed, with what to check (after "could not reach ...: ")."""
+        ...
 
     def connect(self) -> Any:
         """The board's calls for a worker (``hello``, ``exchange``, ``goodbye``, ``status``).

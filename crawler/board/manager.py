@@ -335,7 +335,11 @@ class MasterClient:
 
     def __init__(self, address: tuple[str, int], authkey: bytes) -> None:
         self.address = address
+        self.where = f"the master at {address[0]}:{address[1]}"
         self._authkey = authkey
+
+    def unreachable(self, exc: BaseException) -> str:
+        return f"{exc.__class__.__name__}: {exc}; is it running, and is the address right?"
 
     def connect(self) -> Any:
         """Connect and return a proxy of the master's board.

@@ -42,7 +42,11 @@ class BrokerClient:
     def __init__(self, address: BrokerAddress, crawl: str | None) -> None:
         self.broker = address
         self.address = (address.host, address.port)
+        self.where = f"the broker at {address}"
         self._crawl = crawl
+
+    def unreachable(self, exc: BaseException) -> str:
+        return str(exc)  # the broker's own words say what to check
 
     def connect(self) -> _LinkErrors:
         """The crawl's board; ConnectionError while the broker or the crawl is not there."""

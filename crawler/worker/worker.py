@@ -212,7 +212,7 @@ class Worker:
 
     def _connect(self, first: bool) -> CrawlInfo:
         """Connect (again), waiting for the master up to ``connect_wait`` seconds."""
-        host, port = self._client.address
+        where = self._client.where
         started = time.monotonic()
         give_up = started + self._options.connect_wait
         delay = 0.02
@@ -220,7 +220,7 @@ class Worker:
         while True:
             try:
                 self._board = self._client.connect()
-                log.debug("connected to the master at %s:%s as %s", host, port, self._id)
+                log.debug("connected to %s as %s", where, self._id)
                 crawl: CrawlInfo = self._board.hello(
                     self._id, WorkerInfo(host=socket.gethostname(), pid=os.getpid(),
                                          threads=self._options.threads))
@@ -235,11 +235,10 @@ class Worker:
                 if time.monotonic() >= give_up:
                     what = "reach" if first else "reconnect to"
                     raise MasterUnreachable(
-                        f"could not {what} the master at {host}:{port} within "
-                        f"{self._options.connect_wait:g} s ({exc.__class__.__name__}: {exc}); "
-                        "is it running, and is the address right?") from exc
+                        f"could not {what} {where} within {self._options.connect_wait:g} s: "
+                        f"{self._client.unreachable(exc)}") from exc
                 if not announced:
-                    log.info("waiting for the master at %s:%s ...", host, port)
+                    log.info("waiting for %s ...", where)
                     announced = True
                 # Jitter: after a master restart every worker reconnects at once.
                 time.sleep(min(delay, max(0.0, give_up - time.monotonic())) *
