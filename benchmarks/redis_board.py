@@ -44,10 +44,10 @@ def stored(url: str) -> Attempt:
 
 
 def fill(board: RedisBoard, urls: int) -> None:
-    with board._client.pipeline(transaction=False) as pipe:
-        for n in range(urls):
-            url = f"http://img{n % 50}.example:8080/a/folder/of/images/picture-{n:08d}.png"
-            board.queue_put(pipe, url, f"img{n % 50}.example:8080", "http://site.example/")
+    with board._client.pipeline(transaction=True) as pipe:
+        board.queue_puts(pipe, (
+            (f"http://img{n % 50}.example:8080/a/folder/of/images/picture-{n:08d}.png",
+             f"img{n % 50}.example:8080", "http://site.example/", None) for n in range(urls)))
         pipe.execute()
 
 
