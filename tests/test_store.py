@@ -968,3 +968,31 @@ def test_clean_partials_without_partial_folder(tmp_path: Path) -> None:
     store.partial_dir.rmdir()
     assert store.clean_partials() == 0
     assert put(store, "http://h/a.png", b"x").path.exists()  # open_partial recreates it
+
+
+def test_a_forked_child_names_its_partial_files_as_its_own(tmp_path: Path) -> None:
+    """Local workers are forked from the master: a child must not reuse the names the
+    parent's process would give (its pid, its random part), or clean_partials would
+    take a live child's file for a dead parent's."""
+    store = Store(tmp_path)
+    mine, file = store.open_partial()
+    file.close()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: one partial file, its name to the parent, and out
+        try:
+            theirs, child_file = Store(tmp_path).open_partial()
+            child_file.close()
+            os.write(write_end, str(theirs).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        theirs = Path(pipe.read().decode())
+    os.waitpid(pid, 0)
+    host, mine_pid, mine_rest = mine.name.split("~")
+    their_host, their_pid, their_rest = theirs.name.split("~")
+    assert (host, int(mine_pid), int(their_pid)) == (their_host, os.getpid(), pid)
+    assert mine_rest.split("-")[0] != their_rest.split("-")[0]  # a random part of its own
+    assert store.clean_partials() == 1  # the child is gone: its file is abandoned
+    assert mine.exists() and not theirs.exists()
