@@ -22,6 +22,8 @@ def test_the_first_look_and_a_master_with_pages_look_calmly() -> None:
     assert watch.pause == SLOWEST  # no pace known yet
     watch.looked(counts(in_flight=16, done=200), pages=3, now=1.05)
     assert watch.pause == SLOWEST  # its own pages: a page's end wakes the loop
+    watch.looked(counts(in_flight=16, done=300), pages=0, now=1.1)
+    assert watch.pause == SLOWEST  # the pace counts from the end of the pages
 
 
 def test_the_last_images_are_watched_closely() -> None:
@@ -29,6 +31,9 @@ def test_the_last_images_are_watched_closely() -> None:
     watch.looked(counts(queued=16, in_flight=16, done=1834), pages=0, now=1.0)
     # 100 images in 50 ms: the 32 left take about 16 ms, the next look comes at 5 ms.
     watch.looked(counts(queued=16, in_flight=16, done=1934), pages=0, now=1.05)
+    assert watch.pause == END_TICK
+    # Reports come in batches: a look between two of them saw none, and stays close.
+    watch.looked(counts(queued=16, in_flight=16, done=1934), pages=0, now=1.055)
     assert watch.pause == END_TICK
 
 
@@ -46,14 +51,22 @@ def test_a_long_tail_is_looked_at_calmly() -> None:
     assert watch.pause == SLOWEST
 
 
-def test_a_look_that_saw_no_image_end_slows_down() -> None:
+def test_a_slow_last_image_is_looked_at_less_and_less() -> None:
     watch = EndWatch(slowest=SLOWEST)
     watch.looked(counts(in_flight=3, done=1960), pages=0, now=1.0)
-    watch.looked(counts(in_flight=2, done=1961), pages=0, now=1.005)
+    watch.looked(counts(in_flight=2, done=1961), pages=0, now=1.005)  # 200 a second
     assert watch.pause == END_TICK
-    watch.looked(counts(in_flight=2, done=1961), pages=0, now=1.01)  # a slow image
+    watch.looked(counts(in_flight=2, done=1961), pages=0, now=1.02)  # 50 a second
+    assert watch.pause == pytest.approx(2 / 50 / 4)
+    watch.looked(counts(in_flight=2, done=1961), pages=0, now=1.5)  # a slow image
     assert watch.pause == SLOWEST
-    watch.looked(counts(delayed=1, done=1962), pages=0, now=1.06)  # a retry, due in 30 s
-    assert watch.pause == pytest.approx(1 / 20 / 4)  # one image in 50 ms: 20 a second
-    watch.looked(counts(delayed=1, done=1962), pages=0, now=1.0725)
-    assert watch.pause == SLOWEST  # until it is retried and reported
+
+
+def test_a_crawl_given_pages_again_starts_its_pace_anew() -> None:
+    watch = EndWatch(slowest=SLOWEST)
+    watch.looked(counts(in_flight=4, done=10), pages=0, now=1.0)
+    watch.looked(counts(in_flight=4, done=20), pages=2, now=1.5)  # another master's links
+    watch.looked(counts(in_flight=4, done=30), pages=0, now=2.0)
+    assert watch.pause == SLOWEST  # not the pace of 20 images in a second
+    watch.looked(counts(in_flight=2, done=32), pages=0, now=2.005)
+    assert watch.pause == END_TICK

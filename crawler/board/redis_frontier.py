@@ -89,7 +89,17 @@ if budget > 0 then
 end
 local taken, empty_hosts = {}, 0
 -- In rounds of one page per ready host, in their turn: a host paced by a delay is not
--- ready again within this call, one without a delay takes its turn again.
+-- ready again within this call, one without a delay takes its turn again. Every host
+-- served in this call would get the same score (now + its delay), and Redis orders
+-- equal scores by name, so that one host would come first in every call: each host
+-- served gets a score a microsecond past the one served before it, to come after it
+-- in this call and the next. One without a delay stays below now: ready again.
+local served = 0
+local function ready_at(nxt, delay)
+  served = served + 1
+  if delay > 0 then return nxt + served * 1e-6 end
+  return nxt - (wanted + 1 - served) * 1e-6
+end
 while #taken < 2 * wanted and empty_hosts < 16 do
   local hosts = redis.call('ZRANGEBYSCORE', p .. 'pages:ready', '-inf', now,
                            'LIMIT', 0, wanted - #taken / 2)
@@ -101,7 +111,7 @@ while #taken < 2 * wanted and empty_hosts < 16 do
       local nxt = now + delay
       redis.call('HSET', p .. 'pages:next', host, nxt)
       if redis.call('LLEN', p .. 'pages:lane:' .. host) > 0 then
-        redis.call('ZADD', p .. 'pages:ready', nxt, host)
+        redis.call('ZADD', p .. 'pages:ready', ready_at(nxt, delay), host)
       else
         redis.call('ZREM', p .. 'pages:ready', host)
       end

@@ -18,23 +18,29 @@ class EndWatch:
     """The pause before the next look, from what the looks so far saw.
 
     While the master has pages, ``slowest``. After, the crawl ends when its last
-    image is reported: at the pace images were reported since the last look, the
-    next look comes after a quarter of the time the rest would take, between
-    END_TICK and ``slowest``. A long tail of images is looked at calmly, its last
-    moments closely.
+    image is reported: at the pace images were reported since then, the next
+    look comes after a quarter of the time the rest would take, between END_TICK
+    and ``slowest``. A long tail of images is looked at calmly, its last
+    moments closely; the pace is that of the whole tail, as reports come in
+    batches with quiet milliseconds between them.
     """
 
     def __init__(self, slowest: float) -> None:
         self.slowest = slowest
         self.pause = slowest
-        self._last: tuple[float, int] | None = None  # (when, images done) at the last look
+        self._since: tuple[float, int] | None = None  # (when, images done) as pages ended
 
     def looked(self, counts: dict[str, int], *, pages: int, now: float) -> None:
         """A look saw the board's ``counts``, and ``pages`` not done yet."""
         done, left = counts["done"], unsettled(counts)
-        last, self._last = self._last, (now, done)
         self.pause = self.slowest
-        if pages or not left or last is None or done <= last[1] or now <= last[0]:
+        if pages or not left:
+            self._since = None
             return
-        rate = (done - last[1]) / (now - last[0])  # images a second
-        self.pause = min(self.slowest, max(END_TICK, left / rate / 4))
+        if self._since is None or done < self._since[1]:
+            self._since = (now, done)
+            return
+        began, done_then = self._since
+        if done > done_then and now > began:
+            rate = (done - done_then) / (now - began)  # images a second
+            self.pause = min(self.slowest, max(END_TICK, left / rate / 4))

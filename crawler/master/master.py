@@ -446,8 +446,9 @@ class Master:
                         frontier.heartbeat(self._working(running))
                     self._forget_after_reconnecting()
                     self._submit(running, pages)
-                    self._wake.wait(ending.pause if not self._pages_done
-                                    else max(0.0, record_at - time.monotonic()))
+                    # A page of its own wakes the loop when it ends: no need to look.
+                    self._wake.wait(max(0.0, record_at - time.monotonic()) if self._pages_done
+                                    else LOOP_TICK if running else ending.pause)
                     self._wake.clear()  # before looking: news from now on wakes the next wait
                     for future in [f for f in running if f.done()]:
                         self._visited(future.result(), robots, files)

@@ -285,7 +285,8 @@ class Worker:
                 answer = self._exchange(ask, 0.0 if self._held else 1.0, holding)
                 self._answer_came(answer, asked_at=now, holding=holding)
             except LINK_ERRORS as exc:
-                log.warning("lost the master (%s); reconnecting", exc.__class__.__name__)
+                log.warning("lost %s (%s); reconnecting", self._client.where,
+                            exc.__class__.__name__)
                 self._connect(first=False)
                 last_holding = 0.0  # a lost answer may have leased us URLs we never saw
                 continue
