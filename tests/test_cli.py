@@ -184,9 +184,10 @@ def test_a_worker_waiting_for_a_broker_names_the_broker(tmp_path: Path) -> None:
     result = run_crawler("worker", "--broker", f"redis://127.0.0.1:{port}/0", "--crawl", "c",
                          "--connect-wait", "1", cwd=tmp_path)
     assert result.returncode == 1
-    assert f"waiting for the broker at redis://127.0.0.1:{port}/0" in result.stderr
+    broker = f"the crawl 'c' on the broker at redis://127.0.0.1:{port}/0"
+    assert f"waiting for {broker}" in result.stderr
     line = result.stderr.splitlines()[-1]
-    assert f"could not reach the broker at redis://127.0.0.1:{port}/0 within 1 s" in line
+    assert f"could not reach {broker} within 1 s" in line
     assert "is redis-server running there" in line and "master" not in line
 
 

@@ -42,7 +42,9 @@ class BrokerClient:
     def __init__(self, address: BrokerAddress, crawl: str | None) -> None:
         self.broker = address
         self.address = (address.host, address.port)
-        self.where = f"the broker at {address}"
+        # Named with its crawl: the broker may be up and the crawl not started yet.
+        self.where = (f"the crawl {crawl!r} on the broker at {address}" if crawl
+                      else f"the broker at {address}")
         self._crawl = crawl
 
     def unreachable(self, exc: BaseException) -> str:
