@@ -523,3 +523,20 @@ def test_a_master_stopped_with_ctrl_c_leaves_the_crawl_open_and_a_rerun_ends_it(
     again = run_crawler(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     check_complete(tmp_path / "out", server.url, site)
+
+
+def test_a_page_budget_on_the_broker_reads_that_many_pages(
+        make_server: Callable[[], FixtureServer], redis_server: RedisServer,
+        tmp_path: Path) -> None:
+    """The master leases as many pages as it has room for in one call: never more than
+    the crawl's --max-pages, though it has eight page slots."""
+    server = make_server()
+    site = setup_site(server, pages=12, images_per_page=1)
+    out = tmp_path / "out"
+    done = run_crawler("master", server.url + "/", "--broker", redis_server.url, "--crawl",
+                       _crawl_name(), "--out", str(out), "--local-workers", "1",
+                       "--max-pages", "3", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    read = [path for path in server.paths() if path in site.pages]
+    assert len(read) == len(set(read)) == 3, read
+    assert json.loads((out / "summary.json").read_text())["pages"] == 3
