@@ -111,7 +111,8 @@ SETTING_FLAGS: dict[str, list[tuple[str, str, Any, str, str]]] = {
     "worker": [
         ("--threads", "worker.threads", int, "N", "downloads in flight at once"),
         ("--connect-wait", "worker.connect_wait", float, "SEC",
-         "how long to wait for the master (at start and after losing it) before giving up"),
+         "how long to wait for the master or the broker (at start and after losing it) "
+         "before giving up"),
         ("--out", "output.dir", str, "DIR", "where to store images (default downloads/)"),
         ("--client-cert", "http.client_cert", str, "FILE",
          "present this client certificate (PEM) instead of the master's"),
@@ -220,9 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "settings), fetching and parsing its pages beside its other masters")
 
     worker = command("worker", "download images for a master",
-                     "Connect to a master's queue, download the images it hands out into the "
-                     "output folder, and report each one. Ends when the master says the crawl "
-                     "is over.")
+                     "Connect to a master's queue (or, with --broker, to a crawl on a Redis "
+                     "broker), download the images it hands out into the output folder, and "
+                     "report each one. Ends when the crawl is over.")
     worker.add_argument("master", metavar="HOST:PORT", nargs="?",
                         help="the master's queue address (or --broker)")
     worker.add_argument("--authkey-file", type=Path, metavar="FILE",
