@@ -193,6 +193,31 @@ def test_close_ends_the_child_and_no_page_is_parsed_after() -> None:
         parser.extract(b"<img src=a.png>", URL)
 
 
+def _ended(pid: int) -> bool:
+    """Whether process ``pid`` has exited (a zombie not reaped yet counts)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat[stat.rfind(")") + 2] in "ZX"
+
+
+def test_let_go_ends_the_idle_children_before_close_reaps_them() -> None:
+    parser = PageParser(in_process=False, processes=2)
+    parser._start(1)
+    pids = parser.pids
+    assert len(pids) == 2
+    parser.let_go()
+    deadline = time.monotonic() + 20
+    while not all(map(_ended, pids)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert all(map(_ended, pids)), "an idle child waited for close() to leave"
+    with pytest.raises(ParserCrashed, match="closed"):
+        parser.extract(b"<img src=a.png>", URL)
+    parser.close(wait=30)
+    assert not any(map(alive, pids)), "close() did not reap the children let go"
+
+
 def test_close_without_waiting_cuts_off_a_page_in_flight() -> None:
     parser = PageParser(in_process=False)
     outcome: list[object] = []

@@ -258,12 +258,12 @@ class LocalWorkers:
                         " left%s", n, process.returncode, last, log_path, left,
                         "" if left else ", the crawl waits for workers from elsewhere")
 
-    def wait_one(self, seconds: float) -> None:
-        """Wait up to ``seconds`` for the first live worker to leave."""
-        alive = self.alive()
-        if alive:
+    def wait_all(self, seconds: float) -> None:
+        """Wait up to ``seconds`` in all for the live workers to leave by themselves."""
+        deadline = time.monotonic() + seconds
+        for process in self.alive():
             with contextlib.suppress(subprocess.TimeoutExpired):
-                alive[0].wait(timeout=seconds)
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
 
     def stop(self) -> None:
         """Ask the ones still running to leave; kill those that do not in time."""

@@ -78,6 +78,7 @@ RECORD_EVERY = 0.005
 REAP_EVERY = 0.5
 SHUTDOWN_GRACE = 10.0  # how long workers get to notice the end and leave
 WORKER_SILENCE = 3.0  # a worker not heard from for this long will not hear the end either
+LEAVE_WAIT = 5.0  # how long local workers that said goodbye get to end by themselves
 PAGE_LEASE = 10.0  # seconds a page stays this master's on the broker without a heartbeat
 BROKER_WAIT = 120.0  # seconds a master waits for a broker that stopped answering
 LOOK_EVERY = 0.1  # seconds between two reads of a broker's counts while pages are in flight
@@ -179,6 +180,7 @@ class Master:
         self._started = time.monotonic()
         self._workers = LocalWorkers(options.out_dir, authkey, options.worker_threads,
                                      options.worker_command)
+        self._workers_leaving = False  # every worker said goodbye: local ones are ending
         self._frontier: PageQueue = Frontier()
         self._shared_frontier: RedisFrontier | None = None
         self._last_published = 0.0
@@ -228,6 +230,16 @@ class Master:
     # ----- the crawl -----------------------------------------------------------
 
     def run(self) -> Summary:
+        try:
+            return self._run_once()
+        finally:
+            # Local workers that said goodbye are reaped last: they leave while the
+            # files and the journal are closed. Those that do not in time are stopped.
+            if self._workers_leaving:
+                self._workers.wait_all(LEAVE_WAIT)
+            self._workers.stop()
+
+    def _run_once(self) -> Summary:
         out_dir = self._options.out_dir
         if self._options.dry_run:
             # A dry run leaves the output folder alone: nothing is downloaded or recorded.
@@ -497,6 +509,7 @@ class Master:
                 self._workers.stop()
             finally:
                 pages.close()
+                self._parser.let_go()  # no page comes any more: its children end meanwhile
             session.close()
         try:
             interrupted = bool(frontier or running or self._board.unfinished())
@@ -822,14 +835,15 @@ class Master:
             # Every worker calls at least once a second; one silent for longer is gone.
             listening = [w for w in self._board.workers()
                          if not w["gone"] and w["last_contact_s"] < WORKER_SILENCE]
-            if not listening and not self._workers.alive():
+            if not listening:
+                # Every worker said goodbye: local processes are on their way out, and
+                # are reaped when this master ends (run), while it closes its files.
+                self._workers_leaving = True
                 break
-            if listening:
-                self._wake.wait(END_TICK if time.monotonic() < watch_until else LOOP_TICK)
-                self._wake.clear()
-            else:  # every worker said goodbye: the local processes are on their way out
-                self._workers.wait_one(LOOP_TICK)
-        self._workers.stop()
+            self._wake.wait(END_TICK if time.monotonic() < watch_until else LOOP_TICK)
+            self._wake.clear()
+        if not self._workers_leaving:
+            self._workers.stop()
         self._collect(ledger, files)
         self._refresh()
         self._publish(ended=True)

@@ -85,6 +85,7 @@ class PageParser:
         self._forking = threading.Lock()
         count = 0 if in_process else max(1, processes or usable_cores())
         self._children: list[_Child | None] = [None] * count
+        self._leaving: list[_Child] = []  # let go (their pipes closed), not yet reaped
         # Slots no page is using; a slot's child is forked when the slot is
         # first needed, the first one now (before the master starts threads).
         self._idle: set[int] = set(range(count))
@@ -266,6 +267,27 @@ class PageParser:
             self._sent[slot] = (job, attempt)
             return
 
+    def let_go(self) -> None:
+        """No page comes any more: the idle children are told to leave now (their pipes
+        closed), without waiting for them; :meth:`close` reaps them.
+
+        A child's exit takes a few milliseconds (its copy of the master's memory is
+        unmapped): it then overlaps what the caller does before it closes the pool.
+        """
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            leaving = [(slot, child) for slot, child in enumerate(self._children)
+                       if child is not None and slot in self._idle]
+            for slot, child in leaving:
+                self._children[slot] = None
+                self._leaving.append(child)
+            if leaving:
+                self._generation += 1
+        for _, child in leaving:
+            with contextlib.suppress(OSError):
+                child.conn.close()
+
     def close(self, wait: float = CLOSE_WAIT) -> None:
         """End the children: each leaves when its pipe closes, or is killed after ``wait`` s.
 
@@ -290,6 +312,8 @@ class PageParser:
             children = [child for child in self._children if child is not None]
             self._children = [None] * len(self._children)
             self._generation += 1
+            children += self._leaving
+            self._leaving = []
         for child in children:
             with contextlib.suppress(OSError):
                 child.conn.close()
