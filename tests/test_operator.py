@@ -310,6 +310,22 @@ def test_a_dry_run_does_not_list_images_robots_txt_refuses(
     assert result.stdout.split() == [server.url + "/ok.png"]
 
 
+def test_a_dry_run_lists_an_image_shown_on_many_pages_once(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """A dry run records no image: it still lists each once, whichever pages show it."""
+    server = make_server()
+    pages = {f"/p{n}.html": ("text/html", f'<img src="/shared.png"><img src="/own{n}.png">'
+                             .encode()) for n in range(4)}
+    index = "".join(f'<a href="/p{n}.html">p</a>' for n in range(4)) + '<img src="/shared.png">'
+    # One page at a time, each slower than the loop's recording: a batch of its own each.
+    serve_routes(server, {"/": ("text/html", index.encode()), **pages}, page_delay=0.03)
+    result = run_crawler("master", server.url + "/", "--dry-run", "--page-concurrency", "1",
+                         "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.split()) == sorted(
+        [server.url + "/shared.png", *(server.url + f"/own{n}.png" for n in range(4))])
+
+
 def test_a_dry_run_whose_reader_goes_away_stops_with_one_line(site: FixtureServer,
                                                              tmp_path: Path) -> None:
     """``crawler master URL --dry-run | head -1``: no traceback, exit status 120."""
