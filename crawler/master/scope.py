@@ -15,14 +15,16 @@ import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-from publicsuffixlist import PublicSuffixList
+from typing import TYPE_CHECKING
 
 from crawler.errors import ConfigError
 from crawler.model.imagescope import ImageScope, compile_patterns, search_any
 from crawler.model.urls import host_key, host_key_of_normalized, normalize
 
 __all__ = ["MODES", "Scope", "registrable_domain"]
+
+if TYPE_CHECKING:
+    from publicsuffixlist import PublicSuffixList
 
 MODES = ("host", "domain", "any")
 
@@ -31,7 +33,10 @@ MODES = ("host", "domain", "any")
 def _suffix_list() -> PublicSuffixList:
     # The package ships its own copy of the Public Suffix List: no network
     # fetch, and both ICANN and private suffixes ("github.io") count, so one
-    # user's site never widens to every other user's.
+    # user's site never widens to every other user's. Imported here: only the
+    # "domain" mode needs it.
+    from publicsuffixlist import PublicSuffixList
+
     return PublicSuffixList()
 
 
