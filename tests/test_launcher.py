@@ -6,6 +6,7 @@ import errno
 import os
 import socket
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -185,3 +186,35 @@ def test_a_master_on_every_interface_names_itself_as_other_hosts_reach_it(
     monkeypatch.setattr(launcher.socket, "getaddrinfo", getaddrinfo)
     line = launcher.invitation("0.0.0.0", 4242, Authkey(b"k" * 32, "environment"), tmp_path)
     assert line.startswith(f"workers on other hosts: crawler worker {shown}:4242 "), line
+
+
+def test_workers_are_awaited_until_they_leave_or_a_stop_is_asked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A master reaps the local workers that said goodbye last, each given time to end by
+    itself; a stop asked meanwhile (Ctrl-C) cuts that wait short."""
+    def command(args: Sequence[str]) -> int:
+        if "--linger" in args:
+            time.sleep(60)
+        return 0
+
+    quick = launcher.LocalWorkers(tmp_path, Authkey(b"k" * 32, "test"), threads=1,
+                                  command=command)
+    lingering = launcher.LocalWorkers(tmp_path, Authkey(b"k" * 32, "test"), threads=1,
+                                      command=lambda args: command([*args, "--linger"]))
+    for workers in (quick, lingering):
+        monkeypatch.setattr(workers, "_can_fork", lambda: True)
+        workers.start(1, "127.0.0.1", 9)
+    try:
+        started = time.monotonic()
+        quick.wait_all(60)
+        assert not quick.alive() and time.monotonic() - started < 30, "not awaited to the end"
+        stop = threading.Event()
+        threading.Timer(0.2, stop.set).start()
+        started = time.monotonic()
+        lingering.wait_all(60, until=stop)
+        assert time.monotonic() - started < 30, "the stop asked did not end the wait"
+        assert lingering.alive(), "it was awaited, not stopped"
+    finally:
+        quick.stop()
+        lingering.stop()
+    assert not lingering.alive()

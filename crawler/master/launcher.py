@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STOP_WAIT = 5.0  # seconds a local worker gets to leave once told, before it is killed
+WAIT_STEP = 0.05  # seconds between looks at a stop asked while workers are awaited
 # How much nicer than the master a local worker runs. The master and its page parsers
 # are the crawl's critical path: every image a worker downloads comes from a page they
 # read. On cores the workers keep busy, the pages go first and the workers take the
@@ -258,12 +259,16 @@ class LocalWorkers:
                         " left%s", n, process.returncode, last, log_path, left,
                         "" if left else ", the crawl waits for workers from elsewhere")
 
-    def wait_all(self, seconds: float) -> None:
-        """Wait up to ``seconds`` in all for the live workers to leave by themselves."""
+    def wait_all(self, seconds: float, until: threading.Event | None = None) -> None:
+        """Wait up to ``seconds`` in all for the live workers to leave by themselves, or
+        until ``until`` is set (looked at every WAIT_STEP seconds)."""
         deadline = time.monotonic() + seconds
-        for process in self.alive():
+        while (alive := self.alive()) and not (until is not None and until.is_set()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
             with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+                alive[0].wait(timeout=min(left, WAIT_STEP))
 
     def stop(self) -> None:
         """Ask the ones still running to leave; kill those that do not in time."""

@@ -180,7 +180,7 @@ class Master:
         self._started = time.monotonic()
         self._workers = LocalWorkers(options.out_dir, authkey, options.worker_threads,
                                      options.worker_command)
-        self._workers_leaving = False  # every worker said goodbye: local ones are ending
+        self._workers_leaving = False  # all said goodbye: local ones end, reaped last
         self._frontier: PageQueue = Frontier()
         self._shared_frontier: RedisFrontier | None = None
         self._last_published = 0.0
@@ -235,10 +235,17 @@ class Master:
         try:
             return self._run_once()
         finally:
-            # Local workers that said goodbye are reaped last: they leave while the
-            # files and the journal are closed. Those that do not in time are stopped.
+            self._reap_workers()
+
+    def _reap_workers(self) -> None:
+        """End the local workers. Those that said goodbye are reaped last, so that they
+        leave while the files and the journal are closed; each gets LEAVE_WAIT to end by
+        itself (cut short by a stop asked meanwhile). The rest are stopped."""
+        try:
             if self._workers_leaving:
-                self._workers.wait_all(LEAVE_WAIT)
+                self._workers.wait_all(LEAVE_WAIT, until=self._stop_asked)
+        finally:
+            self._workers_leaving = False
             self._workers.stop()
 
     def _run_once(self) -> Summary:
@@ -263,7 +270,10 @@ class Master:
         try:
             return self._crawl_into(out_dir)
         finally:
-            lock.release()
+            try:
+                self._reap_workers()  # in the lock: they write into the folder until they end
+            finally:
+                lock.release()
 
     def _lock_folder(self, out_dir: Path) -> FolderLock:
         """Make the output folder and take it for this master (another has it: refused)."""
@@ -829,7 +839,8 @@ class Master:
         server.start()
 
     def _finish(self, ledger: Ledger, files: ResultFiles) -> None:
-        """After the board is closed: let workers report and leave, then record the rest."""
+        """After the board is closed: let workers report and say goodbye (those that
+        fall silent are stopped), then record the rest."""
         # A crawl left open on the broker goes on without this master: only its own
         # workers are stopped (they hand their URLs back).
         grace_end = time.monotonic() + (SHUTDOWN_GRACE if self._board.closed else 0.0)
@@ -839,15 +850,19 @@ class Master:
         while time.monotonic() < grace_end and not self._stop_asked.is_set():
             self._collect(ledger, files)
             # Every worker calls at least once a second; one silent for longer is gone.
-            listening = [w for w in self._board.workers()
+            workers = self._board.workers()
+            listening = [w for w in workers
                          if not w["gone"] and w["last_contact_s"] < WORKER_SILENCE]
-            if not listening:
+            if listening:
+                self._wake.wait(END_TICK if time.monotonic() < watch_until else LOOP_TICK)
+                self._wake.clear()
+            elif all(w["gone"] for w in workers) or not self._workers.alive():
                 # Every worker said goodbye: local processes are on their way out, and
-                # are reaped when this master ends (run), while it closes its files.
+                # are reaped when this master ends (_reap_workers), as it closes its files.
                 self._workers_leaving = True
                 break
-            self._wake.wait(END_TICK if time.monotonic() < watch_until else LOOP_TICK)
-            self._wake.clear()
+            else:  # one fell silent: stopped below, a local one reports on its way out
+                self._workers.wait_all(LOOP_TICK)
         if not self._workers_leaving:
             self._workers.stop()
         self._collect(ledger, files)

@@ -251,7 +251,7 @@ class _Collector:
                 self.base = href  # only the first <base href> counts
 
 
-# Tag name -> the collector's method for it. On the class, not on each collector: bound
+# Tag name -> the collector's method for it. Beside the class, not on each collector: bound
 # methods kept by the collector made a reference cycle per page, which held the page's
 # tree and references until the garbage collector came by (a fifth of a parser's time
 # went to collections, each finding about a thousand objects).
