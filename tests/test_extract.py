@@ -579,7 +579,7 @@ def test_an_extraction_leaves_nothing_for_the_garbage_collector(name: str) -> No
     """A page's tree and references are freed as soon as extract returns.
 
     A reference cycle per page (the collector once kept its handlers as bound methods)
-    held every page's tree until a collection found it: a parser spent a fifth of its
+    held every page's tree until a collection found it: a parser spent a tenth of its
     time collecting.
     """
     html = (PAGES / f"{name}.html").read_bytes()

@@ -253,7 +253,7 @@ class _Collector:
 
 # Tag name -> the collector's method for it. Beside the class, not on each collector: bound
 # methods kept by the collector made a reference cycle per page, which held the page's
-# tree and references until the garbage collector came by (a fifth of a parser's time
+# tree and references until the garbage collector came by (a tenth of a parser's time
 # went to collections, each finding about a thousand objects).
 _HANDLERS: dict[str, Callable[[_Collector, Getter, Any], None]] = {
     "a": _Collector._anchor, "area": _Collector._anchor, "frame": _Collector._frame,
