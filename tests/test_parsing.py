@@ -19,6 +19,8 @@ from crawler.parse import pool
 from crawler.parse.extract import SOURCES, Extraction, extract
 from crawler.parse.pool import NoChildProcess, PageParser, ParserCrashed
 
+from .conftest import wait_until
+
 PAGES = sorted((Path(__file__).parent / "pages" / "discovery").glob("*.html"))
 CORPUS = sorted((Path(__file__).parent / "corpus" / "extract").glob("*.html"))
 URL = "http://example.com/dir/page.html"
@@ -208,10 +210,7 @@ def test_let_go_ends_the_idle_children_before_close_reaps_them() -> None:
     pids = parser.pids
     assert len(pids) == 2
     parser.let_go()
-    deadline = time.monotonic() + 20
-    while not all(map(_ended, pids)) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert all(map(_ended, pids)), "an idle child waited for close() to leave"
+    wait_until(lambda: all(map(_ended, pids)), 20, "the idle children to leave before close()")
     with pytest.raises(ParserCrashed, match="closed"):
         parser.extract(b"<img src=a.png>", URL)
     parser.close(wait=30)
