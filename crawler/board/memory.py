@@ -24,7 +24,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from crawler.board.base import CLASSIC
 from crawler.config import DownloadSettings, PolitenessSettings, QueueSettings, Settings
@@ -82,8 +82,7 @@ class WorkerRecord:
     last_exchange: int = 0  # the highest exchange number applied: none at or below again
 
 
-@dataclass(frozen=True)
-class Settled:
+class Settled(NamedTuple):
     """A URL's final attempt, with what the board knows about it."""
 
     attempt: Attempt

@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -59,8 +59,7 @@ def kind_of(address: IPAddress) -> str:
     return "public"
 
 
-@dataclass(frozen=True)
-class AddressPolicy:
+class AddressPolicy(NamedTuple):
     """Allowed address kinds, or (when ``networks`` is set) exactly the listed networks + public."""
 
     kinds: frozenset[str] = frozenset({"public"})

@@ -12,14 +12,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from crawler.config import parse_header, parse_rate
 from crawler.errors import ConfigError
 
 
-@dataclass(frozen=True)
-class Proxies:
+class Proxies(NamedTuple):
     """The proxy for each scheme, and the hosts reached directly (NO_PROXY's syntax)."""
 
     http: str = ""

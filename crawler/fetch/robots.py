@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from protego import Protego
@@ -24,8 +24,7 @@ MAX_ROBOTS_BYTES = 512 * 1024  # what Google reads of a robots.txt
 _DISALLOW_ALL = Protego.parse("User-agent: *\nDisallow: /\n")
 
 
-@dataclass(frozen=True)
-class RobotsFile:
+class RobotsFile(NamedTuple):
     """The rules of one origin, and why its robots.txt could not be read (None if it could).
 
     An unreachable robots.txt disallows everything (RFC 9309); nothing of that

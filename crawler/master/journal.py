@@ -14,9 +14,8 @@ import contextlib
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from crawler.errors import CrawlMismatch, JournalDamaged, StorageError
 from crawler.model.outcome import Outcome
@@ -48,8 +47,7 @@ _FAILED = 3
 ROBOTS_UNREACHABLE = "robots.txt unreachable"  # the start of such a refusal's reason
 
 
-@dataclass(frozen=True)
-class PageDone:
+class PageDone(NamedTuple):
     """A finished page and what was found on it, as :meth:`Journal.pages_done` records it."""
 
     url: str
@@ -60,8 +58,7 @@ class PageDone:
     failed: bool = False  # it could not be crawled, and no later run tries it again
 
 
-@dataclass(frozen=True)
-class Resumed:
+class Resumed(NamedTuple):
     pending_pages: list[tuple[str, int]]  # seen but not done: to fetch
     done_pages: set[str]
     pending_images: list[tuple[str, str | None, dict[str, Any] | None]]  # url, page, ref

@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TypeVar
 
 import pycurl
@@ -361,7 +361,7 @@ class PageLoop:
     def _unparsed(self, job: _Job, exc: Exception) -> None:
         page = job.page
         assert page is not None
-        self._done(job, self._visitor.unread(job.url, job.depth, replace(page, skipped=str(exc)),
+        self._done(job, self._visitor.unread(job.url, job.depth, page._replace(skipped=str(exc)),
                                              job.started))
 
     def _judge(self, job: _Job, extraction: Extraction) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from crawler.fetch.easy import EasyClient, Reply
 from crawler.fetch.policy import (
@@ -24,8 +24,7 @@ HTML_TYPES = ("text/html", "application/xhtml+xml")
 ACCEPT_HTML = "text/html,application/xhtml+xml,*/*;q=0.5"
 
 
-@dataclass(frozen=True)
-class Page:
+class Page(NamedTuple):
     url: str  # where it was asked for
     final_url: str  # after redirects: links on it resolve against this
     status: int

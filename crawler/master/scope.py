@@ -14,8 +14,7 @@ import functools
 import ipaddress
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from crawler.errors import ConfigError
 from crawler.model.imagescope import ImageScope, compile_patterns, search_any
@@ -81,8 +80,7 @@ def _hostname(url: str) -> str | None:
     return authority.partition(":")[0] or None
 
 
-@dataclass(frozen=True)
-class Scope:
+class Scope(NamedTuple):
     """The crawl's boundaries; build one with :meth:`Scope.from_seeds`.
 
     ``hosts`` holds the seeds' ``host[:port]`` keys (mode "host"); ``domains``
@@ -94,7 +92,7 @@ class Scope:
     domains: frozenset[str]
     allow: tuple[re.Pattern[str], ...] = ()
     deny: tuple[re.Pattern[str], ...] = ()
-    images: ImageScope = field(default_factory=ImageScope)
+    images: ImageScope = ImageScope()
 
     @classmethod
     def from_seeds(

@@ -6,12 +6,10 @@ the board, the journal) is decided by the crawl loop in ``master.master``.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from crawler.config import CrawlSettings
 from crawler.errors import ParserCrashed
@@ -28,8 +26,7 @@ from crawler.parse.pool import PageParser
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Visit:
+class Visit(NamedTuple):
     """What a page's visit hands back to the crawl loop."""
 
     url: str
@@ -90,7 +87,7 @@ class PageVisitor:
         try:
             extraction = self._parser.extract(page.body, page.final_url, **self.parse_options(page))
         except ParserCrashed as exc:
-            return self.unread(url, depth, dataclasses.replace(page, skipped=str(exc)), started)
+            return self.unread(url, depth, page._replace(skipped=str(exc)), started)
         visit = self.judge(url, depth, page, extraction, started)
         assert visit is not None
         return visit

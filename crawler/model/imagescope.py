@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TypedDict
+from typing import NamedTuple, TypedDict
 
 from crawler.errors import ConfigError
 
@@ -44,8 +43,7 @@ def search_any(patterns: tuple[re.Pattern[str], ...], url: str) -> bool:
     return any(pattern.search(url) for pattern in patterns)
 
 
-@dataclass(frozen=True)
-class ImageScope:
+class ImageScope(NamedTuple):
     """Images are open by default (sites serve them from CDNs); deny wins, allow narrows."""
 
     allow: tuple[re.Pattern[str], ...] = ()

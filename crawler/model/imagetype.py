@@ -13,14 +13,13 @@ import math
 import re
 import struct
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 SNIFF_BYTES = 64 * 1024
 """How many leading bytes callers keep for ``sniff`` and ``dimensions``."""
 
 
-@dataclass(frozen=True)
-class ImageType:
+class ImageType(NamedTuple):
     """An image format: a short name, the extension files get, and its MIME type."""
 
     name: str

@@ -7,7 +7,7 @@ any URL naming a font file. ``@import`` rules name style sheets, reported apart.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from crawler.errors import InvalidURL
 from crawler.model.urls import resolve
@@ -102,8 +102,7 @@ def is_font_url(url: str) -> bool:
     return name.rpartition(".")[2].lower() in FONT_EXTENSIONS and "." in name
 
 
-@dataclass(frozen=True)
-class StylesheetRefs:
+class StylesheetRefs(NamedTuple):
     """What a style sheet refers to: normalised absolute http(s) URLs, in order, once each."""
 
     images: tuple[str, ...]

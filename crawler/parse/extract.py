@@ -17,7 +17,6 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from crawler.model.imagetype import IMAGE_EXTENSIONS  # one list: what the store also names files by
@@ -53,8 +52,7 @@ _META_KEYS = frozenset(
 _ICON_RELS = frozenset({"icon", "apple-touch-icon", "apple-touch-icon-precomposed", "image_src"})
 
 
-@dataclass(frozen=True)
-class Extraction:
+class Extraction(NamedTuple):
     """What a page refers to.
 
     ``base_url`` is the URL relative references were resolved against (the
