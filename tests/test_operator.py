@@ -326,6 +326,36 @@ def test_a_dry_run_lists_an_image_shown_on_many_pages_once(
         [server.url + "/shared.png", *(server.url + f"/own{n}.png" for n in range(4))])
 
 
+def test_a_dry_run_judges_an_image_shown_on_many_pages_once(
+        make_server: Callable[[], FixtureServer], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page loop asks robots.txt about an image it met on an earlier page no more: a
+    dry run puts nothing on the board, so the master's own memory of its images says so."""
+    import crawler
+    from crawler.master.robots import Robots
+
+    asked: list[str] = []
+    refusal = Robots.refusal
+
+    def counted(self: Robots, url: str) -> str | None:
+        asked.append(url)
+        return refusal(self, url)
+
+    monkeypatch.setattr(Robots, "refusal", counted)
+    server = make_server()
+    pages = {f"/p{n}.html": ("text/html", f'<img src="/shared.png"><img src="/own{n}.png">'
+                             .encode()) for n in range(4)}
+    index = "".join(f'<a href="/p{n}.html">p</a>' for n in range(4)) + '<img src="/shared.png">'
+    serve_routes(server, {"/": ("text/html", index.encode()), **pages}, page_delay=0.03)
+    summary = crawler.crawl([server.url + "/"], out=tmp_path / "out", dry_run=True,
+                            settings=crawler.Settings(), page_concurrency=1)
+    assert summary.pages == 5 and summary.found == 5
+    # The index shows it first; the crawl loop has noted it before any page it links
+    # is fetched.
+    assert asked.count(server.url + "/shared.png") == 1
+    assert all(asked.count(server.url + f"/own{n}.png") == 1 for n in range(4))
+
+
 def test_a_dry_run_whose_reader_goes_away_stops_with_one_line(site: FixtureServer,
                                                              tmp_path: Path) -> None:
     """``crawler master URL --dry-run | head -1``: no traceback, exit status 120."""

@@ -448,8 +448,7 @@ class Master:
         visitor = PageVisitor(settings.crawl, client=session, robots=robots, scope=self._scope,
                               parser=self._parser, stylesheets=stylesheets,
                               slow_host=self._board.set_host_delay,
-                              # On a broker each look would be a round trip: the loop judges.
-                              known=self._board.known if self._shared_frontier is None else _never)
+                              known=self._image_known)
         if not settings.crawl.respect_robots:
             log.warning("robots.txt is ignored (crawl.respect_robots = false)")
         pages = PageLoop(visitor, parser=self._parser, policy=self._policy,
@@ -730,6 +729,16 @@ class Master:
              json.dumps(ref) if ref else None)
             for image, refused, ref in new_images], complete=complete))
 
+    def _image_known(self, url: str) -> bool:
+        """Whether ``url`` was found before, for the page loop (another thread): judging a
+        known image again (robots.txt, scope) is most of a page's cost there, and the crawl
+        loop would drop it. Known are the images this master has met and not yet put on the
+        board (all of them in a dry run, which puts none there) and the board's own; on a
+        broker, a look at the board would be a round trip per image: its put finds out."""
+        # Membership tests of a set and a dict are atomic: no lock against the crawl loop.
+        return url in self._images_seen or (self._shared_frontier is None
+                                            and self._board.known(url))
+
     def _record_pages(self, ledger: Ledger) -> None:
         """Record the pages finished since the last call, in one transaction, and queue
         their images."""
@@ -879,10 +888,6 @@ class Master:
                        failed=s.failed, bytes=s.bytes, out_dir=self._options.out_dir,
                        pages_read=self._pages_read, seed_failures=self._seed_failures,
                        manifest=manifest)
-
-
-def _never(_url: str) -> bool:
-    return False
 
 
 class _NoFiles(ResultFiles):
