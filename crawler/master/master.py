@@ -660,6 +660,9 @@ class Master:
         self._wake.set()
 
     def _visited(self, visit: Visit, robots: Robots, files: ResultFiles) -> None:
+        # A broker command since the loop's last look may have reconnected: what this
+        # master sent is forgotten before this page's links and images are left out.
+        self._forget_after_reconnecting()
         frontier = self._frontier
         if visit.extraction is None and self._retry_later(visit, robots):
             return
@@ -736,8 +739,12 @@ class Master:
         board (all of them in a dry run, which puts none there) and the board's own; on a
         broker, a look at the board would be a round trip per image: its put finds out."""
         # Membership tests of a set and a dict are atomic: no lock against the crawl loop.
-        return url in self._images_seen or (self._shared_frontier is None
-                                            and self._board.known(url))
+        if self._shared_frontier is None:
+            return url in self._images_seen or self._board.known(url)
+        broker = self._options.broker
+        if broker is not None and broker.connections.again > self._broker_connections:
+            return False  # reconnected, and the set not yet forgotten: Redis may have lost them
+        return url in self._images_seen
 
     def _record_pages(self, ledger: Ledger) -> None:
         """Record the pages finished since the last call, in one transaction, and queue
