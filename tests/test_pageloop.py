@@ -336,3 +336,53 @@ def test_pages_being_parsed_when_the_parser_closes_fail_and_are_not_lost(
     loop.parser.close(wait=0)
     visit = visit_of(future, timeout=10)
     assert visit.extraction is None and "closed" in visit.page.skipped
+
+
+def test_pages_waiting_for_a_parser_go_to_it_together_and_one_that_kills_it_fails_alone(
+        make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pages that wait for a parser share a message; when a page kills the parser under
+    such a batch, the others are parsed alone and only that page fails."""
+    import os
+
+    from crawler.parse import pool
+
+    real = pool.extract
+    batches: list[list[str]] = []
+    real_send_many = PageParser.send_many
+
+    def deadly(html: bytes, page_url: str, **options: object) -> Any:
+        if page_url.endswith("/deadly.html"):
+            os._exit(70)
+        return real(html, page_url, **options)  # type: ignore[arg-type]
+
+    def recorded(self: PageParser, jobs: list[Any]) -> int | None:
+        slot = real_send_many(self, jobs)
+        if slot is not None:
+            batches.append([url.rpartition("/")[2] for _, url, _ in jobs])
+        return slot
+
+    monkeypatch.setattr(pool, "extract", deadly)  # before the loop's children are forked
+    monkeypatch.setattr(PageParser, "send_many", recorded)
+    server = make_server()
+    # Two long pages keep both parsers busy while the others come and wait.
+    big = b"<div>" + b'<img src="/i.png" data-src="/j.png">' * 150_000 + b"</div>"
+    names = ["big0", "big1", "p0", "p1", "deadly", "p2", "p3", "p4", "p5", "p6"]
+    for name in names:
+        server.routes[f"/{name}.html"] = html(
+            big if name.startswith("big") else f'<img src="/{name}.png">'.encode())
+    pages = make_loop([server.url + "/"]).pages
+    futures = {name: pages.submit(f"{server.url}/{name}.html", 0) for name in names[:2]}
+    deadline = time.monotonic() + 20
+    while len(batches) < 2:  # each long page handed to a parser of its own
+        assert time.monotonic() < deadline, batches
+        time.sleep(0.01)
+    futures.update({name: pages.submit(f"{server.url}/{name}.html", 0) for name in names[2:]})
+    visits = {name: visit_of(future, timeout=60) for name, future in futures.items()}
+    for name in names:
+        if name.startswith("p"):
+            assert [image for image, _, _ in visits[name].images] == [f"{server.url}/{name}.png"]
+    assert visits["big0"].extraction is not None and visits["big1"].extraction is not None
+    assert visits["deadly"].extraction is None
+    assert "died on this page 2 time" in visits["deadly"].page.skipped
+    assert any(len(batch) > 1 and "deadly.html" in batch for batch in batches), batches

@@ -485,3 +485,97 @@ def test_a_page_sent_before_the_parser_closed_fails_when_asked_for() -> None:
     parser.close(wait=0)
     with pytest.raises(ParserCrashed, match="closed under this page"):
         parser.receive(slot)
+
+
+def _deadly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pages whose URL ends in /deadly.html kill the child that parses them (set before
+    the child is forked: it has it too)."""
+    real = pool.extract
+
+    def deadly(html: bytes, page_url: str, **options: object) -> Extraction:
+        if page_url.endswith("/deadly.html"):
+            os._exit(70)
+        return real(html, page_url, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pool, "extract", deadly)
+
+
+def answers(parser: PageParser, slot: int, within: float = 60) -> list[Extraction | Exception]:
+    """``answer`` for a batch: every answer of the batch sent to ``slot``."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        pipes = parser.pipes()
+        readable, _, _ = select.select(list(pipes), [], [], 0.1)
+        for fd in readable:
+            ready, _pid = pipes[fd]
+            if ready != slot:
+                parser.receive_many(ready)
+                continue
+            got = parser.receive_many(ready)
+            if got is not None:
+                return got
+    raise AssertionError(f"no answer within {within:g} s")
+
+
+def test_a_batch_comes_back_in_its_order_with_each_pages_own_error() -> None:
+    parser = PageParser(in_process=False, processes=1)
+    try:
+        bodies = [path.read_bytes() for path in PAGES[:3]]
+        slot = parser.send_many([(bodies[0], URL, {}), (bodies[1], URL, {"parser": "nope"}),
+                                 (bodies[2], URL, {"sources": frozenset({"img"})})])
+        assert slot is not None
+        assert parser.send(bodies[0], URL) is None, "its only child has the batch"
+        first, second, third = answers(parser, slot)
+        assert first == extract(bodies[0], URL)
+        assert isinstance(second, ValueError) and "unknown parser" in str(second)
+        assert third == extract(bodies[2], URL, sources=frozenset({"img"}))
+        assert parser.idle == 1
+    finally:
+        parser.close()
+
+
+def test_a_batch_whose_child_dies_blames_no_page_and_each_goes_again_alone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _deadly(monkeypatch)
+    parser = PageParser(in_process=False, processes=1)
+    try:
+        body = PAGES[0].read_bytes()
+        deadly = "http://example.com/deadly.html"
+        slot = parser.send_many([(body, URL, {}), (body, deadly, {}), (body, URL, {})])
+        assert slot is not None
+        with pytest.raises(pool.BatchBroken, match="died under 3 pages"):
+            answers(parser, slot)
+        assert parser.idle == 1, "the slot is free again, its child to be replaced"
+        # Alone, the page that did it kills two children and fails; the others parse.
+        alone = parser.send(body, deadly)
+        assert alone is not None
+        with pytest.raises(ParserCrashed, match="died on this page 2 time"):
+            answer(parser, alone)
+        again = parser.send(body, URL)
+        assert again is not None and answer(parser, again) == extract(body, URL)
+    finally:
+        parser.close()
+
+
+def test_a_batch_whose_answers_cannot_be_read_blames_no_page(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    real = pool.extract
+
+    def odd(html: bytes, page_url: str, **options: object) -> Extraction:
+        if page_url.endswith("/odd.html"):
+            raise NeedsTwo("one", "two")
+        return real(html, page_url, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pool, "extract", odd)
+    parser = PageParser(in_process=False, processes=1)
+    try:
+        body = PAGES[0].read_bytes()
+        slot = parser.send_many([(body, URL, {}), (b"<p>x</p>", "http://example.com/odd.html",
+                                                   {})])
+        assert slot is not None
+        with pytest.raises(pool.BatchBroken, match="could not be read"):
+            answers(parser, slot)
+        again = parser.send(body, URL)
+        assert again is not None and answer(parser, again) == extract(body, URL)
+    finally:
+        parser.close()

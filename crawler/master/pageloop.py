@@ -4,8 +4,9 @@ A page visit is the steps of ``master.visit.PageVisitor``: robots.txt, the
 fetch (redirects judged hop by hop), the parse in a parser process, the images
 it shows. This loop takes them for all pages in flight at once: the requests
 run together on one libcurl multi handle (``crawler.fetch.multi``), pages go
-to idle parser processes down their pipes and come back when those turn
-readable, and the rest is done here between two waits. A thread per page, as
+to idle parser processes down their pipes (pages that wait, a few to a message)
+and come back when those turn readable, and the rest is done here between two
+waits. A thread per page, as
 before, made the master's threads hand its interpreter to each other about 25
 times a page, which cost more than fetching and handing over the page itself.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import itertools
 import logging
 import queue
 import selectors
@@ -30,7 +32,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pycurl
 
@@ -51,12 +53,13 @@ from crawler.master.pages import (
 )
 from crawler.master.visit import PageVisitor, Visit
 from crawler.parse.extract import Extraction
-from crawler.parse.pool import NoChildProcess, PageParser
+from crawler.parse.pool import BatchBroken, NoChildProcess, PageParser
 
 log = logging.getLogger(__name__)
 
 TICK = 0.25  # longest wait for news, so that a close is seen promptly
 HELPERS = 4  # threads at least for steps that wait on the network (robots.txt, style sheets)
+PARSE_BATCH = 4  # pages handed to one parser in one message at most
 T = TypeVar("T")
 
 
@@ -72,6 +75,7 @@ class _Job:
     hops: int = 0  # requests made
     status: int = 0  # of the last reply
     page: Page | None = None  # once read
+    alone: bool = False  # it was in a batch whose parser died: it goes to one alone
 
 
 class PageLoopEnded(RuntimeError):
@@ -110,7 +114,7 @@ class PageLoop:
         self._ended = False
         self._jobs: set[_Job] = set()
         self._to_parse: collections.deque[_Job] = collections.deque()
-        self._parsing: dict[int, _Job] = {}  # by parser slot
+        self._parsing: dict[int, list[_Job]] = {}  # by parser slot
         self._pipes: dict[int, tuple[int, int]] = {}  # fd -> (slot, pid), as registered
         self._generation = -1  # the parser's generation the registrations are of
         self._helpers = ThreadPoolExecutor(max(HELPERS, concurrency),
@@ -302,11 +306,10 @@ class PageLoop:
     def _feed_parsers(self) -> None:
         parser = self._parser
         while self._to_parse:
-            job = self._to_parse[0]
-            page = job.page
-            assert page is not None
+            jobs = self._next_batch()
+            job = jobs[0]
             try:
-                slot = parser.send(page.body, page.final_url, **self._visitor.parse_options(page))
+                slot = parser.send_many([self._parse_job(one) for one in jobs])
             except NoChildProcess:  # parsed here, while no child can be had
                 self._to_parse.popleft()
                 self._guarded(job, functools.partial(self._parsed_here, job))
@@ -321,9 +324,31 @@ class PageLoop:
                 continue
             if slot is None:
                 break  # every parser is busy: the next answer makes room
-            self._to_parse.popleft()
-            self._parsing[slot] = job
+            for _ in jobs:
+                self._to_parse.popleft()
+            self._parsing[slot] = jobs
         self._watch_pipes()
+
+    def _next_batch(self) -> list[_Job]:
+        """The pages at the front of the queue that go to the next free parser together:
+        the waiting ones shared out among the free parsers, PARSE_BATCH at most. One
+        message for several pages spares a parser a wake-up per page, which costs more
+        than the message (benchmarks/parse_rhythm.py)."""
+        waiting = self._to_parse
+        size = min(PARSE_BATCH, -(-len(waiting) // max(1, self._parser.idle)))
+        jobs: list[_Job] = []
+        for job in itertools.islice(waiting, size):
+            if job.alone and jobs:
+                break
+            jobs.append(job)
+            if job.alone:
+                break
+        return jobs
+
+    def _parse_job(self, job: _Job) -> tuple[bytes, str, dict[str, Any]]:
+        page = job.page
+        assert page is not None
+        return page.body, page.final_url, self._visitor.parse_options(page)
 
     def _parsed_here(self, job: _Job) -> None:
         page = job.page
@@ -337,26 +362,38 @@ class PageLoop:
         self._judge(job, extraction)
 
     def _answered(self, slot: int) -> None:
-        """A parser's pipe is readable: its answer, or its end."""
-        job = self._parsing.get(slot)
+        """A parser's pipe is readable: its answers, or its end."""
+        jobs = self._parsing.get(slot, [])
         try:
-            extraction = self._parser.receive(slot)
+            answers = self._parser.receive_many(slot)
+        except BatchBroken as exc:
+            # None of them is blamed: each goes again, alone, first in the queue.
+            self._parsing.pop(slot, None)
+            log.info("%s: each goes to a parser alone", exc)
+            for job in reversed(jobs):
+                job.alone = True
+                self._to_parse.appendleft(job)
+            return
         except ParserCrashed as exc:
             self._parsing.pop(slot, None)
-            if job is not None:
+            for job in jobs:
                 self._unparsed(job, exc)
             return
-        except Exception as exc:  # noqa: BLE001 - extract's own error (a bug): logged
+        except Exception as exc:  # noqa: BLE001 - an answer that cannot be read: logged
             self._parsing.pop(slot, None)
-            if job is not None:
+            for job in jobs:
                 self._done(job, self._visitor.failed(job.url, job.depth, exc))
             return
         finally:
             self._watch_pipes()  # a child that died was replaced, or is gone
-        if extraction is None or job is None:
-            return  # not answered yet: the page went to a new child
+        if answers is None or not jobs:
+            return  # not answered yet: the pages went to a new child
         del self._parsing[slot]
-        self._guarded(job, lambda: self._judge(job, extraction))
+        for job, answer in zip(jobs, answers, strict=True):
+            if isinstance(answer, Exception):  # extract's own error (a bug): logged
+                self._done(job, self._visitor.failed(job.url, job.depth, answer))
+            else:
+                self._guarded(job, functools.partial(self._judge, job, answer))
 
     def _unparsed(self, job: _Job, exc: Exception) -> None:
         page = job.page

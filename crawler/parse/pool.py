@@ -8,14 +8,18 @@ is ready at once; a child forked later (for more pages at once, or after a
 crash) is the same, and each leaves when
 its pipe closes, so the descriptors it inherits do not outlive the master.
 
-Each child parses one page at a time; as many pages as there are children are
-in flight at once: one per calling thread of ``extract``, or handed over by
-``send`` and answered by ``receive`` when the child's pipe turns readable (the
-master's page loop, which waits on every pipe at once). Children are forked as pages need
+Each child parses what it is handed, one page or a few (a batch: one message
+there and one back, which spares a child a wake-up per page); as many batches as
+there are children are in flight at once: one per calling thread of ``extract``,
+or handed over by ``send`` or ``send_many`` and answered by ``receive`` or
+``receive_many`` when the child's pipe turns readable (the master's page loop,
+which waits on every pipe at once). Children are forked as pages need
 them: the first at once, another when all are busy, up to the limit. A child
 that dies (a parser crash, the kernel's out-of-memory killer) is replaced, and
 the page it was given is tried once more on the new child: only a page that
-kills two children fails, and the other children's pages are untouched. Where
+kills two children fails, and the other children's pages are untouched. A
+child that dies under a batch of several pages blames none of them: the caller
+hands each over again alone (:class:`BatchBroken`). Where
 fork is not the platform's way (Windows, macOS), pages are parsed in the
 master itself; so are they, with a warning, while no child can be forked (a
 host out of processes or memory), except a page that has killed a child.
@@ -50,9 +54,17 @@ PARSE_ATTEMPTS = 2  # children a page may see die before it is failed
 NO_CHILD_WAIT = 1.0
 _MASTERS_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
+Job = tuple[bytes, str, dict[str, Any]]  # a page's bytes, its URL, extract's options
+
 
 class _NoChild(Exception):
     """No child process could be started (the system is out of processes or memory)."""
+
+
+class BatchBroken(Exception):
+    """The child died under a batch of several pages (or its answer could not be
+    read): which page did it is unknown, so none is blamed; hand each over again
+    alone. The child is replaced when next needed."""
 
 
 class NoChildProcess(Exception):
@@ -90,8 +102,8 @@ class PageParser:
         # first needed, the first one now (before the master starts threads).
         self._idle: set[int] = set(range(count))
         self._last_pid: int | None = None
-        # Pages handed over by send() and not yet answered: slot -> (job, attempt).
-        self._sent: dict[int, tuple[tuple[bytes, str, dict[str, Any]], int]] = {}
+        # Batches handed over by send_many() and not yet answered: slot -> (jobs, attempt).
+        self._sent: dict[int, tuple[list[Job], int]] = {}
         self._generation = 0  # children forked and reaped so far
         self._said_no_child = False
         self._no_child_until = 0.0  # no fork is tried before this (time.monotonic())
@@ -152,9 +164,16 @@ class PageParser:
         on Linux, or no child can be forked now): call :meth:`extract` instead.
         Raises :class:`ParserCrashed` when the parser was closed.
         """
+        return self.send_many([(html, page_url, options)])
+
+    def send_many(self, jobs: list[Job]) -> int | None:
+        """:meth:`send` for several pages at once, ``(html, page_url, options)`` each, in
+        one message to one child; their answers come together (:meth:`receive_many`)."""
         if self._in_process:
             raise NoChildProcess("pages are parsed in this process")
-        options.setdefault("parser", self._parser)
+        if not jobs:
+            raise ValueError("no page to send")
+        jobs = [(html, url, {"parser": self._parser, **options}) for html, url, options in jobs]
         with self._cond:
             if self._closed:
                 raise ParserCrashed("the page parser was closed (the crawl is stopping)")
@@ -162,9 +181,8 @@ class PageParser:
                 return None
             slot = min(self._idle)
             self._idle.discard(slot)
-        job = (html, page_url, options)
         try:
-            self._hand_over(slot, job, attempt=1)
+            self._hand_over(slot, jobs, attempt=1)
         except _NoChild as exc:
             self._release(slot)
             self._no_child(exc)
@@ -173,6 +191,12 @@ class PageParser:
             self._release(slot)
             raise
         return slot
+
+    @property
+    def idle(self) -> int:
+        """How many children (started or not) have no page now."""
+        with self._cond:
+            return len(self._idle)
 
     @property
     def generation(self) -> int:
@@ -195,6 +219,23 @@ class PageParser:
         (it is replaced when next needed). Raises :class:`ParserCrashed` when two
         children in turn died on the page, extract's own error as if called here.
         """
+        answers = self.receive_many(slot)
+        if answers is None:
+            return None
+        [answer] = answers  # BatchBroken is for batches of several: send() sends one
+        if isinstance(answer, Exception):
+            raise answer  # extract's own error (a caller's mistake), as if called here
+        return answer
+
+    def receive_many(self, slot: int) -> list[Extraction | Exception] | None:
+        """The answers to the batch sent to ``slot`` (its pipe is readable), in its order:
+        each page's Extraction, or extract's own error for that page.
+
+        None when there are none yet (see :meth:`receive`). Raises :class:`BatchBroken`
+        when the child died under several pages, or their answers could not be read;
+        :class:`ParserCrashed` when the parser was closed under them, or when two
+        children in turn died on a batch of one page.
+        """
         sent = self._sent.get(slot)
         child = self._children[slot]
         if child is None:
@@ -205,22 +246,25 @@ class PageParser:
             raise ParserCrashed("the page parser was closed under this page"
                                 " (the crawl is stopping)")
         try:
-            parsed, result = child.conn.recv()
+            answers = child.conn.recv()
         except (EOFError, OSError) as exc:
             code = self._reap(slot, child)
             if sent is None:
                 return None  # it died idle: not a page's doing
-            job, attempt = sent
-            if self._closed or attempt >= PARSE_ATTEMPTS:
+            jobs, attempt = sent
+            if self._closed or attempt >= PARSE_ATTEMPTS or len(jobs) > 1:
                 del self._sent[slot]
                 self._release(slot)
                 if self._closed:
                     raise ParserCrashed("the page parser was closed under this page"
                                         " (the crawl is stopping)") from exc
+                if len(jobs) > 1:
+                    raise BatchBroken(f"the page parser died under {len(jobs)} pages"
+                                      f" (exit status {code})") from exc
                 raise ParserCrashed(f"the page parser died on this page {attempt} time(s)"
                                     f" (last exit status {code})") from exc
             try:
-                self._hand_over(slot, job, attempt + 1)
+                self._hand_over(slot, jobs, attempt + 1)
             except _NoChild as no_child:
                 del self._sent[slot]
                 self._release(slot)
@@ -232,22 +276,22 @@ class PageParser:
                 self._release(slot)
                 raise
             return None
-        except BaseException:  # an answer that cannot be read (an error class that does
-            if sent is not None:  # not unpickle): the page fails, the child stays
+        except BaseException as exc:  # an answer that cannot be read (an error class that
+            if sent is not None:      # does not unpickle): the page fails, the child stays
                 del self._sent[slot]
                 self._release(slot)
+                if len(sent[0]) > 1 and isinstance(exc, Exception):
+                    raise BatchBroken(f"the answers to {len(sent[0])} pages could not be"
+                                      f" read ({exc.__class__.__name__}: {exc})") from exc
             raise
         if sent is None:  # an answer nobody waits for: a child that lost its way
             return None
         del self._sent[slot]
         self._release(slot)
-        if not parsed:
-            raise result  # extract's own error (a caller's mistake), as if called here
-        return _unpack(result)
+        return [_unpack(result) if parsed else result for parsed, result in answers]
 
-    def _hand_over(self, slot: int, job: tuple[bytes, str, dict[str, Any]],
-                   attempt: int) -> None:
-        """Send ``job`` to the child of ``slot`` (forked if needed, replaced if it died
+    def _hand_over(self, slot: int, jobs: list[Job], attempt: int) -> None:
+        """Send ``jobs`` to the child of ``slot`` (forked if needed, replaced if it died
         idle); raises _NoChild when none can be forked, ParserCrashed when closed."""
         for tries in (1, 2):
             if self._closed:
@@ -257,14 +301,14 @@ class PageParser:
                 child = self._start(slot)
             self._last_pid = child.process.pid
             try:
-                child.conn.send(job)
+                child.conn.send(jobs)
             except OSError as exc:  # it died idle, before the page reached it
                 self._reap(slot, child)
                 if tries == 2:
                     raise ParserCrashed(f"the page parser could not be given the page ({exc})"
                                         ) from exc
                 continue
-            self._sent[slot] = (job, attempt)
+            self._sent[slot] = (jobs, attempt)
             return
 
     def let_go(self) -> None:
@@ -339,7 +383,7 @@ class PageParser:
             self._idle.add(slot)
             self._cond.notify()
 
-    def _parse_in(self, slot: int, job: tuple[bytes, str, dict[str, Any]]) -> tuple[bool, Any]:
+    def _parse_in(self, slot: int, job: Job) -> tuple[bool, Any]:
         for attempt in range(1, PARSE_ATTEMPTS + 1):
             if self._closed:
                 raise ParserCrashed("the page parser was closed (the crawl is stopping)")
@@ -355,8 +399,9 @@ class PageParser:
                                         ) from exc
             self._last_pid = child.process.pid
             try:
-                child.conn.send(job)
-                return child.conn.recv()  # type: ignore[no-any-return]
+                child.conn.send([job])
+                [answer] = child.conn.recv()
+                return answer  # type: ignore[no-any-return]
             except (EOFError, OSError) as exc:
                 # The child may have died idle, before this page reached it:
                 # a fresh child gets the page once more before it is blamed.
@@ -486,11 +531,13 @@ def _serve(conn: Connection, masters_ends: list[Connection]) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _MASTERS_SIGNALS)
     while True:
         try:
-            html, page_url, options = conn.recv()
+            jobs = conn.recv()
         except (EOFError, OSError):
             return
-        try:
-            answer: tuple[bool, Any] = (True, _pack(extract(html, page_url, **options)))
-        except Exception as exc:  # noqa: BLE001 - handed to the caller, who raises it
-            answer = (False, exc)
-        conn.send(answer)
+        answers: list[tuple[bool, Any]] = []
+        for html, page_url, options in jobs:
+            try:
+                answers.append((True, _pack(extract(html, page_url, **options))))
+            except Exception as exc:  # noqa: BLE001 - handed to the caller, who raises it
+                answers.append((False, exc))
+        conn.send(answers)
