@@ -356,8 +356,8 @@ def test_pages_waiting_for_a_parser_go_to_it_together_and_one_that_kills_it_fail
             os._exit(70)
         return real(html, page_url, **options)  # type: ignore[arg-type]
 
-    def recorded(self: PageParser, jobs: list[Any]) -> int | None:
-        slot = real_send_many(self, jobs)
+    def recorded(self: PageParser, jobs: list[Any], *, suspect: bool = False) -> int | None:
+        slot = real_send_many(self, jobs, suspect=suspect)
         if slot is not None:
             batches.append([url.rpartition("/")[2] for _, url, _ in jobs])
         return slot

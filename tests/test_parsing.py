@@ -579,3 +579,24 @@ def test_a_batch_whose_answers_cannot_be_read_blames_no_page(
         assert again is not None and answer(parser, again) == extract(body, URL)
     finally:
         parser.close()
+
+
+def test_a_page_of_a_batch_whose_child_died_is_not_parsed_in_the_master(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any page of the batch may have killed the child: sent again as a suspect while no
+    child can be forked, it fails instead of being parsed in the master."""
+    _deadly(monkeypatch)
+    parser = PageParser(in_process=False, processes=1)
+    try:
+        body = PAGES[0].read_bytes()
+        slot = parser.send_many([(body, URL, {}), (body, "http://example.com/deadly.html", {})])
+        assert slot is not None
+        with pytest.raises(pool.BatchBroken):
+            answers(parser, slot)
+        _no_fork(monkeypatch)  # its child is gone, and none comes in its place
+        with pytest.raises(ParserCrashed, match="died under this page and others"):
+            parser.send_many([(body, "http://example.com/deadly.html", {})], suspect=True)
+        with pytest.raises(NoChildProcess):  # a page not under suspicion: parsed here
+            parser.send(body, URL)
+    finally:
+        parser.close()

@@ -309,7 +309,8 @@ class PageLoop:
             jobs = self._next_batch()
             job = jobs[0]
             try:
-                slot = parser.send_many([self._parse_job(one) for one in jobs])
+                slot = parser.send_many([self._parse_job(one) for one in jobs],
+                                        suspect=job.alone)
             except NoChildProcess:  # parsed here, while no child can be had
                 self._to_parse.popleft()
                 self._guarded(job, functools.partial(self._parsed_here, job))

@@ -19,7 +19,8 @@ that dies (a parser crash, the kernel's out-of-memory killer) is replaced, and
 the page it was given is tried once more on the new child: only a page that
 kills two children fails, and the other children's pages are untouched. A
 child that dies under a batch of several pages blames none of them: the caller
-hands each over again alone (:class:`BatchBroken`). Where
+hands each over again alone (:class:`BatchBroken`), as a suspect, where the same
+rule holds (so the page that did it has killed three children when it fails). Where
 fork is not the platform's way (Windows, macOS), pages are parsed in the
 master itself; so are they, with a warning, while no child can be forked (a
 host out of processes or memory), except a page that has killed a child.
@@ -62,9 +63,9 @@ class _NoChild(Exception):
 
 
 class BatchBroken(Exception):
-    """The child died under a batch of several pages (or its answer could not be
+    """The child died under a batch of several pages (or their answers could not be
     read): which page did it is unknown, so none is blamed; hand each over again
-    alone. The child is replaced when next needed."""
+    alone, with ``suspect`` (a dead child is replaced when next needed)."""
 
 
 class NoChildProcess(Exception):
@@ -166,9 +167,14 @@ class PageParser:
         """
         return self.send_many([(html, page_url, options)])
 
-    def send_many(self, jobs: list[Job]) -> int | None:
+    def send_many(self, jobs: list[Job], *, suspect: bool = False) -> int | None:
         """:meth:`send` for several pages at once, ``(html, page_url, options)`` each, in
-        one message to one child; their answers come together (:meth:`receive_many`)."""
+        one message to one child; their answers come together (:meth:`receive_many`).
+
+        ``suspect``: these pages were in a batch whose child died; while no child can
+        be forked they fail with :class:`ParserCrashed` rather than be parsed in this
+        process, as a page that killed a child does.
+        """
         if self._in_process:
             raise NoChildProcess("pages are parsed in this process")
         if not jobs:
@@ -186,6 +192,9 @@ class PageParser:
         except _NoChild as exc:
             self._release(slot)
             self._no_child(exc)
+            if suspect:  # it may have killed a child: parsed here, it could kill this one
+                raise ParserCrashed(f"the page parser died under this page and others,"
+                                    f" and {exc}") from exc
             raise NoChildProcess(str(exc)) from exc
         except BaseException:
             self._release(slot)
