@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import select
@@ -364,8 +365,8 @@ def test_results_cross_the_pipe_whole() -> None:
 # ----- without waiting: the page loop's way (send, then receive when the pipe is readable)
 
 
-def answer(parser: PageParser, slot: int, within: float = 60) -> Extraction:
-    """Wait for the answer to the page sent to ``slot`` as the page loop does: on every
+def answers(parser: PageParser, slot: int, within: float = 60) -> list[Extraction | Exception]:
+    """Wait for the answers to the batch sent to ``slot`` as the page loop does: on every
     live child's pipe, taking what each one says."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
@@ -373,10 +374,18 @@ def answer(parser: PageParser, slot: int, within: float = 60) -> Extraction:
         readable, _, _ = select.select(list(pipes), [], [], 0.1)
         for fd in readable:
             ready, _pid = pipes[fd]
-            extraction = parser.receive(ready)
-            if ready == slot and extraction is not None:
-                return extraction
+            got = parser.receive_many(ready)
+            if ready == slot and got is not None:
+                return got
     raise AssertionError(f"no answer within {within:g} s")
+
+
+def answer(parser: PageParser, slot: int, within: float = 60) -> Extraction:
+    """``answers`` for the one page sent to ``slot``: its extraction, or its error raised."""
+    [result] = answers(parser, slot, within)
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 def test_a_page_sent_comes_back_as_extract_finds_it() -> None:
@@ -454,8 +463,9 @@ class NeedsTwo(Exception):
         super().__init__(first)
 
 
-def test_an_answer_that_cannot_be_read_fails_its_page_and_frees_the_child(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def _unreadable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pages whose URL ends in /odd.html get an answer that cannot be read (set before
+    the child is forked: it has it too)."""
     real = pool.extract
 
     def odd(html: bytes, page_url: str, **options: object) -> Extraction:
@@ -463,7 +473,12 @@ def test_an_answer_that_cannot_be_read_fails_its_page_and_frees_the_child(
             raise NeedsTwo("one", "two")
         return real(html, page_url, **options)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(pool, "extract", odd)  # before the child is forked: it has it too
+    monkeypatch.setattr(pool, "extract", odd)
+
+
+def test_an_answer_that_cannot_be_read_fails_its_page_and_frees_the_child(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _unreadable(monkeypatch)
     parser = PageParser(in_process=False, processes=1)
     try:
         slot = parser.send(b"<p>x</p>", "http://example.com/odd.html")
@@ -500,26 +515,33 @@ def _deadly(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pool, "extract", deadly)
 
 
-def answers(parser: PageParser, slot: int, within: float = 60) -> list[Extraction | Exception]:
-    """``answer`` for a batch: every answer of the batch sent to ``slot``."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        pipes = parser.pipes()
-        readable, _, _ = select.select(list(pipes), [], [], 0.1)
-        for fd in readable:
-            ready, _pid = pipes[fd]
-            if ready != slot:
-                parser.receive_many(ready)
-                continue
-            got = parser.receive_many(ready)
-            if got is not None:
-                return got
-    raise AssertionError(f"no answer within {within:g} s")
+@contextlib.contextmanager
+def _one_child() -> Iterator[PageParser]:
+    """A parser of one child, forked now (after any patch of what the child runs)."""
+    parser = PageParser(in_process=False, processes=1)
+    try:
+        yield parser
+    finally:
+        parser.close()
+
+
+def _breaks(parser: PageParser, jobs: list[pool.Job], match: str | None = None) -> None:
+    """Send ``jobs`` as one batch, whose child dies under it or whose answers cannot be
+    read: no page is blamed."""
+    slot = parser.send_many(jobs)
+    assert slot is not None
+    with pytest.raises(pool.BatchBroken, match=match):
+        answers(parser, slot)
+
+
+def _parses_alone(parser: PageParser, body: bytes) -> None:
+    """A page sent after a batch broke is parsed: the slot is free, a child is there."""
+    slot = parser.send(body, URL)
+    assert slot is not None and answer(parser, slot) == extract(body, URL)
 
 
 def test_a_batch_comes_back_in_its_order_with_each_pages_own_error() -> None:
-    parser = PageParser(in_process=False, processes=1)
-    try:
+    with _one_child() as parser:
         bodies = [path.read_bytes() for path in PAGES[:3]]
         slot = parser.send_many([(bodies[0], URL, {}), (bodies[1], URL, {"parser": "nope"}),
                                  (bodies[2], URL, {"sources": frozenset({"img"})})])
@@ -530,55 +552,33 @@ def test_a_batch_comes_back_in_its_order_with_each_pages_own_error() -> None:
         assert isinstance(second, ValueError) and "unknown parser" in str(second)
         assert third == extract(bodies[2], URL, sources=frozenset({"img"}))
         assert parser.idle == 1
-    finally:
-        parser.close()
 
 
 def test_a_batch_whose_child_dies_blames_no_page_and_each_goes_again_alone(
         monkeypatch: pytest.MonkeyPatch) -> None:
     _deadly(monkeypatch)
-    parser = PageParser(in_process=False, processes=1)
-    try:
+    with _one_child() as parser:
         body = PAGES[0].read_bytes()
         deadly = "http://example.com/deadly.html"
-        slot = parser.send_many([(body, URL, {}), (body, deadly, {}), (body, URL, {})])
-        assert slot is not None
-        with pytest.raises(pool.BatchBroken, match="died under 3 pages"):
-            answers(parser, slot)
+        _breaks(parser, [(body, URL, {}), (body, deadly, {}), (body, URL, {})],
+                "died under 3 pages")
         assert parser.idle == 1, "the slot is free again, its child to be replaced"
         # Alone, the page that did it kills two children and fails; the others parse.
         alone = parser.send(body, deadly)
         assert alone is not None
         with pytest.raises(ParserCrashed, match="died on this page 2 time"):
             answer(parser, alone)
-        again = parser.send(body, URL)
-        assert again is not None and answer(parser, again) == extract(body, URL)
-    finally:
-        parser.close()
+        _parses_alone(parser, body)
 
 
 def test_a_batch_whose_answers_cannot_be_read_blames_no_page(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    real = pool.extract
-
-    def odd(html: bytes, page_url: str, **options: object) -> Extraction:
-        if page_url.endswith("/odd.html"):
-            raise NeedsTwo("one", "two")
-        return real(html, page_url, **options)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(pool, "extract", odd)
-    parser = PageParser(in_process=False, processes=1)
-    try:
+    _unreadable(monkeypatch)
+    with _one_child() as parser:
         body = PAGES[0].read_bytes()
-        slot = parser.send_many([(body, URL, {}), (b"<p>x</p>", "http://example.com/odd.html",
-                                                   {})])
-        assert slot is not None
-        with pytest.raises(pool.BatchBroken, match="could not be read"):
-            answers(parser, slot)
-        again = parser.send(body, URL)
-        assert again is not None and answer(parser, again) == extract(body, URL)
-    finally:
-        parser.close()
+        _breaks(parser, [(body, URL, {}), (b"<p>x</p>", "http://example.com/odd.html", {})],
+                "could not be read")
+        _parses_alone(parser, body)
 
 
 def test_a_page_of_a_batch_whose_child_died_is_not_parsed_in_the_master(
@@ -586,17 +586,11 @@ def test_a_page_of_a_batch_whose_child_died_is_not_parsed_in_the_master(
     """Any page of the batch may have killed the child: sent again as a suspect while no
     child can be forked, it fails instead of being parsed in the master."""
     _deadly(monkeypatch)
-    parser = PageParser(in_process=False, processes=1)
-    try:
+    with _one_child() as parser:
         body = PAGES[0].read_bytes()
-        slot = parser.send_many([(body, URL, {}), (body, "http://example.com/deadly.html", {})])
-        assert slot is not None
-        with pytest.raises(pool.BatchBroken):
-            answers(parser, slot)
+        _breaks(parser, [(body, URL, {}), (body, "http://example.com/deadly.html", {})])
         _no_fork(monkeypatch)  # its child is gone, and none comes in its place
         with pytest.raises(ParserCrashed, match="died under this page and others"):
             parser.send_many([(body, "http://example.com/deadly.html", {})], suspect=True)
         with pytest.raises(NoChildProcess):  # a page not under suspicion: parsed here
             parser.send(body, URL)
-    finally:
-        parser.close()
