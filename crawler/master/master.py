@@ -580,16 +580,23 @@ class Master:
         master sent: Redis restarted, and a crash loses up to its last second of writes.
         A page whose record was lost is fetched again and sends them again (Redis keeps
         each once); remembered here, they would be left out for good."""
-        broker, frontier = self._options.broker, self._shared_frontier
-        if broker is None or frontier is None:
-            return
-        again = broker.connections.again
-        if again <= self._broker_connections:
+        again = self._reconnected()
+        if again is None:
             return
         log.info("reconnected to the broker: what this master sent is checked there anew")
         self._broker_connections = again
-        frontier.forget_seen()
+        assert self._shared_frontier is not None
+        self._shared_frontier.forget_seen()
         self._images_seen.clear()
+
+    def _reconnected(self) -> int | None:
+        """The broker client's count of reconnections, if it has reconnected since this
+        master last forgot what it sent; None otherwise (and without a broker)."""
+        broker = self._options.broker
+        if broker is None or self._shared_frontier is None:
+            return None
+        again = broker.connections.again
+        return again if again > self._broker_connections else None
 
     def _broker_gone(self, exc: Exception) -> bool:
         """Whether ``exc`` says this master's broker is out of reach."""
@@ -741,8 +748,7 @@ class Master:
         # Membership tests of a set and a dict are atomic: no lock against the crawl loop.
         if self._shared_frontier is None:
             return url in self._images_seen or self._board.known(url)
-        broker = self._options.broker
-        if broker is not None and broker.connections.again > self._broker_connections:
+        if self._reconnected() is not None:
             return False  # reconnected, and the set not yet forgotten: Redis may have lost them
         return url in self._images_seen
 

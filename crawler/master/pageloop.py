@@ -336,15 +336,11 @@ class PageLoop:
         message for several pages spares a parser a wake-up per page, which costs more
         than the message (benchmarks/parse_rhythm.py)."""
         waiting = self._to_parse
+        if waiting[0].alone:
+            return [waiting[0]]
         size = min(PARSE_BATCH, -(-len(waiting) // max(1, self._parser.idle)))
-        jobs: list[_Job] = []
-        for job in itertools.islice(waiting, size):
-            if job.alone and jobs:
-                break
-            jobs.append(job)
-            if job.alone:
-                break
-        return jobs
+        return list(itertools.takewhile(lambda job: not job.alone,
+                                        itertools.islice(waiting, size)))
 
     def _parse_job(self, job: _Job) -> tuple[bytes, str, dict[str, Any]]:
         page = job.page
