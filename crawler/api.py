@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from crawler import __version__
-from crawler.config import Settings, load_settings, parse_address
+from crawler.config import DEFAULTS, Settings, load_settings, parse_address
 from crawler.errors import InvalidURL, NothingCrawled, UsageError
 
 if typing.TYPE_CHECKING:
@@ -167,8 +167,7 @@ def settings_with(settings: Settings | None, overrides: Mapping[str, Any]) -> Se
     base = settings if settings is not None else load_settings(None)
     if not overrides:
         return base
-    sections = {f.name: {k.name for k in dataclasses.fields(f.default)}  # type: ignore[arg-type]
-                for f in dataclasses.fields(Settings)}
+    sections = {name: section._fields for name, section in DEFAULTS._asdict().items()}
     dotted: dict[str, Any] = {}
     for name, value in overrides.items():
         section, _, key = name.partition("__")

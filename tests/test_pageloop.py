@@ -8,7 +8,6 @@ redirects, the images of a page) is the visitor's, tested with the crawl.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, wait
@@ -48,7 +47,7 @@ class Loop:
                  slow_host: Callable[[str, float], None] = lambda host, delay: None,
                  options: RequestOptions | None = None, image_deny: tuple[str, ...] = (),
                  **crawl: object) -> None:
-        settings = dataclasses.replace(CrawlSettings(), **crawl)  # type: ignore[arg-type]
+        settings = CrawlSettings()._replace(**crawl)
         options = options or RequestOptions()
         self.client = EasyClient(LOOPBACK, options)
         robots = Robots(self.client, settings.user_agent, settings.page_timeout,

@@ -548,14 +548,14 @@ def test_a_second_ctrl_c_stops_the_master_without_waiting(
 # A master that ends the moment a worker says goodbye, before answering it: what a
 # master does when that goodbye was the last news of a finished crawl.
 _MASTER_GONE_AT_GOODBYE = """
-import dataclasses, os, sys, time
+import os, sys, time
 from crawler.board.memory import BoardPolicy, TaskBoard
 from crawler.config import Limits
 from crawler.fetch.guard import AddressPolicy
 from crawler.board.manager import QueueServer
 
 board = TaskBoard(BoardPolicy(), wake=lambda: os._exit(0) if board.closed else None)
-hello = {"limits": dataclasses.asdict(Limits()), "lease_timeout": 60.0, "user_agent": "t",
+hello = {"limits": Limits()._asdict(), "lease_timeout": 60.0, "user_agent": "t",
          "worker_silence": 5.0, "image_scope": {"allow": [], "deny": []},
          "robots": {"respect": True, "timeout": 30.0},
          "policy": AddressPolicy.from_seeds(["http://127.0.0.1/"]).to_wire()}

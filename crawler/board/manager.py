@@ -35,7 +35,7 @@ from multiprocessing.managers import (  # type: ignore[attr-defined]  # listener
 from traceback import format_exc
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from crawler.config import QueueSettings
+from crawler.config import DEFAULTS
 from crawler.errors import AuthenticationFailed, BindError, QueueError
 from crawler.model.outcome import Attempt
 from crawler.model.wire import (
@@ -58,7 +58,7 @@ SERIALIZER = "crawler"  # pickle on the wire, like the default; our client adds 
 HANDSHAKE_DEADLINE = 5.0
 # Until hello says the master's lease_timeout: the settings' default, named as such.
 # After it, a call may take as long as a lease lives (see MasterClient.bound_calls).
-FIRST_CALL_DEADLINE = QueueSettings.lease_timeout
+FIRST_CALL_DEADLINE = DEFAULTS.queue.lease_timeout
 BACKLOG = 1024
 MAX_HANDSHAKING = 64  # connections not yet authenticated; more are closed at once
 ACCEPT_PAUSE = 0.05  # seconds the accepting thread rests after it could not serve one

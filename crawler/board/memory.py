@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from crawler.board.base import CLASSIC
-from crawler.config import DownloadSettings, PolitenessSettings, QueueSettings, Settings
+from crawler.config import DEFAULTS, Settings
 from crawler.model.outcome import Attempt
 from crawler.model.pacing import Pace
 from crawler.model.wire import LeaseAnswer, WorkerInfo
@@ -96,14 +96,14 @@ class Settled(NamedTuple):
 class BoardPolicy:
     """The settings a board works by; the defaults are the settings' own (one catalogue)."""
 
-    lease_timeout: float = QueueSettings.lease_timeout
-    max_attempts: int = DownloadSettings.max_attempts
-    backoff_base: float = DownloadSettings.backoff_base
-    backoff_max: float = DownloadSettings.backoff_max
-    host_delay: float = PolitenessSettings.host_delay
-    host_concurrency: int = PolitenessSettings.host_concurrency
-    batch_size: int = QueueSettings.batch_size
-    worker_silence: float = QueueSettings.worker_silence
+    lease_timeout: float = DEFAULTS.queue.lease_timeout
+    max_attempts: int = DEFAULTS.download.max_attempts
+    backoff_base: float = DEFAULTS.download.backoff_base
+    backoff_max: float = DEFAULTS.download.backoff_max
+    host_delay: float = DEFAULTS.politeness.host_delay
+    host_concurrency: int = DEFAULTS.politeness.host_concurrency
+    batch_size: int = DEFAULTS.queue.batch_size
+    worker_silence: float = DEFAULTS.queue.worker_silence
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BoardPolicy:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from crawler.board.base import unsettled
 from crawler.board.memory import BoardPolicy, TaskBoard
-from crawler.config import BROKER_PASSWORD_ENV, Limits, Settings, WorkerSettings
+from crawler.config import BROKER_PASSWORD_ENV, DEFAULTS, Limits, Settings
 from crawler.errors import BrokerUnreachable, CrawlMismatch, StorageError
 from crawler.fetch.curlsetup import default_ca_file
 from crawler.fetch.easy import EasyClient
@@ -94,7 +94,7 @@ class MasterOptions:
     out_dir: Path
     bind: tuple[str, int]
     local_workers: int = 0
-    worker_threads: int = WorkerSettings.threads  # the settings' default: one catalogue
+    worker_threads: int = DEFAULTS.worker.threads  # the settings' default: one catalogue
     dry_run: bool = False
     resume: bool = False  # go on with the folder's crawl even if seeds or scope changed
     fresh: bool = False  # forget the folder's crawl and start anew
@@ -213,7 +213,7 @@ class Master:
 
     def describe(self, full: bool = False) -> CrawlInfo | Status:
         dl = self._settings.download
-        info = CrawlInfo(limits=dataclasses.asdict(Limits.from_settings(dl)),
+        info = CrawlInfo(limits=Limits.from_settings(dl)._asdict(),
                          policy=self._policy.to_wire(),
                          user_agent=self._settings.crawl.user_agent,
                          image_scope=self._scope.images.to_wire(),

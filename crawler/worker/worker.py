@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from crawler.board.base import BoardClient
-from crawler.config import Limits, WorkerSettings
+from crawler.config import DEFAULTS, Limits
 from crawler.errors import (
     AuthenticationFailed,
     BadCrawlInfo,
@@ -92,8 +92,8 @@ class WorkerStats:
 class WorkerOptions:
     out_dir: Path
     # The defaults are the settings' own: one catalogue of them (crawler/config.py).
-    threads: int = WorkerSettings.threads  # downloads in flight at once
-    connect_wait: float = WorkerSettings.connect_wait
+    threads: int = DEFAULTS.worker.threads  # downloads in flight at once
+    connect_wait: float = DEFAULTS.worker.connect_wait
     # This host's own: a client certificate (the master's paths mean nothing here),
     # and whether to ignore HTTP_PROXY and friends.
     client_cert: str = ""
