@@ -92,8 +92,7 @@ class Settled(NamedTuple):
     ref: str | None = None  # what the page said of the image (JSON), as given to put
 
 
-@dataclass(frozen=True)
-class BoardPolicy:
+class BoardPolicy(NamedTuple):
     """The settings a board works by; the defaults are the settings' own (one catalogue)."""
 
     lease_timeout: float = DEFAULTS.queue.lease_timeout

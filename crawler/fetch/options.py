@@ -10,7 +10,6 @@ log line.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -29,8 +28,7 @@ class Proxies(NamedTuple):
         return self.https if scheme == "https" else self.http
 
 
-@dataclass(frozen=True, repr=False)
-class RequestOptions:
+class RequestOptions(NamedTuple):
     """The request settings of a crawl, in the form the engines use."""
 
     user_agent: str = "crawler"
@@ -44,7 +42,7 @@ class RequestOptions:
     proxy: str = ""  # for every scheme; "" leaves it to env_proxies
     env_proxies: bool = True  # honour HTTP_PROXY, HTTPS_PROXY and NO_PROXY
     limit_rate: int = 0  # bytes per second for a whole worker; 0: no cap
-    credentials: tuple[tuple[str, str, str], ...] = field(default=())  # (host, login, password)
+    credentials: tuple[tuple[str, str, str], ...] = ()  # (host, login, password)
 
     def __repr__(self) -> str:
         # Names and sizes only: header values, cookies and passwords are secrets.

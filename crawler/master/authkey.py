@@ -17,8 +17,8 @@ import logging
 import os
 import secrets
 import stat
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from crawler.errors import AuthkeyError, StorageError
 
@@ -31,8 +31,7 @@ GENERATE_HINT = ("generate one with: python -c 'import secrets; print(secrets.to
                  "> authkey && chmod 600 authkey")
 
 
-@dataclass(frozen=True)
-class Authkey:
+class Authkey(NamedTuple):
     key: bytes = b""
     source: str = ""  # "environment", a file path, or "generated"
     fresh: bool = False  # made by this start of the master (and written to ``source``)

@@ -11,7 +11,6 @@ visit and every image URL has a final result; then the board announces it.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -24,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from crawler.board.base import unsettled
 from crawler.board.memory import BoardPolicy, TaskBoard
@@ -88,8 +87,7 @@ NO_WORKER_HINT = 5.0
 CRAWL_LIMITS = ("depth", "max_pages", "max_images")  # a broker crawl's are its first master's
 
 
-@dataclass(frozen=True)
-class MasterOptions:
+class MasterOptions(NamedTuple):
     seeds: tuple[str, ...]  # normalised
     out_dir: Path
     bind: tuple[str, int]
@@ -393,7 +391,7 @@ class Master:
         record = CrawlRecord(broker.client, broker.name)
         identity = self._identity()
         worker_info = self.describe()
-        board = dataclasses.asdict(self._board.policy)
+        board = self._board.policy._asdict()
         if record.create(settings=self._settings.to_dict(), seeds=list(self._options.seeds),
                          identity=identity, info=dict(worker_info), board=board):
             log.info("crawl %s created on the broker at %s", broker.name, broker.address)

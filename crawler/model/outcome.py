@@ -12,7 +12,7 @@ import enum
 import json
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from crawler.model.wire import Report
@@ -50,9 +50,12 @@ class FailureKind(enum.Enum):
     WORKER_ERROR = "worker-error"  # a bug: the worker itself failed
 
 
-@dataclass(frozen=True)
-class Attempt:
-    """One try at downloading ``url``, as a worker reports it."""
+class Attempt(NamedTuple):
+    """One try at downloading ``url``, as a worker reports it.
+
+    A NamedTuple, not a frozen dataclass: one is made per image on the worker and
+    again on the master, and a NamedTuple is made in a third of the time.
+    """
 
     url: str
     ok: bool
@@ -162,7 +165,7 @@ class Outcome:
         return cls(**json.loads(text))
 
 
-ATTEMPT_FIELDS = frozenset(f.name for f in dataclasses.fields(Attempt))
+ATTEMPT_FIELDS = frozenset(Attempt._fields)
 _OUTCOME_FIELDS = tuple(f.name for f in dataclasses.fields(Outcome))
 # One encoder for every outcome: json.dumps with options builds a new one per call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))

@@ -24,10 +24,9 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 from urllib.parse import quote, unquote
 
 from crawler.errors import LeaseLost, PathConflict, StorageError
@@ -265,8 +264,7 @@ def _digest(text: str) -> str:
 # --------------------------------------------------------------------------- storage
 
 
-@dataclass(frozen=True)
-class StoredFile:
+class StoredFile(NamedTuple):
     """Where one image is stored, and whether an identical file was already there.
 
     The paths are kept as text and made pathlib objects only when asked for:

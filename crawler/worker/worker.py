@@ -9,7 +9,6 @@ announces that the crawl is over — never by looking at an empty queue.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import queue
@@ -22,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from crawler.board.base import BoardClient
 from crawler.config import DEFAULTS, Limits
@@ -88,8 +87,7 @@ class WorkerStats:
     bytes: int = 0
 
 
-@dataclass(frozen=True)
-class WorkerOptions:
+class WorkerOptions(NamedTuple):
     out_dir: Path
     # The defaults are the settings' own: one catalogue of them (crawler/config.py).
     threads: int = DEFAULTS.worker.threads  # downloads in flight at once
@@ -498,10 +496,10 @@ class Worker:
             request = RequestOptions(user_agent=crawl["user_agent"])
         local = self._options
         if local.client_cert:
-            request = dataclasses.replace(request, client_cert=local.client_cert,
+            request = request._replace(client_cert=local.client_cert,
                                           client_key=local.client_key)
         if not local.env_proxies:
-            request = dataclasses.replace(request, env_proxies=False)
+            request = request._replace(env_proxies=False)
         log.debug("request options: %r", request)  # its repr holds no secret
         policy = AddressPolicy.from_wire(crawl["policy"])
         self._redirects = self._redirect_check(crawl, policy, request, limits)
