@@ -15,6 +15,8 @@ from crawler.config import (
     load_settings,
     parse_address,
     parse_size,
+    section_checks,
+    section_types,
     user_settings_path,
 )
 from crawler.errors import ConfigError
@@ -221,6 +223,21 @@ def test_a_home_folder_in_a_settings_file_is_expanded(tmp_path: Path,
     settings = load_settings(write(tmp_path, '[output]\ndir = "~/images"\n'))
     assert settings.output.dir == str(tmp_path / "home" / "images")
     assert Settings().output.dir == "downloads"  # what is not under ~ stays as written
+    # --out and crawl(out=...) pass the same way: as a value over the settings.
+    given = Settings().with_values({"output.dir": "~/elsewhere"})
+    assert given.output.dir == str(tmp_path / "home" / "elsewhere")
+
+
+def test_every_number_and_pattern_setting_has_its_check() -> None:
+    """A check lives in its key's annotation: one written in a form section_checks does
+    not read would leave the key unchecked, with no error anywhere."""
+    for name, section in Settings()._asdict().items():
+        checks = section_checks(type(section))
+        for key, hint in section_types(type(section)).items():
+            if hint in (int, float) or key in ("allow", "deny", "image_allow", "image_deny"):
+                assert key in checks, f"{name}.{key} has no check"
+    assert set(section_checks(Settings().crawl.__class__)) >= {"scope", "sources", "parser",
+                                                               "user_agent"}
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [

@@ -28,6 +28,7 @@ from crawler.fetch.curlsetup import default_ca_file
 from crawler.fetch.easy import Reply
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions, parse_header, parse_rate
+from crawler.master.authkey import Authkey
 from crawler.model.outcome import Attempt, FailureKind
 from crawler.worker.sink import sinks_into
 from crawler.worker.store import Store
@@ -368,10 +369,13 @@ def test_secrets_stay_out_of_reprs(tmp_path: Path) -> None:
     (tmp_path / "netrc").write_text(NETRC)
     options = options_from(tmp_path, headers=("Authorization: Bearer top-secret",),
                            cookies=str(tmp_path / "cookies.txt"), netrc=str(tmp_path / "netrc"))
-    text = repr(options)
-    for secret in ("top-secret", "secret-cookie-value", "s3cret-pass"):
-        assert secret not in text
-    assert "Authorization" in text and "127.0.0.1" in text
+    for text in (repr(options), str(options), f"{options}"):
+        for secret in ("top-secret", "secret-cookie-value", "s3cret-pass"):
+            assert secret not in text
+        assert "Authorization" in text and "127.0.0.1" in text
+    key = Authkey(b"the-queue-key", "environment")
+    for text in (repr(key), str(key), f"{key!r} {key}"):
+        assert "the-queue-key" not in text and "environment" in text
 
 
 # ----- proxies and the bandwidth cap -----------------------------------------------------
