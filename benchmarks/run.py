@@ -820,8 +820,9 @@ def bench_target(args: argparse.Namespace, target: Target, tmp: Path, tools: Seq
     print(f"\n{target.description}", flush=True)
     slug = target.name.replace(" ", "-").replace("(", "").replace(")", "")
     print(f"file system: {probe_file_creation(tmp / f'probe-{slug}')}", flush=True)
-    check_room(tmp, (len(target.truth) + target.pages) * len(tools) * len(args.schemes)
-               * (args.warmup + args.runs))
+    copies = len(tools) * len(args.schemes) * (args.warmup + args.runs)
+    site_bytes = sum(path.stat().st_size for path in target.root.rglob("*") if path.is_file())
+    check_room(tmp, (len(target.truth) + target.pages) * copies, site_bytes * copies)
     ca_flags = ca_bundle_flags() if certificates else (False, False)
     setup = CrawlerSetup(args.workers, args.threads, args.local, args.run_timeout, target.depth,
                          tuple(shlex.split(args.master_args)),
@@ -1033,19 +1034,25 @@ def probe_file_creation(folder: Path) -> str:
     return text
 
 
-def check_room(folder: Path, files: int) -> None:
+def check_room(folder: Path, files: int, size: int) -> None:
     """Refuse to start a site whose outputs, kept until the end, would not fit on ``folder``.
 
     Deleting them between runs would bring about the disk's slow mode (see
     ``probe_file_creation``), so every run's files stay: a small file system can
-    run out of inodes half-way through, when a run's numbers are lost.
+    run out of inodes or bytes half-way through, when a run's numbers are lost.
+    ``files`` and ``size`` are upper bounds: every tool counted as storing the whole site.
     """
     stats = os.statvfs(folder)
+    fewer = "give --tmp a folder with more (or ask for fewer --runs, schemes or tools)"
     if stats.f_files and stats.f_favail < files:
         raise BenchError(
             f"{folder}: this site's runs keep about {files:,} files until the end, and its "
-            f"file system has {stats.f_favail:,} inodes free; give --tmp a folder with more "
-            "(or ask for fewer --runs, schemes or tools)")
+            f"file system has {stats.f_favail:,} inodes free; {fewer}")
+    free = stats.f_bavail * stats.f_frsize
+    if free < size:
+        raise BenchError(
+            f"{folder}: this site's runs keep up to {size / 1e9:.1f} GB until the end, and its "
+            f"file system has {free / 1e9:.1f} GB free; {fewer}")
 
 
 def check_tools(tools: Sequence[Tool]) -> None:
