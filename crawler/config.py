@@ -97,15 +97,11 @@ class Check(NamedTuple):
     expected: str  # what the error message says was expected
 
 
-def _check(predicate: Callable[[Any], bool], expected: str) -> Check:
-    return Check(predicate, expected)
-
-
 # Beyond any sensible count, size or number of seconds, and far within what libcurl takes
 # (milliseconds in a C long): inf, nan and 1e300 are refused here, not by a traceback later.
 _LARGEST = 10**12
-_NON_NEGATIVE = _check(lambda v: 0 <= v <= _LARGEST, f"a number >= 0 (at most {_LARGEST:.0e})")
-_POSITIVE = _check(lambda v: 0 < v <= _LARGEST, f"a number > 0 (at most {_LARGEST:.0e})")
+_NON_NEGATIVE = Check(lambda v: 0 <= v <= _LARGEST, f"a number >= 0 (at most {_LARGEST:.0e})")
+_POSITIVE = Check(lambda v: 0 < v <= _LARGEST, f"a number > 0 (at most {_LARGEST:.0e})")
 # Control characters (a line break would add a header of its own to every request).
 _CONTROLS = re.compile("[\x00-\x1f\x7f]")
 
@@ -119,7 +115,7 @@ def _compiles(patterns: tuple[str, ...]) -> bool:
     return True
 
 
-_PATTERNS = _check(_compiles, "a list of Python regular expressions")
+_PATTERNS = Check(_compiles, "a list of Python regular expressions")
 
 
 # The Redis broker (crawler.board.broker); here so that the command line can name
@@ -132,14 +128,14 @@ DEFAULT_CRAWL = "crawl"  # the crawl's name on the broker when none is given
 # Each section is a NamedTuple: immutable, and about five times cheaper to define than a
 # frozen dataclass, which every command paid at start-up (11 classes, ~10 ms). A key's
 # check travels in its annotation, read once by section_checks().
-_SCOPE_MODE = _check(lambda v: v in SCOPE_MODES, "one of " + ", ".join(SCOPE_MODES))
-_SOURCES = _check(lambda v: set(v) <= set(ALL_SOURCES),
+_SCOPE_MODE = Check(lambda v: v in SCOPE_MODES, "one of " + ", ".join(SCOPE_MODES))
+_SOURCES = Check(lambda v: set(v) <= set(ALL_SOURCES),
                   "a list drawn from " + ", ".join(ALL_SOURCES))
-_PARSER = _check(lambda v: v in PARSERS, "one of " + ", ".join(PARSERS))
-_USER_AGENT = _check(lambda v: v.strip() != "" and not _CONTROLS.search(v),
+_PARSER = Check(lambda v: v in PARSERS, "one of " + ", ".join(PARSERS))
+_USER_AGENT = Check(lambda v: v.strip() != "" and not _CONTROLS.search(v),
                      "a non-empty string without line breaks or other control characters")
 # An hour between two requests to a host is already a crawl of weeks.
-_HOST_DELAY = _check(lambda v: 0 <= v <= 3600, "seconds from 0 to 3600")
+_HOST_DELAY = Check(lambda v: 0 <= v <= 3600, "seconds from 0 to 3600")
 
 
 class CrawlSettings(NamedTuple):
@@ -213,7 +209,7 @@ def _valid_bind(value: str) -> bool:
     return True
 
 
-_BIND = _check(_valid_bind, "HOST:PORT, an IPv4 address or a host name and a port from 0 to 65535")
+_BIND = Check(_valid_bind, "HOST:PORT, an IPv4 address or a host name and a port from 0 to 65535")
 
 
 class QueueSettings(NamedTuple):
@@ -228,10 +224,10 @@ class WorkerSettings(NamedTuple):
     connect_wait: Annotated[float, _NON_NEGATIVE] = 300.0
 
 
-_HEADERS = _check(valid_headers, "a list of headers such as \"Referer: https://example.com/\"")
-_PROXY_URL = _check(lambda v: v == "" or _PROXY.fullmatch(v) is not None,
+_HEADERS = Check(valid_headers, "a list of headers such as \"Referer: https://example.com/\"")
+_PROXY_URL = Check(lambda v: v == "" or _PROXY.fullmatch(v) is not None,
                     "a proxy URL: http://, https://, socks5:// or socks5h://HOST:PORT")
-_RATE_TEXT = _check(valid_rate, "a rate in bytes per second such as \"500k\", \"2M\" or \"0\"")
+_RATE_TEXT = Check(valid_rate, "a rate in bytes per second such as \"500k\", \"2M\" or \"0\"")
 
 
 class HttpSettings(NamedTuple):
@@ -251,7 +247,7 @@ class HttpSettings(NamedTuple):
 
 class OutputSettings(NamedTuple):
     # "~/images" is the home folder, as on a command line: see _section_values.
-    dir: Annotated[str, _check(lambda v: v != "", "a folder path")] = "downloads"
+    dir: Annotated[str, Check(lambda v: v != "", "a folder path")] = "downloads"
 
 
 def _home_expanded(folder: str) -> str:
@@ -275,7 +271,7 @@ def _valid_networks(values: tuple[str, ...]) -> bool:
 
 
 class SecuritySettings(NamedTuple):
-    allow_networks: Annotated[tuple[str, ...], _check(
+    allow_networks: Annotated[tuple[str, ...], Check(
         _valid_networks, "a list of networks such as \"10.0.0.0/8\"")] = ()
 
 
