@@ -76,8 +76,8 @@ END_WATCH = 0.25
 RECORD_EVERY = 0.005
 # Settled results wait longer: nothing waits for them to be recorded (the board has
 # them already), and a master killed meanwhile only has them downloaded again, as the
-# store finds the same bytes. Fewer, larger transactions: the journal's commits were a
-# third of the crawl loop's CPU on a page-heavy site.
+# store finds the same bytes. Fewer, larger transactions: on a page-heavy site the
+# journal's were a third of the crawl loop's CPU, half of them for results.
 COLLECT_EVERY = 0.05
 REAP_EVERY = 0.5
 SHUTDOWN_GRACE = 10.0  # how long workers get to notice the end and leave

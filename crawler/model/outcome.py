@@ -54,7 +54,7 @@ class Attempt(NamedTuple):
     """One try at downloading ``url``, as a worker reports it.
 
     A NamedTuple, not a frozen dataclass: one is made per image on the worker and
-    again on the master, and a NamedTuple is made in a third of the time.
+    again on the master, and a NamedTuple is made in about half the time.
     """
 
     url: str
