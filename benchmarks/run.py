@@ -983,7 +983,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "thread not idle (wall time, blocking I/O included)")
     parser.add_argument("--tmp", type=Path, default=None,
                         help="where the sites and the outputs go (default: the system's temp "
-                             "folder; e.g. /dev/shm to take the disk out of the figures)")
+                             "folder; e.g. /dev/shm to take the disk out of the figures; made if "
+                             "missing)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary folder (sites, outputs, logs) and print it")
     args = parser.parse_args(argv)
@@ -1086,6 +1087,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print("\n".join(machine()), flush=True)
     print(f"         {byte_compile_crawler()}", flush=True)
+    if args.tmp is not None:
+        args.tmp.mkdir(parents=True, exist_ok=True)  # a folder named for this run is fine
     tmp = Path(tempfile.mkdtemp(prefix="crawler-bench-", dir=args.tmp))
     tmp.chmod(0o755)  # nginx's workers run as another user when we are root
     print(f"         sites and outputs under {tmp} ({filesystem(tmp.resolve())})", flush=True)
