@@ -31,7 +31,7 @@ from crawler.fetch.options import RequestOptions
 from crawler.master.scope import Scope
 from crawler.model.imagescope import ImageScope
 from crawler.model.outcome import Attempt, FailureKind
-from crawler.model.wire import image_scope_from_wire, robots_rules_from_wire
+from crawler.model.wire import image_scope_from_wire, limits_from_wire, robots_rules_from_wire
 from crawler.worker.hops import OUT_OF_SCOPE, RedirectCheck, RobotsReader
 from crawler.worker.sink import sinks_into
 from crawler.worker.store import Store
@@ -256,18 +256,56 @@ def test_the_image_scope_crosses_the_wire_as_text_and_is_checked_on_arrival() ->
         robots_rules_from_wire({"respect": "yes", "timeout": 3})
 
 
+def test_download_limits_cross_the_wire_and_are_checked_on_arrival() -> None:
+    limits = Limits(deadline=7.5, max_bytes=1000, min_width=10)
+    assert limits_from_wire(limits._asdict()) == limits
+    assert limits_from_wire({"deadline": 3}) == Limits(deadline=3.0)  # an older master's
+    with pytest.raises(BadCrawlInfo, match=r"does not know \(max_pixels\): it runs a newer"):
+        limits_from_wire({**limits._asdict(), "max_pixels": 10**6})
+    with pytest.raises(BadCrawlInfo, match="a deadline of inf, not a positive number"):
+        limits_from_wire({"deadline": float("inf")})
+    with pytest.raises(BadCrawlInfo, match="a max_bytes of 0, not a positive number"):
+        limits_from_wire({"max_bytes": 0})
+    with pytest.raises(BadCrawlInfo, match="a min_width of True, not a whole number"):
+        limits_from_wire({"min_width": True})
+    with pytest.raises(BadCrawlInfo, match="no download limits"):
+        limits_from_wire(None)
+
+
+def _describer(limits: dict[str, object], deny: list[str]) -> Callable[..., dict[str, object]]:
+    def describe(full: bool = False) -> dict[str, object]:
+        return {"limits": limits, "policy": LOOPBACK.to_wire(), "user_agent": AGENT,
+                "image_scope": {"allow": [], "deny": deny},
+                "robots": {"respect": True, "timeout": 5.0},
+                "lease_timeout": 5.0, "worker_silence": 3.0}
+    return describe
+
+
+def test_a_worker_of_an_older_version_stops_with_a_clear_error(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A limit it cannot apply: no traceback, nothing leased, and what to do about it."""
+    board = TaskBoard(BoardPolicy(lease_timeout=5.0))
+    board.put("http://127.0.0.1:9/a.png", "127.0.0.1:9", None)
+    key = b"k" * 32
+    describe = _describer({"deadline": 5.0, "max_pixels": 10**6}, [])
+    server = QueueServer(board, ("127.0.0.1", 0), key, describe).start()
+    worker = Worker(MasterClient(server.address, key),
+                    WorkerOptions(out_dir=tmp_path / "out", connect_wait=10))
+    with pytest.raises(BadCrawlInfo) as raised:
+        worker.run()
+    assert str(raised.value) == ("the master sent download limits this worker does not know "
+                                 "(max_pixels): it runs a newer crawler; install the same "
+                                 "version on this host")
+    assert not any(record.exc_info for record in caplog.records)
+    assert board.unfinished() == 1 and board.counts()["in_flight"] == 0
+
+
 def test_a_worker_told_a_bad_pattern_stops_with_a_clear_error(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """No traceback, nothing leased: the worker says what the master sent and leaves."""
     board = TaskBoard(BoardPolicy(lease_timeout=5.0))
     board.put("http://127.0.0.1:9/a.png", "127.0.0.1:9", None)
-
-    def describe(full: bool = False) -> dict[str, object]:
-        return {"limits": {}, "policy": LOOPBACK.to_wire(), "user_agent": AGENT,
-                "image_scope": {"allow": [], "deny": ["(unclosed"]},
-                "robots": {"respect": True, "timeout": 5.0},
-                "lease_timeout": 5.0, "worker_silence": 3.0}
-
+    describe = _describer({}, ["(unclosed"])
     key = b"k" * 32
     # Its thread ends with the test process: the standard library has no clean stop.
     server = QueueServer(board, ("127.0.0.1", 0), key, describe).start()

@@ -21,10 +21,17 @@ from hypothesis import strategies as st
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from crawler.board.broker import CALL_DEADLINE, CONNECT_DEADLINE, connect, parse_broker
+from crawler.board.broker import (
+    CALL_DEADLINE,
+    CONNECT_DEADLINE,
+    CrawlRecord,
+    connect,
+    parse_broker,
+)
 from crawler.board.memory import BoardPolicy
 from crawler.board.redis import RedisBoard, broker_errors
-from crawler.errors import BrokerError, BrokerUnreachable, UsageError
+from crawler.board.redis_client import BrokerClient
+from crawler.errors import BadCrawlInfo, BrokerError, BrokerUnreachable, UsageError
 from crawler.model.outcome import Attempt
 
 from .conftest import free_port
@@ -430,6 +437,21 @@ def test_a_broker_url_makes_a_client_with_deadlines(redis_server: RedisServer) -
     client.close()
     with pytest.raises(UsageError, match="expected redis://"):
         parse_broker("http://h:1")
+
+
+def test_a_crawl_whose_master_is_newer_is_refused_with_what_to_do(
+        redis_server: RedisServer, crawl_name: str) -> None:
+    """A board rule this version does not know: a worker or ``crawler status`` says so."""
+    client = connect(parse_broker(redis_server.url))
+    rules = {**POLICY._asdict(), "max_hosts": 3}
+    CrawlRecord(client, crawl_name).create(settings={}, seeds=[], identity={}, info={},
+                                           board=rules)
+    client.close()
+    with pytest.raises(BadCrawlInfo) as raised:
+        BrokerClient(parse_broker(redis_server.url), crawl_name).connect()
+    assert str(raised.value) == ("the crawl on the broker has board rules this crawler does "
+                                 "not know (max_hosts): its master runs a newer crawler; "
+                                 "install the same version on this host")
 
 
 def test_a_crawl_is_closed_only_if_no_master_gave_it_work_again(

@@ -31,11 +31,23 @@ from crawler.board.broker import (
 from crawler.board.manager import BoardView
 from crawler.board.memory import BoardPolicy
 from crawler.board.redis import RedisBoard
-from crawler.errors import BrokerUnreachable, CrawlNotFound
+from crawler.errors import BadCrawlInfo, BrokerUnreachable, CrawlNotFound
 from crawler.model.progress import Snapshot
 from crawler.model.wire import CrawlInfo, Status
 
 _LINK = (redis.ConnectionError, redis.TimeoutError, BrokerUnreachable)
+
+
+def _policy(data: object) -> BoardPolicy:
+    """The board's rules its master wrote; BadCrawlInfo for rules this version lacks."""
+    if not isinstance(data, dict):
+        raise BadCrawlInfo("the crawl on the broker has no board rules")
+    unknown = sorted(str(name)[:40] for name in set(data) - set(BoardPolicy._fields))
+    if unknown:
+        raise BadCrawlInfo(f"the crawl on the broker has board rules this crawler does not "
+                           f"know ({', '.join(unknown[:5])}): its master runs a newer "
+                           "crawler; install the same version on this host")
+    return BoardPolicy(**data)
 
 
 class BrokerClient:
@@ -56,7 +68,7 @@ class BrokerClient:
             crawl = open_crawl(self.broker, self._crawl)
             record = CrawlRecord(crawl.client, crawl.name)
             info = record.field("info")
-            policy = BoardPolicy(**record.field("board"))
+            policy = _policy(record.field("board"))
         except (*_LINK, CrawlNotFound) as exc:  # the crawl: its master may create it yet
             raise ConnectionError(str(exc)) from exc
         board = RedisBoard(crawl.client, crawl.name, policy)

@@ -5,7 +5,7 @@ classes, so that either side may change them), and what the master receives
 comes from the network: ``attempt_from_report`` turns a report into an
 :class:`Attempt` only when it is well-formed, and says why not otherwise. A
 worker checks the crawl's rules it receives the same way
-(``image_scope_from_wire``, ``robots_rules_from_wire``).
+(``limits_from_wire``, ``image_scope_from_wire``, ``robots_rules_from_wire``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import math
 import re
 from typing import Any, NotRequired, TypedDict
 
+from crawler.config import Limits
 from crawler.errors import BadCrawlInfo, ConfigError
 from crawler.model.imagescope import ImagePatterns, ImageScope
 from crawler.model.outcome import ATTEMPT_FIELDS, IMAGES_DIR, Attempt
@@ -124,6 +125,36 @@ def attempt_from_report(data: object) -> Attempt:
     if kind is not None and not isinstance(kind, str):
         raise ReportRefused("'kind' is not text")
     return Attempt.from_wire(data)  # the kind back to a FailureKind, as every reader needs
+
+
+_SECONDS_LIMITS = frozenset({"connect_timeout", "read_timeout", "deadline"})
+
+
+def limits_from_wire(data: object) -> Limits:
+    """The download limits a master sent; BadCrawlInfo, naming what is wrong, if malformed.
+
+    A limit the master leaves out keeps its default (an older master). One this
+    worker does not know is refused: it would download by a rule it cannot apply.
+    """
+    if not isinstance(data, dict):
+        raise BadCrawlInfo("the master sent no download limits")
+    unknown = sorted(str(name)[:40] for name in set(data) - set(Limits._fields))
+    if unknown:
+        raise BadCrawlInfo(f"the master sent download limits this worker does not know "
+                           f"({', '.join(unknown[:5])}): it runs a newer crawler; install "
+                           "the same version on this host")
+    for name, value in data.items():
+        if name in _SECONDS_LIMITS:
+            if (not isinstance(value, int | float) or isinstance(value, bool)
+                    or not math.isfinite(value) or value <= 0):
+                raise BadCrawlInfo(f"the master sent a {name} of {value!r:.40}, not a "
+                                   "positive number of seconds")
+        elif type(value) is not int or value < (1 if name == "max_bytes" else 0):
+            raise BadCrawlInfo(f"the master sent a {name} of {value!r:.40}, not a "
+                               f"{'positive' if name == 'max_bytes' else 'whole'} number")
+    values: dict[str, Any] = {name: float(value) if name in _SECONDS_LIMITS else value
+                              for name, value in data.items()}
+    return Limits(**values)
 
 
 def image_scope_from_wire(data: object) -> ImageScope:

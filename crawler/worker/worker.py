@@ -45,6 +45,7 @@ from crawler.model.wire import (
     Report,
     WorkerInfo,
     image_scope_from_wire,
+    limits_from_wire,
     robots_rules_from_wire,
 )
 from crawler.worker.hops import RedirectCheck, RobotsReader
@@ -167,12 +168,12 @@ class Worker:
             return  # stopped while waiting for the master: nothing held, nothing to hand back
         store = Store(self._options.out_dir, may_store=self._may_store)
         store.clean_partials()
-        limits = self._limits = Limits(**crawl["limits"])
-        # Past this a download the engine has not reported is stuck: it may wait for a
-        # slot behind downloads that each take up to the deadline, then take its own.
-        self._stuck_after = 2 * (limits.deadline + limits.connect_timeout) + STUCK_GRACE
         engine_thread = None
         try:
+            limits = self._limits = limits_from_wire(crawl["limits"])
+            # Past this a download the engine has not reported is stuck: it may wait for a
+            # slot behind downloads that each take up to the deadline, then take its own.
+            self._stuck_after = 2 * (limits.deadline + limits.connect_timeout) + STUCK_GRACE
             self._engine = self._make_engine(store, limits, crawl)
             engine_thread = threading.Thread(target=self._run_engine, name="engine",
                                              daemon=True)
