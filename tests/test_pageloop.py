@@ -46,14 +46,14 @@ class Loop:
     def __init__(self, seeds: list[str], *,
                  slow_host: Callable[[str, float], None] = lambda host, delay: None,
                  options: RequestOptions | None = None, image_deny: tuple[str, ...] = (),
-                 **crawl: object) -> None:
+                 parsers: int = 2, **crawl: object) -> None:
         settings = CrawlSettings()._replace(**crawl)
         options = options or RequestOptions()
         self.client = EasyClient(LOOPBACK, options)
         robots = Robots(self.client, settings.user_agent, settings.page_timeout,
                         settings.respect_robots)
         scope = Scope.from_seeds(seeds, image_deny=image_deny)
-        self.parser = PageParser(in_process=False, processes=2)
+        self.parser = PageParser(in_process=False, processes=parsers)
         sheets = Stylesheets(self.client, may_read=reading_rule(scope.allows_stylesheet, robots),
                              timeout=settings.page_timeout, max_bytes=settings.max_page_bytes)
         self.visitor = PageVisitor(settings, client=self.client, robots=robots, scope=scope,
@@ -385,3 +385,38 @@ def test_pages_waiting_for_a_parser_go_to_it_together_and_one_that_kills_it_fail
     assert visits["deadly"].extraction is None
     assert "died on this page 2 time" in visits["deadly"].page.skipped
     assert any(len(batch) > 1 and "deadly.html" in batch for batch in batches), batches
+
+
+def test_a_page_read_while_others_are_fetched_waits_a_little_for_company(
+        make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each message wakes a parser: a page read while others are on their way waits up to
+    PARSE_HOLD for them, and goes with those that came meanwhile. The last page, with
+    nothing else on its way, goes at once."""
+    from crawler.master import pageloop
+
+    batches: list[list[str]] = []
+    real_send_many = PageParser.send_many
+
+    def recorded(self: PageParser, jobs: list[Any], *, suspect: bool = False) -> int | None:
+        slot = real_send_many(self, jobs, suspect=suspect)
+        if slot is not None:
+            batches.append([url.rpartition("/")[2] for _, url, _ in jobs])
+        return slot
+
+    monkeypatch.setattr(PageParser, "send_many", recorded)
+    monkeypatch.setattr(pageloop, "PARSE_HOLD", 1.0)  # long enough for a slow machine
+    server = make_server()
+    server.routes["/slow.html"] = html(delay=3.0)
+    for name in ("a", "b", "c"):
+        server.routes[f"/{name}.html"] = html()
+    pages = make_loop([server.url + "/"], parsers=1).pages
+    slow = pages.submit(server.url + "/slow.html", 0)
+    first = pages.submit(server.url + "/a.html", 0)
+    time.sleep(0.2)  # a.html is read by now, and waits
+    later = [pages.submit(f"{server.url}/{name}.html", 0) for name in ("b", "c")]
+    assert all(visit_of(f).extraction is not None for f in (first, *later))
+    assert not slow.done()
+    assert batches == [["a.html", "b.html", "c.html"]]
+    assert visit_of(slow).extraction is not None
+    assert batches == [["a.html", "b.html", "c.html"], ["slow.html"]]

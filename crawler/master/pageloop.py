@@ -4,7 +4,8 @@ A page visit is the steps of ``master.visit.PageVisitor``: robots.txt, the
 fetch (redirects judged hop by hop), the parse in a parser process, the images
 it shows. This loop takes them for all pages in flight at once: the requests
 run together on one libcurl multi handle (``crawler.fetch.multi``), pages go
-to idle parser processes down their pipes (pages that wait, a few to a message)
+to idle parser processes down their pipes (pages that wait, a few to a message;
+a page read while others are on their way waits a few milliseconds for company)
 and come back when those turn readable, and the rest is done here between two
 waits. A thread per page, as
 before, made the master's threads hand its interpreter to each other about 25
@@ -60,6 +61,9 @@ log = logging.getLogger(__name__)
 TICK = 0.25  # longest wait for news, so that a close is seen promptly
 HELPERS = 4  # threads at least for steps that wait on the network (robots.txt, style sheets)
 PARSE_BATCH = 4  # pages handed to one parser in one message at most
+# Seconds a page read may wait for company before it goes to a free parser alone, while
+# other pages are still being fetched: each message costs the parser a wake-up.
+PARSE_HOLD = 0.004
 T = TypeVar("T")
 
 
@@ -76,6 +80,7 @@ class _Job:
     status: int = 0  # of the last reply
     page: Page | None = None  # once read
     alone: bool = False  # it was in a batch whose parser died: it goes to one alone
+    read_at: float = 0.0  # when its page was read and began to wait for a parser
 
 
 class PageLoopEnded(RuntimeError):
@@ -170,9 +175,9 @@ class PageLoop:
 
     def _wait_and_act(self) -> None:
         wait = TICK
-        due = self._client.due()
-        if due is not None:
-            wait = max(0.0, min(wait, due - time.monotonic()))
+        for due in (self._client.due(), self._held_until()):
+            if due is not None:
+                wait = max(0.0, min(wait, due - time.monotonic()))
         for key, mask in self._selector.select(wait):
             data = key.data
             if data is _Wake:
@@ -301,11 +306,12 @@ class PageLoop:
             return
         self._visitor.warn_if_truncated(page)
         job.page = page
+        job.read_at = time.monotonic()
         self._to_parse.append(job)
 
     def _feed_parsers(self) -> None:
         parser = self._parser
-        while self._to_parse:
+        while self._to_parse and self._held_until() is None:
             jobs = self._next_batch()
             job = jobs[0]
             try:
@@ -329,6 +335,23 @@ class PageLoop:
                 self._to_parse.popleft()
             self._parsing[slot] = jobs
         self._watch_pipes()
+
+    def _held_until(self) -> float | None:
+        """Until when the waiting pages wait for company (None: they go now).
+
+        Fewer than PARSE_BATCH pages wait, other pages are still being fetched, and
+        the first to wait has waited less than PARSE_HOLD: the next page read may go
+        in the same message. Pages that come one by one each woke a parser, and a
+        wake-up costs a process more than the message on a virtual machine.
+        """
+        waiting = self._to_parse
+        if not waiting or len(waiting) >= PARSE_BATCH or waiting[0].alone:
+            return None
+        parsing = sum(map(len, self._parsing.values()))
+        if len(self._jobs) - len(waiting) - parsing <= 0:
+            return None  # no other page is on its way: no company is coming
+        until = waiting[0].read_at + PARSE_HOLD
+        return until if until > time.monotonic() else None
 
     def _next_batch(self) -> list[_Job]:
         """The pages at the front of the queue that go to the next free parser together:
