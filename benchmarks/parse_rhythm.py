@@ -14,7 +14,7 @@ page of each process:
 * ``PageParser, 1 page a message``: through the crawler's own parser pool, the
   next page sent when the answer is back (CPU of the child and of the caller);
 * ``PageParser, 8 pages a message``: the same, eight pages to a message (the page
-  loop sends up to four, when that many wait for a parser).
+  loop sends up to eight, when that many wait for a parser).
 
 Offline; nothing here is a test.
 """

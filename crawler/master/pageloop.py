@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 
 TICK = 0.25  # longest wait for news, so that a close is seen promptly
 HELPERS = 4  # threads at least for steps that wait on the network (robots.txt, style sheets)
-PARSE_BATCH = 4  # pages handed to one parser in one message at most
+PARSE_BATCH = 8  # pages handed to one parser in one message at most
 # Seconds a page read may wait for company before it goes to a free parser alone, while
 # other pages are still being fetched: each message costs the parser a wake-up.
 PARSE_HOLD = 0.004
