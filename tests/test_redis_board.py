@@ -449,9 +449,9 @@ def test_a_crawl_whose_master_is_newer_is_refused_with_what_to_do(
     client.close()
     with pytest.raises(BadCrawlInfo) as raised:
         BrokerClient(parse_broker(redis_server.url), crawl_name).connect()
-    assert str(raised.value) == ("the crawl on the broker has board rules this crawler does "
-                                 "not know (max_hosts): its master runs a newer crawler; "
-                                 "install the same version on this host")
+    assert str(raised.value) == ("the crawl's master sent board rules this crawler does not "
+                                 "know (max_hosts): it runs a newer crawler; install the same "
+                                 "version on this host")
 
 
 def test_a_crawl_is_closed_only_if_no_master_gave_it_work_again(

@@ -31,23 +31,17 @@ from crawler.board.broker import (
 from crawler.board.manager import BoardView
 from crawler.board.memory import BoardPolicy
 from crawler.board.redis import RedisBoard
-from crawler.errors import BadCrawlInfo, BrokerUnreachable, CrawlNotFound
+from crawler.errors import BrokerUnreachable, CrawlNotFound
 from crawler.model.progress import Snapshot
-from crawler.model.wire import CrawlInfo, Status
+from crawler.model.wire import CrawlInfo, Status, known_fields
 
 _LINK = (redis.ConnectionError, redis.TimeoutError, BrokerUnreachable)
 
 
 def _policy(data: object) -> BoardPolicy:
-    """The board's rules its master wrote; BadCrawlInfo for rules this version lacks."""
-    if not isinstance(data, dict):
-        raise BadCrawlInfo("the crawl on the broker has no board rules")
-    unknown = sorted(str(name)[:40] for name in set(data) - set(BoardPolicy._fields))
-    if unknown:
-        raise BadCrawlInfo(f"the crawl on the broker has board rules this crawler does not "
-                           f"know ({', '.join(unknown[:5])}): its master runs a newer "
-                           "crawler; install the same version on this host")
-    return BoardPolicy(**data)
+    """The board's rules the crawl's master wrote; BadCrawlInfo for rules this version lacks."""
+    return BoardPolicy(**known_fields(data, BoardPolicy._fields, "board rules",
+                                      sender="the crawl's master"))
 
 
 class BrokerClient:

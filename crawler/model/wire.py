@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Collection
 from typing import Any, NotRequired, TypedDict
 
 from crawler.config import Limits
@@ -130,19 +131,30 @@ def attempt_from_report(data: object) -> Attempt:
 _SECONDS_LIMITS = frozenset({"connect_timeout", "read_timeout", "deadline"})
 
 
+def known_fields(data: object, known: Collection[str], what: str,
+                 sender: str = "the master") -> dict[str, Any]:
+    """``data``, a dict whose keys are all ``known``; BadCrawlInfo otherwise.
+
+    A key this version does not know comes from a newer one, and is refused: a
+    worker would work by a rule it cannot apply. ``what`` names the record in the
+    message ("download limits"), ``sender`` whoever wrote it.
+    """
+    if not isinstance(data, dict):
+        raise BadCrawlInfo(f"{sender} sent no {what}")
+    unknown = sorted(str(name)[:40] for name in set(data) - set(known))
+    if unknown:
+        raise BadCrawlInfo(f"{sender} sent {what} this crawler does not know "
+                           f"({', '.join(unknown[:5])}): it runs a newer crawler; install "
+                           "the same version on this host")
+    return data
+
+
 def limits_from_wire(data: object) -> Limits:
     """The download limits a master sent; BadCrawlInfo, naming what is wrong, if malformed.
 
-    A limit the master leaves out keeps its default (an older master). One this
-    worker does not know is refused: it would download by a rule it cannot apply.
+    A limit the master leaves out keeps its default (an older master).
     """
-    if not isinstance(data, dict):
-        raise BadCrawlInfo("the master sent no download limits")
-    unknown = sorted(str(name)[:40] for name in set(data) - set(Limits._fields))
-    if unknown:
-        raise BadCrawlInfo(f"the master sent download limits this worker does not know "
-                           f"({', '.join(unknown[:5])}): it runs a newer crawler; install "
-                           "the same version on this host")
+    data = known_fields(data, Limits._fields, "download limits")
     for name, value in data.items():
         if name in _SECONDS_LIMITS:
             if (not isinstance(value, int | float) or isinstance(value, bool)
