@@ -53,7 +53,7 @@ class Loop:
         robots = Robots(self.client, settings.user_agent, settings.page_timeout,
                         settings.respect_robots)
         scope = Scope.from_seeds(seeds, image_deny=image_deny)
-        self.parser = PageParser(in_process=False, processes=parsers)
+        self.parser = PageParser(in_process=not parsers, processes=parsers or None)
         sheets = Stylesheets(self.client, may_read=reading_rule(scope.allows_stylesheet, robots),
                              timeout=settings.page_timeout, max_bytes=settings.max_page_bytes)
         self.visitor = PageVisitor(settings, client=self.client, robots=robots, scope=scope,
@@ -417,6 +417,28 @@ def test_a_page_read_while_others_are_fetched_waits_a_little_for_company(
     later = [pages.submit(f"{server.url}/{name}.html", 0) for name in ("b", "c")]
     assert all(visit_of(f).extraction is not None for f in (first, *later))
     assert not slow.done()
-    assert batches == [["a.html", "b.html", "c.html"]]
+    assert [sorted(batch) for batch in batches] == [["a.html", "b.html", "c.html"]]
     assert visit_of(slow).extraction is not None
-    assert batches == [["a.html", "b.html", "c.html"], ["slow.html"]]
+    assert batches[1:] == [["slow.html"]]
+
+
+@pytest.mark.parametrize(("parsers", "hold"), [(1, 0.05), (0, 30.0)],
+                         ids=["the hold ends the wait", "parsed in the master"])
+def test_a_page_held_for_company_is_parsed_long_before_the_slow_page_comes(
+        make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop],
+        monkeypatch: pytest.MonkeyPatch, parsers: int, hold: float) -> None:
+    """The loop's wait ends with the hold, however long it would sleep otherwise. And
+    without parser processes (no child to be had, no fork on this system) a page is
+    parsed where it was read, at once: waiting for company would save no wake-up."""
+    from crawler.master import pageloop
+
+    monkeypatch.setattr(pageloop, "PARSE_HOLD", hold)
+    monkeypatch.setattr(pageloop, "TICK", 30.0)  # no other reason to wake for 30 s
+    server = make_server()
+    server.routes["/slow.html"] = html(delay=6.0)
+    server.routes["/a.html"] = html()
+    pages = make_loop([server.url + "/"], parsers=parsers).pages
+    slow = pages.submit(server.url + "/slow.html", 0)
+    first = pages.submit(server.url + "/a.html", 0)
+    assert visit_of(first, timeout=4.0).extraction is not None
+    assert not slow.done()

@@ -101,6 +101,11 @@ class MultiClient:
         self._busy[id(handle)] = carrier
         self._multi.add_handle(handle)
 
+    @property
+    def in_flight(self) -> int:
+        """Requests started and not yet ended."""
+        return len(self._busy)
+
     def due(self) -> float | None:
         """When libcurl's timer is up (``time.monotonic()``), or None while it has none."""
         return self._due

@@ -310,8 +310,14 @@ class PageLoop:
         self._to_parse.append(job)
 
     def _feed_parsers(self) -> None:
+        if self._held_until() is None:  # else the loop wakes when the hold ends
+            self._send_waiting()
+        self._watch_pipes()
+
+    def _send_waiting(self) -> None:
+        """Hand the waiting pages to the free parsers, shared out among them."""
         parser = self._parser
-        while self._to_parse and self._held_until() is None:
+        while self._to_parse:
             jobs = self._next_batch()
             job = jobs[0]
             try:
@@ -334,22 +340,20 @@ class PageLoop:
             for _ in jobs:
                 self._to_parse.popleft()
             self._parsing[slot] = jobs
-        self._watch_pipes()
 
     def _held_until(self) -> float | None:
         """Until when the waiting pages wait for company (None: they go now).
 
-        Fewer than PARSE_BATCH pages wait, other pages are still being fetched, and
-        the first to wait has waited less than PARSE_HOLD: the next page read may go
-        in the same message. Pages that come one by one each woke a parser, and a
-        wake-up costs a process more than the message on a virtual machine.
+        Fewer than PARSE_BATCH pages wait, other pages are being fetched, and the
+        first to wait has waited less than PARSE_HOLD: the next page read may go in
+        the same message. Pages that come one by one each woke a parser, and a
+        wake-up costs a process more than the message on a virtual machine. Pages
+        parsed in this process (no child to be had) save nothing by waiting.
         """
         waiting = self._to_parse
-        if not waiting or len(waiting) >= PARSE_BATCH or waiting[0].alone:
-            return None
-        parsing = sum(map(len, self._parsing.values()))
-        if len(self._jobs) - len(waiting) - parsing <= 0:
-            return None  # no other page is on its way: no company is coming
+        if (not waiting or len(waiting) >= PARSE_BATCH or waiting[0].alone
+                or not self._parser.processes or not self._client.in_flight):
+            return None  # no company is coming, or none is worth waiting for
         until = waiting[0].read_at + PARSE_HOLD
         return until if until > time.monotonic() else None
 
