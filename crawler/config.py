@@ -334,6 +334,12 @@ def setting_type(key: str) -> Any:
     return section_types(section_types(Settings)[section])[name]
 
 
+def setting_check(key: str) -> Check | None:
+    """The check of the setting ``section.name``; None for a setting without one."""
+    section, name = key.split(".", 1)
+    return section_checks(section_types(Settings)[section]).get(name)
+
+
 def parse_address(value: str) -> tuple[str, int]:
     """Split ``HOST:PORT``; raise ValueError if malformed, or an IPv6 ``[v6]:PORT``.
 

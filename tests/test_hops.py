@@ -262,12 +262,18 @@ def test_download_limits_cross_the_wire_and_are_checked_on_arrival() -> None:
     assert limits_from_wire({"deadline": 3}) == Limits(deadline=3.0)  # an older master's
     with pytest.raises(BadCrawlInfo, match=r"does not know \(max_pixels\): it runs a newer"):
         limits_from_wire({**limits._asdict(), "max_pixels": 10**6})
-    with pytest.raises(BadCrawlInfo, match="a deadline of inf, not a positive number"):
+    with pytest.raises(BadCrawlInfo, match=r"a deadline of inf, not a number > 0 \(at most"):
         limits_from_wire({"deadline": float("inf")})
-    with pytest.raises(BadCrawlInfo, match="a max_bytes of 0, not a positive number"):
+    with pytest.raises(BadCrawlInfo, match=r"a connect_timeout of 1e\+300, not a number > 0"):
+        limits_from_wire({"connect_timeout": 1e300})  # libcurl takes milliseconds in a long
+    with pytest.raises(BadCrawlInfo, match="a max_bytes of 0, not a number > 0"):
         limits_from_wire({"max_bytes": 0})
+    with pytest.raises(BadCrawlInfo, match="a min_width of -1, not a number >= 0"):
+        limits_from_wire({"min_width": -1})
     with pytest.raises(BadCrawlInfo, match="a min_width of True, not a whole number"):
         limits_from_wire({"min_width": True})
+    with pytest.raises(BadCrawlInfo, match=r"a max_bytes of 1\.5, not a whole number"):
+        limits_from_wire({"max_bytes": 1.5})
     with pytest.raises(BadCrawlInfo, match="no download limits"):
         limits_from_wire(None)
 

@@ -439,7 +439,7 @@ def test_a_broker_url_makes_a_client_with_deadlines(redis_server: RedisServer) -
         parse_broker("http://h:1")
 
 
-def test_a_crawl_whose_master_is_newer_is_refused_with_what_to_do(
+def test_a_crawl_whose_board_rules_cannot_be_read_is_refused_with_what_to_do(
         redis_server: RedisServer, crawl_name: str) -> None:
     """A board rule this version does not know: a worker or ``crawler status`` says so."""
     client = connect(parse_broker(redis_server.url))
@@ -452,6 +452,13 @@ def test_a_crawl_whose_master_is_newer_is_refused_with_what_to_do(
     assert str(raised.value) == ("the crawl's master sent board rules this crawler does not "
                                  "know (max_hosts): it runs a newer crawler; install the same "
                                  "version on this host")
+    client = connect(parse_broker(redis_server.url))
+    CrawlRecord(client, crawl_name + "-2").create(
+        settings={}, seeds=[], identity={}, info={},
+        board={**POLICY._asdict(), "host_concurrency": "16"})
+    client.close()
+    with pytest.raises(BadCrawlInfo, match="sent a host_concurrency of '16', not a whole number"):
+        BrokerClient(parse_broker(redis_server.url), crawl_name + "-2").connect()
 
 
 def test_a_crawl_is_closed_only_if_no_master_gave_it_work_again(

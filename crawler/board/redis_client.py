@@ -33,15 +33,24 @@ from crawler.board.memory import BoardPolicy
 from crawler.board.redis import RedisBoard
 from crawler.errors import BrokerUnreachable, CrawlNotFound
 from crawler.model.progress import Snapshot
-from crawler.model.wire import CrawlInfo, Status, known_fields
+from crawler.model.wire import CrawlInfo, Status, settings_from_wire
 
 _LINK = (redis.ConnectionError, redis.TimeoutError, BrokerUnreachable)
 
 
+# Each of the board's rules is a setting of the crawl's master.
+_BOARD_RULES = {"lease_timeout": "queue.lease_timeout", "max_attempts": "download.max_attempts",
+                "backoff_base": "download.backoff_base", "backoff_max": "download.backoff_max",
+                "host_delay": "politeness.host_delay",
+                "host_concurrency": "politeness.host_concurrency",
+                "batch_size": "queue.batch_size", "worker_silence": "queue.worker_silence"}
+
+
 def _policy(data: object) -> BoardPolicy:
-    """The board's rules the crawl's master wrote; BadCrawlInfo for rules this version lacks."""
-    return BoardPolicy(**known_fields(data, BoardPolicy._fields, "board rules",
-                                      sender="the crawl's master"))
+    """The board's rules the crawl's master wrote; BadCrawlInfo if malformed, or if this
+    version lacks one of them."""
+    return BoardPolicy(**settings_from_wire(data, _BOARD_RULES, "board rules",
+                                            sender="the crawl's master"))
 
 
 class BrokerClient:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any, NotRequired, TypedDict
 
-from crawler.config import Limits
+from crawler.config import Limits, setting_check, setting_type
 from crawler.errors import BadCrawlInfo, ConfigError
 from crawler.model.imagescope import ImagePatterns, ImageScope
 from crawler.model.outcome import ATTEMPT_FIELDS, IMAGES_DIR, Attempt
@@ -128,10 +128,7 @@ def attempt_from_report(data: object) -> Attempt:
     return Attempt.from_wire(data)  # the kind back to a FailureKind, as every reader needs
 
 
-_SECONDS_LIMITS = frozenset({"connect_timeout", "read_timeout", "deadline"})
-
-
-def known_fields(data: object, known: Collection[str], what: str,
+def _known_fields(data: object, known: Collection[str], what: str,
                  sender: str = "the master") -> dict[str, Any]:
     """``data``, a dict whose keys are all ``known``; BadCrawlInfo otherwise.
 
@@ -149,24 +146,40 @@ def known_fields(data: object, known: Collection[str], what: str,
     return data
 
 
+def settings_from_wire(data: object, keys: Mapping[str, str], what: str,
+                       sender: str = "the master") -> dict[str, Any]:
+    """The values of settings another process sent, by field; BadCrawlInfo, naming what
+    is wrong, if malformed.
+
+    ``keys`` gives each field's setting ("download.deadline"): a value must have
+    its type (a whole number where the setting is one) and pass its check, as
+    it would in a settings file. A field left out is left out (an older sender).
+    """
+    values = dict(_known_fields(data, keys, what, sender))
+    for name, value in values.items():
+        key = keys[name]
+        kind = setting_type(key)
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if kind is float and number:
+            values[name] = value = float(value)
+        elif kind is not int or type(value) is not int:
+            raise BadCrawlInfo(f"{sender} sent a {name} of {value!r:.40}, not a "
+                               f"{'whole ' if kind is int else ''}number")
+        check = setting_check(key)
+        if check is not None and not check.test(value):
+            raise BadCrawlInfo(f"{sender} sent a {name} of {value!r:.40}, not {check.expected}")
+    return values
+
+
+_LIMITS = {name: f"download.{name}" for name in Limits._fields}
+
+
 def limits_from_wire(data: object) -> Limits:
     """The download limits a master sent; BadCrawlInfo, naming what is wrong, if malformed.
 
     A limit the master leaves out keeps its default (an older master).
     """
-    data = known_fields(data, Limits._fields, "download limits")
-    for name, value in data.items():
-        if name in _SECONDS_LIMITS:
-            if (not isinstance(value, int | float) or isinstance(value, bool)
-                    or not math.isfinite(value) or value <= 0):
-                raise BadCrawlInfo(f"the master sent a {name} of {value!r:.40}, not a "
-                                   "positive number of seconds")
-        elif type(value) is not int or value < (1 if name == "max_bytes" else 0):
-            raise BadCrawlInfo(f"the master sent a {name} of {value!r:.40}, not a "
-                               f"{'positive' if name == 'max_bytes' else 'whole'} number")
-    values: dict[str, Any] = {name: float(value) if name in _SECONDS_LIMITS else value
-                              for name, value in data.items()}
-    return Limits(**values)
+    return Limits(**settings_from_wire(data, _LIMITS, "download limits"))
 
 
 def image_scope_from_wire(data: object) -> ImageScope:

@@ -159,7 +159,8 @@ class Worker:
     def run(self) -> None:
         """Work until the master says the crawl is over, or a stop is asked for.
 
-        Raises :class:`MasterUnreachable`, :class:`AuthenticationFailed`, or
+        Raises :class:`MasterUnreachable`, :class:`AuthenticationFailed`,
+        :class:`BadCrawlInfo` (the master's rules cannot be read: nothing leased), or
         :class:`WorkerFailed` (after handing its URLs back).
         """
         try:
@@ -170,7 +171,7 @@ class Worker:
         store.clean_partials()
         engine_thread = None
         try:
-            limits = self._limits = limits_from_wire(crawl["limits"])
+            limits = self._limits = limits_from_wire(crawl.get("limits"))
             # Past this a download the engine has not reported is stuck: it may wait for a
             # slot behind downloads that each take up to the deadline, then take its own.
             self._stuck_after = 2 * (limits.deadline + limits.connect_timeout) + STUCK_GRACE
