@@ -145,7 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--slots", type=int, default=16, help="downloads in flight")
     parser.add_argument("--profile", action="store_true", help="add a cProfile run per scheme")
-    parser.add_argument("--tmp", default=None, help="where the site and outputs go")
+    parser.add_argument("--tmp", default=None,
+                        help="where the site and outputs go (made if missing)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(HERE))
     import importlib.util
@@ -155,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     site = importlib.util.module_from_spec(spec)
     sys.modules["crawler_bench_site"] = site
     spec.loader.exec_module(site)
+    if args.tmp is not None:
+        Path(args.tmp).mkdir(parents=True, exist_ok=True)  # a folder named for this run is fine
     with tempfile.TemporaryDirectory(dir=args.tmp, prefix="engine-bench-") as tmp:
         work = Path(tmp)
         work.chmod(0o755)  # nginx's workers may run as another user
