@@ -303,6 +303,27 @@ def test_an_idle_workers_answer_gathers_what_is_put_in_the_next_moment(
     asking.join(10)
 
 
+def test_once_every_page_is_read_an_idle_workers_answer_comes_at_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No page is left to bring more images: waiting for them would only delay the
+    last ones. A put says that pages are not over after all."""
+    monkeypatch.setattr(memory, "GATHER_FOR", 30.0)
+    b = memory_board(Clock())
+    b.put("http://h/a.png", "h", None)
+    b.pages_over()
+    started = time.monotonic()
+    assert b.lease("w", 3, 30.0)["tasks"] == [("http://h/a.png", 1)]
+    assert time.monotonic() - started < 5, "it waited for pages that will not come"
+    b.put("http://h/b.png", "h", None)  # more after all: the answer gathers again
+    answer: queue.SimpleQueue[list[tuple[str, int]]] = queue.SimpleQueue()
+    asking = threading.Thread(target=lambda: answer.put(b.lease("w", 2, 30.0)["tasks"]))
+    asking.start()
+    time.sleep(0.2)  # it has taken b.png and waits for more
+    b.put("http://h/c.png", "h", None)
+    assert answer.get(timeout=10) == [("http://h/b.png", 1), ("http://h/c.png", 1)]
+    asking.join(10)
+
+
 def test_a_gathering_worker_passes_on_a_wake_up_meant_for_another(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A put wakes one waiter, the oldest: a worker gathering more of a host than its

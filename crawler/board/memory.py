@@ -38,7 +38,8 @@ MAX_RETRY_AFTER = 600.0  # seconds: a longer Retry-After is taken as this
 ASKING_WINDOW = 2.0  # seconds: a worker that asked for work this recently shares hosts
 # Seconds an idle worker's answer waits for more URLs once it has some and none is left:
 # while pages are the limit, each page's few images made a round trip of their own
-# (about 200 a worker on a 686-page site, five images each).
+# (about 200 a worker on a 686-page site, five images each). Not once every page is read
+# (pages_over): the last images of a crawl waited it out for nothing.
 GATHER_FOR = 0.01
 
 QUEUED, LEASED, DELAYED, DONE = "queued", "leased", "delayed", "done"
@@ -152,6 +153,7 @@ class TaskBoard:
         self._settled: list[Settled] = []
         self._workers: dict[str, WorkerRecord] = {}
         self._closed = False
+        self._pages_over = False  # the master expects no more puts: gather nothing
         self._unfinished = 0
         # Kept up to date on every change, so counts and reaping never walk every URL.
         self._in_state = {QUEUED: 0, LEASED: 0, DELAYED: 0, DONE: 0}
@@ -174,6 +176,7 @@ class TaskBoard:
             if url in self._items:
                 return False
             self._items[url] = _Item(url, host, page, ref)
+            self._pages_over = False
             self._in_state[QUEUED] += 1
             self._unfinished += 1
             self._enqueue(url, host, front=False)
@@ -201,6 +204,14 @@ class TaskBoard:
         with self._cond:
             lane = self._lanes.get(host) or self._new_lane(host)
             lane.pace.slow_to(seconds)
+
+    def pages_over(self) -> None:
+        """Every page is read and its images put: an idle worker's answer waits for no
+        more (a put says otherwise again)."""
+        with self._cond:
+            if not self._pages_over:
+                self._pages_over = True
+                self._cond.notify_all()
 
     def close(self) -> None:
         """Announce the end of the crawl: leases from now on say "closed"."""
@@ -306,9 +317,10 @@ class TaskBoard:
                 self._promote_delayed(now)
                 tasks = self._take(worker, limit, now)
                 if tasks:
-                    if wait > 0 and len(tasks) < limit and not self._ready:
+                    if wait > 0 and len(tasks) < limit and not self._ready and not self._pages_over:
                         # An idle worker took all there was: what the next pages bring
-                        # in the next moments goes in the same answer, not one each.
+                        # in the next moments goes in the same answer, not one each
+                        # (unless no page is left to bring any).
                         tasks += self._gather(worker, limit - len(tasks),
                                               time.monotonic() + min(wait, GATHER_FOR))
                     return LeaseAnswer(closed=False, tasks=tasks)
@@ -461,7 +473,7 @@ class TaskBoard:
         """Up to ``limit`` more URLs for ``worker`` as they are put, until ``until``
         (``time.monotonic()``: a moment of real time, whatever the board's clock)."""
         more: list[tuple[str, int]] = []
-        while len(more) < limit and not self._closed:
+        while len(more) < limit and not self._closed and not self._pages_over:
             left = until - time.monotonic()
             if left <= 0:
                 break

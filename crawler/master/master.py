@@ -507,6 +507,9 @@ class Master:
                         if not pages_left and not running and unsettled(counts) == 0:
                             all_done = True
                             break
+                        if (not pages_left and not running and not self._pages_done
+                                and self._own_board is not None):
+                            self._own_board.pages_over()  # its images are all on the board
                         if shared is not None:
                             ending.looked(counts, pages=pages_left + len(running), now=now)
                     self._workers.report_ended()
