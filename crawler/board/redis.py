@@ -248,6 +248,10 @@ class RedisBoard:
     def set_host_delay(self, host: str, seconds: float) -> None:
         self._run("set_host_delay", [host, repr(float(seconds))])
 
+    def pages_over(self) -> None:
+        """Nothing to do: an answer here waits for no more once it has a URL (the memory
+        board's gathers for a moment, until every page is read)."""
+
     @_translated
     def close(self) -> None:
         """Announce the end of the crawl: leases from now on say "closed"."""
