@@ -334,10 +334,12 @@ def setting_type(key: str) -> Any:
     return section_types(section_types(Settings)[section])[name]
 
 
-def setting_check(key: str) -> Check | None:
-    """The check of the setting ``section.name``; None for a setting without one."""
+def setting_value(key: str, raw: Any) -> Any:
+    """``raw`` as a value of the setting ``section.name``, as a settings file's would be
+    read; ValueError saying what was expected ("a whole number") if it is not one."""
     section, name = key.split(".", 1)
-    return section_checks(section_types(Settings)[section]).get(name)
+    kind = section_types(Settings)[section]
+    return _checked(raw, section_types(kind)[name], section_checks(kind).get(name))
 
 
 def parse_address(value: str) -> tuple[str, int]:
@@ -520,35 +522,44 @@ def _section_values(current: Any, section: str, table: Mapping[str, Any],
         if key not in fields:
             raise ConfigError(f"{where}: unknown key; known keys in [{section}]: "
                               + ", ".join(fields))
-        value = _coerce(raw, hints[key], where)
-        check = checks.get(key)
-        if check is not None and not check.test(value):
-            raise ConfigError(f"{where}: expected {check.expected}, got {raw!r}")
+        try:
+            value = _checked(raw, hints[key], checks.get(key))
+        except ValueError as exc:
+            raise ConfigError(f"{where}: expected {exc}, got {raw!r}") from None
         values[key] = _home_expanded(value) if (section, key) == ("output", "dir") else value
     return values
 
 
-def _coerce(raw: Any, hint: Any, where: str) -> Any:
-    """Check ``raw`` against a field's type; ints are accepted where floats are expected."""
+def _checked(raw: Any, hint: Any, check: Check | None) -> Any:
+    """``raw`` as a value of type ``hint`` (ints are accepted where floats are expected)
+    that passes ``check``; ValueError saying what was expected if it is not one."""
+    value = _coerce(raw, hint)
+    if check is not None and not check.test(value):
+        raise ValueError(check.expected)
+    return value
+
+
+def _coerce(raw: Any, hint: Any) -> Any:
+    """Check ``raw`` against a field's type; ValueError saying what was expected."""
     if typing.get_origin(hint) is tuple:
         if not isinstance(raw, list | tuple) or not all(isinstance(v, str) for v in raw):
-            raise ConfigError(f"{where}: expected a list of strings, got {raw!r}")
+            raise ValueError("a list of strings")
         return tuple(raw)
     if hint is bool:
         if not isinstance(raw, bool):
-            raise ConfigError(f"{where}: expected true or false, got {raw!r}")
+            raise ValueError("true or false")
         return raw
     if hint is int:
         if isinstance(raw, bool) or not isinstance(raw, int):
-            raise ConfigError(f"{where}: expected a whole number, got {raw!r}")
+            raise ValueError("a whole number")
         return raw
     if hint is float:
         if isinstance(raw, bool) or not isinstance(raw, int | float):
-            raise ConfigError(f"{where}: expected a number, got {raw!r}")
+            raise ValueError("a number")
         return float(raw)
     if hint is str:
         if not isinstance(raw, str):
-            raise ConfigError(f"{where}: expected a string, got {raw!r}")
+            raise ValueError("a string")
         return raw
     raise TypeError(f"unsupported settings type {hint!r}")  # a bug in this module, not input
 

@@ -15,7 +15,7 @@ import re
 from collections.abc import Collection, Mapping
 from typing import Any, NotRequired, TypedDict
 
-from crawler.config import Limits, setting_check, setting_type
+from crawler.config import Limits, setting_value
 from crawler.errors import BadCrawlInfo, ConfigError
 from crawler.model.imagescope import ImagePatterns, ImageScope
 from crawler.model.outcome import ATTEMPT_FIELDS, IMAGES_DIR, Attempt
@@ -157,17 +157,10 @@ def settings_from_wire(data: object, keys: Mapping[str, str], what: str,
     """
     values = dict(_known_fields(data, keys, what, sender))
     for name, value in values.items():
-        key = keys[name]
-        kind = setting_type(key)
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        if kind is float and number:
-            values[name] = value = float(value)
-        elif kind is not int or type(value) is not int:
-            raise BadCrawlInfo(f"{sender} sent a {name} of {value!r:.40}, not a "
-                               f"{'whole ' if kind is int else ''}number")
-        check = setting_check(key)
-        if check is not None and not check.test(value):
-            raise BadCrawlInfo(f"{sender} sent a {name} of {value!r:.40}, not {check.expected}")
+        try:
+            values[name] = setting_value(keys[name], value)
+        except ValueError as exc:
+            raise BadCrawlInfo(f"{sender} sent a {name} of {value!r:.40}, not {exc}") from None
     return values
 
 
