@@ -21,7 +21,7 @@ import redis
 from crawler.board import memory
 from crawler.board.classic import ResultQueueView, TaskQueueView
 from crawler.board.manager import BoardView
-from crawler.board.memory import BoardPolicy, TaskBoard
+from crawler.board.memory import POLICY_SETTINGS, BoardPolicy, TaskBoard
 from crawler.board.redis import RedisBoard
 from crawler.config import Settings
 from crawler.model.outcome import Attempt, FailureKind, Outcome
@@ -478,6 +478,7 @@ def test_crawl_delay_does_not_shorten_the_configured_host_delay(board: MakeBoard
 
 
 def test_the_policy_defaults_are_the_settings_own() -> None:
+    assert set(POLICY_SETTINGS) == set(BoardPolicy._fields)  # each rule has its setting
     assert BoardPolicy() == BoardPolicy.from_settings(Settings())
     changed = Settings().with_values({"queue.lease_timeout": 7, "politeness.host_delay": 0.5,
                                       "download.max_attempts": 5, "queue.batch_size": 3})

@@ -93,6 +93,16 @@ class Settled(NamedTuple):
     ref: str | None = None  # what the page said of the image (JSON), as given to put
 
 
+# Each rule of a board is a setting of its master's ("section.key"), by field.
+POLICY_SETTINGS = {"lease_timeout": "queue.lease_timeout",
+                   "max_attempts": "download.max_attempts",
+                   "backoff_base": "download.backoff_base",
+                   "backoff_max": "download.backoff_max",
+                   "host_delay": "politeness.host_delay",
+                   "host_concurrency": "politeness.host_concurrency",
+                   "batch_size": "queue.batch_size", "worker_silence": "queue.worker_silence"}
+
+
 class BoardPolicy(NamedTuple):
     """The settings a board works by; the defaults are the settings' own (one catalogue)."""
 
@@ -107,12 +117,11 @@ class BoardPolicy(NamedTuple):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BoardPolicy:
-        download, politeness, queue = settings.download, settings.politeness, settings.queue
-        return cls(lease_timeout=queue.lease_timeout, max_attempts=download.max_attempts,
-                   backoff_base=download.backoff_base, backoff_max=download.backoff_max,
-                   host_delay=politeness.host_delay,
-                   host_concurrency=politeness.host_concurrency, batch_size=queue.batch_size,
-                   worker_silence=queue.worker_silence)
+        values = {}
+        for rule, key in POLICY_SETTINGS.items():
+            section, name = key.split(".")
+            values[rule] = getattr(getattr(settings, section), name)
+        return cls(**values)
 
     def backoff(self, failures: int, retry_after: float | None) -> float:
         """Seconds to wait after the ``failures``-th transient failure: exponential with

@@ -29,7 +29,7 @@ from crawler.board.broker import (
     open_crawl,
 )
 from crawler.board.manager import BoardView
-from crawler.board.memory import BoardPolicy
+from crawler.board.memory import POLICY_SETTINGS, BoardPolicy
 from crawler.board.redis import RedisBoard
 from crawler.errors import BrokerUnreachable, CrawlNotFound
 from crawler.model.progress import Snapshot
@@ -38,18 +38,10 @@ from crawler.model.wire import CrawlInfo, Status, settings_from_wire
 _LINK = (redis.ConnectionError, redis.TimeoutError, BrokerUnreachable)
 
 
-# Each of the board's rules is a setting of the crawl's master.
-_BOARD_RULES = {"lease_timeout": "queue.lease_timeout", "max_attempts": "download.max_attempts",
-                "backoff_base": "download.backoff_base", "backoff_max": "download.backoff_max",
-                "host_delay": "politeness.host_delay",
-                "host_concurrency": "politeness.host_concurrency",
-                "batch_size": "queue.batch_size", "worker_silence": "queue.worker_silence"}
-
-
 def _policy(data: object) -> BoardPolicy:
     """The board's rules the crawl's master wrote; BadCrawlInfo if malformed, or if this
     version lacks one of them."""
-    return BoardPolicy(**settings_from_wire(data, _BOARD_RULES, "board rules",
+    return BoardPolicy(**settings_from_wire(data, POLICY_SETTINGS, "board rules",
                                             sender="the crawl's master"))
 
 
