@@ -6,13 +6,15 @@
 * queue: a :class:`crawler.board.manager.QueueServer` on a :class:`crawler.board.memory.TaskBoard`
   in this process (127.0.0.1, an OS-chosen port); a client in another process
   connects with :class:`crawler.board.manager.MasterClient` and leases and reports
-  URLs, one per call and then 64 per call. Prints URLs/s and calls/s (median
+  URLs, one per call and then 64 per call, then in ``exchange`` calls of 8 (the
+  reports of the last 8 and the next 8 in one round trip, as a worker does when a
+  site's 16 slots are shared by two workers). Prints URLs/s and calls/s (median
   of ``--runs``); each run is bounded by ``--urls`` and ``--seconds``.
 * extract: :func:`crawler.parse.extract.extract` pages/s on a large page (2,000
   images in every form the site generator uses, 500 links) and on a typical
   page (50 images, 30 links).
 * memory: in a fresh process, the RSS (VmRSS) growth from adding 100,000 image
-  URLs of about 80 characters to a TaskBoard with ``board.add(url, host, page)``,
+  URLs of about 80 characters to a TaskBoard with ``board.put(url, host, page)``,
   as the master does; prints bytes per URL against a 1 KiB target.
 * report: :func:`crawler.ui.report.write_report` on a manifest of 100,000 lines
   (one in ten a failure, 20 real image files), in a temporary folder.
@@ -56,22 +58,38 @@ def sample_report(url: str) -> dict[str, Any]:
     """What a worker reports for one stored image, as it goes on the wire."""
     from crawler.model.outcome import Attempt
 
-    return Attempt(url=url, ok=True, path="img.example_8080/" + url.rsplit("/", 1)[-1],
+    return Attempt(url=url, ok=True, path="images/img.example_8080/" + url.rsplit("/", 1)[-1],
                    bytes=16384, sha256="ab" * 32, content_type="image/png", width=640,
                    height=480, elapsed_s=0.0123).to_wire()
 
 
-def queue_client(host: str, port: int, batch: int, max_urls: int, seconds: float) -> None:
-    """The client side (its own process): lease ``batch`` URLs, report them, repeat."""
+EXCHANGE = 8  # URLs per exchange: a site's 16 slots (host_concurrency) over two workers
+
+
+def queue_client(host: str, port: int, mode: str, batch: int, max_urls: int,
+                 seconds: float) -> None:
+    """The client side (its own process). ``lease``: lease ``batch`` URLs, report them,
+    repeat. ``exchange``: one call reports the last ``batch`` and leases the next."""
     from crawler.board.manager import MasterClient
 
     board = MasterClient((host, port), os.environ["CRAWLER_AUTHKEY"].encode()).connect()
     worker = f"bench:{os.getpid()}"
     board.hello(worker, {"host": "bench", "pid": os.getpid(), "threads": 1})
     done = calls = 0
-    started = time.perf_counter()
+    held: list[tuple[str, int]] = []
+    started, cpu_started = time.perf_counter(), time.process_time()
     deadline = started + seconds
     while done < max_urls and time.perf_counter() < deadline:
+        if mode == "exchange":
+            reports = [sample_report(url) for url, _attempt in held]
+            ask = min(batch, max_urls - done - len(held))
+            answer = board.exchange(worker, calls + 1, reports, [], max(0, ask), 0.0)
+            calls += 1
+            done += len(held)
+            held = answer["tasks"]
+            if not held and ask > 0:
+                break
+            continue
         answer = board.lease(worker, batch, 0.0)
         calls += 1
         tasks = answer["tasks"]
@@ -80,11 +98,12 @@ def queue_client(host: str, port: int, batch: int, max_urls: int, seconds: float
         board.report(worker, [sample_report(url) for url, _attempt in tasks])
         calls += 1
         done += len(tasks)
-    elapsed = time.perf_counter() - started
-    print(json.dumps({"urls": done, "calls": calls, "seconds": elapsed}), flush=True)
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    print(json.dumps({"urls": done, "calls": calls, "seconds": elapsed, "client_cpu": cpu}),
+          flush=True)
 
 
-def queue_run(batch: int, max_urls: int, seconds: float) -> dict[str, float]:
+def queue_run(mode: str, batch: int, max_urls: int, seconds: float) -> dict[str, float]:
     """One run: a fresh board of ``max_urls`` URLs served here, drained by a client process."""
     from crawler.board.manager import QueueServer
     from crawler.board.memory import BoardPolicy, TaskBoard
@@ -93,18 +112,22 @@ def queue_run(batch: int, max_urls: int, seconds: float) -> dict[str, float]:
                                   batch_size=BATCH))
     page = "http://img.example:8080/p/0001.html"
     for n in range(max_urls):
-        board.add(f"http://img.example:8080/img/{n // 250:03d}/photo-{n:06d}.png",
+        board.put(f"http://img.example:8080/img/{n // 250:03d}/photo-{n:06d}.png",
                   "img.example:8080", page)
     key = secrets.token_hex(16)
     server = QueueServer(board, ("127.0.0.1", 0), key.encode(),
                          lambda full=False: {"lease_timeout": 600.0}).start()
     host, port = server.address[:2]
     env = dict(os.environ, CRAWLER_AUTHKEY=key)
+    cpu_started = time.process_time()  # this process: the server's threads (idle otherwise)
     done = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "_queue-client", str(host), str(port),
-         str(batch), str(max_urls), str(seconds)],
+         mode, str(batch), str(max_urls), str(seconds)],
         env=env, capture_output=True, text=True, timeout=seconds + 60, check=True)
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    # The client's interpreter start and connection are in the server's figure too (a
+    # few handshakes): small against thousands of calls.
+    result["server_cpu"] = time.process_time() - cpu_started
     settled = len(board.drain())
     if settled != result["urls"]:
         raise RuntimeError(f"the board settled {settled} URLs, the client reported "
@@ -113,14 +136,19 @@ def queue_run(batch: int, max_urls: int, seconds: float) -> dict[str, float]:
 
 
 def bench_queue(runs: int, max_urls: int, seconds: float) -> list[str]:
-    lines = [f"queue: lease+report round trips, server in this process, client in another "
-             f"(median of {runs}; each run at most {max_urls} URLs or {seconds:g} s)"]
-    for batch in (1, BATCH):
-        results = [queue_run(batch, max_urls, seconds) for _ in range(runs)]
+    lines = [f"queue: round trips, server in this process, client in another "
+             f"(median of {runs}; each run at most {max_urls} URLs or {seconds:g} s); "
+             "CPU per call of each side"]
+    for mode, batch in (("lease", 1), ("lease", BATCH), ("exchange", EXCHANGE)):
+        results = [queue_run(mode, batch, max_urls, seconds) for _ in range(runs)]
         urls_per_s = median_of([r["urls"] / r["seconds"] for r in results])
         calls_per_s = median_of([r["calls"] / r["seconds"] for r in results])
-        lines.append(f"  {batch:3d} URL(s) per call: {urls_per_s:9.0f} URLs/s, "
-                     f"{calls_per_s:7.0f} calls/s ({1e6 / calls_per_s:6.0f} us per call), "
+        server_us = median_of([1e6 * r["server_cpu"] / r["calls"] for r in results])
+        client_us = median_of([1e6 * r["client_cpu"] / r["calls"] for r in results])
+        what = ("lease + report" if mode == "lease" else "exchange") + f", {batch} URL(s)"
+        lines.append(f"  {what:<22} {urls_per_s:9.0f} URLs/s, {calls_per_s:7.0f} calls/s "
+                     f"({1e6 / calls_per_s:5.0f} us per call; CPU {server_us:4.0f} us server, "
+                     f"{client_us:4.0f} us client), "
                      f"{median_of([r['urls'] for r in results]):.0f} URLs per run")
     return lines
 
@@ -204,7 +232,7 @@ def memory_child(count: int) -> None:
     gc.collect()
     with_strings = vm_rss_kb()
     for n, url in enumerate(urls):
-        board.add(url, host_key(url), pages[n // 50])
+        board.put(url, host_key(url), pages[n // 50])
     gc.collect()
     after = vm_rss_kb()
     length = sum(map(len, urls)) / count
@@ -283,8 +311,8 @@ def bench_report(lines: int = REPORT_LINES) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["_queue-client"]:
-        host, port, batch, max_urls, seconds = argv[1:6]
-        queue_client(host, int(port), int(batch), int(max_urls), float(seconds))
+        host, port, mode, batch, max_urls, seconds = argv[1:7]
+        queue_client(host, int(port), mode, int(batch), int(max_urls), float(seconds))
         return 0
     if argv[:1] == ["_memory-child"]:
         memory_child(int(argv[1]))
