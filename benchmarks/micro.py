@@ -125,8 +125,8 @@ def queue_run(mode: str, batch: int, max_urls: int, seconds: float) -> dict[str,
          mode, str(batch), str(max_urls), str(seconds)],
         env=env, capture_output=True, text=True, timeout=seconds + 60, check=True)
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
-    # The client's interpreter start and connection are in the server's figure too (a
-    # few handshakes): small against thousands of calls.
+    # The server's figure includes its side of the client's few connection handshakes:
+    # small against thousands of calls.
     result["server_cpu"] = time.process_time() - cpu_started
     settled = len(board.drain())
     if settled != result["urls"]:
