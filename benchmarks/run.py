@@ -37,6 +37,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import secrets
 import shlex
 import shutil
@@ -119,7 +120,7 @@ class Target:
 
     @property
     def truth_set(self) -> frozenset[str]:
-        return frozenset(self.truth)
+        return frozenset(map(served_path, self.truth))
 
 
 def synthetic_target(args: argparse.Namespace, shape: str, scale: int, tmp: Path) -> Target:
@@ -386,14 +387,30 @@ def worker_argv(qport: int, out: Path, setup: CrawlerSetup,
     return [*argv, *setup.worker_extra]
 
 
+def served_path(path: str) -> str:
+    """The file a decoded URL path names on the server: runs of slashes count as one.
+
+    nginx merges them (``merge_slashes``), so ``/images//a.png`` and ``/images/a.png``
+    are one file. A crawler that resolves references as browsers do (WHATWG) keeps
+    the double slash a page wrote (the Debian handbook's ``images//image_left.png``),
+    while the ground truth's ``urljoin`` drops it: compared as written, the crawler
+    lost images it had stored.
+    """
+    return _SLASHES.sub("/", path)
+
+
+_SLASHES = re.compile(r"/{2,}")
+
+
 def site_paths(urls: Iterable[str], base_url: str) -> set[str]:
-    """The decoded paths of the URLs served by ``base_url`` (query and fragment dropped)."""
+    """The files (``served_path``) of the URLs served by ``base_url`` (query and fragment
+    dropped)."""
     origin = urlsplit(base_url)
     found = set()
     for url in urls:
         parts = urlsplit(url)
         if parts.scheme == origin.scheme and parts.netloc == origin.netloc:
-            found.add(unquote(parts.path) or "/")
+            found.add(served_path(unquote(parts.path) or "/"))
     return found
 
 
