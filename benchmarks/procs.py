@@ -114,7 +114,11 @@ def vm_hwm_kb(pid: int) -> int:
 class Measured:
     """A subprocess in its own session, reaped with ``os.wait4`` for its own rusage."""
 
-    SAMPLE_EVERY = 0.05  # seconds between two reads of the peak RSS
+    # Seconds between two reads of the peak RSS: FIRST_SAMPLE at first, doubling up to
+    # SAMPLE_EVERY, so that a process of a few tens of milliseconds (wget on a small
+    # site) is read near its end too, not only as it starts (VmHWM of a few KiB then).
+    FIRST_SAMPLE = POLL
+    SAMPLE_EVERY = 0.05
 
     def __init__(self, name: str, argv: Sequence[str], *, cwd: Path,
                  env: dict[str, str] | None = None, log: Path | None = None,
@@ -128,6 +132,7 @@ class Measured:
         self._children_role: dict[int, str] = {}
         self._watch_children = watch_children
         self._next_sample = 0.0
+        self._sample_gap = self.FIRST_SAMPLE
         self.ended = 0.0
         self.started = time.perf_counter()
         self.popen = subprocess.Popen(
@@ -140,7 +145,8 @@ class Measured:
         now = time.monotonic()
         if self.usage is not None or now < self._next_sample:
             return
-        self._next_sample = now + self.SAMPLE_EVERY
+        self._next_sample = now + self._sample_gap
+        self._sample_gap = min(2 * self._sample_gap, self.SAMPLE_EVERY)
         self._hwm = max(self._hwm, vm_hwm_kb(self.popen.pid))
         if self._watch_children:
             for child in children_of(self.popen.pid):
