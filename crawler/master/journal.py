@@ -73,8 +73,10 @@ class Journal:
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False,
                                        isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL first: switching a new file to WAL is a write, and at the default
+            # (FULL) it syncs the disk once more (4 syncs instead of 3 to open a journal).
             self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(images)")}
             if "ref" not in columns:  # a journal of an earlier version
