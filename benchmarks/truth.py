@@ -1,7 +1,8 @@
 """The images a static site shows, walked from its files: the ground truth of a real site.
 
-Independent of the crawler on purpose (lxml and a few regular expressions, not
-``crawler.parse.extract``), so that a benchmark checks the crawler against it
+Independent of the crawler on purpose (lxml, a few regular expressions and the
+WHATWG URL rules browsers follow, through ada-url; not ``crawler.parse.extract``),
+so that a benchmark checks the crawler against it
 rather than the crawler against itself::
 
     python benchmarks/truth.py ROOT [--start /] [--list]
@@ -33,8 +34,9 @@ from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import unquote, urlsplit
 
+import ada_url
 from lxml import etree, html  # type: ignore[import-untyped]
 
 SITE = "http://site.invalid"  # pages are resolved against this origin, then cut back to paths
@@ -61,6 +63,22 @@ class Truth:
     dangling: list[str] = field(default_factory=list)  # image URLs on the site with no file
     off_site: list[str] = field(default_factory=list)  # image URLs on other hosts
     stylesheets: int = 0
+
+
+def join(base: str, reference: str) -> str:
+    """``reference`` resolved against ``base`` as a browser resolves it ("" when it is no
+    URL at all).
+
+    Not ``urllib.parse.urljoin``: it merges a run of slashes in a path, where a
+    browser keeps it. The LibreOffice help links ``en-US//text/shared/...``; on
+    that page its ``<base href="../../../">`` then leads to ``/en-US/media/...``,
+    which is not there: a browser shows broken images, and urljoin showed the
+    images of ``/media/...``.
+    """
+    try:
+        return str(ada_url.join_url(base, reference))
+    except ValueError:
+        return ""
 
 
 def path_of(url: str) -> str | None:
@@ -110,7 +128,7 @@ class Walker:
         self.sheets: dict[str, list[tuple[str, str]]] = {}  # path -> its (URL, form) images
 
     def run(self, start: str, max_depth: int | None = None) -> Truth:
-        first = path_of(urljoin(SITE, start))
+        first = path_of(join(SITE, start))
         if first is None or file_of(self.root, first) is None:
             raise FileNotFoundError(f"no start page {start!r} under {self.root}")
         depth_of = {first: 0}
@@ -138,16 +156,16 @@ class Walker:
             tree = html.fromstring(file.read_bytes())
         except (etree.ParserError, ValueError):
             return []  # an empty or unparsable file shows nothing
-        base = urljoin(SITE, page)
+        base = join(SITE, page)
         for href in tree.xpath("//base/@href")[:1]:
-            base = urljoin(base, href.strip())
+            base = join(base, href.strip()) or base  # a browser ignores one that is no URL
         for url, form in self.page_images(tree, base):
             self.add_image(url, form)
         links: list[str] = []
         for element, attribute in (("a", "href"), ("area", "href"), ("frame", "src"),
                                    ("iframe", "src")):
             for value in tree.xpath(f"//{element}/@{attribute}"):
-                path = path_of(urljoin(base, value.strip()))
+                path = path_of(join(base, value.strip()))
                 target = file_of(self.root, path) if path is not None else None
                 if path is not None and target is not None and \
                         target.suffix.lower() in PAGE_SUFFIXES:
@@ -179,14 +197,14 @@ class Walker:
                 urls, imports = css_urls(element.text)
                 found += [(u, "<style> url()") for u in urls]
                 for target in imports:
-                    yield from self.read_sheet(urljoin(base, target.strip()), 1)
+                    yield from self.read_sheet(join(base, target.strip()), 1)
             elif tag == "link" and get("href"):
                 rel = (get("rel") or "").lower().split()
                 if "stylesheet" in rel and "alternate" not in rel:
-                    yield from self.read_sheet(urljoin(base, get("href").strip()), 0)
+                    yield from self.read_sheet(join(base, get("href").strip()), 0)
             if get("style"):
                 found += [(u, "style attribute url()") for u in css_urls(get("style"))[0]]
-            yield from ((urljoin(base, url.strip()), form) for url, form in found)
+            yield from ((join(base, url.strip()), form) for url, form in found)
 
     def read_sheet(self, url: str, depth: int) -> list[tuple[str, str]]:
         """The absolute image URLs of the stylesheet at ``url`` and of what it imports."""
@@ -200,10 +218,10 @@ class Walker:
         if file is None:
             return []
         urls, imports = css_urls(file.read_text(encoding="utf-8", errors="replace"))
-        found = [(urljoin(url, u), "stylesheet url()" if depth == 0 else "@import url()")
+        found = [(join(url, u), "stylesheet url()" if depth == 0 else "@import url()")
                  for u in urls]
         for target in imports:
-            found += self.read_sheet(urljoin(url, target), depth + 1)
+            found += self.read_sheet(join(url, target), depth + 1)
         self.sheets[path] = found
         return found
 
