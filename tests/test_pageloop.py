@@ -8,6 +8,9 @@ redirects, the images of a page) is the visitor's, tested with the crawl.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, wait
@@ -19,6 +22,7 @@ from crawler.config import CrawlSettings
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
+from crawler.master.master import PAGES_IN_HAND
 from crawler.master.pageloop import PageLoop, PageLoopEnded
 from crawler.master.robots import Robots
 from crawler.master.scope import Scope
@@ -62,7 +66,8 @@ class Loop:
         self.pages = PageLoop(self.visitor, parser=self.parser, policy=LOOPBACK,
                               options=options, timeout=settings.page_timeout,
                               max_bytes=settings.max_page_bytes, share=self.client.share,
-                              concurrency=settings.page_concurrency)
+                              concurrency=PAGES_IN_HAND * settings.page_concurrency,
+                              fetches=settings.page_concurrency)
 
     def close(self) -> None:
         self.pages.close()
@@ -157,6 +162,85 @@ def test_redirects_are_judged_hop_by_hop(make_server: Callable[[], FixtureServer
     looping = visit_of(pages.submit(server.url + "/loop", 0))
     assert looping.page.skipped.startswith("more than") and "redirects" in looping.page.skipped
     assert elsewhere.paths() == []
+
+
+class Counting:
+    """Routes that count the requests being answered at once (the most seen in ``peak``)."""
+
+    def __init__(self) -> None:
+        self.now = self.peak = 0
+        self._lock = threading.Lock()
+
+    def route(self, delay: float) -> Callable[[FixtureHandler], None]:
+        def answer(handler: FixtureHandler) -> None:
+            with self._lock:
+                self.now += 1
+                self.peak = max(self.peak, self.now)
+            try:
+                html(delay=delay)(handler)
+            finally:
+                with self._lock:
+                    self.now -= 1
+        return answer
+
+
+def test_no_more_pages_are_requested_at_once_than_page_concurrency(
+        make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop]) -> None:
+    """Pages in hand beyond page_concurrency wait for a request slot, and their deadline
+    runs from their own first request, not from their wait."""
+    server, counting = make_server(), Counting()
+    for n in range(6):
+        server.routes[f"/p{n}.html"] = counting.route(delay=0.4)
+    pages = make_loop([server.url + "/"], page_concurrency=2, page_timeout=1.0).pages
+    futures = [pages.submit(f"{server.url}/p{n}.html", n) for n in range(6)]
+    visits = [visit_of(f) for f in futures]
+    assert counting.peak == 2
+    # The last two waited about 0.8 s for a slot: with their 1 s deadline counted from
+    # their submission they would have been cut.
+    assert all(v.extraction is not None for v in visits), [v.page.skipped for v in visits]
+
+
+def test_a_redirects_next_hop_goes_before_pages_waiting_for_a_slot(
+        make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop]) -> None:
+    server = make_server()
+
+    def moved(handler: FixtureHandler) -> None:
+        time.sleep(0.2)  # the other pages are waiting meanwhile
+        handler.send_body(301, b"", "text/html", {"Location": "/new.html"})
+
+    server.routes["/old.html"] = moved
+    for name in ("/a.html", "/new.html", "/b.html", "/c.html"):
+        server.routes[name] = html()
+    pages = make_loop([server.url + "/"], page_concurrency=1).pages
+    # Its robots.txt read first: pages whose robots.txt is known wait in their order.
+    assert visit_of(pages.submit(server.url + "/a.html", 0)).extraction is not None
+    futures = [pages.submit(server.url + path, 0) for path in ("/old.html", "/b.html", "/c.html")]
+    assert all(visit_of(f).extraction is not None for f in futures)
+    assert server.paths() == ["/robots.txt", "/a.html", "/old.html", "/new.html", "/b.html",
+                              "/c.html"]
+
+
+def test_no_page_is_requested_while_the_pages_waiting_for_a_parser_hold_enough(
+        make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop]) -> None:
+    """The bodies read and not yet parsed stay under page_concurrency * max_page_bytes
+    (and what the requests in flight bring): a slow parser stops the fetching."""
+    server = make_server()
+    body = b"<html><body><p>" + b"x" * 580 + b"</p></body></html>"  # 600 bytes
+    for n in range(6):
+        server.routes[f"/p{n}.html"] = html(body)
+    loop = make_loop([server.url + "/"], page_concurrency=1, max_page_bytes=1000, parsers=1)
+    [parser] = loop.parser.pids
+    os.kill(parser, signal.SIGSTOP)  # a parser that does not answer, for now
+    try:
+        futures = [loop.pages.submit(f"{server.url}/p{n}.html", 0) for n in range(6)]
+        time.sleep(1.0)
+        # The first page read went to the parser, the second waits for it: 1,200 bytes
+        # held, at least 1,000.
+        assert len([p for p in server.paths() if p != "/robots.txt"]) == 2
+    finally:
+        os.kill(parser, signal.SIGCONT)
+    assert all(visit_of(f).extraction is not None for f in futures)
+    assert len(server.paths()) == 7
 
 
 def test_a_page_past_its_deadline_is_cut_and_may_be_tried_again(

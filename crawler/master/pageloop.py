@@ -74,7 +74,7 @@ class _Job:
     url: str
     depth: int
     future: Future[Visit]
-    started: float = 0.0  # when its first request was made (time.monotonic())
+    started: float = 0.0  # when its first request was made (time.monotonic()); 0 before
     current: str = ""  # the URL of the hop being fetched
     hops: int = 0  # requests made
     status: int = 0  # of the last reply
@@ -97,11 +97,16 @@ class PageLoop:
     def __init__(self, visitor: PageVisitor, *, parser: PageParser, policy: AddressPolicy,
                  options: RequestOptions, timeout: float, max_bytes: int,
                  ca_file: str | None = None, share: pycurl.CurlShare | None = None,
-                 concurrency: int = HELPERS) -> None:
+                 concurrency: int = HELPERS, fetches: int | None = None) -> None:
         """``share``: the cookie jar (and caches) of the client that reads robots.txt and
         style sheets, so that they see the cookies pages set. ``concurrency``: pages
         submitted at most at once; each may have a step on a helper thread, so there
-        are that many helpers (started as needed): none waits behind another's."""
+        are that many helpers (started as needed): none waits behind another's.
+
+        ``fetches``: requests in flight at most at once (default: ``concurrency``); the
+        other pages wait for one to end, in the order they came (a redirect's next hop
+        first). While the pages read and not yet parsed hold ``fetches * max_bytes``
+        or more, no request starts: the parsers catch up first."""
         self._visitor = visitor
         self._parser = parser
         self._timeout = timeout
@@ -118,6 +123,8 @@ class PageLoop:
         self._lock = threading.Lock()  # submit() against the end of the loop
         self._ended = False
         self._jobs: set[_Job] = set()
+        self._fetches = fetches or concurrency
+        self._to_fetch: collections.deque[_Job] = collections.deque()  # waiting for a request
         self._to_parse: collections.deque[_Job] = collections.deque()
         self._parsing: dict[int, list[_Job]] = {}  # by parser slot
         self._pipes: dict[int, tuple[int, int]] = {}  # fd -> (slot, pid), as registered
@@ -167,6 +174,7 @@ class PageLoop:
                 self._take_inbox()
                 self._take_fetched()
                 self._feed_parsers()
+                self._start_fetches()
         except BaseException:
             log.exception("the page loop failed")
             raise
@@ -258,10 +266,38 @@ class PageLoop:
         if refused is not None:
             self._done(job, refused)
             return
-        job.started, job.current = time.monotonic(), job.url
+        job.current = job.url
         self._fetch(job)
 
     def _fetch(self, job: _Job) -> None:
+        """Request ``job``'s current hop now, or once a request slot is free."""
+        if job.hops:
+            self._to_fetch.appendleft(job)  # a page under way goes on before new ones
+        else:
+            self._to_fetch.append(job)
+        self._start_fetches()
+
+    def _start_fetches(self) -> None:
+        waiting = self._to_fetch
+        if not waiting or self._client.in_flight >= self._fetches:
+            return
+        # Each page read waits for a parser with its body: a deeper pipeline must not
+        # hold more of them than the fetches themselves could bring.
+        if self._held_bytes() >= self._fetches * self._max_bytes:
+            return
+        while waiting and self._client.in_flight < self._fetches:
+            job = waiting.popleft()
+            self._guarded(job, functools.partial(self._request, job))
+
+    def _held_bytes(self) -> int:
+        held = sum(len(job.page.body) for job in self._to_parse if job.page is not None)
+        for jobs in self._parsing.values():
+            held += sum(len(job.page.body) for job in jobs if job.page is not None)
+        return held
+
+    def _request(self, job: _Job) -> None:
+        if not job.started:  # its time runs from its first request, not from its wait
+            job.started = time.monotonic()
         left = job.started + self._timeout - time.monotonic()
         if left <= 0:
             self._read(job, too_slow(job.url, job.current, self._timeout))
