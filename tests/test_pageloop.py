@@ -8,6 +8,7 @@ redirects, the images of a page) is the visitor's, tested with the crawl.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import threading
@@ -176,11 +177,10 @@ class Counting:
             with self._lock:
                 self.now += 1
                 self.peak = max(self.peak, self.now)
-            try:
-                html(delay=delay)(handler)
-            finally:
-                with self._lock:
-                    self.now -= 1
+            time.sleep(delay)
+            with self._lock:  # before the answer: the next request can only come after it
+                self.now -= 1
+            html()(handler)
         return answer
 
 
@@ -200,24 +200,90 @@ def test_no_more_pages_are_requested_at_once_than_page_concurrency(
     assert all(v.extraction is not None for v in visits), [v.page.skipped for v in visits]
 
 
-def test_a_redirects_next_hop_goes_before_pages_waiting_for_a_slot(
+def test_a_page_being_redirected_keeps_its_slot_while_its_next_hosts_robots_txt_is_read(
         make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop]) -> None:
-    server = make_server()
+    """Its deadline runs: it must not wait behind pages that have not started."""
+    server, other = make_server(), make_server()
 
-    def moved(handler: FixtureHandler) -> None:
-        time.sleep(0.2)  # the other pages are waiting meanwhile
-        handler.send_body(301, b"", "text/html", {"Location": "/new.html"})
+    def slow_robots(handler: FixtureHandler) -> None:
+        time.sleep(0.5)
+        handler.send_body(404, b"", "text/plain")
 
-    server.routes["/old.html"] = moved
-    for name in ("/a.html", "/new.html", "/b.html", "/c.html"):
+    other.routes["/robots.txt"] = slow_robots
+    other.routes["/new.html"] = html()
+    server.routes["/old.html"] = lambda handler: handler.send_body(
+        301, b"", "text/html", {"Location": other.url + "/new.html"})
+    for name in ("/a.html", "/b.html", "/c.html"):
         server.routes[name] = html()
-    pages = make_loop([server.url + "/"], page_concurrency=1).pages
+    pages = make_loop([server.url + "/", other.url + "/"], page_concurrency=1).pages
     # Its robots.txt read first: pages whose robots.txt is known wait in their order.
     assert visit_of(pages.submit(server.url + "/a.html", 0)).extraction is not None
     futures = [pages.submit(server.url + path, 0) for path in ("/old.html", "/b.html", "/c.html")]
     assert all(visit_of(f).extraction is not None for f in futures)
-    assert server.paths() == ["/robots.txt", "/a.html", "/old.html", "/new.html", "/b.html",
-                              "/c.html"]
+    moved = next(hit.at for hit in other.hits if hit.path == "/new.html")
+    assert all(hit.at > moved for hit in server.hits if hit.path in ("/b.html", "/c.html"))
+
+
+def test_a_hosts_crawl_delay_spaces_the_first_requests_of_pages_handed_out_together(
+        make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop]) -> None:
+    """Pages handed out before their robots.txt was read (or that waited here) would
+    otherwise go back to back once it is."""
+    server = make_server()
+    server.routes["/robots.txt"] = lambda handler: handler.send_body(
+        200, b"User-agent: *\nCrawl-delay: 0.3\n", "text/plain")
+    for n in range(3):
+        server.routes[f"/p{n}.html"] = html()
+    pages = make_loop([server.url + "/"]).pages
+    futures = [pages.submit(f"{server.url}/p{n}.html", 0) for n in range(3)]
+    assert all(visit_of(f).extraction is not None for f in futures)
+    times = [hit.at for hit in server.hits if hit.path.startswith("/p")]
+    assert len(times) == 3
+    assert all(later - earlier >= 0.28 for earlier, later in itertools.pairwise(times)), times
+
+
+def test_a_hold_keeps_the_pages_in_hand_from_their_host_until_it_ends(
+        make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop]) -> None:
+    """A 429 or 503 holds the host back: pages handed out before wait for it too."""
+    server = make_server()
+    for name in ("/a.html", "/b.html"):
+        server.routes[name] = html()
+    pages = make_loop([server.url + "/"]).pages
+    assert visit_of(pages.submit(server.url + "/a.html", 0)).extraction is not None
+    held_at = time.monotonic()
+    pages.hold(server.url.split("://", 1)[1], held_at + 0.6)
+    assert visit_of(pages.submit(server.url + "/b.html", 0)).extraction is not None
+    [asked] = [hit.at for hit in server.hits if hit.path == "/b.html"]
+    assert asked - held_at >= 0.55
+
+
+def test_a_stop_cancels_the_pages_not_started_and_lets_those_in_flight_end(
+        make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop]) -> None:
+    server = make_server()
+    for n in range(4):
+        server.routes[f"/p{n}.html"] = html(delay=0.5)
+    pages = make_loop([server.url + "/"], page_concurrency=1).pages
+    futures = [pages.submit(f"{server.url}/p{n}.html", 0) for n in range(4)]
+    deadline = time.monotonic() + 5
+    while not any(hit.path.startswith("/p") for hit in server.hits):
+        assert time.monotonic() < deadline, "no page was requested"
+        time.sleep(0.01)
+    pages.stop_starting()
+    done, _ = wait(futures, timeout=5)
+    assert len(done) == 4
+    assert [f.cancelled() for f in futures].count(False) == 1
+    [finished] = [f for f in futures if not f.cancelled()]
+    assert finished.result().extraction is not None
+    assert len([hit for hit in server.hits if hit.path.startswith("/p")]) == 1
+
+
+def test_a_parsed_page_keeps_no_body_while_it_is_judged(
+        make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop]) -> None:
+    """The bodies the page loop counts are those waiting for or in a parser; a page being
+    judged (say, waiting on a helper thread for a style sheet) holds none."""
+    server = make_server()
+    server.routes["/"] = html()
+    visit = visit_of(make_loop([server.url + "/"]).pages.submit(server.url + "/", 0))
+    assert visit.extraction is not None and visit.page.ok and visit.page.body == b""
 
 
 def test_no_page_is_requested_while_the_pages_waiting_for_a_parser_hold_enough(

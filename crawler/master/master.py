@@ -192,6 +192,7 @@ class Master:
                                      options.worker_command)
         self._workers_leaving = False  # all said goodbye: local ones end, reaped last
         self._frontier: PageQueue = Frontier()
+        self._pages: PageLoop | None = None  # while the crawl loop runs
         self._shared_frontier: RedisFrontier | None = None
         self._last_published = 0.0
         self._server: QueueServer | None = None
@@ -466,7 +467,9 @@ class Master:
                          max_bytes=settings.crawl.max_page_bytes, ca_file=default_ca_file(),
                          share=session.share,
                          concurrency=PAGES_IN_HAND * settings.crawl.page_concurrency,
-                         fetches=settings.crawl.page_concurrency)
+                         fetches=settings.crawl.page_concurrency,
+                         delay=settings.politeness.host_delay)
+        self._pages = pages
         running: set[Future[Visit]] = set()
         last_reap = last_look = time.monotonic()
         record_at = last_reap  # when what is finished is recorded next
@@ -528,6 +531,9 @@ class Master:
                 broker_lost = None
         finally:
             self._stop.set()
+            # Stopped: the pages in flight are finished and recorded, those not started
+            # stay to visit (in the journal, or on the broker once their leases lapse).
+            pages.stop_starting()
             try:
                 self._wind_down(all_done, running, frontier, robots, ledger, files)
             except Exception as exc:
@@ -791,7 +797,10 @@ class Master:
         if tries >= policy.max_attempts:
             return False
         backoff = policy.backoff(tries, visit.page.retry_after)
-        self._frontier.hold(host_key(visit.url), time.monotonic() + backoff)
+        host, until = host_key(visit.url), time.monotonic() + backoff
+        self._frontier.hold(host, until)
+        if self._pages is not None:  # the pages handed out already wait too
+            self._pages.hold(host, until)
         log.info("page %s: %s; trying again in %.1f s (try %d of %d)", visit.url,
                  visit.page.skipped, backoff, tries + 1, policy.max_attempts)
         self._frontier.requeue(visit.url, visit.depth)

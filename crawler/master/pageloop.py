@@ -53,6 +53,8 @@ from crawler.master.pages import (
     wants_html,
 )
 from crawler.master.visit import PageVisitor, Visit
+from crawler.model.pacing import Pace
+from crawler.model.urls import host_key
 from crawler.parse.extract import Extraction
 from crawler.parse.pool import BatchBroken, NoChildProcess, PageParser
 
@@ -97,16 +99,22 @@ class PageLoop:
     def __init__(self, visitor: PageVisitor, *, parser: PageParser, policy: AddressPolicy,
                  options: RequestOptions, timeout: float, max_bytes: int,
                  ca_file: str | None = None, share: pycurl.CurlShare | None = None,
-                 concurrency: int = HELPERS, fetches: int | None = None) -> None:
+                 concurrency: int = HELPERS, fetches: int | None = None,
+                 delay: float = 0.0) -> None:
         """``share``: the cookie jar (and caches) of the client that reads robots.txt and
         style sheets, so that they see the cookies pages set. ``concurrency``: pages
         submitted at most at once; each may have a step on a helper thread, so there
         are that many helpers (started as needed): none waits behind another's.
 
-        ``fetches``: requests in flight at most at once (default: ``concurrency``); the
-        other pages wait for one to end, in the order they came (a redirect's next hop
-        first). While the pages read and not yet parsed hold ``fetches * max_bytes``
-        or more, no request starts: the parsers catch up first."""
+        ``fetches``: pages being fetched at most at once (default: ``concurrency``),
+        from a page's first request until it is read, its redirects included; the
+        other pages wait, in the order they came. While the pages read and not yet
+        parsed hold ``fetches * max_bytes`` or more, none starts: the parsers catch up
+        first. A page's first request also waits for its host's pace: ``delay``
+        seconds between two (or its robots.txt's Crawl-delay, if longer), and any
+        :meth:`hold`. The crawl loop paces the pages it hands out, but a page handed
+        out may wait here, and pages handed out before their robots.txt was read
+        would otherwise go back to back once it is."""
         self._visitor = visitor
         self._parser = parser
         self._timeout = timeout
@@ -125,6 +133,12 @@ class PageLoop:
         self._jobs: set[_Job] = set()
         self._fetches = fetches or concurrency
         self._to_fetch: collections.deque[_Job] = collections.deque()  # waiting for a request
+        self._fetching: set[_Job] = set()  # first request made, page not read yet
+        self._starting = True  # False once stop_starting() was called
+        self._delay = delay
+        self._paces: dict[str, Pace] = {}  # by host
+        self._crawl_delay_known: set[str] = set()  # hosts whose Crawl-delay is in their pace
+        self._paced_until: float | None = None  # when a page waiting for its pace may go
         self._to_parse: collections.deque[_Job] = collections.deque()
         self._parsing: dict[int, list[_Job]] = {}  # by parser slot
         self._pipes: dict[int, tuple[int, int]] = {}  # fd -> (slot, pid), as registered
@@ -149,6 +163,16 @@ class PageLoop:
             self._incoming.put(job)
         self._wake()
         return job.future
+
+    def hold(self, host: str, until: float) -> None:
+        """Make no new request of ``host`` (``host_key``) before ``until``
+        (time.monotonic()); a hold is never shortened."""
+        self._post(lambda: self._pace(host).hold(until))
+
+    def stop_starting(self) -> None:
+        """Fetch no page not started yet: the pages waiting for a request are cancelled
+        (their futures say so), and those in flight go on."""
+        self._post(self._cancel_waiting)
 
     def close(self, wait: float = 5.0) -> None:
         """Stop the loop; pages still in flight are cancelled (their futures say so)."""
@@ -183,7 +207,7 @@ class PageLoop:
 
     def _wait_and_act(self) -> None:
         wait = TICK
-        for due in (self._client.due(), self._held_until()):
+        for due in (self._client.due(), self._held_until(), self._paced_until):
             if due is not None:
                 wait = max(0.0, min(wait, due - time.monotonic()))
         for key, mask in self._selector.select(wait):
@@ -200,19 +224,20 @@ class PageLoop:
             self._client.tick()
 
     def _take_inbox(self) -> None:
-        while True:
-            try:
-                job = self._incoming.get_nowait()
-            except queue.Empty:
-                break
-            self._jobs.add(job)
-            self._guarded(job, functools.partial(self._begin, job))
+        # Steps first: a hold() asked before a submit() applies to its page.
         while True:
             try:
                 step = self._inbox.get_nowait()
             except queue.Empty:
-                return
+                break
             step()
+        while True:
+            try:
+                job = self._incoming.get_nowait()
+            except queue.Empty:
+                return
+            self._jobs.add(job)
+            self._guarded(job, functools.partial(self._begin, job))
 
     def _shut_down(self) -> None:
         with self._lock:
@@ -270,24 +295,67 @@ class PageLoop:
         self._fetch(job)
 
     def _fetch(self, job: _Job) -> None:
-        """Request ``job``'s current hop now, or once a request slot is free."""
+        """Request ``job``'s current hop: a redirect's at once (its page is being
+        fetched), a page's first once it may start (see ``__init__``)."""
         if job.hops:
-            self._to_fetch.appendleft(job)  # a page under way goes on before new ones
+            self._request(job)
+        elif not self._starting:
+            self._cancel(job)
         else:
             self._to_fetch.append(job)
-        self._start_fetches()
+            self._start_fetches()
 
     def _start_fetches(self) -> None:
+        self._paced_until = None
         waiting = self._to_fetch
-        if not waiting or self._client.in_flight >= self._fetches:
+        if not waiting or len(self._fetching) >= self._fetches:
             return
         # Each page read waits for a parser with its body: a deeper pipeline must not
         # hold more of them than the fetches themselves could bring.
         if self._held_bytes() >= self._fetches * self._max_bytes:
             return
-        while waiting and self._client.in_flight < self._fetches:
+        now, paced, later = time.monotonic(), [], []
+        while waiting and len(self._fetching) < self._fetches:
             job = waiting.popleft()
+            pace = self._pace_of(job.url)
+            if not pace.ready(now):
+                paced.append(job)
+                later.append(pace.next_time)
+                continue
+            pace.took(now)
+            self._fetching.add(job)
             self._guarded(job, functools.partial(self._request, job))
+        waiting.extendleft(reversed(paced))  # in their order, before the rest
+        if later:
+            self._paced_until = min(later)
+
+    def _pace_of(self, url: str) -> Pace:
+        host = host_key(url)
+        pace = self._pace(host)
+        if host not in self._crawl_delay_known:
+            delay = self._visitor.crawl_delay(url)  # None until its robots.txt is read
+            if delay is not None:
+                self._crawl_delay_known.add(host)
+                pace.slow_to(delay)
+        return pace
+
+    def _pace(self, host: str) -> Pace:
+        pace = self._paces.get(host)
+        if pace is None:
+            pace = self._paces[host] = Pace(self._delay)
+        return pace
+
+    def _cancel_waiting(self) -> None:
+        self._starting = False
+        while self._to_fetch:
+            self._cancel(self._to_fetch.popleft())
+
+    def _cancel(self, job: _Job) -> None:
+        self._jobs.discard(job)
+        job.future.cancel()  # never set running: a cancel always takes
+        # Only then does concurrent.futures.wait() count it as done (the crawl loop
+        # waits for its pages so when it stops).
+        job.future.set_running_or_notify_cancel()
 
     def _held_bytes(self) -> int:
         held = sum(len(job.page.body) for job in self._to_parse if job.page is not None)
@@ -337,6 +405,7 @@ class PageLoop:
 
     def _read(self, job: _Job, page: Page) -> None:
         """The page is read (or why not is known): to a parser, or done."""
+        self._fetching.discard(job)
         if not page.ok:
             self._done(job, self._visitor.unread(job.url, job.depth, page, job.started))
             return
@@ -464,6 +533,9 @@ class PageLoop:
     def _judge(self, job: _Job, extraction: Extraction) -> None:
         page, visitor = job.page, self._visitor
         assert page is not None
+        # Parsed: the body is needed no more, and the page may wait a while yet (for a
+        # style sheet, on a helper thread) and then for the crawl loop.
+        job.page = page = page._replace(body=b"")
         visit = visitor.judge(job.url, job.depth, page, extraction, job.started, may_wait=False)
         if visit is not None:
             self._done(job, visit)
@@ -473,6 +545,7 @@ class PageLoop:
                        lambda judged: self._done(job, _certain(judged)))
 
     def _done(self, job: _Job, visit: Visit) -> None:
+        self._fetching.discard(job)
         self._jobs.discard(job)
         if not job.future.done():
             job.future.set_result(visit)

@@ -98,6 +98,13 @@ class PageVisitor:
         """Whether robots.txt rules for ``url`` are known: asking costs no wait."""
         return self._robots.is_read(url)
 
+    def crawl_delay(self, url: str) -> float | None:
+        """The Crawl-delay of ``url``'s origin (0 for none), or None while its robots.txt
+        is not read."""
+        if not self._robots.is_read(url):
+            return None
+        return self._robots.known_delay(url) or 0.0
+
     def refused(self, url: str, depth: int) -> Visit | None:
         """The visit of a page robots.txt refuses (it may be read first), or None."""
         refused = self._robots.refusal(url)
