@@ -45,6 +45,15 @@ def html(body: bytes = PAGE, delay: float = 0.0) -> Callable[[FixtureHandler], N
     return route
 
 
+def robots_after(delay: float, status: int = 404, body: bytes = b"",
+                 ) -> Callable[[FixtureHandler], None]:
+    """A robots.txt answered ``delay`` seconds late."""
+    def route(handler: FixtureHandler) -> None:
+        time.sleep(delay)
+        handler.send_body(status, body, "text/plain")
+    return route
+
+
 class Loop:
     """A page loop as the master builds it, for pages of ``seeds``' sites."""
 
@@ -124,11 +133,8 @@ def test_a_slow_robots_txt_holds_no_page_of_another_site(
         make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop]) -> None:
     slow_site, other = make_server(), make_server()
 
-    def slow_robots(handler: FixtureHandler) -> None:
-        time.sleep(2.0)
-        handler.send_body(200, b"User-agent: *\nDisallow: /private/\n", "text/plain")
-
-    slow_site.routes["/robots.txt"] = slow_robots
+    slow_site.routes["/robots.txt"] = robots_after(
+        2.0, 200, b"User-agent: *\nDisallow: /private/\n")
     slow_site.routes["/"] = other.routes["/"] = html()
     pages = make_loop([slow_site.url + "/", other.url + "/"]).pages
     waiting = pages.submit(slow_site.url + "/", 0)
@@ -205,11 +211,7 @@ def test_a_page_being_redirected_keeps_its_slot_while_its_next_hosts_robots_txt_
     """Its deadline runs: it must not wait behind pages that have not started."""
     server, other = make_server(), make_server()
 
-    def slow_robots(handler: FixtureHandler) -> None:
-        time.sleep(0.5)
-        handler.send_body(404, b"", "text/plain")
-
-    other.routes["/robots.txt"] = slow_robots
+    other.routes["/robots.txt"] = robots_after(0.5)
     other.routes["/new.html"] = html()
     server.routes["/old.html"] = lambda handler: handler.send_body(
         301, b"", "text/html", {"Location": other.url + "/new.html"})
@@ -358,13 +360,8 @@ def test_pages_of_many_new_sites_read_their_robots_txt_at_once(
     """Each page in flight may wait on a robots.txt of its own: none waits behind another's
     (a redirect's deadline would run out in such a queue)."""
     sites = [make_server() for _ in range(6)]
-
-    def slow_robots(handler: FixtureHandler) -> None:
-        time.sleep(1.5)
-        handler.send_body(404, b"", "text/plain")
-
     for site in sites:
-        site.routes["/robots.txt"] = slow_robots
+        site.routes["/robots.txt"] = robots_after(1.5)
         site.routes["/"] = html()
     pages = make_loop([site.url + "/" for site in sites]).pages
     futures = [pages.submit(site.url + "/", 0) for site in sites]
