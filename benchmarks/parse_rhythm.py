@@ -13,8 +13,8 @@ page of each process:
 * ``loop, 0.5 ms sleeps``: the same with a pause between pages;
 * ``PageParser, 1 page a message``: through the crawler's own parser pool, the
   next page sent when the answer is back (CPU of the child and of the caller);
-* ``PageParser, 8 pages a message``: the same, eight pages to a message (the page
-  loop sends up to eight, when that many wait for a parser).
+* ``PageParser, 16 pages a message``: the same, as many pages to a message as the
+  page loop sends at most (``PARSE_BATCH``), when that many wait for a parser.
 
 Offline; nothing here is a test.
 """
@@ -28,12 +28,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from crawler.master.pageloop import PARSE_BATCH
 from crawler.parse.extract import extract
 from crawler.parse.pool import PageParser
 
 GIMP_MANUAL = Path("/usr/share/gimp/2.0/help/en")
 TESTS = Path(__file__).resolve().parent.parent / "tests"
-BATCH = 8
+BATCH = PARSE_BATCH
 SLEEP = 0.0005
 
 Pages = list[tuple[str, bytes]]
