@@ -6,7 +6,10 @@ A fixture server on 127.0.0.1 serves pages that link style sheets (with
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from crawler.demo.site import png
@@ -16,7 +19,14 @@ from crawler.fetch.options import RequestOptions
 from crawler.master.robots import Robots
 from crawler.master.stylesheets import Stylesheets, reading_rule
 
-from .conftest import FixtureServer, finish, manifest_lines, serve_routes, start_crawler
+from .conftest import (
+    FixtureHandler,
+    FixtureServer,
+    finish,
+    manifest_lines,
+    serve_routes,
+    start_crawler,
+)
 
 PAGE = b"""<html><head><link rel="stylesheet" href="/css/site.css"></head><body>
 <a href="/other.html">other</a>
@@ -184,3 +194,48 @@ class _ReadMeanwhile:
 def test_a_stand_ins_refusal_is_not_kept_once_the_rules_are_read() -> None:
     rule = reading_rule(lambda url: True, _ReadMeanwhile())  # type: ignore[arg-type]
     assert rule("http://h/site.css") is True
+
+
+def test_sheets_read_on_many_threads_take_turns_within_their_deadline(
+        make_server: Callable[[], FixtureServer]) -> None:
+    """The page loop reads robots.txt and style sheets on a helper thread per page in
+    hand: its client makes no more requests at once than pages are fetched, and a
+    request waiting for its turn waits within its own deadline."""
+    server = make_server()
+    lock, counts = threading.Lock(), {"now": 0, "peak": 0}
+
+    def sheet(handler: FixtureHandler) -> None:
+        with lock:
+            counts["now"] += 1
+            counts["peak"] = max(counts["peak"], counts["now"])
+        time.sleep(0.3)
+        with lock:  # before the answer: the next request can only come after it
+            counts["now"] -= 1
+        handler.send_body(200, b"body { color: red }", "text/css")
+
+    for n in range(6):
+        server.routes[f"/s{n}.css"] = sheet
+    client = EasyClient(AddressPolicy(frozenset({"public", "loopback"})), RequestOptions(),
+                        at_once=2)
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            replies = list(pool.map(lambda n: client.get(
+                f"{server.url}/s{n}.css", accept="text/css", max_bytes=1 << 20, timeout=5.0),
+                range(6)))
+        assert [r.ok for r in replies] == [True] * 6
+        assert counts["peak"] == 2
+        with ThreadPoolExecutor(2) as pool:  # one holds the only turn for 0.3 s
+            one = EasyClient(AddressPolicy(frozenset({"public", "loopback"})),
+                             RequestOptions(), at_once=1)
+            slow = pool.submit(one.get, f"{server.url}/s0.css", accept="text/css",
+                               max_bytes=1 << 20, timeout=5.0)
+            time.sleep(0.05)
+            started = time.monotonic()
+            late = one.get(f"{server.url}/s1.css", accept="text/css", max_bytes=1 << 20,
+                           timeout=0.1)
+            assert time.monotonic() - started < 0.25
+            assert not late.ok and late.timed_out
+            assert slow.result().ok
+            one.close()
+    finally:
+        client.close()

@@ -22,6 +22,7 @@ import errno
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -117,8 +118,12 @@ class EasyClient:
     """Blocking GETs for the calling thread, each bounded by one deadline."""
 
     def __init__(self, policy: AddressPolicy, options: RequestOptions, *,
-                 connect_timeout: float = 10.0, ca_file: str | None = None) -> None:
+                 connect_timeout: float = 10.0, ca_file: str | None = None,
+                 at_once: int | None = None) -> None:
+        """``at_once``: requests in flight at most, whatever the threads asking (None: no
+        bound); a request waiting for its turn waits within its own deadline."""
         self._options = options
+        self._turns = threading.BoundedSemaphore(at_once) if at_once else None
         self._connect_ms = max(1, int(connect_timeout * 1000))
         self._ca_file = ca_file
         self._proxies = options.proxies()
@@ -137,6 +142,18 @@ class EasyClient:
         body unread (a page that is not HTML). The body is cut at ``max_bytes``.
         """
         handle, exchange = self._handle(), Exchange(url, max_bytes, wants)
+        turns, started = self._turns, time.monotonic()
+        if turns is not None and not turns.acquire(timeout=max(0.0, timeout)):
+            return conclude(exchange, handle, pycurl.E_OPERATION_TIMEDOUT, "")
+        try:
+            return self._perform(handle, exchange, url, accept,
+                                 timeout - (time.monotonic() - started))
+        finally:
+            if turns is not None:
+                turns.release()
+
+    def _perform(self, handle: pycurl.Curl, exchange: Exchange, url: str, accept: str,
+                 timeout: float) -> Reply:
         self._local.exchange = exchange
         setopt = handle.setopt
         setopt(pycurl.URL, request_url(url))

@@ -449,7 +449,10 @@ class Master:
             self._serve(self._server)
         elif self._options.broker is not None:
             self._serve_on_broker(self._options.broker)
-        session = EasyClient(self._policy, self._request, ca_file=default_ca_file())
+        # robots.txt and style sheets, on the page loop's helper threads (a thread for
+        # each page in hand): no more of them at once than pages are fetched.
+        session = EasyClient(self._policy, self._request, ca_file=default_ca_file(),
+                             at_once=settings.crawl.page_concurrency)
         robots = Robots(session, settings.crawl.user_agent, settings.crawl.page_timeout,
                         settings.crawl.respect_robots,
                         max_delay=settings.politeness.max_crawl_delay)
