@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 TICK = 0.25  # longest wait for news, so that a close is seen promptly
 HELPERS = 4  # threads at least for steps that wait on the network (robots.txt, style sheets)
 # Pages handed to one parser in one message at most. With pages in hand enough to fill
-# them, 16 took 2-3% less time and CPU than 8 (GIMP manual, page-heavy site, dry run).
+# them, 16 took 2-4% less time and CPU than 8 (GIMP manual, page-heavy site, dry run).
 PARSE_BATCH = 16
 # Seconds a page read may wait for company before it goes to a free parser alone, while
 # other pages are still being fetched: each message costs the parser a wake-up.
