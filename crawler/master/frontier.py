@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Protocol
 
-from crawler.model.pacing import Pace
+from crawler.model.pacing import Pace, Paces
 from crawler.model.urls import host_key
 
 
@@ -42,8 +42,7 @@ class Frontier:
     def __init__(self, pending: Iterable[tuple[str, int]] = (), seen: Iterable[str] = (), *,
                  delay: float = 0.0) -> None:
         self._queues: dict[str, deque[tuple[str, int]]] = {}
-        self._delay = delay  # every host's delay between two pages, to begin with
-        self._paces: dict[str, Pace] = {}
+        self._paces = Paces(delay)  # every host's delay between two pages, to begin with
         self._seen: set[str] = set(seen)
         self._tries: collections.Counter[str] = collections.Counter()  # transient failures
         self._waiting = 0
@@ -107,10 +106,7 @@ class Frontier:
         self._pace(host).slow_to(delay)
 
     def _pace(self, host: str) -> Pace:
-        pace = self._paces.get(host)
-        if pace is None:
-            pace = self._paces[host] = Pace(self._delay)
-        return pace
+        return self._paces.of(host)
 
     def failed(self, url: str) -> int:
         """Count a passing failure of ``url``; returns how often it has failed so far."""

@@ -53,7 +53,7 @@ from crawler.master.pages import (
     wants_html,
 )
 from crawler.master.visit import PageVisitor, Visit
-from crawler.model.pacing import Pace
+from crawler.model.pacing import Pace, Paces
 from crawler.model.urls import host_key
 from crawler.parse.extract import Extraction
 from crawler.parse.pool import BatchBroken, NoChildProcess, PageParser
@@ -137,8 +137,7 @@ class PageLoop:
         self._to_fetch: collections.deque[_Job] = collections.deque()  # waiting for a request
         self._fetching: set[_Job] = set()  # first request made, page not read yet
         self._starting = True  # False once stop_starting() was called
-        self._delay = delay
-        self._paces: dict[str, Pace] = {}  # by host
+        self._paces = Paces(delay)
         self._crawl_delay_known: set[str] = set()  # hosts whose Crawl-delay is in their pace
         self._paced_until: float | None = None  # when a page waiting for its pace may go
         self._to_parse: collections.deque[_Job] = collections.deque()
@@ -169,7 +168,7 @@ class PageLoop:
     def hold(self, host: str, until: float) -> None:
         """Make no new request of ``host`` (``host_key``) before ``until``
         (time.monotonic()); a hold is never shortened."""
-        self._post(lambda: self._pace(host).hold(until))
+        self._post(lambda: self._paces.of(host).hold(until))
 
     def stop_starting(self) -> None:
         """Fetch no page not started yet: the pages waiting for a request are cancelled
@@ -333,18 +332,12 @@ class PageLoop:
 
     def _pace_of(self, url: str) -> Pace:
         host = host_key(url)
-        pace = self._pace(host)
+        pace = self._paces.of(host)
         if host not in self._crawl_delay_known:
             delay = self._visitor.crawl_delay(url)  # None until its robots.txt is read
             if delay is not None:
                 self._crawl_delay_known.add(host)
                 pace.slow_to(delay)
-        return pace
-
-    def _pace(self, host: str) -> Pace:
-        pace = self._paces.get(host)
-        if pace is None:
-            pace = self._paces[host] = Pace(self._delay)
         return pace
 
     def _cancel_waiting(self) -> None:

@@ -3,8 +3,9 @@
 A host's pace has a delay between two requests (``host_delay``, raised by a
 robots.txt Crawl-delay) and a time before which it is not asked at all (the
 delay since its last request, or a backoff its server asked for with
-Retry-After or a 5xx). The master's page frontier and the board's image lanes
-each keep a pace per host and read it the same way.
+Retry-After or a 5xx). The master's page frontier (when a page is handed
+out), its page loop (when a page's first request goes) and the board's image
+lanes each keep a pace per host and read it the same way.
 """
 
 from __future__ import annotations
@@ -36,3 +37,19 @@ class Pace:
         """At least ``delay`` seconds between two requests from now on (never faster)."""
         if delay > self.delay:
             self.delay = delay
+
+
+class Paces:
+    """A pace per host, each made on first use with ``delay`` between two requests."""
+
+    __slots__ = ("_by_host", "_delay")
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self._delay = delay
+        self._by_host: dict[str, Pace] = {}
+
+    def of(self, host: str) -> Pace:
+        pace = self._by_host.get(host)
+        if pace is None:
+            pace = self._by_host[host] = Pace(self._delay)
+        return pace
