@@ -128,3 +128,20 @@ def test_plain_lines_count_this_run_only() -> None:
     assert len(lines) == 3  # every 5 s, and the last
     assert all(re.match(r"\d\d:\d\d:\d\d progress: ", line) for line in lines)
     assert "downloaded 3750," in lines[-1] and "5.0 img/s" in lines[-1], lines
+
+
+def test_the_first_line_rates_what_came_since_the_start() -> None:
+    # A crawl's first update may come late (workers are starting, or pages are slow):
+    # what was downloaded by then counts for the first line's rate.
+    clock = Clock()
+    out = io.StringIO()
+    reporter = PlainReporter(out, interval=5.0, clock=clock)
+    snapshot = Snapshot(found=400, downloaded=100, bytes=10**6)
+    snapshot.mark_resumed()
+    clock.now += 5.0
+    snapshot.downloaded += 50
+    snapshot.bytes += 5 * 10**5
+    reporter.update(snapshot)
+    first = out.getvalue().splitlines()[0]
+    assert "downloaded 150," in first and "(100.0 KB/s, 10.0 img/s)" in first, first
+    reporter.close()

@@ -62,8 +62,8 @@ class RateMeter:
         now = self._clock()
         images = snapshot.done - snapshot.resumed_images
         size = snapshot.bytes - snapshot.resumed_bytes
-        if not self._samples:
-            self._samples.append((self.started, images, size))
+        if not self._samples:  # this run had counted nothing when it started
+            self._samples.append((self.started, 0, 0))
         self._samples.append((now, images, size))
         while len(self._samples) > 2 and now - self._samples[1][0] >= self._window:
             self._samples.popleft()
