@@ -71,6 +71,7 @@ class Summary:
     hosts: dict[str, dict[str, int]] = field(default_factory=dict)  # host: succeeded, failed, bytes
     download_s: dict[str, float] = field(default_factory=dict)  # total, mean, max per image
     attempts: int = 0  # downloads tried, retries included
+    stored_this_run: int = 0  # of succeeded, those this run stored (resumed: not the earlier)
     seed_failures: tuple[tuple[str, str], ...] = ()  # (seed, why) for seeds that failed
     started_at: str = ""  # this run's start and end, ISO 8601 UTC
     finished_at: str = ""
@@ -82,7 +83,8 @@ class Summary:
 
     @property
     def images_per_second(self) -> float:
-        return self.succeeded / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        """This run's images stored per second of its wall time."""
+        return self.stored_this_run / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types: paths as strings, pairs as lists."""
@@ -115,7 +117,7 @@ def summarize(master: MasterSummary, seeds: tuple[str, ...], *, dry_run: bool,
         failures_by_reason=dict(tally.reasons.most_common()),
         hosts={host: {"succeeded": c["succeeded"], "failed": c["failed"], "bytes": c["bytes"]}
                for host, c in sorted(tally.hosts.items(), key=lambda kv: -sum(kv[1].values()))},
-        download_s=download_s, attempts=tally.attempts,
+        download_s=download_s, attempts=tally.attempts, stored_this_run=master.stored_this_run,
         seed_failures=tuple((seed, why) for seed, why in master.seed_failures),
         started_at=started_at, finished_at=finished_at, out_dir=out,
         results_log=out / "results.log" if out else None,

@@ -65,6 +65,13 @@ def test_crawl_returns_the_summary_and_leaves_the_process_as_it_was(
     for entry in ok:
         path = entry["url"].removeprefix(site.url)
         assert (out / entry["path"]).read_bytes() == images[path]
+    assert summary.stored_this_run == summary.succeeded
+    # Run again: the crawl's counts are all of it, the rate is this run's (nothing to do).
+    again = crawler.crawl([site.url + "/"], out=out, local_workers=1, bind="127.0.0.1:0",
+                          threads=2)
+    assert again.completed and again.succeeded == summary.succeeded
+    assert again.stored_this_run == 0 and again.images_per_second == 0
+    assert json.loads((out / "summary.json").read_text())["images_per_second"] == 0
 
 
 def test_crawl_raises_instead_of_exiting(tmp_path: Path) -> None:

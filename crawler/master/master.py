@@ -128,6 +128,7 @@ class Summary:
     bytes: int
     out_dir: Path
     pages_read: int = 0  # pages fetched and parsed in this run
+    stored_this_run: int = 0  # of succeeded, those this run stored (not an earlier one)
     seed_failures: list[tuple[str, str]] = field(default_factory=list)  # (seed, why)
     manifest: ManifestTally = field(default_factory=ManifestTally)  # what manifest.jsonl holds
 
@@ -138,7 +139,8 @@ class Summary:
 
     @property
     def images_per_second(self) -> float:
-        return self.succeeded / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        """This run's: images an earlier run stored took none of its time."""
+        return self.stored_this_run / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
 class Master:
@@ -930,7 +932,7 @@ class Master:
                        pages_failed=s.pages_failed, found=s.found, succeeded=s.downloaded,
                        failed=s.failed, bytes=s.bytes, out_dir=self._options.out_dir,
                        pages_read=self._pages_read, seed_failures=self._seed_failures,
-                       manifest=manifest)
+                       stored_this_run=s.downloaded - s.resumed_stored, manifest=manifest)
 
 
 class _NoFiles(ResultFiles):

@@ -38,6 +38,7 @@ class Snapshot:
     workers: int = 0
     resumed_images: int = 0  # finished by earlier runs: left out of this run's rates
     resumed_bytes: int = 0
+    resumed_stored: int = 0  # of resumed_images, those stored
 
     @property
     def done(self) -> int:
@@ -48,6 +49,7 @@ class Snapshot:
         """Count what is finished now as earlier runs' work, so rates measure this run only."""
         self.resumed_images = self.done
         self.resumed_bytes = self.bytes
+        self.resumed_stored = self.downloaded
 
     def as_dict(self) -> dict[str, int | None]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
