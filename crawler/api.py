@@ -55,7 +55,8 @@ class Summary:
     ``crawler master --json``.
     """
 
-    completed: bool  # every page in scope was crawled and every image settled
+    completed: bool  # every page in scope was crawled and every image settled (false when
+    # no seed page could be fetched: the crawl read nothing)
     interrupted: bool  # stopped by a signal (or the caller); state saved, a rerun resumes
     dry_run: bool
     seeds: tuple[str, ...]
@@ -110,7 +111,8 @@ def summarize(master: MasterSummary, seeds: tuple[str, ...], *, dry_run: bool,
                    "mean": round(tally.seconds / tally.entries, 4),
                    "max": round(tally.slowest, 4)} if tally.entries else {})
     return Summary(
-        completed=master.completed, interrupted=master.interrupted, dry_run=dry_run,
+        completed=master.completed and not master.nothing_crawled,
+        interrupted=master.interrupted, dry_run=dry_run,
         seeds=seeds, elapsed_s=round(master.elapsed_s, 3), pages=master.pages,
         pages_failed=master.pages_failed, found=master.found, succeeded=master.succeeded,
         failed=master.failed, bytes=master.bytes, images_by_status=dict(tally.by_status),
@@ -288,8 +290,23 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
         seed, why = ran.seed_failures[0]
         more = len(ran.seed_failures) - 1
         raise NothingCrawled(f"no seed page could be fetched: {seed}: {why}"
-                             + (f" (and {more} more seed(s))" if more else ""))
+                             + (f" (and {more} more seed(s))" if more else "")
+                             + _plain_http_hint(seed, why))
     return summary
+
+
+# What OpenSSL says when the other end answers a TLS hello in plain text.
+_NOT_TLS = ("wrong version number", "packet length too long", "record layer failure",
+            "unknown protocol")
+
+
+def _plain_http_hint(seed: str, why: str) -> str:
+    """A hint for an https seed whose server answered without TLS: often a seed given
+    without a scheme (read as https) on a server of plain HTTP."""
+    if not seed.startswith("https://") or not any(words in why for words in _NOT_TLS):
+        return ""
+    return (f"; the server there does not speak TLS: for plain HTTP, give "
+            f"http://{seed.removeprefix('https://')} (a seed without a scheme is https)")
 
 
 def _joined(shared: BrokerCrawl, mine: Settings) -> tuple[Settings, tuple[str, ...]]:

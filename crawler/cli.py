@@ -484,7 +484,8 @@ def format_summary(summary: ApiSummary) -> str:
 
     lines = [
         "crawl " + ("completed" if summary.completed else "interrupted: state saved; run the "
-                    "same command again to resume"),
+                    "same command again to resume" if summary.interrupted else
+                    "ended: no seed page could be fetched (below)"),
         f"  pages crawled   {summary.pages} ({summary.pages_failed} failed or skipped)",
         f"  images found    {summary.found}",
         f"  downloaded      {summary.succeeded} ({human_bytes(summary.bytes)})",

@@ -228,13 +228,22 @@ def test_a_seed_on_a_closed_port_is_not_a_success(tmp_path: Path) -> None:
     with socket.socket() as closed:  # bound, never listening: refused, and no one else's
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-        result = run_crawler("master", f"http://127.0.0.1:{port}/", "--out",
-                             str(tmp_path / "out"), "--bind", f"127.0.0.1:{free_port()}",
-                             "--quiet", cwd=tmp_path)
+        result, as_json = (
+            run_crawler("master", f"http://127.0.0.1:{port}/", "--out", str(tmp_path / "out"),
+                        "--bind", f"127.0.0.1:{free_port()}", *flags, cwd=tmp_path)
+            for flags in ((), ("--quiet", "--json")))
     assert result.returncode == 5, result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         f"crawler: error: no seed page could be fetched: http://127.0.0.1:{port}/: robots.txt"
         " unreachable (connection error: connection refused)")
+    # The summary does not call it a completed crawl, in words or in JSON.
+    assert "crawl ended: no seed page could be fetched (below)" in result.stderr
+    assert "completed" not in result.stderr
+    assert as_json.returncode == 5, as_json.stderr
+    printed = json.loads(as_json.stdout)
+    assert printed["completed"] is False and printed["interrupted"] is False
+    assert printed["seed_failures"] == [[f"http://127.0.0.1:{port}/", "robots.txt unreachable "
+                                         "(connection error: connection refused)"]]
 
 
 
@@ -375,6 +384,9 @@ def test_a_seed_without_a_scheme_is_https(tmp_path: Path, site: FixtureServer) -
     # The fixture server speaks plain HTTP: asked for https, it cannot answer.
     assert result.returncode == 5, result.stderr
     assert f"no seed page could be fetched: https://{host_port}/" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        f"the server there does not speak TLS: for plain HTTP, give http://{host_port}/ "
+        "(a seed without a scheme is https)"), result.stderr
 
 
 def test_log_file_gets_the_log_lines_with_timestamps(tmp_path: Path) -> None:
