@@ -43,6 +43,7 @@ from crawler.config import (
     setting_type,
 )
 from crawler.errors import BindError, CrawlerError, StorageError, UsageError
+from crawler.model.folders import make_folder
 
 if typing.TYPE_CHECKING:
     from crawler.api import Summary as ApiSummary
@@ -400,9 +401,9 @@ def _log_handler(verbose: bool, log_file: Path | None) -> logging.Handler:
 
         return make_log_handler(verbose)
     detail = "%(levelname)s %(name)s: %(message)s" if verbose else "%(levelname)s: %(message)s"
+    # Its folder too (-o OUT/crawl.log on a first run, before OUT is made).
+    make_folder(log_file.parent, "the log file's folder")
     try:
-        # Its folder too (-o OUT/crawl.log on a first run, before OUT is made).
-        log_file.parent.mkdir(parents=True, exist_ok=True)
         handler = _LogFile(log_file, encoding="utf-8")
     except OSError as exc:
         # Before any work: a log that cannot be written would lose what went wrong.

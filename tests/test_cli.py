@@ -157,10 +157,13 @@ def test_short_authkey_refused_on_a_public_bind(tmp_path: Path) -> None:
 def test_unwritable_output_folder_exits_3(tmp_path: Path, site: FixtureServer) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("a file where a folder should be")
-    result = run_crawler("master", site.url + "/", "--out", str(blocker / "out"),
-                         "--bind", "127.0.0.1:0", cwd=tmp_path)
-    assert result.returncode == 3
-    assert "cannot create the output folder" in error_line(result)
+    for out in (blocker / "out", blocker):  # under a file, and the file itself
+        result = run_crawler("master", site.url + "/", "--out", str(out),
+                             "--bind", "127.0.0.1:0", cwd=tmp_path)
+        assert result.returncode == 3
+        assert error_line(result) == (
+            f"crawler: error: cannot create the output folder {out}: {blocker} is a file "
+            "where a folder is needed; move it away or choose another path")
 
 
 def test_worker_without_authkey_exits_2(tmp_path: Path) -> None:
@@ -423,7 +426,10 @@ def test_log_file_that_cannot_be_written_exits_3(tmp_path: Path) -> None:
     result = run_crawler("master", "http://127.0.0.1:1/", "-o", str(tmp_path / "no" / "x.log"),
                          cwd=tmp_path, env=crawl_env(tmp_path))
     assert result.returncode == 3
-    assert "cannot write the log file" in error_line(result)
+    assert error_line(result) == (
+        f"crawler: error: cannot create the log file's folder {tmp_path / 'no'}: "
+        f"{tmp_path / 'no'} is a file where a folder is needed; move it away or choose "
+        "another path")
 
 
 def test_a_log_file_on_a_full_disk_is_said_once_and_exits_3(site: FixtureServer,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from crawler.errors import AuthkeyError, StorageError
+from crawler.model.folders import make_folder
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +78,7 @@ def master_authkey(key_file: Path | None, out_dir: Path, *, keep: bool) -> Authk
         return load_authkey(path, generate=False) if path.exists() else load_authkey(
             None, generate=True)
     key = secrets.token_hex(MIN_REMOTE_BYTES).encode()
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StorageError(f"cannot create the output folder {out_dir}: "
-                           f"{exc.strerror or exc}") from exc
+    make_folder(out_dir, "the output folder")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another master on this folder made it just now

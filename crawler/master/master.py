@@ -53,6 +53,7 @@ from crawler.master.scope import Scope
 from crawler.master.stylesheets import Stylesheets, reading_rule
 from crawler.master.visit import PageVisitor, Visit
 from crawler.model.files import PAGES_NAME
+from crawler.model.folders import make_folder
 from crawler.model.outcome import Attempt, Outcome
 from crawler.model.progress import Reporter, Snapshot, write_out
 from crawler.model.urls import host_key
@@ -290,11 +291,7 @@ class Master:
 
     def _lock_folder(self, out_dir: Path) -> FolderLock:
         """Make the output folder and take it for this master (another has it: refused)."""
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(f"cannot create the output folder {out_dir}: "
-                               f"{exc.strerror or exc}") from exc
+        make_folder(out_dir, "the output folder")
         return FolderLock(out_dir)
 
     def _crawl_into(self, out_dir: Path) -> Summary:

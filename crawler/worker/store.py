@@ -30,6 +30,7 @@ from typing import BinaryIO, NamedTuple
 from urllib.parse import quote, unquote
 
 from crawler.errors import LeaseLost, PathConflict, StorageError
+from crawler.model.folders import file_in_the_way
 from crawler.model.imagetype import IMAGE_EXTENSIONS, ImageType, extensions
 from crawler.model.outcome import IMAGES_DIR
 
@@ -465,7 +466,7 @@ class Store:
             folder.mkdir(parents=True, exist_ok=True)
             inside = folder.resolve().is_relative_to(self._resolved_root)
         except (FileExistsError, NotADirectoryError) as exc:
-            blocker = _file_in_the_way(folder)
+            blocker = file_in_the_way(folder)
             if blocker is not None and blocker.is_relative_to(self._images):
                 # Not the disk failing: one name in the image tree is taken.
                 raise PathConflict(f"cannot store {final}: {blocker} is a file the crawler did "
@@ -723,7 +724,7 @@ def _folder_error(
             f"disk full while writing {path}: free some space on the disk that holds "
             f"{root}, or choose another output folder"
         )
-    blocker = _file_in_the_way(path.parent if folder is None else folder)
+    blocker = file_in_the_way(path.parent if folder is None else folder)
     if blocker is not None:
         return StorageError(
             f"cannot {action} {path}: {blocker} is a file where a folder is needed; "
@@ -734,17 +735,6 @@ def _folder_error(
         f"cannot {action} {path}: {reason}; check that {root} is a writable folder, "
         f"or choose another output folder"
     )
-
-
-def _file_in_the_way(folder: Path) -> Path | None:
-    """The nearest existing one of ``folder`` and its ancestors if it is not a folder."""
-    for ancestor in (folder, *folder.parents):
-        try:
-            if ancestor.exists():
-                return None if ancestor.is_dir() else ancestor
-        except OSError:
-            return None
-    return None
 
 
 def _stat_or_none(path: str | Path) -> os.stat_result | None:
