@@ -180,6 +180,21 @@ def test_worker_gives_up_on_a_missing_master(tmp_path: Path, authkey: str) -> No
     assert result.returncode == 1
     assert f"could not reach the master at 127.0.0.1:{port} within 1 s" in result.stderr
     assert time.monotonic() - started < 30
+    # While it waits, it says why and for how long.
+    assert (f"waiting for the master at 127.0.0.1:{port} (connection refused): trying again "
+            "for up to 1 s ...") in result.stderr
+
+
+def test_a_worker_says_its_folder_cannot_be_written_before_waiting_for_a_master(
+        tmp_path: Path, authkey: str) -> None:
+    blocker = tmp_path / "afile"
+    blocker.write_text("a file where the worker's folder would be")
+    # No master there: were the folder checked only once one answers, this would wait.
+    result = run_crawler("worker", f"127.0.0.1:{free_port()}", "--out", str(blocker),
+                         "--connect-wait", "60", cwd=tmp_path, timeout=30)
+    assert result.returncode == 3, result.stderr
+    assert f"{blocker} is a file where a folder is needed" in result.stderr
+    assert "waiting for the master" not in result.stderr
 
 
 def test_a_worker_waiting_for_a_broker_names_the_broker(tmp_path: Path) -> None:
@@ -188,7 +203,8 @@ def test_a_worker_waiting_for_a_broker_names_the_broker(tmp_path: Path) -> None:
                          "--connect-wait", "1", cwd=tmp_path)
     assert result.returncode == 1
     broker = f"the crawl 'c' on the broker at redis://127.0.0.1:{port}/0"
-    assert f"waiting for {broker}" in result.stderr
+    assert f"waiting for {broker} (connection refused): trying again for up to 1 s" \
+        in result.stderr
     line = result.stderr.splitlines()[-1]
     assert f"could not reach {broker} within 1 s" in line
     assert "is redis-server running there" in line and "master" not in line

@@ -163,11 +163,13 @@ class Worker:
         :class:`BadCrawlInfo` (the master's rules cannot be read: nothing leased), or
         :class:`WorkerFailed` (after handing its URLs back).
         """
+        # The folder first: one that cannot be written is said at once, not after the
+        # wait for a master (up to --connect-wait).
+        store = Store(self._options.out_dir, may_store=self._may_store)
         try:
             crawl = self._connect(first=True)
         except _Stopped:
             return  # stopped while waiting for the master: nothing held, nothing to hand back
-        store = Store(self._options.out_dir, may_store=self._may_store)
         store.clean_partials()
         engine_thread = None
         try:
@@ -238,7 +240,8 @@ class Worker:
                         f"could not {what} {where} within {self._options.connect_wait:g} s: "
                         f"{self._client.unreachable(exc)}") from exc
                 if not announced:
-                    log.info("waiting for %s ...", where)
+                    log.info("waiting for %s (%s): trying again for up to %g s ...", where,
+                             _why_not(exc), self._options.connect_wait)
                     announced = True
                 # Jitter: after a master restart every worker reconnects at once.
                 time.sleep(min(delay, max(0.0, give_up - time.monotonic())) *
@@ -536,3 +539,16 @@ class Worker:
                 self.failure = WorkerFailed(f"the download engine failed: "
                                             f"{exc.__class__.__name__}: {exc}")
             self._stop.set()
+
+
+def _why_not(exc: BaseException) -> str:
+    """A connect's failure in a few words ("connection refused"): the system's reason,
+    where the error or one it came from has one."""
+    cause: BaseException | None = exc
+    for _ in range(8):  # a chain, not a cycle
+        if cause is None:
+            break
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror.lower()
+        cause = cause.__cause__ or cause.__context__
+    return str(exc)[:200] or type(exc).__name__
