@@ -34,6 +34,7 @@ from crawler.config import (
     BROKER_PASSWORD_ENV,
     DEFAULT_CRAWL,
     DEFAULT_PORT,
+    DEFAULTS,
     SETTINGS_ENV,
     Settings,
     find_settings,
@@ -105,7 +106,8 @@ SETTING_FLAGS: dict[str, list[tuple[str, str, Any, str, str]]] = {
          "present this client certificate (PEM; with its key unless --client-key)"),
         ("--client-key", "http.client_key", str, "FILE", "the client certificate's key"),
         ("--proxy", "http.proxy", str, "URL",
-         "proxy for every request: http://, https:// or socks5h:// (default: HTTP_PROXY, "
+         "proxy for every request: http://, https://, socks5:// or socks5h:// (default: "
+         "HTTP_PROXY, "
          "HTTPS_PROXY and NO_PROXY from the environment)"),
         ("--limit-rate", "http.limit_rate", str, "RATE",
          "bandwidth cap of each worker in bytes/s, with k, M or G (e.g. 2M; 0: none)"),
@@ -136,6 +138,18 @@ def _is_list_setting(key: str) -> bool:
     return typing.get_origin(setting_type(key)) is tuple
 
 
+def _default_text(key: str) -> str:
+    """' (default: VALUE)' for a setting's flag help, or '' where it has none to show
+    (an empty list, an unset path)."""
+    section, name = key.split(".", 1)
+    value = getattr(getattr(DEFAULTS, section), name)
+    if value is None or value == "" or value == () or isinstance(value, bool):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return f" (default: {value})"
+
+
 @functools.cache
 def _parser() -> argparse.ArgumentParser:
     """The command line's parser, built once a process: a local worker forked from its
@@ -161,19 +175,21 @@ def build_parser() -> argparse.ArgumentParser:
                                   "./settings.toml if it is the crawler's, else "
                                   "~/.config/crawler/settings.toml)")
         noise = sub.add_mutually_exclusive_group()
-        noise.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+        if name in READS_SETTINGS:  # the commands that show progress
+            noise.add_argument("-q", "--quiet", action="store_true", help="no progress output")
         noise.add_argument("-v", "--verbose", action="store_true", help="debug logs")
         sub.add_argument("-o", "--log-file", type=Path, metavar="FILE",
                          help="write log lines to FILE (appended, with timestamps) instead "
                               "of the terminal")
         for flag, key, kind, metavar, help_line in SETTING_FLAGS.get(name, []):
             repeat = _is_list_setting(key)
+            default = "" if "(default" in help_line else _default_text(key)
             sub.add_argument(flag, *FLAG_ALIASES.get(flag, ()), dest="set:" + key, type=kind,
                              metavar=metavar, action="append" if repeat else "store",
-                             help=f"{help_line} [{key}]")
+                             help=f"{help_line}{default} [{key}]")
         return sub
 
-    def broker_flags(sub: argparse.ArgumentParser, crawl_help: str) -> None:
+    def broker_flags(sub: argparse.ArgumentParser, crawl_help: str) -> Any:
         group = sub.add_argument_group(
             "Redis broker", "keep the crawl's state in Redis instead of the master's memory "
             "(several masters, workers that outlive a master)")
@@ -187,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         group.add_argument("--broker-ca", type=Path, metavar="FILE",
                            help="CA certificate(s) to check a rediss:// broker against "
                                 "(default: the system's)")
+        return group
 
     master = command("master", "crawl a site and serve its images to workers",
                      "Crawl pages from the seed URLs, queue every image found for the workers, "
@@ -202,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the summary as one JSON object on standard output at "
                              "the end (it is always written to OUT/summary.json)")
     master.add_argument("--local-workers", type=int, default=0, metavar="N",
-                        help="also start N workers on this machine")
+                        help="also start N workers on this machine (default 0: the images "
+                             "wait for workers started as the master says)")
     master.add_argument("--authkey-file", type=Path, metavar="FILE",
                         help="file holding the queue's authkey (default: $CRAWLER_AUTHKEY, "
                              "else OUT/authkey, made with a new key the first time)")
@@ -224,10 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     master.add_argument("--no-proxy", action="store_true",
                         help="ignore HTTP_PROXY, HTTPS_PROXY and NO_PROXY "
                              "[http.env_proxies = false]")
-    broker_flags(master, f"the crawl's name on the broker (default: {DEFAULT_CRAWL!r})")
-    master.add_argument("--join", metavar="NAME",
-                        help="with --broker: help with the running crawl NAME (its seeds and "
-                             "settings), fetching and parsing its pages beside its other masters")
+    on_broker = broker_flags(master, f"the crawl's name on the broker (default: "
+                                     f"{DEFAULT_CRAWL!r})")
+    on_broker.add_argument("--join", metavar="NAME",
+                           help="help with the running crawl NAME (its seeds and settings), "
+                                "fetching and parsing its pages beside its other masters")
 
     worker = command("worker", "download images for a master",
                      "Connect to a master's queue (or, with --broker, to a crawl on a Redis "
@@ -246,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = command("demo", "crawl a built-in demo site (no internet needed)",
                    "Serve a small image site on 127.0.0.1, crawl it with a master and two "
                    "local workers, and show where the images went.")
-    demo.add_argument("--workers", type=int, default=2, metavar="N", help="local workers")
+    demo.add_argument("--workers", type=int, default=2, metavar="N",
+                      help="local workers (default 2)")
 
     status = command("status", "show what a running master is doing",
                      "Ask a running master for its counts, in-flight work and workers.")
@@ -263,14 +283,16 @@ def build_parser() -> argparse.ArgumentParser:
                      "reasons. Opens from disk, no server needed. More folders (a worker's "
                      "output copied from another host, another crawl) are merged into the "
                      "report of the first.")
-    report.add_argument("output_dirs", type=Path, nargs="+", metavar="OUTPUT_DIR")
+    report.add_argument("output_dirs", type=Path, nargs="+", metavar="OUTPUT_DIR",
+                        help="a crawl's output folder (the report goes into the first)")
 
     completion = command("completion", "print a shell completion script",
                          "Print the completion script for SHELL on standard output. bash: "
                          "crawler completion bash > ~/.local/share/bash-completion/"
                          "completions/crawler; zsh: crawler completion zsh > "
                          "\"${fpath[1]}/_crawler\".")
-    completion.add_argument("shell", choices=COMPLETION_SHELLS)
+    completion.add_argument("shell", choices=COMPLETION_SHELLS, metavar="SHELL",
+                            help=f"one of {', '.join(COMPLETION_SHELLS)}")
     return parser
 
 
@@ -315,7 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StorageError as exc:
         print(f"crawler: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    with _logging_for(log_handler, args.verbose, args.quiet, args.log_file is not None):
+    quiet = getattr(args, "quiet", False)  # only the commands that show progress have -q
+    with _logging_for(log_handler, args.verbose, quiet, args.log_file is not None):
         status = _run_command(args)
     if isinstance(log_handler, _LogFile) and log_handler.failure is not None and status == 0:
         return StorageError.exit_code  # the log was said lost when it happened

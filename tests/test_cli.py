@@ -31,8 +31,28 @@ def test_every_command_explains_itself(command: str) -> None:
     result = run_crawler(command, "--help")
     assert result.returncode == 0
     assert "usage: crawler " + command in result.stdout
-    # Only the commands that read settings offer a settings file.
+    # Only the commands that read settings offer a settings file, and only those that
+    # show progress a -q that turns it off.
     assert ("--settings" in result.stdout) == (command in ("master", "worker", "demo"))
+    assert ("--quiet" in result.stdout) == (command in ("master", "worker", "demo"))
+
+
+MASTER_DEFAULTS = {"--depth": "3", "--max-pages": "1000", "--scope": "host",
+                   "--page-concurrency": "8", "--host-delay": "0", "--host-concurrency": "16",
+                   "--max-attempts": "3", "--lease-timeout": "60", "--threads": "16"}
+
+
+@pytest.mark.parametrize(("command", "defaults"), [
+    ("master", MASTER_DEFAULTS), ("worker", {"--threads": "16", "--connect-wait": "300"})])
+def test_each_setting_flag_states_its_default(command: str, defaults: dict[str, str]) -> None:
+    help_text = " ".join(run_crawler(command, "--help").stdout.split())
+    options = help_text[help_text.index("options:"):]
+    for flag, default in defaults.items():
+        option = options[options.index(flag + " "):]
+        option = option[:option.index("]") + 1]  # up to its [section.key]
+        assert f"(default: {default}) [" in option, option
+    if command == "master":
+        assert "--local-workers N also start N workers on this machine (default 0" in options
 
 
 def test_top_level_help_lists_the_commands() -> None:
