@@ -502,6 +502,9 @@ def _check_consistent(settings: Settings, source: str) -> None:
                               f"download.max_{side} ({high}): no image could be kept")
 
 
+# Byte counts, which a file may also write as a size ("10M"), as their flags take them.
+SIZE_KEYS = frozenset({"crawl.max_page_bytes", "download.max_bytes"})
+
 # Settings that existed once, and what to do instead.
 REMOVED_KEYS = {
     "worker.fast_lane": "is gone: every download now goes through one libcurl engine "
@@ -522,6 +525,11 @@ def _section_values(current: Any, section: str, table: Mapping[str, Any],
         if key not in fields:
             raise ConfigError(f"{where}: unknown key; known keys in [{section}]: "
                               + ", ".join(fields))
+        if f"{section}.{key}" in SIZE_KEYS and isinstance(raw, str):
+            try:
+                raw = parse_size(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
         try:
             value = _checked(raw, hints[key], checks.get(key))
         except ValueError as exc:

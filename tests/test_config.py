@@ -201,6 +201,21 @@ def test_a_bad_size_is_refused(text: str) -> None:
         parse_size(text)
 
 
+def test_a_settings_file_writes_sizes_as_their_flags_take_them(tmp_path: Path) -> None:
+    settings_file = tmp_path / "settings.toml"
+    settings_file.write_text('[download]\nmax_bytes = "10M"\n[crawl]\nmax_page_bytes = "512k"\n')
+    settings = load_settings(settings_file)
+    assert settings.download.max_bytes == 10 * 1024 ** 2
+    assert settings.crawl.max_page_bytes == 512 * 1024
+    settings_file.write_text('[download]\nmax_bytes = "10X"\n')
+    with pytest.raises(ConfigError, match=r"download\.max_bytes: '10X' is not a size: a number "
+                                          r"with an optional k, M or G"):
+        load_settings(settings_file)
+    settings_file.write_text('[download]\nmax_bytes = "0"\n')  # a size, but not a limit
+    with pytest.raises(ConfigError, match=r"download\.max_bytes: expected a number > 0"):
+        load_settings(settings_file)
+
+
 def test_the_default_user_agent_names_the_project_and_is_matched_by_its_product_token(
         ) -> None:
     from protego import Protego
