@@ -42,6 +42,7 @@ from crawler.config import (
     parse_address,
     parse_size,
     setting_type,
+    setting_value,
 )
 from crawler.errors import BindError, CrawlerError, StorageError, UsageError
 from crawler.model.folders import make_folder
@@ -456,7 +457,46 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["http.env_proxies"] = False
     if getattr(args, "header", None):
         overrides["http.headers"] = (*settings.http.headers, *args.header)
+        for header in args.header:
+            _check_flag("--header", "http.headers", (header,))
+    for flag, key, *_ in SETTING_FLAGS.get(args.command, []):
+        if key in overrides:
+            _check_flag(flag, key, overrides[key])
     return settings.with_values(overrides) if overrides else settings
+
+
+def _check_flag(flag: str, key: str, value: Any) -> None:
+    """UsageError naming ``flag`` and the value it was given, if ``value`` is no value
+    of its setting ``key`` (rather than the setting's name and a Python tuple)."""
+    values = value if isinstance(value, tuple | list) else (value,)
+    for one in values:  # a repeatable flag: the one given that is wrong
+        try:
+            setting_value(key, (one,) if isinstance(value, tuple | list) else one)
+        except ValueError as exc:
+            reason = _regex_error(one) if _is_pattern_setting(key) else None
+            expected = str(exc)
+            for many, one_of in _ONE_OF_MANY.items():  # said of the list, here of one item
+                expected = expected.replace(many, one_of)
+            raise UsageError(f"{flag} {one!r}: "
+                             + (f"not a regular expression ({reason})" if reason
+                                else f"expected {expected}")) from None
+
+
+_ONE_OF_MANY = {"a list of headers": "a header", "a list drawn from": "one of"}
+
+
+def _is_pattern_setting(key: str) -> bool:
+    return key in ("crawl.allow", "crawl.deny", "crawl.image_allow", "crawl.image_deny")
+
+
+def _regex_error(pattern: object) -> str | None:
+    import re
+
+    try:
+        re.compile(str(pattern))
+    except re.error as exc:
+        return str(exc)
+    return None
 
 
 def _address(text: str) -> tuple[str, int]:

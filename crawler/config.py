@@ -533,9 +533,20 @@ def _section_values(current: Any, section: str, table: Mapping[str, Any],
         try:
             value = _checked(raw, hints[key], checks.get(key))
         except ValueError as exc:
-            raise ConfigError(f"{where}: expected {exc}, got {raw!r}") from None
+            raise ConfigError(f"{where}: expected {exc}, got {_as_written(raw)}") from None
         values[key] = _home_expanded(value) if (section, key) == ("output", "dir") else value
     return values
+
+
+def _as_written(raw: Any) -> str:
+    """``raw`` as a settings file writes it (``true``, not Python's ``True``)."""
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    if isinstance(raw, str):
+        return '"' + raw.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(raw, list | tuple):
+        return "[" + ", ".join(_as_written(item) for item in raw) + "]"
+    return repr(raw)
 
 
 def _checked(raw: Any, hint: Any, check: Check | None) -> Any:

@@ -137,7 +137,8 @@ def test_seed_that_is_not_http_exits_2(tmp_path: Path, seed: str) -> None:
 def test_flag_with_bad_value_exits_2(tmp_path: Path) -> None:
     result = run_crawler("master", "http://127.0.0.1:1/", "--depth", "-1", cwd=tmp_path)
     assert result.returncode == 2
-    assert "crawl.depth: expected a number >= 0" in error_line(result)
+    assert error_line(result) == ("crawler: error: --depth -1: expected a number >= 0 "
+                                  "(at most 1e+12)")
 
 
 def test_port_in_use_exits_4(tmp_path: Path, site: FixtureServer) -> None:
@@ -358,7 +359,13 @@ def test_sizes_accept_and_reject_on_the_command_line() -> None:
 
 @pytest.mark.parametrize(("flags", "message"), [
     (["--max-bytes", "10X"], "'10X' is not a size"),
-    (["--reject", "[a-"], "crawl.image_deny: expected a list of Python regular expressions"),
+    (["--reject", "thumb", "--reject", "[a-"],
+     "crawler: error: --reject '[a-': not a regular expression (unterminated character set "
+     "at position 0)"),
+    (["--header", "X-Ok: 1", "--header", "NoColon"],
+     "crawler: error: --header 'NoColon': expected a header such as "
+     '"Referer: https://example.com/"'),
+    (["--scope", "planet"], "crawler: error: --scope 'planet': expected one of host, domain, any"),
 ])
 def test_bad_size_or_pattern_exits_2(tmp_path: Path, flags: list[str], message: str) -> None:
     result = run_crawler("master", "http://127.0.0.1:1/", *flags, cwd=tmp_path,

@@ -65,6 +65,9 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     ("[crawl]\nallow = [\"ok\", \"(\"]\n",
      "crawl.allow: expected a list of Python regular expressions"),
     ("[crawl]\nimage_deny = [\"[a-\"]\n", "crawl.image_deny: expected a list of Python regular"),
+    # Values as the file wrote them, not as Python would
+    ("[crawl]\ndepth = true\n", "crawl.depth: expected a whole number, got true"),
+    ("[crawl]\nallow = [\"ok\", 3]\n", 'crawl.allow: expected a list of strings, got ["ok", 3]'),
 ])
 def test_bad_settings_name_the_file_and_the_key(tmp_path: Path, text: str, message: str) -> None:
     path = write(tmp_path, text)

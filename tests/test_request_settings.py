@@ -358,10 +358,10 @@ def test_bad_request_settings_are_one_clear_error(tmp_path: Path) -> None:
         options_from(tmp_path, netrc=str(tmp_path / "bad-netrc"))
     result = run_crawler("master", "http://127.0.0.1:1/", "--header", "nonsense",
                          "--out", str(tmp_path / "out"), cwd=tmp_path)
-    assert result.returncode == 2 and "http.headers" in result.stderr
+    assert result.returncode == 2 and "--header 'nonsense': expected a header" in result.stderr
     result = run_crawler("master", "http://127.0.0.1:1/", "--limit-rate", "fast",
                          "--out", str(tmp_path / "out"), cwd=tmp_path)
-    assert result.returncode == 2 and "http.limit_rate" in result.stderr
+    assert result.returncode == 2 and "--limit-rate 'fast': expected" in result.stderr
 
 
 def test_secrets_stay_out_of_reprs(tmp_path: Path) -> None:
