@@ -360,8 +360,9 @@ class MasterClient:
             return manager.get_board()
         except AuthenticationError as exc:
             raise AuthenticationFailed(
-                f"the master at {host}:{port} refused our authkey: give workers the master's "
-                "key with CRAWLER_AUTHKEY or --authkey-file") from exc
+                f"the master at {host}:{port} refused our authkey: give the master's key "
+                "with CRAWLER_AUTHKEY or --authkey-file (a master started without one "
+                "keeps its own in OUT/authkey)") from exc
         except BufferTooShort as exc:
             raise QueueError(f"{host}:{port} does not speak the crawler protocol") from exc
 
