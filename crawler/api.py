@@ -160,8 +160,18 @@ def read_seed_file(path: str) -> list[str]:
         raise UsageError(f"seed file {path}: not UTF-8 text (byte {exc.start})") from exc
     except OSError as exc:
         raise UsageError(f"seed file {path}: cannot read it: {exc.strerror or exc}") from exc
-    lines = (line.strip() for line in text.splitlines())
-    return [line for line in lines if line and not line.startswith("#")]
+    seeds = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            seed_urls([line])  # a bad one is named where it is, not only by its text
+        except UsageError as exc:
+            where = "standard input" if path == "-" else f"seed file {path}"
+            raise UsageError(f"{where}, line {number}: {exc}") from None
+        seeds.append(line)
+    return seeds
 
 
 def settings_with(settings: Settings | None, overrides: Mapping[str, Any]) -> Settings:

@@ -415,6 +415,14 @@ def test_no_seeds_or_a_missing_seed_file_exits_2(tmp_path: Path, args: list[str]
     assert message in error_line(result)
 
 
+def test_a_bad_line_of_a_seed_file_is_named_by_its_number(tmp_path: Path) -> None:
+    (tmp_path / "seeds.txt").write_text("# seeds\nhttp://127.0.0.1:1/\n\nbad url here\n")
+    result = run_crawler("master", "-i", "seeds.txt", cwd=tmp_path, env=crawl_env(tmp_path))
+    assert result.returncode == 2
+    assert error_line(result).startswith(
+        "crawler: error: seed file seeds.txt, line 4: seed 'bad url here': ")
+
+
 def test_dry_run_and_json_would_share_standard_output_and_are_refused(tmp_path: Path) -> None:
     result = run_crawler("master", "http://127.0.0.1:1/", "--dry-run", "--json", cwd=tmp_path,
                          env=crawl_env(tmp_path))
