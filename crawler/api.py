@@ -34,13 +34,13 @@ from typing import Any
 from crawler import __version__
 from crawler.config import DEFAULTS, Settings, load_settings, parse_address
 from crawler.errors import InvalidURL, NothingCrawled, UsageError
+from crawler.model.files import SUMMARY_NAME
 
 if typing.TYPE_CHECKING:
     from crawler.board.broker import BrokerAddress, BrokerCrawl
     from crawler.master.authkey import Authkey
     from crawler.master.master import Summary as MasterSummary
 
-SUMMARY_NAME = "summary.json"
 # A scheme is letters then ":"; "localhost:8080" is a host and a port, not a scheme.
 _HAS_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:(?!\d)")
 

@@ -234,8 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="go on with the output folder's crawl even if this run's seeds or "
                             "scope differ (a run with the same ones resumes by itself)")
     again.add_argument("--fresh", action="store_true",
-                       help="forget the output folder's crawl (journal and results; stored "
-                            "images stay) and start anew")
+                       help="forget the output folder's crawl (journal, results, summary and "
+                            "gallery; stored images stay) and start anew")
     master.add_argument("--header", action="append", metavar="'NAME: VALUE'",
                         help="send this header with every request; repeatable [http.headers]")
     master.add_argument("--insecure", action="store_true",

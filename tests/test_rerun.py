@@ -6,6 +6,7 @@ servers on 127.0.0.1, twice on the same output folder.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -82,8 +83,13 @@ def test_a_run_with_other_seeds_is_stopped_until_told_to_resume_or_start_afresh(
     assert first_images < both
     assert {u for u in both if u.startswith(second.url)}
 
+    assert run_crawler("report", str(out)).returncode == 0
+    assert first.url in (out / "index.html").read_text()
     _crawl(second.url + "/", out, tmp_path, "--fresh")
     assert _stored(out) == {u for u in both if u.startswith(second.url)}
+    # The forgotten crawl's gallery went with it; the summary is this run's.
+    assert not (out / "index.html").exists()
+    assert json.loads((out / "summary.json").read_text())["seeds"] == [second.url + "/"]
 
 
 def test_a_rerun_with_a_larger_depth_goes_on_where_the_first_stopped(

@@ -15,12 +15,19 @@ from pathlib import Path
 
 from crawler.errors import CrawlMismatch, StorageError
 from crawler.master.journal import JOURNAL_NAME
-from crawler.model.files import MANIFEST_NAME, PAGES_NAME, RESULTS_NAME
+from crawler.model.files import (
+    MANIFEST_NAME,
+    PAGES_NAME,
+    REPORT_NAME,
+    RESULTS_NAME,
+    SUMMARY_NAME,
+)
 
 BROKER_MARK = "broker-crawl.json"
 # What a folder keeps of its crawl, besides the images: its record and its result files.
+# The gallery and the summary too: left behind, they would show the forgotten crawl.
 CRAWL_FILES = (JOURNAL_NAME, JOURNAL_NAME + "-wal", JOURNAL_NAME + "-shm",
-               RESULTS_NAME, MANIFEST_NAME, PAGES_NAME, BROKER_MARK)
+               RESULTS_NAME, MANIFEST_NAME, PAGES_NAME, SUMMARY_NAME, REPORT_NAME, BROKER_MARK)
 
 
 def forget_crawl(folder: Path) -> None:

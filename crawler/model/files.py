@@ -3,3 +3,5 @@
 RESULTS_NAME = "results.log"  # one URL--->success or URL--->failure: reason line per image
 MANIFEST_NAME = "manifest.jsonl"  # one JSON object per image URL with a final outcome
 PAGES_NAME = "pages.jsonl"  # the pages that could not be crawled, one JSON object each
+SUMMARY_NAME = "summary.json"  # the counts at the end of a run (crawler master --json)
+REPORT_NAME = "index.html"  # the gallery crawler report writes

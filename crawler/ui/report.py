@@ -45,10 +45,8 @@ from typing import Any, BinaryIO
 from urllib.parse import quote, urlsplit
 
 from crawler.errors import StorageError, UsageError
-from crawler.model.files import MANIFEST_NAME, PAGES_NAME
+from crawler.model.files import MANIFEST_NAME, PAGES_NAME, REPORT_NAME
 from crawler.ui.progress import human_bytes
-
-REPORT_NAME = "index.html"
 
 MAX_LINE_BYTES = 1 << 20
 """The longest manifest line read; a real one is under 10 KB, longer ones count as malformed."""
