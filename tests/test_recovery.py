@@ -790,6 +790,9 @@ def test_pages_that_fail_for_a_while_are_tried_again(
     assert _page_counts(err) == (len(site.pages), 0), err
     assert collections.Counter(p for p in server.paths() if p in site.pages) == {
         page: 3 for page in site.pages}
+    # The progress counts them among the retries.
+    last = [line for line in err.splitlines() if " progress: " in line][-1]
+    assert f"retries {2 * len(site.pages)}," in last, last
     check_complete(out, server.url, site)
 
 

@@ -200,6 +200,7 @@ class Master:
         self._last_published = 0.0
         self._server: QueueServer | None = None
         self._pages_read = 0
+        self._page_retries = 0  # pages put back after a passing failure, this run
         self._pages_done: list[PageDone] = []  # finished, to be journaled together
         self._page_of: dict[Future[Visit], str] = {}  # the page each future is the visit of
         self._recorded: set[str] = set()  # on a broker: images whose result is in the files
@@ -806,6 +807,7 @@ class Master:
         log.info("page %s: %s; trying again in %.1f s (try %d of %d)", visit.url,
                  visit.page.skipped, backoff, tries + 1, policy.max_attempts)
         self._frontier.requeue(visit.url, visit.depth)
+        self._page_retries += 1
         return True
 
     def _collect(self, ledger: Ledger, files: ResultFiles) -> None:
@@ -838,7 +840,7 @@ class Master:
         counts = self._board.counts()
         snapshot = self._snapshot
         snapshot.in_flight = counts["in_flight"]
-        snapshot.retries = counts["retries"]
+        snapshot.retries = counts["retries"] + self._page_retries  # images' and pages'
         snapshot.workers = counts["workers"]
         shared = self._shared_frontier
         if shared is not None:  # the whole crawl's counts, every master's pages included
