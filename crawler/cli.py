@@ -567,6 +567,8 @@ def format_summary(summary: ApiSummary) -> str:
         lines += [f"    {count:6d}  {host}" for count, host in failing]
     out = summary.out_dir
     lines.append(f"  results in      {out}/results.log and {out}/manifest.jsonl")
+    if summary.pages_failed:
+        lines.append(f"  pages failed in {out}/pages.jsonl (each with its reason)")
     lines.append(f"  statistics in   {summary.summary_json}")
     return "\n".join(lines)
 

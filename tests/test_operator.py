@@ -56,7 +56,8 @@ def test_without_a_terminal_progress_is_plain_lines_and_a_summary(
                      "downloaded      13", "failed          1", "images/s", "top failure reasons:",
                      "     1  HTTP 404", "hosts with most failures:",
                      f"     1  {site.url[len('http://'):]}",
-                     f"results in      {out}/results.log and {out}/manifest.jsonl"):
+                     f"results in      {out}/results.log and {out}/manifest.jsonl",
+                     f"pages failed in {out}/pages.jsonl (each with its reason)"):
         assert expected in summary, expected
 
 

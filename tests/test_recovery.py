@@ -698,7 +698,7 @@ def _children(pid: int) -> list[int]:
 
 def _page_counts(err: str) -> tuple[int, int]:
     """Pages crawled and pages failed, from the master's closing summary."""
-    summary = err[err.index("crawl completed"):]
+    summary = err[err.index("\n  pages crawled"):]
     crawled = int(summary.split("pages crawled")[1].split()[0])
     failed = int(summary.split("(")[1].split()[0])
     return crawled, failed
