@@ -124,7 +124,8 @@ SETTING_FLAGS: dict[str, list[tuple[str, str, Any, str, str]]] = {
         ("--client-key", "http.client_key", str, "FILE", "the client certificate's key"),
     ],
     "demo": [
-        ("--out", "output.dir", str, "DIR", "output folder (default downloads/)"),
+        ("--out", "output.dir", str, "DIR",
+         "the demo's crawl goes into DIR/demo (default downloads/)"),
     ],
 }
 # Other names a setting flag answers to, kept so that scripts written for them still run.
