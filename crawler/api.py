@@ -161,7 +161,8 @@ def read_seed_file(path: str) -> list[str]:
     except OSError as exc:
         raise UsageError(f"seed file {path}: cannot read it: {exc.strerror or exc}") from exc
     seeds = []
-    for number, line in enumerate(text.splitlines(), 1):
+    # Lines as an editor numbers them: splitlines() would also break at form feeds.
+    for number, line in enumerate(text.split("\n"), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue

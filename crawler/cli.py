@@ -92,11 +92,12 @@ SETTING_FLAGS: dict[str, list[tuple[str, str, Any, str, str]]] = {
         ("--max-bytes", "download.max_bytes", size, "SIZE",
          "largest image accepted: bytes, or with k, M, G (powers of 1024)"),
         ("--lease-timeout", "queue.lease_timeout", float, "SEC",
-         "seconds without news from a worker before its images go to others"),
+         "seconds without news from a tutorial worker before its images go to others "
+         "(ours: queue.worker_silence)"),
         ("--bind", "queue.bind", str, "HOST:PORT",
-         f"address of the queue (default 127.0.0.1:{DEFAULT_PORT}; 0.0.0.0:PORT for "
+         f"address of the queue (default: 127.0.0.1:{DEFAULT_PORT}; 0.0.0.0:PORT for "
          "workers on other hosts)"),
-        ("--out", "output.dir", str, "DIR", "output folder (default downloads/)"),
+        ("--out", "output.dir", str, "DIR", "output folder (default: downloads/)"),
         ("--threads", "worker.threads", int, "N", "downloads in flight per local worker"),
         ("--cookies", "http.cookies", str, "FILE",
          "send the cookies of this Netscape cookies.txt file (pages and images)"),
@@ -118,14 +119,14 @@ SETTING_FLAGS: dict[str, list[tuple[str, str, Any, str, str]]] = {
         ("--connect-wait", "worker.connect_wait", float, "SEC",
          "how long to wait for the master or the broker (at start and after losing it) "
          "before giving up"),
-        ("--out", "output.dir", str, "DIR", "where to store images (default downloads/)"),
+        ("--out", "output.dir", str, "DIR", "where to store images (default: downloads/)"),
         ("--client-cert", "http.client_cert", str, "FILE",
          "present this client certificate (PEM) instead of the master's"),
         ("--client-key", "http.client_key", str, "FILE", "the client certificate's key"),
     ],
     "demo": [
         ("--out", "output.dir", str, "DIR",
-         "the demo's crawl goes into DIR/demo (default downloads/)"),
+         "the demo's crawl goes into DIR/demo (default: downloads/)"),
     ],
 }
 # Other names a setting flag answers to, kept so that scripts written for them still run.
@@ -177,8 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
                                   "./settings.toml if it is the crawler's, else "
                                   "~/.config/crawler/settings.toml)")
         noise = sub.add_mutually_exclusive_group()
-        if name in READS_SETTINGS:  # the commands that show progress
-            noise.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+        # Only the commands that show progress offer -q; the others take it, unsaid, for
+        # the scripts written when they offered it.
+        noise.add_argument("-q", "--quiet", action="store_true",
+                           help="no progress output" if name in READS_SETTINGS
+                           else argparse.SUPPRESS)
         noise.add_argument("-v", "--verbose", action="store_true", help="debug logs")
         sub.add_argument("-o", "--log-file", type=Path, metavar="FILE",
                          help="write log lines to FILE (appended, with timestamps) instead "
@@ -221,8 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the summary as one JSON object on standard output at "
                              "the end (it is always written to OUT/summary.json)")
     master.add_argument("--local-workers", type=int, default=0, metavar="N",
-                        help="also start N workers on this machine (default 0: the images "
-                             "wait for workers started as the master says)")
+                        help="also start N workers on this machine (default: 0, and the "
+                             "images wait for workers started as the master says)")
     master.add_argument("--authkey-file", type=Path, metavar="FILE",
                         help="file holding the queue's authkey (default: $CRAWLER_AUTHKEY, "
                              "else OUT/authkey, made with a new key the first time)")
@@ -268,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "Serve a small image site on 127.0.0.1, crawl it with a master and two "
                    "local workers, and show where the images went.")
     demo.add_argument("--workers", type=int, default=2, metavar="N",
-                      help="local workers (default 2)")
+                      help="local workers (default: 2)")
 
     status = command("status", "show what a running master is doing",
                      "Ask a running master for its counts, in-flight work and workers.")
@@ -339,8 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StorageError as exc:
         print(f"crawler: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    quiet = getattr(args, "quiet", False)  # only the commands that show progress have -q
-    with _logging_for(log_handler, args.verbose, quiet, args.log_file is not None):
+    with _logging_for(log_handler, args.verbose, args.quiet, args.log_file is not None):
         status = _run_command(args)
     if isinstance(log_handler, _LogFile) and log_handler.failure is not None and status == 0:
         return StorageError.exit_code  # the log was said lost when it happened
@@ -478,7 +481,8 @@ def _check_flag(flag: str, key: str, value: Any) -> None:
             expected = str(exc)
             for many, one_of in _ONE_OF_MANY.items():  # said of the list, here of one item
                 expected = expected.replace(many, one_of)
-            raise UsageError(f"{flag} {one!r}: "
+            shown = format(one, "g") if isinstance(one, float) else repr(one)
+            raise UsageError(f"{flag} {shown}: "
                              + (f"not a regular expression ({reason})" if reason
                                 else f"expected {expected}")) from None
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import re
 import typing
@@ -526,15 +527,17 @@ def _section_values(current: Any, section: str, table: Mapping[str, Any],
         if key not in fields:
             raise ConfigError(f"{where}: unknown key; known keys in [{section}]: "
                               + ", ".join(fields))
+        written = raw  # what the message quotes: a size as the file wrote it ("0k")
         if f"{section}.{key}" in SIZE_KEYS and isinstance(raw, str):
             try:
                 raw = parse_size(raw)
-            except ValueError as exc:
-                raise ConfigError(f"{where}: {exc}") from None
+            except ValueError:
+                raise ConfigError(f"{where}: expected a size such as \"10M\" (bytes, or with "
+                                  f"k, M or G: powers of 1024), got {_as_written(raw)}") from None
         try:
             value = _checked(raw, hints[key], checks.get(key))
         except ValueError as exc:
-            raise ConfigError(f"{where}: expected {exc}, got {_as_written(raw)}") from None
+            raise ConfigError(f"{where}: expected {exc}, got {_as_written(written)}") from None
         values[key] = _home_expanded(value) if (section, key) == ("output", "dir") else value
     return values
 
@@ -543,8 +546,8 @@ def _as_written(raw: Any) -> str:
     """``raw`` as a settings file writes it (``true``, not Python's ``True``)."""
     if isinstance(raw, bool):
         return "true" if raw else "false"
-    if isinstance(raw, str):
-        return '"' + raw.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(raw, str):  # as a TOML basic string: escapes as JSON's, on one line
+        return json.dumps(raw, ensure_ascii=False)
     if isinstance(raw, list | tuple):
         return "[" + ", ".join(_as_written(item) for item in raw) + "]"
     return repr(raw)

@@ -52,7 +52,7 @@ def test_each_setting_flag_states_its_default(command: str, defaults: dict[str, 
         option = option[:option.index("]") + 1]  # up to its [section.key]
         assert f"(default: {default}) [" in option, option
     if command == "master":
-        assert "--local-workers N also start N workers on this machine (default 0" in options
+        assert "--local-workers N also start N workers on this machine (default: 0," in options
 
 
 def test_top_level_help_lists_the_commands() -> None:

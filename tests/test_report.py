@@ -316,10 +316,10 @@ def test_a_folder_that_does_not_exist_is_named_not_skipped(gallery: dict[str, An
     assert result.returncode == 2
     assert f"no such folder: {tmp_path / 'mistyped'}" in result.stderr
     (tmp_path / "a-file").write_text("not a crawl's folder")
-    result = run_crawler("report", str(tmp_path / "a-file"))
+    result = run_crawler("report", "-q", str(tmp_path / "a-file"))  # -q: taken, unsaid
     assert result.returncode == 2
-    assert f"not a folder but a file: {tmp_path / 'a-file'}; give the crawl's output folder" \
-        in result.stderr
+    assert (f"{tmp_path / 'a-file'} is a file where a folder is needed: give the crawl's "
+            "output folder") in result.stderr
 
 
 def test_cli_report_of_several_folders_writes_into_the_first(gallery: dict[str, Any],

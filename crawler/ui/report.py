@@ -250,8 +250,8 @@ def write_report(folders: Path | Sequence[Path]) -> Path:
     folders = [folders] if isinstance(folders, Path) else list(folders)
     files = [str(folder) for folder in folders if folder.is_file()]
     if files:
-        raise UsageError(f"not a folder but a file: {', '.join(files)}; give the crawl's "
-                         "output folder")
+        raise UsageError(f"{', '.join(files)} is a file where a folder is needed: give the "
+                         "crawl's output folder")
     missing = [str(folder) for folder in folders if not folder.is_dir()]
     if missing:  # a mistyped folder is no folder of a worker that kept no manifest
         raise UsageError(f"no such folder: {', '.join(missing)}")

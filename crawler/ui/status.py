@@ -44,7 +44,7 @@ def format_status(status: dict[str, Any]) -> str:
         f"downloaded {progress['downloaded']} ({human_bytes(progress['bytes'])})   "
         f"failed {progress['failed']}   queued {board['queued']}   "
         f"in flight {board['in_flight']}   waiting to retry {board['delayed']}   "
-        f"retries {board['retries']}",
+        f"retries {progress.get('retries', board['retries'])}",  # pages' too
         "",
         f"{'worker':<32} {'threads':>7} {'held':>5} {'done':>7} {'failed':>6} "
         f"{'bytes':>10} {'img/s':>7} {'last seen':>9}",

@@ -549,6 +549,6 @@ def _why_not(exc: BaseException) -> str:
         if cause is None:
             break
         if isinstance(cause, OSError) and cause.strerror:
-            return cause.strerror.lower()
+            return cause.strerror[:1].lower() + cause.strerror[1:]
         cause = cause.__cause__ or cause.__context__
     return str(exc)[:200] or type(exc).__name__
