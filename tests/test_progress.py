@@ -113,10 +113,15 @@ def test_a_resumed_crawl_rates_count_this_run_only(
     assert final[1].endswith("3.7 GB 1.0 MB/s average  retries 0"), final
 
 
+def plain_reporter(clock: Clock) -> tuple[PlainReporter, io.StringIO]:
+    """A plain reporter writing a line every 5 s (of ``clock``) into the returned buffer."""
+    out = io.StringIO()
+    return PlainReporter(out, interval=5.0, clock=clock), out
+
+
 def test_plain_lines_count_this_run_only() -> None:
     clock = Clock()
-    out = io.StringIO()
-    reporter = PlainReporter(out, interval=5.0, clock=clock)
+    reporter, out = plain_reporter(clock)
     snapshot = Snapshot(found=4000, downloaded=3700, bytes=10**9)
     snapshot.mark_resumed()
     for _ in range(10):
@@ -134,8 +139,7 @@ def test_the_first_line_rates_what_came_since_the_start() -> None:
     # A crawl's first update may come late (workers are starting, or pages are slow):
     # what was downloaded by then counts for the first line's rate.
     clock = Clock()
-    out = io.StringIO()
-    reporter = PlainReporter(out, interval=5.0, clock=clock)
+    reporter, out = plain_reporter(clock)
     snapshot = Snapshot(found=400, downloaded=100, bytes=10**6)
     snapshot.mark_resumed()
     clock.now += 5.0
