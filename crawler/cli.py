@@ -109,8 +109,7 @@ SETTING_FLAGS: dict[str, list[tuple[str, str, Any, str, str]]] = {
         ("--client-key", "http.client_key", str, "FILE", "the client certificate's key"),
         ("--proxy", "http.proxy", str, "URL",
          "proxy for every request: http://, https://, socks5:// or socks5h:// (default: "
-         "HTTP_PROXY, "
-         "HTTPS_PROXY and NO_PROXY from the environment)"),
+         "HTTP_PROXY, HTTPS_PROXY and NO_PROXY from the environment)"),
         ("--limit-rate", "http.limit_rate", str, "RATE",
          "bandwidth cap of each worker in bytes/s, with k, M or G (e.g. 2M; 0: none)"),
     ],
