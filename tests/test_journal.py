@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from crawler.master.journal import JOURNAL_NAME, Journal
+from crawler.master.journal import JOURNAL_NAME, Journal, PageDone
 from crawler.model.outcome import Attempt, Outcome
 
 from .conftest import FixtureServer, run_crawler
@@ -80,3 +80,18 @@ def test_a_journal_that_cannot_be_opened_is_not_called_damaged(site: FixtureServ
     [line] = done.stderr.strip().splitlines()
     assert line.startswith(f"crawler: error: cannot open the crawl journal {out / JOURNAL_NAME}")
     assert "damaged" not in line and "move it away" not in line
+
+
+def test_a_mistake_of_this_program_in_a_transaction_is_not_called_damage(
+        tmp_path: Path) -> None:
+    """A statement given the wrong values is a bug, raised as such, and rolled back: the
+    file is whole, and the advice for a damaged journal (move it away) would throw the
+    crawl away."""
+    journal = Journal(tmp_path)
+    journal.add_seeds([SEED])
+    wrong = PageDone(SEED, [(f"{SEED}a", 1, "a third value")], [])  # type: ignore[list-item]
+    with pytest.raises(sqlite3.ProgrammingError):
+        journal.pages_done([wrong])
+    journal.page_done(SEED, [(f"{SEED}b", 1)], [])  # the journal goes on
+    assert journal.resume().pending_pages == [(f"{SEED}b", 1)]
+    journal.close()

@@ -283,8 +283,19 @@ class _Transaction:
             raise StorageError(f"cannot write the crawl journal {self._path}: {error}") from error
         except sqlite3.DatabaseError as error:
             raise _damaged(self._path, error) from error
-        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+        if isinstance(exc, sqlite3.DatabaseError) and _says_damaged(exc):
             raise _damaged(self._path, exc) from exc
+
+
+def _says_damaged(exc: sqlite3.DatabaseError) -> bool:
+    """Whether an error SQLite raised in a transaction says the file is damaged: a plain
+    DatabaseError ("database disk image is malformed"), or an OperationalError saying
+    so. ProgrammingError, IntegrityError and their kin are this program's own mistakes:
+    the file is whole, and moving it away, as a damaged one must be, would throw the
+    crawl away."""
+    if type(exc) is sqlite3.DatabaseError:
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and _is_damage(exc)
 
 
 def _is_damage(exc: sqlite3.OperationalError) -> bool:
