@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -72,6 +73,27 @@ def test_crawl_returns_the_summary_and_leaves_the_process_as_it_was(
     assert again.completed and again.succeeded == summary.succeeded
     assert again.stored_this_run == 0 and again.images_per_second == 0
     assert json.loads((out / "summary.json").read_text())["images_per_second"] == 0
+
+
+def test_crawl_frees_its_queue_port_and_threads_when_it_returns(
+        tmp_path: Path, site: FixtureServer, authkey: str) -> None:
+    port = free_port()
+    threads_before = set(threading.enumerate())
+    for run in ("first", "second"):  # the second on the same port: the first let it go
+        summary = crawler.crawl([site.url + "/"], out=tmp_path / run, local_workers=1,
+                                bind=f"127.0.0.1:{port}", threads=2, depth=0)
+        assert summary.completed
+    deadline = time.monotonic() + 5
+    while set(threading.enumerate()) - threads_before and time.monotonic() < deadline:
+        time.sleep(0.05)  # a served connection's thread ends as its worker leaves
+    assert not set(threading.enumerate()) - threads_before
+    with socket.create_server(("127.0.0.1", port)):  # nothing listens there any more
+        pass
+    with pytest.raises(NothingCrawled):  # and after a crawl that raised
+        crawler.crawl(f"http://127.0.0.1:{free_port()}/", out=tmp_path / "none",
+                      local_workers=0, bind=f"127.0.0.1:{port}")
+    with socket.create_server(("127.0.0.1", port)):
+        pass
 
 
 def test_crawl_raises_instead_of_exiting(tmp_path: Path) -> None:

@@ -19,13 +19,14 @@ master otherwise blocks a worker forever.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import struct
 import threading
 import time
 from collections.abc import Callable
-from multiprocessing import AuthenticationError, BufferTooShort, connection
+from multiprocessing import AuthenticationError, BufferTooShort, connection, process
 from multiprocessing.managers import (  # type: ignore[attr-defined]  # listener_client: see below
     BaseManager,
     BaseProxy,
@@ -132,14 +133,37 @@ class _GuardedServer(Server):
 
     refused = 0  # per instance once the first refusal is counted
     max_handshaking = MAX_HANDSHAKING
+    stopping = False  # set by stop(): the accepting loop ends
     # Set by Server.__init__; typeshed does not declare them.
     listener: connection.Listener
     authkey: bytes
 
+    def serve_forever(self) -> None:
+        """Accept connections until :meth:`stop`, on this thread.
+
+        Server.serve_forever's own end suits a manager's own process only: it resets
+        sys.stdout and sys.stderr (a caller's redirection, pytest's capture) and exits.
+        """
+        self.stop_event = threading.Event()  # Server.shutdown(), a client's call, sets it
+        process.current_process()._manager_server = self  # type: ignore[attr-defined]
+        self.accepter()
+
+    def stop(self) -> None:
+        """Stop accepting and free the port; connections being served end with their
+        clients."""
+        self.stopping = True
+        listening = self.listener._listener._socket  # type: ignore[attr-defined]
+        with contextlib.suppress(OSError):
+            listening.shutdown(socket.SHUT_RDWR)  # wakes the accept() under way
+        self.listener.close()
+        current = process.current_process()
+        if getattr(current, "_manager_server", None) is self:
+            del current._manager_server  # type: ignore[attr-defined]  # and the board with it
+
     def accepter(self) -> None:
         handshaking = threading.BoundedSemaphore(self.max_handshaking)
         turned_away = _Throttled("turned away %d queue connections: %s")
-        while True:  # for the life of the process: without it, no worker gets in again
+        while not self.stopping:  # till stop(): without it, no worker gets in again
             try:
                 self._accept_one(handshaking, turned_away)
             except Exception:
@@ -151,6 +175,8 @@ class _GuardedServer(Server):
         try:
             conn = self.listener.accept()
         except OSError as exc:  # out of descriptors (EMFILE), or the peer gave up
+            if self.stopping:
+                return  # stop() closed the socket
             turned_away.note(f"cannot accept: {exc.strerror or exc}")
             time.sleep(ACCEPT_PAUSE)  # not a busy loop while descriptors run out
             return
@@ -277,11 +303,8 @@ class BoardView:
 
 
 class QueueServer:
-    """Serve ``board`` on ``address`` from a daemon thread of this process.
-
-    Ending the process ends the server: the standard library offers no clean
-    stop for a server running in a thread.
-    """
+    """Serve ``board`` on ``address`` from a daemon thread of this process, until
+    :meth:`stop` (a crawl run from Python leaves no port open behind it)."""
 
     def __init__(self, board: TaskBoard, address: tuple[str, int], authkey: bytes,
                  describe: Callable[..., Any], max_handshaking: int = MAX_HANDSHAKING) -> None:
@@ -323,6 +346,12 @@ class QueueServer:
     def start(self) -> QueueServer:
         self._thread.start()
         return self
+
+    def stop(self, wait: float = 1.0) -> None:
+        """Stop accepting and free the port (served or not)."""
+        self._server.stop()
+        if self._thread.is_alive():
+            self._thread.join(wait)
 
     @property
     def refused(self) -> int:

@@ -250,7 +250,11 @@ class Master:
         try:
             return self._run_once()
         finally:
-            self._reap_workers()
+            try:
+                self._reap_workers()
+            finally:
+                if self._server is not None:
+                    self._server.stop()  # the port is free again when run() returns
 
     def _reap_workers(self) -> None:
         """End the local workers. Those that said goodbye are reaped last, so that they
