@@ -126,14 +126,17 @@ def test_a_worker_started_as_the_master_says_does_the_job(site: FixtureServer,
     master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", "out",
                            cwd=tmp_path, env=env)  # a relative folder: the command says where
     try:
-        hint = wait_for_output(master, r"workers on this host: crawler (worker .*?) \(a new key\)")
+        hint = wait_for_output(master, r"workers on this host: (crawler worker .*  # a new key)")
         key_file = out.resolve() / "authkey"
-        assert hint.group(1).endswith(f"--out {out.resolve()} --authkey-file {key_file}")
+        assert hint.group(1).endswith(
+            f"--out {out.resolve()} --authkey-file {key_file}  # a new key")
         assert key_file.stat().st_mode & 0o777 == 0o600
         # As printed, from another folder: it stores where the master records.
         elsewhere = tmp_path / "elsewhere"
         elsewhere.mkdir()
-        worker = run_crawler(*shlex.split(hint.group(1)), cwd=elsewhere, env=env)
+        # The line as printed, pasted into a shell: its note is a comment.
+        worker = run_crawler(*shlex.split(hint.group(1), comments=True)[1:], cwd=elsewhere,
+                             env=env)
         assert worker.returncode == 0, worker.stderr
         err = finish(master, 60)
     finally:

@@ -185,7 +185,8 @@ def test_a_master_on_every_interface_names_itself_as_other_hosts_reach_it(
     monkeypatch.setattr(launcher.socket, "gethostname", lambda: "vm")
     monkeypatch.setattr(launcher.socket, "getaddrinfo", getaddrinfo)
     line = launcher.invitation("0.0.0.0", 4242, Authkey(b"k" * 32, "environment"), tmp_path)
-    assert line.startswith(f"workers on other hosts: crawler worker {shown}:4242 "), line
+    assert line == (f"workers on other hosts: crawler worker {shown}:4242  # with the same "
+                    "CRAWLER_AUTHKEY as the master"), line
 
 
 def test_workers_are_awaited_until_they_leave_or_a_stop_is_asked(

@@ -843,7 +843,7 @@ def test_a_worker_started_with_the_printed_command_fits_a_restarted_master(
     command = ("master", site.url + "/", "--bind", bind, "--out", str(out), "--ignore-robots")
     first = start_crawler(*command, cwd=tmp_path, env=env)
     with _stopped_at_the_end([first]) as processes:
-        key_file = wait_for_output(first, r"--authkey-file (\S+) \(a new key\)").group(1)
+        key_file = wait_for_output(first, r"--authkey-file (\S+)  # a new key").group(1)
         worker = start_crawler("worker", bind, "--out", str(out), "--authkey-file", key_file,
                                "--connect-wait", "30", cwd=tmp_path, env=env)
         processes.append(worker)
@@ -853,7 +853,7 @@ def test_a_worker_started_with_the_printed_command_fits_a_restarted_master(
         release.set()
         again = start_crawler(*command, cwd=tmp_path, env=env)
         processes.append(again)
-        wait_for_output(again, rf"--authkey-file {re.escape(key_file)}(?! \(a new key\))")
+        wait_for_output(again, rf"--authkey-file {re.escape(key_file)}(?!  # a new key)")
         err = finish(again, 60)
         assert again.returncode == 0, err
         _, worker_err = worker.communicate(timeout=30)

@@ -69,9 +69,10 @@ def invitation(host: str, port: int, authkey: Authkey, out_dir: Path) -> str:
 
 
 def _key_hint(authkey: Authkey, *, other_hosts: bool) -> str:
-    """How a worker gets the key."""
+    """How a worker gets the key; a note after it is a shell comment, so that the whole
+    line can be pasted."""
     if authkey.source == "environment":
-        return f"(with the same {ENV_VAR} as the master)"
+        return f" # with the same {ENV_VAR} as the master"
     notes = []
     if authkey.fresh:
         notes.append("a new key")
@@ -80,7 +81,7 @@ def _key_hint(authkey: Authkey, *, other_hosts: bool) -> str:
     key_file = _key_file(authkey)
     # Absolute, as --out is: the command is pasted in other folders and on other hosts.
     shown = shlex.quote(str(key_file)) if key_file is not None else authkey.source
-    return f"--authkey-file {shown}" + (f" ({': '.join(notes)})" if notes else "")
+    return f"--authkey-file {shown}" + (f"  # {': '.join(notes)}" if notes else "")
 
 
 def _key_file(authkey: Authkey) -> Path | None:
