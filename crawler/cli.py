@@ -180,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
         # Only the commands that show progress offer -q; the others take it, unsaid, for
         # the scripts written when they offered it.
         noise.add_argument("-q", "--quiet", action="store_true",
-                           help="no progress output" if name in READS_SETTINGS
+                           help="no progress lines and no closing summary (warnings and "
+                                "errors still show)" if name in READS_SETTINGS
                            else argparse.SUPPRESS)
         noise.add_argument("-v", "--verbose", action="store_true", help="debug logs")
         sub.add_argument("-o", "--log-file", type=Path, metavar="FILE",
