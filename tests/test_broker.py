@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from crawler.board.broker import BrokerAddress, Connections, connect
+from crawler.board.broker import REGISTRY, BrokerAddress, Connections, connect
 from crawler.demo.site import build_site, png
 
 from .conftest import (
@@ -375,6 +375,16 @@ def test_broker_mistakes_get_one_clear_line(
         assert message in done.stderr, (args, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
         assert "secret" not in done.stderr
+        assert ".;" not in done.stderr and ".)" not in done.stderr, done.stderr  # redis-py's stops
+
+    # Several crawls and no --crawl: the user's to choose, a usage error.
+    several = make_redis_server()
+    several.start()
+    several.client().sadd(REGISTRY, "docs", "photos")
+    done = run_crawler("status", "--broker", several.url, cwd=tmp_path, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (f"crawler: error: the broker at {several.url} has several "
+                                   "crawls (docs, photos): name one with --crawl")
 
     # A password in $CRAWLER_BROKER is fine, but never shown in a message.
     done = run_crawler("worker", "--out", str(tmp_path / "w"), cwd=tmp_path,
@@ -398,7 +408,7 @@ def test_broker_mistakes_get_one_clear_line(
     done = run_crawler("master", url, "--broker", guarded.url, "--out", str(tmp_path / "o"),
                        cwd=tmp_path, env={**os.environ, "CRAWLER_BROKER_PASSWORD": "wrong"})
     assert done.returncode == 1 and "refused our login" in done.stderr, done.stderr
-    assert "wrong" not in done.stderr
+    assert "wrong" not in done.stderr and ".)" not in done.stderr, done.stderr
     no_password = {k: v for k, v in os.environ.items() if k != "CRAWLER_BROKER_PASSWORD"}
     for args in (("status", "--broker", guarded.url, "--json"),
                  ("master", url, "--broker", guarded.url, "--out", str(tmp_path / "p"))):

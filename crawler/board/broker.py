@@ -183,19 +183,25 @@ def connect(address: BrokerAddress, connections: Connections | None = None) -> r
         if not address.password:  # redis-py 8 says so as "HELLO must be called ... AUTH"
             raise BrokerError(f"the broker at {address} wants a password: give it with "
                               f"${PASSWORD_ENV} or --broker-password-file") from exc
-        raise BrokerError(f"the broker at {address} refused our login ({exc}): check "
+        raise BrokerError(f"the broker at {address} refused our login ({_said(exc)}): check "
                           f"${PASSWORD_ENV} or --broker-password-file") from exc
     except redis.ResponseError as exc:
         if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
-            raise BrokerError(f"the broker at {address} wants a password ({exc}): give it "
+            raise BrokerError(f"the broker at {address} wants a password ({_said(exc)}): give it "
                               f"with ${PASSWORD_ENV} or --broker-password-file") from exc
-        raise BrokerError(f"the broker at {address} answered {exc}") from exc
+        raise BrokerError(f"the broker at {address} answered {_said(exc)}") from exc
     except (redis.ConnectionError, redis.TimeoutError, socket.gaierror) as exc:
-        raise BrokerUnreachable(f"cannot reach the broker at {address}: {exc}; is redis-server "
-                                "running there, and is the address right?") from exc
+        raise BrokerUnreachable(f"cannot reach the broker at {address}: {_said(exc)}; is "
+                                "redis-server running there, and is the address right?") from exc
     finally:
         probe.close()
     return client
+
+
+def _said(exc: BaseException) -> str:
+    """What redis-py said, without the full stop it ends some sentences with (the message
+    goes on after it)."""
+    return str(exc).strip().rstrip(".")
 
 
 @dataclass(frozen=True)
@@ -293,5 +299,6 @@ def only_crawl(client: redis.Redis, address: BrokerAddress) -> str:
     if not names:
         raise CrawlNotFound(f"no crawl on the broker at {address} yet: start a master first "
                           "(crawler master URL --broker ...)")
-    raise BrokerError(f"the broker at {address} has several crawls ({', '.join(names)}): "
-                      "name one with --crawl")
+    # Which one is the user's to say: a usage error, not a failure of the broker.
+    raise UsageError(f"the broker at {address} has several crawls ({', '.join(names)}): "
+                     "name one with --crawl")

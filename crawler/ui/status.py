@@ -29,7 +29,7 @@ def fetch_broker_status(broker: BrokerAddress, crawl: str | None) -> dict[str, A
     try:
         return dict(client.connect().status())
     except ConnectionError as exc:
-        raise BrokerError(f"no status from the broker at {broker}: {exc}") from exc
+        raise BrokerError(f"no status of the crawl: {exc}") from exc
 
 
 def format_status(status: dict[str, Any]) -> str:
