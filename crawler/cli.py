@@ -710,6 +710,7 @@ def _report(args: argparse.Namespace, settings: Settings) -> int:
 
     path = write_report(args.output_dirs)
     write_out(f"wrote {path}")
+    write_out(f"open {path.resolve().as_uri()} in a browser")
     return 0
 
 

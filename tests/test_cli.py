@@ -70,7 +70,8 @@ def test_the_installed_crawler_command_keeps_exit_status_and_output(tmp_path: Pa
     wrote = subprocess.run([str(script), "report", str(tmp_path)], capture_output=True,
                            text=True, timeout=60, check=False)
     assert wrote.returncode == 0, wrote.stderr
-    assert wrote.stdout == f"wrote {tmp_path}/index.html\n"
+    assert wrote.stdout == (f"wrote {tmp_path}/index.html\n"
+                            f"open {(tmp_path / 'index.html').as_uri()} in a browser\n")
     refused = subprocess.run([str(script), "master", "ftp://example.test/"], cwd=tmp_path,
                              capture_output=True, text=True, timeout=60, check=False)
     assert refused.returncode == 2

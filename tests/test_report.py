@@ -289,7 +289,8 @@ def test_folders_merge_and_a_workers_copied_folder_fills_its_tiles(tmp_path: Pat
     (figure,) = [fig for fig in alone.select("figure.image") if "far.png" in fig.get_text()]
     assert figure.img is None
     assert "stored on far-host (worker far-host:77:ab12)" in figure.get_text()
-    assert "1 stored on other hosts (far-host (1))" in alone.select_one("#elsewhere").get_text()
+    assert ("1 stored in workers' own output folders (by workers on far-host (1))"
+            in alone.select_one("#elsewhere").get_text())
 
     index = write_report([master, copied])
     assert index == master / "index.html"
@@ -328,7 +329,9 @@ def test_cli_report_of_several_folders_writes_into_the_first(gallery: dict[str, 
     store(other, "example.test/img/far.png", gallery["images"]["far.png"])
     result = run_crawler("report", str(gallery["out"]), str(other))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"wrote {gallery['out']}/index.html"
+    index = gallery["out"] / "index.html"
+    assert result.stdout.splitlines() == [f"wrote {index}",
+                                          f"open {index.resolve().as_uri()} in a browser"]
     soup = BeautifulSoup((gallery["out"] / "index.html").read_text(encoding="utf-8"),
                          "html.parser")
     assert soup.find("img", alt="far.png") is not None
@@ -412,7 +415,7 @@ def test_cli_report_prints_the_path(gallery: dict[str, Any]) -> None:
     (out / "index.html").unlink()
     result = run_crawler("report", str(out))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"wrote {out}/index.html"
+    assert result.stdout.splitlines()[0] == f"wrote {out}/index.html"
     assert (out / "index.html").is_file()
 
 
@@ -549,10 +552,10 @@ def probe_result(dom: BeautifulSoup) -> dict[str, Any]:
 
 
 def loaded_widths(dom: BeautifulSoup) -> dict[str, int | None]:
-    """naturalWidth of each thumbnail in view, by alt text; None for one that did not load."""
+    """naturalWidth of each thumbnail in view, by file name; None for one that did not load."""
     in_view = [img for img in dom.select("figure img") if img.get("data-inview")]
-    return {img["alt"]: int(img["data-loaded"]) if img.get("data-loaded") else None
-            for img in in_view}
+    return {img.find_parent("figure")["data-name"]: int(img["data-loaded"])
+            if img.get("data-loaded") else None for img in in_view}
 
 
 def check_layout(seen: dict[str, Any]) -> None:
@@ -623,7 +626,7 @@ def test_report_of_a_real_crawl_shows_its_images(site: FixtureServer, tmp_path: 
     assert crawl.returncode == 0, crawl.stderr
     report = run_crawler("report", str(out), cwd=tmp_path)
     assert report.returncode == 0, report.stderr
-    assert report.stdout.strip() == f"wrote {out}/index.html"
+    assert report.stdout.splitlines()[0] == f"wrote {out}/index.html"
 
     manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     stored = {entry["path"].rpartition("/")[2]: entry for entry in manifest
@@ -662,3 +665,32 @@ def test_long_names_stay_inside_their_tiles(tmp_path: Path) -> None:
                                                size))
         check_layout(seen)
         assert len(seen["figures"]) == 3
+
+
+def test_pages_in_address_order_and_images_with_the_pages_words(tmp_path: Path) -> None:
+    """Pages sorted as a person would (p2 before p10); an image's alt text and its figure's
+    caption, as the page wrote them (its ref), on the thumbnail; a page's failed images
+    counted in its heading as in the page filter."""
+    out = tmp_path / "out"
+    out.mkdir()
+    host = "example.test"
+    lines = []
+    for n in (10, 2, 1):  # the order the crawl happened to finish them
+        body = png(8, 8, n)
+        store(out, f"{host}/img/i{n}.png", body)
+        line = success(f"http://{host}/img/i{n}.png", f"http://{host}/p{n}.html",
+                       f"{host}/img/i{n}.png", body)
+        line["ref"] = {"kind": "img", "alt": f"a cat, {n}", "caption": f"Figure {n}"}
+        lines.append(line)
+    lines.append(failure(f"http://{host}/img/gone.png", "HTTP 404", f"http://{host}/p2.html", 1))
+    (out / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    soup = BeautifulSoup(write_report(out).read_text(encoding="utf-8"), "html.parser")
+    headings = [section.h2.get_text(" ", strip=True) for section in sections(soup)]
+    assert headings == [f"http://{host}/p1.html (1 image)",
+                        f"http://{host}/p2.html (1 image, 1 failed)",
+                        f"http://{host}/p10.html (1 image)"]
+    first = sections(soup)[0]
+    assert first.img["alt"] == "a cat, 1"
+    assert first.select_one("figcaption .caption").get_text() == "Figure 1"
+    options = [option.get_text() for option in soup.select("#f-page option")]
+    assert f"http://{host}/p2.html (2)" in options

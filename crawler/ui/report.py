@@ -35,6 +35,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -86,6 +87,7 @@ figcaption{padding:6px 8px;font-size:12px;color:#555;min-width:0}
 figcaption .name{display:block;font-weight:600;color:#222;overflow-wrap:anywhere;
 display:-webkit-box;-webkit-line-clamp:2;-webkit-box-orient:vertical;overflow:hidden}
 figcaption .details{display:block;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+figcaption .caption{display:block;font-style:italic;overflow-wrap:anywhere}
 table{border-collapse:collapse;width:100%;background:#fff;table-layout:fixed}
 th,td{border:1px solid #ddd;padding:4px 6px;text-align:left;vertical-align:top;
 overflow-wrap:anywhere}
@@ -200,6 +202,8 @@ class Entry:
     width: int | None
     height: int | None
     content_type: str | None = None
+    alt: str | None = None  # what the page said of it (its ref): the alt text
+    caption: str | None = None  # an enclosing <figure>'s caption, else its title
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,12 +357,16 @@ def parse_line(raw: bytes) -> Entry | None:
     url, status = _text(data.get("url")), data.get("status")
     if not url or status not in ("success", "failure"):
         return None
+    ref = data.get("ref")
+    said = ref if isinstance(ref, dict) else {}
     return Entry(url=url, ok=status == "success", reason=_text(data.get("reason")) or "",
                  page=_text(data.get("page")), worker=_text(data.get("worker")),
                  path=_text(data.get("path")), bytes=_count(data.get("bytes")),
                  attempts=_count(data.get("attempts")), width=_count(data.get("width")),
                  height=_count(data.get("height")),
-                 content_type=_text(data.get("content_type")))
+                 content_type=_text(data.get("content_type")),
+                 alt=_text(said.get("alt")) or None,
+                 caption=_text(said.get("caption")) or _text(said.get("title")) or None)
 
 
 def _text(value: Any) -> str | None:
@@ -409,7 +417,9 @@ def render(manifest: Manifest, folders: Path | Sequence[Path]) -> str:
 
     # The gallery first: only then are hosts, sizes and files elsewhere known.
     gallery: list[str] = []
-    groups = sorted(manifest.pages.items(), key=lambda item: item[0] is None)  # unknown last
+    # In the order of their addresses, numbers as numbers (p2 before p10); unknown last.
+    groups = sorted(manifest.pages.items(), key=lambda item: _in_order(item[0]))
+    failed_on: Counter[str | None] = Counter(entry.page for entry in manifest.failures)
     # Every page gets a number for the page filter: those with images, then those
     # whose images all failed.
     page_numbers = {page: number for number, (page, _) in enumerate(groups, 1)}
@@ -418,7 +428,8 @@ def render(manifest: Manifest, folders: Path | Sequence[Path]) -> str:
     for number, (page, entries) in enumerate(groups, 1):
         gallery.append(f'<section class="page" id="page-{number}"><h2>')
         gallery.append(_link(page) if page is not None else "Found on no recorded page")
-        gallery.append(f' <small>({_plural(len(entries), "image")})</small></h2>\n'
+        failed = f", {failed_on[page]} failed" if failed_on[page] else ""
+        gallery.append(f' <small>({_plural(len(entries), "image")}{failed})</small></h2>\n'
                        '<div class="grid">\n')
         page_html = escape(page or "")
         for entry in entries:
@@ -440,8 +451,9 @@ def render(manifest: Manifest, folders: Path | Sequence[Path]) -> str:
         if context.elsewhere:
             hosts = ", ".join(f"{escape(host)} ({count})"
                               for host, count in context.elsewhere.most_common(5))
-            add(f": {sum(context.elsewhere.values())} stored on other hosts ({hosts}). Copy a "
-                "worker's output folder here and name it too: <code>crawler report "
+            add(f": {sum(context.elsewhere.values())} stored in workers' own output folders "
+                f"(by workers on {hosts}). Name those folders too (copied here from another "
+                "host): <code>crawler report "
                 f"{escape(str(folders[0]))} WORKER_FOLDER</code>")
         add(".</p>\n")
     if manifest.malformed:
@@ -512,7 +524,8 @@ def _figure(out: list[str], entry: Entry, page_number: int, page_html: str,
             f'data-status="here" data-size="{size}" data-full="{href}" data-name="{name}" '
             f'data-url="{url}" data-details="{details}" data-width="{entry.width or 0}" '
             f'data-where="{page_html}"><a class="thumb" href="{href}">'
-            f'<img loading="lazy" decoding="async" src="{href}" alt="{name}"{tiny}></a>')
+            f'<img loading="lazy" decoding="async" src="{href}" '
+            f'alt="{escape(entry.alt) if entry.alt else name}"{tiny}></a>')
     else:
         add(f'<figure class="image item" data-page="{page_number}" data-host="{host}" '
             f'data-status="elsewhere" data-size="{size}">')
@@ -530,8 +543,18 @@ def _figure(out: list[str], entry: Entry, page_number: int, page_html: str,
         add(f'<p class="missing">{note}</p>')
     link = (f'<a href="{url}" rel="noopener noreferrer">{name}</a>' if _is_http(entry.url)
             else name)
-    add(f'<figcaption><span class="name">{link}</span><span class="details">{details}</span>'
-        "</figcaption></figure>\n")
+    said = entry.caption or entry.alt  # the page's words for it, where it had some
+    caption = f'<span class="caption">{escape(said)}</span>' if said else ""
+    add(f'<figcaption><span class="name">{link}</span>{caption}'
+        f'<span class="details">{details}</span></figcaption></figure>\n')
+
+
+def _in_order(page: str | None) -> tuple[bool, list[tuple[str, int]]]:
+    """A sort key for pages: by address, with runs of digits compared as numbers."""
+    if page is None:
+        return True, []
+    parts = re.split(r"(\d+)", page)
+    return False, [(text, 0) if n % 2 == 0 else ("", int(text)) for n, text in enumerate(parts)]
 
 
 def _details(entry: Entry) -> str:
