@@ -57,8 +57,9 @@ def test_a_crawl_on_the_broker_has_the_results_of_one_on_the_embedded_queue(
     server = make_server()
     site = build_site(pages=4, images_per_page=10, min_kb=1, max_kb=8)
     missing = sorted(site.images)[:2]  # their pages show them; the server answers 404
+    gone_page = sorted(page for page in site.pages if page != "/")[-1]  # linked, 404
     serve_routes(server, {path: body for path, body in site.files.items()
-                          if path not in missing})
+                          if path not in missing and path != gone_page})
     embedded, brokered = tmp_path / "embedded", tmp_path / "brokered"
     done = run_crawler("master", server.url + "/", "--out", str(embedded), "--bind",
                        "127.0.0.1:0", "--local-workers", "2", "--quiet", cwd=tmp_path)
@@ -76,21 +77,30 @@ def test_a_crawl_on_the_broker_has_the_results_of_one_on_the_embedded_queue(
             == sorted((embedded / "results.log").read_text().splitlines()))
     ours, theirs = (json.loads((out / "summary.json").read_text())
                     for out in (brokered, embedded))
-    for key in ("pages", "found", "succeeded", "failed", "bytes", "completed"):
+    for key in ("pages", "pages_failed", "found", "succeeded", "failed", "bytes", "completed"):
         assert ours[key] == theirs[key], key
+    assert ours["pages_failed"] == 1
+    # A master that joins the crawl, and so read none of its pages, tells the same counts:
+    # they are the crawl's, not each master's.
+    joined = run_crawler("master", "--broker", redis_server.url, "--join", name, "--out",
+                         str(tmp_path / "joined"), "--quiet", cwd=tmp_path)
+    assert joined.returncode == 0, joined.stderr
+    late = json.loads((tmp_path / "joined" / "summary.json").read_text())
+    for key in ("pages", "pages_failed", "found", "succeeded", "failed"):
+        assert late[key] == ours[key], key
 
     status = run_crawler("status", "--broker", redis_server.url, "--crawl", name, "--json")
     assert status.returncode == 0, status.stderr
     shown = json.loads(status.stdout)
-    assert shown["closed"] and shown["board"]["done"] == len(site.images)
+    assert shown["closed"] and shown["board"]["done"] == ours["found"]
     assert not [e for e in manifest_lines(embedded) if e["status"] == "success"
                 and e["url"] in {f["url"] for f in failed}]
     assert "request" not in shown  # the crawl's secrets are for workers only
     # The images' counts are Redis's own (workers go on while no master runs), and an ended
     # crawl's time stands still.
     assert (shown["progress"]["found"], shown["progress"]["downloaded"],
-            shown["progress"]["failed"]) == (len(site.images), len(site.images) - len(missing),
-                                             len(missing))
+            shown["progress"]["failed"], shown["progress"]["pages_failed"]) == (
+        ours["found"], ours["found"] - len(missing), len(missing), 1)
     time.sleep(1.5)
     later = json.loads(run_crawler("status", "--broker", redis_server.url, "--crawl", name,
                                    "--json").stdout)
@@ -98,7 +108,8 @@ def test_a_crawl_on_the_broker_has_the_results_of_one_on_the_embedded_queue(
     text = run_crawler("status", "--broker", redis_server.url, "--crawl", name)
     assert text.returncode == 0, text.stderr
     assert "finished" in text.stdout and "0 master(s) live" in text.stdout
-    assert f"downloaded {len(site.images) - len(missing)} " in text.stdout
+    assert f"downloaded {ours['found'] - len(missing)} " in text.stdout
+    assert "(1 failed, 0 queued)" in text.stdout
 
 
 def test_two_masters_share_the_pages_and_the_crawl_outlives_a_killed_one(

@@ -16,7 +16,7 @@ Keys (under the crawl's prefix): ``pages:seen`` (set of URLs), ``pages:lane:HOST
 when they may be asked), ``pages:next`` and ``pages:delay`` (hashes by host),
 ``pages:leased`` (URLs scored by lease deadline), ``pages:holder`` (URL to
 ``MASTER<TAB>DEPTH<TAB>HOST``), ``pages:held:MASTER`` (set), ``pages:tries``,
-``pages:aside`` and ``pages:stats`` (``waiting``, ``done``).
+``pages:aside`` and ``pages:stats`` (``waiting``, ``done``, ``failed``).
 """
 
 from __future__ import annotations
@@ -145,7 +145,8 @@ end
 return added
 """
 
-# ARGV: prefix, url, how ('done' | 'aside' | 'requeue'), depth, host, master. Only the
+# ARGV: prefix, url, how ('done' | 'aside' | 'requeue'), depth, host, master, and
+# 'failed' for a page done that could not be crawled. Only the
 # page's holder settles it: a master whose lease ran out (it was silent too long, and
 # another master has the page now) changes nothing, and a settle sent twice (a lost
 # answer) counts once.
@@ -155,6 +156,7 @@ local held = unlease(p, url, ARGV[6])
 if not held then return 0 end
 if how == 'done' then
   redis.call('HINCRBY', p .. 'pages:stats', 'done', 1)
+  if ARGV[7] == 'failed' then redis.call('HINCRBY', p .. 'pages:stats', 'failed', 1) end
 elseif how == 'aside' then
   redis.call('HSET', p .. 'pages:aside', url, held[1])  -- its depth, for the rerun
 else
@@ -248,7 +250,10 @@ class RedisFrontier:
         self.lease = lease
         self._max_pages = max_pages  # the crawl's page budget, every master's pages (0: none)
         self._seen: set[str] = set()  # this master's: spares Redis a round trip per link
-        self.done_pages = 0  # pages the crawl has done, as of the last len()
+        # The crawl's pages done and failed, as of the last len(): a page set aside (a
+        # passing failure, a rerun tries it) counts in both, as in the embedded mode.
+        self.done_pages = 0
+        self.failed_pages = 0
         self._empty_until = 0.0  # no pop before this time.monotonic() (see pop)
         self._pop = client.register_script(_POP)
         self._add = client.register_script(_ADD)
@@ -266,12 +271,15 @@ class RedisFrontier:
         crawl would look finished while it is not.
         """
         pipe = self._client.pipeline(transaction=True)
-        pipe.hmget(self._prefix + "pages:stats", "waiting", "done")
+        pipe.hmget(self._prefix + "pages:stats", "waiting", "done", "failed")
         pipe.zcard(self._prefix + "pages:leased")
         pipe.exists(self._prefix + "pages:seen")
         pipe.exists(self._record)
-        (waiting, done), leased, begun, recorded = pipe.execute()
-        self.done_pages = int(done or 0)  # read with the rest: one round trip a loop pass
+        pipe.hlen(self._prefix + "pages:aside")
+        (waiting, done, failed), leased, begun, recorded, aside = pipe.execute()
+        # Read with the rest: one round trip a loop pass.
+        self.done_pages = int(done or 0) + int(aside)
+        self.failed_pages = int(failed or 0) + int(aside)
         if not recorded:
             # Its first master writes the record before anything else: the crawl's state
             # is gone (FLUSHDB, or a restart with no append-only file). Waiting would be
@@ -380,12 +388,14 @@ class RedisFrontier:
         self._clear(args=[self._prefix])
 
     def queue_done(self, pipe: redis.client.Pipeline, url: str,
-                   links: Sequence[tuple[str, int]]) -> None:
-        """Add to ``pipe`` (a transaction): ``url`` is done, and its links are queued."""
+                   links: Sequence[tuple[str, int]], *, failed: bool = False) -> None:
+        """Add to ``pipe`` (a transaction): ``url`` is done (``failed``: it could not be
+        crawled, for good), and its links are queued."""
         self._empty_until = 0.0  # its links may be ready at once
         if links:
             self._add(args=[self._prefix, *_page_args(links)], client=pipe)
-        self._settle(args=[self._prefix, url, "done", 0, "", self._master], client=pipe)
+        self._settle(args=[self._prefix, url, "done", 0, "", self._master,
+                           "failed" if failed else ""], client=pipe)
 
 
 

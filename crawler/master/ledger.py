@@ -116,7 +116,7 @@ class BrokerLedger:
         pipe = self._client.pipeline(transaction=True)
         queued: list[tuple[str, str, str | None, str | None]] = []
         for page in pages:
-            self._frontier.queue_done(pipe, page.url, page.links)
+            self._frontier.queue_done(pipe, page.url, page.links, failed=page.failed)
             for image in page.images:
                 url, page_url, _, ref = image
                 attempt = _settled(image)

@@ -850,6 +850,7 @@ class Master:
         if shared is not None:  # the whole crawl's counts, every master's pages included
             snapshot.found = unsettled(counts) + counts["done"]
             snapshot.pages = shared.done_pages  # as of the last len(frontier)
+            snapshot.pages_failed = shared.failed_pages
             self._publish()
         self._reporter.update(snapshot)
         return counts
