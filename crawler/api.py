@@ -201,7 +201,7 @@ def settings_with(settings: Settings | None, overrides: Mapping[str, Any]) -> Se
 def crawl(seeds: str | Iterable[str], *, out: str | os.PathLike[str] = "downloads",
           local_workers: int = 2, settings: Settings | None = None, dry_run: bool = False,
           resume: bool = False, fresh: bool = False, authkey: bytes | str | None = None,
-          **overrides: Any) -> Summary:
+          on_image: Callable[[str], None] | None = None, **overrides: Any) -> Summary:
     """Crawl from ``seeds`` into ``out`` with ``local_workers`` worker processes; return
     the :class:`Summary` once the crawl is over (also written to ``out/summary.json``).
 
@@ -209,7 +209,9 @@ def crawl(seeds: str | Iterable[str], *, out: str | os.PathLike[str] = "download
     ``overrides`` set single settings by name (``depth=1``, ``host_delay=0.5``,
     ``image_deny=[r"\\.gif$"]``). The queue serves on ``queue.bind``; pass
     ``bind="127.0.0.1:0"`` for any free port. With ``local_workers=0`` the
-    crawl waits for workers started elsewhere (``crawler worker``).
+    crawl waits for workers started elsewhere (``crawler worker``). A dry run
+    calls ``on_image(url)`` for each image URL it would queue; without it, the
+    URLs go to standard output, as ``crawler master --dry-run`` prints them.
 
     Raises :class:`~crawler.errors.NothingCrawled` when no seed page could be
     fetched, and the other :class:`~crawler.errors.CrawlerError` kinds for bad
@@ -225,8 +227,14 @@ def crawl(seeds: str | Iterable[str], *, out: str | os.PathLike[str] = "download
     chosen = settings_with(settings, {**overrides, "output__dir": os.fspath(out)})
     key = (Authkey(authkey.encode() if isinstance(authkey, str) else authkey, "argument")
            if authkey else master_authkey(None, Path(chosen.output.dir), keep=not dry_run))
+    def on_images(urls: list[str]) -> None:
+        assert on_image is not None
+        for url in urls:
+            on_image(url)
+
     return run_crawl(chosen, seed_list, key, local_workers=local_workers, dry_run=dry_run,
-                     resume=resume, fresh=fresh)
+                     resume=resume, fresh=fresh,
+                     on_images=on_images if on_image is not None else None)
 
 
 def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
@@ -237,7 +245,8 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
               on_summary: Callable[[Summary], None] | None = None,
               broker: BrokerAddress | None = None, crawl_name: str | None = None,
               join: bool = False,
-              worker_command: Callable[[Sequence[str]], int] | None = None) -> Summary:
+              worker_command: Callable[[Sequence[str]], int] | None = None,
+              on_images: Callable[[list[str]], None] | None = None) -> Summary:
     """A master's whole run: the wiring both :func:`crawl` and ``crawler master`` use.
 
     ``progress`` draws the progress display on stderr; ``announce`` receives
@@ -270,7 +279,7 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
                             local_workers=local_workers, worker_threads=settings.worker.threads,
                             dry_run=dry_run, resume=resume, fresh=fresh,
                             invite_workers=invite_workers, broker=shared,
-                            worker_command=worker_command)
+                            worker_command=worker_command, on_images=on_images)
     # Before the progress display and the queue start their threads: it forks.
     parser = PageParser(parser=settings.crawl.parser, processes=settings.crawl.parsers or None)
     try:

@@ -111,16 +111,20 @@ def test_crawl_raises_instead_of_exiting(tmp_path: Path) -> None:
     assert process_state() == before
 
 
-def test_settings_built_in_code_and_keyword_overrides(tmp_path: Path,
-                                                      site: FixtureServer) -> None:
+def test_settings_built_in_code_and_keyword_overrides(
+        tmp_path: Path, site: FixtureServer, capfd: pytest.CaptureFixture[str]) -> None:
     settings = crawler.Settings().with_values({"crawl.depth": 0, "queue.bind": "127.0.0.1:0"})
+    listed: list[str] = []
     summary = crawler.crawl([site.url + "/gallery.html"], out=tmp_path / "out",
                             settings=settings, dry_run=True, image_deny=[r"\.png$"],
-                            authkey="k" * 32)
+                            authkey="k" * 32, on_image=listed.append)
     assert summary.dry_run and summary.out_dir is None and summary.summary_json is None
     assert summary.pages == 1
     assert not (tmp_path / "out").exists()  # a dry run writes nothing
     assert summary.found == 1  # cat.jpg; the PNGs are refused by image_deny
+    # The URL went to the caller, not to its standard output.
+    assert listed == [f"{site.url}/photos/cat.jpg"]
+    assert capfd.readouterr().out == ""
 
 
 def test_run_worker_returns_and_raises_typed_errors(tmp_path: Path) -> None:

@@ -114,6 +114,8 @@ class MasterOptions(NamedTuple):
     # The crawler command's main: local workers are forked and run it (see
     # master.launcher); None: each is a fresh interpreter.
     worker_command: Callable[[Sequence[str]], int] | None = None
+    # A dry run's image URLs, a page's at a time; None: on standard output.
+    on_images: Callable[[list[str]], None] | None = None
 
 
 @dataclass
@@ -756,7 +758,10 @@ class Master:
                 continue
             new_images.append((image, refused, ref))
         if listed:
-            write_out("\n".join(listed))
+            if self._options.on_images is not None:
+                self._options.on_images(listed)
+            else:
+                write_out("\n".join(listed))
         page_url = visit.page.final_url
         log.debug("page %s (depth %d): %d links, %d new images", visit.url, visit.depth,
                   len(links), len(new_images))
