@@ -459,6 +459,11 @@ def test_a_crawl_name_holds_one_crawl(
     again = run_crawler("master", server.url + "/", *args, "--out", str(tmp_path / "c"))
     assert again.returncode == 0, again.stderr
     assert _comparable(tmp_path / "c") == _comparable(tmp_path / "a")
+    # Its counts are the crawl's; its rate is its own, and it stored nothing.
+    first, rerun = (json.loads((tmp_path / out / "summary.json").read_text())
+                    for out in ("a", "c"))
+    assert rerun["succeeded"] == first["succeeded"] == first["stored_this_run"] > 0
+    assert rerun["stored_this_run"] == 0 and rerun["images_per_second"] == 0
 
 
 def test_the_broker_password_never_shows_in_ps(

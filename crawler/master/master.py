@@ -449,6 +449,10 @@ class Master:
         self._snapshot.found = len(resumed.finished_images)
         self._snapshot.pages = len(resumed.done_pages)
         self._snapshot.pages_failed = resumed.failed_pages
+        if self._shared_frontier is not None:
+            # On a broker, the results there already (earlier runs, workers that went on
+            # while no master ran) are recorded first: they are not this run's work.
+            self._collect(ledger, files)
         self._snapshot.mark_resumed()  # rates count this run only
         frontier = self._frontier = make_frontier(resumed)
         if self._server is not None:
