@@ -227,6 +227,7 @@ def crawl(seeds: str | Iterable[str], *, out: str | os.PathLike[str] = "download
     chosen = settings_with(settings, {**overrides, "output__dir": os.fspath(out)})
     key = (Authkey(authkey.encode() if isinstance(authkey, str) else authkey, "argument")
            if authkey else master_authkey(None, Path(chosen.output.dir), keep=not dry_run))
+
     def on_images(urls: list[str]) -> None:
         assert on_image is not None
         for url in urls:
