@@ -38,9 +38,11 @@ from crawler.config import (
     SETTINGS_ENV,
     Settings,
     find_settings,
+    is_pattern_setting,
     load_settings,
     parse_address,
     parse_size,
+    regex_error,
     setting_type,
     setting_value,
 )
@@ -461,8 +463,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["http.env_proxies"] = False
     if getattr(args, "header", None):
         overrides["http.headers"] = (*settings.http.headers, *args.header)
-        for header in args.header:
-            _check_flag("--header", "http.headers", (header,))
+        _check_flag("--header", "http.headers", tuple(args.header))
     for flag, key, *_ in SETTING_FLAGS.get(args.command, []):
         if key in overrides:
             _check_flag(flag, key, overrides[key])
@@ -477,7 +478,7 @@ def _check_flag(flag: str, key: str, value: Any) -> None:
         try:
             setting_value(key, (one,) if isinstance(value, tuple | list) else one)
         except ValueError as exc:
-            reason = _regex_error(one) if _is_pattern_setting(key) else None
+            reason = regex_error(str(one)) if is_pattern_setting(key) else None
             expected = str(exc)
             for many, one_of in _ONE_OF_MANY.items():  # said of the list, here of one item
                 expected = expected.replace(many, one_of)
@@ -487,21 +488,7 @@ def _check_flag(flag: str, key: str, value: Any) -> None:
                                 else f"expected {expected}")) from None
 
 
-_ONE_OF_MANY = {"a list of headers": "a header", "a list drawn from": "one of"}
-
-
-def _is_pattern_setting(key: str) -> bool:
-    return key in ("crawl.allow", "crawl.deny", "crawl.image_allow", "crawl.image_deny")
-
-
-def _regex_error(pattern: object) -> str | None:
-    import re
-
-    try:
-        re.compile(str(pattern))
-    except re.error as exc:
-        return str(exc)
-    return None
+_ONE_OF_MANY = {"a list of headers": "a header"}  # the only list setting a flag adds to
 
 
 def _address(text: str) -> tuple[str, int]:

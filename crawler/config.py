@@ -108,13 +108,17 @@ _POSITIVE = Check(lambda v: 0 < v <= _LARGEST, f"a number > 0 (at most {_LARGEST
 _CONTROLS = re.compile("[\x00-\x1f\x7f]")
 
 
-def _compiles(patterns: tuple[str, ...]) -> bool:
+def regex_error(pattern: str) -> str | None:
+    """Why ``pattern`` is no Python regular expression (in re's words); None if it is one."""
     try:
-        for pattern in patterns:
-            re.compile(pattern)
-    except re.error:
-        return False
-    return True
+        re.compile(pattern)
+    except re.error as exc:
+        return str(exc)
+    return None
+
+
+def _compiles(patterns: tuple[str, ...]) -> bool:
+    return all(regex_error(pattern) is None for pattern in patterns)
 
 
 _PATTERNS = Check(_compiles, "a list of Python regular expressions")
@@ -334,6 +338,12 @@ def setting_type(key: str) -> Any:
     """The type of the setting ``section.name`` (KeyError for an unknown one)."""
     section, name = key.split(".", 1)
     return section_types(section_types(Settings)[section])[name]
+
+
+def is_pattern_setting(key: str) -> bool:
+    """Whether the setting ``section.name`` is a list of regular expressions."""
+    section, name = key.split(".", 1)
+    return section_checks(section_types(Settings)[section]).get(name) is _PATTERNS
 
 
 def setting_value(key: str, raw: Any) -> Any:

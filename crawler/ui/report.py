@@ -459,7 +459,7 @@ def render(manifest: Manifest, folders: Path | Sequence[Path]) -> str:
     if manifest.malformed:
         add(f'<p class="note" id="malformed">{_plural(manifest.malformed, "malformed line")} '
             "skipped.</p>\n")
-    _filters(out, page_numbers, manifest, context)
+    _filters(out, page_numbers, failed_on, manifest, context)
     add("</header>\n<main>\n")
     add(f'<h2 class="part" id="gallery" data-total="{manifest.succeeded}">Images by page</h2>\n')
     if not groups:
@@ -476,11 +476,12 @@ def render(manifest: Manifest, folders: Path | Sequence[Path]) -> str:
     return "".join(out)
 
 
-def _filters(out: list[str], page_numbers: dict[str | None, int], manifest: Manifest,
-             context: _Context) -> None:
-    """The filter bar: page, host, status, size, each option with its count."""
+def _filters(out: list[str], page_numbers: dict[str | None, int],
+             failed_on: Counter[str | None], manifest: Manifest, context: _Context) -> None:
+    """The filter bar: page, host, status, size, each option with its count (``failed_on``:
+    the failed images of each page)."""
     add = out.append
-    counts: Counter[str | None] = Counter(entry.page for entry in manifest.failures)
+    counts = failed_on.copy()
     for page, entries in manifest.pages.items():
         counts[page] += len(entries)
     # Hidden until the script shows it: without scripts the filters could not work.
