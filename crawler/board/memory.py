@@ -281,6 +281,7 @@ class TaskBoard:
         return expired
 
     def counts(self) -> dict[str, int]:
+        now = self._clock()
         with self._cond:
             states = self._in_state
             return {"queued": states[QUEUED], "in_flight": states[LEASED],
@@ -288,7 +289,12 @@ class TaskBoard:
                     "retries": self.retries, "expired": self.expired,
                     "duplicates": self.duplicates, "unknown": self.unknown,
                     "reclaimed": self.reclaimed, "refused": self.refused,
-                    "workers": sum(1 for w in self._workers.values() if not w.gone)}
+                    "workers": sum(1 for w in self._workers.values()
+                                   if not self._is_gone(w, now))}
+
+    def _is_gone(self, record: WorkerRecord, now: float) -> bool:
+        """Gone: it said goodbye, or was silent for a whole lease, reaped or not yet."""
+        return record.gone or now - record.last_contact > self.policy.lease_timeout
 
     def workers(self) -> list[dict[str, Any]]:
         now = self._clock()
@@ -297,7 +303,8 @@ class TaskBoard:
                      "threads": w.info.get("threads"), "held": len(w.held), "done": w.done,
                      "failed": w.failed, "bytes": w.bytes,
                      "rate": w.done / max(1e-9, w.last_contact - w.first_seen),
-                     "last_contact_s": round(now - w.last_contact, 2), "gone": w.gone}
+                     "last_contact_s": round(now - w.last_contact, 2),
+                     "gone": self._is_gone(w, now)}
                     for w in self._workers.values()]
 
     # ----- the workers' side -------------------------------------------------

@@ -309,14 +309,12 @@ class RedisBoard:
     def counts(self) -> dict[str, int]:
         with self._client.pipeline(transaction=True) as pipe:
             pipe.hgetall(self._key("counts"))
-            pipe.zcard(self._key("contact"))
-            pipe.scard(self._key("gone"))
-            raw, known, gone = pipe.execute()
+            self._run("live_workers", [self._now(), self._policy_args[0]], pipe)
+            raw, live = pipe.execute()
         numbers = {name: int(value) for name, value in _fields(raw).items()}
         names = ("queued", "in_flight", "delayed", "done", "retries", "expired",
                  "duplicates", "unknown", "reclaimed", "refused")
-        return {**{name: numbers.get(name, 0) for name in names},
-                "workers": int(known) - int(gone)}
+        return {**{name: numbers.get(name, 0) for name in names}, "workers": int(live)}
 
     # TaskBoard's counters, as attributes there.
     retries = property(lambda self: self._count("retries"))
@@ -328,7 +326,7 @@ class RedisBoard:
 
     @_translated
     def workers(self) -> list[dict[str, Any]]:
-        raw = self._run("workers", [self._now()])
+        raw = self._run("workers", [self._now(), self._policy_args[0]])
         now = float(_text(raw[0]))
         rows = []
         for at in range(1, len(raw), 9):
