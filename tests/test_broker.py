@@ -546,6 +546,8 @@ def test_a_master_stopped_with_ctrl_c_leaves_the_crawl_open_and_a_rerun_ends_it(
         stop(master)
     status = run_crawler("status", "--broker", redis_server.url, "--crawl", name, "--json")
     assert json.loads(status.stdout)["closed"] is False  # the crawl waits for a master
+    text = run_crawler("status", "--broker", redis_server.url, "--crawl", name).stdout
+    assert "(stopped; a master with --join NAME carries it on, " in text, text
     again = run_crawler(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     check_complete(tmp_path / "out", server.url, site)

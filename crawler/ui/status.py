@@ -35,8 +35,7 @@ def fetch_broker_status(broker: BrokerAddress, crawl: str | None) -> dict[str, A
 def format_status(status: dict[str, Any]) -> str:
     progress, board = status["progress"], status["board"]
     lines = [
-        f"master: {', '.join(status['seeds'])}  "
-        f"({'finished' if status['closed'] else 'crawling'}, {status['elapsed_s']:.0f} s"
+        f"master: {', '.join(status['seeds'])}  ({_state(status)}, {status['elapsed_s']:.0f} s"
         + (f", {progress['masters']} master(s) live" if "masters" in progress else "") + ")",
         f"pages crawled {progress['pages']} ({progress['pages_failed']} failed, "
         f"{progress.get('pages_queued', 0)} queued)   "
@@ -57,3 +56,13 @@ def format_status(status: dict[str, Any]) -> str:
     if not status["workers"]:
         lines.append("(no worker has connected yet)")
     return "\n".join(lines)
+
+
+def _state(status: dict[str, Any]) -> str:
+    """Finished, crawling, or (on a broker, where the crawl outlives its masters)
+    stopped with work left that no master is reading pages for."""
+    if status["closed"]:
+        return "finished"
+    if status["progress"].get("masters") == 0:
+        return "stopped; a master with --join NAME carries it on"
+    return "crawling"
