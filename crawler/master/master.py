@@ -678,7 +678,7 @@ class Master:
     def _submit(self, running: set[Future[Visit]], pages: PageLoop) -> None:
         frontier = self._frontier
         max_pages = self._settings.crawl.max_pages
-        free = PAGES_IN_HAND * self._settings.crawl.page_concurrency - len(running)
+        free = pages.concurrency - len(running)
         if max_pages:
             budget = max_pages - self._snapshot.pages - len(running)
             if budget <= 0:

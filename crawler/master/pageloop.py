@@ -133,6 +133,7 @@ class PageLoop:
         self._lock = threading.Lock()  # submit() against the end of the loop
         self._ended = False
         self._jobs: set[_Job] = set()
+        self.concurrency = concurrency  # pages in hand at most: the crawl loop's room
         self._fetches = fetches or concurrency
         self._to_fetch: collections.deque[_Job] = collections.deque()  # waiting for a request
         self._fetching: set[_Job] = set()  # first request made, page not read yet
