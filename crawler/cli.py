@@ -50,6 +50,8 @@ from crawler.errors import BindError, CrawlerError, StorageError, UsageError
 from crawler.model.folders import make_folder
 
 if typing.TYPE_CHECKING:
+    from _typeshed import SupportsWrite
+
     from crawler.api import Summary as ApiSummary
     from crawler.board.broker import BrokerAddress
     from crawler.master.authkey import Authkey
@@ -161,8 +163,18 @@ def _parser() -> argparse.ArgumentParser:
     return build_parser()
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, except that help it cannot write is not ignored: argparse
+    drops an OSError there, so ``crawler --help > /dev/full`` exited 0. It reaches
+    ``main`` now, which says so by the exit status, as for any output lost."""
+
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
+        if message:
+            (file or sys.stderr).write(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="crawler",
         description="A distributed web-image crawler: a master finds image URLs and serves "
                     "them on a network queue; workers on any hosts download them.",
@@ -340,6 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error argparse printed
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    except OSError:  # the help or the usage message could not be written
+        return EXIT_OUTPUT_LOST
     try:
         log_handler = _log_handler(args.verbose, args.log_file)
     except StorageError as exc:

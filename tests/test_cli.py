@@ -84,6 +84,15 @@ def test_the_installed_crawler_command_keeps_exit_status_and_output(tmp_path: Pa
                               stderr=subprocess.PIPE, text=True, timeout=60, env=env,
                               check=False)
     assert lost.returncode == 120, lost.stderr
+    # Help written unbuffered (or longer than the buffer) fails as it is written, where
+    # argparse itself would drop the error and exit 0.
+    for buffered in (env, {**env, "PYTHONUNBUFFERED": "1"}):
+        for help_args in (["--help"], ["master", "--help"], ["--version"]):
+            with Path("/dev/full").open("w") as full:
+                lost = subprocess.run([str(script), *help_args], stdout=full,
+                                      stderr=subprocess.PIPE, text=True, timeout=60,
+                                      env=buffered, check=False)
+            assert lost.returncode == 120, (help_args, lost.stderr)
 
 
 def error_line(result: object) -> str:
