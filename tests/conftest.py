@@ -378,3 +378,20 @@ def command_words(pid: int) -> list[bytes]:
     """The words of ``pid``'s command line: a forked local worker's title is one string
     ("crawler worker HOST:PORT ..."), a fresh process's its arguments."""
     return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").split()
+
+
+@contextlib.contextmanager
+def tiny_tmpfs(where: Path, size: str = "64k") -> Iterator[Path]:
+    """A file system of ``size`` bytes mounted at ``where``: a disk that fills up."""
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root and mount rights)")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)

@@ -36,6 +36,7 @@ from .conftest import (
     serve_routes,
     start_crawler,
     stop,
+    tiny_tmpfs,
     wait_for_output,
     wait_for_queue_address,
     wait_until,
@@ -290,6 +291,42 @@ def test_a_killed_master_resumes_without_refetching_pages(
     assert len(twice) <= 2 * 2, f"pages fetched again beyond those in flight: {twice}"
     assert set(page_hits) == page_paths
     assert len(server.paths()) > hits_at_crash
+
+
+def test_a_master_ended_by_an_error_leaves_its_workers_waiting_for_its_return(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    """A master that ends on an error (its disk full) does not tell the workers that
+    the crawl is over: they wait for it, and finish the crawl when it runs again."""
+    server = make_server()
+    site = setup_site(server, pages=6, images_per_page=20, image_delay=0.05)
+    port = free_port()
+    stored = tmp_path / "worker"
+    with tiny_tmpfs(tmp_path / "small", "4m") as small:
+        out = small / "out"
+        args = ("master", server.url + "/", "--bind", f"127.0.0.1:{port}", "--out", str(out))
+        worker = start_crawler("worker", f"127.0.0.1:{port}", "--out", str(stored),
+                               "--threads", "2", "--connect-wait", "60", cwd=tmp_path)
+        master = start_crawler(*args, cwd=tmp_path)
+        try:
+            wait_until(lambda: len(manifest_lines(out)) >= 5, 30, "the first results")
+            filler = small / "filler"
+            with contextlib.suppress(OSError), filler.open("wb", buffering=0) as fill:
+                for _ in range(80):  # more than the 4 MB there are
+                    fill.write(bytes(65536))
+            err = finish(master, 60)
+            assert master.returncode == 3, err
+            assert "disk is full" in err or "No space left" in err, err
+            time.sleep(2)  # told the crawl was over, it would have left by now
+            assert worker.poll() is None, "the worker left as if the crawl were over"
+            filler.unlink()
+            master = start_crawler(*args, cwd=tmp_path)
+            err = finish(master, 90)
+            assert master.returncode == 0, err
+            assert worker.wait(timeout=30) == 0, "the worker came back and finished"
+        finally:
+            stop(master)
+            stop(worker)
+        check_complete(out, server.url, site, stores=[stored])
 
 
 def test_a_killed_masters_local_worker_holds_neither_its_port_nor_its_parsers(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import os
@@ -10,7 +9,6 @@ import string
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
@@ -39,6 +37,8 @@ from crawler.worker.store import (
     StoredFile,
     relative_path,
 )
+
+from .conftest import tiny_tmpfs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -862,22 +862,6 @@ def test_other_write_errors_are_not_disguised(tmp_path: Path) -> None:
     file.raw.write = lambda data: len(data)  # type: ignore[attr-defined]
     file.close()
     store.discard(partial)
-
-
-@contextlib.contextmanager
-def tiny_tmpfs(where: Path) -> Iterator[Path]:
-    where.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root and mount rights)")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", str(where)], check=False)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="tmpfs is Linux")

@@ -578,7 +578,10 @@ class Master:
             # closes it only if no master has given it work again meanwhile.
             if all_done and not self._shared_board.close_if_idle():
                 log.info("the crawl has work again (another master's): left open for it")
-        else:
+        elif all_done:
+            # Only a crawl that is over is closed: told "closed", a worker leaves for
+            # good. One stopped early (Ctrl-C, an error) leaves the board open, and its
+            # workers wait for the master to come back.
             self._board.close()
         # Pages in flight are finished and recorded, so a resumed crawl does not fetch
         # them again. Waiting in short steps keeps a second Ctrl-C effective (a bare
@@ -906,7 +909,7 @@ class Master:
         server.start()
 
     def _finish(self, ledger: Ledger, files: ResultFiles) -> None:
-        """After the board is closed: let workers report and say goodbye (those that
+        """After the loop: let workers report and say goodbye (those that
         fall silent are stopped), then record the rest."""
         # A crawl left open on the broker goes on without this master: only its own
         # workers are stopped (they hand their URLs back).
