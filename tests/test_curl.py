@@ -22,6 +22,7 @@ from crawler.errors import WorkerFailed
 from crawler.fetch.curl import CurlEngine
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
+from crawler.fetch.policy import RATE_LIMITED_PAUSE
 from crawler.model.imagetype import dimensions, sniff
 from crawler.model.outcome import ATTEMPT_FIELDS, Attempt, FailureKind
 from crawler.worker.sink import SPILL_AT, ImageSink, sinks_into
@@ -198,7 +199,9 @@ def test_error_statuses_are_failures_with_the_usual_reasons(
                                                                  FailureKind.STATUS)
     assert isinstance(busy, Attempt) and (busy.reason, busy.transient, busy.retry_after) == (
         "HTTP 503", True, 7.0)
-    assert isinstance(slow, Attempt) and (slow.reason, slow.transient) == ("HTTP 429", True)
+    # A 429 without Retry-After still holds its host (the board's hold), for a while.
+    assert isinstance(slow, Attempt) and (slow.reason, slow.transient, slow.retry_after) == (
+        "HTTP 429", True, RATE_LIMITED_PAUSE)
     for path in ("/html.png", "/empty.png"):
         attempt = got[server.url + path]
         assert isinstance(attempt, Attempt) and attempt.reason == "not an image"

@@ -23,6 +23,7 @@ from crawler.config import CrawlSettings
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
+from crawler.fetch.policy import RATE_LIMITED_PAUSE
 from crawler.master.master import PAGES_IN_HAND
 from crawler.master.pageloop import PageLoop, PageLoopEnded
 from crawler.master.robots import Robots
@@ -241,6 +242,21 @@ def test_a_hosts_crawl_delay_spaces_the_first_requests_of_pages_handed_out_toget
     times = [hit.at for hit in server.hits if hit.path.startswith("/p")]
     assert len(times) == 3
     assert all(later - earlier >= 0.28 for earlier, later in itertools.pairwise(times)), times
+
+
+def test_a_429_without_retry_after_asks_its_host_for_the_rate_limit_pause(
+        make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop]) -> None:
+    server = make_server()
+    server.routes["/limited.html"] = lambda h: h.send_body(429, b"", "text/plain")
+    server.routes["/told.html"] = lambda h: h.send_body(429, b"", "text/plain",
+                                                        {"Retry-After": "3"})
+    server.routes["/busy.html"] = lambda h: h.send_body(503, b"", "text/plain")
+    pages = make_loop([server.url + "/"]).pages
+    asked = {name: visit_of(pages.submit(f"{server.url}/{name}.html", 0)).page
+             for name in ("limited", "told", "busy")}
+    assert all(page.transient for page in asked.values())
+    assert {name: page.retry_after for name, page in asked.items()} == {
+        "limited": RATE_LIMITED_PAUSE, "told": 3.0, "busy": None}
 
 
 def test_a_hold_keeps_the_pages_in_hand_from_their_host_until_it_ends(

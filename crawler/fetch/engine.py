@@ -17,7 +17,7 @@ import pycurl
 
 from crawler.config import Limits
 from crawler.errors import StorageError
-from crawler.fetch.policy import retry_after_seconds, transient_status
+from crawler.fetch.policy import server_pause, transient_status
 from crawler.model.outcome import STORAGE_ERROR, Attempt, FailureKind
 
 ACCEPT = "image/*,*/*;q=0.5"  # the Accept header of every image request
@@ -74,7 +74,7 @@ def failure(url: str, started: float, reason: str, kind: FailureKind, transient:
 def status_failure(url: str, started: float, status: int, retry_after: str | None) -> Attempt:
     """The Attempt for an answer other than 200."""
     return failure(url, started, f"HTTP {status}", FailureKind.STATUS, transient_status(status),
-                   retry_after_seconds(retry_after))
+                   server_pause(status, retry_after))
 
 
 def storage_failure(url: str, started: float, exc: StorageError) -> Attempt:

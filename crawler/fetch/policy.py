@@ -22,6 +22,20 @@ def transient_status(status: int) -> bool:
     return status not in PERMANENT_STATUSES and (status in (408, 425, 429) or status >= 500)
 
 
+# A 429 without Retry-After still says "too many requests", about the whole host: it
+# waits this long, as if the header had said so (gallery-dl waits 60 s). The first
+# backoff alone (about a second) met a rate limit again on every try, and each image
+# of a host that allows 50 requests a second failed for good within 3 s.
+RATE_LIMITED_PAUSE = 10.0
+
+
+def server_pause(status: int, retry_after: str | None) -> float | None:
+    """Seconds a failed answer asks its host to be left alone: its ``Retry-After``, or
+    RATE_LIMITED_PAUSE for a 429 without one; None when it asks nothing."""
+    seconds = retry_after_seconds(retry_after)
+    return RATE_LIMITED_PAUSE if seconds is None and status == 429 else seconds
+
+
 def retry_after_seconds(value: str | None) -> float | None:
     """Parse a ``Retry-After`` header: delta-seconds or an HTTP date."""
     if not value:

@@ -16,7 +16,7 @@ from crawler.fetch.policy import (
     MAX_REDIRECTS,
     REDIRECT_STATUSES,
     redirect_target,
-    retry_after_seconds,
+    server_pause,
     transient_status,
 )
 
@@ -99,7 +99,7 @@ def _answer(url: str, final_url: str, reply: Reply) -> Page:
     if status != 200:
         return Page(url, final_url, status, skipped=f"HTTP {status}",
                     transient=transient_status(status),
-                    retry_after=retry_after_seconds(reply.headers.get("retry-after")))
+                    retry_after=server_pause(status, reply.headers.get("retry-after")))
     kind = _media_type(reply.headers)
     if kind not in ("", *HTML_TYPES):
         return Page(url, final_url, 200, skipped=f"not HTML ({kind})")
