@@ -851,6 +851,32 @@ def test_a_page_still_failing_after_its_tries_is_tried_again_by_a_rerun(
     check_complete(out, server.url, site)
 
 
+def test_images_still_failing_for_a_passing_reason_are_tried_again_by_a_rerun(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    server = make_server()
+    site = setup_site(server, pages=2, images_per_page=4)
+    down = set(sorted(site.images)[:3])
+    gone = sorted(site.images)[3]
+    fail_first(server, down, 503, times=3, retry_after="0")  # every try of the first run
+    server.routes[gone] = lambda h: h.send_body(404, b"gone", "text/plain")
+    (tmp_path / "settings.toml").write_text(FAST_RETRIES)
+    out = tmp_path / "out"
+    _master_with_a_local_worker(server, out, tmp_path)
+    first = {e["url"]: e for e in manifest_lines(out)}
+    assert {url for url, e in first.items() if e["transient"]} == {server.url + p for p in down}
+    assert not first[server.url + gone]["transient"]  # a 404 is for good
+    err = _master_with_a_local_worker(server, out, tmp_path)
+    assert "3 image(s) that failed for a passing reason" in err, err
+    assert all(server.paths().count(path) == 4 for path in down)
+    assert server.paths().count(gone) == 1, "a permanent failure is not tried again"
+    entries = manifest_lines(out)
+    assert len(entries) == len(site.images) == len({e["url"] for e in entries})
+    failed = [e["url"] for e in entries if e["status"] != "success"]
+    assert failed == [server.url + gone]
+    results = (out / "results.log").read_text().splitlines()
+    assert len(results) == len(site.images) and sum("failure" in r for r in results) == 1
+
+
 def test_an_unreachable_robots_txt_says_so_and_a_rerun_crawls_the_site(
         make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
     server = make_server()

@@ -257,6 +257,16 @@ class Journal:
                     "(SELECT url FROM pages WHERE done = 0)", (pattern,))
         return reopened
 
+    def retry_passing_failures(self) -> int:
+        """Queue again the images whose final result was a failure worth another try (a
+        timeout, a refused connection, a 5xx or 429 every time); returns how many."""
+        with self._transaction():
+            # Matched as text, as in reopen: compact JSON, where a quote inside a string
+            # is escaped, so no reason can spell the pattern.
+            return self._db.execute(
+                "UPDATE images SET outcome = NULL WHERE outcome LIKE ?",
+                ('%"transient":true%',)).rowcount
+
     def record(self, outcomes: Iterable[Outcome]) -> None:
         with self._transaction():
             self._db.executemany(

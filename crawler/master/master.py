@@ -677,6 +677,10 @@ class Master:
                                    resume=self._options.resume)
         if reopened:
             log.info("%d page(s) done before are visited again for this run's limits", reopened)
+        again = journal.retry_passing_failures()
+        if again:
+            log.info("%d image(s) that failed for a passing reason (a timeout, a refused "
+                     "connection, a 5xx or 429) are tried again", again)
 
     def _submit(self, running: set[Future[Visit]], pages: PageLoop) -> None:
         frontier = self._frontier

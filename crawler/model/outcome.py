@@ -127,6 +127,7 @@ class Outcome:
     elapsed_s: float
     width: int | None = None
     height: int | None = None
+    transient: bool = False  # a failure worth another try: the next run of the crawl tries it
     # What the page said about the image where it referred to it: "kind" (img,
     # srcset, picture, css, og:image, ...) and, where given, "alt", "title",
     # "caption" (of an enclosing <figure>), "width" and "height" (attributes).
@@ -140,7 +141,8 @@ class Outcome:
                    bytes=attempt.bytes, sha256=attempt.sha256,
                    content_type=attempt.content_type, attempts=attempts,
                    elapsed_s=round(attempt.elapsed_s, 4), width=attempt.width,
-                   height=attempt.height, ref=ref)
+                   height=attempt.height, transient=not attempt.ok and attempt.transient,
+                   ref=ref)
 
     @property
     def ok(self) -> bool:
