@@ -13,6 +13,7 @@ from crawler.demo.site import build_site, png
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
+from crawler.fetch.robots import read_robots
 from crawler.master.robots import Robots
 from crawler.master.scope import Scope
 from crawler.master.stylesheets import Stylesheets
@@ -92,6 +93,53 @@ def test_robots_txt_disallow_and_crawl_delay(
         times = image_times(server, kind)
         gaps = [b - a for a, b in itertools.pairwise(times)]
         assert min(gaps) >= 0.25, f"Crawl-delay not honoured: {gaps}"
+
+
+def _moved(to: str) -> Callable[[FixtureHandler], None]:
+    return lambda h: h.send_body(301, b"", "text/plain", {"Location": to})
+
+
+def test_a_robots_txt_behind_redirects_is_followed_to_its_rules(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    """RFC 9309: a robots.txt's redirects are followed (five at least, to any host), and
+    the file reached holds the first origin's rules."""
+    server, elsewhere = make_server(), make_server()
+    site = build_site(pages=2, images_per_page=3, min_kb=1, max_kb=2)
+    files = dict(site.files)
+    files["/robots.txt"] = ("text/plain", b"")  # replaced below: a redirect
+    serve_routes(server, files)
+    server.routes["/robots.txt"] = _moved("/robots-moved.txt")
+    server.routes["/robots-moved.txt"] = _moved(elsewhere.url + "/rules.txt")
+    elsewhere.routes["/rules.txt"] = lambda h: h.send_body(
+        200, b"User-agent: *\nDisallow: /images/1/\n", "text/plain")
+    crawl_with_two_workers(server, tmp_path)
+    disallowed = {p for p in site.images if p.startswith("/images/1/")}
+    assert disallowed and not disallowed & set(server.paths())
+    entries = {e["url"][len(server.url):]: e for e in manifest_lines(tmp_path / "out")}
+    assert {path for path, e in entries.items()
+            if e["reason"] == "disallowed by robots.txt"} == disallowed
+    assert elsewhere.paths() == ["/rules.txt"], "read once, by the master"
+
+
+def test_robots_txt_redirects_past_five_or_out_of_http_are_as_if_none(
+        make_server: Callable[[], FixtureServer]) -> None:
+    server = make_server()
+    for n in range(6):
+        server.routes[f"/r{n}.txt"] = _moved(f"/r{n + 1}.txt")
+    server.routes["/r6.txt"] = lambda h: h.send_body(200, b"User-agent: *\nDisallow: /\n",
+                                                     "text/plain")
+    server.routes["/robots.txt"] = _moved("/r2.txt")  # five redirects reach /r6.txt
+    client = EasyClient(AddressPolicy(frozenset({"public", "loopback"})), RequestOptions())
+    try:
+        assert read_robots(client, server.url, 5.0).refusal(server.url + "/a.png", "x") == \
+            "disallowed by robots.txt"
+        server.routes["/robots.txt"] = _moved("/r1.txt")  # six: not followed to the end
+        assert read_robots(client, server.url, 5.0).refusal(server.url + "/a.png", "x") is None
+        server.routes["/robots.txt"] = _moved("ftp://127.0.0.1/robots.txt")
+        assert read_robots(client, server.url, 5.0).refusal(server.url + "/a.png", "x") is None
+    finally:
+        client.close()
+    assert server.paths().count("/r5.txt") == 2 and server.paths().count("/r6.txt") == 1
 
 
 def test_ignoring_robots_txt_warns(make_server: Callable[[], FixtureServer], tmp_path: Path,

@@ -71,6 +71,32 @@ def test_images_of_linked_style_sheets_are_found_once_each(
     assert "/fonts/x.woff2" not in paths, "fonts are not images"
 
 
+def test_a_style_sheet_behind_redirects_is_read_where_they_lead(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """Followed hop by hop, each in scope and allowed by robots.txt, and its relative
+    URLs taken relative to where it was read."""
+    server, elsewhere = make_server(), make_server()
+    image = ("image/png", png(8, 8, 3))
+    page = (b'<html><head><link rel="stylesheet" href="/old.css">'
+            b'<link rel="stylesheet" href="/away.css"></head><body></body></html>')
+    serve_routes(server, {"/": ("text/html", page),
+                          "/css/new.css": ("text/css", b".x { background: url(new.png) }"),
+                          "/css/new.png": image})
+    server.routes["/old.css"] = lambda h: h.send_body(301, b"", "text/plain",
+                                                      {"Location": "/css/new.css"})
+    server.routes["/away.css"] = lambda h: h.send_body(302, b"", "text/plain",
+                                                       {"Location": elsewhere.url + "/a.css"})
+    elsewhere.routes["/a.css"] = lambda h: h.send_body(200, b".y { background: url(/b.png) }",
+                                                       "text/css")
+    err = _crawl(server, tmp_path)
+    entries = {e["url"]: e for e in manifest_lines(tmp_path / "out")}
+    assert set(entries) == {server.url + "/css/new.png"}, entries
+    assert entries[server.url + "/css/new.png"]["status"] == "success"
+    assert elsewhere.paths() == [], "another site's sheet is out of the crawl's scope"
+    assert f"style sheet {server.url}/away.css: redirected from {server.url}/away.css " \
+           f"to {elsewhere.url}/a.css, not read" in err, err
+
+
 def test_the_manifest_says_what_the_page_said_about_each_image(
         make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
     server = make_server()

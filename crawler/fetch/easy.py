@@ -41,6 +41,7 @@ from crawler.fetch.curlsetup import (
 from crawler.fetch.engine import curl_failure
 from crawler.fetch.guard import AddressPolicy, BlockedAddress
 from crawler.fetch.options import RequestOptions
+from crawler.fetch.policy import REDIRECT_STATUSES, redirect_target
 from crawler.model.outcome import FailureKind
 
 _WANTED = frozenset({"content-type", "location", "retry-after", "content-length"})
@@ -151,6 +152,29 @@ class EasyClient:
         finally:
             if turns is not None:
                 turns.release()
+
+    def follow(self, url: str, *, hops: int, may_follow: Callable[[str], bool], accept: str,
+               max_bytes: int, timeout: float) -> Reply:
+        """GET ``url`` and follow its redirects, ``hops`` of them at most, to the URLs
+        ``may_follow`` allows, all within one ``timeout``. Each hop is a :meth:`get` (the
+        address guard on each). The reply is the last hop's (``reply.url``): still a
+        redirect when its target was refused or no hop was left."""
+        deadline = time.monotonic() + timeout
+        current = url
+        for hop in range(hops + 1):
+            reply = self.get(current, accept=accept, max_bytes=max_bytes,
+                             timeout=max(0.001, deadline - time.monotonic()))
+            location = reply.headers.get("location")
+            if hop == hops or not (reply.ok and reply.status in REDIRECT_STATUSES and location):
+                return reply
+            try:
+                target = redirect_target(current, location)
+            except ValueError:  # a Location that is no URL
+                return reply
+            if not may_follow(target):
+                return reply
+            current = target
+        raise AssertionError("unreachable: the last hop returns")
 
     def _perform(self, handle: pycurl.Curl, exchange: Exchange, url: str, accept: str,
                  timeout: float) -> Reply:

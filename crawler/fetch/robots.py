@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from protego import Protego
 
 from crawler.fetch.easy import EasyClient
+from crawler.fetch.policy import REDIRECT_STATUSES
 
 log = logging.getLogger(__name__)
 
 MAX_ROBOTS_BYTES = 512 * 1024  # what Google reads of a robots.txt
+ROBOTS_REDIRECTS = 5  # RFC 9309: at least five; past them, as if there were none
 
 _DISALLOW_ALL = Protego.parse("User-agent: *\nDisallow: /\n")
 
@@ -55,16 +58,24 @@ def unreachable(why: str) -> RobotsFile:
 def read_robots(client: EasyClient, origin: str, timeout: float) -> RobotsFile:
     """Fetch and parse ``origin``'s robots.txt within ``timeout`` seconds, all of it.
 
-    RFC 9309: 4xx (or a redirect, not followed) means no rules; 5xx, a failed
-    connection, a broken or too slow answer mean complete disallow.
+    RFC 9309: its redirects are followed (ROBOTS_REDIRECTS of them, to any host:
+    ``http://`` to ``https://`` and bare host to ``www.`` are common), and the
+    file reached holds the rules of ``origin``; 4xx (or a redirect not followed)
+    means no rules; 5xx, a failed connection, a broken or too slow answer mean
+    complete disallow.
     """
-    reply = client.get(origin + "/robots.txt", accept="text/plain,*/*;q=0.5",
-                       max_bytes=MAX_ROBOTS_BYTES, timeout=timeout)
+    started = time.monotonic()
+    reply = client.follow(origin + "/robots.txt", hops=ROBOTS_REDIRECTS,
+                          may_follow=_is_http, accept="text/plain,*/*;q=0.5",
+                          max_bytes=MAX_ROBOTS_BYTES, timeout=timeout)
     if reply.blocked is not None:
-        return ALLOW_ALL  # every fetch from that origin will be refused anyway
+        # The origin itself: every fetch from it will be refused anyway. A hop to a
+        # refused address: a redirect not followed.
+        return ALLOW_ALL
     if reply.timed_out:
         log.warning("robots.txt of %s too slow: not crawling that origin", origin)
-        return unreachable(f"too slow (over {timeout:g} s)")
+        # Said as it was: a connection not made is cut at its own, shorter, timeout.
+        return unreachable(f"too slow (no answer within {time.monotonic() - started:.0f} s)")
     if not reply.ok and reply.status:  # the head came, the body did not
         log.warning("robots.txt of %s broke off (%s): not crawling that origin",
                     origin, reply.failure)
@@ -78,8 +89,15 @@ def read_robots(client: EasyClient, origin: str, timeout: float) -> RobotsFile:
                     origin, reply.status)
         return unreachable(f"HTTP {reply.status}")
     if reply.status != 200:  # 4xx: no robots.txt; a redirect not followed: as if none
+        if reply.status in REDIRECT_STATUSES:
+            log.info("robots.txt of %s: redirects not followed past %s: as if none",
+                     origin, reply.url)
         return ALLOW_ALL
     return RobotsFile(Protego.parse(reply.body.decode("utf-8", errors="replace")))
+
+
+def _is_http(url: str) -> bool:
+    return url.startswith(("http://", "https://"))
 
 
 def origin_of(url: str) -> str:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from crawler.fetch.easy import EasyClient
+from crawler.fetch.policy import MAX_REDIRECTS, REDIRECT_STATUSES
 from crawler.master.once import Once
 from crawler.parse.css import stylesheet_urls
 
@@ -114,10 +115,19 @@ class Stylesheets:
         return list(found), read, complete
 
     def _fetch(self, url: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        reply = self._client.get(url, accept=ACCEPT_CSS, max_bytes=self._max_bytes,
-                                 timeout=self._timeout)
+        # Redirected as pages are: each hop in scope and allowed by robots.txt.
+        reply = self._client.follow(url, hops=MAX_REDIRECTS,
+                                    may_follow=lambda target: bool(self._may_read(target)),
+                                    accept=ACCEPT_CSS, max_bytes=self._max_bytes,
+                                    timeout=self._timeout)
+        if reply.ok and reply.status in REDIRECT_STATUSES:
+            log.info("style sheet %s: redirected from %s to %s, not read (out of scope, "
+                     "disallowed by robots.txt, or more than %d redirects)", url, reply.url,
+                     reply.headers.get("location", "nowhere"), MAX_REDIRECTS)
+            return (), ()
         if not reply.ok or reply.status != 200:
             log.info("style sheet %s: %s", url, reply.failure or f"HTTP {reply.status}")
             return (), ()
-        refs = stylesheet_urls(reply.body.decode("utf-8", errors="replace"), url)
+        # Its relative URLs are relative to where it was read.
+        refs = stylesheet_urls(reply.body.decode("utf-8", errors="replace"), reply.url)
         return refs.images, refs.imports
