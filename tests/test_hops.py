@@ -372,3 +372,32 @@ def test_a_silent_robots_txt_does_not_stall_a_crawl_past_its_deadline(
     assert entries["/to-silent.png"]["reason"] == (
         f"redirected to {silent.url}/x.png: robots.txt unreachable "
         "(too slow (no answer within 2 s))")
+
+
+def test_the_robots_txt_files_a_page_needs_are_read_at_once_not_in_turn(
+        site: FixtureServer, tmp_path: Path) -> None:
+    """A page showing images of six hosts whose robots.txt never answers waits for them
+    all within about one deadline (it took six, one after the other), and its own images
+    and links are not held for longer."""
+    silent = [SilentServer() for _ in range(6)]
+    hosts = [server.url for server in silent]
+    try:
+        tags = "".join(f'<img src="{host}/x.png">' for host in hosts)
+        page = f'<html><body>{tags}<img src="/images/blue.png"></body></html>'.encode()
+        site.routes["/"] = lambda h: h.send_body(200, page, "text/html")
+        (tmp_path / "settings.toml").write_text("[crawl]\npage_timeout = 2.0\n")
+        out = tmp_path / "out"
+        started = time.monotonic()
+        result = run_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
+                             str(out), "--local-workers", "1", cwd=tmp_path, timeout=60)
+        took = time.monotonic() - started
+    finally:
+        for server in silent:
+            server.close()
+    assert result.returncode == 0, result.stderr
+    entries = {e["url"]: e for e in manifest_lines(out)}
+    assert entries[site.url + "/images/blue.png"]["status"] == "success"
+    for host in hosts:
+        assert entries[host + "/x.png"]["reason"] == (
+            "robots.txt unreachable (too slow (no answer within 2 s))")
+    assert took < 2.0 * 6, f"the six robots.txt were read one after the other ({took:.1f} s)"

@@ -265,3 +265,27 @@ def test_sheets_read_on_many_threads_take_turns_within_their_deadline(
             one.close()
     finally:
         client.close()
+
+
+def test_the_style_sheets_of_a_page_are_read_at_once_not_in_turn(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    server = make_server()
+    image = ("image/png", png(8, 8, 3))
+    links = "".join(f'<link rel="stylesheet" href="/s{n}.css">' for n in range(4))
+    serve_routes(server, {"/": ("text/html", f"<html><head>{links}</head></html>".encode()),
+                          **{f"/i{n}.png": image for n in range(4)}})
+
+    def slow_sheet(n: int) -> Callable[[FixtureHandler], None]:
+        def route(h: FixtureHandler) -> None:
+            time.sleep(0.8)
+            h.send_body(200, f".x{{background:url(/i{n}.png)}}".encode(), "text/css")
+        return route
+
+    for n in range(4):
+        server.routes[f"/s{n}.css"] = slow_sheet(n)
+    _crawl(server, tmp_path)
+    assert {e["url"] for e in manifest_lines(tmp_path / "out")} == {
+        f"{server.url}/i{n}.png" for n in range(4)}
+    asked = sorted(hit.at for hit in server.hits if hit.path.endswith(".css"))
+    assert len(asked) == 4 and asked[-1] - asked[0] < 0.6, \
+        f"sheets asked for one after the other: {[round(t - asked[0], 2) for t in asked]}"

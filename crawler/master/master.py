@@ -558,6 +558,8 @@ class Master:
             finally:
                 pages.close()
                 self._parser.let_go()  # no page comes any more: its children end meanwhile
+            robots.close()
+            stylesheets.close()
             session.close()
         try:
             interrupted = bool(frontier or running or self._board.unfinished())

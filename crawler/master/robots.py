@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.robots import DISALLOW_ALL, RobotsFile, origin_of, read_robots, unreachable
@@ -33,6 +34,15 @@ class Robots:
         # stuck past its deadline leaves the others with "disallow" (RFC 9309's unreachable).
         self._rules: Once[str, RobotsFile] = Once(self._read, fallback=DISALLOW_ALL,
                                                   wait=timeout + 1)
+
+    def read_all(self, urls: Iterable[str]) -> None:
+        """Read the robots.txt of the origins of ``urls`` not read yet, at the same time
+        (within one deadline), rather than one after the other as they are asked for."""
+        if self._enabled:
+            self._rules.get_all(origin_of(url) for url in urls)
+
+    def close(self) -> None:
+        self._rules.close()
 
     def allowed(self, url: str) -> bool:
         return self.refusal(url) is None

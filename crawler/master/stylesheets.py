@@ -83,6 +83,9 @@ class Stylesheets:
             self._images_of[sheets] = found
         return found
 
+    def close(self) -> None:
+        self._refs.close()
+
     def ready(self, sheets: tuple[str, ...]) -> bool:
         """Whether :meth:`images` of ``sheets`` is known: asking costs no wait."""
         return sheets in self._images_of
@@ -95,10 +98,9 @@ class Stylesheets:
         level = list(sheets)
         for _depth in range(MAX_IMPORT_DEPTH + 1):
             following: list[str] = []
-            for sheet in level:
-                if sheet in read:
-                    continue
-                verdict = self._may_read(sheet)
+            verdicts = {sheet: self._may_read(sheet) for sheet in level if sheet not in read}
+            self._refs.get_all(sheet for sheet, verdict in verdicts.items() if verdict)
+            for sheet, verdict in verdicts.items():
                 if not verdict:
                     if verdict is None:
                         complete = False

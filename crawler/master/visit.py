@@ -151,6 +151,8 @@ class PageVisitor:
         if not may_wait and not self._robots_ready_for(image for image, _ in kept):
             return None
         robots = self._robots
+        if may_wait:  # (else all are read) those not read yet, all at once
+            robots.read_all(image for image, _ in kept)
         images: list[tuple[str, str | None, dict[str, Any] | None]] = []
         told = "\0"  # "ORIGIN/" of the last image whose host's delay is told: most share it
         for image, fresh in kept:
