@@ -212,6 +212,22 @@ def test_retry_after_holds_the_whole_host(board: MakeBoard) -> None:
     assert len(b.lease("w", 5, 0)["tasks"]) == 2
 
 
+def test_a_retry_after_longer_than_the_longest_backoff_holds_that_long(
+        board: MakeBoard) -> None:
+    """"Retry-After: 999999999" held the host ten minutes per answer: now backoff_max."""
+    clock = Clock()
+    b = board(clock, backoff_max=20.0)
+    for name in ("a", "b"):
+        b.put(f"http://h/{name}.png", "h", None)
+    b.lease("w", 1, 0)
+    b.report("w", [Attempt(url="http://h/a.png", ok=False, reason="HTTP 429", transient=True,
+                           retry_after=999999999)])
+    clock.now += 19
+    assert b.lease("w", 5, 0)["tasks"] == []
+    clock.now += 2
+    assert len(b.lease("w", 5, 0)["tasks"]) == 2  # the host, and the image tried again
+
+
 def test_permanent_failures_are_final_at_once(board: MakeBoard) -> None:
     b = board(Clock())
     b.put("http://h/a.png", "h", None)

@@ -34,7 +34,7 @@ from crawler.model.wire import LeaseAnswer, WorkerInfo
 
 log = logging.getLogger(__name__)
 
-MAX_RETRY_AFTER = 600.0  # seconds: a longer Retry-After is taken as this
+LONG_HOLD = 30.0  # seconds: a Retry-After that holds a host this long is logged
 ASKING_WINDOW = 2.0  # seconds: a worker that asked for work this recently shares hosts
 # Seconds an idle worker's answer waits for more URLs once it has some and none is left:
 # while pages are the limit, each page's few images made a round trip of their own
@@ -125,12 +125,14 @@ class BoardPolicy(NamedTuple):
 
     def backoff(self, failures: int, retry_after: float | None) -> float:
         """Seconds to wait after the ``failures``-th transient failure: exponential with
-        jitter, at most ``backoff_max``; a longer Retry-After (up to MAX_RETRY_AFTER) wins.
+        jitter, at most ``backoff_max``; a longer Retry-After wins, up to ``backoff_max``
+        too: a server's "Retry-After: 999999999" held every image of its host (and the
+        crawl) ten minutes per answer, without a word.
         """
         delay = min(self.backoff_max, self.backoff_base * 2.0 ** (failures - 1))
         delay *= random.uniform(0.5, 1.0)
         if retry_after:
-            delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
+            delay = max(delay, min(retry_after, self.backoff_max))
         return delay
 
 
@@ -584,7 +586,11 @@ class TaskBoard:
         self._unlease(item)
         now = self._clock()
         if attempt.retry_after:
-            self._lanes[item.host].pace.hold(now + min(attempt.retry_after, MAX_RETRY_AFTER))
+            held = min(attempt.retry_after, self.policy.backoff_max)
+            self._lanes[item.host].pace.hold(now + held)
+            if held >= LONG_HOLD:
+                log.info("%s asks to wait %.0f s (Retry-After on %s): its images wait %.0f s",
+                         item.host, attempt.retry_after, attempt.url, held)
         attempts = max(item.attempts, 1)
         if not attempt.ok and attempt.transient and attempts < self.policy.max_attempts:
             backoff = self.policy.backoff(attempts, attempt.retry_after)

@@ -14,7 +14,6 @@ local INFLIGHT, NEXT, DELAY = P .. 'inflight', P .. 'next', P .. 'delay'
 local CONTACT, ASKING, GONE = P .. 'contact', P .. 'asking', P .. 'gone'
 local CLOSED, RESULTS = P .. 'closed', P .. 'results'
 local STATE_COUNT = {q = 'queued', l = 'in_flight', d = 'delayed', f = 'done'}
-local MAX_RETRY_AFTER = 600.0
 local ASKING_WINDOW = 2.0
 local CLASSIC = 'classic'
 
@@ -249,14 +248,14 @@ local REPORT_ARGS = 7
 local function record_result(url, it, r, worker, now, policy)
   unlease(url, it)
   if r.retry_after > 0 then
-    hold_host(it.h, now + math.min(r.retry_after, MAX_RETRY_AFTER))
+    hold_host(it.h, now + math.min(r.retry_after, policy.backoff_max))
   end
   local attempts = math.max(it.a or 0, 1)
   if not r.ok and r.transient and attempts < policy.max_attempts then
     local delay = math.min(policy.backoff_max, policy.backoff_base * 2 ^ (attempts - 1))
     delay = delay * r.jitter
     if r.retry_after > 0 then
-      delay = math.max(delay, math.min(r.retry_after, MAX_RETRY_AFTER))
+      delay = math.max(delay, math.min(r.retry_after, policy.backoff_max))
     end
     set_state(url, it, 'd')
     save_item(url, it)
