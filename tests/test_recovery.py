@@ -329,6 +329,26 @@ def test_a_master_ended_by_an_error_leaves_its_workers_waiting_for_its_return(
         check_complete(out, server.url, site, stores=[stored])
 
 
+def test_a_run_killed_before_its_end_leaves_no_summary_of_the_last_run(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    server = make_server()
+    setup_site(server, pages=8, images_per_page=5, image_delay=0.05)
+    out = tmp_path / "out"
+    args = ("master", server.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+            "--local-workers", "1")
+    first = start_crawler(*args, "--max-images", "5", cwd=tmp_path)
+    err = finish(first, 60)
+    assert first.returncode == 0 and (out / "summary.json").exists(), err
+    master = start_crawler(*args, cwd=tmp_path)
+    try:
+        wait_until(lambda: len(manifest_lines(out)) >= 10, 30, "more results")
+        master.kill()
+        master.wait(timeout=10)
+    finally:
+        stop(master)
+    assert not (out / "summary.json").exists(), "the last run's summary says it completed"
+
+
 def test_a_killed_masters_local_worker_holds_neither_its_port_nor_its_parsers(
         make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
     """A local worker is forked from its master (no second interpreter start-up):

@@ -37,6 +37,17 @@ def forget_crawl(folder: Path) -> None:
         (folder / name).unlink(missing_ok=True)
 
 
+def drop_last_summary(folder: Path) -> None:
+    """Remove the summary of the folder's last run as this one starts: a run that never
+    writes its own (killed, the terminal closed) must not leave the last one's
+    ``completed: true`` standing beside results that have changed since."""
+    try:
+        (folder / SUMMARY_NAME).unlink(missing_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot remove the last run's {folder / SUMMARY_NAME}: "
+                           f"{exc.strerror or exc}") from exc
+
+
 def check_for_broker(folder: Path, crawl: str) -> None:
     """Whether ``folder`` may hold the broker crawl named ``crawl``: CrawlMismatch if it
     holds another crawl's results. (The crawl's name is what a folder is checked by: the

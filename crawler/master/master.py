@@ -37,6 +37,7 @@ from crawler.master.authkey import Authkey
 from crawler.master.claim import (
     check_for_broker,
     claim_for_embedded,
+    drop_last_summary,
     forget_crawl,
     mark_for_broker,
 )
@@ -305,6 +306,7 @@ class Master:
         """The embedded crawl, its folder locked and its queue's port bound."""
         assert self._server is not None
         claim_for_embedded(out_dir, fresh=self._options.fresh)
+        drop_last_summary(out_dir)
         if self._options.fresh:  # after the lock: the crawl forgotten is no other master's
             try:
                 forget_crawl(out_dir)
@@ -386,6 +388,7 @@ class Master:
         check_for_broker(out_dir, broker.name)
         self._register(broker)
         mark_for_broker(out_dir, str(broker.address), broker.name)
+        drop_last_summary(out_dir)
         frontier = self._shared_frontier = RedisFrontier(
             broker.client, broker.name, self._id, delay=self._settings.politeness.host_delay,
             lease=PAGE_LEASE, max_pages=self._settings.crawl.max_pages)
