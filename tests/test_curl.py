@@ -351,6 +351,31 @@ def test_a_keep_alive_connection_the_server_closed_is_retried_afresh(
         done.set()
 
 
+def test_failure_reasons_name_the_cause_once(engines: Callable[..., Engine]) -> None:
+    """One cause is one reason: no libcurl timing in it ("after 0 ms", "after 3 ms")
+    to split failures_by_reason, and an answer without a status line is a bad
+    response, not an invalid URL."""
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        conn.sendall(PNG)  # HTTP/0.9: the body alone
+        return False
+
+    base, done = raw_server(answer)
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    try:
+        engine = engines()
+        nine = engine.one(f"{base}/x.png")
+        refused = [engine.one(f"http://127.0.0.1:{closed}/{n}.png") for n in range(3)]
+    finally:
+        done.set()
+    assert (nine.reason, nine.kind, nine.transient) == (
+        "bad response: no status line (HTTP/0.9)", FailureKind.BAD_RESPONSE, False)
+    [reason] = {a.reason for a in refused}  # libcurl said "after 0 ms", "after 1 ms"...
+    assert reason.startswith("connection error: Failed to connect to 127.0.0.1") \
+        and str(closed) in reason and " ms" not in reason, reason
+
+
 def test_http_1_0_answers_and_extra_bytes(engines: Callable[..., Engine]) -> None:
     def answer(conn: socket.socket, request: bytes) -> bool:
         target = request.split(b" ")[1]

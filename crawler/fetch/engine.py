@@ -9,6 +9,7 @@ hands those back to the master). Transport errors become a
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -136,11 +137,21 @@ UNKNOWN_ERROR = (FailureKind.CONNECTION, "connection error", True)
 
 def curl_failure(code: int, message: str) -> tuple[FailureKind, str, bool]:
     """The kind, reason and transience of libcurl error ``code`` (message: libcurl's text)."""
+    if "HTTP/0.9" in message:  # libcurl files an answer without a status line under code 1
+        return FailureKind.BAD_RESPONSE, "bad response: no status line (HTTP/0.9)", False
     kind, reason, transient = CURL_ERRORS.get(code, UNKNOWN_ERROR)
-    if kind in (FailureKind.CONNECTION, FailureKind.TLS, FailureKind.BAD_RESPONSE,
-                FailureKind.INVALID_URL) and message:
-        reason = f"{reason}: {_short(message)}"
+    if kind is FailureKind.TIMEOUT and message.startswith(("Connection timed out",
+                                                           "Failed to connect")):
+        reason = "timed out connecting"
+    elif kind in (FailureKind.CONNECTION, FailureKind.TLS, FailureKind.BAD_RESPONSE,
+                  FailureKind.INVALID_URL) and message:
+        # Without libcurl's timing ("after 0 ms"), one cause is one reason in the
+        # summary's failures_by_reason, not one per millisecond count.
+        reason = f"{reason}: {_short(_AFTER_MS.sub('', message))}"
     return kind, reason, transient
+
+
+_AFTER_MS = re.compile(r" after \d+ ms")
 
 
 def _short(text: str) -> str:
