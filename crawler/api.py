@@ -55,8 +55,8 @@ class Summary:
     ``crawler master --json``.
     """
 
-    completed: bool  # every page in scope was crawled and every image settled (false when
-    # no seed page could be fetched: the crawl read nothing)
+    completed: bool  # every page in scope was crawled (within the limits: pages_left) and
+    # every image settled (false when no seed page could be fetched: the crawl read nothing)
     interrupted: bool  # stopped by a signal (or the caller); state saved, a rerun resumes
     dry_run: bool
     seeds: tuple[str, ...]
@@ -73,6 +73,8 @@ class Summary:
     download_s: dict[str, float] = field(default_factory=dict)  # total, mean, max per image
     attempts: int = 0  # downloads tried, retries included
     stored_this_run: int = 0  # of succeeded, those this run stored (resumed: not the earlier)
+    pages_left: int = 0  # pages found and not visited: the page budget (crawl.max_pages)
+    # was spent; a rerun with a larger one visits them
     seed_failures: tuple[tuple[str, str], ...] = ()  # (seed, why) for seeds that failed
     started_at: str = ""  # this run's start and end, ISO 8601 UTC
     finished_at: str = ""
@@ -120,6 +122,7 @@ def summarize(master: MasterSummary, seeds: tuple[str, ...], *, dry_run: bool,
         hosts={host: {"succeeded": c["succeeded"], "failed": c["failed"], "bytes": c["bytes"]}
                for host, c in sorted(tally.hosts.items(), key=lambda kv: -sum(kv[1].values()))},
         download_s=download_s, attempts=tally.attempts, stored_this_run=master.stored_this_run,
+        pages_left=master.pages_left,
         seed_failures=tuple((seed, why) for seed, why in master.seed_failures),
         started_at=started_at, finished_at=finished_at, out_dir=out,
         results_log=out / "results.log" if out else None,

@@ -557,6 +557,9 @@ def format_summary(summary: ApiSummary) -> str:
                     "same command again to resume" if summary.interrupted else
                     "ended: no seed page could be fetched (below)"),
         f"  pages crawled   {summary.pages} ({summary.pages_failed} failed or skipped)",
+        *([f"  not visited     {summary.pages_left} pages found: the page budget "
+           "(--max-pages) was spent; a rerun with a larger one goes on"]
+          if summary.pages_left else []),
         f"  images found    {summary.found}",
         f"  downloaded      {summary.succeeded} ({human_bytes(summary.bytes)})",
         f"  failed          {summary.failed}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -269,10 +270,15 @@ def test_max_pages_max_images_and_page_size_bound_the_crawl(
     site = build_site(pages=6, images_per_page=6, min_kb=1, max_kb=2)
     serve_routes(server, site.files)
     out = tmp_path / "out"
-    crawl_with_two_workers(server, tmp_path, "--max-pages", "2", "--max-images", "8")
+    err = crawl_with_two_workers(server, tmp_path, "--max-pages", "2", "--max-images", "8")
     pages = [p for p in server.paths() if p in site.pages]
     assert len(pages) == 2
     assert len(manifest_lines(out)) == 8
+    # The budget spent is said, with the pages it left out (a crawl that looks done).
+    left = len(site.pages) - 2
+    assert json.loads((out / "summary.json").read_text())["pages_left"] == left
+    assert f"  not visited     {left} pages found: the page budget (--max-pages) was spent" \
+        in err, err
 
     cut = make_server()
     tags = "".join(f'<img src="/i{n}.png">' for n in range(40))

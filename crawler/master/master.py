@@ -133,6 +133,7 @@ class Summary:
     out_dir: Path
     pages_read: int = 0  # pages fetched and parsed in this run
     stored_this_run: int = 0  # of succeeded, those this run stored (not an earlier one)
+    pages_left: int = 0  # pages found and not visited: the page budget was spent
     seed_failures: list[tuple[str, str]] = field(default_factory=list)  # (seed, why)
     manifest: ManifestTally = field(default_factory=ManifestTally)  # what manifest.jsonl holds
 
@@ -214,6 +215,7 @@ class Master:
         self._hinted_workers = False  # said how workers join, none having come
         self._queued_since: float | None = None  # when images were first seen waiting
         self._seed_failures: list[tuple[str, str]] = []
+        self._pages_left = 0  # pages found and not visited for the page budget (max_pages)
 
     def stop(self) -> None:
         """Ask the crawl to stop (Ctrl-C, SIGTERM): state is saved, workers are told.
@@ -694,8 +696,9 @@ class Master:
         if max_pages:
             budget = max_pages - self._snapshot.pages - len(running)
             if budget <= 0:
-                if frontier:
-                    frontier.clear()  # the page budget is spent
+                if frontier:  # the page budget is spent: said in the summary
+                    self._pages_left += len(frontier)
+                    frontier.clear()
                 return
             free = min(free, budget)
         # pop_many says when nothing may be taken: on a broker, len(frontier) is a round
@@ -957,7 +960,8 @@ class Master:
                        pages_failed=s.pages_failed, found=s.found, succeeded=s.downloaded,
                        failed=s.failed, bytes=s.bytes, out_dir=self._options.out_dir,
                        pages_read=self._pages_read, seed_failures=self._seed_failures,
-                       stored_this_run=s.downloaded - s.resumed_stored, manifest=manifest)
+                       stored_this_run=s.downloaded - s.resumed_stored,
+                       pages_left=self._pages_left, manifest=manifest)
 
 
 class _NoFiles(ResultFiles):
