@@ -611,20 +611,24 @@ def test_a_worker_silent_for_a_whole_lease_is_gone_until_it_calls_again(
     assert [x["gone"] for x in b.workers()] == [False]
 
 
-def test_a_worker_silent_for_a_whole_lease_is_shown_gone_though_no_master_reaps(
+def test_a_worker_silent_past_worker_silence_is_shown_gone_though_no_master_reaps(
         board: MakeBoard) -> None:
     # On a broker every master may have left (a worker killed -9 after the crawl's
-    # end): nothing reaps, and status must not show the dead worker as live.
+    # end): nothing reaps, and status must not show the dead worker as live. Our
+    # workers call every second: one silent for worker_silence is gone, as its leases.
     clock = Clock()
-    b = board(clock)
+    b = board(clock, worker_silence=5.0)
     b.hello("dead", {"host": "box", "pid": 7, "threads": 4})
     b.hello("alive", {"host": "box", "pid": 8, "threads": 4})
-    clock.now += 9
+    clock.now += 4
     b.heartbeat("alive")
-    clock.now += 2  # "dead" is 11 s silent, a whole lease (10 s); "alive" 2 s
+    assert [x["gone"] for x in b.workers()] == [False, False]
+    clock.now += 2  # "dead" is 6 s silent; "alive" 2 s
     assert [(x["worker"], x["gone"]) for x in b.workers()] == [("dead", True),
                                                                 ("alive", False)]
     assert b.counts()["workers"] == 1
+    b.heartbeat("dead")  # it was only stopped a while
+    assert [x["gone"] for x in b.workers()] == [False, False]
 
 
 def test_a_gone_worker_no_longer_shrinks_the_others_share(board: MakeBoard) -> None:

@@ -295,8 +295,9 @@ class TaskBoard:
                                    if not self._is_gone(w, now))}
 
     def _is_gone(self, record: WorkerRecord, now: float) -> bool:
-        """Gone: it said goodbye, or was silent for a whole lease, reaped or not yet."""
-        return record.gone or now - record.last_contact > self.policy.lease_timeout
+        """Gone, as shown: it said goodbye, or fell silent for worker_silence (our workers
+        call every second, and its leases end then), reaped or not yet."""
+        return record.gone or now - record.last_contact > self.policy.worker_silence
 
     def workers(self) -> list[dict[str, Any]]:
         now = self._clock()

@@ -380,11 +380,11 @@ local function mark_gone(worker)
   redis.call('ZREM', ASKING, worker)
 end
 
--- A worker is gone once it said goodbye or was silent for a whole lease, whether or
--- not a master's reap has marked it yet (none runs once every master has left).
-local function is_gone(worker, contact, now, lease_timeout)
-  return redis.call('SISMEMBER', GONE, worker) == 1
-    or tonumber(contact) < now - lease_timeout
+-- A worker is shown gone once it said goodbye or fell silent for worker_silence (ours
+-- call every second), whether or not a master's reap has marked it yet (none runs once
+-- every master has left).
+local function is_gone(worker, contact, now, silence)
+  return redis.call('SISMEMBER', GONE, worker) == 1 or tonumber(contact) < now - silence
 end
 
 -- @script put: url, host, item JSON, for each of a page's images -> how many were queued
@@ -573,18 +573,18 @@ else
 end
 return {0, closed, tasks, lost, unknown, duplicates}
 
--- @script live_workers: now, lease_timeout -> how many workers are not gone
-local now, lease_timeout = now_from(ARGV[1]), tonumber(ARGV[2])
+-- @script live_workers: now, worker_silence -> how many workers are not gone
+local now, silence = now_from(ARGV[1]), tonumber(ARGV[2])
 local live = 0
-local contacts = redis.call('ZRANGEBYSCORE', CONTACT, num(now - lease_timeout), '+inf')
+local contacts = redis.call('ZRANGEBYSCORE', CONTACT, num(now - silence), '+inf')
 for _, worker in ipairs(contacts) do
   if redis.call('SISMEMBER', GONE, worker) == 0 then live = live + 1 end
 end
 return live
 
--- @script workers: now, lease_timeout -> {now, then per worker: name, info, first,
+-- @script workers: now, worker_silence -> {now, then per worker: name, info, first,
 -- contact, done, failed, bytes, held, gone}
-local now, lease_timeout = now_from(ARGV[1]), tonumber(ARGV[2])
+local now, silence = now_from(ARGV[1]), tonumber(ARGV[2])
 local out = {num(now)}
 local contacts = redis.call('ZRANGE', CONTACT, 0, -1, 'WITHSCORES')
 for i = 1, #contacts, 2 do
@@ -598,6 +598,6 @@ for i = 1, #contacts, 2 do
   table.insert(out, w[4] or '0')
   table.insert(out, w[5] or '0')
   table.insert(out, redis.call('SCARD', held_key(worker)))
-  table.insert(out, is_gone(worker, contacts[i + 1], now, lease_timeout) and 1 or 0)
+  table.insert(out, is_gone(worker, contacts[i + 1], now, silence) and 1 or 0)
 end
 return out
