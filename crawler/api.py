@@ -245,7 +245,7 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
               local_workers: int, dry_run: bool = False, resume: bool = False,
               fresh: bool = False, invite_workers: bool = True, progress: bool = False,
               announce: Callable[[str], None] | None = None,
-              on_signal_note: Callable[[], None] | None = None,
+              on_signal_note: Callable[[int], None] | None = None,
               on_summary: Callable[[Summary], None] | None = None,
               broker: BrokerAddress | None = None, crawl_name: str | None = None,
               join: bool = False,
@@ -290,12 +290,12 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
         master = Master(settings, options, authkey, make_reporter(not progress or dry_run),
                         parser, announce=announce or (lambda text: None))
 
-        def on_signal(*_: object) -> None:
+        def on_signal(signum: int, _frame: object) -> None:
             if master.stopping:  # asked twice: stop waiting for a clean end
                 raise KeyboardInterrupt
             master.stop()
             if on_signal_note is not None:
-                on_signal_note()
+                on_signal_note(signum)
 
         started_at = _now()
         with _signals_handled_by(on_signal):

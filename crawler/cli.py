@@ -21,6 +21,7 @@ import contextlib
 import functools
 import logging
 import os
+import signal
 import sys
 import threading
 import typing
@@ -522,11 +523,12 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
     from crawler.api import run_crawl
     from crawler.ui.progress import write_above_bars
 
-    def note_stopping() -> None:
+    def note_stopping(signum: int) -> None:
         # From a thread of its own: the handler may run while this thread holds the
         # logging or tqdm lock. Written above the live lines, like any log line.
+        again = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM (or Ctrl-C)"
         threading.Thread(target=write_above_bars, daemon=True, args=(
-            "crawler: stopping after the pages in flight; Ctrl-C again to quit now",)).start()
+            f"crawler: stopping after the pages in flight; {again} again to quit now",)).start()
 
     def show(summary: ApiSummary) -> None:
         if json_summary:

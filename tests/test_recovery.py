@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
+
 from crawler.demo.site import Site, build_site
 
 from .conftest import (
@@ -471,8 +473,11 @@ def test_sigterm_on_a_worker_hands_back_what_it_holds(
     check_complete(out, server.url, site)
 
 
+@pytest.mark.parametrize(("signum", "again"), [(signal.SIGINT, "Ctrl-C"),
+                                               (signal.SIGTERM, "SIGTERM (or Ctrl-C)")])
 def test_sigint_on_the_master_saves_state_and_a_rerun_completes(
-        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str,
+        signum: int, again: str) -> None:
     server = make_server()
     site = setup_site(server, pages=10, images_per_page=4, page_delay=0.1, image_delay=0.05)
     out = tmp_path / "out"
@@ -481,12 +486,13 @@ def test_sigint_on_the_master_saves_state_and_a_rerun_completes(
     master = start_crawler(*args, cwd=tmp_path)
     try:
         wait_until(lambda: len(manifest_lines(out)) >= 4, 30, "the first results")
-        master.send_signal(signal.SIGINT)
+        master.send_signal(signum)
         err = finish(master, 30)
     finally:
         stop(master)
     assert master.returncode == 130, err
     assert "interrupted: state saved" in err
+    assert f"stopping after the pages in flight; {again} again to quit now" in err, err
     done_before = {e["url"] for e in manifest_lines(out)}
     hits_before = collections.Counter(server.paths())
     master = start_crawler(*args, cwd=tmp_path)
