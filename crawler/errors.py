@@ -75,6 +75,14 @@ class AuthenticationFailed(QueueError):
     exit_code = 1
 
 
+class AnotherMastersCrawl(QueueError):
+    """A worker its master started on its host found another master at that address
+    (its own died, and another took the port): that one's images are not for the dead
+    master's folder."""
+
+    exit_code = 1
+
+
 class BadCrawlInfo(QueueError):
     """What the master told a joining worker (its rules for the crawl) is malformed: a
     bad pattern, a missing field. The worker cannot download by rules it cannot read."""

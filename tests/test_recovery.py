@@ -388,6 +388,43 @@ def test_a_killed_masters_local_worker_holds_neither_its_port_nor_its_parsers(
     check_complete(out, server.url, site)
 
 
+def test_a_killed_masters_local_worker_serves_no_other_masters_crawl(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    """Another crawl's master on the dead master's port, with the same key: the dead
+    one's local worker would store that crawl's images in the dead master's folder.
+    It leaves instead, saying why, and the new master's own worker does the work."""
+    server, other = make_server(), make_server()
+    setup_site(server, image_delay=0.05)
+    site = setup_site(other)
+    first, second = tmp_path / "first", tmp_path / "second"
+    port = free_port()
+    master = start_crawler("master", server.url + "/", "--bind", f"127.0.0.1:{port}",
+                           "--out", str(first), "--local-workers", "1", cwd=tmp_path)
+    local = None
+    try:
+        wait_until(lambda: len(manifest_lines(first)) >= 5, 30, "the local worker's results")
+        words = {pid: command_words(pid) for pid in _children(master.pid)}
+        [local] = [pid for pid, argv in words.items() if argv[:2] == [b"crawler", b"worker"]]
+        master.kill()
+        master.wait(timeout=10)
+        master = start_crawler("master", other.url + "/", "--bind", f"127.0.0.1:{port}",
+                               "--out", str(second), "--local-workers", "1", cwd=tmp_path)
+        err = finish(master, 90)
+        assert master.returncode == 0, err
+        wait_until(lambda: not Path(f"/proc/{local}").exists(), 30, "the orphan to leave")
+    finally:
+        stop(master)
+        if local is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(local, signal.SIGKILL)
+    check_complete(second, other.url, site)
+    port_folder = f"127.0.0.1_{other.url.rsplit(':', 1)[1]}"
+    assert not list(first.glob(f"images/http/{port_folder}/**/*.png")), \
+        "the other crawl's images went to the dead master's folder"
+    said = (first / "worker-1.log").read_text()
+    assert f"crawls into {second.absolute()}, not into {first.absolute()}" in said, said
+
+
 def test_workers_wait_for_a_late_master_and_ride_out_a_stall(
         make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
     server = make_server()

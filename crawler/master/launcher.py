@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Protocol
 from crawler.config import BROKER_PASSWORD_ENV
 from crawler.errors import AuthkeyError
 from crawler.master.authkey import ENV_VAR, Authkey, is_loopback
+from crawler.model.wire import LOCAL_WORKER_ENV
 
 if TYPE_CHECKING:
     from crawler.board.broker import BrokerAddress
@@ -181,7 +182,7 @@ class LocalWorkers:
         it is no text an environment can hold (binary bytes from a key file): then the
         worker reads the same file.
         """
-        env, target = dict(os.environ), [_address(host, port)]
+        env, target = dict(os.environ, **{LOCAL_WORKER_ENV: "1"}), [_address(host, port)]
         try:
             text = self._authkey.key.decode()
         except UnicodeDecodeError:

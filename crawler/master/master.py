@@ -241,6 +241,8 @@ class Master:
                                             timeout=self._settings.crawl.page_timeout),
                          lease_timeout=self._settings.queue.lease_timeout,
                          worker_silence=self._settings.queue.worker_silence)
+        if self._options.broker is None:
+            info["folder"] = str(self._options.out_dir.absolute())
         if not full:  # a joining worker's: it holds secrets, which status must not show
             info["request"] = self._request.to_wire()  # headers, cookies, TLS, proxies, logins
             return info

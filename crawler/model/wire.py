@@ -20,6 +20,11 @@ from crawler.errors import BadCrawlInfo, ConfigError
 from crawler.model.imagescope import ImagePatterns, ImageScope
 from crawler.model.outcome import ATTEMPT_FIELDS, IMAGES_DIR, Attempt
 
+# Set in the environment of the workers a master starts on its own host: they store
+# into its output folder, and must not serve another master that takes its port after
+# it died (same port, same key), whose images would land in the dead master's folder.
+LOCAL_WORKER_ENV = "CRAWLER_LOCAL_WORKER"
+
 
 class WorkerInfo(TypedDict):
     """What a worker says of itself in ``hello``."""
@@ -47,6 +52,7 @@ class CrawlInfo(TypedDict):
     lease_timeout: float  # seconds a lease lives without a heartbeat
     worker_silence: float  # seconds one of our workers may be silent before its leases end
     request: NotRequired[dict[str, Any]]  # RequestOptions.to_wire(): to joining workers only
+    folder: NotRequired[str]  # the embedded master's output folder (absolute)
 
 
 class Status(CrawlInfo):

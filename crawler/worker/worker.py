@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 from crawler.board.base import BoardClient
 from crawler.config import DEFAULTS, Limits
 from crawler.errors import (
+    AnotherMastersCrawl,
     AuthenticationFailed,
     BadCrawlInfo,
     CrawlerError,
@@ -40,6 +41,7 @@ from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
 from crawler.model.outcome import STORAGE_ERROR, Attempt, FailureKind
 from crawler.model.wire import (
+    LOCAL_WORKER_ENV,
     CrawlInfo,
     LeaseAnswer,
     Report,
@@ -228,6 +230,7 @@ class Worker:
                                          threads=self._options.threads))
                 self._client.bound_calls(self._board, call_deadline(crawl))
                 self._fresh_for = min(crawl["worker_silence"], crawl["lease_timeout"]) / 2
+                self._check_folder(crawl)
                 return crawl
             except AuthenticationFailed:
                 raise
@@ -251,6 +254,18 @@ class Worker:
                 # on a reconnect, when every worker of the cluster asks at once.
                 if not first or time.monotonic() - started > FAST_RECONNECT_FOR:
                     delay = min(delay * 2, 2.0)
+
+    def _check_folder(self, crawl: CrawlInfo) -> None:
+        """A worker its master started stores into that master's folder: it serves no
+        other master (one that took the port of its dead master, with the same key)."""
+        if not os.environ.get(LOCAL_WORKER_ENV):
+            return
+        mine = str(self._options.out_dir.absolute())
+        theirs = crawl.get("folder")
+        if theirs is not None and theirs != mine:
+            raise AnotherMastersCrawl(
+                f"the master at {self._client.where} crawls into {theirs}, not into {mine}, "
+                "the folder of the master that started this worker (it has ended): leaving")
 
     def _coordinate(self, crawl: CrawlInfo) -> None:
         capacity = self._options.threads + max(2, self._options.threads // 2)  # a small prefetch
