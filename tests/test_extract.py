@@ -28,6 +28,7 @@ from crawler.parse.extract import (
     extract,
     has_image_extension,
     parse_srcset,
+    refresh_url,
     stylesheet_urls,
 )
 from crawler.parse.trees import _LxmlTree
@@ -280,6 +281,25 @@ def test_with_no_sources_only_links_remain() -> None:
     assert result.images == ()
     assert D + "next.html" in result.links
     assert D + "photo.jpg" not in result.links  # an image file is never a page to crawl
+
+
+@pytest.mark.parametrize(("content", "url"), [
+    ("0; url=/next", "/next"), ("5;URL='/a b'", "/a b"), ('0 ; url = "/q" tail', "/q"),
+    ("0, /next", "/next"), ("1.5; /c", "/c"), (".5;/d", "/d"), ("0;uRl=/a", "/a"),
+    ("0; urx=/b", "urx=/b"), ("0;url", "url"),  # not "url=": the rest is the URL
+    ("3", None), ("url=/x", None), ("0;url=", None), ("x; url=/y", None), ("", None)])
+def test_a_refresh_names_its_url_as_the_html_standard_reads_it(content: str,
+                                                               url: str | None) -> None:
+    assert refresh_url(content) == url
+
+
+@pytest.mark.parametrize("parser", ["lxml", "beautifulsoup"])
+def test_a_meta_refresh_is_a_link(parser: str) -> None:
+    """Many sites' front pages only send the browser on: that is where the crawl goes."""
+    html = ('<html><head><meta http-equiv="Refresh" content="0; URL=en/index.html">'
+            '<meta http-equiv="refresh" content="30"></head><body></body></html>')
+    result = extract(html, PAGE, parser=parser, sources=frozenset())
+    assert result.links == (D + "en/index.html",)
 
 
 def test_picture_off_keeps_the_fallback_img() -> None:

@@ -102,6 +102,41 @@ def has_image_extension(url: str) -> bool:
     return dot >= 0 and name[dot + 1 :].lower() in IMAGE_EXTENSIONS
 
 
+_WHITESPACE = "\t\n\f\r "
+
+
+def refresh_url(content: str) -> str | None:
+    """The URL of a ``<meta http-equiv="refresh" content="...">``, or None if it names
+    none: the HTML standard's declarative refresh steps (``5; url='/next'``,
+    ``0;URL=/next``, ``0, /next``)."""
+    text = content.lstrip(_WHITESPACE)
+    digits = len(text) - len(text.lstrip("0123456789"))
+    if digits == 0 and not text.startswith("."):
+        return None
+    text = text[digits:].lstrip("0123456789.")
+    if not text or text[0] not in ";," + _WHITESPACE:
+        return None
+    text = text.lstrip(_WHITESPACE)
+    if text[:1] in (";", ","):
+        text = text[1:].lstrip(_WHITESPACE)
+    url = text
+    if text[:1] in ("u", "U"):
+        rest = text[1:]
+        if rest[:1] in ("r", "R") and rest[1:2] in ("l", "L"):
+            rest = rest[2:].lstrip(_WHITESPACE)
+            if rest.startswith("="):
+                url = _unquoted(rest[1:].lstrip(_WHITESPACE))
+    else:
+        url = _unquoted(text)
+    return url or None
+
+
+def _unquoted(text: str) -> str:
+    if text[:1] in ("'", '"'):
+        return text[1:].partition(text[0])[0]
+    return text
+
+
 class _Collector:
     """The single pass: record raw references in document order, tagged by kind."""
 
@@ -202,6 +237,12 @@ class _Collector:
         return verdict
 
     def _meta(self, get: Getter, node: Any) -> None:
+        if (get("http-equiv") or "").strip().lower() == "refresh":
+            # A page that sends the browser on (many sites' front pages) links there.
+            target = refresh_url(get("content") or "")
+            if target:
+                self.refs.append(("nav", target, "anchor", node))
+            return
         if "meta" not in self.sources:
             return
         for key in ("property", "name"):
