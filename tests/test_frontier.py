@@ -84,6 +84,40 @@ def test_once_gives_the_fallback_when_computing_fails():
     assert once.get("x") == "none"
 
 
+def test_once_get_all_computes_at_once_in_batches_and_logs_errors(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import threading
+    import time
+
+    from crawler.master.once import Once
+
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    def slow(key: str) -> str:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.2)
+        with lock:
+            running -= 1
+        if key == "bad":
+            raise ValueError("boom")
+        return key.upper()
+
+    once: Once[str, str] = Once(slow, fallback="", wait=5, at_once=3)
+    started = time.monotonic()
+    once.get_all(["a", "b", "c", "d", "e", "bad", "a"])
+    took = time.monotonic() - started
+    assert [once.known(key) for key in "abcde"] == ["A", "B", "C", "D", "E"]
+    assert most == 3 and took < 0.2 * 6 - 0.1, (most, took)  # two batches, not six turns
+    assert "computing a value failed" in caplog.text and "boom" in caplog.text
+    once.close()
+    once.get_all(["f", "g"])  # closed: computes nothing more
+    assert once.known("f") is None
+
+
 def test_a_hosts_delay_spaces_its_pages_and_a_crawl_delay_slows_it_further():
     frontier = Frontier([(f"http://a.test/{n}", 0) for n in range(3)], delay=1.0)
     assert frontier.pop(now=0.0) == ("http://a.test/0", 0)

@@ -28,6 +28,7 @@ from crawler.fetch.curlsetup import default_ca_file
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
+from crawler.master.robots import Robots
 from crawler.master.scope import Scope
 from crawler.model.imagescope import ImageScope
 from crawler.model.outcome import Attempt, FailureKind
@@ -222,7 +223,7 @@ def test_a_robots_txt_that_never_answers_holds_only_its_own_redirect(
     assert url == site.url + "/to-silent.png"
     assert (held.kind, held.transient) == (FailureKind.REDIRECT, False)
     assert held.reason == (f"redirected to {silent.url}/x.png: robots.txt unreachable "
-                           "(too slow (no answer within 2 s))")
+                           "(too slow (over 2 s))")
 
 
 def test_a_redirect_waiting_for_robots_txt_still_ends_at_the_download_deadline(
@@ -371,7 +372,7 @@ def test_a_silent_robots_txt_does_not_stall_a_crawl_past_its_deadline(
     assert entries["/to-silent.png"]["status"] == "failure"
     assert entries["/to-silent.png"]["reason"] == (
         f"redirected to {silent.url}/x.png: robots.txt unreachable "
-        "(too slow (no answer within 2 s))")
+        "(too slow (over 2 s))")
 
 
 def test_the_robots_txt_files_a_page_needs_are_read_at_once_not_in_turn(
@@ -399,5 +400,30 @@ def test_the_robots_txt_files_a_page_needs_are_read_at_once_not_in_turn(
     assert entries[site.url + "/images/blue.png"]["status"] == "success"
     for host in hosts:
         assert entries[host + "/x.png"]["reason"] == (
-            "robots.txt unreachable (too slow (no answer within 2 s))")
+            "robots.txt unreachable (too slow (over 2 s))")
     assert took < 2.0 * 6, f"the six robots.txt were read one after the other ({took:.1f} s)"
+
+
+def test_hung_robots_txt_files_do_not_starve_those_that_answer(
+        make_server: Callable[[], FixtureServer]) -> None:
+    """More hosts that never answer than the client lets through at once: the hosts that
+    answer are still read, not cut off waiting for a turn and refused for the run."""
+    silent = [SilentServer() for _ in range(3)]
+    fast = [make_server() for _ in range(3)]
+    for server in fast:
+        server.routes["/robots.txt"] = lambda h: h.send_body(
+            200, b"User-agent: *\nDisallow: /private/\n", "text/plain")
+    client = EasyClient(LOOPBACK, RequestOptions(user_agent=AGENT), at_once=2)
+    robots = Robots(client, AGENT, timeout=1.0)
+    try:
+        robots.read_all([s.url + "/x.png" for s in silent] + [f.url + "/x.png" for f in fast])
+        for server in fast:
+            assert robots.unreachable(server.url + "/x.png") is None
+            assert robots.refusal(server.url + "/private/a.png") == "disallowed by robots.txt"
+        for server in silent:
+            assert robots.unreachable(server.url + "/x.png") == "too slow (over 1 s)"
+    finally:
+        robots.close()
+        client.close()
+        for server in silent:
+            server.close()

@@ -318,7 +318,8 @@ def test_a_master_ended_by_an_error_leaves_its_workers_waiting_for_its_return(
             err = finish(master, 60)
             assert master.returncode == 3, err
             assert "disk is full" in err or "No space left" in err, err
-            time.sleep(2)  # told the crawl was over, it would have left by now
+            # Told the crawl was over, it would leave (status 0) without this line.
+            wait_for_output(worker, "trying again for up to", 15)
             assert worker.poll() is None, "the worker left as if the crawl were over"
             filler.unlink()
             master = start_crawler(*args, cwd=tmp_path)
@@ -334,20 +335,32 @@ def test_a_master_ended_by_an_error_leaves_its_workers_waiting_for_its_return(
 def test_a_run_killed_before_its_end_leaves_no_summary_of_the_last_run(
         make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
     server = make_server()
-    setup_site(server, pages=8, images_per_page=5, image_delay=0.05)
+    site = setup_site(server, pages=2, images_per_page=5)
     out = tmp_path / "out"
     args = ("master", server.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
             "--local-workers", "1")
-    first = start_crawler(*args, "--max-images", "5", cwd=tmp_path)
+    first = start_crawler(*args, "--max-images", "3", cwd=tmp_path)
     err = finish(first, 60)
     assert first.returncode == 0 and (out / "summary.json").exists(), err
-    master = start_crawler(*args, cwd=tmp_path)
+    release = threading.Event()
+    for path in site.images:  # the second run cannot end: its images never come
+        server.routes[path] = lambda h, normal=server.routes[path]: (release.wait(30),
+                                                                     normal(h))
+    asked_before = len(server.paths())
+    master = start_crawler(*args, "--max-images", "10", cwd=tmp_path)
+    children: list[int] = []
     try:
-        wait_until(lambda: len(manifest_lines(out)) >= 10, 30, "more results")
+        wait_until(lambda: any(p in site.images for p in server.paths()[asked_before:]), 30,
+                   "the second run's worker to ask for an image")
+        children = _children(master.pid)
         master.kill()
         master.wait(timeout=10)
     finally:
+        release.set()
         stop(master)
+        for pid in children:  # its local worker would wait for it a while
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     assert not (out / "summary.json").exists(), "the last run's summary says it completed"
 
 
@@ -411,6 +424,7 @@ def test_a_killed_masters_local_worker_serves_no_other_masters_crawl(
                                "--out", str(second), "--local-workers", "1", cwd=tmp_path)
         err = finish(master, 90)
         assert master.returncode == 0, err
+        assert "refused a report" not in err, "the orphan spoke of its dead master's crawl"
         wait_until(lambda: not Path(f"/proc/{local}").exists(), 30, "the orphan to leave")
     finally:
         stop(master)

@@ -72,11 +72,13 @@ def test_a_run_with_other_seeds_is_stopped_until_told_to_resume_or_start_afresh(
     _crawl(first.url + "/", out, tmp_path)
     first_images = _stored(out)
     assert first_images
+    summary = (out / "summary.json").read_text()
 
     err = _crawl(second.url + "/", out, tmp_path, status=2)
     assert f"{out} holds a crawl of {first.url}/ with other seeds: add --resume" in err, err
     assert second.paths() == [], "nothing is fetched before the folder's crawl is checked"
     assert _stored(out) == first_images
+    assert (out / "summary.json").read_text() == summary, "a refused run changes nothing"
 
     _crawl(second.url + "/", out, tmp_path, "--resume")
     both = _stored(out)

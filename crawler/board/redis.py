@@ -309,7 +309,7 @@ class RedisBoard:
     def counts(self) -> dict[str, int]:
         with self._client.pipeline(transaction=True) as pipe:
             pipe.hgetall(self._key("counts"))
-            self._run("live_workers", [self._now(), self._policy_args[7]], pipe)
+            self._run("live_workers", [self._now(), repr(self.policy.worker_silence)], pipe)
             raw, live = pipe.execute()
         numbers = {name: int(value) for name, value in _fields(raw).items()}
         names = ("queued", "in_flight", "delayed", "done", "retries", "expired",
@@ -326,7 +326,7 @@ class RedisBoard:
 
     @_translated
     def workers(self) -> list[dict[str, Any]]:
-        raw = self._run("workers", [self._now(), self._policy_args[7]])  # worker_silence
+        raw = self._run("workers", [self._now(), repr(self.policy.worker_silence)])
         now = float(_text(raw[0]))
         rows = []
         for at in range(1, len(raw), 9):

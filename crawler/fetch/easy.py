@@ -125,6 +125,8 @@ class EasyClient:
         bound); a request waiting for its turn waits within its own deadline."""
         self._options = options
         self._turns = threading.BoundedSemaphore(at_once) if at_once else None
+        self.at_once = at_once
+        self.connect_timeout = connect_timeout
         self._connect_ms = max(1, int(connect_timeout * 1000))
         self._ca_file = ca_file
         self._proxies = options.proxies()
@@ -292,8 +294,9 @@ def fail(reply: Reply, handle: pycurl.Curl, code: int, message: str) -> None:
     if reply.blocked is not None:
         reply.failure, reply.kind = str(reply.blocked), FailureKind.BLOCKED
         return
-    if code == pycurl.E_OPERATION_TIMEDOUT:
-        reply.failure, reply.kind, reply.transient = "timed out", FailureKind.TIMEOUT, True
+    if code == pycurl.E_OPERATION_TIMEDOUT:  # "timed out", or "timed out connecting"
+        reply.failure, reply.kind, reply.transient = (curl_failure(code, message)[1],
+                                                      FailureKind.TIMEOUT, True)
         reply.timed_out = True
         return
     kind, reason, transient = curl_failure(code, "")

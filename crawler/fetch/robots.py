@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
@@ -64,7 +63,6 @@ def read_robots(client: EasyClient, origin: str, timeout: float) -> RobotsFile:
     means no rules; 5xx, a failed connection, a broken or too slow answer mean
     complete disallow.
     """
-    started = time.monotonic()
     reply = client.follow(origin + "/robots.txt", hops=ROBOTS_REDIRECTS,
                           may_follow=_is_http, accept="text/plain,*/*;q=0.5",
                           max_bytes=MAX_ROBOTS_BYTES, timeout=timeout)
@@ -74,8 +72,10 @@ def read_robots(client: EasyClient, origin: str, timeout: float) -> RobotsFile:
         return ALLOW_ALL
     if reply.timed_out:
         log.warning("robots.txt of %s too slow: not crawling that origin", origin)
-        # Said as it was: a connection not made is cut at its own, shorter, timeout.
-        return unreachable(f"too slow (no answer within {time.monotonic() - started:.0f} s)")
+        # Said by the limit that cut it: a connection not made has its own, shorter one.
+        if reply.failure == "timed out connecting":
+            return unreachable(f"too slow (no connection within {client.connect_timeout:g} s)")
+        return unreachable(f"too slow (over {timeout:g} s)")
     if not reply.ok and reply.status:  # the head came, the body did not
         log.warning("robots.txt of %s broke off (%s): not crawling that origin",
                     origin, reply.failure)

@@ -310,7 +310,6 @@ class Master:
         """The embedded crawl, its folder locked and its queue's port bound."""
         assert self._server is not None
         claim_for_embedded(out_dir, fresh=self._options.fresh)
-        drop_last_summary(out_dir)
         if self._options.fresh:  # after the lock: the crawl forgotten is no other master's
             try:
                 forget_crawl(out_dir)
@@ -326,6 +325,7 @@ class Master:
             journal = Journal(out_dir)
             try:
                 self._take_up(journal)  # before the result files are written from the journal
+                drop_last_summary(out_dir)  # the folder's crawl is this run's now
                 journal.add_seeds(self._options.seeds)
                 files = ResultFiles(out_dir, journal.outcomes())
                 try:
@@ -587,10 +587,11 @@ class Master:
             # closes it only if no master has given it work again meanwhile.
             if all_done and not self._shared_board.close_if_idle():
                 log.info("the crawl has work again (another master's): left open for it")
-        elif all_done:
-            # Only a crawl that is over is closed: told "closed", a worker leaves for
-            # good. One stopped early (Ctrl-C, an error) leaves the board open, and its
-            # workers wait for the master to come back.
+        elif all_done or not (frontier or running or self._board.unfinished()):
+            # Only a crawl that is over is closed (a stop asked as it ended is no matter):
+            # told "closed", a worker leaves for good. One stopped early (Ctrl-C, an
+            # error) leaves the board open, and its workers wait for the master to
+            # come back.
             self._board.close()
         # Pages in flight are finished and recorded, so a resumed crawl does not fetch
         # them again. Waiting in short steps keeps a second Ctrl-C effective (a bare

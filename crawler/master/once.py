@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -29,6 +32,7 @@ class Once(Generic[K, V]):
         self._wait = wait
         self._at_once = at_once
         self._pool: ThreadPoolExecutor | None = None  # started by the first get_all
+        self._closed = False
         self._lock = threading.Lock()
         self._done: dict[K, V] = {}
         self._running: dict[K, threading.Event] = {}
@@ -60,23 +64,34 @@ class Once(Generic[K, V]):
         return value
 
     def get_all(self, keys: Iterable[K]) -> None:
-        """Compute the keys not known yet at the same time; return when all are known,
-        or ``wait`` seconds later. A page that names the robots.txt of 64 hosts or six
-        style sheets, each read one after the other, took each one's deadline in turn:
-        64 hung hosts held a page (and a stop waiting for it) for over ten minutes."""
+        """Compute the keys not known yet, ``at_once`` at the same time; return when all
+        are known, or once each batch has had ``wait`` seconds. A page that names the
+        robots.txt of 64 hosts or six style sheets, each read one after the other,
+        took each one's deadline in turn: 64 hung hosts held a page (and a stop
+        waiting for it) for over ten minutes. An error of ``compute`` is logged."""
         missing = [key for key in dict.fromkeys(keys) if key not in self._done]
         if len(missing) < 2:
             return  # the caller's own get() computes it as soon
         with self._lock:
+            if self._closed:
+                return
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self._at_once, thread_name_prefix="once")
             pool = self._pool
-        wait([pool.submit(self.get, key) for key in missing], timeout=self._wait)
+        futures = [pool.submit(self.get, key) for key in missing]
+        # Batch by batch: keys queued behind a full pool get their own wait, rather than
+        # the caller computing them one after the other once the first wait is over.
+        for first in range(0, len(futures), self._at_once):
+            wait(futures[first:first + self._at_once], timeout=self._wait)
+        for future in futures:
+            if future.done() and not future.cancelled() and future.exception() is not None:
+                log.error("computing a value failed", exc_info=future.exception())
 
     def close(self) -> None:
-        """Let the threads of get_all go (a computation under way ends by its deadline)."""
+        """Let the threads of get_all go (a computation under way ends by its deadline);
+        get_all computes nothing more."""
         with self._lock:
-            pool, self._pool = self._pool, None
+            pool, self._pool, self._closed = self._pool, None, True
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
 

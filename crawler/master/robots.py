@@ -17,6 +17,8 @@ from crawler.master.once import Once
 
 log = logging.getLogger(__name__)
 
+READ_AT_ONCE = 8  # robots.txt files read_all reads at once, when the client has no bound
+
 
 class Robots:
     """What robots.txt allows, per origin, read on first use; off, it allows everything."""
@@ -32,8 +34,11 @@ class Robots:
         self._lock = threading.Lock()
         # An origin's rules are read once; threads asking meanwhile wait for them. One
         # stuck past its deadline leaves the others with "disallow" (RFC 9309's unreachable).
+        # Read several at once (read_all) no more than the client lets through: one
+        # waiting for its turn would spend its deadline there, and be "too slow" for good.
         self._rules: Once[str, RobotsFile] = Once(self._read, fallback=DISALLOW_ALL,
-                                                  wait=timeout + 1)
+                                                  wait=timeout + 1,
+                                                  at_once=client.at_once or READ_AT_ONCE)
 
     def read_all(self, urls: Iterable[str]) -> None:
         """Read the robots.txt of the origins of ``urls`` not read yet, at the same time

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+READ_AT_ONCE = 8  # sheets read at once, when the client has no bound
 MAX_IMPORT_DEPTH = 4  # @import chains followed this far from a page's <link>
 ACCEPT_CSS = "text/css,*/*;q=0.1"
 MAX_REMEMBERED = 4096  # sets of sheets whose images are kept, not read again
@@ -64,8 +65,10 @@ class Stylesheets:
         self._timeout = timeout
         self._max_bytes = max_bytes
         # url: (images, imports); read once per crawl, by the first thread to ask
+        # (several at once no more than the client lets through: see Robots)
         self._refs: Once[str, Refs] = Once(
-            self._fetch, fallback=((), ()), wait=timeout + 1)
+            self._fetch, fallback=((), ()), wait=timeout + 1,
+            at_once=client.at_once or READ_AT_ONCE)
         # A site's pages link the same few sheets: their images, per set of sheets.
         self._images_of: dict[tuple[str, ...], list[str]] = {}
 

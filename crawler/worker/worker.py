@@ -262,7 +262,13 @@ class Worker:
             return
         mine = str(self._options.out_dir.absolute())
         theirs = crawl.get("folder")
-        if theirs is not None and theirs != mine:
+        if theirs is not None and Path(theirs).resolve() != Path(mine).resolve():
+            # Nothing of the dead master's crawl goes to this one, no report: only the
+            # goodbye, so that it does not wait for this worker at its end.
+            if self._board is not None:
+                with contextlib.suppress(*LINK_ERRORS):
+                    self._board.goodbye(self._id)
+            self._board = None
             raise AnotherMastersCrawl(
                 f"the master at {self._client.where} crawls into {theirs}, not into {mine}, "
                 "the folder of the master that started this worker (it has ended): leaving")
