@@ -562,6 +562,9 @@ def format_summary(summary: ApiSummary) -> str:
         *([f"  not visited     {summary.pages_left} pages found: the page budget "
            "(--max-pages) was spent; a rerun with a larger one goes on"]
           if summary.pages_left else []),
+        *([f"  to try again    {_to_retry(summary)} failed for a passing reason (a timeout, "
+           "5xx, 429, a refused connection): the same command again tries them"]
+          if summary.pages_to_retry or summary.images_to_retry else []),
         f"  images found    {summary.found}",
         f"  downloaded      {summary.succeeded} ({human_bytes(summary.bytes)})",
         f"  failed          {summary.failed}",
@@ -582,6 +585,12 @@ def format_summary(summary: ApiSummary) -> str:
         lines.append(f"  pages failed in {out}/pages.jsonl (each with its reason)")
     lines.append(f"  statistics in   {summary.summary_json}")
     return "\n".join(lines)
+
+
+def _to_retry(summary: ApiSummary) -> str:
+    counts = [f"{n} {what}" for n, what in ((summary.pages_to_retry, "page(s)"),
+                                             (summary.images_to_retry, "image(s)")) if n]
+    return " and ".join(counts)
 
 
 def _master(args: argparse.Namespace, settings: Settings) -> int:

@@ -6,6 +6,7 @@ import collections
 import contextlib
 import hashlib
 import itertools
+import json
 import os
 import pickle
 import re
@@ -920,6 +921,7 @@ def test_a_page_still_failing_after_its_tries_is_tried_again_by_a_rerun(
     out = tmp_path / "out"
     err = _master_with_a_local_worker(server, out, tmp_path)
     assert _page_counts(err) == (2, 1), err
+    assert "  to try again    1 page(s) failed for a passing reason" in err, err
     assert server.paths().count(other) == 3
     err = _master_with_a_local_worker(server, out, tmp_path)
     assert "1 to visit" in err, err
@@ -938,7 +940,10 @@ def test_images_still_failing_for_a_passing_reason_are_tried_again_by_a_rerun(
     server.routes[gone] = lambda h: h.send_body(404, b"gone", "text/plain")
     (tmp_path / "settings.toml").write_text(FAST_RETRIES)
     out = tmp_path / "out"
-    _master_with_a_local_worker(server, out, tmp_path)
+    err = _master_with_a_local_worker(server, out, tmp_path)
+    assert ("  to try again    3 image(s) failed for a passing reason (a timeout, 5xx, 429, "
+            "a refused connection): the same command again tries them") in err, err
+    assert json.loads((out / "summary.json").read_text())["images_to_retry"] == 3
     first = {e["url"]: e for e in manifest_lines(out)}
     assert {url for url, e in first.items() if e["transient"]} == {server.url + p for p in down}
     assert not first[server.url + gone]["transient"]  # a 404 is for good

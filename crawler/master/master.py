@@ -134,6 +134,8 @@ class Summary:
     pages_read: int = 0  # pages fetched and parsed in this run
     stored_this_run: int = 0  # of succeeded, those this run stored (not an earlier one)
     pages_left: int = 0  # pages found and not visited: the page budget was spent
+    pages_to_retry: int = 0  # pages that failed for a passing reason: the next run tries them
+    images_to_retry: int = 0  # the same of images (the embedded mode's next run)
     seed_failures: list[tuple[str, str]] = field(default_factory=list)  # (seed, why)
     manifest: ManifestTally = field(default_factory=ManifestTally)  # what manifest.jsonl holds
 
@@ -216,6 +218,7 @@ class Master:
         self._queued_since: float | None = None  # when images were first seen waiting
         self._seed_failures: list[tuple[str, str]] = []
         self._pages_left = 0  # pages found and not visited for the page budget (max_pages)
+        self._pages_to_retry = 0  # pages failed for a passing reason, left for the next run
 
     def stop(self) -> None:
         """Ask the crawl to stop (Ctrl-C, SIGTERM): state is saved, workers are told.
@@ -746,6 +749,7 @@ class Master:
                 self._pages_done.append(PageDone(visit.url, [], [], failed=True))
             else:  # it stays to visit: a rerun tries it again
                 frontier.set_aside(visit.url)
+                self._pages_to_retry += 1
             return
         self._pages_read += 1
         if visit.page.final_url != visit.url:
@@ -964,7 +968,10 @@ class Master:
                        failed=s.failed, bytes=s.bytes, out_dir=self._options.out_dir,
                        pages_read=self._pages_read, seed_failures=self._seed_failures,
                        stored_this_run=s.downloaded - s.resumed_stored,
-                       pages_left=self._pages_left, manifest=manifest)
+                       pages_left=self._pages_left, pages_to_retry=self._pages_to_retry,
+                       # A broker keeps an image's failure: no later run tries it.
+                       images_to_retry=0 if self._options.broker else manifest.transient,
+                       manifest=manifest)
 
 
 class _NoFiles(ResultFiles):

@@ -41,6 +41,7 @@ class ManifestTally:
         self.seconds = 0.0  # download time, all entries
         self.slowest = 0.0
         self.attempts = 0
+        self.transient = 0  # failures worth another try (the next run tries them)
 
     def add(self, outcome: Outcome) -> None:
         host = self.hosts[host_key_of_normalized(outcome.url) or "?"]
@@ -51,6 +52,7 @@ class ManifestTally:
         else:
             host["failed"] += 1
             self.reasons[outcome.reason or "unknown"] += 1
+            self.transient += outcome.transient
         self.entries += 1
         self.seconds += outcome.elapsed_s
         self.slowest = max(self.slowest, outcome.elapsed_s)
