@@ -256,6 +256,25 @@ def test_empty_manifest_gives_an_empty_report(tmp_path: Path) -> None:
     assert soup.select_one("#malformed") is None
 
 
+def test_a_crawl_that_did_not_end_is_said_so(tmp_path: Path) -> None:
+    (tmp_path / "manifest.jsonl").write_text("")
+
+    def state() -> str | None:
+        soup = BeautifulSoup(write_report(tmp_path).read_text(encoding="utf-8"), "html.parser")
+        note = soup.select_one("#state")
+        return note.get_text() if note is not None else None
+
+    assert "still running, or its last run was stopped before its end" in (state() or "")
+    summary = {"completed": False, "interrupted": True, "found": 1200, "succeeded": 70,
+               "failed": 6}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    assert state() == ("This crawl was interrupted: 76 of the 1,200 images found so far are "
+                       "settled. Running it again goes on where it stopped.")
+    summary.update(completed=True, interrupted=False)
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    assert state() is None
+
+
 def test_report_is_rewritten_in_place(gallery: dict[str, Any]) -> None:
     out = gallery["out"]
     with (out / "manifest.jsonl").open("ab") as manifest:

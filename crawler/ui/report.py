@@ -46,7 +46,7 @@ from typing import Any, BinaryIO
 from urllib.parse import quote, urlsplit
 
 from crawler.errors import StorageError, UsageError
-from crawler.model.files import MANIFEST_NAME, PAGES_NAME, REPORT_NAME
+from crawler.model.files import MANIFEST_NAME, PAGES_NAME, REPORT_NAME, SUMMARY_NAME
 from crawler.ui.progress import human_bytes
 
 MAX_LINE_BYTES = 1 << 20
@@ -446,6 +446,9 @@ def render(manifest: Manifest, folders: Path | Sequence[Path]) -> str:
         f" \u2014 images from {_plural(pages_crawled, 'page')}"
         f"{f', {len(manifest.failed_pages)} not crawled' if manifest.failed_pages else ''}"
         "</p>\n")
+    state = _crawl_state(folders[0] / SUMMARY_NAME)
+    if state:
+        add(f'<p class="note" id="state">{escape(state)}</p>\n')
     if context.not_shown:
         add(f'<p class="note" id="elsewhere">{_plural(context.not_shown, "image")} not shown')
         if context.elsewhere:
@@ -474,6 +477,23 @@ def render(manifest: Manifest, folders: Path | Sequence[Path]) -> str:
         '<p><a id="lb-link" rel="noopener noreferrer"></a></p><p id="lb-where"></p></div>\n')
     add(f"<script>{SCRIPT}</script>\n</body></html>\n")
     return "".join(out)
+
+
+def _crawl_state(summary_path: Path) -> str:
+    """What the gallery should say of a crawl that did not end (empty when it did): the
+    last run removes its summary as it starts and writes it when it ends."""
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return ("This crawl has no summary: it is still running, or its last run was "
+                "stopped before its end. Running it again goes on where it stopped.")
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(summary, dict) or not summary.get("interrupted"):
+        return ""
+    settled = int(summary.get("succeeded") or 0) + int(summary.get("failed") or 0)
+    return (f"This crawl was interrupted: {settled:,} of the {int(summary.get('found') or 0):,} "
+            "images found so far are settled. Running it again goes on where it stopped.")
 
 
 def _filters(out: list[str], page_numbers: dict[str | None, int],
