@@ -84,6 +84,22 @@ def test_once_gives_the_fallback_when_computing_fails():
     assert once.get("x") == "none"
 
 
+def test_once_keeps_no_value_that_is_not_known_yet():
+    from crawler.master.once import NotYet, Once
+
+    answers = iter([NotYet(), "A"])
+
+    def later(key: str) -> str:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    once: Once[str, str] = Once(later, fallback="none", wait=1)
+    assert once.get("a") == "none" and once.known("a") is None
+    assert once.get("a") == "A" and once.known("a") == "A"
+
+
 def test_once_get_all_computes_at_once_in_batches_and_logs_errors(
         caplog: pytest.LogCaptureFixture) -> None:
     import threading

@@ -153,6 +153,32 @@ def test_a_set_of_sheets_is_read_once_and_one_refused_for_now_is_asked_about_aga
     assert not any(path.endswith(("/later.css", "/elsewhere.css")) for path in server.paths())
 
 
+def test_a_redirect_to_a_sheet_refused_for_now_is_followed_once_allowed(
+        make_server: Callable[[], FixtureServer]) -> None:
+    server = make_server()
+    serve_routes(server, {"/css/more.css": ("text/css", MORE_CSS)})
+    server.routes["/old.css"] = lambda h: h.send_body(301, b"", "text/plain",
+                                                      {"Location": "/css/more.css"})
+    robots_read = False
+
+    def may_read(url: str) -> bool | None:
+        if url.endswith("/css/more.css") and not robots_read:
+            return None  # its robots.txt is still being read by another thread
+        return True
+
+    client = EasyClient(AddressPolicy(frozenset({"public", "loopback"})), RequestOptions())
+    sheets = Stylesheets(client, may_read=may_read, timeout=5.0, max_bytes=1 << 20)
+    old = (server.url + "/old.css",)
+    try:
+        assert sheets.images(old) == [] and not sheets.ready(old)
+        robots_read = True
+        assert sheets.images(old) == [server.url + "/css/icon.png"]
+        assert sheets.ready(old)
+    finally:
+        client.close()
+    assert server.paths().count("/old.css") == 2 and server.paths().count("/css/more.css") == 1
+
+
 def test_an_import_refused_once_is_asked_about_again(
         make_server: Callable[[], FixtureServer]) -> None:
     """A refusal may be passing (robots.txt still being read by another thread): the

@@ -15,6 +15,11 @@ V = TypeVar("V")
 _MISSING = object()
 
 
+class NotYet(Exception):
+    """Raised by a computation whose value cannot be known yet: the caller gets the
+    fallback, and the key is computed again when it is asked for next."""
+
+
 class Once(Generic[K, V]):
     """Computes ``compute(key)`` once per key; threads asking meanwhile wait for that answer.
 
@@ -54,11 +59,15 @@ class Once(Generic[K, V]):
             with self._lock:
                 return self._done.get(key, self._fallback)
         value = self._fallback
+        keep = True
         try:
             value = self._compute(key)
+        except NotYet:
+            keep = False
         finally:
             with self._lock:
-                self._done[key] = value
+                if keep:
+                    self._done[key] = value
                 del self._running[key]
             event.set()
         return value

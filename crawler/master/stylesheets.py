@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.policy import MAX_REDIRECTS, REDIRECT_STATUSES
-from crawler.master.once import Once
+from crawler.master.once import NotYet, Once
 from crawler.parse.css import stylesheet_urls
 
 if TYPE_CHECKING:
@@ -121,10 +121,19 @@ class Stylesheets:
 
     def _fetch(self, url: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         # Redirected as pages are: each hop in scope and allowed by robots.txt.
-        reply = self._client.follow(url, hops=MAX_REDIRECTS,
-                                    may_follow=lambda target: bool(self._may_read(target)),
+        not_yet = False
+
+        def may_follow(target: str) -> bool:
+            nonlocal not_yet
+            verdict = self._may_read(target)
+            not_yet = verdict is None
+            return bool(verdict)
+
+        reply = self._client.follow(url, hops=MAX_REDIRECTS, may_follow=may_follow,
                                     accept=ACCEPT_CSS, max_bytes=self._max_bytes,
                                     timeout=self._timeout)
+        if reply.ok and reply.status in REDIRECT_STATUSES and not_yet:
+            raise NotYet  # its target's robots.txt is being read: asked about again
         if reply.ok and reply.status in REDIRECT_STATUSES:
             log.info("style sheet %s: redirected from %s to %s, not read (out of scope, "
                      "disallowed by robots.txt, or more than %d redirects)", url, reply.url,
