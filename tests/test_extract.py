@@ -562,6 +562,13 @@ def test_an_undeclared_page_in_a_non_latin_encoding_is_recognised() -> None:
     assert result.images == (ROOT + "%E7%94%BB%E5%83%8F.png?q=%93%FA%96%7B",)
 
 
+@pytest.mark.parametrize("charset", [None, "bogus-xyz"])
+def test_a_few_accents_on_an_undeclared_page_are_windows_1252(charset: str | None) -> None:
+    """Not a guess of the detector: on so few bytes it read GBK, which swallowed a letter."""
+    html = b'<html><body><img src="/i/b\xe4d.png"></body></html>'
+    assert extract(html, PAGE, encoding=charset).images == (ROOT + "i/b%C3%A4d.png",)
+
+
 def test_a_url_both_linked_and_shown_is_a_link_and_an_image() -> None:
     html = ('<a href="/show">x</a><a href="/show">again</a><img src="/show">'
             '<a href="/big.png">full size</a><a href="/big.png">again</a>')

@@ -27,6 +27,9 @@ _META_CHARSET_RE = re.compile(
 _BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF32_LE, "utf-32-le"),
          (codecs.BOM_UTF32_BE, "utf-32-be"), (codecs.BOM_UTF16_LE, "utf-16-le"),
          (codecs.BOM_UTF16_BE, "utf-16-be"))
+# Bytes past ASCII an undeclared page needs before the detector's guess is trusted.
+MIN_FOREIGN_BYTES = 16
+_ASCII = bytes(range(128))
 # The HTML standard reads these labels as windows-1252, a superset.
 _AS_WINDOWS_1252 = frozenset({"latin-1", "iso8859-1", "ascii"})
 # Guesses worth more than windows-1252: encodings of scripts it cannot show.
@@ -79,13 +82,18 @@ def decode(data: bytes, encoding: str | None) -> tuple[str, str]:
 
 def _guess(data: bytes) -> tuple[str, str] | None:
     """The detector's reading of an undeclared non-UTF-8 page, if it is one worth trusting."""
+    sample = data[:_GUESS_BYTES]
+    if len(sample.translate(None, _ASCII)) < MIN_FOREIGN_BYTES:  # the bytes past ASCII
+        # A few bytes past ASCII are a Latin page's accents far more often than a CJK
+        # page: guessed, "/i/b\xe4d.png" became a GBK character that swallowed the "d".
+        return None
     try:
         from bs4.dammit import EncodingDetector
     except ImportError:  # the detector is a nicety: without it, windows-1252
         return None
     # Its first answer is its statistical guess (this page has no BOM and no
     # declaration); the ones after are UTF-8 and windows-1252, tried already.
-    label = next(iter(EncodingDetector(data[:_GUESS_BYTES], is_html=True).encodings), None)
+    label = next(iter(EncodingDetector(sample, is_html=True).encodings), None)
     try:
         name = codecs.lookup(label or "").name
     except LookupError:
