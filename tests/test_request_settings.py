@@ -161,6 +161,42 @@ def test_https_is_verified_against_the_ca_bundle(https_recorder: Recorder, ca: C
     assert len(https_recorder.seen) == 1, "nothing was sent over the untrusted connection"
 
 
+def test_a_tls_failure_says_what_failed_not_an_earlier_refusal(
+        https_recorder: Recorder, tmp_path: Path, page_get: PageGet) -> None:
+    """"localhost" is ::1 first, which refuses, then 127.0.0.1, whose certificate is not
+    trusted: libcurl's errno is still the refusal's, and the reason said "certificate
+    not trusted: connection refused"."""
+    port = https_url(https_recorder).rsplit(":", 1)[1]
+    reply = page_get(RequestOptions(), f"https://localhost:{port}/page.html")
+    assert reply.kind is FailureKind.TLS and "refused" not in reply.failure, reply.failure
+    assert reply.failure.startswith("TLS certificate not trusted: "), reply.failure
+
+
+def test_an_encrypted_client_key_is_a_tls_error_for_good_not_a_prompt(
+        https_recorder: Recorder, ca: CertAuthority, tmp_path: Path) -> None:
+    """No passphrase is set: OpenSSL asked for one on the terminal, mid-progress."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(ca.client_key.read_bytes(), password=None)
+    locked = tmp_path / "locked.key"
+    locked.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret")))
+    options = options_from(tmp_path, ca_bundle=str(ca.ca_cert), client_cert=str(ca.client_cert),
+                           client_key=str(locked))
+    attempt = fetch(https_url(https_recorder) + "/img.png", options, tmp_path)
+    assert (attempt.kind, attempt.transient) == (FailureKind.TLS, False), attempt
+    assert attempt.reason.startswith("TLS error"), attempt.reason
+
+
+def test_the_master_warns_of_insecure_tls_too(https_recorder: Recorder,
+                                              tmp_path: Path) -> None:
+    result = run_crawler("master", https_url(https_recorder) + "/page.html", "--insecure",
+                         "--dry-run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "TLS certificates are NOT verified (http.insecure = true)" in result.stderr
+
+
 def test_the_default_ca_bundle_is_found_without_importing_ssl(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """SSL_CERT_FILE first, then the system's usual bundle; Python's ssl module (6 ms of
@@ -397,6 +433,22 @@ def test_requests_go_through_the_proxy(kind: str, recorder: Recorder, tmp_path: 
     else:
         assert proxy.targets == [f"127.0.0.1:{port}"] * 2
     assert len(recorder.seen) == 2
+
+
+def test_an_https_proxy_is_trusted_by_the_crawls_ca_bundle(
+        recorder: Recorder, ca: CertAuthority, tmp_path: Path, page_get: PageGet) -> None:
+    """A private CA signs the intranet's proxy as well as its sites."""
+    proxy = Proxy("http", tls=server_context(ca))
+    address = proxy.start()
+    try:
+        untrusted = options_from(tmp_path, proxy=address)
+        assert not fetch(recorder.url + "/img.png", untrusted, tmp_path).ok
+        options = options_from(tmp_path, proxy=address, ca_bundle=str(ca.ca_cert))
+        assert fetch(recorder.url + "/img.png", options, tmp_path).ok
+        assert page_get(options, recorder.url + "/page.html").status == 200
+    finally:
+        proxy.stop()
+    assert proxy.targets == [recorder.url + "/img.png", recorder.url + "/page.html"]
 
 
 def test_environment_proxies_are_used_unless_turned_off(

@@ -127,6 +127,7 @@ class Proxy:
     kind: str  # "http" or "socks5"
     targets: list[str] = field(default_factory=list)  # where clients asked to go
     heads: list[bytes] = field(default_factory=list)  # request heads seen (http, not CONNECT)
+    tls: ssl.SSLContext | None = None  # an https:// proxy (http kind only)
 
     def start(self) -> str:
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -134,7 +135,8 @@ class Proxy:
         self._done = threading.Event()
         threading.Thread(target=self._serve, daemon=True).start()
         port = self._listener.getsockname()[1]
-        return f"{'socks5h' if self.kind == 'socks5' else 'http'}://127.0.0.1:{port}"
+        scheme = "socks5h" if self.kind == "socks5" else "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{port}"
 
     def stop(self) -> None:
         self._done.set()
@@ -150,6 +152,13 @@ class Proxy:
                 threading.Thread(target=handler, args=(conn,), daemon=True).start()
 
     def _http(self, conn: socket.socket) -> None:
+        if self.tls is not None:
+            conn.settimeout(5)
+            try:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            except (OSError, ssl.SSLError):
+                conn.close()  # a client that did not trust us
+                return
         with conn:
             conn.settimeout(5)
             head = b""

@@ -305,10 +305,19 @@ def fail(reply: Reply, handle: pycurl.Curl, code: int, message: str) -> None:
     reply.kind, reply.transient = kind, transient
 
 
+# libcurl's errno is that of the last system call that failed, not of the failure: a
+# TLS error after an IPv6 address refused and IPv4 answered kept ECONNREFUSED, and
+# "certificate has expired" read "TLS certificate not trusted: connection refused".
+_ERRNO_TELLS = frozenset({pycurl.E_COULDNT_CONNECT, pycurl.E_RECV_ERROR, pycurl.E_SEND_ERROR,
+                          pycurl.E_GOT_NOTHING})
+
+
 def _cause(handle: pycurl.Curl, code: int) -> str:
     """What a user can act on: connection refused, DNS, an untrusted certificate…"""
     if code in (pycurl.E_COULDNT_RESOLVE_HOST, pycurl.E_COULDNT_RESOLVE_PROXY):
         return "DNS lookup failed"
+    if code not in _ERRNO_TELLS:
+        return ""  # libcurl's own message says it (a certificate's error, a bad key)
     try:
         number = handle.getinfo(pycurl.OS_ERRNO)
     except pycurl.error:

@@ -123,6 +123,9 @@ CURL_ERRORS: dict[int, tuple[FailureKind, str, bool]] = {
     pycurl.E_PEER_FAILED_VERIFICATION: (FailureKind.TLS, "TLS certificate not trusted", False),
     pycurl.E_SSL_CACERT_BADFILE: (FailureKind.TLS, "TLS error: bad CA bundle", False),
     pycurl.E_SSL_CERTPROBLEM: (FailureKind.TLS, "TLS error: bad client certificate", False),
+    # What libcurl 8 says of a client key it cannot use (encrypted, or not the
+    # certificate's): "unable to set private key file".
+    pycurl.E_BAD_FUNCTION_ARGUMENT: (FailureKind.TLS, "TLS error", False),
     pycurl.E_BAD_CONTENT_ENCODING: (FailureKind.BAD_RESPONSE, "bad response: broken encoding",
                                     False),
     CURLE_WEIRD_SERVER_REPLY: (FailureKind.BAD_RESPONSE, "bad response", False),

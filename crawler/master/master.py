@@ -183,6 +183,9 @@ class Master:
                                        crawl.image_allow, crawl.image_deny)
         self._policy = AddressPolicy.from_seeds(options.seeds, settings.security.allow_networks)
         self._request = RequestOptions.from_settings(settings)  # files read now: errors up front
+        if self._request.insecure:  # its pages too, not only the workers' images
+            log.warning("TLS certificates are NOT verified (http.insecure = true): anyone on "
+                        "the network path can read and change the pages and images")
         policy = BoardPolicy.from_settings(settings)
         self._id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
         broker = options.broker
