@@ -39,6 +39,7 @@ from crawler.config import (
     SETTINGS_ENV,
     Settings,
     find_settings,
+    header_shown,
     is_pattern_setting,
     load_settings,
     parse_address,
@@ -498,12 +499,15 @@ def _check_flag(flag: str, key: str, value: Any) -> None:
             for many, one_of in _ONE_OF_MANY.items():  # said of the list, here of one item
                 expected = expected.replace(many, one_of)
             shown = format(one, "g") if isinstance(one, float) else repr(one)
+            if key == "http.headers":  # a header's value may be a token: its name only
+                shown = repr(header_shown(str(one)))
             raise UsageError(f"{flag} {shown}: "
                              + (f"not a regular expression ({reason})" if reason
                                 else f"expected {expected}")) from None
 
 
 _ONE_OF_MANY = {"a list of headers": "a header"}  # the only list setting a flag adds to
+
 
 
 def _address(text: str) -> tuple[str, int]:

@@ -547,9 +547,19 @@ def _section_values(current: Any, section: str, table: Mapping[str, Any],
         try:
             value = _checked(raw, hints[key], checks.get(key))
         except ValueError as exc:
+            if f"{section}.{key}" == "http.headers" and isinstance(written, list):
+                written = [header_shown(str(item)) for item in written]
             raise ConfigError(f"{where}: expected {exc}, got {_as_written(written)}") from None
         values[key] = _home_expanded(value) if (section, key) == ("output", "dir") else value
     return values
+
+
+def header_shown(text: str) -> str:
+    """What a message may show of a header: its name (or its first word), then "...".
+    A value may be a token: "Authorization Bearer TOKEN", its colon forgotten, was
+    echoed whole in the error."""
+    name = (text.partition(":")[0] if ":" in text else text.split(" ", 1)[0])[:40]
+    return name if name == text else f"{name}..."
 
 
 def _as_written(raw: Any) -> str:

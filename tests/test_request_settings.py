@@ -395,6 +395,25 @@ def test_bad_request_settings_are_one_clear_error(tmp_path: Path) -> None:
     result = run_crawler("master", "http://127.0.0.1:1/", "--header", "nonsense",
                          "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert result.returncode == 2 and "--header 'nonsense': expected a header" in result.stderr
+    # A header's value may be a token: a message shows its name only.
+    result = run_crawler("master", "http://127.0.0.1:1/", "--header",
+                         "Authorization Bearer TOPSECRET", "--out", str(tmp_path / "out"),
+                         cwd=tmp_path)
+    assert result.returncode == 2 and "--header 'Authorization...': expected" in result.stderr
+    (tmp_path / "headers.toml").write_text('[http]\nheaders = ["X-Key TOPSECRET"]\n')
+    result = run_crawler("master", "http://127.0.0.1:1/", "--settings",
+                         str(tmp_path / "headers.toml"), cwd=tmp_path)
+    assert result.returncode == 2 and 'got ["X-Key..."]' in result.stderr, result.stderr
+    assert "TOPSECRET" not in result.stderr
+    (tmp_path / "secret-netrc").write_text("machine h login u password p S3cretPW\n")
+    with pytest.raises(ConfigError, match=r"http\.netrc: .* line \d+: bad") as raised:
+        options_from(tmp_path, netrc=str(tmp_path / "secret-netrc"))
+    assert "S3cretPW" not in str(raised.value)
+    # A damaged certificate in a bundle is found before the crawl starts.
+    (tmp_path / "damaged.pem").write_text(
+        "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
+    with pytest.raises(ConfigError, match=r"http\.ca_bundle: .* cannot be read"):
+        options_from(tmp_path, ca_bundle=str(tmp_path / "damaged.pem"))
     result = run_crawler("master", "http://127.0.0.1:1/", "--limit-rate", "fast",
                          "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert result.returncode == 2 and "--limit-rate 'fast': expected" in result.stderr
@@ -583,6 +602,26 @@ def test_a_seed_whose_certificate_is_not_trusted_is_exit_5_then_works_with_its_c
                           "--ca-bundle", str(ca.ca_cert), cwd=tmp_path)
     assert trusted.returncode == 0, trusted.stderr
     assert [e["status"] for e in manifest_lines(tmp_path / "out")] == ["success"]
+
+
+def test_a_relative_client_certificate_is_sent_whole_and_a_missing_one_said(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A worker started in another folder is sent the path: relative, it read nothing
+    there, and presented no certificate without a word."""
+    monkeypatch.chdir(tmp_path)
+    Path("client.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    options = options_from(tmp_path, client_cert="client.pem")
+    assert options.client_cert == str(tmp_path / "client.pem")
+    wire = {**options.to_wire(), "client_cert": str(tmp_path / "elsewhere.pem")}
+    with caplog.at_level(logging.WARNING):
+        assert RequestOptions.from_wire(wire).client_cert == ""
+    assert "elsewhere.pem cannot be read here: no client certificate" in caplog.text
+
+
+def test_netrc_machines_match_hosts_whatever_their_case() -> None:
+    options = RequestOptions(credentials=(("LocalHost", "u", "p"),))
+    assert options.credentials_for("localhost") == ("u", "p")
 
 
 def test_a_client_certificate_under_home_is_given_to_libcurl_expanded(

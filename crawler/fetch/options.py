@@ -9,12 +9,15 @@ log line.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from crawler.config import parse_header, parse_rate
 from crawler.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class Proxies(NamedTuple):
@@ -57,7 +60,7 @@ class RequestOptions(NamedTuple):
         """The netrc login for ``host``, or its ``default`` entry, or None."""
         default = None
         for machine, login, password in self.credentials:
-            if machine == host:
+            if host is not None and machine.lower() == host.lower():  # as curl matches
                 return login, password
             if machine == "":
                 default = (login, password)
@@ -126,19 +129,37 @@ def _read_ca_bundle(path: str) -> str:
     text = _read_text(path, "http.ca_bundle")
     if "-----BEGIN CERTIFICATE-----" not in text:
         raise ConfigError(f"http.ca_bundle: {path} holds no PEM certificate")
+    # Loaded once here: a damaged certificate inside failed only at the first request,
+    # as "bad CA bundle" on every page and image, after the crawl had started.
+    import ssl  # here: 6 ms of every start-up otherwise
+
+    try:
+        ssl.create_default_context(cadata=text)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ConfigError(f"http.ca_bundle: {path} holds a certificate that cannot be "
+                          f"read ({exc})") from None
     return text
 
 
 def _if_readable(path: str) -> str:
-    return path if path and Path(path).is_file() and os.access(path, os.R_OK) else ""
+    """A file the master named, if this host can read it; else "" (and a warning)."""
+    if not path:
+        return path
+    if Path(path).is_file() and os.access(path, os.R_OK):
+        return path
+    log.warning("the master's client certificate or key %s cannot be read here: no client "
+                "certificate is presented; give this worker --client-cert (and --client-key)",
+                path)
+    return ""
 
 
 def _check_readable(path: str, key: str) -> str:
-    """``path`` with ``~`` expanded (libcurl reads it as given), once it reads."""
+    """``path`` made absolute (libcurl reads it as given, and a worker started in another
+    folder is sent it), once it reads."""
     if not path:
         return path
     _read_text(path, key)
-    return str(Path(path).expanduser())
+    return str(Path(path).expanduser().absolute())
 
 
 def _read_netrc(path: str) -> tuple[tuple[str, str, str], ...]:
@@ -149,7 +170,9 @@ def _read_netrc(path: str) -> tuple[tuple[str, str, str], ...]:
     except OSError as exc:
         raise ConfigError(f"http.netrc: cannot read {path}: {exc.strerror or exc}") from exc
     except netrc.NetrcParseError as exc:
-        raise ConfigError(f"http.netrc: {path} line {exc.lineno}: {exc.msg}") from exc
+        # Its message quotes the token it stopped at, which may be a password.
+        what = exc.msg.split(" '", 1)[0] if "'" in exc.msg else exc.msg
+        raise ConfigError(f"http.netrc: {path} line {exc.lineno}: {what}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"http.netrc: {path} is not UTF-8 text (byte {exc.start})") from exc
     entries = []
