@@ -39,7 +39,7 @@ from crawler.config import (
     SETTINGS_ENV,
     Settings,
     find_settings,
-    header_shown,
+    header_problem,
     is_pattern_setting,
     load_settings,
     parse_address,
@@ -500,7 +500,9 @@ def _check_flag(flag: str, key: str, value: Any) -> None:
                 expected = expected.replace(many, one_of)
             shown = format(one, "g") if isinstance(one, float) else repr(one)
             if key == "http.headers":  # a header's value may be a token: its name only
-                shown = repr(header_shown(str(one)))
+                said = header_problem(str(one))
+                if said:
+                    raise UsageError(f"{flag} {said}") from None
             raise UsageError(f"{flag} {shown}: "
                              + (f"not a regular expression ({reason})" if reason
                                 else f"expected {expected}")) from None

@@ -42,13 +42,16 @@ SCOPE_MODES = ("host", "domain", "any")
 
 # [http] values: checked here, parsed the same way by crawler.fetch.options.
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)\s*")
+_RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:i?[bB])?(?:/s)?\s*")  # 2M, 2MiB/s
 _RATE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 # What libcurl takes as a proxy: a scheme it speaks, then where ("HOST:PORT", maybe a login).
 _PROXY = re.compile(r"(?:(?:https?|socks4a?|socks5h?)://)?(?:[^\s/@]+@)?"
                     r"(?:\[[0-9A-Fa-f:.]+\]|[^\s/:@\[\]]+)(?::\d{1,5})?/?", re.IGNORECASE)
 # Headers the engines set themselves from other settings.
 _RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+# Headers with a setting of their own, which other steps read too.
+_HEADER_SETTINGS = {"user-agent": "crawl.user_agent (--user-agent), which robots.txt groups "
+                                  "are matched by"}
 
 
 def parse_rate(text: str) -> int:
@@ -73,12 +76,14 @@ def valid_rate(text: str) -> bool:
 def parse_header(text: str) -> tuple[str, str]:
     """Split ``Name: value``; ValueError with the reason when it is not a header."""
     name, colon, value = text.partition(":")
-    if not colon or not _HEADER_NAME.fullmatch(name):
-        raise ValueError(f"{text[:100]!r} is not a header: write it as 'Name: value'")
+    if not colon or not _HEADER_NAME.fullmatch(name):  # (the text may hold a secret)
+        raise ValueError("not a header: write it as 'Name: value'")
     if "\r" in value or "\n" in value or "\0" in value:
         raise ValueError(f"header {name}: a value may not hold a line break")
     if name.lower() in _RESERVED_HEADERS:
         raise ValueError(f"header {name}: set by the crawler itself, it cannot be given")
+    if name.lower() in _HEADER_SETTINGS:
+        raise ValueError(f"header {name}: set it with {_HEADER_SETTINGS[name.lower()]}")
     return name, value.strip()
 
 
@@ -538,6 +543,8 @@ def _section_values(current: Any, section: str, table: Mapping[str, Any],
             raise ConfigError(f"{where}: unknown key; known keys in [{section}]: "
                               + ", ".join(fields))
         written = raw  # what the message quotes: a size as the file wrote it ("0k")
+        if f"{section}.{key}" == "http.limit_rate" and type(raw) is int:
+            raw = str(raw)  # bytes per second, as max_bytes takes bytes
         if f"{section}.{key}" in SIZE_KEYS and isinstance(raw, str):
             try:
                 raw = parse_size(raw)
@@ -548,10 +555,27 @@ def _section_values(current: Any, section: str, table: Mapping[str, Any],
             value = _checked(raw, hints[key], checks.get(key))
         except ValueError as exc:
             if f"{section}.{key}" == "http.headers" and isinstance(written, list):
-                written = [header_shown(str(item)) for item in written]
+                said = _header_problem(written)
+                if said:
+                    raise ConfigError(f"{where}: {said}") from None
             raise ConfigError(f"{where}: expected {exc}, got {_as_written(written)}") from None
         values[key] = _home_expanded(value) if (section, key) == ("output", "dir") else value
     return values
+
+
+def _header_problem(headers: list[Any]) -> str:
+    """What is wrong with the first bad one of ``headers`` (naming it, not its value)."""
+    for header in headers:
+        try:
+            parse_header(str(header))
+        except ValueError as exc:
+            return f"{header_shown(str(header))!r}: {exc}"
+    return ""
+
+
+def header_problem(text: str) -> str:
+    """Why ``text`` is no header ("" if it is one), without its value."""
+    return _header_problem([text])
 
 
 def header_shown(text: str) -> str:

@@ -373,8 +373,7 @@ def test_sizes_accept_and_reject_on_the_command_line() -> None:
      "crawler: error: --reject '[a-': not a regular expression (unterminated character set "
      "at position 0)"),
     (["--header", "X-Ok: 1", "--header", "NoColon"],
-     "crawler: error: --header 'NoColon': expected a header such as "
-     '"Referer: https://example.com/"'),
+     "crawler: error: --header 'NoColon': not a header: write it as 'Name: value'"),
     (["--scope", "planet"], "crawler: error: --scope 'planet': expected one of host, domain, any"),
 ])
 def test_bad_size_or_pattern_exits_2(tmp_path: Path, flags: list[str], message: str) -> None:

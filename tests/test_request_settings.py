@@ -394,17 +394,22 @@ def test_bad_request_settings_are_one_clear_error(tmp_path: Path) -> None:
         options_from(tmp_path, netrc=str(tmp_path / "bad-netrc"))
     result = run_crawler("master", "http://127.0.0.1:1/", "--header", "nonsense",
                          "--out", str(tmp_path / "out"), cwd=tmp_path)
-    assert result.returncode == 2 and "--header 'nonsense': expected a header" in result.stderr
+    assert result.returncode == 2 and "--header 'nonsense': not a header" in result.stderr
     # A header's value may be a token: a message shows its name only.
     result = run_crawler("master", "http://127.0.0.1:1/", "--header",
                          "Authorization Bearer TOPSECRET", "--out", str(tmp_path / "out"),
                          cwd=tmp_path)
-    assert result.returncode == 2 and "--header 'Authorization...': expected" in result.stderr
+    assert result.returncode == 2 and ("--header 'Authorization...': not a header: write "
+                                       "it as 'Name: value'") in result.stderr, result.stderr
     (tmp_path / "headers.toml").write_text('[http]\nheaders = ["X-Key TOPSECRET"]\n')
     result = run_crawler("master", "http://127.0.0.1:1/", "--settings",
                          str(tmp_path / "headers.toml"), cwd=tmp_path)
-    assert result.returncode == 2 and 'got ["X-Key..."]' in result.stderr, result.stderr
+    assert result.returncode == 2 and "http.headers: 'X-Key...': not a header" in result.stderr
     assert "TOPSECRET" not in result.stderr
+    result = run_crawler("master", "http://127.0.0.1:1/", "--header", "User-Agent: me/1",
+                         "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 2 and "set it with crawl.user_agent (--user-agent)" in \
+        result.stderr, result.stderr
     (tmp_path / "secret-netrc").write_text("machine h login u password p S3cretPW\n")
     with pytest.raises(ConfigError, match=r"http\.netrc: .* line \d+: bad") as raised:
         options_from(tmp_path, netrc=str(tmp_path / "secret-netrc"))
@@ -617,6 +622,32 @@ def test_a_relative_client_certificate_is_sent_whole_and_a_missing_one_said(
     with caplog.at_level(logging.WARNING):
         assert RequestOptions.from_wire(wire).client_cert == ""
     assert "elsewhere.pem cannot be read here: no client certificate" in caplog.text
+
+
+def test_a_cookies_file_that_is_no_cookies_txt_is_said(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """libcurl skips lines it cannot read: a file of them sent no cookie, without a word."""
+    spaces = tmp_path / "spaces.txt"
+    spaces.write_text("# Netscape HTTP Cookie File\n127.0.0.1 FALSE / FALSE 0 session abc\n")
+    with pytest.raises(ConfigError, match=r"http\.cookies: .* holds no cookie in the Netscape"):
+        options_from(tmp_path, cookies=str(spaces))
+    mixed = tmp_path / "mixed.txt"
+    mixed.write_text("127.0.0.1\tFALSE\t/\tFALSE\t0\tsession\tabc\nsession=abc\n"
+                     "#HttpOnly_127.0.0.1\tFALSE\t/\tFALSE\t0\tid\t7\n")
+    with caplog.at_level(logging.WARNING):
+        options = options_from(tmp_path, cookies=str(mixed), headers=["Cookie: manual=1"])
+    assert options.cookies == mixed.read_text()
+    assert "line(s) 2 of " in caplog.text and "are no cookies" in caplog.text
+    assert "a Cookie header replaces the cookies of" in caplog.text
+
+
+def test_a_rate_is_written_as_a_size_is(tmp_path: Path) -> None:
+    assert parse_rate("2MiB") == parse_rate("2MB") == parse_rate("2M/s") == 2 * 1024 * 1024
+    settings = tmp_path / "rate.toml"
+    settings.write_text("[http]\nlimit_rate = 2000000\n")
+    from crawler.config import load_settings
+
+    assert parse_rate(load_settings(settings).http.limit_rate) == 2_000_000
 
 
 def test_netrc_machines_match_hosts_whatever_their_case() -> None:

@@ -107,7 +107,7 @@ class RequestOptions(NamedTuple):
         return cls(
             user_agent=settings.crawl.user_agent,
             headers=tuple(parse_header(h) for h in http.headers),
-            cookies=_read_text(http.cookies, "http.cookies") if http.cookies else "",
+            cookies=_read_cookies(http.cookies, http.headers) if http.cookies else "",
             ca_bundle=_read_ca_bundle(http.ca_bundle) if http.ca_bundle else "",
             ca_bundle_path=http.ca_bundle,
             insecure=http.insecure,
@@ -123,6 +123,30 @@ def _read_text(path: str, key: str) -> str:
         return Path(path).expanduser().read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
         raise ConfigError(f"{key}: cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def _read_cookies(path: str, headers: tuple[str, ...]) -> str:
+    """A Netscape cookies.txt (what browsers' exports write), checked: libcurl skips a
+    line it cannot read without a word, and a file of them sent no cookie at all."""
+    text = _read_text(path, "http.cookies")
+    bad, good = [], 0
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or (line.startswith("#") and not line.startswith("#HttpOnly_")):
+            continue
+        if len(line.split("\t")) == 7:
+            good += 1
+        else:
+            bad.append(number)
+    if bad and not good:
+        raise ConfigError(f"http.cookies: {path} holds no cookie in the Netscape format (7 "
+                          "fields separated by tabs, as browsers' cookies.txt exports write)")
+    if bad:
+        log.warning("http.cookies: line(s) %s of %s are no cookies (7 fields separated by "
+                    "tabs): left out", ", ".join(map(str, bad[:10])), path)
+    if any(header.partition(":")[0].strip().lower() == "cookie" for header in headers):
+        log.warning("a Cookie header replaces the cookies of %s (and those sites set): put "
+                    "that cookie in the file instead", path)
+    return text
 
 
 def _read_ca_bundle(path: str) -> str:
