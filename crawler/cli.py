@@ -684,6 +684,14 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
                       ("http.client_key", settings.http.client_key)):
         if path and not os.access(path, os.R_OK):
             raise UsageError(f"{key}: cannot read {path}")
+    # A worker takes the crawl's request settings from its master: its own are not
+    # read, but for its client certificate and whether to use the environment's proxy.
+    own = [f"http.{name}" for name, value in settings.http._asdict().items()
+           if name not in ("client_cert", "client_key", "env_proxies")
+           and value != getattr(DEFAULTS.http, name)]
+    if own:
+        log.warning("%s: a worker takes the crawl's request settings from its master; "
+                    "these of its own settings are not used", ", ".join(own))
     authkey = load_authkey(args.authkey_file, generate=False) if broker is None else None
     line = WorkerLine(quiet=args.quiet)
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import queue
 import subprocess
 import sys
@@ -547,6 +548,18 @@ def test_workers_carry_the_masters_request_settings(recorder: Recorder, tmp_path
     logs = result.stderr + "".join(p.read_text() for p in (tmp_path / "out").glob("*.log"))
     for secret in ("tok-1", "secret-cookie-value", "s3cret-pass"):
         assert secret not in logs
+
+
+def test_a_workers_own_request_settings_are_said_to_be_unused(tmp_path: Path) -> None:
+    (tmp_path / "worker.toml").write_text(
+        '[http]\nproxy = "http://127.0.0.1:9"\nheaders = ["X-A: 1"]\nenv_proxies = false\n')
+    result = run_crawler("worker", f"127.0.0.1:{free_port()}", "--settings",
+                         str(tmp_path / "worker.toml"), "--connect-wait", "0.2",
+                         "--out", str(tmp_path / "out"), cwd=tmp_path,
+                         env={**os.environ, "CRAWLER_AUTHKEY": "k"})
+    assert result.returncode == 1, result.stderr
+    assert ("http.headers, http.proxy: a worker takes the crawl's request settings from "
+            "its master; these of its own settings are not used") in result.stderr, result.stderr
 
 
 def test_flags_set_the_http_settings(tmp_path: Path) -> None:
