@@ -448,7 +448,24 @@ def load_settings(path: Path | None) -> Settings:
         path = find_settings().path
         if path is None:
             return Settings()
-    return _merge(Settings(), _read_toml(path), str(path))
+    return _merge(Settings(), _files_beside(_read_toml(path), path.parent), str(path))
+
+
+# The [http] keys that name files: relative in a settings file, they are relative to
+# it (a settings file in ~/.config/crawler naming "ca.pem" means the one beside it,
+# not one in whatever folder the crawler is started from).
+_FILE_KEYS = ("ca_bundle", "client_cert", "client_key", "cookies", "netrc")
+
+
+def _files_beside(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    http = data.get("http")
+    if isinstance(http, dict):
+        for key in _FILE_KEYS:
+            value = http.get(key)
+            if (isinstance(value, str) and value and not value.startswith("~")
+                    and not Path(value).is_absolute()):
+                http[key] = str(folder.absolute() / value)
+    return data
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -663,6 +663,20 @@ def test_a_rate_is_written_as_a_size_is(tmp_path: Path) -> None:
     assert parse_rate(load_settings(settings).http.limit_rate) == 2_000_000
 
 
+def test_files_a_settings_file_names_are_beside_it(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from crawler.config import load_settings
+
+    folder = tmp_path / "config"
+    folder.mkdir()
+    (folder / "settings.toml").write_text('[http]\nca_bundle = "ca.pem"\ncookies = "/abs.txt"\n'
+                                          'netrc = "~/.netrc"\n')
+    monkeypatch.chdir(tmp_path)  # started from elsewhere
+    http = load_settings(folder / "settings.toml").http
+    assert (http.ca_bundle, http.cookies, http.netrc) == (
+        str(folder / "ca.pem"), "/abs.txt", "~/.netrc")
+
+
 def test_netrc_machines_match_hosts_whatever_their_case() -> None:
     options = RequestOptions(credentials=(("LocalHost", "u", "p"),))
     assert options.credentials_for("localhost") == ("u", "p")
