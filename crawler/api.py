@@ -33,7 +33,7 @@ from typing import Any
 
 from crawler import __version__
 from crawler.config import DEFAULTS, Settings, load_settings, parse_address
-from crawler.errors import InvalidURL, NothingCrawled, UsageError
+from crawler.errors import AuthkeyError, InvalidURL, NothingCrawled, UsageError
 from crawler.model.files import SUMMARY_NAME
 
 if typing.TYPE_CHECKING:
@@ -204,7 +204,26 @@ def settings_with(settings: Settings | None, overrides: Mapping[str, Any]) -> Se
                              for k, v in dotted.items()}, source="crawl() arguments")
 
 
-def crawl(seeds: str | Iterable[str], *, out: str | os.PathLike[str] = "downloads",
+def _with_out(overrides: dict[str, Any], out: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """``out``, when given, is output.dir; else the settings' (the file's, the object's,
+    or ``output__dir=``), as ``crawler master`` takes it: the default "downloads" won
+    over all of them."""
+    return overrides if out is None else {**overrides, "output__dir": os.fspath(out)}
+
+
+def _argument_key(authkey: bytes | str) -> Authkey:
+    """A key given as an argument, stripped as a key file's and $CRAWLER_AUTHKEY are: the
+    text of a key file (its newline kept) made the crawl's own local workers, which get
+    it stripped, refused."""
+    from crawler.master.authkey import Authkey
+
+    key = (authkey.encode() if isinstance(authkey, str) else authkey).strip()
+    if not key:
+        raise AuthkeyError("authkey: empty once its spaces and line breaks are dropped")
+    return Authkey(key, "argument")
+
+
+def crawl(seeds: str | Iterable[str], *, out: str | os.PathLike[str] | None = None,
           local_workers: int = 2, settings: Settings | None = None, dry_run: bool = False,
           resume: bool = False, fresh: bool = False, authkey: bytes | str | None = None,
           on_image: Callable[[str], None] | None = None, **overrides: Any) -> Summary:
@@ -225,14 +244,14 @@ def crawl(seeds: str | Iterable[str], *, out: str | os.PathLike[str] = "download
     stop the crawl cleanly while it runs (from the main thread only); a second
     SIGINT raises ``KeyboardInterrupt``; the previous handlers are back afterwards.
     """
-    from crawler.master.authkey import Authkey, master_authkey
+    from crawler.master.authkey import master_authkey
 
     if local_workers < 0:
         raise UsageError("local_workers must be 0 or more")
     seed_list = seed_urls([seeds] if isinstance(seeds, str) else seeds)
-    chosen = settings_with(settings, {**overrides, "output__dir": os.fspath(out)})
-    key = (Authkey(authkey.encode() if isinstance(authkey, str) else authkey, "argument")
-           if authkey else master_authkey(None, Path(chosen.output.dir), keep=not dry_run))
+    chosen = settings_with(settings, _with_out(overrides, out))
+    key = (_argument_key(authkey) if authkey
+           else master_authkey(None, Path(chosen.output.dir), keep=not dry_run))
 
     def on_images(urls: list[str]) -> None:
         assert on_image is not None
@@ -403,7 +422,7 @@ class WorkerSummary:
     elapsed_s: float
 
 
-def run_worker(master: str | None, *, out: str | os.PathLike[str] = "downloads",
+def run_worker(master: str | None, *, out: str | os.PathLike[str] | None = None,
                settings: Settings | None = None, authkey: bytes | str | None = None,
                progress: Callable[[int, int, int], None] | None = None,
                broker: BrokerAddress | None = None, crawl_name: str | None = None,
@@ -422,13 +441,13 @@ def run_worker(master: str | None, *, out: str | os.PathLike[str] = "downloads",
     kinds instead of exiting.
     """
     from crawler.board.manager import MasterClient
-    from crawler.master.authkey import Authkey, load_authkey
+    from crawler.master.authkey import load_authkey
     from crawler.worker.worker import Worker, WorkerOptions
 
     if typing.TYPE_CHECKING:
         from crawler.board.redis_client import BrokerClient
 
-    chosen = settings_with(settings, {**overrides, "output__dir": os.fspath(out)})
+    chosen = settings_with(settings, _with_out(overrides, out))
     client: MasterClient | BrokerClient
     if broker is not None:
         from crawler.board.redis_client import BrokerClient
@@ -441,8 +460,7 @@ def run_worker(master: str | None, *, out: str | os.PathLike[str] = "downloads",
             address = parse_address(master)
         except ValueError as exc:
             raise UsageError(f"bad master address: {exc}") from exc
-        key = (Authkey(authkey.encode() if isinstance(authkey, str) else authkey, "argument")
-               if authkey else load_authkey(None, generate=False))
+        key = _argument_key(authkey) if authkey else load_authkey(None, generate=False)
         client = MasterClient(address, key.key)
     worker = Worker(client,
                     WorkerOptions(out_dir=Path(chosen.output.dir),
@@ -455,8 +473,11 @@ def run_worker(master: str | None, *, out: str | os.PathLike[str] = "downloads",
                     if progress else (lambda stats: None))
     signals = {signal.SIGINT: "interrupted", signal.SIGTERM: "SIGTERM"}
     started = time.monotonic()
-    with _signals_handled_by(lambda signum, _frame: worker.stop(signals[signum])):
-        worker.run()
+    try:
+        with _signals_handled_by(lambda signum, _frame: worker.stop(signals[signum])):
+            worker.run()
+    finally:
+        client.close()  # the calling process is left as it was found
     stats = worker.stats
     return WorkerSummary(stop_reason=str(worker.stop_reason or ""), done=stats.done,
                          failed=stats.failed, bytes=stats.bytes,

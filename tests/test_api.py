@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -17,7 +19,7 @@ import pytest
 
 import crawler
 from crawler import cli
-from crawler.errors import ConfigError, NothingCrawled, UsageError
+from crawler.errors import AuthkeyError, ConfigError, NothingCrawled, UsageError
 
 from .conftest import (
     ROOT,
@@ -200,6 +202,8 @@ def test_run_worker_downloads_for_a_master_and_returns_what_it_did(
         before = process_state()
         done = crawler.run_worker(address, out=out, threads=2)
         assert process_state() == before
+        port = int(address.rsplit(":", 1)[1])
+        assert _connections_to(port) == 0, "its connection to the master was left open"
         finish(master, 60)
     finally:
         stop(master)
@@ -211,3 +215,42 @@ def test_run_worker_downloads_for_a_master_and_returns_what_it_did(
     summary = json.loads((out / "summary.json").read_text())
     assert summary["started_at"] <= summary["finished_at"]
     assert summary["finished_at"].endswith("+00:00")
+
+
+def _connections_to(port: int) -> int:
+    """This process's TCP connections to ``port`` on this host."""
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            if fd.readlink().name.startswith("socket:"):
+                probe = socket.socket(fileno=int(fd.name))
+                try:
+                    count += probe.getpeername()[1] == port
+                finally:
+                    probe.detach()
+    return count
+
+
+def test_a_key_given_as_text_is_stripped_as_a_key_file_is(
+        tmp_path: Path, site: FixtureServer) -> None:
+    """The text of a key file keeps its newline: the crawl's own local workers, which get
+    the key stripped, were refused, and the crawl waited for workers for ever."""
+    key = secrets.token_hex(16)
+    summary = crawler.crawl([site.url + "/"], out=tmp_path / "out", local_workers=1,
+                            bind="127.0.0.1:0", authkey=key + "\n", threads=2)
+    assert summary.completed and summary.succeeded > 0
+    with pytest.raises(AuthkeyError, match="empty"):
+        crawler.crawl([site.url + "/"], out=tmp_path / "again", authkey=" \n")
+
+
+def test_the_output_folder_is_the_settings_own_unless_out_is_given(
+        tmp_path: Path, site: FixtureServer, authkey: str) -> None:
+    settings = crawler.Settings().with_values({"output.dir": str(tmp_path / "chosen"),
+                                               "queue.bind": "127.0.0.1:0"})
+    summary = crawler.crawl([site.url + "/"], settings=settings, dry_run=True,
+                            on_image=lambda url: None)
+    assert summary.pages > 0
+    summary = crawler.crawl([site.url + "/"], settings=settings, local_workers=1, threads=2)
+    assert summary.out_dir == tmp_path / "chosen"
+    assert (tmp_path / "chosen" / "summary.json").exists()
+

@@ -97,3 +97,7 @@ class BoardClient(Protocol):
     def reset(self) -> None:
         """Forget cached connections (after the other end restarted)."""
         ...
+
+    def close(self) -> None:
+        """Close the connections this thread made (the worker has ended)."""
+        ...

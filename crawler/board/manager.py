@@ -419,4 +419,13 @@ class MasterClient:
         """
         BaseProxy._address_to_local.pop(self.address, None)
 
+    def close(self) -> None:
+        """Close this thread's connection to the master. Left open, it held a thread of
+        the master's server (and a socket on both sides) until this process ended."""
+        local = BaseProxy._address_to_local.pop(self.address, None)
+        connection = getattr(local[0], "connection", None) if local else None
+        if connection is not None:
+            with contextlib.suppress(OSError):
+                connection.close()
+
 

@@ -53,6 +53,7 @@ class BrokerClient:
         self.where = (f"the crawl {crawl!r} on the broker at {address}" if crawl
                       else f"the broker at {address}")
         self._crawl = crawl
+        self._clients: list[redis.Redis] = []  # one per connect, closed by close()
 
     def unreachable(self, exc: BaseException) -> str:
         return str(exc)  # the broker's own words say what to check
@@ -66,6 +67,7 @@ class BrokerClient:
             policy = _policy(record.field("board"))
         except (*_LINK, CrawlNotFound) as exc:  # the crawl: its master may create it yet
             raise ConnectionError(str(exc)) from exc
+        self._clients.append(crawl.client)
         board = RedisBoard(crawl.client, crawl.name, policy)
         describe = _describer(crawl.client, crawl.name, info, board)
         return _LinkErrors(_BrokerView(board, describe))
@@ -75,6 +77,11 @@ class BrokerClient:
 
     def reset(self) -> None:
         """Nothing cached to forget: ``connect`` makes a new client."""
+
+    def close(self) -> None:
+        clients, self._clients = self._clients, []
+        for client in clients:
+            client.close()
 
 
 class _BrokerView(BoardView):
