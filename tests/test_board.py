@@ -449,13 +449,21 @@ def test_classic_results_are_parsed() -> None:
     b.put("http://h/b.png", "h", None)
     assert TaskQueueView(b).get(timeout=0) == "http://h/a.png"
     assert TaskQueueView(b).get(timeout=0) == "http://h/b.png"
-    ResultQueueView(b).put("http://h/a.png--->success")
+    b.put("http://h/c.png", "h", None)
+    assert TaskQueueView(b).get(timeout=0) == "http://h/c.png"
+    ResultQueueView(b).put("http://h/a.png--->Success")  # a capital S is meant the same
     ResultQueueView(b).put("http://h/b.png--->failure: timed out")
+    ResultQueueView(b).put("http://h/c.png--->failure: line1\nINJECTED--->success " + "x" * 9000)
     settled = {s.attempt.url: s.attempt for s in b.drain()}
     assert settled["http://h/a.png"].ok
     assert settled["http://h/b.png"].reason == "timed out"
-    with pytest.raises(ValueError):
-        ResultQueueView(b).put("garbage without separator")
+    # One line, of a bounded length: it goes to results.log and the summary as is.
+    said = settled["http://h/c.png"].reason
+    assert said.startswith("line1 INJECTED--->success xxx") and len(said) == 4096
+    for garbage in ("garbage without separator", "http://h/a.png--->maybe"):
+        with pytest.raises(ValueError):  # the tutorial worker is told
+            ResultQueueView(b).put(garbage)
+    assert b.counts()["refused"] == 2, "and the master counts (and logs) it"
 
 
 def test_remembered_urls_are_never_queued_again(board: MakeBoard) -> None:

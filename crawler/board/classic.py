@@ -62,7 +62,11 @@ class ResultQueueView:
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         if isinstance(item, str):
-            attempt = Attempt.from_line(item)
+            try:
+                attempt = Attempt.from_line(item)
+            except ValueError as exc:  # logged and counted here; the worker is told too
+                self._board.refuse(CLASSIC, str(exc))
+                raise
         else:
             try:
                 attempt = attempt_from_report(item)

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from crawler.model.wire import Report
 
 SEPARATOR = "--->"
+MAX_REASON_CHARS = 4096  # a failure's reason, at most (a report with a longer one is refused)
 # The reason of an attempt that failed on the worker's own disk, not on the image.
 STORAGE_ERROR = "storage error: "
 # The folder under the output folder that holds every stored image; the path of a
@@ -102,12 +103,14 @@ class Attempt(NamedTuple):
         if not sep:
             raise ValueError(f"result {line[:200]!r} has no {SEPARATOR!r}")
         rest = rest.strip()
-        if rest == "success":
+        if rest.lower() == "success":
             return cls(url=url.strip(), ok=True)
         status, _, reason = rest.partition(":")
-        if status.strip() != "failure":
+        if status.strip().lower() != "failure":
             raise ValueError(f"result {line[:200]!r} is neither success nor failure")
-        return cls(url=url.strip(), ok=False, reason=reason.strip() or "failure")
+        # One line, of a sensible length: it goes to results.log and the summary as is.
+        reason = " ".join(reason.split())[:MAX_REASON_CHARS]
+        return cls(url=url.strip(), ok=False, reason=reason or "failure")
 
 
 @dataclass(frozen=True)

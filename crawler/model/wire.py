@@ -18,7 +18,7 @@ from typing import Any, NotRequired, TypedDict
 from crawler.config import Limits, setting_value
 from crawler.errors import BadCrawlInfo, ConfigError
 from crawler.model.imagescope import ImagePatterns, ImageScope
-from crawler.model.outcome import ATTEMPT_FIELDS, IMAGES_DIR, Attempt
+from crawler.model.outcome import ATTEMPT_FIELDS, IMAGES_DIR, MAX_REASON_CHARS, Attempt
 
 # Set in the environment of the workers a master starts on its own host: they store
 # into its output folder, and must not serve another master that takes its port after
@@ -94,7 +94,6 @@ class Report(TypedDict, total=False):
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 MAX_URL_CHARS = 65536  # longer than any URL a page parser hands out
-MAX_REASON_CHARS = 4096
 
 
 class ReportRefused(ValueError):
