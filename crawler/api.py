@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import datetime
 import json
+import logging
 import os
 import re
 import signal
@@ -40,6 +41,8 @@ if typing.TYPE_CHECKING:
     from crawler.board.broker import BrokerAddress, BrokerCrawl
     from crawler.master.authkey import Authkey
     from crawler.master.master import Summary as MasterSummary
+
+log = logging.getLogger("crawler")
 
 # A scheme is letters then ":"; "localhost:8080" is a host and a port, not a scheme.
 _HAS_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:(?!\d)")
@@ -246,9 +249,13 @@ def crawl(seeds: str | Iterable[str], *, out: str | os.PathLike[str] | None = No
     """
     from crawler.master.authkey import master_authkey
 
-    if local_workers < 0:
-        raise UsageError("local_workers must be 0 or more")
-    seed_list = seed_urls([seeds] if isinstance(seeds, str) else seeds)
+    if type(local_workers) is not int or local_workers < 0:
+        raise UsageError(f"local_workers must be a whole number, 0 or more (got "
+                         f"{local_workers!r})")
+    if settings is not None and not isinstance(settings, Settings):
+        raise UsageError(f"settings must be a crawler.Settings (got {type(settings).__name__}):"
+                         " Settings().with_values({'crawl.depth': 1}) makes one")
+    seed_list = seed_urls([seeds] if isinstance(seeds, str) else _seed_list(seeds))
     chosen = settings_with(settings, _with_out(overrides, out))
     key = (_argument_key(authkey) if authkey
            else master_authkey(None, Path(chosen.output.dir), keep=not dry_run))
@@ -258,9 +265,24 @@ def crawl(seeds: str | Iterable[str], *, out: str | os.PathLike[str] | None = No
         for url in urls:
             on_image(url)
 
+    if on_image is not None and not dry_run:
+        raise UsageError("on_image is for a dry run (dry_run=True): a crawl's images are "
+                         "in its Summary and manifest.jsonl")
+    # The queue's address (bind may be port 0) and how workers join: to the log.
     return run_crawl(chosen, seed_list, key, local_workers=local_workers, dry_run=dry_run,
-                     resume=resume, fresh=fresh,
+                     resume=resume, fresh=fresh, announce=log.info,
                      on_images=on_images if on_image is not None else None)
+
+
+def _seed_list(seeds: object) -> list[str]:
+    """``seeds`` as a list of text, or UsageError saying what they are instead."""
+    if not isinstance(seeds, Iterable) or isinstance(seeds, bytes):
+        raise UsageError(f"seeds must be a URL or a list of URLs (got {type(seeds).__name__})")
+    listed = list(seeds)
+    wrong = [seed for seed in listed if not isinstance(seed, str)]
+    if wrong:
+        raise UsageError(f"seeds must be text: {wrong[0]!r} is a {type(wrong[0]).__name__}")
+    return listed
 
 
 def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,

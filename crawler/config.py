@@ -300,7 +300,10 @@ class Settings(NamedTuple):
         """Return a copy with ``{"section.key": value}`` applied, validated like a file."""
         nested: dict[str, dict[str, Any]] = {}
         for dotted, value in values.items():
-            section, key = dotted.split(".", 1)
+            section, dot, key = str(dotted).partition(".")
+            if not dot:
+                raise ConfigError(f"{source}: {dotted!r}: name a setting as SECTION.KEY, "
+                                  f"such as 'crawl.depth' (sections: {', '.join(self._fields)})")
             nested.setdefault(section, {})[key] = value
         return _merge(self, nested, source)
 

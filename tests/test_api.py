@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import socket
@@ -254,3 +255,27 @@ def test_the_output_folder_is_the_settings_own_unless_out_is_given(
     assert summary.out_dir == tmp_path / "chosen"
     assert (tmp_path / "chosen" / "summary.json").exists()
 
+
+
+def test_wrong_arguments_are_usage_errors_that_say_what_was_given(tmp_path: Path) -> None:
+    url = "http://127.0.0.1:1/"
+    for kwargs, said in (({"seeds": b"http://x/"}, "seeds must be a URL or a list of URLs"),
+                         ({"seeds": None}, "seeds must be a URL or a list of URLs"),
+                         ({"seeds": [url, 7]}, "seeds must be text: 7 is a int"),
+                         ({"seeds": url, "local_workers": "2"}, "local_workers must be"),
+                         ({"seeds": url, "settings": {}}, "settings must be a crawler.Settings"),
+                         ({"seeds": url, "on_image": print}, "on_image is for a dry run")):
+        with pytest.raises(UsageError, match=said):
+            crawler.crawl(out=tmp_path / "out", **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"name a setting as SECTION\.KEY"):
+        crawler.Settings().with_values({"depth": 1})
+
+
+def test_the_queue_address_is_logged_for_workers_to_join(
+        tmp_path: Path, site: FixtureServer, authkey: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """bind="127.0.0.1:0" picks a port: outside workers learn it from the log."""
+    with caplog.at_level(logging.INFO, logger="crawler"):
+        crawler.crawl([site.url + "/"], out=tmp_path / "out", local_workers=1,
+                      bind="127.0.0.1:0", threads=2)
+    assert re.search(r"queue on 127\.0\.0\.1:\d+", caplog.text), caplog.text
