@@ -279,3 +279,9 @@ def test_the_queue_address_is_logged_for_workers_to_join(
         crawler.crawl([site.url + "/"], out=tmp_path / "out", local_workers=1,
                       bind="127.0.0.1:0", threads=2)
     assert re.search(r"queue on 127\.0\.0\.1:\d+", caplog.text), caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="crawler"):
+        crawler.crawl([site.url + "/"], out=tmp_path / "again", local_workers=1,
+                      bind="127.0.0.1:0", threads=2, authkey="k" * 32)
+    assert "# with CRAWLER_AUTHKEY set to the master's key" in caplog.text, caplog.text
+    assert "--authkey-file argument" not in caplog.text

@@ -80,9 +80,11 @@ def _key_hint(authkey: Authkey, *, other_hosts: bool) -> str:
     if other_hosts:
         notes.append("copy that file to each worker host")
     key_file = _key_file(authkey)
+    if key_file is None:  # given to crawl() as an argument: no file to name
+        return f" # with {ENV_VAR} set to the master's key"
     # Absolute, as --out is: the command is pasted in other folders and on other hosts.
-    shown = shlex.quote(str(key_file)) if key_file is not None else authkey.source
-    return f"--authkey-file {shown}" + (f"  # {': '.join(notes)}" if notes else "")
+    return (f"--authkey-file {shlex.quote(str(key_file))}"
+            + (f"  # {': '.join(notes)}" if notes else ""))
 
 
 def _key_file(authkey: Authkey) -> Path | None:
