@@ -24,6 +24,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import typing
 from collections.abc import Sequence
 from pathlib import Path
@@ -670,7 +671,7 @@ def _broker(args: argparse.Namespace) -> BrokerAddress | None:
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from crawler.api import run_worker
-    from crawler.master.authkey import load_authkey
+    from crawler.master.authkey import MASTERS_KEY_HINT, load_authkey
     from crawler.ui.progress import WorkerLine
 
     broker = _broker(args)
@@ -692,7 +693,10 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     if own:
         log.warning("%s: a worker takes the crawl's request settings from its master; "
                     "these of its own settings are not used", ", ".join(own))
-    authkey = load_authkey(args.authkey_file, generate=False) if broker is None else None
+    authkey = None
+    if broker is None:
+        _wait_for_key_file(args.authkey_file, settings.worker.connect_wait)
+        authkey = load_authkey(args.authkey_file, generate=False, empty_hint=MASTERS_KEY_HINT)
     line = WorkerLine(quiet=args.quiet)
     try:
         reason = run_worker(args.master, out=settings.output.dir, settings=settings,
@@ -706,6 +710,24 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _wait_for_key_file(key_file: Path | None, wait: float) -> None:
+    """A worker started before its master's first run, told its key file in the master's
+    output folder (OUT/authkey), waits for the master to make it, as it waits for the
+    master itself; it exited 2 ("no such file") before."""
+    if key_file is None or key_file.exists():
+        return
+    log.info("waiting for the key file %s (a master makes it as it starts): for up to %g s",
+             key_file, wait)
+    give_up = time.monotonic() + wait
+    while not key_file.exists() and time.monotonic() < give_up:
+        time.sleep(0.2)
+    # Made, then written: its key follows within moments (an empty file is said after).
+    written_by = time.monotonic() + 1.0
+    with contextlib.suppress(OSError):
+        while key_file.stat().st_size == 0 and time.monotonic() < written_by:
+            time.sleep(0.05)
+
+
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from crawler.demo.demo import run_demo
 
@@ -717,7 +739,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 def _status(args: argparse.Namespace, settings: Settings) -> int:
     import json
 
-    from crawler.master.authkey import load_authkey
+    from crawler.master.authkey import MASTERS_KEY_HINT, load_authkey
     from crawler.ui.status import fetch_broker_status, fetch_status, format_status
 
     broker = _broker(args)
@@ -728,7 +750,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     elif args.master is None:
         raise UsageError(f"no master: give its HOST:PORT, or --broker URL (or ${BROKER_ENV})")
     else:
-        authkey = load_authkey(args.authkey_file, generate=False)
+        authkey = load_authkey(args.authkey_file, generate=False, empty_hint=MASTERS_KEY_HINT)
         status = fetch_status(_address(args.master), authkey.key)
     write_out(json.dumps(status, indent=2) if args.json else format_status(status))
     return 0

@@ -466,6 +466,40 @@ def test_workers_wait_for_a_late_master_and_ride_out_a_stall(
     check_complete(out, server.url, site)
 
 
+def test_a_worker_waits_for_the_key_file_its_masters_first_run_makes(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """Told the key file in the master's output folder, a worker started first waits for
+    the master to make it, as it waits for the master (it exited 2: no such file)."""
+    server = make_server()
+    site = setup_site(server, pages=2, images_per_page=3)
+    out, port = tmp_path / "out", free_port()
+    env = {k: v for k, v in os.environ.items() if k != "CRAWLER_AUTHKEY"}
+    worker = subprocess.Popen(
+        crawler_command("worker", f"127.0.0.1:{port}", "--out", str(out), "--authkey-file",
+                        str(out / "authkey"), "--connect-wait", "60"),
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    master = None
+    try:
+        wait_for_output(worker, "waiting for the key file", 15)
+        master = subprocess.Popen(crawler_command("master", server.url + "/", "--bind",
+                                                  f"127.0.0.1:{port}", "--out", str(out)),
+                                  cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True)
+        err = finish(master, 60)
+        assert master.returncode == 0, err
+        assert worker.wait(timeout=30) == 0
+    finally:
+        stop(worker)
+        if master is not None:
+            stop(master)
+    check_complete(out, server.url, site)
+    (tmp_path / "empty").write_text("")
+    said = subprocess.run(crawler_command("worker", "127.0.0.1:1", "--authkey-file",
+                                          str(tmp_path / "empty")), cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert said.returncode == 2 and "put the master's key in it" in said.stderr, said.stderr
+
+
 def test_each_image_fails_once_with_503_then_succeeds_on_the_second_attempt(
         make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
     server = make_server()

@@ -41,8 +41,16 @@ class Authkey(NamedTuple):
         return f"Authkey(source={self.source!r})"
 
 
-def load_authkey(key_file: Path | None, *, generate: bool) -> Authkey:
-    """The key from ``key_file``, else ``$CRAWLER_AUTHKEY``, else a new one if ``generate``."""
+# What a worker (or crawler status) with an empty key file should do: it needs the
+# master's key, not a new one.
+MASTERS_KEY_HINT = ("put the master's key in it: the file the master was started with, or "
+                    "the authkey file in the master's output folder")
+
+
+def load_authkey(key_file: Path | None, *, generate: bool,
+                 empty_hint: str = GENERATE_HINT) -> Authkey:
+    """The key from ``key_file``, else ``$CRAWLER_AUTHKEY``, else a new one if ``generate``.
+    ``empty_hint``: what to do about an empty key file."""
     if key_file is not None:
         try:
             text = key_file.read_bytes().strip()
@@ -51,7 +59,7 @@ def load_authkey(key_file: Path | None, *, generate: bool) -> Authkey:
             raise AuthkeyError(f"cannot read the authkey file {key_file}: "
                                f"{exc.strerror or exc}") from exc
         if not text:
-            raise AuthkeyError(f"the authkey file {key_file} is empty; {GENERATE_HINT}")
+            raise AuthkeyError(f"the authkey file {key_file} is empty; {empty_hint}")
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             log.warning("the authkey file %s can be read by other users; "
                         "run: chmod 600 %s", key_file, key_file)
