@@ -249,12 +249,14 @@ def crawl(seeds: str | Iterable[str], *, out: str | os.PathLike[str] | None = No
     """
     from crawler.master.authkey import master_authkey
 
+    # Every argument checked before anything is made (the output folder, its key file).
     if type(local_workers) is not int or local_workers < 0:
         raise UsageError(f"local_workers must be a whole number, 0 or more (got "
                          f"{local_workers!r})")
-    if settings is not None and not isinstance(settings, Settings):
-        raise UsageError(f"settings must be a crawler.Settings (got {type(settings).__name__}):"
-                         " Settings().with_values({'crawl.depth': 1}) makes one")
+    if on_image is not None and not dry_run:
+        raise UsageError("on_image is for a dry run (dry_run=True): a crawl's images are "
+                         "in its Summary and manifest.jsonl")
+    _check_kinds(settings, out, authkey)
     seed_list = seed_urls([seeds] if isinstance(seeds, str) else _seed_list(seeds))
     chosen = settings_with(settings, _with_out(overrides, out))
     key = (_argument_key(authkey) if authkey
@@ -265,13 +267,21 @@ def crawl(seeds: str | Iterable[str], *, out: str | os.PathLike[str] | None = No
         for url in urls:
             on_image(url)
 
-    if on_image is not None and not dry_run:
-        raise UsageError("on_image is for a dry run (dry_run=True): a crawl's images are "
-                         "in its Summary and manifest.jsonl")
     # The queue's address (bind may be port 0) and how workers join: to the log.
     return run_crawl(chosen, seed_list, key, local_workers=local_workers, dry_run=dry_run,
                      resume=resume, fresh=fresh, announce=log.info,
                      on_images=on_images if on_image is not None else None)
+
+
+def _check_kinds(settings: object, out: object, authkey: object) -> None:
+    """UsageError for a crawl() or run_worker() argument of the wrong kind."""
+    if settings is not None and not isinstance(settings, Settings):
+        raise UsageError(f"settings must be a crawler.Settings (got {type(settings).__name__}):"
+                         " Settings().with_values({'crawl.depth': 1}) makes one")
+    if out is not None and not isinstance(out, str | os.PathLike):
+        raise UsageError(f"out must be a folder path (got {type(out).__name__})")
+    if authkey is not None and not isinstance(authkey, str | bytes):
+        raise UsageError(f"authkey must be text or bytes (got {type(authkey).__name__})")
 
 
 def _seed_list(seeds: object) -> list[str]:
@@ -469,6 +479,7 @@ def run_worker(master: str | None, *, out: str | os.PathLike[str] | None = None,
     if typing.TYPE_CHECKING:
         from crawler.board.redis_client import BrokerClient
 
+    _check_kinds(settings, out, authkey)
     chosen = settings_with(settings, _with_out(overrides, out))
     client: MasterClient | BrokerClient
     if broker is not None:

@@ -672,6 +672,7 @@ def _broker(args: argparse.Namespace) -> BrokerAddress | None:
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from crawler.api import run_worker
     from crawler.master.authkey import MASTERS_KEY_HINT, load_authkey
+    from crawler.model.wire import LOCAL_WORKER_ENV
     from crawler.ui.progress import WorkerLine
 
     broker = _broker(args)
@@ -690,7 +691,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     own = [f"http.{name}" for name, value in settings.http._asdict().items()
            if name not in ("client_cert", "client_key", "env_proxies")
            and value != getattr(DEFAULTS.http, name)]
-    if own:
+    if own and not os.environ.get(LOCAL_WORKER_ENV):  # a local worker's are its master's
         log.warning("%s: a worker takes the crawl's request settings from its master; "
                     "these of its own settings are not used", ", ".join(own))
     authkey = None
@@ -714,7 +715,10 @@ def _wait_for_key_file(key_file: Path | None, wait: float) -> None:
     """A worker started before its master's first run, told its key file in the master's
     output folder (OUT/authkey), waits for the master to make it, as it waits for the
     master itself; it exited 2 ("no such file") before."""
-    if key_file is None or key_file.exists():
+    from crawler.master.authkey import KEY_FILE_NAME
+
+    # Only the master's own key file: a mistyped path to a copied one is said at once.
+    if key_file is None or key_file.exists() or key_file.name != KEY_FILE_NAME:
         return
     log.info("waiting for the key file %s (a master makes it as it starts): for up to %g s",
              key_file, wait)

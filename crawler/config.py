@@ -574,8 +574,9 @@ def _section_values(current: Any, section: str, table: Mapping[str, Any],
         try:
             value = _checked(raw, hints[key], checks.get(key))
         except ValueError as exc:
-            if f"{section}.{key}" == "http.headers" and isinstance(written, list):
-                said = _header_problem(written)
+            if f"{section}.{key}" == "http.headers":  # never echo a header's value
+                said = (_header_problem(written) if isinstance(written, list)
+                        else f"expected {exc} (not quoted here: a header may hold a secret)")
                 if said:
                     raise ConfigError(f"{where}: {said}") from None
             raise ConfigError(f"{where}: expected {exc}, got {_as_written(written)}") from None
@@ -602,7 +603,8 @@ def header_shown(text: str) -> str:
     """What a message may show of a header: its name (or its first word), then "...".
     A value may be a token: "Authorization Bearer TOKEN", its colon forgotten, was
     echoed whole in the error."""
-    name = (text.partition(":")[0] if ":" in text else text.split(" ", 1)[0])[:40]
+    leading = _HEADER_NAME.match(text)  # the name's own characters: no "=", space or tab
+    name = leading.group()[:40] if leading else ""
     return name if name == text else f"{name}..."
 
 

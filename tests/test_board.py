@@ -160,6 +160,13 @@ def test_a_failure_reported_over_the_wire_comes_back_with_its_kind(board: MakeBo
     [settled] = b.drain()
     assert settled.attempt.kind is FailureKind.STATUS and settled.attempt.reason == "HTTP 404"
     assert Outcome.from_attempt(settled.attempt, page=None, worker="w", attempts=1).ok is False
+    # A reason is one line in results.log, whoever sent it.
+    b.put("http://h/b.png", "h", None)
+    assert view.lease("w", 1, 0)["tasks"]
+    lines = Attempt(url="http://h/b.png", ok=False, reason="timed out\nINJECTED--->success")
+    view.exchange("w", 2, [lines.to_wire()], [], 0, 0)
+    [settled] = b.drain()
+    assert settled.attempt.reason == "timed out INJECTED--->success"
 
 
 def test_a_report_for_a_url_never_leased_to_the_worker_is_refused(

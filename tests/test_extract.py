@@ -564,9 +564,16 @@ def test_an_undeclared_page_in_a_non_latin_encoding_is_recognised() -> None:
 
 @pytest.mark.parametrize("charset", [None, "bogus-xyz"])
 def test_a_few_accents_on_an_undeclared_page_are_windows_1252(charset: str | None) -> None:
-    """Not a guess of the detector: on so few bytes it read GBK, which swallowed a letter."""
-    html = b'<html><body><img src="/i/b\xe4d.png"></body></html>'
+    """Not a guess of the detector: on so few bytes it read Big5, which swallowed a letter."""
+    html = b'<html><body><img src="/i/b\xe4d.png" alt="Gr\xf6\xdfe"></body></html>'
     assert extract(html, PAGE, encoding=charset).images == (ROOT + "i/b%C3%A4d.png",)
+
+
+def test_a_short_undeclared_japanese_page_is_still_recognised() -> None:
+    """15 bytes past ASCII, in pairs: Shift_JIS, as the detector says."""
+    text = '<title>画像ギャラリー</title><img src="/写真.png">'
+    assert len([b for b in text.encode("shift_jis") if b > 127]) == 15
+    assert extract(text.encode("shift_jis"), PAGE).images == (ROOT + "%E5%86%99%E7%9C%9F.png",)
 
 
 def test_a_url_both_linked_and_shown_is_a_link_and_an_image() -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from crawler.master.journal import JOURNAL_NAME, Journal, PageDone
+from crawler.master.journal import Journal, PageDone
+from crawler.model.files import JOURNAL_NAME
 from crawler.model.outcome import Attempt, Outcome
 
 from .conftest import FixtureServer, run_crawler

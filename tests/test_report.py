@@ -264,7 +264,11 @@ def test_a_crawl_that_did_not_end_is_said_so(tmp_path: Path) -> None:
         note = soup.select_one("#state")
         return note.get_text() if note is not None else None
 
+    assert state() is None, "a folder with no crawl's journal or mark keeps no summary"
+    (tmp_path / "crawl.sqlite").write_bytes(b"")
     assert "still running, or its last run was stopped before its end" in (state() or "")
+    (tmp_path / "summary.json").write_text('{"interrupted": true, "found": "many"}')
+    assert state() is None, "a damaged summary says nothing rather than fail"
     summary = {"completed": False, "interrupted": True, "found": 1200, "succeeded": 70,
                "failed": 6}
     (tmp_path / "summary.json").write_text(json.dumps(summary))

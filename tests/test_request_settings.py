@@ -35,7 +35,15 @@ from crawler.worker.sink import sinks_into
 from crawler.worker.store import Store
 
 from . import pageclients
-from .conftest import SITE, FixtureHandler, FixtureServer, free_port, manifest_lines, run_crawler
+from .conftest import (
+    SITE,
+    FixtureHandler,
+    FixtureServer,
+    free_port,
+    manifest_lines,
+    run_crawler,
+    wait_for_queue_address,
+)
 from .tls import CertAuthority, Proxy, make_ca, server_context
 
 PNG = png(24, 16, 9)
@@ -622,9 +630,8 @@ def test_a_seed_whose_certificate_is_not_trusted_is_exit_5_then_works_with_its_c
     assert [e["status"] for e in manifest_lines(tmp_path / "out")] == ["success"]
 
 
-def test_a_relative_client_certificate_is_sent_whole_and_a_missing_one_said(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
+def test_a_relative_client_certificate_is_sent_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker started in another folder is sent the path: relative, it read nothing
     there, and presented no certificate without a word."""
     monkeypatch.chdir(tmp_path)
@@ -632,9 +639,32 @@ def test_a_relative_client_certificate_is_sent_whole_and_a_missing_one_said(
     options = options_from(tmp_path, client_cert="client.pem")
     assert options.client_cert == str(tmp_path / "client.pem")
     wire = {**options.to_wire(), "client_cert": str(tmp_path / "elsewhere.pem")}
-    with caplog.at_level(logging.WARNING):
-        assert RequestOptions.from_wire(wire).client_cert == ""
-    assert "elsewhere.pem cannot be read here: no client certificate" in caplog.text
+    assert RequestOptions.from_wire(wire).client_cert == ""  # the worker says so (below)
+
+
+def test_a_worker_that_cannot_read_the_masters_client_certificate_says_so(
+        recorder: Recorder, tmp_path: Path) -> None:
+    cert = tmp_path / "client.pem"
+    cert.write_text("-----BEGIN CERTIFICATE-----\n")
+    port = free_port()
+    env = {**os.environ, "CRAWLER_AUTHKEY": "k" * 32}
+    master = subprocess.Popen(
+        [sys.executable, "-m", "crawler", "master", recorder.url + "/page.html", "--bind",
+         f"127.0.0.1:{port}", "--out", str(tmp_path / "out"), "--client-cert", str(cert)],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_queue_address(master)  # serving: it has read the certificate's path
+        cert.unlink()  # gone before the worker joins, as on another host
+        worker = subprocess.run(
+            [sys.executable, "-m", "crawler", "worker", f"127.0.0.1:{port}", "--out",
+             str(tmp_path / "w"), "--connect-wait", "30"], cwd=tmp_path, env=env,
+            capture_output=True, text=True, timeout=60, check=False)
+        _, err = master.communicate(timeout=60)
+    finally:
+        master.kill()
+    assert master.returncode == 0, err
+    assert f"the master's client certificate {cert} cannot be read here: none is presented" \
+        in worker.stderr, worker.stderr
 
 
 def test_a_cookies_file_that_is_no_cookies_txt_is_said(

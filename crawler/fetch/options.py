@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -18,6 +19,9 @@ from crawler.config import parse_header, parse_rate
 from crawler.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+_PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\s*",
+                              re.DOTALL)
 
 
 class Proxies(NamedTuple):
@@ -133,16 +137,18 @@ def _read_cookies(path: str, headers: tuple[str, ...]) -> str:
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or (line.startswith("#") and not line.startswith("#HttpOnly_")):
             continue
-        if len(line.split("\t")) == 7:
+        # As libcurl reads them: 7 fields (6 when an empty value lost its tab), or a header.
+        if len(line.split("\t")) in (6, 7) or line.lower().startswith("set-cookie:"):
             good += 1
         else:
             bad.append(number)
     if bad and not good:
         raise ConfigError(f"http.cookies: {path} holds no cookie in the Netscape format (7 "
-                          "fields separated by tabs, as browsers' cookies.txt exports write)")
+                          "fields separated by tabs, as browsers' cookies.txt exports write, "
+                          "or Set-Cookie: lines)")
     if bad:
         log.warning("http.cookies: line(s) %s of %s are no cookies (7 fields separated by "
-                    "tabs): left out", ", ".join(map(str, bad[:10])), path)
+                    "tabs, or Set-Cookie:): left out", ", ".join(map(str, bad[:10])), path)
     if any(header.partition(":")[0].strip().lower() == "cookie" for header in headers):
         log.warning("a Cookie header replaces the cookies of %s (and those sites set): put "
                     "that cookie in the file instead", path)
@@ -157,24 +163,18 @@ def _read_ca_bundle(path: str) -> str:
     # as "bad CA bundle" on every page and image, after the crawl had started.
     import ssl  # here: 6 ms of every start-up otherwise
 
-    try:
-        ssl.create_default_context(cadata=text)
-    except (ssl.SSLError, ValueError) as exc:
+    try:  # the certificates alone: ssl takes ASCII only, and comments may hold any letter
+        ssl.create_default_context(cadata="".join(_PEM_CERTIFICATE.findall(text)))
+    except (ssl.SSLError, ValueError, TypeError) as exc:
         raise ConfigError(f"http.ca_bundle: {path} holds a certificate that cannot be "
                           f"read ({exc})") from None
     return text
 
 
 def _if_readable(path: str) -> str:
-    """A file the master named, if this host can read it; else "" (and a warning)."""
-    if not path:
-        return path
-    if Path(path).is_file() and os.access(path, os.R_OK):
-        return path
-    log.warning("the master's client certificate or key %s cannot be read here: no client "
-                "certificate is presented; give this worker --client-cert (and --client-key)",
-                path)
-    return ""
+    """A file the master named, if this host can read it; else "" (the worker says so,
+    unless it has a certificate of its own)."""
+    return path if path and Path(path).is_file() and os.access(path, os.R_OK) else ""
 
 
 def _check_readable(path: str, key: str) -> str:
@@ -194,8 +194,8 @@ def _read_netrc(path: str) -> tuple[tuple[str, str, str], ...]:
     except OSError as exc:
         raise ConfigError(f"http.netrc: cannot read {path}: {exc.strerror or exc}") from exc
     except netrc.NetrcParseError as exc:
-        # Its message quotes the token it stopped at, which may be a password.
-        what = exc.msg.split(" '", 1)[0] if "'" in exc.msg else exc.msg
+        # Its message quotes the token it stopped at (in ' or "), which may be a password.
+        what = re.split("['\"]", exc.msg, maxsplit=1)[0].strip()
         raise ConfigError(f"http.netrc: {path} line {exc.lineno}: {what}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"http.netrc: {path} is not UTF-8 text (byte {exc.start})") from exc

@@ -14,8 +14,9 @@ import json
 from pathlib import Path
 
 from crawler.errors import CrawlMismatch, StorageError
-from crawler.master.journal import JOURNAL_NAME
 from crawler.model.files import (
+    BROKER_MARK,
+    JOURNAL_NAME,
     MANIFEST_NAME,
     PAGES_NAME,
     REPORT_NAME,
@@ -23,7 +24,6 @@ from crawler.model.files import (
     SUMMARY_NAME,
 )
 
-BROKER_MARK = "broker-crawl.json"
 # What a folder keeps of its crawl, besides the images: its record and its result files.
 # The gallery and the summary too: left behind, they would show the forgotten crawl.
 CRAWL_FILES = (JOURNAL_NAME, JOURNAL_NAME + "-wal", JOURNAL_NAME + "-shm",

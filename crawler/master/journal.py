@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from crawler.errors import CrawlMismatch, JournalDamaged, StorageError
+from crawler.model.files import JOURNAL_NAME
 from crawler.model.outcome import Outcome
-
-JOURNAL_NAME = "crawl.sqlite"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pages (

@@ -89,8 +89,10 @@ def _key_hint(authkey: Authkey, *, other_hosts: bool) -> str:
 
 def _key_file(authkey: Authkey) -> Path | None:
     """The file the key was read from (or made in), absolute; None when there is none."""
+    if authkey.source in ("", "environment", "argument", "generated"):
+        return None  # no file (whatever a file of that name in this folder holds)
     path = Path(authkey.source)
-    return path.resolve() if authkey.source and path.is_file() else None
+    return path.resolve() if path.is_file() else None
 
 
 def _address(host: str, port: int) -> str:

@@ -5,3 +5,5 @@ MANIFEST_NAME = "manifest.jsonl"  # one JSON object per image URL with a final o
 PAGES_NAME = "pages.jsonl"  # the pages that could not be crawled, one JSON object each
 SUMMARY_NAME = "summary.json"  # the counts at the end of a run (crawler master --json)
 REPORT_NAME = "index.html"  # the gallery crawler report writes
+JOURNAL_NAME = "crawl.sqlite"  # the embedded master's journal (SQLite)
+BROKER_MARK = "broker-crawl.json"  # names the broker crawl whose results a folder holds

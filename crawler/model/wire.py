@@ -130,6 +130,9 @@ def attempt_from_report(data: object) -> Attempt:
     kind = data.get("kind")
     if kind is not None and not isinstance(kind, str):
         raise ReportRefused("'kind' is not text")
+    reason = data.get("reason")
+    if isinstance(reason, str) and not reason.isprintable():  # one line in results.log
+        data = {**data, "reason": " ".join(reason.split())}
     return Attempt.from_wire(data)  # the kind back to a FailureKind, as every reader needs
 
 

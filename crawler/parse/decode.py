@@ -13,6 +13,7 @@ only then: most pages never need it.
 from __future__ import annotations
 
 import codecs
+import itertools
 import re
 
 __all__ = ["decode"]
@@ -27,9 +28,11 @@ _META_CHARSET_RE = re.compile(
 _BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF32_LE, "utf-32-le"),
          (codecs.BOM_UTF32_BE, "utf-32-be"), (codecs.BOM_UTF16_LE, "utf-16-le"),
          (codecs.BOM_UTF16_BE, "utf-16-be"))
-# Bytes past ASCII an undeclared page needs before the detector's guess is trusted.
-MIN_FOREIGN_BYTES = 16
-_ASCII = bytes(range(128))
+# Pairs of bytes past ASCII side by side an undeclared page needs before the detector
+# is asked: Chinese, Japanese, Korean and Cyrillic text is made of them, where a Latin
+# page's accents mostly stand alone between ASCII letters.
+MIN_FOREIGN_PAIRS = 2
+_FOREIGN_PAIR = re.compile(rb"[\x80-\xff]{2}")
 # The HTML standard reads these labels as windows-1252, a superset.
 _AS_WINDOWS_1252 = frozenset({"latin-1", "iso8859-1", "ascii"})
 # Guesses worth more than windows-1252: encodings of scripts it cannot show.
@@ -83,9 +86,9 @@ def decode(data: bytes, encoding: str | None) -> tuple[str, str]:
 def _guess(data: bytes) -> tuple[str, str] | None:
     """The detector's reading of an undeclared non-UTF-8 page, if it is one worth trusting."""
     sample = data[:_GUESS_BYTES]
-    if len(sample.translate(None, _ASCII)) < MIN_FOREIGN_BYTES:  # the bytes past ASCII
-        # A few bytes past ASCII are a Latin page's accents far more often than a CJK
-        # page: guessed, "/i/b\xe4d.png" became a GBK character that swallowed the "d".
+    pairs = itertools.islice(_FOREIGN_PAIR.finditer(sample), MIN_FOREIGN_PAIRS)
+    if sum(1 for _ in pairs) < MIN_FOREIGN_PAIRS:
+        # Guessed, "/i/b\xe4d.png" became a Big5 character that swallowed the "d".
         return None
     try:
         from bs4.dammit import EncodingDetector

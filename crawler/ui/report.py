@@ -46,7 +46,14 @@ from typing import Any, BinaryIO
 from urllib.parse import quote, urlsplit
 
 from crawler.errors import StorageError, UsageError
-from crawler.model.files import MANIFEST_NAME, PAGES_NAME, REPORT_NAME, SUMMARY_NAME
+from crawler.model.files import (
+    BROKER_MARK,
+    JOURNAL_NAME,
+    MANIFEST_NAME,
+    PAGES_NAME,
+    REPORT_NAME,
+    SUMMARY_NAME,
+)
 from crawler.ui.progress import human_bytes
 
 MAX_LINE_BYTES = 1 << 20
@@ -485,15 +492,25 @@ def _crawl_state(summary_path: Path) -> str:
     try:
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
+        if not any((summary_path.parent / mark).exists() for mark in _CRAWL_MARKS):
+            return ""  # not a master's folder (a worker's, copied here): no summary is kept
         return ("This crawl has no summary: it is still running, or its last run was "
                 "stopped before its end. Running it again goes on where it stopped.")
     except (OSError, ValueError):
         return ""
     if not isinstance(summary, dict) or not summary.get("interrupted"):
         return ""
-    settled = int(summary.get("succeeded") or 0) + int(summary.get("failed") or 0)
-    return (f"This crawl was interrupted: {settled:,} of the {int(summary.get('found') or 0):,} "
-            "images found so far are settled. Running it again goes on where it stopped.")
+    try:
+        settled = int(summary.get("succeeded") or 0) + int(summary.get("failed") or 0)
+        found = int(summary.get("found") or 0)
+    except (TypeError, ValueError):  # a damaged summary: say nothing rather than fail
+        return ""
+    return (f"This crawl was interrupted: {settled:,} of the {found:,} images found so far "
+            "are settled. Running it again goes on where it stopped.")
+
+
+# What a master's folder holds besides the summary: its journal, or a broker crawl's mark.
+_CRAWL_MARKS = (JOURNAL_NAME, BROKER_MARK)
 
 
 def _filters(out: list[str], page_numbers: dict[str | None, int],

@@ -521,9 +521,13 @@ class Worker:
         else:  # a master that sends only its user agent
             request = RequestOptions(user_agent=crawl["user_agent"])
         local = self._options
+        sent = str(crawl.get("request", {}).get("client_cert") or "")
         if local.client_cert:
             request = request._replace(client_cert=local.client_cert,
                                           client_key=local.client_key)
+        elif sent and not request.client_cert:  # (a path relative elsewhere, another host)
+            log.warning("the master's client certificate %s cannot be read here: none is "
+                        "presented; give this worker --client-cert (and --client-key)", sent)
         if not local.env_proxies:
             request = request._replace(env_proxies=False)
         log.debug("request options: %r", request)  # its repr holds no secret
