@@ -512,7 +512,6 @@ def _check_flag(flag: str, key: str, value: Any) -> None:
 _ONE_OF_MANY = {"a list of headers": "a header"}  # the only list setting a flag adds to
 
 
-
 def _address(text: str) -> tuple[str, int]:
     try:
         return parse_address(text)

@@ -81,6 +81,13 @@ class FixtureServer(ThreadingHTTPServer):
     # a crawler bug (one slow image holding back its host) as a slow test.
     request_queue_size = 128
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went away (a worker killed, a connection dropped at an exit) is
+        # what many tests do on purpose: no traceback in the test output for it.
+        if isinstance(sys.exc_info()[1], ConnectionResetError | BrokenPipeError):
+            return
+        super().handle_error(request, client_address)
+
     def __init__(self, root: Path, host: str = "127.0.0.1") -> None:
         super().__init__((host, 0), FixtureHandler)
         self.root = root
