@@ -576,9 +576,10 @@ return {0, closed, tasks, lost, unknown, duplicates}
 -- @script live_workers: now, worker_silence -> how many workers are not gone
 local now, silence = now_from(ARGV[1]), tonumber(ARGV[2])
 local live = 0
-local contacts = redis.call('ZRANGEBYSCORE', CONTACT, num(now - silence), '+inf')
-for _, worker in ipairs(contacts) do
-  if redis.call('SISMEMBER', GONE, worker) == 0 then live = live + 1 end
+local contacts = redis.call('ZRANGEBYSCORE', CONTACT, num(now - silence), '+inf',
+                           'WITHSCORES')
+for i = 1, #contacts, 2 do
+  if not is_gone(contacts[i], contacts[i + 1], now, silence) then live = live + 1 end
 end
 return live
 

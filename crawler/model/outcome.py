@@ -19,11 +19,18 @@ if TYPE_CHECKING:
 
 SEPARATOR = "--->"
 MAX_REASON_CHARS = 4096  # a failure's reason, at most (a report with a longer one is refused)
+
 # The reason of an attempt that failed on the worker's own disk, not on the image.
 STORAGE_ERROR = "storage error: "
 # The folder under the output folder that holds every stored image; the path of a
 # stored image, in a report and in manifest.jsonl, starts with it.
 IMAGES_DIR = "images"
+
+
+def one_line(reason: str) -> str:
+    """A failure's reason as results.log and the summary show it: one line, its runs of
+    spaces, tabs and line breaks made one space (a reason may come from any worker)."""
+    return " ".join(reason.split())
 
 
 class FailureKind(enum.Enum):
@@ -109,7 +116,7 @@ class Attempt(NamedTuple):
         if status.strip().lower() != "failure":
             raise ValueError(f"result {line[:200]!r} is neither success nor failure")
         # One line, of a sensible length: it goes to results.log and the summary as is.
-        reason = " ".join(reason.split())[:MAX_REASON_CHARS]
+        reason = one_line(reason)[:MAX_REASON_CHARS]
         return cls(url=url.strip(), ok=False, reason=reason or "failure")
 
 
@@ -154,7 +161,7 @@ class Outcome:
     def line(self) -> str:
         if self.ok:
             return f"{self.url}{SEPARATOR}success"
-        reason = " ".join(self.reason.split())  # one line per URL, whatever the reason held
+        reason = one_line(self.reason)  # one line per URL, whatever the reason held
         return f"{self.url}{SEPARATOR}failure: {reason}"
 
     def to_json(self) -> str:

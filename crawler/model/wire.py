@@ -18,7 +18,13 @@ from typing import Any, NotRequired, TypedDict
 from crawler.config import Limits, setting_value
 from crawler.errors import BadCrawlInfo, ConfigError
 from crawler.model.imagescope import ImagePatterns, ImageScope
-from crawler.model.outcome import ATTEMPT_FIELDS, IMAGES_DIR, MAX_REASON_CHARS, Attempt
+from crawler.model.outcome import (
+    ATTEMPT_FIELDS,
+    IMAGES_DIR,
+    MAX_REASON_CHARS,
+    Attempt,
+    one_line,
+)
 
 # Set in the environment of the workers a master starts on its own host: they store
 # into its output folder, and must not serve another master that takes its port after
@@ -132,7 +138,7 @@ def attempt_from_report(data: object) -> Attempt:
         raise ReportRefused("'kind' is not text")
     reason = data.get("reason")
     if isinstance(reason, str) and not reason.isprintable():  # one line in results.log
-        data = {**data, "reason": " ".join(reason.split())}
+        data = {**data, "reason": one_line(reason)}
     return Attempt.from_wire(data)  # the kind back to a FailureKind, as every reader needs
 
 
