@@ -294,6 +294,42 @@ def test_a_page_set_aside_after_passing_failures_is_tried_by_a_rerun(
     check_complete(out, server.url, site)
 
 
+def test_images_still_failing_for_a_passing_reason_are_tried_again_by_a_rerun(
+        make_server: Callable[[], FixtureServer], redis_server: RedisServer,
+        tmp_path: Path) -> None:
+    """As on the embedded queue: images that failed for a passing reason (503, every try
+    of the first run) are queued again with fresh tries when the crawl is started
+    again, and the files keep one line per image, the last result."""
+    server = make_server()
+    site = setup_site(server, pages=2, images_per_page=4)
+    down = set(sorted(site.images)[:3])
+    gone = sorted(site.images)[3]
+    fail_first(server, down, 503, times=3, retry_after="0")  # download.max_attempts
+    server.routes[gone] = lambda h: h.send_body(404, b"gone", "text/plain")
+    (tmp_path / "settings.toml").write_text(FAST_RETRIES)
+    out = tmp_path / "out"
+    args = ("master", server.url + "/", "--broker", redis_server.url, "--crawl", _crawl_name(),
+            "--out", str(out), "--local-workers", "1")
+    first = run_crawler(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "  to try again    3 image(s) failed for a passing reason" in first.stderr
+    assert json.loads((out / "summary.json").read_text())["images_to_retry"] == 3
+    again = run_crawler(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "3 image(s) that failed for a passing reason" in again.stderr, again.stderr
+    assert all(server.paths().count(path) == 4 for path in down)
+    assert server.paths().count(gone) == 1, "a permanent failure is not tried again"
+    entries = manifest_lines(out)
+    assert len(entries) == len(site.images) == len({e["url"] for e in entries})
+    assert [e["url"] for e in entries if e["status"] != "success"] == [server.url + gone]
+    assert json.loads((out / "summary.json").read_text())["images_to_retry"] == 0
+    results = (out / "results.log").read_text().splitlines()
+    assert len(results) == len(site.images) and sum("failure" in r for r in results) == 1
+    third = run_crawler(*args, cwd=tmp_path)
+    assert third.returncode == 0 and "tried again" not in third.stderr, third.stderr
+    assert all(server.paths().count(path) == 4 for path in down)
+
+
 def test_a_folder_keeps_the_results_of_its_own_crawl_in_either_mode(
         make_server: Callable[[], FixtureServer], redis_server: RedisServer,
         tmp_path: Path) -> None:

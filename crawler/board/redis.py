@@ -265,6 +265,13 @@ class RedisBoard:
         return bool(self._run("close_if_idle", []))
 
     @_translated
+    @_translated
+    def retry_passing_failures(self) -> int:
+        """Queue again, with fresh tries, the images whose final result was a failure
+        worth another try (a timeout, a refused connection, a 5xx or 429 every time):
+        a rerun's work, as on the embedded queue; returns how many."""
+        return int(self._run("retry_failed", []))
+
     def reopen(self) -> None:
         """The crawl has work again (pages set aside, taken up by a rerun): leases stop
         saying "closed"."""

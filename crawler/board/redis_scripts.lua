@@ -13,6 +13,9 @@ local PACED, FULL = P .. 'paced', P .. 'full'
 local INFLIGHT, NEXT, DELAY = P .. 'inflight', P .. 'next', P .. 'delay'
 local CONTACT, ASKING, GONE = P .. 'contact', P .. 'asking', P .. 'gone'
 local CLOSED, RESULTS = P .. 'closed', P .. 'results'
+-- URL -> {h, p, r, id}: a final result that was a passing failure (a timeout, a 5xx,
+-- a 429), with its place in RESULTS; a rerun of the crawl queues it again.
+local RETRY = P .. 'retry'
 local STATE_COUNT = {q = 'queued', l = 'in_flight', d = 'delayed', f = 'done'}
 local ASKING_WINDOW = 2.0
 local CLASSIC = 'classic'
@@ -191,7 +194,7 @@ local function unlease(url, it)
   it.w = nil
 end
 
-local function finish(url, it, attempt_json, worker)
+local function finish(url, it, attempt_json, worker, passing)
   local fields = {'attempt', attempt_json, 'attempts', math.max(it.a or 0, 1)}
   if it.p then table.insert(fields, 'page'); table.insert(fields, it.p) end
   if worker then table.insert(fields, 'worker'); table.insert(fields, worker) end
@@ -199,7 +202,10 @@ local function finish(url, it, attempt_json, worker)
   set_state(url, it, 'f')
   save_item(url, it)
   bump(COUNTS, 'unfinished', -1)
-  redis.call('XADD', RESULTS, '*', unpack(fields))
+  local id = redis.call('XADD', RESULTS, '*', unpack(fields))
+  if passing then
+    redis.call('HSET', RETRY, url, cjson.encode({h = it.h, p = it.p, r = it.r, id = id}))
+  end
 end
 
 -- A URL queued again at the front of its host's queue (a retry, a lease given back).
@@ -263,7 +269,7 @@ local function record_result(url, it, r, worker, now, policy)
     bump(COUNTS, 'retries', 1)
     return
   end
-  finish(url, it, r.json, worker)
+  finish(url, it, r.json, worker, not r.ok and r.transient)
 end
 
 -- Returns recorded, the URLs never queued, the URLs worker does not hold; and the
@@ -409,6 +415,30 @@ redis.call('HSET', ITEMS, ARGV[1], '')
 bump(COUNTS, 'done', 1)
 redis.call('XADD', RESULTS, '*', unpack(ARGV, 2))
 return 1
+
+-- @script retry_failed: -> how many URLs were queued again
+-- A rerun tries again the images whose final result was a passing failure, with a fresh
+-- count of tries, as the embedded mode's journal does: each loses its result (the
+-- stream entry too, so a master's files, written anew from the stream, keep one line
+-- per URL) and goes to the back of its host's queue.
+local again = 0
+local failed = redis.call('HGETALL', RETRY)
+for i = 1, #failed, 2 do
+  local url, saved = failed[i], cjson.decode(failed[i + 1])
+  local it = get_item(url)
+  if it and it.s == 'f' then
+    redis.call('XDEL', RESULTS, saved.id)
+    local item = {h = saved.h, p = saved.p, r = saved.r, s = 'q', a = 0}
+    bump(COUNTS, 'done', -1)
+    bump(COUNTS, 'queued', 1)
+    bump(COUNTS, 'unfinished', 1)
+    save_item(url, item)
+    enqueue(url, saved.h, false)
+    again = again + 1
+  end
+  redis.call('HDEL', RETRY, url)
+end
+return again
 
 -- @script remember: urls -> how many were new
 local new = 0

@@ -135,7 +135,7 @@ class Summary:
     stored_this_run: int = 0  # of succeeded, those this run stored (not an earlier one)
     pages_left: int = 0  # pages found and not visited: the page budget was spent
     pages_to_retry: int = 0  # pages that failed for a passing reason: the next run tries them
-    images_to_retry: int = 0  # the same of images (the embedded mode's next run)
+    images_to_retry: int = 0  # the same of images
     seed_failures: list[tuple[str, str]] = field(default_factory=list)  # (seed, why)
     manifest: ManifestTally = field(default_factory=ManifestTally)  # what manifest.jsonl holds
 
@@ -407,6 +407,11 @@ class Master:
         taken = frontier.take_up_set_aside()
         if taken:
             log.info("%d page(s) set aside after passing failures are tried again", taken)
+        again = self._shared_board.retry_passing_failures()
+        if again:
+            log.info("%d image(s) that failed for a passing reason (a timeout, a refused "
+                     "connection, a 5xx or 429) are tried again", again)
+        if taken or again:
             self._shared_board.reopen()  # a crawl that had ended has work again
         ledger = BrokerLedger(broker.client, frontier, self._shared_board)
         # Every outcome is on the broker: the folder's files are written anew from there.
@@ -972,8 +977,7 @@ class Master:
                        pages_read=self._pages_read, seed_failures=self._seed_failures,
                        stored_this_run=s.downloaded - s.resumed_stored,
                        pages_left=self._pages_left, pages_to_retry=self._pages_to_retry,
-                       # A broker keeps an image's failure: no later run tries it.
-                       images_to_retry=0 if self._options.broker else manifest.transient,
+                       images_to_retry=manifest.transient,
                        manifest=manifest)
 
 
