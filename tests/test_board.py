@@ -267,6 +267,31 @@ def test_a_closed_board_tells_workers(board: MakeBoard) -> None:
     assert b.lease("w", 1, 0.05) == {"closed": True, "tasks": []}
 
 
+def test_tutorial_workers_show_in_the_status_as_one_line() -> None:
+    clock = Clock()
+    b = memory_board(clock)
+    assert b.tutorial_workers() == []
+    for name in ("a", "b", "c"):
+        b.put(f"http://h/{name}.png", "h", None)
+    tasks, results = TaskQueueView(b), ResultQueueView(b)
+    assert tasks.get(timeout=0) == "http://h/a.png" and tasks.get(timeout=0) == "http://h/b.png"
+    clock.now += 2.0
+    results.put("http://h/a.png--->success")
+    [row] = b.tutorial_workers()
+    assert b.workers() == []  # the end of a crawl waits for none of them
+    assert row["worker"] == memory.CLASSIC_ROW and row["threads"] is None
+    assert (row["held"], row["done"], row["failed"]) == (1, 1, 0)
+    assert row["last_contact_s"] == 0 and not row["gone"]
+    results.put("http://h/b.png--->failure: HTTP 404")
+    assert tasks.get(timeout=0) == "http://h/c.png"
+    clock.now += 6.0  # past worker_silence: no heartbeat comes from them, and none is due
+    assert b.reap() == 0 and not b.tutorial_workers()[0]["gone"]
+    clock.now += 4.5  # past lease_timeout
+    assert b.reap() == 1  # the lease ran out
+    [row] = b.tutorial_workers()
+    assert (row["held"], row["done"], row["failed"]) == (0, 1, 1) and row["gone"]
+
+
 def test_classic_get_times_out_on_a_closed_board() -> None:
     b = memory_board(Clock())
     b.close()

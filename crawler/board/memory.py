@@ -35,6 +35,8 @@ from crawler.model.wire import LeaseAnswer, WorkerInfo
 log = logging.getLogger(__name__)
 
 LONG_HOLD = 30.0  # seconds: a Retry-After that holds a host this long is logged
+# The status line of every tutorial worker together (get_task_queue: no name, no hello).
+CLASSIC_ROW = "tutorial workers (classic)"
 ASKING_WINDOW = 2.0  # seconds: a worker that asked for work this recently shares hosts
 # Seconds an idle worker's answer waits for more URLs once it has some and none is left:
 # while pages are the limit, each page's few images made a round trip of their own
@@ -163,6 +165,9 @@ class TaskBoard:
         self._seq = itertools.count()
         self._settled: list[Settled] = []
         self._workers: dict[str, WorkerRecord] = {}
+        # Tutorial workers, all one holder: counted for status, but kept out of the
+        # records that shares and silence are reckoned on (they send no heartbeat).
+        self._classic: WorkerRecord | None = None
         self._closed = False
         self._pages_over = False  # the master expects no more puts: gather nothing
         self._unfinished = 0
@@ -310,6 +315,22 @@ class TaskBoard:
                      "gone": self._is_gone(w, now)}
                     for w in self._workers.values()]
 
+    def tutorial_workers(self) -> list[dict[str, Any]]:
+        """The tutorial workers as one line in the form of ``workers`` (none before one
+        called): how many they are is unknown (they share one holder and say no
+        hello); gone after ``lease_timeout`` of silence. Not among ``workers``, which
+        the end of a crawl waits on: they need no goodbye."""
+        w = self._classic
+        if w is None:
+            return []
+        now = self._clock()
+        with self._cond:
+            return [{"worker": w.worker, "host": None, "pid": None, "threads": None,
+                     "held": len(w.held), "done": w.done, "failed": w.failed,
+                     "bytes": w.bytes, "rate": w.done / max(1e-9, w.last_contact - w.first_seen),
+                     "last_contact_s": round(now - w.last_contact, 2),
+                     "gone": now - w.last_contact > self.policy.lease_timeout}]
+
     # ----- the workers' side -------------------------------------------------
 
     def hello(self, worker: str, info: WorkerInfo) -> None:
@@ -329,6 +350,8 @@ class TaskBoard:
             record = self._touch(worker)
             if record is not None:
                 record.last_ask = self._clock()
+            else:
+                self._classic_record(worker)
             while True:
                 if self._closed:
                     return LeaseAnswer(closed=True, tasks=[])
@@ -352,7 +375,7 @@ class TaskBoard:
         """Record ``worker``'s results for URLs it holds; the number recorded."""
         recorded = 0
         with self._cond:
-            record = self._touch(worker)
+            record = self._touch(worker) or self._classic_record(worker)
             for attempt in attempts:
                 if not self._holds(worker, attempt.url):
                     continue
@@ -474,6 +497,21 @@ class TaskBoard:
                 self._items[url].deadline = deadline
         return record
 
+    def _classic_record(self, worker: str) -> WorkerRecord | None:
+        """The tutorial workers' tally, seen now, when ``worker`` is their holder."""
+        if worker != CLASSIC:
+            return None
+        now = self._clock()
+        if self._classic is None:
+            self._classic = WorkerRecord(CLASSIC_ROW, {}, now, now)
+        self._classic.last_contact = now
+        return self._classic
+
+    def _classic_held(self, now: float) -> set[str]:
+        record = self._classic_record(CLASSIC)
+        assert record is not None
+        return record.held
+
     def _new_lane(self, host: str) -> _Lane:
         lane = self._lanes[host] = _Lane(pace=Pace(self.policy.host_delay))
         return lane
@@ -540,6 +578,8 @@ class TaskBoard:
             if record is not None:
                 record.held.add(item.url)
                 record.per_host[host] += 1
+            elif worker == CLASSIC:
+                self._classic_held(now).add(item.url)
             tasks.append((item.url, item.attempts))
             self._ready.rotate(-1)  # one URL per host per turn: fair across hosts
         return tasks
@@ -579,6 +619,8 @@ class TaskBoard:
         if record is not None:
             record.held.discard(item.url)
             record.per_host[item.host] -= 1
+        elif item.holder == CLASSIC and self._classic is not None:
+            self._classic.held.discard(item.url)
         item.holder = None
 
     def _record(self, attempt: Attempt, worker: str) -> None:

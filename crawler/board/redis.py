@@ -265,6 +265,10 @@ class RedisBoard:
         return bool(self._run("close_if_idle", []))
 
     @_translated
+    def tutorial_workers(self) -> list[dict[str, Any]]:
+        """None: tutorial workers speak to the embedded queue only."""
+        return []
+
     @_translated
     def retry_passing_failures(self) -> int:
         """Queue again, with fresh tries, the images whose final result was a failure

@@ -255,7 +255,8 @@ class Master:
         return Status(**info, seeds=list(self._options.seeds),
                       elapsed_s=round(time.monotonic() - self._started, 2),
                       progress=self._snapshot.as_dict(), board=self._board.counts(),
-                      workers=self._board.workers(), closed=self._board.closed)
+                      workers=self._board.workers() + self._board.tutorial_workers(),
+                      closed=self._board.closed)
 
     # ----- the crawl -----------------------------------------------------------
 
