@@ -468,6 +468,20 @@ def test_requests_go_through_the_proxy(kind: str, recorder: Recorder, tmp_path: 
     assert len(recorder.seen) == 2
 
 
+def test_a_proxy_that_cannot_be_reached_is_named_in_the_pages_failure(
+        recorder: Recorder, tmp_path: Path, page_get: PageGet) -> None:
+    """Not "connection refused" alone, which reads as the site's doing."""
+    port = free_port()  # nothing listens there
+    refused = page_get(options_from(tmp_path, proxy=f"http://user:pw@127.0.0.1:{port}"),
+                       recorder.url + "/page.html")
+    assert refused.failure == f"connection error: connection refused, at the proxy " \
+                              f"http://127.0.0.1:{port}", refused.failure
+    assert refused.transient
+    direct = page_get(options_from(tmp_path), f"http://127.0.0.1:{port}/page.html")
+    assert direct.failure == "connection error: connection refused", direct.failure
+    assert recorder.seen == []
+
+
 def test_an_https_proxy_is_trusted_by_the_crawls_ca_bundle(
         recorder: Recorder, ca: CertAuthority, tmp_path: Path, page_get: PageGet) -> None:
     """A private CA signs the intranet's proxy as well as its sites."""

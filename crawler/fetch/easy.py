@@ -40,7 +40,7 @@ from crawler.fetch.curlsetup import (
 )
 from crawler.fetch.engine import curl_failure
 from crawler.fetch.guard import AddressPolicy, BlockedAddress
-from crawler.fetch.options import RequestOptions
+from crawler.fetch.options import Proxies, RequestOptions
 from crawler.fetch.policy import REDIRECT_STATUSES, redirect_target
 from crawler.model.outcome import FailureKind
 
@@ -147,7 +147,7 @@ class EasyClient:
         handle, exchange = self._handle(), Exchange(url, max_bytes, wants)
         turns, started = self._turns, time.monotonic()
         if turns is not None and not turns.acquire(timeout=max(0.0, timeout)):
-            return conclude(exchange, handle, pycurl.E_OPERATION_TIMEDOUT, "")
+            return conclude(exchange, handle, pycurl.E_OPERATION_TIMEDOUT, "", self._proxies)
         try:
             return self._perform(handle, exchange, url, accept,
                                  timeout - (time.monotonic() - started))
@@ -194,7 +194,7 @@ class EasyClient:
             code, message = exc.args if len(exc.args) == 2 else (-1, exc.args[0])
         finally:
             self._local.exchange = None
-        return conclude(exchange, handle, code, str(message))
+        return conclude(exchange, handle, code, str(message), self._proxies)
 
     @property
     def share(self) -> pycurl.CurlShare:
@@ -279,11 +279,17 @@ def _admits(guard: Guard, exchange: Exchange | None, address: str) -> bool:
     return False
 
 
-def conclude(exchange: Exchange, handle: pycurl.Curl, code: int, message: str) -> Reply:
+def conclude(exchange: Exchange, handle: pycurl.Curl, code: int, message: str,
+             proxies: Proxies) -> Reply:
     """The reply of a request that libcurl ended with ``code`` (0: it went through)."""
     reply = exchange.reply
     if code and not (code == pycurl.E_WRITE_ERROR and (reply.truncated or reply.refused)):
         fail(reply, handle, code, message)  # (a write error we caused: what was read stands)
+        if code in _PROXY_FAILURES and _used_proxy(handle) and (
+                code != pycurl.E_OPERATION_TIMEDOUT or reply.failure.endswith("connecting")):
+            # Else "connection refused" reads as the site's doing, the proxy unnamed.
+            proxy = proxies.for_scheme(urlsplit(reply.url).scheme)
+            reply.failure += f", at the proxy {shown_proxy(proxy)}"
     if reply.ok:
         reply.body = b"".join(exchange.chunks) if exchange.keep else b""
     return reply
@@ -303,6 +309,27 @@ def fail(reply: Reply, handle: pycurl.Curl, code: int, message: str) -> None:
     cause = _cause(handle, code)
     reply.failure = f"{reason}: {cause}" if cause else curl_failure(code, message)[1]
     reply.kind, reply.transient = kind, transient
+
+
+# Failures to reach a proxy, when the request went through one (never the site's: a
+# site a proxy cannot reach is its 502 or 503 answer, or a tunnel's failure).
+_PROXY_FAILURES = frozenset({pycurl.E_COULDNT_CONNECT, pycurl.E_OPERATION_TIMEDOUT,
+                             pycurl.E_COULDNT_RESOLVE_PROXY})
+
+
+def _used_proxy(handle: pycurl.Curl) -> bool:
+    try:
+        return bool(handle.getinfo(pycurl.USED_PROXY))
+    except pycurl.error:
+        return False
+
+
+def shown_proxy(proxy: str) -> str:
+    """A proxy's URL as a message shows it: no user name or password."""
+    parts = urlsplit(proxy if "://" in proxy else "http://" + proxy)
+    host = parts.hostname or "?"
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
 
 
 # libcurl's errno is that of the last system call that failed, not of the failure: a

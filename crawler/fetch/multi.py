@@ -174,7 +174,8 @@ class MultiClient:
         carrier.exchange, carrier.token = None, None
         self._free.append(carrier)
         assert exchange is not None
-        self._finished.append((token, conclude(exchange, handle, code, message)))
+        self._finished.append((token, conclude(exchange, handle, code, message,
+                                               self._proxies)))
 
     # ----- libcurl's callbacks (on the owner's thread, from socket_action) --------
 
