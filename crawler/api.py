@@ -78,6 +78,8 @@ class Summary:
     stored_this_run: int = 0  # of succeeded, those this run stored (resumed: not the earlier)
     pages_left: int = 0  # pages found and not visited: the page budget (crawl.max_pages)
     # was spent; a rerun with a larger one visits them
+    images_left: int = 0  # images found and not queued: the image budget (crawl.max_images)
+    # was spent; a rerun with a larger one queues them
     pages_to_retry: int = 0  # pages and images that failed for a passing reason (a timeout,
     images_to_retry: int = 0  # a 5xx, 429, a refused connection): the next run tries them
     seed_failures: tuple[tuple[str, str], ...] = ()  # (seed, why) for seeds that failed
@@ -127,7 +129,8 @@ def summarize(master: MasterSummary, seeds: tuple[str, ...], *, dry_run: bool,
         hosts={host: {"succeeded": c["succeeded"], "failed": c["failed"], "bytes": c["bytes"]}
                for host, c in sorted(tally.hosts.items(), key=lambda kv: -sum(kv[1].values()))},
         download_s=download_s, attempts=tally.attempts, stored_this_run=master.stored_this_run,
-        pages_left=master.pages_left, pages_to_retry=master.pages_to_retry,
+        pages_left=master.pages_left, images_left=master.images_left,
+        pages_to_retry=master.pages_to_retry,
         images_to_retry=master.images_to_retry,
         seed_failures=tuple((seed, why) for seed, why in master.seed_failures),
         started_at=started_at, finished_at=finished_at, out_dir=out,

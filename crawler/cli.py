@@ -568,6 +568,9 @@ def format_summary(summary: ApiSummary) -> str:
         *([f"  not visited     {summary.pages_left} pages found: the page budget "
            "(--max-pages) was spent; a rerun with a larger one goes on"]
           if summary.pages_left else []),
+        *([f"  not queued      {summary.images_left} images found: the image budget "
+           "(--max-images) was spent; a rerun with a larger one goes on"]
+          if summary.images_left else []),
         *([f"  to try again    {_to_retry(summary)} failed for a passing reason (a timeout, "
            "5xx, 429, a refused connection): the same command again tries them"]
           if summary.pages_to_retry or summary.images_to_retry else []),

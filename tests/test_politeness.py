@@ -279,6 +279,12 @@ def test_max_pages_max_images_and_page_size_bound_the_crawl(
     assert json.loads((out / "summary.json").read_text())["pages_left"] == left
     assert f"  not visited     {left} pages found: the page budget (--max-pages) was spent" \
         in err, err
+    # And the images it left out: those of the pages read, past the first eight.
+    numbers = {0 if page == "/" else int(page.split("/")[-1].split(".")[0]) for page in pages}
+    over = sum(image.split("/")[2] in map(str, numbers) for image in site.images) - 8
+    assert over > 0 and json.loads((out / "summary.json").read_text())["images_left"] == over
+    assert f"  not queued      {over} images found: the image budget (--max-images) was " \
+           "spent; a rerun with a larger one goes on" in err, err
 
     cut = make_server()
     tags = "".join(f'<img src="/i{n}.png">' for n in range(40))

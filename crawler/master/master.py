@@ -134,6 +134,7 @@ class Summary:
     pages_read: int = 0  # pages fetched and parsed in this run
     stored_this_run: int = 0  # of succeeded, those this run stored (not an earlier one)
     pages_left: int = 0  # pages found and not visited: the page budget was spent
+    images_left: int = 0  # images found and not queued: the image budget was spent
     pages_to_retry: int = 0  # pages that failed for a passing reason: the next run tries them
     images_to_retry: int = 0  # the same of images
     seed_failures: list[tuple[str, str]] = field(default_factory=list)  # (seed, why)
@@ -221,6 +222,7 @@ class Master:
         self._queued_since: float | None = None  # when images were first seen waiting
         self._seed_failures: list[tuple[str, str]] = []
         self._pages_left = 0  # pages found and not visited for the page budget (max_pages)
+        self._images_over: set[str] = set()  # images met past the image budget (max_images)
         self._pages_to_retry = 0  # pages failed for a passing reason, left for the next run
 
     def stop(self) -> None:
@@ -775,9 +777,11 @@ class Master:
         max_images = self._settings.crawl.max_images
         complete = True
         listed: list[str] = []  # a dry run's output: the page's new images, in one write
-        for image, refused, ref in visit.images:
+        for at, (image, refused, ref) in enumerate(visit.images):
             if max_images and self._snapshot.found >= max_images:
                 complete = False  # a rerun with a larger budget reads this page again
+                self._images_over.update(
+                    url for url, _, _ in visit.images[at:] if url not in self._images_seen)
                 break
             if image in self._images_seen or (self._shared_frontier is None
                                               and self._board.known(image)):
@@ -978,6 +982,7 @@ class Master:
                        pages_read=self._pages_read, seed_failures=self._seed_failures,
                        stored_this_run=s.downloaded - s.resumed_stored,
                        pages_left=self._pages_left, pages_to_retry=self._pages_to_retry,
+                       images_left=len(self._images_over - self._images_seen),
                        images_to_retry=manifest.transient,
                        manifest=manifest)
 
