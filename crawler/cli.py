@@ -581,8 +581,12 @@ def format_summary(summary: ApiSummary) -> str:
     ]
     if summary.failures_by_reason:
         lines.append("  top failure reasons:")
-        lines += [f"    {count:6d}  {reason}"
-                  for reason, count in list(summary.failures_by_reason.items())[:5]]
+        reasons = list(summary.failures_by_reason.items())
+        lines += [f"    {count:6d}  {reason}" for reason, count in reasons[:5]]
+        if len(reasons) > 5:
+            lines.append(f"    {sum(count for _, count in reasons[5:]):6d}  for "
+                         f"{len(reasons) - 5} other reason(s): failures_by_reason in "
+                         f"{summary.summary_json or 'summary.json'}")
     failing = sorted(((counts["failed"], host) for host, counts in summary.hosts.items()
                       if counts["failed"]), reverse=True)[:5]
     if failing:

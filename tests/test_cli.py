@@ -10,15 +10,19 @@ import socket
 import subprocess
 import sysconfig
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from crawler.demo.site import png
 
 from .conftest import (
     FixtureServer,
     crawler_command,
     finish,
     free_port,
+    manifest_lines,
     run_crawler,
     start_crawler,
     wait_for_queue_address,
@@ -554,6 +558,34 @@ def test_master_json_prints_the_summary_and_writes_summary_json(
     assert printed["download_s"]["max"] >= printed["download_s"]["mean"] > 0
     assert printed["pages"] >= 1 and printed["manifest"] == str(out / "manifest.jsonl")
     assert "crawl completed" not in result.stderr  # the text summary gives way to the JSON
+
+
+def test_failures_that_differ_only_in_their_measure_are_one_reason(
+        tmp_path: Path, make_server: Callable[[], FixtureServer], authkey: str) -> None:
+    """Twelve icons of twelve sizes under min_width are "too small" twelve times, not
+    twelve reasons; the manifest keeps each size. Past five reasons, the rest are summed."""
+    server = make_server()
+    icons = "".join(f'<img src="/i{n}.png">' for n in range(12))
+    gone = "".join(f'<img src="/e{n}.png">' for n in range(5))
+    server.routes["/"] = lambda h: h.send_body(200, f"<p>{icons}{gone}".encode(), "text/html")
+    for n in range(12):
+        server.routes[f"/i{n}.png"] = lambda h, n=n: h.send_body(200, png(8 + n, 8, n),
+                                                                  "image/png")
+    for n, status in enumerate((401, 403, 404, 410, 451)):
+        server.routes[f"/e{n}.png"] = lambda h, status=status: h.send_body(
+            status, b"no", "text/plain")
+    (tmp_path / "settings.toml").write_text("[download]\nmin_width = 100\n")
+    out = tmp_path / "out"
+    result = run_crawler("master", server.url + "/", "--local-workers", "1", "--out", str(out),
+                         "--bind", "127.0.0.1:0", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    reasons = json.loads((out / "summary.json").read_text())["failures_by_reason"]
+    assert reasons["too small"] == 12 and len(reasons) == 6, reasons
+    assert "        12  too small\n" in result.stderr, result.stderr
+    assert f"         1  for 1 other reason(s): failures_by_reason in {out}/summary.json" \
+        in result.stderr, result.stderr
+    sizes = {e["reason"] for e in manifest_lines(out) if e["reason"].startswith("too small")}
+    assert sizes == {f"too small: {8 + n}x8" for n in range(12)}
 
 
 def test_readme_settings_table_names_every_settings_flag() -> None:

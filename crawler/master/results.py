@@ -23,6 +23,16 @@ from crawler.model.files import MANIFEST_NAME, PAGES_NAME, RESULTS_NAME
 from crawler.model.outcome import Outcome
 from crawler.model.urls import host_key_of_normalized
 
+# Reasons that end with the image's own measure ("too small: 10x10", "too large: 2097226
+# bytes > 1048576"): counted under their first words, or a summary of many small icons
+# lists a reason per size. The manifest keeps each whole.
+_MEASURED = ("too small:", "too big:", "too large:")
+
+
+def reason_counted(reason: str) -> str:
+    """The key ``reason`` is counted under in the summary's failures by reason."""
+    return reason.split(":", 1)[0] if reason.startswith(_MEASURED) else reason
+
 
 class ManifestTally:
     """What manifest.jsonl holds, counted as its lines are written.
@@ -51,7 +61,7 @@ class ManifestTally:
             host["bytes"] += outcome.bytes or 0
         else:
             host["failed"] += 1
-            self.reasons[outcome.reason or "unknown"] += 1
+            self.reasons[reason_counted(outcome.reason) or "unknown"] += 1
             self.transient += outcome.transient
         self.entries += 1
         self.seconds += outcome.elapsed_s
