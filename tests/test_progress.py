@@ -8,6 +8,7 @@ import os
 import pty
 import re
 import struct
+import sys
 import termios
 from collections.abc import Iterator
 
@@ -111,6 +112,31 @@ def test_a_resumed_crawl_rates_count_this_run_only(
     final = read_screen(controller)
     assert final[0].endswith("|  93%  in 0:04"), final
     assert final[1].endswith("3.7 GB 1.0 MB/s average  retries 0"), final
+
+
+def test_live_lines_show_on_a_terminal_nobody_sized(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pseudo-terminal that reports 0 rows and 0 columns (script(1), some CI runners):
+    80 columns and the lines drawn all the same, not hidden until the end."""
+    controller, term = pty.openpty()
+    fcntl.ioctl(term, termios.TIOCSWINSZ, struct.pack("HHHH", 0, 0, 0, 0))
+    stream = os.fdopen(term, "w", encoding="utf-8")
+    monkeypatch.setattr(sys, "stderr", stream)  # tqdm sizes standard error's terminal
+    for name in ("LINES", "COLUMNS"):
+        monkeypatch.delenv(name, raising=False)
+    try:
+        clock = Clock()
+        reporter = TqdmReporter(stream, clock=clock)
+        snapshot = Snapshot(pages=5, found=100, downloaded=40, workers=2)
+        reporter.update(snapshot)
+        clock.now += 1.0
+        snapshot.downloaded += 10
+        reporter.update(snapshot)
+        live = read_screen(controller)
+        assert live and live[0].startswith("images 50/100"), live
+        reporter.close()
+    finally:
+        stream.close()
+        os.close(controller)
 
 
 def plain_reporter(clock: Clock) -> tuple[PlainReporter, io.StringIO]:

@@ -257,7 +257,8 @@ class TqdmReporter:
 
             self._bars = [tqdm(file=self._stream, position=n, bar_format="{desc}",
                                leave=True, ncols=len(lines[n]) + 1, mininterval=0,
-                               miniters=0) for n in range(len(lines))]
+                               miniters=0, nrows=terminal_rows(self._stream))
+                          for n in range(len(lines))]
         for bar, line in zip(self._bars, lines, strict=True):
             bar.ncols = len(line) + 1
             bar.set_description_str(line.replace("{", "{{").replace("}", "}}"), refresh=False)
@@ -274,6 +275,19 @@ def terminal_width(stream: TextIO, fallback: int = 80) -> int:
     except (OSError, ValueError):
         columns = 0
     return columns if columns >= 20 else fallback
+
+
+def terminal_rows(stream: TextIO, fallback: int = 24) -> int:
+    """Rows of the terminal ``stream`` writes to; ``fallback`` when it reports too few.
+
+    tqdm asks standard error's terminal itself, and takes an unsized one's -1 rows
+    as a screen too small for any line: nothing showed until the crawl ended.
+    """
+    try:
+        rows = os.get_terminal_size(stream.fileno()).lines
+    except (OSError, ValueError):
+        rows = 0
+    return rows if rows >= 2 else fallback
 
 
 class TqdmLogHandler(logging.Handler):
@@ -360,7 +374,8 @@ class WorkerLine:
         if self._bar is None:
             from tqdm import tqdm
 
-            self._bar = tqdm(file=self._stream, bar_format="{desc}", mininterval=0, miniters=0)
+            self._bar = tqdm(file=self._stream, bar_format="{desc}", mininterval=0, miniters=0,
+                             nrows=terminal_rows(self._stream))
         self._bar.ncols = len(line) + 1
         self._bar.set_description_str(line.replace("{", "{{").replace("}", "}}"), refresh=False)
         self._bar.refresh()
