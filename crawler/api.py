@@ -34,7 +34,7 @@ from typing import Any
 
 from crawler import __version__
 from crawler.config import DEFAULTS, Settings, load_settings, parse_address
-from crawler.errors import AuthkeyError, InvalidURL, NothingCrawled, UsageError
+from crawler.errors import AuthkeyError, InvalidURL, NothingCrawled, UnknownSetting, UsageError
 from crawler.model.files import SUMMARY_NAME
 
 if typing.TYPE_CHECKING:
@@ -187,10 +187,11 @@ def read_seed_file(path: str) -> list[str]:
     return seeds
 
 
-def settings_with(settings: Settings | None, overrides: Mapping[str, Any]) -> Settings:
+def settings_with(settings: Settings | None, overrides: Mapping[str, Any],
+                  caller: str = "crawl()") -> Settings:
     """``settings`` (default: the settings file found as the command finds it) with
-    keyword overrides: ``depth=1`` or ``crawl__depth=1``; a name that is no setting is a
-    TypeError, as for any unknown keyword."""
+    keyword overrides: ``depth=1`` or ``crawl__depth=1``; a name that is no setting is
+    an UnknownSetting (a ConfigError, and a TypeError as for any unknown keyword)."""
     base = settings if settings is not None else load_settings(None)
     if not overrides:
         return base
@@ -203,11 +204,13 @@ def settings_with(settings: Settings | None, overrides: Mapping[str, Any]) -> Se
             continue
         homes = [s for s, keys in sections.items() if name in keys]
         if len(homes) != 1:
-            raise TypeError(f"unknown setting {name!r}" if not homes else
-                            f"setting {name!r} is ambiguous: say {homes[0]}__{name}")
+            raise UnknownSetting(
+                f"{caller} arguments: {name!r} is no setting (a setting's key, such as "
+                "depth=1, or SECTION__KEY, such as crawl__depth=1)" if not homes else
+                f"{caller} arguments: setting {name!r} is ambiguous: say {homes[0]}__{name}")
         dotted[f"{homes[0]}.{name}"] = value
     return base.with_values({k: list(v) if isinstance(v, list | tuple) else v
-                             for k, v in dotted.items()}, source="crawl() arguments")
+                             for k, v in dotted.items()}, source=f"{caller} arguments")
 
 
 def _with_out(overrides: dict[str, Any], out: str | os.PathLike[str] | None) -> dict[str, Any]:
@@ -483,7 +486,7 @@ def run_worker(master: str | None, *, out: str | os.PathLike[str] | None = None,
         from crawler.board.redis_client import BrokerClient
 
     _check_kinds(settings, out, authkey)
-    chosen = settings_with(settings, _with_out(overrides, out))
+    chosen = settings_with(settings, _with_out(overrides, out), "run_worker()")
     client: MasterClient | BrokerClient
     if broker is not None:
         from crawler.board.redis_client import BrokerClient

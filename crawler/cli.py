@@ -484,7 +484,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     for flag, key, *_ in SETTING_FLAGS.get(args.command, []):
         if key in overrides:
             _check_flag(flag, key, overrides[key])
-    return settings.with_values(overrides) if overrides else settings
+    return settings.with_values(overrides, "command line") if overrides else settings
 
 
 def _check_flag(flag: str, key: str, value: Any) -> None:

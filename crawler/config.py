@@ -296,7 +296,7 @@ class Settings(NamedTuple):
     security: SecuritySettings = SecuritySettings()
     http: HttpSettings = HttpSettings()
 
-    def with_values(self, values: Mapping[str, Any], source: str = "command line") -> Settings:
+    def with_values(self, values: Mapping[str, Any], source: str = "with_values()") -> Settings:
         """Return a copy with ``{"section.key": value}`` applied, validated like a file."""
         nested: dict[str, dict[str, Any]] = {}
         for dotted, value in values.items():

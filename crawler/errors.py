@@ -55,6 +55,11 @@ class ConfigError(CrawlerError):
     exit_code = 2
 
 
+class UnknownSetting(ConfigError, TypeError):
+    """A keyword argument of ``crawl()`` or ``run_worker()`` that names no setting: a
+    ConfigError like any wrong setting, and a TypeError like any unknown keyword."""
+
+
 class AuthkeyError(CrawlerError):
     exit_code = 2
 

@@ -110,8 +110,14 @@ def test_crawl_raises_instead_of_exiting(tmp_path: Path) -> None:
         crawler.crawl(["ftp://x.example/"], out=tmp_path / "out")
     with pytest.raises(ConfigError, match=r"crawl\.depth"):
         crawler.crawl(["http://127.0.0.1:1/"], out=tmp_path / "out", depth=-1)
-    with pytest.raises(TypeError, match="unknown setting 'dpeth'"):
-        crawler.crawl(["http://127.0.0.1:1/"], out=tmp_path / "out", dpeth=1)
+    for unknown in ({"dpeth": 1}, {"crawl__dpth": 1}):
+        # A wrong setting as README says (ConfigError), and an unknown keyword (TypeError).
+        with pytest.raises(ConfigError, match=r"crawl\(\) arguments: '(crawl__dpth|dpeth)' "
+                                              "is no setting") as caught:
+            crawler.crawl(["http://127.0.0.1:1/"], out=tmp_path / "out", **unknown)
+        assert isinstance(caught.value, TypeError) and caught.value.exit_code == 2
+    with pytest.raises(ConfigError, match=r"run_worker\(\) arguments: worker\.threads"):
+        crawler.run_worker("127.0.0.1:1", out=tmp_path / "out", threads="x", authkey="k" * 32)
     assert process_state() == before
 
 

@@ -86,7 +86,7 @@ def test_missing_settings_file_is_an_error(tmp_path: Path) -> None:
 
 
 def test_flag_values_are_validated_like_the_file() -> None:
-    with pytest.raises(ConfigError, match=r"command line: crawl\.depth"):
+    with pytest.raises(ConfigError, match=r"with_values\(\): crawl\.depth"):
         Settings().with_values({"crawl.depth": -3})
 
 
