@@ -312,7 +312,8 @@ def test_folders_merge_and_a_workers_copied_folder_fills_its_tiles(tmp_path: Pat
     (figure,) = [fig for fig in alone.select("figure.image") if "far.png" in fig.get_text()]
     assert figure.img is None
     assert "stored on far-host (worker far-host:77:ab12)" in figure.get_text()
-    assert ("1 stored in workers' own output folders (by workers on far-host (1))"
+    assert ("1 recorded as stored, and not in this folder (by workers on far-host (1)): "
+            "deleted or moved since, or stored in workers' own output folders on other hosts"
             in alone.select_one("#elsewhere").get_text())
 
     index = write_report([master, copied])

@@ -461,9 +461,11 @@ def render(manifest: Manifest, folders: Path | Sequence[Path]) -> str:
         if context.elsewhere:
             hosts = ", ".join(f"{escape(host)} ({count})"
                               for host, count in context.elsewhere.most_common(5))
-            add(f": {sum(context.elsewhere.values())} stored in workers' own output folders "
-                f"(by workers on {hosts}). Name those folders too (copied here from another "
-                "host): <code>crawler report "
+            # A local worker stores here: its file missing was deleted or moved since.
+            add(f": {sum(context.elsewhere.values())} recorded as stored, and not in "
+                f"{'these folders' if len(folders) > 1 else 'this folder'} (by workers on "
+                f"{hosts}): deleted or moved since, or stored in workers' own output folders "
+                "on other hosts; name those too (copied here): <code>crawler report "
                 f"{escape(str(folders[0]))} WORKER_FOLDER</code>")
         add(".</p>\n")
     if manifest.malformed:
@@ -575,7 +577,7 @@ def _figure(out: list[str], entry: Entry, page_number: int, page_html: str,
         else:
             worker_host = (entry.worker or "").partition(":")[0]
             context.elsewhere[worker_host or "an unknown host"] += 1
-            note = (f"stored on {escape(worker_host) or 'an unknown host'}"
+            note = (f"not here; stored on {escape(worker_host) or 'an unknown host'}"
                     f"{f' (worker {escape(entry.worker)})' if entry.worker else ''}<br>"
                     f"<code>{escape(entry.path)}</code>")
         add(f'<p class="missing">{note}</p>')
