@@ -337,11 +337,21 @@ def run() -> NoReturn:
             stream.flush()
         except ValueError:
             pass  # closed by the command itself: nothing left to write
-        except OSError:
+        except OSError as exc:
             # Output lost (a full disk, a closed pipe): say so by the status, as
             # Python's own exit does, and keep a more specific one.
             code = code or EXIT_OUTPUT_LOST
+            if stream is sys.stdout:
+                _say_output_lost(exc)
     os._exit(code)
+
+
+def _say_output_lost(exc: OSError) -> None:
+    """One line on standard error, where it can still be written; else nothing more."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(f"crawler: error: standard output cannot be written "
+                         f"({exc.strerror or exc})\n")
+        sys.stderr.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -355,7 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error argparse printed
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
-    except OSError:  # the help or the usage message could not be written
+    except OSError as exc:  # the help or the usage message could not be written
+        _say_output_lost(exc)
         return EXIT_OUTPUT_LOST
     try:
         log_handler = _log_handler(args.verbose, args.log_file)

@@ -97,6 +97,8 @@ def test_the_installed_crawler_command_keeps_exit_status_and_output(tmp_path: Pa
                                       stderr=subprocess.PIPE, text=True, timeout=60,
                                       env=buffered, check=False)
             assert lost.returncode == 120, (help_args, lost.stderr)
+            assert lost.stderr == ("crawler: error: standard output cannot be written "
+                                   "(No space left on device)\n"), (help_args, lost.stderr)
 
 
 def error_line(result: object) -> str:
