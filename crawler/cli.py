@@ -771,8 +771,9 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     elif args.master is None:
         raise UsageError(f"no master: give its HOST:PORT, or --broker URL (or ${BROKER_ENV})")
     else:
+        address = _address(args.master)  # a mistyped address before a missing key
         authkey = load_authkey(args.authkey_file, generate=False, empty_hint=MASTERS_KEY_HINT)
-        status = fetch_status(_address(args.master), authkey.key)
+        status = fetch_status(address, authkey.key)
     write_out(json.dumps(status, indent=2) if args.json else format_status(status))
     return 0
 

@@ -401,7 +401,11 @@ def find_settings(explicit: Path | None = None, *, environ: Mapping[str, str] | 
     if explicit is not None:
         return SettingsSource(explicit)
     if env.get(SETTINGS_ENV):
-        return SettingsSource(Path(env[SETTINGS_ENV]))
+        named = Path(env[SETTINGS_ENV])
+        if not named.exists():  # said with where its name came from: set long ago, forgotten
+            raise ConfigError(f"{named}: settings file not found (named by ${SETTINGS_ENV}; "
+                              "unset it to use the default settings)")
+        return SettingsSource(named)
     notes: list[str] = []
     local = (cwd or Path.cwd()) / DEFAULT_SETTINGS_FILE
     if local.is_file():

@@ -166,11 +166,29 @@ def test_port_in_use_exits_4(tmp_path: Path, site: FixtureServer) -> None:
         result = run_crawler("master", site.url + "/", "--bind", f"127.0.0.1:{port}",
                              "--out", str(tmp_path / "out"), cwd=tmp_path, env=no_key)
     assert result.returncode == 4
+    assert error_line(result).endswith("(choose another port with --bind)"), result.stderr
     assert f"cannot serve the queue on 127.0.0.1:{port}" in error_line(result)
     # Nothing was fetched or recorded, not even the key made for it: a later run there
     # starts clean.
     assert site.paths() == []
     assert not (tmp_path / "out").exists()
+
+
+def test_a_bind_address_that_is_not_this_hosts_is_not_blamed_on_the_port(
+        tmp_path: Path, authkey: str) -> None:
+    result = run_crawler("master", "http://127.0.0.1:1/", "--bind", "192.0.2.1:0",
+                         "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 4, result.stderr
+    assert error_line(result).endswith(
+        "(give --bind an address of this host, such as 127.0.0.1:PORT)"), result.stderr
+
+
+def test_status_names_a_mistyped_address_before_a_missing_key(tmp_path: Path) -> None:
+    no_key = {k: v for k, v in os.environ.items() if k != "CRAWLER_AUTHKEY"}
+    result = run_crawler("status", "foo", cwd=tmp_path, env=no_key)
+    assert result.returncode == 2
+    assert error_line(result).startswith("crawler: error: bad master address: 'foo'"), \
+        result.stderr
 
 
 @pytest.mark.parametrize("command", [["master", "http://127.0.0.1:1/", "--bind", "[::1]:9000"],
@@ -276,7 +294,9 @@ def test_worker_pointed_at_something_else_says_so(site: FixtureServer, tmp_path:
     port = site.server_address[1]
     result = run_crawler("worker", f"127.0.0.1:{port}", "--connect-wait", "1", cwd=tmp_path)
     assert result.returncode == 1
-    assert f"no handshake from 127.0.0.1:{port} within 5 s" in result.stderr
+    assert f"could not reach the master at 127.0.0.1:{port} within 1 s: " in result.stderr
+    assert f"127.0.0.1:{port} took the connection and made no handshake" in result.stderr
+    assert " 5 s" not in result.stderr, "one wait is said: the one the user set"
     assert "is that a crawler master's queue port?" in result.stderr
 
 

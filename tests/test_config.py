@@ -157,6 +157,10 @@ def test_the_first_settings_file_found_wins(tmp_path: Path) -> None:
     assert find_settings(None, environ=env, cwd=cwd).path == cwd / "settings.toml"
     named = tmp_path / "named.toml"
     env["CRAWLER_SETTINGS"] = str(named)
+    with pytest.raises(ConfigError, match=r"named\.toml: settings file not found \(named by "
+                                          r"\$CRAWLER_SETTINGS; unset it"):
+        find_settings(None, environ=env, cwd=cwd)  # where the name came from is said
+    named.write_text("[crawl]\ndepth = 3\n")
     assert find_settings(None, environ=env, cwd=cwd).path == named
     flag = tmp_path / "flag.toml"
     assert find_settings(flag, environ=env, cwd=cwd).path == flag

@@ -20,6 +20,7 @@ master otherwise blocks a worker forever.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import socket
 import struct
@@ -115,7 +116,8 @@ def _client(address: Any, family: str | None = None, authkey: bytes | None = Non
     except BlockingIOError as exc:  # the deadline passed: something else listens there
         conn.close()
         host, port = address[:2]
-        raise ConnectionError(f"no handshake from {host}:{port} within {HANDSHAKE_DEADLINE:g} s: "
+        # No seconds said: the caller's own wait (--connect-wait) is the one a user set.
+        raise ConnectionError(f"{host}:{port} took the connection and made no handshake: "
                               "is that a crawler master's queue port?") from exc
     with socket.socket(fileno=conn.fileno()) as view:
         _set_deadline(view, FIRST_CALL_DEADLINE)
@@ -333,8 +335,13 @@ class QueueServer:
         try:
             self._server = _GuardedServer(CrawlerManager._registry, address, authkey, SERIALIZER)
         except OSError as exc:
+            # Advice for what failed: a port in use or not ours, or a name or address
+            # that is not this host's.
+            hint = ("choose another port with --bind" if exc.errno in (errno.EADDRINUSE,
+                                                                       errno.EACCES)
+                    else "give --bind an address of this host, such as 127.0.0.1:PORT")
             raise BindError(f"cannot serve the queue on {address[0]}:{address[1]}: "
-                            f"{exc.strerror or exc} (choose another port with --bind)") from exc
+                            f"{exc.strerror or exc} ({hint})") from exc
         self._server.max_handshaking = max_handshaking
         # Server() listens with a backlog of 16; a crowd of workers needs more.
         # Listener keeps its socket private; this is the only way to its backlog.
