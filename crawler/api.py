@@ -249,8 +249,9 @@ def crawl(seeds: str | Iterable[str], *, out: str | os.PathLike[str] | None = No
 
     Raises :class:`~crawler.errors.NothingCrawled` when no seed page could be
     fetched, and the other :class:`~crawler.errors.CrawlerError` kinds for bad
-    settings, an unusable output folder or a port in use. SIGINT and SIGTERM
-    stop the crawl cleanly while it runs (from the main thread only); a second
+    settings, an unusable output folder or a port in use. SIGINT, SIGTERM and
+    SIGHUP (unless ignored) stop the crawl cleanly while it runs (from the main
+    thread only); a second
     SIGINT raises ``KeyboardInterrupt``; the previous handlers are back afterwards.
     """
     from crawler.master.authkey import master_authkey
@@ -433,13 +434,17 @@ def _write_summary(summary: Summary) -> None:
 
 @contextlib.contextmanager
 def _signals_handled_by(handler: Callable[..., None]) -> Iterator[None]:
-    """SIGINT and SIGTERM go to ``handler`` inside the block, to what they went to before
-    after it. Signal handlers can only be set from the main thread: elsewhere this
-    sets none (the caller's own handling stays)."""
+    """SIGINT, SIGTERM and SIGHUP go to ``handler`` inside the block, to what they went
+    to before after it. A SIGHUP ignored already stays ignored (``nohup``: the process
+    was asked to outlive its terminal). Signal handlers can only be set from the main
+    thread: elsewhere this sets none (the caller's own handling stays)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    handled = [signal.SIGINT, signal.SIGTERM]
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        handled.append(signal.SIGHUP)  # a closed terminal or ssh session: stop cleanly
+    previous = {signum: signal.getsignal(signum) for signum in handled}
     try:
         for signum in previous:
             signal.signal(signum, handler)
@@ -471,9 +476,10 @@ def run_worker(master: str | None, *, out: str | os.PathLike[str] | None = None,
     With ``broker`` instead of ``master``, the worker works for the crawl
     ``crawl_name`` (default: the broker's only one) in Redis, with no master
     in between. ``authkey`` defaults to ``$CRAWLER_AUTHKEY``; ``progress`` is called with
-    (images done, failed, bytes). While it runs, SIGINT or SIGTERM (from the
-    main thread) hands the worker's URLs back and ends it, with ``stop_reason``
-    ``"interrupted"`` or ``"SIGTERM"``; the previous handlers are back afterwards.
+    (images done, failed, bytes). While it runs, SIGINT, SIGTERM or SIGHUP (from the
+    main thread; SIGHUP unless ignored) hands the worker's URLs back and ends it, with
+    ``stop_reason`` ``"interrupted"``, ``"SIGTERM"`` or ``"SIGHUP"``; the previous
+    handlers are back afterwards.
     Raises :class:`~crawler.errors.MasterUnreachable`,
     :class:`~crawler.errors.AuthenticationFailed` and the other ``CrawlerError``
     kinds instead of exiting.
@@ -510,7 +516,7 @@ def run_worker(master: str | None, *, out: str | os.PathLike[str] | None = None,
                                   env_proxies=chosen.http.env_proxies),
                     on_progress=(lambda stats: progress(stats.done, stats.failed, stats.bytes))
                     if progress else (lambda stats: None))
-    signals = {signal.SIGINT: "interrupted", signal.SIGTERM: "SIGTERM"}
+    signals = {signal.SIGINT: "interrupted", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
     started = time.monotonic()
     try:
         with _signals_handled_by(lambda signum, _frame: worker.stop(signals[signum])):

@@ -6,8 +6,8 @@ refused); 2 bad usage or settings; 3 the output folder cannot be written
 (or its crawl journal is damaged); 4 the queue port cannot be bound; 5 no
 seed page could be fetched (the message gives the cause: connection refused,
 DNS, an untrusted certificate); 120 what the command printed could not be
-written (a full disk, a closed pipe); 130 interrupted (Ctrl-C or SIGTERM on
-the master, after saving its state).
+written (a full disk, a closed pipe); 130 interrupted (Ctrl-C, SIGTERM or a
+hang-up on the master, after saving its state).
 
 ``main(argv)`` always returns its status; only ``run()``, the ``crawler``
 command's entry point, ends the process. This module imports nothing heavy
@@ -540,9 +540,15 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
     from crawler.api import run_crawl
     from crawler.ui.progress import write_above_bars
 
+    # Asked now: once the terminal hangs up, isatty() is false for it (EIO).
+    terminal = [fd for fd in (1, 2) if os.isatty(fd)]
+
     def note_stopping(signum: int) -> None:
         # From a thread of its own: the handler may run while this thread holds the
         # logging or tqdm lock. Written above the live lines, like any log line.
+        if signum == signal.SIGHUP:
+            _leave_the_terminal(terminal)  # gone: no note, and no write may fail there
+            return
         again = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM (or Ctrl-C)"
         threading.Thread(target=write_above_bars, daemon=True, args=(
             f"crawler: stopping after the pages in flight; {again} again to quit now",)).start()
@@ -560,6 +566,19 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
                         on_signal_note=note_stopping, on_summary=show, broker=broker,
                         crawl_name=crawl_name, join=join, worker_command=main)
     return EXIT_INTERRUPTED if summary.interrupted else 0
+
+
+def _leave_the_terminal(terminal: list[int]) -> None:
+    """After a hang-up, the descriptors in ``terminal`` (standard output and error that
+    were the terminal) go to /dev/null: every write there would fail (EIO) and end the
+    crawl before its state and summary are saved. A log file (-o) goes on."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            for fd in terminal:
+                os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
 
 
 def write_out(text: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -12,6 +13,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import termios
 import time
 from collections.abc import Callable
@@ -33,6 +35,7 @@ from .conftest import (
     wait_for_queue_address,
 )
 from .test_end_to_end import EXPECTED_FAILED, EXPECTED_OK
+from .test_recovery import check_complete, setup_site
 
 
 def test_without_a_terminal_progress_is_plain_lines_and_a_summary(
@@ -382,3 +385,74 @@ def test_report_output_that_cannot_be_written_is_exit_120(tmp_path: Path) -> Non
     assert result.returncode == 120, result.stderr
     assert result.stderr.strip() == ("crawler: error: standard output cannot be written"
                                      " (No space left on device)")
+
+
+# Made the session's controlling terminal, then the crawler: a hang-up reaches it as
+# it reaches a command run in an ssh session that drops.
+_ON_ITS_OWN_TERMINAL = ("import os, sys, fcntl, termios; os.setsid(); "
+                        "fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+                        "os.execvp(sys.argv[1], sys.argv[1:])")
+# What nohup does: SIGHUP ignored (which exec keeps), the output in a file.
+_NOHUP = _ON_ITS_OWN_TERMINAL.replace("os.setsid(); ", "os.setsid(); import signal; "
+                                      "signal.signal(signal.SIGHUP, signal.SIG_IGN); ")
+
+
+def test_a_hang_up_stops_the_master_cleanly_and_a_rerun_completes_the_crawl(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    """Its terminal closed (ssh dropped), the master stops as after SIGTERM: its state and
+    summary saved, its workers' images handed back, nothing written to the dead terminal
+    ending it first. A rerun completes the crawl."""
+    server = make_server()
+    site = setup_site(server, pages=2, images_per_page=40, image_delay=0.05)
+    out = tmp_path / "out"
+    args = crawler_command("master", server.url + "/", "--out", str(out), "--local-workers",
+                           "2", "--threads", "2", "--bind", "127.0.0.1:0")
+    process = _hang_up_while_crawling(_ON_ITS_OWN_TERMINAL, args, tmp_path)
+    assert process.wait(timeout=60) == 130
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] and 0 < summary["succeeded"] < len(site.images)
+    rerun = run_crawler("master", server.url + "/", "--out", str(out), "--local-workers", "1",
+                        "--bind", "127.0.0.1:0", cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    check_complete(out, server.url, site)
+
+
+def test_under_nohup_a_hang_up_is_still_ignored(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    server = make_server()
+    site = setup_site(server, pages=2, images_per_page=40, image_delay=0.05)
+    out = tmp_path / "out"
+    args = crawler_command("master", server.url + "/", "--out", str(out), "--local-workers",
+                           "2", "--threads", "2", "--bind", "127.0.0.1:0")
+    process = _hang_up_while_crawling(_NOHUP, args, tmp_path, log=tmp_path / "nohup.out")
+    assert process.wait(timeout=60) == 0
+    assert "crawl completed" in (tmp_path / "nohup.out").read_text()
+    check_complete(out, server.url, site)
+
+
+def _hang_up_while_crawling(launcher: str, args: list[str], cwd: Path,
+                            log: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start ``args`` through ``launcher`` on a terminal of its own (its output there, or
+    in ``log``), and close the terminal once CWD/out/results.log has a line; the process."""
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    output = log.open("wb") if log is not None else None
+    process = subprocess.Popen([sys.executable, "-c", launcher, *args], cwd=cwd,
+                               stdin=terminal, stdout=output or terminal,
+                               stderr=output or terminal)
+    os.close(terminal)
+    try:
+        screen = pyte.Screen(100, 24)
+        stream = pyte.ByteStream(screen)
+        deadline = time.monotonic() + 60
+        results = cwd / "out" / "results.log"
+        while time.monotonic() < deadline and not (results.exists() and results.stat().st_size):
+            if select.select([controller], [], [], 0.1)[0]:
+                with contextlib.suppress(OSError):  # EIO: none writes there (nohup)
+                    stream.feed(os.read(controller, 65536))
+        assert process.poll() is None, "the crawl ended before the hang-up"
+    finally:
+        os.close(controller)  # the hang-up
+        if output is not None:
+            output.close()
+    return process

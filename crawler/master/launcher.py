@@ -365,7 +365,7 @@ class _ForkedWorker:
                 os.kill(self.pid, signum)
 
 
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _fork_worker(command: Callable[[Sequence[str]], int], args: Sequence[str],
@@ -409,7 +409,8 @@ def _be_worker(command: Callable[[Sequence[str]], int], args: Sequence[str],
     """In the forked child: become ``crawler <args>``, as if started afresh; its exit status."""
     _set_niceness(0, niceness)  # before any thread of the worker's starts
     for signum in _SIGNALS:
-        signal.signal(signum, signal.SIG_DFL)
+        if signum != signal.SIGHUP or signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, signal.SIG_DFL)  # (an ignored SIGHUP: nohup, kept)
     try:
         log_fd = _above_stdio(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666))
     except OSError as exc:

@@ -53,7 +53,7 @@ PARSE_ATTEMPTS = 2  # children a page may see die before it is failed
 # Seconds without trying to fork again after a fork failed: pages are parsed in the
 # master meanwhile (and multiprocessing leaves four descriptors open per failed fork).
 NO_CHILD_WAIT = 1.0
-_MASTERS_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_MASTERS_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 Job = tuple[bytes, str, dict[str, Any]]  # a page's bytes, its URL, extract's options
 
@@ -534,7 +534,7 @@ def _serve(conn: Connection, masters_ends: list[Connection]) -> None:
     for end in masters_ends:  # else its pipe, or a sibling's, would never read as closed
         with contextlib.suppress(OSError):
             end.close()
-    # Ctrl-C and a polite kill are for the master to handle: it closes the pipe.
+    # Ctrl-C, a polite kill and a hang-up are for the master to handle: it closes the pipe.
     for signum in _MASTERS_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _MASTERS_SIGNALS)

@@ -14,7 +14,6 @@ import os
 import queue
 import random
 import secrets
-import signal
 import socket
 import threading
 import time
@@ -153,10 +152,6 @@ class Worker:
     def stop(self, reason: str = "stopping") -> None:
         self.stop_reason = reason
         self._stop.set()
-
-    def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, lambda *_: self.stop("SIGTERM"))
-        signal.signal(signal.SIGINT, lambda *_: self.stop("interrupted"))
 
     def run(self) -> None:
         """Work until the master says the crawl is over, or a stop is asked for.
