@@ -469,6 +469,7 @@ def run_worker(master: str | None, *, out: str | os.PathLike[str] | None = None,
                settings: Settings | None = None, authkey: bytes | str | None = None,
                progress: Callable[[int, int, int], None] | None = None,
                broker: BrokerAddress | None = None, crawl_name: str | None = None,
+               on_signal_note: Callable[[int], None] | None = None,
                **overrides: Any) -> WorkerSummary:
     """Download images for the master at ``master`` (``HOST:PORT``) into ``out`` until it
     says the crawl is over, or a signal stops it; return a :class:`WorkerSummary`.
@@ -519,7 +520,12 @@ def run_worker(master: str | None, *, out: str | os.PathLike[str] | None = None,
     signals = {signal.SIGINT: "interrupted", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
     started = time.monotonic()
     try:
-        with _signals_handled_by(lambda signum, _frame: worker.stop(signals[signum])):
+        def on_signal(signum: int, _frame: object) -> None:
+            worker.stop(signals[signal.Signals(signum)])
+            if on_signal_note is not None:
+                on_signal_note(signum)
+
+        with _signals_handled_by(on_signal):
             worker.run()
     finally:
         client.close()  # the calling process is left as it was found

@@ -735,10 +735,13 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         _wait_for_key_file(args.authkey_file, settings.worker.connect_wait)
         authkey = load_authkey(args.authkey_file, generate=False, empty_hint=MASTERS_KEY_HINT)
     line = WorkerLine(quiet=args.quiet)
+    terminal = [fd for fd in (1, 2) if os.isatty(fd)]  # asked before a hang-up, as the master
     try:
         reason = run_worker(args.master, out=settings.output.dir, settings=settings,
                             authkey=authkey.key if authkey else None, progress=line.update,
-                            broker=broker, crawl_name=args.crawl).stop_reason
+                            broker=broker, crawl_name=args.crawl,
+                            on_signal_note=lambda signum: _leave_the_terminal(terminal)
+                            if signum == signal.SIGHUP else None).stop_reason
     finally:
         line.close()
     if reason:

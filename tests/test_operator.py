@@ -417,6 +417,32 @@ def test_a_hang_up_stops_the_master_cleanly_and_a_rerun_completes_the_crawl(
     check_complete(out, server.url, site)
 
 
+def test_a_hang_up_stops_a_worker_which_hands_its_images_back(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    server = make_server()
+    site = setup_site(server, pages=2, images_per_page=40, image_delay=0.05)
+    out = tmp_path / "out"
+    master = start_crawler("master", server.url + "/", "--out", str(out), "--local-workers",
+                           "0", "--bind", "127.0.0.1:0", cwd=tmp_path)
+    try:
+        address = wait_for_queue_address(master)
+        log = tmp_path / "worker.log"
+        worker = _hang_up_while_crawling(_ON_ITS_OWN_TERMINAL, crawler_command(
+            "worker", address, "--out", str(tmp_path / "w1"), "--threads", "2", "-o", str(log)),
+            tmp_path)
+        assert worker.wait(timeout=30) == 0
+        said = log.read_text()
+        assert "worker stopped (SIGHUP)" in said, said
+        assert re.search(r"handed \d+ unfinished URLs back to the master", said), said
+        other = run_crawler("worker", address, "--out", str(tmp_path / "w2"), cwd=tmp_path)
+        assert other.returncode == 0, other.stderr
+        err = finish(master, 60)
+    finally:
+        stop(master)
+    assert master.returncode == 0, err
+    check_complete(out, server.url, site, stores=[tmp_path / "w1", tmp_path / "w2"])
+
+
 def test_under_nohup_a_hang_up_is_still_ignored(
         make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
     server = make_server()
