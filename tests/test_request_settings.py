@@ -482,6 +482,21 @@ def test_a_proxy_that_cannot_be_reached_is_named_in_the_pages_failure(
     assert recorder.seen == []
 
 
+def test_without_libcurls_used_proxy_a_proxy_set_is_taken_as_used(
+        recorder: Recorder, tmp_path: Path, page_get: PageGet,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """pycurl built on a libcurl before 8.7 has no USED_PROXY: nothing fails for it."""
+    from crawler.fetch import easy
+
+    monkeypatch.setattr(easy, "_USED_PROXY", None)
+    port = free_port()
+    direct = page_get(options_from(tmp_path), f"http://127.0.0.1:{port}/page.html")
+    assert direct.failure == "connection error: connection refused", direct.failure
+    refused = page_get(options_from(tmp_path, proxy=f"http://127.0.0.1:{port}"),
+                       recorder.url + "/page.html")
+    assert refused.failure.endswith(f", at the proxy http://127.0.0.1:{port}"), refused.failure
+
+
 def test_an_https_proxy_is_trusted_by_the_crawls_ca_bundle(
         recorder: Recorder, ca: CertAuthority, tmp_path: Path, page_get: PageGet) -> None:
     """A private CA signs the intranet's proxy as well as its sites."""

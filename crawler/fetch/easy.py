@@ -285,10 +285,10 @@ def conclude(exchange: Exchange, handle: pycurl.Curl, code: int, message: str,
     reply = exchange.reply
     if code and not (code == pycurl.E_WRITE_ERROR and (reply.truncated or reply.refused)):
         fail(reply, handle, code, message)  # (a write error we caused: what was read stands)
-        if code in _PROXY_FAILURES and _used_proxy(handle) and (
+        proxy = proxies.for_scheme(urlsplit(reply.url).scheme) if code in _PROXY_FAILURES else ""
+        if proxy and _used_proxy(handle) and (
                 code != pycurl.E_OPERATION_TIMEDOUT or reply.failure.endswith("connecting")):
             # Else "connection refused" reads as the site's doing, the proxy unnamed.
-            proxy = proxies.for_scheme(urlsplit(reply.url).scheme)
             reply.failure += f", at the proxy {shown_proxy(proxy)}"
     if reply.ok:
         reply.body = b"".join(exchange.chunks) if exchange.keep else b""
@@ -317,9 +317,16 @@ _PROXY_FAILURES = frozenset({pycurl.E_COULDNT_CONNECT, pycurl.E_OPERATION_TIMEDO
                              pycurl.E_COULDNT_RESOLVE_PROXY})
 
 
+# CURLINFO_USED_PROXY came with libcurl 8.7 (2024): where pycurl lacks it, a request
+# with a proxy set is taken to have used it (NO_PROXY hosts then read so too).
+_USED_PROXY: int | None = getattr(pycurl, "USED_PROXY", None)
+
+
 def _used_proxy(handle: pycurl.Curl) -> bool:
+    if _USED_PROXY is None:
+        return True
     try:
-        return bool(handle.getinfo(pycurl.USED_PROXY))
+        return bool(handle.getinfo(_USED_PROXY))
     except pycurl.error:
         return False
 
