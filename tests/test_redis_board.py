@@ -152,6 +152,43 @@ def test_a_pages_images_are_queued_in_one_call_each_once(
     assert all(board.known(url) for url, *_ in images)
 
 
+def test_passing_failures_are_queued_again_a_chunk_a_call_and_the_crawl_reopens(
+        boards: Callable[..., RedisBoard], redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis serves no one while a script runs: a rerun of a crawl whose host was down
+    for good takes its thousands of failures up a chunk at a time."""
+    board = boards(BoardPolicy(lease_timeout=60.0, max_attempts=1, host_concurrency=10_000,
+                               batch_size=10_000, host_delay=0.0))
+    client = redis_server.client()
+    urls = [f"http://h/{n}.png" for n in range(2500)]
+    with client.pipeline(transaction=True) as pipe:
+        board.queue_puts(pipe, [(url, "h", "http://h/", '{"kind":"img"}') for url in urls]
+                         + [("http://h/ok.png", "h", "http://h/", None)])
+        pipe.execute()
+    leased = [url for url, _ in board.lease("w", 10_000, 0)["tasks"]]
+    assert len(leased) == 2501
+    board.report("w", [Attempt(url=url, ok=False, reason="HTTP 503", transient=True)
+                       for url in urls] + [ok("http://h/ok.png")])
+    assert board.unfinished() == 0 and board.close_if_idle() and board.closed
+    assert board.counts()["done"] == 2501 and board.has_failures_to_retry()
+    calls: list[int] = []
+    real_run = RedisBoard._run
+    monkeypatch.setattr(RedisBoard, "_run", lambda self, script, args, pipe=None: (
+        calls.append(len(args)) if script == "retry_failed" else None,
+        real_run(self, script, args, pipe))[1])
+    assert board.retry_passing_failures() == 2500
+    assert len(calls) >= 3 and max(calls) <= 1000  # CHUNK URLs a call
+    assert not board.closed and not board.has_failures_to_retry()
+    counts = board.counts()
+    assert (counts["queued"], counts["done"], board.unfinished()) == (2500, 1, 2500)
+    # Their stream entries are gone: a master starting now writes one line per URL.
+    assert [s.attempt.url for s in boards().drain()] == ["http://h/ok.png"]
+    assert board.retry_passing_failures() == 0
+    again = [url for url, attempt in board.lease("w", 10_000, 0)["tasks"]]
+    assert sorted(again) == sorted(urls)
+    client.close()
+
+
 def test_racing_workers_on_separate_objects_settle_every_url_exactly_once(
         boards: Callable[..., RedisBoard]) -> None:
     """Threads on objects of their own lease and report at once; broker time, no clock."""

@@ -228,6 +228,22 @@ def broker_time(client: redis.Redis) -> float:
     return float(seconds) + float(micros) / 1e6
 
 
+MASTER_SILENCE = 10.0  # seconds without a word (they publish every second) before a
+# master of a broker crawl is taken as gone
+
+
+def masters_of(client: redis.Redis, crawl: str) -> tuple[list[dict[str, Any]], float]:
+    """What each master of ``crawl`` last published (``live_masters`` tells which are at
+    work), and the broker's time now, the clock their "at" is on."""
+    masters = [json.loads(str(text)) for text in client.hvals(keys_prefix(crawl) + "masters")]
+    return masters, broker_time(client)
+
+
+def live_masters(masters: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+    return [m for m in masters
+            if not m.get("ended") and now - float(m.get("at", 0)) < MASTER_SILENCE]
+
+
 def is_link_error(exc: BaseException) -> bool:
     """Whether ``exc`` says the broker is out of reach (down, restarting, cut off)."""
     import redis

@@ -37,13 +37,16 @@ contact       sorted set: worker -> last contact; ``asking``: worker -> last
 counts        hash: the ``counts()`` numbers, and ``unfinished``
 closed        present once the crawl is closed
 results       stream: every final result (see ``drain``)
+retry         hash: URL whose final result was a passing failure -> its host, page,
+              ref and stream entry (JSON), for a rerun (``retry_passing_failures``)
 ============  ================================================================
 
 Memory per URL: one hash field of its URL and about 40 bytes of JSON (plus its
 page and ref) while unfinished, the URL alone once final; queued, it is in its
 host's list too, and leased or delayed, in one sorted set. Each final result
 stays in the ``results`` stream (the Attempt's JSON, about 300 bytes), so that
-a master that joins later sees every result. Measured (``benchmarks/
+a master that joins later sees every result; a passing failure's page and ref
+are kept in ``retry`` besides, until a rerun takes it up. Measured (``benchmarks/
 redis_board.py``, URLs of 65 characters): about 290 bytes of the broker's
 memory per queued URL, 600 per final one.
 
@@ -273,9 +276,17 @@ class RedisBoard:
     def retry_passing_failures(self) -> int:
         """Queue again, with fresh tries, the images whose final result was a failure
         worth another try (a timeout, a refused connection, a 5xx or 429 every time):
-        a rerun's work, as on the embedded queue; returns how many."""
-        return int(self._run("retry_failed", []))
+        a rerun's work, as on the embedded queue; returns how many. The crawl is open
+        again if any was."""
+        urls = (_text(url) for url, _ in self._client.hscan_iter(self._key("retry"),
+                                                                  count=CHUNK))
+        return sum(int(self._run("retry_failed", chunk)) for chunk in _chunks(urls))
 
+    @_translated
+    def has_failures_to_retry(self) -> bool:
+        return bool(self._client.hlen(self._key("retry")))
+
+    @_translated
     def reopen(self) -> None:
         """The crawl has work again (pages set aside, taken up by a rerun): leases stop
         saying "closed"."""

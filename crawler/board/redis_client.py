@@ -13,7 +13,6 @@ A broker that cannot be reached, or a crawl not created yet, shows itself as
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -24,8 +23,8 @@ from crawler.board.base import unsettled
 from crawler.board.broker import (
     BrokerAddress,
     CrawlRecord,
-    broker_time,
-    keys_prefix,
+    live_masters,
+    masters_of,
     open_crawl,
 )
 from crawler.board.manager import BoardView
@@ -137,9 +136,8 @@ def broker_status(client: redis.Redis, crawl: str, info: dict[str, Any],
     """``crawler status`` of a crawl on the broker: every master's progress, summed."""
     public = {key: value for key, value in info.items() if key != "request"}  # no secrets
     record = CrawlRecord(client, crawl)
-    masters = [json.loads(str(text)) for text in client.hvals(keys_prefix(crawl) + "masters")]
-    now = broker_time(client)  # the clock the masters' "at" is on, whatever this host's
-    live = [m for m in masters if not m.get("ended") and now - float(m.get("at", 0)) < 10.0]
+    masters, now = masters_of(client, crawl)  # now: their clock, whatever this host's
+    live = live_masters(masters, now)
     progress: dict[str, Any] = {**Snapshot().as_dict(), "masters": 0}  # before any master
     if masters:  # the freshest master's view: the pages it counted
         progress = dict(max(masters, key=lambda m: float(m.get("at", 0)))["progress"])

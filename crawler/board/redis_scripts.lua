@@ -416,16 +416,18 @@ bump(COUNTS, 'done', 1)
 redis.call('XADD', RESULTS, '*', unpack(ARGV, 2))
 return 1
 
--- @script retry_failed: -> how many URLs were queued again
+-- @script retry_failed: urls -> how many of them were queued again
 -- A rerun tries again the images whose final result was a passing failure, with a fresh
 -- count of tries, as the embedded mode's journal does: each loses its result (the
 -- stream entry too, so a master's files, written anew from the stream, keep one line
--- per URL) and goes to the back of its host's queue.
+-- per URL) and goes to the back of its host's queue. Called with the hash's URLs a
+-- chunk at a time: Redis serves no one else while a script runs. The crawl is opened
+-- again here, not by a later call whose answer a lost reply could skip.
 local again = 0
-local failed = redis.call('HGETALL', RETRY)
-for i = 1, #failed, 2 do
-  local url, saved = failed[i], cjson.decode(failed[i + 1])
-  local it = get_item(url)
+for _, url in ipairs(ARGV) do
+  local raw = redis.call('HGET', RETRY, url)
+  local saved = raw and cjson.decode(raw)
+  local it = raw and get_item(url)
   if it and it.s == 'f' then
     redis.call('XDEL', RESULTS, saved.id)
     local item = {h = saved.h, p = saved.p, r = saved.r, s = 'q', a = 0}
@@ -436,8 +438,9 @@ for i = 1, #failed, 2 do
     enqueue(url, saved.h, false)
     again = again + 1
   end
-  redis.call('HDEL', RETRY, url)
+  if raw then redis.call('HDEL', RETRY, url) end
 end
+if again > 0 then redis.call('DEL', CLOSED) end
 return again
 
 -- @script remember: urls -> how many were new

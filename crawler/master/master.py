@@ -98,6 +98,9 @@ NO_WORKER_HINT = 5.0
 # crawls of page-bound sites took 7-25% longer. Against 8 in hand per request, 2 was
 # 5-12% slower, 4 0-5% slower, and 16 the same within 2%.
 PAGES_IN_HAND = 8
+# Image URLs met past --max-images kept to count them (summary's images_left): past
+# this many (some 10 MB), the count says "at least".
+IMAGES_LEFT_KEPT = 100_000
 CRAWL_LIMITS = ("depth", "max_pages", "max_images")  # a broker crawl's are its first master's
 
 
@@ -410,12 +413,9 @@ class Master:
         taken = frontier.take_up_set_aside()
         if taken:
             log.info("%d page(s) set aside after passing failures are tried again", taken)
-        again = self._shared_board.retry_passing_failures()
-        if again:
-            log.info("%d image(s) that failed for a passing reason (a timeout, a refused "
-                     "connection, a 5xx or 429) are tried again", again)
-        if taken or again:
+        if taken:
             self._shared_board.reopen()  # a crawl that had ended has work again
+        self._retry_failed_images(broker)
         ledger = BrokerLedger(broker.client, frontier, self._shared_board)
         # Every outcome is on the broker: the folder's files are written anew from there.
         files = ResultFiles(out_dir, ())
@@ -423,6 +423,25 @@ class Master:
             return self._run(ledger, lambda _resumed: frontier, files)
         finally:
             files.close()
+
+    def _retry_failed_images(self, broker: BrokerCrawl) -> None:
+        """A rerun queues again the images that failed for a passing reason; a master that
+        joins others at work does not: their failures are minutes old, their host likely
+        still failing, and the others' files keep the first result."""
+        from crawler.board.broker import live_masters, masters_of
+
+        assert self._shared_board is not None
+        others = live_masters(*masters_of(broker.client, broker.name))
+        if others:
+            if self._shared_board.has_failures_to_retry():
+                log.info("images that failed for a passing reason are tried again when the "
+                         "crawl is started again with no master at work on it (%d are)",
+                         len(others))
+            return
+        again = self._shared_board.retry_passing_failures()  # (it reopens the crawl)
+        if again:
+            log.info("%d image(s) that failed for a passing reason (a timeout, a refused "
+                     "connection, a 5xx or 429) are tried again", again)
 
     def _register(self, broker: BrokerCrawl) -> None:
         """Write the crawl's record on the broker, or check that the one there is this crawl."""
@@ -780,8 +799,9 @@ class Master:
         for at, (image, refused, ref) in enumerate(visit.images):
             if max_images and self._snapshot.found >= max_images:
                 complete = False  # a rerun with a larger budget reads this page again
-                self._images_over.update(
-                    url for url, _, _ in visit.images[at:] if url not in self._images_seen)
+                if len(self._images_over) < IMAGES_LEFT_KEPT:  # a count, not a second set
+                    self._images_over.update(   # of every image of a sampled site
+                        url for url, _, _ in visit.images[at:] if url not in self._images_seen)
                 break
             if image in self._images_seen or (self._shared_frontier is None
                                               and self._board.known(image)):
