@@ -292,6 +292,21 @@ def test_tutorial_workers_show_in_the_status_as_one_line() -> None:
     assert (row["held"], row["done"], row["failed"]) == (0, 1, 1) and row["gone"]
 
 
+def test_a_tutorial_worker_waiting_in_get_is_not_shown_gone() -> None:
+    b = TaskBoard(policy_for(lease_timeout=1.0))  # the real clock: get() waits for real
+
+    def wait_in_get() -> None:
+        with pytest.raises(queue.Empty):
+            TaskQueueView(b).get(timeout=2.5)
+
+    waiting = threading.Thread(target=wait_in_get, daemon=True)
+    waiting.start()
+    time.sleep(1.8)  # past lease_timeout since it called
+    [row] = b.tutorial_workers()
+    assert not row["gone"] and row["last_contact_s"] < 1.0, row
+    waiting.join(timeout=5)
+
+
 def test_classic_get_times_out_on_a_closed_board() -> None:
     b = memory_board(Clock())
     b.close()

@@ -29,11 +29,14 @@ class TaskQueueView:
     def get(self, block: bool = True, timeout: float | None = None) -> str:
         """The next URL; queue.Empty when none came in time or the crawl is over."""
         wait = (timeout if timeout is not None else float("inf")) if block else 0.0
+        # Asked again every half lease_timeout at least: each call is the tutorial
+        # workers' contact, and one waiting here is not gone (crawler status).
+        longest = min(_LONGEST_WAIT, max(0.5, self._board.policy.lease_timeout / 2))
         while True:
-            answer = self._board.lease(CLASSIC, 1, min(wait, _LONGEST_WAIT))
+            answer = self._board.lease(CLASSIC, 1, min(wait, longest))
             if answer["tasks"]:
                 return answer["tasks"][0][0]
-            wait -= _LONGEST_WAIT
+            wait -= longest
             if wait <= 0 or answer["closed"]:
                 raise queue.Empty
 

@@ -507,7 +507,7 @@ class TaskBoard:
         self._classic.last_contact = now
         return self._classic
 
-    def _classic_held(self, now: float) -> set[str]:
+    def _classic_held(self) -> set[str]:
         record = self._classic_record(CLASSIC)
         assert record is not None
         return record.held
@@ -579,7 +579,7 @@ class TaskBoard:
                 record.held.add(item.url)
                 record.per_host[host] += 1
             elif worker == CLASSIC:
-                self._classic_held(now).add(item.url)
+                self._classic_held().add(item.url)
             tasks.append((item.url, item.attempts))
             self._ready.rotate(-1)  # one URL per host per turn: fair across hosts
         return tasks
