@@ -348,9 +348,10 @@ def run() -> NoReturn:
 
 def _say_output_lost(exc: OSError) -> None:
     """One line on standard error, where it can still be written; else nothing more."""
+    from crawler.model.progress import output_lost
+
     with contextlib.suppress(OSError, ValueError):
-        sys.stderr.write(f"crawler: error: standard output cannot be written "
-                         f"({exc.strerror or exc})\n")
+        sys.stderr.write(f"crawler: error: {output_lost(exc)}\n")
         sys.stderr.flush()
 
 

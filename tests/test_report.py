@@ -164,7 +164,7 @@ def test_image_not_on_this_host_names_its_worker(gallery: dict[str, Any]) -> Non
     (figure,) = [fig for fig in gallery["soup"].select("figure.image")
                  if "far.png" in fig.get_text()]
     assert figure.img is None
-    assert f"stored on far-host (worker {ABSENT_WORKER})" in figure.get_text()
+    assert f"stored by a worker on far-host (worker {ABSENT_WORKER})" in figure.get_text()
     assert "example.test/img/far.png" in figure.get_text()
 
 
@@ -311,7 +311,7 @@ def test_folders_merge_and_a_workers_copied_folder_fills_its_tiles(tmp_path: Pat
     alone = BeautifulSoup(write_report(master).read_text(encoding="utf-8"), "html.parser")
     (figure,) = [fig for fig in alone.select("figure.image") if "far.png" in fig.get_text()]
     assert figure.img is None
-    assert "stored on far-host (worker far-host:77:ab12)" in figure.get_text()
+    assert "stored by a worker on far-host (worker far-host:77:ab12)" in figure.get_text()
     assert ("1 recorded as stored, and not in this folder (by workers on far-host (1)): "
             "deleted or moved since, or stored in workers' own output folders on other hosts"
             in alone.select_one("#elsewhere").get_text())

@@ -18,8 +18,13 @@ def write_out(line: str) -> None:
     try:
         print(line, flush=True)
     except OSError as exc:
-        reason = "closed" if isinstance(exc, BrokenPipeError) else exc.strerror or str(exc)
-        raise OutputLost(f"standard output cannot be written ({reason})") from exc
+        raise OutputLost(output_lost(exc)) from exc
+
+
+def output_lost(exc: OSError) -> str:
+    """What to say when standard output failed with ``exc``."""
+    reason = "closed" if isinstance(exc, BrokenPipeError) else exc.strerror or str(exc)
+    return f"standard output cannot be written ({reason})"
 
 
 @dataclass

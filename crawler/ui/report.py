@@ -577,7 +577,8 @@ def _figure(out: list[str], entry: Entry, page_number: int, page_html: str,
         else:
             worker_host = (entry.worker or "").partition(":")[0]
             context.elsewhere[worker_host or "an unknown host"] += 1
-            note = (f"not here; stored on {escape(worker_host) or 'an unknown host'}"
+            note = (f"not in this folder; stored by a worker on "
+                    f"{escape(worker_host) or 'an unknown host'}"
                     f"{f' (worker {escape(entry.worker)})' if entry.worker else ''}<br>"
                     f"<code>{escape(entry.path)}</code>")
         add(f'<p class="missing">{note}</p>')
