@@ -599,8 +599,8 @@ def format_summary(summary: ApiSummary) -> str:
         *([f"  not visited     {summary.pages_left} pages found: the page budget "
            "(--max-pages) was spent; a rerun with a larger one goes on"]
           if summary.pages_left else []),
-        *([f"  not queued      {summary.images_left} images found: the image budget "
-           "(--max-images) was spent; a rerun with a larger one goes on"]
+        *([f"  not queued      {_at_least(summary.images_left)} images found: the image "
+           "budget (--max-images) was spent; a rerun with a larger one goes on"]
           if summary.images_left else []),
         *([f"  to try again    {_to_retry(summary)} failed for a passing reason (a timeout, "
            "5xx, 429, a refused connection): the same command again tries them"]
@@ -629,6 +629,12 @@ def format_summary(summary: ApiSummary) -> str:
         lines.append(f"  pages failed in {out}/pages.jsonl (each with its reason)")
     lines.append(f"  statistics in   {summary.summary_json}")
     return "\n".join(lines)
+
+
+def _at_least(images_left: int) -> str:
+    from crawler.master.master import IMAGES_LEFT_KEPT
+
+    return f"at least {images_left}" if images_left >= IMAGES_LEFT_KEPT else str(images_left)
 
 
 def _to_retry(summary: ApiSummary) -> str:
