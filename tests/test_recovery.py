@@ -37,6 +37,7 @@ from .conftest import (
     free_port,
     manifest_lines,
     serve_routes,
+    slow_start,
     start_crawler,
     stop,
     tiny_tmpfs,
@@ -410,6 +411,9 @@ def test_a_killed_masters_local_worker_serves_no_other_masters_crawl(
     server, other = make_server(), make_server()
     setup_site(server, image_delay=0.05)
     site = setup_site(other)
+    # The new master lives past the orphan's next try (its reconnects come up to 2 s
+    # apart): a crawl over before it could end with the orphan still trying to connect.
+    slow_start(other, 3.0)
     first, second = tmp_path / "first", tmp_path / "second"
     port = free_port()
     master = start_crawler("master", server.url + "/", "--bind", f"127.0.0.1:{port}",
