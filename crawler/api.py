@@ -125,7 +125,8 @@ def summarize(master: MasterSummary, seeds: tuple[str, ...], *, dry_run: bool,
         seeds=seeds, elapsed_s=round(master.elapsed_s, 3), pages=master.pages,
         pages_failed=master.pages_failed, found=master.found, succeeded=master.succeeded,
         failed=master.failed, bytes=master.bytes, images_by_status=dict(tally.by_status),
-        failures_by_reason=dict(tally.reasons.most_common()),
+        # Most first, and equal counts by name: not in whatever order the results came.
+        failures_by_reason=dict(sorted(tally.reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
         hosts={host: {"succeeded": c["succeeded"], "failed": c["failed"], "bytes": c["bytes"]}
                for host, c in sorted(tally.hosts.items(), key=lambda kv: -sum(kv[1].values()))},
         download_s=download_s, attempts=tally.attempts, stored_this_run=master.stored_this_run,

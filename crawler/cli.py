@@ -558,7 +558,7 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
         if json_summary:
             write_out(summary.to_json())
         elif not dry_run and not quiet:
-            print(format_summary(summary), file=sys.stderr)
+            print(format_summary(summary, on_broker=broker is not None), file=sys.stderr)
 
     summary = run_crawl(settings, seeds, authkey, local_workers=local_workers, dry_run=dry_run,
                         resume=resume, fresh=fresh, invite_workers=invite_workers,
@@ -588,8 +588,12 @@ def write_out(text: str) -> None:
     write(text)
 
 
-def format_summary(summary: ApiSummary) -> str:
+def format_summary(summary: ApiSummary, *, on_broker: bool = False) -> str:
     from crawler.ui.progress import human_bytes
+
+    # A broker crawl's limits are its first master's: a rerun does not extend them.
+    larger = ("a crawl of another --crawl NAME with a larger one reads them" if on_broker
+              else "a rerun with a larger one goes on")
 
     lines = [
         "crawl " + ("completed" if summary.completed else "interrupted: state saved; run the "
@@ -597,10 +601,10 @@ def format_summary(summary: ApiSummary) -> str:
                     "ended: no seed page could be fetched (below)"),
         f"  pages crawled   {summary.pages} ({summary.pages_failed} failed or skipped)",
         *([f"  not visited     {summary.pages_left} pages found: the page budget "
-           "(--max-pages) was spent; a rerun with a larger one goes on"]
+           f"(--max-pages) was spent; {larger}"]
           if summary.pages_left else []),
         *([f"  not queued      {_at_least(summary.images_left)} images found: the image "
-           "budget (--max-images) was spent; a rerun with a larger one goes on"]
+           f"budget (--max-images) was spent; {larger}"]
           if summary.images_left else []),
         *([f"  to try again    {_to_retry(summary)} failed for a passing reason (a timeout, "
            "5xx, 429, a refused connection): the same command again tries them"]

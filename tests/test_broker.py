@@ -603,4 +603,15 @@ def test_a_page_budget_on_the_broker_reads_that_many_pages(
     assert done.returncode == 0, done.stderr
     read = [path for path in server.paths() if path in site.pages]
     assert len(read) == len(set(read)) == 3, read
-    assert json.loads((out / "summary.json").read_text())["pages"] == 3
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["pages"] == 3
+    # The pages left, as the embedded queue counts them: the ones leased are not left.
+    embedded = run_crawler("master", server.url + "/", "--out", str(tmp_path / "embedded"),
+                           "--local-workers", "1", "--max-pages", "3", "--bind", "127.0.0.1:0",
+                           cwd=tmp_path)
+    assert embedded.returncode == 0, embedded.stderr
+    left = json.loads((tmp_path / "embedded" / "summary.json").read_text())["pages_left"]
+    assert summary["pages_left"] == left > 0
+    # A rerun does not extend a broker crawl's limits: the summary says what does.
+    assert (f"  not visited     {left} pages found: the page budget (--max-pages) was spent; "
+            "a crawl of another --crawl NAME with a larger one reads them") in done.stderr

@@ -277,6 +277,10 @@ def test_a_crawl_that_did_not_end_is_said_so(tmp_path: Path) -> None:
     summary.update(completed=True, interrupted=False)
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     assert state() is None
+    summary.update(pages_left=3, images_left=1500)  # the budgets were spent: not all is here
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    assert state() == ("This crawl reached its budget: 3 page(s) found were not visited "
+                       "(--max-pages); 1,500 image(s) found were not queued (--max-images).")
 
 
 def test_report_is_rewritten_in_place(gallery: dict[str, Any]) -> None:

@@ -221,12 +221,13 @@ return 1
 
 _CLEAR = """
 local p = ARGV[1]
+local waiting = tonumber(redis.call('HGET', p .. 'pages:stats', 'waiting') or '0')
 for _, host in ipairs(redis.call('ZRANGE', p .. 'pages:ready', 0, -1)) do
   redis.call('DEL', p .. 'pages:lane:' .. host)
 end
 redis.call('DEL', p .. 'pages:ready')
 redis.call('HSET', p .. 'pages:stats', 'waiting', 0)
-return 1
+return waiting
 """
 
 
@@ -383,9 +384,10 @@ class RedisFrontier:
         return int(self._take_up(args=[self._prefix, *_page_args(
             (str(url), int(depth)) for url, depth in aside.items())]))
 
-    def clear(self) -> None:
-        """Forget the pages waiting (the page budget is spent); the seen set stays."""
-        self._clear(args=[self._prefix])
+    def clear(self) -> int:
+        """Forget the pages waiting (the page budget is spent); the seen set stays. How
+        many were waiting (not those leased: one a master reads is not left)."""
+        return int(self._clear(args=[self._prefix]))
 
     def queue_done(self, pipe: redis.client.Pipeline, url: str,
                    links: Sequence[tuple[str, int]], *, failed: bool = False) -> None:

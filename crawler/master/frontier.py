@@ -35,7 +35,7 @@ class PageQueue(Protocol):
     def requeue(self, url: str, depth: int) -> None: ...
     def set_aside(self, url: str) -> None: ...
     def heartbeat(self, working: Iterable[str] = ()) -> int: ...
-    def clear(self) -> None: ...
+    def clear(self) -> int: ...
 
 
 class Frontier:
@@ -124,10 +124,12 @@ class Frontier:
         """Nothing to renew: this frontier's pages are leased to no one."""
         return 0
 
-    def clear(self) -> None:
-        """Forget the pages waiting (the page budget is spent); the seen set stays."""
+    def clear(self) -> int:
+        """Forget the pages waiting (the page budget is spent); the seen set stays; how
+        many they were."""
+        waiting, self._waiting = self._waiting, 0
         self._queues.clear()
-        self._waiting = 0
+        return waiting
 
     def _push(self, url: str, depth: int) -> None:
         host = host_key(url)

@@ -733,8 +733,7 @@ class Master:
             budget = max_pages - self._snapshot.pages - len(running)
             if budget <= 0:
                 if frontier:  # the page budget is spent: said in the summary
-                    self._pages_left += len(frontier)
-                    frontier.clear()
+                    self._pages_left += frontier.clear()
                 return
             free = min(free, budget)
         # pop_many says when nothing may be taken: on a broker, len(frontier) is a round

@@ -500,15 +500,22 @@ def _crawl_state(summary_path: Path) -> str:
                 "stopped before its end. Running it again goes on where it stopped.")
     except (OSError, ValueError):
         return ""
-    if not isinstance(summary, dict) or not summary.get("interrupted"):
+    if not isinstance(summary, dict):
         return ""
     try:
         settled = int(summary.get("succeeded") or 0) + int(summary.get("failed") or 0)
         found = int(summary.get("found") or 0)
+        pages_left = int(summary.get("pages_left") or 0)
+        images_left = int(summary.get("images_left") or 0)
     except (TypeError, ValueError):  # a damaged summary: say nothing rather than fail
         return ""
-    return (f"This crawl was interrupted: {settled:,} of the {found:,} images found so far "
-            "are settled. Running it again goes on where it stopped.")
+    if summary.get("interrupted"):
+        return (f"This crawl was interrupted: {settled:,} of the {found:,} images found so "
+                "far are settled. Running it again goes on where it stopped.")
+    left = [f"{pages_left:,} page(s) found were not visited (--max-pages)"] if pages_left else []
+    left += [f"{images_left:,} image(s) found were not queued (--max-images)"] if images_left \
+        else []
+    return f"This crawl reached its budget: {'; '.join(left)}." if left else ""
 
 
 # What a master's folder holds besides the summary: its journal, or a broker crawl's mark.
@@ -689,7 +696,7 @@ def _failed_pages(out: list[str], pages: list[FailedPage]) -> None:
     """Append the pages that could not be crawled: URL, reason, whether a rerun tries again."""
     out.append(f'<h2 class="part" id="failed-pages">Pages not crawled ({len(pages)})</h2>\n')
     if not pages:
-        out.append("<p>Every page found was crawled.</p>\n")
+        out.append("<p>No page failed.</p>\n")
         return
     out.append('<table class="pages"><colgroup><col style="width:45%"><col>'
                '<col style="width:18%"></colgroup><thead><tr><th>Page</th><th>Reason</th>'
