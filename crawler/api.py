@@ -353,8 +353,12 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
                         parser, announce=announce or (lambda text: None))
 
         def on_signal(signum: int, _frame: object) -> None:
-            if master.stopping:  # asked twice: stop waiting for a clean end
-                raise KeyboardInterrupt
+            if master.stopping:
+                if signum == signal.SIGHUP:
+                    # A terminal that closes sends two or more (its shell's to the job,
+                    # the kernel's to the foreground group): not a user's second Ctrl-C.
+                    return
+                raise KeyboardInterrupt  # asked twice: stop waiting for a clean end
             master.stop()
             if on_signal_note is not None:
                 on_signal_note(signum)
@@ -443,8 +447,8 @@ def _signals_handled_by(handler: Callable[..., None]) -> Iterator[None]:
         yield
         return
     handled = [signal.SIGINT, signal.SIGTERM]
-    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
-        handled.append(signal.SIGHUP)  # a closed terminal or ssh session: stop cleanly
+    if signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:  # not nohup's SIG_IGN, nor a
+        handled.append(signal.SIGHUP)  # caller's own: a closed terminal, stop cleanly
     previous = {signum: signal.getsignal(signum) for signum in handled}
     try:
         for signum in previous:

@@ -548,7 +548,9 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
         # From a thread of its own: the handler may run while this thread holds the
         # logging or tqdm lock. Written above the live lines, like any log line.
         if signum == signal.SIGHUP:
-            _leave_the_terminal(terminal)  # gone: no note, and no write may fail there
+            _leave_the_terminal(terminal)  # gone: no note there, and no write may fail
+            threading.Thread(target=log.warning, daemon=True, args=(  # for a log file (-o)
+                "hang-up: stopping after the pages in flight; the state is saved",)).start()
             return
         again = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM (or Ctrl-C)"
         threading.Thread(target=write_above_bars, daemon=True, args=(
@@ -571,13 +573,16 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
 
 def _leave_the_terminal(terminal: list[int]) -> None:
     """After a hang-up, the descriptors in ``terminal`` (standard output and error that
-    were the terminal) go to /dev/null: every write there would fail (EIO) and end the
-    crawl before its state and summary are saved. A log file (-o) goes on."""
+    were a terminal at the start) that are one no more (hung up: isatty() fails with EIO)
+    go to /dev/null: every write there would fail and end the crawl before its state
+    and summary are saved. A log file (-o) goes on; a SIGHUP sent by hand, the
+    terminal still there, changes nothing."""
     with contextlib.suppress(OSError):
         devnull = os.open(os.devnull, os.O_WRONLY)
         try:
             for fd in terminal:
-                os.dup2(devnull, fd)
+                if not os.isatty(fd):
+                    os.dup2(devnull, fd)
         finally:
             os.close(devnull)
 
@@ -592,8 +597,8 @@ def format_summary(summary: ApiSummary, *, on_broker: bool = False) -> str:
     from crawler.ui.progress import human_bytes
 
     # A broker crawl's limits are its first master's: a rerun does not extend them.
-    larger = ("a crawl of another --crawl NAME with a larger one reads them" if on_broker
-              else "a rerun with a larger one goes on")
+    larger = ("a new crawl (another --crawl NAME and --out) with a larger one starts over"
+              if on_broker else "a rerun with a larger one goes on")
 
     lines = [
         "crawl " + ("completed" if summary.completed else "interrupted: state saved; run the "
@@ -636,7 +641,7 @@ def format_summary(summary: ApiSummary, *, on_broker: bool = False) -> str:
 
 
 def _at_least(images_left: int) -> str:
-    from crawler.master.master import IMAGES_LEFT_KEPT
+    from crawler.model.files import IMAGES_LEFT_KEPT
 
     return f"at least {images_left}" if images_left >= IMAGES_LEFT_KEPT else str(images_left)
 

@@ -406,9 +406,12 @@ def test_a_hang_up_stops_the_master_cleanly_and_a_rerun_completes_the_crawl(
     site = setup_site(server, pages=2, images_per_page=40, image_delay=0.05)
     out = tmp_path / "out"
     args = crawler_command("master", server.url + "/", "--out", str(out), "--local-workers",
-                           "2", "--threads", "2", "--bind", "127.0.0.1:0")
+                           "2", "--threads", "2", "--bind", "127.0.0.1:0",
+                           "-o", str(tmp_path / "master.log"))
     process = _hang_up_while_crawling(_ON_ITS_OWN_TERMINAL, args, tmp_path)
     assert process.wait(timeout=60) == 130
+    said = (tmp_path / "master.log").read_text()
+    assert "hang-up: stopping after the pages in flight; the state is saved" in said, said
     summary = json.loads((out / "summary.json").read_text())
     assert summary["interrupted"] and 0 < summary["succeeded"] < len(site.images)
     rerun = run_crawler("master", server.url + "/", "--out", str(out), "--local-workers", "1",
@@ -459,7 +462,8 @@ def test_under_nohup_a_hang_up_is_still_ignored(
 def _hang_up_while_crawling(launcher: str, args: list[str], cwd: Path,
                             log: Path | None = None) -> subprocess.Popen[bytes]:
     """Start ``args`` through ``launcher`` on a terminal of its own (its output there, or
-    in ``log``), and close the terminal once CWD/out/results.log has a line; the process."""
+    in ``log``), and close the terminal once CWD/out/results.log has a line, with the
+    SIGHUP to the process group that a shell sends its job then; the process."""
     controller, terminal = pty.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
     output = log.open("wb") if log is not None else None
@@ -478,7 +482,10 @@ def _hang_up_while_crawling(launcher: str, args: list[str], cwd: Path,
                     stream.feed(os.read(controller, 65536))
         assert process.poll() is None, "the crawl ended before the hang-up"
     finally:
-        os.close(controller)  # the hang-up
+        os.close(controller)  # the hang-up: the kernel's SIGHUP to the session leader,
+        time.sleep(0.01)  # (apart: two at once would arrive as one)
+        with contextlib.suppress(ProcessLookupError):  # and its shell's to the whole job
+            os.killpg(process.pid, signal.SIGHUP)
         if output is not None:
             output.close()
     return process
