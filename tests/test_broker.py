@@ -308,12 +308,29 @@ def test_images_still_failing_for_a_passing_reason_are_tried_again_by_a_rerun(
     server.routes[gone] = lambda h: h.send_body(404, b"gone", "text/plain")
     (tmp_path / "settings.toml").write_text(FAST_RETRIES)
     out = tmp_path / "out"
-    args = ("master", server.url + "/", "--broker", redis_server.url, "--crawl", _crawl_name(),
+    name = _crawl_name()
+    args = ("master", server.url + "/", "--broker", redis_server.url, "--crawl", name,
             "--out", str(out), "--local-workers", "1")
     first = run_crawler(*args, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "  to try again    3 image(s) failed for a passing reason" in first.stderr
     assert json.loads((out / "summary.json").read_text())["images_to_retry"] == 3
+    # The last word of a master of this host that was killed moments ago (its process
+    # gone) does not stop a restart from retrying; one at work does.
+    client = redis_server.client()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    for pid in (os.getpid(), dead.pid):
+        seconds, micros = client.time()
+        client.hset(f"crawler:{{{name}}}:masters", "other", json.dumps(
+            {"host": socket.gethostname(), "pid": pid, "at": seconds + micros / 1e6 - 3,
+             "ended": False, "progress": {}, "pages_read": 0}))
+        if pid == os.getpid():
+            joined = run_crawler(*args, cwd=tmp_path)
+            assert joined.returncode == 0, joined.stderr
+            assert "not tried again by a master that joins others at work (1)" in joined.stderr
+            assert all(server.paths().count(path) == 3 for path in down)
+    client.close()
     again = run_crawler(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "3 image(s) that failed for a passing reason" in again.stderr, again.stderr
@@ -614,4 +631,5 @@ def test_a_page_budget_on_the_broker_reads_that_many_pages(
     assert summary["pages_left"] == left > 0
     # A rerun does not extend a broker crawl's limits: the summary says what does.
     assert (f"  not visited     {left} pages found: the page budget (--max-pages) was spent; "
-            "a crawl of another --crawl NAME with a larger one reads them") in done.stderr
+            "a new crawl (another --crawl NAME and --out) with a larger one starts over"
+            ) in done.stderr

@@ -281,6 +281,10 @@ def test_a_crawl_that_did_not_end_is_said_so(tmp_path: Path) -> None:
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     assert state() == ("This crawl reached its budget: 3 page(s) found were not visited "
                        "(--max-pages); 1,500 image(s) found were not queued (--max-images).")
+    summary.update(pages_left=0, images_left=100_000)  # as many as the master keeps
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    assert state() == ("This crawl reached its budget: at least 100,000 image(s) found were "
+                       "not queued (--max-images).")
 
 
 def test_report_is_rewritten_in_place(gallery: dict[str, Any]) -> None:

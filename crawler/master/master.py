@@ -53,7 +53,7 @@ from crawler.master.robots import Robots
 from crawler.master.scope import Scope
 from crawler.master.stylesheets import Stylesheets, reading_rule
 from crawler.master.visit import PageVisitor, Visit
-from crawler.model.files import PAGES_NAME
+from crawler.model.files import IMAGES_LEFT_KEPT, PAGES_NAME
 from crawler.model.folders import make_folder
 from crawler.model.outcome import Attempt, Outcome
 from crawler.model.progress import Reporter, Snapshot, write_out
@@ -98,9 +98,6 @@ NO_WORKER_HINT = 5.0
 # crawls of page-bound sites took 7-25% longer. Against 8 in hand per request, 2 was
 # 5-12% slower, 4 0-5% slower, and 16 the same within 2%.
 PAGES_IN_HAND = 8
-# Image URLs met past --max-images kept to count them (summary's images_left): past
-# this many (some 10 MB), the count says "at least".
-IMAGES_LEFT_KEPT = 100_000
 CRAWL_LIMITS = ("depth", "max_pages", "max_images")  # a broker crawl's are its first master's
 
 
@@ -413,7 +410,6 @@ class Master:
         taken = frontier.take_up_set_aside()
         if taken:
             log.info("%d page(s) set aside after passing failures are tried again", taken)
-        if taken:
             self._shared_board.reopen()  # a crawl that had ended has work again
         self._retry_failed_images(broker)
         ledger = BrokerLedger(broker.client, frontier, self._shared_board)
@@ -431,12 +427,16 @@ class Master:
         from crawler.board.broker import live_masters, masters_of
 
         assert self._shared_board is not None
-        others = live_masters(*masters_of(broker.client, broker.name))
+        here = socket.gethostname()
+        # Not one of this host's that is dead (killed, and restarted within moments as
+        # this one): its last word still reads as live for MASTER_SILENCE.
+        others = [m for m in live_masters(*masters_of(broker.client, broker.name))
+                  if m.get("host") != here or _process_exists(m.get("pid"))]
         if others:
             if self._shared_board.has_failures_to_retry():
-                log.info("images that failed for a passing reason are tried again when the "
-                         "crawl is started again with no master at work on it (%d are)",
-                         len(others))
+                log.info("images that failed for a passing reason are not tried again by a "
+                         "master that joins others at work (%d): a start of the crawl with "
+                         "none at work tries them", len(others))
             return
         again = self._shared_board.retry_passing_failures()  # (it reopens the crawl)
         if again:
@@ -1004,6 +1004,19 @@ class Master:
                        images_left=len(self._images_over - self._images_seen),
                        images_to_retry=manifest.transient,
                        manifest=manifest)
+
+
+def _process_exists(pid: object) -> bool:
+    """Whether a process ``pid`` runs on this host (True when it cannot be told)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, as another user
+        return True
+    return True
 
 
 class _NoFiles(ResultFiles):

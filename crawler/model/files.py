@@ -7,3 +7,7 @@ SUMMARY_NAME = "summary.json"  # the counts at the end of a run (crawler master 
 REPORT_NAME = "index.html"  # the gallery crawler report writes
 JOURNAL_NAME = "crawl.sqlite"  # the embedded master's journal (SQLite)
 BROKER_MARK = "broker-crawl.json"  # names the broker crawl whose results a folder holds
+
+# summary.json's images_left (images met past --max-images) is exact up to this many
+# URLs, which the master keeps to count them (some 10 MB); past it, "at least".
+IMAGES_LEFT_KEPT = 100_000

@@ -48,6 +48,7 @@ from urllib.parse import quote, urlsplit
 from crawler.errors import StorageError, UsageError
 from crawler.model.files import (
     BROKER_MARK,
+    IMAGES_LEFT_KEPT,
     JOURNAL_NAME,
     MANIFEST_NAME,
     PAGES_NAME,
@@ -513,7 +514,8 @@ def _crawl_state(summary_path: Path) -> str:
         return (f"This crawl was interrupted: {settled:,} of the {found:,} images found so "
                 "far are settled. Running it again goes on where it stopped.")
     left = [f"{pages_left:,} page(s) found were not visited (--max-pages)"] if pages_left else []
-    left += [f"{images_left:,} image(s) found were not queued (--max-images)"] if images_left \
+    shown = f"{'at least ' if images_left >= IMAGES_LEFT_KEPT else ''}{images_left:,}"
+    left += [f"{shown} image(s) found were not queued (--max-images)"] if images_left \
         else []
     return f"This crawl reached its budget: {'; '.join(left)}." if left else ""
 
