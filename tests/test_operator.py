@@ -22,6 +22,8 @@ from pathlib import Path
 import pyte
 import pytest
 
+from crawler.demo.site import Site
+
 from .conftest import (
     FixtureServer,
     crawler_command,
@@ -402,13 +404,9 @@ def test_a_hang_up_stops_the_master_cleanly_and_a_rerun_completes_the_crawl(
     """Its terminal closed (ssh dropped), the master stops as after SIGTERM: its state and
     summary saved, its workers' images handed back, nothing written to the dead terminal
     ending it first. A rerun completes the crawl."""
-    server = make_server()
-    site = setup_site(server, pages=2, images_per_page=40, image_delay=0.05)
-    out = tmp_path / "out"
-    args = crawler_command("master", server.url + "/", "--out", str(out), "--local-workers",
-                           "2", "--threads", "2", "--bind", "127.0.0.1:0",
-                           "-o", str(tmp_path / "master.log"))
-    process = _hang_up_while_crawling(_ON_ITS_OWN_TERMINAL, args, tmp_path)
+    server, site, out = _slow_crawl(make_server, tmp_path)
+    process = _hang_up_while_crawling(_ON_ITS_OWN_TERMINAL, _master(
+        server, out, "-o", str(tmp_path / "master.log")), tmp_path)
     assert process.wait(timeout=60) == 130
     said = (tmp_path / "master.log").read_text()
     assert "hang-up: stopping after the pages in flight; the state is saved" in said, said
@@ -422,9 +420,7 @@ def test_a_hang_up_stops_the_master_cleanly_and_a_rerun_completes_the_crawl(
 
 def test_a_hang_up_stops_a_worker_which_hands_its_images_back(
         make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
-    server = make_server()
-    site = setup_site(server, pages=2, images_per_page=40, image_delay=0.05)
-    out = tmp_path / "out"
+    server, site, out = _slow_crawl(make_server, tmp_path)
     master = start_crawler("master", server.url + "/", "--out", str(out), "--local-workers",
                            "0", "--bind", "127.0.0.1:0", cwd=tmp_path)
     try:
@@ -448,15 +444,25 @@ def test_a_hang_up_stops_a_worker_which_hands_its_images_back(
 
 def test_under_nohup_a_hang_up_is_still_ignored(
         make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
-    server = make_server()
-    site = setup_site(server, pages=2, images_per_page=40, image_delay=0.05)
-    out = tmp_path / "out"
-    args = crawler_command("master", server.url + "/", "--out", str(out), "--local-workers",
-                           "2", "--threads", "2", "--bind", "127.0.0.1:0")
-    process = _hang_up_while_crawling(_NOHUP, args, tmp_path, log=tmp_path / "nohup.out")
+    server, site, out = _slow_crawl(make_server, tmp_path)
+    process = _hang_up_while_crawling(_NOHUP, _master(server, out), tmp_path,
+                                      log=tmp_path / "nohup.out")
     assert process.wait(timeout=60) == 0
     assert "crawl completed" in (tmp_path / "nohup.out").read_text()
     check_complete(out, server.url, site)
+
+
+def _slow_crawl(make_server: Callable[[], FixtureServer], tmp_path: Path
+                ) -> tuple[FixtureServer, Site, Path]:
+    """A site whose images come slowly enough to hang up mid-crawl, and the output folder."""
+    server = make_server()
+    return server, setup_site(server, pages=2, images_per_page=40, image_delay=0.05), \
+        tmp_path / "out"
+
+
+def _master(server: FixtureServer, out: Path, *extra: str) -> list[str]:
+    return crawler_command("master", server.url + "/", "--out", str(out), "--local-workers",
+                           "2", "--threads", "2", "--bind", "127.0.0.1:0", *extra)
 
 
 def _hang_up_while_crawling(launcher: str, args: list[str], cwd: Path,
