@@ -251,7 +251,7 @@ def crawl(seeds: str | Iterable[str], *, out: str | os.PathLike[str] | None = No
     Raises :class:`~crawler.errors.NothingCrawled` when no seed page could be
     fetched, and the other :class:`~crawler.errors.CrawlerError` kinds for bad
     settings, an unusable output folder or a port in use. SIGINT, SIGTERM and
-    SIGHUP (unless ignored) stop the crawl cleanly while it runs (from the main
+    SIGHUP (at its default action) stop the crawl cleanly while it runs (from the main
     thread only); a second
     SIGINT raises ``KeyboardInterrupt``; the previous handlers are back afterwards.
     """
@@ -440,9 +440,10 @@ def _write_summary(summary: Summary) -> None:
 @contextlib.contextmanager
 def _signals_handled_by(handler: Callable[..., None]) -> Iterator[None]:
     """SIGINT, SIGTERM and SIGHUP go to ``handler`` inside the block, to what they went
-    to before after it. A SIGHUP ignored already stays ignored (``nohup``: the process
-    was asked to outlive its terminal). Signal handlers can only be set from the main
-    thread: elsewhere this sets none (the caller's own handling stays)."""
+    to before after it; SIGHUP only from its default action (ignored, as ``nohup``
+    asks, it stays ignored; a caller's own handler stays). Signal handlers can only be
+    set from the main thread: elsewhere this sets none (the caller's own handling
+    stays)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -483,7 +484,7 @@ def run_worker(master: str | None, *, out: str | os.PathLike[str] | None = None,
     ``crawl_name`` (default: the broker's only one) in Redis, with no master
     in between. ``authkey`` defaults to ``$CRAWLER_AUTHKEY``; ``progress`` is called with
     (images done, failed, bytes). While it runs, SIGINT, SIGTERM or SIGHUP (from the
-    main thread; SIGHUP unless ignored) hands the worker's URLs back and ends it, with
+    main thread; SIGHUP at its default action) hands the worker's URLs back and ends it, with
     ``stop_reason`` ``"interrupted"``, ``"SIGTERM"`` or ``"SIGHUP"``; the previous
     handlers are back afterwards.
     Raises :class:`~crawler.errors.MasterUnreachable`,
