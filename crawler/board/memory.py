@@ -85,6 +85,15 @@ class WorkerRecord:
     last_exchange: int = 0  # the highest exchange number applied: none at or below again
 
 
+def _shown(w: WorkerRecord, now: float, *, gone: bool) -> dict[str, Any]:
+    """A worker's line of ``workers``, as crawler status shows it."""
+    return {"worker": w.worker, "host": w.info.get("host"), "pid": w.info.get("pid"),
+            "threads": w.info.get("threads"), "held": len(w.held), "done": w.done,
+            "failed": w.failed, "bytes": w.bytes,
+            "rate": w.done / max(1e-9, w.last_contact - w.first_seen),
+            "last_contact_s": round(now - w.last_contact, 2), "gone": gone}
+
+
 class Settled(NamedTuple):
     """A URL's final attempt, with what the board knows about it."""
 
@@ -307,13 +316,7 @@ class TaskBoard:
     def workers(self) -> list[dict[str, Any]]:
         now = self._clock()
         with self._cond:
-            return [{"worker": w.worker, "host": w.info.get("host"), "pid": w.info.get("pid"),
-                     "threads": w.info.get("threads"), "held": len(w.held), "done": w.done,
-                     "failed": w.failed, "bytes": w.bytes,
-                     "rate": w.done / max(1e-9, w.last_contact - w.first_seen),
-                     "last_contact_s": round(now - w.last_contact, 2),
-                     "gone": self._is_gone(w, now)}
-                    for w in self._workers.values()]
+            return [_shown(w, now, gone=self._is_gone(w, now)) for w in self._workers.values()]
 
     def tutorial_workers(self) -> list[dict[str, Any]]:
         """The tutorial workers as one line in the form of ``workers`` (none before one
@@ -325,11 +328,7 @@ class TaskBoard:
             return []
         now = self._clock()
         with self._cond:
-            return [{"worker": w.worker, "host": None, "pid": None, "threads": None,
-                     "held": len(w.held), "done": w.done, "failed": w.failed,
-                     "bytes": w.bytes, "rate": w.done / max(1e-9, w.last_contact - w.first_seen),
-                     "last_contact_s": round(now - w.last_contact, 2),
-                     "gone": now - w.last_contact > self.policy.lease_timeout}]
+            return [_shown(w, now, gone=now - w.last_contact > self.policy.lease_timeout)]
 
     # ----- the workers' side -------------------------------------------------
 

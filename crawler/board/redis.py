@@ -267,7 +267,6 @@ class RedisBoard:
         so no master's new work can come between the look and the close. True if closed."""
         return bool(self._run("close_if_idle", []))
 
-    @_translated
     def tutorial_workers(self) -> list[dict[str, Any]]:
         """None: tutorial workers speak to the embedded queue only."""
         return []
