@@ -19,6 +19,7 @@ import pytest
 import redis
 
 from crawler.board import memory
+from crawler.board.base import CLASSIC
 from crawler.board.classic import ResultQueueView, TaskQueueView
 from crawler.board.manager import BoardView
 from crawler.board.memory import POLICY_SETTINGS, BoardPolicy, TaskBoard
@@ -83,6 +84,30 @@ def test_an_expired_lease_goes_back_to_the_queue(board: MakeBoard) -> None:
     clock.now += 11
     assert b.reap() == 1
     assert b.lease("alive", 1, 0)["tasks"] == [("http://h/a.png", 2)]
+
+
+def test_a_calling_worker_keeps_its_leases_and_the_classic_holder_has_a_deadline(
+        board: MakeBoard) -> None:
+    """A worker with a record holds its leases for as long as it calls, however long;
+    the classic holder (it never says hello, nor calls again) loses its own at its
+    deadline, though others call meanwhile."""
+    clock = Clock()
+    b = board(clock)
+    b.put("http://h/a.png", "h", None)
+    b.put("http://h/b.png", "h", None)
+    assert b.lease(CLASSIC, 1, 0)["tasks"] == [("http://h/a.png", 1)]
+    assert b.lease("w", 1, 0)["tasks"] == [("http://h/b.png", 1)]
+    clock.now += 9
+    b.heartbeat("w")
+    assert b.reap() == 0
+    clock.now += 2  # 11 s after both leases
+    b.heartbeat("w")
+    assert b.reap() == 1
+    assert b.lease("v", 2, 0)["tasks"] == [("http://h/a.png", 2)]
+    clock.now += 4  # "w" called 4 s ago, within worker_silence: its lease lives on
+    assert b.reap() == 0
+    b.report("w", [ok("http://h/b.png")])
+    assert [s.attempt.url for s in b.drain()] == ["http://h/b.png"]
 
 
 def test_heartbeats_keep_a_lease_alive(board: MakeBoard) -> None:

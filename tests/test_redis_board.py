@@ -360,7 +360,10 @@ def check_invariants(client: redis.Redis, crawl: str) -> None:
     assert counts.get("unfinished", 0) == states["q"] + states["l"] + states["d"]
     leased = {url for url, item in items.items() if item and item["s"] == "l"}
     delayed = {url for url, item in items.items() if item and item["s"] == "d"}
-    assert {m.decode() for m in client.zrange(key("leases"), 0, -1)} == leased
+    deadlined = {url for url in leased if items[url].get("k")}  # holders without a record
+    assert all(not client.exists(key("w:" + items[url]["w"])) for url in deadlined)
+    assert all(client.exists(key("w:" + items[url]["w"])) for url in leased - deadlined)
+    assert {m.decode() for m in client.zrange(key("leases"), 0, -1)} == deadlined
     assert {m.decode() for m in client.zrange(key("delayed"), 0, -1)} == delayed
     ready = [h.decode() for h in client.lrange(key("ready"), 0, -1)]
     paced = {h.decode() for h in client.zrange(key("paced"), 0, -1)}

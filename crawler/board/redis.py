@@ -25,7 +25,9 @@ ready         list: hosts with queued URLs that may be asked, rotated (one URL
               per host per turn); ``paced``: sorted set of those waiting for
               their pace, by time; ``full``: set of those with every slot in
               flight; ``listed``: set of all three
-leases        sorted set: leased URL -> deadline
+leases        sorted set: URL leased to a holder without a record (the classic
+              worker) -> deadline; a worker with a record keeps its leases while
+              it calls, and loses them all when it falls silent
 delayed       sorted set: URL waiting for a retry -> when it may go again
 inflight      hash: host -> URLs leased; ``next``: host -> not asked before;
               ``delay``: host -> seconds between two requests (Crawl-delay)
@@ -43,7 +45,8 @@ retry         hash: URL whose final result was a passing failure -> its host, pa
 
 Memory per URL: one hash field of its URL and about 40 bytes of JSON (plus its
 page and ref) while unfinished, the URL alone once final; queued, it is in its
-host's list too, and leased or delayed, in one sorted set. Each final result
+host's list too; leased, in its holder's ``held`` set (or ``leases``); delayed, in
+``delayed``. Each final result
 stays in the ``results`` stream (the Attempt's JSON, about 300 bytes), so that
 a master that joins later sees every result; a passing failure's page and ref
 are kept in ``retry`` besides, until a rerun takes it up. Measured (``benchmarks/

@@ -88,6 +88,10 @@ local function host_time(key, host)
   return t
 end
 
+-- Hosts this call saw in LISTED (or put there), and hosts it took out of FULL (or
+-- found not there): a set's membership is asked once a call, not once per URL.
+local LISTED_NOW, FREED = {}, {}
+
 local function now_from(arg)
   if arg ~= '' then return tonumber(arg) end
   local t = redis.call('TIME')  -- the broker's clock: every host reads the same one
@@ -119,7 +123,10 @@ end
 local function set_state(url, it, state)
   bump(COUNTS, STATE_COUNT[it.s], -1)
   bump(COUNTS, STATE_COUNT[state], 1)
-  if it.s == 'l' then redis.call('ZREM', LEASES, url) end
+  if it.k then
+    redis.call('ZREM', LEASES, url)
+    it.k = nil
+  end
   it.s = state
 end
 
@@ -129,7 +136,10 @@ local function enqueue(url, host, front)
   else
     redis.call('RPUSH', queue_key(host), url)
   end
-  if redis.call('SADD', LISTED, host) == 1 then redis.call('RPUSH', READY, host) end
+  if not LISTED_NOW[host] then
+    if redis.call('SADD', LISTED, host) == 1 then redis.call('RPUSH', READY, host) end
+    LISTED_NOW[host] = true
+  end
 end
 
 local function hold_host(host, untill)
@@ -147,6 +157,7 @@ local function promote_paced(now, policy)
     redis.call('ZREM', PACED, host)
     if tally(INFLIGHT, host) >= policy.host_concurrency then
       redis.call('SADD', FULL, host)
+      FREED[host] = nil
     else
       redis.call('RPUSH', READY, host)
     end
@@ -186,7 +197,10 @@ end
 local function unlease(url, it)
   if it.s ~= 'l' then return end
   add_to_tally(INFLIGHT, it.h, -1)
-  if redis.call('SREM', FULL, it.h) == 1 then redis.call('RPUSH', READY, it.h) end  -- a slot
+  if not FREED[it.h] then  -- a slot: the host may be asked again
+    if redis.call('SREM', FULL, it.h) == 1 then redis.call('RPUSH', READY, it.h) end
+    FREED[it.h] = true
+  end
   if it.w and has_record(it.w) then
     redis.call('SREM', held_key(it.w), url)
     add_to_tally(perhost_key(it.w), it.h, -1)
@@ -319,51 +333,59 @@ local function take(worker, record, limit, now, policy)
   local blocked = 0  -- hosts in a row this worker has its share of; all of them means stop
   while #tasks < 2 * limit and hosts > 0 and blocked < hosts do  -- two entries a task
     local host = redis.call('LINDEX', READY, 0)
-    local q = queue_key(host)
-    local url = redis.call('LINDEX', q, 0)
-    local it = nil
-    while url do
-      it = get_item(url)
-      if it and it.s == 'q' then break end
-      redis.call('LPOP', q)  -- settled while queued: skip
-      url = redis.call('LINDEX', q, 0)
-    end
-    local in_flight = tally(INFLIGHT, host)
     local nxt = host_time(NEXT, host)
-    if not url then
-      redis.call('LPOP', READY)
-      redis.call('SREM', LISTED, host)
-      hosts = hosts - 1
-    elseif nxt > now then
+    if nxt > now then
       redis.call('LPOP', READY)
       redis.call('ZADD', PACED, num(nxt), host)
       hosts = hosts - 1
-    elseif in_flight >= policy.host_concurrency then
+    elseif tally(INFLIGHT, host) >= policy.host_concurrency then
       redis.call('LPOP', READY)
       redis.call('SADD', FULL, host)
+      FREED[host] = nil
       hosts = hosts - 1
-    elseif record and tally(perhost_key(worker), host) >= share
-        then
-      redis.call('LMOVE', READY, READY, 'LEFT', 'RIGHT')
+    elseif record and tally(perhost_key(worker), host) >= share then
+      if hosts > 1 then redis.call('LMOVE', READY, READY, 'LEFT', 'RIGHT') end
       blocked = blocked + 1
     else
-      blocked = 0
-      redis.call('LPOP', q)
-      set_state(url, it, 'l')
-      it.w = worker
-      it.a = (it.a or 0) + 1
-      save_item(url, it)
-      redis.call('ZADD', LEASES, num(now + policy.lease_timeout), url)
-      add_to_tally(INFLIGHT, host, 1)
-      local delay = math.max(policy.host_delay, host_time(DELAY, host))
-      if delay > 0 then hold_host(host, now + delay) end
-      if record then
-        redis.call('SADD', held_key(worker), url)
-        add_to_tally(perhost_key(worker), host, 1)
+      -- Taken off the queue at once: the URL we lease is the first one still queued.
+      local q = queue_key(host)
+      local url = redis.call('LPOP', q)
+      local it = nil
+      while url do
+        it = get_item(url)
+        if it and it.s == 'q' then break end
+        url = redis.call('LPOP', q)  -- settled while queued: skip
       end
-      table.insert(tasks, url)
-      table.insert(tasks, it.a)
-      redis.call('LMOVE', READY, READY, 'LEFT', 'RIGHT')  -- one URL per host per turn
+      if not url then
+        redis.call('LPOP', READY)
+        redis.call('SREM', LISTED, host)
+        LISTED_NOW[host] = nil
+        hosts = hosts - 1
+      else
+        blocked = 0
+        set_state(url, it, 'l')
+        it.w = worker
+        it.a = (it.a or 0) + 1
+        if not record then
+          -- No record, no heartbeat to go by (the classic worker): the lease has a
+          -- deadline of its own. A worker with a record loses its leases when it falls
+          -- silent (reap).
+          it.k = 1
+          redis.call('ZADD', LEASES, num(now + policy.lease_timeout), url)
+        end
+        save_item(url, it)
+        add_to_tally(INFLIGHT, host, 1)
+        local delay = math.max(policy.host_delay, host_time(DELAY, host))
+        if delay > 0 then hold_host(host, now + delay) end
+        if record then
+          redis.call('SADD', held_key(worker), url)
+          add_to_tally(perhost_key(worker), host, 1)
+        end
+        table.insert(tasks, url)
+        table.insert(tasks, it.a)
+        -- One URL per host per turn (a rotation of one host changes nothing).
+        if hosts > 1 then redis.call('LMOVE', READY, READY, 'LEFT', 'RIGHT') end
+      end
     end
   end
   return tasks
@@ -461,43 +483,44 @@ local now = now_from(ARGV[1])
 local policy = policy_from(ARGV, 2)
 promote_delayed(now)
 promote_paced(now, policy)
--- Our workers call every second: one silent for worker_silence is stopped, cut off
--- or dead, and its leases end now rather than after lease_timeout.
-local silent = redis.call('ZRANGEBYSCORE', CONTACT, '-inf', '(' .. num(now - policy.worker_silence))
+-- Our workers call every second: one silent for worker_silence (or lease_timeout, if
+-- shorter) is stopped, cut off or dead, and its leases end now. While it calls, they
+-- live: they have no deadline of their own.
+local silence = math.min(policy.worker_silence, policy.lease_timeout)
+local expired = {}
+local silent = redis.call('ZRANGEBYSCORE', CONTACT, '-inf', '(' .. num(now - silence))
 for _, worker in ipairs(silent) do
   for _, url in ipairs(redis.call('SMEMBERS', held_key(worker))) do
-    redis.call('ZADD', LEASES, 'XX', num(now - 1.0), url)
-  end
-end
-local due = redis.call('ZRANGEBYSCORE', LEASES, '-inf', '(' .. num(now))
-local expired = {}
-for _, url in ipairs(due) do
-  local it = get_item(url)
-  local contact = it.w and redis.call('ZSCORE', CONTACT, it.w)
-  if contact and tonumber(contact) >= now - policy.worker_silence
-      and tonumber(contact) + policy.lease_timeout >= now then
-    -- Its holder kept calling: the lease lives lease_timeout from the last call.
-    redis.call('ZADD', LEASES, 'XX', num(tonumber(contact) + policy.lease_timeout), url)
-  else
     table.insert(expired, url)
   end
 end
+-- Leases of holders without a record (the classic worker) end at their deadline.
+local due = redis.call('ZRANGEBYSCORE', LEASES, '-inf', '(' .. num(now))
+for _, url in ipairs(due) do
+  local it = get_item(url)
+  if it and it.s == 'l' and it.k then table.insert(expired, url) end
+  redis.call('ZREM', LEASES, url)
+end
+local ended = 0
 for _, url in ipairs(expired) do
   local it = get_item(url)
-  unlease(url, it)
-  if it.a >= policy.max_attempts then
-    finish(url, it, cjson.encode({url = url, ok = false, reason = 'lost: no result after '
-      .. it.a .. ' attempts (worker gone or too slow)'}), nil)
-  else
-    back_on_queue(url, it)
+  if it and it.s == 'l' then
+    ended = ended + 1
+    unlease(url, it)
+    if it.a >= policy.max_attempts then
+      finish(url, it, cjson.encode({url = url, ok = false, reason = 'lost: no result after '
+        .. it.a .. ' attempts (worker gone or too slow)'}), nil)
+    else
+      back_on_queue(url, it)
+    end
   end
 end
 local quiet = redis.call('ZRANGEBYSCORE', CONTACT, '-inf', '(' .. num(now - policy.lease_timeout))
 for _, worker in ipairs(quiet) do
   if redis.call('SISMEMBER', GONE, worker) == 0 then mark_gone(worker) end
 end
-bump(COUNTS, 'expired', #expired)
-return #expired
+bump(COUNTS, 'expired', ended)
+return ended
 
 -- @script hello: now, worker, info JSON
 local now, worker = now_from(ARGV[1]), ARGV[2]
