@@ -45,13 +45,13 @@ retry         hash: URL whose final result was a passing failure -> its host, pa
 
 Memory per URL: one hash field of its URL and about 40 bytes of JSON (plus its
 page and ref) while unfinished, the URL alone once final; queued, it is in its
-host's list too; leased, in its holder's ``held`` set (or ``leases``); delayed, in
-``delayed``. Each final result
-stays in the ``results`` stream (the Attempt's JSON, about 300 bytes), so that
+host's list too; leased, in its holder's ``held`` set (or ``leases``); delayed,
+in ``delayed``. Each final result stays in the ``results`` stream (the Attempt's
+JSON without its fields at their default, about 290 bytes for a success), so that
 a master that joins later sees every result; a passing failure's page and ref
 are kept in ``retry`` besides, until a rerun takes it up. Measured (``benchmarks/
-redis_board.py``, URLs of 65 characters): about 290 bytes of the broker's
-memory per queued URL, 600 per final one.
+redis_board.py``, URLs of 65 characters): about 280 bytes of the broker's
+memory per queued URL, 480 per final one.
 
 The client is made by the caller (``crawler.board.broker.connect``), with
 ``socket_timeout`` (and ``socket_connect_timeout``) set: every call then ends, and a broker that
@@ -166,6 +166,19 @@ def _dumps(data: object) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
+_ATTEMPT_DEFAULTS = Attempt._field_defaults
+
+
+def _stored(attempt: Attempt) -> str:
+    """An attempt's JSON in the results stream: fields at their default left out (it is
+    most of a success's), the time to the microsecond. Each final URL keeps one in
+    the broker's memory, and it is the larger part of the append-only file."""
+    wire = attempt.to_wire()
+    wire["elapsed_s"] = round(attempt.elapsed_s, 6)
+    return _dumps({name: value for name, value in wire.items()
+                   if name not in _ATTEMPT_DEFAULTS or value != _ATTEMPT_DEFAULTS[name]})
+
+
 class RedisBoard:
     """The Board of a crawl named ``crawl`` in Redis (see crawler.board.base for what each
     call means, and TaskBoard for the rules they keep).
@@ -230,7 +243,7 @@ class RedisBoard:
     def queue_settle_now(self, pipe: redis.client.Pipeline, attempt: Attempt,
                          page: str | None, ref: str | None = None) -> None:
         """Add ``settle_now`` to the caller's transaction ``pipe`` (see ``queue_puts``)."""
-        fields = ["attempt", _dumps(attempt.to_wire()), "attempts", "0"]
+        fields = ["attempt", _stored(attempt), "attempts", "0"]
         if page is not None:
             fields += ["page", page]
         if ref is not None:
@@ -489,7 +502,7 @@ class RedisBoard:
             args += [attempt.url, "1" if attempt.ok else "0", "1" if attempt.transient else "0",
                      repr(float(attempt.retry_after)) if attempt.retry_after else "",
                      str(attempt.bytes or 0), repr(random.uniform(0.5, 1.0)),  # backoff jitter
-                     _dumps(attempt.to_wire())]
+                     _stored(attempt)]
         return args
 
     @staticmethod

@@ -331,8 +331,10 @@ local function take(worker, record, limit, now, policy)
   end
   local hosts = redis.call('LLEN', READY)
   local blocked = 0  -- hosts in a row this worker has its share of; all of them means stop
+  local only = nil  -- the one host in READY, once read: it stays first while alone
   while #tasks < 2 * limit and hosts > 0 and blocked < hosts do  -- two entries a task
-    local host = redis.call('LINDEX', READY, 0)
+    local host = only or redis.call('LINDEX', READY, 0)
+    if hosts == 1 then only = host end
     local nxt = host_time(NEXT, host)
     if nxt > now then
       redis.call('LPOP', READY)
@@ -421,8 +423,7 @@ end
 local queued = 0
 for i = 1, #ARGV, 3 do
   local url = ARGV[i]
-  if redis.call('HEXISTS', ITEMS, url) == 0 then
-    redis.call('HSET', ITEMS, url, ARGV[i + 2])
+  if redis.call('HSETNX', ITEMS, url, ARGV[i + 2]) == 1 then
     enqueue(url, ARGV[i + 1], false)
     queued = queued + 1
   end
@@ -590,14 +591,15 @@ for i = 0, n_holding - 1 do table.insert(holding, ARGV[from + i]) end
 local record = touch(worker, now, policy.lease_timeout)
 local unknown, duplicates, lost = {}, {}, {}
 local wk = worker_key(worker)
-if record and number < tonumber(redis.call('HGET', wk, 'ex') or '0') then
+local applied = record and tonumber(redis.call('HGET', wk, 'ex') or '0')
+if record and number < applied then
   -- A copy held up in the network, overtaken by the worker's later calls: all of it
   -- was applied already, or sent again, and its holding list is out of date.
   return {1, redis.call('EXISTS', CLOSED), {}, {}, {}, {}}
 end
 local spoken = {}
 for i = 0, n_reports - 1 do spoken[ARGV[at + i * REPORT_ARGS]] = true end
-if (not record) or number > tonumber(redis.call('HGET', wk, 'ex') or '0') then
+if (not record) or number > applied then
   if record then redis.call('HSET', wk, 'ex', number) end
   release(worker, released)
   local _
