@@ -389,9 +389,10 @@ def _run_command(args: argparse.Namespace) -> int:
         settings = _settings(args) if args.command in READS_SETTINGS else Settings()
         return handler(args, settings)
     except CrawlerError as exc:
-        print(f"crawler: error: {exc}", file=sys.stderr)
+        message = _naming_the_flag(str(exc), getattr(args, "flag_of_key", {}))
+        print(f"crawler: error: {message}", file=sys.stderr)
         if args.log_file is not None:
-            log.error("%s", exc)
+            log.error("%s", message)
         return exc.exit_code
     except KeyboardInterrupt:
         print("crawler: interrupted", file=sys.stderr, flush=True)
@@ -481,6 +482,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         log.debug("settings from %s", source.path)
     overrides = {dest[4:]: value for dest, value in vars(args).items()
                  if dest.startswith("set:") and value is not None}
+    args.flag_of_key = {}  # the settings this command line's flags set, for its errors
     if getattr(args, "ignore_robots", False):
         overrides["crawl.respect_robots"] = False
     if getattr(args, "no_fast_lane", False):
@@ -496,7 +498,16 @@ def _settings(args: argparse.Namespace) -> Settings:
     for flag, key, *_ in SETTING_FLAGS.get(args.command, []):
         if key in overrides:
             _check_flag(flag, key, overrides[key])
+            args.flag_of_key[key] = flag
     return settings.with_values(overrides, "command line") if overrides else settings
+
+
+def _naming_the_flag(message: str, flag_of_key: dict[str, str]) -> str:
+    """An error about a setting (``KEY: ...``) that a flag of this command line set names
+    that flag too: the user typed ``--cookies``, not ``http.cookies``."""
+    key, colon, rest = message.partition(": ")
+    flag = flag_of_key.get(key) if colon else None
+    return f"{flag} ({key}): {rest}" if flag else message
 
 
 def _check_flag(flag: str, key: str, value: Any) -> None:

@@ -619,7 +619,18 @@ def test_flags_set_the_http_settings(tmp_path: Path) -> None:
     assert (worker.env_proxies, worker.client_cert) == (False, "mine.pem")
     result = run_crawler("worker", "127.0.0.1:1", "--client-cert", str(tmp_path / "none.pem"),
                          "--connect-wait", "0", cwd=tmp_path)
-    assert result.returncode == 2 and "http.client_cert: cannot read" in result.stderr
+    # The error names the flag the user typed, and the setting it sets.
+    assert result.returncode == 2 and "--client-cert (http.client_cert): cannot read" in (
+        result.stderr)
+    result = run_crawler("master", "http://127.0.0.1:1/", "--dry-run", "--cookies",
+                         str(tmp_path / "none.txt"), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"error: --cookies (http.cookies): cannot read {tmp_path / 'none.txt'}" in result.stderr
+    (tmp_path / "from-file.toml").write_text(f'[http]\ncookies = "{tmp_path / "none.txt"}"\n')
+    result = run_crawler("master", "http://127.0.0.1:1/", "--dry-run", "--settings",
+                         str(tmp_path / "from-file.toml"), "--out", str(tmp_path / "out"),
+                         cwd=tmp_path)
+    assert result.returncode == 2 and "error: http.cookies: cannot read" in result.stderr
 
 
 def test_the_status_of_a_master_shows_no_request_secrets(tmp_path: Path) -> None:
