@@ -605,6 +605,7 @@ def write_out(text: str) -> None:
 
 
 def format_summary(summary: ApiSummary, *, on_broker: bool = False) -> str:
+    from crawler.model.files import images_left_shown
     from crawler.ui.progress import human_bytes
 
     # A broker crawl's limits are its first master's: a rerun does not extend them.
@@ -619,7 +620,7 @@ def format_summary(summary: ApiSummary, *, on_broker: bool = False) -> str:
         *([f"  not visited     {summary.pages_left} pages found: the page budget "
            f"(--max-pages) was spent; {larger}"]
           if summary.pages_left else []),
-        *([f"  not queued      {_at_least(summary.images_left)} images found: the image "
+        *([f"  not queued      {images_left_shown(summary.images_left)} images found: the image "
            f"budget (--max-images) was spent; {larger}"]
           if summary.images_left else []),
         *([f"  to try again    {_to_retry(summary)} failed for a passing reason (a timeout, "
@@ -649,12 +650,6 @@ def format_summary(summary: ApiSummary, *, on_broker: bool = False) -> str:
         lines.append(f"  pages failed in {out}/pages.jsonl (each with its reason)")
     lines.append(f"  statistics in   {summary.summary_json}")
     return "\n".join(lines)
-
-
-def _at_least(images_left: int) -> str:
-    from crawler.model.files import IMAGES_LEFT_KEPT
-
-    return f"at least {images_left}" if images_left >= IMAGES_LEFT_KEPT else str(images_left)
 
 
 def _to_retry(summary: ApiSummary) -> str:

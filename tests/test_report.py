@@ -285,6 +285,15 @@ def test_a_crawl_that_did_not_end_is_said_so(tmp_path: Path) -> None:
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     assert state() == ("This crawl reached its budget: at least 100,000 image(s) found were "
                        "not queued (--max-images).")
+    # The command's own summary says it the same way, its numbers without commas.
+    from crawler.api import Summary
+    from crawler.cli import format_summary
+
+    lines = format_summary(Summary(completed=True, interrupted=False, dry_run=False,
+                                   seeds=("http://h/",), elapsed_s=1.0, pages=3,
+                                   pages_failed=0, found=9, succeeded=9, failed=0, bytes=0,
+                                   out_dir=tmp_path, images_left=100_000))
+    assert "  not queued      at least 100000 images found: the image budget" in lines
 
 
 def test_report_is_rewritten_in_place(gallery: dict[str, Any]) -> None:

@@ -11,3 +11,10 @@ BROKER_MARK = "broker-crawl.json"  # names the broker crawl whose results a fold
 # summary.json's images_left (images met past --max-images) is exact up to this many
 # URLs, which the master keeps to count them (some 10 MB); past it, "at least".
 IMAGES_LEFT_KEPT = 100_000
+
+
+def images_left_shown(images_left: int, *, separator: str = "") -> str:
+    """summary.json's images_left as people read it: "at least N" once it reached
+    IMAGES_LEFT_KEPT, where the count stops; ``separator`` groups the thousands."""
+    number = f"{images_left:,}".replace(",", separator)
+    return f"at least {number}" if images_left >= IMAGES_LEFT_KEPT else number

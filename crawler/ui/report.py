@@ -48,12 +48,12 @@ from urllib.parse import quote, urlsplit
 from crawler.errors import StorageError, UsageError
 from crawler.model.files import (
     BROKER_MARK,
-    IMAGES_LEFT_KEPT,
     JOURNAL_NAME,
     MANIFEST_NAME,
     PAGES_NAME,
     REPORT_NAME,
     SUMMARY_NAME,
+    images_left_shown,
 )
 from crawler.ui.progress import human_bytes
 
@@ -514,9 +514,8 @@ def _crawl_state(summary_path: Path) -> str:
         return (f"This crawl was interrupted: {settled:,} of the {found:,} images found so "
                 "far are settled. Running it again goes on where it stopped.")
     left = [f"{pages_left:,} page(s) found were not visited (--max-pages)"] if pages_left else []
-    shown = f"{'at least ' if images_left >= IMAGES_LEFT_KEPT else ''}{images_left:,}"
-    left += [f"{shown} image(s) found were not queued (--max-images)"] if images_left \
-        else []
+    left += [f"{images_left_shown(images_left, separator=',')} image(s) found were not "
+             "queued (--max-images)"] if images_left else []
     return f"This crawl reached its budget: {'; '.join(left)}." if left else ""
 
 
