@@ -110,6 +110,22 @@ def test_a_calling_worker_keeps_its_leases_and_the_classic_holder_has_a_deadline
     assert [s.attempt.url for s in b.drain()] == ["http://h/b.png"]
 
 
+def test_a_host_whose_queue_ran_dry_leaves_its_turn(board: MakeBoard) -> None:
+    """A host with nothing queued is out of the turns, even while it waits for its pace:
+    new URLs put it at the end, after hosts that were put before it."""
+    clock = Clock()
+    b = board(clock, host_delay=1.0)
+    b.put("http://h0/0.png", "h0", None)
+    b.put("http://h1/4.png", "h1", None)
+    assert [url for url, _ in b.lease("w", 3, 0)["tasks"]] == [
+        "http://h0/0.png", "http://h1/4.png"]
+    for n in (1, 2, 3):  # h1, then h2, then h0 have URLs again
+        b.put(f"http://h{n % 3}/{n}.png", f"h{n % 3}", None)
+    clock.now += 2
+    assert [url for url, _ in b.lease("w", 3, 0)["tasks"]] == [
+        "http://h1/1.png", "http://h2/2.png", "http://h0/3.png"]
+
+
 def test_heartbeats_keep_a_lease_alive(board: MakeBoard) -> None:
     clock = Clock()
     b = board(clock)

@@ -320,6 +320,19 @@ local function report(worker, record, args, at, count, now, policy)
   return recorded, unknown, duplicates, spoken
 end
 
+-- The first URL of queue q still queued, and its item (those settled while queued are
+-- dropped): taken off the queue when take, else only looked at. Nil when none is left.
+local function first_queued(q, take)
+  while true do
+    local url
+    if take then url = redis.call('LPOP', q) else url = redis.call('LINDEX', q, 0) end
+    if not url then return nil, nil end
+    local it = get_item(url)
+    if it and it.s == 'q' then return url, it end
+    if not take then redis.call('LPOP', q) end
+  end
+end
+
 -- Hand out up to limit URLs, one per host per turn, within each host's concurrency,
 -- pace and (for a worker with a record) its share among the workers asking.
 local function take(worker, record, limit, now, policy)
@@ -335,59 +348,58 @@ local function take(worker, record, limit, now, policy)
   while #tasks < 2 * limit and hosts > 0 and blocked < hosts do  -- two entries a task
     local host = only or redis.call('LINDEX', READY, 0)
     if hosts == 1 then only = host end
+    local q = queue_key(host)
     local nxt = host_time(NEXT, host)
+    local wait = nil  -- why this host gives nothing now, if it has URLs: PACED, FULL, share
     if nxt > now then
+      wait = PACED
+    elseif tally(INFLIGHT, host) >= policy.host_concurrency then
+      wait = FULL
+    elseif record and tally(perhost_key(worker), host) >= share then
+      wait = 'share'
+    end
+    local url, it = first_queued(q, not wait)
+    if not url then  -- an empty host leaves the turn, wherever it would wait
+      redis.call('LPOP', READY)
+      redis.call('SREM', LISTED, host)
+      LISTED_NOW[host] = nil
+      hosts = hosts - 1
+    elseif wait == PACED then
       redis.call('LPOP', READY)
       redis.call('ZADD', PACED, num(nxt), host)
       hosts = hosts - 1
-    elseif tally(INFLIGHT, host) >= policy.host_concurrency then
+    elseif wait == FULL then
       redis.call('LPOP', READY)
       redis.call('SADD', FULL, host)
       FREED[host] = nil
       hosts = hosts - 1
-    elseif record and tally(perhost_key(worker), host) >= share then
+    elseif wait then  -- this worker has its share of the host: the next host's turn
       if hosts > 1 then redis.call('LMOVE', READY, READY, 'LEFT', 'RIGHT') end
       blocked = blocked + 1
     else
-      -- Taken off the queue at once: the URL we lease is the first one still queued.
-      local q = queue_key(host)
-      local url = redis.call('LPOP', q)
-      local it = nil
-      while url do
-        it = get_item(url)
-        if it and it.s == 'q' then break end
-        url = redis.call('LPOP', q)  -- settled while queued: skip
+      blocked = 0
+      set_state(url, it, 'l')
+      it.w = worker
+      it.a = (it.a or 0) + 1
+      if not record then
+        -- No record, no heartbeat to go by (the classic worker): the lease has a
+        -- deadline of its own. A worker with a record loses its leases when it falls
+        -- silent (reap).
+        it.k = 1
+        redis.call('ZADD', LEASES, num(now + policy.lease_timeout), url)
       end
-      if not url then
-        redis.call('LPOP', READY)
-        redis.call('SREM', LISTED, host)
-        LISTED_NOW[host] = nil
-        hosts = hosts - 1
-      else
-        blocked = 0
-        set_state(url, it, 'l')
-        it.w = worker
-        it.a = (it.a or 0) + 1
-        if not record then
-          -- No record, no heartbeat to go by (the classic worker): the lease has a
-          -- deadline of its own. A worker with a record loses its leases when it falls
-          -- silent (reap).
-          it.k = 1
-          redis.call('ZADD', LEASES, num(now + policy.lease_timeout), url)
-        end
-        save_item(url, it)
-        add_to_tally(INFLIGHT, host, 1)
-        local delay = math.max(policy.host_delay, host_time(DELAY, host))
-        if delay > 0 then hold_host(host, now + delay) end
-        if record then
-          redis.call('SADD', held_key(worker), url)
-          add_to_tally(perhost_key(worker), host, 1)
-        end
-        table.insert(tasks, url)
-        table.insert(tasks, it.a)
-        -- One URL per host per turn (a rotation of one host changes nothing).
-        if hosts > 1 then redis.call('LMOVE', READY, READY, 'LEFT', 'RIGHT') end
+      save_item(url, it)
+      add_to_tally(INFLIGHT, host, 1)
+      local delay = math.max(policy.host_delay, host_time(DELAY, host))
+      if delay > 0 then hold_host(host, now + delay) end
+      if record then
+        redis.call('SADD', held_key(worker), url)
+        add_to_tally(perhost_key(worker), host, 1)
       end
+      table.insert(tasks, url)
+      table.insert(tasks, it.a)
+      -- One URL per host per turn (a rotation of one host changes nothing).
+      if hosts > 1 then redis.call('LMOVE', READY, READY, 'LEFT', 'RIGHT') end
     end
   end
   return tasks
@@ -488,24 +500,28 @@ promote_paced(now, policy)
 -- shorter) is stopped, cut off or dead, and its leases end now. While it calls, they
 -- live: they have no deadline of their own.
 local silence = math.min(policy.worker_silence, policy.lease_timeout)
-local expired = {}
+local expired = {}  -- {url, the holder whose lease ends}, in order
 local silent = redis.call('ZRANGEBYSCORE', CONTACT, '-inf', '(' .. num(now - silence))
 for _, worker in ipairs(silent) do
   for _, url in ipairs(redis.call('SMEMBERS', held_key(worker))) do
-    table.insert(expired, url)
+    table.insert(expired, {url, worker})
   end
 end
 -- Leases of holders without a record (the classic worker) end at their deadline.
 local due = redis.call('ZRANGEBYSCORE', LEASES, '-inf', '(' .. num(now))
 for _, url in ipairs(due) do
   local it = get_item(url)
-  if it and it.s == 'l' and it.k then table.insert(expired, url) end
+  -- (k: leased so; a holder without a record: leased so by scripts before k was kept)
+  if it and it.s == 'l' and (it.k or not (it.w and has_record(it.w))) then
+    table.insert(expired, {url, it.w})
+  end
   redis.call('ZREM', LEASES, url)
 end
 local ended = 0
-for _, url in ipairs(expired) do
+for _, lease in ipairs(expired) do
+  local url, holder = lease[1], lease[2]
   local it = get_item(url)
-  if it and it.s == 'l' then
+  if it and it.s == 'l' and it.w == holder then  -- still that holder's lease
     ended = ended + 1
     unlease(url, it)
     if it.a >= policy.max_attempts then
