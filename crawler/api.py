@@ -411,6 +411,7 @@ def _joined(shared: BrokerCrawl, mine: Settings) -> tuple[Settings, tuple[str, .
     if not record.exists():
         raise UsageError(f"no crawl named {shared.name!r} on the broker at {shared.address} "
                          "to join: start it with crawler master URL --broker ... first")
+    record.check_format()
     data = record.field("settings")
     own = mine.to_dict()
     data["output"], data["worker"] = own["output"], own["worker"]

@@ -107,6 +107,12 @@ class BrokerUnreachable(BrokerError):
     exit_code = 1
 
 
+class CrawlFormatMismatch(BrokerError):
+    """The crawl on the broker keeps its state in another format than this crawler's: it
+    was started by another version. Every master and worker of one crawl must run the
+    same version, or one could not see what another leased."""
+
+
 class CrawlNotFound(BrokerError):
     """The broker holds no crawl of that name, or none at all: its first master has not
     started it yet, or the name is wrong."""

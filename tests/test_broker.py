@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from crawler import __version__
 from crawler.board.broker import REGISTRY, BrokerAddress, Connections, connect
 from crawler.demo.site import build_site, png
 
@@ -494,6 +495,39 @@ def test_a_port_that_takes_connections_and_never_answers_is_told_in_seconds(
     assert done.returncode == 1, done.stderr
     assert "cannot reach the broker" in done.stderr, done.stderr
     assert time.monotonic() - started < 15
+
+
+def test_a_crawl_another_version_started_is_refused_by_masters_and_workers(
+        make_server: Callable[[], FixtureServer], redis_server: RedisServer,
+        tmp_path: Path) -> None:
+    """Versions that keep a crawl's state otherwise never share a crawl: one could not see
+    what another leased. A crawl whose record has another format (here: none, as before
+    formats were recorded) is refused by a master run again, a joining master and a
+    worker, in one line each, and nothing of it is touched."""
+    server = make_server()
+    setup_site(server, pages=1, images_per_page=2)
+    name = _crawl_name()
+    args = ("--broker", redis_server.url, "--crawl", name)
+    done = run_crawler("master", server.url + "/", *args, "--local-workers", "1",
+                       "--out", str(tmp_path / "a"))
+    assert done.returncode == 0, done.stderr
+    client = redis_server.client()
+    record = f"crawler:{{{name}}}:crawl"
+    assert json.loads(client.hget(record, "format")) == 2
+    client.hdel(record, "format")
+    before = {key: client.dump(key) for key in client.keys(f"crawler:{{{name}}}:*")}
+    for command in (("master", server.url + "/", *args, "--out", str(tmp_path / "b")),
+                    ("master", "--join", name, "--broker", redis_server.url,
+                     "--out", str(tmp_path / "c")),
+                    ("worker", *args, "--out", str(tmp_path / "w"), "--connect-wait", "5")):
+        refused = run_crawler(*command, cwd=tmp_path, timeout=60)
+        assert refused.returncode == 1, (command, refused.stderr)
+        assert refused.stderr.strip().splitlines() == [
+            f"crawler: error: the crawl {name!r} on the broker keeps its state in format 1, "
+            f"and this crawler ({__version__}) in format 2: it was started by another version, and "
+            "every master and worker of a crawl must run the same one; go on with the "
+            "version that started it, or start a new crawl (another --crawl NAME)"], command
+    assert {key: client.dump(key) for key in client.keys(f"crawler:{{{name}}}:*")} == before
 
 
 def test_a_crawl_name_holds_one_crawl(

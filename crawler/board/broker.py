@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 from crawler.config import BROKER_PASSWORD_ENV as PASSWORD_ENV
 from crawler.config import DEFAULT_CRAWL as DEFAULT_CRAWL
-from crawler.errors import BrokerError, BrokerUnreachable, CrawlNotFound, UsageError
+from crawler.errors import (
+    BrokerError,
+    BrokerUnreachable,
+    CrawlFormatMismatch,
+    CrawlNotFound,
+    UsageError,
+)
 
 # The Redis client is imported when a broker is used: workers of the embedded queue
 # never load it.
@@ -256,6 +262,12 @@ def keys_prefix(crawl: str) -> str:
     return f"crawler:{{{crawl}}}:"
 
 
+# What the keys of a crawl on the broker mean (crawler/board/redis*.py): raised whenever
+# a version of the crawler reads or writes them otherwise, so that masters and workers of
+# different versions never share a crawl. A record without it is format 1. Format 2: a
+# worker's leases are in its held set alone, not in the leases sorted set.
+BOARD_FORMAT = 2
+
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
@@ -283,7 +295,8 @@ class CrawlRecord:
         """Write the record unless the crawl exists; True when this call created it."""
         fields: dict[Any, Any] = {"settings": json.dumps(settings), "seeds": json.dumps(seeds),
                   "identity": json.dumps(identity, sort_keys=True), "info": json.dumps(info),
-                  "board": json.dumps(board), "started": json.dumps(broker_time(self.client))}
+                  "board": json.dumps(board), "started": json.dumps(broker_time(self.client)),
+                  "format": json.dumps(BOARD_FORMAT)}
         # One script: a master killed half-way must not leave half a record.
         create = self.client.register_script(_CREATE)
         flat = [item for pair in fields.items() for item in pair]
@@ -291,6 +304,23 @@ class CrawlRecord:
 
     def exists(self) -> bool:
         return bool(self.client.exists(self.key))
+
+    def check_format(self) -> None:
+        """CrawlFormatMismatch unless the crawl keeps its state as this crawler does."""
+        text = self.client.hget(self.key, "format")
+        try:
+            theirs = int(json.loads(str(text))) if text is not None else 1
+        except (TypeError, ValueError):
+            theirs = 0
+        if theirs != BOARD_FORMAT:
+            from crawler import __version__
+
+            raise CrawlFormatMismatch(
+                f"the crawl {self.crawl!r} on the broker keeps its state in format {theirs}, "
+                f"and this crawler ({__version__}) in format {BOARD_FORMAT}: it was started by "
+                "another version, and every master and worker of a crawl must run the same "
+                "one; go on with the version that started it, or start a new crawl (another "
+                "--crawl NAME)")
 
     def field(self, name: str) -> Any:
         """One field of the record, decoded; BrokerError when the crawl is not there."""

@@ -63,6 +63,7 @@ class BrokerClient:
             crawl = open_crawl(self.broker, self._crawl)
             record = CrawlRecord(crawl.client, crawl.name)
             info = record.field("info")
+            record.check_format()
             policy = _policy(record.field("board"))
         except (*_LINK, CrawlNotFound) as exc:  # the crawl: its master may create it yet
             raise ConnectionError(str(exc)) from exc

@@ -455,6 +455,7 @@ class Master:
                          identity=identity, info=dict(worker_info), board=board):
             log.info("crawl %s created on the broker at %s", broker.name, broker.address)
             return
+        record.check_format()
         if record.field("identity") != identity:
             raise CrawlMismatch(
                 f"the broker at {broker.address} has a crawl named {broker.name!r} with other "
