@@ -293,6 +293,7 @@ def test_a_page_set_aside_after_passing_failures_is_tried_by_a_rerun(
     again = run_crawler(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     check_complete(out, server.url, site)
+    assert (out / "pages.jsonl").read_text() == "", "the seed is crawled now: not listed"
 
 
 def test_images_still_failing_for_a_passing_reason_are_tried_again_by_a_rerun(

@@ -225,6 +225,37 @@ def test_a_rerun_counts_the_pages_that_failed_before(
         assert (summary["pages"], summary["pages_failed"]) == (3, 1), summary
 
 
+def test_a_page_crawled_by_a_rerun_is_no_longer_listed_as_failed(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """A page that failed for a passing reason (503 at every try) is tried again by the
+    next run; crawled then, pages.jsonl and the gallery no longer list it as not
+    crawled, while a page that failed for good (404) stays listed, once."""
+    server = make_server()
+    site = build_site(pages=2, images_per_page=2, min_kb=1, max_kb=2)
+    files = dict(site.files)
+    kind, body = files["/"]
+    files["/"] = (kind, body.replace(b"</body>", b'<a href="/gone.html">gone</a></body>'))
+    serve_routes(server, files)  # /gone.html: 404, a final failure
+    fail_first(server, {"/page/1.html"}, 503, times=2, retry_after="0")
+    out = tmp_path / "out"
+    (tmp_path / "settings.toml").write_text("[download]\nmax_attempts = 2\n")
+
+    def listed() -> list[tuple[str, bool]]:
+        return [(json.loads(line)["url"].removeprefix(server.url), json.loads(line)["final"])
+                for line in (out / "pages.jsonl").read_text().splitlines()]
+
+    _crawl(server.url + "/", out, tmp_path)
+    assert sorted(listed()) == [("/gone.html", True), ("/page/1.html", False)]
+    _crawl(server.url + "/", out, tmp_path)
+    assert listed() == [("/gone.html", True)]
+    assert json.loads((out / "summary.json").read_text())["pages_failed"] == 1
+    report = run_crawler("report", str(out), cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    gallery = (out / "index.html").read_text()
+    assert "Pages not crawled (1)" in gallery and "1 not crawled" in gallery
+    assert "page/1.html</a></td><td>" not in gallery
+
+
 def test_a_folder_whose_crawl_read_nothing_takes_another_crawl_without_fresh(
         make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
     """A mistyped seed reads nothing (status 5): the folder keeps nothing of it, and the

@@ -6,8 +6,10 @@ between the journal and the files never leaves a line missing or doubled.
 
 pages.jsonl lists the pages that could not be crawled, one JSON object per
 line (``url``, ``reason``, ``http_status``, ``final``: false when a later run
-tries the page again). The journal keeps no reasons, so this file is only
-appended to, and a reader takes the last line of a URL.
+tries the page again). The journal keeps no reasons, so this file is appended
+to, and a reader takes the last line of a URL; a run starts by dropping the
+lines that are not final, since it tries those pages again (a page that fails
+again is listed anew, one crawled is not listed).
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class ResultFiles:
         self.tally = ManifestTally()
         try:
             self._rewrite(existing)
+            self._drop_pages_tried_again()
             self._results: TextIO = self.results_path.open("a", encoding="utf-8")
             self._manifest: TextIO = self.manifest_path.open("a", encoding="utf-8")
             self._pages: TextIO = self.pages_path.open("a", encoding="utf-8")
@@ -93,6 +96,28 @@ class ResultFiles:
                 self._put(outcome, results, manifest)
         partial_results.replace(self.results_path)
         partial_manifest.replace(self.manifest_path)
+
+    def _drop_pages_tried_again(self) -> None:
+        """Leave out of pages.jsonl the pages whose failure was not final: this run has
+        them in its frontier again. Else a page crawled now would still show as failed
+        (the report takes a URL's last line). A line that cannot be read stays as it
+        is; the file is rewritten only when a line goes."""
+        try:
+            old = self.pages_path.open("rb")
+        except FileNotFoundError:
+            return
+        partial = self.pages_path.with_suffix(".jsonl.partial")
+        dropped = False
+        with old, partial.open("wb") as kept:
+            for line in old:
+                if _tried_again(line):
+                    dropped = True
+                else:
+                    kept.write(line)
+        if dropped:
+            partial.replace(self.pages_path)
+        else:
+            partial.unlink()
 
     def write(self, outcomes: Iterable[Outcome]) -> None:
         try:
@@ -125,3 +150,12 @@ class ResultFiles:
         self._results.close()
         self._manifest.close()
         self._pages.close()
+
+
+def _tried_again(line: bytes) -> bool:
+    """Whether a pages.jsonl line is a failure a later run tries again (final: false)."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and data.get("final") is False
