@@ -782,6 +782,7 @@ class Master:
                 self._pages_to_retry += 1
             return
         self._pages_read += 1
+        files.page_crawled(visit.url)
         if visit.page.final_url != visit.url:
             # Read under its redirect's target (a folder's "/sub" sends to "/sub/"):
             # a link to the target later is the same page, not another one to read.
@@ -1030,6 +1031,9 @@ class _NoFiles(ResultFiles):
         pass
 
     def page_failed(self, url: str, reason: str, http_status: int, *, final: bool) -> None:
+        pass
+
+    def page_crawled(self, url: str) -> None:
         pass
 
     def close(self) -> None:

@@ -7,15 +7,18 @@ between the journal and the files never leaves a line missing or doubled.
 pages.jsonl lists the pages that could not be crawled, one JSON object per
 line (``url``, ``reason``, ``http_status``, ``final``: false when a later run
 tries the page again). The journal keeps no reasons, so this file is appended
-to, and a reader takes the last line of a URL; a run starts by dropping the
-lines that are not final, since it tries those pages again (a page that fails
-again is listed anew, one crawled is not listed).
+to, and a reader takes the last line of a URL. A page listed so that a run
+crawls after all loses its lines when the run's files close (a page that fails
+again is listed anew; one the run leaves out of its scope or never reaches
+stays listed).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
@@ -24,6 +27,8 @@ from crawler.errors import StorageError
 from crawler.model.files import MANIFEST_NAME, PAGES_NAME, RESULTS_NAME
 from crawler.model.outcome import Outcome
 from crawler.model.urls import host_key_of_normalized
+
+log = logging.getLogger(__name__)
 
 # Reasons that end with the image's own measure ("too small: 10x10", "too large: 2097226
 # bytes > 1048576"): counted under their first words, or a summary of many small icons
@@ -78,9 +83,10 @@ class ResultFiles:
         self.manifest_path = folder / MANIFEST_NAME
         self.pages_path = folder / PAGES_NAME
         self.tally = ManifestTally()
+        self._tried_again = _pages_tried_again(self.pages_path)
+        self._crawled_again: set[str] = set()  # of those, the pages this run crawled
         try:
             self._rewrite(existing)
-            self._drop_pages_tried_again()
             self._results: TextIO = self.results_path.open("a", encoding="utf-8")
             self._manifest: TextIO = self.manifest_path.open("a", encoding="utf-8")
             self._pages: TextIO = self.pages_path.open("a", encoding="utf-8")
@@ -96,28 +102,6 @@ class ResultFiles:
                 self._put(outcome, results, manifest)
         partial_results.replace(self.results_path)
         partial_manifest.replace(self.manifest_path)
-
-    def _drop_pages_tried_again(self) -> None:
-        """Leave out of pages.jsonl the pages whose failure was not final: this run has
-        them in its frontier again. Else a page crawled now would still show as failed
-        (the report takes a URL's last line). A line that cannot be read stays as it
-        is; the file is rewritten only when a line goes."""
-        try:
-            old = self.pages_path.open("rb")
-        except FileNotFoundError:
-            return
-        partial = self.pages_path.with_suffix(".jsonl.partial")
-        dropped = False
-        with old, partial.open("wb") as kept:
-            for line in old:
-                if _tried_again(line):
-                    dropped = True
-                else:
-                    kept.write(line)
-        if dropped:
-            partial.replace(self.pages_path)
-        else:
-            partial.unlink()
 
     def write(self, outcomes: Iterable[Outcome]) -> None:
         try:
@@ -146,16 +130,60 @@ class ResultFiles:
             raise StorageError(f"cannot append to {self.pages_path}: "
                                f"{exc.strerror or exc}") from exc
 
+    def page_crawled(self, url: str) -> None:
+        """A page this run crawled: listed as to be tried again, its lines go at close."""
+        if url in self._tried_again:
+            self._crawled_again.add(url)
+
     def close(self) -> None:
         self._results.close()
         self._manifest.close()
         self._pages.close()
+        if self._crawled_again:
+            self._drop_crawled_pages()
+
+    def _drop_crawled_pages(self) -> None:
+        """Leave out of pages.jsonl the failures of the pages this run crawled after all:
+        else the report, which takes a URL's last line, shows them as not crawled."""
+        partial = self.pages_path.with_suffix(".jsonl.partial")
+        try:
+            with self.pages_path.open("rb") as old, partial.open("wb") as kept:
+                for line in old:
+                    if _url_tried_again(line) not in self._crawled_again:
+                        kept.write(line)
+            partial.replace(self.pages_path)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            log.warning("%s still lists %d page(s) this run crawled after all, as not "
+                        "crawled: cannot rewrite it (%s)", self.pages_path,
+                        len(self._crawled_again), exc.strerror or exc)
 
 
-def _tried_again(line: bytes) -> bool:
-    """Whether a pages.jsonl line is a failure a later run tries again (final: false)."""
+def _url_tried_again(line: bytes) -> str | None:
+    """The URL of a pages.jsonl line whose failure a later run tries again (final: false)."""
     try:
         data = json.loads(line)
     except ValueError:
-        return False
-    return isinstance(data, dict) and data.get("final") is False
+        return None
+    if isinstance(data, dict) and data.get("final") is False and isinstance(data.get("url"), str):
+        return str(data["url"])
+    return None
+
+
+def _pages_tried_again(path: Path) -> set[str]:
+    """The pages whose last line in pages.jsonl says a later run tries them again."""
+    pages: set[str] = set()
+    try:
+        with path.open("rb") as lines:
+            for line in lines:
+                url = _url_tried_again(line)
+                if url is not None:
+                    pages.add(url)
+                else:
+                    with contextlib.suppress(ValueError, AttributeError, TypeError):
+                        pages.discard(json.loads(line).get("url"))  # a final line, later
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # then no line is dropped: a page may show as not crawled
+        log.warning("cannot read %s: %s", path, exc.strerror or exc)
+    return pages
