@@ -399,6 +399,15 @@ def _plain_http_hint(seed: str, why: str) -> str:
             f"http://{seed.removeprefix('https://')} (a seed without a scheme is https)")
 
 
+# What a master that joins a crawl keeps of its own settings (the rest are the crawl's).
+JOINING_MASTER_KEEPS = ("output", "worker", "crawl.page_concurrency", "crawl.parsers")
+
+
+def kept_by_a_joining_master(key: str) -> bool:
+    """Whether a master that joins a crawl uses its own value of setting ``key``."""
+    return any(key == kept or key.startswith(kept + ".") for kept in JOINING_MASTER_KEEPS)
+
+
 def _joined(shared: BrokerCrawl, mine: Settings) -> tuple[Settings, tuple[str, ...]]:
     """The running crawl's settings and seeds, for a master that joins it.
 
@@ -414,9 +423,12 @@ def _joined(shared: BrokerCrawl, mine: Settings) -> tuple[Settings, tuple[str, .
     record.check_format()
     data = record.field("settings")
     own = mine.to_dict()
-    data["output"], data["worker"] = own["output"], own["worker"]
-    for local in ("page_concurrency", "parsers"):
-        data["crawl"][local] = getattr(mine.crawl, local)
+    for kept in JOINING_MASTER_KEEPS:
+        section, _, name = kept.partition(".")
+        if name:
+            data[section][name] = own[section][name]
+        else:
+            data[section] = own[section]
     theirs = Settings().with_sections(data, f"the settings of crawl {shared.name!r} on the broker")
     return theirs, tuple(record.field("seeds"))
 

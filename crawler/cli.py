@@ -485,13 +485,16 @@ def _settings(args: argparse.Namespace) -> Settings:
     args.flag_of_key = {}  # the settings this command line's flags set, for its errors
     if getattr(args, "ignore_robots", False):
         overrides["crawl.respect_robots"] = False
+        args.flag_of_key["crawl.respect_robots"] = "--ignore-robots"
     if getattr(args, "no_fast_lane", False):
         raise UsageError("--no-fast-lane is gone: every download now goes through one libcurl "
                          "engine (http and https alike); drop the flag")
     if getattr(args, "insecure", False):
         overrides["http.insecure"] = True
+        args.flag_of_key["http.insecure"] = "--insecure"
     if getattr(args, "no_proxy", False):
         overrides["http.env_proxies"] = False
+        args.flag_of_key["http.env_proxies"] = "--no-proxy"
     if getattr(args, "header", None):
         overrides["http.headers"] = (*settings.http.headers, *args.header)
         _check_flag("--header", "http.headers", tuple(args.header))
@@ -500,6 +503,22 @@ def _settings(args: argparse.Namespace) -> Settings:
             _check_flag(flag, key, overrides[key])
             args.flag_of_key[key] = flag
     return settings.with_values(overrides, "command line") if overrides else settings
+
+
+def _flags_a_joining_master_ignores(args: argparse.Namespace) -> None:
+    """A master that joins a crawl takes its settings from the crawl: its flags for them
+    are said unused, and an error about such a setting is not blamed on them."""
+    from crawler.api import kept_by_a_joining_master
+
+    flag_of_key = getattr(args, "flag_of_key", {})
+    unused = {key: flag for key, flag in flag_of_key.items()
+              if not kept_by_a_joining_master(key)}
+    named = set(unused.values()) | ({"--header"} if getattr(args, "header", None) else set())
+    if named:
+        log.warning("%s: a master that joins a crawl takes these settings from the crawl; "
+                    "not used", ", ".join(sorted(named)))
+    for key in unused:
+        del flag_of_key[key]
 
 
 def _naming_the_flag(message: str, flag_of_key: dict[str, str]) -> str:
@@ -679,6 +698,7 @@ def _master(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError("--join takes the crawl's seeds from the broker: give no URL")
         if args.crawl is not None and args.crawl != args.join:
             raise UsageError("--join names the crawl already: drop --crawl")
+        _flags_a_joining_master_ignores(args)
     elif not urls:
         raise UsageError("no seed URL: give one or more URLs, or -i FILE")
     if broker is not None:

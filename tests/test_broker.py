@@ -529,6 +529,35 @@ def test_a_crawl_another_version_started_is_refused_by_masters_and_workers(
             "every master and worker of a crawl must run the same one; go on with the "
             "version that started it, or start a new crawl (another --crawl NAME)"], command
     assert {key: client.dump(key) for key in client.keys(f"crawler:{{{name}}}:*")} == before
+    client.hset(record, "format", "2.5")  # not this crawler's either
+    refused = run_crawler("status", *args, "--json", cwd=tmp_path, timeout=60)
+    assert refused.returncode == 1 and "keeps its state in format 2.5," in refused.stderr
+
+
+def test_a_joining_master_says_its_flags_for_the_crawls_settings_are_not_used(
+        make_server: Callable[[], FixtureServer], redis_server: RedisServer,
+        tmp_path: Path) -> None:
+    """A master that joins takes the crawl's settings: its own --cookies is said unused,
+    and an error about the crawl's cookies file names the setting, not that flag."""
+    server = make_server()
+    setup_site(server, pages=1, images_per_page=1)
+    cookie = "127.0.0.1\tFALSE\t/\tFALSE\t0\tsession\tabc\n"
+    (tmp_path / "theirs.txt").write_text(cookie)
+    (tmp_path / "mine.txt").write_text(cookie)
+    name = _crawl_name()
+    first = run_crawler("master", server.url + "/", "--broker", redis_server.url, "--crawl",
+                        name, "--cookies", str(tmp_path / "theirs.txt"), "--local-workers",
+                        "1", "--out", str(tmp_path / "a"), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    (tmp_path / "theirs.txt").unlink()
+    joined = run_crawler("master", "--join", name, "--broker", redis_server.url,
+                         "--cookies", str(tmp_path / "mine.txt"), "--depth", "2",
+                         "--out", str(tmp_path / "b"), cwd=tmp_path, timeout=60)
+    assert joined.returncode == 2, joined.stderr
+    assert ("--cookies, --depth: a master that joins a crawl takes these settings from "
+            "the crawl; not used") in joined.stderr
+    assert (f"crawler: error: http.cookies: cannot read {tmp_path / 'theirs.txt'}"
+            in joined.stderr), joined.stderr
 
 
 def test_a_crawl_name_holds_one_crawl(

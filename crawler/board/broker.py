@@ -308,15 +308,18 @@ class CrawlRecord:
     def check_format(self) -> None:
         """CrawlFormatMismatch unless the crawl keeps its state as this crawler does."""
         text = self.client.hget(self.key, "format")
-        try:
-            theirs = int(json.loads(str(text))) if text is not None else 1
-        except (TypeError, ValueError):
-            theirs = 0
-        if theirs != BOARD_FORMAT:
+        theirs: object = 1  # a record from before formats were kept
+        if text is not None:
+            try:
+                theirs = json.loads(str(text))
+            except ValueError:
+                theirs = str(text)
+        if type(theirs) is not int or theirs != BOARD_FORMAT:
             from crawler import __version__
 
+            shown = theirs if type(theirs) is int else repr(theirs)
             raise CrawlFormatMismatch(
-                f"the crawl {self.crawl!r} on the broker keeps its state in format {theirs}, "
+                f"the crawl {self.crawl!r} on the broker keeps its state in format {shown}, "
                 f"and this crawler ({__version__}) in format {BOARD_FORMAT}: it was started by "
                 "another version, and every master and worker of a crawl must run the same "
                 "one; go on with the version that started it, or start a new crawl (another "
