@@ -433,6 +433,8 @@ def test_broker_mistakes_get_one_clear_line(
         (("worker",), 2, "no master", {}),
         (("master", url, "--crawl", "x"), 2, "--crawl is for a broker", {}),
         (("status", "--broker", "redis://127.0.0.1:1/0"), 1, "cannot reach the broker", {}),
+        (("status", "--broker", "redis://127.0.0.1:1/\u00b2"), 2, "the database is a number",
+         {}),
     ]
     for args, code, message, env in cases:
         extra = ("--json",) if args[0] == "status" else ("--out", str(tmp_path / "out"))

@@ -83,7 +83,7 @@ def parse_broker(url: str, *, password_file: Path | None = None,
     except ValueError as exc:
         raise UsageError(f"broker {url!r}: bad port ({exc})") from exc
     path = parts.path.strip("/") or "0"
-    if not path.isdigit():
+    if not (path.isascii() and path.isdigit()):  # "²".isdigit() is true, int() of it fails
         raise UsageError(f"broker {url!r}: the database is a number, not {path!r}")
     if parts.query or parts.fragment:
         raise UsageError(f"broker {url!r}: options after ? or # are not read; "

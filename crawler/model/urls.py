@@ -113,7 +113,7 @@ def _why_invalid(url: str) -> str:
             unquote_to_bytes(host).decode("utf-8")
         except UnicodeDecodeError:
             return f"URL {url!r}: host {host!r} has percent-escapes that are not UTF-8"
-    if port and not port.isdigit():
+    if port and not (port.isascii() and port.isdigit()):  # "²".isdigit() is true
         return f"URL {url!r} has a bad port {port!r}"
     if port and int(port) > 65535:
         return f"URL {url!r} has a port out of range: {int(port)}"
