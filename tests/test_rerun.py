@@ -206,6 +206,15 @@ def test_a_second_master_on_a_folder_in_use_is_refused_and_the_lock_goes_with_it
     _crawl(seed, out, tmp_path)  # at once: the lock went with the killed master
 
 
+def _site_with_a_missing_page(server: FixtureServer) -> None:
+    """Two pages of two images; the seed also links to /gone.html, a 404 (a final failure)."""
+    site = build_site(pages=2, images_per_page=2, min_kb=1, max_kb=2)
+    files = dict(site.files)
+    kind, body = files["/"]
+    files["/"] = (kind, body.replace(b"</body>", b'<a href="/gone.html">gone</a></body>'))
+    serve_routes(server, files)
+
+
 def test_a_rerun_counts_the_pages_that_failed_before(
         make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
     """The summary's counts cover the folder's whole crawl: a page that failed for good
@@ -213,11 +222,7 @@ def test_a_rerun_counts_the_pages_that_failed_before(
     import json
 
     server = make_server()
-    site = build_site(pages=2, images_per_page=2, min_kb=1, max_kb=2)
-    files = dict(site.files)
-    kind, body = files["/"]
-    files["/"] = (kind, body.replace(b"</body>", b'<a href="/gone.html">gone</a></body>'))
-    serve_routes(server, files)  # /gone.html: 404, a final failure
+    _site_with_a_missing_page(server)
     out = tmp_path / "out"
     for _ in range(2):
         _crawl(server.url + "/", out, tmp_path)
@@ -232,11 +237,7 @@ def test_a_page_crawled_by_a_rerun_is_no_longer_listed_as_failed(
     pages.jsonl and the gallery no longer list it as not crawled, while a page that
     failed for good (404) stays listed, once."""
     server = make_server()
-    site = build_site(pages=2, images_per_page=2, min_kb=1, max_kb=2)
-    files = dict(site.files)
-    kind, body = files["/"]
-    files["/"] = (kind, body.replace(b"</body>", b'<a href="/gone.html">gone</a></body>'))
-    serve_routes(server, files)  # /gone.html: 404, a final failure
+    _site_with_a_missing_page(server)
     fail_first(server, {"/page/1.html"}, 503, times=2, retry_after="0")
     out = tmp_path / "out"
     (tmp_path / "settings.toml").write_text("[download]\nmax_attempts = 2\n")
