@@ -56,6 +56,7 @@ from crawler.master.visit import PageVisitor, Visit
 from crawler.model.files import IMAGES_LEFT_KEPT, PAGES_NAME
 from crawler.model.folders import make_folder
 from crawler.model.outcome import Attempt, Outcome
+from crawler.model.processes import process_alive
 from crawler.model.progress import Reporter, Snapshot, write_out
 from crawler.model.urls import host_key
 from crawler.model.wire import CrawlInfo, RobotsRules, Status
@@ -431,7 +432,7 @@ class Master:
         # Not one of this host's that is dead (killed, and restarted within moments as
         # this one): its last word still reads as live for MASTER_SILENCE.
         others = [m for m in live_masters(*masters_of(broker.client, broker.name))
-                  if m.get("host") != here or _process_exists(m.get("pid"))]
+                  if m.get("host") != here or _may_be_running(m.get("pid"))]
         if others:
             if self._shared_board.has_failures_to_retry():
                 log.info("images that failed for a passing reason are not tried again by a "
@@ -1008,17 +1009,10 @@ class Master:
                        manifest=manifest)
 
 
-def _process_exists(pid: object) -> bool:
-    """Whether a process ``pid`` runs on this host (True when it cannot be told)."""
-    if not isinstance(pid, int) or pid <= 0:
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: it exists, as another user
-        return True
-    return True
+def _may_be_running(pid: object) -> bool:
+    """Whether the process a master's record names may run on this host (True when the
+    record names none)."""
+    return not isinstance(pid, int) or pid <= 0 or process_alive(pid)
 
 
 class _NoFiles(ResultFiles):

@@ -33,6 +33,7 @@ from crawler.errors import LeaseLost, PathConflict, StorageError
 from crawler.model.folders import file_in_the_way
 from crawler.model.imagetype import IMAGE_EXTENSIONS, ImageType, extensions
 from crawler.model.outcome import IMAGES_DIR
+from crawler.model.processes import process_alive
 
 MAX_NAME_BYTES = 255
 """The longest file or folder name (in UTF-8 bytes) common file systems accept."""
@@ -679,32 +680,7 @@ def _abandoned(entry: Path, now: float) -> bool:
         return True  # not a name open_partial gives: nobody will commit it
     if now - entry.lstat().st_mtime > STALE_AFTER:
         return True
-    return host == _this_host() and not _process_alive(int(pid_text))
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    if pid <= 0:
-        return False  # 0 would mean "my process group" to kill()
-    if os.name != "posix":
-        return True  # os.kill(pid, 0) would terminate the process on Windows
-    try:
-        os.kill(pid, 0)  # signal 0: only checks that the process exists
-    except (ProcessLookupError, OverflowError):  # OverflowError: no such pid can exist
-        return False
-    except OSError:
-        return True  # e.g. EPERM: it exists, as another user
-    return not _zombie(pid)
-
-
-def _zombie(pid: int) -> bool:
-    """A killed process its parent has not reaped yet: dead, though kill(pid, 0) works."""
-    try:
-        stat_line = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False  # no /proc here: trust kill()
-    return stat_line.rpartition(")")[2].split()[:1] == ["Z"]
+    return host == _this_host() and not process_alive(int(pid_text))
 
 
 def _disk_full(exc: OSError) -> bool:
