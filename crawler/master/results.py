@@ -16,7 +16,6 @@ stays listed).
 from __future__ import annotations
 
 import collections
-import contextlib
 import json
 import logging
 from collections.abc import Iterable
@@ -149,7 +148,8 @@ class ResultFiles:
         try:
             with self.pages_path.open("rb") as old, partial.open("wb") as kept:
                 for line in old:
-                    if _url_tried_again(line) not in self._crawled_again:
+                    url, final = _page_line(line)
+                    if final or url not in self._crawled_again:
                         kept.write(line)
             partial.replace(self.pages_path)
         except OSError as exc:
@@ -159,15 +159,16 @@ class ResultFiles:
                         len(self._crawled_again), exc.strerror or exc)
 
 
-def _url_tried_again(line: bytes) -> str | None:
-    """The URL of a pages.jsonl line whose failure a later run tries again (final: false)."""
+def _page_line(line: bytes) -> tuple[str | None, bool]:
+    """A pages.jsonl line's URL (None if it names none) and whether its failure is final
+    (no later run tries it again); a line that cannot be read is final, and kept."""
     try:
         data = json.loads(line)
     except ValueError:
-        return None
-    if isinstance(data, dict) and data.get("final") is False and isinstance(data.get("url"), str):
-        return str(data["url"])
-    return None
+        return None, True
+    if not isinstance(data, dict) or not isinstance(data.get("url"), str):
+        return None, True
+    return str(data["url"]), data.get("final") is not False
 
 
 def _pages_tried_again(path: Path) -> set[str]:
@@ -176,12 +177,13 @@ def _pages_tried_again(path: Path) -> set[str]:
     try:
         with path.open("rb") as lines:
             for line in lines:
-                url = _url_tried_again(line)
-                if url is not None:
-                    pages.add(url)
+                url, final = _page_line(line)
+                if url is None:
+                    continue
+                if final:
+                    pages.discard(url)  # a later line, final: no run tries it again
                 else:
-                    with contextlib.suppress(ValueError, AttributeError, TypeError):
-                        pages.discard(json.loads(line).get("url"))  # a final line, later
+                    pages.add(url)
     except FileNotFoundError:
         pass
     except OSError as exc:  # then no line is dropped: a page may show as not crawled
