@@ -523,6 +523,33 @@ def test_stylesheet_urls_of_broken_css_never_raise(css: str) -> None:
     assert all(url.startswith("http://") for url in (*refs.images, *refs.imports))
 
 
+# Each took minutes before (a scan that failed only at the end, at every start):
+# a style sheet or <style> block like these froze the master or a parser.
+HOSTILE_CSS = {
+    "at-rule without a block": "@font-face " * 200_000,
+    "spaces of an unclosed url(": "url(" + " " * 2_000_000,
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", list(HOSTILE_CSS))
+def test_hostile_css_is_scanned_in_one_pass(name: str) -> None:
+    css = HOSTILE_CSS[name]
+    for scan in (lambda: stylesheet_urls(css + "a{b:url(late.png)}", "http://example.com/s.css"),
+                 lambda: extract(f"<style>{css}</style>", PAGE)):
+        started = time.perf_counter()
+        scan()
+        elapsed = time.perf_counter() - started
+        assert elapsed < 5, f"{name}: {elapsed:.1f} s for {len(css):,} characters"
+
+
+def test_an_unfinished_font_face_rule_runs_to_the_end_as_in_css() -> None:
+    # Its prelude ends only at "{" or ";": what follows "@font-face x;" is read.
+    assert css_urls("@font-face x; a{b:url(a.png)}") == ["a.png"]
+    assert css_urls("@font-face x a{b:url(a.png)}") == []
+    assert css_urls("a{b:url(   )} c{d:url(  c.png  )}") == ["", "c.png"]
+
+
 # --- what the page said about each image ---------------------------------------------
 
 

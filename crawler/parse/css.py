@@ -21,19 +21,22 @@ FONT_EXTENSIONS = frozenset({"woff", "woff2", "ttf", "otf", "eot"})
 # "url(" inside them is not taken; @import preludes name stylesheets, not
 # images. Every alternative stops at a quote, a paren or the end, so the scan
 # stays linear on broken input (unterminated comments, many "url("); the
-# possessive quantifiers (*+) forbid backtracking into escapes.
+# possessive quantifiers (*+) forbid backtracking into escapes and spaces. An
+# alternative that could fail only after scanning to the end would make the
+# scan quadratic: an at-rule without "{" or ";" runs to the end, as in CSS
+# itself, and the spaces of "url(" are taken once.
 _CSS_TOKEN_RE = re.compile(
     r"""
       /\*.*?(?:\*/|\Z)
     | "(?:[^"\\\n]|\\.)*+"?
     | '(?:[^'\\\n]|\\.)*+'?
     | @import\b(?P<prelude>[^;{]*)
-    | @font-face\b[^{;]*\{[^}]*+\}?
-    | \burl\(\s*(?:
+    | @font-face\b[^{;]*+(?:\{[^}]*+\}?)?
+    | \burl\(\s*+(?:
           "(?P<dq>(?:[^"\\\n]|\\.)*+)"
         | '(?P<sq>(?:[^'\\\n]|\\.)*+)'
         | (?P<uq>(?:[^"'()\\\s]|\\[0-9a-fA-F]{1,6}+[ \t\n\r\f]?+|\\.)*+)
-      )\s*\)
+      )\s*+\)
     """,
     re.IGNORECASE | re.DOTALL | re.VERBOSE,
 )
