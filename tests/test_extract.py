@@ -596,6 +596,20 @@ def test_a_few_accents_on_an_undeclared_page_are_windows_1252(charset: str | Non
     assert extract(html, PAGE, encoding=charset).images == (ROOT + "i/b%C3%A4d.png",)
 
 
+@pytest.mark.parametrize("label", ["base64", "hex", "rot13", "zlib", "bz2", "uu", "quopri",
+                                   "idna", "punycode", "undefined", "utf-7", "unicode_escape"])
+@pytest.mark.parametrize("parser", ["lxml", "beautifulsoup"])
+def test_a_charset_naming_no_page_encoding_is_read_as_if_none_was_named(
+        label: str, parser: str) -> None:
+    """Python has codecs of these names; decoding a page with them raised or garbled it."""
+    html = "<p>caf\u00e9</p><img src='/\u00e9t\u00e9.png'>".encode()
+    expected = (ROOT + "%C3%A9t%C3%A9.png",)
+    assert extract(html, PAGE, encoding=label, parser=parser).images == expected
+    declared = f"<meta charset='{label}'>".encode() + html
+    assert extract(declared, PAGE, parser=parser).images == expected
+    assert decode(declared, label) == (declared.decode(), "utf-8")
+
+
 def test_a_short_undeclared_japanese_page_is_still_recognised() -> None:
     """15 bytes past ASCII, in pairs: Shift_JIS, as the detector says."""
     text = '<title>画像ギャラリー</title><img src="/写真.png">'

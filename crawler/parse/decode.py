@@ -35,6 +35,10 @@ MIN_FOREIGN_PAIRS = 2
 _FOREIGN_PAIR = re.compile(rb"[\x80-\xff]{2}")
 # The HTML standard reads these labels as windows-1252, a superset.
 _AS_WINDOWS_1252 = frozenset({"latin-1", "iso8859-1", "ascii"})
+# Text codecs of Python that are no page's encoding (none is in the Encoding Standard):
+# a page that names one is read as if it named none.
+_NOT_PAGE_ENCODINGS = frozenset({"idna", "punycode", "raw-unicode-escape", "unicode-escape",
+                                 "undefined", "utf-7", "charmap"})
 # Guesses worth more than windows-1252: encodings of scripts it cannot show.
 # A guess of a Latin single-byte encoding on a short page is noise.
 _TRUSTED_GUESSES = frozenset({
@@ -65,14 +69,14 @@ def decode(data: bytes, encoding: str | None) -> tuple[str, str]:
         candidates.append("utf-16-le")  # BOM-less UTF-16 text: ASCII with NULs between
     elif len(data) >= 4 and data[0] == 0 and data[2] == 0 and data[1] != 0:
         candidates.append("utf-16-be")
-    for label in candidates:
-        try:
-            name = codecs.lookup(label).name
-        except LookupError:
+    for candidate in candidates:
+        codec = _text_codec(candidate)
+        if codec is None:
             continue  # an unknown label: try the next guess
-        if name in _AS_WINDOWS_1252:
-            name = "cp1252"
-        return data.decode(name, errors="replace"), name
+        try:
+            return data.decode(codec, errors="replace"), codec
+        except (UnicodeError, ValueError):  # a codec that takes no "replace": not a page's
+            continue
     try:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
@@ -81,6 +85,22 @@ def decode(data: bytes, encoding: str | None) -> tuple[str, str]:
     if guessed is not None:
         return guessed
     return data.decode("cp1252", errors="replace"), "cp1252"
+
+
+def _text_codec(label: str) -> str | None:
+    """The codec a charset label names, if it decodes bytes to text; else None.
+
+    Python knows codecs that no web page means: "base64", "hex", "zlib",
+    "rot13" or "punycode" as a charset would give something else than the
+    page's text, or raise.
+    """
+    try:
+        info = codecs.lookup(label)
+    except LookupError:
+        return None
+    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_PAGE_ENCODINGS:
+        return None
+    return "cp1252" if info.name in _AS_WINDOWS_1252 else info.name
 
 
 def _guess(data: bytes) -> tuple[str, str] | None:
