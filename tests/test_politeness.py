@@ -96,6 +96,22 @@ def test_robots_txt_disallow_and_crawl_delay(
         assert min(gaps) >= 0.25, f"Crawl-delay not honoured: {gaps}"
 
 
+def test_a_robots_txt_that_starts_with_a_byte_order_mark_is_obeyed(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    """Windows editors write one; read as part of "User-agent", it hid every rule."""
+    server = make_server()
+    site = build_site(pages=2, images_per_page=3, min_kb=1, max_kb=2)
+    files = dict(site.files)
+    files["/robots.txt"] = ("text/plain", b"\xef\xbb\xbfUser-agent: *\r\nDisallow: /images/1/\r\n")
+    serve_routes(server, files)
+    crawl_with_two_workers(server, tmp_path)
+    disallowed = {p for p in site.images if p.startswith("/images/1/")}
+    assert disallowed and not disallowed & set(server.paths())
+    entries = {e["url"][len(server.url):]: e for e in manifest_lines(tmp_path / "out")}
+    assert {path for path, e in entries.items()
+            if e["reason"] == "disallowed by robots.txt"} == disallowed
+
+
 def _moved(to: str) -> Callable[[FixtureHandler], None]:
     return lambda h: h.send_body(301, b"", "text/plain", {"Location": to})
 

@@ -93,7 +93,7 @@ def read_robots(client: EasyClient, origin: str, timeout: float) -> RobotsFile:
             log.info("robots.txt of %s: redirects not followed past %s: as if none",
                      origin, reply.url)
         return ALLOW_ALL
-    return RobotsFile(Protego.parse(reply.body.decode("utf-8", errors="replace")))
+    return RobotsFile(Protego.parse(reply.body.decode("utf-8-sig", errors="replace")))
 
 
 def _is_http(url: str) -> bool:

@@ -143,5 +143,5 @@ class Stylesheets:
             log.info("style sheet %s: %s", url, reply.failure or f"HTTP {reply.status}")
             return (), ()
         # Its relative URLs are relative to where it was read.
-        refs = stylesheet_urls(reply.body.decode("utf-8", errors="replace"), reply.url)
+        refs = stylesheet_urls(reply.body.decode("utf-8-sig", errors="replace"), reply.url)
         return refs.images, refs.imports
