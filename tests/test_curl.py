@@ -408,6 +408,28 @@ def test_the_address_guard_applies(server: FixtureServer, engines: Callable[...,
     assert server.connections == 0  # type: ignore[attr-defined]
 
 
+# What a server writes as raw UTF-8 and as Latin-1 bytes, given to http.server as the
+# Latin-1 text it encodes them from.
+RAW_UTF8_LOCATION = "/caf\u00e9.png".encode().decode("latin-1")
+RAW_LATIN1_LOCATION = "/caf\u00e9.png?latin"
+
+
+def test_a_location_with_raw_bytes_past_ascii_is_followed_as_its_bytes_say(
+        server: FixtureServer, engines: Callable[..., Engine]) -> None:
+    """Read as Latin-1 text, raw UTF-8 "\u00e9" went out as %C3%83%C2%A9: as curl does, the
+    bytes are percent-encoded as they came."""
+    server.routes["/caf%C3%A9.png"] = lambda h: h.send_body(200, PNG, "image/png")
+    server.routes["/utf8.png"] = lambda h: h.send_body(301, b"", "text/plain",
+                                                       {"Location": RAW_UTF8_LOCATION})
+    server.routes["/latin1.png"] = lambda h: h.send_body(301, b"", "text/plain",
+                                                         {"Location": RAW_LATIN1_LOCATION})
+    got = engines().fetch([server.url + "/utf8.png", server.url + "/latin1.png"])
+    moved = got[server.url + "/utf8.png"]
+    assert isinstance(moved, Attempt) and moved.ok, moved
+    assert "/caf%C3%A9.png" in server.paths()
+    assert "/caf%E9.png?latin" in server.paths()  # the server's own bytes, not a guess
+
+
 def test_the_address_guard_applies_to_every_redirect_hop(
         server: FixtureServer, make_server: Callable[[], FixtureServer],
         engines: Callable[..., Engine]) -> None:

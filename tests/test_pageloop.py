@@ -172,6 +172,17 @@ def test_redirects_are_judged_hop_by_hop(make_server: Callable[[], FixtureServer
     assert elsewhere.paths() == []
 
 
+def test_a_location_with_raw_utf8_leads_to_the_page_it_names(
+        make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop]) -> None:
+    server = make_server()
+    server.routes["/caf%C3%A9/"] = html()
+    server.routes["/old"] = lambda h: h.send_body(
+        301, b"", "text/html", {"Location": "/caf\u00e9/".encode().decode("latin-1")})
+    moved = visit_of(make_loop([server.url + "/"]).pages.submit(server.url + "/old", 0))
+    assert moved.page.final_url == server.url + "/caf%C3%A9/", moved.page.skipped
+    assert moved.extraction is not None
+
+
 class Counting:
     """Routes that count the requests being answered at once (the most seen in ``peak``)."""
 

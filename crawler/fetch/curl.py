@@ -74,7 +74,12 @@ from crawler.fetch.engine import (
 )
 from crawler.fetch.guard import AddressPolicy, BlockedAddress
 from crawler.fetch.options import RequestOptions
-from crawler.fetch.policy import MAX_REDIRECTS, REDIRECT_STATUSES, redirect_target
+from crawler.fetch.policy import (
+    MAX_REDIRECTS,
+    REDIRECT_STATUSES,
+    location_text,
+    redirect_target,
+)
 from crawler.model.outcome import Attempt, FailureKind
 
 log = logging.getLogger(__name__)
@@ -392,7 +397,9 @@ class CurlEngine:
             if colon and not transfer.head_done:
                 name = name.strip().lower()
                 if name in _WANTED:
-                    transfer.headers[name] = value.strip().decode("latin-1")
+                    value = value.strip()
+                    transfer.headers[name] = (location_text(value) if name == b"location"
+                                              else value.decode("latin-1"))
             return None
         if line.startswith(b"HTTP/"):
             transfer.last_io = time.monotonic()

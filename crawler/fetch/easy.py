@@ -41,7 +41,7 @@ from crawler.fetch.curlsetup import (
 from crawler.fetch.engine import curl_failure
 from crawler.fetch.guard import AddressPolicy, BlockedAddress
 from crawler.fetch.options import Proxies, RequestOptions
-from crawler.fetch.policy import REDIRECT_STATUSES, redirect_target
+from crawler.fetch.policy import REDIRECT_STATUSES, location_text, redirect_target
 from crawler.model.outcome import FailureKind
 
 _WANTED = frozenset({"content-type", "location", "retry-after", "content-length"})
@@ -101,7 +101,9 @@ class Exchange:
         if colon:
             key = name.strip().lower().decode("latin-1")
             if key in _WANTED:
-                reply.headers[key] = value.strip().decode("latin-1")
+                value = value.strip()
+                reply.headers[key] = (location_text(value) if key == "location"
+                                      else value.decode("latin-1"))
 
     def on_body(self, chunk: bytes) -> int | None:
         self.size += len(chunk)

@@ -52,6 +52,19 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def location_text(raw: bytes) -> str:
+    """A ``Location`` header's bytes as URL text: each byte past ASCII percent-encoded.
+
+    Servers put raw UTF-8 there (and now and then Latin-1). Read as Latin-1, as
+    other headers are, "/caf\u00e9/" went out as "/caf%C3%83%C2%A9/"; browsers and
+    curl send the bytes as they came, which is this (and UTF-8 in a host name
+    is still read as one by the URL parser).
+    """
+    if raw.isascii():
+        return raw.decode("ascii")
+    return "".join(chr(byte) if byte < 0x80 else f"%{byte:02X}" for byte in raw)
+
+
 def redirect_target(current: str, location: str) -> str:
     """The normalised URL a ``Location`` header sends ``current`` to; ValueError if none."""
     return normalize(urljoin(current, location))
