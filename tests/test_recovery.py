@@ -1013,6 +1013,33 @@ def test_an_unreachable_robots_txt_says_so_and_a_rerun_crawls_the_site(
     check_complete(out, server.url, site)
 
 
+def test_a_page_redirected_to_a_site_whose_robots_txt_is_unreachable_is_tried_by_a_rerun(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """Not refused for good: a page of that site itself is not (RFC 9309)."""
+    server, elsewhere = make_server(), make_server()
+    site = setup_site(elsewhere, pages=2, images_per_page=3)
+    fail_first(elsewhere, {"/robots.txt"}, 503, times=1, retry_after="0")
+    server.routes["/"] = lambda h: h.send_body(200, b'<a href="/moved">on</a>', "text/html")
+    server.routes["/moved"] = lambda h: h.send_body(301, b"", "text/plain",
+                                                    {"Location": elsewhere.url + "/"})
+    out = tmp_path / "out"
+    command = ("master", server.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+               "--local-workers", "1", "--scope", "any")
+    first = start_crawler(*command, cwd=tmp_path)
+    err = finish(first, 90)
+    assert first.returncode == 0, err
+    assert "to try again    1 page(s)" in err, err
+    [moved] = [json.loads(line) for line in (out / "pages.jsonl").read_text().splitlines()]
+    assert moved["url"] == server.url + "/moved" and moved["final"] is False, moved
+    assert moved["reason"] == (f"redirected to {elsewhere.url}/: robots.txt unreachable "
+                               "(HTTP 503)"), moved
+    assert elsewhere.paths() == ["/robots.txt"]
+    again = start_crawler(*command, cwd=tmp_path)
+    err = finish(again, 90)
+    assert again.returncode == 0, err
+    check_complete(out, elsewhere.url, site)
+
+
 def test_a_worker_started_with_the_printed_command_fits_a_restarted_master(
         site: FixtureServer, tmp_path: Path) -> None:
     """No key given: the master keeps OUT/authkey, and uses it again when started again."""

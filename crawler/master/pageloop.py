@@ -47,7 +47,6 @@ from crawler.master.pages import (
     ACCEPT_HTML,
     Page,
     after_hop,
-    redirect_refused,
     too_many_redirects,
     too_slow,
     wants_html,
@@ -383,15 +382,17 @@ class PageLoop:
             self._read(job, step)
             return
         target, visitor = step, self._visitor
-        if visitor.robots_ready(target):
-            self._judged_hop(job, target, visitor.may_visit(target))
-        else:
-            self._off_loop(job, lambda: visitor.may_visit(target),
-                           lambda allowed: self._judged_hop(job, target, allowed))
+        def refusal() -> Page | None:
+            return visitor.hop_refusal(job.url, job.current, job.status, target)
 
-    def _judged_hop(self, job: _Job, target: str, allowed: bool) -> None:
-        if not allowed:
-            self._read(job, redirect_refused(job.url, job.current, job.status, target))
+        if visitor.robots_ready(target):
+            self._judged_hop(job, target, refusal())
+        else:
+            self._off_loop(job, refusal, lambda refused: self._judged_hop(job, target, refused))
+
+    def _judged_hop(self, job: _Job, target: str, refused: Page | None) -> None:
+        if refused is not None:
+            self._read(job, refused)
             return
         if job.hops > MAX_REDIRECTS:
             self._read(job, too_many_redirects(job.url, target))

@@ -41,8 +41,11 @@ class Page(NamedTuple):
 
 
 def fetch_page(client: EasyClient, url: str, *, timeout: float, max_bytes: int,
-               may_visit: Callable[[str], bool]) -> Page:
-    """GET ``url``; follow redirects to pages ``may_visit`` allows; read HTML bodies only.
+               hop_refusal: Callable[[str, str, int, str], Page | None]) -> Page:
+    """GET ``url``; follow redirects ``hop_refusal`` lets through; read HTML bodies only.
+
+    ``hop_refusal(url, current, status, target)`` is the Page of a redirect from
+    ``current`` to ``target`` that may not be followed, or None.
 
     The master's page loop takes the same steps without waiting (``master.pageloop``).
     """
@@ -57,8 +60,9 @@ def fetch_page(client: EasyClient, url: str, *, timeout: float, max_bytes: int,
         step = after_hop(url, current, reply, timeout)
         if isinstance(step, Page):
             return step
-        if not may_visit(step):
-            return redirect_refused(url, current, reply.status, step)
+        refused = hop_refusal(url, current, reply.status, step)
+        if refused is not None:
+            return refused
         current = step
     return too_many_redirects(url, current)
 
@@ -84,6 +88,12 @@ def after_hop(url: str, current: str, reply: Reply, timeout: float) -> Page | st
 def redirect_refused(url: str, current: str, status: int, target: str) -> Page:
     return Page(url, current, status,
                 skipped=f"redirected to {target}, out of scope or disallowed by robots.txt")
+
+
+def redirect_held(url: str, current: str, status: int, target: str, why: str) -> Page:
+    """A redirect to an origin whose robots.txt could not be read: not final, as a page
+    of that origin is not (a later run tries again)."""
+    return Page(url, current, status, skipped=f"redirected to {target}: {why}", transient=True)
 
 
 def too_many_redirects(url: str, current: str) -> Page:

@@ -15,7 +15,7 @@ from crawler.config import CrawlSettings
 from crawler.errors import ParserCrashed
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.robots import origin_of
-from crawler.master.pages import Page, fetch_page
+from crawler.master.pages import Page, fetch_page, redirect_held, redirect_refused
 from crawler.master.robots import Robots
 from crawler.master.scope import Scope
 from crawler.master.stylesheets import Stylesheets
@@ -80,7 +80,7 @@ class PageVisitor:
             return refused
         started = time.monotonic()
         page = fetch_page(self._client, url, timeout=self._crawl.page_timeout,
-                          max_bytes=self._crawl.max_page_bytes, may_visit=self.may_visit)
+                          max_bytes=self._crawl.max_page_bytes, hop_refusal=self.hop_refusal)
         if not page.ok:
             return self.unread(url, depth, page, started)
         self.warn_if_truncated(page)
@@ -114,9 +114,17 @@ class PageVisitor:
         return Visit(url, depth, Page(url, url, 0, skipped=refused, transient=unreachable),
                      None, [], time.monotonic())
 
-    def may_visit(self, url: str) -> bool:
-        """Whether a redirect may take a page to ``url`` (robots.txt may be read first)."""
-        return self._scope.allows_page(url) and self._robots.allowed(url)
+    def hop_refusal(self, url: str, current: str, status: int, target: str) -> Page | None:
+        """The Page of a redirect of ``url`` from ``current`` to ``target`` that may not be
+        followed, or None when it may (robots.txt may be read first)."""
+        if not self._scope.allows_page(target):
+            return redirect_refused(url, current, status, target)
+        refused = self._robots.refusal(target)
+        if refused is None:
+            return None
+        if self._robots.unreachable(target) is not None:
+            return redirect_held(url, current, status, target, refused)
+        return redirect_refused(url, current, status, target)
 
     def parse_options(self, page: Page) -> dict[str, Any]:
         return {"sources": self._sources,
