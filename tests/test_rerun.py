@@ -133,9 +133,10 @@ def test_images_refused_for_an_unreadable_robots_txt_are_tried_by_a_rerun(
     page = f'<html><body><img src="{images.url}{path}"></body></html>'.encode()
     serve_routes(site, {"/": ("text/html", page)})
     out = tmp_path / "out"
-    _crawl(site.url + "/", out, tmp_path)
+    err = _crawl(site.url + "/", out, tmp_path)
     [entry] = manifest_lines(out)
     assert entry["reason"] == "robots.txt unreachable (HTTP 503)"
+    assert "to try again    1 image(s)" in err, err
     _crawl(site.url + "/", out, tmp_path)
     [entry] = manifest_lines(out)
     assert entry["status"] == "success", entry

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TextIO
 
 from crawler.errors import StorageError
+from crawler.master.journal import ROBOTS_UNREACHABLE
 from crawler.model.files import MANIFEST_NAME, PAGES_NAME, RESULTS_NAME
 from crawler.model.outcome import Outcome
 from crawler.model.urls import host_key_of_normalized
@@ -57,7 +58,7 @@ class ManifestTally:
         self.seconds = 0.0  # download time, all entries
         self.slowest = 0.0
         self.attempts = 0
-        self.transient = 0  # failures worth another try (the next run tries them)
+        self.transient = 0  # failures the next run tries again
 
     def add(self, outcome: Outcome) -> None:
         host = self.hosts[host_key_of_normalized(outcome.url) or "?"]
@@ -68,7 +69,10 @@ class ManifestTally:
         else:
             host["failed"] += 1
             self.reasons[reason_counted(outcome.reason) or "unknown"] += 1
-            self.transient += outcome.transient
+            # A refusal for an unreadable robots.txt is final in this run, not in the next
+            # (the journal reopens its page): the summary counts it among those to retry.
+            self.transient += outcome.transient or (outcome.reason or "").startswith(
+                ROBOTS_UNREACHABLE)
         self.entries += 1
         self.seconds += outcome.elapsed_s
         self.slowest = max(self.slowest, outcome.elapsed_s)
