@@ -404,6 +404,45 @@ def test_the_robots_txt_files_a_page_needs_are_read_at_once_not_in_turn(
     assert took < 2.0 * 6, f"the six robots.txt were read one after the other ({took:.1f} s)"
 
 
+def test_a_robots_txt_that_waited_for_a_connection_in_vain_is_read_when_next_needed(
+        make_server: Callable[[], FixtureServer]) -> None:
+    """Other reads (another page's) held every connection past its deadline: its server
+    was never asked, so its origin is not refused for the run as "too slow". Callers
+    meanwhile are told "not read in time" at once, not each made to wait again."""
+    silent = [SilentServer() for _ in range(2)]
+    fast = make_server()
+    fast.routes["/robots.txt"] = lambda h: h.send_body(
+        200, b"User-agent: *\nDisallow: /private/\n", "text/plain")
+    client = EasyClient(LOOPBACK, RequestOptions(user_agent=AGENT), at_once=2)
+    robots = Robots(client, AGENT, timeout=2.0)
+    holders = [threading.Thread(target=client.get, args=(server.url + "/robots.txt",),
+                                kwargs={"accept": "*/*", "max_bytes": 1024, "timeout": 20.0})
+               for server in silent]
+    try:
+        for holder in holders:
+            holder.start()
+        assert all(server.asked.wait(10) for server in silent)
+        not_read = "robots.txt unreachable (not read in time)"
+        assert robots.refusal(fast.url + "/a.png") == not_read
+        asked_again = time.monotonic()
+        assert robots.refusal(fast.url + "/b.png") == not_read
+        assert time.monotonic() - asked_again < 1.0, "waited for a connection again"
+        assert fast.paths() == []
+        for server in silent:
+            server.close()  # the connections come free
+        for holder in holders:
+            holder.join(10)
+        time.sleep(max(0.0, asked_again + 2.1 - time.monotonic()))
+        assert robots.refusal(fast.url + "/a.png") is None
+        assert robots.refusal(fast.url + "/private/a.png") == "disallowed by robots.txt"
+        assert fast.paths() == ["/robots.txt"]
+    finally:
+        robots.close()
+        client.close()
+        for server in silent:
+            server.close()
+
+
 def test_hung_robots_txt_files_do_not_starve_those_that_answer(
         make_server: Callable[[], FixtureServer]) -> None:
     """More hosts that never answer than the client lets through at once: the hosts that

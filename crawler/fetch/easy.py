@@ -62,6 +62,9 @@ class Reply:
     transient: bool = False  # worth another try
     blocked: BlockedAddress | None = None  # the address guard refused the connection
     timed_out: bool = False  # the deadline cut the request off
+    # Never sent: every connection the client allows stayed busy with other requests
+    # until the deadline. Nothing is known of the server; ask again later.
+    no_turn: bool = False
 
     @property
     def ok(self) -> bool:
@@ -149,7 +152,9 @@ class EasyClient:
         handle, exchange = self._handle(), Exchange(url, max_bytes, wants)
         turns, started = self._turns, time.monotonic()
         if turns is not None and not turns.acquire(timeout=max(0.0, timeout)):
-            return conclude(exchange, handle, pycurl.E_OPERATION_TIMEDOUT, "", self._proxies)
+            return Reply(url, failure=f"not sent: all {self.at_once} connections stayed busy "
+                         f"for {timeout:g} s", kind=FailureKind.TIMEOUT, transient=True,
+                         timed_out=True, no_turn=True)
         try:
             return self._perform(handle, exchange, url, accept,
                                  timeout - (time.monotonic() - started))

@@ -35,6 +35,9 @@ class RobotsFile(NamedTuple):
 
     rules: Protego
     unreachable: str | None = None
+    # False when the file was not asked for at all (no connection was free): what it
+    # says is not known, and it is read again when next needed.
+    settled: bool = True
 
     def refusal(self, url: str, user_agent: str) -> str | None:
         """Why ``url`` may not be fetched, or None when it may."""
@@ -66,6 +69,8 @@ def read_robots(client: EasyClient, origin: str, timeout: float) -> RobotsFile:
     reply = client.follow(origin + "/robots.txt", hops=ROBOTS_REDIRECTS,
                           may_follow=_is_http, accept="text/plain,*/*;q=0.5",
                           max_bytes=MAX_ROBOTS_BYTES, timeout=timeout)
+    if reply.no_turn:  # the server was never asked: nothing to hold against it
+        return RobotsFile(_DISALLOW_ALL, reply.failure, settled=False)
     if reply.blocked is not None:
         # The origin itself: every fetch from it will be refused anyway. A hop to a
         # refused address: a redirect not followed.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Generic, TypeVar
@@ -17,7 +18,14 @@ _MISSING = object()
 
 class NotYet(Exception):
     """Raised by a computation whose value cannot be known yet: the caller gets the
-    fallback, and the key is computed again when it is asked for next."""
+    fallback, and the key is computed again when it is asked for next, or, with
+    ``retry_in``, when it is asked for that many seconds later (asked before, it
+    gets the fallback at once: a computation that waited long for nothing is not
+    waited for again by every caller in turn)."""
+
+    def __init__(self, retry_in: float = 0.0) -> None:
+        super().__init__()
+        self.retry_in = retry_in
 
 
 class Once(Generic[K, V]):
@@ -41,6 +49,7 @@ class Once(Generic[K, V]):
         self._lock = threading.Lock()
         self._done: dict[K, V] = {}
         self._running: dict[K, threading.Event] = {}
+        self._not_before: dict[K, float] = {}  # keys computed again only from then on
 
     def get(self, key: K) -> V:
         done = self._done.get(key, _MISSING)  # one dict lookup is atomic: no lock for it
@@ -49,6 +58,10 @@ class Once(Generic[K, V]):
         with self._lock:
             if key in self._done:
                 return self._done[key]
+            if key in self._not_before:
+                if time.monotonic() < self._not_before[key]:
+                    return self._fallback
+                del self._not_before[key]
             event = self._running.get(key)
             mine = event is None
             if mine:
@@ -62,8 +75,11 @@ class Once(Generic[K, V]):
         keep = True
         try:
             value = self._compute(key)
-        except NotYet:
+        except NotYet as exc:
             keep = False
+            if exc.retry_in > 0:
+                with self._lock:
+                    self._not_before[key] = time.monotonic() + exc.retry_in
         finally:
             with self._lock:
                 if keep:

@@ -12,12 +12,14 @@ import threading
 from collections.abc import Iterable
 
 from crawler.fetch.easy import EasyClient
-from crawler.fetch.robots import DISALLOW_ALL, RobotsFile, origin_of, read_robots, unreachable
-from crawler.master.once import Once
+from crawler.fetch.robots import RobotsFile, origin_of, read_robots, unreachable
+from crawler.master.once import NotYet, Once
 
 log = logging.getLogger(__name__)
 
 READ_AT_ONCE = 8  # robots.txt files read_all reads at once, when the client has no bound
+# What a thread that could not wait longer for a robots.txt takes: disallowed, for now.
+NOT_READ_IN_TIME = unreachable("not read in time")
 
 
 class Robots:
@@ -33,10 +35,12 @@ class Robots:
         self._enabled = enabled
         self._lock = threading.Lock()
         # An origin's rules are read once; threads asking meanwhile wait for them. One
-        # stuck past its deadline leaves the others with "disallow" (RFC 9309's unreachable).
-        # Read several at once (read_all) no more than the client lets through: one
-        # waiting for its turn would spend its deadline there, and be "too slow" for good.
-        self._rules: Once[str, RobotsFile] = Once(self._read, fallback=DISALLOW_ALL,
+        # stuck past its deadline leaves the others with "unreachable" (RFC 9309: disallow,
+        # and not final). Read several at once (read_all) no more than the client lets
+        # through: one waiting for its turn would spend its deadline there. One that
+        # spent it all the same (other pages' reads held every connection) is not held
+        # against its origin: it is read again when next asked.
+        self._rules: Once[str, RobotsFile] = Once(self._read, fallback=NOT_READ_IN_TIME,
                                                   wait=timeout + 1,
                                                   at_once=client.at_once or READ_AT_ONCE)
 
@@ -101,7 +105,12 @@ class Robots:
 
     def _read(self, origin: str) -> RobotsFile:
         try:
-            return read_robots(self._client, origin, self._timeout)
+            robots = read_robots(self._client, origin, self._timeout)
         except Exception:
             log.exception("robots.txt of %s could not be read", origin)
             return unreachable("crawler error")
+        if not robots.settled:
+            log.info("robots.txt of %s: %s; read again when needed %g s from now",
+                     origin, robots.unreachable, self._timeout)
+            raise NotYet(retry_in=self._timeout)
+        return robots

@@ -134,6 +134,8 @@ class Stylesheets:
                                     timeout=self._timeout)
         if reply.ok and reply.status in REDIRECT_STATUSES and not_yet:
             raise NotYet  # its target's robots.txt is being read: asked about again
+        if reply.no_turn:
+            raise NotYet  # never sent (other reads held every connection): asked again
         if reply.ok and reply.status in REDIRECT_STATUSES:
             log.info("style sheet %s: redirected from %s to %s, not read (out of scope, "
                      "disallowed by robots.txt, or more than %d redirects)", url, reply.url,
