@@ -715,6 +715,23 @@ def test_a_response_head_trickled_a_byte_a_second_is_cut_at_the_deadline(
     assert_cut_at_the_deadline(attempt)
 
 
+def test_a_head_trickling_faster_than_the_read_timeout_is_not_silent(
+        engines: Callable[..., Engine]) -> None:
+    """A byte every 0.2 s is no silence, even while no line of the head is whole: the
+    read timeout (1 s) does not cut it ("timed out"), the deadline does ("too slow")."""
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        trickle_bytes(conn, ok_answer(extra=b"X-Padding: " + b"p" * 50 + b"\r\n"), 0.2)
+        return False
+
+    base, done = raw_server(answer)
+    try:
+        attempt = engines(limits=Limits(deadline=DEADLINE, read_timeout=1)).one(
+            f"{base}/head.png")
+    finally:
+        done.set()
+    assert_cut_at_the_deadline(attempt)
+
+
 def test_an_http_1_0_body_without_length_trickled_is_cut_at_the_deadline(
         engines: Callable[..., Engine]) -> None:
     def answer(conn: socket.socket, request: bytes) -> bool:

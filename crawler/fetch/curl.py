@@ -170,6 +170,9 @@ class CurlEngine:
         self._waiting: collections.deque[Task] = collections.deque()
         self._selector = selectors.DefaultSelector()
         self._sockets = SocketWatch(self._selector)  # libcurl's sockets, on the selector
+        # When each socket last had bytes to read: a head trickling in is not silent,
+        # though libcurl calls back only when one of its lines is whole.
+        self._heard: dict[int, float] = {}
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -252,11 +255,15 @@ class CurlEngine:
             wait = min(wait, RATE_BURST / 2)
         if self._waiting and len(self._active) < self._slots:
             wait = 0.0
-        for key, mask in self._selector.select(wait):
+        ready = self._selector.select(wait)
+        heard_at = time.monotonic() if ready else now
+        for key, mask in ready:
             if key.fileobj is self._wake_r:
                 with contextlib.suppress(OSError):
                     self._wake_r.recv(4096)
                 continue
+            if mask & selectors.EVENT_READ:
+                self._heard[key.fd] = heard_at
             self._multi.socket_action(key.fd, curl_events(mask))
         if self._timer_due is not None and time.monotonic() >= self._timer_due:
             self._timer_due = None
@@ -618,7 +625,8 @@ class CurlEngine:
                 self._finish(slot, self._failed(transfer, too_slow(limits),
                                                 FailureKind.TOO_SLOW, True))
             elif (transfer.last_io is not None and slot not in self._paused
-                  and now - transfer.last_io > limits.read_timeout):
+                  and now - transfer.last_io > limits.read_timeout
+                  and not self._still_heard(slot, transfer, now)):
                 if transfer.location is not None and transfer.head_done:
                     self._multi.remove_handle(slot.handle)  # a redirect whose body stalls
                     self._active.discard(slot)
@@ -626,6 +634,17 @@ class CurlEngine:
                     continue
                 self._finish(slot, transfer.answer or self._failed(
                     transfer, "timed out", FailureKind.TIMEOUT, True))
+
+    def _still_heard(self, slot: _Slot, transfer: _Transfer, now: float) -> bool:
+        """Whether bytes came on the transfer's connection within the read timeout (the
+        rare path: asked only of a transfer whose callbacks were silent that long)."""
+        with contextlib.suppress(pycurl.error):
+            heard = self._heard.get(slot.handle.getinfo(pycurl.ACTIVESOCKET))
+            # Later than its own last sign of life: not an earlier socket of that number.
+            if heard is not None and transfer.last_io is not None and heard > transfer.last_io:
+                transfer.last_io = heard
+                return now - heard <= self._limits.read_timeout
+        return False
 
     def _refill(self, now: float) -> None:
         """Give the bandwidth cap's budget back as time passes; wake paused transfers."""
