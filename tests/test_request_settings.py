@@ -533,6 +533,53 @@ def test_environment_proxies_are_used_unless_turned_off(
     assert len(recorder.seen) == 4
 
 
+PUBLIC_ONLY = AddressPolicy(frozenset({"public"}))
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_request_going_direct_to_the_proxys_host_is_judged_by_the_address_guard(
+        scheme: str, recorder: Recorder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The proxy is let through at its own port only: a request NO_PROXY sends direct, or
+    an https one with only HTTP_PROXY set, to another port of its host, is refused."""
+    proxy = Proxy("http")
+    address = proxy.start()
+    if scheme == "http":
+        monkeypatch.setenv("HTTP_PROXY", address)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    else:  # an http:// site, and only an https proxy: the site goes direct
+        monkeypatch.setenv("HTTPS_PROXY", address)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    try:
+        attempt = fetch(recorder.url + "/img.png", RequestOptions(), tmp_path,
+                        policy=PUBLIC_ONLY)
+        replies = [pageclients.get(kind, PUBLIC_ONLY, RequestOptions(),
+                                   recorder.url + "/page.html", ca_file=default_ca_file())
+                   for kind in pageclients.KINDS]
+    finally:
+        proxy.stop()
+    assert not attempt.ok and attempt.kind is FailureKind.BLOCKED, attempt
+    assert all(reply.blocked is not None for reply in replies), replies
+    assert recorder.seen == [] and proxy.targets == []
+
+
+def test_the_crawls_own_proxy_is_not_skipped_for_the_environments_no_proxy(
+        recorder: Recorder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        page_get: PageGet) -> None:
+    """--proxy with --no-proxy: NO_PROXY is the environment's, left out with the rest."""
+    proxy = Proxy("http")
+    address = proxy.start()
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.delenv("no_proxy", raising=False)
+    try:
+        options = options_from(tmp_path, proxy=address, env_proxies=False)
+        assert fetch(recorder.url + "/img.png", options, tmp_path).ok
+        assert page_get(options, recorder.url + "/page.html").status == 200
+    finally:
+        proxy.stop()
+    assert proxy.targets == [recorder.url + "/img.png", recorder.url + "/page.html"]
+
+
 def test_the_bandwidth_cap_holds_for_a_whole_worker(make_server: Callable[[], FixtureServer],
                                                     tmp_path: Path) -> None:
     server = make_server()

@@ -346,7 +346,7 @@ class CurlEngine:
         """The address guard, before libcurl connects anywhere."""
         family, kind, protocol, sockaddr = address
         host = str(sockaddr[0]).split("%", 1)[0]
-        why = self._guard.refusal(host)
+        why = self._guard.refusal(host, int(sockaddr[1]))
         if why is not None:
             transfer = slot.transfer
             if transfer is not None:
@@ -375,7 +375,7 @@ class CurlEngine:
         if transfer is None:
             return pycurl.PREREQFUNC_ABORT
         transfer.last_io = time.monotonic()  # the read timeout runs from here
-        why = self._guard.refusal(peer)
+        why = self._guard.refusal(peer, peer_port)
         if why is not None:
             transfer.blocked = BlockedAddress(urlsplit(transfer.url).hostname or "?", peer, why)
             return pycurl.PREREQFUNC_ABORT

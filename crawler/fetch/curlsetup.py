@@ -58,28 +58,30 @@ def default_ca_file() -> str | None:
 class Guard:
     """The address policy as libcurl's callbacks ask it: one verdict per address, cached.
 
-    The proxies the user configured are let through: with a proxy, the
-    connection libcurl makes is to the proxy, which reaches the site itself.
+    The proxies the user configured are let through, at their own port only: with
+    a proxy, the connection libcurl makes is to the proxy, which reaches the site
+    itself. Any other port of the proxy's host is judged as any address is (a
+    request that goes direct, by NO_PROXY or for a scheme without a proxy, to a
+    site on that host).
     """
 
     def __init__(self, policy: AddressPolicy, proxies: Proxies) -> None:
         self._policy = policy
-        self._exempt = proxy_addresses(proxies.http, proxies.https)
+        self._exempt = proxy_endpoints(proxies.http, proxies.https)
         self._verdicts: dict[str, str | None] = {}  # address -> refusal (None: allowed)
 
-    def refusal(self, address: str) -> str | None:
-        """Why ``address`` may not be connected to, or None when it may."""
+    def refusal(self, address: str, port: int) -> str | None:
+        """Why ``address`` may not be connected to at ``port``, or None when it may."""
+        if (address, port) in self._exempt:
+            return None
         try:
             return self._verdicts[address]
         except KeyError:
             pass
-        if address in self._exempt:
-            why = None
-        else:
-            try:
-                why = self._policy.refusal(ipaddress.ip_address(address))
-            except ValueError:
-                why = "unparsable"
+        try:
+            why = self._policy.refusal(ipaddress.ip_address(address))
+        except ValueError:
+            why = "unparsable"
         if len(self._verdicts) >= GUARD_CACHE:
             self._verdicts.clear()
         self._verdicts[address] = why
@@ -210,8 +212,9 @@ def set_hop_options(handle: pycurl.Curl, options: RequestOptions, proxies: Proxi
         handle.setopt(pycurl.USERNAME, login[0].encode())
         handle.setopt(pycurl.PASSWORD, login[1].encode())
     handle.setopt(pycurl.PROXY, proxies.for_scheme(parts.scheme))  # "": none, not the env's
-    if proxies.no_proxy:
-        handle.setopt(pycurl.NOPROXY, proxies.no_proxy)
+    # Always set: unset, libcurl reads NO_PROXY from the environment itself, and a
+    # proxy the crawl names (--proxy, or --no-proxy's environment left out) was skipped.
+    handle.setopt(pycurl.NOPROXY, proxies.no_proxy)
 
 
 def request_url(url: str) -> str:
@@ -234,16 +237,27 @@ def cookie_lines(text: str) -> list[str]:
             if line.strip() and (not line.startswith("#") or line.startswith("#HttpOnly_"))]
 
 
-def proxy_addresses(*proxies: str) -> frozenset[str]:
-    """The addresses of the configured proxies: the guard lets libcurl connect to those."""
-    found: set[str] = set()
+# libcurl's port for a proxy URL that names none: 1080, but 443 for an https:// proxy.
+_PROXY_PORTS = {"https": 443}
+_PROXY_PORT = 1080
+
+
+def proxy_endpoints(*proxies: str) -> frozenset[tuple[str, int]]:
+    """The addresses and ports of the configured proxies: the guard lets libcurl connect
+    to those."""
+    found: set[tuple[str, int]] = set()
     for proxy in proxies:
         if not proxy:
             continue
-        host = urlsplit(proxy if "://" in proxy else "http://" + proxy).hostname
+        parts = urlsplit(proxy if "://" in proxy else "http://" + proxy)
+        try:
+            host, port = parts.hostname, parts.port
+        except ValueError:  # a port out of range: libcurl refuses the proxy itself
+            continue
         if not host:
             continue
+        port = port or _PROXY_PORTS.get(parts.scheme.lower(), _PROXY_PORT)
         with contextlib.suppress(OSError, UnicodeError):
-            for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM):
-                found.add(str(info[4][0]).split("%", 1)[0])
+            for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+                found.add((str(info[4][0]).split("%", 1)[0], port))
     return frozenset(found)

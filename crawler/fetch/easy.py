@@ -254,7 +254,7 @@ class EasyClient:
         return guarded_socket(self._guard, self._local.exchange, address)
 
     def _on_connected(self, peer: str, local: str, peer_port: int, local_port: int) -> int:
-        return guarded_peer(self._guard, self._local.exchange, peer)
+        return guarded_peer(self._guard, self._local.exchange, peer, peer_port)
 
 
 def guarded_socket(guard: Guard, exchange: Exchange | None,
@@ -262,7 +262,9 @@ def guarded_socket(guard: Guard, exchange: Exchange | None,
     """libcurl's OPENSOCKETFUNCTION for a page client: a socket, if the guard lets the
     request connect to ``address`` (else the refusal goes in the exchange's reply)."""
     family, kind, protocol, sockaddr = address
-    if not _admits(guard, exchange, str(sockaddr[0]).split("%", 1)[0]):
+    port = sockaddr[1]
+    if not isinstance(port, int) or not _admits(guard, exchange,
+                                                str(sockaddr[0]).split("%", 1)[0], port):
         return pycurl.SOCKET_BAD
     try:
         return socket.socket(family, kind, protocol)
@@ -270,14 +272,15 @@ def guarded_socket(guard: Guard, exchange: Exchange | None,
         return pycurl.SOCKET_BAD
 
 
-def guarded_peer(guard: Guard, exchange: Exchange | None, peer: str) -> int:
+def guarded_peer(guard: Guard, exchange: Exchange | None, peer: str, port: int) -> int:
     """libcurl's PREREQFUNCTION for a page client: a connection, new or kept alive, is
     about to carry the request; its peer must pass the guard too."""
-    return pycurl.PREREQFUNC_OK if _admits(guard, exchange, peer) else pycurl.PREREQFUNC_ABORT
+    return (pycurl.PREREQFUNC_OK if _admits(guard, exchange, peer, port)
+            else pycurl.PREREQFUNC_ABORT)
 
 
-def _admits(guard: Guard, exchange: Exchange | None, address: str) -> bool:
-    why = guard.refusal(address)
+def _admits(guard: Guard, exchange: Exchange | None, address: str, port: int) -> bool:
+    why = guard.refusal(address, port)
     if why is None:
         return True
     if exchange is not None:

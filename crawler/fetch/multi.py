@@ -199,4 +199,4 @@ class MultiClient:
 
     def _on_connected(self, carrier: _Carrier, peer: str, local: str, peer_port: int,
                       local_port: int) -> int:
-        return guarded_peer(self._guard, carrier.exchange, peer)
+        return guarded_peer(self._guard, carrier.exchange, peer, peer_port)
