@@ -7,6 +7,7 @@ host), with robots.txt read by the worker off the engine's thread.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import queue
 import socket
@@ -402,6 +403,36 @@ def test_the_robots_txt_files_a_page_needs_are_read_at_once_not_in_turn(
         assert entries[host + "/x.png"]["reason"] == (
             "robots.txt unreachable (too slow (over 2 s))")
     assert took < 2.0 * 6, f"the six robots.txt were read one after the other ({took:.1f} s)"
+
+
+def test_a_page_showing_images_of_many_hosts_that_never_answer_waits_one_deadline(
+        site: FixtureServer, tmp_path: Path) -> None:
+    """16 such hosts, two robots.txt read at a time: a batch after another took eight
+    deadlines (a stop waited for them too). The hosts not read by the first deadline are
+    refused for now, as unreachable: a rerun tries them again."""
+    silent = [SilentServer() for _ in range(16)]
+    hosts = [server.url for server in silent]
+    try:
+        tags = "".join(f'<img src="{host}/x.png">' for host in hosts)
+        page = f'<html><body>{tags}<img src="/images/blue.png"></body></html>'.encode()
+        site.routes["/"] = lambda h: h.send_body(200, page, "text/html")
+        (tmp_path / "settings.toml").write_text(
+            "[crawl]\npage_timeout = 1.0\npage_concurrency = 2\n")
+        out = tmp_path / "out"
+        result = run_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
+                             str(out), "--local-workers", "1", cwd=tmp_path, timeout=60)
+    finally:
+        for server in silent:
+            server.close()
+    assert result.returncode == 0, result.stderr
+    entries = {e["url"]: e for e in manifest_lines(out)}
+    assert entries[site.url + "/images/blue.png"]["status"] == "success"
+    # Eight deadlines would have read them all, a batch after another.
+    reasons = collections.Counter(entries[host + "/x.png"]["reason"] for host in hosts)
+    assert set(reasons) <= {"robots.txt unreachable (too slow (over 1 s))",
+                            "robots.txt unreachable (not read in time)"}, reasons
+    assert reasons["robots.txt unreachable (not read in time)"] >= 8, reasons
+    assert "to try again    16 image(s)" in result.stderr, result.stderr
 
 
 def test_a_robots_txt_that_waited_for_a_connection_in_vain_is_read_when_next_needed(

@@ -88,12 +88,19 @@ class Once(Generic[K, V]):
             event.set()
         return value
 
-    def get_all(self, keys: Iterable[K]) -> None:
+    def get_all(self, keys: Iterable[K], *, within: float | None = None) -> None:
         """Compute the keys not known yet, ``at_once`` at the same time; return when all
         are known, or once each batch has had ``wait`` seconds. A page that names the
         robots.txt of 64 hosts or six style sheets, each read one after the other,
         took each one's deadline in turn: 64 hung hosts held a page (and a stop
-        waiting for it) for over ten minutes. An error of ``compute`` is logged."""
+        waiting for it) for over ten minutes. An error of ``compute`` is logged.
+
+        ``within``: begin no key after that many seconds, however many batches are
+        left, and wait for those begun (``wait`` at most). The keys not begun are
+        not computed now: until ``wait`` seconds have passed, asking for them gives
+        the fallback at once (the caller does not compute them one after the other
+        instead).
+        """
         missing = [key for key in dict.fromkeys(keys) if key not in self._done]
         if len(missing) < 2:
             return  # the caller's own get() computes it as soon
@@ -104,10 +111,21 @@ class Once(Generic[K, V]):
                 self._pool = ThreadPoolExecutor(self._at_once, thread_name_prefix="once")
             pool = self._pool
         futures = [pool.submit(self.get, key) for key in missing]
-        # Batch by batch: keys queued behind a full pool get their own wait, rather than
-        # the caller computing them one after the other once the first wait is over.
-        for first in range(0, len(futures), self._at_once):
-            wait(futures[first:first + self._at_once], timeout=self._wait)
+        if within is not None:
+            wait(futures, timeout=within)
+            late = [key for key, future in zip(missing, futures, strict=True)
+                    if future.cancel()]  # True only for one not begun
+            wait(futures, timeout=self._wait)  # those begun end within their own deadline
+            until = time.monotonic() + self._wait
+            with self._lock:
+                for key in late:
+                    if key not in self._done:
+                        self._not_before[key] = until
+        else:
+            # Batch by batch: keys queued behind a full pool get their own wait, rather
+            # than the caller computing them one after the other once the first is over.
+            for first in range(0, len(futures), self._at_once):
+                wait(futures[first:first + self._at_once], timeout=self._wait)
         for future in futures:
             if future.done() and not future.cancelled() and future.exception() is not None:
                 log.error("computing a value failed", exc_info=future.exception())
