@@ -317,8 +317,12 @@ def test_encoded_bodies_are_bounded_by_their_decoded_size(
         200, gzip.compress(bomb, 9), "image/png", {"Content-Encoding": "gzip"})
     server.routes["/br-bomb.png"] = lambda h: h.send_body(
         200, brotli.compress(bomb), "image/png", {"Content-Encoding": "br"})
+    server.routes["/deflate-bomb.png"] = lambda h: h.send_body(
+        200, zlib.compress(bomb, 9), "image/png", {"Content-Encoding": "deflate"})
+    names = ("gzip", "br", "deflate")
     got = engines(limits=Limits(max_bytes=1_000_000)).fetch(
-        [server.url + "/gzip-bomb.png", server.url + "/br-bomb.png"])
+        [f"{server.url}/{name}-bomb.png" for name in names])
+    assert len(got) == len(names)
     for attempt in got.values():
         assert isinstance(attempt, Attempt)
         assert (attempt.reason, attempt.kind) == ("too large: over 1000000 bytes",
@@ -713,6 +717,23 @@ def test_a_response_head_trickled_a_byte_a_second_is_cut_at_the_deadline(
     finally:
         done.set()
     assert_cut_at_the_deadline(attempt)
+
+
+def test_a_connection_never_accepted_is_cut_at_the_connect_timeout(
+        engines: Callable[..., Engine]) -> None:
+    """A listener whose queue is full drops the handshake (a host behind a firewall
+    that drops packets does the same): cut at download.connect_timeout, and said so."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=0)
+    filler = socket.create_connection(listener.getsockname()[:2], timeout=5)  # fills it
+    try:
+        attempt = engines(limits=Limits(connect_timeout=0.5, deadline=30)).one(
+            f"http://127.0.0.1:{listener.getsockname()[1]}/x.png")
+    finally:
+        filler.close()
+        listener.close()
+    assert (attempt.reason, attempt.transient, attempt.kind) == (
+        "timed out connecting", True, FailureKind.TIMEOUT), attempt
+    assert attempt.elapsed_s < 10, "cut by the connect timeout, not the deadline"
 
 
 def test_a_head_trickling_faster_than_the_read_timeout_is_not_silent(

@@ -7,9 +7,11 @@ workers' libcurl engine, for the master's page session, and end to end.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import queue
+import secrets
 import subprocess
 import sys
 import threading
@@ -39,11 +41,15 @@ from .conftest import (
     SITE,
     FixtureHandler,
     FixtureServer,
+    finish,
     free_port,
     manifest_lines,
     run_crawler,
+    start_crawler,
+    stop,
     wait_for_queue_address,
 )
+from .redis_server import RedisServer
 from .tls import CertAuthority, Proxy, make_ca, server_context
 
 PNG = png(24, 16, 9)
@@ -533,6 +539,25 @@ def test_environment_proxies_are_used_unless_turned_off(
     assert len(recorder.seen) == 4
 
 
+def test_https_sites_go_through_the_environments_https_proxy_by_connect(
+        https_recorder: Recorder, ca: CertAuthority, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, page_get: PageGet) -> None:
+    proxy = Proxy("http")
+    monkeypatch.setenv("HTTPS_PROXY", proxy.start())
+    monkeypatch.delenv("HTTP_PROXY", raising=False)
+    for name in ("NO_PROXY", "no_proxy", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    port = https_recorder.server.server_address[1]
+    try:
+        options = options_from(tmp_path, ca_bundle=str(ca.ca_cert))
+        assert fetch(https_url(https_recorder) + "/img.png", options, tmp_path).ok
+        assert page_get(options, https_url(https_recorder) + "/page.html").status == 200
+    finally:
+        proxy.stop()
+    assert proxy.targets == [f"127.0.0.1:{port}"] * 2  # a tunnel each: TLS end to end
+    assert len(https_recorder.seen) == 2
+
+
 PUBLIC_ONLY = AddressPolicy(frozenset({"public"}))
 
 
@@ -634,6 +659,35 @@ def test_workers_carry_the_masters_request_settings(recorder: Recorder, tmp_path
         assert secret not in logs
 
 
+def test_a_worker_on_the_broker_gets_the_crawls_request_settings_there(
+        recorder: Recorder, redis_server: RedisServer, tmp_path: Path) -> None:
+    """A worker started on its own host, with no copy of them: the crawl on Redis
+    carries them, and neither process logs a secret."""
+    (tmp_path / "cookies.txt").write_text(COOKIES)
+    recorder.server.routes["/"] = recorder.server.routes["/page.html"]
+    broker = ("--broker", redis_server.url, "--crawl", "req" + secrets.token_hex(4))
+    master = start_crawler("master", recorder.url + "/", *broker, "--out",
+                           str(tmp_path / "out"), "--local-workers", "0",
+                           "--header", "X-Team: images", "--cookies",
+                           str(tmp_path / "cookies.txt"), "--user-agent", "team-crawler/3",
+                           "-v", cwd=tmp_path)
+    worker = start_crawler("worker", *broker, "--out", str(tmp_path / "out"),
+                           "--connect-wait", "30", "-v", cwd=tmp_path)
+    try:
+        err = finish(master, 60)
+        assert master.returncode == 0, err
+        _, worker_err = worker.communicate(timeout=30)
+        assert worker.returncode == 0, worker_err
+    finally:
+        stop(worker)
+    assert [e["status"] for e in manifest_lines(tmp_path / "out")] == ["success"]
+    [image] = [s for s in recorder.seen if s.get("Accept", "").startswith("image/")]
+    assert image["User-Agent"] == "team-crawler/3" and image["X-Team"] == "images"
+    assert "session=secret-cookie-value" in image["Cookie"]
+    logs = err + worker_err + "".join(p.read_text() for p in (tmp_path / "out").glob("*.log"))
+    assert "secret-cookie-value" not in logs
+
+
 def test_a_workers_own_request_settings_are_said_to_be_unused(tmp_path: Path) -> None:
     (tmp_path / "worker.toml").write_text(
         '[http]\nproxy = "http://127.0.0.1:9"\nheaders = ["X-A: 1"]\nenv_proxies = false\n')
@@ -715,6 +769,16 @@ def test_a_seed_whose_certificate_is_not_trusted_is_exit_5_then_works_with_its_c
                           "--ca-bundle", str(ca.ca_cert), cwd=tmp_path)
     assert trusted.returncode == 0, trusted.stderr
     assert [e["status"] for e in manifest_lines(tmp_path / "out")] == ["success"]
+
+
+def test_the_bandwidth_cap_travels_to_workers_with_the_crawls_request_settings(
+        tmp_path: Path) -> None:
+    """Each worker caps itself at the master's --limit-rate: it comes with the settings
+    a worker gets when it joins (as JSON on a broker)."""
+    options = options_from(tmp_path, limit_rate="2M")
+    assert options.limit_rate == 2 * 1024 * 1024
+    wired = RequestOptions.from_wire(json.loads(json.dumps(options.to_wire())))
+    assert wired.limit_rate == options.limit_rate
 
 
 def test_a_relative_client_certificate_is_sent_whole(
