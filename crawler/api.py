@@ -153,9 +153,23 @@ def seed_urls(urls: Iterable[str]) -> tuple[str, ...]:
             seeds.append(normalize(text))
         except InvalidURL as exc:
             raise UsageError(f"seed {url!r}: {exc}") from exc
+        _warn_of_a_password(seeds[-1])
     if not seeds:
         raise UsageError("no seed URL given")
     return tuple(dict.fromkeys(seeds))
+
+
+def _warn_of_a_password(seed: str) -> None:
+    """A login in a seed URL is sent, and written wherever the URL is: say so."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(seed)
+    if parts.password:
+        where = parts.netloc.rpartition("@")[2]
+        shown = urlunsplit(parts._replace(netloc=f"{parts.username}:***@{where}"))
+        log.warning("seed %s holds a password: it is written wherever the URL is (logs, "
+                    "results.log, manifest.jsonl, pages.jsonl) and shows in ps; give the "
+                    "login with --netrc instead", shown)
 
 
 def read_seed_file(path: str) -> list[str]:

@@ -478,6 +478,16 @@ def test_a_seed_without_a_scheme_is_https(tmp_path: Path, site: FixtureServer) -
         "(a seed without a scheme is https)"), result.stderr
 
 
+def test_a_password_in_a_seed_url_is_warned_of(tmp_path: Path, site: FixtureServer) -> None:
+    seed = site.url.replace("http://", "http://alice:s3cret-pass@") + "/"
+    result = run_crawler("master", seed, "--dry-run", "--out", str(tmp_path / "out"),
+                         cwd=tmp_path, env=crawl_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if "holds a password" in line]
+    assert f"seed {site.url.replace('http://', 'http://alice:***@')}/ holds" in line, line
+    assert "--netrc" in line and "s3cret-pass" not in line
+
+
 def test_log_file_gets_the_log_lines_with_timestamps(tmp_path: Path) -> None:
     log_file = tmp_path / "crawl.log"
     port = free_port()
