@@ -376,57 +376,51 @@ def test_a_silent_robots_txt_does_not_stall_a_crawl_past_its_deadline(
         "(too slow (over 2 s))")
 
 
-def test_the_robots_txt_files_a_page_needs_are_read_at_once_not_in_turn(
-        site: FixtureServer, tmp_path: Path) -> None:
-    """A page showing images of six hosts whose robots.txt never answers waits for them
-    all within about one deadline (it took six, one after the other), and its own images
-    and links are not held for longer."""
-    silent = [SilentServer() for _ in range(6)]
+def _crawl_a_page_on_silent_hosts(site: FixtureServer, tmp_path: Path, count: int,
+                                  settings: str) -> tuple[Any, list[str], dict[str, Any]]:
+    """Crawl a page showing an image on each of ``count`` hosts whose robots.txt never
+    answers, and one of its own (which must be stored): the run, the hosts, the manifest."""
+    silent = [SilentServer() for _ in range(count)]
     hosts = [server.url for server in silent]
     try:
         tags = "".join(f'<img src="{host}/x.png">' for host in hosts)
         page = f'<html><body>{tags}<img src="/images/blue.png"></body></html>'.encode()
         site.routes["/"] = lambda h: h.send_body(200, page, "text/html")
-        (tmp_path / "settings.toml").write_text("[crawl]\npage_timeout = 2.0\n")
+        (tmp_path / "settings.toml").write_text(settings)
         out = tmp_path / "out"
-        started = time.monotonic()
         result = run_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
                              str(out), "--local-workers", "1", cwd=tmp_path, timeout=60)
-        took = time.monotonic() - started
     finally:
         for server in silent:
             server.close()
     assert result.returncode == 0, result.stderr
     entries = {e["url"]: e for e in manifest_lines(out)}
     assert entries[site.url + "/images/blue.png"]["status"] == "success"
+    return result, hosts, entries
+
+
+def test_the_robots_txt_files_a_page_needs_are_read_at_once_not_in_turn(
+        site: FixtureServer, tmp_path: Path) -> None:
+    """A page showing images of six hosts whose robots.txt never answers waits for them
+    all within about one deadline (it took six, one after the other), and its own images
+    and links are not held for longer."""
+    started = time.monotonic()
+    _, hosts, entries = _crawl_a_page_on_silent_hosts(site, tmp_path, 6,
+                                                      "[crawl]\npage_timeout = 2.0\n")
+    took = time.monotonic() - started
     for host in hosts:
         assert entries[host + "/x.png"]["reason"] == (
             "robots.txt unreachable (too slow (over 2 s))")
     assert took < 2.0 * 6, f"the six robots.txt were read one after the other ({took:.1f} s)"
 
 
-def test_a_page_showing_images_of_many_hosts_that_never_answer_waits_one_deadline(
+def test_a_page_showing_images_of_many_hosts_that_never_answer_waits_two_deadlines_at_most(
         site: FixtureServer, tmp_path: Path) -> None:
     """16 such hosts, two robots.txt read at a time: a batch after another took eight
-    deadlines (a stop waited for them too). The hosts not read by the first deadline are
-    refused for now, as unreachable: a rerun tries them again."""
-    silent = [SilentServer() for _ in range(16)]
-    hosts = [server.url for server in silent]
-    try:
-        tags = "".join(f'<img src="{host}/x.png">' for host in hosts)
-        page = f'<html><body>{tags}<img src="/images/blue.png"></body></html>'.encode()
-        site.routes["/"] = lambda h: h.send_body(200, page, "text/html")
-        (tmp_path / "settings.toml").write_text(
-            "[crawl]\npage_timeout = 1.0\npage_concurrency = 2\n")
-        out = tmp_path / "out"
-        result = run_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
-                             str(out), "--local-workers", "1", cwd=tmp_path, timeout=60)
-    finally:
-        for server in silent:
-            server.close()
-    assert result.returncode == 0, result.stderr
-    entries = {e["url"]: e for e in manifest_lines(out)}
-    assert entries[site.url + "/images/blue.png"]["status"] == "success"
+    deadlines (a stop waited for them too). The hosts not begun within the first deadline
+    are refused for now, as unreachable: a rerun tries them again."""
+    result, hosts, entries = _crawl_a_page_on_silent_hosts(
+        site, tmp_path, 16, "[crawl]\npage_timeout = 1.0\npage_concurrency = 2\n")
     # Eight deadlines would have read them all, a batch after another.
     reasons = collections.Counter(entries[host + "/x.png"]["reason"] for host in hosts)
     assert set(reasons) <= {"robots.txt unreachable (too slow (over 1 s))",

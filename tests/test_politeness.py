@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from crawler.config import CrawlSettings
-from crawler.demo.site import build_site, png
+from crawler.demo.site import Site, build_site, png
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
@@ -105,6 +105,11 @@ def test_a_robots_txt_that_starts_with_a_byte_order_mark_is_obeyed(
     files["/robots.txt"] = ("text/plain", b"\xef\xbb\xbfUser-agent: *\r\nDisallow: /images/1/\r\n")
     serve_routes(server, files)
     crawl_with_two_workers(server, tmp_path)
+    _check_images_1_disallowed(server, site, tmp_path)
+
+
+def _check_images_1_disallowed(server: FixtureServer, site: Site, tmp_path: Path) -> None:
+    """The crawl fetched none of /images/1/, and refused each for robots.txt."""
     disallowed = {p for p in site.images if p.startswith("/images/1/")}
     assert disallowed and not disallowed & set(server.paths())
     entries = {e["url"][len(server.url):]: e for e in manifest_lines(tmp_path / "out")}
@@ -130,11 +135,7 @@ def test_a_robots_txt_behind_redirects_is_followed_to_its_rules(
     elsewhere.routes["/rules.txt"] = lambda h: h.send_body(
         200, b"User-agent: *\nDisallow: /images/1/\n", "text/plain")
     crawl_with_two_workers(server, tmp_path)
-    disallowed = {p for p in site.images if p.startswith("/images/1/")}
-    assert disallowed and not disallowed & set(server.paths())
-    entries = {e["url"][len(server.url):]: e for e in manifest_lines(tmp_path / "out")}
-    assert {path for path, e in entries.items()
-            if e["reason"] == "disallowed by robots.txt"} == disallowed
+    _check_images_1_disallowed(server, site, tmp_path)
     assert elsewhere.paths() == ["/rules.txt"], "read once, by the master"
 
 
