@@ -452,6 +452,8 @@ def test_a_robots_txt_that_waited_for_a_connection_in_vain_is_read_when_next_nee
         asked_again = time.monotonic()
         assert robots.refusal(fast.url + "/b.png") == not_read
         assert time.monotonic() - asked_again < 1.0, "waited for a connection again"
+        # For want of its robots.txt, not final: a page of it is tried by a rerun.
+        assert robots.verdict(fast.url + "/page.html") == (not_read, True)
         assert fast.paths() == []
         for server in silent:
             server.close()  # the connections come free
@@ -460,6 +462,8 @@ def test_a_robots_txt_that_waited_for_a_connection_in_vain_is_read_when_next_nee
         time.sleep(max(0.0, asked_again + 2.1 - time.monotonic()))
         assert robots.refusal(fast.url + "/a.png") is None
         assert robots.refusal(fast.url + "/private/a.png") == "disallowed by robots.txt"
+        assert robots.verdict(fast.url + "/private/a.png") == ("disallowed by robots.txt",
+                                                               False)
         assert fast.paths() == ["/robots.txt"]
     finally:
         robots.close()

@@ -1034,6 +1034,7 @@ def test_a_page_redirected_to_a_site_whose_robots_txt_is_unreachable_is_tried_by
     assert moved["reason"] == (f"redirected to {elsewhere.url}/: robots.txt unreachable "
                                "(HTTP 503)"), moved
     assert elsewhere.paths() == ["/robots.txt"]
+    assert server.paths().count("/moved") == 1, "robots.txt is read once a run: no retry"
     again = start_crawler(*command, cwd=tmp_path)
     err = finish(again, 90)
     assert again.returncode == 0, err

@@ -760,7 +760,7 @@ class Master:
         # master sent is forgotten before this page's links and images are left out.
         self._forget_after_reconnecting()
         frontier = self._frontier
-        if visit.extraction is None and self._retry_later(visit, robots):
+        if visit.extraction is None and self._retry_later(visit):
             return
         self._snapshot.pages += 1
         # The first page of a host is fetched before its robots.txt is known: pace from it.
@@ -858,13 +858,13 @@ class Master:
             if self._shared_frontier is None and not self._options.dry_run:
                 self._images_seen.clear()  # the board knows them now
 
-    def _retry_later(self, visit: Visit, robots: Robots) -> bool:
+    def _retry_later(self, visit: Visit) -> bool:
         """Put a page that failed for a passing reason back, after a backoff, if tries are left.
 
         The backoff holds back every page of its host, as a 5xx or 429 is about the host.
         """
         policy = self._board.policy  # the images' tries and backoff
-        if not visit.page.transient or robots.unreachable(visit.url):
+        if not visit.page.transient or visit.page.held:
             return False  # robots.txt is read once per run: the page waits for the next
         tries = self._frontier.failed(visit.url)
         if tries >= policy.max_attempts:

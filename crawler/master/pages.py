@@ -34,6 +34,9 @@ class Page(NamedTuple):
     skipped: str = ""  # why the body was not read ("" when it was)
     transient: bool = False  # worth another try (connection errors, 5xx, 429)
     retry_after: float | None = None  # seconds the server asked us to wait
+    # Refused for want of a robots.txt (unreachable, or not read in time): not final,
+    # and not tried again in this run, which reads each robots.txt once.
+    held: bool = False
 
     @property
     def ok(self) -> bool:
@@ -93,7 +96,8 @@ def redirect_refused(url: str, current: str, status: int, target: str) -> Page:
 def redirect_held(url: str, current: str, status: int, target: str, why: str) -> Page:
     """A redirect to an origin whose robots.txt could not be read: not final, as a page
     of that origin is not (a later run tries again)."""
-    return Page(url, current, status, skipped=f"redirected to {target}: {why}", transient=True)
+    return Page(url, current, status, skipped=f"redirected to {target}: {why}", transient=True,
+                held=True)
 
 
 def too_many_redirects(url: str, current: str) -> Page:

@@ -67,6 +67,19 @@ class Robots:
             return None
         return self._rules.get(origin_of(url)).refusal(url, self._agent)
 
+    def verdict(self, url: str) -> tuple[str | None, bool]:
+        """Why ``url`` may not be fetched (None when it may), and whether that is for
+        want of its robots.txt (unreachable, or not read in time): not final then.
+
+        Both from the one answer: the stand-in given while a file is not read is in
+        no cache that ``unreachable`` could look at.
+        """
+        if not self._enabled:
+            return None, False
+        rules = self._rules.get(origin_of(url))
+        refused = rules.refusal(url, self._agent)
+        return refused, refused is not None and rules.unreachable is not None
+
     def is_read(self, url: str) -> bool:
         """Whether the rules for ``url``'s origin are known for this run (or not needed)."""
         return not self._enabled or self._rules.known(origin_of(url)) is not None

@@ -107,11 +107,11 @@ class PageVisitor:
 
     def refused(self, url: str, depth: int) -> Visit | None:
         """The visit of a page robots.txt refuses (it may be read first), or None."""
-        refused = self._robots.refusal(url)
+        refused, held = self._robots.verdict(url)
         if not refused:
             return None
-        unreachable = self._robots.unreachable(url) is not None  # not final: a rerun tries again
-        return Visit(url, depth, Page(url, url, 0, skipped=refused, transient=unreachable),
+        # Held for want of its robots.txt: not final, a rerun tries again.
+        return Visit(url, depth, Page(url, url, 0, skipped=refused, transient=held, held=held),
                      None, [], time.monotonic())
 
     def hop_refusal(self, url: str, current: str, status: int, target: str) -> Page | None:
@@ -119,10 +119,10 @@ class PageVisitor:
         followed, or None when it may (robots.txt may be read first)."""
         if not self._scope.allows_page(target):
             return redirect_refused(url, current, status, target)
-        refused = self._robots.refusal(target)
+        refused, held = self._robots.verdict(target)
         if refused is None:
             return None
-        if self._robots.unreachable(target) is not None:
+        if held:
             return redirect_held(url, current, status, target, refused)
         return redirect_refused(url, current, status, target)
 
