@@ -7,11 +7,13 @@ workers' libcurl engine, for the master's page session, and end to end.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
 import queue
 import secrets
+import socket
 import subprocess
 import sys
 import threading
@@ -267,6 +269,15 @@ def test_the_page_session_verifies_with_the_same_bundle(https_recorder: Recorder
 @pytest.fixture
 def nginx_h2(tmp_path: Path, ca: CertAuthority) -> Iterator[tuple[str, Path]]:
     """nginx serving tests/site over https with HTTP/2, logging each request's protocol."""
+    with serving_h2(tmp_path, ca) as served:
+        yield served
+
+
+@contextlib.contextmanager
+def serving_h2(tmp_path: Path, ca: CertAuthority,
+               locations: str = "") -> Iterator[tuple[str, Path]]:
+    """nginx serving tests/site over https with HTTP/2 (and ``locations``, nginx
+    configuration of its own): its base URL and access log."""
     if not NGINX.exists():
         pytest.skip("nginx is not installed")
     port = free_port()
@@ -290,6 +301,7 @@ http {{
         ssl_certificate {ca.server_cert};
         ssl_certificate_key {ca.server_key};
         root {SITE};
+        {locations}
     }}
 }}
 """)
@@ -337,6 +349,44 @@ def test_https_images_go_over_one_http2_connection(nginx_h2: tuple[str, Path], c
     image_lines = [line for line in lines if line[1] in paths]
     assert {line[0] for line in image_lines} == {"HTTP/2.0"}
     assert len({line[2] for line in image_lines}) == 1, "multiplexed on one connection"
+
+
+def test_an_http2_stream_that_never_answers_is_not_kept_alive_by_its_siblings(
+        tmp_path: Path, ca: CertAuthority) -> None:
+    """Bytes on a connection keep a transfer alive past the read timeout while its head
+    trickles in, but over HTTP/2 they may be another stream's: a stalled stream beside a
+    slow one is cut at the read timeout, not when the slow one ends."""
+    upstream = socket.create_server(("127.0.0.1", 0), backlog=16)  # takes, never answers
+    slow = tmp_path / "slow.png"
+    slow.write_bytes(PNG + bytes(300_000))  # 40 kB/s: about 7.5 s
+    locations = (f"location = /slow.png {{ alias {slow}; limit_rate 40k; sendfile off; "
+                 "output_buffers 1 4k; postpone_output 0; }\n"  # 4 kB every 0.1 s
+                 f"location = /stall.png {{ proxy_pass http://127.0.0.1:"
+                 f"{upstream.getsockname()[1]}; proxy_read_timeout 60s; }}")
+    limits = Limits(read_timeout=1, deadline=30)
+    results: queue.SimpleQueue[tuple[str, Attempt | None]] = queue.SimpleQueue()
+    try:
+        with serving_h2(tmp_path, ca, locations) as (base, _):
+            engine = CurlEngine(slots=4, new_sink=sinks_into(Store(tmp_path / "out"), limits),
+                                limits=limits, policy=LOOPBACK,
+                                options=options_from(tmp_path, ca_bundle=str(ca.ca_cert)),
+                                report=lambda got: [results.put(r) for r in got],
+                                stop=threading.Event())
+            thread = threading.Thread(target=engine.run, daemon=True)
+            thread.start()
+            try:
+                engine.submit([(base + "/slow.png", 1), (base + "/stall.png", 1)])
+                first_url, first = results.get(timeout=40)
+                _, second = results.get(timeout=40)
+            finally:
+                engine.close()
+                thread.join(timeout=10)
+    finally:
+        upstream.close()
+    assert first_url == base + "/stall.png", (first_url, first)
+    assert isinstance(first, Attempt) and (first.reason, first.kind) == (
+        "timed out", FailureKind.TIMEOUT), first
+    assert isinstance(second, Attempt) and second.ok, second  # slow, never silent
 
 
 # ----- headers, cookies, logins ---------------------------------------------------------
@@ -586,6 +636,38 @@ def test_a_request_going_direct_to_the_proxys_host_is_judged_by_the_address_guar
     assert not attempt.ok and attempt.kind is FailureKind.BLOCKED, attempt
     assert all(reply.blocked is not None for reply in replies), replies
     assert recorder.seen == [] and proxy.targets == []
+
+
+@pytest.mark.parametrize(("proxy", "ports"), [
+    ("127.0.0.1", {80, 1080}),  # http, libcurl's default port: 80 now, 1080 before
+    ("http://127.0.0.1", {80, 1080}),
+    ("https://127.0.0.1", {443}),
+    ("socks5h://127.0.0.1", {1080}),
+    ("http://127.0.0.1:3128", {3128}),
+])
+def test_a_proxy_is_let_through_at_the_port_libcurl_takes_for_it(proxy: str,
+                                                                  ports: set[int]) -> None:
+    options = RequestOptions(proxy=proxy, env_proxies=False)
+    guard = curlsetup.Guard(PUBLIC_ONLY, options.proxies())
+    for port in (80, 443, 1080, 3128, 8080):
+        why = guard.refusal("127.0.0.1", port)
+        assert (why is None) == (port in ports), (port, why)
+
+
+def test_an_answer_through_a_second_address_stands_when_the_first_was_refused(
+        recorder: Recorder) -> None:
+    """libcurl reads "localhost" as ::1 and 127.0.0.1 and tries both; the proxy is let
+    through at the one the system resolver gives. A refused first try left the reply
+    marked blocked although the second answered, and robots.txt read so was ignored."""
+    proxy = Proxy("http")
+    port = int(proxy.start().rpartition(":")[2])
+    try:
+        options = RequestOptions(proxy=f"http://localhost:{port}", env_proxies=False)
+        replies = [pageclients.get(kind, PUBLIC_ONLY, options, recorder.url + "/page.html",
+                                   ca_file=default_ca_file()) for kind in pageclients.KINDS]
+    finally:
+        proxy.stop()
+    assert [(r.status, r.blocked) for r in replies] == [(200, None)] * len(replies), replies
 
 
 def test_the_crawls_own_proxy_is_not_skipped_for_the_environments_no_proxy(

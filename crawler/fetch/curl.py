@@ -639,11 +639,19 @@ class CurlEngine:
         """Whether bytes came on the transfer's connection within the read timeout (the
         rare path: asked only of a transfer whose callbacks were silent that long)."""
         with contextlib.suppress(pycurl.error):
-            heard = self._heard.get(slot.handle.getinfo(pycurl.ACTIVESOCKET))
+            fd = slot.handle.getinfo(pycurl.ACTIVESOCKET)
+            heard = self._heard.get(fd)
             # Later than its own last sign of life: not an earlier socket of that number.
-            if heard is not None and transfer.last_io is not None and heard > transfer.last_io:
-                transfer.last_io = heard
-                return now - heard <= self._limits.read_timeout
+            if heard is None or transfer.last_io is None or heard <= transfer.last_io:
+                return False
+            # Its own bytes only if the connection carries nothing else: an HTTP/2
+            # stream that never answers is not kept alive by its siblings'.
+            if any(other is not slot and other.transfer is not None
+                   and other.handle.getinfo(pycurl.ACTIVESOCKET) == fd
+                   for other in self._active):
+                return False
+            transfer.last_io = heard
+            return now - heard <= self._limits.read_timeout
         return False
 
     def _refill(self, now: float) -> None:

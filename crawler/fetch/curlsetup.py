@@ -237,9 +237,11 @@ def cookie_lines(text: str) -> list[str]:
             if line.strip() and (not line.startswith("#") or line.startswith("#HttpOnly_"))]
 
 
-# libcurl's port for a proxy URL that names none: 1080, but 443 for an https:// proxy.
-_PROXY_PORTS = {"https": 443}
-_PROXY_PORT = 1080
+# The ports libcurl takes for a proxy URL that names none, by its scheme (no scheme is
+# http): 80 for http (1080 before libcurl 7.88 or so: both are let through), 443 for
+# https, 1080 for SOCKS.
+_PROXY_PORTS = {"http": (80, 1080), "https": (443,)}
+_SOCKS_PORTS = (1080,)
 
 
 def proxy_endpoints(*proxies: str) -> frozenset[tuple[str, int]]:
@@ -256,8 +258,8 @@ def proxy_endpoints(*proxies: str) -> frozenset[tuple[str, int]]:
             continue
         if not host:
             continue
-        port = port or _PROXY_PORTS.get(parts.scheme.lower(), _PROXY_PORT)
+        ports = (port,) if port else _PROXY_PORTS.get(parts.scheme.lower(), _SOCKS_PORTS)
         with contextlib.suppress(OSError, UnicodeError):
-            for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
-                found.add((str(info[4][0]).split("%", 1)[0], port))
+            for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM):
+                found.update((str(info[4][0]).split("%", 1)[0], each) for each in ports)
     return frozenset(found)

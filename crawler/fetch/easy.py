@@ -293,6 +293,10 @@ def conclude(exchange: Exchange, handle: pycurl.Curl, code: int, message: str,
              proxies: Proxies) -> Reply:
     """The reply of a request that libcurl ended with ``code`` (0: it went through)."""
     reply = exchange.reply
+    if not code:
+        # One address refused and another one answered ("localhost": ::1 and 127.0.0.1,
+        # tried in turn): the answer stands, and nothing was blocked.
+        reply.blocked = None
     if code and not (code == pycurl.E_WRITE_ERROR and (reply.truncated or reply.refused)):
         fail(reply, handle, code, message)  # (a write error we caused: what was read stands)
         proxy = proxies.for_scheme(urlsplit(reply.url).scheme) if code in _PROXY_FAILURES else ""
