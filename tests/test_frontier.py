@@ -100,6 +100,51 @@ def test_once_keeps_no_value_that_is_not_known_yet():
     assert once.get("a") == "A" and once.known("a") == "A"
 
 
+def test_once_holds_a_key_off_for_as_long_as_its_not_yet_asks():
+    import time
+
+    from crawler.master.once import NotYet, Once
+
+    calls: list[str] = []
+
+    def later(key: str) -> str:
+        calls.append(key)
+        if len(calls) == 1:
+            raise NotYet(retry_in=0.3)
+        return key.upper()
+
+    once: Once[str, str] = Once(later, fallback="none", wait=1)
+    assert once.get("a") == "none"
+    assert once.get("a") == "none" and calls == ["a"], "asked again at once: not computed"
+    time.sleep(0.35)
+    assert once.get("a") == "A" and calls == ["a", "a"]
+
+
+def test_once_get_all_within_begins_no_key_after_it_and_holds_the_rest_off():
+    import time
+
+    from crawler.master.once import Once
+
+    calls: list[str] = []
+
+    def slow(key: str) -> str:
+        calls.append(key)
+        time.sleep(0.3)
+        return key.upper()
+
+    once: Once[str, str] = Once(slow, fallback="none", wait=0.6, at_once=1)
+    try:
+        once.get_all(["a", "b", "c"], within=0.1)
+        assert calls == ["a"] and once.known("a") == "A", "the one begun is waited for"
+        started = time.monotonic()
+        assert once.get("b") == "none" and time.monotonic() - started < 0.2
+        assert calls == ["a"]
+        time.sleep(0.7)  # the hold-off is over: asked for, b is computed
+        assert once.get("b") == "B" and calls == ["a", "b"]
+    finally:
+        once.close()
+
+
 def test_once_get_all_computes_at_once_in_batches_and_logs_errors(
         caplog: pytest.LogCaptureFixture) -> None:
     import threading

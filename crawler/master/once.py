@@ -84,6 +84,7 @@ class Once(Generic[K, V]):
             with self._lock:
                 if keep:
                     self._done[key] = value
+                    self._not_before.pop(key, None)
                 del self._running[key]
             event.set()
         return value
@@ -110,7 +111,10 @@ class Once(Generic[K, V]):
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self._at_once, thread_name_prefix="once")
             pool = self._pool
-        futures = [pool.submit(self.get, key) for key in missing]
+        try:
+            futures = [pool.submit(self.get, key) for key in missing]
+        except RuntimeError:  # closed meanwhile: nothing more is computed
+            return
         if within is not None:
             wait(futures, timeout=within)
             late = [key for key, future in zip(missing, futures, strict=True)
