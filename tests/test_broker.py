@@ -485,6 +485,19 @@ def test_broker_mistakes_get_one_clear_line(
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
+def test_a_broker_address_that_is_no_redis_is_told_in_one_line(
+        site: FixtureServer, tmp_path: Path) -> None:
+    """An HTTP server's port given as the broker: its answer is no Redis reply."""
+    url = "redis://" + site.url.removeprefix("http://") + "/0"
+    for args in (("status", "--broker", url, "--json"),
+                 ("worker", "--broker", url, "--out", str(tmp_path / "w")),
+                 ("master", site.url + "/", "--broker", url, "--out", str(tmp_path / "m"))):
+        done = run_crawler(*args, cwd=tmp_path, timeout=60)
+        assert done.returncode == 1, (args, done.stderr)
+        assert "does not speak Redis's protocol" in done.stderr, (args, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
 def test_a_port_that_takes_connections_and_never_answers_is_told_in_seconds(
         tmp_path: Path) -> None:
     """Not Redis, or a Redis that hangs: the login and the first PING each wait at most the

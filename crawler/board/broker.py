@@ -160,6 +160,7 @@ def connect(address: BrokerAddress, connections: Connections | None = None) -> r
     refuses our login. ``connections`` counts the connections it opens.
     """
     import redis
+    import redis.exceptions
     from redis.backoff import ExponentialBackoff, NoBackoff
     from redis.retry import Retry
 
@@ -199,6 +200,12 @@ def connect(address: BrokerAddress, connections: Connections | None = None) -> r
     except (redis.ConnectionError, redis.TimeoutError, socket.gaierror) as exc:
         raise BrokerUnreachable(f"cannot reach the broker at {address}: {_said(exc)}; is "
                                 "redis-server running there, and is the address right?") from exc
+    except redis.exceptions.InvalidResponse as exc:  # an HTTP or SSH server, say
+        raise BrokerError(f"the broker at {address} does not speak Redis's protocol "
+                          f"({_said(exc)}): is that a redis-server's port?") from exc
+    except redis.RedisError as exc:
+        raise BrokerError(f"the broker at {address} failed our first command: "
+                          f"{_said(exc)}") from exc
     finally:
         probe.close()
     return client
