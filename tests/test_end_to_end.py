@@ -15,6 +15,7 @@ from .conftest import (
     crawl_with_two_workers,
     crawler_command,
     finish,
+    free_port,
     run_crawler,
     site_images,
     start_crawler,
@@ -201,6 +202,20 @@ def test_a_demo_leaves_the_files_of_one_running_in_its_folder_alone(tmp_path: Pa
     assert result.returncode == 2, result.stderr
     assert "another master is crawling into" in result.stderr
     assert stored.is_file() and (demo / "results.log").is_file()
+
+
+def test_the_demo_goes_past_the_environments_proxy_and_names_its_gallery_for_a_shell(
+        tmp_path: Path) -> None:
+    """Its site is on this host: HTTP_PROXY (here: nothing listens there) is not for it."""
+    out = tmp_path / "my out"
+    env = {k: v for k, v in os.environ.items() if k.lower() != "no_proxy"}
+    env.update({"HTTP_PROXY": f"http://127.0.0.1:{free_port()}",
+                "http_proxy": f"http://127.0.0.1:{free_port()}"})
+    result = subprocess.run(crawler_command("demo", "--out", str(out)), cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    gallery = out / "demo" / "index.html"
+    assert result.stderr.rstrip().endswith(f"(or run: xdg-open '{gallery}')"), result.stderr
 
 
 def test_demo_runs_offline(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ images are and how to open it.
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import sys
 from collections.abc import Callable
@@ -45,10 +46,14 @@ def run_demo(settings: Settings, *, workers: int, quiet: bool,
 
     site = build_site(broken_links=True)  # a page and an image missing: failures to show
     with SiteServer(site) as server:
-        say(f"demo site: {server.base_url}/ ({len(site.pages)} pages, {len(site.images)} images)")
+        say(f"demo site: {server.base_url}/ ({len(site.pages)} pages, {len(site.images)} "
+            "images, and links to a page and an image that are missing)")
+        # The site is on this host: no proxy of the user's settings or environment
+        # (HTTP_PROXY without 127.0.0.1 in NO_PROXY sent the demo to it, and it failed).
         demo_settings = settings.with_values({"output.dir": str(out_dir),
                                               "queue.bind": "127.0.0.1:0",
-                                              "worker.threads": 4})
+                                              "worker.threads": 4,
+                                              "http.proxy": "", "http.env_proxies": False})
         # Its workers are started here: nobody else needs to be told how to join.
         status = run_master(demo_settings, (server.base_url + "/",),
                             master_authkey(None, out_dir, keep=True), local_workers=workers,
@@ -59,5 +64,5 @@ def run_demo(settings: Settings, *, workers: int, quiet: bool,
     where = folders[0] if len(folders) == 1 else out_dir
     say(f"demo: {stored} images stored under {where}/")
     say(f"gallery: open {gallery.resolve().as_uri()} in a browser "
-        f"(or run: xdg-open {gallery})")
+        f"(or run: xdg-open {shlex.quote(str(gallery))})")
     return status
