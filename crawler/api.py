@@ -33,7 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from crawler import __version__
-from crawler.config import DEFAULTS, Settings, load_settings, parse_address
+from crawler.config import (
+    DEFAULTS,
+    MAX_LOCAL_WORKERS,
+    Settings,
+    load_settings,
+    parse_address,
+)
 from crawler.errors import AuthkeyError, InvalidURL, NothingCrawled, UnknownSetting, UsageError
 from crawler.model.files import SUMMARY_NAME
 
@@ -272,12 +278,18 @@ def crawl(seeds: str | Iterable[str], *, out: str | os.PathLike[str] | None = No
     from crawler.master.authkey import master_authkey
 
     # Every argument checked before anything is made (the output folder, its key file).
-    if type(local_workers) is not int or local_workers < 0:
-        raise UsageError(f"local_workers must be a whole number, 0 or more (got "
-                         f"{local_workers!r})")
+    if type(local_workers) is not int or not 0 <= local_workers <= MAX_LOCAL_WORKERS:
+        raise UsageError(f"local_workers must be a whole number from 0 to {MAX_LOCAL_WORKERS} "
+                         f"(got {local_workers!r})")
     if on_image is not None and not dry_run:
         raise UsageError("on_image is for a dry run (dry_run=True): a crawl's images are "
                          "in its Summary and manifest.jsonl")
+    if on_image is not None and not callable(on_image):
+        raise UsageError(f"on_image must be a function of one URL (got "
+                         f"{type(on_image).__name__})")
+    if resume and fresh:
+        raise UsageError("resume and fresh: give one of them (resume goes on with the "
+                         "folder's crawl, fresh forgets it)")
     _check_kinds(settings, out, authkey)
     seed_list = seed_urls([seeds] if isinstance(seeds, str) else _seed_list(seeds))
     chosen = settings_with(settings, _with_out(overrides, out))

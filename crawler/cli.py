@@ -37,6 +37,7 @@ from crawler.config import (
     DEFAULT_CRAWL,
     DEFAULT_PORT,
     DEFAULTS,
+    MAX_LOCAL_WORKERS,
     SETTINGS_ENV,
     Settings,
     find_settings,
@@ -242,8 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the summary as one JSON object on standard output at "
                              "the end (it is always written to OUT/summary.json)")
     master.add_argument("--local-workers", type=int, default=0, metavar="N",
-                        help="also start N workers on this machine (default: 0, and the "
-                             "images wait for workers started as the master says)")
+                        help="also start N workers on this machine, at most "
+                             f"{MAX_LOCAL_WORKERS} (default: 0, and the images wait for "
+                             "workers started as the master says)")
     master.add_argument("--authkey-file", type=Path, metavar="FILE",
                         help="file holding the queue's authkey (default: $CRAWLER_AUTHKEY, "
                              "else OUT/authkey, made with a new key the first time)")
@@ -677,12 +679,16 @@ def _to_retry(summary: ApiSummary) -> str:
     return " and ".join(counts)
 
 
+_MORE_WORKERS = " (for more, start crawler worker on other hosts)"
+
+
 def _master(args: argparse.Namespace, settings: Settings) -> int:
     from crawler.api import read_seed_file, seed_urls
     from crawler.master.authkey import Authkey, master_authkey
 
-    if args.local_workers < 0:
-        raise UsageError("--local-workers must be 0 or more")
+    if not 0 <= args.local_workers <= MAX_LOCAL_WORKERS:
+        raise UsageError(f"--local-workers {args.local_workers}: expected 0 to "
+                         f"{MAX_LOCAL_WORKERS}{_MORE_WORKERS}")
     if args.dry_run and args.json:
         raise UsageError("--dry-run lists image URLs on standard output, where --json would "
                          "write the summary too: use one of them")
@@ -818,6 +824,8 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.workers < 1:
         raise UsageError("--workers must be 1 or more: the demo downloads with local workers")
+    if args.workers > MAX_LOCAL_WORKERS:
+        raise UsageError(f"--workers {args.workers}: at most {MAX_LOCAL_WORKERS}")
     return run_demo(settings, workers=args.workers, quiet=args.quiet, run_master=run_master)
 
 

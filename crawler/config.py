@@ -38,6 +38,10 @@ DEFAULT_USER_AGENT = f"crawler/{__version__} (+{PROJECT_URL})"
 PARSERS = ("lxml", "beautifulsoup")
 ALL_SOURCES = ("img", "srcset", "picture", "lazy", "css", "meta", "link", "input", "svg", "anchor")
 SCOPE_MODES = ("host", "domain", "any")
+# Local workers one master starts at most: each is a process with its own connections to
+# the master's queue, and a thousand of them kept its handshakes from being answered.
+# More hosts is the way to more workers (crawler worker, or a broker).
+MAX_LOCAL_WORKERS = 256
 
 
 # [http] values: checked here, parsed the same way by crawler.fetch.options.

@@ -275,9 +275,15 @@ def test_wrong_arguments_are_usage_errors_that_say_what_was_given(tmp_path: Path
                          ({"seeds": [url, 7]}, "seeds must be text: 7 is a int"),
                          ({"seeds": url, "local_workers": "2"}, "local_workers must be"),
                          ({"seeds": url, "settings": {}}, "settings must be a crawler.Settings"),
-                         ({"seeds": url, "on_image": print}, "on_image is for a dry run")):
+                         ({"seeds": url, "local_workers": 100_000}, "from 0 to 256"),
+                         ({"seeds": url, "on_image": print}, "on_image is for a dry run"),
+                         ({"seeds": url, "on_image": 7, "dry_run": True},
+                          "on_image must be a function of one URL"),
+                         ({"seeds": url, "resume": True, "fresh": True},
+                          "resume and fresh: give one of them")):
         with pytest.raises(UsageError, match=said):
             crawler.crawl(out=tmp_path / "out", **kwargs)  # type: ignore[arg-type]
+    assert not (tmp_path / "out").exists(), "refused before anything was made"
     with pytest.raises(ConfigError, match=r"name a setting as SECTION\.KEY"):
         crawler.Settings().with_values({"depth": 1})
 

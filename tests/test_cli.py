@@ -56,7 +56,8 @@ def test_each_setting_flag_states_its_default(command: str, defaults: dict[str, 
         option = option[:option.index("]") + 1]  # up to its [section.key]
         assert f"(default: {default}) [" in option, option
     if command == "master":
-        assert "--local-workers N also start N workers on this machine (default: 0," in options
+        assert ("--local-workers N also start N workers on this machine, at most 256 "
+                "(default: 0,") in options
 
 
 def test_top_level_help_lists_the_commands() -> None:
@@ -476,6 +477,18 @@ def test_a_seed_without_a_scheme_is_https(tmp_path: Path, site: FixtureServer) -
     assert result.stderr.strip().splitlines()[-1].endswith(
         f"the server there does not speak TLS: for plain HTTP, give http://{host_port}/ "
         "(a seed without a scheme is https)"), result.stderr
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (("master", "http://127.0.0.1:1/", "--local-workers", "100000"),
+     "--local-workers 100000: expected 0 to 256 (for more, start crawler worker on other hosts)"),
+    (("demo", "--workers", "1000"), "--workers 1000: at most 256"),
+])
+def test_local_workers_beyond_what_one_host_serves_are_refused(
+        tmp_path: Path, args: tuple[str, ...], said: str) -> None:
+    result = run_crawler(*args, "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == f"crawler: error: {said}", result.stderr
 
 
 def test_a_password_in_a_seed_url_is_warned_of(tmp_path: Path, site: FixtureServer) -> None:
