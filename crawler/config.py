@@ -483,8 +483,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
     import tomllib  # here, not at the top: a command run without a settings file needs none
 
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        data = path.read_bytes()
+        # A byte-order mark (Windows editors write one) is no TOML, but it says UTF-8.
+        return tomllib.loads(data.removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: settings file not found") from exc
     except IsADirectoryError as exc:

@@ -44,6 +44,13 @@ def test_file_values_override_defaults(tmp_path: Path) -> None:
     assert settings.crawl.max_pages == Settings().crawl.max_pages
 
 
+def test_a_settings_file_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """Windows editors write one; TOML has none, and it was 'Invalid statement' at 1:1."""
+    path = tmp_path / "settings.toml"
+    path.write_bytes(b"\xef\xbb\xbf[crawl]\r\ndepth = 7\r\n")
+    assert load_settings(path).crawl.depth == 7
+
+
 def test_flags_override_the_file(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, "[crawl]\ndepth = 7\n"))
     assert settings.with_values({"crawl.depth": 1}).crawl.depth == 1
