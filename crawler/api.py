@@ -179,8 +179,8 @@ def _warn_of_a_password(seed: str) -> None:
 
 
 def read_seed_file(path: str) -> list[str]:
-    """Seed URLs from ``path`` (``-``: standard input), one a line; blank lines and lines
-    starting with ``#`` are skipped."""
+    """Seed URLs from ``path`` (``-``: standard input), one a line; blank lines, lines
+    starting with ``#`` and a ``# comment`` after a URL are skipped."""
     import sys
 
     try:
@@ -199,12 +199,16 @@ def read_seed_file(path: str) -> list[str]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
+        where = "standard input" if path == "-" else f"seed file {path}"
+        url, *after = line.split(None, 1)  # a URL holds no raw space: what follows is a comment
+        if after and not after[0].startswith("#"):
+            raise UsageError(f"{where}, line {number}: one URL a line ({after[0][:60]!r} "
+                             "follows it; a comment starts with #)")
         try:
-            seed_urls([line])  # a bad one is named where it is, not only by its text
+            seed_urls([url])  # a bad one is named where it is, not only by its text
         except UsageError as exc:
-            where = "standard input" if path == "-" else f"seed file {path}"
             raise UsageError(f"{where}, line {number}: {exc}") from None
-        seeds.append(line)
+        seeds.append(url)
     return seeds
 
 

@@ -706,7 +706,10 @@ def _master(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError("--join names the crawl already: drop --crawl")
         _flags_a_joining_master_ignores(args)
     elif not urls:
-        raise UsageError("no seed URL: give one or more URLs, or -i FILE")
+        given = "standard input" if args.input_file == "-" else args.input_file
+        raise UsageError(f"no seed URL: {given} holds none (only blank lines and comments)"
+                         if args.input_file is not None else
+                         "no seed URL: give one or more URLs, or -i FILE")
     if broker is not None:
         if args.dry_run:
             raise UsageError("--dry-run records nothing, on a broker or elsewhere: drop --broker")

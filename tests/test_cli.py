@@ -452,11 +452,35 @@ def test_no_seeds_or_a_missing_seed_file_exits_2(tmp_path: Path, args: list[str]
 
 
 def test_a_bad_line_of_a_seed_file_is_named_by_its_number(tmp_path: Path) -> None:
-    (tmp_path / "seeds.txt").write_text("# seeds\nhttp://127.0.0.1:1/\n\nbad url here\n")
+    (tmp_path / "seeds.txt").write_text("# seeds\nhttp://127.0.0.1:1/\n\nftp://bad.example/\n")
     result = run_crawler("master", "-i", "seeds.txt", cwd=tmp_path, env=crawl_env(tmp_path))
     assert result.returncode == 2
     assert error_line(result).startswith(
-        "crawler: error: seed file seeds.txt, line 4: seed 'bad url here': ")
+        "crawler: error: seed file seeds.txt, line 4: seed 'ftp://bad.example/': ")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("http://127.0.0.1:1/a http://127.0.0.1:1/b\n",
+     "seed file seeds.txt, line 1: one URL a line ('http://127.0.0.1:1/b' follows it; "
+     "a comment starts with #)"),
+    ("# only comments\n\n   # and blanks\n",
+     "no seed URL: seeds.txt holds none (only blank lines and comments)"),
+])
+def test_a_seed_file_with_two_urls_on_a_line_or_none_at_all_is_refused(
+        tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "seeds.txt").write_text(text)
+    result = run_crawler("master", "-i", "seeds.txt", cwd=tmp_path, env=crawl_env(tmp_path))
+    assert result.returncode == 2, result.stderr
+    assert error_line(result) == f"crawler: error: {message}"
+
+
+def test_a_comment_after_a_seed_url_is_left_out(tmp_path: Path, site: FixtureServer) -> None:
+    (tmp_path / "seeds.txt").write_text(f"{site.url}/gallery.html   # the photos\n")
+    result = run_crawler("master", "-i", "seeds.txt", "--dry-run", "--depth", "0", "--bind",
+                         "127.0.0.1:0", cwd=tmp_path, env=crawl_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert f"{site.url}/photos/cat.jpg" in result.stdout.split()
+    assert "/gallery.html" in site.paths()
 
 
 def test_dry_run_and_json_would_share_standard_output_and_are_refused(tmp_path: Path) -> None:
