@@ -846,6 +846,11 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     elif args.master is None:
         raise UsageError(f"no master: give its HOST:PORT, or --broker URL (or ${BROKER_ENV})")
     else:
+        if ":" not in args.master and Path(args.master).is_dir():
+            raise UsageError(f"{args.master} is a folder: status asks a running master (give "
+                             f"its HOST:PORT); a crawl's figures are in "
+                             f"{Path(args.master) / 'summary.json'}, and crawler report "
+                             f"{args.master} makes its gallery")
         address = _address(args.master)  # a mistyped address before a missing key
         authkey = load_authkey(args.authkey_file, generate=False, empty_hint=MASTERS_KEY_HINT)
         status = fetch_status(address, authkey.key)

@@ -483,6 +483,16 @@ def test_a_comment_after_a_seed_url_is_left_out(tmp_path: Path, site: FixtureSer
     assert "/gallery.html" in site.paths()
 
 
+def test_status_given_an_output_folder_points_to_its_summary(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    result = run_crawler("status", "out", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert error_line(result) == (
+        f"crawler: error: out is a folder: status asks a running master (give its HOST:PORT); "
+        f"a crawl's figures are in {Path('out') / 'summary.json'}, and crawler report out "
+        "makes its gallery")
+
+
 def test_dry_run_and_json_would_share_standard_output_and_are_refused(tmp_path: Path) -> None:
     result = run_crawler("master", "http://127.0.0.1:1/", "--dry-run", "--json", cwd=tmp_path,
                          env=crawl_env(tmp_path))
