@@ -158,6 +158,26 @@ def test_only_the_holders_result_counts_and_late_ones_are_ignored(board: MakeBoa
     assert b.counts()["duplicates"] == 2
 
 
+def test_a_refused_report_of_a_url_the_worker_holds_is_a_failed_try(board: MakeBoard) -> None:
+    """Dropped, it left the URL leased to a worker that had let it go: handed back as never
+    received (its try undone) at the worker's next word, it went round for ever. Now each
+    counts as a try, and the tries run out with the reason."""
+    clock = Clock()
+    b = board(clock, max_attempts=2)
+    view = BoardView(b, lambda full=False: {})
+    b.put("http://h/a.png", "h", None)
+    bad = {**Attempt(url="http://h/a.png", ok=False, reason="HTTP 503", transient=True
+                     ).to_wire(), "retry_after": float("inf")}
+    for number, attempt in ((1, 1), (3, 2)):
+        assert view.exchange("w", number, [], [], 1, 0)["tasks"] == [("http://h/a.png", attempt)]
+        view.exchange("w", number + 1, [bad], [], 0, 0, holding=[])  # type: ignore[list-item]
+        clock.now += 60  # past its backoff
+    [settled] = b.drain()
+    assert (settled.attempt.reason, settled.attempts) == (
+        "the worker's report was refused: 'retry_after' is not a number of seconds", 2)
+    assert b.unfinished() == 0 and b.counts()["refused"] == 2
+
+
 @pytest.mark.parametrize(
     ("change", "why"),
     [

@@ -25,6 +25,7 @@ from crawler.fetch.options import RequestOptions
 from crawler.fetch.policy import RATE_LIMITED_PAUSE
 from crawler.model.imagetype import dimensions, sniff
 from crawler.model.outcome import ATTEMPT_FIELDS, Attempt, FailureKind
+from crawler.model.wire import attempt_from_report
 from crawler.worker.sink import SPILL_AT, ImageSink, sinks_into
 from crawler.worker.store import Store
 from crawler.worker.worker import Worker, WorkerOptions
@@ -327,6 +328,32 @@ def test_encoded_bodies_are_bounded_by_their_decoded_size(
         assert isinstance(attempt, Attempt)
         assert (attempt.reason, attempt.kind) == ("too large: over 1000000 bytes",
                                                   FailureKind.TOO_LARGE)
+
+
+def test_absurd_header_numbers_give_reports_the_master_takes(
+        engines: Callable[..., Engine]) -> None:
+    """A Content-Length of 5,000 digits (int() refuses over 4,300: a traceback, then a
+    reason too long for a report) and a Retry-After of 400 (float(): inf, no number of
+    seconds): each report was refused by the master, and the image went round for ever."""
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        if b"/huge.png" in request:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n")
+        else:
+            conn.sendall(b"HTTP/1.1 503 Busy\r\nRetry-After: " + b"9" * 400
+                         + b"\r\nContent-Length: 0\r\n\r\n")
+        return False
+
+    base, done = raw_server(answer)
+    try:
+        got = engines().fetch([f"{base}/huge.png", f"{base}/busy.png"])
+    finally:
+        done.set()
+    huge, busy = got[f"{base}/huge.png"], got[f"{base}/busy.png"]
+    assert isinstance(huge, Attempt) and huge.kind is FailureKind.TOO_LARGE, huge
+    assert huge.reason == f"too large: 999999999999... (5000 digits) bytes > {Limits().max_bytes}"
+    assert isinstance(busy, Attempt) and (busy.reason, busy.retry_after) == ("HTTP 503", None)
+    for attempt in (huge, busy):
+        attempt_from_report(attempt.to_wire())  # the master takes it
 
 
 def test_connection_failures_are_transient(engines: Callable[..., Engine]) -> None:

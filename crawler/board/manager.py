@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from crawler.config import DEFAULTS
 from crawler.errors import AuthenticationFailed, BindError, QueueError
-from crawler.model.outcome import Attempt
+from crawler.model.outcome import MAX_REASON_CHARS, Attempt, FailureKind
 from crawler.model.wire import (
     CrawlInfo,
     LeaseAnswer,
@@ -301,6 +301,15 @@ class BoardView:
                 attempts.append(attempt_from_report(data))
             except ReportRefused as exc:
                 self._board.refuse(worker, str(exc))
+                # Dropped, the URL stayed leased to a worker that had let it go: handed
+                # back as never received (its try undone), it went round for ever. A
+                # report of a URL the worker holds counts as a failed try saying why:
+                # another worker may do better, and the tries run out.
+                url = data.get("url") if isinstance(data, dict) else None
+                if isinstance(url, str) and url:
+                    attempts.append(Attempt(
+                        url=url, ok=False, kind=FailureKind.BAD_RESPONSE, transient=True,
+                        reason=f"the worker's report was refused: {exc}"[:MAX_REASON_CHARS]))
         return attempts
 
 

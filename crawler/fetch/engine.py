@@ -19,7 +19,7 @@ import pycurl
 from crawler.config import Limits
 from crawler.errors import StorageError
 from crawler.fetch.policy import server_pause, transient_status
-from crawler.model.outcome import STORAGE_ERROR, Attempt, FailureKind
+from crawler.model.outcome import MAX_REASON_CHARS, STORAGE_ERROR, Attempt, FailureKind
 
 ACCEPT = "image/*,*/*;q=0.5"  # the Accept header of every image request
 
@@ -63,12 +63,16 @@ def too_slow(limits: Limits) -> str:
 
 
 def too_large(declared: str | int, limits: Limits) -> str:
+    if isinstance(declared, str) and len(declared) > 24:  # a Content-Length of 4,000 digits
+        declared = f"{declared[:12]}... ({len(declared)} digits)"
     return f"too large: {declared} bytes > {limits.max_bytes}"
 
 
 def failure(url: str, started: float, reason: str, kind: FailureKind, transient: bool = False,
             retry_after: float | None = None) -> Attempt:
-    return Attempt(url=url, ok=False, reason=reason, transient=transient,
+    # A reason quotes the server now and then (a header, a target): never past what a
+    # report may carry, or the master refuses the report.
+    return Attempt(url=url, ok=False, reason=reason[:MAX_REASON_CHARS], transient=transient,
                    retry_after=retry_after, elapsed_s=time.monotonic() - started, kind=kind)
 
 

@@ -6,6 +6,7 @@ behaviour in the same way because they read it here.
 
 from __future__ import annotations
 
+import math
 import time
 from urllib.parse import urljoin
 
@@ -42,7 +43,8 @@ def retry_after_seconds(value: str | None) -> float | None:
         return None
     value = value.strip()
     if value.isascii() and value.isdigit():  # "\u00b2".isdigit() is true, float() of it fails
-        return float(value)
+        seconds = float(value)
+        return seconds if math.isfinite(seconds) else None  # 400 digits: inf, no pause
     import email.utils  # here: the email package is 15 modules, for a rare header form
 
     try:
