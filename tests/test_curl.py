@@ -26,7 +26,7 @@ from crawler.fetch.policy import RATE_LIMITED_PAUSE
 from crawler.model.imagetype import dimensions, sniff
 from crawler.model.outcome import ATTEMPT_FIELDS, Attempt, FailureKind
 from crawler.model.wire import attempt_from_report
-from crawler.worker.sink import SPILL_AT, ImageSink, sinks_into
+from crawler.worker.sink import SPILL_AT, Abandoned, ImageSink, sinks_into
 from crawler.worker.store import Store
 from crawler.worker.worker import Worker, WorkerOptions
 
@@ -328,6 +328,25 @@ def test_encoded_bodies_are_bounded_by_their_decoded_size(
         assert isinstance(attempt, Attempt)
         assert (attempt.reason, attempt.kind) == ("too large: over 1000000 bytes",
                                                   FailureKind.TOO_LARGE)
+
+
+SVG_AFTER_A_LONG_COMMENT = (b'<?xml version="1.0"?>\n<!-- ' + b"c" * 6000 + b' -->\n'
+                            b'<svg xmlns="http://www.w3.org/2000/svg" width="4" height="3"/>')
+
+
+@pytest.mark.parametrize("piece", [len(SVG_AFTER_A_LONG_COMMENT), 1024, 97])
+def test_the_same_bytes_are_the_same_image_however_they_arrive(tmp_path: Path,
+                                                               piece: int) -> None:
+    """The type was decided once 4,096 bytes had come: an SVG whose first packets ended
+    inside a long comment was 'not an image', sent whole it was stored."""
+    sink = sinks_into(Store(tmp_path / "out"), Limits())("http://h/a.svg", 0.0)
+    for at in range(0, len(SVG_AFTER_A_LONG_COMMENT), piece):
+        sink.feed(SVG_AFTER_A_LONG_COMMENT[at:at + piece])
+    stored = sink.finish("image/svg+xml")
+    assert stored.ok and (stored.width, stored.height) == (4, 3), stored
+    html = sinks_into(Store(tmp_path / "out"), Limits())("http://h/b.svg", 0.0)
+    with pytest.raises(Abandoned, match="not an image"):  # no markup: still said early
+        html.feed(b"\x00\x01 binary " * 1000)
 
 
 def test_absurd_header_numbers_give_reports_the_master_takes(

@@ -71,7 +71,7 @@ class ImageSink:
         if len(self._head) < SNIFF_BYTES:
             self._head += chunk[: SNIFF_BYTES - len(self._head)]
             if self._kind is None and len(self._head) >= SNIFF_AFTER:
-                self._kind = _require_image(self._head)
+                self._kind = self._sniffed_early()
         self._hasher.update(chunk)
         if self._fh is not None:
             _write(self._fh, chunk, self._partial)
@@ -79,6 +79,19 @@ class ImageSink:
         self._held.append(chunk)
         if self.size > SPILL_AT:
             self._spill()
+
+    def _sniffed_early(self) -> ImageType | None:
+        """The type of a body that has begun: None while text may still be an SVG's
+        prolog; Abandoned for one that is no image. The same bytes get the same answer
+        however they arrive: an SVG after a long comment was refused when its first
+        packets ended inside the comment, and stored when they did not."""
+        kind = sniff(bytes(self._head))
+        if kind is not None:
+            return kind
+        if len(self._head) < SNIFF_BYTES and self._head.lstrip(b"\xef\xbb\xbf \t\r\n"
+                                                                  ).startswith(b"<"):
+            return None  # markup: an SVG's prolog may run on (finish() decides at the end)
+        raise Abandoned("not an image", FailureKind.NOT_IMAGE)
 
     def _spill(self) -> None:
         self._partial, self._fh = self._store.open_partial()
