@@ -349,6 +349,24 @@ def test_the_same_bytes_are_the_same_image_however_they_arrive(tmp_path: Path,
         html.feed(b"\x00\x01 binary " * 1000)
 
 
+def test_a_url_stored_before_with_other_bytes_is_described_as_the_file_kept(
+        tmp_path: Path) -> None:
+    """A rerun over stored images (--fresh), or a download whose lease ran out: the file
+    there is kept, and its size and hash were reported, but its dimensions and type were
+    the dropped body's."""
+    store = Store(tmp_path / "out")
+    first = sinks_into(store, Limits())("http://h/x.png", 0.0)
+    first.feed(png(20, 10, 1))
+    assert first.finish("image/png").width == 20
+    again = sinks_into(store, Limits())("http://h/x.png", 0.0)
+    again.feed(png(40, 30, 2))
+    kept = again.finish("image/webp")  # what the server says now
+    assert kept.ok and kept.skipped
+    on_disk = (tmp_path / "out" / str(kept.path)).read_bytes()
+    assert (kept.bytes, kept.sha256) == (len(on_disk), hashlib.sha256(on_disk).hexdigest())
+    assert (kept.width, kept.height, kept.content_type) == (20, 10, "image/png")
+
+
 def test_absurd_header_numbers_give_reports_the_master_takes(
         engines: Callable[..., Engine]) -> None:
     """A Content-Length of 5,000 digits (int() refuses over 4,300: a traceback, then a

@@ -120,6 +120,11 @@ class ImageSink:
             raise Abandoned(str(exc), FailureKind.NAME_TAKEN) from exc
         except LeaseLost as exc:  # the worker drops it: another one holds the URL now
             raise Abandoned(str(exc), FailureKind.STOPPED, transient=True) from exc
+        if stored.skipped and stored.sha256 != self._hasher.hexdigest():
+            # Another download of this URL stored other bytes first (an earlier run, a
+            # lease that ran out): that file is kept, and the manifest describes it,
+            # its dimensions and type too, not the body just dropped.
+            size_wh, content_type = _described(stored.path_text)
         width, height = size_wh if size_wh else (None, None)
         # The stored file's size and hash: a file another download of this URL stored
         # first is kept, and it is what the manifest must describe.
@@ -138,6 +143,17 @@ class ImageSink:
         if self._partial is not None:
             partial, self._partial = self._partial, None
             self._store.discard(partial)
+
+
+def _described(path: str) -> tuple[tuple[int, int] | None, str | None]:
+    """The dimensions and media type of the image file at ``path`` (None where unknown)."""
+    try:
+        with Path(path).open("rb") as file:
+            head = file.read(SNIFF_BYTES)
+    except OSError:
+        return None, None
+    kind = sniff(head)
+    return (dimensions(head, kind), kind.mime) if kind is not None else (None, None)
 
 
 def _write(fh: BinaryIO, chunk: bytes, partial: Path | None) -> None:
