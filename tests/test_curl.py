@@ -349,6 +349,17 @@ def test_the_same_bytes_are_the_same_image_however_they_arrive(tmp_path: Path,
         html.feed(b"\x00\x01 binary " * 1000)
 
 
+def test_a_compressed_body_with_bytes_after_its_end_is_a_broken_encoding(
+        server: FixtureServer, engines: Callable[..., Engine]) -> None:
+    """libcurl's decoder fails it as a write error: it read as a passing connection error,
+    tried three times and again by every rerun."""
+    server.routes["/trailing.png"] = lambda h: h.send_body(
+        200, gzip.compress(PNG) + b"trailing bytes", "image/png", {"Content-Encoding": "gzip"})
+    attempt = engines().one(server.url + "/trailing.png")
+    assert (attempt.reason, attempt.kind, attempt.transient) == (
+        "bad response: broken encoding", FailureKind.BAD_RESPONSE, False), attempt
+
+
 def test_a_url_stored_before_with_other_bytes_is_described_as_the_file_kept(
         tmp_path: Path) -> None:
     """A rerun over stored images (--fresh), or a download whose lease ran out: the file

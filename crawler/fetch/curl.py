@@ -537,6 +537,12 @@ class CurlEngine:
         if code == pycurl.E_OPERATION_TIMEDOUT and (
                 time.monotonic() - transfer.started >= self._limits.deadline - 0.01):
             return self._failed(transfer, too_slow(self._limits), FailureKind.TOO_SLOW, True)
+        if code == pycurl.E_WRITE_ERROR:
+            # Not our callbacks (they set the answer when they stop a body): libcurl's
+            # decoder, on a compressed body with bytes after its end. The server's doing,
+            # and the same next time: not a "connection error" to try again.
+            return self._failed(transfer, "bad response: broken encoding",
+                                FailureKind.BAD_RESPONSE)
         kind, reason, transient = curl_failure(code, message)
         return self._failed(transfer, reason, kind, transient)
 
