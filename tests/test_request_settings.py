@@ -323,24 +323,32 @@ http {{
         process.wait(timeout=10)
 
 
-def test_https_images_go_over_one_http2_connection(nginx_h2: tuple[str, Path], ca: CertAuthority,
-                                                   tmp_path: Path) -> None:
-    base, log = nginx_h2
-    paths = ["/images/banner.png", "/images/blue.png", "/icons/star.gif", "/photos/cat.jpg"]
+@contextlib.contextmanager
+def trusting_engine(tmp_path: Path, ca: CertAuthority, limits: Limits) -> Iterator[
+        tuple[CurlEngine, queue.SimpleQueue[tuple[str, Attempt | None]]]]:
+    """A running download engine that trusts ``ca``, and the queue its results go to."""
     results: queue.SimpleQueue[tuple[str, Attempt | None]] = queue.SimpleQueue()
-    engine = CurlEngine(slots=4, new_sink=sinks_into(Store(tmp_path / "out"), Limits()),
-                        limits=Limits(), policy=LOOPBACK,
+    engine = CurlEngine(slots=4, new_sink=sinks_into(Store(tmp_path / "out"), limits),
+                        limits=limits, policy=LOOPBACK,
                         options=options_from(tmp_path, ca_bundle=str(ca.ca_cert)),
                         report=lambda got: [results.put(r) for r in got],
                         stop=threading.Event())
     thread = threading.Thread(target=engine.run, daemon=True)
     thread.start()
     try:
-        engine.submit([(base + path, 1) for path in paths])
-        got = dict(results.get(timeout=20) for _ in paths)
+        yield engine, results
     finally:
         engine.close()
         thread.join(timeout=10)
+
+
+def test_https_images_go_over_one_http2_connection(nginx_h2: tuple[str, Path], ca: CertAuthority,
+                                                   tmp_path: Path) -> None:
+    base, log = nginx_h2
+    paths = ["/images/banner.png", "/images/blue.png", "/icons/star.gif", "/photos/cat.jpg"]
+    with trusting_engine(tmp_path, ca, Limits()) as (engine, results):
+        engine.submit([(base + path, 1) for path in paths])
+        got = dict(results.get(timeout=20) for _ in paths)
     for path in paths:
         attempt = got[base + path]
         assert isinstance(attempt, Attempt) and attempt.ok, attempt
@@ -363,24 +371,12 @@ def test_an_http2_stream_that_never_answers_is_not_kept_alive_by_its_siblings(
                  "output_buffers 1 4k; postpone_output 0; }\n"  # 4 kB every 0.1 s
                  f"location = /stall.png {{ proxy_pass http://127.0.0.1:"
                  f"{upstream.getsockname()[1]}; proxy_read_timeout 60s; }}")
-    limits = Limits(read_timeout=1, deadline=30)
-    results: queue.SimpleQueue[tuple[str, Attempt | None]] = queue.SimpleQueue()
     try:
-        with serving_h2(tmp_path, ca, locations) as (base, _):
-            engine = CurlEngine(slots=4, new_sink=sinks_into(Store(tmp_path / "out"), limits),
-                                limits=limits, policy=LOOPBACK,
-                                options=options_from(tmp_path, ca_bundle=str(ca.ca_cert)),
-                                report=lambda got: [results.put(r) for r in got],
-                                stop=threading.Event())
-            thread = threading.Thread(target=engine.run, daemon=True)
-            thread.start()
-            try:
-                engine.submit([(base + "/slow.png", 1), (base + "/stall.png", 1)])
-                first_url, first = results.get(timeout=40)
-                _, second = results.get(timeout=40)
-            finally:
-                engine.close()
-                thread.join(timeout=10)
+        with serving_h2(tmp_path, ca, locations) as (base, _), trusting_engine(
+                tmp_path, ca, Limits(read_timeout=1, deadline=30)) as (engine, results):
+            engine.submit([(base + "/slow.png", 1), (base + "/stall.png", 1)])
+            first_url, first = results.get(timeout=40)
+            _, second = results.get(timeout=40)
     finally:
         upstream.close()
     assert first_url == base + "/stall.png", (first_url, first)
