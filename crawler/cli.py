@@ -692,6 +692,9 @@ def _master(args: argparse.Namespace, settings: Settings) -> int:
     if args.dry_run and args.json:
         raise UsageError("--dry-run lists image URLs on standard output, where --json would "
                          "write the summary too: use one of them")
+    if args.dry_run and args.local_workers:
+        log.warning("--local-workers %d: a dry run downloads nothing, so it starts no "
+                    "workers", args.local_workers)
     urls = list(args.seeds)
     if args.input_file is not None:
         urls += read_seed_file(args.input_file)
@@ -788,16 +791,19 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     line = WorkerLine(quiet=args.quiet)
     terminal = [fd for fd in (1, 2) if os.isatty(fd)]  # asked before a hang-up, as the master
     try:
-        reason = run_worker(args.master, out=settings.output.dir, settings=settings,
-                            authkey=authkey.key if authkey else None, progress=line.update,
-                            broker=broker, crawl_name=args.crawl,
-                            on_signal_note=lambda signum: _leave_the_terminal(terminal)
-                            if signum == signal.SIGHUP else None).stop_reason
+        done = run_worker(args.master, out=settings.output.dir, settings=settings,
+                          authkey=authkey.key if authkey else None, progress=line.update,
+                          broker=broker, crawl_name=args.crawl,
+                          on_signal_note=lambda signum: _leave_the_terminal(terminal)
+                          if signum == signal.SIGHUP else None)
     finally:
         line.close()
+    reason = done.stop_reason
     if reason:
         log.info("worker stopped (%s)", reason)
         return EXIT_INTERRUPTED if reason == "interrupted" else 0
+    if not (done.done or done.failed):  # it joined a crawl that had ended: say so
+        log.warning("the crawl is over: nothing was left to download")
     return 0
 
 

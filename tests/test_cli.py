@@ -474,6 +474,16 @@ def test_a_seed_file_with_two_urls_on_a_line_or_none_at_all_is_refused(
     assert error_line(result) == f"crawler: error: {message}"
 
 
+def test_local_workers_with_a_dry_run_are_said_to_be_unused(tmp_path: Path,
+                                                            site: FixtureServer) -> None:
+    result = run_crawler("master", site.url + "/gallery.html", "--dry-run", "--depth", "0",
+                         "--local-workers", "2", "--bind", "127.0.0.1:0", cwd=tmp_path,
+                         env=crawl_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert ("--local-workers 2: a dry run downloads nothing, so it starts no workers"
+            in result.stderr), result.stderr
+
+
 def test_a_comment_after_a_seed_url_is_left_out(tmp_path: Path, site: FixtureServer) -> None:
     (tmp_path / "seeds.txt").write_text(f"{site.url}/gallery.html   # the photos\n")
     result = run_crawler("master", "-i", "seeds.txt", "--dry-run", "--depth", "0", "--bind",
