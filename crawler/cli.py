@@ -802,8 +802,6 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     if reason:
         log.info("worker stopped (%s)", reason)
         return EXIT_INTERRUPTED if reason == "interrupted" else 0
-    if not (done.done or done.failed):  # it joined a crawl that had ended: say so
-        log.warning("the crawl is over: nothing was left to download")
     return 0
 
 

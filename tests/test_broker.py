@@ -485,18 +485,6 @@ def test_broker_mistakes_get_one_clear_line(
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
-def test_a_worker_that_joins_a_crawl_that_has_ended_says_so(
-        site: FixtureServer, redis_server: RedisServer, tmp_path: Path) -> None:
-    broker = ("--broker", redis_server.url, "--crawl", _crawl_name())
-    done = run_crawler("master", site.url + "/", *broker, "--out", str(tmp_path / "out"),
-                       "--local-workers", "1", "--quiet", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    late = run_crawler("worker", *broker, "--out", str(tmp_path / "w"), cwd=tmp_path,
-                       timeout=60)
-    assert late.returncode == 0, late.stderr
-    assert "the crawl is over: nothing was left to download" in late.stderr, late.stderr
-
-
 def test_a_broker_address_that_is_no_redis_is_told_in_one_line(
         site: FixtureServer, tmp_path: Path) -> None:
     """An HTTP server's port given as the broker: its answer is no Redis reply."""
