@@ -791,14 +791,13 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     line = WorkerLine(quiet=args.quiet)
     terminal = [fd for fd in (1, 2) if os.isatty(fd)]  # asked before a hang-up, as the master
     try:
-        done = run_worker(args.master, out=settings.output.dir, settings=settings,
-                          authkey=authkey.key if authkey else None, progress=line.update,
-                          broker=broker, crawl_name=args.crawl,
-                          on_signal_note=lambda signum: _leave_the_terminal(terminal)
-                          if signum == signal.SIGHUP else None)
+        reason = run_worker(args.master, out=settings.output.dir, settings=settings,
+                            authkey=authkey.key if authkey else None, progress=line.update,
+                            broker=broker, crawl_name=args.crawl,
+                            on_signal_note=lambda signum: _leave_the_terminal(terminal)
+                            if signum == signal.SIGHUP else None).stop_reason
     finally:
         line.close()
-    reason = done.stop_reason
     if reason:
         log.info("worker stopped (%s)", reason)
         return EXIT_INTERRUPTED if reason == "interrupted" else 0
