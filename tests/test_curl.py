@@ -351,13 +351,92 @@ def test_the_same_bytes_are_the_same_image_however_they_arrive(tmp_path: Path,
 
 def test_a_compressed_body_with_bytes_after_its_end_is_a_broken_encoding(
         server: FixtureServer, engines: Callable[..., Engine]) -> None:
-    """libcurl's decoder fails it as a write error: it read as a passing connection error,
-    tried three times and again by every rerun."""
+    """Once read as a passing connection error (libcurl's write error), tried three times
+    and again by every rerun: the server's doing, and the same next time."""
     server.routes["/trailing.png"] = lambda h: h.send_body(
         200, gzip.compress(PNG) + b"trailing bytes", "image/png", {"Content-Encoding": "gzip"})
     attempt = engines().one(server.url + "/trailing.png")
     assert (attempt.reason, attempt.kind, attempt.transient) == (
-        "bad response: broken encoding", FailureKind.BAD_RESPONSE, False), attempt
+        "bad response: broken encoding (bytes after the end of the compressed data)",
+        FailureKind.BAD_RESPONSE, False), attempt
+
+
+def raw_deflate(data: bytes) -> bytes:
+    """Deflate without zlib's header and checksum, as old servers sent "deflate"."""
+    squeeze = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    return squeeze.compress(data) + squeeze.flush()
+
+
+@pytest.mark.parametrize("encoding, encoded", [
+    ("gzip", gzip.compress(PNG)),
+    ("deflate", zlib.compress(PNG)),
+    ("deflate", raw_deflate(PNG)),
+    ("br", brotli.compress(PNG)),
+], ids=["gzip", "deflate", "raw-deflate", "br"])
+def test_a_compressed_body_cut_short_is_not_stored(
+        server: FixtureServer, engines: Callable[..., Engine], encoding: str,
+        encoded: bytes) -> None:
+    """Framed right (its Content-Length is what was sent), half a compressed image was
+    stored as a success: libcurl's decoder hands on what it has and says nothing."""
+    half = encoded[:len(encoded) // 2]
+    server.routes["/half.png"] = lambda h: h.send_body(200, half, "image/png",
+                                                       {"Content-Encoding": encoding})
+    server.routes["/whole.png"] = lambda h: h.send_body(200, encoded, "image/png",
+                                                        {"Content-Encoding": encoding})
+    engine = engines()
+    got = engine.fetch([server.url + "/half.png", server.url + "/whole.png"])
+    cut, whole = got[server.url + "/half.png"], got[server.url + "/whole.png"]
+    assert cut is not None and (cut.reason, cut.kind, cut.transient) == (
+        "bad response: compressed body cut short", FailureKind.BAD_RESPONSE, True), cut
+    assert whole is not None and whole.ok and whole.bytes == len(PNG), whole
+    stored = list(engine.store.root.rglob("*.png"))
+    assert [p.name for p in stored] == ["whole.png"] and stored[0].read_bytes() == PNG
+
+
+def test_a_body_closed_early_on_an_http10_answer_is_cut_short(
+        server: FixtureServer, engines: Callable[..., Engine]) -> None:
+    """No length and no chunks: the connection's end is the body's, so only the gzip
+    stream can tell that the server went away in the middle of it."""
+    def closes_early(handler: FixtureHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "image/png")
+        handler.send_header("Content-Encoding", "gzip")
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        encoded = gzip.compress(PNG)
+        handler.wfile.write(encoded[:len(encoded) - 9])
+        handler.close_connection = True
+
+    server.routes["/closes.png"] = closes_early
+    attempt = engines().one(server.url + "/closes.png")
+    assert (attempt.reason, attempt.transient) == ("bad response: compressed body cut short",
+                                                   True), attempt
+
+
+def test_gzip_members_one_after_another_are_one_body(
+        server: FixtureServer, engines: Callable[..., Engine]) -> None:
+    """RFC 1952: concatenated members are one gzip file (gunzip reads them all); libcurl
+    stopped after the first."""
+    half = len(PNG) // 2
+    members = gzip.compress(PNG[:half]) + gzip.compress(PNG[half:])
+    server.routes["/members.png"] = lambda h: h.send_body(200, members, "image/png",
+                                                          {"Content-Encoding": "x-gzip"})
+    chain = gzip.compress(brotli.compress(PNG))  # br first, then gzip over it
+    server.routes["/chain.png"] = lambda h: h.send_body(200, chain, "image/png",
+                                                        {"Content-Encoding": "br, gzip"})
+    got = engines().fetch([server.url + "/members.png", server.url + "/chain.png"])
+    for url, attempt in got.items():
+        assert attempt is not None and attempt.ok and attempt.bytes == len(PNG), (url, attempt)
+
+
+def test_an_encoding_not_decoded_is_a_bad_response(
+        server: FixtureServer, engines: Callable[..., Engine]) -> None:
+    server.routes["/lzw.png"] = lambda h: h.send_body(200, PNG, "image/png",
+                                                      {"Content-Encoding": "compress"})
+    attempt = engines().one(server.url + "/lzw.png")
+    assert (attempt.reason, attempt.kind, attempt.transient) == (
+        "bad response: unsupported content encoding 'compress'", FailureKind.BAD_RESPONSE,
+        False), attempt
 
 
 def test_a_url_stored_before_with_other_bytes_is_described_as_the_file_kept(

@@ -281,6 +281,58 @@ def test_the_check_is_made_after_name_resolution(site: FixtureServer, kind: str)
     assert get(AddressPolicy.from_seeds([site.url])).status == 200
 
 
+@pytest.mark.parametrize("kind", pageclients.KINDS)
+def test_a_compressed_page_cut_short_is_a_failure_to_try_again(
+        make_server: Callable[[], FixtureServer], kind: str) -> None:
+    """libcurl handed on what it had of a gzip stream framed right but cut short: the page
+    was parsed as whole, and the links and images of its missing part were lost."""
+    server = make_server()
+    page = b"<html>" + b"".join(b'<a href="/p%d">p</a>' % n for n in range(500)) + b"</html>"
+    half_page = gzip.compress(page)[:len(gzip.compress(page)) // 2]
+    server.routes["/half"] = lambda h: h.send_body(200, half_page, "text/html",
+                                                   {"Content-Encoding": "gzip"})
+    server.routes["/whole"] = lambda h: h.send_body(200, gzip.compress(page), "text/html",
+                                                    {"Content-Encoding": "gzip"})
+    server.routes["/lzw"] = lambda h: h.send_body(200, page, "text/html",
+                                                  {"Content-Encoding": "compress"})
+    loopback = AddressPolicy.from_seeds([server.url])
+
+    def get(path: str, max_bytes: int = 100_000) -> Reply:
+        return pageclients.get(kind, loopback, RequestOptions(), server.url + path,
+                               max_bytes=max_bytes, timeout=5)
+
+    half = get("/half")
+    assert (half.ok, half.failure, half.transient, half.body) == (
+        False, "bad response: compressed body cut short", True, b""), half
+    whole = get("/whole")
+    assert whole.ok and whole.body == page and not whole.truncated, whole
+    capped = get("/whole", max_bytes=1000)  # cut by us at the cap: what was read stands
+    assert capped.ok and capped.truncated and capped.body == page[:1000], capped
+    unknown = get("/lzw")
+    assert (unknown.ok, unknown.failure, unknown.transient) == (
+        False, "bad response: unsupported content encoding 'compress'", False), unknown
+
+
+def test_a_compressed_image_cut_short_is_retried_and_never_stored(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    server = make_server()
+    server.routes["/"] = body(b'<img src="/half.png"><img src="/ok.png">', "text/html")
+    server.routes["/half.png"] = lambda h: h.send_body(
+        200, gzip.compress(PNG)[:len(PNG) // 3], "image/png", {"Content-Encoding": "gzip"})
+    server.routes["/ok.png"] = lambda h: h.send_body(200, gzip.compress(PNG), "image/png",
+                                                     {"Content-Encoding": "gzip"})
+    out = tmp_path / "out"
+    result = run_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                         str(out), "--local-workers", "1", "--max-attempts", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    outcomes = {e["url"].rsplit("/", 1)[1]: e for e in manifest_lines(out)}
+    assert outcomes["ok.png"]["status"] == "success"
+    assert outcomes["half.png"]["status"] == "failure"
+    assert outcomes["half.png"]["reason"] == "bad response: compressed body cut short"
+    assert server.paths().count("/half.png") == 2  # transient: tried again, as many times
+    assert [p.read_bytes() for p in out.rglob("*.png")] == [PNG]  # as allowed
+
+
 def test_broken_redirects_and_robots_bodies_do_not_end_the_crawl(
         make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
     server = make_server()

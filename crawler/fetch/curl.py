@@ -2,8 +2,8 @@
 
 libcurl (through pycurl) does what a worker's download threads and its
 hand-written fast lane did before, in C: http and https, HTTP/2 multiplexing
-where the server offers it and HTTP/1.1 keep-alive otherwise, gzip, deflate
-and brotli bodies, asynchronous name lookups. Python keeps what is policy:
+where the server offers it and HTTP/1.1 keep-alive otherwise, asynchronous
+name lookups. Python keeps what is policy:
 
 - the address guard, on every socket libcurl opens (OPENSOCKETFUNCTION) and
   again on the peer of every connection a request goes out on, new or reused
@@ -14,6 +14,8 @@ and brotli bodies, asynchronous name lookups. Python keeps what is policy:
 - the limits: declared and decoded size, a read timeout, and
   ``download.deadline`` as a hard bound on the whole download, whatever the
   bytes do (libcurl's TIMEOUT_MS per hop, and a sweep here behind it);
+- gzip, deflate and brotli bodies, decoded by zlib and brotli from
+  ``crawler.fetch.decoding``, which knows a compressed body cut short;
 - what an image must be, and its storage (``crawler.worker.sink``);
 - a bandwidth cap for the whole worker, by pausing transfers.
 
@@ -56,6 +58,7 @@ from crawler.fetch.curlsetup import (
     set_common_options,
     set_hop_options,
 )
+from crawler.fetch.decoding import BodyDecoder, body_decoder
 from crawler.fetch.engine import (
     ACCEPT,
     Abandoned,
@@ -110,6 +113,7 @@ class _Transfer:
     head_done: bool = False
     location: str | None = None  # of a redirect answer
     sink: Sink | None = None
+    decoder: BodyDecoder | None = None  # of a compressed body
     content_type: str | None = None
     answer: Attempt | None = None  # decided before the transfer ended
     blocked: BlockedAddress | None = None
@@ -442,6 +446,11 @@ class CurlEngine:
             transfer.answer = self._failed(transfer, too_large(declared, self._limits),
                                            FailureKind.TOO_LARGE)
             return -1
+        try:
+            transfer.decoder = body_decoder(headers.get(b"content-encoding"))
+        except Abandoned as exc:  # an encoding not decoded here
+            transfer.answer = self._failed(transfer, str(exc), exc.kind)
+            return -1
         transfer.content_type = headers.get(b"content-type")
         transfer.sink = self._new_sink(url, transfer.started)
         return None
@@ -461,7 +470,12 @@ class CurlEngine:
             self._budget -= len(chunk)
         transfer.last_io = time.monotonic()
         try:
-            sink.feed(chunk)
+            decoder = transfer.decoder
+            if decoder is None:
+                sink.feed(chunk)
+            else:
+                for piece in decoder.decode(chunk):
+                    sink.feed(piece)
         except Abandoned as exc:
             transfer.answer = self._failed(transfer, str(exc), exc.kind, exc.transient)
             return -1
@@ -537,12 +551,6 @@ class CurlEngine:
         if code == pycurl.E_OPERATION_TIMEDOUT and (
                 time.monotonic() - transfer.started >= self._limits.deadline - 0.01):
             return self._failed(transfer, too_slow(self._limits), FailureKind.TOO_SLOW, True)
-        if code == pycurl.E_WRITE_ERROR:
-            # Not our callbacks (they set the answer when they stop a body): libcurl's
-            # decoder, on a compressed body with bytes after its end. The server's doing,
-            # and the same next time: not a "connection error" to try again.
-            return self._failed(transfer, "bad response: broken encoding",
-                                FailureKind.BAD_RESPONSE)
         kind, reason, transient = curl_failure(code, message)
         return self._failed(transfer, reason, kind, transient)
 
@@ -551,6 +559,8 @@ class CurlEngine:
         assert sink is not None
         transfer.sink = None
         try:
+            if transfer.decoder is not None:
+                transfer.decoder.finish()  # a compressed body must reach its end
             return sink.finish(transfer.content_type)
         except Abandoned as exc:
             return self._failed(transfer, str(exc), exc.kind, exc.transient)
@@ -615,7 +625,7 @@ class CurlEngine:
         transfer.url = target
         transfer.status, transfer.headers, transfer.head_done = 0, {}, False
         transfer.location, transfer.last_io, transfer.drained = None, None, 0
-        transfer.blocked, transfer.fresh = None, False
+        transfer.blocked, transfer.fresh, transfer.decoder = None, False, None
         self._begin(slot)
 
     def _sweep(self, now: float) -> None:

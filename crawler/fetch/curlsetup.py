@@ -20,6 +20,7 @@ from urllib.parse import quote, urlsplit
 
 import pycurl
 
+from crawler.fetch.decoding import ACCEPT_ENCODING
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import Proxies, RequestOptions
 
@@ -175,7 +176,10 @@ def set_common_options(handle: pycurl.Curl, options: RequestOptions, *,
     setopt(pycurl.NOSIGNAL, 1)
     setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
     setopt(pycurl.FOLLOWLOCATION, 0)  # followed by the caller, each hop through the guard
-    setopt(pycurl.ACCEPT_ENCODING, "")  # every encoding libcurl decodes: gzip, deflate, br
+    # Asked for, and decoded by the caller (crawler.fetch.decoding): libcurl's decoder
+    # takes a compressed body cut short for a whole one.
+    setopt(pycurl.ACCEPT_ENCODING, ACCEPT_ENCODING)
+    setopt(pycurl.HTTP_CONTENT_DECODING, 0)
     # Text goes to libcurl as UTF-8 bytes: pycurl takes a str as ASCII only, and a
     # user agent, header, cookie or password may hold any letter.
     setopt(pycurl.USERAGENT, options.user_agent.encode())

@@ -38,13 +38,15 @@ from crawler.fetch.curlsetup import (
     set_common_options,
     set_hop_options,
 )
-from crawler.fetch.engine import curl_failure
+from crawler.fetch.decoding import BodyDecoder, body_decoder
+from crawler.fetch.engine import Abandoned, curl_failure
 from crawler.fetch.guard import AddressPolicy, BlockedAddress
 from crawler.fetch.options import Proxies, RequestOptions
 from crawler.fetch.policy import REDIRECT_STATUSES, location_text, redirect_target
 from crawler.model.outcome import FailureKind
 
-_WANTED = frozenset({"content-type", "location", "retry-after", "content-length"})
+_WANTED = frozenset({"content-type", "location", "retry-after", "content-length",
+                     "content-encoding"})
 
 
 @dataclass
@@ -83,6 +85,8 @@ class Exchange:
         self.size = 0
         self.head_done = False
         self.keep = True  # whether the body is wanted
+        self.decoder: BodyDecoder | None = None  # of a compressed body
+        self.spoiled: Abandoned | None = None  # why the body cannot be had (its encoding)
 
     def on_header(self, line: bytes) -> None:
         reply = self.reply
@@ -99,6 +103,11 @@ class Exchange:
                 self.head_done = True
                 self.keep = self.wants(reply.status, reply.headers)
                 reply.refused = not self.keep
+                if self.keep:
+                    try:
+                        self.decoder = body_decoder(reply.headers.get("content-encoding"))
+                    except Abandoned as exc:  # an encoding not decoded here
+                        self.spoiled, self.keep = exc, False
             return
         name, colon, value = line.partition(b":")
         if colon:
@@ -109,15 +118,39 @@ class Exchange:
                                       else value.decode("latin-1"))
 
     def on_body(self, chunk: bytes) -> int | None:
-        self.size += len(chunk)
+        if self.spoiled is not None:
+            return -1
         if not self.keep:  # read a little, so the connection can carry the next request
+            self.size += len(chunk)
             return -1 if self.size > DRAIN_AT_MOST else None
-        if self.size >= self.max_bytes:
-            self.chunks.append(chunk[:len(chunk) - (self.size - self.max_bytes)])
-            self.reply.truncated = True
-            return -1  # enough: the rest is not read
-        self.chunks.append(chunk)
+        if self.decoder is None:
+            return -1 if self._took_enough(chunk) else None
+        try:
+            for piece in self.decoder.decode(chunk):
+                if self._took_enough(piece):
+                    return -1
+        except Abandoned as exc:
+            self.spoiled = exc
+            return -1
         return None
+
+    def ended(self) -> None:
+        """The body came to its end: a compressed one must be whole (else ``spoiled``)."""
+        if self.decoder is not None and self.spoiled is None and not self.reply.truncated:
+            try:
+                self.decoder.finish()
+            except Abandoned as exc:
+                self.spoiled = exc
+
+    def _took_enough(self, piece: bytes) -> bool:
+        """Keep ``piece`` of the body, up to ``max_bytes`` (True: enough, read no more)."""
+        self.size += len(piece)
+        if self.size >= self.max_bytes:
+            self.chunks.append(piece[:len(piece) - (self.size - self.max_bytes)])
+            self.reply.truncated = True
+            return True
+        self.chunks.append(piece)
+        return False
 
 
 class EasyClient:
@@ -297,7 +330,11 @@ def conclude(exchange: Exchange, handle: pycurl.Curl, code: int, message: str,
         # One address refused and another one answered ("localhost": ::1 and 127.0.0.1,
         # tried in turn): the answer stands, and nothing was blocked.
         reply.blocked = None
-    if code and not (code == pycurl.E_WRITE_ERROR and (reply.truncated or reply.refused)):
+        exchange.ended()
+    spoiled = exchange.spoiled
+    if spoiled is not None and code in (0, pycurl.E_WRITE_ERROR):
+        reply.failure, reply.kind, reply.transient = str(spoiled), spoiled.kind, spoiled.transient
+    elif code and not (code == pycurl.E_WRITE_ERROR and (reply.truncated or reply.refused)):
         fail(reply, handle, code, message)  # (a write error we caused: what was read stands)
         proxy = proxies.for_scheme(urlsplit(reply.url).scheme) if code in _PROXY_FAILURES else ""
         if proxy and _used_proxy(handle) and (
