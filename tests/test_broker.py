@@ -200,6 +200,43 @@ def test_a_killed_worker_a_restarted_redis_and_a_restarted_master_lose_nothing(
     check_complete(out, server.url, site, stores=[store])
 
 
+def test_a_worker_back_after_the_crawl_ended_without_it_says_so_and_leaves(
+        make_server: Callable[[], FixtureServer], redis_server: RedisServer,
+        tmp_path: Path) -> None:
+    """Stopped (a laptop asleep, ^Z) while holding leases: they went to the master's own
+    worker, the crawl ended, and the worker that came back left without a word."""
+    server = make_server()
+    site = setup_site(server, pages=2, images_per_page=15, image_delay=0.1)
+    broker = ("--broker", redis_server.url, "--crawl", _crawl_name())
+    out, away = tmp_path / "out", tmp_path / "away"
+    master = start_crawler("master", server.url + "/", *broker, "--out", str(out),
+                           "--local-workers", "1", "--threads", "2", cwd=tmp_path)
+    worker = start_crawler("worker", *broker, "--out", str(away), "--threads", "2",
+                           cwd=tmp_path)
+    try:
+        wait_until(lambda: any(p.is_file() for p in (away / "images").rglob("*"))
+                   if away.exists() else False, 30, "the worker's first image")
+        worker.send_signal(signal.SIGSTOP)
+        err = finish(master, 90)
+        assert master.returncode == 0, err
+        worker.send_signal(signal.SIGCONT)
+        said = finish(worker, 30)
+        assert worker.returncode == 0, said
+        assert "the crawl ended while this worker was away: leaving" in said, said
+    finally:
+        for process in (master, worker):
+            if process.poll() is None:
+                process.send_signal(signal.SIGCONT)
+            stop(process)
+    check_complete(out, server.url, site, stores=[out, away])
+
+    late = run_crawler("worker", *broker, "--out", str(tmp_path / "late"), cwd=tmp_path,
+                       timeout=60)
+    assert late.returncode == 0, late.stderr
+    assert "the crawl is over: nothing was left to download" in late.stderr, late.stderr
+    assert "away" not in late.stderr
+
+
 def test_a_redis_that_lost_its_last_writes_gets_them_again(
         make_server: Callable[[], FixtureServer],
         make_redis_server: Callable[[], RedisServer], tmp_path: Path) -> None:

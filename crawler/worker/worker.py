@@ -279,6 +279,8 @@ class Worker:
         last_holding = 0.0  # when we last told the master what we hold
         window = ReportWindow(batch=self._options.threads // 2)
         gather = 0.0  # how long the pending reports may still wait for company
+        answered_at: float | None = None  # when the last answer came (None: none yet)
+        returned = False  # we lost the master and found it again, and it has not answered
         while not self._stop.is_set():
             self._collect(reports, released, wait=(gather or 0.02) if self._held else 0.0)
             if time.monotonic() - last_holding >= HOLDING_EVERY:
@@ -308,13 +310,20 @@ class Worker:
                             exc.__class__.__name__)
                 self._connect(first=False)
                 last_holding = 0.0  # a lost answer may have leased us URLs we never saw
+                returned = True
                 continue
             if holding:
                 last_holding = now
             window.sent()
             last_call = time.monotonic()
             if answer["closed"]:
-                return  # the crawl is over (or stopped): hand back and leave
+                # Away long enough for our leases to go to others (a cut link, a laptop
+                # asleep, a stopped process), or new: why nothing more came.
+                away = returned or (answered_at is not None and
+                                    time.monotonic() - answered_at > crawl["worker_silence"])
+                _say_it_was_over(away, new=answered_at is None)
+                return  # the crawl is over: hand back and leave
+            answered_at, returned = time.monotonic(), False
             if ask:
                 last_answered = bool(answer["tasks"])
                 self._take(answer["tasks"])
@@ -559,6 +568,16 @@ class Worker:
                 self.failure = WorkerFailed(f"the download engine failed: "
                                             f"{exc.__class__.__name__}: {exc}")
             self._stop.set()
+
+
+def _say_it_was_over(away: bool, *, new: bool) -> None:
+    """The crawl had ended when we came back to it, or joined it: say so, for a user
+    would wonder why nothing (more) was downloaded. (The leases we lost meanwhile are
+    told of as they are learned.)"""
+    if away:
+        log.warning("the crawl ended while this worker was away: leaving")
+    elif new:
+        log.info("the crawl is over: nothing was left to download")
 
 
 def _why_not(exc: BaseException) -> str:
