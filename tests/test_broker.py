@@ -472,6 +472,8 @@ def test_broker_mistakes_get_one_clear_line(
         (("status", "--broker", "redis://127.0.0.1:1/0"), 1, "cannot reach the broker", {}),
         (("status", "--broker", "redis://127.0.0.1:1/\u00b2"), 2, "the database is a number",
          {}),
+        (("status", "--broker", "redis://user:secret@[::1/0"), 2,
+         "the broker URL cannot be read (Invalid IPv6 URL)", {}),  # was a traceback
     ]
     for args, code, message, env in cases:
         extra = ("--json",) if args[0] == "status" else ("--out", str(tmp_path / "out"))
@@ -496,6 +498,13 @@ def test_broker_mistakes_get_one_clear_line(
                        env={**os.environ, "CRAWLER_BROKER": "redis://:hunter2@127.0.0.1:99999/0"})
     assert done.returncode == 2 and "bad port" in done.stderr, done.stderr
     assert "hunter2" not in done.stderr and ":***@" in done.stderr
+    assert "error: $CRAWLER_BROKER: broker " in done.stderr  # where the mistake is
+    done = run_crawler("status", cwd=tmp_path,
+                       env={**os.environ, "CRAWLER_BROKER": "redis://:hunter2@[::1/0"})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == ("crawler: error: $CRAWLER_BROKER: the broker URL cannot be "
+                                   "read (Invalid IPv6 URL): expected redis://HOST:PORT/DB or "
+                                   "rediss://HOST:PORT/DB"), done.stderr
 
     # A Redis that refuses to write: one line saying so, no traceback.
     refusing = make_redis_server()

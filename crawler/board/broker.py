@@ -72,7 +72,11 @@ def parse_broker(url: str, *, password_file: Path | None = None,
     of the machine could read it in ``ps``. (In ``$CRAWLER_BROKER`` it is fine.)
     """
     env = os.environ if environ is None else environ
-    parts = urllib.parse.urlsplit(url.strip())
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+    except ValueError as exc:  # "Invalid IPv6 URL": the URL is not shown, for its password
+        raise UsageError(f"the broker URL cannot be read ({exc}): expected "
+                         "redis://HOST:PORT/DB or rediss://HOST:PORT/DB") from exc
     url = _shown(parts)  # what messages may quote: never a password
     if parts.scheme not in ("redis", "rediss"):
         raise UsageError(f"broker {url!r}: expected redis://HOST:PORT/DB or rediss://HOST:PORT/DB")
