@@ -176,6 +176,12 @@ class _Parser(argparse.ArgumentParser):
         if message:
             (file or sys.stderr).write(message)
 
+    def error(self, message: str) -> NoReturn:
+        """One line for a wrong argument, and where to read more: the master's usage
+        alone is 17 lines, and the mistake was said under them."""
+        self.exit(2, f"{self.prog}: error: {message}\n"
+                     f"Run '{self.prog} --help' for what it takes.\n")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
@@ -364,8 +370,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     a page request are left to ``run()``, which ends the process without
     joining them (the journal is transactional: nothing half-written remains).
     """
+    given = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = _parser().parse_args(argv)
+        if not given:  # "crawler" alone: what it can do, rather than what was missing
+            _parser().print_help(sys.stderr)
+            return 2
+        args = _parser().parse_args(given)
     except SystemExit as exc:  # --help, --version, or a usage error argparse printed
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     except OSError as exc:  # the help or the usage message could not be written
@@ -755,8 +765,13 @@ def _broker(args: argparse.Namespace) -> BrokerAddress | None:
         return None
     from crawler.board.broker import parse_broker  # a crawl without one never imports it
 
-    return parse_broker(url, password_file=args.broker_password_file,
-                        from_command_line=from_command_line, ca_file=args.broker_ca)
+    try:
+        return parse_broker(url, password_file=args.broker_password_file,
+                            from_command_line=from_command_line, ca_file=args.broker_ca)
+    except UsageError as exc:
+        if from_command_line:
+            raise
+        raise UsageError(f"${BROKER_ENV}: {exc}") from exc
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:

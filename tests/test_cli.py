@@ -41,6 +41,21 @@ def test_every_command_explains_itself(command: str) -> None:
     assert ("--quiet" in result.stdout) == (command in ("master", "worker", "demo"))
 
 
+def test_a_wrong_argument_is_one_line_and_a_pointer_to_the_help() -> None:
+    """The usage argparse printed first was 17 lines for the master, the mistake under it."""
+    done = run_crawler("master", "--depth", "abc", "http://127.0.0.1:9/")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "crawler master: error: argument --depth: invalid int value: 'abc'",
+        "Run 'crawler master --help' for what it takes."]
+
+
+def test_crawler_alone_shows_its_commands() -> None:
+    done = run_crawler()
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("usage: crawler ") and "crawler demo" in done.stderr
+
+
 MASTER_DEFAULTS = {"--depth": "3", "--max-pages": "1000", "--scope": "host",
                    "--page-concurrency": "8", "--host-delay": "0", "--host-concurrency": "16",
                    "--max-attempts": "3", "--lease-timeout": "60", "--threads": "16"}
