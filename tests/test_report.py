@@ -246,6 +246,11 @@ def test_overlong_line_is_skipped_without_losing_the_next(tmp_path: Path) -> Non
     soup = BeautifulSoup(write_report(tmp_path).read_text(encoding="utf-8"), "html.parser")
     assert "1 malformed line " in soup.select_one("#malformed").get_text()
     assert [img["alt"] for img in soup.find_all("img")] == ["a.png"]
+    # Said on the terminal too: the note was only in the page, for whoever opened it.
+    done = run_crawler("report", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert ("1 malformed line skipped in manifest.jsonl and pages.jsonl: not results this "
+            "version can read") in done.stderr, done.stderr
 
 
 def test_empty_manifest_gives_an_empty_report(tmp_path: Path) -> None:

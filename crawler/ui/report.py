@@ -34,6 +34,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -56,6 +57,8 @@ from crawler.model.files import (
     images_left_shown,
 )
 from crawler.ui.progress import human_bytes
+
+log = logging.getLogger(__name__)
 
 MAX_LINE_BYTES = 1 << 20
 """The longest manifest line read; a real one is under 10 KB, longer ones count as malformed."""
@@ -279,6 +282,10 @@ def write_report(folders: Path | Sequence[Path]) -> Path:
                          "run a crawl first")
     target = folders[0] / REPORT_NAME
     _write_atomically(target, render(manifest, folders))
+    if manifest.malformed:  # said in the page too; here before anyone opens it
+        log.warning("%s skipped in %s and %s: not results this version can read "
+                    "(a damaged file, or one edited by hand)",
+                    _plural(manifest.malformed, "malformed line"), MANIFEST_NAME, PAGES_NAME)
     return target
 
 
