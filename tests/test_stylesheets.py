@@ -315,3 +315,42 @@ def test_the_style_sheets_of_a_page_are_read_at_once_not_in_turn(
     asked = sorted(hit.at for hit in server.hits if hit.path.endswith(".css"))
     assert len(asked) == 4 and asked[-1] - asked[0] < 1.2, \
         f"sheets asked for one after the other: {[round(t - asked[0], 2) for t in asked]}"
+
+
+def test_a_sheet_that_got_no_turn_is_not_waited_for_by_every_page_in_turn(
+        make_server: Callable[[], FixtureServer]) -> None:
+    """Every connection held by a stuck read: the sheet read after it waited a deadline
+    for a turn, and so did the next page linking it, and the next."""
+    server = make_server()
+    release = threading.Event()
+
+    def stuck(handler: FixtureHandler) -> None:
+        release.wait(10)
+        handler.send_body(200, b"", "text/css")
+
+    server.routes["/stuck.css"] = stuck
+    server.routes["/a.css"] = lambda h: h.send_body(200, b".a{background:url(/a.png)}",
+                                                    "text/css")
+    client = EasyClient(AddressPolicy(frozenset({"public", "loopback"})), RequestOptions(),
+                        at_once=1)
+    sheets = Stylesheets(client, may_read=lambda url: True, timeout=0.5, max_bytes=1 << 20)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            # Another reader of the client (robots.txt) with a longer deadline.
+            holder = pool.submit(client.get, server.url + "/stuck.css", accept="text/css",
+                                 max_bytes=1 << 20, timeout=10.0)
+            time.sleep(0.1)
+            started = time.monotonic()
+            assert sheets.images((server.url + "/a.css",)) == []  # no turn within 0.5 s
+            assert 0.4 < time.monotonic() - started < 2
+            started = time.monotonic()
+            assert sheets.images((server.url + "/a.css",)) == []  # the next page: at once
+            assert time.monotonic() - started < 0.2
+            release.set()
+            holder.result(timeout=10)
+        time.sleep(0.5)  # the hold-off over, the sheet is read when next asked for
+        assert sheets.images((server.url + "/a.css",)) == [server.url + "/a.png"]
+    finally:
+        release.set()
+        sheets.close()
+        client.close()

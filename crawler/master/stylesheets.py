@@ -135,7 +135,10 @@ class Stylesheets:
         if reply.ok and reply.status in REDIRECT_STATUSES and not_yet:
             raise NotYet  # its target's robots.txt is being read: asked about again
         if reply.no_turn:
-            raise NotYet  # never sent (other reads held every connection): asked again
+            # Never sent: other reads held every connection for a whole deadline. Read
+            # again after one more, not by the next page at once, each page waiting a
+            # deadline in turn behind the same stuck reads (as for robots.txt).
+            raise NotYet(retry_in=self._timeout)
         if reply.ok and reply.status in REDIRECT_STATUSES:
             log.info("style sheet %s: redirected from %s to %s, not read (out of scope, "
                      "disallowed by robots.txt, or more than %d redirects)", url, reply.url,
