@@ -429,6 +429,28 @@ def test_gzip_members_one_after_another_are_one_body(
         assert attempt is not None and attempt.ok and attempt.bytes == len(PNG), (url, attempt)
 
 
+def test_repeated_content_encodings_are_one_list(
+        server: FixtureServer, engines: Callable[..., Engine]) -> None:
+    """RFC 9110: header lines of one name are one list. The last line alone was taken: a
+    PNG gzipped twice was decoded once, and failed as "not an image"."""
+    def twice(handler: FixtureHandler) -> None:
+        body = gzip.compress(gzip.compress(PNG))
+        handler.send_response(200)
+        handler.send_header("Content-Type", "image/png")
+        handler.send_header("Content-Encoding", "gzip")
+        handler.send_header("Content-Encoding", "gzip")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    server.routes["/twice.png"] = twice
+    server.routes["/none.png"] = lambda h: h.send_body(200, PNG, "image/png",
+                                                       {"Content-Encoding": "none"})
+    for attempt in engines().fetch([server.url + "/twice.png",
+                                    server.url + "/none.png"]).values():
+        assert attempt is not None and attempt.ok and attempt.bytes == len(PNG), attempt
+
+
 def test_an_encoding_not_decoded_is_a_bad_response(
         server: FixtureServer, engines: Callable[..., Engine]) -> None:
     server.routes["/lzw.png"] = lambda h: h.send_body(200, PNG, "image/png",

@@ -313,6 +313,39 @@ def test_a_compressed_page_cut_short_is_a_failure_to_try_again(
         False, "bad response: unsupported content encoding 'compress'", False), unknown
 
 
+@pytest.mark.parametrize("kind", pageclients.KINDS)
+def test_only_a_success_body_is_decoded_and_repeated_encodings_are_one_list(
+        make_server: Callable[[], FixtureServer], kind: str) -> None:
+    """A robots.txt 404 (or 301) whose unread body was gzip cut short failed as a broken
+    response, and the whole site was held disallowed; "Content-Encoding: gzip" twice
+    (gzip over gzip) was decoded once, and robots.txt rules read from gzip bytes."""
+    server = make_server()
+    rules = b"User-agent: *\nDisallow: /private/\n"
+
+    def twice(handler: FixtureHandler) -> None:
+        body = gzip.compress(gzip.compress(rules))
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/plain")
+        handler.send_header("Content-Encoding", "gzip")
+        handler.send_header("Content-Encoding", "gzip")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    server.routes["/gone"] = lambda h: h.send_body(404, gzip.compress(rules)[:20], "text/plain",
+                                                   {"Content-Encoding": "gzip"})
+    server.routes["/twice"] = twice
+    server.routes["/none"] = lambda h: h.send_body(200, rules, "text/plain",
+                                                   {"Content-Encoding": "none"})
+    loopback = AddressPolicy.from_seeds([server.url])
+    replies = {path: pageclients.get(kind, loopback, RequestOptions(), server.url + path,
+                                     max_bytes=100_000, timeout=5)
+               for path in ("/gone", "/twice", "/none")}
+    assert replies["/gone"].ok and replies["/gone"].status == 404, replies["/gone"]
+    for path in ("/twice", "/none"):
+        assert replies[path].ok and replies[path].body == rules, replies[path]
+
+
 def test_a_compressed_image_cut_short_is_retried_and_never_stored(
         make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
     server = make_server()

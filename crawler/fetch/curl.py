@@ -409,8 +409,11 @@ class CurlEngine:
                 name = name.strip().lower()
                 if name in _WANTED:
                     value = value.strip()
-                    transfer.headers[name] = (location_text(value) if name == b"location"
-                                              else value.decode("latin-1"))
+                    text = (location_text(value) if name == b"location"
+                            else value.decode("latin-1"))
+                    if name == b"content-encoding" and name in transfer.headers:
+                        text = f"{transfer.headers[name]}, {text}"  # one list (RFC 9110)
+                    transfer.headers[name] = text
             return None
         if line.startswith(b"HTTP/"):
             transfer.last_io = time.monotonic()

@@ -28,6 +28,7 @@ ACCEPT_ENCODING = "gzip, deflate, br"  # what is decoded here, and so asked for
 MAX_CODINGS = 3  # "gzip, br" is a chain of two; longer chains are not from a real server
 _GZIP_MAGIC = b"\x1f\x8b"
 _ALIASES = {"x-gzip": "gzip"}
+_AS_SENT = frozenset({"identity", "none"})  # "none": what PHP scripts say; libcurl took it
 
 CUT_SHORT = "bad response: compressed body cut short"
 BROKEN = "bad response: broken encoding"
@@ -47,7 +48,7 @@ def body_decoder(content_encoding: str | None) -> BodyDecoder | None:
         return None
     codings = [_ALIASES.get(name, name) for name in
                (part.strip().lower() for part in content_encoding.split(","))
-               if name and name != "identity"]
+               if name and name not in _AS_SENT]
     if not codings:
         return None
     unknown = [name for name in codings if name not in _STEPS]
@@ -116,7 +117,11 @@ class _Zlib:
                         yield piece
                     # At the end, CPython leaves the rest in unconsumed_tail as well as in
                     # unused_data: fed again, it would be "decoded" for ever.
-                    if inflate.eof or not inflate.unconsumed_tail:
+                    if inflate.eof:
+                        break
+                    # A full piece may leave output inside zlib though every byte was
+                    # taken in (the rest of a long match): ask until a piece falls short.
+                    if not inflate.unconsumed_tail and len(piece) < PIECE:
                         break
                     piece = inflate.decompress(inflate.unconsumed_tail, PIECE)
             except zlib.error as exc:
@@ -161,12 +166,14 @@ class _Brotli:
             raise broken("bytes after the end of the compressed data")
         try:
             piece = decoder.process(data, output_buffer_limit=PIECE)
-            yield piece
-            # Output stops growing past the limit and the rest waits in the decoder: ask
-            # until a piece falls short of it (can_accept_more_data() said True too early).
-            while len(piece) >= PIECE:
+            while True:
+                if piece:  # none for the next step: an ended one would take it for more
+                    yield piece
+                # Output stops growing past the limit and the rest waits in the decoder:
+                # ask until a piece falls short (can_accept_more_data() says True early).
+                if len(piece) < PIECE:
+                    break
                 piece = decoder.process(b"", output_buffer_limit=PIECE)
-                yield piece
         except brotli.error:
             raise broken("not brotli data") from None
 

@@ -103,7 +103,7 @@ class Exchange:
                 self.head_done = True
                 self.keep = self.wants(reply.status, reply.headers)
                 reply.refused = not self.keep
-                if self.keep:
+                if self.keep and 200 <= reply.status < 300:  # others' bodies go unread
                     try:
                         self.decoder = body_decoder(reply.headers.get("content-encoding"))
                     except Abandoned as exc:  # an encoding not decoded here
@@ -114,8 +114,10 @@ class Exchange:
             key = name.strip().lower().decode("latin-1")
             if key in _WANTED:
                 value = value.strip()
-                reply.headers[key] = (location_text(value) if key == "location"
-                                      else value.decode("latin-1"))
+                text = location_text(value) if key == "location" else value.decode("latin-1")
+                if key == "content-encoding" and key in reply.headers:
+                    text = f"{reply.headers[key]}, {text}"  # one list (RFC 9110)
+                reply.headers[key] = text
 
     def on_body(self, chunk: bytes) -> int | None:
         if self.spoiled is not None:
