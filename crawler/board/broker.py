@@ -74,9 +74,10 @@ def parse_broker(url: str, *, password_file: Path | None = None,
     env = os.environ if environ is None else environ
     try:
         parts = urllib.parse.urlsplit(url.strip())
-    except ValueError as exc:  # "Invalid IPv6 URL": the URL is not shown, for its password
-        raise UsageError(f"the broker URL cannot be read ({exc}): expected "
-                         "redis://HOST:PORT/DB or rediss://HOST:PORT/DB") from exc
+    except ValueError as exc:  # neither the URL nor urlsplit's words (they quote it): a password
+        raise UsageError("the broker URL cannot be read (a bracket or a character out of "
+                         "place): expected redis://HOST:PORT/DB or rediss://HOST:PORT/DB"
+                         ) from exc
     url = _shown(parts)  # what messages may quote: never a password
     if parts.scheme not in ("redis", "rediss"):
         raise UsageError(f"broker {url!r}: expected redis://HOST:PORT/DB or rediss://HOST:PORT/DB")

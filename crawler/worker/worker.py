@@ -280,7 +280,7 @@ class Worker:
         window = ReportWindow(batch=self._options.threads // 2)
         gather = 0.0  # how long the pending reports may still wait for company
         answered_at: float | None = None  # when the last answer came (None: none yet)
-        returned = False  # we lost the master and found it again, and it has not answered
+        came_back = False  # told of leases lost while silent, and given no work since
         while not self._stop.is_set():
             self._collect(reports, released, wait=(gather or 0.02) if self._held else 0.0)
             if time.monotonic() - last_holding >= HOLDING_EVERY:
@@ -310,20 +310,22 @@ class Worker:
                             exc.__class__.__name__)
                 self._connect(first=False)
                 last_holding = 0.0  # a lost answer may have leased us URLs we never saw
-                returned = True
                 continue
             if holding:
                 last_holding = now
             window.sent()
             last_call = time.monotonic()
+            came_back = (came_back or bool(answer.get("lost"))) and not answer["tasks"]
             if answer["closed"]:
-                # Away long enough for our leases to go to others (a cut link, a laptop
-                # asleep, a stopped process), or new: why nothing more came.
-                away = returned or (answered_at is not None and
-                                    time.monotonic() - answered_at > crawl["worker_silence"])
+                # Silent long enough for our leases to go to others (a cut link, a laptop
+                # asleep, a stopped process: counted to when this call went, as the
+                # master counts, or told so by the master), or new: say why nothing
+                # (more) came.
+                away = came_back or (answered_at is not None
+                                     and now - answered_at > crawl["worker_silence"])
                 _say_it_was_over(away, new=answered_at is None)
                 return  # the crawl is over: hand back and leave
-            answered_at, returned = time.monotonic(), False
+            answered_at = time.monotonic()
             if ask:
                 last_answered = bool(answer["tasks"])
                 self._take(answer["tasks"])
