@@ -594,6 +594,38 @@ def test_sigint_on_the_master_saves_state_and_a_rerun_completes(
     assert refetched == [], "images already stored were downloaded again"
 
 
+def test_a_stop_while_the_seed_waits_for_its_robots_txt_is_no_completed_crawl(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    """The seed, cancelled by the stop before it was fetched, was in neither the frontier
+    nor the board: "crawl completed", exit 0, pages crawled 0."""
+    server = make_server()
+    site = setup_site(server, pages=2, images_per_page=2)
+
+    def slow_robots(handler: FixtureHandler) -> None:
+        time.sleep(3)
+        handler.send_body(404, b"", "text/plain")
+
+    server.routes["/robots.txt"] = slow_robots
+    out = tmp_path / "out"
+    args = ("master", server.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+            "--local-workers", "1")
+    master = start_crawler(*args, cwd=tmp_path)
+    try:
+        wait_until(lambda: "/robots.txt" in server.paths(), 30, "the robots.txt request")
+        master.send_signal(signal.SIGTERM)
+        err = finish(master, 30)
+    finally:
+        stop(master)
+    assert master.returncode == 130, err
+    assert "crawl completed" not in err, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["completed"], summary["interrupted"]) == (False, True), summary
+    master = start_crawler(*args, cwd=tmp_path)  # and the rerun crawls it all
+    err = finish(master, 90)
+    assert master.returncode == 0, err
+    check_complete(out, server.url, site)
+
+
 def test_a_classic_workers_abandoned_urls_are_leased_and_come_back(
         make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
     server = make_server()

@@ -589,8 +589,10 @@ class Master:
             # Stopped: the pages in flight are finished and recorded, those not started
             # stay to visit (in the journal, or on the broker once their leases lapse).
             pages.stop_starting()
+            not_visited = 0
             try:
-                self._wind_down(all_done, running, frontier, robots, ledger, files)
+                not_visited = self._wind_down(all_done, running, frontier, robots, ledger,
+                                              files)
             except Exception as exc:
                 if not self._broker_gone(exc):
                     raise
@@ -604,7 +606,8 @@ class Master:
             stylesheets.close()
             session.close()
         try:
-            interrupted = bool(frontier or running or self._board.unfinished())
+            interrupted = bool(frontier or running or not_visited
+                               or self._board.unfinished())
         except Exception as exc:
             if not self._broker_gone(exc):
                 raise
@@ -613,9 +616,11 @@ class Master:
                              manifest=files.tally)
 
     def _wind_down(self, all_done: bool, running: set[Future[Visit]], frontier: PageQueue,
-                   robots: Robots, ledger: Ledger, files: ResultFiles) -> None:
+                   robots: Robots, ledger: Ledger, files: ResultFiles) -> int:
         """After the loop: close the crawl if it is over, finish and record the pages in
-        flight, let the workers leave."""
+        flight, let the workers leave. Returns how many pages in hand were not visited
+        (a stop cancels those not started: they stay to visit, and the crawl is not
+        over, though neither the frontier nor the board holds them now)."""
         if self._shared_board is not None:
             # On a broker, the crawl is everyone's: a master that stops early leaves it
             # open for the other masters and the workers, and one that found it over
@@ -632,18 +637,22 @@ class Master:
         # them again. Waiting in short steps keeps a second Ctrl-C effective (a bare
         # join would hold the signal until the page is done).
         last_heartbeat = time.monotonic()
+        not_visited = 0
         while running:
             finished, _ = wait(list(running), timeout=LOOP_TICK)
             for future in finished:
-                if not future.cancelled():
+                if future.cancelled():
+                    not_visited += 1
+                else:
                     self._visited(future.result(), robots, files)
                 running.discard(future)
             self._record_pages(ledger)
             if time.monotonic() - last_heartbeat > REAP_EVERY:  # a page may take a while
                 frontier.heartbeat(self._working(running))
                 last_heartbeat = time.monotonic()
-        self._snapshot.pages_queued = len(frontier)
+        self._snapshot.pages_queued = len(frontier) + not_visited
         self._finish(ledger, files)
+        return not_visited
 
     def _hint_when_no_worker(self, counts: dict[str, int]) -> None:
         """Say once how workers join, when images wait and no worker ever took one."""
