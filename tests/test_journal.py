@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from crawler.errors import StorageError
 from crawler.master.journal import Journal, PageDone
 from crawler.model.files import JOURNAL_NAME
 from crawler.model.outcome import Attempt, Outcome
@@ -38,6 +39,13 @@ def garbage_in_the_middle(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def garbage_near_the_start(path: Path) -> None:
+    """Where the crawl's identity is read from: its reading raised a traceback."""
+    with path.open("r+b") as file:
+        file.seek(8192)
+        file.write(random.Random(8).randbytes(4096))
+
+
 def truncated(path: Path) -> None:
     with path.open("r+b") as file:
         file.truncate(50)
@@ -49,7 +57,8 @@ def a_row_that_is_no_outcome(path: Path) -> None:
     db.close()
 
 
-@pytest.mark.parametrize("damage", [garbage_in_the_middle, truncated, a_row_that_is_no_outcome])
+@pytest.mark.parametrize("damage", [garbage_in_the_middle, garbage_near_the_start, truncated,
+                                    a_row_that_is_no_outcome])
 def test_a_damaged_journal_is_one_line_and_exit_3(site: FixtureServer, tmp_path: Path,
                                                   authkey: str,
                                                   damage: Callable[[Path], None]) -> None:
@@ -94,5 +103,21 @@ def test_a_mistake_of_this_program_in_a_transaction_is_not_called_damage(
     with pytest.raises(sqlite3.ProgrammingError):
         journal.pages_done([wrong])
     journal.page_done(SEED, [(f"{SEED}b", 1)], [])  # the journal goes on
+    assert journal.resume().pending_pages == [(f"{SEED}b", 1)]
+    journal.close()
+
+
+def test_a_full_disk_in_a_transaction_is_said_as_it_is(tmp_path: Path) -> None:
+    """SQLite rolls a transaction back itself when the disk is full; our ROLLBACK then
+    failed, and "cannot rollback - no transaction is active" was said in the place of
+    why. SQLite's own size cap gives the same error as a full disk."""
+    journal = Journal(tmp_path)
+    journal.add_seeds([SEED])
+    pages = journal._db.execute("PRAGMA page_count").fetchone()[0]
+    journal._db.execute(f"PRAGMA max_page_count = {pages + 5}")
+    many = [(f"{SEED}{n}.png" + "x" * 200, SEED, None, None) for n in range(40_000)]
+    with pytest.raises(StorageError, match="database or disk is full"):
+        journal.pages_done([PageDone(SEED, [], many)])
+    journal.page_done(SEED, [(f"{SEED}b", 1)], [])  # room for a small one: it goes on
     assert journal.resume().pending_pages == [(f"{SEED}b", 1)]
     journal.close()

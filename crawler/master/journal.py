@@ -164,11 +164,13 @@ class Journal:
 
     def is_new(self) -> bool:
         """True when nothing was ever recorded here."""
-        return self._db.execute("SELECT 1 FROM pages LIMIT 1").fetchone() is None
+        with self._reading():
+            return self._db.execute("SELECT 1 FROM pages LIMIT 1").fetchone() is None
 
     def meta(self, key: str) -> object:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else None
+        with self._reading():
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            return json.loads(row[0]) if row else None
 
     def set_meta(self, key: str, value: object) -> None:
         with self._transaction():
@@ -214,10 +216,11 @@ class Journal:
         and another crawl in the folder needs no --fresh for it."""
         if self.is_new() or self.meta("crawl") == identity:
             return False
-        read = self._db.execute("SELECT 1 FROM pages WHERE done IN (1, ?) LIMIT 1", (_CUT,))
-        if read.fetchone() is not None:
-            return False
-        if self._db.execute("SELECT 1 FROM images LIMIT 1").fetchone() is not None:
+        with self._reading():
+            read = self._db.execute("SELECT 1 FROM pages WHERE done IN (1, ?) LIMIT 1",
+                                    (_CUT,)).fetchone()
+            found = self._db.execute("SELECT 1 FROM images LIMIT 1").fetchone()
+        if read is not None or found is not None:
             return False
         with self._transaction():
             for table in ("pages", "images", "meta"):
@@ -286,14 +289,24 @@ class _Transaction:
         self._db.execute("BEGIN")
 
     def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if exc is not None:
+            # SQLite may have rolled back itself (a full disk): a failing ROLLBACK then
+            # said "no transaction is active" in the place of why the write failed.
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.DatabaseError) and _says_damaged(exc):
+                raise _damaged(self._path, exc) from exc
+            if isinstance(exc, sqlite3.OperationalError):  # full, read-only, locked
+                raise StorageError(f"cannot write the crawl journal {self._path}: {exc}"
+                                   ) from exc
+            return  # anything else goes on as it was raised
         try:
-            self._db.execute("ROLLBACK" if exc is not None else "COMMIT")
+            self._db.execute("COMMIT")
         except sqlite3.OperationalError as error:
             raise StorageError(f"cannot write the crawl journal {self._path}: {error}") from error
         except sqlite3.DatabaseError as error:
             raise _damaged(self._path, error) from error
-        if isinstance(exc, sqlite3.DatabaseError) and _says_damaged(exc):
-            raise _damaged(self._path, exc) from exc
 
 
 def _says_damaged(exc: sqlite3.DatabaseError) -> bool:
