@@ -708,3 +708,41 @@ def test_readme_settings_table_names_every_settings_flag() -> None:
             assert key in flags_of, f"README's settings table has no row for {key}"
             assert re.search(rf"`{flag}\b(?!-)", flags_of[key]), \
                 f"{command} {flag} is not on the {key} row"
+
+
+def test_a_master_starting_beside_another_never_reads_its_key_half_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two masters started at once on a new folder: the second read the authkey file
+    between the first's create and write, found it empty, and advised writing a new key
+    over the one in use. A slow write here holds that moment open."""
+    import threading
+
+    from crawler.master import authkey as authkey_module
+
+    monkeypatch.delenv("CRAWLER_AUTHKEY", raising=False)
+    real_fdopen = os.fdopen
+    first_writes = threading.Event()
+
+    def slow_fdopen(fd: int, *args: object, **kwargs: object) -> object:
+        if threading.current_thread().name == "first":
+            first_writes.set()
+            time.sleep(0.3)  # the file is made, its key not yet in it
+        return real_fdopen(fd, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(authkey_module.os, "fdopen", slow_fdopen)
+    keys: dict[str, object] = {}
+
+    def start(name: str) -> None:
+        try:
+            keys[name] = authkey_module.master_authkey(None, tmp_path / "out", keep=True).key
+        except Exception as exc:  # noqa: BLE001 - what the second master would say
+            keys[name] = exc
+
+    first = threading.Thread(target=start, args=("first",), name="first")
+    first.start()
+    assert first_writes.wait(5)
+    start("second")  # while the first writes
+    first.join(5)
+    assert isinstance(keys["second"], bytes) and keys["second"] == keys["first"], keys
+    assert (tmp_path / "out" / "authkey").read_bytes() == keys["first"]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["authkey"]  # no draft left

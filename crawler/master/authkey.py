@@ -87,21 +87,39 @@ def master_authkey(key_file: Path | None, out_dir: Path, *, keep: bool) -> Authk
             None, generate=True)
     key = secrets.token_hex(MIN_REMOTE_BYTES).encode()
     make_folder(out_dir, "the output folder")
+    # Written whole under another name, then linked into place: a master started at
+    # the same moment on this folder read the file between another's create and
+    # write, found it empty, and advised writing a new key over the one in use.
+    draft = path.with_name(f".{KEY_FILE_NAME}.{secrets.token_hex(4)}")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            _write_new(draft, key)
+            try:
+                os.link(draft, path)  # fails if the key is there: never replaced
+            except FileExistsError:
+                raise
+            except OSError:  # no hard links on this file system (FAT): in place
+                _write_new(path, key)
+        finally:
+            draft.unlink(missing_ok=True)
     except FileExistsError:  # another master on this folder made it just now
         return load_authkey(path, generate=False)
     except OSError as exc:
         raise StorageError(f"cannot write the authkey file {path}: "
                            f"{exc.strerror or exc}") from exc
+    return Authkey(key, str(path), fresh=True)
+
+
+def _write_new(path: Path, key: bytes) -> None:
+    """Make ``path`` with ``key`` in it, readable by its owner only; FileExistsError if
+    it is there."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as file:
             file.write(key)
-    except OSError as exc:
+    except OSError:
         path.unlink(missing_ok=True)
-        raise StorageError(f"cannot write the authkey file {path}: "
-                           f"{exc.strerror or exc}") from exc
-    return Authkey(key, str(path), fresh=True)
+        raise
 
 
 def is_loopback(host: str) -> bool:
