@@ -624,6 +624,18 @@ def test_different_bytes_never_replace_a_stored_file(tmp_path: Path) -> None:
     assert partials(store) == []
 
 
+def test_an_empty_file_in_an_images_place_is_replaced(tmp_path: Path) -> None:
+    """What a power cut before the file system wrote the image out leaves: an empty file.
+    It was kept, and the rerun listed the image as a success of 0 bytes."""
+    store = Store(tmp_path)
+    first = put(store, "http://h/a.png", b"image bytes")
+    first.path.write_bytes(b"")
+    again = put(store, "http://h/a.png", b"image bytes")
+    assert not again.skipped and again.path.read_bytes() == b"image bytes"
+    assert (again.size, again.sha256) == (first.size, first.sha256)
+    assert partials(store) == []
+
+
 def test_commit_never_replaces_a_file_that_appears_meanwhile(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Between any check and the rename, another worker may store: the rename itself refuses."""

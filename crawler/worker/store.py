@@ -447,8 +447,15 @@ class Store:
         A name belongs to one URL, so the file there came from another download
         of that URL: a worker whose lease ran out while it downloaded (it may
         resume later, or have stored first), or an earlier run. A stored file is
-        never replaced; its own size and hash are what gets reported.
+        never replaced; its own size and hash are what gets reported. Except an empty
+        file: no image is stored empty, so it is what a crash before the file system
+        wrote the image out left behind, and this download takes its place.
         """
+        with contextlib.suppress(OSError):  # else kept, as any other, below
+            existing = os.stat(final)
+            if stat.S_ISREG(existing.st_mode) and existing.st_size == 0 and size > 0:
+                os.replace(partial, final)
+                return StoredFile(final, relative, size, sha256, skipped=False)
         _remove_quietly(partial)
         try:
             existing = os.stat(final)
