@@ -36,6 +36,7 @@ from .conftest import (
     finish,
     free_port,
     manifest_lines,
+    run_crawler,
     serve_routes,
     slow_start,
     start_crawler,
@@ -623,6 +624,29 @@ def test_a_stop_while_the_seed_waits_for_its_robots_txt_is_no_completed_crawl(
     master = start_crawler(*args, cwd=tmp_path)  # and the rerun crawls it all
     err = finish(master, 90)
     assert master.returncode == 0, err
+    check_complete(out, server.url, site)
+
+
+def test_a_master_whose_local_workers_cannot_store_stops_instead_of_waiting_for_ever(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    """Every local worker left with exit 3 (the output folder full, or unusable) and no
+    other worker came: the master said it waits for workers from elsewhere, and did,
+    until killed."""
+    server = make_server()
+    site = setup_site(server, pages=2, images_per_page=3)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".partial").write_text("in the way")  # where the workers keep downloads
+    args = ("master", server.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+            "--local-workers", "2")
+    done = run_crawler(*args, cwd=tmp_path, timeout=60)
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        f"crawler: error: the local workers cannot store into {out} (cannot use output "
+        f"folder {out}: {out / '.partial'} is a file where a folder is needed"), done.stderr
+    (out / ".partial").unlink()
+    done = run_crawler(*args, cwd=tmp_path, timeout=90)  # fixed: the same command goes on
+    assert done.returncode == 0, done.stderr
     check_complete(out, server.url, site)
 
 

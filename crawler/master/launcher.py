@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from crawler.config import BROKER_PASSWORD_ENV
-from crawler.errors import AuthkeyError
+from crawler.errors import AuthkeyError, StorageError
 from crawler.master.authkey import ENV_VAR, Authkey, is_loopback
 from crawler.model.wire import LOCAL_WORKER_ENV
 
@@ -256,14 +256,27 @@ class LocalWorkers:
                 continue  # reported already, or still running
             self._reported.add(n)
             log_path = self._log_path(n)
-            last = ""
-            with contextlib.suppress(OSError):
-                lines = log_path.read_text(errors="replace").strip().splitlines()
-                last = f": {lines[-1]}" if lines else ""
+            said = self._last_line(n)
+            last = f": {said}" if said else ""
             left = len(self.alive())
             log.warning("local worker %d exited with status %s%s (log: %s); %d local worker(s)"
                         " left%s", n, process.returncode, last, log_path, left,
                         "" if left else ", the crawl waits for workers from elsewhere")
+
+    def cannot_store(self) -> str | None:
+        """When every local worker started has ended because the output folder cannot be
+        written (a full disk; their exit status 3), the last line one of them logged
+        ("" if none); else None."""
+        if not self._processes or any(process.poll() != StorageError.exit_code
+                                      for process in self._processes):
+            return None
+        return self._last_line(len(self._processes)).removeprefix("crawler: error: ")
+
+    def _last_line(self, n: int) -> str:
+        with contextlib.suppress(OSError):
+            lines = self._log_path(n).read_text(errors="replace").strip().splitlines()
+            return lines[-1] if lines else ""
+        return ""
 
     def wait_all(self, seconds: float, until: threading.Event | None = None) -> None:
         """Wait up to ``seconds`` in all for the live workers to leave by themselves, or

@@ -571,6 +571,7 @@ class Master:
                         self._snapshot.pages_queued = pages_left + len(running)
                         counts = self._refresh()
                         self._hint_when_no_worker(counts)
+                        self._stop_if_nothing_can_store(counts)
                         if not pages_left and not running and unsettled(counts) == 0:
                             all_done = True
                             break
@@ -653,6 +654,18 @@ class Master:
         self._snapshot.pages_queued = len(frontier) + not_visited
         self._finish(ledger, files)
         return not_visited
+
+    def _stop_if_nothing_can_store(self, counts: dict[str, int]) -> None:
+        """Every local worker has left because the output folder cannot be written (a
+        full disk), and no other worker is there: waiting for one would be for ever."""
+        why = self._workers.cannot_store()
+        if why is None or counts["workers"]:
+            return
+        self._workers.report_ended()  # each one's own line first
+        raise StorageError(
+            f"the local workers cannot store into {self._options.out_dir}"
+            f"{f' ({why})' if why else ''}; once that is fixed (room made, or another --out "
+            "given), the same command goes on where this crawl stopped")
 
     def _hint_when_no_worker(self, counts: dict[str, int]) -> None:
         """Say once how workers join, when images wait and no worker ever took one."""
