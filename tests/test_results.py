@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 from pathlib import Path
 
+import pytest
+
+from crawler.errors import StorageError
 from crawler.master.results import ResultFiles
 from crawler.model.outcome import Outcome
+
+from .conftest import tiny_tmpfs
 
 
 def outcome(url: str, ok: bool, *, reason: str = "", size: int = 0, seconds: float = 0.0,
@@ -53,3 +59,22 @@ def test_the_tally_is_what_the_manifest_holds_earlier_runs_included(tmp_path: Pa
         "attempts": tally.attempts,
     } == read_back(tmp_path / "manifest.jsonl")
     assert tally.hosts["a.example"] == {"succeeded": 2, "failed": 1, "bytes": 150}
+
+
+def test_a_full_disk_is_said_for_both_files_and_leaves_no_half_copies(tmp_path: Path) -> None:
+    """The append named results.log whichever file failed (manifest.jsonl had), and the
+    rewrite at start left its .partial copies behind on the full disk."""
+    many = [outcome(f"http://a.example/{n}.png" + "x" * 200, True, size=n)
+            for n in range(2000)]
+    with tiny_tmpfs(tmp_path / "small") as small:
+        with pytest.raises(StorageError, match="No space left on device"):
+            ResultFiles(small, many)
+        assert sorted(p.name for p in small.iterdir()) == []
+        files = ResultFiles(small, [])
+        with pytest.raises(StorageError) as caught:
+            for _ in range(50):
+                files.write(many)
+        assert (f"cannot append to results.log and manifest.jsonl in {small}: No space left "
+                "on device") in str(caught.value)
+        with contextlib.suppress(OSError):  # what is left in the buffers cannot go either
+            files.close()

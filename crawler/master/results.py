@@ -99,10 +99,15 @@ class ResultFiles:
     def _rewrite(self, outcomes: Iterable[Outcome]) -> None:
         partial_results = self.results_path.with_suffix(".log.partial")
         partial_manifest = self.manifest_path.with_suffix(".jsonl.partial")
-        with partial_results.open("w", encoding="utf-8") as results, \
-                partial_manifest.open("w", encoding="utf-8") as manifest:
-            for outcome in outcomes:
-                self._put(outcome, results, manifest)
+        try:
+            with partial_results.open("w", encoding="utf-8") as results, \
+                    partial_manifest.open("w", encoding="utf-8") as manifest:
+                for outcome in outcomes:
+                    self._put(outcome, results, manifest)
+        except OSError:  # a full disk: leave no half copy beside the files it was for
+            partial_results.unlink(missing_ok=True)
+            partial_manifest.unlink(missing_ok=True)
+            raise
         partial_results.replace(self.results_path)
         partial_manifest.replace(self.manifest_path)
 
@@ -112,8 +117,9 @@ class ResultFiles:
                 self._put(outcome, self._results, self._manifest)
             self._results.flush()
             self._manifest.flush()
-        except OSError as exc:
-            raise StorageError(f"cannot append to {self.results_path}: "
+        except OSError as exc:  # either file: buffered, a write fails where it flushes
+            raise StorageError(f"cannot append to {self.results_path.name} and "
+                               f"{self.manifest_path.name} in {self.results_path.parent}: "
                                f"{exc.strerror or exc}") from exc
 
     def _put(self, outcome: Outcome, results: TextIO, manifest: TextIO) -> None:
