@@ -285,6 +285,9 @@ def crawl(seeds: str | Iterable[str], *, out: str | os.PathLike[str] | None = No
     if type(local_workers) is not int or not 0 <= local_workers <= MAX_LOCAL_WORKERS:
         raise UsageError(f"local_workers must be a whole number from 0 to {MAX_LOCAL_WORKERS} "
                          f"(got {local_workers!r})")
+    for name, value in (("dry_run", dry_run), ("resume", resume), ("fresh", fresh)):
+        if not isinstance(value, bool):  # fresh="false" forgot the folder's crawl
+            raise UsageError(f"{name} must be True or False (got {value!r})")
     if on_image is not None and not dry_run:
         raise UsageError("on_image is for a dry run (dry_run=True): a crawl's images are "
                          "in its Summary and manifest.jsonl")
@@ -542,6 +545,11 @@ def run_worker(master: str | None, *, out: str | os.PathLike[str] | None = None,
         from crawler.board.redis_client import BrokerClient
 
     _check_kinds(settings, out, authkey)
+    if master is not None and not isinstance(master, str):
+        raise UsageError(f"master must be text, HOST:PORT (got {type(master).__name__})")
+    if progress is not None and not callable(progress):
+        raise UsageError(f"progress must be a function of (done, failed, bytes) (got "
+                         f"{type(progress).__name__})")
     chosen = settings_with(settings, _with_out(overrides, out), "run_worker()")
     client: MasterClient | BrokerClient
     if broker is not None:
@@ -565,7 +573,7 @@ def run_worker(master: str | None, *, out: str | os.PathLike[str] | None = None,
                                   client_key=chosen.http.client_key,
                                   env_proxies=chosen.http.env_proxies),
                     on_progress=(lambda stats: progress(stats.done, stats.failed, stats.bytes))
-                    if progress else (lambda stats: None))
+                    if progress else None)
     signals = {signal.SIGINT: "interrupted", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
     started = time.monotonic()
     try:

@@ -15,12 +15,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import crawler
 from crawler import cli
+from crawler.demo.site import build_site
 from crawler.errors import AuthkeyError, ConfigError, NothingCrawled, UsageError
 
 from .conftest import (
@@ -29,6 +31,7 @@ from .conftest import (
     finish,
     free_port,
     manifest_lines,
+    serve_routes,
     site_images,
     slow_start,
     start_crawler,
@@ -229,6 +232,38 @@ def test_run_worker_downloads_for_a_master_and_returns_what_it_did(
     assert summary["finished_at"].endswith("+00:00")
 
 
+def test_a_slow_progress_callback_costs_the_worker_no_lease(
+        tmp_path: Path, make_server: Callable[[], FixtureServer], authkey: str) -> None:
+    """Called on the thread that keeps the leases, once per image, a callback of 0.3 s
+    held the heartbeats back until the master took every lease away: the crawl's images
+    all ended "lost", for good."""
+    server = make_server()
+    site = build_site(pages=1, images_per_page=24, min_kb=1, max_kb=2)
+    serve_routes(server, site.files)
+    slow_start(server)  # the worker connects before the crawl is over
+    (tmp_path / "quick.toml").write_text("[queue]\nworker_silence = 1.0\n")
+    out = tmp_path / "out"
+    master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), "--settings", str(tmp_path / "quick.toml"), cwd=tmp_path)
+    calls: list[tuple[int, int, int]] = []
+
+    def slow(done: int, failed: int, size: int) -> None:
+        calls.append((done, failed, size))
+        time.sleep(0.3)
+
+    try:
+        done = crawler.run_worker(wait_for_queue_address(master), out=out, threads=8,
+                                  progress=slow)
+        err = finish(master, 60)
+    finally:
+        stop(master)
+    assert master.returncode == 0, err
+    entries = manifest_lines(out)
+    assert [e["status"] for e in entries] == ["success"] * len(site.images), entries
+    assert done.done == len(site.images) and calls[-1][0] == len(site.images), calls
+    assert len(calls) < len(site.images)  # calls that would come while one runs are merged
+
+
 def _connections_to(port: int) -> int:
     """This process's TCP connections to ``port`` on this host."""
     count = 0
@@ -280,10 +315,21 @@ def test_wrong_arguments_are_usage_errors_that_say_what_was_given(tmp_path: Path
                          ({"seeds": url, "on_image": 7, "dry_run": True},
                           "on_image must be a function of one URL"),
                          ({"seeds": url, "resume": True, "fresh": True},
-                          "resume and fresh: give one of them")):
+                          "resume and fresh: give one of them"),
+                         # "false" is true: it forgot the folder's crawl
+                         ({"seeds": url, "fresh": "false"},
+                          "fresh must be True or False \\(got 'false'\\)"),
+                         ({"seeds": url, "dry_run": "no"}, "dry_run must be True or False")):
         with pytest.raises(UsageError, match=said):
             crawler.crawl(out=tmp_path / "out", **kwargs)  # type: ignore[arg-type]
     assert not (tmp_path / "out").exists(), "refused before anything was made"
+    for worker_kwargs, said in (({"master": 24601}, "master must be text, HOST:PORT"),
+                                ({"master": b"127.0.0.1:1"}, "master must be text"),
+                                ({"master": "127.0.0.1:1", "progress": 5},
+                                 "progress must be a function")):
+        with pytest.raises(UsageError, match=said):
+            crawler.run_worker(out=tmp_path / "w", authkey="k" * 32,
+                               **worker_kwargs)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"name a setting as SECTION\.KEY"):
         crawler.Settings().with_values({"depth": 1})
 

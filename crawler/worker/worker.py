@@ -50,6 +50,7 @@ from crawler.model.wire import (
     robots_rules_from_wire,
 )
 from crawler.worker.hops import RedirectCheck, RobotsReader
+from crawler.worker.notifier import Notifier
 from crawler.worker.reports import ReportWindow
 from crawler.worker.sink import failure, sinks_into, too_slow
 from crawler.worker.store import Store
@@ -117,7 +118,8 @@ class Worker:
         self._options = options
         # The pid alone is not enough: containers sharing a host name may all be pid 1.
         self._id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
-        self._on_progress = on_progress or (lambda stats: None)
+        self._on_progress = on_progress
+        self._notifier: Notifier[WorkerStats] | None = None  # calls on_progress
         self.stats = WorkerStats()
         self._stop = threading.Event()  # set by a signal: hand back and leave
         # Finished downloads, in lists: a result of None hands the URL back unfinished.
@@ -167,6 +169,8 @@ class Worker:
             crawl = self._connect(first=True)
         except _Stopped:
             return  # stopped while waiting for the master: nothing held, nothing to hand back
+        if self._on_progress is not None:
+            self._notifier = Notifier(self._on_progress, self.stats, on_error=self._stop.set)
         store.clean_partials()
         engine_thread = None
         try:
@@ -204,6 +208,10 @@ class Worker:
             # Partials of workers on this host that died (kill -9) are ours to remove.
             with contextlib.suppress(StorageError):
                 store.clean_partials()
+            if self._notifier is not None:
+                self._notifier.close()
+        if self._notifier is not None and self._notifier.error is not None:
+            raise self._notifier.error  # the callback's own: it stopped the worker
         if self.failure is not None:
             raise self.failure
 
@@ -469,7 +477,8 @@ class Worker:
         else:
             self.stats.failed += 1
             log.info("failed %s: %s", attempt.url, attempt.reason)
-        self._on_progress(self.stats)
+        if self._notifier is not None:
+            self._notifier.poke()
 
     def _hand_back(self, store: Store) -> None:
         """On the way out: report what finished, give back what did not."""

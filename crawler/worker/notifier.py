@@ -1,0 +1,61 @@
+"""A worker's progress callback, called on a thread of its own.
+
+The worker's coordinating thread sends the heartbeats that keep its leases.
+Called there, once per finished image, a callback that took half a second
+(a slow terminal, a GUI, a database) held the heartbeats back until the master
+took every lease away: the whole crawl's images ended "lost", for good. Here
+the callback runs beside it; the numbers it gets are the latest, and calls
+that would come while one runs are merged into the next.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+S = TypeVar("S")
+
+CLOSE_WAIT = 5.0  # seconds the last call may take when the worker ends
+
+
+class Notifier(Generic[S]):
+    """Calls ``call(state)`` after :meth:`poke`, off the caller's thread.
+
+    An exception from ``call`` ends the calls; ``on_error`` is told at once (the
+    worker stops), and :attr:`error` keeps it for the worker to raise.
+    """
+
+    def __init__(self, call: Callable[[S], None], state: S,
+                 on_error: Callable[[], None]) -> None:
+        self._call = call
+        self._state = state
+        self._on_error = on_error
+        self._due = threading.Event()
+        self._closing = False
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
+        self._thread.start()
+
+    def poke(self) -> None:
+        self._due.set()
+
+    def close(self) -> None:
+        """One last call with the final numbers, then end (waiting CLOSE_WAIT at most)."""
+        self._closing = True
+        self._due.set()
+        self._thread.join(CLOSE_WAIT)
+
+    def _run(self) -> None:
+        while True:
+            self._due.wait()
+            self._due.clear()
+            closing = self._closing  # read first: a call made now has the final numbers
+            try:
+                self._call(self._state)
+            except BaseException as exc:  # noqa: BLE001 - the caller's own, raised by the worker
+                self.error = exc
+                self._on_error()
+                return
+            if closing:
+                return
