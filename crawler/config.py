@@ -240,7 +240,14 @@ class WorkerSettings(NamedTuple):
 
 
 _HEADERS = Check(valid_headers, "a list of headers such as \"Referer: https://example.com/\"")
-_PROXY_URL = Check(lambda v: v == "" or _PROXY.fullmatch(v) is not None,
+def is_proxy_url(value: str) -> bool:
+    """Whether libcurl can take ``value`` as a proxy: a scheme it speaks, HOST[:PORT]."""
+    match = _PROXY.fullmatch(value)
+    port = re.search(r":(\d{1,5})/?$", value) if match else None
+    return match is not None and (port is None or int(port.group(1)) <= 65535)
+
+
+_PROXY_URL = Check(lambda v: v == "" or is_proxy_url(v),
                     "a proxy URL: http://, https://, socks5:// or socks5h://HOST:PORT")
 _RATE_TEXT = Check(valid_rate, "a rate in bytes per second such as \"500k\", \"2M\" or \"0\"")
 

@@ -585,6 +585,27 @@ def test_environment_proxies_are_used_unless_turned_off(
     assert len(recorder.seen) == 4
 
 
+def test_a_malformed_proxy_variable_is_named_in_one_line(tmp_path: Path) -> None:
+    """http_proxy='http://[bad' ended in a traceback ("Invalid IPv6 URL"); 'not a url'
+    in "proxy name not found", naming neither the variable nor its value."""
+    base = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    for name, value, shown in (("http_proxy", "http://user:secret@[bad", "http://user:***@[bad"),
+                               ("HTTPS_PROXY", "not a url", "not a url"),
+                               ("http_proxy", "http://h:99999", "http://h:99999")):
+        done = run_crawler("master", "http://127.0.0.1:9/", "--out", str(tmp_path / "o"),
+                           "--bind", "127.0.0.1:0", cwd=tmp_path, env={**base, name: value})
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip() == (
+            f"crawler: error: ${name} is {shown!r}, not a proxy URL: expected http://, "
+            "https://, socks5:// or socks5h://HOST:PORT; fix or unset it, or crawl with "
+            "--no-proxy"), done.stderr
+    done = run_crawler("master", "http://127.0.0.1:9/", "--out", str(tmp_path / "o"),
+                       "--bind", "127.0.0.1:0", "--no-proxy", cwd=tmp_path,
+                       env={**base, "http_proxy": "http://[bad"})
+    assert "$http_proxy" not in done.stderr, done.stderr  # not read: the seed's own failure
+    assert "connection refused" in done.stderr, done.stderr
+
+
 def test_https_sites_go_through_the_environments_https_proxy_by_connect(
         https_recorder: Recorder, ca: CertAuthority, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, page_get: PageGet) -> None:

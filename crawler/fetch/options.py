@@ -15,11 +15,13 @@ import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from crawler.config import parse_header, parse_rate
+from crawler.config import is_proxy_url, parse_header, parse_rate
 from crawler.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+# The password of a proxy URL's login, left out of messages: "http://user:***@host".
+_NO_PASSWORD = re.compile(r"^((?:[a-z0-9+.-]+://)?[^/@:]*:)[^/@]*@", re.IGNORECASE)
 _PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\s*",
                               re.DOTALL)
 
@@ -77,10 +79,21 @@ class RequestOptions(NamedTuple):
         if not self.env_proxies:
             return Proxies()
         env = os.environ if environ is None else environ
-        # The names curl and requests read; lower case first, as they do.
-        found = {scheme: env.get(f"{scheme}_proxy") or env.get(f"{scheme.upper()}_PROXY") or ""
-                 for scheme in ("http", "https", "no")}
-        return Proxies(found.get("http", ""), found.get("https", ""), found.get("no", ""))
+        found: dict[str, str] = {}
+        for scheme in ("http", "https", "no"):
+            # The names curl and requests read; lower case first, as they do.
+            name = next((n for n in (f"{scheme}_proxy", f"{scheme.upper()}_PROXY")
+                         if env.get(n, "").strip()), "")
+            value = env[name].strip() if name else ""
+            if value and scheme != "no" and not is_proxy_url(value):
+                # Else a traceback ("Invalid IPv6 URL"), or "proxy name not found" with
+                # neither the variable nor its value named.
+                shown = _NO_PASSWORD.sub(r"\1***@", value)
+                raise ConfigError(f"${name} is {shown!r}, not a proxy URL: expected "
+                                  "http://, https://, socks5:// or socks5h://HOST:PORT; fix "
+                                  "or unset it, or crawl with --no-proxy")
+            found[scheme] = value
+        return Proxies(found["http"], found["https"], found["no"])
 
     def to_wire(self) -> dict[str, Any]:
         """What a worker is sent: file contents rather than paths, except the client key's."""

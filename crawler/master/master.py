@@ -185,6 +185,7 @@ class Master:
                                        crawl.image_allow, crawl.image_deny)
         self._policy = AddressPolicy.from_seeds(options.seeds, settings.security.allow_networks)
         self._request = RequestOptions.from_settings(settings)  # files read now: errors up front
+        self._request.proxies()  # and a malformed $http_proxy (or kin) said now
         if self._request.insecure:  # its pages too, not only the workers' images
             log.warning("TLS certificates are NOT verified (http.insecure = true): anyone on "
                         "the network path can read and change the pages and images")
