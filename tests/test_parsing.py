@@ -594,3 +594,19 @@ def test_a_page_of_a_batch_whose_child_died_is_not_parsed_in_the_master(
             parser.send_many([(body, "http://example.com/deadly.html", {})], suspect=True)
         with pytest.raises(NoChildProcess):  # a page not under suspicion: parsed here
             parser.send(body, URL)
+
+
+def test_a_pool_closes_at_once_beside_another_pool_of_the_process() -> None:
+    """Two crawls at once in one program: the second pool's children kept copies of the
+    first pool's pipe ends, so the first pool's children never saw their pipes close,
+    and its close() waited the whole CLOSE_WAIT, then killed them."""
+    first = PageParser(in_process=False, processes=1)
+    second = PageParser(in_process=False, processes=1)  # forked after the first's child
+    try:
+        started = time.monotonic()
+        first.close()
+        assert time.monotonic() - started < pool.CLOSE_WAIT / 2
+        assert second.extract(b"<img src=a.png>", "http://h/").images  # it is unharmed
+    finally:
+        first.close()
+        second.close()

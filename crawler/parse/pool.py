@@ -39,6 +39,7 @@ import signal
 import sys
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -56,6 +57,10 @@ NO_CHILD_WAIT = 1.0
 _MASTERS_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 Job = tuple[bytes, str, dict[str, Any]]  # a page's bytes, its URL, extract's options
+
+
+_FORKING = threading.Lock()  # held across each fork of a page parser of this process
+_POOLS: weakref.WeakSet[PageParser] = weakref.WeakSet()  # the pools of this process
 
 
 class _NoChild(Exception):
@@ -93,9 +98,12 @@ class PageParser:
         self._in_process = in_process
         self._closed = False
         self._cond = threading.Condition()
-        # One fork at a time: a child closes its copies of the master's ends of every
-        # other pipe, which it can only know of if none is being made meanwhile.
-        self._forking = threading.Lock()
+        # One fork at a time, in this process: a child closes its copies of the master's
+        # ends of every other pipe, which it can only know of if none is being made
+        # meanwhile; those of another pool too (two crawls at once in one program).
+        self._forking = _FORKING
+        with _FORKING:
+            _POOLS.add(self)
         count = 0 if in_process else max(1, processes or usable_cores())
         self._children: list[_Child | None] = [None] * count
         self._leaving: list[_Child] = []  # let go (their pipes closed), not yet reaped
@@ -447,10 +455,13 @@ class PageParser:
             parent, child_end = context.Pipe()
         except OSError as exc:  # out of descriptors
             raise _NoChild(f"no page parser process can be started ({exc})") from exc
-        # The child gets copies of the master's ends of its siblings' pipes; it
-        # closes them, or a sibling would not see its pipe close.
-        with self._cond:
-            masters_ends = [parent, *(c.conn for c in self._children if c is not None)]
+        # The child gets copies of the master's ends of its siblings' pipes, and of
+        # another pool's; it closes them, or a sibling would not see its pipe close
+        # (two crawls at once in threads each waited CLOSE_WAIT for their parsers).
+        masters_ends = [parent]
+        for pool in list(_POOLS):
+            with pool._cond:
+                masters_ends += [c.conn for c in pool._children if c is not None]
         process = context.Process(target=_serve, args=(child_end, masters_ends),
                                   name=f"page-parser-{slot}", daemon=True)
         # Blocked across the fork, so that the child has ignored them before one
