@@ -212,12 +212,23 @@ def read_seed_file(path: str) -> list[str]:
     return seeds
 
 
+def _checked(settings: Settings, caller: str) -> Settings:
+    """``settings`` validated as a file is: one made with ``_replace`` (a NamedTuple's
+    own) skipped the checks, and a depth of "2" failed deep in the crawl as a TypeError."""
+    try:
+        data = settings.to_dict()
+    except AttributeError as exc:  # a section that is a dict, or something else
+        raise UsageError(f"{caller} settings: a section of the wrong kind ({exc}); change "
+                         "settings with settings.with_values({'crawl.depth': 1})") from exc
+    return DEFAULTS.with_sections(data, source=f"{caller} settings")
+
+
 def settings_with(settings: Settings | None, overrides: Mapping[str, Any],
                   caller: str = "crawl()") -> Settings:
     """``settings`` (default: the settings file found as the command finds it) with
     keyword overrides: ``depth=1`` or ``crawl__depth=1``; a name that is no setting is
     an UnknownSetting (a ConfigError, and a TypeError as for any unknown keyword)."""
-    base = settings if settings is not None else load_settings(None)
+    base = _checked(settings, caller) if settings is not None else load_settings(None)
     if not overrides:
         return base
     sections = {name: section._fields for name, section in DEFAULTS._asdict().items()}

@@ -332,6 +332,16 @@ def test_wrong_arguments_are_usage_errors_that_say_what_was_given(tmp_path: Path
                                **worker_kwargs)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"name a setting as SECTION\.KEY"):
         crawler.Settings().with_values({"depth": 1})
+    # Settings changed with _replace (a NamedTuple's own) are checked as a file is: a
+    # depth of "2" failed deep in the crawl with a TypeError, a dict section likewise.
+    base = crawler.Settings()
+    for settings, said in ((base._replace(crawl=base.crawl._replace(depth="2")),
+                            'crawl\\(\\) settings: crawl.depth: expected a whole number, got "2"'),
+                           (base._replace(crawl={"depth": 1}),
+                            "crawl\\(\\) settings: a section of the wrong kind")):
+        with pytest.raises((ConfigError, UsageError), match=said):
+            crawler.crawl(url, out=tmp_path / "out", settings=settings)
+    assert not (tmp_path / "out").exists(), "refused before anything was made"
 
 
 def test_the_queue_address_is_logged_for_workers_to_join(
