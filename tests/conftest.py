@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import gzip
 import os
 import re
 import secrets
@@ -269,6 +270,21 @@ def serve_routes(server: FixtureServer, files: dict[str, tuple[str, bytes]], *,
     if fail_once is not None:
         images = {path for path, (kind, _) in files.items() if kind.startswith("image/")}
         fail_first(server, images, fail_once, times=1, retry_after=retry_after)
+
+
+def gzipped_twice(body: bytes, content_type: str) -> Route:
+    """A route answering ``body`` gzip over gzip, said in two Content-Encoding lines (one
+    list, by RFC 9110)."""
+    def route(handler: FixtureHandler) -> None:
+        encoded = gzip.compress(gzip.compress(body))
+        handler.send_response(200)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Content-Encoding", "gzip")
+        handler.send_header("Content-Encoding", "gzip")
+        handler.send_header("Content-Length", str(len(encoded)))
+        handler.end_headers()
+        handler.wfile.write(encoded)
+    return route
 
 
 def fail_first(server: FixtureServer, paths: set[str], status: int, *, times: int,

@@ -36,6 +36,7 @@ from .conftest import (
     FixtureServer,
     finish,
     free_port,
+    gzipped_twice,
     manifest_lines,
     run_crawler,
     serve_routes,
@@ -433,17 +434,7 @@ def test_repeated_content_encodings_are_one_list(
         server: FixtureServer, engines: Callable[..., Engine]) -> None:
     """RFC 9110: header lines of one name are one list. The last line alone was taken: a
     PNG gzipped twice was decoded once, and failed as "not an image"."""
-    def twice(handler: FixtureHandler) -> None:
-        body = gzip.compress(gzip.compress(PNG))
-        handler.send_response(200)
-        handler.send_header("Content-Type", "image/png")
-        handler.send_header("Content-Encoding", "gzip")
-        handler.send_header("Content-Encoding", "gzip")
-        handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
-        handler.wfile.write(body)
-
-    server.routes["/twice.png"] = twice
+    server.routes["/twice.png"] = gzipped_twice(PNG, "image/png")
     server.routes["/none.png"] = lambda h: h.send_body(200, PNG, "image/png",
                                                        {"Content-Encoding": "none"})
     for attempt in engines().fetch([server.url + "/twice.png",

@@ -28,6 +28,7 @@ from .conftest import (
     FixtureServer,
     command_lines,
     finish,
+    gzipped_twice,
     manifest_lines,
     run_crawler,
     start_crawler,
@@ -322,19 +323,9 @@ def test_only_a_success_body_is_decoded_and_repeated_encodings_are_one_list(
     server = make_server()
     rules = b"User-agent: *\nDisallow: /private/\n"
 
-    def twice(handler: FixtureHandler) -> None:
-        body = gzip.compress(gzip.compress(rules))
-        handler.send_response(200)
-        handler.send_header("Content-Type", "text/plain")
-        handler.send_header("Content-Encoding", "gzip")
-        handler.send_header("Content-Encoding", "gzip")
-        handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
-        handler.wfile.write(body)
-
     server.routes["/gone"] = lambda h: h.send_body(404, gzip.compress(rules)[:20], "text/plain",
                                                    {"Content-Encoding": "gzip"})
-    server.routes["/twice"] = twice
+    server.routes["/twice"] = gzipped_twice(rules, "text/plain")
     server.routes["/none"] = lambda h: h.send_body(200, rules, "text/plain",
                                                    {"Content-Encoding": "none"})
     loopback = AddressPolicy.from_seeds([server.url])
