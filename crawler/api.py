@@ -540,8 +540,11 @@ def run_worker(master: str | None, *, out: str | os.PathLike[str] | None = None,
     With ``broker`` instead of ``master``, the worker works for the crawl
     ``crawl_name`` (default: the broker's only one) in Redis, with no master
     in between. ``authkey`` defaults to ``$CRAWLER_AUTHKEY``; ``progress`` is called with
-    (images done, failed, bytes). While it runs, SIGINT, SIGTERM or SIGHUP (from the
-    main thread; SIGHUP at its default action) hands the worker's URLs back and ends it, with
+    (images done, failed, bytes), on a thread of its own (a slow one costs no lease),
+    with the latest numbers: calls that would come while one runs are merged, and the
+    last one, with the final numbers, ends before this returns. While it runs, SIGINT,
+    SIGTERM or SIGHUP (from the main thread; SIGHUP at its default action) hands the
+    worker's URLs back and ends it, with
     ``stop_reason`` ``"interrupted"``, ``"SIGTERM"`` or ``"SIGHUP"``; the previous
     handlers are back afterwards.
     Raises :class:`~crawler.errors.MasterUnreachable`,

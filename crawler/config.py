@@ -49,8 +49,11 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:i?[bB])?(?:/s)?\s*")  # 2M, 2MiB/s
 _RATE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 # What libcurl takes as a proxy: a scheme it speaks, then where ("HOST:PORT", maybe a login).
+# A path or query after it is taken and left unused, as libcurl does; an IPv6 address
+# may carry its zone ("[fe80::1%25eth0]").
 _PROXY = re.compile(r"(?:(?:https?|socks4a?|socks5h?)://)?(?:[^\s/@]+@)?"
-                    r"(?:\[[0-9A-Fa-f:.]+\]|[^\s/:@\[\]]+)(?::\d{1,5})?/?", re.IGNORECASE)
+                    r"(?:\[[0-9A-Fa-f:.]+(?:%25[^\]\s]+)?\]|[^\s/:@\[\]]+)"
+                    r"(?::(?P<port>\d{1,5}))?(?:[/?]\S*)?", re.IGNORECASE)
 # Headers the engines set themselves from other settings.
 _RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 # Headers with a setting of their own, which other steps read too.
@@ -243,8 +246,7 @@ _HEADERS = Check(valid_headers, "a list of headers such as \"Referer: https://ex
 def is_proxy_url(value: str) -> bool:
     """Whether libcurl can take ``value`` as a proxy: a scheme it speaks, HOST[:PORT]."""
     match = _PROXY.fullmatch(value)
-    port = re.search(r":(\d{1,5})/?$", value) if match else None
-    return match is not None and (port is None or int(port.group(1)) <= 65535)
+    return match is not None and int(match.group("port") or 0) <= 65535
 
 
 _PROXY_URL = Check(lambda v: v == "" or is_proxy_url(v),

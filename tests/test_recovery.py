@@ -649,6 +649,19 @@ def test_a_master_whose_local_workers_cannot_store_stops_instead_of_waiting_for_
     assert done.returncode == 0, done.stderr
     check_complete(out, server.url, site)
 
+    # A crawl that gives the workers nothing to store needs none: it is not stopped.
+    pages_only = make_server()
+    serve_routes(pages_only, {"/": ("text/html", b'<a href="/p1">1</a><a href="/p2">2</a>'),
+                              "/p1": ("text/html", b"<p>no images</p>"),
+                              "/p2": ("text/html", b"<p>none either</p>")}, page_delay=1.0)
+    other = tmp_path / "pages-only"
+    other.mkdir()
+    (other / ".partial").write_text("in the way")
+    done = run_crawler("master", pages_only.url + "/", "--bind", "127.0.0.1:0", "--out",
+                       str(other), "--local-workers", "2", cwd=tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "pages crawled   3" in done.stderr, done.stderr
+
 
 def test_a_classic_workers_abandoned_urls_are_leased_and_come_back(
         make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:

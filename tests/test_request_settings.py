@@ -591,7 +591,9 @@ def test_a_malformed_proxy_variable_is_named_in_one_line(tmp_path: Path) -> None
     base = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     for name, value, shown in (("http_proxy", "http://user:secret@[bad", "http://user:***@[bad"),
                                ("HTTPS_PROXY", "not a url", "not a url"),
-                               ("http_proxy", "http://h:99999", "http://h:99999")):
+                               ("http_proxy", "http://h:99999", "http://h:99999"),
+                               ("http_proxy", "http://user:se/cr@t@h:1:2",
+                                "http://user:***@h:1:2")):
         done = run_crawler("master", "http://127.0.0.1:9/", "--out", str(tmp_path / "o"),
                            "--bind", "127.0.0.1:0", cwd=tmp_path, env={**base, name: value})
         assert done.returncode == 2, done.stderr
@@ -604,6 +606,12 @@ def test_a_malformed_proxy_variable_is_named_in_one_line(tmp_path: Path) -> None
                        env={**base, "http_proxy": "http://[bad"})
     assert "$http_proxy" not in done.stderr, done.stderr  # not read: the seed's own failure
     assert "connection refused" in done.stderr, done.stderr
+    # What libcurl takes is taken: a path after the port (left unused), a zone in [].
+    for value in ("http://127.0.0.1:9/corp/path", "http://[fe80::1%25lo]:9"):
+        done = run_crawler("master", "http://127.0.0.1:9/", "--out", str(tmp_path / "o"),
+                           "--bind", "127.0.0.1:0", cwd=tmp_path,
+                           env={**base, "http_proxy": value, "no_proxy": ""})
+        assert "not a proxy URL" not in done.stderr and done.returncode == 5, done.stderr
 
 
 def test_https_sites_go_through_the_environments_https_proxy_by_connect(

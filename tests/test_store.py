@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
 import string
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -634,6 +636,35 @@ def test_an_empty_file_in_an_images_place_is_replaced(tmp_path: Path) -> None:
     assert not again.skipped and again.path.read_bytes() == b"image bytes"
     assert (again.size, again.sha256) == (first.size, first.sha256)
     assert partials(store) == []
+
+
+def test_two_downloads_finding_the_same_empty_file_report_what_the_disk_holds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both replaced it, and each reported its own bytes where the disk held one."""
+    store = Store(tmp_path)
+    first = put(store, "http://h/a.png", b"x")
+    first.path.write_bytes(b"")
+    looked = threading.Barrier(2, timeout=1)
+    real_stat = store_module.os.stat
+
+    def stat_together(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            looked.wait()  # both have seen the empty file before either goes on
+        return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store_module.os, "stat", stat_together)
+    results: dict[bytes, StoredFile] = {}
+    threads = [threading.Thread(target=lambda body=body: results.__setitem__(
+        body, put(store, "http://h/a.png", body))) for body in (b"A" * 100, b"B" * 200)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    on_disk = first.path.read_bytes()
+    assert on_disk in results and len(on_disk) > 0
+    for stored in results.values():  # the one kept, and the other describing it
+        assert (stored.size, stored.sha256) == (len(on_disk), hashlib.sha256(on_disk).hexdigest())
+    assert sorted(stored.skipped for stored in results.values()) == [False, True]
 
 
 def test_commit_never_replaces_a_file_that_appears_meanwhile(

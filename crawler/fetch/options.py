@@ -21,7 +21,7 @@ from crawler.errors import ConfigError
 log = logging.getLogger(__name__)
 
 # The password of a proxy URL's login, left out of messages: "http://user:***@host".
-_NO_PASSWORD = re.compile(r"^((?:[a-z0-9+.-]+://)?[^/@:]*:)[^/@]*@", re.IGNORECASE)
+_NO_PASSWORD = re.compile(r"^((?:[a-z0-9+.-]+://)?[^/@:]*:).*@", re.IGNORECASE)  # to the last @
 _PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\s*",
                               re.DOTALL)
 

@@ -572,10 +572,10 @@ class Master:
                         self._snapshot.pages_queued = pages_left + len(running)
                         counts = self._refresh()
                         self._hint_when_no_worker(counts)
-                        self._stop_if_nothing_can_store(counts)
                         if not pages_left and not running and unsettled(counts) == 0:
                             all_done = True
                             break
+                        self._stop_if_nothing_can_store(counts)
                         if (not pages_left and not running and not self._pages_done
                                 and self._own_board is not None):
                             self._own_board.pages_over()  # its images are all on the board
@@ -659,8 +659,10 @@ class Master:
     def _stop_if_nothing_can_store(self, counts: dict[str, int]) -> None:
         """Every local worker has left because the output folder cannot be written (a
         full disk), and no other worker is there: waiting for one would be for ever."""
+        if not counts["queued"] or counts["workers"]:
+            return  # no image waits for a worker, or one is there to take it
         why = self._workers.cannot_store()
-        if why is None or counts["workers"]:
+        if why is None:
             return
         self._workers.report_ended()  # each one's own line first
         raise StorageError(

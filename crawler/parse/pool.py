@@ -59,7 +59,9 @@ _MASTERS_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 Job = tuple[bytes, str, dict[str, Any]]  # a page's bytes, its URL, extract's options
 
 
-_FORKING = threading.Lock()  # held across each fork of a page parser of this process
+# Held across each fork of a page parser of this process, and while a pool takes a child
+# out and closes its pipe: a fork in between would copy an end no pool lists any more.
+_FORKING = threading.RLock()
 _POOLS: weakref.WeakSet[PageParser] = weakref.WeakSet()  # the pools of this process
 
 
@@ -335,19 +337,20 @@ class PageParser:
         A child's exit takes a few milliseconds (its copy of the master's memory is
         unmapped): it then overlaps what the caller does before it closes the pool.
         """
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-            leaving = [(slot, child) for slot, child in enumerate(self._children)
-                       if child is not None and slot in self._idle]
-            for slot, child in leaving:
-                self._children[slot] = None
-                self._leaving.append(child)
-            if leaving:
-                self._generation += 1
-        for _, child in leaving:
-            with contextlib.suppress(OSError):
-                child.conn.close()
+        with _FORKING:
+            with self._cond:
+                self._closed = True
+                self._cond.notify_all()
+                leaving = [(slot, child) for slot, child in enumerate(self._children)
+                           if child is not None and slot in self._idle]
+                for slot, child in leaving:
+                    self._children[slot] = None
+                    self._leaving.append(child)
+                if leaving:
+                    self._generation += 1
+            for _, child in leaving:
+                with contextlib.suppress(OSError):
+                    child.conn.close()
 
     def close(self, wait: float = CLOSE_WAIT) -> None:
         """End the children: each leaves when its pipe closes, or is killed after ``wait`` s.
@@ -370,14 +373,15 @@ class PageParser:
                 if left <= 0:
                     break
                 self._cond.wait(left)
+        with _FORKING, self._cond:
             children = [child for child in self._children if child is not None]
             self._children = [None] * len(self._children)
             self._generation += 1
             children += self._leaving
             self._leaving = []
-        for child in children:
-            with contextlib.suppress(OSError):
-                child.conn.close()
+            for child in children:
+                with contextlib.suppress(OSError):
+                    child.conn.close()
         for child in children:
             _join_or_kill(child.process, max(wait, 0.0))
 
@@ -493,12 +497,13 @@ class PageParser:
 
     def _reap(self, slot: int, child: _Child) -> int | None:
         """Close the pipe to a child that failed and collect its exit status."""
-        with self._cond:
-            if self._children[slot] is child:
-                self._children[slot] = None
-                self._generation += 1
-        with contextlib.suppress(OSError):
-            child.conn.close()
+        with _FORKING:
+            with self._cond:
+                if self._children[slot] is child:
+                    self._children[slot] = None
+                    self._generation += 1
+            with contextlib.suppress(OSError):
+                child.conn.close()
         _join_or_kill(child.process, CLOSE_WAIT)  # the pipe broke; if it lives on, not for long
         if not self._closed:
             log.warning("the page parser process ended (exit status %s); starting a new one",

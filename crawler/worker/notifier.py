@@ -16,11 +16,10 @@ from typing import Generic, TypeVar
 
 S = TypeVar("S")
 
-CLOSE_WAIT = 5.0  # seconds the last call may take when the worker ends
-
 
 class Notifier(Generic[S]):
-    """Calls ``call(state)`` after :meth:`poke`, off the caller's thread.
+    """Calls ``call(state)`` with the state last given to :meth:`poke`, off the caller's
+    thread (each state a copy the caller no longer changes).
 
     An exception from ``call`` ends the calls; ``on_error`` is told at once (the
     worker stops), and :attr:`error` keeps it for the worker to raise.
@@ -37,14 +36,17 @@ class Notifier(Generic[S]):
         self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
         self._thread.start()
 
-    def poke(self) -> None:
+    def poke(self, state: S) -> None:
+        self._state = state
         self._due.set()
 
-    def close(self) -> None:
-        """One last call with the final numbers, then end (waiting CLOSE_WAIT at most)."""
+    def close(self, state: S) -> None:
+        """One last call with the final ``state``, and its end waited for: the callback
+        is the caller's, which ran to its end on the worker's thread before."""
+        self._state = state
         self._closing = True
         self._due.set()
-        self._thread.join(CLOSE_WAIT)
+        self._thread.join()
 
     def _run(self) -> None:
         while True:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import hashlib
 import io
 import itertools
@@ -451,11 +452,8 @@ class Store:
         file: no image is stored empty, so it is what a crash before the file system
         wrote the image out left behind, and this download takes its place.
         """
-        with contextlib.suppress(OSError):  # else kept, as any other, below
-            existing = os.stat(final)
-            if stat.S_ISREG(existing.st_mode) and existing.st_size == 0 and size > 0:
-                os.replace(partial, final)
-                return StoredFile(final, relative, size, sha256, skipped=False)
+        if size > 0 and _replaced_if_empty(partial, final, self.root):
+            return StoredFile(final, relative, size, sha256, skipped=False)
         _remove_quietly(partial)
         try:
             existing = os.stat(final)
@@ -594,6 +592,37 @@ def _load_renameat2() -> Callable[[int, bytes, int, bytes, int], int] | None:
 
 
 _RENAMEAT2 = _load_renameat2()
+
+
+def _replaced_if_empty(partial: str, final: str, root: Path) -> bool:
+    """Put ``partial`` in the place of ``final`` if that is an empty file; whether it did.
+
+    Under a lock on the empty file, and only while ``final`` is still that file: two
+    downloads of one URL finding it empty at once (a lease that ran out) would each
+    replace it, and report each its own bytes where the disk holds one of them.
+    """
+    try:
+        fd = os.open(final, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False  # a link, a fifo, gone: judged as any other below
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        held = os.fstat(fd)
+        if not (stat.S_ISREG(held.st_mode) and held.st_size == 0):
+            return False
+        try:
+            now = os.stat(final)
+        except OSError:
+            return False
+        if (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
+            return False  # another download took its place first: that one stays
+        try:
+            os.replace(partial, final)
+        except OSError as exc:  # said, not the empty file reported as a success
+            raise _folder_error(exc, Path(final), "write", root) from exc
+        return True
+    finally:
+        os.close(fd)
 
 
 def _rename_noreplace(source: str, target: str) -> None:

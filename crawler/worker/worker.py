@@ -169,8 +169,6 @@ class Worker:
             crawl = self._connect(first=True)
         except _Stopped:
             return  # stopped while waiting for the master: nothing held, nothing to hand back
-        if self._on_progress is not None:
-            self._notifier = Notifier(self._on_progress, self.stats, on_error=self._stop.set)
         store.clean_partials()
         engine_thread = None
         try:
@@ -193,6 +191,9 @@ class Worker:
             self.failure = WorkerFailed(f"cannot start the download engine: {exc}")
             self._stop.set()  # leave now: _hand_back gives every held URL back
         threading.Thread(target=self._sync_loop, args=(store,), name="sync", daemon=True).start()
+        if self._on_progress is not None:  # closed below, whatever happens
+            self._notifier = Notifier(self._on_progress, self._stats_now(),
+                                      on_error=self._stop.set)
         try:
             self._coordinate(crawl)
         except _Stopped:
@@ -209,7 +210,7 @@ class Worker:
             with contextlib.suppress(StorageError):
                 store.clean_partials()
             if self._notifier is not None:
-                self._notifier.close()
+                self._notifier.close(self._stats_now())
         if self._notifier is not None and self._notifier.error is not None:
             raise self._notifier.error  # the callback's own: it stopped the worker
         if self.failure is not None:
@@ -478,7 +479,12 @@ class Worker:
             self.stats.failed += 1
             log.info("failed %s: %s", attempt.url, attempt.reason)
         if self._notifier is not None:
-            self._notifier.poke()
+            self._notifier.poke(self._stats_now())
+
+    def _stats_now(self) -> WorkerStats:
+        """A copy of the counts, for the progress callback on its own thread."""
+        stats = self.stats
+        return WorkerStats(done=stats.done, failed=stats.failed, bytes=stats.bytes)
 
     def _hand_back(self, store: Store) -> None:
         """On the way out: report what finished, give back what did not."""
