@@ -40,7 +40,14 @@ from crawler.config import (
     load_settings,
     parse_address,
 )
-from crawler.errors import AuthkeyError, InvalidURL, NothingCrawled, UnknownSetting, UsageError
+from crawler.errors import (
+    AuthkeyError,
+    ConfigError,
+    InvalidURL,
+    NothingCrawled,
+    UnknownSetting,
+    UsageError,
+)
 from crawler.model.files import SUMMARY_NAME
 
 if typing.TYPE_CHECKING:
@@ -233,10 +240,19 @@ def settings_with(settings: Settings | None, overrides: Mapping[str, Any],
         return base
     sections = {name: section._fields for name, section in DEFAULTS._asdict().items()}
     dotted: dict[str, Any] = {}
+    named: dict[str, str] = {}  # dotted: the argument that gave it
+
+    def take(setting: str, name: str, value: Any) -> None:
+        if setting in named:  # depth=0 and crawl__depth=3: the last won, unsaid
+            raise ConfigError(f"{caller} arguments: {named[setting]} and {name} are the "
+                              f"same setting ({setting}): give one")
+        named[setting] = name
+        dotted[setting] = value
+
     for name, value in overrides.items():
         section, _, key = name.partition("__")
         if key and key in sections.get(section, ()):
-            dotted[f"{section}.{key}"] = value
+            take(f"{section}.{key}", name, value)
             continue
         homes = [s for s, keys in sections.items() if name in keys]
         if len(homes) != 1:
@@ -244,7 +260,7 @@ def settings_with(settings: Settings | None, overrides: Mapping[str, Any],
                 f"{caller} arguments: {name!r} is no setting (a setting's key, such as "
                 "depth=1, or SECTION__KEY, such as crawl__depth=1)" if not homes else
                 f"{caller} arguments: setting {name!r} is ambiguous: say {homes[0]}__{name}")
-        dotted[f"{homes[0]}.{name}"] = value
+        take(f"{homes[0]}.{name}", name, value)
     return base.with_values({k: list(v) if isinstance(v, list | tuple) else v
                              for k, v in dotted.items()}, source=f"{caller} arguments")
 

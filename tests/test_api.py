@@ -332,6 +332,8 @@ def test_wrong_arguments_are_usage_errors_that_say_what_was_given(tmp_path: Path
                                **worker_kwargs)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"name a setting as SECTION\.KEY"):
         crawler.Settings().with_values({"depth": 1})
+    with pytest.raises(ConfigError, match=r"depth and crawl__depth are the same setting"):
+        crawler.crawl(url, out=tmp_path / "out", depth=0, crawl__depth=3)  # the last won
     # Settings changed with _replace (a NamedTuple's own) are checked as a file is: a
     # depth of "2" failed deep in the crawl with a TypeError, a dict section likewise.
     base = crawler.Settings()
