@@ -23,7 +23,7 @@ import pytest
 import crawler
 from crawler import cli
 from crawler.demo.site import build_site
-from crawler.errors import AuthkeyError, ConfigError, NothingCrawled, UsageError
+from crawler.errors import AuthkeyError, ConfigError, CrawlMismatch, NothingCrawled, UsageError
 
 from .conftest import (
     ROOT,
@@ -288,6 +288,19 @@ def test_a_key_given_as_text_is_stripped_as_a_key_file_is(
     assert summary.completed and summary.succeeded > 0
     with pytest.raises(AuthkeyError, match="empty"):
         crawler.crawl([site.url + "/"], out=tmp_path / "again", authkey=" \n")
+
+
+def test_messages_to_a_python_caller_name_its_arguments_too(
+        tmp_path: Path, site: FixtureServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """They named only the command line's flags (--resume, --authkey-file)."""
+    monkeypatch.delenv("CRAWLER_AUTHKEY", raising=False)
+    with pytest.raises(AuthkeyError, match=r"\(in Python: authkey=\)"):
+        crawler.run_worker("127.0.0.1:9", out=tmp_path / "w")
+    crawler.crawl([site.url + "/"], out=tmp_path / "out", local_workers=1, threads=2,
+                  bind="127.0.0.1:0")
+    with pytest.raises(CrawlMismatch, match=r"\(in Python: resume=True, fresh=True, "
+                                                    r"out=\)"):
+        crawler.crawl([site.url + "/robots.txt"], out=tmp_path / "out", bind="127.0.0.1:0")
 
 
 def test_the_output_folder_is_the_settings_own_unless_out_is_given(

@@ -69,7 +69,8 @@ def load_authkey(key_file: Path | None, *, generate: bool,
         return Authkey(from_env.encode(), "environment")
     if generate:
         return Authkey(secrets.token_hex(MIN_REMOTE_BYTES).encode(), "generated")
-    raise AuthkeyError(f"no authkey: set {ENV_VAR} or pass --authkey-file with the master's key")
+    raise AuthkeyError(f"no authkey: set {ENV_VAR} or pass --authkey-file with the master's key"
+                       " (in Python: authkey=)")
 
 
 def master_authkey(key_file: Path | None, out_dir: Path, *, keep: bool) -> Authkey:

@@ -198,7 +198,8 @@ class Journal:
                 raise CrawlMismatch(
                     f"{self.path.parent} holds a crawl of {', '.join(stored['seeds'])}"
                     f" with other {what}: add --resume to go on with it with this run's"
-                    f" {what}, --fresh to start afresh in that folder, or choose another --out")
+                    f" {what}, --fresh to start afresh in that folder, or choose another --out"
+                    " (in Python: resume=True, fresh=True, out=)")
             reopened = self.reopen(robots_refusals=True)
             if isinstance(old.get("depth"), int) and depth > old["depth"]:
                 reopened += self.reopen(from_depth=old["depth"])
