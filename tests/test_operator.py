@@ -35,6 +35,7 @@ from .conftest import (
     stop,
     wait_for_output,
     wait_for_queue_address,
+    wait_until,
 )
 from .test_end_to_end import EXPECTED_FAILED, EXPECTED_OK
 from .test_recovery import check_complete, setup_site
@@ -86,6 +87,29 @@ def test_a_master_no_worker_joins_says_how_workers_join(site: FixtureServer, tmp
         stop(master)
     assert master.returncode == 0, err
     assert err.count("no worker has taken one") == 1  # said once
+
+
+def test_a_master_whose_local_workers_died_does_not_advise_starting_them(
+        site: FixtureServer, tmp_path: Path, authkey: str) -> None:
+    """It said "or run the master with --local-workers N" to a master run so."""
+    slow_start(site, 2.0)  # the workers are there before any image is
+    out = tmp_path / "out"
+    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), "--local-workers", "1", cwd=tmp_path)
+    try:
+        wait_for_queue_address(master)
+        log = out / "worker-1.log"
+        wait_until(lambda: log.exists(), 10, "the local worker")
+        children = Path(f"/proc/{master.pid}/task/{master.pid}/children").read_text().split()
+        workers = [int(pid) for pid in children
+                   if b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert workers, children
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        wait_for_output(master, r"no worker has taken one in \d+ s: start workers as said "
+                                r"above; the local workers have ended", 30)
+    finally:
+        stop(master)
 
 
 def test_a_master_with_its_own_workers_gives_no_such_hint(site: FixtureServer,

@@ -249,6 +249,11 @@ class LocalWorkers:
     def alive(self) -> list[_Process]:
         return [p for p in self._processes if p.poll() is None]
 
+    @property
+    def started(self) -> int:
+        """How many local workers were started (alive or not)."""
+        return len(self._processes)
+
     def report_ended(self) -> None:
         """Say once, with the reason from its log, when a local worker has ended early."""
         for n, process in enumerate(self._processes, 1):

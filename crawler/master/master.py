@@ -682,8 +682,11 @@ class Master:
         if waited >= NO_WORKER_HINT and not counts["workers"] and not self._workers.alive():
             self._hinted_workers = True
             log.warning("%d image(s) are queued and no worker has taken one in %.0f s: start "
-                        "workers as said above, or run the master with --local-workers N",
-                        counts["queued"], waited)
+                        "workers as said above%s", counts["queued"], waited,
+                        # Else it advised the --local-workers N the master was given.
+                        "; the local workers have ended (their reasons above)"
+                        if self._workers.started else
+                        ", or run the master with --local-workers N")
 
     def _forget_after_reconnecting(self) -> None:
         """Once the broker client has reconnected, forget which links and images this
