@@ -304,7 +304,8 @@ def crawl(seeds: str | Iterable[str], *, out: str | os.PathLike[str] | None = No
     settings, an unusable output folder or a port in use. SIGINT, SIGTERM and
     SIGHUP (at its default action) stop the crawl cleanly while it runs (from the main
     thread only); a second
-    SIGINT raises ``KeyboardInterrupt``; the previous handlers are back afterwards.
+    SIGINT raises ``KeyboardInterrupt``; the previous handlers are back afterwards (after
+    a hang-up, SIGHUP stays ignored: a shell's SIGHUP to its job follows the kernel's).
     """
     from crawler.master.authkey import master_authkey
 
@@ -524,12 +525,23 @@ def _signals_handled_by(handler: Callable[..., None]) -> Iterator[None]:
     if signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:  # not nohup's SIG_IGN, nor a
         handled.append(signal.SIGHUP)  # caller's own: a closed terminal, stop cleanly
     previous = {signum: signal.getsignal(signum) for signum in handled}
+    came: set[int] = set()
+
+    def noted(signum: int, frame: object) -> None:
+        came.add(signum)
+        handler(signum, frame)
+
     try:
         for signum in previous:
-            signal.signal(signum, handler)
+            signal.signal(signum, noted)
         yield
     finally:
         for signum, old in previous.items():
+            if signum == signal.SIGHUP and signum in came:
+                # The terminal is gone, and the shell's SIGHUP to its job comes a moment
+                # after the kernel's: at its default action it killed what had just saved
+                # its state, and the exit status was the signal's.
+                old = signal.SIG_IGN
             signal.signal(signum, old if old is not None else signal.SIG_DFL)
 
 
@@ -562,7 +574,7 @@ def run_worker(master: str | None, *, out: str | os.PathLike[str] | None = None,
     SIGTERM or SIGHUP (from the main thread; SIGHUP at its default action) hands the
     worker's URLs back and ends it, with
     ``stop_reason`` ``"interrupted"``, ``"SIGTERM"`` or ``"SIGHUP"``; the previous
-    handlers are back afterwards.
+    handlers are back afterwards (after a hang-up, SIGHUP stays ignored).
     Raises :class:`~crawler.errors.MasterUnreachable`,
     :class:`~crawler.errors.AuthenticationFailed` and the other ``CrawlerError``
     kinds instead of exiting.

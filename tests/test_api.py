@@ -373,3 +373,23 @@ def test_the_queue_address_is_logged_for_workers_to_join(
                       bind="127.0.0.1:0", threads=2, authkey="k" * 32)
     assert "# with CRAWLER_AUTHKEY set to the master's key" in caplog.text, caplog.text
     assert "--authkey-file argument" not in caplog.text
+
+
+def test_after_a_hang_up_a_second_one_no_longer_kills() -> None:
+    """A closed terminal: the kernel's SIGHUP, then the shell's to the job. A worker that
+    handled the first and returned before the second came was killed by it (exit -1)."""
+    from crawler.api import _signals_handled_by
+
+    previous = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        got: list[int] = []
+        with _signals_handled_by(lambda signum, frame: got.append(signum)):
+            pass
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL  # no hang-up: as it was
+        with _signals_handled_by(lambda signum, frame: got.append(signum)):
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(0.05)  # the handler runs between bytecodes of the main thread
+        assert got == [signal.SIGHUP]
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
