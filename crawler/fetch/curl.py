@@ -441,18 +441,18 @@ class CurlEngine:
             transfer.answer = status_failure(url, transfer.started, status,
                                              headers.get(b"retry-after"))
             return None
-        declared = headers.get(b"content-length", "")
-        if (declared.isascii() and declared.isdigit()
-                # len first: int() refuses more than 4,300 digits (a hostile header)
-                and (len(declared) > 20 or int(declared) > self._limits.max_bytes)
-                and headers.get(b"content-encoding", "identity").lower() == "identity"):
-            transfer.answer = self._failed(transfer, too_large(declared, self._limits),
-                                           FailureKind.TOO_LARGE)
-            return -1
         try:
             transfer.decoder = body_decoder(headers.get(b"content-encoding"))
         except Abandoned as exc:  # an encoding not decoded here
             transfer.answer = self._failed(transfer, str(exc), exc.kind)
+            return -1
+        declared = headers.get(b"content-length", "")
+        if (transfer.decoder is None  # the length of the body as it is stored
+                and declared.isascii() and declared.isdigit()
+                # len first: int() refuses more than 4,300 digits (a hostile header)
+                and (len(declared) > 20 or int(declared) > self._limits.max_bytes)):
+            transfer.answer = self._failed(transfer, too_large(declared, self._limits),
+                                           FailureKind.TOO_LARGE)
             return -1
         transfer.content_type = headers.get(b"content-type")
         transfer.sink = self._new_sink(url, transfer.started)

@@ -16,7 +16,8 @@ it, whatever the ratio.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import brotli
 
@@ -142,16 +143,6 @@ def _zlib_detail(exc: zlib.error) -> str:
     return text.split(": ", 1)[1] if text.startswith("Error -") and ": " in text else text
 
 
-class _Gzip(_Zlib):
-    def __init__(self) -> None:
-        super().__init__(gzip=True)
-
-
-class _Deflate(_Zlib):
-    def __init__(self) -> None:
-        super().__init__(gzip=False)
-
-
 class _Brotli:
     def __init__(self) -> None:
         self._decoder = brotli.Decompressor()
@@ -178,5 +169,14 @@ class _Brotli:
             raise broken("not brotli data") from None
 
 
-_STEPS: dict[str, type[_Gzip] | type[_Deflate] | type[_Brotli]] = {
-    "gzip": _Gzip, "deflate": _Deflate, "br": _Brotli}
+class _Step(Protocol):
+    """One coding undone: its output pieces for each input, and whether its stream ended."""
+
+    @property
+    def ended(self) -> bool: ...
+
+    def pieces(self, data: bytes) -> Iterator[bytes]: ...
+
+
+_STEPS: dict[str, Callable[[], _Step]] = {
+    "gzip": lambda: _Zlib(gzip=True), "deflate": lambda: _Zlib(gzip=False), "br": _Brotli}

@@ -100,10 +100,9 @@ class PageParser:
         self._in_process = in_process
         self._closed = False
         self._cond = threading.Condition()
-        # One fork at a time, in this process: a child closes its copies of the master's
-        # ends of every other pipe, which it can only know of if none is being made
-        # meanwhile; those of another pool too (two crawls at once in one program).
-        self._forking = _FORKING
+        # One fork at a time in this process (_FORKING): a child closes its copies of
+        # the master's ends of every other pipe, which it can only know of if none is
+        # being made meanwhile; those of another pool too (two crawls in one program).
         with _FORKING:
             _POOLS.add(self)
         count = 0 if in_process else max(1, processes or usable_cores())
@@ -443,7 +442,7 @@ class PageParser:
         return child.process.pid if child is not None else None
 
     def _start(self, slot: int) -> _Child:
-        with self._forking:
+        with _FORKING:
             if time.monotonic() < self._no_child_until:
                 raise _NoChild(self._no_child_why)
             try:
