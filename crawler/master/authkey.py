@@ -93,14 +93,13 @@ def master_authkey(key_file: Path | None, out_dir: Path, *, keep: bool) -> Authk
     # write, found it empty, and advised writing a new key over the one in use.
     draft = path.with_name(f".{KEY_FILE_NAME}.{secrets.token_hex(4)}")
     try:
+        _write_new(draft, key)  # (removes what it made, if it fails)
         try:
-            _write_new(draft, key)
-            try:
-                os.link(draft, path)  # fails if the key is there: never replaced
-            except FileExistsError:
-                raise
-            except OSError:  # no hard links on this file system (FAT): in place
-                _write_new(path, key)
+            os.link(draft, path)  # fails if the key is there: never replaced
+        except FileExistsError:
+            raise
+        except OSError:  # no hard links on this file system (FAT): in place
+            _write_new(path, key)
         finally:
             draft.unlink(missing_ok=True)
     except FileExistsError:  # another master on this folder made it just now
