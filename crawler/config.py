@@ -450,7 +450,8 @@ def _foreign_names(path: Path) -> list[str]:
     is ours (or cannot be read: then reading it says what is wrong, naming the file).
 
     A file with at least one of our sections or keys is ours, so a misspelt
-    section among right ones is refused with a message, not skipped.
+    section among right ones is refused with a message, not skipped; so is one
+    whose only section is a slip of one of ours (``[crawll]``).
     """
     try:
         data = _read_toml(path)
@@ -459,6 +460,15 @@ def _foreign_names(path: Path) -> list[str]:
     ours = set(Settings._fields) | {key for section in DEFAULTS for key in section._fields}
     if not data or any(name in ours for name in data):
         return []
+    import difflib  # only a file with none of our names needs it
+
+    # "[crawll]" with a key of [crawl] in it is a slip of ours, not another program's
+    # section: the file is read, and its mistake named.
+    for name, value in data.items():
+        close = difflib.get_close_matches(name, Settings._fields, n=1, cutoff=0.75)
+        if close and isinstance(value, Mapping) and (
+                set(value) & set(getattr(DEFAULTS, close[0])._fields)):
+            return []
     return [f"[{name}]" if isinstance(value, Mapping) else name for name, value in data.items()]
 
 
@@ -535,8 +545,8 @@ def _merge(base: Settings, data: Mapping[str, Any], source: str) -> Settings:
                     if name in getattr(base, section)._fields]
             if home and not isinstance(table, Mapping):
                 raise ConfigError(f"{source}: {name} must be under [{home[0]}], not at the top")
-            raise ConfigError(f"{source}: unknown section [{name}]; known sections: "
-                              + ", ".join(sections))
+            raise ConfigError(f"{source}: unknown section [{name}]{_hint(name)}; "
+                              "known sections: " + ", ".join(sections))
         if not isinstance(table, Mapping):
             raise ConfigError(f"{source}: [{name}] must be a table of settings")
         current = getattr(base, name)
@@ -567,6 +577,23 @@ REMOVED_KEYS = {
 }
 
 
+def _hint(name: str, section: str | None = None) -> str:
+    """" (did you mean ...?)" for a section or key name that is a slip of one of ours, or
+    that belongs in another section; "" when nothing comes close."""
+    import difflib  # only a mistake needs it
+
+    if section is None:
+        close = difflib.get_close_matches(name, Settings._fields, n=1, cutoff=0.75)
+        return f" (did you mean [{close[0]}]?)" if close else ""
+    homes = [other for other in Settings._fields
+             if other != section and name in getattr(DEFAULTS, other)._fields]
+    if homes:
+        return f" (it is a key of [{homes[0]}])"
+    keys = getattr(DEFAULTS, section)._fields
+    close = difflib.get_close_matches(name, keys, n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def _section_values(current: Any, section: str, table: Mapping[str, Any],
                     source: str) -> dict[str, Any]:
     fields = current._fields
@@ -578,8 +605,8 @@ def _section_values(current: Any, section: str, table: Mapping[str, Any],
         if f"{section}.{key}" in REMOVED_KEYS:
             raise ConfigError(f"{where} {REMOVED_KEYS[f'{section}.{key}']}")
         if key not in fields:
-            raise ConfigError(f"{where}: unknown key; known keys in [{section}]: "
-                              + ", ".join(fields))
+            raise ConfigError(f"{where}: unknown key{_hint(key, section)}; known keys in "
+                              f"[{section}]: " + ", ".join(fields))
         written = raw  # what the message quotes: a size as the file wrote it ("0k")
         if f"{section}.{key}" == "http.limit_rate" and type(raw) is int:
             raw = str(raw)  # bytes per second, as max_bytes takes bytes

@@ -57,8 +57,11 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("[crawl]\ndeph = 3\n", "crawl.deph: unknown key"),
-    ("[crawling]\ndepth = 3\n", "unknown section [crawling]"),
+    ("[crawl]\ndeph = 3\n", "crawl.deph: unknown key (did you mean depth?)"),
+    ("[crawl]\nwhatever = 3\n", "crawl.whatever: unknown key; known keys in [crawl]: depth,"),
+    ("[crawl]\nproxy = \"http://p:8080\"\n", "crawl.proxy: unknown key (it is a key of [http])"),
+    ("[crawling]\ndepth = 3\n", "unknown section [crawling] (did you mean [crawl]?)"),
+    ("[mystery]\ndepth = 3\n", "unknown section [mystery]; known sections: crawl,"),
     ("[crawl]\ndepth = \"3\"\n", "crawl.depth: expected a whole number"),
     ("[crawl]\ndepth = -1\n", "crawl.depth: expected a number >= 0"),
     ("[crawl]\nscope = \"planet\"\n", "crawl.scope: expected one of host, domain, any"),
@@ -184,20 +187,27 @@ def test_xdg_config_home_is_honoured(tmp_path: Path) -> None:
         "/h/.config/crawler/settings.toml")
 
 
-def test_another_programs_settings_toml_is_skipped_with_a_note(tmp_path: Path) -> None:
-    (tmp_path / "settings.toml").write_text('[database]\nurl = "postgres://x"\n')
+@pytest.mark.parametrize("text", ['[database]\nurl = "postgres://x"\n',
+                                  # a name near one of ours, but none of that section's keys
+                                  '[work]\nurl = "postgres://x"\n'])
+def test_another_programs_settings_toml_is_skipped_with_a_note(tmp_path: Path,
+                                                               text: str) -> None:
+    (tmp_path / "settings.toml").write_text(text)
     source = find_settings(None, environ=lookup_env(tmp_path), cwd=tmp_path)
     assert source.path is None
+    name = text.split("]")[0] + "]"
     assert source.notes == ("ignoring ./settings.toml: another program's settings (its "
-                            "[database] are not the crawler's)",)
+                            f"{name} are not the crawler's)",)
 
 
 @pytest.mark.parametrize("text", ["[crawl]\ndepth = 2\n[database]\nurl = 1\n",
-                                  "[crawl\n", "depth = 3\n", ""])
+                                  "[crawl\n", "depth = 3\n", "",
+                                  "[crawll]\ndepth = 2\n", "[htpp]\nproxy = \"http://p:1\"\n"])
 def test_a_settings_toml_that_may_be_ours_is_read_so_mistakes_are_reported(
         tmp_path: Path, text: str) -> None:
-    """A misspelt section beside right ones, broken TOML, a key out of its section: all
-    ours, so the file is read and its mistake named, not passed over in silence."""
+    """A misspelt section beside right ones or alone (with a key of the section it
+    misspells), broken TOML, a key out of its section: all ours, so the file is read
+    and its mistake named, not passed over in silence."""
     (tmp_path / "settings.toml").write_text(text)
     assert find_settings(None, environ=lookup_env(tmp_path),
                          cwd=tmp_path).path == tmp_path / "settings.toml"
