@@ -608,6 +608,9 @@ def _section_values(current: Any, section: str, table: Mapping[str, Any],
             raise ConfigError(f"{where}: unknown key{_hint(key, section)}; known keys in "
                               f"[{section}]: " + ", ".join(fields))
         written = raw  # what the message quotes: a size as the file wrote it ("0k")
+        sized = f"{section}.{key}" in SIZE_KEYS or f"{section}.{key}" == "http.limit_rate"
+        if sized and type(raw) is float and raw.is_integer():
+            raw = int(raw)  # 2e6 in TOML is a float, though a whole number of bytes
         if f"{section}.{key}" == "http.limit_rate" and type(raw) is int:
             raw = str(raw)  # bytes per second, as max_bytes takes bytes
         if f"{section}.{key}" in SIZE_KEYS and isinstance(raw, str):

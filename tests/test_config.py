@@ -243,6 +243,18 @@ def test_a_settings_file_writes_sizes_as_their_flags_take_them(tmp_path: Path) -
         load_settings(settings_file)
 
 
+def test_a_size_or_rate_written_as_a_whole_float_is_taken(tmp_path: Path) -> None:
+    """TOML reads 2e6 as a float: a whole number of bytes all the same."""
+    settings_file = tmp_path / "settings.toml"
+    settings_file.write_text("[download]\nmax_bytes = 1e7\n[http]\nlimit_rate = 2e6\n")
+    settings = load_settings(settings_file)
+    assert settings.download.max_bytes == 10_000_000
+    assert settings.http.limit_rate == "2000000"
+    settings_file.write_text("[download]\nmax_bytes = 1.5\n")
+    with pytest.raises(ConfigError, match=r"download\.max_bytes: expected .*, got 1\.5$"):
+        load_settings(settings_file)
+
+
 def test_the_default_user_agent_names_the_project_and_is_matched_by_its_product_token(
         ) -> None:
     from protego import Protego
