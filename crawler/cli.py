@@ -401,7 +401,8 @@ def _run_command(args: argparse.Namespace) -> int:
         settings = _settings(args) if args.command in READS_SETTINGS else Settings()
         return handler(args, settings)
     except CrawlerError as exc:
-        message = _naming_the_flag(str(exc), getattr(args, "flag_of_key", {}))
+        message = _naming_the_flag(str(exc), getattr(args, "flag_of_key", {}),
+                                   getattr(args, "file_of_key", {}))
         print(f"crawler: error: {message}", file=sys.stderr)
         if args.log_file is not None:
             log.error("%s", message)
@@ -490,8 +491,13 @@ def _settings(args: argparse.Namespace) -> Settings:
     for note in source.notes:
         log.debug("%s", note)
     settings = load_settings(source.path) if source.path is not None else Settings()
+    args.file_of_key = {}  # the settings the file set, for errors found after it was read
     if source.path is not None:
         log.debug("settings from %s", source.path)
+        args.file_of_key = {f"{name}.{key}": str(source.path)
+                            for name, section in settings._asdict().items()
+                            for key, value in section._asdict().items()
+                            if value != getattr(getattr(DEFAULTS, name), key)}
     overrides = {dest[4:]: value for dest, value in vars(args).items()
                  if dest.startswith("set:") and value is not None}
     args.flag_of_key = {}  # the settings this command line's flags set, for its errors
@@ -533,12 +539,17 @@ def _flags_a_joining_master_ignores(args: argparse.Namespace) -> None:
         del flag_of_key[key]
 
 
-def _naming_the_flag(message: str, flag_of_key: dict[str, str]) -> str:
+def _naming_the_flag(message: str, flag_of_key: dict[str, str],
+                     file_of_key: dict[str, str] | None = None) -> str:
     """An error about a setting (``KEY: ...``) that a flag of this command line set names
-    that flag too: the user typed ``--cookies``, not ``http.cookies``."""
+    that flag too: the user typed ``--cookies``, not ``http.cookies``; one that a settings
+    file set names the file, as an error found while reading it does."""
     key, colon, rest = message.partition(": ")
     flag = flag_of_key.get(key) if colon else None
-    return f"{flag} ({key}): {rest}" if flag else message
+    if flag:
+        return f"{flag} ({key}): {rest}"
+    settings_file = (file_of_key or {}).get(key) if colon else None
+    return f"{settings_file}: {message}" if settings_file else message
 
 
 def _check_flag(flag: str, key: str, value: Any) -> None:

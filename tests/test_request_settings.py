@@ -838,7 +838,16 @@ def test_flags_set_the_http_settings(tmp_path: Path) -> None:
     result = run_crawler("master", "http://127.0.0.1:1/", "--dry-run", "--settings",
                          str(tmp_path / "from-file.toml"), "--out", str(tmp_path / "out"),
                          cwd=tmp_path)
-    assert result.returncode == 2 and "error: http.cookies: cannot read" in result.stderr
+    # Found after the file was read, the error names the file too, as one found in it does.
+    assert result.returncode == 2 and (
+        f"error: {tmp_path / 'from-file.toml'}: http.cookies: cannot read") in result.stderr
+    (tmp_path / "from-file.toml").write_text('[http]\nca_bundle = "missing-ca.pem"\n')
+    result = run_crawler("master", "http://127.0.0.1:1/", "--dry-run", "--settings",
+                         str(tmp_path / "from-file.toml"), "--out", str(tmp_path / "out"),
+                         cwd=tmp_path)
+    assert result.returncode == 2 and (
+        f"error: {tmp_path / 'from-file.toml'}: http.ca_bundle: cannot read "
+        f"{tmp_path / 'missing-ca.pem'}") in result.stderr
 
 
 def test_the_status_of_a_master_shows_no_request_secrets(tmp_path: Path) -> None:
