@@ -6,12 +6,16 @@ A fixture server on 127.0.0.1 serves pages that link style sheets (with
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
+from crawler.board.memory import BoardPolicy
 from crawler.demo.site import png
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.guard import AddressPolicy
@@ -354,3 +358,57 @@ def test_a_sheet_that_got_no_turn_is_not_waited_for_by_every_page_in_turn(
         release.set()
         sheets.close()
         client.close()
+
+
+def _failing(times: int, status: int, body: bytes,
+             headers: dict[str, str] | None = None) -> Callable[[FixtureHandler], None]:
+    """A route that answers ``status`` the first ``times`` requests, then the sheet."""
+    count = 0
+
+    def route(handler: FixtureHandler) -> None:
+        nonlocal count
+        count += 1
+        if count <= times:
+            handler.send_body(status, b"busy", "text/plain", headers or {})
+        else:
+            handler.send_body(200, body, "text/css")
+    return route
+
+
+def test_a_sheet_that_fails_for_a_passing_reason_is_read_again_after_a_backoff(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """A 503 once used to cost the sheet's images for the whole crawl, with a line at
+    info level only: the crawl said it was complete."""
+    server = make_server()
+    image = ("image/png", png(8, 8, 3))
+    serve_routes(server, {"/": ("text/html", OTHER), "/plain.png": image, "/bg.png": image,
+                          "/css/more.css": ("text/css", MORE_CSS), "/css/icon.png": image})
+    server.routes["/css/site.css"] = _failing(2, 503, SITE_CSS)
+    (tmp_path / "settings.toml").write_text("[download]\nbackoff_base = 0.1\n")
+    _crawl(server, tmp_path)
+    entries = {e["url"][len(server.url):]: e for e in manifest_lines(tmp_path / "out")}
+    assert set(entries) == {"/plain.png", "/bg.png", "/css/icon.png"}, entries
+    assert server.paths().count("/css/site.css") == 3
+
+
+def test_a_sheet_that_keeps_failing_is_given_up_with_a_warning(
+        make_server: Callable[[], FixtureServer], caplog: pytest.LogCaptureFixture) -> None:
+    server = make_server()
+    server.routes["/always.css"] = _failing(99, 500, MORE_CSS)
+    # A Retry-After past the deadline is not waited for: the pages wait for the sheet.
+    server.routes["/later.css"] = _failing(99, 503, MORE_CSS, {"Retry-After": "60"})
+    client = EasyClient(AddressPolicy(frozenset({"public", "loopback"})), RequestOptions())
+    sheets = Stylesheets(client, may_read=lambda url: True, timeout=5.0, max_bytes=1 << 20,
+                         retries=BoardPolicy(max_attempts=2, backoff_base=0.05))
+    try:
+        with caplog.at_level(logging.WARNING, logger="crawler.master.stylesheets"):
+            assert sheets.images((server.url + "/always.css",)) == []
+            assert sheets.images((server.url + "/later.css",)) == []
+    finally:
+        client.close()
+    assert server.paths().count("/always.css") == 2, "max_attempts tries"
+    assert server.paths().count("/later.css") == 1
+    said = caplog.text
+    assert f"style sheet {server.url}/always.css: HTTP 500 (2 tries): the images it " \
+           "names are left out" in said, said
+    assert f"style sheet {server.url}/later.css: HTTP 503 (asks for 60 s more)" in said, said

@@ -511,7 +511,8 @@ class Master:
                         max_delay=settings.politeness.max_crawl_delay)
         stylesheets = Stylesheets(
             session, timeout=settings.crawl.page_timeout, max_bytes=settings.crawl.max_page_bytes,
-            may_read=reading_rule(self._scope.allows_stylesheet, robots))
+            may_read=reading_rule(self._scope.allows_stylesheet, robots),
+            retries=self._board.policy)
         visitor = PageVisitor(settings.crawl, client=session, robots=robots, scope=self._scope,
                               parser=self._parser, stylesheets=stylesheets,
                               slow_host=self._board.set_host_delay,

@@ -4,20 +4,29 @@ A browser shows the images a page's linked style sheets name (backgrounds,
 icons), so the crawler reads them too: each style sheet of the crawled site
 (the scope's mode) once per crawl, cached by URL, following ``@import`` a few
 levels deep. Fonts are left out (``crawler.parse.css``). robots.txt applies
-as to pages. A sheet that cannot be read costs only its own images: it is
-logged, not retried. A sheet the crawl may not read (another site's, a
-font service's) is settled as soon as that is known, so that the pages
-linking it are judged without waiting, like the others.
+as to pages. A sheet that fails for a passing reason (a 5xx or 429, a
+timeout, a connection cut) is read again after a backoff, as a page is, within
+about one page deadline; one that cannot be read costs only its own images,
+with a warning. A sheet the crawl may not read (another site's, a font
+service's) is settled as soon as that is known, so that the pages linking it
+are judged without waiting, like the others.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from crawler.fetch.easy import EasyClient
-from crawler.fetch.policy import MAX_REDIRECTS, REDIRECT_STATUSES
+from crawler.fetch.easy import EasyClient, Reply
+from crawler.fetch.policy import (
+    MAX_REDIRECTS,
+    REDIRECT_STATUSES,
+    server_pause,
+    transient_status,
+)
 from crawler.master.once import NotYet, Once
 from crawler.parse.css import stylesheet_urls
 
@@ -33,6 +42,16 @@ MAX_REMEMBERED = 4096  # sets of sheets whose images are kept, not read again
 Refs = tuple[tuple[str, ...], tuple[str, ...]]  # a sheet's (images, imports)
 # Whether a sheet may be read: True; False, not in this crawl; None, not yet (ask again).
 MayRead = Callable[[str], "bool | None"]
+
+
+class Retries(Protocol):
+    """How often a failure for a passing reason is tried again, and after how long (the
+    board's policy, as for pages and images)."""
+
+    @property
+    def max_attempts(self) -> int: ...
+
+    def backoff(self, failures: int, retry_after: float | None) -> float: ...
 
 
 def reading_rule(in_scope: Callable[[str], bool], robots: Robots) -> MayRead:
@@ -59,11 +78,13 @@ class Stylesheets:
     """The images of style sheets, each sheet fetched once however many pages link it."""
 
     def __init__(self, client: EasyClient, *, may_read: MayRead,
-                 timeout: float, max_bytes: int) -> None:
+                 timeout: float, max_bytes: int, retries: Retries | None = None) -> None:
         self._client = client
         self._may_read = may_read  # scope and robots.txt
         self._timeout = timeout
         self._max_bytes = max_bytes
+        self._retries = retries  # None: one try
+        self._closed = threading.Event()  # ends a backoff: the crawl is stopping
         # url: (images, imports); read once per crawl, by the first thread to ask
         # (several at once no more than the client lets through: see Robots)
         self._refs: Once[str, Refs] = Once(
@@ -87,6 +108,7 @@ class Stylesheets:
         return found
 
     def close(self) -> None:
+        self._closed.set()
         self._refs.close()
 
     def ready(self, sheets: tuple[str, ...]) -> bool:
@@ -129,9 +151,30 @@ class Stylesheets:
             not_yet = verdict is None
             return bool(verdict)
 
-        reply = self._client.follow(url, hops=MAX_REDIRECTS, may_follow=may_follow,
-                                    accept=ACCEPT_CSS, max_bytes=self._max_bytes,
-                                    timeout=self._timeout)
+        started = time.monotonic()
+        tries = 1
+        while True:
+            reply = self._client.follow(url, hops=MAX_REDIRECTS, may_follow=may_follow,
+                                        accept=ACCEPT_CSS, max_bytes=self._max_bytes,
+                                        timeout=self._timeout)
+            if not _passing(reply) or self._retries is None:
+                break
+            if tries >= self._retries.max_attempts:
+                log.warning("style sheet %s: %s (%d tries): the images it names are left "
+                            "out", url, _failure(reply), tries)
+                return (), ()
+            pause = self._retries.backoff(tries, server_pause(
+                reply.status, reply.headers.get("retry-after")) if reply.ok else None)
+            # Within about one deadline, as the pages that wait for it wait for it.
+            if time.monotonic() + pause - started > self._timeout:
+                log.warning("style sheet %s: %s (asks for %.0f s more): the images it names "
+                            "are left out", url, _failure(reply), pause)
+                return (), ()
+            log.info("style sheet %s: %s; trying again in %.1f s (try %d of %d)", url,
+                     _failure(reply), pause, tries + 1, self._retries.max_attempts)
+            if self._closed.wait(pause):
+                return (), ()
+            tries += 1
         if reply.ok and reply.status in REDIRECT_STATUSES and not_yet:
             raise NotYet  # its target's robots.txt is being read: asked about again
         if reply.no_turn:
@@ -145,8 +188,21 @@ class Stylesheets:
                      reply.headers.get("location", "nowhere"), MAX_REDIRECTS)
             return (), ()
         if not reply.ok or reply.status != 200:
-            log.info("style sheet %s: %s", url, reply.failure or f"HTTP {reply.status}")
+            log.info("style sheet %s: %s", url, _failure(reply))
             return (), ()
         # Its relative URLs are relative to where it was read.
         refs = stylesheet_urls(reply.body.decode("utf-8-sig", errors="replace"), reply.url)
         return refs.images, refs.imports
+
+
+def _passing(reply: Reply) -> bool:
+    """Whether the sheet failed for a passing reason: worth another try now (one never
+    sent is asked for again later instead)."""
+    if reply.no_turn:
+        return False
+    return (reply.transient if not reply.ok
+            else reply.status != 200 and transient_status(reply.status))
+
+
+def _failure(reply: Reply) -> str:
+    return reply.failure or f"HTTP {reply.status}"
