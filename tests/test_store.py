@@ -414,6 +414,30 @@ def test_property_distinct_urls_get_distinct_paths(batch: list[str], kind: Image
     assert not files & folders  # no file is also wanted as a folder
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(simple_urls(), min_size=2, max_size=12, unique=True), st.sampled_from(TYPES))
+def test_property_on_a_file_system_that_folds_case_urls_still_get_their_own_files(
+        batch: list[str], kind: ImageType) -> None:
+    """macOS and Windows take "A.png" for "a.png" by default: there, the paths of
+    distinct URLs differ in more than case."""
+    paths = [relative_path(url, kind, fold_case=True).as_posix().lower() for url in batch]
+    assert len(set(paths)) == len(batch)
+    folders = {parent.as_posix() for path in paths for parent in PurePosixPath(path).parents}
+    assert not set(paths) & folders
+
+
+def test_where_case_folds_only_a_lower_case_path_stays_plain() -> None:
+    def folded(url: str) -> str:
+        path = relative_path(url, PNG, fold_case=True).as_posix()
+        return path.removeprefix("images/http/").replace(tag(url), "~T")
+
+    assert folded("http://h/a/b.png") == "h/a/b.png"
+    assert folded("http://h/a/B.png") == "h/a/B~T.png"
+    assert folded("http://h/A/b.png") == "h/A/b~T.png"
+    # Without folding, the two are plain, and one file where case folds.
+    assert rel("http://h/a/B.png").lower() == rel("http://h/a/b.png").lower()
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.text(alphabet=ALNUM, min_size=250, max_size=300), min_size=2, unique=True))
 def test_property_long_names_never_collide(names: list[str]) -> None:
@@ -431,6 +455,27 @@ def test_store_creates_its_folders(tmp_path: Path) -> None:
     assert store.partial_dir == root / PARTIAL_DIR
     assert store.partial_dir.is_dir()
     assert partials(store) == []  # the writability probe is gone
+
+
+def test_a_store_knows_whether_its_file_system_folds_case(tmp_path: Path) -> None:
+    """Linux's file systems here keep case; one that folds it shows another name of the
+    probe as the same file, as a second link to it does here."""
+    assert Store(tmp_path / "out").folds_case is False
+    probe = tmp_path / "x-1.probe"
+    probe.touch()
+    assert store_module._folds_case(probe) is False
+    os.link(probe, tmp_path / "x-1.PROBE")
+    assert store_module._folds_case(probe) is True
+
+
+def test_a_store_where_case_folds_gives_case_variants_their_own_files(tmp_path: Path) -> None:
+    store = Store(tmp_path / "out")
+    store.folds_case = True  # as on macOS: no such file system can be mounted here
+    one = put(store, "http://h/pics/Photo.png", b"first image")
+    two = put(store, "http://h/pics/photo.png", b"second image")
+    assert one.relative_text.lower() != two.relative_text.lower()
+    assert two.relative_text == "images/http/h/pics/photo.png"
+    assert one.path.read_bytes() == b"first image" and two.path.read_bytes() == b"second image"
 
 
 def test_root_below_a_regular_file_is_a_storage_error(tmp_path: Path) -> None:

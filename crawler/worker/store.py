@@ -72,7 +72,7 @@ _RESERVED = frozenset(
 # --------------------------------------------------------------------------- paths
 
 
-def relative_path(url: str, kind: ImageType) -> PurePosixPath:
+def relative_path(url: str, kind: ImageType, *, fold_case: bool = False) -> PurePosixPath:
     """The relative path ``images/SCHEME/HOST/seg/.../name.ext`` an image from ``url`` is stored at.
 
     Deterministic, never absolute, never with a ``..`` part, every part at most
@@ -83,11 +83,15 @@ def relative_path(url: str, kind: ImageType) -> PurePosixPath:
     from which the URL can be read back. Any other URL's file name also carries
     ``~`` and a hash of the whole URL, and no plain name ends that way, so two
     URLs never share a file.
+
+    ``fold_case``: for a file system that folds case (macOS's and Windows' by
+    default), where ``A.png`` and ``a.png`` are one file, a plain path must also
+    be all lower case; any other is tagged, so two URLs still never share a file.
     """
-    return PurePosixPath(_relative_text(url, kind))
+    return PurePosixPath(_relative_text(url, kind, fold_case))
 
 
-def _relative_text(url: str, kind: ImageType) -> str:
+def _relative_text(url: str, kind: ImageType, fold_case: bool = False) -> str:
     """``relative_path`` as a string: the store's hot path avoids pathlib's parsing."""
     scheme, authority, path, query, fragment = _split(url)
     folder_path, _, last = path.rpartition("/")
@@ -102,7 +106,9 @@ def _relative_text(url: str, kind: ImageType) -> str:
              and _plain_segment(last, name) and _TAGGED.search(name) is None)
     if plain and len(name.encode()) <= MAX_NAME_BYTES:
         text = _bounded(scheme_folder, host, folders, name)
-        if text.count("/") == len(folders) + 3:  # nothing folded: still plain
+        # Nothing folded to fit: still plain; and one name for its URL alone where the
+        # file system takes "A" for "a".
+        if text.count("/") == len(folders) + 3 and not (fold_case and text != text.lower()):
             return text
     return _bounded(scheme_folder, host, folders, _tagged(stem, suffix, url))
 
@@ -154,6 +160,16 @@ def _tagged(stem: str, suffix: str, url: str) -> str:
     budget = MAX_NAME_BYTES - len(keep.encode())
     # Decoding with "ignore" drops a character the byte cut split in two.
     return stem.encode()[:max(0, budget)].decode("utf-8", errors="ignore") + keep
+
+
+def _folds_case(probe: Path) -> bool:
+    """Whether the file system holding the file ``probe`` takes a name in another case
+    for it: ``X.probe`` is ``X.PROBE`` there."""
+    text = os.fspath(probe)
+    try:
+        return os.path.samefile(text, text.removesuffix(_PROBE_SUFFIX) + _PROBE_SUFFIX.upper())
+    except OSError:  # no such file: the names differ
+        return False
 
 
 def _split(url: str) -> tuple[str | None, str, str, str | None, str | None]:
@@ -315,6 +331,7 @@ class Store:
             self.partial_dir.mkdir(parents=True, exist_ok=True)
             probe = self.partial_dir / _partial_name(_PROBE_SUFFIX)
             probe.touch(exist_ok=False)
+            self.folds_case = _folds_case(probe)
             probe.unlink(missing_ok=True)  # another Store's clean_partials may have won
             self._resolved_root = self.root.resolve()
         except (OSError, RuntimeError) as exc:
@@ -379,8 +396,8 @@ class Store:
             raise StorageError(f"cannot write {partial}: {exc.strerror or exc}") from exc
         try:
             self._check_lease(url)
-            return self._commit(partial, _relative_text(url, kind), len(data), sha256.lower(),
-                                written=len(data))
+            return self._commit(partial, _relative_text(url, kind, self.folds_case), len(data),
+                                sha256.lower(), written=len(data))
         except BaseException:
             _remove_quietly(partial)
             raise
@@ -397,8 +414,8 @@ class Store:
         """
         try:
             self._check_lease(url)
-            return self._commit(os.fspath(partial), _relative_text(url, kind), size,
-                                sha256.lower())
+            return self._commit(os.fspath(partial), _relative_text(url, kind, self.folds_case),
+                                size, sha256.lower())
         except BaseException:
             _remove_quietly(partial)
             raise
