@@ -151,6 +151,10 @@ class ParserCrashed(CrawlerError):
     """The parser process died twice on one page (or was closed under it): that page fails."""
 
 
+class ParseTooSlow(ParserCrashed):
+    """A page took its parser longer than its CPU deadline: that page fails, for good."""
+
+
 class NothingCrawled(CrawlerError):
     """Every seed page failed: a crawl that read nothing is not a success."""
 

@@ -20,6 +20,7 @@ from crawler.parse.decode import decode
 from crawler.parse.extract import (
     DEFAULT_LAZY_ATTRIBUTES,
     IMAGE_EXTENSIONS,
+    PARSERS,
     SOURCES,
     Extraction,
     ImageRef,
@@ -541,6 +542,32 @@ def test_hostile_css_is_scanned_in_one_pass(name: str) -> None:
         scan()
         elapsed = time.perf_counter() - started
         assert elapsed < 5, f"{name}: {elapsed:.1f} s for {len(css):,} characters"
+
+
+# Each took minutes before: past 2,048 levels the page goes to BeautifulSoup's tree,
+# where each image asked its way to the root for a <figure> (rows that never close), and
+# each <source> searched its whole <picture> for the <img> (libxml2 nests sources it
+# does not know as empty): time of the square of the page.
+HOSTILE_PAGES = {
+    "rows that never close": "".join(f'<div class="row"><img src="/i/{n}.png">'
+                                     for n in range(20_000)),
+    "a picture of thousands of sources": "<figure><picture>" + "".join(
+        f'<source srcset="/s/{n}.webp">' for n in range(20_000))
+        + '<img src="/s/last.png" alt="the picture"></picture></figure>',
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("parser", PARSERS)
+@pytest.mark.parametrize("name", list(HOSTILE_PAGES))
+def test_hostile_pages_are_walked_in_time_of_their_length(name: str, parser: str) -> None:
+    started = time.perf_counter()
+    found = extract(HOSTILE_PAGES[name], PAGE, parser=parser)
+    elapsed = time.perf_counter() - started
+    assert len(found.images) == 20_000 + (name != "rows that never close")
+    assert elapsed < 10, f"{name}: {elapsed:.1f} s"
+    if name.startswith("a picture"):
+        assert {ref.alt for ref in found.image_refs} == {"the picture"}
 
 
 def test_an_unfinished_font_face_rule_runs_to_the_end_as_in_css() -> None:

@@ -349,6 +349,23 @@ def test_a_page_past_its_deadline_is_cut_and_may_be_tried_again(
     assert visit.page.skipped == "page too slow (over 1 s)" and visit.page.transient
 
 
+def test_a_page_too_slow_to_parse_fails_for_good_and_the_others_are_read(
+        make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from crawler.parse import pool
+
+    monkeypatch.setattr(pool, "PARSE_CPU_LIMIT", 0.2)  # the parsers are forked with it
+    server = make_server()
+    server.routes["/slow.html"] = html(b"<body>" + b'<img src="/x.png">' * 200_000)
+    server.routes["/good.html"] = html()
+    loop = make_loop([server.url + "/"], parsers=1)
+    slow = visit_of(loop.pages.submit(server.url + "/slow.html", 0), timeout=60)
+    good = visit_of(loop.pages.submit(server.url + "/good.html", 0))
+    assert slow.extraction is None and not slow.page.transient
+    assert slow.page.skipped == "page too slow to parse (over 0.2 s of CPU)"
+    assert good.extraction is not None
+
+
 def test_a_bug_in_one_page_fails_that_page_alone(make_server: Callable[[], FixtureServer],
                                                  make_loop: Callable[..., Loop],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:

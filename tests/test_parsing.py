@@ -610,3 +610,76 @@ def test_a_pool_closes_at_once_beside_another_pool_of_the_process() -> None:
     finally:
         first.close()
         second.close()
+
+
+# A page whose parse takes a while: 200,000 images, about 4 s of CPU.
+SLOW_PAGE = ("<html><body>" + '<img src="/x.png">' * 200_000 + "</body></html>").encode()
+
+
+def test_a_page_over_its_cpu_deadline_fails_and_the_child_goes_on(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pool, "PARSE_CPU_LIMIT", 0.2)  # the child is forked with it
+    parser = PageParser(in_process=False, processes=1)
+    try:
+        child = parser.pid
+        with pytest.raises(pool.ParseTooSlow, match=r"page too slow to parse \(over 0\.2 s "):
+            parser.extract(SLOW_PAGE, URL)
+        small = PAGES[0].read_bytes()
+        assert parser.extract(small, URL) == extract(small, URL)
+        assert parser.pid == child, "the child that stopped the page parses the next"
+    finally:
+        parser.close()
+
+
+def test_a_page_over_its_cpu_deadline_fails_alone_in_a_batch(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pool, "PARSE_CPU_LIMIT", 0.2)
+    parser = PageParser(in_process=False, processes=1)
+    small = PAGES[0].read_bytes()
+    try:
+        slot = parser.send_many([(small, URL, {}), (SLOW_PAGE, URL, {}), (small, URL, {})])
+        assert slot is not None
+        answers = None
+        deadline = time.monotonic() + 30
+        while answers is None and time.monotonic() < deadline:
+            select.select([fd for fd in parser.pipes()], [], [], 1.0)
+            answers = parser.receive_many(slot)
+        assert answers is not None
+        assert answers[0] == answers[2] == extract(small, URL)
+        assert isinstance(answers[1], pool.ParseTooSlow)
+    finally:
+        parser.close()
+
+
+def test_a_child_busy_with_a_page_leaves_when_its_master_is_killed(tmp_path: Path) -> None:
+    """Its pipe closing says so only when it next reads: a master killed with -9 under a
+    slow page left its parser working on alone."""
+    script = tmp_path / "master.py"
+    script.write_text(
+        "import os, sys, threading\n"
+        "from crawler.parse.pool import PageParser\n"
+        "parser = PageParser(in_process=False, processes=1)\n"
+        # About 14 s of CPU: a million images, each its own
+        "page = ''.join(f'<img src=\"/{n}.png\">' for n in range(1_000_000)).encode()\n"
+        "threading.Thread(target=parser.extract, args=(page, 'http://h/'), daemon=True"
+        ").start()\n"
+        "print(parser.pid, flush=True)\n"
+        "threading.Event().wait(60)\n")
+    master = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert master.stdout is not None
+        child = int(master.stdout.readline())
+        time.sleep(0.5)  # the page is being parsed
+        assert running(child)
+    finally:
+        master.kill()
+        master.wait(10)
+    wait_until(lambda: not running(child), 5, "the parser to leave with its master")
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's reaper may take its time)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False

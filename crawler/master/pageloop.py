@@ -516,7 +516,9 @@ class PageLoop:
             return  # not answered yet: the pages went to a new child
         del self._parsing[slot]
         for job, answer in zip(jobs, answers, strict=True):
-            if isinstance(answer, Exception):  # extract's own error (a bug): logged
+            if isinstance(answer, ParserCrashed):  # too slow to parse: the page's doing
+                self._unparsed(job, answer)
+            elif isinstance(answer, Exception):  # extract's own error (a bug): logged
                 self._done(job, self._visitor.failed(job.url, job.depth, answer))
             else:
                 self._guarded(job, functools.partial(self._judge, job, answer))

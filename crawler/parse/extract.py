@@ -357,6 +357,7 @@ def extract(
     images: dict[str, ImageRef] = {}
     sheets: dict[str, None] = {}
     anchors_are_images = "anchor" in wanted
+    pictures: dict[int, tuple[Any, Any]] = {}  # id(picture) -> (picture, its <img>)
     for role, raw, kind, node in collector.refs:
         url = resolve(raw)
         if url is None:
@@ -372,7 +373,7 @@ def extract(
         if role == "sheet":
             sheets.setdefault(url)
         elif url not in images:
-            images[url] = ImageRef(url, kind, *_described(tree, kind, node))
+            images[url] = ImageRef(url, kind, *_described(tree, kind, node, pictures))
     return Extraction(base_url=base, links=tuple(links), images=tuple(images),
                       stylesheets=tuple(sheets), image_refs=tuple(images.values()))
 
@@ -382,15 +383,25 @@ _DIMENSION_RE = re.compile(r"[ \t\n\f\r]*([0-9]{1,6})")
 _NOT_DESCRIBED = (None, None, None, None, None)
 
 
-def _described(tree: Tree, kind: str, node: Any,
+def _described(tree: Tree, kind: str, node: Any, pictures: dict[int, tuple[Any, Any]],
                ) -> tuple[str | None, str | None, str | None, int | None, int | None]:
-    """(alt, title, caption, width, height) of the element that showed an image."""
+    """(alt, title, caption, width, height) of the element that showed an image.
+
+    ``pictures``: the <img> of each <picture> met so far on the page, so that a
+    picture of thousands of sources looks for it once, not once per source.
+    """
     if kind in ("og:image", "twitter:image", "link"):
         return _NOT_DESCRIBED  # in the head: about the page, not the image
     element = node
     if kind == "picture":
         picture = tree.enclosing(node, "picture")
-        img = tree.child(picture, "img", deep=True) if picture is not None else None
+        img = None
+        if picture is not None:
+            known = pictures.get(id(picture))
+            if known is None:  # (the picture is kept with it, so that its id stays its own)
+                known = pictures[id(picture)] = (picture, tree.child(picture, "img",
+                                                                      deep=True))
+            img = known[1]
         element = img if img is not None else node
     figure = tree.enclosing(element, "figure")
     caption = None

@@ -44,12 +44,17 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from crawler.errors import ParserCrashed
+from crawler.errors import ParserCrashed, ParseTooSlow
 from crawler.parse.extract import Extraction, ImageRef, extract
 
 log = logging.getLogger(__name__)
 
 CLOSE_WAIT = 5.0  # seconds a child gets to leave once told, before it is killed
+# Seconds of CPU a child may spend on one page. A 10 MB page, the largest read, takes
+# a few; a page built to be slow (thousands of sources, rows that never close) must not
+# hold a parser, and a stop waiting for it, for minutes.
+PARSE_CPU_LIMIT = 20.0
+ORPHAN_CHECK = 1.0  # seconds between a child's looks at whether its master is still there
 PARSE_ATTEMPTS = 2  # children a page may see die before it is failed
 # Seconds without trying to fork again after a fork failed: pages are parsed in the
 # master meanwhile (and multiprocessing leaves four descriptors open per failed fork).
@@ -553,6 +558,8 @@ def _serve(conn: Connection, masters_ends: list[Connection]) -> None:
     for signum in _MASTERS_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _MASTERS_SIGNALS)
+    _leave_with_the_master()
+    signal.signal(signal.SIGPROF, _too_slow)
     while True:
         try:
             jobs = conn.recv()
@@ -561,7 +568,32 @@ def _serve(conn: Connection, masters_ends: list[Connection]) -> None:
         answers: list[tuple[bool, Any]] = []
         for html, page_url, options in jobs:
             try:
-                answers.append((True, _pack(extract(html, page_url, **options))))
+                signal.setitimer(signal.ITIMER_PROF, PARSE_CPU_LIMIT)  # this page's CPU
+                try:
+                    answers.append((True, _pack(extract(html, page_url, **options))))
+                finally:
+                    signal.setitimer(signal.ITIMER_PROF, 0)
+            except ParseTooSlow as exc:
+                answers.append((False, exc))
             except Exception as exc:  # noqa: BLE001 - handed to the caller, who raises it
                 answers.append((False, exc))
         conn.send(answers)
+
+
+def _too_slow(signum: int, frame: object) -> None:
+    raise ParseTooSlow(f"page too slow to parse (over {PARSE_CPU_LIMIT:g} s of CPU)")
+
+
+def _leave_with_the_master() -> None:
+    """End this child when the process that forked it is gone: its pipe closing says so
+    only when the child next reads it, and a child busy with a page (a master killed
+    with -9 under a slow one) went on alone for as long as the page took."""
+    master = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(ORPHAN_CHECK)
+            if os.getppid() != master:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="master-watch", daemon=True).start()

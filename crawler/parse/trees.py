@@ -205,6 +205,12 @@ class _LxmlTree:
 class _SoupTree:
     def __init__(self, soup: Any) -> None:
         self.soup = soup
+        # id(node) -> (node, its nearest ancestor of a tag name), per tag name: a page of
+        # rows that never close nests each image a level deeper, and asking each one's
+        # way to the root (bs4's find_parent, in Python) took time of the square of the
+        # page (10,000 rows: 16 s). Each node is passed once; the node is kept with its
+        # answer, so that its id stays its own.
+        self._nearest: dict[str, dict[int, tuple[Any, Any]]] = {}
 
     @classmethod
     def parse(cls, text: str) -> _SoupTree | None:
@@ -241,7 +247,24 @@ class _SoupTree:
         return node.get_text()  # type: ignore[no-any-return]
 
     def enclosing(self, node: Any, tag: str) -> Any | None:
-        return node.find_parent(tag)
+        known = self._nearest.setdefault(tag, {})
+        passed = []
+        found = None
+        current = node
+        while True:
+            cached = known.get(id(current))
+            if cached is not None:
+                found = cached[1]
+                break
+            parent = current.parent
+            passed.append(current)
+            if parent is None or parent.name == tag:
+                found = parent
+                break
+            current = parent
+        for one in passed:  # their nearest such ancestor is the same
+            known[id(one)] = (one, found)
+        return found
 
     def child(self, node: Any, tag: str, deep: bool = False) -> Any | None:
         return node.find(tag, recursive=deep)
