@@ -192,3 +192,19 @@ def test_scope_is_frozen_hashable_and_picklable() -> None:
     copy = pickle.loads(pickle.dumps(scope))  # noqa: S301 - our own object, round-tripped
     assert copy == scope
     assert hash(copy) == hash(scope)
+
+
+def test_a_refused_page_is_said_with_the_rule_that_refused_it_and_what_lets_it_in() -> None:
+    """The seed "example.com" answering with a redirect to "www.example.com" is the
+    common case: the message says how to crawl it."""
+    scope = Scope.from_seeds(["https://example.com/"], deny=[r"/private/"],
+                             allow=[r"example\.com/(docs|private)/"])
+    assert scope.page_refusal("https://www.example.com/") == (
+        "another host than the seeds' (crawl with --scope domain, or give it as a seed)")
+    assert scope.page_refusal("https://other.org/") == (
+        "another host than the seeds' (give it as a seed, or crawl with --scope any)")
+    assert scope.page_refusal("https://example.com/private/a") == "denied by crawl.deny"
+    assert scope.page_refusal("https://example.com/blog/") == "not matched by crawl.allow"
+    domain = Scope.from_seeds(["https://example.com/"], mode="domain")
+    assert domain.page_refusal("https://other.org/") == (
+        "out of the crawl's scope (the seeds' domains)")

@@ -88,9 +88,8 @@ def after_hop(url: str, current: str, reply: Reply, timeout: float) -> Page | st
     return _answer(url, current, reply)
 
 
-def redirect_refused(url: str, current: str, status: int, target: str) -> Page:
-    return Page(url, current, status,
-                skipped=f"redirected to {target}, out of scope or disallowed by robots.txt")
+def redirect_refused(url: str, current: str, status: int, target: str, why: str) -> Page:
+    return Page(url, current, status, skipped=f"redirected to {target}: {why}")
 
 
 def redirect_held(url: str, current: str, status: int, target: str, why: str) -> Page:

@@ -148,6 +148,21 @@ class Scope(NamedTuple):
             return False
         return not self.allow or search_any(self.allow, url)
 
+    def page_refusal(self, url: str) -> str:
+        """Why :meth:`allows_page` refuses ``url``, in words a user can act on."""
+        if not self._within_mode(url):
+            if self.mode == "domain" or _hostname(url) is None:
+                return "out of the crawl's scope (the seeds' domains)"
+            target = _hostname(url) or ""
+            fix = ("crawl with --scope domain, or give it as a seed"
+                   if registrable_domain(target.rstrip(".")) in {
+                       registrable_domain(_hostname(f"http://{h}/") or h) for h in self.hosts}
+                   else "give it as a seed, or crawl with --scope any")
+            return f"another host than the seeds' ({fix})"
+        if search_any(self.deny, url):
+            return "denied by crawl.deny"
+        return "not matched by crawl.allow"
+
     def allows_image(self, url: str) -> bool:
         """May the crawl download this image? Any host by default; image_deny wins."""
         return self.images.allows(url)

@@ -118,13 +118,14 @@ class PageVisitor:
         """The Page of a redirect of ``url`` from ``current`` to ``target`` that may not be
         followed, or None when it may (robots.txt may be read first)."""
         if not self._scope.allows_page(target):
-            return redirect_refused(url, current, status, target)
+            return redirect_refused(url, current, status, target,
+                                    self._scope.page_refusal(target))
         refused, held = self._robots.verdict(target)
         if refused is None:
             return None
         if held:
             return redirect_held(url, current, status, target, refused)
-        return redirect_refused(url, current, status, target)
+        return redirect_refused(url, current, status, target, refused)
 
     def parse_options(self, page: Page) -> dict[str, Any]:
         return {"sources": self._sources,
