@@ -415,6 +415,15 @@ def test_a_folder_keeps_the_results_of_its_own_crawl_in_either_mode(
     other = run_crawler("master", seed, *on_broker, "--crawl", _crawl_name(), "--out",
                         str(shared), cwd=tmp_path)
     assert other.returncode == 2 and f"holds the results of crawl '{name}'" in other.stderr
+    # The same name on another database, with other seeds: another crawl all the same,
+    # whose results would have replaced this one's.
+    results = (shared / "results.log").read_text()
+    elsewhere = run_crawler("master", server.url + "/other", "--broker",
+                            redis_server.url.rsplit("/", 1)[0] + "/1", "--local-workers", "1",
+                            "--crawl", name, "--out", str(shared), cwd=tmp_path)
+    assert elsewhere.returncode == 2, elsewhere.stderr
+    assert f"holds the results of another crawl named '{name}'" in elsewhere.stderr
+    assert (shared / "results.log").read_text() == results
     # Refused by the broker (another crawl's seeds under that name), a master leaves no mark.
     taken = run_crawler("master", server.url + "/other", *on_broker, "--crawl", name, "--out",
                         str(tmp_path / "new"), cwd=tmp_path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from crawler.errors import CrawlMismatch, StorageError
 from crawler.model.files import (
@@ -48,28 +49,37 @@ def drop_last_summary(folder: Path) -> None:
                            f"{exc.strerror or exc}") from exc
 
 
-def check_for_broker(folder: Path, crawl: str) -> None:
-    """Whether ``folder`` may hold the broker crawl named ``crawl``: CrawlMismatch if it
-    holds another crawl's results. (The crawl's name is what a folder is checked by: the
-    same broker may be written many ways, localhost or 127.0.0.1.)"""
+def check_for_broker(folder: Path, crawl: str, identity: dict[str, Any]) -> None:
+    """Whether ``folder`` may hold the broker crawl named ``crawl``, of ``identity`` (its
+    seeds and scope): CrawlMismatch if it holds another crawl's results. (The crawl's
+    name and identity are what a folder is checked by, not the broker's address: the
+    same broker may be written many ways, localhost or 127.0.0.1; and a crawl of the
+    same name on another broker or database, with other seeds, is another crawl.)"""
     if (folder / JOURNAL_NAME).exists():
         raise CrawlMismatch(f"{folder} holds a crawl of the embedded queue (its journal "
                             f"{JOURNAL_NAME}), whose result files this crawl would replace: "
                             "give it another --out")
     held = _read(folder / BROKER_MARK)
-    if held is not None and held.get("crawl") != crawl:
+    if held is None:
+        return
+    if held.get("crawl") != crawl:
         raise CrawlMismatch(f"{folder} holds the results of crawl {held.get('crawl')!r} on "
                             f"{held.get('broker')}, which this crawl would replace: give it "
                             "another --out")
+    if "identity" in held and held["identity"] != identity:
+        raise CrawlMismatch(f"{folder} holds the results of another crawl named {crawl!r} "
+                            f"(other seeds or scope, on {held.get('broker')}), which this "
+                            "crawl would replace: give it another --out")
 
 
-def mark_for_broker(folder: Path, broker: str, crawl: str) -> None:
+def mark_for_broker(folder: Path, broker: str, crawl: str, identity: dict[str, Any]) -> None:
     """Mark ``folder`` as the broker crawl's (once the broker took this master on)."""
     mark = folder / BROKER_MARK
-    if _read(mark) is None:
+    held = _read(mark)
+    if held is None or "identity" not in held:  # (one of an earlier version: completed)
         try:
-            mark.write_text(json.dumps({"broker": broker, "crawl": crawl}) + "\n",
-                            encoding="utf-8")
+            mark.write_text(json.dumps({"broker": broker, "crawl": crawl,
+                                        "identity": identity}) + "\n", encoding="utf-8")
         except OSError as exc:
             raise StorageError(f"cannot write {mark}: {exc.strerror or exc}") from exc
 
@@ -84,7 +94,7 @@ def claim_for_embedded(folder: Path, *, fresh: bool) -> None:
                             "afresh in that folder")
 
 
-def _read(mark: Path) -> dict[str, str] | None:
+def _read(mark: Path) -> dict[str, Any] | None:
     """The mark's broker and crawl; None when there is none. A mark that cannot be read
     as one still says a broker crawl was here."""
     try:

@@ -400,9 +400,9 @@ class Master:
     def _crawl_on_broker_into(self, broker: BrokerCrawl, out_dir: Path) -> Summary:
         from crawler.board.redis_frontier import RedisFrontier
 
-        check_for_broker(out_dir, broker.name)
+        check_for_broker(out_dir, broker.name, self._identity())
         self._register(broker)
-        mark_for_broker(out_dir, str(broker.address), broker.name)
+        mark_for_broker(out_dir, str(broker.address), broker.name, self._identity())
         drop_last_summary(out_dir)
         frontier = self._shared_frontier = RedisFrontier(
             broker.client, broker.name, self._id, delay=self._settings.politeness.host_delay,
