@@ -377,8 +377,9 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
     """A master's whole run: the wiring both :func:`crawl` and ``crawler master`` use.
 
     ``progress`` draws the progress display on stderr; ``announce`` receives
-    the lines meant for the operator (the queue address, the worker command);
-    ``on_summary`` gets the summary before a crawl that read nothing raises.
+    the lines meant for the operator (the queue address, the worker command;
+    without it, the worker command goes into the warning of a master no worker
+    came to); ``on_summary`` gets the summary before a crawl that read nothing raises.
     With ``broker``, the crawl ``crawl_name`` lives in Redis; ``join`` helps
     with one that runs already, by its seeds and settings (``seeds`` unused).
     ``worker_command`` is the ``crawler`` command's main: given, local workers are
@@ -411,7 +412,7 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
     parser = PageParser(parser=settings.crawl.parser, processes=settings.crawl.parsers or None)
     try:
         master = Master(settings, options, authkey, make_reporter(not progress or dry_run),
-                        parser, announce=announce or (lambda text: None))
+                        parser, announce=announce)
 
         def on_signal(signum: int, _frame: object) -> None:
             if master.stopping:

@@ -9,6 +9,7 @@ import os
 import pty
 import re
 import select
+import shlex
 import signal
 import socket
 import struct
@@ -87,6 +88,27 @@ def test_a_master_no_worker_joins_says_how_workers_join(site: FixtureServer, tmp
         stop(master)
     assert master.returncode == 0, err
     assert err.count("no worker has taken one") == 1  # said once
+
+
+def test_a_quiet_master_no_worker_joins_gives_the_worker_command(site: FixtureServer,
+                                                                 tmp_path: Path) -> None:
+    """--quiet hides the line that says how workers join: the hint cannot refer to it,
+    and gives the command instead, whole, to paste."""
+    out = tmp_path / "out"
+    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), "--quiet", cwd=tmp_path)
+    try:
+        hint = wait_for_output(master, r"no worker has taken one in \d+ s: start workers, or "
+                                       r"run the master with --local-workers N; workers on "
+                                       r"this host: crawler worker ([^\n#]+)", 30)
+        assert "as said above" not in hint.group(0)
+        worker = run_crawler("worker", *shlex.split(hint.group(1)), cwd=tmp_path)
+        assert worker.returncode == 0, worker.stderr
+        err = finish(master, 60)
+    finally:
+        stop(master)
+    assert master.returncode == 0, err
+    assert "queue on" not in err  # quiet all the same
 
 
 def test_a_master_whose_local_workers_died_does_not_advise_starting_them(

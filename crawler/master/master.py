@@ -166,12 +166,14 @@ class Master:
 
     def __init__(self, settings: Settings, options: MasterOptions, authkey: Authkey,
                  reporter: Reporter, parser: PageParser,
-                 announce: Callable[[str], None] = print) -> None:
+                 announce: Callable[[str], None] | None = print) -> None:
         self._settings = settings
         self._parser = parser
         self._options = options
         self._authkey = authkey
         self._reporter = reporter
+        # None: the operator's lines (the queue's address, how workers join) are not
+        # shown (--quiet); the hint of a master no worker came to then says how they join.
         self._announce = announce
         self._stop = threading.Event()  # the loop ends: asked to (Ctrl-C), or the crawl is over
         self._stop_asked = threading.Event()  # Ctrl-C or SIGTERM: a second one quits at once
@@ -221,6 +223,7 @@ class Master:
         self._images_seen: set[str] = set()
         self._broker_connections = 0  # the broker client's reconnections, last looked at
         self._hinted_workers = False  # said how workers join, none having come
+        self._join_line: str | None = None  # how workers join, when it was not announced
         self._queued_since: float | None = None  # when images were first seen waiting
         self._seed_failures: list[tuple[str, str]] = []
         self._pages_left = 0  # pages found and not visited for the page budget (max_pages)
@@ -682,12 +685,18 @@ class Master:
         waited = now - self._queued_since
         if waited >= NO_WORKER_HINT and not counts["workers"] and not self._workers.alive():
             self._hinted_workers = True
-            log.warning("%d image(s) are queued and no worker has taken one in %.0f s: start "
-                        "workers as said above%s", counts["queued"], waited,
-                        # Else it advised the --local-workers N the master was given.
-                        "; the local workers have ended (their reasons above)"
-                        if self._workers.started else
-                        ", or run the master with --local-workers N")
+            ended = self._workers.started  # the master's own: no --local-workers N to advise
+            if self._join_line is None:
+                log.warning("%d image(s) are queued and no worker has taken one in %.0f s: "
+                            "start workers as said above%s", counts["queued"], waited,
+                            "; the local workers have ended (their reasons above)" if ended
+                            else ", or run the master with --local-workers N")
+            else:  # the line was not shown (--quiet): the command itself, to paste
+                log.warning("%d image(s) are queued and no worker has taken one in %.0f s: "
+                            "start workers%s; %s", counts["queued"], waited,
+                            " (the local workers have ended: their reasons above)" if ended
+                            else ", or run the master with --local-workers N",
+                            self._join_line)
 
     def _forget_after_reconnecting(self) -> None:
         """Once the broker client has reconnected, forget which links and images this
@@ -967,24 +976,36 @@ class Master:
 
     # ----- serving and local workers -------------------------------------------
 
+    def _say(self, line: str) -> None:
+        if self._announce is not None:
+            self._announce(line)
+
+    def _invite(self, join_line: str) -> None:
+        """Say how workers join; kept for the hint of a master no worker came to when
+        it is not shown."""
+        if self._announce is None:
+            self._join_line = join_line
+        else:
+            self._announce(join_line)
+
     def _serve_on_broker(self, broker: BrokerCrawl) -> None:
-        self._announce(f"crawl {broker.name} on the broker at {broker.address}")
+        self._say(f"crawl {broker.name} on the broker at {broker.address}")
         if self._options.invite_workers:
             ca = broker.address.ca_file
-            self._announce(f"workers join with: crawler worker --broker {broker.address} "
-                           f"--crawl {broker.name}"
-                           + (f" --broker-ca {shlex.quote(str(ca))}" if ca else "") + (
-                               f" (with {BROKER_PASSWORD_ENV} or --broker-password-file)"
-                               if broker.address.password else ""))
+            self._invite(f"workers join with: crawler worker --broker {broker.address} "
+                         f"--crawl {broker.name}"
+                         + (f" --broker-ca {shlex.quote(str(ca))}" if ca else "") + (
+                             f" (with {BROKER_PASSWORD_ENV} or --broker-password-file)"
+                             if broker.address.password else ""))
         if self._options.local_workers:
             self._workers.start_for_broker(self._options.local_workers, broker.address,
                                            broker.name, connect_wait=BROKER_WAIT + 10)
 
     def _serve(self, server: QueueServer) -> None:
         host, port = server.address[:2]  # bound already; workers wait in its backlog
-        self._announce(f"queue on {host}:{port}")
+        self._say(f"queue on {host}:{port}")
         if self._options.invite_workers:
-            self._announce(invitation(host, port, self._authkey, self._options.out_dir))
+            self._invite(invitation(host, port, self._authkey, self._options.out_dir))
         if self._options.local_workers:
             # Before the server's thread: local workers not forked yet are forked
             # while this is the master's only thread (see master.launcher).
