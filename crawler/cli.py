@@ -584,13 +584,19 @@ def _address(text: str) -> tuple[str, int]:
         raise UsageError(f"bad master address: {exc}") from exc
 
 
+# What the summary says of an interrupted crawl: a rerun goes on with it.
+RESUME_NOTE = "state saved; run the same command again to resume"
+
+
 def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
                local_workers: int, dry_run: bool, quiet: bool, resume: bool = False,
                fresh: bool = False, invite_workers: bool = True,
                json_summary: bool = False, broker: BrokerAddress | None = None,
-               crawl_name: str | None = None, join: bool = False) -> int:
+               crawl_name: str | None = None, join: bool = False,
+               interrupted_note: str = RESUME_NOTE) -> int:
     """``crawler master`` (and the demo): the crawl, its progress on the terminal, the
-    summary on stderr (or as JSON on stdout); 130 when it was interrupted."""
+    summary on stderr (or as JSON on stdout); 130 when it was interrupted.
+    ``interrupted_note`` follows "crawl interrupted: " in the summary: what a rerun does."""
     from crawler.api import run_crawl
     from crawler.ui.progress import write_above_bars
 
@@ -613,7 +619,8 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
         if json_summary:
             write_out(summary.to_json())
         elif not dry_run and not quiet:
-            print(format_summary(summary, on_broker=broker is not None), file=sys.stderr)
+            print(format_summary(summary, on_broker=broker is not None,
+                                 interrupted_note=interrupted_note), file=sys.stderr)
 
     summary = run_crawl(settings, seeds, authkey, local_workers=local_workers, dry_run=dry_run,
                         resume=resume, fresh=fresh, invite_workers=invite_workers,
@@ -646,7 +653,8 @@ def write_out(text: str) -> None:
     write(text)
 
 
-def format_summary(summary: ApiSummary, *, on_broker: bool = False) -> str:
+def format_summary(summary: ApiSummary, *, on_broker: bool = False,
+                   interrupted_note: str = RESUME_NOTE) -> str:
     from crawler.model.files import images_left_shown
     from crawler.ui.progress import human_bytes
 
@@ -655,8 +663,8 @@ def format_summary(summary: ApiSummary, *, on_broker: bool = False) -> str:
               if on_broker else "a rerun with a larger one goes on")
 
     lines = [
-        "crawl " + ("completed" if summary.completed else "interrupted: state saved; run the "
-                    "same command again to resume" if summary.interrupted else
+        "crawl " + ("completed" if summary.completed else
+                    f"interrupted: {interrupted_note}" if summary.interrupted else
                     "ended: no seed page could be fetched (below)"),
         f"  pages crawled   {summary.pages} ({summary.pages_failed} failed or skipped)",
         *([f"  not visited     {summary.pages_left} pages found: the page budget "

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -236,3 +237,21 @@ def test_demo_runs_offline(tmp_path: Path) -> None:
     assert gallery.is_file()
     assert result.stderr.rstrip().splitlines()[-1].startswith(
         f"gallery: open {gallery.resolve().as_uri()} in a browser")
+
+
+def test_an_interrupted_demo_says_it_starts_afresh_not_that_it_resumes(tmp_path: Path) -> None:
+    """Each demo serves a new site and forgets the last one's crawl: "run the same command
+    again to resume" would be untrue of it."""
+    settings = tmp_path / "slow.toml"  # its pages and images spaced out: time to interrupt
+    settings.write_text("[politeness]\nhost_delay = 0.5\n")
+    demo = start_crawler("demo", "--out", str(tmp_path), "--workers", "1", "--settings",
+                         str(settings), cwd=tmp_path)
+    try:
+        wait_for_output(demo, r"queue on \S+")  # the crawl's signal handlers are in place
+        demo.send_signal(signal.SIGINT)
+        err = finish(demo, 60)
+    finally:
+        stop(demo)
+    assert demo.returncode == 130, err
+    assert "crawl interrupted: the demo starts afresh when run again" in err
+    assert "resume" not in err

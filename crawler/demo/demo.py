@@ -57,7 +57,9 @@ def run_demo(settings: Settings, *, workers: int, quiet: bool,
         # Its workers are started here: nobody else needs to be told how to join.
         status = run_master(demo_settings, (server.base_url + "/",),
                             master_authkey(None, out_dir, keep=True), local_workers=workers,
-                            dry_run=False, quiet=quiet, invite_workers=False)
+                            dry_run=False, quiet=quiet, invite_workers=False,
+                            # Not "run it again to resume": a new site, a clean record.
+                            interrupted_note="the demo starts afresh when run again")
     gallery = write_report([out_dir])
     folders = sorted((out_dir / IMAGES_DIR).glob("*/127.0.0.1_*"))
     stored = sum(1 for folder in folders for path in folder.rglob("*") if path.is_file())
