@@ -231,6 +231,35 @@ def test_summary_counts_successes_failures_and_bytes(gallery: dict[str, Any]) ->
     assert "2 images not shown" in soup.select_one("#elsewhere").get_text()
 
 
+def status_counts(soup: BeautifulSoup) -> dict[str, tuple[int, int]]:
+    """Each status filter's count, and how many figures carry that status."""
+    counts = {}
+    for option in soup.select("#f-status option[value]"):
+        value = str(option["value"])
+        if value in ("here", "elsewhere"):
+            said = int(option.get_text().rpartition("(")[2].rstrip(")"))
+            counts[value] = (said, len(soup.select(f'figure[data-status="{value}"]')))
+    return counts
+
+
+def test_status_filter_counts_are_the_figures_it_shows(gallery: dict[str, Any]) -> None:
+    """A success stored on another host and one whose path leaves the folder are both
+    "elsewhere" figures: both counted there, not as stored here."""
+    assert status_counts(gallery["soup"]) == {"here": (5, 5), "elsewhere": (2, 2)}
+
+
+def test_successes_with_no_file_recorded_are_counted_elsewhere(tmp_path: Path) -> None:
+    """A tutorial worker reports a success with no path: such images are not here."""
+    store(tmp_path, "h/a.png", png(8, 8, 1))
+    lines = [success("http://h/a.png", "http://h/", "h/a.png", png(8, 8, 1)),
+             *(success(f"http://h/{n}.png", "http://h/", None, png(8, 8, n), worker="")
+               for n in range(2, 5))]
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    soup = BeautifulSoup(write_report(tmp_path).read_text(encoding="utf-8"), "html.parser")
+    assert status_counts(soup) == {"here": (1, 1), "elsewhere": (3, 3)}
+    assert "3 images not shown" in soup.select_one("#elsewhere").get_text()
+
+
 def test_malformed_lines_are_skipped_and_counted(gallery: dict[str, Any]) -> None:
     note = gallery["soup"].select_one("#malformed")
     assert note is not None

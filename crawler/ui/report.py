@@ -413,6 +413,9 @@ class _Context:
     hosts: Counter[str] = field(default_factory=Counter)
     sizes: Counter[str] = field(default_factory=Counter)
     elsewhere: Counter[str] = field(default_factory=Counter)  # by host
+    # Figures by data-status: "elsewhere" counts besides those above the ones with no
+    # file recorded (a tutorial worker's) or a path out of the folders.
+    statuses: Counter[str] = field(default_factory=Counter)
     not_shown: int = 0  # successes without a thumbnail, for any reason
 
 
@@ -548,8 +551,8 @@ def _filters(out: list[str], page_numbers: dict[str | None, int],
     for host, count in sorted(context.hosts.items()):
         add(f'<option value="{escape(host)}">{escape(host)} ({count})</option>')
     add('</select></label><label>status <select id="f-status"><option value="">any</option>'
-        f'<option value="here">stored here ({manifest.succeeded - sum(context.elsewhere.values())})'
-        f'</option><option value="elsewhere">stored elsewhere ({sum(context.elsewhere.values())})'
+        f'<option value="here">stored here ({context.statuses["here"]})'
+        f'</option><option value="elsewhere">stored elsewhere ({context.statuses["elsewhere"]})'
         f'</option><option value="failed">failed ({len(manifest.failures)})</option></select>'
         '</label><label>size <select id="f-size"><option value="">any size</option>')
     for key, _limit, label in SIZE_CLASSES:
@@ -573,6 +576,7 @@ def _figure(out: list[str], entry: Entry, page_number: int, page_html: str,
     context.sizes[size] += 1
     details = escape(_details(entry))
     add = out.append
+    context.statuses["here" if href is not None else "elsewhere"] += 1
     if href is not None:
         tiny = ' class="tiny"' if entry.width is not None and entry.width < 64 else ""
         add(f'<figure class="image item" data-page="{page_number}" data-host="{host}" '
