@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -161,7 +161,7 @@ def _default_text(key: str) -> str:
 
 
 @functools.cache
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> _Parser:
     """The command line's parser, built once a process: a local worker forked from its
     master finds it built (it took each worker 2-4 ms to build its own)."""
     return build_parser()
@@ -176,14 +176,27 @@ class _Parser(argparse.ArgumentParser):
         if message:
             (file or sys.stderr).write(message)
 
+    # The top parser's commands, by name (build_parser fills it).
+    commands: Mapping[str, argparse.ArgumentParser]
+
     def error(self, message: str) -> NoReturn:
         """One line for a wrong argument, and where to read more: the master's usage
         alone is 17 lines, and the mistake was said under them."""
         self.exit(2, f"{self.prog}: error: {message}\n"
                      f"Run '{self.prog} --help' for what it takes.\n")
 
+    def parse_command_line(self, given: Sequence[str]) -> argparse.Namespace:
+        """``parse_args``, except that arguments no parser knew are said by the command's
+        parser, as its other errors are: argparse says them through the top one, so that
+        ``crawler master URL --bogus`` read "crawler: error" and "Run 'crawler --help'"."""
+        args, unknown = self.parse_known_args(given)
+        if unknown:
+            command = self.commands.get(getattr(args, "command", None) or "", self)
+            command.error(f"unrecognized arguments: {' '.join(unknown)}")
+        return args
 
-def build_parser() -> argparse.ArgumentParser:
+
+def build_parser() -> _Parser:
     parser = _Parser(
         prog="crawler",
         description="A distributed web-image crawler: a master finds image URLs and serves "
@@ -192,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
                "Shell completion: crawler completion bash (or zsh, tcsh).")
     parser.add_argument("-V", "--version", action="version", version=f"crawler {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.commands = commands.choices
 
     def command(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=description)
@@ -375,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not given:  # "crawler" alone: what it can do, rather than what was missing
             _parser().print_help(sys.stderr)
             return 2
-        args = _parser().parse_args(given)
+        args = _parser().parse_command_line(given)
     except SystemExit as exc:  # --help, --version, or a usage error argparse printed
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     except OSError as exc:  # the help or the usage message could not be written

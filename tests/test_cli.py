@@ -50,6 +50,24 @@ def test_a_wrong_argument_is_one_line_and_a_pointer_to_the_help() -> None:
         "Run 'crawler master --help' for what it takes."]
 
 
+@pytest.mark.parametrize(("args", "command", "unknown"), [
+    (("master", "http://x/", "--bogus"), "master", "--bogus"),
+    (("worker", "--bogus"), "worker", "--bogus"),
+    (("master", "http://x/", "--connect-wait", "1"), "master", "--connect-wait 1"),  # a worker's
+    (("report", "out", "--depth", "2"), "report", "--depth 2"),
+])
+def test_an_unknown_argument_is_said_by_its_command(
+        args: tuple[str, ...], command: str, unknown: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """As every other wrong argument of a command is, not by "crawler" with its help."""
+    from crawler.cli import main
+
+    assert main(args) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"crawler {command}: error: unrecognized arguments: {unknown}",
+        f"Run 'crawler {command} --help' for what it takes."]
+
+
 def test_crawler_alone_shows_its_commands() -> None:
     done = run_crawler()
     assert done.returncode == 2 and done.stdout == ""
