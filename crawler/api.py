@@ -27,7 +27,7 @@ import signal
 import threading
 import time
 import typing
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,8 @@ log = logging.getLogger("crawler")
 
 # A scheme is letters then ":"; "localhost:8080" is a host and a port, not a scheme.
 _HAS_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:(?!\d)")
+# A scheme whose colon was left out: "http//host/" is no host named "http".
+_SCHEME_SLIP = re.compile(r"(https?)//", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -159,9 +161,12 @@ def seed_urls(urls: Iterable[str]) -> tuple[str, ...]:
 
     seeds = []
     for url in urls:
-        text = url.strip()
-        if text and "://" not in text and not _HAS_SCHEME.match(text):
-            text = "https://" + text
+        text = _with_scheme(url)
+        if text != url.strip():
+            slip = _SCHEME_SLIP.match(url.strip())
+            if slip:  # else https://http//host/, and a DNS lookup failed for "http"
+                scheme, rest = slip.group(1).lower(), url.strip()[slip.end():]
+                raise UsageError(f"seed {url!r}: did you mean {scheme}://{rest}?")
         try:
             seeds.append(normalize(text))
         except InvalidURL as exc:
@@ -170,6 +175,28 @@ def seed_urls(urls: Iterable[str]) -> tuple[str, ...]:
     if not seeds:
         raise UsageError("no seed URL given")
     return tuple(dict.fromkeys(seeds))
+
+
+def schemeless_seeds(urls: Iterable[str]) -> frozenset[str]:
+    """Those of ``urls`` given without a scheme, normalised as :func:`seed_urls` makes
+    them (https), for a hint that names the https a seed was given without."""
+    from crawler.model.urls import normalize
+
+    given = set()
+    for url in urls:
+        text = _with_scheme(url)
+        if text != url.strip():
+            with contextlib.suppress(InvalidURL):
+                given.add(normalize(text))
+    return frozenset(given)
+
+
+def _with_scheme(url: str) -> str:
+    """``url`` stripped, https:// before it when it has no scheme."""
+    text = url.strip()
+    if text and "://" not in text and not _HAS_SCHEME.match(text):
+        return "https://" + text
+    return text
 
 
 def _warn_of_a_password(seed: str) -> None:
@@ -326,7 +353,8 @@ def crawl(seeds: str | Iterable[str], *, out: str | os.PathLike[str] | None = No
         raise UsageError("resume and fresh: give one of them (resume goes on with the "
                          "folder's crawl, fresh forgets it)")
     _check_kinds(settings, out, authkey)
-    seed_list = seed_urls([seeds] if isinstance(seeds, str) else _seed_list(seeds))
+    given = [seeds] if isinstance(seeds, str) else _seed_list(seeds)
+    seed_list = seed_urls(given)
     chosen = settings_with(settings, _with_out(overrides, out))
     key = (_argument_key(authkey) if authkey
            else master_authkey(None, Path(chosen.output.dir), keep=not dry_run))
@@ -339,7 +367,8 @@ def crawl(seeds: str | Iterable[str], *, out: str | os.PathLike[str] | None = No
     # The queue's address (bind may be port 0) and how workers join: to the log.
     return run_crawl(chosen, seed_list, key, local_workers=local_workers, dry_run=dry_run,
                      resume=resume, fresh=fresh, announce=log.info,
-                     on_images=on_images if on_image is not None else None)
+                     on_images=on_images if on_image is not None else None,
+                     schemeless=schemeless_seeds(given))
 
 
 def _check_kinds(settings: object, out: object, authkey: object) -> None:
@@ -373,7 +402,8 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
               broker: BrokerAddress | None = None, crawl_name: str | None = None,
               join: bool = False,
               worker_command: Callable[[Sequence[str]], int] | None = None,
-              on_images: Callable[[list[str]], None] | None = None) -> Summary:
+              on_images: Callable[[list[str]], None] | None = None,
+              schemeless: Collection[str] = ()) -> Summary:
     """A master's whole run: the wiring both :func:`crawl` and ``crawler master`` use.
 
     ``progress`` draws the progress display on stderr; ``announce`` receives
@@ -384,6 +414,7 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
     with one that runs already, by its seeds and settings (``seeds`` unused).
     ``worker_command`` is the ``crawler`` command's main: given, local workers are
     forked from this process and run it, instead of starting fresh interpreters.
+    ``schemeless``: the seeds given without a scheme (see :func:`schemeless_seeds`).
     """
     from crawler.master.authkey import check_for_bind
     from crawler.master.master import Master, MasterOptions
@@ -443,7 +474,7 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
         more = len(ran.seed_failures) - 1
         raise NothingCrawled(f"no seed page could be fetched: {seed}: {why}"
                              + (f" (and {more} more seed(s))" if more else "")
-                             + _plain_http_hint(seed, why))
+                             + _seed_hint(seed, why, schemeless=seed in schemeless))
     return summary
 
 
@@ -452,13 +483,15 @@ _NOT_TLS = ("wrong version number", "packet length too long", "record layer fail
             "unknown protocol")
 
 
-def _plain_http_hint(seed: str, why: str) -> str:
-    """A hint for an https seed whose server answered without TLS: often a seed given
-    without a scheme (read as https) on a server of plain HTTP."""
+def _seed_hint(seed: str, why: str, *, schemeless: bool) -> str:
+    """A hint for a seed that failed as ``why``: an https seed whose server answered
+    without TLS (often a seed given without a scheme, read as https, on a server of
+    plain HTTP)."""
     if not seed.startswith("https://") or not any(words in why for words in _NOT_TLS):
         return ""
     return (f"; the server there does not speak TLS: for plain HTTP, give "
-            f"http://{seed.removeprefix('https://')} (a seed without a scheme is https)")
+            f"http://{seed.removeprefix('https://')}"
+            + (" (a seed without a scheme is https)" if schemeless else ""))
 
 
 # What a master that joins a crawl keeps of its own settings (the rest are the crawl's).

@@ -607,7 +607,8 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
                fresh: bool = False, invite_workers: bool = True,
                json_summary: bool = False, broker: BrokerAddress | None = None,
                crawl_name: str | None = None, join: bool = False,
-               interrupted_note: str = RESUME_NOTE) -> int:
+               interrupted_note: str = RESUME_NOTE, schemeless: frozenset[str] = frozenset()
+               ) -> int:
     """``crawler master`` (and the demo): the crawl, its progress on the terminal, the
     summary on stderr (or as JSON on stdout); 130 when it was interrupted.
     ``interrupted_note`` follows "crawl interrupted: " in the summary: what a rerun does."""
@@ -641,7 +642,8 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
                         progress=not quiet,
                         announce=None if quiet or dry_run else write_above_bars,
                         on_signal_note=note_stopping, on_summary=show, broker=broker,
-                        crawl_name=crawl_name, join=join, worker_command=main)
+                        crawl_name=crawl_name, join=join, worker_command=main,
+                        schemeless=schemeless)
     return EXIT_INTERRUPTED if summary.interrupted else 0
 
 
@@ -726,7 +728,7 @@ _MORE_WORKERS = " (for more, start crawler worker on other hosts)"
 
 
 def _master(args: argparse.Namespace, settings: Settings) -> int:
-    from crawler.api import read_seed_file, seed_urls
+    from crawler.api import read_seed_file, schemeless_seeds, seed_urls
     from crawler.master.authkey import Authkey, master_authkey
 
     if not 0 <= args.local_workers <= MAX_LOCAL_WORKERS:
@@ -772,7 +774,8 @@ def _master(args: argparse.Namespace, settings: Settings) -> int:
                           local_workers=args.local_workers, dry_run=args.dry_run,
                           quiet=args.quiet, resume=args.resume, fresh=args.fresh,
                           json_summary=args.json, broker=broker,
-                          crawl_name=args.join or args.crawl, join=args.join is not None)
+                          crawl_name=args.join or args.crawl, join=args.join is not None,
+                          schemeless=schemeless_seeds(urls))
     except BindError:
         if authkey.fresh:  # made for a master that never served: it leaves no trace
             Path(authkey.source).unlink(missing_ok=True)

@@ -556,6 +556,31 @@ def test_a_seed_without_a_scheme_is_https(tmp_path: Path, site: FixtureServer) -
         "(a seed without a scheme is https)"), result.stderr
 
 
+def test_an_https_seed_given_so_is_not_said_to_lack_a_scheme(tmp_path: Path,
+                                                             site: FixtureServer) -> None:
+    host_port = site.url.removeprefix("http://")
+    result = run_crawler("master", f"https://{host_port}/", "--out", str(tmp_path / "out"),
+                         "--quiet", "--bind", "127.0.0.1:0", cwd=tmp_path,
+                         env=crawl_env(tmp_path))
+    assert result.returncode == 5, result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        f"the server there does not speak TLS: for plain HTTP, give http://{host_port}/"), \
+        result.stderr
+
+
+@pytest.mark.parametrize(("seed", "meant"), [
+    ("http//127.0.0.1:1/", "http://127.0.0.1:1/"),
+    ("HTTPS//example.com/a", "https://example.com/a"),
+])
+def test_a_seed_without_the_colon_of_its_scheme_is_refused_at_once(
+        tmp_path: Path, seed: str, meant: str) -> None:
+    """It was the seed https://http//127.0.0.1:1/, which failed a DNS lookup of "http"."""
+    result = run_crawler("master", seed, "--out", str(tmp_path / "out"), cwd=tmp_path,
+                         env=crawl_env(tmp_path))
+    assert result.returncode == 2, result.stderr
+    assert error_line(result) == f"crawler: error: seed {seed!r}: did you mean {meant}?"
+
+
 @pytest.mark.parametrize(("args", "said"), [
     (("master", "http://127.0.0.1:1/", "--local-workers", "100000"),
      "--local-workers 100000: expected 0 to 256 (for more, start crawler worker on other hosts)"),
