@@ -486,7 +486,11 @@ _NOT_TLS = ("wrong version number", "packet length too long", "record layer fail
 def _seed_hint(seed: str, why: str, *, schemeless: bool) -> str:
     """A hint for a seed that failed as ``why``: an https seed whose server answered
     without TLS (often a seed given without a scheme, read as https, on a server of
-    plain HTTP)."""
+    plain HTTP), or a seed that is no page."""
+    if why.startswith("not HTML"):
+        return ("; a seed must be an HTML page" + (
+            ": images are found on the pages that show them, so give such a page"
+            if "(image/" in why else ""))
     if not seed.startswith("https://") or not any(words in why for words in _NOT_TLS):
         return ""
     return (f"; the server there does not speak TLS: for plain HTTP, give "

@@ -581,6 +581,18 @@ def test_a_seed_without_the_colon_of_its_scheme_is_refused_at_once(
     assert error_line(result) == f"crawler: error: seed {seed!r}: did you mean {meant}?"
 
 
+def test_an_image_as_the_seed_is_told_that_a_seed_is_a_page(tmp_path: Path,
+                                                            site: FixtureServer) -> None:
+    seed = site.url + "/images/red.png"
+    result = run_crawler("master", seed, "--out", str(tmp_path / "out"), "--quiet",
+                         "--bind", "127.0.0.1:0", cwd=tmp_path, env=crawl_env(tmp_path))
+    assert result.returncode == 5, result.stderr
+    assert error_line(result) == (
+        f"crawler: error: no seed page could be fetched: {seed}: not HTML (image/png); a seed "
+        "must be an HTML page: images are found on the pages that show them, so give such "
+        "a page")
+
+
 @pytest.mark.parametrize(("args", "said"), [
     (("master", "http://127.0.0.1:1/", "--local-workers", "100000"),
      "--local-workers 100000: expected 0 to 256 (for more, start crawler worker on other hosts)"),
