@@ -241,6 +241,7 @@ def test_short_authkey_refused_on_a_public_bind(tmp_path: Path) -> None:
     assert result.returncode == 2
     line = error_line(result)
     assert "at least 16 bytes" in line and "secrets.token_hex(16)" in line
+    assert "(this one from CRAWLER_AUTHKEY has 5)" in line  # the variable, by its name
 
 
 def test_unwritable_output_folder_exits_3(tmp_path: Path, site: FixtureServer) -> None:

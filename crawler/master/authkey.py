@@ -136,5 +136,11 @@ def check_for_bind(authkey: Authkey, host: str) -> None:
     if not is_loopback(host) and len(authkey.key) < MIN_REMOTE_BYTES:
         raise AuthkeyError(
             f"binding {host} exposes the queue to the network, which needs an authkey of at "
-            f"least {MIN_REMOTE_BYTES} bytes (this one from {authkey.source} has "
+            f"least {MIN_REMOTE_BYTES} bytes (this one from {_named(authkey.source)} has "
             f"{len(authkey.key)}); {GENERATE_HINT}")
+
+
+def _named(source: str) -> str:
+    """Where a key came from, as the user gave it: the variable they set, not the
+    word "environment"."""
+    return {"environment": ENV_VAR, "argument": "the authkey argument"}.get(source, source)
