@@ -558,13 +558,18 @@ def _merge(base: Settings, data: Mapping[str, Any], source: str) -> Settings:
 
 
 def _check_consistent(settings: Settings, source: str) -> None:
-    """Refuse settings that each look fine but together can match nothing."""
+    """Refuse settings that each look fine but together can match nothing, or make one
+    of them mean nothing."""
     dl = settings.download
     for side in ("width", "height"):
         low, high = getattr(dl, f"min_{side}"), getattr(dl, f"max_{side}")
         if high and low > high:
             raise ConfigError(f"{source}: download.min_{side} ({low}) is above "
                               f"download.max_{side} ({high}): no image could be kept")
+    if dl.backoff_base > dl.backoff_max:
+        raise ConfigError(f"{source}: download.backoff_base ({dl.backoff_base:g}) is above "
+                          f"download.backoff_max ({dl.backoff_max:g}): every wait would be "
+                          "backoff_max")
 
 
 # Byte counts, which a file may also write as a size ("10M"), as their flags take them.

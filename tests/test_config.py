@@ -129,6 +129,9 @@ def test_limits_are_the_download_settings_a_worker_applies(tmp_path: Path) -> No
      "download.min_width (500) is above download.max_width (100)"),
     ("[download]\nmin_height = 9\nmax_height = 8\n",
      "download.min_height (9) is above download.max_height (8)"),
+    ("[download]\nbackoff_base = 100\nbackoff_max = 1\n",
+     "download.backoff_base (100) is above download.backoff_max (1): every wait would be "
+     "backoff_max"),
     ("[politeness]\nhost_delay = 1e9\n",
      "politeness.host_delay: expected seconds from 0 to 3600"),
     # Beyond what libcurl takes (milliseconds in a C long), or no number at all: refused
@@ -145,6 +148,16 @@ def test_settings_that_contradict_or_are_absurd_are_refused(tmp_path: Path, text
     path.write_text(text)
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_settings(path)
+
+
+def test_contradicting_settings_are_refused_however_they_are_given(tmp_path: Path) -> None:
+    """Not only a file: values given in Python (crawl()'s overrides) or by flags are
+    checked with the settings they join."""
+    path = tmp_path / "s.toml"
+    path.write_text("[download]\nbackoff_max = 1\n")
+    with pytest.raises(ConfigError, match=r"^command line: download.backoff_base \(100\) is "
+                                          r"above download.backoff_max \(1\)"):
+        load_settings(path).with_values({"download.backoff_base": 100}, "command line")
 
 
 # Where settings come from: the flag, $CRAWLER_SETTINGS, ./settings.toml when it is
