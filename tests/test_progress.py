@@ -64,6 +64,13 @@ def test_eta_only_once_every_page_is_done() -> None:
     assert images_line(done, (10.0, 1e5), 79).endswith("10.0 img/s  ETA 0:06")
 
 
+def test_no_starting_once_images_are_done() -> None:
+    """Before a second has passed there is no rate; a fast crawl is at 91% by then."""
+    assert images_line(Snapshot(found=100), None, 79).endswith("starting")
+    early = images_line(Snapshot(found=100, downloaded=91), None, 79)
+    assert "starting" not in early and early.endswith(" 91%"), early
+
+
 @pytest.fixture
 def terminal() -> Iterator[tuple[io.TextIOWrapper, int]]:
     """A real pseudo-terminal of 80 columns: the writing end as a text stream, and the reader."""
@@ -175,3 +182,19 @@ def test_the_first_line_rates_what_came_since_the_start() -> None:
     first = out.getvalue().splitlines()[0]
     assert "downloaded 150," in first and "(100.0 KB/s, 10.0 img/s)" in first, first
     reporter.close()
+
+
+def test_the_last_plain_line_says_how_many_workers_there_were() -> None:
+    """By then the workers have left: "workers 0" read as if none had done the work."""
+    clock = Clock()
+    reporter, out = plain_reporter(clock)
+    snapshot = Snapshot(found=10)
+    for workers in (1, 2, 2, 0):
+        clock.now += 3.0
+        snapshot.workers = workers
+        snapshot.downloaded += 2
+        reporter.update(snapshot)
+    reporter.close()
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith("workers 2"), lines  # live: how many there are
+    assert lines[-1].endswith("workers 2 at most"), lines

@@ -123,8 +123,8 @@ def images_line(s: Snapshot, rates: tuple[float, float] | None, width: int, *,
     tail: list[str]
     if final:  # the summary that follows gives the rate
         tail = [f"in {human_duration(elapsed)}"]
-    elif rates is None:
-        tail = ["starting"]
+    elif rates is None:  # the first second: no rate yet, but images may be done already
+        tail = [] if s.done else ["starting"]
     else:
         tail = [image_rate(rates[0])]
         remaining = s.found - s.done
@@ -174,9 +174,11 @@ class PlainReporter:
         self._rates = RateMeter(clock)
         self._last = clock()
         self._snapshot: Snapshot | None = None
+        self._most_workers = 0
 
     def update(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
+        self._most_workers = max(self._most_workers, snapshot.workers)
         now = self._clock()
         if now - self._last >= self._interval:
             self._last = now
@@ -185,14 +187,18 @@ class PlainReporter:
 
     def close(self) -> None:
         if self._snapshot is not None:
-            self._write(self._snapshot, self._rates.averages(self._snapshot))
+            # The crawl is over and its workers have left: how many it had, as the
+            # rates are the run's averages.
+            self._write(self._snapshot, self._rates.averages(self._snapshot),
+                        f"{self._most_workers} at most")
 
-    def _write(self, s: Snapshot, rates: tuple[float, float] | None) -> None:
+    def _write(self, s: Snapshot, rates: tuple[float, float] | None,
+               workers: str | None = None) -> None:
         rate = "" if rates is None else f" ({human_bytes(rates[1])}/s, {image_rate(rates[0])})"
         print(f"{time.strftime('%H:%M:%S')} progress: pages {s.pages} ({s.pages_queued} queued, "
               f"{s.pages_failed} failed), images found {s.found}, downloaded {s.downloaded}, "
               f"failed {s.failed}, in flight {s.in_flight}, retries {s.retries}, "
-              f"{human_bytes(s.bytes)}{rate}, workers {s.workers}",
+              f"{human_bytes(s.bytes)}{rate}, workers {workers or s.workers}",
               file=self._stream, flush=True)
 
 
