@@ -371,7 +371,7 @@ class Master:
         frontier = Frontier(pages, seen=resumed.done_pages,
                             delay=self._settings.politeness.host_delay)
         if resumed.done_pages or resumed.finished_images:
-            log.info("resuming: %d pages done, %d to visit, %d images finished, %d queued",
+            log.info("resuming: pages done %d, to visit %d; images finished %d, queued %d",
                      len(resumed.done_pages), len(frontier), len(resumed.finished_images),
                      len(images))
         left_out = (len(resumed.pending_pages) - len(pages), len(resumed.pending_images)
