@@ -573,7 +573,10 @@ class Master:
                         # Pages first, then images: on a broker, another master's page
                         # is either still counted here or its images are counted below.
                         pages_left = len(frontier)
-                        self._snapshot.pages_queued = pages_left + len(running)
+                        # (On a broker, this master's pages in flight are leased there,
+                        # and counted in the frontier's length already.)
+                        self._snapshot.pages_queued = pages_left + (
+                            len(running) if shared is None else 0)
                         counts = self._refresh()
                         self._hint_when_no_worker(counts)
                         if not pages_left and not running and unsettled(counts) == 0:
