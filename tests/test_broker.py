@@ -7,6 +7,7 @@ nothing lost when a master, a worker or Redis itself is killed mid-crawl.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import secrets
@@ -14,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -564,6 +566,41 @@ def test_a_broker_address_that_is_no_redis_is_told_in_one_line(
         assert done.returncode == 1, (args, done.stderr)
         assert "does not speak Redis's protocol" in done.stderr, (args, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_a_port_that_answers_every_command_with_ok_is_told_in_one_line(
+        tmp_path: Path) -> None:
+    """The protocol's framing, but no Redis: "+OK" to HELLO, where a map belongs, was a
+    traceback from inside redis-py's handshake."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        stop = threading.Event()
+
+        def answer_ok() -> None:
+            server.settimeout(0.2)
+            while not stop.is_set():
+                try:
+                    conn, _ = server.accept()
+                except OSError:
+                    continue
+                with conn:
+                    conn.settimeout(5)
+                    with contextlib.suppress(OSError):
+                        while conn.recv(4096):
+                            conn.sendall(b"+OK\r\n")
+
+        thread = threading.Thread(target=answer_ok, daemon=True)
+        thread.start()
+        url = f"redis://127.0.0.1:{server.getsockname()[1]}/0"
+        try:
+            done = run_crawler("status", "--broker", url, "--json", cwd=tmp_path, timeout=60)
+        finally:
+            stop.set()
+            thread.join(10)
+    assert done.returncode == 1, done.stderr
+    assert "does not answer as Redis does" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
 def test_a_port_that_takes_connections_and_never_answers_is_told_in_seconds(

@@ -211,6 +211,12 @@ def connect(address: BrokerAddress, connections: Connections | None = None) -> r
     except redis.RedisError as exc:
         raise BrokerError(f"the broker at {address} failed our first command: "
                           f"{_said(exc)}") from exc
+    except (AttributeError, TypeError, ValueError, KeyError) as exc:
+        # A server that speaks the protocol's framing but is no Redis ("+OK" to HELLO,
+        # where a map belongs): redis-py fails inside its handshake.
+        raise BrokerError(f"the broker at {address} does not answer as Redis does (its "
+                          "answer to HELLO is no map): is that a redis-server's port?"
+                          ) from exc
     finally:
         probe.close()
     return client
