@@ -184,6 +184,23 @@ def test_a_location_with_raw_utf8_leads_to_the_page_it_names(
     assert moved.extraction is not None
 
 
+@pytest.mark.parametrize("location", ["\\\\{host}\\new.html", "/\\{host}/new.html",
+                                      "  /new.html  "])
+def test_a_location_is_resolved_as_browsers_resolve_it(
+        make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop],
+        location: str) -> None:
+    """By the URL standard: a backslash is a slash in an http(s) URL, and "\\\\host"
+    names a host (Python's urljoin made paths of them, and the crawler went to 404s)."""
+    server = make_server()
+    server.routes["/new.html"] = html()
+    host = server.url.removeprefix("http://")
+    server.routes["/old"] = lambda h: h.send_body(
+        301, b"", "text/html", {"Location": location.format(host=host)})
+    moved = visit_of(make_loop([server.url + "/"]).pages.submit(server.url + "/old", 0))
+    assert moved.page.final_url == server.url + "/new.html", moved.page.skipped
+    assert moved.extraction is not None
+
+
 class Counting:
     """Routes that count the requests being answered at once (the most seen in ``peak``)."""
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import math
 import time
-from urllib.parse import urljoin
 
-from crawler.model.urls import normalize
+from crawler.model.urls import resolve
 
 # Answers that another try will not change.
 PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 405, 406, 410, 414, 451})
@@ -68,5 +67,9 @@ def location_text(raw: bytes) -> str:
 
 
 def redirect_target(current: str, location: str) -> str:
-    """The normalised URL a ``Location`` header sends ``current`` to; ValueError if none."""
-    return normalize(urljoin(current, location))
+    """The normalised URL a ``Location`` header sends ``current`` to; ValueError if none.
+
+    Resolved by the URL standard, as browsers and the pages' own references are:
+    Python's urljoin took "\\\\host\\new" and "/\\host/new" for paths on this host.
+    """
+    return resolve(location, current)
