@@ -342,6 +342,16 @@ def test_parse_srcset(value: str, expected: list[str]) -> None:
     ("a{b:url(x y.png)}", []),  # whitespace inside an unquoted url() makes it invalid
     ("a{b:myurl(x.png)}", []),
     ("a{b:url(unclosed.png", []),
+    # A namespace is no image (nor a request a browser makes).
+    ("@namespace svg url(http://www.w3.org/2000/svg); a{b:url(i.png)}", ["i.png"]),
+    ('@namespace url("http://www.w3.org/1999/xhtml");', []),
+    # image-set(): each option's string or url() is an image a browser may load.
+    ('a{b:image-set("x.png" 1x, "x-2x.png" 2x)}', ["x.png", "x-2x.png"]),
+    ("a{b:-webkit-image-set(url(x.png) 1x, url('x-2x.png') 2x)}", ["x.png", "x-2x.png"]),
+    ('a{b:image-set("x.avif" type("image/avif"), "x.png" type("image/png"))}',
+     ["x.avif", "x.png"]),
+    ('a{b:image-set(linear-gradient(red, blue) 1x, "x.png" 2x)} c{d:url(i.png)}',
+     ["x.png", "i.png"]),
 ])
 def test_css_urls(css: str, expected: list[str]) -> None:
     assert css_urls(css) == expected
@@ -529,6 +539,9 @@ def test_stylesheet_urls_of_broken_css_never_raise(css: str) -> None:
 HOSTILE_CSS = {
     "at-rule without a block": "@font-face " * 200_000,
     "spaces of an unclosed url(": "url(" + " " * 2_000_000,
+    "image-sets never closed": "image-set(" * 200_000,
+    "an image-set of an unclosed string": 'image-set("' + "x" * 2_000_000,
+    "namespaces without an end": "@namespace " * 200_000,
 }
 
 

@@ -32,6 +32,13 @@ _CSS_TOKEN_RE = re.compile(
     | '(?:[^'\\\n]|\\.)*+'?
     | @import\b(?P<prelude>[^;{]*)
     | @font-face\b[^{;]*+(?:\{[^}]*+\}?)?
+    | @namespace\b[^;{]*+
+    | (?:-webkit-)?image-set\((?P<set>(?:
+          [^()"']
+        | "(?:[^"\\\n]|\\.)*+"?
+        | '(?:[^'\\\n]|\\.)*+'?
+        | \([^()]*+\)?
+      )*+)\)?
     | \burl\(\s*+(?:
           "(?P<dq>(?:[^"\\\n]|\\.)*+)"
         | '(?P<sq>(?:[^'\\\n]|\\.)*+)'
@@ -45,6 +52,12 @@ _IMPORT_URL_RE = re.compile(
     r"""\s*(?:url\(\s*(?:"(?P<dq>(?:[^"\\]|\\.)*+)"|'(?P<sq>(?:[^'\\]|\\.)*+)'
                        |(?P<uq>[^"'()\s]*+))\s*\)
            |"(?P<ds>(?:[^"\\]|\\.)*+)"|'(?P<ss>(?:[^'\\]|\\.)*+)')""",
+    re.IGNORECASE | re.DOTALL | re.VERBOSE)
+# An image-set() option's image: a string or a url(), each at the start of an option.
+_SET_OPTION_RE = re.compile(
+    r"""(?:^|,)\s*+(?:"(?P<dq>(?:[^"\\\n]|\\.)*+)"|'(?P<sq>(?:[^'\\\n]|\\.)*+)'
+                    |url\(\s*+(?:"(?P<udq>(?:[^"\\\n]|\\.)*+)"|'(?P<usq>(?:[^'\\\n]|\\.)*+)'
+                                |(?P<uq>[^"'()\s]*+))\s*+\))""",
     re.IGNORECASE | re.DOTALL | re.VERBOSE)
 _CSS_ESCAPE_RE = re.compile(r"\\(?:([0-9a-fA-F]{1,6})[ \t\n\r\f]?|(\r\n|[\n\r\f])|(.))", re.DOTALL)
 
@@ -82,6 +95,11 @@ def css_references(css: str) -> tuple[list[str], list[str]]:
             found = _IMPORT_URL_RE.match(match.group("prelude"))
             if found is not None and found.lastgroup is not None:
                 imports.append(_unescape(found.group(found.lastgroup)))
+            continue
+        if group == "set":  # image-set(): its strings are images, as its url()s are
+            images += [_unescape(found.group(found.lastgroup))
+                       for found in _SET_OPTION_RE.finditer(match.group("set"))
+                       if found.lastgroup is not None]
             continue
         images.append(_unescape(match.group(group)))
     return images, imports
