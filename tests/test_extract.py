@@ -82,9 +82,10 @@ def test_srcset() -> None:
 
 
 def test_picture_takes_picture_sources_but_not_video_or_audio_ones() -> None:
+    # (A video's poster is an image the page shows; its sources are not.)
     assert page("picture").images == (
         D + "wide.avif", D + "wide-small.avif", D + "wide.webp", D + "legacy-source.jpg",
-        D + "fallback.jpg",
+        D + "fallback.jpg", D + "video-poster.jpg",
     )
 
 
@@ -112,6 +113,23 @@ def test_css_in_style_blocks_and_attributes() -> None:
         D + "esc(aped).png", D + "hex.png", D + "upper.gif", D + "set-1x.png", D + "set-2x.png",
         D + "inline.jpg", D + "inline-unquoted.png", D + "inline-double.gif",
     )
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_images_browsers_draw_from_older_html(parser: str) -> None:
+    """background attributes, a video's poster, HTML's <image src> (read as <img> by
+    browsers); not a background attribute where no browser draws one."""
+    html = b"""<body background="/body.png"><table background="t.png"><tr>
+        <td background="/td.png">x</td></tr></table><div background="/no.png"></div>
+        <video poster="/poster.jpg"><source src="/movie.mp4"></video>
+        <image src="/image-tag.png" alt="An image"><svg><image href="/svg.png"/></svg>"""
+    found = extract(html, PAGE, parser=parser)
+    assert [(ref.url.removeprefix(ROOT), ref.kind) for ref in found.image_refs] == [
+        ("body.png", "css"), ("dir/t.png", "css"), ("td.png", "css"),
+        ("poster.jpg", "poster"), ("image-tag.png", "img"), ("svg.png", "svg")]
+    assert found.image_refs[4].alt == "An image"
+    assert extract(html, PAGE, parser=parser, sources=SOURCES - {"css", "img"}).images == (
+        ROOT + "svg.png",)
 
 
 def test_meta_images() -> None:
@@ -304,7 +322,8 @@ def test_a_meta_refresh_is_a_link(parser: str) -> None:
 
 
 def test_picture_off_keeps_the_fallback_img() -> None:
-    assert page("picture", sources=SOURCES - {"picture"}).images == (D + "fallback.jpg",)
+    assert page("picture", sources=SOURCES - {"picture"}).images == (
+        D + "fallback.jpg", D + "video-poster.jpg")
 
 
 def test_an_unknown_source_is_a_value_error() -> None:

@@ -46,6 +46,8 @@ SOURCES: frozenset[str] = frozenset(
 DEFAULT_LAZY_ATTRIBUTES: tuple[str, ...] = (
     "data-src", "data-srcset", "data-original", "data-lazy-src", "data-lazy")
 
+# Elements whose background attribute browsers still draw.
+_BACKGROUND_TAGS = frozenset({"body", "table", "thead", "tbody", "tfoot", "tr", "td", "th"})
 _NAV_TAGS = {"a": "href", "area": "href", "frame": "src", "iframe": "src"}
 _META_KEYS = frozenset(
     {"og:image", "og:image:url", "og:image:secure_url", "twitter:image", "twitter:image:src"})
@@ -77,8 +79,9 @@ class ImageRef(NamedTuple):
     """One image and what the page said about it, at its first reference.
 
     ``kind`` is how it was referred to: "img" (src), "srcset", "picture" (a
-    <source>), "lazy", "css", "og:image", "twitter:image", "link" (icons,
-    preloads), "input", "svg" or "anchor". ``alt``, ``title``, ``width`` and
+    <source>), "lazy", "css" (backgrounds: CSS, and HTML's background
+    attribute), "poster" (a <video>'s), "og:image", "twitter:image", "link"
+    (icons, preloads), "input", "svg" or "anchor". ``alt``, ``title``, ``width`` and
     ``height`` are the attributes of the element (for a <picture> source, of
     the picture's <img>), ``caption`` the text of the <figcaption> of an
     enclosing <figure>; None where the page says nothing. A tuple, so that a
@@ -155,13 +158,21 @@ class _Collector:
         handlers = _HANDLERS
         lazy = self.lazy if "lazy" in self.sources else ()
         css = "css" in self.sources
-        attributes = (*lazy, "style") if css else lazy
+        poster = "img" in self.sources
+        # Attributes looked for on any element, found by the engine (libxml2's XPath):
+        # walking every <td> of a page for a rare background cost more than the rest.
+        attributes = (*lazy, *(("style", "background") if css else ()),
+                      *(("poster",) if poster else ()))
         for name, get, node, carries in self.tree.elements(handlers.keys(), attributes):
             handler = handlers.get(name)
             if handler is not None:
                 handler(self, get, node)
             if not carries:
                 continue
+            if css and name in _BACKGROUND_TAGS:  # the HTML background attribute
+                self._image(get("background"), "css", node)
+            if poster and name == "video":
+                self._image(get("poster"), "poster", node)
             for attribute in lazy:
                 value = get(attribute)
                 if value:
@@ -273,6 +284,10 @@ class _Collector:
             self._image(get("src"), "input", node)
 
     def _svg_image(self, get: Getter, node: Any) -> None:
+        if get("src") and not (get("href") or get("xlink:href")):
+            # HTML's <image src>, which browsers read as <img> (libxml2 keeps the name).
+            self._img(get, node)
+            return
         if "svg" in self.sources:
             self._image(get("href"), "svg", node)
             self._image(get("xlink:href"), "svg", node)
