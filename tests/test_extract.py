@@ -132,6 +132,19 @@ def test_images_browsers_draw_from_older_html(parser: str) -> None:
         ROOT + "svg.png",)
 
 
+@pytest.mark.parametrize("parser", PARSERS)
+def test_lazy_attributes_that_name_no_image_are_left_out(parser: str) -> None:
+    """lazysizes' iframes (a video player), a script's or a video's source, and a switch
+    (data-lazy="true") were queued as images."""
+    html = b"""<iframe data-src="/embed/xyz" class="lazyload"></iframe>
+        <video class="lazy"><source data-src="/movie.mp4" type="video/mp4"></video>
+        <script data-src="/app.js"></script><img src="/a.png" data-lazy="true">
+        <img src="/b.png" data-src=" 0 "><picture><source data-srcset="/p.webp">
+        <img data-src="/p.jpg"></picture><div data-src="/d.png"></div>"""
+    assert extract(html, PAGE, parser=parser).images == tuple(
+        ROOT + name for name in ("a.png", "b.png", "p.webp", "p.jpg", "d.png"))
+
+
 def test_meta_images() -> None:
     assert page("meta").images == (
         ROOT + "og-image.jpg",

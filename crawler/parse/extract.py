@@ -46,6 +46,13 @@ SOURCES: frozenset[str] = frozenset(
 DEFAULT_LAZY_ATTRIBUTES: tuple[str, ...] = (
     "data-src", "data-srcset", "data-original", "data-lazy-src", "data-lazy")
 
+# Elements whose lazy-loading attributes name no image: lazysizes' iframes (often a
+# video player on another host), scripts, a video's or audio's own sources.
+_NOT_LAZY_IMAGES = frozenset({"iframe", "frame", "script", "video", "audio", "embed",
+                              "object", "track", "link", "a", "area"})
+# What a lazy attribute holds when it is a switch, not a URL (<img data-lazy="true">).
+_FLAG_VALUE = re.compile(r"\s*(?:true|false|yes|no|on|off|lazy|eager|auto|[01])\s*",
+                         re.IGNORECASE)
 # Elements whose background attribute browsers still draw.
 _BACKGROUND_TAGS = frozenset({"body", "table", "thead", "tbody", "tfoot", "tr", "td", "th"})
 _NAV_TAGS = {"a": "href", "area": "href", "frame": "src", "iframe": "src"}
@@ -173,13 +180,15 @@ class _Collector:
                 self._image(get("background"), "css", node)
             if poster and name == "video":
                 self._image(get("poster"), "poster", node)
-            for attribute in lazy:
-                value = get(attribute)
-                if value:
-                    if attribute.endswith("srcset"):
-                        self._images(parse_srcset(value), "lazy", node)
-                    else:
-                        self._image(value, "lazy", node)
+            if lazy and name not in _NOT_LAZY_IMAGES and (
+                    name != "source" or self._in_picture(node)):
+                for attribute in lazy:
+                    value = get(attribute)
+                    if value:
+                        if attribute.endswith("srcset"):
+                            self._images(parse_srcset(value), "lazy", node)
+                        elif not _FLAG_VALUE.fullmatch(value):
+                            self._image(value, "lazy", node)
             if css:
                 style = get("style")
                 if style:
