@@ -205,6 +205,17 @@ def test_the_first_base_href_applies_to_the_whole_page() -> None:
     assert result.links == ("http://example.com/assets/v2/docs/index.html",)
 
 
+@pytest.mark.parametrize("parser", PARSERS)
+@pytest.mark.parametrize("holder", ["template", "svg", "math"])
+def test_a_base_in_a_template_or_foreign_content_is_not_the_documents(
+        parser: str, holder: str) -> None:
+    html = (f'<{holder}><base href="/elsewhere/"></{holder}><img src="a.png">'
+            '<a href="next.html">next</a><base href="/real/">').encode()
+    found = extract(html, PAGE, parser=parser)
+    assert found.base_url == ROOT + "real/"
+    assert found.images == (ROOT + "real/a.png",) and found.links == (ROOT + "real/next.html",)
+
+
 def test_html_entities_are_decoded_before_resolving() -> None:
     result = page("entities")
     assert result.images == (

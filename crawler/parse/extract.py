@@ -310,8 +310,12 @@ class _Collector:
     def _base(self, get: Getter, node: Any) -> None:
         if self.base is None:
             href = get("href")
-            if href is not None:
-                self.base = href  # only the first <base href> counts
+            # Only the first <base href> of the document counts: not one in a <template>
+            # (whose content is no part of it) nor in SVG or MathML (another element).
+            if href is not None and not any(
+                    self.tree.enclosing(node, tag) is not None
+                    for tag in ("template", "svg", "math")):
+                self.base = href
 
 
 # Tag name -> the collector's method for it. Beside the class, not on each collector: bound
