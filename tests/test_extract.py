@@ -145,6 +145,21 @@ def test_lazy_attributes_that_name_no_image_are_left_out(parser: str) -> None:
         ROOT + name for name in ("a.png", "b.png", "p.webp", "p.jpg", "d.png"))
 
 
+@pytest.mark.parametrize("parser", PARSERS)
+def test_a_robots_meta_tag_saying_nofollow_is_told(parser: str) -> None:
+    def told(meta: str) -> bool:
+        html = f'{meta}<a href="next.html">next</a>'.encode()
+        found = extract(html, PAGE, parser=parser)
+        assert found.links == (D + "next.html",)  # facts: the caller decides
+        return found.nofollow
+
+    assert told('<meta name="robots" content="noindex, nofollow">')
+    assert told('<meta name="ROBOTS" content=" None ">')
+    assert not told('<meta name="robots" content="noindex">')
+    assert not told('<meta name="googlebot" content="nofollow">')
+    assert not told("")
+
+
 def test_meta_images() -> None:
     assert page("meta").images == (
         ROOT + "og-image.jpg",

@@ -361,3 +361,24 @@ def test_an_image_queued_before_still_brings_its_hosts_crawl_delay(
         client.close()
     assert visit.extraction is not None and visit.images == []  # nothing new to queue
     assert told == [(server.url.partition("://")[2], 2.0)]  # told once, not per image
+
+
+def test_a_pages_robots_meta_nofollow_is_obeyed_unless_robots_are_ignored(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """<meta name="robots" content="nofollow">: the page's images are taken, its links
+    not followed (as wget does), unless robots are ignored."""
+    server = make_server()
+    serve_routes(server, {
+        "/": ("text/html", b'<meta name="robots" content="noindex, NoFollow">'
+                           b'<img src="/here.png"><a href="/next.html">next</a>'),
+        "/next.html": ("text/html", b'<img src="/there.png">'),
+    })
+    obeyed = run_crawler("master", server.url + "/", "--dry-run", "--out",
+                         str(tmp_path / "obeyed"), cwd=tmp_path)
+    assert obeyed.returncode == 0, obeyed.stderr
+    assert obeyed.stdout.split() == [server.url + "/here.png"]
+    assert "/next.html" not in server.paths()
+    ignored = run_crawler("master", server.url + "/", "--dry-run", "--ignore-robots", "--out",
+                          str(tmp_path / "ignored"), cwd=tmp_path)
+    assert ignored.returncode == 0, ignored.stderr
+    assert ignored.stdout.split() == [server.url + "/here.png", server.url + "/there.png"]

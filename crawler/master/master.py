@@ -830,7 +830,11 @@ class Master:
             # a link to the target later is the same page, not another one to read.
             frontier.mark_seen(visit.page.final_url)
         links: list[tuple[str, int]] = []
-        if visit.depth < self._settings.crawl.depth:
+        nofollow = visit.extraction.nofollow and self._settings.crawl.respect_robots
+        if nofollow and visit.extraction.links:
+            log.info("page %s: its robots meta tag says nofollow: its links are not followed",
+                     visit.url)
+        if visit.depth < self._settings.crawl.depth and not nofollow:
             for link in visit.extraction.links:
                 if (not frontier.seen(link) and self._scope.allows_page(link)
                         and frontier.add(link, visit.depth + 1)):

@@ -80,6 +80,9 @@ class Extraction(NamedTuple):
     # One per image, in the order of ``images``: how and with what words the
     # page showed it.
     image_refs: tuple[ImageRef, ...] = ()
+    # The page asks robots not to follow its links: <meta name="robots"> saying
+    # "nofollow" or "none" (the caller decides whether to obey).
+    nofollow: bool = False
 
 
 class ImageRef(NamedTuple):
@@ -159,6 +162,7 @@ class _Collector:
         # kind and node say how and where the page referred to an image.
         self.refs: list[tuple[str, str, str, Any]] = []
         self.base: str | None = None
+        self.nofollow = False  # <meta name="robots" content="nofollow">
         self._source_verdicts: dict[int, tuple[bool, Any]] = {}  # id(<source>) -> verdict
 
     def run(self) -> None:
@@ -262,6 +266,10 @@ class _Collector:
             target = refresh_url(get("content") or "")
             if target:
                 self.refs.append(("nav", target, "anchor", node))
+            return
+        if (get("name") or "").strip().lower() == "robots":
+            words = {word.strip().lower() for word in (get("content") or "").split(",")}
+            self.nofollow = self.nofollow or bool(words & {"nofollow", "none"})
             return
         if "meta" not in self.sources:
             return
@@ -403,7 +411,8 @@ def extract(
         elif url not in images:
             images[url] = ImageRef(url, kind, *_described(tree, kind, node, pictures))
     return Extraction(base_url=base, links=tuple(links), images=tuple(images),
-                      stylesheets=tuple(sheets), image_refs=tuple(images.values()))
+                      stylesheets=tuple(sheets), image_refs=tuple(images.values()),
+                      nofollow=collector.nofollow)
 
 
 _TEXT_LIMIT = 1000  # characters kept of alt, title and caption text
