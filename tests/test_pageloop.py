@@ -384,6 +384,16 @@ def test_a_page_too_slow_to_parse_fails_for_good_and_the_others_are_read(
     assert good.extraction is not None
 
 
+def test_a_page_answered_203_is_read_as_browsers_read_it(
+        make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop]) -> None:
+    """203: a 200 that a proxy on the way changed; its body is the page."""
+    server = make_server()
+    server.routes["/proxied.html"] = lambda h: h.send_body(203, PAGE, "text/html")
+    visit = visit_of(make_loop([server.url + "/"]).pages.submit(server.url + "/proxied.html",
+                                                                0))
+    assert visit.extraction is not None and visit.page.status == 203, visit.page.skipped
+
+
 def test_a_bug_in_one_page_fails_that_page_alone(make_server: Callable[[], FixtureServer],
                                                  make_loop: Callable[..., Loop],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:

@@ -103,20 +103,24 @@ def too_many_redirects(url: str, current: str) -> Page:
     return Page(url, current, 0, skipped=f"more than {MAX_REDIRECTS} redirects")
 
 
+# Answers whose body is the page: 203 is a 200 a proxy changed, and browsers show it.
+PAGE_STATUSES = (200, 203)
+
+
 def wants_html(status: int, headers: dict[str, str]) -> bool:
-    return status == 200 and _media_type(headers) in ("", *HTML_TYPES)
+    return status in PAGE_STATUSES and _media_type(headers) in ("", *HTML_TYPES)
 
 
 def _answer(url: str, final_url: str, reply: Reply) -> Page:
     status = reply.status
-    if status != 200:
+    if status not in PAGE_STATUSES:
         return Page(url, final_url, status, skipped=f"HTTP {status}",
                     transient=transient_status(status),
                     retry_after=server_pause(status, reply.headers.get("retry-after")))
     kind = _media_type(reply.headers)
     if kind not in ("", *HTML_TYPES):
-        return Page(url, final_url, 200, skipped=f"not HTML ({kind})")
-    return Page(url, final_url, 200, reply.body, _charset(reply.headers), reply.truncated)
+        return Page(url, final_url, status, skipped=f"not HTML ({kind})")
+    return Page(url, final_url, status, reply.body, _charset(reply.headers), reply.truncated)
 
 
 def too_slow(url: str, current: str, timeout: float) -> Page:
