@@ -525,7 +525,7 @@ def _joined(shared: BrokerCrawl, mine: Settings) -> tuple[Settings, tuple[str, .
     for kept in JOINING_MASTER_KEEPS:
         section, _, name = kept.partition(".")
         if name:
-            data[section][name] = own[section][name]
+            data.setdefault(section, {})[name] = own[section][name]
         else:
             data[section] = own[section]
     theirs = Settings().with_sections(data, f"the settings of crawl {shared.name!r} on the broker")

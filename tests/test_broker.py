@@ -654,6 +654,42 @@ def test_a_crawl_another_version_started_is_refused_by_masters_and_workers(
     assert refused.returncode == 1 and "keeps its state in format 2.5," in refused.stderr
 
 
+def test_a_damaged_crawl_record_is_one_line_for_every_command(
+        make_server: Callable[[], FixtureServer], redis_server: RedisServer,
+        tmp_path: Path) -> None:
+    """Anyone with the broker's login can write the record: fields of the wrong shape
+    were tracebacks (AttributeError, TypeError, KeyError 'lease_timeout', ValueError)."""
+    server = make_server()
+    setup_site(server, pages=1, images_per_page=2)
+    name = _crawl_name()
+    args = ("--broker", redis_server.url, "--crawl", name)
+    done = run_crawler("master", server.url + "/", *args, "--local-workers", "1",
+                       "--out", str(tmp_path / "a"))
+    assert done.returncode == 0, done.stderr
+    client = redis_server.client()
+    record = f"crawler:{{{name}}}:crawl"
+    kept = {field: client.hget(record, field) for field in ("info", "started", "settings")}
+    commands = {
+        "status": ("status", *args, "--json"),
+        "worker": ("worker", *args, "--out", str(tmp_path / "w"), "--connect-wait", "3"),
+        "join": ("master", "--join", name, "--broker", redis_server.url, "--out",
+                 str(tmp_path / "j")),
+    }
+    for field, value, command in (("info", "[]", "status"), ("info", "[]", "worker"),
+                                  ("info", "{}", "worker"), ("started", '"junk"', "status"),
+                                  ("settings", "[]", "join"),
+                                  ("settings", '{"crawl": 5}', "join")):
+        client.hset(record, field, value)
+        try:
+            refused = run_crawler(*commands[command], cwd=tmp_path, timeout=60)
+        finally:
+            client.hset(record, field, kept[field])
+        said = refused.stderr.strip().splitlines()
+        assert refused.returncode in (1, 2), (field, value, command, refused.stderr)
+        assert len(said) == 1 and "Traceback" not in refused.stderr, (field, value, said)
+        assert "damaged" in said[0] or "sent no" in said[0] or "sent a" in said[0], said
+
+
 def test_a_joining_master_says_its_flags_for_the_crawls_settings_are_not_used(
         make_server: Callable[[], FixtureServer], redis_server: RedisServer,
         tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import os
 import socket
 import urllib.parse
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -352,10 +352,27 @@ class CrawlRecord:
                               + (f"; it has {', '.join(known)}" if known else
                                  "; start one with crawler master URL --broker ..."))
         try:
-            return json.loads(str(text))
+            value = json.loads(str(text))
         except json.JSONDecodeError as exc:
             raise BrokerError(f"the record of crawl {self.crawl!r} on the broker is damaged "
                               f"({name}: {exc})") from exc
+        shape = _RECORD_SHAPES.get(name)
+        if shape is not None and not shape(value):
+            raise BrokerError(f"the record of crawl {self.crawl!r} on the broker is damaged "
+                              f"({name}: {str(text)[:60]!r} is not what its masters write)")
+        return value
+
+
+# What each field of a crawl's record holds, as its first master writes it: anyone with
+# the broker's login can write there, and a master or worker must not trip on it.
+_RECORD_SHAPES: dict[str, Callable[[Any], bool]] = {
+    "settings": lambda v: isinstance(v, dict) and all(isinstance(t, dict) for t in v.values()),
+    "seeds": lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v),
+    "identity": lambda v: isinstance(v, dict),
+    "info": lambda v: isinstance(v, dict),
+    "board": lambda v: isinstance(v, dict),
+    "started": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+}
 
 
 def only_crawl(client: redis.Redis, address: BrokerAddress) -> str:

@@ -142,6 +142,25 @@ def attempt_from_report(data: object) -> Attempt:
     return Attempt.from_wire(data)  # the kind back to a FailureKind, as every reader needs
 
 
+def crawl_info_from_wire(data: object, sender: str = "the master") -> CrawlInfo:
+    """The crawl info a master (or a broker's crawl record) gave a joining worker, with
+    the fields every worker reads at once; BadCrawlInfo, naming what is wrong, if not."""
+    if not isinstance(data, dict):
+        raise BadCrawlInfo(f"{sender} sent no crawl info (got {type(data).__name__})")
+    for name in ("lease_timeout", "worker_silence"):
+        value = data.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                math.isfinite(value) and value > 0):
+            raise BadCrawlInfo(f"{sender} sent a {name} of {value!r:.40}, not a number of "
+                               "seconds > 0")
+    if not isinstance(data.get("user_agent"), str):
+        raise BadCrawlInfo(f"{sender} sent no user_agent")
+    for name in ("limits", "policy", "image_scope", "robots"):
+        if not isinstance(data.get(name), dict):
+            raise BadCrawlInfo(f"{sender} sent no {name}")
+    return data  # type: ignore[return-value]  # (the rest is read by its own *_from_wire)
+
+
 def _known_fields(data: object, known: Collection[str], what: str,
                  sender: str = "the master") -> dict[str, Any]:
     """``data``, a dict whose keys are all ``known``; BadCrawlInfo otherwise.

@@ -45,6 +45,7 @@ from crawler.model.wire import (
     LeaseAnswer,
     Report,
     WorkerInfo,
+    crawl_info_from_wire,
     image_scope_from_wire,
     limits_from_wire,
     robots_rules_from_wire,
@@ -229,9 +230,9 @@ class Worker:
             try:
                 self._board = self._client.connect()
                 log.debug("connected to %s as %s", where, self._id)
-                crawl: CrawlInfo = self._board.hello(
+                crawl = crawl_info_from_wire(self._board.hello(
                     self._id, WorkerInfo(host=socket.gethostname(), pid=os.getpid(),
-                                         threads=self._options.threads))
+                                         threads=self._options.threads)))
                 self._client.bound_calls(self._board, call_deadline(crawl))
                 self._fresh_for = min(crawl["worker_silence"], crawl["lease_timeout"]) / 2
                 self._check_folder(crawl)
