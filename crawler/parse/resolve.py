@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from crawler.errors import InvalidURL
 from crawler.model.urls import normalize, resolve
+from crawler.parse.encodings import encode_as, encoding_of, url_encoding
 
 __all__ = ["MAX_URL_LENGTH", "Resolver", "page_base"]
 
@@ -22,9 +23,6 @@ __all__ = ["MAX_URL_LENGTH", "Resolver", "page_base"]
 MAX_URL_LENGTH = 16 * 1024
 
 _FETCHED_SCHEMES = frozenset({"http", "https"})
-# Encodings whose documents put UTF-8 in URL queries (the URL standard's rule).
-_UTF8_FOR_URLS = frozenset({"utf-8", "utf-16", "utf-16-le", "utf-16-be", "utf-32",
-                            "utf-32-le", "utf-32-be"})
 
 # URL standard: strip leading/trailing C0 controls and spaces, drop tabs and newlines.
 _C0_AND_SPACE = "".join(chr(c) for c in range(0x21))
@@ -54,8 +52,10 @@ class Resolver:
     """Turn a raw reference into a normalised absolute http(s) URL, or None."""
 
     def __init__(self, base: str, query_encoding: str) -> None:
+        """``query_encoding`` is the page's encoding label (as ``decode`` names it)."""
         self.base = base
-        self.query_encoding = query_encoding
+        # The encoding its queries are sent in: UTF-8 for UTF-16 pages and unknown labels.
+        self.query_encoding = url_encoding(encoding_of(query_encoding) or "utf-8")
         scheme, sep, rest = base.partition("://")
         fetched = sep and scheme.lower() in _FETCHED_SCHEMES
         self.origin = f"{scheme}://{rest.split('/', 1)[0]}" if fetched else ""
@@ -89,7 +89,7 @@ class Resolver:
         scheme = _SCHEME_RE.match(ref)
         if scheme is not None and scheme.group(1).lower() not in _FETCHED_SCHEMES:
             return None, False  # data:, javascript:, mailto:, blob:, about:, ...
-        if self.query_encoding not in _UTF8_FOR_URLS and not ref.isascii():
+        if self.query_encoding != "utf-8" and not ref.isascii():
             ref = _encode_query(ref, self.query_encoding)
         # "/path" and "path" depend on the base's folder only, and "scheme://..." on
         # nothing; the rest ("?query", "http:?query") on the whole base.
@@ -128,7 +128,7 @@ def _encode_query(ref: str, encoding: str) -> str:
 
     def encode(match: re.Match[str]) -> str:
         # Characters the encoding lacks become "&#NNNN;", the URL standard's rule.
-        return quote(match.group(), safe="", encoding=encoding, errors="xmlcharrefreplace")
+        return quote(encode_as(match.group(), encoding), safe="")
 
     return f"{path}?{_NON_ASCII_RE.sub(encode, query)}{hash_mark}{fragment}"
 
