@@ -77,3 +77,39 @@ def test_a_query_is_encoded_in_the_pages_encoding_as_the_standard_names_it(
     html = f'<img src="/a.png?q={char}">'
     data = html.encode(codec) if codec != "utf-8" else html.replace(char, "&#20154;").encode()
     assert extract(data, PAGE, encoding=label).images == (f"{ROOT}a.png?q={query}",)
+
+
+# --- the prescan of <meta> ------------------------------------------------------------
+
+@pytest.mark.parametrize("head", [
+    '<!-- <meta charset="iso-8859-1"> --><meta charset="utf-8">',
+    '<meta name="keywords" content="charset=windows-1251">',
+    '<meta name="description" content="text/html; charset=iso-8859-1"><meta charset=utf-8>',
+    '<a title=\'<meta charset="iso-8859-1">\'>x</a>',
+    '<!--><meta charset="utf-8"><!-- <meta charset="koi8-r"> -->',
+    '<?xml-stylesheet href="a.xsl"?><meta charset="utf-8"><meta charset="windows-1251">',
+    '<script data-x="<meta charset=windows-1251>"></script><meta charset="utf-8">',
+    '<meta charset="bogus" content="charset=windows-1251" http-equiv="content-type">',
+    '<meta charset="utf-16"><meta charset="windows-1251">',  # UTF-16 in a meta is UTF-8
+])
+def test_charsets_a_browser_ignores_are_ignored(head: str) -> None:
+    """Taken by a regular expression, they read a UTF-8 page's ü as Ã¼."""
+    page = f'<html><head>{head}</head><body><img src="/\u00fc.png"></body></html>'.encode()
+    assert extract(page, PAGE).images == (ROOT + "%C3%BC.png",)
+
+
+@pytest.mark.parametrize("head", [
+    '<meta http-equiv="Content-Type" content="text/html; charset=windows-1251">',
+    "<META CONTENT='text/html;charset=\"windows-1251\"' HTTP-EQUIV=content-type>",
+    '<meta/charset=windows-1251>',
+    '<!-- a comment --><link rel=stylesheet href="/a.css"><meta charset= "windows-1251" >',
+    '<meta charset="windows-1251" charset="utf-8">',  # the first of a name counts
+    '<!--><meta charset=windows-1251>',
+])
+def test_charsets_a_browser_takes_are_taken(head: str) -> None:
+    page = f"<html><head>{head}</head><body><img src='/\u0444.png'></body></html>"
+    assert extract(page.encode("cp1251"), PAGE).images == (ROOT + "%D1%84.png",)
+
+
+def test_x_user_defined_in_a_meta_is_windows_1252() -> None:
+    assert decode(b"<meta charset=x-user-defined>\xe9", None)[1] == "windows-1252"

@@ -1,7 +1,8 @@
 """Page bytes to text, choosing the encoding as browsers do.
 
 The order is the HTML standard's: a byte-order mark, else the HTTP charset,
-else a declared charset (``<?xml encoding>`` or ``<meta charset>``), else
+else a declared charset (``<?xml encoding>``, or a ``<meta>`` found by the HTML
+standard's prescan, which skips comments and other tags' attributes), else
 BOM-less UTF-16 recognised by its NULs, else UTF-8 when the bytes are valid
 UTF-8. Labels are the Encoding Standard's, read and decoded as browsers do
 (``crawler.parse.encodings``): "gb2312" is GBK, "iso-8859-1" windows-1252,
@@ -23,13 +24,25 @@ from crawler.parse.encodings import decode_as, encoding_of
 
 __all__ = ["decode"]
 
-# Searched in a bounded prefix so a hostile page cannot make sniffing slow.
+# Searched in a bounded prefix so a hostile page cannot make sniffing slow. The HTML
+# standard reads 1024 bytes; browsers read on through a long <head> (Chromium to the
+# end of it), so more is read here, as before.
 _SNIFF_BYTES = 8192
 # What the detector reads of an undeclared page: enough to recognise a language.
 _GUESS_BYTES = 64 * 1024
 _XML_DECL_RE = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._:\-]+)""")
-_META_CHARSET_RE = re.compile(
-    rb"""<meta[^>]*?charset\s*=\s*["']?\s*([A-Za-z0-9._:\-]+)""", re.IGNORECASE)
+# The prescan's "get an attribute": the end of the tag, or a name and maybe a value
+# (double- or single-quoted, an unterminated quote, or unquoted).
+_ATTRIBUTE_RE = re.compile(rb"""[\t\n\f\r /]*+(?:(>)|([^\t\n\f\r />][^\t\n\f\r /=>]*+)
+    (?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:"([^"]*+)"|'([^']*+)'|(["'])|([^\t\n\f\r >]*+)))?)""",
+    re.VERBOSE)
+_TAG_NAME_RE = re.compile(rb"[^\t\n\f\r >]*+")
+_SPACE_OR_SLASH = frozenset(b"\t\n\f\r /")
+_ASCII_LETTERS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+# The standard's "extracting a character encoding from a meta element" (in a lower-cased
+# content value): an unmatched quote, or nothing after "=", names none.
+_CONTENT_CHARSET_RE = re.compile(
+    r"""charset[\t\n\f\r ]*=[\t\n\f\r ]*(?:"([^"]*)"|'([^']*)'|["']|([^\t\n\f\r ;]*))""")
 # The Encoding Standard's three: a UTF-32 page is no page a browser reads.
 _BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16le"),
          (codecs.BOM_UTF16_BE, "utf-16be"))
@@ -77,16 +90,105 @@ def decode(data: bytes, encoding: str | None) -> tuple[str, str]:
 def _declared(data: bytes) -> str | None:
     """The encoding the page declares, or BOM-less UTF-16 seen in its NULs; else None."""
     head = data[:_SNIFF_BYTES]
-    declared = _XML_DECL_RE.match(head) or _META_CHARSET_RE.search(head)
-    if declared is not None:
-        name = encoding_of(declared.group(1).decode("ascii"))
+    xml = _XML_DECL_RE.match(head)
+    name = encoding_of(xml.group(1).decode("ascii")) if xml is not None else _prescan(head)
+    if name is not None:
         # An ASCII-readable declaration cannot truly be UTF-16 (HTML standard).
         return "utf-8" if name in ("utf-16le", "utf-16be") else name
-    if len(data) >= 4 and data[1] == 0 and data[3] == 0 and data[0] != 0:
+    if xml is None and len(data) >= 4 and data[1] == 0 and data[3] == 0 and data[0] != 0:
         return "utf-16le"  # BOM-less UTF-16 text: ASCII with NULs between
-    if len(data) >= 4 and data[0] == 0 and data[2] == 0 and data[1] != 0:
+    if xml is None and len(data) >= 4 and data[0] == 0 and data[2] == 0 and data[1] != 0:
         return "utf-16be"
     return None
+
+
+def _prescan(head: bytes) -> str | None:
+    """The HTML standard's "prescan a byte stream to determine its encoding": the first
+    ``<meta charset>``, or ``<meta http-equiv="content-type" content="...charset=...">``,
+    outside comments, naming an encoding. A browser ignores a charset in a comment,
+    in another tag's attribute or in a ``<meta>`` that is no Content-Type pragma."""
+    if b"charset" not in head.lower():
+        return None  # most undeclared pages: their tags need no reading
+    position = head.find(b"<")
+    while position >= 0:
+        after = head[position + 1 : position + 6]
+        if after.startswith(b"!--"):
+            end = head.find(b"-->", position + 2)  # "<!-->" is a whole comment
+            position = end + 3 if end >= 0 else -1
+        elif after[:4].lower() == b"meta" and after[4:] and after[4] in _SPACE_OR_SLASH:
+            found, position = _meta(head, position + 6)
+            if found is not None:
+                return found
+        elif after[:1] and (after[0] in _ASCII_LETTERS or (
+                after[0] == 0x2F and after[1:2] and after[1] in _ASCII_LETTERS)):
+            # Another tag: its attributes are skipped as the prescan reads them.
+            name = _TAG_NAME_RE.match(head, position + 2)
+            position = _skip_attributes(head, name.end()) if name is not None else -1
+        elif after[:1] in (b"!", b"/", b"?"):
+            end = head.find(b">", position + 2)
+            position = end + 1 if end >= 0 else -1
+        else:
+            position += 1
+        if position < 0:
+            return None  # the prescan ran off the end
+        position = head.find(b"<", position)
+    return None
+
+
+def _attribute(head: bytes, position: int) -> re.Match[bytes] | None:
+    """The prescan's "get an attribute" at ``position``: group 1 is the tag's ">", else
+    group 2 the name and 3, 4 or 6 its value. None where it runs off the end."""
+    attribute = _ATTRIBUTE_RE.match(head, position)
+    if attribute is None or attribute.group(5) is not None:
+        return None  # nothing but spaces, or a quote never closed
+    if attribute.group(1) is None and attribute.end() >= len(head):
+        return None  # a name or value cut by the end: maybe longer
+    return attribute
+
+
+def _skip_attributes(head: bytes, position: int) -> int:
+    """Where the tag whose attributes start at ``position`` ends; -1 past the end."""
+    while (attribute := _attribute(head, position)) is not None:
+        position = attribute.end()
+        if attribute.group(1) is not None:
+            return position
+    return -1
+
+
+def _meta(head: bytes, position: int) -> tuple[str | None, int]:
+    """The encoding a ``<meta`` whose attributes start at ``position`` declares, if it
+    declares one, and where the prescan goes on (-1: it ran off the end)."""
+    seen: set[bytes] = set()
+    got_pragma = False
+    need_pragma: bool | None = None
+    charset: str | None = None
+    decided = False  # charset taken from an attribute (None: a label of no encoding)
+    while True:
+        attribute = _attribute(head, position)
+        if attribute is None:
+            return None, -1
+        position = attribute.end()
+        if attribute.group(1) is not None:
+            break
+        name = attribute.group(2).lower()
+        if name in seen:
+            continue
+        seen.add(name)
+        raw = attribute.group(3) or attribute.group(4) or attribute.group(6) or b""
+        value = raw.lower().decode("latin-1")
+        if name == b"http-equiv":
+            got_pragma = value == "content-type"
+        elif name == b"content" and not decided:
+            found = _CONTENT_CHARSET_RE.search(value)
+            label = next((g for g in found.groups() if g is not None), None) if found else None
+            if label is not None and encoding_of(label) is not None:
+                charset, need_pragma, decided = encoding_of(label), True, True
+        elif name == b"charset" and not decided:
+            charset, need_pragma, decided = encoding_of(value), False, True
+    if charset is None or (need_pragma and not got_pragma):
+        return None, position
+    return ("utf-8" if charset in ("utf-16le", "utf-16be")
+            else "windows-1252" if charset == "x-user-defined" else charset), position
 
 
 def _guess(data: bytes) -> tuple[str, str] | None:
