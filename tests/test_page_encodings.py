@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from crawler.parse.css import decode_stylesheet
 from crawler.parse.decode import decode
 from crawler.parse.encodings import decode_as, encoding_of
 from crawler.parse.extract import extract
@@ -113,3 +114,22 @@ def test_charsets_a_browser_takes_are_taken(head: str) -> None:
 
 def test_x_user_defined_in_a_meta_is_windows_1252() -> None:
     assert decode(b"<meta charset=x-user-defined>\xe9", None)[1] == "windows-1252"
+
+
+# --- style sheets ---------------------------------------------------------------------
+
+@pytest.mark.parametrize(("data", "charset", "referrer", "text"), [
+    ("\ufeffф".encode("utf-8"), "windows-1251", None, "ф"),  # a BOM first
+    ("\ufeffф".encode("utf-16-le"), None, None, "ф"),
+    ("ф".encode("cp1251"), "cp1251", "utf-8", "ф"),  # then the HTTP charset
+    ('@charset "x-cp1251"; ф'.encode("cp1251"), "bogus", None, '@charset "x-cp1251"; ф'),
+    ('@charset "utf-16"; ф'.encode(), None, "windows-1251", '@charset "utf-16"; ф'),
+    ("@charset 'koi8-r'; ф".encode("cp1251"), None, None, "@charset 'koi8-r'; \ufffd"),
+    (' @charset "koi8-r"; ф'.encode("cp1251"), None, "windows-1251", ' @charset "koi8-r"; ф'),
+    ("ф".encode("cp1251"), None, "windows-1251", "ф"),  # then the referrer's
+    ("ф".encode(), None, None, "ф"),  # else UTF-8
+])
+def test_a_style_sheets_encoding_is_css_syntaxs_fallback_encoding(
+        data: bytes, charset: str | None, referrer: str | None, text: str) -> None:
+    """Only the exact bytes '@charset "' open the rule: single quotes or a space first do not."""
+    assert decode_stylesheet(data, charset, referrer) == text

@@ -412,3 +412,22 @@ def test_a_sheet_that_keeps_failing_is_given_up_with_a_warning(
     assert f"style sheet {server.url}/always.css: HTTP 500 (2 tries): the images it " \
            "names are left out" in said, said
     assert f"style sheet {server.url}/later.css: HTTP 503 (asks for 60 s more)" in said, said
+
+
+@pytest.mark.parametrize(("content_type", "body"), [
+    ("text/css; charset=windows-1251", '@charset "windows-1251"; .a{background:url(/фон.png)}'),
+    ("text/css; charset=windows-1251", ".a{background:url(/фон.png)}"),
+    ("text/css", '@charset "windows-1251"; .a{background:url(/фон.png)}'),
+    ("text/css; charset=x-cp1251", '@charset "utf-8"; .a{background:url(/фон.png)}'),
+])
+def test_a_sheet_is_read_in_the_encoding_a_browser_reads_it_in(
+        make_server: Callable[[], FixtureServer], content_type: str, body: str) -> None:
+    """Read as UTF-8 whatever it said, a windows-1251 sheet's /фон.png was /%EF%BF%BD..."""
+    server = make_server()
+    serve_routes(server, {"/c.css": (content_type, body.encode("cp1251"))})
+    client = EasyClient(AddressPolicy(frozenset({"public", "loopback"})), RequestOptions())
+    sheets = Stylesheets(client, may_read=lambda url: True, timeout=5.0, max_bytes=1 << 20)
+    try:
+        assert sheets.images((server.url + "/c.css",)) == [server.url + "/%D1%84%D0%BE%D0%BD.png"]
+    finally:
+        client.close()

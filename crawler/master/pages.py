@@ -19,6 +19,7 @@ from crawler.fetch.policy import (
     server_pause,
     transient_status,
 )
+from crawler.parse.encodings import charset_param
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 ACCEPT_HTML = "text/html,application/xhtml+xml,*/*;q=0.5"
@@ -120,7 +121,8 @@ def _answer(url: str, final_url: str, reply: Reply) -> Page:
     kind = _media_type(reply.headers)
     if kind not in ("", *HTML_TYPES):
         return Page(url, final_url, status, skipped=f"not HTML ({kind})")
-    return Page(url, final_url, status, reply.body, _charset(reply.headers), reply.truncated)
+    charset = charset_param(reply.headers.get("content-type", ""))
+    return Page(url, final_url, status, reply.body, charset, reply.truncated)
 
 
 def too_slow(url: str, current: str, timeout: float) -> Page:
@@ -129,12 +131,3 @@ def too_slow(url: str, current: str, timeout: float) -> Page:
 
 def _media_type(headers: dict[str, str]) -> str:
     return headers.get("content-type", "").split(";")[0].strip().lower()
-
-
-def _charset(headers: dict[str, str]) -> str | None:
-    """The charset the Content-Type names, if it names one."""
-    for parameter in headers.get("content-type", "").split(";")[1:]:
-        name, _, value = parameter.partition("=")
-        if name.strip().lower() == "charset":
-            return value.strip().strip('"\'') or None
-    return None

@@ -28,7 +28,8 @@ from crawler.fetch.policy import (
     transient_status,
 )
 from crawler.master.once import NotYet, Once
-from crawler.parse.css import stylesheet_urls
+from crawler.parse.css import decode_stylesheet, stylesheet_urls
+from crawler.parse.encodings import charset_param
 
 if TYPE_CHECKING:
     from crawler.master.robots import Robots
@@ -190,8 +191,10 @@ class Stylesheets:
         if not reply.ok or reply.status != 200:
             log.info("style sheet %s: %s", url, _failure(reply))
             return (), ()
-        # Its relative URLs are relative to where it was read.
-        refs = stylesheet_urls(reply.body.decode("utf-8-sig", errors="replace"), reply.url)
+        # Read in the encoding a browser reads it in (the Content-Type's charset is one
+        # clue); its relative URLs are relative to where it was read.
+        text = decode_stylesheet(reply.body, charset_param(reply.headers.get("content-type", "")))
+        refs = stylesheet_urls(text, reply.url)
         return refs.images, refs.imports
 
 

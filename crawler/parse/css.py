@@ -11,9 +11,10 @@ from typing import NamedTuple
 
 from crawler.errors import InvalidURL
 from crawler.model.urls import resolve
+from crawler.parse.encodings import decode_as, encoding_of
 
 __all__ = ["FONT_EXTENSIONS", "StylesheetRefs", "css_references", "css_urls",
-           "is_font_url", "stylesheet_urls"]
+           "decode_stylesheet", "is_font_url", "stylesheet_urls"]
 
 FONT_EXTENSIONS = frozenset({"woff", "woff2", "ttf", "otf", "eot"})
 
@@ -60,6 +61,32 @@ _SET_OPTION_RE = re.compile(
                                 |(?P<uq>[^"'()\s]*+))\s*+\))""",
     re.IGNORECASE | re.DOTALL | re.VERBOSE)
 _CSS_ESCAPE_RE = re.compile(r"\\(?:([0-9a-fA-F]{1,6})[ \t\n\r\f]?|(\r\n|[\n\r\f])|(.))", re.DOTALL)
+
+
+_BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16le"), (b"\xfe\xff", "utf-16be"))
+_CHARSET_RULE = b'@charset "'
+_CHARSET_RULE_BYTES = 1024  # CSS Syntax looks this far for the rule's end
+
+
+def decode_stylesheet(data: bytes, charset: str | None, referrer: str | None = None) -> str:
+    """A style sheet's bytes as text, in CSS Syntax's order ("determine the fallback
+    encoding"): a byte-order mark, else the HTTP ``charset``, else an
+    ``@charset "...";`` rule as the sheet's very first bytes, else the encoding of the
+    ``referrer`` (the document or sheet that linked it), else UTF-8. Labels are the
+    Encoding Standard's; undecodable bytes become U+FFFD."""
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            return decode_as(data[len(bom) :], name)
+    encoding = encoding_of(charset) if charset else None
+    if encoding is None and data.startswith(_CHARSET_RULE):
+        end = data.find(b'";', len(_CHARSET_RULE), _CHARSET_RULE_BYTES)
+        if end >= 0:
+            encoding = encoding_of(data[len(_CHARSET_RULE) : end].decode("latin-1"))
+            if encoding in ("utf-16le", "utf-16be"):
+                encoding = "utf-8"  # an ASCII-readable rule cannot truly be UTF-16
+    if encoding is None and referrer:
+        encoding = encoding_of(referrer)
+    return decode_as(data, encoding or "utf-8")
 
 
 def _css_unescape_one(match: re.Match[str]) -> str:

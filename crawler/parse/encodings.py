@@ -25,7 +25,7 @@ import codecs
 import functools
 from typing import Any
 
-__all__ = ["decode_as", "encode_as", "encoding_of", "url_encoding"]
+__all__ = ["charset_param", "decode_as", "encode_as", "encoding_of", "url_encoding"]
 
 # The standard's encodings (names lower-cased) and their labels: its encodings.json.
 _LABELS: dict[str, tuple[str, ...]] = {
@@ -129,6 +129,15 @@ _ASCII_WHITESPACE = "\t\n\f\r "
 def encoding_of(label: str) -> str | None:
     """The standard's encoding (its name lower-cased) that ``label`` names; None if none."""
     return _ENCODING_OF.get(label.strip(_ASCII_WHITESPACE).lower())
+
+
+def charset_param(content_type: str) -> str | None:
+    """The charset a Content-Type header names, if it names one (a label, unchecked)."""
+    for parameter in content_type.split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"\'') or None
+    return None
 
 
 def url_encoding(name: str) -> str:
