@@ -1031,7 +1031,7 @@ def test_a_page_still_failing_after_its_tries_is_tried_again_by_a_rerun(
     assert "  to try again    1 page(s) failed for a passing reason" in err, err
     assert server.paths().count(other) == 3
     err = _master_with_a_local_worker(server, out, tmp_path)
-    assert "1 to visit" in err, err
+    assert "to visit 1;" in err, err
     assert server.paths().count(other) == 4
     assert server.paths().count("/") == 1, "the page done in the first run is not fetched again"
     check_complete(out, server.url, site)
