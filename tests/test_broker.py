@@ -654,6 +654,35 @@ def test_a_crawl_another_version_started_is_refused_by_masters_and_workers(
     assert refused.returncode == 1 and "keeps its state in format 2.5," in refused.stderr
 
 
+def test_a_stop_while_the_broker_is_frozen_does_not_wait_on_it_call_after_call(
+        make_server: Callable[[], FixtureServer],
+        make_redis_server: Callable[[], RedisServer], tmp_path: Path) -> None:
+    """A broker that takes connections and answers nothing (stopped, a paused VM, a cut
+    link): SIGTERM took the master a minute, each call after the stop waiting its whole
+    deadline in turn. Now only the call under way when the broker froze does."""
+    server = make_server()
+    setup_site(server, pages=20, images_per_page=20, page_delay=0.3)
+    broker = make_redis_server().start()
+    master = start_crawler("master", server.url + "/", "--broker", broker.url, "--crawl",
+                           _crawl_name(), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert broker.process is not None
+    try:
+        wait_for_output(master, "workers join with")
+        time.sleep(1.0)  # pages in flight
+        broker.process.send_signal(signal.SIGSTOP)
+        time.sleep(1.0)
+        master.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        err = finish(master, 90)
+        took = time.monotonic() - stopped
+    finally:
+        broker.process.send_signal(signal.SIGCONT)
+    assert master.returncode == 130, err
+    assert "the broker is out of reach" in err, err
+    assert "waiting up to" not in err.partition("stopping after the pages in flight")[2], err
+    assert took < 45, f"{took:.0f} s from SIGTERM to the end"
+
+
 def test_a_damaged_crawl_record_is_one_line_for_every_command(
         make_server: Callable[[], FixtureServer], redis_server: RedisServer,
         tmp_path: Path) -> None:

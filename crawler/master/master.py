@@ -600,11 +600,16 @@ class Master:
             pages.stop_starting()
             not_visited = 0
             try:
+                if broker_lost is not None:
+                    # Stopped while the broker does not answer: each call would wait its
+                    # deadline in turn (a frozen broker held a SIGTERM for a minute).
+                    raise BrokerUnreachable("it did not answer as the crawl stopped")
                 not_visited = self._wind_down(all_done, running, frontier, robots, ledger,
                                               files)
             except Exception as exc:
                 if not self._broker_gone(exc):
                     raise
+                broker_lost = broker_lost or time.monotonic()
                 log.warning("the broker is out of reach (%s): what this master had not "
                             "recorded goes back to the crawl when its leases run out", exc)
                 self._workers.stop()
@@ -615,8 +620,8 @@ class Master:
             stylesheets.close()
             session.close()
         try:
-            interrupted = bool(frontier or running or not_visited
-                               or self._board.unfinished())
+            interrupted = broker_lost is not None or bool(
+                frontier or running or not_visited or self._board.unfinished())
         except Exception as exc:
             if not self._broker_gone(exc):
                 raise
@@ -740,6 +745,8 @@ class Master:
             raise exc
         assert self._options.broker is not None
         now = time.monotonic()
+        if self._stop.is_set():
+            return since or now  # stopping: not waited for (the loop ends)
         if since is None:
             log.warning("lost the broker (%s); waiting up to %.0f s for it", exc, BROKER_WAIT)
             since = now
