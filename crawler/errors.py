@@ -113,6 +113,13 @@ class CrawlFormatMismatch(BrokerError):
     same version, or one could not see what another leased."""
 
 
+class CrawlGone(BrokerError):
+    """The crawl's record left the broker while the crawl ran (its keys deleted, Redis
+    restarted without its append-only file): there is nothing left to work on."""
+
+    exit_code = 1
+
+
 class CrawlNotFound(BrokerError):
     """The broker holds no crawl of that name, or none at all: its first master has not
     started it yet, or the name is wrong."""

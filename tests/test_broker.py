@@ -683,6 +683,44 @@ def test_a_stop_while_the_broker_is_frozen_does_not_wait_on_it_call_after_call(
     assert took < 45, f"{took:.0f} s from SIGTERM to the end"
 
 
+def test_a_worker_whose_crawl_is_deleted_from_the_broker_says_so_and_leaves(
+        make_server: Callable[[], FixtureServer], redis_server: RedisServer,
+        tmp_path: Path) -> None:
+    """FLUSHDB (or a restart without the append-only file) under a running crawl: the
+    master said so and left, but its worker idled on for ever, writing the crawl's
+    keys anew into the empty database."""
+    server = make_server()
+    setup_site(server, pages=6, images_per_page=10, image_delay=0.2)
+    name = _crawl_name()
+    args = ("--broker", redis_server.url, "--crawl", name)
+    master = start_crawler("master", server.url + "/", *args, "--out", str(tmp_path / "m"),
+                           cwd=tmp_path)
+    worker = start_crawler("worker", *args, "--out", str(tmp_path / "w"), "--connect-wait",
+                           "60", cwd=tmp_path)
+    try:
+        client = redis_server.client()
+        wait_until(lambda: (tmp_path / "w" / "images").exists(), 30, "a first image stored")
+        for key in client.keys(f"crawler:{{{name}}}:*"):
+            client.delete(key)
+        said = finish(worker, 30)
+        assert worker.returncode == 1, said
+        assert "the crawl is gone from the broker" in said, said
+        assert "Traceback" not in said
+        finish(master, 30)
+        assert master.returncode == 1
+        # (The master may write a key or two before it sees the record gone: the
+        # workers' own keys are the ones a worker wrote anew.)
+        prefix = f"crawler:{{{name}}}:"
+        made = [key for pattern in ("w:*", "contact", "gone", "asking")
+                for key in client.keys(prefix + pattern)]
+        assert made == [], "the crawl's keys were made anew"
+    finally:
+        for process in (master, worker):
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+
+
 def test_a_damaged_crawl_record_is_one_line_for_every_command(
         make_server: Callable[[], FixtureServer], redis_server: RedisServer,
         tmp_path: Path) -> None:

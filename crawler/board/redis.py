@@ -83,7 +83,7 @@ import redis.exceptions
 
 from crawler.board.broker import keys_prefix
 from crawler.board.memory import BoardPolicy, Settled
-from crawler.errors import BrokerError, BrokerUnreachable, UsageError
+from crawler.errors import BrokerError, BrokerUnreachable, CrawlGone, UsageError
 from crawler.model.outcome import Attempt
 from crawler.model.wire import LeaseAnswer, WorkerInfo
 
@@ -140,6 +140,14 @@ def broker_errors(client: redis.Redis) -> Iterator[None]:
             f"cannot reach the Redis broker at {broker_address(client)}: {exc} (is "
             "redis-server running there, and reachable from this host? check the broker "
             "address, then start the command again)") from exc
+    except redis.exceptions.ResponseError as exc:
+        if str(exc).startswith("CRAWLGONE"):
+            raise CrawlGone("the crawl is gone from the broker at "
+                            f"{broker_address(client)} (its keys were deleted, or Redis "
+                            "restarted without its append-only file): nothing is left there "
+                            "to work on; its master, started again, starts it anew") from exc
+        raise BrokerError(f"the Redis broker at {broker_address(client)} failed a command: "
+                          f"{exc}") from exc
     except redis.exceptions.RedisError as exc:
         raise BrokerError(f"the Redis broker at {broker_address(client)} failed a command: "
                           f"{exc}") from exc
@@ -192,13 +200,18 @@ class RedisBoard:
     """
 
     def __init__(self, client: redis.Redis, crawl: str, policy: BoardPolicy,
-                 clock: Callable[[], float] | None = None, *, drain_from: str = "0-0") -> None:
+                 clock: Callable[[], float] | None = None, *, drain_from: str = "0-0",
+                 recorded: bool = False) -> None:
+        """``recorded``: the crawl has a record on the broker (its masters write one
+        first), and a worker's calls stop, CrawlGone, once it is gone."""
         if not crawl or any(c in crawl for c in "{}"):
             raise UsageError(f"crawl name {crawl[:100]!r} must be non-empty, without braces")
         self.policy = policy
         self._client = client
         self._clock = clock
         self._prefix = keys_prefix(crawl)
+        # KEYS[2], when given, is the record the exchange and reap scripts look for.
+        self._keys = [self._prefix, self._prefix + "crawl"] if recorded else [self._prefix]
         self._scripts = {name: client.register_script(text) for name, text in _SCRIPTS.items()}
         self._policy_args = [repr(float(value)) for value in (
             policy.lease_timeout, policy.max_attempts, policy.backoff_base, policy.backoff_max,
@@ -464,7 +477,7 @@ class RedisBoard:
 
     def _run(self, script: str, args: list[str],
              pipe: redis.client.Pipeline | None = None) -> Any:
-        return self._scripts[script](keys=[self._prefix], args=args,
+        return self._scripts[script](keys=self._keys, args=args,
                                      client=pipe if pipe is not None else self._client)
 
     def _count(self, name: str) -> int:

@@ -68,7 +68,7 @@ class BrokerClient:
         except (*_LINK, CrawlNotFound) as exc:  # the crawl: its master may create it yet
             raise ConnectionError(str(exc)) from exc
         self._clients.append(crawl.client)
-        board = RedisBoard(crawl.client, crawl.name, policy)
+        board = RedisBoard(crawl.client, crawl.name, policy, recorded=True)
         describe = _describer(crawl.client, crawl.name, info, board)
         return _LinkErrors(_BrokerView(board, describe))
 

@@ -1,7 +1,8 @@
 -- The task board's state changes, one Lua script each (see crawler/board/redis.py).
 -- This part is shared: crawler/board/redis.py puts it before every script's body.
 -- KEYS[1] is the crawl's prefix "crawler:{CRAWL}:"; every key is built from it, so all
--- of them share the crawl's hash tag and a cluster keeps them on one slot.
+-- of them share the crawl's hash tag and a cluster keeps them on one slot. KEYS[2], when
+-- given, is the crawl's record, which a worker's exchange (and reap) looks for.
 local P = KEYS[1]
 local ITEMS, COUNTS = P .. 'items', P .. 'counts'
 local LEASES, DELAYED = P .. 'leases', P .. 'delayed'
@@ -13,6 +14,7 @@ local PACED, FULL = P .. 'paced', P .. 'full'
 local INFLIGHT, NEXT, DELAY = P .. 'inflight', P .. 'next', P .. 'delay'
 local CONTACT, ASKING, GONE = P .. 'contact', P .. 'asking', P .. 'gone'
 local CLOSED, RESULTS = P .. 'closed', P .. 'results'
+local CRAWL_GONE = 'CRAWLGONE the crawl is gone from the broker'
 -- URL -> {h, p, r, id}: a final result that was a passing failure (a timeout, a 5xx,
 -- a 429), with its place in RESULTS; a rerun of the crawl queues it again.
 local RETRY = P .. 'retry'
@@ -492,6 +494,7 @@ if tonumber(ARGV[2]) > current then redis.call('HSET', DELAY, ARGV[1], ARGV[2]) 
 return 0
 
 -- @script reap: now, policy -> how many leases expired
+if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 0 then return 0 end  -- gone: no writes
 local now = now_from(ARGV[1])
 local policy = policy_from(ARGV, 2)
 promote_delayed(now)
@@ -594,6 +597,9 @@ return 0
 -- @script exchange: now, worker, number, limit (0: a heartbeat), has holding,
 -- report count, released count, holding count, policy, reports, released, holding
 -- -> {stale, closed, tasks, lost, unknown, duplicates}
+-- A crawl whose record is gone (its keys deleted, Redis restarted without its
+-- append-only file) is not written to: its worker is told, and leaves.
+if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 0 then return redis.error_reply(CRAWL_GONE) end
 local now, worker, number = now_from(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local limit, has_holding = tonumber(ARGV[4]), ARGV[5] == '1'
 local n_reports, n_released, n_holding = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
