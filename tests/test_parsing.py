@@ -683,3 +683,40 @@ def running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
     except (FileNotFoundError, ProcessLookupError):
         return False
+
+
+def test_a_deadline_that_strikes_as_a_page_ends_gives_that_page_one_answer(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPU timer may fire just after extract returned: the page got a second answer
+    (too slow) after its first, and the batch's answers no longer matched its pages."""
+    import types
+
+    real = signal
+
+    def setitimer(which: int, value: float) -> tuple[float, float]:
+        if which == real.ITIMER_PROF and value == 0:
+            os.kill(os.getpid(), real.SIGPROF)  # the deadline came a moment ago
+        return real.setitimer(which, value)
+
+    late = types.SimpleNamespace(**{name: getattr(real, name) for name in dir(real)
+                                    if not name.startswith("__")})
+    late.setitimer = setitimer
+    monkeypatch.setattr(pool, "signal", late)  # the child is forked with it
+    parser = PageParser(in_process=False, processes=1)
+    monkeypatch.setattr(pool, "signal", real)
+    try:
+        pages = [(f'<img src="/{n}.png">'.encode(), URL, {}) for n in range(3)]
+        slot = parser.send_many(pages)
+        assert slot is not None
+        answers = None
+        deadline = time.monotonic() + 30
+        while answers is None and time.monotonic() < deadline:
+            select.select(list(parser.pipes()), [], [], 1.0)
+            answers = parser.receive_many(slot)
+        assert answers is not None and len(answers) == 3
+        assert [answer.images for answer in answers] == [  # type: ignore[union-attr]
+            (f"http://example.com/{n}.png",) for n in range(3)]
+        assert parser.extract(b'<img src="/x.png">', URL).images == (
+            "http://example.com/x.png",)
+    finally:
+        parser.close()

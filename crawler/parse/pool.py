@@ -567,21 +567,34 @@ def _serve(conn: Connection, masters_ends: list[Connection]) -> None:
             return
         answers: list[tuple[bool, Any]] = []
         for html, page_url, options in jobs:
+            # One answer per page, whenever the deadline strikes: built here, and
+            # appended once (a late signal used to add a second answer for one page).
+            answer: tuple[bool, Any]
             try:
+                _DEADLINE.armed = True
                 signal.setitimer(signal.ITIMER_PROF, PARSE_CPU_LIMIT)  # this page's CPU
                 try:
-                    answers.append((True, _pack(extract(html, page_url, **options))))
+                    found = extract(html, page_url, **options)
                 finally:
+                    _DEADLINE.armed = False  # from here, a late signal is let go
                     signal.setitimer(signal.ITIMER_PROF, 0)
-            except ParseTooSlow as exc:
-                answers.append((False, exc))
+                answer = (True, _pack(found))
             except Exception as exc:  # noqa: BLE001 - handed to the caller, who raises it
-                answers.append((False, exc))
+                answer = (False, exc)  # extract's own error, or ParseTooSlow
+            answers.append(answer)
         conn.send(answers)
 
 
+class _Deadline:
+    armed = False  # a page is being parsed: its deadline may stop it
+
+
+_DEADLINE = _Deadline()
+
+
 def _too_slow(signum: int, frame: object) -> None:
-    raise ParseTooSlow(f"page too slow to parse (over {PARSE_CPU_LIMIT:g} s of CPU)")
+    if _DEADLINE.armed:
+        raise ParseTooSlow(f"page too slow to parse (over {PARSE_CPU_LIMIT:g} s of CPU)")
 
 
 def _leave_with_the_master() -> None:
