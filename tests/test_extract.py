@@ -410,6 +410,11 @@ def test_parse_srcset(value: str, expected: list[str]) -> None:
      ["x.avif", "x.png"]),
     ('a{b:image-set(linear-gradient(red, blue) 1x, "x.png" 2x)} c{d:url(i.png)}',
      ["x.png", "i.png"]),
+    # A paren inside a quoted url() of the set, a function two deep: what follows is read.
+    ('a{b:image-set(url("a(1).png") 1x,url("b.png") 2x)}c{d:url(c.png)}',
+     ["a(1).png", "b.png", "c.png"]),
+    ('a{b:image-set(linear-gradient(rgba(0,0,0,.5),red) 1x, "x.png" 2x)} c{d:url(i.png)}',
+     ["x.png", "i.png"]),
 ])
 def test_css_urls(css: str, expected: list[str]) -> None:
     assert css_urls(css) == expected
@@ -600,6 +605,8 @@ HOSTILE_CSS = {
     "image-sets never closed": "image-set(" * 200_000,
     "an image-set of an unclosed string": 'image-set("' + "x" * 2_000_000,
     "namespaces without an end": "@namespace " * 200_000,
+    "parens in an image-set never closed": "image-set(" + "((" * 500_000,
+    "quotes in nested parens of an image-set": "image-set((\"" + "x" * 2_000_000,
 }
 
 

@@ -25,7 +25,9 @@ FONT_EXTENSIONS = frozenset({"woff", "woff2", "ttf", "otf", "eot"})
 # possessive quantifiers (*+) forbid backtracking into escapes and spaces. An
 # alternative that could fail only after scanning to the end would make the
 # scan quadratic: an at-rule without "{" or ";" runs to the end, as in CSS
-# itself, and the spaces of "url(" are taken once.
+# itself, and the spaces of "url(" are taken once. An image-set() is taken whole, to
+# its closing paren, with the strings and functions (two deep) inside it paired, so
+# that a paren in a quoted URL does not end it; its options are read apart.
 _CSS_TOKEN_RE = re.compile(
     r"""
       /\*.*?(?:\*/|\Z)
@@ -38,7 +40,7 @@ _CSS_TOKEN_RE = re.compile(
           [^()"']
         | "(?:[^"\\\n]|\\.)*+"?
         | '(?:[^'\\\n]|\\.)*+'?
-        | \([^()]*+\)?
+        | \((?:[^()"']|"(?:[^"\\\n]|\\.)*+"?|'(?:[^'\\\n]|\\.)*+'?|\([^()"']*+\)?)*+\)?
       )*+)\)?
     | \burl\(\s*+(?:
           "(?P<dq>(?:[^"\\\n]|\\.)*+)"
