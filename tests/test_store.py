@@ -434,6 +434,11 @@ def test_where_case_folds_only_a_lower_case_path_stays_plain() -> None:
     assert folded("http://h/a/b.png") == "h/a/b.png"
     assert folded("http://h/a/B.png") == "h/a/B~T.png"
     assert folded("http://h/A/b.png") == "h/A/b~T.png"
+    # Beyond ASCII, such file systems fold more: final and medial sigma, the two forms
+    # of an accented letter (composed; e and a combining accent).
+    for url in ("http://h/%CF%82.png", "http://h/%CF%83.png", "http://h/caf%C3%A9.png",
+                "http://h/cafe%CC%81.png"):
+        assert folded(url).endswith("~T.png"), url
     # Without folding, the two are plain, and one file where case folds.
     assert rel("http://h/a/B.png").lower() == rel("http://h/a/b.png").lower()
 

@@ -85,8 +85,9 @@ def relative_path(url: str, kind: ImageType, *, fold_case: bool = False) -> Pure
     URLs never share a file.
 
     ``fold_case``: for a file system that folds case (macOS's and Windows' by
-    default), where ``A.png`` and ``a.png`` are one file, a plain path must also
-    be all lower case; any other is tagged, so two URLs still never share a file.
+    default), where ``A.png`` and ``a.png`` are one file (and macOS's also takes
+    composed and decomposed accents for one), a plain path must also be ASCII in
+    lower case; any other is tagged, so two URLs still never share a file.
     """
     return PurePosixPath(_relative_text(url, kind, fold_case))
 
@@ -107,8 +108,10 @@ def _relative_text(url: str, kind: ImageType, fold_case: bool = False) -> str:
     if plain and len(name.encode()) <= MAX_NAME_BYTES:
         text = _bounded(scheme_folder, host, folders, name)
         # Nothing folded to fit: still plain; and one name for its URL alone where the
-        # file system takes "A" for "a".
-        if text.count("/") == len(folders) + 3 and not (fold_case and text != text.lower()):
+        # file system takes "A" for "a" (and, beyond ASCII, "ς" for "σ", or "é" for
+        # "e" and an accent, as macOS's does): there, plain is ASCII in lower case.
+        if text.count("/") == len(folders) + 3 and not (
+                fold_case and not (text.isascii() and text == text.lower())):
             return text
     return _bounded(scheme_folder, host, folders, _tagged(stem, suffix, url))
 
