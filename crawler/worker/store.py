@@ -108,8 +108,9 @@ def _relative_text(url: str, kind: ImageType, fold_case: bool = False) -> str:
     if plain and len(name.encode()) <= MAX_NAME_BYTES:
         text = _bounded(scheme_folder, host, folders, name)
         # Nothing folded to fit: still plain; and one name for its URL alone where the
-        # file system takes "A" for "a" (and, beyond ASCII, "ς" for "σ", or "é" for
-        # "e" and an accent, as macOS's does): there, plain is ASCII in lower case.
+        # file system takes "A" for "a" (and, beyond ASCII, final sigma for sigma, or an
+        # accented letter for the letter and an accent, as macOS's does): there, plain
+        # is ASCII in lower case.
         if text.count("/") == len(folders) + 3 and not (
                 fold_case and not (text.isascii() and text == text.lower())):
             return text
