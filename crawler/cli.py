@@ -551,6 +551,10 @@ def _flags_a_joining_master_ignores(args: argparse.Namespace) -> None:
                     "not used", ", ".join(sorted(named)))
     for key in unused:
         del flag_of_key[key]
+    # Nor is an error about such a setting the settings file's: the crawl's value it is.
+    file_of_key = getattr(args, "file_of_key", {})
+    for key in [key for key in file_of_key if not kept_by_a_joining_master(key)]:
+        del file_of_key[key]
 
 
 def _naming_the_flag(message: str, flag_of_key: dict[str, str],

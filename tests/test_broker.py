@@ -781,6 +781,14 @@ def test_a_joining_master_says_its_flags_for_the_crawls_settings_are_not_used(
             "the crawl; not used") in joined.stderr
     assert (f"crawler: error: http.cookies: cannot read {tmp_path / 'theirs.txt'}"
             in joined.stderr), joined.stderr
+    # Nor is it blamed on a settings file of this host that set the same key.
+    (tmp_path / "mine.toml").write_text(f'[http]\ncookies = "{tmp_path / "mine.txt"}"\n')
+    joined = run_crawler("master", "--join", name, "--broker", redis_server.url,
+                         "--settings", str(tmp_path / "mine.toml"),
+                         "--out", str(tmp_path / "c"), cwd=tmp_path, timeout=60)
+    assert joined.returncode == 2, joined.stderr
+    assert (f"crawler: error: http.cookies: cannot read {tmp_path / 'theirs.txt'}"
+            in joined.stderr), joined.stderr
 
 
 def test_a_crawl_name_holds_one_crawl(
