@@ -618,6 +618,18 @@ def test_a_port_that_takes_connections_and_never_answers_is_told_in_seconds(
     assert time.monotonic() - started < 15
 
 
+def _a_finished_crawl(server: FixtureServer, redis_server: RedisServer,
+                     tmp_path: Path) -> tuple[str, tuple[str, ...], str]:
+    """A small crawl done on the broker: its name, the flags naming it, its record's key."""
+    setup_site(server, pages=1, images_per_page=2)
+    name = _crawl_name()
+    args = ("--broker", redis_server.url, "--crawl", name)
+    done = run_crawler("master", server.url + "/", *args, "--local-workers", "1",
+                       "--out", str(tmp_path / "a"))
+    assert done.returncode == 0, done.stderr
+    return name, args, f"crawler:{{{name}}}:crawl"
+
+
 def test_a_crawl_another_version_started_is_refused_by_masters_and_workers(
         make_server: Callable[[], FixtureServer], redis_server: RedisServer,
         tmp_path: Path) -> None:
@@ -626,14 +638,8 @@ def test_a_crawl_another_version_started_is_refused_by_masters_and_workers(
     formats were recorded) is refused by a master run again, a joining master and a
     worker, in one line each, and nothing of it is touched."""
     server = make_server()
-    setup_site(server, pages=1, images_per_page=2)
-    name = _crawl_name()
-    args = ("--broker", redis_server.url, "--crawl", name)
-    done = run_crawler("master", server.url + "/", *args, "--local-workers", "1",
-                       "--out", str(tmp_path / "a"))
-    assert done.returncode == 0, done.stderr
+    name, args, record = _a_finished_crawl(server, redis_server, tmp_path)
     client = redis_server.client()
-    record = f"crawler:{{{name}}}:crawl"
     assert json.loads(client.hget(record, "format")) == 2
     client.hdel(record, "format")
     before = {key: client.dump(key) for key in client.keys(f"crawler:{{{name}}}:*")}
@@ -727,14 +733,8 @@ def test_a_damaged_crawl_record_is_one_line_for_every_command(
     """Anyone with the broker's login can write the record: fields of the wrong shape
     were tracebacks (AttributeError, TypeError, KeyError 'lease_timeout', ValueError)."""
     server = make_server()
-    setup_site(server, pages=1, images_per_page=2)
-    name = _crawl_name()
-    args = ("--broker", redis_server.url, "--crawl", name)
-    done = run_crawler("master", server.url + "/", *args, "--local-workers", "1",
-                       "--out", str(tmp_path / "a"))
-    assert done.returncode == 0, done.stderr
+    name, args, record = _a_finished_crawl(server, redis_server, tmp_path)
     client = redis_server.client()
-    record = f"crawler:{{{name}}}:crawl"
     kept = {field: client.hget(record, field) for field in ("info", "started", "settings")}
     commands = {
         "status": ("status", *args, "--json"),
