@@ -12,6 +12,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -477,6 +478,14 @@ def test_a_broker_url_makes_a_client_with_deadlines(redis_server: RedisServer) -
     client.close()
     with pytest.raises(UsageError, match="expected redis://"):
         parse_broker("http://h:1")
+    # Port 0 was taken for no port (6379: another server than the one named), and a
+    # CA file for a plain broker was taken without a word, and used for nothing.
+    with pytest.raises(UsageError, match=r"bad port \(0\)"):
+        parse_broker("redis://h:0/0")
+    assert parse_broker("redis://h/0").port == 6379
+    with pytest.raises(UsageError, match="--broker-ca is for a TLS broker"):
+        parse_broker("redis://h:1/0", ca_file=Path("ca.pem"))
+    assert parse_broker("rediss://h:1/0", ca_file=Path("ca.pem")).ca_file == Path("ca.pem")
 
 
 def test_a_crawl_whose_board_rules_cannot_be_read_is_refused_with_what_to_do(

@@ -84,9 +84,14 @@ def parse_broker(url: str, *, password_file: Path | None = None,
     if not parts.hostname:
         raise UsageError(f"broker {url!r}: no host")
     try:
-        port = parts.port or 6379
+        port = parts.port if parts.port is not None else 6379
     except ValueError as exc:
         raise UsageError(f"broker {url!r}: bad port ({exc})") from exc
+    if port == 0:  # (was taken for no port: 6379, another server than the one named)
+        raise UsageError(f"broker {url!r}: bad port (0)")
+    if ca_file is not None and parts.scheme != "rediss":
+        raise UsageError(f"broker {url!r}: --broker-ca is for a TLS broker (rediss://); "
+                         "this one is plain redis://")
     path = parts.path.strip("/") or "0"
     if not (path.isascii() and path.isdigit()):  # "²".isdigit() is true, int() of it fails
         raise UsageError(f"broker {url!r}: the database is a number, not {path!r}")
