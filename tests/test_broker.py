@@ -510,6 +510,9 @@ def test_broker_mistakes_get_one_clear_line(
         (("worker",), 2, "no master", {}),
         (("master", url, "--crawl", "x"), 2, "--crawl is for a broker", {}),
         (("status", "--broker", "redis://127.0.0.1:1/0"), 1, "cannot reach the broker", {}),
+        # TLS to a plain redis-server: it waits for a command, and the handshake times out.
+        (("status", "--broker", redis_server.url.replace("redis://", "rediss://")), 1,
+         "rediss:// speaks TLS: is that port a TLS one?", {}),
         (("status", "--broker", "redis://127.0.0.1:1/\u00b2"), 2, "the database is a number",
          {}),
         (("status", "--broker", "redis://user:secret@[::1/0"), 2,

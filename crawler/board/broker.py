@@ -208,8 +208,13 @@ def connect(address: BrokerAddress, connections: Connections | None = None) -> r
                               f"with ${PASSWORD_ENV} or --broker-password-file") from exc
         raise BrokerError(f"the broker at {address} answered {_said(exc)}") from exc
     except (redis.ConnectionError, redis.TimeoutError, socket.gaierror) as exc:
-        raise BrokerUnreachable(f"cannot reach the broker at {address}: {_said(exc)}; is "
-                                "redis-server running there, and is the address right?") from exc
+        # A plain redis-server waits for a command where TLS waits for its hello: such a
+        # port only times out, which said nothing of TLS.
+        tls = (" (rediss:// speaks TLS: is that port a TLS one? a plain one is redis://)"
+               if address.tls else "")
+        raise BrokerUnreachable(f"cannot reach the broker at {address}: {_said(exc)}{tls}; "
+                                "is redis-server running there, and is the address right?"
+                                ) from exc
     except redis.exceptions.InvalidResponse as exc:  # an HTTP or SSH server, say
         raise BrokerError(f"the broker at {address} does not speak Redis's protocol "
                           f"({_said(exc)}): is that a redis-server's port?") from exc
