@@ -394,6 +394,18 @@ def test_a_page_answered_203_is_read_as_browsers_read_it(
     assert visit.extraction is not None and visit.page.status == 203, visit.page.skipped
 
 
+def test_a_pages_refresh_header_is_a_link_as_a_meta_refresh_is(
+        make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop]) -> None:
+    """Browsers follow an HTTP Refresh header as they follow <meta http-equiv=refresh>;
+    sites send their front page on with either."""
+    server = make_server()
+    server.routes["/"] = lambda h: h.send_body(200, b"<p>moved</p>", "text/html",
+                                               {"Refresh": "0; url=/home.html"})
+    visit = visit_of(make_loop([server.url + "/"]).pages.submit(server.url + "/", 0))
+    assert visit.extraction is not None
+    assert visit.extraction.links == (server.url + "/home.html",)
+
+
 def test_a_bug_in_one_page_fails_that_page_alone(make_server: Callable[[], FixtureServer],
                                                  make_loop: Callable[..., Loop],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:

@@ -46,7 +46,7 @@ from crawler.fetch.policy import REDIRECT_STATUSES, location_text, redirect_targ
 from crawler.model.outcome import FailureKind
 
 _WANTED = frozenset({"content-type", "location", "retry-after", "content-length",
-                     "content-encoding"})
+                     "content-encoding", "refresh"})
 
 
 @dataclass

@@ -38,6 +38,7 @@ class Page(NamedTuple):
     # Refused for want of a robots.txt (unreachable, or not read in time): not final,
     # and not tried again in this run, which reads each robots.txt once.
     held: bool = False
+    refresh: str | None = None  # its Refresh header, which browsers follow as <meta> refresh
 
     @property
     def ok(self) -> bool:
@@ -122,7 +123,8 @@ def _answer(url: str, final_url: str, reply: Reply) -> Page:
     if kind not in ("", *HTML_TYPES):
         return Page(url, final_url, status, skipped=f"not HTML ({kind})")
     charset = charset_param(reply.headers.get("content-type", ""))
-    return Page(url, final_url, status, reply.body, charset, reply.truncated)
+    return Page(url, final_url, status, reply.body, charset, reply.truncated,
+                refresh=reply.headers.get("refresh"))
 
 
 def too_slow(url: str, current: str, timeout: float) -> Page:

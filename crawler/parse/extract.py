@@ -346,6 +346,7 @@ def extract(
     lazy_attributes: Sequence[str] = DEFAULT_LAZY_ATTRIBUTES,
     encoding: str | None = None,
     parser: str = "lxml",
+    refresh: str | None = None,
 ) -> Extraction:
     """Find the links and images in a page fetched from ``page_url`` (after redirects).
 
@@ -355,7 +356,9 @@ def extract(
     ``DEFAULT_LAZY_ATTRIBUTES``; names ending in "srcset" are read as srcset.
     ``encoding`` (say, the Content-Type charset) overrides detection for
     ``bytes`` input; only a byte-order mark beats it, as in browsers.
-    ``parser`` names the HTML engine (see ``PARSERS``). Never raises for any
+    ``parser`` names the HTML engine (see ``PARSERS``). ``refresh``: the page's
+    HTTP ``Refresh`` header, whose URL is a link as a ``<meta>`` refresh's is
+    (browsers follow either). Never raises for any
     page content; raises ``ValueError`` for an unknown source or parser name,
     which is the caller's mistake.
     """
@@ -382,6 +385,9 @@ def extract(
     if isinstance(lazy_attributes, str):
         lazy_attributes = (lazy_attributes,)  # one name, not a sequence of letters
     collector = _Collector(tree, wanted, (*DEFAULT_LAZY_ATTRIBUTES, *lazy_attributes))
+    target = refresh_url(refresh) if refresh else None
+    if target:
+        collector.refs.append(("nav", target, "anchor", None))  # where the page sends one
     collector.run()
     if collector.base is not None:
         document_base = Resolver(base, used_encoding)(collector.base)
