@@ -28,6 +28,7 @@ from .conftest import (
     FixtureServer,
     finish,
     manifest_lines,
+    run_crawler,
     serve_routes,
     start_crawler,
 )
@@ -431,3 +432,18 @@ def test_a_sheet_is_read_in_the_encoding_a_browser_reads_it_in(
         assert sheets.images((server.url + "/c.css",)) == [server.url + "/%D1%84%D0%BE%D0%BD.png"]
     finally:
         client.close()
+
+
+def test_a_sheet_that_declares_no_encoding_is_read_in_its_pages(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """No charset, no @charset: a browser reads the sheet in the encoding of the page
+    that linked it (a windows-1251 site's sheets are windows-1251 too)."""
+    server = make_server()
+    page = ('<meta charset="windows-1251"><link rel="stylesheet" href="/c.css">'
+            "<p>Фон</p>").encode("cp1251")
+    serve_routes(server, {"/": ("text/html", page),
+                          "/c.css": ("text/css", ".a{background:url(/фон.png)}".encode("cp1251"))})
+    done = run_crawler("master", server.url + "/", "--dry-run", "--out", str(tmp_path / "out"),
+                       cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [server.url + "/%D1%84%D0%BE%D0%BD.png"]

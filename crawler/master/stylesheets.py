@@ -93,13 +93,19 @@ class Stylesheets:
             at_once=client.at_once or READ_AT_ONCE)
         # A site's pages link the same few sheets: their images, per set of sheets.
         self._images_of: dict[tuple[str, ...], list[str]] = {}
+        # The encoding of the first page that linked each sheet, which a sheet that
+        # declares none is read in.
+        self._referrers: dict[str, str] = {}
 
-    def images(self, sheets: tuple[str, ...]) -> list[str]:
-        """The images the style sheets ``sheets`` (and those they import) name, in order."""
+    def images(self, sheets: tuple[str, ...], referrer: str | None = None) -> list[str]:
+        """The images the style sheets ``sheets`` (and those they import) name, in order.
+
+        ``referrer``: the encoding of the page that links them, which a sheet that
+        declares none is read in (the first page to link a sheet reads it)."""
         known = self._images_of.get(sheets)
         if known is not None:
             return known
-        found, read, complete = self._read(sheets)
+        found, read, complete = self._read(sheets, referrer)
         # Kept only when every sheet named was settled, and read as the crawl keeps it: a
         # sheet refused for now (while its robots.txt was being read) or answered by a
         # stand-in (its reader stuck past the deadline) is asked about again.
@@ -116,7 +122,8 @@ class Stylesheets:
         """Whether :meth:`images` of ``sheets`` is known: asking costs no wait."""
         return sheets in self._images_of
 
-    def _read(self, sheets: tuple[str, ...]) -> tuple[list[str], dict[str, Refs], bool]:
+    def _read(self, sheets: tuple[str, ...], referrer: str | None,
+              ) -> tuple[list[str], dict[str, Refs], bool]:
         """The images; what each sheet read gave; whether no sheet was refused for now."""
         found: dict[str, None] = {}
         read: dict[str, Refs] = {}
@@ -125,6 +132,9 @@ class Stylesheets:
         for _depth in range(MAX_IMPORT_DEPTH + 1):
             following: list[str] = []
             verdicts = {sheet: self._may_read(sheet) for sheet in level if sheet not in read}
+            if referrer:  # (an imported sheet too: the page's, where a browser would
+                for sheet in verdicts:  # take the importing sheet's, most often the same)
+                    self._referrers.setdefault(sheet, referrer)
             self._refs.get_all(sheet for sheet, verdict in verdicts.items() if verdict)
             for sheet, verdict in verdicts.items():
                 if not verdict:
@@ -193,7 +203,8 @@ class Stylesheets:
             return (), ()
         # Read in the encoding a browser reads it in (the Content-Type's charset is one
         # clue); its relative URLs are relative to where it was read.
-        text = decode_stylesheet(reply.body, charset_param(reply.headers.get("content-type", "")))
+        text = decode_stylesheet(reply.body, charset_param(reply.headers.get("content-type", "")),
+                                 self._referrers.get(url))
         refs = stylesheet_urls(text, reply.url)
         return refs.images, refs.imports
 

@@ -150,7 +150,7 @@ class PageVisitor:
         if sheets and not may_wait and not self._stylesheets.ready(sheets):
             return None
         refs = {ref.url: ref for ref in extraction.image_refs}
-        css = (dict.fromkeys(self._stylesheets.images(sheets))
+        css = (dict.fromkeys(self._stylesheets.images(sheets, extraction.encoding))
                if sheets else {})  # what a browser shows of them is the page's
         known, allows = self._known, self._scope.allows_image
         # (image, not queued before): those queued before still bring their hosts' delays

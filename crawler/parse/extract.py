@@ -83,6 +83,9 @@ class Extraction(NamedTuple):
     # The page asks robots not to follow its links: <meta name="robots"> saying
     # "nofollow" or "none" (the caller decides whether to obey).
     nofollow: bool = False
+    # The encoding the page was read in (the Encoding Standard's name): its style
+    # sheets that declare none are read in it, as browsers read them.
+    encoding: str = "utf-8"
 
 
 class ImageRef(NamedTuple):
@@ -418,7 +421,7 @@ def extract(
             images[url] = ImageRef(url, kind, *_described(tree, kind, node, pictures))
     return Extraction(base_url=base, links=tuple(links), images=tuple(images),
                       stylesheets=tuple(sheets), image_refs=tuple(images.values()),
-                      nofollow=collector.nofollow)
+                      nofollow=collector.nofollow, encoding=used_encoding)
 
 
 _TEXT_LIMIT = 1000  # characters kept of alt, title and caption text
