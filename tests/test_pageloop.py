@@ -374,7 +374,9 @@ def test_a_page_too_slow_to_parse_fails_for_good_and_the_others_are_read(
 
     monkeypatch.setattr(pool, "PARSE_CPU_LIMIT", 0.2)  # the parsers are forked with it
     server = make_server()
-    server.routes["/slow.html"] = html(b"<body>" + b'<img src="/x.png">' * 200_000)
+    # (Many seconds of CPU: far past the deadline whatever else the machine does.)
+    server.routes["/slow.html"] = html(b"<body>" + b"".join(
+        b'<img src="/%d.png">' % n for n in range(500_000)))
     server.routes["/good.html"] = html()
     loop = make_loop([server.url + "/"], parsers=1)
     slow = visit_of(loop.pages.submit(server.url + "/slow.html", 0), timeout=60)
