@@ -612,8 +612,10 @@ def test_a_pool_closes_at_once_beside_another_pool_of_the_process() -> None:
         second.close()
 
 
-# A page whose parse takes a while: 200,000 images, about 4 s of CPU.
-SLOW_PAGE = ("<html><body>" + '<img src="/x.png">' * 200_000 + "</body></html>").encode()
+# A page whose parse takes seconds of CPU (300,000 images, each its own): far past a
+# deadline of a fraction of a second, whatever else the machine does.
+SLOW_PAGE = ("<html><body>" + "".join(f'<img src="/{n}.png">' for n in range(300_000))
+             + "</body></html>").encode()
 
 
 def test_a_page_over_its_cpu_deadline_fails_and_the_child_goes_on(
