@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from crawler.errors import InvalidURL
 from crawler.model.urls import resolve
-from crawler.parse.encodings import decode_as, encoding_of
+from crawler.parse.encodings import bom_encoding, declared, decode_as, encoding_of
 
 __all__ = ["FONT_EXTENSIONS", "StylesheetRefs", "css_references", "css_urls",
            "decode_stylesheet", "is_font_url", "stylesheet_urls"]
@@ -65,7 +65,6 @@ _SET_OPTION_RE = re.compile(
 _CSS_ESCAPE_RE = re.compile(r"\\(?:([0-9a-fA-F]{1,6})[ \t\n\r\f]?|(\r\n|[\n\r\f])|(.))", re.DOTALL)
 
 
-_BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16le"), (b"\xfe\xff", "utf-16be"))
 _CHARSET_RULE = b'@charset "'
 _CHARSET_RULE_BYTES = 1024  # CSS Syntax looks this far for the rule's end
 
@@ -76,16 +75,15 @@ def decode_stylesheet(data: bytes, charset: str | None, referrer: str | None = N
     ``@charset "...";`` rule as the sheet's very first bytes, else the encoding of the
     ``referrer`` (the document or sheet that linked it), else UTF-8. Labels are the
     Encoding Standard's; undecodable bytes become U+FFFD."""
-    for bom, name in _BOMS:
-        if data.startswith(bom):
-            return decode_as(data[len(bom) :], name)
+    bom = bom_encoding(data)
+    if bom is not None:
+        return decode_as(data[bom[1] :], bom[0])
     encoding = encoding_of(charset) if charset else None
     if encoding is None and data.startswith(_CHARSET_RULE):
         end = data.find(b'";', len(_CHARSET_RULE), _CHARSET_RULE_BYTES)
         if end >= 0:
-            encoding = encoding_of(data[len(_CHARSET_RULE) : end].decode("latin-1"))
-            if encoding in ("utf-16le", "utf-16be"):
-                encoding = "utf-8"  # an ASCII-readable rule cannot truly be UTF-16
+            named = encoding_of(data[len(_CHARSET_RULE) : end].decode("latin-1"))
+            encoding = declared(named) if named is not None else None
     if encoding is None and referrer:
         encoding = encoding_of(referrer)
     return decode_as(data, encoding or "utf-8")

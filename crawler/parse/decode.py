@@ -20,7 +20,7 @@ import codecs
 import itertools
 import re
 
-from crawler.parse.encodings import decode_as, encoding_of
+from crawler.parse.encodings import bom_encoding, declared, decode_as, encoding_of
 
 __all__ = ["decode"]
 
@@ -43,9 +43,6 @@ _ASCII_LETTERS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxy
 # content value): an unmatched quote, or nothing after "=", names none.
 _CONTENT_CHARSET_RE = re.compile(
     r"""charset[\t\n\f\r ]*=[\t\n\f\r ]*(?:"([^"]*)"|'([^']*)'|["']|([^\t\n\f\r ;]*))""")
-# The Encoding Standard's three: a UTF-32 page is no page a browser reads.
-_BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16le"),
-         (codecs.BOM_UTF16_BE, "utf-16be"))
 # Pairs of bytes past ASCII side by side an undeclared page needs before the detector
 # is asked: Chinese, Japanese, Korean and Cyrillic text is made of them, where a Latin
 # page's accents mostly stand alone between ASCII letters.
@@ -71,9 +68,9 @@ def decode(data: bytes, encoding: str | None) -> tuple[str, str]:
     lower-cased ("utf-8", "windows-1252", "shift_jis"). Never raises:
     undecodable bytes become U+FFFD.
     """
-    for bom, unicode in _BOMS:
-        if data.startswith(bom):
-            return decode_as(data[len(bom) :], unicode), unicode
+    bom = bom_encoding(data)
+    if bom is not None:
+        return decode_as(data[bom[1] :], bom[0]), bom[0]
     name = (encoding_of(encoding) if encoding else None) or _declared(data)
     if name is not None:
         return decode_as(data, name), name
@@ -93,8 +90,7 @@ def _declared(data: bytes) -> str | None:
     xml = _XML_DECL_RE.match(head)
     name = encoding_of(xml.group(1).decode("ascii")) if xml is not None else _prescan(head)
     if name is not None:
-        # An ASCII-readable declaration cannot truly be UTF-16 (HTML standard).
-        return "utf-8" if name in ("utf-16le", "utf-16be") else name
+        return declared(name)
     if xml is None and len(data) >= 4 and data[1] == 0 and data[3] == 0 and data[0] != 0:
         return "utf-16le"  # BOM-less UTF-16 text: ASCII with NULs between
     if xml is None and len(data) >= 4 and data[0] == 0 and data[2] == 0 and data[1] != 0:
@@ -187,8 +183,7 @@ def _meta(head: bytes, position: int) -> tuple[str | None, int]:
             charset, need_pragma, decided = encoding_of(value), False, True
     if charset is None or (need_pragma and not got_pragma):
         return None, position
-    return ("utf-8" if charset in ("utf-16le", "utf-16be")
-            else "windows-1252" if charset == "x-user-defined" else charset), position
+    return ("windows-1252" if charset == "x-user-defined" else declared(charset)), position
 
 
 def _guess(data: bytes) -> tuple[str, str] | None:

@@ -25,7 +25,8 @@ import codecs
 import functools
 from typing import Any
 
-__all__ = ["charset_param", "decode_as", "encode_as", "encoding_of", "url_encoding"]
+__all__ = ["bom_encoding", "charset_param", "declared", "decode_as", "encode_as", "encoding_of",
+           "url_encoding"]
 
 # The standard's encodings (names lower-cased) and their labels: its encodings.json.
 _LABELS: dict[str, tuple[str, ...]] = {
@@ -124,6 +125,26 @@ _EUC_JP_CHANGES = str.maketrans({"\u301c": "\uff5e", "\u2016": "\u2225", "\u2212
                                  "\u00a2": "\uffe0", "\u00a3": "\uffe1", "\u00ac": "\uffe2"})
 _EUC_JP_ERRORS = "crawler-euc-jp"
 _ASCII_WHITESPACE = "\t\n\f\r "
+
+
+# The Encoding Standard's byte-order marks: a UTF-32 one is no page a browser reads.
+_BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16le"),
+         (codecs.BOM_UTF16_BE, "utf-16be"))
+
+
+def bom_encoding(data: bytes) -> tuple[str, int] | None:
+    """The encoding ``data``'s byte-order mark names, and the mark's length; None without
+    one. A mark wins over every label, for pages and style sheets alike."""
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            return name, len(bom)
+    return None
+
+
+def declared(name: str) -> str:
+    """The encoding a declaration written in ASCII (``<meta>``, ``@charset``, an XML
+    declaration) gives, naming ``name``: one that reads as ASCII cannot be UTF-16."""
+    return "utf-8" if name in ("utf-16le", "utf-16be") else name
 
 
 def encoding_of(label: str) -> str | None:
