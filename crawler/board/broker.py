@@ -304,6 +304,9 @@ return 1
 """
 
 
+_NOTHING = object()  # no default given
+
+
 class CrawlRecord:
     """A crawl's record on the broker: written once by its first master, read by the rest.
 
@@ -353,9 +356,12 @@ class CrawlRecord:
                 "one; go on with the version that started it, or start a new crawl (another "
                 "--crawl NAME)")
 
-    def field(self, name: str) -> Any:
-        """One field of the record, decoded; BrokerError when the crawl is not there."""
+    def field(self, name: str, missing: Any = _NOTHING) -> Any:
+        """One field of the record, decoded; BrokerError when the crawl is not there.
+        ``missing``: what a record without the field gives (one of an earlier version)."""
         text = self.client.hget(self.key, name)
+        if text is None and missing is not _NOTHING:
+            return missing
         if text is None:
             known = sorted(str(crawl) for crawl in self.client.smembers(REGISTRY))
             raise CrawlNotFound(f"no crawl named {self.crawl!r} on the broker"

@@ -152,8 +152,7 @@ def broker_status(client: redis.Redis, crawl: str, info: dict[str, Any],
                     bytes=sum(int(worker["bytes"]) for worker in workers),
                     in_flight=counts["in_flight"], retries=counts["retries"],
                     workers=counts["workers"])
-    started = float(record.field("started") if client.hexists(record.key, "started")
-                    else now)  # (a record from before it was kept)
+    started = float(record.field("started", missing=now))  # (missing: an old record)
     # An ended crawl's time is up to its masters' last word, not up to now.
     ended_at = max((float(m.get("at", 0)) for m in masters), default=now)
     until = ended_at if closed and masters and not live else now
