@@ -415,8 +415,8 @@ def _run_command(args: argparse.Namespace) -> int:
         settings = _settings(args) if args.command in READS_SETTINGS else Settings()
         return handler(args, settings)
     except CrawlerError as exc:
-        message = _naming_the_flag(str(exc), getattr(args, "flag_of_key", {}),
-                                   getattr(args, "file_of_key", {}))
+        message = _naming_where_it_was_set(str(exc), getattr(args, "flag_of_key", {}),
+                                           getattr(args, "file_of_key", {}))
         print(f"crawler: error: {message}", file=sys.stderr)
         if args.log_file is not None:
             log.error("%s", message)
@@ -557,8 +557,8 @@ def _flags_a_joining_master_ignores(args: argparse.Namespace) -> None:
         del file_of_key[key]
 
 
-def _naming_the_flag(message: str, flag_of_key: dict[str, str],
-                     file_of_key: dict[str, str] | None = None) -> str:
+def _naming_where_it_was_set(message: str, flag_of_key: dict[str, str],
+                             file_of_key: dict[str, str] | None = None) -> str:
     """An error about a setting (``KEY: ...``) that a flag of this command line set names
     that flag too: the user typed ``--cookies``, not ``http.cookies``; one that a settings
     file set names the file, as an error found while reading it does."""
