@@ -23,7 +23,7 @@ from crawler.fetch.curl import CurlEngine
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
 from crawler.fetch.policy import RATE_LIMITED_PAUSE
-from crawler.model.imagetype import dimensions, sniff
+from crawler.model.imagetype import SNIFF_BYTES, dimensions, sniff
 from crawler.model.outcome import ATTEMPT_FIELDS, Attempt, FailureKind
 from crawler.model.wire import attempt_from_report
 from crawler.worker.sink import SPILL_AT, Abandoned, ImageSink, sinks_into
@@ -204,10 +204,11 @@ def test_error_statuses_are_failures_with_the_usual_reasons(
     # A 429 without Retry-After still holds its host (the board's hold), for a while.
     assert isinstance(slow, Attempt) and (slow.reason, slow.transient, slow.retry_after) == (
         "HTTP 429", True, RATE_LIMITED_PAUSE)
-    for path in ("/html.png", "/empty.png"):
+    for path, reason, kind in (
+            ("/html.png", "not an image: an HTML page", FailureKind.HTML_PAGE),
+            ("/empty.png", "not an image", FailureKind.NOT_IMAGE)):
         attempt = got[server.url + path]
-        assert isinstance(attempt, Attempt) and attempt.reason == "not an image"
-        assert attempt.kind is FailureKind.NOT_IMAGE
+        assert isinstance(attempt, Attempt) and (attempt.reason, attempt.kind) == (reason, kind)
     assert server.connections <= 4, "short error bodies are read so the connection stays"  # type: ignore[attr-defined]
 
 
@@ -348,6 +349,13 @@ def test_the_same_bytes_are_the_same_image_however_they_arrive(tmp_path: Path,
     html = sinks_into(Store(tmp_path / "out"), Limits())("http://h/b.svg", 0.0)
     with pytest.raises(Abandoned, match="not an image"):  # no markup: still said early
         html.feed(b"\x00\x01 binary " * 1000)
+    # A page longer than the sniffer's window is told to be one as it is given up.
+    page = sinks_into(Store(tmp_path / "out"), Limits())("http://h/File:c.png", 0.0)
+    with pytest.raises(Abandoned, match="an HTML page") as given_up:
+        chunk = b"<!DOCTYPE html><p>" + b"x" * piece
+        for _ in range(SNIFF_BYTES // len(chunk) + 1):
+            page.feed(chunk)
+    assert given_up.value.kind is FailureKind.HTML_PAGE
 
 
 def test_a_compressed_body_with_bytes_after_its_end_is_a_broken_encoding(

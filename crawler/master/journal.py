@@ -134,9 +134,13 @@ class Journal:
             raise _damaged(self.path, exc) from exc
 
     def add_seeds(self, urls: Iterable[str]) -> None:
+        self.add_pages((u, 0) for u in urls)
+
+    def add_pages(self, pages: Iterable[tuple[str, int]]) -> None:
+        """Record pages (URL, depth) to visit, those known already left as they are."""
         with self._transaction():
-            self._db.executemany("INSERT OR IGNORE INTO pages (url, depth) VALUES (?, 0)",
-                                 [(u,) for u in urls])
+            self._db.executemany("INSERT OR IGNORE INTO pages (url, depth) VALUES (?, ?)",
+                                 list(pages))
 
     def page_done(self, url: str, links: Iterable[tuple[str, int]],
                   images: Iterable[tuple[str, str, str | None, str | None]],

@@ -49,6 +49,10 @@ class Ledger(Protocol):
         """Record final outcomes the board handed over."""
         ...
 
+    def pages_found(self, pages: list[tuple[str, int]]) -> None:
+        """Record pages (URL, depth) found other than on a page: to visit."""
+        ...
+
 
 def _settled(image: tuple[str, str, str | None, str | None]) -> Attempt | None:
     """The final attempt of an image decided on its page (refused, dry run), or None."""
@@ -86,6 +90,9 @@ class JournalLedger:
 
     def record(self, outcomes: Iterable[Outcome]) -> None:
         self._journal.record(outcomes)
+
+    def pages_found(self, pages: list[tuple[str, int]]) -> None:
+        self._journal.add_pages(pages)
 
 
 class BrokerLedger:
@@ -129,3 +136,6 @@ class BrokerLedger:
 
     def record(self, outcomes: Iterable[Outcome]) -> None:
         pass  # the board wrote them to the broker when they were reported
+
+    def pages_found(self, pages: list[tuple[str, int]]) -> None:
+        self._frontier.add_many(pages)  # the crawl's seen set keeps them once

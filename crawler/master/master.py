@@ -55,7 +55,7 @@ from crawler.master.stylesheets import Stylesheets, reading_rule
 from crawler.master.visit import PageVisitor, Visit
 from crawler.model.files import IMAGES_LEFT_KEPT, PAGES_NAME
 from crawler.model.folders import make_folder
-from crawler.model.outcome import Attempt, Outcome
+from crawler.model.outcome import Attempt, FailureKind, Outcome
 from crawler.model.processes import process_alive
 from crawler.model.progress import Reporter, Snapshot, write_out
 from crawler.model.urls import host_key
@@ -228,6 +228,10 @@ class Master:
         self._seed_failures: list[tuple[str, str]] = []
         self._pages_left = 0  # pages found and not visited for the page budget (max_pages)
         self._images_over: set[str] = set()  # images met past the image budget (max_images)
+        # Links to images whose target may be a page (a wiki's File:Photo.png): URL to
+        # the depth it has as a page, while its result is awaited. A worker that finds
+        # an HTML page there says so, and the page is read (see _collect).
+        self._linked_images: dict[str, int] = {}
         self._pages_to_retry = 0  # pages failed for a passing reason, left for the next run
 
     def stop(self) -> None:
@@ -580,8 +584,12 @@ class Master:
                         counts = self._refresh()
                         self._hint_when_no_worker(counts)
                         if not pages_left and not running and unsettled(counts) == 0:
-                            all_done = True
-                            break
+                            # The last results may hold pages (an image link that led
+                            # to one): recorded first, the crawl ends only without any.
+                            self._collect(ledger, files)
+                            if not len(frontier):
+                                all_done = True
+                                break
                         self._stop_if_nothing_can_store(counts)
                         if (not pages_left and not running and not self._pages_done
                                 and self._own_board is not None):
@@ -841,7 +849,8 @@ class Master:
         if nofollow and visit.extraction.links:
             log.info("page %s: its robots meta tag says nofollow: its links are not followed",
                      visit.url)
-        if visit.depth < self._settings.crawl.depth and not nofollow:
+        links_followed = visit.depth < self._settings.crawl.depth and not nofollow
+        if links_followed:
             for link in visit.extraction.links:
                 if (not frontier.seen(link) and self._scope.allows_page(link)
                         and frontier.add(link, visit.depth + 1)):
@@ -870,6 +879,9 @@ class Master:
                     listed.append(image)
                 continue
             new_images.append((image, refused, ref))
+            if (refused is None and ref is not None and ref.get("kind") == "anchor"
+                    and links_followed and self._scope.allows_page(image)):
+                self._linked_images[image] = visit.depth + 1
         if listed:
             if self._options.on_images is not None:
                 self._options.on_images(listed)
@@ -945,10 +957,29 @@ class Master:
                                          attempts=s.attempts,
                                          ref=json.loads(s.ref) if s.ref else None)
                     for s in settled]
+        if self._linked_images:
+            linked = self._linked_images
+            pages = [(s.attempt.url, depth) for s in settled
+                     if (depth := linked.pop(s.attempt.url, None)) is not None
+                     and s.attempt.kind is FailureKind.HTML_PAGE]
+            if pages:
+                self._read_as_pages(pages, ledger)
         ledger.record(outcomes)
         files.write(outcomes)
         for outcome in outcomes:
             self._count(outcome)
+
+    def _read_as_pages(self, pages: list[tuple[str, int]], ledger: Ledger) -> None:
+        """Queue links that named an image and led to an HTML page (a wiki's
+        ``File:Photo.png``, a gallery's viewer) as the pages they are: what they show is
+        the image the link was for. Recorded before their outcomes, so that a crash in
+        between leaves both to do again, not the page lost."""
+        frontier = self._frontier
+        new = [(url, depth) for url, depth in pages if frontier.add(url, depth)]
+        if new:
+            ledger.pages_found(new)
+            for url, _ in new:
+                log.info("image link %s leads to an HTML page: read as a page", url)
 
     def _count(self, outcome: Outcome) -> None:
         if outcome.ok:

@@ -172,6 +172,23 @@ def _svg_root(head: bytes) -> int | None:
             return None
 
 
+# The WHATWG MIME Sniffing Standard's patterns of an HTML document ("identify an
+# unknown MIME type"): after whitespace, one of these tags, any case, then a space or ">".
+_HTML_START = re.compile(
+    rb"[\t\n\x0c\r ]*<(?:!DOCTYPE HTML|HTML|HEAD|SCRIPT|IFRAME|H1|DIV|FONT|TABLE|A|STYLE|"
+    rb"TITLE|B|BODY|BR|P|!--)[ >]", re.IGNORECASE)
+
+
+def looks_like_html(head: bytes) -> bool:
+    """Whether ``head`` starts an HTML document, as a browser sniffing a body decides.
+
+    A link that names an image but leads to a page (a wiki's ``File:Photo.png``,
+    a gallery's viewer) answers with one of these; an image never does.
+    """
+    start = 3 if head.startswith(b"\xef\xbb\xbf") else 0
+    return _HTML_START.match(head, start) is not None
+
+
 def _doctype_end(head: bytes, pos: int) -> int | None:
     """The offset just past a DOCTYPE's closing ``>``, skipping quotes and ``[...]``."""
     return _closing_bracket(head, pos, subsets=True)

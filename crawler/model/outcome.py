@@ -49,6 +49,7 @@ class FailureKind(enum.Enum):
     REDIRECT = "redirect"  # too many, or to a URL that cannot be followed
     TOO_LARGE = "too-large"
     NOT_IMAGE = "not-image"
+    HTML_PAGE = "html-page"  # not an image but a page: its master may read it as one
     DIMENSIONS = "dimensions"  # outside the pixel bounds, or unknown with a bound set
     BAD_RESPONSE = "bad-response"  # a broken encoding or framing
     INVALID_URL = "invalid-url"

@@ -29,7 +29,7 @@ from crawler.fetch.policy import (  # re-exported: page code imports them from h
     retry_after_seconds,
     transient_status,
 )
-from crawler.model.imagetype import SNIFF_BYTES, ImageType, dimensions, sniff
+from crawler.model.imagetype import SNIFF_BYTES, ImageType, dimensions, looks_like_html, sniff
 from crawler.model.outcome import Attempt, FailureKind
 from crawler.worker.store import Store
 
@@ -91,7 +91,7 @@ class ImageSink:
         if len(self._head) < SNIFF_BYTES and self._head.lstrip(b"\xef\xbb\xbf \t\r\n"
                                                                   ).startswith(b"<"):
             return None  # markup: an SVG's prolog may run on (finish() decides at the end)
-        raise Abandoned("not an image", FailureKind.NOT_IMAGE)
+        raise _not_an_image(self._head)
 
     def _spill(self) -> None:
         self._partial, self._fh = self._store.open_partial()
@@ -166,8 +166,19 @@ def _write(fh: BinaryIO, chunk: bytes, partial: Path | None) -> None:
 def _require_image(head: bytes | bytearray) -> ImageType:
     kind = sniff(bytes(head))
     if kind is None:
-        raise Abandoned("not an image", FailureKind.NOT_IMAGE)
+        raise _not_an_image(head)
     return kind
+
+
+HTML_PAGE = "not an image: an HTML page"
+
+
+def _not_an_image(head: bytes | bytearray) -> Abandoned:
+    """The failure of a body that is no image; an HTML page is told apart, so that
+    the master can read one that a link led to as a page."""
+    if looks_like_html(bytes(head)):
+        return Abandoned(HTML_PAGE, FailureKind.HTML_PAGE)
+    return Abandoned("not an image", FailureKind.NOT_IMAGE)
 
 
 def _check_dimensions(size: tuple[int, int] | None, limits: Limits) -> None:

@@ -1,0 +1,102 @@
+"""A link that names an image but leads to an HTML page is read as that page.
+
+Wikis link each thumbnail to ``File:Photo.png``, a page that shows the image
+in full; galleries link thumbnails to viewer pages. The worker tells an HTML
+page from an image, and the master reads such a page, within the crawl's depth
+and scope, for the images it shows: on the embedded queue and on the broker.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from crawler.demo.site import png
+from crawler.model.imagetype import looks_like_html
+
+from .conftest import FixtureServer, manifest_lines, run_crawler, serve_routes
+from .redis_server import RedisServer
+
+THUMB, FULL, OTHER = png(8, 6, 1), png(80, 60, 2), png(20, 10, 3)
+WIKI_PAGE = b"""<!DOCTYPE html><html><body><h1>File:Photo.png</h1>
+<a href="/upload/photo.png"><img src="/upload/photo-preview.png"></a>
+<a href="/wiki/Other_page">elsewhere</a></body></html>"""
+INDEX = b"""<!doctype html><html><body>
+<a href="/wiki/File:Photo.png"><img src="/thumb/photo.png" alt="thumb"></a>
+<a href="/elsewhere/File:Away.png">a page beyond scope</a>
+</body></html>"""
+
+
+def _serve_wiki(server: FixtureServer, away: FixtureServer) -> None:
+    serve_routes(server, {
+        "/": ("text/html", INDEX.replace(b"/elsewhere/", away.url.encode() + b"/")),
+        "/thumb/photo.png": ("image/png", THUMB),
+        "/wiki/File:Photo.png": ("text/html; charset=utf-8", WIKI_PAGE),
+        "/upload/photo.png": ("image/png", FULL),
+        "/upload/photo-preview.png": ("image/png", OTHER),
+        "/wiki/Other_page": ("text/html", b"<html><body><img src=/never.png></body></html>"),
+    })
+    serve_routes(away, {"/File:Away.png": ("text/html", b"<html><img src=/away.png></html>"),
+                        "/away.png": ("image/png", OTHER)})
+
+
+@pytest.mark.parametrize("board", ["embedded", "redis"])
+def test_an_image_link_to_an_html_page_is_read_as_the_page(
+        board: str, make_server: Callable[[], FixtureServer], tmp_path: Path,
+        request: pytest.FixtureRequest) -> None:
+    server, away = make_server(), make_server()
+    _serve_wiki(server, away)
+    out = tmp_path / "out"
+    flags = ["--out", str(out), "--local-workers", "1", "--quiet", "--depth", "1"]
+    if board == "redis":
+        redis_server: RedisServer = request.getfixturevalue("redis_server")
+        flags += ["--broker", redis_server.url, "--crawl", "t" + secrets.token_hex(4)]
+    done = run_crawler("master", server.url + "/", *flags, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    entries = {e["url"]: e for e in manifest_lines(out)}
+    wiki = entries[server.url + "/wiki/File:Photo.png"]
+    assert wiki["status"] == "failure" and wiki["reason"] == "not an image: an HTML page"
+    # The page it is was read: the full image it links to and the preview it shows.
+    for path, body in (("/upload/photo.png", FULL), ("/upload/photo-preview.png", OTHER),
+                       ("/thumb/photo.png", THUMB)):
+        entry = entries[server.url + path]
+        assert entry["status"] == "success", entry
+        assert (out / entry["path"]).read_bytes() == body
+    assert entries[server.url + "/upload/photo.png"]["page"] == wiki["url"]
+    # Read at depth 1, the crawl's last: its own links are not followed.
+    assert server.url + "/never.png" not in entries
+    # Out of the pages' scope (another host): downloaded as an image link, not read.
+    assert entries[away.url + "/File:Away.png"]["reason"] == "not an image: an HTML page"
+    assert away.url + "/away.png" not in entries
+
+
+def test_an_image_link_beyond_the_depth_is_not_read(make_server: Callable[[], FixtureServer],
+                                                   tmp_path: Path) -> None:
+    server, away = make_server(), make_server()
+    _serve_wiki(server, away)
+    out = tmp_path / "out"
+    done = run_crawler("master", server.url + "/", "--out", str(out), "--local-workers", "1",
+                       "--quiet", "--depth", "0", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    entries = {e["url"]: e for e in manifest_lines(out)}
+    assert entries[server.url + "/wiki/File:Photo.png"]["status"] == "failure"
+    assert entries[server.url + "/thumb/photo.png"]["status"] == "success"
+    assert server.url + "/upload/photo.png" not in entries
+
+
+@pytest.mark.parametrize(("head", "html"), [
+    (b"<!DOCTYPE html><html>", True),
+    (b"\xef\xbb\xbf\r\n  <HTML lang=en>", True),
+    (b"<!-- a comment -->\n<p>", True),
+    (b"<body>", True),
+    (b"<?xml version='1.0'?><svg xmlns='http://www.w3.org/2000/svg'/>", False),
+    (b"<svg>", False),
+    (b"<htmlish>", False),
+    (b"plain text", False),
+    (b"\x89PNG\r\n\x1a\n", False),
+])
+def test_html_is_told_by_the_sniffing_standards_patterns(head: bytes, html: bool) -> None:
+    assert looks_like_html(head) is html
