@@ -385,6 +385,65 @@ def test_an_http2_stream_that_never_answers_is_not_kept_alive_by_its_siblings(
     assert isinstance(second, Attempt) and second.ok, second  # slow, never silent
 
 
+def test_an_idle_https_http1_connection_with_unasked_bytes_is_not_reused(
+        tmp_path: Path, ca: CertAuthority) -> None:
+    """As over plain http: bytes a server sends after its answer on an HTTP/1.1
+    connection over TLS were taken as the next request's answer, and another image was
+    stored under that URL's name."""
+    first, second, stray = png(20, 10, 1), png(30, 10, 2), png(66, 66, 9)
+    context = server_context(ca)
+    context.set_alpn_protocols(["http/1.1"])
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    done = threading.Event()
+
+    def answer(body: bytes) -> bytes:
+        return (b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: %d\r\n\r\n"
+                % len(body)) + body
+
+    def handle(raw: socket.socket) -> None:
+        raw.settimeout(5)
+        with contextlib.suppress(OSError), context.wrap_socket(raw, server_side=True) as conn:
+            buffer = b""
+            while not done.is_set():
+                while b"\r\n\r\n" not in buffer:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buffer += data
+                request, buffer = buffer.split(b"\r\n\r\n", 1)
+                if b"/one.png" in request:
+                    conn.sendall(answer(first))
+                    time.sleep(0.1)
+                    conn.sendall(answer(stray))  # never asked for
+                else:
+                    conn.sendall(answer(second))
+
+    def serve() -> None:
+        with listener:
+            while not done.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    base = f"https://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        with trusting_engine(tmp_path, ca, Limits()) as (engine, results):
+            engine.submit([(base + "/one.png", 1)])
+            _, one = results.get(timeout=20)
+            time.sleep(0.3)  # the stray answer is there; libcurl's own check waits 1 s
+            engine.submit([(base + "/two.png", 1)])
+            _, two = results.get(timeout=20)
+    finally:
+        done.set()
+    assert isinstance(one, Attempt) and one.ok, one
+    assert isinstance(two, Attempt) and two.ok, two
+    assert (two.width, two.height, two.bytes) == (30, 10, len(second)), two
+
+
 # ----- headers, cookies, logins ---------------------------------------------------------
 
 def test_headers_cookies_and_logins_reach_the_server(recorder: Recorder, tmp_path: Path,

@@ -93,7 +93,7 @@ DEADLINE_SLACK = 0.25  # the sweep cuts what libcurl's own timer has not, this m
 IDLE_PER_SLOT = 2  # connections kept open per transfer slot (least recently used go)
 BUFFER_BYTES = 128 * 1024  # libcurl's receive buffer: fewer, larger body callbacks
 RATE_BURST = 0.1  # seconds of the bandwidth cap that may be spent at once
-FD_CACHE = 4096  # plain-http connections whose descriptor is remembered
+FD_CACHE = 4096  # connections whose descriptor (and HTTP/1 use) is remembered
 SHOWN_URL = 1000  # characters of a redirect target a reason shows (reports are bounded)
 _WANTED = frozenset({b"content-length", b"content-type", b"content-encoding", b"location",
                      b"retry-after"})
@@ -120,6 +120,7 @@ class _Transfer:
     last_io: float | None = None  # None while connecting: the connect timeout applies
     drained: int = 0
     new_fd: int | None = None  # of a socket opened for this hop
+    connection: tuple[str, int, str, int] | None = None  # (local, port, peer, port) of the hop
     unclean: bool = False  # the reused connection had bytes nobody asked for
     fresh: bool = False  # this hop goes on a new connection
 
@@ -185,9 +186,12 @@ class CurlEngine:
         self._free: list[_Slot] = []
         self._active: set[_Slot] = set()
         self._by_handle: dict[int, _Slot] = {}
-        # Plain-http connections by (local port, peer port): their descriptor, to look
-        # for unasked bytes before one is used again.
-        self._fds: dict[tuple[int, int], int] = {}
+        # Connections by (local address, port, peer address, port): their descriptor, to
+        # look for unasked bytes before an HTTP/1 one is used again.
+        self._fds: dict[tuple[str, int, str, int], int] = {}
+        # The https connections among them an HTTP/1 answer came on: HTTP/2 ones carry
+        # frames at any time (other streams', pings), and are not looked at.
+        self._http1_tls: set[tuple[str, int, str, int]] = set()
         self._proxies = options.proxies()
         self._guard = Guard(policy, self._proxies)
         self._per_hop = hop_options_vary(options, self._proxies)
@@ -371,9 +375,9 @@ class CurlEngine:
                       local_port: int) -> int:
         """A connection, new or reused, is about to carry the request: check it first.
 
-        Its peer must pass the guard. A reused plain-http connection must have
-        nothing to read: bytes there were never asked for (a stray answer), and
-        libcurl would take them for the answer to this request.
+        Its peer must pass the guard. A reused HTTP/1 connection (plain, or over TLS)
+        must have nothing to read: bytes there were never asked for (a stray answer),
+        and libcurl would take them for the answer to this request.
         """
         transfer = slot.transfer
         if transfer is None:
@@ -383,18 +387,26 @@ class CurlEngine:
         if why is not None:
             transfer.blocked = BlockedAddress(urlsplit(transfer.url).hostname or "?", peer, why)
             return pycurl.PREREQFUNC_ABORT
-        if transfer.url.startswith("http:"):  # TLS may have records to read (tickets)
-            key = (local_port, peer_port)
-            if transfer.new_fd is not None:
-                if len(self._fds) >= FD_CACHE:
-                    self._fds.clear()
-                self._fds[key] = transfer.new_fd
-                transfer.new_fd = None
-            elif not transfer.fresh:
-                fd = self._fds.get(key)
-                if fd is not None and _has_input(fd):
-                    transfer.unclean = True
-                    return pycurl.PREREQFUNC_ABORT
+        key = (local, local_port, peer, peer_port)
+        transfer.connection = key
+        if transfer.new_fd is not None:
+            if len(self._fds) >= FD_CACHE:
+                self._fds.clear()
+                self._http1_tls.clear()
+            self._fds[key] = transfer.new_fd
+            self._http1_tls.discard(key)  # a new connection: its protocol is not known yet
+            transfer.new_fd = None
+        elif not transfer.fresh and (transfer.url.startswith("http:")
+                                     or key in self._http1_tls):
+            # An idle HTTP/1 connection, over TLS too: stray bytes there (an answer longer
+            # than its Content-Length, one never asked for) were read as this request's
+            # answer, and another image was stored under its name. Over TLS, a record
+            # read here may also be a close_notify or a late ticket: a new connection
+            # costs one handshake.
+            fd = self._fds.get(key)
+            if fd is not None and _has_input(fd):
+                transfer.unclean = True
+                return pycurl.PREREQFUNC_ABORT
         return pycurl.PREREQFUNC_OK
 
     def _on_header(self, slot: _Slot, line: bytes) -> int | None:
@@ -417,6 +429,9 @@ class CurlEngine:
             return None
         if line.startswith(b"HTTP/"):
             transfer.last_io = time.monotonic()
+            if (line.startswith(b"HTTP/1") and transfer.connection is not None
+                    and transfer.url.startswith("https:")):
+                self._http1_tls.add(transfer.connection)
             parts = line.split(None, 2)
             transfer.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
             transfer.headers = {}
