@@ -539,6 +539,16 @@ def test_bad_request_settings_are_one_clear_error(tmp_path: Path) -> None:
         "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
     with pytest.raises(ConfigError, match=r"http\.ca_bundle: .* cannot be read"):
         options_from(tmp_path, ca_bundle=str(tmp_path / "damaged.pem"))
+    # So is one cut short: libcurl, given the whole file, refused it at every request.
+    ca_text = make_ca(tmp_path / "ca").ca_cert.read_text()
+    for name, text in [("half.pem", "-----BEGIN CERTIFICATE-----\n"),
+                       ("cut.pem", ca_text + "-----BEGIN CERTIFICATE-----\nMIIB\n")]:
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ConfigError, match=r"http\.ca_bundle: .* holds a certificate cut "
+                                              r"short"):
+            options_from(tmp_path, ca_bundle=str(tmp_path / name))
+    (tmp_path / "whole.pem").write_text(ca_text + "# a comment after it\n")
+    assert options_from(tmp_path, ca_bundle=str(tmp_path / "whole.pem")).ca_bundle
     result = run_crawler("master", "http://127.0.0.1:1/", "--limit-rate", "fast",
                          "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert result.returncode == 2 and "--limit-rate 'fast': expected" in result.stderr

@@ -176,8 +176,14 @@ def _read_ca_bundle(path: str) -> str:
     # as "bad CA bundle" on every page and image, after the crawl had started.
     import ssl  # here: 6 ms of every start-up otherwise
 
+    certificates = _PEM_CERTIFICATE.findall(text)
+    if len(certificates) != text.count("-----BEGIN CERTIFICATE-----"):
+        # libcurl is given the whole text, and refused it at every request ("bad CA
+        # bundle"), while the complete certificates alone loaded here.
+        raise ConfigError(f"http.ca_bundle: {path} holds a certificate cut short (a BEGIN "
+                          "CERTIFICATE line without its END CERTIFICATE line)")
     try:  # the certificates alone: ssl takes ASCII only, and comments may hold any letter
-        ssl.create_default_context(cadata="".join(_PEM_CERTIFICATE.findall(text)))
+        ssl.create_default_context(cadata="".join(certificates))
     except (ssl.SSLError, ValueError, TypeError) as exc:
         raise ConfigError(f"http.ca_bundle: {path} holds a certificate that cannot be "
                           f"read ({exc})") from None
