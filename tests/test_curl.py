@@ -555,6 +555,23 @@ def test_failure_reasons_name_the_cause_once(engines: Callable[..., Engine]) -> 
         and str(closed) in reason and " ms" not in reason, reason
 
 
+def test_http2_failures_of_one_cause_are_one_reason_whatever_the_stream() -> None:
+    """libcurl numbers the HTTP/2 stream (and the frame's length) in its messages: a
+    server resetting every image's stream made one reason per image."""
+    from crawler.fetch.engine import CURLE_HTTP2_STREAM, curl_failure
+
+    reset = {curl_failure(CURLE_HTTP2_STREAM, f"HTTP/2 stream {n} reset by server (error "
+                                              "0x8 CANCEL)")[1] for n in (1, 3, 2001)}
+    assert reset == {"connection broken: HTTP/2 stream error: HTTP/2 stream reset by "
+                     "server (error 0x8 CANCEL)"}, reset
+    invalid = {curl_failure(CURLE_HTTP2_STREAM, f"[HTTP2] [{n}] received invalid frame: "
+                            f"FRAME[DATA, len={size}, eos=1, padlen=0], error -532: Violation "
+                            "in HTTP messaging rule")[1] for n, size in ((1, 11950), (7, 80))}
+    assert invalid == {"connection broken: HTTP/2 stream error: [HTTP2] received invalid "
+                       "frame: FRAME[DATA, len=N, eos=1, padlen=0], error -532: Violation "
+                       "in HTTP messaging rule"}, invalid
+
+
 def test_http_1_0_answers_and_extra_bytes(engines: Callable[..., Engine]) -> None:
     def answer(conn: socket.socket, request: bytes) -> bool:
         target = request.split(b" ")[1]

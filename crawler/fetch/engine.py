@@ -152,13 +152,22 @@ def curl_failure(code: int, message: str) -> tuple[FailureKind, str, bool]:
         reason = "timed out connecting"
     elif kind in (FailureKind.CONNECTION, FailureKind.TLS, FailureKind.BAD_RESPONSE,
                   FailureKind.INVALID_URL) and message:
-        # Without libcurl's timing ("after 0 ms"), one cause is one reason in the
-        # summary's failures_by_reason, not one per millisecond count.
-        reason = f"{reason}: {_short(_AFTER_MS.sub('', message))}"
+        # Without libcurl's timing ("after 0 ms"), nor the number of an HTTP/2 stream
+        # or the length of its frame, one cause is one reason in the summary's
+        # failures_by_reason, not one per millisecond count or per image.
+        reason = f"{reason}: {_short(_without_counts(message))}"
     return kind, reason, transient
 
 
 _AFTER_MS = re.compile(r" after \d+ ms")
+_STREAM_NUMBER = re.compile(r"(?<=\bstream )\d+ |(?<=\[HTTP2\] )\[\d+\] ")
+_FRAME_LENGTH = re.compile(r"(?<=\blen=)\d+")
+
+
+def _without_counts(message: str) -> str:
+    """libcurl's ``message`` without what differs from one image to the next."""
+    message = _STREAM_NUMBER.sub("", _AFTER_MS.sub("", message))
+    return _FRAME_LENGTH.sub("N", message)
 
 
 def _short(text: str) -> str:
