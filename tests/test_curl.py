@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import queue
 import socket
+import struct
 import threading
 import time
 import zlib
@@ -593,6 +594,43 @@ def test_http_1_0_answers_and_extra_bytes(engines: Callable[..., Engine]) -> Non
         done.set()
     for attempt in [*got.values(), after]:
         assert isinstance(attempt, Attempt) and attempt.ok and attempt.bytes == len(PNG), attempt
+
+
+def test_a_body_without_length_cut_short_is_not_stored(engines: Callable[..., Engine],
+                                                        tmp_path: Path) -> None:
+    """A connection closed (or an HTTP/2 stream reset "without error") halfway through a
+    body that said no length looks complete to libcurl: half a picture was stored as a
+    success. Such a body must reach its format's end; one whose length was said is
+    judged by libcurl, and a whole one without a length is stored."""
+    jpeg = (SITE / "photos" / "cat.jpg").read_bytes()
+    # Over a mebibyte: kept in a partial file as it comes, and read back to be judged.
+    extra = bytes(range(256)) * 6000
+    big = (PNG[:33] + struct.pack(">I", len(extra)) + b"prIv" + extra
+           + struct.pack(">I", zlib.crc32(b"prIv" + extra)) + PNG[33:])
+    bodies = {b"/half.png": PNG[: len(PNG) // 2], b"/half.jpg": jpeg[: len(jpeg) // 2],
+              b"/half-big.png": big[:-20], b"/whole.jpg": jpeg, b"/whole.png": PNG,
+              b"/whole-big.png": big}
+
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        body = bodies[request.split(b" ")[1]]
+        conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: image/png\r\n\r\n" + body)
+        return False
+
+    base, done = raw_server(answer)
+    try:
+        got = engines(limits=Limits(max_bytes=10_000_000)).fetch(
+            [f"{base}{path.decode()}" for path in bodies])
+    finally:
+        done.set()
+    for name in ("half.png", "half.jpg", "half-big.png"):
+        attempt = got[f"{base}/{name}"]
+        assert isinstance(attempt, Attempt) and not attempt.ok, attempt
+        assert (attempt.reason, attempt.kind, attempt.transient) == (
+            "connection broken: body cut short (the image stops before its end)",
+            FailureKind.CONNECTION, True)
+    for name, body in (("whole.jpg", jpeg), ("whole.png", PNG), ("whole-big.png", big)):
+        attempt = got[f"{base}/{name}"]
+        assert isinstance(attempt, Attempt) and attempt.ok and attempt.bytes == len(body)
 
 
 def test_the_address_guard_applies(server: FixtureServer, engines: Callable[..., Engine]) -> None:

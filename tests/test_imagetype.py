@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from crawler.demo.encode import encode_gif
 from crawler.model.imagetype import (
     AVIF,
     BMP,
@@ -29,6 +30,7 @@ from crawler.model.imagetype import (
     ImageType,
     by_name,
     dimensions,
+    ends_whole,
     extensions,
     sniff,
 )
@@ -593,3 +595,51 @@ def test_longer_input_than_sniff_bytes_is_used() -> None:
     data = make_jpeg(20, 10, extra=padding)
     assert dimensions(data, JPEG) == (20, 10)
     assert dimensions(data[:SNIFF_BYTES], JPEG) is None
+
+
+# ------------------------------------------------------------------ whole or cut short
+
+
+def _jpeg_with_exif_thumbnail() -> bytes:
+    """A JPEG whose APP1 holds a whole JPEG (a camera's thumbnail, its EOI included)."""
+    thumbnail = make_jpeg(8, 8)
+    return make_jpeg(64, 48, extra=jpeg_segment(0xE1, b"Exif\x00\x00" + thumbnail))
+
+
+def _animated_gif() -> bytes:
+    """Two frames, each after a graphic control extension; the second with a local
+    colour table."""
+    one = make_gif(6, 4)
+    frame = one[19:-1]  # the image: descriptor, LZW code size, sub-blocks
+    second = frame[:9] + bytes([frame[9] | 0x80]) + b"\x10\x20\x30\x40\x50\x60" + frame[10:]
+    control = b"\x21\xf9\x04\x00\x0a\x00\x00\x00"
+    return one[:19] + control + frame + control + second + b";"
+
+
+WHOLE = [
+    ("png", make_png(20, 10)),
+    ("gif", make_gif(6, 4)),
+    ("animated gif", _animated_gif()),
+    ("gif of many sub-blocks", encode_gif(40, 30, [bytes((x * y) % 100 for x in range(40))
+                                                   for y in range(30)], [(9, 9, 9)] * 100)),
+    ("jpeg", make_jpeg(64, 48)),
+    ("jpeg with a thumbnail", _jpeg_with_exif_thumbnail()),
+    ("webp", make_webp_lossless(5, 5)),
+    ("bmp", make_bmp(7, 3)),
+]
+
+
+@pytest.mark.parametrize(("name", "body"), WHOLE)
+def test_a_whole_image_ends_whole_and_one_cut_short_does_not(name: str, body: bytes) -> None:
+    kind = sniff(body)
+    assert kind is not None
+    assert ends_whole(body, kind), name
+    # Bytes after the end (a phone's trailer, a motion photo's video) are allowed.
+    assert ends_whole(body + b"\x00" * 4 + b"trailer", kind), name
+    for keep in range(len(body) - 1, 1, -max(1, len(body) // 40)):
+        assert not ends_whole(body[:keep], kind), (name, keep, len(body))
+
+
+def test_formats_without_an_end_check_count_as_whole() -> None:
+    assert ends_whole(make_tiff(3, 3)[:10], TIFF)
+    assert ends_whole(make_svg('width="3" height="2"')[:20], SVG)

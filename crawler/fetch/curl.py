@@ -96,8 +96,8 @@ RATE_BURST = 0.1  # seconds of the bandwidth cap that may be spent at once
 FD_CACHE = 4096  # connections whose descriptor (and HTTP/1 use) is remembered
 SHOWN_URL = 1000  # characters of a redirect target a reason shows (reports are bounded)
 _WANTED = frozenset({b"content-length", b"content-type", b"content-encoding", b"location",
-                     b"retry-after"})
-_WANTED_FIRST = frozenset(name[0] for name in _WANTED)  # "c", "l", "r"
+                     b"retry-after", b"transfer-encoding"})
+_WANTED_FIRST = frozenset(name[0] for name in _WANTED)  # "c", "l", "r", "t"
 
 
 @dataclass(eq=False)  # compared and hashed by identity
@@ -415,7 +415,7 @@ class CurlEngine:
         if transfer is None:
             return -1
         first = line[0] | 0x20  # the first letter, in lower case
-        if first in _WANTED_FIRST:  # only c..., l..., r...: most lines go no further
+        if first in _WANTED_FIRST:  # only c..., l..., r..., t...: most lines go no further
             name, colon, value = line.partition(b":")
             if colon and not transfer.head_done:
                 name = name.strip().lower()
@@ -579,7 +579,12 @@ class CurlEngine:
         try:
             if transfer.decoder is not None:
                 transfer.decoder.finish()  # a compressed body must reach its end
-            return sink.finish(transfer.content_type)
+            # libcurl fails a body shorter than its Content-Length or chunked framing,
+            # but takes a closed connection, or an HTTP/2 stream reset "without error",
+            # for the end of one that said no length: such a body must show its end.
+            return sink.finish(transfer.content_type, length_known=(
+                transfer.decoder is not None or b"content-length" in transfer.headers
+                or "chunked" in transfer.headers.get(b"transfer-encoding", "").lower()))
         except Abandoned as exc:
             return self._failed(transfer, str(exc), exc.kind, exc.transient)
         except StorageError as exc:

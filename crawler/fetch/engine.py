@@ -38,8 +38,9 @@ class Sink(Protocol):
     def feed(self, chunk: bytes) -> None:
         """Take the next bytes; raises :class:`Abandoned` to give up on the image."""
 
-    def finish(self, content_type: str | None) -> Attempt:
-        """The body is complete: keep it, and say how it went."""
+    def finish(self, content_type: str | None, *, length_known: bool = True) -> Attempt:
+        """The body is complete: keep it, and say how it went (``length_known``: the
+        transport vouched for where the body ends)."""
 
     def discard(self) -> None:
         """Drop whatever was kept of an unfinished body."""

@@ -220,6 +220,98 @@ def _closing_bracket(head: bytes, pos: int, *, subsets: bool) -> int | None:
 # --------------------------------------------------------------------------- dimensions
 
 
+# ------------------------------------------------------------------ whole or cut short
+
+
+# In a JPEG's entropy-coded data an 0xFF byte is followed by 0x00 (stuffing) or a
+# restart marker: anything else is the next marker.
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+def ends_whole(body: bytes, kind: ImageType) -> bool:
+    """Whether ``body`` reaches its format's end (a PNG's IEND, a JPEG's EOI, a GIF's
+    trailer, a RIFF's or BMP's declared size).
+
+    For a body whose length nothing vouched for (no Content-Length; an HTTP/2
+    stream reset "without error", which libcurl takes for its end): a transfer cut
+    short there looks complete. Formats without a cheap end check count as whole.
+    Bytes after the end (a phone's trailer, a motion photo's video) are allowed.
+    """
+    if kind is PNG:
+        return _png_whole(body)
+    if kind is JPEG:
+        return _jpeg_whole(body)
+    if kind is GIF:
+        return _gif_whole(body)
+    if kind is WEBP:
+        return len(body) >= max(12, 8 + int.from_bytes(body[4:8], "little"))
+    if kind is BMP:  # (its size field may be 0: the headers' end is then all it says)
+        return len(body) >= max(14, int.from_bytes(body[2:6], "little"))
+    return True
+
+
+def _png_whole(body: bytes) -> bool:
+    pos = 8
+    while pos + 8 <= len(body):
+        length = int.from_bytes(body[pos:pos + 4], "big")
+        if body[pos + 4:pos + 8] == b"IEND":
+            return pos + 12 <= len(body)  # its CRC too
+        pos += 12 + length
+    return False
+
+
+def _gif_whole(body: bytes) -> bool:
+    pos = 13  # header and logical screen descriptor
+    if len(body) < pos:
+        return False
+    if body[10] & 0x80:  # a global colour table
+        pos += 3 << ((body[10] & 7) + 1)
+    while pos < len(body):
+        block = body[pos]
+        if block == 0x3B:  # the trailer
+            return True
+        if block == 0x21:  # an extension: its label, then sub-blocks
+            pos += 2
+        elif block == 0x2C:  # an image: its descriptor, colour table, LZW code size
+            if pos + 10 > len(body):
+                return False
+            flags = body[pos + 9]
+            pos += 10 + 1  # and the LZW code size after its colour table
+            if flags & 0x80:
+                pos += 3 << ((flags & 7) + 1)
+        else:
+            return False
+        while pos < len(body) and body[pos]:  # sub-blocks, up to the empty one
+            pos += 1 + body[pos]
+        pos += 1
+    return False
+
+
+def _jpeg_whole(body: bytes) -> bool:
+    pos = 2  # after SOI; each segment is a marker, then (most) a length
+    while pos + 2 <= len(body):
+        if body[pos] != 0xFF:
+            return False
+        marker = body[pos + 1]
+        if marker == 0xFF:  # fill bytes before a marker
+            pos += 1
+            continue
+        if marker == 0xD9:  # EOI
+            return True
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # no length
+            pos += 2
+            continue
+        if pos + 4 > len(body):
+            return False
+        pos += 2 + int.from_bytes(body[pos + 2:pos + 4], "big")
+        if marker == 0xDA:  # SOS: entropy-coded data up to the next marker
+            found = _JPEG_MARKER.search(body, pos)
+            if found is None:
+                return False
+            pos = found.start()
+    return False
+
+
 def dimensions(head: bytes, kind: ImageType) -> tuple[int, int] | None:
     """(width, height) read from the header of an image of type ``kind``, or None.
 

@@ -29,7 +29,14 @@ from crawler.fetch.policy import (  # re-exported: page code imports them from h
     retry_after_seconds,
     transient_status,
 )
-from crawler.model.imagetype import SNIFF_BYTES, ImageType, dimensions, looks_like_html, sniff
+from crawler.model.imagetype import (
+    SNIFF_BYTES,
+    ImageType,
+    dimensions,
+    ends_whole,
+    looks_like_html,
+    sniff,
+)
 from crawler.model.outcome import Attempt, FailureKind
 from crawler.worker.store import Store
 
@@ -93,25 +100,46 @@ class ImageSink:
             return None  # markup: an SVG's prolog may run on (finish() decides at the end)
         raise _not_an_image(self._head)
 
+    def _require_whole(self, data: bytes | None, kind: ImageType) -> None:
+        if data is None:  # spilled to its partial file: read back (rare: no length said)
+            assert self._fh is not None and self._partial is not None
+            try:
+                self._fh.flush()
+                data = self._partial.read_bytes()
+            except OSError as exc:
+                raise StorageError(f"cannot read {self._partial}: {exc.strerror or exc}"
+                                   ) from exc
+        if not ends_whole(data, kind):
+            raise Abandoned(CUT_SHORT_IMAGE, FailureKind.CONNECTION, transient=True)
+
     def _spill(self) -> None:
         self._partial, self._fh = self._store.open_partial()
         held, self._held = self._held, []
         for chunk in held:
             _write(self._fh, chunk, self._partial)
 
-    def finish(self, content_type: str | None) -> Attempt:
-        """Check and store the complete body; the Attempt that reports it."""
+    def finish(self, content_type: str | None, *, length_known: bool = True) -> Attempt:
+        """Check and store the complete body; the Attempt that reports it.
+
+        ``length_known``: the transport vouched for the body's length (a Content-Length,
+        chunked framing, a compressed stream's end). Without it, the body must reach its
+        format's end: a connection or HTTP/2 stream cut "without error" looks complete.
+        """
         leading = bytes(self._head)
         kind = self._kind or _require_image(leading)
         size_wh = dimensions(leading, kind)
         _check_dimensions(size_wh, self._limits)
+        data = None
+        if self._fh is None:
+            data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
+            self._held = []
+        if not length_known:
+            self._require_whole(data, kind)
         try:
-            if self._fh is None:
-                data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
-                self._held = []
+            if data is not None:
                 stored = self._store.store_bytes(self._url, kind, data, self._hasher.hexdigest())
             else:
-                assert self._partial is not None
+                assert self._partial is not None and self._fh is not None
                 self._fh.close()
                 partial, self._partial = self._partial, None  # commit consumes it, come what may
                 stored = self._store.commit(partial, self._url, kind, self.size,
@@ -171,6 +199,7 @@ def _require_image(head: bytes | bytearray) -> ImageType:
 
 
 HTML_PAGE = "not an image: an HTML page"
+CUT_SHORT_IMAGE = "connection broken: body cut short (the image stops before its end)"
 
 
 def _not_an_image(head: bytes | bytearray) -> Abandoned:
