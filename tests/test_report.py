@@ -769,3 +769,27 @@ def test_pages_in_address_order_and_images_with_the_pages_words(tmp_path: Path) 
     assert first.select_one("figcaption .caption").get_text() == "Figure 1"
     options = [option.get_text() for option in soup.select("#f-page option")]
     assert f"http://{host}/p2.html (2)" in options
+
+
+def test_host_filter_matches_hosts_that_hold_characters_html_escapes(tmp_path: Path) -> None:
+    """A host name may hold "&", "'" or '"' (URLs keep them); each host is one option of
+    the filter, and its value is the data-host of its images and failures. The figures'
+    hosts were escaped twice: an option of "a&amp;b.example" matched no image, and the
+    host was listed twice."""
+    out = tmp_path / "out"
+    hosts = ["a&b.example", "it's.example", 'q"t.example']
+    lines = []
+    for n, host in enumerate(hosts):
+        body = png(4, 4, n)
+        store(out, f"images/http/{host}/x.png", body)
+        lines.append(success(f"http://{host}/x.png", f"http://{host}/", f"images/http/{host}/x.png",
+                             body))
+        lines.append(failure(f"http://{host}/gone.png", "HTTP 404", f"http://{host}/", 1))
+    (out / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    soup = BeautifulSoup(write_report(out).read_text(encoding="utf-8"), "html.parser")
+    options = {option["value"]: option.get_text() for option in soup.select("#f-host option")
+               if option["value"]}
+    assert options == {host: f"{host} (1)" for host in sorted(hosts)}
+    for host in hosts:
+        items = soup.find_all(attrs={"data-host": host})
+        assert [item.name for item in items] == ["figure", "tr"], host

@@ -570,9 +570,10 @@ def _figure(out: list[str], entry: Entry, page_number: int, page_html: str,
     href = _local_href(context.bases, entry.path) if inside else None
     name = escape(_file_name(entry))
     url = escape(entry.url)
-    host = escape(_host(entry.url))
+    plain_host = _host(entry.url)  # counted as it is: the host filter escapes its options
+    host = escape(plain_host)
     size = _size_class(entry.bytes)
-    context.hosts[host] += 1
+    context.hosts[plain_host] += 1
     context.sizes[size] += 1
     details = escape(_details(entry))
     add = out.append
