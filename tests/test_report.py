@@ -793,3 +793,33 @@ def test_host_filter_matches_hosts_that_hold_characters_html_escapes(tmp_path: P
     for host in hosts:
         items = soup.find_all(attrs={"data-host": host})
         assert [item.name for item in items] == ["figure", "tr"], host
+
+
+def test_merging_a_crawl_that_failed_with_one_that_succeeded_takes_linear_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each success that replaced an earlier failure of its URL searched the list of
+    failures for it: merging a crawl whose every image failed (its server down) with
+    one that stored them, in another order, took minutes for 20,000 images."""
+    from crawler.ui import report
+
+    failed, stored = tmp_path / "failed", tmp_path / "stored"
+    failed.mkdir()
+    stored.mkdir()
+    urls = [f"http://example.test/img{n}.png" for n in range(1000)]
+    (failed / "manifest.jsonl").write_text("".join(
+        json.dumps(failure(url, "HTTP 503", PAGE_A, 3)) + "\n" for url in urls))
+    (stored / "manifest.jsonl").write_text("".join(
+        json.dumps(success(url, PAGE_A, None, b"x")) + "\n" for url in reversed(urls)))
+    compared = [0]
+    equal = report.Entry.__eq__
+
+    def counted(self: report.Entry, other: object) -> bool:
+        compared[0] += 1
+        return equal(self, other)
+
+    monkeypatch.setattr(report.Entry, "__eq__", counted)
+    index = write_report([failed, stored])
+    assert compared[0] < len(urls), "entries were searched for, one by one"
+    soup = BeautifulSoup(index.read_text(encoding="utf-8"), "html.parser")
+    assert f"{len(urls)} succeeded, 0 failed" in soup.select_one("#summary").get_text()
+    assert soup.select_one("table.failures") is None

@@ -39,7 +39,7 @@ import os
 import re
 import secrets
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
@@ -229,10 +229,11 @@ class FailedPage:
 
 @dataclass
 class Manifest:
-    """Manifests read in full: successes grouped by page (first seen first), then failures."""
+    """Manifests read in full: successes grouped by page (first seen first), then failures
+    (by URL, in the order first seen: a success found later takes one out at once)."""
 
     pages: dict[str | None, list[Entry]] = field(default_factory=dict)
-    failures: list[Entry] = field(default_factory=list)
+    failures: dict[str, Entry] = field(default_factory=dict)
     failed_pages: list[FailedPage] = field(default_factory=list)
     succeeded: int = 0
     total_bytes: int = 0
@@ -245,14 +246,16 @@ class Manifest:
         if known is not None:
             if known.ok or not entry.ok:
                 return
-            self.failures.remove(known)  # rare: the same URL failed in one crawl only
+            # The same URL failed in one crawl only: a crawl merged with another that
+            # failed as a whole (a server down) does this for every image.
+            del self.failures[entry.url]
         self.seen[entry.url] = entry
         if entry.ok:
             self.pages.setdefault(entry.page, []).append(entry)
             self.succeeded += 1
             self.total_bytes += entry.bytes or 0
         else:
-            self.failures.append(entry)
+            self.failures[entry.url] = entry
 
 
 def write_report(folders: Path | Sequence[Path]) -> Path:
@@ -437,11 +440,11 @@ def render(manifest: Manifest, folders: Path | Sequence[Path]) -> str:
     gallery: list[str] = []
     # In the order of their addresses, numbers as numbers (p2 before p10); unknown last.
     groups = sorted(manifest.pages.items(), key=lambda item: _in_order(item[0]))
-    failed_on: Counter[str | None] = Counter(entry.page for entry in manifest.failures)
+    failed_on: Counter[str | None] = Counter(entry.page for entry in manifest.failures.values())
     # Every page gets a number for the page filter: those with images, then those
     # whose images all failed.
     page_numbers = {page: number for number, (page, _) in enumerate(groups, 1)}
-    for entry in manifest.failures:
+    for entry in manifest.failures.values():
         page_numbers.setdefault(entry.page, len(page_numbers) + 1)
     for number, (page, entries) in enumerate(groups, 1):
         gallery.append(f'<section class="page" id="page-{number}"><h2>')
@@ -454,7 +457,7 @@ def render(manifest: Manifest, folders: Path | Sequence[Path]) -> str:
             _figure(gallery, entry, number, page_html, context)
         gallery.append("</div></section>\n")
     failures: list[str] = []
-    _failures(failures, manifest.failures, page_numbers, context)
+    _failures(failures, manifest.failures.values(), page_numbers, context)
     _failed_pages(failures, manifest.failed_pages)
 
     pages_crawled = len([page for page in manifest.pages if page is not None])
@@ -682,7 +685,7 @@ def _local_href(bases: list[str], path: str | None) -> str | None:
     return None
 
 
-def _failures(out: list[str], failures: list[Entry], page_numbers: dict[str | None, int],
+def _failures(out: list[str], failures: Collection[Entry], page_numbers: dict[str | None, int],
               context: _Context) -> None:
     """Append the failed images, in manifest order, as a table: URL, reason, attempts, page."""
     out.append(f'<h2 class="part" id="failures">Failed images ({len(failures)})</h2>\n')
