@@ -5,12 +5,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import shutil
 import struct
 import subprocess
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import unquote, unquote_to_bytes, urljoin, urlsplit
 from urllib.request import url2pathname
 
 import pytest
@@ -823,3 +824,35 @@ def test_merging_a_crawl_that_failed_with_one_that_succeeded_takes_linear_time(
     soup = BeautifulSoup(index.read_text(encoding="utf-8"), "html.parser")
     assert f"{len(urls)} succeeded, 0 failed" in soup.select_one("#summary").get_text()
     assert soup.select_one("table.failures") is None
+
+
+def test_folders_whose_names_are_not_utf8_are_reported(tmp_path: Path) -> None:
+    """A folder's name is bytes, not necessarily UTF-8: its name in the page's title
+    (and the path of an image in a second such folder) made writing the page fail with
+    a UnicodeEncodeError, a traceback and a partial file left in the folder."""
+    first = Path(os.fsdecode(bytes(tmp_path) + b"/crawl-\xff"))
+    second = Path(os.fsdecode(bytes(tmp_path) + b"/worker-\xfe"))
+    body = png(4, 4, 1)
+    first.mkdir()
+    store(second, "images/http/example.test/a.png", body)
+    line = success("http://example.test/a.png", PAGE_A, "images/http/example.test/a.png", body,
+                   worker="far-host:1")
+    (first / "manifest.jsonl").write_text(json.dumps(line) + "\n")
+    index = write_report([first, second])
+    assert sorted(path.name for path in first.iterdir()) == ["index.html", "manifest.jsonl"]
+    soup = BeautifulSoup(index.read_text(encoding="utf-8"), "html.parser")
+    assert soup.title.get_text() == "Crawl report: crawl-\ufffd, worker-\ufffd"
+    (img,) = soup.find_all("img")
+    assert img["src"] == "../worker-%FE/images/http/example.test/a.png"
+    where = os.fsdecode(bytes(first) + b"/" + unquote_to_bytes(img["src"]))
+    assert Path(where).read_bytes() == body
+
+
+def test_a_page_that_fails_to_be_written_leaves_no_partial_file(tmp_path: Path) -> None:
+    """Only an OSError took the temporary file away: a failure of another kind (text the
+    encoding cannot write, Ctrl-C) left a hidden .index.html.*.partial for good."""
+    from crawler.ui.report import _write_atomically
+
+    with pytest.raises(UnicodeEncodeError):
+        _write_atomically(tmp_path / "index.html", "lone surrogate \udcff")
+    assert list(tmp_path.iterdir()) == []

@@ -428,7 +428,7 @@ def render(manifest: Manifest, folders: Path | Sequence[Path]) -> str:
     context = _Context([os.fspath(folder) for folder in folders])
     out: list[str] = []
     add = out.append
-    names = ", ".join(folder.resolve().name or str(folder) for folder in folders)
+    names = ", ".join(_shown(folder.resolve().name or str(folder)) for folder in folders)
     title = f"Crawl report: {names}"
     add('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
@@ -480,7 +480,7 @@ def render(manifest: Manifest, folders: Path | Sequence[Path]) -> str:
                 f"{'these folders' if len(folders) > 1 else 'this folder'} (by workers on "
                 f"{hosts}): deleted or moved since, or stored in workers' own output folders "
                 "on other hosts; name those too (copied here): <code>crawler report "
-                f"{escape(str(folders[0]))} WORKER_FOLDER</code>")
+                f"{escape(_shown(str(folders[0])))} WORKER_FOLDER</code>")
         add(".</p>\n")
     if manifest.malformed:
         add(f'<p class="note" id="malformed">{_plural(manifest.malformed, "malformed line")} '
@@ -681,7 +681,8 @@ def _local_href(bases: list[str], path: str | None) -> str | None:
             relative = path if n == 0 else os.path.relpath(f"{base}/{path}", bases[0])
             # Percent-encode everything but "/": a space, "#", "?", "%" or ":" in a
             # name must reach the file system, not end the path or read as a scheme.
-            return quote(relative.replace(os.sep, "/"), safe="/")
+            # As bytes: a folder's name need not be UTF-8, and a file: URL names bytes.
+            return quote(os.fsencode(relative.replace(os.sep, "/")), safe="/")
     return None
 
 
@@ -736,6 +737,12 @@ def _is_http(url: str) -> bool:
     return url[:8].lower().startswith(("http://", "https://"))
 
 
+def _shown(name: str) -> str:
+    """A file name as text the page can hold: bytes of a name that are not UTF-8 (which
+    Python keeps as lone surrogates) are shown as U+FFFD."""
+    return os.fsencode(name).decode("utf-8", "replace")
+
+
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
@@ -752,7 +759,9 @@ def _write_atomically(target: Path, text: str) -> None:
         with partial.open("x", encoding="utf-8", newline="\n") as stream:
             stream.write(text)
         partial.replace(target)
-    except OSError as exc:
+    except BaseException as exc:  # Ctrl-C too: no partial file is left behind
         with contextlib.suppress(OSError):  # the original error is the one worth reporting
             partial.unlink(missing_ok=True)
-        raise StorageError(f"cannot write {target}: {exc.strerror or exc}") from exc
+        if isinstance(exc, OSError):
+            raise StorageError(f"cannot write {target}: {exc.strerror or exc}") from exc
+        raise
