@@ -219,3 +219,20 @@ def test_workers_are_awaited_until_they_leave_or_a_stop_is_asked(
         quick.stop()
         lingering.stop()
     assert not lingering.alive()
+
+
+def test_a_worker_of_a_folder_whose_name_is_not_utf8_starts(tmp_path: Path) -> None:
+    """Its title in ps was the arguments as UTF-8: a folder named with other bytes (lone
+    surrogates to Python) failed setproctitle, and the child exited 70 before its log was
+    opened, so every local worker of such a crawl was gone without a word."""
+    out = os.fsdecode(bytes(tmp_path) + b"/out-\xff")
+    ran = tmp_path / "ran"
+
+    def command(args: Sequence[str]) -> int:
+        ran.write_bytes(os.fsencode(" ".join(args)))
+        return 7
+
+    child = launcher._fork_worker(command, ["worker", "127.0.0.1:9", "--out", out], {},
+                                  tmp_path / "w.log", None)
+    assert child.wait(10) == 7
+    assert ran.read_bytes() == b"worker 127.0.0.1:9 --out " + os.fsencode(out)

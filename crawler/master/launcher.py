@@ -396,7 +396,9 @@ def _fork_worker(command: Callable[[Sequence[str]], int], args: Sequence[str],
     for stream in (sys.stdout, sys.stderr):  # else the child could write the master's again
         with contextlib.suppress(OSError, ValueError, AttributeError):
             stream.flush()
-    title = shlex.join(["crawler", *args])
+    # Bytes of a folder's name that are not UTF-8 (lone surrogates here) shown as
+    # escapes: setproctitle takes UTF-8 only, and failed the child before its log opened.
+    title = shlex.join(["crawler", *args]).encode("utf-8", "backslashreplace").decode("utf-8")
     # Blocked across the fork: the child must not run the master's handlers.
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     # Frozen for the collector in both: in the child the master's objects are never
