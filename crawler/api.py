@@ -123,7 +123,12 @@ class Summary:
         return data
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+        """The summary as JSON text. A folder whose name is not UTF-8 holds lone
+        surrogates (Python's stand-ins for its bytes): they are written as JSON's
+        escapes (\\udcff), which read back to the same path, where the text would not
+        be UTF-8 at all."""
+        text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def summarize(master: MasterSummary, seeds: tuple[str, ...], *, dry_run: bool,

@@ -393,3 +393,22 @@ def test_after_a_hang_up_a_second_one_no_longer_kills() -> None:
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+def test_the_summary_of_a_folder_whose_name_is_not_utf8_is_written(tmp_path: Path) -> None:
+    """summary.json names the output folder: one whose name is not UTF-8 (lone surrogates
+    to Python) failed the write with a UnicodeEncodeError at the very end of the crawl, a
+    traceback, and summary.json.partial left there."""
+    from crawler.api import Summary, _write_summary
+
+    out = Path(os.fsdecode(bytes(tmp_path) + b"/out-\xff"))
+    out.mkdir()
+    summary = Summary(completed=True, interrupted=False, dry_run=False, seeds=("http://x/",),
+                      elapsed_s=1.0, pages=1, pages_failed=0, found=0, succeeded=0, failed=0,
+                      bytes=0, out_dir=out, manifest=out / "manifest.jsonl",
+                      results_log=out / "results.log", summary_json=out / "summary.json")
+    _write_summary(summary)
+    assert [path.name for path in out.iterdir()] == ["summary.json"]
+    written = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert written == summary.to_dict()
+    assert Path(written["out_dir"]) == out
