@@ -856,3 +856,19 @@ def test_a_page_that_fails_to_be_written_leaves_no_partial_file(tmp_path: Path) 
     with pytest.raises(UnicodeEncodeError):
         _write_atomically(tmp_path / "index.html", "lone surrogate \udcff")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_command_names_a_folder_that_is_not_utf8_by_its_bytes(
+        tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    """Where standard output's encoding is strict (a UTF-8 locale other than C.UTF-8),
+    "wrote FOLDER/index.html" raised a UnicodeEncodeError for a folder whose name is not
+    UTF-8, after the page was written: a traceback, and status 1."""
+    from crawler import cli
+
+    out = Path(os.fsdecode(bytes(tmp_path) + b"/crawl-\xff"))
+    out.mkdir()
+    (out / "manifest.jsonl").touch()
+    assert cli.main(["report", str(out)]) == 0
+    said = capsysbinary.readouterr().out
+    assert said.startswith(b"wrote " + bytes(out) + b"/index.html\n"), said
+    assert (out / "index.html").is_file()

@@ -7,6 +7,7 @@ line, or nothing), and ``crawler status`` reads the same counts.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, fields
 from typing import Protocol
 
@@ -14,11 +15,38 @@ from crawler.errors import OutputLost
 
 
 def write_out(line: str) -> None:
-    """Print ``line`` on standard output at once; a failure is :class:`OutputLost`."""
+    """Print ``line`` on standard output at once; a failure is :class:`OutputLost`.
+
+    A file name whose bytes are not UTF-8 (lone surrogates to Python) is written as
+    those bytes, as ``ls`` writes it, where standard output's encoding is strict (a
+    UTF-8 locale other than C.UTF-8): it raised a UnicodeEncodeError there.
+    """
     try:
-        print(line, flush=True)
+        try:
+            print(line, flush=True)
+        except UnicodeEncodeError:  # nothing of the line was written: it is encoded first
+            _write_bytes(line + "\n")
     except OSError as exc:
         raise OutputLost(output_lost(exc)) from exc
+
+
+def _write_bytes(text: str) -> None:
+    """``text`` on standard output, file names' own bytes as they are, and any other
+    character the encoding lacks as an escape."""
+    stream = sys.stdout
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        data = text.encode(encoding, "surrogateescape")
+    except UnicodeEncodeError:  # an encoding without a character of the text (ASCII)
+        data = text.encode(encoding, "backslashreplace")
+    buffer = getattr(stream, "buffer", None)
+    if buffer is None:  # a stream of text only: escapes are the most it can take
+        stream.write(data.decode(encoding, "backslashreplace"))
+        stream.flush()
+        return
+    stream.flush()
+    buffer.write(data)
+    buffer.flush()
 
 
 def output_lost(exc: OSError) -> str:
