@@ -872,3 +872,25 @@ def test_the_command_names_a_folder_that_is_not_utf8_by_its_bytes(
     said = capsysbinary.readouterr().out
     assert said.startswith(b"wrote " + bytes(out) + b"/index.html\n"), said
     assert (out / "index.html").is_file()
+
+
+def test_a_last_line_still_being_written_is_no_damage(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A running crawl's master appends its results in buffered batches, so a report made
+    meanwhile can read the manifest's last line cut short. It was counted as a malformed
+    line, with a warning of a damaged file or one edited by hand."""
+    out = tmp_path / "out"
+    body = png(4, 4, 1)
+    store(out, "a.png", body)
+    whole = json.dumps(success("http://example.test/a.png", PAGE_A, "a.png", body))
+    cut = json.dumps(success("http://example.test/b.png", PAGE_A, "b.png", body))[:40]
+    (out / "manifest.jsonl").write_text(f"{whole}\n{cut}")
+    (out / "crawl.sqlite").touch()  # a master's folder with no summary: still running
+    soup = BeautifulSoup(write_report(out).read_text(encoding="utf-8"), "html.parser")
+    assert soup.select_one("#malformed") is None
+    assert "malformed" not in caplog.text
+    assert "1 succeeded" in soup.select_one("#summary").get_text()
+    # A whole last line without its line break (a file edited by hand) is read.
+    (out / "manifest.jsonl").write_text(whole)
+    soup = BeautifulSoup(write_report(out).read_text(encoding="utf-8"), "html.parser")
+    assert "1 succeeded" in soup.select_one("#summary").get_text()

@@ -346,7 +346,13 @@ def read_failed_pages(path: Path, manifest: Manifest) -> None:
 
 
 def _lines(stream: BinaryIO, manifest: Manifest) -> Iterator[bytes]:
-    """The non-blank lines of ``stream``; an overlong line is drained and counted as malformed."""
+    """The non-blank lines of ``stream``; an overlong line is drained and counted as malformed.
+
+    A last line with no line break that is no JSON is one the master is writing (a
+    running crawl's results go out in buffered batches, which can end mid-line) or was
+    writing when it was killed (a rerun rewrites the file from its journal): it is left
+    out, not counted as damage.
+    """
     while raw := stream.readline(MAX_LINE_BYTES + 1):
         if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
             manifest.malformed += 1
@@ -354,8 +360,18 @@ def _lines(stream: BinaryIO, manifest: Manifest) -> Iterator[bytes]:
             while (rest := stream.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
                 pass
             continue
+        if not raw.endswith(b"\n") and not _is_json(raw):
+            return  # the end of the file: a line still being written
         if raw.strip():
             yield raw
+
+
+def _is_json(raw: bytes) -> bool:
+    try:
+        json.loads(raw)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_line(raw: bytes) -> Entry | None:
