@@ -277,3 +277,25 @@ def test_a_folder_whose_crawl_read_nothing_takes_another_crawl_without_fresh(
     assert nothing_here not in (out / "pages.jsonl").read_text()
     # A crawl that read something is kept: another is refused as before.
     _crawl(nothing_here, out, tmp_path, status=2)
+
+
+
+def test_a_shallower_run_in_between_leaves_no_page_unread_for_a_deeper_one(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """A run with a smaller depth reads pages at its limit without following their
+    links: a later run with a larger depth follows them, though an earlier run of the
+    folder, cut short, had that depth already."""
+    server = make_server()
+    picture = build_site(pages=1, images_per_page=1, min_kb=1, max_kb=2)
+    [path] = picture.images
+    serve_routes(server, {**picture.files,
+                          "/": ("text/html", b'<a href="/one.html">one</a>'),
+                          "/one.html": ("text/html", b'<a href="/two.html">two</a>'),
+                          "/two.html": ("text/html", f'<img src="{path}">'.encode())})
+    out = tmp_path / "out"
+    _crawl(server.url + "/", out, tmp_path, "--depth", "2", "--max-pages", "1")
+    _crawl(server.url + "/", out, tmp_path, "--depth", "1")
+    assert "/two.html" not in server.paths()
+    _crawl(server.url + "/", out, tmp_path, "--depth", "2")
+    assert _stored(out) == {server.url + path}
+    assert json.loads((out / "summary.json").read_text())["pages"] == 3

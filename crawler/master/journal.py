@@ -40,9 +40,13 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 # pages.done: 0 to visit, 1 done, 2 done but cut short by the image budget
 # (crawl.max_images), so that a rerun with a larger budget visits it again, 3 done
-# but not crawled (a final failure; pages.jsonl says why), so that a rerun counts it.
+# but not crawled (a final failure; pages.jsonl says why), so that a rerun counts it,
+# 4 done at or past the depth limit of the run that read it (crawl.depth): its links
+# were not followed, so that a later run with a larger depth visits it again, even where
+# an earlier run of the folder had a larger depth still.
 _CUT = 2
 _FAILED = 3
+_AT_DEPTH = 4
 ROBOTS_UNREACHABLE = "robots.txt unreachable"  # the start of such a refusal's reason
 
 
@@ -69,6 +73,7 @@ class Journal:
     def __init__(self, folder: Path | None) -> None:
         """Open the journal in ``folder``; None keeps it in memory (a dry run records nothing)."""
         self.path = folder / JOURNAL_NAME if folder is not None else Path(":memory:")
+        self._depth: int | None = None  # this run's depth limit, once take_up has it
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False,
                                        isolation_level=None)
@@ -160,9 +165,14 @@ class Journal:
             self._db.executemany(
                 "INSERT OR IGNORE INTO images (url, page, outcome, ref) VALUES (?, ?, ?, ?)",
                 [image for page in pages for image in page.images])
-            self._db.executemany("UPDATE pages SET done = ? WHERE url = ?",
-                                 [(_FAILED if page.failed else 1 if page.complete else _CUT,
-                                   page.url) for page in pages])
+            # A page read whole at or past this run's depth limit: its links were not
+            # followed (a dry run, whose journal takes up no crawl, has no limit here).
+            limit = -1 if self._depth is None else self._depth
+            self._db.executemany(
+                "UPDATE pages SET done = CASE WHEN ?1 = 1 AND ?2 >= 0 AND depth >= ?2 "
+                "THEN ?3 ELSE ?1 END WHERE url = ?4",
+                [(_FAILED if page.failed else 1 if page.complete else _CUT, limit, _AT_DEPTH,
+                  page.url) for page in pages])
 
     # ----- what crawl this is ----------------------------------------------------
 
@@ -194,6 +204,7 @@ class Journal:
         limits = self.meta("limits")
         old = limits if isinstance(limits, dict) else {}
         reopened = 0
+        self._depth = depth
         if not self.is_new():
             stored = self.meta("crawl")
             if isinstance(stored, dict) and stored != identity and not resume:
@@ -205,7 +216,12 @@ class Journal:
                     f" {what}, --fresh to start afresh in that folder, or choose another --out"
                     " (in Python: resume=True, fresh=True, out=)")
             reopened = self.reopen(robots_refusals=True)
+            # Pages read at the depth limit of a run shallower than this one (the limit
+            # noted below is the deepest run's: one in between may have been shallower).
+            reopened += self.reopen(shallower_than=depth)
             if isinstance(old.get("depth"), int) and depth > old["depth"]:
+                # (and, in a journal of an earlier version, which marks none of them,
+                # the pages the deepest run read at its limit)
                 reopened += self.reopen(from_depth=old["depth"])
             if old.get("max_images") and (not max_images or max_images > old["max_images"]):
                 reopened += self.reopen(cut=True)
@@ -222,8 +238,8 @@ class Journal:
         if self.is_new() or self.meta("crawl") == identity:
             return False
         with self._reading():
-            read = self._db.execute("SELECT 1 FROM pages WHERE done IN (1, ?) LIMIT 1",
-                                    (_CUT,)).fetchone()
+            read = self._db.execute("SELECT 1 FROM pages WHERE done IN (1, ?, ?) LIMIT 1",
+                                    (_CUT, _AT_DEPTH)).fetchone()
             found = self._db.execute("SELECT 1 FROM images LIMIT 1").fetchone()
         if read is not None or found is not None:
             return False
@@ -232,14 +248,16 @@ class Journal:
                 self._db.execute(f"DELETE FROM {table}")  # noqa: S608 - our own names
         return True
 
-    def reopen(self, *, from_depth: int | None = None, cut: bool = False,
-               robots_refusals: bool = False) -> int:
+    def reopen(self, *, from_depth: int | None = None, shallower_than: int | None = None,
+               cut: bool = False, robots_refusals: bool = False) -> int:
         """Mark done pages to be visited again; returns how many.
 
         ``from_depth``: pages that deep, whose links a shallower crawl did not
-        follow. ``cut``: pages the image budget cut short. ``robots_refusals``:
-        pages with images refused because their host's robots.txt could not be
-        read; those images are forgotten, to be found on the page and judged anew.
+        follow. ``shallower_than``: pages less deep than that which a run read at its
+        depth limit, not following their links. ``cut``: pages the image budget cut
+        short. ``robots_refusals``: pages with images refused because their host's
+        robots.txt could not be read; those images are forgotten, to be found on the
+        page and judged anew.
         """
         reopened = 0
         with self._transaction():
@@ -247,6 +265,10 @@ class Journal:
                 reopened += self._db.execute(
                     "UPDATE pages SET done = 0 WHERE done != 0 AND depth >= ?",
                     (from_depth,)).rowcount
+            if shallower_than is not None:
+                reopened += self._db.execute(
+                    "UPDATE pages SET done = 0 WHERE done = ? AND depth < ?",
+                    (_AT_DEPTH, shallower_than)).rowcount
             if cut:
                 reopened += self._db.execute(
                     "UPDATE pages SET done = 0 WHERE done = ?", (_CUT,)).rowcount
