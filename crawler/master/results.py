@@ -145,9 +145,18 @@ class ResultFiles:
             self._crawled_again.add(url)
 
     def close(self) -> None:
-        self._results.close()
-        self._manifest.close()
-        self._pages.close()
+        """Close the three files, each whatever the others do. What a full disk left in
+        their buffers cannot go either: StorageError, as the failed write said (the
+        journal holds those outcomes, and the next run writes them from there)."""
+        failed: OSError | None = None
+        for file in (self._results, self._manifest, self._pages):
+            try:
+                file.close()
+            except OSError as exc:
+                failed = failed or exc
+        if failed is not None:
+            raise StorageError(f"cannot write the result files in {self.results_path.parent}: "
+                               f"{failed.strerror or failed}") from failed
         if self._crawled_again:
             self._drop_crawled_pages()
 
