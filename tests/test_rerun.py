@@ -299,3 +299,28 @@ def test_a_shallower_run_in_between_leaves_no_page_unread_for_a_deeper_one(
     _crawl(server.url + "/", out, tmp_path, "--depth", "2")
     assert _stored(out) == {server.url + path}
     assert json.loads((out / "summary.json").read_text())["pages"] == 3
+
+
+def test_images_refused_for_an_unreadable_robots_txt_on_a_redirected_page_are_tried_by_a_rerun(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """The page is recorded under the URL that led to it, its images under the page it
+    was read as (its redirect's target): a rerun still finds the page to read again."""
+    site, images = make_server(), make_server()
+    picture = build_site(pages=1, images_per_page=1, min_kb=1, max_kb=2)
+    [path] = picture.images
+    serve_routes(images, picture.files)
+    fail_first(images, {"/robots.txt"}, 503, times=1)
+    page = f'<html><body><img src="{images.url}{path}"></body></html>'.encode()
+    serve_routes(site, {"/home/": ("text/html", page)})
+    site.routes["/"] = lambda h: h.send_body(301, b"", "text/plain",
+                                             {"Location": site.url + "/home/"})
+    out = tmp_path / "out"
+    err = _crawl(site.url + "/", out, tmp_path)
+    [entry] = manifest_lines(out)
+    assert entry["reason"] == "robots.txt unreachable (HTTP 503)"
+    assert entry["page"] == site.url + "/home/"
+    assert "to try again    1 image(s)" in err, err
+    err = _crawl(site.url + "/", out, tmp_path)
+    [entry] = manifest_lines(out)
+    assert entry["status"] == "success", (entry, err)
+    assert images.paths().count(path) == 1

@@ -33,6 +33,12 @@ CREATE TABLE IF NOT EXISTS images (
     outcome TEXT,           -- the final Outcome as JSON; NULL while queued
     ref TEXT                -- what the page said about it (Outcome.ref) as JSON, or NULL
 );
+-- A page read under another URL (its redirect's target), which its images name as
+-- their page: a rerun finds the page to read again from its images.
+CREATE TABLE IF NOT EXISTS redirects (
+    final TEXT PRIMARY KEY,
+    url TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL     -- JSON
@@ -165,6 +171,10 @@ class Journal:
             self._db.executemany(
                 "INSERT OR IGNORE INTO images (url, page, outcome, ref) VALUES (?, ?, ?, ?)",
                 [image for page in pages for image in page.images])
+            self._db.executemany(
+                "INSERT OR REPLACE INTO redirects (final, url) VALUES (?, ?)",
+                [(final, page.url) for page in pages
+                 for final in {image[1] for image in page.images} - {page.url}])
             # A page read whole at or past this run's depth limit: its links were not
             # followed (a dry run, whose journal takes up no crawl, has no limit here).
             limit = -1 if self._depth is None else self._depth
@@ -244,7 +254,7 @@ class Journal:
         if read is not None or found is not None:
             return False
         with self._transaction():
-            for table in ("pages", "images", "meta"):
+            for table in ("pages", "images", "redirects", "meta"):
                 self._db.execute(f"DELETE FROM {table}")  # noqa: S608 - our own names
         return True
 
@@ -277,13 +287,19 @@ class Journal:
                 # left for the reading of outcomes to report, not a JSON error here.
                 refused = "outcome LIKE ?"
                 pattern = f'%"reason":"{ROBOTS_UNREACHABLE}%'
+                # An image names the page it was found on; a page read under its
+                # redirect's target is recorded under the URL it was reached by.
                 reopened += self._db.execute(
                     f"UPDATE pages SET done = 0 WHERE done != 0 AND url IN "  # noqa: S608
-                    f"(SELECT page FROM images WHERE {refused})", (pattern,)).rowcount
+                    f"(SELECT page FROM images WHERE {refused} UNION SELECT redirects.url "
+                    f"FROM redirects JOIN images ON images.page = redirects.final "
+                    f"WHERE {refused})", (pattern, pattern)).rowcount
                 # Only where the page will be read again: it finds them anew.
                 self._db.execute(
                     f"DELETE FROM images WHERE {refused} AND page IN "  # noqa: S608
-                    "(SELECT url FROM pages WHERE done = 0)", (pattern,))
+                    "(SELECT url FROM pages WHERE done = 0 UNION SELECT redirects.final "
+                    "FROM redirects JOIN pages ON pages.url = redirects.url "
+                    "WHERE pages.done = 0)", (pattern,))
         return reopened
 
     def retry_passing_failures(self) -> int:
