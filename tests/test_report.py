@@ -894,3 +894,23 @@ def test_a_last_line_still_being_written_is_no_damage(
     (out / "manifest.jsonl").write_text(whole)
     soup = BeautifulSoup(write_report(out).read_text(encoding="utf-8"), "html.parser")
     assert "1 succeeded" in soup.select_one("#summary").get_text()
+
+
+def test_an_svg_is_shown_but_not_linked_for_its_scripts_to_run(tmp_path: Path) -> None:
+    """A stranger's SVG opened as a document (a click on a link to its file) runs its
+    scripts at a file: address; shown by <img>, it does not."""
+    out = tmp_path / "out"
+    svg = (b'<svg xmlns="http://www.w3.org/2000/svg" width="4" height="3">'
+           b"<script>document.title = location.href</script></svg>")
+    store(out, "h/a.svg", svg)
+    store(out, "h/b.png", png(8, 8, 1))
+    svg_line = success("http://h/a.svg", PAGE_A, "h/a.svg", svg) | {
+        "content_type": "image/svg+xml"}
+    lines = [svg_line, success("http://h/b.png", PAGE_A, "h/b.png", png(8, 8, 1))]
+    (out / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    soup = BeautifulSoup(write_report(out).read_text(encoding="utf-8"), "html.parser")
+    thumbs = {figure["data-url"]: figure.select_one("a.thumb")
+              for figure in soup.select("figure.item")}
+    assert "href" not in thumbs["http://h/a.svg"].attrs
+    assert thumbs["http://h/a.svg"].img["src"].endswith("h/a.svg")  # shown all the same
+    assert thumbs["http://h/b.png"]["href"].endswith("h/b.png")

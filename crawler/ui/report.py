@@ -8,7 +8,8 @@ in a lightbox (previous and next with the arrow keys too). A header gives the
 counts and filters by page, host, status and size. Failed images and pages
 that could not be crawled (``pages.jsonl``) follow in two tables, filtered
 alike. Without the script (or with scripts off) every thumbnail still links
-to its file.
+to its file, but an SVG's: opened as a document (not shown by ``<img>``), a
+stranger's SVG runs its scripts at a ``file:`` address.
 
 Several folders make one report: their manifests are merged (one line per
 image URL, a success before a failure), and an image is looked for in every
@@ -599,10 +600,13 @@ def _figure(out: list[str], entry: Entry, page_number: int, page_html: str,
     context.statuses["here" if href is not None else "elsewhere"] += 1
     if href is not None:
         tiny = ' class="tiny"' if entry.width is not None and entry.width < 64 else ""
+        # An SVG opened as a document runs the scripts a hostile site put in it, at a
+        # file: address: shown by <img> only (the thumbnail, the lightbox), no link.
+        link = "" if _is_svg(entry) else f' href="{href}"'
         add(f'<figure class="image item" data-page="{page_number}" data-host="{host}" '
             f'data-status="here" data-size="{size}" data-full="{href}" data-name="{name}" '
             f'data-url="{url}" data-details="{details}" data-width="{entry.width or 0}" '
-            f'data-where="{page_html}"><a class="thumb" href="{href}">'
+            f'data-where="{page_html}"><a class="thumb"{link}>'
             f'<img loading="lazy" decoding="async" src="{href}" '
             f'alt="{escape(entry.alt) if entry.alt else name}"{tiny}></a>')
     else:
@@ -685,6 +689,11 @@ def _inside(path: str | None) -> bool:
     if not path or path.startswith("/") or "\\" in path or "\x00" in path:
         return False
     return ".." not in path.split("/")
+
+
+def _is_svg(entry: Entry) -> bool:
+    return (entry.content_type or "").startswith("image/svg") or (
+        entry.path or "").lower().endswith((".svg", ".svgz"))
 
 
 def _local_href(bases: list[str], path: str | None) -> str | None:
