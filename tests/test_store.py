@@ -18,6 +18,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from crawler.demo.site import png
 from crawler.errors import PathConflict, StorageError
 from crawler.model.imagetype import (
     GIF,
@@ -668,11 +669,27 @@ def test_same_bytes_twice_is_skipped_and_untouched(tmp_path: Path) -> None:
 def test_different_bytes_never_replace_a_stored_file(tmp_path: Path) -> None:
     """A late download of the same URL keeps what is stored and describes it."""
     store = Store(tmp_path)
-    first = put(store, "http://h/a.png", b"old bytes")
-    for later in (b"new bytes", b"newer, longer bytes"):
+    old = png(4, 4, 1)
+    first = put(store, "http://h/a.png", old)
+    for later in (png(4, 4, 2), png(40, 30, 3)):
         kept = put(store, "http://h/a.png", later)
-        assert kept.skipped and kept.path.read_bytes() == b"old bytes"
+        assert kept.skipped and kept.path.read_bytes() == old
         assert (kept.size, kept.sha256) == (first.size, first.sha256)
+    assert partials(store) == []
+
+
+@pytest.mark.parametrize("left", [b"garbage\n", b"\x00" * 4096])
+def test_a_file_that_is_no_image_in_an_images_place_is_replaced(tmp_path: Path,
+                                                               left: bytes) -> None:
+    """Zeros (what some file systems leave after a power cut) or garbage (a hand) were
+    kept, and listed as a success of that size, with a type no file there has."""
+    store = Store(tmp_path)
+    image = png(4, 4, 1)
+    first = put(store, "http://h/a.png", image)
+    first.path.write_bytes(left)
+    again = put(store, "http://h/a.png", image)
+    assert not again.skipped and again.path.read_bytes() == image
+    assert (again.size, again.sha256) == (first.size, first.sha256)
     assert partials(store) == []
 
 
@@ -723,14 +740,16 @@ def test_commit_never_replaces_a_file_that_appears_meanwhile(
     store = Store(tmp_path)
     real_rename = store_module._rename_noreplace
 
+    theirs = png(4, 4, 9)
+
     def another_worker_stores_first(source: str, target: str) -> None:
-        Path(target).write_bytes(b"stored by another worker")
+        Path(target).write_bytes(theirs)
         real_rename(source, target)
 
     monkeypatch.setattr(store_module, "_rename_noreplace", another_worker_stores_first)
-    kept = put(store, "http://h/a.png", b"late bytes")
-    assert kept.path.read_bytes() == b"stored by another worker"
-    assert kept.sha256 == hashlib.sha256(b"stored by another worker").hexdigest()
+    kept = put(store, "http://h/a.png", png(4, 4, 1))
+    assert kept.path.read_bytes() == theirs
+    assert kept.sha256 == hashlib.sha256(theirs).hexdigest()
     assert partials(store) == []
 
 

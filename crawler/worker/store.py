@@ -32,7 +32,13 @@ from urllib.parse import quote, unquote
 
 from crawler.errors import LeaseLost, PathConflict, StorageError
 from crawler.model.folders import file_in_the_way
-from crawler.model.imagetype import IMAGE_EXTENSIONS, ImageType, extensions
+from crawler.model.imagetype import (
+    IMAGE_EXTENSIONS,
+    SNIFF_BYTES,
+    ImageType,
+    extensions,
+    sniff,
+)
 from crawler.model.outcome import IMAGES_DIR
 from crawler.model.processes import process_alive
 
@@ -469,11 +475,12 @@ class Store:
         A name belongs to one URL, so the file there came from another download
         of that URL: a worker whose lease ran out while it downloaded (it may
         resume later, or have stored first), or an earlier run. A stored file is
-        never replaced; its own size and hash are what gets reported. Except an empty
-        file: no image is stored empty, so it is what a crash before the file system
-        wrote the image out left behind, and this download takes its place.
+        never replaced; its own size and hash are what gets reported. Except a file
+        that is no image (empty, zeros, garbage): no image is stored so, so it is what
+        a crash before the file system wrote the image out left behind (or a hand),
+        and this download takes its place.
         """
-        if size > 0 and _replaced_if_empty(partial, final, self.root):
+        if size > 0 and _replaced_if_no_image(partial, final, self.root, size, sha256):
             return StoredFile(final, relative, size, sha256, skipped=False)
         _remove_quietly(partial)
         try:
@@ -615,11 +622,14 @@ def _load_renameat2() -> Callable[[int, bytes, int, bytes, int], int] | None:
 _RENAMEAT2 = _load_renameat2()
 
 
-def _replaced_if_empty(partial: str, final: str, root: Path) -> bool:
-    """Put ``partial`` in the place of ``final`` if that is an empty file; whether it did.
+def _replaced_if_no_image(partial: str, final: str, root: Path, size: int,
+                          sha256: str) -> bool:
+    """Put ``partial`` (of ``size`` bytes hashed ``sha256``) in the place of ``final`` if
+    that is a file that holds no image (empty, or bytes no image starts with) and not
+    these very bytes; whether it did.
 
-    Under a lock on the empty file, and only while ``final`` is still that file: two
-    downloads of one URL finding it empty at once (a lease that ran out) would each
+    Under a lock on that file, and only while ``final`` is still that file: two
+    downloads of one URL finding it so at once (a lease that ran out) would each
     replace it, and report each its own bytes where the disk holds one of them.
     """
     try:
@@ -629,7 +639,9 @@ def _replaced_if_empty(partial: str, final: str, root: Path) -> bool:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         held = os.fstat(fd)
-        if not (stat.S_ISREG(held.st_mode) and held.st_size == 0):
+        if not stat.S_ISREG(held.st_mode) or (held.st_size and (
+                sniff(os.pread(fd, SNIFF_BYTES, 0)) is not None
+                or (held.st_size == size and _sha256(final) == sha256))):
             return False
         try:
             now = os.stat(final)
