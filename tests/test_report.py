@@ -914,3 +914,13 @@ def test_an_svg_is_shown_but_not_linked_for_its_scripts_to_run(tmp_path: Path) -
     assert "href" not in thumbs["http://h/a.svg"].attrs
     assert thumbs["http://h/a.svg"].img["src"].endswith("h/a.svg")  # shown all the same
     assert thumbs["http://h/b.png"]["href"].endswith("h/b.png")
+
+
+def test_a_summary_with_a_number_too_large_is_no_crash(tmp_path: Path) -> None:
+    """int() of 1e400 (infinity once read) raised OverflowError, which was not caught."""
+    out = tmp_path / "out"
+    store(out, "h/b.png", png(8, 8, 1))
+    (out / "manifest.jsonl").write_text(
+        json.dumps(success("http://h/b.png", PAGE_A, "h/b.png", png(8, 8, 1))) + "\n")
+    (out / "summary.json").write_text('{"succeeded": 1e400, "found": 1, "interrupted": true}')
+    assert "h/b.png" in write_report(out).read_text(encoding="utf-8")

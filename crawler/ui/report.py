@@ -538,7 +538,7 @@ def _crawl_state(summary_path: Path) -> str:
         found = int(summary.get("found") or 0)
         pages_left = int(summary.get("pages_left") or 0)
         images_left = int(summary.get("images_left") or 0)
-    except (TypeError, ValueError):  # a damaged summary: say nothing rather than fail
+    except (TypeError, ValueError, OverflowError):  # a damaged summary (1e400): say nothing
         return ""
     if summary.get("interrupted"):
         return (f"This crawl was interrupted: {settled:,} of the {found:,} images found so "
