@@ -308,8 +308,9 @@ def build_parser() -> _Parser:
     broker_flags(worker, "the crawl to work for (default: the broker's only crawl)")
 
     demo = command("demo", "crawl a built-in demo site (no internet needed)",
-                   "Serve a small image site on 127.0.0.1, crawl it with a master and two "
-                   "local workers, and show where the images went.")
+                   "Serve a small image site on 127.0.0.1, crawl it with a master and "
+                   "local workers (--workers), and show where the images went and the "
+                   "gallery's address (-q shows only the warnings).")
     demo.add_argument("--workers", type=int, default=2, metavar="N",
                       help="local workers (default: 2)")
 
@@ -905,6 +906,13 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"no master: give its HOST:PORT, or --broker URL (or ${BROKER_ENV})")
     else:
         if ":" not in args.master and Path(args.master).is_dir():
+            from crawler.master.folderlock import folder_in_use
+
+            if folder_in_use(Path(args.master)):
+                raise UsageError(f"{args.master} is a folder a master is crawling into now: "
+                                 "status asks that master, by the HOST:PORT it printed as "
+                                 "'queue on HOST:PORT' (crawler report "
+                                 f"{args.master} shows what it has stored so far)")
             raise UsageError(f"{args.master} is a folder: status asks a running master (give "
                              f"its HOST:PORT); a crawl's figures are in "
                              f"{Path(args.master) / 'summary.json'}, and crawler report "

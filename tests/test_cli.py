@@ -537,6 +537,24 @@ def test_status_given_an_output_folder_points_to_its_summary(tmp_path: Path) -> 
         "makes its gallery")
 
 
+def test_status_given_the_folder_of_a_running_crawl_asks_for_its_masters_address(
+        tmp_path: Path) -> None:
+    """It pointed to the folder's summary.json, which a running crawl has removed."""
+    from crawler.master.folderlock import FolderLock
+
+    (tmp_path / "out").mkdir()
+    lock = FolderLock(tmp_path / "out")  # as a master crawling into it holds it
+    try:
+        result = run_crawler("status", "out", cwd=tmp_path)
+    finally:
+        lock.release()
+    assert result.returncode == 2, result.stderr
+    assert error_line(result) == (
+        "crawler: error: out is a folder a master is crawling into now: status asks that "
+        "master, by the HOST:PORT it printed as 'queue on HOST:PORT' (crawler report out "
+        "shows what it has stored so far)")
+
+
 def test_dry_run_and_json_would_share_standard_output_and_are_refused(tmp_path: Path) -> None:
     result = run_crawler("master", "http://127.0.0.1:1/", "--dry-run", "--json", cwd=tmp_path,
                          env=crawl_env(tmp_path))

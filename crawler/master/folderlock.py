@@ -68,3 +68,24 @@ class FolderLock:
             _held.discard(self._fd)
             os.close(self._fd)  # closing the last descriptor lets the lock go
             self._fd = None
+
+
+def folder_in_use(folder: Path) -> bool:
+    """Whether a master is crawling into ``folder`` now (it holds the folder's lock)."""
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    try:
+        fd = os.open(folder / LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False  # no lock file: no master ever crawled here
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # (and with it the shared lock, if it was taken)
+    return False
