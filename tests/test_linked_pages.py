@@ -87,6 +87,27 @@ def test_an_image_link_beyond_the_depth_is_not_read(make_server: Callable[[], Fi
     assert server.url + "/upload/photo.png" not in entries
 
 
+def test_a_deeper_rerun_reads_an_image_link_that_led_to_a_page(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    server, away = make_server(), make_server()
+    _serve_wiki(server, away)
+    out = tmp_path / "out"
+    flags = ["--out", str(out), "--local-workers", "1", "--quiet"]
+    first = run_crawler("master", server.url + "/", *flags, "--depth", "0", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    wiki = server.url + "/wiki/File:Photo.png"
+    entries = {e["url"]: e for e in manifest_lines(out)}
+    assert entries[wiki]["reason"] == "not an image: an HTML page"
+    assert server.url + "/upload/photo.png" not in entries
+    # The seed, read at the first run's limit, is read again, and its links followed.
+    again = run_crawler("master", server.url + "/", *flags, "--depth", "1", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    entries = {e["url"]: e for e in manifest_lines(out)}
+    full = entries.get(server.url + "/upload/photo.png")
+    assert full is not None and full["status"] == "success", full
+    assert (out / full["path"]).read_bytes() == FULL
+
+
 @pytest.mark.parametrize(("head", "html"), [
     (b"<!DOCTYPE html><html>", True),
     (b"\xef\xbb\xbf\r\n  <HTML lang=en>", True),

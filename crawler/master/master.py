@@ -55,7 +55,7 @@ from crawler.master.stylesheets import Stylesheets, reading_rule
 from crawler.master.visit import PageVisitor, Visit
 from crawler.model.files import IMAGES_LEFT_KEPT, PAGES_NAME
 from crawler.model.folders import make_folder
-from crawler.model.outcome import Attempt, FailureKind, Outcome
+from crawler.model.outcome import HTML_PAGE_REASON, Attempt, FailureKind, Outcome
 from crawler.model.processes import process_alive
 from crawler.model.progress import Reporter, Snapshot, write_out
 from crawler.model.urls import host_key
@@ -232,6 +232,10 @@ class Master:
         # the depth it has as a page, while its result is awaited. A worker that finds
         # an HTML page there says so, and the page is read (see _collect).
         self._linked_images: dict[str, int] = {}
+        # Image links whose result said "an HTML page" and which were not read as one
+        # then (an earlier run, or a page whose links were not followed found them):
+        # a page that follows its links reads them as pages (see _visited).
+        self._html_pages: set[str] = set()
         self._pages_to_retry = 0  # pages failed for a passing reason, left for the next run
 
     def stop(self) -> None:
@@ -496,6 +500,8 @@ class Master:
         resumed = ledger.resume()
         for outcome in ledger.outcomes():
             self._count(outcome)
+            if not outcome.ok and outcome.reason == HTML_PAGE_REASON:
+                self._html_pages.add(outcome.url)
         self._snapshot.found = len(resumed.finished_images)
         self._snapshot.pages = len(resumed.done_pages)
         self._snapshot.pages_failed = resumed.failed_pages
@@ -860,6 +866,14 @@ class Master:
         complete = True
         listed: list[str] = []  # a dry run's output: the page's new images, in one write
         for at, (image, refused, ref) in enumerate(visit.images):
+            if image in self._html_pages:
+                # Known to lead to an HTML page, and not read as one when it was found
+                # (at a shallower run's depth limit, say): this page's link reads it.
+                if (links_followed and refused is None and ref is not None
+                        and ref.get("kind") == "anchor" and self._scope.allows_page(image)
+                        and not frontier.seen(image) and frontier.add(image, visit.depth + 1)):
+                    links.append((image, visit.depth + 1))
+                continue
             if max_images and self._snapshot.found >= max_images:
                 complete = False  # a rerun with a larger budget reads this page again
                 if len(self._images_over) < IMAGES_LEFT_KEPT:  # a count, not a second set
@@ -907,6 +921,8 @@ class Master:
         board (all of them in a dry run, which puts none there) and the board's own; on a
         broker, a look at the board would be a round trip per image: its put finds out."""
         # Membership tests of a set and a dict are atomic: no lock against the crawl loop.
+        if url in self._html_pages:
+            return False  # a link to a page: the crawl loop may read it as one
         if self._shared_frontier is None:
             return url in self._images_seen or self._board.known(url)
         if self._reconnected() is not None:
@@ -957,13 +973,17 @@ class Master:
                                          attempts=s.attempts,
                                          ref=json.loads(s.ref) if s.ref else None)
                     for s in settled]
-        if self._linked_images:
-            linked = self._linked_images
-            pages = [(s.attempt.url, depth) for s in settled
-                     if (depth := linked.pop(s.attempt.url, None)) is not None
-                     and s.attempt.kind is FailureKind.HTML_PAGE]
-            if pages:
-                self._read_as_pages(pages, ledger)
+        linked = self._linked_images
+        pages: list[tuple[str, int]] = []
+        for s in settled:
+            depth = linked.pop(s.attempt.url, None) if linked else None
+            if s.attempt.kind is FailureKind.HTML_PAGE:
+                if depth is not None:
+                    pages.append((s.attempt.url, depth))
+                else:  # a page that follows its links may read it later
+                    self._html_pages.add(s.attempt.url)
+        if pages:
+            self._read_as_pages(pages, ledger)
         ledger.record(outcomes)
         files.write(outcomes)
         for outcome in outcomes:

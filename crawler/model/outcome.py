@@ -59,6 +59,10 @@ class FailureKind(enum.Enum):
     WORKER_ERROR = "worker-error"  # a bug: the worker itself failed
 
 
+# The reason of a FailureKind.HTML_PAGE failure, which a recorded Outcome keeps (not its kind).
+HTML_PAGE_REASON = "not an image: an HTML page"
+
+
 class Attempt(NamedTuple):
     """One try at downloading ``url``, as a worker reports it.
 

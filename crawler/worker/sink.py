@@ -37,7 +37,7 @@ from crawler.model.imagetype import (
     looks_like_html,
     sniff,
 )
-from crawler.model.outcome import Attempt, FailureKind
+from crawler.model.outcome import HTML_PAGE_REASON, Attempt, FailureKind
 from crawler.worker.store import Store
 
 __all__ = ["ACCEPT", "PERMANENT_STATUSES", "Abandoned", "ImageSink", "failure",
@@ -198,7 +198,7 @@ def _require_image(head: bytes | bytearray) -> ImageType:
     return kind
 
 
-HTML_PAGE = "not an image: an HTML page"
+HTML_PAGE = HTML_PAGE_REASON
 CUT_SHORT_IMAGE = "connection broken: body cut short (the image stops before its end)"
 
 
