@@ -608,12 +608,13 @@ def _jpeg_with_exif_thumbnail() -> bytes:
 
 def _animated_gif() -> bytes:
     """Two frames, each after a graphic control extension; the second with a local
-    colour table."""
+    colour table. A looping extension first, as animation encoders write."""
     one = make_gif(6, 4)
     frame = one[19:-1]  # the image: descriptor, LZW code size, sub-blocks
     second = frame[:9] + bytes([frame[9] | 0x80]) + b"\x10\x20\x30\x40\x50\x60" + frame[10:]
     control = b"\x21\xf9\x04\x00\x0a\x00\x00\x00"
-    return one[:19] + control + frame + control + second + b";"
+    loop = b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00"
+    return one[:19] + loop + control + frame + control + second + b";"
 
 
 WHOLE = [
@@ -637,7 +638,21 @@ def test_a_whole_image_ends_whole_and_one_cut_short_does_not(name: str, body: by
     # Bytes after the end (a phone's trailer, a motion photo's video) are allowed.
     assert ends_whole(body + b"\x00" * 4 + b"trailer", kind), name
     for keep in range(len(body) - 1, 1, -max(1, len(body) // 40)):
-        assert not ends_whole(body[:keep], kind), (name, keep, len(body))
+        # (A still GIF whose trailer alone is missing has every pixel: see below.)
+        still_gif_but_trailer = name in ("gif", "gif of many sub-blocks") and keep == len(body) - 1
+        assert ends_whole(body[:keep], kind) is still_gif_but_trailer, (name, keep, len(body))
+
+
+def test_a_still_gif_without_its_trailer_is_whole_an_animation_is_not() -> None:
+    """Some encoders leave the trailer out (Python's IDLE icons, minusnode.gif): browsers
+    show such a picture whole, and judged cut short it was never stored. An animation
+    that stops after a frame is another matter: its frames to come are missing."""
+    still = make_gif(6, 4)
+    assert still.endswith(b";") and ends_whole(still[:-1], GIF)
+    assert not ends_whole(still[:-2], GIF)  # its image's last sub-block is not closed
+    animated = _animated_gif()
+    assert not ends_whole(animated[:-1], GIF)
+    assert not ends_whole(animated[: animated.rindex(b"\x21\xf9")], GIF)  # one frame of two
 
 
 def test_formats_without_an_end_check_count_as_whole() -> None:

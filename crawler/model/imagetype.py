@@ -261,20 +261,29 @@ def _png_whole(body: bytes) -> bool:
 
 
 def _gif_whole(body: bytes) -> bool:
+    """Whether the block walk reaches the trailer; or, for a still picture, the end of
+    its one image's data exactly at the body's end: encoders that leave the trailer
+    out exist (Python's own IDLE icons), and browsers show every pixel of them."""
     pos = 13  # header and logical screen descriptor
     if len(body) < pos:
         return False
     if body[10] & 0x80:  # a global colour table
         pos += 3 << ((body[10] & 7) + 1)
+    images = 0
+    animated = False  # a looping extension (NETSCAPE2.0, ANIMEXTS1.0): frames to come
     while pos < len(body):
         block = body[pos]
         if block == 0x3B:  # the trailer
             return True
         if block == 0x21:  # an extension: its label, then sub-blocks
+            if body[pos + 1:pos + 2] == b"\xff" and body[pos + 3:pos + 11] in (
+                    b"NETSCAPE", b"ANIMEXTS"):
+                animated = True
             pos += 2
         elif block == 0x2C:  # an image: its descriptor, colour table, LZW code size
             if pos + 10 > len(body):
                 return False
+            images += 1
             flags = body[pos + 9]
             pos += 10 + 1  # and the LZW code size after its colour table
             if flags & 0x80:
@@ -284,7 +293,7 @@ def _gif_whole(body: bytes) -> bool:
         while pos < len(body) and body[pos]:  # sub-blocks, up to the empty one
             pos += 1 + body[pos]
         pos += 1
-    return False
+    return pos == len(body) and images == 1 and block == 0x2C and not animated
 
 
 def _jpeg_whole(body: bytes) -> bool:
