@@ -658,3 +658,19 @@ def test_a_still_gif_without_its_trailer_is_whole_an_animation_is_not() -> None:
 def test_formats_without_an_end_check_count_as_whole() -> None:
     assert ends_whole(make_tiff(3, 3)[:10], TIFF)
     assert ends_whole(make_svg('width="3" height="2"')[:20], SVG)
+
+
+@pytest.mark.parametrize(("body", "kind"), [
+    (b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\x00abcd\x00\x00\x00\x00" * 2000, PNG),
+    (b"\xff\xd8" + b"\xff\xfe\x00\x02" * 2000, JPEG),
+    (b"GIF89a\x01\x00\x01\x00\x00\x00\x00" + b"\x21\xfe\x00" * 2000, GIF),
+    (b"GIF89a\x01\x00\x01\x00\x00\x00\x00," + b"\x00" * 9 + b"\x02" + b"\x01\x00" * 2000, GIF),
+])
+def test_a_body_of_more_pieces_than_a_walk_takes_is_taken_as_it_is(
+        body: bytes, kind: ImageType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tens of millions of empty chunks, segments or sub-blocks (a hostile server's 50 MB
+    without a length) held a worker for seconds: the walk stops at its budget."""
+    import crawler.model.imagetype as imagetype
+
+    monkeypatch.setattr(imagetype, "WALK_STEPS", 1000)
+    assert ends_whole(body, kind)

@@ -198,7 +198,6 @@ def _require_image(head: bytes | bytearray) -> ImageType:
     return kind
 
 
-HTML_PAGE = HTML_PAGE_REASON
 CUT_SHORT_IMAGE = "connection broken: body cut short (the image stops before its end)"
 
 
@@ -206,7 +205,7 @@ def _not_an_image(head: bytes | bytearray) -> Abandoned:
     """The failure of a body that is no image; an HTML page is told apart, so that
     the master can read one that a link led to as a page."""
     if looks_like_html(bytes(head)):
-        return Abandoned(HTML_PAGE, FailureKind.HTML_PAGE)
+        return Abandoned(HTML_PAGE_REASON, FailureKind.HTML_PAGE)
     return Abandoned("not an image", FailureKind.NOT_IMAGE)
 
 
