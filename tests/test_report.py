@@ -573,7 +573,8 @@ if (thumbs.length > 1) {
   seen.lightbox.wrapped = full();
   key("Escape");
   seen.lightbox.closed = lightbox.hidden;
-  seen.lightbox.hrefs = thumbs.map((a) => a.getAttribute("href"));
+  // (what each opens: its file; an SVG's thumbnail, shown but no link, says it too)
+  seen.lightbox.hrefs = thumbs.map((a) => a.closest("figure").dataset.full);
 }
 const out = document.createElement("pre");
 out.id = "probe";
