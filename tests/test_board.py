@@ -375,6 +375,26 @@ def test_classic_get_times_out_on_a_closed_board() -> None:
         TaskQueueView(b).get(timeout=0.01)
 
 
+def test_classic_get_with_a_nan_timeout_is_refused_not_spun() -> None:
+    """get(timeout=nan) on an open board with nothing queued looped for ever, asking the
+    board again and again without a pause, until the crawl ended."""
+    b = TaskBoard(policy_for())  # the real clock: a spin would spin for real
+    outcome: list[BaseException] = []
+
+    def get() -> None:
+        try:
+            TaskQueueView(b).get(timeout=float("nan"))
+        except BaseException as exc:  # noqa: BLE001 - the test looks at what it was
+            outcome.append(exc)
+
+    asking = threading.Thread(target=get, daemon=True)
+    asking.start()
+    asking.join(timeout=2)
+    b.close()  # ends a spinning get() too, so the thread does not outlive the test
+    asking.join(timeout=5)
+    assert outcome and isinstance(outcome[0], ValueError), outcome
+
+
 def test_the_crawl_loop_is_woken_when_the_last_url_settles_and_when_a_worker_leaves() -> None:
     wakes: list[int] = []
     clock = Clock()
