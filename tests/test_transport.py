@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from crawler.board import manager
 from crawler.board.manager import MasterClient, QueueServer
 from crawler.board.memory import BoardPolicy, TaskBoard
 from crawler.errors import AuthenticationFailed
@@ -219,6 +221,42 @@ def test_strangers_are_bounded_in_number_and_a_worker_gets_in_after_them() -> No
             assert time.monotonic() < wait_until_true, "the queue never accepted again"
             time.sleep(0.05)
     assert proxy.heartbeat("w1") is True
+
+
+def test_strangers_trickling_their_handshake_do_not_keep_workers_out(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deadline on each read let a stranger keep its place by sending its answer a byte
+    at a time: max_handshaking of them kept every worker out for as long as they went on
+    (260 bytes, each just within the deadline). The handshake as a whole has it now."""
+    monkeypatch.setattr(manager, "HANDSHAKE_DEADLINE", 1.0)
+    key = secrets.token_bytes(16)
+    board = TaskBoard(BoardPolicy())
+    server = QueueServer(board, ("127.0.0.1", 0), key, lambda full=False: {},
+                         max_handshaking=4).start()
+    strangers = _flood(server.address, 4)
+    answer = (200).to_bytes(4, "big") + b"x" * 200  # a long answer, one byte at a time
+    done = threading.Event()
+
+    def trickle() -> None:
+        for at in range(len(answer)):
+            if done.wait(0.3):
+                return
+            for sock in strangers:
+                with contextlib.suppress(OSError):
+                    sock.send(answer[at:at + 1])
+
+    trickling = threading.Thread(target=trickle, daemon=True)
+    trickling.start()
+    try:
+        time.sleep(2.5)  # well past the handshake's deadline; each byte well within it
+        proxy = MasterClient(server.address, key).connect()
+        assert proxy.heartbeat("w1") is True
+    finally:
+        done.set()
+        trickling.join(timeout=5)
+        for sock in strangers:
+            sock.close()
+        server.stop()
 
 
 _MASTER = """

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
+import os
 import socket
 import struct
 import threading
@@ -129,6 +131,37 @@ def _client(address: Any, family: str | None = None, authkey: bytes | None = Non
 listener_client[SERIALIZER] = (connection.Listener, _client)
 
 
+def _handshake(conn: connection.Connection, sock: socket.socket, authkey: bytes,
+               seconds: float) -> None:
+    """The server's side of the authkey handshake, all of it within ``seconds``.
+
+    A deadline on each read alone let a stranger trickle its answer a byte at a time,
+    each just within it: its 260 bytes held a place among MAX_HANDSHAKING for over
+    twenty minutes, and that many such strangers kept every worker out. Each read here
+    waits only for what is left of the one deadline.
+    """
+    end = time.monotonic() + seconds
+
+    def read(handle: int, size: int) -> bytes:
+        left = end - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the handshake took too long")
+        _set_deadline(sock, max(left, 0.001))  # 0 would mean no deadline at all
+        return os.read(handle, size)
+
+    # Connection._recv reads through its ``read`` argument: this connection's reads go
+    # through ours until the handshake is over.
+    # (Connection's private _recv is absent from typeshed: hence setattr and delattr.)
+    setattr(conn, "_recv", functools.partial(  # noqa: B010
+        connection.Connection._recv, conn, read=read))  # type: ignore[attr-defined]
+    try:
+        _set_deadline(sock, seconds)  # for the writes
+        connection.deliver_challenge(conn, authkey)
+        connection.answer_challenge(conn, authkey)
+    finally:
+        delattr(conn, "_recv")
+
+
 class _GuardedServer(Server):
     """A manager server that sets socket options, bounds and logs refused connections,
     and whose accepting thread outlives any failure to serve one connection."""
@@ -205,10 +238,8 @@ class _GuardedServer(Server):
                 host, port = sock.getpeername()[:2]
                 peer = f"{host}:{port}"
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                _set_deadline(sock, HANDSHAKE_DEADLINE)
                 try:
-                    connection.deliver_challenge(conn, self.authkey)
-                    connection.answer_challenge(conn, self.authkey)
+                    _handshake(conn, sock, self.authkey, HANDSHAKE_DEADLINE)
                 except (AuthenticationError, OSError, EOFError) as exc:
                     self.refused += 1
                     why = ("wrong authkey" if isinstance(exc, AuthenticationError)
