@@ -28,6 +28,9 @@ from .conftest import (
     manifest_lines,
     run_crawler,
     serve_routes,
+    start_crawler,
+    stop,
+    wait_for_output,
 )
 
 
@@ -382,3 +385,40 @@ def test_a_pages_robots_meta_nofollow_is_obeyed_unless_robots_are_ignored(
                           str(tmp_path / "ignored"), cwd=tmp_path)
     assert ignored.returncode == 0, ignored.stderr
     assert ignored.stdout.split() == [server.url + "/here.png", server.url + "/there.png"]
+
+
+def _queue_without_workers(server: FixtureServer, tmp_path: Path) -> None:
+    """A first run that queues the site's images and is stopped before any is taken."""
+    master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(tmp_path / "out"), cwd=tmp_path)
+    try:
+        wait_for_output(master, r"no worker has taken one", 30)
+    finally:
+        stop(master)
+
+
+def test_a_resumed_crawl_obeys_this_runs_robots_txt(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    """Images an earlier run queued went to the board unjudged: a robots.txt that came to
+    disallow them was never read, and a Crawl-delay never spaced them."""
+    server = make_server()
+    site = build_site(pages=1, images_per_page=8, min_kb=1, max_kb=2)
+    serve_routes(server, site.files)
+    _queue_without_workers(server, tmp_path)
+    server.routes["/robots.txt"] = lambda h: h.send_body(
+        200, b"User-agent: *\nCrawl-delay: 0.3\nDisallow: /images/0/img1\n"
+        b"Disallow: /images/0/img2\n", "text/plain")
+    server.hits.clear()
+    done = run_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                       str(tmp_path / "out"), "--local-workers", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    disallowed = {p for p in site.images if p.startswith(("/images/0/img1", "/images/0/img2"))}
+    allowed = set(site.images) - disallowed
+    assert len(disallowed) == 2 and len(allowed) == 6
+    assert not disallowed & set(server.paths())
+    entries = {e["url"][len(server.url):]: e for e in manifest_lines(tmp_path / "out")}
+    assert {entries[p]["reason"] for p in disallowed} == {"disallowed by robots.txt"}
+    assert {entries[p]["status"] for p in allowed} == {"success"}
+    times = image_times(server, allowed)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert len(times) == len(allowed) and min(gaps) >= 0.25, gaps

@@ -236,6 +236,8 @@ class Master:
         # then (an earlier run, or a page whose links were not followed found them):
         # a page that follows its links reads them as pages (see _visited).
         self._html_pages: set[str] = set()
+        # (url, page, ref) an earlier run left queued: put on the board once judged.
+        self._resumed_images: list[tuple[str, str | None, dict[str, Any] | None]] = []
         self._pages_to_retry = 0  # pages failed for a passing reason, left for the next run
 
     def stop(self) -> None:
@@ -388,10 +390,37 @@ class Master:
             log.info("%d page(s) and %d image(s) an earlier run queued are outside this "
                      "run's scope or depth: left out", *left_out)
         self._board.remember(resumed.finished_images)
-        for url, page, ref in images:
-            self._board.put(url, host_key(url), page, json.dumps(ref) if ref else None)
-            self._snapshot.found += 1
+        # Queued once robots.txt is read (_queue_resumed_images), as a page's images are.
+        self._resumed_images = images
+        self._snapshot.found += len(images)
         return frontier
+
+    def _queue_resumed_images(self, robots: Robots) -> None:
+        """Put the images an earlier run left queued on the board, judged by this run's
+        robots.txt of their hosts as a page's images are: one that now disallows them
+        refuses them, and a Crawl-delay spaces them. (They went to the board unjudged:
+        a resumed crawl fetched what their host had disallowed since, and at full speed
+        where it asked for a delay.) Before the crawl loop starts: it must not find the
+        crawl over, nor a page find them new, while they are being judged."""
+        images, self._resumed_images = self._resumed_images, []
+        if not images:
+            return
+        robots.read_all(url for url, _, _ in images)
+        board = self._board
+        told: set[str] = set()  # hosts whose Crawl-delay the board knows
+        for url, page, ref in images:
+            said = json.dumps(ref) if ref else None
+            refused = robots.refusal(url)
+            if refused is not None:
+                board.settle_now(Attempt(url=url, ok=False, reason=refused), page, said)
+                continue
+            host = host_key(url)
+            if host not in told:
+                told.add(host)
+                delay = robots.crawl_delay(url)
+                if delay:
+                    board.set_host_delay(host, delay)
+            board.put(url, host, page, said)
 
     def _run_on_broker(self, broker: BrokerCrawl) -> Summary:
         """The crawl with its state on the broker, shared with other masters of it."""
@@ -532,6 +561,7 @@ class Master:
                               known=self._image_known)
         if not settings.crawl.respect_robots:
             log.warning("robots.txt is ignored (crawl.respect_robots = false)")
+        self._queue_resumed_images(robots)
         pages = PageLoop(visitor, parser=self._parser, policy=self._policy,
                          options=self._request, timeout=settings.crawl.page_timeout,
                          max_bytes=settings.crawl.max_page_bytes, ca_file=default_ca_file(),
