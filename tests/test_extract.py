@@ -133,6 +133,24 @@ def test_images_browsers_draw_from_older_html(parser: str) -> None:
 
 
 @pytest.mark.parametrize("parser", PARSERS)
+def test_images_shown_by_object_and_embed(parser: str) -> None:
+    """Browsers draw an image that an <object data> or <embed src> names (an SVG drawing
+    most often), known by its type attribute or its extension; not plug-in content."""
+    html = b"""<object data="diagram.svg" type="image/svg+xml" width="300">
+          <img src="fallback.png" alt="Diagram"></object>
+        <object data="/chart?id=3" type="Image/PNG"></object><object data=" photo.JPG "></object>
+        <embed src="logo.svg" type="image/svg+xml"><embed src="/plain.png">
+        <object data="movie.swf" type="application/x-shockwave-flash"></object>
+        <object data="manual.pdf"></object><embed src="clip.swf"><object type="image/png">"""
+    found = extract(html, PAGE, parser=parser)
+    assert [(ref.url.removeprefix(ROOT), ref.kind) for ref in found.image_refs] == [
+        ("dir/diagram.svg", "object"), ("dir/fallback.png", "img"), ("chart?id=3", "object"),
+        ("dir/photo.JPG", "object"), ("dir/logo.svg", "embed"), ("plain.png", "embed")]
+    assert found.image_refs[0].width == 300
+    assert extract(html, PAGE, parser=parser, sources=SOURCES - {"img"}).images == ()
+
+
+@pytest.mark.parametrize("parser", PARSERS)
 def test_lazy_attributes_that_name_no_image_are_left_out(parser: str) -> None:
     """lazysizes' iframes (a video player), a script's or a video's source, and a switch
     (data-lazy="true") were queued as images."""
@@ -491,9 +509,11 @@ def test_arbitrary_input_never_raises(html: str | bytes) -> None:
 
 
 _TAGS = ["a", "img", "source", "picture", "video", "link", "meta", "input", "image", "svg",
-         "style", "base", "div", "iframe", "area", "frame", "script", "noscript", "table"]
+         "style", "base", "div", "iframe", "area", "frame", "script", "noscript", "table",
+         "object", "embed"]
 _ATTRIBUTES = ["src", "href", "srcset", "style", "data-src", "data-srcset", "rel", "as",
-               "property", "name", "content", "type", "xlink:href", "imagesrcset", "data-x"]
+               "property", "name", "content", "type", "xlink:href", "imagesrcset", "data-x",
+               "data"]
 _VALUES = st.one_of(
     st.sampled_from(["a.png", "/b.jpg", "//h.example/c.gif", "https://x.example/d.webp",
                      "javascript:alert(1)", "data:image/png;base64,AA", "icon", "image",

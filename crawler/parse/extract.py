@@ -93,7 +93,8 @@ class ImageRef(NamedTuple):
 
     ``kind`` is how it was referred to: "img" (src), "srcset", "picture" (a
     <source>), "lazy", "css" (backgrounds: CSS, and HTML's background
-    attribute), "poster" (a <video>'s), "og:image", "twitter:image", "link"
+    attribute), "poster" (a <video>'s), "object" and "embed" (an image
+    shown by ``<object data>`` or ``<embed src>``), "og:image", "twitter:image", "link"
     (icons, preloads), "input", "svg" or "anchor". ``alt``, ``title``, ``width`` and
     ``height`` are the attributes of the element (for a <picture> source, of
     the picture's <img>), ``caption`` the text of the <figcaption> of an
@@ -299,6 +300,21 @@ class _Collector:
             if srcset:
                 self._images(parse_srcset(srcset), "link", node)
 
+    def _object(self, get: Getter, node: Any) -> None:
+        self._embedded(get("data"), get("type"), "object", node)
+
+    def _embed(self, get: Getter, node: Any) -> None:
+        self._embedded(get("src"), get("type"), "embed", node)
+
+    def _embedded(self, raw: str | None, mime: str | None, kind: str, node: Any) -> None:
+        """An <object data> or <embed src> that names an image, which browsers draw
+        where the element stands (an SVG drawing, most often): by its type attribute
+        or its file extension. Plug-in content (Flash, PDF) and pages are not images."""
+        if "img" not in self.sources or not raw:
+            return
+        if (mime or "").strip().lower().startswith("image/") or has_image_extension(raw.strip()):
+            self._image(raw, kind, node)
+
     def _input(self, get: Getter, node: Any) -> None:
         if "input" in self.sources and (get("type") or "").strip().lower() == "image":
             self._image(get("src"), "input", node)
@@ -338,6 +354,7 @@ _HANDLERS: dict[str, Callable[[_Collector, Getter, Any], None]] = {
     "iframe": _Collector._frame, "img": _Collector._img, "source": _Collector._source,
     "meta": _Collector._meta, "link": _Collector._link, "input": _Collector._input,
     "image": _Collector._svg_image, "style": _Collector._style, "base": _Collector._base,
+    "object": _Collector._object, "embed": _Collector._embed,
 }
 
 
