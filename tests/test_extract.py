@@ -207,6 +207,21 @@ def test_svg_images() -> None:
         D + "svg-href.png", D + "svg-xlink.jpg", D + "both-href.png", D + "both-xlink.png")
 
 
+@pytest.mark.parametrize("parser", PARSERS)
+def test_svg_use_of_another_file(parser: str) -> None:
+    """<use> of a sprite file draws that file's symbol: browsers fetch the file (href
+    before xlink:href, as SVG 2 says); a symbol of the page itself is no download."""
+    html = b"""<svg><use href="/icons/sprite.svg#home"/></svg>
+        <svg><use xlink:href="sprite2.svg#a"></use><use href="#local"/></svg>
+        <svg><use href="sprite3.svg#b" xlink:href="old.svg#b"/></svg>
+        <svg><use href="/icons/sprite.svg#search"/></svg>"""
+    found = extract(html, PAGE, parser=parser)
+    assert [(ref.url, ref.kind) for ref in found.image_refs] == [
+        (ROOT + "icons/sprite.svg", "svg"), (D + "sprite2.svg", "svg"),
+        (D + "sprite3.svg", "svg")]
+    assert extract(html, PAGE, parser=parser, sources=SOURCES - {"svg"}).images == ()
+
+
 def test_anchors_split_into_pages_and_images() -> None:
     result = page("anchor")
     assert result.links == (
@@ -510,7 +525,7 @@ def test_arbitrary_input_never_raises(html: str | bytes) -> None:
 
 _TAGS = ["a", "img", "source", "picture", "video", "link", "meta", "input", "image", "svg",
          "style", "base", "div", "iframe", "area", "frame", "script", "noscript", "table",
-         "object", "embed"]
+         "object", "embed", "use"]
 _ATTRIBUTES = ["src", "href", "srcset", "style", "data-src", "data-srcset", "rel", "as",
                "property", "name", "content", "type", "xlink:href", "imagesrcset", "data-x",
                "data"]

@@ -328,6 +328,12 @@ class _Collector:
             self._image(get("href"), "svg", node)
             self._image(get("xlink:href"), "svg", node)
 
+    def _svg_use(self, get: Getter, node: Any) -> None:
+        # <use href="icons.svg#home">: the drawing of another file (an icon sprite), which
+        # browsers fetch; "#home" alone is this page's own and resolves to nothing.
+        if "svg" in self.sources:
+            self._image(get("href") or get("xlink:href"), "svg", node)
+
     def _style(self, get: Getter, node: Any) -> None:
         if "css" in self.sources:
             images, imports = css_references(self.tree.text(node))
@@ -354,7 +360,7 @@ _HANDLERS: dict[str, Callable[[_Collector, Getter, Any], None]] = {
     "iframe": _Collector._frame, "img": _Collector._img, "source": _Collector._source,
     "meta": _Collector._meta, "link": _Collector._link, "input": _Collector._input,
     "image": _Collector._svg_image, "style": _Collector._style, "base": _Collector._base,
-    "object": _Collector._object, "embed": _Collector._embed,
+    "object": _Collector._object, "embed": _Collector._embed, "use": _Collector._svg_use,
 }
 
 
