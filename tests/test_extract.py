@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import time
+from html import escape
 from pathlib import Path
 
 import pytest
@@ -220,6 +221,30 @@ def test_svg_use_of_another_file(parser: str) -> None:
         (ROOT + "icons/sprite.svg", "svg"), (D + "sprite2.svg", "svg"),
         (D + "sprite3.svg", "svg")]
     assert extract(html, PAGE, parser=parser, sources=SOURCES - {"svg"}).images == ()
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_an_iframe_srcdoc_is_read_as_part_of_the_page(parser: str) -> None:
+    """<iframe srcdoc> shows the page the attribute holds, not its src; that page's
+    references resolve against the framing page's base."""
+    html = b"""<head><base href="/base/"></head><img src="outer.png">
+        <iframe src="ignored.html" srcdoc='<link rel=stylesheet href="in.css">
+          <img src="inner.png" alt="Inner"><a href="next.html">n</a><img src="outer.png">
+          <iframe srcdoc="&amp;lt;img src=/deeper.jpg&amp;gt;"></iframe>'></iframe>
+        <iframe src="framed.html"></iframe><iframe srcdoc=""></iframe>"""
+    found = extract(html, PAGE, parser=parser)
+    assert [(ref.url, ref.kind, ref.alt) for ref in found.image_refs] == [
+        (ROOT + "base/outer.png", "img", None), (ROOT + "base/inner.png", "img", "Inner"),
+        (ROOT + "deeper.jpg", "img", None)]
+    assert found.links == (ROOT + "base/next.html", ROOT + "base/framed.html")
+    assert found.stylesheets == (ROOT + "base/in.css",)
+
+
+def test_srcdoc_nesting_is_bounded() -> None:
+    html = '<img src="0.png">'
+    for level in range(1, 12):
+        html = f'<img src="{level}.png"><iframe srcdoc="{escape(html)}"></iframe>'
+    assert len(extract(html, PAGE).images) == 5  # the page and four levels of srcdoc
 
 
 def test_anchors_split_into_pages_and_images() -> None:
@@ -528,7 +553,7 @@ _TAGS = ["a", "img", "source", "picture", "video", "link", "meta", "input", "ima
          "object", "embed", "use"]
 _ATTRIBUTES = ["src", "href", "srcset", "style", "data-src", "data-srcset", "rel", "as",
                "property", "name", "content", "type", "xlink:href", "imagesrcset", "data-x",
-               "data"]
+               "data", "srcdoc"]
 _VALUES = st.one_of(
     st.sampled_from(["a.png", "/b.jpg", "//h.example/c.gif", "https://x.example/d.webp",
                      "javascript:alert(1)", "data:image/png;base64,AA", "icon", "image",

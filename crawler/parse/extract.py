@@ -219,6 +219,15 @@ class _Collector:
         if raw:
             self.refs.append(("nav", raw, "anchor", node))
 
+    def _iframe(self, get: Getter, node: Any) -> None:
+        # <iframe srcdoc="...">: browsers show the page the attribute holds (and do not
+        # load its src), whose references resolve against this page's base.
+        srcdoc = get("srcdoc")
+        if srcdoc is None:
+            self._frame(get, node)
+        elif srcdoc:
+            self.refs.append(("srcdoc", srcdoc, "anchor", node))
+
     def _img(self, get: Getter, node: Any) -> None:
         if "img" in self.sources:
             self._image(get("src"), "img", node)
@@ -357,7 +366,7 @@ class _Collector:
 # went to collections, each finding about a thousand objects).
 _HANDLERS: dict[str, Callable[[_Collector, Getter, Any], None]] = {
     "a": _Collector._anchor, "area": _Collector._anchor, "frame": _Collector._frame,
-    "iframe": _Collector._frame, "img": _Collector._img, "source": _Collector._source,
+    "iframe": _Collector._iframe, "img": _Collector._img, "source": _Collector._source,
     "meta": _Collector._meta, "link": _Collector._link, "input": _Collector._input,
     "image": _Collector._svg_image, "style": _Collector._style, "base": _Collector._base,
     "object": _Collector._object, "embed": _Collector._embed, "use": _Collector._svg_use,
@@ -373,6 +382,7 @@ def extract(
     encoding: str | None = None,
     parser: str = "lxml",
     refresh: str | None = None,
+    _nesting: int = 0,
 ) -> Extraction:
     """Find the links and images in a page fetched from ``page_url`` (after redirects).
 
@@ -427,6 +437,19 @@ def extract(
     anchors_are_images = "anchor" in wanted
     pictures: dict[int, tuple[Any, Any]] = {}  # id(picture) -> (picture, its <img>)
     for role, raw, kind, node in collector.refs:
+        if role == "srcdoc":
+            if _nesting >= _MAX_SRCDOC_NESTING:
+                continue
+            # The framed page's links, images and style sheets are this page's own.
+            inner = extract(raw, base, sources=wanted, lazy_attributes=lazy_attributes,
+                            parser=parser, _nesting=_nesting + 1)
+            for link in inner.links:
+                links.setdefault(link)
+            for sheet in inner.stylesheets:
+                sheets.setdefault(sheet)
+            for ref in inner.image_refs:
+                images.setdefault(ref.url, ref)
+            continue
         url = resolve(raw)
         if url is None:
             continue
@@ -446,6 +469,8 @@ def extract(
                       stylesheets=tuple(sheets), image_refs=tuple(images.values()),
                       nofollow=collector.nofollow, encoding=used_encoding)
 
+
+_MAX_SRCDOC_NESTING = 4  # <iframe srcdoc> within srcdoc, read this deep
 
 _TEXT_LIMIT = 1000  # characters kept of alt, title and caption text
 _DIMENSION_RE = re.compile(r"[ \t\n\f\r]*([0-9]{1,6})")
