@@ -178,6 +178,19 @@ def test_a_refused_report_of_a_url_the_worker_holds_is_a_failed_try(board: MakeB
     assert b.unfinished() == 0 and b.counts()["refused"] == 2
 
 
+def test_a_report_cannot_forge_log_lines(caplog: pytest.LogCaptureFixture) -> None:
+    """A worker's name and URLs went to the log as they came: a line break in them made
+    a line of the worker's choosing."""
+    b = memory_board(Clock())
+    view = BoardView(b, lambda full=False: {})
+    forged = "\n12:00:00 ERROR: forged"
+    view.report("w" + forged, [ok("http://h/unknown.png" + forged).to_wire()])
+    view.report("w" + forged, [{"url": 7, "ok": True}])  # type: ignore[list-item]
+    assert b.counts()["refused"] == 1 and b.unknown == 1
+    said = [record.getMessage() for record in caplog.records]
+    assert len(said) == 2 and not [line for line in said if "\n" in line], said
+
+
 @pytest.mark.parametrize(
     ("change", "why"),
     [

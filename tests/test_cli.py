@@ -319,7 +319,7 @@ def test_worker_with_wrong_authkey_exits_1_and_the_crawl_goes_on(
         if master.poll() is None:
             master.kill()
     assert master.returncode == 0
-    assert "refused a queue connection from 127.0.0.1" in err
+    assert "refused 1 queue connection(s), the last from 127.0.0.1:" in err
     assert "wrong authkey" in err
     assert authkey not in err and "0" * 32 not in err
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import signal
@@ -221,6 +222,26 @@ def test_strangers_are_bounded_in_number_and_a_worker_gets_in_after_them() -> No
             assert time.monotonic() < wait_until_true, "the queue never accepted again"
             time.sleep(0.05)
     assert proxy.heartbeat("w1") is True
+
+
+def test_a_flood_of_wrong_keys_is_said_once_not_once_each(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A line per refused connection grew a log file without bound under a flood."""
+    key = secrets.token_bytes(16)
+    server = QueueServer(TaskBoard(BoardPolicy()), ("127.0.0.1", 0), key,
+                         lambda full=False: {}).start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="crawler.board.manager"):
+            for _ in range(10):
+                with pytest.raises(AuthenticationFailed):
+                    MasterClient(server.address, b"w" * 16).connect()
+            assert MasterClient(server.address, key).connect().heartbeat("w1") is True
+    finally:
+        server.stop()
+    said = [r.getMessage() for r in caplog.records if "queue connection" in r.getMessage()]
+    assert said == ["refused 1 queue connection(s), the last from 127.0.0.1:"
+                    + said[0].rpartition("127.0.0.1:")[2]], said
+    assert said[0].endswith(": wrong authkey")
 
 
 def test_strangers_trickling_their_handshake_do_not_keep_workers_out(

@@ -77,13 +77,16 @@ class _Throttled:
         self._message = message
         self._count = 0
         self._last = -self.EVERY
+        self._lock = threading.Lock()  # noted from each connection's own thread
 
     def note(self, why: str) -> None:
-        self._count += 1
-        now = time.monotonic()
-        if now - self._last >= self.EVERY:
-            log.warning(self._message, self._count, why)
-            self._count, self._last = 0, now
+        with self._lock:
+            self._count += 1
+            now = time.monotonic()
+            if now - self._last < self.EVERY:
+                return
+            count, self._count, self._last = self._count, 0, now
+        log.warning(self._message, count, why)
 
 
 def _set_deadline(sock: socket.socket, seconds: float) -> None:
@@ -167,6 +170,9 @@ class _GuardedServer(Server):
     and whose accepting thread outlives any failure to serve one connection."""
 
     refused = 0  # per instance once the first refusal is counted
+    # Strangers and wrong keys: the first is said at once, a flood a line every few
+    # seconds (a line each grew a log file without bound).
+    _refusals: _Throttled | None = None
     max_handshaking = MAX_HANDSHAKING
     stopping = False  # set by stop(): the accepting loop ends
     # Set by Server.__init__; typeshed does not declare them.
@@ -244,7 +250,10 @@ class _GuardedServer(Server):
                     self.refused += 1
                     why = ("wrong authkey" if isinstance(exc, AuthenticationError)
                            else "no handshake")
-                    log.warning("refused a queue connection from %s: %s", peer, why)
+                    if self._refusals is None:
+                        self._refusals = _Throttled("refused %d queue connection(s), "
+                                                    "the last from %s")
+                    self._refusals.note(f"{peer}: {why}")
                     return
             finally:
                 if handshaking is not None:

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 from crawler.board.base import CLASSIC
 from crawler.config import DEFAULTS, Settings
-from crawler.model.outcome import Attempt
+from crawler.model.outcome import Attempt, one_line
 from crawler.model.pacing import Pace
 from crawler.model.wire import LeaseAnswer, WorkerInfo
 
@@ -392,7 +392,7 @@ class TaskBoard:
         """Count and log a report an adapter refused as malformed."""
         with self._cond:
             self.refused += 1
-        log.warning("refused a report from %s: %s", worker, why)
+        log.warning("refused a report from %s: %s", one_line(worker), one_line(why))
 
     def heartbeat(self, worker: str) -> bool:
         """Renew every lease ``worker`` holds; True while the crawl goes on."""
@@ -472,8 +472,8 @@ class TaskBoard:
         item = self._items.get(url)
         if item is None:
             self.unknown += 1
-            log.warning("refused a report from %s for %.200s: no such URL was queued",
-                        worker, url)
+            log.warning("refused a report from %s for %.200r: no such URL was queued",
+                        one_line(worker), url)
             return False
         if item.state != LEASED or item.holder != worker:
             # Its lease ran out (the URL went back, or to another worker): only the

@@ -84,7 +84,7 @@ import redis.exceptions
 from crawler.board.broker import keys_prefix
 from crawler.board.memory import BoardPolicy, Settled
 from crawler.errors import BrokerError, BrokerUnreachable, CrawlGone, UsageError
-from crawler.model.outcome import Attempt
+from crawler.model.outcome import Attempt, one_line
 from crawler.model.wire import LeaseAnswer, WorkerInfo
 
 if TYPE_CHECKING:
@@ -424,7 +424,7 @@ class RedisBoard:
     def refuse(self, worker: str, why: str) -> None:
         """Count and log a report an adapter refused as malformed."""
         self._client.hincrby(self._key("counts"), "refused", 1)
-        log.warning("refused a report from %s: %s", worker, why)
+        log.warning("refused a report from %s: %s", one_line(worker), one_line(why))
 
     @_translated
     def heartbeat(self, worker: str) -> bool:
@@ -521,8 +521,8 @@ class RedisBoard:
     @staticmethod
     def _log_ignored(worker: str, unknown: list[Any], duplicates: list[Any]) -> None:
         for url in unknown:
-            log.warning("refused a report from %s for %.200s: no such URL was queued",
-                        worker, _text(url))
+            log.warning("refused a report from %s for %.200r: no such URL was queued",
+                        one_line(worker), _text(url))
         for url in duplicates:
             log.info("ignored a report from %s for %.200s: it no longer holds that URL",
                      worker, _text(url))
