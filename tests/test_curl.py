@@ -117,8 +117,12 @@ def server(make_server: Callable[[], FixtureServer]) -> FixtureServer:
     return server
 
 
-def raw_server(answer: Callable[[socket.socket, bytes], None]) -> tuple[str, threading.Event]:
-    """A one-thread server on 127.0.0.1 that calls ``answer(conn, request)`` per request."""
+def raw_server(answer: Callable[[socket.socket, bytes], bool | None], *,
+               wrap: Callable[[socket.socket], socket.socket] | None = None,
+               ) -> tuple[str, threading.Event]:
+    """A server on 127.0.0.1 that calls ``answer(conn, request)`` per request (a thread per
+    connection; False from it closes the connection). ``wrap`` makes each connection
+    another (TLS): the address is then an https one."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.2)
     done = threading.Event()
@@ -133,8 +137,14 @@ def raw_server(answer: Callable[[socket.socket, bytes], None]) -> tuple[str, thr
                 threading.Thread(target=handle, args=(conn,), daemon=True).start()
 
     def handle(conn: socket.socket) -> None:
+        conn.settimeout(5)
+        if wrap is not None:
+            try:
+                conn = wrap(conn)
+            except OSError:
+                conn.close()
+                return
         with conn:
-            conn.settimeout(5)
             buffer = b""
             while not done.is_set():
                 try:
@@ -150,7 +160,8 @@ def raw_server(answer: Callable[[socket.socket, bytes], None]) -> tuple[str, thr
                         return
 
     threading.Thread(target=serve, daemon=True).start()
-    return f"http://127.0.0.1:{listener.getsockname()[1]}", done
+    scheme = "http" if wrap is None else "https"
+    return f"{scheme}://127.0.0.1:{listener.getsockname()[1]}", done
 
 
 

@@ -52,6 +52,7 @@ from .conftest import (
     wait_for_queue_address,
 )
 from .redis_server import RedisServer
+from .test_curl import raw_server
 from .tls import CertAuthority, Proxy, make_ca, server_context
 
 PNG = png(24, 16, 9)
@@ -393,43 +394,21 @@ def test_an_idle_https_http1_connection_with_unasked_bytes_is_not_reused(
     first, second, stray = png(20, 10, 1), png(30, 10, 2), png(66, 66, 9)
     context = server_context(ca)
     context.set_alpn_protocols(["http/1.1"])
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    done = threading.Event()
 
     def answer(body: bytes) -> bytes:
         return (b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: %d\r\n\r\n"
                 % len(body)) + body
 
-    def handle(raw: socket.socket) -> None:
-        raw.settimeout(5)
-        with contextlib.suppress(OSError), context.wrap_socket(raw, server_side=True) as conn:
-            buffer = b""
-            while not done.is_set():
-                while b"\r\n\r\n" not in buffer:
-                    data = conn.recv(65536)
-                    if not data:
-                        return
-                    buffer += data
-                request, buffer = buffer.split(b"\r\n\r\n", 1)
-                if b"/one.png" in request:
-                    conn.sendall(answer(first))
-                    time.sleep(0.1)
-                    conn.sendall(answer(stray))  # never asked for
-                else:
-                    conn.sendall(answer(second))
+    def respond(conn: socket.socket, request: bytes) -> bool:
+        if b"/one.png" in request:
+            conn.sendall(answer(first))
+            time.sleep(0.1)
+            conn.sendall(answer(stray))  # never asked for
+        else:
+            conn.sendall(answer(second))
+        return True
 
-    def serve() -> None:
-        with listener:
-            while not done.is_set():
-                try:
-                    conn, _ = listener.accept()
-                except TimeoutError:
-                    continue
-                threading.Thread(target=handle, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
-    base = f"https://127.0.0.1:{listener.getsockname()[1]}"
+    base, done = raw_server(respond, wrap=lambda raw: context.wrap_socket(raw, server_side=True))
     try:
         with trusting_engine(tmp_path, ca, Limits()) as (engine, results):
             engine.submit([(base + "/one.png", 1)])

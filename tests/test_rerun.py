@@ -123,14 +123,22 @@ def test_a_rerun_with_a_larger_image_budget_goes_on_where_the_first_stopped(
     assert len(entries) == len(set(entries)), "no image has two results"
 
 
-def test_images_refused_for_an_unreadable_robots_txt_are_tried_by_a_rerun(
-        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+def _image_host_whose_robots_txt_fails_once(
+        make_server: Callable[[], FixtureServer]) -> tuple[FixtureServer, FixtureServer, str,
+                                                           bytes]:
+    """A site to serve ``page``, and the host of its one image, whose robots.txt answers
+    503 once: (site, image host, the image's path, the page showing it)."""
     site, images = make_server(), make_server()
     picture = build_site(pages=1, images_per_page=1, min_kb=1, max_kb=2)
     [path] = picture.images
     serve_routes(images, picture.files)
     fail_first(images, {"/robots.txt"}, 503, times=1)
-    page = f'<html><body><img src="{images.url}{path}"></body></html>'.encode()
+    return site, images, path, f'<html><body><img src="{images.url}{path}"></body></html>'.encode()
+
+
+def test_images_refused_for_an_unreadable_robots_txt_are_tried_by_a_rerun(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    site, images, path, page = _image_host_whose_robots_txt_fails_once(make_server)
     serve_routes(site, {"/": ("text/html", page)})
     out = tmp_path / "out"
     err = _crawl(site.url + "/", out, tmp_path)
@@ -305,12 +313,7 @@ def test_images_refused_for_an_unreadable_robots_txt_on_a_redirected_page_are_tr
         make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
     """The page is recorded under the URL that led to it, its images under the page it
     was read as (its redirect's target): a rerun still finds the page to read again."""
-    site, images = make_server(), make_server()
-    picture = build_site(pages=1, images_per_page=1, min_kb=1, max_kb=2)
-    [path] = picture.images
-    serve_routes(images, picture.files)
-    fail_first(images, {"/robots.txt"}, 503, times=1)
-    page = f'<html><body><img src="{images.url}{path}"></body></html>'.encode()
+    site, images, path, page = _image_host_whose_robots_txt_fails_once(make_server)
     serve_routes(site, {"/home/": ("text/html", page)})
     site.routes["/"] = lambda h: h.send_body(301, b"", "text/plain",
                                              {"Location": site.url + "/home/"})
