@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from crawler.config import CrawlSettings
 from crawler.demo.site import Site, build_site, png
 from crawler.fetch.easy import EasyClient
@@ -25,6 +27,7 @@ from .conftest import (
     FixtureHandler,
     FixtureServer,
     crawl_with_two_workers,
+    fail_first,
     manifest_lines,
     run_crawler,
     serve_routes,
@@ -189,6 +192,71 @@ def test_retry_after_on_429_slows_the_host(make_server: Callable[[], FixtureServ
     assert all(t == first_429 or t - first_429 >= 0.95 for t in times), \
         "the host was asked again before its Retry-After"
     assert {e["attempts"] for e in manifest_lines(tmp_path / "out")} == {2}
+
+
+def requests_to_host(server: FixtureServer) -> list[float]:
+    """When each request for a page or an image arrived (robots.txt is read before any)."""
+    return sorted(hit.at for hit in server.hits if hit.path != "/robots.txt")
+
+
+@pytest.mark.parametrize("source", ["robots.txt", "--host-delay"])
+def test_a_hosts_delay_spaces_its_pages_and_images_together(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str,
+        source: str) -> None:
+    """One pace per host: pages and images, each spaced, interleaved at half the delay."""
+    server = make_server()
+    site = build_site(pages=3, images_per_page=4, min_kb=1, max_kb=2)
+    files = dict(site.files)
+    flags: tuple[str, ...] = ("--host-delay", "0.5")
+    if source == "robots.txt":
+        files["/robots.txt"] = ("text/plain", b"User-agent: *\nCrawl-delay: 0.5\n")
+        flags = ()
+    serve_routes(server, files)
+    crawl_with_two_workers(server, tmp_path, *flags)
+    times = requests_to_host(server)
+    assert len(times) == len(site.pages) + len(site.images), server.paths()
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert min(gaps) >= 0.4, f"two requests to the host closer than its delay: {gaps}"
+
+
+def _hold_kept(server: FixtureServer, answered: str, hold: float, latency: float) -> None:
+    """No request to the host from ``latency`` after ``answered`` was first answered (the
+    news of its hold on its way to the master) to the end of its ``hold``; some after."""
+    start = next(hit.at for hit in server.hits if hit.path == answered)
+    times = requests_to_host(server)
+    inside = [round(t - start, 2) for t in times if start + latency < t < start + hold - 0.1]
+    assert not inside, f"requests to the host inside its hold (s after it began): {inside}"
+    assert any(t >= start + hold - 0.1 for t in times), "nothing was left for after the hold"
+
+
+def test_a_pages_retry_after_holds_its_hosts_images_too(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    server = make_server()
+    images = [f"/i{n}.png" for n in range(16)]
+    tags = "".join(f'<img src="{path}">' for path in images)
+    serve_routes(server, {
+        "/": ("text/html", f'<a href="/busy.html">busy</a>{tags}'.encode()),
+        "/busy.html": ("text/html", b"<p>busy</p>"),
+        **{path: ("image/png", png(4, 4, n)) for n, path in enumerate(images)}})
+    fail_first(server, {"/busy.html"}, 429, times=1, retry_after="3")
+    crawl_with_two_workers(server, tmp_path, "--host-delay", "0.25")
+    assert server.paths().count("/busy.html") == 2
+    _hold_kept(server, "/busy.html", hold=3.0, latency=0.3)
+
+
+def test_an_images_retry_after_holds_its_hosts_pages_too(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    server = make_server()
+    pages = [f"/p{n}.html" for n in range(16)]
+    links = "".join(f'<a href="{path}">page</a>' for path in pages)
+    serve_routes(server, {
+        "/": ("text/html", f'<img src="/busy.png">{links}'.encode()),
+        "/busy.png": ("image/png", png(4, 4, 1)),
+        **{path: ("text/html", b"<p>nothing here</p>") for path in pages}})
+    fail_first(server, {"/busy.png"}, 503, times=1, retry_after="3")
+    crawl_with_two_workers(server, tmp_path, "--host-delay", "0.25")
+    assert server.paths().count("/busy.png") == 2
+    _hold_kept(server, "/busy.png", hold=3.0, latency=0.5)
 
 
 def test_user_agent_names_the_project_and_is_configurable(

@@ -6,7 +6,9 @@ arrives, the worker's heartbeats keep it alive, and a lease that expires puts
 the URL back on the queue. Transient failures come back after a backoff; only
 the result of the worker that holds the URL counts. The board also paces
 hand-outs per host (delay and concurrency), so that politeness holds across
-the whole cluster, not per worker.
+the whole cluster, not per worker; its paces may be shared with the master's
+page requests (see ``crawler.model.pacing``), so that a host's delay spaces its
+pages and images together.
 
 All methods are thread-safe: the queue server calls them from one thread per
 worker connection while the master's crawl loop adds URLs and drains results.
@@ -29,7 +31,7 @@ from typing import Any, NamedTuple
 from crawler.board.base import CLASSIC
 from crawler.config import DEFAULTS, Settings
 from crawler.model.outcome import Attempt, one_line
-from crawler.model.pacing import Pace
+from crawler.model.pacing import Pace, Paces
 from crawler.model.wire import LeaseAnswer, WorkerInfo
 
 log = logging.getLogger(__name__)
@@ -158,14 +160,16 @@ class TaskBoard:
     """
 
     def __init__(self, policy: BoardPolicy, clock: Callable[[], float] = time.monotonic,
-                 wake: Callable[[], None] = lambda: None) -> None:
+                 wake: Callable[[], None] = lambda: None, paces: Paces | None = None) -> None:
         """``wake`` is called (under the board's lock, so it must be quick) when the
         crawl loop should look now rather than at its next tick: the last unfinished
-        URL settled, or a worker said goodbye.
+        URL settled, or a worker said goodbye. ``paces``: the hosts' paces, shared with
+        whatever else makes requests to them (the master's pages), on ``clock``'s time.
         """
         self.policy = policy
         self._clock = clock
         self._wake = wake
+        self._paces = paces if paces is not None else Paces(policy.host_delay)
         self._cond = threading.Condition()
         self._items: dict[str, _Item] = {}
         self._lanes: dict[str, _Lane] = {}
@@ -512,7 +516,7 @@ class TaskBoard:
         return record.held
 
     def _new_lane(self, host: str) -> _Lane:
-        lane = self._lanes[host] = _Lane(pace=Pace(self.policy.host_delay))
+        lane = self._lanes[host] = _Lane(pace=self._paces.of(host))
         return lane
 
     def _enqueue(self, url: str, host: str, *, front: bool) -> None:
@@ -561,8 +565,10 @@ class TaskBoard:
                 self._ready.popleft()
                 lane.listed = False
                 continue
-            if (lane.in_flight >= self.policy.host_concurrency or not lane.pace.ready(now)
-                    or (record is not None and record.per_host[host] >= share)):
+            # The pace is taken last: once taken, this URL is leased.
+            if (lane.in_flight >= self.policy.host_concurrency
+                    or (record is not None and record.per_host[host] >= share)
+                    or not lane.pace.take(now)):
                 self._ready.rotate(-1)
                 blocked += 1
                 continue
@@ -573,7 +579,6 @@ class TaskBoard:
             item.attempts += 1
             item.deadline = now + self.policy.lease_timeout
             lane.in_flight += 1
-            lane.pace.took(now)
             if record is not None:
                 record.held.add(item.url)
                 record.per_host[host] += 1

@@ -56,6 +56,7 @@ from crawler.master.visit import PageVisitor, Visit
 from crawler.model.files import IMAGES_LEFT_KEPT, PAGES_NAME
 from crawler.model.folders import make_folder
 from crawler.model.outcome import HTML_PAGE_REASON, Attempt, FailureKind, Outcome
+from crawler.model.pacing import Paces
 from crawler.model.processes import process_alive
 from crawler.model.progress import Reporter, Snapshot, write_out
 from crawler.model.urls import host_key
@@ -198,8 +199,14 @@ class Master:
         self._own_board: TaskBoard | None = None
         self._shared_board: RedisBoard | None = None
         self._board: TaskBoard | RedisBoard
+        # Embedded, one pace per host for every request to it: the page loop's pages and
+        # the board's images take turns of it, and a hold from either side holds both.
+        # (On a broker, the board's paces are in Redis: the page loop keeps its own.)
+        self._paces: Paces | None = None
         if broker is None:
-            self._board = self._own_board = TaskBoard(policy, wake=self._wake.set)
+            self._paces = Paces(settings.politeness.host_delay)
+            self._board = self._own_board = TaskBoard(policy, wake=self._wake.set,
+                                                      paces=self._paces)
         else:
             from crawler.board.redis import RedisBoard
 
@@ -568,7 +575,7 @@ class Master:
                          share=session.share,
                          concurrency=PAGES_IN_HAND * settings.crawl.page_concurrency,
                          fetches=settings.crawl.page_concurrency,
-                         delay=settings.politeness.host_delay)
+                         delay=settings.politeness.host_delay, paces=self._paces)
         self._pages = pages
         running: set[Future[Visit]] = set()
         last_reap = last_look = time.monotonic()

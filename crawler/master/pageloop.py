@@ -101,7 +101,7 @@ class PageLoop:
                  options: RequestOptions, timeout: float, max_bytes: int,
                  ca_file: str | None = None, share: pycurl.CurlShare | None = None,
                  concurrency: int = HELPERS, fetches: int | None = None,
-                 delay: float = 0.0) -> None:
+                 delay: float = 0.0, paces: Paces | None = None) -> None:
         """``share``: the cookie jar (and caches) of the client that reads robots.txt and
         style sheets, so that they see the cookies pages set. ``concurrency``: pages
         submitted at most at once; each may have a step on a helper thread, so there
@@ -115,7 +115,10 @@ class PageLoop:
         seconds between two (or its robots.txt's Crawl-delay, if longer), and any
         :meth:`hold`. The crawl loop paces the pages it hands out, but a page handed
         out may wait here, and pages handed out before their robots.txt was read
-        would otherwise go back to back once it is."""
+        would otherwise go back to back once it is. ``paces``: the hosts' paces,
+        shared with whatever else makes requests to them (the board's image leases),
+        so that the delay spaces them all and a hold from either side holds both
+        (default: the loop's own, with ``delay``)."""
         self._visitor = visitor
         self._parser = parser
         self._timeout = timeout
@@ -137,7 +140,7 @@ class PageLoop:
         self._to_fetch: collections.deque[_Job] = collections.deque()  # waiting for a request
         self._fetching: set[_Job] = set()  # first request made, page not read yet
         self._starting = True  # False once stop_starting() was called
-        self._paces = Paces(delay)
+        self._paces = paces if paces is not None else Paces(delay)
         self._crawl_delay_known: set[str] = set()  # hosts whose Crawl-delay is in their pace
         self._paced_until: float | None = None  # when a page waiting for its pace may go
         self._to_parse: collections.deque[_Job] = collections.deque()
@@ -319,11 +322,10 @@ class PageLoop:
         while waiting and len(self._fetching) < self._fetches:
             job = waiting.popleft()
             pace = self._pace_of(job.url)
-            if not pace.ready(now):
+            if not pace.take(now):
                 paced.append(job)
                 later.append(pace.next_time)
                 continue
-            pace.took(now)
             self._fetching.add(job)
             self._guarded(job, functools.partial(self._request, job))
         waiting.extendleft(reversed(paced))  # in their order, before the rest

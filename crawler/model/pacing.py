@@ -3,22 +3,29 @@
 A host's pace has a delay between two requests (``host_delay``, raised by a
 robots.txt Crawl-delay) and a time before which it is not asked at all (the
 delay since its last request, or a backoff its server asked for with
-Retry-After or a 5xx). The master's page frontier (when a page is handed
-out), its page loop (when a page's first request goes) and the board's image
-lanes each keep a pace per host and read it the same way.
+Retry-After or a 5xx). In the embedded mode the master's page loop (when a
+page's first request goes) and the board (when an image is leased to a worker)
+share one pace per host, so that the delay spaces every request to the host and
+a hold from either side holds both; the page frontier keeps paces of its own
+for when a page is handed to the page loop, which is no request.
 """
 
 from __future__ import annotations
+
+import threading
 
 
 class Pace:
     """One host's pace."""
 
-    __slots__ = ("delay", "next_time")
+    __slots__ = ("_lock", "delay", "next_time")
 
     def __init__(self, delay: float = 0.0) -> None:
         self.delay = delay  # seconds between two requests to the host
         self.next_time = 0.0  # not asked before this time (time.monotonic())
+        # Pages (the page loop's thread) and images (the board, under its own lock)
+        # take turns of one pace: its changes are made under this lock.
+        self._lock = threading.Lock()
 
     def ready(self, now: float) -> bool:
         return self.next_time <= now
@@ -26,21 +33,39 @@ class Pace:
     def took(self, now: float) -> None:
         """A request to the host goes out now: the next waits for the delay."""
         if self.delay:
-            self.next_time = max(self.next_time, now + self.delay)
+            with self._lock:
+                self.next_time = max(self.next_time, now + self.delay)
+
+    def take(self, now: float) -> bool:
+        """Take the host's turn if it is ready ``now`` (True), in one step: of two
+        threads asking at once, one gets it."""
+        if self.next_time > now:
+            return False  # not ready: no lock needed to say so
+        with self._lock:
+            if self.next_time > now:
+                return False
+            if self.delay:
+                self.next_time = now + self.delay
+            return True
 
     def hold(self, until: float) -> None:
         """Ask nothing of the host before ``until``; a hold is never shortened."""
-        if until > self.next_time:
-            self.next_time = until
+        with self._lock:
+            if until > self.next_time:
+                self.next_time = until
 
     def slow_to(self, delay: float) -> None:
         """At least ``delay`` seconds between two requests from now on (never faster)."""
-        if delay > self.delay:
-            self.delay = delay
+        with self._lock:
+            if delay > self.delay:
+                self.delay = delay
 
 
 class Paces:
-    """A pace per host, each made on first use with ``delay`` between two requests."""
+    """A pace per host, each made on first use with ``delay`` between two requests.
+
+    Safe to share between threads: two asking for a new host at once get one pace.
+    """
 
     __slots__ = ("_by_host", "_delay")
 
@@ -50,6 +75,6 @@ class Paces:
 
     def of(self, host: str) -> Pace:
         pace = self._by_host.get(host)
-        if pace is None:
-            pace = self._by_host[host] = Pace(self._delay)
+        if pace is None:  # setdefault is atomic: the pace another thread just made wins
+            pace = self._by_host.setdefault(host, Pace(self._delay))
         return pace
