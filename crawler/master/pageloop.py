@@ -171,7 +171,9 @@ class PageLoop:
     def hold(self, host: str, until: float) -> None:
         """Make no new request of ``host`` (``host_key``) before ``until``
         (time.monotonic()); a hold is never shortened."""
-        self._post(lambda: self._paces.of(host).hold(until))
+        # At once, from the caller's thread (a pace is safe to share): the board's image
+        # leases, which may share the pace, are held from now, not from the loop's turn.
+        self._paces.of(host).hold(until)
 
     def stop_starting(self) -> None:
         """Fetch no page not started yet: the pages waiting for a request are cancelled
@@ -228,7 +230,7 @@ class PageLoop:
             self._client.tick()
 
     def _take_inbox(self) -> None:
-        # Steps first: a hold() asked before a submit() applies to its page.
+        # Steps first: a stop_starting() asked before a submit() applies to its page.
         while True:
             try:
                 step = self._inbox.get_nowait()
