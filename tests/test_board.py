@@ -629,6 +629,30 @@ def test_crawl_delay_does_not_shorten_the_configured_host_delay(board: MakeBoard
     assert b.lease("w", 10, 0)["tasks"] == []
 
 
+def test_the_boards_paces_may_be_shared_with_the_pages_requests() -> None:
+    """Embedded, the master's page requests take turns of the same paces: a page's turn
+    or hold keeps images back, and an image's Retry-After holds the pages."""
+    from crawler.model.pacing import Paces
+
+    clock, paces = Clock(), Paces(2.0)
+    b = TaskBoard(policy_for(host_delay=2.0), clock=clock, paces=paces)
+    for name in ("a", "b", "c"):
+        b.put(f"http://h/{name}.png", "h", None)
+    assert paces.of("h").take(clock.now, page=True)  # a page's request
+    assert b.lease("w", 5, 0)["tasks"] == []
+    clock.now += 2
+    assert len(b.lease("w", 5, 0)["tasks"]) == 1
+    clock.now += 2
+    paces.of("h").hold(clock.now + 10)  # the page's server asked for a pause
+    assert b.lease("w", 5, 0)["tasks"] == []
+    clock.now += 10
+    [(url, _)] = b.lease("w", 5, 0)["tasks"]
+    b.report("w", [Attempt(url=url, ok=False, reason="HTTP 503", transient=True,
+                           retry_after=30)])
+    assert not paces.of("h").take(clock.now + 29, page=True)
+    assert paces.of("h").take(clock.now + 30, page=True)
+
+
 def test_the_policy_defaults_are_the_settings_own() -> None:
     assert set(POLICY_SETTINGS) == set(BoardPolicy._fields)  # each rule has its setting
     assert BoardPolicy() == BoardPolicy.from_settings(Settings())
