@@ -205,6 +205,36 @@ def test_a_pace_waits_its_delay_and_keeps_the_longest_hold():
     assert pace.next_time == 10.0
 
 
+def test_pages_and_images_take_turns_of_a_pace_while_both_wait() -> None:
+    from crawler.model.pacing import Pace
+
+    pace = Pace(delay=1.0)
+    assert pace.take(0.0)  # an image
+    assert not pace.take(0.5, page=True)
+    pace.page_waits = True  # as the page loop says
+    assert not pace.take(1.0), "after an image's turn, the page waiting has the next"
+    assert pace.image_due(1.0) == 2.0
+    assert pace.take(1.0, page=True)
+    assert pace.take(2.0), "then an image's, though another page waits"
+    assert not pace.take(3.0)
+    pace.page_waits = False
+    assert pace.take(3.0), "no page waits: an image takes every turn"
+
+
+def test_no_page_of_a_host_is_handed_out_while_one_waits_for_its_turn() -> None:
+    """Handed out faster than they can go, one host's pages would fill the pages in hand."""
+    from crawler.model.pacing import Paces
+
+    requests = Paces()
+    frontier = Frontier([("http://a.test/1", 0), ("http://a.test/2", 0), ("http://b.test/1", 0)])
+    frontier.follow_requests(requests)
+    assert frontier.pop(now=0.0) == ("http://a.test/1", 0)
+    requests.of("a.test").page_waits = True
+    assert frontier.pop_many(3, now=0.0) == [("http://b.test/1", 0)]
+    requests.of("a.test").page_waits = False
+    assert frontier.pop(now=0.0) == ("http://a.test/2", 0)
+
+
 def test_a_batch_is_what_pops_one_by_one_would_give() -> None:
     pages = [("http://a.test/1", 0), ("http://a.test/2", 0), ("http://b.test/1", 1)]
     one_by_one, batched = Frontier(pages, delay=1.0), Frontier(pages, delay=1.0)

@@ -219,6 +219,18 @@ def test_a_hosts_delay_spaces_its_pages_and_images_together(
     assert min(gaps) >= 0.4, f"two requests to the host closer than its delay: {gaps}"
 
 
+def test_a_paced_hosts_pages_take_turns_with_its_images(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    """Its pages are not left until its images run out: they bring the next images."""
+    server = make_server()
+    site = build_site(pages=2, images_per_page=6, min_kb=1, max_kb=2)
+    serve_routes(server, site.files)
+    crawl_with_two_workers(server, tmp_path, "--host-delay", "0.3")
+    paths = server.paths()
+    before_the_next_page = paths[paths.index("/") + 1:paths.index("/page/1.html")]
+    assert len(before_the_next_page) <= 2, paths
+
+
 def _hold_kept(server: FixtureServer, answered: str, hold: float, latency: float) -> None:
     """No request to the host from ``latency`` after ``answered`` was first answered (the
     news of its hold on its way to the master) to the end of its ``hold``; some after."""

@@ -601,9 +601,9 @@ class TaskBoard:
         if self._delayed:
             soonest = min(soonest, self._delayed[0][0] - now)
         for host in self._ready:
-            lane = self._lanes[host]
-            if not lane.pace.ready(now):
-                soonest = min(soonest, lane.pace.next_time - now)
+            due = self._lanes[host].pace.image_due(now)
+            if due > now:
+                soonest = min(soonest, due - now)
         return max(0.001, soonest)
 
     def _promote_delayed(self, now: float) -> None:

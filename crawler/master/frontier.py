@@ -4,7 +4,10 @@ Pages wait in one queue per host, breadth-first within a host; hosts take
 turns. Each host has a :class:`~crawler.model.pacing.Pace`, as the board's
 image lanes do: its delay between two pages (``host_delay``, raised by a
 Crawl-delay) and any hold (the backoff after a 5xx or 429). A host that must
-wait lets other hosts' pages go ahead. Finding the next page costs a look at each host, never a walk
+wait lets other hosts' pages go ahead. Handing a page out is no request: the page
+loop paces those with the paces it shares with the images, and while a page of a
+host waits there for its turn (see :meth:`Frontier.follow_requests`), the host's
+next page waits here. Finding the next page costs a look at each host, never a walk
 over every page waiting.
 """
 
@@ -43,6 +46,7 @@ class Frontier:
                  delay: float = 0.0) -> None:
         self._queues: dict[str, deque[tuple[str, int]]] = {}
         self._paces = Paces(delay)  # every host's delay between two pages, to begin with
+        self._requests: Paces | None = None  # the paces the page requests go by
         self._seen: set[str] = set(seen)
         self._tries: collections.Counter[str] = collections.Counter()  # transient failures
         self._waiting = 0
@@ -74,7 +78,7 @@ class Frontier:
         now = time.monotonic() if now is None else now
         for host, queue in self._queues.items():
             pace = self._pace(host)
-            if pace.ready(now):
+            if pace.ready(now) and not self._page_waits(host):
                 pace.took(now)
                 url_depth = queue.popleft()
                 self._waiting -= 1
@@ -105,8 +109,18 @@ class Frontier:
         """At least ``delay`` seconds between two pages of ``host`` (its Crawl-delay)."""
         self._pace(host).slow_to(delay)
 
+    def follow_requests(self, paces: Paces) -> None:
+        """Hand out no page of a host while one handed out before waits for its turn at
+        ``paces`` (the page loop's, shared with the images): pages of one host handed out
+        faster than they can go would fill the pages in hand, and other hosts' pages
+        would wait behind them."""
+        self._requests = paces
+
     def _pace(self, host: str) -> Pace:
         return self._paces.of(host)
+
+    def _page_waits(self, host: str) -> bool:
+        return self._requests is not None and self._requests.of(host).page_waits
 
     def failed(self, url: str) -> int:
         """Count a passing failure of ``url``; returns how often it has failed so far."""

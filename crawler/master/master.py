@@ -361,7 +361,7 @@ class Master:
                 files = ResultFiles(out_dir, journal.outcomes())
                 try:
                     return self._run(JournalLedger(journal, self._embedded_board()),
-                                     self._resumed_frontier, files)
+                                     self._paced_frontier, files)
                 finally:
                     files.close()
             finally:
@@ -373,6 +373,14 @@ class Master:
     def _embedded_board(self) -> TaskBoard:
         assert self._own_board is not None, "the in-memory board is made without a broker"
         return self._own_board
+
+    def _paced_frontier(self, resumed: Resumed) -> Frontier:
+        """The embedded mode's frontier, handing out no page of a host while one it handed
+        out waits for the host's turn (the paces the board's images share)."""
+        frontier = self._resumed_frontier(resumed)
+        assert self._paces is not None, "the shared paces are made without a broker"
+        frontier.follow_requests(self._paces)
+        return frontier
 
     def _resumed_frontier(self, resumed: Resumed) -> Frontier:
         """The embedded mode's frontier: this master's own, refilled from the journal."""

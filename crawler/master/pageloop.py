@@ -141,6 +141,7 @@ class PageLoop:
         self._fetching: set[_Job] = set()  # first request made, page not read yet
         self._starting = True  # False once stop_starting() was called
         self._paces = paces if paces is not None else Paces(delay)
+        self._waits_told: list[Pace] = []  # paces told a page waits, by _start_fetches
         self._crawl_delay_known: set[str] = set()  # hosts whose Crawl-delay is in their pace
         self._paced_until: float | None = None  # when a page waiting for its pace may go
         self._to_parse: collections.deque[_Job] = collections.deque()
@@ -248,6 +249,7 @@ class PageLoop:
     def _shut_down(self) -> None:
         with self._lock:
             self._ended = True  # from now on submit() refuses
+        self._no_page_waits()  # no page of this loop's waits any more: images go on
         while True:
             try:
                 self._jobs.add(self._incoming.get_nowait())
@@ -313,6 +315,7 @@ class PageLoop:
 
     def _start_fetches(self) -> None:
         self._paced_until = None
+        self._no_page_waits()  # told again below, of the hosts a page still waits for
         waiting = self._to_fetch
         if not waiting or len(self._fetching) >= self._fetches:
             return
@@ -324,15 +327,27 @@ class PageLoop:
         while waiting and len(self._fetching) < self._fetches:
             job = waiting.popleft()
             pace = self._pace_of(job.url)
-            if not pace.take(now):
+            if not pace.take(now, page=True):
                 paced.append(job)
                 later.append(pace.next_time)
+                self._page_waits(pace)
                 continue
             self._fetching.add(job)
             self._guarded(job, functools.partial(self._request, job))
         waiting.extendleft(reversed(paced))  # in their order, before the rest
         if later:
             self._paced_until = min(later)
+
+    def _page_waits(self, pace: Pace) -> None:
+        """Tell ``pace`` a page waits for its turn: its images leave it the next."""
+        if not pace.page_waits:
+            pace.page_waits = True
+            self._waits_told.append(pace)
+
+    def _no_page_waits(self) -> None:
+        for pace in self._waits_told:
+            pace.page_waits = False
+        self._waits_told.clear()
 
     def _pace_of(self, url: str) -> Pace:
         host = host_key(url)
@@ -348,6 +363,7 @@ class PageLoop:
         self._starting = False
         while self._to_fetch:
             self._cancel(self._to_fetch.popleft())
+        self._no_page_waits()
 
     def _cancel(self, job: _Job) -> None:
         self._jobs.discard(job)

@@ -8,21 +8,32 @@ page's first request goes) and the board (when an image is leased to a worker)
 share one pace per host, so that the delay spaces every request to the host and
 a hold from either side holds both; the page frontier keeps paces of its own
 for when a page is handed to the page loop, which is no request.
+
+Shared, pages and images take turns: while a page waits for the host, an
+image leaves it the turn after an image's. Otherwise the workers, woken the
+moment the host is free, would take every turn while its images last, and its
+pages (and the links and images they bring) would wait that long.
 """
 
 from __future__ import annotations
 
 import threading
 
+# Seconds an image waits to look again while a page has the host's turn and the
+# host has no delay: the page takes it within moments.
+PAGE_TURN = 0.005
+
 
 class Pace:
     """One host's pace."""
 
-    __slots__ = ("_lock", "delay", "next_time")
+    __slots__ = ("_lock", "_page_went_last", "delay", "next_time", "page_waits")
 
     def __init__(self, delay: float = 0.0) -> None:
         self.delay = delay  # seconds between two requests to the host
         self.next_time = 0.0  # not asked before this time (time.monotonic())
+        self.page_waits = False  # a page waits for its turn (set by the page loop alone)
+        self._page_went_last = False
         # Pages (the page loop's thread) and images (the board, under its own lock)
         # take turns of one pace: its changes are made under this lock.
         self._lock = threading.Lock()
@@ -36,17 +47,28 @@ class Pace:
             with self._lock:
                 self.next_time = max(self.next_time, now + self.delay)
 
-    def take(self, now: float) -> bool:
+    def take(self, now: float, *, page: bool = False) -> bool:
         """Take the host's turn if it is ready ``now`` (True), in one step: of two
-        threads asking at once, one gets it."""
-        if self.next_time > now:
-            return False  # not ready: no lock needed to say so
+        threads asking at once, one gets it. An image (not ``page``) leaves the turn
+        after an image's to a page that waits."""
+        if self.next_time > now or (not page and self._pages_turn()):
+            return False  # no lock needed to say no
         with self._lock:
             if self.next_time > now:
                 return False
             if self.delay:
                 self.next_time = now + self.delay
+            self._page_went_last = page
             return True
+
+    def image_due(self, now: float) -> float:
+        """When an image may next try to take a turn (a page's turn comes first)."""
+        if self._pages_turn():
+            return max(self.next_time, now) + (self.delay or PAGE_TURN)
+        return self.next_time
+
+    def _pages_turn(self) -> bool:
+        return self.page_waits and not self._page_went_last
 
     def hold(self, until: float) -> None:
         """Ask nothing of the host before ``until``; a hold is never shortened."""
