@@ -51,8 +51,11 @@ class Pace:
         """Take the host's turn if it is ready ``now`` (True), in one step: of two
         threads asking at once, one gets it. An image (not ``page``) leaves the turn
         after an image's to a page that waits."""
-        if self.next_time > now or (not page and self._pages_turn()):
+        if self.next_time > now or (self.page_waits and not page and not self._page_went_last):
             return False  # no lock needed to say no
+        if not self.delay:  # no spacing to keep: taking changes no time, needs no lock
+            self._page_went_last = page
+            return True
         with self._lock:
             if self.next_time > now:
                 return False
