@@ -653,6 +653,46 @@ def test_a_page_over_its_cpu_deadline_fails_alone_in_a_batch(
         parser.close()
 
 
+def test_a_deadline_caught_on_its_way_still_fails_the_page(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deadline's exception may be raised where something catches it (a library's
+    callback, a fallback to another parser): the page then went on, and was answered as
+    if it had been parsed in time; the suite saw it now and then as a slow page's
+    Extraction."""
+    small = PAGES[0].read_bytes()
+
+    def swallowing(html: bytes, page_url: str, **options: object) -> object:
+        if html == small:
+            return extract(html, page_url, **options)  # type: ignore[arg-type]
+        for _ in range(3):  # a parse that catches whatever is raised, and goes on
+            with contextlib.suppress(Exception):
+                _spin_cpu(0.4)
+        return extract(small, page_url)
+
+    monkeypatch.setattr(pool, "PARSE_CPU_LIMIT", 0.2)
+    monkeypatch.setattr(pool, "extract", swallowing)  # the child is forked with it
+    parser = PageParser(in_process=False, processes=1)
+    try:
+        slot = parser.send_many([(b"<p>slow</p>", URL, {}), (small, URL, {})])
+        assert slot is not None
+        answers = None
+        deadline = time.monotonic() + 30
+        while answers is None and time.monotonic() < deadline:
+            select.select([fd for fd in parser.pipes()], [], [], 1.0)
+            answers = parser.receive_many(slot)
+        assert answers is not None
+        assert isinstance(answers[0], pool.ParseTooSlow), answers[0]
+        assert answers[1] == extract(small, URL)
+    finally:
+        parser.close()
+
+
+def _spin_cpu(seconds: float) -> None:
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
 def test_a_child_busy_with_a_page_leaves_when_its_master_is_killed(tmp_path: Path) -> None:
     """Its pipe closing says so only when it next reads: a master killed with -9 under a
     slow page left its parser working on alone."""
@@ -695,10 +735,10 @@ def test_a_deadline_that_strikes_as_a_page_ends_gives_that_page_one_answer(
 
     real = signal
 
-    def setitimer(which: int, value: float) -> tuple[float, float]:
+    def setitimer(which: int, value: float, interval: float = 0.0) -> tuple[float, float]:
         if which == real.ITIMER_PROF and value == 0:
             os.kill(os.getpid(), real.SIGPROF)  # the deadline came a moment ago
-        return real.setitimer(which, value)
+        return real.setitimer(which, value, interval)
 
     late = types.SimpleNamespace(**{name: getattr(real, name) for name in dir(real)
                                     if not name.startswith("__")})

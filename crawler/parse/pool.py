@@ -54,6 +54,10 @@ CLOSE_WAIT = 5.0  # seconds a child gets to leave once told, before it is killed
 # a few; a page built to be slow (thousands of sources, rows that never close) must not
 # hold a parser, and a stop waiting for it, for minutes.
 PARSE_CPU_LIMIT = 20.0
+# Seconds of CPU between two strikes of the deadline once it is past: the exception a
+# strike raises may be caught on its way (in a library's callback, an except that
+# falls back to another parser), and the page would go on unbounded.
+PARSE_DEADLINE_AGAIN = 0.5
 ORPHAN_CHECK = 1.0  # seconds between a child's looks at whether its master is still there
 PARSE_ATTEMPTS = 2  # children a page may see die before it is failed
 # Seconds without trying to fork again after a fork failed: pages are parsed in the
@@ -573,13 +577,16 @@ def _serve(conn: Connection, masters_ends: list[Connection]) -> None:
             # appended once (a late signal used to add a second answer for one page).
             answer: tuple[bool, Any]
             try:
-                _DEADLINE.armed = True
-                signal.setitimer(signal.ITIMER_PROF, PARSE_CPU_LIMIT)  # this page's CPU
+                _DEADLINE.armed, _DEADLINE.struck = True, False
+                # This page's CPU, and again and again past it (see PARSE_DEADLINE_AGAIN).
+                signal.setitimer(signal.ITIMER_PROF, PARSE_CPU_LIMIT, PARSE_DEADLINE_AGAIN)
                 try:
                     found = extract(html, page_url, **options)
                 finally:
                     _DEADLINE.armed = False  # from here, a late signal is let go
                     signal.setitimer(signal.ITIMER_PROF, 0)
+                if _DEADLINE.struck:  # its exception was caught on the way: too slow all the same
+                    raise _too_slow_error()
                 answer = (True, _pack(found))
             except Exception as exc:  # noqa: BLE001 - handed to the caller, who raises it
                 answer = (False, exc)  # extract's own error, or ParseTooSlow
@@ -589,6 +596,7 @@ def _serve(conn: Connection, masters_ends: list[Connection]) -> None:
 
 class _Deadline:
     armed = False  # a page is being parsed: its deadline may stop it
+    struck = False  # the page went past its deadline
 
 
 _DEADLINE = _Deadline()
@@ -596,7 +604,12 @@ _DEADLINE = _Deadline()
 
 def _too_slow(signum: int, frame: object) -> None:
     if _DEADLINE.armed:
-        raise ParseTooSlow(f"page too slow to parse (over {PARSE_CPU_LIMIT:g} s of CPU)")
+        _DEADLINE.struck = True
+        raise _too_slow_error()
+
+
+def _too_slow_error() -> ParseTooSlow:
+    return ParseTooSlow(f"page too slow to parse (over {PARSE_CPU_LIMIT:g} s of CPU)")
 
 
 def _leave_with_the_master() -> None:
