@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -28,12 +29,14 @@ from .conftest import (
     FixtureServer,
     crawl_with_two_workers,
     fail_first,
+    finish,
     manifest_lines,
     run_crawler,
     serve_routes,
     start_crawler,
     stop,
     wait_for_output,
+    wait_until,
 )
 
 
@@ -502,3 +505,39 @@ def test_a_resumed_crawl_obeys_this_runs_robots_txt(
     times = image_times(server, allowed)
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
     assert len(times) == len(allowed) and min(gaps) >= 0.25, gaps
+
+
+def test_a_stop_while_a_resumed_crawls_robots_txt_hangs_is_prompt(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    """The robots.txt of the images an earlier run queued was read on the master's main
+    thread: one that never answered held Ctrl-C (a second one too) for page_timeout. A
+    stop now ends the run at once, and the images stay queued for the next."""
+    server = make_server()
+    site = build_site(pages=1, images_per_page=4, min_kb=1, max_kb=2)
+    serve_routes(server, site.files)
+    _queue_without_workers(server, tmp_path)
+    answer = threading.Event()
+    server.routes["/robots.txt"] = lambda h: (answer.wait(20), h.send_body(404, b"", "text/plain"))
+    server.hits.clear()
+    master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(tmp_path / "out"), cwd=tmp_path)
+    try:
+        wait_until(lambda: "/robots.txt" in server.paths(), 30, "robots.txt asked")
+        time.sleep(0.3)
+        asked = time.monotonic()
+        master.send_signal(signal.SIGINT)
+        err = finish(master, 30)
+        took = time.monotonic() - asked
+    finally:
+        answer.set()
+        stop(master)
+    assert master.returncode == 130, err
+    assert took < 5, (took, err)
+    answer.set()
+    server.routes.pop("/robots.txt")
+    done = run_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                       str(tmp_path / "out"), "--local-workers", "1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "queued 4" in done.stderr
+    entries = manifest_lines(tmp_path / "out")
+    assert {e["status"] for e in entries} == {"success"} and len(entries) == 4

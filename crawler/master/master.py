@@ -416,26 +416,50 @@ class Master:
         refuses them, and a Crawl-delay spaces them. (They went to the board unjudged:
         a resumed crawl fetched what their host had disallowed since, and at full speed
         where it asked for a delay.) Before the crawl loop starts: it must not find the
-        crawl over, nor a page find them new, while they are being judged."""
-        images, self._resumed_images = self._resumed_images, []
+        crawl over, nor a page find them new, while they are being judged.
+
+        The files are read on a thread of their own while this one waits in short
+        steps: read here, a robots.txt that never answered held a stop, and a second
+        Ctrl-C too (a signal is taken between two steps of the main thread), for its
+        whole deadline. A stop leaves the images queued for the next run."""
+        images = self._resumed_images
         if not images:
             return
-        robots.read_all(url for url, _, _ in images)
+        judged: list[tuple[list[str | None], dict[str, float | None]]] = []
+
+        def judge() -> None:
+            urls = [url for url, _, _ in images]
+            robots.read_all(urls)
+            refusals = [robots.refusal(url) for url in urls]  # a lone origin is read here
+            delays: dict[str, float | None] = {}
+            for url, refused in zip(urls, refusals, strict=True):
+                host = host_key(url)
+                if refused is None and host not in delays:
+                    delays[host] = robots.crawl_delay(url)
+            judged.append((refusals, delays))
+
+        reader = threading.Thread(target=judge, name="resumed-robots", daemon=True)
+        reader.start()
+        while reader.is_alive():
+            if self._stop.is_set():
+                log.info("stopped while reading the robots.txt of %d image(s) an earlier run "
+                         "queued: they stay queued", len(images))
+                return
+            reader.join(LOOP_TICK)
+        if not judged:  # the thread failed (logged by threading): judged by the next run
+            return
+        self._resumed_images = []
+        refusals, delays = judged[0]
         board = self._board
-        told: set[str] = set()  # hosts whose Crawl-delay the board knows
-        for url, page, ref in images:
+        for host, delay in delays.items():  # told first: no image of it goes unspaced
+            if delay:
+                board.set_host_delay(host, delay)
+        for (url, page, ref), refused in zip(images, refusals, strict=True):
             said = json.dumps(ref) if ref else None
-            refused = robots.refusal(url)
             if refused is not None:
                 board.settle_now(Attempt(url=url, ok=False, reason=refused), page, said)
-                continue
-            host = host_key(url)
-            if host not in told:
-                told.add(host)
-                delay = robots.crawl_delay(url)
-                if delay:
-                    board.set_host_delay(host, delay)
-            board.put(url, host, page, said)
+            else:
+                board.put(url, host_key(url), page, said)
 
     def _run_on_broker(self, broker: BrokerCrawl) -> Summary:
         """The crawl with its state on the broker, shared with other masters of it."""
@@ -680,7 +704,8 @@ class Master:
             session.close()
         try:
             interrupted = broker_lost is not None or bool(
-                frontier or running or not_visited or self._board.unfinished())
+                frontier or running or not_visited or self._board.unfinished()
+                or self._resumed_images)
         except Exception as exc:
             if not self._broker_gone(exc):
                 raise
@@ -700,7 +725,8 @@ class Master:
             # closes it only if no master has given it work again meanwhile.
             if all_done and not self._shared_board.close_if_idle():
                 log.info("the crawl has work again (another master's): left open for it")
-        elif all_done or not (frontier or running or self._board.unfinished()):
+        elif all_done or not (frontier or running or self._board.unfinished()
+                                or self._resumed_images):
             # Only a crawl that is over is closed (a stop asked as it ended is no matter):
             # told "closed", a worker leaves for good. One stopped early (Ctrl-C, an
             # error) leaves the board open, and its workers wait for the master to
