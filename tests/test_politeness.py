@@ -541,3 +541,37 @@ def test_a_stop_while_a_resumed_crawls_robots_txt_hangs_is_prompt(
     assert "queued 4" in done.stderr
     entries = manifest_lines(tmp_path / "out")
     assert {e["status"] for e in entries} == {"success"} and len(entries) == 4
+
+
+def test_a_resumed_crawl_reads_the_robots_txt_of_every_host_of_its_images(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    """The robots.txt of the images an earlier run queued were read as a page's are, cut
+    after one deadline: with more hosts than a deadline's worth of batches, the images of
+    the rest were refused "not read in time", their robots.txt answering well in time."""
+    seed, *hosts = [make_server() for _ in range(7)]
+    body = png(40, 40, 7)
+    for server in hosts:
+        server.routes["/a.png"] = lambda h: h.send_body(200, body, "image/png")
+    page = "".join(f'<img src="{server.url}/a.png">' for server in hosts)
+    seed.routes["/"] = lambda h: h.send_body(200, f"<body>{page}</body>".encode(), "text/html")
+    settings = tmp_path / "settings.toml"
+    settings.write_text("[crawl]\npage_timeout = 2.0\npage_concurrency = 1\n")
+    master = start_crawler("master", seed.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(tmp_path / "out"), "--settings", str(settings), cwd=tmp_path)
+    try:
+        wait_for_output(master, r"no worker has taken one", 30)
+    finally:
+        stop(master)
+
+    def slow(handler: FixtureHandler) -> None:
+        time.sleep(0.8)  # well within the deadline, one after the other
+        handler.send_body(404, b"", "text/plain")
+
+    for server in hosts:
+        server.routes["/robots.txt"] = slow
+    done = run_crawler("master", seed.url + "/", "--bind", "127.0.0.1:0", "--out",
+                       str(tmp_path / "out"), "--settings", str(settings),
+                       "--local-workers", "1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    entries = manifest_lines(tmp_path / "out")
+    assert len(entries) == 6 and {e["reason"] for e in entries} == {""}, entries

@@ -44,16 +44,21 @@ class Robots:
                                                   wait=timeout + 1,
                                                   at_once=client.at_once or READ_AT_ONCE)
 
-    def read_all(self, urls: Iterable[str]) -> None:
+    def read_all(self, urls: Iterable[str], *, all_of_them: bool = False) -> None:
         """Read the robots.txt of the origins of ``urls`` not read yet, at the same time,
         rather than one after the other as they are asked for: none is begun after one
         deadline, so a page waits two at most. A page showing images of 200 hosts that
         never answer waited for them a batch after another (page_concurrency at a
         time), 25 deadlines, and a stop with it. Those not begun are "not read in
         time" for one deadline (their images refused for now, which a rerun tries
-        again), then read when next needed."""
+        again), then read when next needed.
+
+        ``all_of_them``: read every one, a batch after another, each batch within its
+        deadline, however long they take together (for a caller that a stop does not
+        wait for: the images an earlier run queued, of any number of hosts)."""
         if self._enabled:
-            self._rules.get_all((origin_of(url) for url in urls), within=self._timeout + 1)
+            self._rules.get_all((origin_of(url) for url in urls),
+                                within=None if all_of_them else self._timeout + 1)
 
     def close(self) -> None:
         self._rules.close()
