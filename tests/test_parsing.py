@@ -633,6 +633,17 @@ def test_a_page_over_its_cpu_deadline_fails_and_the_child_goes_on(
         parser.close()
 
 
+def _batch_answers(parser: PageParser, slot: int) -> list[object]:
+    """The answers to the batch sent as ``slot``, waited for 30 s at most."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        select.select(list(parser.pipes()), [], [], 1.0)
+        answers = parser.receive_many(slot)
+        if answers is not None:
+            return list(answers)
+    raise AssertionError("no answer to the batch in 30 s")
+
+
 def test_a_page_over_its_cpu_deadline_fails_alone_in_a_batch(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pool, "PARSE_CPU_LIMIT", 0.2)
@@ -641,12 +652,7 @@ def test_a_page_over_its_cpu_deadline_fails_alone_in_a_batch(
     try:
         slot = parser.send_many([(small, URL, {}), (SLOW_PAGE, URL, {}), (small, URL, {})])
         assert slot is not None
-        answers = None
-        deadline = time.monotonic() + 30
-        while answers is None and time.monotonic() < deadline:
-            select.select([fd for fd in parser.pipes()], [], [], 1.0)
-            answers = parser.receive_many(slot)
-        assert answers is not None
+        answers = _batch_answers(parser, slot)
         assert answers[0] == answers[2] == extract(small, URL)
         assert isinstance(answers[1], pool.ParseTooSlow)
     finally:
@@ -675,12 +681,7 @@ def test_a_deadline_caught_on_its_way_still_fails_the_page(
     try:
         slot = parser.send_many([(b"<p>slow</p>", URL, {}), (small, URL, {})])
         assert slot is not None
-        answers = None
-        deadline = time.monotonic() + 30
-        while answers is None and time.monotonic() < deadline:
-            select.select([fd for fd in parser.pipes()], [], [], 1.0)
-            answers = parser.receive_many(slot)
-        assert answers is not None
+        answers = _batch_answers(parser, slot)
         assert isinstance(answers[0], pool.ParseTooSlow), answers[0]
         assert answers[1] == extract(small, URL)
     finally:
@@ -750,11 +751,7 @@ def test_a_deadline_that_strikes_as_a_page_ends_gives_that_page_one_answer(
         pages = [(f'<img src="/{n}.png">'.encode(), URL, {}) for n in range(3)]
         slot = parser.send_many(pages)
         assert slot is not None
-        answers = None
-        deadline = time.monotonic() + 30
-        while answers is None and time.monotonic() < deadline:
-            select.select(list(parser.pipes()), [], [], 1.0)
-            answers = parser.receive_many(slot)
+        answers = _batch_answers(parser, slot)
         assert answers is not None and len(answers) == 3
         assert [answer.images for answer in answers] == [  # type: ignore[union-attr]
             (f"http://example.com/{n}.png",) for n in range(3)]
