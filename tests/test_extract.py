@@ -224,6 +224,21 @@ def test_svg_use_of_another_file(parser: str) -> None:
 
 
 @pytest.mark.parametrize("parser", PARSERS)
+def test_svg_fe_image_and_an_svg_link_the_old_way(parser: str) -> None:
+    """A filter's <feImage href> is fetched by browsers; an SVG <a xlink:href> is a link
+    like any other (to an image: that image)."""
+    html = b"""<svg><filter id="f"><feImage href="/fx/noise.png"/></filter>
+        <filter><feImage xlink:href="grain.png"/></filter>
+        <a xlink:href="/full/photo.jpg"><text>full size</text></a>
+        <a xlink:href="next.html"><text>next</text></a></svg>"""
+    found = extract(html, PAGE, parser=parser)
+    assert [(ref.url, ref.kind) for ref in found.image_refs] == [
+        (ROOT + "fx/noise.png", "svg"), (D + "grain.png", "svg"),
+        (ROOT + "full/photo.jpg", "anchor")]
+    assert found.links == (D + "next.html",)
+
+
+@pytest.mark.parametrize("parser", PARSERS)
 def test_an_iframe_srcdoc_is_read_as_part_of_the_page(parser: str) -> None:
     """<iframe srcdoc> shows the page the attribute holds, not its src; that page's
     references resolve against the framing page's base."""

@@ -210,7 +210,7 @@ class _Collector:
         self.refs.extend(("image", raw, kind, node) for raw in raws)
 
     def _anchor(self, get: Getter, node: Any) -> None:
-        raw = get("href")
+        raw = get("href") or get("xlink:href")  # (an SVG <a> may say it the old way)
         if raw:
             self.refs.append(("nav", raw, "anchor", node))
 
@@ -339,7 +339,8 @@ class _Collector:
 
     def _svg_use(self, get: Getter, node: Any) -> None:
         # <use href="icons.svg#home">: the drawing of another file (an icon sprite), which
-        # browsers fetch; "#home" alone is this page's own and resolves to nothing.
+        # browsers fetch; "#home" alone is this page's own and resolves to nothing. An
+        # SVG filter's <feImage href> is an image the browser fetches too.
         if "svg" in self.sources:
             self._image(get("href") or get("xlink:href"), "svg", node)
 
@@ -370,6 +371,7 @@ _HANDLERS: dict[str, Callable[[_Collector, Getter, Any], None]] = {
     "meta": _Collector._meta, "link": _Collector._link, "input": _Collector._input,
     "image": _Collector._svg_image, "style": _Collector._style, "base": _Collector._base,
     "object": _Collector._object, "embed": _Collector._embed, "use": _Collector._svg_use,
+    "feimage": _Collector._svg_use,  # (tag names are lower case in an HTML tree)
 }
 
 
