@@ -690,7 +690,8 @@ def test_the_demo_gallery_in_a_browser(tmp_path: Path, size: tuple[int, int]) ->
     hrefs = box["hrefs"]
     assert box["open"] and box["first"] == hrefs[0] and box["next"] == hrefs[1]
     assert box["wrapped"] == hrefs[-1] and box["closed"]
-    assert box["text"].startswith(f"{hrefs[0].rpartition('/')[2]} (1 of 72)")
+    assert box["text"].startswith(f"\u2068{hrefs[0].rpartition('/')[2]}\u2069 (1 of 72) \u2068")
+    assert box["text"].endswith("\u2069"), "each stranger's value is isolated"
     assert min(box["size"]) >= 64
 
 

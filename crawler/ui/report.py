@@ -156,7 +156,10 @@ SCRIPT = """
     big.src = d.full;
     big.alt = d.name;
     big.className = Number(d.width) && Number(d.width) < 64 ? "tiny" : "";
-    text.textContent = `${d.name} (${at + 1} of ${list.length}) ${d.details}`;
+    // Each stranger's value in an isolate of its own (U+2068...U+2069): a right-to-left
+    // override in a file name turned the rest of the line around.
+    const isolated = (value) => `\u2068${value}\u2069`;
+    text.textContent = `${isolated(d.name)} (${at + 1} of ${list.length}) ${isolated(d.details)}`;
     link.textContent = d.url;
     if (/^https?:/i.test(d.url)) link.href = d.url; else link.removeAttribute("href");
     where.textContent = d.where ? `found on ${d.where}` : "";
