@@ -121,3 +121,29 @@ def test_a_deeper_rerun_reads_an_image_link_that_led_to_a_page(
 ])
 def test_html_is_told_by_the_sniffing_standards_patterns(head: bytes, html: bool) -> None:
     assert looks_like_html(head) is html
+
+
+def test_links_awaited_become_pages_and_others_are_kept_for_later() -> None:
+    from crawler.board.memory import Settled
+    from crawler.master.linkedpages import LinkedPages, is_image_link
+    from crawler.model.outcome import HTML_PAGE_REASON, Attempt, FailureKind, Outcome
+
+    def html(url: str) -> Settled:
+        return Settled(Attempt(url=url, ok=False, reason=HTML_PAGE_REASON,
+                               kind=FailureKind.HTML_PAGE), "http://h/", "w", 1)
+
+    linked = LinkedPages()
+    linked.await_result("http://h/File:A.png", 2)
+    linked.await_result("http://h/b.png", 2)
+    pages = linked.settled([html("http://h/File:A.png"), html("http://h/File:C.png"),
+                            Settled(Attempt(url="http://h/b.png", ok=True), None, "w", 1)])
+    assert pages == [("http://h/File:A.png", 2)]  # awaited, and a page
+    assert linked.is_page("http://h/File:C.png")  # a page no followed link awaited: later
+    assert not linked.is_page("http://h/b.png") and not linked.is_page("http://h/File:A.png")
+    assert linked.settled([html("http://h/File:A.png")]) == []  # awaited once only
+    earlier = LinkedPages()
+    earlier.recorded(Outcome.from_attempt(html("http://h/File:D.png").attempt, page=None,
+                                          worker=None, attempts=1))
+    assert earlier.is_page("http://h/File:D.png")
+    assert is_image_link({"kind": "anchor"}) and not is_image_link({"kind": "img"})
+    assert not is_image_link(None)

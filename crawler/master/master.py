@@ -47,6 +47,7 @@ from crawler.master.frontier import Frontier, PageQueue
 from crawler.master.journal import Journal, PageDone, Resumed
 from crawler.master.launcher import LocalWorkers, invitation
 from crawler.master.ledger import BrokerLedger, JournalLedger, Ledger
+from crawler.master.linkedpages import LinkedPages, is_image_link
 from crawler.master.pageloop import PageLoop
 from crawler.master.results import ManifestTally, ResultFiles
 from crawler.master.robots import Robots
@@ -55,7 +56,7 @@ from crawler.master.stylesheets import Stylesheets, reading_rule
 from crawler.master.visit import PageVisitor, Visit
 from crawler.model.files import IMAGES_LEFT_KEPT, PAGES_NAME
 from crawler.model.folders import make_folder
-from crawler.model.outcome import HTML_PAGE_REASON, Attempt, FailureKind, Outcome
+from crawler.model.outcome import Attempt, Outcome
 from crawler.model.pacing import Paces
 from crawler.model.processes import process_alive
 from crawler.model.progress import Reporter, Snapshot, write_out
@@ -235,14 +236,9 @@ class Master:
         self._seed_failures: list[tuple[str, str]] = []
         self._pages_left = 0  # pages found and not visited for the page budget (max_pages)
         self._images_over: set[str] = set()  # images met past the image budget (max_images)
-        # Links to images whose target may be a page (a wiki's File:Photo.png): URL to
-        # the depth it has as a page, while its result is awaited. A worker that finds
-        # an HTML page there says so, and the page is read (see _collect).
-        self._linked_images: dict[str, int] = {}
-        # Image links whose result said "an HTML page" and which were not read as one
-        # then (an earlier run, or a page whose links were not followed found them):
-        # a page that follows its links reads them as pages (see _visited).
-        self._html_pages: set[str] = set()
+        # Image links that may lead to pages (a wiki's File:Photo.png), read as pages
+        # when their workers find HTML there (see _collect and _visited).
+        self._linked_pages = LinkedPages()
         # (url, page, ref) an earlier run left queued: put on the board once judged.
         self._resumed_images: list[tuple[str, str | None, dict[str, Any] | None]] = []
         self._pages_to_retry = 0  # pages failed for a passing reason, left for the next run
@@ -570,8 +566,7 @@ class Master:
         resumed = ledger.resume()
         for outcome in ledger.outcomes():
             self._count(outcome)
-            if not outcome.ok and outcome.reason == HTML_PAGE_REASON:
-                self._html_pages.add(outcome.url)
+            self._linked_pages.recorded(outcome)
         self._snapshot.found = len(resumed.finished_images)
         self._snapshot.pages = len(resumed.done_pages)
         self._snapshot.pages_failed = resumed.failed_pages
@@ -939,11 +934,11 @@ class Master:
         complete = True
         listed: list[str] = []  # a dry run's output: the page's new images, in one write
         for at, (image, refused, ref) in enumerate(visit.images):
-            if image in self._html_pages:
+            if self._linked_pages.is_page(image):
                 # Known to lead to an HTML page, and not read as one when it was found
                 # (at a shallower run's depth limit, say): this page's link reads it.
-                if (links_followed and refused is None and ref is not None
-                        and ref.get("kind") == "anchor" and self._scope.allows_page(image)
+                if (links_followed and refused is None and is_image_link(ref)
+                        and self._scope.allows_page(image)
                         and not frontier.seen(image) and frontier.add(image, visit.depth + 1)):
                     links.append((image, visit.depth + 1))
                 continue
@@ -966,9 +961,9 @@ class Master:
                     listed.append(image)
                 continue
             new_images.append((image, refused, ref))
-            if (refused is None and ref is not None and ref.get("kind") == "anchor"
-                    and links_followed and self._scope.allows_page(image)):
-                self._linked_images[image] = visit.depth + 1
+            if (refused is None and is_image_link(ref) and links_followed
+                    and self._scope.allows_page(image)):
+                self._linked_pages.await_result(image, visit.depth + 1)
         if listed:
             if self._options.on_images is not None:
                 self._options.on_images(listed)
@@ -994,7 +989,7 @@ class Master:
         board (all of them in a dry run, which puts none there) and the board's own; on a
         broker, a look at the board would be a round trip per image: its put finds out."""
         # Membership tests of a set and a dict are atomic: no lock against the crawl loop.
-        if url in self._html_pages:
+        if self._linked_pages.is_page(url):
             return False  # a link to a page: the crawl loop may read it as one
         if self._shared_frontier is None:
             return url in self._images_seen or self._board.known(url)
@@ -1046,15 +1041,7 @@ class Master:
                                          attempts=s.attempts,
                                          ref=json.loads(s.ref) if s.ref else None)
                     for s in settled]
-        linked = self._linked_images
-        pages: list[tuple[str, int]] = []
-        for s in settled:
-            depth = linked.pop(s.attempt.url, None) if linked else None
-            if s.attempt.kind is FailureKind.HTML_PAGE:
-                if depth is not None:
-                    pages.append((s.attempt.url, depth))
-                else:  # a page that follows its links may read it later
-                    self._html_pages.add(s.attempt.url)
+        pages = self._linked_pages.settled(settled)
         if pages:
             self._read_as_pages(pages, ledger)
         ledger.record(outcomes)
