@@ -828,3 +828,25 @@ def test_the_redis_board_offers_what_the_memory_board_offers() -> None:
         if callable(ours):
             assert (inspect.signature(ours).parameters.keys()
                     == inspect.signature(getattr(RedisBoard, name)).parameters.keys()), name
+
+
+def test_records_of_workers_that_left_are_kept_to_a_bound(monkeypatch: pytest.MonkeyPatch,
+                                                         ) -> None:
+    """Each worker process has a name of its own, and every lease looked at every record:
+    100,000 workers come and gone made each lease cost 6.8 ms, under the board's lock."""
+    from crawler.board import memory
+
+    monkeypatch.setattr(memory, "DEPARTED_KEPT", 50)
+    clock = Clock()
+    b = memory_board(clock)
+    b.put("http://h/a.png", "h", None)
+    b.hello("stays", {})
+    assert b.lease("stays", 1, 0)["tasks"] == [("http://h/a.png", 1)]
+    for n in range(200):
+        b.hello(f"w{n}", {})
+        clock.now += 0.01
+        b.goodbye(f"w{n}")
+    b.reap()
+    names = [w["worker"] for w in b.workers()]
+    assert len(names) == 51 and "stays" in names  # it holds a URL: never dropped
+    assert names[-50:] == [f"w{n}" for n in range(150, 200)]  # the most recent that left
