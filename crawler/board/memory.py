@@ -65,6 +65,15 @@ class _Item:
     deadline: float = 0.0
 
 
+# What the board keeps of every URL with a final result: one shared record. Its URL,
+# page and ref went out on its Settled, and a settled URL is never leased, delayed or
+# held again (nothing writes to a record in DONE), so only "known, and done" is kept:
+# each settled URL's own record (the ref, what its page said of it, often the longest
+# string of the lot) had stayed for the rest of the crawl, about half the board's
+# memory per URL once a large crawl's images were all in.
+_SETTLED = _Item("", "", None, state=DONE)
+
+
 @dataclass(slots=True)
 class _Lane:
     """The queued URLs of one host, and how fast they may be handed out."""
@@ -221,7 +230,7 @@ class TaskBoard:
         with self._cond:
             if attempt.url in self._items:
                 return
-            self._items[attempt.url] = _Item(attempt.url, "", page, state=DONE)
+            self._items[attempt.url] = _SETTLED
             self._in_state[DONE] += 1
             self._settled.append(Settled(attempt, page, None, 0, ref))
 
@@ -230,7 +239,7 @@ class TaskBoard:
         with self._cond:
             for url in urls:
                 if url not in self._items:
-                    self._items[url] = _Item(url, "", None, state=DONE)
+                    self._items[url] = _SETTLED
                     self._in_state[DONE] += 1
 
     def set_host_delay(self, host: str, seconds: float) -> None:
@@ -677,3 +686,4 @@ class TaskBoard:
             self._wake()
         self._settled.append(Settled(attempt, item.page, worker, max(item.attempts, 1),
                                      item.ref))
+        self._items[item.url] = _SETTLED  # its own record is of no more use
