@@ -81,3 +81,26 @@ def test_a_full_disk_is_said_for_both_files_and_leaves_no_half_copies(tmp_path: 
         with pytest.raises(StorageError, match="No space left on device"):
             files.close()
         assert files._results.closed and files._manifest.closed and files._pages.closed
+
+
+def test_a_page_that_fails_again_in_every_run_keeps_one_line_in_pages_jsonl(
+        tmp_path: Path) -> None:
+    """A page that fails for a passing reason is tried by every run and listed anew each
+    time: its earlier lines go, or pages.jsonl grew by a line per such page with every
+    run. Lines of pages this run did not list again, and final ones, stay as they were."""
+    def lines() -> list[dict[str, object]]:
+        return [json.loads(line) for line in (tmp_path / "pages.jsonl").read_text().splitlines()]
+
+    for run in range(4):
+        files = ResultFiles(tmp_path, [])
+        files.page_failed("http://a.example/flaky.html", "HTTP 503", 503, final=False)
+        files.page_failed("http://a.example/gone.html", "HTTP 404", 404, final=True)
+        if run == 0:
+            files.page_failed("http://a.example/later.html", "HTTP 503", 503, final=False)
+        if run == 2:
+            files.page_failed("http://a.example/ß.html", "HTTP 503", 503, final=False)
+        files.close()
+    listed = collections.Counter(str(line["url"]).rsplit("/", 1)[1] for line in lines())
+    assert listed == {"flaky.html": 1, "gone.html": 4, "later.html": 1, "ß.html": 1}
+    assert [str(line["url"]).rsplit("/", 1)[1] for line in lines()] == [
+        "gone.html", "later.html", "gone.html", "gone.html", "ß.html", "flaky.html", "gone.html"]

@@ -8,9 +8,10 @@ pages.jsonl lists the pages that could not be crawled, one JSON object per
 line (``url``, ``reason``, ``http_status``, ``final``: false when a later run
 tries the page again). The journal keeps no reasons, so this file is appended
 to, and a reader takes the last line of a URL. A page listed so that a run
-crawls after all loses its lines when the run's files close (a page that fails
-again is listed anew; one the run leaves out of its scope or never reaches
-stays listed).
+crawls after all loses its lines when the run's files close; one that fails
+again is listed anew, its earlier lines dropped then (else every run added a
+line per such page, for ever); one the run leaves out of its scope or never
+reaches stays listed.
 """
 
 from __future__ import annotations
@@ -88,11 +89,13 @@ class ResultFiles:
         self.tally = ManifestTally()
         self._tried_again = _pages_tried_again(self.pages_path)
         self._crawled_again: set[str] = set()  # of those, the pages this run crawled
+        self._listed_again: set[str] = set()  # and those this run listed anew
         try:
             self._rewrite(existing)
             self._results: TextIO = self.results_path.open("a", encoding="utf-8")
             self._manifest: TextIO = self.manifest_path.open("a", encoding="utf-8")
             self._pages: TextIO = self.pages_path.open("a", encoding="utf-8")
+            self._earlier_lines = self._pages.tell()  # where this run's lines begin
         except OSError as exc:
             raise StorageError(f"cannot write results in {folder}: {exc.strerror or exc}") from exc
 
@@ -132,6 +135,8 @@ class ResultFiles:
         """Record a page that could not be crawled (``final``: no later run tries it again)."""
         line = json.dumps({"url": url, "reason": reason, "http_status": http_status or None,
                            "final": final}, ensure_ascii=False)
+        if url in self._tried_again:  # its earlier lines go at close: this one says it all
+            self._listed_again.add(url)
         try:
             self._pages.write(line + "\n")
             self._pages.flush()
@@ -157,18 +162,23 @@ class ResultFiles:
         if failed is not None:
             raise StorageError(f"cannot write the result files in {self.results_path.parent}: "
                                f"{failed.strerror or failed}") from failed
-        if self._crawled_again:
+        if self._crawled_again or self._listed_again:
             self._drop_crawled_pages()
 
     def _drop_crawled_pages(self) -> None:
-        """Leave out of pages.jsonl the failures of the pages this run crawled after all:
-        else the report, which takes a URL's last line, shows them as not crawled."""
+        """Leave out of pages.jsonl the failures of the pages this run crawled after all
+        (else the report, which takes a URL's last line, shows them as not crawled), and
+        the earlier lines of those it listed anew (else the file grows by a line per such
+        page with every run)."""
         partial = self.pages_path.with_suffix(".jsonl.partial")
         try:
             with self.pages_path.open("rb") as old, partial.open("wb") as kept:
+                at = 0
                 for line in old:
+                    earlier, at = at < self._earlier_lines, at + len(line)
                     url, final = _page_line(line)
-                    if final or url not in self._crawled_again:
+                    if final or not (url in self._crawled_again
+                                     or (earlier and url in self._listed_again)):
                         kept.write(line)
             partial.replace(self.pages_path)
         except OSError as exc:
