@@ -37,10 +37,6 @@ class Ledger(Protocol):
         """What an earlier run left to do (nothing, where the broker holds it)."""
         ...
 
-    def outcomes(self) -> Iterable[Outcome]:
-        """The outcomes recorded before this run, to rewrite the result files from."""
-        ...
-
     def pages_done(self, pages: list[PageDone]) -> None:
         """Record finished pages with their links, and queue their images on the board."""
         ...
@@ -73,9 +69,6 @@ class JournalLedger:
     def resume(self) -> Resumed:
         return self._journal.resume()
 
-    def outcomes(self) -> Iterable[Outcome]:
-        return self._journal.outcomes()
-
     def pages_done(self, pages: list[PageDone]) -> None:
         self._journal.pages_done(pages)
         board = self._board
@@ -105,9 +98,6 @@ class BrokerLedger:
 
     def resume(self) -> Resumed:
         return Resumed([], set(), [], set())  # the broker holds the crawl's state
-
-    def outcomes(self) -> Iterable[Outcome]:
-        return ()  # the board's results stream, drained from its start, refills the files
 
     def pages_done(self, pages: list[PageDone]) -> None:
         import redis

@@ -19,7 +19,7 @@ import shlex
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -354,7 +354,9 @@ class Master:
                 self._take_up(journal)  # before the result files are written from the journal
                 drop_last_summary(out_dir)  # the folder's crawl is this run's now
                 journal.add_seeds(self._options.seeds)
-                files = ResultFiles(out_dir, journal.outcomes())
+                # One read of the journal's outcomes, counted as the files are rewritten
+                # from them (a second read was half the restart of a large crawl).
+                files = ResultFiles(out_dir, self._counted(journal.outcomes()))
                 try:
                     return self._run(JournalLedger(journal, self._embedded_board()),
                                      self._paced_frontier, files)
@@ -563,10 +565,7 @@ class Master:
     def _run(self, ledger: Ledger, make_frontier: Callable[[Resumed], PageQueue],
              files: ResultFiles) -> Summary:
         settings = self._settings
-        resumed = ledger.resume()
-        for outcome in ledger.outcomes():
-            self._count(outcome)
-            self._linked_pages.recorded(outcome)
+        resumed = ledger.resume()  # (its outcomes were counted as the files were rewritten)
         self._snapshot.found = len(resumed.finished_images)
         self._snapshot.pages = len(resumed.done_pages)
         self._snapshot.pages_failed = resumed.failed_pages
@@ -1060,6 +1059,13 @@ class Master:
             ledger.pages_found(new)
             for url, _ in new:
                 log.info("image link %s leads to an HTML page: read as a page", url)
+
+    def _counted(self, outcomes: Iterable[Outcome]) -> Iterator[Outcome]:
+        """``outcomes`` (an earlier run's), each counted, and noted if a link to a page."""
+        for outcome in outcomes:
+            self._count(outcome)
+            self._linked_pages.recorded(outcome)
+            yield outcome
 
     def _count(self, outcome: Outcome) -> None:
         if outcome.ok:
