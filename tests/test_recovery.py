@@ -910,6 +910,15 @@ def test_an_answer_lost_on_the_way_loses_nothing_and_stalls_nothing(
     assert {e["attempts"] for e in manifest_lines(out)} == {1}
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of process ``pid`` so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _children(pid: int) -> list[int]:
     found: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -981,7 +990,10 @@ def test_a_page_that_kills_two_page_parsers_fails_alone(
             wait_until(lambda: bool(set(_children(master)) - killed), 30,
                        "a parser for the huge page")
             [parser] = set(_children(master)) - killed
-            time.sleep(0.5)  # into the parse
+            # Into the parse (a child killed while it waits for the page costs the page
+            # nothing): a fixed sleep was sometimes too short on a loaded machine.
+            wait_until(lambda parser=parser: _cpu_seconds(parser) >= 0.3, 30,
+                       "the parser busy with the huge page")
             os.kill(parser, signal.SIGKILL)
             killed.add(parser)
 
