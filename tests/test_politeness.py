@@ -44,6 +44,11 @@ def image_times(server: FixtureServer, images: set[str]) -> list[float]:
     return sorted(hit.at for hit in server.hits if hit.path in images)
 
 
+def gaps_between(times: list[float]) -> list[float]:
+    """Seconds between each two requests in a row of ``times`` (sorted)."""
+    return [later - earlier for earlier, later in itertools.pairwise(times)]
+
+
 def test_host_delay_spaces_requests_from_two_workers(
         make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
     server = make_server()
@@ -52,7 +57,7 @@ def test_host_delay_spaces_requests_from_two_workers(
     crawl_with_two_workers(server, tmp_path, "--host-delay", "0.25")
     times = image_times(server, set(site.images))
     assert len(times) == 8
-    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    gaps = gaps_between(times)
     assert min(gaps) >= 0.2, f"requests closer than the host delay: {gaps}"
 
 
@@ -101,7 +106,7 @@ def test_robots_txt_disallow_and_crawl_delay(
     assert server.paths().count("/robots.txt") == 1, "robots.txt is fetched once per host"
     for kind in (set(site.images) - disallowed, set(site.pages)):
         times = image_times(server, kind)
-        gaps = [b - a for a, b in itertools.pairwise(times)]
+        gaps = gaps_between(times)
         assert min(gaps) >= 0.25, f"Crawl-delay not honoured: {gaps}"
 
 
@@ -218,7 +223,7 @@ def test_a_hosts_delay_spaces_its_pages_and_images_together(
     crawl_with_two_workers(server, tmp_path, *flags)
     times = requests_to_host(server)
     assert len(times) == len(site.pages) + len(site.images), server.paths()
-    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    gaps = gaps_between(times)
     assert min(gaps) >= 0.4, f"two requests to the host closer than its delay: {gaps}"
 
 
@@ -417,7 +422,7 @@ def test_an_absurd_crawl_delay_is_capped_with_a_warning(
     assert err.count("asks for 1e+09 s") == 1, "one warning per host"
     times = image_times(server, set(site.images))
     assert len(times) == 3
-    gaps = [b - a for a, b in itertools.pairwise(times)]
+    gaps = gaps_between(times)
     assert min(gaps) >= 0.25, f"the capped Crawl-delay is still obeyed: {gaps}"
 
 
@@ -503,7 +508,7 @@ def test_a_resumed_crawl_obeys_this_runs_robots_txt(
     assert {entries[p]["reason"] for p in disallowed} == {"disallowed by robots.txt"}
     assert {entries[p]["status"] for p in allowed} == {"success"}
     times = image_times(server, allowed)
-    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    gaps = gaps_between(times)
     assert len(times) == len(allowed) and min(gaps) >= 0.25, gaps
 
 
