@@ -56,11 +56,10 @@ class Pace:
         if not self.delay:  # no spacing to keep: taking changes no time, needs no lock
             self._page_went_last = page
             return True
-        with self._lock:
+        with self._lock:  # (a delay only ever grows: it is not 0 here)
             if self.next_time > now:
                 return False
-            if self.delay:
-                self.next_time = now + self.delay
+            self.next_time = now + self.delay
             self._page_went_last = page
             return True
 
