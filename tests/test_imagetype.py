@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crawler.demo.encode import encode_gif
 from crawler.model.imagetype import (
     AVIF,
     BMP,
@@ -30,7 +29,6 @@ from crawler.model.imagetype import (
     ImageType,
     by_name,
     dimensions,
-    ends_whole,
     extensions,
     sniff,
 )
@@ -188,6 +186,7 @@ def make_avif(
     major: bytes = b"avif",
     compatible: bytes = b"avifmif1miaf",
     with_primary: bool = True,
+    pixels_in_meta: bool = False,
 ) -> bytes:
     """An AVIF container: ftyp, then meta with the primary item's ``ispe``.
 
@@ -201,8 +200,10 @@ def make_avif(
     associations = struct.pack(">HB", 1, 1) + bytes([0x80 | 2])
     associations += struct.pack(">HB", 2, 1) + bytes([1])
     ipma = full_box(b"ipma", struct.pack(">I", 2) + associations)
-    meta = full_box(b"meta", hdlr + (pitm if with_primary else b"") + box(b"iprp", ipco + ipma))
-    return ftyp + meta + box(b"mdat", b"\x00" * 16)
+    idat = box(b"idat", b"\x00" * 16) if pixels_in_meta else b""
+    meta = full_box(b"meta", hdlr + (pitm if with_primary else b"") + box(b"iprp", ipco + ipma)
+                    + idat)
+    return ftyp + meta + (b"" if pixels_in_meta else box(b"mdat", b"\x00" * 16))
 
 
 def make_ico(width: int, height: int, count: int = 1) -> bytes:
@@ -595,82 +596,3 @@ def test_longer_input_than_sniff_bytes_is_used() -> None:
     data = make_jpeg(20, 10, extra=padding)
     assert dimensions(data, JPEG) == (20, 10)
     assert dimensions(data[:SNIFF_BYTES], JPEG) is None
-
-
-# ------------------------------------------------------------------ whole or cut short
-
-
-def _jpeg_with_exif_thumbnail() -> bytes:
-    """A JPEG whose APP1 holds a whole JPEG (a camera's thumbnail, its EOI included)."""
-    thumbnail = make_jpeg(8, 8)
-    return make_jpeg(64, 48, extra=jpeg_segment(0xE1, b"Exif\x00\x00" + thumbnail))
-
-
-def _animated_gif() -> bytes:
-    """Two frames, each after a graphic control extension; the second with a local
-    colour table. A looping extension first, as animation encoders write."""
-    one = make_gif(6, 4)
-    frame = one[19:-1]  # the image: descriptor, LZW code size, sub-blocks
-    second = frame[:9] + bytes([frame[9] | 0x80]) + b"\x10\x20\x30\x40\x50\x60" + frame[10:]
-    control = b"\x21\xf9\x04\x00\x0a\x00\x00\x00"
-    loop = b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00"
-    return one[:19] + loop + control + frame + control + second + b";"
-
-
-WHOLE = [
-    ("png", make_png(20, 10)),
-    ("gif", make_gif(6, 4)),
-    ("animated gif", _animated_gif()),
-    ("gif of many sub-blocks", encode_gif(40, 30, [bytes((x * y) % 100 for x in range(40))
-                                                   for y in range(30)], [(9, 9, 9)] * 100)),
-    ("jpeg", make_jpeg(64, 48)),
-    ("jpeg with a thumbnail", _jpeg_with_exif_thumbnail()),
-    ("webp", make_webp_lossless(5, 5)),
-    ("bmp", make_bmp(7, 3)),
-]
-
-
-@pytest.mark.parametrize(("name", "body"), WHOLE)
-def test_a_whole_image_ends_whole_and_one_cut_short_does_not(name: str, body: bytes) -> None:
-    kind = sniff(body)
-    assert kind is not None
-    assert ends_whole(body, kind), name
-    # Bytes after the end (a phone's trailer, a motion photo's video) are allowed.
-    assert ends_whole(body + b"\x00" * 4 + b"trailer", kind), name
-    for keep in range(len(body) - 1, 1, -max(1, len(body) // 40)):
-        # (A still GIF whose trailer alone is missing has every pixel: see below.)
-        still_gif_but_trailer = name in ("gif", "gif of many sub-blocks") and keep == len(body) - 1
-        assert ends_whole(body[:keep], kind) is still_gif_but_trailer, (name, keep, len(body))
-
-
-def test_a_still_gif_without_its_trailer_is_whole_an_animation_is_not() -> None:
-    """Some encoders leave the trailer out (Python's IDLE icons, minusnode.gif): browsers
-    show such a picture whole, and judged cut short it was never stored. An animation
-    that stops after a frame is another matter: its frames to come are missing."""
-    still = make_gif(6, 4)
-    assert still.endswith(b";") and ends_whole(still[:-1], GIF)
-    assert not ends_whole(still[:-2], GIF)  # its image's last sub-block is not closed
-    animated = _animated_gif()
-    assert not ends_whole(animated[:-1], GIF)
-    assert not ends_whole(animated[: animated.rindex(b"\x21\xf9")], GIF)  # one frame of two
-
-
-def test_formats_without_an_end_check_count_as_whole() -> None:
-    assert ends_whole(make_tiff(3, 3)[:10], TIFF)
-    assert ends_whole(make_svg('width="3" height="2"')[:20], SVG)
-
-
-@pytest.mark.parametrize(("body", "kind"), [
-    (b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\x00abcd\x00\x00\x00\x00" * 2000, PNG),
-    (b"\xff\xd8" + b"\xff\xfe\x00\x02" * 2000, JPEG),
-    (b"GIF89a\x01\x00\x01\x00\x00\x00\x00" + b"\x21\xfe\x00" * 2000, GIF),
-    (b"GIF89a\x01\x00\x01\x00\x00\x00\x00," + b"\x00" * 9 + b"\x02" + b"\x01\x00" * 2000, GIF),
-])
-def test_a_body_of_more_pieces_than_a_walk_takes_is_taken_as_it_is(
-        body: bytes, kind: ImageType, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tens of millions of empty chunks, segments or sub-blocks (a hostile server's 50 MB
-    without a length) held a worker for seconds: the walk stops at its budget."""
-    import crawler.model.imagetype as imagetype
-
-    monkeypatch.setattr(imagetype, "WALK_STEPS", 1000)
-    assert ends_whole(body, kind)

@@ -29,11 +29,11 @@ from crawler.fetch.policy import (  # re-exported: page code imports them from h
     retry_after_seconds,
     transient_status,
 )
+from crawler.model.imageend import ends_whole
 from crawler.model.imagetype import (
     SNIFF_BYTES,
     ImageType,
     dimensions,
-    ends_whole,
     looks_like_html,
     sniff,
 )

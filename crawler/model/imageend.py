@@ -1,0 +1,273 @@
+"""Whether an image's body reaches its format's end, read from the bytes alone.
+
+For a body whose length nothing vouched for (no Content-Length; an HTTP/2
+stream reset "without error", which libcurl takes for its end): a transfer cut
+short there looks complete, and half a picture would be stored as a success.
+Each check walks the format's own structure (chunks, segments, blocks, boxes,
+directories) to where the format says the picture ends. Nothing is decoded.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+
+from crawler.model.imagetype import AVIF, BMP, GIF, ICO, JPEG, PNG, SVG, TIFF, WEBP, ImageType
+
+# Steps (chunks, segments, blocks) a walk takes at most: real images take a few, up to
+# some 200,000 for a GIF of 50 MB; a hostile body of tiny blocks is taken as it is.
+WALK_STEPS = 250_000
+_FF_RUN = re.compile(rb"\xff+")
+# In a JPEG's entropy-coded data an 0xFF byte is followed by 0x00 (stuffing) or a
+# restart marker: anything else is the next marker.
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+def ends_whole(body: bytes, kind: ImageType) -> bool:
+    """Whether ``body`` reaches its format's end: a PNG's IEND, a JPEG's EOI, a GIF's
+    trailer, a RIFF's or BMP's size, the pixels of every TIFF directory and ICO
+    entry, an AVIF's boxes, an SVG's closing root tag.
+
+    Bytes after the end (a phone's trailer, a motion photo's video) are allowed,
+    and a body of more than :data:`WALK_STEPS` pieces counts as whole, so that judging
+    one costs little whatever a server sends.
+    """
+    check = _CHECKS.get(kind.name)
+    return check(body) if check else True
+
+
+def _png_whole(body: bytes) -> bool:
+    pos = 8
+    for _ in range(WALK_STEPS):
+        if pos + 8 > len(body):
+            return False
+        length = int.from_bytes(body[pos:pos + 4], "big")
+        if body[pos + 4:pos + 8] == b"IEND":
+            return pos + 12 <= len(body)  # its CRC too
+        pos += 12 + length
+    return True
+
+
+def _gif_whole(body: bytes) -> bool:
+    """Whether the block walk reaches the trailer; or, for a still picture, the end of
+    its one image's data exactly at the body's end: encoders that leave the trailer
+    out exist (Python's own IDLE icons), and browsers show every pixel of them."""
+    pos = 13  # header and logical screen descriptor
+    if len(body) < pos:
+        return False
+    if body[10] & 0x80:  # a global colour table
+        pos += 3 << ((body[10] & 7) + 1)
+    images = 0
+    animated = False  # a looping extension (NETSCAPE2.0, ANIMEXTS1.0): frames to come
+    steps = 0
+    block = 0
+    while pos < len(body):
+        steps += 1
+        if steps > WALK_STEPS:
+            return True
+        block = body[pos]
+        if block == 0x3B:  # the trailer
+            return True
+        if block == 0x21:  # an extension: its label, then sub-blocks
+            if body[pos + 1:pos + 2] == b"\xff" and body[pos + 3:pos + 11] in (
+                    b"NETSCAPE", b"ANIMEXTS"):
+                animated = True
+            pos += 2
+        elif block == 0x2C:  # an image: its descriptor, colour table, LZW code size
+            if pos + 10 > len(body):
+                return False
+            images += 1
+            flags = body[pos + 9]
+            pos += 10 + 1  # and the LZW code size after its colour table
+            if flags & 0x80:
+                pos += 3 << ((flags & 7) + 1)
+        else:
+            return False
+        while pos < len(body) and body[pos]:  # sub-blocks, up to the empty one
+            pos += 1 + body[pos]
+            steps += 1
+            if steps > WALK_STEPS:
+                return True
+        pos += 1
+    return pos == len(body) and images == 1 and block == 0x2C and not animated
+
+
+def _jpeg_whole(body: bytes) -> bool:
+    pos = 2  # after SOI; each segment is a marker, then (most) a length
+    for _ in range(WALK_STEPS):
+        if pos + 2 > len(body):
+            return False
+        if body[pos] != 0xFF:
+            return False
+        pos = _FF_RUN.match(body, pos).end() - 1  # type: ignore[union-attr]  # fill bytes
+        if pos + 2 > len(body):
+            return False
+        marker = body[pos + 1]
+        if marker == 0xD9:  # EOI
+            return True
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # no length
+            pos += 2
+            continue
+        if pos + 4 > len(body):
+            return False
+        pos += 2 + int.from_bytes(body[pos + 2:pos + 4], "big")
+        if marker == 0xDA:  # SOS: entropy-coded data up to the next marker
+            found = _JPEG_MARKER.search(body, pos)
+            if found is None:
+                return False
+            pos = found.start()
+    return True
+
+
+def _webp_whole(body: bytes) -> bool:
+    return len(body) >= max(12, 8 + int.from_bytes(body[4:8], "little"))
+
+
+# BMP compressions whose pixel rows are stored as they are (none, bit fields).
+_BMP_ROWS_AS_THEY_ARE = frozenset({0, 3, 6})
+
+
+def _bmp_whole(body: bytes) -> bool:
+    """Its file size field; where that is 0 (allowed for uncompressed bitmaps), the
+    pixel data's offset plus the rows its width, height and depth make."""
+    if len(body) < 26:
+        return False
+    declared = int.from_bytes(body[2:6], "little")
+    if declared:
+        return len(body) >= declared
+    pixels_at = int.from_bytes(body[10:14], "little")
+    dib = int.from_bytes(body[14:18], "little")
+    if dib == 12:  # BITMAPCOREHEADER: 16-bit sides, never compressed
+        width, height, _planes, depth = struct.unpack_from("<HHHH", body, 18)
+        compression, image_size = 0, 0
+    else:
+        if len(body) < 38:
+            return False
+        width, height, _planes, depth, compression, image_size = struct.unpack_from(
+            "<iiHHII", body, 18)
+    if compression in _BMP_ROWS_AS_THEY_ARE:
+        image_size = (abs(width) * depth + 31) // 32 * 4 * abs(height)
+    # A compressed bitmap without its size says nowhere where it ends: taken as it is.
+    return len(body) >= pixels_at + image_size
+
+
+def _ico_whole(body: bytes) -> bool:
+    """Every entry's image within the body (its directory gives each one's offset and size)."""
+    count = int.from_bytes(body[4:6], "little")
+    if len(body) < 6 + 16 * count:
+        return False
+    for entry in range(6, 6 + 16 * count, 16):
+        size, offset = struct.unpack_from("<II", body, entry + 8)
+        if offset + size > len(body):
+            return False
+    return True
+
+
+# TIFF tags that locate the pixels (strips or tiles) and their byte counts.
+_TIFF_PIXELS = {273: 279, 324: 325}  # StripOffsets: StripByteCounts, TileOffsets: ...
+_TIFF_WIDTHS = {3: 2, 4: 4}  # SHORT and LONG, the types these tags take
+
+
+def _tiff_whole(body: bytes) -> bool:
+    """Every directory of the chain, and every strip or tile they list, within the body.
+
+    BigTIFF, and tags of types these offsets never take, are not walked (taken as
+    they are)."""
+    if len(body) < 8:
+        return False
+    order = "<" if body.startswith(b"II") else ">"
+    if body[2:4] != (b"*\x00" if order == "<" else b"\x00*"):
+        return True  # BigTIFF (43): 64-bit offsets throughout
+    (ifd,) = struct.unpack_from(order + "I", body, 4)
+    steps = 0
+    while ifd:
+        if ifd + 2 > len(body):
+            return False
+        (count,) = struct.unpack_from(order + "H", body, ifd)
+        if ifd + 2 + 12 * count + 4 > len(body):
+            return False
+        tags: dict[int, tuple[int, ...]] = {}
+        for entry in range(ifd + 2, ifd + 2 + 12 * count, 12):
+            tag, kind, values = struct.unpack_from(order + "HHI", body, entry)
+            if kind not in _TIFF_WIDTHS or not (tag in _TIFF_PIXELS
+                                               or tag in _TIFF_PIXELS.values()):
+                continue
+            steps += values
+            if steps > WALK_STEPS:
+                return True
+            width = _TIFF_WIDTHS[kind]
+            at = entry + 8
+            if values * width > 4:  # not in the entry itself: at the offset it holds
+                (at,) = struct.unpack_from(order + "I", body, entry + 8)
+                if at + values * width > len(body):
+                    return False
+            code = "H" if width == 2 else "I"
+            tags[tag] = struct.unpack_from(f"{order}{values}{code}", body, at)
+        for offsets_tag, counts_tag in _TIFF_PIXELS.items():
+            ends = [offset + size for offset, size in zip(
+                tags.get(offsets_tag, ()), tags.get(counts_tag, ()), strict=False)]
+            if ends and max(ends) > len(body):
+                return False
+        (ifd,) = struct.unpack_from(order + "I", body, ifd + 2 + 12 * count)
+        steps += 1
+        if steps > WALK_STEPS:
+            return True
+    return True
+
+
+def _avif_whole(body: bytes) -> bool:
+    """Every top-level box whole, a ``meta`` among them, and the pixels' ``mdat`` (or
+    an ``idat`` in the ``meta``): a body cut between two boxes lacks the second."""
+    pos = 0
+    seen: set[bytes] = set()
+    for _ in range(WALK_STEPS):
+        if pos + 8 > len(body):
+            break
+        size = int.from_bytes(body[pos:pos + 4], "big")
+        kind = body[pos + 4:pos + 8]
+        if not all(0x20 <= c <= 0x7E for c in kind):
+            break  # no box: bytes after the last one
+        header = 8
+        if size == 1:  # a 64-bit size after the type
+            if pos + 16 > len(body):
+                return False
+            size, header = int.from_bytes(body[pos + 8:pos + 16], "big"), 16
+        elif size == 0:  # the last box: to the end, whatever that is
+            size = len(body) - pos
+        if size < header:
+            break
+        if pos + size > len(body):
+            return False
+        if kind == b"meta" and b"idat" in body[pos:pos + size]:
+            seen.add(b"mdat")
+        seen.add(kind)
+        pos += size
+    else:
+        return True
+    return b"meta" in seen and b"mdat" in seen
+
+
+_SVG_ROOT = re.compile(rb"<(?:[A-Za-z_][-\w.]*:)?svg[\s/>]")
+_SVG_ROOT_CLOSED = re.compile(rb"</(?:[A-Za-z_][-\w.]*:)?svg\s*>")
+
+
+def _svg_whole(body: bytes) -> bool:
+    """Its root's closing tag, or a root that closes itself (``<svg .../>``)."""
+    root = _SVG_ROOT.search(body)
+    if root is None:
+        return False
+    tag_end = body.find(b">", root.start())
+    if tag_end < 0:
+        return False
+    if body[tag_end - 1:tag_end] == b"/":
+        return True
+    # The last closing tag is the root's. (A cut just after an inner <svg>'s closing
+    # tag would pass; one anywhere else leaves another tag last, or half of one.)
+    return _SVG_ROOT_CLOSED.match(body, max(tag_end, body.rfind(b"</"))) is not None
+
+
+_CHECKS = {
+    PNG.name: _png_whole, JPEG.name: _jpeg_whole, GIF.name: _gif_whole,
+    WEBP.name: _webp_whole, BMP.name: _bmp_whole, ICO.name: _ico_whole,
+    TIFF.name: _tiff_whole, AVIF.name: _avif_whole, SVG.name: _svg_whole,
+}

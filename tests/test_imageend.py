@@ -1,0 +1,195 @@
+"""Whether an image's body reaches its format's end: whole images do, cut ones do not."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from crawler.demo.encode import encode_gif
+from crawler.model.imageend import ends_whole
+from crawler.model.imagetype import AVIF, BMP, GIF, JPEG, PNG, SVG, TIFF, ImageType, sniff
+from tests.test_imagetype import (
+    SVG_NS,
+    jpeg_segment,
+    make_avif,
+    make_bmp,
+    make_bmp_core,
+    make_gif,
+    make_ico,
+    make_jpeg,
+    make_png,
+    make_svg,
+    make_tiff,
+    make_webp_lossless,
+)
+
+
+def _without_size(bmp: bytes) -> bytes:
+    """A BMP whose file size field is 0, as encoders may write for uncompressed ones."""
+    return bmp[:2] + b"\x00\x00\x00\x00" + bmp[6:]
+
+
+def make_tiff_with_strips(width: int, height: int, *, rows_per_strip: int = 1,
+                          big_endian: bool = False, directory_last: bool = False) -> bytes:
+    """An 8-bit grey TIFF whose pixels lie in strips its directory lists (StripOffsets
+    and StripByteCounts as LONGs, out of line when there are several): the directory
+    first, or last as libtiff writes it."""
+    order = ">" if big_endian else "<"
+    magic = b"MM\x00*" if big_endian else b"II*\x00"
+    strips = [bytes([n]) * width * min(rows_per_strip, height - row)
+              for n, row in enumerate(range(0, height, rows_per_strip))]
+    count = len(strips)
+    entries_size = 2 + 12 * 6 + 4
+    arrays_size = 8 * count if count > 1 else 0
+
+    def layout(ifd_at: int, arrays_at: int, pixels_at: int) -> bytes:
+        offsets, at = [], pixels_at
+        for strip in strips:
+            offsets.append(at)
+            at += len(strip)
+        sizes = [len(strip) for strip in strips]
+
+        def entry(tag: int, kind: int, values: list[int]) -> bytes:
+            if len(values) == 1:
+                return struct.pack(order + "HHII", tag, kind, 1, values[0])
+            where = arrays_at + (0 if tag == 273 else 4 * count)
+            return struct.pack(order + "HHII", tag, kind, len(values), where)
+
+        ifd = struct.pack(order + "H", 6)
+        ifd += struct.pack(order + "HHII", 256, 4, 1, width)
+        ifd += struct.pack(order + "HHII", 257, 4, 1, height)
+        ifd += struct.pack(order + "HHIHH", 258, 3, 1, 8, 0)
+        ifd += entry(273, 4, offsets)
+        ifd += struct.pack(order + "HHII", 278, 4, 1, rows_per_strip)
+        ifd += entry(279, 4, sizes)
+        ifd += struct.pack(order + "I", 0)
+        arrays = (struct.pack(f"{order}{count}I", *offsets)
+                  + struct.pack(f"{order}{count}I", *sizes)) if count > 1 else b""
+        return ifd + arrays
+
+    pixels = b"".join(strips)
+    if directory_last:
+        ifd_at = 8 + len(pixels)
+        return (magic + struct.pack(order + "I", ifd_at) + pixels
+                + layout(ifd_at, ifd_at + entries_size, 8))
+    return (magic + struct.pack(order + "I", 8)
+            + layout(8, 8 + entries_size, 8 + entries_size + arrays_size) + pixels)
+
+
+def _jpeg_with_exif_thumbnail() -> bytes:
+    """A JPEG whose APP1 holds a whole JPEG (a camera's thumbnail, its EOI included)."""
+    thumbnail = make_jpeg(8, 8)
+    return make_jpeg(64, 48, extra=jpeg_segment(0xE1, b"Exif\x00\x00" + thumbnail))
+
+
+def _animated_gif() -> bytes:
+    """Two frames, each after a graphic control extension; the second with a local
+    colour table. A looping extension first, as animation encoders write."""
+    one = make_gif(6, 4)
+    frame = one[19:-1]  # the image: descriptor, LZW code size, sub-blocks
+    second = frame[:9] + bytes([frame[9] | 0x80]) + b"\x10\x20\x30\x40\x50\x60" + frame[10:]
+    control = b"\x21\xf9\x04\x00\x0a\x00\x00\x00"
+    loop = b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00"
+    return one[:19] + loop + control + frame + control + second + b";"
+
+
+WHOLE = [
+    ("png", make_png(20, 10)),
+    ("gif", make_gif(6, 4)),
+    ("animated gif", _animated_gif()),
+    ("gif of many sub-blocks", encode_gif(40, 30, [bytes((x * y) % 100 for x in range(40))
+                                                   for y in range(30)], [(9, 9, 9)] * 100)),
+    ("jpeg", make_jpeg(64, 48)),
+    ("jpeg with a thumbnail", _jpeg_with_exif_thumbnail()),
+    ("webp", make_webp_lossless(5, 5)),
+    ("bmp", make_bmp(7, 3)),
+    ("bmp without its size", _without_size(make_bmp(7, 3))),
+    ("os/2 bmp without its size", _without_size(make_bmp_core(5, 2))),
+    ("ico", make_ico(16, 16)),
+    ("ico of two entries", make_ico(16, 16, count=2)),
+    ("tiff, directory first", make_tiff_with_strips(6, 4)),
+    ("tiff, directory last", make_tiff_with_strips(6, 4, directory_last=True)),
+    ("tiff of one strip", make_tiff_with_strips(6, 4, rows_per_strip=4)),
+    ("big-endian tiff", make_tiff_with_strips(6, 4, big_endian=True)),
+    ("avif", make_avif(4, 3)),
+    ("svg", make_svg('width="3" height="2"')),
+    ("svg with a prefix", b'<s:svg xmlns:s="http://www.w3.org/2000/svg" width="3" height="2">'
+                          b'<s:rect width="1" height="1"/></s:svg>'),
+    ("svg closing itself", f'<?xml version="1.0"?>\n<svg {SVG_NS} width="3" height="2"/>'.encode()),
+]
+
+
+@pytest.mark.parametrize(("name", "body"), WHOLE)
+def test_a_whole_image_ends_whole_and_one_cut_short_does_not(name: str, body: bytes) -> None:
+    kind = sniff(body)
+    assert kind is not None
+    assert ends_whole(body, kind), name
+    # Bytes after the end (a phone's trailer, a motion photo's video) are allowed.
+    assert ends_whole(body + b"\x00" * 4 + b"trailer", kind), name
+    for keep in range(len(body) - 1, 1, -max(1, len(body) // 40)):
+        # (A still GIF whose trailer alone is missing has every pixel: see below.)
+        still_gif_but_trailer = name in ("gif", "gif of many sub-blocks") and keep == len(body) - 1
+        assert ends_whole(body[:keep], kind) is still_gif_but_trailer, (name, keep, len(body))
+
+
+def test_a_still_gif_without_its_trailer_is_whole_an_animation_is_not() -> None:
+    """Some encoders leave the trailer out (Python's IDLE icons, minusnode.gif): browsers
+    show such a picture whole, and judged cut short it was never stored. An animation
+    that stops after a frame is another matter: its frames to come are missing."""
+    still = make_gif(6, 4)
+    assert still.endswith(b";") and ends_whole(still[:-1], GIF)
+    assert not ends_whole(still[:-2], GIF)  # its image's last sub-block is not closed
+    animated = _animated_gif()
+    assert not ends_whole(animated[:-1], GIF)
+    assert not ends_whole(animated[: animated.rindex(b"\x21\xf9")], GIF)  # one frame of two
+
+
+def test_an_avif_cut_between_its_boxes_is_not_whole() -> None:
+    """A cut that falls just after the ``meta`` box leaves every box whole, and no pixels."""
+    whole = make_avif(4, 3)
+    assert not ends_whole(whole[:whole.index(b"mdat") - 4], AVIF)
+    # Its pixels in an ``idat`` of the ``meta`` box: nothing else is needed.
+    assert ends_whole(make_avif(4, 3, pixels_in_meta=True), AVIF)
+
+
+def test_a_bmp_without_its_size_is_judged_by_its_rows() -> None:
+    body = _without_size(make_bmp(7, 3))
+    rows_end = len(body)
+    assert ends_whole(body, BMP) and not ends_whole(body[:rows_end - 1], BMP)
+    # A compressed one (run-length) without its size says nowhere where it ends.
+    rle = body[:30] + struct.pack("<I", 1) + struct.pack("<I", 0) + body[38:]
+    assert ends_whole(rle[:60], BMP)
+
+
+def test_a_tiff_the_walk_cannot_follow_is_taken_as_it_is() -> None:
+    assert ends_whole(b"II+\x00\x08\x00\x00\x00" + b"\x00" * 8, TIFF)  # BigTIFF
+    assert ends_whole(make_tiff(3, 3), TIFF)  # its directory lists no pixels
+    assert not ends_whole(make_tiff(3, 3)[:20], TIFF)  # but is itself cut
+
+
+def test_an_svg_whose_last_closing_tag_is_not_its_roots_is_not_whole() -> None:
+    svg = make_svg('width="3" height="2"')
+    assert not ends_whole(svg.replace(b"</svg>", b""), SVG)
+    assert not ends_whole(svg.replace(b"</svg>", b"</svg"), SVG)
+    assert not ends_whole(svg[:svg.index(b"<rect")], SVG)
+    assert ends_whole(svg + b"\n<!-- drawn by hand -->\n", SVG)  # what may follow the root
+
+
+@pytest.mark.parametrize(("body", "kind"), [
+    (b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\x00abcd\x00\x00\x00\x00" * 2000, PNG),
+    (b"\xff\xd8" + b"\xff\xfe\x00\x02" * 2000, JPEG),
+    (b"GIF89a\x01\x00\x01\x00\x00\x00\x00" + b"\x21\xfe\x00" * 2000, GIF),
+    (b"GIF89a\x01\x00\x01\x00\x00\x00\x00," + b"\x00" * 9 + b"\x02" + b"\x01\x00" * 2000, GIF),
+    (make_avif(4, 3).replace(b"mdat", b"free") + b"\x00\x00\x00\x08free" * 2000, AVIF),
+    (b"II*\x00\x08\x00\x00\x00\x01\x00" + struct.pack("<HHII", 273, 4, 2000, 22)
+     + b"\x00" * 4 + struct.pack("<I", 0) * 1000, TIFF),  # (2000 listed)
+])
+def test_a_body_of_more_pieces_than_a_walk_takes_is_taken_as_it_is(
+        body: bytes, kind: ImageType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tens of millions of empty chunks, segments or sub-blocks (a hostile server's 50 MB
+    without a length) held a worker for seconds: the walk stops at its budget."""
+    import crawler.model.imageend as imageend
+
+    monkeypatch.setattr(imageend, "WALK_STEPS", 1000)
+    assert ends_whole(body, kind)
