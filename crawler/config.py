@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import os
 import re
 import typing
@@ -66,7 +67,10 @@ def parse_rate(text: str) -> int:
     match = _RATE.fullmatch(text)
     if not match:
         raise ValueError(f"{text!r} is not a rate such as 500k, 2M or 1G (bytes per second)")
-    rate = int(float(match.group(1)) * _RATE_UNITS[match.group(2).lower()])
+    number = float(match.group(1)) * _RATE_UNITS[match.group(2).lower()]
+    if not math.isfinite(number):  # hundreds of digits: float says inf, int() would raise
+        raise ValueError(f"{text!r} is too large a rate")
+    rate = int(number)
     if rate == 0 and float(match.group(1)) > 0:  # 0.5 bytes a second would mean no cap
         raise ValueError(f"{text!r} is less than one byte per second: write 0 for no cap")
     return rate
@@ -531,6 +535,8 @@ def parse_size(text: str) -> int:
                          "(powers of 1024)")
     number, suffix = match.groups()
     size = float(number) * _SIZE_SUFFIXES[suffix.lower()]
+    if not math.isfinite(size):  # hundreds of digits: float says inf, int() would raise
+        raise ValueError(f"{text!r} is too large a size")
     if size != int(size) and not suffix:
         raise ValueError(f"{text!r} is not a whole number of bytes")
     return int(size)

@@ -444,6 +444,16 @@ def test_bad_size_or_pattern_exits_2(tmp_path: Path, flags: list[str], message: 
     assert message in result.stderr
 
 
+@pytest.mark.parametrize("flag", ["--max-bytes", "--limit-rate"])
+def test_a_size_of_hundreds_of_digits_is_one_line_not_a_traceback(tmp_path: Path,
+                                                                  flag: str) -> None:
+    result = run_crawler("master", "http://127.0.0.1:1/", flag, "9" * 400, cwd=tmp_path,
+                         env=crawl_env(tmp_path))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "too large a" in result.stderr or "expected a rate" in result.stderr
+
+
 def test_accept_and_reject_filter_the_images(tmp_path: Path, site: FixtureServer) -> None:
     result = run_crawler("master", site.url + "/", "--dry-run", "--bind", "127.0.0.1:0",
                          "--accept", r"\.png$", "--reject", "thumb", "--reject", "banner",

@@ -240,6 +240,23 @@ def test_a_bad_size_is_refused(text: str) -> None:
         parse_size(text)
 
 
+def test_a_size_or_rate_of_hundreds_of_digits_is_refused_not_a_crash(tmp_path: Path) -> None:
+    """float() makes such a number inf, and int(inf) raised OverflowError: a traceback."""
+    from crawler.config import parse_rate
+
+    huge = "9" * 400
+    with pytest.raises(ValueError, match="too large a size"):
+        parse_size(huge)
+    with pytest.raises(ValueError, match="too large a rate"):
+        parse_rate(huge)
+    settings_file = write(tmp_path, f'[download]\nmax_bytes = "{huge}"\n')
+    with pytest.raises(ConfigError, match=r"download\.max_bytes: expected a size"):
+        load_settings(settings_file)
+    settings_file = write(tmp_path, f'[http]\nlimit_rate = "{huge}"\n')
+    with pytest.raises(ConfigError, match=r"http\.limit_rate: expected a rate"):
+        load_settings(settings_file)
+
+
 def test_a_settings_file_writes_sizes_as_their_flags_take_them(tmp_path: Path) -> None:
     settings_file = tmp_path / "settings.toml"
     settings_file.write_text('[download]\nmax_bytes = "10M"\n[crawl]\nmax_page_bytes = "512k"\n')
