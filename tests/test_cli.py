@@ -324,6 +324,36 @@ def test_worker_with_wrong_authkey_exits_1_and_the_crawl_goes_on(
     assert authkey not in err and "0" * 32 not in err
 
 
+def test_an_authkey_variable_that_is_not_utf8_is_its_bytes(tmp_path: Path,
+                                                           site: FixtureServer) -> None:
+    """CRAWLER_AUTHKEY holding bytes that are not UTF-8 (as a key file may): the master
+    and a worker took it with a traceback; it is the same key as a file of those bytes."""
+    key = b"\xff\xfe" + os.urandom(8).hex().encode()
+    env = crawl_env(tmp_path)
+    env_bytes = {**{k.encode(): v.encode() for k, v in env.items() if k != "CRAWLER_AUTHKEY"},
+                 b"CRAWLER_AUTHKEY": key}
+    master = subprocess.Popen(
+        crawler_command("master", site.url + "/gallery.html", "--depth", "0", "--bind",
+                        "127.0.0.1:0", "--out", str(tmp_path / "out")),
+        cwd=tmp_path, env=env_bytes, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        address = wait_for_queue_address(master)
+        (tmp_path / "key").write_bytes(key)
+        (tmp_path / "key").chmod(0o600)
+        worker = run_crawler("worker", address, "--authkey-file", str(tmp_path / "key"),
+                             "--out", str(tmp_path / "out"), "--connect-wait", "10",
+                             cwd=tmp_path, env=env, timeout=60)
+        assert worker.returncode == 0, worker.stderr
+        err = finish(master, 60)
+    finally:
+        if master.poll() is None:
+            master.kill()
+    assert master.returncode == 0, err
+    assert "Traceback" not in err
+    assert manifest_lines(tmp_path / "out")
+
+
 def test_worker_pointed_at_something_else_says_so(site: FixtureServer, tmp_path: Path,
                                                   authkey: str) -> None:
     port = site.server_address[1]

@@ -64,9 +64,11 @@ def load_authkey(key_file: Path | None, *, generate: bool,
             log.warning("the authkey file %s can be read by other users; "
                         "run: chmod 600 %s", key_file, key_file)
         return Authkey(text, str(key_file))
-    from_env = os.environ.get(ENV_VAR, "").strip()
+    # Its bytes, as a key file's are read: a value that is not UTF-8 (Python holds its
+    # bytes as surrogates) made str.encode() raise, a traceback.
+    from_env = os.fsencode(os.environ.get(ENV_VAR, "")).strip()
     if from_env:
-        return Authkey(from_env.encode(), "environment")
+        return Authkey(from_env, "environment")
     if generate:
         return Authkey(secrets.token_hex(MIN_REMOTE_BYTES).encode(), "generated")
     raise AuthkeyError(f"no authkey: set {ENV_VAR} or pass --authkey-file with the master's key"
