@@ -222,23 +222,29 @@ def read_seed_file(path: str) -> list[str]:
     starting with ``#`` and a ``# comment`` after a URL are skipped."""
     import sys
 
+    where = "standard input" if path == "-" else f"seed file {path}"
+    if path == "-" and sys.stdin is None:  # started with it closed (<&-)
+        raise UsageError("-i -: standard input is closed: give the seeds there, or -i FILE")
+    # Standard input as bytes, as a file is read: as text, bytes that are not UTF-8 became
+    # surrogates (or an error, by the locale), not this message.
+    stdin = getattr(sys.stdin, "buffer", None) if path == "-" else None
     try:
         # utf-8-sig: a byte-order mark (Windows editors write one) is no part of the first URL.
-        text = (sys.stdin.read().removeprefix("\ufeff") if path == "-"
+        text = (stdin.read().decode("utf-8-sig") if stdin is not None
+                else sys.stdin.read().removeprefix("\ufeff") if path == "-"
                 else Path(path).read_text(encoding="utf-8-sig"))
     except FileNotFoundError as exc:
         raise UsageError(f"seed file {path}: not found") from exc
     except UnicodeDecodeError as exc:
-        raise UsageError(f"seed file {path}: not UTF-8 text (byte {exc.start})") from exc
+        raise UsageError(f"{where}: not UTF-8 text (byte {exc.start})") from exc
     except OSError as exc:
-        raise UsageError(f"seed file {path}: cannot read it: {exc.strerror or exc}") from exc
+        raise UsageError(f"{where}: cannot read it: {exc.strerror or exc}") from exc
     seeds = []
     # Lines as an editor numbers them: splitlines() would also break at form feeds.
     for number, line in enumerate(text.split("\n"), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        where = "standard input" if path == "-" else f"seed file {path}"
         url, *after = line.split(None, 1)  # a URL holds no raw space: what follows is a comment
         if after and not after[0].startswith("#"):
             raise UsageError(f"{where}, line {number}: one URL a line ({after[0][:60]!r} "

@@ -514,6 +514,22 @@ def test_seeds_from_a_file_and_from_stdin(tmp_path: Path, site: FixtureServer) -
     assert "/" not in site.paths()  # only the listed pages were crawled
 
 
+@pytest.mark.parametrize(("stdin", "message"), [
+    (None, "-i -: standard input is closed: give the seeds there, or -i FILE"),
+    (b"\xff\xfehttp://127.0.0.1:1/\n", "standard input: not UTF-8 text (byte 0)"),
+])
+def test_standard_input_closed_or_not_utf8_is_said_as_a_seed_files_would_be(
+        tmp_path: Path, stdin: bytes | None, message: str) -> None:
+    """Closed, it was a traceback (None has no read()); bytes that are not UTF-8 were
+    taken as a host name of surrogates, and refused as no domain name."""
+    result = subprocess.run(
+        crawler_command("master", "-i", "-", "--dry-run"), input=stdin,
+        preexec_fn=(lambda: os.close(0)) if stdin is None else None,
+        capture_output=True, timeout=60, cwd=tmp_path, env=crawl_env(tmp_path), check=False)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.decode().splitlines() == [f"crawler: error: {message}"]
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["-i", "missing.txt"], "seed file missing.txt: not found"),
     ([], "no seed URL"),
