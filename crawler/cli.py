@@ -841,11 +841,13 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         log.warning("%s: a worker takes the crawl's request settings from its master; "
                     "these of its own settings are not used", ", ".join(own))
     authkey = None
+    terminal = [fd for fd in (1, 2) if os.isatty(fd)]  # asked before a hang-up, as the master
     if broker is None:
-        _wait_for_key_file(args.authkey_file, settings.worker.connect_wait)
+        stopped = _wait_for_key_file(args.authkey_file, settings.worker.connect_wait, terminal)
+        if stopped:
+            return _worker_stopped(stopped)
         authkey = load_authkey(args.authkey_file, generate=False, empty_hint=MASTERS_KEY_HINT)
     line = WorkerLine(quiet=args.quiet)
-    terminal = [fd for fd in (1, 2) if os.isatty(fd)]  # asked before a hang-up, as the master
     try:
         reason = run_worker(args.master, out=settings.output.dir, settings=settings,
                             authkey=authkey.key if authkey else None, progress=line.update,
@@ -854,31 +856,51 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
                             if signum == signal.SIGHUP else None).stop_reason
     finally:
         line.close()
-    if reason:
-        log.info("worker stopped (%s)", reason)
-        return EXIT_INTERRUPTED if reason == "interrupted" else 0
-    return 0
+    return _worker_stopped(reason) if reason else 0
 
 
-def _wait_for_key_file(key_file: Path | None, wait: float) -> None:
+def _worker_stopped(reason: str) -> int:
+    log.info("worker stopped (%s)", reason)
+    return EXIT_INTERRUPTED if reason == "interrupted" else 0
+
+
+_STOP_REASONS = {signal.SIGINT: "interrupted", signal.SIGTERM: "SIGTERM",
+                 signal.SIGHUP: "SIGHUP"}
+
+
+def _wait_for_key_file(key_file: Path | None, wait: float, terminal: list[int]) -> str:
     """A worker started before its master's first run, told its key file in the master's
     output folder (OUT/authkey), waits for the master to make it, as it waits for the
-    master itself; it exited 2 ("no such file") before."""
+    master itself; it exited 2 ("no such file") before. Returns "" or, when a signal
+    ended the wait, the worker's stop reason for it: a SIGTERM or a hang-up here killed
+    the worker by its default action, where one waiting for its master exits 0."""
+    from crawler.api import _signals_handled_by
     from crawler.master.authkey import KEY_FILE_NAME
 
     # Only the master's own key file: a mistyped path to a copied one is said at once.
     if key_file is None or key_file.exists() or key_file.name != KEY_FILE_NAME:
-        return
-    log.info("waiting for the key file %s (a master makes it as it starts): for up to %g s",
-             key_file, wait)
+        return ""
+    stopped: list[str] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if signum == signal.SIGHUP:
+            _leave_the_terminal(terminal)
+        stopped.append(_STOP_REASONS[signal.Signals(signum)])
+
     give_up = time.monotonic() + wait
-    while not key_file.exists() and time.monotonic() < give_up:
-        time.sleep(0.2)
+    with _signals_handled_by(on_signal):
+        log.info("waiting for the key file %s (a master makes it as it starts): for up to "
+                 "%g s", key_file, wait)
+        while not key_file.exists() and not stopped and time.monotonic() < give_up:
+            time.sleep(0.2)
+    if stopped:
+        return stopped[0]
     # Made, then written: its key follows within moments (an empty file is said after).
     written_by = time.monotonic() + 1.0
     with contextlib.suppress(OSError):
         while key_file.stat().st_size == 0 and time.monotonic() < written_by:
             time.sleep(0.05)
+    return ""
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:

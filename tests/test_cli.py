@@ -6,6 +6,7 @@ import collections
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sysconfig
@@ -25,6 +26,7 @@ from .conftest import (
     manifest_lines,
     run_crawler,
     start_crawler,
+    wait_for_output,
     wait_for_queue_address,
 )
 
@@ -285,6 +287,32 @@ def test_a_worker_says_its_folder_cannot_be_written_before_waiting_for_a_master(
     assert result.returncode == 3, result.stderr
     assert f"{blocker} is a file where a folder is needed" in result.stderr
     assert "waiting for the master" not in result.stderr
+
+
+@pytest.mark.parametrize(("signum", "status", "reason"), [
+    (signal.SIGTERM, 0, "SIGTERM"), (signal.SIGHUP, 0, "SIGHUP"),
+    (signal.SIGINT, 130, "interrupted")])
+def test_a_worker_waiting_for_its_key_file_stops_on_a_signal_as_one_waiting_for_its_master(
+        tmp_path: Path, signum: int, status: int, reason: str) -> None:
+    """SIGTERM or a hang-up there killed it by the signal's default action (status -15,
+    143 in a shell), where a worker waiting for its master exits 0 (README)."""
+    worker = subprocess.Popen(
+        crawler_command("worker", f"127.0.0.1:{free_port()}", "--out", str(tmp_path / "out"),
+                        "--authkey-file", str(tmp_path / "out" / "authkey"),
+                        "--connect-wait", "60"),
+        cwd=tmp_path, env=crawl_env(tmp_path), stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        wait_for_output(worker, "waiting for the key file", 30)
+        worker.send_signal(signum)
+        err = finish(worker, 30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == status, err
+    assert f"worker stopped ({reason})" in err
+    assert "Traceback" not in err
 
 
 def test_a_worker_waiting_for_a_broker_names_the_broker(tmp_path: Path) -> None:
