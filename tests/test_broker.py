@@ -417,6 +417,35 @@ def test_images_still_failing_for_a_passing_reason_are_tried_again_by_a_rerun(
     assert all(server.paths().count(path) == 4 for path in down)
 
 
+def test_images_refused_for_an_unreadable_robots_txt_are_judged_again_by_a_rerun(
+        make_server: Callable[[], FixtureServer], redis_server: RedisServer,
+        tmp_path: Path) -> None:
+    """As on the embedded queue: a rerun reads their host's robots.txt again, leaves them
+    refused while it still cannot be read, and downloads them once it can."""
+    site, images = make_server(), make_server()
+    picture = build_site(pages=1, images_per_page=1, min_kb=1, max_kb=2)
+    [path] = picture.images
+    serve_routes(images, picture.files)
+    fail_first(images, {"/robots.txt"}, 503, times=2)
+    serve_routes(site, {"/": ("text/html",
+                              f'<html><body><img src="{images.url}{path}"></body></html>'
+                              .encode())})
+    out = tmp_path / "out"
+    flags = ("--out", str(out), "--local-workers", "1", "--broker", redis_server.url,
+             "--crawl", _crawl_name())
+    for run in range(3):
+        done = run_crawler("master", site.url + "/", *flags, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        [entry] = manifest_lines(out)
+        if run < 2:
+            assert entry["reason"] == "robots.txt unreachable (HTTP 503)", (run, entry)
+            assert "to try again    1 image(s)" in done.stderr, done.stderr
+    assert entry["status"] == "success", (entry, done.stderr)
+    assert (out / entry["path"]).read_bytes() == picture.files[path][1]
+    assert images.paths().count(path) == 1
+    assert images.paths().count("/robots.txt") == 3
+
+
 def test_a_folder_keeps_the_results_of_its_own_crawl_in_either_mode(
         make_server: Callable[[], FixtureServer], redis_server: RedisServer,
         tmp_path: Path) -> None:

@@ -178,7 +178,7 @@ def test_passing_failures_are_queued_again_a_chunk_a_call_and_the_crawl_reopens(
         calls.append(len(args)) if script == "retry_failed" else None,
         real_run(self, script, args, pipe))[1])
     assert board.retry_passing_failures() == 2500
-    assert len(calls) >= 3 and max(calls) <= 1000  # CHUNK URLs a call
+    assert len(calls) >= 3 and max(calls) <= 1 + 1000  # which ones, and CHUNK URLs a call
     assert not board.closed and not board.has_failures_to_retry()
     counts = board.counts()
     assert (counts["queued"], counts["done"], board.unfinished()) == (2500, 1, 2500)
@@ -188,6 +188,42 @@ def test_passing_failures_are_queued_again_a_chunk_a_call_and_the_crawl_reopens(
     again = [url for url, attempt in board.lease("w", 10_000, 0)["tasks"]]
     assert sorted(again) == sorted(urls)
     client.close()
+
+
+def test_refusals_for_an_unreadable_robots_txt_wait_for_a_reruns_judgement(
+        boards: Callable[..., RedisBoard]) -> None:
+    """A rerun's master judges them by its own robots.txt: the allowed are queued again,
+    the refused keep one result, the new one; passing failures are not held back."""
+    board = boards(BoardPolicy(lease_timeout=60.0, max_attempts=1, host_delay=0.0))
+    unreadable = "robots.txt unreachable (HTTP 503)"
+    for name in ("allowed", "disallowed", "still"):
+        board.settle_now(Attempt(url=f"http://h/{name}.png", ok=False, reason=unreadable),
+                         "http://h/", '{"kind":"img"}', judged_again=True)
+    board.settle_now(Attempt(url="http://h/scope.png", ok=False, reason="scope"), "http://h/")
+    board.put("http://h/503.png", "h", "http://h/")
+    board.lease("w", 1, 0)
+    board.report("w", [Attempt(url="http://h/503.png", ok=False, reason="HTTP 503",
+                               transient=True)])
+    assert board.close_if_idle()
+    assert board.retry_passing_failures() == 1  # the 503 alone: the refusals wait
+    assert sorted(board.robots_refusals()) == [
+        (f"http://h/{name}.png", "http://h/", '{"kind":"img"}')
+        for name in ("allowed", "disallowed", "still")]
+    refused = Attempt(url="http://h/disallowed.png", ok=False, reason="disallowed by robots.txt")
+    assert board.judged_again(["http://h/allowed.png"], [
+        (refused, False),
+        (Attempt(url="http://h/still.png", ok=False, reason=unreadable), True)]) == 1
+    assert not board.closed
+    assert board.robots_refusals() == [("http://h/still.png", "http://h/", '{"kind":"img"}')]
+    # One entry per URL in the stream, the new result in the old one's place.
+    results = {s.attempt.url: s for s in boards().drain()}
+    assert sorted(results) == ["http://h/disallowed.png", "http://h/scope.png",
+                               "http://h/still.png"]
+    assert results["http://h/disallowed.png"].attempt.reason == "disallowed by robots.txt"
+    assert results["http://h/disallowed.png"].ref == '{"kind":"img"}'
+    assert sorted(url for url, _ in board.lease("w", 10, 0)["tasks"]) == [
+        "http://h/503.png", "http://h/allowed.png"]
+    assert board.judged_again(["http://h/allowed.png", "http://h/scope.png"], []) == 0
 
 
 def test_racing_workers_on_separate_objects_settle_every_url_exactly_once(

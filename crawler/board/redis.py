@@ -40,7 +40,9 @@ counts        hash: the ``counts()`` numbers, and ``unfinished``
 closed        present once the crawl is closed
 results       stream: every final result (see ``drain``)
 retry         hash: URL whose final result was a passing failure -> its host, page,
-              ref and stream entry (JSON), for a rerun (``retry_passing_failures``)
+              ref and stream entry (JSON), for a rerun (``retry_passing_failures``);
+              and a refusal for an unreadable robots.txt, marked ``j``, which a
+              rerun's master judges again (``robots_refusals``)
 ============  ================================================================
 
 Memory per URL: one hash field of its URL and about 40 bytes of JSON (plus its
@@ -85,6 +87,7 @@ from crawler.board.broker import keys_prefix
 from crawler.board.memory import BoardPolicy, Settled
 from crawler.errors import BrokerError, BrokerUnreachable, CrawlGone, UsageError
 from crawler.model.outcome import Attempt, one_line
+from crawler.model.urls import host_key_of_normalized
 from crawler.model.wire import LeaseAnswer, WorkerInfo
 
 if TYPE_CHECKING:
@@ -254,21 +257,56 @@ class RedisBoard:
         return bool(queued)
 
     def queue_settle_now(self, pipe: redis.client.Pipeline, attempt: Attempt,
-                         page: str | None, ref: str | None = None) -> None:
-        """Add ``settle_now`` to the caller's transaction ``pipe`` (see ``queue_puts``)."""
-        fields = ["attempt", _stored(attempt), "attempts", "0"]
-        if page is not None:
-            fields += ["page", page]
-        if ref is not None:
-            fields += ["ref", ref]
-        self._run("settle_now", [attempt.url, *fields], pipe)
+                         page: str | None, ref: str | None = None, *,
+                         judged_again: bool = False) -> None:
+        """Add ``settle_now`` to the caller's transaction ``pipe`` (see ``queue_puts``).
+        ``judged_again``: a refusal that a rerun's master judges again (its host's
+        robots.txt could not be read), kept for ``robots_refusals``."""
+        again = ""
+        if judged_again:
+            saved: dict[str, object] = {"h": host_key_of_normalized(attempt.url), "j": 1}
+            if page is not None:
+                saved["p"] = page
+            if ref is not None:
+                saved["r"] = ref
+            again = _dumps(saved)
+        self._run("settle_now", [attempt.url, again, *_result_fields(attempt, page, ref)],
+                  pipe)
 
-    def settle_now(self, attempt: Attempt, page: str | None, ref: str | None = None) -> None:
+    def settle_now(self, attempt: Attempt, page: str | None, ref: str | None = None, *,
+                   judged_again: bool = False) -> None:
         """Record a final result the master decided itself (robots.txt, scope, ...),
         unless the board has the URL already."""
         with broker_errors(self._client), self._client.pipeline(transaction=True) as pipe:
-            self.queue_settle_now(pipe, attempt, page, ref)
+            self.queue_settle_now(pipe, attempt, page, ref, judged_again=judged_again)
             pipe.execute()
+
+    @_translated
+    def robots_refusals(self) -> list[tuple[str, str | None, str | None]]:
+        """The refusals for an unreadable robots.txt (url, page, ref) that a rerun judges
+        again: by this run's robots.txt, as the embedded mode reads their pages again."""
+        refusals = []
+        for url, raw in self._client.hscan_iter(self._key("retry"), count=CHUNK):
+            saved = json.loads(raw)
+            if saved.get("j"):
+                refusals.append((_text(url), saved.get("p"), saved.get("r")))
+        return refusals
+
+    @_translated
+    def judged_again(self, allowed: Iterable[str],
+                     refused: Iterable[tuple[Attempt, bool]]) -> int:
+        """Apply a rerun's judgement of ``robots_refusals``: the ``allowed`` are queued
+        with a fresh set of tries (the crawl is open again), each of the ``refused``
+        (its new refusal, and whether that is for an unreadable robots.txt again) takes
+        its result's place. How many were queued."""
+        for attempt, unreadable in refused:
+            saved = self._client.hget(self._key("retry"), attempt.url)
+            fields = json.loads(saved) if saved else {}
+            self._run("settle_again", [attempt.url, "1" if unreadable else "0",
+                                       *_result_fields(attempt, fields.get("p"),
+                                                       fields.get("r"))])
+        return sum(int(self._run("retry_failed", ["judged", *chunk]))
+                   for chunk in _chunks(allowed))
 
     @_translated
     def remember(self, urls: Iterable[str]) -> None:
@@ -308,7 +346,8 @@ class RedisBoard:
         again if any was."""
         urls = (_text(url) for url, _ in self._client.hscan_iter(self._key("retry"),
                                                                   count=CHUNK))
-        return sum(int(self._run("retry_failed", chunk)) for chunk in _chunks(urls))
+        return sum(int(self._run("retry_failed", ["passing", *chunk]))
+                   for chunk in _chunks(urls))
 
     @_translated
     def has_failures_to_retry(self) -> bool:
@@ -546,6 +585,16 @@ class RedisBoard:
 if TYPE_CHECKING:
     def _is_a_board(board: RedisBoard) -> Board:  # mypy checks it keeps the protocol
         return board
+
+
+def _result_fields(attempt: Attempt, page: str | None, ref: str | None) -> list[str]:
+    """A result the master decided itself, as the fields of its stream entry."""
+    fields = ["attempt", _stored(attempt), "attempts", "0"]
+    if page is not None:
+        fields += ["page", page]
+    if ref is not None:
+        fields += ["ref", ref]
+    return fields
 
 
 def _chunks(urls: Iterable[str]) -> Iterator[list[str]]:

@@ -16,7 +16,8 @@ local CONTACT, ASKING, GONE = P .. 'contact', P .. 'asking', P .. 'gone'
 local CLOSED, RESULTS = P .. 'closed', P .. 'results'
 local CRAWL_GONE = 'CRAWLGONE the crawl is gone from the broker'
 -- URL -> {h, p, r, id}: a final result that was a passing failure (a timeout, a 5xx,
--- a 429), with its place in RESULTS; a rerun of the crawl queues it again.
+-- a 429), with its place in RESULTS; a rerun of the crawl queues it again. With j = 1:
+-- a refusal for an unreadable robots.txt, which a rerun's master judges again first.
 local RETRY = P .. 'retry'
 local STATE_COUNT = {q = 'queued', l = 'in_flight', d = 'delayed', f = 'done'}
 local ASKING_WINDOW = 2.0
@@ -446,24 +447,54 @@ bump(COUNTS, 'queued', queued)
 bump(COUNTS, 'unfinished', queued)
 return queued
 
--- @script settle_now: url, then the result's stream fields and values -> 1 when recorded
+-- @script settle_now: url, its RETRY entry without id ('' for none), then the result's
+-- stream fields and values -> 1 when recorded
 if redis.call('HEXISTS', ITEMS, ARGV[1]) == 1 then return 0 end
 redis.call('HSET', ITEMS, ARGV[1], '')
 bump(COUNTS, 'done', 1)
-redis.call('XADD', RESULTS, '*', unpack(ARGV, 2))
+local id = redis.call('XADD', RESULTS, '*', unpack(ARGV, 3))
+if ARGV[2] ~= '' then
+  local saved = cjson.decode(ARGV[2])
+  saved.id = id
+  redis.call('HSET', RETRY, ARGV[1], cjson.encode(saved))
+end
 return 1
 
--- @script retry_failed: urls -> how many of them were queued again
+-- @script settle_again: url, whether it stays to judge again ('1' or '0'), then the
+-- result's stream fields and values -> 1 when recorded
+-- A refusal for an unreadable robots.txt, judged again by a rerun and refused again:
+-- its new result takes the old one's place (the stream keeps one entry per URL).
+local raw = redis.call('HGET', RETRY, ARGV[1])
+local saved = raw and cjson.decode(raw)
+local it = saved and saved.j and get_item(ARGV[1])
+if not (it and it.s == 'f') then return 0 end
+redis.call('XDEL', RESULTS, saved.id)
+saved.id = redis.call('XADD', RESULTS, '*', unpack(ARGV, 3))
+if ARGV[2] == '1' then
+  redis.call('HSET', RETRY, ARGV[1], cjson.encode(saved))
+else
+  redis.call('HDEL', RETRY, ARGV[1])
+end
+return 1
+
+-- @script retry_failed: which ('passing' or 'judged'), urls -> how many were queued again
 -- A rerun tries again the images whose final result was a passing failure, with a fresh
 -- count of tries, as the embedded mode's journal does: each loses its result (the
 -- stream entry too, so a master's files, written anew from the stream, keep one line
 -- per URL) and goes to the back of its host's queue. Called with the hash's URLs a
 -- chunk at a time: Redis serves no one else while a script runs. The crawl is opened
--- again here, not by a later call whose answer a lost reply could skip.
+-- again here, not by a later call whose answer a lost reply could skip. Refusals for an
+-- unreadable robots.txt (j) are left to their master's judgement: queued only once it
+-- found them allowed ('judged').
+local judged = ARGV[1] == 'judged'
 local again = 0
-for _, url in ipairs(ARGV) do
+for i = 2, #ARGV do
+  local url = ARGV[i]
   local raw = redis.call('HGET', RETRY, url)
   local saved = raw and cjson.decode(raw)
+  if saved and (saved.j ~= nil) ~= judged then
+    raw = nil  -- the other kind: left as it is
+  end
   local it = raw and get_item(url)
   if it and it.s == 'f' then
     redis.call('XDEL', RESULTS, saved.id)

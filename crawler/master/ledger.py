@@ -20,7 +20,7 @@ import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
-from crawler.master.journal import Journal, PageDone, Resumed
+from crawler.master.journal import ROBOTS_UNREACHABLE, Journal, PageDone, Resumed
 from crawler.model.outcome import Attempt, Outcome
 from crawler.model.urls import host_key_of_normalized
 
@@ -118,7 +118,10 @@ class BrokerLedger:
                 url, page_url, _, ref = image
                 attempt = _settled(image)
                 if attempt is not None:
-                    self._board.queue_settle_now(pipe, attempt, page_url, ref)
+                    # One refused for an unreadable robots.txt is judged again by a rerun.
+                    self._board.queue_settle_now(
+                        pipe, attempt, page_url, ref,
+                        judged_again=attempt.reason.startswith(ROBOTS_UNREACHABLE))
                 else:
                     queued.append((url, host_key_of_normalized(url), page_url, ref))
         self._board.queue_puts(pipe, queued)  # after the pages: one transaction, all or none

@@ -44,7 +44,7 @@ from crawler.master.claim import (
 from crawler.master.endwatch import END_TICK, EndWatch
 from crawler.master.folderlock import FolderLock
 from crawler.master.frontier import Frontier, PageQueue
-from crawler.master.journal import Journal, PageDone, Resumed
+from crawler.master.journal import ROBOTS_UNREACHABLE, Journal, PageDone, Resumed
 from crawler.master.launcher import LocalWorkers, invitation
 from crawler.master.ledger import BrokerLedger, JournalLedger, Ledger
 from crawler.master.linkedpages import LinkedPages, is_image_link
@@ -423,6 +423,41 @@ class Master:
         images = self._resumed_images
         if not images:
             return
+        judged = self._judged(images, robots)
+        if judged is None:
+            return
+        self._resumed_images = []
+        refusals, delays = judged
+        board = self._board
+        for host, delay in delays.items():  # told first: no image of it goes unspaced
+            if delay:
+                board.set_host_delay(host, delay)
+        if self._shared_board is not None:
+            # On a broker they are refusals an earlier run made for an unreadable
+            # robots.txt (the embedded mode reads their pages again, which finds them).
+            again = self._shared_board.judged_again(
+                [url for (url, _, _), refused in zip(images, refusals, strict=True)
+                 if refused is None],
+                [(Attempt(url=url, ok=False, reason=refused),
+                  refused.startswith(ROBOTS_UNREACHABLE))
+                 for (url, _, _), refused in zip(images, refusals, strict=True)
+                 if refused is not None])
+            if again:
+                log.info("%d image(s) refused for an unreadable robots.txt are tried again",
+                         again)
+            return
+        for (url, page, ref), refused in zip(images, refusals, strict=True):
+            said = json.dumps(ref) if ref else None
+            if refused is not None:
+                board.settle_now(Attempt(url=url, ok=False, reason=refused), page, said)
+            else:
+                board.put(url, host_key(url), page, said)
+
+    def _judged(self, images: list[tuple[str, str | None, dict[str, Any] | None]],
+                robots: Robots) -> tuple[list[str | None], dict[str, float | None]] | None:
+        """Each image's refusal by this run's robots.txt (None: allowed), and the
+        Crawl-delay of each host with an allowed one; None when stopped meanwhile (or the
+        reading failed: logged by threading), the images then left for the next run."""
         judged: list[tuple[list[str | None], dict[str, float | None]]] = []
 
         def judge() -> None:
@@ -443,23 +478,10 @@ class Master:
         while reader.is_alive():
             if self._stop.is_set():
                 log.info("stopped while reading the robots.txt of %d image(s) an earlier run "
-                         "queued: they stay queued", len(images))
-                return
+                         "left: they stay as they were", len(images))
+                return None
             reader.join(LOOP_TICK)
-        if not judged:  # the thread failed (logged by threading): judged by the next run
-            return
-        self._resumed_images = []
-        refusals, delays = judged[0]
-        board = self._board
-        for host, delay in delays.items():  # told first: no image of it goes unspaced
-            if delay:
-                board.set_host_delay(host, delay)
-        for (url, page, ref), refused in zip(images, refusals, strict=True):
-            said = json.dumps(ref) if ref else None
-            if refused is not None:
-                board.settle_now(Attempt(url=url, ok=False, reason=refused), page, said)
-            else:
-                board.put(url, host_key(url), page, said)
+        return judged[0] if judged else None
 
     def _run_on_broker(self, broker: BrokerCrawl) -> Summary:
         """The crawl with its state on the broker, shared with other masters of it."""
@@ -523,6 +545,9 @@ class Master:
         if again:
             log.info("%d image(s) that failed for a passing reason (a timeout, a refused "
                      "connection, a 5xx or 429) are tried again", again)
+        # Judged by this run's robots.txt once it is read (_queue_resumed_images).
+        self._resumed_images = [(url, page, json.loads(ref) if ref else None)
+                                for url, page, ref in self._shared_board.robots_refusals()]
 
     def _register(self, broker: BrokerCrawl) -> None:
         """Write the crawl's record on the broker, or check that the one there is this crawl."""
@@ -569,16 +594,6 @@ class Master:
         self._snapshot.found = len(resumed.finished_images)
         self._snapshot.pages = len(resumed.done_pages)
         self._snapshot.pages_failed = resumed.failed_pages
-        if self._shared_frontier is not None:
-            # On a broker, the results there already (earlier runs, workers that went on
-            # while no master ran) are recorded first: they are not this run's work.
-            self._collect(ledger, files)
-        self._snapshot.mark_resumed()  # rates count this run only
-        frontier = self._frontier = make_frontier(resumed)
-        if self._server is not None:
-            self._serve(self._server)
-        elif self._options.broker is not None:
-            self._serve_on_broker(self._options.broker)
         # robots.txt and style sheets, on the page loop's helper threads (a thread for
         # each page in hand): no more of them at once than pages are fetched.
         session = EasyClient(self._policy, self._request, ca_file=default_ca_file(),
@@ -586,6 +601,20 @@ class Master:
         robots = Robots(session, settings.crawl.user_agent, settings.crawl.page_timeout,
                         settings.crawl.respect_robots,
                         max_delay=settings.politeness.max_crawl_delay)
+        if self._shared_frontier is not None:
+            # On a broker, an earlier run's refusals for an unreadable robots.txt are
+            # judged again before the results are read, so that one queued again leaves
+            # the stream before the files are written from it.
+            self._queue_resumed_images(robots)
+            # The results there already (earlier runs, workers that went on while no
+            # master ran) are recorded first: they are not this run's work.
+            self._collect(ledger, files)
+        self._snapshot.mark_resumed()  # rates count this run only
+        frontier = self._frontier = make_frontier(resumed)
+        if self._server is not None:
+            self._serve(self._server)
+        elif self._options.broker is not None:
+            self._serve_on_broker(self._options.broker)
         stylesheets = Stylesheets(
             session, timeout=settings.crawl.page_timeout, max_bytes=settings.crawl.max_page_bytes,
             may_read=reading_rule(self._scope.allows_stylesheet, robots),
