@@ -191,14 +191,19 @@ def test_passing_failures_are_queued_again_a_chunk_a_call_and_the_crawl_reopens(
 
 
 def test_refusals_for_an_unreadable_robots_txt_wait_for_a_reruns_judgement(
-        boards: Callable[..., RedisBoard]) -> None:
+        boards: Callable[..., RedisBoard], redis_server: RedisServer) -> None:
     """A rerun's master judges them by its own robots.txt: the allowed are queued again,
     the refused keep one result, the new one; passing failures are not held back."""
     board = boards(BoardPolicy(lease_timeout=60.0, max_attempts=1, host_delay=0.0))
     unreadable = "robots.txt unreachable (HTTP 503)"
-    for name in ("allowed", "disallowed", "still"):
-        board.settle_now(Attempt(url=f"http://h/{name}.png", ok=False, reason=unreadable),
-                         "http://h/", '{"kind":"img"}', judged_again=True)
+    client = redis_server.client()
+    with client.pipeline(transaction=True) as pipe:  # as a master's ledger records them
+        for name in ("allowed", "disallowed", "still"):
+            board.queue_settle_now(
+                pipe, Attempt(url=f"http://h/{name}.png", ok=False, reason=unreadable),
+                "http://h/", '{"kind":"img"}', judged_again=True)
+        pipe.execute()
+    client.close()
     board.settle_now(Attempt(url="http://h/scope.png", ok=False, reason="scope"), "http://h/")
     board.put("http://h/503.png", "h", "http://h/")
     board.lease("w", 1, 0)

@@ -273,12 +273,11 @@ class RedisBoard:
         self._run("settle_now", [attempt.url, again, *_result_fields(attempt, page, ref)],
                   pipe)
 
-    def settle_now(self, attempt: Attempt, page: str | None, ref: str | None = None, *,
-                   judged_again: bool = False) -> None:
+    def settle_now(self, attempt: Attempt, page: str | None, ref: str | None = None) -> None:
         """Record a final result the master decided itself (robots.txt, scope, ...),
         unless the board has the URL already."""
         with broker_errors(self._client), self._client.pipeline(transaction=True) as pipe:
-            self.queue_settle_now(pipe, attempt, page, ref, judged_again=judged_again)
+            self.queue_settle_now(pipe, attempt, page, ref)
             pipe.execute()
 
     @_translated
