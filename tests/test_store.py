@@ -707,7 +707,10 @@ def test_an_empty_file_in_an_images_place_is_replaced(tmp_path: Path) -> None:
 
 def test_two_downloads_finding_the_same_empty_file_report_what_the_disk_holds(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Both replaced it, and each reported its own bytes where the disk held one."""
+    """Both replaced it, and each reported its own bytes where the disk held one.
+
+    Images both (as downloads are): whichever order the two take, a loaded machine
+    breaking the barrier, the second finds an image there and keeps it."""
     store = Store(tmp_path)
     first = put(store, "http://h/a.png", b"x")
     first.path.write_bytes(b"")
@@ -722,7 +725,7 @@ def test_two_downloads_finding_the_same_empty_file_report_what_the_disk_holds(
     monkeypatch.setattr(store_module.os, "stat", stat_together)
     results: dict[bytes, StoredFile] = {}
     threads = [threading.Thread(target=lambda body=body: results.__setitem__(
-        body, put(store, "http://h/a.png", body))) for body in (b"A" * 100, b"B" * 200)]
+        body, put(store, "http://h/a.png", body))) for body in (png(4, 4, 1), png(8, 8, 2))]
     for thread in threads:
         thread.start()
     for thread in threads:
