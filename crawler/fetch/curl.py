@@ -51,9 +51,11 @@ from crawler.fetch.curlsetup import (
     SocketWatch,
     curl_events,
     default_ca_file,
+    gives_login_headers,
     header_lines,
     hop_options_vary,
     new_share,
+    other_origin,
     request_url,
     set_common_options,
     set_hop_options,
@@ -133,6 +135,7 @@ class _Slot:
     transfer: _Transfer | None = None
     fresh: bool = False  # FRESH_CONNECT is set on the handle
     pipewait: bool = False  # PIPEWAIT is set on the handle
+    other_origin: bool = False  # its headers are those of a hop to another origin
 
 
 class CurlEngine:
@@ -201,6 +204,9 @@ class CurlEngine:
         self._paused: set[_Slot] = set()
         self._share = new_share(options)
         self._headers = header_lines(options, ACCEPT)
+        # Without the user's Authorization and Cookie headers: a hop to another origin.
+        self._elsewhere_headers = (header_lines(options, ACCEPT, other_origin=True)
+                                   if gives_login_headers(options) else None)
         self._ca_file = None if options.ca_bundle else default_ca_file()
         self._multi = pycurl.CurlMulti()
         self._multi.setopt(pycurl.M_PIPELINING, pycurl.PIPE_MULTIPLEX)
@@ -342,6 +348,12 @@ class CurlEngine:
         if pipewait != slot.pipewait:
             handle.setopt(pycurl.PIPEWAIT, 1 if pipewait else 0)
             slot.pipewait = pipewait
+        if self._elsewhere_headers is not None:
+            elsewhere = other_origin(transfer.task[0], url)
+            if elsewhere != slot.other_origin:
+                handle.setopt(pycurl.HTTPHEADER,
+                              self._elsewhere_headers if elsewhere else self._headers)
+                slot.other_origin = elsewhere
         if self._per_hop:
             set_hop_options(handle, self._options, self._proxies, url)
         self._active.add(slot)

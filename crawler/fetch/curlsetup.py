@@ -226,13 +226,45 @@ def request_url(url: str) -> str:
     return quote(url, _URL_SAFE) if _NEEDS_QUOTING.search(url) else url
 
 
-def header_lines(options: RequestOptions, accept: str) -> list[bytes]:
+# Headers the user gives that carry a login: sent to the origin of the URL asked for
+# only. curl (-L -H) leaves them out of a redirect to another scheme, host or port, and
+# a token for one site went on to wherever that site redirected.
+LOGIN_HEADERS = frozenset({"authorization", "cookie"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def header_lines(options: RequestOptions, accept: str, *,
+                 other_origin: bool = False) -> list[bytes]:
     """The request headers besides User-Agent: Accept, unless given, and the crawl's own
-    (UTF-8, as libcurl sends them)."""
+    (UTF-8, as libcurl sends them); ``other_origin``: a redirect led away from the origin
+    of the URL asked for, and the LOGIN_HEADERS are left out."""
     given = {name.lower() for name, _ in options.headers}
     lines = [] if "accept" in given else [f"Accept: {accept}"]
-    lines += [f"{name}: {value}" if value else f"{name};" for name, value in options.headers]
+    lines += [f"{name}: {value}" if value else f"{name};" for name, value in options.headers
+              if not (other_origin and name.lower() in LOGIN_HEADERS)]
     return [line.encode() for line in lines]
+
+
+def gives_login_headers(options: RequestOptions) -> bool:
+    """Whether the crawl's headers hold one that a redirect to another origin leaves out."""
+    return any(name.lower() in LOGIN_HEADERS for name, _ in options.headers)
+
+
+def other_origin(first: str, url: str) -> bool:
+    """Whether ``url`` is of another origin than ``first`` (scheme, host, port), as curl
+    judges a redirect whose login headers it keeps back."""
+    origin = _origin(url)
+    return origin is None or origin != _origin(first)
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:  # a port out of range: of no origin, not even its own
+        return None
+    return scheme, (parts.hostname or "").lower(), port
 
 
 def cookie_lines(text: str) -> list[str]:

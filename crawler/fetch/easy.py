@@ -34,6 +34,7 @@ from crawler.fetch.curlsetup import (
     Guard,
     header_lines,
     new_share,
+    other_origin,
     request_url,
     set_common_options,
     set_hop_options,
@@ -177,12 +178,14 @@ class EasyClient:
         self._share = new_share(options)  # one cookie jar, DNS, TLS cache: every handle
 
     def get(self, url: str, *, accept: str, max_bytes: int, timeout: float,
-            wants: Callable[[int, dict[str, str]], bool] = lambda status, headers: True
-            ) -> Reply:
+            wants: Callable[[int, dict[str, str]], bool] = lambda status, headers: True,
+            first_url: str | None = None) -> Reply:
         """GET ``url`` (no redirect followed) within ``timeout`` seconds, all of it.
 
         ``wants(status, headers)`` is asked once the head is in: False leaves the
         body unread (a page that is not HTML). The body is cut at ``max_bytes``.
+        ``first_url``: the URL whose redirects led to ``url`` (None: ``url`` itself); the
+        user's Authorization and Cookie headers go to its origin only.
         """
         handle, exchange = self._handle(), Exchange(url, max_bytes, wants)
         turns, started = self._turns, time.monotonic()
@@ -192,7 +195,8 @@ class EasyClient:
                          timed_out=True, no_turn=True)
         try:
             return self._perform(handle, exchange, url, accept,
-                                 timeout - (time.monotonic() - started))
+                                 timeout - (time.monotonic() - started),
+                                 first_url is not None and other_origin(first_url, url))
         finally:
             if turns is not None:
                 turns.release()
@@ -207,7 +211,7 @@ class EasyClient:
         current = url
         for hop in range(hops + 1):
             reply = self.get(current, accept=accept, max_bytes=max_bytes,
-                             timeout=max(0.001, deadline - time.monotonic()))
+                             timeout=max(0.001, deadline - time.monotonic()), first_url=url)
             location = reply.headers.get("location")
             if hop == hops or not (reply.ok and reply.status in REDIRECT_STATUSES and location):
                 return reply
@@ -221,12 +225,12 @@ class EasyClient:
         raise AssertionError("unreachable: the last hop returns")
 
     def _perform(self, handle: pycurl.Curl, exchange: Exchange, url: str, accept: str,
-                 timeout: float) -> Reply:
+                 timeout: float, elsewhere: bool) -> Reply:
         self._local.exchange = exchange
         setopt = handle.setopt
         setopt(pycurl.URL, request_url(url))
         setopt(pycurl.TIMEOUT_MS, max(1, int(timeout * 1000)))
-        setopt(pycurl.HTTPHEADER, header_lines(self._options, accept))
+        setopt(pycurl.HTTPHEADER, header_lines(self._options, accept, other_origin=elsewhere))
         set_hop_options(handle, self._options, self._proxies, url)
         code, message = 0, ""
         try:

@@ -35,6 +35,7 @@ from crawler.fetch.curlsetup import (
     header_lines,
     hop_options_vary,
     new_share,
+    other_origin,
     request_url,
     set_common_options,
     set_hop_options,
@@ -71,7 +72,7 @@ class MultiClient:
         self._per_hop = hop_options_vary(options, self._proxies)
         self._own_share = share is None
         self._share = new_share(options) if share is None else share
-        self._headers: dict[str, list[bytes]] = {}  # by Accept
+        self._headers: dict[tuple[str, bool], list[bytes]] = {}  # by Accept, other origin
         self._free: list[_Carrier] = []
         self._busy: dict[int, _Carrier] = {}  # by id(handle)
         self._sockets = SocketWatch(selector, self)  # registered with this client as data
@@ -83,18 +84,20 @@ class MultiClient:
 
     def start(self, token: Hashable, url: str, *, accept: str, max_bytes: int, timeout: float,
               wants: Callable[[int, dict[str, str]], bool] = lambda status, headers: True,
-              ) -> None:
+              first_url: str | None = None) -> None:
         """GET ``url`` (no redirect followed) within ``timeout`` seconds, all of it; its
-        reply comes out of :meth:`finished` with ``token``. ``wants`` and ``max_bytes``
-        as for ``EasyClient.get``."""
+        reply comes out of :meth:`finished` with ``token``. ``wants``, ``max_bytes`` and
+        ``first_url`` as for ``EasyClient.get``."""
         carrier = self._free.pop() if self._free else self._new_carrier()
         carrier.exchange, carrier.token = Exchange(url, max_bytes, wants), token
         handle = carrier.handle
         handle.setopt(pycurl.URL, request_url(url))
         handle.setopt(pycurl.TIMEOUT_MS, max(1, int(timeout * 1000)))
-        lines = self._headers.get(accept)
+        key = (accept, first_url is not None and other_origin(first_url, url))
+        lines = self._headers.get(key)
         if lines is None:
-            lines = self._headers[accept] = header_lines(self._options, accept)
+            lines = self._headers[key] = header_lines(self._options, accept,
+                                                      other_origin=key[1])
         handle.setopt(pycurl.HTTPHEADER, lines)
         if self._per_hop:
             set_hop_options(handle, self._options, self._proxies, url)

@@ -387,7 +387,7 @@ class PageLoop:
             return
         job.hops += 1
         self._client.start(job, job.current, accept=ACCEPT_HTML, max_bytes=self._max_bytes,
-                           timeout=left, wants=wants_html)
+                           timeout=left, wants=wants_html, first_url=job.url)
 
     def _take_fetched(self) -> None:
         for token, reply in self._client.finished():

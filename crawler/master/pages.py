@@ -61,7 +61,7 @@ def fetch_page(client: EasyClient, url: str, *, timeout: float, max_bytes: int,
         if left <= 0:
             return too_slow(url, current, timeout)
         reply = client.get(current, accept=ACCEPT_HTML, max_bytes=max_bytes, timeout=left,
-                           wants=wants_html)
+                           wants=wants_html, first_url=url)
         step = after_hop(url, current, reply, timeout)
         if isinstance(step, Page):
             return step
