@@ -586,9 +586,7 @@ def test_without_libcurls_used_proxy_a_proxy_set_is_taken_as_used(
         recorder: Recorder, tmp_path: Path, page_get: PageGet,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """pycurl built on a libcurl before 8.7 has no USED_PROXY: nothing fails for it."""
-    from crawler.fetch import easy
-
-    monkeypatch.setattr(easy, "_USED_PROXY", None)
+    monkeypatch.setattr(curlsetup, "_USED_PROXY", None)
     port = free_port()
     direct = page_get(options_from(tmp_path), f"http://127.0.0.1:{port}/page.html")
     assert direct.failure == "connection error: connection refused", direct.failure

@@ -47,6 +47,7 @@ from crawler.config import Limits
 from crawler.errors import StorageError
 from crawler.fetch.curlsetup import (
     DRAIN_AT_MOST,
+    PROXY_AUTH_REQUIRED,
     Guard,
     SocketWatch,
     curl_events,
@@ -56,6 +57,7 @@ from crawler.fetch.curlsetup import (
     hop_options_vary,
     new_share,
     other_origin,
+    proxy_refusal,
     request_url,
     set_common_options,
     set_hop_options,
@@ -555,7 +557,12 @@ class CurlEngine:
         assert transfer is not None
         self._multi.remove_handle(slot.handle)
         self._active.discard(slot)
-        if transfer.answer is not None:
+        # libcurl answers info on the handle only now, out of its transfer.
+        refused_by = (proxy_refusal(slot.handle, transfer.status, self._proxies, transfer.url)
+                      if code or transfer.status == PROXY_AUTH_REQUIRED else "")
+        if refused_by:  # the proxy's answer (to the request, or to its CONNECT)
+            attempt = self._failed(transfer, refused_by, FailureKind.CONNECTION, True)
+        elif transfer.answer is not None:
             attempt = transfer.answer
         elif transfer.unclean and not transfer.fresh:
             transfer.unclean, transfer.fresh = False, True

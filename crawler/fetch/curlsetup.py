@@ -299,3 +299,46 @@ def proxy_endpoints(*proxies: str) -> frozenset[tuple[str, int]]:
             for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM):
                 found.update((str(info[4][0]).split("%", 1)[0], each) for each in ports)
     return frozenset(found)
+
+
+# CURLINFO_USED_PROXY came with libcurl 8.7 (2024): where pycurl lacks it, a request
+# with a proxy set is taken to have used it (NO_PROXY hosts then read so too).
+_USED_PROXY: int | None = getattr(pycurl, "USED_PROXY", None)
+PROXY_AUTH_REQUIRED = 407
+
+
+def used_proxy(handle: pycurl.Curl) -> bool:
+    """Whether the request on ``handle`` went through a proxy (one is set for it)."""
+    if _USED_PROXY is None:
+        return True
+    try:
+        return bool(handle.getinfo(_USED_PROXY))
+    except pycurl.error:
+        return False
+
+
+def shown_proxy(proxy: str) -> str:
+    """A proxy's URL as a message shows it: no user name or password."""
+    parts = urlsplit(proxy if "://" in proxy else "http://" + proxy)
+    host = parts.hostname or "?"
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+
+
+def proxy_refusal(handle: pycurl.Curl, status: int, proxies: Proxies, url: str) -> str:
+    """Why the proxy refused the request on ``handle`` ("": it did not), naming it.
+
+    A 407 is the proxy's, whether it answered the request (http) or its CONNECT
+    (https): taken for the site's answer, it failed each image for good and blamed
+    its host, though the user's fix (the proxy's login) makes the next run succeed.
+    """
+    if status != PROXY_AUTH_REQUIRED:
+        with contextlib.suppress(pycurl.error):
+            status = handle.getinfo(pycurl.HTTP_CONNECTCODE)
+        if status != PROXY_AUTH_REQUIRED:
+            return ""
+    proxy = proxies.for_scheme(urlsplit(url).scheme)
+    if not proxy or not used_proxy(handle):
+        return ""  # a site that answers 407 itself: its own answer, as any status
+    return (f"proxy authentication required (HTTP {PROXY_AUTH_REQUIRED}), at the proxy "
+            f"{shown_proxy(proxy)}")

@@ -35,9 +35,12 @@ from crawler.fetch.curlsetup import (
     header_lines,
     new_share,
     other_origin,
+    proxy_refusal,
     request_url,
     set_common_options,
     set_hop_options,
+    shown_proxy,
+    used_proxy,
 )
 from crawler.fetch.decoding import BodyDecoder, body_decoder
 from crawler.fetch.engine import Abandoned, curl_failure
@@ -338,12 +341,16 @@ def conclude(exchange: Exchange, handle: pycurl.Curl, code: int, message: str,
         reply.blocked = None
         exchange.ended()
     spoiled = exchange.spoiled
-    if spoiled is not None and code in (0, pycurl.E_WRITE_ERROR):
+    refused_by = proxy_refusal(handle, reply.status, proxies, reply.url)
+    if refused_by:  # the proxy's answer (a tunnel's too), not the site's
+        reply.status, reply.failure, reply.kind, reply.transient = (
+            0, refused_by, FailureKind.CONNECTION, True)
+    elif spoiled is not None and code in (0, pycurl.E_WRITE_ERROR):
         reply.failure, reply.kind, reply.transient = str(spoiled), spoiled.kind, spoiled.transient
     elif code and not (code == pycurl.E_WRITE_ERROR and (reply.truncated or reply.refused)):
         fail(reply, handle, code, message)  # (a write error we caused: what was read stands)
         proxy = proxies.for_scheme(urlsplit(reply.url).scheme) if code in _PROXY_FAILURES else ""
-        if proxy and _used_proxy(handle) and (
+        if proxy and used_proxy(handle) and (
                 code != pycurl.E_OPERATION_TIMEDOUT or reply.failure.endswith("connecting")):
             # Else "connection refused" reads as the site's doing, the proxy unnamed.
             reply.failure += f", at the proxy {shown_proxy(proxy)}"
@@ -372,28 +379,6 @@ def fail(reply: Reply, handle: pycurl.Curl, code: int, message: str) -> None:
 # site a proxy cannot reach is its 502 or 503 answer, or a tunnel's failure).
 _PROXY_FAILURES = frozenset({pycurl.E_COULDNT_CONNECT, pycurl.E_OPERATION_TIMEDOUT,
                              pycurl.E_COULDNT_RESOLVE_PROXY})
-
-
-# CURLINFO_USED_PROXY came with libcurl 8.7 (2024): where pycurl lacks it, a request
-# with a proxy set is taken to have used it (NO_PROXY hosts then read so too).
-_USED_PROXY: int | None = getattr(pycurl, "USED_PROXY", None)
-
-
-def _used_proxy(handle: pycurl.Curl) -> bool:
-    if _USED_PROXY is None:
-        return True
-    try:
-        return bool(handle.getinfo(_USED_PROXY))
-    except pycurl.error:
-        return False
-
-
-def shown_proxy(proxy: str) -> str:
-    """A proxy's URL as a message shows it: no user name or password."""
-    parts = urlsplit(proxy if "://" in proxy else "http://" + proxy)
-    host = parts.hostname or "?"
-    host = f"[{host}]" if ":" in host else host
-    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
 
 
 # libcurl's errno is that of the last system call that failed, not of the failure: a
