@@ -119,7 +119,8 @@ SETTING_FLAGS: dict[str, list[tuple[str, str, Any, str, str]]] = {
          "proxy for every request: http://, https://, socks5:// or socks5h:// (default: "
          "HTTP_PROXY, HTTPS_PROXY and NO_PROXY from the environment)"),
         ("--limit-rate", "http.limit_rate", str, "RATE",
-         "bandwidth cap of each worker in bytes/s, with k, M or G (e.g. 2M; 0: none)"),
+         "bandwidth cap in bytes/s of each worker (its downloads together) and of each of "
+         "the master's requests, with k, M or G (e.g. 2M; 0: none)"),
     ],
     "worker": [
         ("--threads", "worker.threads", int, "N", "downloads in flight at once"),

@@ -1033,3 +1033,41 @@ def test_a_client_certificate_under_home_is_given_to_libcurl_expanded(
     (tmp_path / "client.pem").write_text("-----BEGIN CERTIFICATE-----\n")
     options = options_from(tmp_path, client_cert="~/client.pem", client_key="~/client.pem")
     assert options.client_cert == options.client_key == str(tmp_path / "client.pem")
+
+
+# ----- the bandwidth cap on the master's requests -----------------------------------------
+
+def _big_page(server: FixtureServer, size: int) -> None:
+    body = b"<html><body>" + b"x" * size + b"</body></html>"
+    server.routes["/big.html"] = lambda h: h.send_body(200, body, "text/html")
+    server.routes["/"] = server.routes["/big.html"]
+
+
+def test_the_bandwidth_cap_holds_for_each_of_the_masters_requests(
+        make_server: Callable[[], FixtureServer], page_get: PageGet) -> None:
+    """Pages (the page loop's client), robots.txt and style sheets (the other) are held
+    to --limit-rate as images are: 300 kB at 100 KiB/s takes about 3 s, not a blink."""
+    server = make_server()
+    _big_page(server, 300_000)
+    started = time.monotonic()
+    reply = page_get(RequestOptions(limit_rate=parse_rate("100k"), env_proxies=False),
+                     server.url + "/big.html")
+    elapsed = time.monotonic() - started
+    assert reply.ok and reply.status == 200 and len(reply.body) > 300_000, reply.failure
+    assert elapsed >= 2.2, elapsed  # slowness only adds
+    started = time.monotonic()
+    assert page_get(RequestOptions(env_proxies=False), server.url + "/big.html").ok
+    assert time.monotonic() - started < 2.0  # without a cap: no waiting
+
+
+def test_a_crawl_reads_its_pages_within_the_bandwidth_cap(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    server = make_server()
+    _big_page(server, 300_000)
+    started = time.monotonic()
+    done = run_crawler("master", server.url + "/", "--dry-run", "--limit-rate", "100k",
+                       "--ignore-robots", "--no-proxy", "--out", str(tmp_path / "out"),
+                       "--bind", "127.0.0.1:0", cwd=tmp_path)
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    assert elapsed >= 2.2, elapsed

@@ -205,6 +205,14 @@ def set_common_options(handle: pycurl.Curl, options: RequestOptions, *,
         setopt(pycurl.KEYPASSWD, "")
 
 
+def cap_each_transfer(handle: pycurl.Curl, options: RequestOptions) -> None:
+    """The bandwidth cap (--limit-rate) on each request of ``handle``, as curl's own: the
+    master's clients, whose requests were not held to it while every image was. (The
+    workers' engine caps all its downloads together, by pausing them.)"""
+    if options.limit_rate:
+        handle.setopt(pycurl.MAX_RECV_SPEED_LARGE, options.limit_rate)
+
+
 def set_hop_options(handle: pycurl.Curl, options: RequestOptions, proxies: Proxies,
                     url: str) -> None:
     """Credentials and proxy that depend on the hop's host and scheme."""

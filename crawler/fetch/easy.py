@@ -32,6 +32,7 @@ import pycurl
 from crawler.fetch.curlsetup import (
     DRAIN_AT_MOST,
     Guard,
+    cap_each_transfer,
     header_lines,
     new_share,
     other_origin,
@@ -276,6 +277,7 @@ class EasyClient:
         set_common_options(handle, self._options, ca_file=self._ca_file, share=self._share)
         setopt = handle.setopt
         setopt(pycurl.CONNECTTIMEOUT_MS, self._connect_ms)
+        cap_each_transfer(handle, self._options)
         setopt(pycurl.WRITEFUNCTION, self._on_body)
         setopt(pycurl.HEADERFUNCTION, self._on_header)
         setopt(pycurl.OPENSOCKETFUNCTION, self._on_open_socket)

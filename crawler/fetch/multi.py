@@ -31,6 +31,7 @@ import pycurl
 from crawler.fetch.curlsetup import (
     Guard,
     SocketWatch,
+    cap_each_transfer,
     curl_events,
     header_lines,
     hop_options_vary,
@@ -152,6 +153,7 @@ class MultiClient:
         set_common_options(handle, self._options, ca_file=self._ca_file, share=self._share)
         setopt = handle.setopt
         setopt(pycurl.CONNECTTIMEOUT_MS, self._connect_ms)
+        cap_each_transfer(handle, self._options)
         setopt(pycurl.WRITEFUNCTION, functools.partial(self._on_body, carrier))
         setopt(pycurl.HEADERFUNCTION, functools.partial(self._on_header, carrier))
         setopt(pycurl.OPENSOCKETFUNCTION, functools.partial(self._on_open_socket, carrier))
