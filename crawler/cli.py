@@ -49,6 +49,7 @@ from crawler.config import (
     regex_error,
     setting_type,
     setting_value,
+    shown_value,
 )
 from crawler.errors import BindError, CrawlerError, StorageError, UsageError
 from crawler.model.folders import make_folder
@@ -584,7 +585,7 @@ def _check_flag(flag: str, key: str, value: Any) -> None:
             expected = str(exc)
             for many, one_of in _ONE_OF_MANY.items():  # said of the list, here of one item
                 expected = expected.replace(many, one_of)
-            shown = format(one, "g") if isinstance(one, float) else repr(one)
+            shown = format(one, "g") if isinstance(one, float) else repr(shown_value(key, one))
             if key == "http.headers":  # a header's value may be a token: its name only
                 said = header_problem(str(one))
                 if said:

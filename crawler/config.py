@@ -55,6 +55,9 @@ _RATE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 _PROXY = re.compile(r"(?:(?:https?|socks4a?|socks5h?)://)?(?:[^\s/@]+@)?"
                     r"(?:\[[0-9A-Fa-f:.]+(?:%25[^\]\s]+)?\]|[^\s/:@\[\]]+)"
                     r"(?::(?P<port>\d{1,5}))?(?:[/?]\S*)?", re.IGNORECASE)
+# The password of a URL's login, left out of messages: "http://user:***@host" (and a
+# login of one word, often a token: "http://***@host"), up to the last @.
+_NO_PASSWORD = re.compile(r"^((?:[a-z0-9+.-]+://)?(?:[^/@:]*:)?).*@", re.IGNORECASE)
 # Headers the engines set themselves from other settings.
 _RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 # Headers with a setting of their own, which other steps read too.
@@ -74,6 +77,18 @@ def parse_rate(text: str) -> int:
     if rate == 0 and float(match.group(1)) > 0:  # 0.5 bytes a second would mean no cap
         raise ValueError(f"{text!r} is less than one byte per second: write 0 for no cap")
     return rate
+
+
+def without_password(url: str) -> str:
+    """``url`` as a message may quote it: a login's password as ``***``."""
+    return _NO_PASSWORD.sub(r"\1***@", url)
+
+
+def shown_value(key: str, value: Any) -> Any:
+    """What a message about the setting ``key`` may quote of ``value``: a proxy URL's
+    password is not quoted (a malformed one is said back to whoever gave it, and into
+    the log file)."""
+    return without_password(value) if key == "http.proxy" and isinstance(value, str) else value
 
 
 def valid_rate(text: str) -> bool:
@@ -638,7 +653,8 @@ def _section_values(current: Any, section: str, table: Mapping[str, Any],
                         else f"expected {exc} (not quoted here: a header may hold a secret)")
                 if said:
                     raise ConfigError(f"{where}: {said}") from None
-            raise ConfigError(f"{where}: expected {exc}, got {_as_written(written)}") from None
+            shown = _as_written(shown_value(f"{section}.{key}", written))
+            raise ConfigError(f"{where}: expected {exc}, got {shown}") from None
         values[key] = _home_expanded(value) if (section, key) == ("output", "dir") else value
     return values
 

@@ -660,6 +660,31 @@ def test_a_malformed_proxy_variable_is_named_in_one_line(tmp_path: Path) -> None
         assert "not a proxy URL" not in done.stderr and done.returncode == 5, done.stderr
 
 
+def test_a_proxy_password_is_left_out_of_every_message(tmp_path: Path) -> None:
+    """A malformed proxy URL was quoted whole, its password with it, from the flag (and
+    into the -o log file), the settings file and crawl(); the environment's was masked."""
+    from crawler.api import crawl
+
+    bad = "http://u:PXSECRET@[x"
+    done = run_crawler("master", "http://127.0.0.1:9/", "--proxy", bad, "-o",
+                       str(tmp_path / "log.txt"), "--out", str(tmp_path / "o"), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "--proxy 'http://u:***@[x': expected a proxy URL" in done.stderr, done.stderr
+    assert "PXSECRET" not in done.stderr + (tmp_path / "log.txt").read_text()
+    (tmp_path / "proxy.toml").write_text(f'[http]\nproxy = "{bad}"\n')
+    done = run_crawler("master", "http://127.0.0.1:9/", "--settings",
+                       str(tmp_path / "proxy.toml"), "--out", str(tmp_path / "o"), cwd=tmp_path)
+    assert done.returncode == 2 and 'got "http://u:***@[x"' in done.stderr, done.stderr
+    assert "PXSECRET" not in done.stderr
+    with pytest.raises(ConfigError, match=r"http\.proxy: expected a proxy URL") as raised:
+        crawl("http://127.0.0.1:9/", proxy=bad, out=str(tmp_path / "o"))
+    assert "PXSECRET" not in str(raised.value) and "u:***@" in str(raised.value)
+    # A login of one word is often a token.
+    done = run_crawler("master", "http://127.0.0.1:9/", "--proxy", "http://PXTOKEN@[x",
+                       "--out", str(tmp_path / "o"), cwd=tmp_path)
+    assert done.returncode == 2 and "--proxy 'http://***@[x'" in done.stderr, done.stderr
+
+
 def test_https_sites_go_through_the_environments_https_proxy_by_connect(
         https_recorder: Recorder, ca: CertAuthority, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, page_get: PageGet) -> None:

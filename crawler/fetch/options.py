@@ -15,13 +15,11 @@ import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from crawler.config import is_proxy_url, parse_header, parse_rate
+from crawler.config import is_proxy_url, parse_header, parse_rate, without_password
 from crawler.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-# The password of a proxy URL's login, left out of messages: "http://user:***@host".
-_NO_PASSWORD = re.compile(r"^((?:[a-z0-9+.-]+://)?[^/@:]*:).*@", re.IGNORECASE)  # to the last @
 _PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\s*",
                               re.DOTALL)
 
@@ -88,10 +86,9 @@ class RequestOptions(NamedTuple):
             if value and scheme != "no" and not is_proxy_url(value):
                 # Else a traceback ("Invalid IPv6 URL"), or "proxy name not found" with
                 # neither the variable nor its value named.
-                shown = _NO_PASSWORD.sub(r"\1***@", value)
-                raise ConfigError(f"${name} is {shown!r}, not a proxy URL: expected "
-                                  "http://, https://, socks5:// or socks5h://HOST:PORT; fix "
-                                  "or unset it, or crawl with --no-proxy")
+                raise ConfigError(f"${name} is {without_password(value)!r}, not a proxy URL: "
+                                  "expected http://, https://, socks5:// or socks5h://HOST:PORT;"
+                                  " fix or unset it, or crawl with --no-proxy")
             found[scheme] = value
         return Proxies(found["http"], found["https"], found["no"])
 
