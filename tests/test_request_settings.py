@@ -474,6 +474,20 @@ def test_a_login_is_not_sent_to_another_host_after_a_redirect(recorder: Recorder
     assert recorder.seen[0]["Host"].startswith("localhost:")
 
 
+def test_of_two_netrc_entries_for_one_machine_the_first_is_used(recorder: Recorder,
+                                                                tmp_path: Path) -> None:
+    """As curl and ftp read a netrc: Python's netrc keeps the last, and the crawl sent
+    another login than curl --netrc-file would."""
+    (tmp_path / "netrc").write_text("machine 127.0.0.1 login alice password FIRST\n"
+                                    "machine 127.0.0.1 login bob password SECOND\n"
+                                    "default login anon password ANY\n"
+                                    "default login other password LATER\n")
+    options = options_from(tmp_path, netrc=str(tmp_path / "netrc"))
+    assert options.credentials_for("elsewhere.test") == ("anon", "ANY")
+    assert fetch(recorder.url + "/img.png", options, tmp_path).ok
+    assert recorder.seen[0]["Authorization"] == basic("alice", "FIRST")
+
+
 def test_bad_request_settings_are_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not a header"):
         parse_header("no colon here")

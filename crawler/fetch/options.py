@@ -202,11 +202,26 @@ def _check_readable(path: str, key: str) -> str:
     return str(Path(path).expanduser().absolute())
 
 
+class _FirstEntries(dict[str, Any]):
+    """A netrc's hosts, where a later entry for a machine (or a second ``default``) does
+    not replace the first: curl and ftp use the first, Python's netrc kept the last."""
+
+    def __setitem__(self, machine: str, entry: Any) -> None:
+        # The parser sets {} as an entry starts, then its (login, account, password).
+        if not isinstance(self.get(machine), tuple):
+            super().__setitem__(machine, entry)
+
+
 def _read_netrc(path: str) -> tuple[tuple[str, str, str], ...]:
     import netrc  # only the master reads one
 
+    class FirstEntryNetrc(netrc.netrc):
+        def _parse(self, *args: Any) -> None:
+            self.hosts = _FirstEntries()  # here: __init__ sets a plain dict just before
+            super()._parse(*args)  # type: ignore[misc]
+
     try:
-        parsed = netrc.netrc(str(Path(path).expanduser()))
+        parsed = FirstEntryNetrc(str(Path(path).expanduser()))
     except OSError as exc:
         raise ConfigError(f"http.netrc: cannot read {path}: {exc.strerror or exc}") from exc
     except netrc.NetrcParseError as exc:
