@@ -1036,6 +1036,53 @@ def test_a_cookies_file_that_is_no_cookies_txt_is_said(
     assert "a Cookie header replaces the cookies of" in caplog.text
 
 
+def test_a_cookies_file_saved_with_a_byte_order_mark_loses_no_cookie(
+        recorder: Recorder, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A BOM (Windows editors write one) made the first cookie's domain "\\ufeff127.0.0.1":
+    libcurl kept it, and never sent it, without a word."""
+    (tmp_path / "cookies.txt").write_bytes(
+        b"\xef\xbb\xbf127.0.0.1\tFALSE\t/\tFALSE\t0\tfirst\tF1\r\n"
+        b"127.0.0.1\tFALSE\t/\tFALSE\t0\tsecond\tS2\r\n")
+    with caplog.at_level(logging.WARNING):
+        options = options_from(tmp_path, cookies=str(tmp_path / "cookies.txt"))
+    assert caplog.text == ""
+    assert fetch(recorder.url + "/img.png", options, tmp_path).ok
+    assert sorted(c.strip() for c in recorder.seen[0]["Cookie"].split(";")) == [
+        "first=F1", "second=S2"]
+
+
+def test_a_set_cookie_line_without_a_domain_is_left_out_and_named(
+        recorder: Recorder, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """libcurl sends a Set-Cookie: line of the file that names no domain to every host
+    named by its address (every IP number, here 127.0.0.2), where each cookie of a
+    cookies.txt goes to its own."""
+    (tmp_path / "cookies.txt").write_text(
+        "127.0.0.1\tFALSE\t/\tFALSE\t0\tsid\tS1\n"
+        "Set-Cookie: everywhere=LEAK1; Path=/\n"
+        "set-cookie: scoped=OK1; Domain=127.0.0.1\n")
+    with caplog.at_level(logging.WARNING):
+        options = options_from(tmp_path, cookies=str(tmp_path / "cookies.txt"))
+    assert "LEAK1" not in options.cookies and "scoped=OK1" in options.cookies
+    assert ("line(s) 2 of " in caplog.text and "no Domain=" in caplog.text
+            and "LEAK1" not in caplog.text), caplog.text
+    other = Recorder(FixtureServer(SITE, host="127.0.0.2"))
+    threading.Thread(target=other.server.serve_forever, daemon=True).start()
+    try:
+        assert fetch(f"http://127.0.0.2:{other.server.server_address[1]}/img.png", options,
+                     tmp_path).ok
+    finally:
+        other.server.shutdown()
+        other.server.server_close()
+    assert "Cookie" not in other.seen[0], other.seen
+    assert fetch(recorder.url + "/img.png", options, tmp_path).ok
+    [here] = recorder.seen
+    assert sorted(c.strip() for c in here["Cookie"].split(";")) == ["scoped=OK1", "sid=S1"]
+    only = tmp_path / "only.txt"
+    only.write_text("Set-Cookie: everywhere=LEAK1\n")
+    with pytest.raises(ConfigError, match=r"http\.cookies: .* holds no cookie"):
+        options_from(tmp_path, cookies=str(only))
+
+
 def test_a_rate_is_written_as_a_size_is(tmp_path: Path) -> None:
     assert parse_rate("2MiB") == parse_rate("2MB") == parse_rate("2M/s") == 2 * 1024 * 1024
     settings = tmp_path / "rate.toml"

@@ -134,7 +134,9 @@ class RequestOptions(NamedTuple):
 
 def _read_text(path: str, key: str) -> str:
     try:
-        return Path(path).expanduser().read_text(encoding="utf-8", errors="replace")
+        # utf-8-sig: a byte-order mark (Windows editors write one) is no part of the text;
+        # kept, it was the first cookie's domain, and that cookie went nowhere.
+        return Path(path).expanduser().read_text(encoding="utf-8-sig", errors="replace")
     except OSError as exc:
         raise ConfigError(f"{key}: cannot read {path}: {exc.strerror or exc}") from exc
 
@@ -143,26 +145,49 @@ def _read_cookies(path: str, headers: tuple[str, ...]) -> str:
     """A Netscape cookies.txt (what browsers' exports write), checked: libcurl skips a
     line it cannot read without a word, and a file of them sent no cookie at all."""
     text = _read_text(path, "http.cookies")
-    bad, good = [], 0
+    bad, everywhere, good = [], [], 0
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or (line.startswith("#") and not line.startswith("#HttpOnly_")):
             continue
         # As libcurl reads them: 7 fields (6 when an empty value lost its tab), or a header.
-        if len(line.split("\t")) in (6, 7) or line.lower().startswith("set-cookie:"):
+        if line.lower().startswith("set-cookie:"):
+            if _names_a_domain(line):
+                good += 1
+            else:
+                everywhere.append(number)
+        elif len(line.split("\t")) in (6, 7):
             good += 1
         else:
             bad.append(number)
-    if bad and not good:
+    if (bad or everywhere) and not good:
         raise ConfigError(f"http.cookies: {path} holds no cookie in the Netscape format (7 "
                           "fields separated by tabs, as browsers' cookies.txt exports write, "
-                          "or Set-Cookie: lines)")
+                          "or Set-Cookie: lines with a Domain=)")
     if bad:
         log.warning("http.cookies: line(s) %s of %s are no cookies (7 fields separated by "
                     "tabs, or Set-Cookie:): left out", ", ".join(map(str, bad[:10])), path)
+    if everywhere:
+        # libcurl would send such a cookie to every host: pages' and images' alike.
+        log.warning("http.cookies: line(s) %s of %s are Set-Cookie: lines with no Domain=, "
+                    "which would be sent to every host: left out (add '; Domain=HOST')",
+                    ", ".join(map(str, everywhere[:10])), path)
+        left_out = set(everywhere)
+        text = "".join(line for number, line in enumerate(text.splitlines(keepends=True), 1)
+                       if number not in left_out)
     if any(header.partition(":")[0].strip().lower() == "cookie" for header in headers):
         log.warning("a Cookie header replaces the cookies of %s (and those sites set): put "
                     "that cookie in the file instead", path)
     return text
+
+
+def _names_a_domain(set_cookie: str) -> bool:
+    """Whether a ``Set-Cookie:`` line has a non-empty Domain attribute (libcurl ignores an
+    empty one)."""
+    for attribute in set_cookie.split(";")[1:]:
+        name, _, value = attribute.partition("=")
+        if name.strip().lower() == "domain" and value.strip():
+            return True
+    return False
 
 
 def _read_ca_bundle(path: str) -> str:
