@@ -40,6 +40,7 @@ from crawler.config import (
     MAX_LOCAL_WORKERS,
     SETTINGS_ENV,
     Settings,
+    ValueFault,
     find_settings,
     header_problem,
     is_pattern_setting,
@@ -580,6 +581,8 @@ def _check_flag(flag: str, key: str, value: Any) -> None:
     for one in values:  # a repeatable flag: the one given that is wrong
         try:
             setting_value(key, (one,) if isinstance(value, tuple | list) else one)
+        except ValueFault as exc:  # what is wrong with it, the value quoted
+            raise UsageError(f"{flag} {exc}") from None
         except ValueError as exc:
             reason = regex_error(str(one)) if is_pattern_setting(key) else None
             expected = str(exc)

@@ -128,6 +128,13 @@ class Check(NamedTuple):
 
     test: Callable[[Any], bool]
     expected: str  # what the error message says was expected
+    # What is wrong with a value that fails, where that says more than what was expected
+    # ("'[::1]:0' is IPv6: ..."); "" for a value it has nothing more to say of.
+    fault: Callable[[Any], str] | None = None
+
+
+class ValueFault(ValueError):
+    """A value that fails its setting's check, said by what is wrong with it."""
 
 
 # Beyond any sensible count, size or number of seconds, and far within what libcurl takes
@@ -246,7 +253,14 @@ def _valid_bind(value: str) -> bool:
     return True
 
 
-_BIND = Check(_valid_bind, "HOST:PORT, an IPv4 address or a host name and a port from 0 to 65535")
+def _bind_fault(value: str) -> str:
+    """Said of an IPv6 address, as a worker given one says it (``parse_address``)."""
+    match = _ADDRESS.fullmatch(value.strip())
+    return f"{value!r} {_IPV4_ONLY}" if match and match.group(1) else ""
+
+
+_BIND = Check(_valid_bind, "HOST:PORT, an IPv4 address or a host name and a port from 0 to 65535",
+              _bind_fault)
 
 
 class QueueSettings(NamedTuple):
@@ -394,17 +408,21 @@ def setting_value(key: str, raw: Any) -> Any:
     return _checked(raw, section_types(kind)[name], section_checks(kind).get(name))
 
 
+_ADDRESS = re.compile(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\s\[\]]*):(\d{1,5})")
+_IPV4_ONLY = ("is IPv6: the queue speaks IPv4 only (Python's multiprocessing); use an IPv4 "
+              "address or a host name")
+
+
 def parse_address(value: str) -> tuple[str, int]:
     """Split ``HOST:PORT``; raise ValueError if malformed, or an IPv6 ``[v6]:PORT``.
 
     The queue is multiprocessing's listener and client, which speak IPv4 only.
     """
-    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\s\[\]]*):(\d{1,5})", value.strip())
+    match = _ADDRESS.fullmatch(value.strip())
     if not match:
         raise ValueError(f"{value!r} is not HOST:PORT")
     if match.group(1):
-        raise ValueError(f"{value!r} is IPv6: the queue speaks IPv4 only (Python's "
-                         "multiprocessing); use an IPv4 address or a host name")
+        raise ValueError(f"{value!r} {_IPV4_ONLY}")
     host = match.group(1) or match.group(3) or "127.0.0.1"
     port = int(match.group(2) or match.group(4))
     if port > 65535:
@@ -647,6 +665,8 @@ def _section_values(current: Any, section: str, table: Mapping[str, Any],
                                   f"k, M or G: powers of 1024), got {_as_written(raw)}") from None
         try:
             value = _checked(raw, hints[key], checks.get(key))
+        except ValueFault as exc:
+            raise ConfigError(f"{where}: {exc}") from None
         except ValueError as exc:
             if f"{section}.{key}" == "http.headers":  # never echo a header's value
                 said = (_header_problem(written) if isinstance(written, list)
@@ -699,7 +719,8 @@ def _checked(raw: Any, hint: Any, check: Check | None) -> Any:
     that passes ``check``; ValueError saying what was expected if it is not one."""
     value = _coerce(raw, hint)
     if check is not None and not check.test(value):
-        raise ValueError(check.expected)
+        fault = check.fault(value) if check.fault is not None else ""
+        raise ValueFault(fault) if fault else ValueError(check.expected)
     return value
 
 

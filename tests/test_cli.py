@@ -233,7 +233,19 @@ def test_an_ipv6_queue_address_is_refused_in_one_line(tmp_path: Path, authkey: s
                                                       command: list[str]) -> None:
     result = run_crawler(*command, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
-    assert "IPv4" in error_line(result)
+    # The reason, as the worker says it: not only what an address must be.
+    assert "'[::1]:9000' is IPv6: the queue speaks IPv4 only" in error_line(result), \
+        result.stderr
+
+
+def test_an_ipv6_bind_in_a_settings_file_is_said_to_be_ipv6(tmp_path: Path) -> None:
+    (tmp_path / "six.toml").write_text('[queue]\nbind = "[::1]:9000"\n')
+    result = run_crawler("master", "http://127.0.0.1:1/", "--settings",
+                         str(tmp_path / "six.toml"), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert error_line(result).startswith(
+        f"crawler: error: {tmp_path / 'six.toml'}: queue.bind: '[::1]:9000' is IPv6: the queue "
+        "speaks IPv4 only"), result.stderr
 
 
 def test_short_authkey_refused_on_a_public_bind(tmp_path: Path) -> None:
