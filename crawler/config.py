@@ -47,7 +47,8 @@ MAX_LOCAL_WORKERS = 256
 
 # [http] values: checked here, parsed the same way by crawler.fetch.options.
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:i?[bB])?(?:/s)?\s*")  # 2M, 2MiB/s
+# 2M, 2MiB/s; a lowercase b ("2Mb", "2Mbit", "2Mbps") is bits, refused by parse_rate.
+_RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(i?B|i?b|bits?|bps)?(?:/s)?\s*")
 _RATE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 # What libcurl takes as a proxy: a scheme it speaks, then where ("HOST:PORT", maybe a login).
 # A path or query after it is taken and left unused, as libcurl does; an IPv6 address
@@ -70,6 +71,9 @@ def parse_rate(text: str) -> int:
     match = _RATE.fullmatch(text)
     if not match:
         raise ValueError(f"{text!r} is not a rate such as 500k, 2M or 1G (bytes per second)")
+    bits = _rate_in_bits(text)
+    if bits:
+        raise ValueError(bits)
     number = float(match.group(1)) * _RATE_UNITS[match.group(2).lower()]
     if not math.isfinite(number):  # hundreds of digits: float says inf, int() would raise
         raise ValueError(f"{text!r} is too large a rate")
@@ -89,6 +93,18 @@ def shown_value(key: str, value: Any) -> Any:
     password is not quoted (a malformed one is said back to whoever gave it, and into
     the log file)."""
     return without_password(value) if key == "http.proxy" and isinstance(value, str) else value
+
+
+def _rate_in_bits(text: str) -> str:
+    """What to write instead of a rate in bits ("2Mb"); "" for any other text. Not read
+    as bits: a cap is bytes per second, as wget's and curl's --limit-rate are."""
+    match = _RATE.fullmatch(text)
+    if not match or not match.group(3) or match.group(3).endswith("B"):
+        return ""
+    number, unit = match.group(1), match.group(2)
+    amount = f"{number} {unit.upper()}iB" if unit else f"{number} bytes"
+    return (f"{text!r} is in bits (a lowercase b): the rate is in bytes per second; write "
+            f"{number}{unit} (or {number}{unit.upper()}B) for {amount} a second")
 
 
 def valid_rate(text: str) -> bool:
@@ -284,7 +300,8 @@ def is_proxy_url(value: str) -> bool:
 
 _PROXY_URL = Check(lambda v: v == "" or is_proxy_url(v),
                     "a proxy URL: http://, https://, socks5:// or socks5h://HOST:PORT")
-_RATE_TEXT = Check(valid_rate, "a rate in bytes per second such as \"500k\", \"2M\" or \"0\"")
+_RATE_TEXT = Check(valid_rate, "a rate in bytes per second such as \"500k\", \"2M\" or \"0\"",
+                   _rate_in_bits)
 
 
 class HttpSettings(NamedTuple):

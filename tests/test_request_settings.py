@@ -1092,6 +1092,27 @@ def test_a_rate_is_written_as_a_size_is(tmp_path: Path) -> None:
     assert parse_rate(load_settings(settings).http.limit_rate) == 2_000_000
 
 
+def test_a_rate_in_bits_is_refused_with_what_to_write(tmp_path: Path) -> None:
+    """'2Mb' was read as 2 MiB of bytes a second, eight times what a lowercase b (bits)
+    asks for; k and m, in either case, are as wget and curl read them."""
+    assert parse_rate("2m") == parse_rate("2M") == parse_rate("2MB/s") == 2 * 1024 * 1024
+    assert parse_rate("500k") == parse_rate("500KiB") == 500 * 1024
+    for given, write in (("2Mb", "2M"), ("500kb/s", "500k"), ("1.5Gib", "1.5G"),
+                         ("64b", "64"), ("8Mbit", "8M"), ("3mbps", "3m")):
+        with pytest.raises(ValueError, match=f"write {write} "):
+            parse_rate(given)
+    done = run_crawler("master", "http://127.0.0.1:9/", "--limit-rate", "2Mb",
+                       "--out", str(tmp_path / "o"), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert ("--limit-rate '2Mb' is in bits (a lowercase b): the rate is in bytes per second; "
+            "write 2M (or 2MB) for 2 MiB a second") in done.stderr, done.stderr
+    (tmp_path / "rate.toml").write_text('[http]\nlimit_rate = "2Mb"\n')
+    done = run_crawler("master", "http://127.0.0.1:9/", "--settings",
+                       str(tmp_path / "rate.toml"), "--out", str(tmp_path / "o"), cwd=tmp_path)
+    assert done.returncode == 2 and "http.limit_rate: '2Mb' is in bits" in done.stderr, \
+        done.stderr
+
+
 def test_files_a_settings_file_names_are_beside_it(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from crawler.config import load_settings
