@@ -288,8 +288,9 @@ def build_parser() -> _Parser:
     master.add_argument("--insecure", action="store_true",
                         help="do NOT verify TLS certificates (unsafe) [http.insecure = true]")
     master.add_argument("--no-proxy", action="store_true",
-                        help="ignore HTTP_PROXY, HTTPS_PROXY and NO_PROXY "
-                             "[http.env_proxies = false]")
+                        help="use no proxy: neither the settings file's http.proxy nor "
+                             "HTTP_PROXY, HTTPS_PROXY and NO_PROXY [http.proxy = \"\", "
+                             "http.env_proxies = false]")
     on_broker = broker_flags(master, f"the crawl's name on the broker (default: "
                                      f"{DEFAULT_CRAWL!r})")
     on_broker.add_argument("--join", metavar="NAME",
@@ -529,8 +530,12 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["http.insecure"] = True
         args.flag_of_key["http.insecure"] = "--insecure"
     if getattr(args, "no_proxy", False):
+        if overrides.get("http.proxy"):
+            raise UsageError("--proxy and --no-proxy: give one")
         overrides["http.env_proxies"] = False
         args.flag_of_key["http.env_proxies"] = "--no-proxy"
+        if args.command == "master":  # no proxy at all, as wget's: the settings file's too
+            overrides["http.proxy"] = ""  # (a worker uses its master's request settings)
     if getattr(args, "header", None):
         overrides["http.headers"] = (*settings.http.headers, *args.header)
         _check_flag("--header", "http.headers", tuple(args.header))

@@ -898,13 +898,13 @@ def test_flags_set_the_http_settings(tmp_path: Path) -> None:
     (tmp_path / "settings.toml").write_text('[http]\nheaders = ["X-From-File: 1"]\n')
     args = build_parser().parse_args([
         "master", "http://a.test/", "--settings", str(tmp_path / "settings.toml"),
-        "--header", "X-One: 1", "--header", "X-Two: 2", "--insecure", "--no-proxy",
+        "--header", "X-One: 1", "--header", "X-Two: 2", "--insecure",
         "--limit-rate", "2M", "--proxy", "socks5h://127.0.0.1:9", "--cookies", "c.txt",
         "--netrc", "n.rc", "--ca-bundle", "ca.pem", "--client-cert", "me.pem"])
     http = _settings(args).http
     assert http.headers == ("X-From-File: 1", "X-One: 1", "X-Two: 2")
     assert (http.insecure, http.env_proxies, parse_rate(http.limit_rate)) == (
-        True, False, 2 * 1024 * 1024)
+        True, True, 2 * 1024 * 1024)
     assert (http.proxy, http.cookies, http.netrc, http.ca_bundle, http.client_cert) == (
         "socks5h://127.0.0.1:9", "c.txt", "n.rc", "ca.pem", "me.pem")
     worker = _settings(build_parser().parse_args(
@@ -933,6 +933,34 @@ def test_flags_set_the_http_settings(tmp_path: Path) -> None:
     assert result.returncode == 2 and (
         f"error: {tmp_path / 'from-file.toml'}: http.ca_bundle: cannot read "
         f"{tmp_path / 'missing-ca.pem'}") in result.stderr
+
+
+def test_no_proxy_turns_off_the_settings_files_proxy_too(recorder: Recorder,
+                                                          tmp_path: Path) -> None:
+    """As wget's --no-proxy: no proxy at all. It left a settings file's http.proxy in
+    use (only --proxy '' dropped it), and turned off only the environment's."""
+    from crawler.cli import _settings, build_parser
+
+    proxy = Proxy("http")
+    address = proxy.start()
+    (tmp_path / "proxy.toml").write_text(f'[http]\nproxy = "{address}"\n')
+    http = _settings(build_parser().parse_args([
+        "master", "http://a.test/", "--settings", str(tmp_path / "proxy.toml"),
+        "--no-proxy"])).http
+    assert (http.proxy, http.env_proxies) == ("", False)
+    try:
+        done = run_crawler("master", recorder.url + "/page.html", "--settings",
+                           str(tmp_path / "proxy.toml"), "--no-proxy", "--dry-run",
+                           "--depth", "0", "--out", str(tmp_path / "o"), cwd=tmp_path,
+                           env={**os.environ, "http_proxy": address})
+    finally:
+        proxy.stop()
+    assert done.returncode == 0, done.stderr
+    assert proxy.targets == [] and len(recorder.seen) == 1, proxy.targets
+    done = run_crawler("master", "http://127.0.0.1:9/", "--proxy", address, "--no-proxy",
+                       "--out", str(tmp_path / "o"), cwd=tmp_path)
+    assert done.returncode == 2 and "--proxy and --no-proxy: give one" in done.stderr, \
+        done.stderr
 
 
 def test_the_status_of_a_master_shows_no_request_secrets(tmp_path: Path) -> None:
