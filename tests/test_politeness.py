@@ -227,6 +227,25 @@ def test_a_hosts_delay_spaces_its_pages_and_images_together(
     assert min(gaps) >= 0.4, f"two requests to the host closer than its delay: {gaps}"
 
 
+def test_a_pages_redirect_waits_for_its_hosts_delay(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """A redirect's hop is a request too: a folder's "/sub" sent on to "/sub/" (the
+    commonest redirect of all) went at once, twice the rate Crawl-delay asked for."""
+    server = make_server()
+    pages = {f"/p{n}/": ("text/html", f"<p>{n}</p>".encode()) for n in range(3)}
+    links = "".join(f'<a href="/p{n}">{n}</a>' for n in range(3))
+    serve_routes(server, {"/": ("text/html", links.encode()), **pages,
+                          "/robots.txt": ("text/plain", b"User-agent: *\nCrawl-delay: 0.5\n")})
+    for n in range(3):
+        server.routes[f"/p{n}"] = _moved(f"/p{n}/")
+    result = run_crawler("master", server.url + "/", "--dry-run", "--out",
+                         str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(server.paths()) == sorted(["/robots.txt", "/", *pages, "/p0", "/p1", "/p2"])
+    gaps = gaps_between(requests_to_host(server))
+    assert min(gaps) >= 0.4, f"two requests to the host closer than its delay: {gaps}"
+
+
 def test_a_paced_hosts_pages_take_turns_with_its_images(
         make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
     """Its pages are not left until its images run out: they bring the next images."""

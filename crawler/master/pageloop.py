@@ -80,6 +80,7 @@ class _Job:
     started: float = 0.0  # when its first request was made (time.monotonic()); 0 before
     current: str = ""  # the URL of the hop being fetched
     hops: int = 0  # requests made
+    paced_at: float = 0.0  # when its next hop began to wait for its host's pace
     status: int = 0  # of the last reply
     page: Page | None = None  # once read
     alone: bool = False  # it was in a batch whose parser died: it goes to one alone
@@ -111,7 +112,7 @@ class PageLoop:
         from a page's first request until it is read, its redirects included; the
         other pages wait, in the order they came. While the pages read and not yet
         parsed hold ``fetches * max_bytes`` or more, none starts: the parsers catch up
-        first. A page's first request also waits for its host's pace: ``delay``
+        first. Each request of a page (a redirect's hop too) waits for its host's pace: ``delay``
         seconds between two (or its robots.txt's Crawl-delay, if longer), and any
         :meth:`hold`. The crawl loop paces the pages it hands out, but a page handed
         out may wait here, and pages handed out before their robots.txt was read
@@ -139,6 +140,9 @@ class PageLoop:
         self._fetches = fetches or concurrency
         self._to_fetch: collections.deque[_Job] = collections.deque()  # waiting for a request
         self._fetching: set[_Job] = set()  # first request made, page not read yet
+        # Redirect hops of pages being fetched, waiting for their host's pace (a hop is
+        # a request too); they hold their fetch's room already.
+        self._hops: collections.deque[_Job] = collections.deque()
         self._starting = True  # False once stop_starting() was called
         self._paces = paces if paces is not None else Paces(delay)
         self._waits_told: list[Pace] = []  # paces told a page waits, by _start_fetches
@@ -306,7 +310,9 @@ class PageLoop:
         """Request ``job``'s current hop: a redirect's at once (its page is being
         fetched), a page's first once it may start (see ``__init__``)."""
         if job.hops:
-            self._request(job)
+            job.paced_at = time.monotonic()
+            self._hops.append(job)
+            self._start_fetches()
         elif not self._starting:
             self._cancel(job)
         else:
@@ -316,6 +322,8 @@ class PageLoop:
     def _start_fetches(self) -> None:
         self._paced_until = None
         self._no_page_waits()  # told again below, of the hosts a page still waits for
+        if self._hops:
+            self._start_hops()
         waiting = self._to_fetch
         if not waiting or len(self._fetching) >= self._fetches:
             return
@@ -335,8 +343,24 @@ class PageLoop:
             self._fetching.add(job)
             self._guarded(job, functools.partial(self._request, job))
         waiting.extendleft(reversed(paced))  # in their order, before the rest
-        if later:
-            self._paced_until = min(later)
+        if later and (self._paced_until is None or min(later) < self._paced_until):
+            self._paced_until = min(later)  # (a hop may wait for an earlier time already)
+
+    def _start_hops(self) -> None:
+        """Request the redirect hops whose host's pace allows one now; the others wait."""
+        now, paced = time.monotonic(), []
+        while self._hops:
+            job = self._hops.popleft()
+            pace = self._pace_of(job.current)
+            if pace.take(now, page=True):
+                job.started += now - job.paced_at  # its deadline is for requests, not waits
+                self._guarded(job, functools.partial(self._request, job))
+            else:
+                paced.append(job)
+                self._page_waits(pace)
+                if self._paced_until is None or pace.next_time < self._paced_until:
+                    self._paced_until = pace.next_time
+        self._hops.extend(paced)
 
     def _page_waits(self, pace: Pace) -> None:
         """Tell ``pace`` a page waits for its turn: its images leave it the next."""
