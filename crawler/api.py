@@ -60,6 +60,8 @@ log = logging.getLogger("crawler")
 # A scheme is letters then ":"; "localhost:8080" is a host and a port, not a scheme.
 _HAS_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:(?!\d)")
 # A scheme whose colon was left out: "http//host/" is no host named "http".
+# A seed without a scheme that starts so is a file's path, never a host name.
+_PATH_STARTS = ("/", "./", "../", "~")
 _SCHEME_SLIP = re.compile(r"(https?)//", re.IGNORECASE)
 
 
@@ -167,6 +169,15 @@ def seed_urls(urls: Iterable[str]) -> tuple[str, ...]:
     seeds = []
     for url in urls:
         text = _with_scheme(url)
+        given = url.strip()
+        if text != given and given.startswith(_PATH_STARTS):
+            # It was https://tmp/file.html, and a DNS lookup failed for "tmp".
+            raise UsageError(f"seed {url!r} is a file's path, not a URL: the crawler fetches "
+                             "pages over http(s) (to crawl a folder of files, serve it with "
+                             "'python3 -m http.server' and give http://127.0.0.1:8000/)")
+        if text != given and given.startswith("-"):
+            raise UsageError(f"seed {url!r} is no URL: no host name starts with '-' "
+                             "(a flag given after '--'?)")
         if text != url.strip():
             slip = _SCHEME_SLIP.match(url.strip())
             if slip:  # else https://http//host/, and a DNS lookup failed for "http"

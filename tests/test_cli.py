@@ -186,6 +186,20 @@ def test_seed_that_is_not_http_exits_2(tmp_path: Path, seed: str) -> None:
     assert "seed" in error_line(result)
 
 
+@pytest.mark.parametrize(("seed", "said"), [
+    ("/tmp/site/index.html", "is a file's path, not a URL"),
+    ("./index.html", "is a file's path, not a URL"),
+    ("~/site/", "is a file's path, not a URL"),
+    ("-v", "no host name starts with '-'"),
+])
+def test_a_seed_that_is_a_path_or_a_flag_is_said_to_be_one(tmp_path: Path, seed: str,
+                                                           said: str) -> None:
+    """Taken for https://tmp/site/index.html, it ended in a DNS failure for "tmp"."""
+    result = run_crawler("master", "--out", str(tmp_path / "out"), "--", seed, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert said in error_line(result) and "Traceback" not in result.stderr
+
+
 def test_flag_with_bad_value_exits_2(tmp_path: Path) -> None:
     result = run_crawler("master", "http://127.0.0.1:1/", "--depth", "-1", cwd=tmp_path)
     assert result.returncode == 2
