@@ -5,7 +5,7 @@ session; when reaped, its :class:`Usage` holds its CPU time (its own and that
 of the children it reaped), its peak RSS, and, when its children are watched,
 their CPU time and peak RSS by role (``parser``: a forked copy of the
 process, such as the master's page parser; ``worker``: a ``crawler worker``
-it started), sampled from /proc while they run.
+it started), from /proc.
 """
 
 from __future__ import annotations
@@ -83,9 +83,11 @@ class Usage:
     maxrss_kb: int
     ru_maxrss_kb: int = 0
     children_maxrss_kb: int = 0  # largest VmHWM among its children (page parser, local workers)
-    # CPU seconds of its children by role ("parser", "worker"), as last sampled while
-    # they ran: included in user_s + sys_s (the process reaped them), short by at
-    # most one sampling interval each.
+    # CPU seconds of its children by role ("parser", "worker"): included in user_s +
+    # sys_s (the process reaped them); exact in total (what their reaping added to the
+    # process's children's CPU, read from /proc before it is reaped itself), shared
+    # by role in proportion to their samples when children of both roles left within
+    # one sampling interval.
     children_cpu: dict[str, float] = field(default_factory=dict)
     children_rss_kb: dict[str, int] = field(default_factory=dict)  # peak RSS sum by role
 
@@ -130,6 +132,13 @@ class Measured:
         self._children_hwm: dict[int, int] = {}
         self._children_cpu: dict[int, float] = {}
         self._children_role: dict[int, str] = {}
+        # CPU of the children the process has reaped (cutime + cstime), at the last sample:
+        # it grows by a child's exact CPU when the process reaps it.
+        self._reaped_cpu = 0.0
+        self._reaped_by_role: dict[str, float] = {}  # exact CPU of reaped children, by role
+        self._pending: set[int] = set()  # children seen and not yet known to be reaped
+        self._gone: dict[str, float] = {}  # last samples of children gone, not yet credited
+        self._unclaimed = 0.0  # reaped CPU not yet credited to a role
         self._watch_children = watch_children
         self._next_sample = 0.0
         self._sample_gap = self.FIRST_SAMPLE
@@ -149,7 +158,12 @@ class Measured:
         self._sample_gap = min(2 * self._sample_gap, self.SAMPLE_EVERY)
         self._hwm = max(self._hwm, vm_hwm_kb(self.popen.pid))
         if self._watch_children:
-            for child in children_of(self.popen.pid):
+            times = proc_times(self.popen.pid)
+            children = children_of(self.popen.pid)
+            if times is not None:
+                self._settle_reaped(times[1], set(children))
+            self._pending.update(children)
+            for child in children:
                 self._children_hwm[child] = max(self._children_hwm.get(child, 0),
                                                 vm_hwm_kb(child))
                 if self._children_role.get(child, "parser") == "parser":
@@ -160,11 +174,46 @@ class Measured:
                 if cpu:
                     self._children_cpu[child] = cpu
 
+    def _settle_reaped(self, reaped_cpu: float, alive: set[int] | None) -> None:
+        """Credit the children gone since the last look with what their reaping added to
+        the process's children's CPU (exact, where their last sample was up to an
+        interval short), shared by role in proportion to their last samples when
+        several left together. ``alive`` None: the process has ended, settle all."""
+        self._unclaimed += reaped_cpu - self._reaped_cpu
+        self._reaped_cpu = reaped_cpu
+        for child in list(self._pending):
+            if alive is None or child not in alive:
+                self._pending.discard(child)
+                role = self._children_role.get(child, "parser")
+                self._gone[role] = self._gone.get(role, 0.0) + self._children_cpu.get(child, 0.0)
+        if self._unclaimed <= 0 or not (self._gone or alive is None):
+            return  # a reaping seen before its child's departure, or the reverse: wait
+        seen = sum(self._gone.values())
+        shares = ({role: cpu / seen for role, cpu in self._gone.items()} if seen > 0
+                  else {role: 1 / len(self._gone) for role in self._gone} or {"parser": 1.0})
+        for role, share in shares.items():
+            self._reaped_by_role[role] = (self._reaped_by_role.get(role, 0.0)
+                                          + self._unclaimed * share)
+        self._unclaimed = 0.0
+        self._gone.clear()
+
     def poll(self) -> Usage | None:
         """The process's usage once it has ended, else None (never blocks)."""
         if self.usage is not None:
             return self.usage
         self.sample()
+        settled = False
+        if self._watch_children:
+            # Ended but not reaped yet: a zombie's /proc still holds its own CPU and that
+            # of every child it reaped, to the end (the last sample can be 50 ms old).
+            with contextlib.suppress(OSError):
+                if os.waitid(os.P_PID, self.popen.pid,
+                             os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+                    return None
+                times = proc_times(self.popen.pid)
+                if times is not None:
+                    self._settle_reaped(times[1], None)
+                    settled = True
         try:
             pid, status, rusage = os.wait4(self.popen.pid, os.WNOHANG)
         except ChildProcessError:
@@ -178,8 +227,12 @@ class Measured:
         cpu_by_role: dict[str, float] = {}
         rss_by_role: dict[str, int] = {}
         for child, role in self._children_role.items():
-            cpu_by_role[role] = cpu_by_role.get(role, 0.0) + self._children_cpu.get(child, 0.0)
+            if not settled:  # else: counted exactly as they were reaped
+                cpu_by_role[role] = (cpu_by_role.get(role, 0.0)
+                                     + self._children_cpu.get(child, 0.0))
             rss_by_role[role] = rss_by_role.get(role, 0) + self._children_hwm.get(child, 0)
+        if settled:
+            cpu_by_role = dict(self._reaped_by_role)
         self.usage = Usage(self.name, code, self.ended - self.started,
                            rusage.ru_utime if rusage else 0.0, rusage.ru_stime if rusage else 0.0,
                            self._hwm or ru_maxrss, ru_maxrss,
@@ -230,6 +283,19 @@ def proc_cpu_seconds(pids: Sequence[int]) -> float:
             continue
         total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
     return total
+
+
+def proc_times(pid: int) -> tuple[float, float] | None:
+    """(own, reaped children's) user+sys CPU seconds of a process, live or a zombie not
+    yet reaped, from /proc/PID/stat (None when it is gone)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # utime, stime, cutime, cstime
+    return ((int(fields[11]) + int(fields[12])) / ticks,
+            (int(fields[13]) + int(fields[14])) / ticks)
 
 
 def child_role(pid: int) -> str:

@@ -845,7 +845,7 @@ def describe_run(result: RunResult) -> str:
 # ----- the whole benchmark ---------------------------------------------------------------
 
 
-LOCAL_NOTE = " (started by the master, --local-workers: their CPU sampled from /proc)"
+LOCAL_NOTE = " (started by the master, --local-workers: their CPU as the master reaps them)"
 
 
 def settle() -> None:
