@@ -7,7 +7,8 @@ One command does everything::
 
 For each site it serves the files with nginx on 127.0.0.1 at a free port
 (over TLS with HTTP/2 too, with a throw-away CA, for https), then runs,
-round after round with the order of the tools rotating, one crawl per tool
+round after round with the order of the tools rotating (backwards every other
+round), one crawl per tool
 and scheme, each into a fresh output folder:
 
 * ``crawler``: ``crawler master URL`` plus W ``crawler worker`` processes
@@ -904,9 +905,15 @@ def bench_target(args: argparse.Namespace, target: Target, tmp: Path, tools: Seq
         for round_number in range(args.warmup + args.runs):
             warm = round_number < args.warmup
             shift = round_number % len(units)
+            order = units[shift:] + units[:shift]
+            if round_number % 2:
+                # Backwards every other round: rotated alone, each tool always ran right
+                # after the same other one, whatever that left behind (dirty pages, a
+                # warm or cold cache, a busy core) always its to inherit.
+                order.reverse()
             print("  warm-up" if warm else f"  round {round_number - args.warmup + 1}",
                   flush=True)
-            for tool, scheme in units[shift:] + units[:shift]:
+            for tool, scheme in order:
                 run_dir = tmp / f"{slug}-r{round_number}-{tool.key}-{scheme}"
                 url = server.urls[scheme] + target.start
                 settle()
