@@ -52,6 +52,7 @@ from crawler.model.files import SUMMARY_NAME
 
 if typing.TYPE_CHECKING:
     from crawler.board.broker import BrokerAddress, BrokerCrawl
+    from crawler.fetch.options import RequestOptions
     from crawler.master.authkey import Authkey
     from crawler.master.master import Summary as MasterSummary
 
@@ -447,19 +448,20 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
         bind = parse_address(settings.queue.bind)
     except ValueError as exc:
         raise UsageError(f"bad queue address: {exc}") from exc
-    shared = None
+    shared = joined_request = None
     if broker is not None:
         from crawler.board.broker import DEFAULT_CRAWL, open_crawl
 
         shared = open_crawl(broker, crawl_name or DEFAULT_CRAWL)
         if join:
-            settings, seeds = _joined(shared, settings)
+            settings, seeds, joined_request = _joined(shared, settings)
     else:
         check_for_bind(authkey, bind[0])
     options = MasterOptions(seeds=seeds, out_dir=Path(settings.output.dir), bind=bind,
                             local_workers=local_workers, worker_threads=settings.worker.threads,
                             dry_run=dry_run, resume=resume, fresh=fresh,
                             invite_workers=invite_workers, broker=shared,
+                            joined_request=joined_request,
                             worker_command=worker_command, on_images=on_images)
     # Before the progress display and the queue start their threads: it forks.
     parser = PageParser(parser=settings.crawl.parser, processes=settings.crawl.parsers or None)
@@ -520,8 +522,10 @@ def _seed_hint(seed: str, why: str, *, schemeless: bool) -> str:
             + (" (a seed without a scheme is https)" if schemeless else ""))
 
 
-# What a master that joins a crawl keeps of its own settings (the rest are the crawl's).
-JOINING_MASTER_KEEPS = ("output", "worker", "crawl.page_concurrency", "crawl.parsers")
+# What a master that joins a crawl keeps of its own settings (the rest are the crawl's):
+# as a worker, its own client certificate, and --no-proxy.
+JOINING_MASTER_KEEPS = ("output", "worker", "crawl.page_concurrency", "crawl.parsers",
+                        "http.client_cert", "http.client_key", "http.env_proxies")
 
 
 def kept_by_a_joining_master(key: str) -> bool:
@@ -529,13 +533,19 @@ def kept_by_a_joining_master(key: str) -> bool:
     return any(key == kept or key.startswith(kept + ".") for kept in JOINING_MASTER_KEEPS)
 
 
-def _joined(shared: BrokerCrawl, mine: Settings) -> tuple[Settings, tuple[str, ...]]:
-    """The running crawl's settings and seeds, for a master that joins it.
+def _joined(shared: BrokerCrawl, mine: Settings
+            ) -> tuple[Settings, tuple[str, ...], RequestOptions]:
+    """The running crawl's settings, seeds and request settings, for a master that joins it.
 
     What belongs to this host stays this host's: the output folder, the worker
-    settings, how many pages it fetches at once and how many parsers it runs.
+    settings, how many pages it fetches at once and how many parsers it runs, its
+    client certificate and --no-proxy. The request settings are the crawl's as its
+    workers get them, the files' contents: the paths its first master named (a
+    cookies.txt, a netrc, a CA bundle, relative to that master's folder) mean
+    nothing on this host, and are not read.
     """
     from crawler.board.broker import CrawlRecord
+    from crawler.fetch.options import RequestOptions, readable_path
 
     record = CrawlRecord(shared.client, shared.name)
     if not record.exists():
@@ -550,8 +560,17 @@ def _joined(shared: BrokerCrawl, mine: Settings) -> tuple[Settings, tuple[str, .
             data.setdefault(section, {})[name] = own[section][name]
         else:
             data[section] = own[section]
+    # Its own [http] (but for what it keeps, read by no one): none of the first master's
+    # paths, which from_settings would read, is left in this master's settings.
+    data["http"] = own["http"]
     theirs = Settings().with_sections(data, f"the settings of crawl {shared.name!r} on the broker")
-    return theirs, tuple(record.field("seeds"))
+    info = record.field("info")
+    sender = f"the crawl {shared.name!r} on the broker"
+    request = RequestOptions.from_crawl(
+        info.get("request"), client_cert=readable_path(mine.http.client_cert, "http.client_cert"),
+        client_key=readable_path(mine.http.client_key, "http.client_key"),
+        env_proxies=mine.http.env_proxies, sender=sender, who="this master")
+    return theirs, tuple(record.field("seeds")), request
 
 
 def _now() -> str:
@@ -605,6 +624,20 @@ def _signals_handled_by(handler: Callable[..., None]) -> Iterator[None]:
             signal.signal(signum, old if old is not None else signal.SIG_DFL)
 
 
+def check_proxy_variables(settings: Settings) -> None:
+    """ConfigError, in one line, for a malformed ``$http_proxy`` (or kin) a worker would
+    use: said as it starts, as a master says it, not in a traceback once it has joined.
+
+    A local worker's environment is its master's, checked by it where its crawl uses
+    it (and left alone where the crawl has a proxy of its own).
+    """
+    from crawler.fetch.options import RequestOptions
+    from crawler.model.wire import LOCAL_WORKER_ENV
+
+    if not os.environ.get(LOCAL_WORKER_ENV):
+        RequestOptions(env_proxies=settings.http.env_proxies).proxies()
+
+
 @dataclass(frozen=True)
 class WorkerSummary:
     """What one worker did before it stopped."""
@@ -653,6 +686,7 @@ def run_worker(master: str | None, *, out: str | os.PathLike[str] | None = None,
         raise UsageError(f"progress must be a function of (done, failed, bytes) (got "
                          f"{type(progress).__name__})")
     chosen = settings_with(settings, _with_out(overrides, out), "run_worker()")
+    check_proxy_variables(chosen)
     client: MasterClient | BrokerClient
     if broker is not None:
         from crawler.board.redis_client import BrokerClient

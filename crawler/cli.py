@@ -826,7 +826,7 @@ def _broker(args: argparse.Namespace) -> BrokerAddress | None:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
-    from crawler.api import run_worker
+    from crawler.api import check_proxy_variables, run_worker
     from crawler.master.authkey import MASTERS_KEY_HINT, load_authkey
     from crawler.model.wire import LOCAL_WORKER_ENV
     from crawler.ui.progress import WorkerLine
@@ -850,6 +850,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     if own and not os.environ.get(LOCAL_WORKER_ENV):  # a local worker's are its master's
         log.warning("%s: a worker takes the crawl's request settings from its master; "
                     "these of its own settings are not used", ", ".join(own))
+    check_proxy_variables(settings)  # before any wait: for the key file, for the master
     authkey = None
     terminal = [fd for fd in (1, 2) if os.isatty(fd)]  # asked before a hang-up, as the master
     if broker is None:

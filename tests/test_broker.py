@@ -27,6 +27,7 @@ from crawler.board.broker import REGISTRY, BrokerAddress, Connections, connect
 from crawler.demo.site import build_site, png
 
 from .conftest import (
+    FixtureHandler,
     FixtureServer,
     fail_first,
     finish,
@@ -810,38 +811,61 @@ def test_a_damaged_crawl_record_is_one_line_for_every_command(
         assert "damaged" in said[0] or "sent no" in said[0] or "sent a" in said[0], said
 
 
-def test_a_joining_master_says_its_flags_for_the_crawls_settings_are_not_used(
+def test_a_master_joins_from_another_folder_with_the_crawls_request_settings(
         make_server: Callable[[], FixtureServer], redis_server: RedisServer,
         tmp_path: Path) -> None:
-    """A master that joins takes the crawl's settings: its own --cookies is said unused,
-    and an error about the crawl's cookies file names the setting, not that flag."""
+    """The crawl's record kept its first master's paths (cookies.txt, relative, as given),
+    and a master that joined from another folder or host read them there: it stopped
+    with "http.cookies: cannot read cookies.txt", a file its user never named. It takes
+    the contents its workers get, and its own --cookies is said unused."""
     server = make_server()
-    setup_site(server, pages=1, images_per_page=1)
-    cookie = "127.0.0.1\tFALSE\t/\tFALSE\t0\tsession\tabc\n"
-    (tmp_path / "theirs.txt").write_text(cookie)
-    (tmp_path / "mine.txt").write_text(cookie)
+    seen: list[tuple[str, str]] = []  # (path, Cookie header)
+    pages = [f"/p{n}.html" for n in range(4)]
+    links = "".join(f"<a href='{page}'>{page}</a>" for page in pages)
+
+    def answer(handler: FixtureHandler) -> None:
+        path = handler.path
+        seen.append((path, handler.headers.get("Cookie", "")))
+        if path.endswith(".png"):
+            handler.send_body(200, png(8, 8, 3), "image/png")
+            return
+        time.sleep(0.2)
+        body = (links if path == "/" else f"<img src='{path[:-5]}.png'>")
+        handler.send_body(200, f"<html><body>{body}</body></html>".encode(), "text/html")
+
+    for path in ["/", *pages, *(page[:-5] + ".png" for page in pages)]:
+        server.routes[path] = answer
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "cookies.txt").write_text(
+        "127.0.0.1\tFALSE\t/\tFALSE\t0\tsession\tthe-crawls\n")
+    (tmp_path / "b" / "mine.txt").write_text("127.0.0.1\tFALSE\t/\tFALSE\t0\tsession\tmine\n")
     name = _crawl_name()
-    first = run_crawler("master", server.url + "/", "--broker", redis_server.url, "--crawl",
-                        name, "--cookies", str(tmp_path / "theirs.txt"), "--local-workers",
-                        "1", "--out", str(tmp_path / "a"), cwd=tmp_path)
-    assert first.returncode == 0, first.stderr
-    (tmp_path / "theirs.txt").unlink()
+    first = start_crawler("master", server.url + "/", "--broker", redis_server.url, "--crawl",
+                          name, "--cookies", "cookies.txt", "--page-concurrency", "1",
+                          "--ignore-robots", "--out", "out", cwd=tmp_path / "a")
+    try:
+        wait_until(lambda: len(seen) >= 2, 30, "the first pages")
+        first.send_signal(signal.SIGTERM)  # the crawl stays open: the joining master ends it
+        finish(first, 30)
+    finally:
+        stop(first)
     joined = run_crawler("master", "--join", name, "--broker", redis_server.url,
-                         "--cookies", str(tmp_path / "mine.txt"), "--depth", "2",
-                         "--out", str(tmp_path / "b"), cwd=tmp_path, timeout=60)
-    assert joined.returncode == 2, joined.stderr
+                         "--cookies", "mine.txt", "--depth", "2", "--local-workers", "1",
+                         "--out", "out", cwd=tmp_path / "b", timeout=90)
+    assert joined.returncode == 0, joined.stderr
     assert ("--cookies, --depth: a master that joins a crawl takes these settings from "
             "the crawl; not used") in joined.stderr
-    assert (f"crawler: error: http.cookies: cannot read {tmp_path / 'theirs.txt'}"
-            in joined.stderr), joined.stderr
-    # Nor is it blamed on a settings file of this host that set the same key.
-    (tmp_path / "mine.toml").write_text(f'[http]\ncookies = "{tmp_path / "mine.txt"}"\n')
-    joined = run_crawler("master", "--join", name, "--broker", redis_server.url,
-                         "--settings", str(tmp_path / "mine.toml"),
-                         "--out", str(tmp_path / "c"), cwd=tmp_path, timeout=60)
-    assert joined.returncode == 2, joined.stderr
-    assert (f"crawler: error: http.cookies: cannot read {tmp_path / 'theirs.txt'}"
-            in joined.stderr), joined.stderr
+    assert "cannot read" not in joined.stderr, joined.stderr
+    assert set(page for page, _ in seen) == {"/", *pages, *(p[:-5] + ".png" for p in pages)}
+    assert {cookie for _, cookie in seen} == {"session=the-crawls"}, seen
+    assert [e["status"] for e in manifest_lines(tmp_path / "b" / "out")] == ["success"] * 4
+    # Its own client certificate is its own, as a worker's: one it cannot read is said so.
+    missing = run_crawler("master", "--join", name, "--broker", redis_server.url,
+                          "--client-cert", "none.pem", "--out", "out2", cwd=tmp_path / "b",
+                          timeout=60)
+    assert missing.returncode == 2, missing.stderr
+    assert "--client-cert (http.client_cert): cannot read none.pem" in missing.stderr
 
 
 def test_a_crawl_name_holds_one_crawl(

@@ -13,6 +13,7 @@ import logging
 import os
 import queue
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -49,7 +50,9 @@ from .conftest import (
     run_crawler,
     start_crawler,
     stop,
+    wait_for_output,
     wait_for_queue_address,
+    wait_until,
 )
 from .redis_server import RedisServer
 from .test_curl import raw_server
@@ -699,6 +702,29 @@ def test_a_proxy_password_is_left_out_of_every_message(tmp_path: Path) -> None:
     assert done.returncode == 2 and "--proxy 'http://***@[x'" in done.stderr, done.stderr
 
 
+def test_a_worker_says_a_malformed_proxy_variable_as_it_starts_in_one_line(
+        tmp_path: Path) -> None:
+    """It joined its master first, then logged a traceback ("cannot start the download
+    engine") and exited 1; the master says the same in one line as it starts (exit 2)."""
+    base = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env = {**base, "http_proxy": "http://user:secret@[bad", "CRAWLER_AUTHKEY": "k" * 32}
+    expected = ("crawler: error: $http_proxy is 'http://user:***@[bad', not a proxy URL: "
+                "expected http://, https://, socks5:// or socks5h://HOST:PORT; fix or unset "
+                "it, or crawl with --no-proxy")
+    started = time.monotonic()
+    for where in ([f"127.0.0.1:{free_port()}"],  # no master there: it would wait 60 s
+                  ["--broker", "redis://127.0.0.1:9/0", "--crawl", "c"]):
+        done = run_crawler("worker", *where, "--out", str(tmp_path / "w"), "--connect-wait",
+                           "60", cwd=tmp_path, env=env)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip() == expected, done.stderr
+    assert time.monotonic() - started < 30, "it waited for its master first"
+    done = run_crawler("worker", f"127.0.0.1:{free_port()}", "--no-proxy", "--out",
+                       str(tmp_path / "w"), "--connect-wait", "0.2", cwd=tmp_path, env=env)
+    assert done.returncode == 1 and "could not reach" in done.stderr, done.stderr
+    assert "$http_proxy" not in done.stderr  # not read
+
+
 def test_https_sites_go_through_the_environments_https_proxy_by_connect(
         https_recorder: Recorder, ca: CertAuthority, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, page_get: PageGet) -> None:
@@ -878,6 +904,198 @@ def test_a_worker_on_the_broker_gets_the_crawls_request_settings_there(
     assert "session=secret-cookie-value" in image["Cookie"]
     logs = err + worker_err + "".join(p.read_text() for p in (tmp_path / "out").glob("*.log"))
     assert "secret-cookie-value" not in logs
+
+
+class Gallery:
+    """A fixture server's page ("/") of ``count`` images, every request recorded with its
+    headers. Image requests may be held (``hold``, until ``release``), and refused with a
+    403 (``refuse``, a test of their headers)."""
+
+    def __init__(self, server: FixtureServer, count: int, delay: float = 0.0) -> None:
+        self.server = server
+        self.images = [f"/g{n}.png" for n in range(count)]
+        self.seen: list[tuple[str, dict[str, str]]] = []  # (path, headers)
+        self.refuse: Callable[[dict[str, str]], bool] = lambda _headers: False
+        self.held = 0  # image requests waiting for a release now
+        self._open = threading.Event()
+        self._open.set()
+        self._lock = threading.Lock()
+        self._delay = delay
+        page = "".join(f"<img src='{path}'>" for path in self.images).encode()
+        server.routes["/"] = lambda h: self._answer(h, 200, b"<html><body>" + page, "text/html")
+        for path in self.images:
+            server.routes[path] = self._image
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def hold(self) -> None:
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
+    def images_seen(self, header: str, value: str | None) -> int:
+        """How many image requests carried ``header`` with ``value`` (None: without it)."""
+        with self._lock:
+            return sum(1 for path, headers in self.seen
+                       if path != "/" and headers.get(header) == value)
+
+    def _answer(self, handler: FixtureHandler, status: int, body: bytes, kind: str) -> None:
+        with self._lock:
+            self.seen.append((handler.path, dict(handler.headers.items())))
+        handler.send_body(status, body, kind)
+
+    def _image(self, handler: FixtureHandler) -> None:
+        if not self._open.is_set():
+            with self._lock:
+                self.held += 1
+            self._open.wait(60)
+            with self._lock:
+                self.held -= 1
+        time.sleep(self._delay)
+        with contextlib.suppress(OSError):  # a worker that gave up on it is gone
+            if self.refuse(dict(handler.headers.items())):
+                self._answer(handler, 403, b"forbidden", "text/plain")
+            else:
+                self._answer(handler, 200, PNG, "image/png")
+
+
+def test_a_worker_takes_up_the_settings_of_its_master_started_again(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    """A master killed and started again on its folder with another --header: the worker
+    that reconnects sends the new one. It kept the first master's (the engine was built
+    once), and every image the second master leased went out with it."""
+    gallery = Gallery(make_server(), 30, delay=0.1)
+    port = free_port()
+    master = ("master", gallery.url + "/", "--bind", f"127.0.0.1:{port}", "--out",
+              str(tmp_path / "out"), "--ignore-robots")
+    first = start_crawler(*master, "--header", "X-Run: one", cwd=tmp_path)
+    worker = start_crawler("worker", f"127.0.0.1:{port}", "--out", str(tmp_path / "store"),
+                           "--threads", "2", "--connect-wait", "60", cwd=tmp_path)
+    second = None
+    try:
+        wait_until(lambda: gallery.images_seen("X-Run", "one") >= 4, 30,
+                   "images downloaded with the first master's header")
+        first.kill()
+        first.wait(timeout=10)
+        # From now on the site serves the new header only: an image leased by the second
+        # master and sent with the old one fails (403, for good).
+        gallery.refuse = lambda headers: headers.get("X-Run") != "two"
+        second = start_crawler(*master, "--header", "X-Run: two", cwd=tmp_path)
+        err = finish(second, 90)
+        assert second.returncode == 0, err
+        worker_err = finish(worker, 30)
+        assert worker.returncode == 0, worker_err
+    finally:
+        for process in (first, second, worker):
+            if process is not None:
+                stop(process)
+    entries = manifest_lines(tmp_path / "out")
+    assert sorted(e["url"] for e in entries) == sorted(gallery.url + p for p in gallery.images)
+    assert [e for e in entries if e["status"] != "success"] == []
+    assert gallery.images_seen("X-Run", "two") >= 1
+    assert "the crawl's settings changed (http.headers): the download engine starts again" \
+        in worker_err, worker_err
+
+
+def test_a_worker_sends_no_secret_of_a_dead_masters_crawl_to_the_next_one_on_its_port(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    """A worker on another host, its master killed; another crawl's master (another
+    folder, no token) takes the port, with the same key: the worker sent it the first
+    crawl's Authorization header. It works for the new crawl by that crawl's settings,
+    and says so; nothing of the first crawl reaches the new master."""
+    intranet, public = Gallery(make_server(), 30, delay=0.1), Gallery(make_server(), 6)
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    first = start_crawler("master", intranet.url + "/", "--bind", address, "--out",
+                          str(tmp_path / "intranet"), "--ignore-robots",
+                          "--header", "Authorization: Bearer INTRANET-TOKEN", cwd=tmp_path)
+    worker = start_crawler("worker", address, "--out", str(tmp_path / "store"), "--threads",
+                           "2", "--connect-wait", "60", cwd=tmp_path)
+    second = None
+    try:
+        wait_until(lambda: intranet.images_seen("Authorization",
+                                                "Bearer INTRANET-TOKEN") >= 4, 30,
+                   "images of the first crawl")
+        first.kill()
+        first.wait(timeout=10)
+        second = start_crawler("master", public.url + "/", "--bind", address, "--out",
+                               str(tmp_path / "public"), "--ignore-robots", cwd=tmp_path)
+        err = finish(second, 90)
+        assert second.returncode == 0, err
+        worker_err = finish(worker, 30)
+        assert worker.returncode == 0, worker_err
+    finally:
+        for process in (first, second, worker):
+            if process is not None:
+                stop(process)
+    assert public.images_seen("Authorization", None) == len(public.images)
+    assert [headers for _, headers in public.seen if "Authorization" in headers] == []
+    entries = manifest_lines(tmp_path / "public")
+    assert sorted(e["url"] for e in entries) == sorted(public.url + p for p in public.images)
+    assert all(e["status"] == "success" for e in entries), entries
+    assert "refused a report" not in err, "the worker spoke of the first crawl's images"
+    assert (f"now crawls into {(tmp_path / 'public').absolute()}, not into "
+            f"{(tmp_path / 'intranet').absolute()}: another crawl") in worker_err, worker_err
+    assert "INTRANET-TOKEN" not in worker_err + err
+
+
+def test_a_master_that_starts_a_broker_crawl_again_brings_its_request_settings(
+        make_server: Callable[[], FixtureServer], redis_server: RedisServer,
+        tmp_path: Path) -> None:
+    """A crawl on the broker started again with a new --header (a cookies.txt exported
+    anew when the old one expired): its pages went out with it, and every image with the
+    first master's, from the crawl's record, even a new local worker's. The record's
+    request settings are the new master's now; a worker at work takes them up at its
+    next exchange, handing back the downloads it had begun with the old ones."""
+    gallery = Gallery(make_server(), 24, delay=0.05)
+    broker = ("--broker", redis_server.url, "--crawl", "rerun" + secrets.token_hex(4))
+    master = ("master", gallery.url + "/", *broker, "--out", str(tmp_path / "out"),
+              "--ignore-robots")
+    first = start_crawler(*master, "--header", "X-Run: one", "--local-workers", "0",
+                          cwd=tmp_path)
+    worker = start_crawler("worker", *broker, "--out", str(tmp_path / "store"), "--threads",
+                           "2", "--connect-wait", "60", cwd=tmp_path)
+    second = None
+    try:
+        wait_until(lambda: gallery.images_seen("X-Run", "one") >= 4, 30,
+                   "images downloaded with the first master's header")
+        gallery.hold()  # the worker's downloads in flight now wait
+        wait_until(lambda: gallery.held >= 1, 30, "a download in flight")
+        first.send_signal(signal.SIGTERM)  # the crawl stays open on the broker
+        finish(first, 30)
+        gallery.refuse = lambda headers: headers.get("X-Run") != "two"
+        second = start_crawler(*master, "--header", "X-Run: two", "--local-workers", "1",
+                               cwd=tmp_path)
+        # The worker hands back what it had begun with the old header, before any of it
+        # is answered (with a 403, as the site now would).
+        wait_for_output(worker, r"the crawl's settings changed \(http.headers\)", 30)
+        gallery.release()
+        err = finish(second, 90)
+        assert second.returncode == 0, err
+        worker_err = finish(worker, 30)
+        assert worker.returncode == 0, worker_err
+    finally:
+        gallery.release()
+        for process in (first, second, worker):
+            if process is not None:
+                stop(process)
+    assert "request settings (http, crawl.user_agent) are this master's now" in err, err
+    entries = manifest_lines(tmp_path / "out")
+    assert sorted(e["url"] for e in entries) == sorted(gallery.url + p for p in gallery.images)
+    assert [e for e in entries if e["status"] != "success"] == []
+    assert gallery.images_seen("X-Run", "two") >= 1
+    # Started again with the same settings, the crawl's stay as they are: no worker is
+    # told to start again.
+    record = redis_server.client()
+    key = f"crawler:{{{broker[-1]}}}:crawl"
+    assert json.loads(record.hget(key, "generation")) == 2
+    again = run_crawler(*master, "--header", "X-Run: two", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "are this master's now" not in again.stderr
+    assert json.loads(record.hget(key, "generation")) == 2
 
 
 def test_a_workers_own_request_settings_are_said_to_be_unused(tmp_path: Path) -> None:

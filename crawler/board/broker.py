@@ -308,12 +308,16 @@ _NOTHING = object()  # no default given
 
 
 class CrawlRecord:
-    """A crawl's record on the broker: written once by its first master, read by the rest.
+    """A crawl's record on the broker: written by its first master, read by the rest.
 
     ``settings`` are the first master's (a joining master crawls by them, not by
     its own), ``seeds`` and ``identity`` say which crawl it is, ``info`` is what
     a joining worker needs (it holds the request secrets: cookies, headers; the
-    broker's login guards it, as the authkey guards the embedded queue).
+    broker's login guards it, as the authkey guards the embedded queue), and a
+    joining master takes the crawl's request settings from it too (the files'
+    contents, not their paths). The request settings alone are written again:
+    by a master that starts the crawl again with others (``renew_request``),
+    which raises ``generation``, the number workers watch for a change.
     """
 
     def __init__(self, client: redis.Redis, crawl: str) -> None:
@@ -327,7 +331,7 @@ class CrawlRecord:
         fields: dict[Any, Any] = {"settings": json.dumps(settings), "seeds": json.dumps(seeds),
                   "identity": json.dumps(identity, sort_keys=True), "info": json.dumps(info),
                   "board": json.dumps(board), "started": json.dumps(broker_time(self.client)),
-                  "format": json.dumps(BOARD_FORMAT)}
+                  "format": json.dumps(BOARD_FORMAT), "generation": json.dumps(1)}
         # One script: a master killed half-way must not leave half a record.
         create = self.client.register_script(_CREATE)
         flat = [item for pair in fields.items() for item in pair]
@@ -335,6 +339,48 @@ class CrawlRecord:
 
     def exists(self) -> bool:
         return bool(self.client.exists(self.key))
+
+    def worker_info(self) -> dict[str, Any]:
+        """What a worker of the crawl is told (``info``), with the ``generation`` of its
+        request settings, read together; CrawlNotFound when the crawl is not there."""
+        info_text, generation_text = self.client.hmget(self.key, ["info", "generation"])
+        info = dict(self._decoded("info", info_text))
+        generation = self._decoded("generation", generation_text, None)
+        if generation is not None:
+            info["generation"] = generation
+        return info
+
+    def renew_request(self, request: dict[str, Any], user_agent: str,
+                      http: dict[str, Any]) -> bool:
+        """Make ``request`` (``RequestOptions.to_wire()``) and ``user_agent`` the crawl's
+        request settings, for its workers and for the masters that join it from now
+        on (``http``: the ``[http]`` settings they came from, kept in ``settings``);
+        True when they differed from the crawl's, whose ``generation`` then went up.
+
+        One transaction: two masters starting at once leave one's settings whole.
+        """
+        changed = False
+
+        def renew(pipe: redis.client.Pipeline) -> None:
+            nonlocal changed
+            info_text, settings_text, generation_text = pipe.hmget(
+                self.key, ["info", "settings", "generation"])
+            info = self._decoded("info", info_text)
+            settings = self._decoded("settings", settings_text)
+            generation = self._decoded("generation", generation_text, 0)
+            changed = (info.get("request") != request or info.get("user_agent") != user_agent)
+            if not changed:
+                return
+            info = {**info, "request": request, "user_agent": user_agent}
+            settings = {**settings, "http": http,
+                        "crawl": {**settings.get("crawl", {}), "user_agent": user_agent}}
+            pipe.multi()
+            pipe.hset(self.key, mapping={"info": json.dumps(info),
+                                         "settings": json.dumps(settings),
+                                         "generation": json.dumps(generation + 1)})
+
+        self.client.transaction(renew, self.key)
+        return changed
 
     def check_format(self) -> None:
         """CrawlFormatMismatch unless the crawl keeps its state as this crawler does."""
@@ -359,7 +405,10 @@ class CrawlRecord:
     def field(self, name: str, missing: Any = _NOTHING) -> Any:
         """One field of the record, decoded; BrokerError when the crawl is not there.
         ``missing``: what a record without the field gives (one of an earlier version)."""
-        text = self.client.hget(self.key, name)
+        return self._decoded(name, self.client.hget(self.key, name), missing)
+
+    def _decoded(self, name: str, text: Any, missing: Any = _NOTHING) -> Any:
+        """Field ``name``'s ``text`` as read from the record, decoded and checked."""
         if text is None and missing is not _NOTHING:
             return missing
         if text is None:
@@ -388,6 +437,7 @@ _RECORD_SHAPES: dict[str, Callable[[Any], bool]] = {
     "info": lambda v: isinstance(v, dict),
     "board": lambda v: isinstance(v, dict),
     "started": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "generation": lambda v: type(v) is int,
 }
 
 

@@ -486,18 +486,22 @@ class RedisBoard:
         attempts, given_back = list(reports), list(released)
         held = list(holding) if holding is not None else []
         limit = self._limit(max_items) if max_items > 0 else 0
-        stale, closed, tasks, lost, unknown, duplicates = self._run("exchange", [
+        stale, closed, tasks, lost, unknown, duplicates, *generation = self._run("exchange", [
             self._now(), worker, str(number), str(limit), "1" if holding is not None else "0",
             str(len(attempts)), str(len(given_back)), str(len(held)), *self._policy_args,
             *self._report_args(attempts), *given_back, *held])
         self._log_ignored(worker, unknown, duplicates)
         answer = LeaseAnswer(closed=bool(closed), tasks=self._tasks(tasks))
-        if stale:
-            return answer
-        if limit > 0:
-            answer = self._wait_for_tasks(worker, limit, end, answer)
-        if lost:
-            answer["lost"] = [_text(url) for url in lost]
+        if not stale:
+            if limit > 0:
+                answer = self._wait_for_tasks(worker, limit, end, answer)
+            if lost:
+                answer["lost"] = [_text(url) for url in lost]
+        if generation and generation[0] is not None:
+            # Which settings these leases go by: a worker that has others takes them up
+            # before it starts these (see crawler.board.broker.CrawlRecord.renew_request).
+            with contextlib.suppress(ValueError):  # (anyone with the login may write there)
+                answer["generation"] = int(_text(generation[0]))
         return answer
 
     @_translated

@@ -62,14 +62,14 @@ class BrokerClient:
         try:
             crawl = open_crawl(self.broker, self._crawl)
             record = CrawlRecord(crawl.client, crawl.name)
-            info = record.field("info")
+            record.field("info")
             record.check_format()
             policy = _policy(record.field("board"))
         except (*_LINK, CrawlNotFound) as exc:  # the crawl: its master may create it yet
             raise ConnectionError(str(exc)) from exc
         self._clients.append(crawl.client)
         board = RedisBoard(crawl.client, crawl.name, policy, recorded=True)
-        describe = _describer(crawl.client, crawl.name, info, board)
+        describe = _describer(record, board)
         return _LinkErrors(_BrokerView(board, describe))
 
     def bound_calls(self, board: object, seconds: float) -> None:
@@ -122,12 +122,14 @@ class _LinkErrors:
         return guarded
 
 
-def _describer(client: redis.Redis, crawl: str, info: dict[str, Any],
-               board: RedisBoard) -> Callable[..., CrawlInfo | Status]:
+def _describer(record: CrawlRecord, board: RedisBoard) -> Callable[..., CrawlInfo | Status]:
+    """The crawl info as the record has it now: a master that starts the crawl again
+    brings its request settings, and a worker asks again when their generation moves."""
     def describe(full: bool = False) -> CrawlInfo | Status:
+        info = record.worker_info()
         if not full:
             return cast(CrawlInfo, info)
-        return broker_status(client, crawl, info, board)
+        return broker_status(record.client, record.crawl, info, board)
 
     return describe
 

@@ -627,10 +627,12 @@ return 0
 
 -- @script exchange: now, worker, number, limit (0: a heartbeat), has holding,
 -- report count, released count, holding count, policy, reports, released, holding
--- -> {stale, closed, tasks, lost, unknown, duplicates}
+-- -> {stale, closed, tasks, lost, unknown, duplicates, generation}
 -- A crawl whose record is gone (its keys deleted, Redis restarted without its
--- append-only file) is not written to: its worker is told, and leaves.
+-- append-only file) is not written to: its worker is told, and leaves. generation: the
+-- record's (nil without one), which goes up when the crawl's request settings change.
 if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 0 then return redis.error_reply(CRAWL_GONE) end
+local generation = KEYS[2] and redis.call('HGET', KEYS[2], 'generation')
 local now, worker, number = now_from(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local limit, has_holding = tonumber(ARGV[4]), ARGV[5] == '1'
 local n_reports, n_released, n_holding = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -648,7 +650,7 @@ local applied = record and tonumber(redis.call('HGET', wk, 'ex') or '0')
 if record and number < applied then
   -- A copy held up in the network, overtaken by the worker's later calls: all of it
   -- was applied already, or sent again, and its holding list is out of date.
-  return {1, redis.call('EXISTS', CLOSED), {}, {}, {}, {}}
+  return {1, redis.call('EXISTS', CLOSED), {}, {}, {}, {}, generation}
 end
 local spoken = {}
 for i = 0, n_reports - 1 do spoken[ARGV[at + i * REPORT_ARGS]] = true end
@@ -682,7 +684,7 @@ if limit > 0 then
 else
   closed = redis.call('EXISTS', CLOSED)
 end
-return {0, closed, tasks, lost, unknown, duplicates}
+return {0, closed, tasks, lost, unknown, duplicates, generation}
 
 -- @script live_workers: now, worker_silence -> how many workers are not gone
 local now, silence = now_from(ARGV[1]), tonumber(ARGV[2])

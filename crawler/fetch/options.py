@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from crawler.config import is_proxy_url, parse_header, parse_rate, without_password
-from crawler.errors import ConfigError
+from crawler.errors import BadCrawlInfo, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,36 @@ class RequestOptions(NamedTuple):
                    credentials=tuple((str(h), str(u), str(p)) for h, u, p in data["credentials"]))
 
     @classmethod
+    def from_crawl(cls, data: object, *, client_cert: str = "", client_key: str = "",
+                   env_proxies: bool = True, sender: str = "the master",
+                   who: str = "this worker") -> RequestOptions:
+        """The crawl's request settings (``to_wire``'s) as another process takes them: a
+        worker, or a master that joins a crawl on a broker.
+
+        The files' contents come with them (cookies, CA bundle, logins), so nothing
+        the crawl's first master named is read here; what is this host's own stays
+        its own: its client certificate (``client_cert``, ``client_key``; else the
+        sender's path where this host can read it) and ``env_proxies`` False
+        (``--no-proxy``). BadCrawlInfo when ``data`` cannot be read.
+        """
+        try:
+            request = cls.from_wire(data)  # type: ignore[arg-type]  # checked by the failure
+        except (KeyError, TypeError, ValueError, AttributeError):
+            # (Not the exception's words: they may quote a value, and values are secrets.)
+            raise BadCrawlInfo(f"{sender} sent request settings this crawler cannot read "
+                               "(headers, cookies, logins): it runs another version; install "
+                               "the same one on this host") from None
+        sent = str(data.get("client_cert") or "")  # type: ignore[attr-defined]
+        if client_cert:
+            request = request._replace(client_cert=client_cert, client_key=client_key)
+        elif sent and not request.client_cert:  # (a path relative elsewhere, another host)
+            log.warning("the master's client certificate %s cannot be read here: none is "
+                        "presented; give %s --client-cert (and --client-key)", sent, who)
+        if not env_proxies:
+            request = request._replace(env_proxies=False)
+        return request
+
+    @classmethod
     def from_settings(cls, settings: Any) -> RequestOptions:
         """Read the files ``settings.http`` names; ConfigError naming the key when one fails."""
         http = settings.http
@@ -125,8 +155,8 @@ class RequestOptions(NamedTuple):
             ca_bundle=_read_ca_bundle(http.ca_bundle) if http.ca_bundle else "",
             ca_bundle_path=http.ca_bundle,
             insecure=http.insecure,
-            client_cert=_check_readable(http.client_cert, "http.client_cert"),
-            client_key=_check_readable(http.client_key, "http.client_key"),
+            client_cert=readable_path(http.client_cert, "http.client_cert"),
+            client_key=readable_path(http.client_key, "http.client_key"),
             proxy=http.proxy, env_proxies=http.env_proxies,
             limit_rate=parse_rate(http.limit_rate),
             credentials=_read_netrc(http.netrc) if http.netrc else ())
@@ -218,7 +248,7 @@ def _if_readable(path: str) -> str:
     return path if path and Path(path).is_file() and os.access(path, os.R_OK) else ""
 
 
-def _check_readable(path: str, key: str) -> str:
+def readable_path(path: str, key: str) -> str:
     """``path`` made absolute (libcurl reads it as given, and a worker started in another
     folder is sent it), once it reads."""
     if not path:

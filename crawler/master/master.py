@@ -65,7 +65,7 @@ from crawler.model.wire import CrawlInfo, RobotsRules, Status
 from crawler.parse.pool import PageParser
 
 if TYPE_CHECKING:  # imported when used: broker mode's (a Redis client), the queue server
-    from crawler.board.broker import BrokerCrawl
+    from crawler.board.broker import BrokerCrawl, CrawlRecord
     from crawler.board.manager import QueueServer
     from crawler.board.redis import RedisBoard
     from crawler.board.redis_frontier import RedisFrontier
@@ -115,6 +115,10 @@ class MasterOptions(NamedTuple):
     fresh: bool = False  # forget the folder's crawl and start anew
     invite_workers: bool = True  # say how workers join (not when all are local)
     broker: BrokerCrawl | None = None  # the crawl's state on Redis; None: this master's own
+    # A master that joins the broker's crawl: the crawl's request settings, as its record
+    # holds them (the files' contents), with this host's own client certificate. None: a
+    # master that starts (or starts again) a crawl, with the settings' own.
+    joined_request: RequestOptions | None = None
     # The crawler command's main: local workers are forked and run it (see
     # master.launcher); None: each is a fresh interpreter.
     worker_command: Callable[[Sequence[str]], int] | None = None
@@ -188,7 +192,8 @@ class Master:
         self._scope = Scope.from_seeds(options.seeds, crawl.scope, crawl.allow, crawl.deny,
                                        crawl.image_allow, crawl.image_deny)
         self._policy = AddressPolicy.from_seeds(options.seeds, settings.security.allow_networks)
-        self._request = RequestOptions.from_settings(settings)  # files read now: errors up front
+        # Files read now: errors up front. (A master that joins has the crawl's.)
+        self._request = options.joined_request or RequestOptions.from_settings(settings)
         self._request.proxies()  # and a malformed $http_proxy (or kin) said now
         if self._request.insecure:  # its pages too, not only the workers' images
             log.warning("TLS certificates are NOT verified (http.insecure = true): anyone on "
@@ -569,6 +574,8 @@ class Master:
                 "name this one with --crawl NAME")
         log.info("crawl %s found on the broker at %s: carrying on with it", broker.name,
                  broker.address)
+        if self._options.joined_request is None:
+            self._bring_request_settings(record, broker)
         # Its limits are its first master's (a master that joins takes all its settings):
         # one with other limits would stop at, or read past, another bound than the rest.
         first = record.field("settings").get("crawl", {})
@@ -579,6 +586,27 @@ class Master:
             log.warning("the crawl's limits are its first master's: %s (not this run's)",
                         ", ".join(f"{key.split('.')[1]} {value}" for key, value in limits.items()))
             self._settings = self._settings.with_values(limits)
+
+    def _bring_request_settings(self, record: CrawlRecord, broker: BrokerCrawl) -> None:
+        """A master that starts a crawl again brings its request settings: a cookies.txt
+        exported anew when the old one expired, a new token, another proxy. Its pages
+        go out with them; so do the workers' images from now on (each takes them up
+        at its next exchange, handing back what it had begun with the old ones), and
+        the pages of masters that join later."""
+        from crawler.board.broker import live_masters, masters_of
+
+        if not record.renew_request(self._request.to_wire(), self._settings.crawl.user_agent,
+                                    self._settings.to_dict()["http"]):
+            return
+        log.info("the crawl's request settings (http, crawl.user_agent) are this master's "
+                 "now: its workers take them up")
+        here = socket.gethostname()
+        others = [m for m in live_masters(*masters_of(broker.client, broker.name))
+                  if m.get("host") != here or _may_be_running(m.get("pid"))]
+        if others:
+            log.warning("%d other master(s) at work on crawl %s fetch their pages with the "
+                        "request settings they started with, until they are started again "
+                        "(or joined again)", len(others), broker.name)
 
     def _identity(self) -> dict[str, Any]:
         """What makes a crawl the same crawl: its seeds and its scope."""

@@ -59,6 +59,9 @@ class CrawlInfo(TypedDict):
     worker_silence: float  # seconds one of our workers may be silent before its leases end
     request: NotRequired[dict[str, Any]]  # RequestOptions.to_wire(): to joining workers only
     folder: NotRequired[str]  # the embedded master's output folder (absolute)
+    # On a broker: how often the crawl's request settings were changed (a master that
+    # starts the crawl again brings its own); a worker takes them up when it changes.
+    generation: NotRequired[int]
 
 
 class Status(CrawlInfo):
@@ -78,6 +81,7 @@ class LeaseAnswer(TypedDict):
     closed: bool  # the crawl is over: no task will ever come
     tasks: list[tuple[str, int]]  # (url, attempt number), each now leased to the asker
     lost: NotRequired[list[str]]  # URLs the asker said it holds, now no longer its own
+    generation: NotRequired[int]  # on a broker: the crawl info's generation (CrawlInfo's)
 
 
 class Report(TypedDict, total=False):

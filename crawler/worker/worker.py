@@ -28,6 +28,7 @@ from crawler.errors import (
     AnotherMastersCrawl,
     AuthenticationFailed,
     BadCrawlInfo,
+    ConfigError,
     CrawlerError,
     MasterUnreachable,
     StorageError,
@@ -82,6 +83,7 @@ FAST_RECONNECT_FOR = 2.0  # seconds a starting worker retries every 10-20 ms
 HOLDING_EVERY = 1.0  # seconds between telling the master which URLs we hold
 STUCK_GRACE = 10.0  # seconds past its longest possible life before a download counts as stuck
 CONFIRM_WAIT = 10.0  # seconds a store waits for a fresh answer after a silence
+ENGINE_END_WAIT = 5.0  # seconds the download engine has to end, handing back what it holds
 
 
 @dataclass
@@ -132,6 +134,9 @@ class Worker:
         self._board: Any = None
         self._pending_reports: list[Report] = []
         self._engine: Engine | None = None
+        self._engine_thread: threading.Thread | None = None
+        self._store: Store | None = None  # set by run()
+        self._crawl: CrawlInfo | None = None  # the rules the engine works by (the master's)
         self._redirects: RedirectCheck | None = None  # the engine's check of redirect targets
         self._pending_releases: list[str] = []  # URLs to give back, kept across reconnects
         self._number = 0  # of our last exchange with the master: they only go up
@@ -146,6 +151,9 @@ class Worker:
         self._answered = threading.Condition()
         self._asked_at = time.monotonic()
         self._recheck = False  # a store waits: say what we hold in the next exchange
+        # Set while an engine ends for new rules (_adopt): a store of it that waits for
+        # news of its lease stops waiting, and its image goes back with the rest.
+        self._retiring = threading.Event()
         # How long an answer vouches for our leases: the master takes them only after
         # worker_silence (or lease_timeout) without a call; half leaves room for delays.
         self._fresh_for = 0.0
@@ -165,47 +173,24 @@ class Worker:
         """
         # The folder first: one that cannot be written is said at once, not after the
         # wait for a master (up to --connect-wait).
-        store = Store(self._options.out_dir, may_store=self._may_store)
+        store = self._store = Store(self._options.out_dir, may_store=self._may_store)
         try:
             crawl = self._connect(first=True)
         except _Stopped:
             return  # stopped while waiting for the master: nothing held, nothing to hand back
         store.clean_partials()
-        engine_thread = None
-        try:
-            limits = self._limits = limits_from_wire(crawl.get("limits"))
-            # Past this a download the engine has not reported is stuck: it may wait for a
-            # slot behind downloads that each take up to the deadline, then take its own.
-            self._stuck_after = 2 * (limits.deadline + limits.connect_timeout) + STUCK_GRACE
-            self._engine = self._make_engine(store, limits, crawl)
-            engine_thread = threading.Thread(target=self._run_engine, name="engine",
-                                             daemon=True)
-            engine_thread.start()
-        except BadCrawlInfo as exc:  # the master's rules cannot be read: say so, no traceback
-            log.error("%s", exc)
-            self._engine = None
-            self.failure = exc
-            self._stop.set()
-        except Exception as exc:  # no thread (a process limit), a broken libcurl, bad options
-            log.exception("cannot start the download engine")
-            self._engine = None  # tasks go straight back (see _take)
-            self.failure = WorkerFailed(f"cannot start the download engine: {exc}")
-            self._stop.set()  # leave now: _hand_back gives every held URL back
+        self._start_engine(crawl)
         threading.Thread(target=self._sync_loop, args=(store,), name="sync", daemon=True).start()
         if self._on_progress is not None:  # closed below, whatever happens
             self._notifier = Notifier(self._on_progress, self._stats_now(),
                                       on_error=self._stop.set)
         try:
-            self._coordinate(crawl)
+            self._coordinate()
         except _Stopped:
             pass  # stopped while reconnecting: hand back below what can be handed back
         finally:
             self._stop.set()
-            if self._engine is not None and engine_thread is not None:
-                self._engine.close()
-                engine_thread.join(timeout=5)
-            if self._redirects is not None:
-                self._redirects.close()
+            self._stop_engine(ENGINE_END_WAIT)
             self._hand_back(store)
             # Partials of workers on this host that died (kill -9) are ours to remove.
             with contextlib.suppress(StorageError):
@@ -216,6 +201,115 @@ class Worker:
             raise self._notifier.error  # the callback's own: it stopped the worker
         if self.failure is not None:
             raise self.failure
+
+    def _start_engine(self, crawl: CrawlInfo) -> None:
+        """Start a download engine that works by ``crawl``'s rules (and note them as the
+        ones this worker works by). One that cannot start stops the worker, which hands
+        every URL it holds back."""
+        assert self._store is not None
+        self._crawl = crawl
+        try:
+            limits = self._limits = limits_from_wire(crawl.get("limits"))
+            # Past this a download the engine has not reported is stuck: it may wait for a
+            # slot behind downloads that each take up to the deadline, then take its own.
+            self._stuck_after = 2 * (limits.deadline + limits.connect_timeout) + STUCK_GRACE
+            engine = self._engine = self._make_engine(self._store, limits, crawl)
+            thread = threading.Thread(target=self._run_engine, args=(engine,), name="engine",
+                                      daemon=True)
+            thread.start()
+            self._engine_thread = thread
+        except (BadCrawlInfo, ConfigError) as exc:
+            # The master's rules cannot be read, or this host's proxy variable: said in one
+            # line, no traceback.
+            log.error("%s", exc)
+            self._engine = None
+            self.failure = exc
+            self._stop.set()
+        except Exception as exc:  # no thread (a process limit), a broken libcurl, bad options
+            log.exception("cannot start the download engine")
+            self._engine = None  # tasks go straight back (see _take)
+            self.failure = WorkerFailed(f"cannot start the download engine: {exc}")
+            self._stop.set()  # leave now: _hand_back gives every held URL back
+
+    def _stop_engine(self, wait: float) -> None:
+        """End the download engine: what it has in flight comes back unfinished (None),
+        for the next exchange to hand back."""
+        engine, thread = self._engine, self._engine_thread
+        self._engine = self._engine_thread = None
+        if engine is not None:
+            engine.close()
+            if thread is not None:
+                thread.join(timeout=wait)
+                if thread.is_alive():
+                    log.warning("the download engine did not end within %g s", wait)
+        if self._redirects is not None:
+            self._redirects.close()
+            self._redirects = None
+
+    def _adopt(self, crawl: CrawlInfo) -> None:
+        """Work by ``crawl`` from now on: the crawl info the master gave after a
+        reconnect, or the broker's after the crawl's settings changed.
+
+        A master started again may have other request settings (headers, cookies,
+        logins, a proxy, a CA, a rate cap), another address policy, image scope or
+        robots.txt rules, or be another crawl altogether (an embedded master of
+        another folder on the same port): none of what this worker did by the old
+        rules may go on under the new ones, and nothing leased by the new master may
+        go out with the old ones (a token for one crawl's site would go to another's).
+        So, when they differ, the engine ends first, what it had in flight is handed
+        back (downloaded again by the new rules), and a new engine starts. Results
+        of an earlier crawl are dropped: its master has gone, and its journal keeps
+        those URLs queued for its next run.
+        """
+        old = self._crawl
+        if old is None or old == crawl:
+            return
+        self._crawl = crawl
+        changed = _changes(old, crawl)
+        another = old.get("folder") != crawl.get("folder")
+        if not changed and not another:
+            return  # its timings alone (lease_timeout, worker_silence): read where used
+        self._retiring.set()
+        try:
+            with self._answered:
+                self._answered.notify_all()  # a store waiting for news of its lease
+            self._stop_engine(ENGINE_END_WAIT)
+        finally:
+            self._retiring.clear()
+        reports, released = self._pending_reports, self._pending_releases
+        self._collect(reports, released, wait=0.0)
+        self._held.clear()  # (an engine that did not end in time: the master takes them back)
+        self._overdue.clear()
+        if another:
+            log.warning("%s now crawls into %s, not into %s: another crawl; this worker works "
+                        "for it, by its settings (%d results and %d unfinished URLs of the "
+                        "earlier crawl are dropped: its journal keeps them queued)",
+                        self._client.where, crawl.get("folder"), old.get("folder"),
+                        len(reports), len(released))
+            reports.clear()
+            released.clear()
+            self._outstanding = None
+            with self._answered:
+                self._lost.clear()
+        else:
+            # What the old engine did past the exchange on its way (sent again as it was):
+            # its images stored stand; its failures (a 403 for an expired cookie) and what
+            # it had not finished are not said. The URLs go back as leases this worker no
+            # longer holds, taken back by the next exchange (it says what it holds) and
+            # tried again, by the new settings: said as a result or handed back, they
+            # could meet a lease of the same URL that a master started again just gave it.
+            n_reports, n_released = self._outstanding or (0, 0)
+            failed = [report for report in reports[n_reports:] if not report.get("ok")]
+            again = len(failed) + len(released) - n_released
+            reports[n_reports:] = [report for report in reports[n_reports:] if report.get("ok")]
+            del released[n_released:]
+            self.stats.failed -= len(failed)  # not failures: tried again
+            self._recheck = True
+            log.warning("the crawl's settings changed (%s): the download engine starts again "
+                        "with them; %d downloads begun with the old ones go back to be "
+                        "downloaded again", ", ".join(changed), again)
+        if self.failure is None:
+            self._start_engine(crawl)
 
     # ----- talking to the master ---------------------------------------------
 
@@ -230,11 +324,7 @@ class Worker:
             try:
                 self._board = self._client.connect()
                 log.debug("connected to %s as %s", where, self._id)
-                crawl = crawl_info_from_wire(self._board.hello(
-                    self._id, WorkerInfo(host=socket.gethostname(), pid=os.getpid(),
-                                         threads=self._options.threads)))
-                self._client.bound_calls(self._board, call_deadline(crawl))
-                self._fresh_for = min(crawl["worker_silence"], crawl["lease_timeout"]) / 2
+                crawl = self._hello()
                 self._check_folder(crawl)
                 return crawl
             except AuthenticationFailed:
@@ -260,6 +350,15 @@ class Worker:
                 if not first or time.monotonic() - started > FAST_RECONNECT_FOR:
                     delay = min(delay * 2, 2.0)
 
+    def _hello(self) -> CrawlInfo:
+        """Say hello to the master (again): the crawl info it answers, its deadlines set."""
+        crawl = crawl_info_from_wire(self._board.hello(
+            self._id, WorkerInfo(host=socket.gethostname(), pid=os.getpid(),
+                                 threads=self._options.threads)))
+        self._client.bound_calls(self._board, call_deadline(crawl))
+        self._fresh_for = min(crawl["worker_silence"], crawl["lease_timeout"]) / 2
+        return crawl
+
     def _check_folder(self, crawl: CrawlInfo) -> None:
         """A worker its master started stores into that master's folder: it serves no
         other master (one that took the port of its dead master, with the same key)."""
@@ -278,10 +377,8 @@ class Worker:
                 f"the master at {self._client.where} crawls into {theirs}, not into {mine}, "
                 "the folder of the master that started this worker (it has ended): leaving")
 
-    def _coordinate(self, crawl: CrawlInfo) -> None:
+    def _coordinate(self) -> None:
         capacity = self._options.threads + max(2, self._options.threads // 2)  # a small prefetch
-        # At least once a second, so the master knows who is still listening at the end.
-        heartbeat_every = min(1.0, float(crawl["lease_timeout"]) / 4)
         reports = self._pending_reports  # what _hand_back sends if we leave before it goes
         released = self._pending_releases
         last_call = time.monotonic()
@@ -306,6 +403,9 @@ class Worker:
             # empty queue every few milliseconds would keep the master's server busy.
             quiet = time.monotonic() - last_call < IDLE_ASK_EVERY and not last_answered
             ask = want if want > 0 and not (self._held and quiet) else 0
+            assert self._crawl is not None  # (run() set it before)
+            # At least once a second, so the master knows who is still listening at the end.
+            heartbeat_every = min(1.0, float(self._crawl["lease_timeout"]) / 4)
             if not (ask or reports or released or self._outstanding is not None or self._recheck
                     or time.monotonic() - last_call > heartbeat_every):
                 continue
@@ -315,10 +415,17 @@ class Worker:
                 # Reports, hand-backs and the next ask travel in one round trip.
                 answer = self._exchange(ask, 0.0 if self._held else 1.0, holding)
                 self._answer_came(answer, asked_at=now, holding=holding)
+                generation = answer.get("generation")
+                if generation is not None and generation != self._crawl.get("generation"):
+                    # The crawl's settings changed on the broker (a master started it
+                    # again): taken up before the URLs of this answer go to the engine.
+                    self._adopt(self._hello())
             except LINK_ERRORS as exc:
                 log.warning("lost %s (%s); reconnecting", self._client.where,
                             exc.__class__.__name__)
-                self._connect(first=False)
+                # A master started again (or another one on its port) may have other
+                # settings, or be another crawl: its rules from now on.
+                self._adopt(self._connect(first=False))
                 last_holding = 0.0  # a lost answer may have leased us URLs we never saw
                 continue
             if holding:
@@ -332,7 +439,7 @@ class Worker:
                 # master counts, or told so by the master), or new: say why nothing
                 # (more) came.
                 away = came_back or (answered_at is not None
-                                     and now - answered_at > crawl["worker_silence"])
+                                     and now - answered_at > self._crawl["worker_silence"])
                 _say_it_was_over(away, new=answered_at is None)
                 return  # the crawl is over: hand back and leave
             answered_at = time.monotonic()
@@ -390,7 +497,7 @@ class Worker:
                 deadline = since + CONFIRM_WAIT
                 while self._asked_at < since:  # an answer to a question asked after now
                     left = deadline - time.monotonic()
-                    if left <= 0 or self._stop.is_set():
+                    if left <= 0 or self._stop.is_set() or self._retiring.is_set():
                         return False  # unconfirmed: keep nothing we may not own
                     self._answered.wait(min(left, 0.1))
             return url not in self._lost
@@ -538,20 +645,14 @@ class Worker:
     def _make_engine(self, store: Store, limits: Limits, crawl: CrawlInfo) -> Engine:
         from crawler.fetch.curl import CurlEngine  # imports libcurl: only a worker needs it
 
-        if "request" in crawl:
-            request = RequestOptions.from_wire(crawl["request"])
-        else:  # a master that sends only its user agent
-            request = RequestOptions(user_agent=crawl["user_agent"])
         local = self._options
-        sent = str(crawl.get("request", {}).get("client_cert") or "")
-        if local.client_cert:
-            request = request._replace(client_cert=local.client_cert,
-                                          client_key=local.client_key)
-        elif sent and not request.client_cert:  # (a path relative elsewhere, another host)
-            log.warning("the master's client certificate %s cannot be read here: none is "
-                        "presented; give this worker --client-cert (and --client-key)", sent)
-        if not local.env_proxies:
-            request = request._replace(env_proxies=False)
+        if "request" in crawl:
+            request = RequestOptions.from_crawl(crawl["request"], client_cert=local.client_cert,
+                                                client_key=local.client_key,
+                                                env_proxies=local.env_proxies)
+        else:  # a master that sends only its user agent
+            request = RequestOptions(user_agent=crawl["user_agent"],
+                                     env_proxies=local.env_proxies)
         log.debug("request options: %r", request)  # its repr holds no secret
         policy = AddressPolicy.from_wire(crawl["policy"])
         self._redirects = self._redirect_check(crawl, policy, request, limits)
@@ -575,17 +676,39 @@ class Worker:
             reader = RobotsReader(client, crawl["user_agent"], robots["timeout"])
         return RedirectCheck(scope, reader)
 
-    def _run_engine(self) -> None:
+    def _run_engine(self, engine: Engine) -> None:
         """The engine thread. If the engine fails, the worker stops and hands its URLs back."""
-        assert self._engine is not None
         try:
-            self._engine.run()
+            engine.run()
         except Exception as exc:
             log.exception("the download engine failed")
             if self.failure is None:
                 self.failure = WorkerFailed(f"the download engine failed: "
                                             f"{exc.__class__.__name__}: {exc}")
             self._stop.set()
+
+
+# What a worker's engine is built from, by the name a message gives it.
+_RULES = {"limits": "download limits", "policy": "address policy",
+          "user_agent": "crawl.user_agent", "image_scope": "image scope",
+          "robots": "robots.txt rules"}
+# The request settings (RequestOptions.to_wire()), by the setting each comes from.
+_REQUEST = {"user_agent": "crawl.user_agent", "credentials": "http.netrc"}
+
+
+def _changes(old: CrawlInfo, new: CrawlInfo) -> list[str]:
+    """What differs between two crawl infos of what the download engine is built from,
+    by name only (a header's value, a cookie, a login are secrets)."""
+    names = [name for key, name in _RULES.items() if old.get(key) != new.get(key)]
+    theirs: Any = old.get("request")
+    ours: Any = new.get("request")
+    if theirs != ours:
+        if isinstance(theirs, dict) and isinstance(ours, dict):
+            names += [_REQUEST.get(key, f"http.{key}") for key in sorted({*theirs, *ours})
+                      if theirs.get(key) != ours.get(key)]
+        else:
+            names.append("request settings")
+    return list(dict.fromkeys(names))  # once each, in order
 
 
 def _say_it_was_over(away: bool, *, new: bool) -> None:
