@@ -77,6 +77,22 @@ def size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def file_path(text: str) -> Path:
+    """A flag's file or folder: an empty one (``--settings ''``) is no path, where Path
+    would make it the current folder ("." is a folder, not a settings file)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path: name a file")
+    return Path(text)
+
+
+def seed_file(text: str) -> str:
+    """``-i``'s file (``-``: standard input); not an empty name."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path: name a seed file, or - for "
+                                         "standard input")
+    return text
+
+
 # Flags that override one setting each: (flag, settings key, type, metavar, help).
 # A flag whose setting is a list may be given more than once.
 SETTING_FLAGS: dict[str, list[tuple[str, str, Any, str, str]]] = {
@@ -213,7 +229,7 @@ def build_parser() -> _Parser:
     def command(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=description)
         if name in READS_SETTINGS:
-            sub.add_argument("--settings", type=Path, metavar="FILE",
+            sub.add_argument("--settings", type=file_path, metavar="FILE",
                              help=f"settings file (default: ${SETTINGS_ENV}, else "
                                   "./settings.toml if it is the crawler's, else "
                                   "~/.config/crawler/settings.toml)")
@@ -225,7 +241,7 @@ def build_parser() -> _Parser:
                                 "errors still show)" if name in READS_SETTINGS
                            else argparse.SUPPRESS)
         noise.add_argument("-v", "--verbose", action="store_true", help="debug logs")
-        sub.add_argument("-o", "--log-file", type=Path, metavar="FILE",
+        sub.add_argument("-o", "--log-file", type=file_path, metavar="FILE",
                          help="write log lines to FILE (appended, with timestamps) instead "
                               "of the terminal")
         for flag, key, kind, metavar, help_line in SETTING_FLAGS.get(name, []):
@@ -245,9 +261,9 @@ def build_parser() -> _Parser:
                                 f"(default: ${BROKER_ENV}); the password comes from "
                                 f"--broker-password-file or ${BROKER_PASSWORD_ENV}, never the URL")
         group.add_argument("--crawl", metavar="NAME", help=crawl_help)
-        group.add_argument("--broker-password-file", type=Path, metavar="FILE",
+        group.add_argument("--broker-password-file", type=file_path, metavar="FILE",
                            help="file holding the broker's password")
-        group.add_argument("--broker-ca", type=Path, metavar="FILE",
+        group.add_argument("--broker-ca", type=file_path, metavar="FILE",
                            help="CA certificate(s) to check a rediss:// broker against "
                                 "(default: the system's)")
         return group
@@ -259,7 +275,7 @@ def build_parser() -> _Parser:
     master.add_argument("seeds", nargs="*", metavar="URL",
                         help="seed page URL(s), http or https; example.com means "
                              "https://example.com/")
-    master.add_argument("-i", "--input-file", metavar="FILE",
+    master.add_argument("-i", "--input-file", type=seed_file, metavar="FILE",
                         help="read seed URLs from FILE, one a line ('-': standard input; "
                              "blank lines and lines starting with # are skipped)")
     master.add_argument("--json", action="store_true",
@@ -269,7 +285,7 @@ def build_parser() -> _Parser:
                         help="also start N workers on this machine, at most "
                              f"{MAX_LOCAL_WORKERS} (default: 0, and the images wait for "
                              "workers started as the master says)")
-    master.add_argument("--authkey-file", type=Path, metavar="FILE",
+    master.add_argument("--authkey-file", type=file_path, metavar="FILE",
                         help="file holding the queue's authkey (default: $CRAWLER_AUTHKEY, "
                              "else OUT/authkey, made with a new key the first time)")
     master.add_argument("--dry-run", action="store_true",
@@ -303,7 +319,7 @@ def build_parser() -> _Parser:
                      "report each one. Ends when the crawl is over.")
     worker.add_argument("master", metavar="HOST:PORT", nargs="?",
                         help="the master's queue address (or --broker)")
-    worker.add_argument("--authkey-file", type=Path, metavar="FILE",
+    worker.add_argument("--authkey-file", type=file_path, metavar="FILE",
                         help="file holding the master's authkey (default: $CRAWLER_AUTHKEY)")
     worker.add_argument("--no-proxy", action="store_true",
                         help="ignore HTTP_PROXY, HTTPS_PROXY and NO_PROXY on this host")
@@ -322,7 +338,7 @@ def build_parser() -> _Parser:
                      "Ask a running master for its counts, in-flight work and workers.")
     status.add_argument("master", metavar="HOST:PORT", nargs="?",
                         help="the master's queue address (or --broker)")
-    status.add_argument("--authkey-file", type=Path, metavar="FILE",
+    status.add_argument("--authkey-file", type=file_path, metavar="FILE",
                         help="file holding the master's authkey (default: $CRAWLER_AUTHKEY)")
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
     broker_flags(status, "the crawl to show (default: the broker's only crawl)")

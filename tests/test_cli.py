@@ -200,6 +200,16 @@ def test_a_seed_that_is_a_path_or_a_flag_is_said_to_be_one(tmp_path: Path, seed:
     assert said in error_line(result) and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("flag", ["--settings", "-i", "--authkey-file", "-o"])
+def test_an_empty_file_name_is_said_to_be_one(tmp_path: Path, flag: str) -> None:
+    """--settings '' was read as the current folder: ".: is a folder, not a settings file";
+    -i '' as "seed file : cannot read it: Is a directory"."""
+    result = run_crawler("master", "http://127.0.0.1:9/", flag, "", "--out",
+                         str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "an empty path" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_flag_with_bad_value_exits_2(tmp_path: Path) -> None:
     result = run_crawler("master", "http://127.0.0.1:1/", "--depth", "-1", cwd=tmp_path)
     assert result.returncode == 2
