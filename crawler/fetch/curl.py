@@ -45,6 +45,7 @@ import pycurl
 
 from crawler.config import Limits
 from crawler.errors import StorageError
+from crawler.fetch.cookiefeed import add_to_jar
 from crawler.fetch.curlsetup import (
     DRAIN_AT_MOST,
     PROXY_AUTH_REQUIRED,
@@ -177,6 +178,8 @@ class CurlEngine:
         self._closing = False
         self._ended = False
         self._incoming: queue.SimpleQueue[Task] = queue.SimpleQueue()
+        # Cookies the master's pages set, for the jar: taken before the tasks that follow.
+        self._cookies: queue.SimpleQueue[list[str]] = queue.SimpleQueue()
         self._waiting: collections.deque[Task] = collections.deque()
         self._selector = selectors.DefaultSelector()
         self._sockets = SocketWatch(self._selector)  # libcurl's sockets, on the selector
@@ -230,6 +233,12 @@ class CurlEngine:
                 self._wake()
                 return
         self._report([(task[0], None) for task in tasks])
+
+    def add_cookies(self, lines: list[str]) -> None:
+        """Add cookie lines to the jar, on the engine's thread, before it starts any task
+        submitted after this call (both queues are read in that order)."""
+        self._cookies.put(lines)
+        self._wake()
 
     def close(self) -> None:
         """End :meth:`run`: what is in flight is handed back (reported as None)."""
@@ -294,6 +303,8 @@ class CurlEngine:
             self._report(results)
 
     def _take_incoming(self) -> None:
+        while not self._cookies.empty():  # first: put before the tasks that need them
+            add_to_jar(self._share, self._cookies.get_nowait())
         while True:
             try:
                 self._waiting.append(self._incoming.get_nowait())

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 import pycurl
 
+from crawler.fetch.cookiefeed import JarWatch
 from crawler.fetch.curlsetup import (
     DRAIN_AT_MOST,
     Guard,
@@ -82,8 +83,10 @@ class Exchange:
     """The state of the request in flight on one handle."""
 
     def __init__(self, url: str, max_bytes: int,
-                 wants: Callable[[int, dict[str, str]], bool]) -> None:
+                 wants: Callable[[int, dict[str, str]], bool],
+                 watch: JarWatch | None = None) -> None:
         self.reply = Reply(url)
+        self.watch = watch  # told of a Set-Cookie: the jar changed
         self.max_bytes = max_bytes
         self.wants = wants
         self.chunks: list[bytes] = []
@@ -123,6 +126,8 @@ class Exchange:
                 if key == "content-encoding" and key in reply.headers:
                     text = f"{reply.headers[key]}, {text}"  # one list (RFC 9110)
                 reply.headers[key] = text
+            elif key == "set-cookie" and self.watch is not None:
+                self.watch.changed = True
 
     def on_body(self, chunk: bytes) -> int | None:
         if self.spoiled is not None:
@@ -180,6 +185,7 @@ class EasyClient:
         self._lock = threading.Lock()
         self._handles: list[pycurl.Curl] = []
         self._share = new_share(options)  # one cookie jar, DNS, TLS cache: every handle
+        self.jar_watch = JarWatch()  # a response set a cookie in it
 
     def get(self, url: str, *, accept: str, max_bytes: int, timeout: float,
             wants: Callable[[int, dict[str, str]], bool] = lambda status, headers: True,
@@ -191,7 +197,8 @@ class EasyClient:
         ``first_url``: the URL whose redirects led to ``url`` (None: ``url`` itself); the
         user's Authorization and Cookie headers go to its origin only.
         """
-        handle, exchange = self._handle(), Exchange(url, max_bytes, wants)
+        handle = self._handle()
+        exchange = Exchange(url, max_bytes, wants, self.jar_watch)
         turns, started = self._turns, time.monotonic()
         if turns is not None and not turns.acquire(timeout=max(0.0, timeout)):
             return Reply(url, failure=f"not sent: all {self.at_once} connections stayed busy "

@@ -94,6 +94,10 @@ class Engine(Protocol):
     def submit(self, tasks: list[Task]) -> None:
         """Queue ``tasks`` (thread-safe). After the engine ended they are reported as None."""
 
+    def add_cookies(self, lines: list[str]) -> None:
+        """Add Netscape cookie ``lines`` to the engine's jar (thread-safe), before any
+        task submitted after this call starts."""
+
     def run(self) -> None:
         """Download until :meth:`close` or the stop event; what is unfinished reports None."""
 

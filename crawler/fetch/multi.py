@@ -28,6 +28,7 @@ from typing import Any
 
 import pycurl
 
+from crawler.fetch.cookiefeed import JarWatch
 from crawler.fetch.curlsetup import (
     Guard,
     SocketWatch,
@@ -60,9 +61,11 @@ class MultiClient:
 
     def __init__(self, policy: AddressPolicy, options: RequestOptions, *,
                  selector: selectors.BaseSelector, connect_timeout: float = 10.0,
-                 ca_file: str | None = None, share: pycurl.CurlShare | None = None) -> None:
+                 ca_file: str | None = None, share: pycurl.CurlShare | None = None,
+                 watch: JarWatch | None = None) -> None:
         """``share``: another client's cookie jar, DNS and TLS cache, to use with it
-        (that client closes it); by default one of its own."""
+        (that client closes it); by default one of its own. ``watch``: told when a
+        response sets a cookie."""
         self._options = options
         self._selector = selector
         self._connect_ms = max(1, int(connect_timeout * 1000))
@@ -71,6 +74,7 @@ class MultiClient:
         self._guard = Guard(policy, self._proxies)
         # Logins and proxies the same for every hop: set once per handle, not per request.
         self._per_hop = hop_options_vary(options, self._proxies)
+        self._watch = watch
         self._own_share = share is None
         self._share = new_share(options) if share is None else share
         self._headers: dict[tuple[str, bool], list[bytes]] = {}  # by Accept, other origin
@@ -90,7 +94,8 @@ class MultiClient:
         reply comes out of :meth:`finished` with ``token``. ``wants``, ``max_bytes`` and
         ``first_url`` as for ``EasyClient.get``."""
         carrier = self._free.pop() if self._free else self._new_carrier()
-        carrier.exchange, carrier.token = Exchange(url, max_bytes, wants), token
+        carrier.exchange = Exchange(url, max_bytes, wants, self._watch)
+        carrier.token = token
         handle = carrier.handle
         handle.setopt(pycurl.URL, request_url(url))
         handle.setopt(pycurl.TIMEOUT_MS, max(1, int(timeout * 1000)))

@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 import pycurl
 
 from crawler.errors import ParserCrashed
+from crawler.fetch.cookiefeed import JarWatch
 from crawler.fetch.easy import Reply
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.multi import MultiClient
@@ -101,10 +102,12 @@ class PageLoop:
     def __init__(self, visitor: PageVisitor, *, parser: PageParser, policy: AddressPolicy,
                  options: RequestOptions, timeout: float, max_bytes: int,
                  ca_file: str | None = None, share: pycurl.CurlShare | None = None,
-                 concurrency: int = HELPERS, fetches: int | None = None,
-                 delay: float = 0.0, paces: Paces | None = None) -> None:
+                 watch: JarWatch | None = None, concurrency: int = HELPERS,
+                 fetches: int | None = None, delay: float = 0.0,
+                 paces: Paces | None = None) -> None:
         """``share``: the cookie jar (and caches) of the client that reads robots.txt and
-        style sheets, so that they see the cookies pages set. ``concurrency``: pages
+        style sheets, so that they see the cookies pages set (``watch``: told when one
+        does). ``concurrency``: pages
         submitted at most at once; each may have a step on a helper thread, so there
         are that many helpers (started as needed): none waits behind another's.
 
@@ -126,7 +129,7 @@ class PageLoop:
         self._max_bytes = max_bytes
         self._selector = selectors.DefaultSelector()
         self._client = MultiClient(policy, options, selector=self._selector, ca_file=ca_file,
-                                   share=share)
+                                   share=share, watch=watch)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
