@@ -19,6 +19,7 @@ import pytest
 import redis
 
 from crawler.board import memory
+from crawler.board import redis as redis_board
 from crawler.board.base import CLASSIC
 from crawler.board.classic import ResultQueueView, TaskQueueView
 from crawler.board.manager import BoardView
@@ -873,3 +874,40 @@ def test_records_of_workers_that_left_are_kept_to_a_bound(monkeypatch: pytest.Mo
     names = [w["worker"] for w in b.workers()]
     assert len(names) == 51 and "stays" in names  # it holds a URL: never dropped
     assert names[-50:] == [f"w{n}" for n in range(150, 200)]  # the most recent that left
+
+
+SC = "127.0.0.1\tFALSE\t/\tFALSE\t0\tsc\tone"
+
+
+def test_cookies_pages_set_are_kept_and_their_version_goes_with_the_leases(
+        board: MakeBoard) -> None:
+    """Published before a page's images are put, the lines are had by a worker whose
+    lease of them says a version that has them; a line of the same cookie replaces it,
+    and one that changes nothing leaves the version."""
+    b = board(Clock())
+    b.put("http://h/a.png", "h", None)
+    assert "cookies" not in b.lease("w", 1, 0)  # none set: the answer as it was
+    assert b.cookies_since(0) == (0, [])
+    first = b.publish_cookies([SC, "ALL", "not\ta cookie"])  # commands are no cookies
+    b.put("http://h/b.png", "h", None)
+    answer = b.exchange("w", 1, [], [], 1, 0)
+    assert answer["tasks"] == [("http://h/b.png", 1)] and answer["cookies"] == first >= 1
+    assert b.cookies_since(0) == (first, [SC])
+    assert b.publish_cookies([SC]) == first  # nothing new
+    changed = SC.replace("one", "two")
+    other = "127.0.0.1\tFALSE\t/x/\tFALSE\t0\tsc\tpath"  # another path: another cookie
+    second = b.publish_cookies([changed, other])
+    assert second > first
+    assert b.cookies_since(first) == (second, [changed, other])
+    assert sorted(b.cookies_since(0)[1]) == sorted([changed, other])
+
+
+def test_the_cookies_kept_are_capped(board: MakeBoard, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(memory, "MAX_COOKIES", 2)
+    monkeypatch.setattr(redis_board, "MAX_COOKIES", 2)
+    b = board(Clock())
+    lines = [f"h\tFALSE\t/\tFALSE\t0\tc{n}\tv" for n in range(4)]
+    b.publish_cookies(lines)
+    assert sorted(b.cookies_since(0)[1]) == lines[:2]
+    b.publish_cookies([lines[1].replace("\tv", "\tw")])  # one kept may still change
+    assert sorted(b.cookies_since(0)[1]) == [lines[0], lines[1].replace("\tv", "\tw")]

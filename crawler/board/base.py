@@ -71,6 +71,16 @@ class Board(Protocol):
         """Announce the end of the crawl: from now on every lease answers ``closed``."""
         ...
 
+    def publish_cookies(self, lines: list[str]) -> int:
+        """Keep the Netscape cookie ``lines`` the crawl's pages set, for the workers'
+        jars; the jar's version. Called before the images that follow are put, so that
+        a lease of them says a version (``LeaseAnswer.cookies``) that has the lines."""
+        ...
+
+    def cookies_since(self, version: int) -> tuple[int, list[str]]:
+        """The jar's version, and the cookie lines that changed after ``version``."""
+        ...
+
 
 class BoardClient(Protocol):
     """How a worker reaches a board: the master's queue (``board.manager.MasterClient``)

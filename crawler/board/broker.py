@@ -378,6 +378,9 @@ class CrawlRecord:
             pipe.hset(self.key, mapping={"info": json.dumps(info),
                                          "settings": json.dumps(settings),
                                          "generation": json.dumps(generation + 1)})
+            # The cookies pages set under the old settings (an expired login's session)
+            # would override the new cookies file's in the workers' jars.
+            pipe.delete(keys_prefix(self.crawl) + "jar")
 
         self.client.transaction(renew, self.key)
         return changed

@@ -324,6 +324,11 @@ class BoardView:
     def heartbeat(self, worker: str) -> bool:
         return self._board.heartbeat(worker)
 
+    def cookies(self, worker: str, since: int) -> tuple[int, list[str]]:
+        """The cookies the crawl's pages set that came after version ``since``, and the
+        jar's version (see ``LeaseAnswer.cookies``): secrets, over this link only."""
+        return self._board.cookies_since(since if type(since) is int else 0)
+
     def release(self, worker: str, urls: list[str]) -> None:
         self._board.release(worker, urls)
 

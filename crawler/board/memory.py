@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 
 from crawler.board.base import CLASSIC
 from crawler.config import DEFAULTS, Settings
+from crawler.model.cookies import MAX_COOKIES, cookie_key
 from crawler.model.outcome import Attempt, one_line
 from crawler.model.pacing import Pace, Paces
 from crawler.model.wire import LeaseAnswer, WorkerInfo
@@ -206,6 +207,10 @@ class TaskBoard:
         self.unknown = 0
         self.reclaimed = 0  # leases a worker did not know it had, put back (lost answers)
         self.refused = 0  # malformed reports
+        # The cookies the crawl's pages set (crawler.model.cookies): key -> (the jar's
+        # version when its line came, the line); the version goes up with each change.
+        self._jar: dict[str, tuple[int, str]] = {}
+        self._jar_version = 0
 
     # ----- the master's side -------------------------------------------------
 
@@ -359,8 +364,36 @@ class TaskBoard:
             else:
                 record.last_contact, record.gone = now, False
 
+    def publish_cookies(self, lines: list[str]) -> int:
+        """Keep the cookie ``lines`` the crawl's pages set (a line replaces the one of the
+        same cookie), for the workers; the jar's version, raised if anything changed.
+        Called before the images that need them are put: a lease that hands those out
+        says a version that has them."""
+        with self._cond:
+            version = self._jar_version + 1
+            for line in lines:
+                key = cookie_key(line)
+                if key is None or self._jar.get(key, (0, ""))[1] == line or (
+                        key not in self._jar and len(self._jar) >= MAX_COOKIES):
+                    continue
+                self._jar[key] = (version, line)
+                self._jar_version = version
+            return self._jar_version
+
+    def cookies_since(self, version: int) -> tuple[int, list[str]]:
+        """The jar's version, and the cookie lines that came after ``version``."""
+        with self._cond:
+            return self._jar_version, [line for at, line in self._jar.values() if at > version]
+
     def lease(self, worker: str, max_items: int, wait: float) -> LeaseAnswer:
-        """Hand out up to ``max_items`` URLs, waiting up to ``wait`` seconds for one."""
+        """Hand out up to ``max_items`` URLs, waiting up to ``wait`` seconds for one; the
+        answer says the cookie jar's version (``cookies``) once pages set any."""
+        answer = self._lease(worker, max_items, wait)
+        if self._jar_version:  # read after the lease: what its URLs need, or later
+            answer["cookies"] = self._jar_version
+        return answer
+
+    def _lease(self, worker: str, max_items: int, wait: float) -> LeaseAnswer:
         limit = max(1, min(max_items, self.policy.batch_size))
         with self._cond:
             end = self._clock() + max(0.0, wait)

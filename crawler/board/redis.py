@@ -39,6 +39,8 @@ contact       sorted set: worker -> last contact; ``asking``: worker -> last
 counts        hash: the ``counts()`` numbers, and ``unfinished``
 closed        present once the crawl is closed
 results       stream: every final result (see ``drain``)
+jar           hash: cookie key -> "VERSION LINE", the cookies the crawl's pages set
+              (``publish_cookies``); ``jar_version``: the version of its last change
 retry         hash: URL whose final result was a passing failure -> its host, page,
               ref and stream entry (JSON), for a rerun (``retry_passing_failures``);
               and a refusal for an unreadable robots.txt, marked ``j``, which a
@@ -86,6 +88,7 @@ import redis.exceptions
 from crawler.board.broker import keys_prefix
 from crawler.board.memory import BoardPolicy, Settled
 from crawler.errors import BrokerError, BrokerUnreachable, CrawlGone, UsageError
+from crawler.model.cookies import MAX_COOKIES, cookie_key
 from crawler.model.outcome import Attempt, one_line
 from crawler.model.urls import host_key_of_normalized
 from crawler.model.wire import LeaseAnswer, WorkerInfo
@@ -317,6 +320,31 @@ class RedisBoard:
     def set_host_delay(self, host: str, seconds: float) -> None:
         self._run("set_host_delay", [host, repr(float(seconds))])
 
+    @_translated
+    def publish_cookies(self, lines: list[str]) -> int:
+        """Keep the cookie ``lines`` the crawl's pages set, for the workers (see
+        ``TaskBoard.publish_cookies``); the jar's version."""
+        args = [str(MAX_COOKIES)]
+        for line in lines:
+            key = cookie_key(line)
+            if key is not None:
+                args += (key, line)
+        return int(self._run("publish_cookies", args))
+
+    @_translated
+    def cookies_since(self, version: int) -> tuple[int, list[str]]:
+        """The jar's version, and the cookie lines that came after ``version``."""
+        with self._client.pipeline(transaction=True) as pipe:
+            pipe.get(self._key("jar_version"))
+            pipe.hvals(self._key("jar"))
+            now, values = pipe.execute()
+        lines = []
+        for value in values:
+            at, _, line = _text(value).partition(" ")
+            if at.isdigit() and int(at) > version:
+                lines.append(line)
+        return int(now or 0), lines
+
     def pages_over(self) -> None:
         """Nothing to do: an answer here waits for no more once it has a URL (the memory
         board's gathers for a moment, until every page is read)."""
@@ -486,22 +514,24 @@ class RedisBoard:
         attempts, given_back = list(reports), list(released)
         held = list(holding) if holding is not None else []
         limit = self._limit(max_items) if max_items > 0 else 0
-        stale, closed, tasks, lost, unknown, duplicates, *generation = self._run("exchange", [
+        stale, closed, tasks, lost, unknown, duplicates, generation, jar = self._run("exchange", [
             self._now(), worker, str(number), str(limit), "1" if holding is not None else "0",
             str(len(attempts)), str(len(given_back)), str(len(held)), *self._policy_args,
             *self._report_args(attempts), *given_back, *held])
         self._log_ignored(worker, unknown, duplicates)
         answer = LeaseAnswer(closed=bool(closed), tasks=self._tasks(tasks))
+        if jar:
+            answer["cookies"] = int(jar)
         if not stale:
             if limit > 0:
                 answer = self._wait_for_tasks(worker, limit, end, answer)
             if lost:
                 answer["lost"] = [_text(url) for url in lost]
-        if generation and generation[0] is not None:
+        if generation is not None:
             # Which settings these leases go by: a worker that has others takes them up
             # before it starts these (see crawler.board.broker.CrawlRecord.renew_request).
             with contextlib.suppress(ValueError):  # (anyone with the login may write there)
-                answer["generation"] = int(_text(generation[0]))
+                answer["generation"] = int(_text(generation))
         return answer
 
     @_translated
@@ -530,9 +560,12 @@ class RedisBoard:
         return max(1, min(max_items, self.policy.batch_size))
 
     def _lease_once(self, worker: str, limit: int) -> LeaseAnswer:
-        closed, tasks = self._run("lease", [self._now(), worker, str(limit),
-                                            *self._policy_args])
-        return LeaseAnswer(closed=bool(closed), tasks=self._tasks(tasks))
+        closed, tasks, jar = self._run("lease", [self._now(), worker, str(limit),
+                                                 *self._policy_args])
+        answer = LeaseAnswer(closed=bool(closed), tasks=self._tasks(tasks))
+        if jar:  # the cookies these tasks need, or later ones
+            answer["cookies"] = int(jar)
+        return answer
 
     def _wait_for_tasks(self, worker: str, limit: int, end: float,
                         answer: LeaseAnswer) -> LeaseAnswer:

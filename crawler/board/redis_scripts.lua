@@ -19,6 +19,9 @@ local CRAWL_GONE = 'CRAWLGONE the crawl is gone from the broker'
 -- a 429), with its place in RESULTS; a rerun of the crawl queues it again. With j = 1:
 -- a refusal for an unreadable robots.txt, which a rerun's master judges again first.
 local RETRY = P .. 'retry'
+-- The cookies the crawl's pages set: cookie key -> "VERSION LINE", and the version of the
+-- last change, which every lease answer carries (a worker with an older jar asks).
+local JAR, JAR_VERSION = P .. 'jar', P .. 'jar_version'
 local STATE_COUNT = {q = 'queued', l = 'in_flight', d = 'delayed', f = 'done'}
 local ASKING_WINDOW = 2.0
 local CLASSIC = 'classic'
@@ -587,11 +590,29 @@ end
 redis.call('ZADD', CONTACT, num(now), worker)
 return 0
 
--- @script lease: now, worker, limit, policy -> {closed, tasks}
+-- @script lease: now, worker, limit, policy -> {closed, tasks, cookies}
 local now, worker = now_from(ARGV[1]), ARGV[2]
 local policy = policy_from(ARGV, 4)
 local record = touch(worker, now, policy.lease_timeout)
-return lease(worker, record, tonumber(ARGV[3]), now, policy)
+local answer = lease(worker, record, tonumber(ARGV[3]), now, policy)
+return {answer[1], answer[2], tonumber(redis.call('GET', JAR_VERSION) or '0')}
+
+-- @script publish_cookies: most cookies kept, then key and line pairs -> the jar's version
+-- A line that changes nothing leaves the version; a new cookie past the most is left out.
+local most = tonumber(ARGV[1])
+local version = tonumber(redis.call('GET', JAR_VERSION) or '0') + 1
+local changed = false
+for i = 2, #ARGV - 1, 2 do
+  local key, line = ARGV[i], ARGV[i + 1]
+  local old = redis.call('HGET', JAR, key)
+  if not (old and string.sub(old, string.find(old, ' ', 1, true) + 1) == line)
+      and (old or redis.call('HLEN', JAR) < most) then
+    redis.call('HSET', JAR, key, version .. ' ' .. line)
+    changed = true
+  end
+end
+if changed then redis.call('SET', JAR_VERSION, version) end
+return tonumber(redis.call('GET', JAR_VERSION) or '0')
 
 -- @script report: now, worker, count, policy, reports -> {recorded, unknown, duplicates}
 local now, worker = now_from(ARGV[1]), ARGV[2]
@@ -627,12 +648,13 @@ return 0
 
 -- @script exchange: now, worker, number, limit (0: a heartbeat), has holding,
 -- report count, released count, holding count, policy, reports, released, holding
--- -> {stale, closed, tasks, lost, unknown, duplicates, generation}
+-- -> {stale, closed, tasks, lost, unknown, duplicates, generation, cookies}
 -- A crawl whose record is gone (its keys deleted, Redis restarted without its
 -- append-only file) is not written to: its worker is told, and leaves. generation: the
--- record's (nil without one), which goes up when the crawl's request settings change.
+-- record's (nil without one), which goes up when the crawl's request settings change;
+-- cookies: the jar's version (read after the lease: what its URLs need, or later).
 if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 0 then return redis.error_reply(CRAWL_GONE) end
-local generation = KEYS[2] and redis.call('HGET', KEYS[2], 'generation')
+local generation = KEYS[2] and redis.call('HGET', KEYS[2], 'generation') or false
 local now, worker, number = now_from(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local limit, has_holding = tonumber(ARGV[4]), ARGV[5] == '1'
 local n_reports, n_released, n_holding = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -650,7 +672,7 @@ local applied = record and tonumber(redis.call('HGET', wk, 'ex') or '0')
 if record and number < applied then
   -- A copy held up in the network, overtaken by the worker's later calls: all of it
   -- was applied already, or sent again, and its holding list is out of date.
-  return {1, redis.call('EXISTS', CLOSED), {}, {}, {}, {}, generation}
+  return {1, redis.call('EXISTS', CLOSED), {}, {}, {}, {}, generation, 0}
 end
 local spoken = {}
 for i = 0, n_reports - 1 do spoken[ARGV[at + i * REPORT_ARGS]] = true end
@@ -684,7 +706,8 @@ if limit > 0 then
 else
   closed = redis.call('EXISTS', CLOSED)
 end
-return {0, closed, tasks, lost, unknown, duplicates, generation}
+return {0, closed, tasks, lost, unknown, duplicates, generation,
+        tonumber(redis.call('GET', JAR_VERSION) or '0')}
 
 -- @script live_workers: now, worker_silence -> how many workers are not gone
 local now, silence = now_from(ARGV[1]), tonumber(ARGV[2])

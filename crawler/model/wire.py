@@ -82,6 +82,9 @@ class LeaseAnswer(TypedDict):
     tasks: list[tuple[str, int]]  # (url, attempt number), each now leased to the asker
     lost: NotRequired[list[str]]  # URLs the asker said it holds, now no longer its own
     generation: NotRequired[int]  # on a broker: the crawl info's generation (CrawlInfo's)
+    # The version of the cookies the crawl's pages set, once they set any: a worker whose
+    # jar is older fetches what came since (``cookies``) before it starts these tasks.
+    cookies: NotRequired[int]
 
 
 class Report(TypedDict, total=False):
