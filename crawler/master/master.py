@@ -29,6 +29,7 @@ from crawler.board.base import unsettled
 from crawler.board.memory import BoardPolicy, TaskBoard
 from crawler.config import BROKER_PASSWORD_ENV, DEFAULTS, Limits, Settings
 from crawler.errors import BrokerUnreachable, CrawlMismatch, StorageError
+from crawler.fetch.cookiefeed import CookieFeed
 from crawler.fetch.curlsetup import default_ca_file
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.guard import AddressPolicy
@@ -229,6 +230,7 @@ class Master:
         self._pages_read = 0
         self._page_retries = 0  # pages put back after a passing failure, this run
         self._pages_done: list[PageDone] = []  # finished, to be journaled together
+        self._cookie_feed: CookieFeed | None = None  # the cookies pages set, for workers
         self._page_of: dict[Future[Visit], str] = {}  # the page each future is the visit of
         self._recorded: set[str] = set()  # on a broker: images whose result is in the files
         # Found since the pages were last recorded (the board knows them then); in a dry
@@ -626,6 +628,8 @@ class Master:
         # each page in hand): no more of them at once than pages are fetched.
         session = EasyClient(self._policy, self._request, ca_file=default_ca_file(),
                              at_once=settings.crawl.page_concurrency)
+        # Before any request: the cookies file's cookies, in the jar now, are no news.
+        self._cookie_feed = CookieFeed(session.share, session.jar_watch)
         robots = Robots(session, settings.crawl.user_agent, settings.crawl.page_timeout,
                         settings.crawl.respect_robots,
                         max_delay=settings.politeness.max_crawl_delay)
@@ -657,7 +661,7 @@ class Master:
         pages = PageLoop(visitor, parser=self._parser, policy=self._policy,
                          options=self._request, timeout=settings.crawl.page_timeout,
                          max_bytes=settings.crawl.max_page_bytes, ca_file=default_ca_file(),
-                         share=session.share,
+                         share=session.share, watch=session.jar_watch,
                          concurrency=PAGES_IN_HAND * settings.crawl.page_concurrency,
                          fetches=settings.crawl.page_concurrency,
                          delay=settings.politeness.host_delay, paces=self._paces)
@@ -1057,10 +1061,26 @@ class Master:
         """Record the pages finished since the last call, in one transaction, and queue
         their images."""
         if self._pages_done:
+            self._publish_cookies()  # before the images that may need them are queued
             ledger.pages_done(self._pages_done)
             self._pages_done = []
             if self._shared_frontier is None and not self._options.dry_run:
                 self._images_seen.clear()  # the board knows them now
+
+    def _publish_cookies(self) -> None:
+        """Put the cookies the crawl's pages set since the last call on the board, for the
+        workers' jars: their image requests carry them, as a browser's do."""
+        feed = self._cookie_feed
+        if feed is None or self._options.dry_run:
+            return
+        lines = feed.news()
+        if not lines:
+            return
+        try:
+            self._board.publish_cookies(lines)
+        except BaseException:
+            feed.again(lines)  # (a broker that did not answer: the next call tries again)
+            raise
 
     def _retry_later(self, visit: Visit) -> bool:
         """Put a page that failed for a passing reason back, after a backoff, if tries are left.

@@ -137,6 +137,10 @@ class Worker:
         self._engine_thread: threading.Thread | None = None
         self._store: Store | None = None  # set by run()
         self._crawl: CrawlInfo | None = None  # the rules the engine works by (the master's)
+        # The version of the board's cookies (those the crawl's pages set) that the
+        # engine's jar has: 0 for a new engine, and after a reconnect (a master started
+        # again counts anew; lines added twice change nothing).
+        self._jar_version = 0
         self._redirects: RedirectCheck | None = None  # the engine's check of redirect targets
         self._pending_releases: list[str] = []  # URLs to give back, kept across reconnects
         self._number = 0  # of our last exchange with the master: they only go up
@@ -208,6 +212,7 @@ class Worker:
         every URL it holds back."""
         assert self._store is not None
         self._crawl = crawl
+        self._jar_version = 0
         try:
             limits = self._limits = limits_from_wire(crawl.get("limits"))
             # Past this a download the engine has not reported is stuck: it may wait for a
@@ -326,6 +331,7 @@ class Worker:
                 log.debug("connected to %s as %s", where, self._id)
                 crawl = self._hello()
                 self._check_folder(crawl)
+                self._jar_version = 0
                 return crawl
             except AuthenticationFailed:
                 raise
@@ -420,6 +426,7 @@ class Worker:
                     # The crawl's settings changed on the broker (a master started it
                     # again): taken up before the URLs of this answer go to the engine.
                     self._adopt(self._hello())
+                self._take_cookies(answer)
             except LINK_ERRORS as exc:
                 log.warning("lost %s (%s); reconnecting", self._client.where,
                             exc.__class__.__name__)
@@ -481,6 +488,22 @@ class Worker:
                 self._asked_at = asked_at
                 self._recheck = False
             self._answered.notify_all()
+
+    def _take_cookies(self, answer: LeaseAnswer) -> None:
+        """Into the engine's jar, the cookies the crawl's pages set since it was filled,
+        before the URLs of ``answer`` go to the engine: they may need them, as a
+        browser's image requests carry the cookies its pages set."""
+        version = answer.get("cookies")
+        if (type(version) is not int or version <= self._jar_version
+                or self._engine is None):
+            return
+        now, lines = self._board.cookies(self._id, self._jar_version)
+        if type(now) is not int or not isinstance(lines, list):
+            log.warning("%s sent a malformed cookie jar: left out", self._client.where)
+            return
+        self._engine.add_cookies([line for line in lines if isinstance(line, str)])
+        self._jar_version = now
+        log.debug("took %d cookies set by the crawl's pages (version %d)", len(lines), now)
 
     def _may_store(self, url: str) -> bool:
         """Whether ``url``'s lease is still ours, asked of the master after a silence.

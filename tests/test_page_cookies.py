@@ -1,0 +1,228 @@
+"""Cookies a site's pages set go with the images that follow, as in a browser and wget.
+
+A real site on 127.0.0.1: ``/setcookie.html`` sets a cookie for the whole site and
+another for ``/deep/``, and its images are refused without the cookie their path
+should carry; an image on 127.0.0.2, another host, must get neither. Crawled for
+real: by a master's local workers, by a worker process of its own, and on a real
+redis-server broker. The cookie's value is a secret: no log or result file has it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pycurl
+import pytest
+
+from crawler.demo.site import png
+from crawler.fetch.cookiefeed import CookieFeed, JarWatch, add_to_jar, jar_lines
+from crawler.model import cookies
+
+from .conftest import (
+    SITE,
+    FixtureHandler,
+    FixtureServer,
+    finish,
+    free_port,
+    manifest_lines,
+    run_crawler,
+    start_crawler,
+    stop,
+)
+from .redis_server import RedisServer
+
+PNG = png(8, 8, 3)
+
+
+class CookieSite:
+    """The page that sets the cookies, the images that need them, and another host."""
+
+    def __init__(self, home: FixtureServer, other: FixtureServer) -> None:
+        self.home, self.other = home, other
+        self.value = "c00kie-" + secrets.token_hex(8)
+        self.cookies: dict[str, list[str]] = {}  # image path -> the Cookie headers it got
+        self._lock = threading.Lock()
+        home.routes["/setcookie.html"] = self._page
+        home.routes["/needcookie.png"] = lambda h: self._image(h, f"sc={self.value}")
+        home.routes["/deep/in.png"] = lambda h: self._image(h, "deep=d")
+        other.routes["/other.png"] = lambda h: self._image(h, None)
+
+    @property
+    def seed(self) -> str:
+        return self.home.url + "/setcookie.html"
+
+    def _page(self, handler: FixtureHandler) -> None:
+        body = (f"<html><body><img src='/needcookie.png'><img src='/deep/in.png'>"
+                f"<img src='{self.other.url}/other.png'></body></html>").encode()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/html")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.send_header("Set-Cookie", f"sc={self.value}; Path=/")
+        handler.send_header("Set-Cookie", "deep=d; Path=/deep/")
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    def _image(self, handler: FixtureHandler, needs: str | None) -> None:
+        cookie = handler.headers.get("Cookie", "")
+        with self._lock:
+            self.cookies.setdefault(handler.path, []).append(cookie)
+        if needs is not None and needs not in cookie.split("; "):
+            handler.send_body(403, b"no cookie, no image", "text/plain")
+        else:
+            handler.send_body(200, PNG, "image/png")
+
+    def check(self, out: Path, *texts: str) -> None:
+        """Every image stored, each with the cookies of its own path and host only, and
+        the cookie's value in no log or result file (nor in ``texts``)."""
+        entries = manifest_lines(out)
+        assert sorted((e["url"], e["status"]) for e in entries) == sorted([
+            (self.home.url + "/needcookie.png", "success"),
+            (self.home.url + "/deep/in.png", "success"),
+            (self.other.url + "/other.png", "success")]), entries
+        assert self.cookies["/needcookie.png"][-1] == f"sc={self.value}"
+        assert sorted(self.cookies["/deep/in.png"][-1].split("; ")) == sorted(
+            ["deep=d", f"sc={self.value}"])
+        assert self.cookies["/other.png"] == [""]  # another host: not its cookies
+        written = "".join(path.read_text(errors="replace") for path in out.rglob("*")
+                          if path.is_file() and path.suffix in (".log", ".jsonl", ".json"))
+        for text in (written, *texts):
+            assert self.value not in text
+
+
+@pytest.fixture
+def cookie_site(make_server: Callable[[], FixtureServer]) -> Iterator[CookieSite]:
+    other = FixtureServer(SITE, host="127.0.0.2")
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        yield CookieSite(make_server(), other)
+    finally:
+        other.shutdown()
+        other.server_close()
+
+
+def test_local_workers_send_the_cookies_the_page_set(cookie_site: CookieSite,
+                                                     tmp_path: Path) -> None:
+    result = run_crawler("master", cookie_site.seed, "--bind", "127.0.0.1:0", "--out",
+                         str(tmp_path / "out"), "--local-workers", "1", "--ignore-robots",
+                         "-v", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    cookie_site.check(tmp_path / "out", result.stdout, result.stderr)
+
+
+def test_a_worker_of_its_own_sends_the_cookies_the_page_set(cookie_site: CookieSite,
+                                                            tmp_path: Path,
+                                                            authkey: str) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    master = start_crawler("master", cookie_site.seed, "--bind", address, "--out",
+                           str(tmp_path / "out"), "--local-workers", "0", "--ignore-robots",
+                           "-v", cwd=tmp_path)
+    worker = start_crawler("worker", address, "--out", str(tmp_path / "out"),
+                           "--connect-wait", "30", "-v", cwd=tmp_path)
+    try:
+        err = finish(master, 60)
+        assert master.returncode == 0, err
+        worker_err = finish(worker, 30)
+        assert worker.returncode == 0, worker_err
+    finally:
+        stop(master)
+        stop(worker)
+    cookie_site.check(tmp_path / "out", err, worker_err)
+
+
+def test_a_worker_on_the_broker_sends_the_cookies_the_page_set(
+        cookie_site: CookieSite, redis_server: RedisServer, tmp_path: Path) -> None:
+    crawl = "ck" + secrets.token_hex(4)
+    broker = ("--broker", redis_server.url, "--crawl", crawl)
+    master = start_crawler("master", cookie_site.seed, *broker, "--out", str(tmp_path / "out"),
+                           "--local-workers", "0", "--ignore-robots", "-v", cwd=tmp_path)
+    worker = start_crawler("worker", *broker, "--out", str(tmp_path / "out"),
+                           "--connect-wait", "30", "-v", cwd=tmp_path)
+    try:
+        err = finish(master, 60)
+        assert master.returncode == 0, err
+        worker_err = finish(worker, 30)
+        assert worker.returncode == 0, worker_err
+    finally:
+        stop(master)
+        stop(worker)
+    cookie_site.check(tmp_path / "out", err, worker_err)
+    status = run_crawler("status", *broker, cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert cookie_site.value not in status.stdout + status.stderr
+
+
+def test_local_workers_on_the_broker_send_the_cookies_the_page_set(
+        cookie_site: CookieSite, redis_server: RedisServer, tmp_path: Path) -> None:
+    broker = ("--broker", redis_server.url, "--crawl", "ck" + secrets.token_hex(4))
+    result = run_crawler("master", cookie_site.seed, *broker, "--out", str(tmp_path / "out"),
+                         "--local-workers", "1", "--ignore-robots", "-v", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    cookie_site.check(tmp_path / "out", result.stdout, result.stderr)
+
+
+# ----- the feed, on real libcurl jars ------------------------------------------------
+
+def _jar(*lines: str) -> pycurl.CurlShare:
+    share = pycurl.CurlShare()
+    share.setopt(pycurl.SH_SHARE, pycurl.LOCK_DATA_COOKIE)
+    add_to_jar(share, list(lines))
+    return share
+
+
+def _set(share: pycurl.CurlShare, watch: JarWatch, header: str) -> None:
+    """A response's Set-Cookie, into the jar as libcurl takes one."""
+    handle = pycurl.Curl()
+    handle.setopt(pycurl.SHARE, share)
+    handle.setopt(pycurl.COOKIEFILE, "")
+    handle.setopt(pycurl.COOKIELIST, f"Set-Cookie: {header}".encode())
+    handle.close()
+    watch.changed = True
+
+
+FILE_COOKIE = ".h.example\tTRUE\t/\tFALSE\t0\tsession\tfrom-the-file"
+
+
+def test_the_feed_sends_what_changed_and_deletes_what_left() -> None:
+    """A worker's jar, fed with each call's news, holds what the master's holds."""
+    share, watch = _jar(FILE_COOKIE), JarWatch()
+    feed = CookieFeed(share, watch)
+    worker = _jar(FILE_COOKIE)
+    assert feed.news() == []  # the file's cookies: the workers have them
+    _set(share, watch, "a=1; domain=h.example; path=/")
+    _set(share, watch, "b=1; domain=h.example; path=/b/")
+    news = feed.news()
+    assert sorted(line.split("\t")[5:] for line in news) == [["a", "1"], ["b", "1"]]
+    add_to_jar(worker, news)
+    assert feed.news() == []  # no Set-Cookie since: not even an export
+    _set(share, watch, "a=2; domain=h.example; path=/")
+    _set(share, watch, "b=; domain=h.example; path=/b/; max-age=0")  # the site deletes it
+    _set(share, watch, "session=renewed; domain=h.example; path=/")
+    news = feed.news()
+    assert sorted(line.split("\t")[4:] for line in news) == [
+        ["0", "a", "2"], ["0", "session", "renewed"], [cookies.EXPIRED, "b", "1"]]
+    add_to_jar(worker, news)
+    assert sorted(jar_lines(worker)) == sorted(jar_lines(share))
+    assert len(jar_lines(worker)) == 2
+
+
+def test_the_feed_is_capped_and_says_so_once(monkeypatch: pytest.MonkeyPatch,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr("crawler.fetch.cookiefeed.MAX_COOKIES", 3)
+    share, watch = _jar(), JarWatch()
+    feed = CookieFeed(share, watch)
+    for n in range(5):
+        _set(share, watch, f"c{n}=v; domain=h.example; path=/")
+    assert len(feed.news()) == 3
+    _set(share, watch, "c9=v; domain=h.example; path=/")
+    assert feed.news() == []
+    assert caplog.text.count("more cookies than") == 1
+    assert "=v" not in caplog.text
+
+
+def test_a_line_that_is_no_cookie_never_reaches_a_jar() -> None:
+    share = _jar(FILE_COOKIE)
+    add_to_jar(share, ["ALL", "FLUSH", "x\ty", ".h.example\tTRUE\t/\tFALSE\t0\tn\tv\nALL"])
+    assert jar_lines(share) == [FILE_COOKIE]
