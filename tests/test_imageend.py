@@ -193,3 +193,33 @@ def test_a_body_of_more_pieces_than_a_walk_takes_is_taken_as_it_is(
 
     monkeypatch.setattr(imageend, "WALK_STEPS", 1000)
     assert ends_whole(body, kind)
+
+
+def _tiff_directory(at: int, entries: int, next_at: int) -> bytes:
+    """A little-endian TIFF directory at ``at`` of ``entries`` tags that locate no pixels
+    (SHORT values held in the entry), pointing on to the directory at ``next_at``."""
+    tags = b"".join(struct.pack("<HHIHH", 700 + i, 3, 1, 0, 0) for i in range(entries))
+    return struct.pack("<H", entries) + tags + struct.pack("<I", next_at)
+
+
+def test_a_tiff_whose_directories_run_in_a_circle_is_judged_at_once() -> None:
+    """A directory that points back to itself (or to an earlier one) made the walk read
+    it again and again: 2,000 tags, 24 kB, held the engine's thread for a minute, every
+    download of the worker with it. libtiff stops at such a loop; so does the walk."""
+    import time
+
+    looped = b"II*\x00" + struct.pack("<I", 8) + _tiff_directory(8, 2000, 8)
+    started = time.monotonic()
+    assert ends_whole(looped, TIFF)  # every directory read whole: taken as it is
+    assert time.monotonic() - started < 2.0
+    # Directories that each point to the next, many of them: their tags count as steps.
+    chain = b"II*\x00" + struct.pack("<I", 8)
+    size = 2 + 12 * 50 + 4
+    count = 400
+    for n in range(count):
+        at = 8 + n * size
+        chain += _tiff_directory(at, 50, at + size if n + 1 < count else 0)
+    started = time.monotonic()
+    assert ends_whole(chain, TIFF)
+    assert not ends_whole(chain[:-10], TIFF)  # the last directory cut
+    assert time.monotonic() - started < 2.0

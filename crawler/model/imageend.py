@@ -172,7 +172,8 @@ def _tiff_whole(body: bytes) -> bool:
     """Every directory of the chain, and every strip or tile they list, within the body.
 
     BigTIFF, and tags of types these offsets never take, are not walked (taken as
-    they are)."""
+    they are). A chain that comes back to a directory read already ends there, as
+    libtiff stops at such a loop; every tag read counts against WALK_STEPS."""
     if len(body) < 8:
         return False
     order = "<" if body.startswith(b"II") else ">"
@@ -180,12 +181,17 @@ def _tiff_whole(body: bytes) -> bool:
         return True  # BigTIFF (43): 64-bit offsets throughout
     (ifd,) = struct.unpack_from(order + "I", body, 4)
     steps = 0
-    while ifd:
+    seen: set[int] = set()
+    while ifd and ifd not in seen:
+        seen.add(ifd)
         if ifd + 2 > len(body):
             return False
         (count,) = struct.unpack_from(order + "H", body, ifd)
         if ifd + 2 + 12 * count + 4 > len(body):
             return False
+        steps += count
+        if steps > WALK_STEPS:
+            return True
         tags: dict[int, tuple[int, ...]] = {}
         for entry in range(ifd + 2, ifd + 2 + 12 * count, 12):
             tag, kind, values = struct.unpack_from(order + "HHI", body, entry)
