@@ -675,3 +675,36 @@ def test_a_page_held_for_company_is_parsed_long_before_the_slow_page_comes(
     first = pages.submit(server.url + "/a.html", 0)
     assert visit_of(first, timeout=4.0).extraction is not None
     assert not slow.done()
+
+
+def test_a_stop_cancels_a_redirect_hop_that_waits_for_its_hosts_pace(
+        make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop]) -> None:
+    """A page's redirect hop waits for its host's pace (a Retry-After's hold, up to a
+    minute; a Crawl-delay, up to 30 s). A stop let it wait that long, holding the
+    master's stop (SIGTERM, Ctrl-C) while it waited for its pages in flight: the page
+    is not visited, and stays to visit, as the pages not started are."""
+    server = make_server()
+    held: list[float] = []
+
+    def moved(handler: FixtureHandler) -> None:
+        # The host asks to be left alone as the page's first answer goes out.
+        pages.hold(server.url.split("://", 1)[1], time.monotonic() + 30)
+        held.append(time.monotonic())
+        handler.send_body(301, b"", "text/html", {"Location": "/sub/"})
+
+    server.routes["/sub"] = moved
+    server.routes["/sub/"] = html()
+    pages = make_loop([server.url + "/"]).pages
+    future = pages.submit(server.url + "/sub", 0)
+    deadline = time.monotonic() + 5
+    while not held:
+        assert time.monotonic() < deadline, "the page was not requested"
+        time.sleep(0.01)
+    time.sleep(0.2)  # its hop waits for the hold now
+    stopped_at = time.monotonic()
+    pages.stop_starting()
+    done, _ = wait([future], timeout=5)
+    assert done, "a stop waited for the hop's turn"
+    assert future.cancelled()
+    assert time.monotonic() - stopped_at < 2
+    assert "/sub/" not in server.paths()

@@ -390,6 +390,13 @@ class PageLoop:
         self._starting = False
         while self._to_fetch:
             self._cancel(self._to_fetch.popleft())
+        # A redirect's hop that waits for its host's pace (a hold of up to
+        # download.backoff_max, a Crawl-delay) is not sent either: its page stays to
+        # visit, as those not started, instead of holding the stop for that long.
+        while self._hops:
+            job = self._hops.popleft()
+            self._fetching.discard(job)
+            self._cancel(job)
         self._no_page_waits()
 
     def _cancel(self, job: _Job) -> None:
