@@ -11,6 +11,7 @@ from crawler.model.imageend import ends_whole
 from crawler.model.imagetype import AVIF, BMP, GIF, JPEG, PNG, SVG, TIFF, ImageType, sniff
 from tests.test_imagetype import (
     SVG_NS,
+    box,
     jpeg_segment,
     make_avif,
     make_bmp,
@@ -151,6 +152,22 @@ def test_an_avif_cut_between_its_boxes_is_not_whole() -> None:
     assert not ends_whole(whole[:whole.index(b"mdat") - 4], AVIF)
     # Its pixels in an ``idat`` of the ``meta`` box: nothing else is needed.
     assert ends_whole(make_avif(4, 3, pixels_in_meta=True), AVIF)
+
+
+def test_a_bmp_whose_size_field_is_wrong_is_judged_by_its_rows() -> None:
+    """Encoders that write the size field wrong exist: a whole file is not cut short."""
+    whole = make_bmp(7, 3)
+    too_large = whole[:2] + (len(whole) + 100).to_bytes(4, "little") + whole[6:]
+    assert ends_whole(too_large, BMP)
+    assert not ends_whole(too_large[:-1], BMP)
+
+
+def test_an_avif_sequence_indexed_by_a_moov_is_whole() -> None:
+    ftyp = box(b"ftyp", b"avis\x00\x00\x00\x00avisavifmsf1")
+    sequence = ftyp + box(b"moov", b"\x00" * 24) + box(b"mdat", b"\x00" * 32)
+    assert ends_whole(sequence, AVIF)
+    assert not ends_whole(sequence[:-1], AVIF)
+    assert not ends_whole(sequence[:sequence.index(b"mdat") - 4], AVIF)
 
 
 def test_a_bmp_without_its_size_is_judged_by_its_rows() -> None:

@@ -128,13 +128,14 @@ _BMP_ROWS_AS_THEY_ARE = frozenset({0, 3, 6})
 
 
 def _bmp_whole(body: bytes) -> bool:
-    """Its file size field; where that is 0 (allowed for uncompressed bitmaps), the
-    pixel data's offset plus the rows its width, height and depth make."""
+    """Its file size field; where that is 0 (allowed for uncompressed bitmaps) or more
+    than the body (encoders that write it wrong exist), the pixel data's offset plus the
+    rows its width, height and depth make, or the image size its header states."""
     if len(body) < 26:
         return False
     declared = int.from_bytes(body[2:6], "little")
-    if declared:
-        return len(body) >= declared
+    if declared and len(body) >= declared:
+        return True
     pixels_at = int.from_bytes(body[10:14], "little")
     dib = int.from_bytes(body[14:18], "little")
     if dib == 12:  # BITMAPCOREHEADER: 16-bit sides, never compressed
@@ -147,8 +148,10 @@ def _bmp_whole(body: bytes) -> bool:
             "<iiHHII", body, 18)
     if compression in _BMP_ROWS_AS_THEY_ARE:
         image_size = (abs(width) * depth + 31) // 32 * 4 * abs(height)
-    # A compressed bitmap without its size says nowhere where it ends: taken as it is.
-    return len(body) >= pixels_at + image_size
+    if compression in _BMP_ROWS_AS_THEY_ARE or image_size:
+        return len(body) >= pixels_at + image_size
+    # Compressed, its size nowhere: the size field, if any, is all there is to go by.
+    return not declared
 
 
 def _ico_whole(body: bytes) -> bool:
@@ -222,8 +225,9 @@ def _tiff_whole(body: bytes) -> bool:
 
 
 def _avif_whole(body: bytes) -> bool:
-    """Every top-level box whole, a ``meta`` among them, and the pixels' ``mdat`` (or
-    an ``idat`` in the ``meta``): a body cut between two boxes lacks the second."""
+    """Every top-level box whole, a ``meta`` (or a sequence's ``moov``) among them, and
+    the pixels' ``mdat`` (or an ``idat`` in the ``meta``): a body cut between two boxes
+    lacks the second."""
     pos = 0
     seen: set[bytes] = set()
     for _ in range(WALK_STEPS):
@@ -250,7 +254,8 @@ def _avif_whole(body: bytes) -> bool:
         pos += size
     else:
         return True
-    return b"meta" in seen and b"mdat" in seen
+    # An image sequence (avis) may keep its frames' index in a moov instead of a meta.
+    return (b"meta" in seen or b"moov" in seen) and b"mdat" in seen
 
 
 _SVG_ROOT = re.compile(rb"<(?:[A-Za-z_][-\w.]*:)?svg[\s/>]")
