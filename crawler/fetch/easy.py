@@ -34,6 +34,7 @@ from crawler.fetch.curlsetup import (
     DRAIN_AT_MOST,
     Guard,
     cap_each_transfer,
+    gives_login_headers,
     header_lines,
     new_share,
     other_origin,
@@ -186,6 +187,7 @@ class EasyClient:
         self._handles: list[pycurl.Curl] = []
         self._share = new_share(options)  # one cookie jar, DNS, TLS cache: every handle
         self.jar_watch = JarWatch()  # a response set a cookie in it
+        self._logins = gives_login_headers(options)  # else no hop is told apart by origin
 
     def get(self, url: str, *, accept: str, max_bytes: int, timeout: float,
             wants: Callable[[int, dict[str, str]], bool] = lambda status, headers: True,
@@ -207,7 +209,8 @@ class EasyClient:
         try:
             return self._perform(handle, exchange, url, accept,
                                  timeout - (time.monotonic() - started),
-                                 first_url is not None and other_origin(first_url, url))
+                                 self._logins and first_url is not None
+                                 and other_origin(first_url, url))
         finally:
             if turns is not None:
                 turns.release()

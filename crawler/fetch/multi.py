@@ -34,6 +34,7 @@ from crawler.fetch.curlsetup import (
     SocketWatch,
     cap_each_transfer,
     curl_events,
+    gives_login_headers,
     header_lines,
     hop_options_vary,
     new_share,
@@ -78,6 +79,9 @@ class MultiClient:
         self._own_share = share is None
         self._share = new_share(options) if share is None else share
         self._headers: dict[tuple[str, bool], list[bytes]] = {}  # by Accept, other origin
+        # Only a crawl with login headers tells hops to another origin apart (no urlsplit
+        # a request otherwise).
+        self._logins = gives_login_headers(options)
         self._free: list[_Carrier] = []
         self._busy: dict[int, _Carrier] = {}  # by id(handle)
         self._sockets = SocketWatch(selector, self)  # registered with this client as data
@@ -99,7 +103,7 @@ class MultiClient:
         handle = carrier.handle
         handle.setopt(pycurl.URL, request_url(url))
         handle.setopt(pycurl.TIMEOUT_MS, max(1, int(timeout * 1000)))
-        key = (accept, first_url is not None and other_origin(first_url, url))
+        key = (accept, self._logins and first_url is not None and other_origin(first_url, url))
         lines = self._headers.get(key)
         if lines is None:
             lines = self._headers[key] = header_lines(self._options, accept,
