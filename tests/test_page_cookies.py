@@ -226,3 +226,49 @@ def test_a_line_that_is_no_cookie_never_reaches_a_jar() -> None:
     share = _jar(FILE_COOKIE)
     add_to_jar(share, ["ALL", "FLUSH", "x\ty", ".h.example\tTRUE\t/\tFALSE\t0\tn\tv\nALL"])
     assert jar_lines(share) == [FILE_COOKIE]
+
+
+@pytest.mark.parametrize("mode", ["queue", "broker"])
+def test_a_cookie_of_any_bytes_goes_to_the_workers(make_server: Callable[[], FixtureServer],
+                                                   tmp_path: Path, mode: str,
+                                                   request: pytest.FixtureRequest) -> None:
+    """A site's cookie value is bytes, not UTF-8 text (Latin-1, or junk a hostile site
+    sends): libcurl keeps and sends it as it came, so the workers' jars must too, and
+    the master must not stop over it."""
+    home = make_server()
+    raw = "\xff\xfe\xe9" + secrets.token_hex(4)  # sent as these bytes (Latin-1)
+    utf8 = "caf\u00e9\u2019".encode().decode("latin-1")  # UTF-8 text, byte for byte
+    got: list[bytes] = []
+
+    def page(handler: FixtureHandler) -> None:
+        body = b"<html><body><img src='/need.png'></body></html>"
+        handler.send_body(200, body, "text/html", {"Set-Cookie": f"raw={raw}; Path=/"})
+
+    def image(handler: FixtureHandler) -> None:
+        cookie = handler.headers.get("Cookie", "").encode("latin-1")
+        got.append(cookie)
+        if sorted(cookie.split(b"; ")) != sorted(
+                [f"raw={raw}".encode("latin-1"), f"u={utf8}".encode("latin-1")]):
+            handler.send_body(403, b"no cookie, no image", "text/plain")
+        else:
+            handler.send_body(200, PNG, "image/png")
+
+    def first(handler: FixtureHandler) -> None:
+        body = b"<html><body><a href='/page.html'>next</a></body></html>"
+        handler.send_body(200, body, "text/html", {"Set-Cookie": f"u={utf8}; Path=/"})
+
+    home.routes["/first.html"] = first
+    home.routes["/page.html"] = page
+    home.routes["/need.png"] = image
+    if mode == "broker":
+        redis_server: RedisServer = request.getfixturevalue("redis_server")
+        where = ("--broker", redis_server.url, "--crawl", "ck" + secrets.token_hex(4))
+    else:
+        where = ("--bind", "127.0.0.1:0")
+    result = run_crawler("master", home.url + "/first.html", *where,
+                         "--out", str(tmp_path / "out"), "--local-workers", "1",
+                         "--ignore-robots", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    entries = manifest_lines(tmp_path / "out")
+    assert [(e["url"], e["status"]) for e in entries] == [
+        (home.url + "/need.png", "success")], (entries, got)

@@ -15,7 +15,13 @@ import logging
 
 import pycurl
 
-from crawler.model.cookies import MAX_COOKIE_BYTES, MAX_COOKIES, cookie_key, expired
+from crawler.model.cookies import (
+    COOKIE_ENCODING,
+    MAX_COOKIE_BYTES,
+    MAX_COOKIES,
+    cookie_key,
+    expired,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +38,18 @@ class JarWatch:
 
 
 def jar_lines(share: pycurl.CurlShare) -> list[str]:
-    """Every cookie in ``share``'s jar, as Netscape lines (libcurl's own export)."""
+    """Every cookie in ``share``'s jar, as Netscape lines (libcurl's own export).
+
+    A cookie is bytes as the site sent them, UTF-8 or not (a hostile site's 0xFF):
+    each byte is one character here (Latin-1), and :func:`add_to_jar` gives the
+    same bytes back.
+    """
     handle = pycurl.Curl()
     try:
         handle.setopt(pycurl.SHARE, share)
         handle.setopt(pycurl.COOKIEFILE, "")  # the cookie engine on, with the jar
-        lines: list[str] = handle.getinfo(pycurl.INFO_COOKIELIST)
-        return lines
+        raw: list[bytes] = handle.getinfo_raw(pycurl.INFO_COOKIELIST)
+        return [line.decode(COOKIE_ENCODING) for line in raw]
     finally:
         handle.close()
 
@@ -52,7 +63,7 @@ def add_to_jar(share: pycurl.CurlShare, lines: list[str]) -> None:
         handle.setopt(pycurl.COOKIEFILE, "")
         for line in lines:
             if cookie_key(line) is not None:
-                handle.setopt(pycurl.COOKIELIST, line.encode())
+                handle.setopt(pycurl.COOKIELIST, line.encode(COOKIE_ENCODING))
     finally:
         handle.close()
 

@@ -8,7 +8,15 @@ name, as libcurl knows it: a later line of the same key replaces the earlier one
 
 from __future__ import annotations
 
+import re
+
 FIELDS = 7
+# A line's bytes, one character each: a cookie is what the site sent, UTF-8 or not.
+COOKIE_ENCODING = "latin-1"
+# What no cookie line has (libcurl refuses control characters in a cookie): a line
+# break would end the line, and what follows would be another line; past U+00FF, a
+# character is no byte.
+_NOT_IN_A_LINE = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
 # A hostile site may set many cookies, or huge ones: what goes to the workers is
 # capped (libcurl caps each cookie at 4096 bytes, and each host's at 50 or so).
 MAX_COOKIES = 300
@@ -21,8 +29,8 @@ def cookie_key(line: str) -> str | None:
     """The cookie's identity (domain, path, name) in a Netscape line; None when the line
     is not one (libcurl takes a few words, "ALL", "FLUSH", as commands: never those)."""
     parts = line.split("\t")
-    if len(parts) != FIELDS or not line.replace("\t", " ").isprintable():
-        return None  # a line break would end the line: what follows, another line
+    if len(parts) != FIELDS or _NOT_IN_A_LINE.search(line):
+        return None
     domain = parts[0].removeprefix(HTTPONLY)
     if not domain or domain.startswith("#"):
         return None
