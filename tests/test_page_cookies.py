@@ -9,6 +9,7 @@ redis-server broker. The cookie's value is a secret: no log or result file has i
 
 from __future__ import annotations
 
+import queue
 import secrets
 import threading
 from collections.abc import Callable, Iterator
@@ -33,6 +34,7 @@ from .conftest import (
     stop,
 )
 from .redis_server import RedisServer
+from .test_curl import Engine
 
 PNG = png(8, 8, 3)
 
@@ -272,3 +274,43 @@ def test_a_cookie_of_any_bytes_goes_to_the_workers(make_server: Callable[[], Fix
     entries = manifest_lines(tmp_path / "out")
     assert [(e["url"], e["status"]) for e in entries] == [
         (home.url + "/need.png", "success")], (entries, got)
+
+
+def test_cookies_given_before_a_submit_go_with_its_urls(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """The worker adds an answer's cookies, then submits its URLs, from its own thread,
+    while the engine's thread takes what came in. Here the worker runs at the worst
+    moment: just after the engine found no cookies waiting, before it took the tasks.
+    The tasks it then takes must still start with the cookies given before them."""
+    home = make_server()
+    got: list[str] = []
+
+    def image(handler: FixtureHandler) -> None:
+        got.append(handler.headers.get("Cookie", ""))
+        handler.send_body(200, PNG, "image/png")
+
+    home.routes["/a.png"] = image
+    home.routes["/first.png"] = image
+    runner = Engine(tmp_path / "out")
+    engine = runner.engine
+    # A connection kept alive: the next request goes out in the loop turn that starts it.
+    assert runner.one(home.url + "/first.png").ok
+
+    class WorkerRunsNow(queue.SimpleQueue[list[str]]):
+        armed = True
+
+        def empty(self) -> bool:
+            found = super().empty()
+            if found and self.armed:
+                self.armed = False
+                engine.add_cookies(["127.0.0.1\tFALSE\t/\tFALSE\t0\tsc\tv"])
+                engine.submit([(home.url + "/a.png", 1)])
+            return found
+
+    try:
+        engine._cookies = WorkerRunsNow()
+        _, attempt = runner.results.get(timeout=20)
+        assert attempt is not None and attempt.ok, attempt
+        assert got == ["", "sc=v"]
+    finally:
+        runner.close()

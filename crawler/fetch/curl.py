@@ -303,13 +303,18 @@ class CurlEngine:
             self._report(results)
 
     def _take_incoming(self) -> None:
-        while not self._cookies.empty():  # first: put before the tasks that need them
-            add_to_jar(self._share, self._cookies.get_nowait())
+        # The tasks first, then the cookies: add_cookies() comes before the submit() of
+        # the tasks that need them, so every task taken here has its cookies queued by
+        # now. (Cookies first would miss those given while the tasks were being taken.)
+        taken: list[Task] = []
         while True:
             try:
-                self._waiting.append(self._incoming.get_nowait())
+                taken.append(self._incoming.get_nowait())
             except queue.Empty:
-                return
+                break
+        while not self._cookies.empty():
+            add_to_jar(self._share, self._cookies.get_nowait())
+        self._waiting.extend(taken)
 
     def _start_waiting(self) -> None:
         while self._waiting and len(self._active) < self._slots:
