@@ -28,6 +28,8 @@ from crawler.board.redis import RedisBoard
 from crawler.config import Settings
 from crawler.model.outcome import Attempt, FailureKind, Outcome
 
+from .redis_server import RedisServer
+
 
 class Clock:
     def __init__(self) -> None:
@@ -911,3 +913,23 @@ def test_the_cookies_kept_are_capped(board: MakeBoard, monkeypatch: pytest.Monke
     assert sorted(b.cookies_since(0)[1]) == lines[:2]
     b.publish_cookies([lines[1].replace("\tv", "\tw")])  # one kept may still change
     assert sorted(b.cookies_since(0)[1]) == [lines[0], lines[1].replace("\tv", "\tw")]
+
+
+def test_a_worker_one_change_behind_is_sent_that_change_only(
+        redis_server: RedisServer) -> None:
+    """A site that changes a cookie on every page, with a jar near its cap: each worker
+    asks after each change. What the broker sends it is the change, not the jar."""
+    client = redis_server.client()
+    try:
+        b = RedisBoard(client, f"test-{secrets.token_hex(8)}", policy_for(), clock=Clock())
+        filler = "x" * 800
+        version = b.publish_cookies(
+            [f"h\tFALSE\t/\tFALSE\t0\tc{n}\t{filler}" for n in range(300)])
+        assert len(b.cookies_since(0)[1]) == 300
+        changed = b.publish_cookies(["h\tFALSE\t/\tFALSE\t0\tc7\tnew"])
+        sent = int(client.info("stats")["total_net_output_bytes"])
+        assert b.cookies_since(version) == (changed, ["h\tFALSE\t/\tFALSE\t0\tc7\tnew"])
+        sent = int(client.info("stats")["total_net_output_bytes"]) - sent
+        assert sent < 16 * 1024, f"{sent} bytes for one changed cookie"
+    finally:
+        client.close()

@@ -334,16 +334,8 @@ class RedisBoard:
     @_translated
     def cookies_since(self, version: int) -> tuple[int, list[str]]:
         """The jar's version, and the cookie lines that came after ``version``."""
-        with self._client.pipeline(transaction=True) as pipe:
-            pipe.get(self._key("jar_version"))
-            pipe.hvals(self._key("jar"))
-            now, values = pipe.execute()
-        lines = []
-        for value in values:
-            at, _, line = _text(value).partition(" ")
-            if at.isdigit() and int(at) > version:
-                lines.append(line)
-        return int(now or 0), lines
+        now, lines = self._run("cookies_since", [str(int(version))])
+        return int(now), [_text(line) for line in lines]
 
     def pages_over(self) -> None:
         """Nothing to do: an answer here waits for no more once it has a URL (the memory

@@ -614,6 +614,21 @@ end
 if changed then redis.call('SET', JAR_VERSION, version) end
 return tonumber(redis.call('GET', JAR_VERSION) or '0')
 
+-- @script cookies_since: version -> {the jar's version, the lines that came after it}
+-- Chosen here: a worker one change behind is sent that change, not every cookie (a site
+-- that changes one on every page would have each worker fetch the whole jar each time).
+local since = tonumber(ARGV[1]) or 0
+local entries = redis.call('HGETALL', JAR)
+local lines = {}
+for i = 2, #entries, 2 do
+  local entry = entries[i]
+  local space = string.find(entry, ' ', 1, true)
+  if space and (tonumber(string.sub(entry, 1, space - 1)) or 0) > since then
+    lines[#lines + 1] = string.sub(entry, space + 1)
+  end
+end
+return {tonumber(redis.call('GET', JAR_VERSION) or '0'), lines}
+
 -- @script report: now, worker, count, policy, reports -> {recorded, unknown, duplicates}
 local now, worker = now_from(ARGV[1]), ARGV[2]
 local policy = policy_from(ARGV, 4)
