@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import queue
 import secrets
+import stat
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import pytest
 from crawler.demo.site import png
 from crawler.fetch.cookiefeed import CookieFeed, JarWatch, add_to_jar, jar_lines
 from crawler.model import cookies
+from crawler.model.files import PAGE_COOKIES_NAME
 
 from .conftest import (
     SITE,
@@ -32,6 +35,7 @@ from .conftest import (
     run_crawler,
     start_crawler,
     stop,
+    wait_until,
 )
 from .redis_server import RedisServer
 from .test_curl import Engine
@@ -112,6 +116,30 @@ def test_local_workers_send_the_cookies_the_page_set(cookie_site: CookieSite,
                          "-v", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     cookie_site.check(tmp_path / "out", result.stdout, result.stderr)
+
+
+def test_a_master_killed_and_started_again_still_sends_the_cookies_its_pages_set(
+        cookie_site: CookieSite, tmp_path: Path) -> None:
+    """The page that set them is done: without them kept, the images it left queued
+    went out bare, and the site refused them for good (403)."""
+    out = tmp_path / "out"
+    command = ("master", cookie_site.seed, "--bind", "127.0.0.1:0", "--out", str(out),
+               "--ignore-robots")
+    first = start_crawler(*command, cwd=tmp_path)  # no worker: its images stay queued
+    try:
+        wait_until(lambda: "/setcookie.html" in cookie_site.home.paths(), 30, "the page")
+        time.sleep(1.0)  # the page and its images recorded (a transaction every 5 ms)
+        first.kill()
+        first.wait(10)
+    finally:
+        stop(first)
+    assert cookie_site.cookies == {}, "no image was asked for yet"
+    result = run_crawler(*command, "--local-workers", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert cookie_site.home.paths().count("/setcookie.html") == 1  # not read again
+    cookie_site.check(out, result.stdout, result.stderr)
+    # Kept where only their owner reads them, as the authkey is.
+    assert stat.S_IMODE((out / PAGE_COOKIES_NAME).stat().st_mode) == 0o600
 
 
 def test_a_worker_of_its_own_sends_the_cookies_the_page_set(cookie_site: CookieSite,

@@ -108,6 +108,11 @@ class CookieFeed:
                 self._sent[key] = line
         return news
 
+    def page_cookies(self) -> list[str]:
+        """The cookies the crawl's pages set (or changed) that the jar holds now, as they
+        were published."""
+        return [self._sent[key] for key in self._published if key in self._sent]
+
     def again(self, lines: list[str]) -> None:
         """``lines`` of :meth:`news` did not reach the board (a broker that did not
         answer): the next call gives them again."""

@@ -19,6 +19,7 @@ from crawler.model.files import (
     BROKER_MARK,
     JOURNAL_NAME,
     MANIFEST_NAME,
+    PAGE_COOKIES_NAME,
     PAGES_NAME,
     REPORT_NAME,
     RESULTS_NAME,
@@ -28,7 +29,8 @@ from crawler.model.files import (
 # What a folder keeps of its crawl, besides the images: its record and its result files.
 # The gallery and the summary too: left behind, they would show the forgotten crawl.
 CRAWL_FILES = (JOURNAL_NAME, JOURNAL_NAME + "-wal", JOURNAL_NAME + "-shm",
-               RESULTS_NAME, MANIFEST_NAME, PAGES_NAME, SUMMARY_NAME, REPORT_NAME, BROKER_MARK)
+               RESULTS_NAME, MANIFEST_NAME, PAGES_NAME, SUMMARY_NAME, REPORT_NAME, BROKER_MARK,
+               PAGE_COOKIES_NAME)
 
 
 def forget_crawl(folder: Path) -> None:

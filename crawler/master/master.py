@@ -29,7 +29,7 @@ from crawler.board.base import unsettled
 from crawler.board.memory import BoardPolicy, TaskBoard
 from crawler.config import BROKER_PASSWORD_ENV, DEFAULTS, Limits, Settings
 from crawler.errors import BrokerUnreachable, CrawlMismatch, StorageError
-from crawler.fetch.cookiefeed import CookieFeed
+from crawler.fetch.cookiefeed import CookieFeed, add_to_jar, jar_lines
 from crawler.fetch.curlsetup import default_ca_file
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.guard import AddressPolicy
@@ -49,12 +49,14 @@ from crawler.master.journal import ROBOTS_UNREACHABLE, Journal, PageDone, Resume
 from crawler.master.launcher import LocalWorkers, invitation
 from crawler.master.ledger import BrokerLedger, JournalLedger, Ledger
 from crawler.master.linkedpages import LinkedPages, is_image_link
+from crawler.master.pagecookies import load_page_cookies, save_page_cookies
 from crawler.master.pageloop import PageLoop
 from crawler.master.results import ManifestTally, ResultFiles
 from crawler.master.robots import Robots
 from crawler.master.scope import Scope
 from crawler.master.stylesheets import Stylesheets, reading_rule
 from crawler.master.visit import PageVisitor, Visit
+from crawler.model.cookies import cookie_key
 from crawler.model.files import IMAGES_LEFT_KEPT, PAGES_NAME
 from crawler.model.folders import make_folder
 from crawler.model.outcome import Attempt, Outcome
@@ -630,6 +632,8 @@ class Master:
                              at_once=settings.crawl.page_concurrency)
         # Before any request: the cookies file's cookies, in the jar now, are no news.
         self._cookie_feed = CookieFeed(session.share, session.jar_watch)
+        if self._shared_frontier is None and not self._options.dry_run:
+            self._restore_page_cookies(session)
         robots = Robots(session, settings.crawl.user_agent, settings.crawl.page_timeout,
                         settings.crawl.respect_robots,
                         max_delay=settings.politeness.max_crawl_delay)
@@ -1067,6 +1071,18 @@ class Master:
             if self._shared_frontier is None and not self._options.dry_run:
                 self._images_seen.clear()  # the board knows them now
 
+    def _restore_page_cookies(self, session: EasyClient) -> None:
+        """Publish again the cookies an earlier run's pages set, before any image of this
+        run is handed out: its queued images need them, and the pages that set them are
+        done. A cookie of the user's cookies file keeps its value (a fresh export wins)."""
+        saved = load_page_cookies(self._options.out_dir)
+        if not saved:
+            return
+        present = {cookie_key(line) for line in jar_lines(session.share)}
+        add_to_jar(session.share, [line for line in saved if cookie_key(line) not in present])
+        session.jar_watch.changed = True
+        self._publish_cookies()
+
     def _publish_cookies(self) -> None:
         """Put the cookies the crawl's pages set since the last call on the board, for the
         workers' jars: their image requests carry them, as a browser's do."""
@@ -1081,6 +1097,8 @@ class Master:
         except BaseException:
             feed.again(lines)  # (a broker that did not answer: the next call tries again)
             raise
+        if self._shared_frontier is None:  # (a broker keeps them itself)
+            save_page_cookies(self._options.out_dir, feed.page_cookies())
 
     def _retry_later(self, visit: Visit) -> bool:
         """Put a page that failed for a passing reason back, after a backoff, if tries are left.
