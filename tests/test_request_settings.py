@@ -86,6 +86,7 @@ class Recorder:
     def __init__(self, server: FixtureServer) -> None:
         self.server = server
         self.seen: list[dict[str, str]] = []
+        self.cookie_headers: list[list[str]] = []  # every Cookie line of each request
         self.peer_certs: list[object] = []
         server.routes["/img.png"] = self._image
         server.routes["/page.html"] = self._page
@@ -95,6 +96,7 @@ class Recorder:
 
     def _record(self, handler: FixtureHandler) -> None:
         self.seen.append(dict(handler.headers.items()))
+        self.cookie_headers.append(handler.headers.get_all("Cookie") or [])
         getpeercert = getattr(handler.connection, "getpeercert", None)
         self.peer_certs.append(getpeercert() if getpeercert else None)
 
@@ -466,6 +468,19 @@ def test_text_beyond_ascii_reaches_the_server_as_utf8(recorder: Recorder, tmp_pa
         assert as_sent["X-Team"] == "\u00e9quipe"
         assert as_sent["Cookie"] == "session=caf\u00e9"
         assert seen["Authorization"] == basic("al\u00efce", "p\u00e4ss")
+
+
+def test_a_cookie_header_replaces_the_cookies_file(recorder: Recorder, tmp_path: Path,
+                                                  page_get: PageGet) -> None:
+    """A Cookie header given with --header is the request's one Cookie header, as said:
+    libcurl's cookie engine sent the file's cookies in a second Cookie header beside it
+    (two are not allowed, RFC 6265 5.4; servers read either)."""
+    (tmp_path / "cookies.txt").write_text(COOKIES)
+    options = options_from(tmp_path, headers=("Cookie: manual=1",),
+                           cookies=str(tmp_path / "cookies.txt"))
+    assert fetch(recorder.url + "/img.png", options, tmp_path).ok
+    assert page_get(options, recorder.url + "/page.html").ok
+    assert recorder.cookie_headers == [["manual=1"], ["manual=1"]]
 
 
 def test_a_login_is_not_sent_to_another_host_after_a_redirect(recorder: Recorder,

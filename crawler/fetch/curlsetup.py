@@ -184,7 +184,11 @@ def set_common_options(handle: pycurl.Curl, options: RequestOptions, *,
     # user agent, header, cookie or password may hold any letter.
     setopt(pycurl.USERAGENT, options.user_agent.encode())
     setopt(pycurl.SHARE, share)
-    setopt(pycurl.COOKIEFILE, "")  # the cookie engine on, with the shared jar
+    if not gives_cookie_header(options):
+        # The cookie engine on, with the shared jar. Not with a Cookie header of the
+        # user's: that one replaces the jar's cookies (the file's, and those sites set),
+        # where libcurl sent them as a second Cookie header beside it.
+        setopt(pycurl.COOKIEFILE, "")
     # The same trust for an https:// proxy as for the sites: a private CA signs both.
     if options.insecure:
         for verify in (pycurl.SSL_VERIFYPEER, pycurl.SSL_VERIFYHOST,
@@ -251,6 +255,11 @@ def header_lines(options: RequestOptions, accept: str, *,
     lines += [f"{name}: {value}" if value else f"{name};" for name, value in options.headers
               if not (other_origin and name.lower() in LOGIN_HEADERS)]
     return [line.encode() for line in lines]
+
+
+def gives_cookie_header(options: RequestOptions) -> bool:
+    """Whether the crawl's headers hold a Cookie header (it replaces the cookie jar's)."""
+    return any(name.lower() == "cookie" for name, _ in options.headers)
 
 
 def gives_login_headers(options: RequestOptions) -> bool:
