@@ -277,7 +277,8 @@ def build_parser() -> _Parser:
                              "https://example.com/")
     master.add_argument("-i", "--input-file", type=seed_file, metavar="FILE",
                         help="read seed URLs from FILE, one a line ('-': standard input; "
-                             "blank lines and lines starting with # are skipped)")
+                             "blank lines and # comments, a line's own or after its URL, "
+                             "are skipped)")
     master.add_argument("--json", action="store_true",
                         help="print the summary as one JSON object on standard output at "
                              "the end (it is always written to OUT/summary.json)")
