@@ -114,7 +114,7 @@ SETTING_FLAGS: dict[str, list[tuple[str, str, Any, str, str]]] = {
         ("--host-concurrency", "politeness.host_concurrency", int, "N",
          "images of one host in flight at once, across all workers"),
         ("--max-attempts", "download.max_attempts", int, "N",
-         "tries per image and per page for transient failures"),
+         "tries per image, page and style sheet for transient failures"),
         ("--max-bytes", "download.max_bytes", size, "SIZE",
          "largest image accepted: bytes, or with k, M, G (powers of 1024)"),
         ("--lease-timeout", "queue.lease_timeout", float, "SEC",
