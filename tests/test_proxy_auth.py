@@ -12,7 +12,6 @@ import base64
 import contextlib
 import json
 import os
-import queue
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -20,17 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from crawler.config import Limits
 from crawler.demo.site import png
-from crawler.fetch.curl import CurlEngine
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
 from crawler.model.outcome import Attempt, FailureKind
-from crawler.worker.sink import sinks_into
-from crawler.worker.store import Store
 
 from . import pageclients
 from .conftest import FixtureServer, manifest_lines, run_crawler
+from .test_curl import Engine
 from .tls import CertAuthority, Proxy, _relay, make_ca, server_context
 
 PNG = png(20, 10, 5)
@@ -132,21 +128,11 @@ def tls_site(make_server: Callable[[], FixtureServer], ca: CertAuthority) -> Fix
 
 
 def _download(url: str, options: RequestOptions, tmp_path: Path) -> Attempt:
-    results: queue.SimpleQueue[tuple[str, Attempt | None]] = queue.SimpleQueue()
-    engine = CurlEngine(slots=2, new_sink=sinks_into(Store(tmp_path / "out"), Limits()),
-                        limits=Limits(), policy=LOOPBACK, options=options,
-                        report=lambda got: [results.put(r) for r in got],
-                        stop=threading.Event())
-    thread = threading.Thread(target=engine.run, daemon=True)
-    thread.start()
+    engine = Engine(tmp_path / "out", options=options, slots=2)  # as a worker runs it
     try:
-        engine.submit([(url, 1)])
-        got_url, attempt = results.get(timeout=30)
+        return engine.one(url, timeout=30)
     finally:
         engine.close()
-        thread.join(timeout=10)
-    assert got_url == url and attempt is not None
-    return attempt
 
 
 @pytest.mark.parametrize("scheme", ["http", "https"])

@@ -10,7 +10,6 @@ arrived, and end to end with a crawler process and its worker.
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,9 +18,7 @@ from typing import Any
 
 import pytest
 
-from crawler.config import Limits
 from crawler.demo.site import png
-from crawler.fetch.curl import CurlEngine
 from crawler.fetch.curlsetup import default_ca_file
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.guard import AddressPolicy
@@ -29,10 +26,9 @@ from crawler.fetch.options import RequestOptions
 from crawler.fetch.robots import read_robots
 from crawler.master.pages import fetch_page
 from crawler.model.outcome import Attempt
-from crawler.worker.sink import sinks_into
-from crawler.worker.store import Store
 
 from .conftest import manifest_lines, run_crawler
+from .test_curl import Engine
 
 PNG = png(20, 10, 3)
 LOOPBACK = AddressPolicy(frozenset({"public", "loopback"}))
@@ -114,21 +110,11 @@ def _given_only_to_the_first(first: list[dict[str, str]], others: list[dict[str,
 
 
 def _download(url: str, tmp_path: Path) -> Attempt:
-    results: queue.SimpleQueue[tuple[str, Attempt | None]] = queue.SimpleQueue()
-    engine = CurlEngine(slots=2, new_sink=sinks_into(Store(tmp_path / "out"), Limits()),
-                        limits=Limits(), policy=LOOPBACK, options=OPTIONS,
-                        report=lambda got: [results.put(r) for r in got],
-                        stop=threading.Event())
-    thread = threading.Thread(target=engine.run, daemon=True)
-    thread.start()
+    engine = Engine(tmp_path / "out", options=OPTIONS, slots=2)  # as a worker runs it
     try:
-        engine.submit([(url, 1)])
-        got_url, attempt = results.get(timeout=30)
+        return engine.one(url, timeout=30)
     finally:
         engine.close()
-        thread.join(timeout=10)
-    assert got_url == url and attempt is not None
-    return attempt
 
 
 def test_an_images_redirect_to_another_host_or_port_leaves_the_login_headers_behind(
