@@ -393,8 +393,16 @@ class Worker:
         window = ReportWindow(batch=self._options.threads // 2)
         gather = 0.0  # how long the pending reports may still wait for company
         answered_at: float | None = None  # when the last answer came (None: none yet)
-        came_back = False  # told of leases lost while silent, and given no work since
+        came_back = False  # told of leases lost while silent (or stopped), no work since
+        # This loop's turns come every few ms (an exchange waits 1 s at most): a gap past
+        # worker_silence between two is this process stopped (^Z, a laptop asleep), wherever
+        # it fell, even between taking the time of a call and making it.
+        last_turn = time.monotonic()
         while not self._stop.is_set():
+            turn = time.monotonic()
+            if turn - last_turn > self._crawl_silence():
+                came_back = True
+            last_turn = turn
             self._collect(reports, released, wait=(gather or 0.02) if self._held else 0.0)
             if time.monotonic() - last_holding >= HOLDING_EVERY:
                 self._report_stuck(reports)
@@ -439,6 +447,9 @@ class Worker:
                 last_holding = now
             window.sent()
             last_call = time.monotonic()
+            if time.monotonic() - now > self._crawl_silence():
+                came_back = True  # stopped while the call was on its way
+            last_turn = time.monotonic()
             came_back = (came_back or bool(answer.get("lost"))) and not answer["tasks"]
             if answer["closed"]:
                 # Silent long enough for our leases to go to others (a cut link, a laptop
@@ -453,6 +464,11 @@ class Worker:
             if ask:
                 last_answered = bool(answer["tasks"])
                 self._take(answer["tasks"])
+
+    def _crawl_silence(self) -> float:
+        """Seconds without a call after which the master gives this worker's leases away."""
+        assert self._crawl is not None
+        return float(self._crawl["worker_silence"])
 
     def _exchange(self, ask: int, wait: float, holding: bool) -> LeaseAnswer:
         """Send the pending reports and releases, and ask for ``ask`` URLs, in one call.
