@@ -27,7 +27,7 @@ from crawler.model.outcome import Attempt, FailureKind
 from . import pageclients
 from .conftest import FixtureServer, manifest_lines, run_crawler
 from .test_curl import Engine
-from .tls import CertAuthority, Proxy, _relay, make_ca, server_context
+from .tls import CertAuthority, Proxy, _relay, make_ca, read_head, server_context
 
 PNG = png(20, 10, 5)
 LOOPBACK = AddressPolicy(frozenset({"public", "loopback"}))
@@ -76,12 +76,9 @@ class LoginProxy:
     def _handle(self, conn: socket.socket) -> None:
         with conn:
             conn.settimeout(5)
-            head = b""
-            while b"\r\n\r\n" not in head and len(head) < 65536:
-                data = conn.recv(65536)
-                if not data:
-                    return
-                head += data
+            head = read_head(conn)
+            if head is None:
+                return
             lines = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")[1:]
             given = {name.strip().lower(): value.strip()
                      for name, _, value in (line.partition(":") for line in lines)}

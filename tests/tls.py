@@ -102,6 +102,18 @@ def server_context(ca: CertAuthority, *, ask_client_cert: bool = False) -> ssl.S
     return context
 
 
+def read_head(conn: socket.socket) -> bytes | None:
+    """A request's head (and whatever came with it) as a proxy reads it; None when the
+    client closes first. 64 KiB at most."""
+    head = b""
+    while b"\r\n\r\n" not in head and len(head) < 65536:
+        data = conn.recv(65536)
+        if not data:
+            return None
+        head += data
+    return head
+
+
 def _relay(a: socket.socket, b: socket.socket) -> None:
     """Copy bytes both ways until either side closes, for at most RELAY_SECONDS."""
     import time
@@ -161,12 +173,9 @@ class Proxy:
                 return
         with conn:
             conn.settimeout(5)
-            head = b""
-            while b"\r\n\r\n" not in head and len(head) < 65536:
-                data = conn.recv(65536)
-                if not data:
-                    return
-                head += data
+            head = read_head(conn)
+            if head is None:
+                return
             line, _, rest = head.partition(b"\r\n")
             method, target, _ = line.split(b" ", 2)
             if method == b"CONNECT":
