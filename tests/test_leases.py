@@ -142,7 +142,7 @@ def test_a_silent_worker_loses_its_lease_in_seconds_and_knows_it_before_storing(
         assert time.monotonic() - stopped < 30, "it waited for lease_timeout"
         release[0].set()  # the silent worker has all its bytes at once when it resumes
         os.kill(silent.pid, signal.SIGCONT)
-        wait_for_output(silent, r"lost 1 leases while silent", 30)
+        wait_for_output(silent, r"lost 1 lease while silent: back in the crawl's queue", 30)
         release[1].set()
         err = finish(master, 60)
         assert master.returncode == 0, err

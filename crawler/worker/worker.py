@@ -497,7 +497,10 @@ class Worker:
         """Note the leases we lost, and wake stores waiting for news of them."""
         lost = answer.get("lost", [])
         if lost:
-            log.warning("lost %d leases while silent: other workers have them now", len(lost))
+            # Back in the queue, for any worker (this one too): not necessarily taken yet.
+            log.warning("lost %d lease%s while silent: back in the crawl's queue, and this "
+                        "worker drops its downloads of them", len(lost),
+                        "" if len(lost) == 1 else "s")
         with self._answered:
             self._lost.update(lost)
             if holding:  # only an exchange that said what we hold vouches for it
