@@ -34,6 +34,7 @@ from crawler.fetch.curlsetup import default_ca_file
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
+from crawler.master import resumed as resumed_work
 from crawler.master.authkey import Authkey
 from crawler.master.claim import (
     check_for_broker,
@@ -45,13 +46,14 @@ from crawler.master.claim import (
 from crawler.master.endwatch import END_TICK, EndWatch
 from crawler.master.folderlock import FolderLock
 from crawler.master.frontier import Frontier, PageQueue
-from crawler.master.journal import ROBOTS_UNREACHABLE, Journal, PageDone, Resumed
+from crawler.master.journal import Journal, PageDone, Resumed
 from crawler.master.launcher import LocalWorkers, invitation
 from crawler.master.ledger import BrokerLedger, JournalLedger, Ledger
 from crawler.master.linkedpages import LinkedPages, is_image_link
 from crawler.master.pagecookies import load_page_cookies, save_page_cookies
 from crawler.master.pageloop import PageLoop
 from crawler.master.results import ManifestTally, ResultFiles
+from crawler.master.resumed import ResumedImage
 from crawler.master.robots import Robots
 from crawler.master.scope import Scope
 from crawler.master.stylesheets import Stylesheets, reading_rule
@@ -169,8 +171,8 @@ class Master:
     thread, pass after pass, and the order of those changes is what makes a crash
     lose nothing (a page is journaled with what it found before its images are
     counted as settled). The pages' steps are in ``master.visit`` and
-    ``master.pageloop``, the worker processes in ``master.launcher``, the
-    folder's identity in the journal.
+    ``master.pageloop``, the worker processes in ``master.launcher``, what an
+    earlier run left in ``master.resumed``, the folder's identity in the journal.
     """
 
     def __init__(self, settings: Settings, options: MasterOptions, authkey: Authkey,
@@ -249,7 +251,7 @@ class Master:
         # when their workers find HTML there (see _collect and _visited).
         self._linked_pages = LinkedPages()
         # (url, page, ref) an earlier run left queued: put on the board once judged.
-        self._resumed_images: list[tuple[str, str | None, dict[str, Any] | None]] = []
+        self._resumed_images: list[ResumedImage] = []
         self._pages_to_retry = 0  # pages failed for a passing reason, left for the next run
 
     def stop(self) -> None:
@@ -391,106 +393,30 @@ class Master:
 
     def _resumed_frontier(self, resumed: Resumed) -> Frontier:
         """The embedded mode's frontier: this master's own, refilled from the journal."""
-        # What an earlier run queued is this run's to fetch only within this run's scope
-        # and depth (--resume with a narrower one); the journal keeps the rest queued.
-        # This run's seeds are fetched whatever the scope says, as in a first run.
-        depth = self._settings.crawl.depth
-        seeds = set(self._options.seeds)
-        pages = [(url, at) for url, at in resumed.pending_pages
-                 if url in seeds or (at <= depth and self._scope.allows_page(url))]
-        images = [image for image in resumed.pending_images
-                  if self._scope.allows_image(image[0])]
-        frontier = Frontier(pages, seen=resumed.done_pages,
-                            delay=self._settings.politeness.host_delay)
-        if resumed.done_pages or resumed.finished_images:
-            log.info("resuming: pages done %d, to visit %d; images finished %d, queued %d",
-                     len(resumed.done_pages), len(frontier), len(resumed.finished_images),
-                     len(images))
-        left_out = (len(resumed.pending_pages) - len(pages), len(resumed.pending_images)
-                    - len(images))
-        if any(left_out):
-            log.info("%d page(s) and %d image(s) an earlier run queued are outside this "
-                     "run's scope or depth: left out", *left_out)
+        frontier, self._resumed_images = resumed_work.carry_over(
+            resumed, seeds=set(self._options.seeds), scope=self._scope,
+            depth=self._settings.crawl.depth, delay=self._settings.politeness.host_delay)
         self._board.remember(resumed.finished_images)
         # Queued once robots.txt is read (_queue_resumed_images), as a page's images are.
-        self._resumed_images = images
-        self._snapshot.found += len(images)
+        self._snapshot.found += len(self._resumed_images)
         return frontier
 
     def _queue_resumed_images(self, robots: Robots) -> None:
         """Put the images an earlier run left queued on the board, judged by this run's
-        robots.txt of their hosts as a page's images are: one that now disallows them
-        refuses them, and a Crawl-delay spaces them. (They went to the board unjudged:
-        a resumed crawl fetched what their host had disallowed since, and at full speed
-        where it asked for a delay.) Before the crawl loop starts: it must not find the
-        crawl over, nor a page find them new, while they are being judged.
-
-        The files are read on a thread of their own while this one waits in short
-        steps: read here, a robots.txt that never answered held a stop, and a second
-        Ctrl-C too (a signal is taken between two steps of the main thread), for its
-        whole deadline. A stop leaves the images queued for the next run."""
+        robots.txt (``master.resumed``). Before the crawl loop starts: it must not find
+        the crawl over, nor a page find them new, while they are being judged. A stop
+        leaves them queued for the next run."""
         images = self._resumed_images
         if not images:
             return
-        judged = self._judged(images, robots)
-        if judged is None:
+        judgement = resumed_work.judge(images, robots, self._stop, LOOP_TICK)
+        if judgement is None:
             return
         self._resumed_images = []
-        refusals, delays = judged
-        board = self._board
-        for host, delay in delays.items():  # told first: no image of it goes unspaced
-            if delay:
-                board.set_host_delay(host, delay)
         if self._shared_board is not None:
-            # On a broker they are refusals an earlier run made for an unreadable
-            # robots.txt (the embedded mode reads their pages again, which finds them).
-            again = self._shared_board.judged_again(
-                [url for (url, _, _), refused in zip(images, refusals, strict=True)
-                 if refused is None],
-                [(Attempt(url=url, ok=False, reason=refused),
-                  refused.startswith(ROBOTS_UNREACHABLE))
-                 for (url, _, _), refused in zip(images, refusals, strict=True)
-                 if refused is not None])
-            if again:
-                log.info("%d image(s) refused for an unreadable robots.txt are tried again",
-                         again)
-            return
-        for (url, page, ref), refused in zip(images, refusals, strict=True):
-            said = json.dumps(ref) if ref else None
-            if refused is not None:
-                board.settle_now(Attempt(url=url, ok=False, reason=refused), page, said)
-            else:
-                board.put(url, host_key(url), page, said)
-
-    def _judged(self, images: list[tuple[str, str | None, dict[str, Any] | None]],
-                robots: Robots) -> tuple[list[str | None], dict[str, float | None]] | None:
-        """Each image's refusal by this run's robots.txt (None: allowed), and the
-        Crawl-delay of each host with an allowed one; None when stopped meanwhile (or the
-        reading failed: logged by threading), the images then left for the next run."""
-        judged: list[tuple[list[str | None], dict[str, float | None]]] = []
-
-        def judge() -> None:
-            urls = [url for url, _, _ in images]
-            # Every one of them: cut after one deadline, as for a page, the hosts past the
-            # first few batches had their images refused "not read in time", for the run.
-            robots.read_all(urls, all_of_them=True)
-            refusals = [robots.refusal(url) for url in urls]  # a lone origin is read here
-            delays: dict[str, float | None] = {}
-            for url, refused in zip(urls, refusals, strict=True):
-                host = host_key(url)
-                if refused is None and host not in delays:
-                    delays[host] = robots.crawl_delay(url)
-            judged.append((refusals, delays))
-
-        reader = threading.Thread(target=judge, name="resumed-robots", daemon=True)
-        reader.start()
-        while reader.is_alive():
-            if self._stop.is_set():
-                log.info("stopped while reading the robots.txt of %d image(s) an earlier run "
-                         "left: they stay as they were", len(images))
-                return None
-            reader.join(LOOP_TICK)
-        return judged[0] if judged else None
+            resumed_work.judge_again_on_broker(self._shared_board, images, judgement)
+        else:
+            resumed_work.queue_judged(self._embedded_board(), images, judgement)
 
     def _run_on_broker(self, broker: BrokerCrawl) -> Summary:
         """The crawl with its state on the broker, shared with other masters of it."""
