@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from crawler.board.base import unsettled
 from crawler.board.memory import BoardPolicy, TaskBoard
 from crawler.config import BROKER_PASSWORD_ENV, DEFAULTS, Limits, Settings
-from crawler.errors import BrokerUnreachable, CrawlMismatch, StorageError
+from crawler.errors import BrokerUnreachable, StorageError
 from crawler.fetch.cookiefeed import CookieFeed, add_to_jar, jar_lines
 from crawler.fetch.curlsetup import default_ca_file
 from crawler.fetch.easy import EasyClient
@@ -63,14 +63,13 @@ from crawler.model.files import IMAGES_LEFT_KEPT, PAGES_NAME
 from crawler.model.folders import make_folder
 from crawler.model.outcome import Attempt, Outcome
 from crawler.model.pacing import Paces
-from crawler.model.processes import process_alive
 from crawler.model.progress import Reporter, Snapshot, write_out
 from crawler.model.urls import host_key
 from crawler.model.wire import CrawlInfo, RobotsRules, Status
 from crawler.parse.pool import PageParser
 
 if TYPE_CHECKING:  # imported when used: broker mode's (a Redis client), the queue server
-    from crawler.board.broker import BrokerCrawl, CrawlRecord
+    from crawler.board.broker import BrokerCrawl
     from crawler.board.manager import QueueServer
     from crawler.board.redis import RedisBoard
     from crawler.board.redis_frontier import RedisFrontier
@@ -106,7 +105,6 @@ NO_WORKER_HINT = 5.0
 # crawls of page-bound sites took 7-25% longer. Against 8 in hand per request, 2 was
 # 5-12% slower, 4 0-5% slower, and 16 the same within 2%.
 PAGES_IN_HAND = 8
-CRAWL_LIMITS = ("depth", "max_pages", "max_images")  # a broker crawl's are its first master's
 
 
 class MasterOptions(NamedTuple):
@@ -449,7 +447,10 @@ class Master:
         if taken:
             log.info("%d page(s) set aside after passing failures are tried again", taken)
             self._shared_board.reopen()  # a crawl that had ended has work again
-        self._retry_failed_images(broker)
+        from crawler.master.onbroker import images_to_retry
+
+        # Judged by this run's robots.txt once it is read (_queue_resumed_images).
+        self._resumed_images = images_to_retry(broker, self._shared_board)
         ledger = BrokerLedger(broker.client, frontier, self._shared_board)
         # Every outcome is on the broker: the folder's files are written anew from there.
         files = ResultFiles(out_dir, ())
@@ -458,85 +459,14 @@ class Master:
         finally:
             files.close()
 
-    def _retry_failed_images(self, broker: BrokerCrawl) -> None:
-        """A rerun queues again the images that failed for a passing reason; a master that
-        joins others at work does not: their failures are minutes old, their host likely
-        still failing, and the others' files keep the first result."""
-        from crawler.board.broker import live_masters, masters_of
-
-        assert self._shared_board is not None
-        here = socket.gethostname()
-        # Not one of this host's that is dead (killed, and restarted within moments as
-        # this one): its last word still reads as live for MASTER_SILENCE.
-        others = [m for m in live_masters(*masters_of(broker.client, broker.name))
-                  if m.get("host") != here or _may_be_running(m.get("pid"))]
-        if others:
-            if self._shared_board.has_failures_to_retry():
-                log.info("images that failed for a passing reason are not tried again by a "
-                         "master that joins others at work (%d): a start of the crawl with "
-                         "none at work tries them", len(others))
-            return
-        again = self._shared_board.retry_passing_failures()  # (it reopens the crawl)
-        if again:
-            log.info("%d image(s) that failed for a passing reason (a timeout, a refused "
-                     "connection, a 5xx or 429) are tried again", again)
-        # Judged by this run's robots.txt once it is read (_queue_resumed_images).
-        self._resumed_images = [(url, page, json.loads(ref) if ref else None)
-                                for url, page, ref in self._shared_board.robots_refusals()]
-
     def _register(self, broker: BrokerCrawl) -> None:
-        """Write the crawl's record on the broker, or check that the one there is this crawl."""
-        from crawler.board.broker import CrawlRecord
+        """The crawl's record on the broker, written or checked (``master.onbroker``)."""
+        from crawler.master import onbroker
 
-        record = CrawlRecord(broker.client, broker.name)
-        identity = self._identity()
-        worker_info = self.describe()
-        board = self._board.policy._asdict()
-        if record.create(settings=self._settings.to_dict(), seeds=list(self._options.seeds),
-                         identity=identity, info=dict(worker_info), board=board):
-            log.info("crawl %s created on the broker at %s", broker.name, broker.address)
-            return
-        record.check_format()
-        if record.field("identity") != identity:
-            raise CrawlMismatch(
-                f"the broker at {broker.address} has a crawl named {broker.name!r} with other "
-                f"seeds or scope: add --join {broker.name} (and no seeds) to help with it, or "
-                "name this one with --crawl NAME")
-        log.info("crawl %s found on the broker at %s: carrying on with it", broker.name,
-                 broker.address)
-        if self._options.joined_request is None:
-            self._bring_request_settings(record, broker)
-        # Its limits are its first master's (a master that joins takes all its settings):
-        # one with other limits would stop at, or read past, another bound than the rest.
-        first = record.field("settings").get("crawl", {})
-        mine = self._settings.crawl
-        limits = {f"crawl.{key}": first[key] for key in CRAWL_LIMITS
-                  if key in first and first[key] != getattr(mine, key)}
-        if limits:
-            log.warning("the crawl's limits are its first master's: %s (not this run's)",
-                        ", ".join(f"{key.split('.')[1]} {value}" for key, value in limits.items()))
-            self._settings = self._settings.with_values(limits)
-
-    def _bring_request_settings(self, record: CrawlRecord, broker: BrokerCrawl) -> None:
-        """A master that starts a crawl again brings its request settings: a cookies.txt
-        exported anew when the old one expired, a new token, another proxy. Its pages
-        go out with them; so do the workers' images from now on (each takes them up
-        at its next exchange, handing back what it had begun with the old ones), and
-        the pages of masters that join later."""
-        from crawler.board.broker import live_masters, masters_of
-
-        if not record.renew_request(self._request.to_wire(), self._settings.crawl.user_agent,
-                                    self._settings.to_dict()["http"]):
-            return
-        log.info("the crawl's request settings (http, crawl.user_agent) are this master's "
-                 "now: its workers take them up")
-        here = socket.gethostname()
-        others = [m for m in live_masters(*masters_of(broker.client, broker.name))
-                  if m.get("host") != here or _may_be_running(m.get("pid"))]
-        if others:
-            log.warning("%d other master(s) at work on crawl %s fetch their pages with the "
-                        "request settings they started with, until they are started again "
-                        "(or joined again)", len(others), broker.name)
+        self._settings = onbroker.register(
+            broker, self._settings, seeds=list(self._options.seeds), identity=self._identity(),
+            worker_info=dict(self.describe()), board=self._board.policy._asdict(),
+            request=self._request, joined=self._options.joined_request is not None)
 
     def _identity(self) -> dict[str, Any]:
         """What makes a crawl the same crawl: its seeds and its scope."""
@@ -1118,13 +1048,11 @@ class Master:
         now = time.monotonic()
         if broker is None or (now - self._last_published < 1.0 and not ended):
             return
-        from crawler.board.broker import broker_time, keys_prefix
+        from crawler.master.onbroker import publish_progress
 
         self._last_published = now
-        broker.client.hset(keys_prefix(broker.name) + "masters", self._id, json.dumps(
-            {"host": socket.gethostname(), "pid": os.getpid(), "pages_read": self._pages_read,
-             "progress": self._snapshot.as_dict(), "at": broker_time(broker.client),
-             "ended": ended}))
+        publish_progress(broker, self._id, pages_read=self._pages_read,
+                         snapshot=self._snapshot, ended=ended)
 
     # ----- serving and local workers -------------------------------------------
 
@@ -1209,12 +1137,6 @@ class Master:
                        images_left=len(self._images_over - self._images_seen),
                        images_to_retry=manifest.transient,
                        manifest=manifest)
-
-
-def _may_be_running(pid: object) -> bool:
-    """Whether the process a master's record names may run on this host (True when the
-    record names none)."""
-    return not isinstance(pid, int) or pid <= 0 or process_alive(pid)
 
 
 class _NoFiles(ResultFiles):

@@ -1,0 +1,137 @@
+"""A master's dealings with a crawl whose state is on a broker, beside the crawl loop.
+
+The crawl's record there (created by its first master, checked by the rest), the
+request settings a master that starts the crawl again brings, the failed images a
+rerun tries again, and the line each master writes for ``crawler status``. Several
+masters may work on one crawl; "others at work" are those whose last word is
+recent, less the dead ones of this host.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from typing import Any
+
+from crawler.board.broker import (
+    BrokerCrawl,
+    CrawlRecord,
+    broker_time,
+    keys_prefix,
+    live_masters,
+    masters_of,
+)
+from crawler.board.redis import RedisBoard
+from crawler.config import Settings
+from crawler.errors import CrawlMismatch
+from crawler.fetch.options import RequestOptions
+from crawler.master.resumed import ResumedImage
+from crawler.model.processes import process_alive
+from crawler.model.progress import Snapshot
+
+log = logging.getLogger(__name__)
+
+CRAWL_LIMITS = ("depth", "max_pages", "max_images")  # a broker crawl's are its first master's
+
+
+def register(broker: BrokerCrawl, settings: Settings, *, seeds: list[str],
+             identity: dict[str, Any], worker_info: dict[str, Any], board: dict[str, Any],
+             request: RequestOptions, joined: bool) -> Settings:
+    """Write the crawl's record on the broker, or check that the one there is this crawl.
+
+    Returns the settings to crawl with: a crawl's limits are its first master's (one
+    with other limits would stop at, or read past, another bound than the rest).
+    ``joined``: this master joins with the crawl's request settings; one that starts
+    the crawl again brings its own (:func:`bring_request_settings`).
+    """
+    record = CrawlRecord(broker.client, broker.name)
+    if record.create(settings=settings.to_dict(), seeds=seeds, identity=identity,
+                     info=worker_info, board=board):
+        log.info("crawl %s created on the broker at %s", broker.name, broker.address)
+        return settings
+    record.check_format()
+    if record.field("identity") != identity:
+        raise CrawlMismatch(
+            f"the broker at {broker.address} has a crawl named {broker.name!r} with other "
+            f"seeds or scope: add --join {broker.name} (and no seeds) to help with it, or "
+            "name this one with --crawl NAME")
+    log.info("crawl %s found on the broker at %s: carrying on with it", broker.name,
+             broker.address)
+    if not joined:
+        bring_request_settings(record, broker, request, settings)
+    first = record.field("settings").get("crawl", {})
+    mine = settings.crawl
+    limits = {f"crawl.{key}": first[key] for key in CRAWL_LIMITS
+              if key in first and first[key] != getattr(mine, key)}
+    if not limits:
+        return settings
+    log.warning("the crawl's limits are its first master's: %s (not this run's)",
+                ", ".join(f"{key.split('.')[1]} {value}" for key, value in limits.items()))
+    return settings.with_values(limits)
+
+
+def bring_request_settings(record: CrawlRecord, broker: BrokerCrawl, request: RequestOptions,
+                           settings: Settings) -> None:
+    """A master that starts a crawl again brings its request settings: a cookies.txt
+    exported anew when the old one expired, a new token, another proxy. Its pages
+    go out with them; so do the workers' images from now on (each takes them up
+    at its next exchange, handing back what it had begun with the old ones), and
+    the pages of masters that join later."""
+    if not record.renew_request(request.to_wire(), settings.crawl.user_agent,
+                                settings.to_dict()["http"]):
+        return
+    log.info("the crawl's request settings (http, crawl.user_agent) are this master's "
+             "now: its workers take them up")
+    others = others_at_work(broker)
+    if others:
+        log.warning("%d other master(s) at work on crawl %s fetch their pages with the "
+                    "request settings they started with, until they are started again "
+                    "(or joined again)", len(others), broker.name)
+
+
+def images_to_retry(broker: BrokerCrawl, board: RedisBoard) -> list[ResumedImage]:
+    """A rerun queues again the images that failed for a passing reason; a master that
+    joins others at work does not: their failures are minutes old, their host likely
+    still failing, and the others' files keep the first result.
+
+    Returns the images an earlier run refused for an unreadable robots.txt, to be
+    judged again by this run's (``master.resumed``); none for a master that joins.
+    """
+    others = others_at_work(broker)
+    if others:
+        if board.has_failures_to_retry():
+            log.info("images that failed for a passing reason are not tried again by a "
+                     "master that joins others at work (%d): a start of the crawl with "
+                     "none at work tries them", len(others))
+        return []
+    again = board.retry_passing_failures()  # (it reopens the crawl)
+    if again:
+        log.info("%d image(s) that failed for a passing reason (a timeout, a refused "
+                 "connection, a 5xx or 429) are tried again", again)
+    return [(url, page, json.loads(ref) if ref else None)
+            for url, page, ref in board.robots_refusals()]
+
+
+def others_at_work(broker: BrokerCrawl) -> list[dict[str, Any]]:
+    """The other masters at work on the crawl: not one of this host's that is dead
+    (killed, and restarted within moments as this one), whose last word still reads
+    as live for a while."""
+    here = socket.gethostname()
+    return [m for m in live_masters(*masters_of(broker.client, broker.name))
+            if m.get("host") != here or _may_be_running(m.get("pid"))]
+
+
+def publish_progress(broker: BrokerCrawl, master_id: str, *, pages_read: int,
+                     snapshot: Snapshot, ended: bool) -> None:
+    """Tell ``crawler status`` how this master is doing."""
+    broker.client.hset(keys_prefix(broker.name) + "masters", master_id, json.dumps(
+        {"host": socket.gethostname(), "pid": os.getpid(), "pages_read": pages_read,
+         "progress": snapshot.as_dict(), "at": broker_time(broker.client), "ended": ended}))
+
+
+def _may_be_running(pid: object) -> bool:
+    """Whether the process a master's record names may run on this host (True when the
+    record names none)."""
+    return not isinstance(pid, int) or pid <= 0 or process_alive(pid)
