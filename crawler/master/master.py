@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import secrets
-import shlex
 import socket
 import threading
 import time
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from crawler.board.base import unsettled
 from crawler.board.memory import BoardPolicy, TaskBoard
-from crawler.config import BROKER_PASSWORD_ENV, DEFAULTS, Limits, Settings
+from crawler.config import DEFAULTS, Limits, Settings
 from crawler.errors import BrokerUnreachable, StorageError
 from crawler.fetch.cookiefeed import CookieFeed, add_to_jar, jar_lines
 from crawler.fetch.curlsetup import default_ca_file
@@ -47,7 +46,7 @@ from crawler.master.endwatch import END_TICK, EndWatch
 from crawler.master.folderlock import FolderLock
 from crawler.master.frontier import Frontier, PageQueue
 from crawler.master.journal import Journal, PageDone, Resumed
-from crawler.master.launcher import LocalWorkers, invitation
+from crawler.master.launcher import LocalWorkers
 from crawler.master.ledger import BrokerLedger, JournalLedger, Ledger
 from crawler.master.linkedpages import LinkedPages, is_image_link
 from crawler.master.pagecookies import load_page_cookies, save_page_cookies
@@ -58,6 +57,7 @@ from crawler.master.robots import Robots
 from crawler.master.scope import Scope
 from crawler.master.stylesheets import Stylesheets, reading_rule
 from crawler.master.visit import PageVisitor, Visit
+from crawler.master.workercall import WorkerCall
 from crawler.model.cookies import cookie_key
 from crawler.model.files import IMAGES_LEFT_KEPT, PAGES_NAME
 from crawler.model.folders import make_folder
@@ -95,9 +95,6 @@ LEAVE_WAIT = 5.0  # how long local workers that said goodbye get to end by thems
 PAGE_LEASE = 10.0  # seconds a page stays this master's on the broker without a heartbeat
 BROKER_WAIT = 120.0  # seconds a master waits for a broker that stopped answering
 LOOK_EVERY = 0.1  # seconds between two reads of a broker's counts while pages are in flight
-# Seconds with images queued and not one taken by a worker, before the master says how
-# workers join (a master started without --local-workers waits for them for ever).
-NO_WORKER_HINT = 5.0
 # Pages this master has in hand (waiting for a request, being fetched, waiting for a
 # parser, being parsed and judged) per page fetched at once (crawl.page_concurrency).
 # With only as many in hand as are fetched, the requests waited for the parsers and
@@ -181,9 +178,6 @@ class Master:
         self._options = options
         self._authkey = authkey
         self._reporter = reporter
-        # None: the operator's lines (the queue's address, how workers join) are not
-        # shown (--quiet); the hint of a master no worker came to then says how they join.
-        self._announce = announce
         self._stop = threading.Event()  # the loop ends: asked to (Ctrl-C), or the crawl is over
         self._stop_asked = threading.Event()  # Ctrl-C or SIGTERM: a second one quits at once
         # Set when the crawl loop has news: a page finished, the last URL settled, a
@@ -223,6 +217,9 @@ class Master:
         self._started = time.monotonic()
         self._workers = LocalWorkers(options.out_dir, authkey, options.worker_threads,
                                      options.worker_command)
+        self._call = WorkerCall(self._workers, local=options.local_workers,
+                                invite=options.invite_workers, out_dir=options.out_dir,
+                                authkey=authkey, announce=announce)
         self._workers_leaving = False  # all said goodbye: local ones end, reaped last
         self._frontier: PageQueue = Frontier()
         self._pages: PageLoop | None = None  # while the crawl loop runs
@@ -239,9 +236,6 @@ class Master:
         # run, which records no image, every one found.
         self._images_seen: set[str] = set()
         self._broker_connections = 0  # the broker client's reconnections, last looked at
-        self._hinted_workers = False  # said how workers join, none having come
-        self._join_line: str | None = None  # how workers join, when it was not announced
-        self._queued_since: float | None = None  # when images were first seen waiting
         self._seed_failures: list[tuple[str, str]] = []
         self._pages_left = 0  # pages found and not visited for the page budget (max_pages)
         self._images_over: set[str] = set()  # images met past the image budget (max_images)
@@ -504,9 +498,9 @@ class Master:
         self._snapshot.mark_resumed()  # rates count this run only
         frontier = self._frontier = make_frontier(resumed)
         if self._server is not None:
-            self._serve(self._server)
+            self._call.serve(self._server)
         elif self._options.broker is not None:
-            self._serve_on_broker(self._options.broker)
+            self._call.serve_on_broker(self._options.broker, BROKER_WAIT + 10)
         stylesheets = Stylesheets(
             session, timeout=settings.crawl.page_timeout, max_bytes=settings.crawl.max_page_bytes,
             may_read=reading_rule(self._scope.allows_stylesheet, robots),
@@ -574,7 +568,7 @@ class Master:
                         self._snapshot.pages_queued = pages_left + (
                             len(running) if shared is None else 0)
                         counts = self._refresh()
-                        self._hint_when_no_worker(counts)
+                        self._call.hint_when_no_worker(counts)
                         if not pages_left and not running and unsettled(counts) == 0:
                             # The last results may hold pages (an image link that led
                             # to one): recorded first, the crawl ends only without any.
@@ -582,7 +576,7 @@ class Master:
                             if not len(frontier):
                                 all_done = True
                                 break
-                        self._stop_if_nothing_can_store(counts)
+                        self._call.stop_if_nothing_can_store(counts)
                         if (not pages_left and not running and not self._pages_done
                                 and self._own_board is not None):
                             self._own_board.pages_over()  # its images are all on the board
@@ -669,44 +663,6 @@ class Master:
         self._snapshot.pages_queued = len(frontier) + not_visited
         self._finish(ledger, files)
         return not_visited
-
-    def _stop_if_nothing_can_store(self, counts: dict[str, int]) -> None:
-        """Every local worker has left because the output folder cannot be written (a
-        full disk), and no other worker is there: waiting for one would be for ever."""
-        if not counts["queued"] or counts["workers"]:
-            return  # no image waits for a worker, or one is there to take it
-        why = self._workers.cannot_store()
-        if why is None:
-            return
-        self._workers.report_ended()  # each one's own line first
-        raise StorageError(
-            f"the local workers cannot store into {self._options.out_dir}"
-            f"{f' ({why})' if why else ''}; once that is fixed (room made, or another --out "
-            "given), the same command goes on where this crawl stopped")
-
-    def _hint_when_no_worker(self, counts: dict[str, int]) -> None:
-        """Say once how workers join, when images wait and no worker ever took one."""
-        if self._hinted_workers or not counts["queued"] or counts["in_flight"] \
-                or counts["done"] or counts["delayed"]:
-            return
-        now = time.monotonic()
-        if self._queued_since is None:
-            self._queued_since = now
-        waited = now - self._queued_since
-        if waited >= NO_WORKER_HINT and not counts["workers"] and not self._workers.alive():
-            self._hinted_workers = True
-            ended = self._workers.started  # the master's own: no --local-workers N to advise
-            if self._join_line is None:
-                log.warning("%d image(s) are queued and no worker has taken one in %.0f s: "
-                            "start workers as said above%s", counts["queued"], waited,
-                            "; the local workers have ended (their reasons above)" if ended
-                            else ", or run the master with --local-workers N")
-            else:  # the line was not shown (--quiet): the command itself, to paste
-                log.warning("%d image(s) are queued and no worker has taken one in %.0f s: "
-                            "start workers%s; %s", counts["queued"], waited,
-                            " (the local workers have ended: their reasons above)" if ended
-                            else ", or run the master with --local-workers N",
-                            self._join_line)
 
     def _forget_after_reconnecting(self) -> None:
         """Once the broker client has reconnected, forget which links and images this
@@ -1053,44 +1009,6 @@ class Master:
         self._last_published = now
         publish_progress(broker, self._id, pages_read=self._pages_read,
                          snapshot=self._snapshot, ended=ended)
-
-    # ----- serving and local workers -------------------------------------------
-
-    def _say(self, line: str) -> None:
-        if self._announce is not None:
-            self._announce(line)
-
-    def _invite(self, join_line: str) -> None:
-        """Say how workers join; kept for the hint of a master no worker came to when
-        it is not shown."""
-        if self._announce is None:
-            self._join_line = join_line
-        else:
-            self._announce(join_line)
-
-    def _serve_on_broker(self, broker: BrokerCrawl) -> None:
-        self._say(f"crawl {broker.name} on the broker at {broker.address}")
-        if self._options.invite_workers:
-            ca = broker.address.ca_file
-            self._invite(f"workers join with: crawler worker --broker {broker.address} "
-                         f"--crawl {broker.name}"
-                         + (f" --broker-ca {shlex.quote(str(ca))}" if ca else "") + (
-                             f" (with {BROKER_PASSWORD_ENV} or --broker-password-file)"
-                             if broker.address.password else ""))
-        if self._options.local_workers:
-            self._workers.start_for_broker(self._options.local_workers, broker.address,
-                                           broker.name, connect_wait=BROKER_WAIT + 10)
-
-    def _serve(self, server: QueueServer) -> None:
-        host, port = server.address[:2]  # bound already; workers wait in its backlog
-        self._say(f"queue on {host}:{port}")
-        if self._options.invite_workers:
-            self._invite(invitation(host, port, self._authkey, self._options.out_dir))
-        if self._options.local_workers:
-            # Before the server's thread: local workers not forked yet are forked
-            # while this is the master's only thread (see master.launcher).
-            self._workers.start(self._options.local_workers, host, port)
-        server.start()
 
     def _finish(self, ledger: Ledger, files: ResultFiles) -> None:
         """After the loop: let workers report and say goodbye (those that
