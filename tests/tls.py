@@ -33,6 +33,11 @@ class CertAuthority:
     server_key: Path
     client_cert: Path
     client_key: Path
+    # Server certificates of the same CA that must fail: one for another host name
+    # only ("other.example"), one for 127.0.0.1 that has expired.
+    wrong_host_cert: Path
+    expired_cert: Path
+    other_key: Path  # the key of both
 
 
 def _name(text: str) -> x509.Name:
@@ -62,14 +67,16 @@ def make_ca(folder: Path) -> CertAuthority:
                          critical=False)
           .sign(ca_key, hashes.SHA256()))
 
-    def issue(name: str, usage: x509.ObjectIdentifier,
-              sans: list[x509.GeneralName]) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-        key = ec.generate_private_key(ec.SECP256R1())
+    def issue(name: str, usage: x509.ObjectIdentifier, sans: list[x509.GeneralName], *,
+              key: ec.EllipticCurvePrivateKey | None = None, expired: bool = False,
+              ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        key = key or ec.generate_private_key(ec.SECP256R1())
         builder = (x509.CertificateBuilder().subject_name(_name(name))
                    .issuer_name(ca.subject).public_key(key.public_key())
                    .serial_number(x509.random_serial_number())
                    .not_valid_before(now - datetime.timedelta(days=1))
-                   .not_valid_after(now + datetime.timedelta(days=2))
+                   .not_valid_after(now - datetime.timedelta(hours=1) if expired
+                                    else now + datetime.timedelta(days=2))
                    .add_extension(x509.BasicConstraints(ca=False, path_length=None),
                                   critical=True)
                    .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
@@ -82,9 +89,19 @@ def make_ca(folder: Path) -> CertAuthority:
     server, server_key = issue("127.0.0.1", ExtendedKeyUsageOID.SERVER_AUTH, [
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")])
     client, client_key = issue("crawler test client", ExtendedKeyUsageOID.CLIENT_AUTH, [])
+    wrong_host, other_key = issue("other.example", ExtendedKeyUsageOID.SERVER_AUTH,
+                                  [x509.DNSName("other.example")])
+    expired, _ = issue("127.0.0.1", ExtendedKeyUsageOID.SERVER_AUTH, [
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")],
+        key=other_key, expired=True)
     pem = serialization.Encoding.PEM
     paths = CertAuthority(folder / "ca.pem", folder / "server.pem", folder / "server.key",
-                   folder / "client.pem", folder / "client.key")
+                          folder / "client.pem", folder / "client.key",
+                          folder / "wrong-host.pem", folder / "expired.pem",
+                          folder / "other.key")
+    paths.wrong_host_cert.write_bytes(wrong_host.public_bytes(pem))
+    paths.expired_cert.write_bytes(expired.public_bytes(pem))
+    _write_key(other_key, paths.other_key)
     paths.ca_cert.write_bytes(ca.public_bytes(pem))
     paths.server_cert.write_bytes(server.public_bytes(pem))
     paths.client_cert.write_bytes(client.public_bytes(pem))
@@ -93,11 +110,18 @@ def make_ca(folder: Path) -> CertAuthority:
     return paths
 
 
-def server_context(ca: CertAuthority, *, ask_client_cert: bool = False) -> ssl.SSLContext:
+def server_context(ca: CertAuthority, *, ask_client_cert: bool = False,
+                   require_client_cert: bool = False, cert: Path | None = None,
+                   ) -> ssl.SSLContext:
+    """A server's TLS context: its certificate is ``cert`` (of ``ca.other_key``: the
+    wrong host's, or the expired one) when given, else the good one."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(ca.server_cert, ca.server_key)
-    if ask_client_cert:
-        context.verify_mode = ssl.CERT_OPTIONAL
+    if cert is None:
+        context.load_cert_chain(ca.server_cert, ca.server_key)
+    else:
+        context.load_cert_chain(cert, ca.other_key)
+    if ask_client_cert or require_client_cert:
+        context.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
         context.load_verify_locations(ca.ca_cert)
     return context
 

@@ -46,7 +46,7 @@ from crawler.fetch.curlsetup import (
     used_proxy,
 )
 from crawler.fetch.decoding import BodyDecoder, body_decoder
-from crawler.fetch.engine import Abandoned, curl_failure
+from crawler.fetch.engine import Abandoned, curl_failure, message_failure
 from crawler.fetch.guard import AddressPolicy, BlockedAddress
 from crawler.fetch.options import Proxies, RequestOptions
 from crawler.fetch.policy import REDIRECT_STATUSES, location_text, redirect_target
@@ -380,6 +380,10 @@ def fail(reply: Reply, handle: pycurl.Curl, code: int, message: str) -> None:
         reply.failure, reply.kind, reply.transient = (curl_failure(code, message)[1],
                                                       FailureKind.TIMEOUT, True)
         reply.timed_out = True
+        return
+    told = message_failure(message)  # a TLS alert, say: libcurl's errno may be stale
+    if told is not None:
+        reply.kind, reply.failure, reply.transient = told
         return
     kind, reason, transient = curl_failure(code, "")
     cause = _cause(handle, code)

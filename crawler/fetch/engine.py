@@ -147,10 +147,38 @@ CURL_ERRORS: dict[int, tuple[FailureKind, str, bool]] = {
 UNKNOWN_ERROR = (FailureKind.CONNECTION, "connection error", True)
 
 
-def curl_failure(code: int, message: str) -> tuple[FailureKind, str, bool]:
-    """The kind, reason and transience of libcurl error ``code`` (message: libcurl's text)."""
+# What a TLS alert from the server says of our client certificate: the server asked for
+# one, and got none (TLS 1.3's certificate_required) or refused the one it got. libcurl
+# files the first under a broken connection (it comes as the answer is read), which
+# made a setting to fix a passing failure, tried again on every run.
+CLIENT_CERT_REQUIRED = ("TLS error: the server requires a client certificate "
+                        "(http.client_cert)")
+CLIENT_CERT_REFUSED = "TLS error: the server refused the client certificate (http.client_cert)"
+_CLIENT_CERT_ALERTS = {
+    "alert certificate required": CLIENT_CERT_REQUIRED,
+    **dict.fromkeys(("alert bad certificate", "alert unsupported certificate",
+                     "alert certificate revoked", "alert certificate expired",
+                     "alert certificate unknown", "alert unknown ca"), CLIENT_CERT_REFUSED),
+}
+
+
+def message_failure(message: str) -> tuple[FailureKind, str, bool] | None:
+    """The kind, reason and transience that libcurl's ``message`` tells, whatever its
+    error code (None: the code tells)."""
     if "HTTP/0.9" in message:  # libcurl files an answer without a status line under code 1
         return FailureKind.BAD_RESPONSE, "bad response: no status line (HTTP/0.9)", False
+    if " alert " in message:
+        for alert, reason in _CLIENT_CERT_ALERTS.items():
+            if alert in message:
+                return FailureKind.TLS, reason, False
+    return None
+
+
+def curl_failure(code: int, message: str) -> tuple[FailureKind, str, bool]:
+    """The kind, reason and transience of libcurl error ``code`` (message: libcurl's text)."""
+    told = message_failure(message)
+    if told is not None:
+        return told
     kind, reason, transient = CURL_ERRORS.get(code, UNKNOWN_ERROR)
     if kind is FailureKind.TIMEOUT and message.startswith(("Connection timed out",
                                                            "Failed to connect")):

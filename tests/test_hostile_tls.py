@@ -1,0 +1,146 @@
+"""Odd and hostile TLS servers on 127.0.0.1: what images and pages say of each.
+
+Every failure is one line a user can act on, of the right kind and transience,
+for the workers' engine and both of the master's page clients alike; and it comes
+within its deadlines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from crawler.config import Settings
+from crawler.demo.site import png
+from crawler.fetch.curlsetup import default_ca_file
+from crawler.fetch.engine import CLIENT_CERT_REFUSED, CLIENT_CERT_REQUIRED
+from crawler.fetch.guard import AddressPolicy
+from crawler.fetch.options import RequestOptions
+from crawler.model.outcome import FailureKind
+
+from . import pageclients
+from .test_curl import Engine
+from .tls import CertAuthority, make_ca, server_context
+
+PNG = png(24, 16, 5)
+LOOPBACK = AddressPolicy(frozenset({"public", "loopback"}))
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> CertAuthority:
+    return make_ca(tmp_path_factory.mktemp("ca"))
+
+
+def trusting(ca: CertAuthority, **http: object) -> RequestOptions:
+    """The crawl's request options with ``ca`` trusted (and more [http] settings)."""
+    values = {"http.ca_bundle": str(ca.ca_cert)} | {f"http.{k}": v for k, v in http.items()}
+    return RequestOptions.from_settings(Settings().with_values(values))
+
+
+@contextlib.contextmanager
+def tls_server(context: ssl.SSLContext, answer: Callable[[ssl.SSLSocket, bytes], None], *,
+               linger: float = 1.0) -> Iterator[str]:
+    """An https server on 127.0.0.1 answering each request with ``answer(conn, head)``, a
+    connection at a time on threads of their own. A handshake that fails (the server
+    refused the client) is said by its alert, and the socket stays open ``linger``
+    seconds: the client reads the alert, not a reset."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    done = threading.Event()
+
+    def serve() -> None:
+        with listener:
+            while not done.is_set():
+                try:
+                    raw, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                threading.Thread(target=handle, args=(raw,), daemon=True).start()
+
+    def handle(raw: socket.socket) -> None:
+        raw.settimeout(5)
+        with raw:
+            conn = context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+            try:
+                conn.do_handshake()  # (wrap_socket's own closes the socket as it fails)
+                head = b""
+                while b"\r\n\r\n" not in head:  # TLS 1.3: the client's verdict comes here
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    head += data
+            except (OSError, ssl.SSLError):
+                done.wait(linger)
+                return
+            with contextlib.suppress(OSError, ssl.SSLError):
+                answer(conn, head)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"https://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        done.set()
+
+
+def image_answer(conn: ssl.SSLSocket, head: bytes) -> None:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: %d\r\n\r\n%s"
+                 % (len(PNG), PNG))
+
+
+def each_client(base: str, options: RequestOptions, tmp_path: Path,
+                ) -> dict[str, tuple[FailureKind | None, str, bool]]:
+    """(kind, reason, transient) of a GET of ``base``'s image by the workers' engine and
+    each page client."""
+    engine = Engine(tmp_path / "out", options=options)
+    try:
+        attempt = engine.one(base + "/a.png")
+    finally:
+        engine.close()
+    seen = {"image": (attempt.kind, attempt.reason, attempt.transient)}
+    for kind in pageclients.KINDS:
+        reply = pageclients.get(kind, LOOPBACK, options, base + "/a.png",
+                                ca_file=default_ca_file())
+        seen[kind] = (reply.kind, reply.failure, reply.transient)
+    return seen
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2])
+def test_a_server_that_requires_a_client_certificate_says_so_for_good(
+        ca: CertAuthority, tmp_path: Path, version: ssl.TLSVersion) -> None:
+    """Over TLS 1.3 the server's refusal comes after the handshake, as the answer is
+    read: it was "connection broken: OpenSSL SSL_read: ... alert certificate required",
+    a passing failure, tried again and again for a setting the user must make."""
+    context = server_context(ca, require_client_cert=True)
+    context.maximum_version = version
+    with tls_server(context, image_answer) as base:
+        seen = each_client(base, trusting(ca), tmp_path)
+    if version is ssl.TLSVersion.TLSv1_3:
+        assert set(seen.values()) == {(FailureKind.TLS, CLIENT_CERT_REQUIRED, False)}, seen
+    else:  # a handshake failure, which may have other causes: said as it is
+        assert {kind for kind, _, _ in seen.values()} == {FailureKind.TLS}, seen
+    # With one, the same server answers.
+    with tls_server(context, image_answer) as base:
+        engine = Engine(tmp_path / "with", options=trusting(
+            ca, client_cert=str(ca.client_cert), client_key=str(ca.client_key)))
+        try:
+            assert engine.one(base + "/a.png").ok
+        finally:
+            engine.close()
+
+
+def test_a_server_that_refuses_the_client_certificate_says_so_for_good(
+        ca: CertAuthority, tmp_path: Path) -> None:
+    other = make_ca(tmp_path / "other")  # the server trusts another CA's clients only
+    context = server_context(ca)
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(other.ca_cert)
+    options = trusting(ca, client_cert=str(ca.client_cert), client_key=str(ca.client_key))
+    with tls_server(context, image_answer) as base:
+        seen = each_client(base, options, tmp_path)
+    assert set(seen.values()) == {(FailureKind.TLS, CLIENT_CERT_REFUSED, False)}, seen
