@@ -11,6 +11,7 @@ import contextlib
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -123,7 +124,8 @@ def test_a_server_that_requires_a_client_certificate_says_so_for_good(
     if version is ssl.TLSVersion.TLSv1_3:
         assert set(seen.values()) == {(FailureKind.TLS, CLIENT_CERT_REQUIRED, False)}, seen
     else:  # a handshake failure, which may have other causes: said as it is
-        assert {kind for kind, _, _ in seen.values()} == {FailureKind.TLS}, seen
+        assert set(seen.values()) == {(FailureKind.TLS, "TLS error: TLS connect error: "
+                                       "ssl/tls alert handshake failure", True)}, seen
     # With one, the same server answers.
     with tls_server(context, image_answer) as base:
         engine = Engine(tmp_path / "with", options=trusting(
@@ -144,3 +146,34 @@ def test_a_server_that_refuses_the_client_certificate_says_so_for_good(
     with tls_server(context, image_answer) as base:
         seen = each_client(base, options, tmp_path)
     assert set(seen.values()) == {(FailureKind.TLS, CLIENT_CERT_REFUSED, False)}, seen
+
+
+@pytest.mark.parametrize(("which", "says"), [
+    ("wrong_host_cert", "no alternative certificate subject name matches target IPv4 address "
+                        "'127.0.0.1'"),
+    ("expired_cert", "certificate has expired")])
+def test_a_certificate_for_another_host_or_expired_fails_for_good_in_one_line(
+        ca: CertAuthority, tmp_path: Path, which: str, says: str) -> None:
+    context = server_context(ca, cert=getattr(ca, which))
+    with tls_server(context, image_answer) as base:
+        seen = each_client(base, trusting(ca), tmp_path)
+    [(kind, reason, transient)] = set(seen.values())
+    assert (kind, transient) == (FailureKind.TLS, False), seen
+    assert reason.startswith("TLS certificate not trusted: ") and says in reason, reason
+    assert reason.isprintable(), reason
+
+
+def test_a_connection_closed_without_tls_close_notify_is_said_without_openssls_codes(
+        ca: CertAuthority, tmp_path: Path) -> None:
+    """A body without a length, then the TCP connection closed with no close_notify: cut
+    short, maybe. The reason was "OpenSSL SSL_read: OpenSSL/3.0.13: error:0A000126:SSL
+    routines::unexpected eof while reading, errno 0": another reason with each OpenSSL."""
+    def cut(conn: ssl.SSLSocket, head: bytes) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n\r\n" + PNG[:40])
+        time.sleep(0.1)
+        socket.socket.shutdown(conn, socket.SHUT_RDWR)  # no close_notify first
+
+    with tls_server(server_context(ca), cut) as base:
+        seen = each_client(base, trusting(ca), tmp_path)
+    assert set(seen.values()) == {(FailureKind.CONNECTION, "connection broken: OpenSSL SSL_read: "
+                                   "unexpected eof while reading", True)}, seen

@@ -195,12 +195,18 @@ def curl_failure(code: int, message: str) -> tuple[FailureKind, str, bool]:
 _AFTER_MS = re.compile(r" after \d+ ms")
 _STREAM_NUMBER = re.compile(r"(?<=\bstream )\d+ |(?<=\[HTTP2\] )\[\d+\] ")
 _FRAME_LENGTH = re.compile(r"(?<=\blen=)\d+")
+# OpenSSL's part of a message: its version, its error's number and library
+# ("OpenSSL/3.0.13: error:0A000126:SSL routines::unexpected eof while reading, errno 0"),
+# which say nothing to a user and made one cause two reasons across an upgrade.
+_OPENSSL_NOISE = re.compile(r"OpenSSL/\d[\w.-]*: |error:[0-9A-Fa-f]{8}:[^:]*:[^:]*:"
+                            r"|, errno \d+$")
 
 
 def _without_counts(message: str) -> str:
-    """libcurl's ``message`` without what differs from one image to the next."""
+    """libcurl's ``message`` without what differs from one image, or one OpenSSL, to the
+    next."""
     message = _STREAM_NUMBER.sub("", _AFTER_MS.sub("", message))
-    return _FRAME_LENGTH.sub("N", message)
+    return _OPENSSL_NOISE.sub("", _FRAME_LENGTH.sub("N", message))
 
 
 def _short(text: str) -> str:
