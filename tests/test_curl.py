@@ -570,18 +570,25 @@ def test_failure_reasons_name_the_cause_once(engines: Callable[..., Engine]) -> 
 def test_http2_failures_of_one_cause_are_one_reason_whatever_the_stream() -> None:
     """libcurl numbers the HTTP/2 stream (and the frame's length) in its messages: a
     server resetting every image's stream made one reason per image."""
-    from crawler.fetch.engine import CURLE_HTTP2_STREAM, curl_failure
+    from crawler.fetch.engine import CURLE_HTTP2_STREAM, H2_ENDED_SHORT, curl_failure
 
     reset = {curl_failure(CURLE_HTTP2_STREAM, f"HTTP/2 stream {n} reset by server (error "
                                               "0x8 CANCEL)")[1] for n in (1, 3, 2001)}
     assert reset == {"connection broken: HTTP/2 stream error: HTTP/2 stream reset by "
                      "server (error 0x8 CANCEL)"}, reset
     invalid = {curl_failure(CURLE_HTTP2_STREAM, f"[HTTP2] [{n}] received invalid frame: "
-                            f"FRAME[DATA, len={size}, eos=1, padlen=0], error -532: Violation "
-                            "in HTTP messaging rule")[1] for n, size in ((1, 11950), (7, 80))}
+                            f"FRAME[DATA, len={size}, eos=0, padlen=0], error -505: Protocol "
+                            "error")[1] for n, size in ((1, 11950), (7, 80))}
     assert invalid == {"connection broken: HTTP/2 stream error: [HTTP2] received invalid "
-                       "frame: FRAME[DATA, len=N, eos=1, padlen=0], error -532: Violation "
-                       "in HTTP messaging rule"}, invalid
+                       "frame: FRAME[DATA, len=N, eos=0, padlen=0], error -505: Protocol "
+                       "error"}, invalid
+    # A stream that ended short of its Content-Length is a body cut short, as over HTTP/1.1.
+    short = {curl_failure(CURLE_HTTP2_STREAM, f"[HTTP2] [{n}] received invalid frame: "
+                          f"FRAME[{frame}, len=80, {flags}eos=1{padding}], error -532: "
+                          "Violation in HTTP messaging rule")
+             for n, frame, flags, padding in ((1, "DATA", "", ", padlen=0"),
+                                              (3, "HEADERS", "hend=1, ", ""))}
+    assert short == {(FailureKind.CONNECTION, H2_ENDED_SHORT, True)}, short
 
 
 def test_http_1_0_answers_and_extra_bytes(engines: Callable[..., Engine]) -> None:

@@ -160,6 +160,13 @@ _CLIENT_CERT_ALERTS = {
                      "alert certificate revoked", "alert certificate expired",
                      "alert certificate unknown", "alert unknown ca"), CLIENT_CERT_REFUSED),
 }
+# nghttp2's word for an HTTP/2 stream that ended (END_STREAM) with fewer bytes than its
+# Content-Length said (-532, a violation of HTTP messaging, on a frame with eos=1): the
+# HTTP/1.1 answer cut short, which says so ("[HTTP2] received invalid frame: ...").
+_H2_ENDED_SHORT = re.compile(r"received invalid frame: FRAME\[\w+, [^\]]*\beos=1\b[^\]]*\], "
+                             r"error -532\b")
+H2_ENDED_SHORT = ("connection broken: body cut short (the HTTP/2 stream ended before its "
+                  "Content-Length)")
 
 
 def message_failure(message: str) -> tuple[FailureKind, str, bool] | None:
@@ -171,6 +178,8 @@ def message_failure(message: str) -> tuple[FailureKind, str, bool] | None:
         for alert, reason in _CLIENT_CERT_ALERTS.items():
             if alert in message:
                 return FailureKind.TLS, reason, False
+    if "error -532" in message and _H2_ENDED_SHORT.search(message):
+        return FailureKind.CONNECTION, H2_ENDED_SHORT, True
     return None
 
 
