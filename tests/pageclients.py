@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import selectors
 import time
+from collections.abc import Callable
 
 from crawler.fetch.easy import EasyClient, Reply
 from crawler.fetch.guard import AddressPolicy
@@ -20,18 +21,23 @@ KINDS = ("easy", "multi")
 
 def get(kind: str, policy: AddressPolicy, options: RequestOptions, url: str, *,
         accept: str = "text/html", max_bytes: int = 1_000_000, timeout: float = 10.0,
-        ca_file: str | None = None) -> Reply:
-    """One GET of ``url`` with the page client ``kind`` ("easy" or "multi")."""
+        ca_file: str | None = None,
+        wants: Callable[[int, dict[str, str]], bool] = lambda status, headers: True,
+        ) -> Reply:
+    """One GET of ``url`` with the page client ``kind`` ("easy" or "multi"); ``wants`` as
+    for ``EasyClient.get`` (the page loop's: ``crawler.master.pages.wants_html``)."""
     if kind == "easy":
         client = EasyClient(policy, options, ca_file=ca_file)
         try:
-            return client.get(url, accept=accept, max_bytes=max_bytes, timeout=timeout)
+            return client.get(url, accept=accept, max_bytes=max_bytes, timeout=timeout,
+                              wants=wants)
         finally:
             client.close()
     selector = selectors.DefaultSelector()
     multi = MultiClient(policy, options, selector=selector, ca_file=ca_file)
     try:
-        multi.start("one", url, accept=accept, max_bytes=max_bytes, timeout=timeout)
+        multi.start("one", url, accept=accept, max_bytes=max_bytes, timeout=timeout,
+                    wants=wants)
         return wait_for_one(multi, selector, timeout + 5)
     finally:
         multi.close()

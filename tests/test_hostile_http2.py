@@ -8,6 +8,7 @@ the other streams of the connection finish.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -20,11 +21,12 @@ from crawler.fetch.curlsetup import default_ca_file
 from crawler.fetch.engine import H2_ENDED_SHORT
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
+from crawler.master.pages import wants_html
 from crawler.model.outcome import FailureKind
 
 from . import pageclients
-from .h2server import H2Server, Stream
-from .test_curl import Engine
+from .h2server import H2Server, Script, Stream
+from .test_curl import Engine, raw_server
 from .tls import CertAuthority, make_ca, server_context
 
 PNG = png(40, 30, 7)
@@ -71,3 +73,42 @@ def test_a_stream_that_ends_short_of_its_content_length_is_a_body_cut_short(
     for reply in replies:
         assert (reply.kind, reply.failure, reply.transient) == (
             FailureKind.CONNECTION, H2_ENDED_SHORT, True), reply
+
+
+def test_a_page_answer_whose_unread_body_breaks_off_keeps_its_head(
+        ca: CertAuthority) -> None:
+    """A redirect (or a 404) whose stream is reset after its head: the head is the answer,
+    and its body is not read. The page failed ("connection broken: HTTP/2 stream error:
+    ... reset by server"), for another try that failed the same, where an image's
+    redirect was followed; over HTTP/1.1, a redirect's body cut short did the same."""
+    def reset_after(status: int, headers: tuple[tuple[str, str], ...]) -> Script:
+        def script(stream: Stream) -> None:
+            stream.head(status, headers)
+            stream.body(b"<html>moved", end=False)
+            stream.reset(2)  # INTERNAL_ERROR
+        return script
+
+    scripts = {"/moved": reset_after(301, (("location", "/there"),)),
+               "/gone": reset_after(404, (("content-type", "text/html"),))}
+    with H2Server(server_context(ca), scripts) as server:
+        for kind in pageclients.KINDS:
+            moved, gone = (pageclients.get(kind, LOOPBACK, trusting(ca), server.base + path,
+                                           ca_file=default_ca_file(), wants=wants_html)
+                           for path in ("/moved", "/gone"))
+            assert moved.ok and (moved.status, moved.headers["location"]) == (
+                301, "/there"), (kind, moved)
+            assert gone.ok and gone.status == 404, (kind, gone)
+
+    def cut_short(conn: socket.socket, request: bytes) -> bool:
+        conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: /there\r\nContent-Length: 500\r\n\r\n"
+                     b"<html>moved")
+        return False  # and closed, 489 bytes short
+
+    base, done = raw_server(cut_short)
+    try:
+        for kind in pageclients.KINDS:
+            reply = pageclients.get(kind, LOOPBACK, RequestOptions(), base + "/moved",
+                                    wants=wants_html)
+            assert reply.ok and reply.status == 302, (kind, reply)
+    finally:
+        done.set()

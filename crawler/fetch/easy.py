@@ -359,6 +359,12 @@ def conclude(exchange: Exchange, handle: pycurl.Curl, code: int, message: str,
             0, refused_by, FailureKind.CONNECTION, True)
     elif spoiled is not None and code in (0, pycurl.E_WRITE_ERROR):
         reply.failure, reply.kind, reply.transient = str(spoiled), spoiled.kind, spoiled.transient
+    elif code and reply.refused and exchange.head_done and reply.blocked is None:
+        # The head is the answer (a redirect, a 404, a page that is not HTML): the body
+        # left unread may break off, or stall past the deadline, as it will. An HTTP/2
+        # stream reset after a redirect's head failed the page, and it was tried again,
+        # where the workers' engine followed it.
+        pass
     elif code and not (code == pycurl.E_WRITE_ERROR and (reply.truncated or reply.refused)):
         fail(reply, handle, code, message)  # (a write error we caused: what was read stands)
         proxy = proxies.for_scheme(urlsplit(reply.url).scheme) if code in _PROXY_FAILURES else ""
