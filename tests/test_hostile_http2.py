@@ -9,6 +9,8 @@ the other streams of the connection finish.
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -25,7 +27,7 @@ from crawler.master.pages import wants_html
 from crawler.model.outcome import FailureKind
 
 from . import pageclients
-from .h2server import H2Server, Script, Stream
+from .h2server import H2Server, Script, Stream, frame
 from .test_curl import Engine, raw_server
 from .tls import CertAuthority, make_ca, server_context
 
@@ -112,3 +114,66 @@ def test_a_page_answer_whose_unread_body_breaks_off_keeps_its_head(
             assert reply.ok and reply.status == 302, (kind, reply)
     finally:
         done.set()
+
+
+def goaway_frame(last_stream_id: int, code: int = 0) -> bytes:
+    return frame(7, 0, 0, last_stream_id.to_bytes(4, "big") + code.to_bytes(4, "big"))
+
+
+@pytest.mark.parametrize("then", ["finishes", "closes"])
+def test_images_a_goaway_left_unanswered_are_asked_again_on_a_new_connection(
+        ca: CertAuthority, tmp_path: Path, then: str) -> None:
+    """Five images in flight on one connection; the server answers the first stream's
+    head, sends GOAWAY naming it the last it will answer, and then finishes it (a
+    graceful shutdown) or closes the connection at once (a restart). The four others
+    were never processed: RFC 9113 says they may be asked again. libcurl does so after
+    a graceful GOAWAY, but failed them after the close ("connection broken: OpenSSL
+    SSL_write: SSL_ERROR_SYSCALL"), an attempt spent on a server that never saw them."""
+    count = 5
+    arrived: list[int] = []
+    first: list[str] = []  # the path of the stream answered
+    all_in = threading.Event()
+    lock = threading.Lock()
+    body = PNG + bytes(20_000)
+
+    def script(stream: Stream) -> None:
+        if server.connections > 1:  # the new connection: a server at peace
+            image(stream, body)
+            return
+        with lock:
+            arrived.append(stream.id)
+            if len(arrived) == count:
+                all_in.set()
+        all_in.wait(5)
+        if stream.id != min(arrived):
+            stream.stall()  # never processed
+            return
+        first.append(stream.path)
+        stream.head(200, (("content-type", "image/png"), ("content-length", str(len(body)))))
+        stream.body(body[:1000], end=False)
+        stream.conn.raw(goaway_frame(stream.id))
+        if then == "finishes":
+            time.sleep(0.2)
+            stream.body(body[1000:])
+            time.sleep(0.5)
+        stream.conn.close()
+
+    urls: list[str] = []
+    with H2Server(server_context(ca), {}, default=script) as server:
+        urls = [f"{server.base}/{n}.png" for n in range(count)]
+        engine = Engine(tmp_path / "out", options=trusting(ca), slots=count)
+        try:
+            got = engine.fetch(urls)
+        finally:
+            engine.close()
+    [answered] = [url for url in urls if url.endswith(first[0])]
+    cut = got[answered]
+    assert cut is not None
+    if then == "finishes":
+        assert cut.ok, cut
+    else:
+        assert (cut.kind, cut.transient) == (FailureKind.CONNECTION, True), cut
+        assert cut.reason.startswith("connection broken: "), cut  # a read's or a write's
+    for url in urls:
+        attempt = got[url]
+        assert url == answered or (attempt is not None and attempt.ok), (url, attempt)

@@ -66,6 +66,7 @@ from crawler.fetch.curlsetup import (
 from crawler.fetch.decoding import BodyDecoder, body_decoder
 from crawler.fetch.engine import (
     ACCEPT,
+    CURLE_HTTP2_STREAM,
     Abandoned,
     HopCheck,
     Report,
@@ -128,6 +129,8 @@ class _Transfer:
     connection: tuple[str, int, str, int] | None = None  # (local, port, peer, port) of the hop
     unclean: bool = False  # the reused connection had bytes nobody asked for
     fresh: bool = False  # this hop goes on a new connection
+    shared: bool = False  # this hop went on a connection opened for another
+    asked_again: bool = False  # this hop was asked again after its connection died
 
 
 @dataclass(eq=False)
@@ -419,6 +422,7 @@ class CurlEngine:
             return pycurl.PREREQFUNC_ABORT
         key = (local, local_port, peer, peer_port)
         transfer.connection = key
+        transfer.shared = transfer.new_fd is None
         if transfer.new_fd is not None:
             if len(self._fds) >= FD_CACHE:
                 self._fds.clear()
@@ -589,6 +593,16 @@ class CurlEngine:
             # short by us when long, or broken): the next hop.
             self._follow(slot)
             return
+        elif (code in _DIED_UNANSWERED and transfer.shared and not transfer.asked_again
+              and transfer.status == 0 and transfer.blocked is None):
+            # Not a byte of an answer, on a connection another request opened that died
+            # meanwhile: an HTTP/2 server's GOAWAY and close left this stream unprocessed
+            # (RFC 9113: safe to ask again), or a kept-alive connection was closed as it
+            # was sent. Once more, on another connection, within the same deadline:
+            # else an attempt was spent on a server that never saw the request.
+            transfer.asked_again = True
+            self._begin(slot)
+            return
         elif code:
             attempt = self._transport_failure(transfer, code, message)
         elif transfer.sink is not None:
@@ -684,6 +698,7 @@ class CurlEngine:
         transfer.status, transfer.headers, transfer.head_done = 0, {}, False
         transfer.location, transfer.last_io, transfer.drained = None, None, 0
         transfer.blocked, transfer.fresh, transfer.decoder = None, False, None
+        transfer.asked_again = False
         self._begin(slot)
 
     def _sweep(self, now: float) -> None:
@@ -782,6 +797,12 @@ class CurlEngine:
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()
+
+
+# How a connection that died under a request ends it (a reset, a close, an HTTP/2
+# connection error or a GOAWAY's stream reset): not a timeout, nor a TLS verdict.
+_DIED_UNANSWERED = frozenset({pycurl.E_RECV_ERROR, pycurl.E_SEND_ERROR, pycurl.E_GOT_NOTHING,
+                              pycurl.E_HTTP2, CURLE_HTTP2_STREAM})
 
 
 def _has_input(fd: int) -> bool:
