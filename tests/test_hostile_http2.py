@@ -17,7 +17,9 @@ import pytest
 
 pytest.importorskip("h2")
 
-from crawler.config import Settings
+import hpack
+
+from crawler.config import Limits, Settings
 from crawler.demo.site import png
 from crawler.fetch.curlsetup import default_ca_file
 from crawler.fetch.engine import H2_ENDED_SHORT
@@ -27,6 +29,7 @@ from crawler.master.pages import wants_html
 from crawler.model.outcome import FailureKind
 
 from . import pageclients
+from .conftest import free_port, run_crawler
 from .h2server import H2Server, Script, Stream, frame
 from .test_curl import Engine, raw_server
 from .tls import CertAuthority, make_ca, server_context
@@ -177,3 +180,103 @@ def test_images_a_goaway_left_unanswered_are_asked_again_on_a_new_connection(
     for url in urls:
         attempt = got[url]
         assert url == answered or (attempt is not None and attempt.ok), (url, attempt)
+
+
+def test_a_crawl_of_a_hostile_http2_site_reports_each_image_in_one_line_within_deadlines(
+        ca: CertAuthority, tmp_path: Path) -> None:
+    """The master reads the page over HTTP/2, a worker downloads its images over one
+    connection beside streams that are reset, stall, trickle past the deadline, or end
+    short: every image has its line in results.log, the good ones stored, and the
+    crawl ends within its deadlines."""
+    def reset(stream: Stream) -> None:
+        stream.head(200, (("content-type", "image/png"),))
+        stream.body(PNG[:10], end=False)
+        stream.reset(2)  # INTERNAL_ERROR
+
+    def stall(stream: Stream) -> None:
+        stream.head(200, (("content-type", "image/png"), ("content-length", str(len(PNG)))))
+        stream.body(PNG[:10], end=False)
+        stream.stall()
+
+    def trickle(stream: Stream) -> None:  # never silent for long, never done
+        stream.head(200, (("content-type", "image/png"), ("content-length", "100000")))
+        for n in range(200):
+            if stream.conn.closed.is_set():
+                return
+            stream.body(PNG[n % len(PNG):][:1], end=False)
+            time.sleep(0.2)
+
+    hostile = {"/reset.png": reset, "/stall.png": stall, "/trickle.png": trickle,
+               "/short.png": lambda stream: image(stream, length=len(PNG) + 100)}
+    good = [f"/ok{n}.png" for n in range(4)]
+    page = "".join(f'<img src="{path}">' for path in [*good, *hostile]).encode()
+
+    def html(stream: Stream) -> None:
+        stream.head(200, (("content-type", "text/html"),))
+        stream.body(page)
+
+    scripts: dict[str, Script] = {"/": html, **hostile, **dict.fromkeys(good, image)}
+    (tmp_path / "settings.toml").write_text(
+        "[crawl]\npage_timeout = 5.0\n"
+        "[download]\nread_timeout = 1.0\ndeadline = 3.0\nmax_attempts = 2\n"
+        "backoff_base = 0.1\n")
+    out = tmp_path / "out"
+    with H2Server(server_context(ca), scripts) as server:
+        started = time.monotonic()
+        result = run_crawler("master", server.base + "/", "--bind", f"127.0.0.1:{free_port()}",
+                             "--out", str(out), "--local-workers", "1",
+                             "--ca-bundle", str(ca.ca_cert), cwd=tmp_path, timeout=90)
+        took = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert took < 30, f"the crawl took {took:.1f} s"
+    lines = (out / "results.log").read_text().splitlines()
+    results = dict(line.split("--->", 1) for line in lines)
+    assert len(results) == len(lines) == len(good) + len(hostile), lines
+    for path in good:
+        assert results[server.base + path] == "success", lines
+    reasons = {path: results[server.base + path] for path in hostile}
+    assert reasons["/reset.png"] == ("failure: connection broken: HTTP/2 stream error: HTTP/2 "
+                                     "stream reset by server (error 0x2 INTERNAL_ERROR)"), reasons
+    assert reasons["/stall.png"] == "failure: timed out", reasons
+    assert reasons["/trickle.png"] == "failure: too slow: not finished within 3 s", reasons
+    assert reasons["/short.png"] == f"failure: {H2_ENDED_SHORT}", reasons
+    assert sorted(p.name for p in (out / "images").rglob("*.png")) == sorted(
+        path.lstrip("/") for path in good)
+
+
+@pytest.mark.parametrize("head", ["endless", "huge"])
+def test_a_head_in_endless_continuation_frames_fails_within_its_deadline(
+        ca: CertAuthority, tmp_path: Path, head: str) -> None:
+    """HEADERS without END_HEADERS, then CONTINUATION frames: empty ones trickled for
+    ever (each resets no read timeout of ours: only the deadline would), or 16 kB ones
+    holding a 1 MB head. A connection error (the other streams of the connection end
+    with it); this one's reason says what the server did."""
+    def buried(stream: Stream) -> None:
+        if head == "endless":
+            stream.conn.raw(frame(1, 0, stream.id, b"\x88"))  # ":status: 200", no END_HEADERS
+            for _ in range(500):
+                if stream.conn.closed.is_set():
+                    return
+                stream.conn.raw(frame(9, 0, stream.id, b""))
+                time.sleep(0.02)
+            return
+        block = hpack.Encoder().encode([(":status", "200")] + [
+            (f"x-{n}", "v" * 160) for n in range(6000)])
+        pieces = [block[at:at + 16384] for at in range(0, len(block), 16384)]
+        frames = frame(1, 0, stream.id, pieces[0]) + b"".join(
+            frame(9, 4 if at == len(pieces) - 1 else 0, stream.id, piece)
+            for at, piece in enumerate(pieces) if at)
+        stream.conn.raw(frames)
+        stream.stall()
+
+    with H2Server(server_context(ca), {"/buried.png": buried}) as server:
+        engine = Engine(tmp_path / "out", options=trusting(ca),
+                        limits=Limits(read_timeout=5, deadline=8))
+        try:
+            attempt = engine.one(server.base + "/buried.png", timeout=30)
+        finally:
+            engine.close()
+    assert (attempt.kind, attempt.transient) == (FailureKind.CONNECTION, True), attempt
+    assert attempt.reason.startswith("connection broken: "), attempt
+    assert "CONTINUATION" in attempt.reason, attempt
+    assert attempt.elapsed_s < 5, attempt
