@@ -8,6 +8,7 @@ within its deadlines.
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import ssl
 import threading
@@ -26,6 +27,7 @@ from crawler.fetch.options import RequestOptions
 from crawler.model.outcome import FailureKind
 
 from . import pageclients
+from .conftest import free_port, manifest_lines, run_crawler
 from .test_curl import Engine
 from .tls import CertAuthority, make_ca, server_context
 
@@ -177,3 +179,96 @@ def test_a_connection_closed_without_tls_close_notify_is_said_without_openssls_c
         seen = each_client(base, trusting(ca), tmp_path)
     assert set(seen.values()) == {(FailureKind.CONNECTION, "connection broken: OpenSSL SSL_read: "
                                    "unexpected eof while reading", True)}, seen
+
+
+@contextlib.contextmanager
+def both_schemes(context: ssl.SSLContext,
+                 route: Callable[[str, str, dict[str, str]], tuple[int, str, bytes, str]],
+                 ) -> Iterator[tuple[int, list[tuple[str, str, dict[str, str]]]]]:
+    """One port on 127.0.0.1 that speaks https and plain http alike (told apart by the
+    first byte: a TLS handshake's is 0x16), as a site's ports 443 and 80 are one host to
+    the crawl. ``route(scheme, path, headers)`` gives (status, type, body, Location);
+    every request is recorded as (scheme, path, headers)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    port = listener.getsockname()[1]
+    seen: list[tuple[str, str, dict[str, str]]] = []
+    done = threading.Event()
+
+    def handle(raw: socket.socket) -> None:
+        raw.settimeout(5)
+        with contextlib.suppress(OSError, ssl.SSLError), raw:
+            tls = raw.recv(1, socket.MSG_PEEK) == b"\x16"
+            conn = context.wrap_socket(raw, server_side=True) if tls else raw
+            scheme, buffer = ("https" if tls else "http"), b""
+            while not done.is_set():
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buffer += data
+                while b"\r\n\r\n" in buffer:
+                    head, buffer = buffer.split(b"\r\n\r\n", 1)
+                    lines = head.decode("latin-1").split("\r\n")
+                    path = lines[0].split(" ")[1]
+                    headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+                    seen.append((scheme, path, headers))
+                    status, kind, body, location = route(scheme, path, headers)
+                    conn.sendall((f"HTTP/1.1 {status} X\r\nContent-Type: {kind}\r\n"
+                                  f"Content-Length: {len(body)}\r\n"
+                                  + (f"Location: {location}\r\n" if location else "")
+                                  + "\r\n").encode() + body)
+
+    def serve() -> None:
+        with listener:
+            while not done.is_set():
+                with contextlib.suppress(TimeoutError):
+                    raw, _ = listener.accept()
+                    threading.Thread(target=handle, args=(raw,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield port, seen
+    finally:
+        done.set()
+
+
+def test_an_https_site_that_redirects_to_http_and_back(ca: CertAuthority, tmp_path: Path) -> None:
+    """A downgrade to http on the same host is the same site (pages and images follow
+    it), its hops without the login header given (another origin); a loop between the
+    two schemes ends at the redirect limit, with a reason; the crawl ends."""
+    def route(scheme: str, path: str, headers: dict[str, str]) -> tuple[int, str, bytes, str]:
+        other = f"{'http' if scheme == 'https' else 'https'}://127.0.0.1:{port}{path}"
+        if path == "/":
+            return 200, "text/html", (b'<a href="/loop">l</a> <a href="/down">d</a>'
+                                      b'<img src="/loop.png"> <img src="/down.png">'), ""
+        if path in ("/loop", "/loop.png") or (scheme == "https" and path.startswith("/down")):
+            return 302, "text/plain", b"", other  # the loop, or the downgrade
+        if path == "/down":
+            return 200, "text/html", b'<img src="/inner.png">', ""
+        if path.endswith(".png"):
+            return 200, "image/png", PNG, ""
+        return 404, "text/plain", b"", ""
+
+    with both_schemes(server_context(ca), route) as (port, seen):
+        seed = f"https://127.0.0.1:{port}/"
+        result = run_crawler("master", seed, "--bind", f"127.0.0.1:{free_port()}",
+                             "--out", str(tmp_path / "out"), "--local-workers", "1",
+                             "--ca-bundle", str(ca.ca_cert), "--header",
+                             "Authorization: Bearer for-https-only", cwd=tmp_path, timeout=90)
+    assert result.returncode == 0, result.stderr
+    outcomes = {entry["url"]: (entry["status"], entry["reason"])
+                for entry in manifest_lines(tmp_path / "out")}
+    assert outcomes == {
+        f"{seed}down.png": ("success", ""),
+        f"http://127.0.0.1:{port}/inner.png": ("success", ""),
+        f"{seed}loop.png": ("failure", "too many redirects"),
+    }, outcomes
+    pages = [json.loads(line) for line in (tmp_path / "out" / "pages.jsonl").read_text()
+             .splitlines()]
+    assert [(page["url"], page["reason"], page["final"]) for page in pages] == [
+        (f"{seed}loop", "more than 10 redirects", True)], pages
+    for scheme, path, headers in seen:  # (an image found on an http page is asked for
+        # with it: the crawl's headers go with every request, README says)
+        if scheme == "http" and path in ("/loop", "/loop.png", "/down", "/down.png"):
+            assert "Authorization" not in headers, (path, headers)
+    assert any(scheme == "http" and path == "/down" for scheme, path, _ in seen), seen
