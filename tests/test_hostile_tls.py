@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from crawler.config import Settings
+from crawler.config import Limits, Settings
 from crawler.demo.site import png
 from crawler.fetch.curlsetup import default_ca_file
 from crawler.fetch.engine import CLIENT_CERT_REFUSED, CLIENT_CERT_REQUIRED
@@ -272,3 +272,24 @@ def test_an_https_site_that_redirects_to_http_and_back(ca: CertAuthority, tmp_pa
         if scheme == "http" and path in ("/loop", "/loop.png", "/down", "/down.png"):
             assert "Authorization" not in headers, (path, headers)
     assert any(scheme == "http" and path == "/down" for scheme, path, _ in seen), seen
+
+
+def test_images_waiting_for_a_handshake_that_never_ends_all_time_out_connecting(
+        ca: CertAuthority, tmp_path: Path) -> None:
+    """Over https the engine waits for the one connection (HTTP/2) a first image makes:
+    its handshake never answered, the first was "timed out connecting" and the others,
+    cut at the same connect timeout, "timed out": one cause, two reasons."""
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts, and says nothing
+    base = f"https://127.0.0.1:{listener.getsockname()[1]}"
+    engine = Engine(tmp_path / "out", options=trusting(ca), slots=4,
+                    limits=Limits(connect_timeout=1, read_timeout=5, deadline=20))
+    try:
+        urls = [f"{base}/{n}.png" for n in range(4)]
+        got = engine.fetch(urls)
+    finally:
+        engine.close()
+        listener.close()
+    for attempt in got.values():
+        assert attempt is not None and (attempt.kind, attempt.reason) == (
+            FailureKind.TIMEOUT, "timed out connecting"), attempt
+        assert attempt.elapsed_s < 3, attempt

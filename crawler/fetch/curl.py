@@ -619,6 +619,11 @@ class CurlEngine:
                 time.monotonic() - transfer.started >= self._limits.deadline - 0.01):
             return self._failed(transfer, too_slow(self._limits), FailureKind.TOO_SLOW, True)
         kind, reason, transient = curl_failure(code, message)
+        if code == pycurl.E_OPERATION_TIMEDOUT and transfer.last_io is None:
+            # No connection ever carried the request: over https, one waiting for the
+            # HTTP/2 connection another request is making, whose handshake never ends,
+            # is cut at the same connect timeout with libcurl's "Operation timed out".
+            reason = "timed out connecting"
         return self._failed(transfer, reason, kind, transient)
 
     def _stored(self, transfer: _Transfer) -> Attempt:
