@@ -451,10 +451,12 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
     shared = joined_request = None
     if broker is not None:
         from crawler.board.broker import DEFAULT_CRAWL, open_crawl
+        from crawler.board.redis import broker_errors
 
         shared = open_crawl(broker, crawl_name or DEFAULT_CRAWL)
         if join:
-            settings, seeds, joined_request = _joined(shared, settings)
+            with broker_errors(shared.client):  # a refused command: what to fix, in a line
+                settings, seeds, joined_request = _joined(shared, settings)
     else:
         check_for_bind(authkey, bind[0])
     options = MasterOptions(seeds=seeds, out_dir=Path(settings.output.dir), bind=bind,

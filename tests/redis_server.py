@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -56,7 +57,8 @@ class RedisServer:
     def client(self) -> redis.Redis:
         return client_of("127.0.0.1", self.port)
 
-    def start(self, *, appendonly: bool = False) -> RedisServer:
+    def start(self, *, appendonly: bool = False, options: Sequence[str] = ()) -> RedisServer:
+        """Start it; ``options`` (``"--maxmemory", "1mb"``...) come after ours, and win."""
         path = redis_server_path()
         assert path is not None, "redis-server is not installed"
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -64,7 +66,8 @@ class RedisServer:
             self.process = subprocess.Popen(
                 [path, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                  "--appendonly", "yes" if appendonly else "no", "--appendfsync", "always",
-                 "--dir", str(self.folder), "--daemonize", "no", "--protected-mode", "yes"],
+                 "--dir", str(self.folder), "--daemonize", "no", "--protected-mode", "yes",
+                 *options],
                 stdout=log, stderr=subprocess.STDOUT)
         self._wait_ready()
         return self

@@ -607,6 +607,93 @@ def test_broker_mistakes_get_one_clear_line(
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
+def _own_address() -> str | None:
+    """An IPv4 address of this host other than loopback, if it has one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # (no packet is sent: the route is looked up)
+        except OSError:
+            return None
+        address: str = probe.getsockname()[0]
+    return None if address.startswith("127.") else address
+
+
+def test_a_broker_set_up_wrong_is_one_line_that_names_the_fix(
+        make_server: Callable[[], FixtureServer],
+        make_redis_server: Callable[[], RedisServer], tmp_path: Path) -> None:
+    """A Redis that refuses the crawler for a reason of its own set-up. An ACL user kept
+    from the crawl's keys was a traceback for a worker, crawler status and a joining
+    master; the rest were Redis's words alone, which did not say what to change."""
+    server = make_server()
+    broker = make_redis_server().start()
+    name, _, _ = _a_finished_crawl(server, broker, tmp_path)
+    runs = iter(range(1000))
+
+    def refused(url: str, *commands: str, login: str | None = None) -> list[str]:
+        """The line of error each of ``commands`` ended with, for the crawl on ``url``."""
+        env = {k: v for k, v in os.environ.items() if k != "CRAWLER_BROKER_PASSWORD"}
+        if login is not None:  # the ACL user's password
+            env["CRAWLER_BROKER_PASSWORD"] = login
+        out = str(tmp_path / f"out{next(runs)}")
+        argv = {"master": ("master", server.url + "/", "--crawl", name, "--out", out),
+                "join": ("master", "--join", name, "--out", out),
+                "worker": ("worker", "--crawl", name, "--out", out, "--connect-wait", "3"),
+                "status": ("status", "--crawl", name, "--json")}
+        said = []
+        for command in commands:
+            done = run_crawler(*argv[command], "--broker", url, cwd=tmp_path, env=env,
+                               timeout=60)
+            assert done.returncode == 1, (command, done.stderr)
+            assert "Traceback" not in done.stderr, (command, done.stderr)
+            *_, line = done.stderr.strip().splitlines()
+            assert line.startswith("crawler: error: "), (command, done.stderr)
+            said.append(line)
+        return said
+
+    client = broker.client()
+    client.acl_setuser("nokeys", enabled=True, passwords=["+pw"], keys=["other:*"],
+                       commands=["+@all"])
+    client.acl_setuser("noscripts", enabled=True, passwords=["+pw"], keys=["*"],
+                       commands=["+@all", "-@scripting"])
+    for user, commands in (("nokeys", ("worker", "status", "join", "master")),
+                           ("noscripts", ("worker", "status", "master"))):
+        for line in refused(f"redis://{user}@127.0.0.1:{broker.port}/0", *commands,
+                            login="pw"):
+            assert f"refused user {user!r} a command" in line, line
+            assert "its ACL must let that user run the crawler's commands" in line, line
+            assert "~crawler:{NAME}:*" in line, line
+
+    replica = make_redis_server().start(options=("--replicaof", "127.0.0.1",
+                                                 str(broker.port)))
+    wait_until(lambda: replica.client().info("replication")["master_link_status"] == "up",
+               30, "the replica in sync")
+    for line in refused(replica.url, "worker", "master"):
+        assert line.endswith(f"is a read-only replica of 127.0.0.1:{broker.port}, which "
+                             "takes no writes: give --broker its primary's address"), line
+
+    client.config_set("maxmemory", 1)  # every write refused
+    try:
+        for line in refused(broker.url, "worker", "master", "join"):
+            assert f"the Redis broker at 127.0.0.1:{broker.port} is full" in line, line
+            assert "raise its maxmemory" in line, line
+            assert "the crawl carries on from what Redis holds" in line, line
+    finally:
+        client.config_set("maxmemory", 0)
+
+    renamed = make_redis_server().start(options=("--rename-command", "EVALSHA", ""))
+    [line] = refused(renamed.url, "master")
+    assert "does not know a command the crawler uses (unknown command 'EVALSHA')" in line
+    assert "renamed away by rename-command" in line, line
+    assert "with args" not in line, line
+
+    own = _own_address()
+    if own is not None:  # protected mode turns away clients of other hosts only
+        guarded = make_redis_server().start(options=("--bind", f"127.0.0.1 {own}"))
+        [line] = refused(f"redis://{own}:{guarded.port}/0", "status")
+        assert "takes clients from its own host only: it runs in protected mode" in line
+        assert len(line) < 400, line  # not Redis's whole page of advice
+
+
 def test_a_broker_address_that_is_no_redis_is_told_in_one_line(
         site: FixtureServer, tmp_path: Path) -> None:
     """An HTTP server's port given as the broker: its answer is no Redis reply."""

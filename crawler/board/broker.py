@@ -206,7 +206,8 @@ def connect(address: BrokerAddress, connections: Connections | None = None) -> r
         if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
             raise BrokerError(f"the broker at {address} wants a password ({_said(exc)}): give it "
                               f"with ${PASSWORD_ENV} or --broker-password-file") from exc
-        raise BrokerError(f"the broker at {address} answered {_said(exc)}") from exc
+        raise BrokerError(refusal(exc, str(address), probe)
+                          or f"the broker at {address} answered {_said(exc)}") from exc
     except (redis.ConnectionError, redis.TimeoutError, socket.gaierror) as exc:
         # A plain redis-server waits for a command where TLS waits for its hello: such a
         # port only times out, which said nothing of TLS.
@@ -238,6 +239,58 @@ def _said(exc: BaseException) -> str:
     return str(exc).strip().rstrip(".")
 
 
+def refusal(exc: BaseException, where: str, client: redis.Redis | None = None) -> str | None:
+    """What to fix, in one line, when the broker at ``where`` refused a command for a
+    reason of its own set-up (full, a replica, an ACL, a command renamed away, protected
+    mode); None for any other error. ``client`` (the one refused) may be asked more."""
+    import redis.exceptions
+
+    said = _said(exc)
+    # redis-py says which command of a pipeline failed, and which line of a script: what
+    # Redis said is what matters here.
+    said = said.partition(" of pipeline caused error: ")[2] or said
+    said = said.partition(". script: ")[0]
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        return (f"the Redis broker at {where} is full: its memory reached its maxmemory, and "
+                "it refuses writes; raise its maxmemory (CONFIG SET maxmemory, and in its "
+                "configuration file) or free memory there, then start this command again: "
+                "the crawl carries on from what Redis holds")
+    if isinstance(exc, redis.exceptions.ReadOnlyError):
+        primary = _primary_of(client)
+        return (f"the Redis broker at {where} is a read-only replica"
+                + (f" of {primary}" if primary else "") + ", which takes no writes: give "
+                "--broker its primary's address")
+    if isinstance(exc, redis.exceptions.NoPermissionError):
+        user = (client.connection_pool.connection_kwargs.get("username")
+                if client is not None else None)
+        return (f"the Redis broker at {where} refused "
+                + (f"user {user!r}" if user else "its default user") + f" a command ({said}): "
+                "its ACL must let that user run the crawler's commands, Lua scripts "
+                "(@scripting) among them, on the keys ~crawler:{NAME}:* and ~crawler:crawls")
+    if said.startswith("unknown command"):
+        return (f"the Redis broker at {where} does not know a command the crawler uses "
+                f"({said.partition(', with args')[0]}): the crawler needs Redis 6.2 or later, "
+                "with none of its commands (EVAL, EVALSHA, SCRIPT among them) renamed away by "
+                "rename-command")
+    if said.startswith("DENIED"):
+        return (f"the Redis broker at {where} takes clients from its own host only: it runs "
+                "in protected mode, as it has no password; give it one (requirepass, and "
+                f"here ${PASSWORD_ENV} or --broker-password-file), or run this command on "
+                "its host")
+    return None
+
+
+def _primary_of(client: redis.Redis | None) -> str | None:
+    """``host:port`` of the primary a replica ``client`` talks to follows, if it says."""
+    if client is None:
+        return None
+    try:
+        replication = client.info("replication")
+        return f"{replication['master_host']}:{replication['master_port']}"
+    except Exception:  # noqa: BLE001 - only a detail of a message: INFO may be refused too
+        return None
+
+
 @dataclass(frozen=True)
 class BrokerCrawl:
     """One crawl on one broker, connected: what a master or a worker in broker mode holds."""
@@ -250,10 +303,17 @@ class BrokerCrawl:
 
 def open_crawl(address: BrokerAddress, name: str | None) -> BrokerCrawl:
     """Connect to the broker and pick the crawl (``name``, else its only one)."""
+    from crawler.board.redis import broker_errors
+
     connections = Connections()
     client = connect(address, connections)
-    return BrokerCrawl(address, client, check_crawl_name(name) if name
-                       else only_crawl(client, address), connections)
+    try:
+        with broker_errors(client):
+            return BrokerCrawl(address, client, check_crawl_name(name) if name
+                               else only_crawl(client, address), connections)
+    except BaseException:
+        client.close()
+        raise
 
 
 def broker_time(client: redis.Redis) -> float:

@@ -85,7 +85,7 @@ import redis
 import redis.client
 import redis.exceptions
 
-from crawler.board.broker import keys_prefix
+from crawler.board.broker import keys_prefix, refusal
 from crawler.board.memory import BoardPolicy, Settled
 from crawler.errors import BrokerError, BrokerUnreachable, CrawlGone, UsageError
 from crawler.model.cookies import MAX_COOKIES, cookie_key
@@ -132,31 +132,33 @@ def broker_address(client: redis.Redis) -> str:
 
 @contextlib.contextmanager
 def broker_errors(client: redis.Redis) -> Iterator[None]:
-    """Turn redis-py's errors into ours: BrokerUnreachable for a connection that failed
-    or timed out, BrokerError for a command the broker refused. Callers that execute
+    """Turn redis-py's errors into ours (see ``broker_failure``). Callers that execute
     their own pipeline (see ``queue_puts``) wrap their ``execute`` in it too."""
     try:
         yield
-    except redis.exceptions.AuthenticationError as exc:  # a ConnectionError, but not "away"
-        raise BrokerError(f"the Redis broker at {broker_address(client)} refused our "
-                          f"credentials: {exc} (check the user and password given for it)"
-                          ) from exc
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-        raise BrokerUnreachable(
-            f"cannot reach the Redis broker at {broker_address(client)}: {exc} (is "
-            "redis-server running there, and reachable from this host? check the broker "
-            "address, then start the command again)") from exc
-    except redis.exceptions.ResponseError as exc:
-        if str(exc).startswith("CRAWLGONE"):
-            raise CrawlGone("the crawl is gone from the broker at "
-                            f"{broker_address(client)} (its keys were deleted, or Redis "
-                            "restarted without its append-only file): nothing is left there "
-                            "to work on; its master, started again, starts it anew") from exc
-        raise BrokerError(f"the Redis broker at {broker_address(client)} failed a command: "
-                          f"{exc}") from exc
     except redis.exceptions.RedisError as exc:
-        raise BrokerError(f"the Redis broker at {broker_address(client)} failed a command: "
-                          f"{exc}") from exc
+        raise broker_failure(exc, client) from exc
+
+
+def broker_failure(exc: redis.exceptions.RedisError, client: redis.Redis) -> BrokerError:
+    """Our error for redis-py's ``exc``, raised by a call of ``client``: BrokerUnreachable
+    for a connection that failed or timed out, CrawlGone for a crawl whose record left,
+    BrokerError, saying what to fix where it can, for a command the broker refused."""
+    where = broker_address(client)
+    if isinstance(exc, redis.exceptions.AuthenticationError):  # a ConnectionError, not "away"
+        return BrokerError(f"the Redis broker at {where} refused our credentials: {exc} "
+                           "(check the user and password given for it)")
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return BrokerUnreachable(
+            f"cannot reach the Redis broker at {where}: {exc} (is redis-server running "
+            "there, and reachable from this host? check the broker address, then start the "
+            "command again)")
+    if isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith("CRAWLGONE"):
+        return CrawlGone(f"the crawl is gone from the broker at {where} (its keys were "
+                         "deleted, or Redis restarted without its append-only file): nothing "
+                         "is left there to work on; its master, started again, starts it anew")
+    return BrokerError(refusal(exc, where, client)
+                       or f"the Redis broker at {where} failed a command: {exc}")
 
 
 def _translated(method: Callable[Concatenate[RedisBoard, _P], _R]

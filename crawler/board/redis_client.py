@@ -29,7 +29,7 @@ from crawler.board.broker import (
 )
 from crawler.board.manager import BoardView
 from crawler.board.memory import POLICY_SETTINGS, BoardPolicy
-from crawler.board.redis import RedisBoard
+from crawler.board.redis import RedisBoard, broker_errors, broker_failure
 from crawler.errors import BrokerUnreachable, CrawlNotFound
 from crawler.model.progress import Snapshot
 from crawler.model.wire import CrawlInfo, Status, settings_from_wire
@@ -61,16 +61,21 @@ class BrokerClient:
         """The crawl's board; ConnectionError while the broker or the crawl is not there."""
         try:
             crawl = open_crawl(self.broker, self._crawl)
-            record = CrawlRecord(crawl.client, crawl.name)
-            record.field("info")
-            record.check_format()
-            policy = _policy(record.field("board"))
+            try:
+                with broker_errors(crawl.client):  # a refused command: what to fix, in a line
+                    record = CrawlRecord(crawl.client, crawl.name)
+                    record.field("info")
+                    record.check_format()
+                    policy = _policy(record.field("board"))
+            except BaseException:
+                crawl.client.close()
+                raise
         except (*_LINK, CrawlNotFound) as exc:  # the crawl: its master may create it yet
             raise ConnectionError(str(exc)) from exc
         self._clients.append(crawl.client)
         board = RedisBoard(crawl.client, crawl.name, policy, recorded=True)
         describe = _describer(record, board)
-        return _LinkErrors(_BrokerView(board, describe))
+        return _LinkErrors(_BrokerView(board, describe), crawl.client)
 
     def bound_calls(self, board: object, seconds: float) -> None:
         """Nothing to do: every call to the broker has the client's socket deadline."""
@@ -105,10 +110,12 @@ class _BrokerView(BoardView):
 
 
 class _LinkErrors:
-    """The view's calls, with a lost broker raised as ConnectionError (a lost link)."""
+    """The view's calls, with a lost broker raised as ConnectionError (a lost link), and
+    any other error of redis-py's as ours (a command refused: BrokerError)."""
 
-    def __init__(self, view: BoardView) -> None:
+    def __init__(self, view: BoardView, client: redis.Redis) -> None:
         self._view = view
+        self._client = client
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         call = getattr(self._view, name)
@@ -118,6 +125,8 @@ class _LinkErrors:
                 return call(*args, **kwargs)
             except _LINK as exc:
                 raise ConnectionError(f"lost the broker: {exc}") from exc
+            except redis.RedisError as exc:
+                raise broker_failure(exc, self._client) from exc
 
         return guarded
 
