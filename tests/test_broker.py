@@ -677,6 +677,12 @@ def test_a_broker_set_up_wrong_is_one_line_that_names_the_fix(
             assert f"the Redis broker at 127.0.0.1:{broker.port} is full" in line, line
             assert "raise its maxmemory" in line, line
             assert "the crawl carries on from what Redis holds" in line, line
+        # Reading is no write: crawler status shows the crawl on a full Redis (it asked
+        # for the counts in a transaction, which a full Redis refuses whole).
+        shown = run_crawler("status", "--broker", broker.url, "--crawl", name, "--json",
+                            cwd=tmp_path, timeout=60)
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)["closed"]
     finally:
         client.config_set("maxmemory", 0)
 

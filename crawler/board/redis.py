@@ -417,11 +417,8 @@ class RedisBoard:
 
     @_translated
     def counts(self) -> dict[str, int]:
-        with self._client.pipeline(transaction=True) as pipe:
-            pipe.hgetall(self._key("counts"))
-            self._run("live_workers", [self._now(), repr(self.policy.worker_silence)], pipe)
-            raw, live = pipe.execute()
-        numbers = {name: int(value) for name, value in _fields(raw).items()}
+        flat, live = self._run("counts", [self._now(), repr(self.policy.worker_silence)])
+        numbers = {_text(flat[at]): int(flat[at + 1]) for at in range(0, len(flat), 2)}
         names = ("queued", "in_flight", "delayed", "done", "retries", "expired",
                  "duplicates", "unknown", "reclaimed", "refused")
         return {**{name: numbers.get(name, 0) for name in names}, "workers": int(live)}

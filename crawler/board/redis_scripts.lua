@@ -724,7 +724,9 @@ end
 return {0, closed, tasks, lost, unknown, duplicates, generation,
         tonumber(redis.call('GET', JAR_VERSION) or '0')}
 
--- @script live_workers: now, worker_silence -> how many workers are not gone
+-- @script counts: now, worker_silence -> {the counts hash (HGETALL), how many workers are
+-- not gone}. Reads alone, and no transaction: a Redis that is full (maxmemory) refuses
+-- every command of a MULTI, and crawler status must still show the crawl there.
 local now, silence = now_from(ARGV[1]), tonumber(ARGV[2])
 local live = 0
 local contacts = redis.call('ZRANGEBYSCORE', CONTACT, num(now - silence), '+inf',
@@ -732,7 +734,7 @@ local contacts = redis.call('ZRANGEBYSCORE', CONTACT, num(now - silence), '+inf'
 for i = 1, #contacts, 2 do
   if not is_gone(contacts[i], contacts[i + 1], now, silence) then live = live + 1 end
 end
-return live
+return {redis.call('HGETALL', COUNTS), live}
 
 -- @script workers: now, worker_silence -> {now, then per worker: name, info, first,
 -- contact, done, failed, bytes, held, gone}
