@@ -345,6 +345,58 @@ def test_a_master_whose_crawl_vanished_from_redis_says_so_and_stops(
     assert "is gone from the broker" in err, err
 
 
+def test_a_broker_that_evicts_keys_is_warned_of_and_named_when_it_lost_the_crawl(
+        make_server: Callable[[], FixtureServer],
+        make_redis_server: Callable[[], RedisServer], tmp_path: Path) -> None:
+    """A Redis whose maxmemory-policy evicts any key (allkeys-*) drops the crawl's keys
+    once full, without a word: the crawl stalled for ever, or was said "deleted, or
+    Redis restarted". Its masters and workers (and status) now warn at start, and a crawl
+    that left such a Redis is said to have been evicted."""
+    server = make_server()
+    setup_site(server, pages=30, images_per_page=2, page_delay=0.3)
+    redis_at = make_redis_server().start(options=("--maxmemory", "100mb",
+                                                  "--maxmemory-policy", "allkeys-lru"))
+    name = _crawl_name()
+    warning = (f"WARNING: the Redis broker at {redis_at.url} evicts keys when it is full "
+               "(maxmemory-policy allkeys-lru)")
+    master = start_crawler("master", server.url + "/", "--broker", redis_at.url, "--crawl",
+                           name, "--out", str(tmp_path / "out"), "--depth", "50",
+                           "--page-concurrency", "1", "--local-workers", "0", cwd=tmp_path)
+    try:
+        wait_for_output(master, "workers join with")
+        shown = run_crawler("status", "--broker", redis_at.url, "--crawl", name, "--json",
+                            cwd=tmp_path, timeout=60)
+        assert shown.returncode == 0, shown.stderr
+        assert warning in shown.stderr and "set maxmemory-policy noeviction" in shown.stderr
+        # Everything evicted at once, the master held still meanwhile: it must not meet
+        # the moment the full Redis refuses its writes.
+        master.send_signal(signal.SIGSTOP)
+        client = redis_at.client()
+        try:
+            client.config_set("maxmemory", 1)
+            client.get("anything")  # each command evicts what it can first
+            assert client.dbsize() == 0
+        finally:
+            client.config_set("maxmemory", "100mb")
+            master.send_signal(signal.SIGCONT)
+        err = finish(master, 60)
+    finally:
+        stop(master)
+    assert err.count(warning) == 1, err
+    assert master.returncode == 1, err
+    assert f"the crawl {name!r} is gone from the broker (Redis has evicted " in err, err
+    assert "by its maxmemory-policy allkeys-lru, the crawl's among them it seems: set it to " \
+        "noeviction)" in err, err
+
+    # A policy that evicts only keys with a TTL leaves the crawl's alone: no warning.
+    client.config_set("maxmemory-policy", "volatile-lru")
+    again = run_crawler("master", server.url + "/", "--broker", redis_at.url, "--crawl",
+                        _crawl_name(), "--out", str(tmp_path / "out2"), "--depth", "0",
+                        "--local-workers", "1", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "evicts keys" not in again.stderr, again.stderr
+
+
 def test_a_page_set_aside_after_passing_failures_is_tried_by_a_rerun(
         make_server: Callable[[], FixtureServer], redis_server: RedisServer,
         tmp_path: Path) -> None:

@@ -338,6 +338,55 @@ def live_masters(masters: list[dict[str, Any]], now: float) -> list[dict[str, An
             if not m.get("ended") and now - float(m.get("at", 0)) < MASTER_SILENCE]
 
 
+# The policies by which a full Redis evicts keys without a TTL, such as every key of a
+# crawl: with any other (noeviction, volatile-*: the crawler sets no TTL), a full Redis
+# refuses writes instead, and the crawl stops with an error that says so.
+EVICTING_POLICIES = frozenset({"allkeys-lru", "allkeys-lfu", "allkeys-random"})
+
+
+def eviction_warning(client: redis.Redis, address: BrokerAddress | str) -> str | None:
+    """A warning for a broker that would evict the crawl's keys once full; None for one
+    that would not, or that does not say (INFO and CONFIG refused to this user)."""
+    import redis
+
+    try:
+        memory = client.info("memory")
+        policy, limit = memory.get("maxmemory_policy"), memory.get("maxmemory")
+    except redis.RedisError:
+        try:
+            found = client.config_get("maxmemory*")
+            policy, limit = found.get("maxmemory-policy"), found.get("maxmemory")
+        except redis.RedisError:
+            return None
+    if policy not in EVICTING_POLICIES:
+        return None
+    try:
+        if int(limit or 0) == 0:  # no limit (yet): nothing is evicted
+            return None
+    except ValueError:
+        pass
+    return (f"the Redis broker at {address} evicts keys when it is full (maxmemory-policy "
+            f"{policy}): an evicted key of the crawl loses its state without a word, and the "
+            "crawl may stall or forget work; set maxmemory-policy noeviction (CONFIG SET "
+            "maxmemory-policy noeviction, and in its configuration file), with which a full "
+            "Redis refuses writes and the crawl stops in a line, to carry on once given room")
+
+
+def why_gone(client: redis.Redis) -> str:
+    """Why a crawl's keys may have left the broker, in a parenthesis for a message."""
+    import redis
+
+    try:
+        evicted = int(client.info("stats").get("evicted_keys", 0))
+        policy = client.info("memory").get("maxmemory_policy")
+    except (redis.RedisError, ValueError):
+        evicted, policy = 0, None
+    if evicted and policy in EVICTING_POLICIES:
+        return (f"(Redis has evicted {evicted} key(s) to make room, by its maxmemory-policy "
+                f"{policy}, the crawl's among them it seems: set it to noeviction)")
+    return "(its keys were deleted, or Redis restarted without its append-only file)"
+
+
 def is_link_error(exc: BaseException) -> bool:
     """Whether ``exc`` says the broker is out of reach (down, restarting, cut off)."""
     import redis

@@ -85,7 +85,7 @@ import redis
 import redis.client
 import redis.exceptions
 
-from crawler.board.broker import keys_prefix, refusal
+from crawler.board.broker import keys_prefix, refusal, why_gone
 from crawler.board.memory import BoardPolicy, Settled
 from crawler.errors import BrokerError, BrokerUnreachable, CrawlGone, UsageError
 from crawler.model.cookies import MAX_COOKIES, cookie_key
@@ -154,9 +154,9 @@ def broker_failure(exc: redis.exceptions.RedisError, client: redis.Redis) -> Bro
             "there, and reachable from this host? check the broker address, then start the "
             "command again)")
     if isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith("CRAWLGONE"):
-        return CrawlGone(f"the crawl is gone from the broker at {where} (its keys were "
-                         "deleted, or Redis restarted without its append-only file): nothing "
-                         "is left there to work on; its master, started again, starts it anew")
+        return CrawlGone(f"the crawl is gone from the broker at {where} {why_gone(client)}: "
+                         "nothing is left there to work on; its master, started again, starts "
+                         "it anew")
     return BrokerError(refusal(exc, where, client)
                        or f"the Redis broker at {where} failed a command: {exc}")
 

@@ -13,6 +13,7 @@ A broker that cannot be reached, or a crawl not created yet, shows itself as
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -23,6 +24,7 @@ from crawler.board.base import unsettled
 from crawler.board.broker import (
     BrokerAddress,
     CrawlRecord,
+    eviction_warning,
     live_masters,
     masters_of,
     open_crawl,
@@ -33,6 +35,8 @@ from crawler.board.redis import RedisBoard, broker_errors, broker_failure
 from crawler.errors import BrokerUnreachable, CrawlNotFound
 from crawler.model.progress import Snapshot
 from crawler.model.wire import CrawlInfo, Status, settings_from_wire
+
+log = logging.getLogger(__name__)
 
 _LINK = (redis.ConnectionError, redis.TimeoutError, BrokerUnreachable)
 
@@ -53,6 +57,7 @@ class BrokerClient:
                       else f"the broker at {address}")
         self._crawl = crawl
         self._clients: list[redis.Redis] = []  # one per connect, closed by close()
+        self._looked = False  # at how the broker treats the crawl's keys when full
 
     def unreachable(self, exc: BaseException) -> str:
         return str(exc)  # the broker's own words say what to check
@@ -67,6 +72,11 @@ class BrokerClient:
                     record.field("info")
                     record.check_format()
                     policy = _policy(record.field("board"))
+                    if not self._looked:  # once: not at every reconnection
+                        self._looked = True
+                        warning = eviction_warning(crawl.client, self.broker)
+                        if warning:
+                            log.warning("%s", warning)
             except BaseException:
                 crawl.client.close()
                 raise

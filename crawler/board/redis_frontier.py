@@ -27,8 +27,8 @@ from typing import Any
 
 import redis
 
-from crawler.board.broker import CrawlRecord, keys_prefix
-from crawler.errors import BrokerError
+from crawler.board.broker import CrawlRecord, keys_prefix, why_gone
+from crawler.errors import CrawlGone
 from crawler.model.urls import host_key
 
 REAP_AT_MOST = 100  # expired page leases put back per pop, so one call stays short
@@ -285,10 +285,10 @@ class RedisFrontier:
             # Its first master writes the record before anything else: the crawl's state
             # is gone (FLUSHDB, or a restart with no append-only file). Waiting would be
             # for ever.
-            raise BrokerError(
-                f"the crawl {self._crawl!r} is gone from the broker (its keys were deleted, "
-                "or Redis restarted without its append-only file): what it had done is lost "
-                "there; the result files keep what this master recorded")
+            raise CrawlGone(
+                f"the crawl {self._crawl!r} is gone from the broker {why_gone(self._client)}: "
+                "what it had done is lost there; the result files keep what this master "
+                "recorded")
         if not begun:  # its seeds are not queued yet: a joining master must not end it
             return 1
         return max(0, int(waiting or 0)) + int(leased)

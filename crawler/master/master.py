@@ -426,9 +426,13 @@ class Master:
             lock.release()
 
     def _crawl_on_broker_into(self, broker: BrokerCrawl, out_dir: Path) -> Summary:
+        from crawler.board.broker import eviction_warning
         from crawler.board.redis_frontier import RedisFrontier
 
         check_for_broker(out_dir, broker.name, self._identity())
+        warning = eviction_warning(broker.client, broker.address)
+        if warning:
+            log.warning("%s", warning)
         self._register(broker)
         mark_for_broker(out_dir, str(broker.address), broker.name, self._identity())
         drop_last_summary(out_dir)
