@@ -558,8 +558,11 @@ def test_a_crawl_is_closed_only_if_no_master_gave_it_work_again(
     from crawler.board.redis_frontier import RedisFrontier
 
     board = boards()
-    frontier = RedisFrontier(redis.Redis(host="127.0.0.1", port=redis_server.port,
-                                         decode_responses=True), crawl_name, "m")
+    client = redis.Redis(host="127.0.0.1", port=redis_server.port, decode_responses=True)
+    # Written first by the crawl's first master: a crawl without it takes no pages.
+    CrawlRecord(client, crawl_name).create(settings={}, seeds=[], identity={}, info={},
+                                           board={})
+    frontier = RedisFrontier(client, crawl_name, "m")
     frontier.add_many([("http://h/", 0)])
     assert not board.close_if_idle() and not board.closed  # a page waits
     page = frontier.pop()

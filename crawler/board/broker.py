@@ -239,17 +239,21 @@ def _said(exc: BaseException) -> str:
     return str(exc).strip().rstrip(".")
 
 
+def redis_said(exc: BaseException) -> str:
+    """What Redis said in ``exc``, without what redis-py adds: which command of a pipeline
+    failed, which line of a script."""
+    said = _said(exc)
+    said = said.partition(" of pipeline caused error: ")[2] or said
+    return said.partition(". script: ")[0]
+
+
 def refusal(exc: BaseException, where: str, client: redis.Redis | None = None) -> str | None:
     """What to fix, in one line, when the broker at ``where`` refused a command for a
     reason of its own set-up (full, a replica, an ACL, a command renamed away, protected
     mode); None for any other error. ``client`` (the one refused) may be asked more."""
     import redis.exceptions
 
-    said = _said(exc)
-    # redis-py says which command of a pipeline failed, and which line of a script: what
-    # Redis said is what matters here.
-    said = said.partition(" of pipeline caused error: ")[2] or said
-    said = said.partition(". script: ")[0]
+    said = redis_said(exc)
     if isinstance(exc, redis.exceptions.OutOfMemoryError):
         return (f"the Redis broker at {where} is full: its memory reached its maxmemory, and "
                 "it refuses writes; raise its maxmemory (CONFIG SET maxmemory, and in its "

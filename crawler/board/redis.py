@@ -85,7 +85,7 @@ import redis
 import redis.client
 import redis.exceptions
 
-from crawler.board.broker import keys_prefix, refusal, why_gone
+from crawler.board.broker import keys_prefix, redis_said, refusal, why_gone
 from crawler.board.memory import BoardPolicy, Settled
 from crawler.errors import BrokerError, BrokerUnreachable, CrawlGone, UsageError
 from crawler.model.cookies import MAX_COOKIES, cookie_key
@@ -153,7 +153,8 @@ def broker_failure(exc: redis.exceptions.RedisError, client: redis.Redis) -> Bro
             f"cannot reach the Redis broker at {where}: {exc} (is redis-server running "
             "there, and reachable from this host? check the broker address, then start the "
             "command again)")
-    if isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith("CRAWLGONE"):
+    if (isinstance(exc, redis.exceptions.ResponseError)
+            and redis_said(exc).startswith("CRAWLGONE")):  # (in a transaction too)
         return CrawlGone(f"the crawl is gone from the broker at {where} {why_gone(client)}: "
                          "nothing is left there to work on; its master, started again, starts "
                          "it anew")

@@ -131,8 +131,17 @@ end
 return taken
 """.replace("REAP_AT_MOST", str(REAP_AT_MOST))
 
+# A crawl whose record is gone (its keys deleted, Redis restarted without its append-only
+# file) takes no more pages: recorded there, they would make its keys anew, without a
+# record, and a later crawl of that name would start from them.
+_RECORDED = """
+if redis.call('EXISTS', ARGV[1] .. 'crawl') == 0 then
+  return redis.error_reply('CRAWLGONE the crawl is gone from the broker')
+end
+"""
+
 # ARGV: prefix, then (depth, url, host) triples: queue each URL never seen
-_ADD = _NOW + _LIST_HOST + """
+_ADD = _NOW + _LIST_HOST + _RECORDED + """
 local p = ARGV[1]
 local added = 0
 for i = 2, #ARGV, 3 do
@@ -203,7 +212,7 @@ return renewed
 """
 
 # ARGV: prefix, host, seconds from now (hold) or delay (slow), which
-_PACE = _NOW + """
+_PACE = _NOW + _RECORDED + """
 local p, host, seconds, which = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 if which == 'slow' then
   local delay = tonumber(redis.call('HGET', p .. 'pages:delay', host) or '0')
@@ -219,7 +228,7 @@ end
 return 1
 """
 
-_CLEAR = """
+_CLEAR = _RECORDED + """
 local p = ARGV[1]
 local waiting = tonumber(redis.call('HGET', p .. 'pages:stats', 'waiting') or '0')
 for _, host in ipairs(redis.call('ZRANGE', p .. 'pages:ready', 0, -1)) do

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from crawler.board.base import unsettled
 from crawler.board.memory import BoardPolicy, TaskBoard
 from crawler.config import DEFAULTS, Limits, Settings
-from crawler.errors import BrokerUnreachable, StorageError
+from crawler.errors import BrokerError, BrokerUnreachable, StorageError
 from crawler.fetch.cookiefeed import CookieFeed, add_to_jar, jar_lines
 from crawler.fetch.curlsetup import default_ca_file
 from crawler.fetch.easy import EasyClient
@@ -213,7 +213,9 @@ class Master:
         else:
             from crawler.board.redis import RedisBoard
 
-            self._board = self._shared_board = RedisBoard(broker.client, broker.name, policy)
+            # Recorded: a crawl whose record left Redis takes none of this master's writes.
+            self._board = self._shared_board = RedisBoard(broker.client, broker.name, policy,
+                                                          recorded=True)
         self._started = time.monotonic()
         self._workers = LocalWorkers(options.out_dir, authkey, options.worker_threads,
                                      options.worker_command)
@@ -588,6 +590,8 @@ class Master:
                             ending.looked(counts, pages=pages_left + len(running), now=now)
                     self._workers.report_ended()
                 except Exception as exc:  # noqa: BLE001 - only a lost broker is waited out
+                    if self._broker_answered(exc):
+                        broker_lost = None  # it is back (what it said ends the crawl)
                     broker_lost = self._broker_lost(exc, broker_lost)
                     continue
                 broker_lost = None
@@ -698,6 +702,16 @@ class Master:
         from crawler.board.broker import is_link_error
 
         return is_link_error(exc)
+
+    def _broker_answered(self, exc: Exception) -> bool:
+        """Whether ``exc`` is what this master's broker answered (a command refused, the
+        crawl gone from it): the broker is there, whatever it was before."""
+        if self._options.broker is None:
+            return False
+        import redis
+
+        return (isinstance(exc, redis.ResponseError | BrokerError)
+                and not self._broker_gone(exc))
 
     def _broker_lost(self, exc: Exception, since: float | None) -> float:
         """Wait out a broker that does not answer (a restart, a cut link) for up to
