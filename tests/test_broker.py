@@ -761,6 +761,15 @@ def test_a_broker_set_up_wrong_is_one_line_that_names_the_fix(
     for line in refused(replica.url, "worker", "master"):
         assert line.endswith(f"is a read-only replica of 127.0.0.1:{broker.port}, which "
                              "takes no writes: give --broker its primary's address"), line
+    # One that takes writes loses them at its next full sync: the crawl runs, warned.
+    replica.client().config_set("replica-read-only", "no")
+    done = run_crawler("master", server.url + "/", "--broker", replica.url, "--crawl",
+                       _crawl_name(), "--depth", "0", "--local-workers", "1", "--out",
+                       str(tmp_path / "on-replica"), cwd=tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (f"WARNING: the Redis broker at {replica.url} is a replica of 127.0.0.1:"
+            f"{broker.port} that takes writes (replica-read-only no): what the crawl writes "
+            "there never reaches its primary") in done.stderr, done.stderr
 
     client.config_set("maxmemory", 1)  # every write refused
     try:

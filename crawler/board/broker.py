@@ -348,6 +348,36 @@ def live_masters(masters: list[dict[str, Any]], now: float) -> list[dict[str, An
 EVICTING_POLICIES = frozenset({"allkeys-lru", "allkeys-lfu", "allkeys-random"})
 
 
+def set_up_warnings(client: redis.Redis, address: BrokerAddress | str) -> list[str]:
+    """What in the broker's set-up may lose the crawl's state without a word: a policy that
+    evicts its keys once full, a replica that takes writes. Read at start by masters,
+    workers and crawler status; what this user may not read is not said."""
+    return [warning for warning in (eviction_warning(client, address),
+                                    replica_warning(client, address)) if warning]
+
+
+def replica_warning(client: redis.Redis, address: BrokerAddress | str) -> str | None:
+    """A warning for a broker that is a replica taking writes (replica-read-only no): what
+    is written there never reaches its primary, and its next full sync drops it. A
+    read-only one refuses the first write, in a line that says so (see ``refusal``)."""
+    import redis
+
+    try:
+        replication = client.info("replication")
+        if replication.get("role") != "slave":
+            return None
+        primary = f"{replication.get('master_host')}:{replication.get('master_port')}"
+        read_only = client.config_get("replica-read-only").get("replica-read-only")
+    except redis.RedisError:
+        return None
+    if read_only != "no":
+        return None
+    return (f"the Redis broker at {address} is a replica of {primary} that takes writes "
+            "(replica-read-only no): what the crawl writes there never reaches its primary, "
+            "and its next full sync with it drops the crawl; give --broker its primary's "
+            "address")
+
+
 def eviction_warning(client: redis.Redis, address: BrokerAddress | str) -> str | None:
     """A warning for a broker that would evict the crawl's keys once full; None for one
     that would not, or that does not say (INFO and CONFIG refused to this user)."""

@@ -24,10 +24,10 @@ from crawler.board.base import unsettled
 from crawler.board.broker import (
     BrokerAddress,
     CrawlRecord,
-    eviction_warning,
     live_masters,
     masters_of,
     open_crawl,
+    set_up_warnings,
 )
 from crawler.board.manager import BoardView
 from crawler.board.memory import POLICY_SETTINGS, BoardPolicy
@@ -57,7 +57,7 @@ class BrokerClient:
                       else f"the broker at {address}")
         self._crawl = crawl
         self._clients: list[redis.Redis] = []  # one per connect, closed by close()
-        self._looked = False  # at how the broker treats the crawl's keys when full
+        self._looked = False  # at the broker's set-up, for what may lose the crawl
 
     def unreachable(self, exc: BaseException) -> str:
         return str(exc)  # the broker's own words say what to check
@@ -74,8 +74,7 @@ class BrokerClient:
                     policy = _policy(record.field("board"))
                     if not self._looked:  # once: not at every reconnection
                         self._looked = True
-                        warning = eviction_warning(crawl.client, self.broker)
-                        if warning:
+                        for warning in set_up_warnings(crawl.client, self.broker):
                             log.warning("%s", warning)
             except BaseException:
                 crawl.client.close()

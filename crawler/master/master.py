@@ -428,12 +428,11 @@ class Master:
             lock.release()
 
     def _crawl_on_broker_into(self, broker: BrokerCrawl, out_dir: Path) -> Summary:
-        from crawler.board.broker import eviction_warning
+        from crawler.board.broker import set_up_warnings
         from crawler.board.redis_frontier import RedisFrontier
 
         check_for_broker(out_dir, broker.name, self._identity())
-        warning = eviction_warning(broker.client, broker.address)
-        if warning:
+        for warning in set_up_warnings(broker.client, broker.address):
             log.warning("%s", warning)
         self._register(broker)
         mark_for_broker(out_dir, str(broker.address), broker.name, self._identity())
