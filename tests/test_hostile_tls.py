@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import selectors
 import socket
 import ssl
 import threading
@@ -21,14 +22,16 @@ import pytest
 from crawler.config import Limits, Settings
 from crawler.demo.site import png
 from crawler.fetch.curlsetup import default_ca_file
+from crawler.fetch.easy import EasyClient
 from crawler.fetch.engine import CLIENT_CERT_REFUSED, CLIENT_CERT_REQUIRED
 from crawler.fetch.guard import AddressPolicy
+from crawler.fetch.multi import MultiClient
 from crawler.fetch.options import RequestOptions
 from crawler.model.outcome import FailureKind
 
 from . import pageclients
 from .conftest import free_port, manifest_lines, run_crawler
-from .test_curl import Engine
+from .test_curl import Engine, raw_server
 from .tls import CertAuthority, make_ca, server_context
 
 PNG = png(24, 16, 5)
@@ -293,3 +296,57 @@ def test_images_waiting_for_a_handshake_that_never_ends_all_time_out_connecting(
         assert attempt is not None and (attempt.kind, attempt.reason) == (
             FailureKind.TIMEOUT, "timed out connecting"), attempt
         assert attempt.elapsed_s < 3, attempt
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+@pytest.mark.parametrize("kind", pageclients.KINDS)
+def test_a_page_client_takes_no_stray_answer_on_a_kept_connection_for_the_next_page(
+        ca: CertAuthority, scheme: str, kind: str) -> None:
+    """An answer the server sent after the one asked for, on an HTTP/1.1 connection kept
+    alive (plain or over TLS): libcurl read it as the next request's answer, and the
+    master took another page's links (or another robots.txt's rules) for this one's.
+    The workers' engine looked for such bytes; the master's clients now do too."""
+    def answer(body: bytes) -> bytes:
+        return (b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n"
+                % len(body)) + body
+
+    def respond(conn: socket.socket, request: bytes) -> bool:
+        if b"/one" in request:
+            conn.sendall(answer(b"<p>one</p>"))
+            time.sleep(0.1)
+            conn.sendall(answer(b'<a href="/elsewhere">never asked for</a>'))
+        else:
+            conn.sendall(answer(b"<p>two</p>"))
+        return True
+
+    context = server_context(ca)
+    context.set_alpn_protocols(["http/1.1"])
+    base, done = raw_server(respond, wrap=None if scheme == "http" else (
+        lambda raw: context.wrap_socket(raw, server_side=True)))
+    options = trusting(ca)
+    bodies: list[bytes] = []
+    try:
+        if kind == "easy":
+            client = EasyClient(LOOPBACK, options)
+            try:
+                for path in ("/one", "/two"):
+                    bodies.append(client.get(base + path, accept="text/html",
+                                             max_bytes=10_000, timeout=10).body)
+                    time.sleep(0.3)  # the stray answer is there; libcurl's own check waits 1 s
+            finally:
+                client.close()
+        else:
+            selector = selectors.DefaultSelector()
+            multi = MultiClient(LOOPBACK, options, selector=selector)
+            try:
+                for path in ("/one", "/two"):
+                    multi.start(path, base + path, accept="text/html", max_bytes=10_000,
+                                timeout=10)
+                    bodies.append(pageclients.wait_for_one(multi, selector, 15).body)
+                    time.sleep(0.3)
+            finally:
+                multi.close()
+                selector.close()
+    finally:
+        done.set()
+    assert bodies == [b"<p>one</p>", b"<p>two</p>"], bodies

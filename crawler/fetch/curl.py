@@ -31,7 +31,6 @@ import contextlib
 import functools
 import logging
 import queue
-import select
 import selectors
 import socket
 import threading
@@ -50,6 +49,7 @@ from crawler.fetch.curlsetup import (
     DRAIN_AT_MOST,
     PROXY_AUTH_REQUIRED,
     Guard,
+    KeptConnections,
     SocketWatch,
     curl_events,
     default_ca_file,
@@ -99,7 +99,6 @@ DEADLINE_SLACK = 0.25  # the sweep cuts what libcurl's own timer has not, this m
 IDLE_PER_SLOT = 2  # connections kept open per transfer slot (least recently used go)
 BUFFER_BYTES = 128 * 1024  # libcurl's receive buffer: fewer, larger body callbacks
 RATE_BURST = 0.1  # seconds of the bandwidth cap that may be spent at once
-FD_CACHE = 4096  # connections whose descriptor (and HTTP/1 use) is remembered
 SHOWN_URL = 1000  # characters of a redirect target a reason shows (reports are bounded)
 _WANTED = frozenset({b"content-length", b"content-type", b"content-encoding", b"location",
                      b"retry-after", b"transfer-encoding"})
@@ -197,12 +196,8 @@ class CurlEngine:
         self._free: list[_Slot] = []
         self._active: set[_Slot] = set()
         self._by_handle: dict[int, _Slot] = {}
-        # Connections by (local address, port, peer address, port): their descriptor, to
-        # look for unasked bytes before an HTTP/1 one is used again.
-        self._fds: dict[tuple[str, int, str, int], int] = {}
-        # The https connections among them an HTTP/1 answer came on: HTTP/2 ones carry
-        # frames at any time (other streams', pings), and are not looked at.
-        self._http1_tls: set[tuple[str, int, str, int]] = set()
+        # The connections, to look for unasked bytes before an HTTP/1 one is used again.
+        self._kept = KeptConnections()
         self._proxies = options.proxies()
         self._guard = Guard(policy, self._proxies)
         self._per_hop = hop_options_vary(options, self._proxies)
@@ -424,23 +419,13 @@ class CurlEngine:
         transfer.connection = key
         transfer.shared = transfer.new_fd is None
         if transfer.new_fd is not None:
-            if len(self._fds) >= FD_CACHE:
-                self._fds.clear()
-                self._http1_tls.clear()
-            self._fds[key] = transfer.new_fd
-            self._http1_tls.discard(key)  # a new connection: its protocol is not known yet
+            self._kept.opened(key, transfer.new_fd)
             transfer.new_fd = None
-        elif not transfer.fresh and (transfer.url.startswith("http:")
-                                     or key in self._http1_tls):
-            # An idle HTTP/1 connection, over TLS too: stray bytes there (an answer longer
-            # than its Content-Length, one never asked for) were read as this request's
-            # answer, and another image was stored under its name. Over TLS, a record
-            # read here may also be a close_notify or a late ticket: a new connection
-            # costs one handshake.
-            fd = self._fds.get(key)
-            if fd is not None and _has_input(fd):
-                transfer.unclean = True
-                return pycurl.PREREQFUNC_ABORT
+        elif not transfer.fresh and self._kept.unclean(key, transfer.url):
+            # Stray bytes on an idle HTTP/1 connection, over TLS too, were read as this
+            # request's answer, and another image was stored under its name.
+            transfer.unclean = True
+            return pycurl.PREREQFUNC_ABORT
         return pycurl.PREREQFUNC_OK
 
     def _on_header(self, slot: _Slot, line: bytes) -> int | None:
@@ -463,9 +448,8 @@ class CurlEngine:
             return None
         if line.startswith(b"HTTP/"):
             transfer.last_io = time.monotonic()
-            if (line.startswith(b"HTTP/1") and transfer.connection is not None
-                    and transfer.url.startswith("https:")):
-                self._http1_tls.add(transfer.connection)
+            if line.startswith(b"HTTP/1") and transfer.connection is not None:
+                self._kept.answered_http1(transfer.connection, transfer.url)
             parts = line.split(None, 2)
             transfer.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
             transfer.headers = {}
@@ -810,10 +794,3 @@ _DIED_UNANSWERED = frozenset({pycurl.E_RECV_ERROR, pycurl.E_SEND_ERROR, pycurl.E
                               pycurl.E_HTTP2, CURLE_HTTP2_STREAM})
 
 
-def _has_input(fd: int) -> bool:
-    """Whether an idle connection has bytes to read (or was closed by its server)."""
-    try:
-        readable, _, _ = select.select([fd], [], [], 0)
-    except (OSError, ValueError):
-        return True
-    return bool(readable)

@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import os
 import re
+import select
 import selectors
 import socket
 from pathlib import Path
@@ -87,6 +88,61 @@ class Guard:
             self._verdicts.clear()
         self._verdicts[address] = why
         return why
+
+
+Connection = tuple[str, int, str, int]  # (local address, port, peer address, port)
+FD_CACHE = 4096  # connections whose descriptor (and HTTP/1 use) a client remembers
+
+
+class KeptConnections:
+    """The connections a client's requests went out on, and which of them an idle HTTP/1
+    answer left bytes on that nobody asked for.
+
+    libcurl takes bytes waiting on a kept-alive HTTP/1 connection (plain, or over TLS)
+    for the answer to the next request it sends there, unless the connection was idle
+    a second or more: a server's stray answer (one longer than its Content-Length, one
+    never asked for) became another URL's image, page or robots.txt. A client tells
+    this of each new connection's descriptor (``opened``) and of each HTTP/1 answer
+    over TLS (``answered_http1``), and asks ``unclean`` before a reused connection
+    carries a request (libcurl's PREREQFUNCTION): one that is must go on a new
+    connection. HTTP/2 connections carry frames at any time (other streams', pings):
+    they are not looked at.
+    """
+
+    def __init__(self) -> None:
+        self._fds: dict[Connection, int] = {}
+        self._http1_tls: set[Connection] = set()  # https connections an HTTP/1 answer came on
+
+    def opened(self, connection: Connection, fd: int) -> None:
+        """A new connection (its protocol not known yet)."""
+        if len(self._fds) >= FD_CACHE:
+            self._fds.clear()
+            self._http1_tls.clear()
+        self._fds[connection] = fd
+        self._http1_tls.discard(connection)
+
+    def answered_http1(self, connection: Connection, url: str) -> None:
+        """An HTTP/1 answer to ``url`` came on ``connection``."""
+        if url.startswith("https:"):
+            self._http1_tls.add(connection)
+
+    def unclean(self, connection: Connection, url: str) -> bool:
+        """Whether the kept-alive ``connection`` about to carry ``url`` has bytes to read.
+        Over TLS, a record read here may also be a close_notify or a late ticket: a new
+        connection costs one handshake."""
+        if not (url.startswith("http:") or connection in self._http1_tls):
+            return False
+        fd = self._fds.get(connection)
+        return fd is not None and has_input(fd)
+
+
+def has_input(fd: int) -> bool:
+    """Whether an idle connection has bytes to read (or was closed by its server)."""
+    try:
+        readable, _, _ = select.select([fd], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 class SocketWatch:

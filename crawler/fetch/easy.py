@@ -32,7 +32,9 @@ import pycurl
 from crawler.fetch.cookiefeed import JarWatch
 from crawler.fetch.curlsetup import (
     DRAIN_AT_MOST,
+    Connection,
     Guard,
+    KeptConnections,
     cap_each_transfer,
     gives_login_headers,
     header_lines,
@@ -96,10 +98,25 @@ class Exchange:
         self.keep = True  # whether the body is wanted
         self.decoder: BodyDecoder | None = None  # of a compressed body
         self.spoiled: Abandoned | None = None  # why the body cannot be had (its encoding)
+        # The connection (KeptConnections): the descriptor of a socket opened for this
+        # request, the connection it went out on, whether it is a second try on a new one
+        # because the kept-alive one had bytes nobody asked for, and whether HTTP/1 answered.
+        self.new_fd: int | None = None
+        self.connection: Connection | None = None
+        self.fresh = False
+        self.unclean = False
+        self.http1 = False
+
+    def again(self) -> Exchange:
+        """The same request, to be sent again on a new connection (this one was unclean)."""
+        fresh = Exchange(self.reply.url, self.max_bytes, self.wants, self.watch)
+        fresh.fresh = True
+        return fresh
 
     def on_header(self, line: bytes) -> None:
         reply = self.reply
         if line.startswith(b"HTTP/"):
+            self.http1 = line.startswith(b"HTTP/1")
             parts = line.split(None, 2)
             reply.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
             reply.headers = {}
@@ -240,21 +257,37 @@ class EasyClient:
 
     def _perform(self, handle: pycurl.Curl, exchange: Exchange, url: str, accept: str,
                  timeout: float, elsewhere: bool) -> Reply:
-        self._local.exchange = exchange
+        deadline = time.monotonic() + timeout
         setopt = handle.setopt
         setopt(pycurl.URL, request_url(url))
         setopt(pycurl.TIMEOUT_MS, max(1, int(timeout * 1000)))
         setopt(pycurl.HTTPHEADER, header_lines(self._options, accept, other_origin=elsewhere))
         set_hop_options(handle, self._options, self._proxies, url)
-        code, message = 0, ""
+        code, message = self._run(handle, exchange)
+        if exchange.unclean:  # the same request again, on a new connection
+            exchange = exchange.again()
+            setopt(pycurl.FRESH_CONNECT, 1)
+            setopt(pycurl.TIMEOUT_MS, max(1, int((deadline - time.monotonic()) * 1000)))
+            try:
+                code, message = self._run(handle, exchange)
+            finally:
+                setopt(pycurl.FRESH_CONNECT, 0)
+        if exchange.http1 and exchange.connection is not None:
+            self._local.kept.answered_http1(exchange.connection, url)
+        return conclude(exchange, handle, code, message, self._proxies)
+
+    def _run(self, handle: pycurl.Curl, exchange: Exchange) -> tuple[int, str]:
+        """perform() the request on ``handle`` for ``exchange``: libcurl's code and message."""
+        self._local.exchange = exchange
         try:
             handle.perform()
         except pycurl.error as exc:
             # perform() raises (code, message); a bare (message,) has no libcurl code
             code, message = exc.args if len(exc.args) == 2 else (-1, exc.args[0])
+            return code, str(message)
         finally:
             self._local.exchange = None
-        return conclude(exchange, handle, code, str(message), self._proxies)
+        return 0, ""
 
     @property
     def share(self) -> pycurl.CurlShare:
@@ -278,6 +311,7 @@ class EasyClient:
         handle: pycurl.Curl | None = getattr(self._local, "handle", None)
         if handle is None:
             handle = self._local.handle = self._new_handle()
+            self._local.kept = KeptConnections()  # the connections of this thread's handle
             with self._lock:
                 self._handles.append(handle)
         return handle
@@ -292,6 +326,7 @@ class EasyClient:
         setopt(pycurl.HEADERFUNCTION, self._on_header)
         setopt(pycurl.OPENSOCKETFUNCTION, self._on_open_socket)
         setopt(pycurl.PREREQFUNCTION, self._on_connected)
+        setopt(pycurl.SOCKOPTFUNCTION, self._on_new_socket)
         return handle
 
     # ----- libcurl's callbacks, on the calling thread ------------------------------
@@ -307,8 +342,12 @@ class EasyClient:
                         address: tuple[int, int, int, tuple[object, ...]]) -> socket.socket | int:
         return guarded_socket(self._guard, self._local.exchange, address)
 
+    def _on_new_socket(self, fd: int, purpose: int) -> int:
+        return new_socket(self._local.exchange, fd)
+
     def _on_connected(self, peer: str, local: str, peer_port: int, local_port: int) -> int:
-        return guarded_peer(self._guard, self._local.exchange, peer, peer_port)
+        return guarded_peer(self._guard, self._local.kept, self._local.exchange,
+                            (local, local_port, peer, peer_port))
 
 
 def guarded_socket(guard: Guard, exchange: Exchange | None,
@@ -326,11 +365,33 @@ def guarded_socket(guard: Guard, exchange: Exchange | None,
         return pycurl.SOCKET_BAD
 
 
-def guarded_peer(guard: Guard, exchange: Exchange | None, peer: str, port: int) -> int:
+def new_socket(exchange: Exchange | None, fd: int) -> int:
+    """libcurl's SOCKOPTFUNCTION for a page client: a socket opened for the request."""
+    if exchange is not None:
+        exchange.new_fd = fd
+    return pycurl.SOCKOPT_OK
+
+
+def guarded_peer(guard: Guard, kept: KeptConnections, exchange: Exchange | None,
+                 connection: Connection) -> int:
     """libcurl's PREREQFUNCTION for a page client: a connection, new or kept alive, is
-    about to carry the request; its peer must pass the guard too."""
-    return (pycurl.PREREQFUNC_OK if _admits(guard, exchange, peer, port)
-            else pycurl.PREREQFUNC_ABORT)
+    about to carry the request; its peer must pass the guard too, and a kept-alive HTTP/1
+    one must have nothing to read (``exchange.unclean``: send it again on a new one)."""
+    _, _, peer, port = connection
+    if not _admits(guard, exchange, peer, port):
+        return pycurl.PREREQFUNC_ABORT
+    if exchange is None:
+        return pycurl.PREREQFUNC_OK
+    exchange.connection = connection
+    if exchange.new_fd is not None:
+        kept.opened(connection, exchange.new_fd)
+        exchange.new_fd = None
+    elif not exchange.fresh and kept.unclean(connection, exchange.reply.url):
+        # A stray answer there was read as this request's: another page's links, or
+        # another robots.txt's rules, were taken for its own.
+        exchange.unclean = True
+        return pycurl.PREREQFUNC_ABORT
+    return pycurl.PREREQFUNC_OK
 
 
 def _admits(guard: Guard, exchange: Exchange | None, address: str, port: int) -> bool:

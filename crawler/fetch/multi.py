@@ -31,6 +31,7 @@ import pycurl
 from crawler.fetch.cookiefeed import JarWatch
 from crawler.fetch.curlsetup import (
     Guard,
+    KeptConnections,
     SocketWatch,
     cap_each_transfer,
     curl_events,
@@ -43,7 +44,14 @@ from crawler.fetch.curlsetup import (
     set_common_options,
     set_hop_options,
 )
-from crawler.fetch.easy import Exchange, Reply, conclude, guarded_peer, guarded_socket
+from crawler.fetch.easy import (
+    Exchange,
+    Reply,
+    conclude,
+    guarded_peer,
+    guarded_socket,
+    new_socket,
+)
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
 
@@ -55,6 +63,8 @@ class _Carrier:
         self.handle = handle
         self.exchange: Exchange | None = None
         self.token: Hashable = None
+        self.deadline = 0.0  # time.monotonic() by which the request must be done
+        self.fresh = False  # FRESH_CONNECT is set on the handle
 
 
 class MultiClient:
@@ -85,6 +95,7 @@ class MultiClient:
         self._free: list[_Carrier] = []
         self._busy: dict[int, _Carrier] = {}  # by id(handle)
         self._sockets = SocketWatch(selector, self)  # registered with this client as data
+        self._kept = KeptConnections()  # to look for unasked bytes on an HTTP/1 one
         self._due: float | None = None  # libcurl's timer (time.monotonic())
         self._finished: list[tuple[Hashable, Reply]] = []
         self._multi = pycurl.CurlMulti()
@@ -100,7 +111,11 @@ class MultiClient:
         carrier = self._free.pop() if self._free else self._new_carrier()
         carrier.exchange = Exchange(url, max_bytes, wants, self._watch)
         carrier.token = token
+        carrier.deadline = time.monotonic() + timeout
         handle = carrier.handle
+        if carrier.fresh:
+            handle.setopt(pycurl.FRESH_CONNECT, 0)
+            carrier.fresh = False
         handle.setopt(pycurl.URL, request_url(url))
         handle.setopt(pycurl.TIMEOUT_MS, max(1, int(timeout * 1000)))
         key = (accept, self._logins and first_url is not None and other_origin(first_url, url))
@@ -167,6 +182,7 @@ class MultiClient:
         setopt(pycurl.HEADERFUNCTION, functools.partial(self._on_header, carrier))
         setopt(pycurl.OPENSOCKETFUNCTION, functools.partial(self._on_open_socket, carrier))
         setopt(pycurl.PREREQFUNCTION, functools.partial(self._on_connected, carrier))
+        setopt(pycurl.SOCKOPTFUNCTION, functools.partial(self._on_new_socket, carrier))
         if not self._per_hop:
             set_hop_options(handle, self._options, self._proxies, "http:")
         return carrier
@@ -182,9 +198,21 @@ class MultiClient:
                 return
 
     def _end(self, handle: pycurl.Curl, code: int, message: str) -> None:
-        carrier = self._busy.pop(id(handle))
+        carrier = self._busy[id(handle)]
         self._multi.remove_handle(handle)
-        exchange, token = carrier.exchange, carrier.token
+        exchange = carrier.exchange
+        if exchange is not None and exchange.unclean:  # again, on a new connection
+            carrier.exchange = exchange.again()
+            handle.setopt(pycurl.FRESH_CONNECT, 1)
+            carrier.fresh = True
+            handle.setopt(pycurl.TIMEOUT_MS,
+                          max(1, int((carrier.deadline - time.monotonic()) * 1000)))
+            self._multi.add_handle(handle)
+            return
+        del self._busy[id(handle)]
+        if exchange is not None and exchange.http1 and exchange.connection is not None:
+            self._kept.answered_http1(exchange.connection, exchange.reply.url)
+        token = carrier.token
         carrier.exchange, carrier.token = None, None
         self._free.append(carrier)
         assert exchange is not None
@@ -211,6 +239,10 @@ class MultiClient:
                         address: tuple[int, int, int, tuple[Any, ...]]) -> socket.socket | int:
         return guarded_socket(self._guard, carrier.exchange, address)
 
+    def _on_new_socket(self, carrier: _Carrier, fd: int, purpose: int) -> int:
+        return new_socket(carrier.exchange, fd)
+
     def _on_connected(self, carrier: _Carrier, peer: str, local: str, peer_port: int,
                       local_port: int) -> int:
-        return guarded_peer(self._guard, carrier.exchange, peer, peer_port)
+        return guarded_peer(self._guard, self._kept, carrier.exchange,
+                            (local, local_port, peer, peer_port))
