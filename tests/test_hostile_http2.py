@@ -30,7 +30,7 @@ from crawler.model.outcome import FailureKind
 
 from . import pageclients
 from .conftest import free_port, run_crawler
-from .h2server import H2Server, Script, Stream, frame
+from .h2server import Connection, H2Server, Script, Stream, frame
 from .test_curl import Engine, raw_server
 from .tls import CertAuthority, make_ca, server_context
 
@@ -280,3 +280,36 @@ def test_a_head_in_endless_continuation_frames_fails_within_its_deadline(
     assert attempt.reason.startswith("connection broken: "), attempt
     assert "CONTINUATION" in attempt.reason, attempt
     assert attempt.elapsed_s < 5, attempt
+
+
+def test_a_servers_pings_keep_no_stalled_stream_alive(ca: CertAuthority, tmp_path: Path) -> None:
+    """Bytes on a connection keep a transfer whose head trickles in alive past the read
+    timeout; but an HTTP/2 server's PING frames, every 0.3 s, kept a stream that said
+    nothing more alive until download.deadline, and it was "too slow" instead of "timed
+    out", 120 s instead of 30 with the default settings."""
+    def pinging(conn: Connection) -> None:
+        def ping() -> None:
+            while not conn.closed.wait(0.3):
+                conn.act(lambda h2c: h2c.ping(b"12345678"))
+        threading.Thread(target=ping, daemon=True).start()
+
+    def head_then_stall(stream: Stream) -> None:
+        stream.head(200, (("content-type", "image/png"),))
+        stream.stall()
+
+    scripts: dict[str, Script] = {"/ok.png": image, "/stall.png": lambda stream: stream.stall(),
+                                  "/head.png": head_then_stall}
+    with H2Server(server_context(ca), scripts, on_connection=pinging) as server:
+        engine = Engine(tmp_path / "out", options=trusting(ca), slots=1,
+                        limits=Limits(read_timeout=1, deadline=10))
+        try:
+            got = [engine.one(server.base + path, timeout=30)
+                   for path in ("/head.png", "/ok.png", "/stall.png")]
+        finally:
+            engine.close()
+    head, ok, stall = got
+    assert ok.ok, ok
+    for attempt in (head, stall):  # (a stream without a head on a connection that has
+        # answered none yet is not told from an HTTP/1.1 head trickling: its deadline cuts it)
+        assert (attempt.kind, attempt.reason) == (FailureKind.TIMEOUT, "timed out"), attempt
+        assert attempt.elapsed_s < 3, attempt

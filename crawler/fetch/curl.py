@@ -448,8 +448,11 @@ class CurlEngine:
             return None
         if line.startswith(b"HTTP/"):
             transfer.last_io = time.monotonic()
-            if line.startswith(b"HTTP/1") and transfer.connection is not None:
-                self._kept.answered_http1(transfer.connection, transfer.url)
+            if transfer.connection is not None:
+                if line.startswith(b"HTTP/1"):
+                    self._kept.answered_http1(transfer.connection, transfer.url)
+                elif line.startswith(b"HTTP/2"):
+                    self._kept.answered_http2(transfer.connection)
             parts = line.split(None, 2)
             transfer.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
             transfer.headers = {}
@@ -724,7 +727,11 @@ class CurlEngine:
             if heard is None or transfer.last_io is None or heard <= transfer.last_io:
                 return False
             # Its own bytes only if the connection carries nothing else: an HTTP/2
-            # stream that never answers is not kept alive by its siblings'.
+            # stream that never answers is not kept alive by its siblings'. Nor by the
+            # connection's own frames (a server's PINGs, SETTINGS): over HTTP/2 a head
+            # does not trickle unseen, and a stream shows its bytes as they come.
+            if transfer.connection is not None and self._kept.is_http2(transfer.connection):
+                return False
             if any(other is not slot and other.transfer is not None
                    and other.handle.getinfo(pycurl.ACTIVESOCKET) == fd
                    for other in self._active):

@@ -112,19 +112,30 @@ class KeptConnections:
     def __init__(self) -> None:
         self._fds: dict[Connection, int] = {}
         self._http1_tls: set[Connection] = set()  # https connections an HTTP/1 answer came on
+        self._http2: set[Connection] = set()  # those an HTTP/2 answer came on
 
     def opened(self, connection: Connection, fd: int) -> None:
         """A new connection (its protocol not known yet)."""
         if len(self._fds) >= FD_CACHE:
             self._fds.clear()
             self._http1_tls.clear()
+            self._http2.clear()
         self._fds[connection] = fd
         self._http1_tls.discard(connection)
+        self._http2.discard(connection)
 
     def answered_http1(self, connection: Connection, url: str) -> None:
         """An HTTP/1 answer to ``url`` came on ``connection``."""
         if url.startswith("https:"):
             self._http1_tls.add(connection)
+
+    def answered_http2(self, connection: Connection) -> None:
+        """An HTTP/2 answer came on ``connection``."""
+        self._http2.add(connection)
+
+    def is_http2(self, connection: Connection) -> bool:
+        """Whether an HTTP/2 answer came on ``connection`` (unknown before one does)."""
+        return connection in self._http2
 
     def unclean(self, connection: Connection, url: str) -> bool:
         """Whether the kept-alive ``connection`` about to carry ``url`` has bytes to read.
