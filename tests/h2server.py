@@ -23,7 +23,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 
-LINGER = 20.0  # the longest a connection is served
+LINGER = 60.0  # the longest a connection is served (a stop() ends them all sooner)
 
 
 class Stream:
