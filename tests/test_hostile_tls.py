@@ -350,3 +350,38 @@ def test_a_page_client_takes_no_stray_answer_on_a_kept_connection_for_the_next_p
     finally:
         done.set()
     assert bodies == [b"<p>one</p>", b"<p>two</p>"], bodies
+
+
+@pytest.mark.parametrize("then", ["silence", "close_notify and garbage"])
+def test_a_server_that_completes_the_handshake_then_does_not_answer(
+        ca: CertAuthority, tmp_path: Path, then: str) -> None:
+    """Silence: an image is cut at the read timeout, a page at its own timeout. A TLS
+    close_notify and then bytes that are no TLS: an empty reply, said once (it was
+    "connection broken: empty reply: Empty reply from server")."""
+    def answer(conn: ssl.SSLSocket, head: bytes) -> None:
+        if then == "silence":
+            time.sleep(5)
+            return
+        raw = conn.unwrap()  # close_notify, and the bare socket back
+        raw.sendall(b"HTTP/1.1 200 OK\r\n\r\nnot TLS")
+        time.sleep(0.5)
+
+    with tls_server(server_context(ca), answer) as base:
+        engine = Engine(tmp_path / "out", options=trusting(ca),
+                        limits=Limits(read_timeout=1, deadline=10))
+        try:
+            image = engine.one(base + "/a.png")
+        finally:
+            engine.close()
+        replies = [pageclients.get(kind, LOOPBACK, trusting(ca), base + "/", timeout=2)
+                   for kind in pageclients.KINDS]
+    if then == "silence":
+        assert (image.kind, image.reason) == (FailureKind.TIMEOUT, "timed out"), image
+        assert image.elapsed_s < 3, image
+        for reply in replies:
+            assert reply.kind is FailureKind.TIMEOUT and reply.timed_out, reply
+        return
+    said = (FailureKind.CONNECTION, "connection broken: empty reply", True)
+    assert (image.kind, image.reason, image.transient) == said, image
+    for reply in replies:
+        assert (reply.kind, reply.failure, reply.transient) == said, reply

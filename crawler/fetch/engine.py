@@ -193,7 +193,7 @@ def curl_failure(code: int, message: str) -> tuple[FailureKind, str, bool]:
                                                            "Failed to connect")):
         reason = "timed out connecting"
     elif kind in (FailureKind.CONNECTION, FailureKind.TLS, FailureKind.BAD_RESPONSE,
-                  FailureKind.INVALID_URL) and message:
+                  FailureKind.INVALID_URL) and message and message not in _SAID_BY_CODE:
         # Without libcurl's timing ("after 0 ms"), nor the number of an HTTP/2 stream
         # or the length of its frame, one cause is one reason in the summary's
         # failures_by_reason, not one per millisecond count or per image.
@@ -201,6 +201,9 @@ def curl_failure(code: int, message: str) -> tuple[FailureKind, str, bool]:
     return kind, reason, transient
 
 
+# libcurl's messages that only repeat what the code's reason says ("connection broken:
+# empty reply: Empty reply from server").
+_SAID_BY_CODE = frozenset({"Empty reply from server"})
 _AFTER_MS = re.compile(r" after \d+ ms")
 _STREAM_NUMBER = re.compile(r"(?<=\bstream )\d+ |(?<=\[HTTP2\] )\[\d+\] ")
 _FRAME_LENGTH = re.compile(r"(?<=\blen=)\d+")
