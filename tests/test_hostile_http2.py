@@ -313,3 +313,20 @@ def test_a_servers_pings_keep_no_stalled_stream_alive(ca: CertAuthority, tmp_pat
         # answered none yet is not told from an HTTP/1.1 head trickling: its deadline cuts it)
         assert (attempt.kind, attempt.reason) == (FailureKind.TIMEOUT, "timed out"), attempt
         assert attempt.elapsed_s < 3, attempt
+
+
+def test_a_server_that_never_opens_its_flow_control_window_is_still_answered(
+        ca: CertAuthority, tmp_path: Path) -> None:
+    """SETTINGS_INITIAL_WINDOW_SIZE 0 and no WINDOW_UPDATE ever: nothing may be sent to
+    the server on a stream, which a GET does not need (its head is a HEADERS frame)."""
+    with H2Server(server_context(ca), {}, default=image, settings={4: 0}) as server:
+        engine = Engine(tmp_path / "out", options=trusting(ca),
+                        limits=Limits(read_timeout=2, deadline=5))
+        try:
+            got = engine.fetch([f"{server.base}/{n}.png" for n in range(3)])
+        finally:
+            engine.close()
+        page = pageclients.get("multi", LOOPBACK, trusting(ca), server.base + "/p.png",
+                               ca_file=default_ca_file())
+    assert all(attempt is not None and attempt.ok for attempt in got.values()), got
+    assert page.ok and page.body == PNG, page
