@@ -22,7 +22,7 @@ import hpack
 from crawler.config import Limits, Settings
 from crawler.demo.site import png
 from crawler.fetch.curlsetup import default_ca_file
-from crawler.fetch.engine import H2_ENDED_SHORT
+from crawler.fetch.engine import CURLE_HTTP2_STREAM, H2_ENDED_SHORT, curl_failure
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
 from crawler.master.pages import wants_html
@@ -330,3 +330,13 @@ def test_a_server_that_never_opens_its_flow_control_window_is_still_answered(
                                ca_file=default_ca_file())
     assert all(attempt is not None and attempt.ok for attempt in got.values()), got
     assert page.ok and page.body == PNG, page
+
+
+def test_a_servers_bytes_in_libcurls_message_reach_no_reason_raw() -> None:
+    """libcurl quotes a header it ignored in its message, the server's bytes as they
+    came: a line break split the master's log line and its one-line error, an escape
+    sequence reached the terminal."""
+    _, reason, _ = curl_failure(CURLE_HTTP2_STREAM, "a message quoting [a\r\nFAKE LINE"
+                                                    "\x1b[31mred\x00]")
+    assert reason == ("connection broken: HTTP/2 stream error: a message quoting "
+                      "[a\\r\\nFAKE LINE\\x1b[31mred\\x00]"), reason

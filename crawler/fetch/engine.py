@@ -197,8 +197,18 @@ def curl_failure(code: int, message: str) -> tuple[FailureKind, str, bool]:
         # Without libcurl's timing ("after 0 ms"), nor the number of an HTTP/2 stream
         # or the length of its frame, one cause is one reason in the summary's
         # failures_by_reason, not one per millisecond count or per image.
-        reason = f"{reason}: {_short(_without_counts(message))}"
+        reason = f"{reason}: {_short(_printable(_without_counts(message)))}"
     return kind, reason, transient
+
+
+def _printable(text: str) -> str:
+    """``text`` with each character that is not printable escaped (``\\r``, ``\\x1b``):
+    libcurl's message may quote a server's bytes (a header it ignored), which broke the
+    master's log lines and its one-line error, and reached the terminal as control
+    sequences."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 # libcurl's messages that only repeat what the code's reason says ("connection broken:
