@@ -340,3 +340,34 @@ def test_a_servers_bytes_in_libcurls_message_reach_no_reason_raw() -> None:
                                                     "\x1b[31mred\x00]")
     assert reason == ("connection broken: HTTP/2 stream error: a message quoting "
                       "[a\\r\\nFAKE LINE\\x1b[31mred\\x00]"), reason
+
+
+@pytest.mark.parametrize(("then", "said"), [
+    ("reset", "connection broken: HTTP/2 stream error"), ("close", "connection broken")])
+def test_a_header_field_libcurl_ignored_is_not_said_to_be_the_cause(
+        ca: CertAuthority, tmp_path: Path, then: str, said: str) -> None:
+    """libcurl drops a header field whose value holds a line break, and goes on; the
+    stream reset (or the connection closed) after it was said to have failed with
+    "Ignoring received invalid HTTP header field: ..., value: [...]", the server's
+    bytes quoted."""
+    def evil(stream: Stream) -> None:
+        block = hpack.Encoder().encode([(":status", "200"), ("content-type", "image/png"),
+                                        ("x-evil", "a\r\nFAKE LINE\x1b[31m")])
+        stream.conn.raw(frame(1, 4, stream.id, block))  # HEADERS, END_HEADERS
+        time.sleep(0.1)
+        if then == "reset":
+            stream.reset(2)
+        else:
+            stream.conn.close()
+
+    with H2Server(server_context(ca), {}, default=evil) as server:
+        engine = Engine(tmp_path / "out", options=trusting(ca))
+        try:
+            attempt = engine.one(server.base + "/a.png")
+        finally:
+            engine.close()
+        replies = [pageclients.get(kind, LOOPBACK, trusting(ca), server.base + "/",
+                                   ca_file=default_ca_file()) for kind in pageclients.KINDS]
+    assert (attempt.kind, attempt.reason) == (FailureKind.CONNECTION, said), attempt
+    for reply in replies:
+        assert (reply.kind, reply.failure) == (FailureKind.CONNECTION, said), reply

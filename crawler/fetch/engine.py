@@ -192,8 +192,9 @@ def curl_failure(code: int, message: str) -> tuple[FailureKind, str, bool]:
     if kind is FailureKind.TIMEOUT and message.startswith(("Connection timed out",
                                                            "Failed to connect")):
         reason = "timed out connecting"
-    elif kind in (FailureKind.CONNECTION, FailureKind.TLS, FailureKind.BAD_RESPONSE,
-                  FailureKind.INVALID_URL) and message and message not in _SAID_BY_CODE:
+    elif (kind in (FailureKind.CONNECTION, FailureKind.TLS, FailureKind.BAD_RESPONSE,
+                   FailureKind.INVALID_URL) and message and message not in _SAID_BY_CODE
+          and not message.startswith(_NOT_THE_CAUSE)):
         # Without libcurl's timing ("after 0 ms"), nor the number of an HTTP/2 stream
         # or the length of its frame, one cause is one reason in the summary's
         # failures_by_reason, not one per millisecond count or per image.
@@ -214,6 +215,9 @@ def _printable(text: str) -> str:
 # libcurl's messages that only repeat what the code's reason says ("connection broken:
 # empty reply: Empty reply from server").
 _SAID_BY_CODE = frozenset({"Empty reply from server"})
+# What libcurl said last of the transfer though it was no error: an HTTP/2 header field
+# it dropped and went on without. A stream reset later was said to have failed for it.
+_NOT_THE_CAUSE = ("Ignoring received invalid HTTP header field",)
 _AFTER_MS = re.compile(r" after \d+ ms")
 _STREAM_NUMBER = re.compile(r"(?<=\bstream )\d+ |(?<=\[HTTP2\] )\[\d+\] ")
 _FRAME_LENGTH = re.compile(r"(?<=\blen=)\d+")
