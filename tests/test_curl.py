@@ -31,6 +31,7 @@ from crawler.worker.sink import SPILL_AT, Abandoned, ImageSink, sinks_into
 from crawler.worker.store import Store
 from crawler.worker.worker import Worker, WorkerOptions
 
+from .accepting import accept_each
 from .conftest import (
     SITE,
     FixtureHandler,
@@ -123,19 +124,6 @@ def raw_server(answer: Callable[[socket.socket, bytes], bool | None], *,
     """A server on 127.0.0.1 that calls ``answer(conn, request)`` per request (a thread per
     connection; False from it closes the connection). ``wrap`` makes each connection
     another (TLS): the address is then an https one."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    done = threading.Event()
-
-    def serve() -> None:
-        with listener:
-            while not done.is_set():
-                try:
-                    conn, _ = listener.accept()
-                except TimeoutError:
-                    continue
-                threading.Thread(target=handle, args=(conn,), daemon=True).start()
-
     def handle(conn: socket.socket) -> None:
         conn.settimeout(5)
         if wrap is not None:
@@ -159,9 +147,9 @@ def raw_server(answer: Callable[[socket.socket, bytes], bool | None], *,
                     if answer(conn, request) is False:
                         return
 
-    threading.Thread(target=serve, daemon=True).start()
+    port, done = accept_each(handle)
     scheme = "http" if wrap is None else "https"
-    return f"{scheme}://127.0.0.1:{listener.getsockname()[1]}", done
+    return f"{scheme}://127.0.0.1:{port}", done
 
 
 

@@ -30,6 +30,7 @@ from crawler.fetch.options import RequestOptions
 from crawler.model.outcome import FailureKind
 
 from . import pageclients
+from .accepting import accept_each
 from .conftest import free_port, manifest_lines, run_crawler
 from .test_curl import Engine, raw_server
 from .tls import CertAuthority, make_ca, server_context
@@ -56,19 +57,6 @@ def tls_server(context: ssl.SSLContext, answer: Callable[[ssl.SSLSocket, bytes],
     connection at a time on threads of their own. A handshake that fails (the server
     refused the client) is said by its alert, and the socket stays open ``linger``
     seconds: the client reads the alert, not a reset."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    done = threading.Event()
-
-    def serve() -> None:
-        with listener:
-            while not done.is_set():
-                try:
-                    raw, _ = listener.accept()
-                except TimeoutError:
-                    continue
-                threading.Thread(target=handle, args=(raw,), daemon=True).start()
-
     def handle(raw: socket.socket) -> None:
         raw.settimeout(5)
         with raw:
@@ -87,9 +75,9 @@ def tls_server(context: ssl.SSLContext, answer: Callable[[ssl.SSLSocket, bytes],
             with contextlib.suppress(OSError, ssl.SSLError):
                 answer(conn, head)
 
-    threading.Thread(target=serve, daemon=True).start()
+    port, done = accept_each(handle)
     try:
-        yield f"https://127.0.0.1:{listener.getsockname()[1]}"
+        yield f"https://127.0.0.1:{port}"
     finally:
         done.set()
 
