@@ -54,6 +54,8 @@ def test_an_image_link_to_an_html_page_is_read_as_the_page(
     if board == "redis":
         redis_server: RedisServer = request.getfixturevalue("redis_server")
         flags += ["--broker", redis_server.url, "--crawl", "t" + secrets.token_hex(4)]
+    else:  # a port of its own: the default one may be another crawl's
+        flags += ["--bind", "127.0.0.1:0"]
     done = run_crawler("master", server.url + "/", *flags, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     entries = {e["url"]: e for e in manifest_lines(out)}
@@ -79,7 +81,7 @@ def test_an_image_link_beyond_the_depth_is_not_read(make_server: Callable[[], Fi
     _serve_wiki(server, away)
     out = tmp_path / "out"
     done = run_crawler("master", server.url + "/", "--out", str(out), "--local-workers", "1",
-                       "--quiet", "--depth", "0", cwd=tmp_path)
+                       "--bind", "127.0.0.1:0", "--quiet", "--depth", "0", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     entries = {e["url"]: e for e in manifest_lines(out)}
     assert entries[server.url + "/wiki/File:Photo.png"]["status"] == "failure"
@@ -92,7 +94,7 @@ def test_a_deeper_rerun_reads_an_image_link_that_led_to_a_page(
     server, away = make_server(), make_server()
     _serve_wiki(server, away)
     out = tmp_path / "out"
-    flags = ["--out", str(out), "--local-workers", "1", "--quiet"]
+    flags = ["--out", str(out), "--local-workers", "1", "--bind", "127.0.0.1:0", "--quiet"]
     first = run_crawler("master", server.url + "/", *flags, "--depth", "0", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     wiki = server.url + "/wiki/File:Photo.png"
