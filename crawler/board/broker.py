@@ -381,17 +381,7 @@ def replica_warning(client: redis.Redis, address: BrokerAddress | str) -> str | 
 def eviction_warning(client: redis.Redis, address: BrokerAddress | str) -> str | None:
     """A warning for a broker that would evict the crawl's keys once full; None for one
     that would not, or that does not say (INFO and CONFIG refused to this user)."""
-    import redis
-
-    try:
-        memory = client.info("memory")
-        policy, limit = memory.get("maxmemory_policy"), memory.get("maxmemory")
-    except redis.RedisError:
-        try:
-            found = client.config_get("maxmemory*")
-            policy, limit = found.get("maxmemory-policy"), found.get("maxmemory")
-        except redis.RedisError:
-            return None
+    policy, limit = _memory_policy(client)
     if policy not in EVICTING_POLICIES:
         return None
     try:
@@ -406,15 +396,32 @@ def eviction_warning(client: redis.Redis, address: BrokerAddress | str) -> str |
             "Redis refuses writes and the crawl stops in a line, to carry on once given room")
 
 
+def _memory_policy(client: redis.Redis) -> tuple[Any, Any]:
+    """The broker's (maxmemory-policy, maxmemory): from INFO, else from CONFIG GET (one of
+    them may be refused to this user, or renamed away); (None, None) when neither says."""
+    import redis
+
+    try:
+        memory = client.info("memory")
+        return memory.get("maxmemory_policy"), memory.get("maxmemory")
+    except redis.RedisError:
+        pass
+    try:
+        found = client.config_get("maxmemory*")
+        return found.get("maxmemory-policy"), found.get("maxmemory")
+    except redis.RedisError:
+        return None, None
+
+
 def why_gone(client: redis.Redis) -> str:
     """Why a crawl's keys may have left the broker, in a parenthesis for a message."""
     import redis
 
     try:
         evicted = int(client.info("stats").get("evicted_keys", 0))
-        policy = client.info("memory").get("maxmemory_policy")
     except (redis.RedisError, ValueError):
-        evicted, policy = 0, None
+        evicted = 0
+    policy = _memory_policy(client)[0] if evicted else None
     if evicted and policy in EVICTING_POLICIES:
         return (f"(Redis has evicted {evicted} key(s) to make room, by its maxmemory-policy "
                 f"{policy}, the crawl's among them it seems: set it to noeviction)")
