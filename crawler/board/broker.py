@@ -249,8 +249,9 @@ def redis_said(exc: BaseException) -> str:
 
 def refusal(exc: BaseException, where: str, client: redis.Redis | None = None) -> str | None:
     """What to fix, in one line, when the broker at ``where`` refused a command for a
-    reason of its own set-up (full, a replica, an ACL, a command renamed away, protected
-    mode); None for any other error. ``client`` (the one refused) may be asked more."""
+    reason of its own set-up (full, unable to save, short of replicas, a replica, an ACL,
+    a command renamed away, protected mode); None for any other error. ``client`` (the
+    one refused) may be asked more."""
     import redis.exceptions
 
     said = redis_said(exc)
@@ -259,6 +260,16 @@ def refusal(exc: BaseException, where: str, client: redis.Redis | None = None) -
                 "it refuses writes; raise its maxmemory (CONFIG SET maxmemory, and in its "
                 "configuration file) or free memory there, then start this command again: "
                 "the crawl carries on from what Redis holds")
+    if said.startswith("MISCONF"):  # its last snapshot or append-only write failed
+        return (f"the Redis broker at {where} refuses writes: it cannot save to its disk "
+                "(MISCONF); its log says why, often a full disk or a folder it may not "
+                "write to: fix that, then start this command again: the crawl carries on "
+                "from what Redis holds")
+    if said.startswith("NOREPLICAS"):
+        return (f"the Redis broker at {where} refuses writes: fewer of its replicas are in "
+                "touch than its min-replicas-to-write asks for; bring them back (or lower "
+                "min-replicas-to-write), then start this command again: the crawl carries "
+                "on from what Redis holds")
     if isinstance(exc, redis.exceptions.ReadOnlyError):
         primary = _primary_of(client)
         return (f"the Redis broker at {where} is a read-only replica"
