@@ -41,13 +41,17 @@ def test_a_page_is_handed_to_one_master_and_counted_until_done(frontiers: MakeFr
     first, second = a.pop(), b.pop()
     assert first is not None and second is not None
     assert {first[0], second[0]} == {"http://h/", "http://g/"}
+    found_none = time.monotonic()
     assert a.pop() is None and b.pop() is None
     assert len(a) == 2  # leased pages are not done: the crawl is not over
     pipe = a._client.pipeline(transaction=True)  # as the master's ledger does
     a.queue_done(pipe, first[0], [("http://h/next", 1), (second[0], 1)])
     pipe.execute()
     assert len(b) == 2  # the new link, and b's page
-    assert b.pop() is None  # b found none a moment ago: it asks again EMPTY_PAUSE later
+    # b found none a moment ago: it asks again EMPTY_PAUSE later (checked only when this
+    # test got here within that pause: a busy machine may take longer).
+    if time.monotonic() - found_none < EMPTY_PAUSE:
+        assert b.pop() is None
     time.sleep(EMPTY_PAUSE * 1.5)
     assert b.pop() == ("http://h/next", 1)  # a link seen before is not queued again
 
@@ -62,10 +66,12 @@ def test_the_pages_of_a_master_that_stops_calling_go_back(frontiers: MakeFrontie
 
 
 def test_heartbeats_keep_a_masters_pages_its_own(frontiers: MakeFrontier) -> None:
-    mine, other = frontiers("mine", lease=0.4), frontiers("other", lease=0.4)
+    # Six heartbeats 0.2 s apart keep the page past its 1 s lease; the sleeps of a busy
+    # machine may run five times as long and still keep it.
+    mine, other = frontiers("mine", lease=1.0), frontiers("other", lease=1.0)
     mine.add_many([("http://h/", 0)])
     assert mine.pop() is not None
-    for _ in range(4):
+    for _ in range(6):
         time.sleep(0.2)
         assert mine.heartbeat(["http://h/"]) == 1
         assert other.pop() is None
