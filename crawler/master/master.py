@@ -158,6 +158,29 @@ class Summary:
         return self.stored_this_run / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
+class _Pipeline(NamedTuple):
+    """What carries a crawl's pages, opened for one run of the crawl loop."""
+
+    session: EasyClient  # robots.txt and style sheets
+    robots: Robots
+    stylesheets: Stylesheets
+    pages: PageLoop
+    frontier: PageQueue
+
+
+@dataclass
+class _LoopState:
+    """The crawl loop's state between passes: when it does each of its chores next (or
+    did it last), whether the crawl is over, since when the broker has not answered."""
+
+    record_at: float  # pages finished are recorded
+    collect_at: float  # settled results are recorded
+    last_reap: float  # silent workers' leases reaped, this master's page leases renewed
+    last_look: float  # the board's counts read
+    all_done: bool = False
+    broker_lost: float | None = None  # (time.monotonic()); None: it answers
+
+
 class Master:
     """The crawl loop: pages in from the page loop, images out to the board, results in.
 
@@ -476,6 +499,29 @@ class Master:
 
     def _run(self, ledger: Ledger, make_frontier: Callable[[Resumed], PageQueue],
              files: ResultFiles) -> Summary:
+        pipeline = self._open_pipeline(ledger, make_frontier, files)
+        frontier = pipeline.frontier
+        running: set[Future[Visit]] = set()
+        now = time.monotonic()
+        state = _LoopState(record_at=now, collect_at=now, last_reap=now, last_look=now)
+        try:
+            self._loop(pipeline, running, ledger, files, state)
+        finally:
+            not_visited = self._close_pipeline(pipeline, state, running, ledger, files)
+        try:
+            interrupted = state.broker_lost is not None or bool(
+                frontier or running or not_visited or self._board.unfinished()
+                or self._resumed_images)
+        except Exception as exc:
+            if not self._broker_gone(exc):
+                raise
+            interrupted = True
+        return self._summary(completed=not interrupted, interrupted=interrupted,
+                             manifest=files.tally)
+
+    def _open_pipeline(self, ledger: Ledger, make_frontier: Callable[[Resumed], PageQueue],
+                       files: ResultFiles) -> _Pipeline:
+        """What an earlier run left taken up, the workers served, the page loop started."""
         settings = self._settings
         resumed = ledger.resume()  # (its outcomes were counted as the files were rewritten)
         self._snapshot.found = len(resumed.finished_images)
@@ -525,111 +571,121 @@ class Master:
                          fetches=settings.crawl.page_concurrency,
                          delay=settings.politeness.host_delay, paces=self._paces)
         self._pages = pages
-        running: set[Future[Visit]] = set()
-        last_reap = last_look = time.monotonic()
-        record_at = last_reap  # when what is finished is recorded next
-        collect_at = last_reap  # when settled results are recorded next
-        shared = self._shared_frontier
-        all_done = False
+        return _Pipeline(session, robots, stylesheets, pages, frontier)
+
+    def _loop(self, pipeline: _Pipeline, running: set[Future[Visit]], ledger: Ledger,
+              files: ResultFiles, state: _LoopState) -> None:
+        """The crawl loop, until the crawl is over (``state.all_done``) or a stop."""
         ending = EndWatch(slowest=LOOP_TICK)  # on a broker: how long the loop may sleep
-        try:
-            broker_lost: float | None = None  # since when the broker has not answered
-            while not self._stop.is_set():
-                try:
-                    if broker_lost is not None:  # back: claim its pages before taking more
-                        frontier.heartbeat(self._working(running))
-                    self._forget_after_reconnecting()
-                    self._submit(running, pages)
-                    # A page of its own wakes the loop when it ends: no need to look.
-                    self._wake.wait(max(0.0, record_at - time.monotonic()) if self._pages_done
-                                    else LOOP_TICK if running else ending.pause)
-                    self._wake.clear()  # before looking: news from now on wakes the next wait
-                    for future in [f for f in running if f.done()]:
-                        self._visited(future.result(), robots, files)
-                        self._page_of.pop(future, None)
-                        running.discard(future)  # only now: a lost broker leaves it to redo
-                    now = time.monotonic()
-                    if now >= record_at or not running:
-                        self._record_pages(ledger)
-                        record_at = now + RECORD_EVERY
-                    if now >= collect_at:  # the end records the rest (_finish)
-                        self._collect(ledger, files)
-                        collect_at = now + COLLECT_EVERY
-                    if time.monotonic() - last_reap > REAP_EVERY:
-                        self._board.reap()
-                        frontier.heartbeat(self._working(running))  # its pages stay its own
-                        last_reap = time.monotonic()
-                    # On a broker each look is a round trip: while this master has pages
-                    # in flight the crawl cannot be over, and the display is fresh enough
-                    # at a few looks a second.
-                    now = time.monotonic()
-                    if not running or now - last_look >= LOOK_EVERY or shared is None:
-                        last_look = now
-                        # Pages first, then images: on a broker, another master's page
-                        # is either still counted here or its images are counted below.
-                        pages_left = len(frontier)
-                        # (On a broker, this master's pages in flight are leased there,
-                        # and counted in the frontier's length already.)
-                        self._snapshot.pages_queued = pages_left + (
-                            len(running) if shared is None else 0)
-                        counts = self._refresh()
-                        self._call.hint_when_no_worker(counts)
-                        if not pages_left and not running and unsettled(counts) == 0:
-                            # The last results may hold pages (an image link that led
-                            # to one): recorded first, the crawl ends only without any.
-                            self._collect(ledger, files)
-                            if not len(frontier):
-                                all_done = True
-                                break
-                        self._call.stop_if_nothing_can_store(counts)
-                        if (not pages_left and not running and not self._pages_done
-                                and self._own_board is not None):
-                            self._own_board.pages_over()  # its images are all on the board
-                        if shared is not None:
-                            ending.looked(counts, pages=pages_left + len(running), now=now)
-                    self._workers.report_ended()
-                except Exception as exc:  # noqa: BLE001 - only a lost broker is waited out
-                    if self._broker_answered(exc):
-                        broker_lost = None  # it is back (what it said ends the crawl)
-                    broker_lost = self._broker_lost(exc, broker_lost)
-                    continue
-                broker_lost = None
-        finally:
-            self._stop.set()
-            # Stopped: the pages in flight are finished and recorded, those not started
-            # stay to visit (in the journal, or on the broker once their leases lapse).
-            pages.stop_starting()
-            not_visited = 0
+        while not self._stop.is_set():
             try:
-                if broker_lost is not None:
-                    # Stopped while the broker does not answer: each call would wait its
-                    # deadline in turn (a frozen broker held a SIGTERM for a minute).
-                    raise BrokerUnreachable("it did not answer as the crawl stopped")
-                not_visited = self._wind_down(all_done, running, frontier, robots, ledger,
-                                              files)
-            except Exception as exc:
-                if not self._broker_gone(exc):
-                    raise
-                broker_lost = broker_lost or time.monotonic()
-                log.warning("the broker is out of reach (%s): what this master had not "
-                            "recorded goes back to the crawl when its leases run out", exc)
-                self._workers.stop()
-            finally:
-                pages.close()
-                self._parser.let_go()  # no page comes any more: its children end meanwhile
-            robots.close()
-            stylesheets.close()
-            session.close()
+                if state.broker_lost is not None:  # back: claim its pages before taking more
+                    pipeline.frontier.heartbeat(self._working(running))
+                state.all_done = self._pass(pipeline, running, ledger, files, state, ending)
+            except Exception as exc:  # noqa: BLE001 - only a lost broker is waited out
+                if self._broker_answered(exc):
+                    state.broker_lost = None  # it is back (what it said ends the crawl)
+                state.broker_lost = self._broker_lost(exc, state.broker_lost)
+                continue
+            state.broker_lost = None
+            if state.all_done:
+                return
+
+    def _pass(self, pipeline: _Pipeline, running: set[Future[Visit]], ledger: Ledger,
+              files: ResultFiles, state: _LoopState, ending: EndWatch) -> bool:
+        """One pass of the crawl loop: pages handed out, finished ones taken in, results
+        recorded, the board looked at. True when the crawl is over."""
+        frontier = pipeline.frontier
+        self._forget_after_reconnecting()
+        self._submit(running, pipeline.pages)
+        # A page of its own wakes the loop when it ends: no need to look.
+        self._wake.wait(max(0.0, state.record_at - time.monotonic()) if self._pages_done
+                        else LOOP_TICK if running else ending.pause)
+        self._wake.clear()  # before looking: news from now on wakes the next wait
+        for future in [f for f in running if f.done()]:
+            self._visited(future.result(), pipeline.robots, files)
+            self._page_of.pop(future, None)
+            running.discard(future)  # only now: a lost broker leaves it to redo
+        now = time.monotonic()
+        if now >= state.record_at or not running:
+            self._record_pages(ledger)
+            state.record_at = now + RECORD_EVERY
+        if now >= state.collect_at:  # the end records the rest (_finish)
+            self._collect(ledger, files)
+            state.collect_at = now + COLLECT_EVERY
+        if time.monotonic() - state.last_reap > REAP_EVERY:
+            self._board.reap()
+            frontier.heartbeat(self._working(running))  # its pages stay its own
+            state.last_reap = time.monotonic()
+        # On a broker each look is a round trip: while this master has pages in flight
+        # the crawl cannot be over, and the display is fresh enough at a few looks a
+        # second.
+        now = time.monotonic()
+        if (not running or now - state.last_look >= LOOK_EVERY
+                or self._shared_frontier is None):
+            state.last_look = now
+            if self._look(frontier, running, ledger, files, ending, now):
+                return True
+        self._workers.report_ended()
+        return False
+
+    def _look(self, frontier: PageQueue, running: set[Future[Visit]], ledger: Ledger,
+              files: ResultFiles, ending: EndWatch, now: float) -> bool:
+        """Count what is left, for the display and the end: True when the crawl is over."""
+        # Pages first, then images: on a broker, another master's page is either still
+        # counted here or its images are counted below.
+        pages_left = len(frontier)
+        # (On a broker, this master's pages in flight are leased there, and counted in
+        # the frontier's length already.)
+        self._snapshot.pages_queued = pages_left + (
+            len(running) if self._shared_frontier is None else 0)
+        counts = self._refresh()
+        self._call.hint_when_no_worker(counts)
+        if not pages_left and not running and unsettled(counts) == 0:
+            # The last results may hold pages (an image link that led to one): recorded
+            # first, the crawl ends only without any.
+            self._collect(ledger, files)
+            if not len(frontier):
+                return True
+        self._call.stop_if_nothing_can_store(counts)
+        if (not pages_left and not running and not self._pages_done
+                and self._own_board is not None):
+            self._own_board.pages_over()  # its images are all on the board
+        if self._shared_frontier is not None:
+            ending.looked(counts, pages=pages_left + len(running), now=now)
+        return False
+
+    def _close_pipeline(self, pipeline: _Pipeline, state: _LoopState,
+                        running: set[Future[Visit]], ledger: Ledger, files: ResultFiles) -> int:
+        """Stopped: the pages in flight are finished and recorded, those not started stay
+        to visit (in the journal, or on the broker once their leases lapse). Returns how
+        many pages in hand were not visited."""
+        self._stop.set()
+        pipeline.pages.stop_starting()
+        not_visited = 0
         try:
-            interrupted = broker_lost is not None or bool(
-                frontier or running or not_visited or self._board.unfinished()
-                or self._resumed_images)
+            if state.broker_lost is not None:
+                # Stopped while the broker does not answer: each call would wait its
+                # deadline in turn (a frozen broker held a SIGTERM for a minute).
+                raise BrokerUnreachable("it did not answer as the crawl stopped")
+            not_visited = self._wind_down(state.all_done, running, pipeline.frontier,
+                                          pipeline.robots, ledger, files)
         except Exception as exc:
             if not self._broker_gone(exc):
                 raise
-            interrupted = True
-        return self._summary(completed=not interrupted, interrupted=interrupted,
-                             manifest=files.tally)
+            state.broker_lost = state.broker_lost or time.monotonic()
+            log.warning("the broker is out of reach (%s): what this master had not "
+                        "recorded goes back to the crawl when its leases run out", exc)
+            self._workers.stop()
+        finally:
+            try:
+                pipeline.pages.close()
+                self._parser.let_go()  # no page comes any more: its children end meanwhile
+            finally:
+                pipeline.robots.close()
+                pipeline.stylesheets.close()
+                pipeline.session.close()
+        return not_visited
 
     def _wind_down(self, all_done: bool, running: set[Future[Visit]], frontier: PageQueue,
                    robots: Robots, ledger: Ledger, files: ResultFiles) -> int:
@@ -793,17 +849,7 @@ class Master:
             frontier.slow_to(host, delay)
             frontier.hold(host, visit.started + delay)
         if visit.extraction is None:
-            self._snapshot.pages_failed += 1
-            if visit.depth == 0:
-                self._seed_failures.append((visit.url, visit.page.skipped))
-            log.info("page %s: %s", visit.url, visit.page.skipped)
-            files.page_failed(visit.url, visit.page.skipped, visit.page.status,
-                              final=not visit.page.transient)
-            if not visit.page.transient:
-                self._pages_done.append(PageDone(visit.url, [], [], failed=True))
-            else:  # it stays to visit: a rerun tries it again
-                frontier.set_aside(visit.url)
-                self._pages_to_retry += 1
+            self._page_failed(visit, files)
             return
         self._pages_read += 1
         files.page_crawled(visit.url)
@@ -811,17 +857,54 @@ class Master:
             # Read under its redirect's target (a folder's "/sub" sends to "/sub/"):
             # a link to the target later is the same page, not another one to read.
             frontier.mark_seen(visit.page.final_url)
-        links: list[tuple[str, int]] = []
         nofollow = visit.extraction.nofollow and self._settings.crawl.respect_robots
         if nofollow and visit.extraction.links:
             log.info("page %s: its robots meta tag says nofollow: its links are not followed",
                      visit.url)
         links_followed = visit.depth < self._settings.crawl.depth and not nofollow
-        if links_followed:
-            for link in visit.extraction.links:
+        links = self._new_links(visit.extraction.links, visit.depth) if links_followed else []
+        new_images, complete = self._new_images(visit, links, links_followed)
+        page_url = visit.page.final_url
+        log.debug("page %s (depth %d): %d links, %d new images", visit.url, visit.depth,
+                  len(links), len(new_images))
+        # Refusals are final at once, and recorded with the page: a crash right after
+        # must not leave them looking queued, or a resumed crawl would download them.
+        # The ledger puts the rest on the board when it records the page.
+        self._pages_done.append(PageDone(visit.url, links, [
+            (image, page_url, Outcome.from_attempt(
+                Attempt(url=image, ok=False, reason=refused), page=page_url, worker=None,
+                attempts=0, ref=ref).to_json() if refused is not None else None,
+             json.dumps(ref) if ref else None)
+            for image, refused, ref in new_images], complete=complete))
+
+    def _page_failed(self, visit: Visit, files: ResultFiles) -> None:
+        """A page that could not be read: recorded as failed for good, or set aside for a
+        rerun when the reason may pass."""
+        self._snapshot.pages_failed += 1
+        if visit.depth == 0:
+            self._seed_failures.append((visit.url, visit.page.skipped))
+        log.info("page %s: %s", visit.url, visit.page.skipped)
+        files.page_failed(visit.url, visit.page.skipped, visit.page.status,
+                          final=not visit.page.transient)
+        if not visit.page.transient:
+            self._pages_done.append(PageDone(visit.url, [], [], failed=True))
+        else:  # it stays to visit: a rerun tries it again
+            self._frontier.set_aside(visit.url)
+            self._pages_to_retry += 1
+
+    def _new_links(self, found: Iterable[str], depth: int) -> list[tuple[str, int]]:
+        """The links of a page at ``depth`` that are new pages of the crawl, queued."""
+        frontier = self._frontier
+        return [(link, depth + 1) for link in found
                 if (not frontier.seen(link) and self._scope.allows_page(link)
-                        and frontier.add(link, visit.depth + 1)):
-                    links.append((link, visit.depth + 1))
+                    and frontier.add(link, depth + 1))]
+
+    def _new_images(self, visit: Visit, links: list[tuple[str, int]], links_followed: bool
+                    ) -> tuple[list[tuple[str, str | None, dict[str, Any] | None]], bool]:
+        """The page's images met for the first time, each (url, refusal or None, ref), and
+        whether the image budget left none of them out. An image link known to lead to
+        a page is added to ``links`` instead; a dry run lists its images here."""
+        frontier = self._frontier
         new_images: list[tuple[str, str | None, dict[str, Any] | None]] = []
         max_images = self._settings.crawl.max_images
         complete = True
@@ -862,18 +945,7 @@ class Master:
                 self._options.on_images(listed)
             else:
                 write_out("\n".join(listed))
-        page_url = visit.page.final_url
-        log.debug("page %s (depth %d): %d links, %d new images", visit.url, visit.depth,
-                  len(links), len(new_images))
-        # Refusals are final at once, and recorded with the page: a crash right after
-        # must not leave them looking queued, or a resumed crawl would download them.
-        # The ledger puts the rest on the board when it records the page.
-        self._pages_done.append(PageDone(visit.url, links, [
-            (image, page_url, Outcome.from_attempt(
-                Attempt(url=image, ok=False, reason=refused), page=page_url, worker=None,
-                attempts=0, ref=ref).to_json() if refused is not None else None,
-             json.dumps(ref) if ref else None)
-            for image, refused, ref in new_images], complete=complete))
+        return new_images, complete
 
     def _image_known(self, url: str) -> bool:
         """Whether ``url`` was found before, for the page loop (another thread): judging a
