@@ -1155,6 +1155,59 @@ def test_a_worker_started_with_the_printed_command_fits_a_restarted_master(
     assert (out / entry["path"]).read_bytes() == png
 
 
+def test_an_image_stored_and_never_reported_is_the_result_when_the_next_try_fails(
+        site: FixtureServer, tmp_path: Path, authkey: str) -> None:
+    """A worker stores an image after its master was killed, and is killed before it can
+    report it; the restarted master hands the URL out again and the server now answers
+    404. The stored file is kept and is the URL's result, as when the second try brings
+    other bytes. Before, the manifest said "HTTP 404" while the image sat in the folder,
+    in no line of it."""
+    png = (SITE / "images" / "red.png").read_bytes()
+    page = b'<html><body><img src="/a.png"></body></html>'
+    site.routes["/"] = lambda handler: handler.send_body(200, page, "text/html")
+    begun, release = gate_image(site, "/a.png", png)
+    gated = site.routes["/a.png"]
+    asked = itertools.count()
+
+    def first_then_gone(handler: FixtureHandler) -> None:
+        if next(asked):
+            handler.send_body(404, b"gone", "text/plain")
+        else:
+            gated(handler)
+
+    site.routes["/a.png"] = first_then_gone
+    out = tmp_path / "out"
+    bind = f"127.0.0.1:{free_port()}"
+    command = ("master", site.url + "/", "--bind", bind, "--out", str(out), "--ignore-robots")
+    first = start_crawler(*command, cwd=tmp_path)
+    with _stopped_at_the_end([first]) as processes:
+        worker = start_crawler("worker", bind, "--out", str(out), cwd=tmp_path)
+        processes.append(worker)
+        assert begun.wait(30), "the worker never began the image"
+        first.kill()  # a crash: the worker holds the image, and stores it with none to tell
+        first.wait(timeout=10)
+        release.set()
+        wait_until(lambda: any(p.is_file() for p in out.glob("images/**/*")), 30,
+                   "the worker to store the image")
+        worker.kill()  # and it dies too: the image is on disk, and its report is lost
+        worker.wait(timeout=10)
+        again = start_crawler(*command, cwd=tmp_path)
+        processes.append(again)
+        second = start_crawler("worker", bind, "--out", str(out), cwd=tmp_path)
+        processes.append(second)
+        err = finish(again, 60)
+        assert again.returncode == 0, err
+        _, worker_err = second.communicate(timeout=30)
+        assert second.returncode == 0, worker_err
+    assert next(asked) == 2, "the image was asked for again"
+    [entry] = manifest_lines(out)
+    assert entry["status"] == "success", entry
+    assert entry["sha256"] == hashlib.sha256(png).hexdigest()
+    assert (entry["bytes"], entry["content_type"]) == (len(png), "image/png")
+    assert [p for p in out.glob("images/**/*") if p.is_file()] == [out / entry["path"]]
+    assert (out / "results.log").read_text() == f"{site.url}/a.png--->success\n"
+
+
 def test_the_queue_accepts_again_after_a_flood_it_had_no_threads_for(
         site: FixtureServer, tmp_path: Path, authkey: str) -> None:
     """Strangers flood the queue while the master cannot start more threads (its address

@@ -678,6 +678,25 @@ def test_different_bytes_never_replace_a_stored_file(tmp_path: Path) -> None:
     assert partials(store) == []
 
 
+def test_the_image_stored_for_a_url_is_found_whatever_its_type(tmp_path: Path) -> None:
+    """What a worker reports for a URL whose new try failed, when an earlier try of it
+    stored an image and was never reported: that image, of the type it was."""
+    store = Store(tmp_path)
+    gif = (REPO / "tests" / "site" / "icons" / "star.gif").read_bytes()
+    assert store.stored_for("http://h/a.png") is None
+    stored = put(store, "http://h/a.png", gif, GIF)  # a .png URL that served a GIF
+    assert store.stored_for("http://h/a.png") == stored._replace(skipped=True)
+    assert store.stored_for("http://h/b.png") is None  # another URL's file is not its
+
+
+@pytest.mark.parametrize("left", [b"", b"garbage\n", b"\x00" * 4096])
+def test_a_file_that_is_no_image_is_no_image_stored_for_its_url(tmp_path: Path,
+                                                                 left: bytes) -> None:
+    store = Store(tmp_path)
+    put(store, "http://h/a.png", png(4, 4, 1)).path.write_bytes(left)
+    assert store.stored_for("http://h/a.png") is None
+
+
 @pytest.mark.parametrize("left", [b"garbage\n", b"\x00" * 4096])
 def test_a_file_that_is_no_image_in_an_images_place_is_replaced(tmp_path: Path,
                                                                left: bytes) -> None:

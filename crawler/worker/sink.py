@@ -40,7 +40,7 @@ from crawler.model.imagetype import (
 from crawler.model.outcome import HTML_PAGE_REASON, Attempt, FailureKind
 from crawler.worker.store import Store
 
-__all__ = ["ACCEPT", "PERMANENT_STATUSES", "Abandoned", "ImageSink", "failure",
+__all__ = ["ACCEPT", "PERMANENT_STATUSES", "Abandoned", "ImageSink", "failure", "kept_instead",
            "retry_after_seconds", "sinks_into", "status_failure", "storage_failure", "too_large",
            "too_slow", "transient_status"]
 
@@ -171,6 +171,33 @@ class ImageSink:
         if self._partial is not None:
             partial, self._partial = self._partial, None
             self._store.discard(partial)
+
+
+# Failures that say only that the server gave no image this time: a file an earlier try of
+# the URL stored stands for it. Not the crawl's own rules (size, dimensions, address,
+# a redirect's robots.txt), which that file does not answer, nor the worker's own trouble.
+_SERVER_GAVE_NONE = frozenset({
+    FailureKind.STATUS, FailureKind.TIMEOUT, FailureKind.TOO_SLOW, FailureKind.CONNECTION,
+    FailureKind.TLS, FailureKind.BAD_RESPONSE, FailureKind.NOT_IMAGE})
+
+
+def kept_instead(store: Store, attempt: Attempt) -> Attempt:
+    """``attempt``, or, for a failure of the server's, the success of the file an earlier
+    try of its URL stored and could not report (its worker killed, its master dead).
+
+    That file is kept, as a second download's other bytes would not replace it; reported
+    failed, it sat in the folder in no line of the manifest.
+    """
+    if attempt.ok or attempt.kind not in _SERVER_GAVE_NONE:
+        return attempt
+    stored = store.stored_for(attempt.url)
+    if stored is None:
+        return attempt
+    size_wh, content_type = _described(stored.path_text)
+    width, height = size_wh if size_wh else (None, None)
+    return Attempt(url=attempt.url, ok=True, path=stored.relative_text, bytes=stored.size,
+                   sha256=stored.sha256, content_type=content_type, width=width,
+                   height=height, elapsed_s=attempt.elapsed_s, skipped=True)
 
 
 def _described(path: str) -> tuple[tuple[int, int] | None, str | None]:

@@ -35,6 +35,7 @@ from crawler.model.folders import file_in_the_way
 from crawler.model.imagetype import (
     IMAGE_EXTENSIONS,
     SNIFF_BYTES,
+    TYPES,
     ImageType,
     extensions,
     sniff,
@@ -429,6 +430,36 @@ class Store:
         except BaseException:
             _remove_quietly(partial)
             raise
+
+    def stored_for(self, url: str) -> StoredFile | None:
+        """The image an earlier download of ``url`` stored, of whichever type; None if none.
+
+        A worker killed (or whose master died) between storing an image and reporting
+        it leaves the file unreported; the URL's next try may then fail, or bring another
+        type (another name). The file stored first is the URL's, as ``commit`` keeps it.
+        A file there that is no image (what a crash before the disk was written leaves)
+        is not one.
+        """
+        for kind in TYPES:
+            relative = _relative_text(url, kind, self.folds_case)
+            final = f"{self._root_text}/{relative}"
+            try:
+                fd = os.open(final, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError:
+                continue  # none (the usual answer), a link, a fifo
+            try:
+                held = os.fstat(fd)
+                if (not stat.S_ISREG(held.st_mode) or not held.st_size
+                        or sniff(os.pread(fd, SNIFF_BYTES, 0)) is None):
+                    continue
+                with os.fdopen(os.dup(fd), "rb") as file:
+                    sha256 = hashlib.file_digest(file, "sha256").hexdigest()
+            except OSError:
+                continue
+            finally:
+                os.close(fd)
+            return StoredFile(final, relative, held.st_size, sha256, skipped=True)
+        return None
 
     def _check_lease(self, url: str) -> None:
         if self._may_store is not None and not self._may_store(url):

@@ -54,7 +54,7 @@ from crawler.model.wire import (
 from crawler.worker.hops import RedirectCheck, RobotsReader
 from crawler.worker.notifier import Notifier
 from crawler.worker.reports import ReportWindow
-from crawler.worker.sink import failure, sinks_into, too_slow
+from crawler.worker.sink import failure, kept_instead, sinks_into, too_slow
 from crawler.worker.store import Store
 
 log = logging.getLogger(__name__)
@@ -597,6 +597,8 @@ class Worker:
                 if attempt is None or self._cannot_store(attempt):
                     released.append(url)
                 else:
+                    if not attempt.ok and self._store is not None:
+                        attempt = kept_instead(self._store, attempt)
                     reports.append(attempt.to_wire())
                     self._count(attempt)
             try:
