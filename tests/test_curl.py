@@ -478,6 +478,27 @@ def test_a_url_stored_before_with_other_bytes_is_described_as_the_file_kept(
     assert (kept.width, kept.height, kept.content_type) == (20, 10, "image/png")
 
 
+def test_the_content_type_reported_is_the_stored_files_whatever_the_server_says(
+        server: FixtureServer, engines: Callable[..., Engine]) -> None:
+    """A PNG served as image/jpeg or text/plain is stored as the PNG it is, and the
+    manifest said it was a JPEG, or text (the gallery then named it so). The server's
+    own words stay where they name the type the file is."""
+    declared = {"/as-jpeg.png": "image/jpeg", "/as-text.png": "text/plain",
+                "/as-nothing.png": "", "/as-itself.png": "image/png; name=x",
+                "/as-itself-upper.png": "Image/PNG"}
+    serve_routes(server, {path: (kind, PNG) for path, kind in declared.items()})
+    got = engines().fetch([server.url + path for path in declared])
+    described = {}
+    for path in declared:
+        attempt = got[server.url + path]
+        assert isinstance(attempt, Attempt) and attempt.ok, attempt
+        described[path] = attempt.content_type
+    assert described == {"/as-jpeg.png": "image/png", "/as-text.png": "image/png",
+                         "/as-nothing.png": "image/png",
+                         "/as-itself.png": "image/png; name=x",
+                         "/as-itself-upper.png": "Image/PNG"}
+
+
 def test_absurd_header_numbers_give_reports_the_master_takes(
         engines: Callable[..., Engine]) -> None:
     """A Content-Length of 5,000 digits (int() refuses over 4,300: a traceback, then a

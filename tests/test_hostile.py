@@ -181,6 +181,7 @@ def test_hostile_site_every_url_has_its_expected_result(hostile: FixtureServer, 
     # carries "~" and the URL's hash, so no other URL can want it.
     assert re.fullmatch(r"noext~[0-9a-f]{10}\.gif", stored[base + "/noext"].name)
     assert re.fullmatch(r"wrong-type\.dat~[0-9a-f]{10}\.png", stored[base + "/wrong-type.dat"].name)
+    assert entries[base + "/wrong-type.dat"]["content_type"] == "image/png"  # not text/plain
     assert re.fullmatch(r"_con~[0-9a-f]{10}\.png", stored[base + "/con.png"].name)
     assert stored[base + "/q.png?x=1"] != stored[base + "/q.png?x=2"]
     assert stored[base + "/a"].is_file() and stored[base + "/a/b.png"].is_file()

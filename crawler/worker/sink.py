@@ -148,16 +148,18 @@ class ImageSink:
             raise Abandoned(str(exc), FailureKind.NAME_TAKEN) from exc
         except LeaseLost as exc:  # the worker drops it: another one holds the URL now
             raise Abandoned(str(exc), FailureKind.STOPPED, transient=True) from exc
+        media_type = _stored_type(content_type, kind)
         if stored.skipped and stored.sha256 != self._hasher.hexdigest():
             # Another download of this URL stored other bytes first (an earlier run, a
             # lease that ran out): that file is kept, and the manifest describes it,
             # its dimensions and type too, not the body just dropped.
-            size_wh, content_type = _described(stored.path_text)
+            size_wh, kept_type = _described(stored.path_text)
+            media_type = kept_type or kind.mime
         width, height = size_wh if size_wh else (None, None)
         # The stored file's size and hash: a file another download of this URL stored
         # first is kept, and it is what the manifest must describe.
         return Attempt(url=self._url, ok=True, path=stored.relative_text, bytes=stored.size,
-                       sha256=stored.sha256, content_type=content_type or kind.mime,
+                       sha256=stored.sha256, content_type=media_type,
                        width=width, height=height, elapsed_s=time.monotonic() - self._started,
                        skipped=stored.skipped)
 
@@ -198,6 +200,15 @@ def kept_instead(store: Store, attempt: Attempt) -> Attempt:
     return Attempt(url=attempt.url, ok=True, path=stored.relative_text, bytes=stored.size,
                    sha256=stored.sha256, content_type=content_type, width=width,
                    height=height, elapsed_s=attempt.elapsed_s, skipped=True)
+
+
+def _stored_type(declared: str | None, kind: ImageType) -> str:
+    """The media type a success reports: the server's Content-Type where it names the type
+    the body is (its parameters kept), else that type's own. A PNG served as image/jpeg or
+    text/plain is stored as a PNG, and must not be described as a JPEG or as text."""
+    if declared and declared.partition(";")[0].strip().lower() == kind.mime:
+        return declared
+    return kind.mime
 
 
 def _described(path: str) -> tuple[tuple[int, int] | None, str | None]:
