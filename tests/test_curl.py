@@ -27,7 +27,15 @@ from crawler.fetch.policy import RATE_LIMITED_PAUSE
 from crawler.model.imagetype import SNIFF_BYTES, dimensions, sniff
 from crawler.model.outcome import ATTEMPT_FIELDS, Attempt, FailureKind
 from crawler.model.wire import attempt_from_report
-from crawler.worker.sink import SPILL_AT, Abandoned, ImageSink, sinks_into
+from crawler.worker.sink import (
+    SPILL_AT,
+    Abandoned,
+    ImageSink,
+    failure,
+    kept_instead,
+    sinks_into,
+    status_failure,
+)
 from crawler.worker.store import Store
 from crawler.worker.worker import Worker, WorkerOptions
 
@@ -497,6 +505,28 @@ def test_the_content_type_reported_is_the_stored_files_whatever_the_server_says(
                          "/as-nothing.png": "image/png",
                          "/as-itself.png": "image/png; name=x",
                          "/as-itself-upper.png": "Image/PNG"}
+
+
+def test_a_failure_of_the_servers_reports_the_image_stored_for_its_url(tmp_path: Path) -> None:
+    """An earlier try stored the image and was never reported (its worker killed): a
+    later try the server fails stands for that file; one the crawl's own rules refuse,
+    or the worker's trouble, does not."""
+    store = Store(tmp_path / "out")
+    url = "http://h/x.png"
+    missing = status_failure(url, 0.0, 404, None)
+    assert kept_instead(store, missing) == missing  # nothing stored yet
+    sink = sinks_into(store, Limits())(url, 0.0)
+    sink.feed(PNG)
+    stored = sink.finish("image/png")
+    kept = kept_instead(store, missing)
+    assert kept.ok and kept.skipped and kept.url == url
+    assert (kept.path, kept.bytes, kept.sha256) == (stored.path, stored.bytes, stored.sha256)
+    assert (kept.content_type, kept.width, kept.height) == ("image/png", 40, 30)
+    for kind in (FailureKind.TOO_LARGE, FailureKind.DIMENSIONS, FailureKind.BLOCKED,
+                 FailureKind.REDIRECT, FailureKind.HTML_PAGE, FailureKind.STORAGE,
+                 FailureKind.STOPPED, FailureKind.WORKER_ERROR):
+        refused = failure(url, 0.0, "refused", kind)
+        assert kept_instead(store, refused) == refused, kind
 
 
 def test_absurd_header_numbers_give_reports_the_master_takes(
