@@ -9,9 +9,10 @@ DNS, an untrusted certificate); 120 what the command printed could not be
 written (a full disk, a closed pipe); 130 interrupted (Ctrl-C, SIGTERM or a
 hang-up on the master, after saving its state).
 
-``main(argv)`` always returns its status; only ``run()``, the ``crawler``
-command's entry point, ends the process. This module imports nothing heavy
-at the top: ``crawler --help`` loads no crawl code, requests or lxml.
+``main(argv)`` always returns its status; only ``run()``, which the ``crawler``
+command's entry point (``crawler.__main__``) calls, ends the process. This module
+imports nothing heavy at the top: ``crawler --help`` loads no crawl code,
+requests or lxml.
 """
 
 from __future__ import annotations
@@ -374,6 +375,8 @@ def run() -> NoReturn:
     try:
         code = main()
     except KeyboardInterrupt:  # before main's own handling began: nothing to save yet
+        with contextlib.suppress(OSError, ValueError):
+            print("crawler: interrupted", file=sys.stderr, flush=True)
         code = EXIT_INTERRUPTED
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):

@@ -9,6 +9,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import sysconfig
 import time
 from collections.abc import Callable
@@ -323,6 +324,42 @@ def test_a_worker_says_its_folder_cannot_be_written_before_waiting_for_a_master(
     assert result.returncode == 3, result.stderr
     assert f"{blocker} is a file where a folder is needed" in result.stderr
     assert "waiting for the master" not in result.stderr
+
+
+# Ctrl-C at a chosen moment of start-up: the moment the command first imports a module.
+_CTRL_C_AT_IMPORT = """
+import os, signal, sys
+
+class CtrlCAt:
+    def find_spec(self, name, path=None, target=None):
+        if name == os.environ.get("CTRL_C_AT"):
+            del os.environ["CTRL_C_AT"]
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, CtrlCAt())
+ENTRY
+"""
+
+
+@pytest.mark.parametrize("entry", [
+    "from crawler.__main__ import run; run()",  # what the installed `crawler` script does
+    "import runpy; runpy.run_module('crawler', run_name='__main__', alter_sys=True)"])
+@pytest.mark.parametrize("module", [
+    "crawler.config",  # while the command's own modules load: a traceback, status -2
+    "crawler.ui.progress"])  # as its logging is set up: status 130, and not a word
+def test_ctrl_c_as_the_command_starts_says_it_stopped(
+        tmp_path: Path, entry: str, module: str) -> None:
+    code = _CTRL_C_AT_IMPORT.replace("ENTRY", entry)
+    done = subprocess.run([sys.executable, "-c", code, "master",
+                           "http://127.0.0.1:9/", "--out", str(tmp_path / "out"),
+                           "--bind", "127.0.0.1:0"], cwd=tmp_path,
+                          env=crawl_env(tmp_path, CTRL_C_AT=module),
+                          capture_output=True, text=True, timeout=60, check=False,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert done.returncode == 130, done.stderr
+    assert done.stderr == "crawler: interrupted\n"
+    assert not (tmp_path / "out").exists()  # stopped before it began
 
 
 @pytest.mark.parametrize(("signum", "status", "reason"), [

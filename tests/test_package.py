@@ -22,7 +22,7 @@ def project() -> dict[str, object]:
 def test_the_distribution_has_its_own_name_but_keeps_the_command_and_package() -> None:
     meta = project()
     assert meta["name"] == "distributed-image-crawler"  # "crawler" is someone else's on PyPI
-    assert meta["scripts"] == {"crawler": "crawler.cli:run"}  # type: ignore[comparison-overlap]
+    assert meta["scripts"] == {"crawler": "crawler.__main__:run"}  # type: ignore[comparison-overlap]
     assert "version" in meta["dynamic"]  # type: ignore[operator]
     assert crawler.__version__.count(".") == 2
 
@@ -94,6 +94,6 @@ def test_setuptools_builds_the_metadata_we_mean(tmp_path: Path) -> None:
     assert "License: MIT\n" in meta
     assert f"Project-URL: Source, {crawler.PROJECT_URL}\n" in meta
     assert "LICENSE" in (egg / "SOURCES.txt").read_text().split()
-    assert "crawler = crawler.cli:run" in (egg / "entry_points.txt").read_text()
+    assert "crawler = crawler.__main__:run" in (egg / "entry_points.txt").read_text()
     requires = (egg / "requires.txt").read_text()
     assert "[test]" in requires and "[dev]" in requires and "shtab" in requires
