@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 from .conftest import (
@@ -183,6 +185,50 @@ def test_classic_worker_serves_a_real_crawl(site: FixtureServer, tmp_path: Path,
         + [f"{site.url}{p}--->failure: HTTP Error 404: Not Found" for p in EXPECTED_FAILED])
     entry = read_manifest(out)[0]
     assert entry["worker"] == "classic"
+
+
+def test_a_tutorial_workers_reason_reaches_no_control_character_to_a_file_or_terminal(
+        site: FixtureServer, tmp_path: Path, authkey: str) -> None:
+    """A tutorial worker's reason is often an exception's text, which may quote a server's
+    bytes: its escape sequences went raw into results.log and, in the summary's top
+    failure reasons, to the terminal."""
+    out = tmp_path / "out"
+    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+                           "--depth", "0", cwd=tmp_path)
+    reason = "bad header \x1b[31mred\x00\x07\u202eevil"
+    try:
+        host, port = wait_for_queue_address(master).rsplit(":", 1)
+        failing = textwrap.dedent(f"""
+            import os, queue
+            from multiprocessing.managers import BaseManager
+            class QueueManager(BaseManager):
+                pass
+            QueueManager.register("get_task_queue")
+            QueueManager.register("get_result_queue")
+            m = QueueManager(address=("{host}", {port}),
+                             authkey=os.environ["CRAWLER_AUTHKEY"].encode())
+            m.connect()
+            task, result = m.get_task_queue(), m.get_result_queue()
+            while True:
+                try:
+                    url = task.get(timeout=3)
+                except queue.Empty:
+                    break
+                result.put("%s--->failure: %s" % (url, {reason!r}))
+        """)
+        tutorial = subprocess.run([sys.executable, "-c", failing], capture_output=True,
+                                  text=True, timeout=60, env=dict(os.environ), check=False)
+        assert tutorial.returncode == 0, tutorial.stderr
+        err = finish(master, 60)
+    finally:
+        stop(master)
+    assert master.returncode == 0, err
+    shown = "bad header \\x1b[31mred\\x00\\x07\\u202eevil"
+    assert re.search(rf"^ +\d+  {re.escape(shown)}$", err, re.MULTILINE), err  # top reasons
+    written = (out / "results.log").read_text()
+    assert written.count(f"--->failure: {shown}\n") == len(written.splitlines()) > 0, written
+    for text in (err, written, (out / "manifest.jsonl").read_text()):
+        assert not any(char in text for char in "\x1b\x00\x07\u202e"), text
 
 
 def test_a_demo_leaves_the_files_of_one_running_in_its_folder_alone(tmp_path: Path) -> None:

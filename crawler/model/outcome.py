@@ -29,8 +29,14 @@ IMAGES_DIR = "images"
 
 def one_line(reason: str) -> str:
     """A failure's reason as results.log and the summary show it: one line, its runs of
-    spaces, tabs and line breaks made one space (a reason may come from any worker)."""
-    return " ".join(reason.split())
+    spaces, tabs and line breaks made one space, and any other character that is not
+    printable escaped (``\\x1b``, ``\\x00``). A reason may come from any worker: a
+    tutorial worker's is often an exception's text quoting a server's bytes, and an
+    escape sequence there reached the terminal in the summary."""
+    text = " ".join(reason.split())
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 class FailureKind(enum.Enum):
