@@ -53,7 +53,7 @@ from crawler.config import (
     setting_value,
     shown_value,
 )
-from crawler.errors import BindError, CrawlerError, StorageError, UsageError
+from crawler.errors import BindError, CrawlerError, StorageError, Terminated, UsageError
 from crawler.model.folders import make_folder
 
 if typing.TYPE_CHECKING:
@@ -374,9 +374,9 @@ def run() -> NoReturn:
     """
     try:
         code = main()
-    except KeyboardInterrupt:  # before main's own handling began: nothing to save yet
+    except KeyboardInterrupt as stop:  # before main's own handling began: nothing to save yet
         with contextlib.suppress(OSError, ValueError):
-            print("crawler: interrupted", file=sys.stderr, flush=True)
+            print(f"crawler: {_stopped_by(stop)}", file=sys.stderr, flush=True)
         code = EXIT_INTERRUPTED
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
@@ -446,9 +446,17 @@ def _run_command(args: argparse.Namespace) -> int:
         if args.log_file is not None:
             log.error("%s", message)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("crawler: interrupted", file=sys.stderr, flush=True)
+    except KeyboardInterrupt as stop:
+        if args.command == "worker" and isinstance(stop, Terminated):
+            return _worker_stopped("SIGTERM")  # as for a SIGTERM the worker handles
+        print(f"crawler: {_stopped_by(stop)}", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
+
+
+def _stopped_by(stop: KeyboardInterrupt) -> str:
+    """A stop outside the command's own handling, said: a Ctrl-C, or a SIGTERM (which
+    the ``crawler`` command's entry point makes a Terminated there)."""
+    return "stopped (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
 
 
 class _logging_for:  # noqa: N801 - used as a context manager, like contextlib's

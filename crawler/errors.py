@@ -24,6 +24,10 @@
     ├── OutputLost               standard output cannot be written (closed pipe, full); exit 120
     └── InvalidURL               a URL that cannot be crawled (not http(s), no host)
 
+    KeyboardInterrupt
+    └── Terminated               SIGTERM outside the command's own handling; exit 130
+                                 (a worker: 0, as for a SIGTERM it handles)
+
 Download failures are not exceptions that end the program: each becomes a
 result line with a reason (see ``crawler.model.outcome``).
 """
@@ -179,3 +183,8 @@ class OutputLost(CrawlerError):
 
     exit_code = 120
 
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM where the command does not handle it itself (as it starts, as it ends):
+    it stops the command as Ctrl-C does, where it killed it without a word."""

@@ -326,18 +326,18 @@ def test_a_worker_says_its_folder_cannot_be_written_before_waiting_for_a_master(
     assert "waiting for the master" not in result.stderr
 
 
-# Ctrl-C at a chosen moment of start-up: the moment the command first imports a module.
-_CTRL_C_AT_IMPORT = """
+# A signal at a chosen moment of start-up: the moment the command first imports a module.
+_SIGNAL_AT_IMPORT = """
 import os, signal, sys
 
-class CtrlCAt:
+class SignalAt:
     def find_spec(self, name, path=None, target=None):
-        if name == os.environ.get("CTRL_C_AT"):
-            del os.environ["CTRL_C_AT"]
-            os.kill(os.getpid(), signal.SIGINT)
+        if name == os.environ.get("SIGNAL_AT"):
+            del os.environ["SIGNAL_AT"]
+            os.kill(os.getpid(), int(os.environ["SIGNAL"]))
         return None
 
-sys.meta_path.insert(0, CtrlCAt())
+sys.meta_path.insert(0, SignalAt())
 ENTRY
 """
 
@@ -345,20 +345,30 @@ ENTRY
 @pytest.mark.parametrize("entry", [
     "from crawler.__main__ import run; run()",  # what the installed `crawler` script does
     "import runpy; runpy.run_module('crawler', run_name='__main__', alter_sys=True)"])
-@pytest.mark.parametrize("module", [
-    "crawler.config",  # while the command's own modules load: a traceback, status -2
-    "crawler.ui.progress"])  # as its logging is set up: status 130, and not a word
-def test_ctrl_c_as_the_command_starts_says_it_stopped(
-        tmp_path: Path, entry: str, module: str) -> None:
-    code = _CTRL_C_AT_IMPORT.replace("ENTRY", entry)
-    done = subprocess.run([sys.executable, "-c", code, "master",
-                           "http://127.0.0.1:9/", "--out", str(tmp_path / "out"),
-                           "--bind", "127.0.0.1:0"], cwd=tmp_path,
-                          env=crawl_env(tmp_path, CTRL_C_AT=module),
+@pytest.mark.parametrize(("signum", "module", "command", "status", "said"), [
+    # While the command's own modules load: a traceback, status -2.
+    (signal.SIGINT, "crawler.config", "master", 130, "crawler: interrupted"),
+    # As its logging is set up: status 130, and not a word.
+    (signal.SIGINT, "crawler.ui.progress", "master", 130, "crawler: interrupted"),
+    # SIGTERM before the crawl's or the worker's own handling: killed without a word.
+    (signal.SIGTERM, "crawler.config", "master", 130, "crawler: stopped (SIGTERM)"),
+    (signal.SIGTERM, "crawler.api", "master", 130, "crawler: stopped (SIGTERM)"),
+    (signal.SIGTERM, "crawler.api", "worker", 0, "worker stopped (SIGTERM)")])
+def test_a_stop_as_the_command_starts_says_it_stopped(
+        tmp_path: Path, entry: str, signum: int, module: str, command: str, status: int,
+        said: str) -> None:
+    code = _SIGNAL_AT_IMPORT.replace("ENTRY", entry)
+    args = (["master", "http://127.0.0.1:9/", "--bind", "127.0.0.1:0"] if command == "master"
+            else ["worker", f"127.0.0.1:{free_port()}", "--connect-wait", "60"])
+    done = subprocess.run([sys.executable, "-c", code, *args, "--out", str(tmp_path / "out")],
+                          cwd=tmp_path,
+                          env=crawl_env(tmp_path, SIGNAL_AT=module, SIGNAL=str(signum),
+                                        CRAWLER_AUTHKEY="k" * 32),
                           capture_output=True, text=True, timeout=60, check=False,
                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    assert done.returncode == 130, done.stderr
-    assert done.stderr == "crawler: interrupted\n"
+    assert done.returncode == status, done.stderr
+    assert done.stderr.splitlines()[-1].endswith(said), done.stderr
+    assert "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()  # stopped before it began
 
 
