@@ -184,7 +184,6 @@ class OutputLost(CrawlerError):
     exit_code = 120
 
 
-
 class Terminated(KeyboardInterrupt):
     """SIGTERM where the command does not handle it itself (as it starts, as it ends):
     it stops the command as Ctrl-C does, where it killed it without a word."""
