@@ -22,6 +22,7 @@ import pytest
 from crawler.demo.site import png
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
+from crawler.master.pages import wants_html
 from crawler.model.outcome import Attempt, FailureKind
 
 from . import pageclients
@@ -211,3 +212,40 @@ def test_images_refused_by_the_proxy_are_fetched_when_its_login_is_fixed(
         with contextlib.suppress(OSError):
             images.shutdown()
             images.server_close()
+
+
+def test_a_proxy_refusing_the_tunnel_is_not_the_sites_answer(
+        tls_site: FixtureServer, ca: CertAuthority) -> None:
+    """A proxy that refuses the CONNECT (403: its rules keep that host out) answers with a
+    head of its own. Pages kept it as the site's answer, a final 'HTTP 403' blaming the
+    site; it is the proxy's failure, named, and worth another try, as before."""
+    refusing = socket.create_server(("127.0.0.1", 0))
+    refusing.settimeout(0.2)
+    done = threading.Event()
+
+    def serve() -> None:
+        with refusing:
+            while not done.is_set():
+                try:
+                    conn, _ = refusing.accept()
+                except TimeoutError:
+                    continue
+                with conn:
+                    conn.settimeout(5)
+                    if read_head(conn) is not None:
+                        conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    proxy = f"http://127.0.0.1:{refusing.getsockname()[1]}"
+    options = RequestOptions(proxy=proxy, env_proxies=False, ca_bundle=ca.ca_cert.read_text())
+    try:
+        for kind in pageclients.KINDS:
+            reply = pageclients.get(kind, LOOPBACK, options,
+                                    f"https://127.0.0.1:{tls_site.server_address[1]}/page.html",
+                                    wants=wants_html)
+            assert not reply.ok and reply.transient, (kind, reply)
+            assert reply.failure.endswith(f", at the proxy {proxy}"), (kind, reply)
+            assert reply.kind is FailureKind.CONNECTION, (kind, reply)
+    finally:
+        done.set()
+    assert tls_site.hits == []
