@@ -217,6 +217,21 @@ def test_a_crawl_whose_keys_are_gone_is_an_error_not_a_page_to_wait_for(
         len(master)
 
 
+def test_a_crawl_whose_record_is_gone_gets_no_count_of_a_pages_failures(
+        frontiers: MakeFrontier) -> None:
+    """Redis restarted empty under a master whose page failed for a passing reason: its
+    count of tries made the crawl's keys anew without a record, and a crawl started again
+    under that name gave that page fewer tries."""
+    master = frontiers("a")
+    client = master._client
+    master.add_many([("http://h/", 0)])
+    assert master.pop() == ("http://h/", 0)
+    client.delete(*client.keys(keys_prefix(master._crawl) + "*"))  # as a restart, empty
+    with pytest.raises(redis.ResponseError, match="CRAWLGONE"):
+        master.failed("http://h/")
+    assert client.keys(keys_prefix(master._crawl) + "*") == []
+
+
 def test_pages_set_aside_are_queued_again_with_their_depth_and_fresh_tries(
         frontiers: MakeFrontier) -> None:
     first = frontiers("first")

@@ -228,6 +228,11 @@ end
 return 1
 """
 
+# ARGV: prefix, url -> the page's passing failures so far, this one counted
+_FAILED = _RECORDED + """
+return redis.call('HINCRBY', ARGV[1] .. 'pages:tries', ARGV[2], 1)
+"""
+
 _CLEAR = _RECORDED + """
 local p = ARGV[1]
 local waiting = tonumber(redis.call('HGET', p .. 'pages:stats', 'waiting') or '0')
@@ -271,6 +276,7 @@ class RedisFrontier:
         self._heartbeat = client.register_script(_HEARTBEAT)
         self._pace = client.register_script(_PACE)
         self._clear = client.register_script(_CLEAR)
+        self._failed = client.register_script(_FAILED)
         self._take_up = client.register_script(_TAKE_UP)
 
     def __len__(self) -> int:
@@ -365,8 +371,9 @@ class RedisFrontier:
         self._pace(args=[self._prefix, host, delay, "slow"])
 
     def failed(self, url: str) -> int:
-        """Count a passing failure of ``url``, for every master; how often so far."""
-        return int(self._client.hincrby(self._prefix + "pages:tries", url, 1))
+        """Count a passing failure of ``url``, for every master; how often so far. (A
+        script: a crawl whose record is gone gets no count, as it gets no page.)"""
+        return int(self._failed(args=[self._prefix, url]))
 
     def requeue(self, url: str, depth: int) -> None:
         """Give a leased page back, to be tried again when its host may be asked."""
