@@ -142,7 +142,7 @@ def test_a_silent_worker_loses_its_lease_in_seconds_and_knows_it_before_storing(
         assert time.monotonic() - stopped < 30, "it waited for lease_timeout"
         release[0].set()  # the silent worker has all its bytes at once when it resumes
         os.kill(silent.pid, signal.SIGCONT)
-        wait_for_output(silent, r"lost 1 lease while silent: back in the crawl's queue", 30)
+        wait_for_output(silent, r"lost 1 lease while silent: the crawl took it back", 30)
         release[1].set()
         err = finish(master, 60)
         assert master.returncode == 0, err
@@ -151,3 +151,54 @@ def test_a_silent_worker_loses_its_lease_in_seconds_and_knows_it_before_storing(
     [entry] = manifest_lines(out)
     assert entry["status"] == "success" and entry["attempts"] == 2, entry
     assert (out / entry["path"]).read_bytes() == current
+
+
+def test_a_silent_worker_whose_lost_lease_was_its_last_try_is_not_told_it_is_queued(
+        site: FixtureServer, tmp_path: Path, authkey: str) -> None:
+    """A lease that expires on the image's last attempt fails it ("lost: no result after
+    1 attempts"): the worker that resumes was told the lease was back in the crawl's
+    queue, where it was not."""
+    page = b'<html><body><img src="/held.png"><img src="/later.png"></body></html>'
+    site.routes["/"] = lambda handler: handler.send_body(200, page, "text/html")
+    begun, release = threading.Event(), threading.Event()
+
+    def held_image(handler: FixtureHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "image/png")
+        handler.send_header("Content-Length", str(len(PNG)))
+        handler.end_headers()
+        handler.wfile.write(PNG[: len(PNG) // 2])
+        handler.wfile.flush()
+        begun.set()
+        release.wait(60)
+        with contextlib.suppress(OSError):
+            handler.wfile.write(PNG[len(PNG) // 2 :])
+
+    site.routes["/held.png"] = held_image
+    site.routes["/later.png"] = lambda handler: handler.send_body(200, PNG, "image/png")
+    (tmp_path / "settings.toml").write_text("[queue]\nworker_silence = 1.5\n")
+    out = tmp_path / "out"
+    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), "--ignore-robots", "--lease-timeout", "60",
+                           "--max-attempts", "1", "--host-concurrency", "1", cwd=tmp_path)
+    with stopped_at_the_end(master) as processes:
+        host, port = wait_for_queue_address(master).rsplit(":", 1)
+        board = MasterClient((host, int(port)), authkey.encode()).connect()
+        silent = start_crawler("worker", f"{host}:{port}", "--out", str(out), "--threads",
+                               "1", cwd=tmp_path)
+        processes.append(silent)
+        assert begun.wait(30), "the image was never asked for"
+        os.kill(silent.pid, signal.SIGSTOP)
+        wait_stopped(silent.pid)
+        wait_until(lambda: board.status()["board"]["expired"] >= 1, 30, "the lease to expire")
+        release.set()
+        os.kill(silent.pid, signal.SIGCONT)
+        said = wait_for_output(silent, r"lost 1 lease while silent: [^\n]*", 30).group(0)
+        assert said == ("lost 1 lease while silent: the crawl took it back (queued again, or "
+                        "failed on its last try), and this worker drops its download of it"), said
+        err = finish(master, 60)
+        assert master.returncode == 0, err
+        assert silent.wait(timeout=30) == 0
+    entries = {entry["url"].rpartition("/")[2]: entry for entry in manifest_lines(out)}
+    assert entries["held.png"]["reason"].startswith("lost: no result after 1 attempts")
+    assert entries["later.png"]["status"] == "success"

@@ -497,10 +497,14 @@ class Worker:
         """Note the leases we lost, and wake stores waiting for news of them."""
         lost = answer.get("lost", [])
         if lost:
-            # Back in the queue, for any worker (this one too): not necessarily taken yet.
-            log.warning("lost %d lease%s while silent: back in the crawl's queue, and this "
-                        "worker drops its downloads of them", len(lost),
-                        "" if len(lost) == 1 else "s")
+            # Queued again for any worker (this one too), or failed where it was the
+            # image's last try: which, the answer does not say.
+            one = len(lost) == 1
+            log.warning("lost %d lease%s while silent: the crawl took %s back (%squeued "
+                        "again, or failed on its last try), and this worker drops %s",
+                        len(lost), "" if one else "s", "it" if one else "them",
+                        "" if one else "each ",
+                        "its download of it" if one else "its downloads of them")
         with self._answered:
             self._lost.update(lost)
             if holding:  # only an exchange that said what we hold vouches for it
