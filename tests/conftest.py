@@ -372,10 +372,15 @@ def crawl_with_two_workers(server: FixtureServer, tmp_path: Path, *flags: str,
     """A master with ``flags`` and two worker processes into ``tmp_path/out``, all ending 0,
     the workers without a warning.
 
+    The seed page waits until both workers have joined: one that first calls after its
+    master has finished and gone waits for a master that never comes back (as it should),
+    and on a busy machine a fixed delay (``slow_start``) was not always long enough.
+
     Returns the master's stderr.
     """
     out = tmp_path / "out"
-    slow_start(server)
+    both_joined = threading.Event()
+    _gate_start(server, both_joined)
     master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
                            str(out), *flags, cwd=tmp_path)
     workers = []
@@ -383,6 +388,8 @@ def crawl_with_two_workers(server: FixtureServer, tmp_path: Path, *flags: str,
         address = wait_for_queue_address(master)
         workers = [start_crawler("worker", address, "--out", str(out), "--threads",
                                  str(threads), cwd=tmp_path) for _ in range(2)]
+        _wait_for_workers(address, out, 2)
+        both_joined.set()
         err = finish(master, 120)
         assert master.returncode == 0, err
         for worker in workers:
@@ -390,9 +397,39 @@ def crawl_with_two_workers(server: FixtureServer, tmp_path: Path, *flags: str,
             assert worker.returncode == 0, worker_err
             assert "WARNING" not in worker_err and "ERROR" not in worker_err, worker_err
     finally:
+        both_joined.set()  # (the server's thread waits no longer)
         for process in (master, *workers):
             stop(process)
     return err
+
+
+JOIN_DEADLINE = 60.0  # seconds the workers a test starts get to join their master
+
+
+def _gate_start(server: FixtureServer, opened: threading.Event) -> None:
+    """Hold the seed page until ``opened`` is set (JOIN_DEADLINE at most)."""
+    inner = server.routes.get("/")
+
+    def route(handler: FixtureHandler) -> None:
+        opened.wait(JOIN_DEADLINE)
+        if inner is None:
+            handler.send_file("/")
+        else:
+            inner(handler)
+
+    server.routes["/"] = route
+
+
+def _wait_for_workers(address: str, out: Path, count: int) -> None:
+    """Wait until ``count`` workers have said hello to the master at ``address``."""
+    from crawler.master.authkey import load_authkey
+    from crawler.ui.status import fetch_status
+
+    host, _, port = address.rpartition(":")
+    key_file = out / "authkey"
+    key = load_authkey(key_file if key_file.exists() else None, generate=False).key
+    wait_until(lambda: len(fetch_status((host, int(port)), key)["workers"]) >= count,
+               JOIN_DEADLINE, f"{count} workers to join the master")
 
 
 def command_lines() -> list[bytes]:
