@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -30,6 +31,7 @@ from crawler.demo.site import build_site, png
 from .conftest import (
     FixtureHandler,
     FixtureServer,
+    Route,
     fail_first,
     finish,
     free_port,
@@ -146,11 +148,32 @@ def test_a_masters_pages_in_flight_are_counted_once_in_pages_queued(
         master.wait(10)
 
 
+def _hold_pages_after(server: FixtureServer, pages: set[str], served: int,
+                      longest: float = 60.0) -> threading.Event:
+    """Serve the first ``served`` requests of ``pages``; hold each later one until the
+    event returned is set (``longest`` seconds at most)."""
+    opened = threading.Event()
+    count = itertools.count()
+    for path in pages:
+        inner = server.routes[path]
+
+        def route(handler: FixtureHandler, inner: Route = inner) -> None:
+            if next(count) >= served:
+                opened.wait(longest)
+            inner(handler)
+
+        server.routes[path] = route
+    return opened
+
+
 def test_two_masters_share_the_pages_and_the_crawl_outlives_a_killed_one(
         make_server: Callable[[], FixtureServer], redis_server: RedisServer,
         tmp_path: Path) -> None:
     server = make_server()
     site = setup_site(server, pages=16, images_per_page=4, page_delay=0.3, image_delay=0.02)
+    # Past the first six pages, each waits until both masters are counted: on a busy
+    # machine the second one started so late that the first had crawled every page.
+    both_live = _hold_pages_after(server, set(site.pages), 6)
     name = _crawl_name()
     broker = ("--broker", redis_server.url)
     first = start_crawler("master", server.url + "/", *broker, "--crawl", name, "--out",
@@ -172,13 +195,15 @@ def test_two_masters_share_the_pages_and_the_crawl_outlives_a_killed_one(
                                 "--json")
             return int(json.loads(shown.stdout)["progress"]["masters"]) if shown.stdout else -1
 
-        wait_until(lambda: live_masters() == 2, 20, "crawler status to count both masters")
+        wait_until(lambda: live_masters() == 2, 60, "crawler status to count both masters")
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
+        both_live.set()
         err = finish(second, 120)
         assert second.returncode == 0, err
         assert worker.wait(timeout=30) == 0, "the worker saw the crawl end"
     finally:
+        both_live.set()
         for process in (first, second, worker):
             if process is not None:
                 stop(process)
