@@ -19,7 +19,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -1177,12 +1177,11 @@ def test_the_broker_password_never_shows_in_ps(
     check_complete(tmp_path / "out", server.url, site)
 
 
-def test_a_crawl_on_a_tls_broker_checks_its_certificate(
-        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _tls_redis(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """A redis-server speaking TLS only, on a free loopback port: its port and CA."""
     if redis_server_path() is None:
         pytest.skip("redis-server is not installed")
-    server = make_server()
-    site = setup_site(server, pages=1, images_per_page=5)
     ca = make_ca(tmp_path / "ca")
     port = free_port()
     redis_tls = subprocess.Popen(
@@ -1193,20 +1192,41 @@ def test_a_crawl_on_a_tls_broker_checks_its_certificate(
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: _listening(port), 10, "redis-server to listen for TLS")
+        yield port, ca.ca_cert
+    finally:
+        redis_tls.kill()
+        redis_tls.wait(timeout=10)
+
+
+def test_a_crawl_on_a_tls_broker_checks_its_certificate(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    server = make_server()
+    site = setup_site(server, pages=1, images_per_page=5)
+    with _tls_redis(tmp_path) as (port, ca_cert):
         broker = f"rediss://127.0.0.1:{port}/0"
         untrusted = run_crawler("master", server.url + "/", "--broker", broker, "--out",
                                 str(tmp_path / "no"), cwd=tmp_path)  # the system's CAs only
         assert untrusted.returncode == 1, untrusted.stderr
         assert "certificate verify failed" in untrusted.stderr
         done = run_crawler("master", server.url + "/", "--broker", broker, "--broker-ca",
-                           str(ca.ca_cert), "--out", str(tmp_path / "out"),
+                           str(ca_cert), "--out", str(tmp_path / "out"),
                            "--local-workers", "1", cwd=tmp_path)
         assert done.returncode == 0, done.stderr
-        assert f"--broker-ca {ca.ca_cert}" in done.stderr
-    finally:
-        redis_tls.kill()
-        redis_tls.wait(timeout=10)
+        assert f"--broker-ca {ca_cert}" in done.stderr
     check_complete(tmp_path / "out", server.url, site)
+
+
+def test_a_plain_broker_url_for_a_tls_port_says_to_write_rediss(tmp_path: Path) -> None:
+    """The TLS port resets a plain connection: the line said "connection reset by peer;
+    is redis-server running there?", of a redis-server that was running."""
+    with _tls_redis(tmp_path) as (port, _ca_cert):
+        for command in (["status"], ["worker", "--connect-wait", "0"],
+                        ["master", "http://127.0.0.1:9/", "--out", str(tmp_path / "out")]):
+            said = run_crawler(*command, "--broker", f"redis://127.0.0.1:{port}/0",
+                               cwd=tmp_path, timeout=60)
+            assert said.returncode == 1, said.stderr
+            assert "for a TLS broker, write rediss://" in said.stderr, said.stderr
+            assert len(said.stderr.strip().splitlines()) == 1, said.stderr
 
 
 def _listening(port: int) -> bool:

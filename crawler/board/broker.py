@@ -210,9 +210,13 @@ def connect(address: BrokerAddress, connections: Connections | None = None) -> r
                           or f"the broker at {address} answered {_said(exc)}") from exc
     except (redis.ConnectionError, redis.TimeoutError, socket.gaierror) as exc:
         # A plain redis-server waits for a command where TLS waits for its hello: such a
-        # port only times out, which said nothing of TLS.
+        # port only times out, which said nothing of TLS. The other way round, a TLS
+        # port resets the plain command it cannot read as a hello: "reset by peer",
+        # which sent the user looking for a redis-server that was running.
         tls = (" (rediss:// speaks TLS: is that port a TLS one? a plain one is redis://)"
-               if address.tls else "")
+               if address.tls else
+               " (a TLS port resets a plain connection: for a TLS broker, write rediss://)"
+               if _was_reset(exc) else "")
         raise BrokerUnreachable(f"cannot reach the broker at {address}: {_said(exc)}{tls}; "
                                 "is redis-server running there, and is the address right?"
                                 ) from exc
@@ -231,6 +235,14 @@ def connect(address: BrokerAddress, connections: Connections | None = None) -> r
     finally:
         probe.close()
     return client
+
+
+def _was_reset(exc: BaseException) -> bool:
+    """Whether the server reset the connection: redis-py says so only in its message,
+    the reset itself being the exception it was raised from or during."""
+    causes = (exc.__cause__, exc.__context__)
+    return (any(isinstance(cause, ConnectionResetError) for cause in causes)
+            or "reset by peer" in str(exc))
 
 
 def _said(exc: BaseException) -> str:
