@@ -236,6 +236,27 @@ def test_no_more_pages_are_requested_at_once_than_page_concurrency(
     assert all(v.extraction is not None for v in visits), [v.page.skipped for v in visits]
 
 
+def test_a_hosts_pages_go_over_connections_kept_alive(
+        make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop]) -> None:
+    """A connection per page would pay a handshake per page (over TLS, a dear one): 12
+    pages of one host, 2 at a time, take two connections and robots.txt's at most."""
+    server = make_server()
+    accepted = itertools.count()
+    inner = server.process_request
+
+    def counting(request: Any, address: Any) -> None:
+        next(accepted)
+        inner(request, address)
+
+    server.process_request = counting  # type: ignore[method-assign]
+    for n in range(12):
+        server.routes[f"/p{n}.html"] = html()
+    pages = make_loop([server.url + "/"], page_concurrency=2).pages
+    futures = [pages.submit(f"{server.url}/p{n}.html", 1) for n in range(12)]
+    assert all(visit_of(f).extraction is not None for f in futures)
+    assert next(accepted) <= 3
+
+
 def test_a_page_being_redirected_keeps_its_slot_while_its_next_hosts_robots_txt_is_read(
         make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop]) -> None:
     """Its deadline runs: it must not wait behind pages that have not started."""
