@@ -297,6 +297,9 @@ def ca_bundle_flags() -> tuple[bool, bool]:
 def ca_note(flags: tuple[bool, bool]) -> str:
     if all(flags):
         return "the crawler gets the CA with --ca-bundle"
+    if flags[0]:  # today's: a worker takes the crawl's request settings from its master
+        return ("the crawler master gets the CA with --ca-bundle, and its workers from it, "
+                "as a user's do (no CA variable in their environment)")
     missing = [role for role, has in zip(("master", "worker"), flags, strict=True) if not has]
     return (f"crawler {' and '.join(missing)} list no --ca-bundle: the CA goes to them in "
             "REQUESTS_CA_BUNDLE, SSL_CERT_FILE and CURL_CA_BUNDLE instead; a crawler that reads "
@@ -309,7 +312,9 @@ def _ca_args(setup: CrawlerSetup, role: int) -> list[str]:
 
 def crawler_env(setup: CrawlerSetup) -> dict[str, str]:
     env = dict(os.environ, CRAWLER_AUTHKEY=secrets.token_hex(16))
-    if setup.ca and not all(setup.ca_flag):
+    # Only for a crawler whose master takes no --ca-bundle (an older one, compared):
+    # given beside the flag, the variables would hide a CA that never reached a worker.
+    if setup.ca and not setup.ca_flag[0]:
         for name in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE"):
             env[name] = str(setup.ca)
     return env
