@@ -12,7 +12,7 @@ hang-up on the master, after saving its state).
 ``main(argv)`` always returns its status; only ``run()``, which the ``crawler``
 command's entry point (``crawler.__main__``) calls, ends the process. This module
 imports nothing heavy at the top: ``crawler --help`` loads no crawl code,
-requests or lxml.
+libcurl or lxml.
 """
 
 from __future__ import annotations
@@ -472,12 +472,9 @@ class _logging_for:  # noqa: N801 - used as a context manager, like contextlib's
     def __enter__(self) -> None:
         verbose, quiet = self._verbose, self._quiet
         root = logging.getLogger()
-        quiet_ones = [logging.getLogger(name) for name in ("urllib3", "requests")]
-        self._saved = [(lg, lg.handlers[:], lg.level) for lg in (root, *quiet_ones)]
+        self._saved = [(root, root.handlers[:], root.level)]
         root.handlers[:] = [self._handler]
         root.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
-        for noisy in quiet_ones:
-            noisy.setLevel(logging.INFO if verbose else logging.WARNING)
 
     def __exit__(self, *exc: object) -> None:
         for logger, handlers, level in self._saved:
