@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from crawler.master.journal import Journal
+from crawler.master.journal import ROBOTS_UNREACHABLE, Journal, PageDone
 from crawler.master.results import ResultFiles
 from crawler.model import outcome as outcome_module
 from crawler.model.files import JOURNAL_NAME, MANIFEST_NAME, RESULTS_NAME
@@ -82,3 +83,40 @@ def test_a_row_of_another_version_or_with_a_line_break_is_written_whole_on_one_l
     assert len(lines) == 5
     assert json.loads(lines[3]) == {**older, "transient": False, "ref": None}
     assert json.loads(lines[4]) == spread
+
+
+def sqlite_steps(journal: Journal, work: Callable[[], object]) -> int:
+    """How many virtual machine steps SQLite took for ``work`` (the cost of its reads,
+    counted the same on any machine, as no timer is)."""
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0  # go on
+
+    journal._db.set_progress_handler(count, 1)
+    try:
+        work()
+    finally:
+        journal._db.set_progress_handler(None, 1)
+    return steps
+
+
+def test_a_start_reads_the_outcomes_once_to_find_no_robots_refusal(tmp_path: Path) -> None:
+    journaled(tmp_path, 3000)
+    journal = Journal(tmp_path)
+    journal.add_pages([(f"{SEED}p{i}", 1) for i in range(60)])
+    journal.pages_done([PageDone(f"{SEED}p{i}", [], []) for i in range(60)])
+    one_read = sqlite_steps(journal, lambda: journal._db.execute(
+        "SELECT count(*) FROM images WHERE outcome LIKE ?", ("%x%",)).fetchone())
+    # Before, three statements read every outcome, on every start of the crawl.
+    assert sqlite_steps(journal, lambda: journal.reopen(robots_refusals=True)) < 1.5 * one_read
+    # And a refusal is still found: its page is read again, the image forgotten.
+    journal.record([Outcome.from_attempt(
+        Attempt(url=f"{SEED}i7.png", ok=False, reason=f"{ROBOTS_UNREACHABLE} (HTTP 503)"),
+        page=f"{SEED}p0", worker=None, attempts=1)])
+    assert journal.reopen(robots_refusals=True) == 1
+    assert journal.resume().pending_pages == [(f"{SEED}p0", 1)]
+    assert f"{SEED}i7.png" not in {o.url for o in journal.outcomes()}
+    journal.close()
