@@ -327,3 +327,26 @@ def test_images_refused_for_an_unreadable_robots_txt_on_a_redirected_page_are_tr
     [entry] = manifest_lines(out)
     assert entry["status"] == "success", (entry, err)
     assert images.paths().count(path) == 1
+
+
+def test_a_master_started_again_on_a_finished_crawl_writes_its_files_line_for_line(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """The files are written again from the journal's rows as they are: each line once,
+    the same bytes (in the order the images were found, where the first run wrote them
+    as their results came), and the summary counts what they hold."""
+    server = make_server()
+    _site(server)
+    out = tmp_path / "out"
+    names = ("manifest.jsonl", "results.log")
+    _crawl(server.url + "/", out, tmp_path)
+    first = {name: sorted((out / name).read_bytes().splitlines()) for name in names}
+    _crawl(server.url + "/", out, tmp_path)
+    again = {name: (out / name).read_bytes() for name in names}
+    assert {name: sorted(again[name].splitlines()) for name in names} == first
+    _crawl(server.url + "/", out, tmp_path)
+    assert {name: (out / name).read_bytes() for name in names} == again
+    lines = manifest_lines(out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["completed"] and summary["stored_this_run"] == 0
+    assert summary["succeeded"] + summary["failed"] == len(lines) == len({e["url"] for e in lines})
+    assert summary["succeeded"] == sum(e["status"] == "success" for e in lines) > 0
