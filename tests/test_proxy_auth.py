@@ -215,10 +215,10 @@ def test_images_refused_by_the_proxy_are_fetched_when_its_login_is_fixed(
 
 
 def test_a_proxy_refusing_the_tunnel_is_not_the_sites_answer(
-        tls_site: FixtureServer, ca: CertAuthority) -> None:
+        tls_site: FixtureServer, ca: CertAuthority, tmp_path: Path) -> None:
     """A proxy that refuses the CONNECT (403: its rules keep that host out) answers with a
-    head of its own. Pages kept it as the site's answer, a final 'HTTP 403' blaming the
-    site; it is the proxy's failure, named, and worth another try, as before."""
+    head of its own. Pages and images kept it as the site's answer, a final 'HTTP 403'
+    blaming the site; it is the proxy's failure, and worth another try, as before."""
     refusing = socket.create_server(("127.0.0.1", 0))
     refusing.settimeout(0.2)
     done = threading.Event()
@@ -246,6 +246,11 @@ def test_a_proxy_refusing_the_tunnel_is_not_the_sites_answer(
             assert not reply.ok and reply.transient, (kind, reply)
             assert reply.failure.endswith(f", at the proxy {proxy}"), (kind, reply)
             assert reply.kind is FailureKind.CONNECTION, (kind, reply)
+        image = _download(f"https://127.0.0.1:{tls_site.server_address[1]}/img.png", options,
+                          tmp_path)
+        assert not image.ok and image.transient, image
+        assert image.kind is FailureKind.CONNECTION, image
+        assert "CONNECT tunnel failed, response 403" in image.reason, image
     finally:
         done.set()
     assert tls_site.hits == []

@@ -409,6 +409,16 @@ def shown_proxy(proxy: str) -> str:
     return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
 
 
+def site_answered(handle: pycurl.Curl, status: int) -> bool:
+    """Whether the head read, of ``status``, is the site's: not a proxy's refusal of its
+    CONNECT (a 403, a 502), which libcurl leaves out of the response code. Taken for the
+    site's answer, it was the page's or image's "HTTP 403", for good, the proxy unnamed."""
+    try:
+        return bool(handle.getinfo(pycurl.RESPONSE_CODE) == status)
+    except pycurl.error:
+        return False
+
+
 def proxy_refusal(handle: pycurl.Curl, status: int, proxies: Proxies, url: str) -> str:
     """Why the proxy refused the request on ``handle`` ("": it did not), naming it.
 

@@ -45,6 +45,7 @@ from crawler.fetch.curlsetup import (
     set_common_options,
     set_hop_options,
     shown_proxy,
+    site_answered,
     used_proxy,
 )
 from crawler.fetch.decoding import BodyDecoder, body_decoder
@@ -421,7 +422,7 @@ def conclude(exchange: Exchange, handle: pycurl.Curl, code: int, message: str,
     elif spoiled is not None and code in (0, pycurl.E_WRITE_ERROR):
         reply.failure, reply.kind, reply.transient = str(spoiled), spoiled.kind, spoiled.transient
     elif (code and reply.refused and exchange.head_done and reply.blocked is None
-          and _site_answered(handle, reply.status)):
+          and site_answered(handle, reply.status)):
         # The head is the answer (a redirect, a 404, a page that is not HTML): the body
         # left unread may break off, or stall past the deadline, as it will. An HTTP/2
         # stream reset after a redirect's head failed the page, and it was tried again,
@@ -437,16 +438,6 @@ def conclude(exchange: Exchange, handle: pycurl.Curl, code: int, message: str,
     if reply.ok:
         reply.body = b"".join(exchange.chunks) if exchange.keep else b""
     return reply
-
-
-def _site_answered(handle: pycurl.Curl, status: int) -> bool:
-    """Whether the head read, of ``status``, is the site's: not a proxy's refusal of its
-    CONNECT (a 403, a 502), which libcurl leaves out of the response code. Taken for the
-    site's answer, it was the page's "HTTP 403", for good, the proxy unnamed."""
-    try:
-        return bool(handle.getinfo(pycurl.RESPONSE_CODE) == status)
-    except pycurl.error:
-        return False
 
 
 def fail(reply: Reply, handle: pycurl.Curl, code: int, message: str) -> None:
