@@ -254,3 +254,34 @@ def test_a_proxy_refusing_the_tunnel_is_not_the_sites_answer(
     finally:
         done.set()
     assert tls_site.hits == []
+
+
+def test_an_https_images_answer_through_a_proxy_is_the_sites_not_the_tunnels(
+        tls_site: FixtureServer, ca: CertAuthority, tmp_path: Path) -> None:
+    """Through a proxy, an https image's request goes in a tunnel the proxy opens with
+    '200 Connection established'. The workers' engine took that head for the image's, and
+    fed the site's next answer to an image: a redirect, a 404 or a 503 with a text body
+    each failed for good as 'not an image' once its body was long enough to be judged
+    (4 KB of text, or an error page of 64 KB), the redirect never followed."""
+    text = b"Not here; try again later, or elsewhere. " * 200  # 8 KB, no image
+    tls_site.routes["/moved.png"] = lambda h: h.send_body(301, text, "text/plain",
+                                                          {"Location": "/img.png"})
+    error_page = b"<!doctype html><title>Not found</title><p>" + text * 9  # 72 KB
+    tls_site.routes["/gone.png"] = lambda h: h.send_body(404, error_page, "text/html")
+    tls_site.routes["/busy.png"] = lambda h: h.send_body(503, text, "text/plain")
+    proxy = Proxy("http")
+    options = RequestOptions(proxy=proxy.start(), env_proxies=False,
+                             ca_bundle=ca.ca_cert.read_text())
+    base = f"https://127.0.0.1:{tls_site.server_address[1]}"
+    try:
+        moved = _download(base + "/moved.png", options, tmp_path)
+        gone = _download(base + "/gone.png", options, tmp_path)
+        busy = _download(base + "/busy.png", options, tmp_path)
+    finally:
+        proxy.stop()
+    assert moved.ok and moved.bytes == len(PNG), moved
+    assert (gone.reason, gone.kind, gone.transient) == ("HTTP 404", FailureKind.STATUS,
+                                                        False), gone
+    assert (busy.reason, busy.kind, busy.transient) == ("HTTP 503", FailureKind.STATUS,
+                                                        True), busy
+    assert set(proxy.targets) == {f"127.0.0.1:{tls_site.server_address[1]}"}  # proxied

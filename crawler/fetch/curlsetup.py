@@ -243,6 +243,12 @@ def set_common_options(handle: pycurl.Curl, options: RequestOptions, *,
     setopt(pycurl.NOSIGNAL, 1)
     setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
     setopt(pycurl.FOLLOWLOCATION, 0)  # followed by the caller, each hop through the guard
+    # A proxy's answer to the CONNECT of an https request ("200 Connection established")
+    # is no head of the site's: handed to the header callbacks, the workers' engine took
+    # it for the image's, and fed the site's redirect or error page to an image ("not an
+    # image"). The proxy's refusal is still said: libcurl's error, HTTP_CONNECTCODE.
+    with contextlib.suppress(pycurl.error):  # (a libcurl older than 7.54: as before)
+        setopt(_SUPPRESS_CONNECT_HEADERS, 1)
     # Asked for, and decoded by the caller (crawler.fetch.decoding): libcurl's decoder
     # takes a compressed body cut short for a whole one.
     setopt(pycurl.ACCEPT_ENCODING, ACCEPT_ENCODING)
@@ -384,6 +390,9 @@ def proxy_endpoints(*proxies: str) -> frozenset[tuple[str, int]]:
                 found.update((str(info[4][0]).split("%", 1)[0], each) for each in ports)
     return frozenset(found)
 
+
+# CURLOPT_SUPPRESS_CONNECT_HEADERS (libcurl 7.54), which pycurl does not name.
+_SUPPRESS_CONNECT_HEADERS: int = getattr(pycurl, "SUPPRESS_CONNECT_HEADERS", 265)
 
 # CURLINFO_USED_PROXY came with libcurl 8.7 (2024): where pycurl lacks it, a request
 # with a proxy set is taken to have used it (NO_PROXY hosts then read so too).
