@@ -13,12 +13,15 @@ import sys
 import textwrap
 from pathlib import Path
 
+from crawler.model.outcome import MAX_REASON_CHARS
+
 from .conftest import (
     FixtureServer,
     crawl_with_two_workers,
     crawler_command,
     finish,
     free_port,
+    manifest_lines,
     run_crawler,
     site_images,
     start_crawler,
@@ -193,9 +196,37 @@ def test_a_tutorial_workers_reason_reaches_no_control_character_to_a_file_or_ter
     bytes: its escape sequences went raw into results.log and, in the summary's top
     failure reasons, to the terminal."""
     out = tmp_path / "out"
+    reason = "bad header \x1b[31mred\x00\x07\u202eevil"
+    err = _crawl_failed_by_a_tutorial_worker(site, tmp_path, reason)
+    shown = "bad header \\x1b[31mred\\x00\\x07\\u202eevil"
+    assert re.search(rf"^ +\d+  {re.escape(shown)}$", err, re.MULTILINE), err  # top reasons
+    written = (out / "results.log").read_text()
+    assert written.count(f"--->failure: {shown}\n") == len(written.splitlines()) > 0, written
+    for text in (err, written, (out / "manifest.jsonl").read_text()):
+        assert not any(char in text for char in "\x1b\x00\x07\u202e"), text
+
+
+def test_a_long_reason_of_control_characters_is_cut_to_its_length_between_escapes(
+        site: FixtureServer, tmp_path: Path, authkey: str) -> None:
+    """Escaped, a reason of the longest length a report may have grew up to ten times as
+    long in results.log, and a cut after escaping could leave half an escape."""
+    out = tmp_path / "out"
+    _crawl_failed_by_a_tutorial_worker(site, tmp_path, "x" + "\x00" * (MAX_REASON_CHARS + 100))
+    prefix = "--->failure: "
+    for line in (out / "results.log").read_text().splitlines():
+        reason = line[line.index(prefix) + len(prefix):]
+        assert reason == "x" + "\\x00" * ((MAX_REASON_CHARS - 1) // 4), line[:300]
+    for entry in manifest_lines(out):
+        assert len(entry["reason"]) <= MAX_REASON_CHARS
+
+
+def _crawl_failed_by_a_tutorial_worker(site: FixtureServer, tmp_path: Path,
+                                       reason: str) -> str:
+    """A crawl of the site's seed page whose images a tutorial worker fails with
+    ``reason``, into ``tmp_path/out``; the master's stderr."""
+    out = tmp_path / "out"
     master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
                            "--depth", "0", cwd=tmp_path)
-    reason = "bad header \x1b[31mred\x00\x07\u202eevil"
     try:
         host, port = wait_for_queue_address(master).rsplit(":", 1)
         failing = textwrap.dedent(f"""
@@ -223,12 +254,7 @@ def test_a_tutorial_workers_reason_reaches_no_control_character_to_a_file_or_ter
     finally:
         stop(master)
     assert master.returncode == 0, err
-    shown = "bad header \\x1b[31mred\\x00\\x07\\u202eevil"
-    assert re.search(rf"^ +\d+  {re.escape(shown)}$", err, re.MULTILINE), err  # top reasons
-    written = (out / "results.log").read_text()
-    assert written.count(f"--->failure: {shown}\n") == len(written.splitlines()) > 0, written
-    for text in (err, written, (out / "manifest.jsonl").read_text()):
-        assert not any(char in text for char in "\x1b\x00\x07\u202e"), text
+    return err
 
 
 def test_a_demo_leaves_the_files_of_one_running_in_its_folder_alone(tmp_path: Path) -> None:

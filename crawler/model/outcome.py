@@ -27,16 +27,29 @@ STORAGE_ERROR = "storage error: "
 IMAGES_DIR = "images"
 
 
-def one_line(reason: str) -> str:
+def one_line(reason: str, limit: int = MAX_REASON_CHARS) -> str:
     """A failure's reason as results.log and the summary show it: one line, its runs of
     spaces, tabs and line breaks made one space, and any other character that is not
     printable escaped (``\\x1b``, ``\\x00``). A reason may come from any worker: a
     tutorial worker's is often an exception's text quoting a server's bytes, and an
-    escape sequence there reached the terminal in the summary."""
+    escape sequence there reached the terminal in the summary.
+
+    At most ``limit`` characters, cut between two characters of the reason, never inside
+    an escape: escaped, a reason of the longest length a report may have grew up to ten
+    times as long, and a cut after escaping could leave half an escape.
+    """
     text = " ".join(reason.split())
     if text.isprintable():
-        return text
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+        return text[:limit]
+    pieces: list[str] = []
+    length = 0
+    for char in text:
+        piece = char if char.isprintable() else repr(char)[1:-1]
+        length += len(piece)
+        if length > limit:
+            break
+        pieces.append(piece)
+    return "".join(pieces)
 
 
 class FailureKind(enum.Enum):
@@ -127,7 +140,7 @@ class Attempt(NamedTuple):
         if status.strip().lower() != "failure":
             raise ValueError(f"result {line[:200]!r} is neither success nor failure")
         # One line, of a sensible length: it goes to results.log and the summary as is.
-        reason = one_line(reason)[:MAX_REASON_CHARS]
+        reason = one_line(reason)
         return cls(url=url.strip(), ok=False, reason=reason or "failure")
 
 
