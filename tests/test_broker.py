@@ -149,9 +149,10 @@ def test_a_masters_pages_in_flight_are_counted_once_in_pages_queued(
 
 
 def _hold_pages_after(server: FixtureServer, pages: set[str], served: int,
-                      longest: float = 60.0) -> threading.Event:
+                      longest: float = 25.0) -> threading.Event:
     """Serve the first ``served`` requests of ``pages``; hold each later one until the
-    event returned is set (``longest`` seconds at most)."""
+    event returned is set (``longest`` seconds at most: within a master's page timeout,
+    30 s, so that a held page is not failed and fetched again)."""
     opened = threading.Event()
     count = itertools.count()
     for path in pages:
@@ -195,7 +196,7 @@ def test_two_masters_share_the_pages_and_the_crawl_outlives_a_killed_one(
                                 "--json")
             return int(json.loads(shown.stdout)["progress"]["masters"]) if shown.stdout else -1
 
-        wait_until(lambda: live_masters() == 2, 60, "crawler status to count both masters")
+        wait_until(lambda: live_masters() == 2, 25, "crawler status to count both masters")
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
         both_live.set()
