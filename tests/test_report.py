@@ -19,7 +19,7 @@ from bs4 import BeautifulSoup, Tag
 
 from crawler.demo.site import png
 from crawler.errors import StorageError, UsageError
-from crawler.ui.report import MAX_LINE_BYTES, write_report
+from crawler.ui.report import CHUNK_FIGURES, LIVE_FIGURES, MAX_LINE_BYTES, write_report
 from crawler.ui.report import SCRIPT as PAGE_SCRIPT
 
 from .conftest import FixtureServer, run_crawler
@@ -589,20 +589,20 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run
                   "--hide-scrollbars"]
 
 
-def chromium(page: Path, profile: Path, size: tuple[int, int], *extra: str
-             ) -> subprocess.CompletedProcess[str]:
+def chromium(page: Path, profile: Path, size: tuple[int, int], *extra: str,
+             budget_ms: int = 5000) -> subprocess.CompletedProcess[str]:
     assert CHROMIUM is not None
     result = subprocess.run(
         [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
-         f"--window-size={size[0]},{size[1]}", "--virtual-time-budget=5000", *extra,
+         f"--window-size={size[0]},{size[1]}", f"--virtual-time-budget={budget_ms}", *extra,
          page.resolve().as_uri()],
         capture_output=True, text=True, timeout=90, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     return result
 
 
-def render_in_chromium(index: Path, profile: Path, size: tuple[int, int] = (1280, 4000)
-                       ) -> BeautifulSoup:
+def render_in_chromium(index: Path, profile: Path, size: tuple[int, int] = (1280, 4000),
+                       probe: str = PROBE, budget_ms: int = 5000) -> BeautifulSoup:
     """Open a probed copy of ``index`` from disk in headless Chromium; return the DOM it ends with.
 
     The copy sits beside index.html so relative thumbnail paths resolve the
@@ -610,13 +610,13 @@ def render_in_chromium(index: Path, profile: Path, size: tuple[int, int] = (1280
     page's own script and images still run under the product's policy.
     """
     html = index.read_text(encoding="utf-8")
-    digest = base64.b64encode(hashlib.sha256(PROBE.encode()).digest()).decode()
+    digest = base64.b64encode(hashlib.sha256(probe.encode()).digest()).decode()
     assert "script-src 'sha256-" in html
     probed = html.replace("script-src ", f"script-src 'sha256-{digest}' ", 1)
-    probed = probed.replace("</body>", f"<script>{PROBE}</script></body>", 1)
+    probed = probed.replace("</body>", f"<script>{probe}</script></body>", 1)
     copy = index.with_name(".probe-index.html")
     copy.write_text(probed, encoding="utf-8")
-    result = chromium(copy, profile, size, "--dump-dom")
+    result = chromium(copy, profile, size, "--dump-dom", budget_ms=budget_ms)
     assert "</html>" in result.stdout, result.stderr[-2000:]
     return BeautifulSoup(result.stdout, "html.parser")
 
@@ -743,6 +743,128 @@ def test_long_names_stay_inside_their_tiles(tmp_path: Path) -> None:
                                                size))
         check_layout(seen)
         assert len(seen["figures"]) == 3
+
+
+def test_figures_past_the_first_screens_wait_in_templates(tmp_path: Path) -> None:
+    """The first figures are live markup (all there is without scripts, and said so); the
+    rest wait in chunks, each in its page's section, every one still in the page."""
+    out = tmp_path / "out"
+    body = png(8, 8, 1)
+    lines = []
+    for n in range(LIVE_FIGURES + 3 * CHUNK_FIGURES):
+        store(out, f"h/{n}.png", body)
+        lines.append(success(f"http://h/{n}.png", f"http://h/p{n // 70:02}.html", f"h/{n}.png",
+                             body))
+    (out / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    soup = BeautifulSoup(write_report(out).read_text(encoding="utf-8"), "html.parser")
+    chunks = soup.select("section.page template.later")
+    waiting = [len(chunk.select("figure.item")) for chunk in chunks]
+    assert chunks and max(waiting) <= CHUNK_FIGURES
+    live = len(soup.select("figure.item"))  # soupsieve, like a browser, skips <template>s
+    assert LIVE_FIGURES <= live < LIVE_FIGURES + CHUNK_FIGURES
+    assert live + sum(waiting) == len(lines)
+    note = soup.select_one("noscript")
+    assert note is not None and f"the other {sum(waiting)} need" in note.get_text()
+    # A small report is all live, with no note.
+    small = tmp_path / "small"
+    store(small, "h/0.png", body)
+    (small / "manifest.jsonl").write_text(json.dumps(lines[0]) + "\n")
+    html = write_report(small).read_text(encoding="utf-8")
+    assert "<template" not in html and "<noscript" not in html
+
+
+# What a large report costs a browser: how many figures and thumbnails are live once
+# it has loaded, then whether the rest still comes (scrolled to the end), filters and
+# steps through in the lightbox. Every wait is bounded (the virtual time budget too).
+PROBE_LARGE = """
+const seen = {};
+const live = () => document.querySelectorAll("figure.item").length;
+const loaded = () => Array.from(document.querySelectorAll("figure img"))
+  .filter((img) => img.complete && img.naturalWidth).length;
+const later = (ms) => new Promise((done) => setTimeout(done, ms));
+const choose = (id, value) => {
+  const f = document.getElementById(id);
+  f.value = value;
+  f.dispatchEvent(new Event("change"));
+};
+const key = (k) => document.dispatchEvent(new KeyboardEvent("keydown", {key: k}));
+const full = () => document.getElementById("lb-image").getAttribute("src");
+const out = document.createElement("pre");  // written at each step: a stall shows where
+out.id = "probe";
+const report = () => { out.textContent = JSON.stringify(seen); };
+window.addEventListener("load", async () => {
+  document.body.append(out);
+  await later(500);
+  seen.atLoad = {figures: live(), loaded: loaded(),
+                 shown: document.getElementById("shown").textContent};
+  report();
+  // Each wait until what it waits for is there, or 100 steps.
+  const until = async (done, steps = 100) => {
+    for (let step = 0; step < steps && !done(); step++) await later(20);
+  };
+  // Down a screen at a time, as a reader would: every section on the way fills in.
+  for (let step = 0; step < 1000 && document.querySelector("template.later"); step++) {
+    const before = live();
+    window.scrollBy(0, window.innerHeight);
+    // Said at once: headless Chromium draws few frames, and scroll events wait for one.
+    window.dispatchEvent(new Event("scroll"));
+    await until(() => live() > before, 10);
+    seen.scrolled = {step, figures: live(), y: Math.round(window.scrollY)};
+    report();
+  }
+  choose("f-page", "30");
+  await until(() => Array.from(document.querySelectorAll("figure.item")).some(
+    (f) => !f.hidden && f.dataset.page === "30"));
+  const page = Array.from(document.querySelectorAll("figure.item")).filter((f) => !f.hidden);
+  seen.page30 = {shown: document.getElementById("shown").textContent, live: page.length,
+                 pages: [...new Set(page.map((f) => f.dataset.page))]};
+  report();
+  choose("f-page", "");
+  document.querySelector("figure.item a.thumb").click();
+  seen.first = full();
+  key("ArrowLeft");
+  seen.wrapped = full();
+  key("Escape");
+  report();
+  seen.atEnd = {figures: live(), templates: document.querySelectorAll("template.later").length};
+  report();
+});
+"""
+
+
+@pytest.mark.browser
+@needs_chromium
+def test_a_large_report_lays_out_and_loads_only_what_is_near_the_view(tmp_path: Path) -> None:
+    """2,000 images over 40 pages: once loaded, a few screens of figures are live and their
+    thumbnails alone loaded (it was every one of them, which took 30,000 images 48 s); the
+    rest comes as the view reaches it, and the filters and lightbox span them all."""
+    out = tmp_path / "out"
+    bodies = [png(40 + 8 * n, 30, n) for n in range(4)]
+    for n, body in enumerate(bodies):
+        store(out, f"src/{n}.png", body)
+    lines = []
+    for n in range(2000):
+        path = f"h/p{n // 50}/{n}.png"
+        (out / path).parent.mkdir(parents=True, exist_ok=True)
+        os.link(out / f"src/{n % 4}.png", out / path)  # real files, without 3,000 writes
+        lines.append(success(f"http://h/{n}.png", f"http://h/p{n // 50:02}.html", path,
+                             bodies[n % 4], width=40 + 8 * (n % 4), height=30))
+    (out / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    write_report(out)
+    seen = probe_result(render_in_chromium(out / "index.html", tmp_path / "profile",
+                                           (1280, 900), probe=PROBE_LARGE,
+                                           budget_ms=60_000))
+    at_load = seen["atLoad"]
+    assert at_load["shown"] == "showing 2000 of 2000 images"
+    assert 30 <= at_load["figures"] <= 300, at_load
+    assert 15 <= at_load["loaded"] <= at_load["figures"], at_load
+    # Every figure came in on the way down, none twice.
+    assert seen["atEnd"] == {"figures": 2000, "templates": 0}
+    # The 30th page alone: its 50 figures.
+    assert seen["page30"] == {"shown": "showing 50 of 2000 images", "live": 50,
+                              "pages": ["30"]}
+    # Stepping back from the first image reaches the last, live or not.
+    assert seen["first"] == "h/p0/0.png" and seen["wrapped"] == "h/p39/1999.png"
 
 
 def test_pages_in_address_order_and_images_with_the_pages_words(tmp_path: Path) -> None:

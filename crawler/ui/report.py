@@ -7,8 +7,11 @@ on and shown as thumbnails filling their tiles; a click opens the full image
 in a lightbox (previous and next with the arrow keys too). A header gives the
 counts and filters by page, host, status and size. Failed images and pages
 that could not be crawled (``pages.jsonl``) follow in two tables, filtered
-alike. Without the script (or with scripts off) every thumbnail still links
-to its file, but an SVG's: opened as a document (not shown by ``<img>``), a
+alike. Past the first :data:`LIVE_FIGURES`, figures wait in ``<template>``
+chunks that the script moves into the page as the view nears them, so a
+browser lays out and loads a few screens, not 30,000 figures. Without the
+script (or with scripts off) those first thumbnails show, each linked to its
+file, but an SVG's: opened as a document (not shown by ``<img>``), a
 stranger's SVG runs its scripts at a ``file:`` address.
 
 Several folders make one report: their manifests are merged (one line per
@@ -63,6 +66,14 @@ log = logging.getLogger(__name__)
 
 MAX_LINE_BYTES = 1 << 20
 """The longest manifest line read; a real one is under 10 KB, longer ones count as malformed."""
+
+LIVE_FIGURES = 100
+"""Figures written as live markup at the top of the gallery: a first screen or two."""
+
+CHUNK_FIGURES = 50
+"""Figures per ``<template>`` after those: the page's script moves one chunk in at a time, as
+the end of its grid nears the view. Live, 30,000 figures took a browser 10 s of layout and
+style before its first screenshot (and where it ignored loading="lazy", a load of every file)."""
 
 SIZE_CLASSES = (("s", 10_000, "under 10 KB"), ("m", 100_000, "10 to 100 KB"),
                 ("l", 1_000_000, "100 KB to 1 MB"), ("xl", None, "over 1 MB"))
@@ -122,26 +133,69 @@ cursor:pointer;padding:.2em .4em}
 # them with textContent: nothing from a manifest ever becomes markup.
 SCRIPT = """
 (() => {
-  const items = Array.from(document.querySelectorAll(".item"));
-  const sections = Array.from(document.querySelectorAll("section.page"));
+  // Most figures wait in templates: parsed, but no style, layout or image load
+  // until their section nears the view. Their nodes are the same objects once
+  // moved in, so the filters and the lightbox hold every item from the start.
+  const groups = Array.from(document.querySelectorAll("section.page"), (section) => {
+    const later = Array.from(section.querySelectorAll("template.later"));
+    const figures = [...section.querySelectorAll("figure.item"),
+                     ...later.flatMap((t) => Array.from(t.content.querySelectorAll(".item")))];
+    return {section, grid: section.querySelector(".grid"), later, figures};
+  });
+  const rows = Array.from(document.querySelectorAll("tr.item"));
+  const items = [...groups.flatMap((g) => g.figures), ...rows];
   const tables = Array.from(document.querySelectorAll("table.filtered"));
   const select = (id) => document.getElementById(id);
   const filters = ["f-page", "f-host", "f-status", "f-size"].map(select);
   const shown = select("shown");
   function apply() {
     const [page, host, status, size] = filters.map((f) => f.value);
+    const keep = (d) => (!page || d.page === page) && (!host || d.host === host) &&
+      (!status || d.status === status) && (!size || d.size === size);
     let count = 0;
-    for (const item of items) {
-      const d = item.dataset;
-      const ok = (!page || d.page === page) && (!host || d.host === host) &&
-        (!status || d.status === status) && (!size || d.size === size);
-      item.hidden = !ok;
-      if (ok && item.tagName === "FIGURE") count++;
+    for (const g of groups) {
+      let here = 0;
+      for (const item of g.figures) {
+        item.hidden = !keep(item.dataset);
+        if (!item.hidden) here++;
+      }
+      g.section.hidden = !here;
+      count += here;
     }
-    for (const s of sections) s.hidden = !s.querySelector("figure.item:not([hidden])");
+    for (const row of rows) row.hidden = !keep(row.dataset);
     for (const t of tables) t.hidden = !t.querySelector("tr.item:not([hidden])");
     shown.textContent = `showing ${count} of ${select("gallery").dataset.total} images`;
+    soon();  // sections shown again, or moved up, fill in
   }
+  // A chunk at a time into each section whose end is within a screen or two of the
+  // view, looked for after each burst of scrolling: an IntersectionObserver reports
+  // crossings only, and a long scroll (or a section filling in above) can jump one.
+  const waiting = groups.filter((g) => g.later.length);
+  const MARGIN = 1500;
+  function fill() {
+    for (let round = 0; round < 40; round++) {  // bounded: the rest a moment later
+      let moved = false;
+      for (const g of waiting) {
+        if (!g.later.length || g.section.hidden) continue;
+        const end = g.section.getBoundingClientRect().bottom;
+        if (end < -MARGIN || end > window.innerHeight + MARGIN) continue;
+        const next = g.later.shift();
+        g.grid.insertBefore(next.content, next);
+        next.remove();
+        moved = true;
+      }
+      if (!moved) return;
+    }
+    soon();
+  }
+  let queued = false;
+  function soon() {  // once for a burst of scroll events
+    if (queued) return;
+    queued = true;
+    setTimeout(() => { queued = false; fill(); }, 16);
+  }
+  window.addEventListener("scroll", soon, {passive: true});
+  window.addEventListener("resize", soon);
   for (const f of filters) f.addEventListener("change", apply);
   select("filters").hidden = false;
   const box = select("lightbox"), text = select("lb-text");
@@ -473,6 +527,7 @@ def render_parts(manifest: Manifest, folders: Path | Sequence[Path]) -> list[str
     page_numbers = {page: number for number, (page, _) in enumerate(groups, 1)}
     for entry in manifest.failures.values():
         page_numbers.setdefault(entry.page, len(page_numbers) + 1)
+    figures_before = live_figures = 0
     for number, (page, entries) in enumerate(groups, 1):
         gallery.append(f'<section class="page" id="page-{number}"><h2>')
         gallery.append(_link(page) if page is not None else "Found on no recorded page")
@@ -480,8 +535,18 @@ def render_parts(manifest: Manifest, folders: Path | Sequence[Path]) -> list[str
         gallery.append(f' <small>({_plural(len(entries), "image")}{failed})</small></h2>\n'
                        '<div class="grid">\n')
         page_html = escape(page or "")
-        for entry in entries:
-            _figure(gallery, entry, number, page_html, context)
+        for start in range(0, len(entries), CHUNK_FIGURES):
+            chunk = entries[start:start + CHUNK_FIGURES]
+            later = figures_before >= LIVE_FIGURES
+            if later:
+                gallery.append('<template class="later">\n')
+            for entry in chunk:
+                _figure(gallery, entry, number, page_html, context)
+            if later:
+                gallery.append("</template>\n")
+            else:
+                live_figures += len(chunk)
+            figures_before += len(chunk)
         gallery.append("</div></section>\n")
     failures: list[str] = []
     _failures(failures, manifest.failures.values(), page_numbers, context)
@@ -515,6 +580,10 @@ def render_parts(manifest: Manifest, folders: Path | Sequence[Path]) -> list[str
     _filters(out, page_numbers, failed_on, manifest, context)
     add("</header>\n<main>\n")
     add(f'<h2 class="part" id="gallery" data-total="{manifest.succeeded}">Images by page</h2>\n')
+    if live_figures < figures_before:  # some wait in templates
+        add(f'<noscript><p class="note" id="scripts-off">Scripts are off: the first images are '
+            f"shown, the other {figures_before - live_figures:,} need this page's script "
+            "to come into view.</p></noscript>\n")
     if not groups:
         add("<p>No image was downloaded.</p>\n")
     out.extend(gallery)
