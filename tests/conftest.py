@@ -355,10 +355,15 @@ def slow_start(server: FixtureServer, seconds: float = 1.0) -> None:
     a master that never comes back (as it should); tests that check every
     worker's exit status start them in time this way.
     """
+    _before_the_seed(server, lambda: time.sleep(seconds))
+
+
+def _before_the_seed(server: FixtureServer, wait: Callable[[], object]) -> None:
+    """Call ``wait`` before the seed page is served (as it was, or from the site folder)."""
     inner = server.routes.get("/")
 
     def route(handler: FixtureHandler) -> None:
-        time.sleep(seconds)
+        wait()
         if inner is None:
             handler.send_file("/")
         else:
@@ -380,7 +385,7 @@ def crawl_with_two_workers(server: FixtureServer, tmp_path: Path, *flags: str,
     """
     out = tmp_path / "out"
     both_joined = threading.Event()
-    _gate_start(server, both_joined)
+    _before_the_seed(server, lambda: both_joined.wait(JOIN_DEADLINE))
     master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
                            str(out), *flags, cwd=tmp_path)
     workers = []
@@ -403,21 +408,9 @@ def crawl_with_two_workers(server: FixtureServer, tmp_path: Path, *flags: str,
     return err
 
 
-JOIN_DEADLINE = 60.0  # seconds the workers a test starts get to join their master
-
-
-def _gate_start(server: FixtureServer, opened: threading.Event) -> None:
-    """Hold the seed page until ``opened`` is set (JOIN_DEADLINE at most)."""
-    inner = server.routes.get("/")
-
-    def route(handler: FixtureHandler) -> None:
-        opened.wait(JOIN_DEADLINE)
-        if inner is None:
-            handler.send_file("/")
-        else:
-            inner(handler)
-
-    server.routes["/"] = route
+# Seconds the workers a test starts get to join their master: within a master's page
+# timeout (30 s), so that the seed page held for them meanwhile is not failed.
+JOIN_DEADLINE = 25.0
 
 
 def _wait_for_workers(address: str, out: Path, count: int) -> None:

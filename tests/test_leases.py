@@ -26,6 +26,7 @@ from .conftest import (
     wait_for_queue_address,
     wait_until,
 )
+from .test_recovery import gate_image
 
 PNG = (SITE / "images" / "red.png").read_bytes()
 
@@ -160,21 +161,7 @@ def test_a_silent_worker_whose_lost_lease_was_its_last_try_is_not_told_it_is_que
     queue, where it was not."""
     page = b'<html><body><img src="/held.png"><img src="/later.png"></body></html>'
     site.routes["/"] = lambda handler: handler.send_body(200, page, "text/html")
-    begun, release = threading.Event(), threading.Event()
-
-    def held_image(handler: FixtureHandler) -> None:
-        handler.send_response(200)
-        handler.send_header("Content-Type", "image/png")
-        handler.send_header("Content-Length", str(len(PNG)))
-        handler.end_headers()
-        handler.wfile.write(PNG[: len(PNG) // 2])
-        handler.wfile.flush()
-        begun.set()
-        release.wait(60)
-        with contextlib.suppress(OSError):
-            handler.wfile.write(PNG[len(PNG) // 2 :])
-
-    site.routes["/held.png"] = held_image
+    begun, release = gate_image(site, "/held.png", PNG)
     site.routes["/later.png"] = lambda handler: handler.send_body(200, PNG, "image/png")
     (tmp_path / "settings.toml").write_text("[queue]\nworker_silence = 1.5\n")
     out = tmp_path / "out"
