@@ -19,7 +19,13 @@ import pycurl
 from crawler.config import Limits
 from crawler.errors import StorageError
 from crawler.fetch.policy import server_pause, transient_status
-from crawler.model.outcome import MAX_REASON_CHARS, STORAGE_ERROR, Attempt, FailureKind
+from crawler.model.outcome import (
+    MAX_REASON_CHARS,
+    STORAGE_ERROR,
+    Attempt,
+    FailureKind,
+    escaped,
+)
 
 ACCEPT = "image/*,*/*;q=0.5"  # the Accept header of every image request
 
@@ -197,19 +203,10 @@ def curl_failure(code: int, message: str) -> tuple[FailureKind, str, bool]:
           and not message.startswith(_NOT_THE_CAUSE)):
         # Without libcurl's timing ("after 0 ms"), nor the number of an HTTP/2 stream
         # or the length of its frame, one cause is one reason in the summary's
-        # failures_by_reason, not one per millisecond count or per image.
-        reason = f"{reason}: {_short(_printable(_without_counts(message)))}"
+        # failures_by_reason, not one per millisecond count or per image. Escaped: it
+        # may quote a server's bytes (a header libcurl ignored).
+        reason = f"{reason}: {_short(escaped(_without_counts(message)))}"
     return kind, reason, transient
-
-
-def _printable(text: str) -> str:
-    """``text`` with each character that is not printable escaped (``\\r``, ``\\x1b``):
-    libcurl's message may quote a server's bytes (a header it ignored), which broke the
-    master's log lines and its one-line error, and reached the terminal as control
-    sequences."""
-    if text.isprintable():
-        return text
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 # libcurl's messages that only repeat what the code's reason says ("connection broken:

@@ -27,12 +27,25 @@ STORAGE_ERROR = "storage error: "
 IMAGES_DIR = "images"
 
 
+def escaped(text: str) -> str:
+    """``text`` with each character that is not printable escaped (``\\x1b``, ``\\r``):
+    a server's bytes, quoted in a reason or a message, must not reach a file's line or a
+    terminal as control sequences."""
+    if text.isprintable():
+        return text
+    return "".join(map(_shown, text))
+
+
+def _shown(char: str) -> str:
+    return char if char.isprintable() else repr(char)[1:-1]
+
+
 def one_line(reason: str, limit: int = MAX_REASON_CHARS) -> str:
     """A failure's reason as results.log and the summary show it: one line, its runs of
     spaces, tabs and line breaks made one space, and any other character that is not
-    printable escaped (``\\x1b``, ``\\x00``). A reason may come from any worker: a
-    tutorial worker's is often an exception's text quoting a server's bytes, and an
-    escape sequence there reached the terminal in the summary.
+    printable escaped (:func:`escaped`). A reason may come from any worker: a tutorial
+    worker's is often an exception's text quoting a server's bytes, and an escape
+    sequence there reached the terminal in the summary.
 
     At most ``limit`` characters, cut between two characters of the reason, never inside
     an escape: escaped, a reason of the longest length a report may have grew up to ten
@@ -43,8 +56,7 @@ def one_line(reason: str, limit: int = MAX_REASON_CHARS) -> str:
         return text[:limit]
     pieces: list[str] = []
     length = 0
-    for char in text:
-        piece = char if char.isprintable() else repr(char)[1:-1]
+    for piece in map(_shown, text):
         length += len(piece)
         if length > limit:
             break
