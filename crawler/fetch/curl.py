@@ -62,7 +62,6 @@ from crawler.fetch.curlsetup import (
     request_url,
     set_common_options,
     set_hop_options,
-    site_answered,
 )
 from crawler.fetch.decoding import BodyDecoder, body_decoder
 from crawler.fetch.engine import (
@@ -570,11 +569,6 @@ class CurlEngine:
                       if code or transfer.status == PROXY_AUTH_REQUIRED else "")
         if refused_by:  # the proxy's answer (to the request, or to its CONNECT)
             attempt = self._failed(transfer, refused_by, FailureKind.CONNECTION, True)
-        elif (code and transfer.answer is not None and transfer.answer.kind is FailureKind.STATUS
-              and not site_answered(slot.handle, transfer.status)):
-            # The head was a proxy's refusal of its CONNECT (a 403, a 502), not the site's
-            # status: libcurl's error says so, and the next try may pass the proxy.
-            attempt = self._transport_failure(transfer, code, message)
         elif transfer.answer is not None:
             attempt = transfer.answer
         elif transfer.unclean and not transfer.fresh:

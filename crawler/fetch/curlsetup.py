@@ -243,12 +243,13 @@ def set_common_options(handle: pycurl.Curl, options: RequestOptions, *,
     setopt(pycurl.NOSIGNAL, 1)
     setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
     setopt(pycurl.FOLLOWLOCATION, 0)  # followed by the caller, each hop through the guard
-    # A proxy's answer to the CONNECT of an https request ("200 Connection established")
-    # is no head of the site's: handed to the header callbacks, the workers' engine took
-    # it for the image's, and fed the site's redirect or error page to an image ("not an
-    # image"). The proxy's refusal is still said: libcurl's error, HTTP_CONNECTCODE.
-    with contextlib.suppress(pycurl.error):  # (a libcurl older than 7.54: as before)
-        setopt(_SUPPRESS_CONNECT_HEADERS, 1)
+    # A proxy's answer to the CONNECT of an https request ("200 Connection established",
+    # or its refusal, a 403 or 502) is no head of the site's: handed to the header
+    # callbacks, the workers' engine took it for the image's, and fed the site's redirect
+    # or error page to an image ("not an image"), and a refusal was the site's "HTTP 403"
+    # for good. The proxy's refusal is still said: libcurl's error, HTTP_CONNECTCODE.
+    # (libcurl 7.54; the guard's PREREQFUNCTION needs 7.80 already.)
+    setopt(_SUPPRESS_CONNECT_HEADERS, 1)
     # Asked for, and decoded by the caller (crawler.fetch.decoding): libcurl's decoder
     # takes a compressed body cut short for a whole one.
     setopt(pycurl.ACCEPT_ENCODING, ACCEPT_ENCODING)
@@ -416,16 +417,6 @@ def shown_proxy(proxy: str) -> str:
     host = parts.hostname or "?"
     host = f"[{host}]" if ":" in host else host
     return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
-
-
-def site_answered(handle: pycurl.Curl, status: int) -> bool:
-    """Whether the head read, of ``status``, is the site's: not a proxy's refusal of its
-    CONNECT (a 403, a 502), which libcurl leaves out of the response code. Taken for the
-    site's answer, it was the page's or image's "HTTP 403", for good, the proxy unnamed."""
-    try:
-        return bool(handle.getinfo(pycurl.RESPONSE_CODE) == status)
-    except pycurl.error:
-        return False
 
 
 def proxy_refusal(handle: pycurl.Curl, status: int, proxies: Proxies, url: str) -> str:

@@ -45,7 +45,6 @@ from crawler.fetch.curlsetup import (
     set_common_options,
     set_hop_options,
     shown_proxy,
-    site_answered,
     used_proxy,
 )
 from crawler.fetch.decoding import BodyDecoder, body_decoder
@@ -421,8 +420,7 @@ def conclude(exchange: Exchange, handle: pycurl.Curl, code: int, message: str,
             0, refused_by, FailureKind.CONNECTION, True)
     elif spoiled is not None and code in (0, pycurl.E_WRITE_ERROR):
         reply.failure, reply.kind, reply.transient = str(spoiled), spoiled.kind, spoiled.transient
-    elif (code and reply.refused and exchange.head_done and reply.blocked is None
-          and site_answered(handle, reply.status)):
+    elif code and reply.refused and exchange.head_done and reply.blocked is None:
         # The head is the answer (a redirect, a 404, a page that is not HTML): the body
         # left unread may break off, or stall past the deadline, as it will. An HTTP/2
         # stream reset after a redirect's head failed the page, and it was tried again,
