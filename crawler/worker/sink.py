@@ -38,7 +38,7 @@ from crawler.model.imagetype import (
     sniff,
 )
 from crawler.model.outcome import HTML_PAGE_REASON, Attempt, FailureKind
-from crawler.worker.store import Store
+from crawler.worker.store import Store, StoredFile
 
 __all__ = ["ACCEPT", "PERMANENT_STATUSES", "Abandoned", "ImageSink", "failure", "kept_instead",
            "retry_after_seconds", "sinks_into", "status_failure", "storage_failure", "too_large",
@@ -155,13 +155,10 @@ class ImageSink:
             # its dimensions and type too, not the body just dropped.
             size_wh, kept_type = _described(stored.path_text)
             media_type = kept_type or kind.mime
-        width, height = size_wh if size_wh else (None, None)
         # The stored file's size and hash: a file another download of this URL stored
         # first is kept, and it is what the manifest must describe.
-        return Attempt(url=self._url, ok=True, path=stored.relative_text, bytes=stored.size,
-                       sha256=stored.sha256, content_type=media_type,
-                       width=width, height=height, elapsed_s=time.monotonic() - self._started,
-                       skipped=stored.skipped)
+        return _stored_success(self._url, stored, size_wh, media_type,
+                               time.monotonic() - self._started)
 
     def discard(self) -> None:
         """Drop what was received; safe to call more than once, and after finish."""
@@ -196,10 +193,16 @@ def kept_instead(store: Store, attempt: Attempt) -> Attempt:
     if stored is None:
         return attempt
     size_wh, content_type = _described(stored.path_text)
+    return _stored_success(attempt.url, stored, size_wh, content_type, attempt.elapsed_s)
+
+
+def _stored_success(url: str, stored: StoredFile, size_wh: tuple[int, int] | None,
+                    content_type: str | None, elapsed_s: float) -> Attempt:
+    """The success of ``url`` whose image is the file ``stored`` describes."""
     width, height = size_wh if size_wh else (None, None)
-    return Attempt(url=attempt.url, ok=True, path=stored.relative_text, bytes=stored.size,
+    return Attempt(url=url, ok=True, path=stored.relative_text, bytes=stored.size,
                    sha256=stored.sha256, content_type=content_type, width=width,
-                   height=height, elapsed_s=attempt.elapsed_s, skipped=True)
+                   height=height, elapsed_s=elapsed_s, skipped=stored.skipped)
 
 
 def _stored_type(declared: str | None, kind: ImageType) -> str:
