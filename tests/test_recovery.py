@@ -11,6 +11,7 @@ import os
 import pickle
 import re
 import resource
+import shutil
 import signal
 import socket
 import struct
@@ -333,6 +334,46 @@ def test_a_master_ended_by_an_error_leaves_its_workers_waiting_for_its_return(
             stop(master)
             stop(worker)
         check_complete(out, server.url, site, stores=[stored])
+
+
+def test_an_output_folder_removed_mid_crawl_stops_the_master_with_an_error(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """Its journal and result files, open still, went with the folder: a master that went
+    on would write into files no longer there, and say the crawl completed."""
+    server = make_server()
+    site = setup_site(server, pages=2, images_per_page=8)
+    release = threading.Event()
+    held = sorted(site.images)[4:]  # the first few succeed, the rest wait for the removal
+    for path in held:
+        server.routes[path] = lambda h, normal=server.routes[path]: (release.wait(60),
+                                                                     normal(h))
+    out = tmp_path / "out"
+    args = ("master", server.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+            "--local-workers", "1")
+    master = start_crawler(*args, cwd=tmp_path)
+    try:
+        # All that are not held: none is being written as the folder goes.
+        wait_until(lambda: len(manifest_lines(out)) >= 4, 60, "the first results")
+        shutil.rmtree(out)
+        release.set()
+        err = finish(master, 90)
+    finally:
+        release.set()
+        stop(master)
+    assert master.returncode == 3, err
+    last = err.rstrip().splitlines()[-1]
+    # The folder, or (a new one given the old one's number) the first file it held.
+    gone = re.escape(str(out))
+    assert re.match(rf"crawler: error: (the output folder {gone}|{gone}/\S+) was removed, "
+                    "moved or replaced while the crawl ran", last), err
+    assert "run the same command again" in last, err
+    again = start_crawler(*args, cwd=tmp_path)
+    try:
+        err = finish(again, 90)
+    finally:
+        stop(again)
+    assert again.returncode == 0, err
+    check_complete(out, server.url, site)
 
 
 def test_a_run_killed_before_its_end_leaves_no_summary_of_the_last_run(

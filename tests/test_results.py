@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from crawler.errors import StorageError
+from crawler.master.inplace import FilesInPlace
 from crawler.master.results import ResultFiles
 from crawler.model.outcome import Outcome
 
@@ -104,3 +105,20 @@ def test_a_page_that_fails_again_in_every_run_keeps_one_line_in_pages_jsonl(
     assert listed == {"flaky.html": 1, "gone.html": 4, "later.html": 1, "ß.html": 1}
     assert [str(line["url"]).rsplit("/", 1)[1] for line in lines()] == [
         "gone.html", "later.html", "gone.html", "gone.html", "ß.html", "flaky.html", "gone.html"]
+
+
+def test_files_in_place_pass_while_written_and_name_the_one_replaced(tmp_path: Path) -> None:
+    """Appends keep a file what it was; the same name on a new file is not the one open."""
+    files = ResultFiles(tmp_path, ())
+    in_place = FilesInPlace(tmp_path, ["results.log", "manifest.jsonl"])
+    try:
+        files.write([outcome("http://a.example/1.png", True, size=3)])
+        in_place.check()
+        (tmp_path / "manifest.jsonl").unlink()  # a clean-up that ran too early
+        (tmp_path / "manifest.jsonl").write_text("")
+        with pytest.raises(StorageError) as raised:
+            in_place.check()
+    finally:
+        files.close()
+    assert str(raised.value).startswith(f"{tmp_path / 'manifest.jsonl'} was removed, moved "
+                                        "or replaced while the crawl ran")

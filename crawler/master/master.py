@@ -43,8 +43,9 @@ from crawler.master.claim import (
     mark_for_broker,
 )
 from crawler.master.endwatch import END_TICK, EndWatch
-from crawler.master.folderlock import FolderLock
+from crawler.master.folderlock import LOCK_NAME, FolderLock
 from crawler.master.frontier import Frontier, PageQueue
+from crawler.master.inplace import FilesInPlace
 from crawler.master.journal import Journal, PageDone, Resumed
 from crawler.master.launcher import LocalWorkers
 from crawler.master.ledger import BrokerLedger, JournalLedger, Ledger
@@ -59,7 +60,13 @@ from crawler.master.stylesheets import Stylesheets, reading_rule
 from crawler.master.visit import PageVisitor, Visit
 from crawler.master.workercall import WorkerCall
 from crawler.model.cookies import cookie_key
-from crawler.model.files import IMAGES_LEFT_KEPT, MANIFEST_NAME, PAGES_NAME, RESULTS_NAME
+from crawler.model.files import (
+    IMAGES_LEFT_KEPT,
+    JOURNAL_NAME,
+    MANIFEST_NAME,
+    PAGES_NAME,
+    RESULTS_NAME,
+)
 from crawler.model.folders import make_folder
 from crawler.model.outcome import Attempt, Outcome
 from crawler.model.pacing import Paces
@@ -89,6 +96,8 @@ RECORD_EVERY = 0.005
 # journal's were a third of the crawl loop's CPU, half of them for results.
 COLLECT_EVERY = 0.05
 REAP_EVERY = 0.5
+# The files of record a master holds open in its output folder, beside its lock and journal.
+_RECORDS = (RESULTS_NAME, MANIFEST_NAME, PAGES_NAME)
 SHUTDOWN_GRACE = 10.0  # how long workers get to notice the end and leave
 WORKER_SILENCE = 3.0  # a worker not heard from for this long will not hear the end either
 LEAVE_WAIT = 5.0  # how long local workers that said goodbye get to end by themselves
@@ -284,6 +293,8 @@ class Master:
         # (url, page, ref) an earlier run left queued: put on the board once judged.
         self._resumed_images: list[ResumedImage] = []
         self._pages_to_retry = 0  # pages failed for a passing reason, left for the next run
+        # The output folder's files this master writes, looked at before each record.
+        self._in_place: FilesInPlace | None = None
 
     def stop(self) -> None:
         """Ask the crawl to stop (Ctrl-C, SIGTERM): state is saved, workers are told.
@@ -400,6 +411,7 @@ class Master:
                 # from them (a second read was half the restart of a large crawl).
                 _say_if_long_to_rewrite(out_dir)
                 files = ResultFiles(out_dir, self._counted(journal.outcomes()))
+                self._in_place = FilesInPlace(out_dir, [LOCK_NAME, JOURNAL_NAME, *_RECORDS])
                 try:
                     return self._run(JournalLedger(journal, self._embedded_board()),
                                      self._paced_frontier, files)
@@ -491,6 +503,7 @@ class Master:
         ledger = BrokerLedger(broker.client, frontier, self._shared_board)
         # Every outcome is on the broker: the folder's files are written anew from there.
         files = ResultFiles(out_dir, ())
+        self._in_place = FilesInPlace(out_dir, [LOCK_NAME, *_RECORDS])
         try:
             return self._run(ledger, lambda _resumed: frontier, files)
         finally:
@@ -1039,6 +1052,8 @@ class Master:
         return True
 
     def _collect(self, ledger: Ledger, files: ResultFiles) -> None:
+        if self._in_place is not None:  # before the drain: the board keeps what is settled
+            self._in_place.check()
         settled = self._board.drain()
         if not settled or self._options.dry_run:
             return  # a dry run downloads nothing: nothing to record
