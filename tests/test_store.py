@@ -1021,6 +1021,42 @@ def test_real_full_disk_when_storing_bytes(tmp_path: Path) -> None:
         assert not (small / "h").exists()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="tmpfs is Linux")
+def test_images_on_a_disk_mounted_at_the_images_folder(tmp_path: Path) -> None:
+    """A partial file is renamed onto its image: it is written on the images' disk."""
+    data = b"\x89PNG\r\n\x1a\n" + bytes(5000)
+    (tmp_path / "out").mkdir()
+    with tiny_tmpfs(tmp_path / "out" / "images", "1m") as images:
+        store = Store(tmp_path / "out")
+        stored = store.store_bytes("http://h/a.png", PNG, data, hashlib.sha256(data).hexdigest())
+        partial, file = store.open_partial()
+        with file:
+            file.write(data)
+        streamed = store.commit(partial, "http://h/b.png", PNG, len(data),
+                                hashlib.sha256(data).hexdigest())
+        store.flush_to_disk()
+        assert Path(stored.path).read_bytes() == data == Path(streamed.path).read_bytes()
+        assert Path(stored.path).is_relative_to(images)
+        assert partials(store) == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="tmpfs is Linux")
+def test_a_disk_mounted_below_the_images_folder_is_said_with_where_to_mount_it(
+        tmp_path: Path) -> None:
+    data = b"\x89PNG\r\n\x1a\n" + bytes(5000)
+    host = tmp_path / "out" / "images" / "http"
+    host.mkdir(parents=True)
+    with tiny_tmpfs(host / "h", "1m"):
+        store = Store(tmp_path / "out")
+        with pytest.raises(StorageError) as raised:
+            store.store_bytes("http://h/a.png", PNG, data, hashlib.sha256(data).hexdigest())
+        assert partials(store) == []
+    assert str(raised.value) == (
+        f"cannot store {host / 'h' / 'a.png'}: its folder is on another disk than "
+        f"{store.partial_dir}, where downloads are written first; mount that disk at "
+        f"{tmp_path / 'out' / 'images'} or at {tmp_path / 'out'}, not below them")
+
+
 # --------------------------------------------------------------------------- Store: cleaning
 
 

@@ -3,7 +3,8 @@
 A URL is text chosen by whoever runs the web site. ``relative_path`` turns it
 into a path that always stays inside the output folder, is a legal name on
 Linux, macOS and Windows, and is the same for the same URL on every worker.
-``Store`` writes each download to a partial file in ``ROOT/.partial/`` and only
+``Store`` writes each download to a partial file in ``ROOT/.partial/`` (on the
+images' disk: ``ROOT/images/.partial/`` when one is mounted at ``images/``) and only
 then renames it onto its final name, so a crash never leaves a half-written
 image that looks complete; a file already stored with the same bytes is kept.
 """
@@ -328,8 +329,8 @@ class Store:
         """
         self.root = Path(root)
         self._may_store = may_store
-        self.partial_dir = self.root / PARTIAL_DIR
         self._images = self.root / IMAGES_DIR
+        self.partial_dir = _partial_dir_beside(self._images, self.root)
         # Folders already made and checked to lie inside root: one check per folder, not
         # one per file (the per-file resolve() and mkdir() showed in the profile).
         self._folders: set[str] = set()
@@ -495,6 +496,11 @@ class Store:
                 self._make_folder(folder, final)
                 continue
             except OSError as exc:
+                if exc.errno == errno.EXDEV:  # a disk mounted below images/: no rename there
+                    raise StorageError(
+                        f"cannot store {final}: its folder is on another disk than "
+                        f"{self.partial_dir}, where downloads are written first; mount that "
+                        f"disk at {self._images} or at {self.root}, not below them") from exc
                 raise _folder_error(exc, Path(final), "write", self.root) from exc
             break
         return StoredFile(final, relative, size, sha256, skipped=False)
@@ -549,10 +555,11 @@ class Store:
 
     def flush_to_disk(self) -> None:
         """Make every file stored so far durable: one syncfs, not an fsync per file."""
+        images_disk = self.partial_dir.parent  # root, or images/ when a disk is mounted there
         try:
-            fd = os.open(self.root, os.O_RDONLY)
+            fd = os.open(images_disk, os.O_RDONLY)
         except OSError as exc:
-            raise _folder_error(exc, self.root, "sync", self.root) from exc
+            raise _folder_error(exc, images_disk, "sync", self.root) from exc
         try:
             if _SYNCFS is None or _SYNCFS(fd) != 0:
                 os.sync()  # no syncfs here (or it failed): flush everything instead
@@ -687,6 +694,19 @@ def _replaced_if_no_image(partial: str, final: str, root: Path, size: int,
         return True
     finally:
         os.close(fd)
+
+
+def _partial_dir_beside(images: Path, root: Path) -> Path:
+    """Where partial files go: ``ROOT/.partial``, or ``ROOT/images/.partial`` when a disk
+    is mounted at ``images/``, since a partial file is renamed onto its image and a
+    rename cannot cross from one file system to another. (No image lands there: every
+    image is in a scheme's folder.)"""
+    try:
+        if images.stat().st_dev != root.stat().st_dev:
+            return images / PARTIAL_DIR
+    except OSError:  # no images/ yet (made on root's file system), or no root yet
+        pass
+    return root / PARTIAL_DIR
 
 
 def _rename_noreplace(source: str, target: str) -> None:
