@@ -349,16 +349,16 @@ def test_the_same_bytes_are_the_same_image_however_they_arrive(tmp_path: Path,
                                                                piece: int) -> None:
     """The type was decided once 4,096 bytes had come: an SVG whose first packets ended
     inside a long comment was 'not an image', sent whole it was stored."""
-    sink = sinks_into(Store(tmp_path / "out"), Limits())("http://h/a.svg", 0.0)
+    sink = sinks_into(Store(tmp_path / "out"), Limits())(("http://h/a.svg", 1), 0.0)
     for at in range(0, len(SVG_AFTER_A_LONG_COMMENT), piece):
         sink.feed(SVG_AFTER_A_LONG_COMMENT[at:at + piece])
     stored = sink.finish("image/svg+xml")
     assert stored.ok and (stored.width, stored.height) == (4, 3), stored
-    html = sinks_into(Store(tmp_path / "out"), Limits())("http://h/b.svg", 0.0)
+    html = sinks_into(Store(tmp_path / "out"), Limits())(("http://h/b.svg", 1), 0.0)
     with pytest.raises(Abandoned, match="not an image"):  # no markup: still said early
         html.feed(b"\x00\x01 binary " * 1000)
     # A page longer than the sniffer's window is told to be one as it is given up.
-    page = sinks_into(Store(tmp_path / "out"), Limits())("http://h/File:c.png", 0.0)
+    page = sinks_into(Store(tmp_path / "out"), Limits())(("http://h/File:c.png", 1), 0.0)
     with pytest.raises(Abandoned, match="an HTML page") as given_up:
         chunk = b"<!DOCTYPE html><p>" + b"x" * piece
         for _ in range(SNIFF_BYTES // len(chunk) + 1):
@@ -474,10 +474,10 @@ def test_a_url_stored_before_with_other_bytes_is_described_as_the_file_kept(
     there is kept, and its size and hash were reported, but its dimensions and type were
     the dropped body's."""
     store = Store(tmp_path / "out")
-    first = sinks_into(store, Limits())("http://h/x.png", 0.0)
+    first = sinks_into(store, Limits())(("http://h/x.png", 1), 0.0)
     first.feed(png(20, 10, 1))
     assert first.finish("image/png").width == 20
-    again = sinks_into(store, Limits())("http://h/x.png", 0.0)
+    again = sinks_into(store, Limits())(("http://h/x.png", 1), 0.0)
     again.feed(png(40, 30, 2))
     kept = again.finish("image/webp")  # what the server says now
     assert kept.ok and kept.skipped
@@ -515,7 +515,7 @@ def test_a_failure_of_the_servers_reports_the_image_stored_for_its_url(tmp_path:
     url = "http://h/x.png"
     missing = status_failure(url, 0.0, 404, None)
     assert kept_instead(store, missing) == missing  # nothing stored yet
-    sink = sinks_into(store, Limits())(url, 0.0)
+    sink = sinks_into(store, Limits())((url, 1), 0.0)
     sink.feed(PNG)
     stored = sink.finish("image/png")
     kept = kept_instead(store, missing)
@@ -527,6 +527,26 @@ def test_a_failure_of_the_servers_reports_the_image_stored_for_its_url(tmp_path:
                  FailureKind.STOPPED, FailureKind.WORKER_ERROR):
         refused = failure(url, 0.0, "refused", kind)
         assert kept_instead(store, refused) == refused, kind
+
+
+def test_a_later_try_that_brings_another_type_reports_the_image_stored_first(
+        tmp_path: Path) -> None:
+    """An earlier try stored a PNG and was never reported; the second try gets a JPEG,
+    whose name differs. The PNG is the URL's result, described as it is, and no JPEG is
+    stored beside it in no line of the manifest."""
+    store = Store(tmp_path / "out")
+    url = "http://h/picture"
+    first = sinks_into(store, Limits())((url, 1), 0.0)
+    first.feed(PNG)
+    stored = first.finish("image/png")
+    second = sinks_into(store, Limits())((url, 2), 0.0)
+    second.feed((SITE / "photos" / "cat.jpg").read_bytes())
+    kept = second.finish("image/jpeg")
+    assert kept.ok and kept.skipped
+    assert (kept.path, kept.bytes, kept.sha256) == (stored.path, stored.bytes, stored.sha256)
+    assert (kept.content_type, kept.width, kept.height) == ("image/png", 40, 30)
+    assert [p for p in (tmp_path / "out").glob("images/**/*") if p.is_file()] == [
+        tmp_path / "out" / str(stored.path)]
 
 
 def test_absurd_header_numbers_give_reports_the_master_takes(
@@ -811,10 +831,10 @@ def test_a_bug_while_storing_fails_that_image_and_the_engine_goes_on(
         monkeypatch: pytest.MonkeyPatch) -> None:
     real = Store.store_bytes
 
-    def broken_for_blue(store: Store, url: str, *args: object) -> object:
+    def broken_for_blue(store: Store, url: str, *args: object, **kwargs: object) -> object:
         if "blue" in url:
             raise RuntimeError("a bug")
-        return real(store, url, *args)  # type: ignore[arg-type]
+        return real(store, url, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Store, "store_bytes", broken_for_blue)
     engine = engines()

@@ -689,6 +689,26 @@ def test_the_image_stored_for_a_url_is_found_whatever_its_type(tmp_path: Path) -
     assert store.stored_for("http://h/b.png") is None  # another URL's file is not its
 
 
+def test_a_later_try_that_brings_another_type_keeps_the_file_stored_first(
+        tmp_path: Path) -> None:
+    """A try stored a GIF and was never reported; the next try of its URL brings a PNG,
+    another name. Told the URL was tried before, the store keeps the GIF and stores no
+    PNG beside it, held in memory or spilled to a partial file alike."""
+    store = Store(tmp_path)
+    gif = (REPO / "tests" / "site" / "icons" / "star.gif").read_bytes()
+    body = png(4, 4, 1)
+    sha = hashlib.sha256(body).hexdigest()
+    first = put(store, "http://h/a", gif, GIF)
+    kept = store.store_bytes("http://h/a", PNG, body, sha, tried_before=True)
+    assert kept == first._replace(skipped=True)
+    partial, file = store.open_partial()
+    with file:
+        file.write(body)
+    assert store.commit(partial, "http://h/a", PNG, len(body), sha, tried_before=True) == kept
+    assert [p for p in tmp_path.glob("images/**/*") if p.is_file()] == [first.path]
+    assert partials(store) == []
+
+
 @pytest.mark.parametrize("left", [b"", b"garbage\n", b"\x00" * 4096])
 def test_a_file_that_is_no_image_is_no_image_stored_for_its_url(tmp_path: Path,
                                                                  left: bytes) -> None:

@@ -491,7 +491,7 @@ class CurlEngine:
                                            FailureKind.TOO_LARGE)
             return -1
         transfer.content_type = headers.get(b"content-type")
-        transfer.sink = self._new_sink(url, transfer.started)
+        transfer.sink = self._new_sink(transfer.task, transfer.started)
         return None
 
     def _on_body(self, slot: _Slot, chunk: bytes) -> int | None:

@@ -29,7 +29,9 @@ from crawler.model.outcome import (
 
 ACCEPT = "image/*,*/*;q=0.5"  # the Accept header of every image request
 
-Task = tuple[str, int]  # (url, attempt number), as leased from the master
+# (url, attempt number), as leased from the master; above 1, an earlier try (of this run,
+# or of an earlier run that left the URL unfinished) may have stored the image
+Task = tuple[str, int]
 Results = list[tuple[str, Attempt | None]]
 Report = Callable[[Results], None]
 # Whether a redirect may be followed. A check is called with the target URL and a
@@ -52,7 +54,7 @@ class Sink(Protocol):
         """Drop whatever was kept of an unfinished body."""
 
 
-SinkFactory = Callable[[str, float], Sink]  # (url, when its download started) -> its sink
+SinkFactory = Callable[[Task, float], Sink]  # (task, when its download started) -> its sink
 
 
 class Abandoned(Exception):

@@ -18,6 +18,7 @@ from crawler.fetch.engine import (  # the outcome helpers live with the engine; 
     ACCEPT,
     Abandoned,
     SinkFactory,
+    Task,
     failure,
     status_failure,
     storage_failure,
@@ -57,8 +58,11 @@ class ImageSink:
     StorageError; ``finish`` commits and returns the successful Attempt.
     """
 
-    def __init__(self, url: str, store: Store, limits: Limits, started: float) -> None:
+    def __init__(self, url: str, store: Store, limits: Limits, started: float, *,
+                 tried_before: bool = False) -> None:
+        """``tried_before``: an earlier try of ``url`` may have stored its image."""
         self._url = url
+        self._tried_before = tried_before
         self._store = store
         self._limits = limits
         self._started = started
@@ -137,13 +141,15 @@ class ImageSink:
             self._require_whole(data, kind)
         try:
             if data is not None:
-                stored = self._store.store_bytes(self._url, kind, data, self._hasher.hexdigest())
+                stored = self._store.store_bytes(self._url, kind, data, self._hasher.hexdigest(),
+                                                 tried_before=self._tried_before)
             else:
                 assert self._partial is not None and self._fh is not None
                 self._fh.close()
                 partial, self._partial = self._partial, None  # commit consumes it, come what may
                 stored = self._store.commit(partial, self._url, kind, self.size,
-                                            self._hasher.hexdigest())
+                                            self._hasher.hexdigest(),
+                                            tried_before=self._tried_before)
         except PathConflict as exc:  # one image's name is taken: not the disk failing
             raise Abandoned(str(exc), FailureKind.NAME_TAKEN) from exc
         except LeaseLost as exc:  # the worker drops it: another one holds the URL now
@@ -265,6 +271,9 @@ def _check_dimensions(size: tuple[int, int] | None, limits: Limits) -> None:
 
 def sinks_into(store: Store, limits: Limits) -> SinkFactory:
     """What an engine calls for each image it receives: an ImageSink storing into ``store``."""
-    def new_sink(url: str, started: float) -> ImageSink:
-        return ImageSink(url, store, limits, started)
+    def new_sink(task: Task, started: float) -> ImageSink:
+        url, attempt = task
+        # Only a URL's later tries look for a file an earlier one stored: looking for the
+        # name of every other type more than doubled the cost of storing an image.
+        return ImageSink(url, store, limits, started, tried_before=attempt > 1)
     return new_sink

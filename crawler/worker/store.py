@@ -386,7 +386,8 @@ class Store:
                 exc, self.partial_dir, "create a partial file in", self.root, self.partial_dir
             ) from exc
 
-    def store_bytes(self, url: str, kind: ImageType, data: bytes, sha256: str) -> StoredFile:
+    def store_bytes(self, url: str, kind: ImageType, data: bytes, sha256: str, *,
+                    tried_before: bool = False) -> StoredFile:
         """Store a whole image held in memory: written to a partial file, renamed into place.
 
         The same as ``open_partial``, write, close and ``commit``, in fewer system calls.
@@ -408,6 +409,9 @@ class Store:
             raise StorageError(f"cannot write {partial}: {exc.strerror or exc}") from exc
         try:
             self._check_lease(url)
+            if tried_before and (earlier := self.stored_for(url, other_than=kind)) is not None:
+                _remove_quietly(partial)
+                return earlier
             return self._commit(partial, _relative_text(url, kind, self.folds_case), len(data),
                                 sha256.lower(), written=len(data))
         except BaseException:
@@ -415,7 +419,8 @@ class Store:
             raise
 
     def commit(
-        self, partial: Path, url: str, kind: ImageType, size: int, sha256: str
+        self, partial: Path, url: str, kind: ImageType, size: int, sha256: str, *,
+        tried_before: bool = False,
     ) -> StoredFile:
         """Move the closed ``partial`` to where ``url`` belongs, unless it is already there.
 
@@ -423,17 +428,28 @@ class Store:
         duplicate, or removed when committing fails. Raises StorageError when
         the output folder cannot take the file, ValueError when the partial does
         not hold ``size`` bytes (it was not closed, or ``size`` is wrong).
+
+        ``tried_before``: an earlier try of ``url`` may have stored its image and not
+        reported it (its worker killed, its master dead). A file it stored of another type
+        (so under another name) is then kept and returned, as one of this type is: a URL
+        has one file, its first, and a second beside it would be in no manifest line.
+        Only then, as looking for every other type's name cost more than the store itself.
+        ``store_bytes`` takes it too.
         """
         try:
             self._check_lease(url)
+            if tried_before and (earlier := self.stored_for(url, other_than=kind)) is not None:
+                _remove_quietly(partial)
+                return earlier
             return self._commit(os.fspath(partial), _relative_text(url, kind, self.folds_case),
                                 size, sha256.lower())
         except BaseException:
             _remove_quietly(partial)
             raise
 
-    def stored_for(self, url: str) -> StoredFile | None:
-        """The image an earlier download of ``url`` stored, of whichever type; None if none.
+    def stored_for(self, url: str, *, other_than: ImageType | None = None) -> StoredFile | None:
+        """The image an earlier download of ``url`` stored, of whichever type (but
+        ``other_than``); None if none.
 
         A worker killed (or whose master died) between storing an image and reporting
         it leaves the file unreported; the URL's next try may then fail, or bring another
@@ -442,6 +458,8 @@ class Store:
         is not one.
         """
         for kind in TYPES:
+            if kind == other_than:
+                continue
             relative = _relative_text(url, kind, self.folds_case)
             final = f"{self._root_text}/{relative}"
             try:
