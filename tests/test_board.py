@@ -335,6 +335,20 @@ def test_release_gives_back_without_counting_an_attempt(board: MakeBoard) -> Non
     assert b.lease("v", 1, 0)["tasks"] == [("http://h/a.png", 1)]
 
 
+def test_an_image_an_earlier_run_left_is_handed_out_as_tried_before(board: MakeBoard) -> None:
+    """A worker of that run may have stored it and died unheard: the attempt number says
+    so (the worker then keeps that file, of whatever type), while the tries this run
+    counts, and the manifest's attempts, are its own."""
+    b = board(Clock())
+    b.put("http://h/left.png", "h", None, tried_before=True)
+    b.put("http://h/new.png", "h", None)
+    assert sorted(b.lease("w", 2, 0)["tasks"]) == [("http://h/left.png", 2),
+                                                  ("http://h/new.png", 1)]
+    b.report("w", [ok("http://h/left.png")])
+    [settled] = b.drain()
+    assert settled.attempt.url == "http://h/left.png" and settled.attempts == 1
+
+
 def test_a_closed_board_tells_workers(board: MakeBoard) -> None:
     b = board(Clock())
     assert not b.closed and b.heartbeat("w")

@@ -31,6 +31,7 @@ from .conftest import (
     SITE,
     FixtureHandler,
     FixtureServer,
+    Route,
     command_words,
     crawler_command,
     fail_first,
@@ -1197,37 +1198,31 @@ def test_a_worker_started_with_the_printed_command_fits_a_restarted_master(
     assert (out / entry["path"]).read_bytes() == png
 
 
-def test_an_image_stored_and_never_reported_is_the_result_when_the_next_try_fails(
-        site: FixtureServer, tmp_path: Path, authkey: str) -> None:
-    """A worker stores an image after its master was killed, and is killed before it can
-    report it; the restarted master hands the URL out again and the server now answers
-    404. The stored file is kept and is the URL's result, as when the second try brings
-    other bytes. Before, the manifest said "HTTP 404" while the image sat in the folder,
-    in no line of it."""
-    png = (SITE / "images" / "red.png").read_bytes()
-    page = b'<html><body><img src="/a.png"></body></html>'
+def _stored_unreported_then_crawled_again(site: FixtureServer, tmp_path: Path, path: str,
+                                          first: bytes, later: Route) -> Path:
+    """A worker stores ``path``'s image (``first``) after its master was killed, and is
+    killed before it can report it; a restarted master and a new worker crawl again, the
+    server answering every later request of ``path`` with ``later``. The output folder."""
+    page = f'<html><body><img src="{path}"></body></html>'.encode()
     site.routes["/"] = lambda handler: handler.send_body(200, page, "text/html")
-    begun, release = gate_image(site, "/a.png", png)
-    gated = site.routes["/a.png"]
+    begun, release = gate_image(site, path, first)
+    gated = site.routes[path]
     asked = itertools.count()
 
-    def first_then_gone(handler: FixtureHandler) -> None:
-        if next(asked):
-            handler.send_body(404, b"gone", "text/plain")
-        else:
-            gated(handler)
+    def first_then_later(handler: FixtureHandler) -> None:
+        (later if next(asked) else gated)(handler)
 
-    site.routes["/a.png"] = first_then_gone
+    site.routes[path] = first_then_later
     out = tmp_path / "out"
     bind = f"127.0.0.1:{free_port()}"
     command = ("master", site.url + "/", "--bind", bind, "--out", str(out), "--ignore-robots")
-    first = start_crawler(*command, cwd=tmp_path)
-    with _stopped_at_the_end([first]) as processes:
+    first_master = start_crawler(*command, cwd=tmp_path)
+    with _stopped_at_the_end([first_master]) as processes:
         worker = start_crawler("worker", bind, "--out", str(out), cwd=tmp_path)
         processes.append(worker)
         assert begun.wait(30), "the worker never began the image"
-        first.kill()  # a crash: the worker holds the image, and stores it with none to tell
-        first.wait(timeout=10)
+        first_master.kill()  # a crash: the worker holds the image, stores it with none to tell
+        first_master.wait(timeout=10)
         release.set()
         wait_until(lambda: any(p.is_file() for p in out.glob("images/**/*")), 30,
                    "the worker to store the image")
@@ -1242,12 +1237,45 @@ def test_an_image_stored_and_never_reported_is_the_result_when_the_next_try_fail
         _, worker_err = second.communicate(timeout=30)
         assert second.returncode == 0, worker_err
     assert next(asked) == 2, "the image was asked for again"
+    return out
+
+
+def test_an_image_stored_and_never_reported_is_the_result_when_the_next_try_fails(
+        site: FixtureServer, tmp_path: Path, authkey: str) -> None:
+    """A worker stores an image after its master was killed, and is killed before it can
+    report it; the restarted master hands the URL out again and the server now answers
+    404. The stored file is kept and is the URL's result, as when the second try brings
+    other bytes. Before, the manifest said "HTTP 404" while the image sat in the folder,
+    in no line of it."""
+    png = (SITE / "images" / "red.png").read_bytes()
+    out = _stored_unreported_then_crawled_again(
+        site, tmp_path, "/a.png", png, lambda handler: handler.send_body(404, b"gone",
+                                                                         "text/plain"))
     [entry] = manifest_lines(out)
     assert entry["status"] == "success", entry
     assert entry["sha256"] == hashlib.sha256(png).hexdigest()
     assert (entry["bytes"], entry["content_type"]) == (len(png), "image/png")
     assert [p for p in out.glob("images/**/*") if p.is_file()] == [out / entry["path"]]
     assert (out / "results.log").read_text() == f"{site.url}/a.png--->success\n"
+
+
+def test_an_image_stored_and_never_reported_is_the_result_when_the_next_try_brings_another_type(
+        site: FixtureServer, tmp_path: Path, authkey: str) -> None:
+    """As above, but the next try brings a JPEG where the first stored a PNG: another
+    file name, as the name carries the real type. The PNG stored first is the URL's result,
+    and no second file is stored. Before, the JPEG was stored and reported, and the PNG sat
+    in the folder in no line of the manifest."""
+    png = (SITE / "images" / "red.png").read_bytes()
+    jpeg = (SITE / "photos" / "cat.jpg").read_bytes()
+    out = _stored_unreported_then_crawled_again(
+        site, tmp_path, "/picture", png,
+        lambda handler: handler.send_body(200, jpeg, "image/jpeg"))
+    [entry] = manifest_lines(out)
+    assert entry["status"] == "success", entry
+    assert entry["sha256"] == hashlib.sha256(png).hexdigest()
+    assert (entry["bytes"], entry["content_type"]) == (len(png), "image/png")
+    assert [p for p in out.glob("images/**/*") if p.is_file()] == [out / entry["path"]]
+    assert (out / entry["path"]).read_bytes() == png
 
 
 def test_the_queue_accepts_again_after_a_flood_it_had_no_threads_for(

@@ -30,9 +30,13 @@ def unsettled(counts: dict[str, int]) -> int:
 class Board(Protocol):
     """A task board; every method is safe to call from any thread."""
 
-    def put(self, url: str, host: str, page: str | None, ref: str | None = None) -> bool:
+    def put(self, url: str, host: str, page: str | None, ref: str | None = None, *,
+            tried_before: bool = False) -> bool:
         """Queue ``url`` (found on ``page``, paced as ``host``; ``ref``, a JSON string of
-        what the page said of it, comes back with its final result).
+        what the page said of it, comes back with its final result). ``tried_before``: an
+        earlier run left it unfinished and may have tried it; its attempt numbers count
+        that try, so that a worker keeps a file that try stored (its own tries, and the
+        manifest's attempts, are counted as for any URL).
 
         False: the board has it already, queued, in flight or finished; nothing changed.
         """

@@ -201,6 +201,9 @@ class TaskBoard:
         # Kept up to date on every change, so counts and reaping never walk every URL.
         self._in_state = {QUEUED: 0, LEASED: 0, DELAYED: 0, DONE: 0}
         self._leased: set[str] = set()
+        # URLs an earlier run left unfinished, which it may have tried: a set, not a field
+        # of every item, as they are few (what a stopped or killed run held and queued).
+        self._tried_before: set[str] = set()
         self.retries = 0
         self.expired = 0
         self.duplicates = 0
@@ -214,14 +217,21 @@ class TaskBoard:
 
     # ----- the master's side -------------------------------------------------
 
-    def put(self, url: str, host: str, page: str | None, ref: str | None = None) -> bool:
+    def put(self, url: str, host: str, page: str | None, ref: str | None = None, *,
+            tried_before: bool = False) -> bool:
         """Queue ``url`` unless the board already has it; True when queued.
 
         ``ref`` (a JSON string: what ``page`` said of the image) comes back on its Settled.
+        ``tried_before``: an earlier run left it unfinished, and may have tried it; its
+        attempt numbers then count that try, so that the worker looks for a file it
+        stored (``Store.stored_for``), as after a try of this run. Its tries this run,
+        and the manifest's ``attempts``, are counted as for any other URL.
         """
         with self._cond:
             if url in self._items:
                 return False
+            if tried_before:
+                self._tried_before.add(url)
             self._items[url] = _Item(url, host, page, ref)
             self._pages_over = False
             self._in_state[QUEUED] += 1
@@ -640,7 +650,7 @@ class TaskBoard:
                 record.per_host[host] += 1
             elif worker == CLASSIC:
                 self._classic_held().add(item.url)
-            tasks.append((item.url, item.attempts))
+            tasks.append((item.url, item.attempts + (item.url in self._tried_before)))
             self._ready.rotate(-1)  # one URL per host per turn: fair across hosts
         return tasks
 
@@ -720,3 +730,4 @@ class TaskBoard:
         self._settled.append(Settled(attempt, item.page, worker, max(item.attempts, 1),
                                      item.ref))
         self._items[item.url] = _SETTLED  # its own record is of no more use
+        self._tried_before.discard(item.url)

@@ -232,15 +232,18 @@ class RedisBoard:
     # ----- the master's side -------------------------------------------------
 
     def queue_puts(self, pipe: redis.client.Pipeline,
-                   images: Iterable[tuple[str, str, str | None, str | None]]) -> None:
+                   images: Iterable[tuple[str, str, str | None, str | None]], *,
+                   tried_before: bool = False) -> None:
         """Add ``put`` of each (url, host, page, ref) to the caller's transaction ``pipe``
         (MULTI/EXEC), so that a page's images are queued with the caller's own
         bookkeeping or not at all: one script call per thousand images. Its results
         in ``pipe.execute()`` count the URLs queued (the board had the others); the
-        caller wraps that ``execute`` in ``broker_errors``."""
+        caller wraps that ``execute`` in ``broker_errors``. ``tried_before``: as ``put``'s."""
         args: list[str] = []
         for url, host, page, ref in images:
             item: dict[str, object] = {"h": host, "s": "q", "a": 0}
+            if tried_before:
+                item["t"] = 1
             if page is not None:
                 item["p"] = page
             if ref is not None:
@@ -252,13 +255,15 @@ class RedisBoard:
         if args:
             self._run("put", args, pipe)
 
-    def put(self, url: str, host: str, page: str | None, ref: str | None = None) -> bool:
+    def put(self, url: str, host: str, page: str | None, ref: str | None = None, *,
+            tried_before: bool = False) -> bool:
         """Queue ``url`` unless the board already has it; True when queued.
 
         ``ref`` (a JSON string: what ``page`` said of the image) comes back on its Settled.
+        ``tried_before``: as the memory board's (``TaskBoard.put``).
         """
         with broker_errors(self._client), self._client.pipeline(transaction=True) as pipe:
-            self.queue_puts(pipe, [(url, host, page, ref)])
+            self.queue_puts(pipe, [(url, host, page, ref)], tried_before=tried_before)
             [queued] = pipe.execute()
         return bool(queued)
 

@@ -114,8 +114,8 @@ local function held_key(w) return P .. 'held:' .. w end
 local function perhost_key(w) return P .. 'ph:' .. w end
 local function queue_key(h) return P .. 'q:' .. h end
 
--- An item: {h = host, p = page, r = ref, s = state, a = attempts, w = holder}; a
--- finished URL keeps only its name, with an empty value.
+-- An item: {h = host, p = page, r = ref, s = state, a = attempts, w = holder, t = 1 when
+-- an earlier run may have tried it}; a finished URL keeps only its name, with an empty value.
 local function get_item(url)
   local v = redis.call('HGET', ITEMS, url)
   if not v then return nil end
@@ -408,7 +408,7 @@ local function take(worker, record, limit, now, policy)
         add_to_tally(perhost_key(worker), host, 1)
       end
       table.insert(tasks, url)
-      table.insert(tasks, it.a)
+      table.insert(tasks, it.a + (it.t or 0))  -- a try an earlier run may have made counts
       -- One URL per host per turn (a rotation of one host changes nothing).
       if hosts > 1 then redis.call('LMOVE', READY, READY, 'LEFT', 'RIGHT') end
     end

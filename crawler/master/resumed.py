@@ -109,7 +109,9 @@ def queue_judged(board: TaskBoard, images: list[ResumedImage], judgement: Judgem
         if refused is not None:
             board.settle_now(Attempt(url=url, ok=False, reason=refused), page, said)
         else:
-            board.put(url, host_key(url), page, said)
+            # A worker of the earlier run may have stored it and died before reporting:
+            # told so, this run's worker keeps that file, whatever its type.
+            board.put(url, host_key(url), page, said, tried_before=True)
 
 
 def judge_again_on_broker(board: RedisBoard, images: list[ResumedImage],
