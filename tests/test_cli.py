@@ -933,6 +933,31 @@ def test_failures_that_differ_only_in_their_measure_are_one_reason(
     assert sizes == {f"too small: {8 + n}x8" for n in range(12)}
 
 
+def test_images_a_stray_file_keeps_from_their_folder_are_one_reason(
+        tmp_path: Path, make_server: Callable[[], FixtureServer], authkey: str) -> None:
+    """A file left where the images of /sub/ need their folder: each failure names its
+    image's path, and the summary counted each as a reason of its own."""
+    server = make_server()
+    images = "".join(f'<img src="/sub/i{n}.png">' for n in range(3))
+    server.routes["/"] = lambda h: h.send_body(200, f"<p>{images}".encode(), "text/html")
+    for n in range(3):
+        server.routes[f"/sub/i{n}.png"] = lambda h, n=n: h.send_body(200, png(8, 8, n),
+                                                                      "image/png")
+    out = tmp_path / "out"
+    host_folder = out / "images" / "http" / server.url.removeprefix("http://").replace(":", "_")
+    host_folder.mkdir(parents=True)
+    (host_folder / "sub").write_text("not the crawler's")
+    result = run_crawler("master", server.url + "/", "--local-workers", "1", "--out", str(out),
+                         "--bind", "127.0.0.1:0", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    reasons = json.loads((out / "summary.json").read_text())["failures_by_reason"]
+    assert reasons == {"cannot store: a file the crawler did not store is where a folder is "
+                       "needed; move it away": 3}, reasons
+    said = {e["reason"] for e in manifest_lines(out)}
+    assert len(said) == 3 and all(f"/sub/i{n}.png" in reason
+                                  for n, reason in enumerate(sorted(said))), said
+
+
 def test_readme_settings_table_names_every_settings_flag() -> None:
     """Each flag that sets a setting is in README's settings table, on that setting's row."""
     from crawler.cli import SETTING_FLAGS

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import queue
 import socket
 import threading
@@ -326,10 +327,11 @@ def test_a_worker_told_a_bad_pattern_stops_with_a_clear_error(
 def test_redirects_obey_scope_and_robots_through_master_and_local_workers(
         site: FixtureServer, second_host: FixtureServer, tmp_path: Path) -> None:
     page = (b'<html><body><img src="/a.png"><img src="/b.png"><img src="/c.png">'
-            b'<img src="/images/blue.png"></body></html>')
+            b'<img src="/d.png"><img src="/images/blue.png"></body></html>')
     site.routes["/"] = lambda h: h.send_body(200, page, "text/html")
     site.routes["/a.png"] = moved("/thumbs/a.png")
     site.routes["/thumbs/a.png"] = image
+    site.routes["/d.png"] = moved("/thumbs/d.png")
     second_host.routes["/robots.txt"] = lambda h: h.send_body(
         200, b"User-agent: *\nDisallow: /secret/\n", "text/plain")
     second_host.routes["/secret/b.png"] = image
@@ -356,6 +358,9 @@ def test_redirects_obey_scope_and_robots_through_master_and_local_workers(
     assert "/secret/b.png" not in second_host.paths()
     stored = [p for p in (out / "images").rglob("*") if p.is_file()]
     assert len(stored) == 2
+    # Counted under what the refusal says, not once per target the summary would list.
+    assert json.loads((out / "summary.json").read_text())["failures_by_reason"] == {
+        f"redirected: {OUT_OF_SCOPE}": 2, "redirected: disallowed by robots.txt": 1}
 
 
 def test_a_silent_robots_txt_does_not_stall_a_crawl_past_its_deadline(

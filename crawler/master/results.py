@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
@@ -36,10 +37,33 @@ log = logging.getLogger(__name__)
 # lists a reason per size. The manifest keeps each whole.
 _MEASURED = ("too small:", "too big:", "too large:")
 
+# Reasons that name the image's own redirect target or file: counted under what they
+# say of it, or a site that sends every image elsewhere, or a stray file that blocks a
+# folder of them, lists a reason per image. The manifest keeps each whole.
+# "redirected to https://cdn.example/a.png: out of the crawl's image scope"
+_REDIRECTED = re.compile(r"redirected to \S+: ")
+# Store's PathConflict, which names the image's path (and the file in the way):
+# (start, end, counted as).
+_NAME_TAKEN = (
+    ("cannot store ", ": a folder the crawler did not make has this name; move it away",
+     "cannot store: a folder the crawler did not make has the image's name; move it away"),
+    ("cannot store ", " is a file the crawler did not store, where a folder is needed; "
+                      "move it away",
+     "cannot store: a file the crawler did not store is where a folder is needed; "
+     "move it away"),
+)
+
 
 def reason_counted(reason: str) -> str:
     """The key ``reason`` is counted under in the summary's failures by reason."""
-    return reason.split(":", 1)[0] if reason.startswith(_MEASURED) else reason
+    if reason.startswith(_MEASURED):
+        return reason.split(":", 1)[0]
+    if (redirected := _REDIRECTED.match(reason)) is not None:
+        return "redirected: " + reason[redirected.end():]
+    for start, end, counted in _NAME_TAKEN:
+        if reason.startswith(start) and reason.endswith(end):
+            return counted
+    return reason
 
 
 class ManifestTally:
