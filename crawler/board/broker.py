@@ -436,6 +436,21 @@ def _memory_policy(client: redis.Redis) -> tuple[Any, Any]:
         return None, None
 
 
+# A crawl whose record is gone (its keys deleted, or Redis restarted without its
+# append-only file) takes no more writes: what a master or a worker wrote there would make
+# its keys anew, without a record, for a later crawl of that name to start from. Every
+# script that writes to a crawl (the board's, in redis_scripts.lua, and the page
+# frontier's) starts with CRAWL_GONE_LUA, and answers CRAWL_GONE_ERROR when
+# crawl_gone(the crawl's record key) says so; a record key of nil (a board that keeps no
+# record) is never gone. ``broker_failure`` tells the answer by its code.
+CRAWL_GONE_CODE = "CRAWLGONE"
+CRAWL_GONE_ERROR = f"{CRAWL_GONE_CODE} the crawl is gone from the broker"
+CRAWL_GONE_LUA = f"""
+local CRAWL_GONE = '{CRAWL_GONE_ERROR}'
+local function crawl_gone(record) return record and redis.call('EXISTS', record) == 0 end
+"""
+
+
 def why_gone(client: redis.Redis) -> str:
     """Why a crawl's keys may have left the broker, in a parenthesis for a message."""
     import redis

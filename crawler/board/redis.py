@@ -85,7 +85,14 @@ import redis
 import redis.client
 import redis.exceptions
 
-from crawler.board.broker import keys_prefix, redis_said, refusal, why_gone
+from crawler.board.broker import (
+    CRAWL_GONE_CODE,
+    CRAWL_GONE_LUA,
+    keys_prefix,
+    redis_said,
+    refusal,
+    why_gone,
+)
 from crawler.board.memory import BoardPolicy, Settled
 from crawler.errors import BrokerError, BrokerUnreachable, CrawlGone, UsageError
 from crawler.model.cookies import MAX_COOKIES, cookie_key
@@ -115,6 +122,7 @@ def _load_scripts() -> dict[str, str]:
     so that the counters it bumped are written once after it returns."""
     text = resources.files("crawler.board").joinpath("redis_scripts.lua").read_text("utf-8")
     shared, *bodies = re.split(r"^-- @script ", text, flags=re.MULTILINE)
+    shared = CRAWL_GONE_LUA + shared
     return {body.split(":", 1)[0]: f"{shared}\nlocal result = (function()\n-- {body}\nend)()\n"
                                    "flush_bumps()\nreturn result" for body in bodies}
 
@@ -154,7 +162,7 @@ def broker_failure(exc: redis.exceptions.RedisError, client: redis.Redis) -> Bro
             "there, and reachable from this host? check the broker address, then start the "
             "command again)")
     if (isinstance(exc, redis.exceptions.ResponseError)
-            and redis_said(exc).startswith("CRAWLGONE")):  # (in a transaction too)
+            and redis_said(exc).startswith(CRAWL_GONE_CODE)):  # (in a transaction too)
         return CrawlGone(f"the crawl is gone from the broker at {where} {why_gone(client)}: "
                          "nothing is left there to work on; its master, started again, starts "
                          "it anew")

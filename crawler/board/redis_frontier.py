@@ -27,7 +27,7 @@ from typing import Any
 
 import redis
 
-from crawler.board.broker import CrawlRecord, keys_prefix, why_gone
+from crawler.board.broker import CRAWL_GONE_LUA, CrawlRecord, keys_prefix, why_gone
 from crawler.errors import CrawlGone
 from crawler.model.urls import host_key
 
@@ -131,13 +131,11 @@ end
 return taken
 """.replace("REAP_AT_MOST", str(REAP_AT_MOST))
 
-# A crawl whose record is gone (its keys deleted, Redis restarted without its append-only
-# file) takes no more pages: recorded there, they would make its keys anew, without a
-# record, and a later crawl of that name would start from them.
-_RECORDED = """
-if redis.call('EXISTS', ARGV[1] .. 'crawl') == 0 then
-  return redis.error_reply('CRAWLGONE the crawl is gone from the broker')
-end
+# A crawl whose record is gone takes no more pages (see CRAWL_GONE_LUA): recorded there,
+# they would make its keys anew, without a record, and a later crawl of that name would
+# start from them.
+_RECORDED = CRAWL_GONE_LUA + """
+if crawl_gone(ARGV[1] .. 'crawl') then return redis.error_reply(CRAWL_GONE) end
 """
 
 # ARGV: prefix, then (depth, url, host) triples: queue each URL never seen

@@ -14,12 +14,9 @@ local PACED, FULL = P .. 'paced', P .. 'full'
 local INFLIGHT, NEXT, DELAY = P .. 'inflight', P .. 'next', P .. 'delay'
 local CONTACT, ASKING, GONE = P .. 'contact', P .. 'asking', P .. 'gone'
 local CLOSED, RESULTS = P .. 'closed', P .. 'results'
-local CRAWL_GONE = 'CRAWLGONE the crawl is gone from the broker'
--- Whether the crawl's record (KEYS[2], when given) is gone: its keys deleted, or Redis
--- restarted without its append-only file. Such a crawl takes no more writes: a master's
--- pages recorded there would make its keys anew, without a record, for a later crawl
--- of that name to start from.
-local function crawl_gone() return KEYS[2] and redis.call('EXISTS', KEYS[2]) == 0 end
+-- CRAWL_GONE and crawl_gone(record) come before this part (CRAWL_GONE_LUA in
+-- crawler/board/broker.py, shared with the page frontier's scripts): whether the crawl's
+-- record (KEYS[2], when given) is gone, and the error a script then answers.
 -- URL -> {h, p, r, id}: a final result that was a passing failure (a timeout, a 5xx,
 -- a 429), with its place in RESULTS; a rerun of the crawl queues it again. With j = 1:
 -- a refusal for an unreadable robots.txt, which a rerun's master judges again first.
@@ -443,7 +440,7 @@ end
 -- @script put: url, host, item JSON, for each of a page's images -> how many were queued
 -- (the board had the others). One call for them all: a call per image was most of
 -- a broker's CPU on a site of many images a page.
-if crawl_gone() then return redis.error_reply(CRAWL_GONE) end
+if crawl_gone(KEYS[2]) then return redis.error_reply(CRAWL_GONE) end
 local queued = 0
 for i = 1, #ARGV, 3 do
   local url = ARGV[i]
@@ -458,7 +455,7 @@ return queued
 
 -- @script settle_now: url, its RETRY entry without id ('' for none), then the result's
 -- stream fields and values -> 1 when recorded
-if crawl_gone() then return redis.error_reply(CRAWL_GONE) end
+if crawl_gone(KEYS[2]) then return redis.error_reply(CRAWL_GONE) end
 if redis.call('HEXISTS', ITEMS, ARGV[1]) == 1 then return 0 end
 redis.call('HSET', ITEMS, ARGV[1], '')
 bump(COUNTS, 'done', 1)
@@ -530,13 +527,13 @@ bump(COUNTS, 'done', new)
 return new
 
 -- @script set_host_delay: host, seconds (a delay is never shortened)
-if crawl_gone() then return redis.error_reply(CRAWL_GONE) end
+if crawl_gone(KEYS[2]) then return redis.error_reply(CRAWL_GONE) end
 local current = tonumber(redis.call('HGET', DELAY, ARGV[1]) or '0')
 if tonumber(ARGV[2]) > current then redis.call('HSET', DELAY, ARGV[1], ARGV[2]) end
 return 0
 
 -- @script reap: now, policy -> how many leases expired
-if crawl_gone() then return 0 end  -- no writes
+if crawl_gone(KEYS[2]) then return 0 end  -- no writes
 local now = now_from(ARGV[1])
 local policy = policy_from(ARGV, 2)
 promote_delayed(now)
@@ -607,7 +604,7 @@ return {answer[1], answer[2], tonumber(redis.call('GET', JAR_VERSION) or '0')}
 
 -- @script publish_cookies: most cookies kept, then key and line pairs -> the jar's version
 -- A line that changes nothing leaves the version; a new cookie past the most is left out.
-if crawl_gone() then return redis.error_reply(CRAWL_GONE) end
+if crawl_gone(KEYS[2]) then return redis.error_reply(CRAWL_GONE) end
 local most = tonumber(ARGV[1])
 local version = tonumber(redis.call('GET', JAR_VERSION) or '0') + 1
 local changed = false
@@ -677,7 +674,7 @@ return 0
 -- append-only file) is not written to: its worker is told, and leaves. generation: the
 -- record's (nil without one), which goes up when the crawl's request settings change;
 -- cookies: the jar's version (read after the lease: what its URLs need, or later).
-if crawl_gone() then return redis.error_reply(CRAWL_GONE) end
+if crawl_gone(KEYS[2]) then return redis.error_reply(CRAWL_GONE) end
 local generation = KEYS[2] and redis.call('HGET', KEYS[2], 'generation') or false
 local now, worker, number = now_from(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local limit, has_holding = tonumber(ARGV[4]), ARGV[5] == '1'
