@@ -503,6 +503,58 @@ def test_a_broker_that_cannot_save_stops_the_crawl_with_what_to_fix_and_loses_no
     check_complete(out, server.url, site)
 
 
+def _hold_the_seed(server: FixtureServer) -> tuple[threading.Event, threading.Event]:
+    """Hold the seed page's answer until released; returns (asked for, release)."""
+    asked, release = threading.Event(), threading.Event()
+    inner = server.routes["/"]
+
+    def route(handler: FixtureHandler) -> None:
+        asked.set()
+        release.wait(60)
+        inner(handler)
+
+    server.routes["/"] = route
+    return asked, release
+
+
+def test_a_full_redis_met_by_a_page_is_the_crawls_one_line_not_the_pages_failure(
+        make_server: Callable[[], FixtureServer],
+        make_redis_server: Callable[[], RedisServer], tmp_path: Path) -> None:
+    """Telling the board a host's Crawl-delay is a write made in the page's visit. A full
+    Redis refused it, and the page "failed unexpectedly", with a traceback in the log (a
+    lost broker, back soon after, left the page failed for good). The refusal is the
+    crawl's: it ends in the line that says what to fix, and the page goes back to it."""
+    server = make_server()
+    site = setup_site(server, pages=3, images_per_page=2)
+    server.routes["/robots.txt"] = lambda handler: handler.send_body(
+        200, b"User-agent: *\nCrawl-delay: 0.1\n", "text/plain")
+    asked, release = _hold_the_seed(server)
+    redis_at = make_redis_server().start(options=("--maxmemory-policy", "noeviction"))
+    out = tmp_path / "out"
+    args = ("master", server.url + "/", "--broker", redis_at.url, "--crawl", _crawl_name(),
+            "--out", str(out), "--local-workers", "1")
+    master = start_crawler(*args, cwd=tmp_path)
+    client = redis_at.client()
+    try:
+        assert asked.wait(30), "the seed page was never asked for"
+        client.config_set("maxmemory", 1)  # every write refused from now on
+        release.set()
+        err = finish(master, 60)
+    finally:
+        release.set()
+        stop(master)
+    assert master.returncode == 1, err
+    assert "Traceback" not in err and "failed unexpectedly" not in err, err
+    said = err.strip().splitlines()[-1]
+    assert said.startswith(f"crawler: error: the Redis broker at 127.0.0.1:{redis_at.port} "
+                           "is full"), err
+
+    client.config_set("maxmemory", 0)
+    again = run_crawler(*args, cwd=tmp_path, timeout=120)
+    assert again.returncode == 0, again.stderr
+    check_complete(out, server.url, site)
+
+
 def test_a_page_set_aside_after_passing_failures_is_tried_by_a_rerun(
         make_server: Callable[[], FixtureServer], redis_server: RedisServer,
         tmp_path: Path) -> None:

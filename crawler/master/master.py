@@ -631,7 +631,7 @@ class Master:
                         else LOOP_TICK if running else ending.pause)
         self._wake.clear()  # before looking: news from now on wakes the next wait
         for future in [f for f in running if f.done()]:
-            self._visited(future.result(), pipeline.robots, files)
+            self._visited(self._visit_of(future, running), pipeline.robots, files)
             self._page_of.pop(future, None)
             running.discard(future)  # only now: a lost broker leaves it to redo
         now = time.monotonic()
@@ -745,7 +745,7 @@ class Master:
                 if future.cancelled():
                     not_visited += 1
                 else:
-                    self._visited(future.result(), robots, files)
+                    self._visited(self._visit_of(future, running), robots, files)
                 running.discard(future)
             self._record_pages(ledger)
             if time.monotonic() - last_heartbeat > REAP_EVERY:  # a page may take a while
@@ -858,6 +858,18 @@ class Master:
         """The pages this master is working on: being fetched, or done and not recorded."""
         return [self._page_of[future] for future in running] + [
             page.url for page in self._pages_done]
+
+    def _visit_of(self, future: Future[Visit], running: set[Future[Visit]]) -> Visit:
+        """The visit ``future`` (done) brings; the broker's error it met, raised for the
+        crawl loop to meet as its own (a refusal ends the crawl in a line, a lost broker
+        is waited for). Such a page is no longer worked on: the next heartbeat gives its
+        lease back to the crawl, whose masters fetch it again."""
+        visit = future.result()
+        if visit.broker_error is not None:
+            self._page_of.pop(future, None)
+            running.discard(future)
+            raise visit.broker_error
+        return visit
 
     def _wake_up(self, _future: Future[Visit]) -> None:
         self._wake.set()

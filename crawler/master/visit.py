@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from crawler.config import CrawlSettings
-from crawler.errors import ParserCrashed
+from crawler.errors import BrokerError, ParserCrashed
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.robots import origin_of
 from crawler.master.pages import Page, fetch_page, redirect_held, redirect_refused
@@ -35,6 +35,9 @@ class Visit(NamedTuple):
     extraction: Extraction | None
     images: list[tuple[str, str | None, dict[str, Any] | None]]  # (url, refusal or None, ref)
     started: float  # when the page request was made (time.monotonic())
+    # The broker's error the visit met (telling the board a Crawl-delay): the crawl's, not
+    # the page's, which the crawl loop gives back to the crawl.
+    broker_error: BrokerError | None = None
 
 
 class PageVisitor:
@@ -68,7 +71,11 @@ class PageVisitor:
             return self.failed(url, depth, exc)
 
     def failed(self, url: str, depth: int, exc: Exception) -> Visit:
-        """The visit of a page a bug stopped: logged, and failed alone."""
+        """The visit of a page a bug stopped: logged, and failed alone. One the broker
+        stopped (a write refused, the broker out of reach) carries its error instead."""
+        if isinstance(exc, BrokerError):
+            return Visit(url, depth, Page(url, url, 0, skipped=str(exc)), None, [],
+                         time.monotonic(), broker_error=exc)
         log.error("page %s failed unexpectedly", url, exc_info=exc)
         reason = f"crawler error: {exc.__class__.__name__}"
         return Visit(url, depth, Page(url, url, 0, skipped=reason), None, [], time.monotonic())
