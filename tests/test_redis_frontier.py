@@ -232,6 +232,31 @@ def test_a_crawl_whose_record_is_gone_gets_no_count_of_a_pages_failures(
     assert client.keys(keys_prefix(master._crawl) + "*") == []
 
 
+def test_pages_set_aside_by_an_earlier_version_outlive_a_full_redis(
+        make_redis_server: Callable[[], RedisServer]) -> None:
+    """An earlier version kept the pages set aside in a set, which a master's start turns
+    into a hash of their depths: the set deleted, then the hash written. A full Redis
+    (maxmemory, noeviction) takes the delete, which frees memory, and refuses the write:
+    the pages were lost. Both are one transaction, which a full Redis refuses whole."""
+    server = make_redis_server().start(options=("--maxmemory-policy", "noeviction"))
+    client = redis.Redis(host="127.0.0.1", port=server.port, decode_responses=True,
+                         socket_timeout=5.0)
+    crawl = "f" + secrets.token_hex(6)
+    CrawlRecord(client, crawl).create(settings={}, seeds=[], identity={}, info={}, board={})
+    frontier = RedisFrontier(client, crawl, "a")
+    aside = keys_prefix(crawl) + "pages:aside"
+    client.sadd(aside, "http://h/old")
+    client.config_set("maxmemory", 1)  # every write refused
+    try:
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            frontier.take_up_set_aside()
+        assert client.smembers(aside) == {"http://h/old"}
+    finally:
+        client.config_set("maxmemory", 0)
+    assert frontier.take_up_set_aside() == 1
+    assert frontier.pop() == ("http://h/old", 0)
+
+
 def test_pages_set_aside_are_queued_again_with_their_depth_and_fresh_tries(
         frontiers: MakeFrontier) -> None:
     first = frontiers("first")

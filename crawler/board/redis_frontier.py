@@ -386,11 +386,20 @@ class RedisFrontier:
         """Queue again the pages set aside (by any master, in any earlier run): a master
         started on the crawl tries them, as a rerun of the embedded mode does; how many."""
         key = self._prefix + "pages:aside"
-        if self._client.type(key) == "set":  # written by an earlier version: no depths
-            urls = [str(url) for url in self._client.smembers(key)]
-            self._client.delete(key)
+
+        def as_hash(pipe: redis.client.Pipeline) -> None:
+            if pipe.type(key) != "set":  # a set: written by an earlier version, no depths
+                return
+            urls = [str(url) for url in pipe.smembers(key)]
+            # One transaction: a full Redis takes a delete (it frees memory) and refuses
+            # the write, and the pages were lost; watched, another master's start that
+            # took them up meanwhile is not undone.
+            pipe.multi()
+            pipe.delete(key)
             if urls:
-                self._client.hset(key, mapping=dict.fromkeys(urls, 0))
+                pipe.hset(key, mapping=dict.fromkeys(urls, 0))
+
+        self._client.transaction(as_hash, key)
         aside = self._client.hgetall(key)
         if not aside:
             return 0
