@@ -462,6 +462,34 @@ def test_a_broker_that_evicts_keys_is_warned_of_and_named_when_it_lost_the_crawl
     assert "evicts keys" not in again.stderr, again.stderr
 
 
+def test_a_broker_set_to_evict_keys_mid_crawl_is_warned_of_once(
+        make_server: Callable[[], FixtureServer],
+        make_redis_server: Callable[[], RedisServer], tmp_path: Path) -> None:
+    """The eviction policy was looked at when the crawl started only: a Redis set to evict
+    any key (CONFIG SET maxmemory-policy allkeys-lru) mid-crawl could drop the crawl's
+    keys, unwarned. The master looks again as it goes, and warns once."""
+    server = make_server()
+    site = setup_site(server, pages=80, images_per_page=1, page_delay=0.3)
+    redis_at = make_redis_server().start(options=("--maxmemory", "100mb",
+                                                  "--maxmemory-policy", "noeviction"))
+    warning = (f"WARNING: the Redis broker at {redis_at.url} evicts keys when it is full "
+               "(maxmemory-policy allkeys-lru)")
+    out = tmp_path / "out"
+    master = start_crawler("master", server.url + "/", "--broker", redis_at.url, "--crawl",
+                           _crawl_name(), "--out", str(out), "--depth", "100",
+                           "--page-concurrency", "1", "--local-workers", "1", cwd=tmp_path)
+    try:
+        wait_for_output(master, "workers join with")
+        redis_at.client().config_set("maxmemory-policy", "allkeys-lru")
+        wait_for_output(master, re.escape(warning), timeout=60)
+        err = finish(master, 120)
+    finally:
+        stop(master)
+    assert master.returncode == 0, err
+    assert err.count(warning) == 1, err
+    check_complete(out, server.url, site)
+
+
 def test_a_broker_that_cannot_save_stops_the_crawl_with_what_to_fix_and_loses_nothing(
         make_server: Callable[[], FixtureServer],
         make_redis_server: Callable[[], RedisServer], tmp_path: Path) -> None:

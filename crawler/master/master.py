@@ -80,6 +80,7 @@ if TYPE_CHECKING:  # imported when used: broker mode's (a Redis client), the que
     from crawler.board.manager import QueueServer
     from crawler.board.redis import RedisBoard
     from crawler.board.redis_frontier import RedisFrontier
+    from crawler.master.onbroker import EvictionWatch
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +274,7 @@ class Master:
         self._pages: PageLoop | None = None  # while the crawl loop runs
         self._shared_frontier: RedisFrontier | None = None
         self._last_published = 0.0
+        self._eviction_watch: EvictionWatch | None = None  # on a broker, from the start
         self._server: QueueServer | None = None
         self._pages_read = 0
         self._page_retries = 0  # pages put back after a passing failure, this run
@@ -478,12 +480,19 @@ class Master:
             lock.release()
 
     def _crawl_on_broker_into(self, broker: BrokerCrawl, out_dir: Path) -> Summary:
-        from crawler.board.broker import set_up_warnings
+        from crawler.board.broker import replica_warning
         from crawler.board.redis_frontier import RedisFrontier
+        from crawler.master.onbroker import EvictionWatch
 
         check_for_broker(out_dir, broker.name, self._identity())
-        for warning in set_up_warnings(broker.client, broker.address):
-            log.warning("%s", warning)
+        # What in the broker's set-up may lose the crawl's state without a word: a policy
+        # that evicts its keys, looked at again as the crawl goes (see _publish), and a
+        # replica that takes writes.
+        self._eviction_watch = EvictionWatch(broker)
+        self._eviction_watch.look(time.monotonic())
+        replica = replica_warning(broker.client, broker.address)
+        if replica is not None:
+            log.warning("%s", replica)
         self._register(broker)
         mark_for_broker(out_dir, str(broker.address), broker.name, self._identity())
         drop_last_summary(out_dir)
@@ -1140,6 +1149,8 @@ class Master:
         self._last_published = now
         publish_progress(broker, self._id, pages_read=self._pages_read,
                          snapshot=self._snapshot, ended=ended)
+        if self._eviction_watch is not None:  # a round trip now and then: on this one's beat
+            self._eviction_watch.look(now)
 
     def _finish(self, ledger: Ledger, files: ResultFiles) -> None:
         """After the loop: let workers report and say goodbye (those that

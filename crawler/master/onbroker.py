@@ -19,6 +19,7 @@ from crawler.board.broker import (
     BrokerCrawl,
     CrawlRecord,
     broker_time,
+    eviction_warning,
     keys_prefix,
     live_masters,
     masters_of,
@@ -129,6 +130,31 @@ def publish_progress(broker: BrokerCrawl, master_id: str, *, pages_read: int,
     broker.client.hset(keys_prefix(broker.name) + "masters", master_id, json.dumps(
         {"host": socket.gethostname(), "pid": os.getpid(), "pages_read": pages_read,
          "progress": snapshot.as_dict(), "at": broker_time(broker.client), "ended": ended}))
+
+
+class EvictionWatch:
+    """Warns when the broker comes to evict the crawl's keys once full: at the start, and
+    whenever a look finds its maxmemory-policy changed to such a one (a CONFIG SET made
+    mid-crawl, which the start's look cannot see). A look is one INFO, asked at most
+    every ``EVERY`` seconds; the same warning is given once, until it no longer holds."""
+
+    EVERY = 10.0  # seconds between two looks
+
+    def __init__(self, broker: BrokerCrawl) -> None:
+        self._broker = broker
+        self._next = 0.0  # time.monotonic() of the next look
+        self._said: str | None = None  # the warning in force, given already
+
+    def look(self, now: float) -> None:
+        """Look at the broker's policy if ``EVERY`` seconds have passed (``now``:
+        time.monotonic()); warn if it evicts, and did not when last looked at."""
+        if now < self._next:
+            return
+        self._next = now + self.EVERY
+        warning = eviction_warning(self._broker.client, self._broker.address)
+        if warning is not None and warning != self._said:
+            log.warning("%s", warning)
+        self._said = warning
 
 
 def _may_be_running(pid: object) -> bool:
