@@ -531,6 +531,42 @@ def test_a_broker_that_cannot_save_stops_the_crawl_with_what_to_fix_and_loses_no
     check_complete(out, server.url, site)
 
 
+def test_a_redis_that_fills_up_mid_crawl_stops_the_master_in_a_line_and_loses_nothing(
+        make_server: Callable[[], FixtureServer],
+        make_redis_server: Callable[[], RedisServer], tmp_path: Path) -> None:
+    """A Redis that reaches its maxmemory (noeviction) mid-crawl refuses the master's
+    next write: the master stops there, in the line that says what to fix, with status
+    1 (it does not wait for room), and the crawl started again once Redis has room
+    finishes with every image."""
+    server = make_server()
+    site = setup_site(server, pages=60, images_per_page=3, page_delay=0.05)
+    redis_at = make_redis_server().start(options=("--maxmemory-policy", "noeviction"))
+    out = tmp_path / "out"
+    args = ("master", server.url + "/", "--broker", redis_at.url, "--crawl", _crawl_name(),
+            "--out", str(out), "--depth", "100", "--page-concurrency", "1",
+            "--local-workers", "1")
+    master = start_crawler(*args, cwd=tmp_path)
+    client = redis_at.client()
+    try:
+        wait_until(lambda: len(server.paths()) >= 10, 30, "a few pages and images")
+        used = int(client.info("memory")["used_memory"])
+        client.config_set("maxmemory", used + 20_000)  # room for a few more writes
+        err = finish(master, 60)
+    finally:
+        stop(master)
+    assert master.returncode == 1, err
+    assert "Traceback" not in err, err
+    said = err.strip().splitlines()[-1]
+    assert said.startswith(f"crawler: error: the Redis broker at 127.0.0.1:{redis_at.port} "
+                           "is full"), err
+    assert said.endswith("the crawl carries on from what Redis holds"), err
+
+    client.config_set("maxmemory", 0)
+    again = run_crawler(*args, cwd=tmp_path, timeout=120)
+    assert again.returncode == 0, again.stderr
+    check_complete(out, server.url, site)
+
+
 def _hold_the_seed(server: FixtureServer) -> tuple[threading.Event, threading.Event]:
     """Hold the seed page's answer until released; returns (asked for, release)."""
     asked, release = threading.Event(), threading.Event()
