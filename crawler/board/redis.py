@@ -118,8 +118,10 @@ _R = TypeVar("_R")
 
 
 def _load_scripts() -> dict[str, str]:
-    """Each script's full text: the shared part, then its own body, run as a function
-    so that the counters it bumped are written once after it returns."""
+    """Each script's full text: the crawl-gone check every writing script shares with
+    the page frontier's (``CRAWL_GONE_LUA``), the board's shared part, then its own
+    body, run as a function so that the counters it bumped are written once after it
+    returns."""
     text = resources.files("crawler.board").joinpath("redis_scripts.lua").read_text("utf-8")
     shared, *bodies = re.split(r"^-- @script ", text, flags=re.MULTILINE)
     shared = CRAWL_GONE_LUA + shared
