@@ -373,3 +373,40 @@ def test_a_restart_on_a_large_crawl_says_why_no_request_goes_yet(
 
     assert by_url(manifest_lines(out)) == by_url(lines)
     assert said not in _crawl(server.url + "/", out, tmp_path)  # a small one is not said
+
+
+def test_a_rerun_fetches_again_the_images_deleted_from_the_folder(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """Images deleted by hand (one file, then the whole images/ folder) are fetched again
+    by a rerun, as wget -nc would: each URL keeps one line in each file, its new one."""
+    import shutil
+
+    server = make_server()
+    _site(server)
+    out = tmp_path / "out"
+    _crawl(server.url + "/", out, tmp_path)
+    first = {e["url"]: e for e in manifest_lines(out) if e["status"] == "success"}
+    assert len(first) > 2
+    gone = sorted(first.values(), key=lambda entry: str(entry["url"]))[0]
+    (out / gone["path"]).unlink()
+    fetched = len(server.paths())
+
+    err = _crawl(server.url + "/", out, tmp_path)
+    assert "1 image(s) recorded as stored are missing from" in err, err
+    assert (out / gone["path"]).read_bytes(), "the deleted image is back"
+    images = {url.removeprefix(server.url) for url in first}
+    again = [path for path in server.paths()[fetched:] if path in images]
+    assert again == [gone["url"].removeprefix(server.url)], "only the missing one again"
+
+    shutil.rmtree(out / "images")
+    _crawl(server.url + "/", out, tmp_path)
+    lines = manifest_lines(out)
+    assert len(lines) == len({e["url"] for e in lines}), "one line per URL"
+    assert {e["url"] for e in lines if e["status"] == "success"} == set(first)
+    for entry in lines:
+        if entry["status"] == "success":
+            assert (out / entry["path"]).is_file(), entry
+    results = (out / "results.log").read_text().splitlines()
+    assert len(results) == len(lines)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["completed"] and summary["stored_this_run"] == len(first)

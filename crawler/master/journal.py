@@ -316,6 +316,12 @@ class Journal:
                 "UPDATE images SET outcome = NULL WHERE outcome LIKE ?",
                 ('%"transient":true%',)).rowcount
 
+    def queue_again(self, urls: Iterable[str]) -> None:
+        """Queue again images recorded with a final outcome (a stored file since deleted)."""
+        with self._transaction():
+            self._db.executemany("UPDATE images SET outcome = NULL WHERE url = ?",
+                                 [(url,) for url in urls])
+
     def record(self, outcomes: Iterable[Outcome]) -> None:
         with self._transaction():
             self._db.executemany(

@@ -50,6 +50,7 @@ from crawler.master.journal import Journal, PageDone, Resumed
 from crawler.master.launcher import LocalWorkers
 from crawler.master.ledger import BrokerLedger, JournalLedger, Ledger
 from crawler.master.linkedpages import LinkedPages, is_image_link
+from crawler.master.missing import MissingImages
 from crawler.master.pagecookies import load_page_cookies, save_page_cookies
 from crawler.master.pageloop import PageLoop
 from crawler.master.results import ManifestTally, ResultFiles
@@ -68,7 +69,7 @@ from crawler.model.files import (
     RESULTS_NAME,
 )
 from crawler.model.folders import make_folder
-from crawler.model.outcome import Attempt, Outcome
+from crawler.model.outcome import IMAGES_DIR, Attempt, Outcome
 from crawler.model.pacing import Paces
 from crawler.model.progress import Reporter, Snapshot, write_out
 from crawler.model.urls import host_key
@@ -412,7 +413,9 @@ class Master:
                 # One read of the journal's outcomes, counted as the files are rewritten
                 # from them (a second read was half the restart of a large crawl).
                 _say_if_long_to_rewrite(out_dir)
-                files = ResultFiles(out_dir, self._counted(journal.outcomes()))
+                missing = MissingImages(out_dir)
+                files = ResultFiles(out_dir, self._counted(missing.kept(journal.outcomes())))
+                self._queue_missing_again(journal, missing, out_dir)
                 self._in_place = FilesInPlace(out_dir, [LOCK_NAME, JOURNAL_NAME, *_RECORDS])
                 try:
                     return self._run(JournalLedger(journal, self._embedded_board()),
@@ -424,6 +427,16 @@ class Master:
         except BaseException:
             self._workers.abandon()  # those still waiting to start leave; the rest stop
             raise
+
+    @staticmethod
+    def _queue_missing_again(journal: Journal, missing: MissingImages, out_dir: Path) -> None:
+        """Queue again the images deleted from the folder since they were stored. After
+        the files are written without their lines: a crash in between leaves the journal
+        as it was, and the next run finds them missing again."""
+        if missing.urls:
+            journal.queue_again(missing.urls)
+            log.info("%d image(s) recorded as stored are missing from %s: fetched again",
+                     len(missing.urls), out_dir / IMAGES_DIR)
 
     def _embedded_board(self) -> TaskBoard:
         assert self._own_board is not None, "the in-memory board is made without a broker"
