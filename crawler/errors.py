@@ -18,6 +18,7 @@
     │   └── JournalDamaged       the crawl journal is not a readable SQLite file; exit 3
     ├── PathConflict             an image's name is taken by something the crawler did not store
     ├── LeaseLost                a worker would store an image whose lease went to another worker
+    ├── PartialLost              a download's partial file was removed before it was stored
     ├── WorkerFailed             a worker cannot go on (no download engine); exit 1
     ├── ParserCrashed            a page killed the page parser twice: that page fails
     ├── NothingCrawled           no seed page could be fetched (refused, DNS, TLS…); exit 5
@@ -150,6 +151,12 @@ class PathConflict(CrawlerError):
 class LeaseLost(CrawlerError):
     """A worker fell silent and the image it was downloading went to another worker:
     it does not store or report it."""
+
+
+class PartialLost(CrawlerError):
+    """A download's partial file was removed before it could be stored (another program
+    cleaned the partials folder): that download is tried again, and the worker goes on
+    (the folder is its scratch space, made again for the next download)."""
 
 
 class WorkerFailed(CrawlerError):

@@ -265,6 +265,41 @@ def test_a_worker_that_cannot_store_hands_back_and_exits_3(
     assert max(e["attempts"] for e in manifest_lines(out)) == 1
 
 
+def test_a_worker_whose_partials_folder_is_removed_mid_download_makes_it_again(
+        site: FixtureServer, tmp_path: Path, authkey: str) -> None:
+    """OUT/.partial is the worker's scratch space: removed (by hand, a cleaner) while a
+    large body is being written there, that one download is tried again and the worker
+    goes on, rather than stop as if its disk had failed."""
+    png = (SITE / "images" / "red.png").read_bytes()
+    big = png + b"\0" * (3 * 1024 * 1024)  # past the size kept in memory: spilled to disk
+    page = b'<html><body><img src="/big.png"><img src="/red.png"></body></html>'
+    site.routes["/"] = lambda handler: handler.send_body(200, page, "text/html")
+    site.routes["/red.png"] = lambda handler: handler.send_body(200, png, "image/png")
+    begun, release = gate_image(site, "/big.png", big)
+    out = tmp_path / "out"
+    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), "--ignore-robots", cwd=tmp_path)
+    with _stopped_at_the_end([master]) as processes:
+        address = wait_for_queue_address(master)
+        worker = start_crawler("worker", address, "--out", str(out), cwd=tmp_path)
+        processes.append(worker)
+        assert begun.wait(30), "the large image was never asked for"
+        wait_until(lambda: any(p.is_file() for p in out.glob(".partial/**/*")), 30,
+                   "the large image's partial file")
+        shutil.rmtree(out / ".partial")
+        release.set()
+        worker_err = finish(worker, 90)  # (it leaves when the crawl is over)
+        assert worker.returncode == 0, worker_err
+        err = finish(master, 30)
+    assert master.returncode == 0, err
+    entries = {e["url"]: e for e in manifest_lines(out)}
+    assert entries[site.url + "/big.png"]["attempts"] == 2, entries
+    for entry in entries.values():
+        assert entry["status"] == "success", entry
+    assert (out / entries[site.url + "/big.png"]["path"]).read_bytes() == big
+    assert not [p for p in out.glob(".partial/**/*") if p.is_file()]
+
+
 def test_a_killed_master_resumes_without_refetching_pages(
         make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
     server = make_server()

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import shutil
 import string
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from crawler.demo.site import png
-from crawler.errors import PathConflict, StorageError
+from crawler.errors import PartialLost, PathConflict, StorageError
 from crawler.model.imagetype import (
     GIF,
     IMAGE_EXTENSIONS,
@@ -607,7 +608,7 @@ def test_store_bytes_says_when_its_partial_was_removed(tmp_path: Path,
         real_rename(source, target)
 
     monkeypatch.setattr(store_module, "_rename_noreplace", cleaned_meanwhile)
-    with pytest.raises(StorageError, match="is gone before it was stored"):
+    with pytest.raises(PartialLost, match="is gone before it was stored"):
         store.store_bytes("http://h/a.png", PNG, b"data", hashlib.sha256(b"data").hexdigest())
 
 
@@ -841,13 +842,17 @@ def test_commit_with_wrong_size_is_refused(tmp_path: Path) -> None:
     assert not partial.exists() and not (tmp_path / "h" / "a.png").exists()
 
 
-def test_commit_of_a_vanished_partial_is_a_storage_error(tmp_path: Path) -> None:
+def test_commit_of_a_vanished_partial_loses_that_download_only(tmp_path: Path) -> None:
+    """The partials folder removed under a download: that one is lost (PartialLost, not
+    a StorageError, which stops the worker), and the next is stored in a folder made
+    again."""
     store = Store(tmp_path)
     partial, file = store.open_partial()
     file.close()
-    partial.unlink()
-    with pytest.raises(StorageError, match="gone"):
+    shutil.rmtree(store.partial_dir)
+    with pytest.raises(PartialLost, match="gone"):
         store.commit(partial, "http://h/a.png", PNG, 0, hashlib.sha256(b"").hexdigest())
+    assert put(store, "http://h/b.png", b"bytes").path.read_bytes() == b"bytes"
 
 
 @pytest.mark.parametrize(

@@ -86,6 +86,7 @@ class FailureKind(enum.Enum):
     INVALID_URL = "invalid-url"
     STORAGE = "storage"  # the worker's own disk
     NAME_TAKEN = "name-taken"  # the image's file name is taken by something not ours
+    PARTIAL_LOST = "partial-lost"  # its partial file was removed before it was stored
     STOPPED = "stopped"  # the worker is stopping
     WORKER_ERROR = "worker-error"  # a bug: the worker itself failed
 

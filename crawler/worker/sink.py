@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from crawler.config import Limits
-from crawler.errors import LeaseLost, PathConflict, StorageError
+from crawler.errors import LeaseLost, PartialLost, PathConflict, StorageError
 from crawler.fetch.engine import (  # the outcome helpers live with the engine; re-exported
     ACCEPT,
     Abandoned,
@@ -110,6 +110,10 @@ class ImageSink:
             try:
                 self._fh.flush()
                 data = self._partial.read_bytes()
+            except FileNotFoundError as exc:  # its scratch file went, not the disk
+                raise Abandoned(f"partial file {self._partial} is gone before it was "
+                                "stored; did another program clean its folder?",
+                                FailureKind.PARTIAL_LOST, transient=True) from exc
             except OSError as exc:
                 raise StorageError(f"cannot read {self._partial}: {exc.strerror or exc}"
                                    ) from exc
@@ -154,6 +158,8 @@ class ImageSink:
             raise Abandoned(str(exc), FailureKind.NAME_TAKEN) from exc
         except LeaseLost as exc:  # the worker drops it: another one holds the URL now
             raise Abandoned(str(exc), FailureKind.STOPPED, transient=True) from exc
+        except PartialLost as exc:  # its scratch file went, not the disk: try it again
+            raise Abandoned(str(exc), FailureKind.PARTIAL_LOST, transient=True) from exc
         media_type = _stored_type(content_type, kind)
         if stored.skipped and stored.sha256 != self._hasher.hexdigest():
             # Another download of this URL stored other bytes first (an earlier run, a

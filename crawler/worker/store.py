@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO, NamedTuple
 from urllib.parse import quote, unquote
 
-from crawler.errors import LeaseLost, PathConflict, StorageError
+from crawler.errors import LeaseLost, PartialLost, PathConflict, StorageError
 from crawler.model.folders import file_in_the_way
 from crawler.model.imagetype import (
     IMAGE_EXTENSIONS,
@@ -427,7 +427,8 @@ class Store:
         The partial is consumed whatever happens: renamed, removed as a
         duplicate, or removed when committing fails. Raises StorageError when
         the output folder cannot take the file, ValueError when the partial does
-        not hold ``size`` bytes (it was not closed, or ``size`` is wrong).
+        not hold ``size`` bytes (it was not closed, or ``size`` is wrong), PartialLost
+        when the partial was removed meanwhile (by another program).
 
         ``tried_before``: an earlier try of ``url`` may have stored its image and not
         reported it (its worker killed, its master dead). A file it stored of another type
@@ -863,9 +864,9 @@ def _sha256(path: str | Path) -> str:
         return hashlib.file_digest(file, "sha256").hexdigest()
 
 
-def _partial_gone(partial: str, final: str, partial_dir: Path) -> StorageError:
-    return StorageError(f"partial file {partial} is gone before it was stored as {final}; "
-                        f"did another program clean {partial_dir}?")
+def _partial_gone(partial: str, final: str, partial_dir: Path) -> PartialLost:
+    return PartialLost(f"partial file {partial} is gone before it was stored as {final}; "
+                       f"did another program clean {partial_dir}?")
 
 
 def _remove_quietly(path: str | Path) -> None:
