@@ -84,6 +84,22 @@ def test_a_full_disk_is_said_for_both_files_and_leaves_no_half_copies(tmp_path: 
         assert files._results.closed and files._manifest.closed and files._pages.closed
 
 
+@pytest.mark.parametrize("name", ["results.log", "manifest.jsonl", "pages.jsonl",
+                                  "results.log.partial", "manifest.jsonl.partial"])
+def test_a_folder_in_place_of_a_result_file_is_named_and_nothing_half_written_stays(
+        tmp_path: Path, name: str) -> None:
+    """A folder with a result file's name: said with its path and what to do (it was "cannot
+    write results in OUT: Is a directory"), and no .partial copy left beside it."""
+    (tmp_path / name).mkdir()
+    with pytest.raises(StorageError) as caught:
+        ResultFiles(tmp_path, [outcome("http://a.example/1.png", True, size=1)])
+    assert str(caught.value) == (
+        f"cannot write the crawl's results: {tmp_path / name} is a folder, where a file of "
+        "the crawler's goes; move it away, or choose another output folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+    assert not any((tmp_path / name).iterdir()), "nothing written into that folder"
+
+
 def test_a_page_that_fails_again_in_every_run_keeps_one_line_in_pages_jsonl(
         tmp_path: Path) -> None:
     """A page that fails for a passing reason is tried by every run and listed anew each

@@ -17,6 +17,7 @@ reaches stays listed.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import re
@@ -114,6 +115,9 @@ class ResultFiles:
         self._tried_again = _pages_tried_again(self.pages_path)
         self._crawled_again: set[str] = set()  # of those, the pages this run crawled
         self._listed_again: set[str] = set()  # and those this run listed anew
+        in_place = self._folder_in_place()
+        if in_place is not None:  # said before a file is touched
+            raise _folder_in_the_way(in_place)
         try:
             self._rewrite(existing)
             self._results: TextIO = self.results_path.open("a", encoding="utf-8")
@@ -121,22 +125,45 @@ class ResultFiles:
             self._pages: TextIO = self.pages_path.open("a", encoding="utf-8")
             self._earlier_lines = self._pages.tell()  # where this run's lines begin
         except OSError as exc:
-            raise StorageError(f"cannot write results in {folder}: {exc.strerror or exc}") from exc
+            raise self._cannot_write(exc) from exc
+
+    def _partials(self) -> tuple[Path, Path]:
+        """Where results.log and manifest.jsonl are written anew before they replace them."""
+        return (self.results_path.with_suffix(".log.partial"),
+                self.manifest_path.with_suffix(".jsonl.partial"))
 
     def _rewrite(self, outcomes: Iterable[Outcome]) -> None:
-        partial_results = self.results_path.with_suffix(".log.partial")
-        partial_manifest = self.manifest_path.with_suffix(".jsonl.partial")
+        partial_results, partial_manifest = self._partials()
         try:
             with partial_results.open("w", encoding="utf-8") as results, \
                     partial_manifest.open("w", encoding="utf-8") as manifest:
                 for outcome in outcomes:
                     self._put(outcome, results, manifest)
-        except OSError:  # a full disk: leave no half copy beside the files it was for
-            partial_results.unlink(missing_ok=True)
-            partial_manifest.unlink(missing_ok=True)
+            partial_results.replace(self.results_path)
+            partial_manifest.replace(self.manifest_path)
+        except OSError:  # a full disk, a folder in a file's place: leave no half copy
+            for partial in (partial_results, partial_manifest):
+                with contextlib.suppress(OSError):  # (a folder of that name stays)
+                    if not partial.is_dir():
+                        partial.unlink(missing_ok=True)
             raise
-        partial_results.replace(self.results_path)
-        partial_manifest.replace(self.manifest_path)
+
+    def _folder_in_place(self) -> Path | None:
+        """A folder with the name of a file written here, if there is one."""
+        for path in (self.results_path, self.manifest_path, self.pages_path,
+                     *self._partials()):
+            if path.is_dir():
+                return path
+        return None
+
+    def _cannot_write(self, exc: OSError) -> StorageError:
+        """The error for a result file that cannot be written: the folder that has its
+        name, where there is one (the system says only "Is a directory", of no path)."""
+        in_place = self._folder_in_place()  # (one made since the look before)
+        if in_place is not None:
+            return _folder_in_the_way(in_place)
+        return StorageError(f"cannot write results in {self.results_path.parent}: "
+                            f"{exc.strerror or exc}")
 
     def write(self, outcomes: Iterable[Outcome]) -> None:
         try:
@@ -212,6 +239,11 @@ class ResultFiles:
                         len(self._crawled_again), exc.strerror or exc)
 
 
+def _folder_in_the_way(path: Path) -> StorageError:
+    return StorageError(f"cannot write the crawl's results: {path} is a folder, where a file "
+                        "of the crawler's goes; move it away, or choose another output folder")
+
+
 def _page_line(line: bytes) -> tuple[str | None, bool]:
     """A pages.jsonl line's URL (None if it names none) and whether its failure is final
     (no later run tries it again); a line that cannot be read is final, and kept."""
@@ -237,7 +269,7 @@ def _pages_tried_again(path: Path) -> set[str]:
                     pages.discard(url)  # a later line, final: no run tries it again
                 else:
                     pages.add(url)
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError):  # (a folder there is said as files open)
         pass
     except OSError as exc:  # then no line is dropped: a page may show as not crawled
         log.warning("cannot read %s: %s", path, exc.strerror or exc)
