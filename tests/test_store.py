@@ -1066,6 +1066,30 @@ def test_images_on_a_disk_mounted_at_the_images_folder(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="tmpfs is Linux")
+def test_a_full_disk_mounted_at_the_images_folder_is_named_as_that_disk(
+        tmp_path: Path) -> None:
+    """The disk to free is the images' own, not the one that holds the output folder."""
+    data = b"\x89PNG\r\n\x1a\n" + bytes(200_000)
+    out = tmp_path / "out"
+    out.mkdir()
+    with tiny_tmpfs(out / "images") as images:
+        store = Store(out)
+        for write in (lambda: store.store_bytes("http://h/a.png", PNG, data,
+                                                hashlib.sha256(data).hexdigest()),
+                      lambda: store.open_partial()[1].write(data)):
+            with pytest.raises(StorageError) as raised:
+                write()
+            assert f"free some space on the disk that holds {images}, or choose" in str(
+                raised.value), raised.value
+    with tiny_tmpfs(tmp_path / "small") as small:  # the whole folder on one disk: that one
+        with pytest.raises(StorageError) as raised:
+            Store(small).store_bytes("http://h/a.png", PNG, data,
+                                     hashlib.sha256(data).hexdigest())
+        assert f"free some space on the disk that holds {small}, or choose" in str(
+            raised.value), raised.value
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="tmpfs is Linux")
 def test_a_disk_mounted_below_the_images_folder_is_said_with_where_to_mount_it(
         tmp_path: Path) -> None:
     data = b"\x89PNG\r\n\x1a\n" + bytes(5000)

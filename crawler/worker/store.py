@@ -658,7 +658,8 @@ class _PartialFile(io.BufferedWriter):
                 self.raw.close()
             with contextlib.suppress(OSError):
                 self._partial.unlink(missing_ok=True)
-            raise _folder_error(exc, self._partial, "write", self._partial.parent.parent) from exc
+            # PARTIAL_DIR/tNN/name: the folder that holds PARTIAL_DIR, on the images' disk.
+            raise _folder_error(exc, self._partial, "write", self._partial.parents[2]) from exc
 
 
 _AT_FDCWD = -100
@@ -837,7 +838,7 @@ def _folder_error(
     if isinstance(exc, OSError) and _disk_full(exc):
         return StorageError(
             f"disk full while writing {path}: free some space on the disk that holds "
-            f"{root}, or choose another output folder"
+            f"{_disk_folder(path, root)}, or choose another output folder"
         )
     blocker = file_in_the_way(path.parent if folder is None else folder)
     if blocker is not None:
@@ -850,6 +851,25 @@ def _folder_error(
         f"cannot {action} {path}: {reason}; check that {root} is a writable folder, "
         f"or choose another output folder"
     )
+
+
+def _disk_folder(path: Path, root: Path) -> Path:
+    """The folder to name for the disk that holds ``path``: ``root``, or the folder below
+    it where another disk is mounted (``images/``, most often)."""
+    try:
+        below = path.relative_to(root).parts[:-1]
+    except ValueError:
+        return root
+    folders = [root, *(root.joinpath(*below[:depth]) for depth in range(1, len(below) + 1))]
+    devices = []
+    for folder in folders:
+        try:
+            devices.append(os.stat(folder).st_dev)
+        except OSError:
+            break  # not made yet: on its parent's disk
+    if not devices:
+        return root
+    return folders[devices.index(devices[-1])]
 
 
 def _stat_or_none(path: str | Path) -> os.stat_result | None:
