@@ -372,6 +372,9 @@ def run() -> NoReturn:
     30 ms of CPU after a 5,000-image crawl, and joining idle threads (or, after a
     second Ctrl-C, helper threads still waiting on a robots.txt).
     """
+    from crawler.ui.stderr import keep_going_without_stderr
+
+    keep_going_without_stderr()  # a reader of stderr that quits early ends no crawl
     try:
         code = main()
     except KeyboardInterrupt as stop:  # before main's own handling began: nothing to save yet

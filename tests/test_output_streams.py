@@ -1,0 +1,63 @@
+"""Where a command's output goes in real use: pipes whose reader quits early."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from .conftest import FixtureServer, crawler_command
+from .test_recovery import check_complete, setup_site
+
+
+def _crawl_into_pipe(server: FixtureServer, out: Path, *extra: str,
+                     lines_read: int) -> tuple[int, list[bytes]]:
+    """Run the master with its stdout and stderr on one pipe (``2>&1 | head -N``):
+    read ``lines_read`` lines, close the reading end, and wait. Returns the exit
+    status and the lines read."""
+    reading, writing = os.pipe()
+    try:
+        master = subprocess.Popen(
+            crawler_command("master", server.url + "/", "--out", str(out), "--local-workers",
+                            "2", "--threads", "2", "--bind", "127.0.0.1:0", *extra),
+            cwd=out.parent, stdin=subprocess.DEVNULL, stdout=writing, stderr=writing)
+    finally:
+        os.close(writing)
+    try:
+        with os.fdopen(reading, "rb") as reader:
+            lines = [reader.readline() for _ in range(lines_read)]
+        # The reader is gone: every write from here on fails with EPIPE.
+        return master.wait(timeout=120), lines
+    finally:
+        if master.poll() is None:
+            master.kill()
+            master.wait(timeout=30)
+
+
+def test_a_crawl_whose_reader_quits_after_one_line_goes_on_and_records_everything(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    """``crawler master URL 2>&1 | head -1``: the log lines, progress and summary have
+    nowhere to go, but the crawl is what was asked for: it completes, as it would have
+    with its terminal there."""
+    server = make_server()
+    site = setup_site(server, pages=2, images_per_page=30, image_delay=0.02)
+    out = tmp_path / "out"
+    status, lines = _crawl_into_pipe(server, out, lines_read=1)
+    assert lines[0].startswith(b"queue on 127.0.0.1:"), lines
+    assert status == 0
+    check_complete(out, server.url, site)
+    assert json.loads((out / "summary.json").read_text())["completed"] is True
+
+
+def test_a_crawl_whose_reader_was_gone_from_the_start_completes(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    """``crawler master URL 2>&1 | true``: not one line can be written, the first
+    fails already, and the crawl still completes."""
+    server = make_server()
+    site = setup_site(server, pages=2, images_per_page=10)
+    out = tmp_path / "out"
+    status, _ = _crawl_into_pipe(server, out, lines_read=0)
+    assert status == 0
+    check_complete(out, server.url, site)
