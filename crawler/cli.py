@@ -389,10 +389,11 @@ def run() -> NoReturn:
             pass  # closed by the command itself: nothing left to write
         except OSError as exc:
             # Output lost (a full disk, a closed pipe): say so by the status, as
-            # Python's own exit does, and keep a more specific one.
-            code = code or EXIT_OUTPUT_LOST
-            if stream is sys.stdout:
+            # Python's own exit does, and keep a more specific one. A 120 was said
+            # already, as the write failed: the bytes it left buffered fail again here.
+            if stream is sys.stdout and code != EXIT_OUTPUT_LOST:
                 _say_output_lost(exc)
+            code = code or EXIT_OUTPUT_LOST
     os._exit(code)
 
 

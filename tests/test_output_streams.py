@@ -61,3 +61,20 @@ def test_a_crawl_whose_reader_was_gone_from_the_start_completes(
     status, _ = _crawl_into_pipe(server, out, lines_read=0)
     assert status == 0
     check_complete(out, server.url, site)
+
+
+def test_output_to_a_pipe_whose_reader_is_gone_is_said_once(tmp_path: Path) -> None:
+    """``crawler report DIR | true`` with standard output buffered, as Python has it
+    unless told otherwise: one line says the output was lost, not two."""
+    (tmp_path / "manifest.jsonl").touch()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    reading, writing = os.pipe()
+    os.close(reading)  # the reader is gone before the first line
+    try:
+        result = subprocess.run(crawler_command("report", str(tmp_path)), stdout=writing,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                                env=env, timeout=60, check=False)
+    finally:
+        os.close(writing)
+    assert result.returncode == 120, result.stderr
+    assert result.stderr == "crawler: error: standard output cannot be written (closed)\n"
