@@ -372,8 +372,9 @@ def run() -> NoReturn:
     30 ms of CPU after a 5,000-image crawl, and joining idle threads (or, after a
     second Ctrl-C, helper threads still waiting on a robots.txt).
     """
-    from crawler.ui.stderr import keep_going_without_stderr
+    from crawler.ui.standard_streams import hold_closed_descriptors, keep_going_without_stderr
 
+    hold_closed_descriptors()  # >&- and 2>&-: no file of the crawl gets descriptor 1 or 2
     keep_going_without_stderr()  # a reader of stderr that quits early ends no crawl
     try:
         code = main()

@@ -1,4 +1,5 @@
-"""Where a command's output goes in real use: pipes whose reader quits early."""
+"""Where a command's output goes in real use: pipes whose reader quits early, streams
+closed before the start."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from .conftest import FixtureServer, crawler_command
 from .test_recovery import check_complete, setup_site
@@ -76,5 +79,56 @@ def test_output_to_a_pipe_whose_reader_is_gone_is_said_once(tmp_path: Path) -> N
                                 env=env, timeout=60, check=False)
     finally:
         os.close(writing)
+    assert result.returncode == 120, result.stderr
+    assert result.stderr == "crawler: error: standard output cannot be written (closed)\n"
+
+
+def _with_closed(redirection: str, *args: str, cwd: Path,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``crawler ARGS`` run by a shell with ``redirection`` (``>&-``, ``2>&-``) applied."""
+    # The stream not closed stays a pipe, so what is said there is seen.
+    return subprocess.run(["sh", "-c", f'exec "$@" {redirection}', "sh",
+                           *crawler_command(*args)], cwd=cwd, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, env=env, timeout=120, check=False)
+
+
+def test_a_crawl_started_with_stderr_closed_completes(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    """``crawler master URL 2>&-`` (cron lines, daemons): nowhere to say anything, and
+    the crawl is done all the same, its standard output left as clean as it was."""
+    server = make_server()
+    site = setup_site(server, pages=2, images_per_page=10)
+    out = tmp_path / "out"
+    result = _with_closed("2>&-", "master", server.url + "/", "--out", str(out),
+                          "--local-workers", "2", "--bind", "127.0.0.1:0", "--json",
+                          cwd=tmp_path)
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["completed"] is True, result.stdout
+    check_complete(out, server.url, site)
+
+
+def test_a_crawl_started_with_stdout_closed_completes_and_is_a_success(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    """``crawler master URL >&-``: it prints nothing on standard output, so nothing is lost."""
+    server = make_server()
+    site = setup_site(server, pages=2, images_per_page=10)
+    out = tmp_path / "out"
+    result = _with_closed(">&-", "master", server.url + "/", "--out", str(out),
+                          "--local-workers", "2", "--bind", "127.0.0.1:0", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "crawl completed" in result.stderr
+    check_complete(out, server.url, site)
+
+
+@pytest.mark.parametrize("buffered", [True, False])
+def test_output_to_a_closed_stdout_is_said_once_with_exit_120(tmp_path: Path,
+                                                              buffered: bool) -> None:
+    """``crawler report DIR >&-``: what it prints cannot be written; one line says so,
+    as for a closed pipe, whether Python buffers standard output or not."""
+    (tmp_path / "manifest.jsonl").touch()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if not buffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    result = _with_closed(">&-", "report", str(tmp_path), cwd=tmp_path, env=env)
     assert result.returncode == 120, result.stderr
     assert result.stderr == "crawler: error: standard output cannot be written (closed)\n"

@@ -7,6 +7,7 @@ line, or nothing), and ``crawler status`` reads the same counts.
 
 from __future__ import annotations
 
+import errno
 import sys
 from dataclasses import dataclass, fields
 from typing import Protocol
@@ -51,7 +52,9 @@ def _write_bytes(text: str) -> None:
 
 def output_lost(exc: OSError) -> str:
     """What to say when standard output failed with ``exc``."""
-    reason = "closed" if isinstance(exc, BrokenPipeError) else exc.strerror or str(exc)
+    # EBADF: closed before the start (>&-), its place held by a descriptor not for writing.
+    closed = isinstance(exc, BrokenPipeError) or exc.errno == errno.EBADF
+    reason = "closed" if closed else exc.strerror or str(exc)
     return f"standard output cannot be written ({reason})"
 
 
