@@ -1,10 +1,11 @@
 """Where a command's output goes in real use: pipes whose reader quits early, streams
-closed before the start."""
+closed before the start, terminals that take no more than ASCII."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import FixtureServer, crawler_command
+from .test_operator import run_on_terminal, screen_lines
 from .test_recovery import check_complete, setup_site
 
 
@@ -132,3 +134,24 @@ def test_output_to_a_closed_stdout_is_said_once_with_exit_120(tmp_path: Path,
     result = _with_closed(">&-", "report", str(tmp_path), cwd=tmp_path, env=env)
     assert result.returncode == 120, result.stderr
     assert result.stderr == "crawler: error: standard output cannot be written (closed)\n"
+
+
+def test_on_a_terminal_that_takes_only_ascii_the_bar_is_drawn_in_ascii(
+        site: FixtureServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``PYTHONIOENCODING=ascii`` (or a terminal in a legacy 8-bit locale): the bar's block
+    characters came out as ``\\u2588`` escapes, six columns each, and the live lines
+    wrapped and piled up. The bar is drawn with ``#`` there, within the width."""
+    monkeypatch.setenv("PYTHONIOENCODING", "ascii")
+    frames: list[list[str]] = []
+    status, screen = run_on_terminal(
+        crawler_command("master", site.url + "/", "--local-workers", "1", "--out",
+                        str(tmp_path / "out"), "--bind", "127.0.0.1:0", "--host-delay", "0.1"),
+        tmp_path, 80, on_chunk=lambda screen: frames.append(screen_lines(screen)))
+    assert status == 0
+    lines = screen_lines(screen)
+    text = "\n".join(lines)
+    assert "\\u" not in text, text
+    (bar,) = [line for line in lines if line.startswith("images ")]
+    assert re.fullmatch(r"images 14/14 \(1 failed\) \|#+\| 100%  in 0:\d\d", bar), text
+    assert len(bar) < 80
+    assert all(sum(line.startswith("images ") for line in frame) <= 1 for frame in frames)

@@ -16,9 +16,13 @@ import pyte
 import pytest
 
 from crawler.ui.progress import (
+    ASCII_BAR_CHARS,
+    BAR_CHARS,
     PlainReporter,
     Snapshot,
     TqdmReporter,
+    bar_chars_for,
+    draw_bar,
     images_line,
     status_line,
 )
@@ -44,6 +48,18 @@ def test_lines_fit_the_width_with_large_counts(width: int) -> None:
     for final in (False, True):
         assert len(images_line(BIG, (1234.5, 5e6), width, final=final, elapsed=3600)) <= width
         assert len(status_line(BIG, 5e6, width, final=final)) <= width
+
+
+def test_the_bar_is_drawn_in_eighths_or_in_whole_ascii_cells() -> None:
+    assert draw_bar(0.5625, 4) == "\u2588\u2588\u258e "  # 2 cells and 2 eighths
+    assert draw_bar(0.5625, 4, ASCII_BAR_CHARS) == "##  "
+    assert draw_bar(1.0, 4, ASCII_BAR_CHARS) == "####"
+
+
+@pytest.mark.parametrize(("encoding", "chars"), [("utf-8", BAR_CHARS), ("ascii", ASCII_BAR_CHARS),
+                                                 ("latin-1", ASCII_BAR_CHARS)])
+def test_the_bar_takes_what_the_stream_can_encode(encoding: str, chars: str) -> None:
+    assert bar_chars_for(io.TextIOWrapper(io.BytesIO(), encoding=encoding)) == chars
 
 
 def test_at_80_columns_the_status_line_keeps_what_matters() -> None:

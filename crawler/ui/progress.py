@@ -102,18 +102,31 @@ def image_rate(per_second: float) -> str:
 
 
 BAR_CHARS = " \u258f\u258e\u258d\u258c\u258b\u258a\u2589\u2588"  # eighths, as tqdm draws
+ASCII_BAR_CHARS = " #"  # whole cells only: for a terminal whose encoding has no blocks
 
 
-def draw_bar(fraction: float, width: int) -> str:
-    """A bar of ``width`` cells filled to ``fraction`` (0..1), in eighths of a cell."""
-    eighths = round(max(0.0, min(1.0, fraction)) * width * 8)
-    full, part = divmod(eighths, 8)
-    bar = "\u2588" * full + (BAR_CHARS[part] if part and full < width else "")
+def draw_bar(fraction: float, width: int, chars: str = BAR_CHARS) -> str:
+    """A bar of ``width`` cells filled to ``fraction`` (0..1): ``chars`` are a cell from
+    empty to full, so the eighths of a cell with ``BAR_CHARS``."""
+    steps = len(chars) - 1
+    filled = round(max(0.0, min(1.0, fraction)) * width * steps)
+    full, part = divmod(filled, steps)
+    bar = chars[-1] * full + (chars[part] if part and full < width else "")
     return bar.ljust(width)
 
 
+def bar_chars_for(stream: TextIO) -> str:
+    """``BAR_CHARS`` where ``stream``'s encoding has them, else ``ASCII_BAR_CHARS``: an
+    ASCII or Latin-1 terminal showed each block as a six-column escape."""
+    try:
+        BAR_CHARS.encode(getattr(stream, "encoding", None) or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        return ASCII_BAR_CHARS
+    return BAR_CHARS
+
+
 def images_line(s: Snapshot, rates: tuple[float, float] | None, width: int, *,
-                final: bool = False, elapsed: float = 0.0) -> str:
+                final: bool = False, elapsed: float = 0.0, bar_chars: str = BAR_CHARS) -> str:
     """The main line: images done of found, failures, a bar, the rate, and an ETA.
 
     The ETA appears once every page is done: before that the total still grows.
@@ -137,7 +150,7 @@ def images_line(s: Snapshot, rates: tuple[float, float] | None, width: int, *,
     bar_width = min(40, width - text_width)
     if bar_width < 6:  # too narrow for a bar that means anything
         return fit([count, percent.strip(), *tail], width)
-    bar = draw_bar(s.done / s.found if s.found else 0.0, bar_width)
+    bar = draw_bar(s.done / s.found if s.found else 0.0, bar_width, bar_chars)
     return fit([f"{count} |{bar}| {percent}", *tail], width)
 
 
@@ -224,6 +237,7 @@ class TqdmReporter:
         self._last_sample = float("-inf")
         self._bars: list[tqdm[NoReturn]] = []  # bars without an iterable
         self._snapshot: Snapshot | None = None
+        self._bar_chars = bar_chars_for(stream)
 
     def update(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
@@ -254,7 +268,8 @@ class TqdmReporter:
         else:
             rates = self._rates.rates()
         return [images_line(s, rates, width, final=final,
-                            elapsed=self._clock() - self._rates.started),
+                            elapsed=self._clock() - self._rates.started,
+                            bar_chars=self._bar_chars),
                 status_line(s, None if rates is None else rates[1], width, final=final)]
 
     def _draw(self, lines: list[str]) -> None:
