@@ -410,3 +410,35 @@ def test_a_rerun_fetches_again_the_images_deleted_from_the_folder(
     assert len(results) == len(lines)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["completed"] and summary["stored_this_run"] == len(first)
+
+
+def test_a_worker_by_hand_that_stores_beside_its_masters_folder_is_told_where_to(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    """A worker started by hand on the master's host with another --out stores where
+    the master's results, report and reruns do not look (a rerun fetches those images
+    again): it is told, once, the --out to give. One given the master's folder is not."""
+    server = make_server()
+    _site(server)
+    out = tmp_path / "out"
+    said = {}
+    for folder in (tmp_path / "elsewhere", out):
+        master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                               str(out), "--local-workers", "0", cwd=tmp_path)
+        worker = None
+        try:
+            address = wait_for_queue_address(master)
+            worker = start_crawler("worker", address, "--out", str(folder), cwd=tmp_path)
+            err = finish(master, 90)
+            assert master.returncode == 0, err
+            said[folder.name] = finish(worker, 30)
+            assert worker.returncode == 0, said[folder.name]
+        finally:
+            stop(master)
+            if worker is not None:
+                stop(worker)
+        (out / "summary.json").unlink()  # each run a crawl of its own
+        for name in ("crawl.sqlite", "results.log", "manifest.jsonl"):
+            (out / name).unlink(missing_ok=True)
+    hint = f"start the worker with --out {out.absolute()}"
+    assert said["elsewhere"].count(hint) == 1, said["elsewhere"]
+    assert "which is on this host" not in said["out"], said["out"]

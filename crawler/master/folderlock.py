@@ -16,10 +16,10 @@ import os
 from pathlib import Path
 
 from crawler.errors import OutputFolderInUse, StorageError
+from crawler.model.files import LOCK_NAME
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME = "crawl.lock"
 # Descriptors of the locks this process holds. A forked child (a page parser, a local
 # worker) closes its copies at once: the lock is the master's alone, and is let go
 # when the master ends, however its children are doing.

@@ -43,7 +43,7 @@ from crawler.master.claim import (
     mark_for_broker,
 )
 from crawler.master.endwatch import END_TICK, EndWatch
-from crawler.master.folderlock import LOCK_NAME, FolderLock
+from crawler.master.folderlock import FolderLock
 from crawler.master.frontier import Frontier, PageQueue
 from crawler.master.inplace import FilesInPlace
 from crawler.master.journal import Journal, PageDone, Resumed
@@ -64,6 +64,7 @@ from crawler.model.cookies import cookie_key
 from crawler.model.files import (
     IMAGES_LEFT_KEPT,
     JOURNAL_NAME,
+    LOCK_NAME,
     MANIFEST_NAME,
     PAGES_NAME,
     RESULTS_NAME,

@@ -8,6 +8,7 @@ REPORT_NAME = "index.html"  # the gallery crawler report writes
 JOURNAL_NAME = "crawl.sqlite"  # the embedded master's journal (SQLite)
 BROKER_MARK = "broker-crawl.json"  # names the broker crawl whose results a folder holds
 PAGE_COOKIES_NAME = "page-cookies.txt"  # the cookies the crawl's pages set (mode 0600)
+LOCK_NAME = "crawl.lock"  # held by the master crawling into the folder, while it runs
 
 # summary.json's images_left (images met past --max-images) is exact up to this many
 # URLs, which the master keeps to count them (some 10 MB); past it, "at least".

@@ -14,6 +14,7 @@ import os
 import queue
 import random
 import secrets
+import shlex
 import socket
 import threading
 import time
@@ -39,6 +40,7 @@ from crawler.fetch.easy import EasyClient
 from crawler.fetch.engine import Engine
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
+from crawler.model.files import LOCK_NAME
 from crawler.model.outcome import STORAGE_ERROR, Attempt, FailureKind
 from crawler.model.wire import (
     LOCAL_WORKER_ENV,
@@ -161,6 +163,7 @@ class Worker:
         # How long an answer vouches for our leases: the master takes them only after
         # worker_silence (or lease_timeout) without a call; half leaves room for delays.
         self._fresh_for = 0.0
+        self._told_beside = False  # that it stores beside its master's folder
         # Why the worker gave up by itself: run() raises it after handing back.
         self.failure: CrawlerError | None = None
 
@@ -367,11 +370,13 @@ class Worker:
 
     def _check_folder(self, crawl: CrawlInfo) -> None:
         """A worker its master started stores into that master's folder: it serves no
-        other master (one that took the port of its dead master, with the same key)."""
-        if not os.environ.get(LOCAL_WORKER_ENV):
-            return
+        other master (one that took the port of its dead master, with the same key).
+        One started by hand that can see its master's folder is told to store there."""
         mine = str(self._options.out_dir.absolute())
         theirs = crawl.get("folder")
+        if not os.environ.get(LOCAL_WORKER_ENV):
+            self._say_if_beside(theirs, mine)
+            return
         if theirs is not None and Path(theirs).resolve() != Path(mine).resolve():
             # Nothing of the dead master's crawl goes to this one, no report: only the
             # goodbye, so that it does not wait for this worker at its end.
@@ -382,6 +387,20 @@ class Worker:
             raise AnotherMastersCrawl(
                 f"the master at {self._client.where} crawls into {theirs}, not into {mine}, "
                 "the folder of the master that started this worker (it has ended): leaving")
+
+    def _say_if_beside(self, theirs: str | None, mine: str) -> None:
+        """Warn, once, a worker on its master's host (or on a disk they share) that stores
+        beside the master's folder: its images are in no folder the master's results,
+        report and reruns look into, and a rerun, not finding them, fetches them again."""
+        if (theirs is None or self._told_beside
+                or not (Path(theirs) / LOCK_NAME).exists()  # a folder on another host
+                or Path(theirs).resolve() == Path(mine).resolve()):
+            return
+        self._told_beside = True
+        log.warning("%s crawls into %s, which is on this host, and this worker stores into "
+                    "%s: the master's results, report and reruns look for images in its own "
+                    "folder (a rerun fetches these again); start the worker with --out %s",
+                    self._client.where, theirs, mine, shlex.quote(theirs))
 
     def _coordinate(self) -> None:
         capacity = self._options.threads + max(2, self._options.threads // 2)  # a small prefetch
