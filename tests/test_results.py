@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
-from crawler.errors import StorageError
+from crawler.config import Limits
+from crawler.demo.site import png
+from crawler.errors import PartialLost, StorageError
+from crawler.fetch.engine import Abandoned
 from crawler.master.inplace import FilesInPlace
-from crawler.master.results import ResultFiles
+from crawler.master.results import ManifestTally, ResultFiles
+from crawler.model.imagetype import PNG
 from crawler.model.outcome import Outcome
+from crawler.worker.sink import SPILL_AT, sinks_into
+from crawler.worker.store import Store
 
 from .conftest import tiny_tmpfs
 
@@ -138,3 +146,32 @@ def test_files_in_place_pass_while_written_and_name_the_one_replaced(tmp_path: P
         files.close()
     assert str(raised.value).startswith(f"{tmp_path / 'manifest.jsonl'} was removed, moved "
                                         "or replaced while the crawl ran")
+
+
+def test_partials_removed_under_many_downloads_are_counted_as_one_reason(
+        tmp_path: Path) -> None:
+    """Each such reason names its own partial file (and image): a cleaner that emptied the
+    partials folder under a busy worker filled the summary's reasons with one-offs."""
+    store = Store(tmp_path / "out")
+    reasons = []
+    for url in ("http://a.example/1.png", "http://a.example/2.png"):
+        partial, file = store.open_partial()  # committed as a worker does
+        file.close()
+        shutil.rmtree(store.partial_dir)
+        with pytest.raises(PartialLost) as lost:
+            store.commit(partial, url, PNG, 0, hashlib.sha256(b"").hexdigest())
+        reasons.append(str(lost.value))
+    body = png(4, 4, 1) + b"\0" * SPILL_AT  # past what is held in memory: spilled to a file
+    for url in ("http://a.example/3.png", "http://a.example/4.png"):
+        sink = sinks_into(store, Limits())((url, 1), 0.0)
+        sink.feed(body)
+        shutil.rmtree(store.partial_dir)
+        with pytest.raises(Abandoned) as abandoned:  # read back whole: its length unknown
+            sink.finish("image/png", length_known=False)
+        reasons.append(str(abandoned.value))
+    assert len(set(reasons)) == 4, reasons  # each names its own file
+    tally = ManifestTally()
+    for number, reason in enumerate(reasons):
+        tally.add(outcome(f"http://a.example/{number}.png", False, reason=reason))
+    assert tally.reasons == {
+        "partial file gone before it was stored; did another program clean its folder?": 4}

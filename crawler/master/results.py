@@ -53,6 +53,12 @@ _NAME_TAKEN = (
      "cannot store: a file the crawler did not store is where a folder is needed; "
      "move it away"),
 )
+# A download's partial file removed under it (PartialLost, or the worker's sink reading it
+# back): the reason names that file, and the image's, so a cleaner that emptied the
+# partials folder under a busy worker would list a reason per download.
+_PARTIAL_LOST = re.compile(r"partial file .+ is gone before it was stored[ ;]", re.DOTALL)
+_PARTIAL_LOST_COUNTED = ("partial file gone before it was stored; did another program clean "
+                         "its folder?")
 
 
 def reason_counted(reason: str) -> str:
@@ -64,6 +70,8 @@ def reason_counted(reason: str) -> str:
     for start, end, counted in _NAME_TAKEN:
         if reason.startswith(start) and reason.endswith(end):
             return counted
+    if _PARTIAL_LOST.match(reason):
+        return _PARTIAL_LOST_COUNTED
     return reason
 
 
