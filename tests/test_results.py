@@ -93,7 +93,8 @@ def test_a_full_disk_is_said_for_both_files_and_leaves_no_half_copies(tmp_path: 
 
 
 @pytest.mark.parametrize("name", ["results.log", "manifest.jsonl", "pages.jsonl",
-                                  "results.log.partial", "manifest.jsonl.partial"])
+                                  "results.log.partial", "manifest.jsonl.partial",
+                                  "pages.jsonl.partial"])
 def test_a_folder_in_place_of_a_result_file_is_named_and_nothing_half_written_stays(
         tmp_path: Path, name: str) -> None:
     """A folder with a result file's name: said with its path and what to do (it was "cannot
@@ -106,6 +107,23 @@ def test_a_folder_in_place_of_a_result_file_is_named_and_nothing_half_written_st
         "the crawler's goes; move it away, or choose another output folder")
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]
     assert not any((tmp_path / name).iterdir()), "nothing written into that folder"
+
+
+def test_a_folder_made_in_place_of_the_pages_copy_mid_run_leaves_pages_jsonl_whole(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """pages.jsonl is written anew at close when a page listed as to retry was crawled: a
+    folder made meanwhile where that copy goes is said in a warning, not a crash at the
+    crawl's end, and the file keeps every line."""
+    listed = json.dumps({"url": "http://a.example/p", "reason": "HTTP 503",
+                         "http_status": 503, "final": False}) + "\n"
+    (tmp_path / "pages.jsonl").write_text(listed)
+    files = ResultFiles(tmp_path, ())
+    files.page_crawled("http://a.example/p")
+    (tmp_path / "pages.jsonl.partial").mkdir()
+    files.close()
+    assert (tmp_path / "pages.jsonl").read_text() == listed
+    assert ("still lists 1 page(s) this run crawled after all, as not crawled: cannot "
+            f"rewrite it ({tmp_path / 'pages.jsonl.partial'}: Is a directory)") in caplog.text
 
 
 def test_a_page_that_fails_again_in_every_run_keeps_one_line_in_pages_jsonl(

@@ -140,6 +140,10 @@ class ResultFiles:
         return (self.results_path.with_suffix(".log.partial"),
                 self.manifest_path.with_suffix(".jsonl.partial"))
 
+    def _pages_partial(self) -> Path:
+        """Where pages.jsonl is written anew, without the lines it drops, at close."""
+        return self.pages_path.with_suffix(".jsonl.partial")
+
     def _rewrite(self, outcomes: Iterable[Outcome]) -> None:
         partial_results, partial_manifest = self._partials()
         try:
@@ -159,7 +163,7 @@ class ResultFiles:
     def _folder_in_place(self) -> Path | None:
         """A folder with the name of a file written here, if there is one."""
         for path in (self.results_path, self.manifest_path, self.pages_path,
-                     *self._partials()):
+                     *self._partials(), self._pages_partial()):
             if path.is_dir():
                 return path
         return None
@@ -229,7 +233,7 @@ class ResultFiles:
         (else the report, which takes a URL's last line, shows them as not crawled), and
         the earlier lines of those it listed anew (else the file grows by a line per such
         page with every run)."""
-        partial = self.pages_path.with_suffix(".jsonl.partial")
+        partial = self._pages_partial()
         try:
             with self.pages_path.open("rb") as old, partial.open("wb") as kept:
                 at = 0
@@ -241,10 +245,12 @@ class ResultFiles:
                         kept.write(line)
             partial.replace(self.pages_path)
         except OSError as exc:
-            partial.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # (a folder made there since the start stays)
+                partial.unlink(missing_ok=True)
             log.warning("%s still lists %d page(s) this run crawled after all, as not "
-                        "crawled: cannot rewrite it (%s)", self.pages_path,
-                        len(self._crawled_again), exc.strerror or exc)
+                        "crawled: cannot rewrite it (%s%s)", self.pages_path,
+                        len(self._crawled_again),
+                        f"{exc.filename}: " if exc.filename else "", exc.strerror or exc)
 
 
 def _folder_in_the_way(path: Path) -> StorageError:
