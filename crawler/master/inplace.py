@@ -16,8 +16,10 @@ from pathlib import Path
 
 from crawler.errors import StorageError
 
-# A file's identity: which file system, which file on it. A path that names a new file
-# (the folder made again by a worker storing its next image) has another.
+# A file's identity: which file system, which file on it. A file this master holds open
+# keeps its number while it does, so a new file at its path has another. A folder is not
+# held: one removed and made again (by a worker storing its next image) may get its old
+# number back (ext4 gives it at once), and is told by the files it no longer holds.
 _Identity = tuple[int, int]
 
 
