@@ -27,6 +27,7 @@ from crawler.board.memory import POLICY_SETTINGS, BoardPolicy, TaskBoard
 from crawler.board.redis import RedisBoard
 from crawler.config import Settings
 from crawler.model.outcome import Attempt, FailureKind, Outcome
+from crawler.model.wire import WorkerInfo
 
 from .redis_server import RedisServer
 
@@ -771,6 +772,15 @@ def test_a_url_out_of_attempts_fails_as_lost_when_its_lease_runs_out(board: Make
     assert (settled.worker, settled.attempts, settled.page) == (None, 1, "http://h/")
     assert b.unfinished() == 0 and b.counts()["expired"] == 1
     assert b.lease("w", 1, 0)["tasks"] == []
+
+
+def test_a_workers_hello_is_given_back_as_it_said_it(board: MakeBoard) -> None:
+    """The master tells by it where a worker of its host stores (``master.missing``)."""
+    b = board(Clock())
+    said = WorkerInfo(host="box", pid=7, threads=4, folder="/data/own")
+    b.hello("w", said)
+    assert b.worker_info("w") == said
+    assert b.worker_info("never-said-hello") is None
 
 
 def test_counts_and_workers_say_the_same_on_both_boards(board: MakeBoard) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from crawler.master.missing import MissingImages
+from crawler.master.journal import Journal
+from crawler.master.missing import MissingImages, WorkersElsewhere, workers_elsewhere
 from crawler.model.outcome import Outcome
 
 
@@ -34,3 +35,33 @@ def test_only_this_hosts_stored_images_whose_file_is_gone_are_left_out(tmp_path:
     assert missing.urls == ["http://a/gone", "http://a/dir"]
     assert kept == ["http://a/here", "http://a/elsewhere", "http://a/boxer", "http://a/failed",
                     "http://a/refused"]
+
+
+def test_workers_of_this_host_with_another_folder_are_noted_and_left_alone(
+        tmp_path: Path) -> None:
+    """A worker here with its own --out stored there: noted in the journal as its results
+    come, its images are not looked for in the master's folder by a later run."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "link").symlink_to(out, target_is_directory=True)
+    said = {"box:1:ab": {"host": "box", "folder": str(tmp_path / "own")},
+            "box:2:cd": {"host": "box", "folder": str(tmp_path / "link")},  # the same folder
+            "box:3:ef": {"host": "box"},  # an earlier version's hello: no folder said
+            "other:1:ab": {"host": "other", "folder": "/elsewhere"}}
+    journal = Journal(out)
+    try:
+        notes = WorkersElsewhere(journal, out, said.get, host="box")
+        notes.note(["box:1:ab", "box:2:cd", None, "box:3:ef", "other:1:ab", "box:9:gone"])
+        notes.note(["box:1:ab"])
+        assert workers_elsewhere(journal) == {"box:1:ab"}
+    finally:
+        journal.close()
+    journal = Journal(out)  # a rerun
+    try:
+        missing = MissingImages(out, host="box", elsewhere=workers_elsewhere(journal))
+    finally:
+        journal.close()
+    outcomes = [_outcome("http://a/own", worker="box:1:ab", path="images/own.png"),
+                _outcome("http://a/here", worker="box:2:cd", path="images/here.png")]
+    assert [outcome.url for outcome in missing.kept(outcomes)] == ["http://a/own"]
+    assert missing.urls == ["http://a/here"]

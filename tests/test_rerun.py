@@ -415,8 +415,8 @@ def test_a_rerun_fetches_again_the_images_deleted_from_the_folder(
 def test_a_worker_by_hand_that_stores_beside_its_masters_folder_is_told_where_to(
         make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
     """A worker started by hand on the master's host with another --out stores where
-    the master's results, report and reruns do not look (a rerun fetches those images
-    again): it is told, once, the --out to give. One given the master's folder is not."""
+    the master's results and report do not look: it is told, once, the --out to give.
+    One given the master's folder is not."""
     server = make_server()
     _site(server)
     out = tmp_path / "out"
@@ -442,3 +442,34 @@ def test_a_worker_by_hand_that_stores_beside_its_masters_folder_is_told_where_to
     hint = f"start the worker with --out {out.absolute()}"
     assert said["elsewhere"].count(hint) == 1, said["elsewhere"]
     assert "which is on this host" not in said["out"], said["out"]
+
+
+def test_a_rerun_does_not_fetch_again_what_a_worker_here_stored_in_its_own_folder(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    """A worker on the master's host started with its own --out stores its images there,
+    not in the master's folder: they are not missing from the crawl, and a rerun leaves
+    them be (it fetched each again, said they were missing, and stored copies in the
+    master's folder)."""
+    server = make_server()
+    _site(server)
+    out, own = tmp_path / "out", tmp_path / "own"
+    master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), cwd=tmp_path)
+    try:
+        address = wait_for_queue_address(master)
+        worker = run_crawler("worker", address, "--out", str(own), cwd=tmp_path)
+        assert worker.returncode == 0, worker.stderr
+        err = finish(master, 90)
+    finally:
+        stop(master)
+    assert master.returncode == 0, err
+    first = manifest_lines(out)
+    stored = [e for e in first if e["status"] == "success"]
+    assert stored and all((own / e["path"]).is_file() for e in stored), first
+    asked = len(server.paths())
+
+    err = _crawl(server.url + "/", out, tmp_path)  # its local worker stores into out
+    assert "missing from" not in err, err
+    assert server.paths()[asked:] == [], "nothing fetched again"
+    assert manifest_lines(out) == first
+    assert not (out / "images").exists()

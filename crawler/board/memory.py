@@ -346,6 +346,13 @@ class TaskBoard:
         call every second, and its leases end then), reaped or not yet."""
         return record.gone or now - record.last_contact > self.policy.worker_silence
 
+    def worker_info(self, worker: str) -> Mapping[str, object] | None:
+        """What ``worker`` said of itself in its hello; None for one this board does not
+        know (a tutorial worker, or one forgotten since it left)."""
+        with self._cond:
+            record = self._workers.get(worker)
+            return None if record is None else record.info
+
     def workers(self) -> list[dict[str, Any]]:
         now = self._clock()
         with self._cond:

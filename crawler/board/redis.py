@@ -448,6 +448,12 @@ class RedisBoard:
     refused = property(lambda self: self._count("refused"))
 
     @_translated
+    def worker_info(self, worker: str) -> Mapping[str, object] | None:
+        """What ``worker`` said of itself in its hello (``TaskBoard.worker_info``)."""
+        said = self._client.hget(self._key("w:" + worker), "info")
+        return None if said is None else dict(json.loads(said))
+
+    @_translated
     def workers(self) -> list[dict[str, Any]]:
         raw = self._run("workers", [self._now(), repr(self.policy.worker_silence)])
         now = float(_text(raw[0]))

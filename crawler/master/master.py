@@ -50,7 +50,7 @@ from crawler.master.journal import Journal, PageDone, Resumed
 from crawler.master.launcher import LocalWorkers
 from crawler.master.ledger import BrokerLedger, JournalLedger, Ledger
 from crawler.master.linkedpages import LinkedPages, is_image_link
-from crawler.master.missing import MissingImages
+from crawler.master.missing import MissingImages, WorkersElsewhere, workers_elsewhere
 from crawler.master.pagecookies import load_page_cookies, save_page_cookies
 from crawler.master.pageloop import PageLoop
 from crawler.master.results import ManifestTally, ResultFiles
@@ -299,6 +299,9 @@ class Master:
         self._pages_to_retry = 0  # pages failed for a passing reason, left for the next run
         # The output folder's files this master writes, looked at before each record.
         self._in_place: FilesInPlace | None = None
+        # Which workers of this host store under another folder: noted in the journal for
+        # a rerun's look for deleted images (the embedded mode's, which has one).
+        self._elsewhere: WorkersElsewhere | None = None
 
     def stop(self) -> None:
         """Ask the crawl to stop (Ctrl-C, SIGTERM): state is saved, workers are told.
@@ -414,10 +417,12 @@ class Master:
                 # One read of the journal's outcomes, counted as the files are rewritten
                 # from them (a second read was half the restart of a large crawl).
                 _say_if_long_to_rewrite(out_dir)
-                missing = MissingImages(out_dir)
+                missing = MissingImages(out_dir, elsewhere=workers_elsewhere(journal))
                 files = ResultFiles(out_dir, self._counted(missing.kept(journal.outcomes())))
                 self._queue_missing_again(journal, missing, out_dir)
                 self._in_place = FilesInPlace(out_dir, [LOCK_NAME, JOURNAL_NAME, *_RECORDS])
+                self._elsewhere = WorkersElsewhere(journal, out_dir,
+                                                   self._embedded_board().worker_info)
                 try:
                     return self._run(JournalLedger(journal, self._embedded_board()),
                                      self._paced_frontier, files)
@@ -1104,6 +1109,8 @@ class Master:
         pages = self._linked_pages.settled(settled)
         if pages:
             self._read_as_pages(pages, ledger)
+        if self._elsewhere is not None:  # before the results that a rerun reads with it
+            self._elsewhere.note(s.worker for s in settled)
         ledger.record(outcomes)
         files.write(outcomes)
         for outcome in outcomes:

@@ -10,27 +10,36 @@ the result files are written anew from the journal (one ``stat``: 0.5 s for
 are left out of the files and queued again.
 
 Only images stored by a worker on this host are looked at: a worker on another
-host stores under its own ``--out`` folder, which this one cannot see.
+host stores under its own ``--out`` folder, which this one cannot see. So does a
+worker of this host started with another ``--out``: the master notes those as their
+results come (``WorkersElsewhere``), and their images are not looked at either.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 
+from crawler.master.journal import Journal
 from crawler.model.outcome import Outcome
+
+# The journal's note of the workers of the master's host that stored under another folder.
+ELSEWHERE_KEY = "workers_elsewhere"
 
 
 class MissingImages:
     """Sorts an earlier run's outcomes: those to keep, and the URLs whose file is gone."""
 
-    def __init__(self, out_dir: Path, host: str | None = None) -> None:
+    def __init__(self, out_dir: Path, host: str | None = None,
+                 elsewhere: Collection[str] = ()) -> None:
+        """``elsewhere``: workers of this host that stored under another folder."""
         # A string, not a Path: joining a Path cost 20 us an image, the stat itself 5 us.
         self._base = f"{out_dir}{os.sep}"
         # A worker's name starts with its host's ("HOST:PID:RANDOM").
         self._prefix = f"{host if host is not None else socket.gethostname()}:"
+        self._elsewhere = elsewhere
         self.urls: list[str] = []  # of the outcomes left out: to fetch again
 
     def kept(self, outcomes: Iterable[Outcome]) -> Iterator[Outcome]:
@@ -45,5 +54,47 @@ class MissingImages:
         if not outcome.ok or not outcome.path or not (
                 outcome.worker or "").startswith(self._prefix):
             return False
+        if outcome.worker in self._elsewhere:
+            return False
         # (a path outside the folder is refused as the report comes: wire.py)
         return not os.path.isfile(self._base + outcome.path)  # noqa: PTH113 - see __init__
+
+
+def workers_elsewhere(journal: Journal) -> set[str]:
+    """The workers of this host the journal notes as storing under another folder."""
+    noted = journal.meta(ELSEWHERE_KEY)
+    return {str(worker) for worker in noted} if isinstance(noted, list) else set()
+
+
+class WorkersElsewhere:
+    """Notes in the journal, before their results are recorded, the workers of this host
+    whose ``--out`` is another folder than the master's (their hello says which)."""
+
+    def __init__(self, journal: Journal, out_dir: Path,
+                 info_of: Callable[[str], Mapping[str, object] | None],
+                 host: str | None = None) -> None:
+        """``info_of``: what a worker said of itself in its hello (None: not known)."""
+        self._journal = journal
+        self._folder = out_dir.resolve()
+        self._info_of = info_of
+        self._host = host if host is not None else socket.gethostname()
+        self._noted = workers_elsewhere(journal)
+        self._looked: set[str] = set()  # workers told apart already
+
+    def note(self, workers: Iterable[str | None]) -> None:
+        """Look at each of ``workers`` not looked at yet; note those that store elsewhere."""
+        new = False
+        for worker in workers:
+            if worker is None or worker in self._looked:
+                continue
+            info = self._info_of(worker)
+            if info is None:
+                continue  # (not known: left to the host's rule, as before any note)
+            self._looked.add(worker)
+            folder = info.get("folder")
+            if (info.get("host") == self._host and isinstance(folder, str)
+                    and Path(folder).resolve() != self._folder):
+                self._noted.add(worker)
+                new = True
+        if new:
+            self._journal.set_meta(ELSEWHERE_KEY, sorted(self._noted))

@@ -38,6 +38,9 @@ class WorkerInfo(TypedDict):
     host: str
     pid: int
     threads: int
+    # Its --out, absolute: a master of its host tells by it whether the images it stores
+    # are in the master's folder, where a rerun looks for those deleted since.
+    folder: NotRequired[str]
 
 
 class RobotsRules(TypedDict):

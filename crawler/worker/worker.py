@@ -363,7 +363,8 @@ class Worker:
         """Say hello to the master (again): the crawl info it answers, its deadlines set."""
         crawl = crawl_info_from_wire(self._board.hello(
             self._id, WorkerInfo(host=socket.gethostname(), pid=os.getpid(),
-                                 threads=self._options.threads)))
+                                 threads=self._options.threads,
+                                 folder=str(self._options.out_dir.absolute()))))
         self._client.bound_calls(self._board, call_deadline(crawl))
         self._fresh_for = min(crawl["worker_silence"], crawl["lease_timeout"]) / 2
         return crawl
@@ -390,16 +391,16 @@ class Worker:
 
     def _say_if_beside(self, theirs: str | None, mine: str) -> None:
         """Warn, once, a worker on its master's host (or on a disk they share) that stores
-        beside the master's folder: its images are in no folder the master's results,
-        report and reruns look into, and a rerun, not finding them, fetches them again."""
+        beside the master's folder: its images are in no folder the master's results and
+        report look into (the manifest's paths are relative to the master's folder)."""
         if (theirs is None or self._told_beside
                 or not (Path(theirs) / LOCK_NAME).exists()  # a folder on another host
                 or Path(theirs).resolve() == Path(mine).resolve()):
             return
         self._told_beside = True
         log.warning("%s crawls into %s, which is on this host, and this worker stores into "
-                    "%s: the master's results, report and reruns look for images in its own "
-                    "folder (a rerun fetches these again); start the worker with --out %s",
+                    "%s: the master's results and report look for images in its own folder; "
+                    "to have them there, start the worker with --out %s",
                     self._client.where, theirs, mine, shlex.quote(theirs))
 
     def _coordinate(self) -> None:
