@@ -127,12 +127,18 @@ class H2Server:
 
     ``on_connection(conn)`` runs once per new connection after the preface (settings
     of its own, a GOAWAY timer...). ``connections`` counts the connections accepted.
+    ``handshakes``: how many connections are accepted at all; those after them wait
+    in the listener's backlog, their TLS handshake never answered (a server gone
+    dark), till :meth:`stop`. (Not accepted: an accepted one may be given the number
+    of a connection just closed, and a late write of a thread still serving that one
+    reached it: a handshake failed on it, "unexpected message".)
     """
 
     def __init__(self, context: ssl.SSLContext, scripts: dict[str, Script],
                  default: Script | None = None,
                  on_connection: Callable[[Connection], None] | None = None,
-                 settings: dict[int, int] | None = None) -> None:
+                 settings: dict[int, int] | None = None, handshakes: int | None = None,
+                 ) -> None:
         context.set_alpn_protocols(["h2"])
         self.context = context
         self.scripts = scripts
@@ -141,6 +147,7 @@ class H2Server:
         self.settings = settings or {}
         self.connections = 0
         self.paths: list[str] = []
+        self.handshakes = handshakes
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.2)
         self.base = f"https://127.0.0.1:{self._listener.getsockname()[1]}"
@@ -161,13 +168,18 @@ class H2Server:
         self.stop()
 
     def _accept(self) -> None:
+        accepted = 0
         while not self._done.is_set():
+            if self.handshakes is not None and accepted >= self.handshakes:
+                self._done.wait(0.2)
+                continue
             try:
                 raw, _ = self._listener.accept()
             except TimeoutError:
                 continue
             except OSError:
                 return
+            accepted += 1
             threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
 
     def _serve(self, raw: socket.socket) -> None:

@@ -182,6 +182,66 @@ def test_images_a_goaway_left_unanswered_are_asked_again_on_a_new_connection(
         assert url == answered or (attempt is not None and attempt.ok), (url, attempt)
 
 
+@pytest.mark.parametrize("first", ["answered", "goaway", "cut"])
+def test_images_asked_again_after_their_connection_died_wait_for_the_next_one_connecting(
+        ca: CertAuthority, tmp_path: Path, first: str) -> None:
+    """Three images on one connection; the server answers the first, and closes the
+    connection with the two others never processed. They are asked again on a new
+    connection, whose handshake is never answered here: by libcurl itself (after the
+    first's full answer, or a GOAWAY), or by the engine (after an answer cut short,
+    libcurl fails them). They wait for it under the connect timeout, and say "timed out
+    connecting". The read timeout ran on from their request on the dead connection:
+    they were cut "timed out", the new handshake still under way."""
+    arrived: list[int] = []
+    all_in = threading.Event()
+    lock = threading.Lock()
+    answered: list[str] = []
+    body = PNG + bytes(20_000)
+
+    def script(stream: Stream) -> None:
+        with lock:
+            arrived.append(stream.id)
+            if len(arrived) == 3:
+                all_in.set()
+        all_in.wait(5)
+        if stream.id != min(arrived):
+            stream.stall()  # never processed: till the close
+            return
+        answered.append(stream.path)
+        if first == "cut":
+            stream.head(200, (("content-type", "image/png"),
+                              ("content-length", str(len(body)))))
+            stream.body(body[:1000], end=False)
+        else:
+            image(stream, body)
+            if first == "goaway":
+                stream.conn.raw(goaway_frame(stream.id))
+        time.sleep(0.3)
+        stream.conn.close()
+
+    limits = Limits(connect_timeout=2.5, read_timeout=1, deadline=20)
+    with H2Server(server_context(ca), {}, default=script, handshakes=1) as server:
+        urls = [f"{server.base}/{n}.png" for n in range(3)]
+        engine = Engine(tmp_path / "out", options=trusting(ca), slots=3, limits=limits)
+        try:
+            got = engine.fetch(urls, timeout=30)
+        finally:
+            engine.close()
+    [first_url] = [url for url in urls if url.endswith(answered[0])]
+    for url in urls:
+        attempt = got[url]
+        assert attempt is not None, url
+        if url == first_url:
+            assert attempt.ok if first != "cut" else (
+                attempt.kind is FailureKind.CONNECTION), attempt
+            continue
+        assert (attempt.kind, attempt.reason) == (FailureKind.TIMEOUT,
+                                                  "timed out connecting"), attempt
+        # The connect timeout from the new connection's start (0.05 s or later), not
+        # the read timeout from the request on the old one (1 s).
+        assert 2.0 < attempt.elapsed_s < 10, attempt
+
+
 def test_a_crawl_of_a_hostile_http2_site_reports_each_image_in_one_line_within_deadlines(
         ca: CertAuthority, tmp_path: Path) -> None:
     """The master reads the page over HTTP/2, a worker downloads its images over one
@@ -286,7 +346,8 @@ def test_a_servers_pings_keep_no_stalled_stream_alive(ca: CertAuthority, tmp_pat
     """Bytes on a connection keep a transfer whose head trickles in alive past the read
     timeout; but an HTTP/2 server's PING frames, every 0.3 s, kept a stream that said
     nothing more alive until download.deadline, and it was "too slow" instead of "timed
-    out", 120 s instead of 30 with the default settings."""
+    out", 120 s instead of 30 with the default settings. The first stream of a new
+    connection too, though no answer has shown it HTTP/2 yet."""
     def pinging(conn: Connection) -> None:
         def ping() -> None:
             while not conn.closed.wait(0.3):
@@ -304,15 +365,15 @@ def test_a_servers_pings_keep_no_stalled_stream_alive(ca: CertAuthority, tmp_pat
                         limits=Limits(read_timeout=1, deadline=10))
         try:
             got = [engine.one(server.base + path, timeout=30)
-                   for path in ("/head.png", "/ok.png", "/stall.png")]
+                   for path in ("/stall.png", "/head.png", "/ok.png", "/stall.png")]
         finally:
             engine.close()
-    head, ok, stall = got
+    first, head, ok, stall = got
     assert ok.ok, ok
-    for attempt in (head, stall):  # (a stream without a head on a connection that has
-        # answered none yet is not told from an HTTP/1.1 head trickling: its deadline cuts it)
+    for attempt in (first, head, stall):
         assert (attempt.kind, attempt.reason) == (FailureKind.TIMEOUT, "timed out"), attempt
         assert attempt.elapsed_s < 3, attempt
+    assert server.connections == 1, "each went on the first connection"
 
 
 def test_a_server_that_never_opens_its_flow_control_window_is_still_answered(

@@ -32,7 +32,7 @@ from crawler.model.outcome import FailureKind
 from . import pageclients
 from .accepting import accept_each
 from .conftest import free_port, manifest_lines, run_crawler
-from .test_curl import Engine, raw_server
+from .test_curl import Engine, ok_answer, raw_server, trickle_bytes
 from .tls import CertAuthority, make_ca, server_context
 
 PNG = png(24, 16, 5)
@@ -284,6 +284,42 @@ def test_images_waiting_for_a_handshake_that_never_ends_all_time_out_connecting(
         assert attempt is not None and (attempt.kind, attempt.reason) == (
             FailureKind.TIMEOUT, "timed out connecting"), attempt
         assert attempt.elapsed_s < 3, attempt
+
+
+@pytest.mark.parametrize("status_line", ["whole", "trickled"])
+def test_an_http1_head_trickling_over_tls_is_not_silent_once_its_status_line_came(
+        ca: CertAuthority, tmp_path: Path, status_line: str) -> None:
+    """A byte every 0.2 s of an HTTP/1.1 head over TLS, after its status line came whole:
+    no silence, as over http; the deadline cuts it ("too slow"), not the read timeout.
+    Before any status line, a new connection over TLS may be HTTP/2, whose bytes (a
+    server's PINGs) do not show its stream alive: a status line that takes longer than
+    the read timeout to come is "timed out"."""
+    head = b"HTTP/1.1 200 OK\r\n"
+    answer = ok_answer(extra=b"X-Padding: " + b"p" * 50 + b"\r\n")
+    assert answer.startswith(head)
+    context = server_context(ca)
+    context.set_alpn_protocols(["http/1.1"])
+
+    def respond(conn: socket.socket, request: bytes) -> bool:
+        if status_line == "whole":
+            conn.sendall(head)
+        trickle_bytes(conn, answer[len(head) if status_line == "whole" else 0:], 0.2)
+        return False
+
+    base, done = raw_server(respond, wrap=lambda raw: context.wrap_socket(raw, server_side=True))
+    engine = Engine(tmp_path / "out", options=trusting(ca),
+                    limits=Limits(read_timeout=1, deadline=2.5))
+    try:
+        attempt = engine.one(base + "/head.png")
+    finally:
+        engine.close()
+        done.set()
+    if status_line == "whole":
+        assert (attempt.kind, attempt.reason) == (
+            FailureKind.TOO_SLOW, "too slow: not finished within 2.5 s"), attempt
+    else:
+        assert (attempt.kind, attempt.reason) == (FailureKind.TIMEOUT, "timed out"), attempt
+        assert attempt.elapsed_s < 2, attempt
 
 
 @pytest.mark.parametrize("scheme", ["http", "https"])

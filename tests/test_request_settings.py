@@ -55,7 +55,7 @@ from .conftest import (
     wait_until,
 )
 from .redis_server import RedisServer
-from .test_curl import raw_server
+from .test_curl import Engine, raw_server
 from .tls import CertAuthority, Proxy, make_ca, server_context
 
 PNG = png(24, 16, 9)
@@ -641,6 +641,43 @@ def test_an_https_proxy_is_trusted_by_the_crawls_ca_bundle(
     finally:
         proxy.stop()
     assert proxy.targets == [recorder.url + "/img.png", recorder.url + "/page.html"]
+
+
+def test_a_redirects_next_hop_that_no_connection_carried_is_not_asked_again(
+        ca: CertAuthority, tmp_path: Path) -> None:
+    """An image asked on a connection kept alive (a proxy's tunnel, opened for the image
+    before) redirects to a host the proxy cannot reach: it drops that tunnel unanswered,
+    before any connection carried the hop. The hop took "went on a connection opened
+    for another" from the hop before, and was asked again as if that connection had
+    died under it: a second CONNECT, and the same failure."""
+    unreachable = free_port()  # nothing listens there
+    context = server_context(ca)
+    context.set_alpn_protocols(["http/1.1"])
+
+    def respond(conn: socket.socket, request: bytes) -> bool:
+        if b"/moved.png" in request:
+            conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: https://127.0.0.1:%d/x.png\r\n"
+                         b"Content-Length: 0\r\n\r\n" % unreachable)
+        else:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(PNG), PNG))
+        return True
+
+    base, done = raw_server(respond, wrap=lambda raw: context.wrap_socket(raw, server_side=True))
+    proxy = Proxy("http")
+    options = options_from(tmp_path, ca_bundle=str(ca.ca_cert), proxy=proxy.start())
+    engine = Engine(tmp_path / "out", options=options, slots=1)
+    try:
+        first = engine.one(base + "/first.png")
+        moved = engine.one(base + "/moved.png")
+    finally:
+        engine.close()
+        proxy.stop()
+        done.set()
+    assert first.ok, first
+    assert (moved.kind, moved.transient) == (FailureKind.CONNECTION, True), moved
+    site = base.removeprefix("https://")
+    assert proxy.targets == [site, f"127.0.0.1:{unreachable}"], proxy.targets
 
 
 def test_environment_proxies_are_used_unless_turned_off(

@@ -205,7 +205,11 @@ class Proxy:
             if method == b"CONNECT":
                 self.targets.append(target.decode())
                 host, port = target.decode().rsplit(":", 1)
-                with socket.create_connection((host, int(port)), timeout=5) as upstream:
+                try:
+                    upstream = socket.create_connection((host, int(port)), timeout=5)
+                except OSError:
+                    return  # a host it cannot reach: the tunnel is dropped, unanswered
+                with upstream:
                     conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
                     _relay(conn, upstream)
                 return

@@ -131,6 +131,18 @@ class _Transfer:
     shared: bool = False  # this hop went on a connection opened for another
     asked_again: bool = False  # this hop was asked again after its connection died
 
+    def new_request(self) -> None:
+        """Forget what the last request left: its answer's head, the connection it went
+        on and when that was last heard from. The same hop is asked again (on a new
+        connection, or once more after its connection died unanswered), or the next
+        hop is: until libcurl says which connection carries it (PREREQFUNCTION), none
+        does, and the connect timeout applies, not the read timeout. (``url``,
+        ``fresh`` and ``asked_again`` are the caller's to set.)"""
+        self.status, self.headers, self.head_done, self.location = 0, {}, False, None
+        self.decoder, self.content_type, self.blocked = None, None, None
+        self.last_io, self.drained = None, 0
+        self.new_fd, self.connection, self.unclean, self.shared = None, None, False, False
+
 
 @dataclass(eq=False)
 class _Slot:
@@ -395,8 +407,13 @@ class CurlEngine:
             return pycurl.SOCKET_BAD
 
     def _on_new_socket(self, slot: _Slot, fd: int, purpose: int) -> int:
-        if slot.transfer is not None:
-            slot.transfer.new_fd = fd
+        transfer = slot.transfer
+        if transfer is not None:
+            transfer.new_fd = fd
+            # Connecting: also when libcurl asks a request again itself, the connection
+            # it went out on lost (a GOAWAY, a close): its read timeout starts again
+            # when the new one carries it, and the connect timeout applies till then.
+            transfer.last_io = None
         return pycurl.SOCKOPT_OK
 
     def _on_connected(self, slot: _Slot, peer: str, local: str, peer_port: int,
@@ -448,11 +465,8 @@ class CurlEngine:
             return None
         if line.startswith(b"HTTP/"):
             transfer.last_io = time.monotonic()
-            if transfer.connection is not None:
-                if line.startswith(b"HTTP/1"):
-                    self._kept.answered_http1(transfer.connection, transfer.url)
-                elif line.startswith(b"HTTP/2"):
-                    self._kept.answered_http2(transfer.connection)
+            if transfer.connection is not None and line.startswith(b"HTTP/1"):
+                self._kept.answered_http1(transfer.connection, transfer.url)
             parts = line.split(None, 2)
             transfer.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
             transfer.headers = {}
@@ -572,7 +586,8 @@ class CurlEngine:
         elif transfer.answer is not None:
             attempt = transfer.answer
         elif transfer.unclean and not transfer.fresh:
-            transfer.unclean, transfer.fresh = False, True
+            transfer.new_request()
+            transfer.fresh = True
             self._begin(slot)  # the same hop again, on a new connection
             return
         elif transfer.location is not None and transfer.head_done:
@@ -587,6 +602,7 @@ class CurlEngine:
             # (RFC 9113: safe to ask again), or a kept-alive connection was closed as it
             # was sent. Once more, on another connection, within the same deadline:
             # else an attempt was spent on a server that never saw the request.
+            transfer.new_request()
             transfer.asked_again = True
             self._begin(slot)
             return
@@ -607,7 +623,8 @@ class CurlEngine:
             return self._failed(transfer, too_slow(self._limits), FailureKind.TOO_SLOW, True)
         kind, reason, transient = curl_failure(code, message)
         if code == pycurl.E_OPERATION_TIMEDOUT and transfer.last_io is None:
-            # No connection ever carried the request: over https, one waiting for the
+            # No connection carried the request (none ever did, or it was being asked
+            # again, the one it went out on lost): over https, one waiting for the
             # HTTP/2 connection another request is making, whose handshake never ends,
             # is cut at the same connect timeout with libcurl's "Operation timed out".
             reason = "timed out connecting"
@@ -687,10 +704,8 @@ class CurlEngine:
         transfer = slot.transfer
         assert transfer is not None
         transfer.url = target
-        transfer.status, transfer.headers, transfer.head_done = 0, {}, False
-        transfer.location, transfer.last_io, transfer.drained = None, None, 0
-        transfer.blocked, transfer.fresh, transfer.decoder = None, False, None
-        transfer.asked_again = False
+        transfer.new_request()
+        transfer.fresh = transfer.asked_again = False
         self._begin(slot)
 
     def _sweep(self, now: float) -> None:
@@ -722,16 +737,29 @@ class CurlEngine:
         rare path: asked only of a transfer whose callbacks were silent that long)."""
         with contextlib.suppress(pycurl.error):
             fd = slot.handle.getinfo(pycurl.ACTIVESOCKET)
+            if fd == -1:
+                # No connection carries it: the one it went out on was lost, and libcurl
+                # asks it again itself, waiting for the new connection another request
+                # is making (one it opens itself, _on_new_socket sees). Connecting: the
+                # connect timeout applies, the read timeout once a connection carries it.
+                transfer.last_io = None
+                return True
             heard = self._heard.get(fd)
             # Later than its own last sign of life: not an earlier socket of that number.
             if heard is None or transfer.last_io is None or heard <= transfer.last_io:
                 return False
-            # Its own bytes only if the connection carries nothing else: an HTTP/2
-            # stream that never answers is not kept alive by its siblings'. Nor by the
-            # connection's own frames (a server's PINGs, SETTINGS): over HTTP/2 a head
-            # does not trickle unseen, and a stream shows its bytes as they come.
-            if transfer.connection is not None and self._kept.is_http2(transfer.connection):
+            # Its own bytes only on an HTTP/1 connection: over HTTP/2 a head does not
+            # trickle unseen, a stream shows its bytes as they come, and the socket's
+            # bytes may be the connection's own frames (a server's PINGs, SETTINGS) or
+            # another stream's. Over TLS, one is known HTTP/1 once an HTTP/1 answer came
+            # on it: before then (no status line whole yet on a new connection) it may
+            # be HTTP/2, and a stream the server never answers but PINGs was kept alive
+            # till its deadline. (libcurl tells what ALPN chose only in its VERBOSE
+            # text, at about three times the CPU per image.)
+            if (transfer.connection is None
+                    or not self._kept.speaks_http1(transfer.connection, transfer.url)):
                 return False
+            # Nor while another transfer's request is on that socket.
             if any(other is not slot and other.transfer is not None
                    and other.handle.getinfo(pycurl.ACTIVESOCKET) == fd
                    for other in self._active):

@@ -106,42 +106,37 @@ class KeptConnections:
     over TLS (``answered_http1``), and asks ``unclean`` before a reused connection
     carries a request (libcurl's PREREQFUNCTION): one that is must go on a new
     connection. HTTP/2 connections carry frames at any time (other streams', pings):
-    they are not looked at.
+    they are not looked at. Nor is a connection over TLS before an HTTP/1 answer came
+    on it: it may be HTTP/2 (libcurl does not tell which ALPN chose before an answer).
     """
 
     def __init__(self) -> None:
         self._fds: dict[Connection, int] = {}
         self._http1_tls: set[Connection] = set()  # https connections an HTTP/1 answer came on
-        self._http2: set[Connection] = set()  # those an HTTP/2 answer came on
 
     def opened(self, connection: Connection, fd: int) -> None:
         """A new connection (its protocol not known yet)."""
         if len(self._fds) >= FD_CACHE:
             self._fds.clear()
             self._http1_tls.clear()
-            self._http2.clear()
         self._fds[connection] = fd
         self._http1_tls.discard(connection)
-        self._http2.discard(connection)
 
     def answered_http1(self, connection: Connection, url: str) -> None:
         """An HTTP/1 answer to ``url`` came on ``connection``."""
         if url.startswith("https:"):
             self._http1_tls.add(connection)
 
-    def answered_http2(self, connection: Connection) -> None:
-        """An HTTP/2 answer came on ``connection``."""
-        self._http2.add(connection)
-
-    def is_http2(self, connection: Connection) -> bool:
-        """Whether an HTTP/2 answer came on ``connection`` (unknown before one does)."""
-        return connection in self._http2
+    def speaks_http1(self, connection: Connection, url: str) -> bool:
+        """Whether ``connection``, carrying ``url``, is known to be HTTP/1: any over http
+        (HTTP/2 is only offered over TLS), one over TLS once an HTTP/1 answer came on it."""
+        return url.startswith("http:") or connection in self._http1_tls
 
     def unclean(self, connection: Connection, url: str) -> bool:
         """Whether the kept-alive ``connection`` about to carry ``url`` has bytes to read.
         Over TLS, a record read here may also be a close_notify or a late ticket: a new
         connection costs one handshake."""
-        if not (url.startswith("http:") or connection in self._http1_tls):
+        if not self.speaks_http1(connection, url):
             return False
         fd = self._fds.get(connection)
         return fd is not None and has_input(fd)
