@@ -106,6 +106,14 @@ class BrokerError(QueueError):
     exit_code = 1
 
 
+class BrokerRefused(BrokerError):
+    """The Redis broker refused the crawl's writes for a reason of its own set-up (full,
+    unable to save, short of replicas, a replica, an ACL): the message says what to fix.
+    Its own status, so that a master can tell its local workers stopped for it."""
+
+    exit_code = 6
+
+
 class BrokerUnreachable(BrokerError):
     """The Redis broker did not answer in time (down, wrong address, cut off)."""
 

@@ -26,6 +26,7 @@ from crawler.config import BROKER_PASSWORD_ENV as PASSWORD_ENV
 from crawler.config import DEFAULT_CRAWL as DEFAULT_CRAWL
 from crawler.errors import (
     BrokerError,
+    BrokerRefused,
     BrokerUnreachable,
     CrawlFormatMismatch,
     CrawlNotFound,
@@ -206,8 +207,10 @@ def connect(address: BrokerAddress, connections: Connections | None = None) -> r
         if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
             raise BrokerError(f"the broker at {address} wants a password ({_said(exc)}): give it "
                               f"with ${PASSWORD_ENV} or --broker-password-file") from exc
-        raise BrokerError(refusal(exc, str(address), probe)
-                          or f"the broker at {address} answered {_said(exc)}") from exc
+        refused = refusal(exc, str(address), probe)
+        if refused is not None:
+            raise BrokerRefused(refused) from exc
+        raise BrokerError(f"the broker at {address} answered {_said(exc)}") from exc
     except (redis.ConnectionError, redis.TimeoutError, socket.gaierror) as exc:
         # A plain redis-server waits for a command where TLS waits for its hello: such a
         # port only times out, which said nothing of TLS. The other way round, a TLS

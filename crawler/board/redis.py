@@ -94,7 +94,7 @@ from crawler.board.broker import (
     why_gone,
 )
 from crawler.board.memory import BoardPolicy, Settled
-from crawler.errors import BrokerError, BrokerUnreachable, CrawlGone, UsageError
+from crawler.errors import BrokerError, BrokerRefused, BrokerUnreachable, CrawlGone, UsageError
 from crawler.model.cookies import MAX_COOKIES, cookie_key
 from crawler.model.outcome import Attempt, one_line
 from crawler.model.urls import host_key_of_normalized
@@ -168,8 +168,10 @@ def broker_failure(exc: redis.exceptions.RedisError, client: redis.Redis) -> Bro
         return CrawlGone(f"the crawl is gone from the broker at {where} {why_gone(client)}: "
                          "nothing is left there to work on; its master, started again, starts "
                          "it anew")
-    return BrokerError(refusal(exc, where, client)
-                       or f"the Redis broker at {where} failed a command: {exc}")
+    refused = refusal(exc, where, client)
+    if refused is not None:
+        return BrokerRefused(refused)
+    return BrokerError(f"the Redis broker at {where} failed a command: {exc}")
 
 
 def _translated(method: Callable[Concatenate[RedisBoard, _P], _R]

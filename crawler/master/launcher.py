@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from crawler.config import BROKER_PASSWORD_ENV
-from crawler.errors import AuthkeyError, StorageError
+from crawler.errors import AuthkeyError, CrawlerError
 from crawler.master.authkey import ENV_VAR, Authkey, is_loopback
 from crawler.model.wire import LOCAL_WORKER_ENV
 
@@ -268,11 +268,11 @@ class LocalWorkers:
                         " left%s", n, process.returncode, last, log_path, left,
                         "" if left else ", the crawl waits for workers from elsewhere")
 
-    def cannot_store(self) -> str | None:
-        """When every local worker started has ended because the output folder cannot be
-        written (a full disk; their exit status 3), the last line one of them logged
-        ("" if none); else None."""
-        if not self._processes or any(process.poll() != StorageError.exit_code
+    def all_stopped_by(self, error: type[CrawlerError]) -> str | None:
+        """When every local worker started has ended with ``error``'s exit status (the
+        output folder cannot be written: StorageError; the broker refuses writes:
+        BrokerRefused), the last line one of them logged ("" if none); else None."""
+        if not self._processes or any(process.poll() != error.exit_code
                                       for process in self._processes):
             return None
         return self._last_line(len(self._processes)).removeprefix("crawler: error: ")

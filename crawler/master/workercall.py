@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from crawler.config import BROKER_PASSWORD_ENV
-from crawler.errors import StorageError
+from crawler.errors import BrokerRefused, StorageError
 from crawler.master.authkey import Authkey
 from crawler.master.launcher import LocalWorkers, invitation
 
@@ -103,17 +103,24 @@ class WorkerCall:
 
     def stop_if_nothing_can_store(self, counts: dict[str, int]) -> None:
         """Every local worker has left because the output folder cannot be written (a
-        full disk), and no other worker is there: waiting for one would be for ever."""
+        full disk), or because the broker refuses their writes (a Redis full, which may
+        still take the master's smaller ones), and no other worker is there: waiting for
+        one would be for ever."""
         if not counts["queued"] or counts["workers"]:
             return  # no image waits for a worker, or one is there to take it
-        why = self._workers.cannot_store()
-        if why is None:
-            return
-        self._workers.report_ended()  # each one's own line first
-        raise StorageError(
-            f"the local workers cannot store into {self._out_dir}"
-            f"{f' ({why})' if why else ''}; once that is fixed (room made, or another --out "
-            "given), the same command goes on where this crawl stopped")
+        why = self._workers.all_stopped_by(StorageError)
+        if why is not None:
+            self._workers.report_ended()  # each one's own line first
+            raise StorageError(
+                f"the local workers cannot store into {self._out_dir}"
+                f"{f' ({why})' if why else ''}; once that is fixed (room made, or another "
+                "--out given), the same command goes on where this crawl stopped")
+        why = self._workers.all_stopped_by(BrokerRefused)
+        if why is not None:
+            self._workers.report_ended()
+            raise BrokerRefused(why or "the local workers stopped: the Redis broker refused "
+                                "their writes (their logs say why); once that is fixed, the "
+                                "same command goes on where this crawl stopped")
 
     def _say(self, line: str) -> None:
         if self._announce is not None:
