@@ -32,15 +32,8 @@ from crawler.model.imagetype import (
     extensions,
 )
 from crawler.worker import store as store_module
-from crawler.worker.store import (
-    MAX_NAME_BYTES,
-    MAX_PATH_BYTES,
-    PARTIAL_DIR,
-    STALE_AFTER,
-    Store,
-    StoredFile,
-    relative_path,
-)
+from crawler.worker.paths import MAX_NAME_BYTES, MAX_PATH_BYTES, relative_path
+from crawler.worker.store import PARTIAL_DIR, STALE_AFTER, Store, StoredFile
 
 from .conftest import tiny_tmpfs
 
