@@ -180,16 +180,8 @@ class Store:
             if _disk_full(exc):
                 raise _folder_error(exc, Path(partial), "write", self.root) from exc
             raise StorageError(f"cannot write {partial}: {exc.strerror or exc}") from exc
-        try:
-            self._check_lease(url)
-            if tried_before and (earlier := self.stored_for(url, other_than=kind)) is not None:
-                _remove_quietly(partial)
-                return earlier
-            return self._commit(partial, relative_text(url, kind, self.folds_case), len(data),
-                                sha256.lower(), written=len(data))
-        except BaseException:
-            _remove_quietly(partial)
-            raise
+        return self._commit_url(partial, url, kind, len(data), sha256, tried_before=tried_before,
+                                written=len(data))
 
     def commit(
         self, partial: Path, url: str, kind: ImageType, size: int, sha256: str, *,
@@ -210,16 +202,8 @@ class Store:
         Only then, as looking for every other type's name cost more than the store itself.
         ``store_bytes`` takes it too.
         """
-        try:
-            self._check_lease(url)
-            if tried_before and (earlier := self.stored_for(url, other_than=kind)) is not None:
-                _remove_quietly(partial)
-                return earlier
-            return self._commit(os.fspath(partial), relative_text(url, kind, self.folds_case),
-                                size, sha256.lower())
-        except BaseException:
-            _remove_quietly(partial)
-            raise
+        return self._commit_url(os.fspath(partial), url, kind, size, sha256,
+                                tried_before=tried_before)
 
     def stored_for(self, url: str, *, other_than: ImageType | None = None) -> StoredFile | None:
         """The image an earlier download of ``url`` stored, of whichever type (but
@@ -258,6 +242,20 @@ class Store:
         if self._may_store is not None and not self._may_store(url):
             raise LeaseLost(f"not stored: the lease of {url[:200]} went to another worker "
                             "while this one was silent")
+
+    def _commit_url(self, partial: str, url: str, kind: ImageType, size: int, sha256: str, *,
+                    tried_before: bool, written: int | None = None) -> StoredFile:
+        """``commit`` of a written partial, for either way in; it consumes the partial."""
+        try:
+            self._check_lease(url)
+            if tried_before and (earlier := self.stored_for(url, other_than=kind)) is not None:
+                _remove_quietly(partial)
+                return earlier
+            return self._commit(partial, relative_text(url, kind, self.folds_case), size,
+                                sha256.lower(), written)
+        except BaseException:
+            _remove_quietly(partial)
+            raise
 
     def _commit(
         self, partial: str, relative: str, size: int, sha256: str, written: int | None = None,
