@@ -19,7 +19,14 @@ from bs4 import BeautifulSoup, Tag
 
 from crawler.demo.site import png
 from crawler.errors import StorageError, UsageError
-from crawler.ui.report import CHUNK_FIGURES, LIVE_FIGURES, MAX_LINE_BYTES, write_report
+from crawler.ui.report import (
+    CHUNK_FIGURES,
+    CHUNK_ROWS,
+    LIVE_FIGURES,
+    LIVE_ROWS,
+    MAX_LINE_BYTES,
+    write_report,
+)
 from crawler.ui.report import SCRIPT as PAGE_SCRIPT
 
 from .conftest import FixtureServer, run_crawler
@@ -771,6 +778,102 @@ def test_figures_past_the_first_screens_wait_in_templates(tmp_path: Path) -> Non
     (small / "manifest.jsonl").write_text(json.dumps(lines[0]) + "\n")
     html = write_report(small).read_text(encoding="utf-8")
     assert "<template" not in html and "<noscript" not in html
+
+
+
+def many_failures(out: Path, count: int, pages_failed: int = 0) -> None:
+    """A crawl whose ``count`` images failed (every fourth on host a, the rest on b), with
+    ``pages_failed`` pages not crawled; no image stored."""
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [failure(f"http://{'a' if n % 4 == 0 else 'b'}.test/{n}.png", "HTTP 404",
+                     f"http://a.test/p{n // 100}.html", 3) for n in range(count)]
+    (out / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    (out / "pages.jsonl").write_text("".join(
+        json.dumps({"url": f"http://a.test/gone{n}", "reason": "HTTP 404", "final": True}) + "\n"
+        for n in range(pages_failed)))
+
+
+def test_rows_past_the_first_screens_wait_in_templates(tmp_path: Path) -> None:
+    """Both tables: the first rows live, the rest in chunks inside the table, every row still
+    in the page and in manifest order; without scripts a note says how many wait."""
+    count = LIVE_ROWS + 2 * CHUNK_ROWS + 7
+    many_failures(tmp_path, count, pages_failed=LIVE_ROWS + 3)
+    soup = BeautifulSoup(write_report(tmp_path).read_text(encoding="utf-8"), "html.parser")
+    for selector, total, what in (("table.failures", count, "failed images"),
+                                  ("table.pages", LIVE_ROWS + 3, "pages")):
+        table = soup.select_one(selector)
+        assert table is not None
+        chunks = table.select("tbody > template.later")
+        waiting = [len(chunk.find_all("tr")) for chunk in chunks]
+        assert chunks and max(waiting) <= CHUNK_ROWS
+        live = table.select("tbody > tr")
+        assert len(live) == LIVE_ROWS and len(live) + sum(waiting) == total
+        links = [tr.find("td").get_text() for tr in table.find_all("tr") if tr.find("td")]
+        assert len(links) == total and links[0].endswith(("/0.png", "/gone0"))
+        note = table.find_previous_sibling("noscript")
+        assert note is not None
+        assert f"the first {LIVE_ROWS} {what} are listed, the other {total - LIVE_ROWS:,}" in (
+            note.get_text())
+    # A short table is all live, with no note.
+    small = tmp_path / "small"
+    many_failures(small, LIVE_ROWS)
+    html = write_report(small).read_text(encoding="utf-8")
+    assert "<template" not in html and "<noscript" not in html
+
+
+# Scrolls a report of failures to its end, a screen at a time, then filters by host and by
+# a page with no failure. Every wait is bounded (the virtual time budget too).
+PROBE_ROWS = """
+const seen = {};
+const rows = () => document.querySelectorAll("table.failures tr.item");
+const visible = () => Array.from(rows()).filter((r) => !r.hidden).length;
+const later = (ms) => new Promise((done) => setTimeout(done, ms));
+const choose = (id, value) => {
+  const f = document.getElementById(id);
+  f.value = value;
+  f.dispatchEvent(new Event("change"));
+};
+const out = document.createElement("pre");
+out.id = "probe";
+const report = () => { out.textContent = JSON.stringify(seen); };
+window.addEventListener("load", async () => {
+  document.body.append(out);
+  await later(300);
+  seen.atLoad = rows().length;
+  report();
+  for (let step = 0; step < 500 && document.querySelector("template.later"); step++) {
+    const before = rows().length;
+    window.scrollBy(0, window.innerHeight);
+    window.dispatchEvent(new Event("scroll"));
+    for (let wait = 0; wait < 10 && rows().length === before; wait++) await later(20);
+  }
+  seen.atEnd = {rows: rows().length, templates: document.querySelectorAll("template").length,
+                pages: document.querySelectorAll("table.pages tbody tr").length};
+  choose("f-host", "a.test");
+  seen.hostA = visible();
+  choose("f-host", "");
+  choose("f-status", "here");
+  seen.storedHidesTable = document.querySelector("table.failures").hidden;
+  report();
+});
+"""
+
+
+@pytest.mark.browser
+@needs_chromium
+def test_a_long_table_of_failures_fills_in_as_it_is_scrolled_and_filters_whole(
+        tmp_path: Path) -> None:
+    """The rows waiting in templates come in as the view reaches them, each once; the host
+    filter counts every row, live or waiting; the pages table fills in too."""
+    count = LIVE_ROWS + 2 * CHUNK_ROWS + 7
+    many_failures(tmp_path, count, pages_failed=LIVE_ROWS + 3)
+    write_report(tmp_path)
+    seen = probe_result(render_in_chromium(tmp_path / "index.html", tmp_path / "profile",
+                                           (1280, 900), probe=PROBE_ROWS, budget_ms=60_000))
+    assert seen["atLoad"] < count
+    assert seen["atEnd"] == {"rows": count, "templates": 0, "pages": LIVE_ROWS + 3}
+    assert seen["hostA"] == len(range(0, count, 4))
+    assert seen["storedHidesTable"] is True
 
 
 # What a large report costs a browser: how many figures and thumbnails are live once

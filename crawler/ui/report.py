@@ -9,10 +9,11 @@ counts and filters by page, host, status and size. Failed images and pages
 that could not be crawled (``pages.jsonl``) follow in two tables, filtered
 alike. Past the first :data:`LIVE_FIGURES`, figures wait in ``<template>``
 chunks that the script moves into the page as the view nears them, so a
-browser lays out and loads a few screens, not 30,000 figures. Without the
-script (or with scripts off) those first thumbnails show, each linked to its
-file, but an SVG's: opened as a document (not shown by ``<img>``), a
-stranger's SVG runs its scripts at a ``file:`` address.
+browser lays out and loads a few screens, not 30,000 figures; the rows of the
+tables past the first :data:`LIVE_ROWS` wait alike. Without the script (or with
+scripts off) those first thumbnails and rows show, and a note says how many
+wait; each thumbnail is linked to its file, but an SVG's: opened as a document
+(not shown by ``<img>``), a stranger's SVG runs its scripts at a ``file:`` address.
 
 Several folders make one report: their manifests are merged (one line per
 image URL, a success before a failure), and an image is looked for in every
@@ -75,6 +76,13 @@ CHUNK_FIGURES = 50
 the end of its grid nears the view. Live, 30,000 figures took a browser 10 s of layout and
 style before its first screenshot (and where it ignored loading="lazy", a load of every file)."""
 
+LIVE_ROWS = 200
+"""Rows of a table (failed images, pages not crawled) written as live markup."""
+
+CHUNK_ROWS = 500
+"""Rows per ``<template>`` after those, moved in as the table's end nears the view, as
+figures are: live, 100,000 failed images kept a browser 18 s from its first paint."""
+
 SIZE_CLASSES = (("s", 10_000, "under 10 KB"), ("m", 100_000, "10 to 100 KB"),
                 ("l", 1_000_000, "100 KB to 1 MB"), ("xl", None, "over 1 MB"))
 
@@ -136,15 +144,17 @@ SCRIPT = """
   // Most figures wait in templates: parsed, but no style, layout or image load
   // until their section nears the view. Their nodes are the same objects once
   // moved in, so the filters and the lightbox hold every item from the start.
-  const groups = Array.from(document.querySelectorAll("section.page"), (section) => {
-    const later = Array.from(section.querySelectorAll("template.later"));
-    const figures = [...section.querySelectorAll("figure.item"),
-                     ...later.flatMap((t) => Array.from(t.content.querySelectorAll(".item")))];
-    return {section, grid: section.querySelector(".grid"), later, figures};
-  });
-  const rows = Array.from(document.querySelectorAll("tr.item"));
-  const items = [...groups.flatMap((g) => g.figures), ...rows];
-  const tables = Array.from(document.querySelectorAll("table.filtered"));
+  // A table's rows past its first screens wait alike.
+  const waitingIn = (box, selector) => {
+    const later = Array.from(box.querySelectorAll("template.later"));
+    return {box, later, items: [...box.querySelectorAll(selector), ...later.flatMap(
+      (t) => Array.from(t.content.querySelectorAll(selector)))]};
+  };
+  const groups = Array.from(document.querySelectorAll("section.page"),
+                            (section) => waitingIn(section, "figure.item"));
+  const tables = Array.from(document.querySelectorAll("main table"),
+                            (table) => waitingIn(table, "tr.item"));
+  const items = [...groups, ...tables].flatMap((g) => g.items);
   const select = (id) => document.getElementById(id);
   const filters = ["f-page", "f-host", "f-status", "f-size"].map(select);
   const shown = select("shown");
@@ -155,32 +165,39 @@ SCRIPT = """
     let count = 0;
     for (const g of groups) {
       let here = 0;
-      for (const item of g.figures) {
+      for (const item of g.items) {
         item.hidden = !keep(item.dataset);
         if (!item.hidden) here++;
       }
-      g.section.hidden = !here;
+      g.box.hidden = !here;
       count += here;
     }
-    for (const row of rows) row.hidden = !keep(row.dataset);
-    for (const t of tables) t.hidden = !t.querySelector("tr.item:not([hidden])");
+    for (const t of tables) {
+      if (!t.items.length) continue;  // (pages not crawled: no filter applies)
+      let here = 0;
+      for (const row of t.items) {
+        row.hidden = !keep(row.dataset);
+        if (!row.hidden) here++;
+      }
+      t.box.hidden = !here;
+    }
     shown.textContent = `showing ${count} of ${select("gallery").dataset.total} images`;
     soon();  // sections shown again, or moved up, fill in
   }
-  // A chunk at a time into each section whose end is within a screen or two of the
-  // view, looked for after each burst of scrolling: an IntersectionObserver reports
-  // crossings only, and a long scroll (or a section filling in above) can jump one.
-  const waiting = groups.filter((g) => g.later.length);
+  // A chunk at a time into each section or table whose end is within a screen or two
+  // of the view, looked for after each burst of scrolling: an IntersectionObserver
+  // reports crossings only, and a long scroll (or a section filling in above) can jump one.
+  const waiting = [...groups, ...tables].filter((g) => g.later.length);
   const MARGIN = 1500;
   function fill() {
     for (let round = 0; round < 40; round++) {  // bounded: the rest a moment later
       let moved = false;
       for (const g of waiting) {
-        if (!g.later.length || g.section.hidden) continue;
-        const end = g.section.getBoundingClientRect().bottom;
+        if (!g.later.length || g.box.hidden) continue;
+        const end = g.box.getBoundingClientRect().bottom;
         if (end < -MARGIN || end > window.innerHeight + MARGIN) continue;
         const next = g.later.shift();
-        g.grid.insertBefore(next.content, next);
+        next.parentNode.insertBefore(next.content, next);
         next.remove();
         moved = true;
       }
@@ -797,20 +814,46 @@ def _failures(out: list[str], failures: Collection[Entry], page_numbers: dict[st
     if not failures:
         out.append("<p>No failures.</p>\n")
         return
+    _say_rows_waiting(out, len(failures), "failed images")
     out.append('<table class="failures filtered"><colgroup><col style="width:35%">'
                '<col style="width:25%"><col style="width:8%"><col></colgroup>'
                "<thead><tr><th>URL</th><th>Reason</th><th>Attempts</th>"
                "<th>Page</th></tr></thead>\n<tbody>\n")
-    for entry in failures:
-        attempts = "" if entry.attempts is None else str(entry.attempts)
-        page = "" if entry.page is None else _link(entry.page)
-        host = _host(entry.url)
-        context.hosts[host] += 0  # listed in the host filter, with no image counted
-        out.append(f'<tr class="item" data-page="{page_numbers.get(entry.page, 0)}" '
-                   f'data-host="{escape(host)}" data-status="failed" data-size="">'
-                   f"<td>{_link(entry.url)}</td><td>{escape(entry.reason)}</td>"
-                   f'<td class="num">{attempts}</td><td>{page}</td></tr>\n')
+    _rows(out, (_failure_row(entry, page_numbers, context) for entry in failures))
     out.append("</tbody></table>\n")
+
+
+def _failure_row(entry: Entry, page_numbers: dict[str | None, int], context: _Context) -> str:
+    attempts = "" if entry.attempts is None else str(entry.attempts)
+    page = "" if entry.page is None else _link(entry.page)
+    host = _host(entry.url)
+    context.hosts[host] += 0  # listed in the host filter, with no image counted
+    return (f'<tr class="item" data-page="{page_numbers.get(entry.page, 0)}" '
+            f'data-host="{escape(host)}" data-status="failed" data-size="">'
+            f"<td>{_link(entry.url)}</td><td>{escape(entry.reason)}</td>"
+            f'<td class="num">{attempts}</td><td>{page}</td></tr>\n')
+
+
+def _say_rows_waiting(out: list[str], count: int, what: str) -> None:
+    """Without scripts, the rows in templates never show: say so above their table."""
+    if count > LIVE_ROWS:
+        out.append(f'<noscript><p class="note">Scripts are off: the first {LIVE_ROWS} {what} '
+                   f"are listed, the other {count - LIVE_ROWS:,} need this page's script."
+                   "</p></noscript>\n")
+
+
+def _rows(out: list[str], rows: Iterable[str]) -> None:
+    """Append table rows: the first LIVE_ROWS live, the rest in ``<template>`` chunks of
+    CHUNK_ROWS that the page's script moves into the table as its end nears the view."""
+    waiting = False
+    for number, row in enumerate(rows):
+        if number >= LIVE_ROWS and (number - LIVE_ROWS) % CHUNK_ROWS == 0:
+            out.append('</template>\n<template class="later">\n' if waiting
+                       else '<template class="later">\n')
+            waiting = True
+        out.append(row)
+    if waiting:
+        out.append("</template>\n")
 
 
 def _failed_pages(out: list[str], pages: list[FailedPage]) -> None:
@@ -819,13 +862,12 @@ def _failed_pages(out: list[str], pages: list[FailedPage]) -> None:
     if not pages:
         out.append("<p>No page failed.</p>\n")
         return
+    _say_rows_waiting(out, len(pages), "pages")
     out.append('<table class="pages"><colgroup><col style="width:45%"><col>'
                '<col style="width:18%"></colgroup><thead><tr><th>Page</th><th>Reason</th>'
                "<th>Next run</th></tr></thead>\n<tbody>\n")
-    for page in pages:
-        again = "tried again" if not page.final else ""
-        out.append(f"<tr><td>{_link(page.url)}</td><td>{escape(page.reason)}</td>"
-                   f"<td>{again}</td></tr>\n")
+    _rows(out, (f"<tr><td>{_link(page.url)}</td><td>{escape(page.reason)}</td>"
+                f"<td>{'' if page.final else 'tried again'}</td></tr>\n" for page in pages))
     out.append("</tbody></table>\n")
 
 
