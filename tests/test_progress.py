@@ -21,6 +21,7 @@ from crawler.ui.progress import (
     PlainReporter,
     Snapshot,
     TqdmReporter,
+    WorkerLine,
     bar_chars_for,
     draw_bar,
     images_line,
@@ -214,3 +215,34 @@ def test_the_last_plain_line_says_how_many_workers_there_were() -> None:
     lines = out.getvalue().splitlines()
     assert lines[0].endswith("workers 2"), lines  # live: how many there are
     assert lines[-1].endswith("workers 2 at most"), lines
+
+
+def test_a_workers_line_rates_its_recent_downloads_not_its_whole_life() -> None:
+    """After an hour at 10 MB/s, a minute at 100 KB/s shows as 100 KB/s: the rate of
+    the whole life (9.8 MB/s there) hid a slowdown for hours, as the master's would."""
+    clock = Clock()
+    out = io.StringIO()
+    line = WorkerLine(out, interval=5.0, clock=clock)
+    done = size = 0
+    for step, per_second in [(5.0, 10_000_000)] * 720 + [(5.0, 100_000)] * 12:
+        clock.now += step
+        done, size = done + 1, size + int(step * per_second)
+        line.update(done, 0, size)
+    last = out.getvalue().splitlines()[-1]
+    assert last.endswith("(100.0 KB/s)"), last
+
+
+def test_a_workers_line_leaves_out_its_wait_for_the_master() -> None:
+    """Five minutes waiting for a master made 10 s at 1 MB/s read 32.3 KB/s: the rate
+    starts with the first image, the first word the line has of any work."""
+    clock = Clock()
+    out = io.StringIO()
+    line = WorkerLine(out, interval=5.0, clock=clock)
+    clock.now += 299.0
+    size = 0
+    for _ in range(10):
+        clock.now += 1.0
+        size += 1_000_000
+        line.update(size // 10_000, 0, size)
+    last = out.getvalue().splitlines()[-1]
+    assert last.endswith("(1.0 MB/s)"), last

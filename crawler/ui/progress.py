@@ -45,6 +45,9 @@ def human_duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+RATE_WINDOW = 10.0  # seconds the live rates are taken over
+
+
 class RateMeter:
     """Images and bytes per second of this run, over the last ``window`` seconds.
 
@@ -52,7 +55,7 @@ class RateMeter:
     speeds up or stalls; the average over the run is for the last frame.
     """
 
-    def __init__(self, clock: Callable[[], float], window: float = 10.0) -> None:
+    def __init__(self, clock: Callable[[], float], window: float = RATE_WINDOW) -> None:
         self._clock = clock
         self._window = window
         self.started = clock()
@@ -367,31 +370,58 @@ class WorkerLine:
         self._live = not quiet and self._stream.isatty()
         self._interval = 0.2 if self._live else interval
         self._clock = clock
-        self._started = self._last = clock()
+        self._last = clock()
         self._bar: tqdm[NoReturn] | None = None
         self._counts = (0, 0, 0)
+        # (time, bytes) at the first image and at recent lines: the rate is over the
+        # last RATE_WINDOW seconds, as the master's, not the worker's whole life, which
+        # hid a slowdown for hours and counted its wait for a master as work.
+        self._first: tuple[float, int] | None = None
+        self._recent: deque[tuple[float, int]] = deque()
 
     def update(self, done: int, failed: int, size: int) -> None:
         self._counts = (done, failed, size)
         now = self._clock()
+        if self._first is None:
+            self._first = (now, size)
+            self._recent.append(self._first)
         if self._quiet or now - self._last < self._interval:
             return
         self._last = now
+        rate = self._recent_rate(now, size)
         if self._live:
-            self._draw(now)
+            self._draw(rate)
         else:
-            print(f"{time.strftime('%H:%M:%S')} worker: " + self._describe(now),
+            print(f"{time.strftime('%H:%M:%S')} worker: " + self._describe(rate),
                   file=self._stream, flush=True)
 
     def close(self) -> None:
+        rate = self._average(self._clock())  # the last line: the whole work's rate
         if self._bar is not None:
-            self._draw(self._clock())
+            self._draw(rate)
             self._bar.close()
         elif not self._quiet and any(self._counts):
-            print("worker: " + self._describe(self._clock()), file=self._stream, flush=True)
+            print("worker: " + self._describe(rate), file=self._stream, flush=True)
 
-    def _draw(self, now: float) -> None:
-        line = fit(["worker: " + self._describe(now)], terminal_width(self._stream) - 1)
+    def _recent_rate(self, now: float, size: int) -> float | None:
+        """Bytes per second over the last RATE_WINDOW seconds; None before any span."""
+        recent = self._recent
+        recent.append((now, size))
+        while len(recent) > 2 and now - recent[1][0] >= RATE_WINDOW:
+            recent.popleft()
+        if len(recent) > 64:  # live lines come every 0.2 s: enough points for a window
+            del recent[1]
+        since, size_then = recent[0]
+        return (size - size_then) / (now - since) if now > since else None
+
+    def _average(self, now: float) -> float | None:
+        """Bytes per second from the first image on; None before any span."""
+        if self._first is None or now <= self._first[0]:
+            return None
+        return (self._counts[2] - self._first[1]) / (now - self._first[0])
+
+    def _draw(self, rate: float | None) -> None:
+        line = fit(["worker: " + self._describe(rate)], terminal_width(self._stream) - 1)
         if self._bar is None:
             from tqdm import tqdm
 
@@ -401,7 +431,7 @@ class WorkerLine:
         self._bar.set_description_str(line.replace("{", "{{").replace("}", "}}"), refresh=False)
         self._bar.refresh()
 
-    def _describe(self, now: float) -> str:
+    def _describe(self, rate: float | None) -> str:
         done, failed, size = self._counts
-        rate = size / max(1e-9, now - self._started)
-        return f"{done} images, failed {failed}, {human_bytes(size)} ({human_bytes(rate)}/s)"
+        text = f"{done} images, failed {failed}, {human_bytes(size)}"
+        return text if rate is None else f"{text} ({human_bytes(rate)}/s)"
