@@ -48,39 +48,59 @@ def human_duration(seconds: float) -> str:
 RATE_WINDOW = 10.0  # seconds the live rates are taken over
 
 
-class RateMeter:
-    """Images and bytes per second of this run, over the last ``window`` seconds.
+class RateWindow:
+    """Counts taken now and then, for their rates over the last ``window`` seconds.
 
-    A window rather than the whole run, so the rate follows a crawl that
-    speeds up or stalls; the average over the run is for the last frame.
+    A window rather than the whole run, so a rate follows work that speeds up or
+    stalls (and leaves out a wait before it began).
     """
+
+    def __init__(self, window: float = RATE_WINDOW) -> None:
+        self._window = window
+        self._samples: deque[tuple[float, tuple[int, ...]]] = deque()
+
+    def __bool__(self) -> bool:
+        return bool(self._samples)
+
+    def add(self, now: float, *counts: int) -> None:
+        samples = self._samples
+        samples.append((now, counts))
+        while len(samples) > 2 and now - samples[1][0] >= self._window:
+            samples.popleft()
+        if len(samples) > 64:  # more than enough points for one window
+            del samples[1]
+
+    def rates(self, *, shortest: float = 0.0) -> tuple[float, ...] | None:
+        """Each count per second over the window; None over less than ``shortest`` s
+        (or no time at all)."""
+        if len(self._samples) < 2:
+            return None
+        (t0, counts0), (t1, counts1) = self._samples[0], self._samples[-1]
+        span = t1 - t0
+        if span <= 0 or span < shortest:
+            return None
+        return tuple((now - then) / span for then, now in zip(counts0, counts1, strict=True))
+
+
+class RateMeter:
+    """Images and bytes per second of this run, over the last RATE_WINDOW seconds; the
+    average over the run is for the last frame."""
 
     def __init__(self, clock: Callable[[], float], window: float = RATE_WINDOW) -> None:
         self._clock = clock
-        self._window = window
+        self._window = RateWindow(window)
         self.started = clock()
-        self._samples: deque[tuple[float, int, int]] = deque()
 
     def add(self, snapshot: Snapshot) -> None:
-        now = self._clock()
-        images = snapshot.done - snapshot.resumed_images
-        size = snapshot.bytes - snapshot.resumed_bytes
-        if not self._samples:  # this run had counted nothing when it started
-            self._samples.append((self.started, 0, 0))
-        self._samples.append((now, images, size))
-        while len(self._samples) > 2 and now - self._samples[1][0] >= self._window:
-            self._samples.popleft()
-        if len(self._samples) > 64:  # more than enough points for one window
-            del self._samples[1]
+        if not self._window:  # this run had counted nothing when it started
+            self._window.add(self.started, 0, 0)
+        self._window.add(self._clock(), snapshot.done - snapshot.resumed_images,
+                         snapshot.bytes - snapshot.resumed_bytes)
 
     def rates(self) -> tuple[float, float] | None:
         """(images/s, bytes/s) over the window, or None before a second has passed."""
-        if len(self._samples) < 2:
-            return None
-        (t0, images0, bytes0), (t1, images1, bytes1) = self._samples[0], self._samples[-1]
-        if t1 - t0 < 1.0:
-            return None
-        return (images1 - images0) / (t1 - t0), (bytes1 - bytes0) / (t1 - t0)
+        rates = self._window.rates(shortest=1.0)
+        return None if rates is None else (rates[0], rates[1])
 
     def averages(self, snapshot: Snapshot) -> tuple[float, float]:
         """(images/s, bytes/s) over this whole run."""
@@ -373,22 +393,24 @@ class WorkerLine:
         self._last = clock()
         self._bar: tqdm[NoReturn] | None = None
         self._counts = (0, 0, 0)
-        # (time, bytes) at the first image and at recent lines: the rate is over the
-        # last RATE_WINDOW seconds, as the master's, not the worker's whole life, which
-        # hid a slowdown for hours and counted its wait for a master as work.
+        # (time, bytes) at the first image, and bytes at recent lines: the rate is over
+        # the last RATE_WINDOW seconds, as the master's, not the worker's whole life,
+        # which hid a slowdown for hours and counted its wait for a master as work.
         self._first: tuple[float, int] | None = None
-        self._recent: deque[tuple[float, int]] = deque()
+        self._recent = RateWindow()
 
     def update(self, done: int, failed: int, size: int) -> None:
         self._counts = (done, failed, size)
         now = self._clock()
         if self._first is None:
             self._first = (now, size)
-            self._recent.append(self._first)
+            self._recent.add(now, size)
         if self._quiet or now - self._last < self._interval:
             return
         self._last = now
-        rate = self._recent_rate(now, size)
+        self._recent.add(now, size)
+        rates = self._recent.rates()
+        rate = None if rates is None else rates[0]
         if self._live:
             self._draw(rate)
         else:
@@ -402,17 +424,6 @@ class WorkerLine:
             self._bar.close()
         elif not self._quiet and any(self._counts):
             print("worker: " + self._describe(rate), file=self._stream, flush=True)
-
-    def _recent_rate(self, now: float, size: int) -> float | None:
-        """Bytes per second over the last RATE_WINDOW seconds; None before any span."""
-        recent = self._recent
-        recent.append((now, size))
-        while len(recent) > 2 and now - recent[1][0] >= RATE_WINDOW:
-            recent.popleft()
-        if len(recent) > 64:  # live lines come every 0.2 s: enough points for a window
-            del recent[1]
-        since, size_then = recent[0]
-        return (size - size_then) / (now - since) if now > since else None
 
     def _average(self, now: float) -> float | None:
         """Bytes per second from the first image on; None before any span."""
