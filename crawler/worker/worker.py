@@ -40,6 +40,7 @@ from crawler.fetch.easy import EasyClient
 from crawler.fetch.engine import Engine
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
+from crawler.model.clock import since_boot
 from crawler.model.files import LOCK_NAME
 from crawler.model.outcome import STORAGE_ERROR, Attempt, FailureKind
 from crawler.model.wire import (
@@ -155,7 +156,7 @@ class Worker:
         # on every answer; _asked_at is when the last answered exchange was sent.
         self._lost: set[str] = set()
         self._answered = threading.Condition()
-        self._asked_at = time.monotonic()
+        self._asked_at = since_boot()
         self._recheck = False  # a store waits: say what we hold in the next exchange
         # Set while an engine ends for new rules (_adopt): a store of it that waits for
         # news of its lease stops waiting, and its image goes back with the rest.
@@ -324,7 +325,7 @@ class Worker:
     def _connect(self, first: bool) -> CrawlInfo:
         """Connect (again), waiting for the master up to ``connect_wait`` seconds."""
         where = self._client.where
-        started = time.monotonic()
+        started = since_boot()
         give_up = started + self._options.connect_wait
         delay = 0.02
         announced = False
@@ -341,7 +342,7 @@ class Worker:
             except LINK_ERRORS as exc:
                 if self._stop.is_set():
                     raise _Stopped from exc
-                if time.monotonic() >= give_up:
+                if since_boot() >= give_up:
                     what = "reach" if first else "reconnect to"
                     raise MasterUnreachable(
                         f"could not {what} {where} within {self._options.connect_wait:g} s: "
@@ -351,12 +352,12 @@ class Worker:
                              _why_not(exc), self._options.connect_wait)
                     announced = True
                 # Jitter: after a master restart every worker reconnects at once.
-                time.sleep(min(delay, max(0.0, give_up - time.monotonic())) *
+                time.sleep(min(delay, max(0.0, give_up - since_boot())) *
                            random.uniform(0.5, 1.0))
                 # A master starting with its workers listens within a fraction of a
                 # second: ask often at first, then back off for one that is down. Not
                 # on a reconnect, when every worker of the cluster asks at once.
-                if not first or time.monotonic() - started > FAST_RECONNECT_FOR:
+                if not first or since_boot() - started > FAST_RECONNECT_FOR:
                     delay = min(delay * 2, 2.0)
 
     def _hello(self) -> CrawlInfo:
@@ -407,7 +408,7 @@ class Worker:
         capacity = self._options.threads + max(2, self._options.threads // 2)  # a small prefetch
         reports = self._pending_reports  # what _hand_back sends if we leave before it goes
         released = self._pending_releases
-        last_call = time.monotonic()
+        last_call = since_boot()
         last_answered = True
         last_holding = 0.0  # when we last told the master what we hold
         window = ReportWindow(batch=self._options.threads // 2)
@@ -417,33 +418,33 @@ class Worker:
         # This loop's turns come every few ms (an exchange waits 1 s at most): a gap past
         # worker_silence between two is this process stopped (^Z, a laptop asleep), wherever
         # it fell, even between taking the time of a call and making it.
-        last_turn = time.monotonic()
+        last_turn = since_boot()
         while not self._stop.is_set():
-            turn = time.monotonic()
+            turn = since_boot()
             if turn - last_turn > self._crawl_silence():
                 came_back = True
             last_turn = turn
             self._collect(reports, released, wait=(gather or 0.02) if self._held else 0.0)
-            if time.monotonic() - last_holding >= HOLDING_EVERY:
+            if since_boot() - last_holding >= HOLDING_EVERY:
                 self._report_stuck(reports)
             gather = window.left(reports=len(reports), downloading=len(self._held),
                                  urgent=bool(released or self._outstanding is not None
-                                             or self._recheck), now=time.monotonic())
+                                             or self._recheck), now=since_boot())
             if gather:
                 continue  # downloads in hand: their reports can go in the same exchange
             want = capacity - len(self._held)
             # While busy, ask for more at once when the last ask was answered, and
             # only now and then when it was not: a hundred busy workers polling an
             # empty queue every few milliseconds would keep the master's server busy.
-            quiet = time.monotonic() - last_call < IDLE_ASK_EVERY and not last_answered
+            quiet = since_boot() - last_call < IDLE_ASK_EVERY and not last_answered
             ask = want if want > 0 and not (self._held and quiet) else 0
             assert self._crawl is not None  # (run() set it before)
             # At least once a second, so the master knows who is still listening at the end.
             heartbeat_every = min(1.0, float(self._crawl["lease_timeout"]) / 4)
             if not (ask or reports or released or self._outstanding is not None or self._recheck
-                    or time.monotonic() - last_call > heartbeat_every):
+                    or since_boot() - last_call > heartbeat_every):
                 continue
-            now = time.monotonic()
+            now = since_boot()
             holding = now - last_holding >= HOLDING_EVERY or self._recheck
             try:
                 # Reports, hand-backs and the next ask travel in one round trip.
@@ -466,10 +467,10 @@ class Worker:
             if holding:
                 last_holding = now
             window.sent()
-            last_call = time.monotonic()
-            if time.monotonic() - now > self._crawl_silence():
+            last_call = since_boot()
+            if since_boot() - now > self._crawl_silence():
                 came_back = True  # stopped while the call was on its way
-            last_turn = time.monotonic()
+            last_turn = since_boot()
             came_back = (came_back or bool(answer.get("lost"))) and not answer["tasks"]
             if answer["closed"]:
                 # Silent long enough for our leases to go to others (a cut link, a laptop
@@ -480,7 +481,7 @@ class Worker:
                                      and now - answered_at > self._crawl["worker_silence"])
                 _say_it_was_over(away, new=answered_at is None)
                 return  # the crawl is over: hand back and leave
-            answered_at = time.monotonic()
+            answered_at = since_boot()
             if ask:
                 last_answered = bool(answer["tasks"])
                 self._take(answer["tasks"])
@@ -557,12 +558,12 @@ class Worker:
         takes its name; quick while the master answers.
         """
         with self._answered:
-            since = time.monotonic()
+            since = since_boot()
             if since - self._asked_at > self._fresh_for:
                 self._recheck = True
                 deadline = since + CONFIRM_WAIT
                 while self._asked_at < since:  # an answer to a question asked after now
-                    left = deadline - time.monotonic()
+                    left = deadline - since_boot()
                     if left <= 0 or self._stop.is_set() or self._retiring.is_set():
                         return False  # unconfirmed: keep nothing we may not own
                     self._answered.wait(min(left, 0.1))
@@ -573,7 +574,7 @@ class Worker:
         if not tasks:
             return
         log.debug("leased %d URLs", len(tasks))
-        now = time.monotonic()
+        now = since_boot()
         for url, _ in tasks:
             self._held[url] = now
             self._overdue.discard(url)
@@ -590,7 +591,7 @@ class Worker:
         exchange for ever: it is reported as too slow instead, and a late result
         from the engine is dropped.
         """
-        now = time.monotonic()
+        now = since_boot()
         stuck = [url for url, since in self._held.items() if now - since > self._stuck_after]
         for url in stuck:
             since = self._held.pop(url)
