@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from crawler import __version__
 from crawler.board.broker import REGISTRY, BrokerAddress, Connections, connect
@@ -44,7 +45,7 @@ from .conftest import (
     wait_until,
 )
 from .redis_server import RedisServer, redis_server_path
-from .test_recovery import FAST_RETRIES, check_complete, setup_site
+from .test_recovery import FAST_RETRIES, check_complete, gate_image, setup_site
 from .tls import make_ca
 
 
@@ -566,6 +567,87 @@ def test_a_redis_that_fills_up_mid_crawl_stops_the_master_in_a_line_and_loses_no
     again = run_crawler(*args, cwd=tmp_path, timeout=120)
     assert again.returncode == 0, again.stderr
     check_complete(out, server.url, site)
+
+
+def _script_calls(client: redis.Redis) -> int:
+    """How many script calls (the crawl's every exchange) Redis has run."""
+    stats = client.info("commandstats").get("cmdstat_evalsha", {})
+    return int(stats.get("calls", 0))
+
+
+def test_a_worker_whose_report_a_full_redis_refuses_stops_in_a_line_and_loses_nothing(
+        make_server: Callable[[], FixtureServer],
+        make_redis_server: Callable[[], RedisServer], tmp_path: Path) -> None:
+    """A worker holds an image whose download waits on the server; Redis is made full
+    (maxmemory 1, noeviction: every write refused), then the image is let through. The
+    worker's report of it is refused: the worker stops with the line that says Redis is
+    full, status 6. The image is neither dropped nor settled: Redis still holds its URL
+    unfinished, and the same crawl, once Redis has room, ends with it stored once."""
+    server = make_server()
+    site = setup_site(server, pages=1, images_per_page=4)
+    held = sorted(site.images)[0]
+    begun, release = gate_image(server, held, site.files[held][1])
+    redis_at = make_redis_server().start(options=("--maxmemory-policy", "noeviction"))
+    name = _crawl_name()
+    broker = ("--broker", redis_at.url, "--crawl", name)
+    out, store = tmp_path / "out", tmp_path / "store"
+    master_args = ("master", server.url + "/", *broker, "--out", str(out))
+    worker_args = ("worker", *broker, "--out", str(store), "--threads", "4")
+    master = start_crawler(*master_args, cwd=tmp_path)
+    worker = start_crawler(*worker_args, cwd=tmp_path)
+    client = redis_at.client()
+    try:
+        assert begun.wait(30), "the held image was never asked for"
+        # The other images are recorded: the worker now holds only the held one.
+        wait_until(lambda: len(manifest_lines(out)) == len(site.images) - 1, 30,
+                   "the other images' results")
+        master.send_signal(signal.SIGTERM)  # the crawl stays open on the broker
+        finish(master, 60)
+        assert master.returncode == 130
+        # Right after one of the worker's exchanges (its only calls now), Redis is made
+        # full, and the image let through: the worker's next call, a second away at most
+        # if it were a heartbeat, is its report of the image, ready in milliseconds.
+        calls = _script_calls(client)
+        wait_until(lambda: _script_calls(client) > calls, 10, "an exchange of the worker")
+        client.config_set("maxmemory", 1)  # every write refused from now on
+        release.set()
+        said = finish(worker, 60)
+    finally:
+        release.set()
+        for process in (master, worker):
+            stop(process)
+    assert worker.returncode == 6, said
+    assert "Traceback" not in said, said
+    line = said.strip().splitlines()[-1]
+    assert line.startswith(f"crawler: error: the Redis broker at 127.0.0.1:{redis_at.port} "
+                           "is full"), said
+    assert "raise its maxmemory" in line, line
+    assert line.endswith("the crawl carries on from what Redis holds"), line
+    # Stored before its report went: the refusal is the report's, not the download's.
+    [stored] = (store / "images").rglob(held.rsplit("/", 1)[-1])
+    assert stored.read_bytes() == site.files[held][1]
+    # Nothing settled the held image, and nothing dropped it: it is still the crawl's
+    # one unfinished URL (leased to the stopped worker, or queued again).
+    shown = run_crawler("status", "--broker", redis_at.url, "--crawl", name, "--json",
+                        cwd=tmp_path, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    board = json.loads(shown.stdout)["board"]
+    assert board["done"] == len(site.images) - 1, board
+    assert board["queued"] + board["in_flight"] + board["delayed"] == 1, board
+
+    client.config_set("maxmemory", 0)
+    master = start_crawler(*master_args, cwd=tmp_path)
+    worker = start_crawler(*worker_args, cwd=tmp_path)
+    try:
+        err = finish(master, 120)
+        assert master.returncode == 0, err
+        assert worker.wait(timeout=30) == 0
+    finally:
+        for process in (master, worker):
+            stop(process)
+    check_complete(out, server.url, site, stores=[store])
+    lines = (out / "results.log").read_text().splitlines()
+    assert lines.count(f"{server.url}{held}--->success") == 1, lines
 
 
 def _hold_the_seed(server: FixtureServer) -> tuple[threading.Event, threading.Event]:
