@@ -39,6 +39,7 @@ from .conftest import (
     manifest_lines,
     run_crawler,
     serve_routes,
+    slow_start,
     start_crawler,
     stop,
     wait_for_output,
@@ -773,6 +774,83 @@ def test_images_still_failing_for_a_passing_reason_are_tried_again_by_a_rerun(
     third = run_crawler(*args, cwd=tmp_path)
     assert third.returncode == 0 and "tried again" not in third.stderr, third.stderr
     assert all(server.paths().count(path) == 4 for path in down)
+
+
+def test_a_rerun_on_the_broker_fetches_again_the_images_deleted_from_its_folder(
+        make_server: Callable[[], FixtureServer], redis_server: RedisServer,
+        tmp_path: Path) -> None:
+    """As on the embedded queue: an image its local worker stored into the master's folder
+    and deleted since is fetched again by the same command run again (it listed the
+    image as stored, the file gone, and fetched nothing); each file keeps one line per
+    image, the new one, and the other images are not fetched again."""
+    server = make_server()
+    site = setup_site(server, pages=2, images_per_page=3)
+    out, name = tmp_path / "out", _crawl_name()
+    args = ("master", server.url + "/", "--broker", redis_server.url, "--crawl", name,
+            "--out", str(out), "--local-workers", "1")
+    first = run_crawler(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    gone = sorted(manifest_lines(out), key=lambda entry: str(entry["url"]))[0]
+    (out / gone["path"]).unlink()
+    lines = sorted((out / "results.log").read_text().splitlines())
+    asked = len(server.paths())
+
+    again = run_crawler(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "1 image(s) recorded as stored are missing from" in again.stderr, again.stderr
+    check_complete(out, server.url, site)  # the file back, one line per image
+    images = set(site.images)
+    assert [path for path in server.paths()[asked:] if path in images] == [
+        gone["url"].removeprefix(server.url)], "only the deleted one again"
+    assert sorted((out / "results.log").read_text().splitlines()) == lines
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["completed"] and summary["stored_this_run"] == 1, summary
+
+    # A master that joins another at work (here: one of this host whose process runs)
+    # does not look: the other's files list the image.
+    (out / gone["path"]).unlink()
+    seconds, micros = redis_server.client().time()
+    redis_server.client().hset(f"crawler:{{{name}}}:masters", "other", json.dumps(
+        {"host": socket.gethostname(), "pid": os.getpid(), "at": seconds + micros / 1e6 - 3,
+         "ended": False, "progress": {}, "pages_read": 0}))
+    joined = run_crawler(*args, cwd=tmp_path)
+    assert joined.returncode == 0, joined.stderr
+    assert "missing from" not in joined.stderr, joined.stderr
+    assert not (out / gone["path"]).exists()
+
+
+def test_a_rerun_on_the_broker_leaves_alone_what_a_worker_stored_in_its_own_folder(
+        make_server: Callable[[], FixtureServer], redis_server: RedisServer,
+        tmp_path: Path) -> None:
+    """A worker of the master's host with its own --out stores there, out of the master's
+    folder: a file deleted there is not the master's to look for, and a rerun fetches
+    nothing again (the worker's hello on the broker says its folder)."""
+    server = make_server()
+    site = setup_site(server, pages=1, images_per_page=3)
+    slow_start(server)  # the worker is there before the crawl ends
+    out, own = tmp_path / "out", tmp_path / "own"
+    broker = ("--broker", redis_server.url, "--crawl", _crawl_name())
+    master = start_crawler("master", server.url + "/", *broker, "--out", str(out),
+                           cwd=tmp_path)
+    try:
+        worker = run_crawler("worker", *broker, "--out", str(own), cwd=tmp_path)
+        assert worker.returncode == 0, worker.stderr
+        err = finish(master, 90)
+    finally:
+        stop(master)
+    assert master.returncode == 0, err
+    check_complete(out, server.url, site, stores=[own])
+    first = manifest_lines(out)
+    (own / first[0]["path"]).unlink()
+    asked = len(server.paths())
+
+    again = run_crawler("master", server.url + "/", *broker, "--out", str(out),
+                        "--local-workers", "1", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "missing from" not in again.stderr, again.stderr
+    assert [path for path in server.paths()[asked:] if path in site.images] == []
+    assert manifest_lines(out) == first
+    assert not (out / "images").exists()
 
 
 def test_images_refused_for_an_unreadable_robots_txt_are_judged_again_by_a_rerun(

@@ -190,6 +190,36 @@ def test_passing_failures_are_queued_again_a_chunk_a_call_and_the_crawl_reopens(
     client.close()
 
 
+def test_images_whose_file_is_gone_are_queued_again_once_with_their_page(
+        boards: Callable[..., RedisBoard], redis_server: RedisServer, crawl_name: str) -> None:
+    """A rerun's master found their files deleted: each stored image loses its result
+    (its stream entry too) and is queued again, with its page and what the page said of
+    it; the same call made again (its answer lost) queues nothing twice."""
+    board = boards()
+    client = redis_server.client()
+    urls = ["http://h/a.png", "http://h/b.png"]
+    for url in urls:
+        board.put(url, "h", "http://h/", '{"kind":"img"}')
+    board.report("w", [ok(url) for url, _ in board.lease("w", 10, 0)["tasks"]])
+    assert board.close_if_idle() and board.closed
+    gone = [result for result in board.settled_with_ids()
+            if result[1].attempt.url == urls[0]]
+    assert board.fetch_again(gone) == 1
+    assert board.fetch_again(gone) == 0
+    assert not board.closed
+    counts = board.counts()
+    assert (counts["queued"], counts["done"], board.unfinished()) == (1, 1, 1)
+    check_invariants(client, crawl_name)
+    master = boards()  # one starting now writes one line per URL
+    assert [s.attempt.url for s in master.drain()] == [urls[1]]
+    [(url, _)] = board.lease("w", 10, 0)["tasks"]
+    board.report("w", [ok(url)])
+    [again] = master.drain()
+    assert (again.attempt.url, again.page, again.ref) == (urls[0], "http://h/",
+                                                          '{"kind":"img"}')
+    client.close()
+
+
 def test_refusals_for_an_unreadable_robots_txt_wait_for_a_reruns_judgement(
         boards: Callable[..., RedisBoard], redis_server: RedisServer) -> None:
     """A rerun's master judges them by its own robots.txt: the allowed are queued again,

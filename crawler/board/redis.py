@@ -420,6 +420,29 @@ class RedisBoard:
         return [result for _, result in self._results("0-0")]
 
     @_translated
+    def settled_with_ids(self) -> list[tuple[str, Settled]]:
+        """Every final result of the crawl so far, with its entry's ID in the results
+        stream (what ``fetch_again`` names it by)."""
+        return list(self._results("0-0"))
+
+    @_translated
+    def fetch_again(self, results: Iterable[tuple[str, Settled]]) -> int:
+        """Queue again, with fresh tries, the images of ``results`` (from
+        ``settled_with_ids``) whose stored file is gone: each loses its result. Returns
+        how many were queued; the crawl is open again if any was."""
+        args: list[str] = []
+        for entry, settled in results:
+            url = settled.attempt.url
+            item: dict[str, object] = {"h": host_key_of_normalized(url), "s": "q", "a": 0}
+            if settled.page is not None:
+                item["p"] = settled.page
+            if settled.ref is not None:
+                item["r"] = settled.ref
+            args += (url, entry, _dumps(item))
+        return sum(int(self._run("fetch_again", args[at:at + 3 * CHUNK]))
+                   for at in range(0, len(args), 3 * CHUNK))
+
+    @_translated
     def unfinished(self) -> int:
         """How many URLs have no final result yet."""
         return int(self._client.hget(self._key("counts"), "unfinished") or 0)

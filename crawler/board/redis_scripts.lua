@@ -518,6 +518,31 @@ end
 if again > 0 then redis.call('DEL', CLOSED) end
 return again
 
+-- @script fetch_again: url, its result's stream id, item JSON, for each image -> how many
+-- were queued again
+-- A rerun's master found gone from its folder the file of an image stored there (deleted
+-- by hand since): as retry_failed, the image loses its result (its stream entry too:
+-- every master's files, written anew from the stream, keep one line per URL, its next)
+-- and goes to the back of its host's queue with a fresh count of tries. An entry gone
+-- already (this call made again after a lost answer) queues nothing twice.
+if crawl_gone(KEYS[2]) then return redis.error_reply(CRAWL_GONE) end
+local again = 0
+for i = 1, #ARGV, 3 do
+  local url = ARGV[i]
+  local it = get_item(url)
+  if it and it.s == 'f' and redis.call('XDEL', RESULTS, ARGV[i + 1]) == 1 then
+    local item = cjson.decode(ARGV[i + 2])
+    bump(COUNTS, 'done', -1)
+    bump(COUNTS, 'queued', 1)
+    bump(COUNTS, 'unfinished', 1)
+    save_item(url, item)
+    enqueue(url, item.h, false)
+    again = again + 1
+  end
+end
+if again > 0 then redis.call('DEL', CLOSED) end
+return again
+
 -- @script remember: urls -> how many were new
 local new = 0
 for _, url in ipairs(ARGV) do

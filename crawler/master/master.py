@@ -524,10 +524,12 @@ class Master:
         if taken:
             log.info("%d page(s) set aside after passing failures are tried again", taken)
             self._shared_board.reopen()  # a crawl that had ended has work again
-        from crawler.master.onbroker import images_to_retry
+        from crawler.master.onbroker import fetch_missing_again, images_to_retry
 
         # Judged by this run's robots.txt once it is read (_queue_resumed_images).
         self._resumed_images = images_to_retry(broker, self._shared_board)
+        # Before the first drain: the folder's files never list an image fetched again.
+        fetch_missing_again(broker, self._shared_board, out_dir)
         ledger = BrokerLedger(broker.client, frontier, self._shared_board)
         # Every outcome is on the broker: the folder's files are written anew from there.
         files = ResultFiles(out_dir, ())

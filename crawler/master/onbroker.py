@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import socket
+from pathlib import Path
 from typing import Any
 
 from crawler.board.broker import (
@@ -24,11 +25,13 @@ from crawler.board.broker import (
     live_masters,
     masters_of,
 )
+from crawler.board.memory import Settled
 from crawler.board.redis import RedisBoard
 from crawler.config import Settings
 from crawler.errors import CrawlMismatch
 from crawler.fetch.options import RequestOptions
 from crawler.master.resumed import ResumedImage
+from crawler.model.outcome import IMAGES_DIR
 from crawler.model.processes import process_alive
 from crawler.model.progress import Snapshot
 
@@ -113,6 +116,57 @@ def images_to_retry(broker: BrokerCrawl, board: RedisBoard) -> list[ResumedImage
                  "connection, a 5xx or 429) are tried again", again)
     return [(url, page, json.loads(ref) if ref else None)
             for url, page, ref in board.robots_refusals()]
+
+
+def fetch_missing_again(broker: BrokerCrawl, board: RedisBoard, out_dir: Path) -> int:
+    """A rerun fetches again the images stored into this master's folder whose file is
+    gone since (deleted by hand), as on the embedded queue (``master.missing``); returns
+    how many. Only those a worker of this host stored there are looked for: a worker
+    elsewhere, or one of this host with its own --out (its hello says its folder), stores
+    where this master cannot see. A master that joins others at work does not look:
+    they are writing those images' lines into their own files."""
+    if others_at_work(broker):
+        return 0
+    stored_here = _StoredHere(board, out_dir)
+    gone = [(entry, settled) for entry, settled in board.settled_with_ids()
+            if stored_here.gone(settled)]
+    again = board.fetch_again(gone) if gone else 0
+    if again:
+        log.info("%d image(s) recorded as stored are missing from %s: fetched again",
+                 again, out_dir / IMAGES_DIR)
+    return again
+
+
+class _StoredHere:
+    """Tells the results whose file a worker stored into this master's folder, and which
+    of those are gone from it."""
+
+    def __init__(self, board: RedisBoard, out_dir: Path) -> None:
+        self._board = board
+        self._folder = out_dir.resolve()
+        # A string, not a Path: joined once per stored image (see master.missing).
+        self._base = f"{out_dir}{os.sep}"
+        self._host = socket.gethostname()
+        self._mine: dict[str, bool] = {}  # worker -> whether it stores into this folder
+
+    def gone(self, settled: Settled) -> bool:
+        path = settled.attempt.path
+        if not settled.attempt.ok or not path or not self._stores_here(settled.worker):
+            return False
+        # (a path outside the folder is refused as the report comes: wire.py)
+        return not os.path.isfile(self._base + path)  # noqa: PTH113 - see __init__
+
+    def _stores_here(self, worker: str | None) -> bool:
+        # A worker's name starts with its host's ("HOST:PID:RANDOM").
+        if worker is None or not worker.startswith(f"{self._host}:"):
+            return False
+        if worker not in self._mine:
+            info = self._board.worker_info(worker) or {}
+            folder = info.get("folder")
+            # One that says no folder (an earlier version) keeps the host's rule.
+            self._mine[worker] = not isinstance(folder, str) or (
+                Path(folder).resolve() == self._folder)
+        return self._mine[worker]
 
 
 def others_at_work(broker: BrokerCrawl) -> list[dict[str, Any]]:
