@@ -342,6 +342,11 @@ def manifest_lines(out: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def by_url(line: dict[str, Any]) -> str:
+    """A manifest line's sort key: its URL."""
+    return str(line["url"])
+
+
 def stop(process: subprocess.Popen[str]) -> None:
     if process.poll() is None:
         process.kill()
