@@ -237,6 +237,16 @@ local function back_on_queue(url, it)
   enqueue(url, it.h, true)
 end
 
+-- A settled image (its result taken back by the caller) to the back of its host's queue,
+-- as ``item``, with a fresh count of tries.
+local function queue_again(url, item)
+  bump(COUNTS, 'done', -1)
+  bump(COUNTS, 'queued', 1)
+  bump(COUNTS, 'unfinished', 1)
+  save_item(url, item)
+  enqueue(url, item.h, false)
+end
+
 local function promote_delayed(now)
   local due = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', num(now))
   for _, url in ipairs(due) do
@@ -505,12 +515,7 @@ for i = 2, #ARGV do
   local it = raw and get_item(url)
   if it and it.s == 'f' then
     redis.call('XDEL', RESULTS, saved.id)
-    local item = {h = saved.h, p = saved.p, r = saved.r, s = 'q', a = 0}
-    bump(COUNTS, 'done', -1)
-    bump(COUNTS, 'queued', 1)
-    bump(COUNTS, 'unfinished', 1)
-    save_item(url, item)
-    enqueue(url, saved.h, false)
+    queue_again(url, {h = saved.h, p = saved.p, r = saved.r, s = 'q', a = 0})
     again = again + 1
   end
   if raw then redis.call('HDEL', RETRY, url) end
@@ -531,12 +536,7 @@ for i = 1, #ARGV, 3 do
   local url = ARGV[i]
   local it = get_item(url)
   if it and it.s == 'f' and redis.call('XDEL', RESULTS, ARGV[i + 1]) == 1 then
-    local item = cjson.decode(ARGV[i + 2])
-    bump(COUNTS, 'done', -1)
-    bump(COUNTS, 'queued', 1)
-    bump(COUNTS, 'unfinished', 1)
-    save_item(url, item)
-    enqueue(url, item.h, false)
+    queue_again(url, cjson.decode(ARGV[i + 2]))
     again = again + 1
   end
 end
