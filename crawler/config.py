@@ -47,6 +47,10 @@ MAX_LOCAL_WORKERS = 256
 
 # [http] values: checked here, parsed the same way by crawler.fetch.options.
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# Beyond any sensible count, size, rate or number of seconds, and far within what libcurl
+# takes (milliseconds in a C long, bytes in a 64-bit curl_off_t): inf, nan and 1e300 are
+# refused here, not by a traceback later.
+_LARGEST = 10**12
 # 2M, 2MiB/s; a lowercase b ("2Mb", "2Mbit", "2Mbps") is bits, refused by parse_rate.
 _RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(i?B|i?b|bits?|bps)?(?:/s)?\s*")
 _RATE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -74,10 +78,10 @@ def parse_rate(text: str) -> int:
     bits = _rate_in_bits(text)
     if bits:
         raise ValueError(bits)
-    number = float(match.group(1)) * _RATE_UNITS[match.group(2).lower()]
-    if not math.isfinite(number):  # hundreds of digits: float says inf, int() would raise
-        raise ValueError(f"{text!r} is too large a rate")
-    rate = int(number)
+    too_large = _rate_too_large(text)
+    if too_large:
+        raise ValueError(too_large)
+    rate = int(float(match.group(1)) * _RATE_UNITS[match.group(2).lower()])
     if rate == 0 and float(match.group(1)) > 0:  # 0.5 bytes a second would mean no cap
         raise ValueError(f"{text!r} is less than one byte per second: write 0 for no cap")
     return rate
@@ -105,6 +109,25 @@ def _rate_in_bits(text: str) -> str:
     amount = f"{number} {unit.upper()}iB" if unit else f"{number} bytes"
     return (f"{text!r} is in bits (a lowercase b): the rate is in bytes per second; write "
             f"{number}{unit} (or {number}{unit.upper()}B) for {amount} a second")
+
+
+def _rate_too_large(text: str) -> str:
+    """What is wrong with a rate past any sensible one ("" for any other text): hundreds of
+    digits are inf to float(), and past 2**63 bytes libcurl's option raised
+    OverflowError on every request (a traceback, and no seed page fetched)."""
+    match = _RATE.fullmatch(text)
+    if not match:
+        return ""
+    number = float(match.group(1)) * _RATE_UNITS[match.group(2).lower()]
+    if math.isfinite(number) and number <= _LARGEST:
+        return ""
+    return f"{text!r} is too large a rate (at most {_LARGEST:.0e} bytes per second)"
+
+
+def _rate_fault(text: str) -> str:
+    """What is wrong with a rate the check refuses, where that says more than what was
+    expected: in bits, or too large."""
+    return _rate_in_bits(text) or _rate_too_large(text)
 
 
 def valid_rate(text: str) -> bool:
@@ -153,9 +176,6 @@ class ValueFault(ValueError):
     """A value that fails its setting's check, said by what is wrong with it."""
 
 
-# Beyond any sensible count, size or number of seconds, and far within what libcurl takes
-# (milliseconds in a C long): inf, nan and 1e300 are refused here, not by a traceback later.
-_LARGEST = 10**12
 _NON_NEGATIVE = Check(lambda v: 0 <= v <= _LARGEST, f"a number >= 0 (at most {_LARGEST:.0e})")
 _POSITIVE = Check(lambda v: 0 < v <= _LARGEST, f"a number > 0 (at most {_LARGEST:.0e})")
 # Control characters (a line break would add a header of its own to every request).
@@ -301,7 +321,7 @@ def is_proxy_url(value: str) -> bool:
 _PROXY_URL = Check(lambda v: v == "" or is_proxy_url(v),
                     "a proxy URL: http://, https://, socks5:// or socks5h://HOST:PORT")
 _RATE_TEXT = Check(valid_rate, "a rate in bytes per second such as \"500k\", \"2M\" or \"0\"",
-                   _rate_in_bits)
+                   _rate_fault)
 
 
 class HttpSettings(NamedTuple):

@@ -595,6 +595,23 @@ def test_a_size_of_hundreds_of_digits_is_one_line_not_a_traceback(tmp_path: Path
     assert "too large a" in result.stderr or "expected a rate" in result.stderr
 
 
+@pytest.mark.parametrize("given", [("--limit-rate", "9000000000G"),
+                                   ("--settings", "huge-rate.toml")])
+def test_a_rate_past_what_libcurl_takes_is_refused_before_anything_is_made(
+        tmp_path: Path, site: FixtureServer, given: tuple[str, str]) -> None:
+    """A finite rate past libcurl's 64-bit byte count (9000000000G) passed every check,
+    then every request of the master raised OverflowError: a traceback per robots.txt and
+    status 5 ("robots.txt unreachable (crawler error)"), its output folder made."""
+    (tmp_path / "huge-rate.toml").write_text('[http]\nlimit_rate = "9000000000G"\n')
+    result = run_crawler("master", site.url + "/", *given, "--out", "out", "--bind",
+                         "127.0.0.1:0", cwd=tmp_path, env=crawl_env(tmp_path))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "'9000000000G' is too large a rate" in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_accept_and_reject_filter_the_images(tmp_path: Path, site: FixtureServer) -> None:
     result = run_crawler("master", site.url + "/", "--dry-run", "--bind", "127.0.0.1:0",
                          "--accept", r"\.png$", "--reject", "thumb", "--reject", "banner",
