@@ -43,6 +43,9 @@ SCOPE_MODES = ("host", "domain", "any")
 # the master's queue, and a thousand of them kept its handshakes from being answered.
 # More hosts is the way to more workers (crawler worker, or a broker).
 MAX_LOCAL_WORKERS = 256
+# Page parser processes one master forks at most (crawl.parsers): its pool makes a slot
+# for each at start, and more processes than cores only queue for them.
+MAX_PARSERS = 1024
 
 
 # [http] values: checked here, parsed the same way by crawler.fetch.options.
@@ -212,6 +215,8 @@ _SCOPE_MODE = Check(lambda v: v in SCOPE_MODES, "one of " + ", ".join(SCOPE_MODE
 _SOURCES = Check(lambda v: set(v) <= set(ALL_SOURCES),
                   "a list drawn from " + ", ".join(ALL_SOURCES))
 _PARSER = Check(lambda v: v in PARSERS, "one of " + ", ".join(PARSERS))
+_PARSERS = Check(lambda v: 0 <= v <= MAX_PARSERS,
+                 f"a number from 0 to {MAX_PARSERS} (0: one per core the master may use)")
 _USER_AGENT = Check(lambda v: v.strip() != "" and not _CONTROLS.search(v),
                      "a non-empty string without line breaks or other control characters")
 # An hour between two requests to a host is already a crawl of weeks.
@@ -230,7 +235,7 @@ class CrawlSettings(NamedTuple):
     sources: Annotated[tuple[str, ...], _SOURCES] = ALL_SOURCES
     lazy_attributes: tuple[str, ...] = ()
     parser: Annotated[str, _PARSER] = "lxml"
-    parsers: Annotated[int, _NON_NEGATIVE] = 0  # 0: one per core the master may use
+    parsers: Annotated[int, _PARSERS] = 0  # 0: one per core the master may use
     page_concurrency: Annotated[int, _POSITIVE] = 8
     max_page_bytes: Annotated[int, _POSITIVE] = 10_000_000
     page_timeout: Annotated[float, _POSITIVE] = 30.0

@@ -612,6 +612,20 @@ def test_a_rate_past_what_libcurl_takes_is_refused_before_anything_is_made(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_settings_file_with_countless_parsers_stops_before_anything_is_made(
+        tmp_path: Path, site: FixtureServer) -> None:
+    """crawl.parsers = 10^12 was a MemoryError traceback (status 1) as the master started,
+    its output folder and key made."""
+    (tmp_path / "many.toml").write_text("[crawl]\nparsers = 1000000000000\n")
+    result = run_crawler("master", site.url + "/", "--settings", "many.toml", "--out", "out",
+                         "--bind", "127.0.0.1:0", cwd=tmp_path, env=crawl_env(tmp_path))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("crawler: error: many.toml: crawl.parsers: expected a "
+                                    "number from 0 to "), result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_accept_and_reject_filter_the_images(tmp_path: Path, site: FixtureServer) -> None:
     result = run_crawler("master", site.url + "/", "--dry-run", "--bind", "127.0.0.1:0",
                          "--accept", r"\.png$", "--reject", "thumb", "--reject", "banner",

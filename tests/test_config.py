@@ -337,3 +337,17 @@ def test_request_settings_that_would_fail_later_are_refused_now(key: str, value:
         Settings().with_values({key: value})
     for fine in ("http://127.0.0.1:3128", "socks5h://user:pw@[::1]:1080", "proxy.example:8080"):
         Settings().with_values({"http.proxy": fine})
+
+
+def test_parser_processes_are_bounded_as_processes_are(tmp_path: Path) -> None:
+    """crawl.parsers took any count up to 10^12: the pool made a slot per process at once,
+    a MemoryError for 10^12 and 9 GB held for 10^8, before the first page."""
+    from crawler.config import MAX_PARSERS
+
+    for count in (0, 1, MAX_PARSERS):
+        assert load_settings(write(tmp_path, f"[crawl]\nparsers = {count}\n")
+                             ).crawl.parsers == count
+    for count in (MAX_PARSERS + 1, 10**8, 10**12):
+        with pytest.raises(ConfigError, match=r"crawl\.parsers: expected a number from 0 to "
+                                              rf"{MAX_PARSERS} .*, got {count}$"):
+            load_settings(write(tmp_path, f"[crawl]\nparsers = {count}\n"))
