@@ -43,6 +43,7 @@ from crawler.config import (
 from crawler.errors import (
     AuthkeyError,
     ConfigError,
+    CrawlerError,
     InvalidURL,
     NothingCrawled,
     UnknownSetting,
@@ -357,7 +358,7 @@ def crawl(seeds: str | Iterable[str], *, out: str | os.PathLike[str] | None = No
     SIGINT raises ``KeyboardInterrupt``; the previous handlers are back afterwards (after
     a hang-up, SIGHUP stays ignored: a shell's SIGHUP to its job follows the kernel's).
     """
-    from crawler.master.authkey import master_authkey
+    from crawler.master.authkey import forget_if_refused, master_authkey
 
     # Every argument checked before anything is made (the output folder, its key file).
     if type(local_workers) is not int or not 0 <= local_workers <= MAX_LOCAL_WORKERS:
@@ -388,10 +389,14 @@ def crawl(seeds: str | Iterable[str], *, out: str | os.PathLike[str] | None = No
             on_image(url)
 
     # The queue's address (bind may be port 0) and how workers join: to the log.
-    return run_crawl(chosen, seed_list, key, local_workers=local_workers, dry_run=dry_run,
-                     resume=resume, fresh=fresh, announce=log.info,
-                     on_images=on_images if on_image is not None else None,
-                     schemeless=schemeless_seeds(given))
+    try:
+        return run_crawl(chosen, seed_list, key, local_workers=local_workers,
+                         dry_run=dry_run, resume=resume, fresh=fresh, announce=log.info,
+                         on_images=on_images if on_image is not None else None,
+                         schemeless=schemeless_seeds(given))
+    except CrawlerError as exc:
+        forget_if_refused(key, exc)  # refused as it started: no key or folder left
+        raise
 
 
 def _check_kinds(settings: object, out: object, authkey: object) -> None:

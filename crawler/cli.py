@@ -53,7 +53,7 @@ from crawler.config import (
     setting_value,
     shown_value,
 )
-from crawler.errors import BindError, CrawlerError, StorageError, Terminated, UsageError
+from crawler.errors import CrawlerError, StorageError, Terminated, UsageError
 from crawler.model.folders import make_folder
 
 if typing.TYPE_CHECKING:
@@ -775,7 +775,7 @@ _MORE_WORKERS = " (for more, start crawler worker on other hosts)"
 
 def _master(args: argparse.Namespace, settings: Settings) -> int:
     from crawler.api import read_seed_file, schemeless_seeds, seed_urls
-    from crawler.master.authkey import Authkey, master_authkey
+    from crawler.master.authkey import Authkey, forget_if_refused, master_authkey
 
     if not 0 <= args.local_workers <= MAX_LOCAL_WORKERS:
         raise UsageError(f"--local-workers {args.local_workers}: expected 0 to "
@@ -804,6 +804,7 @@ def _master(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"no seed URL: {given} holds none (only blank lines and comments)"
                          if args.input_file is not None else
                          "no seed URL: give one or more URLs, or -i FILE")
+    seeds = seed_urls(urls) if urls else ()  # a mistyped seed is said before a key is made
     if broker is not None:
         if args.dry_run:
             raise UsageError("--dry-run records nothing, on a broker or elsewhere: drop --broker")
@@ -816,17 +817,14 @@ def _master(args: argparse.Namespace, settings: Settings) -> int:
         authkey = master_authkey(args.authkey_file, Path(settings.output.dir),
                                  keep=not args.dry_run)
     try:
-        return run_master(settings, seed_urls(urls) if urls else (), authkey,
+        return run_master(settings, seeds, authkey,
                           local_workers=args.local_workers, dry_run=args.dry_run,
                           quiet=args.quiet, resume=args.resume, fresh=args.fresh,
                           json_summary=args.json, broker=broker,
                           crawl_name=args.join or args.crawl, join=args.join is not None,
                           schemeless=schemeless_seeds(urls))
-    except BindError:
-        if authkey.fresh:  # made for a master that never served: it leaves no trace
-            Path(authkey.source).unlink(missing_ok=True)
-            with contextlib.suppress(OSError):  # the folder, if the key made it and it is empty
-                Path(settings.output.dir).rmdir()
+    except CrawlerError as exc:
+        forget_if_refused(authkey, exc)  # refused as it started: no key or folder left
         raise
 
 

@@ -24,7 +24,14 @@ import pytest
 import crawler
 from crawler import cli
 from crawler.demo.site import build_site
-from crawler.errors import AuthkeyError, ConfigError, CrawlMismatch, NothingCrawled, UsageError
+from crawler.errors import (
+    AuthkeyError,
+    BindError,
+    ConfigError,
+    CrawlMismatch,
+    NothingCrawled,
+    UsageError,
+)
 
 from .conftest import (
     ROOT,
@@ -117,6 +124,26 @@ def test_crawl_frees_its_queue_port_and_threads_when_it_returns(
                       local_workers=0, bind=f"127.0.0.1:{port}")
     with socket.create_server(("127.0.0.1", port)):
         pass
+
+
+def test_a_crawl_refused_as_it_starts_leaves_no_folder_nor_key(
+        tmp_path: Path, site: FixtureServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """crawl() made OUT/authkey (and OUT, with its parents) before it read its request
+    files: one it cannot use raised ConfigError and left them; so did a port in use."""
+    monkeypatch.delenv("CRAWLER_AUTHKEY", raising=False)
+    (tmp_path / "cookies.txt").write_text("not a cookie line\n")
+    with pytest.raises(ConfigError, match="holds no cookie"):
+        crawler.crawl(site.url + "/", out=tmp_path / "made" / "out", bind="127.0.0.1:0",
+                      cookies=str(tmp_path / "cookies.txt"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(BindError):
+            crawler.crawl(site.url + "/", out=tmp_path / "made" / "out",
+                          bind=f"127.0.0.1:{port}")
+    assert not (tmp_path / "made").exists()
+    assert site.paths() == []
 
 
 def test_crawl_raises_instead_of_exiting(tmp_path: Path) -> None:

@@ -235,6 +235,36 @@ def test_port_in_use_exits_4(tmp_path: Path, site: FixtureServer) -> None:
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(("given", "env", "said"), [
+    (["http//SITE"], {}, "did you mean http://"),
+    (["SITE/", "--cookies", "cookies.txt"], {}, "cookies.txt holds no cookie"),
+    (["SITE/", "--ca-bundle", "cookies.txt"], {}, "cookies.txt holds no PEM certificate"),
+    (["SITE/"], {"HTTP_PROXY": "bogus::"}, "$HTTP_PROXY is 'bogus::', not a proxy URL"),
+])
+def test_a_master_refused_at_start_makes_no_output_folder_nor_key(
+        tmp_path: Path, site: FixtureServer, given: list[str], env: dict[str, str],
+        said: str) -> None:
+    """A mistyped seed, a request file that holds nothing usable or a malformed proxy
+    variable were refused with status 2 after the master had made OUT/authkey (and OUT,
+    with its parents): the folder stayed, holding a key no crawl used."""
+    (tmp_path / "cookies.txt").write_text("not a cookie line\n")
+    no_key = {k: v for k, v in crawl_env(tmp_path, **env).items() if k != "CRAWLER_AUTHKEY"}
+    args = [arg.replace("SITE", site.url.removeprefix("http://") if arg.startswith("http//")
+                        else site.url) for arg in given]
+    result = run_crawler("master", *args, "--out", "made/for/out", "--bind", "127.0.0.1:0",
+                         cwd=tmp_path, env=no_key)
+    assert result.returncode == 2, result.stderr
+    assert said in error_line(result), result.stderr
+    assert site.paths() == []
+    assert not (tmp_path / "made").exists()
+    # A folder that was there stays, as it was.
+    (tmp_path / "kept").mkdir()
+    result = run_crawler("master", *args, "--out", "kept", "--bind", "127.0.0.1:0",
+                         cwd=tmp_path, env=no_key)
+    assert result.returncode == 2, result.stderr
+    assert (tmp_path / "kept").is_dir() and not list((tmp_path / "kept").iterdir())
+
+
 def test_a_bind_address_that_is_not_this_hosts_is_not_blamed_on_the_port(
         tmp_path: Path, authkey: str) -> None:
     result = run_crawler("master", "http://127.0.0.1:1/", "--bind", "192.0.2.1:0",

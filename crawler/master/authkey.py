@@ -20,7 +20,7 @@ import stat
 from pathlib import Path
 from typing import NamedTuple
 
-from crawler.errors import AuthkeyError, StorageError
+from crawler.errors import AuthkeyError, BindError, CrawlerError, StorageError
 from crawler.model.folders import make_folder
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,9 @@ class Authkey(NamedTuple):
     key: bytes = b""
     source: str = ""  # "environment", a file path, or "generated"
     fresh: bool = False  # made by this start of the master (and written to ``source``)
+    # The folders made for a fresh key's file, deepest first (the output folder, and
+    # those of its parents that were not there).
+    folders_made: tuple[Path, ...] = ()
 
     def __repr__(self) -> str:  # keep the key out of logs and tracebacks
         return f"Authkey(source={self.source!r})"
@@ -89,6 +92,7 @@ def master_authkey(key_file: Path | None, out_dir: Path, *, keep: bool) -> Authk
         return load_authkey(path, generate=False) if path.exists() else load_authkey(
             None, generate=True)
     key = secrets.token_hex(MIN_REMOTE_BYTES).encode()
+    folders_made = _missing_folders(out_dir)
     make_folder(out_dir, "the output folder")
     # Written whole under another name, then linked into place: a master started at
     # the same moment on this folder read the file between another's create and
@@ -109,7 +113,34 @@ def master_authkey(key_file: Path | None, out_dir: Path, *, keep: bool) -> Authk
     except OSError as exc:
         raise StorageError(f"cannot write the authkey file {path}: "
                            f"{exc.strerror or exc}") from exc
-    return Authkey(key, str(path), fresh=True)
+    return Authkey(key, str(path), fresh=True, folders_made=folders_made)
+
+
+def _missing_folders(folder: Path) -> tuple[Path, ...]:
+    """``folder`` and those of its parents that are not there yet, deepest first."""
+    missing = []
+    for one in (folder, *folder.parents):
+        if one.exists():
+            break
+        missing.append(one)
+    return tuple(missing)
+
+
+def forget_if_refused(authkey: Authkey, error: BaseException) -> None:
+    """A master refused as it started (its port taken: status 4; bad usage, settings, a
+    request file or proxy variable it cannot use, a folder that holds another crawl:
+    status 2) served and recorded nothing: the key made for it goes, and the folders
+    made for the key, so that nothing is left half-created."""
+    refused = isinstance(error, BindError) or (
+        isinstance(error, CrawlerError) and error.exit_code == AuthkeyError.exit_code)
+    if not (refused and authkey.fresh):
+        return
+    Path(authkey.source).unlink(missing_ok=True)
+    for folder in authkey.folders_made:  # deepest first; one holding anything else stays
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 def _write_new(path: Path, key: bytes) -> None:
