@@ -680,6 +680,7 @@ def run_worker(master: str | None, *, out: str | os.PathLike[str] | None = None,
     kinds instead of exiting.
     """
     from crawler.board.manager import MasterClient
+    from crawler.fetch.options import readable_path
     from crawler.master.authkey import load_authkey
     from crawler.worker.worker import Worker, WorkerOptions
 
@@ -712,8 +713,11 @@ def run_worker(master: str | None, *, out: str | os.PathLike[str] | None = None,
                     WorkerOptions(out_dir=Path(chosen.output.dir),
                                   threads=chosen.worker.threads,
                                   connect_wait=chosen.worker.connect_wait,
-                                  client_cert=chosen.http.client_cert,
-                                  client_key=chosen.http.client_key,
+                                  # As libcurl takes them: "~" expanded, absolute.
+                                  client_cert=readable_path(chosen.http.client_cert,
+                                                            "http.client_cert"),
+                                  client_key=readable_path(chosen.http.client_key,
+                                                           "http.client_key"),
                                   env_proxies=chosen.http.env_proxies),
                     on_progress=(lambda stats: progress(stats.done, stats.failed, stats.bytes))
                     if progress else None)

@@ -856,6 +856,7 @@ def _broker(args: argparse.Namespace) -> BrokerAddress | None:
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from crawler.api import check_proxy_variables, run_worker
+    from crawler.fetch.options import readable_path
     from crawler.master.authkey import MASTERS_KEY_HINT, load_authkey
     from crawler.model.wire import LOCAL_WORKER_ENV
     from crawler.ui.progress import WorkerLine
@@ -867,10 +868,9 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"no master: give its HOST:PORT, or --broker URL (or ${BROKER_ENV})")
     if args.master is not None:
         _address(args.master)  # a bad address is a usage error before the key is asked for
-    for key, path in (("http.client_cert", settings.http.client_cert),
-                      ("http.client_key", settings.http.client_key)):
-        if path and not os.access(path, os.R_OK):
-            raise UsageError(f"{key}: cannot read {path}")
+    # Read before any wait (a "~/cert.pem" of a settings file, which no shell expanded, too).
+    readable_path(settings.http.client_cert, "http.client_cert")
+    readable_path(settings.http.client_key, "http.client_key")
     # A worker takes the crawl's request settings from its master: its own are not
     # read, but for its client certificate and whether to use the environment's proxy.
     own = [f"http.{name}" for name, value in settings.http._asdict().items()

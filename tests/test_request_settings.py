@@ -1321,6 +1321,46 @@ def test_a_worker_that_cannot_read_the_masters_client_certificate_says_so(
         in worker.stderr, worker.stderr
 
 
+def test_a_workers_own_client_certificate_under_home_is_presented(
+        https_recorder: Recorder, ca: CertAuthority, tmp_path: Path) -> None:
+    """A worker's settings file saying client_cert = "~/client.pem" (no shell there to
+    expand it) was refused, "cannot read ~/client.pem", though the master takes the same
+    line; given to libcurl as written, it would have been no file either."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "client.pem").write_bytes(ca.client_cert.read_bytes())
+    (home / "client.key").write_bytes(ca.client_key.read_bytes())
+    (tmp_path / "worker.toml").write_text('[http]\nclient_cert = "~/client.pem"\n'
+                                          'client_key = "~/client.key"\n')
+    port = free_port()
+    env = {**os.environ, "CRAWLER_AUTHKEY": "k" * 32, "HOME": str(home)}
+    env.pop("CRAWLER_SETTINGS", None)
+    master = subprocess.Popen(
+        [sys.executable, "-m", "crawler", "master", https_url(https_recorder) + "/page.html",
+         "--bind", f"127.0.0.1:{port}", "--out", str(tmp_path / "out"), "--depth", "0",
+         "--ca-bundle", str(ca.ca_cert)],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_queue_address(master)
+        worker = subprocess.run(
+            [sys.executable, "-m", "crawler", "worker", f"127.0.0.1:{port}", "--settings",
+             "worker.toml", "--out", str(tmp_path / "w"), "--connect-wait", "30"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False)
+        if worker.returncode != 0:  # the master would wait for a worker: stop it
+            master.terminate()
+        _, err = master.communicate(timeout=60)
+    finally:
+        master.kill()
+    assert worker.returncode == 0, worker.stderr
+    assert master.returncode == 0, err
+    # The page (the master's request: no certificate of its own), then the image.
+    assert len(https_recorder.peer_certs) == 2, https_recorder.peer_certs
+    assert not https_recorder.peer_certs[0]
+    presented = https_recorder.peer_certs[1]
+    assert isinstance(presented, dict)
+    assert dict(x[0] for x in presented["subject"])["commonName"] == "crawler test client"
+
+
 def test_a_cookies_file_that_is_no_cookies_txt_is_said(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """libcurl skips lines it cannot read: a file of them sent no cookie, without a word."""
