@@ -215,6 +215,11 @@ _SCOPE_MODE = Check(lambda v: v in SCOPE_MODES, "one of " + ", ".join(SCOPE_MODE
 _SOURCES = Check(lambda v: set(v) <= set(ALL_SOURCES),
                   "a list drawn from " + ", ".join(ALL_SOURCES))
 _PARSER = Check(lambda v: v in PARSERS, "one of " + ", ".join(PARSERS))
+# An HTML attribute's name: no space, quote, ">", "/" or "=" (HTML's own rule), and no
+# brace: lxml reads "{ns}name" as a namespace, and "" or "{x}" failed every page.
+_ATTRIBUTE_NAME = re.compile(r"[^\s\"'>/={}\x00-\x1f\x7f]+")
+_ATTRIBUTE_NAMES = Check(lambda v: all(_ATTRIBUTE_NAME.fullmatch(name) for name in v),
+                         "a list of attribute names such as \"data-original\"")
 _PARSERS = Check(lambda v: 0 <= v <= MAX_PARSERS,
                  f"a number from 0 to {MAX_PARSERS} (0: one per core the master may use)")
 _USER_AGENT = Check(lambda v: v.strip() != "" and not _CONTROLS.search(v),
@@ -233,7 +238,7 @@ class CrawlSettings(NamedTuple):
     image_allow: Annotated[tuple[str, ...], _PATTERNS] = ()
     image_deny: Annotated[tuple[str, ...], _PATTERNS] = ()
     sources: Annotated[tuple[str, ...], _SOURCES] = ALL_SOURCES
-    lazy_attributes: tuple[str, ...] = ()
+    lazy_attributes: Annotated[tuple[str, ...], _ATTRIBUTE_NAMES] = ()
     parser: Annotated[str, _PARSER] = "lxml"
     parsers: Annotated[int, _PARSERS] = 0  # 0: one per core the master may use
     page_concurrency: Annotated[int, _POSITIVE] = 8

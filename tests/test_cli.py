@@ -642,18 +642,23 @@ def test_a_rate_past_what_libcurl_takes_is_refused_before_anything_is_made(
     assert not (tmp_path / "out").exists()
 
 
-def test_a_settings_file_with_countless_parsers_stops_before_anything_is_made(
-        tmp_path: Path, site: FixtureServer) -> None:
+@pytest.mark.parametrize(("line", "said"), [
+    ("parsers = 1000000000000", "crawl.parsers: expected a number from 0 to "),
+    ('lazy_attributes = [""]', "crawl.lazy_attributes: expected a list of attribute names"),
+])
+def test_a_settings_value_that_broke_the_crawl_stops_before_anything_is_made(
+        tmp_path: Path, site: FixtureServer, line: str, said: str) -> None:
     """crawl.parsers = 10^12 was a MemoryError traceback (status 1) as the master started,
-    its output folder and key made."""
-    (tmp_path / "many.toml").write_text("[crawl]\nparsers = 1000000000000\n")
-    result = run_crawler("master", site.url + "/", "--settings", "many.toml", "--out", "out",
+    its output folder and key made; an empty lazy attribute failed every page ("crawler
+    error: ValueError") and the crawl with status 5."""
+    (tmp_path / "bad.toml").write_text(f"[crawl]\n{line}\n")
+    result = run_crawler("master", site.url + "/", "--settings", "bad.toml", "--out", "out",
                          "--bind", "127.0.0.1:0", cwd=tmp_path, env=crawl_env(tmp_path))
     assert result.returncode == 2, result.stderr
-    assert result.stderr.startswith("crawler: error: many.toml: crawl.parsers: expected a "
-                                    "number from 0 to "), result.stderr
+    assert result.stderr.startswith(f"crawler: error: bad.toml: {said}"), result.stderr
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert not (tmp_path / "out").exists()
+    assert site.paths() == []
 
 
 def test_accept_and_reject_filter_the_images(tmp_path: Path, site: FixtureServer) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -351,3 +352,19 @@ def test_parser_processes_are_bounded_as_processes_are(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=r"crawl\.parsers: expected a number from 0 to "
                                               rf"{MAX_PARSERS} .*, got {count}$"):
             load_settings(write(tmp_path, f"[crawl]\nparsers = {count}\n"))
+
+
+@pytest.mark.parametrize("name", ["", "{x}", "data src", "data-src=1", "a>b", "x\ty"])
+def test_a_lazy_attribute_that_no_html_attribute_is_named_is_refused(
+        tmp_path: Path, name: str) -> None:
+    """lazy_attributes took any string: "" and "{x}" (lxml's namespace form) made every
+    page fail to parse ("crawler error: ValueError", no seed page: status 5)."""
+    settings_file = write(tmp_path, f"[crawl]\nlazy_attributes = [\"data-original\", "
+                                    f"{json.dumps(name)}]\n")
+    with pytest.raises(ConfigError, match=r"crawl\.lazy_attributes: expected a list of "
+                                          r"attribute names such as \"data-original\""):
+        load_settings(settings_file)
+    given = write(tmp_path, '[crawl]\nlazy_attributes = ["data-original", "DATA-Lazy_2", '
+                            '"ng:src", "\u00fcber"]\n')
+    assert load_settings(given).crawl.lazy_attributes == (
+        "data-original", "DATA-Lazy_2", "ng:src", "\u00fcber")
