@@ -596,11 +596,39 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read settings file: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        hint = _toml_hint(data.removeprefix(b"\xef\xbb\xbf").decode("utf-8"), str(exc))
+        raise ConfigError(f"{path}: not valid TOML: {exc}{hint}") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: not UTF-8 text (byte {exc.start}:"
                           f" {exc.object[exc.start:exc.start + 1]!r}); save it as UTF-8"
                           ) from exc
+
+
+# Where tomllib says its error is, and a line "key = value" whose value is one bare word.
+_TOML_AT = re.compile(r"\(at line (\d+), column \d+\)$")
+_TOML_KEY_LINE = re.compile(r"\s*([A-Za-z0-9_.-]+)\s*=\s*([^\s#]*)\s*(?:#.*)?")
+_TOML_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_.:/-]*")
+_NOT_TOML_BOOLEANS = frozenset({"true", "false", "yes", "no", "on", "off"})
+
+
+def _toml_hint(text: str, message: str) -> str:
+    """What to write instead, after tomllib's message, for the slips most made in a
+    settings file: a word without quotes (scope = host), Python's True, a key twice
+    ("Invalid value" and "Cannot overwrite a value" say where, not what); "" otherwise."""
+    at = _TOML_AT.search(message)
+    lines = text.splitlines()
+    number = int(at.group(1)) if at else 0
+    line = _TOML_KEY_LINE.fullmatch(lines[number - 1]) if 0 < number <= len(lines) else None
+    if line is None:
+        return ""
+    key, value = line.groups()
+    if message.startswith("Invalid value") and _TOML_WORD.fullmatch(value):
+        if value.lower() in _NOT_TOML_BOOLEANS:
+            return ": write true or false, in lower case"
+        return f": text is written in quotes: {key} = \"{value}\""
+    if message.startswith("Cannot overwrite a value"):
+        return f": {key} is given twice: keep one"
+    return ""
 
 
 _SIZE_SUFFIXES = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}

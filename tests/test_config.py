@@ -368,3 +368,31 @@ def test_a_lazy_attribute_that_no_html_attribute_is_named_is_refused(
                             '"ng:src", "\u00fcber"]\n')
     assert load_settings(given).crawl.lazy_attributes == (
         "data-original", "DATA-Lazy_2", "ng:src", "\u00fcber")
+
+
+@pytest.mark.parametrize(("text", "hint"), [
+    ("[crawl]\nscope = host\n", 'Invalid value (at line 2, column 9): text is written in '
+     'quotes: scope = "host"'),
+    ("[crawl]\ndepth = 2\nrespect_robots = False  # no robots\n",
+     "Invalid value (at line 3, column 18): write true or false, in lower case"),
+    ("[crawl]\nrespect_robots = yes\n",
+     "Invalid value (at line 2, column 18): write true or false, in lower case"),
+    ("[crawl]\ndepth = 1\nmax_pages = 9\ndepth = 2\n",
+     "Cannot overwrite a value (at line 4, column 10): depth is given twice: keep one"),
+])
+def test_the_commonest_toml_slips_are_said_with_what_to_write(
+        tmp_path: Path, text: str, hint: str) -> None:
+    """tomllib says "Invalid value" for a word written without quotes (scope = host) and
+    for Python's True: where to look, not what to write."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert str(caught.value) == f"{path}: not valid TOML: {hint}"
+
+
+def test_a_toml_slip_with_no_known_remedy_is_said_as_tomllib_says_it(tmp_path: Path) -> None:
+    path = write(tmp_path, "[crawl]\ndepth = 1 2\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert str(caught.value) == (f"{path}: not valid TOML: Expected newline or end of document "
+                                 "after a statement (at line 2, column 11)")
