@@ -732,6 +732,9 @@ def _section_values(current: Any, section: str, table: Mapping[str, Any],
             raw = int(raw)  # 2e6 in TOML is a float, though a whole number of bytes
         if f"{section}.{key}" == "http.limit_rate" and type(raw) is int:
             raw = str(raw)  # bytes per second, as max_bytes takes bytes
+        if f"{section}.{key}" == "http.limit_rate" and type(raw) is float:
+            # Not whole (2.5, inf, nan): no rate, though a number is one ("a string" misled).
+            raise ConfigError(f"{where}: expected {_RATE_TEXT.expected}, got {raw!r}")
         if f"{section}.{key}" in SIZE_KEYS and isinstance(raw, str):
             try:
                 raw = parse_size(raw)

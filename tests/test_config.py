@@ -284,6 +284,12 @@ def test_a_size_or_rate_written_as_a_whole_float_is_taken(tmp_path: Path) -> Non
     settings_file.write_text("[download]\nmax_bytes = 1.5\n")
     with pytest.raises(ConfigError, match=r"download\.max_bytes: expected .*, got 1\.5$"):
         load_settings(settings_file)
+    # A rate in bytes is a number too (not "expected a string", which the file need not be).
+    for number, shown in (("2.5", "2.5"), ("inf", "inf"), ("nan", "nan")):
+        settings_file.write_text(f"[http]\nlimit_rate = {number}\n")
+        with pytest.raises(ConfigError, match=r"http\.limit_rate: expected a rate in bytes per "
+                                              rf"second such as .*, got {shown}$"):
+            load_settings(settings_file)
 
 
 def test_the_default_user_agent_names_the_project_and_is_matched_by_its_product_token(
