@@ -498,10 +498,16 @@ def find_settings(explicit: Path | None = None, *, environ: Mapping[str, str] | 
     if explicit is not None:
         return SettingsSource(explicit)
     if env.get(SETTINGS_ENV):
+        if not env[SETTINGS_ENV].strip():  # Path(" ") is a name, said as " : not found"
+            raise ConfigError(f"${SETTINGS_ENV} is {env[SETTINGS_ENV]!r}, blank: name a "
+                              "settings file there, or unset it")
         named = Path(env[SETTINGS_ENV])
-        if not named.exists():  # said with where its name came from: set long ago, forgotten
-            raise ConfigError(f"{named}: settings file not found (named by ${SETTINGS_ENV}; "
-                              "unset it to use the default settings)")
+        # Said with where its name came from: set long ago, forgotten.
+        where = f"(named by ${SETTINGS_ENV}; unset it to use the default settings)"
+        if not named.exists():
+            raise ConfigError(f"{named}: settings file not found {where}")
+        if named.is_dir():
+            raise ConfigError(f"{named}: is a folder, not a settings file {where}")
         return SettingsSource(named)
     notes: list[str] = []
     local = (cwd or Path.cwd()) / DEFAULT_SETTINGS_FILE

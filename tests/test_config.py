@@ -190,6 +190,22 @@ def test_the_first_settings_file_found_wins(tmp_path: Path) -> None:
     assert find_settings(flag, environ=env, cwd=cwd).path == flag
 
 
+@pytest.mark.parametrize(("value", "said"), [
+    (" ", r"\$CRAWLER_SETTINGS is ' ', blank: name a settings file there, or unset it"),
+    ("FOLDER", r"FOLDER: is a folder, not a settings file \(named by \$CRAWLER_SETTINGS; "
+               r"unset it to use the default settings\)"),
+])
+def test_a_settings_variable_that_names_no_file_says_where_the_name_came_from(
+        tmp_path: Path, value: str, said: str) -> None:
+    """A blank one said " : settings file not found"; a folder, "x: is a folder", with no
+    word of the variable that named it (set long ago, forgotten)."""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    env = lookup_env(tmp_path, CRAWLER_SETTINGS=value.replace("FOLDER", str(folder)))
+    with pytest.raises(ConfigError, match=said.replace("FOLDER", re.escape(str(folder)))):
+        find_settings(None, environ=env, cwd=tmp_path)
+
+
 def test_xdg_config_home_is_honoured(tmp_path: Path) -> None:
     xdg = tmp_path / "xdg"
     (xdg / "crawler").mkdir(parents=True)
