@@ -80,17 +80,26 @@ def size(text: str) -> int:
 
 def file_path(text: str) -> Path:
     """A flag's file or folder: an empty one (``--settings ''``) is no path, where Path
-    would make it the current folder ("." is a folder, not a settings file)."""
+    would make it the current folder ("." is a folder, not a settings file). A leading
+    ``~`` is the home folder, as ``--out`` and ``--cookies`` take it: no shell expands
+    ``--settings=~/s.toml``, the tilde following ``=``."""
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path: name a file")
-    return Path(text)
+    return Path(_home_expanded(text))
 
 
 def seed_file(text: str) -> str:
-    """``-i``'s file (``-``: standard input); not an empty name."""
+    """``-i``'s file (``-``: standard input); not an empty name; ``~`` as for any file."""
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path: name a seed file, or - for "
                                          "standard input")
+    return _home_expanded(text)
+
+
+def _home_expanded(text: str) -> str:
+    if text.startswith("~"):
+        with contextlib.suppress(RuntimeError):  # no such user: as written, as a shell does
+            return str(Path(text).expanduser())
     return text
 
 

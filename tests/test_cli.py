@@ -661,6 +661,27 @@ def test_a_settings_value_that_broke_the_crawl_stops_before_anything_is_made(
     assert site.paths() == []
 
 
+def test_a_file_flag_written_with_an_equals_sign_and_a_tilde_is_under_home(
+        tmp_path: Path, site: FixtureServer) -> None:
+    """No shell expands "--settings=~/s.toml" (the tilde follows "=", not a space): it
+    was read as a folder named "~" ("~/s.toml: settings file not found"), where
+    "--out=~/images" and "--cookies=~/c.txt" were already taken as under home."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "s.toml").write_text('[crawl]\ndepth = 0\nimage_deny = ["cat"]\n')
+    (home / "key").write_text("k" * 32)
+    (home / "seeds.txt").write_text(site.url + "/gallery.html\n")
+    result = run_crawler("master", "--dry-run", "--bind", "127.0.0.1:0", "--settings=~/s.toml",
+                         "--authkey-file=~/key", "-i", "~/seeds.txt", "-o", "~/logs/crawl.log",
+                         cwd=tmp_path, env=crawl_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    images = result.stdout.split()
+    assert f"{site.url}/images/red.png" in images  # on gallery.html, the seed the file gave
+    assert f"{site.url}/photos/cat.jpg" not in images  # refused by the settings file
+    assert (home / "logs" / "crawl.log").is_file()
+    assert not (tmp_path / "~").exists()
+
+
 def test_accept_and_reject_filter_the_images(tmp_path: Path, site: FixtureServer) -> None:
     result = run_crawler("master", site.url + "/", "--dry-run", "--bind", "127.0.0.1:0",
                          "--accept", r"\.png$", "--reject", "thumb", "--reject", "banner",
