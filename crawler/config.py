@@ -702,21 +702,40 @@ REMOVED_KEYS = {
 }
 
 
+# The flags named otherwise than their settings, by the key a user who knows the flag
+# writes ("accept = [...]"), and what each sets: the hint of such an unknown key. The
+# command line's flags are kept in step by a test.
+FLAG_KEYS = {
+    "accept": "crawl.image_allow", "reject": "crawl.image_deny", "out": "output.dir",
+    "header": "http.headers", "worker_threads": "worker.threads",
+    "ignore_robots": "crawl.respect_robots = false", "no_proxy": "http.env_proxies = false",
+}
+
+
 def _hint(name: str, section: str | None = None) -> str:
-    """" (did you mean ...?)" for a section or key name that is a slip of one of ours, or
-    that belongs in another section; "" when nothing comes close."""
+    """" (did you mean ...?)" for a section or key name that is a slip of one of ours,
+    that belongs in another section or that is written as its flag; "" when nothing
+    comes close."""
     import difflib  # only a mistake needs it
 
+    as_flag = name.lower().replace("-", "_")
+    if as_flag in FLAG_KEYS:
+        return f" (--{as_flag.replace('_', '-')} sets {FLAG_KEYS[as_flag]})"
     if section is None:
         close = difflib.get_close_matches(name, Settings._fields, n=1, cutoff=0.75)
         return f" (did you mean [{close[0]}]?)" if close else ""
-    homes = [other for other in Settings._fields
-             if other != section and name in getattr(DEFAULTS, other)._fields]
+    others = [other for other in Settings._fields if other != section]
+    homes = [other for other in others if name in getattr(DEFAULTS, other)._fields]
     if homes:
         return f" (it is a key of [{homes[0]}])"
     keys = getattr(DEFAULTS, section)._fields
     close = difflib.get_close_matches(name, keys, n=1, cutoff=0.75)
-    return f" (did you mean {close[0]}?)" if close else ""
+    if close:
+        return f" (did you mean {close[0]}?)"
+    # A slip of another section's key ("max_byte" in [crawl]).
+    elsewhere = {key: other for other in others for key in getattr(DEFAULTS, other)._fields}
+    close = difflib.get_close_matches(name, elsewhere, n=1, cutoff=0.85)
+    return f" (did you mean {close[0]}, a key of [{elsewhere[close[0]]}]?)" if close else ""
 
 
 def _section_values(current: Any, section: str, table: Mapping[str, Any],

@@ -418,3 +418,36 @@ def test_a_toml_slip_with_no_known_remedy_is_said_as_tomllib_says_it(tmp_path: P
         load_settings(path)
     assert str(caught.value) == (f"{path}: not valid TOML: Expected newline or end of document "
                                  "after a statement (at line 2, column 11)")
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ('[crawl]\naccept = ["png"]\n', "crawl.accept: unknown key (--accept sets crawl.image_allow)"),
+    ("[worker]\nworker_threads = 3\n",
+     "worker.worker_threads: unknown key (--worker-threads sets worker.threads)"),
+    ("[crawl]\nignore-robots = true\n",
+     "crawl.ignore-robots: unknown key (--ignore-robots sets crawl.respect_robots = false)"),
+    ('out = "images"\n', "unknown section [out] (--out sets output.dir)"),
+    ("[crawl]\nmax_byte = 5\n",
+     "crawl.max_byte: unknown key (did you mean max_bytes, a key of [download]?)"),
+])
+def test_a_key_written_as_its_flag_or_a_slip_of_another_sections_is_named(
+        tmp_path: Path, text: str, said: str) -> None:
+    """A user who knows the flags writes accept = [...] or worker_threads = 3; these, and
+    a slip of another section's key, were "unknown key" with no hint at all."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text))
+    assert said in str(caught.value)
+
+
+def test_every_flag_named_unlike_its_setting_has_its_hint() -> None:
+    from crawler.cli import FLAG_ALIASES, SETTING_FLAGS
+    from crawler.config import FLAG_KEYS
+
+    for flags in SETTING_FLAGS.values():
+        for flag, key, *_ in flags:
+            for name in (flag, *FLAG_ALIASES.get(flag, ())):
+                written = name.removeprefix("--").replace("-", "_")
+                if written != key.partition(".")[2]:
+                    assert FLAG_KEYS.get(written) == key, name
+    assert all(setting.partition(" ")[0].partition(".")[2] in getattr(
+        Settings(), setting.partition(".")[0])._fields for setting in FLAG_KEYS.values())
