@@ -611,3 +611,25 @@ def test_a_resumed_crawl_reads_the_robots_txt_of_every_host_of_its_images(
     assert done.returncode == 0, done.stderr
     entries = manifest_lines(tmp_path / "out")
     assert len(entries) == 6 and {e["reason"] for e in entries} == {""}, entries
+
+
+
+def test_style_sheets_wait_for_their_hosts_crawl_delay(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """A page's style sheets are requests to its host: each takes the host's turn, as
+    its pages do (the sheets of a page were read at once, all within moments)."""
+    server = make_server()
+    delay = 0.5
+    sheets = [f"/s{n}.css" for n in range(4)]
+    links = "".join(f'<link rel="stylesheet" href="{path}">' for path in sheets)
+    serve_routes(server, {
+        "/": ("text/html", f"<html><head>{links}</head><body>hi</body></html>".encode()),
+        "/robots.txt": ("text/plain", f"User-agent: *\nCrawl-delay: {delay}\n".encode()),
+        **{path: ("text/css", f"p {{ background: url(/i{n}.png) }}".encode())
+           for n, path in enumerate(sheets)}})
+    result = run_crawler("master", server.url + "/", "--dry-run", "--out",
+                         str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(server.paths()) == sorted(["/robots.txt", "/", *sheets])
+    assert_spaced(requests_to_host(server), delay,
+                  "two requests to the host closer than its delay")
