@@ -613,6 +613,31 @@ def test_a_resumed_crawl_reads_the_robots_txt_of_every_host_of_its_images(
     assert len(entries) == 6 and {e["reason"] for e in entries} == {""}, entries
 
 
+@pytest.mark.parametrize("target", ["another host", "the same host"])
+def test_an_images_redirect_waits_for_its_targets_crawl_delay(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, target: str) -> None:
+    """A redirect's hop is a request to its target's host: it takes that host's turn.
+    Each image's lease was paced, its hop went at once (every hop within moments)."""
+    site = make_server()
+    cdn = make_server() if target == "another host" else site  # another port: another host
+    delay = 1.0
+    cdn_robots = ("text/plain", f"User-agent: *\nCrawl-delay: {delay}\n".encode())
+    images = [f"/img/{n}.png" for n in range(4)]
+    tags = "".join(f'<img src="/r{n}.png">' for n in range(len(images)))
+    serve_routes(site, {"/": ("text/html", tags.encode())})
+    serve_routes(cdn, {"/robots.txt": cdn_robots,
+                       **{path: ("image/png", png(4, 4, n)) for n, path in enumerate(images)}})
+    for n, path in enumerate(images):
+        site.routes[f"/r{n}.png"] = _moved(cdn.url + path)
+    out = tmp_path / "out"
+    result = run_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+                         "--local-workers", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert {e["status"] for e in manifest_lines(out)} == {"success"}, manifest_lines(out)
+    asked = requests_to_host(cdn) if cdn is site else image_times(cdn, set(images))
+    assert len(asked) == (len(images) * 2 + 1 if cdn is site else len(images)), cdn.paths()
+    assert_spaced(asked, delay, "two requests to the redirect's host closer than its delay")
+
 
 def test_style_sheets_wait_for_their_hosts_crawl_delay(
         make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:

@@ -323,8 +323,10 @@ class Master:
                          policy=self._policy.to_wire(),
                          user_agent=self._settings.crawl.user_agent,
                          image_scope=self._scope.images.to_wire(),
-                         robots=RobotsRules(respect=self._settings.crawl.respect_robots,
-                                            timeout=self._settings.crawl.page_timeout),
+                         robots=RobotsRules(
+                             respect=self._settings.crawl.respect_robots,
+                             timeout=self._settings.crawl.page_timeout,
+                             max_delay=self._settings.politeness.max_crawl_delay),
                          lease_timeout=self._settings.queue.lease_timeout,
                          worker_silence=self._settings.queue.worker_silence)
         if self._options.broker is None:
