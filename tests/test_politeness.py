@@ -613,9 +613,12 @@ def test_a_resumed_crawl_reads_the_robots_txt_of_every_host_of_its_images(
     assert len(entries) == 6 and {e["reason"] for e in entries} == {""}, entries
 
 
-@pytest.mark.parametrize("target", ["another host", "the same host"])
+@pytest.mark.parametrize(("target", "queue"), [("another host", "embedded"),
+                                               ("the same host", "embedded"),
+                                               ("another host", "broker")])
 def test_an_images_redirect_waits_for_its_targets_crawl_delay(
-        make_server: Callable[[], FixtureServer], tmp_path: Path, target: str) -> None:
+        make_server: Callable[[], FixtureServer], tmp_path: Path, target: str, queue: str,
+        request: pytest.FixtureRequest) -> None:
     """A redirect's hop is a request to its target's host: it takes that host's turn.
     Each image's lease was paced, its hop went at once (every hop within moments)."""
     site = make_server()
@@ -630,7 +633,11 @@ def test_an_images_redirect_waits_for_its_targets_crawl_delay(
     for n, path in enumerate(images):
         site.routes[f"/r{n}.png"] = _moved(cdn.url + path)
     out = tmp_path / "out"
-    result = run_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+    where = ("--bind", "127.0.0.1:0")
+    if queue == "broker":  # the board's paces in Redis, the hop's turn from a Lua script
+        redis_at = request.getfixturevalue("redis_server")
+        where = ("--broker", redis_at.url, "--crawl", f"hops-{tmp_path.name}"[:60])
+    result = run_crawler("master", site.url + "/", *where, "--out", str(out),
                          "--local-workers", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert {e["status"] for e in manifest_lines(out)} == {"success"}, manifest_lines(out)
