@@ -427,7 +427,12 @@ class Worker:
                 came_back = True
             last_turn = turn
             self._collect(reports, released, wait=(gather or 0.02) if self._held else 0.0)
-            self._ask_hop_turns()
+            try:
+                self._ask_hop_turns()
+            except LINK_ERRORS as exc:
+                self._link_lost(exc)
+                last_holding = 0.0
+                continue
             if since_boot() - last_holding >= HOLDING_EVERY:
                 self._report_stuck(reports)
             gather = window.left(reports=len(reports), downloading=len(self._held),
@@ -460,11 +465,7 @@ class Worker:
                     self._adopt(self._hello())
                 self._take_cookies(answer)
             except LINK_ERRORS as exc:
-                log.warning("lost %s (%s); reconnecting", self._client.where,
-                            exc.__class__.__name__)
-                # A master started again (or another one on its port) may have other
-                # settings, or be another crawl: its rules from now on.
-                self._adopt(self._connect(first=False))
+                self._link_lost(exc)
                 last_holding = 0.0  # a lost answer may have leased us URLs we never saw
                 continue
             if holding:
@@ -489,9 +490,16 @@ class Worker:
                 last_answered = bool(answer["tasks"])
                 self._take(answer["tasks"])
 
+    def _link_lost(self, exc: BaseException) -> None:
+        log.warning("lost %s (%s); reconnecting", self._client.where, exc.__class__.__name__)
+        # A master started again (or another one on its port) may have other
+        # settings, or be another crawl: its rules from now on.
+        self._adopt(self._connect(first=False))
+
     def _ask_hop_turns(self) -> None:
         """Ask the board for the turns of the hosts parked redirect hops wait for (only
-        while some wait: an image with no redirect costs nothing here)."""
+        while some wait: an image with no redirect costs nothing here). A lost link
+        raises as an exchange's does: the connection may hold half an answer."""
         turns = self._redirects.turns if self._redirects is not None else None
         if turns is None:
             return
@@ -503,8 +511,6 @@ class Worker:
             return
         try:
             answer = self._board.hop_turns(self._id, wants)
-        except LINK_ERRORS:
-            return  # asked again at the next turn; the next exchange finds the link lost
         except AttributeError:
             log.warning("%s does not pace redirects (an older version): an image's "
                         "redirect goes at once, outside its host's pace", self._client.where)
