@@ -673,7 +673,10 @@ def run_worker(master: str | None, *, out: str | os.PathLike[str] | None = None,
     last one, with the final numbers, ends before this returns. While it runs, SIGINT,
     SIGTERM or SIGHUP (from the main thread; SIGHUP at its default action) hands the
     worker's URLs back and ends it, with
-    ``stop_reason`` ``"interrupted"``, ``"SIGTERM"`` or ``"SIGHUP"``; the previous
+    ``stop_reason`` ``"interrupted"``, ``"SIGTERM"`` or ``"SIGHUP"``; a second SIGINT or
+    SIGTERM meanwhile raises ``KeyboardInterrupt`` at once, without the hand-back (the
+    master gives the URLs to others once it finds the worker silent; a local worker,
+    which its master stops too, takes only the first); the previous
     handlers are back afterwards (after a hang-up, SIGHUP stays ignored).
     Raises :class:`~crawler.errors.MasterUnreachable`,
     :class:`~crawler.errors.AuthenticationFailed` and the other ``CrawlerError``
@@ -682,6 +685,7 @@ def run_worker(master: str | None, *, out: str | os.PathLike[str] | None = None,
     from crawler.board.manager import MasterClient
     from crawler.fetch.options import readable_path
     from crawler.master.authkey import load_authkey
+    from crawler.model.wire import LOCAL_WORKER_ENV
     from crawler.worker.worker import Worker, WorkerOptions
 
     if typing.TYPE_CHECKING:
@@ -725,6 +729,13 @@ def run_worker(master: str | None, *, out: str | os.PathLike[str] | None = None,
     started = time.monotonic()
     try:
         def on_signal(signum: int, _frame: object) -> None:
+            if worker.stopping:
+                # A closed terminal sends two SIGHUPs or more; a local worker's master
+                # stops it with SIGTERM after the Ctrl-C that reached them both (and
+                # kills it if it hangs): neither is a user's second stop.
+                if signum == signal.SIGHUP or os.environ.get(LOCAL_WORKER_ENV):
+                    return
+                raise KeyboardInterrupt  # asked twice: leave now, without the hand-back
             worker.stop(signals[signal.Signals(signum)])
             if on_signal_note is not None:
                 on_signal_note(signum)

@@ -901,11 +901,24 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         reason = run_worker(args.master, out=settings.output.dir, settings=settings,
                             authkey=authkey.key if authkey else None, progress=line.update,
                             broker=broker, crawl_name=args.crawl,
-                            on_signal_note=lambda signum: _leave_the_terminal(terminal)
-                            if signum == signal.SIGHUP else None).stop_reason
+                            on_signal_note=lambda signum: _note_worker_stopping(
+                                signum, terminal)).stop_reason
     finally:
         line.close()
     return _worker_stopped(reason) if reason else 0
+
+
+def _note_worker_stopping(signum: int, terminal: list[int]) -> None:
+    """What a worker says as a signal stops it: its hand-back waits on its master (up to a
+    call's deadline, when the master answers no more), and a second stop quits now."""
+    if signum == signal.SIGHUP:
+        _leave_the_terminal(terminal)  # gone: no note there, and no write may fail
+        return
+    again = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM (or Ctrl-C)"
+    # From a thread of its own: the handler may run while this thread holds logging's lock.
+    threading.Thread(target=log.info, daemon=True, args=(
+        "stopping: handing the URLs this worker holds back to the master; %s again to "
+        "quit now", again)).start()
 
 
 def _worker_stopped(reason: str) -> int:

@@ -641,6 +641,86 @@ def test_sigterm_on_a_worker_hands_back_what_it_holds(
     check_complete(out, server.url, site)
 
 
+@pytest.mark.parametrize("again", [signal.SIGINT, signal.SIGTERM])
+def test_a_second_stop_quits_a_worker_whose_hand_back_hangs_and_nothing_is_lost(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str,
+        again: int) -> None:
+    """Ctrl-C on a worker whose master answers no more (stopped with ^Z, its host hung):
+    the hand-back waited for calls that time out, about 26 s in all, and a second Ctrl-C
+    changed nothing. Now the first says how to quit now, and the second quits; the
+    leases it held go back on the master's side, and another worker stores them."""
+    server = make_server()
+    site = setup_site(server, pages=2, images_per_page=12, image_delay=0.3)
+    out = tmp_path / "out"
+    master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), cwd=tmp_path)
+    with _stopped_at_the_end([master]) as processes:
+        address = wait_for_queue_address(master)
+        leaving = start_crawler("worker", address, "--out", str(out), "--threads", "4",
+                                cwd=tmp_path)
+        processes.append(leaving)
+        wait_until(lambda: len(manifest_lines(out)) >= 2, 30, "the first results")
+        master.send_signal(signal.SIGSTOP)
+        try:
+            leaving.send_signal(signal.SIGINT)
+            wait_for_output(leaving, "Ctrl-C again to quit now", 10)
+            started = time.monotonic()
+            leaving.send_signal(again)
+            assert leaving.wait(timeout=30) == 130
+            assert time.monotonic() - started < 3, "the second stop waited for the hand-back"
+        finally:
+            master.send_signal(signal.SIGCONT)
+        err = finish(leaving, 10)
+        assert "Traceback" not in err, err
+        assert err.strip().splitlines()[-1] == "crawler: interrupted", err
+        other = start_crawler("worker", address, "--out", str(out), "--threads", "8",
+                              cwd=tmp_path)
+        processes.append(other)
+        err = finish(master, 60)
+        assert master.returncode == 0, err
+        assert other.wait(timeout=30) == 0
+    check_complete(out, server.url, site)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_to_the_whole_process_group_lets_local_workers_hand_back(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str,
+        signum: int) -> None:
+    """Ctrl-C on a terminal (or kill -- -PGID) reaches the master and its local workers
+    at once; the master then stops them with SIGTERM too. That second signal is their
+    master's, not a second stop of the user's: they hand back what they hold, and leave
+    no 'interrupted' line in their logs."""
+    server = make_server()
+    site = setup_site(server, pages=3, images_per_page=20, image_delay=0.3)
+    out = tmp_path / "out"
+    args = ("master", server.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+            "--local-workers", "2", "--threads", "2")
+    master = subprocess.Popen(crawler_command(*args), cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+    with _stopped_at_the_end([master]):
+        wait_until(lambda: len(manifest_lines(out)) >= 4, 30, "the first results")
+        os.killpg(master.pid, signum)
+        err = finish(master, 30)
+    assert master.returncode == 130, err
+    wait_until(lambda: not _group_members(master.pid), 10, "the local workers' exit")
+    for log in out.glob("worker-*.log"):
+        assert "interrupted" not in log.read_text(), log.read_text()
+    rerun = run_crawler(*args, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    check_complete(out, server.url, site)
+
+
+def _group_members(group: int) -> list[int]:
+    """The live processes of process group ``group`` (zombies are not)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == group and fields[0] != "Z":
+                members.append(int(entry.name))
+    return members
+
+
 @pytest.mark.parametrize(("signum", "again"), [(signal.SIGINT, "Ctrl-C"),
                                                (signal.SIGTERM, "SIGTERM (or Ctrl-C)")])
 def test_sigint_on_the_master_saves_state_and_a_rerun_completes(

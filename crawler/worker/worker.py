@@ -174,6 +174,11 @@ class Worker:
         self.stop_reason = reason
         self._stop.set()
 
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop was asked for already (not the worker's own giving up)."""
+        return bool(self.stop_reason)
+
     def run(self) -> None:
         """Work until the master says the crawl is over, or a stop is asked for.
 
@@ -194,17 +199,24 @@ class Worker:
         if self._on_progress is not None:  # closed below, whatever happens
             self._notifier = Notifier(self._on_progress, self._stats_now(),
                                       on_error=self._stop.set)
+        quitting = False
         try:
             self._coordinate()
         except _Stopped:
             pass  # stopped while reconnecting: hand back below what can be handed back
+        except KeyboardInterrupt:
+            # Asked twice (a hand-back that hangs on a master that answers no more):
+            # leave now; its leases go back when the master finds this worker silent.
+            quitting = True
+            raise
         finally:
             self._stop.set()
-            self._stop_engine(ENGINE_END_WAIT)
-            self._hand_back(store)
-            # Partials of workers on this host that died (kill -9) are ours to remove.
-            with contextlib.suppress(StorageError):
-                store.clean_partials()
+            self._stop_engine(0.0 if quitting else ENGINE_END_WAIT)
+            if not quitting:
+                self._hand_back(store)  # (a second stop here leaves it, as above)
+                # Partials of workers on this host that died (kill -9) are ours to remove.
+                with contextlib.suppress(StorageError):
+                    store.clean_partials()
             if self._notifier is not None:
                 self._notifier.close(self._stats_now())
         if self._notifier is not None and self._notifier.error is not None:
@@ -251,7 +263,7 @@ class Worker:
             engine.close()
             if thread is not None:
                 thread.join(timeout=wait)
-                if thread.is_alive():
+                if thread.is_alive() and wait:
                     log.warning("the download engine did not end within %g s", wait)
         if self._redirects is not None:
             self._redirects.close()
