@@ -5,7 +5,10 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import os
 import shutil
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -90,6 +93,29 @@ def test_a_full_disk_is_said_for_both_files_and_leaves_no_half_copies(tmp_path: 
         with pytest.raises(StorageError, match="No space left on device"):
             files.close()
         assert files._results.closed and files._manifest.closed and files._pages.closed
+
+
+def test_a_second_ctrl_c_during_a_reruns_rewrite_leaves_no_half_copies(
+        tmp_path: Path) -> None:
+    """A rerun of a large crawl rewrites both files from the journal, for seconds; a
+    second Ctrl-C then (a KeyboardInterrupt, the first having asked for a stop) left
+    their half-written .partial copies beside them, up to the manifest's size."""
+    earlier = [outcome(f"http://a.example/{n}.png", True, size=n) for n in range(100)]
+    ResultFiles(tmp_path, earlier).close()
+    before = {name: (tmp_path / name).read_bytes() for name in ("results.log",
+                                                                  "manifest.jsonl")}
+
+    def interrupted_halfway() -> Iterator[Outcome]:
+        for n, one in enumerate(earlier):
+            if n == 50:
+                os.kill(os.getpid(), signal.SIGINT)  # Python's own handler: KeyboardInterrupt
+            yield one
+
+    with pytest.raises(KeyboardInterrupt):
+        ResultFiles(tmp_path, interrupted_halfway())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.jsonl", "pages.jsonl",
+                                                          "results.log"]
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
 
 
 @pytest.mark.parametrize("name", ["results.log", "manifest.jsonl", "pages.jsonl",

@@ -153,7 +153,9 @@ class ResultFiles:
                     self._put(outcome, results, manifest)
             partial_results.replace(self.results_path)
             partial_manifest.replace(self.manifest_path)
-        except OSError:  # a full disk, a folder in a file's place: leave no half copy
+        # A full disk, a folder in a file's place, a second Ctrl-C while a large crawl's
+        # files are rewritten: leave no half copy.
+        except BaseException:
             for partial in (partial_results, partial_manifest):
                 with contextlib.suppress(OSError):  # (a folder of that name stays)
                     if not partial.is_dir():
