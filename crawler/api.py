@@ -685,7 +685,7 @@ def run_worker(master: str | None, *, out: str | os.PathLike[str] | None = None,
     from crawler.board.manager import MasterClient
     from crawler.fetch.options import readable_path
     from crawler.master.authkey import load_authkey
-    from crawler.model.wire import LOCAL_WORKER_ENV
+    from crawler.model.wire import STOPPED_BY_ITS_MASTER_ENV
     from crawler.worker.worker import Worker, WorkerOptions
 
     if typing.TYPE_CHECKING:
@@ -733,7 +733,7 @@ def run_worker(master: str | None, *, out: str | os.PathLike[str] | None = None,
                 # A closed terminal sends two SIGHUPs or more; a local worker's master
                 # stops it with SIGTERM after the Ctrl-C that reached them both (and
                 # kills it if it hangs): neither is a user's second stop.
-                if signum == signal.SIGHUP or os.environ.get(LOCAL_WORKER_ENV):
+                if signum == signal.SIGHUP or os.environ.get(STOPPED_BY_ITS_MASTER_ENV):
                     return
                 raise KeyboardInterrupt  # asked twice: leave now, without the hand-back
             worker.stop(signals[signal.Signals(signum)])

@@ -34,6 +34,7 @@ from .conftest import (
     FixtureServer,
     Route,
     by_url,
+    crawler_command,
     fail_first,
     finish,
     free_port,
@@ -47,7 +48,7 @@ from .conftest import (
     wait_until,
 )
 from .redis_server import RedisServer, redis_server_path
-from .test_recovery import FAST_RETRIES, check_complete, gate_image, setup_site
+from .test_recovery import FAST_RETRIES, check_complete, gate_image, group_members, setup_site
 from .tls import make_ca
 
 
@@ -1538,6 +1539,34 @@ def test_a_master_stopped_with_ctrl_c_leaves_the_crawl_open_and_a_rerun_ends_it(
     again = run_crawler(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     check_complete(tmp_path / "out", server.url, site)
+
+
+def test_a_ctrl_c_to_the_process_group_lets_the_brokers_local_workers_hand_back(
+        make_server: Callable[[], FixtureServer], redis_server: RedisServer,
+        tmp_path: Path) -> None:
+    """Ctrl-C on a terminal reaches the master and its local workers at once; the master
+    then stops them with SIGTERM too: no second stop of the user's, which would quit a
+    worker without handing its images back (its log would say "interrupted")."""
+    server = make_server()
+    site = setup_site(server, pages=3, images_per_page=20, image_delay=0.3)
+    out = tmp_path / "out"
+    args = ("master", server.url + "/", "--broker", redis_server.url, "--crawl",
+            _crawl_name(), "--out", str(out), "--local-workers", "2", "--threads", "2")
+    master = subprocess.Popen(crawler_command(*args), cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_until(lambda: len(manifest_lines(out)) >= 4, 30, "the first results")
+        os.killpg(master.pid, signal.SIGINT)
+        err = finish(master, 30)
+    finally:
+        stop(master)
+    assert master.returncode == 130, err
+    wait_until(lambda: not group_members(master.pid), 10, "the local workers' exit")
+    for log in out.glob("worker-*.log"):
+        assert "interrupted" not in log.read_text(), log.read_text()
+    again = run_crawler(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    check_complete(out, server.url, site)
 
 
 def test_a_page_budget_on_the_broker_reads_that_many_pages(

@@ -702,7 +702,7 @@ def test_a_stop_to_the_whole_process_group_lets_local_workers_hand_back(
         os.killpg(master.pid, signum)
         err = finish(master, 30)
     assert master.returncode == 130, err
-    wait_until(lambda: not _group_members(master.pid), 10, "the local workers' exit")
+    wait_until(lambda: not group_members(master.pid), 10, "the local workers' exit")
     for log in out.glob("worker-*.log"):
         assert "interrupted" not in log.read_text(), log.read_text()
     rerun = run_crawler(*args, cwd=tmp_path)
@@ -710,7 +710,7 @@ def test_a_stop_to_the_whole_process_group_lets_local_workers_hand_back(
     check_complete(out, server.url, site)
 
 
-def _group_members(group: int) -> list[int]:
+def group_members(group: int) -> list[int]:
     """The live processes of process group ``group`` (zombies are not)."""
     members = []
     for entry in Path("/proc").iterdir():

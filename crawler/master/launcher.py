@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Protocol
 from crawler.config import BROKER_PASSWORD_ENV
 from crawler.errors import AuthkeyError, CrawlerError
 from crawler.master.authkey import ENV_VAR, Authkey, is_loopback
-from crawler.model.wire import LOCAL_WORKER_ENV
+from crawler.model.wire import LOCAL_WORKER_ENV, STOPPED_BY_ITS_MASTER_ENV
 
 if TYPE_CHECKING:
     from crawler.board.broker import BrokerAddress
@@ -222,6 +222,7 @@ class LocalWorkers:
                connect_wait: float = 30.0, gate: int | None = None) -> None:
         args = ["worker", *target, "--out", str(self._out_dir), "--threads", str(self._threads),
                 "--quiet", "--connect-wait", f"{connect_wait:g}"]
+        env = {**env, STOPPED_BY_ITS_MASTER_ENV: "1"}
         niceness = _worker_niceness()
         first = len(self._processes)
         for n in range(first, first + count):

@@ -30,6 +30,10 @@ from crawler.model.outcome import (
 # into its output folder, and must not serve another master that takes its port after
 # it died (same port, same key), whose images would land in the dead master's folder.
 LOCAL_WORKER_ENV = "CRAWLER_LOCAL_WORKER"
+# Set in the environment of every worker a master starts, of either queue: its master
+# stops it with SIGTERM as it ends, after the Ctrl-C that reached them both, so that a
+# second stop is no user's asking it to quit without handing its images back.
+STOPPED_BY_ITS_MASTER_ENV = "CRAWLER_STOPPED_BY_ITS_MASTER"
 
 
 class WorkerInfo(TypedDict):
