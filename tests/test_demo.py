@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import socket
+import struct
+import threading
+import time
+import urllib.request
 from collections import Counter
 
-from crawler.demo.site import SHAPES, build_site, picture
+import pytest
+
+from crawler.demo.site import SHAPES, SiteServer, build_site, picture
 from crawler.model.imagetype import dimensions, sniff
 
 
@@ -39,3 +46,26 @@ def test_broken_links_point_at_what_is_not_there() -> None:
     assert 'href="/page/gone.html"' in home and 'src="/images/gone.png"' in home
     assert "/page/gone.html" not in site.files and "/images/gone.png" not in site.files
     assert build_site().images == site.images
+
+
+def test_a_client_that_resets_its_connection_prints_no_traceback(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C on ``crawler demo`` stops its workers, whose downloads in flight reset their
+    connections: the demo's own server printed a traceback of ConnectionResetError per
+    connection, over the summary."""
+    site = build_site()
+    threads = threading.active_count()
+    with SiteServer(site) as server:
+        host, port = server.base_url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as client:
+            client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # half a request: read on
+            # Closed with a reset (no FIN), as a closed libcurl handle may leave it.
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # Served on: the reset connection's thread has ended by the time this is answered.
+        with urllib.request.urlopen(server.base_url + "/robots.txt", timeout=5) as answer:
+            assert answer.status == 200
+        deadline = time.monotonic() + 5
+        while threading.active_count() > threads + 1 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the reset connection's thread, until it has said its piece
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Exception occurred" not in err, err

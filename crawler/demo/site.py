@@ -12,6 +12,7 @@ knows its own ground truth: the set of image URLs a complete crawl must find.
 from __future__ import annotations
 
 import random
+import sys
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -142,12 +143,22 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # the demo's own progress is what the user wants to see
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A server that says nothing of a client gone mid-request: a stopped crawl's workers
+    reset the connections of their downloads in flight (Ctrl-C on the demo)."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):  # reset, broken pipe, aborted
+            return
+        super().handle_error(request, client_address)
+
+
 class SiteServer:
     """Serve a :class:`Site` on 127.0.0.1 (an OS-chosen port) from a daemon thread."""
 
     def __init__(self, site: Site) -> None:
         handler = type("SiteHandler", (_Handler,), {"site": site})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd = _QuietServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
         self.base_url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
