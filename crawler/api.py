@@ -661,6 +661,7 @@ def run_worker(master: str | None, *, out: str | os.PathLike[str] | None = None,
                progress: Callable[[int, int, int], None] | None = None,
                broker: BrokerAddress | None = None, crawl_name: str | None = None,
                on_signal_note: Callable[[int], None] | None = None,
+               on_quit_now: Callable[[], None] | None = None,
                **overrides: Any) -> WorkerSummary:
     """Download images for the master at ``master`` (``HOST:PORT``) into ``out`` until it
     says the crawl is over, or a signal stops it; return a :class:`WorkerSummary`.
@@ -735,7 +736,10 @@ def run_worker(master: str | None, *, out: str | os.PathLike[str] | None = None,
                 # kills it if it hangs): neither is a user's second stop.
                 if signum == signal.SIGHUP or os.environ.get(STOPPED_BY_ITS_MASTER_ENV):
                     return
-                raise KeyboardInterrupt  # asked twice: leave now, without the hand-back
+                worker.quit_now()  # asked twice: leave now, without the hand-back
+                if on_quit_now is not None:
+                    on_quit_now()  # (the command exits there: see crawler.cli)
+                raise KeyboardInterrupt
             worker.stop(signals[signal.Signals(signum)])
             if on_signal_note is not None:
                 on_signal_note(signum)

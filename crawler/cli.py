@@ -902,7 +902,8 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
                             authkey=authkey.key if authkey else None, progress=line.update,
                             broker=broker, crawl_name=args.crawl,
                             on_signal_note=lambda signum: _note_worker_stopping(
-                                signum, terminal)).stop_reason
+                                signum, terminal),
+                            on_quit_now=_quit_now).stop_reason
     finally:
         line.close()
     return _worker_stopped(reason) if reason else 0
@@ -919,6 +920,19 @@ def _note_worker_stopping(signum: int, terminal: list[int]) -> None:
     threading.Thread(target=log.info, daemon=True, args=(
         "stopping: handing the URLs this worker holds back to the master; %s again to "
         "quit now", again)).start()
+
+
+def _quit_now() -> NoReturn:
+    """A worker's second stop: exit from the signal handler itself. A KeyboardInterrupt
+    raised there is swallowed when it lands in a finalizer (a thread that just ended),
+    and the worker went on waiting for a master that answers no more. What it stored is
+    whole on disk; the master gives what it held to others once it finds it silent."""
+    with contextlib.suppress(OSError, ValueError):
+        live = sys.stderr.isatty()  # below the worker's live line, not on it
+        sys.stderr.write(("\n" if live else "") + "crawler: interrupted\n")
+        sys.stderr.flush()
+    logging.shutdown()  # a log file (-o) keeps its last lines
+    os._exit(EXIT_INTERRUPTED)
 
 
 def _worker_stopped(reason: str) -> int:

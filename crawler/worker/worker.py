@@ -15,10 +15,11 @@ import queue
 import random
 import secrets
 import shlex
+import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -68,6 +69,22 @@ class _Stopped(Exception):
 
 
 LINK_ERRORS = (OSError, EOFError)  # how a lost master shows itself on a proxy call
+# What stops a worker (see crawler.api.run_worker): handled in the main thread, which
+# makes the calls to the master. Blocked in the worker's other threads, so that the
+# kernel delivers them to the main one, where they cut a call short: one that reached
+# another thread waited out a call to a master that answers no more, up to its deadline.
+_STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+
+
+@contextlib.contextmanager
+def _deaf_to_stops() -> Iterator[None]:
+    """Threads started inside the block have the stop signals blocked (they inherit this
+    thread's mask)."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def call_deadline(crawl: CrawlInfo) -> float:
@@ -153,6 +170,7 @@ class Worker:
         # sent again unchanged, under the same number, after a reconnect.
         self._outstanding: tuple[int, int] | None = None
         self.stop_reason = ""
+        self._quitting = False  # asked to leave now, without the hand-back (quit_now)
         # Leases the master said went to others while we were silent: their downloads
         # are neither stored nor reported. Guarded by _answered, which is notified
         # on every answer; _asked_at is when the last answered exchange was sent.
@@ -179,6 +197,12 @@ class Worker:
         """Whether a stop was asked for already (not the worker's own giving up)."""
         return bool(self.stop_reason)
 
+    def quit_now(self) -> None:
+        """Leave without handing back (a second stop), as the KeyboardInterrupt the
+        caller raises next does; noted first, as Python swallows one raised while a
+        finalizer runs (said as "Exception ignored in"), and the hand-back went on."""
+        self._quitting = True
+
     def run(self) -> None:
         """Work until the master says the crawl is over, or a stop is asked for.
 
@@ -195,11 +219,12 @@ class Worker:
             return  # stopped while waiting for the master: nothing held, nothing to hand back
         store.clean_partials()
         self._start_engine(crawl)
-        threading.Thread(target=self._sync_loop, args=(store,), name="sync", daemon=True).start()
-        if self._on_progress is not None:  # closed below, whatever happens
-            self._notifier = Notifier(self._on_progress, self._stats_now(),
-                                      on_error=self._stop.set)
-        quitting = False
+        with _deaf_to_stops():
+            threading.Thread(target=self._sync_loop, args=(store,), name="sync",
+                             daemon=True).start()
+            if self._on_progress is not None:  # closed below, whatever happens
+                self._notifier = Notifier(self._on_progress, self._stats_now(),
+                                          on_error=self._stop.set)
         try:
             self._coordinate()
         except _Stopped:
@@ -207,18 +232,20 @@ class Worker:
         except KeyboardInterrupt:
             # Asked twice (a hand-back that hangs on a master that answers no more):
             # leave now; its leases go back when the master finds this worker silent.
-            quitting = True
+            self._quitting = True
             raise
         finally:
             self._stop.set()
-            self._stop_engine(0.0 if quitting else ENGINE_END_WAIT)
-            if not quitting:
+            self._stop_engine(0.0 if self._quitting else ENGINE_END_WAIT)
+            if not self._quitting:
                 self._hand_back(store)  # (a second stop here leaves it, as above)
                 # Partials of workers on this host that died (kill -9) are ours to remove.
                 with contextlib.suppress(StorageError):
                     store.clean_partials()
             if self._notifier is not None:
                 self._notifier.close(self._stats_now())
+        if self._quitting:
+            raise KeyboardInterrupt  # the one quit_now was for, swallowed on its way
         if self._notifier is not None and self._notifier.error is not None:
             raise self._notifier.error  # the callback's own: it stopped the worker
         if self.failure is not None:
@@ -236,10 +263,11 @@ class Worker:
             # Past this a download the engine has not reported is stuck: it may wait for a
             # slot behind downloads that each take up to the deadline, then take its own.
             self._stuck_after = 2 * (limits.deadline + limits.connect_timeout) + STUCK_GRACE
-            engine = self._engine = self._make_engine(self._store, limits, crawl)
-            thread = threading.Thread(target=self._run_engine, args=(engine,), name="engine",
-                                      daemon=True)
-            thread.start()
+            with _deaf_to_stops():  # the engine's threads too (libcurl's resolver's)
+                engine = self._engine = self._make_engine(self._store, limits, crawl)
+                thread = threading.Thread(target=self._run_engine, args=(engine,),
+                                          name="engine", daemon=True)
+                thread.start()
             self._engine_thread = thread
         except (BadCrawlInfo, ConfigError) as exc:
             # The master's rules cannot be read, or this host's proxy variable: said in one
@@ -714,7 +742,7 @@ class Worker:
         released = self._pending_releases
         self._collect(reports, released, wait=0.0)
         released.extend(set(self._held) - set(released))
-        if self._board is None:
+        if self._board is None or self._quitting:
             return
         handing_back = len(released)
         try:
