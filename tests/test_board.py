@@ -647,26 +647,6 @@ def test_crawl_delay_does_not_shorten_the_configured_host_delay(board: MakeBoard
     assert b.lease("w", 10, 0)["tasks"] == []
 
 
-def test_a_redirect_hop_takes_a_turn_of_its_targets_pace(board: MakeBoard) -> None:
-    """A hop waits for its host's turn as a lease does, a Crawl-delay it brings spaces
-    the host's images too, and their leases space the hops; no delay, no wait."""
-    clock = Clock()
-    b = board(clock, host_delay=0.0)
-    assert b.hop_turns("w", [("cdn", 3, 2.0), ("free", 5, 0.0)]) == [(1, 2.0), (5, 0.0)]
-    assert b.hop_turns("w", [("cdn", 2, 2.0)]) == [(0, 2.0)]
-    b.put("http://cdn/a.png", "cdn", None)
-    b.put("http://cdn/b.png", "cdn", None)
-    assert b.lease("w", 10, 0)["tasks"] == []  # the hop had the turn
-    clock.now += 2
-    assert len(b.lease("w", 10, 0)["tasks"]) == 1  # one image, and its delay
-    clock.now += 1
-    assert b.hop_turns("w", [("cdn", 1, 0.0)]) == [(0, 1.0)]  # the image's turn holds it
-    clock.now += 1
-    assert b.hop_turns("w", [("cdn", 1, 0.0)]) == [(1, 0.0)]
-    assert b.lease("w", 10, 0)["tasks"] == []
-    assert b.hop_turns("w", []) == []
-
-
 def test_the_boards_paces_may_be_shared_with_the_pages_requests() -> None:
     """Embedded, the master's page requests take turns of the same paces: a page's turn
     or hold keeps images back, and an image's Retry-After holds the pages."""

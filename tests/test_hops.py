@@ -34,14 +34,8 @@ from crawler.master.robots import Robots
 from crawler.master.scope import Scope
 from crawler.model.imagescope import ImageScope
 from crawler.model.outcome import Attempt, FailureKind
-from crawler.model.wire import (
-    HopWantsRefused,
-    hop_wants_from_wire,
-    image_scope_from_wire,
-    limits_from_wire,
-    robots_rules_from_wire,
-)
-from crawler.worker.hops import OUT_OF_SCOPE, HopTurns, RedirectCheck, RobotsReader
+from crawler.model.wire import image_scope_from_wire, limits_from_wire, robots_rules_from_wire
+from crawler.worker.hops import OUT_OF_SCOPE, RedirectCheck, RobotsReader
 from crawler.worker.sink import sinks_into
 from crawler.worker.store import Store
 from crawler.worker.worker import Worker, WorkerOptions
@@ -263,41 +257,6 @@ def test_the_image_scope_crosses_the_wire_as_text_and_is_checked_on_arrival() ->
         robots_rules_from_wire({"respect": True, "timeout": float("nan")})
     with pytest.raises(BadCrawlInfo, match="not true or false"):
         robots_rules_from_wire({"respect": "yes", "timeout": 3})
-
-
-def test_a_workers_ask_for_hop_turns_is_checked_on_arrival() -> None:
-    assert hop_wants_from_wire([["cdn:8080", 2, 1]]) == [("cdn:8080", 2, 1.0)]
-    for bad in ([["cdn", 0, 1.0]], [["cdn", 1, float("nan")]], [["", 1, 0.0]],
-                [["cdn", True, 0.0]], [["cdn", 1]], "cdn", [["cdn", 1, -1.0]]):
-        with pytest.raises(HopWantsRefused, match=r"not a (list|\(host, count, delay\))"):
-            hop_wants_from_wire(bad)
-    assert robots_rules_from_wire({"respect": True, "timeout": 3, "max_delay": 2})[
-        "max_delay"] == 2.0
-    with pytest.raises(BadCrawlInfo, match="longest Crawl-delay of 'x'"):
-        robots_rules_from_wire({"respect": True, "timeout": 3, "max_delay": "x"})
-
-
-def test_hops_waiting_for_a_turn_go_as_the_board_gives_turns() -> None:
-    """In order, as many as given; asked again only when the board said; one that waited
-    past the download deadline (its transfer cut) takes no turn."""
-    now = [0.0]
-    turns = HopTurns(deadline=10.0, clock=lambda: now[0])
-    went: list[str] = []
-
-    def verdict_of(name: str) -> Callable[[str | None], None]:
-        return lambda refusal: went.append(f"{name}:{refusal}")
-
-    for name in ("a", "b", "c"):
-        turns.ask(f"http://cdn:81/{name}.png", 0.5 if name == "b" else 0.0, verdict_of(name))
-    wants = turns.wanted()
-    assert wants == [("cdn:81", 3, 0.5)]
-    turns.answered(wants, [(1, 2.0)])
-    assert went == ["a:None"]
-    now[0] = 1.0
-    assert turns.wanted() == []  # the board said 2 s
-    now[0] = 11.0  # past the deadline of the two left
-    assert turns.wanted() == [] and turns.waiting() == 0
-    assert went == ["a:None"]
 
 
 def test_download_limits_cross_the_wire_and_are_checked_on_arrival() -> None:

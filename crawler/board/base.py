@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from crawler.model.outcome import Attempt
-from crawler.model.wire import HopTurn, HopWant, LeaseAnswer
+from crawler.model.wire import LeaseAnswer
 
 CLASSIC = "classic"
 """The holder of URLs handed to tutorial-style workers, which have no name of their own."""
@@ -65,13 +65,6 @@ class Board(Protocol):
 
     def heartbeat(self, worker: str) -> bool:
         """Renew every lease ``worker`` holds. False: the crawl is over (nothing to renew for)."""
-        ...
-
-    def hop_turns(self, worker: str, wants: list[HopWant]) -> list[HopTurn]:
-        """Take turns of the hosts ``worker``'s images redirect to, in the paces their
-        images are leased by (a host's delay, raised by ``HopWant``'s Crawl-delay as
-        ``set_host_delay`` does, and its holds): for each want, how many of its hops
-        may go now, and the seconds until its host may be asked again for the rest."""
         ...
 
     def reap(self) -> int:

@@ -44,15 +44,12 @@ from crawler.errors import AuthenticationFailed, BindError, QueueError
 from crawler.model.outcome import MAX_REASON_CHARS, Attempt, FailureKind
 from crawler.model.wire import (
     CrawlInfo,
-    HopTurn,
-    HopWant,
     LeaseAnswer,
     Report,
     ReportRefused,
     Status,
     WorkerInfo,
     attempt_from_report,
-    hop_wants_from_wire,
 )
 
 if TYPE_CHECKING:  # the master's side only: a worker imports this module for its client
@@ -326,11 +323,6 @@ class BoardView:
 
     def heartbeat(self, worker: str) -> bool:
         return self._board.heartbeat(worker)
-
-    def hop_turns(self, worker: str, wants: list[HopWant]) -> list[HopTurn]:
-        """Turns of the hosts ``worker``'s images redirect to (``TaskBoard.hop_turns``);
-        HopWantsRefused (to the worker) for a malformed ask."""
-        return self._board.hop_turns(worker, hop_wants_from_wire(wants))
 
     def cookies(self, worker: str, since: int) -> tuple[int, list[str]]:
         """The cookies the crawl's pages set that came after version ``since``, and the

@@ -33,7 +33,7 @@ from crawler.config import DEFAULTS, Settings
 from crawler.model.cookies import MAX_COOKIES, cookie_key
 from crawler.model.outcome import Attempt, one_line
 from crawler.model.pacing import Pace, Paces
-from crawler.model.wire import HopTurn, HopWant, LeaseAnswer, WorkerInfo
+from crawler.model.wire import LeaseAnswer, WorkerInfo
 
 log = logging.getLogger(__name__)
 
@@ -261,26 +261,6 @@ class TaskBoard:
         with self._cond:
             lane = self._lanes.get(host) or self._new_lane(host)
             lane.pace.slow_to(seconds)
-
-    def hop_turns(self, worker: str, wants: list[HopWant]) -> list[HopTurn]:
-        """Turns for the redirect hops of ``worker``'s images, taken of their target
-        hosts' paces as an image's lease takes its host's (see ``HopWant``).
-
-        Each want's answer: how many of its hops may go now, and the seconds until
-        the host may be asked again for the rest. No lock of the board: paces are
-        safe to share, and nothing else of the board changes."""
-        now = self._clock()
-        answers: list[HopTurn] = []
-        for host, count, delay in wants:
-            pace = self._paces.of(host)
-            if delay:
-                pace.slow_to(delay)
-            granted = 0
-            while granted < count and pace.take(now):  # no delay: all; else one at most
-                granted += 1
-            wait = 0.0 if granted == count else max(0.0, pace.image_due(now) - now)
-            answers.append((granted, wait))
-        return answers
 
     def pages_over(self) -> None:
         """Every page is read and its images put: an idle worker's answer waits for no

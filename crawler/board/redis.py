@@ -98,7 +98,7 @@ from crawler.errors import BrokerError, BrokerRefused, BrokerUnreachable, CrawlG
 from crawler.model.cookies import MAX_COOKIES, cookie_key
 from crawler.model.outcome import Attempt, one_line
 from crawler.model.urls import host_key_of_normalized
-from crawler.model.wire import HopTurn, HopWant, LeaseAnswer, WorkerInfo
+from crawler.model.wire import LeaseAnswer, WorkerInfo
 
 if TYPE_CHECKING:
     from crawler.board.base import Board
@@ -339,17 +339,6 @@ class RedisBoard:
     @_translated
     def set_host_delay(self, host: str, seconds: float) -> None:
         self._run("set_host_delay", [host, repr(float(seconds))])
-
-    @_translated
-    def hop_turns(self, worker: str, wants: list[HopWant]) -> list[HopTurn]:
-        """Turns of the hosts ``worker``'s images redirect to (``Board.hop_turns``)."""
-        if not wants:
-            return []
-        args = [self._now(), repr(float(self.policy.host_delay))]
-        for host, count, delay in wants:
-            args += [host, str(count), repr(float(delay))]
-        flat = self._run("hop_turns", args)
-        return [(int(flat[at]), float(flat[at + 1])) for at in range(0, len(flat), 2)]
 
     @_translated
     def publish_cookies(self, lines: list[str]) -> int:

@@ -557,35 +557,6 @@ local current = tonumber(redis.call('HGET', DELAY, ARGV[1]) or '0')
 if tonumber(ARGV[2]) > current then redis.call('HSET', DELAY, ARGV[1], ARGV[2]) end
 return 0
 
--- @script hop_turns: now, host_delay, then host, count, delay for each host a worker's
--- image redirects go to -> for each: hops that may go now, seconds until the host may
--- be asked again. A hop takes its host's turn as a lease does (take); a Crawl-delay
--- the worker read raises the host's delay as set_host_delay does.
-if crawl_gone(KEYS[2]) then return redis.error_reply(CRAWL_GONE) end
-local now = now_from(ARGV[1])
-local host_delay = tonumber(ARGV[2])
-local answer = {}
-for at = 3, #ARGV, 3 do
-  local host, count, asked = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
-  if asked > host_time(DELAY, host) then
-    HOST_TIMES[DELAY][host] = asked
-    redis.call('HSET', DELAY, host, num(asked))
-  end
-  local delay = math.max(host_delay, host_time(DELAY, host))
-  local granted = 0
-  if host_time(NEXT, host) <= now then
-    granted = count  -- no delay: every hop at once
-    if delay > 0 then
-      granted = 1
-      hold_host(host, now + delay)
-    end
-  end
-  table.insert(answer, granted)
-  -- (a string: a Lua number goes back to Redis as an integer)
-  table.insert(answer, granted == count and '0' or num(math.max(0, host_time(NEXT, host) - now)))
-end
-return answer
-
 -- @script reap: now, policy -> how many leases expired
 if crawl_gone(KEYS[2]) then return 0 end  -- no writes
 local now = now_from(ARGV[1])

@@ -233,19 +233,14 @@ class EasyClient:
                 turns.release()
 
     def follow(self, url: str, *, hops: int, may_follow: Callable[[str], bool], accept: str,
-               max_bytes: int, timeout: float,
-               wait_turn: Callable[[str], float] | None = None) -> Reply:
+               max_bytes: int, timeout: float) -> Reply:
         """GET ``url`` and follow its redirects, ``hops`` of them at most, to the URLs
         ``may_follow`` allows, all within one ``timeout``. Each hop is a :meth:`get` (the
         address guard on each). The reply is the last hop's (``reply.url``): still a
-        redirect when its target was refused or no hop was left. ``wait_turn(url)``, called
-        before each request (its host's pace), returns the seconds it waited: a wait is
-        not counted in ``timeout``, which is for the requests."""
+        redirect when its target was refused or no hop was left."""
         deadline = time.monotonic() + timeout
         current = url
         for hop in range(hops + 1):
-            if wait_turn is not None:
-                deadline += wait_turn(current)
             reply = self.get(current, accept=accept, max_bytes=max_bytes,
                              timeout=max(0.001, deadline - time.monotonic()), first_url=url)
             location = reply.headers.get("location")

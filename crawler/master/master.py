@@ -323,10 +323,8 @@ class Master:
                          policy=self._policy.to_wire(),
                          user_agent=self._settings.crawl.user_agent,
                          image_scope=self._scope.images.to_wire(),
-                         robots=RobotsRules(
-                             respect=self._settings.crawl.respect_robots,
-                             timeout=self._settings.crawl.page_timeout,
-                             max_delay=self._settings.politeness.max_crawl_delay),
+                         robots=RobotsRules(respect=self._settings.crawl.respect_robots,
+                                            timeout=self._settings.crawl.page_timeout),
                          lease_timeout=self._settings.queue.lease_timeout,
                          worker_silence=self._settings.queue.worker_silence)
         if self._options.broker is None:
@@ -612,12 +610,10 @@ class Master:
             self._call.serve(self._server)
         elif self._options.broker is not None:
             self._call.serve_on_broker(self._options.broker, BROKER_WAIT + 10)
-        # The paces of the page loop's requests, which the style sheets' requests go by too.
-        paces = self._paces or Paces(settings.politeness.host_delay)
         stylesheets = Stylesheets(
             session, timeout=settings.crawl.page_timeout, max_bytes=settings.crawl.max_page_bytes,
             may_read=reading_rule(self._scope.allows_stylesheet, robots),
-            retries=self._board.policy, paces=paces, crawl_delay=robots.known_delay)
+            retries=self._board.policy)
         visitor = PageVisitor(settings.crawl, client=session, robots=robots, scope=self._scope,
                               parser=self._parser, stylesheets=stylesheets,
                               slow_host=self._board.set_host_delay,
@@ -631,7 +627,7 @@ class Master:
                          share=session.share, watch=session.jar_watch,
                          concurrency=PAGES_IN_HAND * settings.crawl.page_concurrency,
                          fetches=settings.crawl.page_concurrency,
-                         delay=settings.politeness.host_delay, paces=paces)
+                         delay=settings.politeness.host_delay, paces=self._paces)
         self._pages = pages
         return _Pipeline(session, robots, stylesheets, pages, frontier)
 

@@ -10,12 +10,6 @@ about one page deadline; one that cannot be read costs only its own images,
 with a warning. A sheet the crawl may not read (another site's, a font
 service's) is settled as soon as that is known, so that the pages linking it
 are judged without waiting, like the others.
-
-Each request of a sheet (a try, a redirect's hop) is a request to its host and
-waits for the host's turn, in the paces the page loop's requests go by (the
-host's delay, raised by its Crawl-delay, and its holds); a sheet's backoff
-(a 5xx, a 429, its ``Retry-After``) holds the host in turn. A sheet whose turn does not come within
-its deadline is not read now: the next page that links it asks again.
 """
 
 from __future__ import annotations
@@ -34,8 +28,6 @@ from crawler.fetch.policy import (
     transient_status,
 )
 from crawler.master.once import NotYet, Once
-from crawler.model.pacing import Paces
-from crawler.model.urls import host_key
 from crawler.parse.css import decode_stylesheet, stylesheet_urls
 from crawler.parse.encodings import charset_param
 
@@ -51,9 +43,6 @@ MAX_REMEMBERED = 4096  # sets of sheets whose images are kept, not read again
 Refs = tuple[tuple[str, ...], tuple[str, ...]]  # a sheet's (images, imports)
 # Whether a sheet may be read: True; False, not in this crawl; None, not yet (ask again).
 MayRead = Callable[[str], "bool | None"]
-# A URL's host's Crawl-delay, once its robots.txt is read (None: none, or not read yet).
-CrawlDelay = Callable[[str], "float | None"]
-MAX_TURN_LOOKS = 10_000  # looks at a host's pace while a sheet waits (each sleeps till due)
 
 
 class Retries(Protocol):
@@ -90,13 +79,8 @@ class Stylesheets:
     """The images of style sheets, each sheet fetched once however many pages link it."""
 
     def __init__(self, client: EasyClient, *, may_read: MayRead,
-                 timeout: float, max_bytes: int, retries: Retries | None = None,
-                 paces: Paces | None = None, crawl_delay: CrawlDelay | None = None) -> None:
-        """``paces``: the hosts' paces each request waits for (None: none is paced);
-        ``crawl_delay`` raises a host's delay to its robots.txt's."""
+                 timeout: float, max_bytes: int, retries: Retries | None = None) -> None:
         self._client = client
-        self._paces = paces
-        self._crawl_delay = crawl_delay
         self._may_read = may_read  # scope and robots.txt
         self._timeout = timeout
         self._max_bytes = max_bytes
@@ -181,13 +165,9 @@ class Stylesheets:
         started = time.monotonic()
         tries = 1
         while True:
-            try:
-                reply = self._client.follow(url, hops=MAX_REDIRECTS, may_follow=may_follow,
-                                            accept=ACCEPT_CSS, max_bytes=self._max_bytes,
-                                            timeout=self._timeout, wait_turn=self._wait_turn)
-            except _NoTurn as exc:
-                log.info("style sheet %s: %s; read when a page links it again", url, exc)
-                raise NotYet from exc
+            reply = self._client.follow(url, hops=MAX_REDIRECTS, may_follow=may_follow,
+                                        accept=ACCEPT_CSS, max_bytes=self._max_bytes,
+                                        timeout=self._timeout)
             if not _passing(reply) or self._retries is None:
                 break
             if tries >= self._retries.max_attempts:
@@ -203,7 +183,6 @@ class Stylesheets:
                 return (), ()
             log.info("style sheet %s: %s; trying again in %.1f s (try %d of %d)", url,
                      _failure(reply), pause, tries + 1, self._retries.max_attempts)
-            self._hold(reply.url, pause)
             if self._closed.wait(pause):
                 return (), ()
             tries += 1
@@ -228,38 +207,6 @@ class Stylesheets:
                                  self._referrers.get(url))
         refs = stylesheet_urls(text, reply.url)
         return refs.images, refs.imports
-
-
-    def _wait_turn(self, url: str) -> float:
-        """Wait for the turn of ``url``'s host (as a page does); the seconds waited.
-        Raises _NoTurn when it does not come within the sheet's deadline, or on close."""
-        if self._paces is None:
-            return 0.0
-        pace = self._paces.of(host_key(url))
-        delay = self._crawl_delay(url) if self._crawl_delay is not None else None
-        if delay:
-            pace.slow_to(delay)
-        started = time.monotonic()
-        for _ in range(MAX_TURN_LOOKS):
-            now = time.monotonic()
-            if pace.take(now, page=True):  # read for a page, which waits for it
-                return now - started
-            if now - started > self._timeout:
-                break
-            if self._closed.wait(min(self._timeout, max(0.001, pace.next_time - now))):
-                raise _NoTurn("the crawl is stopping")
-        raise _NoTurn(f"its host {host_key(url)} gave no turn within {self._timeout:g} s"
-                      " (its Crawl-delay, or a Retry-After, and other requests before it)")
-
-    def _hold(self, url: str, pause: float) -> None:
-        """A 5xx or 429 is about the host: its backoff holds the host, as a page's does
-        (its pages and, where shared, its images)."""
-        if self._paces is not None:
-            self._paces.of(host_key(url)).hold(time.monotonic() + pause)
-
-
-class _NoTurn(Exception):
-    """A sheet's host gave it no turn in time: the sheet is not read now."""
 
 
 def _passing(reply: Reply) -> bool:

@@ -7,10 +7,7 @@ Retry-After or a 5xx). In the embedded mode the master's page loop (when a
 page's first request goes) and the board (when an image is leased to a worker)
 share one pace per host, so that the delay spaces every request to the host and
 a hold from either side holds both; the page frontier keeps paces of its own
-for when a page is handed to the page loop, which is no request. A style
-sheet's request takes a turn as a page's does, and the redirect hop of an image
-(followed by its worker) one of its target host's pace, from the board, as a
-lease does.
+for when a page is handed to the page loop, which is no request.
 
 Shared, pages and images take turns: while a page waits for the host, an
 image leaves it the turn after an image's. Otherwise the workers, woken the

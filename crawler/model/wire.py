@@ -15,7 +15,7 @@ import re
 from collections.abc import Collection, Mapping
 from typing import Any, NotRequired, TypedDict
 
-from crawler.config import DEFAULTS, Limits, setting_value
+from crawler.config import Limits, setting_value
 from crawler.errors import BadCrawlInfo, ConfigError
 from crawler.model.imagescope import ImagePatterns, ImageScope
 from crawler.model.outcome import (
@@ -52,7 +52,6 @@ class RobotsRules(TypedDict):
 
     respect: bool  # crawl.respect_robots
     timeout: float  # seconds a robots.txt may take in all (crawl.page_timeout)
-    max_delay: NotRequired[float]  # the longest Crawl-delay obeyed (politeness.max_crawl_delay)
 
 
 class CrawlInfo(TypedDict):
@@ -93,36 +92,6 @@ class LeaseAnswer(TypedDict):
     # The version of the cookies the crawl's pages set, once they set any: a worker whose
     # jar is older fetches what came since (``cookies``) before it starts these tasks.
     cookies: NotRequired[int]
-
-
-# A worker's ask for the turns of one host its images' redirects go to: (host_key,
-# how many hops wait for it, the host's Crawl-delay as the worker read it, 0 for none).
-HopWant = tuple[str, int, float]
-# The board's answer to one: (how many of the hops may go now, seconds until the host
-# may be asked again for the rest).
-HopTurn = tuple[int, float]
-MAX_HOP_WANTS = 1024  # hosts asked about in one call; a worker asks for far fewer
-
-
-class HopWantsRefused(ValueError):
-    """A worker's ask for redirect turns that the board does not answer; says why."""
-
-
-def hop_wants_from_wire(data: object) -> list[HopWant]:
-    """The hop turns a worker asks for (``HopWant``); HopWantsRefused if malformed."""
-    if not isinstance(data, list | tuple) or len(data) > MAX_HOP_WANTS:
-        raise HopWantsRefused(f"not a list of at most {MAX_HOP_WANTS} (host, count, delay)")
-    wants: list[HopWant] = []
-    for want in data:
-        if not isinstance(want, list | tuple) or len(want) != 3:
-            raise HopWantsRefused(f"not a (host, count, delay): {str(want)[:80]!r}")
-        host, count, delay = want
-        if (not isinstance(host, str) or not host or type(count) is not int or count < 1
-                or not isinstance(delay, int | float) or isinstance(delay, bool)
-                or not math.isfinite(delay) or delay < 0):
-            raise HopWantsRefused(f"not a (host, count, delay): {str(want)[:80]!r}")
-        wants.append((host, count, float(delay)))
-    return wants
 
 
 class Report(TypedDict, total=False):
@@ -269,7 +238,7 @@ def image_scope_from_wire(data: object) -> ImageScope:
 
 def robots_rules_from_wire(data: object) -> RobotsRules:
     """The robots.txt rules a master sent; BadCrawlInfo if malformed."""
-    if not isinstance(data, dict) or set(data) - {"max_delay"} != {"respect", "timeout"}:
+    if not isinstance(data, dict) or set(data) != {"respect", "timeout"}:
         raise BadCrawlInfo("the master sent no robots.txt rules ('respect' and 'timeout')")
     respect, timeout = data["respect"], data["timeout"]
     if not isinstance(respect, bool):
@@ -278,20 +247,7 @@ def robots_rules_from_wire(data: object) -> RobotsRules:
             or not math.isfinite(timeout) or timeout <= 0):
         raise BadCrawlInfo(f"the master sent a robots.txt timeout of {str(timeout)[:40]!r}, "
                            "not a positive number of seconds")
-    rules = RobotsRules(respect=respect, timeout=float(timeout))
-    if "max_delay" in data:  # (an older master's have none: the default is taken)
-        max_delay = data["max_delay"]
-        if (not isinstance(max_delay, int | float) or isinstance(max_delay, bool)
-                or not math.isfinite(max_delay) or max_delay < 0):
-            raise BadCrawlInfo(f"the master sent a longest Crawl-delay of "
-                               f"{str(max_delay)[:40]!r}, not a number of seconds")
-        rules["max_delay"] = float(max_delay)
-    return rules
-
-
-def max_crawl_delay(rules: RobotsRules) -> float:
-    """The longest Crawl-delay the crawl obeys (a longer one is taken as this)."""
-    return rules.get("max_delay", DEFAULTS.politeness.max_crawl_delay)
+    return RobotsRules(respect=respect, timeout=float(timeout))
 
 
 def is_image_path(path: str) -> bool:

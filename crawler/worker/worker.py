@@ -53,10 +53,9 @@ from crawler.model.wire import (
     crawl_info_from_wire,
     image_scope_from_wire,
     limits_from_wire,
-    max_crawl_delay,
     robots_rules_from_wire,
 )
-from crawler.worker.hops import HopTurns, RedirectCheck, RobotsReader
+from crawler.worker.hops import RedirectCheck, RobotsReader
 from crawler.worker.notifier import Notifier
 from crawler.worker.reports import ReportWindow
 from crawler.worker.sink import failure, kept_instead, sinks_into, too_slow
@@ -163,7 +162,6 @@ class Worker:
         # again counts anew; lines added twice change nothing).
         self._jar_version = 0
         self._redirects: RedirectCheck | None = None  # the engine's check of redirect targets
-        self._unpaced_hops = False  # the master takes no hop turns (an older one): none asked
         self._pending_releases: list[str] = []  # URLs to give back, kept across reconnects
         self._number = 0  # of our last exchange with the master: they only go up
         # How many of the pending reports and releases an unanswered exchange carried:
@@ -467,12 +465,6 @@ class Worker:
                 came_back = True
             last_turn = turn
             self._collect(reports, released, wait=(gather or 0.02) if self._held else 0.0)
-            try:
-                self._ask_hop_turns()
-            except LINK_ERRORS as exc:
-                self._link_lost(exc)
-                last_holding = 0.0
-                continue
             if since_boot() - last_holding >= HOLDING_EVERY:
                 self._report_stuck(reports)
             gather = window.left(reports=len(reports), downloading=len(self._held),
@@ -505,7 +497,11 @@ class Worker:
                     self._adopt(self._hello())
                 self._take_cookies(answer)
             except LINK_ERRORS as exc:
-                self._link_lost(exc)
+                log.warning("lost %s (%s); reconnecting", self._client.where,
+                            exc.__class__.__name__)
+                # A master started again (or another one on its port) may have other
+                # settings, or be another crawl: its rules from now on.
+                self._adopt(self._connect(first=False))
                 last_holding = 0.0  # a lost answer may have leased us URLs we never saw
                 continue
             if holding:
@@ -529,35 +525,6 @@ class Worker:
             if ask:
                 last_answered = bool(answer["tasks"])
                 self._take(answer["tasks"])
-
-    def _link_lost(self, exc: BaseException) -> None:
-        log.warning("lost %s (%s); reconnecting", self._client.where, exc.__class__.__name__)
-        # A master started again (or another one on its port) may have other
-        # settings, or be another crawl: its rules from now on.
-        self._adopt(self._connect(first=False))
-
-    def _ask_hop_turns(self) -> None:
-        """Ask the board for the turns of the hosts parked redirect hops wait for (only
-        while some wait: an image with no redirect costs nothing here). A lost link
-        raises as an exchange's does: the connection may hold half an answer."""
-        turns = self._redirects.turns if self._redirects is not None else None
-        if turns is None:
-            return
-        wants = turns.wanted()
-        if not wants:
-            return
-        if self._unpaced_hops:
-            turns.answered(wants, [(count, 0.0) for _, count, _ in wants])
-            return
-        try:
-            answer = self._board.hop_turns(self._id, wants)
-        except AttributeError:
-            log.warning("%s does not pace redirects (an older version): an image's "
-                        "redirect goes at once, outside its host's pace", self._client.where)
-            self._unpaced_hops = True
-            turns.answered(wants, [(count, 0.0) for _, count, _ in wants])
-            return
-        turns.answered(wants, [(int(granted), float(wait)) for granted, wait in answer])
 
     def _crawl_silence(self) -> float:
         """Seconds without a call after which the master gives this worker's leases away."""
@@ -804,19 +771,19 @@ class Worker:
 
     @staticmethod
     def _redirect_check(crawl: CrawlInfo, policy: AddressPolicy, request: RequestOptions,
-                        limits: Limits) -> RedirectCheck:
-        """The crawl's image scope, robots.txt and the hosts' paces, for the redirects
-        images take. Raises BadCrawlInfo if the master's rules are bad."""
+                        limits: Limits) -> RedirectCheck | None:
+        """The crawl's image scope and robots.txt, for the redirects images take (None:
+        every target may be followed). Raises BadCrawlInfo if the master's rules are bad."""
         scope = image_scope_from_wire(crawl.get("image_scope"))
         robots = robots_rules_from_wire(crawl.get("robots"))
+        if scope.open and not robots["respect"]:
+            return None
         reader = None
         if robots["respect"]:
             client = EasyClient(policy, request, connect_timeout=limits.connect_timeout,
                                 ca_file=None if request.ca_bundle else default_ca_file())
-            reader = RobotsReader(client, crawl["user_agent"], robots["timeout"],
-                                  max_delay=max_crawl_delay(robots))
-        # Every hop waits for its host's turn, asked of the board by _ask_hop_turns.
-        return RedirectCheck(scope, reader, HopTurns(limits.deadline))
+            reader = RobotsReader(client, crawl["user_agent"], robots["timeout"])
+        return RedirectCheck(scope, reader)
 
     def _run_engine(self, engine: Engine) -> None:
         """The engine thread. If the engine fails, the worker stops and hands its URLs back."""
