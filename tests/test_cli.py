@@ -1099,3 +1099,19 @@ def test_a_master_starting_beside_another_never_reads_its_key_half_written(
     assert isinstance(keys["second"], bytes) and keys["second"] == keys["first"], keys
     assert (tmp_path / "out" / "authkey").read_bytes() == keys["first"]
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["authkey"]  # no draft left
+
+
+def test_a_master_refused_for_a_folder_in_use_leaves_the_key_it_made(tmp_path: Path) -> None:
+    """Two masters started together on a new folder: one made the key, the other read it
+    and took the lock. The one refused for the folder in use must not take that key
+    away: the running master and the workers it told to use the file need it."""
+    from crawler.errors import OutputFolderInUse, UsageError
+    from crawler.master import authkey as authkey_module
+
+    made = authkey_module.master_authkey(None, tmp_path / "out", keep=True)
+    assert made.fresh
+    authkey_module.forget_if_refused(made, OutputFolderInUse("another master crawls into it"))
+    assert (tmp_path / "out" / "authkey").read_bytes() == made.key
+    # Any other refusal as it starts still leaves nothing behind.
+    authkey_module.forget_if_refused(made, UsageError("no seed URL"))
+    assert not (tmp_path / "out").exists()

@@ -20,7 +20,13 @@ import stat
 from pathlib import Path
 from typing import NamedTuple
 
-from crawler.errors import AuthkeyError, BindError, CrawlerError, StorageError
+from crawler.errors import (
+    AuthkeyError,
+    BindError,
+    CrawlerError,
+    OutputFolderInUse,
+    StorageError,
+)
 from crawler.model.folders import make_folder
 
 log = logging.getLogger(__name__)
@@ -133,7 +139,9 @@ def forget_if_refused(authkey: Authkey, error: BaseException) -> None:
     made for the key, so that nothing is left half-created."""
     refused = isinstance(error, BindError) or (
         isinstance(error, CrawlerError) and error.exit_code == AuthkeyError.exit_code)
-    if not (refused and authkey.fresh):
+    # Refused for the folder another master holds: the key may be that master's now (two
+    # started together on a new folder: one made it, the other read it and took the lock).
+    if not (refused and authkey.fresh) or isinstance(error, OutputFolderInUse):
         return
     Path(authkey.source).unlink(missing_ok=True)
     for folder in authkey.folders_made:  # deepest first; one holding anything else stays
