@@ -523,6 +523,11 @@ def test_bad_request_settings_are_one_clear_error(tmp_path: Path) -> None:
     (tmp_path / "bad-netrc").write_text("machine\n")
     with pytest.raises(ConfigError, match=r"http\.netrc"):
         options_from(tmp_path, netrc=str(tmp_path / "bad-netrc"))
+    # A home that is not known here ("~user" of no such user) is a setting to mend, not a
+    # traceback: any file setting, the worker's own client certificate among them.
+    for key in ("cookies", "ca_bundle", "netrc", "client_cert"):
+        with pytest.raises(ConfigError, match=rf"http\.{key}: cannot read ~nosuchuser-x/f"):
+            options_from(tmp_path, **{key: "~nosuchuser-x/f"})
     result = run_crawler("master", "http://127.0.0.1:1/", "--header", "nonsense",
                          "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert result.returncode == 2 and "--header 'nonsense': not a header" in result.stderr

@@ -166,9 +166,18 @@ def _read_text(path: str, key: str) -> str:
     try:
         # utf-8-sig: a byte-order mark (Windows editors write one) is no part of the text;
         # kept, it was the first cookie's domain, and that cookie went nowhere.
-        return Path(path).expanduser().read_text(encoding="utf-8-sig", errors="replace")
+        return _expanded(path, key).read_text(encoding="utf-8-sig", errors="replace")
     except OSError as exc:
         raise ConfigError(f"{key}: cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def _expanded(path: str, key: str) -> Path:
+    """``path`` with ``~`` or ``~user`` expanded; ConfigError for a user (or a home)
+    that is not known here."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError as exc:  # "~nosuchuser", or "~" with no HOME and no passwd entry
+        raise ConfigError(f"{key}: cannot read {path}: {exc}") from exc
 
 
 def _read_cookies(path: str, headers: tuple[str, ...]) -> str:
@@ -254,7 +263,7 @@ def readable_path(path: str, key: str) -> str:
     if not path:
         return path
     _read_text(path, key)
-    return str(Path(path).expanduser().absolute())
+    return str(_expanded(path, key).absolute())
 
 
 class _FirstEntries(dict[str, Any]):
@@ -276,7 +285,7 @@ def _read_netrc(path: str) -> tuple[tuple[str, str, str], ...]:
             super()._parse(*args)  # type: ignore[misc]
 
     try:
-        parsed = FirstEntryNetrc(str(Path(path).expanduser()))
+        parsed = FirstEntryNetrc(str(_expanded(path, "http.netrc")))
     except OSError as exc:
         raise ConfigError(f"http.netrc: cannot read {path}: {exc.strerror or exc}") from exc
     except netrc.NetrcParseError as exc:
