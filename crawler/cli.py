@@ -927,11 +927,21 @@ def _quit_now() -> NoReturn:
     raised there is swallowed when it lands in a finalizer (a thread that just ended),
     and the worker went on waiting for a master that answers no more. What it stored is
     whole on disk; the master gives what it held to others once it finds it silent."""
+    # Nothing here may wait: the thread this handler interrupted, or another one, may hold
+    # stderr's buffer or a log handler's lock (a write stalled on a paused terminal), and
+    # a reentrant write to the buffer raises. So the line goes by the descriptor, and the
+    # log files are flushed only where their lock is free at once.
     with contextlib.suppress(OSError, ValueError):
-        live = sys.stderr.isatty()  # below the worker's live line, not on it
-        sys.stderr.write(("\n" if live else "") + "crawler: interrupted\n")
-        sys.stderr.flush()
-    logging.shutdown()  # a log file (-o) keeps its last lines
+        live = os.isatty(2)  # below the worker's live line, not on it
+        os.write(2, (("\n" if live else "") + "crawler: interrupted\n").encode())
+    for handler in logging.getLogger().handlers:
+        lock = handler.lock
+        if lock is not None and lock.acquire(blocking=False):
+            try:
+                with contextlib.suppress(Exception):  # (a log file (-o) keeps its last lines)
+                    handler.flush()
+            finally:
+                lock.release()
     os._exit(EXIT_INTERRUPTED)
 
 

@@ -667,7 +667,9 @@ def test_a_second_stop_quits_a_worker_whose_hand_back_hangs_and_nothing_is_lost(
             started = time.monotonic()
             leaving.send_signal(again)
             assert leaving.wait(timeout=30) == 130
-            assert time.monotonic() - started < 3, "the second stop waited for the hand-back"
+            # The hand-back waits 26 s for a master that answers no more: 10 s is a bound
+            # that holds on a loaded machine and still tells the two apart.
+            assert time.monotonic() - started < 10, "the second stop waited for the hand-back"
         finally:
             master.send_signal(signal.SIGCONT)
         err = finish(leaving, 10)
