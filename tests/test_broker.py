@@ -608,8 +608,8 @@ def test_a_worker_whose_report_a_full_redis_refuses_stops_in_a_line_and_loses_no
         finish(master, 60)
         assert master.returncode == 130
         # Right after one of the worker's exchanges (its only calls now), Redis is made
-        # full, and the image let through: the worker's next call, a second away at most
-        # if it were a heartbeat, is its report of the image, ready in milliseconds.
+        # full, and the image let through: the worker's next call is most often its
+        # report of the image, ready in milliseconds.
         calls = _script_calls(client)
         wait_until(lambda: _script_calls(client) > calls, 10, "an exchange of the worker")
         client.config_set("maxmemory", 1)  # every write refused from now on
@@ -626,9 +626,11 @@ def test_a_worker_whose_report_a_full_redis_refuses_stops_in_a_line_and_loses_no
                            "is full"), said
     assert "raise its maxmemory" in line, line
     assert line.endswith("the crawl carries on from what Redis holds"), line
-    # Stored before its report went: the refusal is the report's, not the download's.
-    [stored] = (store / "images").rglob(held.rsplit("/", 1)[-1])
-    assert stored.read_bytes() == site.files[held][1]
+    # Whole if stored: refused is the report of the image (stored just before), or, on a
+    # slow machine, the worker's ask for more (every 0.1 s while it holds one) that came
+    # first, the image then handed back unstored. Either way nothing is lost (below).
+    stored = list((store / "images").rglob(held.rsplit("/", 1)[-1]))
+    assert len(stored) <= 1 and all(f.read_bytes() == site.files[held][1] for f in stored)
     # Nothing settled the held image, and nothing dropped it: it is still the crawl's
     # one unfinished URL (leased to the stopped worker, or queued again).
     shown = run_crawler("status", "--broker", redis_at.url, "--crawl", name, "--json",
