@@ -34,7 +34,6 @@ from .conftest import (
     FixtureServer,
     Route,
     by_url,
-    crawler_command,
     fail_first,
     finish,
     free_port,
@@ -48,7 +47,13 @@ from .conftest import (
     wait_until,
 )
 from .redis_server import RedisServer, redis_server_path
-from .test_recovery import FAST_RETRIES, check_complete, gate_image, group_members, setup_site
+from .test_recovery import (
+    FAST_RETRIES,
+    check_complete,
+    gate_image,
+    setup_site,
+    stop_the_group_then_rerun,
+)
 from .tls import make_ca
 
 
@@ -1554,20 +1559,7 @@ def test_a_ctrl_c_to_the_process_group_lets_the_brokers_local_workers_hand_back(
     out = tmp_path / "out"
     args = ("master", server.url + "/", "--broker", redis_server.url, "--crawl",
             _crawl_name(), "--out", str(out), "--local-workers", "2", "--threads", "2")
-    master = subprocess.Popen(crawler_command(*args), cwd=tmp_path, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        wait_until(lambda: len(manifest_lines(out)) >= 4, 30, "the first results")
-        os.killpg(master.pid, signal.SIGINT)
-        err = finish(master, 30)
-    finally:
-        stop(master)
-    assert master.returncode == 130, err
-    wait_until(lambda: not group_members(master.pid), 10, "the local workers' exit")
-    for log in out.glob("worker-*.log"):
-        assert "interrupted" not in log.read_text(), log.read_text()
-    again = run_crawler(*args, cwd=tmp_path)
-    assert again.returncode == 0, again.stderr
+    stop_the_group_then_rerun(args, out, tmp_path, signal.SIGINT)
     check_complete(out, server.url, site)
 
 

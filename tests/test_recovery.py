@@ -697,7 +697,16 @@ def test_a_stop_to_the_whole_process_group_lets_local_workers_hand_back(
     out = tmp_path / "out"
     args = ("master", server.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
             "--local-workers", "2", "--threads", "2")
-    master = subprocess.Popen(crawler_command(*args), cwd=tmp_path, stdout=subprocess.PIPE,
+    stop_the_group_then_rerun(args, out, tmp_path, signum)
+    check_complete(out, server.url, site)
+
+
+def stop_the_group_then_rerun(args: tuple[str, ...], out: Path, cwd: Path, signum: int) -> None:
+    """Start ``crawler *args`` (a master with local workers) in a session of its own,
+    signal the whole group once results come, check that the master said 130 and that
+    no local worker took the stop for a second one (no "interrupted" in its log), then
+    run the same command again to its end."""
+    master = subprocess.Popen(crawler_command(*args), cwd=cwd, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, start_new_session=True)
     with _stopped_at_the_end([master]):
         wait_until(lambda: len(manifest_lines(out)) >= 4, 30, "the first results")
@@ -707,9 +716,8 @@ def test_a_stop_to_the_whole_process_group_lets_local_workers_hand_back(
     wait_until(lambda: not group_members(master.pid), 10, "the local workers' exit")
     for log in out.glob("worker-*.log"):
         assert "interrupted" not in log.read_text(), log.read_text()
-    rerun = run_crawler(*args, cwd=tmp_path)
+    rerun = run_crawler(*args, cwd=cwd)
     assert rerun.returncode == 0, rerun.stderr
-    check_complete(out, server.url, site)
 
 
 def group_members(group: int) -> list[int]:
