@@ -191,6 +191,20 @@ def _fields(raw: Mapping[Any, Any]) -> dict[str, str]:
     return {_text(name): _text(value) for name, value in raw.items()}
 
 
+def _queued_item(host: str, page: str | None, ref: str | None, *,
+                 tried_before: bool = False) -> str:
+    """The JSON of a URL queued with a fresh count of tries (a put's, or one queued
+    again): its host, state and tries, and its page, ref and ``t`` mark only when set."""
+    item: dict[str, object] = {"h": host, "s": "q", "a": 0}
+    if tried_before:
+        item["t"] = 1
+    if page is not None:
+        item["p"] = page
+    if ref is not None:
+        item["r"] = ref
+    return _dumps(item)
+
+
 def _dumps(data: object) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
@@ -253,14 +267,7 @@ class RedisBoard:
         caller wraps that ``execute`` in ``broker_errors``. ``tried_before``: as ``put``'s."""
         args: list[str] = []
         for url, host, page, ref in images:
-            item: dict[str, object] = {"h": host, "s": "q", "a": 0}
-            if tried_before:
-                item["t"] = 1
-            if page is not None:
-                item["p"] = page
-            if ref is not None:
-                item["r"] = ref
-            args += (url, host, _dumps(item))
+            args += (url, host, _queued_item(host, page, ref, tried_before=tried_before))
             if len(args) == 3 * CHUNK:
                 self._run("put", args, pipe)
                 args = []
@@ -433,12 +440,8 @@ class RedisBoard:
         args: list[str] = []
         for entry, settled in results:
             url = settled.attempt.url
-            item: dict[str, object] = {"h": host_key_of_normalized(url), "s": "q", "a": 0}
-            if settled.page is not None:
-                item["p"] = settled.page
-            if settled.ref is not None:
-                item["r"] = settled.ref
-            args += (url, entry, _dumps(item))
+            args += (url, entry, _queued_item(host_key_of_normalized(url), settled.page,
+                                              settled.ref))
         return sum(int(self._run("fetch_again", args[at:at + 3 * CHUNK]))
                    for at in range(0, len(args), 3 * CHUNK))
 
