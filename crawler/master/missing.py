@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from crawler.master.journal import Journal
@@ -33,8 +33,9 @@ class MissingImages:
     """Sorts an earlier run's outcomes: those to keep, and the URLs whose file is gone."""
 
     def __init__(self, out_dir: Path, host: str | None = None,
-                 elsewhere: Collection[str] = ()) -> None:
-        """``elsewhere``: workers of this host that stored under another folder."""
+                 elsewhere: Container[str] = ()) -> None:
+        """``elsewhere``: workers of this host that stored under another folder (any
+        container: a broker's master asks the broker as it goes)."""
         # A string, not a Path: joining a Path cost 20 us an image, the stat itself 5 us.
         self._base = f"{out_dir}{os.sep}"
         # A worker's name starts with its host's ("HOST:PID:RANDOM").
@@ -51,13 +52,17 @@ class MissingImages:
                 yield outcome
 
     def _gone(self, outcome: Outcome) -> bool:
-        if not outcome.ok or not outcome.path or not (
-                outcome.worker or "").startswith(self._prefix):
+        return self.gone(outcome.ok, outcome.path, outcome.worker)
+
+    def gone(self, ok: bool, path: str | None, worker: str | None) -> bool:
+        """Whether a result (success ``ok``, stored at ``path`` by ``worker``) names a file
+        a worker of this host stored into this folder, gone from it since."""
+        if not ok or not path or not (worker or "").startswith(self._prefix):
             return False
-        if outcome.worker in self._elsewhere:
+        if worker in self._elsewhere:
             return False
         # (a path outside the folder is refused as the report comes: wire.py)
-        return not os.path.isfile(self._base + outcome.path)  # noqa: PTH113 - see __init__
+        return not os.path.isfile(self._base + path)  # noqa: PTH113 - see __init__
 
 
 def workers_elsewhere(journal: Journal) -> set[str]:

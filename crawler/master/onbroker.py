@@ -25,11 +25,11 @@ from crawler.board.broker import (
     live_masters,
     masters_of,
 )
-from crawler.board.memory import Settled
 from crawler.board.redis import RedisBoard
 from crawler.config import Settings
 from crawler.errors import CrawlMismatch
 from crawler.fetch.options import RequestOptions
+from crawler.master.missing import MissingImages
 from crawler.master.resumed import ResumedImage
 from crawler.model.outcome import IMAGES_DIR
 from crawler.model.processes import process_alive
@@ -127,9 +127,9 @@ def fetch_missing_again(broker: BrokerCrawl, board: RedisBoard, out_dir: Path) -
     they are writing those images' lines into their own files."""
     if others_at_work(broker):
         return 0
-    stored_here = _StoredHere(board, out_dir)
+    missing = MissingImages(out_dir, elsewhere=_StoresElsewhere(board, out_dir))
     gone = [(entry, settled) for entry, settled in board.settled_with_ids()
-            if stored_here.gone(settled)]
+            if missing.gone(settled.attempt.ok, settled.attempt.path, settled.worker)]
     again = board.fetch_again(gone) if gone else 0
     if again:
         log.info("%d image(s) recorded as stored are missing from %s: fetched again",
@@ -137,36 +137,24 @@ def fetch_missing_again(broker: BrokerCrawl, board: RedisBoard, out_dir: Path) -
     return again
 
 
-class _StoredHere:
-    """Tells the results whose file a worker stored into this master's folder, and which
-    of those are gone from it."""
+class _StoresElsewhere:
+    """The workers whose hello on the broker names another folder than this master's:
+    ``worker in`` it, asked once per worker."""
 
     def __init__(self, board: RedisBoard, out_dir: Path) -> None:
         self._board = board
         self._folder = out_dir.resolve()
-        # A string, not a Path: joined once per stored image (see master.missing).
-        self._base = f"{out_dir}{os.sep}"
-        self._host = socket.gethostname()
-        self._mine: dict[str, bool] = {}  # worker -> whether it stores into this folder
+        self._known: dict[str, bool] = {}
 
-    def gone(self, settled: Settled) -> bool:
-        path = settled.attempt.path
-        if not settled.attempt.ok or not path or not self._stores_here(settled.worker):
+    def __contains__(self, worker: object) -> bool:
+        if not isinstance(worker, str):
             return False
-        # (a path outside the folder is refused as the report comes: wire.py)
-        return not os.path.isfile(self._base + path)  # noqa: PTH113 - see __init__
-
-    def _stores_here(self, worker: str | None) -> bool:
-        # A worker's name starts with its host's ("HOST:PID:RANDOM").
-        if worker is None or not worker.startswith(f"{self._host}:"):
-            return False
-        if worker not in self._mine:
-            info = self._board.worker_info(worker) or {}
-            folder = info.get("folder")
+        if worker not in self._known:
+            folder = (self._board.worker_info(worker) or {}).get("folder")
             # One that says no folder (an earlier version) keeps the host's rule.
-            self._mine[worker] = not isinstance(folder, str) or (
-                Path(folder).resolve() == self._folder)
-        return self._mine[worker]
+            self._known[worker] = isinstance(folder, str) and (
+                Path(folder).resolve() != self._folder)
+        return self._known[worker]
 
 
 def others_at_work(broker: BrokerCrawl) -> list[dict[str, Any]]:
