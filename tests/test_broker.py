@@ -565,11 +565,7 @@ def test_a_redis_that_fills_up_mid_crawl_stops_the_master_in_a_line_and_loses_no
     finally:
         stop(master)
     assert master.returncode == 6, err
-    assert "Traceback" not in err, err
-    said = err.strip().splitlines()[-1]
-    assert said.startswith(f"crawler: error: the Redis broker at 127.0.0.1:{redis_at.port} "
-                           "is full"), err
-    assert said.endswith("the crawl carries on from what Redis holds"), err
+    said_redis_is_full(err, redis_at.port)
 
     client.config_set("maxmemory", 0)
     again = run_crawler(*args, cwd=tmp_path, timeout=120)
@@ -581,6 +577,17 @@ def _script_calls(client: redis.Redis) -> int:
     """How many script calls (the crawl's every exchange) Redis has run."""
     stats = client.info("commandstats").get("cmdstat_evalsha", {})
     return int(stats.get("calls", 0))
+
+
+def said_redis_is_full(output: str, port: int) -> str:
+    """Check that ``output`` ends, with no traceback, on the one line that says the Redis
+    at ``port`` is full and that the crawl carries on from it; return that line."""
+    assert "Traceback" not in output, output
+    line = output.strip().splitlines()[-1]
+    assert line.startswith(
+        f"crawler: error: the Redis broker at 127.0.0.1:{port} is full"), output
+    assert line.endswith("the crawl carries on from what Redis holds"), output
+    return line
 
 
 def test_a_worker_whose_report_a_full_redis_refuses_stops_in_a_line_and_loses_nothing(
@@ -625,12 +632,8 @@ def test_a_worker_whose_report_a_full_redis_refuses_stops_in_a_line_and_loses_no
         for process in (master, worker):
             stop(process)
     assert worker.returncode == 6, said
-    assert "Traceback" not in said, said
-    line = said.strip().splitlines()[-1]
-    assert line.startswith(f"crawler: error: the Redis broker at 127.0.0.1:{redis_at.port} "
-                           "is full"), said
+    line = said_redis_is_full(said, redis_at.port)
     assert "raise its maxmemory" in line, line
-    assert line.endswith("the crawl carries on from what Redis holds"), line
     # Whole if stored: refused is the report of the image (stored just before), or, on a
     # slow machine, the worker's ask for more (every 0.1 s while it holds one) that came
     # first, the image then handed back unstored. Either way nothing is lost (below).
