@@ -17,6 +17,7 @@ from crawler.config import Limits
 from crawler.demo.site import png
 from crawler.errors import PartialLost, StorageError
 from crawler.fetch.engine import Abandoned
+from crawler.master import results as results_module
 from crawler.master.inplace import FilesInPlace
 from crawler.master.results import ManifestTally, ResultFiles
 from crawler.model.imagetype import PNG
@@ -150,6 +151,49 @@ def test_a_folder_made_in_place_of_the_pages_copy_mid_run_leaves_pages_jsonl_who
     assert (tmp_path / "pages.jsonl").read_text() == listed
     assert ("still lists 1 page(s) this run crawled after all, as not crawled: cannot "
             f"rewrite it ({tmp_path / 'pages.jsonl.partial'}: Is a directory)") in caplog.text
+
+
+def test_a_ctrl_c_while_pages_jsonl_is_rewritten_at_close_leaves_it_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C (a real KeyboardInterrupt, from Python's own SIGINT handler) halfway
+    through the close's rewrite of pages.jsonl: the file stays as it was and no
+    pages.jsonl.partial is left (only an OSError removed it)."""
+    listed = "".join(json.dumps({"url": f"http://a.example/{n}", "reason": "HTTP 503",
+                                 "http_status": 503, "final": False}) + "\n"
+                     for n in range(100))
+    (tmp_path / "pages.jsonl").write_text(listed)
+    files = ResultFiles(tmp_path, ())
+    files.page_crawled("http://a.example/7")
+    read = results_module._page_line
+    lines_read = []
+
+    def interrupted_halfway(line: bytes) -> tuple[str | None, bool]:
+        lines_read.append(line)
+        if len(lines_read) == 50:
+            os.kill(os.getpid(), signal.SIGINT)
+        return read(line)
+
+    monkeypatch.setattr(results_module, "_page_line", interrupted_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        files.close()
+    assert len(lines_read) < 100, "interrupted before the end of the file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.jsonl", "pages.jsonl",
+                                                          "results.log"]
+    assert (tmp_path / "pages.jsonl").read_text() == listed
+
+
+def test_a_rerun_removes_the_pages_copy_a_killed_close_left(tmp_path: Path) -> None:
+    """A master killed (kill -9) while it rewrote pages.jsonl at close left
+    pages.jsonl.partial: the next run of the folder removes it as it opens the files,
+    rather than leave it until a close that rewrites pages.jsonl again."""
+    listed = json.dumps({"url": "http://a.example/p", "reason": "HTTP 503",
+                         "http_status": 503, "final": False}) + "\n"
+    (tmp_path / "pages.jsonl").write_text(listed)
+    (tmp_path / "pages.jsonl.partial").write_text(listed[:20])
+    ResultFiles(tmp_path, ()).close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.jsonl", "pages.jsonl",
+                                                          "results.log"]
+    assert (tmp_path / "pages.jsonl").read_text() == listed
 
 
 def test_a_page_that_fails_again_in_every_run_keeps_one_line_in_pages_jsonl(

@@ -127,6 +127,9 @@ class ResultFiles:
         if in_place is not None:  # said before a file is touched
             raise _folder_in_the_way(in_place)
         try:
+            # One a run killed at its close left (kill -9, a power cut): only the close
+            # that rewrites pages.jsonl would replace it, and it may never come.
+            self._pages_partial().unlink(missing_ok=True)
             self._rewrite(existing)
             self._results: TextIO = self.results_path.open("a", encoding="utf-8")
             self._manifest: TextIO = self.manifest_path.open("a", encoding="utf-8")
@@ -246,9 +249,11 @@ class ResultFiles:
                                      or (earlier and url in self._listed_again)):
                         kept.write(line)
             partial.replace(self.pages_path)
-        except OSError as exc:
+        except BaseException as exc:  # a Ctrl-C too: no half copy is left behind
             with contextlib.suppress(OSError):  # (a folder made there since the start stays)
                 partial.unlink(missing_ok=True)
+            if not isinstance(exc, OSError):
+                raise
             log.warning("%s still lists %d page(s) this run crawled after all, as not "
                         "crawled: cannot rewrite it (%s%s)", self.pages_path,
                         len(self._crawled_again),
