@@ -472,11 +472,16 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
                             worker_command=worker_command, on_images=on_images)
     # Before the progress display and the queue start their threads: it forks.
     parser = PageParser(parser=settings.crawl.parser, processes=settings.crawl.parsers or None)
+    closing = False  # the crawl has ended: its closing files are being written
     try:
         master = Master(settings, options, authkey, make_reporter(not progress or dry_run),
                         parser, announce=announce)
 
         def on_signal(signum: int, _frame: object) -> None:
+            if closing:  # nothing is left to stop: the summary is saved in a moment, whole
+                if signum == signal.SIGHUP and on_signal_note is not None:
+                    on_signal_note(signum)  # (a terminal gone fails the summary's writes)
+                return
             if master.stopping:
                 if signum == signal.SIGHUP:
                     # A terminal that closes sends two or more (its shell's to the job,
@@ -488,18 +493,21 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
                 on_signal_note(signum)
 
         started_at = _now()
+        # Until the summary is saved and shown: a stop after the crawl's own handling,
+        # at Python's, left no summary.json (and said only "interrupted").
         with _signals_handled_by(on_signal):
             ran = master.run()
+            parser.close()
+            closing = True
+            summary = summarize(ran, seeds, dry_run=dry_run, started_at=started_at,
+                                finished_at=_now())
+            if summary.summary_json is not None:
+                _write_summary(summary)
+            if on_summary is not None:
+                on_summary(summary)
     except BaseException:
         parser.close(wait=0.0)  # a second Ctrl-C: not even the page in flight is awaited
         raise
-    parser.close()
-    summary = summarize(ran, seeds, dry_run=dry_run, started_at=started_at,
-                        finished_at=_now())
-    if summary.summary_json is not None:
-        _write_summary(summary)
-    if on_summary is not None:
-        on_summary(summary)
     if ran.completed and ran.nothing_crawled:
         seed, why = ran.seed_failures[0]
         more = len(ran.seed_failures) - 1
@@ -593,8 +601,13 @@ def _write_summary(summary: Summary) -> None:
     try:
         partial.write_text(summary.to_json() + "\n", encoding="utf-8")
         partial.replace(summary.summary_json)
-    except OSError as exc:
-        raise StorageError(f"cannot write {summary.summary_json}: {exc.strerror or exc}") from exc
+    except BaseException as exc:  # a full disk, or a Ctrl-C: no half copy is left behind
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise StorageError(f"cannot write {summary.summary_json}: "
+                               f"{exc.strerror or exc}") from exc
+        raise
 
 
 @contextlib.contextmanager

@@ -45,6 +45,7 @@ from .conftest import (
     start_crawler,
     stop,
     wait_for_queue_address,
+    wait_until,
 )
 
 
@@ -436,6 +437,30 @@ def test_after_a_hang_up_a_second_one_no_longer_kills() -> None:
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+def test_a_ctrl_c_as_the_summary_is_written_leaves_no_half_copy(tmp_path: Path) -> None:
+    """A KeyboardInterrupt (Python's own, from a real SIGINT) while summary.json's copy is
+    written: the copy goes with it, as it does for a full disk. The copy is a FIFO here,
+    so that the write waits, in its open, for the signal."""
+    from crawler.api import Summary, _write_summary
+
+    summary = Summary(completed=True, interrupted=False, dry_run=False, seeds=("http://x/",),
+                      elapsed_s=1.0, pages=1, pages_failed=0, found=0, succeeded=0, failed=0,
+                      bytes=0, out_dir=tmp_path, summary_json=tmp_path / "summary.json")
+    os.mkfifo(tmp_path / "summary.json.partial")
+    waiting = Path(f"/proc/{os.getpid()}/task/{threading.get_native_id()}/wchan")
+
+    def interrupt_once_waiting() -> None:
+        wait_until(lambda: waiting.read_text() == "wait_for_partner", 10, "the write's open")
+        os.kill(os.getpid(), signal.SIGINT)
+
+    sender = threading.Thread(target=interrupt_once_waiting, daemon=True)
+    sender.start()
+    with pytest.raises(KeyboardInterrupt):
+        _write_summary(summary)
+    sender.join(10)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_summary_of_a_folder_whose_name_is_not_utf8_is_written(tmp_path: Path) -> None:

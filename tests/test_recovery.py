@@ -903,6 +903,43 @@ def test_ctrl_c_after_the_crawl_ended_cuts_the_wait_for_workers_and_keeps_the_su
     check_complete(out, server.url, site)
 
 
+def test_ctrl_c_while_the_summary_is_written_leaves_it_whole(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    """A Ctrl-C once the crawl has ended, as the master writes summary.json: it came after
+    the crawl's own handling, and Python's KeyboardInterrupt left no summary ("crawler:
+    interrupted", 130). The master is held in that write by a FIFO where the summary's
+    copy goes, until the test reads it."""
+    server = make_server()
+    site = setup_site(server, pages=2, images_per_page=3)
+    out = tmp_path / "out"
+    out.mkdir()
+    copy = out / "summary.json.partial"
+    os.mkfifo(copy)
+    master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), "--local-workers", "1", cwd=tmp_path)
+    reader = -1
+    try:
+        wchan = Path(f"/proc/{master.pid}/wchan")
+        wait_until(lambda: wchan.read_text() == "wait_for_partner", 60,
+                   "the master's open of the summary's copy")
+        master.send_signal(signal.SIGINT)
+        reader = os.open(copy, os.O_RDONLY | os.O_NONBLOCK)  # lets the master's open go on
+        err = finish(master, 30)
+        written = b""
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(reader, 65536):  # the writer has closed: bounded
+                written += chunk
+    finally:
+        stop(master)
+        if reader >= 0:
+            os.close(reader)
+    assert master.returncode == 0, err
+    assert "crawl completed" in err and "interrupted" not in err, err
+    assert json.loads(written)["completed"] is True
+    assert (out / "summary.json").exists() and not copy.exists()
+    check_complete(out, server.url, site)
+
+
 def local_workers(children: Path) -> list[int]:
     """The master's forked local workers, by their title, among its child processes."""
     pids = []
