@@ -620,9 +620,13 @@ def _signals_handled_by(handler: Callable[..., None]) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    from crawler.errors import raise_stop
+
     handled = [signal.SIGINT, signal.SIGTERM]
-    if signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:  # not nohup's SIG_IGN, nor a
-        handled.append(signal.SIGHUP)  # caller's own: a closed terminal, stop cleanly
+    # At its default action, or the crawler command's stand-in for it (a stop as it
+    # starts); not nohup's SIG_IGN, nor a caller's own: a closed terminal, stop cleanly.
+    if signal.getsignal(signal.SIGHUP) in (signal.SIG_DFL, raise_stop):
+        handled.append(signal.SIGHUP)
     previous = {signum: signal.getsignal(signum) for signum in handled}
     came: set[int] = set()
 

@@ -53,7 +53,14 @@ from crawler.config import (
     setting_value,
     shown_value,
 )
-from crawler.errors import CrawlerError, StorageError, Terminated, UsageError
+from crawler.errors import (
+    CrawlerError,
+    HungUp,
+    StorageError,
+    Terminated,
+    UsageError,
+    stopped_by,
+)
 from crawler.model.folders import make_folder
 
 if typing.TYPE_CHECKING:
@@ -389,7 +396,7 @@ def run() -> NoReturn:
         code = main()
     except KeyboardInterrupt as stop:  # before main's own handling began: nothing to save yet
         with contextlib.suppress(OSError, ValueError):
-            print(f"crawler: {_stopped_by(stop)}", file=sys.stderr, flush=True)
+            print(f"crawler: {stopped_by(stop)}", file=sys.stderr, flush=True)
         code = EXIT_INTERRUPTED
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
@@ -461,16 +468,11 @@ def _run_command(args: argparse.Namespace) -> int:
             log.error("%s", message)
         return exc.exit_code
     except KeyboardInterrupt as stop:
-        if args.command == "worker" and isinstance(stop, Terminated):
-            return _worker_stopped("SIGTERM")  # as for a SIGTERM the worker handles
-        print(f"crawler: {_stopped_by(stop)}", file=sys.stderr, flush=True)
+        if args.command == "worker" and isinstance(stop, Terminated | HungUp):
+            # As for a SIGTERM or a hang-up the worker handles.
+            return _worker_stopped("SIGTERM" if isinstance(stop, Terminated) else "SIGHUP")
+        print(f"crawler: {stopped_by(stop)}", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
-
-
-def _stopped_by(stop: KeyboardInterrupt) -> str:
-    """A stop outside the command's own handling, said: a Ctrl-C, or a SIGTERM (which
-    the ``crawler`` command's entry point makes a Terminated there)."""
-    return "stopped (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
 
 
 class _logging_for:  # noqa: N801 - used as a context manager, like contextlib's

@@ -26,14 +26,19 @@
     └── InvalidURL               a URL that cannot be crawled (not http(s), no host)
 
     KeyboardInterrupt
-    └── Terminated               SIGTERM outside the command's own handling; exit 130
-                                 (a worker: 0, as for a SIGTERM it handles)
+    ├── Terminated               SIGTERM outside the command's own handling; exit 130
+    │                            (a worker: 0, as for a SIGTERM it handles)
+    └── HungUp                   SIGHUP outside the command's own handling; exit 130
+                                 (a worker: 0, as for a hang-up it handles)
 
 Download failures are not exceptions that end the program: each becomes a
 result line with a reason (see ``crawler.model.outcome``).
 """
 
 from __future__ import annotations
+
+import signal
+from typing import NoReturn
 
 
 class CrawlerError(Exception):
@@ -202,3 +207,23 @@ class OutputLost(CrawlerError):
 class Terminated(KeyboardInterrupt):
     """SIGTERM where the command does not handle it itself (as it starts, as it ends):
     it stops the command as Ctrl-C does, where it killed it without a word."""
+
+
+class HungUp(KeyboardInterrupt):
+    """SIGHUP (its terminal closed) where the command does not handle it itself (as it
+    starts, before a crawl's own handling): it stops the command as Ctrl-C does, where
+    it killed it with the signal's status, 129."""
+
+
+def raise_stop(signum: int, _frame: object) -> NoReturn:
+    """The ``crawler`` command's handler of SIGTERM and SIGHUP where it has none of its
+    own: a stop, as Ctrl-C's KeyboardInterrupt is. Where the command handles them (a
+    crawl, a worker), its handler takes over from this one, and gives it back after."""
+    raise HungUp if signum == signal.SIGHUP else Terminated
+
+
+def stopped_by(stop: KeyboardInterrupt) -> str:
+    """A stop outside the command's own handling, as the command says it."""
+    if isinstance(stop, Terminated):
+        return "stopped (SIGTERM)"
+    return "stopped (SIGHUP)" if isinstance(stop, HungUp) else "interrupted"

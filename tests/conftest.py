@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -187,6 +188,30 @@ def site_images() -> dict[str, bytes]:
     """Every image file of tests/site, by URL path."""
     return {"/" + p.relative_to(SITE).as_posix(): p.read_bytes()
             for p in SITE.rglob("*") if p.suffix in (".png", ".jpg", ".gif")}
+
+
+# `python -c` code that runs ENTRY (the crawler command's) and sends the process signal
+# $SIGNAL as module $SIGNAL_AT is first imported: a stop at a known point of its start.
+SIGNAL_AT_IMPORT = """
+import os, signal, sys
+
+class SignalAt:
+    def find_spec(self, name, path=None, target=None):
+        if name == os.environ.get("SIGNAL_AT"):
+            del os.environ["SIGNAL_AT"]
+            os.kill(os.getpid(), int(os.environ["SIGNAL"]))
+        return None
+
+sys.meta_path.insert(0, SignalAt())
+ENTRY
+"""
+
+
+def at_default_actions() -> None:
+    """In a child before it runs: Ctrl-C and a hang-up at their default actions, whatever
+    the tests' own (a SIGINT ignored in the background, a SIGHUP under nohup)."""
+    for signum in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def crawler_command(*args: str) -> list[str]:

@@ -20,7 +20,9 @@ import pytest
 from crawler.demo.site import png
 
 from .conftest import (
+    SIGNAL_AT_IMPORT,
     FixtureServer,
+    at_default_actions,
     crawler_command,
     finish,
     free_port,
@@ -357,21 +359,6 @@ def test_a_worker_says_its_folder_cannot_be_written_before_waiting_for_a_master(
 
 
 # A signal at a chosen moment of start-up: the moment the command first imports a module.
-_SIGNAL_AT_IMPORT = """
-import os, signal, sys
-
-class SignalAt:
-    def find_spec(self, name, path=None, target=None):
-        if name == os.environ.get("SIGNAL_AT"):
-            del os.environ["SIGNAL_AT"]
-            os.kill(os.getpid(), int(os.environ["SIGNAL"]))
-        return None
-
-sys.meta_path.insert(0, SignalAt())
-ENTRY
-"""
-
-
 @pytest.mark.parametrize("entry", [
     "from crawler.__main__ import run; run()",  # what the installed `crawler` script does
     "import runpy; runpy.run_module('crawler', run_name='__main__', alter_sys=True)"])
@@ -383,11 +370,17 @@ ENTRY
     # SIGTERM before the crawl's or the worker's own handling: killed without a word.
     (signal.SIGTERM, "crawler.config", "master", 130, "crawler: stopped (SIGTERM)"),
     (signal.SIGTERM, "crawler.api", "master", 130, "crawler: stopped (SIGTERM)"),
-    (signal.SIGTERM, "crawler.api", "worker", 0, "worker stopped (SIGTERM)")])
+    (signal.SIGTERM, "crawler.api", "worker", 0, "worker stopped (SIGTERM)"),
+    # A hang-up then: killed by it (status 129) where one during the crawl stops it.
+    (signal.SIGHUP, "crawler.config", "master", 130, "crawler: stopped (SIGHUP)"),
+    (signal.SIGHUP, "crawler.api", "master", 130, "crawler: stopped (SIGHUP)"),
+    # As its page parsers are forked (the first fork imports this).
+    (signal.SIGHUP, "multiprocessing.popen_fork", "master", 130, "crawler: stopped (SIGHUP)"),
+    (signal.SIGHUP, "crawler.api", "worker", 0, "worker stopped (SIGHUP)")])
 def test_a_stop_as_the_command_starts_says_it_stopped(
         tmp_path: Path, entry: str, signum: int, module: str, command: str, status: int,
         said: str) -> None:
-    code = _SIGNAL_AT_IMPORT.replace("ENTRY", entry)
+    code = SIGNAL_AT_IMPORT.replace("ENTRY", entry)
     args = (["master", "http://127.0.0.1:9/", "--bind", "127.0.0.1:0"] if command == "master"
             else ["worker", f"127.0.0.1:{free_port()}", "--connect-wait", "60"])
     done = subprocess.run([sys.executable, "-c", code, *args, "--out", str(tmp_path / "out")],
@@ -395,7 +388,7 @@ def test_a_stop_as_the_command_starts_says_it_stopped(
                           env=crawl_env(tmp_path, SIGNAL_AT=module, SIGNAL=str(signum),
                                         CRAWLER_AUTHKEY="k" * 32),
                           capture_output=True, text=True, timeout=60, check=False,
-                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                          preexec_fn=at_default_actions)
     assert done.returncode == status, done.stderr
     assert done.stderr.splitlines()[-1].endswith(said), done.stderr
     assert "Traceback" not in done.stderr

@@ -28,10 +28,12 @@ import pytest
 from crawler.demo.site import Site, build_site
 
 from .conftest import (
+    SIGNAL_AT_IMPORT,
     SITE,
     FixtureHandler,
     FixtureServer,
     Route,
+    at_default_actions,
     command_words,
     crawler_command,
     fail_first,
@@ -718,6 +720,35 @@ def stop_the_group_then_rerun(args: tuple[str, ...], out: Path, cwd: Path, signu
         assert "interrupted" not in log.read_text(), log.read_text()
     rerun = run_crawler(*args, cwd=cwd)
     assert rerun.returncode == 0, rerun.stderr
+
+
+def test_a_hang_up_as_the_parsers_are_forked_leaves_nothing_and_a_rerun_completes(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    """A hang-up before the crawl's own handling, once the master has forked its first
+    page parser: it killed the master (status 129). Now it stops as a stop then does:
+    status 130 and a line that says so, no process of its group left, no output folder
+    or lock in the way of the same command again, which completes the crawl."""
+    server = make_server()
+    site = setup_site(server, pages=2, images_per_page=3)
+    out = tmp_path / "out"
+    args = ("master", server.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+            "--local-workers", "1")
+    code = SIGNAL_AT_IMPORT.replace("ENTRY", "from crawler.__main__ import run; run()")
+    master = subprocess.Popen(
+        [sys.executable, "-c", code, *args], cwd=tmp_path, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, "SIGNAL_AT": "multiprocessing.popen_fork",
+             "SIGNAL": str(int(signal.SIGHUP))}, preexec_fn=at_default_actions)
+    with _stopped_at_the_end([master]):
+        err = finish(master, 30)
+    assert master.returncode == 130, err
+    assert err.splitlines()[-1] == "crawler: stopped (SIGHUP)", err
+    assert "Traceback" not in err, err
+    assert not group_members(master.pid), "a page parser outlived its master"
+    assert server.paths() == [], "it crawled nothing"
+    rerun = run_crawler(*args, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    check_complete(out, server.url, site)
 
 
 def group_members(group: int) -> list[int]:
