@@ -560,7 +560,7 @@ def _joined(shared: BrokerCrawl, mine: Settings
     nothing on this host, and are not read.
     """
     from crawler.board.broker import CrawlRecord
-    from crawler.fetch.options import RequestOptions, readable_path
+    from crawler.fetch.options import RequestOptions, client_certificate
 
     record = CrawlRecord(shared.client, shared.name)
     if not record.exists():
@@ -581,9 +581,9 @@ def _joined(shared: BrokerCrawl, mine: Settings
     theirs = Settings().with_sections(data, f"the settings of crawl {shared.name!r} on the broker")
     info = record.field("info")
     sender = f"the crawl {shared.name!r} on the broker"
+    client_cert, client_key = client_certificate(mine.http)
     request = RequestOptions.from_crawl(
-        info.get("request"), client_cert=readable_path(mine.http.client_cert, "http.client_cert"),
-        client_key=readable_path(mine.http.client_key, "http.client_key"),
+        info.get("request"), client_cert=client_cert, client_key=client_key,
         env_proxies=mine.http.env_proxies, sender=sender, who="this master")
     return theirs, tuple(record.field("seeds")), request
 
@@ -701,7 +701,7 @@ def run_worker(master: str | None, *, out: str | os.PathLike[str] | None = None,
     kinds instead of exiting.
     """
     from crawler.board.manager import MasterClient
-    from crawler.fetch.options import readable_path
+    from crawler.fetch.options import client_certificate
     from crawler.master.authkey import load_authkey
     from crawler.model.wire import STOPPED_BY_ITS_MASTER_ENV
     from crawler.worker.worker import Worker, WorkerOptions
@@ -717,6 +717,8 @@ def run_worker(master: str | None, *, out: str | os.PathLike[str] | None = None,
                          f"{type(progress).__name__})")
     chosen = settings_with(settings, _with_out(overrides, out), "run_worker()")
     check_proxy_variables(chosen)
+    # As libcurl takes them: "~" expanded, absolute.
+    client_cert, client_key = client_certificate(chosen.http)
     client: MasterClient | BrokerClient
     if broker is not None:
         from crawler.board.redis_client import BrokerClient
@@ -735,11 +737,7 @@ def run_worker(master: str | None, *, out: str | os.PathLike[str] | None = None,
                     WorkerOptions(out_dir=Path(chosen.output.dir),
                                   threads=chosen.worker.threads,
                                   connect_wait=chosen.worker.connect_wait,
-                                  # As libcurl takes them: "~" expanded, absolute.
-                                  client_cert=readable_path(chosen.http.client_cert,
-                                                            "http.client_cert"),
-                                  client_key=readable_path(chosen.http.client_key,
-                                                           "http.client_key"),
+                                  client_cert=client_cert, client_key=client_key,
                                   env_proxies=chosen.http.env_proxies),
                     on_progress=(lambda stats: progress(stats.done, stats.failed, stats.bytes))
                     if progress else None)

@@ -149,7 +149,8 @@ SETTING_FLAGS: dict[str, list[tuple[str, str, Any, str, str]]] = {
          "trust the CAs in this PEM file (a private CA) instead of the system's"),
         ("--client-cert", "http.client_cert", str, "FILE",
          "present this client certificate (PEM; with its key unless --client-key)"),
-        ("--client-key", "http.client_key", str, "FILE", "the client certificate's key"),
+        ("--client-key", "http.client_key", str, "FILE",
+         "the client certificate's key, when in a file of its own (with --client-cert)"),
         ("--proxy", "http.proxy", str, "URL",
          "proxy for every request: http://, https://, socks5:// or socks5h:// (default: "
          "HTTP_PROXY, HTTPS_PROXY and NO_PROXY from the environment)"),
@@ -165,7 +166,8 @@ SETTING_FLAGS: dict[str, list[tuple[str, str, Any, str, str]]] = {
         ("--out", "output.dir", str, "DIR", "where to store images (default: downloads/)"),
         ("--client-cert", "http.client_cert", str, "FILE",
          "present this client certificate (PEM) instead of the master's"),
-        ("--client-key", "http.client_key", str, "FILE", "the client certificate's key"),
+        ("--client-key", "http.client_key", str, "FILE",
+         "the client certificate's key, when in a file of its own (with --client-cert)"),
     ],
     "demo": [
         ("--out", "output.dir", str, "DIR",
@@ -867,7 +869,7 @@ def _broker(args: argparse.Namespace) -> BrokerAddress | None:
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from crawler.api import check_proxy_variables, run_worker
-    from crawler.fetch.options import readable_path
+    from crawler.fetch.options import client_certificate
     from crawler.master.authkey import MASTERS_KEY_HINT, load_authkey
     from crawler.model.wire import LOCAL_WORKER_ENV
     from crawler.ui.progress import WorkerLine
@@ -880,8 +882,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     if args.master is not None:
         _address(args.master)  # a bad address is a usage error before the key is asked for
     # Read before any wait (a "~/cert.pem" of a settings file, which no shell expanded, too).
-    readable_path(settings.http.client_cert, "http.client_cert")
-    readable_path(settings.http.client_key, "http.client_key")
+    client_certificate(settings.http)
     # A worker takes the crawl's request settings from its master: its own are not
     # read, but for its client certificate and whether to use the environment's proxy.
     own = [f"http.{name}" for name, value in settings.http._asdict().items()

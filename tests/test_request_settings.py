@@ -1210,6 +1210,44 @@ def test_flags_set_the_http_settings(tmp_path: Path) -> None:
         f"{tmp_path / 'missing-ca.pem'}") in result.stderr
 
 
+def test_a_client_key_without_its_certificate_is_one_line_naming_both(
+        tmp_path: Path) -> None:
+    """libcurl presents a key only with its certificate: a lone --client-key (or
+    http.client_key) was left unused without a word, by masters, workers and the demo."""
+    (tmp_path / "client.key").write_text("a key\n")
+    (tmp_path / "client.pem").write_text("a certificate\n")
+    expected = ("given without http.client_cert (--client-cert), the certificate it is the "
+                "key of: give both, or neither")
+    out = tmp_path / "out"
+    master = run_crawler("master", "http://127.0.0.1:9/", "--client-key", "client.key",
+                         "--bind", "127.0.0.1:0", "--out", str(out), cwd=tmp_path)
+    assert master.returncode == 2, master.stderr
+    assert f"crawler: error: --client-key (http.client_key): {expected}\n" == master.stderr
+    assert not out.exists()  # refused as it started: nothing made
+    worker = run_crawler("worker", f"127.0.0.1:{free_port()}", "--client-key", "client.key",
+                         "--connect-wait", "0", "--out", str(out), cwd=tmp_path,
+                         env={**os.environ, "CRAWLER_AUTHKEY": "k" * 32})
+    assert worker.returncode == 2, worker.stderr
+    assert f"crawler: error: --client-key (http.client_key): {expected}\n" == worker.stderr
+    (tmp_path / "key.toml").write_text('[http]\nclient_key = "client.key"\n')
+    for command in (("master", "http://127.0.0.1:9/", "--bind", "127.0.0.1:0"), ("demo",),
+                    ("worker", f"127.0.0.1:{free_port()}", "--connect-wait", "0")):
+        done = run_crawler(*command, "--settings", str(tmp_path / "key.toml"), "--out",
+                           str(out), cwd=tmp_path, env={**os.environ, "CRAWLER_AUTHKEY": "k" * 32})
+        assert done.returncode == 2, (command, done.stderr)
+        assert (f"crawler: error: {tmp_path / 'key.toml'}: http.client_key: {expected}"
+                in done.stderr.splitlines()), (command, done.stderr)
+    # The certificate may come from the command line, its key from the settings file.
+    done = run_crawler("master", "http://127.0.0.1:9/", "--settings", str(tmp_path / "key.toml"),
+                       "--client-cert", "client.pem", "--dry-run", "--out", str(out),
+                       cwd=tmp_path)
+    assert done.returncode == 5 and "client_key" not in done.stderr, done.stderr
+    from crawler.fetch.options import client_certificate  # what every process asks
+
+    with pytest.raises(ConfigError, match=r"^http\.client_key: given without"):
+        client_certificate(Settings().with_values({"http.client_key": "client.key"}).http)
+
+
 def test_no_proxy_turns_off_the_settings_files_proxy_too(recorder: Recorder,
                                                           tmp_path: Path) -> None:
     """As wget's --no-proxy: no proxy at all. It left a settings file's http.proxy in
