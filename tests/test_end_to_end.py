@@ -277,6 +277,24 @@ def test_a_demo_leaves_the_files_of_one_running_in_its_folder_alone(tmp_path: Pa
     assert stored.is_file() and (demo / "results.log").is_file()
 
 
+def test_a_demo_refused_for_its_request_settings_leaves_nothing_in_its_folder(
+        tmp_path: Path) -> None:
+    """As a master refused as it starts: its key file (OUT/demo/authkey), the folder's
+    lock and the folders were left behind by a demo whose settings name a CA bundle that
+    holds no certificate."""
+    (tmp_path / "not-a-ca.pem").write_text("hello\n")
+    (tmp_path / "ca.toml").write_text('[http]\nca_bundle = "not-a-ca.pem"\n')
+    out = tmp_path / "new" / "out"
+    result = subprocess.run(crawler_command("demo", "--out", str(out), "--settings",
+                                            str(tmp_path / "ca.toml")),
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (f"crawler: error: {tmp_path / 'ca.toml'}: http.ca_bundle: "
+                             f"{tmp_path / 'not-a-ca.pem'} holds no PEM certificate\n")
+    assert not (tmp_path / "new").exists(), sorted((tmp_path / "new").rglob("*"))
+
+
 def test_the_demo_goes_past_the_environments_proxy_and_names_its_gallery_for_a_shell(
         tmp_path: Path) -> None:
     """Its site is on this host: HTTP_PROXY (here: nothing listens there) is not for it."""

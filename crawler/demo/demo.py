@@ -15,6 +15,7 @@ from pathlib import Path
 from crawler.config import Settings
 from crawler.demo.site import SiteServer, build_site
 from crawler.errors import StorageError
+from crawler.fetch.options import RequestOptions
 from crawler.master.authkey import master_authkey
 from crawler.master.claim import forget_crawl
 from crawler.master.folderlock import FolderLock
@@ -25,6 +26,16 @@ from crawler.ui.report import write_report
 def run_demo(settings: Settings, *, workers: int, quiet: bool,
              run_master: Callable[..., int]) -> int:
     out_dir = Path(settings.output.dir) / "demo"
+    # The site is on this host: no proxy of the user's settings or environment
+    # (HTTP_PROXY without 127.0.0.1 in NO_PROXY sent the demo to it, and it failed).
+    demo_settings = settings.with_values({"output.dir": str(out_dir),
+                                          "queue.bind": "127.0.0.1:0",
+                                          "worker.threads": 4,
+                                          "http.proxy": "", "http.env_proxies": False})
+    # The files its [http] settings name are read as its master reads them, before anything
+    # is made: one it cannot use refused the demo's master after its folder, lock and key
+    # were made, and they were left (a master refused so leaves nothing).
+    RequestOptions.from_settings(demo_settings)
     # Each demo serves a new site on a new port: start from a clean record. Under the
     # folder's lock, so that a demo running there keeps its files (this one is refused).
     try:
@@ -48,12 +59,6 @@ def run_demo(settings: Settings, *, workers: int, quiet: bool,
     with SiteServer(site) as server:
         say(f"demo site: {server.base_url}/ ({len(site.pages)} pages, {len(site.images)} "
             "images, and links to a page and an image that are missing)")
-        # The site is on this host: no proxy of the user's settings or environment
-        # (HTTP_PROXY without 127.0.0.1 in NO_PROXY sent the demo to it, and it failed).
-        demo_settings = settings.with_values({"output.dir": str(out_dir),
-                                              "queue.bind": "127.0.0.1:0",
-                                              "worker.threads": 4,
-                                              "http.proxy": "", "http.env_proxies": False})
         # Its workers are started here: nobody else needs to be told how to join.
         status = run_master(demo_settings, (server.base_url + "/",),
                             master_authkey(None, out_dir, keep=True), local_workers=workers,
