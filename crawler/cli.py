@@ -153,7 +153,8 @@ SETTING_FLAGS: dict[str, list[tuple[str, str, Any, str, str]]] = {
          "the client certificate's key, when in a file of its own (with --client-cert)"),
         ("--proxy", "http.proxy", str, "URL",
          "proxy for every request: http://, https://, socks5:// or socks5h:// (default: "
-         "HTTP_PROXY, HTTPS_PROXY and NO_PROXY from the environment)"),
+         "HTTP_PROXY, HTTPS_PROXY and NO_PROXY from the environment; '': no proxy at all, "
+         "as --no-proxy)"),
         ("--limit-rate", "http.limit_rate", str, "RATE",
          "bandwidth cap in bytes/s of each worker (its downloads together) and of each of "
          "the master's requests, with k, M or G (e.g. 2M; 0: none)"),

@@ -671,10 +671,21 @@ def _merge(base: Settings, data: Mapping[str, Any], source: str) -> Settings:
             raise ConfigError(f"{source}: [{name}] must be a table of settings")
         current = getattr(base, name)
         values = _section_values(current, name, table, source)
+        if name == "http":
+            values = _empty_proxy_is_none(values)
         updated[name] = current._replace(**values)
     merged = base._replace(**updated)
     _check_consistent(merged, source)
     return merged
+
+
+def _empty_proxy_is_none(http: dict[str, Any]) -> dict[str, Any]:
+    """``proxy = ""`` written (or ``--proxy ""``) means no proxy at all, as curl's
+    ``--proxy ""``: the environment's too, unless the same place says ``env_proxies``
+    (the documented settings.toml writes both, empty and true)."""
+    if http.get("proxy") == "" and "env_proxies" not in http:
+        return {**http, "env_proxies": False}
+    return http
 
 
 def _check_consistent(settings: Settings, source: str) -> None:

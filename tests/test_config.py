@@ -52,6 +52,18 @@ def test_a_settings_file_saved_with_a_byte_order_mark_is_read(tmp_path: Path) ->
     assert load_settings(path).crawl.depth == 7
 
 
+def test_an_empty_proxy_written_is_no_proxy_unless_env_proxies_is_written_beside_it(
+        tmp_path: Path) -> None:
+    """proxy = "" (or --proxy '') means no proxy, as curl's; the documented file, which
+    writes it with env_proxies = true, goes on using the environment's."""
+    assert load_settings(write(tmp_path, '[http]\nproxy = ""\n')).http.env_proxies is False
+    assert Settings().with_values({"http.proxy": ""}).http.env_proxies is False
+    both = '[http]\nproxy = ""\nenv_proxies = true\n'
+    assert load_settings(write(tmp_path, both)).http.env_proxies is True
+    assert load_settings(ROOT / "settings.toml").http.env_proxies is True
+    assert load_settings(write(tmp_path, "[http]\ninsecure = false\n")).http.env_proxies is True
+
+
 def test_flags_override_the_file(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, "[crawl]\ndepth = 7\n"))
     assert settings.with_values({"crawl.depth": 1}).crawl.depth == 1

@@ -1276,6 +1276,44 @@ def test_no_proxy_turns_off_the_settings_files_proxy_too(recorder: Recorder,
         done.stderr
 
 
+def test_an_empty_proxy_given_means_no_proxy_for_pages_and_every_workers_images(
+        recorder: Recorder, tmp_path: Path, authkey: str) -> None:
+    """As curl's --proxy '': no proxy at all. --proxy '' (and proxy = "" in the settings
+    file) fell back to HTTP_PROXY, for the master's pages and its workers' images, those of
+    a worker on another host (which gets the crawl's request settings) as a local one's."""
+    recorder.server.routes["/"] = recorder.server.routes["/page.html"]
+    proxy = Proxy("http")
+    address = proxy.start()
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env.update(http_proxy=address, HTTP_PROXY=address)
+    (tmp_path / "empty.toml").write_text('[http]\nproxy = ""\n')
+    master = start_crawler("master", recorder.url + "/", "--proxy", "", "--bind",
+                           "127.0.0.1:0", "--out", str(tmp_path / "flag"), "--local-workers",
+                           "0", cwd=tmp_path, env=env)
+    worker = None
+    try:
+        queue = wait_for_queue_address(master)
+        worker = start_crawler("worker", queue, "--out", str(tmp_path / "flag"),
+                               "--connect-wait", "30", cwd=tmp_path, env=env)
+        err = finish(master, 60)
+        assert master.returncode == 0, err
+        worker_err = finish(worker, 30)
+        assert worker.returncode == 0, worker_err
+        from_file = run_crawler("master", recorder.url + "/", "--settings",
+                                str(tmp_path / "empty.toml"), "--bind", "127.0.0.1:0", "--out",
+                                str(tmp_path / "file"), "--local-workers", "1", cwd=tmp_path,
+                                env=env)
+        assert from_file.returncode == 0, from_file.stderr
+    finally:
+        proxy.stop()
+        for process in (master, worker):
+            if process is not None:
+                stop(process)
+    assert proxy.targets == [], proxy.targets
+    for out in ("flag", "file"):
+        assert [e["status"] for e in manifest_lines(tmp_path / out)] == ["success"], out
+
+
 def test_the_status_of_a_master_shows_no_request_secrets(tmp_path: Path) -> None:
     from crawler.master.authkey import Authkey
     from crawler.master.master import Master, MasterOptions
