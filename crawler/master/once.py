@@ -1,4 +1,5 @@
-"""A value per key, computed once however many threads ask for it at the same time."""
+"""A value per key, computed once however many threads ask for it at the same time
+(and again once it is older than its maximum age, if it has one)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Generic, TypeVar
+
+from crawler.model.clock import since_boot
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +24,11 @@ class NotYet(Exception):
     fallback, and the key is computed again when it is asked for next, or, with
     ``retry_in``, when it is asked for that many seconds later (asked before, it
     gets the fallback at once: a computation that waited long for nothing is not
-    waited for again by every caller in turn)."""
+    waited for again by every caller in turn).
+
+    Raised while computing again a value past its maximum age, the old value
+    stands instead of the fallback: until ``retry_in`` seconds from now, and for the
+    caller."""
 
     def __init__(self, retry_in: float = 0.0) -> None:
         super().__init__()
@@ -36,10 +43,14 @@ class Once(Generic[K, V]):
     raises, the key gets ``fallback`` for good and the error goes to its caller.
     :meth:`get_all` computes several keys at the same time, on up to ``at_once``
     threads of its own.
+
+    ``max_age``: seconds a value is kept (on a clock that counts the machine's
+    sleep); the first to ask for it after that computes it again, the others wait
+    for that answer as for the first.
     """
 
     def __init__(self, compute: Callable[[K], V], *, fallback: V, wait: float,
-                 at_once: int = 32) -> None:
+                 at_once: int = 32, max_age: float | None = None) -> None:
         self._compute = compute
         self._fallback = fallback
         self._wait = wait
@@ -47,20 +58,24 @@ class Once(Generic[K, V]):
         self._pool: ThreadPoolExecutor | None = None  # started by the first get_all
         self._closed = False
         self._lock = threading.Lock()
+        self._max_age = max_age
         self._done: dict[K, V] = {}
+        self._stale_at: dict[K, float] = {}  # since_boot() when a value is computed again
         self._running: dict[K, threading.Event] = {}
         self._not_before: dict[K, float] = {}  # keys computed again only from then on
 
     def get(self, key: K) -> V:
         done = self._done.get(key, _MISSING)  # one dict lookup is atomic: no lock for it
-        if done is not _MISSING:
+        if done is not _MISSING and self._fresh(key):
             return done  # type: ignore[return-value]
         with self._lock:
-            if key in self._done:
+            if key in self._done and self._fresh(key):
                 return self._done[key]
+            # A value past its age stands while it is not due to be computed again.
+            held = self._done.get(key, self._fallback)
             if key in self._not_before:
                 if time.monotonic() < self._not_before[key]:
-                    return self._fallback
+                    return held
                 del self._not_before[key]
             event = self._running.get(key)
             mine = event is None
@@ -71,7 +86,7 @@ class Once(Generic[K, V]):
             event.wait(self._wait)
             with self._lock:
                 return self._done.get(key, self._fallback)
-        value = self._fallback
+        value = held
         keep = True
         try:
             value = self._compute(key)
@@ -83,6 +98,8 @@ class Once(Generic[K, V]):
         finally:
             with self._lock:
                 if keep:
+                    if self._max_age is not None:  # before the value: see _fresh
+                        self._stale_at[key] = since_boot() + self._max_age
                     self._done[key] = value
                     self._not_before.pop(key, None)
                 del self._running[key]
@@ -102,7 +119,7 @@ class Once(Generic[K, V]):
         the fallback at once (the caller does not compute them one after the other
         instead).
         """
-        missing = [key for key in dict.fromkeys(keys) if key not in self._done]
+        missing = [key for key in dict.fromkeys(keys) if self.known(key) is None]
         if len(missing) < 2:
             return  # the caller's own get() computes it as soon
         with self._lock:
@@ -143,6 +160,21 @@ class Once(Generic[K, V]):
             pool.shutdown(wait=False, cancel_futures=True)
 
     def known(self, key: K) -> V | None:
-        """The value if it was computed already, else None (nothing is computed)."""
+        """The value if it was computed already and :meth:`get` gives it without
+        computing it again, else None (nothing is computed)."""
+        with self._lock:
+            if key not in self._done:
+                return None
+            if self._fresh(key) or time.monotonic() < self._not_before.get(key, 0.0):
+                return self._done[key]
+            return None
+
+    def previous(self, key: K) -> V | None:
+        """The value computed last, however old (None if none was): for a computation
+        that may keep it."""
         with self._lock:
             return self._done.get(key)
+
+    def _fresh(self, key: K) -> bool:
+        """Whether ``key``'s value is within its maximum age (one being stored is not)."""
+        return self._max_age is None or since_boot() < self._stale_at.get(key, 0.0)
