@@ -246,6 +246,8 @@ class CrawlSettings(NamedTuple):
     page_timeout: Annotated[float, _POSITIVE] = 30.0
     user_agent: Annotated[str, _USER_AGENT] = DEFAULT_USER_AGENT
     respect_robots: bool = True
+    # RFC 9309 2.4: a cached robots.txt is used 24 hours at most.
+    robots_max_age: Annotated[float, _POSITIVE] = 86400.0
 
 
 class PolitenessSettings(NamedTuple):

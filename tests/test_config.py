@@ -150,6 +150,7 @@ def test_limits_are_the_download_settings_a_worker_applies(tmp_path: Path) -> No
     # Beyond what libcurl takes (milliseconds in a C long), or no number at all: refused
     # here, not by a traceback at the first request (inf marked every image failed).
     ("[crawl]\npage_timeout = inf\n", "crawl.page_timeout: expected a number > 0 (at most"),
+    ("[crawl]\nrobots_max_age = 0\n", "crawl.robots_max_age: expected a number > 0 (at most"),
     ("[download]\ndeadline = 1e300\n", "download.deadline: expected a number > 0 (at most"),
     ("[download]\nconnect_timeout = nan\n", "download.connect_timeout: expected a number > 0"),
     ("[crawl]\nuser_agent = \"a\\r\\nX-Evil: 1\"\n",

@@ -57,15 +57,18 @@ def unreachable(why: str) -> RobotsFile:
     return RobotsFile(_DISALLOW_ALL, why)
 
 
-def read_robots(client: EasyClient, origin: str, timeout: float) -> RobotsFile:
+def read_robots(client: EasyClient, origin: str, timeout: float, *,
+                refreshing: bool = False) -> RobotsFile:
     """Fetch and parse ``origin``'s robots.txt within ``timeout`` seconds, all of it.
 
     RFC 9309: its redirects are followed (ROBOTS_REDIRECTS of them, to any host:
     ``http://`` to ``https://`` and bare host to ``www.`` are common), and the
     file reached holds the rules of ``origin``; 4xx (or a redirect not followed)
     means no rules; 5xx, a failed connection, a broken or too slow answer mean
-    complete disallow.
+    complete disallow. ``refreshing``: the caller keeps the rules it read before
+    when this one is unreachable (said so in the warning).
     """
+    then = "keeping its rules read before" if refreshing else "not crawling that origin"
     reply = client.follow(origin + "/robots.txt", hops=ROBOTS_REDIRECTS,
                           may_follow=_is_http, accept="text/plain,*/*;q=0.5",
                           max_bytes=MAX_ROBOTS_BYTES, timeout=timeout)
@@ -76,22 +79,19 @@ def read_robots(client: EasyClient, origin: str, timeout: float) -> RobotsFile:
         # refused address: a redirect not followed.
         return ALLOW_ALL
     if reply.timed_out:
-        log.warning("robots.txt of %s too slow: not crawling that origin", origin)
+        log.warning("robots.txt of %s too slow: %s", origin, then)
         # Said by the limit that cut it: a connection not made has its own, shorter one.
         if reply.failure == "timed out connecting":
             return unreachable(f"too slow (no connection within {client.connect_timeout:g} s)")
         return unreachable(f"too slow (over {timeout:g} s)")
     if not reply.ok and reply.status:  # the head came, the body did not
-        log.warning("robots.txt of %s broke off (%s): not crawling that origin",
-                    origin, reply.failure)
+        log.warning("robots.txt of %s broke off (%s): %s", origin, reply.failure, then)
         return unreachable(f"broken response: {reply.failure}")
     if not reply.ok:
-        log.warning("robots.txt of %s unreachable (%s): not crawling that origin",
-                    origin, reply.failure)
+        log.warning("robots.txt of %s unreachable (%s): %s", origin, reply.failure, then)
         return unreachable(reply.failure)
     if reply.status >= 500:
-        log.warning("robots.txt of %s answered HTTP %d: not crawling that origin",
-                    origin, reply.status)
+        log.warning("robots.txt of %s answered HTTP %d: %s", origin, reply.status, then)
         return unreachable(f"HTTP {reply.status}")
     if reply.status != 200:  # 4xx: no robots.txt; a redirect not followed: as if none
         if reply.status in REDIRECT_STATUSES:

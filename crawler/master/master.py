@@ -595,7 +595,8 @@ class Master:
             self._restore_page_cookies(session)
         robots = Robots(session, settings.crawl.user_agent, settings.crawl.page_timeout,
                         settings.crawl.respect_robots,
-                        max_delay=settings.politeness.max_crawl_delay)
+                        max_delay=settings.politeness.max_crawl_delay,
+                        max_age=settings.crawl.robots_max_age)
         if self._shared_frontier is not None:
             # On a broker, an earlier run's refusals for an unreadable robots.txt are
             # judged again before the results are read, so that one queued again leaves
@@ -1078,7 +1079,7 @@ class Master:
         """
         policy = self._board.policy  # the images' tries and backoff
         if not visit.page.transient or visit.page.held:
-            return False  # robots.txt is read once per run: the page waits for the next
+            return False  # its robots.txt could not be read: the page waits for the next run
         tries = self._frontier.failed(visit.url)
         if tries >= policy.max_attempts:
             return False

@@ -36,7 +36,7 @@ class Page(NamedTuple):
     transient: bool = False  # worth another try (connection errors, 5xx, 429)
     retry_after: float | None = None  # seconds the server asked us to wait
     # Refused for want of a robots.txt (unreachable, or not read in time): not final,
-    # and not tried again in this run, which reads each robots.txt once.
+    # and not tried again in this run (its robots.txt is read again only past its age).
     held: bool = False
     refresh: str | None = None  # its Refresh header, which browsers follow as <meta> refresh
 

@@ -2,7 +2,10 @@
 
 How one file is read and what it allows is ``crawler.fetch.robots``; this is
 the master's cache of those files, shared by its page loop and helper threads, and the
-Crawl-delay it takes from them.
+Crawl-delay it takes from them. RFC 9309 (2.4) keeps a cached file 24 hours at most
+(``crawl.robots_max_age``): one older is read again before its origin's next
+request, and while it cannot be read (5xx, no connection) the rules read before
+stay in force.
 """
 
 from __future__ import annotations
@@ -20,13 +23,20 @@ log = logging.getLogger(__name__)
 READ_AT_ONCE = 8  # robots.txt files read_all reads at once, when the client has no bound
 # What a thread that could not wait longer for a robots.txt takes: disallowed, for now.
 NOT_READ_IN_TIME = unreachable("not read in time")
+# Seconds after a failed refresh before the next try (less if the maximum age is
+# shorter): the old rules stand meanwhile, and its origin's requests do not wait.
+REFRESH_RETRY = 600.0
 
 
 class Robots:
-    """What robots.txt allows, per origin, read on first use; off, it allows everything."""
+    """What robots.txt allows, per origin, read on first use and again past its maximum
+    age; off, it allows everything."""
 
     def __init__(self, client: EasyClient, user_agent: str, timeout: float = 10.0,
-                 enabled: bool = True, max_delay: float = 30.0) -> None:
+                 enabled: bool = True, max_delay: float = 30.0,
+                 max_age: float | None = None) -> None:
+        """``max_age``: seconds an origin's rules are kept before they are read again
+        (None: for good)."""
         self._client = client
         self._max_delay = max_delay
         self._capped: set[str] = set()  # origins whose Crawl-delay was cut, warned about once
@@ -40,9 +50,11 @@ class Robots:
         # through: one waiting for its turn would spend its deadline there. One that
         # spent it all the same (other pages' reads held every connection) is not held
         # against its origin: it is read again when next asked.
+        self._refresh_retry = min(REFRESH_RETRY, max_age) if max_age else REFRESH_RETRY
         self._rules: Once[str, RobotsFile] = Once(self._read, fallback=NOT_READ_IN_TIME,
                                                   wait=timeout + 1,
-                                                  at_once=client.at_once or READ_AT_ONCE)
+                                                  at_once=client.at_once or READ_AT_ONCE,
+                                                  max_age=max_age)
 
     def read_all(self, urls: Iterable[str], *, all_of_them: bool = False) -> None:
         """Read the robots.txt of the origins of ``urls`` not read yet, at the same time,
@@ -127,13 +139,21 @@ class Robots:
         return self._max_delay
 
     def _read(self, origin: str) -> RobotsFile:
+        previous = self._rules.previous(origin)  # rules past their age, read again now
         try:
-            robots = read_robots(self._client, origin, self._timeout)
+            robots = read_robots(self._client, origin, self._timeout,
+                                 refreshing=previous is not None)
         except Exception:
             log.exception("robots.txt of %s could not be read", origin)
-            return unreachable("crawler error")
+            robots = unreachable("crawler error")
         if not robots.settled:
             log.info("robots.txt of %s: %s; read again when needed %g s from now",
                      origin, robots.unreachable, self._timeout)
             raise NotYet(retry_in=self._timeout)
+        if robots.unreachable is not None and previous is not None:
+            # RFC 9309 2.4: past its age, a cached file stays in force while the
+            # robots.txt is unreachable (a 4xx is not: it means no rules).
+            log.info("robots.txt of %s: %s on its refresh; read again in %g s",
+                     origin, robots.unreachable, self._refresh_retry)
+            raise NotYet(retry_in=self._refresh_retry)
         return robots
