@@ -251,12 +251,16 @@ def test_the_image_scope_crosses_the_wire_as_text_and_is_checked_on_arrival() ->
         image_scope_from_wire({"allow": "x", "deny": []})
     with pytest.raises(BadCrawlInfo, match="no image scope"):
         image_scope_from_wire(None)
-    assert robots_rules_from_wire({"respect": True, "timeout": 3}) == {"respect": True,
-                                                                      "timeout": 3.0}
-    with pytest.raises(BadCrawlInfo, match="not a positive number of seconds"):
-        robots_rules_from_wire({"respect": True, "timeout": float("nan")})
+    assert robots_rules_from_wire({"respect": True, "timeout": 3, "max_age": 60}) == {
+        "respect": True, "timeout": 3.0, "max_age": 60.0}
+    with pytest.raises(BadCrawlInfo, match="timeout of 'nan', not a positive number of seconds"):
+        robots_rules_from_wire({"respect": True, "timeout": float("nan"), "max_age": 60})
+    with pytest.raises(BadCrawlInfo, match="max_age of '0', not a positive number of seconds"):
+        robots_rules_from_wire({"respect": True, "timeout": 3, "max_age": 0})
     with pytest.raises(BadCrawlInfo, match="not true or false"):
-        robots_rules_from_wire({"respect": "yes", "timeout": 3})
+        robots_rules_from_wire({"respect": "yes", "timeout": 3, "max_age": 60})
+    with pytest.raises(BadCrawlInfo, match=r"no robots\.txt rules"):
+        robots_rules_from_wire({"respect": True, "timeout": 3})
 
 
 def test_download_limits_cross_the_wire_and_are_checked_on_arrival() -> None:
@@ -291,7 +295,7 @@ def _refused_worker(tmp_path: Path, limits: dict[str, object], deny: list[str],
     def describe(full: bool = False) -> dict[str, object]:
         return {"limits": limits, "policy": LOOPBACK.to_wire(), "user_agent": AGENT,
                 "image_scope": {"allow": [], "deny": deny},
-                "robots": {"respect": True, "timeout": 5.0},
+                "robots": {"respect": True, "timeout": 5.0, "max_age": 86400.0},
                 "lease_timeout": 5.0, "worker_silence": 3.0}
 
     key = b"k" * 32

@@ -1016,7 +1016,7 @@ from crawler.board.manager import QueueServer
 board = TaskBoard(BoardPolicy(), wake=lambda: os._exit(0) if board.closed else None)
 hello = {"limits": Limits()._asdict(), "lease_timeout": 60.0, "user_agent": "t",
          "worker_silence": 5.0, "image_scope": {"allow": [], "deny": []},
-         "robots": {"respect": True, "timeout": 30.0},
+         "robots": {"respect": True, "timeout": 30.0, "max_age": 86400.0},
          "policy": AddressPolicy.from_seeds(["http://127.0.0.1/"]).to_wire()}
 server = QueueServer(board, ("127.0.0.1", 0), os.environb[b"CRAWLER_AUTHKEY"],
                      lambda full=False: hello).start()

@@ -1,11 +1,13 @@
 """robots.txt is read again once older than ``crawl.robots_max_age`` (RFC 9309 2.4).
 
 Real fixture servers on 127.0.0.1 whose robots.txt changes while a crawl runs:
-the master's cache on its own, then a whole crawl by a master process.
+the master's cache on its own, a worker's (for the redirects its images take),
+then a whole crawl by a master process.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +19,7 @@ from crawler.fetch.easy import EasyClient
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
 from crawler.master.robots import Robots
+from crawler.worker.hops import RobotsReader
 
 from .conftest import FixtureHandler, FixtureServer, run_crawler, serve_routes
 
@@ -124,6 +127,40 @@ def test_a_refresh_answered_404_means_no_rules(
     route.swap(b"not found", status=404)
     past_max_age()
     assert robots.refusal(server.url + "/old") is None
+
+
+class HopVerdicts:
+    """A worker's robots.txt reader, asked as its engine asks, answers waited for."""
+
+    def __init__(self, client: EasyClient, max_age: float) -> None:
+        self.reader = RobotsReader(client, AGENT, 5.0, max_age=max_age)
+
+    def refusal(self, url: str) -> str | None:
+        answers: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self.reader.ask(url, answers.put)
+        return answers.get(timeout=10)
+
+
+def test_a_workers_rules_past_their_max_age_are_read_again_and_kept_through_a_503(
+        make_server: Callable[[], FixtureServer]) -> None:
+    """The robots.txt a worker reads for its images' redirects ages as the master's."""
+    server = make_server()
+    server.routes["/robots.txt"] = route = RobotsRoute(disallowing("/old"))
+    hops = HopVerdicts(EasyClient(LOOPBACK, RequestOptions()), MAX_AGE)
+    try:
+        assert hops.refusal(server.url + "/old") == "disallowed by robots.txt"
+        route.swap(b"down", status=503)
+        past_max_age()
+        assert hops.refusal(server.url + "/old") == "disallowed by robots.txt"
+        assert hops.refusal(server.url + "/new") is None
+        assert robots_reads(server) == 2, "the failed refresh is not tried on every request"
+        route.swap(disallowing("/new"))
+        past_max_age()
+        assert hops.refusal(server.url + "/new") == "disallowed by robots.txt"
+        assert hops.refusal(server.url + "/old") is None
+        assert robots_reads(server) == 3
+    finally:
+        hops.reader.close()
 
 
 PAGES = 8  # /p0 links /p1, which links /p2, ...

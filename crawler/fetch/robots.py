@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 
 MAX_ROBOTS_BYTES = 512 * 1024  # what Google reads of a robots.txt
 ROBOTS_REDIRECTS = 5  # RFC 9309: at least five; past them, as if there were none
+# Seconds after a failed refresh of rules past their age before the next try (less if
+# the age is shorter): the old rules stand meanwhile (RFC 9309 2.4), and requests to
+# their origin do not wait for a robots.txt asked for on each of them.
+REFRESH_RETRY = 600.0
 
 _DISALLOW_ALL = Protego.parse("User-agent: *\nDisallow: /\n")
 

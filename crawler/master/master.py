@@ -324,7 +324,8 @@ class Master:
                          user_agent=self._settings.crawl.user_agent,
                          image_scope=self._scope.images.to_wire(),
                          robots=RobotsRules(respect=self._settings.crawl.respect_robots,
-                                            timeout=self._settings.crawl.page_timeout),
+                                            timeout=self._settings.crawl.page_timeout,
+                                            max_age=self._settings.crawl.robots_max_age),
                          lease_timeout=self._settings.queue.lease_timeout,
                          worker_silence=self._settings.queue.worker_silence)
         if self._options.broker is None:

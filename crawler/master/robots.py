@@ -15,7 +15,13 @@ import threading
 from collections.abc import Iterable
 
 from crawler.fetch.easy import EasyClient
-from crawler.fetch.robots import RobotsFile, origin_of, read_robots, unreachable
+from crawler.fetch.robots import (
+    REFRESH_RETRY,
+    RobotsFile,
+    origin_of,
+    read_robots,
+    unreachable,
+)
 from crawler.master.once import NotYet, Once
 
 log = logging.getLogger(__name__)
@@ -23,9 +29,6 @@ log = logging.getLogger(__name__)
 READ_AT_ONCE = 8  # robots.txt files read_all reads at once, when the client has no bound
 # What a thread that could not wait longer for a robots.txt takes: disallowed, for now.
 NOT_READ_IN_TIME = unreachable("not read in time")
-# Seconds after a failed refresh before the next try (less if the maximum age is
-# shorter): the old rules stand meanwhile, and its origin's requests do not wait.
-REFRESH_RETRY = 600.0
 
 
 class Robots:

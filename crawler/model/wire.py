@@ -52,6 +52,7 @@ class RobotsRules(TypedDict):
 
     respect: bool  # crawl.respect_robots
     timeout: float  # seconds a robots.txt may take in all (crawl.page_timeout)
+    max_age: float  # seconds a robots.txt is obeyed before it is read again (crawl.robots_max_age)
 
 
 class CrawlInfo(TypedDict):
@@ -238,16 +239,23 @@ def image_scope_from_wire(data: object) -> ImageScope:
 
 def robots_rules_from_wire(data: object) -> RobotsRules:
     """The robots.txt rules a master sent; BadCrawlInfo if malformed."""
-    if not isinstance(data, dict) or set(data) != {"respect", "timeout"}:
-        raise BadCrawlInfo("the master sent no robots.txt rules ('respect' and 'timeout')")
-    respect, timeout = data["respect"], data["timeout"]
+    if not isinstance(data, dict) or set(data) != {"respect", "timeout", "max_age"}:
+        raise BadCrawlInfo("the master sent no robots.txt rules ('respect', 'timeout' "
+                           "and 'max_age')")
+    respect = data["respect"]
     if not isinstance(respect, bool):
         raise BadCrawlInfo("the master sent a robots.txt 'respect' that is not true or false")
-    if (not isinstance(timeout, int | float) or isinstance(timeout, bool)
-            or not math.isfinite(timeout) or timeout <= 0):
-        raise BadCrawlInfo(f"the master sent a robots.txt timeout of {str(timeout)[:40]!r}, "
+    return RobotsRules(respect=respect, timeout=_robots_seconds(data, "timeout"),
+                       max_age=_robots_seconds(data, "max_age"))
+
+
+def _robots_seconds(data: dict[str, Any], name: str) -> float:
+    value = data[name]
+    if (not isinstance(value, int | float) or isinstance(value, bool)
+            or not math.isfinite(value) or value <= 0):
+        raise BadCrawlInfo(f"the master sent a robots.txt {name} of {str(value)[:40]!r}, "
                            "not a positive number of seconds")
-    return RobotsRules(respect=respect, timeout=float(timeout))
+    return float(value)
 
 
 def is_image_path(path: str) -> bool:

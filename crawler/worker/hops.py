@@ -4,7 +4,9 @@ The master judges the URL it queues; where that URL redirects to is seen
 only by the worker, hop by hop. Each target must be in the crawl's image
 scope and allowed by its own origin's robots.txt for the crawl's user agent,
 read the way the master reads it (``crawler.fetch.robots``): once per
-origin per worker, an unreachable one refusing everything.
+origin per worker, an unreachable one refusing everything, and again once
+older than the crawl's ``crawl.robots_max_age`` (RFC 9309 2.4), the old rules
+standing while it is unreachable then.
 
 The engine asks on its event thread and must not wait there: a robots.txt
 may take up to its timeout. So the engine parks the transfer, a few reader
@@ -19,10 +21,12 @@ import logging
 import queue
 import threading
 import time
+from typing import NamedTuple
 
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.engine import HopVerdict
-from crawler.fetch.robots import RobotsFile, origin_of, read_robots, unreachable
+from crawler.fetch.robots import REFRESH_RETRY, RobotsFile, origin_of, read_robots, unreachable
+from crawler.model.clock import since_boot
 from crawler.model.imagescope import ImageScope
 
 log = logging.getLogger(__name__)
@@ -34,17 +38,26 @@ TICK = 0.5  # how often an idle reader looks for the end
 CLOSE_GRACE = 1.0  # seconds close() waits for readers before leaving them to the exit
 
 
+class _Read(NamedTuple):
+    robots: RobotsFile
+    stale_at: float  # since_boot() when it is read again
+
+
 class RobotsReader:
     """robots.txt per origin, read by a few threads of its own; verdicts by callback."""
 
     def __init__(self, client: EasyClient, user_agent: str, timeout: float,
-                 readers: int = READERS) -> None:
+                 readers: int = READERS, max_age: float | None = None) -> None:
+        """``max_age``: seconds an origin's rules are kept before they are read again
+        (None: for good)."""
         self._client = client
         self._agent = user_agent
         self._timeout = timeout
         self._readers = readers
+        self._max_age = max_age
+        self._refresh_retry = min(REFRESH_RETRY, max_age) if max_age else REFRESH_RETRY
         self._lock = threading.Lock()
-        self._files: dict[str, RobotsFile] = {}
+        self._files: dict[str, _Read] = {}
         self._waiting: dict[str, list[tuple[str, HopVerdict]]] = {}  # origin -> its askers
         self._origins: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
@@ -55,14 +68,14 @@ class RobotsReader:
         origin = origin_of(url)
         with self._lock:
             known = self._files.get(origin)
-            if known is None:
+            if known is None or since_boot() >= known.stale_at:
                 askers = self._waiting.setdefault(origin, [])
                 askers.append((url, verdict))
                 if len(askers) == 1:  # the first to ask: read it
                     self._origins.put(origin)
                     self._add_reader()
                 return
-        verdict(known.refusal(url, self._agent))
+        verdict(known.robots.refusal(url, self._agent))
 
     def close(self) -> None:
         """Stop the readers; the client is closed only if none is still in a request."""
@@ -86,18 +99,33 @@ class RobotsReader:
                 origin = self._origins.get(timeout=TICK)
             except queue.Empty:
                 continue
-            try:
-                robots = read_robots(self._client, origin, self._timeout)
-            except Exception:  # a bug must not leave the askers without an answer
-                log.exception("robots.txt of %s could not be read", origin)
-                robots = unreachable("crawler error")
+            read = self._read(origin)
             with self._lock:
+                self._files.pop(origin, None)  # one read again goes last
                 if len(self._files) >= MAX_ORIGINS:
                     del self._files[next(iter(self._files))]
-                self._files[origin] = robots
+                self._files[origin] = read
                 askers = self._waiting.pop(origin, [])
             for url, verdict in askers:
-                verdict(robots.refusal(url, self._agent))
+                verdict(read.robots.refusal(url, self._agent))
+
+    def _read(self, origin: str) -> _Read:
+        """``origin``'s rules and when to read them again; past their age, the rules
+        read before while the file is unreachable, tried again a while later."""
+        with self._lock:
+            previous = self._files.get(origin)
+        try:
+            robots = read_robots(self._client, origin, self._timeout,
+                                 refreshing=previous is not None)
+        except Exception:  # a bug must not leave the askers without an answer
+            log.exception("robots.txt of %s could not be read", origin)
+            robots = unreachable("crawler error")
+        if robots.unreachable is not None and previous is not None:
+            log.info("robots.txt of %s: %s on its refresh; read again in %g s",
+                     origin, robots.unreachable, self._refresh_retry)
+            return _Read(previous.robots, since_boot() + self._refresh_retry)
+        max_age = self._max_age if self._max_age is not None else float("inf")
+        return _Read(robots, since_boot() + max_age)
 
 
 class RedirectCheck:

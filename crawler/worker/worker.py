@@ -782,7 +782,8 @@ class Worker:
         if robots["respect"]:
             client = EasyClient(policy, request, connect_timeout=limits.connect_timeout,
                                 ca_file=None if request.ca_bundle else default_ca_file())
-            reader = RobotsReader(client, crawl["user_agent"], robots["timeout"])
+            reader = RobotsReader(client, crawl["user_agent"], robots["timeout"],
+                                  max_age=robots["max_age"])
         return RedirectCheck(scope, reader)
 
     def _run_engine(self, engine: Engine) -> None:
