@@ -23,6 +23,7 @@ from crawler.board.memory import BoardPolicy, TaskBoard
 from crawler.errors import AuthenticationFailed
 from crawler.model.outcome import Attempt
 
+from .accepting import accept_each
 from .conftest import (
     SITE,
     FixtureHandler,
@@ -278,6 +279,51 @@ def test_strangers_trickling_their_handshake_do_not_keep_workers_out(
         for sock in strangers:
             sock.close()
         server.stop()
+
+
+def _a_master_that_trickles_its_challenge() -> tuple[tuple[str, int], threading.Event]:
+    """A port whose every connection gets the start of a long challenge, a byte every
+    0.2 s, till the returned event is set: a stranger, or a master on a dying link."""
+    challenge = (250).to_bytes(4, "big") + b"#CHALLENGE#" + b"x" * 239
+
+    def trickle(conn: socket.socket) -> None:
+        with conn:
+            for at in range(len(challenge)):
+                if done.wait(0.2):
+                    return
+                with contextlib.suppress(OSError):
+                    conn.send(challenge[at:at + 1])
+
+    port, done = accept_each(trickle)
+    return ("127.0.0.1", port), done
+
+
+def test_a_master_trickling_its_handshake_is_given_up_at_the_handshake_deadline(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's side of the handshake had a deadline on each read alone: a peer
+    sending a byte now and then held a worker (or ``crawler status``) for minutes, past
+    any --connect-wait. The handshake as a whole has it now, as on the master's side."""
+    monkeypatch.setattr(manager, "HANDSHAKE_DEADLINE", 1.0)
+    address, done = _a_master_that_trickles_its_challenge()
+    failed: list[BaseException] = []
+
+    def connect() -> None:
+        try:
+            MasterClient(address, b"k" * 16).connect()
+        except BaseException as exc:  # noqa: BLE001 - looked at below
+            failed.append(exc)
+
+    connecting = threading.Thread(target=connect, daemon=True)
+    try:
+        connecting.start()
+        connecting.join(timeout=4)
+        assert not connecting.is_alive(), "the handshake went on past its deadline"
+    finally:
+        done.set()  # the trickle ends: the connection closes, and a stuck read with it
+        connecting.join(timeout=5)
+    assert len(failed) == 1 and isinstance(failed[0], ConnectionError), failed
+    assert str(failed[0]) == (f"127.0.0.1:{address[1]} took the connection and made no "
+                              "handshake: is that a crawler master's queue port?")
 
 
 _MASTER = """

@@ -112,21 +112,23 @@ def _client(address: Any, family: str | None = None, authkey: bytes | None = Non
     sock = socket.create_connection(address, timeout=HANDSHAKE_DEADLINE)
     sock.settimeout(None)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    _set_deadline(sock, HANDSHAKE_DEADLINE)
     conn = connection.Connection(sock.detach())
+    view = _socket_of(conn)
     try:
         if authkey is not None:
-            connection.answer_challenge(conn, authkey)
-            connection.deliver_challenge(conn, authkey)
-    except BlockingIOError as exc:  # the deadline passed: something else listens there
+            _handshake(conn, view, authkey, HANDSHAKE_DEADLINE, CLIENT_STEPS)
+        _set_deadline(view, FIRST_CALL_DEADLINE)
+    except (BlockingIOError, TimeoutError) as exc:  # something else listens there
         conn.close()
         host, port = address[:2]
         # No seconds said: the caller's own wait (--connect-wait) is the one a user set.
         raise ConnectionError(f"{host}:{port} took the connection and made no handshake: "
                               "is that a crawler master's queue port?") from exc
-    with socket.socket(fileno=conn.fileno()) as view:
-        _set_deadline(view, FIRST_CALL_DEADLINE)
-        view.detach()
+    except BaseException:
+        conn.close()  # a refused key, a reset: no descriptor left behind
+        raise
+    finally:
+        view.detach()  # the descriptor is conn's
     return conn
 
 
@@ -134,14 +136,21 @@ def _client(address: Any, family: str | None = None, authkey: bytes | None = Non
 listener_client[SERIALIZER] = (connection.Listener, _client)
 
 
-def _handshake(conn: connection.Connection, sock: socket.socket, authkey: bytes,
-               seconds: float) -> None:
-    """The server's side of the authkey handshake, all of it within ``seconds``.
+_Step = Callable[[connection.Connection, bytes], None]
+# Who speaks first: the server challenges, then answers the client's challenge.
+SERVER_STEPS: tuple[_Step, ...] = (connection.deliver_challenge, connection.answer_challenge)
+CLIENT_STEPS: tuple[_Step, ...] = (connection.answer_challenge, connection.deliver_challenge)
 
-    A deadline on each read alone let a stranger trickle its answer a byte at a time,
-    each just within it: its 260 bytes held a place among MAX_HANDSHAKING for over
-    twenty minutes, and that many such strangers kept every worker out. Each read here
-    waits only for what is left of the one deadline.
+
+def _handshake(conn: connection.Connection, sock: socket.socket, authkey: bytes,
+               seconds: float, steps: tuple[_Step, ...]) -> None:
+    """One side of the authkey handshake (``steps``), all of it within ``seconds``.
+
+    A deadline on each read alone let a peer trickle its part a byte at a time, each
+    just within it: on the server, a stranger's 260 bytes held a place among
+    MAX_HANDSHAKING for over twenty minutes, and that many such strangers kept every
+    worker out; on a worker, a port trickling a challenge held it past any
+    --connect-wait. Each read here waits only for what is left of the one deadline.
     """
     end = time.monotonic() + seconds
 
@@ -159,8 +168,8 @@ def _handshake(conn: connection.Connection, sock: socket.socket, authkey: bytes,
         connection.Connection._recv, conn, read=read))  # type: ignore[attr-defined]
     try:
         _set_deadline(sock, seconds)  # for the writes
-        connection.deliver_challenge(conn, authkey)
-        connection.answer_challenge(conn, authkey)
+        for step in steps:
+            step(conn, authkey)
     finally:
         delattr(conn, "_recv")
 
@@ -245,7 +254,7 @@ class _GuardedServer(Server):
                 peer = f"{host}:{port}"
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 try:
-                    _handshake(conn, sock, self.authkey, HANDSHAKE_DEADLINE)
+                    _handshake(conn, sock, self.authkey, HANDSHAKE_DEADLINE, SERVER_STEPS)
                 except (AuthenticationError, OSError, EOFError) as exc:
                     self.refused += 1
                     why = ("wrong authkey" if isinstance(exc, AuthenticationError)
