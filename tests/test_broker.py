@@ -26,9 +26,12 @@ import pytest
 import redis
 
 from crawler import __version__
+from crawler.board import broker
 from crawler.board.broker import REGISTRY, BrokerAddress, Connections, connect
 from crawler.demo.site import build_site, png
+from crawler.errors import BrokerUnreachable
 
+from .accepting import accept_each
 from .conftest import (
     FixtureHandler,
     FixtureServer,
@@ -1221,6 +1224,49 @@ def test_a_port_that_takes_connections_and_never_answers_is_told_in_seconds(
     assert done.returncode == 1, done.stderr
     assert "cannot reach the broker" in done.stderr, done.stderr
     assert time.monotonic() - started < 15
+
+
+def test_a_port_that_trickles_its_answer_is_given_up_at_the_first_checks_deadline(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each read had a deadline, the check none in all: a port answering our first
+    command with a long reply, a byte now and then, held a master, a worker or
+    ``crawler status`` for as long as it went on."""
+    monkeypatch.setattr(broker, "CHECK_DEADLINE", 1.0)
+    done = threading.Event()
+
+    def trickle(conn: socket.socket) -> None:
+        answer = b"$100000\r\n" + b"x" * 100000
+        with conn:
+            with contextlib.suppress(OSError):
+                conn.recv(4096)  # our first command
+            for at in range(len(answer)):
+                if done.wait(0.2):
+                    return
+                with contextlib.suppress(OSError):
+                    conn.send(answer[at:at + 1])
+
+    port, done = accept_each(trickle)
+    failed: list[BaseException] = []
+
+    def check() -> None:
+        try:
+            connect(BrokerAddress("127.0.0.1", port)).close()
+        except BaseException as exc:  # noqa: BLE001 - looked at below
+            failed.append(exc)
+
+    checking = threading.Thread(target=check, daemon=True)
+    try:
+        checking.start()
+        checking.join(timeout=4)
+        assert not checking.is_alive(), "the first check went on past its deadline"
+    finally:
+        done.set()  # the trickle ends: the connection closes, and a stuck read with it
+        checking.join(timeout=5)
+    assert len(failed) == 1 and isinstance(failed[0], BrokerUnreachable), failed
+    assert str(failed[0]) == (
+        f"the broker at redis://127.0.0.1:{port}/0 took the connection and did not answer "
+        "our first command within 1 s: is redis-server running there, and is the address "
+        "right?")
 
 
 def _a_finished_crawl(server: FixtureServer, redis_server: RedisServer,

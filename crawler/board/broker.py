@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import urllib.parse
 import weakref
 from collections.abc import Callable, Mapping
@@ -40,6 +41,9 @@ if TYPE_CHECKING:
 
 CONNECT_DEADLINE = 5.0  # seconds to connect to Redis
 CALL_DEADLINE = 10.0  # seconds for any one command; the longest script is far shorter
+# Seconds for the whole first check (connect, TLS, login, PING): a deadline on each
+# read alone let a port answering a byte now and then hold its caller for ever.
+CHECK_DEADLINE = 2 * CONNECT_DEADLINE
 REGISTRY = "crawler:crawls"  # the names of the crawls on this database
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
@@ -164,6 +168,30 @@ class Connections:
         self._made.add(connection)
 
 
+def _ping_within(probe: redis.Redis, address: BrokerAddress, seconds: float) -> None:
+    """``probe.ping()`` (and the connection it opens), over within ``seconds`` in all;
+    BrokerUnreachable after that. redis-py bounds each read only: the PING runs on a
+    thread of its own, and closing the probe's connection ends a read under way."""
+    failed: list[BaseException] = []
+
+    def ping() -> None:
+        try:
+            probe.ping()
+        except BaseException as exc:  # noqa: BLE001 - raised again on the caller's thread
+            failed.append(exc)
+
+    pinging = threading.Thread(target=ping, name="broker-check", daemon=True)
+    pinging.start()
+    pinging.join(seconds)
+    if pinging.is_alive():
+        probe.connection_pool.disconnect()  # the thread's read fails, and it ends
+        raise BrokerUnreachable(f"the broker at {address} took the connection and did not "
+                                f"answer our first command within {seconds:g} s: is "
+                                "redis-server running there, and is the address right?")
+    if failed:
+        raise failed[0]
+
+
 def connect(address: BrokerAddress, connections: Connections | None = None) -> redis.Redis:
     """A client of the broker whose every call has a deadline; checked with a PING.
 
@@ -196,7 +224,7 @@ def connect(address: BrokerAddress, connections: Connections | None = None) -> r
     probe = redis.Redis(socket_timeout=CONNECT_DEADLINE, retry=Retry(NoBackoff(), 0),
                         **options)
     try:
-        probe.ping()
+        _ping_within(probe, address, CHECK_DEADLINE)
     except redis.AuthenticationError as exc:
         if not address.password:  # redis-py 8 says so as "HELLO must be called ... AUTH"
             raise BrokerError(f"the broker at {address} wants a password: give it with "
