@@ -69,3 +69,21 @@ def test_a_client_that_resets_its_connection_prints_no_traceback(
             time.sleep(0.01)  # the reset connection's thread, until it has said its piece
     err = capfd.readouterr().err
     assert "Traceback" not in err and "Exception occurred" not in err, err
+
+
+def test_a_client_that_sends_half_a_request_and_stalls_is_hung_up_on() -> None:
+    """The demo's server read a request with no deadline: a client that sent half of one
+    (or a kept connection left idle) held a thread of it till the demo ended."""
+    with SiteServer(build_site(), idle_deadline=1.0) as server:
+        host, port = server.base_url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as stalled:
+            stalled.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+            # Others are served meanwhile, each on a thread of its own.
+            with urllib.request.urlopen(server.base_url + "/robots.txt", timeout=5) as answer:
+                assert answer.status == 200
+            stalled.settimeout(4)
+            try:
+                said = stalled.recv(4096)
+            except TimeoutError:
+                pytest.fail("the server still waits for the rest of the request")
+    assert said == b"", "hung up on, without an answer"

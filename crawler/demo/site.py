@@ -36,6 +36,9 @@ SHAPES = ((320, 200), (200, 296), (256, 256), (480, 160), (240, 240), (160, 240)
 
 FORMATS = ("png", "jpg", "gif", "png", "svg", "png")
 TYPES = {"png": "image/png", "jpg": "image/jpeg", "gif": "image/gif", "svg": "image/svg+xml"}
+# Seconds the server waits on a connection for a request's next bytes (a kept one
+# idle, a request half sent): past it, it hangs up and that connection's thread ends.
+IDLE_DEADLINE = 30.0
 
 
 def picture(number: int, pad_to: int = 0) -> tuple[str, bytes]:
@@ -156,8 +159,9 @@ class _QuietServer(ThreadingHTTPServer):
 class SiteServer:
     """Serve a :class:`Site` on 127.0.0.1 (an OS-chosen port) from a daemon thread."""
 
-    def __init__(self, site: Site) -> None:
-        handler = type("SiteHandler", (_Handler,), {"site": site})
+    def __init__(self, site: Site, idle_deadline: float = IDLE_DEADLINE) -> None:
+        # ``timeout``: StreamRequestHandler's deadline on each read of a connection.
+        handler = type("SiteHandler", (_Handler,), {"site": site, "timeout": idle_deadline})
         self._httpd = _QuietServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
         self.base_url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
