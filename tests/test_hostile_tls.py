@@ -27,6 +27,7 @@ from crawler.fetch.engine import CLIENT_CERT_REFUSED, CLIENT_CERT_REQUIRED
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.multi import MultiClient
 from crawler.fetch.options import RequestOptions
+from crawler.fetch.robots import read_robots
 from crawler.model.outcome import FailureKind
 
 from . import pageclients
@@ -284,6 +285,24 @@ def test_images_waiting_for_a_handshake_that_never_ends_all_time_out_connecting(
         assert attempt is not None and (attempt.kind, attempt.reason) == (
             FailureKind.TIMEOUT, "timed out connecting"), attempt
         assert attempt.elapsed_s < 3, attempt
+
+
+def test_a_robots_txt_whose_handshake_never_ends_is_said_cut_at_the_deadline_that_cut_it(
+        ) -> None:
+    """Its deadline (page_timeout) shorter than the connect timeout, a robots.txt whose
+    TLS handshake never ended was said to have had no connection "within 10 s" after 2."""
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts, and says nothing
+    client = EasyClient(AddressPolicy(frozenset({"loopback"})), RequestOptions(),
+                        connect_timeout=10.0)
+    try:
+        started = time.monotonic()
+        robots = read_robots(client, f"https://127.0.0.1:{listener.getsockname()[1]}", 1.0)
+        took = time.monotonic() - started
+    finally:
+        client.close()
+        listener.close()
+    assert robots.unreachable == "too slow (no connection within 1 s)"
+    assert took < 5, took
 
 
 @pytest.mark.parametrize("status_line", ["whole", "trickled"])

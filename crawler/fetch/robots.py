@@ -84,9 +84,11 @@ def read_robots(client: EasyClient, origin: str, timeout: float, *,
         return ALLOW_ALL
     if reply.timed_out:
         log.warning("robots.txt of %s too slow: %s", origin, then)
-        # Said by the limit that cut it: a connection not made has its own, shorter one.
+        # Said by the limit that cut it: a connection not made has its own, shorter one,
+        # unless the whole deadline is shorter still.
         if reply.failure == "timed out connecting":
-            return unreachable(f"too slow (no connection within {client.connect_timeout:g} s)")
+            within = min(client.connect_timeout, timeout)
+            return unreachable(f"too slow (no connection within {within:g} s)")
         return unreachable(f"too slow (over {timeout:g} s)")
     if not reply.ok and reply.status:  # the head came, the body did not
         log.warning("robots.txt of %s broke off (%s): %s", origin, reply.failure, then)
