@@ -259,8 +259,13 @@ def test_the_image_scope_crosses_the_wire_as_text_and_is_checked_on_arrival() ->
         robots_rules_from_wire({"respect": True, "timeout": 3, "max_age": 0})
     with pytest.raises(BadCrawlInfo, match="not true or false"):
         robots_rules_from_wire({"respect": "yes", "timeout": 3, "max_age": 60})
+    # A broker's crawl record, written once when the crawl was made, may hold no max age.
+    assert robots_rules_from_wire({"respect": True, "timeout": 3}) == {
+        "respect": True, "timeout": 3.0, "max_age": 86400.0}
     with pytest.raises(BadCrawlInfo, match=r"no robots\.txt rules"):
-        robots_rules_from_wire({"respect": True, "timeout": 3})
+        robots_rules_from_wire({"respect": True})
+    with pytest.raises(BadCrawlInfo, match=r"no robots\.txt rules"):
+        robots_rules_from_wire({"respect": True, "timeout": 3, "max_age": 60, "more": 1})
 
 
 def test_download_limits_cross_the_wire_and_are_checked_on_arrival() -> None:

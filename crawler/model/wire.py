@@ -15,7 +15,7 @@ import re
 from collections.abc import Collection, Mapping
 from typing import Any, NotRequired, TypedDict
 
-from crawler.config import Limits, setting_value
+from crawler.config import CrawlSettings, Limits, setting_value
 from crawler.errors import BadCrawlInfo, ConfigError
 from crawler.model.imagescope import ImagePatterns, ImageScope
 from crawler.model.outcome import (
@@ -238,15 +238,22 @@ def image_scope_from_wire(data: object) -> ImageScope:
 
 
 def robots_rules_from_wire(data: object) -> RobotsRules:
-    """The robots.txt rules a master sent; BadCrawlInfo if malformed."""
-    if not isinstance(data, dict) or set(data) != {"respect", "timeout", "max_age"}:
+    """The robots.txt rules a master sent; BadCrawlInfo if malformed.
+
+    A max age left out keeps its default: a broker's crawl record is written once, when
+    the crawl is made, so a crawl made before the rules had one holds none.
+    """
+    if (not isinstance(data, dict)
+            or not {"respect", "timeout"} <= set(data) <= {"respect", "timeout", "max_age"}):
         raise BadCrawlInfo("the master sent no robots.txt rules ('respect', 'timeout' "
                            "and 'max_age')")
     respect = data["respect"]
     if not isinstance(respect, bool):
         raise BadCrawlInfo("the master sent a robots.txt 'respect' that is not true or false")
+    max_age = (_robots_seconds(data, "max_age") if "max_age" in data
+               else CrawlSettings._field_defaults["robots_max_age"])
     return RobotsRules(respect=respect, timeout=_robots_seconds(data, "timeout"),
-                       max_age=_robots_seconds(data, "max_age"))
+                       max_age=max_age)
 
 
 def _robots_seconds(data: dict[str, Any], name: str) -> float:
