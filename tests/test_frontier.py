@@ -145,6 +145,36 @@ def test_once_get_all_within_begins_no_key_after_it_and_holds_the_rest_off():
         once.close()
 
 
+def test_once_get_all_within_holds_off_stale_keys_it_did_not_begin_with_their_old_value():
+    import time
+
+    from crawler.master.once import Once
+
+    calls: list[str] = []
+    slow = [False]
+
+    def compute(key: str) -> str:
+        calls.append(key)
+        if slow[0]:
+            time.sleep(0.3)
+        return key.upper() + str(len(calls))
+
+    once: Once[str, str] = Once(compute, fallback="none", wait=0.6, at_once=1, max_age=0.2)
+    try:
+        for key in "abc":
+            once.get(key)
+        time.sleep(0.25)  # all three past their age
+        slow[0] = True
+        once.get_all(["a", "b", "c"], within=0.1)
+        assert calls == ["a", "b", "c", "a"], "only the one begun is read again"
+        started = time.monotonic()
+        # Not read again one after the other by the caller: the old value stands.
+        assert once.get("b") == "B2" and once.get("c") == "C3"
+        assert time.monotonic() - started < 0.2 and len(calls) == 4
+    finally:
+        once.close()
+
+
 def test_once_get_all_computes_at_once_in_batches_and_logs_errors(
         caplog: pytest.LogCaptureFixture) -> None:
     import threading

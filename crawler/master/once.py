@@ -40,7 +40,8 @@ class Once(Generic[K, V]):
 
     A thread that waits longer than ``wait`` seconds (the computing thread is
     stuck past its own deadline) gets ``fallback`` instead. If ``compute``
-    raises, the key gets ``fallback`` for good and the error goes to its caller.
+    raises, the key keeps ``fallback`` (or, past its age, its old value) until it
+    is computed again, never without a maximum age; the error goes to its caller.
     :meth:`get_all` computes several keys at the same time, on up to ``at_once``
     threads of its own.
 
@@ -117,7 +118,7 @@ class Once(Generic[K, V]):
         left, and wait for those begun (``wait`` at most). The keys not begun are
         not computed now: until ``wait`` seconds have passed, asking for them gives
         the fallback at once (the caller does not compute them one after the other
-        instead).
+        instead). A key past its age, not begun, keeps its old value meanwhile.
         """
         missing = [key for key in dict.fromkeys(keys) if self.known(key) is None]
         if len(missing) < 2:
@@ -139,8 +140,8 @@ class Once(Generic[K, V]):
             wait(futures, timeout=self._wait)  # those begun end within their own deadline
             until = time.monotonic() + self._wait
             with self._lock:
-                for key in late:
-                    if key not in self._done:
+                for key in late:  # (one past its age keeps its old value meanwhile)
+                    if key not in self._done or not self._fresh(key):
                         self._not_before[key] = until
         else:
             # Batch by batch: keys queued behind a full pool get their own wait, rather
