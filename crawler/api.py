@@ -473,14 +473,21 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
     # Before the progress display and the queue start their threads: it forks.
     parser = PageParser(parser=settings.crawl.parser, processes=settings.crawl.parsers or None)
     closing = False  # the crawl has ended: its closing files are being written
+    asked_while_closing = False
     try:
         master = Master(settings, options, authkey, make_reporter(not progress or dry_run),
                         parser, announce=announce)
 
         def on_signal(signum: int, _frame: object) -> None:
+            nonlocal asked_while_closing
             if closing:  # nothing is left to stop: the summary is saved in a moment, whole
-                if signum == signal.SIGHUP and on_signal_note is not None:
-                    on_signal_note(signum)  # (a terminal gone fails the summary's writes)
+                if signum == signal.SIGHUP:
+                    if on_signal_note is not None:
+                        on_signal_note(signum)  # (a terminal gone fails the summary's writes)
+                    return
+                if master.stopping or asked_while_closing:
+                    raise KeyboardInterrupt  # asked twice: a write may be stuck (a full pipe)
+                asked_while_closing = True
                 return
             if master.stopping:
                 if signum == signal.SIGHUP:

@@ -971,6 +971,34 @@ def test_ctrl_c_while_the_summary_is_written_leaves_it_whole(
     check_complete(out, server.url, site)
 
 
+def test_a_second_ctrl_c_while_the_summary_write_is_held_quits(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    """Once the crawl has ended, a first stop waits for the summary, but a write held for
+    good (a reader that reads nothing) must not make the master deaf: a second quits."""
+    server = make_server()
+    setup_site(server, pages=1, images_per_page=1)
+    out = tmp_path / "out"
+    out.mkdir()
+    copy = out / "summary.json.partial"
+    os.mkfifo(copy)  # nobody opens it to read: the master's open waits for good
+    master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), "--local-workers", "1", cwd=tmp_path)
+    try:
+        wchan = Path(f"/proc/{master.pid}/wchan")
+        held = lambda: wchan.read_text() == "wait_for_partner"  # noqa: E731
+        wait_until(held, 60, "the master's open of the summary's copy")
+        master.send_signal(signal.SIGINT)
+        time.sleep(0.3)  # as a person would: its handler has run, the open waits again
+        wait_until(held, 10, "the master back in the open of the summary's copy")
+        assert master.poll() is None, "a first stop as the summary is written changes nothing"
+        master.send_signal(signal.SIGINT)
+        err = finish(master, 15)
+    finally:
+        stop(master)
+    assert master.returncode == 130, err
+    assert "interrupted" in err and not copy.exists(), err
+
+
 def local_workers(children: Path) -> list[int]:
     """The master's forked local workers, by their title, among its child processes."""
     pids = []
