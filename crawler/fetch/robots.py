@@ -27,6 +27,7 @@ ROBOTS_REDIRECTS = 5  # RFC 9309: at least five; past them, as if there were non
 # their origin do not wait for a robots.txt asked for on each of them.
 REFRESH_RETRY = 600.0
 
+
 _DISALLOW_ALL = Protego.parse("User-agent: *\nDisallow: /\n")
 
 
@@ -59,6 +60,17 @@ DISALLOW_ALL = RobotsFile(_DISALLOW_ALL)
 def unreachable(why: str) -> RobotsFile:
     """The rules of an origin whose robots.txt could not be read: nothing allowed."""
     return RobotsFile(_DISALLOW_ALL, why)
+
+
+def refresh_retry(max_age: float | None) -> float:
+    """Seconds before a failed refresh is tried again, for rules kept ``max_age`` seconds."""
+    return min(REFRESH_RETRY, max_age) if max_age else REFRESH_RETRY
+
+
+def kept_on_refresh(read: RobotsFile, previous: RobotsFile | None) -> bool:
+    """Whether the rules read before stay in force over ``read``, the refresh of them:
+    RFC 9309 2.4, while the robots.txt is unreachable (a 4xx is not: it means no rules)."""
+    return read.unreachable is not None and previous is not None
 
 
 def read_robots(client: EasyClient, origin: str, timeout: float, *,

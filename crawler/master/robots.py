@@ -16,10 +16,11 @@ from collections.abc import Iterable
 
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.robots import (
-    REFRESH_RETRY,
     RobotsFile,
+    kept_on_refresh,
     origin_of,
     read_robots,
+    refresh_retry,
     unreachable,
 )
 from crawler.master.once import NotYet, Once
@@ -53,7 +54,7 @@ class Robots:
         # through: one waiting for its turn would spend its deadline there. One that
         # spent it all the same (other pages' reads held every connection) is not held
         # against its origin: it is read again when next asked.
-        self._refresh_retry = min(REFRESH_RETRY, max_age) if max_age else REFRESH_RETRY
+        self._refresh_retry = refresh_retry(max_age)
         self._rules: Once[str, RobotsFile] = Once(self._read, fallback=NOT_READ_IN_TIME,
                                                   wait=timeout + 1,
                                                   at_once=client.at_once or READ_AT_ONCE,
@@ -153,9 +154,7 @@ class Robots:
             log.info("robots.txt of %s: %s; read again when needed %g s from now",
                      origin, robots.unreachable, self._timeout)
             raise NotYet(retry_in=self._timeout)
-        if robots.unreachable is not None and previous is not None:
-            # RFC 9309 2.4: past its age, a cached file stays in force while the
-            # robots.txt is unreachable (a 4xx is not: it means no rules).
+        if kept_on_refresh(robots, previous):
             log.info("robots.txt of %s: %s on its refresh; read again in %g s",
                      origin, robots.unreachable, self._refresh_retry)
             raise NotYet(retry_in=self._refresh_retry)

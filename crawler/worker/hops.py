@@ -25,7 +25,14 @@ from typing import NamedTuple
 
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.engine import HopVerdict
-from crawler.fetch.robots import REFRESH_RETRY, RobotsFile, origin_of, read_robots, unreachable
+from crawler.fetch.robots import (
+    RobotsFile,
+    kept_on_refresh,
+    origin_of,
+    read_robots,
+    refresh_retry,
+    unreachable,
+)
 from crawler.model.clock import since_boot
 from crawler.model.imagescope import ImageScope
 
@@ -55,7 +62,7 @@ class RobotsReader:
         self._timeout = timeout
         self._readers = readers
         self._max_age = max_age
-        self._refresh_retry = min(REFRESH_RETRY, max_age) if max_age else REFRESH_RETRY
+        self._refresh_retry = refresh_retry(max_age)
         self._lock = threading.Lock()
         self._files: dict[str, _Read] = {}
         self._waiting: dict[str, list[tuple[str, HopVerdict]]] = {}  # origin -> its askers
@@ -120,7 +127,7 @@ class RobotsReader:
         except Exception:  # a bug must not leave the askers without an answer
             log.exception("robots.txt of %s could not be read", origin)
             robots = unreachable("crawler error")
-        if robots.unreachable is not None and previous is not None:
+        if previous is not None and kept_on_refresh(robots, previous.robots):
             log.info("robots.txt of %s: %s on its refresh; read again in %g s",
                      origin, robots.unreachable, self._refresh_retry)
             return _Read(previous.robots, since_boot() + self._refresh_retry)
