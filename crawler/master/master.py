@@ -53,7 +53,7 @@ from crawler.master.linkedpages import LinkedPages, is_image_link
 from crawler.master.missing import MissingImages, WorkersElsewhere, workers_elsewhere
 from crawler.master.pagecookies import load_page_cookies, save_page_cookies
 from crawler.master.pageloop import PageLoop
-from crawler.master.results import ManifestTally, ResultFiles
+from crawler.master.results import ManifestTally, NoFiles, ResultFiles
 from crawler.master.resumed import ResumedImage
 from crawler.master.robots import Robots
 from crawler.master.scope import Scope
@@ -369,7 +369,7 @@ class Master:
             journal = Journal(None)
             journal.add_seeds(self._options.seeds)
             return self._run(JournalLedger(journal, self._embedded_board()),
-                             self._resumed_frontier, _NoFiles())
+                             self._resumed_frontier, NoFiles())
         if self._options.broker is not None:
             return self._run_on_broker(self._options.broker)
         # Imported here: a dry run or a broker serves no queue, and multiprocessing's
@@ -1223,21 +1223,3 @@ class Master:
                        images_to_retry=manifest.transient,
                        manifest=manifest)
 
-
-class _NoFiles(ResultFiles):
-    """What a dry run writes: nothing."""
-
-    def __init__(self) -> None:
-        self.tally = ManifestTally()  # stays empty
-
-    def write(self, outcomes: Iterable[Outcome]) -> None:
-        pass
-
-    def page_failed(self, url: str, reason: str, http_status: int, *, final: bool) -> None:
-        pass
-
-    def page_crawled(self, url: str) -> None:
-        pass
-
-    def close(self) -> None:
-        pass

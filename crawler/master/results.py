@@ -260,6 +260,26 @@ class ResultFiles:
                         f"{exc.filename}: " if exc.filename else "", exc.strerror or exc)
 
 
+class NoFiles(ResultFiles):
+    """What a dry run writes: nothing. Beside :class:`ResultFiles`, whose calls it
+    answers, so that the crawl loop treats both alike."""
+
+    def __init__(self) -> None:
+        self.tally = ManifestTally()  # stays empty
+
+    def write(self, outcomes: Iterable[Outcome]) -> None:
+        pass
+
+    def page_failed(self, url: str, reason: str, http_status: int, *, final: bool) -> None:
+        pass
+
+    def page_crawled(self, url: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def _folder_in_the_way(path: Path) -> StorageError:
     return StorageError(f"cannot write the crawl's results: {path} is a folder, where a file "
                         "of the crawler's goes; move it away, or choose another output folder")
