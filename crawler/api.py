@@ -55,7 +55,7 @@ if typing.TYPE_CHECKING:
     from crawler.board.broker import BrokerAddress, BrokerCrawl
     from crawler.fetch.options import RequestOptions
     from crawler.master.authkey import Authkey
-    from crawler.master.master import Summary as MasterSummary
+    from crawler.master.summary import Summary as MasterSummary
 
 log = logging.getLogger("crawler")
 

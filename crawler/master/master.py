@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -58,6 +58,7 @@ from crawler.master.resumed import ResumedImage
 from crawler.master.robots import Robots
 from crawler.master.scope import Scope
 from crawler.master.stylesheets import Stylesheets, reading_rule
+from crawler.master.summary import Summary
 from crawler.master.visit import PageVisitor, Visit
 from crawler.master.workercall import WorkerCall
 from crawler.model.cookies import cookie_key
@@ -136,38 +137,6 @@ class MasterOptions(NamedTuple):
     worker_command: Callable[[Sequence[str]], int] | None = None
     # A dry run's image URLs, a page's at a time; None: on standard output.
     on_images: Callable[[list[str]], None] | None = None
-
-
-@dataclass
-class Summary:
-    completed: bool
-    interrupted: bool
-    elapsed_s: float
-    pages: int
-    pages_failed: int
-    found: int
-    succeeded: int
-    failed: int
-    bytes: int
-    out_dir: Path
-    pages_read: int = 0  # pages fetched and parsed in this run
-    stored_this_run: int = 0  # of succeeded, those this run stored (not an earlier one)
-    pages_left: int = 0  # pages found and not visited: the page budget was spent
-    images_left: int = 0  # images found and not queued: the image budget was spent
-    pages_to_retry: int = 0  # pages that failed for a passing reason: the next run tries them
-    images_to_retry: int = 0  # the same of images
-    seed_failures: list[tuple[str, str]] = field(default_factory=list)  # (seed, why)
-    manifest: ManifestTally = field(default_factory=ManifestTally)  # what manifest.jsonl holds
-
-    @property
-    def nothing_crawled(self) -> bool:
-        """Every seed page this run tried failed, and no other page was read."""
-        return bool(self.seed_failures) and self.pages_read == 0
-
-    @property
-    def images_per_second(self) -> float:
-        """This run's: images an earlier run stored took none of its time."""
-        return self.stored_this_run / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
 # A manifest this large (some 30,000 images) takes seconds to write anew at a restart.
