@@ -12,7 +12,7 @@ from pathlib import Path
 
 from crawler.demo.site import Site, build_site
 from crawler.master.journal import Journal, PageDone
-from crawler.master.master import LONG_REWRITE_BYTES
+from crawler.master.takeup import LONG_REWRITE_BYTES
 
 from .conftest import (
     FixtureServer,

@@ -10,7 +10,6 @@ visit and every image URL has a final result; then the board announces it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -59,6 +58,12 @@ from crawler.master.robots import Robots
 from crawler.master.scope import Scope
 from crawler.master.stylesheets import Stylesheets, reading_rule
 from crawler.master.summary import Summary
+from crawler.master.takeup import (
+    crawl_identity,
+    queue_missing_again,
+    say_if_long_to_rewrite,
+    take_up,
+)
 from crawler.master.visit import PageVisitor, Visit
 from crawler.master.workercall import WorkerCall
 from crawler.model.cookies import cookie_key
@@ -71,7 +76,7 @@ from crawler.model.files import (
     RESULTS_NAME,
 )
 from crawler.model.folders import make_folder
-from crawler.model.outcome import IMAGES_DIR, Attempt, Outcome
+from crawler.model.outcome import Attempt, Outcome
 from crawler.model.pacing import Paces
 from crawler.model.progress import Reporter, Snapshot, write_out
 from crawler.model.urls import host_key
@@ -137,20 +142,6 @@ class MasterOptions(NamedTuple):
     worker_command: Callable[[Sequence[str]], int] | None = None
     # A dry run's image URLs, a page's at a time; None: on standard output.
     on_images: Callable[[list[str]], None] | None = None
-
-
-# A manifest this large (some 30,000 images) takes seconds to write anew at a restart.
-LONG_REWRITE_BYTES = 16 * 1024 * 1024
-
-
-def _say_if_long_to_rewrite(out_dir: Path) -> None:
-    """Say why a restart on a large crawl sends no request for a few seconds: its result
-    files are written anew from the journal first (300,000 images: 5 to 10 s)."""
-    with contextlib.suppress(OSError):  # none yet: a new crawl
-        size = (out_dir / MANIFEST_NAME).stat().st_size
-        if size >= LONG_REWRITE_BYTES:
-            log.info("writing %s and %s anew from the journal (%.0f MB): a few seconds ...",
-                     RESULTS_NAME, MANIFEST_NAME, size / 1e6)
 
 
 class _Pipeline(NamedTuple):
@@ -381,15 +372,17 @@ class Master:
         try:
             journal = Journal(out_dir)
             try:
-                self._take_up(journal)  # before the result files are written from the journal
+                # Before the result files are written from the journal.
+                take_up(journal, crawl_identity(self._options.seeds, self._settings.crawl),
+                        self._settings.crawl, out_dir=out_dir, resume=self._options.resume)
                 drop_last_summary(out_dir)  # the folder's crawl is this run's now
                 journal.add_seeds(self._options.seeds)
                 # One read of the journal's outcomes, counted as the files are rewritten
                 # from them (a second read was half the restart of a large crawl).
-                _say_if_long_to_rewrite(out_dir)
+                say_if_long_to_rewrite(out_dir)
                 missing = MissingImages(out_dir, elsewhere=workers_elsewhere(journal))
                 files = ResultFiles(out_dir, self._counted(missing.kept(journal.outcomes())))
-                self._queue_missing_again(journal, missing, out_dir)
+                queue_missing_again(journal, missing, out_dir)
                 self._in_place = FilesInPlace(out_dir, [LOCK_NAME, JOURNAL_NAME, *_RECORDS])
                 self._elsewhere = WorkersElsewhere(journal, out_dir,
                                                    self._embedded_board().worker_info)
@@ -403,16 +396,6 @@ class Master:
         except BaseException:
             self._workers.abandon()  # those still waiting to start leave; the rest stop
             raise
-
-    @staticmethod
-    def _queue_missing_again(journal: Journal, missing: MissingImages, out_dir: Path) -> None:
-        """Queue again the images deleted from the folder since they were stored. After
-        the files are written without their lines: a crash in between leaves the journal
-        as it was, and the next run finds them missing again."""
-        if missing.urls:
-            journal.queue_again(missing.urls)
-            log.info("%d image(s) recorded as stored are missing from %s: fetched again",
-                     len(missing.urls), out_dir / IMAGES_DIR)
 
     def _embedded_board(self) -> TaskBoard:
         assert self._own_board is not None, "the in-memory board is made without a broker"
@@ -473,7 +456,8 @@ class Master:
         from crawler.board.redis_frontier import RedisFrontier
         from crawler.master.onbroker import EvictionWatch
 
-        check_for_broker(out_dir, broker.name, self._identity())
+        check_for_broker(out_dir, broker.name,
+                         crawl_identity(self._options.seeds, self._settings.crawl))
         # What in the broker's set-up may lose the crawl's state without a word: a policy
         # that evicts its keys, looked at again as the crawl goes (see _publish), and a
         # replica that takes writes.
@@ -483,7 +467,8 @@ class Master:
         if replica is not None:
             log.warning("%s", replica)
         self._register(broker)
-        mark_for_broker(out_dir, str(broker.address), broker.name, self._identity())
+        mark_for_broker(out_dir, str(broker.address), broker.name,
+                        crawl_identity(self._options.seeds, self._settings.crawl))
         drop_last_summary(out_dir)
         frontier = self._shared_frontier = RedisFrontier(
             broker.client, broker.name, self._id, delay=self._settings.politeness.host_delay,
@@ -514,16 +499,10 @@ class Master:
         from crawler.master import onbroker
 
         self._settings = onbroker.register(
-            broker, self._settings, seeds=list(self._options.seeds), identity=self._identity(),
+            broker, self._settings, seeds=list(self._options.seeds),
+            identity=crawl_identity(self._options.seeds, self._settings.crawl),
             worker_info=dict(self.describe()), board=self._board.policy._asdict(),
             request=self._request, joined=self._options.joined_request is not None)
-
-    def _identity(self) -> dict[str, Any]:
-        """What makes a crawl the same crawl: its seeds and its scope."""
-        crawl = self._settings.crawl
-        return {"seeds": sorted(self._options.seeds),
-                "scope": [crawl.scope, *(list(patterns) for patterns in (
-                    crawl.allow, crawl.deny, crawl.image_allow, crawl.image_deny))]}
 
     def _run(self, ledger: Ledger, make_frontier: Callable[[Resumed], PageQueue],
              files: ResultFiles) -> Summary:
@@ -817,23 +796,6 @@ class Master:
                                     ) from exc
         self._stop.wait(0.5)
         return since
-
-    def _take_up(self, journal: Journal) -> None:
-        """Check that the folder's crawl is this one; reopen what this run's limits extend."""
-        crawl = self._settings.crawl
-        if journal.forget_if_other_and_empty(self._identity()):
-            # The failed pages it listed are no part of this crawl (a folder that cannot
-            # take the change says so when the result files are opened).
-            with contextlib.suppress(OSError):
-                (self._options.out_dir / PAGES_NAME).unlink(missing_ok=True)
-        reopened = journal.take_up(self._identity(), depth=crawl.depth, max_images=crawl.max_images,
-                                   resume=self._options.resume)
-        if reopened:
-            log.info("%d page(s) done before are visited again for this run's limits", reopened)
-        again = journal.retry_passing_failures()
-        if again:
-            log.info("%d image(s) that failed for a passing reason (a timeout, a refused "
-                     "connection, a 5xx or 429) are tried again", again)
 
     def _submit(self, running: set[Future[Visit]], pages: PageLoop) -> None:
         frontier = self._frontier

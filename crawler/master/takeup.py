@@ -1,0 +1,72 @@
+"""How a master takes up its output folder's crawl at start, before the loop runs.
+
+Which crawl this is (its seeds and scope: what makes a crawl the same crawl), the
+journal's crawl checked against it and reopened for this run's limits, the images
+deleted from the folder since they were stored queued again, and a word when the
+result files take seconds to write anew. Apart from the crawl loop: each runs once,
+in order, before the first page; none changes the loop's state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from crawler.config import CrawlSettings
+from crawler.master.journal import Journal
+from crawler.master.missing import MissingImages
+from crawler.model.files import MANIFEST_NAME, PAGES_NAME, RESULTS_NAME
+from crawler.model.outcome import IMAGES_DIR
+
+log = logging.getLogger(__name__)
+
+# A manifest this large (some 30,000 images) takes seconds to write anew at a restart.
+LONG_REWRITE_BYTES = 16 * 1024 * 1024
+
+
+def crawl_identity(seeds: Iterable[str], crawl: CrawlSettings) -> dict[str, Any]:
+    """What makes a crawl the same crawl: its seeds and its scope."""
+    return {"seeds": sorted(seeds),
+            "scope": [crawl.scope, *(list(patterns) for patterns in (
+                crawl.allow, crawl.deny, crawl.image_allow, crawl.image_deny))]}
+
+
+def take_up(journal: Journal, identity: dict[str, Any], crawl: CrawlSettings, *,
+            out_dir: Path, resume: bool) -> None:
+    """Check that the folder's crawl is this one; reopen what this run's limits extend."""
+    if journal.forget_if_other_and_empty(identity):
+        # The failed pages it listed are no part of this crawl (a folder that cannot
+        # take the change says so when the result files are opened).
+        with contextlib.suppress(OSError):
+            (out_dir / PAGES_NAME).unlink(missing_ok=True)
+    reopened = journal.take_up(identity, depth=crawl.depth, max_images=crawl.max_images,
+                               resume=resume)
+    if reopened:
+        log.info("%d page(s) done before are visited again for this run's limits", reopened)
+    again = journal.retry_passing_failures()
+    if again:
+        log.info("%d image(s) that failed for a passing reason (a timeout, a refused "
+                 "connection, a 5xx or 429) are tried again", again)
+
+
+def say_if_long_to_rewrite(out_dir: Path) -> None:
+    """Say why a restart on a large crawl sends no request for a few seconds: its result
+    files are written anew from the journal first (300,000 images: 5 to 10 s)."""
+    with contextlib.suppress(OSError):  # none yet: a new crawl
+        size = (out_dir / MANIFEST_NAME).stat().st_size
+        if size >= LONG_REWRITE_BYTES:
+            log.info("writing %s and %s anew from the journal (%.0f MB): a few seconds ...",
+                     RESULTS_NAME, MANIFEST_NAME, size / 1e6)
+
+
+def queue_missing_again(journal: Journal, missing: MissingImages, out_dir: Path) -> None:
+    """Queue again the images deleted from the folder since they were stored. After
+    the files are written without their lines: a crash in between leaves the journal
+    as it was, and the next run finds them missing again."""
+    if missing.urls:
+        journal.queue_again(missing.urls)
+        log.info("%d image(s) recorded as stored are missing from %s: fetched again",
+                 len(missing.urls), out_dir / IMAGES_DIR)
