@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from crawler.board.base import unsettled
 from crawler.board.memory import BoardPolicy, TaskBoard
 from crawler.config import DEFAULTS, Limits, Settings
-from crawler.errors import BrokerError, BrokerUnreachable, StorageError
+from crawler.errors import BrokerUnreachable, StorageError
 from crawler.fetch.cookiefeed import CookieFeed, add_to_jar, jar_lines
 from crawler.fetch.curlsetup import default_ca_file
 from crawler.fetch.easy import EasyClient
@@ -34,6 +34,7 @@ from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
 from crawler.master import resumed as resumed_work
 from crawler.master.authkey import Authkey
+from crawler.master.brokerlink import BROKER_WAIT, BrokerLink
 from crawler.master.claim import (
     check_for_broker,
     claim_for_embedded,
@@ -111,7 +112,6 @@ SHUTDOWN_GRACE = 10.0  # how long workers get to notice the end and leave
 WORKER_SILENCE = 3.0  # a worker not heard from for this long will not hear the end either
 LEAVE_WAIT = 5.0  # how long local workers that said goodbye get to end by themselves
 PAGE_LEASE = 10.0  # seconds a page stays this master's on the broker without a heartbeat
-BROKER_WAIT = 120.0  # seconds a master waits for a broker that stopped answering
 LOOK_EVERY = 0.1  # seconds between two reads of a broker's counts while pages are in flight
 # Pages this master has in hand (waiting for a request, being fetched, waiting for a
 # parser, being parsed and judged) per page fetched at once (crawl.page_concurrency).
@@ -235,6 +235,8 @@ class Master:
         self._frontier: PageQueue = Frontier()
         self._pages: PageLoop | None = None  # while the crawl loop runs
         self._shared_frontier: RedisFrontier | None = None
+        # Whether an error means a lost broker, its wait, what a reconnection forgets.
+        self._broker_link = BrokerLink(options.broker, self._stop)
         self._last_published = 0.0
         self._eviction_watch: EvictionWatch | None = None  # on a broker, from the start
         self._server: QueueServer | None = None
@@ -247,7 +249,6 @@ class Master:
         # Found since the pages were last recorded (the board knows them then); in a dry
         # run, which records no image, every one found.
         self._images_seen: set[str] = set()
-        self._broker_connections = 0  # the broker client's reconnections, last looked at
         self._seed_failures: list[tuple[str, str]] = []
         self._pages_left = 0  # pages found and not visited for the page budget (max_pages)
         self._images_over: set[str] = set()  # images met past the image budget (max_images)
@@ -473,6 +474,7 @@ class Master:
         frontier = self._shared_frontier = RedisFrontier(
             broker.client, broker.name, self._id, delay=self._settings.politeness.host_delay,
             lease=PAGE_LEASE, max_pages=self._settings.crawl.max_pages)
+        self._broker_link.frontier = frontier  # what a reconnection makes it forget
         frontier.add_many((seed, 0) for seed in self._options.seeds)
         assert self._shared_board is not None  # made with the broker in __init__
         taken = frontier.take_up_set_aside()
@@ -520,7 +522,7 @@ class Master:
                 frontier or running or not_visited or self._board.unfinished()
                 or self._resumed_images)
         except Exception as exc:
-            if not self._broker_gone(exc):
+            if not self._broker_link.gone(exc):
                 raise
             interrupted = True
         return self._summary(completed=not interrupted, interrupted=interrupted,
@@ -591,9 +593,9 @@ class Master:
                     pipeline.frontier.heartbeat(self._working(running))
                 state.all_done = self._pass(pipeline, running, ledger, files, state, ending)
             except Exception as exc:  # noqa: BLE001 - only a lost broker is waited out
-                if self._broker_answered(exc):
+                if self._broker_link.answered(exc):
                     state.broker_lost = None  # it is back (what it said ends the crawl)
-                state.broker_lost = self._broker_lost(exc, state.broker_lost)
+                state.broker_lost = self._broker_link.lost(exc, state.broker_lost)
                 continue
             state.broker_lost = None
             if state.all_done:
@@ -604,7 +606,7 @@ class Master:
         """One pass of the crawl loop: pages handed out, finished ones taken in, results
         recorded, the board looked at. True when the crawl is over."""
         frontier = pipeline.frontier
-        self._forget_after_reconnecting()
+        self._broker_link.forget_after_reconnecting(self._images_seen)
         self._submit(running, pipeline.pages)
         # A page of its own wakes the loop when it ends: no need to look.
         self._wake.wait(max(0.0, state.record_at - time.monotonic()) if self._pages_done
@@ -679,7 +681,7 @@ class Master:
             not_visited = self._wind_down(state.all_done, running, pipeline.frontier,
                                           pipeline.robots, ledger, files)
         except Exception as exc:
-            if not self._broker_gone(exc):
+            if not self._broker_link.gone(exc):
                 raise
             state.broker_lost = state.broker_lost or time.monotonic()
             log.warning("the broker is out of reach (%s): what this master had not "
@@ -735,68 +737,6 @@ class Master:
         self._finish(ledger, files)
         return not_visited
 
-    def _forget_after_reconnecting(self) -> None:
-        """Once the broker client has reconnected, forget which links and images this
-        master sent: Redis restarted, and a crash loses up to its last second of writes.
-        A page whose record was lost is fetched again and sends them again (Redis keeps
-        each once); remembered here, they would be left out for good."""
-        again = self._reconnected()
-        if again is None:
-            return
-        log.info("reconnected to the broker: what this master sent is checked there anew")
-        self._broker_connections = again
-        assert self._shared_frontier is not None
-        self._shared_frontier.forget_seen()
-        self._images_seen.clear()
-
-    def _reconnected(self) -> int | None:
-        """The broker client's count of reconnections, if it has reconnected since this
-        master last forgot what it sent; None otherwise (and without a broker)."""
-        broker = self._options.broker
-        if broker is None or self._shared_frontier is None:
-            return None
-        again = broker.connections.again
-        return again if again > self._broker_connections else None
-
-    def _broker_gone(self, exc: Exception) -> bool:
-        """Whether ``exc`` says this master's broker is out of reach."""
-        if self._options.broker is None:
-            return False
-        from crawler.board.broker import is_link_error
-
-        return is_link_error(exc)
-
-    def _broker_answered(self, exc: Exception) -> bool:
-        """Whether ``exc`` is what this master's broker answered (a command refused, the
-        crawl gone from it): the broker is there, whatever it was before."""
-        if self._options.broker is None:
-            return False
-        import redis
-
-        return (isinstance(exc, redis.ResponseError | BrokerError)
-                and not self._broker_gone(exc))
-
-    def _broker_lost(self, exc: Exception, since: float | None) -> float:
-        """Wait out a broker that does not answer (a restart, a cut link) for up to
-        BROKER_WAIT seconds; re-raise anything else. Whatever this pass did not record
-        is still leased to this master, and comes back to the crawl if it gives up."""
-        if not self._broker_gone(exc):
-            raise exc
-        assert self._options.broker is not None
-        now = time.monotonic()
-        if self._stop.is_set():
-            return since or now  # stopping: not waited for (the loop ends)
-        if since is None:
-            log.warning("lost the broker (%s); waiting up to %.0f s for it", exc, BROKER_WAIT)
-            since = now
-        elif now - since > BROKER_WAIT:
-            raise BrokerUnreachable(f"the broker at {self._options.broker.address} has not "
-                                    f"answered for {BROKER_WAIT:.0f} s ({exc}); the crawl's "
-                                    "state is there: start this master again to carry on"
-                                    ) from exc
-        self._stop.wait(0.5)
-        return since
-
     def _submit(self, running: set[Future[Visit]], pages: PageLoop) -> None:
         frontier = self._frontier
         max_pages = self._settings.crawl.max_pages
@@ -840,7 +780,7 @@ class Master:
     def _visited(self, visit: Visit, robots: Robots, files: ResultFiles) -> None:
         # A broker command since the loop's last look may have reconnected: what this
         # master sent is forgotten before this page's links and images are left out.
-        self._forget_after_reconnecting()
+        self._broker_link.forget_after_reconnecting(self._images_seen)
         frontier = self._frontier
         if visit.extraction is None and self._retry_later(visit):
             return
@@ -961,7 +901,7 @@ class Master:
             return False  # a link to a page: the crawl loop may read it as one
         if self._shared_frontier is None:
             return url in self._images_seen or self._board.known(url)
-        if self._reconnected() is not None:
+        if self._broker_link.reconnected() is not None:
             return False  # reconnected, and the set not yet forgotten: Redis may have lost them
         return url in self._images_seen
 
