@@ -27,7 +27,7 @@ from crawler.board.base import unsettled
 from crawler.board.memory import BoardPolicy, TaskBoard
 from crawler.config import DEFAULTS, Limits, Settings
 from crawler.errors import BrokerUnreachable, StorageError
-from crawler.fetch.cookiefeed import CookieFeed, add_to_jar, jar_lines
+from crawler.fetch.cookiefeed import CookieFeed
 from crawler.fetch.curlsetup import default_ca_file
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.guard import AddressPolicy
@@ -51,7 +51,7 @@ from crawler.master.launcher import LocalWorkers
 from crawler.master.ledger import BrokerLedger, JournalLedger, Ledger
 from crawler.master.linkedpages import LinkedPages, is_image_link
 from crawler.master.missing import MissingImages, WorkersElsewhere, workers_elsewhere
-from crawler.master.pagecookies import load_page_cookies, save_page_cookies
+from crawler.master.pagecookies import CookiePost
 from crawler.master.pageloop import PageLoop
 from crawler.master.results import ManifestTally, NoFiles, ResultFiles
 from crawler.master.resumed import ResumedImage
@@ -67,7 +67,6 @@ from crawler.master.takeup import (
 )
 from crawler.master.visit import PageVisitor, Visit
 from crawler.master.workercall import WorkerCall
-from crawler.model.cookies import cookie_key
 from crawler.model.files import (
     IMAGES_LEFT_KEPT,
     JOURNAL_NAME,
@@ -243,7 +242,8 @@ class Master:
         self._pages_read = 0
         self._page_retries = 0  # pages put back after a passing failure, this run
         self._pages_done: list[PageDone] = []  # finished, to be journaled together
-        self._cookie_feed: CookieFeed | None = None  # the cookies pages set, for workers
+        # The cookies pages set, for workers (a dry run hands out no image: None).
+        self._cookie_post: CookiePost | None = None
         self._page_of: dict[Future[Visit], str] = {}  # the page each future is the visit of
         self._recorded: set[str] = set()  # on a broker: images whose result is in the files
         # Found since the pages were last recorded (the board knows them then); in a dry
@@ -540,10 +540,14 @@ class Master:
         # each page in hand): no more of them at once than pages are fetched.
         session = EasyClient(self._policy, self._request, ca_file=default_ca_file(),
                              at_once=settings.crawl.page_concurrency)
-        # Before any request: the cookies file's cookies, in the jar now, are no news.
-        self._cookie_feed = CookieFeed(session.share, session.jar_watch)
-        if self._shared_frontier is None and not self._options.dry_run:
-            self._restore_page_cookies(session)
+        if not self._options.dry_run:
+            embedded = self._shared_frontier is None
+            # Before any request: the cookies file's cookies, in the jar now, are no news.
+            self._cookie_post = CookiePost(CookieFeed(session.share, session.jar_watch),
+                                           self._board,
+                                           folder=self._options.out_dir if embedded else None)
+            if embedded:
+                self._cookie_post.restore(session)
         robots = Robots(session, settings.crawl.user_agent, settings.crawl.page_timeout,
                         settings.crawl.respect_robots,
                         max_delay=settings.politeness.max_crawl_delay,
@@ -909,40 +913,12 @@ class Master:
         """Record the pages finished since the last call, in one transaction, and queue
         their images."""
         if self._pages_done:
-            self._publish_cookies()  # before the images that may need them are queued
+            if self._cookie_post is not None:  # before the images that may need them
+                self._cookie_post.publish()
             ledger.pages_done(self._pages_done)
             self._pages_done = []
             if self._shared_frontier is None and not self._options.dry_run:
                 self._images_seen.clear()  # the board knows them now
-
-    def _restore_page_cookies(self, session: EasyClient) -> None:
-        """Publish again the cookies an earlier run's pages set, before any image of this
-        run is handed out: its queued images need them, and the pages that set them are
-        done. A cookie of the user's cookies file keeps its value (a fresh export wins)."""
-        saved = load_page_cookies(self._options.out_dir)
-        if not saved:
-            return
-        present = {cookie_key(line) for line in jar_lines(session.share)}
-        add_to_jar(session.share, [line for line in saved if cookie_key(line) not in present])
-        session.jar_watch.changed = True
-        self._publish_cookies()
-
-    def _publish_cookies(self) -> None:
-        """Put the cookies the crawl's pages set since the last call on the board, for the
-        workers' jars: their image requests carry them, as a browser's do."""
-        feed = self._cookie_feed
-        if feed is None or self._options.dry_run:
-            return
-        lines = feed.news()
-        if not lines:
-            return
-        try:
-            self._board.publish_cookies(lines)
-        except BaseException:
-            feed.again(lines)  # (a broker that did not answer: the next call tries again)
-            raise
-        if self._shared_frontier is None:  # (a broker keeps them itself)
-            save_page_cookies(self._options.out_dir, feed.page_cookies())
 
     def _retry_later(self, visit: Visit) -> bool:
         """Put a page that failed for a passing reason back, after a backoff, if tries are left.
