@@ -42,9 +42,10 @@ from crawler.master.claim import (
     forget_crawl,
     mark_for_broker,
 )
-from crawler.master.endwatch import END_TICK, EndWatch
+from crawler.master.endwatch import EndWatch
 from crawler.master.folderlock import FolderLock
 from crawler.master.frontier import Frontier, PageQueue
+from crawler.master.goodbye import await_goodbyes
 from crawler.master.inplace import FilesInPlace
 from crawler.master.journal import Journal, PageDone, Resumed
 from crawler.master.launcher import LocalWorkers
@@ -93,8 +94,6 @@ if TYPE_CHECKING:  # imported when used: broker mode's (a Redis client), the que
 log = logging.getLogger(__name__)
 
 LOOP_TICK = 0.05  # how often the loop looks at finished pages and results
-# On a broker no goodbye wakes the master: it looks for them every END_TICK at first.
-END_WATCH = 0.25
 # While pages are in flight, finished pages (one transaction) and settled results
 # (another) are recorded at most this often: a real site's pages finish every
 # millisecond or so, and each transaction costs more than its rows.
@@ -107,8 +106,6 @@ COLLECT_EVERY = 0.05
 REAP_EVERY = 0.5
 # The files of record a master holds open in its output folder, beside its lock and journal.
 _RECORDS = (RESULTS_NAME, MANIFEST_NAME, PAGES_NAME)
-SHUTDOWN_GRACE = 10.0  # how long workers get to notice the end and leave
-WORKER_SILENCE = 3.0  # a worker not heard from for this long will not hear the end either
 LEAVE_WAIT = 5.0  # how long local workers that said goodbye get to end by themselves
 PAGE_LEASE = 10.0  # seconds a page stays this master's on the broker without a heartbeat
 LOOK_EVERY = 0.1  # seconds between two reads of a broker's counts while pages are in flight
@@ -1027,28 +1024,11 @@ class Master:
     def _finish(self, ledger: Ledger, files: ResultFiles) -> None:
         """After the loop: let workers report and say goodbye (those that
         fall silent are stopped), then record the rest."""
-        # A crawl left open on the broker goes on without this master: only its own
-        # workers are stopped (they hand their URLs back).
-        grace_end = time.monotonic() + (SHUTDOWN_GRACE if self._board.closed else 0.0)
-        # A goodbye wakes the wait below on the embedded board; on a broker it is looked
-        # for, often at first: the workers hear of the end within their next poll.
-        watch_until = time.monotonic() + (END_WATCH if self._shared_board is not None else 0.0)
-        while time.monotonic() < grace_end and not self._stop_asked.is_set():
-            self._collect(ledger, files)
-            # Every worker calls at least once a second; one silent for longer is gone.
-            workers = self._board.workers()
-            listening = [w for w in workers
-                         if not w["gone"] and w["last_contact_s"] < WORKER_SILENCE]
-            if listening:
-                self._wake.wait(END_TICK if time.monotonic() < watch_until else LOOP_TICK)
-                self._wake.clear()
-            elif all(w["gone"] for w in workers) or not self._workers.alive():
-                # Every worker said goodbye: local processes are on their way out, and
-                # are reaped when this master ends (_reap_workers), as it closes its files.
-                self._workers_leaving = True
-                break
-            else:  # one fell silent: stopped below, a local one reports on its way out
-                self._workers.wait_all(LOOP_TICK)
+        if await_goodbyes(self._board, self._workers, wake=self._wake,
+                          stop_asked=self._stop_asked,
+                          collect=lambda: self._collect(ledger, files),
+                          on_broker=self._shared_board is not None, tick=LOOP_TICK):
+            self._workers_leaving = True  # reaped last (_reap_workers), as the files close
         if not self._workers_leaving:
             self._workers.stop()
         self._collect(ledger, files)
