@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from crawler.board.base import unsettled
 from crawler.board.memory import BoardPolicy, TaskBoard
-from crawler.config import DEFAULTS, Limits, Settings
+from crawler.config import DEFAULTS, Settings
 from crawler.errors import BrokerUnreachable, StorageError
 from crawler.fetch.cookiefeed import CookieFeed
 from crawler.fetch.curlsetup import default_ca_file
@@ -42,6 +42,7 @@ from crawler.master.claim import (
     forget_crawl,
     mark_for_broker,
 )
+from crawler.master.crawlinfo import crawl_info
 from crawler.master.endwatch import EndWatch
 from crawler.master.folderlock import FolderLock
 from crawler.master.frontier import Frontier, PageQueue
@@ -81,7 +82,7 @@ from crawler.model.outcome import Attempt, Outcome
 from crawler.model.pacing import Paces
 from crawler.model.progress import Reporter, Snapshot, write_out
 from crawler.model.urls import host_key
-from crawler.model.wire import CrawlInfo, RobotsRules, Status
+from crawler.model.wire import CrawlInfo, Status
 from crawler.parse.pool import PageParser
 
 if TYPE_CHECKING:  # imported when used: broker mode's (a Redis client), the queue server
@@ -276,18 +277,8 @@ class Master:
     # ----- what workers are told ---------------------------------------------
 
     def describe(self, full: bool = False) -> CrawlInfo | Status:
-        dl = self._settings.download
-        info = CrawlInfo(limits=Limits.from_settings(dl)._asdict(),
-                         policy=self._policy.to_wire(),
-                         user_agent=self._settings.crawl.user_agent,
-                         image_scope=self._scope.images.to_wire(),
-                         robots=RobotsRules(respect=self._settings.crawl.respect_robots,
-                                            timeout=self._settings.crawl.page_timeout,
-                                            max_age=self._settings.crawl.robots_max_age),
-                         lease_timeout=self._settings.queue.lease_timeout,
-                         worker_silence=self._settings.queue.worker_silence)
-        if self._options.broker is None:
-            info["folder"] = str(self._options.out_dir.absolute())
+        info = crawl_info(self._settings, policy=self._policy, scope=self._scope,
+                          folder=self._options.out_dir if self._options.broker is None else None)
         if not full:  # a joining worker's: it holds secrets, which status must not show
             info["request"] = self._request.to_wire()  # headers, cookies, TLS, proxies, logins
             return info
