@@ -36,11 +36,9 @@ from crawler.master import resumed as resumed_work
 from crawler.master.authkey import Authkey
 from crawler.master.brokerlink import BROKER_WAIT, BrokerLink
 from crawler.master.claim import (
-    check_for_broker,
     claim_for_embedded,
     drop_last_summary,
     forget_crawl,
-    mark_for_broker,
 )
 from crawler.master.crawlinfo import crawl_info
 from crawler.master.endwatch import EndWatch
@@ -441,24 +439,14 @@ class Master:
             lock.release()
 
     def _crawl_on_broker_into(self, broker: BrokerCrawl, out_dir: Path) -> Summary:
-        from crawler.board.broker import replica_warning
         from crawler.board.redis_frontier import RedisFrontier
-        from crawler.master.onbroker import EvictionWatch
+        from crawler.master.onbroker import take_up_crawl
 
-        check_for_broker(out_dir, broker.name,
-                         crawl_identity(self._options.seeds, self._settings.crawl))
-        # What in the broker's set-up may lose the crawl's state without a word: a policy
-        # that evicts its keys, looked at again as the crawl goes (see _publish), and a
-        # replica that takes writes.
-        self._eviction_watch = EvictionWatch(broker)
-        self._eviction_watch.look(time.monotonic())
-        replica = replica_warning(broker.client, broker.address)
-        if replica is not None:
-            log.warning("%s", replica)
-        self._register(broker)
-        mark_for_broker(out_dir, str(broker.address), broker.name,
-                        crawl_identity(self._options.seeds, self._settings.crawl))
-        drop_last_summary(out_dir)
+        # From now on, the crawl's settings: its limits are its first master's.
+        self._settings, self._eviction_watch = take_up_crawl(
+            broker, self._settings, out_dir=out_dir, seeds=self._options.seeds,
+            worker_info=dict(self.describe()), board=self._board.policy._asdict(),
+            request=self._request, joined=self._options.joined_request is not None)
         frontier = self._shared_frontier = RedisFrontier(
             broker.client, broker.name, self._id, delay=self._settings.politeness.host_delay,
             lease=PAGE_LEASE, max_pages=self._settings.crawl.max_pages)
@@ -483,16 +471,6 @@ class Master:
             return self._run(ledger, lambda _resumed: frontier, files)
         finally:
             files.close()
-
-    def _register(self, broker: BrokerCrawl) -> None:
-        """The crawl's record on the broker, written or checked (``master.onbroker``)."""
-        from crawler.master import onbroker
-
-        self._settings = onbroker.register(
-            broker, self._settings, seeds=list(self._options.seeds),
-            identity=crawl_identity(self._options.seeds, self._settings.crawl),
-            worker_info=dict(self.describe()), board=self._board.policy._asdict(),
-            request=self._request, joined=self._options.joined_request is not None)
 
     def _run(self, ledger: Ledger, make_frontier: Callable[[Resumed], PageQueue],
              files: ResultFiles) -> Summary:

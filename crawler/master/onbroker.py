@@ -1,10 +1,11 @@
 """A master's dealings with a crawl whose state is on a broker, beside the crawl loop.
 
-The crawl's record there (created by its first master, checked by the rest), the
-request settings a master that starts the crawl again brings, the failed images a
-rerun tries again, and the line each master writes for ``crawler status``. Several
-masters may work on one crawl; "others at work" are those whose last word is
-recent, less the dead ones of this host.
+The crawl taken up as a master starts (its folder checked and marked, the
+broker's set-up looked at), its record there (created by its first master,
+checked by the rest), the request settings a master that starts the crawl again
+brings, the failed images a rerun tries again, and the line each master writes
+for ``crawler status``. Several masters may work on one crawl; "others at work"
+are those whose last word is recent, less the dead ones of this host.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import json
 import logging
 import os
 import socket
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +27,16 @@ from crawler.board.broker import (
     keys_prefix,
     live_masters,
     masters_of,
+    replica_warning,
 )
 from crawler.board.redis import RedisBoard
 from crawler.config import Settings
 from crawler.errors import CrawlMismatch
 from crawler.fetch.options import RequestOptions
+from crawler.master.claim import check_for_broker, drop_last_summary, mark_for_broker
 from crawler.master.missing import MissingImages
 from crawler.master.resumed import ResumedImage
+from crawler.master.takeup import crawl_identity
 from crawler.model.outcome import IMAGES_DIR
 from crawler.model.processes import process_alive
 from crawler.model.progress import Snapshot
@@ -38,6 +44,31 @@ from crawler.model.progress import Snapshot
 log = logging.getLogger(__name__)
 
 CRAWL_LIMITS = ("depth", "max_pages", "max_images")  # a broker crawl's are its first master's
+
+
+def take_up_crawl(broker: BrokerCrawl, settings: Settings, *, out_dir: Path,
+                  seeds: Sequence[str], worker_info: dict[str, Any], board: dict[str, Any],
+                  request: RequestOptions, joined: bool) -> tuple[Settings, EvictionWatch]:
+    """The crawl on the broker taken up by a master as it starts, before its first page:
+    the output folder checked to be this crawl's, the broker's set-up looked at, the
+    crawl's record written or checked (:func:`register`), the folder marked as the
+    crawl's. Returns the settings to crawl with, and the watch on the broker's policy."""
+    check_for_broker(out_dir, broker.name, crawl_identity(seeds, settings.crawl))
+    # What in the broker's set-up may lose the crawl's state without a word: a policy
+    # that evicts its keys, looked at again as the crawl goes (the watch returned), and
+    # a replica that takes writes.
+    eviction_watch = EvictionWatch(broker)
+    eviction_watch.look(time.monotonic())
+    replica = replica_warning(broker.client, broker.address)
+    if replica is not None:
+        log.warning("%s", replica)
+    settings = register(broker, settings, seeds=list(seeds),
+                        identity=crawl_identity(seeds, settings.crawl),
+                        worker_info=worker_info, board=board, request=request, joined=joined)
+    mark_for_broker(out_dir, str(broker.address), broker.name,
+                    crawl_identity(seeds, settings.crawl))
+    drop_last_summary(out_dir)
+    return settings, eviction_watch
 
 
 def register(broker: BrokerCrawl, settings: Settings, *, seeds: list[str],
