@@ -172,6 +172,11 @@ class Master:
     counted as settled). The pages' steps are in ``master.visit`` and
     ``master.pageloop``, the worker processes in ``master.launcher``, what an
     earlier run left in ``master.resumed``, the folder's identity in the journal.
+    What runs once around the loop lives apart: the folder's crawl taken up at
+    start (``master.takeup``, or ``master.onbroker`` on a broker), what workers
+    are told (``master.crawlinfo``), the broker's link (``master.brokerlink``),
+    the pages' cookies for the workers (``master.pagecookies``), the wait for
+    the workers' goodbyes (``master.goodbye``) and the run's ``master.summary``.
     """
 
     def __init__(self, settings: Settings, options: MasterOptions, authkey: Authkey,
