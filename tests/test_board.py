@@ -647,6 +647,30 @@ def test_crawl_delay_does_not_shorten_the_configured_host_delay(board: MakeBoard
     assert b.lease("w", 10, 0)["tasks"] == []
 
 
+def test_a_crawl_delay_told_again_replaces_the_one_before(board: MakeBoard) -> None:
+    """A robots.txt read again past its age may ask for more or for less."""
+    clock = Clock()
+    b = board(clock, host_delay=1.0)
+    b.set_host_delay("h", 10.0)
+    for n in range(5):
+        b.put(f"http://h/{n}.png", "h", None)
+    assert len(b.lease("w", 10, 0)["tasks"]) == 1
+    b.set_host_delay("h", 3.0)
+    clock.now += 10  # (the wait already set stays)
+    assert len(b.lease("w", 10, 0)["tasks"]) == 1
+    clock.now += 2.9
+    assert b.lease("w", 10, 0)["tasks"] == []
+    clock.now += 0.1
+    assert len(b.lease("w", 10, 0)["tasks"]) == 1  # 3 s from now on
+    b.set_host_delay("h", 0.0)  # no Crawl-delay any more: the configured delay
+    clock.now += 3
+    assert len(b.lease("w", 10, 0)["tasks"]) == 1
+    clock.now += 0.9
+    assert b.lease("w", 10, 0)["tasks"] == []
+    clock.now += 0.1
+    assert len(b.lease("w", 10, 0)["tasks"]) == 1
+
+
 def test_the_boards_paces_may_be_shared_with_the_pages_requests() -> None:
     """Embedded, the master's page requests take turns of the same paces: a page's turn
     or hold keeps images back, and an image's Retry-After holds the pages."""

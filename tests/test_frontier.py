@@ -214,12 +214,29 @@ def test_a_hosts_delay_spaces_its_pages_and_a_crawl_delay_slows_it_further():
     assert frontier.pop(now=0.0) == ("http://a.test/0", 0)
     assert frontier.pop(now=0.5) is None
     assert frontier.pop(now=1.0) == ("http://a.test/1", 0)
-    frontier.slow_to("a.test", 5.0)
-    frontier.slow_to("a.test", 2.0)  # a delay is never shortened
+    frontier.set_crawl_delay("a.test", 5.0)
     assert frontier.pop(now=2.0) == ("http://a.test/2", 0)  # the wait already set stays 1 s
     frontier.add("http://a.test/3", 1)
     assert frontier.pop(now=6.9) is None  # from here on, 5 s
     assert frontier.pop(now=7.0) == ("http://a.test/3", 1)
+
+
+def test_a_crawl_delay_told_again_replaces_the_one_before_down_to_the_hosts_delay():
+    """A robots.txt read again past its age may ask for less: the pages go faster, but
+    never faster than the configured delay."""
+    frontier = Frontier([(f"http://a.test/{n}", 0) for n in range(3)], delay=1.0)
+    frontier.set_crawl_delay("a.test", 5.0)
+    assert frontier.pop(now=0.0) == ("http://a.test/0", 0)
+    frontier.set_crawl_delay("a.test", 2.0)
+    assert frontier.pop(now=5.0) == ("http://a.test/1", 0)  # the wait already set stays
+    assert frontier.pop(now=6.9) is None
+    assert frontier.pop(now=7.0) == ("http://a.test/2", 0)  # from here on, 2 s
+    frontier.set_crawl_delay("a.test", 0.0)  # no Crawl-delay any more
+    frontier.add("http://a.test/3", 1)
+    frontier.add("http://a.test/4", 1)
+    assert frontier.pop(now=9.0) == ("http://a.test/3", 1)
+    assert frontier.pop(now=9.9) is None  # host_delay still
+    assert frontier.pop(now=10.0) == ("http://a.test/4", 1)
 
 
 def test_a_pace_waits_its_delay_and_keeps_the_longest_hold():

@@ -485,6 +485,39 @@ def test_an_image_queued_before_still_brings_its_hosts_crawl_delay(
     assert told == [(server.url.partition("://")[2], 2.0)]  # told once, not per image
 
 
+def test_a_crawl_delay_a_refreshed_robots_txt_asks_for_spaces_pages_and_images(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    """robots.txt is read again past crawl.robots_max_age: a Crawl-delay it asks for then
+    spaced the pages alone, while the page loop and the board kept the none read first."""
+    server = make_server()
+    pages = 6
+    files: dict[str, tuple[str, bytes]] = {}
+    for n in range(pages):
+        tags = "".join(f'<img src="/i{n}-{k}.png">' for k in range(3))
+        link = f'<a href="/p{n + 1}.html">next</a>' if n + 1 < pages else ""
+        files["/" if n == 0 else f"/p{n}.html"] = ("text/html", (tags + link).encode())
+        files.update({f"/i{n}-{k}.png": ("image/png", png(4, 4, 3 * n + k)) for k in range(3)})
+    serve_routes(server, files, page_delay=0.3)
+    robots = [b"User-agent: *\n"]
+    server.routes["/robots.txt"] = lambda handler: handler.send_body(200, robots[0],
+                                                                     "text/plain")
+    second_page = server.routes["/p1.html"]
+
+    def slow_down(handler: FixtureHandler) -> None:
+        robots[0] = b"User-agent: *\nCrawl-delay: 0.5\n"
+        second_page(handler)
+
+    server.routes["/p1.html"] = slow_down
+    (tmp_path / "settings.toml").write_text("[crawl]\nrobots_max_age = 1.0\n")
+    crawl_with_two_workers(server, tmp_path)
+    reads = [hit.at for hit in server.hits if hit.path == "/robots.txt"]
+    assert len(reads) >= 2, server.paths()
+    # Those asked for before the new delay was read may still arrive after it.
+    after = [at for at in requests_to_host(server) if at > reads[1] + 0.3]
+    assert len(after) >= 4, server.paths()
+    assert_spaced(after, 0.5, "the refreshed Crawl-delay is not obeyed")
+
+
 def test_a_pages_robots_meta_nofollow_is_obeyed_unless_robots_are_ignored(
         make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
     """<meta name="robots" content="nofollow">: the page's images are taken, its links

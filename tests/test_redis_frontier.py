@@ -159,11 +159,28 @@ def test_a_hold_and_a_crawl_delay_hold_back_a_host(frontiers: MakeFrontier) -> N
     a.hold("h", time.monotonic() + 0.4)
     assert a.pop() is None
     time.sleep(0.5)
-    a.slow_to("h", 0.4)
+    a.set_crawl_delay("h", 0.4)
     assert a.pop() == ("http://h/1", 0)
     assert a.pop() is None  # its Crawl-delay
     time.sleep(0.5)
     assert a.pop() == ("http://h/2", 0)
+
+
+def test_a_crawl_delay_told_again_replaces_the_one_before_down_to_the_hosts_delay(
+        frontiers: MakeFrontier) -> None:
+    """A robots.txt read again past its age may ask for less; a Crawl-delay shorter than
+    the configured delay (told first or later) never shortens that."""
+    a = frontiers("a", delay=0.3)
+    a.add_many([(f"http://h/{n}", 0) for n in range(3)])
+    a.set_crawl_delay("h", 0.8)
+    assert a.pop() == ("http://h/0", 0)
+    a.set_crawl_delay("h", 0.05)
+    time.sleep(0.85)
+    assert a.pop() == ("http://h/1", 0)
+    time.sleep(0.15)
+    assert a.pop() is None  # 0.3 s, not 0.05
+    time.sleep(0.25)
+    assert a.pop() == ("http://h/2", 0)  # 0.3 s, not 0.8
 
 
 def test_a_page_given_back_or_set_aside(frontiers: MakeFrontier) -> None:

@@ -260,7 +260,7 @@ class TaskBoard:
     def set_host_delay(self, host: str, seconds: float) -> None:
         with self._cond:
             lane = self._lanes.get(host) or self._new_lane(host)
-            lane.pace.slow_to(seconds)
+            lane.pace.set_crawl_delay(seconds)
 
     def pages_over(self) -> None:
         """Every page is read and its images put: an idle worker's answer waits for no

@@ -107,7 +107,9 @@ while #taken < 2 * wanted and empty_hosts < 16 do
   for _, host in ipairs(hosts) do
     local entry = redis.call('LPOP', p .. 'pages:lane:' .. host)
     if entry then
-      local delay = tonumber(redis.call('HGET', p .. 'pages:delay', host) or default_delay)
+      -- (a Crawl-delay shorter than the configured delay does not shorten it)
+      local delay = math.max(tonumber(redis.call('HGET', p .. 'pages:delay', host) or '0'),
+                             tonumber(default_delay))
       local nxt = now + delay
       redis.call('HSET', p .. 'pages:next', host, nxt)
       if redis.call('LLEN', p .. 'pages:lane:' .. host) > 0 then
@@ -209,12 +211,11 @@ end
 return renewed
 """
 
-# ARGV: prefix, host, seconds from now (hold) or delay (slow), which
+# ARGV: prefix, host, seconds from now (hold) or the host's Crawl-delay (delay), which
 _PACE = _NOW + _RECORDED + """
 local p, host, seconds, which = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-if which == 'slow' then
-  local delay = tonumber(redis.call('HGET', p .. 'pages:delay', host) or '0')
-  if seconds > delay then redis.call('HSET', p .. 'pages:delay', host, seconds) end
+if which == 'delay' then
+  redis.call('HSET', p .. 'pages:delay', host, seconds)
   return 1
 end
 local until_ = now + seconds
@@ -365,8 +366,10 @@ class RedisFrontier:
         """Ask nothing of ``host`` before ``until`` (this process's time.monotonic())."""
         self._pace(args=[self._prefix, host, max(0.0, until - time.monotonic()), "hold"])
 
-    def slow_to(self, host: str, delay: float) -> None:
-        self._pace(args=[self._prefix, host, delay, "slow"])
+    def set_crawl_delay(self, host: str, delay: float) -> None:
+        """``delay`` seconds between two pages of ``host`` (its Crawl-delay, which a
+        robots.txt read again may change), never less than the configured delay."""
+        self._pace(args=[self._prefix, host, delay, "delay"])
 
     def failed(self, url: str) -> int:
         """Count a passing failure of ``url``, for every master; how often so far. (A

@@ -551,10 +551,10 @@ end
 bump(COUNTS, 'done', new)
 return new
 
--- @script set_host_delay: host, seconds (a delay is never shortened)
+-- @script set_host_delay: host, seconds (its Crawl-delay now: a robots.txt read again may
+-- ask for more or less; a lease spaces by the configured host_delay at least)
 if crawl_gone(KEYS[2]) then return redis.error_reply(CRAWL_GONE) end
-local current = tonumber(redis.call('HGET', DELAY, ARGV[1]) or '0')
-if tonumber(ARGV[2]) > current then redis.call('HSET', DELAY, ARGV[1], ARGV[2]) end
+redis.call('HSET', DELAY, ARGV[1], ARGV[2])
 return 0
 
 -- @script reap: now, policy -> how many leases expired

@@ -36,9 +36,11 @@ class BrokerLink:
         # then (and without a broker) no reconnection makes it forget anything.
         self.frontier: RedisFrontier | None = None
 
-    def forget_after_reconnecting(self, images_seen: set[str]) -> None:
+    def forget_after_reconnecting(self, images_seen: set[str],
+                                  page_delays: dict[str, float]) -> None:
         """Once the broker client has reconnected, forget which links and images this
-        master sent (``images_seen``, and its frontier's): Redis restarted, and a crash
+        master sent (``images_seen``, and its frontier's) and the Crawl-delays it told
+        (``page_delays``, told again with each host's next page): Redis restarted, and a crash
         loses up to its last second of writes. A page whose record was lost is fetched
         again and sends them again (Redis keeps each once); remembered here, they would
         be left out for good."""
@@ -50,6 +52,7 @@ class BrokerLink:
         assert self.frontier is not None
         self.frontier.forget_seen()
         images_seen.clear()
+        page_delays.clear()
 
     def reconnected(self) -> int | None:
         """The broker client's count of reconnections, if it has reconnected since this

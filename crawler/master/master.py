@@ -246,6 +246,7 @@ class Master:
         # The cookies pages set, for workers (a dry run hands out no image: None).
         self._cookie_post: CookiePost | None = None
         self._page_of: dict[Future[Visit], str] = {}  # the page each future is the visit of
+        self._page_delays: dict[str, float] = {}  # the Crawl-delay the frontier has, by host
         self._recorded: set[str] = set()  # on a broker: images whose result is in the files
         # Found since the pages were last recorded (the board knows them then); in a dry
         # run, which records no image, every one found.
@@ -581,7 +582,7 @@ class Master:
         """One pass of the crawl loop: pages handed out, finished ones taken in, results
         recorded, the board looked at. True when the crawl is over."""
         frontier = pipeline.frontier
-        self._broker_link.forget_after_reconnecting(self._images_seen)
+        self._broker_link.forget_after_reconnecting(self._images_seen, self._page_delays)
         self._submit(running, pipeline.pages)
         # A page of its own wakes the loop when it ends: no need to look.
         self._wake.wait(max(0.0, state.record_at - time.monotonic()) if self._pages_done
@@ -755,17 +756,12 @@ class Master:
     def _visited(self, visit: Visit, robots: Robots, files: ResultFiles) -> None:
         # A broker command since the loop's last look may have reconnected: what this
         # master sent is forgotten before this page's links and images are left out.
-        self._broker_link.forget_after_reconnecting(self._images_seen)
+        self._broker_link.forget_after_reconnecting(self._images_seen, self._page_delays)
         frontier = self._frontier
         if visit.extraction is None and self._retry_later(visit):
             return
         self._snapshot.pages += 1
-        # The first page of a host is fetched before its robots.txt is known: pace from it.
-        delay = robots.known_delay(visit.url)
-        if delay:
-            host = host_key(visit.url)
-            frontier.slow_to(host, delay)
-            frontier.hold(host, visit.started + delay)
+        self._pace_pages(visit, robots)
         if visit.extraction is None:
             self._page_failed(visit, files)
             return
@@ -890,6 +886,19 @@ class Master:
             self._pages_done = []
             if self._shared_frontier is None and not self._options.dry_run:
                 self._images_seen.clear()  # the board knows them now
+
+    def _pace_pages(self, visit: Visit, robots: Robots) -> None:
+        """Space the host's pages by its Crawl-delay, from this page's request on: its first
+        page is fetched before its robots.txt is known, and one read again past its age
+        may ask for another delay."""
+        if not robots.is_read(visit.url):
+            return
+        delay, host = robots.known_delay(visit.url) or 0.0, host_key(visit.url)
+        if self._page_delays.get(host, 0.0) != delay:  # (on a broker, a round trip)
+            self._frontier.set_crawl_delay(host, delay)
+            self._page_delays[host] = delay
+        if delay:
+            self._frontier.hold(host, visit.started + delay)
 
     def _retry_later(self, visit: Visit) -> bool:
         """Put a page that failed for a passing reason back, after a backoff, if tries are left.

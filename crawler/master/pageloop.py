@@ -149,7 +149,7 @@ class PageLoop:
         self._starting = True  # False once stop_starting() was called
         self._paces = paces if paces is not None else Paces(delay)
         self._waits_told: list[Pace] = []  # paces told a page waits, by _start_fetches
-        self._crawl_delay_known: set[str] = set()  # hosts whose Crawl-delay is in their pace
+        self._crawl_delays: dict[str, float] = {}  # the Crawl-delay in each host's pace
         self._paced_until: float | None = None  # when a page waiting for its pace may go
         self._to_parse: collections.deque[_Job] = collections.deque()
         self._parsing: dict[int, list[_Job]] = {}  # by parser slot
@@ -379,11 +379,11 @@ class PageLoop:
     def _pace_of(self, url: str) -> Pace:
         host = host_key(url)
         pace = self._paces.of(host)
-        if host not in self._crawl_delay_known:
-            delay = self._visitor.crawl_delay(url)  # None until its robots.txt is read
-            if delay is not None:
-                self._crawl_delay_known.add(host)
-                pace.slow_to(delay)
+        # Asked at each request: a robots.txt read again past its age may change it.
+        delay = self._visitor.crawl_delay(url)  # None while its robots.txt is not read
+        if delay is not None and self._crawl_delays.get(host) != delay:
+            self._crawl_delays[host] = delay
+            pace.set_crawl_delay(delay)
         return pace
 
     def _cancel_waiting(self) -> None:

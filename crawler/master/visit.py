@@ -52,9 +52,10 @@ class PageVisitor:
         # Images queued before (most of a site's icons are on every page): the crawl
         # loop would drop them; judging them again here is most of a page's cost.
         self._known = known
-        # Origins whose Crawl-delay the board was told this run: an image queued by an
-        # earlier run (resumed) still brings its host's delay, once per origin.
-        self._delay_told: set[str] = set()
+        # The Crawl-delay the board was told this run, by origin: an image queued by an
+        # earlier run (resumed) still brings its host's delay, and a robots.txt read
+        # again past its age brings its new one.
+        self._delay_told: dict[str, float] = {}
         self._client = client
         self._robots = robots
         self._scope = scope
@@ -190,26 +191,27 @@ class PageVisitor:
                 continue
             if not self._robots.is_read(image):
                 return False
-            origin = origin_of(image)
-            if origin not in self._delay_told and self._robots.crawl_delay(image):
+            if self._delay_told.get(origin_of(image), 0.0) != self._crawl_delay(image):
                 return False
-            ready = origin + "/"
+            ready = origin_of(image) + "/"
         return True
 
     def _tell_delay(self, image: str) -> str:
-        """Tell the board the Crawl-delay of ``image``'s host, once its robots.txt is read;
-        return ``ORIGIN/`` when that is done (images that start with it need nothing more),
-        else a string no URL starts with."""
+        """Tell the board the Crawl-delay of ``image``'s host, once its robots.txt is read
+        and again when it is read anew with another; return ``ORIGIN/`` when that is done
+        (images that start with it need nothing more), else a string no URL starts with."""
         origin = origin_of(image)
-        if origin in self._delay_told:
-            return origin + "/"
-        delay = self._robots.crawl_delay(image)
-        if delay:
+        delay = self._crawl_delay(image)
+        if not self._robots.is_read(image):  # a stand-in while another thread reads it
+            return "\0"
+        if self._delay_told.get(origin, 0.0) != delay:
             self._slow_host(host_key_of_normalized(image), delay)
-        if self._robots.is_read(image):  # not a stand-in while another thread reads it
-            self._delay_told.add(origin)
-            return origin + "/"
-        return "\0"
+            self._delay_told[origin] = delay
+        return origin + "/"
+
+    def _crawl_delay(self, url: str) -> float:
+        """The Crawl-delay of ``url``'s origin, 0 for none (its robots.txt may be read)."""
+        return self._robots.crawl_delay(url) or 0.0
 
 
 def _said(ref: ImageRef) -> dict[str, Any]:

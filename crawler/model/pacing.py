@@ -27,9 +27,10 @@ PAGE_TURN = 0.005
 class Pace:
     """One host's pace."""
 
-    __slots__ = ("_lock", "_page_went_last", "delay", "next_time", "page_waits")
+    __slots__ = ("_floor", "_lock", "_page_went_last", "delay", "next_time", "page_waits")
 
     def __init__(self, delay: float = 0.0) -> None:
+        self._floor = delay  # the configured delay, which no Crawl-delay shortens
         self.delay = delay  # seconds between two requests to the host
         self.next_time = 0.0  # not asked before this time (time.monotonic())
         self.page_waits = False  # a page waits for its turn (set by the page loop alone)
@@ -56,10 +57,10 @@ class Pace:
         if not self.delay:  # no spacing to keep: taking changes no time, needs no lock
             self._page_went_last = page
             return True
-        with self._lock:  # (a delay only ever grows: it is not 0 here)
+        with self._lock:
             if self.next_time > now:
                 return False
-            self.next_time = now + self.delay
+            self.next_time = now + self.delay  # (0 if a Crawl-delay went since: no spacing)
             self._page_went_last = page
             return True
 
@@ -78,11 +79,12 @@ class Pace:
             if until > self.next_time:
                 self.next_time = until
 
-    def slow_to(self, delay: float) -> None:
-        """At least ``delay`` seconds between two requests from now on (never faster)."""
+    def set_crawl_delay(self, delay: float) -> None:
+        """``delay`` seconds between two requests from now on (the host's Crawl-delay, as
+        its robots.txt says it now: read again, it may ask for more or less), never less
+        than the configured delay."""
         with self._lock:
-            if delay > self.delay:
-                self.delay = delay
+            self.delay = max(self._floor, delay)
 
 
 class Paces:
