@@ -311,6 +311,31 @@ def test_an_images_retry_after_holds_its_hosts_pages_too(
     _hold_kept(server, "/busy.png", hold=3.0, latency=0.5)
 
 
+YEAR = 365 * 24 * 3600
+
+
+@pytest.mark.parametrize("retry_after", [2, YEAR])
+def test_a_pages_last_try_answered_429_still_holds_its_host(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, retry_after: int) -> None:
+    """A page out of tries is not tried again, but its Retry-After was about the host:
+    the host's next pages went at once. A year is held download.backoff_max, and said."""
+    server = make_server()
+    pages = [f"/p{n}.html" for n in range(4)]
+    links = "".join(f'<a href="{path}">page</a>' for path in ["/busy.html", *pages])
+    serve_routes(server, {"/": ("text/html", links.encode()),
+                          "/busy.html": ("text/html", b"<p>busy</p>"),
+                          **{path: ("text/html", b"<p>here</p>") for path in pages}})
+    fail_first(server, {"/busy.html"}, 429, times=1, retry_after=str(retry_after))
+    (tmp_path / "settings.toml").write_text("[download]\nmax_attempts = 1\nbackoff_max = 2\n")
+    done = run_crawler("master", server.url + "/", "--dry-run", "--host-delay", "0.25",
+                       "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert server.paths().count("/busy.html") == 1
+    _hold_kept(server, "/busy.html", hold=2.0, latency=0.2)
+    said = f"asks to wait {YEAR} s (Retry-After on {server.url}/busy.html): its pages wait 2 s"
+    assert (said in done.stderr) is (retry_after == YEAR), done.stderr
+
+
 def test_user_agent_names_the_project_and_is_configurable(
         make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
     server = make_server()

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from crawler.board.base import unsettled
-from crawler.board.memory import BoardPolicy, TaskBoard
+from crawler.board.memory import LONG_HOLD, BoardPolicy, TaskBoard
 from crawler.config import DEFAULTS, Settings
 from crawler.errors import BrokerUnreachable, StorageError
 from crawler.fetch.cookiefeed import CookieFeed
@@ -903,24 +903,37 @@ class Master:
     def _retry_later(self, visit: Visit) -> bool:
         """Put a page that failed for a passing reason back, after a backoff, if tries are left.
 
-        The backoff holds back every page of its host, as a 5xx or 429 is about the host.
+        The backoff holds back every page of its host, as a 5xx or 429 is about the host;
+        so does a Retry-After on its last try (a page out of tries is not tried again, but
+        its host asked for a pause all the same).
         """
         policy = self._board.policy  # the images' tries and backoff
         if not visit.page.transient or visit.page.held:
             return False  # its robots.txt could not be read: the page waits for the next run
         tries = self._frontier.failed(visit.url)
+        pause = visit.page.retry_after
+        if pause:
+            self._hold_host(visit.url, min(pause, policy.backoff_max))
+            if pause >= LONG_HOLD:
+                log.info("%s asks to wait %.0f s (Retry-After on %s): its pages wait %.0f s"
+                         " at most (download.backoff_max)", host_key(visit.url), pause,
+                         visit.url, min(pause, policy.backoff_max))
         if tries >= policy.max_attempts:
             return False
-        backoff = policy.backoff(tries, visit.page.retry_after)
-        host, until = host_key(visit.url), time.monotonic() + backoff
-        self._frontier.hold(host, until)
-        if self._pages is not None:  # the pages handed out already wait too
-            self._pages.hold(host, until)
+        backoff = policy.backoff(tries, pause)
+        self._hold_host(visit.url, backoff)
         log.info("page %s: %s; trying again in %.1f s (try %d of %d)", visit.url,
                  visit.page.skipped, backoff, tries + 1, policy.max_attempts)
         self._frontier.requeue(visit.url, visit.depth)
         self._page_retries += 1
         return True
+
+    def _hold_host(self, url: str, seconds: float) -> None:
+        """Ask ``url``'s host for no page for ``seconds`` from now; a hold is never shortened."""
+        host, until = host_key(url), time.monotonic() + seconds
+        self._frontier.hold(host, until)
+        if self._pages is not None:  # the pages handed out already wait too
+            self._pages.hold(host, until)
 
     def _collect(self, ledger: Ledger, files: ResultFiles) -> None:
         if self._in_place is not None:  # before the drain: the board keeps what is settled
