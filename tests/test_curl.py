@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import queue
@@ -182,6 +183,41 @@ def test_images_are_stored_and_reported(server: FixtureServer,
         assert attempt.kind is None and attempt.reason == ""
         assert (engine.store.root / str(attempt.path)).read_bytes() == data
     assert not [p for p in engine.store.partial_dir.rglob("*") if p.is_file()]
+
+
+def http_dates(when: float) -> dict[str, str]:
+    """``when`` in the three forms of an HTTP date (RFC 9110 5.6.7), each GMT."""
+    at = time.gmtime(when)
+    return {"imf": time.strftime("%a, %d %b %Y %H:%M:%S GMT", at),
+            "rfc850": time.strftime("%A, %d-%b-%y %H:%M:%S GMT", at),
+            "asctime": time.strftime("%a %b ", at) + f"{at.tm_mday:2d}"
+                       + time.strftime(" %H:%M:%S %Y", at)}
+
+
+def test_a_retry_after_date_in_any_form_is_read_as_gmt(
+        server: FixtureServer, engines: Callable[..., Engine],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The asctime form names no zone, and was read in the machine's own: five hours
+    out on a machine in New York. A date gone by asks for no pause."""
+    monkeypatch.setenv("TZ", "EST+5")
+    time.tzset()
+    try:
+        ahead, gone = http_dates(time.time() + 100), http_dates(time.time() - 100)
+        for name in ahead:
+            for when, dates in (("ahead", ahead), ("gone", gone)):
+                server.routes[f"/{when}-{name}.png"] = functools.partial(
+                    lambda h, date: h.send_body(503, b"", "text/plain", {"Retry-After": date}),
+                    date=dates[name])
+        got = engines().fetch([f"{server.url}/{when}-{name}.png" for name in ahead
+                               for when in ("ahead", "gone")])
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    for name in ahead:
+        soon, past = got[f"{server.url}/ahead-{name}.png"], got[f"{server.url}/gone-{name}.png"]
+        assert isinstance(soon, Attempt) and soon.retry_after is not None, (name, soon)
+        assert 90 <= soon.retry_after <= 101, (name, soon.retry_after)
+        assert isinstance(past, Attempt) and past.retry_after == 0.0, (name, past)
 
 
 def test_connections_are_kept_alive_and_reused(server: FixtureServer,

@@ -44,12 +44,15 @@ def retry_after_seconds(value: str | None) -> float | None:
     if value.isascii() and value.isdigit():  # "\u00b2".isdigit() is true, float() of it fails
         seconds = float(value)
         return seconds if math.isfinite(seconds) else None  # 400 digits: inf, no pause
+    import datetime  # (email.utils imports it anyway)
     import email.utils  # here: the email package is 15 modules, for a rare header form
 
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:  # the asctime form names no zone: an HTTP date is GMT
+        when = when.replace(tzinfo=datetime.UTC)
     return max(0.0, when.timestamp() - time.time())
 
 
