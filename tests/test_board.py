@@ -636,6 +636,26 @@ def test_a_stale_transient_failure_leaves_the_current_holder_alone(board: MakeBo
     assert settled.attempt.ok and settled.worker == "w2"
 
 
+def test_a_busy_answer_holds_the_whole_host_for_its_backoff(board: MakeBoard) -> None:
+    """A 503 without Retry-After, as a page's does: the host's other images went at once,
+    119 requests in a second to a host that said it was overloaded, and each image
+    spent its tries within three. A failure of the request alone holds the URL alone."""
+    clock = Clock()
+    b = board(clock, backoff_base=4.0)
+    for name in ("a", "b", "c", "d"):
+        b.put(f"http://h/{name}.png", "h", None)
+    [(busy, _), (slow, _)] = b.lease("w", 2, 0)["tasks"]
+    b.report("w", [Attempt(url=slow, ok=False, reason="timed out", transient=True,
+                           kind=FailureKind.TIMEOUT)])
+    assert len(b.lease("w", 1, 0)["tasks"]) == 1  # a timeout holds no host
+    b.report("w", [Attempt(url=busy, ok=False, reason="HTTP 503", transient=True,
+                           kind=FailureKind.STATUS)])
+    clock.now += 1.9  # the backoff is 2 to 4 s (jitter)
+    assert b.lease("w", 5, 0)["tasks"] == []
+    clock.now += 2.2
+    assert len(b.lease("w", 5, 0)["tasks"]) == 3  # the last image, the two tried again
+
+
 def test_crawl_delay_does_not_shorten_the_configured_host_delay(board: MakeBoard) -> None:
     clock = Clock()
     b = board(clock, host_delay=5.0)
