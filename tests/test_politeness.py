@@ -5,10 +5,14 @@ from __future__ import annotations
 import itertools
 import json
 import signal
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,6 +42,7 @@ from .conftest import (
     wait_for_output,
     wait_until,
 )
+from .tls import make_ca, server_context
 
 
 def image_times(server: FixtureServer, images: set[str]) -> list[float]:
@@ -669,3 +674,63 @@ def test_a_resumed_crawl_reads_the_robots_txt_of_every_host_of_its_images(
     assert done.returncode == 0, done.stderr
     entries = manifest_lines(tmp_path / "out")
     assert len(entries) == 6 and {e["reason"] for e in entries} == {""}, entries
+
+
+class _EitherScheme(ThreadingHTTPServer):
+    """http and https on one port, told apart by the first byte (a TLS hello's 0x16):
+    http://127.0.0.1:P and https://127.0.0.1:P are one host, with two robots.txt."""
+
+    daemon_threads = True
+
+    def __init__(self, context: ssl.SSLContext, robots: dict[str, bytes]) -> None:
+        self.context = context
+        self.robots = robots
+        super().__init__(("127.0.0.1", 0), _RobotsOfItsScheme)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        conn, address = self.socket.accept()
+        conn.settimeout(5.0)
+        if conn.recv(1, socket.MSG_PEEK) == b"\x16":
+            conn = self.context.wrap_socket(conn, server_side=True)
+        return conn, address
+
+
+class _RobotsOfItsScheme(BaseHTTPRequestHandler):
+    server: _EitherScheme
+
+    def do_GET(self) -> None:
+        scheme = "https" if isinstance(self.connection, ssl.SSLSocket) else "http"
+        body = self.server.robots[scheme]
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+
+@pytest.mark.parametrize("longer", ["http", "https"])
+def test_a_hosts_crawl_delay_is_the_longer_of_its_http_and_https_robots_txt(
+        tmp_path: Path, longer: str) -> None:
+    """One pace serves a host's two schemes: told each origin's Crawl-delay in turn, it
+    took the last told, and a short one undid the long one of the other scheme."""
+    ca = make_ca(tmp_path)
+    other = "https" if longer == "http" else "http"
+    server = _EitherScheme(server_context(ca), {
+        longer: b"User-agent: *\nCrawl-delay: 2\n", other: b"User-agent: *\nCrawl-delay: 0.5\n"})
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = EasyClient(AddressPolicy(frozenset({"public", "loopback"})),
+                        RequestOptions(ca_bundle=ca.ca_cert.read_text()))
+    try:
+        port = server.server_address[1]
+        short, long = (f"{scheme}://127.0.0.1:{port}/a.png" for scheme in (other, longer))
+        robots = Robots(client, "crawler")
+        assert robots.crawl_delay(short) == 0.5, "the other scheme's is not read yet"
+        assert robots.crawl_delay(long) == 2.0
+        assert robots.known_delay(short) == 2.0 and robots.crawl_delay(short) == 2.0
+    finally:
+        client.close()
+        server.shutdown()
+        server.server_close()

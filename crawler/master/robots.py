@@ -115,16 +115,33 @@ class Robots:
         return known.unreachable if known is not None else None
 
     def crawl_delay(self, url: str) -> float | None:
+        """The Crawl-delay for ``url``'s host (its robots.txt may be read first)."""
         if not self._enabled:
             return None
-        return self._capped_delay(url, self._rules.get(origin_of(url)))
+        origin = origin_of(url)
+        return self._host_delay(origin, self._rules.get(origin))
 
     def known_delay(self, url: str) -> float | None:
-        """The Crawl-delay for ``url``'s origin if its robots.txt was already read."""
+        """The Crawl-delay for ``url``'s host if its origin's robots.txt was already read."""
         if not self._enabled:
             return None
-        rules = self._rules.known(origin_of(url))
-        return self._capped_delay(url, rules) if rules is not None else None
+        origin = origin_of(url)
+        rules = self._rules.known(origin)
+        return self._host_delay(origin, rules) if rules is not None else None
+
+    def _host_delay(self, origin: str, rules: RobotsFile) -> float | None:
+        """The Crawl-delay of ``origin``'s rules, or the longer one of the same host's other
+        scheme where its robots.txt is read too: one pace serves a host's http and https
+        pages and images, and told each in turn it took the last told."""
+        delay = self._capped_delay(origin, rules)
+        scheme, _, rest = origin.partition("://")
+        sibling = f"{'http' if scheme == 'https' else 'https'}://{rest}"
+        other = self._rules.known(sibling)
+        if other is not None:
+            other_delay = self._capped_delay(sibling, other)
+            if other_delay is not None and (delay is None or other_delay > delay):
+                return other_delay
+        return delay
 
     def _capped_delay(self, url: str, robots: RobotsFile) -> float | None:
         """The Crawl-delay, at most ``max_delay``: a robots.txt may not stall a crawl for years."""
