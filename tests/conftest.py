@@ -358,6 +358,31 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def raised_by_the_deadline(call: Callable[[], object], seconds: float,
+                           peer_done: threading.Event) -> BaseException:
+    """What ``call`` raised, run on a thread that must end within ``seconds`` (else the
+    test fails); ``peer_done`` is set after, letting a stalling peer close its end (and
+    a read stuck there with it)."""
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    try:
+        thread.start()
+        thread.join(timeout=seconds)
+        assert not thread.is_alive(), "it went on past its deadline"
+    finally:
+        peer_done.set()
+        thread.join(timeout=5)
+    assert len(failed) == 1, f"raised nothing: {failed}"
+    return failed[0]
+
+
 def manifest_lines(out: Path) -> list[dict[str, Any]]:
     import json
 

@@ -41,6 +41,7 @@ from .conftest import (
     finish,
     free_port,
     manifest_lines,
+    raised_by_the_deadline,
     run_crawler,
     serve_routes,
     slow_start,
@@ -1246,24 +1247,10 @@ def test_a_port_that_trickles_its_answer_is_given_up_at_the_first_checks_deadlin
                     conn.send(answer[at:at + 1])
 
     port, done = accept_each(trickle)
-    failed: list[BaseException] = []
-
-    def check() -> None:
-        try:
-            connect(BrokerAddress("127.0.0.1", port)).close()
-        except BaseException as exc:  # noqa: BLE001 - looked at below
-            failed.append(exc)
-
-    checking = threading.Thread(target=check, daemon=True)
-    try:
-        checking.start()
-        checking.join(timeout=4)
-        assert not checking.is_alive(), "the first check went on past its deadline"
-    finally:
-        done.set()  # the trickle ends: the connection closes, and a stuck read with it
-        checking.join(timeout=5)
-    assert len(failed) == 1 and isinstance(failed[0], BrokerUnreachable), failed
-    assert str(failed[0]) == (
+    failed = raised_by_the_deadline(
+        lambda: connect(BrokerAddress("127.0.0.1", port)).close(), 4, done)
+    assert isinstance(failed, BrokerUnreachable), failed
+    assert str(failed) == (
         f"the broker at redis://127.0.0.1:{port}/0 took the connection and did not answer "
         "our first command within 1 s: is redis-server running there, and is the address "
         "right?")

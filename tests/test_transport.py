@@ -30,6 +30,7 @@ from .conftest import (
     FixtureServer,
     finish,
     manifest_lines,
+    raised_by_the_deadline,
     start_crawler,
     stop,
     wait_for_queue_address,
@@ -305,24 +306,9 @@ def test_a_master_trickling_its_handshake_is_given_up_at_the_handshake_deadline(
     any --connect-wait. The handshake as a whole has it now, as on the master's side."""
     monkeypatch.setattr(manager, "HANDSHAKE_DEADLINE", 1.0)
     address, done = _a_master_that_trickles_its_challenge()
-    failed: list[BaseException] = []
-
-    def connect() -> None:
-        try:
-            MasterClient(address, b"k" * 16).connect()
-        except BaseException as exc:  # noqa: BLE001 - looked at below
-            failed.append(exc)
-
-    connecting = threading.Thread(target=connect, daemon=True)
-    try:
-        connecting.start()
-        connecting.join(timeout=4)
-        assert not connecting.is_alive(), "the handshake went on past its deadline"
-    finally:
-        done.set()  # the trickle ends: the connection closes, and a stuck read with it
-        connecting.join(timeout=5)
-    assert len(failed) == 1 and isinstance(failed[0], ConnectionError), failed
-    assert str(failed[0]) == (f"127.0.0.1:{address[1]} took the connection and made no "
+    failed = raised_by_the_deadline(lambda: MasterClient(address, b"k" * 16).connect(), 4, done)
+    assert isinstance(failed, ConnectionError), failed
+    assert str(failed) == (f"127.0.0.1:{address[1]} took the connection and made no "
                               "handshake: is that a crawler master's queue port?")
 
 
