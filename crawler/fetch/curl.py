@@ -36,7 +36,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -63,7 +62,7 @@ from crawler.fetch.curlsetup import (
     set_common_options,
     set_hop_options,
 )
-from crawler.fetch.decoding import BodyDecoder, body_decoder
+from crawler.fetch.decoding import body_decoder
 from crawler.fetch.engine import (
     ACCEPT,
     CURLE_HTTP2_STREAM,
@@ -71,11 +70,9 @@ from crawler.fetch.engine import (
     HopCheck,
     Report,
     Results,
-    Sink,
     SinkFactory,
     Task,
     curl_failure,
-    failure,
     status_failure,
     storage_failure,
     too_large,
@@ -89,6 +86,7 @@ from crawler.fetch.policy import (
     location_text,
     redirect_target,
 )
+from crawler.fetch.transfer import Slot, Transfer, failed
 from crawler.model.outcome import Attempt, FailureKind
 
 log = logging.getLogger(__name__)
@@ -105,56 +103,6 @@ _WANTED = frozenset({b"content-length", b"content-type", b"content-encoding", b"
 _WANTED_FIRST = frozenset(name[0] for name in _WANTED)  # "c", "l", "r", "t"
 
 
-@dataclass(eq=False)  # compared and hashed by identity
-class _Transfer:
-    """One leased URL, through its redirects, until it has its Attempt."""
-
-    task: Task
-    url: str  # of the current hop
-    started: float = field(default_factory=time.monotonic)
-    hops: int = 0
-    status: int = 0
-    headers: dict[bytes, str] = field(default_factory=dict)
-    head_done: bool = False
-    location: str | None = None  # of a redirect answer
-    sink: Sink | None = None
-    decoder: BodyDecoder | None = None  # of a compressed body
-    content_type: str | None = None
-    answer: Attempt | None = None  # decided before the transfer ended
-    blocked: BlockedAddress | None = None
-    last_io: float | None = None  # None while connecting: the connect timeout applies
-    drained: int = 0
-    new_fd: int | None = None  # of a socket opened for this hop
-    connection: tuple[str, int, str, int] | None = None  # (local, port, peer, port) of the hop
-    unclean: bool = False  # the reused connection had bytes nobody asked for
-    fresh: bool = False  # this hop goes on a new connection
-    shared: bool = False  # this hop went on a connection opened for another
-    asked_again: bool = False  # this hop was asked again after its connection died
-
-    def new_request(self) -> None:
-        """Forget what the last request left: its answer's head, the connection it went
-        on and when that was last heard from. The same hop is asked again (on a new
-        connection, or once more after its connection died unanswered), or the next
-        hop is: until libcurl says which connection carries it (PREREQFUNCTION), none
-        does, and the connect timeout applies, not the read timeout. (``url``,
-        ``fresh`` and ``asked_again`` are the caller's to set.)"""
-        self.status, self.headers, self.head_done, self.location = 0, {}, False, None
-        self.decoder, self.content_type, self.blocked = None, None, None
-        self.last_io, self.drained = None, 0
-        self.new_fd, self.connection, self.unclean, self.shared = None, None, False, False
-
-
-@dataclass(eq=False)
-class _Slot:
-    """A libcurl easy handle, its callbacks bound once, and the transfer it carries."""
-
-    handle: pycurl.Curl
-    transfer: _Transfer | None = None
-    fresh: bool = False  # FRESH_CONNECT is set on the handle
-    pipewait: bool = False  # PIPEWAIT is set on the handle
-    other_origin: bool = False  # its headers are those of a hop to another origin
-
-
 class CurlEngine:
     """Downloads handed to it with :meth:`submit` until :meth:`close`; see the module doc.
 
@@ -168,7 +116,8 @@ class CurlEngine:
     sockets libcurl asked to watch, the timer and the bandwidth budget are the
     state of one event loop, touched only from its thread and by libcurl's
     callbacks in it; what is not that state (the set-up both clients share, the
-    error table, the sink) lives in ``curlsetup``, ``engine`` and the worker.
+    error table, the sink) lives in ``curlsetup``, ``engine`` and the worker, and
+    what one download is (its state, its handle) in ``transfer``.
     """
 
     def __init__(self, *, slots: int, new_sink: SinkFactory, limits: Limits, policy: AddressPolicy,
@@ -184,8 +133,8 @@ class CurlEngine:
         self._check_hop = check_hop
         # Transfers waiting for check_hop's verdict on their next hop, by slot: they
         # hold no connection, so they do not count against ``slots``.
-        self._parked: dict[_Slot, _Transfer] = {}
-        self._verdicts: queue.SimpleQueue[tuple[_Slot, _Transfer, str, str | None]] = \
+        self._parked: dict[Slot, Transfer] = {}
+        self._verdicts: queue.SimpleQueue[tuple[Slot, Transfer, str, str | None]] = \
             queue.SimpleQueue()
         self._outbox: Results = []
         self._lock = threading.Lock()  # submit() against the end of run()
@@ -205,9 +154,9 @@ class CurlEngine:
         self._wake_w.setblocking(False)
         self._selector.register(self._wake_r, selectors.EVENT_READ)
         self._timer_due: float | None = None
-        self._free: list[_Slot] = []
-        self._active: set[_Slot] = set()
-        self._by_handle: dict[int, _Slot] = {}
+        self._free: list[Slot] = []
+        self._active: set[Slot] = set()
+        self._by_handle: dict[int, Slot] = {}
         # The connections, to look for unasked bytes before an HTTP/1 one is used again.
         self._kept = KeptConnections()
         self._proxies = options.proxies()
@@ -216,7 +165,7 @@ class CurlEngine:
         self._rate = options.limit_rate
         self._budget = 0.0
         self._refilled = time.monotonic()
-        self._paused: set[_Slot] = set()
+        self._paused: set[Slot] = set()
         self._share = new_share(options)
         self._headers = header_lines(options, ACCEPT)
         # Without the user's Authorization and Cookie headers: a hop to another origin.
@@ -330,14 +279,14 @@ class CurlEngine:
         while self._waiting and len(self._active) < self._slots:
             task = self._waiting.popleft()
             slot = self._free.pop() if self._free else self._new_slot()
-            slot.transfer = _Transfer(task, task[0])
+            slot.transfer = Transfer(task, task[0])
             self._guarded(slot, self._begin)
 
     # ----- handles ----------------------------------------------------------------------
 
-    def _new_slot(self) -> _Slot:
+    def _new_slot(self) -> Slot:
         handle = pycurl.Curl()
-        slot = _Slot(handle)
+        slot = Slot(handle)
         self._by_handle[id(handle)] = slot
         set_common_options(handle, self._options, ca_file=self._ca_file, share=self._share)
         setopt = handle.setopt
@@ -353,14 +302,14 @@ class CurlEngine:
             set_hop_options(handle, self._options, self._proxies, "http:")
         return slot
 
-    def _begin(self, slot: _Slot) -> None:
+    def _begin(self, slot: Slot) -> None:
         """Send the current hop of the slot's transfer."""
         transfer = slot.transfer
         assert transfer is not None
         remaining = transfer.started + self._limits.deadline - time.monotonic()
         if remaining <= 0:
-            self._finish(slot, self._failed(transfer, too_slow(self._limits),
-                                            FailureKind.TOO_SLOW, True), active=False)
+            self._finish(slot, failed(transfer, too_slow(self._limits),
+                                      FailureKind.TOO_SLOW, True), active=False)
             return
         url = transfer.url
         handle = slot.handle
@@ -389,7 +338,7 @@ class CurlEngine:
 
     # ----- libcurl's callbacks (on this thread, from socket_action) -------------------
 
-    def _on_open_socket(self, slot: _Slot, purpose: int,
+    def _on_open_socket(self, slot: Slot, purpose: int,
                         address: tuple[int, int, int, tuple[Any, ...]]) -> socket.socket | int:
         """The address guard, before libcurl connects anywhere."""
         family, kind, protocol, sockaddr = address
@@ -406,7 +355,7 @@ class CurlEngine:
         except OSError:  # out of descriptors: libcurl reports a failed connection
             return pycurl.SOCKET_BAD
 
-    def _on_new_socket(self, slot: _Slot, fd: int, purpose: int) -> int:
+    def _on_new_socket(self, slot: Slot, fd: int, purpose: int) -> int:
         transfer = slot.transfer
         if transfer is not None:
             transfer.new_fd = fd
@@ -416,7 +365,7 @@ class CurlEngine:
             transfer.last_io = None
         return pycurl.SOCKOPT_OK
 
-    def _on_connected(self, slot: _Slot, peer: str, local: str, peer_port: int,
+    def _on_connected(self, slot: Slot, peer: str, local: str, peer_port: int,
                       local_port: int) -> int:
         """A connection, new or reused, is about to carry the request: check it first.
 
@@ -445,7 +394,7 @@ class CurlEngine:
             return pycurl.PREREQFUNC_ABORT
         return pycurl.PREREQFUNC_OK
 
-    def _on_header(self, slot: _Slot, line: bytes) -> int | None:
+    def _on_header(self, slot: Slot, line: bytes) -> int | None:
         """One line of a response head (libcurl calls this per line: kept cheap)."""
         transfer = slot.transfer
         if transfer is None:
@@ -480,7 +429,7 @@ class CurlEngine:
             return self._on_head(transfer)
         return None  # another header, or a trailer of a chunked body
 
-    def _on_head(self, transfer: _Transfer) -> int | None:
+    def _on_head(self, transfer: Transfer) -> int | None:
         """Decide from the status and headers what to do with the body (-1: stop now)."""
         status, headers = transfer.status, transfer.headers
         if status in REDIRECT_STATUSES and b"location" in headers:
@@ -494,21 +443,21 @@ class CurlEngine:
         try:
             transfer.decoder = body_decoder(headers.get(b"content-encoding"))
         except Abandoned as exc:  # an encoding not decoded here
-            transfer.answer = self._failed(transfer, str(exc), exc.kind)
+            transfer.answer = failed(transfer, str(exc), exc.kind)
             return -1
         declared = headers.get(b"content-length", "")
         if (transfer.decoder is None  # the length of the body as it is stored
                 and declared.isascii() and declared.isdigit()
                 # len first: int() refuses more than 4,300 digits (a hostile header)
                 and (len(declared) > 20 or int(declared) > self._limits.max_bytes)):
-            transfer.answer = self._failed(transfer, too_large(declared, self._limits),
-                                           FailureKind.TOO_LARGE)
+            transfer.answer = failed(transfer, too_large(declared, self._limits),
+                                     FailureKind.TOO_LARGE)
             return -1
         transfer.content_type = headers.get(b"content-type")
         transfer.sink = self._new_sink(transfer.task, transfer.started)
         return None
 
-    def _on_body(self, slot: _Slot, chunk: bytes) -> int | None:
+    def _on_body(self, slot: Slot, chunk: bytes) -> int | None:
         transfer = slot.transfer
         if transfer is None:
             return -1
@@ -530,15 +479,15 @@ class CurlEngine:
                 for piece in decoder.decode(chunk):
                     sink.feed(piece)
         except Abandoned as exc:
-            transfer.answer = self._failed(transfer, str(exc), exc.kind, exc.transient)
+            transfer.answer = failed(transfer, str(exc), exc.kind, exc.transient)
             return -1
         except StorageError as exc:
             transfer.answer = storage_failure(transfer.task[0], transfer.started, exc)
             return -1
         except Exception as exc:  # a bug must not lose the URL, nor kill the loop
             log.exception("unexpected error receiving %s", transfer.task[0])
-            transfer.answer = self._failed(transfer, f"worker error: {exc.__class__.__name__}: "
-                                           f"{exc}", FailureKind.WORKER_ERROR, True)
+            transfer.answer = failed(transfer, f"worker error: {exc.__class__.__name__}: "
+                                     f"{exc}", FailureKind.WORKER_ERROR, True)
             return -1
         return None
 
@@ -556,7 +505,7 @@ class CurlEngine:
             if not queued:
                 return
 
-    def _guarded(self, slot: _Slot, action: Callable[[_Slot], None]) -> None:
+    def _guarded(self, slot: Slot, action: Callable[[Slot], None]) -> None:
         """Run ``action``; a bug in it fails only the slot's image, not the engine."""
         try:
             action(slot)
@@ -568,11 +517,11 @@ class CurlEngine:
             with contextlib.suppress(pycurl.error):
                 self._multi.remove_handle(slot.handle)  # if it was added
             self._active.discard(slot)
-            self._finish(slot, self._failed(transfer, f"worker error: "
-                                            f"{exc.__class__.__name__}: {exc}",
-                                            FailureKind.WORKER_ERROR, True), active=False)
+            self._finish(slot, failed(transfer, f"worker error: "
+                                      f"{exc.__class__.__name__}: {exc}",
+                                      FailureKind.WORKER_ERROR, True), active=False)
 
-    def _done(self, slot: _Slot, code: int, message: str) -> None:
+    def _done(self, slot: Slot, code: int, message: str) -> None:
         """libcurl finished the slot's current hop: the Attempt, or the next hop."""
         transfer = slot.transfer
         assert transfer is not None
@@ -582,7 +531,7 @@ class CurlEngine:
         refused_by = (proxy_refusal(slot.handle, transfer.status, self._proxies, transfer.url)
                       if code or transfer.status == PROXY_AUTH_REQUIRED else "")
         if refused_by:  # the proxy's answer (to the request, or to its CONNECT)
-            attempt = self._failed(transfer, refused_by, FailureKind.CONNECTION, True)
+            attempt = failed(transfer, refused_by, FailureKind.CONNECTION, True)
         elif transfer.answer is not None:
             attempt = transfer.answer
         elif transfer.unclean and not transfer.fresh:
@@ -611,16 +560,16 @@ class CurlEngine:
         elif transfer.sink is not None:
             attempt = self._stored(transfer)
         else:
-            attempt = self._failed(transfer, "bad response: no answer", FailureKind.BAD_RESPONSE)
+            attempt = failed(transfer, "bad response: no answer", FailureKind.BAD_RESPONSE)
         self._finish(slot, attempt, active=False)
 
-    def _transport_failure(self, transfer: _Transfer, code: int, message: str) -> Attempt:
+    def _transport_failure(self, transfer: Transfer, code: int, message: str) -> Attempt:
         if transfer.blocked is not None and code in (pycurl.E_COULDNT_CONNECT,
                                                      pycurl.E_ABORTED_BY_CALLBACK):
-            return self._failed(transfer, str(transfer.blocked), FailureKind.BLOCKED)
+            return failed(transfer, str(transfer.blocked), FailureKind.BLOCKED)
         if code == pycurl.E_OPERATION_TIMEDOUT and (
                 time.monotonic() - transfer.started >= self._limits.deadline - 0.01):
-            return self._failed(transfer, too_slow(self._limits), FailureKind.TOO_SLOW, True)
+            return failed(transfer, too_slow(self._limits), FailureKind.TOO_SLOW, True)
         kind, reason, transient = curl_failure(code, message)
         if code == pycurl.E_OPERATION_TIMEDOUT and transfer.last_io is None:
             # No connection carried the request (none ever did, or it was being asked
@@ -628,9 +577,9 @@ class CurlEngine:
             # HTTP/2 connection another request is making, whose handshake never ends,
             # is cut at the same connect timeout with libcurl's "Operation timed out".
             reason = "timed out connecting"
-        return self._failed(transfer, reason, kind, transient)
+        return failed(transfer, reason, kind, transient)
 
-    def _stored(self, transfer: _Transfer) -> Attempt:
+    def _stored(self, transfer: Transfer) -> Attempt:
         sink = transfer.sink
         assert sink is not None
         transfer.sink = None
@@ -644,26 +593,26 @@ class CurlEngine:
                 transfer.decoder is not None or b"content-length" in transfer.headers
                 or "chunked" in transfer.headers.get(b"transfer-encoding", "").lower()))
         except Abandoned as exc:
-            return self._failed(transfer, str(exc), exc.kind, exc.transient)
+            return failed(transfer, str(exc), exc.kind, exc.transient)
         except StorageError as exc:
             return storage_failure(transfer.task[0], transfer.started, exc)
         finally:
             sink.discard()
 
-    def _follow(self, slot: _Slot) -> None:
+    def _follow(self, slot: Slot) -> None:
         transfer = slot.transfer
         assert transfer is not None and transfer.location is not None
         location = transfer.location
         try:
             target = redirect_target(transfer.url, location)
         except ValueError:
-            self._finish(slot, self._failed(transfer, f"bad redirect to {location[:200]!r}",
-                                            FailureKind.REDIRECT), active=False)
+            self._finish(slot, failed(transfer, f"bad redirect to {location[:200]!r}",
+                                      FailureKind.REDIRECT), active=False)
             return
         transfer.hops += 1
         if transfer.hops > MAX_REDIRECTS:
-            self._finish(slot, self._failed(transfer, "too many redirects",
-                                            FailureKind.REDIRECT), active=False)
+            self._finish(slot, failed(transfer, "too many redirects",
+                                      FailureKind.REDIRECT), active=False)
             return
         if self._check_hop is None:
             self._next_hop(slot, target)
@@ -674,11 +623,11 @@ class CurlEngine:
                                                       target))
         except Exception as exc:  # a bug in the check fails this image, not the loop
             log.exception("unexpected error checking the redirect to %s", target)
-            self._finish(slot, self._failed(transfer, f"worker error: {exc.__class__.__name__}:"
-                                            f" {exc}", FailureKind.WORKER_ERROR, True),
+            self._finish(slot, failed(transfer, f"worker error: {exc.__class__.__name__}:"
+                                      f" {exc}", FailureKind.WORKER_ERROR, True),
                          active=False)
 
-    def _verdict_came(self, slot: _Slot, transfer: _Transfer, target: str,
+    def _verdict_came(self, slot: Slot, transfer: Transfer, target: str,
                       refusal: str | None) -> None:
         """check_hop's verdict, from any thread: the loop acts on it (_take_verdicts)."""
         self._verdicts.put((slot, transfer, target, refusal))
@@ -697,10 +646,10 @@ class CurlEngine:
                 self._guarded(slot, functools.partial(self._next_hop, target=target))
                 continue
             shown = target if len(target) <= SHOWN_URL else target[:SHOWN_URL] + "..."
-            self._finish(slot, self._failed(transfer, f"redirected to {shown}: {refusal}",
-                                            FailureKind.REDIRECT), active=False)
+            self._finish(slot, failed(transfer, f"redirected to {shown}: {refusal}",
+                                      FailureKind.REDIRECT), active=False)
 
-    def _next_hop(self, slot: _Slot, target: str) -> None:
+    def _next_hop(self, slot: Slot, target: str) -> None:
         transfer = slot.transfer
         assert transfer is not None
         transfer.url = target
@@ -713,14 +662,14 @@ class CurlEngine:
         limits = self._limits
         for slot, parked in list(self._parked.items()):  # waiting for a verdict
             if now - parked.started >= limits.deadline:
-                self._finish(slot, self._failed(parked, too_slow(limits),
-                                                FailureKind.TOO_SLOW, True), active=False)
+                self._finish(slot, failed(parked, too_slow(limits),
+                                          FailureKind.TOO_SLOW, True), active=False)
         for slot in [s for s in self._active if s.transfer is not None]:
             transfer = slot.transfer
             assert transfer is not None
             if now - transfer.started > limits.deadline + DEADLINE_SLACK:
-                self._finish(slot, self._failed(transfer, too_slow(limits),
-                                                FailureKind.TOO_SLOW, True))
+                self._finish(slot, failed(transfer, too_slow(limits),
+                                          FailureKind.TOO_SLOW, True))
             elif (transfer.last_io is not None and slot not in self._paused
                   and now - transfer.last_io > limits.read_timeout
                   and not self._still_heard(slot, transfer, now)):
@@ -729,10 +678,10 @@ class CurlEngine:
                     self._active.discard(slot)
                     self._follow(slot)
                     continue
-                self._finish(slot, transfer.answer or self._failed(
+                self._finish(slot, transfer.answer or failed(
                     transfer, "timed out", FailureKind.TIMEOUT, True))
 
-    def _still_heard(self, slot: _Slot, transfer: _Transfer, now: float) -> bool:
+    def _still_heard(self, slot: Slot, transfer: Transfer, now: float) -> bool:
         """Whether bytes came on the transfer's connection within the read timeout (the
         rare path: asked only of a transfer whose callbacks were silent that long)."""
         with contextlib.suppress(pycurl.error):
@@ -780,11 +729,7 @@ class CurlEngine:
                     slot.transfer.last_io = now
                     slot.handle.pause(pycurl.PAUSE_CONT)  # may pause it again at once
 
-    def _failed(self, transfer: _Transfer, reason: str, kind: FailureKind,
-                transient: bool = False) -> Attempt:
-        return failure(transfer.task[0], transfer.started, reason, kind, transient)
-
-    def _finish(self, slot: _Slot, attempt: Attempt | None, *, active: bool = True) -> None:
+    def _finish(self, slot: Slot, attempt: Attempt | None, *, active: bool = True) -> None:
         """Report the slot's transfer and free the slot (``active``: still in libcurl)."""
         transfer = slot.transfer
         assert transfer is not None
