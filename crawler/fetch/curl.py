@@ -36,16 +36,14 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
-from urllib.parse import urlsplit
 
 import pycurl
 
 from crawler.config import Limits
 from crawler.errors import StorageError
+from crawler.fetch.callbacks import RATE_BURST, TransferCallbacks
 from crawler.fetch.cookiefeed import add_to_jar
 from crawler.fetch.curlsetup import (
-    DRAIN_AT_MOST,
     PROXY_AUTH_REQUIRED,
     Guard,
     KeptConnections,
@@ -62,7 +60,6 @@ from crawler.fetch.curlsetup import (
     set_common_options,
     set_hop_options,
 )
-from crawler.fetch.decoding import body_decoder
 from crawler.fetch.engine import (
     ACCEPT,
     CURLE_HTTP2_STREAM,
@@ -73,17 +70,13 @@ from crawler.fetch.engine import (
     SinkFactory,
     Task,
     curl_failure,
-    status_failure,
     storage_failure,
-    too_large,
     too_slow,
 )
-from crawler.fetch.guard import AddressPolicy, BlockedAddress
+from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
 from crawler.fetch.policy import (
     MAX_REDIRECTS,
-    REDIRECT_STATUSES,
-    location_text,
     redirect_target,
 )
 from crawler.fetch.transfer import Slot, Transfer, failed
@@ -96,11 +89,7 @@ SWEEP_EVERY = 0.05  # seconds between checks of read timeouts and deadlines
 DEADLINE_SLACK = 0.25  # the sweep cuts what libcurl's own timer has not, this much later
 IDLE_PER_SLOT = 2  # connections kept open per transfer slot (least recently used go)
 BUFFER_BYTES = 128 * 1024  # libcurl's receive buffer: fewer, larger body callbacks
-RATE_BURST = 0.1  # seconds of the bandwidth cap that may be spent at once
 SHOWN_URL = 1000  # characters of a redirect target a reason shows (reports are bounded)
-_WANTED = frozenset({b"content-length", b"content-type", b"content-encoding", b"location",
-                     b"retry-after", b"transfer-encoding"})
-_WANTED_FIRST = frozenset(name[0] for name in _WANTED)  # "c", "l", "r", "t"
 
 
 class CurlEngine:
@@ -116,15 +105,16 @@ class CurlEngine:
     sockets libcurl asked to watch, the timer and the bandwidth budget are the
     state of one event loop, touched only from its thread and by libcurl's
     callbacks in it; what is not that state (the set-up both clients share, the
-    error table, the sink) lives in ``curlsetup``, ``engine`` and the worker, and
-    what one download is (its state, its handle) in ``transfer``.
+    error table, the sink) lives in ``curlsetup``, ``engine`` and the worker,
+    what one download is (its state, its handle) in ``transfer``, and what libcurl
+    tells a transfer as its bytes come (and the bandwidth budget its body spends)
+    in ``callbacks``.
     """
 
     def __init__(self, *, slots: int, new_sink: SinkFactory, limits: Limits, policy: AddressPolicy,
                  options: RequestOptions, report: Report, stop: threading.Event,
                  check_hop: HopCheck | None = None) -> None:
         self._slots = slots
-        self._new_sink = new_sink
         self._limits = limits
         self._policy = policy
         self._options = options
@@ -160,12 +150,14 @@ class CurlEngine:
         # The connections, to look for unasked bytes before an HTTP/1 one is used again.
         self._kept = KeptConnections()
         self._proxies = options.proxies()
-        self._guard = Guard(policy, self._proxies)
         self._per_hop = hop_options_vary(options, self._proxies)
         self._rate = options.limit_rate
-        self._budget = 0.0
-        self._refilled = time.monotonic()
-        self._paused: set[Slot] = set()
+        # libcurl's callbacks for every slot: the guard, and the bandwidth cap, whose
+        # paused transfers the loop looks at (the same set, not a copy).
+        self._callbacks = TransferCallbacks(
+            guard=Guard(policy, self._proxies), kept=self._kept, limits=limits,
+            new_sink=new_sink, rate=self._rate)
+        self._paused = self._callbacks.paused
         self._share = new_share(options)
         self._headers = header_lines(options, ACCEPT)
         # Without the user's Authorization and Cookie headers: a hop to another origin.
@@ -225,7 +217,7 @@ class CurlEngine:
                     self._sweep(now)
                     next_sweep = now + SWEEP_EVERY
                 if self._rate:
-                    self._refill(now)
+                    self._callbacks.refill(now, self._active)
                 self._send_outbox()
         finally:
             self._shut_down()
@@ -293,11 +285,12 @@ class CurlEngine:
         setopt(pycurl.HTTPHEADER, self._headers)
         setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(self._limits.connect_timeout * 1000)))
         setopt(pycurl.BUFFERSIZE, BUFFER_BYTES)
-        setopt(pycurl.WRITEFUNCTION, functools.partial(self._on_body, slot))
-        setopt(pycurl.HEADERFUNCTION, functools.partial(self._on_header, slot))
-        setopt(pycurl.OPENSOCKETFUNCTION, functools.partial(self._on_open_socket, slot))
-        setopt(pycurl.PREREQFUNCTION, functools.partial(self._on_connected, slot))
-        setopt(pycurl.SOCKOPTFUNCTION, functools.partial(self._on_new_socket, slot))
+        callbacks = self._callbacks
+        setopt(pycurl.WRITEFUNCTION, functools.partial(callbacks.on_body, slot))
+        setopt(pycurl.HEADERFUNCTION, functools.partial(callbacks.on_header, slot))
+        setopt(pycurl.OPENSOCKETFUNCTION, functools.partial(callbacks.on_open_socket, slot))
+        setopt(pycurl.PREREQFUNCTION, functools.partial(callbacks.on_connected, slot))
+        setopt(pycurl.SOCKOPTFUNCTION, functools.partial(callbacks.on_new_socket, slot))
         if not self._per_hop:  # the same proxy and no login for every hop: set once
             set_hop_options(handle, self._options, self._proxies, "http:")
         return slot
@@ -335,161 +328,6 @@ class CurlEngine:
             set_hop_options(handle, self._options, self._proxies, url)
         self._active.add(slot)
         self._multi.add_handle(handle)
-
-    # ----- libcurl's callbacks (on this thread, from socket_action) -------------------
-
-    def _on_open_socket(self, slot: Slot, purpose: int,
-                        address: tuple[int, int, int, tuple[Any, ...]]) -> socket.socket | int:
-        """The address guard, before libcurl connects anywhere."""
-        family, kind, protocol, sockaddr = address
-        host = str(sockaddr[0]).split("%", 1)[0]
-        why = self._guard.refusal(host, int(sockaddr[1]))
-        if why is not None:
-            transfer = slot.transfer
-            if transfer is not None:
-                transfer.blocked = BlockedAddress(urlsplit(transfer.url).hostname or "?", host,
-                                                  why)
-            return pycurl.SOCKET_BAD
-        try:
-            return socket.socket(family, kind, protocol)
-        except OSError:  # out of descriptors: libcurl reports a failed connection
-            return pycurl.SOCKET_BAD
-
-    def _on_new_socket(self, slot: Slot, fd: int, purpose: int) -> int:
-        transfer = slot.transfer
-        if transfer is not None:
-            transfer.new_fd = fd
-            # Connecting: also when libcurl asks a request again itself, the connection
-            # it went out on lost (a GOAWAY, a close): its read timeout starts again
-            # when the new one carries it, and the connect timeout applies till then.
-            transfer.last_io = None
-        return pycurl.SOCKOPT_OK
-
-    def _on_connected(self, slot: Slot, peer: str, local: str, peer_port: int,
-                      local_port: int) -> int:
-        """A connection, new or reused, is about to carry the request: check it first.
-
-        Its peer must pass the guard. A reused HTTP/1 connection (plain, or over TLS)
-        must have nothing to read: bytes there were never asked for (a stray answer),
-        and libcurl would take them for the answer to this request.
-        """
-        transfer = slot.transfer
-        if transfer is None:
-            return pycurl.PREREQFUNC_ABORT
-        transfer.last_io = time.monotonic()  # the read timeout runs from here
-        why = self._guard.refusal(peer, peer_port)
-        if why is not None:
-            transfer.blocked = BlockedAddress(urlsplit(transfer.url).hostname or "?", peer, why)
-            return pycurl.PREREQFUNC_ABORT
-        key = (local, local_port, peer, peer_port)
-        transfer.connection = key
-        transfer.shared = transfer.new_fd is None
-        if transfer.new_fd is not None:
-            self._kept.opened(key, transfer.new_fd)
-            transfer.new_fd = None
-        elif not transfer.fresh and self._kept.unclean(key, transfer.url):
-            # Stray bytes on an idle HTTP/1 connection, over TLS too, were read as this
-            # request's answer, and another image was stored under its name.
-            transfer.unclean = True
-            return pycurl.PREREQFUNC_ABORT
-        return pycurl.PREREQFUNC_OK
-
-    def _on_header(self, slot: Slot, line: bytes) -> int | None:
-        """One line of a response head (libcurl calls this per line: kept cheap)."""
-        transfer = slot.transfer
-        if transfer is None:
-            return -1
-        first = line[0] | 0x20  # the first letter, in lower case
-        if first in _WANTED_FIRST:  # only c..., l..., r..., t...: most lines go no further
-            name, colon, value = line.partition(b":")
-            if colon and not transfer.head_done:
-                name = name.strip().lower()
-                if name in _WANTED:
-                    value = value.strip()
-                    text = (location_text(value) if name == b"location"
-                            else value.decode("latin-1"))
-                    if name == b"content-encoding" and name in transfer.headers:
-                        text = f"{transfer.headers[name]}, {text}"  # one list (RFC 9110)
-                    transfer.headers[name] = text
-            return None
-        if line.startswith(b"HTTP/"):
-            transfer.last_io = time.monotonic()
-            if transfer.connection is not None and line.startswith(b"HTTP/1"):
-                self._kept.answered_http1(transfer.connection, transfer.url)
-            parts = line.split(None, 2)
-            transfer.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-            transfer.headers = {}
-            transfer.head_done = False
-            return None
-        if len(line) <= 2 and line.strip() == b"" and not transfer.head_done:
-            transfer.last_io = time.monotonic()
-            if 100 <= transfer.status < 200:
-                return None  # an interim answer: the real one follows
-            transfer.head_done = True
-            return self._on_head(transfer)
-        return None  # another header, or a trailer of a chunked body
-
-    def _on_head(self, transfer: Transfer) -> int | None:
-        """Decide from the status and headers what to do with the body (-1: stop now)."""
-        status, headers = transfer.status, transfer.headers
-        if status in REDIRECT_STATUSES and b"location" in headers:
-            transfer.location = headers[b"location"]
-            return None  # its body is drained, then the next hop starts
-        url = transfer.task[0]
-        if status != 200:
-            transfer.answer = status_failure(url, transfer.started, status,
-                                             headers.get(b"retry-after"))
-            return None
-        try:
-            transfer.decoder = body_decoder(headers.get(b"content-encoding"))
-        except Abandoned as exc:  # an encoding not decoded here
-            transfer.answer = failed(transfer, str(exc), exc.kind)
-            return -1
-        declared = headers.get(b"content-length", "")
-        if (transfer.decoder is None  # the length of the body as it is stored
-                and declared.isascii() and declared.isdigit()
-                # len first: int() refuses more than 4,300 digits (a hostile header)
-                and (len(declared) > 20 or int(declared) > self._limits.max_bytes)):
-            transfer.answer = failed(transfer, too_large(declared, self._limits),
-                                     FailureKind.TOO_LARGE)
-            return -1
-        transfer.content_type = headers.get(b"content-type")
-        transfer.sink = self._new_sink(transfer.task, transfer.started)
-        return None
-
-    def _on_body(self, slot: Slot, chunk: bytes) -> int | None:
-        transfer = slot.transfer
-        if transfer is None:
-            return -1
-        sink = transfer.sink
-        if sink is None:  # an error or redirect body: read a little to keep the connection
-            transfer.drained += len(chunk)
-            return -1 if transfer.drained > DRAIN_AT_MOST or not transfer.head_done else None
-        if self._rate:
-            if self._budget <= 0:
-                self._paused.add(slot)
-                return pycurl.WRITEFUNC_PAUSE  # libcurl hands the same bytes again later
-            self._budget -= len(chunk)
-        transfer.last_io = time.monotonic()
-        try:
-            decoder = transfer.decoder
-            if decoder is None:
-                sink.feed(chunk)
-            else:
-                for piece in decoder.decode(chunk):
-                    sink.feed(piece)
-        except Abandoned as exc:
-            transfer.answer = failed(transfer, str(exc), exc.kind, exc.transient)
-            return -1
-        except StorageError as exc:
-            transfer.answer = storage_failure(transfer.task[0], transfer.started, exc)
-            return -1
-        except Exception as exc:  # a bug must not lose the URL, nor kill the loop
-            log.exception("unexpected error receiving %s", transfer.task[0])
-            transfer.answer = failed(transfer, f"worker error: {exc.__class__.__name__}: "
-                                     f"{exc}", FailureKind.WORKER_ERROR, True)
-            return -1
-        return None
 
     # ----- endings -------------------------------------------------------------------
 
@@ -716,18 +554,6 @@ class CurlEngine:
             transfer.last_io = heard
             return now - heard <= self._limits.read_timeout
         return False
-
-    def _refill(self, now: float) -> None:
-        """Give the bandwidth cap's budget back as time passes; wake paused transfers."""
-        self._budget = min(self._budget + (now - self._refilled) * self._rate,
-                           self._rate * RATE_BURST)
-        self._refilled = now
-        if self._budget > 0 and self._paused:
-            paused, self._paused = self._paused, set()
-            for slot in paused:
-                if slot.transfer is not None and slot in self._active:
-                    slot.transfer.last_io = now
-                    slot.handle.pause(pycurl.PAUSE_CONT)  # may pause it again at once
 
     def _finish(self, slot: Slot, attempt: Attempt | None, *, active: bool = True) -> None:
         """Report the slot's transfer and free the slot (``active``: still in libcurl)."""
