@@ -15,11 +15,10 @@ import queue
 import random
 import secrets
 import shlex
-import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -59,6 +58,7 @@ from crawler.worker.hops import RedirectCheck, RobotsReader
 from crawler.worker.notifier import Notifier
 from crawler.worker.reports import ReportWindow
 from crawler.worker.sink import failure, kept_instead, sinks_into, too_slow
+from crawler.worker.stopsignals import deaf_to_stops
 from crawler.worker.store import Store
 
 log = logging.getLogger(__name__)
@@ -68,22 +68,6 @@ class _Stopped(Exception):
 
 
 LINK_ERRORS = (OSError, EOFError)  # how a lost master shows itself on a proxy call
-# What stops a worker (see crawler.api.run_worker): handled in the main thread, which
-# makes the calls to the master. Blocked in the worker's other threads, so that the
-# kernel delivers them to the main one, where they cut a call short: one that reached
-# another thread waited out a call to a master that answers no more, up to its deadline.
-_STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
-
-
-@contextlib.contextmanager
-def _deaf_to_stops() -> Iterator[None]:
-    """Threads started inside the block have the stop signals blocked (they inherit this
-    thread's mask)."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def call_deadline(crawl: CrawlInfo) -> float:
@@ -217,7 +201,7 @@ class Worker:
             return  # stopped while waiting for the master: nothing held, nothing to hand back
         store.clean_partials()
         self._start_engine(crawl)
-        with _deaf_to_stops():
+        with deaf_to_stops():
             threading.Thread(target=self._sync_loop, args=(store,), name="sync",
                              daemon=True).start()
             if self._on_progress is not None:  # closed below, whatever happens
@@ -261,7 +245,7 @@ class Worker:
             # Past this a download the engine has not reported is stuck: it may wait for a
             # slot behind downloads that each take up to the deadline, then take its own.
             self._stuck_after = 2 * (limits.deadline + limits.connect_timeout) + STUCK_GRACE
-            with _deaf_to_stops():  # the engine's threads too (libcurl's resolver's)
+            with deaf_to_stops():  # the engine's threads too (libcurl's resolver's)
                 engine = self._engine = self._make_engine(self._store, limits, crawl)
                 thread = threading.Thread(target=self._run_engine, args=(engine,),
                                           name="engine", daemon=True)
