@@ -39,7 +39,7 @@ from crawler.fetch.policy import REDIRECT_STATUSES, location_text
 from crawler.fetch.transfer import Slot, Transfer, failed
 from crawler.model.outcome import FailureKind
 
-log = logging.getLogger("crawler.fetch.curl")  # the engine's log, as before
+log = logging.getLogger(__name__)
 
 RATE_BURST = 0.1  # seconds of the bandwidth cap that may be spent at once
 _WANTED = frozenset({b"content-length", b"content-type", b"content-encoding", b"location",

@@ -12,12 +12,9 @@ import contextlib
 import logging
 import os
 import queue
-import random
 import secrets
-import shlex
 import socket
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +23,9 @@ from typing import Any, NamedTuple
 from crawler.board.base import BoardClient
 from crawler.config import DEFAULTS, Limits
 from crawler.errors import (
-    AnotherMastersCrawl,
-    AuthenticationFailed,
     BadCrawlInfo,
     ConfigError,
     CrawlerError,
-    MasterUnreachable,
     StorageError,
     WorkerFailed,
 )
@@ -41,20 +35,17 @@ from crawler.fetch.engine import Engine
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
 from crawler.model.clock import since_boot
-from crawler.model.files import LOCK_NAME
 from crawler.model.outcome import STORAGE_ERROR, Attempt, FailureKind
 from crawler.model.wire import (
-    LOCAL_WORKER_ENV,
     CrawlInfo,
     LeaseAnswer,
     Report,
-    WorkerInfo,
-    crawl_info_from_wire,
     image_scope_from_wire,
     limits_from_wire,
     robots_rules_from_wire,
 )
 from crawler.worker.hops import RedirectCheck, RobotsReader
+from crawler.worker.masterlink import LINK_ERRORS, MasterLink, Stopped, vouched_for
 from crawler.worker.notifier import Notifier
 from crawler.worker.reports import ReportWindow
 from crawler.worker.sink import failure, kept_instead, sinks_into, too_slow
@@ -63,27 +54,8 @@ from crawler.worker.store import Store
 
 log = logging.getLogger(__name__)
 
-class _Stopped(Exception):
-    """A stop was asked for while the worker waited for its master."""
-
-
-LINK_ERRORS = (OSError, EOFError)  # how a lost master shows itself on a proxy call
-
-
-def call_deadline(crawl: CrawlInfo) -> float:
-    """How long one call to the master may take before the worker reconnects.
-
-    Twice the silence after which the master takes a worker's leases away: a call
-    that takes longer has cost them anyway. Not the whole lease_timeout: after a
-    cut link comes back, the pending call's TCP connection can sit in
-    retransmission backoff for half a minute, where a new connection gets
-    through at once (measured: a cut worker host idle 26 s after its link
-    returned).
-    """
-    return min(float(crawl["lease_timeout"]), max(2.0, 2 * float(crawl["worker_silence"])))
 SYNC_EVERY = 2.0  # seconds between flushes of stored images to disk
 IDLE_ASK_EVERY = 0.1  # seconds between asks for work that found none, while busy
-FAST_RECONNECT_FOR = 2.0  # seconds a starting worker retries every 10-20 ms
 HOLDING_EVERY = 1.0  # seconds between telling the master which URLs we hold
 STUCK_GRACE = 10.0  # seconds past its longest possible life before a download counts as stuck
 CONFIRM_WAIT = 10.0  # seconds a store waits for a fresh answer after a silence
@@ -116,7 +88,8 @@ class Worker:
     after a reconnect, pending reports and hand-backs, leases it lost while
     silent) and the engine's results are one state, changed together on its
     coordinating thread, so that every leased URL is reported or handed back
-    exactly once, whatever breaks when.
+    exactly once, whatever breaks when. How the master is reached, greeted and
+    left is ``masterlink``'s.
     """
 
     def __init__(self, client: BoardClient, options: WorkerOptions,
@@ -129,13 +102,15 @@ class Worker:
         self._notifier: Notifier[WorkerStats] | None = None  # calls on_progress
         self.stats = WorkerStats()
         self._stop = threading.Event()  # set by a signal: hand back and leave
+        self._link = MasterLink(client, self._id, threads=options.threads,
+                                out_dir=options.out_dir, connect_wait=options.connect_wait,
+                                stop=self._stop)
         # Finished downloads, in lists: a result of None hands the URL back unfinished.
         self._done: queue.SimpleQueue[list[tuple[str, Attempt | None]]] = queue.SimpleQueue()
         self._held: dict[str, float] = {}  # URL -> when it went to the engine
         self._overdue: set[str] = set()  # reported stuck: the engine's late word is dropped
         self._stuck_after = float("inf")  # seconds; set from the crawl's limits
         self._limits = Limits()
-        self._board: Any = None
         self._pending_reports: list[Report] = []
         self._engine: Engine | None = None
         self._engine_thread: threading.Thread | None = None
@@ -166,7 +141,6 @@ class Worker:
         # How long an answer vouches for our leases: the master takes them only after
         # worker_silence (or lease_timeout) without a call; half leaves room for delays.
         self._fresh_for = 0.0
-        self._told_beside = False  # that it stores beside its master's folder
         # Why the worker gave up by itself: run() raises it after handing back.
         self.failure: CrawlerError | None = None
 
@@ -197,7 +171,7 @@ class Worker:
         store = self._store = Store(self._options.out_dir, may_store=self._may_store)
         try:
             crawl = self._connect(first=True)
-        except _Stopped:
+        except Stopped:
             return  # stopped while waiting for the master: nothing held, nothing to hand back
         store.clean_partials()
         self._start_engine(crawl)
@@ -209,7 +183,7 @@ class Worker:
                                           on_error=self._stop.set)
         try:
             self._coordinate()
-        except _Stopped:
+        except Stopped:
             pass  # stopped while reconnecting: hand back below what can be handed back
         except KeyboardInterrupt:
             # Asked twice (a hand-back that hangs on a master that answers no more):
@@ -348,85 +322,16 @@ class Worker:
 
     def _connect(self, first: bool) -> CrawlInfo:
         """Connect (again), waiting for the master up to ``connect_wait`` seconds."""
-        where = self._client.where
-        started = since_boot()
-        give_up = started + self._options.connect_wait
-        delay = 0.02
-        announced = False
-        while True:
-            try:
-                self._board = self._client.connect()
-                log.debug("connected to %s as %s", where, self._id)
-                crawl = self._hello()
-                self._check_folder(crawl)
-                self._jar_version = 0
-                return crawl
-            except AuthenticationFailed:
-                raise
-            except LINK_ERRORS as exc:
-                if self._stop.is_set():
-                    raise _Stopped from exc
-                if since_boot() >= give_up:
-                    what = "reach" if first else "reconnect to"
-                    raise MasterUnreachable(
-                        f"could not {what} {where} within {self._options.connect_wait:g} s: "
-                        f"{self._client.unreachable(exc)}") from exc
-                if not announced:
-                    log.info("waiting for %s (%s): trying again for up to %g s ...", where,
-                             _why_not(exc), self._options.connect_wait)
-                    announced = True
-                # Jitter: after a master restart every worker reconnects at once.
-                time.sleep(min(delay, max(0.0, give_up - since_boot())) *
-                           random.uniform(0.5, 1.0))
-                # A master starting with its workers listens within a fraction of a
-                # second: ask often at first, then back off for one that is down. Not
-                # on a reconnect, when every worker of the cluster asks at once.
-                if not first or since_boot() - started > FAST_RECONNECT_FOR:
-                    delay = min(delay * 2, 2.0)
-
-    def _hello(self) -> CrawlInfo:
-        """Say hello to the master (again): the crawl info it answers, its deadlines set."""
-        crawl = crawl_info_from_wire(self._board.hello(
-            self._id, WorkerInfo(host=socket.gethostname(), pid=os.getpid(),
-                                 threads=self._options.threads,
-                                 folder=str(self._options.out_dir.absolute()))))
-        self._client.bound_calls(self._board, call_deadline(crawl))
-        self._fresh_for = min(crawl["worker_silence"], crawl["lease_timeout"]) / 2
+        crawl = self._link.connect(first)
+        self._fresh_for = vouched_for(crawl)
+        self._jar_version = 0
         return crawl
 
-    def _check_folder(self, crawl: CrawlInfo) -> None:
-        """A worker its master started stores into that master's folder: it serves no
-        other master (one that took the port of its dead master, with the same key).
-        One started by hand that can see its master's folder is told to store there."""
-        mine = str(self._options.out_dir.absolute())
-        theirs = crawl.get("folder")
-        if not os.environ.get(LOCAL_WORKER_ENV):
-            self._say_if_beside(theirs, mine)
-            return
-        if theirs is not None and Path(theirs).resolve() != Path(mine).resolve():
-            # Nothing of the dead master's crawl goes to this one, no report: only the
-            # goodbye, so that it does not wait for this worker at its end.
-            if self._board is not None:
-                with contextlib.suppress(*LINK_ERRORS):
-                    self._board.goodbye(self._id)
-            self._board = None
-            raise AnotherMastersCrawl(
-                f"the master at {self._client.where} crawls into {theirs}, not into {mine}, "
-                "the folder of the master that started this worker (it has ended): leaving")
-
-    def _say_if_beside(self, theirs: str | None, mine: str) -> None:
-        """Warn, once, a worker on its master's host (or on a disk they share) that stores
-        beside the master's folder: its images are in no folder the master's results and
-        report look into (the manifest's paths are relative to the master's folder)."""
-        if (theirs is None or self._told_beside
-                or not (Path(theirs) / LOCK_NAME).exists()  # a folder on another host
-                or Path(theirs).resolve() == Path(mine).resolve()):
-            return
-        self._told_beside = True
-        log.warning("%s crawls into %s, which is on this host, and this worker stores into "
-                    "%s: the master's results and report look for images in its own folder; "
-                    "to have them there, start the worker with --out %s",
-                    self._client.where, theirs, mine, shlex.quote(theirs))
+    def _hello(self) -> CrawlInfo:
+        """Say hello to the master again: the crawl info it answers, its deadlines set."""
+        crawl = self._link.hello()
+        self._fresh_for = vouched_for(crawl)
+        return crawl
 
     def _coordinate(self) -> None:
         capacity = self._options.threads + max(2, self._options.threads // 2)  # a small prefetch
@@ -531,7 +436,7 @@ class Worker:
         n_reports, n_released = self._outstanding
         held = (sorted(set(self._held).union(released, (r["url"] for r in reports)))
                 if holding else None)
-        answer: LeaseAnswer = self._board.exchange(
+        answer: LeaseAnswer = self._link.board.exchange(
             self._id, self._number, reports[:n_reports], released[:n_released], ask, wait, held)
         del reports[:n_reports]
         del released[:n_released]
@@ -565,7 +470,7 @@ class Worker:
         if (type(version) is not int or version <= self._jar_version
                 or self._engine is None):
             return
-        now, lines = self._board.cookies(self._id, self._jar_version)
+        now, lines = self._link.board.cookies(self._id, self._jar_version)
         if type(now) is not int or not isinstance(lines, list):
             log.warning("%s sent a malformed cookie jar: left out", self._client.where)
             return
@@ -693,7 +598,7 @@ class Worker:
         released = self._pending_releases
         self._collect(reports, released, wait=0.0)
         released.extend(set(self._held) - set(released))
-        if self._board is None or self._quitting:
+        if self._link.board is None or self._quitting:
             return
         handing_back = len(released)
         try:
@@ -713,8 +618,7 @@ class Worker:
             return
         # A master whose crawl is over may exit as soon as it has our goodbye, before
         # answering it: nothing is lost then, so that is no error.
-        with contextlib.suppress(*LINK_ERRORS):
-            self._board.goodbye(self._id)
+        self._link.goodbye()
 
     # ----- downloading ---------------------------------------------------------
 
@@ -813,16 +717,3 @@ def _say_it_was_over(away: bool, *, new: bool) -> None:
         log.warning("the crawl ended while this worker was away: leaving")
     elif new:
         log.info("the crawl is over: nothing was left to download")
-
-
-def _why_not(exc: BaseException) -> str:
-    """A connect's failure in a few words ("connection refused"): the system's reason,
-    where the error or one it came from has one."""
-    cause: BaseException | None = exc
-    for _ in range(8):  # a chain, not a cycle
-        if cause is None:
-            break
-        if isinstance(cause, OSError) and cause.strerror:
-            return cause.strerror[:1].lower() + cause.strerror[1:]
-        cause = cause.__cause__ or cause.__context__
-    return str(exc)[:200] or type(exc).__name__
