@@ -5,14 +5,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 import secrets
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
 from hashlib import sha256
+from multiprocessing import connection
 from pathlib import Path
 
 import pytest
@@ -310,6 +313,86 @@ def test_a_master_trickling_its_handshake_is_given_up_at_the_handshake_deadline(
     assert isinstance(failed, ConnectionError), failed
     assert str(failed) == (f"127.0.0.1:{address[1]} took the connection and made no "
                               "handshake: is that a crawler master's queue port?")
+
+
+def _authenticated(address: tuple[str, int], key: bytes) -> connection.Connection:
+    """A raw client past the authkey handshake, as a worker's proxy would be."""
+    sock = socket.create_connection(address, timeout=5)
+    sock.settimeout(None)  # Connection reads the descriptor: blocking, as the stdlib's
+    conn = connection.Connection(sock.detach())
+    connection.answer_challenge(conn, key)
+    connection.deliver_challenge(conn, key)
+    return conn
+
+
+def _hung_up_within(conn: connection.Connection, wait: float) -> bool:
+    """Whether the server closed ``conn`` within ``wait`` seconds (and sent nothing)."""
+    with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+        sock.settimeout(wait)
+        try:
+            return sock.recv(1) == b""
+        except TimeoutError:
+            return False
+        except ConnectionResetError:
+            return True
+
+
+def test_a_client_stalled_mid_request_is_cut_at_the_deadline_and_others_are_served(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """After the handshake a request's reads had no deadline: a client that sent half a
+    request, or trickled it, held a server thread and a socket for ever. Between
+    requests a worker may still idle for as long as it likes."""
+    monkeypatch.setattr(manager, "REQUEST_DEADLINE", 1.0)
+    key = secrets.token_bytes(16)
+    board = TaskBoard(BoardPolicy(worker_silence=0.25, batch_size=2000))
+    server = QueueServer(board, ("127.0.0.1", 0), key, lambda full=False: {}).start()
+    urls = [f"http://h{n}/{'x' * 200}.png" for n in range(2000)]
+    for n, url in enumerate(urls):
+        board.put(url, f"h{n}", None)
+    request = pickle.dumps((None, "dummy", (), {}))
+    frame = struct.pack("!i", len(request)) + request
+    # One stalls in the middle of a call on a served connection; one trickles its
+    # first request a byte every 0.2 s, each byte well within the deadline.
+    halfway = _authenticated(server.address, key)
+    halfway.send((None, "accept_connection", ("stalled",), {}))
+    assert halfway.recv() == ("#RETURN", None)
+    trickling = _authenticated(server.address, key)
+    worker = MasterClient(server.address, key).connect()
+    stop = threading.Event()
+
+    def trickle() -> None:
+        for at in range(len(frame) - 1):  # never the last byte
+            with contextlib.suppress(OSError):
+                os.write(trickling.fileno(), frame[at:at + 1])
+            if stop.wait(0.2):
+                return
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="crawler.board.manager"):
+            os.write(halfway.fileno(), frame[:len(frame) // 2])
+            threading.Thread(target=trickle, daemon=True).start()
+            began = time.monotonic()
+            assert worker.heartbeat("w1") is True  # served while the others stall
+            # A request too big to come in one read (half a megabyte) is waited for.
+            leased = [url for url, _ in worker.lease("w1", len(urls), 0.0)["tasks"]]
+            worker.report("w1", [stored(url) for url in leased])
+            assert len(leased) == len(urls) == len(settle_all(board, len(urls)))
+            time.sleep(1.5)  # a worker idle past the deadline between calls is no stall
+            assert worker.heartbeat("w1") is True
+            assert _hung_up_within(halfway, 3.0), "a half-sent request held its connection"
+            assert _hung_up_within(trickling, 1.0), "a trickled request held its connection"
+            assert 0.9 < time.monotonic() - began < 4.0
+            assert worker.heartbeat("w1") is True
+    finally:
+        stop.set()
+        for conn in (halfway, trickling):
+            conn.close()
+        server.stop()
+    said = sorted(r.getMessage() for r in caplog.records if "cut the queue" in r.getMessage())
+    assert len(said) == 2, said
+    assert all(line.startswith("cut the queue connection from 127.0.0.1:") for line in said)
+    assert all(line.endswith(": a request begun 1 s ago is still not all there")
+               for line in said)
 
 
 _MASTER = """

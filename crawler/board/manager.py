@@ -12,9 +12,10 @@ What the standard library leaves out, and this module adds (see the notes on
 ``multiprocessing.managers``): ``TCP_NODELAY`` on both ends, against 40 ms
 Nagle stalls; a listen backlog of 1024 instead of 16, so a crowd of workers
 connecting at once is not dropped; a deadline on the authentication handshake,
-so idle unauthenticated sockets cannot pin server threads; a logged refusal of
-wrong authkeys; and on the client, connect and call deadlines, because a hung
-master otherwise blocks a worker forever.
+so idle unauthenticated sockets cannot pin server threads; a deadline on each
+request once begun, so a client stalled mid-request cannot pin one either; a
+logged refusal of wrong authkeys; and on the client, connect and call deadlines,
+because a hung master otherwise blocks a worker forever.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import io
 import logging
 import os
+import select
 import socket
 import struct
 import threading
@@ -60,6 +63,13 @@ log = logging.getLogger(__name__)
 
 SERIALIZER = "crawler"  # pickle on the wire, like the default; our client adds deadlines
 HANDSHAKE_DEADLINE = 5.0
+# An authenticated client may idle between requests for as long as it likes (a tutorial
+# worker's task.get(timeout=...) does), but a request, once its first byte came, must
+# arrive whole within this. A worker's exchange is about 2 KB (8 reports); 1000 reports
+# held back by a lost link, 250 KB, get through this at 200 kbit/s. It is also the
+# worker's own bound on a call with the default settings (twice worker_silence), and
+# the server never takes less than that (see QueueServer).
+REQUEST_DEADLINE = 10.0
 # Until hello says the master's lease_timeout: the settings' default, named as such.
 # After it, a call may take as long as a lease lives (see MasterClient.bound_calls).
 FIRST_CALL_DEADLINE = DEFAULTS.queue.lease_timeout
@@ -99,6 +109,79 @@ def _set_deadline(sock: socket.socket, seconds: float) -> None:
     value = struct.pack("ll", whole, int((seconds - whole) * 1e6))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+
+
+class _RequestStalled(EOFError):
+    """A client began a request and did not finish it within its deadline.
+
+    An EOFError: Server.serve_client ends the connection's thread on one, as when
+    its client goes away (any other exception it would send back, and read on).
+    """
+
+
+class _Requests:
+    """Reads an authenticated client's requests: ``Connection._recv_bytes`` in its place.
+
+    The wait for a request's first bytes is a plain blocking read, with no deadline, as
+    in the standard library; the rest of the frame must come within ``deadline`` of
+    them. No system call is added per request: the rest is read without blocking
+    (``MSG_DONTWAIT``) in place of the standard library's blocking read, and only a
+    frame that is not there in full yet is waited for with ``poll``.
+    """
+
+    def __init__(self, conn: connection.Connection, sock: socket.socket, peer: str,
+                 deadline: float) -> None:
+        self._handle = conn.fileno()
+        self._sock = sock
+        self._peer = peer
+        self._deadline = deadline
+
+    def recv_bytes(self, maxsize: int | None = None) -> io.BytesIO:
+        head = os.read(self._handle, 4)  # idle between requests: as long as it likes
+        if not head:
+            raise EOFError
+        end = time.monotonic() + self._deadline
+        if len(head) < 4:
+            head += self._rest(4 - len(head), end)
+        size, = struct.unpack("!i", head)
+        if size == -1:  # a frame of 2 GiB or more: its size in 8 bytes more
+            size, = struct.unpack("!Q", self._rest(8, end))
+        if maxsize is not None and size > maxsize:
+            raise OSError(f"a request of {size} bytes, more than {maxsize}")
+        return io.BytesIO(self._rest(size, end))
+
+    def _rest(self, size: int, end: float) -> bytes:
+        try:
+            chunk = self._sock.recv(size, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            chunk = b""
+        else:
+            if len(chunk) == size:
+                return chunk  # the whole of it at once: every small request
+            if not chunk:
+                raise OSError("got end of file during message")
+        return self._wait_for_rest(chunk, size, end)
+
+    def _wait_for_rest(self, first: bytes, size: int, end: float) -> bytes:
+        parts = [first]
+        remaining = size - len(first)
+        waiting = select.poll()  # not select(): a busy master's descriptors pass 1024
+        waiting.register(self._handle, select.POLLIN)
+        while remaining > 0:
+            left = end - time.monotonic()
+            if left <= 0 or not waiting.poll(max(1, int(left * 1000))):
+                log.warning("cut the queue connection from %s: a request begun %.0f s ago "
+                            "is still not all there", self._peer, self._deadline)
+                raise _RequestStalled(f"{self._peer} stalled in the middle of a request")
+            try:
+                chunk = self._sock.recv(remaining, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                continue  # woken for nothing: wait again
+            if not chunk:
+                raise OSError("got end of file during message")
+            parts.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(parts)
 
 
 def _socket_of(conn: connection.Connection) -> socket.socket:
@@ -183,6 +266,7 @@ class _GuardedServer(Server):
     # seconds (a line each grew a log file without bound).
     _refusals: _Throttled | None = None
     max_handshaking = MAX_HANDSHAKING
+    request_deadline = REQUEST_DEADLINE  # QueueServer sets it for its board
     stopping = False  # set by stop(): the accepting loop ends
     # Set by Server.__init__; typeshed does not declare them.
     listener: connection.Listener
@@ -267,12 +351,16 @@ class _GuardedServer(Server):
             finally:
                 if handshaking is not None:
                     handshaking.release()  # authenticated or refused: no longer a stranger
-            _set_deadline(sock, 0)  # an authenticated worker may idle between calls
+            _set_deadline(sock, 0)  # an authenticated worker may idle between calls...
+            # ...but not stall in the middle of one: Connection.recv reads through this.
+            # (Connection's private _recv_bytes is absent from typeshed: hence setattr.)
+            setattr(conn, "_recv_bytes",  # noqa: B010
+                    _Requests(conn, sock, peer, self.request_deadline).recv_bytes)
             self._serve_authenticated(conn)
         except SystemExit:
-            pass  # serve_client() ends with sys.exit(0) when its client goes away
-        except OSError:
-            pass  # the peer vanished mid-call: nothing to answer
+            pass  # serve_client() ends with sys.exit(0) when its client goes away or stalls
+        except (OSError, EOFError):
+            pass  # the peer vanished or stalled mid-call: nothing to answer
         finally:
             sock.detach()
             conn.close()
@@ -284,6 +372,8 @@ class _GuardedServer(Server):
             if funcname not in self.public:
                 raise ValueError(f"{funcname!r} unrecognized")
             func = getattr(self, funcname)
+        except EOFError:
+            raise  # gone, or stalled mid-request: no one to answer
         except Exception:  # noqa: BLE001 - any failure goes back to the client, as in Server
             msg: tuple[str, Any] = ("#TRACEBACK", format_exc())
         else:
@@ -406,6 +496,10 @@ class QueueServer:
             raise BindError(f"cannot serve the queue on {address[0]}:{address[1]}: "
                             f"{exc.strerror or exc} ({hint})") from exc
         self._server.max_handshaking = max_handshaking
+        # Never shorter than a worker's own bound on a call (twice worker_silence): a
+        # request the worker still waits for is not cut here.
+        self._server.request_deadline = max(REQUEST_DEADLINE,
+                                            2 * board.policy.worker_silence)
         # Server() listens with a backlog of 16; a crowd of workers needs more.
         # Listener keeps its socket private; this is the only way to its backlog.
         self._server.listener._listener._socket.listen(BACKLOG)  # type: ignore[attr-defined]
