@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import select
 import subprocess
 import sys
 import time
@@ -175,3 +176,68 @@ def test_a_worker_whose_link_was_cut_is_back_at_work_soon_after_it_returns(
     _, master_err = master.communicate(timeout=120)
     assert master.returncode == 0, master_err
     assert worker.wait(timeout=30) == 0, (tmp_path / "worker.log").read_text()
+
+
+# The master's queue alone, its keepalive shortened from two minutes to three seconds.
+_QUEUE_ONLY = """
+import os, sys, time
+from crawler.board import manager
+from crawler.board.memory import BoardPolicy, TaskBoard
+
+manager.KEEPALIVE_IDLE, manager.KEEPALIVE_INTERVAL, manager.KEEPALIVE_PROBES = 1, 1, 2
+manager.QueueServer(TaskBoard(BoardPolicy()), (sys.argv[1], int(sys.argv[2])),
+                    os.environb[b"CRAWLER_AUTHKEY"], lambda full=False: {}).start()
+print("serving", flush=True)
+time.sleep(60)
+"""
+# A worker that makes one call, then idles between calls as a tutorial worker may.
+_IDLE_WORKER = """
+import os, sys, time
+from crawler.board.manager import MasterClient
+
+board = MasterClient((sys.argv[1], int(sys.argv[2])), os.environb[b"CRAWLER_AUTHKEY"]).connect()
+assert board.heartbeat("w") is True
+print("connected", flush=True)
+time.sleep(60)
+"""
+
+
+def _said_within(process: subprocess.Popen[str], seconds: float) -> str:
+    """The next line ``process`` prints, or '' if none comes within ``seconds``."""
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], seconds)
+    return process.stdout.readline().strip() if ready else ""
+
+
+def _connections_held(pid: int) -> int:
+    """Sockets the process holds besides its listening one."""
+    sockets = [fd for fd in Path(f"/proc/{pid}/fd").iterdir()
+               if str(fd.readlink()).startswith("socket:")]
+    return len(sockets) - 1
+
+
+def test_the_master_lets_go_of_a_worker_whose_host_vanished(network: Lan,
+                                                            tmp_path: Path) -> None:
+    """A worker host gone without a word (cable cut: no FIN, no RST) held its thread and
+    socket in the master's queue server for ever, idle between calls as it was: nothing
+    was ever sent on that connection again. TCP keepalive notices it is gone."""
+    master_host = network.add_host("master", 2)
+    worker_host = network.add_host("worker", 3)
+    env = dict(os.environ, CRAWLER_AUTHKEY=secrets.token_hex(16))
+    where = [master_host.address, str(QUEUE_PORT)]
+    master = network.start(master_host, [sys.executable, "-c", _QUEUE_ONLY, *where],
+                           cwd=tmp_path, env=env)
+    assert _said_within(master, 20) == "serving"
+    worker = network.start(worker_host, [sys.executable, "-c", _IDLE_WORKER, *where],
+                           cwd=tmp_path, env=env)
+    assert _said_within(worker, 20) == "connected"
+    deadline = time.monotonic() + 5  # the one-off connections of connect() close
+    while _connections_held(master.pid) > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _connections_held(master.pid) == 1, "the worker's connection is served"
+    network.set_link(worker_host, up=False)
+    cut = time.monotonic()
+    while _connections_held(master.pid) and time.monotonic() - cut < 15:
+        time.sleep(0.1)
+    assert _connections_held(master.pid) == 0, "the vanished worker's connection is held"
+    assert time.monotonic() - cut < 10  # 1 s idle, 2 probes 1 s apart: about 3 s

@@ -395,6 +395,51 @@ def test_a_client_stalled_mid_request_is_cut_at_the_deadline_and_others_are_serv
                for line in said)
 
 
+def _accepted_sockets_of(peer: tuple[str, int]) -> list[socket.socket]:
+    """The server's ends (in this process) of connections from ``peer``, as copies."""
+    found: dict[str, socket.socket] = {}  # by the socket's inode: a copy is itself listed
+    for fd in list(Path("/proc/self/fd").iterdir()):
+        with contextlib.suppress(OSError):
+            inode = str(fd.readlink())
+            if not inode.startswith("socket:") or inode in found:
+                continue
+            sock = socket.socket(fileno=os.dup(int(fd.name)))
+            try:
+                if sock.type == socket.SOCK_STREAM and sock.getpeername() == peer:
+                    found[inode] = sock
+                    continue
+            except OSError:
+                pass
+            sock.close()
+    return list(found.values())
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_KEEPIDLE"), reason="Linux's keepalive options")
+def test_the_server_keeps_its_connections_alive_to_notice_vanished_hosts() -> None:
+    """A worker whose host vanished (power off, cable cut: no FIN, no RST) held its
+    server thread and socket for ever: the server's ends had no keepalive."""
+    key = secrets.token_bytes(16)
+    server = serve(TaskBoard(BoardPolicy()), key)
+    try:
+        proxy = MasterClient(server.address, key).connect()
+        assert proxy.heartbeat("w1") is True
+        theirs = proxy._tls.connection
+        with socket.socket(fileno=os.dup(theirs.fileno())) as worker_end:
+            [accepted] = _accepted_sockets_of(worker_end.getsockname())
+        with accepted:
+            tcp = socket.IPPROTO_TCP
+            assert accepted.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            assert accepted.getsockopt(tcp, socket.TCP_KEEPIDLE) == manager.KEEPALIVE_IDLE
+            assert accepted.getsockopt(tcp, socket.TCP_KEEPINTVL) == manager.KEEPALIVE_INTERVAL
+            assert accepted.getsockopt(tcp, socket.TCP_KEEPCNT) == manager.KEEPALIVE_PROBES
+            gone_after = (manager.KEEPALIVE_IDLE
+                          + manager.KEEPALIVE_INTERVAL * manager.KEEPALIVE_PROBES)
+            assert gone_after <= 120, "a vanished host is let go within two minutes"
+            assert accepted.getsockopt(tcp, socket.TCP_USER_TIMEOUT) == gone_after * 1000
+    finally:
+        server.stop()
+
+
 _MASTER = """
 import os, sys, time
 from crawler.board.manager import QueueServer

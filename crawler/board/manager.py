@@ -13,8 +13,9 @@ What the standard library leaves out, and this module adds (see the notes on
 Nagle stalls; a listen backlog of 1024 instead of 16, so a crowd of workers
 connecting at once is not dropped; a deadline on the authentication handshake,
 so idle unauthenticated sockets cannot pin server threads; a deadline on each
-request once begun, so a client stalled mid-request cannot pin one either; a
-logged refusal of wrong authkeys; and on the client, connect and call deadlines,
+request once begun, and TCP keepalive, so neither a client stalled mid-request
+nor a worker host gone without a word holds a server thread for ever; a logged
+refusal of wrong authkeys; and on the client, connect and call deadlines,
 because a hung master otherwise blocks a worker forever.
 """
 
@@ -70,6 +71,15 @@ HANDSHAKE_DEADLINE = 5.0
 # worker's own bound on a call with the default settings (twice worker_silence), and
 # the server never takes less than that (see QueueServer).
 REQUEST_DEADLINE = 10.0
+# TCP keepalive on accepted connections: a worker's host gone without a word (power off,
+# cable cut: no FIN, no RST) is let go after KEEPALIVE_IDLE + KEEPALIVE_INTERVAL *
+# KEEPALIVE_PROBES seconds, two minutes. Idle live workers cost a probe a minute, which
+# their kernel answers; a link down for less than that keeps its connection. The same
+# bound holds while a reply waits unacknowledged (TCP_USER_TIMEOUT), where the kernel
+# alone would retransmit for about 15 minutes.
+KEEPALIVE_IDLE = 60
+KEEPALIVE_INTERVAL = 15
+KEEPALIVE_PROBES = 4
 # Until hello says the master's lease_timeout: the settings' default, named as such.
 # After it, a call may take as long as a lease lives (see MasterClient.bound_calls).
 FIRST_CALL_DEADLINE = DEFAULTS.queue.lease_timeout
@@ -109,6 +119,22 @@ def _set_deadline(sock: socket.socket, seconds: float) -> None:
     value = struct.pack("ll", whole, int((seconds - whole) * 1e6))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+
+
+def _keep_alive(sock: socket.socket) -> None:
+    """Probe an idle connection, so that a peer gone without a word is noticed.
+
+    Linux has every option; elsewhere those missing keep the system's defaults.
+    """
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    options = (("TCP_KEEPIDLE", KEEPALIVE_IDLE), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+               ("TCP_KEEPCNT", KEEPALIVE_PROBES),
+               ("TCP_USER_TIMEOUT",
+                (KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_PROBES) * 1000))  # in ms
+    for name, value in options:
+        option = getattr(socket, name, None)
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
 class _RequestStalled(EOFError):
@@ -337,6 +363,7 @@ class _GuardedServer(Server):
                 host, port = sock.getpeername()[:2]
                 peer = f"{host}:{port}"
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                _keep_alive(sock)
                 try:
                     _handshake(conn, sock, self.authkey, HANDSHAKE_DEADLINE, SERVER_STEPS)
                 except (AuthenticationError, OSError, EOFError) as exc:
