@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from crawler.board.base import BoardClient
 from crawler.config import DEFAULTS, Limits
@@ -29,26 +29,16 @@ from crawler.errors import (
     StorageError,
     WorkerFailed,
 )
-from crawler.fetch.curlsetup import default_ca_file
-from crawler.fetch.easy import EasyClient
 from crawler.fetch.engine import Engine
-from crawler.fetch.guard import AddressPolicy
-from crawler.fetch.options import RequestOptions
 from crawler.model.clock import since_boot
 from crawler.model.outcome import STORAGE_ERROR, Attempt, FailureKind
-from crawler.model.wire import (
-    CrawlInfo,
-    LeaseAnswer,
-    Report,
-    image_scope_from_wire,
-    limits_from_wire,
-    robots_rules_from_wire,
-)
-from crawler.worker.hops import RedirectCheck, RobotsReader
+from crawler.model.wire import CrawlInfo, LeaseAnswer, Report, limits_from_wire
+from crawler.worker.enginerules import build_engine, changed_rules
+from crawler.worker.hops import RedirectCheck
 from crawler.worker.masterlink import LINK_ERRORS, MasterLink, Stopped, vouched_for
 from crawler.worker.notifier import Notifier
 from crawler.worker.reports import ReportWindow
-from crawler.worker.sink import failure, kept_instead, sinks_into, too_slow
+from crawler.worker.sink import failure, kept_instead, too_slow
 from crawler.worker.stopsignals import deaf_to_stops
 from crawler.worker.store import Store
 
@@ -89,7 +79,7 @@ class Worker:
     silent) and the engine's results are one state, changed together on its
     coordinating thread, so that every leased URL is reported or handed back
     exactly once, whatever breaks when. How the master is reached, greeted and
-    left is ``masterlink``'s.
+    left is ``masterlink``'s; how its rules make an engine, ``enginerules``'.
     """
 
     def __init__(self, client: BoardClient, options: WorkerOptions,
@@ -220,7 +210,10 @@ class Worker:
             # slot behind downloads that each take up to the deadline, then take its own.
             self._stuck_after = 2 * (limits.deadline + limits.connect_timeout) + STUCK_GRACE
             with deaf_to_stops():  # the engine's threads too (libcurl's resolver's)
-                engine = self._engine = self._make_engine(self._store, limits, crawl)
+                engine, self._redirects = build_engine(crawl, limits, self._store,
+                                                       self._options, report=self._done.put,
+                                                       stop=self._stop)
+                self._engine = engine
                 thread = threading.Thread(target=self._run_engine, args=(engine,),
                                           name="engine", daemon=True)
                 thread.start()
@@ -272,7 +265,7 @@ class Worker:
         if old is None or old == crawl:
             return
         self._crawl = crawl
-        changed = _changes(old, crawl)
+        changed = changed_rules(old, crawl)
         another = old.get("folder") != crawl.get("folder")
         if not changed and not another:
             return  # its timings alone (lease_timeout, worker_silence): read where used
@@ -639,41 +632,6 @@ class Worker:
                 except StorageError as exc:
                     log.warning("%s", exc)
 
-    def _make_engine(self, store: Store, limits: Limits, crawl: CrawlInfo) -> Engine:
-        from crawler.fetch.curl import CurlEngine  # imports libcurl: only a worker needs it
-
-        local = self._options
-        if "request" in crawl:
-            request = RequestOptions.from_crawl(crawl["request"], client_cert=local.client_cert,
-                                                client_key=local.client_key,
-                                                env_proxies=local.env_proxies)
-        else:  # a master that sends only its user agent
-            request = RequestOptions(user_agent=crawl["user_agent"],
-                                     env_proxies=local.env_proxies)
-        log.debug("request options: %r", request)  # its repr holds no secret
-        policy = AddressPolicy.from_wire(crawl["policy"])
-        self._redirects = self._redirect_check(crawl, policy, request, limits)
-        return CurlEngine(slots=self._options.threads, new_sink=sinks_into(store, limits),
-                          limits=limits, policy=policy, options=request,
-                          report=self._done.put, stop=self._stop, check_hop=self._redirects)
-
-    @staticmethod
-    def _redirect_check(crawl: CrawlInfo, policy: AddressPolicy, request: RequestOptions,
-                        limits: Limits) -> RedirectCheck | None:
-        """The crawl's image scope and robots.txt, for the redirects images take (None:
-        every target may be followed). Raises BadCrawlInfo if the master's rules are bad."""
-        scope = image_scope_from_wire(crawl.get("image_scope"))
-        robots = robots_rules_from_wire(crawl.get("robots"))
-        if scope.open and not robots["respect"]:
-            return None
-        reader = None
-        if robots["respect"]:
-            client = EasyClient(policy, request, connect_timeout=limits.connect_timeout,
-                                ca_file=None if request.ca_bundle else default_ca_file())
-            reader = RobotsReader(client, crawl["user_agent"], robots["timeout"],
-                                  max_age=robots["max_age"])
-        return RedirectCheck(scope, reader)
-
     def _run_engine(self, engine: Engine) -> None:
         """The engine thread. If the engine fails, the worker stops and hands its URLs back."""
         try:
@@ -684,29 +642,6 @@ class Worker:
                 self.failure = WorkerFailed(f"the download engine failed: "
                                             f"{exc.__class__.__name__}: {exc}")
             self._stop.set()
-
-
-# What a worker's engine is built from, by the name a message gives it.
-_RULES = {"limits": "download limits", "policy": "address policy",
-          "user_agent": "crawl.user_agent", "image_scope": "image scope",
-          "robots": "robots.txt rules"}
-# The request settings (RequestOptions.to_wire()), by the setting each comes from.
-_REQUEST = {"user_agent": "crawl.user_agent", "credentials": "http.netrc"}
-
-
-def _changes(old: CrawlInfo, new: CrawlInfo) -> list[str]:
-    """What differs between two crawl infos of what the download engine is built from,
-    by name only (a header's value, a cookie, a login are secrets)."""
-    names = [name for key, name in _RULES.items() if old.get(key) != new.get(key)]
-    theirs: Any = old.get("request")
-    ours: Any = new.get("request")
-    if theirs != ours:
-        if isinstance(theirs, dict) and isinstance(ours, dict):
-            names += [_REQUEST.get(key, f"http.{key}") for key in sorted({*theirs, *ours})
-                      if theirs.get(key) != ours.get(key)]
-        else:
-            names.append("request settings")
-    return list(dict.fromkeys(names))  # once each, in order
 
 
 def _say_it_was_over(away: bool, *, new: bool) -> None:
