@@ -726,10 +726,12 @@ def test_a_hosts_crawl_delay_is_the_longer_of_its_http_and_https_robots_txt(
     try:
         port = server.server_address[1]
         short, long = (f"{scheme}://127.0.0.1:{port}/a.png" for scheme in (other, longer))
-        robots = Robots(client, "crawler")
+        robots = Robots(client, "crawler", max_age=0.5)
         assert robots.crawl_delay(short) == 0.5, "the other scheme's is not read yet"
         assert robots.crawl_delay(long) == 2.0
         assert robots.known_delay(short) == 2.0 and robots.crawl_delay(short) == 2.0
+        time.sleep(0.6)  # both past their age: the one read again first keeps the longer
+        assert robots.crawl_delay(short) == 2.0 and not robots.is_read(long)
     finally:
         client.close()
         server.shutdown()

@@ -136,7 +136,7 @@ class Robots:
         delay = self._capped_delay(origin, rules)
         scheme, _, rest = origin.partition("://")
         sibling = f"{'http' if scheme == 'https' else 'https'}://{rest}"
-        other = self._rules.known(sibling)
+        other = self._rules.previous(sibling)  # (past its age too: till it is read again)
         if other is not None:
             other_delay = self._capped_delay(sibling, other)
             if other_delay is not None and (delay is None or other_delay > delay):

@@ -245,8 +245,8 @@ def robots_rules_from_wire(data: object) -> RobotsRules:
     """
     if (not isinstance(data, dict)
             or not {"respect", "timeout"} <= set(data) <= {"respect", "timeout", "max_age"}):
-        raise BadCrawlInfo("the master sent no robots.txt rules ('respect', 'timeout' "
-                           "and 'max_age')")
+        raise BadCrawlInfo("the master sent no robots.txt rules ('respect' and 'timeout', "
+                           "and 'max_age' or none)")
     respect = data["respect"]
     if not isinstance(respect, bool):
         raise BadCrawlInfo("the master sent a robots.txt 'respect' that is not true or false")
