@@ -656,6 +656,22 @@ def test_a_busy_answer_holds_the_whole_host_for_its_backoff(board: MakeBoard) ->
     assert len(b.lease("w", 5, 0)["tasks"]) == 3  # the last image, the two tried again
 
 
+@pytest.mark.parametrize("status", [500, 502])
+def test_an_error_of_one_url_holds_that_url_alone(board: MakeBoard, status: int) -> None:
+    """A 500 is often one URL's alone (a broken thumbnail): holding the host for it, a
+    few broken images in a thousand slowed a healthy host to a crawl."""
+    clock = Clock()
+    b = board(clock, backoff_base=4.0)
+    for name in ("a", "b", "c"):
+        b.put(f"http://h/{name}.png", "h", None)
+    [(broken, _)] = b.lease("w", 1, 0)["tasks"]
+    b.report("w", [Attempt(url=broken, ok=False, reason=f"HTTP {status}", transient=True,
+                           kind=FailureKind.STATUS)])
+    assert len(b.lease("w", 5, 0)["tasks"]) == 2  # the others at once
+    clock.now += 4.1
+    assert [url for url, _ in b.lease("w", 5, 0)["tasks"]] == [broken]
+
+
 def test_crawl_delay_does_not_shorten_the_configured_host_delay(board: MakeBoard) -> None:
     clock = Clock()
     b = board(clock, host_delay=5.0)

@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 from crawler.board.base import CLASSIC
 from crawler.config import DEFAULTS, Settings
 from crawler.model.cookies import MAX_COOKIES, cookie_key
-from crawler.model.outcome import Attempt, FailureKind, one_line
+from crawler.model.outcome import Attempt, one_line
 from crawler.model.pacing import Pace, Paces
 from crawler.model.wire import LeaseAnswer, WorkerInfo
 
@@ -714,7 +714,7 @@ class TaskBoard:
         attempts = max(item.attempts, 1)
         if not attempt.ok and attempt.transient and attempts < self.policy.max_attempts:
             backoff = self.policy.backoff(attempts, attempt.retry_after)
-            if attempt.kind is FailureKind.STATUS:  # a 5xx is the server's: its host waits
+            if attempt.host_is_busy:  # a 429 or 503 is about the server: its host waits
                 self._lanes[item.host].pace.hold(now + backoff)
             self._set_state(item, DELAYED)
             heapq.heappush(self._delayed, (now + backoff, next(self._seq), item.url))

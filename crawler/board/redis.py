@@ -96,7 +96,7 @@ from crawler.board.broker import (
 from crawler.board.memory import BoardPolicy, Settled
 from crawler.errors import BrokerError, BrokerRefused, BrokerUnreachable, CrawlGone, UsageError
 from crawler.model.cookies import MAX_COOKIES, cookie_key
-from crawler.model.outcome import Attempt, FailureKind, one_line
+from crawler.model.outcome import Attempt, one_line
 from crawler.model.urls import host_key_of_normalized
 from crawler.model.wire import LeaseAnswer, WorkerInfo
 
@@ -631,7 +631,7 @@ class RedisBoard:
             args += [attempt.url, "1" if attempt.ok else "0", "1" if attempt.transient else "0",
                      repr(float(attempt.retry_after)) if attempt.retry_after else "",
                      str(attempt.bytes or 0), repr(random.uniform(0.5, 1.0)),  # backoff jitter
-                     "1" if attempt.kind is FailureKind.STATUS else "0", _stored(attempt)]
+                     "1" if attempt.host_is_busy else "0", _stored(attempt)]
         return args
 
     @staticmethod

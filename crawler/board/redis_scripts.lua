@@ -280,8 +280,8 @@ local function policy_from(args, at)
 end
 local POLICY_ARGS = 8
 
--- A report: url, ok, transient, retry_after ('' for none), bytes, jitter, answered (the
--- server's status said it: about its host), attempt JSON.
+-- A report: url, ok, transient, retry_after ('' for none), bytes, jitter, busy (a 429 or
+-- 503: about its host), attempt JSON.
 local REPORT_ARGS = 8
 
 local function record_result(url, it, r, worker, now, policy)
@@ -296,7 +296,7 @@ local function record_result(url, it, r, worker, now, policy)
     if r.retry_after > 0 then
       delay = math.max(delay, math.min(r.retry_after, policy.backoff_max))
     end
-    if r.answered then hold_host(it.h, now + delay) end  -- a 5xx is the server's
+    if r.busy then hold_host(it.h, now + delay) end  -- a 429 or 503 is the server's
     set_state(url, it, 'd')
     save_item(url, it)
     redis.call('ZADD', DELAYED, num(now + delay), url)
@@ -314,7 +314,7 @@ local function report(worker, record, args, at, count, now, policy)
     local base = at + i * REPORT_ARGS
     local r = {url = args[base], ok = args[base + 1] == '1', transient = args[base + 2] == '1',
                retry_after = tonumber(args[base + 3]) or 0, bytes = tonumber(args[base + 4]),
-               jitter = tonumber(args[base + 5]), answered = args[base + 6] == '1',
+               jitter = tonumber(args[base + 5]), busy = args[base + 6] == '1',
                json = args[base + 7]}
     spoken[r.url] = true
     local it = get_item(r.url)

@@ -25,6 +25,7 @@ from crawler.model.outcome import (
     Attempt,
     FailureKind,
     escaped,
+    status_reason,
 )
 
 ACCEPT = "image/*,*/*;q=0.5"  # the Accept header of every image request
@@ -87,8 +88,8 @@ def failure(url: str, started: float, reason: str, kind: FailureKind, transient:
 
 def status_failure(url: str, started: float, status: int, retry_after: str | None) -> Attempt:
     """The Attempt for an answer other than 200."""
-    return failure(url, started, f"HTTP {status}", FailureKind.STATUS, transient_status(status),
-                   server_pause(status, retry_after))
+    return failure(url, started, status_reason(status), FailureKind.STATUS,
+                   transient_status(status), server_pause(status, retry_after))
 
 
 def storage_failure(url: str, started: float, exc: StorageError) -> Attempt:

@@ -95,6 +95,20 @@ class FailureKind(enum.Enum):
 HTML_PAGE_REASON = "not an image: an HTML page"
 
 
+# Answers that say the server as a whole is busy: a try that met one waits, and so does
+# its host (a 500 is often one URL's alone: one broken image held a healthy host's every
+# image for its backoff, and a few in a thousand slowed the host to a crawl).
+BUSY_STATUSES = (429, 503)
+
+
+def status_reason(status: int) -> str:
+    """The reason of a try answered with ``status`` (not 200)."""
+    return f"HTTP {status}"
+
+
+_BUSY_REASONS = frozenset(status_reason(status) for status in BUSY_STATUSES)
+
+
 class Attempt(NamedTuple):
     """One try at downloading ``url``, as a worker reports it.
 
@@ -116,6 +130,11 @@ class Attempt(NamedTuple):
     elapsed_s: float = 0.0
     skipped: bool = False  # already stored with the same size and hash
     kind: FailureKind | None = None  # of a failure; None for a success
+
+    @property
+    def host_is_busy(self) -> bool:
+        """Whether this failed try's answer is about its whole host (a 429 or a 503)."""
+        return self.kind is FailureKind.STATUS and self.reason in _BUSY_REASONS
 
     def to_wire(self) -> Report:
         # Not dataclasses.asdict: its deep copy showed in the worker's profile.
