@@ -111,6 +111,30 @@ def test_a_quiet_master_no_worker_joins_gives_the_worker_command(site: FixtureSe
     assert "queue on" not in err  # quiet all the same
 
 
+def test_a_resumed_master_no_worker_joins_gives_the_worker_command(site: FixtureServer,
+                                                                  tmp_path: Path) -> None:
+    """Images an earlier run stored are no worker of this run: a rerun with a larger
+    --max-images and no worker waited for ever without a word under --quiet."""
+    out = tmp_path / "out"
+    flags = ("--bind", "127.0.0.1:0", "--out", str(out))
+    first = run_crawler("master", site.url + "/", *flags, "--local-workers", "1",
+                        "--max-images", "3", "--quiet", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    master = start_crawler("master", site.url + "/", *flags, "--quiet", cwd=tmp_path)
+    try:
+        hint = wait_for_output(master, r"(\d+) image\(s\) are queued and no worker has taken "
+                                       r"one in \d+ s: start workers, or run the master with "
+                                       r"--local-workers N; workers on this host: crawler "
+                                       r"worker ([^\n#]+)", 30)
+        assert int(hint.group(1)) > 0
+        worker = run_crawler("worker", *shlex.split(hint.group(2)), cwd=tmp_path)
+        assert worker.returncode == 0, worker.stderr
+        err = finish(master, 60)
+    finally:
+        stop(master)
+    assert master.returncode == 0, err
+
+
 def test_a_master_whose_local_workers_died_does_not_advise_starting_them(
         site: FixtureServer, tmp_path: Path, authkey: str) -> None:
     """It said "or run the master with --local-workers N" to a master run so."""

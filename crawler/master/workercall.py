@@ -49,6 +49,9 @@ class WorkerCall:
         self._join_line: str | None = None  # how workers join, when it was not announced
         self._hinted = False  # said how workers join, none having come
         self._queued_since: float | None = None  # when images were first seen waiting
+        # Images settled when this run first looked: an earlier run's (its workers') on a
+        # resumed crawl, or another master's on a broker. None: not looked yet.
+        self._done_before: int | None = None
 
     def serve(self, server: QueueServer) -> None:
         """Announce the embedded queue, start the local workers, then serve."""
@@ -77,9 +80,11 @@ class WorkerCall:
                                            connect_wait=connect_wait)
 
     def hint_when_no_worker(self, counts: dict[str, int]) -> None:
-        """Say once how workers join, when images wait and no worker ever took one."""
+        """Say once how workers join, when images wait and no worker of this run took one."""
+        if self._done_before is None:
+            self._done_before = counts["done"]
         if self._hinted or not counts["queued"] or counts["in_flight"] \
-                or counts["done"] or counts["delayed"]:
+                or counts["done"] > self._done_before or counts["delayed"]:
             return
         now = time.monotonic()
         if self._queued_since is None:
