@@ -966,6 +966,7 @@ def _wait_for_key_file(key_file: Path | None, wait: float, terminal: list[int]) 
     the worker by its default action, where one waiting for its master exits 0."""
     from crawler.api import _signals_handled_by
     from crawler.master.authkey import KEY_FILE_NAME
+    from crawler.worker.masterlink import QUIET_WAIT, WaitNote
 
     # Only the master's own key file: a mistyped path to a copied one is said at once.
     if key_file is None or key_file.exists() or key_file.name != KEY_FILE_NAME:
@@ -978,10 +979,14 @@ def _wait_for_key_file(key_file: Path | None, wait: float, terminal: list[int]) 
         stopped.append(_STOP_REASONS[signal.Signals(signum)])
 
     give_up = time.monotonic() + wait
+    note = WaitNote(log)
     with _signals_handled_by(on_signal):
-        log.info("waiting for the key file %s (a master makes it as it starts): for up to "
-                 "%g s", key_file, wait)
         while not key_file.exists() and not stopped and time.monotonic() < give_up:
+            note.say(f"waiting for the key file {key_file} (a master makes it as it starts): "
+                     f"for up to {wait:g} s",
+                     f"still no key file {key_file} after {QUIET_WAIT:g} s (waiting for up to "
+                     f"{wait:g} s in all): a master makes it as it starts; is "
+                     f"{key_file.parent} the master's output folder (--out)?")
             time.sleep(0.2)
     if stopped:
         return stopped[0]

@@ -346,6 +346,37 @@ def test_worker_gives_up_on_a_missing_master(tmp_path: Path, authkey: str) -> No
             "for up to 1 s ...") in result.stderr
 
 
+def test_a_quiet_worker_warns_of_a_master_it_still_waits_for(tmp_path: Path,
+                                                             authkey: str) -> None:
+    """--quiet hides the line that says a worker waits for its master: a mistyped HOST:PORT
+    went unsaid until the worker gave up (300 s by default). A wait past a few seconds,
+    longer than a master started with its workers takes, is warned of."""
+    port = free_port()
+    result = run_crawler("worker", f"127.0.0.1:{port}", "--quiet", "--connect-wait", "7",
+                         cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    warning, error = result.stderr.splitlines()
+    assert re.fullmatch(rf"\d\d:\d\d:\d\d WARNING: still waiting for the master at "
+                        rf"127\.0\.0\.1:{port} after 5 s \(trying again for up to 7 s in "
+                        r"all\): ConnectionRefusedError: .*; is it running, and is the "
+                        r"address right\?", warning), warning
+    assert f"could not reach the master at 127.0.0.1:{port} within 7 s" in error
+
+
+def test_a_quiet_worker_warns_of_a_key_file_it_still_waits_for(tmp_path: Path) -> None:
+    """The same of the master's key file (a mistyped --out folder in OUT/authkey)."""
+    key_file = tmp_path / "ot" / "authkey"
+    result = run_crawler("worker", f"127.0.0.1:{free_port()}", "--authkey-file", str(key_file),
+                         "--quiet", "--connect-wait", "7", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    warning, error = result.stderr.splitlines()
+    assert warning.endswith(f" WARNING: still no key file {key_file} after 5 s (waiting for "
+                            f"up to 7 s in all): a master makes it as it starts; is "
+                            f"{key_file.parent} the master's output folder (--out)?"), warning
+    assert error == f"crawler: error: cannot read the authkey file {key_file}: No such file " \
+                    "or directory"
+
+
 def test_a_worker_says_its_folder_cannot_be_written_before_waiting_for_a_master(
         tmp_path: Path, authkey: str) -> None:
     blocker = tmp_path / "afile"

@@ -33,6 +33,32 @@ from crawler.model.wire import LOCAL_WORKER_ENV, CrawlInfo, WorkerInfo, crawl_in
 log = logging.getLogger(__name__)
 
 FAST_RECONNECT_FOR = 2.0  # seconds a starting worker retries every 10-20 ms
+# Seconds a wait goes unsaid where info lines are not shown (--quiet) before it is warned
+# of: a master started with its workers is there well within them.
+QUIET_WAIT = 5.0
+
+
+class WaitNote:
+    """What a worker says of a wait (for its master, for the master's key file): a line as
+    it begins (info) and, where info lines are not shown (--quiet), a warning once it has
+    lasted QUIET_WAIT seconds. A mistyped address or folder, or a master not started,
+    was said under --quiet only as the worker gave up, minutes later."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._log = logger
+        self._started = time.monotonic()
+        self._begun = False
+        self._warned = False
+
+    def say(self, begins: str, goes_on: str) -> None:
+        """``begins`` the first time; ``goes_on`` once past QUIET_WAIT, if info is not shown."""
+        if not self._begun:
+            self._begun = True
+            self._log.info("%s", begins)
+        elif (not self._warned and time.monotonic() - self._started >= QUIET_WAIT
+              and not self._log.isEnabledFor(logging.INFO)):
+            self._warned = True
+            self._log.warning("%s", goes_on)
 
 
 class Stopped(Exception):
@@ -83,7 +109,7 @@ class MasterLink:
         started = since_boot()
         give_up = started + self._connect_wait
         delay = 0.02
-        announced = False
+        note = WaitNote(log)
         while True:
             try:
                 self.board = self._client.connect()
@@ -101,10 +127,11 @@ class MasterLink:
                     raise MasterUnreachable(
                         f"could not {what} {where} within {self._connect_wait:g} s: "
                         f"{self._client.unreachable(exc)}") from exc
-                if not announced:
-                    log.info("waiting for %s (%s): trying again for up to %g s ...", where,
-                             _why_not(exc), self._connect_wait)
-                    announced = True
+                note.say(f"waiting for {where} ({_why_not(exc)}): trying again for up to "
+                         f"{self._connect_wait:g} s ...",
+                         f"still waiting for {where} after {QUIET_WAIT:g} s (trying again for "
+                         f"up to {self._connect_wait:g} s in all): "
+                         f"{self._client.unreachable(exc)}")
                 # Jitter: after a master restart every worker reconnects at once.
                 time.sleep(min(delay, max(0.0, give_up - since_boot())) *
                            random.uniform(0.5, 1.0))
