@@ -51,6 +51,7 @@ from .conftest import (
     wait_until,
 )
 from .redis_server import RedisServer, redis_server_path
+from .test_politeness import assert_spaced
 from .test_recovery import (
     FAST_RETRIES,
     check_complete,
@@ -381,6 +382,62 @@ def test_a_redis_that_lost_its_last_writes_gets_them_again(
     assert {e["url"] for e in manifest_lines(out) if e["status"] == "success"} == {
         f"{server.url}/i{n}.png" for n in range(pages)}
     assert f"/p{pages - 1}.html" in server.paths()
+
+
+def _restore_aof(redis_at: RedisServer, kept: Path) -> None:
+    """Kill ``redis_at`` and start it again from the append-only files ``kept`` earlier:
+    what a crash leaves of the writes made since then (appendfsync everysec) or a
+    restart from an older snapshot."""
+    aof = redis_at.folder / "appendonlydir"
+    redis_at.kill()
+    shutil.rmtree(aof)
+    shutil.copytree(kept, aof)
+    redis_at.start(appendonly=True)
+
+
+def test_an_image_hosts_crawl_delay_outlives_a_redis_that_lost_it(
+        make_server: Callable[[], FixtureServer],
+        make_redis_server: Callable[[], RedisServer], tmp_path: Path) -> None:
+    """The master tells the board an image host's Crawl-delay once. A Redis restarted
+    from files older than that told it no more: the page read again sent its images
+    again, and they went to their host unpaced."""
+    pages, images = make_server(), make_server()
+    paths = [f"/i{n}.png" for n in range(5)]
+    serve_routes(images, {"/robots.txt": ("text/plain", b"User-agent: *\nCrawl-delay: 1\n"),
+                          **{path: ("image/png", png(8, 8, n)) for n, path in enumerate(paths)}})
+    tags = "".join(f'<img src="{images.url}{path}">' for path in paths).encode()
+    reached, release = threading.Event(), threading.Event()
+
+    def seed(handler: FixtureHandler) -> None:
+        reached.set()
+        release.wait(30)  # the first time: until the broker's files are kept
+        handler.send_body(200, tags, "text/html")
+
+    pages.routes["/"] = seed
+    redis_at = make_redis_server().start(appendonly=True)
+    name, kept = _crawl_name(), tmp_path / "aof-before"
+    master = start_crawler("master", pages.url + "/", "--broker", redis_at.url, "--crawl",
+                           name, "--out", str(tmp_path / "out"), "--local-workers", "1",
+                           cwd=tmp_path)
+    try:
+        assert reached.wait(30), "the seed page was not asked for"
+        shutil.copytree(redis_at.folder / "appendonlydir", kept)  # the crawl, its seed leased
+        release.set()
+        wait_until(lambda: redis_at.client().hexists(f"crawler:{{{name}}}:delay",
+                                                     images.url.partition("//")[2]),
+                   30, "the image host's Crawl-delay on the board")
+        _restore_aof(redis_at, kept)
+        restarted = time.monotonic()
+        err = finish(master, 120)
+    finally:
+        release.set()
+        stop(master)
+    assert master.returncode == 0, err
+    assert {e["url"] for e in manifest_lines(tmp_path / "out")} == {
+        images.url + path for path in paths}
+    after = sorted(hit.at for hit in images.hits if hit.path in paths and hit.at > restarted)
+    assert len(after) >= 3, images.paths()  # the images sent again went once more
+    assert_spaced(after, 1.0, "the image host's Crawl-delay was not obeyed after the restart")
 
 
 def test_connections_made_again_are_counted_and_new_ones_for_more_threads_are_not(

@@ -347,6 +347,17 @@ class RedisBoard:
     def set_host_delay(self, host: str, seconds: float) -> None:
         self._run("set_host_delay", [host, repr(float(seconds))])
 
+    def queue_host_delays(self, pipe: redis.client.Pipeline,
+                          delays: Mapping[str, float]) -> None:
+        """Add ``set_host_delay`` of each host in ``delays`` to the caller's transaction
+        ``pipe`` (see ``queue_puts``): put with their images, a Redis that kept the images
+        keeps their hosts' delays."""
+        args: list[str] = []
+        for host, seconds in delays.items():
+            args += (host, repr(float(seconds)))
+        if args:
+            self._run("set_host_delay", args, pipe)
+
     @_translated
     def publish_cookies(self, lines: list[str]) -> int:
         """Keep the cookie ``lines`` the crawl's pages set, for the workers (see

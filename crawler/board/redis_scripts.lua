@@ -554,10 +554,12 @@ end
 bump(COUNTS, 'done', new)
 return new
 
--- @script set_host_delay: host, seconds (its Crawl-delay now: a robots.txt read again may
--- ask for more or less; a lease spaces by the configured host_delay at least)
+-- @script set_host_delay: host, seconds, for each host (its Crawl-delay now: a robots.txt
+-- read again may ask for more or less; a lease spaces by the configured host_delay at least)
 if crawl_gone(KEYS[2]) then return redis.error_reply(CRAWL_GONE) end
-redis.call('HSET', DELAY, ARGV[1], ARGV[2])
+for i = 1, #ARGV, 2 do
+  redis.call('HSET', DELAY, ARGV[i], ARGV[i + 1])
+end
 return 0
 
 -- @script reap: now, policy -> how many leases expired

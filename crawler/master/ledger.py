@@ -8,16 +8,18 @@ the page's images on the board, in the order that loses nothing.
   output folder records first, then the images go on the master's in-memory
   board; a master that restarts rebuilds its board from the journal.
 - :class:`BrokerLedger` (Redis): a page's "done", its links and its images go
-  to Redis in one transaction, so a master killed at any point leaves either
-  all of it there or none (and then the page's lease runs out and another
-  master reads it again). Outcomes are already in Redis, written by the board
-  as workers report them; the output folder's files are rebuilt from there.
+  to Redis in one transaction, with the Crawl-delays of its images' hosts, so a
+  master killed at any point leaves either all of it there or none (and then
+  the page's lease runs out and another master reads it again), and a Redis
+  that lost its last writes has no image without its host's delay. Outcomes
+  are already in Redis, written by the board as workers report them; the
+  output folder's files are rebuilt from there.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from crawler.master.journal import ROBOTS_UNREACHABLE, Journal, PageDone, Resumed
@@ -89,12 +91,20 @@ class JournalLedger:
 
 
 class BrokerLedger:
-    """The Redis mode's ledger: each page, with its links and images, in one transaction."""
+    """The Redis mode's ledger: each page, with its links and images, in one transaction.
 
-    def __init__(self, client: redis.Redis, frontier: RedisFrontier, board: RedisBoard) -> None:
+    ``delays``: the Crawl-delay told the board for each image host (by the page visits,
+    once a host, and again when it changes), put again with the host's images. Told
+    once only, it was gone for good from a Redis restarted from files older than it
+    (a crash, a snapshot), and the images sent again after it went unpaced.
+    """
+
+    def __init__(self, client: redis.Redis, frontier: RedisFrontier, board: RedisBoard,
+                 delays: Mapping[str, float]) -> None:
         self._client = client
         self._frontier = frontier
         self._board = board
+        self._delays = delays
 
     def resume(self) -> Resumed:
         return Resumed([], set(), [], set())  # the broker holds the crawl's state
@@ -124,6 +134,10 @@ class BrokerLedger:
                         judged_again=attempt.reason.startswith(ROBOTS_UNREACHABLE))
                 else:
                     queued.append((url, host_key_of_normalized(url), page_url, ref))
+        delays = self._delays
+        hosts = {host for _, host, _, _ in queued}
+        self._board.queue_host_delays(pipe, {host: delays[host] for host in hosts
+                                             if host in delays})
         self._board.queue_puts(pipe, queued)  # after the pages: one transaction, all or none
         pipe.execute()
 

@@ -247,6 +247,7 @@ class Master:
         self._cookie_post: CookiePost | None = None
         self._page_of: dict[Future[Visit], str] = {}  # the page each future is the visit of
         self._page_delays: dict[str, float] = {}  # the Crawl-delay the frontier has, by host
+        self._image_delays: dict[str, float] = {}  # the Crawl-delay told the board, by host
         self._recorded: set[str] = set()  # on a broker: images whose result is in the files
         # Found since the pages were last recorded (the board knows them then); in a dry
         # run, which records no image, every one found.
@@ -469,7 +470,7 @@ class Master:
         self._resumed_images = images_to_retry(broker, self._shared_board)
         # Before the first drain: the folder's files never list an image fetched again.
         fetch_missing_again(broker, self._shared_board, out_dir)
-        ledger = BrokerLedger(broker.client, frontier, self._shared_board)
+        ledger = BrokerLedger(broker.client, frontier, self._shared_board, self._image_delays)
         # Every outcome is on the broker: the folder's files are written anew from there.
         files = ResultFiles(out_dir, ())
         self._in_place = FilesInPlace(out_dir, [LOCK_NAME, *_RECORDS])
@@ -544,7 +545,7 @@ class Master:
             retries=self._board.policy)
         visitor = PageVisitor(settings.crawl, client=session, robots=robots, scope=self._scope,
                               parser=self._parser, stylesheets=stylesheets,
-                              slow_host=self._board.set_host_delay,
+                              slow_host=self._slow_host,
                               known=self._image_known)
         if not settings.crawl.respect_robots:
             log.warning("robots.txt is ignored (crawl.respect_robots = false)")
@@ -875,6 +876,12 @@ class Master:
         if self._broker_link.reconnected() is not None:
             return False  # reconnected, and the set not yet forgotten: Redis may have lost them
         return url in self._images_seen
+
+    def _slow_host(self, host: str, seconds: float) -> None:
+        """Tell the board an image host's Crawl-delay (from the page loop's threads), and
+        keep it for the broker's ledger, which puts it again with the host's images."""
+        self._board.set_host_delay(host, seconds)
+        self._image_delays[host] = seconds
 
     def _record_pages(self, ledger: Ledger) -> None:
         """Record the pages finished since the last call, in one transaction, and queue
