@@ -300,6 +300,39 @@ def test_retry_after_holds_the_whole_host_up_to_the_longest_backoff(
     assert len(b.lease("w", 5, 0)["tasks"]) == 2  # the host's, the image tried again too
 
 
+def busy(url: str, **said: object) -> Attempt:
+    return Attempt(url=url, ok=False, reason="HTTP 503", transient=True,
+                   kind=FailureKind.STATUS, **said)  # type: ignore[arg-type]
+
+
+def test_a_retry_after_the_board_cannot_go_by_is_said_once_per_host(board: MakeBoard) -> None:
+    """A Retry-After the worker could not read was taken as none, and one of days was cut
+    to backoff_max, without a word: the user is told, once per host, what was done
+    instead."""
+    b = board(Clock(), backoff_max=40.0)
+    urls = [f"http://{host}/{n}.png" for host in ("h", "g") for n in range(3)]
+    for url in urls:
+        b.put(url, url.split("/")[2], None)
+    assert len(b.lease("w", 10, 0)["tasks"]) == 6
+    b.report("w", [busy(urls[0], retry_after_unread="soon"),
+                   busy(urls[1], retry_after_unread="-5"),
+                   busy(urls[3], retry_after=3 * 86400.0)])
+    b.report("w", [busy(urls[2], retry_after_unread="later"),
+                   busy(urls[4], retry_after=86400.0)])
+    assert b.news() == [
+        "h sent a Retry-After that cannot be read ('soon', HTTP 503 on http://h/0.png): taken "
+        "as none: its images wait their backoff (download.backoff_base, doubling at each "
+        "try), as after HTTP 503 without one",
+        "g asks to wait 259200 s (Retry-After on http://g/0.png): its images wait 40 s at "
+        "most (download.backoff_max)"]
+    b.report("w", [busy(urls[5], retry_after_unread="soon")])  # another kind, for g
+    assert b.news() == [
+        "g sent a Retry-After that cannot be read ('soon', HTTP 503 on http://g/2.png): taken "
+        "as none: its images wait their backoff (download.backoff_base, doubling at each "
+        "try), as after HTTP 503 without one"]
+    assert b.news() == []
+
+
 def test_permanent_failures_are_final_at_once(board: MakeBoard) -> None:
     b = board(Clock())
     b.put("http://h/a.png", "h", None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import signal
 import socket
 import ssl
@@ -224,6 +225,36 @@ def test_retry_after_on_429_slows_the_host(make_server: Callable[[], FixtureServ
 def requests_to_host(server: FixtureServer) -> list[float]:
     """When each request for a page or an image arrived (robots.txt is read before any)."""
     return sorted(hit.at for hit in server.hits if hit.path != "/robots.txt")
+
+
+@pytest.mark.parametrize("queue", ["embedded", "broker"])
+def test_a_retry_after_that_cannot_be_read_is_said_once_per_host(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str,
+        request: pytest.FixtureRequest, queue: str) -> None:
+    """Each image answered a 503 with "Retry-After: soon" first: taken as none, without
+    a word. The master now says so once for the host, not once per image, on either
+    board (on a broker, the worker that met it is not the master)."""
+    server = make_server()
+    site = build_site(pages=1, images_per_page=6, min_kb=1, max_kb=2)
+    serve_routes(server, site.files, fail_once=503, retry_after="soon")
+    (tmp_path / "settings.toml").write_text("[download]\nbackoff_base = 0.05\n")
+    if queue == "embedded":
+        err = crawl_with_two_workers(server, tmp_path)
+    else:
+        broker = request.getfixturevalue("redis_server")
+        done = run_crawler("master", server.url + "/", "--broker", broker.url, "--crawl",
+                           request.getfixturevalue("crawl_name"), "--out",
+                           str(tmp_path / "out"), "--local-workers", "1", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        err = done.stderr
+    said = re.findall(
+        rf"WARNING: {re.escape(server.url.partition('//')[2])} sent a Retry-After that cannot "
+        rf"be read \('soon', HTTP 503 on {re.escape(server.url)}/\S+\): taken as none: its "
+        r"images wait their backoff \(download.backoff_base, doubling at each try\), as "
+        r"after HTTP 503 without one\n", err)
+    assert len(said) == 1, err
+    entries = manifest_lines(tmp_path / "out")
+    assert len(entries) == 6 and {e["attempts"] for e in entries} == {2}, entries
 
 
 @pytest.mark.parametrize("source", ["robots.txt", "--host-delay"])

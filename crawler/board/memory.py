@@ -163,6 +163,34 @@ class BoardPolicy(NamedTuple):
         return delay
 
 
+def retry_after_note(attempt: Attempt, host: str, policy: BoardPolicy) -> tuple[str, str] | None:
+    """What a board tells the crawl's user of ``attempt``'s Retry-After, once per host:
+    (its kind, its line), or None. The host then waits otherwise than its server asked:
+    a Retry-After that cannot be read is taken as none, and one longer than
+    ``backoff_max`` is cut to it (a "Retry-After: 999999999" held every image of its
+    host, and the crawl, without end)."""
+    url = attempt.url[:200]
+    if attempt.retry_after_unread is not None:
+        if attempt.retry_after:  # (the worker's pause for a 429 without one)
+            instead = (f"its images wait {attempt.retry_after:g} s, as after "
+                       f"{attempt.reason} without one")
+        elif attempt.host_is_busy:
+            instead = (f"its images wait their backoff (download.backoff_base, doubling at "
+                       f"each try), as after {attempt.reason} without one")
+        elif attempt.transient:
+            instead = "the image is tried again after its backoff, as without one"
+        else:
+            return None  # a final answer: nothing waits
+        return "unread", (f"{host} sent a Retry-After that cannot be read "
+                          f"({attempt.retry_after_unread!r}, {attempt.reason} on {url}): "
+                          f"taken as none: {instead}")
+    if attempt.retry_after and attempt.retry_after > policy.backoff_max:
+        return "capped", (f"{host} asks to wait {attempt.retry_after:.0f} s (Retry-After on "
+                          f"{url}): its images wait {policy.backoff_max:g} s at most "
+                          "(download.backoff_max)")
+    return None
+
+
 class TaskBoard:
     """The Board in the master's memory (see crawler.board.base for what each call means).
 
@@ -198,6 +226,8 @@ class TaskBoard:
         self._closed = False
         self._pages_over = False  # the master expects no more puts: gather nothing
         self._unfinished = 0
+        self._news: list[str] = []  # for the crawl's user, since the last ``news``
+        self._said: set[tuple[str, str]] = set()  # (host, kind) of each note made
         # Kept up to date on every change, so counts and reaping never walk every URL.
         self._in_state = {QUEUED: 0, LEASED: 0, DELAYED: 0, DONE: 0}
         self._leased: set[str] = set()
@@ -284,6 +314,13 @@ class TaskBoard:
         with self._cond:
             settled, self._settled = self._settled, []
             return settled
+
+    def news(self) -> list[str]:
+        """What the board has to tell the crawl's user since the last call (a Retry-After
+        it could not read, or cut short: see ``retry_after_note``), each once per host."""
+        with self._cond:
+            news, self._news = self._news, []
+        return news
 
     def unfinished(self) -> int:
         """How many URLs have no final result yet."""
@@ -708,9 +745,13 @@ class TaskBoard:
         if attempt.retry_after:
             held = min(attempt.retry_after, self.policy.backoff_max)
             self._lanes[item.host].pace.hold(now + held)
-            if held >= LONG_HOLD:
+            if LONG_HOLD <= held == attempt.retry_after:  # (one cut short is a note)
                 log.info("%s asks to wait %.0f s (Retry-After on %s): its images wait %.0f s",
                          item.host, attempt.retry_after, attempt.url, held)
+        note = retry_after_note(attempt, item.host, self.policy)
+        if note is not None and (item.host, note[0]) not in self._said:
+            self._said.add((item.host, note[0]))
+            self._news.append(note[1])
         attempts = max(item.attempts, 1)
         if not attempt.ok and attempt.transient and attempts < self.policy.max_attempts:
             backoff = self.policy.backoff(attempts, attempt.retry_after)

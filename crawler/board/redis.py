@@ -41,6 +41,9 @@ closed        present once the crawl is closed
 results       stream: every final result (see ``drain``)
 jar           hash: cookie key -> "VERSION LINE", the cookies the crawl's pages set
               (``publish_cookies``); ``jar_version``: the version of its last change
+said          hash: "HOST<TAB>KIND" -> 1, for each note made for the crawl's user (a
+              Retry-After that could not be read, or was cut short); ``news``: stream of
+              their lines, for the masters to say (see ``news``)
 retry         hash: URL whose final result was a passing failure -> its host, page,
               ref and stream entry (JSON), for a rerun (``retry_passing_failures``);
               and a refusal for an unreadable robots.txt, marked ``j``, which a
@@ -93,7 +96,7 @@ from crawler.board.broker import (
     refusal,
     why_gone,
 )
-from crawler.board.memory import BoardPolicy, Settled
+from crawler.board.memory import BoardPolicy, Settled, retry_after_note
 from crawler.errors import BrokerError, BrokerRefused, BrokerUnreachable, CrawlGone, UsageError
 from crawler.model.cookies import MAX_COOKIES, cookie_key
 from crawler.model.outcome import Attempt, one_line
@@ -254,6 +257,7 @@ class RedisBoard:
             policy.worker_silence)]
         self._cursor = drain_from
         self._draining = threading.Lock()  # one cursor, whichever thread drains
+        self._news_cursor = "0-0"  # the last entry of ``news`` read
 
     # ----- the master's side -------------------------------------------------
 
@@ -431,6 +435,19 @@ class RedisBoard:
                 settled.append(result)
             self._cursor = cursor  # only once all were read: a failure loses none
             return settled
+
+    @_translated
+    def news(self) -> list[str]:
+        """What the board has to tell the crawl's user, since this object's last call (a
+        Retry-After it could not read, or cut short: see ``retry_after_note``): each once
+        per host for the crawl, whichever worker met it; every master of the crawl reads
+        them all."""
+        with self._draining:
+            entries = cast(list[tuple[Any, Any]], self._client.xrange(
+                self._key("news"), f"({self._news_cursor}", "+", count=DRAIN_BATCH))
+            if entries:
+                self._news_cursor = _text(entries[-1][0])
+            return [_fields(raw)["line"] for _, raw in entries]
 
     @_translated
     def settled_all(self) -> list[Settled]:
@@ -635,14 +652,15 @@ class RedisBoard:
     def _tasks(flat: list[Any]) -> list[tuple[str, int]]:
         return [(_text(flat[at]), int(flat[at + 1])) for at in range(0, len(flat), 2)]
 
-    @staticmethod
-    def _report_args(attempts: list[Attempt]) -> list[str]:
+    def _report_args(self, attempts: list[Attempt]) -> list[str]:
         args: list[str] = []
         for attempt in attempts:
+            note = retry_after_note(attempt, host_key_of_normalized(attempt.url), self.policy)
             args += [attempt.url, "1" if attempt.ok else "0", "1" if attempt.transient else "0",
                      repr(float(attempt.retry_after)) if attempt.retry_after else "",
                      str(attempt.bytes or 0), repr(random.uniform(0.5, 1.0)),  # backoff jitter
-                     "1" if attempt.host_is_busy else "0", _stored(attempt)]
+                     "1" if attempt.host_is_busy else "0", _stored(attempt),
+                     "\t".join(note) if note is not None else ""]
         return args
 
     @staticmethod

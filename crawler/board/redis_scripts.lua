@@ -281,8 +281,18 @@ end
 local POLICY_ARGS = 8
 
 -- A report: url, ok, transient, retry_after ('' for none), bytes, jitter, busy (a 429 or
--- 503: about its host), attempt JSON.
-local REPORT_ARGS = 8
+-- 503: about its host), attempt JSON, note for the crawl's user ('' for none: else its
+-- kind, a tab and its line).
+local REPORT_ARGS = 9
+
+-- A note is kept once per host and kind, in NEWS, where every master reads it.
+local SAID, NEWS = P .. 'said', P .. 'news'
+local function say(host, note)
+  local tab = string.find(note, '\t', 1, true)
+  if redis.call('HSETNX', SAID, host .. '\t' .. string.sub(note, 1, tab - 1), 1) == 1 then
+    redis.call('XADD', NEWS, 'MAXLEN', '~', 10000, '*', 'line', string.sub(note, tab + 1))
+  end
+end
 
 local function record_result(url, it, r, worker, now, policy)
   unlease(url, it)
@@ -315,7 +325,7 @@ local function report(worker, record, args, at, count, now, policy)
     local r = {url = args[base], ok = args[base + 1] == '1', transient = args[base + 2] == '1',
                retry_after = tonumber(args[base + 3]) or 0, bytes = tonumber(args[base + 4]),
                jitter = tonumber(args[base + 5]), busy = args[base + 6] == '1',
-               json = args[base + 7]}
+               json = args[base + 7], note = args[base + 8]}
     spoken[r.url] = true
     local it = get_item(r.url)
     if not it then
@@ -334,6 +344,7 @@ local function report(worker, record, args, at, count, now, policy)
           bump(worker_key(worker), 'failed', 1)
         end
       end
+      if r.note ~= '' then say(it.h, r.note) end
       record_result(r.url, it, r, worker, now, policy)
       recorded = recorded + 1
     end

@@ -18,7 +18,7 @@ import pycurl
 
 from crawler.config import Limits
 from crawler.errors import StorageError
-from crawler.fetch.policy import server_pause, transient_status
+from crawler.fetch.policy import server_pause, transient_status, unreadable_retry_after
 from crawler.model.outcome import (
     MAX_REASON_CHARS,
     STORAGE_ERROR,
@@ -79,17 +79,20 @@ def too_large(declared: str | int, limits: Limits) -> str:
 
 
 def failure(url: str, started: float, reason: str, kind: FailureKind, transient: bool = False,
-            retry_after: float | None = None) -> Attempt:
+            retry_after: float | None = None, retry_after_unread: str | None = None
+            ) -> Attempt:
     # A reason quotes the server now and then (a header, a target): never past what a
     # report may carry, or the master refuses the report.
     return Attempt(url=url, ok=False, reason=reason[:MAX_REASON_CHARS], transient=transient,
-                   retry_after=retry_after, elapsed_s=time.monotonic() - started, kind=kind)
+                   retry_after=retry_after, elapsed_s=time.monotonic() - started, kind=kind,
+                   retry_after_unread=retry_after_unread)
 
 
 def status_failure(url: str, started: float, status: int, retry_after: str | None) -> Attempt:
     """The Attempt for an answer other than 200."""
     return failure(url, started, status_reason(status), FailureKind.STATUS,
-                   transient_status(status), server_pause(status, retry_after))
+                   transient_status(status), server_pause(status, retry_after),
+                   unreadable_retry_after(retry_after))
 
 
 def storage_failure(url: str, started: float, exc: StorageError) -> Attempt:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import time
 
+from crawler.model.outcome import MAX_UNREAD_CHARS
 from crawler.model.urls import resolve
 
 # Answers that another try will not change.
@@ -34,6 +35,15 @@ def server_pause(status: int, retry_after: str | None) -> float | None:
     RATE_LIMITED_PAUSE for a 429 without one; None when it asks nothing."""
     seconds = retry_after_seconds(retry_after)
     return RATE_LIMITED_PAUSE if seconds is None and status == 429 else seconds
+
+
+def unreadable_retry_after(value: str | None) -> str | None:
+    """The text of a ``Retry-After`` that was sent and cannot be read (words, a negative
+    or fractional number, more digits than a float holds), cut short to be said; None
+    when none was sent, or it was read."""
+    if not value or not value.strip() or retry_after_seconds(value) is not None:
+        return None
+    return " ".join(value.split())[:MAX_UNREAD_CHARS]
 
 
 def retry_after_seconds(value: str | None) -> float | None:

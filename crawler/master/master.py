@@ -946,6 +946,8 @@ class Master:
         if self._in_place is not None:  # before the drain: the board keeps what is settled
             self._in_place.check()
         settled = self._board.drain()
+        for line in self._board.news():  # (a Retry-After the board could not go by)
+            log.warning("%s", line)
         if not settled or self._options.dry_run:
             return  # a dry run downloads nothing: nothing to record
         if self._shared_frontier is not None:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 SEPARATOR = "--->"
 MAX_REASON_CHARS = 4096  # a failure's reason, at most (a report with a longer one is refused)
+MAX_UNREAD_CHARS = 60  # of a Retry-After that cannot be read, kept to be said
 
 # The reason of an attempt that failed on the worker's own disk, not on the image.
 STORAGE_ERROR = "storage error: "
@@ -130,6 +131,9 @@ class Attempt(NamedTuple):
     elapsed_s: float = 0.0
     skipped: bool = False  # already stored with the same size and hash
     kind: FailureKind | None = None  # of a failure; None for a success
+    # A Retry-After the server sent that could not be read (its text, cut short): the
+    # board waits as if none was sent, and says so once per host.
+    retry_after_unread: str | None = None
 
     @property
     def host_is_busy(self) -> bool:
@@ -146,6 +150,7 @@ class Attempt(NamedTuple):
             "elapsed_s": self.elapsed_s, "skipped": self.skipped,
             # plain data on the wire, not a pickled class
             "kind": self.kind.value if self.kind is not None else None,
+            "retry_after_unread": self.retry_after_unread,
         }
 
     @classmethod

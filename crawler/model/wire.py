@@ -22,6 +22,7 @@ from crawler.model.outcome import (
     ATTEMPT_FIELDS,
     IMAGES_DIR,
     MAX_REASON_CHARS,
+    MAX_UNREAD_CHARS,
     Attempt,
     one_line,
 )
@@ -112,6 +113,7 @@ class Report(TypedDict, total=False):
     elapsed_s: float
     skipped: bool
     kind: str | None  # FailureKind's value
+    retry_after_unread: str | None
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 MAX_URL_CHARS = 65536  # longer than any URL a page parser hands out
@@ -275,10 +277,13 @@ def is_image_path(path: str) -> bool:
 
 
 def _check_types(data: dict[str, object]) -> None:
-    for name in ("reason", "path", "sha256", "content_type"):
+    for name in ("reason", "path", "sha256", "content_type", "retry_after_unread"):
         value = data.get(name)
         if value is not None and not isinstance(value, str):
             raise ReportRefused(f"{name!r} is not text")
+    unread = data.get("retry_after_unread")
+    if isinstance(unread, str) and len(unread) > MAX_UNREAD_CHARS:
+        raise ReportRefused("'retry_after_unread' is too long")
     reason = data.get("reason")
     if isinstance(reason, str) and len(reason) > MAX_REASON_CHARS:
         raise ReportRefused("'reason' is too long")
