@@ -615,6 +615,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 # Where tomllib says its error is, and a line "key = value" whose value is one bare word.
 _TOML_AT = re.compile(r"\(at line (\d+), column \d+\)$")
 _TOML_KEY_LINE = re.compile(r"\s*([A-Za-z0-9_.-]+)\s*=\s*([^\s#]*)\s*(?:#.*)?")
+_TOML_TABLE_LINE = re.compile(r"\s*\[\s*([A-Za-z0-9_-]+)\s*\]\s*(?:#.*)?")
 _TOML_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_.:/-]*")
 _NOT_TOML_BOOLEANS = frozenset({"true", "false", "yes", "no", "on", "off"})
 
@@ -633,10 +634,33 @@ def _toml_hint(text: str, message: str) -> str:
     if message.startswith("Invalid value") and _TOML_WORD.fullmatch(value):
         if value.lower() in _NOT_TOML_BOOLEANS:
             return ": write true or false, in lower case"
+        numeric = _number_setting(lines[:number - 1], key)
+        if numeric is not None:  # quotes would only trade this error for the next one
+            name, default = numeric
+            if name in SIZE_KEYS:
+                return (f": {name} is a size: bytes in digits, or in quotes with k, M or G "
+                        f"({key} = \"50M\")")
+            return (f": {name} is a number, written in digits without quotes (its default: "
+                    f"{key} = {default!r})")
         return f": text is written in quotes: {key} = \"{value}\""
     if message.startswith("Cannot overwrite a value"):
         return f": {key} is given twice: keep one"
     return ""
+
+
+def _number_setting(lines_before: list[str], key: str) -> tuple[str, int | float] | None:
+    """("section.key", its default) when ``key``, in the table the lines before it open
+    last, is a setting that takes a number; None otherwise."""
+    tables = [match.group(1) for text in lines_before
+              if (match := _TOML_TABLE_LINE.fullmatch(text))]
+    section = getattr(DEFAULTS, tables[-1], None) if tables else None
+    if not isinstance(section, tuple) or tables[-1] not in Settings._fields:
+        return None
+    kind = section_types(type(section)).get(key)
+    default = getattr(section, key, None)
+    if kind not in (int, float) or isinstance(default, bool) or default is None:
+        return None
+    return f"{tables[-1]}.{key}", default
 
 
 _SIZE_SUFFIXES = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}

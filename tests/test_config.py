@@ -414,6 +414,17 @@ def test_a_lazy_attribute_that_no_html_attribute_is_named_is_refused(
      "Invalid value (at line 2, column 18): write true or false, in lower case"),
     ("[crawl]\ndepth = 1\nmax_pages = 9\ndepth = 2\n",
      "Cannot overwrite a value (at line 4, column 10): depth is given twice: keep one"),
+    # A number's key: quotes would only trade this error for the next one.
+    ("[crawl]\ndepth = two\n", "Invalid value (at line 2, column 9): crawl.depth is a "
+     "number, written in digits without quotes (its default: depth = 3)"),
+    ("[politeness]\nhost_delay = half\n", "Invalid value (at line 2, column 14): "
+     "politeness.host_delay is a number, written in digits without quotes (its default: "
+     "host_delay = 0.0)"),
+    ("[download]\nmax_bytes = lots\n", "Invalid value (at line 2, column 13): "
+     'download.max_bytes is a size: bytes in digits, or in quotes with k, M or G '
+     '(max_bytes = "50M")'),
+    ("depth = two\n", 'Invalid value (at line 1, column 9): text is written in quotes: '
+     'depth = "two"'),
 ])
 def test_the_commonest_toml_slips_are_said_with_what_to_write(
         tmp_path: Path, text: str, hint: str) -> None:
