@@ -4,6 +4,7 @@ ask, and a worker that falls silent losing its leases in seconds, and knowing it
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import signal
@@ -189,3 +190,74 @@ def test_a_silent_worker_whose_lost_lease_was_its_last_try_is_not_told_it_is_que
     entries = {entry["url"].rpartition("/")[2]: entry for entry in manifest_lines(out)}
     assert entries["held.png"]["reason"].startswith("lost: no result after 1 attempts")
     assert entries["later.png"]["status"] == "success"
+
+
+def test_an_image_leased_again_to_the_worker_still_downloading_it_has_one_file(
+        site: FixtureServer, tmp_path: Path, authkey: str) -> None:
+    """Stopped mid-download past worker_silence, the only worker resumes, hears its lease
+    went, and is given the image again at once, while its first try still waits for the
+    rest of a PNG; the server now answers with a JPEG, whose name is another. Before, the
+    new try stored the JPEG, the old one then stored its PNG beside it: two files for one
+    URL, the PNG in no line of the manifest. Now the old try (of a lease the worker no
+    longer holds) stores nothing, and the new one begins when it has ended."""
+    jpeg = (SITE / "photos" / "cat.jpg").read_bytes()
+    page = b'<html><body><img src="/picture"><img src="/last.png"></body></html>'
+    site.routes["/"] = lambda handler: handler.send_body(200, page, "text/html")
+    begun, release = gate_image(site, "/picture", PNG)
+    gated = site.routes["/picture"]
+    asked: list[int] = []
+
+    def png_then_jpeg(handler: FixtureHandler) -> None:
+        asked.append(len(asked))
+        if len(asked) == 1:
+            gated(handler)
+        else:
+            handler.send_body(200, jpeg, "image/jpeg")
+
+    site.routes["/picture"] = png_then_jpeg
+    last = threading.Event()  # the crawl goes on until the old try has ended
+
+    def held_last(handler: FixtureHandler) -> None:
+        last.wait(60)
+        handler.send_body(200, PNG, "image/png")
+
+    site.routes["/last.png"] = held_last
+    # A read timeout past the test's length: the old try ends with its whole body.
+    (tmp_path / "settings.toml").write_text(
+        "[queue]\nworker_silence = 1.5\n[download]\nread_timeout = 60\n")
+    out = tmp_path / "out"
+    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), "--ignore-robots", "--lease-timeout", "60", cwd=tmp_path)
+    try:
+        with stopped_at_the_end(master) as processes:
+            host, port = wait_for_queue_address(master).rsplit(":", 1)
+            board = MasterClient((host, int(port)), authkey.encode()).connect()
+            worker = start_crawler("worker", f"{host}:{port}", "--out", str(out), cwd=tmp_path)
+            processes.append(worker)
+            assert begun.wait(30), "the image was never asked for"
+            os.kill(worker.pid, signal.SIGSTOP)
+            wait_stopped(worker.pid)
+            wait_until(lambda: board.status()["board"]["expired"] >= 1, 30,
+                       "the lease to expire")
+            os.kill(worker.pid, signal.SIGCONT)
+            wait_for_output(worker, r"lost \d leases? while silent", 30)
+            # The worker of before stored the JPEG within a second or two.
+            with contextlib.suppress(AssertionError):
+                wait_until(lambda: any(p.suffix == ".jpg" for p in out.glob("images/**/*")),
+                           4, "a JPEG stored while the PNG's try goes on")
+            release.set()
+            time.sleep(0.5)  # the old try has its whole PNG by now
+            last.set()
+            err = finish(master, 60)
+            assert master.returncode == 0, err
+            assert worker.wait(timeout=30) == 0
+    finally:
+        release.set()
+        last.set()
+    entries = manifest_lines(out)
+    assert {entry["status"] for entry in entries} == {"success"}, entries
+    files = {p for p in out.glob("images/**/*") if p.is_file()}
+    assert files == {out / entry["path"] for entry in entries}
+    [picture] = [entry for entry in entries if entry["url"].endswith("/picture")]
+    assert (out / picture["path"]).read_bytes() == jpeg
+    assert picture["sha256"] == hashlib.sha256(jpeg).hexdigest()

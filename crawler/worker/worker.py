@@ -29,7 +29,7 @@ from crawler.errors import (
     StorageError,
     WorkerFailed,
 )
-from crawler.fetch.engine import Engine
+from crawler.fetch.engine import Engine, Task
 from crawler.model.clock import since_boot
 from crawler.model.outcome import STORAGE_ERROR, Attempt, FailureKind
 from crawler.model.wire import CrawlInfo, LeaseAnswer, Report, limits_from_wire
@@ -99,6 +99,14 @@ class Worker:
         self._done: queue.SimpleQueue[list[tuple[str, Attempt | None]]] = queue.SimpleQueue()
         self._held: dict[str, float] = {}  # URL -> when it went to the engine
         self._overdue: set[str] = set()  # reported stuck: the engine's late word is dropped
+        # A URL leased to us again while the engine still has a try of an earlier lease of
+        # it (a lease lost while silent, or reported stuck, came back): that try is
+        # superseded, may not store, and its word is dropped; the new lease's own try,
+        # deferred till then, begins when it has ended. So the engine never has two tries
+        # of one URL, one of which could store a file of another type (another name)
+        # beside the other's, in no line of the manifest. Guarded by _answered.
+        self._superseded: set[str] = set()
+        self._deferred: dict[str, Task] = {}
         self._stuck_after = float("inf")  # seconds; set from the crawl's limits
         self._limits = Limits()
         self._pending_reports: list[Report] = []
@@ -280,6 +288,7 @@ class Worker:
         self._collect(reports, released, wait=0.0)
         self._held.clear()  # (an engine that did not end in time: the master takes them back)
         self._overdue.clear()
+        self._deferred.clear()  # (_superseded stays: such an engine's try may not store)
         if another:
             log.warning("%s now crawls into %s, not into %s: another crawl; this worker works "
                         "for it, by its settings (%d results and %d unfinished URLs of the "
@@ -489,20 +498,35 @@ class Worker:
                     if left <= 0 or self._stop.is_set() or self._retiring.is_set():
                         return False  # unconfirmed: keep nothing we may not own
                     self._answered.wait(min(left, 0.1))
-            return url not in self._lost
+            return url not in self._lost and url not in self._superseded
 
     def _take(self, tasks: list[tuple[str, int]]) -> None:
-        """Hand leased URLs to the engine."""
+        """Hand leased URLs to the engine. One it still has a try of (an earlier lease's)
+        waits for that try to end: see _superseded."""
         if not tasks:
             return
         log.debug("leased %d URLs", len(tasks))
         now = since_boot()
-        for url, _ in tasks:
+        begin: list[Task] = []
+        for url, attempt in tasks:
+            if url in self._held or url in self._overdue or url in self._superseded:
+                with self._answered:
+                    self._superseded.add(url)
+                    self._lost.discard(url)  # said of the earlier lease, not of this one
+                self._overdue.discard(url)
+                # After a try that may have stored the image: this one keeps that file.
+                self._deferred[url] = (url, max(attempt, 2))
+            else:
+                begin.append((url, attempt))
             self._held[url] = now
-            self._overdue.discard(url)
+        self._begin(begin)
+
+    def _begin(self, tasks: list[Task]) -> None:
+        if not tasks:
+            return
         if self._engine is not None:
             self._engine.submit(tasks)
-        else:  # it never started: the URLs go back with the rest
+        else:  # it never started, or has ended: the URLs go back with the rest
             self._done.put([(url, None) for url, _ in tasks])
 
     def _report_stuck(self, reports: list[Report]) -> None:
@@ -517,7 +541,8 @@ class Worker:
         stuck = [url for url, since in self._held.items() if now - since > self._stuck_after]
         for url in stuck:
             since = self._held.pop(url)
-            self._overdue.add(url)
+            if self._deferred.pop(url, None) is None:  # (else the engine never had it)
+                self._overdue.add(url)
             log.warning("%s is still downloading %.0f s after it started: reported as too "
                         "slow", url, now - since)
             attempt = failure(url, since, too_slow(self._limits), FailureKind.TOO_SLOW,
@@ -533,6 +558,9 @@ class Worker:
             return
         while True:
             for url, attempt in results:
+                if url in self._superseded:  # the try of an earlier lease: its word dropped
+                    self._next_lease_begins(url)
+                    continue
                 if url in self._overdue:  # reported stuck already
                     self._overdue.discard(url)
                     continue
@@ -552,6 +580,21 @@ class Worker:
                 results = self._done.get_nowait()
             except queue.Empty:
                 return
+
+    def _next_lease_begins(self, url: str) -> None:
+        """The superseded try of ``url`` has ended: the try of its current lease begins
+        (unless that lease was lost meanwhile too, or reported stuck while it waited)."""
+        with self._answered:
+            self._superseded.discard(url)
+            lost = url in self._lost
+            self._lost.discard(url)
+        task = self._deferred.pop(url, None)
+        if task is None:
+            return
+        if lost:
+            self._held.pop(url, None)
+            return
+        self._begin([task])
 
     def _cannot_store(self, attempt: Attempt) -> bool:
         """A failure of our own disk (full, read-only): stop, and give the URL back.
