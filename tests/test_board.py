@@ -373,14 +373,38 @@ def test_an_image_an_earlier_run_left_is_handed_out_as_tried_before(board: MakeB
     """A worker of that run may have stored it and died unheard: the attempt number says
     so (the worker then keeps that file, of whatever type), while the tries this run
     counts, and the manifest's attempts, are its own."""
-    b = board(Clock())
+    clock = Clock()
+    b = board(clock, worker_silence=5.0)
     b.put("http://h/left.png", "h", None, tried_before=True)
     b.put("http://h/new.png", "h", None)
+    clock.now += 5.0  # (the embedded board holds it back until then: the test below)
     assert sorted(b.lease("w", 2, 0)["tasks"]) == [("http://h/left.png", 2),
                                                   ("http://h/new.png", 1)]
     b.report("w", [ok("http://h/left.png")])
     [settled] = b.drain()
     assert settled.attempt.url == "http://h/left.png" and settled.attempts == 1
+
+
+def test_an_image_an_earlier_run_left_waits_out_the_leases_its_workers_may_still_hold(
+) -> None:
+    """Embedded, the earlier run's master is gone with its leases, and a worker of that run
+    may still store the image, unasked, for as long as its master's last answer vouched
+    for it: the image waits worker_silence from the board's start, as a silent worker's
+    leases wait on a live master. (A broker's leases outlive a master: no wait there.)"""
+    clock = Clock()
+    b = memory_board(clock, worker_silence=5.0)
+    clock.now += 1.0
+    b.put("http://h/left.png", "h", None, tried_before=True)
+    b.put("http://h/new.png", "h", None)
+    assert b.counts()["delayed"] == 1 and b.unfinished() == 2
+    assert b.lease("w", 2, 0)["tasks"] == [("http://h/new.png", 1)]
+    clock.now += 3.9
+    assert b.lease("w", 2, 0)["tasks"] == []
+    clock.now += 0.1
+    assert b.lease("w", 2, 0)["tasks"] == [("http://h/left.png", 2)]
+    clock.now += 10.0
+    b.put("http://h/later.png", "h", None, tried_before=True)  # past then: at once
+    assert b.lease("w", 2, 0)["tasks"] == [("http://h/later.png", 2)]
 
 
 def test_a_closed_board_tells_workers(board: MakeBoard) -> None:

@@ -1544,3 +1544,58 @@ def test_the_queue_accepts_again_after_a_flood_it_had_no_threads_for(
     assert "cannot start a thread" in err
     [entry] = manifest_lines(tmp_path / "out")
     assert entry["status"] == "success"
+
+
+def test_a_restarted_master_leaves_an_image_to_the_worker_of_before_that_may_store_it(
+        site: FixtureServer, tmp_path: Path, authkey: str) -> None:
+    """A worker holds an image (half its PNG come) when its master is killed, and is stopped
+    meanwhile; the master started again must not hand the image to another worker while
+    the first may still store it, unasked, on its dead master's word. Before, the other
+    worker stored the JPEG the server now sends at once, the first one then its PNG beside
+    it, in no line of the manifest: two files for one URL. Now the image waits
+    worker_silence: one file, the manifest's, whichever try stored it."""
+    png = (SITE / "images" / "red.png").read_bytes()
+    jpeg = (SITE / "photos" / "cat.jpg").read_bytes()
+    page = b'<html><body><img src="/picture"></body></html>'
+    site.routes["/"] = lambda handler: handler.send_body(200, page, "text/html")
+    begun, release = gate_image(site, "/picture", png)
+    gated = site.routes["/picture"]
+    asked = itertools.count()
+    site.routes["/picture"] = lambda handler: (
+        gated(handler) if next(asked) == 0 else handler.send_body(200, jpeg, "image/jpeg"))
+    (tmp_path / "settings.toml").write_text("[queue]\nworker_silence = 8\n")
+    out = tmp_path / "out"
+    bind = f"127.0.0.1:{free_port()}"
+    command = ("master", site.url + "/", "--bind", bind, "--out", str(out), "--ignore-robots")
+    first_master = start_crawler(*command, cwd=tmp_path)
+    with _stopped_at_the_end([first_master]) as processes:
+        before = start_crawler("worker", bind, "--out", str(out), "--connect-wait", "5",
+                               cwd=tmp_path)
+        processes.append(before)
+        assert begun.wait(30), "the worker never began the image"
+        os.kill(before.pid, signal.SIGSTOP)  # its master's death unknown to it
+        try:
+            first_master.kill()
+            first_master.wait(timeout=10)
+            again = start_crawler(*command, cwd=tmp_path)
+            processes.append(again)
+            other = start_crawler("worker", bind, "--out", str(out), cwd=tmp_path)
+            processes.append(other)
+            # Within the 4 s its master's last answer vouched for (half of worker_silence):
+            # before, the other worker had the image and stored its JPEG in under a second.
+            with contextlib.suppress(AssertionError):
+                wait_until(lambda: any(p.suffix == ".jpg" for p in out.glob("images/**/*")),
+                           2.5, "the other worker to store a JPEG")
+        finally:
+            release.set()
+            os.kill(before.pid, signal.SIGCONT)
+        err = finish(again, 60)
+        assert again.returncode == 0, err
+        assert other.wait(timeout=30) == 0
+        before.wait(timeout=30)  # (before, it found no master to report its PNG to)
+    [entry] = manifest_lines(out)
+    assert entry["status"] == "success", entry
+    files = [p for p in out.glob("images/**/*") if p.is_file()]
+    assert files == [out / entry["path"]]
+    assert hashlib.sha256(files[0].read_bytes()).hexdigest() == entry["sha256"]
+    assert before.returncode == 0

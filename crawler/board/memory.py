@@ -234,6 +234,13 @@ class TaskBoard:
         # URLs an earlier run left unfinished, which it may have tried: a set, not a field
         # of every item, as they are few (what a stopped or killed run held and queued).
         self._tried_before: set[str] = set()
+        # Until then, those wait: a worker of that run (the master's death unknown to it
+        # yet) may still store one, as the lease its master's last answer vouched for
+        # lasts (vouched_for: half of worker_silence). Handed to another worker meanwhile,
+        # an image of another type by then was stored twice, under two names, one of
+        # them in no line of the manifest. As a live master takes a silent worker's
+        # leases: after worker_silence, counted from this board's start.
+        self._earlier_leases_end = clock() + policy.worker_silence
         self.retries = 0
         self.expired = 0
         self.duplicates = 0
@@ -255,17 +262,26 @@ class TaskBoard:
         ``tried_before``: an earlier run left it unfinished, and may have tried it; its
         attempt numbers then count that try, so that the worker looks for a file it
         stored (``Store.stored_for``), as after a try of this run. Its tries this run,
-        and the manifest's ``attempts``, are counted as for any other URL.
+        and the manifest's ``attempts``, are counted as for any other URL. It is handed
+        out no sooner than worker_silence after this board's start, when no worker of
+        that run may still store it unasked (``_earlier_leases_end``).
         """
         with self._cond:
             if url in self._items:
                 return False
+            item = self._items[url] = _Item(url, host, page, ref)
+            self._pages_over = False
+            self._unfinished += 1
             if tried_before:
                 self._tried_before.add(url)
-            self._items[url] = _Item(url, host, page, ref)
-            self._pages_over = False
+                if self._clock() < self._earlier_leases_end:
+                    item.state = DELAYED
+                    self._in_state[DELAYED] += 1
+                    heapq.heappush(self._delayed, (self._earlier_leases_end, next(self._seq),
+                                                   url))
+                    self._cond.notify()
+                    return True
             self._in_state[QUEUED] += 1
-            self._unfinished += 1
             self._enqueue(url, host, front=False)
             self._cond.notify()
             return True
