@@ -1241,5 +1241,8 @@ def test_every_attempt_field_crosses_the_wire() -> None:
                       sha256="ab", content_type="image/png", width=1, height=2,
                       elapsed_s=0.5, skipped=True)
     wire = attempt.to_wire()
-    assert set(wire) == ATTEMPT_FIELDS
+    assert set(wire) == ATTEMPT_FIELDS - {"retry_after_unread"}  # sent only when set
     assert Attempt.from_wire(wire) == attempt
+    unread = attempt._replace(ok=False, retry_after_unread="soon")
+    assert set(unread.to_wire()) == ATTEMPT_FIELDS
+    assert Attempt.from_wire(unread.to_wire()) == unread

@@ -142,7 +142,7 @@ class Attempt(NamedTuple):
 
     def to_wire(self) -> Report:
         # Not dataclasses.asdict: its deep copy showed in the worker's profile.
-        return {
+        wire: Report = {
             "url": self.url, "ok": self.ok, "reason": self.reason,
             "transient": self.transient, "retry_after": self.retry_after,
             "path": self.path, "bytes": self.bytes, "sha256": self.sha256,
@@ -150,8 +150,12 @@ class Attempt(NamedTuple):
             "elapsed_s": self.elapsed_s, "skipped": self.skipped,
             # plain data on the wire, not a pickled class
             "kind": self.kind.value if self.kind is not None else None,
-            "retry_after_unread": self.retry_after_unread,
         }
+        # Only when there is one: a master of a version before it refuses a report with
+        # a field it does not know, and counted every image a new worker reported failed.
+        if self.retry_after_unread is not None:
+            wire["retry_after_unread"] = self.retry_after_unread
+        return wire
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> Attempt:
