@@ -1226,6 +1226,36 @@ def test_a_download_stuck_past_every_deadline_is_reported_and_not_renewed(
     assert len(reports) == 1 and released == []
 
 
+def test_a_try_deferred_behind_its_lost_lease_is_timed_from_its_own_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A URL leased again while the engine still has the lost lease's try waits for that
+    try; its own try's stuck clock starts when it begins, not at the lease: timed from
+    the lease, the rest of the old try counted against it, and it was reported "too slow"
+    (an attempt used up, its real result dropped) seconds into its own download."""
+    worker = Worker(MasterClient(("127.0.0.1", free_port()), b"k" * 32),
+                    WorkerOptions(out_dir=tmp_path))
+    worker._limits = Limits(deadline=1.0)
+    worker._stuck_after = 5.0
+    begun: list[tuple[str, int]] = []
+    monkeypatch.setattr(worker, "_begin", begun.extend)  # the engine's part: recorded
+    url = "http://a.test/slow.png"
+    worker._take([(url, 1)])
+    with worker._answered:
+        worker._lost.add(url)  # the lease went while the worker was silent
+    worker._take([(url, 2)])
+    assert begun == [(url, 1)], "the new lease's try waits for the old one"
+    worker._held[url] -= 4.0  # the old try ends 4 s after the new lease
+    reports: list[dict[str, object]] = []
+    released: list[str] = []
+    lost = Attempt(url=url, ok=False, reason="lease lost", transient=True)
+    worker._done.put([(url, lost)])
+    worker._collect(reports, released, wait=0.0)
+    assert begun == [(url, 1), (url, 2)] and reports == [] and released == []
+    worker._held[url] -= 2.0  # the new try, 2 s into its download
+    worker._report_stuck(reports)
+    assert reports == [] and url in worker._held
+
+
 def test_failure_kinds_cross_the_wire_as_plain_text() -> None:
     attempt = Attempt(url="http://a.test/x.png", ok=False, reason="HTTP 404",
                       kind=FailureKind.STATUS)

@@ -594,6 +594,7 @@ class Worker:
         if lost:
             self._held.pop(url, None)
             return
+        self._held[url] = since_boot()  # its own try begins now: so does its stuck clock
         self._begin([task])
 
     def _cannot_store(self, attempt: Attempt) -> bool:
