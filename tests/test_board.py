@@ -26,7 +26,7 @@ from crawler.board.manager import BoardView
 from crawler.board.memory import POLICY_SETTINGS, BoardPolicy, TaskBoard
 from crawler.board.redis import RedisBoard
 from crawler.config import Settings
-from crawler.model.outcome import Attempt, FailureKind, Outcome
+from crawler.model.outcome import RATE_LIMITED_PAUSE, Attempt, FailureKind, Outcome
 from crawler.model.wire import WorkerInfo
 
 from .redis_server import RedisServer
@@ -331,6 +331,23 @@ def test_a_retry_after_the_board_cannot_go_by_is_said_once_per_host(board: MakeB
         "as none: its images wait their backoff (download.backoff_base, doubling at each "
         "try), as after HTTP 503 without one"]
     assert b.news() == []
+
+
+def test_a_429_without_retry_after_is_no_server_asking_to_wait(board: MakeBoard) -> None:
+    """The worker pauses a 429 without Retry-After for RATE_LIMITED_PAUSE: a backoff_max
+    below it cut that pause, and the board said the server had asked for it. An unread
+    header's note says the wait the board gives."""
+    b = board(Clock(), backoff_max=4.0)
+    urls = [f"http://{host}/0.png" for host in ("h", "g")]
+    for url in urls:
+        b.put(url, url.split("/")[2], None)
+    assert len(b.lease("w", 10, 0)["tasks"]) == 2
+    limited = Attempt(url=urls[0], ok=False, reason="HTTP 429", transient=True,
+                      kind=FailureKind.STATUS, retry_after=RATE_LIMITED_PAUSE)
+    b.report("w", [limited, limited._replace(url=urls[1], retry_after_unread="soon")])
+    assert b.news() == [
+        "g sent a Retry-After that cannot be read ('soon', HTTP 429 on http://g/0.png): taken "
+        "as none: its images wait 4 s, as after HTTP 429 without one"]
 
 
 def test_permanent_failures_are_final_at_once(board: MakeBoard) -> None:

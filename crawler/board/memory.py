@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 from crawler.board.base import CLASSIC
 from crawler.config import DEFAULTS, Settings
 from crawler.model.cookies import MAX_COOKIES, cookie_key
-from crawler.model.outcome import Attempt, one_line
+from crawler.model.outcome import RATE_LIMITED_PAUSE, Attempt, one_line
 from crawler.model.pacing import Pace, Paces
 from crawler.model.wire import LeaseAnswer, WorkerInfo
 
@@ -172,8 +172,8 @@ def retry_after_note(attempt: Attempt, host: str, policy: BoardPolicy) -> tuple[
     url = attempt.url[:200]
     if attempt.retry_after_unread is not None:
         if attempt.retry_after:  # (the worker's pause for a 429 without one)
-            instead = (f"its images wait {attempt.retry_after:g} s, as after "
-                       f"{attempt.reason} without one")
+            instead = (f"its images wait {min(attempt.retry_after, policy.backoff_max):g} s, "
+                       f"as after {attempt.reason} without one")
         elif attempt.host_is_busy:
             instead = (f"its images wait their backoff (download.backoff_base, doubling at "
                        f"each try), as after {attempt.reason} without one")
@@ -184,7 +184,10 @@ def retry_after_note(attempt: Attempt, host: str, policy: BoardPolicy) -> tuple[
         return "unread", (f"{host} sent a Retry-After that cannot be read "
                           f"({attempt.retry_after_unread!r}, {attempt.reason} on {url}): "
                           f"taken as none: {instead}")
-    if attempt.retry_after and attempt.retry_after > policy.backoff_max:
+    # Past RATE_LIMITED_PAUSE too: that long, it may be the worker's pause for a 429
+    # that sent none, which no server asked for.
+    if attempt.retry_after and attempt.retry_after > max(policy.backoff_max,
+                                                         RATE_LIMITED_PAUSE):
         return "capped", (f"{host} asks to wait {attempt.retry_after:.0f} s (Retry-After on "
                           f"{url}): its images wait {policy.backoff_max:g} s at most "
                           "(download.backoff_max)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 
-from crawler.model.outcome import MAX_UNREAD_CHARS
+from crawler.model.outcome import MAX_UNREAD_CHARS, RATE_LIMITED_PAUSE
 from crawler.model.urls import resolve
 
 # Answers that another try will not change.
@@ -23,11 +23,6 @@ def transient_status(status: int) -> bool:
     return status not in PERMANENT_STATUSES and (status in (408, 425, 429) or status >= 500)
 
 
-# A 429 without Retry-After still says "too many requests", about the whole host: it
-# waits this long, as if the header had said so (gallery-dl waits 60 s). The first
-# backoff alone (about a second) met a rate limit again on every try, and each image
-# of a host that allows 50 requests a second failed for good within 3 s.
-RATE_LIMITED_PAUSE = 10.0
 
 
 def server_pause(status: int, retry_after: str | None) -> float | None:

@@ -20,6 +20,11 @@ if TYPE_CHECKING:
 SEPARATOR = "--->"
 MAX_REASON_CHARS = 4096  # a failure's reason, at most (a report with a longer one is refused)
 MAX_UNREAD_CHARS = 60  # of a Retry-After that cannot be read, kept to be said
+# A 429 without Retry-After still says "too many requests", about the whole host: it
+# waits this long, as if the header had said so (gallery-dl waits 60 s). The first
+# backoff alone (about a second) met a rate limit again on every try, and each image
+# of a host that allows 50 requests a second failed for good within 3 s.
+RATE_LIMITED_PAUSE = 10.0
 
 # The reason of an attempt that failed on the worker's own disk, not on the image.
 STORAGE_ERROR = "storage error: "
