@@ -104,6 +104,16 @@ class RedisServer:
                 self.process.wait(STOP_DEADLINE)
         self.process = None
 
+    def restart_from(self, kept: Path) -> None:
+        """Kill it and start it again from the append-only files ``kept`` earlier (a copy
+        of ``folder / "appendonlydir"``): what a crash leaves of the writes made since
+        then (appendfsync everysec) or a restart from an older snapshot."""
+        aof = self.folder / "appendonlydir"
+        self.kill()
+        shutil.rmtree(aof)
+        shutil.copytree(kept, aof)
+        self.start(appendonly=True)
+
     def kill(self) -> None:
         """End it at once (SIGKILL), as a crash would."""
         if self.process is not None and self.process.poll() is None:

@@ -384,17 +384,6 @@ def test_a_redis_that_lost_its_last_writes_gets_them_again(
     assert f"/p{pages - 1}.html" in server.paths()
 
 
-def _restore_aof(redis_at: RedisServer, kept: Path) -> None:
-    """Kill ``redis_at`` and start it again from the append-only files ``kept`` earlier:
-    what a crash leaves of the writes made since then (appendfsync everysec) or a
-    restart from an older snapshot."""
-    aof = redis_at.folder / "appendonlydir"
-    redis_at.kill()
-    shutil.rmtree(aof)
-    shutil.copytree(kept, aof)
-    redis_at.start(appendonly=True)
-
-
 def test_an_image_hosts_crawl_delay_outlives_a_redis_that_lost_it(
         make_server: Callable[[], FixtureServer],
         make_redis_server: Callable[[], RedisServer], tmp_path: Path) -> None:
@@ -426,7 +415,7 @@ def test_an_image_hosts_crawl_delay_outlives_a_redis_that_lost_it(
         wait_until(lambda: redis_at.client().hexists(f"crawler:{{{name}}}:delay",
                                                      images.url.partition("//")[2]),
                    30, "the image host's Crawl-delay on the board")
-        _restore_aof(redis_at, kept)
+        redis_at.restart_from(kept)
         restarted = time.monotonic()
         err = finish(master, 120)
     finally:

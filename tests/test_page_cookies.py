@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import secrets
+import shutil
 import stat
 import threading
 import time
@@ -193,6 +194,57 @@ def test_local_workers_on_the_broker_send_the_cookies_the_page_set(
     cookie_site.check(tmp_path / "out", result.stdout, result.stderr)
 
 
+def _held_at_first(server: FixtureServer, path: str) -> tuple[threading.Event,
+                                                                threading.Event]:
+    """``path``'s first request waits (30 s at most) until the second event is set; the
+    first is set when it arrives."""
+    serve, reached, release = server.routes[path], threading.Event(), threading.Event()
+
+    def held(handler: FixtureHandler) -> None:
+        if not reached.is_set():
+            reached.set()
+            release.wait(30)
+        serve(handler)
+
+    server.routes[path] = held
+    return reached, release
+
+
+def test_a_worker_that_joins_after_redis_lost_the_cookies_still_gets_them(
+        cookie_site: CookieSite, make_redis_server: Callable[[], RedisServer],
+        tmp_path: Path) -> None:
+    """The master sends the workers only what changed in its jar. Redis restarted from
+    files older than the cookies (a crash, a snapshot) had none, the page read again set
+    the same ones, and a worker that came afterwards sent its images without them (403)."""
+    reached, release = _held_at_first(cookie_site.home, "/setcookie.html")
+    redis_at = make_redis_server().start(appendonly=True)
+    crawl, kept, out = "ck" + secrets.token_hex(4), tmp_path / "aof-before", tmp_path / "out"
+    broker = ("--broker", redis_at.url, "--crawl", crawl)
+    master = start_crawler("master", cookie_site.seed, *broker, "--out", str(out),
+                           "--local-workers", "0", "--ignore-robots", cwd=tmp_path)
+    worker = None
+    try:
+        assert reached.wait(30), "the page was not asked for"
+        shutil.copytree(redis_at.folder / "appendonlydir", kept)  # no cookie in it yet
+        release.set()
+        wait_until(lambda: redis_at.client().hlen(f"crawler:{{{crawl}}}:jar") == 2, 30,
+                   "the page's cookies on the broker")
+        redis_at.restart_from(kept)
+        worker = start_crawler("worker", *broker, "--out", str(out), "--connect-wait", "30",
+                               cwd=tmp_path)
+        err = finish(master, 120)
+        assert master.returncode == 0, err
+        worker_err = finish(worker, 30)
+        assert worker.returncode == 0, worker_err
+    finally:
+        release.set()
+        stop(master)
+        if worker is not None:
+            stop(worker)
+    assert cookie_site.home.paths().count("/setcookie.html") == 2  # read again
+    cookie_site.check(out, err, worker_err)
+
+
 # ----- the feed, on real libcurl jars ------------------------------------------------
 
 def _jar(*lines: str) -> pycurl.CurlShare:
@@ -236,6 +288,22 @@ def test_the_feed_sends_what_changed_and_deletes_what_left() -> None:
     add_to_jar(worker, news)
     assert sorted(jar_lines(worker)) == sorted(jar_lines(share))
     assert len(jar_lines(worker)) == 2
+
+
+def test_the_feed_sends_again_what_it_sent_when_asked() -> None:
+    """A board that lost the cookies gets them all again, and the deletions too."""
+    share, watch = _jar(FILE_COOKIE), JarWatch()
+    feed = CookieFeed(share, watch)
+    _set(share, watch, "a=1; domain=h.example; path=/")
+    _set(share, watch, "b=1; domain=h.example; path=/b/")
+    feed.news()
+    _set(share, watch, "b=; domain=h.example; path=/b/; max-age=0")
+    feed.news()
+    assert feed.news() == []
+    feed.resend()
+    assert sorted(line.split("\t")[4:] for line in feed.news()) == [
+        ["0", "a", "1"], [cookies.EXPIRED, "b", "1"]]  # not the file's: the workers have it
+    assert feed.news() == []
 
 
 def test_the_feed_is_capped_and_says_so_once(monkeypatch: pytest.MonkeyPatch,

@@ -82,7 +82,7 @@ class CookieFeed:
         self._share = share
         self._watch = watch
         self._sent = self._by_key(jar_lines(share))  # what the workers' jars hold
-        self._published: dict[str, int] = {}  # key -> its line's bytes, of those we sent
+        self._published: dict[str, str] = {}  # key -> the line we last sent for it
         self._bytes = 0
         self._warned = False
 
@@ -99,7 +99,7 @@ class CookieFeed:
         news = []
         for key, line in changes:
             sent = expired(self._sent[key]) if line is None else line
-            if not self._fits(key, len(sent)):
+            if not self._fits(key, sent):
                 continue
             news.append(sent)
             if line is None:
@@ -122,9 +122,15 @@ class CookieFeed:
                 self._sent[key] = expired(line)  # no line the jar exports: news again
         self._watch.changed = True
 
-    def _fits(self, key: str, size: int) -> bool:
-        """Whether a line of ``size`` for ``key`` may go (within the caps), counted if so."""
-        grown = self._bytes + size - self._published.get(key, 0)
+    def resend(self) -> None:
+        """The next call gives again every cookie sent so far (one the jar no longer
+        holds, as a line that deletes it): the board lost them (a Redis restarted from
+        files older than they), and a page read again that sets the same ones is no news."""
+        self.again(list(self._published.values()))
+
+    def _fits(self, key: str, line: str) -> bool:
+        """Whether ``line`` for ``key`` may go (within the caps), counted if so."""
+        grown = self._bytes + len(line) - len(self._published.get(key, ""))
         if (key not in self._published and len(self._published) >= MAX_COOKIES) or (
                 grown > MAX_COOKIE_BYTES):
             if not self._warned:
@@ -133,7 +139,7 @@ class CookieFeed:
                             "on to the workers: the others are left out of image requests",
                             MAX_COOKIES, MAX_COOKIE_BYTES // 1024)
             return False
-        self._bytes, self._published[key] = grown, size
+        self._bytes, self._published[key] = grown, line
         return True
 
     @staticmethod

@@ -19,6 +19,7 @@ from crawler.errors import BrokerError, BrokerUnreachable
 if TYPE_CHECKING:  # imported when used: a Redis client is broker mode's only
     from crawler.board.broker import BrokerCrawl
     from crawler.board.redis_frontier import RedisFrontier
+    from crawler.master.pagecookies import CookiePost
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +37,16 @@ class BrokerLink:
         # then (and without a broker) no reconnection makes it forget anything.
         self.frontier: RedisFrontier | None = None
 
-    def forget_after_reconnecting(self, images_seen: set[str],
-                                  page_delays: dict[str, float]) -> None:
+    def forget_after_reconnecting(self, images_seen: set[str], page_delays: dict[str, float],
+                                  cookies: CookiePost | None) -> None:
         """Once the broker client has reconnected, forget which links and images this
         master sent (``images_seen``, and its frontier's) and the Crawl-delays it told
         (``page_delays``, told again with each host's next page): Redis restarted, and a crash
         loses up to its last second of writes. A page whose record was lost is fetched
         again and sends them again (Redis keeps each once); remembered here, they would
-        be left out for good."""
+        be left out for good. The cookies the pages set go again at once, all of them: a
+        page read again sets the same ones, no news, and a worker that joined since would
+        send its images without them."""
         again = self.reconnected()
         if again is None:
             return
@@ -53,6 +56,8 @@ class BrokerLink:
         self.frontier.forget_seen()
         images_seen.clear()
         page_delays.clear()
+        if cookies is not None:
+            cookies.republish()
 
     def reconnected(self) -> int | None:
         """The broker client's count of reconnections, if it has reconnected since this

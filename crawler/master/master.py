@@ -583,7 +583,7 @@ class Master:
         """One pass of the crawl loop: pages handed out, finished ones taken in, results
         recorded, the board looked at. True when the crawl is over."""
         frontier = pipeline.frontier
-        self._broker_link.forget_after_reconnecting(self._images_seen, self._page_delays)
+        self._forget_after_reconnecting()
         self._submit(running, pipeline.pages)
         # A page of its own wakes the loop when it ends: no need to look.
         self._wake.wait(max(0.0, state.record_at - time.monotonic()) if self._pages_done
@@ -754,10 +754,16 @@ class Master:
     def _wake_up(self, _future: Future[Visit]) -> None:
         self._wake.set()
 
+    def _forget_after_reconnecting(self) -> None:
+        """What this master sent that a restarted Redis may have lost: forgotten, or sent
+        again (see ``BrokerLink.forget_after_reconnecting``)."""
+        self._broker_link.forget_after_reconnecting(self._images_seen, self._page_delays,
+                                                    self._cookie_post)
+
     def _visited(self, visit: Visit, robots: Robots, files: ResultFiles) -> None:
         # A broker command since the loop's last look may have reconnected: what this
         # master sent is forgotten before this page's links and images are left out.
-        self._broker_link.forget_after_reconnecting(self._images_seen, self._page_delays)
+        self._forget_after_reconnecting()
         frontier = self._frontier
         if visit.extraction is None and self._retry_later(visit):
             return
@@ -889,6 +895,7 @@ class Master:
         if self._pages_done:
             if self._cookie_post is not None:  # before the images that may need them
                 self._cookie_post.publish()
+                self._forget_after_reconnecting()  # (that call reconnected: all of them)
             ledger.pages_done(self._pages_done)
             self._pages_done = []
             if self._shared_frontier is None and not self._options.dry_run:

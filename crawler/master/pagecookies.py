@@ -84,6 +84,12 @@ class CookiePost:
         session.jar_watch.changed = True
         self.publish()
 
+    def republish(self) -> None:
+        """Put every cookie the crawl's pages set on the board again, changed or not: the
+        broker may have lost them (see ``BrokerLink.forget_after_reconnecting``)."""
+        self._feed.resend()
+        self.publish()
+
     def publish(self) -> None:
         """Put the cookies the crawl's pages set since the last call on the board."""
         feed = self._feed
