@@ -12,6 +12,7 @@ from __future__ import annotations
 import queue
 import secrets
 import shutil
+import signal
 import stat
 import threading
 import time
@@ -243,6 +244,94 @@ def test_a_worker_that_joins_after_redis_lost_the_cookies_still_gets_them(
             stop(worker)
     assert cookie_site.home.paths().count("/setcookie.html") == 2  # read again
     cookie_site.check(out, err, worker_err)
+
+
+class SessionSite:
+    """``/`` shows ``/s.png`` and links ``/b.html``, which shows ``/b.png``; each page sets
+    a session cookie of its own, anew at each read, and its image is refused (403) without
+    the last one set (a site that renews its session on every view)."""
+
+    def __init__(self, server: FixtureServer) -> None:
+        self.server = server
+        self.reads: dict[str, int] = {}  # cookie name -> the pages' reads that set it
+        self.served: list[tuple[str, bool]] = []  # image path, whether it had the cookie
+        self._lock = threading.Lock()
+        for path, name, links in (("/", "s", "<a href='/b.html'>b</a>"), ("/b.html", "b", "")):
+            server.routes[path] = (lambda h, name=name, links=links: self._page(h, name, links))
+            server.routes[f"/{name}.png"] = lambda h, name=name: self._image(h, name)
+
+    def _page(self, handler: FixtureHandler, name: str, links: str) -> None:
+        with self._lock:
+            read = self.reads[name] = self.reads.get(name, 0) + 1
+        body = f"<html><body><img src='/{name}.png'>{links}</body></html>".encode()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/html")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.send_header("Set-Cookie", f"{name}=v{read}; Path=/")
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    def _image(self, handler: FixtureHandler, name: str) -> None:
+        with self._lock:
+            session = f"{name}=v{self.reads.get(name)}"
+            had = session in handler.headers.get("Cookie", "").split("; ")
+            self.served.append((handler.path, had))
+        if had:
+            handler.send_body(200, PNG, "image/png")
+        else:
+            handler.send_body(403, b"no session, no image", "text/plain")
+
+    def served_to_the_session(self, path: str) -> bool:
+        with self._lock:
+            return (path, True) in self.served
+
+
+def test_a_worker_takes_the_cookies_set_after_redis_lost_the_versions_it_saw(
+        make_server: Callable[[], FixtureServer], make_redis_server: Callable[[], RedisServer],
+        tmp_path: Path) -> None:
+    """Each change of the cookies on Redis has a version, and a worker asks only for those
+    past the last it took. Redis restarted from files older than that counted from there
+    again, and a worker that went on (its client reconnected at once) skipped the new
+    values of the pages read again: their images were refused."""
+    site = SessionSite(make_server())
+    seed_reached, seed_release = _held_at_first(site.server, "/")
+    b_reached, b_release = _held_at_first(site.server, "/b.html")
+    redis_at = make_redis_server().start(appendonly=True)
+    crawl, kept, out = "ck" + secrets.token_hex(4), tmp_path / "aof-before", tmp_path / "out"
+    broker = ("--broker", redis_at.url, "--crawl", crawl)
+    master = start_crawler("master", site.server.url + "/", *broker, "--out", str(out),
+                           "--local-workers", "0", "--ignore-robots", cwd=tmp_path)
+    worker = start_crawler("worker", *broker, "--out", str(out), "--connect-wait", "30",
+                           "-v", cwd=tmp_path)
+    try:
+        assert seed_reached.wait(30), "the seed was not asked for"
+        wait_until(lambda: bool(redis_at.client().keys(f"crawler:{{{crawl}}}:w:*")), 30,
+                   "the worker on the broker")
+        shutil.copytree(redis_at.folder / "appendonlydir", kept)  # no cookie in it yet
+        seed_release.set()
+        # Two versions taken by the worker, one a page.
+        wait_until(lambda: site.served_to_the_session("/s.png"), 30, "/s.png with its cookie")
+        assert b_reached.wait(30), "/b.html was not asked for"
+        b_release.set()
+        wait_until(lambda: site.served_to_the_session("/b.png"), 30, "/b.png with its cookie")
+        worker.send_signal(signal.SIGSTOP)  # while Redis restarts: no call of its fails
+        try:
+            redis_at.restart_from(kept)
+        finally:
+            worker.send_signal(signal.SIGCONT)
+        err = finish(master, 120)
+        assert master.returncode == 0, err
+        worker_err = finish(worker, 30)
+        assert worker.returncode == 0, worker_err
+    finally:
+        seed_release.set()
+        b_release.set()
+        stop(master)
+        stop(worker)
+    assert site.reads == {"s": 2, "b": 2}  # read again, each setting a new value
+    assert [path for path, had in site.served if not had] == [], worker_err
+    assert sorted((e["url"], e["status"]) for e in manifest_lines(out)) == [
+        (site.server.url + "/b.png", "success"), (site.server.url + "/s.png", "success")]
 
 
 # ----- the feed, on real libcurl jars ------------------------------------------------

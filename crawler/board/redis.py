@@ -41,6 +41,7 @@ closed        present once the crawl is closed
 results       stream: every final result (see ``drain``)
 jar           hash: cookie key -> "VERSION LINE", the cookies the crawl's pages set
               (``publish_cookies``); ``jar_version``: the version of its last change
+              (the clock's milliseconds: a restart from older files never lowers it)
 said          hash: "HOST<TAB>KIND" -> 1, for each note made for the crawl's user (a
               Retry-After that could not be read, or was cut short); ``news``: stream of
               their lines, for the masters to say (see ``news``)
@@ -366,7 +367,7 @@ class RedisBoard:
     def publish_cookies(self, lines: list[str]) -> int:
         """Keep the cookie ``lines`` the crawl's pages set, for the workers (see
         ``TaskBoard.publish_cookies``); the jar's version."""
-        args = [str(MAX_COOKIES)]
+        args = [self._now(), str(MAX_COOKIES)]
         for line in lines:
             key = cookie_key(line)
             if key is not None:

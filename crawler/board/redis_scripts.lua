@@ -643,13 +643,17 @@ local record = touch(worker, now, policy.lease_timeout)
 local answer = lease(worker, record, tonumber(ARGV[3]), now, policy)
 return {answer[1], answer[2], tonumber(redis.call('GET', JAR_VERSION) or '0')}
 
--- @script publish_cookies: most cookies kept, then key and line pairs -> the jar's version
--- A line that changes nothing leaves the version; a new cookie past the most is left out.
+-- @script publish_cookies: now, most cookies kept, then key and line pairs
+-- -> the jar's version. A line that changes nothing leaves the version; a new cookie past
+-- the most is left out. A version is the clock's milliseconds (or one more than the last):
+-- a Redis restarted from files older than its last versions, which counted from there,
+-- gave versions again that workers had seen, and they skipped those changes.
 if crawl_gone(KEYS[2]) then return redis.error_reply(CRAWL_GONE) end
-local most = tonumber(ARGV[1])
-local version = tonumber(redis.call('GET', JAR_VERSION) or '0') + 1
+local most = tonumber(ARGV[2])
+local version = num(math.max(tonumber(redis.call('GET', JAR_VERSION) or '0') + 1,
+                             math.floor(now_from(ARGV[1]) * 1000)))
 local changed = false
-for i = 2, #ARGV - 1, 2 do
+for i = 3, #ARGV - 1, 2 do
   local key, line = ARGV[i], ARGV[i + 1]
   local old = redis.call('HGET', JAR, key)
   if not (old and string.sub(old, string.find(old, ' ', 1, true) + 1) == line)
