@@ -424,6 +424,27 @@ def test_an_image_an_earlier_run_left_waits_out_the_leases_its_workers_may_still
     assert b.lease("w", 2, 0)["tasks"] == [("http://h/later.png", 2)]
 
 
+def test_an_image_a_run_that_ended_holding_nothing_left_goes_out_at_once() -> None:
+    """No worker of that run holds a lease it may still store on: nothing to wait for."""
+    clock = Clock()
+    b = memory_board(clock, worker_silence=5.0)
+    b.no_earlier_leases()
+    b.put("http://h/left.png", "h", None, tried_before=True)
+    assert b.lease("w", 2, 0)["tasks"] == [("http://h/left.png", 2)]
+
+
+def test_a_board_that_stopped_lending_says_what_is_held_and_hands_out_nothing() -> None:
+    """The master records no more results: what a worker took then, it may store unrecorded,
+    and a next run, told no lease was outstanding, would hand it out again at once."""
+    b = memory_board(Clock())
+    for name in ("a", "b", "c"):
+        b.put(f"http://h/{name}.png", "h", None)
+    assert len(b.lease("w", 1, 0)["tasks"]) == 1
+    assert b.stop_lending() == 1
+    assert b.lease("w", 2, 0)["tasks"] == []
+    assert (b.counts()["queued"], b.counts()["in_flight"]) == (2, 1)
+
+
 def test_a_closed_board_tells_workers(board: MakeBoard) -> None:
     b = board(Clock())
     assert not b.closed and b.heartbeat("w")

@@ -242,8 +242,10 @@ class TaskBoard:
         # lasts (vouched_for: half of worker_silence). Handed to another worker meanwhile,
         # an image of another type by then was stored twice, under two names, one of
         # them in no line of the manifest. As a live master takes a silent worker's
-        # leases: after worker_silence, counted from this board's start.
+        # leases: after worker_silence, counted from this board's start (at once when
+        # that run ended with no lease outstanding: ``no_earlier_leases``).
         self._earlier_leases_end = clock() + policy.worker_silence
+        self._lending = True  # False once the master records no more results
         self.retries = 0
         self.expired = 0
         self.duplicates = 0
@@ -267,7 +269,8 @@ class TaskBoard:
         stored (``Store.stored_for``), as after a try of this run. Its tries this run,
         and the manifest's ``attempts``, are counted as for any other URL. It is handed
         out no sooner than worker_silence after this board's start, when no worker of
-        that run may still store it unasked (``_earlier_leases_end``).
+        that run may still store it unasked (``_earlier_leases_end``), unless that run
+        ended holding none (``no_earlier_leases``).
         """
         with self._cond:
             if url in self._items:
@@ -297,6 +300,20 @@ class TaskBoard:
             self._items[attempt.url] = _SETTLED
             self._in_state[DONE] += 1
             self._settled.append(Settled(attempt, page, None, 0, ref))
+
+    def no_earlier_leases(self) -> None:
+        """The earlier run ended with no lease outstanding: no worker of it may store what
+        it left, which then goes out at once. Called before that run's images are put."""
+        with self._cond:
+            self._earlier_leases_end = -math.inf
+
+    def stop_lending(self) -> int:
+        """The master records no more results: hand out nothing from now on (what a worker
+        took now, no one would record, and a next run would not wait for). Returns how
+        many URLs workers hold still, and may yet store."""
+        with self._cond:
+            self._lending = False
+            return self._in_state[LEASED]
 
     def remember(self, urls: Iterable[str]) -> None:
         """Know ``urls`` as finished (a resumed crawl's results): never queue them again."""
@@ -682,6 +699,8 @@ class TaskBoard:
 
     def _take(self, worker: str, limit: int, now: float) -> list[tuple[str, int]]:
         tasks: list[tuple[str, int]] = []
+        if not self._lending:
+            return tasks
         record = self._workers.get(worker)
         share = self._share(now)
         blocked = 0  # lanes in a row that may not send now; all of them means stop

@@ -384,6 +384,15 @@ class RedisBoard:
         """Nothing to do: an answer here waits for no more once it has a URL (the memory
         board's gathers for a moment, until every page is read)."""
 
+    def no_earlier_leases(self) -> None:
+        """Nothing to do: no image waits for an earlier run's leases here, which outlive
+        a master (the memory board's hold them back for worker_silence)."""
+
+    def stop_lending(self) -> int:
+        """The crawl is every master's: its workers go on leasing when one master ends.
+        Returns how many URLs workers hold, for all the crawl's masters."""
+        return self.counts()["in_flight"]
+
     @_translated
     def close(self) -> None:
         """Announce the end of the crawl: leases from now on say "closed"."""
