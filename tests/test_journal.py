@@ -121,3 +121,20 @@ def test_a_full_disk_in_a_transaction_is_said_as_it_is(tmp_path: Path) -> None:
     journal.page_done(SEED, [(f"{SEED}b", 1)], [])  # room for a small one: it goes on
     assert journal.resume().pending_pages == [(f"{SEED}b", 1)]
     journal.close()
+
+
+def test_a_run_that_ended_with_no_lease_outstanding_is_known_to_the_next_run_only(
+        tmp_path: Path) -> None:
+    """Forgotten as a run starts: a crash of that run is never taken for such an end."""
+    journal = Journal(tmp_path)
+    assert not journal.run_starts()  # no run ended yet
+    journal.run_ended(leases_outstanding=0)
+    journal.close()
+    journal = Journal(tmp_path)
+    assert journal.run_starts()
+    journal.close()
+    journal = Journal(tmp_path)  # that run crashed
+    assert not journal.run_starts()
+    journal.run_ended(leases_outstanding=2)
+    assert not journal.run_starts()
+    journal.close()

@@ -54,6 +54,8 @@ _CUT = 2
 _FAILED = 3
 _AT_DEPTH = 4
 ROBOTS_UNREACHABLE = "robots.txt unreachable"  # the start of such a refusal's reason
+# The meta key of a run's end with no lease outstanding: true only once that run has ended.
+_ENDED_HOLDING_NONE = "ended_with_no_lease"
 
 
 class PageDone(NamedTuple):
@@ -200,6 +202,18 @@ class Journal:
         with self._transaction():
             self._db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) "
                              "DO UPDATE SET value = excluded.value", (key, json.dumps(value)))
+
+    def run_starts(self) -> bool:
+        """Whether the last run ended with no lease outstanding (no worker of it may still
+        store an image it left); forgotten now, so that a crash of this run is never
+        taken for such an end."""
+        ended_holding_none = self.meta(_ENDED_HOLDING_NONE) is True
+        self.set_meta(_ENDED_HOLDING_NONE, False)
+        return ended_holding_none
+
+    def run_ended(self, *, leases_outstanding: int) -> None:
+        """Note how this run ended, for the next one (``run_starts``)."""
+        self.set_meta(_ENDED_HOLDING_NONE, leases_outstanding == 0)
 
     def take_up(self, identity: dict[str, Any], *, depth: int, max_images: int,
                 resume: bool) -> int:
