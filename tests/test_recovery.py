@@ -1546,14 +1546,16 @@ def test_the_queue_accepts_again_after_a_flood_it_had_no_threads_for(
     assert entry["status"] == "success"
 
 
+@pytest.mark.parametrize("master_end", ["killed", "stopped"])
 def test_a_restarted_master_leaves_an_image_to_the_worker_of_before_that_may_store_it(
-        site: FixtureServer, tmp_path: Path, authkey: str) -> None:
-    """A worker holds an image (half its PNG come) when its master is killed, and is stopped
-    meanwhile; the master started again must not hand the image to another worker while
-    the first may still store it, unasked, on its dead master's word. Before, the other
-    worker stored the JPEG the server now sends at once, the first one then its PNG beside
-    it, in no line of the manifest: two files for one URL. Now the image waits
-    worker_silence: one file, the manifest's, whichever try stored it."""
+        site: FixtureServer, tmp_path: Path, authkey: str, master_end: str) -> None:
+    """A worker holds an image (half its PNG come) when its master is killed, or stopped
+    with Ctrl-C (its lease then outstanding), and is stopped meanwhile; the master
+    started again must not hand the image to another worker while the first may still
+    store it, unasked, on its dead master's word. Before, the other worker stored the
+    JPEG the server now sends at once, the first one then its PNG beside it, in no line
+    of the manifest: two files for one URL. Now the image waits worker_silence: one
+    file, the manifest's, whichever try stored it."""
     png = (SITE / "images" / "red.png").read_bytes()
     jpeg = (SITE / "photos" / "cat.jpg").read_bytes()
     page = b'<html><body><img src="/picture"></body></html>'
@@ -1575,7 +1577,10 @@ def test_a_restarted_master_leaves_an_image_to_the_worker_of_before_that_may_sto
         assert begun.wait(30), "the worker never began the image"
         os.kill(before.pid, signal.SIGSTOP)  # its master's death unknown to it
         try:
-            first_master.kill()
+            if master_end == "killed":
+                first_master.kill()
+            else:
+                first_master.send_signal(signal.SIGINT)
             first_master.wait(timeout=10)
             again = start_crawler(*command, cwd=tmp_path)
             processes.append(again)
@@ -1599,3 +1604,50 @@ def test_a_restarted_master_leaves_an_image_to_the_worker_of_before_that_may_sto
     assert files == [out / entry["path"]]
     assert hashlib.sha256(files[0].read_bytes()).hexdigest() == entry["sha256"]
     assert before.returncode == 0
+
+
+def test_a_crawl_stopped_with_no_lease_outstanding_resumes_its_images_at_once(
+        site: FixtureServer, tmp_path: Path, authkey: str) -> None:
+    """Ctrl-C on a master whose local worker hands back the images it was downloading: no
+    worker of that run may still store one, so the rerun hands them out at once. Before,
+    they waited worker_silence (20 s here) from the rerun's start, as after a crash."""
+    png = (SITE / "images" / "red.png").read_bytes()
+    images = [f"/left/{n}.png" for n in range(3)]
+    page = "".join(f'<img src="{path}">' for path in images).encode()
+    site.routes["/"] = lambda handler: handler.send_body(200, page, "text/html")
+    first_run_over = threading.Event()  # the first run's downloads hang until then
+
+    def image(handler: FixtureHandler) -> None:
+        first_run_over.wait(60)
+        handler.send_body(200, png, "image/png")
+
+    for path in images:
+        site.routes[path] = image
+    (tmp_path / "settings.toml").write_text("[queue]\nworker_silence = 20\n")
+    out = tmp_path / "out"
+    args = ("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+            "--local-workers", "1", "--ignore-robots")
+    master = start_crawler(*args, cwd=tmp_path)
+    try:
+        wait_until(lambda: bool(set(images) & set(site.paths())), 30, "an image download")
+        master.send_signal(signal.SIGINT)
+        err = finish(master, 30)
+    finally:
+        first_run_over.set()
+        stop(master)
+    assert master.returncode == 130, err
+    assert manifest_lines(out) == []
+    started = time.monotonic()
+    again = start_crawler(*args, cwd=tmp_path)
+    try:
+        err = finish(again, 60)
+    finally:
+        stop(again)
+    assert again.returncode == 0, err
+    asked = {hit.path: hit.at - started for hit in site.hits
+             if hit.path in images and hit.at > started}
+    assert set(asked) == set(images), asked
+    # Seconds of start-up on a busy machine at most, far from worker_silence.
+    assert max(asked.values()) < 10, asked
+    assert {entry["status"] for entry in manifest_lines(out)} == {"success"}
+    assert len(manifest_lines(out)) == len(images)

@@ -370,6 +370,8 @@ class Master:
                 take_up(journal, crawl_identity(self._options.seeds, self._settings.crawl),
                         self._settings.crawl, out_dir=out_dir, resume=self._options.resume)
                 drop_last_summary(out_dir)  # the folder's crawl is this run's now
+                if journal.run_starts():  # its images need not wait for its workers
+                    self._embedded_board().no_earlier_leases()
                 journal.add_seeds(self._options.seeds)
                 # One read of the journal's outcomes, counted as the files are rewritten
                 # from them (a second read was half the restart of a large crawl).
@@ -381,8 +383,12 @@ class Master:
                 self._elsewhere = WorkersElsewhere(journal, out_dir,
                                                    self._embedded_board().worker_info)
                 try:
-                    return self._run(JournalLedger(journal, self._embedded_board()),
-                                     self._paced_frontier, files)
+                    summary = self._run(JournalLedger(journal, self._embedded_board()),
+                                        self._paced_frontier, files)
+                    # Its results all recorded: what a worker holds now, it may yet store.
+                    journal.run_ended(
+                        leases_outstanding=self._embedded_board().stop_lending())
+                    return summary
                 finally:
                     files.close()
             finally:
