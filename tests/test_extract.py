@@ -21,6 +21,7 @@ from crawler.parse.decode import decode
 from crawler.parse.extract import (
     DEFAULT_LAZY_ATTRIBUTES,
     IMAGE_EXTENSIONS,
+    MAX_URL_LENGTH,
     PARSERS,
     SOURCES,
     Extraction,
@@ -162,6 +163,21 @@ def test_lazy_attributes_that_name_no_image_are_left_out(parser: str) -> None:
         <img data-src="/p.jpg"></picture><div data-src="/d.png"></div>"""
     assert extract(html, PAGE, parser=parser).images == tuple(
         ROOT + name for name in ("a.png", "b.png", "p.webp", "p.jpg", "d.png"))
+
+
+def test_references_too_long_to_fetch_are_left_out_and_counted() -> None:
+    """A reference past MAX_URL_LENGTH is no URL the crawler fetches, but the page
+    says how many it had (a framed page's too), each counted once; an inline data: image
+    is no such one."""
+    long_path = "a" * (MAX_URL_LENGTH + 1)
+    html = (f'<a href="{long_path}">x</a><a href="{long_path}">again</a>'
+            f'<img src="/{long_path}.png"><img src="data:image/png;base64,{long_path}">'
+            f'<iframe srcdoc="<a href=b{long_path}>framed</a>"></iframe>'
+            '<a href="next.html">next</a><img src="ok.png">').encode()
+    found = extract(html, PAGE)
+    assert found.links == (D + "next.html",)
+    assert found.images == (D + "ok.png",)
+    assert found.too_long == 3
 
 
 @pytest.mark.parametrize("parser", PARSERS)

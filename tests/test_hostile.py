@@ -20,6 +20,7 @@ from crawler.fetch.easy import Reply
 from crawler.fetch.guard import AddressPolicy, kind_of
 from crawler.fetch.options import RequestOptions
 from crawler.model.urls import normalize
+from crawler.parse.extract import MAX_URL_LENGTH
 
 from . import pageclients
 from .conftest import (
@@ -384,3 +385,20 @@ def test_broken_redirects_and_robots_bodies_do_not_end_the_crawl(
     assert result.returncode == 5, result.stderr  # the seed's site was not crawled
     assert "Traceback" not in result.stderr
     assert "robots.txt of" in result.stderr and "broke off" in result.stderr
+
+
+def test_a_page_whose_references_are_too_long_to_fetch_says_so(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """A 100 KB link or image address is left out, and the crawl says which page had
+    how many, rather than dropping them without a word."""
+    server = make_server()
+    huge = "h" * 100_000
+    server.routes["/"] = body(f'<a href="/{huge}">x</a><img src="/{huge}.png">'
+                              '<img src="/ok.png">'.encode(), "text/html")
+    result = run_crawler("master", server.url + "/", "--dry-run", "--out",
+                         str(tmp_path / "out"), cwd=tmp_path, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [server.url + "/ok.png"]
+    assert (f"page {server.url}/: 2 links or images left out: their addresses are longer"
+            f" than {MAX_URL_LENGTH} characters") in result.stderr
+    assert huge not in result.stderr

@@ -81,6 +81,7 @@ from crawler.model.pacing import Paces
 from crawler.model.progress import Reporter, Snapshot, write_out
 from crawler.model.urls import host_key
 from crawler.model.wire import CrawlInfo, Status
+from crawler.parse.extract import MAX_URL_LENGTH
 from crawler.parse.pool import PageParser
 
 if TYPE_CHECKING:  # imported when used: broker mode's (a Redis client), the queue server
@@ -788,6 +789,10 @@ class Master:
         if nofollow and visit.extraction.links:
             log.info("page %s: its robots meta tag says nofollow: its links are not followed",
                      visit.url)
+        if visit.extraction.too_long:
+            log.info("page %s: %d links or images left out: their addresses are longer than %d"
+                     " characters, more than servers take", visit.url,
+                     visit.extraction.too_long, MAX_URL_LENGTH)
         links_followed = visit.depth < self._settings.crawl.depth and not nofollow
         links = self._new_links(visit.extraction.links, visit.depth) if links_followed else []
         new_images, complete = self._new_images(visit, links, links_followed)

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 from crawler.model.imagetype import IMAGE_EXTENSIONS  # one list: what the store also names files by
 from crawler.parse.css import css_references, css_urls, stylesheet_urls
 from crawler.parse.decode import decode
-from crawler.parse.resolve import MAX_URL_LENGTH, Resolver, page_base
+from crawler.parse.resolve import MAX_URL_LENGTH, Resolver, page_base, too_long
 from crawler.parse.srcset import parse_srcset
 from crawler.parse.trees import PARSERS, Getter, Tree, parse
 
@@ -86,6 +86,9 @@ class Extraction(NamedTuple):
     # The encoding the page was read in (the Encoding Standard's name): its style
     # sheets that declare none are read in it, as browsers read them.
     encoding: str = "utf-8"
+    # References left out for their length alone (past MAX_URL_LENGTH), each counted
+    # once: no link or image the crawl could fetch, but the page had them.
+    too_long: int = 0
 
 
 class ImageRef(NamedTuple):
@@ -436,6 +439,8 @@ def extract(
     links: dict[str, None] = {}  # dicts keep first-seen order and drop repeats
     images: dict[str, ImageRef] = {}
     sheets: dict[str, None] = {}
+    longer: set[str] = set()  # references too long to fetch
+    longer_framed = 0  # and those of the pages its <iframe srcdoc> hold
     anchors_are_images = "anchor" in wanted
     pictures: dict[int, tuple[Any, Any]] = {}  # id(picture) -> (picture, its <img>)
     for role, raw, kind, node in collector.refs:
@@ -451,9 +456,12 @@ def extract(
                 sheets.setdefault(sheet)
             for ref in inner.image_refs:
                 images.setdefault(ref.url, ref)
+            longer_framed += inner.too_long
             continue
         url = resolve(raw)
         if url is None:
+            if too_long(raw):
+                longer.add(raw)
             continue
         if role == "nav":
             if url in links:  # a page links the same pages many times over
@@ -469,7 +477,8 @@ def extract(
             images[url] = ImageRef(url, kind, *_described(tree, kind, node, pictures))
     return Extraction(base_url=base, links=tuple(links), images=tuple(images),
                       stylesheets=tuple(sheets), image_refs=tuple(images.values()),
-                      nofollow=collector.nofollow, encoding=used_encoding)
+                      nofollow=collector.nofollow, encoding=used_encoding,
+                      too_long=len(longer) + longer_framed)
 
 
 _MAX_SRCDOC_NESTING = 4  # <iframe srcdoc> within srcdoc, read this deep

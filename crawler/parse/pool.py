@@ -536,23 +536,24 @@ def _join_or_kill(process: Any, wait: float) -> None:
         process.join(CLOSE_WAIT)
 
 
-_Packed = tuple[str, tuple[str, ...], tuple[str, ...], tuple[tuple[Any, ...], ...], bool, str]
+_Packed = tuple[str, tuple[str, ...], tuple[str, ...], tuple[tuple[Any, ...], ...], bool, str,
+                int]
 
 
 def _pack(extraction: Extraction) -> _Packed:
     """An extraction as plain tuples: no class per image, no image URL sent twice."""
     return (extraction.base_url, extraction.links, extraction.stylesheets,
             tuple(tuple(ref) for ref in extraction.image_refs), extraction.nofollow,
-            extraction.encoding)
+            extraction.encoding, extraction.too_long)
 
 
 def _unpack(packed: _Packed) -> Extraction:
-    base_url, links, stylesheets, refs, nofollow, encoding = packed
+    base_url, links, stylesheets, refs, nofollow, encoding, too_long = packed
     image_refs = tuple(ImageRef._make(ref) for ref in refs)
     return Extraction(base_url=base_url, links=links,
                       images=tuple(ref.url for ref in image_refs),
                       stylesheets=stylesheets, image_refs=image_refs, nofollow=nofollow,
-                      encoding=encoding)
+                      encoding=encoding, too_long=too_long)
 
 
 def _serve(conn: Connection, masters_ends: list[Connection]) -> None:

@@ -16,7 +16,7 @@ from crawler.errors import InvalidURL
 from crawler.model.urls import normalize, resolve
 from crawler.parse.encodings import encode_as, encoding_of, url_encoding
 
-__all__ = ["MAX_URL_LENGTH", "Resolver", "page_base"]
+__all__ = ["MAX_URL_LENGTH", "Resolver", "page_base", "too_long"]
 
 # Longer references are left out: no server accepts them (most stop at 8 KiB),
 # and resolving megabyte-long junk attributes would only cost time.
@@ -106,6 +106,17 @@ class Resolver:
                     folder_only)
         except InvalidURL:
             return None, folder_only
+
+
+def too_long(raw: str) -> bool:
+    """Whether ``raw`` is an http(s) reference the resolver leaves out for its length
+    alone (an inline ``data:`` image of any length is no such one)."""
+    if len(raw) <= MAX_URL_LENGTH:
+        return False
+    ref = _clean(raw)
+    scheme = _SCHEME_RE.match(ref)
+    return len(ref) > MAX_URL_LENGTH and (
+        scheme is None or scheme.group(1).lower() in _FETCHED_SCHEMES)
 
 
 def _folder(base: str) -> str:
