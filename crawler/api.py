@@ -97,6 +97,8 @@ class Summary:
     stored_this_run: int = 0  # of succeeded, those this run stored (resumed: not the earlier)
     pages_left: int = 0  # pages found and not visited: the page budget (crawl.max_pages)
     # was spent; a rerun with a larger one visits them
+    pages_at_depth_limit: int = 0  # pages at the depth limit (crawl.depth) that link to
+    # pages not visited; a rerun with a larger one goes on from them
     images_left: int = 0  # images found and not queued: the image budget (crawl.max_images)
     # was spent; a rerun with a larger one queues them
     pages_to_retry: int = 0  # pages and images that failed for a passing reason (a timeout,
@@ -155,6 +157,7 @@ def summarize(master: MasterSummary, seeds: tuple[str, ...], *, dry_run: bool,
                for host, c in sorted(tally.hosts.items(), key=lambda kv: -sum(kv[1].values()))},
         download_s=download_s, attempts=tally.attempts, stored_this_run=master.stored_this_run,
         pages_left=master.pages_left, images_left=master.images_left,
+        pages_at_depth_limit=master.pages_at_depth_limit,
         pages_to_retry=master.pages_to_retry,
         images_to_retry=master.images_to_retry,
         seed_failures=tuple((seed, why) for seed, why in master.seed_failures),

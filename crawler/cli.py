@@ -745,6 +745,9 @@ def format_summary(summary: ApiSummary, *, on_broker: bool = False,
         *([f"  not visited     {summary.pages_left} pages found: the page budget "
            f"(--max-pages) was spent; {larger}"]
           if summary.pages_left else []),
+        *([f"  depth limit     {summary.pages_at_depth_limit} pages at the last hop (--depth) "
+           f"link to pages not visited; {larger}"]
+          if summary.pages_at_depth_limit else []),
         *([f"  not queued      {images_left_shown(summary.images_left)} images found: the image "
            f"budget (--max-images) was spent; {larger}"]
           if summary.images_left else []),

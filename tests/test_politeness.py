@@ -465,6 +465,35 @@ def test_a_redirect_target_read_once_is_not_read_again_when_linked(
     assert json.loads((out / "summary.json").read_text())["pages"] == 3
 
 
+def test_a_trap_of_ever_deeper_pages_ends_at_the_depth_limit_and_says_so(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """A calendar trap (each month links the next, for ever) ends at --depth, as
+    --max-pages ends a wide one; the summary says how many pages had links it did not
+    follow, so that a crawl that stopped short does not look like a whole site."""
+    server = make_server()
+    months = [f"/cal/{month}" for month in range(6)]
+    serve_routes(server, {month: ("text/html", f'<a href="{after}">next</a>'
+                                  '<a href="/cal/0">first</a>'.encode())
+                          for month, after in zip(months, [*months[1:], "/cal/6"], strict=True)})
+
+    def crawl(depth: str) -> tuple[dict[str, Any], str]:
+        out = tmp_path / f"depth-{depth}"
+        result = run_crawler("master", server.url + "/cal/0", "--depth", depth, "--out",
+                             str(out), "--bind", "127.0.0.1:0", cwd=tmp_path, timeout=30)
+        assert result.returncode == 0, result.stderr
+        return json.loads((out / "summary.json").read_text()), result.stderr
+
+    summary, err = crawl("3")
+    assert (summary["pages"], summary["pages_at_depth_limit"]) == (4, 1)
+    assert "  depth limit     1 pages at the last hop (--depth) link to pages not visited;" \
+        " a rerun with a larger one goes on" in err, err
+    summary, err = crawl("5")  # the last month's page links one more: the limit, again
+    assert (summary["pages"], summary["pages_at_depth_limit"]) == (6, 1)
+    summary, err = crawl("6")  # /cal/6 is no page (404): nothing past the limit to read
+    assert (summary["pages"], summary["pages_at_depth_limit"]) == (7, 0)
+    assert "depth limit" not in err
+
+
 def test_max_pages_max_images_and_page_size_bound_the_crawl(
         make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
     server = make_server()

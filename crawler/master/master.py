@@ -255,6 +255,7 @@ class Master:
         self._images_seen: set[str] = set()
         self._seed_failures: list[tuple[str, str]] = []
         self._pages_left = 0  # pages found and not visited for the page budget (max_pages)
+        self._pages_at_depth_limit = 0  # pages at crawl.depth that link to pages not seen
         self._images_over: set[str] = set()  # images met past the image budget (max_images)
         # Image links that may lead to pages (a wiki's File:Photo.png), read as pages
         # when their workers find HTML there (see _collect and _visited).
@@ -795,6 +796,8 @@ class Master:
                      visit.extraction.too_long, MAX_URL_LENGTH)
         links_followed = visit.depth < self._settings.crawl.depth and not nofollow
         links = self._new_links(visit.extraction.links, visit.depth) if links_followed else []
+        if not links_followed and not nofollow and self._links_on(visit.extraction.links):
+            self._pages_at_depth_limit += 1  # a trap (a calendar) ends here: said at the end
         new_images, complete = self._new_images(visit, links, links_followed)
         page_url = visit.page.final_url
         log.debug("page %s (depth %d): %d links, %d new images", visit.url, visit.depth,
@@ -830,6 +833,11 @@ class Master:
         return [(link, depth + 1) for link in found
                 if (not frontier.seen(link) and self._scope.allows_page(link)
                     and frontier.add(link, depth + 1))]
+
+    def _links_on(self, found: Iterable[str]) -> bool:
+        """Whether ``found`` holds a page of the crawl not seen yet (looked at until one is)."""
+        frontier = self._frontier
+        return any(not frontier.seen(link) and self._scope.allows_page(link) for link in found)
 
     def _new_images(self, visit: Visit, links: list[tuple[str, int]], links_followed: bool
                     ) -> tuple[list[tuple[str, str | None, dict[str, Any] | None]], bool]:
@@ -1069,6 +1077,7 @@ class Master:
                        pages_read=self._pages_read, seed_failures=self._seed_failures,
                        stored_this_run=s.downloaded - s.resumed_stored,
                        pages_left=self._pages_left, pages_to_retry=self._pages_to_retry,
+                       pages_at_depth_limit=self._pages_at_depth_limit,
                        images_left=len(self._images_over - self._images_seen),
                        images_to_retry=manifest.transient,
                        manifest=manifest)

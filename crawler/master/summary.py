@@ -27,6 +27,7 @@ class Summary:
     pages_read: int = 0  # pages fetched and parsed in this run
     stored_this_run: int = 0  # of succeeded, those this run stored (not an earlier one)
     pages_left: int = 0  # pages found and not visited: the page budget was spent
+    pages_at_depth_limit: int = 0  # pages at the depth limit that link to pages not seen
     images_left: int = 0  # images found and not queued: the image budget was spent
     pages_to_retry: int = 0  # pages that failed for a passing reason: the next run tries them
     images_to_retry: int = 0  # the same of images
