@@ -334,6 +334,18 @@ def test_worker_without_authkey_exits_2(tmp_path: Path) -> None:
     assert "CRAWLER_AUTHKEY" in error_line(result)
 
 
+def test_an_authkey_file_that_is_a_folder_points_to_the_key_in_it(tmp_path: Path) -> None:
+    """--authkey-file OUT (the master's output folder, not its key) said only "Is a
+    directory": the key is the authkey file in it."""
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run_crawler("worker", "127.0.0.1:1", "--authkey-file", str(out), cwd=tmp_path)
+    assert result.returncode == 2
+    assert error_line(result) == (
+        f"crawler: error: cannot read the authkey file {out}: it is a folder; the master's "
+        f"key is the file authkey in its output folder: --authkey-file {out / 'authkey'}")
+
+
 def test_worker_gives_up_on_a_missing_master(tmp_path: Path, authkey: str) -> None:
     port = free_port()
     started = time.monotonic()

@@ -64,6 +64,10 @@ def load_authkey(key_file: Path | None, *, generate: bool,
         try:
             text = key_file.read_bytes().strip()
             mode = key_file.stat().st_mode
+        except IsADirectoryError as exc:  # the master's output folder, given for its key
+            raise AuthkeyError(f"cannot read the authkey file {key_file}: it is a folder; the "
+                               f"master's key is the file {KEY_FILE_NAME} in its output "
+                               f"folder: --authkey-file {key_file / KEY_FILE_NAME}") from exc
         except OSError as exc:
             raise AuthkeyError(f"cannot read the authkey file {key_file}: "
                                f"{exc.strerror or exc}") from exc
