@@ -323,7 +323,11 @@ def test_a_crawl_that_did_not_end_is_said_so(tmp_path: Path) -> None:
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     assert state() == ("This crawl reached its budget: 3 page(s) found were not visited "
                        "(--max-pages); 1,500 image(s) found were not queued (--max-images).")
-    summary.update(pages_left=0, images_left=100_000)  # as many as the master keeps
+    summary.update(pages_left=0, images_left=0, pages_at_depth_limit=4)  # a trap, say
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    assert state() == ("This crawl reached its budget: 4 page(s) at the depth limit link to "
+                       "pages not visited (--depth).")
+    summary.update(pages_at_depth_limit=0, images_left=100_000)  # as many as the master keeps
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     assert state() == ("This crawl reached its budget: at least 100,000 image(s) found were "
                        "not queued (--max-images).")

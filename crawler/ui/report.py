@@ -634,6 +634,7 @@ def _crawl_state(summary_path: Path) -> str:
         found = int(summary.get("found") or 0)
         pages_left = int(summary.get("pages_left") or 0)
         images_left = int(summary.get("images_left") or 0)
+        at_depth_limit = int(summary.get("pages_at_depth_limit") or 0)
     except (TypeError, ValueError, OverflowError):  # a damaged summary (1e400): say nothing
         return ""
     if summary.get("interrupted"):
@@ -642,6 +643,8 @@ def _crawl_state(summary_path: Path) -> str:
     left = [f"{pages_left:,} page(s) found were not visited (--max-pages)"] if pages_left else []
     left += [f"{images_left_shown(images_left, separator=',')} image(s) found were not "
              "queued (--max-images)"] if images_left else []
+    left += [f"{at_depth_limit:,} page(s) at the depth limit link to pages not visited "
+             "(--depth)"] if at_depth_limit else []
     return f"This crawl reached its budget: {'; '.join(left)}." if left else ""
 
 
