@@ -653,14 +653,20 @@ def _number_setting(lines_before: list[str], key: str) -> tuple[str, int | float
     last, is a setting that takes a number; None otherwise."""
     tables = [match.group(1) for text in lines_before
               if (match := _TOML_TABLE_LINE.fullmatch(text))]
-    section = getattr(DEFAULTS, tables[-1], None) if tables else None
-    if not isinstance(section, tuple) or tables[-1] not in Settings._fields:
+    if tables:
+        table = tables[-1]
+    elif key.count(".") == 1:  # crawl.depth = 2, before any table
+        table, key = key.split(".")
+    else:
+        return None
+    section = getattr(DEFAULTS, table, None)
+    if not isinstance(section, tuple) or table not in Settings._fields:
         return None
     kind = section_types(type(section)).get(key)
     default = getattr(section, key, None)
     if kind not in (int, float) or isinstance(default, bool) or default is None:
         return None
-    return f"{tables[-1]}.{key}", default
+    return f"{table}.{key}", default
 
 
 _SIZE_SUFFIXES = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}

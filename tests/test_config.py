@@ -423,6 +423,8 @@ def test_a_lazy_attribute_that_no_html_attribute_is_named_is_refused(
     ("[download]\nmax_bytes = lots\n", "Invalid value (at line 2, column 13): "
      'download.max_bytes is a size: bytes in digits, or in quotes with k, M or G '
      '(max_bytes = "50M")'),
+    ("crawl.depth = two\n", "Invalid value (at line 1, column 15): crawl.depth is a "
+     "number, written in digits without quotes (its default: crawl.depth = 3)"),
     ("depth = two\n", 'Invalid value (at line 1, column 9): text is written in quotes: '
      'depth = "two"'),
 ])
