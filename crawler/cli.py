@@ -884,6 +884,10 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     if broker is None and args.master is None:
         raise UsageError(f"no master: give its HOST:PORT, or --broker URL (or ${BROKER_ENV})")
     if args.master is not None:
+        if ":" not in args.master and Path(args.master).is_dir():  # the master's --out
+            raise UsageError(f"{args.master} is a folder: a worker joins a running master by "
+                             "the HOST:PORT it printed as 'queue on HOST:PORT' (and stores "
+                             "into --out DIR)")
         _address(args.master)  # a bad address is a usage error before the key is asked for
     # Read before any wait (a "~/cert.pem" of a settings file, which no shell expanded, too).
     client_certificate(settings.http)

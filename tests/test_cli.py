@@ -334,6 +334,16 @@ def test_worker_without_authkey_exits_2(tmp_path: Path) -> None:
     assert "CRAWLER_AUTHKEY" in error_line(result)
 
 
+def test_a_worker_given_a_folder_for_its_master_says_what_to_give(tmp_path: Path) -> None:
+    """crawler worker OUT (the master's output folder) said only "'OUT' is not HOST:PORT"."""
+    (tmp_path / "out").mkdir()
+    result = run_crawler("worker", "out", cwd=tmp_path)
+    assert result.returncode == 2
+    assert error_line(result) == (
+        "crawler: error: out is a folder: a worker joins a running master by the HOST:PORT "
+        "it printed as 'queue on HOST:PORT' (and stores into --out DIR)")
+
+
 def test_an_authkey_file_that_is_a_folder_points_to_the_key_in_it(tmp_path: Path) -> None:
     """--authkey-file OUT (the master's output folder, not its key) said only "Is a
     directory": the key is the authkey file in it."""
