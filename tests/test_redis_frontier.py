@@ -308,3 +308,15 @@ def test_the_page_budget_counts_every_masters_pages_done_and_in_flight(
     assert a.pop() is None  # one done and one in flight are still two
     unbounded = frontiers("c")
     assert unbounded.pop() is not None  # a master with no budget: none checked
+
+
+def test_which_pages_no_master_of_the_crawl_has_seen(frontiers: MakeFrontier) -> None:
+    """A master's own set knows only the pages it met: one that another master queued is
+    new to it, though the crawl has it (the count of pages at the depth limit that link
+    further asks the crawl)."""
+    a, b = frontiers("a"), frontiers("b")
+    assert a.add_many([("http://h/", 0), ("http://h/seen-by-a", 0)]) == 2
+    assert not b.seen("http://h/seen-by-a")
+    assert b.unseen_by_the_crawl(["http://h/seen-by-a", "http://h/"]) == []
+    assert b.unseen_by_the_crawl(["http://h/seen-by-a", "http://h/new"]) == ["http://h/new"]
+    assert b.unseen_by_the_crawl([]) == []

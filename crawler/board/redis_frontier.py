@@ -323,6 +323,14 @@ class RedisFrontier:
     def seen(self, url: str) -> bool:
         return url in self._seen
 
+    def unseen_by_the_crawl(self, urls: list[str]) -> list[str]:
+        """Those of ``urls`` that no master of the crawl has seen (this master's own set
+        knows only the pages it met): one round trip."""
+        if not urls:
+            return []
+        known = self._client.smismember(self._prefix + "pages:seen", urls)
+        return [url for url, seen in zip(urls, known, strict=True) if not seen]
+
     def forget_seen(self) -> None:
         """Forget which pages this master saw: after a Redis restart, which may have lost
         the last second of them, Redis's own seen set is the only one to go by."""

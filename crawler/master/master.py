@@ -835,9 +835,16 @@ class Master:
                     and frontier.add(link, depth + 1))]
 
     def _links_on(self, found: Iterable[str]) -> bool:
-        """Whether ``found`` holds a page of the crawl not seen yet (looked at until one is)."""
+        """Whether ``found`` holds a page of the crawl not seen yet. On a broker, this
+        master's set lacks what other masters (and earlier runs) met: the crawl's is asked
+        for the links new to this master, in one round trip."""
         frontier = self._frontier
-        return any(not frontier.seen(link) and self._scope.allows_page(link) for link in found)
+        if self._shared_frontier is None:
+            return any(not frontier.seen(link) and self._scope.allows_page(link)
+                       for link in found)
+        new = [link for link in found
+               if not frontier.seen(link) and self._scope.allows_page(link)]
+        return bool(new and self._shared_frontier.unseen_by_the_crawl(new))
 
     def _new_images(self, visit: Visit, links: list[tuple[str, int]], links_followed: bool
                     ) -> tuple[list[tuple[str, str | None, dict[str, Any] | None]], bool]:
