@@ -173,6 +173,7 @@ def test_references_too_long_to_fetch_are_left_out_and_counted() -> None:
     html = (f'<a href="{long_path}">x</a><a href="{long_path}">again</a>'
             f'<img src="/{long_path}.png"><img src="data:image/png;base64,{long_path}">'
             f'<iframe srcdoc="<a href=b{long_path}>framed</a>"></iframe>'
+            f'<a href="#{long_path}">a same-page anchor: no fetch to leave out</a>'
             '<a href="next.html">next</a><img src="ok.png">').encode()
     found = extract(html, PAGE)
     assert found.links == (D + "next.html",)

@@ -110,12 +110,13 @@ class Resolver:
 
 def too_long(raw: str) -> bool:
     """Whether ``raw`` is an http(s) reference the resolver leaves out for its length
-    alone (an inline ``data:`` image of any length is no such one)."""
+    alone (an inline ``data:`` image of any length is no such one, nor a same-page
+    ``#anchor``, which is never fetched)."""
     if len(raw) <= MAX_URL_LENGTH:
         return False
     ref = _clean(raw)
     scheme = _SCHEME_RE.match(ref)
-    return len(ref) > MAX_URL_LENGTH and (
+    return len(ref) > MAX_URL_LENGTH and not ref.startswith("#") and (
         scheme is None or scheme.group(1).lower() in _FETCHED_SCHEMES)
 
 
