@@ -354,6 +354,13 @@ def test_an_authkey_file_that_is_a_folder_points_to_the_key_in_it(tmp_path: Path
     assert error_line(result) == (
         f"crawler: error: cannot read the authkey file {out}: it is a folder; the master's "
         f"key is the file authkey in its output folder: --authkey-file {out / 'authkey'}")
+    # OUT/authkey itself a folder: no file in it to point to.
+    (out / "authkey").mkdir()
+    master = run_crawler("master", "http://127.0.0.1:1/", "--out", str(out), cwd=tmp_path)
+    assert master.returncode == 2
+    assert error_line(master) == (
+        f"crawler: error: cannot read the authkey file {out / 'authkey'}: it is a folder, "
+        "where the key's file belongs")
 
 
 def test_worker_gives_up_on_a_missing_master(tmp_path: Path, authkey: str) -> None:

@@ -65,6 +65,9 @@ def load_authkey(key_file: Path | None, *, generate: bool,
             text = key_file.read_bytes().strip()
             mode = key_file.stat().st_mode
         except IsADirectoryError as exc:  # the master's output folder, given for its key
+            if key_file.name == KEY_FILE_NAME:  # OUT/authkey, made a folder: no key in it
+                raise AuthkeyError(f"cannot read the authkey file {key_file}: it is a "
+                                   "folder, where the key's file belongs") from exc
             raise AuthkeyError(f"cannot read the authkey file {key_file}: it is a folder; the "
                                f"master's key is the file {KEY_FILE_NAME} in its output "
                                f"folder: --authkey-file {key_file / KEY_FILE_NAME}") from exc
