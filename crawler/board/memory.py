@@ -278,17 +278,13 @@ class TaskBoard:
             item = self._items[url] = _Item(url, host, page, ref)
             self._pages_over = False
             self._unfinished += 1
+            self._in_state[QUEUED] += 1
             if tried_before:
                 self._tried_before.add(url)
-                if self._clock() < self._earlier_leases_end:
-                    item.state = DELAYED
-                    self._in_state[DELAYED] += 1
-                    heapq.heappush(self._delayed, (self._earlier_leases_end, next(self._seq),
-                                                   url))
-                    self._cond.notify()
-                    return True
-            self._in_state[QUEUED] += 1
-            self._enqueue(url, host, front=False)
+            if tried_before and self._clock() < self._earlier_leases_end:
+                self._delay_until(item, self._earlier_leases_end)
+            else:
+                self._enqueue(url, host, front=False)
             self._cond.notify()
             return True
 
@@ -795,11 +791,15 @@ class TaskBoard:
             backoff = self.policy.backoff(attempts, attempt.retry_after)
             if attempt.host_is_busy:  # a 429 or 503 is about the server: its host waits
                 self._lanes[item.host].pace.hold(now + backoff)
-            self._set_state(item, DELAYED)
-            heapq.heappush(self._delayed, (now + backoff, next(self._seq), item.url))
+            self._delay_until(item, now + backoff)
             self.retries += 1
             return
         self._finish(item, attempt, worker)
+
+    def _delay_until(self, item: _Item, until: float) -> None:
+        """``item`` waits until ``until`` (``_promote_delayed`` queues it again then)."""
+        self._set_state(item, DELAYED)
+        heapq.heappush(self._delayed, (until, next(self._seq), item.url))
 
     def _set_state(self, item: _Item, state: str) -> None:
         self._in_state[item.state] -= 1
