@@ -829,22 +829,25 @@ class Master:
 
     def _new_links(self, found: Iterable[str], depth: int) -> list[tuple[str, int]]:
         """The links of a page at ``depth`` that are new pages of the crawl, queued."""
-        frontier = self._frontier
-        return [(link, depth + 1) for link in found
-                if (not frontier.seen(link) and self._scope.allows_page(link)
-                    and frontier.add(link, depth + 1))]
+        return [(link, depth + 1) for link in self._unseen_pages(found)
+                if self._frontier.add(link, depth + 1)]
 
     def _links_on(self, found: Iterable[str]) -> bool:
         """Whether ``found`` holds a page of the crawl not seen yet. On a broker, this
         master's set lacks what other masters (and earlier runs) met: the crawl's is asked
         for the links new to this master, in one round trip."""
-        frontier = self._frontier
+        unseen = self._unseen_pages(found)
         if self._shared_frontier is None:
-            return any(not frontier.seen(link) and self._scope.allows_page(link)
-                       for link in found)
-        new = [link for link in found
-               if not frontier.seen(link) and self._scope.allows_page(link)]
+            return next(unseen, None) is not None
+        new = list(unseen)
         return bool(new and self._shared_frontier.unseen_by_the_crawl(new))
+
+    def _unseen_pages(self, found: Iterable[str]) -> Iterator[str]:
+        """The links of ``found`` that are pages of the crawl this master has not seen, one
+        at a time (a link queued by the caller meanwhile is seen by the next look)."""
+        frontier = self._frontier
+        return (link for link in found
+                if not frontier.seen(link) and self._scope.allows_page(link))
 
     def _new_images(self, visit: Visit, links: list[tuple[str, int]], links_followed: bool
                     ) -> tuple[list[tuple[str, str | None, dict[str, Any] | None]], bool]:
