@@ -23,8 +23,6 @@ def transient_status(status: int) -> bool:
     return status not in PERMANENT_STATUSES and (status in (408, 425, 429) or status >= 500)
 
 
-
-
 def server_pause(status: int, retry_after: str | None) -> float | None:
     """Seconds a failed answer asks its host to be left alone: its ``Retry-After``, or
     RATE_LIMITED_PAUSE for a 429 without one; None when it asks nothing."""
