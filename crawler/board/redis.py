@@ -665,7 +665,9 @@ class RedisBoard:
     def _report_args(self, attempts: list[Attempt]) -> list[str]:
         args: list[str] = []
         for attempt in attempts:
-            note = retry_after_note(attempt, host_key_of_normalized(attempt.url), self.policy)
+            # (A success has no Retry-After: its host's key is not worked out for nothing.)
+            note = None if attempt.ok else retry_after_note(
+                attempt, host_key_of_normalized(attempt.url), self.policy)
             args += [attempt.url, "1" if attempt.ok else "0", "1" if attempt.transient else "0",
                      repr(float(attempt.retry_after)) if attempt.retry_after else "",
                      str(attempt.bytes or 0), repr(random.uniform(0.5, 1.0)),  # backoff jitter
