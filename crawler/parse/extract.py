@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 from crawler.model.imagetype import IMAGE_EXTENSIONS  # one list: what the store also names files by
 from crawler.parse.css import css_references, css_urls, stylesheet_urls
 from crawler.parse.decode import decode
-from crawler.parse.resolve import MAX_URL_LENGTH, Resolver, page_base, too_long
+from crawler.parse.resolve import MAX_URL_LENGTH, Resolver, page_base
 from crawler.parse.srcset import parse_srcset
 from crawler.parse.trees import PARSERS, Getter, Tree, parse
 
@@ -439,8 +439,7 @@ def extract(
     links: dict[str, None] = {}  # dicts keep first-seen order and drop repeats
     images: dict[str, ImageRef] = {}
     sheets: dict[str, None] = {}
-    longer: set[str] = set()  # references too long to fetch
-    longer_framed = 0  # and those of the pages its <iframe srcdoc> hold
+    longer_framed = 0  # references too long to fetch in the pages its <iframe srcdoc> hold
     anchors_are_images = "anchor" in wanted
     pictures: dict[int, tuple[Any, Any]] = {}  # id(picture) -> (picture, its <img>)
     for role, raw, kind, node in collector.refs:
@@ -460,8 +459,6 @@ def extract(
             continue
         url = resolve(raw)
         if url is None:
-            if too_long(raw):
-                longer.add(raw)
             continue
         if role == "nav":
             if url in links:  # a page links the same pages many times over
@@ -478,7 +475,7 @@ def extract(
     return Extraction(base_url=base, links=tuple(links), images=tuple(images),
                       stylesheets=tuple(sheets), image_refs=tuple(images.values()),
                       nofollow=collector.nofollow, encoding=used_encoding,
-                      too_long=len(longer) + longer_framed)
+                      too_long=len(resolve.too_long) + longer_framed)
 
 
 _MAX_SRCDOC_NESTING = 4  # <iframe srcdoc> within srcdoc, read this deep

@@ -16,7 +16,7 @@ from crawler.errors import InvalidURL
 from crawler.model.urls import normalize, resolve
 from crawler.parse.encodings import encode_as, encoding_of, url_encoding
 
-__all__ = ["MAX_URL_LENGTH", "Resolver", "page_base", "too_long"]
+__all__ = ["MAX_URL_LENGTH", "Resolver", "page_base"]
 
 # Longer references are left out: no server accepts them (most stop at 8 KiB),
 # and resolving megabyte-long junk attributes would only cost time.
@@ -64,6 +64,9 @@ class Resolver:
         # then reads it, where the standard's join costs a parse of the base each time.
         self.folder = _folder(base) if fetched else ""
         self.cache: dict[str, str | None] = {}  # pages repeat references (icons, spacers)
+        # References refused for their length alone: no URL a server takes, but the page
+        # had them, and a user may want to know (never from the shared cache: too long).
+        self.too_long: set[str] = set()
 
     def __call__(self, raw: str) -> str | None:
         if raw in self.cache:
@@ -84,11 +87,14 @@ class Resolver:
         """The URL ``raw`` names, and whether any page of the base's folder gets the same."""
         # What is refused at once costs less to refuse again than to keep.
         ref = _clean(raw)
-        if not ref or ref.startswith("#") or len(ref) > MAX_URL_LENGTH:
+        if not ref or ref.startswith("#"):
             return None, False  # empty, or a place in this same page
         scheme = _SCHEME_RE.match(ref)
         if scheme is not None and scheme.group(1).lower() not in _FETCHED_SCHEMES:
             return None, False  # data:, javascript:, mailto:, blob:, about:, ...
+        if len(ref) > MAX_URL_LENGTH:
+            self.too_long.add(raw)
+            return None, False
         if self.query_encoding != "utf-8" and not ref.isascii():
             ref = _encode_query(ref, self.query_encoding)
         # "/path" and "path" depend on the base's folder only, and "scheme://..." on
@@ -106,18 +112,6 @@ class Resolver:
                     folder_only)
         except InvalidURL:
             return None, folder_only
-
-
-def too_long(raw: str) -> bool:
-    """Whether ``raw`` is an http(s) reference the resolver leaves out for its length
-    alone (an inline ``data:`` image of any length is no such one, nor a same-page
-    ``#anchor``, which is never fetched)."""
-    if len(raw) <= MAX_URL_LENGTH:
-        return False
-    ref = _clean(raw)
-    scheme = _SCHEME_RE.match(ref)
-    return len(ref) > MAX_URL_LENGTH and not ref.startswith("#") and (
-        scheme is None or scheme.group(1).lower() in _FETCHED_SCHEMES)
 
 
 def _folder(base: str) -> str:
