@@ -650,6 +650,11 @@ def _check_flag(flag: str, key: str, value: Any) -> None:
 _ONE_OF_MANY = {"a list of headers": "a header"}  # the only list setting a flag adds to
 
 
+def _a_folder_for_an_address(text: str) -> bool:
+    """Whether a master's HOST:PORT was given as a folder (its output folder, likely)."""
+    return ":" not in text and Path(text).is_dir()
+
+
 def _address(text: str) -> tuple[str, int]:
     try:
         return parse_address(text)
@@ -884,7 +889,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     if broker is None and args.master is None:
         raise UsageError(f"no master: give its HOST:PORT, or --broker URL (or ${BROKER_ENV})")
     if args.master is not None:
-        if ":" not in args.master and Path(args.master).is_dir():  # the master's --out
+        if _a_folder_for_an_address(args.master):
             raise UsageError(f"{args.master} is a folder: a worker joins a running master by "
                              "the HOST:PORT it printed as 'queue on HOST:PORT' (and stores "
                              "into --out DIR)")
@@ -1029,7 +1034,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     elif args.master is None:
         raise UsageError(f"no master: give its HOST:PORT, or --broker URL (or ${BROKER_ENV})")
     else:
-        if ":" not in args.master and Path(args.master).is_dir():
+        if _a_folder_for_an_address(args.master):
             from crawler.master.folderlock import folder_in_use
 
             if folder_in_use(Path(args.master)):
