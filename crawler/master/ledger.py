@@ -135,8 +135,7 @@ class BrokerLedger:
                 else:
                     queued.append((url, host_key_of_normalized(url), page_url, ref))
         delays = self._delays
-        hosts = {host for _, host, _, _ in queued}
-        self._board.queue_host_delays(pipe, {host: delays[host] for host in hosts
+        self._board.queue_host_delays(pipe, {host: delays[host] for _, host, _, _ in queued
                                              if host in delays})
         self._board.queue_puts(pipe, queued)  # after the pages: one transaction, all or none
         pipe.execute()
