@@ -319,7 +319,7 @@ def test_a_retry_after_the_board_cannot_go_by_is_said_once_per_host(board: MakeB
                    busy(urls[3], retry_after=3 * 86400.0)])
     b.report("w", [busy(urls[2], retry_after_unread="later"),
                    busy(urls[4], retry_after=86400.0)])
-    assert b.news() == [
+    assert [line for line in b.news() if "slowed down" not in line] == [
         "h sent a Retry-After that cannot be read ('soon', HTTP 503 on http://h/0.png): taken "
         "as none: its images wait their backoff (download.backoff_base, doubling at each "
         "try), as after HTTP 503 without one",
@@ -345,9 +345,49 @@ def test_a_429_without_retry_after_is_no_server_asking_to_wait(board: MakeBoard)
     limited = Attempt(url=urls[0], ok=False, reason="HTTP 429", transient=True,
                       kind=FailureKind.STATUS, retry_after=RATE_LIMITED_PAUSE)
     b.report("w", [limited, limited._replace(url=urls[1], retry_after_unread="soon")])
-    assert b.news() == [
+    assert [line for line in b.news() if "Retry-After" in line] == [
         "g sent a Retry-After that cannot be read ('soon', HTTP 429 on http://g/0.png): taken "
         "as none: its images wait 4 s, as after HTTP 429 without one"]
+
+
+def leased_within(b: AnyBoard, clock: Clock, seconds: float, step: float = 0.01) -> int:
+    """How many URLs one worker is leased, asking every ``step`` for ``seconds``."""
+    leased = 0
+    for _ in range(round(seconds / step)):
+        leased += len(b.lease("w", 100, 0)["tasks"])
+        clock.now += step
+    return leased
+
+
+def test_a_host_that_answers_429_or_503_is_slowed_down_till_it_answers_well(
+        board: MakeBoard) -> None:
+    """A rate-limited host refused the bursts it was sent (16 at once, then again after
+    each pause): a crawl went at a tenth of what it allowed, and lost images that met
+    its limit on every try. Now each "too many" halves the host's pace (once for the
+    answers to requests already sent), and each success brings it back a little."""
+    clock = Clock()
+    b = board(clock, host_concurrency=100, backoff_base=0.001, backoff_max=60.0)
+    urls = [f"http://h/{n}.png" for n in range(500)]
+    for url in urls:
+        b.put(url, "h", None)
+    assert len(b.lease("w", 4, 0)["tasks"]) == 4  # no delay yet
+    b.report("w", [busy(urls[0]), busy(urls[1])._replace(reason="HTTP 429")])  # one news
+    assert b.news() == [
+        "h answered HTTP 503 (http://h/0.png): slowed down to one request every 0.25 s, "
+        "across all workers; it speeds up again as the host answers"]
+    clock.now += 1.0
+    assert leased_within(b, clock, 1.0) == 4  # one every 0.25 s
+    b.report("w", [busy(urls[2])])  # past the gap: slowed down again
+    clock.now += 1.0
+    assert leased_within(b, clock, 2.0) == 4  # one every 0.5 s
+    # Each success wears the slow-down off by 1%: halved after about 70.
+    b.report("w", [ok(url) for url in urls[3:12]])
+    for _ in range(61):
+        clock.now += 0.5
+        b.report("w", [ok(url) for url, _ in b.lease("w", 1, 0)["tasks"]])
+    clock.now += 1.0
+    assert leased_within(b, clock, 2.0) in (7, 8)  # one every 0.25 s again
+    assert b.news() == []  # said once: the next ones go to the log
 
 
 def test_permanent_failures_are_final_at_once(board: MakeBoard) -> None:
@@ -748,7 +788,8 @@ def test_a_busy_answer_holds_the_whole_host_for_its_backoff(board: MakeBoard) ->
     clock.now += 1.9  # the backoff is 2 to 4 s (jitter)
     assert b.lease("w", 5, 0)["tasks"] == []
     clock.now += 2.2
-    assert len(b.lease("w", 5, 0)["tasks"]) == 3  # the last image, the two tried again
+    # The last image, the two tried again: one every 0.25 s, as the 503 slowed it down.
+    assert leased_within(b, clock, 0.6) == 3
 
 
 @pytest.mark.parametrize("status", [500, 502])

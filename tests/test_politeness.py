@@ -257,6 +257,68 @@ def test_a_retry_after_that_cannot_be_read_is_said_once_per_host(
     assert len(entries) == 6 and {e["attempts"] for e in entries} == {2}, entries
 
 
+class RateLimit:
+    """A server's rate limit: ``burst`` requests at once, refilled at ``rate`` a second."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rate, self._burst = rate, burst
+        self._tokens, self._last = float(burst), time.monotonic()
+        self._lock = threading.Lock()
+        self.refused = 0
+
+    def allows(self) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+            self._last = now
+            if self._tokens < 1:
+                self.refused += 1
+                return False
+            self._tokens -= 1
+            return True
+
+
+def rate_limited(server: FixtureServer, paths: list[str], limit: RateLimit) -> None:
+    """Answer 503 to the requests for ``paths`` past ``limit`` (the others as before)."""
+    def route_for(served: Callable[[FixtureHandler], None]) -> Callable[[FixtureHandler], None]:
+        def route(handler: FixtureHandler) -> None:
+            if limit.allows():
+                served(handler)
+            else:
+                handler.send_body(503, b"too many requests", "text/plain")
+        return route
+
+    for path in paths:
+        server.routes[path] = route_for(server.routes[path])
+
+
+@pytest.mark.parametrize("queue", ["embedded", "broker"])
+def test_a_rate_limited_host_is_slowed_down_and_loses_no_image(
+        make_server: Callable[[], FixtureServer], tmp_path: Path,
+        request: pytest.FixtureRequest, queue: str) -> None:
+    """A host that allows 4 requests at once and 40 a second was sent bursts of 16, and
+    again after each short backoff: 5 or 6 of its 16 images failed for good (3 tries each)."""
+    server = make_server()
+    site = build_site(pages=1, images_per_page=16, min_kb=1, max_kb=2)
+    serve_routes(server, site.files)
+    limit = RateLimit(rate=40, burst=4)
+    rate_limited(server, sorted(site.images), limit)
+    (tmp_path / "settings.toml").write_text("[download]\nbackoff_base = 0.05\n")
+    broker = (["--broker", request.getfixturevalue("redis_server").url, "--crawl",
+               request.getfixturevalue("crawl_name")] if queue == "broker" else [])
+    done = run_crawler("master", server.url + "/", *broker, "--bind", "127.0.0.1:0",
+                       "--out", str(tmp_path / "out"), "--local-workers", "1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    entries = manifest_lines(tmp_path / "out")
+    assert len(entries) == 16 and {e["status"] for e in entries} == {"success"}, done.stderr
+    assert limit.refused >= 1  # (the first burst met the limit)
+    host = re.escape(server.url.partition("//")[2])
+    said = re.findall(rf"WARNING: {host} answered HTTP 503 \({re.escape(server.url)}/\S+\): "
+                      r"slowed down to one request every 0.25 s, across all workers; it "
+                      r"speeds up again as the host answers\n", done.stderr)
+    assert len(said) == 1, done.stderr
+
+
 @pytest.mark.parametrize("source", ["robots.txt", "--host-delay"])
 def test_a_hosts_delay_spaces_its_pages_and_images_together(
         make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str,

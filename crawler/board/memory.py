@@ -194,6 +194,13 @@ def retry_after_note(attempt: Attempt, host: str, policy: BoardPolicy) -> tuple[
     return None
 
 
+def slow_down_note(host: str, seconds: float, attempt: Attempt) -> str:
+    """The line that says ``host`` is slowed down after ``attempt`` (a 429 or 503)."""
+    return (f"{host} answered {attempt.reason} ({attempt.url[:200]}): slowed down to one "
+            f"request every {seconds:.2g} s, across all workers; it speeds up again as "
+            "the host answers")
+
+
 class TaskBoard:
     """The Board in the master's memory (see crawler.board.base for what each call means).
 
@@ -776,6 +783,11 @@ class TaskBoard:
         item = self._items[attempt.url]
         self._unlease(item)
         now = self._clock()
+        pace = self._lanes[item.host].pace
+        if attempt.ok:
+            pace.answered()
+        elif attempt.host_is_busy:
+            self._slowed_down(item.host, pace.slow_down(now, self.policy.backoff_max), attempt)
         if attempt.retry_after:
             held = min(attempt.retry_after, self.policy.backoff_max)
             self._lanes[item.host].pace.hold(now + held)
@@ -795,6 +807,18 @@ class TaskBoard:
             self.retries += 1
             return
         self._finish(item, attempt, worker)
+
+    def _slowed_down(self, host: str, seconds: float | None, attempt: Attempt) -> None:
+        """Say that ``host`` is slowed down to one request every ``seconds`` (None: it
+        was not slowed down further): a warning the first time, as the crawl slows."""
+        if seconds is None:
+            return
+        line = slow_down_note(host, seconds, attempt)
+        if (host, "slowed") in self._said:
+            log.info("%s", line)
+        else:
+            self._said.add((host, "slowed"))
+            self._news.append(line)
 
     def _delay_until(self, item: _Item, until: float) -> None:
         """``item`` waits until ``until`` (``_promote_delayed`` queues it again then)."""

@@ -30,7 +30,9 @@ leases        sorted set: URL leased to a holder without a record (the classic
               it calls, and loses them all when it falls silent
 delayed       sorted set: URL waiting for a retry -> when it may go again
 inflight      hash: host -> URLs leased; ``next``: host -> not asked before;
-              ``delay``: host -> seconds between two requests (Crawl-delay)
+              ``delay``: host -> seconds between two requests (Crawl-delay);
+              ``slow``: host -> its slow-down after a 429 or 503 (seconds between
+              two requests, worn off by successes); ``slowed``: when it last grew
 w:WORKER      hash: info, first (seen), ask (last asked for work), ex (the
               highest exchange applied), done, failed, bytes
 held:WORKER   set: the URLs it holds; ``ph:WORKER``: hash host -> how many
@@ -101,6 +103,12 @@ from crawler.board.memory import BoardPolicy, Settled, retry_after_note
 from crawler.errors import BrokerError, BrokerRefused, BrokerUnreachable, CrawlGone, UsageError
 from crawler.model.cookies import MAX_COOKIES, cookie_key
 from crawler.model.outcome import Attempt, one_line
+from crawler.model.pacing import (
+    FIRST_SLOW_DOWN,
+    SLOW_DOWN_GAP,
+    SLOW_DOWN_GONE,
+    SLOW_DOWN_WEARS_OFF,
+)
 from crawler.model.urls import host_key_of_normalized
 from crawler.model.wire import LeaseAnswer, WorkerInfo
 
@@ -121,6 +129,12 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
+# The slow-down of a host that answers 429 or 503, as the embedded board's paces have it.
+_SLOW_DOWN_LUA = (f"local FIRST_SLOW_DOWN, SLOW_DOWN_WEARS_OFF = {FIRST_SLOW_DOWN!r}, "
+                  f"{SLOW_DOWN_WEARS_OFF!r}\nlocal SLOW_DOWN_GONE, SLOW_DOWN_GAP = "
+                  f"{SLOW_DOWN_GONE!r}, {SLOW_DOWN_GAP!r}\n")
+
+
 def _load_scripts() -> dict[str, str]:
     """Each script's full text: the crawl-gone check every writing script shares with
     the page frontier's (``CRAWL_GONE_LUA``), the board's shared part, then its own
@@ -128,7 +142,7 @@ def _load_scripts() -> dict[str, str]:
     returns."""
     text = resources.files("crawler.board").joinpath("redis_scripts.lua").read_text("utf-8")
     shared, *bodies = re.split(r"^-- @script ", text, flags=re.MULTILINE)
-    shared = CRAWL_GONE_LUA + shared
+    shared = CRAWL_GONE_LUA + _SLOW_DOWN_LUA + shared
     return {body.split(":", 1)[0]: f"{shared}\nlocal result = (function()\n-- {body}\nend)()\n"
                                    "flush_bumps()\nreturn result" for body in bodies}
 
@@ -671,7 +685,7 @@ class RedisBoard:
             args += [attempt.url, "1" if attempt.ok else "0", "1" if attempt.transient else "0",
                      repr(float(attempt.retry_after)) if attempt.retry_after else "",
                      str(attempt.bytes or 0), repr(random.uniform(0.5, 1.0)),  # backoff jitter
-                     "1" if attempt.host_is_busy else "0", _stored(attempt),
+                     attempt.reason if attempt.host_is_busy else "", _stored(attempt),
                      "\t".join(note) if note is not None else ""]
         return args
 

@@ -12,6 +12,10 @@ local LEASES, DELAYED = P .. 'leases', P .. 'delayed'
 local READY, LISTED = P .. 'ready', P .. 'listed'
 local PACED, FULL = P .. 'paced', P .. 'full'
 local INFLIGHT, NEXT, DELAY = P .. 'inflight', P .. 'next', P .. 'delay'
+-- A host's slow-down after a 429 or 503 (crawler.model.pacing's, whose constants
+-- crawler/board/redis.py puts before this part): SLOW, host -> seconds between two
+-- requests, worn off by successes; SLOWED, host -> when it last grew.
+local SLOW, SLOWED = P .. 'slow', P .. 'slowed'
 local CONTACT, ASKING, GONE = P .. 'contact', P .. 'asking', P .. 'gone'
 local CLOSED, RESULTS = P .. 'closed', P .. 'results'
 -- CRAWL_GONE and crawl_gone(record) come before this part (CRAWL_GONE_LUA in
@@ -85,7 +89,7 @@ local function flush_bumps()
 end
 
 -- A host's pace (NEXT: not asked before; DELAY: between two URLs), read once a call.
-local HOST_TIMES = {[P .. 'next'] = {}, [P .. 'delay'] = {}}
+local HOST_TIMES = {[P .. 'next'] = {}, [P .. 'delay'] = {}, [P .. 'slow'] = {}}
 local function host_time(key, host)
   local known = HOST_TIMES[key]
   local t = known[host]
@@ -280,8 +284,8 @@ local function policy_from(args, at)
 end
 local POLICY_ARGS = 8
 
--- A report: url, ok, transient, retry_after ('' for none), bytes, jitter, busy (a 429 or
--- 503: about its host), attempt JSON, note for the crawl's user ('' for none: else its
+-- A report: url, ok, transient, retry_after ('' for none), bytes, jitter, busy (the
+-- reason of a 429 or 503, about its host; '' for any other), attempt JSON, note for the crawl's user ('' for none: else its
 -- kind, a tab and its line).
 local REPORT_ARGS = 9
 
@@ -294,8 +298,42 @@ local function say(host, note)
   end
 end
 
+-- The host answered a 429 or 503 (busy: its reason): its slow-down doubles, unless it
+-- grew within the gap (the answers to requests sent before are the same news).
+local function slow_down(host, busy, url, now, policy)
+  local slowed = host_time(SLOW, host)
+  local at = tonumber(redis.call('HGET', SLOWED, host) or '')
+  if at and now - at < math.max(SLOW_DOWN_GAP, slowed) then return end
+  slowed = math.min(policy.backoff_max, math.max(FIRST_SLOW_DOWN, 2 * slowed))
+  HOST_TIMES[SLOW][host] = slowed
+  redis.call('HSET', SLOW, host, num(slowed))
+  redis.call('HSET', SLOWED, host, num(now))
+  say(host, 'slowed\t' .. string.format('%s answered %s (%s): slowed down to one request '
+      .. 'every %.2g s, across all workers; it speeds up again as the host answers', host,
+      busy, string.sub(url, 1, 200), slowed))
+end
+
+-- The host answered well: its slow-down, if any, wears off a little.
+local function answered(host)
+  local slowed = host_time(SLOW, host)
+  if slowed == 0 then return end
+  slowed = slowed * SLOW_DOWN_WEARS_OFF
+  if slowed < SLOW_DOWN_GONE then
+    slowed = 0
+    redis.call('HDEL', SLOW, host)
+  else
+    redis.call('HSET', SLOW, host, num(slowed))
+  end
+  HOST_TIMES[SLOW][host] = slowed
+end
+
 local function record_result(url, it, r, worker, now, policy)
   unlease(url, it)
+  if r.ok then
+    answered(it.h)
+  elseif r.busy ~= '' then
+    slow_down(it.h, r.busy, url, now, policy)
+  end
   if r.retry_after > 0 then
     hold_host(it.h, now + math.min(r.retry_after, policy.backoff_max))
   end
@@ -306,7 +344,7 @@ local function record_result(url, it, r, worker, now, policy)
     if r.retry_after > 0 then
       delay = math.max(delay, math.min(r.retry_after, policy.backoff_max))
     end
-    if r.busy then hold_host(it.h, now + delay) end  -- a 429 or 503 is the server's
+    if r.busy ~= '' then hold_host(it.h, now + delay) end  -- a 429 or 503 is the server's
     set_state(url, it, 'd')
     save_item(url, it)
     redis.call('ZADD', DELAYED, num(now + delay), url)
@@ -324,7 +362,7 @@ local function report(worker, record, args, at, count, now, policy)
     local base = at + i * REPORT_ARGS
     local r = {url = args[base], ok = args[base + 1] == '1', transient = args[base + 2] == '1',
                retry_after = tonumber(args[base + 3]) or 0, bytes = tonumber(args[base + 4]),
-               jitter = tonumber(args[base + 5]), busy = args[base + 6] == '1',
+               jitter = tonumber(args[base + 5]), busy = args[base + 6],
                json = args[base + 7], note = args[base + 8]}
     spoken[r.url] = true
     local it = get_item(r.url)
@@ -422,7 +460,7 @@ local function take(worker, record, limit, now, policy)
       end
       save_item(url, it)
       add_to_tally(INFLIGHT, host, 1)
-      local delay = math.max(policy.host_delay, host_time(DELAY, host))
+      local delay = math.max(policy.host_delay, host_time(DELAY, host), host_time(SLOW, host))
       if delay > 0 then hold_host(host, now + delay) end
       if record then
         redis.call('SADD', held_key(worker), url)

@@ -9,6 +9,11 @@ share one pace per host, so that the delay spaces every request to the host and
 a hold from either side holds both; the page frontier keeps paces of its own
 for when a page is handed to the page loop, which is no request.
 
+A host that answers 429 or 503 (too many requests, overloaded) is slowed
+down on top of that: a delay of its own, doubled at each such answer and worn
+off a little by each success, so that a rate-limited host is asked about as
+often as it allows rather than in bursts that it refuses.
+
 Shared, pages and images take turns: while a page waits for the host, an
 image leaves it the turn after an image's. Otherwise the workers, woken the
 moment the host is free, would take every turn while its images last, and its
@@ -23,15 +28,31 @@ import threading
 # host has no delay: the page takes it within moments.
 PAGE_TURN = 0.005
 
+# A host's first slow-down: at most four requests a second, across all workers.
+FIRST_SLOW_DOWN = 0.25
+# Each success wears a slow-down off by this factor: halved in about 70 requests,
+# so that a host whose rate limit was met is not pushed into it again at once.
+SLOW_DOWN_WEARS_OFF = 0.99
+# Below this, a slow-down is gone.
+SLOW_DOWN_GONE = 0.01
+# A second slow-down waits this long at least (or the slow-down, if longer): the
+# requests already in flight when the host said "too many" were sent too fast for
+# the first one, and their answers are the same news.
+SLOW_DOWN_GAP = 1.0
+
 
 class Pace:
     """One host's pace."""
 
-    __slots__ = ("_floor", "_lock", "_page_went_last", "delay", "next_time", "page_waits")
+    __slots__ = ("_asked", "_floor", "_lock", "_page_went_last", "_slowed", "_slowed_at",
+                 "delay", "next_time", "page_waits")
 
     def __init__(self, delay: float = 0.0) -> None:
         self._floor = delay  # the configured delay, which no Crawl-delay shortens
-        self.delay = delay  # seconds between two requests to the host
+        self._asked = delay  # the configured delay or the host's Crawl-delay, the longer
+        self._slowed = 0.0  # the slow-down a 429 or 503 brought, worn off by successes
+        self._slowed_at = float("-inf")  # when it last grew
+        self.delay = delay  # seconds between two requests to the host: the longest of them
         self.next_time = 0.0  # not asked before this time (time.monotonic())
         self.page_waits = False  # a page waits for its turn (set by the page loop alone)
         self._page_went_last = False
@@ -84,7 +105,30 @@ class Pace:
         its robots.txt says it now: read again, it may ask for more or less), never less
         than the configured delay."""
         with self._lock:
-            self.delay = max(self._floor, delay)
+            self._asked = max(self._floor, delay)
+            self.delay = max(self._asked, self._slowed)
+
+    def slow_down(self, now: float, at_most: float) -> float | None:
+        """The host answered 429 or 503: double its slow-down (at most ``at_most``
+        seconds between two requests); the new one, or None when this answer is news
+        already had (it came within the gap after the last slow-down)."""
+        with self._lock:
+            if now - self._slowed_at < max(SLOW_DOWN_GAP, self._slowed):
+                return None
+            self._slowed = min(at_most, max(FIRST_SLOW_DOWN, 2 * self._slowed))
+            self._slowed_at = now
+            self.delay = max(self._asked, self._slowed)
+            return self._slowed
+
+    def answered(self) -> None:
+        """The host answered a request well: its slow-down, if any, wears off a little."""
+        if not self._slowed:
+            return  # no lock needed: most hosts are never slowed down
+        with self._lock:
+            self._slowed *= SLOW_DOWN_WEARS_OFF
+            if self._slowed < SLOW_DOWN_GONE:
+                self._slowed = 0.0
+            self.delay = max(self._asked, self._slowed)
 
 
 class Paces:
