@@ -1003,6 +1003,25 @@ def test_odd_answers_are_failures_not_crashes(engines: Callable[..., Engine]) ->
         assert isinstance(attempt, Attempt) and not attempt.ok, attempt
 
 
+def test_a_switching_protocols_answer_not_asked_for_is_the_final_answer(
+        engines: Callable[..., Engine]) -> None:
+    """libcurl takes a 101 it did not ask for as the final answer, and what follows as
+    its body: taken for an interim answer here, that body failed as a passing connection
+    error, "Failure writing output to destination, passed 3222 returned 1844...", tried
+    again each time."""
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\n\r\n" + ok_answer())
+        return False
+
+    base, done = raw_server(answer)
+    try:
+        attempt = engines().one(f"{base}/upgraded.png")
+    finally:
+        done.set()
+    assert (attempt.reason, attempt.kind, attempt.transient) == (
+        "HTTP 101", FailureKind.STATUS, False), attempt
+
+
 def test_a_body_larger_than_memory_holds_goes_through_a_partial_file(
         server: FixtureServer, engines: Callable[..., Engine],
         monkeypatch: pytest.MonkeyPatch) -> None:

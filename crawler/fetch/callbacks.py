@@ -35,7 +35,7 @@ from crawler.fetch.engine import (
     too_large,
 )
 from crawler.fetch.guard import BlockedAddress
-from crawler.fetch.policy import REDIRECT_STATUSES, location_text
+from crawler.fetch.policy import REDIRECT_STATUSES, interim, location_text
 from crawler.fetch.transfer import Slot, Transfer, failed
 from crawler.model.outcome import FailureKind
 
@@ -151,8 +151,8 @@ class TransferCallbacks:
             return None
         if len(line) <= 2 and line.strip() == b"" and not transfer.head_done:
             transfer.last_io = time.monotonic()
-            if 100 <= transfer.status < 200:
-                return None  # an interim answer: the real one follows
+            if interim(transfer.status):
+                return None  # the real answer follows
             transfer.head_done = True
             return self._on_head(transfer)
         return None  # another header, or a trailer of a chunked body

@@ -16,6 +16,14 @@ from crawler.model.urls import resolve
 PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 405, 406, 410, 414, 451})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 10  # hops followed for one URL, page or image
+SWITCHING_PROTOCOLS = 101
+
+
+def interim(status: int) -> bool:
+    """Whether an answer with ``status`` is an interim one (1xx), the real answer to
+    follow. Not a 101 (Switching Protocols): never asked for here, libcurl takes it for
+    the final answer, and what follows for its body."""
+    return 100 <= status < 200 and status != SWITCHING_PROTOCOLS
 
 
 def transient_status(status: int) -> bool:
