@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import hashlib
@@ -1020,6 +1021,32 @@ def test_a_switching_protocols_answer_not_asked_for_is_the_final_answer(
         done.set()
     assert (attempt.reason, attempt.kind, attempt.transient) == (
         "HTTP 101", FailureKind.STATUS, False), attempt
+
+
+def test_a_head_past_libcurls_limits_is_a_bad_response_for_good(
+        engines: Callable[..., Engine]) -> None:
+    """A header line of 2 MB, 5,001 header lines, or 300 KB of head in all: libcurl
+    refuses each, and the image failed as a passing connection error, said three ways
+    ("connection error" alone, and one reason per head size: "307677 > 307200")."""
+    heads = {b"/long-line.png": b"X-Big: " + b"a" * 2_000_000 + b"\r\n",
+             b"/many-lines.png": b"".join(b"X-%d: v\r\n" % n for n in range(5001)),
+             b"/large-head.png": b"".join(b"X-%d: %s\r\n" % (n, b"a" * 1000)
+                                          for n in range(400))}
+
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        with contextlib.suppress(OSError):  # libcurl may hang up before the end
+            conn.sendall(ok_answer(extra=heads[request.split(b" ")[1]]))
+        return False
+
+    base, done = raw_server(answer)
+    try:
+        got = engines().fetch([f"{base}{path.decode()}" for path in heads])
+    finally:
+        done.set()
+    for attempt in got.values():
+        assert isinstance(attempt, Attempt)
+        assert (attempt.reason, attempt.kind, attempt.transient) == (
+            "bad response: head too large", FailureKind.BAD_RESPONSE, False), attempt
 
 
 def test_a_body_larger_than_memory_holds_goes_through_a_partial_file(

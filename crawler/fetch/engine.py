@@ -121,6 +121,13 @@ class Engine(Protocol):
 CURLE_WEIRD_SERVER_REPLY = 8
 CURLE_HTTP2_STREAM = 92
 CURLE_PROXY = 97
+CURLE_TOO_LARGE = 100
+
+HEAD_TOO_LARGE = "bad response: head too large"
+# How libcurl says a head is past its limits, whatever its error code: the same next
+# time, not a connection's passing failure (and no reason per head size, "307677 > ...").
+_HEAD_TOO_LARGE = ("Too large response headers", "Too many response headers",
+                   "A value or data field grew larger than allowed")
 
 # libcurl's error codes -> (kind, reason, worth another try). The reason is the
 # text results.log shows; libcurl's own message is added after a colon where it
@@ -155,6 +162,8 @@ CURL_ERRORS: dict[int, tuple[FailureKind, str, bool]] = {
                                     False),
     pycurl.E_TOO_MANY_REDIRECTS: (FailureKind.REDIRECT, "too many redirects", False),
     pycurl.E_FILESIZE_EXCEEDED: (FailureKind.TOO_LARGE, "too large", False),
+    # A header line past 100 KB, or more lines than libcurl takes (libcurl 8.6).
+    CURLE_TOO_LARGE: (FailureKind.BAD_RESPONSE, HEAD_TOO_LARGE, False),
 }
 UNKNOWN_ERROR = (FailureKind.CONNECTION, "connection error", True)
 
@@ -190,6 +199,8 @@ def message_failure(message: str) -> tuple[FailureKind, str, bool] | None:
         for alert, reason in _CLIENT_CERT_ALERTS.items():
             if alert in message:
                 return FailureKind.TLS, reason, False
+    if message.startswith(_HEAD_TOO_LARGE):
+        return FailureKind.BAD_RESPONSE, HEAD_TOO_LARGE, False
     if "error -532" in message and _H2_ENDED_SHORT.search(message):
         return FailureKind.CONNECTION, H2_ENDED_SHORT, True
     return None
