@@ -747,6 +747,37 @@ def test_a_body_without_length_cut_short_is_not_stored(engines: Callable[..., En
         assert isinstance(attempt, Attempt) and attempt.ok and attempt.bytes == len(body)
 
 
+def test_a_length_libcurl_does_not_read_is_no_length_said(engines: Callable[..., Engine]) -> None:
+    """A space before the colon: libcurl reads no Content-Length or Transfer-Encoding
+    there (RFC 9112 allows none), and takes the closed connection for the body's end;
+    the engine read the field, took the body's length as said, and stored half a
+    picture as a success."""
+    heads = {b"/spaced-length.png": b"Content-Length : %d\r\n" % len(PNG),
+             b"/tabbed-length.png": b"Content-Length\t: %d\r\n" % len(PNG),
+             b"/spaced-chunked.png": b"Transfer-Encoding : chunked\r\n"}
+
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        path = request.split(b" ")[1]
+        body = PNG if path == b"/whole.png" else PNG[:len(PNG) // 2]
+        conn.sendall(b"HTTP/1.1 200 OK\r\n%s\r\n%s" % (heads.get(path, heads[
+            b"/spaced-length.png"]), body))
+        return False
+
+    base, done = raw_server(answer)
+    try:
+        engine = engines()
+        got = engine.fetch([f"{base}{path.decode()}" for path in [*heads, b"/whole.png"]])
+    finally:
+        done.set()
+    for path in heads:
+        attempt = got[f"{base}{path.decode()}"]
+        assert isinstance(attempt, Attempt) and (attempt.reason, attempt.transient) == (
+            "connection broken: body cut short (the image stops before its end)", True), attempt
+    whole = got[f"{base}/whole.png"]
+    assert isinstance(whole, Attempt) and whole.ok and whole.bytes == len(PNG), whole
+    assert [p.name for p in engine.store.root.rglob("*.png")] == ["whole.png"]
+
+
 def test_the_address_guard_applies(server: FixtureServer, engines: Callable[..., Engine]) -> None:
     url = server.url + "/images/blue.png"
     attempt = engines(policy=AddressPolicy()).one(url)

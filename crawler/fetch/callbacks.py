@@ -131,7 +131,10 @@ class TransferCallbacks:
         if first in _WANTED_FIRST:  # only c..., l..., r..., t...: most lines go no further
             name, colon, value = line.partition(b":")
             if colon and not transfer.head_done:
-                name = name.strip().lower()
+                # Read as libcurl reads the framing: "Content-Length :" (no space is
+                # allowed before the colon) is no length, and the connection's close ends
+                # the body; taken for one here, half a picture passed for a whole one.
+                name = name.lower()
                 if name in _WANTED:
                     value = value.strip()
                     text = (location_text(value) if name == b"location"
