@@ -663,6 +663,28 @@ def test_failure_reasons_name_the_cause_once(engines: Callable[..., Engine]) -> 
         and str(closed) in reason and " ms" not in reason, reason
 
 
+def test_a_status_line_of_an_http_version_libcurl_refuses_is_a_bad_response(
+        engines: Callable[..., Engine]) -> None:
+    """libcurl files "HTTP/1.2 200" (or "HTTP/1.1  200", two spaces) under the code of
+    a URL of another scheme: the image was said to have an invalid URL, not http or
+    https, when its server answered in a version libcurl does not speak."""
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        status = {b"/minor.png": b"HTTP/1.2 200 OK", b"/spaces.png": b"HTTP/1.1  200 OK",
+                  b"/old.png": b"HTTP/0.9 200 OK"}[request.split(b" ")[1]]
+        conn.sendall(ok_answer().replace(b"HTTP/1.1 200 OK", status, 1))
+        return False
+
+    base, done = raw_server(answer)
+    try:
+        got = engines().fetch([f"{base}/minor.png", f"{base}/spaces.png", f"{base}/old.png"])
+    finally:
+        done.set()
+    for attempt in got.values():
+        assert isinstance(attempt, Attempt)
+        assert (attempt.reason, attempt.kind, attempt.transient) == (
+            "bad response: HTTP version not supported", FailureKind.BAD_RESPONSE, False), attempt
+
+
 def test_http2_failures_of_one_cause_are_one_reason_whatever_the_stream() -> None:
     """libcurl numbers the HTTP/2 stream (and the frame's length) in its messages: a
     server resetting every image's stream made one reason per image."""

@@ -123,6 +123,10 @@ CURLE_HTTP2_STREAM = 92
 CURLE_PROXY = 97
 CURLE_TOO_LARGE = 100
 
+# How libcurl refuses a status line's version ("HTTP/1.2", "HTTP/0.9 200", or two spaces
+# after "HTTP/1.1"), under the code of a URL of another scheme.
+_VERSION_REFUSED = ("Unsupported HTTP/1 subversion in response",
+                    "Unsupported HTTP version in response")
 HEAD_TOO_LARGE = "bad response: head too large"
 # How libcurl says a head is past its limits, whatever its error code: the same next
 # time, not a connection's passing failure (and no reason per head size, "307677 > ...").
@@ -195,6 +199,8 @@ def message_failure(message: str) -> tuple[FailureKind, str, bool] | None:
     error code (None: the code tells)."""
     if "HTTP/0.9" in message:  # libcurl files an answer without a status line under code 1
         return FailureKind.BAD_RESPONSE, "bad response: no status line (HTTP/0.9)", False
+    if message.startswith(_VERSION_REFUSED):  # code 1 too: no URL's fault
+        return FailureKind.BAD_RESPONSE, "bad response: HTTP version not supported", False
     if " alert " in message:
         for alert, reason in _CLIENT_CERT_ALERTS.items():
             if alert in message:
