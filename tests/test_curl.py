@@ -685,6 +685,34 @@ def test_a_status_line_of_an_http_version_libcurl_refuses_is_a_bad_response(
             "bad response: HTTP version not supported", FailureKind.BAD_RESPONSE, False), attempt
 
 
+def test_broken_chunked_framing_is_a_bad_response_said_one_way(
+        engines: Callable[..., Engine]) -> None:
+    """libcurl files a chunk size that is no number, or a chunk not followed by its line
+    end, under a broken connection, quoting the server's byte ("not a hex digit: 0x7a"):
+    tried again each time, and one reason per byte in failures_by_reason."""
+    sizes = {b"/letters.png": b"zz", b"/negative.png": b"-5", b"/zeros.png": b"0" * 20,
+             b"/past-64-bits.png": b"f" * 16}
+
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        path = request.split(b" ")[1]
+        chunks = (b"%x\r\n%sXX" % (len(PNG), PNG) if path == b"/no-line-end.png"
+                  else b"%s\r\n%s\r\n" % (sizes[path], PNG))
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%s0\r\n\r\n"
+                     % chunks)
+        return False
+
+    base, done = raw_server(answer)
+    try:
+        got = engines().fetch([f"{base}{path.decode()}"
+                               for path in [*sizes, b"/no-line-end.png"]])
+    finally:
+        done.set()
+    for attempt in got.values():
+        assert isinstance(attempt, Attempt)
+        assert (attempt.reason, attempt.kind, attempt.transient) == (
+            "bad response: broken chunked encoding", FailureKind.BAD_RESPONSE, False), attempt
+
+
 def test_http2_failures_of_one_cause_are_one_reason_whatever_the_stream() -> None:
     """libcurl numbers the HTTP/2 stream (and the frame's length) in its messages: a
     server resetting every image's stream made one reason per image."""

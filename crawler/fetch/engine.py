@@ -127,6 +127,12 @@ CURLE_TOO_LARGE = 100
 # after "HTTP/1.1"), under the code of a URL of another scheme.
 _VERSION_REFUSED = ("Unsupported HTTP/1 subversion in response",
                     "Unsupported HTTP version in response")
+# How libcurl refuses a body's chunked framing, under a broken connection's code: the
+# server's bytes, the same next time (and its message quotes them: "0x7a").
+_BROKEN_CHUNKS = ("chunk hex-length ", "invalid chunk size: ",
+                  "Malformed encoding found in chunked-encoding",
+                  "Illegal or missing hexadecimal sequence in chunked-encoding",
+                  "Too long hexadecimal number in chunked-encoding")
 HEAD_TOO_LARGE = "bad response: head too large"
 # How libcurl says a head is past its limits, whatever its error code: the same next
 # time, not a connection's passing failure (and no reason per head size, "307677 > ...").
@@ -205,6 +211,8 @@ def message_failure(message: str) -> tuple[FailureKind, str, bool] | None:
         for alert, reason in _CLIENT_CERT_ALERTS.items():
             if alert in message:
                 return FailureKind.TLS, reason, False
+    if message.startswith(_BROKEN_CHUNKS):
+        return FailureKind.BAD_RESPONSE, "bad response: broken chunked encoding", False
     if message.startswith(_HEAD_TOO_LARGE):
         return FailureKind.BAD_RESPONSE, HEAD_TOO_LARGE, False
     if "error -532" in message and _H2_ENDED_SHORT.search(message):
