@@ -713,6 +713,26 @@ def test_broken_chunked_framing_is_a_bad_response_said_one_way(
             "bad response: broken chunked encoding", FailureKind.BAD_RESPONSE, False), attempt
 
 
+def test_bodies_cut_short_of_their_content_length_are_one_reason_whatever_is_missing(
+        engines: Callable[..., Engine]) -> None:
+    """libcurl counts the bytes missing in its message ("end of response with 1591 bytes
+    missing"): a server closing its connections early made one reason per image in
+    failures_by_reason, as HTTP/2's stream numbers once did."""
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        kept = {b"/half.png": len(PNG) // 2, b"/most.png": len(PNG) - 7}[request.split(b" ")[1]]
+        conn.sendall(ok_answer()[:-len(PNG) + kept])
+        return False
+
+    base, done = raw_server(answer)
+    try:
+        got = engines().fetch([f"{base}/half.png", f"{base}/most.png"])
+    finally:
+        done.set()
+    assert {(a.reason, a.kind, a.transient) for a in got.values() if a is not None} == {(
+        "connection broken: body cut short (the connection closed before its Content-Length)",
+        FailureKind.CONNECTION, True)}, got
+
+
 def test_http2_failures_of_one_cause_are_one_reason_whatever_the_stream() -> None:
     """libcurl numbers the HTTP/2 stream (and the frame's length) in its messages: a
     server resetting every image's stream made one reason per image."""

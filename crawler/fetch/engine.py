@@ -191,6 +191,12 @@ _CLIENT_CERT_ALERTS = {
                      "alert certificate revoked", "alert certificate expired",
                      "alert certificate unknown", "alert unknown ca"), CLIENT_CERT_REFUSED),
 }
+# libcurl's word for an HTTP/1 body whose connection closed before its Content-Length
+# came, the bytes missing counted: one reason per count, were it said as it is.
+_ENDED_SHORT = re.compile(r"(?:end of response with \d+ bytes missing"
+                          r"|transfer closed with \d+ bytes remaining to read)$")
+ENDED_SHORT = ("connection broken: body cut short (the connection closed before its "
+               "Content-Length)")
 # nghttp2's word for an HTTP/2 stream that ended (END_STREAM) with fewer bytes than its
 # Content-Length said (-532, a violation of HTTP messaging, on a frame with eos=1): the
 # HTTP/1.1 answer cut short, which says so ("[HTTP2] received invalid frame: ...").
@@ -215,6 +221,8 @@ def message_failure(message: str) -> tuple[FailureKind, str, bool] | None:
         return FailureKind.BAD_RESPONSE, "bad response: broken chunked encoding", False
     if message.startswith(_HEAD_TOO_LARGE):
         return FailureKind.BAD_RESPONSE, HEAD_TOO_LARGE, False
+    if _ENDED_SHORT.match(message):
+        return FailureKind.CONNECTION, ENDED_SHORT, True
     if "error -532" in message and _H2_ENDED_SHORT.search(message):
         return FailureKind.CONNECTION, H2_ENDED_SHORT, True
     return None
