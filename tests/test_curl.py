@@ -22,6 +22,7 @@ from crawler.board.manager import MasterClient
 from crawler.config import Limits
 from crawler.demo.site import png
 from crawler.errors import WorkerFailed
+from crawler.fetch import curlsetup
 from crawler.fetch.curl import CurlEngine
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
@@ -1060,6 +1061,38 @@ def test_an_idle_connection_with_unasked_bytes_is_not_reused(
         done.set()
     assert two.ok and (two.width, two.height) == (20, 10)
 
+
+def test_unasked_bytes_are_still_seen_once_the_client_has_made_many_connections(
+        engines: Callable[..., Engine], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The descriptors of the connections made were forgotten all at once as their
+    number reached FD_CACHE (4,096 in a worker's life): a connection kept idle then was
+    no longer looked at, and the stray answer on it was stored as the next image. Now
+    the least recently used is forgotten."""
+    monkeypatch.setattr(curlsetup, "FD_CACHE", 2)  # reached by three connections, not 4,096
+    stray = png(33, 33, 1)
+
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        if b"/one.png" in request:
+            conn.sendall(ok_answer())
+            time.sleep(0.1)
+            conn.sendall(ok_answer(stray))  # unasked
+            return True
+        conn.sendall(ok_answer(png(20, 10, 3)))
+        return True
+
+    (base, done), (second, done_second), (third, done_third) = (
+        raw_server(answer) for _ in range(3))
+    try:
+        engine = engines(slots=1)
+        for url in (f"{base}/first.png", f"{second}/x.png", f"{base}/one.png"):
+            assert engine.one(url).ok
+        time.sleep(0.3)  # the stray answer has arrived on the idle connection
+        assert engine.one(f"{third}/y.png").ok  # a third connection: the cache is full
+        two = engine.one(f"{base}/two.png")
+    finally:
+        for stop in (done, done_second, done_third):
+            stop.set()
+    assert two.ok and (two.width, two.height) == (20, 10), two
 
 def test_an_error_whose_body_never_comes_keeps_its_status(
         engines: Callable[..., Engine]) -> None:

@@ -91,7 +91,9 @@ class Guard:
 
 
 Connection = tuple[str, int, str, int]  # (local address, port, peer address, port)
-FD_CACHE = 4096  # connections whose descriptor (and HTTP/1 use) a client remembers
+# Connections whose descriptor (and HTTP/1 use) a client remembers, the least recently
+# used forgotten first: far more than libcurl keeps open, so none it may reuse.
+FD_CACHE = 4096
 
 
 class KeptConnections:
@@ -116,16 +118,21 @@ class KeptConnections:
 
     def opened(self, connection: Connection, fd: int) -> None:
         """A new connection (its protocol not known yet)."""
+        self._forget(connection)  # an earlier one of the same addresses and ports
         if len(self._fds) >= FD_CACHE:
-            self._fds.clear()
-            self._http1_tls.clear()
+            # The least recently used only: forgotten all at once, the connections kept
+            # idle then were not looked at again, and a stray answer on one was stored.
+            self._forget(next(iter(self._fds)))
         self._fds[connection] = fd
-        self._http1_tls.discard(connection)
 
     def answered_http1(self, connection: Connection, url: str) -> None:
         """An HTTP/1 answer to ``url`` came on ``connection``."""
-        if url.startswith("https:"):
+        if url.startswith("https:") and connection in self._fds:
             self._http1_tls.add(connection)
+
+    def _forget(self, connection: Connection) -> None:
+        self._fds.pop(connection, None)
+        self._http1_tls.discard(connection)
 
     def speaks_http1(self, connection: Connection, url: str) -> bool:
         """Whether ``connection``, carrying ``url``, is known to be HTTP/1: any over http
@@ -136,10 +143,11 @@ class KeptConnections:
         """Whether the kept-alive ``connection`` about to carry ``url`` has bytes to read.
         Over TLS, a record read here may also be a close_notify or a late ticket: a new
         connection costs one handshake."""
-        if not self.speaks_http1(connection, url):
+        fd = self._fds.pop(connection, None)
+        if fd is None:
             return False
-        fd = self._fds.get(connection)
-        return fd is not None and has_input(fd)
+        self._fds[connection] = fd  # used again: the last to be forgotten
+        return self.speaks_http1(connection, url) and has_input(fd)
 
 
 def has_input(fd: int) -> bool:
