@@ -820,9 +820,29 @@ def _section_values(current: Any, section: str, table: Mapping[str, Any],
                 if said:
                     raise ConfigError(f"{where}: {said}") from None
             shown = _as_written(shown_value(f"{section}.{key}", written))
-            raise ConfigError(f"{where}: expected {exc}, got {shown}") from None
+            raise ConfigError(f"{where}: expected {exc}, got {shown}"
+                              f"{_quoted_hint(key, written, hints[key])}") from None
         values[key] = _home_expanded(value) if (section, key) == ("output", "dir") else value
     return values
+
+
+def _quoted_hint(key: str, raw: Any, hint: Any) -> str:
+    """What to write when ``raw`` is text that, unquoted, is what ``hint`` takes: "got
+    \"false\"" beside "expected true or false" reads as a contradiction; "" otherwise."""
+    if not isinstance(raw, str):
+        return ""
+    text = raw.strip()
+    if ((hint is bool and text in ("true", "false"))
+            or (hint is int and _TOML_INTEGER.fullmatch(text))
+            or (hint is float and _TOML_DECIMAL.fullmatch(text))):
+        return f" (quoted, it is text: write {key} = {text})"
+    if typing.get_origin(hint) is tuple:
+        return f" (one item is a list too: {key} = [{_as_written(raw)}])"
+    return ""
+
+
+_TOML_INTEGER = re.compile(r"[+-]?[0-9]+")
+_TOML_DECIMAL = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?")
 
 
 def _header_problem(headers: list[Any]) -> str:

@@ -91,6 +91,12 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     # Values as the file wrote them, not as Python would
     ("[crawl]\ndepth = true\n", "crawl.depth: expected a whole number, got true"),
     ("[crawl]\nallow = [\"ok\", 3]\n", 'crawl.allow: expected a list of strings, got ["ok", 3]'),
+    # A value quoted that, unquoted, is right says so: "got \"false\"" alone reads as a riddle
+    ('[crawl]\nrespect_robots = "false"\n', 'expected true or false, got "false" '
+     "(quoted, it is text: write respect_robots = false)"),
+    ('[crawl]\ndepth = "2"\n', "(quoted, it is text: write depth = 2)"),
+    ('[politeness]\nhost_delay = "0.5"\n', "(quoted, it is text: write host_delay = 0.5)"),
+    ('[crawl]\nimage_deny = "thumb"\n', '(one item is a list too: image_deny = ["thumb"])'),
     ('[crawl]\nuser_agent = "a\\nb"\n', 'crawl.user_agent: expected a non-empty string without '
      'line breaks or other control characters, got "a\\nb"'),
 ])
