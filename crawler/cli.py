@@ -56,6 +56,7 @@ from crawler.config import (
 from crawler.errors import (
     CrawlerError,
     HungUp,
+    StopSaid,
     StorageError,
     Terminated,
     UsageError,
@@ -471,6 +472,8 @@ def _run_command(args: argparse.Namespace) -> int:
             log.error("%s", message)
         return exc.exit_code
     except KeyboardInterrupt as stop:
+        if isinstance(stop, StopSaid):
+            return EXIT_INTERRUPTED
         if args.command == "worker" and isinstance(stop, Terminated | HungUp):
             # As for a SIGTERM or a hang-up the worker handles.
             return _worker_stopped("SIGTERM" if isinstance(stop, Terminated) else "SIGHUP")
@@ -663,7 +666,8 @@ def _address(text: str) -> tuple[str, int]:
 
 
 # What the summary says of an interrupted crawl: a rerun goes on with it.
-RESUME_NOTE = "state saved; run the same command again to resume"
+STATE_SAVED = "state saved; "
+RESUME_NOTE = f"{STATE_SAVED}run the same command again to resume"
 
 
 def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
@@ -701,13 +705,22 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
             print(format_summary(summary, on_broker=broker is not None,
                                  interrupted_note=interrupted_note), file=sys.stderr)
 
-    summary = run_crawl(settings, seeds, authkey, local_workers=local_workers, dry_run=dry_run,
-                        resume=resume, fresh=fresh, invite_workers=invite_workers,
-                        progress=not quiet,
-                        announce=None if quiet or dry_run else write_above_bars,
-                        on_signal_note=note_stopping, on_summary=show, broker=broker,
-                        crawl_name=crawl_name, join=join, worker_command=main,
-                        schemeless=schemeless)
+    try:
+        summary = run_crawl(settings, seeds, authkey, local_workers=local_workers,
+                            dry_run=dry_run, resume=resume, fresh=fresh,
+                            invite_workers=invite_workers, progress=not quiet,
+                            announce=None if quiet or dry_run else write_above_bars,
+                            on_signal_note=note_stopping, on_summary=show, broker=broker,
+                            crawl_name=crawl_name, join=join, worker_command=main,
+                            schemeless=schemeless)
+    except KeyboardInterrupt as stop:
+        if type(stop) is not KeyboardInterrupt or dry_run:
+            raise  # a SIGTERM or hang-up as it starts is said by main; a dry run keeps nothing
+        # A second stop quits with no summary: say what the first stop's summary says, that
+        # the journal kept what was done (a bare "interrupted" left that a guess).
+        print(f"crawler: interrupted; {interrupted_note.removeprefix(STATE_SAVED)}",
+              file=sys.stderr, flush=True)
+        raise StopSaid from stop  # quit now: the demo writes no gallery either
     return EXIT_INTERRUPTED if summary.interrupted else 0
 
 

@@ -215,6 +215,11 @@ class HungUp(KeyboardInterrupt):
     it killed it with the signal's status, 129."""
 
 
+class StopSaid(KeyboardInterrupt):
+    """A crawl quit by a second stop, its line already said with what a rerun does:
+    nothing more is to be said of it."""
+
+
 def raise_stop(signum: int, _frame: object) -> NoReturn:
     """The ``crawler`` command's handler of SIGTERM and SIGHUP where it has none of its
     own: a stop, as Ctrl-C's KeyboardInterrupt is. Where the command handles them (a
