@@ -559,6 +559,21 @@ def test_worker_pointed_at_something_else_says_so(site: FixtureServer, tmp_path:
     assert "is that a crawler master's queue port?" in result.stderr
 
 
+def test_worker_waiting_at_something_else_says_what_it_met(site: FixtureServer,
+                                                          tmp_path: Path, authkey: str) -> None:
+    """The wait's own line names a port that is no master's; it said "resource
+    temporarily unavailable", the system's word for a handshake that never came."""
+    port = site.server_address[1]
+    worker = start_crawler("worker", f"127.0.0.1:{port}", "--connect-wait", "60", cwd=tmp_path)
+    try:
+        line = wait_for_output(worker, r"waiting for the master at .*", 15).group()
+    finally:
+        worker.kill()  # mid-handshake, a SIGTERM would wait out its 5 s
+        finish(worker, 15)
+    assert (f"(127.0.0.1:{port} took the connection and made no handshake: is that a "
+            "crawler master's queue port?)") in line, line
+
+
 def test_a_seed_on_a_closed_port_is_not_a_success(tmp_path: Path) -> None:
     with socket.socket() as closed:  # bound, never listening: refused, and no one else's
         closed.bind(("127.0.0.1", 0))

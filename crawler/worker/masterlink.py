@@ -191,12 +191,16 @@ class MasterLink:
 
 def _why_not(exc: BaseException) -> str:
     """A connect's failure in a few words ("connection refused"): the system's reason,
-    where the error or one it came from has one."""
+    where the error or one it came from has one; else the first one's own words."""
     cause: BaseException | None = exc
     for _ in range(8):  # a chain, not a cycle
         if cause is None:
             break
         if isinstance(cause, OSError) and cause.strerror:
             return cause.strerror[:1].lower() + cause.strerror[1:]
+        if isinstance(cause, ConnectionError) and cause.args and not cause.errno:
+            # Ours, which says what it means (a port that is no master's queue), where
+            # the system's reason under it ("resource temporarily unavailable") did not.
+            return str(cause)[:200]
         cause = cause.__cause__ or cause.__context__
     return str(exc)[:200] or type(exc).__name__
