@@ -96,17 +96,27 @@ class _Throttled:
     def __init__(self, message: str) -> None:
         self._message = message
         self._count = 0
+        self._why = ""
         self._last = -self.EVERY
         self._lock = threading.Lock()  # noted from each connection's own thread
 
     def note(self, why: str) -> None:
         with self._lock:
             self._count += 1
+            self._why = why
             now = time.monotonic()
             if now - self._last < self.EVERY:
                 return
             count, self._count, self._last = self._count, 0, now
         log.warning(self._message, count, why)
+
+    def flush(self) -> None:
+        """Say what was held back since the last line: a flood within the last few seconds
+        of a run was said as its first connection alone."""
+        with self._lock:
+            count, self._count = self._count, 0
+        if count:
+            log.warning(self._message, count, self._why)
 
 
 def _set_deadline(sock: socket.socket, seconds: float) -> None:
@@ -312,6 +322,8 @@ class _GuardedServer(Server):
         """Stop accepting and free the port; connections being served end with their
         clients."""
         self.stopping = True
+        if self._refusals is not None:
+            self._refusals.flush()
         listening = self.listener._listener._socket  # type: ignore[attr-defined]
         with contextlib.suppress(OSError):
             listening.shutdown(socket.SHUT_RDWR)  # wakes the accept() under way
