@@ -332,6 +332,7 @@ def test_worker_without_authkey_exits_2(tmp_path: Path) -> None:
     result = run_crawler("worker", "127.0.0.1:1", cwd=tmp_path, env=env)
     assert result.returncode == 2
     assert "CRAWLER_AUTHKEY" in error_line(result)
+    assert "a master started without one keeps its own in OUT/authkey" in error_line(result)
 
 
 def test_a_worker_given_a_folder_for_its_master_says_what_to_give(tmp_path: Path) -> None:

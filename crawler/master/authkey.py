@@ -87,8 +87,11 @@ def load_authkey(key_file: Path | None, *, generate: bool,
         return Authkey(from_env, "environment")
     if generate:
         return Authkey(secrets.token_hex(MIN_REMOTE_BYTES).encode(), "generated")
+    # Where the key is, as a refused key is told: a worker started before reading the
+    # master's "workers on this host" line knows no OUT/authkey.
     raise AuthkeyError(f"no authkey: set {ENV_VAR} or pass --authkey-file with the master's key"
-                       " (in Python: authkey=)")
+                       " (in Python: authkey=); a master started without one keeps its own "
+                       f"in OUT/{KEY_FILE_NAME}")
 
 
 def master_authkey(key_file: Path | None, out_dir: Path, *, keep: bool) -> Authkey:
