@@ -361,6 +361,40 @@ def test_a_sheet_that_got_no_turn_is_not_waited_for_by_every_page_in_turn(
         client.close()
 
 
+def test_a_page_linking_many_sheets_that_hang_waits_about_one_deadline_for_them(
+        make_server: Callable[[], FixtureServer], caplog: pytest.LogCaptureFixture) -> None:
+    """Read a few at a time, 30 sheets that never answer held the page a deadline per
+    few of them (a thousand, at the defaults, for hours), and the client's
+    connections that robots.txt reads share with it."""
+    server = make_server()
+    release = threading.Event()
+
+    def hang(handler: FixtureHandler) -> None:
+        release.wait(10)
+        handler.send_body(200, b"", "text/css")
+
+    server.routes["/ok.css"] = lambda h: h.send_body(200, b".a{background:url(/a.png)}",
+                                                     "text/css")
+    for n in range(30):
+        server.routes[f"/hang{n}.css"] = hang
+    linked = (server.url + "/ok.css", *(f"{server.url}/hang{n}.css" for n in range(30)))
+    client = EasyClient(AddressPolicy(frozenset({"public", "loopback"})), RequestOptions(),
+                        at_once=2)
+    sheets = Stylesheets(client, may_read=lambda url: True, timeout=0.3, max_bytes=1 << 20)
+    try:
+        with caplog.at_level(logging.WARNING, logger="crawler.master.stylesheets"):
+            started = time.monotonic()
+            assert sheets.images(linked) == [server.url + "/a.png"]
+            took = time.monotonic() - started
+        assert took < 2.5, f"the page waited {took:.1f} s for its sheets"
+        assert "style sheets" in caplog.text and "left out of this page" in caplog.text
+        assert not sheets.ready(linked), "the next page linking them reads them again"
+    finally:
+        release.set()
+        sheets.close()
+        client.close()
+
+
 def _failing(times: int, status: int, body: bytes,
              headers: dict[str, str] | None = None) -> Callable[[FixtureHandler], None]:
     """A route that answers ``status`` the first ``times`` requests, then the sheet."""

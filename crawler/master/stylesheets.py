@@ -7,9 +7,11 @@ levels deep. Fonts are left out (``crawler.parse.css``). robots.txt applies
 as to pages. A sheet that fails for a passing reason (a 5xx or 429, a
 timeout, a connection cut) is read again after a backoff, as a page is, within
 about one page deadline; one that cannot be read costs only its own images,
-with a warning. A sheet the crawl may not read (another site's, a font
-service's) is settled as soon as that is known, so that the pages linking it
-are judged without waiting, like the others.
+with a warning. A page waits about two deadlines at most for its sheets, however
+many it links or they import: those not begun within one are left out of that
+page, with a warning, and read when another page links them. A sheet the crawl
+may not read (another site's, a font service's) is settled as soon as that is
+known, so that the pages linking it are judged without waiting, like the others.
 """
 
 from __future__ import annotations
@@ -129,28 +131,47 @@ class Stylesheets:
         read: dict[str, Refs] = {}
         complete = True
         level = list(sheets)
+        # No sheet is begun past one deadline: hundreds of sheets that hang (linked or
+        # imported) held the page a deadline per READ_AT_ONCE of them, and the client's
+        # connections, which robots.txt reads share, with it.
+        until = time.monotonic() + self._timeout + 1
+        late: list[str] = []
         for _depth in range(MAX_IMPORT_DEPTH + 1):
             following: list[str] = []
             verdicts = {sheet: self._may_read(sheet) for sheet in level if sheet not in read}
             if referrer:  # (an imported sheet too: the page's, where a browser would
                 for sheet in verdicts:  # take the importing sheet's, most often the same)
                     self._referrers.setdefault(sheet, referrer)
-            self._refs.get_all(sheet for sheet, verdict in verdicts.items() if verdict)
-            for sheet, verdict in verdicts.items():
-                if not verdict:
-                    if verdict is None:
-                        complete = False
+            allowed = [sheet for sheet, verdict in verdicts.items() if verdict]
+            complete = complete and None not in verdicts.values()
+            if allowed and time.monotonic() >= until:
+                late += allowed
+                break
+            self._refs.get_all(allowed, within=until - time.monotonic())
+            for sheet in allowed:
+                # Past the deadline, only what is known: get() would read each sheet not
+                # begun in time, one after the other.
+                refs = (self._refs.get(sheet) if time.monotonic() < until
+                        else self._refs.known(sheet))
+                if refs is not None and refs is self._refs.known(sheet):
+                    read[sheet] = refs
+                    images, imports = refs
+                    found.update(dict.fromkeys(images))
+                    following += [url for url in imports if url not in read]
                     continue
-                refs = read[sheet] = self._refs.get(sheet)
-                images, imports = refs
-                found.update(dict.fromkeys(images))
-                following += [url for url in imports if url not in read]
+                complete = False  # not read for this page: asked about by the next
+                if time.monotonic() >= until:
+                    late.append(sheet)  # not begun in time (or still read elsewhere)
             level = following
             if not level:
                 break
         else:
             complete = False  # imports deeper than followed
-        return list(found), read, complete
+        if late:
+            log.warning("%d style sheets (%s first) not read within %.0f s: the images "
+                        "they name are left out of this page", len(late), late[0],
+                        self._timeout + 1)
+        return list(found), read, complete and not late
 
     def _fetch(self, url: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         # Redirected as pages are: each hop in scope and allowed by robots.txt.
