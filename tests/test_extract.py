@@ -729,6 +729,10 @@ HOSTILE_PAGES = {
     "pictures that never close": "".join(
         f'<picture><source srcset="/p/{n}.webp"><img src="/p/{n}.png" alt="the picture">'
         for n in range(10_000)),
+    # Past 2,048 levels: each image looked through all of the figure's children for its
+    # <figcaption>, in Python.
+    "a figure of thousands of images": "<div>" * 3_000 + "<figure>" + "".join(
+        f'<img src="/f/{n}.png">' for n in range(20_000)) + "<figcaption>All</figcaption>",
 }
 
 
@@ -743,6 +747,8 @@ def test_hostile_pages_are_walked_in_time_of_their_length(name: str, parser: str
     assert elapsed < 10, f"{name}: {elapsed:.1f} s"
     if "picture" in name:
         assert {ref.alt for ref in found.image_refs} == {"the picture"}
+    if "figure" in name:
+        assert {ref.caption for ref in found.image_refs} == {"All"}
 
 
 def test_an_unfinished_font_face_rule_runs_to_the_end_as_in_css() -> None:

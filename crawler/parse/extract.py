@@ -442,6 +442,7 @@ def extract(
     longer_framed = 0  # references too long to fetch in the pages its <iframe srcdoc> hold
     anchors_are_images = "anchor" in wanted
     pictures: dict[int, tuple[Any, Any]] = {}  # id(picture) -> (picture, its <img>)
+    captions: dict[int, tuple[Any, str | None]] = {}  # id(figure) -> (figure, its caption)
     for role, raw, kind, node in collector.refs:
         if role == "srcdoc":
             if _nesting >= _MAX_SRCDOC_NESTING:
@@ -471,7 +472,8 @@ def extract(
         if role == "sheet":
             sheets.setdefault(url)
         elif url not in images:
-            images[url] = ImageRef(url, kind, *_described(tree, kind, node, pictures))
+            images[url] = ImageRef(url, kind, *_described(tree, kind, node, pictures,
+                                                          captions))
     return Extraction(base_url=base, links=tuple(links), images=tuple(images),
                       stylesheets=tuple(sheets), image_refs=tuple(images.values()),
                       nofollow=collector.nofollow, encoding=used_encoding,
@@ -486,11 +488,14 @@ _NOT_DESCRIBED = (None, None, None, None, None)
 
 
 def _described(tree: Tree, kind: str, node: Any, pictures: dict[int, tuple[Any, Any]],
+               captions: dict[int, tuple[Any, str | None]],
                ) -> tuple[str | None, str | None, str | None, int | None, int | None]:
     """(alt, title, caption, width, height) of the element that showed an image.
 
     ``pictures``: the <img> of each <picture> met so far on the page, so that a
-    picture of thousands of sources looks for it once, not once per source.
+    picture of thousands of sources looks for it once, not once per source; and
+    ``captions``, of each <figure>, so that a figure of thousands of images (each
+    one of its children) looks through them once, not once per image.
     """
     if kind in ("og:image", "twitter:image", "link"):
         return _NOT_DESCRIBED  # in the head: about the page, not the image
@@ -508,12 +513,18 @@ def _described(tree: Tree, kind: str, node: Any, pictures: dict[int, tuple[Any, 
     figure = tree.enclosing(element, "figure")
     caption = None
     if figure is not None:
-        figcaption = tree.child(figure, "figcaption")
-        if figcaption is not None:
-            caption = _text(tree.caption_text(figcaption))
+        known = captions.get(id(figure))
+        if known is None:  # (the figure is kept with it, so that its id stays its own)
+            known = captions[id(figure)] = (figure, _caption(tree, figure))
+        caption = known[1]
     attribute = tree.attribute
     return (_text(attribute(element, "alt")), _text(attribute(element, "title")), caption,
             _dimension(attribute(element, "width")), _dimension(attribute(element, "height")))
+
+
+def _caption(tree: Tree, figure: Any) -> str | None:
+    figcaption = tree.child(figure, "figcaption")
+    return _text(tree.caption_text(figcaption)) if figcaption is not None else None
 
 
 def _text(value: str | None) -> str | None:
