@@ -395,6 +395,23 @@ def test_a_page_linking_many_sheets_that_hang_waits_about_one_deadline_for_them(
         client.close()
 
 
+def test_a_sheet_longer_than_max_page_bytes_is_read_to_there_with_a_warning(
+        make_server: Callable[[], FixtureServer], caplog: pytest.LogCaptureFixture) -> None:
+    """Cut there as a page is, its later images were left out without a word."""
+    server = make_server()
+    sheet = b".a{background:url(/first.png)}" + b" " * 200_000 + b".b{background:url(/last.png)}"
+    serve_routes(server, {"/long.css": ("text/css", sheet)})
+    client = EasyClient(AddressPolicy(frozenset({"public", "loopback"})), RequestOptions())
+    sheets = Stylesheets(client, may_read=lambda url: True, timeout=5.0, max_bytes=100_000)
+    try:
+        with caplog.at_level(logging.WARNING, logger="crawler.master.stylesheets"):
+            assert sheets.images((server.url + "/long.css",)) == [server.url + "/first.png"]
+    finally:
+        client.close()
+    assert f"style sheet {server.url}/long.css is longer than crawl.max_page_bytes " \
+           "(100000 bytes)" in caplog.text, caplog.text
+
+
 def _failing(times: int, status: int, body: bytes,
              headers: dict[str, str] | None = None) -> Callable[[FixtureHandler], None]:
     """A route that answers ``status`` the first ``times`` requests, then the sheet."""

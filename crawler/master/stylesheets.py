@@ -222,6 +222,10 @@ class Stylesheets:
         if not reply.ok or reply.status != 200:
             log.info("style sheet %s: %s", url, _failure(reply))
             return (), ()
+        if reply.truncated:
+            log.warning("style sheet %s is longer than crawl.max_page_bytes (%d bytes): read "
+                        "up to there, the images named after are left out", url,
+                        self._max_bytes)
         # Read in the encoding a browser reads it in (the Content-Type's charset is one
         # clue); its relative URLs are relative to where it was read.
         text = decode_stylesheet(reply.body, charset_param(reply.headers.get("content-type", "")),
