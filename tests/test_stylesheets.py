@@ -6,6 +6,7 @@ A fixture server on 127.0.0.1 serves pages that link style sheets (with
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -21,7 +22,7 @@ from crawler.fetch.easy import EasyClient
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
 from crawler.master.robots import Robots
-from crawler.master.stylesheets import Stylesheets, reading_rule
+from crawler.master.stylesheets import MAX_SHEETS_PER_PAGE, Stylesheets, reading_rule
 
 from .conftest import (
     FixtureHandler,
@@ -391,6 +392,32 @@ def test_a_page_linking_many_sheets_that_hang_waits_about_one_deadline_for_them(
         assert not sheets.ready(linked), "the next page linking them reads them again"
     finally:
         release.set()
+        sheets.close()
+        client.close()
+
+
+def test_a_page_looks_at_512_sheets_at_most_and_says_what_it_left_out(
+        make_server: Callable[[], FixtureServer], caplog: pytest.LogCaptureFixture) -> None:
+    """A sheet of 200,000 @imports cost each page that linked it 9 s and 500 MB."""
+    server = make_server()
+    imports = 600
+    server.routes["/all.css"] = lambda h: h.send_body(
+        200, "".join(f'@import "/s{n}.css";' for n in range(imports)).encode(), "text/css")
+    for n in range(imports):
+        server.routes[f"/s{n}.css"] = functools.partial(
+            FixtureHandler.send_body, status=200, content_type="text/css",
+            body=f".a{{background:url(/i{n}.png)}}".encode())
+    client = EasyClient(AddressPolicy(frozenset({"public", "loopback"})), RequestOptions())
+    sheets = Stylesheets(client, may_read=lambda url: True, timeout=20, max_bytes=1 << 20)
+    try:
+        with caplog.at_level(logging.WARNING, logger="crawler.master.stylesheets"):
+            images = sheets.images((server.url + "/all.css",))
+        assert images == [f"{server.url}/i{n}.png" for n in range(MAX_SHEETS_PER_PAGE - 1)]
+        assert (f"{imports + 1 - MAX_SHEETS_PER_PAGE} style sheets past the first "
+                f"{MAX_SHEETS_PER_PAGE} that a page links and imports are left out, and the "
+                f"images they name (page linking {server.url}/all.css)") in caplog.text
+        assert len(server.hits) == MAX_SHEETS_PER_PAGE
+    finally:
         sheets.close()
         client.close()
 
