@@ -390,6 +390,36 @@ def test_a_host_that_answers_429_or_503_is_slowed_down_till_it_answers_well(
     assert b.news() == []  # said once: the next ones go to the log
 
 
+def test_a_slow_down_doubles_the_delay_a_host_has_already(board: MakeBoard) -> None:
+    """A host asked once a second (its Crawl-delay) answered 503: it was said to be
+    slowed down to one request every 0.25 s, and was asked as often as before."""
+    clock = Clock()
+    b = board(clock, backoff_base=0.001)
+    b.set_host_delay("h", 1.0)
+    urls = [f"http://h/{n}.png" for n in range(20)]
+    for url in urls:
+        b.put(url, "h", None)
+    [(first, _)] = b.lease("w", 10, 0)["tasks"]
+    b.report("w", [busy(first)])
+    assert b.news() == [
+        f"h answered HTTP 503 ({first}): slowed down to one request every 2 s, "
+        "across all workers; it speeds up again as the host answers"]
+    clock.now += 1.0
+    assert leased_within(b, clock, 4.0) == 2  # one every 2 s
+
+
+def test_a_slow_down_backoff_max_forbids_is_not_said(board: MakeBoard) -> None:
+    """With download.backoff_max = 0 nothing waits: a 503 was said to slow its host
+    down to one request every 0 s."""
+    clock = Clock()
+    b = board(clock, backoff_base=0.0, backoff_max=0.0)
+    for n in range(3):
+        b.put(f"http://h/{n}.png", "h", None)
+    b.report("w", [busy(url) for url, _ in b.lease("w", 10, 0)["tasks"]])
+    assert b.news() == []
+    assert len(b.lease("w", 10, 0)["tasks"]) == 3  # tried again at once, not paced
+
+
 def test_permanent_failures_are_final_at_once(board: MakeBoard) -> None:
     b = board(Clock())
     b.put("http://h/a.png", "h", None)

@@ -298,13 +298,16 @@ local function say(host, note)
   end
 end
 
--- The host answered a 429 or 503 (busy: its reason): its slow-down doubles, unless it
--- grew within the gap (the answers to requests sent before are the same news).
+-- The host answered a 429 or 503 (busy: its reason): its delay doubles, unless the
+-- slow-down grew within the gap (the answers to requests sent before are the same
+-- news) or backoff_max allows no slower pace.
 local function slow_down(host, busy, url, now, policy)
   local slowed = host_time(SLOW, host)
   local at = tonumber(redis.call('HGET', SLOWED, host) or '')
   if at and now - at < math.max(SLOW_DOWN_GAP, slowed) then return end
-  slowed = math.min(policy.backoff_max, math.max(FIRST_SLOW_DOWN, 2 * slowed))
+  local delay = math.max(policy.host_delay, host_time(DELAY, host), slowed)
+  slowed = math.min(policy.backoff_max, math.max(FIRST_SLOW_DOWN, 2 * delay))
+  if slowed <= delay then return end  -- backoff_max allows the host no slower pace
   HOST_TIMES[SLOW][host] = slowed
   redis.call('HSET', SLOW, host, num(slowed))
   redis.call('HSET', SLOWED, host, num(now))

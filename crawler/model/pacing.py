@@ -10,8 +10,8 @@ a hold from either side holds both; the page frontier keeps paces of its own
 for when a page is handed to the page loop, which is no request.
 
 A host that answers 429 or 503 (too many requests, overloaded) is slowed
-down on top of that: a delay of its own, doubled at each such answer and worn
-off a little by each success, so that a rate-limited host is asked about as
+down beyond that: a delay of its own, twice the host's delay at each such
+answer and worn off a little by each success, so that a rate-limited host is asked about as
 often as it allows rather than in bursts that it refuses.
 
 Shared, pages and images take turns: while a page waits for the host, an
@@ -28,7 +28,8 @@ import threading
 # host has no delay: the page takes it within moments.
 PAGE_TURN = 0.005
 
-# A host's first slow-down: at most four requests a second, across all workers.
+# A host's first slow-down: at most four requests a second, across all workers
+# (or half as many as its delay allowed, if fewer).
 FIRST_SLOW_DOWN = 0.25
 # Each success wears a slow-down off by this factor: halved in about 70 requests,
 # so that a host whose rate limit was met is not pushed into it again at once.
@@ -109,16 +110,20 @@ class Pace:
             self.delay = max(self._asked, self._slowed)
 
     def slow_down(self, now: float, at_most: float) -> float | None:
-        """The host answered 429 or 503: double its slow-down (at most ``at_most``
-        seconds between two requests); the new one, or None when this answer is news
-        already had (it came within the gap after the last slow-down)."""
+        """The host answered 429 or 503: double its delay (at most ``at_most`` seconds
+        between two requests); the new one, or None when this answer is news already
+        had (it came within the gap after the last slow-down) or ``at_most`` allows the
+        host no slower pace."""
         with self._lock:
             if now - self._slowed_at < max(SLOW_DOWN_GAP, self._slowed):
                 return None
-            self._slowed = min(at_most, max(FIRST_SLOW_DOWN, 2 * self._slowed))
-            self._slowed_at = now
-            self.delay = max(self._asked, self._slowed)
-            return self._slowed
+            # Twice the delay the host has (a Crawl-delay may be longer than the slow-down)
+            slowed = min(at_most, max(FIRST_SLOW_DOWN, 2 * self.delay))
+            if slowed <= self.delay:
+                return None  # download.backoff_max allows the host no slower pace
+            self._slowed, self._slowed_at = slowed, now
+            self.delay = slowed
+            return slowed
 
     def answered(self) -> None:
         """The host answered a request well: its slow-down, if any, wears off a little."""
