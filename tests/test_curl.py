@@ -915,6 +915,18 @@ def test_the_address_guard_applies_to_every_redirect_hop(
     assert isinstance(bad, Attempt) and bad.reason.startswith("bad redirect to")
 
 
+@pytest.mark.parametrize("location", ["", "   "])
+def test_a_redirect_with_an_empty_location_is_its_own_answer(
+        server: FixtureServer, engines: Callable[..., Engine], location: str) -> None:
+    """As libcurl, an empty Location is none: followed, it led back to the same URL ten
+    times over, to end in "too many redirects"."""
+    server.routes["/empty.png"] = lambda h: h.send_body(302, b"", "text/plain",
+                                                        {"Location": location})
+    attempt = engines().one(server.url + "/empty.png")
+    assert (attempt.reason, attempt.kind) == ("HTTP 302", FailureKind.STATUS)
+    assert server.paths() == ["/empty.png"]
+
+
 def test_a_redirect_target_the_caller_refuses_is_not_fetched(
         server: FixtureServer, tmp_path: Path) -> None:
     server.routes["/go.png"] = lambda h: h.send_body(302, b"", "text/plain",

@@ -137,6 +137,10 @@ class TransferCallbacks:
                 name = name.lower()
                 if name in _WANTED:
                     value = value.strip()
+                    if not value and name == b"location":
+                        # None, as libcurl reads it: followed, it led back to this
+                        # URL till the redirects ran out; the status is the answer.
+                        return None
                     text = (location_text(value) if name == b"location"
                             else value.decode("latin-1"))
                     if name == b"content-encoding" and name in transfer.headers:
