@@ -173,6 +173,20 @@ def test_redirects_are_judged_hop_by_hop(make_server: Callable[[], FixtureServer
     assert elsewhere.paths() == []
 
 
+@pytest.mark.parametrize("location", ["", "   "])
+def test_a_redirect_with_an_empty_location_is_its_own_answer(
+        make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop],
+        location: str) -> None:
+    """As libcurl, an empty Location is none: followed, it led back to the same page ten
+    times over."""
+    server = make_server()
+    server.routes["/empty"] = lambda h: h.send_body(301, b"", "text/html",
+                                                    {"Location": location})
+    visit = visit_of(make_loop([server.url + "/"]).pages.submit(server.url + "/empty", 0))
+    assert (visit.page.status, visit.page.skipped) == (301, "HTTP 301")
+    assert server.paths().count("/empty") == 1
+
+
 def test_a_location_with_raw_utf8_leads_to_the_page_it_names(
         make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop]) -> None:
     server = make_server()

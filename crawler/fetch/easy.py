@@ -140,6 +140,10 @@ class Exchange:
             key = name.strip().lower().decode("latin-1")
             if key in _WANTED:
                 value = value.strip()
+                if not value and key == "location":
+                    # None, as libcurl reads it: followed, it led back to this URL until
+                    # the redirects ran out; the status is the answer.
+                    return
                 text = location_text(value) if key == "location" else value.decode("latin-1")
                 if key == "content-encoding" and key in reply.headers:
                     text = f"{reply.headers[key]}, {text}"  # one list (RFC 9110)
