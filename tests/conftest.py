@@ -312,6 +312,32 @@ def gzipped_twice(body: bytes, content_type: str) -> Route:
     return route
 
 
+# Compressed streams that never end and decode to nothing: a start, then one empty block
+# after another (stored deflate blocks of no bytes; brotli metadata blocks of none).
+ENDLESS_NOTHING = {"deflate": (b"", b"\x00\x00\x00\xff\xff"), "br": (b"\x0c", b"\x06")}
+
+
+def endless_nothing(encoding: str, content_type: str, within: float = 5.0) -> Route:
+    """A route answering a body in ``encoding`` ("deflate" or "br") that decodes to
+    nothing, as fast as it is read, until the client leaves or ``within`` seconds pass."""
+    start, block = ENDLESS_NOTHING[encoding]
+    chunk = block * (65536 // len(block))
+
+    def route(handler: FixtureHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Content-Encoding", encoding)
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        handler.close_connection = True
+        until = time.monotonic() + within
+        with contextlib.suppress(OSError):
+            handler.wfile.write(start)
+            while time.monotonic() < until:
+                handler.wfile.write(chunk)
+    return route
+
+
 def fail_first(server: FixtureServer, paths: set[str], status: int, *, times: int,
                retry_after: str | None = None) -> None:
     """Answer ``status`` to the first ``times`` requests of each of ``paths`` (with

@@ -47,6 +47,7 @@ from .conftest import (
     SITE,
     FixtureHandler,
     FixtureServer,
+    endless_nothing,
     finish,
     free_port,
     gzipped_twice,
@@ -414,6 +415,20 @@ def test_a_compressed_body_with_bytes_after_its_end_is_a_broken_encoding(
     assert (attempt.reason, attempt.kind, attempt.transient) == (
         "bad response: broken encoding (bytes after the end of the compressed data)",
         FailureKind.BAD_RESPONSE, False), attempt
+
+
+@pytest.mark.parametrize("encoding", ["deflate", "br"])
+def test_a_compressed_body_that_decodes_to_nothing_is_cut_at_twice_max_bytes(
+        server: FixtureServer, engines: Callable[..., Engine], encoding: str) -> None:
+    """Empty blocks one after another decode to nothing: max_bytes never came, and the
+    image was read at full speed until the deadline."""
+    server.routes["/empty.png"] = endless_nothing(encoding, "image/png")
+    started = time.monotonic()
+    attempt = engines(limits=Limits(max_bytes=100_000, deadline=4)).one(server.url + "/empty.png")
+    assert (attempt.reason, attempt.kind, attempt.transient) == (
+        "too large: over 200000 bytes compressed (twice the size limit)",
+        FailureKind.TOO_LARGE, False)
+    assert time.monotonic() - started < 2
 
 
 def raw_deflate(data: bytes) -> bytes:

@@ -14,6 +14,7 @@ from crawler.fetch.engine import Abandoned
 from crawler.model.outcome import FailureKind
 
 BODY = bytes(range(256)) * 40 + b"the end"
+ANY_SIZE = 1 << 30  # a size cap no body here reaches
 
 
 def raw_deflate(data: bytes) -> bytes:
@@ -27,7 +28,7 @@ ENCODERS: dict[str, Callable[[bytes], bytes]] = {
 
 
 def decoder_for(name: str) -> BodyDecoder:
-    decoder = body_decoder(name.split()[-1])
+    decoder = body_decoder(name.split()[-1], ANY_SIZE)
     assert decoder is not None
     return decoder
 
@@ -106,24 +107,24 @@ def test_the_same_coding_twice_is_undone_twice() -> None:
     """An empty brotli piece went on to the next step, which had ended: "bytes after the
     end" for a whole body."""
     twice = brotli.compress(brotli.compress(BODY))
-    decoder = body_decoder("br, br")
+    decoder = body_decoder("br, br", ANY_SIZE)
     assert decoder is not None
     assert decoded(decoder, twice, 1) == BODY
 
 
 def test_codings_are_undone_in_reverse_order() -> None:
-    decoder = body_decoder("deflate, identity, br")  # deflate applied first, then br
+    decoder = body_decoder("deflate, identity, br", ANY_SIZE)  # deflate applied first, then br
     assert decoder is not None
     assert decoded(decoder, brotli.compress(zlib.compress(BODY)), 333) == BODY
 
 
 @pytest.mark.parametrize("header", [None, "", "identity", " Identity , identity", "none"])
 def test_no_coding_is_no_decoder(header: str | None) -> None:
-    assert body_decoder(header) is None
+    assert body_decoder(header, ANY_SIZE) is None
 
 
 @pytest.mark.parametrize("header", ["compress", "zstd", "gzip, lzw", "gzip, gzip, gzip, gzip"])
 def test_an_encoding_not_decoded_here_is_named(header: str) -> None:
     with pytest.raises(Abandoned, match=r"^bad response: unsupported content encoding '") as caught:
-        body_decoder(header)
+        body_decoder(header, ANY_SIZE)
     assert caught.value.kind is FailureKind.BAD_RESPONSE and not caught.value.transient

@@ -28,6 +28,7 @@ from .conftest import (
     FixtureHandler,
     FixtureServer,
     command_lines,
+    endless_nothing,
     finish,
     gzipped_twice,
     manifest_lines,
@@ -314,6 +315,22 @@ def test_a_compressed_page_cut_short_is_a_failure_to_try_again(
     unknown = get("/lzw")
     assert (unknown.ok, unknown.failure, unknown.transient) == (
         False, "bad response: unsupported content encoding 'compress'", False), unknown
+
+
+@pytest.mark.parametrize("encoding", ["deflate", "br"])
+@pytest.mark.parametrize("kind", pageclients.KINDS)
+def test_a_compressed_page_that_decodes_to_nothing_is_cut_at_twice_max_bytes(
+        make_server: Callable[[], FixtureServer], kind: str, encoding: str) -> None:
+    """Empty blocks one after another decode to nothing: crawl.max_page_bytes never came,
+    and the page was read at full speed until its deadline."""
+    server = make_server()
+    server.routes["/empty"] = endless_nothing(encoding, "text/html")
+    started = time.monotonic()
+    reply = pageclients.get(kind, AddressPolicy.from_seeds([server.url]), RequestOptions(),
+                            server.url + "/empty", max_bytes=100_000, timeout=4)
+    assert (reply.ok, reply.failure, reply.transient, reply.body) == (
+        False, "too large: over 200000 bytes compressed (twice the size limit)", False, b"")
+    assert time.monotonic() - started < 2
 
 
 @pytest.mark.parametrize("kind", pageclients.KINDS)

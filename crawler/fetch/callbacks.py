@@ -176,7 +176,8 @@ class TransferCallbacks:
                                              headers.get(b"retry-after"))
             return None
         try:
-            transfer.decoder = body_decoder(headers.get(b"content-encoding"))
+            transfer.decoder = body_decoder(headers.get(b"content-encoding"),
+                                            self._limits.max_bytes)
         except Abandoned as exc:  # an encoding not decoded here
             transfer.answer = failed(transfer, str(exc), exc.kind)
             return -1

@@ -10,7 +10,9 @@ knows whether each stream reached its end (zlib's ``eof``, brotli's
 
 Output comes in pieces of about ``PIECE`` bytes (brotli's may reach twice that),
 lazily: the caller's size cap stops a decompression bomb a piece or two past
-it, whatever the ratio.
+it, whatever the ratio. The bytes as sent are capped too, at twice the size
+cap: empty blocks one after another decode to nothing, and the caller's cap
+never came (the body was read at full speed until its deadline).
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from crawler.model.outcome import FailureKind
 PIECE = 256 * 1024  # most decoded bytes handed on at once
 ACCEPT_ENCODING = "gzip, deflate, br"  # what is decoded here, and so asked for
 MAX_CODINGS = 3  # "gzip, br" is a chain of two; longer chains are not from a real server
+# Compressed bytes taken per byte of the size cap: even data that does not compress
+# grows by far less, under each of the codings of a chain.
+SENT_PER_KEPT = 2  # (its reason says "twice")
 _GZIP_MAGIC = b"\x1f\x8b"
 _ALIASES = {"x-gzip": "gzip"}
 _AS_SENT = frozenset({"identity", "none"})  # "none": what PHP scripts say; libcurl took it
@@ -40,8 +45,9 @@ def broken(detail: str = "") -> Abandoned:
     return Abandoned(f"{BROKEN} ({detail})" if detail else BROKEN, FailureKind.BAD_RESPONSE)
 
 
-def body_decoder(content_encoding: str | None) -> BodyDecoder | None:
-    """The decoder for a response's Content-Encoding (None: the body is as sent).
+def body_decoder(content_encoding: str | None, max_bytes: int) -> BodyDecoder | None:
+    """The decoder for a response's Content-Encoding (None: the body is as sent), for a
+    body of ``max_bytes`` at most once decoded.
 
     Raises :class:`Abandoned` for an encoding that is not decoded here.
     """
@@ -57,20 +63,25 @@ def body_decoder(content_encoding: str | None) -> BodyDecoder | None:
         shown = content_encoding if len(content_encoding) <= 60 else content_encoding[:57] + "..."
         raise Abandoned(f"bad response: unsupported content encoding {shown!r}",
                         FailureKind.BAD_RESPONSE)
-    return BodyDecoder(codings)
+    return BodyDecoder(codings, SENT_PER_KEPT * max_bytes)
 
 
 class BodyDecoder:
-    """The decoding of one body, encoded by ``codings`` in that order (undone in reverse)."""
+    """The decoding of one body, encoded by ``codings`` in that order (undone in reverse),
+    of ``most_sent`` bytes at most as sent."""
 
-    def __init__(self, codings: list[str]) -> None:
+    def __init__(self, codings: list[str], most_sent: int) -> None:
         self._steps = [_STEPS[name]() for name in reversed(codings)]
-        self._fed = False
+        self._most_sent = most_sent
+        self._fed = 0
 
     def decode(self, chunk: bytes) -> Iterator[bytes]:
         """The decoded bytes of the next ``chunk`` of the body, in pieces."""
         if chunk:
-            self._fed = True
+            self._fed += len(chunk)
+            if self._fed > self._most_sent:
+                raise Abandoned(f"too large: over {self._most_sent} bytes compressed "
+                                f"(twice the size limit)", FailureKind.TOO_LARGE)
             yield from self._through(chunk, 0)
 
     def finish(self) -> None:

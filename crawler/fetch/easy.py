@@ -131,7 +131,8 @@ class Exchange:
                 reply.refused = not self.keep
                 if self.keep and 200 <= reply.status < 300:  # others' bodies go unread
                     try:
-                        self.decoder = body_decoder(reply.headers.get("content-encoding"))
+                        self.decoder = body_decoder(reply.headers.get("content-encoding"),
+                                                    self.max_bytes)
                     except Abandoned as exc:  # an encoding not decoded here
                         self.spoiled, self.keep = exc, False
             return
