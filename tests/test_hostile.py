@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import ipaddress
 import os
 import re
+import socket
 import stat
 import time
 from collections.abc import Callable
@@ -19,10 +21,12 @@ from crawler.demo.site import png
 from crawler.fetch.easy import Reply
 from crawler.fetch.guard import AddressPolicy, kind_of
 from crawler.fetch.options import RequestOptions
+from crawler.master.pages import wants_html
 from crawler.model.urls import normalize
 from crawler.parse.extract import MAX_URL_LENGTH
 
 from . import pageclients
+from .accepting import accept_each
 from .conftest import (
     SITE,
     FixtureHandler,
@@ -354,6 +358,30 @@ def test_only_a_success_body_is_decoded_and_repeated_encodings_are_one_list(
     assert replies["/gone"].ok and replies["/gone"].status == 404, replies["/gone"]
     for path in ("/twice", "/none"):
         assert replies[path].ok and replies[path].body == rules, replies[path]
+
+
+@pytest.mark.parametrize("kind", pageclients.KINDS)
+def test_a_switching_protocols_answer_not_asked_for_is_the_pages_answer(kind: str) -> None:
+    """libcurl takes a 101 it did not ask for as the final answer, as the workers' engine
+    does: taken for an interim one, a page whose server then held the connection open
+    waited out its deadline, "too slow" and tried again, where an image said "HTTP 101"."""
+    def upgrade_then_hold(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            with contextlib.suppress(OSError):
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\n\r\nHTTP/1.1 200 OK\r\n"
+                             b"Content-Type: text/html\r\nContent-Length: 6\r\n\r\n<html>")
+                conn.recv(1)  # held open until the client leaves (or 5 s pass)
+
+    port, done = accept_each(upgrade_then_hold)
+    try:
+        reply = pageclients.get(kind, AddressPolicy.from_seeds(["http://127.0.0.1/"]),
+                                RequestOptions(), f"http://127.0.0.1:{port}/", timeout=1.5,
+                                wants=wants_html)
+    finally:
+        done.set()
+    assert (reply.ok, reply.status, reply.refused, reply.body) == (True, 101, True, b""), reply
 
 
 def test_a_compressed_image_cut_short_is_retried_and_never_stored(

@@ -51,7 +51,7 @@ from crawler.fetch.decoding import BodyDecoder, body_decoder
 from crawler.fetch.engine import Abandoned, curl_failure, message_failure
 from crawler.fetch.guard import AddressPolicy, BlockedAddress
 from crawler.fetch.options import Proxies, RequestOptions
-from crawler.fetch.policy import REDIRECT_STATUSES, location_text, redirect_target
+from crawler.fetch.policy import REDIRECT_STATUSES, interim, location_text, redirect_target
 from crawler.model.outcome import FailureKind
 
 _WANTED = frozenset({"content-type", "location", "retry-after", "content-length",
@@ -125,7 +125,7 @@ class Exchange:
         if self.head_done:
             return  # trailers
         if line in (b"\r\n", b"\n"):
-            if not 100 <= reply.status < 200:  # else an interim answer: the real one follows
+            if not interim(reply.status):  # else the real answer follows
                 self.head_done = True
                 self.keep = self.wants(reply.status, reply.headers)
                 reply.refused = not self.keep
