@@ -785,7 +785,7 @@ class TaskBoard:
         now = self._clock()
         pace = self._lanes[item.host].pace
         if attempt.ok:
-            pace.answered()
+            pace.answered(now)
         elif attempt.host_is_busy:
             self._slowed_down(item.host, pace.slow_down(now, self.policy.backoff_max), attempt)
         if attempt.retry_after:
@@ -800,9 +800,10 @@ class TaskBoard:
             self._news.append(note[1])
         attempts = max(item.attempts, 1)
         if not attempt.ok and attempt.transient and attempts < self.policy.max_attempts:
+            # (A 429 or 503 is about the server: its host was slowed down above, which
+            # spaces its other images; held for this image's backoff, a rate-limited
+            # host's images waited seconds at each answer its limit refused.)
             backoff = self.policy.backoff(attempts, attempt.retry_after)
-            if attempt.host_is_busy:  # a 429 or 503 is about the server: its host waits
-                self._lanes[item.host].pace.hold(now + backoff)
             self._delay_until(item, now + backoff)
             self.retries += 1
             return

@@ -105,8 +105,8 @@ from crawler.model.cookies import MAX_COOKIES, cookie_key
 from crawler.model.outcome import Attempt, one_line
 from crawler.model.pacing import (
     FIRST_SLOW_DOWN,
+    SLOW_DOWN_FLOOR,
     SLOW_DOWN_GAP,
-    SLOW_DOWN_GONE,
     SLOW_DOWN_WEARS_OFF,
 )
 from crawler.model.urls import host_key_of_normalized
@@ -131,8 +131,8 @@ _R = TypeVar("_R")
 
 # The slow-down of a host that answers 429 or 503, as the embedded board's paces have it.
 _SLOW_DOWN_LUA = (f"local FIRST_SLOW_DOWN, SLOW_DOWN_WEARS_OFF = {FIRST_SLOW_DOWN!r}, "
-                  f"{SLOW_DOWN_WEARS_OFF!r}\nlocal SLOW_DOWN_GONE, SLOW_DOWN_GAP = "
-                  f"{SLOW_DOWN_GONE!r}, {SLOW_DOWN_GAP!r}\n")
+                  f"{SLOW_DOWN_WEARS_OFF!r}\nlocal SLOW_DOWN_FLOOR, SLOW_DOWN_GAP = "
+                  f"{SLOW_DOWN_FLOOR!r}, {SLOW_DOWN_GAP!r}\n")
 
 
 def _load_scripts() -> dict[str, str]:

@@ -306,9 +306,12 @@ local function slow_down(host, busy, url, now, policy)
   local at = tonumber(redis.call('HGET', SLOWED, host) or '')
   if at and now - at < math.max(SLOW_DOWN_GAP, slowed) then return end
   local delay = math.max(policy.host_delay, host_time(DELAY, host), slowed)
-  slowed = math.min(policy.backoff_max, math.max(FIRST_SLOW_DOWN, 2 * delay))
+  local least = FIRST_SLOW_DOWN  -- at first (see crawler.model.pacing)
+  if slowed > 0 then least = 0 end
+  slowed = math.min(policy.backoff_max, math.max(least, 2 * delay))
   if slowed <= delay then return end  -- backoff_max allows the host no slower pace
   HOST_TIMES[SLOW][host] = slowed
+  hold_host(host, now + slowed)  -- from this answer on: the next request waits it too
   redis.call('HSET', SLOW, host, num(slowed))
   redis.call('HSET', SLOWED, host, num(now))
   say(host, 'slowed\t' .. string.format('%s answered %s (%s): slowed down to one request '
@@ -317,23 +320,21 @@ local function slow_down(host, busy, url, now, policy)
 end
 
 -- The host answered well: its slow-down, if any, wears off a little.
-local function answered(host)
+-- (Not within the gap after it grew: see crawler.model.pacing.)
+local function answered(host, now)
   local slowed = host_time(SLOW, host)
-  if slowed == 0 then return end
-  slowed = slowed * SLOW_DOWN_WEARS_OFF
-  if slowed < SLOW_DOWN_GONE then
-    slowed = 0
-    redis.call('HDEL', SLOW, host)
-  else
-    redis.call('HSET', SLOW, host, num(slowed))
-  end
+  if slowed <= SLOW_DOWN_FLOOR then return end
+  local at = tonumber(redis.call('HGET', SLOWED, host) or '')
+  if at and now - at < math.max(SLOW_DOWN_GAP, slowed) then return end
+  slowed = math.max(SLOW_DOWN_FLOOR, slowed * SLOW_DOWN_WEARS_OFF)
+  redis.call('HSET', SLOW, host, num(slowed))
   HOST_TIMES[SLOW][host] = slowed
 end
 
 local function record_result(url, it, r, worker, now, policy)
   unlease(url, it)
   if r.ok then
-    answered(it.h)
+    answered(it.h, now)
   elseif r.busy ~= '' then
     slow_down(it.h, r.busy, url, now, policy)
   end
@@ -347,7 +348,6 @@ local function record_result(url, it, r, worker, now, policy)
     if r.retry_after > 0 then
       delay = math.max(delay, math.min(r.retry_after, policy.backoff_max))
     end
-    if r.busy ~= '' then hold_host(it.h, now + delay) end  -- a 429 or 503 is the server's
     set_state(url, it, 'd')
     save_item(url, it)
     redis.call('ZADD', DELAYED, num(now + delay), url)

@@ -431,6 +431,8 @@ class PageLoop:
             self._guarded(job, functools.partial(self._hop_done, job, reply))
 
     def _hop_done(self, job: _Job, reply: Reply) -> None:
+        if reply.ok and reply.status < 400:  # an answer: a slowed-down host speeds up
+            self._paces.of(host_key(job.current)).answered(time.monotonic())
         step = after_hop(job.url, job.current, reply, self._timeout)
         if isinstance(step, Page):
             self._read(job, step)

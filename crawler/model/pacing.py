@@ -11,8 +11,8 @@ for when a page is handed to the page loop, which is no request.
 
 A host that answers 429 or 503 (too many requests, overloaded) is slowed
 down beyond that: a delay of its own, twice the host's delay at each such
-answer and worn off a little by each success, so that a rate-limited host is asked about as
-often as it allows rather than in bursts that it refuses.
+answer and worn off a little by each success, so that a rate-limited host is
+asked about as often as it allows rather than in bursts that it refuses.
 
 Shared, pages and images take turns: while a page waits for the host, an
 image leaves it the turn after an image's. Otherwise the workers, woken the
@@ -29,13 +29,15 @@ import threading
 PAGE_TURN = 0.005
 
 # A host's first slow-down: at most four requests a second, across all workers
-# (or half as many as its delay allowed, if fewer).
+# (or half as many as its delay allowed, if fewer); the later ones halve the pace.
 FIRST_SLOW_DOWN = 0.25
-# Each success wears a slow-down off by this factor: halved in about 70 requests,
+# Each success wears a slow-down off by this factor: halved in about 23 requests,
 # so that a host whose rate limit was met is not pushed into it again at once.
-SLOW_DOWN_WEARS_OFF = 0.99
-# Below this, a slow-down is gone.
-SLOW_DOWN_GONE = 0.01
+SLOW_DOWN_WEARS_OFF = 0.97
+# A slow-down wears off to this, not below: a host that said "too many" once keeps
+# one (100 requests a second at most), so that its next "too many" doubles what it
+# allowed, instead of the burst that reached it starting again from FIRST_SLOW_DOWN.
+SLOW_DOWN_FLOOR = 0.01
 # A second slow-down waits this long at least (or the slow-down, if longer): the
 # requests already in flight when the host said "too many" were sent too fast for
 # the first one, and their answers are the same news.
@@ -117,22 +119,28 @@ class Pace:
         with self._lock:
             if now - self._slowed_at < max(SLOW_DOWN_GAP, self._slowed):
                 return None
-            # Twice the delay the host has (a Crawl-delay may be longer than the slow-down)
-            slowed = min(at_most, max(FIRST_SLOW_DOWN, 2 * self.delay))
+            # Twice the delay the host has (a Crawl-delay may be longer than the slow-down);
+            # at first, no less than FIRST_SLOW_DOWN: the delay the burst it refused went at
+            # (none) says nothing of what it allows, a delay it refused since does.
+            slowed = min(at_most, max(0.0 if self._slowed else FIRST_SLOW_DOWN, 2 * self.delay))
             if slowed <= self.delay:
                 return None  # download.backoff_max allows the host no slower pace
             self._slowed, self._slowed_at = slowed, now
             self.delay = slowed
+            # From this answer on: the next request waits the new delay too.
+            self.next_time = max(self.next_time, now + slowed)
             return slowed
 
-    def answered(self) -> None:
-        """The host answered a request well: its slow-down, if any, wears off a little."""
-        if not self._slowed:
+    def answered(self, now: float) -> None:
+        """The host answered a request well: its slow-down, if any, wears off a little
+        (not within the gap after it grew: worn off at once, the pace it refused came
+        back before it could say so again, and every answer met its limit)."""
+        if self._slowed <= SLOW_DOWN_FLOOR:
             return  # no lock needed: most hosts are never slowed down
+        if now - self._slowed_at < max(SLOW_DOWN_GAP, self._slowed):
+            return
         with self._lock:
-            self._slowed *= SLOW_DOWN_WEARS_OFF
-            if self._slowed < SLOW_DOWN_GONE:
-                self._slowed = 0.0
+            self._slowed = max(SLOW_DOWN_FLOOR, self._slowed * SLOW_DOWN_WEARS_OFF)
             self.delay = max(self._asked, self._slowed)
 
 
