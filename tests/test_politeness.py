@@ -8,6 +8,7 @@ import re
 import signal
 import socket
 import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -858,3 +859,45 @@ def test_a_hosts_crawl_delay_is_the_longer_of_its_http_and_https_robots_txt(
         client.close()
         server.shutdown()
         server.server_close()
+
+
+def _peak_rss_mib(process: subprocess.Popen[str], timeout: float) -> float:
+    """The most memory ``process`` (not its children) held, read until it ends."""
+    peak_kib, deadline = 0, time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            status = Path(f"/proc/{process.pid}/status").read_text()
+        except OSError:  # ended meanwhile
+            break
+        peak_kib = max([peak_kib, *(int(line.split()[1]) for line in status.splitlines()
+                                    if line.startswith("VmHWM:"))])
+        time.sleep(0.02)
+    return peak_kib / 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_links_past_the_page_budget_are_left_to_the_journal_not_held(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """A trap whose every page lists 20,000 links: the master holds no more of them than
+    its page budget can read (held, they grew it from 97 to 157 MiB), says how many
+    distinct pages it left, and a rerun with a larger budget reads them."""
+    server = make_server()
+    pages = [f"/p{n}" for n in range(29)]
+    routes = {"/": ("text/html", "".join(f'<a href="{p}">p</a>' for p in pages).encode())}
+    for n, page in enumerate(pages):  # each page's links are half its neighbour's
+        routes[page] = ("text/html", "".join(f'<a href="/t/{n * 10_000 + k}/{"x" * 100}">t</a>'
+                                             for k in range(20_000)).encode())
+    serve_routes(server, routes)
+    out = tmp_path / "out"
+    master = start_crawler("master", server.url + "/", "--max-pages", "30",
+                           "--page-concurrency", "1", "--out", str(out),
+                           "--bind", "127.0.0.1:0", cwd=tmp_path)
+    peak = _peak_rss_mib(master, timeout=60)
+    finish(master, timeout=30)
+    assert master.returncode == 0
+    assert json.loads((out / "summary.json").read_text())["pages_left"] == 300_000
+    assert peak < 125, f"the master held {peak:.0f} MiB"  # 157 when it held them
+    result = run_crawler("master", server.url + "/", "--max-pages", "31", "--out", str(out),
+                         "--bind", "127.0.0.1:0", cwd=tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert any(path.startswith("/t/") for path in server.paths())

@@ -67,6 +67,9 @@ class PageDone(NamedTuple):
     images: list[tuple[str, str, str | None, str | None]]
     complete: bool = True  # False when the image budget left some of its images out
     failed: bool = False  # it could not be crawled, and no later run tries it again
+    # New links past what the page budget still allows: recorded to visit (a rerun with
+    # a larger budget reads them), and held nowhere else (url, depth).
+    left: tuple[tuple[str, int], ...] = ()
 
 
 class Resumed(NamedTuple):
@@ -161,8 +164,10 @@ class Journal:
         """Record, atomically, a finished page and what was found on it."""
         self.pages_done([PageDone(url, list(links), list(images), complete)])
 
-    def pages_done(self, pages: list[PageDone]) -> None:
-        """Record finished pages and what was found on them, all in one transaction.
+    def pages_done(self, pages: list[PageDone]) -> int:
+        """Record finished pages and what was found on them, all in one transaction;
+        returns how many of the links they left to the page budget are new here (a link
+        that several pages list is counted once).
 
         One transaction for all the pages a crawl loop pass finished: the
         commit, not the rows, is what costs.
@@ -170,6 +175,10 @@ class Journal:
         with self._transaction():
             self._db.executemany("INSERT OR IGNORE INTO pages (url, depth) VALUES (?, ?)",
                                  [link for page in pages for link in page.links])
+            # (an executemany's rowcount is its rows inserted, those ignored not counted)
+            left = self._db.executemany(
+                "INSERT OR IGNORE INTO pages (url, depth) VALUES (?, ?)",
+                [link for page in pages for link in page.left]).rowcount
             self._db.executemany(
                 "INSERT OR IGNORE INTO images (url, page, outcome, ref) VALUES (?, ?, ?, ?)",
                 [image for page in pages for image in page.images])
@@ -185,6 +194,7 @@ class Journal:
                 "THEN ?3 ELSE ?1 END WHERE url = ?4",
                 [(_FAILED if page.failed else 1 if page.complete else _CUT, limit, _AT_DEPTH,
                   page.url) for page in pages])
+        return max(left, 0)
 
     # ----- what crawl this is ----------------------------------------------------
 

@@ -39,8 +39,9 @@ class Ledger(Protocol):
         """What an earlier run left to do (nothing, where the broker holds it)."""
         ...
 
-    def pages_done(self, pages: list[PageDone]) -> None:
-        """Record finished pages with their links, and queue their images on the board."""
+    def pages_done(self, pages: list[PageDone]) -> int:
+        """Record finished pages with their links, and queue their images on the board;
+        returns how many links left to the page budget were new (see ``PageDone.left``)."""
         ...
 
     def record(self, outcomes: Iterable[Outcome]) -> None:
@@ -71,8 +72,8 @@ class JournalLedger:
     def resume(self) -> Resumed:
         return self._journal.resume()
 
-    def pages_done(self, pages: list[PageDone]) -> None:
-        self._journal.pages_done(pages)
+    def pages_done(self, pages: list[PageDone]) -> int:
+        left = self._journal.pages_done(pages)
         board = self._board
         for page in pages:
             for image in page.images:
@@ -82,6 +83,7 @@ class JournalLedger:
                     board.settle_now(attempt, page_url, ref)
                 else:
                     board.put(url, host_key_of_normalized(url), page_url, ref)
+        return left
 
     def record(self, outcomes: Iterable[Outcome]) -> None:
         self._journal.record(outcomes)
@@ -109,7 +111,8 @@ class BrokerLedger:
     def resume(self) -> Resumed:
         return Resumed([], set(), [], set())  # the broker holds the crawl's state
 
-    def pages_done(self, pages: list[PageDone]) -> None:
+    def pages_done(self, pages: list[PageDone]) -> int:
+        """(None is left to the page budget here: the crawl's frontier keeps its budget.)"""
         import redis
 
         try:
@@ -118,6 +121,7 @@ class BrokerLedger:
             # Redis restarted (its scripts gone) while redis-py retried the transaction,
             # which it does without loading them again: nothing was applied; once more.
             self._pages_done(pages)
+        return 0
 
     def _pages_done(self, pages: list[PageDone]) -> None:
         pipe = self._client.pipeline(transaction=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import secrets
 import socket
@@ -714,6 +715,7 @@ class Master:
                 else:
                     self._visited(self._visit_of(future, running), robots, files)
                 running.discard(future)
+                self._page_of.pop(future, None)  # no longer in hand (_room_for_pages)
             self._record_pages(ledger)
             if time.monotonic() - last_heartbeat > REAP_EVERY:  # a page may take a while
                 frontier.heartbeat(self._working(running))
@@ -795,7 +797,8 @@ class Master:
                      " characters, more than servers take", visit.url,
                      visit.extraction.too_long, MAX_URL_LENGTH)
         links_followed = visit.depth < self._settings.crawl.depth and not nofollow
-        links = self._new_links(visit.extraction.links, visit.depth) if links_followed else []
+        links, left = (self._new_links(visit.extraction.links, visit.depth)
+                       if links_followed else ([], ()))
         if not links_followed and not nofollow and self._links_on(visit.extraction.links):
             self._pages_at_depth_limit += 1  # a trap (a calendar) ends here: said at the end
         new_images, complete = self._new_images(visit, links, links_followed)
@@ -810,7 +813,7 @@ class Master:
                 Attempt(url=image, ok=False, reason=refused), page=page_url, worker=None,
                 attempts=0, ref=ref).to_json() if refused is not None else None,
              json.dumps(ref) if ref else None)
-            for image, refused, ref in new_images], complete=complete))
+            for image, refused, ref in new_images], complete=complete, left=left))
 
     def _page_failed(self, visit: Visit, files: ResultFiles) -> None:
         """A page that could not be read: recorded as failed for good, or set aside for a
@@ -827,10 +830,31 @@ class Master:
             self._frontier.set_aside(visit.url)
             self._pages_to_retry += 1
 
-    def _new_links(self, found: Iterable[str], depth: int) -> list[tuple[str, int]]:
-        """The links of a page at ``depth`` that are new pages of the crawl, queued."""
-        return [(link, depth + 1) for link in self._unseen_pages(found)
-                if self._frontier.add(link, depth + 1)]
+    def _new_links(self, found: Iterable[str], depth: int
+                   ) -> tuple[list[tuple[str, int]], tuple[tuple[str, int], ...]]:
+        """The links of a page at ``depth`` that are new pages of the crawl: those queued,
+        and those past what the page budget still allows, left to the journal. Held here,
+        a site whose every page lists 100,000 links (a calendar, filters) grew the master
+        by about max_pages times as many URLs, though this run reads none of them."""
+        room = self._room_for_pages()
+        queued: list[tuple[str, int]] = []
+        left: list[tuple[str, int]] = []
+        for link in self._unseen_pages(found):
+            if len(queued) >= room:
+                left.append((link, depth + 1))  # (said unseen again if listed again)
+            elif self._frontier.add(link, depth + 1):
+                queued.append((link, depth + 1))
+        return queued, tuple(left)
+
+    def _room_for_pages(self) -> float:
+        """How many more pages this run may queue before its page budget is spent (inf: no
+        budget, or the broker's frontier, which keeps the crawl's budget itself)."""
+        max_pages = self._settings.crawl.max_pages
+        if not max_pages or self._shared_frontier is not None:
+            return math.inf
+        # The page being taken in is counted in pages already, and is still in hand.
+        in_hand = len(self._page_of) - 1
+        return max_pages - self._snapshot.pages - in_hand - len(self._frontier)
 
     def _links_on(self, found: Iterable[str]) -> bool:
         """Whether ``found`` holds a page of the crawl not seen yet. On a broker, this
@@ -925,7 +949,7 @@ class Master:
             if self._cookie_post is not None:  # before the images that may need them
                 self._cookie_post.publish()
                 self._forget_after_reconnecting()  # (that call reconnected: all of them)
-            ledger.pages_done(self._pages_done)
+            self._pages_left += ledger.pages_done(self._pages_done)  # the budget's: said
             self._pages_done = []
             if self._shared_frontier is None and not self._options.dry_run:
                 self._images_seen.clear()  # the board knows them now
