@@ -23,7 +23,7 @@ from crawler.demo.site import Site, build_site, png
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
-from crawler.fetch.robots import read_robots
+from crawler.fetch.robots import MAX_ROBOTS_BYTES, read_robots
 from crawler.master.robots import Robots
 from crawler.master.scope import Scope
 from crawler.master.stylesheets import Stylesheets
@@ -901,3 +901,22 @@ def test_links_past_the_page_budget_are_left_to_the_journal_not_held(
                          "--bind", "127.0.0.1:0", cwd=tmp_path, timeout=60)
     assert result.returncode == 0, result.stderr
     assert any(path.startswith("/t/") for path in server.paths())
+
+
+def test_a_robots_txt_past_the_read_limit_drops_the_line_the_limit_cuts(
+        make_server: Callable[[], FixtureServer]) -> None:
+    """Read up to its limit, a rule cut mid-line would be another rule: ``Disallow:
+    /private`` cut to ``Disallow: /p`` refuses /public too; the partial line is left out,
+    as Google's parser leaves it past its own limit."""
+    server = make_server()
+    head = b"User-agent: *\n# "
+    cut_to = b"Disallow: /p"
+    filler = b"x" * (MAX_ROBOTS_BYTES - len(head) - len(cut_to) - 1) + b"\n"
+    body = head + filler + b"Disallow: /private\n"
+    server.routes["/robots.txt"] = lambda h: h.send_body(200, body, "text/plain")
+    client = EasyClient(AddressPolicy(frozenset({"public", "loopback"})), RequestOptions())
+    try:
+        robots = read_robots(client, server.url, 5.0)
+    finally:
+        client.close()
+    assert robots.refusal(server.url + "/public/a.png", "x") is None

@@ -116,7 +116,16 @@ def read_robots(client: EasyClient, origin: str, timeout: float, *,
             log.info("robots.txt of %s: redirects not followed past %s: as if none",
                      origin, reply.url)
         return ALLOW_ALL
-    return RobotsFile(Protego.parse(reply.body.decode("utf-8-sig", errors="replace")))
+    return RobotsFile(Protego.parse(_whole_lines(reply.body, reply.truncated)
+                                    .decode("utf-8-sig", errors="replace")))
+
+
+def _whole_lines(body: bytes, truncated: bool) -> bytes:
+    """``body`` without the line the read limit cut (as Google's parser past its own):
+    ``Disallow: /private`` cut to ``Disallow: /p`` would refuse more, an ``Allow``
+    cut so would allow more."""
+    end = max(body.rfind(b"\n"), body.rfind(b"\r"))  # (a line may end in either)
+    return body[:end + 1] if truncated else body
 
 
 def _is_http(url: str) -> bool:
