@@ -12,6 +12,7 @@ import socket
 import struct
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from hashlib import sha256
@@ -80,6 +81,42 @@ def test_classic_tutorial_worker_runs_unchanged(site: FixtureServer) -> None:
     assert settled[urls[1]].attempt.ok
     assert not settled[urls[2]].attempt.ok
     assert "404" in settled[urls[2]].attempt.reason
+
+
+def test_a_tutorial_worker_without_our_package_is_told_why_its_result_is_refused() -> None:
+    """A malformed result reached a tutorial worker's host, where this package is not
+    installed, as "No module named 'crawler'": the exception was one of ours."""
+    key = secrets.token_hex(16)
+    board = TaskBoard(BoardPolicy())
+    server = serve(board, key.encode())
+    board.put("http://h/a.png", "h", None)
+    put_malformed = textwrap.dedent("""
+        import os, sys
+        from multiprocessing.managers import BaseManager
+        class QueueManager(BaseManager):
+            pass
+        QueueManager.register("get_result_queue")
+        m = QueueManager(address=(sys.argv[1], int(sys.argv[2])),
+                         authkey=os.environ["CRAWLER_AUTHKEY"].encode())
+        m.connect()
+        result = m.get_result_queue()
+        for item in (b"http://h/a.png--->success", {"url": "http://h/a.png", "ok": True},
+                     "http://h/a.png success"):
+            try:
+                result.put(item)
+            except Exception as e:
+                print(type(e).__name__, e)
+    """)
+    # -I -S: no site-packages, so no crawler package, as on a host with the script alone
+    worker = subprocess.run([sys.executable, "-I", "-S", "-c", put_malformed,
+                             *map(str, server.address)],
+                            env={**os.environ, "CRAWLER_AUTHKEY": key}, capture_output=True,
+                            text=True, timeout=30, check=False)
+    assert worker.returncode == 0, worker.stderr
+    told = worker.stdout.splitlines()
+    assert len(told) == 3 and all(line.startswith("ValueError ") for line in told), told
+    assert "a result is a str, 'URL--->success' or" in told[0] and "not bytes" in told[0]
+    assert board.counts()["refused"] == 3 and board.unfinished() == 1
 
 
 def test_our_client_leases_in_batches_and_reports() -> None:

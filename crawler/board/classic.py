@@ -14,7 +14,7 @@ from typing import Any
 
 from crawler.board.base import CLASSIC
 from crawler.board.memory import TaskBoard
-from crawler.model.outcome import Attempt
+from crawler.model.outcome import SEPARATOR, Attempt
 from crawler.model.wire import ReportRefused, attempt_from_report
 
 _LONGEST_WAIT = 3600.0  # seconds of one lease call; a longer get() asks again
@@ -68,19 +68,24 @@ class ResultQueueView:
         self._board = board
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        if isinstance(item, str):
-            try:
-                attempt = Attempt.from_line(item)
-            except ValueError as exc:  # logged and counted here; the worker is told too
-                self._board.refuse(CLASSIC, str(exc))
-                raise
-        else:
-            try:
-                attempt = attempt_from_report(item)
-            except ReportRefused as exc:
-                self._board.refuse(CLASSIC, str(exc))
-                raise
+        """Record ``item``; a malformed one is logged, counted, and raised to the worker
+        as a built-in ValueError: a tutorial worker's host may not have this package,
+        and an exception of ours reached it as "No module named 'crawler'"."""
+        try:
+            attempt = self._attempt_of(item)
+        except ValueError as exc:
+            self._board.refuse(CLASSIC, str(exc))
+            raise ValueError(str(exc)) from exc
         self._board.report(CLASSIC, [attempt])
+
+    @staticmethod
+    def _attempt_of(item: object) -> Attempt:
+        if isinstance(item, str):
+            return Attempt.from_line(item)
+        if isinstance(item, dict):
+            return attempt_from_report(item)
+        raise ReportRefused(f"a result is a str, 'URL{SEPARATOR}success' or "
+                            f"'URL{SEPARATOR}failure: reason', not {type(item).__name__}")
 
     def put_nowait(self, item: Any) -> None:
         self.put(item)
