@@ -594,6 +594,25 @@ def test_a_tutorial_worker_waiting_in_get_is_not_shown_gone() -> None:
     waiting.join(timeout=5)
 
 
+def test_a_tutorial_worker_waiting_in_get_has_a_share_of_a_hosts_slots() -> None:
+    """Tutorial workers were left out of the shares: ours, reporting and asking again,
+    kept every slot of a host full, and a tutorial worker waiting in get() got nothing
+    until it gave up (10 of them beside 2 of ours: not one URL in a whole crawl)."""
+    b = TaskBoard(policy_for(host_concurrency=2))  # the real clock: get() waits for real
+    for n in range(4):
+        b.put(f"http://h/{n}.png", "h", None)
+    assert len(b.lease("w", 2, 0)["tasks"]) == 2  # all the host's slots
+    got: list[str] = []
+    waiting = threading.Thread(target=lambda: got.append(TaskQueueView(b).get(timeout=4)),
+                               daemon=True)
+    waiting.start()
+    time.sleep(memory.ASKING_WINDOW + 0.5)  # waiting still, not only when it began
+    b.report("w", [ok("http://h/0.png")])
+    assert b.lease("w", 2, 0)["tasks"] == [], "one of the two slots is the tutorial workers'"
+    waiting.join(timeout=5)
+    assert got == ["http://h/2.png"]
+
+
 def test_classic_get_times_out_on_a_closed_board() -> None:
     b = memory_board(Clock())
     b.close()

@@ -490,15 +490,13 @@ class TaskBoard:
         limit = max(1, min(max_items, self.policy.batch_size))
         with self._cond:
             end = self._clock() + max(0.0, wait)
-            record = self._touch(worker)
-            if record is not None:
-                record.last_ask = self._clock()
-            else:
-                self._classic_record(worker)
+            record = self._touch(worker) or self._classic_record(worker)
             while True:
                 if self._closed:
                     return LeaseAnswer(closed=True, tasks=[])
                 now = self._clock()
+                if record is not None:
+                    record.last_ask = now  # asking for as long as it waits: it has a share
                 self._promote_delayed(now)
                 tasks = self._take(worker, limit, now)
                 if tasks:
@@ -744,6 +742,10 @@ class TaskBoard:
         workers asking for work, so none holds them all while others get nothing."""
         asking = sum(1 for record in self._workers.values()
                      if not record.gone and now - record.last_ask <= ASKING_WINDOW)
+        if self._classic is not None and now - self._classic.last_ask <= ASKING_WINDOW:
+            # The tutorial workers, one share together: left out, ours kept every slot
+            # of a host full, and a tutorial worker's get() waited until it gave up.
+            asking += 1
         return math.ceil(self.policy.host_concurrency / max(1, asking))
 
     def _until_ready(self, now: float) -> float:
