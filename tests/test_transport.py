@@ -119,6 +119,52 @@ def test_a_tutorial_worker_without_our_package_is_told_why_its_result_is_refused
     assert board.counts()["refused"] == 3 and board.unfinished() == 1
 
 
+WAIT_IN_GET = textwrap.dedent("""
+    import os, queue, sys
+    from multiprocessing.managers import BaseManager
+    class QueueManager(BaseManager):
+        pass
+    QueueManager.register("get_task_queue")
+    m = QueueManager(address=(sys.argv[1], int(sys.argv[2])),
+                     authkey=os.environ["CRAWLER_AUTHKEY"].encode())
+    m.connect()
+    task = m.get_task_queue()
+    print("waiting", flush=True)
+    try:
+        print(task.get(timeout=float(sys.argv[3])), flush=True)
+    except queue.Empty:
+        print("nothing", flush=True)
+""")
+
+
+def test_a_url_is_not_handed_to_a_tutorial_worker_that_died_waiting_in_get() -> None:
+    """Its get() went on waiting in the master, took the next URL for no one, and held
+    it for lease_timeout, while a live tutorial worker's get() came back empty."""
+    key = secrets.token_hex(16)
+    board = TaskBoard(BoardPolicy(lease_timeout=60.0))
+    server = serve(board, key.encode())
+    env = {**os.environ, "CRAWLER_AUTHKEY": key}
+
+    def waiting_in_get(seconds: int) -> subprocess.Popen[str]:
+        worker = subprocess.Popen([sys.executable, "-c", WAIT_IN_GET,
+                                   *map(str, server.address), str(seconds)],
+                                  env=env, stdout=subprocess.PIPE, text=True)
+        assert worker.stdout is not None and worker.stdout.readline() == "waiting\n"
+        return worker
+
+    dead = waiting_in_get(30)
+    time.sleep(0.3)  # its get() is in the master
+    dead.kill()
+    dead.wait(timeout=5)
+    live = waiting_in_get(4)
+    time.sleep(0.3)
+    board.put("http://h/a.png", "h", None)
+    out, _ = live.communicate(timeout=10)
+    assert out == "http://h/a.png\n"
+    [row] = board.tutorial_workers()
+    assert row["held"] == 1
+
+
 def test_our_client_leases_in_batches_and_reports() -> None:
     key = secrets.token_bytes(16)
     board = TaskBoard(BoardPolicy(batch_size=50))

@@ -10,6 +10,7 @@ abandons comes back when the lease runs out.
 from __future__ import annotations
 
 import queue
+from collections.abc import Callable
 from typing import Any
 
 from crawler.board.base import CLASSIC
@@ -17,14 +18,20 @@ from crawler.board.memory import TaskBoard
 from crawler.model.outcome import SEPARATOR, Attempt
 from crawler.model.wire import ReportRefused, attempt_from_report
 
-_LONGEST_WAIT = 3600.0  # seconds of one lease call; a longer get() asks again
+# Seconds of one lease call at most: between two, a get() looks whether its worker is
+# still there (one that died would count as a tutorial worker, in crawler status and
+# the shares, until its get() ran out: for ever, without a timeout).
+_LOOK_FOR_THE_WORKER_EVERY = 1.0
 
 
 class TaskQueueView:
     """``get_task_queue``: the classic interface; items are plain URL strings."""
 
-    def __init__(self, board: TaskBoard) -> None:
+    def __init__(self, board: TaskBoard, client_gone: Callable[[], bool] = lambda: False) -> None:
+        """``client_gone``: whether the worker whose get() this thread serves closed its
+        connection (the server knows)."""
         self._board = board
+        self._client_gone = client_gone
 
     def get(self, block: bool = True, timeout: float | None = None) -> str:
         """The next URL; queue.Empty when none came in time or the crawl is over."""
@@ -35,14 +42,25 @@ class TaskQueueView:
         wait = (timeout if timeout is not None else float("inf")) if block else 0.0
         # Asked again every half lease_timeout at least: each call is the tutorial
         # workers' contact, and one waiting here is not gone (crawler status).
-        longest = min(_LONGEST_WAIT, max(0.5, self._board.policy.lease_timeout / 2))
-        while True:
+        longest = min(max(0.5, self._board.policy.lease_timeout / 2),
+                      _LOOK_FOR_THE_WORKER_EVERY)
+        while not self._client_gone():
             answer = self._board.lease(CLASSIC, 1, min(wait, longest))
             if answer["tasks"]:
-                return answer["tasks"][0][0]
+                return self._handed(answer["tasks"][0][0])
             wait -= longest
             if wait <= 0 or answer["closed"]:
                 raise queue.Empty
+        raise queue.Empty  # to no one: the worker is gone
+
+    def _handed(self, url: str) -> str:
+        """``url``, leased, unless the worker died while it waited: then it goes back at
+        once. Handed to the dead, it waited out lease_timeout, while a live worker's
+        get() came back empty and that worker quit."""
+        if self._client_gone():
+            self._board.release(CLASSIC, [url])
+            raise queue.Empty
+        return url
 
     def get_nowait(self) -> str:
         return self.get(block=False)

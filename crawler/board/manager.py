@@ -293,6 +293,16 @@ def _handshake(conn: connection.Connection, sock: socket.socket, authkey: bytes,
         delattr(conn, "_recv")
 
 
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """Whether the other end of ``sock`` closed it (or it broke), without waiting."""
+    waiting = select.poll()  # not select(): a busy master's descriptors pass 1024
+    waiting.register(sock.fileno(), select.POLLIN)
+    try:
+        return bool(waiting.poll(0)) and not sock.recv(1, socket.MSG_PEEK)
+    except OSError:  # reset by the peer
+        return True
+
+
 class _GuardedServer(Server):
     """A manager server that sets socket options, bounds and logs refused connections,
     and whose accepting thread outlives any failure to serve one connection."""
@@ -307,6 +317,16 @@ class _GuardedServer(Server):
     # Set by Server.__init__; typeshed does not declare them.
     listener: connection.Listener
     authkey: bytes
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._serving = threading.local()  # .sock: the client of the connection a thread serves
+
+    def client_gone(self) -> bool:
+        """Whether the client of the connection this thread serves closed it: a call
+        of a worker that died while it waited answers no one."""
+        sock = getattr(self._serving, "sock", None)
+        return sock is not None and _closed_by_peer(sock)
 
     def serve_forever(self) -> None:
         """Accept connections until :meth:`stop`, on this thread.
@@ -370,6 +390,7 @@ class _GuardedServer(Server):
     def handle_request(self, conn: connection.Connection,
                        handshaking: threading.BoundedSemaphore | None = None) -> None:
         sock = _socket_of(conn)
+        self._serving.sock = sock  # a thread serves one connection, and ends with it
         try:
             try:
                 host, port = sock.getpeername()[:2]
@@ -504,7 +525,9 @@ class QueueServer:
                  describe: Callable[..., Any], max_handshaking: int = MAX_HANDSHAKING) -> None:
         from crawler.board.classic import ResultQueueView, TaskQueueView
 
-        task_view, result_view = TaskQueueView(board), ResultQueueView(board)
+        # The server is made below, once the views it serves are registered.
+        task_view = TaskQueueView(board, client_gone=lambda: self._server.client_gone())
+        result_view = ResultQueueView(board)
         board_view = BoardView(board, describe)
 
         def get_task_queue() -> TaskQueueView:
