@@ -78,6 +78,13 @@ class QueueError(CrawlerError):
     exit_code = 1
 
 
+class NoHandshake(ConnectionError):
+    """What listens at a master's address took the connection and made no handshake:
+    most likely another program's port. A connection error still (it is waited out as
+    one), whose words say so where the system's reason under it ("resource temporarily
+    unavailable") did not."""
+
+
 class BindError(QueueError):
     exit_code = 4
 

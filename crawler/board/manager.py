@@ -44,7 +44,7 @@ from traceback import format_exc
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from crawler.config import DEFAULTS
-from crawler.errors import AuthenticationFailed, BindError, QueueError
+from crawler.errors import AuthenticationFailed, BindError, NoHandshake, QueueError
 from crawler.model.outcome import MAX_REASON_CHARS, Attempt, FailureKind
 from crawler.model.wire import (
     CrawlInfo,
@@ -241,7 +241,7 @@ def _client(address: Any, family: str | None = None, authkey: bytes | None = Non
         conn.close()
         host, port = address[:2]
         # No seconds said: the caller's own wait (--connect-wait) is the one a user set.
-        raise ConnectionError(f"{host}:{port} took the connection and made no handshake: "
+        raise NoHandshake(f"{host}:{port} took the connection and made no handshake: "
                               "is that a crawler master's queue port?") from exc
     except BaseException:
         conn.close()  # a refused key, a reset: no descriptor left behind

@@ -25,7 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from crawler.board.base import BoardClient
-from crawler.errors import AnotherMastersCrawl, AuthenticationFailed, MasterUnreachable
+from crawler.errors import (
+    AnotherMastersCrawl,
+    AuthenticationFailed,
+    MasterUnreachable,
+    NoHandshake,
+)
 from crawler.model.clock import since_boot
 from crawler.model.files import LOCK_NAME
 from crawler.model.wire import LOCAL_WORKER_ENV, CrawlInfo, WorkerInfo, crawl_info_from_wire
@@ -198,9 +203,7 @@ def _why_not(exc: BaseException) -> str:
             break
         if isinstance(cause, OSError) and cause.strerror:
             return cause.strerror[:1].lower() + cause.strerror[1:]
-        if isinstance(cause, ConnectionError) and cause.args and not cause.errno:
-            # Ours, which says what it means (a port that is no master's queue), where
-            # the system's reason under it ("resource temporarily unavailable") did not.
+        if isinstance(cause, NoHandshake):  # its words say more than the reason under it
             return str(cause)[:200]
         cause = cause.__cause__ or cause.__context__
     return str(exc)[:200] or type(exc).__name__
