@@ -193,6 +193,13 @@ class ParseTooSlow(ParserCrashed):
     """A page took its parser longer than its CPU deadline: that page fails, for good."""
 
 
+class PageLoopFailed(CrawlerError):
+    """The master's page loop stopped on a bug (its traceback is logged): the crawl
+    stops with what was done recorded, to be resumed."""
+
+    exit_code = 1
+
+
 class NothingCrawled(CrawlerError):
     """Every seed page failed: a crawl that read nothing is not a success."""
 

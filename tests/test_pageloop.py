@@ -463,6 +463,29 @@ def test_a_bug_in_one_page_fails_that_page_alone(make_server: Callable[[], Fixtu
     assert good.extraction is not None
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_bug_that_stops_the_loop_ends_its_pages_in_flight(
+        make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug outside a page's steps stops the loop: its pages were cancelled without a
+    word to concurrent.futures.wait(), which the crawl waits on, and the crawl waited
+    for them for ever (a master hung ten minutes, its log saying the loop had failed)."""
+    server = make_server()
+    server.routes["/slow.html"] = html(delay=1.0)
+    loop = make_loop([server.url + "/"])
+    future = loop.pages.submit(server.url + "/slow.html", 0)
+    time.sleep(0.3)  # its request is on its way
+
+    def bug() -> None:
+        raise RuntimeError("a bug in the loop itself")
+
+    monkeypatch.setattr(loop.pages, "_take_fetched", bug)
+    done, _ = wait([future], timeout=10)
+    assert done == {future} and future.cancelled()
+    with pytest.raises(PageLoopEnded):
+        loop.pages.submit(server.url + "/slow.html", 0)
+
+
 def test_close_cancels_the_pages_in_flight(make_server: Callable[[], FixtureServer],
                                            make_loop: Callable[..., Loop]) -> None:
     server = make_server()

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from crawler.board.base import unsettled
 from crawler.board.memory import LONG_HOLD, BoardPolicy, TaskBoard
 from crawler.config import DEFAULTS, Settings
-from crawler.errors import BrokerUnreachable, StorageError
+from crawler.errors import BrokerUnreachable, PageLoopFailed, StorageError
 from crawler.fetch.cookiefeed import CookieFeed
 from crawler.fetch.curlsetup import default_ca_file
 from crawler.fetch.easy import EasyClient
@@ -53,7 +53,7 @@ from crawler.master.ledger import BrokerLedger, JournalLedger, Ledger
 from crawler.master.linkedpages import LinkedPages, is_image_link
 from crawler.master.missing import MissingImages, WorkersElsewhere, workers_elsewhere
 from crawler.master.pagecookies import CookiePost
-from crawler.master.pageloop import PageLoop
+from crawler.master.pageloop import PageLoop, PageLoopEnded
 from crawler.master.results import ManifestTally, NoFiles, ResultFiles
 from crawler.master.resumed import ResumedImage
 from crawler.master.robots import Robots
@@ -162,6 +162,12 @@ class _LoopState:
     last_look: float  # the board's counts read
     all_done: bool = False
     broker_lost: float | None = None  # (time.monotonic()); None: it answers
+
+
+def _page_loop_failed() -> PageLoopFailed:
+    return PageLoopFailed("the page loop stopped on a bug (its error is logged above; "
+                          "please report it): what was done is recorded, and the same "
+                          "command again resumes the crawl")
 
 
 class Master:
@@ -739,7 +745,12 @@ class Master:
         # trip (a transaction), and asking it before each page cost a third of the loop;
         # and the pages come in one round trip, not one each.
         for url, depth in frontier.pop_many(free, time.monotonic()):
-            future = pages.submit(url, depth)
+            try:
+                future = pages.submit(url, depth)
+            except PageLoopEnded as exc:  # (the crawl loop closes it only once it ends)
+                # The page stays to visit: in the journal, or on the broker once its
+                # lease lapses.
+                raise _page_loop_failed() from exc
             self._page_of[future] = url
             future.add_done_callback(self._wake_up)
             running.add(future)
@@ -754,6 +765,8 @@ class Master:
         crawl loop to meet as its own (a refusal ends the crawl in a line, a lost broker
         is waited for). Such a page is no longer worked on: the next heartbeat gives its
         lease back to the crawl, whose masters fetch it again."""
+        if future.cancelled():  # while the crawl goes on, only a loop that failed does it
+            raise _page_loop_failed()
         visit = future.result()
         if visit.broker_error is not None:
             self._page_of.pop(future, None)

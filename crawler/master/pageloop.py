@@ -263,8 +263,9 @@ class PageLoop:
             except queue.Empty:
                 break
         for job in list(self._jobs):
-            job.future.cancel()  # never set running: a cancel always takes
-        self._jobs.clear()
+            # Said to wait() too: cancelled alone, a page of a loop a bug stopped was
+            # waited for by the crawl for ever.
+            self._cancel(job)
         self._client.close()
         self._selector.close()
         self._wake_r.close()
