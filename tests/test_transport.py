@@ -83,6 +83,21 @@ def test_classic_tutorial_worker_runs_unchanged(site: FixtureServer) -> None:
     assert "404" in settled[urls[2]].attempt.reason
 
 
+# A tutorial worker's first lines (address from argv, key from the environment): "m" is
+# its connected manager.
+TUTORIAL_CONNECTS = textwrap.dedent("""
+    import os, sys
+    from multiprocessing.managers import BaseManager
+    class QueueManager(BaseManager):
+        pass
+    QueueManager.register("get_task_queue")
+    QueueManager.register("get_result_queue")
+    m = QueueManager(address=(sys.argv[1], int(sys.argv[2])),
+                     authkey=os.environ["CRAWLER_AUTHKEY"].encode())
+    m.connect()
+""")
+
+
 def test_a_tutorial_worker_without_our_package_is_told_why_its_result_is_refused() -> None:
     """A malformed result reached a tutorial worker's host, where this package is not
     installed, as "No module named 'crawler'": the exception was one of ours."""
@@ -90,15 +105,7 @@ def test_a_tutorial_worker_without_our_package_is_told_why_its_result_is_refused
     board = TaskBoard(BoardPolicy())
     server = serve(board, key.encode())
     board.put("http://h/a.png", "h", None)
-    put_malformed = textwrap.dedent("""
-        import os, sys
-        from multiprocessing.managers import BaseManager
-        class QueueManager(BaseManager):
-            pass
-        QueueManager.register("get_result_queue")
-        m = QueueManager(address=(sys.argv[1], int(sys.argv[2])),
-                         authkey=os.environ["CRAWLER_AUTHKEY"].encode())
-        m.connect()
+    put_malformed = TUTORIAL_CONNECTS + textwrap.dedent("""
         result = m.get_result_queue()
         for item in (b"http://h/a.png--->success", {"url": "http://h/a.png", "ok": True},
                      "http://h/a.png success"):
@@ -119,15 +126,8 @@ def test_a_tutorial_worker_without_our_package_is_told_why_its_result_is_refused
     assert board.counts()["refused"] == 3 and board.unfinished() == 1
 
 
-WAIT_IN_GET = textwrap.dedent("""
-    import os, queue, sys
-    from multiprocessing.managers import BaseManager
-    class QueueManager(BaseManager):
-        pass
-    QueueManager.register("get_task_queue")
-    m = QueueManager(address=(sys.argv[1], int(sys.argv[2])),
-                     authkey=os.environ["CRAWLER_AUTHKEY"].encode())
-    m.connect()
+WAIT_IN_GET = TUTORIAL_CONNECTS + textwrap.dedent("""
+    import queue
     task = m.get_task_queue()
     print("waiting", flush=True)
     try:
