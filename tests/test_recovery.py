@@ -897,6 +897,9 @@ def test_a_classic_workers_abandoned_urls_are_leased_and_come_back(
     attempts = {e["url"]: e["attempts"] for e in manifest_lines(out)}
     for url in grabbed.stdout.split():
         assert attempts[url] == 2, "the abandoned lease counted as the first attempt"
+    said = re.findall(r"INFO: (\d+) image lease\(s\) ran out \(their worker fell silent, or "
+                      r"took longer than queue.lease_timeout\)", err)
+    assert sum(map(int, said)) == 2, err  # (said nowhere but in the manifest's attempts)
 
 
 def test_ctrl_c_after_the_crawl_ended_cuts_the_wait_for_workers_and_keeps_the_summary(

@@ -616,7 +616,11 @@ class Master:
             self._collect(ledger, files)
             state.collect_at = now + COLLECT_EVERY
         if time.monotonic() - state.last_reap > REAP_EVERY:
-            self._board.reap()
+            expired = self._board.reap()
+            if expired:  # else only a manifest's attempts showed it
+                log.info("%d image lease(s) ran out (their worker fell silent, or took "
+                         "longer than queue.lease_timeout): each counts as a try, and goes "
+                         "to another worker", expired)
             frontier.heartbeat(self._working(running))  # its pages stay its own
             state.last_reap = time.monotonic()
         # On a broker each look is a round trip: while this master has pages in flight
