@@ -746,6 +746,17 @@ def write_out(text: str) -> None:
     write(text)
 
 
+# Characters of a failure's reason the terminal summary shows (summary.json keeps it whole).
+SHOWN_REASON_CHARS = 200
+
+
+def _shown_reason(reason: str) -> str:
+    """``reason`` cut for the terminal: a tutorial worker's may be 4,096 characters."""
+    if len(reason) <= SHOWN_REASON_CHARS:
+        return reason
+    return reason[:SHOWN_REASON_CHARS - 1] + "\u2026"
+
+
 def format_summary(summary: ApiSummary, *, on_broker: bool = False,
                    interrupted_note: str = RESUME_NOTE) -> str:
     from crawler.model.files import images_left_shown
@@ -781,7 +792,7 @@ def format_summary(summary: ApiSummary, *, on_broker: bool = False,
     if summary.failures_by_reason:
         lines.append("  top failure reasons:")
         reasons = list(summary.failures_by_reason.items())
-        lines += [f"    {count:6d}  {reason}" for reason, count in reasons[:5]]
+        lines += [f"    {count:6d}  {_shown_reason(reason)}" for reason, count in reasons[:5]]
         if len(reasons) > 5:
             lines.append(f"    {sum(count for _, count in reasons[5:]):6d}  for "
                          f"{len(reasons) - 5} other reason(s): failures_by_reason in "

@@ -342,6 +342,21 @@ def test_a_crawl_that_did_not_end_is_said_so(tmp_path: Path) -> None:
     assert "  not queued      at least 100000 images found: the image budget" in lines
 
 
+def test_the_summary_cuts_a_long_failure_reason_to_a_line(tmp_path: Path) -> None:
+    """A tutorial worker's reason may be 4,096 characters: the terminal's summary printed
+    them all; summary.json keeps it whole."""
+    from crawler.api import Summary
+    from crawler.cli import format_summary
+
+    reason = "failure: " + "x" * 4000
+    lines = format_summary(Summary(completed=True, interrupted=False, dry_run=False,
+                                   seeds=("http://h/",), elapsed_s=1.0, pages=1,
+                                   pages_failed=0, found=1, succeeded=0, failed=1, bytes=0,
+                                   out_dir=tmp_path, failures_by_reason={reason: 1}))
+    [shown] = [line for line in lines.splitlines() if "failure: x" in line]
+    assert shown == "         1  " + reason[:199] + "\u2026"
+
+
 def test_report_is_rewritten_in_place(gallery: dict[str, Any]) -> None:
     out = gallery["out"]
     with (out / "manifest.jsonl").open("ab") as manifest:
