@@ -812,11 +812,11 @@ def test_classic_results_are_parsed() -> None:
     b.put("http://h/c.png", "h", None)
     assert TaskQueueView(b).get(timeout=0) == "http://h/c.png"
     ResultQueueView(b).put("http://h/a.png--->Success")  # a capital S is meant the same
-    ResultQueueView(b).put("http://h/b.png--->failure: timed out")
+    ResultQueueView(b).put("http://h/b.png--->failure: HTTP Error 404: Not Found")
     ResultQueueView(b).put("http://h/c.png--->failure: line1\nINJECTED--->success " + "x" * 9000)
     settled = {s.attempt.url: s.attempt for s in b.drain()}
     assert settled["http://h/a.png"].ok
-    assert settled["http://h/b.png"].reason == "timed out"
+    assert settled["http://h/b.png"].reason == "HTTP Error 404: Not Found"
     # One line, of a bounded length: it goes to results.log and the summary as is.
     said = settled["http://h/c.png"].reason
     assert said.startswith("line1 INJECTED--->success xxx") and len(said) == 4096

@@ -11,8 +11,10 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
+from crawler.demo.site import build_site
 from crawler.model.outcome import MAX_REASON_CHARS
 
 from .conftest import (
@@ -23,6 +25,7 @@ from .conftest import (
     free_port,
     manifest_lines,
     run_crawler,
+    serve_routes,
     site_images,
     start_crawler,
     stop,
@@ -188,6 +191,32 @@ def test_classic_worker_serves_a_real_crawl(site: FixtureServer, tmp_path: Path,
         + [f"{site.url}{p}--->failure: HTTP Error 404: Not Found" for p in EXPECTED_FAILED])
     entry = read_manifest(out)[0]
     assert entry["worker"] == "classic"
+
+
+def test_a_tutorial_workers_passing_failure_is_tried_again(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    """A tutorial worker's "failure: HTTP Error 503: Service Unavailable" was final: the
+    image was tried neither again nor by the next run, where one of our workers' is."""
+    server = make_server()
+    site = build_site(pages=1, images_per_page=4, min_kb=1, max_kb=2)
+    serve_routes(server, site.files, fail_once=503)
+    (tmp_path / "settings.toml").write_text("[download]\nbackoff_base = 0.05\n")
+    out = tmp_path / "out"
+    master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), cwd=tmp_path)
+    try:
+        host, port = wait_for_queue_address(master).rsplit(":", 1)
+        classic = subprocess.run([sys.executable, str(CLASSIC), host, port], text=True,
+                                 capture_output=True, timeout=60, check=False,
+                                 env=dict(os.environ))
+        assert classic.returncode == 0, classic.stderr
+        err = finish(master, 60)
+    finally:
+        stop(master)
+    assert master.returncode == 0, err
+    entries = manifest_lines(out)
+    assert len(entries) == 4 and {(e["status"], e["attempts"]) for e in entries} == {
+        ("success", 2)}, entries
 
 
 def test_a_tutorial_workers_reason_reaches_no_control_character_to_a_file_or_terminal(

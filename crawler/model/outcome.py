@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -115,6 +116,17 @@ def status_reason(status: int) -> str:
 _BUSY_REASONS = frozenset(status_reason(status) for status in BUSY_STATUSES)
 
 
+# A tutorial worker's reason is its exception's text: these say a passing failure (as
+# urllib and requests word a 5xx, 408, 425 or 429, a timeout, a connection refused, reset
+# or closed), which is tried again as our workers' are. Taken as final, such an image
+# was not tried again, not even by the next run.
+_PASSING_TUTORIAL_REASON = re.compile(
+    r"\bHTTP Error (?:5\d\d|408|425|429)\b|\b(?:5\d\d|408|425|429) (?:Server|Client) Error\b"
+    r"|timed out|\btimeout\b|connection (?:refused|reset|aborted)|remote end closed"
+    r"|temporary failure|max retries exceeded|incompleteread|broken pipe",
+    re.IGNORECASE)
+
+
 class Attempt(NamedTuple):
     """One try at downloading ``url``, as a worker reports it.
 
@@ -187,7 +199,8 @@ class Attempt(NamedTuple):
             raise ValueError(f"result {line[:200]!r} is neither success nor failure")
         # One line, of a sensible length: it goes to results.log and the summary as is.
         reason = one_line(reason)
-        return cls(url=url.strip(), ok=False, reason=reason or "failure")
+        return cls(url=url.strip(), ok=False, reason=reason or "failure",
+                   transient=_PASSING_TUTORIAL_REASON.search(reason) is not None)
 
 
 @dataclass(frozen=True)
