@@ -170,10 +170,11 @@ def test_a_binary_key_file_reaches_local_workers(site: FixtureServer, tmp_path: 
     check_results(out, site.url)
 
 
-def test_classic_worker_serves_a_real_crawl(site: FixtureServer, tmp_path: Path,
-                                            authkey: str) -> None:
+def crawl_by_the_tutorial_worker(seed: str, tmp_path: Path) -> Path:
+    """A master at ``seed`` into ``tmp_path/out``, its images downloaded by the classic
+    tutorial worker alone, both ending 0; returns the output folder."""
     out = tmp_path / "out"
-    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+    master = start_crawler("master", seed, "--bind", "127.0.0.1:0", "--out", str(out),
                            cwd=tmp_path)
     try:
         host, port = wait_for_queue_address(master).rsplit(":", 1)
@@ -185,6 +186,12 @@ def test_classic_worker_serves_a_real_crawl(site: FixtureServer, tmp_path: Path,
     finally:
         stop(master)
     assert master.returncode == 0, err
+    return out
+
+
+def test_classic_worker_serves_a_real_crawl(site: FixtureServer, tmp_path: Path,
+                                            authkey: str) -> None:
+    out = crawl_by_the_tutorial_worker(site.url + "/", tmp_path)
     lines = (out / "results.log").read_text().splitlines()
     assert sorted(lines) == sorted(
         [f"{site.url}{p}--->success" for p in EXPECTED_OK]
@@ -201,20 +208,7 @@ def test_a_tutorial_workers_passing_failure_is_tried_again(
     site = build_site(pages=1, images_per_page=4, min_kb=1, max_kb=2)
     serve_routes(server, site.files, fail_once=503)
     (tmp_path / "settings.toml").write_text("[download]\nbackoff_base = 0.05\n")
-    out = tmp_path / "out"
-    master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
-                           str(out), cwd=tmp_path)
-    try:
-        host, port = wait_for_queue_address(master).rsplit(":", 1)
-        classic = subprocess.run([sys.executable, str(CLASSIC), host, port], text=True,
-                                 capture_output=True, timeout=60, check=False,
-                                 env=dict(os.environ))
-        assert classic.returncode == 0, classic.stderr
-        err = finish(master, 60)
-    finally:
-        stop(master)
-    assert master.returncode == 0, err
-    entries = manifest_lines(out)
+    entries = manifest_lines(crawl_by_the_tutorial_worker(server.url + "/", tmp_path))
     assert len(entries) == 4 and {(e["status"], e["attempts"]) for e in entries} == {
         ("success", 2)}, entries
 
