@@ -792,14 +792,13 @@ class TaskBoard:
             self._slowed_down(item.host, pace.slow_down(now, self.policy.backoff_max), attempt)
         if attempt.retry_after:
             held = min(attempt.retry_after, self.policy.backoff_max)
-            self._lanes[item.host].pace.hold(now + held)
+            pace.hold(now + held)
             if LONG_HOLD <= held == attempt.retry_after:  # (one cut short is a note)
                 log.info("%s asks to wait %.0f s (Retry-After on %s): its images wait %.0f s",
                          item.host, attempt.retry_after, attempt.url, held)
         note = retry_after_note(attempt, item.host, self.policy)
-        if note is not None and (item.host, note[0]) not in self._said:
-            self._said.add((item.host, note[0]))
-            self._news.append(note[1])
+        if note is not None:
+            self._say_once(item.host, *note)
         attempts = max(item.attempts, 1)
         if not attempt.ok and attempt.transient and attempts < self.policy.max_attempts:
             # (A 429 or 503 is about the server: its host was slowed down above, which
@@ -817,11 +816,17 @@ class TaskBoard:
         if seconds is None:
             return
         line = slow_down_note(host, seconds, attempt)
-        if (host, "slowed") in self._said:
+        if not self._say_once(host, "slowed", line):
             log.info("%s", line)
-        else:
-            self._said.add((host, "slowed"))
-            self._news.append(line)
+
+    def _say_once(self, host: str, kind: str, line: str) -> bool:
+        """Tell the crawl's user ``line``, the first note of its ``kind`` for ``host``;
+        whether it was the first."""
+        if (host, kind) in self._said:
+            return False
+        self._said.add((host, kind))
+        self._news.append(line)
+        return True
 
     def _delay_until(self, item: _Item, until: float) -> None:
         """``item`` waits until ``until`` (``_promote_delayed`` queues it again then)."""

@@ -88,8 +88,10 @@ local function flush_bumps()
   end
 end
 
--- A host's pace (NEXT: not asked before; DELAY: between two URLs), read once a call.
-local HOST_TIMES = {[P .. 'next'] = {}, [P .. 'delay'] = {}, [P .. 'slow'] = {}}
+-- A host's pace (NEXT: not asked before; DELAY: between two URLs; SLOW and SLOWED: its
+-- slow-down), read once a call.
+local HOST_TIMES = {[P .. 'next'] = {}, [P .. 'delay'] = {}, [P .. 'slow'] = {},
+                    [P .. 'slowed'] = {}}
 local function host_time(key, host)
   local known = HOST_TIMES[key]
   local t = known[host]
@@ -285,8 +287,8 @@ end
 local POLICY_ARGS = 8
 
 -- A report: url, ok, transient, retry_after ('' for none), bytes, jitter, busy (the
--- reason of a 429 or 503, about its host; '' for any other), attempt JSON, note for the crawl's user ('' for none: else its
--- kind, a tab and its line).
+-- reason of a 429 or 503, about its host; '' for any other), attempt JSON, note for the
+-- crawl's user ('' for none: else its kind, a tab and its line).
 local REPORT_ARGS = 9
 
 -- A note is kept once per host and kind, in NEWS, where every master reads it.
@@ -301,16 +303,22 @@ end
 -- The host answered a 429 or 503 (busy: its reason): its delay doubles, unless the
 -- slow-down grew within the gap (the answers to requests sent before are the same
 -- news) or backoff_max allows no slower pace.
+-- Whether now is within SLOW_DOWN_GAP (or the slow-down, if longer) of the host's
+-- slow-down's last growth (never grown: its time reads 0, long past).
+local function within_gap(host, slowed, now)
+  return now - host_time(SLOWED, host) < math.max(SLOW_DOWN_GAP, slowed)
+end
+
 local function slow_down(host, busy, url, now, policy)
   local slowed = host_time(SLOW, host)
-  local at = tonumber(redis.call('HGET', SLOWED, host) or '')
-  if at and now - at < math.max(SLOW_DOWN_GAP, slowed) then return end
+  if within_gap(host, slowed, now) then return end
   local delay = math.max(policy.host_delay, host_time(DELAY, host), slowed)
   local least = FIRST_SLOW_DOWN  -- at first (see crawler.model.pacing)
   if slowed > 0 then least = 0 end
   slowed = math.min(policy.backoff_max, math.max(least, 2 * delay))
   if slowed <= delay then return end  -- backoff_max allows the host no slower pace
   HOST_TIMES[SLOW][host] = slowed
+  HOST_TIMES[SLOWED][host] = now
   hold_host(host, now + slowed)  -- from this answer on: the next request waits it too
   redis.call('HSET', SLOW, host, num(slowed))
   redis.call('HSET', SLOWED, host, num(now))
@@ -323,9 +331,7 @@ end
 -- (Not within the gap after it grew: see crawler.model.pacing.)
 local function answered(host, now)
   local slowed = host_time(SLOW, host)
-  if slowed <= SLOW_DOWN_FLOOR then return end
-  local at = tonumber(redis.call('HGET', SLOWED, host) or '')
-  if at and now - at < math.max(SLOW_DOWN_GAP, slowed) then return end
+  if slowed <= SLOW_DOWN_FLOOR or within_gap(host, slowed, now) then return end
   slowed = math.max(SLOW_DOWN_FLOOR, slowed * SLOW_DOWN_WEARS_OFF)
   redis.call('HSET', SLOW, host, num(slowed))
   HOST_TIMES[SLOW][host] = slowed

@@ -117,7 +117,7 @@ class Pace:
         had (it came within the gap after the last slow-down) or ``at_most`` allows the
         host no slower pace."""
         with self._lock:
-            if now - self._slowed_at < max(SLOW_DOWN_GAP, self._slowed):
+            if self._within_gap(now):
                 return None
             # Twice the delay the host has (a Crawl-delay may be longer than the slow-down);
             # at first, no less than FIRST_SLOW_DOWN: the delay the burst it refused went at
@@ -135,13 +135,16 @@ class Pace:
         """The host answered a request well: its slow-down, if any, wears off a little
         (not within the gap after it grew: worn off at once, the pace it refused came
         back before it could say so again, and every answer met its limit)."""
-        if self._slowed <= SLOW_DOWN_FLOOR:
+        if self._slowed <= SLOW_DOWN_FLOOR or self._within_gap(now):
             return  # no lock needed: most hosts are never slowed down
-        if now - self._slowed_at < max(SLOW_DOWN_GAP, self._slowed):
-            return
         with self._lock:
             self._slowed = max(SLOW_DOWN_FLOOR, self._slowed * SLOW_DOWN_WEARS_OFF)
             self.delay = max(self._asked, self._slowed)
+
+    def _within_gap(self, now: float) -> bool:
+        """Whether ``now`` is within SLOW_DOWN_GAP (or the slow-down, if longer) of the
+        slow-down's last growth."""
+        return now - self._slowed_at < max(SLOW_DOWN_GAP, self._slowed)
 
 
 class Paces:
