@@ -4,6 +4,10 @@ Each request's stream is answered by a script of its own (chosen by path), on a
 thread of its own, through a :class:`Stream`: send a head, body bytes, reset the
 stream, send GOAWAY, stall, or write raw frames. The ``h2`` package keeps the
 protocol state; flow control is honoured unless a script writes raw frames.
+Every read and write of a connection's TLS socket is made under its lock: an
+OpenSSL connection used by two threads at once (a script writing while the
+connection's thread reads) broke now and then, and the reading side took it for
+the client's close and closed the connection under the other streams.
 Needs the ``h2`` package (the dev extra): a test module importing this one skips
 without it (``pytest.importorskip("h2")`` first).
 """
@@ -11,6 +15,7 @@ without it (``pytest.importorskip("h2")`` first).
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import ssl
 import threading
@@ -69,7 +74,7 @@ class Connection:
     def raw(self, data: bytes) -> None:
         """Bytes on the connection past the h2 state machine (hand-made frames)."""
         with self.lock, contextlib.suppress(OSError):
-            self.sock.sendall(data)
+            self.send_locked(data)
 
     def goaway(self, last_stream_id: int | None = None, code: int = 0) -> None:
         self.act(lambda h2c: h2c.close_connection(code, last_stream_id=last_stream_id))
@@ -79,9 +84,23 @@ class Connection:
         though the reading thread is still in recv()."""
         self.closed.set()
         with contextlib.suppress(OSError):
-            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
-        with contextlib.suppress(OSError):
+            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)  # ends a write's wait
+        with self.lock, contextlib.suppress(OSError):  # no read or write is under way
             self.sock.close()
+
+    def send_locked(self, data: bytes) -> None:
+        """All of ``data`` on the (non-blocking) socket; the caller holds the lock."""
+        view = memoryview(data)
+        deadline = time.monotonic() + LINGER
+        while view:
+            if self.closed.is_set() or time.monotonic() > deadline:
+                raise ConnectionAbortedError("the connection is closed")
+            try:
+                view = view[self.sock.send(view):]
+            except ssl.SSLWantReadError:
+                select.select([self.sock], [], [], 0.05)
+            except ssl.SSLWantWriteError:
+                select.select([], [self.sock], [], 0.05)
 
     def send_data(self, stream_id: int, data: bytes, end: bool) -> None:
         deadline = time.monotonic() + LINGER
@@ -114,7 +133,7 @@ class Connection:
         out = self.h2c.data_to_send()
         if out:
             try:
-                self.sock.sendall(out)
+                self.send_locked(out)
             except OSError:
                 self.closed.set()
 
@@ -192,6 +211,7 @@ class H2Server:
         self.connections += 1
         h2c = h2.connection.H2Connection(h2.config.H2Configuration(
             client_side=False, header_encoding="utf-8", validate_inbound_headers=False))
+        sock.setblocking(False)  # reads and writes share the lock: none may block in it
         conn = Connection(sock, h2c)
         self._open.append(conn)
         conn.act(lambda c: (c.initiate_connection(),
@@ -201,18 +221,26 @@ class H2Server:
         end = time.monotonic() + LINGER
         try:
             while not conn.closed.is_set() and time.monotonic() < end:
-                try:
-                    data = sock.recv(65536)
-                except (OSError, ssl.SSLError):
-                    return
-                if not data:
-                    return
                 with conn.lock:
+                    if conn.closed.is_set():
+                        return
                     try:
-                        events = h2c.receive_data(data)
+                        data = sock.recv(65536)
+                    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                        data = None
+                    except OSError:  # ssl.SSLError too
+                        return
+                    if data == b"":
+                        return
+                    try:
+                        events = h2c.receive_data(data) if data else []
                     except h2.exceptions.ProtocolError:
                         return
                     self._flush_locked(conn)
+                if data is None:  # nothing to read yet: wait for it outside the lock
+                    with contextlib.suppress(OSError, ValueError):  # closed meanwhile
+                        select.select([sock], [], [], 0.2)
+                    continue
                 for event in events:
                     if isinstance(event, h2.events.RequestReceived):
                         headers = dict(event.headers)
@@ -237,7 +265,7 @@ class H2Server:
         out = conn.h2c.data_to_send()
         if out:
             with contextlib.suppress(OSError):
-                conn.sock.sendall(out)
+                conn.send_locked(out)
 
     @staticmethod
     def _run(script: Script, stream: Stream) -> None:
