@@ -86,6 +86,24 @@ def size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def count(text: str) -> int:
+    """A flag's whole number (``N``): argparse's own "invalid int value" said no more."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+
+
+def seconds(text: str) -> float:
+    """A flag's seconds (``SEC``), as a plain number: settings.toml takes no unit either."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected seconds as a plain number (such as 2 or 0.5, no unit), not {text!r}"
+        ) from None
+
+
 def file_path(text: str) -> Path:
     """A flag's file or folder: an empty one (``--settings ''``) is no path, where Path
     would make it the current folder ("." is a folder, not a settings file). A leading
@@ -115,34 +133,35 @@ def _home_expanded(text: str) -> str:
 # A flag whose setting is a list may be given more than once.
 SETTING_FLAGS: dict[str, list[tuple[str, str, Any, str, str]]] = {
     "master": [
-        ("--depth", "crawl.depth", int, "N", "link hops to follow from the seeds (0: seeds only)"),
-        ("--max-pages", "crawl.max_pages", int, "N", "stop after N pages (0: no limit)"),
-        ("--max-images", "crawl.max_images", int, "N", "queue at most N images (0: no limit)"),
+        ("--depth", "crawl.depth", count, "N",
+         "link hops to follow from the seeds (0: seeds only)"),
+        ("--max-pages", "crawl.max_pages", count, "N", "stop after N pages (0: no limit)"),
+        ("--max-images", "crawl.max_images", count, "N", "queue at most N images (0: no limit)"),
         ("--scope", "crawl.scope", str, "MODE",
          "which pages to crawl: host (seed hosts), domain (and subdomains), any"),
         ("--accept", "crawl.image_allow", str, "REGEX",
          "queue only image URLs matching REGEX (repeatable: any of them)"),
         ("--reject", "crawl.image_deny", str, "REGEX",
          "never queue image URLs matching REGEX (repeatable)"),
-        ("--page-concurrency", "crawl.page_concurrency", int, "N", "pages fetched at once"),
+        ("--page-concurrency", "crawl.page_concurrency", count, "N", "pages fetched at once"),
         ("--user-agent", "crawl.user_agent", str, "TEXT", "User-Agent header"),
-        ("--host-delay", "politeness.host_delay", float, "SEC",
+        ("--host-delay", "politeness.host_delay", seconds, "SEC",
          "seconds between two images handed out for one host, across all workers (and"
          " between two of its pages)"),
-        ("--host-concurrency", "politeness.host_concurrency", int, "N",
+        ("--host-concurrency", "politeness.host_concurrency", count, "N",
          "images of one host in flight at once, across all workers"),
-        ("--max-attempts", "download.max_attempts", int, "N",
+        ("--max-attempts", "download.max_attempts", count, "N",
          "tries per image, page and style sheet for transient failures"),
         ("--max-bytes", "download.max_bytes", size, "SIZE",
          "largest image accepted: bytes, or with k, M, G (powers of 1024)"),
-        ("--lease-timeout", "queue.lease_timeout", float, "SEC",
+        ("--lease-timeout", "queue.lease_timeout", seconds, "SEC",
          "seconds without news from a tutorial worker before its images go to others "
          "(ours: queue.worker_silence)"),
         ("--bind", "queue.bind", str, "HOST:PORT",
          f"address of the queue (default: 127.0.0.1:{DEFAULT_PORT}; 0.0.0.0:PORT for "
          "workers on other hosts)"),
         ("--out", "output.dir", str, "DIR", "output folder (default: downloads/)"),
-        ("--threads", "worker.threads", int, "N", "downloads in flight per local worker"),
+        ("--threads", "worker.threads", count, "N", "downloads in flight per local worker"),
         ("--cookies", "http.cookies", str, "FILE",
          "send the cookies of this Netscape cookies.txt file (pages and images)"),
         ("--netrc", "http.netrc", str, "FILE", "logins per host from this netrc file"),
@@ -161,8 +180,8 @@ SETTING_FLAGS: dict[str, list[tuple[str, str, Any, str, str]]] = {
          "the master's requests, with k, M or G (e.g. 2M; 0: none)"),
     ],
     "worker": [
-        ("--threads", "worker.threads", int, "N", "downloads in flight at once"),
-        ("--connect-wait", "worker.connect_wait", float, "SEC",
+        ("--threads", "worker.threads", count, "N", "downloads in flight at once"),
+        ("--connect-wait", "worker.connect_wait", seconds, "SEC",
          "how long to wait for the master or the broker (at start and after losing it) "
          "before giving up"),
         ("--out", "output.dir", str, "DIR", "where to store images (default: downloads/)"),
@@ -303,7 +322,7 @@ def build_parser() -> _Parser:
     master.add_argument("--json", action="store_true",
                         help="print the summary as one JSON object on standard output at "
                              "the end (it is always written to OUT/summary.json)")
-    master.add_argument("--local-workers", type=int, default=0, metavar="N",
+    master.add_argument("--local-workers", type=count, default=0, metavar="N",
                         help="also start N workers on this machine, at most "
                              f"{MAX_LOCAL_WORKERS} (default: 0, and the images wait for "
                              "workers started as the master says)")
@@ -353,7 +372,7 @@ def build_parser() -> _Parser:
                    "Serve a small image site on 127.0.0.1, crawl it with a master and "
                    "local workers (--workers), and show where the images went and the "
                    "gallery's address (-q shows only the warnings).")
-    demo.add_argument("--workers", type=int, default=2, metavar="N",
+    demo.add_argument("--workers", type=count, default=2, metavar="N",
                       help="local workers (default: 2)")
 
     status = command("status", "show what a running master is doing",

@@ -51,8 +51,26 @@ def test_a_wrong_argument_is_one_line_and_a_pointer_to_the_help() -> None:
     done = run_crawler("master", "--depth", "abc", "http://127.0.0.1:9/")
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
-        "crawler master: error: argument --depth: invalid int value: 'abc'",
+        "crawler master: error: argument --depth: expected a whole number, not 'abc'",
         "Run 'crawler master --help' for what it takes."]
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (("master", "--host-delay", "1s"), "argument --host-delay: expected seconds as a plain "
+                                       "number (such as 2 or 0.5, no unit), not '1s'"),
+    (("worker", "--connect-wait", "5m"), "argument --connect-wait: expected seconds as a "
+                                         "plain number (such as 2 or 0.5, no unit), not '5m'"),
+    (("master", "--local-workers", "1.5"), "argument --local-workers: expected a whole "
+                                           "number, not '1.5'"),
+    (("demo", "--workers", "two"), "argument --workers: expected a whole number, not 'two'"),
+])
+def test_a_number_flag_says_what_number_it_takes(
+        args: tuple[str, ...], said: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse's own "invalid float value: '1s'" named a Python type, not what to write."""
+    from crawler.cli import main
+
+    assert main((*args, "http://127.0.0.1:9/")) == 2
+    assert capsys.readouterr().err.splitlines()[0] == f"crawler {args[0]}: error: {said}"
 
 
 @pytest.mark.parametrize(("args", "command", "unknown"), [
