@@ -24,9 +24,11 @@ from crawler.demo.site import png
 from crawler.errors import WorkerFailed
 from crawler.fetch import curlsetup
 from crawler.fetch.curl import CurlEngine
+from crawler.fetch.easy import EasyClient
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
 from crawler.fetch.policy import RATE_LIMITED_PAUSE
+from crawler.master.pages import fetch_page
 from crawler.model.imagetype import SNIFF_BYTES, dimensions, sniff
 from crawler.model.outcome import ATTEMPT_FIELDS, Attempt, FailureKind
 from crawler.model.wire import attempt_from_report
@@ -705,6 +707,37 @@ def test_a_status_line_of_an_http_version_libcurl_refuses_is_a_bad_response(
 
     assert failures_from(engines(), answer, ["/minor.png", "/spaces.png", "/old.png"]) == {
         ("bad response: HTTP version not supported", FailureKind.BAD_RESPONSE, False)}
+
+
+def test_a_status_out_of_http_range_is_a_bad_response_for_images_and_pages(
+        engines: Callable[..., Engine]) -> None:
+    """libcurl reads "HTTP/1.1 4040 Not Found" as status 4040: an image failed "HTTP
+    4040" and was tried again as if a 5xx, a page was skipped "HTTP 4040" for a retry."""
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        status = {b"/four-digits.png": b"HTTP/1.1 4040 Not Found",
+                  b"/six-hundred.png": b"HTTP/1.1 600 Odd"}[request.split(b" ")[1]]
+        conn.sendall(ok_answer().replace(b"HTTP/1.1 200 OK", status, 1))
+        return False
+
+    assert failures_from(engines(), answer, ["/four-digits.png", "/six-hundred.png"]) == {
+        (f"bad response: status {status}, not an HTTP status (100-599)",
+         FailureKind.BAD_RESPONSE, False) for status in (4040, 600)}
+
+    def page_answer(conn: socket.socket, request: bytes) -> bool:
+        conn.sendall(b"HTTP/1.1 5030 Busy\r\nContent-Type: text/html\r\n"
+                     b"Content-Length: 4\r\n\r\n<p>x")
+        return False
+
+    base, done = raw_server(page_answer)
+    client = EasyClient(LOOPBACK, RequestOptions())
+    try:
+        page = fetch_page(client, base + "/", timeout=10, max_bytes=100_000,
+                          hop_refusal=lambda *_: None)
+    finally:
+        client.close()
+        done.set()
+    assert (page.skipped, page.transient) == (
+        "bad response: status 5030, not an HTTP status (100-599)", False), page
 
 
 def test_broken_chunked_framing_is_a_bad_response_said_one_way(

@@ -25,6 +25,7 @@ from crawler.model.outcome import (
     Attempt,
     FailureKind,
     escaped,
+    is_http_status,
     status_reason,
 )
 
@@ -90,8 +91,9 @@ def failure(url: str, started: float, reason: str, kind: FailureKind, transient:
 
 def status_failure(url: str, started: float, status: int, retry_after: str | None) -> Attempt:
     """The Attempt for an answer other than 200."""
-    return failure(url, started, status_reason(status), FailureKind.STATUS,
-                   transient_status(status), server_pause(status, retry_after),
+    kind = FailureKind.STATUS if is_http_status(status) else FailureKind.BAD_RESPONSE
+    return failure(url, started, status_reason(status), kind, transient_status(status),
+                   server_pause(status, retry_after),
                    unreadable_retry_after(retry_after))
 
 

@@ -28,7 +28,8 @@ def interim(status: int) -> bool:
 
 def transient_status(status: int) -> bool:
     """Whether an answer with ``status`` (not 200) is worth a retry: 5xx, 408, 425, 429."""
-    return status not in PERMANENT_STATUSES and (status in (408, 425, 429) or status >= 500)
+    return status not in PERMANENT_STATUSES and (status in (408, 425, 429)
+                                                 or 500 <= status <= 599)
 
 
 def server_pause(status: int, retry_after: str | None) -> float | None:

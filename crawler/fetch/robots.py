@@ -17,6 +17,7 @@ from protego import Protego
 
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.policy import REDIRECT_STATUSES
+from crawler.model.outcome import status_reason
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +109,10 @@ def read_robots(client: EasyClient, origin: str, timeout: float, *,
     if not reply.ok:
         log.warning("robots.txt of %s unreachable (%s): %s", origin, reply.failure, then)
         return unreachable(reply.failure)
-    if reply.status >= 500:
-        log.warning("robots.txt of %s answered HTTP %d: %s", origin, reply.status, then)
-        return unreachable(f"HTTP {reply.status}")
+    if reply.status >= 500:  # and a status out of range: no telling what it meant
+        log.warning("robots.txt of %s answered %s: %s", origin, status_reason(reply.status),
+                    then)
+        return unreachable(status_reason(reply.status))
     if reply.status != 200:  # 4xx: no robots.txt; a redirect not followed: as if none
         if reply.status in REDIRECT_STATUSES:
             log.info("robots.txt of %s: redirects not followed past %s: as if none",

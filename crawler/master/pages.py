@@ -19,6 +19,7 @@ from crawler.fetch.policy import (
     server_pause,
     transient_status,
 )
+from crawler.model.outcome import status_reason
 from crawler.parse.encodings import charset_param
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
@@ -116,7 +117,7 @@ def wants_html(status: int, headers: dict[str, str]) -> bool:
 def _answer(url: str, final_url: str, reply: Reply) -> Page:
     status = reply.status
     if status not in PAGE_STATUSES:
-        return Page(url, final_url, status, skipped=f"HTTP {status}",
+        return Page(url, final_url, status, skipped=status_reason(status),
                     transient=transient_status(status),
                     retry_after=server_pause(status, reply.headers.get("retry-after")))
     kind = _media_type(reply.headers)

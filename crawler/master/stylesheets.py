@@ -30,6 +30,7 @@ from crawler.fetch.policy import (
     transient_status,
 )
 from crawler.master.once import NotYet, Once
+from crawler.model.outcome import status_reason
 from crawler.parse.css import decode_stylesheet, stylesheet_urls
 from crawler.parse.encodings import charset_param
 
@@ -259,4 +260,4 @@ def _passing(reply: Reply) -> bool:
 
 
 def _failure(reply: Reply) -> str:
-    return reply.failure or f"HTTP {reply.status}"
+    return reply.failure or status_reason(reply.status)

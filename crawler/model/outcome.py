@@ -108,8 +108,16 @@ HTML_PAGE_REASON = "not an image: an HTML page"
 BUSY_STATUSES = (429, 503)
 
 
+def is_http_status(status: int) -> bool:
+    """Three digits, the first 1 to 5 (RFC 9110, 15): libcurl reads "HTTP/1.1 4040" as
+    status 4040, which was said "HTTP 4040" and tried again as a 5xx."""
+    return 100 <= status <= 599
+
+
 def status_reason(status: int) -> str:
     """The reason of a try answered with ``status`` (not 200)."""
+    if not is_http_status(status):
+        return f"bad response: status {status}, not an HTTP status (100-599)"
     return f"HTTP {status}"
 
 
