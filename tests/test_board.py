@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import json
 import queue
+import re
 import secrets
 import threading
 import time
@@ -618,6 +619,18 @@ def test_classic_get_times_out_on_a_closed_board() -> None:
     b.close()
     with pytest.raises(queue.Empty):
         TaskQueueView(b).get(timeout=0.01)
+
+
+def test_classic_get_with_a_negative_timeout_is_refused_as_queue_refuses_it() -> None:
+    """queue.Queue.get(timeout=-1) raises ValueError; ours came back Empty at once, as if
+    0, and a worker that meant "for ever" took the crawl for done."""
+    b = memory_board(Clock())
+    b.put("http://h/a.png", "h", None)
+    with pytest.raises(ValueError) as standard:
+        queue.Queue[str]().get(timeout=-1)
+    with pytest.raises(ValueError, match=f"^{re.escape(str(standard.value))}$"):
+        TaskQueueView(b).get(timeout=-1)
+    assert TaskQueueView(b).get(block=False, timeout=-1) == "http://h/a.png"  # as Queue
 
 
 def test_classic_get_with_a_nan_timeout_is_refused_not_spun() -> None:

@@ -39,6 +39,8 @@ class TaskQueueView:
             # NaN: each lease returned at once and "wait <= 0" never came true, so the
             # call spun on the board's lock (a core) until a URL came or the crawl ended.
             raise ValueError("'timeout' must be a number, not NaN")
+        if block and timeout is not None and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")  # as queue.Queue's
         wait = (timeout if timeout is not None else float("inf")) if block else 0.0
         # Asked again every half lease_timeout at least: each call is the tutorial
         # workers' contact, and one waiting here is not gone (crawler status).
