@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import pickle
+import re
 import secrets
 import signal
 import socket
@@ -289,27 +290,38 @@ def _closed_by_the_server(sock: socket.socket, wait: float) -> bool:
     return True
 
 
-def test_strangers_are_bounded_in_number_and_a_worker_gets_in_after_them() -> None:
+def test_strangers_are_bounded_in_number_and_a_worker_gets_in_after_them(
+        caplog: pytest.LogCaptureFixture) -> None:
     key = secrets.token_bytes(16)
     board = TaskBoard(BoardPolicy())
     server = QueueServer(board, ("127.0.0.1", 0), key, lambda full=False: {},
                          max_handshaking=4).start()
-    flood = _flood(server.address, 20)
     try:
-        taken = [s for s in flood if not _closed_by_the_server(s, 1.0)]
-        assert len(taken) == 4, "only max_handshaking strangers hold a server thread"
+        with caplog.at_level(logging.WARNING, logger="crawler.board.manager"):
+            flood = _flood(server.address, 20)
+            try:
+                taken = [s for s in flood if not _closed_by_the_server(s, 1.0)]
+                assert len(taken) == 4, "only max_handshaking strangers hold a server thread"
+            finally:
+                for sock in flood:
+                    sock.close()
+            wait_until_true = time.monotonic() + 10
+            while True:  # the server notices the closed strangers and frees their places
+                try:
+                    proxy = MasterClient(server.address, key).connect()
+                    break
+                except (OSError, EOFError):
+                    assert time.monotonic() < wait_until_true, "the queue never accepted again"
+                    time.sleep(0.05)
+            assert proxy.heartbeat("w1") is True
     finally:
-        for sock in flood:
-            sock.close()
-    wait_until_true = time.monotonic() + 10
-    while True:  # the server notices the closed strangers and frees their places
-        try:
-            proxy = MasterClient(server.address, key).connect()
-            break
-        except (OSError, EOFError):
-            assert time.monotonic() < wait_until_true, "the queue never accepted again"
-            time.sleep(0.05)
-    assert proxy.heartbeat("w1") is True
+        server.stop()
+    # The first said at once, the others held back (a line every few seconds) and said
+    # as the server stops: they were never said.
+    said = [re.fullmatch(r"turned away (\d+) queue connection\(s\): 4 connections are still to "
+                         r"authenticate \(a flood\?\)", r.getMessage()) for r in caplog.records
+            if "turned away" in r.getMessage()]
+    assert all(said) and sum(int(m[1]) for m in said if m) == 16, caplog.text
 
 
 def test_a_flood_of_wrong_keys_is_said_once_not_once_each(

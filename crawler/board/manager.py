@@ -311,6 +311,7 @@ class _GuardedServer(Server):
     # Strangers and wrong keys: the first is said at once, a flood a line every few
     # seconds (a line each grew a log file without bound).
     _refusals: _Throttled | None = None
+    _turned_away: _Throttled | None = None
     max_handshaking = MAX_HANDSHAKING
     request_deadline = REQUEST_DEADLINE  # QueueServer sets it for its board
     stopping = False  # set by stop(): the accepting loop ends
@@ -342,8 +343,9 @@ class _GuardedServer(Server):
         """Stop accepting and free the port; connections being served end with their
         clients."""
         self.stopping = True
-        if self._refusals is not None:
-            self._refusals.flush()
+        for throttled in (self._refusals, self._turned_away):
+            if throttled is not None:
+                throttled.flush()
         listening = self.listener._listener._socket  # type: ignore[attr-defined]
         with contextlib.suppress(OSError):
             listening.shutdown(socket.SHUT_RDWR)  # wakes the accept() under way
@@ -354,7 +356,7 @@ class _GuardedServer(Server):
 
     def accepter(self) -> None:
         handshaking = threading.BoundedSemaphore(self.max_handshaking)
-        turned_away = _Throttled("turned away %d queue connections: %s")
+        turned_away = self._turned_away = _Throttled("turned away %d queue connection(s): %s")
         while not self.stopping:  # till stop(): without it, no worker gets in again
             try:
                 self._accept_one(handshaking, turned_away)
