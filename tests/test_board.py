@@ -421,6 +421,33 @@ def test_a_host_slowed_down_once_is_slowed_down_from_its_pace_after(board: MakeB
     assert leased_within(b, clock, 0.2, step=0.001) in (10, 11)
 
 
+def test_a_pages_429_slows_its_hosts_images_down_by_the_same_rule(board: MakeBoard) -> None:
+    """A host that answered a page 429 or 503 was rate limiting the whole host: its
+    images went on in bursts (and its pages after their backoff), as if it had not said
+    "too many". Now a page's answer is one more of the host's: the same slow-down, the
+    same gap, one note."""
+    clock = Clock()
+    b = board(clock, host_concurrency=100, backoff_base=0.001, backoff_max=60.0)
+    urls = [f"http://h/{n}.png" for n in range(40)]
+    for url in urls:
+        b.put(url, "h", None)
+    assert b.page_host_busy("h", "HTTP 429", "http://h/page.html") == 0.25
+    assert b.page_host_busy("h", "HTTP 429", "http://h/other.html") is None  # same news
+    assert b.lease("w", 10, 0)["tasks"] == []  # from the page's answer on
+    clock.now += 0.25
+    [(first, _)] = b.lease("w", 10, 0)["tasks"]  # then one in its pace
+    b.report("w", [busy(first)])  # an image's answer within the gap: the same news too
+    assert b.news() == [
+        "h answered HTTP 429 (http://h/page.html): slowed down to one request every 0.25 s, "
+        "across all workers; it speeds up again as the host answers"]
+    clock.now += 1.0
+    assert leased_within(b, clock, 1.0) == 4  # one every 0.25 s
+    assert b.page_host_busy("h", "HTTP 503", "http://h/page.html") == 0.5  # past the gap
+    clock.now += 0.5
+    assert leased_within(b, clock, 2.0) == 4  # one every 0.5 s
+    assert b.news() == []  # said once
+
+
 def test_a_slow_down_doubles_the_delay_a_host_has_already(board: MakeBoard) -> None:
     """A host asked once a second (its Crawl-delay) answered 503: it was said to be
     slowed down to one request every 0.25 s, and was asked as often as before."""

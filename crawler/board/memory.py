@@ -194,9 +194,10 @@ def retry_after_note(attempt: Attempt, host: str, policy: BoardPolicy) -> tuple[
     return None
 
 
-def slow_down_note(host: str, seconds: float, attempt: Attempt) -> str:
-    """The line that says ``host`` is slowed down after ``attempt`` (a 429 or 503)."""
-    return (f"{host} answered {attempt.reason} ({attempt.url[:200]}): slowed down to one "
+def slow_down_note(host: str, seconds: float, reason: str, url: str) -> str:
+    """The line that says ``host`` is slowed down after it answered ``url`` with
+    ``reason`` (a 429 or 503)."""
+    return (f"{host} answered {reason} ({url[:200]}): slowed down to one "
             f"request every {seconds:.2g} s, across all workers; it speeds up again as "
             "the host answers")
 
@@ -330,6 +331,15 @@ class TaskBoard:
         with self._cond:
             lane = self._lanes.get(host) or self._new_lane(host)
             lane.pace.set_crawl_delay(seconds)
+
+    def page_host_busy(self, host: str, reason: str, url: str) -> float | None:
+        """A page of ``host`` was answered ``reason`` (a 429 or 503): the host is slowed
+        down as an image's answer slows it, in the pace its pages and images share; the
+        new seconds between two requests (None: not slowed down further)."""
+        with self._cond:
+            seconds = self._paces.of(host).slow_down(self._clock(), self.policy.backoff_max)
+            self._slowed_down(host, seconds, reason, url)
+            return seconds
 
     def pages_over(self) -> None:
         """Every page is read and its images put: an idle worker's answer waits for no
@@ -789,7 +799,8 @@ class TaskBoard:
         if attempt.ok:
             pace.answered(now)
         elif attempt.host_is_busy:
-            self._slowed_down(item.host, pace.slow_down(now, self.policy.backoff_max), attempt)
+            self._slowed_down(item.host, pace.slow_down(now, self.policy.backoff_max),
+                              attempt.reason, attempt.url)
         if attempt.retry_after:
             held = min(attempt.retry_after, self.policy.backoff_max)
             pace.hold(now + held)
@@ -810,12 +821,12 @@ class TaskBoard:
             return
         self._finish(item, attempt, worker)
 
-    def _slowed_down(self, host: str, seconds: float | None, attempt: Attempt) -> None:
+    def _slowed_down(self, host: str, seconds: float | None, reason: str, url: str) -> None:
         """Say that ``host`` is slowed down to one request every ``seconds`` (None: it
         was not slowed down further): a warning the first time, as the crawl slows."""
         if seconds is None:
             return
-        line = slow_down_note(host, seconds, attempt)
+        line = slow_down_note(host, seconds, reason, url)
         if not self._say_once(host, "slowed", line):
             log.info("%s", line)
 

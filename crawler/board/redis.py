@@ -363,6 +363,14 @@ class RedisBoard:
             self._run("remember", chunk)
 
     @_translated
+    def page_host_busy(self, host: str, reason: str, url: str) -> float | None:
+        """A page of ``host`` was answered ``reason`` (a 429 or 503): see
+        ``TaskBoard.page_host_busy``."""
+        slowed = self._run("page_host_busy", [self._now(), host, reason, url,
+                                              *self._policy_args])
+        return None if slowed is None else float(_text(slowed))
+
+    @_translated
     def set_host_delay(self, host: str, seconds: float) -> None:
         self._run("set_host_delay", [host, repr(float(seconds))])
 

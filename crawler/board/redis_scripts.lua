@@ -300,9 +300,10 @@ local function say(host, note)
   end
 end
 
--- The host answered a 429 or 503 (busy: its reason): its delay doubles, unless the
--- slow-down grew within the gap (the answers to requests sent before are the same
--- news) or backoff_max allows no slower pace.
+-- The host answered a 429 or 503 (busy: its reason), to an image or a page: its delay
+-- doubles (the new one is returned), unless the slow-down grew within the gap (the
+-- answers to requests sent before are the same news) or backoff_max allows no slower
+-- pace (nil).
 -- Whether now is within SLOW_DOWN_GAP (or the slow-down, if longer) of the host's
 -- slow-down's last growth (never grown: its time reads 0, long past).
 local function within_gap(host, slowed, now)
@@ -311,12 +312,12 @@ end
 
 local function slow_down(host, busy, url, now, policy)
   local slowed = host_time(SLOW, host)
-  if within_gap(host, slowed, now) then return end
+  if within_gap(host, slowed, now) then return nil end
   local delay = math.max(policy.host_delay, host_time(DELAY, host), slowed)
   local least = FIRST_SLOW_DOWN  -- at first (see crawler.model.pacing)
   if slowed > 0 then least = 0 end
   slowed = math.min(policy.backoff_max, math.max(least, 2 * delay))
-  if slowed <= delay then return end  -- backoff_max allows the host no slower pace
+  if slowed <= delay then return nil end  -- backoff_max allows the host no slower pace
   HOST_TIMES[SLOW][host] = slowed
   HOST_TIMES[SLOWED][host] = now
   hold_host(host, now + slowed)  -- from this answer on: the next request waits it too
@@ -325,6 +326,7 @@ local function slow_down(host, busy, url, now, policy)
   say(host, 'slowed\t' .. string.format('%s answered %s (%s): slowed down to one request '
       .. 'every %.2g s, across all workers; it speeds up again as the host answers', host,
       busy, string.sub(url, 1, 200), slowed))
+  return slowed
 end
 
 -- The host answered well: its slow-down, if any, wears off a little.
@@ -748,6 +750,14 @@ for _, n in ipairs(redis.call('HMGET', COUNTS, 'queued', 'in_flight', 'delayed')
 end
 redis.call('SET', CLOSED, 1)
 return 1
+
+-- @script page_host_busy: now, host, reason, url, policy -> the host's new seconds
+-- between two requests (as text), or nil: a page of the host was answered 429 or 503
+if crawl_gone(KEYS[2]) then return redis.error_reply(CRAWL_GONE) end
+local now = now_from(ARGV[1])
+local slowed = slow_down(ARGV[2], ARGV[3], ARGV[4], now, policy_from(ARGV, 5))
+if slowed == nil then return nil end
+return num(slowed)
 
 -- @script release: worker, urls
 local urls = {}

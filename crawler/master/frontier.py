@@ -5,10 +5,11 @@ turns. Each host has a :class:`~crawler.model.pacing.Pace`, as the board's
 image lanes do: its delay between two pages (``host_delay``, raised by a
 Crawl-delay) and any hold (the backoff after a 5xx or 429). A host that must
 wait lets other hosts' pages go ahead. Handing a page out is no request: the page
-loop paces those with the paces it shares with the images, and while a page of a
-host waits there for its turn (see :meth:`Frontier.follow_requests`), the host's
-next page waits here. Finding the next page costs a look at each host, never a walk
-over every page waiting.
+loop paces those with the paces it shares with the images (which keep the host's
+slow-down after a 429 or 503, a page's or an image's: one for both), and while a
+page of a host waits there for its turn (see :meth:`Frontier.follow_requests`),
+the host's next page waits here. Finding the next page costs a look at each host,
+never a walk over every page waiting.
 """
 
 from __future__ import annotations

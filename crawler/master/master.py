@@ -54,6 +54,7 @@ from crawler.master.linkedpages import LinkedPages, is_image_link
 from crawler.master.missing import MissingImages, WorkersElsewhere, workers_elsewhere
 from crawler.master.pagecookies import CookiePost
 from crawler.master.pageloop import PageLoop, PageLoopEnded
+from crawler.master.pages import Page
 from crawler.master.results import ManifestTally, NoFiles, ResultFiles
 from crawler.master.resumed import ResumedImage
 from crawler.master.robots import Robots
@@ -77,7 +78,7 @@ from crawler.model.files import (
     RESULTS_NAME,
 )
 from crawler.model.folders import make_folder
-from crawler.model.outcome import Attempt, Outcome
+from crawler.model.outcome import Attempt, Outcome, status_reason
 from crawler.model.pacing import Paces
 from crawler.model.progress import Reporter, Snapshot, write_out
 from crawler.model.urls import host_key
@@ -994,6 +995,8 @@ class Master:
         policy = self._board.policy  # the images' tries and backoff
         if not visit.page.transient or visit.page.held:
             return False  # its robots.txt could not be read: the page waits for the next run
+        if visit.page.host_is_busy:  # on its last try too: the host asked all the same
+            self._slow_down_host(visit.page)
         tries = self._frontier.failed(visit.url)
         pause = visit.page.retry_after
         if pause:
@@ -1011,6 +1014,16 @@ class Master:
         self._frontier.requeue(visit.url, visit.depth)
         self._page_retries += 1
         return True
+
+    def _slow_down_host(self, page: Page) -> None:
+        """A page was answered 429 or 503: its host is slowed down as for an image's (its
+        pages and images go by one pace, of what the host allows: a host that refuses
+        pages is rate limiting the whole host), and its pages wait the new delay from
+        now, as its images do."""
+        host = host_key(page.final_url)  # the hop that answered: a redirect's target
+        slowed = self._board.page_host_busy(host, status_reason(page.status), page.final_url)
+        if slowed is not None:
+            self._hold_host(page.final_url, slowed)
 
     def _hold_host(self, url: str, seconds: float) -> None:
         """Ask ``url``'s host for no page for ``seconds`` from now; a hold is never shortened."""

@@ -19,7 +19,7 @@ from crawler.fetch.policy import (
     server_pause,
     transient_status,
 )
-from crawler.model.outcome import status_reason
+from crawler.model.outcome import BUSY_STATUSES, status_reason
 from crawler.parse.encodings import charset_param
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
@@ -44,6 +44,11 @@ class Page(NamedTuple):
     @property
     def ok(self) -> bool:
         return not self.skipped
+
+    @property
+    def host_is_busy(self) -> bool:
+        """Whether its answer is about its whole host (a 429 or a 503), as an image's is."""
+        return not self.ok and self.status in BUSY_STATUSES
 
 
 def fetch_page(client: EasyClient, url: str, *, timeout: float, max_bytes: int,
