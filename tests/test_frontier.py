@@ -252,6 +252,24 @@ def test_a_pace_waits_its_delay_and_keeps_the_longest_hold():
     assert pace.next_time == 10.0
 
 
+def test_a_pace_goes_by_a_slow_down_decided_elsewhere_and_wears_it_off_alike() -> None:
+    """On a broker the page loop's paces are its own: the pages a master held already
+    went back to back after the crawl's slow-down, which the broker's board decides."""
+    from crawler.model.pacing import SLOW_DOWN_WEARS_OFF, Pace
+
+    here, there = Pace(), Pace()
+    slowed = there.slow_down(10.0, at_most=60.0)
+    assert slowed == 0.25
+    here.slowed_elsewhere(10.0, slowed)
+    assert not here.take(10.2, page=True) and here.take(10.25, page=True)
+    assert not here.take(10.45, page=True), "one every 0.25 s"
+    for pace in (here, there):
+        pace.answered(10.5)  # within the gap: no wearing off
+        pace.answered(11.5)
+    assert here.delay == there.delay == 0.25 * SLOW_DOWN_WEARS_OFF
+    assert here.slow_down(12.0, at_most=60.0) == there.slow_down(12.0, at_most=60.0)
+
+
 def test_pages_and_images_take_turns_of_a_pace_while_both_wait() -> None:
     from crawler.model.pacing import Pace
 

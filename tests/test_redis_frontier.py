@@ -11,8 +11,11 @@ import pytest
 import redis
 
 from crawler.board.broker import CrawlRecord, keys_prefix
+from crawler.board.memory import BoardPolicy
+from crawler.board.redis import RedisBoard
 from crawler.board.redis_frontier import EMPTY_PAUSE, RedisFrontier
 from crawler.errors import BrokerError
+from crawler.model.pacing import SLOW_DOWN_GAP
 
 from .redis_server import RedisServer
 
@@ -20,16 +23,23 @@ MakeFrontier = Callable[..., RedisFrontier]
 
 
 @pytest.fixture
-def frontiers(redis_server: RedisServer) -> MakeFrontier:
-    """Frontier objects of one new crawl, one per master name asked for."""
+def crawl(redis_server: RedisServer) -> tuple[redis.Redis, str]:
+    """A new crawl on the broker, and a client of it."""
     client = redis.Redis(host="127.0.0.1", port=redis_server.port, decode_responses=True,
                          socket_timeout=5.0)
-    crawl = "f" + secrets.token_hex(6)
+    name = "f" + secrets.token_hex(6)
     # Written first by the crawl's first master: without it, the crawl is gone.
-    CrawlRecord(client, crawl).create(settings={}, seeds=[], identity={}, info={}, board={})
+    CrawlRecord(client, name).create(settings={}, seeds=[], identity={}, info={}, board={})
+    return client, name
+
+
+@pytest.fixture
+def frontiers(crawl: tuple[redis.Redis, str]) -> MakeFrontier:
+    """Frontier objects of one new crawl, one per master name asked for."""
+    client, name = crawl
 
     def make(master: str, **options: float) -> RedisFrontier:
-        return RedisFrontier(client, crawl, master, **options)
+        return RedisFrontier(client, name, master, **options)
 
     return make
 
@@ -164,6 +174,31 @@ def test_a_hold_and_a_crawl_delay_hold_back_a_host(frontiers: MakeFrontier) -> N
     assert a.pop() is None  # its Crawl-delay
     time.sleep(0.5)
     assert a.pop() == ("http://h/2", 0)
+
+
+def test_a_host_slowed_down_spaces_its_pages_for_every_master_till_pages_wear_it_off(
+        frontiers: MakeFrontier, crawl: tuple[redis.Redis, str]) -> None:
+    """A host that answered a page 429 was asked for its next pages as fast as before,
+    by every master: the board's slow-down (a page's or an image's) spaces them now, and
+    pages read wear it off as images do."""
+    client, name = crawl
+    board = RedisBoard(client, name, BoardPolicy(), recorded=True)
+    a, b = frontiers("a"), frontiers("b")
+    a.add_many([(f"http://h/{n}", 0) for n in range(4)])
+    assert board.page_host_busy("h", "HTTP 429", "http://h/x") == 0.25
+    assert a.pop_many(4) == [("http://h/0", 0)]  # then one every 0.25 s
+    assert b.pop_many(4) == []
+    time.sleep(0.3)
+    assert b.pop_many(4) == [("http://h/1", 0)]
+    # 23 pages read past the gap: 0.25 s worn off to about 0.125 s.
+    time.sleep(max(0.0, SLOW_DOWN_GAP - 0.2))
+    pipe = client.pipeline(transaction=True)
+    board.queue_pages_answered(pipe, ["h"] * 23)
+    pipe.execute()
+    time.sleep(0.3)
+    assert a.pop_many(4) == [("http://h/2", 0)]
+    time.sleep(0.16)
+    assert a.pop_many(4) == [("http://h/3", 0)]
 
 
 def test_a_crawl_delay_told_again_replaces_the_one_before_down_to_the_hosts_delay(

@@ -365,10 +365,20 @@ class RedisBoard:
     @_translated
     def page_host_busy(self, host: str, reason: str, url: str) -> float | None:
         """A page of ``host`` was answered ``reason`` (a 429 or 503): see
-        ``TaskBoard.page_host_busy``."""
+        ``TaskBoard.page_host_busy``. The crawl's pages go by the same slow-down (the
+        page frontier's scripts read it), so every master's pages and every worker's
+        images of the host slow down together."""
         slowed = self._run("page_host_busy", [self._now(), host, reason, url,
                                               *self._policy_args])
         return None if slowed is None else float(_text(slowed))
+
+    def queue_pages_answered(self, pipe: redis.client.Pipeline, hosts: Iterable[str]) -> None:
+        """Add to the caller's transaction ``pipe`` (see ``queue_puts``): a page of each
+        of ``hosts`` (a host once per page) was answered well, which wears its slow-down
+        off as an image's success does."""
+        args = list(hosts)
+        if args:
+            self._run("pages_answered", [self._now(), *args], pipe)
 
     @_translated
     def set_host_delay(self, host: str, seconds: float) -> None:

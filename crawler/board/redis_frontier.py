@@ -2,7 +2,11 @@
 
 The same rules as :class:`crawler.master.frontier.Frontier`: one queue per
 host, hosts take turns, each host paced (its delay between two pages, raised
-by a Crawl-delay, and any hold after a 5xx or 429), a page seen once. What a
+by a Crawl-delay, and any hold after a 5xx or 429), a page seen once. A host
+slowed down after a 429 or 503 is slowed down for pages and images alike: its
+pages are spaced by the board's slow-down (``slow``, kept by the board's scripts in
+``redis_scripts.lua``, which a page's 429 or 503 raises and a page read wears off),
+so that every master and every worker go by one pace of what the host allows. What a
 shared frontier adds: a page a master takes is *leased* to it, as images are
 to workers. Its lease lives while that master's heartbeats renew it; when the
 page is done, the master records it with its links in one transaction; when
@@ -107,9 +111,11 @@ while #taken < 2 * wanted and empty_hosts < 16 do
   for _, host in ipairs(hosts) do
     local entry = redis.call('LPOP', p .. 'pages:lane:' .. host)
     if entry then
-      -- (a Crawl-delay shorter than the configured delay does not shorten it)
+      -- (a Crawl-delay shorter than the configured delay does not shorten it; a host's
+      -- slow-down after a 429 or 503, to a page or an image, lengthens it: the board's)
       local delay = math.max(tonumber(redis.call('HGET', p .. 'pages:delay', host) or '0'),
-                             tonumber(default_delay))
+                             tonumber(default_delay),
+                             tonumber(redis.call('HGET', p .. 'slow', host) or '0'))
       local nxt = now + delay
       redis.call('HSET', p .. 'pages:next', host, nxt)
       if redis.call('LLEN', p .. 'pages:lane:' .. host) > 0 then

@@ -303,7 +303,7 @@ end
 -- The host answered a 429 or 503 (busy: its reason), to an image or a page: its delay
 -- doubles (the new one is returned), unless the slow-down grew within the gap (the
 -- answers to requests sent before are the same news) or backoff_max allows no slower
--- pace (nil).
+-- pace (nil). Pages go by it too: crawler/board/redis_frontier.py reads SLOW.
 -- Whether now is within SLOW_DOWN_GAP (or the slow-down, if longer) of the host's
 -- slow-down's last growth (never grown: its time reads 0, long past).
 local function within_gap(host, slowed, now)
@@ -758,6 +758,13 @@ local now = now_from(ARGV[1])
 local slowed = slow_down(ARGV[2], ARGV[3], ARGV[4], now, policy_from(ARGV, 5))
 if slowed == nil then return nil end
 return num(slowed)
+
+-- @script pages_answered: now, hosts -> 0: a page of each host was answered well, and
+-- its slow-down (if any) wears off as an image's success wears it off
+if crawl_gone(KEYS[2]) then return redis.error_reply(CRAWL_GONE) end
+local now = now_from(ARGV[1])
+for i = 2, #ARGV do answered(ARGV[i], now) end
+return 0
 
 -- @script release: worker, urls
 local urls = {}

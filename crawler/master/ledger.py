@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from crawler.master.journal import ROBOTS_UNREACHABLE, Journal, PageDone, Resumed
 from crawler.model.outcome import Attempt, Outcome
-from crawler.model.urls import host_key_of_normalized
+from crawler.model.urls import host_key, host_key_of_normalized
 
 if TYPE_CHECKING:
     import redis
@@ -138,6 +138,10 @@ class BrokerLedger:
                         judged_again=attempt.reason.startswith(ROBOTS_UNREACHABLE))
                 else:
                     queued.append((url, host_key_of_normalized(url), page_url, ref))
+        # A page read was its host's good answer: a slowed-down host speeds up, as it
+        # does for an embedded crawl's pages (and for images).
+        self._board.queue_pages_answered(pipe, [host_key(page.url) for page in pages
+                                                if not page.failed])
         delays = self._delays
         self._board.queue_host_delays(pipe, {host: delays[host] for _, host, _, _ in queued
                                              if host in delays})

@@ -1022,8 +1022,13 @@ class Master:
         now, as its images do."""
         host = host_key(page.final_url)  # the hop that answered: a redirect's target
         slowed = self._board.page_host_busy(host, status_reason(page.status), page.final_url)
-        if slowed is not None:
-            self._hold_host(page.final_url, slowed)
+        if slowed is None:
+            return
+        self._hold_host(page.final_url, slowed)
+        if self._paces is None and self._pages is not None:
+            # On a broker, the page loop's paces are its own: the pages this master holds
+            # already, handed out before the slow-down, would go back to back.
+            self._pages.slowed_elsewhere(host, slowed)
 
     def _hold_host(self, url: str, seconds: float) -> None:
         """Ask ``url``'s host for no page for ``seconds`` from now; a hold is never shortened."""

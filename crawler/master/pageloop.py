@@ -183,6 +183,11 @@ class PageLoop:
         # leases, which may share the pace, are held from now, not from the loop's turn.
         self._paces.of(host).hold(until)
 
+    def slowed_elsewhere(self, host: str, seconds: float) -> None:
+        """``host`` was slowed down to ``seconds`` between two requests where the crawl's
+        paces are kept (a broker's board): the pages in hand here go by it too."""
+        self._paces.of(host).slowed_elsewhere(time.monotonic(), seconds)
+
     def stop_starting(self) -> None:
         """Fetch no page not started yet: the pages waiting for a request are cancelled
         (their futures say so), and those in flight go on."""

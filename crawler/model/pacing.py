@@ -9,10 +9,14 @@ share one pace per host, so that the delay spaces every request to the host and
 a hold from either side holds both; the page frontier keeps paces of its own
 for when a page is handed to the page loop, which is no request.
 
-A host that answers 429 or 503 (too many requests, overloaded) is slowed
-down beyond that: a delay of its own, twice the host's delay at each such
-answer and worn off a little by each success, so that a rate-limited host is
-asked about as often as it allows rather than in bursts that it refuses.
+A host that answers 429 or 503 (too many requests, overloaded), to a page or
+an image, is slowed down beyond that: a delay of its own, twice the host's delay
+at each such answer and worn off a little by each success, so that a
+rate-limited host is asked about as often as it allows rather than in bursts
+that it refuses. A host that refuses pages is rate limiting the whole host: the
+slow-down is one for its pages and images (embedded, in the pace they share; on
+a broker, in the board's scripts, which the page frontier's read, with these
+constants).
 
 Shared, pages and images take turns: while a page waits for the host, an
 image leaves it the turn after an image's. Otherwise the workers, woken the
@@ -130,6 +134,15 @@ class Pace:
             # From this answer on: the next request waits the new delay too.
             self.next_time = max(self.next_time, now + slowed)
             return slowed
+
+    def slowed_elsewhere(self, now: float, seconds: float) -> None:
+        """The host was slowed down to ``seconds`` between two requests by the rule of
+        :meth:`slow_down` applied elsewhere (the broker's, for every master of a crawl):
+        the requests paced here go by it too, from now, and it wears off here as there."""
+        with self._lock:
+            self._slowed, self._slowed_at = seconds, now
+            self.delay = max(self._asked, seconds)
+            self.next_time = max(self.next_time, now + seconds)
 
     def answered(self, now: float) -> None:
         """The host answered a request well: its slow-down, if any, wears off a little
