@@ -24,6 +24,7 @@ from crawler.demo.site import png
 from crawler.errors import WorkerFailed
 from crawler.fetch import curlsetup
 from crawler.fetch.curl import CurlEngine
+from crawler.fetch.curlsetup import KeptConnections
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
@@ -1122,7 +1123,8 @@ def test_unasked_bytes_are_still_seen_once_the_client_has_made_many_connections(
     number reached FD_CACHE (4,096 in a worker's life): a connection kept idle then was
     no longer looked at, and the stray answer on it was stored as the next image. Now
     the least recently used is forgotten."""
-    monkeypatch.setattr(curlsetup, "FD_CACHE", 2)  # reached by three connections, not 4,096
+    # Reached by four connections, not 4,096: one slot's, and two kept idle, at least.
+    monkeypatch.setattr(curlsetup, "FD_CACHE", 2)
     stray = png(33, 33, 1)
 
     def answer(conn: socket.socket, request: bytes) -> bool:
@@ -1134,19 +1136,39 @@ def test_unasked_bytes_are_still_seen_once_the_client_has_made_many_connections(
         conn.sendall(ok_answer(png(20, 10, 3)))
         return True
 
-    (base, done), (second, done_second), (third, done_third) = (
-        raw_server(answer) for _ in range(3))
+    (base, done), (second, done_second), (third, done_third), (fourth, done_fourth) = (
+        raw_server(answer) for _ in range(4))
     try:
         engine = engines(slots=1)
         for url in (f"{base}/first.png", f"{second}/x.png", f"{base}/one.png"):
             assert engine.one(url).ok
         time.sleep(0.3)  # the stray answer has arrived on the idle connection
-        assert engine.one(f"{third}/y.png").ok  # a third connection: the cache is full
+        for url in (f"{third}/y.png", f"{fourth}/z.png"):  # the cache is full
+            assert engine.one(url).ok
         two = engine.one(f"{base}/two.png")
     finally:
-        for stop in (done, done_second, done_third):
+        for stop in (done, done_second, done_third, done_fourth):
             stop.set()
     assert two.ok and (two.width, two.height) == (20, 10), two
+
+
+def test_a_client_with_more_connections_than_the_cache_remembers_each_of_them() -> None:
+    """4,096 connections were remembered whatever the client: a worker with more slots
+    (worker.threads above 1,365: each slot's connection, and two kept idle per slot)
+    forgot connections libcurl still kept, and a stray answer on one was stored."""
+    stray, ours = socket.socketpair()
+    try:
+        ours.sendall(b"HTTP/1.1 200 OK\r\n")  # bytes on an idle connection: unasked
+        first = ("127.0.0.1", 40000, "127.0.0.1", 80)
+        kept = KeptConnections(at_least=3 * 2000)
+        kept.opened(first, stray.fileno())
+        for port in range(1, 5000):
+            kept.opened(("127.0.0.1", 40000 + port, "127.0.0.1", 80), -1)
+        assert kept.unclean(first, "http://a.test/x.png")
+    finally:
+        stray.close()
+        ours.close()
+
 
 def test_an_error_whose_body_never_comes_keeps_its_status(
         engines: Callable[..., Engine]) -> None:

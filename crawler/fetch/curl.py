@@ -148,7 +148,9 @@ class CurlEngine:
         self._active: set[Slot] = set()
         self._by_handle: dict[int, Slot] = {}
         # The connections, to look for unasked bytes before an HTTP/1 one is used again.
-        self._kept = KeptConnections()
+        # Each slot's connection, and those kept idle: 4,096 was forgotten past 1,365
+        # slots (worker.threads), and a stray answer on a forgotten one stored.
+        self._kept = KeptConnections(at_least=slots * (1 + IDLE_PER_SLOT))
         self._proxies = options.proxies()
         self._per_hop = hop_options_vary(options, self._proxies)
         self._rate = options.limit_rate

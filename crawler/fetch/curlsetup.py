@@ -92,7 +92,8 @@ class Guard:
 
 Connection = tuple[str, int, str, int]  # (local address, port, peer address, port)
 # Connections whose descriptor (and HTTP/1 use) a client remembers, the least recently
-# used forgotten first: far more than libcurl keeps open, so none it may reuse.
+# used forgotten first: far more than libcurl keeps open, so none it may reuse (a
+# client with more at once says so: ``at_least``).
 FD_CACHE = 4096
 
 
@@ -112,14 +113,15 @@ class KeptConnections:
     on it: it may be HTTP/2 (libcurl does not tell which ALPN chose before an answer).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, at_least: int = 0) -> None:
+        self._capacity = max(FD_CACHE, at_least)
         self._fds: dict[Connection, int] = {}
         self._http1_tls: set[Connection] = set()  # https connections an HTTP/1 answer came on
 
     def opened(self, connection: Connection, fd: int) -> None:
         """A new connection (its protocol not known yet)."""
         self._forget(connection)  # an earlier one of the same addresses and ports
-        if len(self._fds) >= FD_CACHE:
+        if len(self._fds) >= self._capacity:
             # The least recently used only: forgotten all at once, the connections kept
             # idle then were not looked at again, and a stray answer on one was stored.
             self._forget(next(iter(self._fds)))
