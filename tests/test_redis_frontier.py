@@ -201,6 +201,26 @@ def test_a_host_slowed_down_spaces_its_pages_for_every_master_till_pages_wear_it
     assert a.pop_many(4) == [("http://h/3", 0)]
 
 
+
+def test_a_slow_down_doubles_the_crawl_delay_a_hosts_pages_have(
+        frontiers: MakeFrontier, crawl: tuple[redis.Redis, str]) -> None:
+    """A host whose pages had a Crawl-delay of 0.5 s (and no image queued yet) answered a
+    page 429: it was said "slowed down to one request every 0.25 s", faster than it was
+    asked already, and its pages went on every 0.5 s, as if it had not said "too many".
+    Embedded, the pace its pages and images share doubles the Crawl-delay."""
+    client, name = crawl
+    board = RedisBoard(client, name, BoardPolicy(), recorded=True)
+    a = frontiers("a")
+    a.set_crawl_delay("h", 0.5)
+    a.add_many([(f"http://h/{n}", 0) for n in range(2)])
+    assert board.page_host_busy("h", "HTTP 429", "http://h/x") == 1.0
+    assert a.pop_many(2) == [("http://h/0", 0)]
+    time.sleep(0.6)
+    assert a.pop_many(2) == [], "one every 1 s, not 0.5 s"
+    assert board.news() == [
+        "h answered HTTP 429 (http://h/x): slowed down to one request every 1 s, across "
+        "all workers; it speeds up again as the host answers"]
+
 def test_a_crawl_delay_told_again_replaces_the_one_before_down_to_the_hosts_delay(
         frontiers: MakeFrontier) -> None:
     """A robots.txt read again past its age may ask for less; a Crawl-delay shorter than

@@ -32,7 +32,9 @@ delayed       sorted set: URL waiting for a retry -> when it may go again
 inflight      hash: host -> URLs leased; ``next``: host -> not asked before;
               ``delay``: host -> seconds between two requests (Crawl-delay);
               ``slow``: host -> its slow-down after a 429 or 503 (seconds between
-              two requests, worn off by successes); ``slowed``: when it last grew
+              two requests: twice the longest of its delays, the page frontier's
+              ``pages:delay`` among them, at each; worn off by successes; the
+              frontier spaces pages by it too); ``slowed``: when it last grew
 w:WORKER      hash: info, first (seen), ask (last asked for work), ex (the
               highest exchange applied), done, failed, bytes
 held:WORKER   set: the URLs it holds; ``ph:WORKER``: hash host -> how many

@@ -16,6 +16,9 @@ local INFLIGHT, NEXT, DELAY = P .. 'inflight', P .. 'next', P .. 'delay'
 -- crawler/board/redis.py puts before this part): SLOW, host -> seconds between two
 -- requests, worn off by successes; SLOWED, host -> when it last grew.
 local SLOW, SLOWED = P .. 'slow', P .. 'slowed'
+-- The Crawl-delay of a host's pages, kept by the page frontier (crawler/board/
+-- redis_frontier.py): DELAY is set once its images are found, after its first pages.
+local PAGE_DELAY = P .. 'pages:delay'
 local CONTACT, ASKING, GONE = P .. 'contact', P .. 'asking', P .. 'gone'
 local CLOSED, RESULTS = P .. 'closed', P .. 'results'
 -- CRAWL_GONE and crawl_gone(record) come before this part (CRAWL_GONE_LUA in
@@ -313,7 +316,10 @@ end
 local function slow_down(host, busy, url, now, policy)
   local slowed = host_time(SLOW, host)
   if within_gap(host, slowed, now) then return nil end
-  local delay = math.max(policy.host_delay, host_time(DELAY, host), slowed)
+  -- (the pages' Crawl-delay too: a host with none of its images queued yet, asked every
+  -- second, was "slowed down" to every 0.25 s, and its pages went on as before)
+  local delay = math.max(policy.host_delay, host_time(DELAY, host), slowed,
+                         tonumber(redis.call('HGET', PAGE_DELAY, host) or '0'))
   local least = FIRST_SLOW_DOWN  -- at first (see crawler.model.pacing)
   if slowed > 0 then least = 0 end
   slowed = math.min(policy.backoff_max, math.max(least, 2 * delay))
