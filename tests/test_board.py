@@ -660,6 +660,16 @@ def test_classic_get_with_a_negative_timeout_is_refused_as_queue_refuses_it() ->
     assert TaskQueueView(b).get(block=False, timeout=-1) == "http://h/a.png"  # as Queue
 
 
+def test_classic_get_without_blocking_ignores_its_timeout_nan_too() -> None:
+    """queue.Queue.get(block=False) ignores its timeout, whatever it is; ours refused a
+    NaN one, which it never waits by."""
+    b = memory_board(Clock())
+    b.put("http://h/a.png", "h", None)
+    with pytest.raises(queue.Empty):
+        queue.Queue[str]().get(block=False, timeout=float("nan"))
+    assert TaskQueueView(b).get(block=False, timeout=float("nan")) == "http://h/a.png"
+
+
 def test_classic_get_with_a_nan_timeout_is_refused_not_spun() -> None:
     """get(timeout=nan) on an open board with nothing queued looped for ever, asking the
     board again and again without a pause, until the crawl ended."""

@@ -35,12 +35,13 @@ class TaskQueueView:
 
     def get(self, block: bool = True, timeout: float | None = None) -> str:
         """The next URL; queue.Empty when none came in time or the crawl is over."""
-        if timeout is not None and timeout != timeout:
-            # NaN: each lease returned at once and "wait <= 0" never came true, so the
-            # call spun on the board's lock (a core) until a URL came or the crawl ended.
-            raise ValueError("'timeout' must be a number, not NaN")
-        if block and timeout is not None and timeout < 0:
-            raise ValueError("'timeout' must be a non-negative number")  # as queue.Queue's
+        if block and timeout is not None:  # without blocking it is ignored, as Queue does
+            if timeout != timeout:
+                # NaN: each lease returned at once and "wait <= 0" never came true, so the
+                # call spun on the board's lock (a core) until a URL came or the crawl ended.
+                raise ValueError("'timeout' must be a number, not NaN")
+            if timeout < 0:
+                raise ValueError("'timeout' must be a non-negative number")  # as Queue's
         wait = (timeout if timeout is not None else float("inf")) if block else 0.0
         # Asked again every half lease_timeout at least: each call is the tutorial
         # workers' contact, and one waiting here is not gone (crawler status).
