@@ -343,13 +343,13 @@ class _GuardedServer(Server):
         """Stop accepting and free the port; connections being served end with their
         clients."""
         self.stopping = True
-        for throttled in (self._refusals, self._turned_away):
-            if throttled is not None:
-                throttled.flush()
         listening = self.listener._listener._socket  # type: ignore[attr-defined]
         with contextlib.suppress(OSError):
             listening.shutdown(socket.SHUT_RDWR)  # wakes the accept() under way
         self.listener.close()
+        for throttled in (self._refusals, self._turned_away):  # no connection comes now
+            if throttled is not None:
+                throttled.flush()
         current = process.current_process()
         if getattr(current, "_manager_server", None) is self:
             del current._manager_server  # type: ignore[attr-defined]  # and the board with it
