@@ -606,3 +606,36 @@ def test_a_crawl_is_closed_only_if_no_master_gave_it_work_again(
     leased = board.lease("w", 1, 0.0)["tasks"]
     board.report("w", [Attempt(url=leased[0][0], ok=True)])
     assert board.close_if_idle() and board.closed
+
+
+def test_scripts_gone_again_as_they_are_loaded_are_loaded_once_more(
+        boards: Callable[..., RedisBoard], redis_server: RedisServer) -> None:
+    """A Redis that lost its scripts (restarted) answers NoScript; redis-py loads the
+    script and calls it once more, and a restart in between lost that load too: the
+    master stopped on "failed a command: No matching script". (A put or a settle_now
+    made alone went in a transaction, which redis-py does not load again at all.)
+    Scripts flushed over and over by another client stand in for restarts (bounded:
+    3 s, 2,000 rounds)."""
+    board = boards()
+    board.put("http://h/a.png", "h", None)
+    flusher, stop = redis_server.client(), threading.Event()
+
+    def flush() -> None:
+        end = time.monotonic() + 3
+        while not stop.is_set() and time.monotonic() < end:
+            flusher.script_flush()
+
+    flushing = threading.Thread(target=flush, daemon=True)
+    flushing.start()
+    try:
+        for n in range(2000):
+            if not flushing.is_alive():
+                break
+            assert board.put(f"http://h/{n}.png", "h", None)
+            board.settle_now(Attempt(url=f"http://h/refused{n}.png", ok=False,
+                                     reason="refused by the scope"), None)
+            assert board.counts()["queued"] == n + 2  # a.png's too
+    finally:
+        stop.set()
+        flushing.join(5)
+        flusher.close()

@@ -211,6 +211,20 @@ def _fields(raw: Mapping[Any, Any]) -> dict[str, str]:
     return {_text(name): _text(value) for name, value in raw.items()}
 
 
+def _settle_now_args(attempt: Attempt, page: str | None, ref: str | None,
+                     judged_again: bool) -> list[str]:
+    """``settle_now``'s arguments; ``judged_again``: see ``RedisBoard.queue_settle_now``."""
+    again = ""
+    if judged_again:
+        saved: dict[str, object] = {"h": host_key_of_normalized(attempt.url), "j": 1}
+        if page is not None:
+            saved["p"] = page
+        if ref is not None:
+            saved["r"] = ref
+        again = _dumps(saved)
+    return [attempt.url, again, *_result_fields(attempt, page, ref)]
+
+
 def _queued_item(host: str, page: str | None, ref: str | None, *,
                  tried_before: bool = False) -> str:
     """The JSON of a URL queued with a fresh count of tries (a put's, or one queued
@@ -302,10 +316,9 @@ class RedisBoard:
         ``ref`` (a JSON string: what ``page`` said of the image) comes back on its Settled.
         ``tried_before``: as the memory board's (``TaskBoard.put``).
         """
-        with broker_errors(self._client), self._client.pipeline(transaction=True) as pipe:
-            self.queue_puts(pipe, [(url, host, page, ref)], tried_before=tried_before)
-            [queued] = pipe.execute()
-        return bool(queued)
+        with broker_errors(self._client):  # one script call: no transaction needed
+            return bool(self._run("put", [url, host, _queued_item(
+                host, page, ref, tried_before=tried_before)]))
 
     def queue_settle_now(self, pipe: redis.client.Pipeline, attempt: Attempt,
                          page: str | None, ref: str | None = None, *,
@@ -313,23 +326,13 @@ class RedisBoard:
         """Add ``settle_now`` to the caller's transaction ``pipe`` (see ``queue_puts``).
         ``judged_again``: a refusal that a rerun's master judges again (its host's
         robots.txt could not be read), kept for ``robots_refusals``."""
-        again = ""
-        if judged_again:
-            saved: dict[str, object] = {"h": host_key_of_normalized(attempt.url), "j": 1}
-            if page is not None:
-                saved["p"] = page
-            if ref is not None:
-                saved["r"] = ref
-            again = _dumps(saved)
-        self._run("settle_now", [attempt.url, again, *_result_fields(attempt, page, ref)],
-                  pipe)
+        self._run("settle_now", _settle_now_args(attempt, page, ref, judged_again), pipe)
 
     def settle_now(self, attempt: Attempt, page: str | None, ref: str | None = None) -> None:
         """Record a final result the master decided itself (robots.txt, scope, ...),
         unless the board has the URL already."""
-        with broker_errors(self._client), self._client.pipeline(transaction=True) as pipe:
-            self.queue_settle_now(pipe, attempt, page, ref)
-            pipe.execute()
+        with broker_errors(self._client):  # one script call: no transaction needed
+            self._run("settle_now", _settle_now_args(attempt, page, ref, judged_again=False))
 
     @_translated
     def robots_refusals(self) -> list[tuple[str, str | None, str | None]]:
@@ -662,8 +665,16 @@ class RedisBoard:
 
     def _run(self, script: str, args: list[str],
              pipe: redis.client.Pipeline | None = None) -> Any:
-        return self._scripts[script](keys=self._keys, args=args,
-                                     client=pipe if pipe is not None else self._client)
+        if pipe is not None:
+            return self._scripts[script](keys=self._keys, args=args, client=pipe)
+        try:
+            return self._scripts[script](keys=self._keys, args=args, client=self._client)
+        except redis.exceptions.NoScriptError:
+            # redis-py loaded the script again after a NoScript (Redis restarted), and a
+            # restart between that load and its call lost it too: once more by its text
+            # (EVAL), which nothing on the server can lose. Nothing ran: a NoScript runs
+            # no part of a script.
+            return self._client.eval(_SCRIPTS[script], len(self._keys), *self._keys, *args)
 
     def _count(self, name: str) -> int:
         with broker_errors(self._client):
