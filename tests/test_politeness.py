@@ -309,19 +309,11 @@ def test_a_rate_limited_host_is_slowed_down_and_loses_no_image(
     limit = RateLimit(rate=40, burst=4)
     rate_limited(server, sorted(site.images), limit)
     (tmp_path / "settings.toml").write_text("[download]\nbackoff_base = 0.05\n")
-    broker = (["--broker", request.getfixturevalue("redis_server").url, "--crawl",
-               request.getfixturevalue("crawl_name")] if queue == "broker" else [])
-    done = run_crawler("master", server.url + "/", *broker, "--bind", "127.0.0.1:0",
-                       "--out", str(tmp_path / "out"), "--local-workers", "1", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
+    err = _crawl_with_one_worker(server, tmp_path, request, queue)
     entries = manifest_lines(tmp_path / "out")
-    assert len(entries) == 16 and {e["status"] for e in entries} == {"success"}, done.stderr
+    assert len(entries) == 16 and {e["status"] for e in entries} == {"success"}, err
     assert limit.refused >= 1  # (the first burst met the limit)
-    host = re.escape(server.url.partition("//")[2])
-    said = re.findall(rf"WARNING: {host} answered HTTP 503 \({re.escape(server.url)}/\S+\): "
-                      r"slowed down to one request every 0.25 s, across all workers; it "
-                      r"speeds up again as the host answers\n", done.stderr)
-    assert len(said) == 1, done.stderr
+    _said_slowed_down_once(err, server, 503)
 
 
 @pytest.mark.parametrize("queue", ["embedded", "broker"])
@@ -339,18 +331,31 @@ def test_a_host_that_rate_limits_its_pages_is_slowed_down_and_loses_no_page(
     serve_routes(server, site.files)
     limit = RateLimit(rate=8, burst=4)
     rate_limited(server, sorted(site.pages), limit, status=429, headers={"Retry-After": "1"})
+    err = _crawl_with_one_worker(server, tmp_path, request, queue)
+    assert limit.served == site.pages, err
+    assert limit.refused <= 16, (limit.refused, err)
+    _said_slowed_down_once(err, server, 429)
+
+
+def _crawl_with_one_worker(server: FixtureServer, tmp_path: Path,
+                           request: pytest.FixtureRequest, queue: str) -> str:
+    """A crawl of ``server`` with one local worker, on ``queue`` (embedded, or a broker
+    from the test's fixtures), that ends 0; its stderr."""
     broker = (["--broker", request.getfixturevalue("redis_server").url, "--crawl",
                request.getfixturevalue("crawl_name")] if queue == "broker" else [])
     done = run_crawler("master", server.url + "/", *broker, "--bind", "127.0.0.1:0",
                        "--out", str(tmp_path / "out"), "--local-workers", "1", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert limit.served == site.pages, done.stderr
-    assert limit.refused <= 16, (limit.refused, done.stderr)
+    return done.stderr
+
+
+def _said_slowed_down_once(err: str, server: FixtureServer, status: int) -> None:
+    """The warning that ``server``'s host, answering ``status``, is slowed down: once."""
     host = re.escape(server.url.partition("//")[2])
-    said = re.findall(rf"WARNING: {host} answered HTTP 429 \({re.escape(server.url)}/\S+\): "
+    said = re.findall(rf"WARNING: {host} answered HTTP {status} \({re.escape(server.url)}/\S+\): "
                       r"slowed down to one request every 0.25 s, across all workers; it "
-                      r"speeds up again as the host answers\n", done.stderr)
-    assert len(said) == 1, done.stderr
+                      r"speeds up again as the host answers\n", err)
+    assert len(said) == 1, err
 
 
 @pytest.mark.parametrize("source", ["robots.txt", "--host-delay"])
