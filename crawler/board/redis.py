@@ -211,6 +211,12 @@ def _fields(raw: Mapping[Any, Any]) -> dict[str, str]:
     return {_text(name): _text(value) for name, value in raw.items()}
 
 
+def _put_args(url: str, host: str, page: str | None, ref: str | None,
+              tried_before: bool) -> list[str]:
+    """One image's arguments of ``put`` (whose calls take many of them in a row)."""
+    return [url, host, _queued_item(host, page, ref, tried_before=tried_before)]
+
+
 def _settle_now_args(attempt: Attempt, page: str | None, ref: str | None,
                      judged_again: bool) -> list[str]:
     """``settle_now``'s arguments; ``judged_again``: see ``RedisBoard.queue_settle_now``."""
@@ -302,7 +308,7 @@ class RedisBoard:
         caller wraps that ``execute`` in ``broker_errors``. ``tried_before``: as ``put``'s."""
         args: list[str] = []
         for url, host, page, ref in images:
-            args += (url, host, _queued_item(host, page, ref, tried_before=tried_before))
+            args += _put_args(url, host, page, ref, tried_before)
             if len(args) == 3 * CHUNK:
                 self._run("put", args, pipe)
                 args = []
@@ -317,8 +323,7 @@ class RedisBoard:
         ``tried_before``: as the memory board's (``TaskBoard.put``).
         """
         with broker_errors(self._client):  # one script call: no transaction needed
-            return bool(self._run("put", [url, host, _queued_item(
-                host, page, ref, tried_before=tried_before)]))
+            return bool(self._run("put", _put_args(url, host, page, ref, tried_before)))
 
     def queue_settle_now(self, pipe: redis.client.Pipeline, attempt: Attempt,
                          page: str | None, ref: str | None = None, *,

@@ -129,10 +129,7 @@ class Pace:
             slowed = min(at_most, max(0.0 if self._slowed else FIRST_SLOW_DOWN, 2 * self.delay))
             if slowed <= self.delay:
                 return None  # download.backoff_max allows the host no slower pace
-            self._slowed, self._slowed_at = slowed, now
-            self.delay = slowed
-            # From this answer on: the next request waits the new delay too.
-            self.next_time = max(self.next_time, now + slowed)
+            self._slowed_to(now, slowed)
             return slowed
 
     def slowed_elsewhere(self, now: float, seconds: float) -> None:
@@ -140,9 +137,14 @@ class Pace:
         :meth:`slow_down` applied elsewhere (the broker's, for every master of a crawl):
         the requests paced here go by it too, from now, and it wears off here as there."""
         with self._lock:
-            self._slowed, self._slowed_at = seconds, now
-            self.delay = max(self._asked, seconds)
-            self.next_time = max(self.next_time, now + seconds)
+            self._slowed_to(now, seconds)
+
+    def _slowed_to(self, now: float, seconds: float) -> None:
+        """The slow-down is ``seconds`` from ``now`` (the caller holds the lock): from this
+        answer on, the next request waits it too."""
+        self._slowed, self._slowed_at = seconds, now
+        self.delay = max(self._asked, seconds)
+        self.next_time = max(self.next_time, now + seconds)
 
     def answered(self, now: float) -> None:
         """The host answered a request well: its slow-down, if any, wears off a little
