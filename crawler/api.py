@@ -60,11 +60,15 @@ if typing.TYPE_CHECKING:
 log = logging.getLogger("crawler")
 
 # A scheme is letters then ":"; "localhost:8080" is a host and a port, not a scheme.
-_HAS_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:(?!\d)")
-# A scheme whose colon was left out: "http//host/" is no host named "http".
+# "http:" or "https:" before anything but a port is the scheme with its slashes left
+# out, as browsers read it: "http:127.0.0.1:8000/" is no host "http" with a port
+# "127.0.0.1:8000".
+_HAS_SCHEME = re.compile(r"(?i:https?):(?!\d+(?:[/?#]|$))|[A-Za-z][A-Za-z0-9+.-]*:(?!\d)")
+# A scheme whose colon was left out or mistyped: "http//host/" and "http;//host/"
+# are no host named "http" or "http;".
 # A seed without a scheme that starts so is a file's path, never a host name.
 _PATH_STARTS = ("/", "./", "../", "~")
-_SCHEME_SLIP = re.compile(r"(https?)//", re.IGNORECASE)
+_SCHEME_SLIP = re.compile(r"(https?);?//", re.IGNORECASE)
 
 
 @dataclass(frozen=True)

@@ -931,6 +931,7 @@ def test_an_https_seed_given_so_is_not_said_to_lack_a_scheme(tmp_path: Path,
 @pytest.mark.parametrize(("seed", "meant"), [
     ("http//127.0.0.1:1/", "http://127.0.0.1:1/"),
     ("HTTPS//example.com/a", "https://example.com/a"),
+    ("http;//127.0.0.1:1/", "http://127.0.0.1:1/"),
 ])
 def test_a_seed_without_the_colon_of_its_scheme_is_refused_at_once(
         tmp_path: Path, seed: str, meant: str) -> None:
@@ -939,6 +940,19 @@ def test_a_seed_without_the_colon_of_its_scheme_is_refused_at_once(
                          env=crawl_env(tmp_path))
     assert result.returncode == 2, result.stderr
     assert error_line(result) == f"crawler: error: seed {seed!r}: did you mean {meant}?"
+
+
+@pytest.mark.parametrize("scheme", ["http:", "HTTP:"])
+def test_a_seed_without_the_slashes_of_its_scheme_is_crawled_as_browsers_read_it(
+        tmp_path: Path, site: FixtureServer, scheme: str) -> None:
+    """http:127.0.0.1:PORT/ was taken for the host "http" with the port "127.0.0.1:PORT":
+    "URL 'https://http:127.0.0.1:PORT/' has a bad port", where http:example.com was
+    crawled."""
+    seed = scheme + site.url.removeprefix("http://") + "/gallery.html"
+    result = run_crawler("master", seed, "--dry-run", "--depth", "0", "--bind",
+                         "127.0.0.1:0", cwd=tmp_path, env=crawl_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert f"{site.url}/photos/cat.jpg" in result.stdout.split()
 
 
 def test_an_image_as_the_seed_is_told_that_a_seed_is_a_page(tmp_path: Path,
