@@ -45,9 +45,9 @@ from crawler.config import (
     find_settings,
     header_problem,
     is_pattern_setting,
-    load_settings,
     parse_address,
     parse_size,
+    read_settings,
     regex_error,
     setting_type,
     setting_value,
@@ -575,7 +575,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     source = find_settings(args.settings)
     for note in source.notes:
         log.debug("%s", note)
-    settings = load_settings(source.path) if source.path is not None else Settings()
+    settings = read_settings(source)
     args.file_of_key = {}  # the settings the file set, for errors found after it was read
     if source.path is not None:
         log.debug("settings from %s", source.path)

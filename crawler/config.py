@@ -484,6 +484,14 @@ class SettingsSource(NamedTuple):
 
     path: Path | None
     notes: tuple[str, ...] = ()  # files passed over, one line each, for -v
+    # Why a file nobody named was read, said after a mistake found in it: a
+    # ./settings.toml may be another program's that only looks like ours.
+    found: str = ""
+
+
+_FOUND_HERE = ("read as the crawler's settings because it is in the current folder: if it "
+               "is another program's, give --settings FILE (in Python: settings=) or start "
+               "the crawler from another folder")
 
 
 def find_settings(explicit: Path | None = None, *, environ: Mapping[str, str] | None = None,
@@ -516,7 +524,8 @@ def find_settings(explicit: Path | None = None, *, environ: Mapping[str, str] | 
     if local.is_file():
         foreign = _foreign_names(local)
         if not foreign:
-            return SettingsSource(Path(DEFAULT_SETTINGS_FILE) if cwd is None else local)
+            return SettingsSource(Path(DEFAULT_SETTINGS_FILE) if cwd is None else local,
+                                  found=_FOUND_HERE)
         notes.append(f"ignoring ./{DEFAULT_SETTINGS_FILE}: another program's settings "
                      f"(its {', '.join(foreign)} are not the crawler's)")
     user = user_settings_path(env)
@@ -567,10 +576,21 @@ def _foreign_names(path: Path) -> list[str]:
 def load_settings(path: Path | None) -> Settings:
     """Load ``path`` over the built-in defaults; ``None``: the file :func:`find_settings` picks."""
     if path is None:
-        path = find_settings().path
-        if path is None:
-            return Settings()
+        return read_settings(find_settings())
     return _merge(Settings(), _files_beside(_read_toml(path), path.parent), str(path))
+
+
+def read_settings(source: SettingsSource) -> Settings:
+    """The settings of ``source``'s file (the defaults without one); a mistake in a file
+    nobody named also says why that file was read."""
+    if source.path is None:
+        return Settings()
+    try:
+        return load_settings(source.path)
+    except ConfigError as exc:
+        if not source.found:
+            raise
+        raise ConfigError(f"{exc} ({source.found})") from exc
 
 
 # The [http] keys that name files: relative in a settings file, they are relative to

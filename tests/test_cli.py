@@ -636,6 +636,31 @@ def test_another_projects_settings_toml_does_not_stop_the_crawler(
     assert quiet.returncode == 0 and "settings.toml" not in quiet.stderr  # a note for -v only
 
 
+@pytest.mark.parametrize(("text", "said"), [
+    ("DEBUG = True\n", "settings.toml: not valid TOML: Invalid value (at line 1, column 9): "
+                       "write true or false, in lower case"),
+    ("threads = 4\n", "settings.toml: threads must be under [worker], not at the top"),
+])
+def test_a_mistake_in_the_current_folders_settings_toml_says_why_it_was_read(
+        tmp_path: Path, text: str, said: str) -> None:
+    """Another program's settings.toml that only looks like ours (not TOML, or a name of
+    ours at its top) stopped the crawler with a mistake in a file the user never gave it,
+    and no word of why it was read nor how to leave it out."""
+    (tmp_path / "settings.toml").write_text(text)
+    why = ("read as the crawler's settings because it is in the current folder: if it is "
+           "another program's, give --settings FILE (in Python: settings=) or start the "
+           "crawler from another folder")
+    result = run_crawler("master", "http://127.0.0.1:1/", "--dry-run", cwd=tmp_path,
+                         env=crawl_env(tmp_path))
+    assert result.returncode == 2, result.stderr
+    assert error_line(result) == f"crawler: error: {said} ({why})"
+    # Named, it was chosen: its mistake is said alone.
+    named = run_crawler("master", "http://127.0.0.1:1/", "--dry-run", "--settings",
+                        "settings.toml", cwd=tmp_path, env=crawl_env(tmp_path))
+    assert named.returncode == 2, named.stderr
+    assert error_line(named) == f"crawler: error: {said}"
+
+
 @pytest.mark.parametrize("command", [["report", "."], ["status", "127.0.0.1:1"]])
 def test_report_and_status_read_no_settings(tmp_path: Path, command: list[str]) -> None:
     (tmp_path / "settings.toml").write_text("[crawl\n")  # would be exit 2 if read
