@@ -332,7 +332,9 @@ def build_parser() -> _Parser:
     master.add_argument("--dry-run", action="store_true",
                         help="crawl pages and print the image URLs, download nothing")
     master.add_argument("--ignore-robots", action="store_true",
-                        help="do not obey robots.txt [crawl.respect_robots = false]")
+                        help="do not obey robots.txt (what an earlier run into the same "
+                             "folder refused for it stays refused: add --fresh) "
+                             "[crawl.respect_robots = false]")
     again = master.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
                        help="go on with the output folder's crawl even if this run's seeds or "

@@ -43,6 +43,10 @@ def _crawl(seed: str, out: Path, tmp_path: Path, *flags: str, status: int = 0) -
     return err
 
 
+def _entries(out: Path) -> dict[str, dict[str, object]]:
+    return {str(entry["url"]): entry for entry in manifest_lines(out)}
+
+
 def _stored(out: Path) -> set[str]:
     return {e["url"] for e in manifest_lines(out) if e["status"] == "success"}
 
@@ -151,6 +155,36 @@ def test_images_refused_for_an_unreadable_robots_txt_are_tried_by_a_rerun(
     [entry] = manifest_lines(out)
     assert entry["status"] == "success", entry
     assert images.paths().count(path) == 1
+
+
+def test_a_rerun_that_ignores_robots_txt_says_what_an_earlier_run_refused_stays_refused(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """A rerun with --ignore-robots fetched none of the pages and images the first run
+    had refused by the site's robots.txt, and said nothing of it: as if the flag had
+    been left out."""
+    server = make_server()
+    picture = build_site(pages=1, images_per_page=2, min_kb=1, max_kb=2)
+    shown, refused = sorted(picture.images)
+    serve_routes(server, {
+        **picture.files,
+        "/robots.txt": ("text/plain", f"User-agent: *\nDisallow: {refused}\n"
+                                      "Disallow: /private/\n".encode()),
+        "/private/page.html": ("text/html", b"<html><body>private</body></html>"),
+        "/": ("text/html", f'<html><body><img src="{shown}"><img src="{refused}">'
+                           '<a href="/private/page.html">p</a></body></html>'.encode()),
+    })
+    out = tmp_path / "out"
+    said = ("1 page(s) and 1 image(s) an earlier run of this crawl refused for robots.txt "
+            "stay refused: ignoring robots.txt holds for what this run finds; --fresh "
+            "crawls the site anew without it")
+    assert said not in _crawl(server.url + "/", out, tmp_path)
+    assert _entries(out)[server.url + refused]["reason"] == "disallowed by robots.txt"
+    assert said in _crawl(server.url + "/", out, tmp_path, "--ignore-robots")
+    assert said not in _crawl(server.url + "/", out, tmp_path)  # obeyed, it is no news
+    err = _crawl(server.url + "/", out, tmp_path, "--ignore-robots", "--fresh")
+    assert "stay refused" not in err, err
+    assert _entries(out)[server.url + refused]["status"] == "success"
+    assert "/private/page.html" in server.paths()
 
 
 def test_a_resumed_crawl_fetches_what_was_queued_only_within_its_own_scope_and_depth(

@@ -54,6 +54,7 @@ _CUT = 2
 _FAILED = 3
 _AT_DEPTH = 4
 ROBOTS_UNREACHABLE = "robots.txt unreachable"  # the start of such a refusal's reason
+ROBOTS_DISALLOWED = "disallowed by robots.txt"  # a refusal by the rules a robots.txt gave
 # The meta key of a run's end with no lease outstanding: true only once that run has ended.
 _ENDED_HOLDING_NONE = "ended_with_no_lease"
 
@@ -339,6 +340,14 @@ class Journal:
             return self._db.execute(
                 "UPDATE images SET outcome = NULL WHERE outcome LIKE ?",
                 ('%"transient":true%',)).rowcount
+
+    def images_refused(self, reason: str) -> int:
+        """How many images were refused for ``reason``, as their final outcome."""
+        with self._reading():
+            # Matched as text, as in reopen: the whole reason, closing quote included.
+            row = self._db.execute("SELECT COUNT(*) FROM images WHERE outcome LIKE ?",
+                                   (f'%"reason":"{reason}"%',)).fetchone()
+        return int(row[0])
 
     def queue_again(self, urls: Iterable[str]) -> None:
         """Queue again images recorded with a final outcome (a stored file since deleted)."""

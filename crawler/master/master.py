@@ -65,6 +65,7 @@ from crawler.master.takeup import (
     crawl_identity,
     queue_missing_again,
     say_if_long_to_rewrite,
+    say_robots_refusals_stay,
     take_up,
 )
 from crawler.master.visit import PageVisitor, Visit
@@ -379,6 +380,7 @@ class Master:
                 # Before the result files are written from the journal.
                 take_up(journal, crawl_identity(self._options.seeds, self._settings.crawl),
                         self._settings.crawl, out_dir=out_dir, resume=self._options.resume)
+                say_robots_refusals_stay(journal, self._settings.crawl, out_dir)
                 drop_last_summary(out_dir)  # the folder's crawl is this run's now
                 if journal.run_starts():  # its images need not wait for its workers
                     self._embedded_board().no_earlier_leases()

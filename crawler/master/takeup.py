@@ -10,13 +10,14 @@ in order, before the first page; none changes the loop's state.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from crawler.config import CrawlSettings
-from crawler.master.journal import Journal
+from crawler.master.journal import ROBOTS_DISALLOWED, Journal
 from crawler.master.missing import MissingImages
 from crawler.model.files import MANIFEST_NAME, PAGES_NAME, RESULTS_NAME
 from crawler.model.outcome import IMAGES_DIR
@@ -50,6 +51,32 @@ def take_up(journal: Journal, identity: dict[str, Any], crawl: CrawlSettings, *,
     if again:
         log.info("%d image(s) that failed for a passing reason (a timeout, a refused "
                  "connection, a 5xx or 429) are tried again", again)
+
+
+def say_robots_refusals_stay(journal: Journal, crawl: CrawlSettings, out_dir: Path) -> None:
+    """Warn a run that ignores robots.txt of what an earlier run refused by its rules:
+    those refusals are final, so the rerun fetches none of them, which it would
+    otherwise do in silence, as if --ignore-robots had been left out."""
+    if crawl.respect_robots:
+        return
+    images = journal.images_refused(ROBOTS_DISALLOWED)
+    pages = _pages_refused(out_dir / PAGES_NAME, ROBOTS_DISALLOWED)
+    if images or pages:
+        log.warning("%d page(s) and %d image(s) an earlier run of this crawl refused for "
+                    "robots.txt stay refused: ignoring robots.txt holds for what this run "
+                    "finds; --fresh crawls the site anew without it", pages, images)
+
+
+def _pages_refused(path: Path, reason: str) -> int:
+    """How many pages pages.jsonl lists as not crawled for ``reason``, by their last line."""
+    last: dict[str, object] = {}
+    with contextlib.suppress(OSError), path.open("rb") as lines:
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if isinstance(entry, dict) and isinstance(entry.get("url"), str):
+                    last[entry["url"]] = entry.get("reason")
+    return sum(1 for said in last.values() if said == reason)
 
 
 def say_if_long_to_rewrite(out_dir: Path) -> None:
