@@ -113,6 +113,28 @@ def test_hosts_named_like_the_masters_files_are_stored_beside_them(tmp_path: Pat
     assert (out / "crawl.sqlite").is_file()
 
 
+def test_a_file_in_place_of_the_image_folder_stops_the_crawl_and_fails_no_image(
+        site: FixtureServer, tmp_path: Path, authkey: str) -> None:
+    """Every image failed for good as "a name taken" and the crawl ended with status 0;
+    once the file was moved away as told, the same command fetched none of them."""
+    serve_images(site, ["/a/x.png", "/b/y.png"])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "images").write_text("a file someone put where the image folder belongs")
+    args = ("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+            "--local-workers", "1", "--quiet", "--ignore-robots")
+    done = run_crawler(*args)
+    assert done.returncode == 3, done.stderr
+    assert "images is a file where a folder is needed" in done.stderr, done.stderr
+    assert not (out / "manifest.jsonl").read_text()  # no image failed for the folder
+    (out / "images").unlink()
+    again = run_crawler(*args)
+    assert again.returncode == 0, again.stderr
+    statuses = {json.loads(line)["status"]
+                for line in (out / "manifest.jsonl").read_text().splitlines()}
+    assert statuses == {"success"}
+
+
 def test_a_name_taken_in_the_image_tree_fails_one_image_not_the_worker(
         site: FixtureServer, tmp_path: Path, authkey: str) -> None:
     serve_images(site, ["/taken/x.png", "/free/y.png"])

@@ -911,6 +911,18 @@ def test_foreign_file_in_place_of_a_folder_is_a_conflict_not_a_broken_disk(
     assert foreign.read_text() == "someone else's file"
 
 
+def test_a_file_in_place_of_the_image_folder_itself_is_a_folder_that_cannot_be_written(
+        tmp_path: Path) -> None:
+    """It was a PathConflict, one image's name taken: every image failed for good, one
+    by one, and the crawl ended with status 0; moved away, a rerun tried none again."""
+    store = Store(tmp_path)
+    (tmp_path / "images").write_text("someone else's file")
+    with pytest.raises(StorageError, match=r"images is a file where a folder is needed; "
+                                           r"move it away or choose another output folder"):
+        put(store, "http://h/a.png", b"data")
+    assert partials(store) == []
+
+
 def test_foreign_folder_at_the_final_name_is_a_conflict(tmp_path: Path) -> None:
     store = Store(tmp_path)
     (tmp_path / "images" / "http" / "h" / "a.png").mkdir(parents=True)

@@ -328,8 +328,11 @@ class Store:
             inside = folder.resolve().is_relative_to(self._resolved_root)
         except (FileExistsError, NotADirectoryError) as exc:
             blocker = file_in_the_way(folder)
-            if blocker is not None and blocker.is_relative_to(self._images):
-                # Not the disk failing: one name in the image tree is taken.
+            if (blocker is not None and blocker != self._images
+                    and blocker.is_relative_to(self._images)):
+                # Not the disk failing: one name in the image tree is taken. A file
+                # that is the image folder itself takes every name: no image can be
+                # stored, as when the folder cannot be written.
                 raise PathConflict(f"cannot store {final}: {blocker} is a file the crawler did "
                                    "not store, where a folder is needed; move it away") from exc
             raise _folder_error(exc, Path(final), "write", self.root) from exc
