@@ -251,13 +251,33 @@ class _Parser(argparse.ArgumentParser):
         args, unknown = self.parse_known_args(given)
         if unknown:
             command = self.commands.get(getattr(args, "command", None) or "", self)
-            command.error(f"unrecognized arguments: {' '.join(unknown)}")
+            command.error(f"unrecognized arguments: {' '.join(unknown)}"
+                          f"{_meant(unknown, command)}")
         return args
+
+
+def _meant(unknown: Sequence[str], parser: argparse.ArgumentParser) -> str:
+    """``" (did you mean --depth?)"`` for the first unknown flag close to one ``parser``
+    knows; "" when none is. Flags are never taken by a prefix of their name (argparse's
+    default): ``--dept 1`` ran a crawl as ``--depth 1``, and a flag added later would
+    have given an old abbreviation another meaning."""
+    import difflib  # here: only a mistyped command line needs it
+
+    # Compared without their dashes, which every flag shares ("--bogus" was near "--out").
+    known = [flag[2:] for action in parser._actions for flag in action.option_strings
+             if flag.startswith("--")]
+    for word in unknown:
+        if word.startswith("--"):
+            close = difflib.get_close_matches(word[2:].split("=", 1)[0], known, n=1,
+                                              cutoff=0.8)
+            if close:
+                return f" (did you mean --{close[0]}?)"
+    return ""
 
 
 def build_parser() -> _Parser:
     parser = _Parser(
-        prog="crawler",
+        prog="crawler", allow_abbrev=False,
         description="A distributed web-image crawler: a master finds image URLs and serves "
                     "them on a network queue; workers on any hosts download them.",
         epilog="Run 'crawler COMMAND --help' for each command. Start with: crawler demo. "
@@ -267,7 +287,8 @@ def build_parser() -> _Parser:
     parser.commands = commands.choices
 
     def command(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=description)
+        sub = commands.add_parser(name, help=help_text, description=description,
+                                  allow_abbrev=False)
         if name in READS_SETTINGS:
             sub.add_argument("--settings", type=file_path, metavar="FILE",
                              help=f"settings file (default: ${SETTINGS_ENV}, else "

@@ -91,6 +91,25 @@ def test_an_unknown_argument_is_said_by_its_command(
         f"Run 'crawler {command} --help' for what it takes."]
 
 
+@pytest.mark.parametrize(("args", "said"), [
+    (("master", "http://127.0.0.1:9/", "--dept", "1"),
+     "unrecognized arguments: --dept 1 (did you mean --depth?)"),
+    (("master", "http://127.0.0.1:9/", "--local-worker=2"),
+     "unrecognized arguments: --local-worker=2 (did you mean --local-workers?)"),
+    (("worker", "127.0.0.1:9", "--thread", "4"),
+     "unrecognized arguments: --thread 4 (did you mean --threads?)"),
+])
+def test_a_flag_is_never_taken_by_a_prefix_and_a_close_one_is_named(
+        args: tuple[str, ...], said: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse took "--dept 1" for "--depth 1" and started a crawl: a typo that happens to
+    be a prefix ran something else than was written, and a flag added later would give
+    an old abbreviation another meaning."""
+    from crawler.cli import main
+
+    assert main(args) == 2
+    assert capsys.readouterr().err.splitlines()[0] == f"crawler {args[0]}: error: {said}"
+
+
 def test_crawler_alone_shows_its_commands() -> None:
     done = run_crawler()
     assert done.returncode == 2 and done.stdout == ""
