@@ -746,6 +746,11 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
         elif not dry_run and not quiet:
             print(format_summary(summary, on_broker=broker is not None,
                                  interrupted_note=interrupted_note), file=sys.stderr)
+        elif not quiet and (left := _left_out(summary, "a larger one lists more")):
+            # Standard output holds the list alone; that it is not the site's whole is said
+            # beside it, or a list cut at --max-pages passed for all there is.
+            print("dry run: the crawl's limits left pages or images out\n" + "\n".join(left),
+                  file=sys.stderr)
 
     try:
         summary = run_crawl(settings, seeds, authkey, local_workers=local_workers,
@@ -799,9 +804,26 @@ def _shown_reason(reason: str) -> str:
     return reason[:SHOWN_REASON_CHARS - 1] + "\u2026"
 
 
+def _left_out(summary: ApiSummary, larger: str) -> list[str]:
+    """The summary's lines on what the crawl's limits left out; ``larger`` says what a
+    larger limit does."""
+    from crawler.model.files import images_left_shown
+
+    return [
+        *([f"  not visited     {summary.pages_left} pages found: the page budget "
+           f"(--max-pages) was spent; {larger}"]
+          if summary.pages_left else []),
+        *([f"  depth limit     {summary.pages_at_depth_limit} pages at the last hop (--depth) "
+           f"link to pages not visited; {larger}"]
+          if summary.pages_at_depth_limit else []),
+        *([f"  not queued      {images_left_shown(summary.images_left)} images found: the image "
+           f"budget (--max-images) was spent; {larger}"]
+          if summary.images_left else []),
+    ]
+
+
 def format_summary(summary: ApiSummary, *, on_broker: bool = False,
                    interrupted_note: str = RESUME_NOTE) -> str:
-    from crawler.model.files import images_left_shown
     from crawler.ui.progress import human_bytes
 
     # A broker crawl's limits are its first master's: a rerun does not extend them.
@@ -813,15 +835,7 @@ def format_summary(summary: ApiSummary, *, on_broker: bool = False,
                     f"interrupted: {interrupted_note}" if summary.interrupted else
                     "ended: no seed page could be fetched (below)"),
         f"  pages crawled   {summary.pages} ({summary.pages_failed} failed or skipped)",
-        *([f"  not visited     {summary.pages_left} pages found: the page budget "
-           f"(--max-pages) was spent; {larger}"]
-          if summary.pages_left else []),
-        *([f"  depth limit     {summary.pages_at_depth_limit} pages at the last hop (--depth) "
-           f"link to pages not visited; {larger}"]
-          if summary.pages_at_depth_limit else []),
-        *([f"  not queued      {images_left_shown(summary.images_left)} images found: the image "
-           f"budget (--max-images) was spent; {larger}"]
-          if summary.images_left else []),
+        *_left_out(summary, larger),
         *([f"  to try again    {_to_retry(summary)} failed for a passing reason (a timeout, "
            "5xx, 429, a refused connection, an unreadable robots.txt): the same command "
            "again tries them"]

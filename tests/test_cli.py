@@ -903,6 +903,23 @@ def test_local_workers_with_a_dry_run_are_said_to_be_unused(tmp_path: Path,
             in result.stderr), result.stderr
 
 
+def test_a_dry_run_cut_short_by_a_budget_says_so_beside_its_list(tmp_path: Path,
+                                                                  site: FixtureServer) -> None:
+    """Its standard output is the list of image URLs alone, and it said nothing else: a list
+    cut at --max-pages passed for all the site has."""
+    result = run_crawler("master", site.url + "/", "--dry-run", "--max-pages", "1",
+                         "--bind", "127.0.0.1:0", cwd=tmp_path, env=crawl_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert f"{site.url}/images/red.png" in result.stdout.splitlines()
+    lines = result.stderr.splitlines()
+    at = lines.index("dry run: the crawl's limits left pages or images out")
+    assert re.fullmatch(r"  not visited +[1-9]\d* pages found: the page budget \(--max-pages\) "
+                        r"was spent; a larger one lists more", lines[at + 1]), lines
+    quiet = run_crawler("master", site.url + "/", "--dry-run", "--max-pages", "1", "-q",
+                        "--bind", "127.0.0.1:0", cwd=tmp_path, env=crawl_env(tmp_path))
+    assert quiet.returncode == 0 and "dry run" not in quiet.stderr, quiet.stderr
+
+
 def test_a_comment_after_a_seed_url_is_left_out(tmp_path: Path, site: FixtureServer) -> None:
     (tmp_path / "seeds.txt").write_text(f"{site.url}/gallery.html   # the photos\n")
     result = run_crawler("master", "-i", "seeds.txt", "--dry-run", "--depth", "0", "--bind",
