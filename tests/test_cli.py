@@ -594,7 +594,8 @@ def test_worker_pointed_at_something_else_says_so(site: FixtureServer, tmp_path:
     assert f"could not reach the master at 127.0.0.1:{port} within 1 s: " in result.stderr
     assert f"127.0.0.1:{port} took the connection and made no handshake" in result.stderr
     assert " 5 s" not in result.stderr, "one wait is said: the one the user set"
-    assert "is that a crawler master's queue port?" in result.stderr
+    assert result.stderr.rstrip().endswith("is that a crawler master's queue port?"), \
+        "and no second question (is it running?): something is running there"
 
 
 def test_worker_waiting_at_something_else_says_what_it_met(site: FixtureServer,

@@ -596,6 +596,8 @@ class MasterClient:
         self._authkey = authkey
 
     def unreachable(self, exc: BaseException) -> str:
+        if isinstance(exc, NoHandshake):
+            return str(exc)  # something answers there: it asks its own question
         return f"{exc.__class__.__name__}: {exc}; is it running, and is the address right?"
 
     def connect(self) -> Any:
