@@ -286,8 +286,13 @@ def test_overlong_line_is_skipped_without_losing_the_next(tmp_path: Path) -> Non
     # Said on the terminal too: the note was only in the page, for whoever opened it.
     done = run_crawler("report", str(tmp_path))
     assert done.returncode == 0, done.stderr
-    assert ("1 malformed line skipped in manifest.jsonl and pages.jsonl: not results this "
-            "version can read") in done.stderr, done.stderr
+    assert ("1 malformed line skipped in manifest.jsonl: not results this version can "
+            "read") in done.stderr, done.stderr  # not "and pages.jsonl", which had none
+    (tmp_path / "pages.jsonl").write_text('{"url": "http://h/p", "reason": "HTTP 404"}\n'
+                                          "not json\n{}\n")
+    done = run_crawler("report", str(tmp_path))
+    assert ("3 malformed lines skipped in manifest.jsonl (1) and pages.jsonl (2): not results "
+            "this version can read") in done.stderr, done.stderr
 
 
 def test_empty_manifest_gives_an_empty_report(tmp_path: Path) -> None:

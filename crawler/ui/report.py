@@ -350,9 +350,14 @@ def write_report(folders: Path | Sequence[Path]) -> Path:
         raise UsageError(f"no such folder: {', '.join(missing)}")
     manifest = Manifest()
     found = 0
+    malformed_in: Counter[str] = Counter()  # by file name, for the terminal's line
     for folder in folders:
+        before = manifest.malformed
         found += read_manifest(folder / MANIFEST_NAME, manifest, missing_ok=len(folders) > 1)
+        malformed_in[MANIFEST_NAME] += manifest.malformed - before
+        before = manifest.malformed
         read_failed_pages(folder / PAGES_NAME, manifest)
+        malformed_in[PAGES_NAME] += manifest.malformed - before
     if not found:
         raise UsageError(f"{folders[0]} has no {MANIFEST_NAME}: run a crawl first"
                          if len(folders) == 1 else
@@ -361,9 +366,12 @@ def write_report(folders: Path | Sequence[Path]) -> Path:
     target = folders[0] / REPORT_NAME
     _write_atomically(target, render_parts(manifest, folders))
     if manifest.malformed:  # said in the page too; here before anyone opens it
-        log.warning("%s skipped in %s and %s: not results this version can read "
+        files = [name for name in (MANIFEST_NAME, PAGES_NAME) if malformed_in[name]]
+        where = (files[0] if len(files) == 1 else
+                 " and ".join(f"{name} ({malformed_in[name]})" for name in files))
+        log.warning("%s skipped in %s: not results this version can read "
                     "(a damaged file, or one edited by hand)",
-                    _plural(manifest.malformed, "malformed line"), MANIFEST_NAME, PAGES_NAME)
+                    _plural(manifest.malformed, "malformed line"), where)
     return target
 
 
