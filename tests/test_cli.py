@@ -1202,7 +1202,7 @@ def test_images_a_stray_file_keeps_from_their_folder_are_one_reason(
     assert result.returncode == 0, result.stderr
     reasons = json.loads((out / "summary.json").read_text())["failures_by_reason"]
     assert reasons == {"cannot store: a file the crawler did not store is where a folder is "
-                       "needed; move it away": 3}, reasons
+                       "needed; move it away, then run the same command again": 3}, reasons
     said = {e["reason"] for e in manifest_lines(out)}
     assert len(said) == 3 and all(f"/sub/i{n}.png" in reason
                                   for n, reason in enumerate(sorted(said))), said

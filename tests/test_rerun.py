@@ -509,3 +509,32 @@ def test_a_rerun_does_not_fetch_again_what_a_worker_here_stored_in_its_own_folde
     # The same lines; a rerun writes them in the journal's order, not the order they came.
     assert sorted(manifest_lines(out), key=by_url) == sorted(first, key=by_url)
     assert not (out / "images").exists()
+
+
+def test_images_whose_name_a_stray_file_took_are_stored_by_a_rerun_once_it_is_moved_away(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """A file where the host's image folder belongs fails each image of that host for good
+    in the run that meets it, once each; moved away as told, the same command stores them.
+    A rerun treated the failure as final too, and only --fresh recovered."""
+    server = make_server()
+    site = _site(server)
+    out = tmp_path / "out"
+    host_folder = out / "images" / "http" / server.url.removeprefix("http://").replace(":", "_")
+    host_folder.parent.mkdir(parents=True)
+    host_folder.write_text("not the crawler's")
+
+    err = _crawl(server.url + "/", out, tmp_path)
+    failed = _entries(out)
+    assert set(failed) == {server.url + path for path in site.images}
+    for entry in failed.values():
+        assert entry["status"] == "failure" and entry["attempts"] == 1, entry
+        assert str(entry["reason"]).endswith("move it away, then run the same command "
+                                             "again"), entry
+    assert f"to try again    {len(failed)} image(s)" in err, err
+
+    host_folder.unlink()
+    err = _crawl(server.url + "/", out, tmp_path)
+    assert (f"{len(failed)} image(s) whose name in the image folder was taken by a file or "
+            "folder the crawler did not store are tried again") in err, err
+    assert _stored(out) == set(failed)
+    assert len(manifest_lines(out)) == len(failed), "one line per URL"

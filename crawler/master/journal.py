@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from crawler.errors import CrawlMismatch, JournalDamaged, StorageError
 from crawler.model.files import JOURNAL_NAME
-from crawler.model.outcome import Outcome
+from crawler.model.outcome import Outcome, Requeued
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pages (
@@ -55,6 +55,10 @@ _FAILED = 3
 _AT_DEPTH = 4
 ROBOTS_UNREACHABLE = "robots.txt unreachable"  # the start of such a refusal's reason
 ROBOTS_DISALLOWED = "disallowed by robots.txt"  # a refusal by the rules a robots.txt gave
+# An outcome whose image's name in the image folder was taken (the worker store's
+# PathConflict), as this version words its advice and as earlier ones did ("; move it
+# away"): the reason, up to the field after it.
+_NAME_TAKEN = '%"reason":"cannot store %; move it away%","page":%'
 # The meta key of a run's end with no lease outstanding: true only once that run has ended.
 _ENDED_HOLDING_NONE = "ended_with_no_lease"
 
@@ -331,15 +335,22 @@ class Journal:
                     "WHERE pages.done = 0)", (pattern,))
         return reopened
 
-    def retry_passing_failures(self) -> int:
-        """Queue again the images whose final result was a failure worth another try (a
-        timeout, a refused connection, a 5xx or 429 every time); returns how many."""
+    def retry_failures_worth_a_rerun(self) -> Requeued:
+        """Queue again the images whose final result was a failure a rerun tries again (a
+        timeout, a refused connection, a 5xx or 429 every time; a name taken in the image
+        folder, whose message says to move what is in the way, then run the crawl again);
+        returns how many, by why."""
         with self._transaction():
             # Matched as text, as in reopen: compact JSON, where a quote inside a string
-            # is escaped, so no reason can spell the pattern.
-            return self._db.execute(
-                "UPDATE images SET outcome = NULL WHERE outcome LIKE ?",
-                ('%"transient":true%',)).rowcount
+            # is escaped, so no reason can spell the pattern. A name taken is matched by its
+            # reason too, as an earlier version recorded it as final ("...; move it away").
+            rows = self._db.execute(
+                "SELECT url, outcome LIKE ? FROM images WHERE outcome LIKE ? OR outcome LIKE ?",
+                (_NAME_TAKEN, '%"transient":true%', _NAME_TAKEN)).fetchall()
+            self._db.executemany("UPDATE images SET outcome = NULL WHERE url = ?",
+                                 [(url,) for url, _ in rows])
+        name_taken = sum(taken for _, taken in rows)
+        return Requeued(passing=len(rows) - name_taken, name_taken=name_taken)
 
     def images_refused(self, reason: str) -> int:
         """How many images were refused for ``reason``, as their final outcome."""

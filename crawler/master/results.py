@@ -28,7 +28,7 @@ from typing import TextIO
 from crawler.errors import StorageError
 from crawler.master.journal import ROBOTS_UNREACHABLE
 from crawler.model.files import MANIFEST_NAME, PAGES_NAME, RESULTS_NAME
-from crawler.model.outcome import Outcome
+from crawler.model.outcome import NAME_TAKEN_ADVICE, Outcome
 from crawler.model.urls import host_key_of_normalized
 
 log = logging.getLogger(__name__)
@@ -46,12 +46,13 @@ _REDIRECTED = re.compile(r"redirected to \S+: ")
 # Store's PathConflict, which names the image's path (and the file in the way):
 # (start, end, counted as).
 _NAME_TAKEN = (
-    ("cannot store ", ": a folder the crawler did not make has this name; move it away",
-     "cannot store: a folder the crawler did not make has the image's name; move it away"),
+    ("cannot store ", f": a folder the crawler did not make has this name; {NAME_TAKEN_ADVICE}",
+     f"cannot store: a folder the crawler did not make has the image's name; "
+     f"{NAME_TAKEN_ADVICE}"),
     ("cannot store ", " is a file the crawler did not store, where a folder is needed; "
-                      "move it away",
+                      f"{NAME_TAKEN_ADVICE}",
      "cannot store: a file the crawler did not store is where a folder is needed; "
-     "move it away"),
+     f"{NAME_TAKEN_ADVICE}"),
 )
 # A download's partial file removed under it (PartialLost, or the worker's sink reading it
 # back): the reason names that file, and the image's, so a cleaner that emptied the

@@ -20,7 +20,7 @@ from crawler.config import CrawlSettings
 from crawler.master.journal import ROBOTS_DISALLOWED, Journal
 from crawler.master.missing import MissingImages
 from crawler.model.files import MANIFEST_NAME, PAGES_NAME, RESULTS_NAME
-from crawler.model.outcome import IMAGES_DIR
+from crawler.model.outcome import IMAGES_DIR, Requeued
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,19 @@ def take_up(journal: Journal, identity: dict[str, Any], crawl: CrawlSettings, *,
                                resume=resume)
     if reopened:
         log.info("%d page(s) done before are visited again for this run's limits", reopened)
-    again = journal.retry_passing_failures()
-    if again:
+    say_requeued(journal.retry_failures_worth_a_rerun())
+
+
+def say_requeued(again: Requeued) -> None:
+    """Say how many images that failed in an earlier run this rerun tries again, by why."""
+    if again.passing:
         log.info("%d image(s) that failed for a passing reason (a timeout, a refused "
-                 "connection, a 5xx or 429) are tried again", again)
+                 "connection, a 5xx or 429) are tried again", again.passing)
+    if again.name_taken:
+        # Each is tried whether or not what took its name was moved away: an image whose
+        # name is still taken fails again, with the same message.
+        log.info("%d image(s) whose name in the image folder was taken by a file or folder "
+                 "the crawler did not store are tried again", again.name_taken)
 
 
 def say_robots_refusals_stay(journal: Journal, crawl: CrawlSettings, out_dir: Path) -> None:

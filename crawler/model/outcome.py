@@ -98,6 +98,11 @@ class FailureKind(enum.Enum):
     WORKER_ERROR = "worker-error"  # a bug: the worker itself failed
 
 
+# The advice that ends the reason of a FailureKind.NAME_TAKEN failure: final in its run,
+# where each try would meet the same file or folder again, and tried again by the next
+# run (see Attempt.rerun_tries_again), by when the user may have moved it away.
+NAME_TAKEN_ADVICE = "move it away, then run the same command again"
+
 # The reason of a FailureKind.HTML_PAGE failure, which a recorded Outcome keeps (not its kind).
 HTML_PAGE_REASON = "not an image: an HTML page"
 
@@ -159,6 +164,13 @@ class Attempt(NamedTuple):
     # A Retry-After the server sent that could not be read (its text, cut short): the
     # board waits as if none was sent, and says so once per host.
     retry_after_unread: str | None = None
+
+    @property
+    def rerun_tries_again(self) -> bool:
+        """Whether the next run of the crawl tries this failed try's URL again: a failure
+        worth another try (``transient``), or a name taken in the image folder, whose
+        message tells the user to move what is in the way, then run the crawl again."""
+        return not self.ok and (self.transient or self.kind is FailureKind.NAME_TAKEN)
 
     @property
     def host_is_busy(self) -> bool:
@@ -228,7 +240,9 @@ class Outcome:
     elapsed_s: float
     width: int | None = None
     height: int | None = None
-    transient: bool = False  # a failure worth another try: the next run of the crawl tries it
+    # A failure the next run of the crawl tries again: one for a passing reason, or a name
+    # taken in the image folder (see Attempt.rerun_tries_again).
+    transient: bool = False
     # What the page said about the image where it referred to it: "kind" (img,
     # srcset, picture, css, og:image, ...) and, where given, "alt", "title",
     # "caption" (of an enclosing <figure>), "width" and "height" (attributes).
@@ -242,7 +256,7 @@ class Outcome:
                    bytes=attempt.bytes, sha256=attempt.sha256,
                    content_type=attempt.content_type, attempts=attempts,
                    elapsed_s=round(attempt.elapsed_s, 4), width=attempt.width,
-                   height=attempt.height, transient=not attempt.ok and attempt.transient,
+                   height=attempt.height, transient=attempt.rerun_tries_again,
                    ref=ref)
 
     @property
@@ -282,6 +296,17 @@ class Outcome:
         outcome.__dict__.update(data)
         outcome.__dict__["_json"] = text  # what the cached property would make again
         return outcome
+
+
+class Requeued(NamedTuple):
+    """The images a rerun queues again, by why their last run failed them."""
+
+    passing: int  # a passing reason: a timeout, a refused connection, a 5xx or 429
+    name_taken: int  # their name in the image folder was taken by a stray file or folder
+
+    @property
+    def total(self) -> int:
+        return self.passing + self.name_taken
 
 
 ATTEMPT_FIELDS = frozenset(Attempt._fields)

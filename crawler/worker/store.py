@@ -35,7 +35,7 @@ from crawler.model.imagetype import (
     ImageType,
     sniff,
 )
-from crawler.model.outcome import IMAGES_DIR
+from crawler.model.outcome import IMAGES_DIR, NAME_TAKEN_ADVICE
 from crawler.model.processes import process_alive
 from crawler.worker.paths import relative_text
 
@@ -314,7 +314,7 @@ class Store:
             existing = os.stat(final)
             if stat.S_ISDIR(existing.st_mode):
                 raise PathConflict(f"cannot store {final}: a folder the crawler did not make "
-                                   "has this name; move it away")
+                                   f"has this name; {NAME_TAKEN_ADVICE}")
             same = existing.st_size == size and _sha256(final) == sha256
             stored_sha = sha256 if same else _sha256(final)
         except OSError as exc:
@@ -334,7 +334,8 @@ class Store:
                 # that is the image folder itself takes every name: no image can be
                 # stored, as when the folder cannot be written.
                 raise PathConflict(f"cannot store {final}: {blocker} is a file the crawler did "
-                                   "not store, where a folder is needed; move it away") from exc
+                                   f"not store, where a folder is needed; {NAME_TAKEN_ADVICE}"
+                                   ) from exc
             raise _folder_error(exc, Path(final), "write", self.root) from exc
         except (OSError, RuntimeError) as exc:  # RuntimeError: a symbolic link loop
             raise _folder_error(exc, Path(final), "write", self.root) from exc
