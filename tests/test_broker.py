@@ -847,6 +847,34 @@ def test_images_still_failing_for_a_passing_reason_are_tried_again_by_a_rerun(
     assert all(server.paths().count(path) == 4 for path in down)
 
 
+def test_images_whose_name_a_stray_file_took_are_stored_by_a_rerun_on_the_broker(
+        make_server: Callable[[], FixtureServer], redis_server: RedisServer,
+        tmp_path: Path) -> None:
+    """As on the embedded queue: a file where the host's image folder belongs fails its
+    images for good in that run, and once moved away, the same command stores them."""
+    server = make_server()
+    site = setup_site(server, pages=2, images_per_page=2)
+    out = tmp_path / "out"
+    host_folder = out / "images" / "http" / server.url.removeprefix("http://").replace(":", "_")
+    host_folder.parent.mkdir(parents=True)
+    host_folder.write_text("not the crawler's")
+    args = ("master", server.url + "/", "--broker", redis_server.url, "--crawl", _crawl_name(),
+            "--out", str(out), "--local-workers", "1")
+    first = run_crawler(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert all(e["status"] == "failure" and e["attempts"] == 1 for e in manifest_lines(out))
+
+    host_folder.unlink()
+    again = run_crawler(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert (f"{len(site.images)} image(s) whose name in the image folder was taken"
+            in again.stderr), again.stderr
+    entries = manifest_lines(out)
+    assert sorted(e["url"] for e in entries if e["status"] == "success") == sorted(
+        server.url + path for path in site.images)
+    assert len(entries) == len(site.images), "one line per image"
+
+
 def test_a_rerun_on_the_broker_fetches_again_the_images_deleted_from_its_folder(
         make_server: Callable[[], FixtureServer], redis_server: RedisServer,
         tmp_path: Path) -> None:

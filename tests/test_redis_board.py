@@ -33,7 +33,7 @@ from crawler.board.memory import BoardPolicy
 from crawler.board.redis import RedisBoard, broker_errors
 from crawler.board.redis_client import BrokerClient
 from crawler.errors import BadCrawlInfo, BrokerError, BrokerUnreachable, UsageError
-from crawler.model.outcome import Attempt
+from crawler.model.outcome import Attempt, FailureKind
 
 from .conftest import free_port
 from .redis_server import RedisServer, client_of
@@ -177,17 +177,40 @@ def test_passing_failures_are_queued_again_a_chunk_a_call_and_the_crawl_reopens(
     monkeypatch.setattr(RedisBoard, "_run", lambda self, script, args, pipe=None: (
         calls.append(len(args)) if script == "retry_failed" else None,
         real_run(self, script, args, pipe))[1])
-    assert board.retry_passing_failures() == 2500
+    assert board.retry_failures_worth_a_rerun() == (2500, 0)
     assert len(calls) >= 3 and max(calls) <= 1 + 1000  # which ones, and CHUNK URLs a call
     assert not board.closed and not board.has_failures_to_retry()
     counts = board.counts()
     assert (counts["queued"], counts["done"], board.unfinished()) == (2500, 1, 2500)
     # Their stream entries are gone: a master starting now writes one line per URL.
     assert [s.attempt.url for s in boards().drain()] == ["http://h/ok.png"]
-    assert board.retry_passing_failures() == 0
+    assert board.retry_failures_worth_a_rerun() == (0, 0)
     again = [url for url, attempt in board.lease("w", 10_000, 0)["tasks"]]
     assert sorted(again) == sorted(urls)
     client.close()
+
+
+def test_a_name_taken_in_the_image_folder_is_final_in_its_run_and_queued_by_a_rerun(
+        boards: Callable[..., RedisBoard]) -> None:
+    """A stray file where an image's folder belongs fails it at once (another try in the
+    run would meet the same file); a rerun, after the user moved the file away as told,
+    queues it again and says it apart from the passing failures. The broker kept it
+    final, and only a crawl started afresh recovered."""
+    board = boards(BoardPolicy(lease_timeout=60.0, max_attempts=3, host_delay=0.0))
+    for name in ("taken", "404"):
+        board.put(f"http://h/{name}.png", "h", "http://h/")
+    assert len(board.lease("w", 10, 0)["tasks"]) == 2
+    board.report("w", [
+        Attempt(url="http://h/taken.png", ok=False, kind=FailureKind.NAME_TAKEN,
+                reason="cannot store X: Y is a file the crawler did not store, where a "
+                       "folder is needed; move it away, then run the same command again"),
+        Attempt(url="http://h/404.png", ok=False, kind=FailureKind.STATUS, reason="HTTP 404")])
+    assert board.unfinished() == 0, "not tried again within the run"
+    assert board.close_if_idle()
+    assert board.retry_failures_worth_a_rerun() == (0, 1)
+    assert not board.closed
+    again = [url for url, _ in board.lease("w", 10, 0)["tasks"]]
+    assert again == ["http://h/taken.png"]
 
 
 def test_images_whose_file_is_gone_are_queued_again_once_with_their_page(
@@ -240,7 +263,7 @@ def test_refusals_for_an_unreadable_robots_txt_wait_for_a_reruns_judgement(
     board.report("w", [Attempt(url="http://h/503.png", ok=False, reason="HTTP 503",
                                transient=True)])
     assert board.close_if_idle()
-    assert board.retry_passing_failures() == 1  # the 503 alone: the refusals wait
+    assert board.retry_failures_worth_a_rerun() == (1, 0)  # the 503 alone: the refusals wait
     assert sorted(board.robots_refusals()) == [
         (f"http://h/{name}.png", "http://h/", '{"kind":"img"}')
         for name in ("allowed", "disallowed", "still")]

@@ -49,8 +49,9 @@ jar           hash: cookie key -> "VERSION LINE", the cookies the crawl's pages 
 said          hash: "HOST<TAB>KIND" -> 1, for each note made for the crawl's user (a
               Retry-After that could not be read, or was cut short); ``news``: stream of
               their lines, for the masters to say (see ``news``)
-retry         hash: URL whose final result was a passing failure -> its host, page,
-              ref and stream entry (JSON), for a rerun (``retry_passing_failures``);
+retry         hash: URL whose final result was a failure a rerun tries again -> its
+              host, page, ref and stream entry (JSON), and ``n`` for a name taken in the
+              image folder, for a rerun (``retry_failures_worth_a_rerun``);
               and a refusal for an unreadable robots.txt, marked ``j``, which a
               rerun's master judges again (``robots_refusals``)
 ============  ================================================================
@@ -104,7 +105,7 @@ from crawler.board.broker import (
 from crawler.board.memory import BoardPolicy, Settled, retry_after_note
 from crawler.errors import BrokerError, BrokerRefused, BrokerUnreachable, CrawlGone, UsageError
 from crawler.model.cookies import MAX_COOKIES, cookie_key
-from crawler.model.outcome import Attempt, one_line
+from crawler.model.outcome import Attempt, Requeued, one_line
 from crawler.model.pacing import (
     FIRST_SLOW_DOWN,
     SLOW_DOWN_FLOOR,
@@ -252,6 +253,15 @@ def _dumps(data: object) -> str:
 _ATTEMPT_DEFAULTS = Attempt._field_defaults
 
 
+def _rerun_mark(attempt: Attempt) -> str:
+    """A report's ``transient`` argument to the scripts: "1" for a failure worth another
+    try, "n" for a name taken in the image folder (final in this run, where it would only
+    fail again, and tried by the next: see Attempt.rerun_tries_again), "0" otherwise."""
+    if attempt.transient:
+        return "1"
+    return "n" if attempt.rerun_tries_again else "0"
+
+
 def _stored(attempt: Attempt) -> str:
     """An attempt's JSON in the results stream: fields at their default left out (it is
     most of a success's), the time to the microsecond. Each final URL keeps one in
@@ -363,7 +373,7 @@ class RedisBoard:
             self._run("settle_again", [attempt.url, "1" if unreadable else "0",
                                        *_result_fields(attempt, fields.get("p"),
                                                        fields.get("r"))])
-        return sum(int(self._run("retry_failed", ["judged", *chunk]))
+        return sum(int(self._run("retry_failed", ["judged", *chunk])[0])
                    for chunk in _chunks(allowed))
 
     @_translated
@@ -452,15 +462,18 @@ class RedisBoard:
         return []
 
     @_translated
-    def retry_passing_failures(self) -> int:
+    def retry_failures_worth_a_rerun(self) -> Requeued:
         """Queue again, with fresh tries, the images whose final result was a failure
-        worth another try (a timeout, a refused connection, a 5xx or 429 every time):
-        a rerun's work, as on the embedded queue; returns how many. The crawl is open
-        again if any was."""
+        a rerun tries again (a timeout, a refused connection, a 5xx or 429 every time; a
+        name taken in the image folder): a rerun's work, as on the embedded queue;
+        returns how many, by why. The crawl is open again if any was."""
         urls = (_text(url) for url, _ in self._client.hscan_iter(self._key("retry"),
                                                                   count=CHUNK))
-        return sum(int(self._run("retry_failed", ["passing", *chunk]))
-                   for chunk in _chunks(urls))
+        again = name_taken = 0
+        for chunk in _chunks(urls):
+            queued, taken = self._run("retry_failed", ["passing", *chunk])
+            again, name_taken = again + int(queued), name_taken + int(taken)
+        return Requeued(passing=again - name_taken, name_taken=name_taken)
 
     @_translated
     def has_failures_to_retry(self) -> bool:
@@ -718,7 +731,7 @@ class RedisBoard:
             # (A success has no Retry-After: its host's key is not worked out for nothing.)
             note = None if attempt.ok else retry_after_note(
                 attempt, host_key_of_normalized(attempt.url), self.policy)
-            args += [attempt.url, "1" if attempt.ok else "0", "1" if attempt.transient else "0",
+            args += [attempt.url, "1" if attempt.ok else "0", _rerun_mark(attempt),
                      repr(float(attempt.retry_after)) if attempt.retry_after else "",
                      str(attempt.bytes or 0), repr(random.uniform(0.5, 1.0)),  # backoff jitter
                      attempt.reason if attempt.host_is_busy else "", _stored(attempt),

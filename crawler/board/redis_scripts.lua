@@ -225,7 +225,9 @@ local function unlease(url, it)
   it.w = nil
 end
 
-local function finish(url, it, attempt_json, worker, passing)
+-- passing: the next run tries it again (kept in RETRY); name_taken: for that reason, not
+-- a passing one (marked n there, for the rerun to say apart).
+local function finish(url, it, attempt_json, worker, passing, name_taken)
   local fields = {'attempt', attempt_json, 'attempts', math.max(it.a or 0, 1)}
   if it.p then table.insert(fields, 'page'); table.insert(fields, it.p) end
   if worker then table.insert(fields, 'worker'); table.insert(fields, worker) end
@@ -235,7 +237,8 @@ local function finish(url, it, attempt_json, worker, passing)
   bump(COUNTS, 'unfinished', -1)
   local id = redis.call('XADD', RESULTS, '*', unpack(fields))
   if passing then
-    redis.call('HSET', RETRY, url, cjson.encode({h = it.h, p = it.p, r = it.r, id = id}))
+    redis.call('HSET', RETRY, url, cjson.encode({h = it.h, p = it.p, r = it.r, id = id,
+                                                 n = name_taken or nil}))
   end
 end
 
@@ -289,7 +292,9 @@ local function policy_from(args, at)
 end
 local POLICY_ARGS = 8
 
--- A report: url, ok, transient, retry_after ('' for none), bytes, jitter, busy (the
+-- A report: url, ok, transient ('1'; 'n' for a name taken in the image folder, final in
+-- this run and tried again by the next; '0' for neither), retry_after ('' for none),
+-- bytes, jitter, busy (the
 -- reason of a 429 or 503, about its host; '' for any other), attempt JSON, note for the
 -- crawl's user ('' for none: else its kind, a tab and its line).
 local REPORT_ARGS = 9
@@ -368,7 +373,8 @@ local function record_result(url, it, r, worker, now, policy)
     bump(COUNTS, 'retries', 1)
     return
   end
-  finish(url, it, r.json, worker, not r.ok and r.transient)
+  finish(url, it, r.json, worker, not r.ok and (r.transient or r.name_taken),
+         not r.ok and r.name_taken)
 end
 
 -- Returns recorded, the URLs never queued, the URLs worker does not hold; and the
@@ -378,6 +384,7 @@ local function report(worker, record, args, at, count, now, policy)
   for i = 0, count - 1 do
     local base = at + i * REPORT_ARGS
     local r = {url = args[base], ok = args[base + 1] == '1', transient = args[base + 2] == '1',
+               name_taken = args[base + 2] == 'n',
                retry_after = tonumber(args[base + 3]) or 0, bytes = tonumber(args[base + 4]),
                jitter = tonumber(args[base + 5]), busy = args[base + 6],
                json = args[base + 7], note = args[base + 8]}
@@ -563,7 +570,8 @@ else
 end
 return 1
 
--- @script retry_failed: which ('passing' or 'judged'), urls -> how many were queued again
+-- @script retry_failed: which ('passing' or 'judged'), urls -> how many were queued again,
+-- and how many of them had failed for a name taken in the image folder
 -- A rerun tries again the images whose final result was a passing failure, with a fresh
 -- count of tries, as the embedded mode's journal does: each loses its result (the
 -- stream entry too, so a master's files, written anew from the stream, keep one line
@@ -573,7 +581,7 @@ return 1
 -- unreadable robots.txt (j) are left to their master's judgement: queued only once it
 -- found them allowed ('judged').
 local judged = ARGV[1] == 'judged'
-local again = 0
+local again, name_taken = 0, 0
 for i = 2, #ARGV do
   local url = ARGV[i]
   local raw = redis.call('HGET', RETRY, url)
@@ -586,11 +594,12 @@ for i = 2, #ARGV do
     redis.call('XDEL', RESULTS, saved.id)
     queue_again(url, {h = saved.h, p = saved.p, r = saved.r, s = 'q', a = 0})
     again = again + 1
+    if saved.n then name_taken = name_taken + 1 end
   end
   if raw then redis.call('HDEL', RETRY, url) end
 end
 if again > 0 then redis.call('DEL', CLOSED) end
-return again
+return {again, name_taken}
 
 -- @script fetch_again: url, its result's stream id, item JSON, for each image -> how many
 -- were queued again

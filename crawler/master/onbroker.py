@@ -36,7 +36,7 @@ from crawler.fetch.options import RequestOptions
 from crawler.master.claim import check_for_broker, drop_last_summary, mark_for_broker
 from crawler.master.missing import MissingImages
 from crawler.master.resumed import ResumedImage
-from crawler.master.takeup import crawl_identity
+from crawler.master.takeup import crawl_identity, say_requeued
 from crawler.model.outcome import IMAGES_DIR
 from crawler.model.processes import process_alive
 from crawler.model.progress import Snapshot
@@ -141,10 +141,7 @@ def images_to_retry(broker: BrokerCrawl, board: RedisBoard) -> list[ResumedImage
                      "master that joins others at work (%d): a start of the crawl with "
                      "none at work tries them", len(others))
         return []
-    again = board.retry_passing_failures()  # (it reopens the crawl)
-    if again:
-        log.info("%d image(s) that failed for a passing reason (a timeout, a refused "
-                 "connection, a 5xx or 429) are tried again", again)
+    say_requeued(board.retry_failures_worth_a_rerun())  # (it reopens the crawl)
     return [(url, page, json.loads(ref) if ref else None)
             for url, page, ref in board.robots_refusals()]
 
