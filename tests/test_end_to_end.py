@@ -128,6 +128,22 @@ def test_local_workers_do_the_whole_job(site: FixtureServer, tmp_path: Path) -> 
     assert len(site.paths()) == len(set(site.paths())), "no URL was fetched twice"
 
 
+def test_a_finished_crawl_leaves_no_empty_folder_behind(site: FixtureServer,
+                                                         tmp_path: Path) -> None:
+    """Two workers on one folder: the one that ends first removes no folder the other
+    writes into, and the last leaves neither .partial/tNN, where partial files were
+    written, nor .partial itself (made again at the next start)."""
+    out = tmp_path / "out"
+    result = run_crawler("master", site.url + "/", "--local-workers", "2", "--out", str(out),
+                         "--bind", "127.0.0.1:0", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    check_results(out, site.url)
+    empty = [folder for folder, subfolders, files in os.walk(out)
+             if not subfolders and not files]
+    assert empty == [], "empty folders are left"
+    assert not (out / ".partial").exists()
+
+
 def test_a_worker_started_as_the_master_says_does_the_job(site: FixtureServer,
                                                         tmp_path: Path) -> None:
     """No key given: the master's printed command for workers must be enough."""

@@ -894,6 +894,31 @@ def test_evil_urls_stay_inside_the_root(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_closing_removes_the_empty_partial_folders_and_never_a_file(tmp_path: Path) -> None:
+    """A store that wrote from several threads leaves .partial/tNN folders: closing
+    removes those left empty, and .partial once empty, but not another worker's partial
+    file or its folder; a store opened next makes them again."""
+    store = Store(tmp_path)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda n: put(store, f"http://h/{n}.png", b"data %d" % n), range(8)))
+    assert [p for p in store.partial_dir.iterdir() if p.is_dir()], "shards were made"
+    other = Store(tmp_path)
+    partial, file = other.open_partial()  # another worker's download, still being written
+    store.close()
+    assert [p.relative_to(tmp_path) for p in tmp_path.joinpath(".partial").rglob("*")] == [
+        partial.parent.relative_to(tmp_path), partial.relative_to(tmp_path)]
+    with file:
+        file.write(b"data")
+    other.commit(partial, "http://h/other.png", PNG, 4, hashlib.sha256(b"data").hexdigest())
+    other.close()
+    assert not (tmp_path / ".partial").exists()
+    assert (tmp_path / "images" / "http" / "h" / "other.png").read_bytes() == b"data"
+    again = Store(tmp_path)
+    assert put(again, "http://h/again.png", b"more").path.read_bytes() == b"more"
+    again.close()
+    assert not (tmp_path / ".partial").exists()
+
+
 def test_foreign_file_in_place_of_a_folder_is_a_conflict_not_a_broken_disk(
         tmp_path: Path) -> None:
     store = Store(tmp_path)

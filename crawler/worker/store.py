@@ -51,6 +51,10 @@ _CREATE_NEW = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0
 STALE_AFTER = 3600.0
 """Seconds without a write after which any partial file counts as abandoned."""
 
+# Times a partial file's shard is made again when it vanishes before the file is created
+# in it (see Store.close), before that is said as the folder failing.
+_SHARD_MAKES = 3
+
 _PARTIAL_SUFFIX = ".part"
 _PROBE_SUFFIX = ".probe"
 
@@ -113,9 +117,17 @@ class Store:
         self._root_text = os.fspath(self.root)
         self._shards: dict[int, str] = {}
         try:
-            self.partial_dir.mkdir(parents=True, exist_ok=True)
             probe = self.partial_dir / _partial_name(_PROBE_SUFFIX)
-            probe.touch(exist_ok=False)
+            for last in (False, False, True):
+                self.partial_dir.mkdir(parents=True, exist_ok=True)
+                try:
+                    probe.touch(exist_ok=False)
+                    break
+                except FileNotFoundError:
+                    # Removed between the two by another worker's store closing on the
+                    # same folder, which removes it empty (see close): made again.
+                    if last:
+                        raise
             self.folds_case = _folds_case(probe)
             probe.unlink(missing_ok=True)  # another Store's clean_partials may have won
             self._resolved_root = self.root.resolve()
@@ -143,6 +155,7 @@ class Store:
         if shard is None:
             shard = self._shards[number] = os.fspath(self.partial_dir / f"t{number:02d}")
         try:
+            made = 0
             while True:
                 path = f"{shard}/{_partial_name(_PARTIAL_SUFFIX)}"
                 try:
@@ -152,8 +165,15 @@ class Store:
                 except FileExistsError:
                     continue
                 except FileNotFoundError:
-                    os.makedirs(shard, exist_ok=True)  # first use, or removed meanwhile
-                    return path, os.open(path, _CREATE_NEW, 0o666)
+                    # First use, or removed meanwhile: by hand, or by another worker's
+                    # store closing on the same folder, which removes the empty shards
+                    # (it may take this one between our mkdir and our open, so a few
+                    # times; a folder that keeps vanishing is said below).
+                    made += 1
+                    if made > _SHARD_MAKES:
+                        raise
+                    with contextlib.suppress(FileNotFoundError):  # its parent went too
+                        os.makedirs(shard, exist_ok=True)
         except OSError as exc:
             raise _folder_error(
                 exc, self.partial_dir, "create a partial file in", self.root, self.partial_dir
@@ -366,6 +386,16 @@ class Store:
             partial.unlink(missing_ok=True)
         except OSError as exc:
             raise _folder_error(exc, partial, "remove", self.root) from exc
+
+    def close(self) -> None:
+        """Remove the folders of partial files left empty, and PARTIAL_DIR itself when
+        that leaves it empty (made again at the next start): a finished crawl leaves no
+        empty folders in the output. Never a file: a worker still at work on the same
+        folder keeps its own, and ``os.rmdir`` refuses a folder that holds one; one it
+        is about to write into is made again (see ``_new_partial``)."""
+        for number in range(PARTIAL_SHARDS):
+            _remove_if_empty(self.partial_dir / f"t{number:02d}")
+        _remove_if_empty(self.partial_dir)
 
     def clean_partials(self) -> int:
         """Remove partial files left by a crash; the number removed.
@@ -662,6 +692,11 @@ def _sha256(path: str | Path) -> str:
 def _partial_gone(partial: str, final: str, partial_dir: Path) -> PartialLost:
     return PartialLost(f"partial file {partial} is gone before it was stored as {final}; "
                        f"did another program clean {partial_dir}?")
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not empty (the guard), gone, or not a folder
+        os.rmdir(folder)
 
 
 def _remove_quietly(path: str | Path) -> None:

@@ -196,6 +196,7 @@ class Worker:
                 # Partials of workers on this host that died (kill -9) are ours to remove.
                 with contextlib.suppress(StorageError):
                     store.clean_partials()
+                store.close()  # and the folders they leave empty
             if self._notifier is not None:
                 self._notifier.close(self._stats_now())
         if self._quitting:
