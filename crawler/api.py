@@ -406,6 +406,29 @@ def crawl(seeds: str | Iterable[str], *, out: str | os.PathLike[str] | None = No
         raise
 
 
+def _broker_address(broker: object, crawl_name: object) -> BrokerAddress | None:
+    """``run_worker()``'s broker as a :class:`BrokerAddress`: a URL is read as
+    ``$CRAWLER_BROKER`` is (a password in it is fine: code shows in no process list),
+    and the crawl's name checked as ``--crawl``'s; UsageError for anything else. Taken
+    as it was, a URL failed deep in the worker as an AttributeError."""
+    from crawler.board.broker import BrokerAddress, check_crawl_name, parse_broker
+
+    if crawl_name is not None:
+        if not isinstance(crawl_name, str):
+            raise UsageError(f"crawl_name must be text (got {type(crawl_name).__name__})")
+        check_crawl_name(crawl_name)
+    if broker is None:
+        if crawl_name is not None:
+            raise UsageError("crawl_name is for a crawl on a broker: give broker= too")
+        return None
+    if isinstance(broker, BrokerAddress):
+        return broker
+    if not isinstance(broker, str):
+        raise UsageError(f"broker must be a URL, redis://HOST:PORT/DB (got "
+                         f"{type(broker).__name__})")
+    return parse_broker(broker, from_command_line=False)
+
+
 def _check_kinds(settings: object, out: object, authkey: object) -> None:
     """UsageError for a crawl() or run_worker() argument of the wrong kind."""
     if settings is not None and not isinstance(settings, Settings):
@@ -690,16 +713,17 @@ class WorkerSummary:
 def run_worker(master: str | None, *, out: str | os.PathLike[str] | None = None,
                settings: Settings | None = None, authkey: bytes | str | None = None,
                progress: Callable[[int, int, int], None] | None = None,
-               broker: BrokerAddress | None = None, crawl_name: str | None = None,
+               broker: str | BrokerAddress | None = None, crawl_name: str | None = None,
                on_signal_note: Callable[[int], None] | None = None,
                on_quit_now: Callable[[], None] | None = None,
                **overrides: Any) -> WorkerSummary:
     """Download images for the master at ``master`` (``HOST:PORT``) into ``out`` until it
     says the crawl is over, or a signal stops it; return a :class:`WorkerSummary`.
 
-    With ``broker`` instead of ``master``, the worker works for the crawl
-    ``crawl_name`` (default: the broker's only one) in Redis, with no master
-    in between. ``authkey`` defaults to ``$CRAWLER_AUTHKEY``; ``progress`` is called with
+    With ``broker`` (``"redis://HOST:PORT/DB"``, or ``rediss://``; its password from
+    the URL or ``$CRAWLER_BROKER_PASSWORD``) instead of ``master``, the worker works
+    for the crawl ``crawl_name`` (default: the broker's only one) in Redis, with no
+    master in between. ``authkey`` defaults to ``$CRAWLER_AUTHKEY``; ``progress`` is called with
     (images done, failed, bytes), on a thread of its own (a slow one costs no lease),
     with the latest numbers: calls that would come while one runs are merged, and the
     last one, with the final numbers, ends before this returns. While it runs, SIGINT,
@@ -726,6 +750,9 @@ def run_worker(master: str | None, *, out: str | os.PathLike[str] | None = None,
     _check_kinds(settings, out, authkey)
     if master is not None and not isinstance(master, str):
         raise UsageError(f"master must be text, HOST:PORT (got {type(master).__name__})")
+    broker = _broker_address(broker, crawl_name)
+    if broker is not None and master is not None:
+        raise UsageError("give the master's HOST:PORT or a broker, not both")
     if progress is not None and not callable(progress):
         raise UsageError(f"progress must be a function of (done, failed, bytes) (got "
                          f"{type(progress).__name__})")
@@ -741,6 +768,9 @@ def run_worker(master: str | None, *, out: str | os.PathLike[str] | None = None,
     elif master is None:
         raise UsageError("a worker needs the master's HOST:PORT, or a broker")
     else:
+        if master.strip().lower().startswith(("redis://", "rediss://")):
+            raise UsageError(f"master {master!r} is a broker's URL: give it as "
+                             "broker=, and the crawl's name as crawl_name=")
         try:
             address = parse_address(master)
         except ValueError as exc:

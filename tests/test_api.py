@@ -44,9 +44,11 @@ from .conftest import (
     slow_start,
     start_crawler,
     stop,
+    wait_for_output,
     wait_for_queue_address,
     wait_until,
 )
+from .redis_server import RedisServer
 
 
 def process_state() -> tuple[object, ...]:
@@ -193,6 +195,42 @@ def test_run_worker_returns_and_raises_typed_errors(tmp_path: Path) -> None:
         crawler.run_worker(f"127.0.0.1:{port}", out=tmp_path, authkey="k" * 32,
                            connect_wait=0.5)
     assert process_state() == before
+
+
+def test_run_worker_takes_the_brokers_url_as_the_command_does(
+        tmp_path: Path, site: FixtureServer, redis_server: RedisServer,
+        crawl_name: str) -> None:
+    """broker="redis://..." works for that crawl: taken as it was, the text failed deep
+    in the worker with an AttributeError."""
+    out = tmp_path / "out"
+    master = start_crawler("master", site.url + "/", "--broker", redis_server.url, "--crawl",
+                           crawl_name, "--out", str(out), "--local-workers", "0", "--quiet",
+                           cwd=tmp_path)
+    try:
+        wait_for_output(master, "workers join with")
+        done = crawler.run_worker(None, broker=redis_server.url, crawl_name=crawl_name,
+                                  out=out, threads=2)
+        finish(master, 60)
+    finally:
+        stop(master)
+    assert master.returncode == 0
+    stored = [e for e in manifest_lines(out) if e["status"] == "success"]
+    assert done.stop_reason == "" and done.done == len(stored) > 0
+
+
+def test_a_broker_given_wrongly_to_run_worker_is_a_usage_error(tmp_path: Path) -> None:
+    url = "redis://127.0.0.1:9/0"
+    for kwargs, said in (({"broker": 6379}, "broker must be a URL"),
+                         ({"broker": "http://127.0.0.1:9/"}, "expected redis://HOST:PORT/DB"),
+                         ({"broker": url, "master": "127.0.0.1:9"}, "not both"),
+                         ({"master": url}, "is a broker's URL: give it as broker="),
+                         ({"broker": url, "crawl_name": "a b"}, "crawl name 'a b'"),
+                         ({"broker": url, "crawl_name": 7}, "crawl_name must be text"),
+                         ({"master": "127.0.0.1:9", "crawl_name": "docs"}, "give broker=")):
+        with pytest.raises(UsageError, match=said):
+            crawler.run_worker(**{"master": None, **kwargs},  # type: ignore[arg-type]
+                               out=tmp_path / "w", connect_wait=0.5)
+    assert not (tmp_path / "w").exists()
 
 
 def test_main_returns_its_status_and_restores_logging(capsys: pytest.CaptureFixture[str],
