@@ -1260,6 +1260,34 @@ def test_a_broker_address_that_is_no_redis_is_told_in_one_line(
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
+def test_another_programs_key_under_the_crawlers_names_is_told_in_one_line(
+        site: FixtureServer, redis_server: RedisServer, tmp_path: Path) -> None:
+    """A database where another program keeps a plain string at crawler:crawls (or at
+    a crawl's record): Redis's WRONGTYPE alone said neither which key nor what to do."""
+    db = 9  # the session's server; the crawls of other tests are on database 0
+    url = f"redis://127.0.0.1:{redis_server.port}/{db}"
+    client = redis_server.client()
+    client.select(db)  # (one connection: the client's pool holds it)
+    name = _crawl_name()
+    try:
+        for key in (REGISTRY, keys_prefix(name) + "crawl"):
+            client.flushdb()
+            client.set(key, "another program's value")
+            for args in (("status", "--broker", url, "--crawl", name),
+                         ("master", site.url + "/", "--broker", url, "--crawl", name,
+                          "--out", str(tmp_path / "m"), "--depth", "0")):
+                done = run_crawler(*args, cwd=tmp_path, timeout=60)
+                assert done.returncode == 1, (key, args, done.stderr)
+                *_, line = done.stderr.strip().splitlines()
+                assert f"holds, in database {db}, a key named as the crawler's own" in line, (
+                    key, args, done.stderr)
+                assert "give the crawler a database of its own" in line, line
+            assert client.get(key) == b"another program's value"  # left alone
+    finally:
+        client.flushdb()
+        client.close()
+
+
 def test_a_port_that_answers_every_command_with_ok_is_told_in_one_line(
         tmp_path: Path) -> None:
     """The protocol's framing, but no Redis: "+OK" to HELLO, where a map belongs, was a

@@ -373,9 +373,9 @@ def test_a_broker_restarted_with_its_append_only_file_keeps_the_crawl(
 def test_broker_errors_turns_a_refused_command_into_a_broker_error(
         redis_server: RedisServer) -> None:
     client = redis_server.client()
-    client.set("not-a-hash", "x")
+    client.set("not-a-number", "x")
     with pytest.raises(BrokerError, match="failed a command"), broker_errors(client):
-        client.hget("not-a-hash", "field")
+        client.incr("not-a-number")
     client.close()
 
 

@@ -97,6 +97,7 @@ import redis.exceptions
 from crawler.board.broker import (
     CRAWL_GONE_CODE,
     CRAWL_GONE_LUA,
+    REGISTRY,
     keys_prefix,
     redis_said,
     refusal,
@@ -189,6 +190,15 @@ def broker_failure(exc: redis.exceptions.RedisError, client: redis.Redis) -> Bro
         return CrawlGone(f"the crawl is gone from the broker at {where} {why_gone(client)}: "
                          "nothing is left there to work on; its master, started again, starts "
                          "it anew")
+    if redis_said(exc).startswith("WRONGTYPE"):
+        # A key named as the crawler names its own holds a value of another kind: another
+        # program's ("crawler:" is a likely prefix), which Redis's own words did not say.
+        db = client.connection_pool.connection_kwargs.get("db", 0)
+        return BrokerError(
+            f"the Redis broker at {where} holds, in database {db}, a key named as the "
+            f"crawler's own ({REGISTRY} or crawler:{{NAME}}:...) with another kind of value: "
+            "another program keeps its data there; give the crawler a database of its own "
+            "(--broker redis://HOST:PORT/N, with another N)")
     refused = refusal(exc, where, client)
     if refused is not None:
         return BrokerRefused(refused)
