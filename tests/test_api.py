@@ -383,6 +383,13 @@ def test_messages_to_a_python_caller_name_its_arguments_too(
     with pytest.raises(CrawlMismatch, match=r"\(in Python: resume=True, fresh=True, "
                                                     r"out=\)"):
         crawler.crawl([site.url + "/robots.txt"], out=tmp_path / "out", bind="127.0.0.1:0")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(BindError, match=r"\(choose another port with --bind, or bind= "
+                                            r"in Python\)"):
+            crawler.crawl([site.url + "/"], out=tmp_path / "taken",
+                          bind=f"127.0.0.1:{taken.getsockname()[1]}")
 
 
 def test_the_output_folder_is_the_settings_own_unless_out_is_given(

@@ -266,7 +266,8 @@ def test_port_in_use_exits_4(tmp_path: Path, site: FixtureServer) -> None:
         result = run_crawler("master", site.url + "/", "--bind", f"127.0.0.1:{port}",
                              "--out", str(tmp_path / "out"), cwd=tmp_path, env=no_key)
     assert result.returncode == 4
-    assert error_line(result).endswith("(choose another port with --bind)"), result.stderr
+    assert error_line(result).endswith(
+        "(choose another port with --bind, or bind= in Python)"), result.stderr
     assert f"cannot serve the queue on 127.0.0.1:{port}" in error_line(result)
     # Nothing was fetched or recorded, not even the key made for it: a later run there
     # starts clean.
@@ -310,7 +311,8 @@ def test_a_bind_address_that_is_not_this_hosts_is_not_blamed_on_the_port(
                          "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert result.returncode == 4, result.stderr
     assert error_line(result).endswith(
-        "(give --bind an address of this host, such as 127.0.0.1:PORT)"), result.stderr
+        "(give --bind, or bind= in Python, an address of this host, such as "
+        "127.0.0.1:PORT)"), result.stderr
 
 
 def test_status_names_a_mistyped_address_before_a_missing_key(tmp_path: Path) -> None:

@@ -554,9 +554,11 @@ class QueueServer:
         except OSError as exc:
             # Advice for what failed: a port in use or not ours, or a name or address
             # that is not this host's.
-            hint = ("choose another port with --bind" if exc.errno in (errno.EADDRINUSE,
-                                                                       errno.EACCES)
-                    else "give --bind an address of this host, such as 127.0.0.1:PORT")
+            # Named for a Python caller too: crawl() has no --bind, but bind=.
+            hint = ("choose another port with --bind, or bind= in Python"
+                    if exc.errno in (errno.EADDRINUSE, errno.EACCES)
+                    else "give --bind, or bind= in Python, an address of this host, such as "
+                         "127.0.0.1:PORT")
             raise BindError(f"cannot serve the queue on {address[0]}:{address[1]}: "
                             f"{exc.strerror or exc} ({hint})") from exc
         self._server.max_handshaking = max_handshaking
