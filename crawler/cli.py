@@ -635,6 +635,19 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings.with_values(overrides, "command line") if overrides else settings
 
 
+def _flags_a_broker_master_ignores(args: argparse.Namespace) -> None:
+    """A master on a broker serves no queue, its workers taking their images from Redis:
+    its --bind and --authkey-file are said unused (they were taken in silence, and a
+    joining master's --bind was said to be the crawl's)."""
+    flag_of_key = getattr(args, "flag_of_key", {})
+    named = {flag_of_key.pop("queue.bind")} if "queue.bind" in flag_of_key else set()
+    if args.authkey_file is not None:
+        named.add("--authkey-file")
+    if named:
+        log.warning("%s: a master on a broker serves no queue (its workers take their "
+                    "images from Redis); not used", ", ".join(sorted(named)))
+
+
 def _flags_a_joining_master_ignores(args: argparse.Namespace) -> None:
     """A master that joins a crawl takes its settings from the crawl: its flags for them
     are said unused, and an error about such a setting is not blamed on them."""
@@ -900,7 +913,10 @@ def _master(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError("--join takes the crawl's seeds from the broker: give no URL")
         if args.crawl is not None and args.crawl != args.join:
             raise UsageError("--join names the crawl already: drop --crawl")
+        _flags_a_broker_master_ignores(args)
         _flags_a_joining_master_ignores(args)
+    elif broker is not None:
+        _flags_a_broker_master_ignores(args)
     elif not urls:
         given = "standard input" if args.input_file == "-" else args.input_file
         raise UsageError(f"no seed URL: {given} holds none (only blank lines and comments)"

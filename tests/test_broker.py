@@ -1540,19 +1540,27 @@ def test_a_master_joins_from_another_folder_with_the_crawls_request_settings(
     name = _crawl_name()
     first = start_crawler("master", server.url + "/", "--broker", redis_server.url, "--crawl",
                           name, "--cookies", "cookies.txt", "--page-concurrency", "1",
-                          "--ignore-robots", "--out", "out", cwd=tmp_path / "a")
+                          "--ignore-robots", "--out", "out", "--bind", "127.0.0.1:0",
+                          "--authkey-file", "nowhere", cwd=tmp_path / "a")
     try:
         wait_until(lambda: len(seen) >= 2, 30, "the first pages")
         first.send_signal(signal.SIGTERM)  # the crawl stays open: the joining master ends it
-        finish(first, 30)
+        started = finish(first, 30)
     finally:
         stop(first)
+    # Taken in silence, though a master on a broker serves no queue.
+    assert ("--authkey-file, --bind: a master on a broker serves no queue (its workers take "
+            "their images from Redis); not used") in started, started
     joined = run_crawler("master", "--join", name, "--broker", redis_server.url,
                          "--cookies", "mine.txt", "--depth", "2", "--local-workers", "1",
-                         "--out", "out", cwd=tmp_path / "b", timeout=90)
+                         "--bind", "127.0.0.1:0", "--out", "out", cwd=tmp_path / "b",
+                         timeout=90)
     assert joined.returncode == 0, joined.stderr
+    # --bind was said to be the crawl's, which has none.
     assert ("--cookies, --depth: a master that joins a crawl takes these settings from "
             "the crawl; not used") in joined.stderr
+    assert ("--bind: a master on a broker serves no queue (its workers take their images "
+            "from Redis); not used") in joined.stderr
     assert "cannot read" not in joined.stderr, joined.stderr
     assert set(page for page, _ in seen) == {"/", *pages, *(p[:-5] + ".png" for p in pages)}
     assert {cookie for _, cookie in seen} == {"session=the-crawls"}, seen
