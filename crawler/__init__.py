@@ -30,10 +30,17 @@ _LAZY = {
 }
 
 
+# Modules the README names as crawler.NAME (``except crawler.errors.UsageError``): an
+# attribute once imported, which an import of the package alone did not do.
+_MODULES = frozenset({"api", "config", "errors"})
+
+
 def __getattr__(name: str) -> object:
-    if name in _LAZY:
+    if name in _LAZY or name in _MODULES:
         import importlib
 
+        if name in _MODULES:
+            return importlib.import_module(f"crawler.{name}")  # which sets the attribute
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value  # once found, a plain attribute
         return value
@@ -41,4 +48,4 @@ def __getattr__(name: str) -> object:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+    return sorted({*globals(), *_LAZY, *_MODULES})

@@ -58,6 +58,19 @@ def process_state() -> tuple[object, ...]:
             signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
 
 
+def test_the_modules_the_readme_names_are_attributes_of_the_package() -> None:
+    """README names crawler.errors.UsageError; in a fresh interpreter, ``import crawler``
+    then ``crawler.errors`` was an AttributeError, until something imported the module."""
+    code = ("import crawler, sys\n"
+            "assert 'crawler.errors' not in sys.modules\n"
+            "print(crawler.errors.UsageError.__name__, crawler.config.Settings.__name__,\n"
+            "      'errors' in dir(crawler))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["UsageError", "Settings", "True"]
+
+
 def test_crawl_returns_the_summary_and_leaves_the_process_as_it_was(
         tmp_path: Path, site: FixtureServer, authkey: str) -> None:
     before = process_state()
