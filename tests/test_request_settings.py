@@ -1507,6 +1507,31 @@ def test_a_set_cookie_line_without_a_domain_is_left_out_and_named(
         options_from(tmp_path, cookies=str(only))
 
 
+def test_expired_cookies_are_named_and_a_file_of_only_them_is_refused(
+        recorder: Recorder, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """libcurl drops a cookie whose expiry has passed as it loads the file: a cookies.txt
+    exported long ago sent no login at all, without a word, and each page was the
+    site's login form."""
+    (tmp_path / "cookies.txt").write_text(
+        "# Netscape HTTP Cookie File\n"
+        "127.0.0.1\tFALSE\t/\tFALSE\t1000000000\told\tEXPIRED1\n"  # 2001-09-09
+        "127.0.0.1\tFALSE\t/\tFALSE\t4102444800.5\tlater\tL2\n"  # 2100, as some exports
+        "127.0.0.1\tFALSE\t/\tFALSE\t0\tsession\tS3\n")
+    with caplog.at_level(logging.WARNING):
+        options = options_from(tmp_path, cookies=str(tmp_path / "cookies.txt"))
+    assert ("line(s) 2 of " in caplog.text and "expired (the last on 2001-09-09 01:46 UTC)"
+            in caplog.text and "EXPIRED1" not in caplog.text), caplog.text
+    assert fetch(recorder.url + "/img.png", options, tmp_path).ok
+    [seen] = recorder.seen
+    assert sorted(c.strip() for c in seen["Cookie"].split(";")) == ["later=L2", "session=S3"]
+    stale = tmp_path / "stale.txt"
+    stale.write_text("127.0.0.1\tFALSE\t/\tFALSE\t1000000000\told\tEXPIRED1\n"
+                     "#HttpOnly_127.0.0.1\tFALSE\t/\tFALSE\t1500000000\tid\tEXPIRED2\n")
+    with pytest.raises(ConfigError, match=r"http\.cookies: every cookie of .*stale\.txt has "
+                                          r"expired \(the last on 2017-07-14 02:40 UTC\)"):
+        options_from(tmp_path, cookies=str(stale))
+
+
 def test_a_rate_is_written_as_a_size_is(tmp_path: Path) -> None:
     assert parse_rate("2MiB") == parse_rate("2MB") == parse_rate("2M/s") == 2 * 1024 * 1024
     settings = tmp_path / "rate.toml"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -20,6 +21,7 @@ from crawler.errors import BadCrawlInfo, ConfigError
 
 log = logging.getLogger(__name__)
 
+_LEADING_DIGITS = re.compile(r"\d+")
 _PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\s*",
                               re.DOTALL)
 
@@ -184,7 +186,8 @@ def _read_cookies(path: str, headers: tuple[str, ...]) -> str:
     """A Netscape cookies.txt (what browsers' exports write), checked: libcurl skips a
     line it cannot read without a word, and a file of them sent no cookie at all."""
     text = _read_text(path, "http.cookies")
-    bad, everywhere, good = [], [], 0
+    bad, everywhere, expired, good = [], [], [], 0
+    last_expiry, now = 0, time.time()
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or (line.startswith("#") and not line.startswith("#HttpOnly_")):
             continue
@@ -194,17 +197,34 @@ def _read_cookies(path: str, headers: tuple[str, ...]) -> str:
                 good += 1
             else:
                 everywhere.append(number)
-        elif len(line.split("\t")) in (6, 7):
-            good += 1
-        else:
+            continue
+        fields = line.split("\t")
+        expiry = _expiry(fields[4]) if len(fields) in (6, 7) else None
+        if expiry is None:
             bad.append(number)
+        elif 0 < expiry < now:
+            # libcurl drops it as it loads the file, without a word: a cookies.txt
+            # exported weeks ago sent no login, and every page was the login form.
+            expired.append(number)
+            last_expiry = max(last_expiry, expiry)
+        else:
+            good += 1
+    if expired and not good:
+        raise ConfigError(f"http.cookies: every cookie of {path} has expired (the last on "
+                          f"{_day(last_expiry)}), and none would be sent: export them anew "
+                          "from the browser, or crawl without cookies")
     if (bad or everywhere) and not good:
         raise ConfigError(f"http.cookies: {path} holds no cookie in the Netscape format (7 "
                           "fields separated by tabs, as browsers' cookies.txt exports write, "
                           "or Set-Cookie: lines with a Domain=)")
+    if expired:
+        log.warning("http.cookies: line(s) %s of %s are cookies that expired (the last on "
+                    "%s): not sent; export the cookies anew if the site wants them",
+                    ", ".join(map(str, expired[:10])), path, _day(last_expiry))
     if bad:
         log.warning("http.cookies: line(s) %s of %s are no cookies (7 fields separated by "
-                    "tabs, or Set-Cookie:): left out", ", ".join(map(str, bad[:10])), path)
+                    "tabs, the fifth an expiry time in seconds, or Set-Cookie:): left out",
+                    ", ".join(map(str, bad[:10])), path)
     if everywhere:
         # libcurl would send such a cookie to every host: pages' and images' alike.
         log.warning("http.cookies: line(s) %s of %s are Set-Cookie: lines with no Domain=, "
@@ -217,6 +237,19 @@ def _read_cookies(path: str, headers: tuple[str, ...]) -> str:
         log.warning("a Cookie header replaces the cookies of %s (and those sites set): put "
                     "that cookie in the file instead", path)
     return text
+
+
+def _expiry(field: str) -> int | None:
+    """A cookie line's expiry as libcurl reads it: seconds since 1970 (0: a session
+    cookie), its leading digits only ("1900000000.5" is 1900000000); None for a field
+    with none, a cookie libcurl drops."""
+    digits = _LEADING_DIGITS.match(field)
+    value = int(digits.group()) if digits else None
+    return value if value is not None and value < 2**63 else None  # past: libcurl's overflow
+
+
+def _day(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(seconds))
 
 
 def _names_a_domain(set_cookie: str) -> bool:
