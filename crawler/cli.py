@@ -173,8 +173,8 @@ SETTING_FLAGS: dict[str, list[tuple[str, str, Any, str, str]]] = {
          "the client certificate's key, when in a file of its own (with --client-cert)"),
         ("--proxy", "http.proxy", str, "URL",
          "proxy for every request: http://, https://, socks5:// or socks5h:// (default: "
-         "HTTP_PROXY, HTTPS_PROXY and NO_PROXY from the environment; '': no proxy at all, "
-         "as --no-proxy)"),
+         "HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY from the environment; '': no "
+         "proxy at all, as --no-proxy)"),
         ("--limit-rate", "http.limit_rate", str, "RATE",
          "bandwidth cap in bytes/s of each worker (its downloads together) and of each of "
          "the master's requests, with k, M or G (e.g. 2M; 0: none)"),
@@ -369,8 +369,8 @@ def build_parser() -> _Parser:
                         help="do NOT verify TLS certificates (unsafe) [http.insecure = true]")
     master.add_argument("--no-proxy", action="store_true",
                         help="use no proxy: neither the settings file's http.proxy nor "
-                             "HTTP_PROXY, HTTPS_PROXY and NO_PROXY [http.proxy = \"\", "
-                             "http.env_proxies = false]")
+                             "HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY "
+                             "[http.proxy = \"\", http.env_proxies = false]")
     on_broker = broker_flags(master, f"the crawl's name on the broker (default: "
                                      f"{DEFAULT_CRAWL!r})")
     on_broker.add_argument("--join", metavar="NAME",
@@ -386,7 +386,8 @@ def build_parser() -> _Parser:
     worker.add_argument("--authkey-file", type=file_path, metavar="FILE",
                         help="file holding the master's authkey (default: $CRAWLER_AUTHKEY)")
     worker.add_argument("--no-proxy", action="store_true",
-                        help="ignore HTTP_PROXY, HTTPS_PROXY and NO_PROXY on this host")
+                        help="ignore HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY on "
+                             "this host")
     # Gone with the fast lane: refused with a message, not an argparse error.
     worker.add_argument("--no-fast-lane", action="store_true", help=argparse.SUPPRESS)
     broker_flags(worker, "the crawl to work for (default: the broker's only crawl)")

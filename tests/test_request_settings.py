@@ -705,6 +705,39 @@ def test_environment_proxies_are_used_unless_turned_off(
     assert len(recorder.seen) == 4
 
 
+def test_all_proxy_is_used_for_schemes_without_a_proxy_of_their_own(
+        recorder: Recorder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        page_get: PageGet) -> None:
+    """As curl reads the environment: ALL_PROXY (often a SOCKS proxy, Tor's) was left
+    unread, and every page and image went direct, without a word."""
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
+                 "ALL_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    socks, http = Proxy("socks5"), Proxy("http")
+    monkeypatch.setenv("ALL_PROXY", socks.start())
+    port = recorder.server.server_address[1]
+    try:
+        assert fetch(recorder.url + "/img.png", RequestOptions(), tmp_path).ok
+        assert page_get(RequestOptions(), recorder.url + "/page.html").status == 200
+        assert socks.targets == [f"127.0.0.1:{port}"] * 2
+        assert fetch(recorder.url + "/img.png", RequestOptions(env_proxies=False), tmp_path).ok
+        monkeypatch.setenv("http_proxy", http.start())  # the scheme's own comes first
+        assert fetch(recorder.url + "/img.png", RequestOptions(), tmp_path).ok
+        assert http.targets == [recorder.url + "/img.png"]
+        monkeypatch.delenv("http_proxy")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        assert fetch(recorder.url + "/img.png", RequestOptions(), tmp_path).ok
+    finally:
+        socks.stop()
+        http.stop()
+    assert socks.targets == [f"127.0.0.1:{port}"] * 2, "only the first two went through it"
+    assert len(recorder.seen) == 5
+    monkeypatch.setenv("all_proxy", "http://user:secret@[bad")
+    with pytest.raises(ConfigError, match=r"^\$all_proxy is 'http://user:\*\*\*@\[bad', "
+                                          r"not a proxy URL"):
+        RequestOptions().proxies()
+
+
 def test_a_malformed_proxy_variable_is_named_in_one_line(tmp_path: Path) -> None:
     """http_proxy='http://[bad' ended in a traceback ("Invalid IPv6 URL"); 'not a url'
     in "proxy name not found", naming neither the variable nor its value."""

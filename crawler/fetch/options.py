@@ -49,7 +49,7 @@ class RequestOptions(NamedTuple):
     client_cert: str = ""  # a local PEM file (certificate, and key unless client_key)
     client_key: str = ""
     proxy: str = ""  # for every scheme; "" leaves it to env_proxies
-    env_proxies: bool = True  # honour HTTP_PROXY, HTTPS_PROXY and NO_PROXY
+    env_proxies: bool = True  # honour HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY
     limit_rate: int = 0  # bytes per second for a whole worker; 0: no cap
     credentials: tuple[tuple[str, str, str], ...] = ()  # (host, login, password)
 
@@ -73,14 +73,15 @@ class RequestOptions(NamedTuple):
         return default
 
     def proxies(self, environ: dict[str, str] | None = None) -> Proxies:
-        """The proxies to use: the setting, else the environment's unless told not to."""
+        """The proxies to use: the setting, else the environment's unless told not to
+        (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY for either when its own is not set, NO_PROXY)."""
         if self.proxy:
             return Proxies(self.proxy, self.proxy, "")
         if not self.env_proxies:
             return Proxies()
         env = os.environ if environ is None else environ
         found: dict[str, str] = {}
-        for scheme in ("http", "https", "no"):
+        for scheme in ("http", "https", "all", "no"):
             # The names curl and requests read; lower case first, as they do.
             name = next((n for n in (f"{scheme}_proxy", f"{scheme.upper()}_PROXY")
                          if env.get(n, "").strip()), "")
@@ -92,7 +93,10 @@ class RequestOptions(NamedTuple):
                                   "expected http://, https://, socks5:// or socks5h://HOST:PORT;"
                                   " fix or unset it, or crawl with --no-proxy")
             found[scheme] = value
-        return Proxies(found["http"], found["https"], found["no"])
+        # ALL_PROXY for a scheme with none of its own, as curl reads it: unread, a
+        # crawl meant to go through a SOCKS proxy (Tor's) went direct without a word.
+        every = found["all"]
+        return Proxies(found["http"] or every, found["https"] or every, found["no"])
 
     def to_wire(self) -> dict[str, Any]:
         """What a worker is sent: file contents rather than paths, except the client key's."""
