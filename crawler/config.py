@@ -71,6 +71,12 @@ _RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "c
 # Headers with a setting of their own, which other steps read too.
 _HEADER_SETTINGS = {"user-agent": "crawl.user_agent (--user-agent), which robots.txt groups "
                                   "are matched by"}
+# Headers that are the proxy's, which the crawl's headers never reach as meant: libcurl
+# leaves them out of the CONNECT for an https site, and sends them to the site inside it.
+_PROXY_HEADERS = {"proxy-authorization": "give the proxy's login in its URL (--proxy, "
+                                         "http.proxy or $HTTPS_PROXY: "
+                                         "http://USER:PASSWORD@HOST:PORT); a header goes to "
+                                         "every site, not to the proxy"}
 
 
 def parse_rate(text: str) -> int:
@@ -152,6 +158,8 @@ def parse_header(text: str) -> tuple[str, str]:
         raise ValueError(f"header {name}: set by the crawler itself, it cannot be given")
     if name.lower() in _HEADER_SETTINGS:
         raise ValueError(f"header {name}: set it with {_HEADER_SETTINGS[name.lower()]}")
+    if name.lower() in _PROXY_HEADERS:
+        raise ValueError(f"header {name}: {_PROXY_HEADERS[name.lower()]}")
     return name, value.strip()
 
 

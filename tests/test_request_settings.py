@@ -705,6 +705,37 @@ def test_environment_proxies_are_used_unless_turned_off(
     assert len(recorder.seen) == 4
 
 
+def test_a_proxy_authorization_header_is_refused_for_the_proxys_url(
+        https_recorder: Recorder, ca: CertAuthority, tmp_path: Path) -> None:
+    """A header goes to the sites: libcurl leaves the crawl's headers out of the CONNECT
+    it sends an http proxy for an https site, so the proxy's password went to every
+    https site, inside the tunnel, and never to the proxy (which answered 407)."""
+    result = run_crawler("master", "http://127.0.0.1:1/", "--header",
+                         "Proxy-Authorization: Basic UFhTRUNSRVQ=", "--out",
+                         str(tmp_path / "out"), "--bind", "127.0.0.1:0", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert ("--header 'Proxy-Authorization...': header Proxy-Authorization: give the proxy's "
+            "login in its URL") in result.stderr, result.stderr
+    assert "UFhTRUNSRVQ" not in result.stderr
+    (tmp_path / "headers.toml").write_text(
+        '[http]\nheaders = ["proxy-authorization: Basic UFhTRUNSRVQ="]\n')
+    result = run_crawler("master", "http://127.0.0.1:1/", "--settings",
+                         str(tmp_path / "headers.toml"), "--out", str(tmp_path / "out"),
+                         "--bind", "127.0.0.1:0", cwd=tmp_path)
+    assert result.returncode == 2 and "give the proxy's login in its URL" in result.stderr
+    assert "UFhTRUNSRVQ" not in result.stderr
+    # The way that works: the login in the proxy's URL goes to the proxy, not the site.
+    proxy = Proxy("http")
+    address = proxy.start().replace("http://", "http://user:pw@")
+    try:
+        options = options_from(tmp_path, proxy=address, ca_bundle=str(ca.ca_cert))
+        assert fetch(https_url(https_recorder) + "/img.png", options, tmp_path).ok
+    finally:
+        proxy.stop()
+    [seen] = https_recorder.seen
+    assert "Proxy-Authorization" not in seen, seen
+
+
 def test_all_proxy_is_used_for_schemes_without_a_proxy_of_their_own(
         recorder: Recorder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         page_get: PageGet) -> None:
