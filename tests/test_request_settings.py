@@ -162,6 +162,10 @@ other.example\tFALSE\t/\tFALSE\t0\tnot\tfor-us
 NETRC = "machine 127.0.0.1 login alice password s3cret-pass\n"
 
 
+# A client certificate with its key, as far as a process's start-up check reads one.
+CERT_AND_KEY_HEADS = "-----BEGIN CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----\n"
+
+
 def basic(login: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{login}:{password}".encode()).decode()
 
@@ -1278,8 +1282,9 @@ def test_a_client_key_without_its_certificate_is_one_line_naming_both(
         tmp_path: Path) -> None:
     """libcurl presents a key only with its certificate: a lone --client-key (or
     http.client_key) was left unused without a word, by masters, workers and the demo."""
-    (tmp_path / "client.key").write_text("a key\n")
-    (tmp_path / "client.pem").write_text("a certificate\n")
+    made = make_ca(tmp_path / "ca")
+    (tmp_path / "client.key").write_bytes(made.client_key.read_bytes())
+    (tmp_path / "client.pem").write_bytes(made.client_cert.read_bytes())
     expected = ("given without http.client_cert (--client-cert), the certificate it is the "
                 "key of: give both, or neither")
     out = tmp_path / "out"
@@ -1310,6 +1315,35 @@ def test_a_client_key_without_its_certificate_is_one_line_naming_both(
 
     with pytest.raises(ConfigError, match=r"^http\.client_key: given without"):
         client_certificate(Settings().with_values({"http.client_key": "client.key"}).http)
+
+
+def test_a_client_certificate_that_is_no_pem_is_refused_as_a_process_starts(
+        tmp_path: Path, ca: CertAuthority) -> None:
+    """libcurl reads PEM only: a .p12 export (or a certificate without its key) was
+    refused at each request, after the crawl had started, and a worker given one failed
+    every image it took for good, as a TLS error."""
+    (tmp_path / "me.p12").write_bytes(b"0\x82\x04\xa0\x02\x01\x030\x82")  # PKCS#12 is DER
+    env = {**os.environ, "CRAWLER_AUTHKEY": "k" * 32}
+    out = tmp_path / "out"
+    for command in (("master", "http://127.0.0.1:9/", "--bind", "127.0.0.1:0"),
+                    ("worker", f"127.0.0.1:{free_port()}", "--connect-wait", "0")):
+        done = run_crawler(*command, "--client-cert", "me.p12", "--out", str(out),
+                           cwd=tmp_path, env=env)
+        assert done.returncode == 2, (command, done.stderr)
+        assert done.stderr == ("crawler: error: --client-cert (http.client_cert): me.p12 holds "
+                               "no PEM certificate (a -----BEGIN CERTIFICATE----- block): "
+                               "convert a .p12, .pfx or DER file to PEM with openssl\n"), (
+            command, done.stderr)
+        assert not out.exists()
+    with pytest.raises(ConfigError, match=r"^http\.client_cert: .* holds no private key beside "
+                                          r"its certificate: give the key's file with "
+                                          r"--client-key"):
+        options_from(tmp_path, client_cert=str(ca.client_cert))
+    with pytest.raises(ConfigError, match=r"^http\.client_key: .* holds no PEM private key"):
+        options_from(tmp_path, client_cert=str(ca.client_cert), client_key=str(ca.client_cert))
+    both = tmp_path / "both.pem"  # a certificate with its key in one file, as curl takes
+    both.write_bytes(ca.client_cert.read_bytes() + ca.client_key.read_bytes())
+    assert options_from(tmp_path, client_cert=str(both)).client_cert == str(both)
 
 
 def test_no_proxy_turns_off_the_settings_files_proxy_too(recorder: Recorder,
@@ -1435,7 +1469,7 @@ def test_a_relative_client_certificate_is_sent_whole(
     """A worker started in another folder is sent the path: relative, it read nothing
     there, and presented no certificate without a word."""
     monkeypatch.chdir(tmp_path)
-    Path("client.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    Path("client.pem").write_text(CERT_AND_KEY_HEADS)
     options = options_from(tmp_path, client_cert="client.pem")
     assert options.client_cert == str(tmp_path / "client.pem")
     wire = {**options.to_wire(), "client_cert": str(tmp_path / "elsewhere.pem")}
@@ -1445,7 +1479,7 @@ def test_a_relative_client_certificate_is_sent_whole(
 def test_a_worker_that_cannot_read_the_masters_client_certificate_says_so(
         recorder: Recorder, tmp_path: Path) -> None:
     cert = tmp_path / "client.pem"
-    cert.write_text("-----BEGIN CERTIFICATE-----\n")
+    cert.write_text(CERT_AND_KEY_HEADS)
     port = free_port()
     env = {**os.environ, "CRAWLER_AUTHKEY": "k" * 32}
     master = subprocess.Popen(
@@ -1650,7 +1684,7 @@ def test_a_client_certificate_under_home_is_given_to_libcurl_expanded(
     """libcurl reads the path as it is given: '~/client.pem' is expanded first, as the
     cookies and netrc paths are."""
     monkeypatch.setenv("HOME", str(tmp_path))
-    (tmp_path / "client.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    (tmp_path / "client.pem").write_text(CERT_AND_KEY_HEADS)
     options = options_from(tmp_path, client_cert="~/client.pem", client_key="~/client.pem")
     assert options.client_cert == options.client_key == str(tmp_path / "client.pem")
 

@@ -22,6 +22,7 @@ from crawler.errors import BadCrawlInfo, ConfigError
 log = logging.getLogger(__name__)
 
 _LEADING_DIGITS = re.compile(r"\d+")
+_PEM_KEY = re.compile(r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----")
 _PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\s*",
                               re.DOTALL)
 
@@ -310,8 +311,28 @@ def client_certificate(http: Any) -> tuple[str, str]:
     if http.client_key and not http.client_cert:
         raise ConfigError("http.client_key: given without http.client_cert (--client-cert), "
                           "the certificate it is the key of: give both, or neither")
-    return (readable_path(http.client_cert, "http.client_cert"),
-            readable_path(http.client_key, "http.client_key"))
+    cert = readable_path(http.client_cert, "http.client_cert")
+    key = readable_path(http.client_key, "http.client_key")
+    if cert:
+        _check_client_pem(http.client_cert, http.client_key)
+    return cert, key
+
+
+def _check_client_pem(cert: str, key: str) -> None:
+    """ConfigError unless ``cert`` holds a PEM certificate and it or ``key`` a PEM private
+    key: libcurl reads PEM only, and refused any other file at each request, after the
+    crawl had started, failing a worker's images for good ("TLS error")."""
+    if "-----BEGIN CERTIFICATE-----" not in _read_text(cert, "http.client_cert"):
+        raise ConfigError(f"http.client_cert: {cert} holds no PEM certificate (a -----BEGIN "
+                          "CERTIFICATE----- block): convert a .p12, .pfx or DER file to PEM "
+                          "with openssl")
+    if key and not _PEM_KEY.search(_read_text(key, "http.client_key")):
+        raise ConfigError(f"http.client_key: {key} holds no PEM private key (a -----BEGIN "
+                          "PRIVATE KEY----- block, or RSA, EC or ENCRYPTED PRIVATE KEY)")
+    if not key and not _PEM_KEY.search(_read_text(cert, "http.client_cert")):
+        raise ConfigError(f"http.client_cert: {cert} holds no private key beside its "
+                          "certificate: give the key's file with --client-key "
+                          "(http.client_key)")
 
 
 class _FirstEntries(dict[str, Any]):
