@@ -415,6 +415,24 @@ def test_worker_gives_up_on_a_missing_master(tmp_path: Path, authkey: str) -> No
             "for up to 1 s ...") in result.stderr
 
 
+def test_a_worker_that_never_reached_its_master_leaves_no_folder(tmp_path: Path,
+                                                                 authkey: str) -> None:
+    """A mistyped address left an empty downloads/ (with .partial/ in it) wherever the
+    worker ran; a folder that was there before is kept, without the worker's .partial."""
+    port = free_port()
+    for out in ("downloads", "far/away/out"):  # the default, and folders it made for --out
+        result = run_crawler("worker", f"127.0.0.1:{port}", "--out", out,
+                             "--connect-wait", "1", cwd=tmp_path)
+        assert result.returncode == 1, result.stderr
+    assert list(tmp_path.iterdir()) == [], list(tmp_path.rglob("*"))
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    result = run_crawler("worker", f"127.0.0.1:{port}", "--out", str(kept),
+                         "--connect-wait", "1", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert kept.is_dir() and list(kept.iterdir()) == []
+
+
 def test_a_quiet_worker_warns_of_a_master_it_still_waits_for(tmp_path: Path,
                                                              authkey: str) -> None:
     """--quiet hides the line that says a worker waits for its master: a mistyped HOST:PORT

@@ -116,6 +116,9 @@ class Store:
         # the system calls it wraps (about a quarter of the fast lane's time).
         self._root_text = os.fspath(self.root)
         self._shards: dict[int, str] = {}
+        # The output folder and its parents this store makes, deepest first: a worker that
+        # never reached its master removes them again (see close_unused).
+        self._made = _missing_folders(self.root)
         try:
             probe = self.partial_dir / _partial_name(_PROBE_SUFFIX)
             for last in (False, False, True):
@@ -396,6 +399,14 @@ class Store:
         for number in range(PARTIAL_SHARDS):
             _remove_if_empty(self.partial_dir / f"t{number:02d}")
         _remove_if_empty(self.partial_dir)
+
+    def close_unused(self) -> None:
+        """Close a store no download went to (its worker never reached a master), and
+        remove the output folder too where this store made it and it stays empty: a
+        mistyped address or key left an empty ``downloads/`` wherever it was run."""
+        self.close()
+        for folder in self._made:
+            _remove_if_empty(folder)
 
     def clean_partials(self) -> int:
         """Remove partial files left by a crash; the number removed.
@@ -692,6 +703,16 @@ def _sha256(path: str | Path) -> str:
 def _partial_gone(partial: str, final: str, partial_dir: Path) -> PartialLost:
     return PartialLost(f"partial file {partial} is gone before it was stored as {final}; "
                        f"did another program clean {partial_dir}?")
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing: list[Path] = []
+    for candidate in (folder, *folder.parents):
+        if os.path.lexists(candidate):
+            break
+        missing.append(candidate)
+    return missing
 
 
 def _remove_if_empty(folder: Path) -> None:

@@ -170,7 +170,11 @@ class Worker:
         try:
             crawl = self._connect(first=True)
         except Stopped:
+            store.close_unused()
             return  # stopped while waiting for the master: nothing held, nothing to hand back
+        except BaseException:
+            store.close_unused()  # no master reached (or not ours): no empty folder left
+            raise
         store.clean_partials()
         self._start_engine(crawl)
         with deaf_to_stops():
