@@ -476,6 +476,23 @@ def test_missing_manifest_is_a_usage_error_naming_the_folder(tmp_path: Path) -> 
         write_report(tmp_path / "no-such-folder")
 
 
+def test_a_workers_folder_alone_is_told_to_come_with_its_masters(tmp_path: Path) -> None:
+    """A worker's own --out (another host's, copied here) holds images and no manifest:
+    "run a crawl first" sent its user to crawl again; the report names what to run."""
+    worker = tmp_path / "far host"
+    store(worker, "images/http/h/a.png", png(8, 8, 3))
+    expected = (f"{worker} has no manifest.jsonl: {worker} holds a worker's images, whose "
+                "results are in the master's output folder; name that folder first: "
+                f"crawler report MASTER_OUTPUT_DIR '{worker}'")
+    with pytest.raises(UsageError) as error:
+        write_report(worker)
+    assert str(error.value) == expected
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UsageError, match=rf"^none of {empty}, .*: {worker} holds a worker's"):
+        write_report([empty, worker])
+
+
 def test_unreadable_manifest_is_a_storage_error(tmp_path: Path) -> None:
     (tmp_path / "manifest.jsonl").mkdir()  # readable by no one, root included
     with pytest.raises(StorageError, match=r"manifest\.jsonl"):

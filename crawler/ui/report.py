@@ -43,6 +43,7 @@ import logging
 import os
 import re
 import secrets
+import shlex
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ from crawler.model.files import (
     SUMMARY_NAME,
     images_left_shown,
 )
+from crawler.model.outcome import IMAGES_DIR
 from crawler.ui.progress import human_bytes
 
 log = logging.getLogger(__name__)
@@ -353,16 +355,13 @@ def write_report(folders: Path | Sequence[Path]) -> Path:
     malformed_in: Counter[str] = Counter()  # by file name, for the terminal's line
     for folder in folders:
         before = manifest.malformed
-        found += read_manifest(folder / MANIFEST_NAME, manifest, missing_ok=len(folders) > 1)
+        found += read_manifest(folder / MANIFEST_NAME, manifest, missing_ok=True)
         malformed_in[MANIFEST_NAME] += manifest.malformed - before
         before = manifest.malformed
         read_failed_pages(folder / PAGES_NAME, manifest)
         malformed_in[PAGES_NAME] += manifest.malformed - before
     if not found:
-        raise UsageError(f"{folders[0]} has no {MANIFEST_NAME}: run a crawl first"
-                         if len(folders) == 1 else
-                         f"none of {', '.join(map(str, folders))} has a {MANIFEST_NAME}: "
-                         "run a crawl first")
+        raise UsageError(_no_manifest(folders))
     target = folders[0] / REPORT_NAME
     _write_atomically(target, render_parts(manifest, folders))
     if manifest.malformed:  # said in the page too; here before anyone opens it
@@ -376,6 +375,20 @@ def write_report(folders: Path | Sequence[Path]) -> Path:
 
 
 # --------------------------------------------------------------------------- reading
+
+
+def _no_manifest(folders: Sequence[Path]) -> str:
+    """Why no folder could be reported on, and what to run instead. A worker's own output
+    folder (another host's, copied here) has images and no manifest: only the master
+    writes one, and its folder has to be named too."""
+    what = (f"{folders[0]} has no {MANIFEST_NAME}" if len(folders) == 1 else
+            f"none of {', '.join(map(str, folders))} has a {MANIFEST_NAME}")
+    workers = [str(folder) for folder in folders if (folder / IMAGES_DIR).is_dir()]
+    if not workers:
+        return f"{what}: run a crawl first"
+    return (f"{what}: {', '.join(workers)} {'holds' if len(workers) == 1 else 'hold'} a "
+            "worker's images, whose results are in the master's output folder; name that "
+            f"folder first: crawler report MASTER_OUTPUT_DIR {shlex.join(workers)}")
 
 
 def read_manifest(path: Path, manifest: Manifest | None = None, *,
