@@ -870,10 +870,13 @@ def test_classic_results_are_parsed() -> None:
     # One line, of a bounded length: it goes to results.log and the summary as is.
     said = settled["http://h/c.png"].reason
     assert said.startswith("line1 INJECTED--->success xxx") and len(said) == 4096
-    for garbage in ("garbage without separator", "http://h/a.png--->maybe"):
-        with pytest.raises(ValueError):  # the tutorial worker is told
+    for garbage in ("garbage without separator", "http://h/a.png--->maybe",
+                    "http://h/a.png--->failure HTTP Error 404"):
+        with pytest.raises(ValueError) as refused:  # the tutorial worker is told, and how
             ResultQueueView(b).put(garbage)
-    assert b.counts()["refused"] == 2, "and the master counts (and logs) it"
+        assert str(refused.value).endswith(
+            "; put 'URL--->success' or 'URL--->failure: reason'"), refused.value
+    assert b.counts()["refused"] == 3, "and the master counts (and logs) it"
 
 
 def test_remembered_urls_are_never_queued_again(board: MakeBoard) -> None:

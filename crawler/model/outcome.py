@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from crawler.model.wire import Report
 
 SEPARATOR = "--->"
+# Said with a result line refused: the tutorial worker's author sees it, and fixes the format.
+_LINE_FORMS = f"; put 'URL{SEPARATOR}success' or 'URL{SEPARATOR}failure: reason'"
 MAX_REASON_CHARS = 4096  # a failure's reason, at most (a report with a longer one is refused)
 MAX_UNREAD_CHARS = 60  # of a Retry-After that cannot be read, kept to be said
 # A 429 without Retry-After still says "too many requests", about the whole host: it
@@ -210,13 +212,14 @@ class Attempt(NamedTuple):
         """Parse a classic result string: ``URL--->success`` or ``URL--->failure: reason``."""
         url, sep, rest = line.partition(SEPARATOR)
         if not sep:
-            raise ValueError(f"result {line[:200]!r} has no {SEPARATOR!r}")
+            raise ValueError(f"result {line[:200]!r} has no {SEPARATOR!r}{_LINE_FORMS}")
         rest = rest.strip()
         if rest.lower() == "success":
             return cls(url=url.strip(), ok=True)
         status, _, reason = rest.partition(":")
         if status.strip().lower() != "failure":
-            raise ValueError(f"result {line[:200]!r} is neither success nor failure")
+            raise ValueError(f"result {line[:200]!r} is neither success nor failure"
+                             f"{_LINE_FORMS}")
         # One line, of a sensible length: it goes to results.log and the summary as is.
         reason = one_line(reason)
         return cls(url=url.strip(), ok=False, reason=reason or "failure",
