@@ -1040,6 +1040,25 @@ def test_pages_in_address_order_and_images_with_the_pages_words(tmp_path: Path) 
     assert f"http://{host}/p2.html (2)" in options
 
 
+def test_a_pages_images_in_address_order_whatever_order_they_finished(tmp_path: Path) -> None:
+    """The manifest holds images in the order workers finished them, which changes from run
+    to run: the gallery showed a page's i10, i2, i1 so, and in another order after the next
+    crawl. Like the pages, they are in the order of their addresses, numbers as numbers."""
+    out = tmp_path / "out"
+    host = "example.test"
+    lines = []
+    for n in (10, 2, 1):
+        body = png(8, 8, n)
+        store(out, f"{host}/img/i{n}.png", body)
+        lines.append(success(f"http://{host}/img/i{n}.png", f"http://{host}/",
+                             f"{host}/img/i{n}.png", body))
+    (out / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    soup = BeautifulSoup(write_report(out).read_text(encoding="utf-8"), "html.parser")
+    [page] = sections(soup)
+    assert [figure.img["src"].rsplit("/", 1)[1] for figure in page.select("figure")] == [
+        "i1.png", "i2.png", "i10.png"]
+
+
 def test_host_filter_matches_hosts_that_hold_characters_html_escapes(tmp_path: Path) -> None:
     """A host name may hold "&", "'" or '"' (URLs keep them); each host is one option of
     the filter, and its value is the data-host of its images and failures. The figures'

@@ -567,6 +567,9 @@ def render_parts(manifest: Manifest, folders: Path | Sequence[Path]) -> list[str
         page_numbers.setdefault(entry.page, len(page_numbers) + 1)
     figures_before = live_figures = 0
     for number, (page, entries) in enumerate(groups, 1):
+        # A page's images in the order of their addresses too: the manifest's is the order
+        # workers finished them, so i10, i2, i7 one run and i7, i10, i2 the next.
+        entries = sorted(entries, key=lambda entry: _in_order(entry.url))
         gallery.append(f'<section class="page" id="page-{number}"><h2>')
         gallery.append(_link(page) if page is not None else "Found on no recorded page")
         failed = f", {failed_on[page]} failed" if failed_on[page] else ""
@@ -754,7 +757,8 @@ def _figure(out: list[str], entry: Entry, page_number: int, page_html: str,
 
 
 def _in_order(page: str | None) -> tuple[bool, list[tuple[str, int]]]:
-    """A sort key for pages: by address, with runs of digits compared as numbers."""
+    """A sort key for pages and images: by address, with runs of digits compared as
+    numbers."""
     if page is None:
         return True, []
     parts = re.split(r"(\d+)", page)
