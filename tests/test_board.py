@@ -1129,7 +1129,7 @@ def test_counts_and_workers_say_the_same_on_both_boards(board: MakeBoard) -> Non
                    Attempt(url="http://h/b.png", ok=False, reason="HTTP 503", transient=True)])
     assert b.counts() == {"queued": 1, "in_flight": 0, "delayed": 1, "done": 1, "retries": 1,
                           "expired": 0, "duplicates": 0, "unknown": 0, "reclaimed": 0,
-                          "refused": 0, "workers": 1}
+                          "refused": 0, "workers": 1, "tutorial": 0}
     b.heartbeat("other")  # an unknown worker's call makes a record of its own
     clock.now += 1
     [w, other] = b.workers()

@@ -186,9 +186,10 @@ def test_a_binary_key_file_reaches_local_workers(site: FixtureServer, tmp_path: 
     check_results(out, site.url)
 
 
-def crawl_by_the_tutorial_worker(seed: str, tmp_path: Path) -> Path:
+def crawl_by_the_tutorial_worker(seed: str, tmp_path: Path) -> tuple[Path, str]:
     """A master at ``seed`` into ``tmp_path/out``, its images downloaded by the classic
-    tutorial worker alone, both ending 0; returns the output folder."""
+    tutorial worker alone, both ending 0; returns the output folder and what the master
+    said on standard error."""
     out = tmp_path / "out"
     master = start_crawler("master", seed, "--bind", "127.0.0.1:0", "--out", str(out),
                            cwd=tmp_path)
@@ -202,18 +203,22 @@ def crawl_by_the_tutorial_worker(seed: str, tmp_path: Path) -> Path:
     finally:
         stop(master)
     assert master.returncode == 0, err
-    return out
+    return out, err
 
 
 def test_classic_worker_serves_a_real_crawl(site: FixtureServer, tmp_path: Path,
                                             authkey: str) -> None:
-    out = crawl_by_the_tutorial_worker(site.url + "/", tmp_path)
+    out, err = crawl_by_the_tutorial_worker(site.url + "/", tmp_path)
     lines = (out / "results.log").read_text().splitlines()
     assert sorted(lines) == sorted(
         [f"{site.url}{p}--->success" for p in EXPECTED_OK]
         + [f"{site.url}{p}--->failure: HTTP Error 404: Not Found" for p in EXPECTED_FAILED])
     entry = read_manifest(out)[0]
     assert entry["worker"] == "classic"
+    # Its workers are counted as ours, who say hello, are: "workers 0 at most" alone said
+    # that no worker came, while the tutorial worker did the whole crawl.
+    last = [line for line in err.splitlines() if " progress: " in line][-1]
+    assert last.endswith(", workers 0 at most + tutorial"), last
 
 
 def test_a_tutorial_workers_passing_failure_is_tried_again(
@@ -224,7 +229,7 @@ def test_a_tutorial_workers_passing_failure_is_tried_again(
     site = build_site(pages=1, images_per_page=4, min_kb=1, max_kb=2)
     serve_routes(server, site.files, fail_once=503)
     (tmp_path / "settings.toml").write_text("[download]\nbackoff_base = 0.05\n")
-    entries = manifest_lines(crawl_by_the_tutorial_worker(server.url + "/", tmp_path))
+    entries = manifest_lines(crawl_by_the_tutorial_worker(server.url + "/", tmp_path)[0])
     assert len(entries) == 4 and {(e["status"], e["attempts"]) for e in entries} == {
         ("success", 2)}, entries
 

@@ -11,6 +11,7 @@ import struct
 import sys
 import termios
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pyte
 import pytest
@@ -215,6 +216,26 @@ def test_the_last_plain_line_says_how_many_workers_there_were() -> None:
     lines = out.getvalue().splitlines()
     assert lines[0].endswith("workers 2"), lines  # live: how many there are
     assert lines[-1].endswith("workers 2 at most"), lines
+
+
+def test_tutorial_workers_at_work_are_said_beside_the_count() -> None:
+    """Tutorial workers say no hello, so are not counted: "workers 0" alone, while they did
+    the crawl, said that no worker came. Both lines and the live bar say they are there."""
+    clock = Clock()
+    reporter, out = plain_reporter(clock)
+    snapshot = Snapshot(found=10, tutorial_workers=True)
+    for _ in range(2):
+        clock.now += 6.0
+        snapshot.downloaded += 2
+        reporter.update(snapshot)
+        snapshot.tutorial_workers = False  # gone by the end: the last line still says so
+    reporter.close()
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith("workers 0 + tutorial"), lines
+    assert lines[1].endswith("workers 0"), lines
+    assert lines[-1].endswith("workers 0 at most + tutorial"), lines
+    assert "0 workers + tutorial  retries 789" in status_line(
+        replace(BIG, workers=0, tutorial_workers=True), 5e6, 200)
 
 
 def test_a_workers_line_rates_its_recent_downloads_not_its_whole_life() -> None:

@@ -425,7 +425,11 @@ class TaskBoard:
                     "duplicates": self.duplicates, "unknown": self.unknown,
                     "reclaimed": self.reclaimed, "refused": self.refused,
                     "workers": sum(1 for w in self._workers.values()
-                                   if not self._is_gone(w, now))}
+                                   if not self._is_gone(w, now)),
+                    # Whether tutorial workers are at work (how many, no one knows): the
+                    # display said "workers 0" while they did the whole crawl.
+                    "tutorial": int(self._classic is not None
+                                    and not self._tutorial_gone(self._classic, now))}
 
     def _is_gone(self, record: WorkerRecord, now: float) -> bool:
         """Gone, as shown: it said goodbye, or fell silent for worker_silence (our workers
@@ -454,7 +458,12 @@ class TaskBoard:
             return []
         now = self._clock()
         with self._cond:
-            return [_shown(w, now, gone=now - w.last_contact > self.policy.lease_timeout)]
+            return [_shown(w, now, gone=self._tutorial_gone(w, now))]
+
+    def _tutorial_gone(self, record: WorkerRecord, now: float) -> bool:
+        """Tutorial workers call no more than a get() and a put() a URL: silent for
+        lease_timeout, the time each has for its URL, they are taken as gone."""
+        return now - record.last_contact > self.policy.lease_timeout
 
     # ----- the workers' side -------------------------------------------------
 

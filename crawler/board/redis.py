@@ -568,7 +568,9 @@ class RedisBoard:
         numbers = {_text(flat[at]): int(flat[at + 1]) for at in range(0, len(flat), 2)}
         names = ("queued", "in_flight", "delayed", "done", "retries", "expired",
                  "duplicates", "unknown", "reclaimed", "refused")
-        return {**{name: numbers.get(name, 0) for name in names}, "workers": int(live)}
+        # No tutorial workers: they speak to the embedded queue only.
+        return {**{name: numbers.get(name, 0) for name in names}, "workers": int(live),
+                "tutorial": 0}
 
     # TaskBoard's counters, as attributes there.
     retries = property(lambda self: self._count("retries"))

@@ -1099,6 +1099,7 @@ class Master:
         snapshot.in_flight = counts["in_flight"]
         snapshot.retries = counts["retries"] + self._page_retries  # images' and pages'
         snapshot.workers = counts["workers"]
+        snapshot.tutorial_workers = bool(counts["tutorial"])
         shared = self._shared_frontier
         if shared is not None:  # the whole crawl's counts, every master's pages included
             snapshot.found = unsettled(counts) + counts["done"]

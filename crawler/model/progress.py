@@ -72,6 +72,7 @@ class Snapshot:
     retries: int = 0
     bytes: int = 0
     workers: int = 0
+    tutorial_workers: bool = False  # some at work too (how many is unknown: they say no hello)
     resumed_images: int = 0  # finished by earlier runs: left out of this run's rates
     resumed_bytes: int = 0
     resumed_stored: int = 0  # of resumed_images, those stored

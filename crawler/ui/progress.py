@@ -46,6 +46,9 @@ def human_duration(seconds: float) -> str:
 
 
 RATE_WINDOW = 10.0  # seconds the live rates are taken over
+# After the count of our workers, when tutorial workers (who say no hello, so are not
+# counted) work too: "workers 0" alone, while they did the whole crawl, said none came.
+TUTORIAL_TOO = " + tutorial"
 
 
 class RateWindow:
@@ -192,7 +195,8 @@ def status_line(s: Snapshot, byte_rate: float | None, width: int, *, final: bool
         size += f" {human_bytes(byte_rate)}/s" + (" average" if final else "")
     if final:
         return fit([pages(" +{} not visited"), size, f"retries {s.retries}"], width)
-    full = [pages(" +{} queued"), f"in flight {s.in_flight}", size, f"{s.workers} workers",
+    workers = f"{s.workers} workers" + (TUTORIAL_TOO if s.tutorial_workers else "")
+    full = [pages(" +{} queued"), f"in flight {s.in_flight}", size, workers,
             f"retries {s.retries}"]
     if len("  ".join(full)) <= width:
         return "  ".join(full)
@@ -211,10 +215,12 @@ class PlainReporter:
         self._last = clock()
         self._snapshot: Snapshot | None = None
         self._most_workers = 0
+        self._tutorial_seen = False
 
     def update(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
         self._most_workers = max(self._most_workers, snapshot.workers)
+        self._tutorial_seen = self._tutorial_seen or snapshot.tutorial_workers
         now = self._clock()
         if now - self._last >= self._interval:
             self._last = now
@@ -226,15 +232,18 @@ class PlainReporter:
             # The crawl is over and its workers have left: how many it had, as the
             # rates are the run's averages.
             self._write(self._snapshot, self._rates.averages(self._snapshot),
-                        f"{self._most_workers} at most")
+                        f"{self._most_workers} at most"
+                        + (TUTORIAL_TOO if self._tutorial_seen else ""))
 
     def _write(self, s: Snapshot, rates: tuple[float, float] | None,
                workers: str | None = None) -> None:
         rate = "" if rates is None else f" ({human_bytes(rates[1])}/s, {image_rate(rates[0])})"
+        if workers is None:
+            workers = f"{s.workers}{TUTORIAL_TOO if s.tutorial_workers else ''}"
         print(f"{time.strftime('%H:%M:%S')} progress: pages {s.pages} ({s.pages_queued} queued, "
               f"{s.pages_failed} failed), images found {s.found}, downloaded {s.downloaded}, "
               f"failed {s.failed}, in flight {s.in_flight}, retries {s.retries}, "
-              f"{human_bytes(s.bytes)}{rate}, workers {workers or s.workers}",
+              f"{human_bytes(s.bytes)}{rate}, workers {workers}",
               file=self._stream, flush=True)
 
 
