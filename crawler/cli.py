@@ -52,6 +52,7 @@ from crawler.config import (
     setting_type,
     setting_value,
     shown_value,
+    without_password,
 )
 from crawler.errors import (
     CrawlerError,
@@ -633,6 +634,13 @@ def _settings(args: argparse.Namespace) -> Settings:
         if key in overrides:
             _check_flag(flag, key, overrides[key])
             args.flag_of_key[key] = flag
+    proxy = overrides.get("http.proxy")
+    if isinstance(proxy, str) and without_password(proxy) != proxy:
+        # Never logged, but every user of the host reads a command line: as a broker's
+        # password there is refused and a seed's said.
+        log.warning("--proxy %s: its password shows in ps to every user of this host for "
+                    "the whole crawl; give the proxy's URL in $HTTPS_PROXY and $HTTP_PROXY, "
+                    "or in http.proxy of a settings file, instead", without_password(proxy))
     return settings.with_values(overrides, "command line") if overrides else settings
 
 

@@ -827,6 +827,20 @@ def test_a_proxy_password_is_left_out_of_every_message(tmp_path: Path) -> None:
     assert done.returncode == 2 and "--proxy 'http://***@[x'" in done.stderr, done.stderr
 
 
+def test_a_proxy_password_on_the_command_line_is_said_to_show_in_ps(tmp_path: Path) -> None:
+    """Never logged, but taken in silence where every user of the host reads it: a
+    broker's password there is refused, a seed's said."""
+    done = run_crawler("master", "http://127.0.0.1:9/", "--proxy", "http://u:PXSECRET@127.0.0.1:9",
+                       "--dry-run", "--out", str(tmp_path / "o"), cwd=tmp_path)
+    assert ("--proxy http://u:***@127.0.0.1:9: its password shows in ps to every user of this "
+            "host for the whole crawl; give the proxy's URL in $HTTPS_PROXY and $HTTP_PROXY, "
+            "or in http.proxy of a settings file, instead") in done.stderr, done.stderr
+    assert "PXSECRET" not in done.stderr
+    plain = run_crawler("master", "http://127.0.0.1:9/", "--proxy", "http://127.0.0.1:9",
+                        "--dry-run", "--out", str(tmp_path / "o"), cwd=tmp_path)
+    assert "shows in ps" not in plain.stderr, plain.stderr
+
+
 def test_a_worker_says_a_malformed_proxy_variable_as_it_starts_in_one_line(
         tmp_path: Path) -> None:
     """It joined its master first, then logged a traceback ("cannot start the download
