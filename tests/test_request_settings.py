@@ -450,6 +450,20 @@ def test_headers_cookies_and_logins_reach_the_server(recorder: Recorder, tmp_pat
         assert seen["Authorization"] == basic("alice", "s3cret-pass")
 
 
+def test_a_header_given_no_value_is_not_sent_as_curls_h_does(recorder: Recorder,
+                                                             tmp_path: Path,
+                                                             page_get: PageGet) -> None:
+    """``--header 'Accept:'`` sent an empty Accept header; curl's -H 'Accept:' sends none,
+    and that is what its users mean."""
+    options = options_from(tmp_path, headers=("Accept:", "X-Team: images", "X-Gone:"))
+    assert fetch(recorder.url + "/img.png", options, tmp_path).ok
+    page_get(options, recorder.url + "/page.html")
+    assert len(recorder.seen) == 2
+    for seen in recorder.seen:  # the image (the engine), then the page (the master's client)
+        assert seen["X-Team"] == "images"
+        assert "Accept" not in seen and "X-Gone" not in seen, dict(seen)
+
+
 def test_text_beyond_ascii_reaches_the_server_as_utf8(recorder: Recorder, tmp_path: Path,
                                                       page_get: PageGet) -> None:
     """A user agent, header, cookie or password may hold any letter: sent as UTF-8 bytes,

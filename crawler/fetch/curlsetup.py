@@ -331,7 +331,9 @@ def header_lines(options: RequestOptions, accept: str, *,
     of the URL asked for, and the LOGIN_HEADERS are left out."""
     given = {name.lower() for name, _ in options.headers}
     lines = [] if "accept" in given else [f"Accept: {accept}"]
-    lines += [f"{name}: {value}" if value else f"{name};" for name, value in options.headers
+    # "Name:" with no value sends no such header, libcurl's own left out too, as curl's
+    # -H 'Accept:' does (it went as an empty "Accept:", which is not what curl users mean).
+    lines += [f"{name}: {value}" if value else f"{name}:" for name, value in options.headers
               if not (other_origin and name.lower() in LOGIN_HEADERS)]
     return [line.encode() for line in lines]
 
