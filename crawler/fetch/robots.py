@@ -21,6 +21,7 @@ from crawler.model.outcome import status_reason
 
 log = logging.getLogger(__name__)
 
+DISALLOWED = "disallowed by robots.txt"  # the refusal by the rules a robots.txt gave
 MAX_ROBOTS_BYTES = 512 * 1024  # what Google reads of a robots.txt
 ROBOTS_REDIRECTS = 5  # RFC 9309: at least five; past them, as if there were none
 # Seconds after a failed refresh of rules past their age before the next try (less if
@@ -51,7 +52,7 @@ class RobotsFile(NamedTuple):
             return None
         if self.unreachable:
             return f"robots.txt unreachable ({self.unreachable})"
-        return "disallowed by robots.txt"
+        return DISALLOWED
 
 
 ALLOW_ALL = RobotsFile(Protego.parse(""))

@@ -54,7 +54,6 @@ _CUT = 2
 _FAILED = 3
 _AT_DEPTH = 4
 ROBOTS_UNREACHABLE = "robots.txt unreachable"  # the start of such a refusal's reason
-ROBOTS_DISALLOWED = "disallowed by robots.txt"  # a refusal by the rules a robots.txt gave
 # An outcome whose image's name in the image folder was taken (the worker store's
 # PathConflict), as this version words its advice and as earlier ones did ("; move it
 # away"): the reason, up to the field after it.

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from crawler.config import CrawlSettings
-from crawler.master.journal import ROBOTS_DISALLOWED, Journal
+from crawler.fetch.robots import DISALLOWED as ROBOTS_DISALLOWED
+from crawler.master.journal import Journal
 from crawler.master.missing import MissingImages
 from crawler.model.files import MANIFEST_NAME, PAGES_NAME, RESULTS_NAME
 from crawler.model.outcome import IMAGES_DIR, Requeued

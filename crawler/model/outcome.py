@@ -307,10 +307,6 @@ class Requeued(NamedTuple):
     passing: int  # a passing reason: a timeout, a refused connection, a 5xx or 429
     name_taken: int  # their name in the image folder was taken by a stray file or folder
 
-    @property
-    def total(self) -> int:
-        return self.passing + self.name_taken
-
 
 ATTEMPT_FIELDS = frozenset(Attempt._fields)
 _OUTCOME_FIELDS = tuple(f.name for f in dataclasses.fields(Outcome))
