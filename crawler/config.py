@@ -187,8 +187,16 @@ class ValueFault(ValueError):
     """A value that fails its setting's check, said by what is wrong with it."""
 
 
-_NON_NEGATIVE = Check(lambda v: 0 <= v <= _LARGEST, f"a number >= 0 (at most {_LARGEST:.0e})")
-_POSITIVE = Check(lambda v: 0 < v <= _LARGEST, f"a number > 0 (at most {_LARGEST:.0e})")
+
+
+def _too_large(value: float) -> str:
+    """What is wrong with a count or a time past any sensible one ("" for any other)."""
+    return f"{value!r} is too large (at most {_LARGEST:,})" if value > _LARGEST else ""
+
+
+# The bound is said only to a value past it: "> 0 (at most 1e+12)" read as a typo.
+_NON_NEGATIVE = Check(lambda v: 0 <= v <= _LARGEST, "a number >= 0", _too_large)
+_POSITIVE = Check(lambda v: 0 < v <= _LARGEST, "a number > 0", _too_large)
 # Control characters (a line break would add a header of its own to every request).
 _CONTROLS = re.compile("[\x00-\x1f\x7f]")
 

@@ -253,8 +253,7 @@ def test_an_empty_file_name_is_said_to_be_one(tmp_path: Path, flag: str) -> None
 def test_flag_with_bad_value_exits_2(tmp_path: Path) -> None:
     result = run_crawler("master", "http://127.0.0.1:1/", "--depth", "-1", cwd=tmp_path)
     assert result.returncode == 2
-    assert error_line(result) == ("crawler: error: --depth -1: expected a number >= 0 "
-                                  "(at most 1e+12)")
+    assert error_line(result) == "crawler: error: --depth -1: expected a number >= 0"
 
 
 def test_port_in_use_exits_4(tmp_path: Path, site: FixtureServer) -> None:

@@ -274,9 +274,9 @@ def test_download_limits_cross_the_wire_and_are_checked_on_arrival() -> None:
     assert limits_from_wire({"deadline": 3}) == Limits(deadline=3.0)  # an older master's
     with pytest.raises(BadCrawlInfo, match=r"does not know \(max_pixels\): it runs a newer"):
         limits_from_wire({**limits._asdict(), "max_pixels": 10**6})
-    with pytest.raises(BadCrawlInfo, match=r"a deadline of inf, not a number > 0 \(at most"):
+    with pytest.raises(BadCrawlInfo, match=r"a deadline that is refused: inf is too large"):
         limits_from_wire({"deadline": float("inf")})
-    with pytest.raises(BadCrawlInfo, match=r"a connect_timeout of 1e\+300, not a number > 0"):
+    with pytest.raises(BadCrawlInfo, match=r"connect_timeout that is refused: 1e\+300 is too"):
         limits_from_wire({"connect_timeout": 1e300})  # libcurl takes milliseconds in a long
     with pytest.raises(BadCrawlInfo, match="a max_bytes of 0, not a number > 0"):
         limits_from_wire({"max_bytes": 0})

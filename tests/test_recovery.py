@@ -229,7 +229,7 @@ def test_local_worker_threads_are_checked_by_the_master(tmp_path: Path) -> None:
                             cwd=tmp_path, capture_output=True, text=True, timeout=60,
                             check=False)
     assert result.returncode == 2, result.stderr
-    assert "--threads -1: expected a number > 0 (at most 1e+12)" in result.stderr
+    assert "--threads -1: expected a number > 0" in result.stderr
 
 
 def _small_files_only() -> None:

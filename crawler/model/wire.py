@@ -15,7 +15,7 @@ import re
 from collections.abc import Collection, Mapping
 from typing import Any, NotRequired, TypedDict
 
-from crawler.config import CrawlSettings, Limits, setting_value
+from crawler.config import CrawlSettings, Limits, ValueFault, setting_value
 from crawler.errors import BadCrawlInfo, ConfigError
 from crawler.model.imagescope import ImagePatterns, ImageScope
 from crawler.model.outcome import (
@@ -209,6 +209,8 @@ def settings_from_wire(data: object, keys: Mapping[str, str], what: str,
     for name, value in values.items():
         try:
             values[name] = setting_value(keys[name], value)
+        except ValueFault as exc:  # says what is wrong, the value quoted
+            raise BadCrawlInfo(f"{sender} sent a {name} that is refused: {exc}") from None
         except ValueError as exc:
             raise BadCrawlInfo(f"{sender} sent a {name} of {value!r:.40}, not {exc}") from None
     return values
