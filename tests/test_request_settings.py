@@ -199,18 +199,26 @@ def test_a_tls_failure_says_what_failed_not_an_earlier_refusal(
     assert reply.failure.startswith("TLS certificate not trusted: "), reply.failure
 
 
-def test_an_encrypted_client_key_is_a_tls_error_for_good_not_a_prompt(
-        https_recorder: Recorder, ca: CertAuthority, tmp_path: Path) -> None:
-    """No passphrase is set: OpenSSL asked for one on the terminal, mid-progress."""
+def _encrypted_key(ca: CertAuthority, path: Path, *, traditional: bool = False) -> Path:
+    """The client key of ``ca``, encrypted with a passphrase: PKCS#8's form, or
+    OpenSSL's older one (a Proc-Type header inside an RSA or EC block)."""
     from cryptography.hazmat.primitives import serialization
 
     key = serialization.load_pem_private_key(ca.client_key.read_bytes(), password=None)
-    locked = tmp_path / "locked.key"
-    locked.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(b"secret")))
+    form = (serialization.PrivateFormat.TraditionalOpenSSL if traditional
+            else serialization.PrivateFormat.PKCS8)
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, form,
+                                       serialization.BestAvailableEncryption(b"secret")))
+    return path
+
+
+def test_an_encrypted_client_key_is_a_tls_error_for_good_not_a_prompt(
+        https_recorder: Recorder, ca: CertAuthority, tmp_path: Path) -> None:
+    """No passphrase is set: OpenSSL asked for one on the terminal, mid-progress. (The
+    start refuses such a key; an engine given one anyway fails it, and asks nothing.)"""
+    locked = _encrypted_key(ca, tmp_path / "locked.key")
     options = options_from(tmp_path, ca_bundle=str(ca.ca_cert), client_cert=str(ca.client_cert),
-                           client_key=str(locked))
+                           client_key=str(ca.client_key))._replace(client_key=str(locked))
     attempt = fetch(https_url(https_recorder) + "/img.png", options, tmp_path)
     assert (attempt.kind, attempt.transient) == (FailureKind.TLS, False), attempt
     assert attempt.reason.startswith("TLS error"), attempt.reason
@@ -1372,6 +1380,31 @@ def test_a_client_certificate_that_is_no_pem_is_refused_as_a_process_starts(
     both = tmp_path / "both.pem"  # a certificate with its key in one file, as curl takes
     both.write_bytes(ca.client_cert.read_bytes() + ca.client_key.read_bytes())
     assert options_from(tmp_path, client_cert=str(both)).client_cert == str(both)
+
+
+@pytest.mark.parametrize("traditional", [False, True], ids=["pkcs8", "openssl"])
+def test_an_encrypted_client_key_is_refused_at_start_with_the_way_out(
+        ca: CertAuthority, tmp_path: Path, traditional: bool) -> None:
+    """The crawler takes no passphrase: such a key failed every https request of the
+    crawl, each image for good, after the crawl had started."""
+    locked = _encrypted_key(ca, tmp_path / "locked.key", traditional=traditional)
+    out = tmp_path / "out"
+    for command in (("master", "http://127.0.0.1:9/", "--bind", "127.0.0.1:0"),
+                    ("worker", f"127.0.0.1:{free_port()}", "--connect-wait", "0")):
+        done = run_crawler(*command, "--client-cert", str(ca.client_cert), "--client-key",
+                           "locked.key", "--out", str(out), cwd=tmp_path)
+        assert done.returncode == 2, (command, done.stderr)
+        assert done.stderr == (
+            "crawler: error: --client-key (http.client_key): locked.key holds an encrypted "
+            "private key, and the crawler takes no passphrase (every https request would "
+            "fail): decrypt a copy with 'openssl pkey -in locked.key -out PLAIN.key' and give "
+            "that, readable by you alone\n"), (command, done.stderr)
+        assert not out.exists()
+    both = tmp_path / "both.pem"  # the key beside the certificate: named as that file
+    both.write_bytes(ca.client_cert.read_bytes() + locked.read_bytes())
+    with pytest.raises(ConfigError, match=r"^http\.client_cert: .*both\.pem holds an "
+                                          r"encrypted private key"):
+        options_from(tmp_path, client_cert=str(both))
 
 
 def test_no_proxy_turns_off_the_settings_files_proxy_too(recorder: Recorder,

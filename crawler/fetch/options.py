@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 _LEADING_DIGITS = re.compile(r"\d+")
 _PEM_KEY = re.compile(r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----")
+# PKCS#8's encrypted form, and OpenSSL's older one (a header inside an RSA or EC block).
+_ENCRYPTED_KEY = re.compile(r"-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type: 4,ENCRYPTED")
 _PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\s*",
                               re.DOTALL)
 
@@ -333,6 +335,12 @@ def _check_client_pem(cert: str, key: str) -> None:
         raise ConfigError(f"http.client_cert: {cert} holds no private key beside its "
                           "certificate: give the key's file with --client-key "
                           "(http.client_key)")
+    holder, setting = (key, "http.client_key") if key else (cert, "http.client_cert")
+    if _ENCRYPTED_KEY.search(_read_text(holder, setting)):
+        raise ConfigError(f"{setting}: {holder} holds an encrypted private key, and the "
+                          "crawler takes no passphrase (every https request would fail): "
+                          f"decrypt a copy with 'openssl pkey -in {holder} -out PLAIN.key' "
+                          "and give that, readable by you alone")
 
 
 class _FirstEntries(dict[str, Any]):
