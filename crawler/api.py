@@ -345,7 +345,9 @@ def _argument_key(authkey: bytes | str) -> Authkey:
 def crawl(seeds: str | Iterable[str], *, out: str | os.PathLike[str] | None = None,
           local_workers: int = 2, settings: Settings | None = None, dry_run: bool = False,
           resume: bool = False, fresh: bool = False, authkey: bytes | str | None = None,
-          on_image: Callable[[str], None] | None = None, **overrides: Any) -> Summary:
+          on_image: Callable[[str], None] | None = None,
+          broker: str | BrokerAddress | None = None, crawl_name: str | None = None,
+          join: bool = False, **overrides: Any) -> Summary:
     """Crawl from ``seeds`` into ``out`` with ``local_workers`` worker processes; return
     the :class:`Summary` once the crawl is over (also written to ``out/summary.json``).
 
@@ -356,6 +358,12 @@ def crawl(seeds: str | Iterable[str], *, out: str | os.PathLike[str] | None = No
     crawl waits for workers started elsewhere (``crawler worker``). A dry run
     calls ``on_image(url)`` for each image URL it would queue; without it, the
     URLs go to standard output, as ``crawler master --dry-run`` prints them.
+
+    With ``broker`` (``"redis://HOST:PORT/DB"``, as :func:`run_worker` takes it), the
+    crawl's state is in Redis under ``crawl_name`` (default ``"crawl"``), as
+    ``crawler master --broker`` keeps it: no queue is served (workers join the
+    broker), and the same call again carries the crawl on. ``join=True``, with no
+    seeds, joins the crawl ``crawl_name`` that another master started there.
 
     Raises :class:`~crawler.errors.NothingCrawled` when no seed page could be
     fetched, and the other :class:`~crawler.errors.CrawlerError` kinds for bad
@@ -384,11 +392,19 @@ def crawl(seeds: str | Iterable[str], *, out: str | os.PathLike[str] | None = No
         raise UsageError("resume and fresh: give one of them (resume goes on with the "
                          "folder's crawl, fresh forgets it)")
     _check_kinds(settings, out, authkey)
+    address = _broker_address(broker, crawl_name)
     given = [seeds] if isinstance(seeds, str) else _seed_list(seeds)
-    seed_list = seed_urls(given)
+    _check_broker_crawl(address, join=join, seeds=given, dry_run=dry_run, resume=resume,
+                        fresh=fresh, authkey=authkey)
+    seed_list = seed_urls(given) if given or not join else ()
     chosen = settings_with(settings, _with_out(overrides, out))
-    key = (_argument_key(authkey) if authkey
-           else master_authkey(None, Path(chosen.output.dir), keep=not dry_run))
+    if address is not None:
+        from crawler.master.authkey import Authkey
+
+        key = Authkey()  # no queue served: workers log in to the broker
+    else:
+        key = (_argument_key(authkey) if authkey
+               else master_authkey(None, Path(chosen.output.dir), keep=not dry_run))
 
     def on_images(urls: list[str]) -> None:
         assert on_image is not None
@@ -400,7 +416,8 @@ def crawl(seeds: str | Iterable[str], *, out: str | os.PathLike[str] | None = No
         return run_crawl(chosen, seed_list, key, local_workers=local_workers,
                          dry_run=dry_run, resume=resume, fresh=fresh, announce=log.info,
                          on_images=on_images if on_image is not None else None,
-                         schemeless=schemeless_seeds(given))
+                         schemeless=schemeless_seeds(given), broker=address,
+                         crawl_name=crawl_name, join=join)
     except CrawlerError as exc:
         forget_if_refused(key, exc)  # refused as it started: no key or folder left
         raise
@@ -427,6 +444,29 @@ def _broker_address(broker: object, crawl_name: object) -> BrokerAddress | None:
         raise UsageError(f"broker must be a URL, redis://HOST:PORT/DB (got "
                          f"{type(broker).__name__})")
     return parse_broker(broker, from_command_line=False)
+
+
+def _check_broker_crawl(broker: BrokerAddress | None, *, join: object, seeds: list[str],
+                        dry_run: bool, resume: bool, fresh: bool, authkey: object) -> None:
+    """UsageError for crawl() arguments that do not go with a crawl on a broker (or
+    that need one), as ``crawler master --broker`` refuses the same flags."""
+    if not isinstance(join, bool):
+        raise UsageError(f"join must be True or False (got {join!r})")
+    if join and broker is None:
+        raise UsageError("join is for a crawl on a broker: give broker= (and crawl_name=)")
+    if join and seeds:
+        raise UsageError("join takes the crawl's seeds from the broker: give no seeds ([])")
+    if broker is None:
+        return
+    if dry_run:
+        raise UsageError("dry_run records nothing, on a broker or elsewhere: drop broker=")
+    if resume or fresh:
+        raise UsageError("resume and fresh are about the output folder's journal; on a "
+                         "broker, the crawl's state is there: call again to carry the crawl "
+                         "on, or give a new crawl_name")
+    if authkey is not None:
+        raise UsageError("authkey is the queue's key, and a crawl on a broker serves no "
+                         "queue (its workers log in to the broker): drop authkey=")
 
 
 def _check_kinds(settings: object, out: object, authkey: object) -> None:

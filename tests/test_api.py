@@ -231,6 +231,50 @@ def test_run_worker_takes_the_brokers_url_as_the_command_does(
     assert done.stop_reason == "" and done.done == len(stored) > 0
 
 
+def test_crawl_keeps_its_state_on_a_broker_and_a_second_master_joins_it(
+        tmp_path: Path, site: FixtureServer, redis_server: RedisServer,
+        crawl_name: str) -> None:
+    """crawl() had no broker: a program had to run ``crawler master --broker``."""
+    before = process_state()
+    out = tmp_path / "out"
+    summary = crawler.crawl([site.url + "/"], out=out, local_workers=1, threads=2,
+                            broker=redis_server.url, crawl_name=crawl_name)
+    assert process_state() == before
+    assert summary.completed and not summary.interrupted
+    ok = [e for e in manifest_lines(out) if e["status"] == "success"]
+    assert summary.succeeded == summary.stored_this_run == len(ok) > 0
+    images = site_images()
+    for entry in ok:
+        assert (out / entry["path"]).read_bytes() == images[entry["url"].removeprefix(site.url)]
+    assert not (out / "authkey").exists()  # no queue was served, no key made for one
+    client = redis_server.client()
+    assert client.keys(f"*{crawl_name}*"), "the crawl's state is in Redis"
+    # Another master joins the crawl by its name alone: done already, it has nothing to do.
+    joined = crawler.crawl([], out=tmp_path / "second", local_workers=0,
+                           broker=redis_server.url, crawl_name=crawl_name, join=True)
+    assert joined.completed and joined.stored_this_run == 0
+    assert joined.succeeded == summary.succeeded
+    assert process_state() == before
+
+
+def test_crawl_arguments_that_do_not_go_with_a_broker_are_usage_errors(tmp_path: Path) -> None:
+    url, seed = "redis://127.0.0.1:9/0", "http://127.0.0.1:9/"
+    for args, kwargs, said in (
+            ([], {"join": True}, "join is for a crawl on a broker: give broker="),
+            ([seed], {"broker": url, "join": True}, "join takes the crawl's seeds from"),
+            ([seed], {"broker": url, "join": "yes"}, "join must be True or False"),
+            ([seed], {"broker": url, "dry_run": True}, "dry_run records nothing"),
+            ([seed], {"broker": url, "resume": True}, "resume and fresh are about"),
+            ([seed], {"broker": url, "fresh": True}, "resume and fresh are about"),
+            ([seed], {"broker": url, "authkey": "k" * 32}, "a crawl on a broker serves no"),
+            ([seed], {"broker": 6379}, "broker must be a URL"),
+            ([seed], {"crawl_name": "docs"}, "give broker=")):
+        with pytest.raises(UsageError, match=said):
+            crawler.crawl(args, out=tmp_path / "out", local_workers=0,
+                          **kwargs)  # type: ignore[arg-type]
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_broker_given_wrongly_to_run_worker_is_a_usage_error(tmp_path: Path) -> None:
     url = "redis://127.0.0.1:9/0"
     for kwargs, said in (({"broker": 6379}, "broker must be a URL"),
