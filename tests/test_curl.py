@@ -26,6 +26,7 @@ from crawler.fetch import curlsetup
 from crawler.fetch.curl import CurlEngine
 from crawler.fetch.curlsetup import KeptConnections
 from crawler.fetch.easy import EasyClient
+from crawler.fetch.engine import HopRefusal
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
 from crawler.fetch.policy import RATE_LIMITED_PAUSE
@@ -979,7 +980,8 @@ def test_a_redirect_target_the_caller_refuses_is_not_fetched(
                         limits=Limits(), policy=LOOPBACK,
                         options=RequestOptions(), report=results.put, stop=threading.Event(),
                         check_hop=lambda url, verdict: verdict(
-                            "disallowed by robots.txt" if "/private/" in url else None))
+                            HopRefusal("disallowed by robots.txt") if "/private/" in url
+                            else None))
     thread = threading.Thread(target=engine.run, daemon=True)
     thread.start()
     try:

@@ -223,7 +223,7 @@ def test_a_robots_txt_that_never_answers_holds_only_its_own_redirect(
     assert (first_url, first.ok) == (site.url + "/plain.png", True)
     url, held = engine.next()
     assert url == site.url + "/to-silent.png"
-    assert (held.kind, held.transient) == (FailureKind.REDIRECT, False)
+    assert (held.kind, held.transient) == (FailureKind.REDIRECT, True)
     assert held.reason == (f"redirected to {silent.url}/x.png: robots.txt unreachable "
                            "(too slow (over 2 s))")
 
@@ -388,6 +388,34 @@ def test_a_silent_robots_txt_does_not_stall_a_crawl_past_its_deadline(
     assert entries["/to-silent.png"]["reason"] == (
         f"redirected to {silent.url}/x.png: robots.txt unreachable "
         "(too slow (over 2 s))")
+
+
+def test_a_redirect_held_by_an_unreadable_robots_txt_is_tried_again_by_the_next_run(
+        site: FixtureServer, second_host: FixtureServer, tmp_path: Path) -> None:
+    """As a page or image whose own robots.txt cannot be read: nothing of it is final."""
+    page = b'<html><body><img src="/to-cdn.png"></body></html>'
+    site.routes["/"] = lambda h: h.send_body(200, page, "text/html")
+    site.routes["/to-cdn.png"] = moved(second_host.url + "/x.png")
+    second_host.routes["/robots.txt"] = lambda h: h.send_body(503, b"down", "text/plain")
+    second_host.routes["/x.png"] = image
+    (tmp_path / "settings.toml").write_text("[download]\nmax_attempts = 1\n")
+    out = tmp_path / "out"
+    command = ("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+               "--local-workers", "1")
+    first = run_crawler(*command, cwd=tmp_path, timeout=60)
+    assert first.returncode == 0, first.stderr
+    [held] = manifest_lines(out)
+    assert held["reason"] == (f"redirected to {second_host.url}/x.png: robots.txt "
+                              "unreachable (HTTP 503)")
+    assert held["transient"] is True
+    assert json.loads((out / "summary.json").read_text())["images_to_retry"] == 1
+
+    second_host.routes["/robots.txt"] = lambda h: h.send_body(404, b"", "text/plain")
+    again = run_crawler(*command, cwd=tmp_path, timeout=60)
+    assert again.returncode == 0, again.stderr
+    [stored] = manifest_lines(out)
+    assert stored["status"] == "success", stored
+    assert "/x.png" in second_host.paths()
 
 
 def _crawl_a_page_on_silent_hosts(site: FixtureServer, tmp_path: Path, count: int,

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from crawler.fetch.easy import EasyClient
+from crawler.fetch.engine import HopRefusal
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
 from crawler.master.robots import Robots
@@ -136,9 +137,10 @@ class HopVerdicts:
         self.reader = RobotsReader(client, AGENT, 5.0, max_age=max_age)
 
     def refusal(self, url: str) -> str | None:
-        answers: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        answers: queue.SimpleQueue[HopRefusal | None] = queue.SimpleQueue()
         self.reader.ask(url, answers.put)
-        return answers.get(timeout=10)
+        answer = answers.get(timeout=10)
+        return answer.reason if answer is not None else None
 
 
 def test_a_workers_rules_past_their_max_age_are_read_again_and_kept_through_a_503(

@@ -65,6 +65,7 @@ from crawler.fetch.engine import (
     CURLE_HTTP2_STREAM,
     Abandoned,
     HopCheck,
+    HopRefusal,
     Report,
     Results,
     SinkFactory,
@@ -124,7 +125,7 @@ class CurlEngine:
         # Transfers waiting for check_hop's verdict on their next hop, by slot: they
         # hold no connection, so they do not count against ``slots``.
         self._parked: dict[Slot, Transfer] = {}
-        self._verdicts: queue.SimpleQueue[tuple[Slot, Transfer, str, str | None]] = \
+        self._verdicts: queue.SimpleQueue[tuple[Slot, Transfer, str, HopRefusal | None]] = \
             queue.SimpleQueue()
         self._outbox: Results = []
         self._lock = threading.Lock()  # submit() against the end of run()
@@ -468,7 +469,7 @@ class CurlEngine:
                          active=False)
 
     def _verdict_came(self, slot: Slot, transfer: Transfer, target: str,
-                      refusal: str | None) -> None:
+                      refusal: HopRefusal | None) -> None:
         """check_hop's verdict, from any thread: the loop acts on it (_take_verdicts)."""
         self._verdicts.put((slot, transfer, target, refusal))
         self._wake()
@@ -486,8 +487,8 @@ class CurlEngine:
                 self._guarded(slot, functools.partial(self._next_hop, target=target))
                 continue
             shown = target if len(target) <= SHOWN_URL else target[:SHOWN_URL] + "..."
-            self._finish(slot, failed(transfer, f"redirected to {shown}: {refusal}",
-                                      FailureKind.REDIRECT), active=False)
+            self._finish(slot, failed(transfer, f"redirected to {shown}: {refusal.reason}",
+                                      FailureKind.REDIRECT, refusal.passing), active=False)
 
     def _next_hop(self, slot: Slot, target: str) -> None:
         transfer = slot.transfer

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import pycurl
 
@@ -36,9 +36,20 @@ ACCEPT = "image/*,*/*;q=0.5"  # the Accept header of every image request
 Task = tuple[str, int]
 Results = list[tuple[str, Attempt | None]]
 Report = Callable[[Results], None]
+
+
+class HopRefusal(NamedTuple):
+    """Why a redirect is not followed. ``passing``: for a reason a later try may not meet
+    (the target's robots.txt could not be read), so the image is worth another try, by
+    this run or the next, as a page or image refused so by the master is."""
+
+    reason: str
+    passing: bool = False
+
+
 # Whether a redirect may be followed. A check is called with the target URL and a
 # verdict to give once, at once or later from any thread: why not, or None to follow.
-HopVerdict = Callable[[str | None], None]
+HopVerdict = Callable[[HopRefusal | None], None]
 HopCheck = Callable[[str, HopVerdict], None]
 
 

@@ -4,9 +4,10 @@ The master judges the URL it queues; where that URL redirects to is seen
 only by the worker, hop by hop. Each target must be in the crawl's image
 scope and allowed by its own origin's robots.txt for the crawl's user agent,
 read the way the master reads it (``crawler.fetch.robots``): once per
-origin per worker, an unreachable one refusing everything, and again once
-older than the crawl's ``crawl.robots_max_age`` (RFC 9309 2.4), the old rules
-standing while it is unreachable then.
+origin per worker, an unreachable one refusing everything (for now: such an
+image is worth another try, by this run or the next, as the master's are), and
+again once older than the crawl's ``crawl.robots_max_age`` (RFC 9309 2.4), the
+old rules standing while it is unreachable then.
 
 The engine asks on its event thread and must not wait there: a robots.txt
 may take up to its timeout. So the engine parks the transfer, a few reader
@@ -24,7 +25,7 @@ import time
 from typing import NamedTuple
 
 from crawler.fetch.easy import EasyClient
-from crawler.fetch.engine import HopVerdict
+from crawler.fetch.engine import HopRefusal, HopVerdict
 from crawler.fetch.robots import (
     RobotsFile,
     kept_on_refresh,
@@ -82,7 +83,7 @@ class RobotsReader:
                     self._origins.put(origin)
                     self._add_reader()
                 return
-        verdict(known.robots.refusal(url, self._agent))
+        verdict(_hop_refusal(known.robots, url, self._agent))
 
     def close(self) -> None:
         """Stop the readers; the client is closed only if none is still in a request."""
@@ -114,7 +115,7 @@ class RobotsReader:
                 self._files[origin] = read
                 askers = self._waiting.pop(origin, [])
             for url, verdict in askers:
-                verdict(read.robots.refusal(url, self._agent))
+                verdict(_hop_refusal(read.robots, url, self._agent))
 
     def _read(self, origin: str) -> _Read:
         """``origin``'s rules and when to read them again; past their age, the rules
@@ -135,6 +136,15 @@ class RobotsReader:
         return _Read(robots, since_boot() + max_age)
 
 
+def _hop_refusal(robots: RobotsFile, url: str, user_agent: str) -> HopRefusal | None:
+    """Why ``robots`` refuses a redirect to ``url``: for want of the file (unreachable),
+    a refusal a later try may not meet, as the master's of a page or image is."""
+    reason = robots.refusal(url, user_agent)
+    if reason is None:
+        return None
+    return HopRefusal(reason, passing=robots.unreachable is not None)
+
+
 class RedirectCheck:
     """The engine's ``check_hop``: image scope first (no request), then robots.txt."""
 
@@ -144,7 +154,7 @@ class RedirectCheck:
 
     def __call__(self, url: str, verdict: HopVerdict) -> None:
         if not self._scope.allows(url):
-            verdict(OUT_OF_SCOPE)
+            verdict(HopRefusal(OUT_OF_SCOPE))
         elif self._robots is None:
             verdict(None)
         else:
