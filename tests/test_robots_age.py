@@ -133,8 +133,8 @@ def test_a_refresh_answered_404_means_no_rules(
 class HopVerdicts:
     """A worker's robots.txt reader, asked as its engine asks, answers waited for."""
 
-    def __init__(self, client: EasyClient, max_age: float) -> None:
-        self.reader = RobotsReader(client, AGENT, 5.0, max_age=max_age)
+    def __init__(self, client: EasyClient, max_age: float | None, timeout: float = 5.0) -> None:
+        self.reader = RobotsReader(client, AGENT, timeout, max_age=max_age)
 
     def refusal(self, url: str) -> str | None:
         answers: queue.SimpleQueue[HopRefusal | None] = queue.SimpleQueue()
@@ -161,6 +161,28 @@ def test_a_workers_rules_past_their_max_age_are_read_again_and_kept_through_a_50
         assert hops.refusal(server.url + "/new") == "disallowed by robots.txt"
         assert hops.refusal(server.url + "/old") is None
         assert robots_reads(server) == 3
+    finally:
+        hops.reader.close()
+
+
+def test_a_workers_robots_txt_unreachable_at_first_is_read_again_after_its_timeout(
+        make_server: Callable[[], FixtureServer]) -> None:
+    """The redirects it refused are tried again, by this run or the next (a worker outlives
+    a run): none may meet the same refusal for the rules' whole age, a day by default."""
+    server = make_server()
+    server.routes["/robots.txt"] = route = RobotsRoute(b"down", status=503)
+    timeout = 1.0
+    hops = HopVerdicts(EasyClient(LOOPBACK, RequestOptions()), None, timeout)
+    try:
+        unreachable = "robots.txt unreachable (HTTP 503)"
+        assert hops.refusal(server.url + "/a") == unreachable
+        assert hops.refusal(server.url + "/a") == unreachable
+        assert robots_reads(server) == 1, "not read again on every redirect"
+        route.swap(disallowing("/old"))
+        time.sleep(timeout + 0.1)
+        assert hops.refusal(server.url + "/a") is None
+        assert hops.refusal(server.url + "/old") == "disallowed by robots.txt"
+        assert robots_reads(server) == 2
     finally:
         hops.reader.close()
 

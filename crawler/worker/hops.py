@@ -5,9 +5,10 @@ only by the worker, hop by hop. Each target must be in the crawl's image
 scope and allowed by its own origin's robots.txt for the crawl's user agent,
 read the way the master reads it (``crawler.fetch.robots``): once per
 origin per worker, an unreachable one refusing everything (for now: such an
-image is worth another try, by this run or the next, as the master's are), and
-again once older than the crawl's ``crawl.robots_max_age`` (RFC 9309 2.4), the
-old rules standing while it is unreachable then.
+image is worth another try, by this run or the next, as the master's are, and
+the file is read again a deadline later), and again once older than the
+crawl's ``crawl.robots_max_age`` (RFC 9309 2.4), the old rules standing while
+it is unreachable then.
 
 The engine asks on its event thread and must not wait there: a robots.txt
 may take up to its timeout. So the engine parks the transfer, a few reader
@@ -119,9 +120,13 @@ class RobotsReader:
 
     def _read(self, origin: str) -> _Read:
         """``origin``'s rules and when to read them again; past their age, the rules
-        read before while the file is unreachable, tried again a while later."""
+        read before while the file is unreachable, tried again a while later. A file
+        never read yet is read again a deadline after it could not be: the redirects
+        it refused are tried again, and this worker may outlive the run."""
         with self._lock:
             previous = self._files.get(origin)
+        if previous is not None and previous.robots.unreachable is not None:
+            previous = None  # no rules were read: none to keep
         try:
             robots = read_robots(self._client, origin, self._timeout,
                                  refreshing=previous is not None)
@@ -133,6 +138,8 @@ class RobotsReader:
                      origin, robots.unreachable, self._refresh_retry)
             return _Read(previous.robots, since_boot() + self._refresh_retry)
         max_age = self._max_age if self._max_age is not None else float("inf")
+        if robots.unreachable is not None:
+            return _Read(robots, since_boot() + min(self._timeout, max_age))
         return _Read(robots, since_boot() + max_age)
 
 
