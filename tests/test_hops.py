@@ -35,7 +35,7 @@ from crawler.master.scope import Scope
 from crawler.model.imagescope import ImageScope
 from crawler.model.outcome import Attempt, FailureKind
 from crawler.model.wire import image_scope_from_wire, limits_from_wire, robots_rules_from_wire
-from crawler.worker.hops import OUT_OF_SCOPE, RedirectCheck, RobotsReader
+from crawler.worker.hops import OUT_OF_SCOPE, READERS, RedirectCheck, RobotsReader
 from crawler.worker.sink import sinks_into
 from crawler.worker.store import Store
 from crawler.worker.worker import Worker, WorkerOptions
@@ -124,7 +124,8 @@ class Hops:
         client = EasyClient(LOOPBACK, RequestOptions(user_agent=AGENT),
                             ca_file=default_ca_file())
         self.check = RedirectCheck(ImageScope.from_patterns(deny=deny),
-                                   RobotsReader(client, AGENT, robots_timeout))
+                                   RobotsReader(client, AGENT, robots_timeout,
+                                                gives_up=self.limits.deadline))
         self.store = Store(out)
         self.results: queue.SimpleQueue[tuple[str, Attempt | None]] = queue.SimpleQueue()
         self.engine = CurlEngine(slots=4, new_sink=sinks_into(self.store, self.limits),
@@ -235,6 +236,30 @@ def test_a_redirect_waiting_for_robots_txt_still_ends_at_the_download_deadline(
     attempt = engine.fetch([site.url + "/to-silent.png"])[site.url + "/to-silent.png"]
     assert (attempt.kind, attempt.transient) == (FailureKind.TOO_SLOW, True)
     assert attempt.reason == "too slow: not finished within 1.5 s"
+
+
+def test_robots_txt_files_no_redirect_waits_for_any_more_are_not_read(
+        site: FixtureServer, second_host: FixtureServer, hops: Callable[..., Hops]) -> None:
+    """Hung ones of redirects already cut by their deadline held every reader a whole
+    timeout each, and a later redirect to a host that answers at once waited behind them
+    past its own deadline ("too slow"): a page of many images redirected to hosts that
+    never answer made the images of every other redirect fail so."""
+    silent = [SilentServer() for _ in range(3 * READERS)]
+    try:
+        for number, server in enumerate(silent):
+            site.routes[f"/to-silent-{number}.png"] = moved(server.url + "/x.png")
+        site.routes["/to-cdn.png"] = moved(second_host.url + "/open/c.png")
+        second_host.routes["/open/c.png"] = image
+        engine = hops(robots_timeout=2.0, limits=Limits(deadline=1.5))
+        engine.submit([f"{site.url}/to-silent-{number}.png" for number in range(len(silent))])
+        cut = [engine.next()[1] for _ in silent]
+        assert {attempt.kind for attempt in cut} == {FailureKind.TOO_SLOW}
+        time.sleep(1.0)  # the readers are done with the first hung ones
+        attempt = engine.fetch([site.url + "/to-cdn.png"])[site.url + "/to-cdn.png"]
+        assert attempt.ok, attempt.reason
+    finally:
+        for server in silent:
+            server.close()
 
 
 def test_the_image_scope_crosses_the_wire_as_text_and_is_checked_on_arrival() -> None:

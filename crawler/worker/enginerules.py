@@ -96,7 +96,7 @@ def _redirect_check(crawl: CrawlInfo, policy: AddressPolicy, request: RequestOpt
         client = EasyClient(policy, request, connect_timeout=limits.connect_timeout,
                             ca_file=None if request.ca_bundle else default_ca_file())
         reader = RobotsReader(client, crawl["user_agent"], robots["timeout"],
-                              max_age=robots["max_age"])
+                              max_age=robots["max_age"], gives_up=limits.deadline)
     return RedirectCheck(scope, reader)
 
 

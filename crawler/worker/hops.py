@@ -47,6 +47,12 @@ TICK = 0.5  # how often an idle reader looks for the end
 CLOSE_GRACE = 1.0  # seconds close() waits for readers before leaving them to the exit
 
 
+class _Asker(NamedTuple):
+    url: str
+    verdict: HopVerdict
+    asked_at: float  # time.monotonic()
+
+
 class _Read(NamedTuple):
     robots: RobotsFile
     stale_at: float  # since_boot() when it is read again
@@ -56,10 +62,13 @@ class RobotsReader:
     """robots.txt per origin, read by a few threads of its own; verdicts by callback."""
 
     def __init__(self, client: EasyClient, user_agent: str, timeout: float,
-                 readers: int = READERS, max_age: float | None = None) -> None:
+                 readers: int = READERS, max_age: float | None = None,
+                 gives_up: float | None = None) -> None:
         """``max_age``: seconds an origin's rules are kept before they are read again
-        (None: for good)."""
+        (None: for good). ``gives_up``: seconds after which an asker waits no more (its
+        download's deadline cut it): an origin none waits for is not read (None: never)."""
         self._client = client
+        self._gives_up = gives_up
         self._agent = user_agent
         self._timeout = timeout
         self._readers = readers
@@ -67,7 +76,7 @@ class RobotsReader:
         self._refresh_retry = refresh_retry(max_age)
         self._lock = threading.Lock()
         self._files: dict[str, _Read] = {}
-        self._waiting: dict[str, list[tuple[str, HopVerdict]]] = {}  # origin -> its askers
+        self._waiting: dict[str, list[_Asker]] = {}  # origin -> its askers
         self._origins: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._closed = threading.Event()
@@ -79,7 +88,7 @@ class RobotsReader:
             known = self._files.get(origin)
             if known is None or since_boot() >= known.stale_at:
                 askers = self._waiting.setdefault(origin, [])
-                askers.append((url, verdict))
+                askers.append(_Asker(url, verdict, time.monotonic()))
                 if len(askers) == 1:  # the first to ask: read it
                     self._origins.put(origin)
                     self._add_reader()
@@ -108,6 +117,8 @@ class RobotsReader:
                 origin = self._origins.get(timeout=TICK)
             except queue.Empty:
                 continue
+            if not self._still_awaited(origin):
+                continue
             read = self._read(origin)
             with self._lock:
                 self._files.pop(origin, None)  # one read again goes last
@@ -115,8 +126,24 @@ class RobotsReader:
                     del self._files[next(iter(self._files))]
                 self._files[origin] = read
                 askers = self._waiting.pop(origin, [])
-            for url, verdict in askers:
+            for url, verdict, _ in askers:
                 verdict(_hop_refusal(read.robots, url, self._agent))
+
+    def _still_awaited(self, origin: str) -> bool:
+        """Whether an asker still waits for ``origin``'s robots.txt; if none does, it is
+        forgotten until the next one asks. A hung file read for askers already cut held a
+        reader its whole timeout, and the redirects behind it waited past their deadline."""
+        if self._gives_up is None:
+            return True
+        cut_before = time.monotonic() - self._gives_up
+        with self._lock:
+            askers = [asker for asker in self._waiting.get(origin, ())
+                      if asker.asked_at > cut_before]
+            if askers:
+                self._waiting[origin] = askers
+                return True
+            self._waiting.pop(origin, None)
+            return False
 
     def _read(self, origin: str) -> _Read:
         """``origin``'s rules and when to read them again; past their age, the rules
