@@ -15,7 +15,7 @@ import pytest
 from crawler.master import launcher
 from crawler.master.authkey import Authkey
 
-from .conftest import command_words, wait_until
+from .conftest import FixtureServer, command_words, run_crawler, wait_until
 
 
 def _forked(tmp_path: Path) -> tuple[launcher._ForkedWorker, int, Path]:
@@ -236,3 +236,19 @@ def test_a_worker_of_a_folder_whose_name_is_not_utf8_starts(tmp_path: Path) -> N
                                   tmp_path / "w.log", None)
     assert child.wait(10) == 7
     assert ran.read_bytes() == b"worker 127.0.0.1:9 --out " + os.fsencode(out)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_worker_log_that_cannot_be_written_stops_the_master_with_exit_3(
+        site: FixtureServer, tmp_path: Path, authkey: str, workers: str) -> None:
+    """A folder where a local worker's log goes: its worker could not start, and the
+    master waited for ever for a worker to take its images."""
+    out = tmp_path / "out"
+    (out / f"worker-{workers}.log").mkdir(parents=True)
+    done = run_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+                       "--local-workers", workers, "--quiet", cwd=tmp_path, timeout=30)
+    assert done.returncode == 3, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line == (f"crawler: error: cannot write the local worker log {out}/worker-{workers}"
+                    ".log: it is a folder; move it away, or choose another output folder")
+    assert not list(out.glob("images/**/*.png")), "no worker was started"

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from crawler.config import BROKER_PASSWORD_ENV
-from crawler.errors import AuthkeyError, CrawlerError
+from crawler.errors import AuthkeyError, CrawlerError, StorageError
 from crawler.master.authkey import ENV_VAR, Authkey, is_loopback
 from crawler.model.wire import LOCAL_WORKER_ENV, STOPPED_BY_ITS_MASTER_ENV
 
@@ -226,6 +226,8 @@ class LocalWorkers:
         niceness = _worker_niceness()
         first = len(self._processes)
         for n in range(first, first + count):
+            _check_log(self._log_path(n + 1))
+        for n in range(first, first + count):
             log_path = self._log_path(n + 1)
             process: _Process
             try:
@@ -387,6 +389,19 @@ class _ForkedWorker:
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+def _check_log(log_path: Path) -> None:
+    """Make sure a local worker's log can be written before it starts: one that cannot
+    is the output folder's fault, said here, where a worker unable to start would leave
+    the crawl waiting for ever for a worker to take its images."""
+    try:
+        with log_path.open("ab"):
+            pass
+    except OSError as exc:
+        why = "it is a folder" if log_path.is_dir() else exc.strerror or str(exc)
+        raise StorageError(f"cannot write the local worker log {log_path}: {why}; move it "
+                           "away, or choose another output folder") from exc
+
+
 def _fork_worker(command: Callable[[Sequence[str]], int], args: Sequence[str],
                  env: dict[str, str], log_path: Path, gate: int | None,
                  niceness: int | None = None) -> _ForkedWorker:
@@ -436,7 +451,8 @@ def _be_worker(command: Callable[[Sequence[str]], int], args: Sequence[str],
         log_fd = _above_stdio(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666))
     except OSError as exc:
         os.write(2, f"crawler: error: local worker log {log_path}: {exc.strerror}\n".encode())
-        return 73  # EX_CANTCREAT
+        # The folder's fault, as a worker's that cannot store: its master stops, not waits.
+        return StorageError.exit_code
     null_fd = _above_stdio(os.open(os.devnull, os.O_RDONLY))
     if gate is not None:
         gate = _above_stdio(gate)
