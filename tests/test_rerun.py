@@ -305,6 +305,28 @@ def test_a_page_crawled_by_a_rerun_is_no_longer_listed_as_failed(
     assert "page/1.html</a></td><td>" not in gallery
 
 
+def test_a_page_line_cut_by_a_full_disk_leaves_the_next_runs_lines_readable(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """pages.jsonl is appended to from run to run, and never written anew from the
+    journal: a line a full disk cut took the next run's first line with it, both one
+    line no reader could read."""
+    server = make_server()
+    _site_with_a_missing_page(server)
+    fail_first(server, {"/page/1.html"}, 503, times=4, retry_after="0")  # both runs' tries
+    out = tmp_path / "out"
+    (tmp_path / "settings.toml").write_text("[download]\nmax_attempts = 2\n")
+    pages = out / "pages.jsonl"
+    _crawl(server.url + "/", out, tmp_path)
+    whole = pages.read_bytes()
+    pages.write_bytes(whole[:-10])  # its last line cut, as a disk that filled leaves it
+    _crawl(server.url + "/", out, tmp_path)
+    lines = [json.loads(line) for line in pages.read_text().splitlines()]
+    assert ("/page/1.html", False) in [(line["url"].removeprefix(server.url), line["final"])
+                                       for line in lines]
+    report = run_crawler("report", str(out), cwd=tmp_path)
+    assert report.returncode == 0 and "malformed" not in report.stderr, report.stderr
+
+
 def test_a_folder_whose_crawl_read_nothing_takes_another_crawl_without_fresh(
         make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
     """A mistyped seed reads nothing (status 5): the folder keeps nothing of it, and the

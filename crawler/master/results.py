@@ -11,7 +11,8 @@ to, and a reader takes the last line of a URL. A page listed so that a run
 crawls after all loses its lines when the run's files close; one that fails
 again is listed anew, its earlier lines dropped then (else every run added a
 line per such page, for ever); one the run leaves out of its scope or never
-reaches stays listed.
+reaches stays listed. A last line cut short (a full disk) is dropped as a run
+starts: the run's own lines would go on from it.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ import collections
 import contextlib
 import json
 import logging
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from crawler.errors import StorageError
 from crawler.master.journal import ROBOTS_UNREACHABLE
@@ -58,6 +60,9 @@ _NAME_TAKEN = (
 # back): the reason names that file, and the image's, so a cleaner that emptied the
 # partials folder under a busy worker would list a reason per download.
 _PARTIAL_LOST = re.compile(r"partial file .+ is gone before it was stored[ ;]", re.DOTALL)
+# How much of pages.jsonl is read at a time, back from its end, to find its last line.
+_BLOCK = 64 * 1024
+
 _PARTIAL_LOST_COUNTED = ("partial file gone before it was stored; did another program clean "
                          "its folder?")
 
@@ -131,6 +136,7 @@ class ResultFiles:
             # One a run killed at its close left (kill -9, a power cut): only the close
             # that rewrites pages.jsonl would replace it, and it may never come.
             self._pages_partial().unlink(missing_ok=True)
+            _drop_a_cut_last_line(self.pages_path)
             self._rewrite(existing)
             self._results: TextIO = self.results_path.open("a", encoding="utf-8")
             self._manifest: TextIO = self.manifest_path.open("a", encoding="utf-8")
@@ -296,6 +302,37 @@ def _page_line(line: bytes) -> tuple[str | None, bool]:
     if not isinstance(data, dict) or not isinstance(data.get("url"), str):
         return None, True
     return str(data["url"]), data.get("final") is not False
+
+
+def _drop_a_cut_last_line(path: Path) -> None:
+    """Cut ``path`` after its last whole line. A line a full disk (or a crash) left
+    without its end would take this run's first line with it: one line that no reader
+    can read, and a page's failure lost with it."""
+    try:
+        with path.open("r+b") as file:
+            end = file.seek(0, os.SEEK_END)
+            whole = _after_the_last_line_break(file, end)
+            if whole == end:
+                return
+            file.truncate(whole)
+    except FileNotFoundError:
+        return
+    log.warning("%s ended in a line cut short (a full disk, or a crash as it was written): "
+                "its %d byte(s) dropped", path, end - whole)
+
+
+def _after_the_last_line_break(file: BinaryIO, end: int) -> int:
+    """Where the last whole line of ``file``, ``end`` bytes long, ends (0: none does),
+    read back from its end a block at a time."""
+    start = end
+    while start:
+        block = min(start, _BLOCK)
+        start -= block
+        file.seek(start)
+        data = file.read(block)
+        if b"\n" in data:
+            return start + data.rindex(b"\n") + 1
+    return 0
 
 
 def _pages_tried_again(path: Path) -> set[str]:
