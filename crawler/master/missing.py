@@ -4,10 +4,12 @@ A user who deletes ``images/`` (or some files in it) and runs the same crawl
 again expects the missing images back, as ``wget -nc`` or ``rsync`` would
 bring them. The journal still records them as stored, so without a look at
 the disk a rerun found the crawl done, and results.log and manifest.jsonl named
-files that were not there. Each recorded success's file is looked at once, as
-the result files are written anew from the journal (one ``stat``: 0.5 s for
-100,000 images on a busy machine, beside the 2 to 3 s of that rewrite); those gone
-are left out of the files and queued again.
+files that were not there. A file left empty is taken as gone too: a power cut
+leaves such files (workers report before their files reach the disk). Each
+recorded success's file is looked at once, as the result files are written anew
+from the journal (one ``stat``: 0.5 s for 100,000 images on a busy machine,
+beside the 2 to 3 s of that rewrite); those gone are left out of the files and
+queued again.
 
 Only images stored by a worker on this host are looked at: a worker on another
 host stores under its own ``--out`` folder, which this one cannot see. So does a
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from pathlib import Path
 
@@ -62,7 +65,13 @@ class MissingImages:
         if worker in self._elsewhere:
             return False
         # (a path outside the folder is refused as the report comes: wire.py)
-        return not os.path.isfile(self._base + path)  # noqa: PTH113 - see __init__
+        try:
+            found = os.stat(self._base + path)  # noqa: PTH116 - see __init__
+        except OSError:
+            return True
+        # Empty: a power cut left it so (workers report before their files reach the
+        # disk), and the store takes such a file for no image: the download replaces it.
+        return not stat.S_ISREG(found.st_mode) or found.st_size == 0
 
 
 def workers_elsewhere(journal: Journal) -> set[str]:

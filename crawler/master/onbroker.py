@@ -160,7 +160,8 @@ def fetch_missing_again(broker: BrokerCrawl, board: RedisBoard, out_dir: Path) -
             if missing.gone(settled.attempt.ok, settled.attempt.path, settled.worker)]
     again = board.fetch_again(gone) if gone else 0
     if again:
-        log.info("%d image(s) recorded as stored are missing from %s: fetched again",
+        log.info("%d image(s) recorded as stored are missing from %s (or left empty there): "
+                 "fetched again",
                  again, out_dir / IMAGES_DIR)
     return again
 
