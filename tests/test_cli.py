@@ -1283,6 +1283,28 @@ def test_a_master_starting_beside_another_never_reads_its_key_half_written(
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["authkey"]  # no draft left
 
 
+def test_an_empty_key_file_of_the_masters_own_says_to_remove_it(
+        tmp_path: Path, site: FixtureServer) -> None:
+    """A power cut soon after a master made OUT/authkey can leave it empty. The way out
+    said was to write a new key into ./authkey, a file no master reads: remove the one
+    in the folder instead, and the next start makes it again."""
+    no_key = {k: v for k, v in crawl_env(tmp_path).items() if k != "CRAWLER_AUTHKEY"}
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "authkey").write_bytes(b"")
+    command = ("master", site.url + "/", "--out", str(out), "--bind", "127.0.0.1:0",
+               "--dry-run")
+    refused = run_crawler(*command, cwd=tmp_path, env=no_key)
+    assert refused.returncode == 2, refused.stderr
+    assert error_line(refused) == (
+        f"crawler: error: the authkey file {out / 'authkey'} is empty; the master made it, "
+        "and a crash as it did can leave it so: remove it, and the master makes a new one")
+    (out / "authkey").unlink()
+    done = run_crawler(*command[:-1], "--local-workers", "1", cwd=tmp_path, env=no_key)
+    assert done.returncode == 0, done.stderr
+    assert (out / "authkey").read_bytes().strip()
+
+
 def test_a_master_refused_for_a_folder_in_use_leaves_the_key_it_made(tmp_path: Path) -> None:
     """Two masters started together on a new folder: one made the key, the other read it
     and took the lock. The one refused for the folder in use must not take that key

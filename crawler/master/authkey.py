@@ -55,6 +55,11 @@ class Authkey(NamedTuple):
 MASTERS_KEY_HINT = ("put the master's key in it: the file the master was started with, or "
                     "the authkey file in the master's output folder")
 
+# What a master should do with the key file of its own output folder found empty: it
+# made that file, and no worker can have used an empty key.
+OWN_KEY_HINT = ("the master made it, and a crash as it did can leave it so: remove it, and "
+                "the master makes a new one")
+
 
 def load_authkey(key_file: Path | None, *, generate: bool,
                  empty_hint: str = GENERATE_HINT) -> Authkey:
@@ -105,8 +110,8 @@ def master_authkey(key_file: Path | None, out_dir: Path, *, keep: bool) -> Authk
         return load_authkey(key_file, generate=False)
     path = out_dir / KEY_FILE_NAME
     if path.exists() or not keep:
-        return load_authkey(path, generate=False) if path.exists() else load_authkey(
-            None, generate=True)
+        return (load_authkey(path, generate=False, empty_hint=OWN_KEY_HINT) if path.exists()
+                else load_authkey(None, generate=True))
     key = secrets.token_hex(MIN_REMOTE_BYTES).encode()
     folders_made = _missing_folders(out_dir)
     make_folder(out_dir, "the output folder")
@@ -168,6 +173,10 @@ def _write_new(path: Path, key: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as file:
             file.write(key)
+            file.flush()
+            # On disk before its name is: else a power cut soon after could leave the
+            # name with no key in it, which no master or worker can start with.
+            os.fsync(file.fileno())
     except OSError:
         path.unlink(missing_ok=True)
         raise
