@@ -92,6 +92,27 @@ def test_a_journal_that_cannot_be_opened_is_not_called_damaged(site: FixtureServ
     assert "damaged" not in line and "move it away" not in line
 
 
+def test_a_journal_another_program_holds_says_so(site: FixtureServer, tmp_path: Path,
+                                                authkey: str) -> None:
+    """A program that writes to the journal (an sqlite3 shell left in a transaction) holds
+    it: "database is locked" alone said neither who nor what to do."""
+    out = tmp_path / "out"
+    out.mkdir()
+    journal = write_journal(out, images=10)
+    holder = sqlite3.connect(journal, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        done = run_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), "--quiet", "--resume", cwd=tmp_path, timeout=60)
+    finally:
+        holder.close()
+    assert done.returncode == 3, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line == (f"crawler: error: cannot write the crawl journal {journal}: another "
+                    "program holds it (an sqlite3 shell in a transaction?); end that, then "
+                    "run the same command again"), line
+
+
 def test_a_mistake_of_this_program_in_a_transaction_is_not_called_damage(
         tmp_path: Path) -> None:
     """A statement given the wrong values is a bug, raised as such, and rolled back: the

@@ -394,15 +394,24 @@ class _Transaction:
             if isinstance(exc, sqlite3.DatabaseError) and _says_damaged(exc):
                 raise _damaged(self._path, exc) from exc
             if isinstance(exc, sqlite3.OperationalError):  # full, read-only, locked
-                raise StorageError(f"cannot write the crawl journal {self._path}: {exc}"
-                                   ) from exc
+                raise _cannot_write(self._path, exc) from exc
             return  # anything else goes on as it was raised
         try:
             self._db.execute("COMMIT")
         except sqlite3.OperationalError as error:
-            raise StorageError(f"cannot write the crawl journal {self._path}: {error}") from error
+            raise _cannot_write(self._path, error) from error
         except sqlite3.DatabaseError as error:
             raise _damaged(self._path, error) from error
+
+
+def _cannot_write(path: Path, exc: sqlite3.OperationalError) -> StorageError:
+    """A write the journal refused. A lock another program held past SQLite's wait is
+    said as such: "database is locked" named neither who nor what to do."""
+    if exc.sqlite_errorname in ("SQLITE_BUSY", "SQLITE_LOCKED"):
+        return StorageError(f"cannot write the crawl journal {path}: another program holds "
+                            "it (an sqlite3 shell in a transaction?); end that, then run the "
+                            "same command again")
+    return StorageError(f"cannot write the crawl journal {path}: {exc}")
 
 
 def _says_damaged(exc: sqlite3.DatabaseError) -> bool:
