@@ -862,6 +862,39 @@ def test_a_body_without_length_cut_short_is_not_stored(engines: Callable[..., En
         assert isinstance(attempt, Attempt) and attempt.ok and attempt.bytes == len(body)
 
 
+NESTED_SVG = (b'<svg xmlns="http://www.w3.org/2000/svg" width="20" height="10">'
+              b'<svg width="10" height="10"><rect width="10" height="10" fill="red"/></svg>'
+              b'<svg x="10" width="10" height="10"><rect width="10" height="10" fill="blue"/>'
+              b'</svg></svg>')
+
+
+def test_an_svg_without_length_cut_after_an_inner_svg_is_not_stored(
+        engines: Callable[..., Engine]) -> None:
+    """An SVG may hold <svg> elements of its own (icons side by side): one cut just after
+    an inner one's closing tag ended on "</svg>" as a whole one does, and its left half
+    was stored as a success."""
+    cut = NESTED_SVG[:NESTED_SVG.index(b"</svg>") + len(b"</svg>")]
+    bodies = {b"/cut.svg": cut, b"/whole.svg": NESTED_SVG}
+
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        body = bodies[request.split(b" ")[1]]
+        conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: image/svg+xml\r\n\r\n" + body)
+        return False
+
+    base, done = raw_server(answer)
+    try:
+        engine = engines()
+        got = engine.fetch([f"{base}{path.decode()}" for path in bodies])
+    finally:
+        done.set()
+    attempt = got[f"{base}/cut.svg"]
+    assert isinstance(attempt, Attempt) and (attempt.ok, attempt.reason, attempt.transient) == (
+        False, "connection broken: body cut short (the image stops before its end)", True)
+    whole = got[f"{base}/whole.svg"]
+    assert isinstance(whole, Attempt) and whole.ok, whole
+    assert [p.read_bytes() for p in engine.store.root.rglob("*.svg")] == [NESTED_SVG]
+
+
 def test_a_length_libcurl_does_not_read_is_no_length_said(engines: Callable[..., Engine]) -> None:
     """A space before the colon: libcurl reads no Content-Length or Transfer-Encoding
     there (RFC 9112 allows none), and takes the closed connection for the body's end;

@@ -193,6 +193,23 @@ def test_an_svg_whose_last_closing_tag_is_not_its_roots_is_not_whole() -> None:
     assert ends_whole(svg + b"\n<!-- drawn by hand -->\n", SVG)  # what may follow the root
 
 
+def test_an_svg_is_whole_only_where_its_root_closes() -> None:
+    """Inner <svg> elements close before the root: a body cut after one is not whole,
+    nor one whose last closing tag is hidden in a comment or CDATA."""
+    inner = (b'<svg width="1" height="1"><rect width="1" height="1"/></svg>')
+    svg = f'<svg {SVG_NS} width="3" height="2">'.encode() + inner * 2 + b"</svg>"
+    assert ends_whole(svg, SVG)
+    assert ends_whole(svg + b"\n<!-- drawn by hand -->\n", SVG)
+    for end in range(len(svg)):
+        assert not ends_whole(svg[:end], SVG), svg[:end]
+    prefixed = b'<s:svg xmlns:s="x"><s:svg/><s:svg></s:svg></s:svg>'
+    assert ends_whole(prefixed, SVG) and not ends_whole(prefixed[:-len(b"</s:svg>")], SVG)
+    hidden = f'<svg {SVG_NS}><rect/><!-- </svg> --><![CDATA[ </svg> ]]>'.encode()
+    assert not ends_whole(hidden, SVG) and ends_whole(hidden + b"</svg>", SVG)
+    assert not ends_whole(f'<svg {SVG_NS}><rect/><!-- </svg>'.encode(), SVG)
+    assert ends_whole(f'<svg {SVG_NS} data-x="a>b"><rect/></svg>'.encode(), SVG)
+
+
 @pytest.mark.parametrize(("body", "kind"), [
     (b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\x00abcd\x00\x00\x00\x00" * 2000, PNG),
     (b"\xff\xd8" + b"\xff\xfe\x00\x02" * 2000, JPEG),

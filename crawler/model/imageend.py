@@ -258,23 +258,48 @@ def _avif_whole(body: bytes) -> bool:
     return (b"meta" in seen or b"moov" in seen) and b"mdat" in seen
 
 
-_SVG_ROOT = re.compile(rb"<(?:[A-Za-z_][-\w.]*:)?svg[\s/>]")
-_SVG_ROOT_CLOSED = re.compile(rb"</(?:[A-Za-z_][-\w.]*:)?svg\s*>")
+# What the walk of an SVG stops at: a comment, CDATA or a processing instruction (which
+# may hold any text, "</svg>" too) and the start or end tag of an <svg> element, with
+# or without a namespace prefix.
+_SVG_MARK = re.compile(rb"<!--|<!\[CDATA\[|<\?|<(/?)(?:[A-Za-z_][-\w.]*:)?svg(?=[\s/>])")
+_SVG_SKIP_TO = {b"<!--": b"-->", b"<![CDATA[": b"]]>", b"<?": b"?>"}
+# The rest of a tag: a ">" in a quoted attribute value does not end it. One way to match
+# each byte: a body that never closes the tag costs one pass, not a backtracking search.
+_TAG_REST = re.compile(rb"""(?:[^>"']|"[^"]*"|'[^']*')*>""")
 
 
 def _svg_whole(body: bytes) -> bool:
-    """Its root's closing tag, or a root that closes itself (``<svg .../>``)."""
-    root = _SVG_ROOT.search(body)
-    if root is None:
-        return False
-    tag_end = body.find(b">", root.start())
-    if tag_end < 0:
-        return False
-    if body[tag_end - 1:tag_end] == b"/":
-        return True
-    # The last closing tag is the root's. (A cut just after an inner <svg>'s closing
-    # tag would pass; one anywhere else leaves another tag last, or half of one.)
-    return _SVG_ROOT_CLOSED.match(body, max(tag_end, body.rfind(b"</"))) is not None
+    """Whether the root <svg> element closes: its own end tag, or ``<svg .../>``.
+
+    The <svg> elements inside it are counted: an SVG that draws its icons in <svg>s of
+    their own, cut just after one's end tag, ends on "</svg>" as a whole one does.
+    """
+    depth = 0  # <svg> elements open
+    pos = 0
+    for _ in range(WALK_STEPS):
+        mark = _SVG_MARK.search(body, pos)
+        if mark is None:
+            return False
+        skip_to = _SVG_SKIP_TO.get(mark.group())
+        if skip_to is not None:
+            end = body.find(skip_to, mark.end())
+            if end < 0:
+                return False  # cut inside it
+            pos = end + len(skip_to)
+            continue
+        tag = _TAG_REST.match(body, mark.end())
+        if tag is None:
+            return False  # cut inside the tag
+        pos = tag.end()
+        if mark.group(1):  # an end tag
+            if depth == 1:
+                return True
+            depth = max(0, depth - 1)
+        elif body[pos - 2:pos - 1] != b"/":
+            depth += 1
+        elif depth == 0:
+            return True  # a root that closes itself
+    return True
 
 
 _CHECKS = {
