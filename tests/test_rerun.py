@@ -15,6 +15,7 @@ from crawler.master.journal import Journal, PageDone
 from crawler.master.takeup import LONG_REWRITE_BYTES
 
 from .conftest import (
+    SITE,
     FixtureServer,
     by_url,
     command_lines,
@@ -579,3 +580,25 @@ def test_images_whose_name_a_stray_file_took_are_stored_by_a_rerun_once_it_is_mo
             "folder the crawler did not store are tried again") in err, err
     assert _stored(out) == set(failed)
     assert len(manifest_lines(out)) == len(failed), "one line per URL"
+
+
+def test_a_fresh_crawl_says_an_image_the_server_no_longer_serves_failed(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """--fresh forgets the crawl and keeps its images. An image that the server answers
+    404 for now was reported a success all the same, with the file the forgotten crawl
+    stored: a first try's failure stood for it as for an earlier try's unreported file."""
+    server = make_server()
+    png = (SITE / "images" / "red.png").read_bytes()
+    page = b'<html><body><img src="/a.png"></body></html>'
+    serve_routes(server, {"/": ("text/html", page), "/a.png": ("image/png", png)})
+    out = tmp_path / "out"
+    _crawl(server.url + "/", out, tmp_path, "--ignore-robots")
+    [stored] = manifest_lines(out)
+    assert stored["status"] == "success", stored
+
+    server.routes["/a.png"] = lambda handler: handler.send_body(404, b"gone", "text/plain")
+    _crawl(server.url + "/", out, tmp_path, "--ignore-robots", "--fresh")
+    [entry] = manifest_lines(out)
+    assert (entry["status"], entry["reason"]) == ("failure", "HTTP 404"), entry
+    assert (out / "results.log").read_text() == f"{server.url}/a.png--->failure: HTTP 404\n"
+    assert (out / stored["path"]).read_bytes() == png, "a stored file stays"

@@ -98,6 +98,10 @@ class Worker:
         # Finished downloads, in lists: a result of None hands the URL back unfinished.
         self._done: queue.SimpleQueue[list[tuple[str, Attempt | None]]] = queue.SimpleQueue()
         self._held: dict[str, float] = {}  # URL -> when it went to the engine
+        # URLs held on a later try (leased before, by this crawl or the run it resumes):
+        # only such a try's failure may stand for a file an earlier try stored unreported.
+        # A first try's file there is an earlier crawl's (kept by --fresh), not its result.
+        self._later_tries: set[str] = set()
         self._overdue: set[str] = set()  # reported stuck: the engine's late word is dropped
         # A URL leased to us again while the engine still has a try of an earlier lease of
         # it (a lease lost while silent, or reported stuck, came back): that try is
@@ -292,6 +296,7 @@ class Worker:
         reports, released = self._pending_reports, self._pending_releases
         self._collect(reports, released, wait=0.0)
         self._held.clear()  # (an engine that did not end in time: the master takes them back)
+        self._later_tries.clear()
         self._overdue.clear()
         self._deferred.clear()  # (_superseded stays: such an engine's try may not store)
         if another:
@@ -521,8 +526,13 @@ class Worker:
                 self._overdue.discard(url)
                 # After a try that may have stored the image: this one keeps that file.
                 self._deferred[url] = (url, max(attempt, 2))
+                self._later_tries.add(url)
             else:
                 begin.append((url, attempt))
+                if attempt > 1:
+                    self._later_tries.add(url)
+                else:
+                    self._later_tries.discard(url)
             self._held[url] = now
         self._begin(begin)
 
@@ -570,6 +580,8 @@ class Worker:
                     self._overdue.discard(url)
                     continue
                 self._held.pop(url, None)
+                later_try = url in self._later_tries
+                self._later_tries.discard(url)
                 if url in self._lost:  # another worker holds it now: nothing to say
                     with self._answered:
                         self._lost.discard(url)
@@ -577,7 +589,7 @@ class Worker:
                 if attempt is None or self._cannot_store(attempt):
                     released.append(url)
                 else:
-                    if not attempt.ok and self._store is not None:
+                    if not attempt.ok and later_try and self._store is not None:
                         attempt = kept_instead(self._store, attempt)
                     reports.append(attempt.to_wire())
                     self._count(attempt)
