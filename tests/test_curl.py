@@ -61,6 +61,7 @@ from .conftest import (
     start_crawler,
     wait_for_queue_address,
 )
+from .test_imageend import animation_played_once
 
 PNG = png(40, 30, 7)
 LOOPBACK = AddressPolicy(frozenset({"public", "loopback"}))
@@ -868,17 +869,21 @@ NESTED_SVG = (b'<svg xmlns="http://www.w3.org/2000/svg" width="20" height="10">'
               b'</svg></svg>')
 
 
-def test_an_svg_without_length_cut_after_an_inner_svg_is_not_stored(
+def test_a_body_without_length_cut_where_a_part_of_it_ends_is_not_stored(
         engines: Callable[..., Engine]) -> None:
-    """An SVG may hold <svg> elements of its own (icons side by side): one cut just after
-    an inner one's closing tag ended on "</svg>" as a whole one does, and its left half
-    was stored as a success."""
-    cut = NESTED_SVG[:NESTED_SVG.index(b"</svg>") + len(b"</svg>")]
-    bodies = {b"/cut.svg": cut, b"/whole.svg": NESTED_SVG}
+    """Cut where a part of the picture ends, a body looked whole: an SVG that draws its
+    icons in <svg> elements of their own, just after one's closing tag (it ended on
+    "</svg>" as a whole one does); an animation that plays once, between its frames (as a
+    still picture whose encoder left the trailer out). The part was stored as a success."""
+    animation = animation_played_once(2, delay=50)
+    bodies = {b"/cut.svg": NESTED_SVG[:NESTED_SVG.index(b"</svg>") + len(b"</svg>")],
+              b"/whole.svg": NESTED_SVG,
+              b"/cut.gif": animation_played_once(1, delay=50)[:-1],
+              b"/whole.gif": animation}
 
     def answer(conn: socket.socket, request: bytes) -> bool:
         body = bodies[request.split(b" ")[1]]
-        conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: image/svg+xml\r\n\r\n" + body)
+        conn.sendall(b"HTTP/1.0 200 OK\r\n\r\n" + body)
         return False
 
     base, done = raw_server(answer)
@@ -887,12 +892,17 @@ def test_an_svg_without_length_cut_after_an_inner_svg_is_not_stored(
         got = engine.fetch([f"{base}{path.decode()}" for path in bodies])
     finally:
         done.set()
-    attempt = got[f"{base}/cut.svg"]
-    assert isinstance(attempt, Attempt) and (attempt.ok, attempt.reason, attempt.transient) == (
-        False, "connection broken: body cut short (the image stops before its end)", True)
-    whole = got[f"{base}/whole.svg"]
-    assert isinstance(whole, Attempt) and whole.ok, whole
-    assert [p.read_bytes() for p in engine.store.root.rglob("*.svg")] == [NESTED_SVG]
+    for name in ("cut.svg", "cut.gif"):
+        attempt = got[f"{base}/{name}"]
+        assert isinstance(attempt, Attempt) and (attempt.ok, attempt.reason,
+                                                 attempt.transient) == (
+            False, "connection broken: body cut short (the image stops before its end)", True)
+    for name in ("whole.svg", "whole.gif"):
+        attempt = got[f"{base}/{name}"]
+        assert isinstance(attempt, Attempt) and attempt.ok, attempt
+    stored = {p.suffix: p.read_bytes() for p in (engine.store.root / "images").rglob("*")
+              if p.is_file()}
+    assert stored == {".svg": NESTED_SVG, ".gif": animation}
 
 
 def test_a_length_libcurl_does_not_read_is_no_length_said(engines: Callable[..., Engine]) -> None:

@@ -193,6 +193,29 @@ def test_an_svg_whose_last_closing_tag_is_not_its_roots_is_not_whole() -> None:
     assert ends_whole(svg + b"\n<!-- drawn by hand -->\n", SVG)  # what may follow the root
 
 
+def animation_played_once(frames: int, delay: int) -> bytes:
+    """A GIF of ``frames`` frames shown ``delay`` hundredths of a second each, with no
+    looping extension: an animation that plays once."""
+    still = encode_gif(4, 2, [[0, 1, 0, 1], [1, 0, 1, 0]], [(255, 0, 0), (0, 0, 255)])
+    screen = 13 + 3 * 128  # header, screen descriptor, global colour table
+    control = b"\x21\xf9\x04\x04" + struct.pack("<H", delay) + b"\x00\x00"
+    return still[:screen] + (control + still[screen:-1]) * frames + b";"
+
+
+def test_an_animation_cut_between_its_frames_is_not_whole() -> None:
+    """Cut after its first frame, an animation without a looping extension looked like
+    a still picture whose encoder left the trailer out."""
+    played_once = animation_played_once(2, delay=50)
+    first_frame = animation_played_once(1, delay=50)[:-1]  # no trailer
+    assert played_once.startswith(first_frame)
+    assert ends_whole(played_once, GIF)
+    assert not ends_whole(first_frame, GIF)
+    # A still picture with a graphic control extension of no delay (for its transparency)
+    # and no trailer is still whole.
+    still = animation_played_once(1, delay=0)
+    assert ends_whole(still[:-1], GIF)
+
+
 def test_an_svg_is_whole_only_where_its_root_closes() -> None:
     """Inner <svg> elements close before the root: a body cut after one is not whole,
     nor one whose last closing tag is hidden in a comment or CDATA."""

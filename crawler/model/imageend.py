@@ -51,14 +51,18 @@ def _png_whole(body: bytes) -> bool:
 def _gif_whole(body: bytes) -> bool:
     """Whether the block walk reaches the trailer; or, for a still picture, the end of
     its one image's data exactly at the body's end: encoders that leave the trailer
-    out exist (Python's own IDLE icons), and browsers show every pixel of them."""
+    out exist (Python's own IDLE icons), and browsers show every pixel of them. An
+    animation cut between its first two frames ends so too: one whose first frame has
+    a delay is not taken for a still picture."""
     pos = 13  # header and logical screen descriptor
     if len(body) < pos:
         return False
     if body[10] & 0x80:  # a global colour table
         pos += 3 << ((body[10] & 7) + 1)
     images = 0
-    animated = False  # a looping extension (NETSCAPE2.0, ANIMEXTS1.0): frames to come
+    # Frames to come: a looping extension (NETSCAPE2.0, ANIMEXTS1.0), or a frame shown for
+    # a while (a delay in its graphic control extension), as an animation that plays once.
+    animated = False
     steps = 0
     block = 0
     while pos < len(body):
@@ -69,9 +73,7 @@ def _gif_whole(body: bytes) -> bool:
         if block == 0x3B:  # the trailer
             return True
         if block == 0x21:  # an extension: its label, then sub-blocks
-            if body[pos + 1:pos + 2] == b"\xff" and body[pos + 3:pos + 11] in (
-                    b"NETSCAPE", b"ANIMEXTS"):
-                animated = True
+            animated = animated or _frames_to_come(body, pos)
             pos += 2
         elif block == 0x2C:  # an image: its descriptor, colour table, LZW code size
             if pos + 10 > len(body):
@@ -90,6 +92,16 @@ def _gif_whole(body: bytes) -> bool:
                 return True
         pos += 1
     return pos == len(body) and images == 1 and block == 0x2C and not animated
+
+
+def _frames_to_come(body: bytes, pos: int) -> bool:
+    """Whether the GIF extension at ``pos`` says that frames follow: a looping one, or a
+    graphic control extension that shows its frame for a while before the next."""
+    label = body[pos + 1:pos + 2]
+    if label == b"\xff":
+        return body[pos + 3:pos + 11] in (b"NETSCAPE", b"ANIMEXTS")
+    return (label == b"\xf9" and body[pos + 2:pos + 3] == b"\x04"
+            and int.from_bytes(body[pos + 4:pos + 6], "little") > 0)
 
 
 def _jpeg_whole(body: bytes) -> bool:
