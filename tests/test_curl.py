@@ -51,6 +51,7 @@ from .conftest import (
     SITE,
     FixtureHandler,
     FixtureServer,
+    Route,
     endless_nothing,
     finish,
     free_port,
@@ -499,6 +500,36 @@ def test_a_body_closed_early_on_an_http10_answer_is_cut_short(
     attempt = engines().one(server.url + "/closes.png")
     assert (attempt.reason, attempt.transient) == ("bad response: compressed body cut short",
                                                    True), attempt
+
+
+def test_a_body_closed_between_gzip_members_is_cut_short(
+        server: FixtureServer, engines: Callable[..., Engine]) -> None:
+    """Every gzip member ends a stream: with no length, a connection closed after the
+    first of two looked like the end of the body, and half a picture was stored."""
+    half = len(PNG) // 2
+    members = gzip.compress(PNG[:half]) + gzip.compress(PNG[half:])
+
+    def answers_until(end: int) -> Route:
+        def route(handler: FixtureHandler) -> None:
+            handler.send_response(200)
+            handler.send_header("Content-Type", "image/png")
+            handler.send_header("Content-Encoding", "gzip")
+            handler.send_header("Connection", "close")
+            handler.end_headers()
+            handler.wfile.write(members[:end])
+            handler.close_connection = True
+        return route
+
+    server.routes["/first-member.png"] = answers_until(len(gzip.compress(PNG[:half])))
+    server.routes["/members.png"] = answers_until(len(members))
+    engine = engines()
+    got = engine.fetch([server.url + "/first-member.png", server.url + "/members.png"])
+    cut, whole = got[server.url + "/first-member.png"], got[server.url + "/members.png"]
+    assert cut is not None and (cut.ok, cut.reason, cut.transient) == (
+        False, "connection broken: body cut short (the image stops before its end)", True), cut
+    assert whole is not None and whole.ok and whole.bytes == len(PNG), whole
+    stored = list(engine.store.root.rglob("*.png"))
+    assert [p.name for p in stored] == ["members.png"] and stored[0].read_bytes() == PNG
 
 
 def test_gzip_members_one_after_another_are_one_body(

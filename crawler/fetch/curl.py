@@ -430,8 +430,10 @@ class CurlEngine:
             # libcurl fails a body shorter than its Content-Length or chunked framing,
             # but takes a closed connection, or an HTTP/2 stream reset "without error",
             # for the end of one that said no length: such a body must show its end.
+            # A compressed stream's end does not vouch for it: each gzip member ends
+            # one, and a connection closed between two cut the image in half.
             return sink.finish(transfer.content_type, length_known=(
-                transfer.decoder is not None or b"content-length" in transfer.headers
+                b"content-length" in transfer.headers
                 or "chunked" in transfer.headers.get(b"transfer-encoding", "").lower()))
         except Abandoned as exc:
             return failed(transfer, str(exc), exc.kind, exc.transient)

@@ -130,8 +130,9 @@ class ImageSink:
         """Check and store the complete body; the Attempt that reports it.
 
         ``length_known``: the transport vouched for the body's length (a Content-Length,
-        chunked framing, a compressed stream's end). Without it, the body must reach its
-        format's end: a connection or HTTP/2 stream cut "without error" looks complete.
+        chunked framing). Without it, the body must reach its format's end: a connection
+        or HTTP/2 stream cut "without error" looks complete (even between two gzip
+        members, each of which ends a compressed stream).
         """
         leading = bytes(self._head)
         kind = self._kind or _require_image(leading)
