@@ -152,3 +152,22 @@ def test_a_name_taken_in_the_image_tree_fails_one_image_not_the_worker(
     assert taken["status"] == "failure" and "where a folder is needed" in taken["reason"]
     assert taken["attempts"] == 1, "a taken name is no reason to try again"
     assert (host_folder / "taken").read_text().startswith("a file someone put")
+
+
+def test_an_image_whose_end_a_crash_lost_is_replaced_by_the_download(
+        site: FixtureServer, tmp_path: Path, authkey: str) -> None:
+    """A power cut before the disk wrote all of a stored image out can leave its first
+    pages and zeros after them. Its head is an image's, so it was kept as the URL's file,
+    and the manifest called it a success: the download of the whole image was dropped."""
+    bodies = serve_images(site, ["/a.png", "/b.png"])
+    out = tmp_path / "out"
+    host_folder = out / "images" / "http" / site.url.removeprefix("http://").replace(":", "_")
+    host_folder.mkdir(parents=True)
+    whole = bodies["/a.png"]
+    (host_folder / "a.png").write_bytes(whole[:100] + bytes(len(whole) - 100))
+    manifest = crawl(site, out, authkey)
+    assert {entry["status"] for entry in manifest} == {"success"}, manifest
+    for entry in manifest:
+        stored = (out / entry["path"]).read_bytes()
+        assert stored == bodies[entry["url"].removeprefix(site.url)], entry["url"]
+        assert entry["sha256"] == hashlib.sha256(stored).hexdigest(), entry

@@ -703,7 +703,12 @@ def test_a_later_try_that_brings_another_type_keeps_the_file_stored_first(
     assert partials(store) == []
 
 
-@pytest.mark.parametrize("left", [b"", b"garbage\n", b"\x00" * 4096])
+# What a crash before the disk wrote an image out may leave: its first pages, zeros after.
+CUT_BY_A_CRASH = png(4, 4, 1)[:40] + b"\x00" * 4096
+
+
+@pytest.mark.parametrize("left", [b"", b"garbage\n", b"\x00" * 4096, CUT_BY_A_CRASH],
+                         ids=["empty", "garbage", "zeros", "cut by a crash"])
 def test_a_file_that_is_no_image_is_no_image_stored_for_its_url(tmp_path: Path,
                                                                  left: bytes) -> None:
     store = Store(tmp_path)
@@ -711,7 +716,8 @@ def test_a_file_that_is_no_image_is_no_image_stored_for_its_url(tmp_path: Path,
     assert store.stored_for("http://h/a.png") is None
 
 
-@pytest.mark.parametrize("left", [b"garbage\n", b"\x00" * 4096])
+@pytest.mark.parametrize("left", [b"garbage\n", b"\x00" * 4096, CUT_BY_A_CRASH],
+                         ids=["garbage", "zeros", "cut by a crash"])
 def test_a_file_that_is_no_image_in_an_images_place_is_replaced(tmp_path: Path,
                                                                left: bytes) -> None:
     """Zeros (what some file systems leave after a power cut) or garbage (a hand) were

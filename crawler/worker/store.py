@@ -29,6 +29,7 @@ from typing import BinaryIO, NamedTuple
 
 from crawler.errors import LeaseLost, PartialLost, PathConflict, StorageError
 from crawler.model.folders import file_in_the_way
+from crawler.model.imageend import ends_whole
 from crawler.model.imagetype import (
     SNIFF_BYTES,
     TYPES,
@@ -235,8 +236,8 @@ class Store:
         A worker killed (or whose master died) between storing an image and reporting
         it leaves the file unreported; the URL's next try may then fail, or bring another
         type (another name). The file stored first is the URL's, as ``commit`` keeps it.
-        A file there that is no image (what a crash before the disk was written leaves)
-        is not one.
+        A file there that holds no whole image (what a crash before the disk was written
+        leaves) is not one.
         """
         for kind in TYPES:
             if kind == other_than:
@@ -249,8 +250,7 @@ class Store:
                 continue  # none (the usual answer), a link, a fifo
             try:
                 held = os.fstat(fd)
-                if (not stat.S_ISREG(held.st_mode) or not held.st_size
-                        or sniff(os.pread(fd, SNIFF_BYTES, 0)) is None):
+                if not stat.S_ISREG(held.st_mode) or not _holds_an_image(fd, held.st_size):
                     continue
                 with os.fdopen(os.dup(fd), "rb") as file:
                     sha256 = hashlib.file_digest(file, "sha256").hexdigest()
@@ -499,8 +499,8 @@ _RENAMEAT2 = _load_renameat2()
 def _replaced_if_no_image(partial: str, final: str, root: Path, size: int,
                           sha256: str) -> bool:
     """Put ``partial`` (of ``size`` bytes hashed ``sha256``) in the place of ``final`` if
-    that is a file that holds no image (empty, or bytes no image starts with) and not
-    these very bytes; whether it did.
+    that is a file that holds no whole image (see ``_holds_an_image``) and not these very
+    bytes; whether it did.
 
     Under a lock on that file, and only while ``final`` is still that file: two
     downloads of one URL finding it so at once (a lease that ran out) would each
@@ -513,9 +513,8 @@ def _replaced_if_no_image(partial: str, final: str, root: Path, size: int,
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         held = os.fstat(fd)
-        if not stat.S_ISREG(held.st_mode) or (held.st_size and (
-                sniff(os.pread(fd, SNIFF_BYTES, 0)) is not None
-                or (held.st_size == size and _sha256(final) == sha256))):
+        if not stat.S_ISREG(held.st_mode) or _holds_an_image(fd, held.st_size) or (
+                held.st_size == size and _sha256(final) == sha256):
             return False
         try:
             now = os.stat(final)
@@ -530,6 +529,33 @@ def _replaced_if_no_image(partial: str, final: str, root: Path, size: int,
         return True
     finally:
         os.close(fd)
+
+
+def _holds_an_image(fd: int, size: int) -> bool:
+    """Whether the open file ``fd`` of ``size`` bytes holds a whole image: bytes an image
+    starts with, up to its format's end. A power cut before the disk wrote a stored image
+    out leaves it empty, zeros, or its first pages and zeros after them; a hand may leave
+    anything."""
+    if not size:
+        return False
+    kind = sniff(os.pread(fd, SNIFF_BYTES, 0))
+    if kind is None:
+        return False
+    return ends_whole(_read_at_most(fd, size), kind)
+
+
+def _read_at_most(fd: int, size: int) -> bytes:
+    """Up to ``size`` bytes of the open file ``fd`` from its start, its offset untouched
+    (a caller reads it again). In pieces: one pread returns at most 2 GiB."""
+    pieces = []
+    at = 0
+    while at < size:
+        piece = os.pread(fd, min(size - at, 1 << 30), at)
+        if not piece:
+            break
+        pieces.append(piece)
+        at += len(piece)
+    return b"".join(pieces)
 
 
 def _partial_dir_beside(images: Path, root: Path) -> Path:
