@@ -231,6 +231,8 @@ def test_an_svg_is_whole_only_where_its_root_closes() -> None:
     assert not ends_whole(hidden, SVG) and ends_whole(hidden + b"</svg>", SVG)
     assert not ends_whole(f'<svg {SVG_NS}><rect/><!-- </svg>'.encode(), SVG)
     assert ends_whole(f'<svg {SVG_NS} data-x="a>b"><rect/></svg>'.encode(), SVG)
+    declared = f'<!DOCTYPE svg [ <!ENTITY icon "<svg>"> ]><svg {SVG_NS}>&icon;</svg>'.encode()
+    assert ends_whole(declared, SVG) and not ends_whole(declared[:-1], SVG)
 
 
 @pytest.mark.parametrize(("body", "kind"), [

@@ -271,9 +271,10 @@ def _avif_whole(body: bytes) -> bool:
 
 
 # What the walk of an SVG stops at: a comment, CDATA or a processing instruction (which
-# may hold any text, "</svg>" too) and the start or end tag of an <svg> element, with
-# or without a namespace prefix.
-_SVG_MARK = re.compile(rb"<!--|<!\[CDATA\[|<\?|<(/?)(?:[A-Za-z_][-\w.]*:)?svg(?=[\s/>])")
+# may hold any text, "</svg>" too), a declaration (a DOCTYPE's entities may hold "<svg>")
+# and the start or end tag of an <svg> element, with or without a namespace prefix.
+_SVG_MARK = re.compile(
+    rb"<!--|<!\[CDATA\[|<\?|<!(?=[A-Za-z])|<(/?)(?:[A-Za-z_][-\w.]*:)?svg(?=[\s/>])")
 _SVG_SKIP_TO = {b"<!--": b"-->", b"<![CDATA[": b"]]>", b"<?": b"?>"}
 # The rest of a tag: a ">" in a quoted attribute value does not end it. One way to match
 # each byte: a body that never closes the tag costs one pass, not a backtracking search.
@@ -303,6 +304,8 @@ def _svg_whole(body: bytes) -> bool:
         if tag is None:
             return False  # cut inside the tag
         pos = tag.end()
+        if mark.group() == b"<!":  # a declaration, skipped as a tag is
+            continue
         if mark.group(1):  # an end tag
             if depth == 1:
                 return True
