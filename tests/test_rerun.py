@@ -6,6 +6,7 @@ servers on 127.0.0.1, twice on the same output folder.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -602,3 +603,24 @@ def test_a_fresh_crawl_says_an_image_the_server_no_longer_serves_failed(
     assert (entry["status"], entry["reason"]) == ("failure", "HTTP 404"), entry
     assert (out / "results.log").read_text() == f"{server.url}/a.png--->failure: HTTP 404\n"
     assert (out / stored["path"]).read_bytes() == png, "a stored file stays"
+
+
+def test_a_rerun_fetches_again_an_image_a_power_cut_left_empty(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """A worker reports an image before its periodic flush to disk: a power cut in
+    between leaves the name with an empty file, which a rerun took for the image. The
+    manifest went on naming its bytes and hash, and the file held nothing."""
+    server = make_server()
+    _site(server)
+    out = tmp_path / "out"
+    _crawl(server.url + "/", out, tmp_path)
+    stored = sorted((e for e in manifest_lines(out) if e["status"] == "success"), key=by_url)
+    emptied = stored[0]
+    (out / emptied["path"]).write_bytes(b"")
+
+    err = _crawl(server.url + "/", out, tmp_path)
+    assert "1 image(s) recorded as stored are missing from" in err, err
+    [again] = [e for e in manifest_lines(out) if e["url"] == emptied["url"]]
+    assert (again["status"], again["sha256"], again["bytes"]) == (
+        "success", emptied["sha256"], emptied["bytes"]), again
+    assert hashlib.sha256((out / again["path"]).read_bytes()).hexdigest() == again["sha256"]

@@ -4,12 +4,13 @@ A user who deletes ``images/`` (or some files in it) and runs the same crawl
 again expects the missing images back, as ``wget -nc`` or ``rsync`` would
 bring them. The journal still records them as stored, so without a look at
 the disk a rerun found the crawl done, and results.log and manifest.jsonl named
-files that were not there. A file left empty is taken as gone too: a power cut
-leaves such files (workers report before their files reach the disk). Each
-recorded success's file is looked at once, as the result files are written anew
-from the journal (one ``stat``: 0.5 s for 100,000 images on a busy machine,
-beside the 2 to 3 s of that rewrite); those gone are left out of the files and
-queued again.
+files that were not there. Each recorded success's file is looked at once, as
+the result files are written anew from the journal (one ``stat``: 0.5 s for
+100,000 images on a busy machine, beside the 2 to 3 s of that rewrite); those gone
+are left out of the files and queued again. A file left empty, or of another size
+than its record, is as good as gone: a worker reports an image before its periodic
+flush to disk, and a power cut in between leaves the name with an empty file (or one
+cut short); the store takes such a file for no image, and the download replaces it.
 
 Only images stored by a worker on this host are looked at: a worker on another
 host stores under its own ``--out`` folder, which this one cannot see. So does a
@@ -55,23 +56,24 @@ class MissingImages:
                 yield outcome
 
     def _gone(self, outcome: Outcome) -> bool:
-        return self.gone(outcome.ok, outcome.path, outcome.worker)
+        return self.gone(outcome.ok, outcome.path, outcome.worker, outcome.bytes)
 
-    def gone(self, ok: bool, path: str | None, worker: str | None) -> bool:
-        """Whether a result (success ``ok``, stored at ``path`` by ``worker``) names a file
-        a worker of this host stored into this folder, gone from it since."""
+    def gone(self, ok: bool, path: str | None, worker: str | None,
+             size: int | None = None) -> bool:
+        """Whether a result (success ``ok``, stored at ``path`` by ``worker``, ``size``
+        bytes where known) names a file a worker of this host stored into this folder,
+        gone from it since, or no longer of that size."""
         if not ok or not path or not (worker or "").startswith(self._prefix):
             return False
         if worker in self._elsewhere:
             return False
         # (a path outside the folder is refused as the report comes: wire.py)
         try:
-            found = os.stat(self._base + path)  # noqa: PTH116 - see __init__
+            held = os.stat(self._base + path)  # noqa: PTH116 - see __init__
         except OSError:
             return True
-        # Empty: a power cut left it so (workers report before their files reach the
-        # disk), and the store takes such a file for no image: the download replaces it.
-        return not stat.S_ISREG(found.st_mode) or found.st_size == 0
+        return (not stat.S_ISREG(held.st_mode) or held.st_size == 0
+                or (size is not None and held.st_size != size))
 
 
 def workers_elsewhere(journal: Journal) -> set[str]:

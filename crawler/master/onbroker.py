@@ -157,10 +157,11 @@ def fetch_missing_again(broker: BrokerCrawl, board: RedisBoard, out_dir: Path) -
         return 0
     missing = MissingImages(out_dir, elsewhere=_StoresElsewhere(board, out_dir))
     gone = [(entry, settled) for entry, settled in board.settled_with_ids()
-            if missing.gone(settled.attempt.ok, settled.attempt.path, settled.worker)]
+            if missing.gone(settled.attempt.ok, settled.attempt.path, settled.worker,
+                            settled.attempt.bytes)]
     again = board.fetch_again(gone) if gone else 0
     if again:
-        log.info("%d image(s) recorded as stored are missing from %s (or left empty there): "
+        log.info("%d image(s) recorded as stored are missing from %s (or cut short there): "
                  "fetched again",
                  again, out_dir / IMAGES_DIR)
     return again

@@ -105,6 +105,6 @@ def queue_missing_again(journal: Journal, missing: MissingImages, out_dir: Path)
     as it was, and the next run finds them missing again."""
     if missing.urls:
         journal.queue_again(missing.urls)
-        log.info("%d image(s) recorded as stored are missing from %s (or left empty there): "
+        log.info("%d image(s) recorded as stored are missing from %s (or cut short there): "
                  "fetched again",
                  len(missing.urls), out_dir / IMAGES_DIR)
