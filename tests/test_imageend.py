@@ -202,6 +202,17 @@ def animation_played_once(frames: int, delay: int) -> bytes:
     return still[:screen] + (control + still[screen:-1]) * frames + b";"
 
 
+def test_an_svg_tag_that_never_closes_is_judged_at_once() -> None:
+    """A hostile body of one 50 MB tag: the walk that looks for the tag's end held the
+    worker's engine for 14 s."""
+    import time
+
+    started = time.monotonic()
+    assert not ends_whole(b"<svg " + b"a" * 50_000_000, SVG)
+    assert not ends_whole(b"<svg " + b'a"b"' * 10_000_000, SVG)
+    assert time.monotonic() - started < 3.0
+
+
 def test_an_animation_cut_between_its_frames_is_not_whole() -> None:
     """Cut after its first frame, an animation without a looping extension looked like
     a still picture whose encoder left the trailer out."""
