@@ -35,7 +35,7 @@ from crawler.worker import store as store_module
 from crawler.worker.paths import MAX_NAME_BYTES, MAX_PATH_BYTES, relative_path
 from crawler.worker.store import PARTIAL_DIR, STALE_AFTER, Store, StoredFile
 
-from .conftest import tiny_tmpfs
+from .conftest import run_crawler, tiny_tmpfs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -1140,6 +1140,32 @@ def test_a_disk_mounted_below_the_images_folder_is_said_with_where_to_mount_it(
         f"cannot store {host / 'h' / 'a.png'}: its folder is on another disk than "
         f"{store.partial_dir}, where downloads are written first; mount that disk at "
         f"{tmp_path / 'out' / 'images'} or at {tmp_path / 'out'}, not below them")
+
+
+def test_a_symbolic_link_at_the_partials_folder_is_refused_and_its_files_kept(
+        tmp_path: Path) -> None:
+    """Followed, the link's target had each of its files removed as an abandoned download,
+    and a target on another disk stopped the crawl with advice to mount a disk at images/."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "notes.txt").write_text("kept")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / PARTIAL_DIR).symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(StorageError) as raised:
+        Store(out).clean_partials()
+    assert str(raised.value) == (
+        f"cannot use {out / PARTIAL_DIR}: it is a symbolic link, where the crawler keeps its "
+        "downloads in progress; remove the link (the crawler makes the folder itself; to "
+        f"store images on another disk, mount it at {out / 'images'})")
+    assert (elsewhere / "notes.txt").read_text() == "kept"
+    assert [path.name for path in elsewhere.iterdir()] == ["notes.txt"]
+    # A worker says it in one line, before it looks for its master, and ends with status 3.
+    done = run_crawler("worker", "127.0.0.1:1", "--out", str(out),
+                       cwd=tmp_path, timeout=30, env={**os.environ, "CRAWLER_AUTHKEY": "k"})
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.strip().splitlines() == [f"crawler: error: {raised.value}"]
+    assert [path.name for path in elsewhere.iterdir()] == ["notes.txt"]
 
 
 # --------------------------------------------------------------------------- Store: cleaning

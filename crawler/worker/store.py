@@ -120,6 +120,8 @@ class Store:
         # The output folder and its parents this store makes, deepest first: a worker that
         # never reached its master removes them again (see close_unused).
         self._made = _missing_folders(self.root)
+        if self.partial_dir.is_symlink():
+            raise _partial_dir_linked(self.partial_dir, self._images)
         try:
             probe = self.partial_dir / _partial_name(_PROBE_SUFFIX)
             for last in (False, False, True):
@@ -724,6 +726,16 @@ def _stat_or_none(path: str | Path) -> os.stat_result | None:
 def _sha256(path: str | Path) -> str:
     with open(path, "rb") as file:
         return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def _partial_dir_linked(partial_dir: Path, images: Path) -> StorageError:
+    """A symbolic link in the place of the partials folder: followed, the files already in
+    its target would be taken for abandoned downloads and removed, and no download
+    written on another disk could be renamed onto its image."""
+    return StorageError(f"cannot use {partial_dir}: it is a symbolic link, where the crawler "
+                        "keeps its downloads in progress; remove the link (the crawler makes "
+                        f"the folder itself; to store images on another disk, mount it at "
+                        f"{images})")
 
 
 def _partial_gone(partial: str, final: str, partial_dir: Path) -> PartialLost:
