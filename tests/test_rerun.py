@@ -11,9 +11,12 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from crawler.demo.site import Site, build_site
 from crawler.master.journal import Journal, PageDone
 from crawler.master.takeup import LONG_REWRITE_BYTES
+from crawler.model.files import LOCK_NAME
 
 from .conftest import (
     SITE,
@@ -216,6 +219,27 @@ def test_a_resumed_crawl_fetches_what_was_queued_only_within_its_own_scope_and_d
     assert _stored(out) == {server.url + path for path in (
         "/images/0/img0.png", "/images/1/img4.svg", "/images/1/img5.png",
         "/images/1/img6.jpg", "/images/1/img7.gif")}
+
+
+@pytest.mark.parametrize("kind", ["a folder", "a symbolic link"])
+def test_a_folder_or_a_link_in_place_of_the_lock_file_is_named_with_what_to_do(
+        site: FixtureServer, tmp_path: Path, authkey: str, kind: str) -> None:
+    """A folder said "Is a directory" with no advice; a link was followed, to make the lock
+    wherever it pointed (or "No such file or directory", where it could not)."""
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    lock = out / LOCK_NAME
+    if kind == "a folder":
+        lock.mkdir()
+    else:
+        lock.symlink_to(elsewhere)
+    done = run_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+                       "--quiet", cwd=tmp_path, timeout=60)
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"crawler: error: cannot create {lock}: it is {kind}, where the crawler's lock file "
+        "goes; move it away, or choose another output folder"]
+    assert not elsewhere.exists() and (lock.is_symlink() or lock.is_dir())
 
 
 def test_a_second_master_on_a_folder_in_use_is_refused_and_the_lock_goes_with_its_master(

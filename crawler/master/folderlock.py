@@ -20,6 +20,8 @@ from crawler.model.files import LOCK_NAME
 
 log = logging.getLogger(__name__)
 
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)  # (not on Windows, which has no links to follow)
+
 # Descriptors of the locks this process holds. A forked child (a page parser, a local
 # worker) closes its copies at once: the lock is the master's alone, and is let go
 # when the master ends, however its children are doing.
@@ -43,10 +45,11 @@ class FolderLock:
     def __init__(self, folder: Path) -> None:
         self.path = folder / LOCK_NAME
         try:
-            self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                                           0o644)
+            # O_NOFOLLOW: a link would have the lock made wherever it points.
+            self._fd: int | None = os.open(
+                self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | _NO_FOLLOW, 0o644)
         except OSError as exc:
-            raise StorageError(f"cannot create {self.path}: {exc.strerror or exc}") from exc
+            raise _cannot_create(self.path, exc) from exc
         _held.add(self._fd)
         try:
             import fcntl
@@ -68,6 +71,19 @@ class FolderLock:
             _held.discard(self._fd)
             os.close(self._fd)  # closing the last descriptor lets the lock go
             self._fd = None
+
+
+def _cannot_create(path: Path, exc: OSError) -> StorageError:
+    """The lock file cannot be made: a folder or a link in its place is named as such (the
+    system said only "Is a directory", or "No such file or directory" of a dangling link)."""
+    if path.is_symlink():
+        what = "a symbolic link"
+    elif path.is_dir():
+        what = "a folder"
+    else:
+        return StorageError(f"cannot create {path}: {exc.strerror or exc}")
+    return StorageError(f"cannot create {path}: it is {what}, where the crawler's lock file "
+                        "goes; move it away, or choose another output folder")
 
 
 def folder_in_use(folder: Path) -> bool:
