@@ -92,6 +92,27 @@ def test_a_journal_that_cannot_be_opened_is_not_called_damaged(site: FixtureServ
     assert "damaged" not in line and "move it away" not in line
 
 
+@pytest.mark.parametrize("side", ["-wal", "-shm"])
+def test_a_folder_in_place_of_a_file_beside_the_journal_is_named_with_what_to_do(
+        site: FixtureServer, tmp_path: Path, authkey: str, side: str) -> None:
+    """SQLite said "attempt to write a readonly database" (-shm) or "disk I/O error" (-wal),
+    naming neither the folder nor what to do; the journal beside it is left as it was."""
+    out = tmp_path / "out"
+    out.mkdir()
+    journal = write_journal(out, images=10)
+    kept = journal.read_bytes()
+    folder = out / (JOURNAL_NAME + side)
+    folder.mkdir()
+    done = run_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+                       "--quiet", "--resume", cwd=tmp_path, timeout=60)
+    assert done.returncode == 3, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line == (f"crawler: error: cannot open the crawl journal {journal}: {folder} is a "
+                    "folder, where a file of the journal's goes; move it away, or choose "
+                    "another output folder"), line
+    assert folder.is_dir() and journal.read_bytes() == kept
+
+
 def test_a_journal_another_program_holds_says_so(site: FixtureServer, tmp_path: Path,
                                                 authkey: str) -> None:
     """A program that writes to the journal (an sqlite3 shell left in a transaction) holds

@@ -89,6 +89,8 @@ class Journal:
         """Open the journal in ``folder``; None keeps it in memory (a dry run records nothing)."""
         self.path = folder / JOURNAL_NAME if folder is not None else Path(":memory:")
         self._depth: int | None = None  # this run's depth limit, once take_up has it
+        if folder is not None:
+            _say_a_folder_in_place_of_its_side_files(self.path)
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False,
                                        isolation_level=None)
@@ -402,6 +404,17 @@ class _Transaction:
             raise _cannot_write(self._path, error) from error
         except sqlite3.DatabaseError as error:
             raise _damaged(self._path, error) from error
+
+
+def _say_a_folder_in_place_of_its_side_files(path: Path) -> None:
+    """A folder named as the journal's write-ahead log or its shared memory, said as such
+    before SQLite opens anything (it said "attempt to write a readonly database", or
+    "disk I/O error"). The journal itself is whole: moving the folder away loses nothing."""
+    for side in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if side.is_dir():
+            raise StorageError(f"cannot open the crawl journal {path}: {side} is a folder, "
+                               "where a file of the journal's goes; move it away, or choose "
+                               "another output folder")
 
 
 def _cannot_write(path: Path, exc: sqlite3.OperationalError) -> StorageError:
