@@ -267,6 +267,45 @@ def test_a_worker_that_cannot_store_hands_back_and_exits_3(
     assert max(e["attempts"] for e in manifest_lines(out)) == 1
 
 
+def _without_permission_override() -> list[str]:
+    """What runs a command as this user without the right to write anywhere (a root
+    process writes into a read-only folder; without the capability, it is refused)."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("root writes anywhere, and setpriv is not here to say otherwise")
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def test_a_worker_denied_the_image_folder_says_so_not_that_the_disk_is_full(
+        site: FixtureServer, tmp_path: Path, authkey: str) -> None:
+    """It said "free some space (or fix the folder)", as for a full disk."""
+    out = tmp_path / "out"
+    images = out / "images"
+    images.mkdir(parents=True)
+    images.chmod(0o555)
+    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), "--max-images", "3", cwd=tmp_path)
+    try:
+        with _stopped_at_the_end([master]) as processes:
+            address = wait_for_queue_address(master)
+            denied = subprocess.Popen(
+                [*_without_permission_override(), *crawler_command(
+                    "worker", address, "--out", str(out), "--threads", "1")],
+                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            processes.append(denied)
+            err = finish(denied, 60)
+    finally:
+        images.chmod(0o755)
+    assert denied.returncode == 3, err
+    [line] = [line for line in err.splitlines() if line.startswith("crawler: error:")]
+    assert f"permission denied on {images} (Permission denied); fix its permissions, or " \
+           "choose another output folder; the URLs this worker held went back to the " \
+           "master; start it again once that is fixed" in line, line
+    assert "space" not in line, line
+
+
 def test_a_worker_whose_partials_folder_is_removed_mid_download_makes_it_again(
         site: FixtureServer, tmp_path: Path, authkey: str) -> None:
     """OUT/.partial is the worker's scratch space: removed (by hand, a cleaner) while a

@@ -118,8 +118,8 @@ class WorkerCall:
             self._workers.report_ended()  # each one's own line first
             raise StorageError(
                 f"the local workers cannot store into {self._out_dir}"
-                f"{f' ({why})' if why else ''}; once that is fixed (room made, or another "
-                "--out given), the same command goes on where this crawl stopped")
+                f"{f' ({why})' if why else ''}; once that is fixed, the same command goes "
+                "on where this crawl stopped")
         why = self._workers.all_stopped_by(BrokerRefused)
         if why is not None:
             self._workers.report_ended()

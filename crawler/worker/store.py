@@ -690,6 +690,12 @@ def _folder_error(
             f"cannot {action} {path}: {blocker} is a file where a folder is needed; "
             f"move it away or choose another output folder"
         )
+    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM):
+        # The folder the entry is made in, or removed from (exc.filename is the entry).
+        denied = Path(exc.filename).parent if exc.filename else path.parent
+        return StorageError(
+            f"cannot {action} {path}: permission denied on {denied} ({exc.strerror}); "
+            "fix its permissions, or choose another output folder")
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
     return StorageError(
         f"cannot {action} {path}: {reason}; check that {root} is a writable folder, "

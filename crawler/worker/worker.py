@@ -627,7 +627,7 @@ class Worker:
             self.failure = StorageError(
                 f"cannot store images under {self._options.out_dir}: "
                 f"{attempt.reason[len(STORAGE_ERROR):]}; the URLs this worker held went back"
-                " to the master: free some space (or fix the folder), then start it again")
+                " to the master; start it again once that is fixed")
             self._stop.set()
         return True
 
