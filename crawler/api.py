@@ -49,7 +49,7 @@ from crawler.errors import (
     UnknownSetting,
     UsageError,
 )
-from crawler.model.files import SUMMARY_NAME
+from crawler.model.files import SUMMARY_NAME, SUMMARY_PARTIAL_NAME
 
 if typing.TYPE_CHECKING:
     from crawler.board.broker import BrokerAddress, BrokerCrawl
@@ -674,7 +674,7 @@ def _write_summary(summary: Summary) -> None:
     from crawler.errors import StorageError
 
     assert summary.summary_json is not None
-    partial = summary.summary_json.with_suffix(".json.partial")
+    partial = summary.summary_json.with_name(SUMMARY_PARTIAL_NAME)
     try:
         partial.write_text(summary.to_json() + "\n", encoding="utf-8")
         partial.replace(summary.summary_json)

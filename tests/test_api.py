@@ -39,6 +39,7 @@ from .conftest import (
     finish,
     free_port,
     manifest_lines,
+    run_crawler,
     serve_routes,
     site_images,
     slow_start,
@@ -563,6 +564,40 @@ def test_a_ctrl_c_as_the_summary_is_written_leaves_no_half_copy(tmp_path: Path) 
         _write_summary(summary)
     sender.join(10)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_summary_copy_a_killed_run_left_is_removed_as_the_next_run_starts(
+        tmp_path: Path, site: FixtureServer, authkey: str) -> None:
+    """A master killed -9 while it wrote summary.json's copy left it in the folder until a
+    run wrote its own summary: for good, where each run after it was killed too."""
+    out = tmp_path / "out"
+    out.mkdir()
+    copy = out / "summary.json.partial"
+    copy.write_text('{"completed": tr')  # as the kill left it
+    # No worker: the master waits for one, its summary far off.
+    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), cwd=tmp_path)
+    try:
+        wait_for_output(master, "no worker has taken one", 30)
+        assert not copy.exists()
+    finally:
+        master.kill()
+        master.communicate(timeout=30)
+
+
+@pytest.mark.parametrize("name", ["summary.json", "summary.json.partial"])
+def test_a_folder_in_place_of_the_summary_is_said_before_the_crawl(
+        tmp_path: Path, site: FixtureServer, authkey: str, name: str) -> None:
+    """It said "Is a directory" with no advice: for the copy, only at the crawl's end."""
+    out = tmp_path / "out"
+    (out / name).mkdir(parents=True)
+    done = run_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+                       "--local-workers", "1", "--quiet", cwd=tmp_path, timeout=60)
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"crawler: error: cannot write the crawl's summary: {out / name} is a folder, where "
+        "a file of the crawler's goes; move it away, or choose another output folder"]
+    assert (out / name).is_dir() and not (out / "results.log").exists()
 
 
 def test_the_summary_of_a_folder_whose_name_is_not_utf8_is_written(tmp_path: Path) -> None:

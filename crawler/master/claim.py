@@ -24,13 +24,14 @@ from crawler.model.files import (
     REPORT_NAME,
     RESULTS_NAME,
     SUMMARY_NAME,
+    SUMMARY_PARTIAL_NAME,
 )
 
 # What a folder keeps of its crawl, besides the images: its record and its result files.
 # The gallery and the summary too: left behind, they would show the forgotten crawl.
 CRAWL_FILES = (JOURNAL_NAME, JOURNAL_NAME + "-wal", JOURNAL_NAME + "-shm",
-               RESULTS_NAME, MANIFEST_NAME, PAGES_NAME, SUMMARY_NAME, REPORT_NAME, BROKER_MARK,
-               PAGE_COOKIES_NAME)
+               RESULTS_NAME, MANIFEST_NAME, PAGES_NAME, SUMMARY_NAME, SUMMARY_PARTIAL_NAME,
+               REPORT_NAME, BROKER_MARK, PAGE_COOKIES_NAME)
 
 
 def forget_crawl(folder: Path) -> None:
@@ -43,12 +44,19 @@ def forget_crawl(folder: Path) -> None:
 def drop_last_summary(folder: Path) -> None:
     """Remove the summary of the folder's last run as this one starts: a run that never
     writes its own (killed, the terminal closed) must not leave the last one's
-    ``completed: true`` standing beside results that have changed since."""
-    try:
-        (folder / SUMMARY_NAME).unlink(missing_ok=True)
-    except OSError as exc:
-        raise StorageError(f"cannot remove the last run's {folder / SUMMARY_NAME}: "
-                           f"{exc.strerror or exc}") from exc
+    ``completed: true`` standing beside results that have changed since. So goes the
+    copy a run killed while writing its summary left, which nothing else replaces."""
+    for name in (SUMMARY_NAME, SUMMARY_PARTIAL_NAME):
+        path = folder / name
+        if path.is_dir():  # said now, not when the crawl is over and its summary written
+            raise StorageError(f"cannot write the crawl's summary: {path} is a folder, where "
+                               "a file of the crawler's goes; move it away, or choose "
+                               "another output folder")
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot remove the last run's {path}: "
+                               f"{exc.strerror or exc}") from exc
 
 
 def check_for_broker(folder: Path, crawl: str, identity: dict[str, Any]) -> None:

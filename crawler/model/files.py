@@ -4,6 +4,7 @@ RESULTS_NAME = "results.log"  # one URL--->success or URL--->failure: reason lin
 MANIFEST_NAME = "manifest.jsonl"  # one JSON object per image URL with a final outcome
 PAGES_NAME = "pages.jsonl"  # the pages that could not be crawled, one JSON object each
 SUMMARY_NAME = "summary.json"  # the counts at the end of a run (crawler master --json)
+SUMMARY_PARTIAL_NAME = SUMMARY_NAME + ".partial"  # summary.json written anew, then renamed
 REPORT_NAME = "index.html"  # the gallery crawler report writes
 JOURNAL_NAME = "crawl.sqlite"  # the embedded master's journal (SQLite)
 BROKER_MARK = "broker-crawl.json"  # names the broker crawl whose results a folder holds
