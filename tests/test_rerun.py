@@ -221,6 +221,26 @@ def test_a_resumed_crawl_fetches_what_was_queued_only_within_its_own_scope_and_d
         "/images/1/img6.jpg", "/images/1/img7.gif")}
 
 
+def test_fresh_removes_the_journals_log_before_the_journal(
+        site: FixtureServer, tmp_path: Path, authkey: str) -> None:
+    """The journal went first: a kill before its write-ahead log went left an old log beside
+    the next run's new journal, for SQLite to replay into it. Seen here by what stays when
+    the journal cannot be removed (a folder in its place), which is named with what to do."""
+    out = tmp_path / "out"
+    (out / "crawl.sqlite").mkdir(parents=True)
+    for side in ("crawl.sqlite-wal", "crawl.sqlite-shm"):
+        (out / side).write_bytes(b"an old run's")
+    done = run_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+                       "--fresh", "--quiet", cwd=tmp_path, timeout=60)
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"crawler: error: cannot forget the crawl in {out}: {out / 'crawl.sqlite'} is a "
+        "folder, where a file of the crawler's goes; move it away, or choose another output "
+        "folder"]
+    assert not (out / "crawl.sqlite-wal").exists() and not (out / "crawl.sqlite-shm").exists()
+    assert (out / "crawl.sqlite").is_dir()
+
+
 @pytest.mark.parametrize("kind", ["a folder", "a symbolic link"])
 def test_a_folder_or_a_link_in_place_of_the_lock_file_is_named_with_what_to_do(
         site: FixtureServer, tmp_path: Path, authkey: str, kind: str) -> None:

@@ -29,14 +29,17 @@ from crawler.model.files import (
 
 # What a folder keeps of its crawl, besides the images: its record and its result files.
 # The gallery and the summary too: left behind, they would show the forgotten crawl.
-CRAWL_FILES = (JOURNAL_NAME, JOURNAL_NAME + "-wal", JOURNAL_NAME + "-shm",
+# The journal's write-ahead log and shared memory go before the journal: a kill between
+# them left an old log beside the next run's new journal, for SQLite to replay into it.
+CRAWL_FILES = (JOURNAL_NAME + "-wal", JOURNAL_NAME + "-shm", JOURNAL_NAME,
                RESULTS_NAME, MANIFEST_NAME, PAGES_NAME, SUMMARY_NAME, SUMMARY_PARTIAL_NAME,
                REPORT_NAME, BROKER_MARK, PAGE_COOKIES_NAME)
 
 
 def forget_crawl(folder: Path) -> None:
-    """Remove the folder's record of its crawl (``--fresh``, the demo); stored images
-    stay. OSError when the folder does not let them go."""
+    """Remove the folder's record of its crawl (``--fresh``, the demo), in the order of
+    CRAWL_FILES; stored images stay. OSError when the folder does not let them go (its
+    ``filename`` the one that stayed)."""
     for name in CRAWL_FILES:
         (folder / name).unlink(missing_ok=True)
 

@@ -166,6 +166,20 @@ class _LoopState:
     broker_lost: float | None = None  # (time.monotonic()); None: it answers
 
 
+def _cannot_forget(out_dir: Path, exc: OSError) -> StorageError:
+    """--fresh could not remove a file of the crawl's: the one that stayed is named (the
+    system said only "Is a directory"), and a folder in its place is said as such."""
+    if exc.filename is None:
+        return StorageError(f"cannot forget the crawl in {out_dir}: {exc.strerror or exc}")
+    stayed = Path(exc.filename)
+    if stayed.is_dir() and not stayed.is_symlink():
+        return StorageError(f"cannot forget the crawl in {out_dir}: {stayed} is a folder, "
+                            "where a file of the crawler's goes; move it away, or choose "
+                            "another output folder")
+    return StorageError(f"cannot forget the crawl in {out_dir}: cannot remove {stayed}: "
+                        f"{exc.strerror or exc}")
+
+
 def _page_loop_failed() -> PageLoopFailed:
     return PageLoopFailed("the page loop stopped on a bug (its error is logged above; "
                           "please report it): what was done is recorded, and the same "
@@ -367,8 +381,7 @@ class Master:
             try:
                 forget_crawl(out_dir)
             except OSError as exc:
-                raise StorageError(f"cannot forget the crawl in {out_dir}: "
-                                   f"{exc.strerror or exc}") from exc
+                raise _cannot_forget(out_dir, exc) from exc
         if self._options.local_workers:
             # Forked while this process is small, before the journal is read: they
             # wait until the queue is served (see LocalWorkers.fork_early).
