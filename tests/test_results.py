@@ -196,6 +196,25 @@ def test_a_rerun_removes_the_pages_copy_a_killed_close_left(tmp_path: Path) -> N
     assert (tmp_path / "pages.jsonl").read_text() == listed
 
 
+@pytest.mark.parametrize("name", ["results.log.partial", "manifest.jsonl.partial"])
+def test_a_link_in_place_of_a_results_copy_is_removed_not_written_through(
+        tmp_path: Path, name: str) -> None:
+    """The copies of results.log and manifest.jsonl were opened through a symbolic link in
+    their place: the file it named, outside the folder, was overwritten with the results,
+    and the result file became a link to it."""
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text("kept")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / name).symlink_to(elsewhere)
+    ResultFiles(out, [outcome("http://a.example/x.png", ok=True)]).close()
+    assert elsewhere.read_text() == "kept"
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.jsonl", "pages.jsonl",
+                                                     "results.log"]
+    assert not any(p.is_symlink() for p in out.iterdir())
+    assert (out / "results.log").read_text().startswith("http://a.example/x.png--->")
+
+
 def test_a_page_that_fails_again_in_every_run_keeps_one_line_in_pages_jsonl(
         tmp_path: Path) -> None:
     """A page that fails for a passing reason is tried by every run and listed anew each

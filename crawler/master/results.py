@@ -133,9 +133,11 @@ class ResultFiles:
         if in_place is not None:  # said before a file is touched
             raise _folder_in_the_way(in_place)
         try:
-            # One a run killed at its close left (kill -9, a power cut): only the close
-            # that rewrites pages.jsonl would replace it, and it may never come.
-            self._pages_partial().unlink(missing_ok=True)
+            # Copies a run killed left (kill -9, a power cut): only the close that rewrites
+            # pages.jsonl would replace its copy, and it may never come. A symbolic link in
+            # the place of a copy goes too: written through, it overwrote what it names.
+            for partial in (*self._partials(), self._pages_partial()):
+                partial.unlink(missing_ok=True)
             _drop_a_cut_last_line(self.pages_path)
             self._rewrite(existing)
             self._results: TextIO = self.results_path.open("a", encoding="utf-8")
@@ -157,8 +159,9 @@ class ResultFiles:
     def _rewrite(self, outcomes: Iterable[Outcome]) -> None:
         partial_results, partial_manifest = self._partials()
         try:
-            with partial_results.open("w", encoding="utf-8") as results, \
-                    partial_manifest.open("w", encoding="utf-8") as manifest:
+            # "x": made anew, never a file (or a link's target) put there since.
+            with partial_results.open("x", encoding="utf-8") as results, \
+                    partial_manifest.open("x", encoding="utf-8") as manifest:
                 for outcome in outcomes:
                     self._put(outcome, results, manifest)
             partial_results.replace(self.results_path)
