@@ -221,6 +221,24 @@ def test_a_resumed_crawl_fetches_what_was_queued_only_within_its_own_scope_and_d
         "/images/1/img6.jpg", "/images/1/img7.gif")}
 
 
+@pytest.mark.parametrize(("name", "doing"), [
+    ("broker-crawl.json", "tell which crawl the folder holds"),
+    ("page-cookies.txt", "read the page cookies")])
+def test_a_folder_in_place_of_the_broker_mark_or_the_page_cookies_is_named(
+        site: FixtureServer, tmp_path: Path, authkey: str, name: str, doing: str) -> None:
+    """The mark was read as a broker crawl's ("holds the results of crawl '?' on a broker",
+    --fresh advised); the cookies said "Is a directory", with no advice."""
+    out = tmp_path / "out"
+    (out / name).mkdir(parents=True)
+    done = run_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+                       "--quiet", cwd=tmp_path, timeout=60)
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"crawler: error: cannot {doing}: {out / name} is a folder, where a file of the "
+        "crawler's goes; move it away, or choose another output folder"]
+    assert (out / name).is_dir()
+
+
 def test_fresh_removes_the_journals_log_before_the_journal(
         site: FixtureServer, tmp_path: Path, authkey: str) -> None:
     """The journal went first: a kill before its write-ahead log went left an old log beside

@@ -26,6 +26,7 @@ from crawler.model.files import (
     SUMMARY_NAME,
     SUMMARY_PARTIAL_NAME,
 )
+from crawler.model.folders import folder_in_place_of_file
 
 # What a folder keeps of its crawl, besides the images: its record and its result files.
 # The gallery and the summary too: left behind, they would show the forgotten crawl.
@@ -52,9 +53,7 @@ def drop_last_summary(folder: Path) -> None:
     for name in (SUMMARY_NAME, SUMMARY_PARTIAL_NAME):
         path = folder / name
         if path.is_dir():  # said now, not when the crawl is over and its summary written
-            raise StorageError(f"cannot write the crawl's summary: {path} is a folder, where "
-                               "a file of the crawler's goes; move it away, or choose "
-                               "another output folder")
+            raise folder_in_place_of_file(path, "write the crawl's summary")
         try:
             path.unlink(missing_ok=True)
         except OSError as exc:
@@ -110,6 +109,8 @@ def claim_for_embedded(folder: Path, *, fresh: bool) -> None:
 def _read(mark: Path) -> dict[str, Any] | None:
     """The mark's broker and crawl; None when there is none. A mark that cannot be read
     as one still says a broker crawl was here."""
+    if mark.is_dir():  # not a mark, and no broker crawl's: said as what it is
+        raise folder_in_place_of_file(mark, "tell which crawl the folder holds")
     try:
         held = json.loads(mark.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -78,7 +78,7 @@ from crawler.model.files import (
     PAGES_NAME,
     RESULTS_NAME,
 )
-from crawler.model.folders import make_folder
+from crawler.model.folders import folder_in_place_of_file, make_folder
 from crawler.model.outcome import Attempt, Outcome, status_reason
 from crawler.model.pacing import Paces
 from crawler.model.progress import Reporter, Snapshot, write_out
@@ -173,9 +173,7 @@ def _cannot_forget(out_dir: Path, exc: OSError) -> StorageError:
         return StorageError(f"cannot forget the crawl in {out_dir}: {exc.strerror or exc}")
     stayed = Path(exc.filename)
     if stayed.is_dir() and not stayed.is_symlink():
-        return StorageError(f"cannot forget the crawl in {out_dir}: {stayed} is a folder, "
-                            "where a file of the crawler's goes; move it away, or choose "
-                            "another output folder")
+        return folder_in_place_of_file(stayed, f"forget the crawl in {out_dir}")
     return StorageError(f"cannot forget the crawl in {out_dir}: cannot remove {stayed}: "
                         f"{exc.strerror or exc}")
 

@@ -22,6 +22,7 @@ from crawler.errors import StorageError
 from crawler.fetch.cookiefeed import CookieFeed, add_to_jar, jar_lines
 from crawler.model.cookies import COOKIE_ENCODING, cookie_key
 from crawler.model.files import PAGE_COOKIES_NAME
+from crawler.model.folders import folder_in_place_of_file
 
 if TYPE_CHECKING:
     from crawler.board.base import Board
@@ -56,6 +57,8 @@ def load_page_cookies(folder: Path) -> list[str]:
         text = path.read_bytes().decode(COOKIE_ENCODING)
     except FileNotFoundError:
         return []
+    except IsADirectoryError as exc:
+        raise folder_in_place_of_file(path, "read the page cookies") from exc
     except OSError as exc:
         raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
     return [line for line in text.split("\n") if cookie_key(line) is not None]

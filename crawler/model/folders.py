@@ -33,3 +33,10 @@ def make_folder(folder: Path, what: str) -> None:
             raise StorageError(f"cannot create {what} {folder}: {blocker} is a file where a "
                                "folder is needed; move it away or choose another path") from exc
         raise StorageError(f"cannot create {what} {folder}: {exc.strerror or exc}") from exc
+
+
+def folder_in_place_of_file(path: Path, doing: str) -> StorageError:
+    """The error for a folder with the name of one of the crawler's files, named with what
+    to do (the system says only "Is a directory", of no path)."""
+    return StorageError(f"cannot {doing}: {path} is a folder, where a file of the crawler's "
+                        "goes; move it away, or choose another output folder")
