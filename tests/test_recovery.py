@@ -976,6 +976,14 @@ def test_ctrl_c_after_the_crawl_ended_cuts_the_wait_for_workers_and_keeps_the_su
     check_complete(out, server.url, site)
 
 
+def hold_the_summary_copy(out: Path, copy: Path) -> None:
+    """Make a FIFO where the master writes its summary's copy, once the master has removed
+    the copy an earlier run may have left (before its result files are written, while its
+    first page, served slowly, is still on its way)."""
+    wait_until(lambda: (out / "results.log").exists(), 60, "the master's result files")
+    os.mkfifo(copy)
+
+
 def test_ctrl_c_while_the_summary_is_written_leaves_it_whole(
         make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
     """A Ctrl-C once the crawl has ended, as the master writes summary.json: it came after
@@ -983,15 +991,14 @@ def test_ctrl_c_while_the_summary_is_written_leaves_it_whole(
     interrupted", 130). The master is held in that write by a FIFO where the summary's
     copy goes, until the test reads it."""
     server = make_server()
-    site = setup_site(server, pages=2, images_per_page=3)
+    site = setup_site(server, pages=2, images_per_page=3, page_delay=1.0)
     out = tmp_path / "out"
-    out.mkdir()
     copy = out / "summary.json.partial"
-    os.mkfifo(copy)
     master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
                            str(out), "--local-workers", "1", cwd=tmp_path)
     reader = -1
     try:
+        hold_the_summary_copy(out, copy)
         wchan = Path(f"/proc/{master.pid}/wchan")
         wait_until(lambda: wchan.read_text() == "wait_for_partner", 60,
                    "the master's open of the summary's copy")
@@ -1018,14 +1025,13 @@ def test_a_second_ctrl_c_while_the_summary_write_is_held_quits(
     """Once the crawl has ended, a first stop waits for the summary, but a write held for
     good (a reader that reads nothing) must not make the master deaf: a second quits."""
     server = make_server()
-    setup_site(server, pages=1, images_per_page=1)
+    setup_site(server, pages=1, images_per_page=1, page_delay=1.0)
     out = tmp_path / "out"
-    out.mkdir()
     copy = out / "summary.json.partial"
-    os.mkfifo(copy)  # nobody opens it to read: the master's open waits for good
     master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
                            str(out), "--local-workers", "1", cwd=tmp_path)
     try:
+        hold_the_summary_copy(out, copy)  # nobody opens it to read: the open waits for good
         wchan = Path(f"/proc/{master.pid}/wchan")
         held = lambda: wchan.read_text() == "wait_for_partner"  # noqa: E731
         wait_until(held, 60, "the master's open of the summary's copy")
