@@ -795,6 +795,30 @@ def test_all_proxy_is_used_for_schemes_without_a_proxy_of_their_own(
         RequestOptions().proxies()
 
 
+def test_all_proxy_is_left_unread_when_each_scheme_has_a_proxy_of_its_own(
+        recorder: Recorder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A desktop's proxy settings may set all_proxy beside http_proxy and https_proxy, in
+    a form curl takes and the crawler does not (socks://): it stopped every crawl at
+    start, though no request would have gone through it."""
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
+                 "ALL_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    http = Proxy("http")
+    address = http.start()
+    monkeypatch.setenv("http_proxy", address)
+    monkeypatch.setenv("https_proxy", address)
+    monkeypatch.setenv("all_proxy", "socks://127.0.0.1:9/")
+    try:
+        assert fetch(recorder.url + "/img.png", RequestOptions(), tmp_path).ok
+    finally:
+        http.stop()
+    assert http.targets == [recorder.url + "/img.png"]
+    monkeypatch.delenv("https_proxy")  # read for https now, and said
+    with pytest.raises(ConfigError, match=r"^\$all_proxy is 'socks://127\.0\.0\.1:9/', not a "
+                                          r"proxy URL"):
+        RequestOptions().proxies()
+
+
 def test_a_malformed_proxy_variable_is_named_in_one_line(tmp_path: Path) -> None:
     """http_proxy='http://[bad' ended in a traceback ("Invalid IPv6 URL"); 'not a url'
     in "proxy name not found", naming neither the variable nor its value."""

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -83,23 +84,13 @@ class RequestOptions(NamedTuple):
         if not self.env_proxies:
             return Proxies()
         env = os.environ if environ is None else environ
-        found: dict[str, str] = {}
-        for scheme in ("http", "https", "all", "no"):
-            # The names curl and requests read; lower case first, as they do.
-            name = next((n for n in (f"{scheme}_proxy", f"{scheme.upper()}_PROXY")
-                         if env.get(n, "").strip()), "")
-            value = env[name].strip() if name else ""
-            if value and scheme != "no" and not is_proxy_url(value):
-                # Else a traceback ("Invalid IPv6 URL"), or "proxy name not found" with
-                # neither the variable nor its value named.
-                raise ConfigError(f"${name} is {without_password(value)!r}, not a proxy URL: "
-                                  "expected http://, https://, socks5:// or socks5h://HOST:PORT;"
-                                  " fix or unset it, or crawl with --no-proxy")
-            found[scheme] = value
+        http, https = _env_proxy(env, "http"), _env_proxy(env, "https")
         # ALL_PROXY for a scheme with none of its own, as curl reads it: unread, a
         # crawl meant to go through a SOCKS proxy (Tor's) went direct without a word.
-        every = found["all"]
-        return Proxies(found["http"] or every, found["https"] or every, found["no"])
+        # Read only then: a desktop that sets all three may write it in a form curl
+        # takes and we do not ("socks://"), which stopped a crawl that never used it.
+        every = _env_proxy(env, "all") if not (http and https) else ""
+        return Proxies(http or every, https or every, _env_proxy(env, "no"))
 
     def to_wire(self) -> dict[str, Any]:
         """What a worker is sent: file contents rather than paths, except the client key's."""
@@ -169,6 +160,22 @@ class RequestOptions(NamedTuple):
             proxy=http.proxy, env_proxies=http.env_proxies,
             limit_rate=parse_rate(http.limit_rate),
             credentials=_read_netrc(http.netrc) if http.netrc else ())
+
+
+def _env_proxy(env: Mapping[str, str], scheme: str) -> str:
+    """The proxy ``$SCHEME_PROXY`` names ("" for none); ConfigError for one that is no
+    proxy URL (``scheme`` "no": NO_PROXY's host list, unchecked)."""
+    # The names curl and requests read; lower case first, as they do.
+    name = next((n for n in (f"{scheme}_proxy", f"{scheme.upper()}_PROXY")
+                 if env.get(n, "").strip()), "")
+    value = env[name].strip() if name else ""
+    if value and scheme != "no" and not is_proxy_url(value):
+        # Else a traceback ("Invalid IPv6 URL"), or "proxy name not found" with
+        # neither the variable nor its value named.
+        raise ConfigError(f"${name} is {without_password(value)!r}, not a proxy URL: "
+                          "expected http://, https://, socks5:// or socks5h://HOST:PORT;"
+                          " fix or unset it, or crawl with --no-proxy")
+    return value
 
 
 def _read_text(path: str, key: str) -> str:
