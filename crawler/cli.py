@@ -637,10 +637,14 @@ def _settings(args: argparse.Namespace) -> Settings:
     proxy = overrides.get("http.proxy")
     if isinstance(proxy, str) and without_password(proxy) != proxy:
         # Never logged, but every user of the host reads a command line: as a broker's
-        # password there is refused and a seed's said.
+        # password there is refused and a seed's said. The settings file is the way that
+        # keeps what --proxy does: its workers are sent it, where each process reads its
+        # own $HTTPS_PROXY, and workers started elsewhere would go without the proxy.
         log.warning("--proxy %s: its password shows in ps to every user of this host for "
-                    "the whole crawl; give the proxy's URL in $HTTPS_PROXY and $HTTP_PROXY, "
-                    "or in http.proxy of a settings file, instead", without_password(proxy))
+                    "the whole crawl; give the proxy's URL in http.proxy of a settings file "
+                    "instead (its workers are sent it, as they are --proxy's; $HTTPS_PROXY "
+                    "and $HTTP_PROXY serve only the processes started with them)",
+                    without_password(proxy))
     return settings.with_values(overrides, "command line") if overrides else settings
 
 

@@ -878,9 +878,12 @@ def test_a_proxy_password_on_the_command_line_is_said_to_show_in_ps(tmp_path: Pa
     broker's password there is refused, a seed's said."""
     done = run_crawler("master", "http://127.0.0.1:9/", "--proxy", "http://u:PXSECRET@127.0.0.1:9",
                        "--dry-run", "--out", str(tmp_path / "o"), cwd=tmp_path)
+    # The way out keeps what --proxy did: the environment's proxy is each process's own,
+    # and a worker started elsewhere would fetch its images without it.
     assert ("--proxy http://u:***@127.0.0.1:9: its password shows in ps to every user of this "
-            "host for the whole crawl; give the proxy's URL in $HTTPS_PROXY and $HTTP_PROXY, "
-            "or in http.proxy of a settings file, instead") in done.stderr, done.stderr
+            "host for the whole crawl; give the proxy's URL in http.proxy of a settings file "
+            "instead (its workers are sent it, as they are --proxy's; $HTTPS_PROXY and "
+            "$HTTP_PROXY serve only the processes started with them)") in done.stderr, done.stderr
     assert "PXSECRET" not in done.stderr
     plain = run_crawler("master", "http://127.0.0.1:9/", "--proxy", "http://127.0.0.1:9",
                         "--dry-run", "--out", str(tmp_path / "o"), cwd=tmp_path)
