@@ -194,9 +194,25 @@ def _too_large(value: float) -> str:
     return f"{value!r} is too large (at most {_LARGEST:,})" if value > _LARGEST else ""
 
 
+def _size_too_large(value: int) -> str:
+    """As _too_large, of a size: in the unit it was likely written in ("2000G"), as the
+    bytes it was read as (2147483648000) were no number the user wrote."""
+    return (f"{_size_text(value)} is too large (at most {_LARGEST:,} bytes)"
+            if value > _LARGEST else "")
+
+
+def _size_text(size: int) -> str:
+    """``size`` in the largest of G, M and k that it is a whole number of, else bytes."""
+    for unit, power in (("G", 3), ("M", 2), ("k", 1)):
+        if size % 1024**power == 0:
+            return f"{size // 1024**power}{unit}"
+    return f"{size} bytes"
+
+
 # The bound is said only to a value past it: "> 0 (at most 1e+12)" read as a typo.
 _NON_NEGATIVE = Check(lambda v: 0 <= v <= _LARGEST, "a number >= 0", _too_large)
 _POSITIVE = Check(lambda v: 0 < v <= _LARGEST, "a number > 0", _too_large)
+_POSITIVE_SIZE = Check(_POSITIVE.test, _POSITIVE.expected, _size_too_large)
 # Control characters (a line break would add a header of its own to every request).
 _CONTROLS = re.compile("[\x00-\x1f\x7f]")
 
@@ -258,7 +274,7 @@ class CrawlSettings(NamedTuple):
     parser: Annotated[str, _PARSER] = "lxml"
     parsers: Annotated[int, _PARSERS] = 0  # 0: one per core the master may use
     page_concurrency: Annotated[int, _POSITIVE] = 8
-    max_page_bytes: Annotated[int, _POSITIVE] = 10_000_000
+    max_page_bytes: Annotated[int, _POSITIVE_SIZE] = 10_000_000
     page_timeout: Annotated[float, _POSITIVE] = 30.0
     user_agent: Annotated[str, _USER_AGENT] = DEFAULT_USER_AGENT
     respect_robots: bool = True
@@ -276,7 +292,7 @@ class DownloadSettings(NamedTuple):
     connect_timeout: Annotated[float, _POSITIVE] = 5.0
     read_timeout: Annotated[float, _POSITIVE] = 30.0
     deadline: Annotated[float, _POSITIVE] = 120.0
-    max_bytes: Annotated[int, _POSITIVE] = 50_000_000
+    max_bytes: Annotated[int, _POSITIVE_SIZE] = 50_000_000
     max_attempts: Annotated[int, _POSITIVE] = 3
     backoff_base: Annotated[float, _NON_NEGATIVE] = 1.0
     backoff_max: Annotated[float, _NON_NEGATIVE] = 60.0

@@ -256,6 +256,16 @@ def test_flag_with_bad_value_exits_2(tmp_path: Path) -> None:
     assert error_line(result) == "crawler: error: --depth -1: expected a number >= 0"
 
 
+def test_a_size_past_the_bound_is_said_as_it_was_written(tmp_path: Path) -> None:
+    """--max-bytes 2000G was said as '--max-bytes 2147483648000 is too large', a number
+    the user never wrote."""
+    result = run_crawler("master", "http://127.0.0.1:1/", "--max-bytes", "2000G",
+                         cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert error_line(result) == ("crawler: error: --max-bytes 2000G is too large (at most "
+                                  "1,000,000,000,000 bytes)")
+
+
 def test_port_in_use_exits_4(tmp_path: Path, site: FixtureServer) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

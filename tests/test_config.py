@@ -158,6 +158,12 @@ def test_limits_are_the_download_settings_a_worker_applies(tmp_path: Path) -> No
     ("[crawl]\npage_timeout = inf\n", "crawl.page_timeout: inf is too large (at most 1,000,"),
     ("[crawl]\nrobots_max_age = 0\n", "crawl.robots_max_age: expected a number > 0"),
     ("[download]\ndeadline = 1e300\n", "download.deadline: 1e+300 is too large (at most"),
+    # A size is said as it was likely written, not as the bytes it was read as.
+    ("[download]\nmax_bytes = \"2000G\"\n",
+     "download.max_bytes: 2000G is too large (at most 1,000,000,000,000 bytes)"),
+    ("[crawl]\nmax_page_bytes = 1000000000001\n",
+     "crawl.max_page_bytes: 1000000000001 bytes is too large (at most 1,000,000,000,000 "
+     "bytes)"),
     ("[download]\nconnect_timeout = nan\n", "download.connect_timeout: expected a number > 0"),
     ("[crawl]\nuser_agent = \"a\\r\\nX-Evil: 1\"\n",
      "crawl.user_agent: expected a non-empty string without line breaks"),
