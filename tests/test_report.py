@@ -493,6 +493,21 @@ def test_a_workers_folder_alone_is_told_to_come_with_its_masters(tmp_path: Path)
         write_report([empty, worker])
 
 
+def test_a_masters_folder_whose_manifest_was_removed_is_not_called_a_workers(
+        tmp_path: Path) -> None:
+    """It holds images and the crawl's journal: it was said to hold a worker's images,
+    and sent its user looking for the master's folder, which it is."""
+    master = tmp_path / "out"
+    store(master, "images/http/h/a.png", png(8, 8, 3))
+    (master / "crawl.sqlite").write_bytes(b"")
+    with pytest.raises(UsageError) as error:
+        write_report(master)
+    assert str(error.value) == (
+        f"{master} has no manifest.jsonl: {master} holds a master's crawl (crawl.sqlite or "
+        "broker-crawl.json), whose manifest.jsonl was removed; the crawler master command "
+        "that crawled into it, run again, writes its result files anew")
+
+
 def test_unreadable_manifest_is_a_storage_error(tmp_path: Path) -> None:
     (tmp_path / "manifest.jsonl").mkdir()  # readable by no one, root included
     with pytest.raises(StorageError, match=r"manifest\.jsonl"):

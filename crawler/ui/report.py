@@ -383,12 +383,26 @@ def _no_manifest(folders: Sequence[Path]) -> str:
     writes one, and its folder has to be named too."""
     what = (f"{folders[0]} has no {MANIFEST_NAME}" if len(folders) == 1 else
             f"none of {', '.join(map(str, folders))} has a {MANIFEST_NAME}")
+    # A master's folder holds its crawl's record, and had a manifest, since removed: it
+    # was said to be a worker's, and sent its user looking for another folder.
+    masters = [str(folder) for folder in folders if _holds_a_masters_crawl(folder)]
+    if masters:
+        return (f"{what}: {', '.join(masters)} {'holds' if len(masters) == 1 else 'hold'} a "
+                f"master's crawl ({JOURNAL_NAME} or {BROKER_MARK}), whose {MANIFEST_NAME} "
+                "was removed; the crawler master command that crawled into it, run again, "
+                "writes its result files anew")
     workers = [str(folder) for folder in folders if (folder / IMAGES_DIR).is_dir()]
     if not workers:
         return f"{what}: run a crawl first"
     return (f"{what}: {', '.join(workers)} {'holds' if len(workers) == 1 else 'hold'} a "
             "worker's images, whose results are in the master's output folder; name that "
             f"folder first: crawler report MASTER_OUTPUT_DIR {shlex.join(workers)}")
+
+
+def _holds_a_masters_crawl(folder: Path) -> bool:
+    """Whether ``folder`` is a master's output folder: its journal, or the mark of the
+    broker crawl whose results it holds."""
+    return (folder / JOURNAL_NAME).is_file() or (folder / BROKER_MARK).is_file()
 
 
 def read_manifest(path: Path, manifest: Manifest | None = None, *,
