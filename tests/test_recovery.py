@@ -51,6 +51,8 @@ from .conftest import (
     wait_until,
 )
 
+CLASSIC_WORKER = Path(__file__).parent / "classic_worker.py"
+
 FAST_RETRIES = """
 [download]
 backoff_base = 0.2
@@ -982,6 +984,31 @@ def hold_the_summary_copy(out: Path, copy: Path) -> None:
     first page, served slowly, is still on its way)."""
     wait_until(lambda: (out / "results.log").exists(), 60, "the master's result files")
     os.mkfifo(copy)
+
+
+def test_local_workers_that_cannot_store_do_not_stop_a_crawl_tutorial_workers_do(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    """A tutorial worker stores nothing in the master's folder, and says no hello: the
+    master counted no worker once its local one left unable to store, and stopped the
+    crawl the tutorial worker was doing (status 3)."""
+    server = make_server()
+    site = setup_site(server, pages=2, images_per_page=3, page_delay=1.0)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".partial").write_text("in the way")  # where the local worker keeps downloads
+    master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), "--local-workers", "1", cwd=tmp_path)
+    try:
+        host, port = wait_for_queue_address(master).rsplit(":", 1)
+        classic = subprocess.run([sys.executable, str(CLASSIC_WORKER), host, port], text=True,
+                                 capture_output=True, timeout=60, check=False)
+        err = finish(master, 60)
+    finally:
+        stop(master)
+    assert master.returncode == 0, err
+    assert classic.returncode == 0, classic.stderr
+    lines = (out / "results.log").read_text().splitlines()
+    assert sorted(lines) == sorted(f"{server.url}{path}--->success" for path in site.images)
 
 
 def test_ctrl_c_while_the_summary_is_written_leaves_it_whole(

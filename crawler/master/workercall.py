@@ -110,8 +110,9 @@ class WorkerCall:
         """Every local worker has left because the output folder cannot be written (a
         full disk), or because the broker refuses their writes (a Redis full, which may
         still take the master's smaller ones), and no other worker is there: waiting for
-        one would be for ever."""
-        if not counts["queued"] or counts["workers"]:
+        one would be for ever. Tutorial workers count (they store into folders of their
+        own, and say no hello): the crawl they do went on."""
+        if not counts["queued"] or counts["workers"] or counts.get("tutorial"):
             return  # no image waits for a worker, or one is there to take it
         why = self._workers.all_stopped_by(StorageError)
         if why is not None:
