@@ -510,7 +510,8 @@ def _run_command(args: argparse.Namespace) -> int:
         return handler(args, settings)
     except CrawlerError as exc:
         message = _naming_where_it_was_set(str(exc), getattr(args, "flag_of_key", {}),
-                                           getattr(args, "file_of_key", {}))
+                                           getattr(args, "file_of_key", {}),
+                                           getattr(args, "settings_found", ""))
         print(f"crawler: error: {message}", file=sys.stderr)
         if args.log_file is not None:
             log.error("%s", message)
@@ -602,6 +603,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         log.debug("%s", note)
     settings = read_settings(source)
     args.file_of_key = {}  # the settings the file set, for errors found after it was read
+    args.settings_found = source.found  # why a file nobody named was read, said with them
     if source.path is not None:
         log.debug("settings from %s", source.path)
         args.file_of_key = {f"{name}.{key}": str(source.path)
@@ -682,16 +684,20 @@ def _flags_a_joining_master_ignores(args: argparse.Namespace) -> None:
 
 
 def _naming_where_it_was_set(message: str, flag_of_key: dict[str, str],
-                             file_of_key: dict[str, str] | None = None) -> str:
+                             file_of_key: dict[str, str] | None = None,
+                             found: str = "") -> str:
     """An error about a setting (``KEY: ...``) that a flag of this command line set names
     that flag too: the user typed ``--cookies``, not ``http.cookies``; one that a settings
-    file set names the file, as an error found while reading it does."""
+    file set names the file, and why it was read when nobody named it (``found``), as an
+    error found while reading it does."""
     key, colon, rest = message.partition(": ")
     flag = flag_of_key.get(key) if colon else None
     if flag:
         return f"{flag} ({key}): {rest}"
     settings_file = (file_of_key or {}).get(key) if colon else None
-    return f"{settings_file}: {message}" if settings_file else message
+    if not settings_file:
+        return message
+    return f"{settings_file}: {message}" + (f" ({found})" if found else "")
 
 
 def _check_flag(flag: str, key: str, value: Any) -> None:

@@ -689,6 +689,9 @@ def test_another_projects_settings_toml_does_not_stop_the_crawler(
     ("DEBUG = True\n", "settings.toml: not valid TOML: Invalid value (at line 1, column 9): "
                        "write true or false, in lower case"),
     ("threads = 4\n", "settings.toml: threads must be under [worker], not at the top"),
+    # Found after the file was read (a file it names): said with why it was read too.
+    ('[http]\ncookies = "nope.txt"\n', "settings.toml: http.cookies: cannot read "
+                                         "{folder}/nope.txt: No such file or directory"),
 ])
 def test_a_mistake_in_the_current_folders_settings_toml_says_why_it_was_read(
         tmp_path: Path, text: str, said: str) -> None:
@@ -696,6 +699,7 @@ def test_a_mistake_in_the_current_folders_settings_toml_says_why_it_was_read(
     ours at its top) stopped the crawler with a mistake in a file the user never gave it,
     and no word of why it was read nor how to leave it out."""
     (tmp_path / "settings.toml").write_text(text)
+    said = said.format(folder=tmp_path)
     why = ("read as the crawler's settings because it is in the current folder: if it is "
            "another program's, give --settings FILE (in Python: settings=) or start the "
            "crawler from another folder")
