@@ -5,14 +5,21 @@
     │   ├── CrawlMismatch        the output folder holds a crawl of other seeds or scope; exit 2
     │   └── OutputFolderInUse    another master is crawling into the output folder; exit 2
     ├── ConfigError              bad settings file, key or value; exit 2
+    │   └── UnknownSetting       a keyword of crawl() or run_worker() that names no setting
+    │                            (a TypeError too); exit 2
     ├── AuthkeyError             a missing, short or unreadable authkey; exit 2
     ├── QueueError               the master's queue cannot be served or reached; exit 1
     │   ├── BindError            the queue port cannot be bound (in use, no permission); exit 4
     │   ├── MasterUnreachable    a worker gave up waiting for its master; exit 1
     │   ├── AuthenticationFailed the master refused our authkey; exit 1
+    │   ├── AnotherMastersCrawl  a local worker found another master at its master's address; exit 1
     │   ├── BadCrawlInfo         the master's description of the crawl is malformed; exit 1
     │   └── BrokerError          the Redis broker refused us, or has no such crawl; exit 1
+    │       ├── BrokerRefused    the broker refuses writes for its own set-up (full, MISCONF,
+    │       │                    replicas, read-only, ACL); exit 6
     │       ├── BrokerUnreachable the Redis broker cannot be reached in time; exit 1
+    │       ├── CrawlFormatMismatch the crawl on the broker was started by another version; exit 1
+    │       ├── CrawlGone        the crawl's record left the broker while it ran; exit 1
     │       └── CrawlNotFound    the broker holds no crawl of that name (yet); exit 1
     ├── StorageError             the output folder cannot be written (permission, disk full); exit 3
     │   └── JournalDamaged       the crawl journal is not a readable SQLite file; exit 3
@@ -21,15 +28,18 @@
     ├── PartialLost              a download's partial file was removed before it was stored
     ├── WorkerFailed             a worker cannot go on (no download engine); exit 1
     ├── ParserCrashed            a page killed the page parser twice: that page fails
+    │   └── ParseTooSlow         a page took its parser past its CPU deadline: that page fails
+    ├── PageLoopFailed           the master's page loop stopped on a bug; exit 1
     ├── NothingCrawled           no seed page could be fetched (refused, DNS, TLS…); exit 5
     ├── OutputLost               standard output cannot be written (closed pipe, full); exit 120
-    └── InvalidURL               a URL that cannot be crawled (not http(s), no host)
+    └── InvalidURL               a URL that cannot be crawled (not http(s), no host); exit 2
 
     KeyboardInterrupt
     ├── Terminated               SIGTERM outside the command's own handling; exit 130
     │                            (a worker: 0, as for a SIGTERM it handles)
-    └── HungUp                   SIGHUP outside the command's own handling; exit 130
-                                 (a worker: 0, as for a hang-up it handles)
+    ├── HungUp                   SIGHUP outside the command's own handling; exit 130
+    │                            (a worker: 0, as for a hang-up it handles)
+    └── StopSaid                 a crawl quit by a second stop, its line already said; exit 130
 
 Download failures are not exceptions that end the program: each becomes a
 result line with a reason (see ``crawler.model.outcome``).
