@@ -5,7 +5,9 @@ some failed images); 1 a runtime failure (master unreachable, authkey
 refused); 2 bad usage or settings; 3 the output folder cannot be written
 (or its crawl journal is damaged); 4 the queue port cannot be bound; 5 no
 seed page could be fetched (the message gives the cause: connection refused,
-DNS, an untrusted certificate); 120 what the command printed could not be
+DNS, an untrusted certificate); 6 the Redis broker refuses the crawl's writes
+for a reason of its own set-up (full, unable to save, a read-only replica, an
+ACL); 120 what the command printed could not be
 written (a full disk, a closed pipe); 130 interrupted (Ctrl-C, SIGTERM or a
 hang-up on the master, after saving its state).
 
