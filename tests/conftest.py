@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -373,6 +374,17 @@ def make_server() -> Iterator[Callable[[], FixtureServer]]:
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+def without_permission_override() -> list[str]:
+    """What runs a command as this user without the right to write anywhere (a root
+    process writes into a read-only folder; without the capability, it is refused)."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("root writes anywhere, and setpriv is not here to say otherwise")
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search"]
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:

@@ -49,6 +49,7 @@ from .conftest import (
     wait_for_output,
     wait_for_queue_address,
     wait_until,
+    without_permission_override,
 )
 
 CLASSIC_WORKER = Path(__file__).parent / "classic_worker.py"
@@ -269,17 +270,6 @@ def test_a_worker_that_cannot_store_hands_back_and_exits_3(
     assert max(e["attempts"] for e in manifest_lines(out)) == 1
 
 
-def _without_permission_override() -> list[str]:
-    """What runs a command as this user without the right to write anywhere (a root
-    process writes into a read-only folder; without the capability, it is refused)."""
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("root writes anywhere, and setpriv is not here to say otherwise")
-    return [setpriv, "--bounding-set=-dac_override,-dac_read_search"]
-
-
 def test_a_worker_denied_the_image_folder_says_so_not_that_the_disk_is_full(
         site: FixtureServer, tmp_path: Path, authkey: str) -> None:
     """It said "free some space (or fix the folder)", as for a full disk."""
@@ -293,7 +283,7 @@ def test_a_worker_denied_the_image_folder_says_so_not_that_the_disk_is_full(
         with _stopped_at_the_end([master]) as processes:
             address = wait_for_queue_address(master)
             denied = subprocess.Popen(
-                [*_without_permission_override(), *crawler_command(
+                [*without_permission_override(), *crawler_command(
                     "worker", address, "--out", str(out), "--threads", "1")],
                 cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             processes.append(denied)

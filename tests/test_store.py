@@ -35,7 +35,7 @@ from crawler.worker import store as store_module
 from crawler.worker.paths import MAX_NAME_BYTES, MAX_PATH_BYTES, relative_path
 from crawler.worker.store import PARTIAL_DIR, STALE_AFTER, Store, StoredFile
 
-from .conftest import run_crawler, tiny_tmpfs
+from .conftest import run_crawler, tiny_tmpfs, without_permission_override
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -1140,6 +1140,47 @@ def test_a_disk_mounted_below_the_images_folder_is_said_with_where_to_mount_it(
         f"cannot store {host / 'h' / 'a.png'}: its folder is on another disk than "
         f"{store.partial_dir}, where downloads are written first; mount that disk at "
         f"{tmp_path / 'out' / 'images'} or at {tmp_path / 'out'}, not below them")
+
+
+STORE_INTO_A_DENIED_FOLDER = """\
+import hashlib, sys
+from pathlib import Path
+from crawler.errors import StorageError
+from crawler.model.imagetype import PNG
+from crawler.worker import store
+if sys.argv[2] == "link":  # what a system without renameat2 has (macOS; no Linux 3.15)
+    store._RENAMEAT2 = None
+body = Path(sys.argv[3]).read_bytes()
+try:
+    store.Store(Path(sys.argv[1])).store_bytes(
+        "http://h/b.png", PNG, body, hashlib.sha256(body).hexdigest(), tried_before=False)
+except StorageError as exc:
+    print(exc)
+"""
+
+
+@pytest.mark.parametrize("into_place", ["renameat2", "link"])
+def test_an_image_folder_denied_is_the_folder_named(tmp_path: Path, into_place: str) -> None:
+    """Where an image is linked into place (no renameat2), the error names the partial
+    file: the partials folder, which the worker could write, was said to be denied."""
+    out = tmp_path / "out"
+    images = out / "images" / "http" / "h"
+    images.mkdir(parents=True)
+    body = tmp_path / "b.png"
+    body.write_bytes(png(4, 4, 1))
+    images.chmod(0o555)
+    try:
+        done = subprocess.run(
+            [*without_permission_override(), sys.executable, "-c",
+             STORE_INTO_A_DENIED_FOLDER, str(out), into_place, str(body)],
+            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+            timeout=60, check=False)
+    finally:
+        images.chmod(0o755)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (
+        f"cannot write {images / 'b.png'}: permission denied on {images} (Permission "
+        "denied); fix its permissions, or choose another output folder")
 
 
 def test_a_symbolic_link_at_the_partials_folder_is_refused_and_its_files_kept(

@@ -691,8 +691,10 @@ def _folder_error(
             f"move it away or choose another output folder"
         )
     if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM):
-        # The folder the entry is made in, or removed from (exc.filename is the entry).
-        denied = Path(exc.filename).parent if exc.filename else path.parent
+        # The folder the entry is made in, or removed from: a link's or rename's target
+        # (exc.filename2; exc.filename is then the partial file), else exc.filename.
+        entry = exc.filename2 or exc.filename
+        denied = Path(os.fsdecode(entry)).parent if entry else path.parent
         return StorageError(
             f"cannot {action} {path}: permission denied on {denied} ({exc.strerror}); "
             "fix its permissions, or choose another output folder")
