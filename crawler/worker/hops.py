@@ -6,7 +6,7 @@ scope and allowed by its own origin's robots.txt for the crawl's user agent,
 read the way the master reads it (``crawler.fetch.robots``): once per
 origin per worker, an unreachable one refusing everything (for now: such an
 image is worth another try, by this run or the next, as the master's are, and
-the file is read again a deadline later), and again once older than the
+the file is read again its timeout later), and again once older than the
 crawl's ``crawl.robots_max_age`` (RFC 9309 2.4), the old rules standing while
 it is unreachable then.
 
@@ -148,7 +148,7 @@ class RobotsReader:
     def _read(self, origin: str) -> _Read:
         """``origin``'s rules and when to read them again; past their age, the rules
         read before while the file is unreachable, tried again a while later. A file
-        never read yet is read again a deadline after it could not be: the redirects
+        never read yet is read again its timeout after it could not be: the redirects
         it refused are tried again, and this worker may outlive the run."""
         with self._lock:
             previous = self._files.get(origin)
