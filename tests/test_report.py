@@ -504,8 +504,9 @@ def test_a_masters_folder_whose_manifest_was_removed_is_not_called_a_workers(
         write_report(master)
     assert str(error.value) == (
         f"{master} has no manifest.jsonl: {master} holds a master's crawl (crawl.sqlite or "
-        "broker-crawl.json), whose manifest.jsonl was removed; the crawler master command "
-        "that crawled into it, run again, writes its result files anew")
+        "broker-crawl.json) but not its manifest.jsonl (removed, or the master stopped "
+        "before writing it); the crawler master command that crawled into it, run again, "
+        "writes its result files anew")
 
 
 def test_unreadable_manifest_is_a_storage_error(tmp_path: Path) -> None:

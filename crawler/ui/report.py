@@ -388,9 +388,9 @@ def _no_manifest(folders: Sequence[Path]) -> str:
     masters = [str(folder) for folder in folders if _holds_a_masters_crawl(folder)]
     if masters:
         return (f"{what}: {', '.join(masters)} {'holds' if len(masters) == 1 else 'hold'} a "
-                f"master's crawl ({JOURNAL_NAME} or {BROKER_MARK}), whose {MANIFEST_NAME} "
-                "was removed; the crawler master command that crawled into it, run again, "
-                "writes its result files anew")
+                f"master's crawl ({JOURNAL_NAME} or {BROKER_MARK}) but not its {MANIFEST_NAME} "
+                "(removed, or the master stopped before writing it); the crawler master "
+                "command that crawled into it, run again, writes its result files anew")
     workers = [str(folder) for folder in folders if (folder / IMAGES_DIR).is_dir()]
     if not workers:
         return f"{what}: run a crawl first"
