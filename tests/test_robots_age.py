@@ -7,6 +7,7 @@ then a whole crawl by a master process.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -166,9 +167,11 @@ def test_a_workers_rules_past_their_max_age_are_read_again_and_kept_through_a_50
 
 
 def test_a_workers_robots_txt_unreachable_at_first_is_read_again_after_its_timeout(
-        make_server: Callable[[], FixtureServer]) -> None:
+        make_server: Callable[[], FixtureServer], caplog: pytest.LogCaptureFixture) -> None:
     """The redirects it refused are tried again, by this run or the next (a worker outlives
-    a run): none may meet the same refusal for the rules' whole age, a day by default."""
+    a run): none may meet the same refusal for the rules' whole age, a day by default.
+    Its warning says so (it said "not crawling that origin", as a master's does)."""
+    caplog.set_level(logging.WARNING)
     server = make_server()
     server.routes["/robots.txt"] = route = RobotsRoute(b"down", status=503)
     timeout = 1.0
@@ -178,6 +181,9 @@ def test_a_workers_robots_txt_unreachable_at_first_is_read_again_after_its_timeo
         assert hops.refusal(server.url + "/a") == unreachable
         assert hops.refusal(server.url + "/a") == unreachable
         assert robots_reads(server) == 1, "not read again on every redirect"
+        assert (f"robots.txt of {server.url} answered HTTP 503: redirects to it fail for "
+                "now, and are tried again") in caplog.text
+        assert "not crawling" not in caplog.text
         route.swap(disallowing("/old"))
         time.sleep(timeout + 0.1)
         assert hops.refusal(server.url + "/a") is None

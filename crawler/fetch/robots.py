@@ -75,8 +75,13 @@ def kept_on_refresh(read: RobotsFile, previous: RobotsFile | None) -> bool:
     return read.unreachable is not None and previous is not None
 
 
+# What an unreadable robots.txt means for the master (said in its warning); a worker,
+# which reads it for an image's redirect, says its own.
+NOT_CRAWLED = "not crawling that origin"
+
+
 def read_robots(client: EasyClient, origin: str, timeout: float, *,
-                refreshing: bool = False) -> RobotsFile:
+                refreshing: bool = False, unread_means: str = NOT_CRAWLED) -> RobotsFile:
     """Fetch and parse ``origin``'s robots.txt within ``timeout`` seconds, all of it.
 
     RFC 9309: its redirects are followed (ROBOTS_REDIRECTS of them, to any host:
@@ -84,9 +89,10 @@ def read_robots(client: EasyClient, origin: str, timeout: float, *,
     file reached holds the rules of ``origin``; 4xx (or a redirect not followed)
     means no rules; 5xx, a failed connection, a broken or too slow answer mean
     complete disallow. ``refreshing``: the caller keeps the rules it read before
-    when this one is unreachable (said so in the warning).
+    when this one is unreachable (said so in the warning); else ``unread_means`` is
+    what the caller does meanwhile, for the warning.
     """
-    then = "keeping its rules read before" if refreshing else "not crawling that origin"
+    then = "keeping its rules read before" if refreshing else unread_means
     reply = client.follow(origin + "/robots.txt", hops=ROBOTS_REDIRECTS,
                           may_follow=_is_http, accept="text/plain,*/*;q=0.5",
                           max_bytes=MAX_ROBOTS_BYTES, timeout=timeout)

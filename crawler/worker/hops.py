@@ -47,6 +47,10 @@ TICK = 0.5  # how often an idle reader looks for the end
 CLOSE_GRACE = 1.0  # seconds close() waits for readers before leaving them to the exit
 
 
+# A worker crawls no origin: what it does while a redirect target's robots.txt is unread.
+_UNREAD_MEANS = "redirects to it fail for now, and are tried again"
+
+
 class _Asker(NamedTuple):
     url: str
     verdict: HopVerdict
@@ -156,7 +160,7 @@ class RobotsReader:
             previous = None  # no rules were read: none to keep
         try:
             robots = read_robots(self._client, origin, self._timeout,
-                                 refreshing=previous is not None)
+                                 refreshing=previous is not None, unread_means=_UNREAD_MEANS)
         except Exception:  # a bug must not leave the askers without an answer
             log.exception("robots.txt of %s could not be read", origin)
             robots = unreachable("crawler error")
