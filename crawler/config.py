@@ -187,8 +187,6 @@ class ValueFault(ValueError):
     """A value that fails its setting's check, said by what is wrong with it."""
 
 
-
-
 def _too_large(value: float) -> str:
     """What is wrong with a count or a time past any sensible one ("" for any other)."""
     return f"{value!r} is too large (at most {_LARGEST:,})" if value > _LARGEST else ""

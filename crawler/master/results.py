@@ -30,6 +30,7 @@ from typing import BinaryIO, TextIO
 from crawler.errors import StorageError
 from crawler.master.journal import ROBOTS_UNREACHABLE
 from crawler.model.files import MANIFEST_NAME, PAGES_NAME, RESULTS_NAME
+from crawler.model.folders import folder_in_place_of_file
 from crawler.model.outcome import NAME_TAKEN_ADVICE, Outcome
 from crawler.model.urls import host_key_of_normalized
 
@@ -131,7 +132,7 @@ class ResultFiles:
         self._listed_again: set[str] = set()  # and those this run listed anew
         in_place = self._folder_in_place()
         if in_place is not None:  # said before a file is touched
-            raise _folder_in_the_way(in_place)
+            raise _results_in_the_way(in_place)
         try:
             # Copies a run killed left (kill -9, a power cut): only the close that rewrites
             # pages.jsonl would replace its copy, and it may never come. A symbolic link in
@@ -188,7 +189,7 @@ class ResultFiles:
         name, where there is one (the system says only "Is a directory", of no path)."""
         in_place = self._folder_in_place()  # (one made since the look before)
         if in_place is not None:
-            return _folder_in_the_way(in_place)
+            return _results_in_the_way(in_place)
         return StorageError(f"cannot write results in {self.results_path.parent}: "
                             f"{exc.strerror or exc}")
 
@@ -290,9 +291,8 @@ class NoFiles(ResultFiles):
         pass
 
 
-def _folder_in_the_way(path: Path) -> StorageError:
-    return StorageError(f"cannot write the crawl's results: {path} is a folder, where a file "
-                        "of the crawler's goes; move it away, or choose another output folder")
+def _results_in_the_way(path: Path) -> StorageError:
+    return folder_in_place_of_file(path, "write the crawl's results")
 
 
 def _page_line(line: bytes) -> tuple[str | None, bool]:
