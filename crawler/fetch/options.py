@@ -331,19 +331,22 @@ def _check_client_pem(cert: str, key: str) -> None:
     """ConfigError unless ``cert`` holds a PEM certificate and it or ``key`` a PEM private
     key: libcurl reads PEM only, and refused any other file at each request, after the
     crawl had started, failing a worker's images for good ("TLS error")."""
-    if "-----BEGIN CERTIFICATE-----" not in _read_text(cert, "http.client_cert"):
+    cert_text = _read_text(cert, "http.client_cert")
+    if "-----BEGIN CERTIFICATE-----" not in cert_text:
         raise ConfigError(f"http.client_cert: {cert} holds no PEM certificate (a -----BEGIN "
                           "CERTIFICATE----- block): convert a .p12, .pfx or DER file to PEM "
                           "with openssl")
-    if key and not _PEM_KEY.search(_read_text(key, "http.client_key")):
+    # The key's file, or the certificate's when the key is beside it: each read once.
+    holder, setting = (key, "http.client_key") if key else (cert, "http.client_cert")
+    key_text = _read_text(key, setting) if key else cert_text
+    if key and not _PEM_KEY.search(key_text):
         raise ConfigError(f"http.client_key: {key} holds no PEM private key (a -----BEGIN "
                           "PRIVATE KEY----- block, or RSA, EC or ENCRYPTED PRIVATE KEY)")
-    if not key and not _PEM_KEY.search(_read_text(cert, "http.client_cert")):
+    if not key and not _PEM_KEY.search(key_text):
         raise ConfigError(f"http.client_cert: {cert} holds no private key beside its "
                           "certificate: give the key's file with --client-key "
                           "(http.client_key)")
-    holder, setting = (key, "http.client_key") if key else (cert, "http.client_cert")
-    if _ENCRYPTED_KEY.search(_read_text(holder, setting)):
+    if _ENCRYPTED_KEY.search(key_text):
         raise ConfigError(f"{setting}: {holder} holds an encrypted private key, and the "
                           "crawler takes no passphrase (every https request would fail): "
                           f"decrypt a copy with 'openssl pkey -in {holder} -out PLAIN.key' "
