@@ -252,10 +252,10 @@ class Store:
                 continue  # none (the usual answer), a link, a fifo
             try:
                 held = os.fstat(fd)
-                if not stat.S_ISREG(held.st_mode) or not _holds_an_image(fd, held.st_size):
+                image = _whole_image(fd, held.st_size) if stat.S_ISREG(held.st_mode) else None
+                if image is None:
                     continue
-                with os.fdopen(os.dup(fd), "rb") as file:
-                    sha256 = hashlib.file_digest(file, "sha256").hexdigest()
+                sha256 = hashlib.sha256(image).hexdigest()  # of the bytes judged whole
             except OSError:
                 continue
             finally:
@@ -501,7 +501,7 @@ _RENAMEAT2 = _load_renameat2()
 def _replaced_if_no_image(partial: str, final: str, root: Path, size: int,
                           sha256: str) -> bool:
     """Put ``partial`` (of ``size`` bytes hashed ``sha256``) in the place of ``final`` if
-    that is a file that holds no whole image (see ``_holds_an_image``) and not these very
+    that is a file that holds no whole image (see ``_whole_image``) and not these very
     bytes; whether it did.
 
     Under a lock on that file, and only while ``final`` is still that file: two
@@ -515,7 +515,7 @@ def _replaced_if_no_image(partial: str, final: str, root: Path, size: int,
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         held = os.fstat(fd)
-        if not stat.S_ISREG(held.st_mode) or _holds_an_image(fd, held.st_size) or (
+        if not stat.S_ISREG(held.st_mode) or _whole_image(fd, held.st_size) is not None or (
                 held.st_size == size and _sha256(final) == sha256):
             return False
         try:
@@ -533,17 +533,18 @@ def _replaced_if_no_image(partial: str, final: str, root: Path, size: int,
         os.close(fd)
 
 
-def _holds_an_image(fd: int, size: int) -> bool:
-    """Whether the open file ``fd`` of ``size`` bytes holds a whole image: bytes an image
-    starts with, up to its format's end. A power cut before the disk wrote a stored image
-    out leaves it empty, zeros, or its first pages and zeros after them; a hand may leave
-    anything."""
+def _whole_image(fd: int, size: int) -> bytes | None:
+    """The bytes of the open file ``fd`` of ``size`` bytes if they are a whole image:
+    bytes an image starts with, up to its format's end; else None. A power cut before
+    the disk wrote a stored image out leaves it empty, zeros, or its first pages and
+    zeros after them; a hand may leave anything."""
     if not size:
-        return False
+        return None
     kind = sniff(os.pread(fd, SNIFF_BYTES, 0))
     if kind is None:
-        return False
-    return ends_whole(_read_at_most(fd, size), kind)
+        return None
+    data = _read_at_most(fd, size)
+    return data if ends_whole(data, kind) else None
 
 
 def _read_at_most(fd: int, size: int) -> bytes:
