@@ -25,7 +25,7 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from crawler.errors import StorageError
 from crawler.master.journal import ROBOTS_UNREACHABLE
@@ -295,16 +295,40 @@ def _results_in_the_way(path: Path) -> StorageError:
     return folder_in_place_of_file(path, "write the crawl's results")
 
 
-def _page_line(line: bytes) -> tuple[str | None, bool]:
-    """A pages.jsonl line's URL (None if it names none) and whether its failure is final
-    (no later run tries it again); a line that cannot be read is final, and kept."""
+def _page_entry(line: bytes) -> dict[str, Any] | None:
+    """A pages.jsonl line's object; None for one that names no page (or is no JSON)."""
     try:
         data = json.loads(line)
     except ValueError:
-        return None, True
+        return None
     if not isinstance(data, dict) or not isinstance(data.get("url"), str):
+        return None
+    return data
+
+
+def _page_line(line: bytes) -> tuple[str | None, bool]:
+    """A pages.jsonl line's URL (None if it names none) and whether its failure is final
+    (no later run tries it again); a line that cannot be read is final, and kept."""
+    entry = _page_entry(line)
+    if entry is None:
         return None, True
-    return str(data["url"]), data.get("final") is not False
+    return str(entry["url"]), entry.get("final") is not False
+
+
+def last_page_entries(path: Path) -> dict[str, dict[str, Any]]:
+    """Each page's last line in pages.jsonl (``path``), by URL: the line a reader takes.
+    Lines that name no page are left out; no file (or a folder in its place, said as the
+    files open) is none. OSError for a file that cannot be read."""
+    last: dict[str, dict[str, Any]] = {}
+    try:
+        with path.open("rb") as lines:
+            for line in lines:
+                entry = _page_entry(line)
+                if entry is not None:
+                    last[entry["url"]] = entry
+    except (FileNotFoundError, IsADirectoryError):
+        pass
+    return last
 
 
 def _drop_a_cut_last_line(path: Path) -> None:
@@ -340,19 +364,9 @@ def _after_the_last_line_break(file: BinaryIO, end: int) -> int:
 
 def _pages_tried_again(path: Path) -> set[str]:
     """The pages whose last line in pages.jsonl says a later run tries them again."""
-    pages: set[str] = set()
     try:
-        with path.open("rb") as lines:
-            for line in lines:
-                url, final = _page_line(line)
-                if url is None:
-                    continue
-                if final:
-                    pages.discard(url)  # a later line, final: no run tries it again
-                else:
-                    pages.add(url)
-    except (FileNotFoundError, IsADirectoryError):  # (a folder there is said as files open)
-        pass
+        entries = last_page_entries(path)
     except OSError as exc:  # then no line is dropped: a page may show as not crawled
         log.warning("cannot read %s: %s", path, exc.strerror or exc)
-    return pages
+        return set()
+    return {url for url, entry in entries.items() if entry.get("final") is False}

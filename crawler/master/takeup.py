@@ -10,7 +10,6 @@ in order, before the first page; none changes the loop's state.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,6 +19,7 @@ from crawler.config import CrawlSettings
 from crawler.fetch.robots import DISALLOWED as ROBOTS_DISALLOWED
 from crawler.master.journal import Journal
 from crawler.master.missing import MissingImages
+from crawler.master.results import last_page_entries
 from crawler.model.files import MANIFEST_NAME, PAGES_NAME, RESULTS_NAME
 from crawler.model.outcome import IMAGES_DIR, Requeued
 
@@ -79,14 +79,11 @@ def say_robots_refusals_stay(journal: Journal, crawl: CrawlSettings, out_dir: Pa
 
 def _pages_refused(path: Path, reason: str) -> int:
     """How many pages pages.jsonl lists as not crawled for ``reason``, by their last line."""
-    last: dict[str, object] = {}
-    with contextlib.suppress(OSError), path.open("rb") as lines:
-        for line in lines:
-            with contextlib.suppress(ValueError):
-                entry = json.loads(line)
-                if isinstance(entry, dict) and isinstance(entry.get("url"), str):
-                    last[entry["url"]] = entry.get("reason")
-    return sum(1 for said in last.values() if said == reason)
+    try:
+        entries = last_page_entries(path)
+    except OSError:  # said as the result files open
+        return 0
+    return sum(1 for entry in entries.values() if entry.get("reason") == reason)
 
 
 def say_if_long_to_rewrite(out_dir: Path) -> None:
