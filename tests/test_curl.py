@@ -857,6 +857,21 @@ def test_http_1_0_answers_and_extra_bytes(engines: Callable[..., Engine]) -> Non
         assert isinstance(attempt, Attempt) and attempt.ok and attempt.bytes == len(PNG), attempt
 
 
+def fetched_without_length(engine: Engine, bodies: dict[bytes, bytes], head: bytes = b""
+                           ) -> tuple[str, dict[str, Attempt | None]]:
+    """``bodies``, by path, each answered over HTTP/1.0 with ``head`` and no length (the
+    closed connection ends it), fetched by ``engine``: the server's address and results."""
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        conn.sendall(b"HTTP/1.0 200 OK\r\n" + head + b"\r\n" + bodies[request.split(b" ")[1]])
+        return False
+
+    base, done = raw_server(answer)
+    try:
+        return base, engine.fetch([f"{base}{path.decode()}" for path in bodies])
+    finally:
+        done.set()
+
+
 def test_a_body_without_length_cut_short_is_not_stored(engines: Callable[..., Engine],
                                                         tmp_path: Path) -> None:
     """A connection closed (or an HTTP/2 stream reset "without error") halfway through a
@@ -872,17 +887,8 @@ def test_a_body_without_length_cut_short_is_not_stored(engines: Callable[..., En
               b"/half-big.png": big[:-20], b"/whole.jpg": jpeg, b"/whole.png": PNG,
               b"/whole-big.png": big}
 
-    def answer(conn: socket.socket, request: bytes) -> bool:
-        body = bodies[request.split(b" ")[1]]
-        conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: image/png\r\n\r\n" + body)
-        return False
-
-    base, done = raw_server(answer)
-    try:
-        got = engines(limits=Limits(max_bytes=10_000_000)).fetch(
-            [f"{base}{path.decode()}" for path in bodies])
-    finally:
-        done.set()
+    base, got = fetched_without_length(engines(limits=Limits(max_bytes=10_000_000)), bodies,
+                                       b"Content-Type: image/png\r\n")
     for name in ("half.png", "half.jpg", "half-big.png"):
         attempt = got[f"{base}/{name}"]
         assert isinstance(attempt, Attempt) and not attempt.ok, attempt
@@ -912,17 +918,8 @@ def test_a_body_without_length_cut_where_a_part_of_it_ends_is_not_stored(
               b"/cut.gif": animation_played_once(1, delay=50)[:-1],
               b"/whole.gif": animation}
 
-    def answer(conn: socket.socket, request: bytes) -> bool:
-        body = bodies[request.split(b" ")[1]]
-        conn.sendall(b"HTTP/1.0 200 OK\r\n\r\n" + body)
-        return False
-
-    base, done = raw_server(answer)
-    try:
-        engine = engines()
-        got = engine.fetch([f"{base}{path.decode()}" for path in bodies])
-    finally:
-        done.set()
+    engine = engines()
+    base, got = fetched_without_length(engine, bodies)
     for name in ("cut.svg", "cut.gif"):
         attempt = got[f"{base}/{name}"]
         assert isinstance(attempt, Attempt) and (attempt.ok, attempt.reason,
