@@ -230,10 +230,8 @@ def test_a_folder_in_place_of_the_broker_mark_or_the_page_cookies_is_named(
     --fresh advised); the cookies said "Is a directory", with no advice."""
     out = tmp_path / "out"
     (out / name).mkdir(parents=True)
-    done = run_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
-                       "--quiet", cwd=tmp_path, timeout=60)
-    assert done.returncode == 3, done.stderr
-    assert done.stderr.strip().splitlines() == [
+    err = _crawl(site.url + "/", out, tmp_path, "--quiet", status=3)
+    assert err.strip().splitlines() == [
         f"crawler: error: cannot {doing}: {out / name} is a folder, where a file of the "
         "crawler's goes; move it away, or choose another output folder"]
     assert (out / name).is_dir()
@@ -248,10 +246,8 @@ def test_fresh_removes_the_journals_log_before_the_journal(
     (out / "crawl.sqlite").mkdir(parents=True)
     for side in ("crawl.sqlite-wal", "crawl.sqlite-shm"):
         (out / side).write_bytes(b"an old run's")
-    done = run_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
-                       "--fresh", "--quiet", cwd=tmp_path, timeout=60)
-    assert done.returncode == 3, done.stderr
-    assert done.stderr.strip().splitlines() == [
+    err = _crawl(site.url + "/", out, tmp_path, "--fresh", "--quiet", status=3)
+    assert err.strip().splitlines() == [
         f"crawler: error: cannot forget the crawl in {out}: {out / 'crawl.sqlite'} is a "
         "folder, where a file of the crawler's goes; move it away, or choose another output "
         "folder"]
@@ -271,10 +267,8 @@ def test_a_folder_or_a_link_in_place_of_the_lock_file_is_named_with_what_to_do(
         lock.mkdir()
     else:
         lock.symlink_to(elsewhere)
-    done = run_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
-                       "--quiet", cwd=tmp_path, timeout=60)
-    assert done.returncode == 3, done.stderr
-    assert done.stderr.strip().splitlines() == [
+    err = _crawl(site.url + "/", out, tmp_path, "--quiet", status=3)
+    assert err.strip().splitlines() == [
         f"crawler: error: cannot create {lock}: it is {kind}, where the crawler's lock file "
         "goes; move it away, or choose another output folder"]
     assert not elsewhere.exists() and (lock.is_symlink() or lock.is_dir())
