@@ -482,21 +482,26 @@ def test_a_compressed_body_cut_short_is_not_stored(
     assert [p.name for p in stored] == ["whole.png"] and stored[0].read_bytes() == PNG
 
 
-def test_a_body_closed_early_on_an_http10_answer_is_cut_short(
-        server: FixtureServer, engines: Callable[..., Engine]) -> None:
-    """No length and no chunks: the connection's end is the body's, so only the gzip
-    stream can tell that the server went away in the middle of it."""
-    def closes_early(handler: FixtureHandler) -> None:
+def gzip_then_close(sent: bytes) -> Route:
+    """A route that answers a gzip-encoded PNG with no length: ``sent`` as its body, then
+    the connection closed (its end is the body's)."""
+    def route(handler: FixtureHandler) -> None:
         handler.send_response(200)
         handler.send_header("Content-Type", "image/png")
         handler.send_header("Content-Encoding", "gzip")
         handler.send_header("Connection", "close")
         handler.end_headers()
-        encoded = gzip.compress(PNG)
-        handler.wfile.write(encoded[:len(encoded) - 9])
+        handler.wfile.write(sent)
         handler.close_connection = True
+    return route
 
-    server.routes["/closes.png"] = closes_early
+
+def test_a_body_closed_early_on_an_http10_answer_is_cut_short(
+        server: FixtureServer, engines: Callable[..., Engine]) -> None:
+    """No length and no chunks: the connection's end is the body's, so only the gzip
+    stream can tell that the server went away in the middle of it."""
+    encoded = gzip.compress(PNG)
+    server.routes["/closes.png"] = gzip_then_close(encoded[:len(encoded) - 9])
     attempt = engines().one(server.url + "/closes.png")
     assert (attempt.reason, attempt.transient) == ("bad response: compressed body cut short",
                                                    True), attempt
@@ -509,19 +514,9 @@ def test_a_body_closed_between_gzip_members_is_cut_short(
     half = len(PNG) // 2
     members = gzip.compress(PNG[:half]) + gzip.compress(PNG[half:])
 
-    def answers_until(end: int) -> Route:
-        def route(handler: FixtureHandler) -> None:
-            handler.send_response(200)
-            handler.send_header("Content-Type", "image/png")
-            handler.send_header("Content-Encoding", "gzip")
-            handler.send_header("Connection", "close")
-            handler.end_headers()
-            handler.wfile.write(members[:end])
-            handler.close_connection = True
-        return route
-
-    server.routes["/first-member.png"] = answers_until(len(gzip.compress(PNG[:half])))
-    server.routes["/members.png"] = answers_until(len(members))
+    server.routes["/first-member.png"] = gzip_then_close(
+        members[:len(gzip.compress(PNG[:half]))])
+    server.routes["/members.png"] = gzip_then_close(members)
     engine = engines()
     got = engine.fetch([server.url + "/first-member.png", server.url + "/members.png"])
     cut, whole = got[server.url + "/first-member.png"], got[server.url + "/members.png"]
