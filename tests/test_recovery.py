@@ -1410,14 +1410,16 @@ def test_images_still_failing_for_a_passing_reason_are_tried_again_by_a_rerun(
     assert len(results) == len(site.images) and sum("failure" in r for r in results) == 1
 
 
+@pytest.mark.parametrize("status", [503, 429])
 def test_an_unreachable_robots_txt_says_so_and_a_rerun_crawls_the_site(
-        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+        make_server: Callable[[], FixtureServer], tmp_path: Path, status: int) -> None:
+    """A 429 too: it asks for fewer requests, not for none of the rules."""
     server = make_server()
     site = setup_site(server, pages=2, images_per_page=4)
-    fail_first(server, {"/robots.txt"}, 503, times=1, retry_after="0")
+    fail_first(server, {"/robots.txt"}, status, times=1, retry_after="0")
     out = tmp_path / "out"
     err = _master_with_a_local_worker(server, out, tmp_path, status=5)  # nothing was read
-    assert f"page {server.url}/: robots.txt unreachable (HTTP 503)" in err, err
+    assert f"page {server.url}/: robots.txt unreachable (HTTP {status})" in err, err
     assert f"no seed page could be fetched: {server.url}/: robots.txt unreachable" in err
     assert _page_counts(err) == (1, 1), err
     assert "/" not in server.paths()

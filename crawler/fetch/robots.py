@@ -116,7 +116,11 @@ def read_robots(client: EasyClient, origin: str, timeout: float, *,
     if not reply.ok:
         log.warning("robots.txt of %s unreachable (%s): %s", origin, reply.failure, then)
         return unreachable(reply.failure)
-    if reply.status >= 500:  # and a status out of range: no telling what it meant
+    # A 429 is a 4xx, which RFC 9309 reads as no robots.txt; but it says "too many
+    # requests", and taking it for leave to fetch everything at once would answer a
+    # server that asks for less with more: it is unreachable for now, as a 5xx is
+    # (and as Google reads it).
+    if reply.status >= 500 or reply.status == 429:  # >= 500: out of range too
         log.warning("robots.txt of %s answered %s: %s", origin, status_reason(reply.status),
                     then)
         return unreachable(status_reason(reply.status))
