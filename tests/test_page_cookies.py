@@ -9,6 +9,7 @@ redis-server broker. The cookie's value is a secret: no log or result file has i
 
 from __future__ import annotations
 
+import os
 import queue
 import secrets
 import shutil
@@ -24,6 +25,7 @@ import pytest
 
 from crawler.demo.site import png
 from crawler.fetch.cookiefeed import CookieFeed, JarWatch, add_to_jar, jar_lines
+from crawler.master.pagecookies import load_page_cookies, save_page_cookies
 from crawler.model import cookies
 from crawler.model.files import PAGE_COOKIES_NAME
 
@@ -503,3 +505,17 @@ def test_cookies_given_before_a_submit_go_with_its_urls(
         assert got == ["", "sc=v"]
     finally:
         runner.close()
+
+
+def test_page_cookies_are_saved_past_a_link_left_at_their_drafts_name(tmp_path: Path) -> None:
+    """The draft is made anew: the file a link there names keeps its bytes."""
+    out, victim = tmp_path / "out", tmp_path / "elsewhere.txt"
+    out.mkdir()
+    victim.write_text("not the crawl's\n")
+    (out / f".{PAGE_COOKIES_NAME}.{os.getpid()}").symlink_to(victim)
+    line = "127.0.0.1\tFALSE\t/\tFALSE\t0\tsession\tabc"
+    save_page_cookies(out, [line])
+    assert victim.read_text() == "not the crawl's\n"
+    assert load_page_cookies(out) == [line]
+    assert [p.name for p in out.iterdir()] == [PAGE_COOKIES_NAME]
+    assert stat.S_IMODE((out / PAGE_COOKIES_NAME).stat().st_mode) == 0o600

@@ -39,9 +39,14 @@ def save_page_cookies(folder: Path, lines: list[str]) -> None:
     draft = path.with_name(f".{PAGE_COOKIES_NAME}.{os.getpid()}")
     body = (_HEADER + "".join(line + "\n" for line in lines)).encode(COOKIE_ENCODING)
     try:
-        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # Made anew (O_EXCL): a link left at the draft's name is removed, not written
+        # through to the file it names.
+        draft.unlink(missing_ok=True)
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.write(fd, body)
+            with memoryview(body) as rest:
+                while rest:
+                    rest = rest[os.write(fd, rest):]
         finally:
             os.close(fd)
         draft.replace(path)
