@@ -215,6 +215,24 @@ def test_a_link_in_place_of_a_results_copy_is_removed_not_written_through(
     assert (out / "results.log").read_text().startswith("http://a.example/x.png--->")
 
 
+def test_a_link_in_place_of_pages_jsonl_is_named_not_appended_through(tmp_path: Path) -> None:
+    """pages.jsonl is added to, not written anew: through a link in its place the crawl's
+    failed pages went into the file it named, outside the folder."""
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text("kept\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "pages.jsonl").symlink_to(elsewhere)
+    with pytest.raises(StorageError) as caught:
+        ResultFiles(out, [outcome("http://a.example/x.png", ok=True)])
+    assert str(caught.value) == (
+        f"cannot write the crawl's results: {out / 'pages.jsonl'} is a symbolic link, where "
+        "a file of the crawler's goes, and would be written through; move it away, or "
+        "choose another output folder")
+    assert elsewhere.read_text() == "kept\n"
+    assert sorted(p.name for p in out.iterdir()) == ["pages.jsonl"]
+
+
 def test_a_page_that_fails_again_in_every_run_keeps_one_line_in_pages_jsonl(
         tmp_path: Path) -> None:
     """A page that fails for a passing reason is tried by every run and listed anew each

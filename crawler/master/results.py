@@ -30,7 +30,7 @@ from typing import Any, BinaryIO, TextIO
 from crawler.errors import StorageError
 from crawler.master.journal import ROBOTS_UNREACHABLE
 from crawler.model.files import MANIFEST_NAME, PAGES_NAME, RESULTS_NAME
-from crawler.model.folders import folder_in_place_of_file
+from crawler.model.folders import folder_in_place_of_file, link_in_place_of_file
 from crawler.model.outcome import NAME_TAKEN_ADVICE, Outcome
 from crawler.model.urls import host_key_of_normalized
 
@@ -133,6 +133,8 @@ class ResultFiles:
         in_place = self._folder_in_place()
         if in_place is not None:  # said before a file is touched
             raise _results_in_the_way(in_place)
+        if self.pages_path.is_symlink():  # appended to, unlike the two rewritten anew
+            raise link_in_place_of_file(self.pages_path, "write the crawl's results")
         try:
             # Copies a run killed left (kill -9, a power cut): only the close that rewrites
             # pages.jsonl would replace its copy, and it may never come. A symbolic link in

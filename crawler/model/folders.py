@@ -40,3 +40,11 @@ def folder_in_place_of_file(path: Path, doing: str) -> StorageError:
     to do (the system says only "Is a directory", of no path)."""
     return StorageError(f"cannot {doing}: {path} is a folder, where a file of the crawler's "
                         "goes; move it away, or choose another output folder")
+
+
+def link_in_place_of_file(path: Path, doing: str) -> StorageError:
+    """The error for a symbolic link with the name of a file the crawler adds to: written
+    through, the file it names (anywhere) would take the crawl's lines."""
+    return StorageError(f"cannot {doing}: {path} is a symbolic link, where a file of the "
+                        "crawler's goes, and would be written through; move it away, or "
+                        "choose another output folder")
