@@ -738,7 +738,27 @@ def _address(text: str) -> tuple[str, int]:
     try:
         return parse_address(text)
     except ValueError as exc:
-        raise UsageError(f"bad master address: {exc}") from exc
+        raise UsageError(f"bad master address: {exc}{_address_hint(text)}") from exc
+
+
+def _address_hint(text: str) -> str:
+    """What to give instead of a master's address written as a URL or without its port:
+    the queue is no web server, and its port is the one the master printed."""
+    from urllib.parse import urlsplit
+
+    shaped = urlsplit(text if "//" in text else f"//{text}")
+    try:
+        host, port = shaped.hostname, shaped.port
+    except ValueError:  # a port that is no number, or out of range: said as it is
+        return ""
+    if not host or ":" in host:  # an IPv6 address is said by parse_address
+        return ""
+    printed = "as the master printed it after 'queue on'"
+    if port is None:
+        default_port = DEFAULTS.queue.bind.rpartition(":")[2]
+        return (f"; give its port too, {printed}: {host}:{default_port} unless the master "
+                "was given another --bind")
+    return f"; give it {printed}, without a scheme or path: {host}:{port}"
 
 
 # What the summary says of an interrupted crawl: a rerun goes on with it.

@@ -332,6 +332,24 @@ def test_status_names_a_mistyped_address_before_a_missing_key(tmp_path: Path) ->
         result.stderr
 
 
+@pytest.mark.parametrize(("given", "meant"), [
+    ("http://127.0.0.1:8000/", "give it as the master printed it after 'queue on', without "
+                               "a scheme or path: 127.0.0.1:8000"),
+    ("localhost:24601/", "give it as the master printed it after 'queue on', without a "
+                         "scheme or path: localhost:24601"),
+    ("127.0.0.1", "give its port too, as the master printed it after 'queue on': "
+                  "127.0.0.1:24601 unless the master was given another --bind"),
+])
+@pytest.mark.parametrize("command", ["worker", "status"])
+def test_a_master_address_as_a_url_or_without_its_port_says_what_to_give(
+        tmp_path: Path, authkey: str, command: str, given: str, meant: str) -> None:
+    """A URL or a bare host for the master said only "is not HOST:PORT"."""
+    result = run_crawler(command, given, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert error_line(result) == (
+        f"crawler: error: bad master address: {given!r} is not HOST:PORT; {meant}")
+
+
 @pytest.mark.parametrize("command", [["master", "http://127.0.0.1:1/", "--bind", "[::1]:9000"],
                                      ["worker", "[::1]:9000"]])
 def test_an_ipv6_queue_address_is_refused_in_one_line(tmp_path: Path, authkey: str,
