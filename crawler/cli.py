@@ -57,6 +57,7 @@ from crawler.config import (
     without_password,
 )
 from crawler.errors import (
+    AuthkeyError,
     CrawlerError,
     HungUp,
     StopSaid,
@@ -1048,7 +1049,13 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         stopped = _wait_for_key_file(args.authkey_file, settings.worker.connect_wait, terminal)
         if stopped:
             return _worker_stopped(stopped)
-        authkey = load_authkey(args.authkey_file, generate=False, empty_hint=MASTERS_KEY_HINT)
+        try:
+            authkey = load_authkey(args.authkey_file, generate=False,
+                                   empty_hint=MASTERS_KEY_HINT)
+        except AuthkeyError as exc:
+            if args.authkey_file is not None:
+                raise
+            raise AuthkeyError(f"{exc}{_key_beside(settings.output.dir)}") from exc
     line = WorkerLine(quiet=args.quiet)
     try:
         reason = run_worker(args.master, out=settings.output.dir, settings=settings,
@@ -1060,6 +1067,17 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         line.close()
     return _worker_stopped(reason) if reason else 0
+
+
+def _key_beside(out_dir: str) -> str:
+    """A worker given no key whose --out is a master's folder: that master's key is there,
+    and the worker reads no key it was not told, but can say which flag names it."""
+    from crawler.master.authkey import KEY_FILE_NAME
+
+    key_file = Path(out_dir) / KEY_FILE_NAME
+    if not key_file.is_file():
+        return ""
+    return f" (this worker's --out holds one: --authkey-file {key_file})"
 
 
 def _note_worker_stopping(signum: int, terminal: list[int]) -> None:

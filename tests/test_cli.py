@@ -401,6 +401,21 @@ def test_worker_without_authkey_exits_2(tmp_path: Path) -> None:
     assert "a master started without one keeps its own in OUT/authkey" in error_line(result)
 
 
+def test_a_worker_without_a_key_names_the_one_in_its_output_folder(tmp_path: Path) -> None:
+    """A worker given the master's --out and no key was told only where keys are kept,
+    not that its own folder holds one."""
+    env = {k: v for k, v in os.environ.items() if k != "CRAWLER_AUTHKEY"}
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "authkey").write_text("0123456789abcdef0123456789abcdef\n")
+    result = run_crawler("worker", "127.0.0.1:1", "--out", "out", cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    assert error_line(result).endswith(
+        "(this worker's --out holds one: --authkey-file out/authkey)"), result.stderr
+    elsewhere = run_crawler("worker", "127.0.0.1:1", "--out", "other", cwd=tmp_path, env=env)
+    assert elsewhere.returncode == 2, elsewhere.stderr
+    assert "--out holds" not in error_line(elsewhere)
+
+
 def test_a_worker_given_a_folder_for_its_master_says_what_to_give(tmp_path: Path) -> None:
     """crawler worker OUT (the master's output folder) said only "'OUT' is not HOST:PORT"."""
     (tmp_path / "out").mkdir()
