@@ -871,7 +871,8 @@ def _section_values(current: Any, section: str, table: Mapping[str, Any],
                     raise ConfigError(f"{where}: {said}") from None
             shown = _as_written(shown_value(f"{section}.{key}", written))
             raise ConfigError(f"{where}: expected {exc}, got {shown}"
-                              f"{_quoted_hint(key, written, hints[key])}") from None
+                              f"{_quoted_hint(key, written, hints[key])}"
+                              f"{_wrong_item(f'{section}.{key}', written)}") from None
         values[key] = _home_expanded(value) if (section, key) == ("output", "dir") else value
     return values
 
@@ -888,6 +889,23 @@ def _quoted_hint(key: str, raw: Any, hint: Any) -> str:
         return f" (quoted, it is text: write {key} = {text})"
     if typing.get_origin(hint) is tuple:
         return f" (one item is a list too: {key} = [{_as_written(raw)}])"
+    return ""
+
+
+def _wrong_item(key: str, raw: Any) -> str:
+    """Which item of a list of patterns or sources is wrong, and why: in a list of a
+    dozen, "expected a list of Python regular expressions" left the user to find it."""
+    if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+        return ""  # said already: not a list of strings
+    if is_pattern_setting(key):
+        for pattern in raw:
+            reason = regex_error(pattern)
+            if reason is not None:
+                return f" ({_as_written(pattern)} is not one: {reason})"
+    if key == "crawl.sources":
+        unknown = [item for item in raw if item not in ALL_SOURCES]
+        if unknown:
+            return f" ({', '.join(_as_written(item) for item in unknown)}: no such source)"
     return ""
 
 

@@ -88,6 +88,10 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     ("[crawl]\nallow = [\"ok\", \"(\"]\n",
      "crawl.allow: expected a list of Python regular expressions"),
     ("[crawl]\nimage_deny = [\"[a-\"]\n", "crawl.image_deny: expected a list of Python regular"),
+    # Which item of a list is wrong, and why: the list may be long
+    ('[crawl]\ndeny = ["ok", "*.jpg", "("]\n',
+     '("*.jpg" is not one: nothing to repeat at position 0)'),
+    ('[crawl]\nsources = ["img", "imgs", "video"]\n', '("imgs", "video": no such source)'),
     # Values as the file wrote them, not as Python would
     ("[crawl]\ndepth = true\n", "crawl.depth: expected a whole number, got true"),
     ("[crawl]\nallow = [\"ok\", 3]\n", 'crawl.allow: expected a list of strings, got ["ok", 3]'),
