@@ -945,6 +945,8 @@ def _master(args: argparse.Namespace, settings: Settings) -> int:
                     "workers", args.local_workers)
     urls = list(args.seeds)
     if args.input_file is not None:
+        if args.input_file == "-":
+            _prompt_for_seeds()
         urls += read_seed_file(args.input_file)
     broker = _broker(args)
     if args.join is not None:
@@ -1012,6 +1014,16 @@ def _broker(args: argparse.Namespace) -> BrokerAddress | None:
         if from_command_line:
             raise
         raise UsageError(f"${BROKER_ENV}: {exc}") from exc
+
+
+def _prompt_for_seeds() -> None:
+    """``-i -`` on a terminal: the seeds are typed there, and without a word the command
+    looked hung. A pipe or a file is read as it is, unannounced."""
+    with contextlib.suppress(OSError, ValueError):  # no standard input, or none to say it on
+        if sys.stdin is not None and sys.stdin.isatty():
+            sys.stderr.write("crawler: reading seed URLs from the terminal, one a line; "
+                             "end with Ctrl-D\n")
+            sys.stderr.flush()
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:

@@ -926,6 +926,29 @@ def test_standard_input_closed_or_not_utf8_is_said_as_a_seed_files_would_be(
     assert result.stderr.decode().splitlines() == [f"crawler: error: {message}"]
 
 
+def test_seeds_read_from_a_terminal_are_asked_for(tmp_path: Path) -> None:
+    """-i - on a terminal waited for lines typed there without a word, as a hung command."""
+    import pty
+
+    typist, terminal = pty.openpty()
+    try:
+        master = subprocess.Popen(crawler_command("master", "-i", "-", "--dry-run"),
+                                  stdin=terminal, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                                  env=crawl_env(tmp_path))
+        try:
+            wait_for_output(master, "reading seed URLs from the terminal, one a line; end "
+                                    "with Ctrl-D", timeout=10)
+            os.write(typist, b"\x04")  # Ctrl-D on an empty line: the end of the input
+            assert master.wait(timeout=30) == 2
+        finally:
+            master.kill()
+            master.communicate()
+    finally:
+        os.close(typist)
+        os.close(terminal)
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["-i", "missing.txt"], "seed file missing.txt: not found"),
     ([], "no seed URL"),
