@@ -660,6 +660,17 @@ def test_worker_pointed_at_something_else_says_so(site: FixtureServer, tmp_path:
         "and no second question (is it running?): something is running there"
 
 
+def test_status_pointed_at_something_else_says_so_as_a_worker_does(
+        site: FixtureServer, tmp_path: Path, authkey: str) -> None:
+    """crawler status at a web server's port said "(NoHandshake: ...)", naming a class."""
+    port = site.server_address[1]
+    result = run_crawler("status", f"127.0.0.1:{port}", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert error_line(result) == (
+        f"crawler: error: no master answers at 127.0.0.1:{port} (127.0.0.1:{port} took the "
+        "connection and made no handshake: is that a crawler master's queue port?)")
+
+
 def test_worker_waiting_at_something_else_says_what_it_met(site: FixtureServer,
                                                           tmp_path: Path, authkey: str) -> None:
     """The wait's own line names a port that is no master's; it said "resource

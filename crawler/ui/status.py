@@ -17,8 +17,9 @@ def fetch_status(address: tuple[str, int], authkey: bytes) -> dict[str, Any]:
     try:
         return dict(client.connect().status())
     except (OSError, EOFError) as exc:
+        # As a worker says it: "NoHandshake: ..." named our own class to the user.
         raise MasterUnreachable(f"no master answers at {address[0]}:{address[1]} "
-                                f"({exc.__class__.__name__}: {exc})") from exc
+                                f"({client.unreachable(exc)})") from exc
 
 
 def fetch_broker_status(broker: BrokerAddress, crawl: str | None) -> dict[str, Any]:
