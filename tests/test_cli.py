@@ -214,7 +214,9 @@ def test_demo_into_a_file_exits_3(tmp_path: Path) -> None:
     blocker.write_text("a file where a folder should be")
     result = run_crawler("demo", "--out", str(blocker), cwd=tmp_path)
     assert result.returncode == 3, result.stderr
-    assert f"cannot use {blocker}/demo for the demo's output" in error_line(result)
+    assert error_line(result) == (
+        f"crawler: error: cannot use {blocker}/demo for the demo's output: {blocker} is a file "
+        "where a folder is needed; move it away (or choose another folder with --out)")
 
 
 # "http:///nohost" is not here: browsers take it for http://nohost/, and so does the crawler.

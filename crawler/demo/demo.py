@@ -19,6 +19,7 @@ from crawler.fetch.options import RequestOptions
 from crawler.master.authkey import master_authkey
 from crawler.master.claim import forget_crawl
 from crawler.master.folderlock import FolderLock
+from crawler.model.folders import file_in_the_way
 from crawler.model.outcome import IMAGES_DIR
 from crawler.ui.report import write_report
 
@@ -48,8 +49,12 @@ def run_demo(settings: Settings, *, workers: int, quiet: bool,
         finally:
             lock.release()  # the demo's master takes it next
     except OSError as exc:
-        raise StorageError(f"cannot use {out_dir} for the demo's output: {exc.strerror}"
-                           " (choose another folder with --out)") from exc
+        # "Not a directory" named no path: say which file is in the way, as a master does.
+        blocker = file_in_the_way(out_dir)
+        reason = (f"{blocker} is a file where a folder is needed; move it away"
+                  if blocker is not None else exc.strerror)
+        raise StorageError(f"cannot use {out_dir} for the demo's output: {reason}"
+                           " (or choose another folder with --out)") from exc
 
     def say(text: str) -> None:
         if not quiet:
