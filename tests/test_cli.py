@@ -594,6 +594,7 @@ def test_a_worker_waiting_for_a_broker_names_the_broker(tmp_path: Path) -> None:
     line = result.stderr.splitlines()[-1]
     assert f"could not reach {broker} within 1 s" in line
     assert "is redis-server running there" in line and "master" not in line
+    assert line.count("reach") == 1, "the broker is named once, by the line's start"
 
 
 def test_worker_with_wrong_authkey_exits_1_and_the_crawl_goes_on(

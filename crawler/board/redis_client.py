@@ -60,7 +60,10 @@ class BrokerClient:
         self._looked = False  # at the broker's set-up, for what may lose the crawl
 
     def unreachable(self, exc: BaseException) -> str:
-        return str(exc)  # the broker's own words say what to check
+        # The broker's own words say what to check; the line they end names the broker
+        # already ("could not reach the broker at X within N s: cannot reach the broker
+        # at X: ..." said it twice).
+        return str(exc).removeprefix(f"cannot reach the broker at {self.broker}: ")
 
     def connect(self) -> _LinkErrors:
         """The crawl's board; ConnectionError while the broker or the crawl is not there."""
