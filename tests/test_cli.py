@@ -403,6 +403,17 @@ def test_worker_without_authkey_exits_2(tmp_path: Path) -> None:
     assert "a master started without one keeps its own in OUT/authkey" in error_line(result)
 
 
+@pytest.mark.parametrize("command", ["worker", "status"])
+def test_an_authkey_variable_set_but_blank_is_said_to_be(tmp_path: Path, command: str) -> None:
+    """CRAWLER_AUTHKEY=$(cat FILE), FILE missing, was told "set CRAWLER_AUTHKEY"."""
+    env = {**os.environ, "CRAWLER_AUTHKEY": " \n"}
+    result = run_crawler(command, "127.0.0.1:1", cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    assert error_line(result).startswith(
+        "crawler: error: no authkey (CRAWLER_AUTHKEY is set, but empty): set CRAWLER_AUTHKEY "
+        "or pass --authkey-file"), result.stderr
+
+
 def test_a_worker_without_a_key_names_the_one_in_its_output_folder(tmp_path: Path) -> None:
     """A worker given the master's --out and no key was told only where keys are kept,
     not that its own folder holds one."""

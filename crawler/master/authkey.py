@@ -94,9 +94,12 @@ def load_authkey(key_file: Path | None, *, generate: bool,
         return Authkey(secrets.token_hex(MIN_REMOTE_BYTES).encode(), "generated")
     # Where the key is, as a refused key is told: a worker started before reading the
     # master's "workers on this host" line knows no OUT/authkey.
-    raise AuthkeyError(f"no authkey: set {ENV_VAR} or pass --authkey-file with the master's key"
-                       " (in Python: authkey=); a master started without one keeps its own "
-                       f"in OUT/{KEY_FILE_NAME}")
+    # Set and blank, as CRAWLER_AUTHKEY=$(cat FILE) leaves it when FILE is missing: "set
+    # CRAWLER_AUTHKEY" alone read as if the variable had not reached the process.
+    blank = f" ({ENV_VAR} is set, but empty)" if ENV_VAR in os.environ else ""
+    raise AuthkeyError(f"no authkey{blank}: set {ENV_VAR} or pass --authkey-file with the "
+                       "master's key (in Python: authkey=); a master started without one keeps "
+                       f"its own in OUT/{KEY_FILE_NAME}")
 
 
 def master_authkey(key_file: Path | None, out_dir: Path, *, keep: bool) -> Authkey:
