@@ -31,6 +31,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from crawler import __version__
 from crawler.config import (
@@ -607,6 +608,11 @@ def _seed_hint(seed: str, why: str, *, schemeless: bool) -> str:
         return ("; a seed must be an HTML page" + (
             ": images are found on the pages that show them, so give such a page"
             if "(image/" in why else ""))
+    if "connection error: connection refused" in why and "proxy" not in why:
+        # The first request of a site is its robots.txt, so a server that is not running
+        # read as a robots.txt problem ("robots.txt unreachable (connection error: ...)").
+        return (f"; nothing listens at {urlsplit(seed).netloc}: is its server running, "
+                "and is the address right?")
     if not seed.startswith("https://") or not any(words in why for words in _NOT_TLS):
         return ""
     return (f"; the server there does not speak TLS: for plain HTTP, give "

@@ -711,7 +711,8 @@ def test_a_seed_on_a_closed_port_is_not_a_success(tmp_path: Path) -> None:
     assert result.returncode == 5, result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         f"crawler: error: no seed page could be fetched: http://127.0.0.1:{port}/: robots.txt"
-        " unreachable (connection error: connection refused)")
+        " unreachable (connection error: connection refused); nothing listens at "
+        f"127.0.0.1:{port}: is its server running, and is the address right?")
     # The summary does not call it a completed crawl, in words or in JSON.
     assert "crawl ended: no seed page could be fetched (below)" in result.stderr
     assert "completed" not in result.stderr
@@ -1175,7 +1176,9 @@ def test_log_file_gets_the_log_lines_with_timestamps(tmp_path: Path) -> None:
     logged = log_file.read_text().splitlines()
     assert any("robots.txt of" in line and "unreachable" in line for line in logged)
     assert logged[-1].endswith(f"ERROR: no seed page could be fetched: http://127.0.0.1:{port}/"
-                               ": robots.txt unreachable (connection error: connection refused)")
+                               ": robots.txt unreachable (connection error: connection refused)"
+                               f"; nothing listens at 127.0.0.1:{port}: is its server running, "
+                               "and is the address right?")
     assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+: ", line)
                for line in logged), logged
     # On the terminal: the announcements and the error line, and no log line.
