@@ -30,7 +30,7 @@ from crawler.fetch.curlsetup import default_ca_file
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
-from crawler.master.robots import Robots
+from crawler.master.robots import ROBOTS_AT_ONCE, Robots
 from crawler.master.scope import Scope
 from crawler.model.imagescope import ImageScope
 from crawler.model.outcome import Attempt, FailureKind
@@ -99,6 +99,10 @@ class SilentServer:
             self.asked.set()
         for conn in held:
             conn.close()
+
+    def stop(self) -> None:
+        """Stop accepting, without waiting: close() then waits no poll of its own."""
+        self._closed.set()
 
     def close(self) -> None:
         self._closed.set()
@@ -459,6 +463,8 @@ def _crawl_a_page_on_silent_hosts(site: FixtureServer, tmp_path: Path, count: in
                              str(out), "--local-workers", "1", cwd=tmp_path, timeout=60)
     finally:
         for server in silent:
+            server.stop()
+        for server in silent:
             server.close()
     assert result.returncode == 0, result.stderr
     entries = {e["url"]: e for e in manifest_lines(out)}
@@ -483,17 +489,53 @@ def test_the_robots_txt_files_a_page_needs_are_read_at_once_not_in_turn(
 
 def test_a_page_showing_images_of_many_hosts_that_never_answer_waits_two_deadlines_at_most(
         site: FixtureServer, tmp_path: Path) -> None:
-    """16 such hosts, two robots.txt read at a time: a batch after another took eight
-    deadlines (a stop waited for them too). The hosts not begun within the first deadline
-    are refused for now, as unreachable: a rerun tries them again."""
+    """More such hosts than two deadlines' worth of robots.txt read at once: a batch after
+    another took a deadline each (a stop waited for them too). The hosts not begun within
+    the first deadline are refused for now, as unreachable: a rerun tries them again."""
+    count = 2 * ROBOTS_AT_ONCE + 16
+    started = time.monotonic()
     result, hosts, entries = _crawl_a_page_on_silent_hosts(
-        site, tmp_path, 16, "[crawl]\npage_timeout = 1.0\npage_concurrency = 2\n")
-    # Eight deadlines would have read them all, a batch after another.
+        site, tmp_path, count, "[crawl]\npage_timeout = 2.0\n")
+    took = time.monotonic() - started
     reasons = collections.Counter(entries[host + "/x.png"]["reason"] for host in hosts)
-    assert set(reasons) <= {"robots.txt unreachable (too slow (over 1 s))",
+    assert set(reasons) <= {"robots.txt unreachable (too slow (over 2 s))",
                             "robots.txt unreachable (not read in time)"}, reasons
-    assert reasons["robots.txt unreachable (not read in time)"] >= 8, reasons
-    assert "to try again    16 image(s)" in result.stderr, result.stderr
+    assert reasons["robots.txt unreachable (not read in time)"] >= 16, reasons
+    assert f"to try again    {count} image(s)" in result.stderr, result.stderr
+    assert took < 10, f"the robots.txt files were read a batch after another ({took:.1f} s)"
+
+
+def test_hung_robots_txt_files_of_some_hosts_leave_the_images_of_the_others_stored(
+        site: FixtureServer, make_server: Callable[[], FixtureServer],
+        tmp_path: Path) -> None:
+    """A page showing images of ten hosts whose robots.txt never answers, then of four
+    that answer at once. The robots.txt files were read with the pages' bound (two
+    here): the hung ones held every turn for a deadline, and the images of the hosts
+    that answer, not begun by then, were refused "not read in time" for the run."""
+    answering = [make_server() for _ in range(4)]
+    silent = [SilentServer() for _ in range(10)]
+    hung = [server.url for server in silent]
+    try:
+        tags = "".join(f'<img src="{host}/x.png">' for host in hung)
+        tags += "".join(f'<img src="{server.url}/images/blue.png">' for server in answering)
+        page = f"<html><body>{tags}</body></html>".encode()
+        site.routes["/"] = lambda h: h.send_body(200, page, "text/html")
+        (tmp_path / "settings.toml").write_text(
+            "[crawl]\npage_timeout = 1.0\npage_concurrency = 2\n")
+        out = tmp_path / "out"
+        result = run_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
+                             str(out), "--local-workers", "1", cwd=tmp_path, timeout=60)
+    finally:
+        for server in silent:
+            server.close()
+    assert result.returncode == 0, result.stderr
+    entries = {e["url"]: e for e in manifest_lines(out)}
+    for server in answering:
+        entry = entries[server.url + "/images/blue.png"]
+        assert entry["status"] == "success", entry
+    for host in hung:
+        assert entries[host + "/x.png"]["reason"] == (
+            "robots.txt unreachable (too slow (over 1 s))")
 
 
 def test_a_robots_txt_that_waited_for_a_connection_in_vain_is_read_when_next_needed(

@@ -193,9 +193,12 @@ class EasyClient:
 
     def __init__(self, policy: AddressPolicy, options: RequestOptions, *,
                  connect_timeout: float = 10.0, ca_file: str | None = None,
-                 at_once: int | None = None) -> None:
+                 at_once: int | None = None, share: pycurl.CurlShare | None = None,
+                 watch: JarWatch | None = None) -> None:
         """``at_once``: requests in flight at most, whatever the threads asking (None: no
-        bound); a request waiting for its turn waits within its own deadline."""
+        bound); a request waiting for its turn waits within its own deadline. ``share``
+        and ``watch``: another client's cookie jar, DNS and TLS cache and its watch on
+        the jar, to use with it (that client closes the share); by default its own."""
         self._options = options
         self._turns = threading.BoundedSemaphore(at_once) if at_once else None
         self.at_once = at_once
@@ -207,8 +210,10 @@ class EasyClient:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._handles: list[pycurl.Curl] = []
-        self._share = new_share(options)  # one cookie jar, DNS, TLS cache: every handle
-        self.jar_watch = JarWatch()  # a response set a cookie in it
+        self._own_share = share is None
+        # One cookie jar, DNS, TLS cache: every handle.
+        self._share = new_share(options) if share is None else share
+        self.jar_watch = JarWatch() if watch is None else watch  # a response set a cookie
         self._logins = gives_login_headers(options)  # else no hop is told apart by origin
 
     def get(self, url: str, *, accept: str, max_bytes: int, timeout: float,
@@ -307,8 +312,9 @@ class EasyClient:
             # One a helper thread still performs on (a wind-down cut short) is left.
             with contextlib.suppress(pycurl.error):
                 handle.close()
-        with contextlib.suppress(pycurl.error):  # a handle still uses it: left too
-            self._share.close()
+        if self._own_share:
+            with contextlib.suppress(pycurl.error):  # a handle still uses it: left too
+                self._share.close()
 
     # ----- handles -----------------------------------------------------------------
 

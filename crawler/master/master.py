@@ -57,7 +57,7 @@ from crawler.master.pageloop import PageLoop, PageLoopEnded
 from crawler.master.pages import Page
 from crawler.master.results import ManifestTally, NoFiles, ResultFiles
 from crawler.master.resumed import ResumedImage
-from crawler.master.robots import Robots
+from crawler.master.robots import ROBOTS_AT_ONCE, Robots
 from crawler.master.scope import Scope
 from crawler.master.stylesheets import Stylesheets, reading_rule
 from crawler.master.summary import Summary
@@ -146,7 +146,8 @@ class MasterOptions(NamedTuple):
 class _Pipeline(NamedTuple):
     """What carries a crawl's pages, opened for one run of the crawl loop."""
 
-    session: EasyClient  # robots.txt and style sheets
+    session: EasyClient  # style sheets (and the cookie jar robots_session shares)
+    robots_session: EasyClient  # robots.txt, of many origins at once
     robots: Robots
     stylesheets: Stylesheets
     pages: PageLoop
@@ -538,8 +539,8 @@ class Master:
         self._snapshot.found = len(resumed.finished_images)
         self._snapshot.pages = len(resumed.done_pages)
         self._snapshot.pages_failed = resumed.failed_pages
-        # robots.txt and style sheets, on the page loop's helper threads (a thread for
-        # each page in hand): no more of them at once than pages are fetched.
+        # Style sheets, on the page loop's helper threads (a thread for each page in
+        # hand): no more of them at once than pages are fetched.
         session = EasyClient(self._policy, self._request, ca_file=default_ca_file(),
                              at_once=settings.crawl.page_concurrency)
         if not self._options.dry_run:
@@ -550,7 +551,11 @@ class Master:
                                            folder=self._options.out_dir if embedded else None)
             if embedded:
                 self._cookie_post.restore(session)
-        robots = Robots(session, settings.crawl.user_agent, settings.crawl.page_timeout,
+        # robots.txt files with their own bound, the session's jar and caches shared.
+        robots_session = EasyClient(self._policy, self._request, ca_file=default_ca_file(),
+                                    at_once=ROBOTS_AT_ONCE, share=session.share,
+                                    watch=session.jar_watch)
+        robots = Robots(robots_session, settings.crawl.user_agent, settings.crawl.page_timeout,
                         settings.crawl.respect_robots,
                         max_delay=settings.politeness.max_crawl_delay,
                         max_age=settings.crawl.robots_max_age)
@@ -587,7 +592,7 @@ class Master:
                          fetches=settings.crawl.page_concurrency,
                          delay=settings.politeness.host_delay, paces=self._paces)
         self._pages = pages
-        return _Pipeline(session, robots, stylesheets, pages, frontier)
+        return _Pipeline(session, robots_session, robots, stylesheets, pages, frontier)
 
     def _loop(self, pipeline: _Pipeline, running: set[Future[Visit]], ledger: Ledger,
               files: ResultFiles, state: _LoopState) -> None:
@@ -704,6 +709,7 @@ class Master:
             finally:
                 pipeline.robots.close()
                 pipeline.stylesheets.close()
+                pipeline.robots_session.close()  # before the session: it closes the share
                 pipeline.session.close()
         return not_visited
 

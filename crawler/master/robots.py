@@ -28,6 +28,11 @@ from crawler.master.once import NotYet, Once
 log = logging.getLogger(__name__)
 
 READ_AT_ONCE = 8  # robots.txt files read_all reads at once, when the client has no bound
+# robots.txt files the master reads at once, each of another origin. Not the pages' bound
+# (crawl.page_concurrency): a page showing images of 200 hosts, 8 of whose robots.txt
+# never answered, had those 8 hold every turn for a deadline, and the images of the
+# hosts not begun by then, answering at once, were refused for the run.
+ROBOTS_AT_ONCE = 64
 # What a thread that could not wait longer for a robots.txt takes: disallowed, for now.
 NOT_READ_IN_TIME = unreachable("not read in time")
 
