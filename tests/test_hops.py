@@ -40,7 +40,15 @@ from crawler.worker.sink import sinks_into
 from crawler.worker.store import Store
 from crawler.worker.worker import Worker, WorkerOptions
 
-from .conftest import FixtureHandler, FixtureServer, manifest_lines, run_crawler
+from .conftest import (
+    FixtureHandler,
+    FixtureServer,
+    manifest_lines,
+    run_crawler,
+    start_crawler,
+    stop,
+    wait_for_output,
+)
 
 PNG = png(40, 30, 7)
 LOOPBACK = AddressPolicy(frozenset({"public", "loopback"}))
@@ -536,6 +544,43 @@ def test_hung_robots_txt_files_of_some_hosts_leave_the_images_of_the_others_stor
     for host in hung:
         assert entries[host + "/x.png"]["reason"] == (
             "robots.txt unreachable (too slow (over 1 s))")
+
+
+def _connections_to(pid: int, ports: set[int]) -> int:
+    """TCP connections process ``pid`` holds open to 127.0.0.1 on any of ``ports``."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = str(fd.readlink())
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:["):-1])
+    count = 0
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote_port, state, inode = int(fields[2].split(":")[1], 16), fields[3], fields[9]
+        if remote_port in ports and state == "01" and inode in inodes:  # 01: established
+            count += 1
+    return count
+
+
+def test_the_master_keeps_no_connection_open_to_a_host_whose_robots_txt_it_read(
+        site: FixtureServer, make_server: Callable[[], FixtureServer], tmp_path: Path,
+        authkey: str) -> None:
+    """A robots.txt is read once a day per origin: each connection that carried one, kept
+    alive, idled for the rest of the crawl (a few per reading thread, hundreds on a crawl
+    of many hosts)."""
+    hosts = [make_server() for _ in range(12)]
+    tags = "".join(f'<img src="{server.url}/images/blue.png">' for server in hosts)
+    page = f"<html><body>{tags}</body></html>".encode()
+    site.routes["/"] = lambda h: h.send_body(200, page, "text/html")
+    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(tmp_path / "out"), cwd=tmp_path)
+    try:
+        wait_for_output(master, r"no worker has taken one", 30)  # every robots.txt read
+        ports = {server.server_address[1] for server in hosts}
+        assert _connections_to(master.pid, ports) == 0
+    finally:
+        stop(master)
 
 
 def test_a_robots_txt_that_waited_for_a_connection_in_vain_is_read_when_next_needed(

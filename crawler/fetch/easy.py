@@ -194,16 +194,20 @@ class EasyClient:
     def __init__(self, policy: AddressPolicy, options: RequestOptions, *,
                  connect_timeout: float = 10.0, ca_file: str | None = None,
                  at_once: int | None = None, share: pycurl.CurlShare | None = None,
-                 watch: JarWatch | None = None) -> None:
+                 watch: JarWatch | None = None, keep_alive: bool = True) -> None:
         """``at_once``: requests in flight at most, whatever the threads asking (None: no
         bound); a request waiting for its turn waits within its own deadline. ``share``
         and ``watch``: another client's cookie jar, DNS and TLS cache and its watch on
-        the jar, to use with it (that client closes the share); by default its own."""
+        the jar, to use with it (that client closes the share); by default its own.
+        ``keep_alive``: False closes each connection after its request, for requests
+        that seldom go to one origin twice (else each thread's handle keeps up to five
+        idle connections open for good)."""
         self._options = options
         self._turns = threading.BoundedSemaphore(at_once) if at_once else None
         self.at_once = at_once
         self.connect_timeout = connect_timeout
         self._connect_ms = max(1, int(connect_timeout * 1000))
+        self._keep_alive = keep_alive
         self._ca_file = ca_file
         self._proxies = options.proxies()
         self._guard = Guard(policy, self._proxies)
@@ -332,6 +336,8 @@ class EasyClient:
         set_common_options(handle, self._options, ca_file=self._ca_file, share=self._share)
         setopt = handle.setopt
         setopt(pycurl.CONNECTTIMEOUT_MS, self._connect_ms)
+        if not self._keep_alive:
+            setopt(pycurl.FORBID_REUSE, 1)
         cap_each_transfer(handle, self._options)
         setopt(pycurl.WRITEFUNCTION, self._on_body)
         setopt(pycurl.HEADERFUNCTION, self._on_header)

@@ -552,9 +552,11 @@ class Master:
             if embedded:
                 self._cookie_post.restore(session)
         # robots.txt files with their own bound, the session's jar and caches shared.
+        # Each origin's is read once a day: a connection kept for it would idle for good,
+        # 64 threads' worth of them on a crawl of many hosts.
         robots_session = EasyClient(self._policy, self._request, ca_file=default_ca_file(),
                                     at_once=ROBOTS_AT_ONCE, share=session.share,
-                                    watch=session.jar_watch)
+                                    watch=session.jar_watch, keep_alive=False)
         robots = Robots(robots_session, settings.crawl.user_agent, settings.crawl.page_timeout,
                         settings.crawl.respect_robots,
                         max_delay=settings.politeness.max_crawl_delay,
