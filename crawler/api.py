@@ -603,21 +603,46 @@ _NOT_TLS = ("wrong version number", "packet length too long", "record layer fail
 def _seed_hint(seed: str, why: str, *, schemeless: bool) -> str:
     """A hint for a seed that failed as ``why``: an https seed whose server answered
     without TLS (often a seed given without a scheme, read as https, on a server of
-    plain HTTP), or a seed that is no page."""
+    plain HTTP), a seed that is no page, or one whose server (or its redirect's)
+    refused the connection."""
     if why.startswith("not HTML"):
         return ("; a seed must be an HTML page" + (
             ": images are found on the pages that show them, so give such a page"
             if "(image/" in why else ""))
-    if "connection error: connection refused" in why and "proxy" not in why:
+    from crawler.fetch.robots import AT_A_REDIRECT
+
+    if ("connection error: connection refused" in why and "proxy" not in why
+            and AT_A_REDIRECT not in why):  # (a robots.txt's redirect: not the seed's)
         # The first request of a site is its robots.txt, so a server that is not running
         # read as a robots.txt problem ("robots.txt unreachable (connection error: ...)").
-        return (f"; nothing listens at {urlsplit(seed).netloc}: is its server running, "
-                "and is the address right?")
+        # The server is the seed's, or that of the redirect it took.
+        refused = why.removeprefix("redirected to ").split(": ", 1)[0] if why.startswith(
+            "redirected to ") else seed
+        address = _host_and_port(refused)
+        if address:
+            return (f"; nothing listens at {address}: is its server running, and is the "
+                    "address right?")
     if not seed.startswith("https://") or not any(words in why for words in _NOT_TLS):
         return ""
     return (f"; the server there does not speak TLS: for plain HTTP, give "
             f"http://{seed.removeprefix('https://')}"
             + (" (a seed without a scheme is https)" if schemeless else ""))
+
+
+def _host_and_port(url: str) -> str:
+    """``HOST:PORT`` of ``url`` (its scheme's port if it names none; no user or password),
+    or "" if it is no URL."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port or _DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:
+        return ""
+    if not host or port is None:
+        return ""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 # What a master that joins a crawl keeps of its own settings (the rest are the crawl's):

@@ -723,6 +723,52 @@ def test_a_seed_on_a_closed_port_is_not_a_success(tmp_path: Path) -> None:
                                          "(connection error: connection refused)"]]
 
 
+def _redirecting(server: FixtureServer, path: str, target: str) -> None:
+    """``path`` on ``server`` answers a redirect to ``target``."""
+    server.routes[path] = lambda handler: handler.send_body(
+        301, b"", "text/plain", {"Location": target})
+
+
+@pytest.mark.parametrize("moved", ["/robots.txt", "/"])
+def test_a_refused_redirect_of_a_seed_is_not_said_of_the_seed_server(
+        site: FixtureServer, tmp_path: Path, moved: str) -> None:
+    """A seed whose robots.txt or page redirected to a closed port was told that nothing
+    listened at the seed's own address, whose server had just answered."""
+    with socket.socket() as closed:  # bound, never listening: refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        _redirecting(site, moved, f"http://127.0.0.1:{port}{moved}")
+        result = run_crawler("master", f"{site.url}/", "--scope", "any", "--out",
+                             str(tmp_path / "out"), "--bind", "127.0.0.1:0", "--quiet",
+                             cwd=tmp_path)
+    assert result.returncode == 5, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    seed_address = site.url.removeprefix("http://")
+    assert f"nothing listens at {seed_address}" not in last, last
+    if moved == "/":  # its target is named, and is where nothing listens
+        assert last.endswith(f"nothing listens at 127.0.0.1:{port}: is its server running, "
+                             "and is the address right?"), last
+    else:  # the robots.txt's redirect is said in its reason, and named in the log
+        assert last.endswith("robots.txt unreachable (connection error: connection refused, "
+                             "at a redirect)"), last
+        assert (f"(connection error: connection refused at its redirect to "
+                f"http://127.0.0.1:{port}/robots.txt)") in result.stderr, result.stderr
+
+
+def test_a_refused_seed_with_a_login_is_said_by_its_host_and_port(tmp_path: Path) -> None:
+    """The address where nothing listens is HOST:PORT, not the seed's user and password."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        result = run_crawler("master", f"http://bob:s3cret@127.0.0.1:{port}/", "--out",
+                             str(tmp_path / "out"), "--bind", "127.0.0.1:0", "--quiet",
+                             cwd=tmp_path)
+    assert result.returncode == 5, result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        f"; nothing listens at 127.0.0.1:{port}: is its server running, and is the address "
+        "right?"), result.stderr
+
+
 
 def crawl_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """The environment with a home of its own, so no user settings file is read."""

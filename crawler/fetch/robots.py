@@ -75,6 +75,9 @@ def kept_on_refresh(read: RobotsFile, previous: RobotsFile | None) -> bool:
     return read.unreachable is not None and previous is not None
 
 
+# What the reason of a robots.txt whose redirect could not be followed ends with.
+AT_A_REDIRECT = ", at a redirect"
+
 # What an unreadable robots.txt means for the master (said in its warning); a worker,
 # which reads it for an image's redirect, says its own.
 NOT_CRAWLED = "not crawling that origin"
@@ -114,8 +117,15 @@ def read_robots(client: EasyClient, origin: str, timeout: float, *,
         log.warning("robots.txt of %s broke off (%s): %s", origin, reply.failure, then)
         return unreachable(f"broken response: {reply.failure}")
     if not reply.ok:
-        log.warning("robots.txt of %s unreachable (%s): %s", origin, reply.failure, then)
-        return unreachable(reply.failure)
+        if reply.url == origin + "/robots.txt":
+            log.warning("robots.txt of %s unreachable (%s): %s", origin, reply.failure, then)
+            return unreachable(reply.failure)
+        # A hop's failure is said to be one: a robots.txt redirected to a server that is
+        # down read as the origin's own server down. Its URL is logged, not put in the
+        # reason, which the summary counts alike for every origin.
+        log.warning("robots.txt of %s unreachable (%s at its redirect to %s): %s", origin,
+                    reply.failure, reply.url, then)
+        return unreachable(reply.failure + AT_A_REDIRECT)
     # A 429 is a 4xx, which RFC 9309 reads as no robots.txt; but it says "too many
     # requests", and taking it for leave to fetch everything at once would answer a
     # server that asks for less with more: it is unreachable for now, as a 5xx is
