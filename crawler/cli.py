@@ -24,6 +24,7 @@ import contextlib
 import functools
 import logging
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -1089,7 +1090,8 @@ def _key_beside(out_dir: str) -> str:
     key_file = Path(out_dir) / KEY_FILE_NAME
     if not key_file.is_file():
         return ""
-    return f" (this worker's --out holds one: --authkey-file {key_file})"
+    # Quoted, as the master's worker command is: the flag is pasted as it is.
+    return f" (this worker's --out holds one: --authkey-file {shlex.quote(str(key_file))})"
 
 
 def _note_worker_stopping(signum: int, terminal: list[int]) -> None:

@@ -429,6 +429,18 @@ def test_a_worker_without_a_key_names_the_one_in_its_output_folder(tmp_path: Pat
     assert "--out holds" not in error_line(elsewhere)
 
 
+def test_the_key_file_a_worker_names_can_be_pasted_when_its_folder_has_a_space(
+        tmp_path: Path) -> None:
+    """--out 'my out' was told "--authkey-file my out/authkey": two words to a shell."""
+    env = {k: v for k, v in os.environ.items() if k != "CRAWLER_AUTHKEY"}
+    (tmp_path / "my out").mkdir()
+    (tmp_path / "my out" / "authkey").write_text("0123456789abcdef0123456789abcdef\n")
+    result = run_crawler("worker", "127.0.0.1:1", "--out", "my out", cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    assert error_line(result).endswith(
+        "(this worker's --out holds one: --authkey-file 'my out/authkey')"), result.stderr
+
+
 def test_a_worker_given_a_folder_for_its_master_says_what_to_give(tmp_path: Path) -> None:
     """crawler worker OUT (the master's output folder) said only "'OUT' is not HOST:PORT"."""
     (tmp_path / "out").mkdir()
