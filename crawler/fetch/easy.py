@@ -2,7 +2,8 @@
 
 The master reads robots.txt files and style sheets (and, with
 ``PageVisitor.visit``, whole pages) from helper threads; each thread keeps one
-easy handle (and so its own kept-alive connections), and ``perform``
+easy handle (and so its own kept-alive connections, unless the client keeps none:
+robots.txt), and ``perform``
 releases the GIL while libcurl works. libcurl enforces what requests could
 not: one hard deadline on the whole request, response head included
 (``TIMEOUT_MS``), however slowly the bytes come. Policy stays in Python: the

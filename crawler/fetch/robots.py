@@ -71,7 +71,8 @@ def refresh_retry(max_age: float | None) -> float:
 
 def kept_on_refresh(read: RobotsFile, previous: RobotsFile | None) -> bool:
     """Whether the rules read before stay in force over ``read``, the refresh of them:
-    RFC 9309 2.4, while the robots.txt is unreachable (a 4xx is not: it means no rules)."""
+    RFC 9309 2.4, while the robots.txt is unreachable (a 4xx other than 429 is not: it
+    means no rules)."""
     return read.unreachable is not None and previous is not None
 
 
@@ -90,7 +91,7 @@ def read_robots(client: EasyClient, origin: str, timeout: float, *,
     RFC 9309: its redirects are followed (ROBOTS_REDIRECTS of them, to any host:
     ``http://`` to ``https://`` and bare host to ``www.`` are common), and the
     file reached holds the rules of ``origin``; 4xx (or a redirect not followed)
-    means no rules; 5xx, a failed connection, a broken or too slow answer mean
+    means no rules; 5xx or 429, a failed connection, a broken or too slow answer mean
     complete disallow. ``refreshing``: the caller keeps the rules it read before
     when this one is unreachable (said so in the warning); else ``unread_means`` is
     what the caller does meanwhile, for the warning.
