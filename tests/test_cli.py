@@ -697,6 +697,31 @@ def test_status_pointed_at_something_else_says_so_as_a_worker_does(
         "connection and made no handshake: is that a crawler master's queue port?)")
 
 
+def test_status_at_a_port_that_hangs_up_says_so_without_a_class_name(
+        tmp_path: Path, authkey: str) -> None:
+    """A port that takes the connection and closes it at once was said as
+    "(EOFError: ; is it running, and is the address right?)": a class name, no words,
+    and a question of whether something runs where something answered."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(10)
+        port = listener.getsockname()[1]
+        status = start_crawler("status", f"127.0.0.1:{port}", cwd=tmp_path)
+        try:
+            taken, _ = listener.accept()
+            taken.close()
+            _, err = status.communicate(timeout=30)
+        finally:
+            status.kill()
+            status.communicate()
+    assert status.returncode == 1, err
+    assert err.strip() == (
+        f"crawler: error: no master answers at 127.0.0.1:{port} (127.0.0.1:{port} closed the "
+        "connection before any handshake (a master does so while too many workers connect "
+        "at once): is that a crawler master's queue port?)"), err
+
+
 def test_worker_waiting_at_something_else_says_what_it_met(site: FixtureServer,
                                                           tmp_path: Path, authkey: str) -> None:
     """The wait's own line names a port that is no master's; it said "resource

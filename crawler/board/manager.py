@@ -243,6 +243,14 @@ def _client(address: Any, family: str | None = None, authkey: bytes | None = Non
         # No seconds said: the caller's own wait (--connect-wait) is the one a user set.
         raise NoHandshake(f"{host}:{port} took the connection and made no handshake: "
                               "is that a crawler master's queue port?") from exc
+    except EOFError as exc:
+        # Closed at once, without a word: said as "EOFError: " (a class, no words) and
+        # asked whether something ran where something had answered.
+        conn.close()
+        host, port = address[:2]
+        raise NoHandshake(f"{host}:{port} closed the connection before any handshake (a "
+                          "master does so while too many workers connect at once): is that "
+                          "a crawler master's queue port?") from exc
     except BaseException:
         conn.close()  # a refused key, a reset: no descriptor left behind
         raise
