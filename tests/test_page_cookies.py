@@ -24,6 +24,7 @@ import pycurl
 import pytest
 
 from crawler.demo.site import png
+from crawler.errors import StorageError
 from crawler.fetch.cookiefeed import CookieFeed, JarWatch, add_to_jar, jar_lines
 from crawler.master.pagecookies import load_page_cookies, save_page_cookies
 from crawler.model import cookies
@@ -519,3 +520,17 @@ def test_page_cookies_are_saved_past_a_link_left_at_their_drafts_name(tmp_path: 
     assert load_page_cookies(out) == [line]
     assert [p.name for p in out.iterdir()] == [PAGE_COOKIES_NAME]
     assert stat.S_IMODE((out / PAGE_COOKIES_NAME).stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("draft", [True, False], ids=["draft", "file"])
+def test_a_folder_at_the_page_cookies_name_or_their_drafts_is_named(tmp_path: Path,
+                                                                     draft: bool) -> None:
+    """A folder at the draft's name failed the cleanup too: a bare IsADirectoryError."""
+    name = f".{PAGE_COOKIES_NAME}.{os.getpid()}" if draft else PAGE_COOKIES_NAME
+    (tmp_path / name).mkdir()
+    with pytest.raises(StorageError) as caught:
+        save_page_cookies(tmp_path, ["127.0.0.1\tFALSE\t/\tFALSE\t0\tsession\tabc"])
+    assert str(caught.value) == (
+        f"cannot write the page cookies: {tmp_path / name} is a folder, where a file of the "
+        "crawler's goes; move it away, or choose another output folder")
+    assert (tmp_path / name).is_dir()

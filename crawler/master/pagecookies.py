@@ -14,6 +14,7 @@ them on the board, and keeps them here, as the crawl loop records its pages.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,7 +52,11 @@ def save_page_cookies(folder: Path, lines: list[str]) -> None:
             os.close(fd)
         draft.replace(path)
     except OSError as exc:
-        draft.unlink(missing_ok=True)
+        for in_place in (draft, path):  # a folder at either name: named, and left
+            if in_place.is_dir():
+                raise folder_in_place_of_file(in_place, "write the page cookies") from exc
+        with contextlib.suppress(OSError):
+            draft.unlink(missing_ok=True)
         raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
