@@ -234,3 +234,20 @@ def test_a_crawl_obeys_a_robots_txt_changed_while_it_runs(
     assert (set(late) <= fetched) is late_pages_fetched, sorted(fetched)
     assert bool(set(late) & fetched) is late_pages_fetched, sorted(fetched)
     assert (robots_reads(server) > 1) is not late_pages_fetched
+
+
+def test_a_robots_txt_asked_after_its_client_closed_is_refused_for_now_not_an_error(
+        make_server: Callable[[], FixtureServer], caplog: pytest.LogCaptureFixture) -> None:
+    """A thread still judging queued images as the crawl wound down made a handle on the
+    closed client's cookie share: a pycurl.error ("CurlShare is closed"), logged with its
+    traceback as a crawler error. It is refused for now, as one not read in time."""
+    server = make_server()
+    server.routes["/robots.txt"] = RobotsRoute(disallowing("/old"))
+    easy = EasyClient(LOOPBACK, RequestOptions())
+    easy.close()
+    robots = Robots(easy, AGENT, 5.0, max_age=MAX_AGE)
+    with caplog.at_level(logging.INFO):
+        assert robots.refusal(server.url + "/new") == "robots.txt unreachable (not read in time)"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert "not sent: the crawl is stopping" in caplog.text
+    assert "/robots.txt" not in server.paths()

@@ -215,6 +215,7 @@ class EasyClient:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._handles: list[pycurl.Curl] = []
+        self._closed = False  # no request starts after close()
         self._own_share = share is None
         # One cookie jar, DNS, TLS cache: every handle.
         self._share = new_share(options) if share is None else share
@@ -231,6 +232,11 @@ class EasyClient:
         ``first_url``: the URL whose redirects led to ``url`` (None: ``url`` itself); the
         user's Authorization and Cookie headers go to its origin only.
         """
+        if self._closed:
+            # Asked as the crawl winds down (a thread still judging queued images): a
+            # handle made now would take a closed share, and fail as a pycurl.error.
+            return Reply(url, failure="not sent: the crawl is stopping",
+                         kind=FailureKind.STOPPED, transient=True, no_turn=True)
         handle = self._handle()
         exchange = Exchange(url, max_bytes, wants, self.jar_watch)
         turns, started = self._turns, time.monotonic()
@@ -312,6 +318,7 @@ class EasyClient:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             handles, self._handles = self._handles, []
         for handle in handles:
             # One a helper thread still performs on (a wind-down cut short) is left.
