@@ -6,6 +6,7 @@ import collections
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -414,31 +415,23 @@ def test_an_authkey_variable_set_but_blank_is_said_to_be(tmp_path: Path, command
         "or pass --authkey-file"), result.stderr
 
 
-def test_a_worker_without_a_key_names_the_one_in_its_output_folder(tmp_path: Path) -> None:
+@pytest.mark.parametrize("folder", ["out", "my out"])
+def test_a_worker_without_a_key_names_the_one_in_its_output_folder(tmp_path: Path,
+                                                                   folder: str) -> None:
     """A worker given the master's --out and no key was told only where keys are kept,
-    not that its own folder holds one."""
+    not that its own folder holds one; named as a shell reads it (--out 'my out' was
+    told "--authkey-file my out/authkey": two words to a shell)."""
     env = {k: v for k, v in os.environ.items() if k != "CRAWLER_AUTHKEY"}
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "authkey").write_text("0123456789abcdef0123456789abcdef\n")
-    result = run_crawler("worker", "127.0.0.1:1", "--out", "out", cwd=tmp_path, env=env)
+    (tmp_path / folder).mkdir()
+    (tmp_path / folder / "authkey").write_text("0123456789abcdef0123456789abcdef\n")
+    result = run_crawler("worker", "127.0.0.1:1", "--out", folder, cwd=tmp_path, env=env)
     assert result.returncode == 2, result.stderr
     assert error_line(result).endswith(
-        "(this worker's --out holds one: --authkey-file out/authkey)"), result.stderr
+        f"(this worker's --out holds one: --authkey-file {shlex.quote(folder + '/authkey')})"
+    ), result.stderr
     elsewhere = run_crawler("worker", "127.0.0.1:1", "--out", "other", cwd=tmp_path, env=env)
     assert elsewhere.returncode == 2, elsewhere.stderr
     assert "--out holds" not in error_line(elsewhere)
-
-
-def test_the_key_file_a_worker_names_can_be_pasted_when_its_folder_has_a_space(
-        tmp_path: Path) -> None:
-    """--out 'my out' was told "--authkey-file my out/authkey": two words to a shell."""
-    env = {k: v for k, v in os.environ.items() if k != "CRAWLER_AUTHKEY"}
-    (tmp_path / "my out").mkdir()
-    (tmp_path / "my out" / "authkey").write_text("0123456789abcdef0123456789abcdef\n")
-    result = run_crawler("worker", "127.0.0.1:1", "--out", "my out", cwd=tmp_path, env=env)
-    assert result.returncode == 2, result.stderr
-    assert error_line(result).endswith(
-        "(this worker's --out holds one: --authkey-file 'my out/authkey')"), result.stderr
 
 
 def test_a_worker_given_a_folder_for_its_master_says_what_to_give(tmp_path: Path) -> None:
