@@ -21,6 +21,7 @@ from crawler.demo.site import png
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
+from crawler.master import stylesheets
 from crawler.master.robots import Robots
 from crawler.master.stylesheets import MAX_SHEETS_PER_PAGE, Stylesheets, reading_rule
 
@@ -525,3 +526,27 @@ def test_a_sheet_that_declares_no_encoding_is_read_in_its_pages(
                        cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [server.url + "/%D1%84%D0%BE%D0%BD.png"]
+
+
+def test_the_sets_of_sheets_kept_name_a_bounded_count_of_images(
+        make_server: Callable[[], FixtureServer], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pages that each linked one sheet of 300,000 images beside one of their own had
+    the master keep that sheet's images once per page: 2 MB a page, gigabytes in all."""
+    monkeypatch.setattr(stylesheets, "MAX_REMEMBERED_IMAGES", 5000)
+    server = make_server()
+    sheet = "".join(f".a{n}{{background:url(/i{n}.png)}}" for n in range(3000)).encode()
+    serve_routes(server, {"/big.css": ("text/css", sheet)})
+    expected = [f"{server.url}/i{n}.png" for n in range(3000)]
+    client = EasyClient(AddressPolicy(frozenset({"public", "loopback"})), RequestOptions())
+    sheets = Stylesheets(client, may_read=lambda url: True, timeout=5.0, max_bytes=1 << 20)
+    first, second = ((server.url + "/big.css", f"{server.url}/own{n}.css") for n in (1, 2))
+    try:
+        assert sheets.images(first) == expected
+        assert sheets.ready(first)
+        assert sheets.images(second) == expected
+        assert not sheets.ready(second), "past the bound, a set's images are not kept"
+        assert sheets.images(second) == expected, "but found again from its sheets"
+    finally:
+        sheets.close()
+        client.close()
+    assert server.paths().count("/big.css") == 1, "the sheet itself is read once"

@@ -43,6 +43,10 @@ READ_AT_ONCE = 8  # sheets read at once, when the client has no bound
 MAX_IMPORT_DEPTH = 4  # @import chains followed this far from a page's <link>
 ACCEPT_CSS = "text/css,*/*;q=0.1"
 MAX_REMEMBERED = 4096  # sets of sheets whose images are kept, not read again
+# Images those kept sets name, all together: a site's sets name a few dozen each, and
+# pages that each linked one sheet of 300,000 images beside one of their own had the
+# master keep 2 MB per page, 8 GB for the sets kept.
+MAX_REMEMBERED_IMAGES = 1_000_000
 # Sheets one page links and imports, all levels together, that are looked at: a page
 # needs a few dozen at most, and a sheet of 200,000 @imports cost each page that linked
 # it 9 s and 500 MB.
@@ -100,6 +104,7 @@ class Stylesheets:
             at_once=client.at_once or READ_AT_ONCE)
         # A site's pages link the same few sheets: their images, per set of sheets.
         self._images_of: dict[tuple[str, ...], list[str]] = {}
+        self._remembered_images = 0  # the images of the sets kept, all together
         # The encoding of the first page that linked each sheet, which a sheet that
         # declares none is read in.
         self._referrers: dict[str, str] = {}
@@ -116,9 +121,13 @@ class Stylesheets:
         # Kept only when every sheet named was settled, and read as the crawl keeps it: a
         # sheet refused for now (while its robots.txt was being read) or answered by a
         # stand-in (its reader stuck past the deadline) is asked about again.
+        # Past MAX_REMEMBERED_IMAGES, a set's images are gathered again from its sheets'
+        # (which are read once all the same) for each page that links it.
         if (complete and len(self._images_of) < MAX_REMEMBERED
+                and self._remembered_images + len(found) <= MAX_REMEMBERED_IMAGES
                 and all(self._refs.known(sheet) is refs for sheet, refs in read.items())):
             self._images_of[sheets] = found
+            self._remembered_images += len(found)
         return found
 
     def close(self) -> None:
