@@ -51,6 +51,10 @@ MAX_REMEMBERED_IMAGES = 1_000_000
 # needs a few dozen at most, and a sheet of 200,000 @imports cost each page that linked
 # it 9 s and 500 MB.
 MAX_SHEETS_PER_PAGE = 512
+# Image URLs the sheets name that are kept to be shared (see Stylesheets._names): the
+# table is emptied once past it (before a sheet adds its own), so that it stays a few
+# tens of megabytes.
+MAX_SHARED_NAMES = 500_000
 Refs = tuple[tuple[str, ...], tuple[str, ...]]  # a sheet's (images, imports)
 # Whether a sheet may be read: True; False, not in this crawl; None, not yet (ask again).
 MayRead = Callable[[str], "bool | None"]
@@ -105,6 +109,10 @@ class Stylesheets:
         # A site's pages link the same few sheets: their images, per set of sheets.
         self._images_of: dict[tuple[str, ...], list[str]] = {}
         self._remembered_images = 0  # the images of the sets kept, all together
+        # Each image URL the sheets name, kept once however many sheets name it: sheets
+        # are kept for the crawl, and a site of one sheet under many URLs (a query
+        # that changes) had the master keep 27 MB per URL of a sheet of 286,000 images.
+        self._names: dict[str, str] = {}
         # The encoding of the first page that linked each sheet, which a sheet that
         # declares none is read in.
         self._referrers: dict[str, str] = {}
@@ -256,7 +264,10 @@ class Stylesheets:
         text = decode_stylesheet(reply.body, charset_param(reply.headers.get("content-type", "")),
                                  self._referrers.get(url))
         refs = stylesheet_urls(text, reply.url)
-        return refs.images, refs.imports
+        names = self._names
+        if len(names) >= MAX_SHARED_NAMES:
+            names.clear()
+        return tuple(names.setdefault(url, url) for url in refs.images), refs.imports
 
 
 def _passing(reply: Reply) -> bool:
