@@ -52,6 +52,15 @@ def test_the_child_finds_what_extract_finds(parser: PageParser) -> None:
         assert parser.extract(body, URL, **options) == extract(body, URL, **options), path
 
 
+@pytest.mark.skipif(not Path("/proc/self/oom_score_adj").exists(), reason="Linux's /proc")
+def test_a_child_is_the_first_the_kernel_ends_when_memory_runs_out(parser: PageParser) -> None:
+    """A hostile page of 10 MB takes a child past a gigabyte: the kernel, out of memory,
+    picked the largest process, which could be the master and the whole crawl."""
+    parser.extract(b"<p>", URL)  # the child is serving pages
+    assert Path(f"/proc/{parser.pid}/oom_score_adj").read_text().strip() == "1000"
+    assert Path("/proc/self/oom_score_adj").read_text().strip() != "1000", "not the master"
+
+
 def test_a_child_killed_while_idle_costs_no_page(parser: PageParser) -> None:
     body = PAGES[0].read_bytes()
     first = parser.pid
