@@ -632,17 +632,17 @@ def _seed_hint(seed: str, why: str, *, schemeless: bool) -> str:
 def _host_and_port(url: str) -> str:
     """``HOST:PORT`` of ``url`` (its scheme's port if it names none; no user or password),
     or "" if it is no URL."""
+    from crawler.model.urls import DEFAULT_PORTS
+
     try:
         parts = urlsplit(url)
-        host, port = parts.hostname, parts.port or _DEFAULT_PORTS.get(parts.scheme)
+        host, port = parts.hostname, parts.port or DEFAULT_PORTS.get(parts.scheme)
     except ValueError:
         return ""
     if not host or port is None:
         return ""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
-
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 # What a master that joins a crawl keeps of its own settings (the rest are the crawl's):

@@ -757,8 +757,7 @@ def _address_hint(text: str) -> str:
         return ""
     printed = "as the master printed it after 'queue on'"
     if port is None:
-        default_port = DEFAULTS.queue.bind.rpartition(":")[2]
-        return (f"; give its port too, {printed}: {host}:{default_port} unless the master "
+        return (f"; give its port too, {printed}: {host}:{DEFAULT_PORT} unless the master "
                 "was given another --bind")
     return f"; give it {printed}, without a scheme or path: {host}:{port}"
 

@@ -24,6 +24,7 @@ import pycurl
 from crawler.fetch.decoding import ACCEPT_ENCODING
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import Proxies, RequestOptions
+from crawler.model.urls import DEFAULT_PORTS
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +322,6 @@ def request_url(url: str) -> str:
 # only. curl (-L -H) leaves them out of a redirect to another scheme, host or port, and
 # a token for one site went on to wherever that site redirected.
 LOGIN_HEADERS = frozenset({"authorization", "cookie"})
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def header_lines(options: RequestOptions, accept: str, *,
@@ -359,7 +359,7 @@ def _origin(url: str) -> tuple[str, str, int | None] | None:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     try:
-        port = parts.port or _DEFAULT_PORTS.get(scheme)
+        port = parts.port or DEFAULT_PORTS.get(scheme)
     except ValueError:  # a port out of range: of no origin, not even its own
         return None
     return scheme, (parts.hostname or "").lower(), port

@@ -20,9 +20,9 @@ import ada_url
 
 from crawler.errors import InvalidURL
 
-__all__ = ["host_key", "is_http_url", "normalize", "resolve"]
+__all__ = ["DEFAULT_PORTS", "host_key", "is_http_url", "normalize", "resolve"]
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+DEFAULT_PORTS = {"http": 80, "https": 443}  # the schemes crawled, and each one's port
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _ESCAPE_RE = re.compile(r"%[0-9A-Fa-f]{2}")
 _LONE_PERCENT_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
@@ -73,7 +73,7 @@ def normalize(url: str) -> str:
     if canonical is not None and "/." not in url and "xn--" not in url:
         port = canonical.group(2)
         if port is None or (int(port) <= 65535
-                            and int(port) != _DEFAULT_PORTS[canonical.group(1)]):
+                            and int(port) != DEFAULT_PORTS[canonical.group(1)]):
             return url
     return _normalize_in_full(url)
 
@@ -94,7 +94,7 @@ _FORBIDDEN_HOST_RE = re.compile(r"[\x00-\x20#%/:<>?@\[\\\]^|\x7f]")
 def _why_invalid(url: str) -> str:
     """A one-line reason the URL standard rejected ``url``, for the person who wrote it."""
     scheme = _SCHEME_RE.match(url)
-    if scheme is None or scheme.group(1).lower() not in _DEFAULT_PORTS:
+    if scheme is None or scheme.group(1).lower() not in DEFAULT_PORTS:
         shown = repr(scheme.group(1).lower()) if scheme else "none"
         return f"URL {url!r} is not http or https (scheme: {shown})"
     authority = _AUTHORITY_RE.match(url)
@@ -152,7 +152,7 @@ def resolve(reference: str, base: str) -> str:
 def _canonical_href(href: str, given: str) -> str:
     """Our rules on top of a URL the URL standard has serialised."""
     scheme, _, rest = href.partition("://")
-    if scheme not in _DEFAULT_PORTS:
+    if scheme not in DEFAULT_PORTS:
         shown = href.partition(":")[0] or "none"
         raise InvalidURL(f"URL {given!r} is not http or https (scheme: {shown})")
     authority_end = rest.find("/")
