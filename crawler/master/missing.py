@@ -20,6 +20,7 @@ results come (``WorkersElsewhere``), and their images are not looked at either.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import stat
@@ -27,10 +28,18 @@ from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from crawler.master.journal import Journal
-from crawler.model.outcome import Outcome
+from crawler.model.outcome import IMAGES_DIR, Outcome
+
+log = logging.getLogger(__name__)
 
 # The journal's note of the workers of the master's host that stored under another folder.
 ELSEWHERE_KEY = "workers_elsewhere"
+
+
+def say_fetched_again(count: int, out_dir: Path) -> None:
+    """The line a rerun says of the images it fetches again, on either board."""
+    log.info("%d image(s) recorded as stored are missing from %s (or cut short there): "
+             "fetched again", count, out_dir / IMAGES_DIR)
 
 
 class MissingImages:

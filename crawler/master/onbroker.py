@@ -34,10 +34,9 @@ from crawler.config import Settings
 from crawler.errors import CrawlMismatch
 from crawler.fetch.options import RequestOptions
 from crawler.master.claim import check_for_broker, drop_last_summary, mark_for_broker
-from crawler.master.missing import MissingImages
+from crawler.master.missing import MissingImages, say_fetched_again
 from crawler.master.resumed import ResumedImage
 from crawler.master.takeup import crawl_identity, say_requeued
-from crawler.model.outcome import IMAGES_DIR
 from crawler.model.processes import process_alive
 from crawler.model.progress import Snapshot
 
@@ -161,9 +160,7 @@ def fetch_missing_again(broker: BrokerCrawl, board: RedisBoard, out_dir: Path) -
                             settled.attempt.bytes)]
     again = board.fetch_again(gone) if gone else 0
     if again:
-        log.info("%d image(s) recorded as stored are missing from %s (or cut short there): "
-                 "fetched again",
-                 again, out_dir / IMAGES_DIR)
+        say_fetched_again(again, out_dir)
     return again
 
 

@@ -18,10 +18,10 @@ from typing import Any
 from crawler.config import CrawlSettings
 from crawler.fetch.robots import DISALLOWED as ROBOTS_DISALLOWED
 from crawler.master.journal import Journal
-from crawler.master.missing import MissingImages
+from crawler.master.missing import MissingImages, say_fetched_again
 from crawler.master.results import last_page_entries
 from crawler.model.files import MANIFEST_NAME, PAGES_NAME, RESULTS_NAME
-from crawler.model.outcome import IMAGES_DIR, Requeued
+from crawler.model.outcome import Requeued
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,4 @@ def queue_missing_again(journal: Journal, missing: MissingImages, out_dir: Path)
     as it was, and the next run finds them missing again."""
     if missing.urls:
         journal.queue_again(missing.urls)
-        log.info("%d image(s) recorded as stored are missing from %s (or cut short there): "
-                 "fetched again",
-                 len(missing.urls), out_dir / IMAGES_DIR)
+        say_fetched_again(len(missing.urls), out_dir)
