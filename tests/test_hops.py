@@ -14,7 +14,7 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -456,13 +456,16 @@ def test_a_redirect_held_by_an_unreadable_robots_txt_is_tried_again_by_the_next_
 
 
 def _crawl_a_page_on_silent_hosts(site: FixtureServer, tmp_path: Path, count: int,
-                                  settings: str) -> tuple[Any, list[str], dict[str, Any]]:
+                                  settings: str, also: Sequence[str] = (),
+                                  ) -> tuple[Any, list[str], dict[str, Any]]:
     """Crawl a page showing an image on each of ``count`` hosts whose robots.txt never
-    answers, and one of its own (which must be stored): the run, the hosts, the manifest."""
+    answers, then the images ``also`` names, and one of its own (which must be stored):
+    the run, the hosts, the manifest."""
     silent = [SilentServer() for _ in range(count)]
     hosts = [server.url for server in silent]
     try:
         tags = "".join(f'<img src="{host}/x.png">' for host in hosts)
+        tags += "".join(f'<img src="{url}">' for url in also)
         page = f'<html><body>{tags}<img src="/images/blue.png"></body></html>'.encode()
         site.routes["/"] = lambda h: h.send_body(200, page, "text/html")
         (tmp_path / "settings.toml").write_text(settings)
@@ -521,23 +524,9 @@ def test_hung_robots_txt_files_of_some_hosts_leave_the_images_of_the_others_stor
     here): the hung ones held every turn for a deadline, and the images of the hosts
     that answer, not begun by then, were refused "not read in time" for the run."""
     answering = [make_server() for _ in range(4)]
-    silent = [SilentServer() for _ in range(10)]
-    hung = [server.url for server in silent]
-    try:
-        tags = "".join(f'<img src="{host}/x.png">' for host in hung)
-        tags += "".join(f'<img src="{server.url}/images/blue.png">' for server in answering)
-        page = f"<html><body>{tags}</body></html>".encode()
-        site.routes["/"] = lambda h: h.send_body(200, page, "text/html")
-        (tmp_path / "settings.toml").write_text(
-            "[crawl]\npage_timeout = 1.0\npage_concurrency = 2\n")
-        out = tmp_path / "out"
-        result = run_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
-                             str(out), "--local-workers", "1", cwd=tmp_path, timeout=60)
-    finally:
-        for server in silent:
-            server.close()
-    assert result.returncode == 0, result.stderr
-    entries = {e["url"]: e for e in manifest_lines(out)}
+    _, hung, entries = _crawl_a_page_on_silent_hosts(
+        site, tmp_path, 10, "[crawl]\npage_timeout = 1.0\npage_concurrency = 2\n",
+        also=[server.url + "/images/blue.png" for server in answering])
     for server in answering:
         entry = entries[server.url + "/images/blue.png"]
         assert entry["status"] == "success", entry
