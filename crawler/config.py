@@ -292,6 +292,7 @@ class DownloadSettings(NamedTuple):
     deadline: Annotated[float, _POSITIVE] = 120.0
     max_bytes: Annotated[int, _POSITIVE_SIZE] = 50_000_000
     max_attempts: Annotated[int, _POSITIVE] = 3
+    host_timeouts: Annotated[int, _NON_NEGATIVE] = 5  # 0: never give a host up
     backoff_base: Annotated[float, _NON_NEGATIVE] = 1.0
     backoff_max: Annotated[float, _NON_NEGATIVE] = 60.0
     min_width: Annotated[int, _NON_NEGATIVE] = 0

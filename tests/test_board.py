@@ -487,6 +487,84 @@ def test_permanent_failures_are_final_at_once(board: MakeBoard) -> None:
     assert settled.attempt.reason == "HTTP 404" and settled.attempts == 1
 
 
+def timed_out(url: str) -> Attempt:
+    return Attempt(url=url, ok=False, reason="timed out (no byte for 30 s)", transient=True,
+                   kind=FailureKind.TIMEOUT)
+
+
+GIVEN_UP_H = "given up: h timed out 3 times in a row (download.host_timeouts)"
+
+
+def test_a_host_that_times_out_again_and_again_is_given_up_for_the_run(
+        board: MakeBoard) -> None:
+    """A server that accepts and never answers held each of its images for every try's
+    timeout, a slot of the crawl's at a time: after host_timeouts in a row its images
+    end at once, queued, waiting a retry or found later, each a passing failure (the
+    next run tries it again); those in flight end with their own tries. Another host's
+    images go on."""
+    clock = Clock()
+    b = board(clock, host_timeouts=3, max_attempts=3, host_concurrency=3)
+    urls = [f"http://h/{n}.png" for n in range(6)]
+    for url in [*urls, "http://g/x.png"]:
+        b.put(url, url.split("/")[2], None)
+    leased = [url for url, _ in b.lease("w", 10, 0)["tasks"]]
+    assert leased == ["http://h/0.png", "http://g/x.png", "http://h/1.png", "http://h/2.png"]
+    b.report("w", [timed_out(urls[0]), timed_out(urls[1])])
+    assert b.drain() == [] and b.news() == []  # each waits for its retry
+    b.report("w", [timed_out(urls[2])])
+    assert b.news() == ["h timed out 3 times in a row, with no answer between: its other "
+                        "images are given up in this run and tried again by the next "
+                        "(download.host_timeouts)"]
+    ended = {s.attempt.url: s for s in b.drain()}
+    assert ended[urls[2]].attempt.reason == "timed out (no byte for 30 s)"  # its own try
+    for url in urls[3:]:  # queued: never tried
+        assert ended[url].attempt == Attempt(url=url, ok=False, reason=GIVEN_UP_H,
+                                             transient=True, kind=FailureKind.TIMEOUT)
+        assert ended[url].attempt.rerun_tries_again and ended[url].worker is None
+    assert set(ended) == {urls[2], *urls[3:]}
+    clock.now += 10  # the two waiting a retry come due: they end, as a reaped lease would
+    assert b.lease("w", 10, 0)["tasks"] == []
+    assert [s.attempt.reason for s in b.drain()] == [GIVEN_UP_H] * 2
+    assert b.put("http://h/later.png", "h", None)  # found later: ended at once
+    assert [s.attempt.reason for s in b.drain()] == [GIVEN_UP_H]
+    b.report("w", [ok("http://g/x.png")])
+    assert [s.attempt.url for s in b.drain()] == ["http://g/x.png"]
+    assert b.unfinished() == 0 and b.counts()["done"] == 8
+    assert b.news() == []  # said once
+
+
+@pytest.mark.parametrize(("between", "given_up"), [
+    (ok("http://h/b.png"), False),
+    (Attempt(url="http://h/b.png", ok=False, reason="HTTP 404", kind=FailureKind.STATUS),
+     False),
+    (Attempt(url="http://h/b.png", ok=False, reason="connection refused", transient=True,
+             kind=FailureKind.CONNECTION), True),
+])
+def test_only_timeouts_in_a_row_give_a_host_up(board: MakeBoard, between: Attempt,
+                                                given_up: bool) -> None:
+    """An answer of the server (a success, a 404) between two timeouts starts the count
+    again; a refused connection says nothing either way."""
+    b = board(Clock(), host_timeouts=3, max_attempts=1, host_concurrency=10)
+    names = ["a", "b", "c", "d", "e"]
+    for name in names:
+        b.put(f"http://h/{name}.png", "h", None)
+    assert len(b.lease("w", 4, 0)["tasks"]) == 4
+    b.report("w", [timed_out("http://h/a.png"), between])
+    b.report("w", [timed_out("http://h/c.png"), timed_out("http://h/d.png")])
+    ended = {s.attempt.url: s.attempt.reason for s in b.drain()}
+    assert (ended.get("http://h/e.png") == GIVEN_UP_H) is given_up, ended
+
+
+def test_a_host_is_never_given_up_with_host_timeouts_0(board: MakeBoard) -> None:
+    b = board(Clock(), host_timeouts=0, max_attempts=1, host_concurrency=10)
+    for n in range(11):
+        b.put(f"http://h/{n}.png", "h", None)
+    assert len(b.lease("w", 10, 0)["tasks"]) == 10
+    b.report("w", [timed_out(f"http://h/{n}.png") for n in range(10)])
+    assert len(b.drain()) == 10 and b.news() == []
+    assert b.lease("w", 10, 0)["tasks"] == [("http://h/10.png", 1)]
+
+
 def test_host_concurrency_and_delay_pace_hand_outs(board: MakeBoard) -> None:
     clock = Clock()
     b = board(clock, host_concurrency=2, host_delay=0.0)

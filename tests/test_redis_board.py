@@ -213,6 +213,26 @@ def test_a_name_taken_in_the_image_folder_is_final_in_its_run_and_queued_by_a_re
     assert again == ["http://h/taken.png"]
 
 
+def test_a_host_given_up_in_one_run_has_its_chance_again_in_the_next(
+        boards: Callable[..., RedisBoard]) -> None:
+    """A host given up for its timeouts in a row: the next run queues its images again and
+    hands them out, as the embedded queue's new board does (the broker kept the host
+    given up, and the rerun ended its images again untried)."""
+    board = boards(BoardPolicy(lease_timeout=60.0, max_attempts=1, host_timeouts=2))
+    urls = [f"http://h/{n}.png" for n in range(4)]
+    for url in urls:
+        board.put(url, "h", None)
+    assert len(board.lease("w", 2, 0)["tasks"]) == 2
+    board.report("w", [Attempt(url=url, ok=False, reason="timed out", transient=True,
+                               kind=FailureKind.TIMEOUT) for url in urls[:2]])
+    assert board.unfinished() == 0 and board.close_if_idle()
+    assert board.retry_failures_worth_a_rerun() == (4, 0)
+    assert board.put("http://h/new.png", "h", "http://h/")  # found by the rerun's pages
+    again = [url for url, _ in board.lease("w", 10, 0)["tasks"]]
+    assert sorted(again) == sorted([*urls, "http://h/new.png"])
+    assert board.drain() == [] and board.unfinished() == 5
+
+
 def test_images_whose_file_is_gone_are_queued_again_once_with_their_page(
         boards: Callable[..., RedisBoard], redis_server: RedisServer, crawl_name: str) -> None:
     """A rerun's master found their files deleted: each stored image loses its result

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import free_port, start_crawler
+from .conftest import free_port, manifest_lines, run_crawler, start_crawler
 
 TRICKLE_EVERY = 0.2  # seconds between two bytes
 TRICKLE_FOR = 60.0  # a trickle gives up by itself after this long, so no test can hang
@@ -28,6 +28,7 @@ class Answer:
     body: bytes = b""
     trickle_head: bool = False
     trickle_body: bool = False
+    hang: bool = False  # read the request, answer nothing until the client leaves
 
 
 class Trickler:
@@ -75,10 +76,23 @@ class Trickler:
                 self.paths.append(path)
                 answer = self.answers.get(path, Answer(
                     b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
+                if answer.hang:
+                    self._hang(conn)
+                    return
                 self._send(conn, answer.head, answer.trickle_head)
                 self._send(conn, answer.body, answer.trickle_body)
             except OSError:
                 return  # the client gave up: what the test wants
+
+    def _hang(self, conn: socket.socket) -> None:
+        conn.settimeout(0.2)
+        ends = time.monotonic() + TRICKLE_FOR
+        while not self._closed.is_set() and time.monotonic() < ends:
+            try:
+                if not conn.recv(4096):
+                    return  # the client gave up
+            except TimeoutError:
+                continue
 
     def _send(self, conn: socket.socket, data: bytes, trickle: bool) -> None:
         if not trickle:
@@ -168,3 +182,32 @@ def test_an_image_hosts_trickling_robots_txt_refuses_its_images_and_the_crawl_en
     assert status == 0, err
     assert f"robots.txt of {images.url} too slow" in err, err
     assert out.split() == [site.url + "/own.png"]
+
+
+def test_a_host_whose_images_never_answer_is_given_up_after_a_few_timeouts(
+        tmp_path: Path, tricklers: list[Trickler]) -> None:
+    """Twelve images on a server that reads each request and never answers: each try
+    waited out its read timeout, three tries an image, two at a time (36 requests, 9 s
+    here; with the defaults, 90 s an image). After three timeouts in a row the host is
+    given up: its other images end at once, to be tried again by the next run."""
+    names = [f"/{n}.png" for n in range(12)]
+    images = Trickler({name: Answer(b"", hang=True) for name in names})
+    site = Trickler({"/": _html("".join(f'<img src="{images.url}{name}">' for name in names))})
+    tricklers += [images, site]
+    (tmp_path / "settings.toml").write_text(
+        "[download]\nread_timeout = 0.5\nhost_timeouts = 3\nbackoff_base = 0.1\n"
+        "[politeness]\nhost_concurrency = 2\n")
+    out = tmp_path / "out"
+    result = run_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+                         "--local-workers", "1", cwd=tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    asked = [path for path in images.paths if path != "/robots.txt"]
+    assert 3 <= len(asked) <= 6, asked  # the first three, and those in flight with them
+    entries = {e["url"]: e for e in manifest_lines(out)}
+    reasons = [entries[images.url + name]["reason"] for name in names]
+    given_up = (f"given up: {images.url.removeprefix('http://')} timed out 3 times in a row "
+                "(download.host_timeouts)")
+    assert reasons.count(given_up) >= 12 - len(asked), reasons
+    assert set(reasons) <= {given_up, "timed out"}, reasons
+    assert "timed out 3 times in a row, with no answer between" in result.stderr
+    assert "to try again    12 image(s)" in result.stderr, result.stderr

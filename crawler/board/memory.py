@@ -31,7 +31,13 @@ from typing import Any, NamedTuple
 from crawler.board.base import CLASSIC
 from crawler.config import DEFAULTS, Settings
 from crawler.model.cookies import MAX_COOKIES, cookie_key
-from crawler.model.outcome import RATE_LIMITED_PAUSE, Attempt, one_line
+from crawler.model.outcome import (
+    GIVEN_UP_NOTE,
+    RATE_LIMITED_PAUSE,
+    Attempt,
+    given_up,
+    one_line,
+)
 from crawler.model.pacing import Pace, Paces
 from crawler.model.wire import LeaseAnswer, WorkerInfo
 
@@ -123,6 +129,7 @@ class Settled(NamedTuple):
 # Each rule of a board is a setting of its master's ("section.key"), by field.
 POLICY_SETTINGS = {"lease_timeout": "queue.lease_timeout",
                    "max_attempts": "download.max_attempts",
+                   "host_timeouts": "download.host_timeouts",
                    "backoff_base": "download.backoff_base",
                    "backoff_max": "download.backoff_max",
                    "host_delay": "politeness.host_delay",
@@ -141,6 +148,7 @@ class BoardPolicy(NamedTuple):
     host_concurrency: int = DEFAULTS.politeness.host_concurrency
     batch_size: int = DEFAULTS.queue.batch_size
     worker_silence: float = DEFAULTS.queue.worker_silence
+    host_timeouts: int = DEFAULTS.download.host_timeouts
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BoardPolicy:
@@ -239,6 +247,11 @@ class TaskBoard:
         self._unfinished = 0
         self._news: list[str] = []  # for the crawl's user, since the last ``news``
         self._said: set[tuple[str, str]] = set()  # (host, kind) of each note made
+        # A host whose images timed out host_timeouts times in a row, no answer between,
+        # is given up for this run: a hung server held each image for every try's
+        # timeout, a slot of the crawl's at a time, for minutes a host.
+        self._timeouts: Counter[str] = Counter()  # host -> its timeouts in a row
+        self._given_up: set[str] = set()
         # Kept up to date on every change, so counts and reaping never walk every URL.
         self._in_state = {QUEUED: 0, LEASED: 0, DELAYED: 0, DONE: 0}
         self._leased: set[str] = set()
@@ -686,6 +699,11 @@ class TaskBoard:
         return lane
 
     def _enqueue(self, url: str, host: str, *, front: bool) -> None:
+        """Queue ``url``, a QUEUED item's (or end it, if ``host`` is given up)."""
+        if host in self._given_up:
+            self._finish(self._items[url],
+                         given_up(url, host, self.policy.host_timeouts), None)
+            return
         lane = self._lanes.get(host) or self._new_lane(host)
         if front:
             lane.urls.appendleft(url)
@@ -819,8 +837,13 @@ class TaskBoard:
         note = retry_after_note(attempt, item.host, self.policy)
         if note is not None:
             self._say_once(item.host, *note)
+        if attempt.timed_out:
+            self._timed_out(item.host)
+        elif attempt.host_answered:
+            self._timeouts.pop(item.host, None)
         attempts = max(item.attempts, 1)
-        if not attempt.ok and attempt.transient and attempts < self.policy.max_attempts:
+        if (not attempt.ok and attempt.transient and attempts < self.policy.max_attempts
+                and item.host not in self._given_up):
             # (A 429 or 503 is about the server: its host was slowed down above, which
             # spaces its other images; held for this image's backoff, a rate-limited
             # host's images waited seconds at each answer its limit refused.)
@@ -829,6 +852,23 @@ class TaskBoard:
             self.retries += 1
             return
         self._finish(item, attempt, worker)
+
+    def _timed_out(self, host: str) -> None:
+        """An image of ``host`` timed out: at host_timeouts in a row, the host is given
+        up, its queued images ended now and later ones as they come (``_enqueue``); the
+        ones in flight end with their own tries, not tried again."""
+        self._timeouts[host] += 1
+        limit = self.policy.host_timeouts
+        if not limit or self._timeouts[host] < limit or host in self._given_up:
+            return
+        self._given_up.add(host)
+        self._say_once(host, "given up", GIVEN_UP_NOTE % (host, limit))
+        lane = self._lanes[host]
+        for url in lane.urls:
+            item = self._items[url]
+            if item.state == QUEUED:
+                self._finish(item, given_up(url, host, limit), None)
+        lane.urls.clear()
 
     def _slowed_down(self, host: str, seconds: float | None, reason: str, url: str) -> None:
         """Say that ``host`` is slowed down to one request every ``seconds`` (None: it

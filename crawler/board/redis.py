@@ -106,7 +106,7 @@ from crawler.board.broker import (
 from crawler.board.memory import BoardPolicy, Settled, retry_after_note
 from crawler.errors import BrokerError, BrokerRefused, BrokerUnreachable, CrawlGone, UsageError
 from crawler.model.cookies import MAX_COOKIES, cookie_key
-from crawler.model.outcome import Attempt, Requeued, one_line
+from crawler.model.outcome import GIVEN_UP_NOTE, GIVEN_UP_REASON, Attempt, Requeued, one_line
 from crawler.model.pacing import (
     FIRST_SLOW_DOWN,
     SLOW_DOWN_FLOOR,
@@ -137,6 +137,10 @@ _R = TypeVar("_R")
 _SLOW_DOWN_LUA = (f"local FIRST_SLOW_DOWN, SLOW_DOWN_WEARS_OFF = {FIRST_SLOW_DOWN!r}, "
                   f"{SLOW_DOWN_WEARS_OFF!r}\nlocal SLOW_DOWN_FLOOR, SLOW_DOWN_GAP = "
                   f"{SLOW_DOWN_FLOOR!r}, {SLOW_DOWN_GAP!r}\n")
+# The words of a host given up, as the embedded board's (printf-style, for string.format;
+# ASCII, so that JSON's quoting is Lua's).
+_GIVEN_UP_LUA = (f"local GIVEN_UP_REASON, GIVEN_UP_NOTE = {json.dumps(GIVEN_UP_REASON)}, "
+                 f"{json.dumps(GIVEN_UP_NOTE)}\n")
 
 
 def _load_scripts() -> dict[str, str]:
@@ -146,7 +150,7 @@ def _load_scripts() -> dict[str, str]:
     returns."""
     text = resources.files("crawler.board").joinpath("redis_scripts.lua").read_text("utf-8")
     shared, *bodies = re.split(r"^-- @script ", text, flags=re.MULTILINE)
-    shared = CRAWL_GONE_LUA + _SLOW_DOWN_LUA + shared
+    shared = CRAWL_GONE_LUA + _SLOW_DOWN_LUA + _GIVEN_UP_LUA + shared
     return {body.split(":", 1)[0]: f"{shared}\nlocal result = (function()\n-- {body}\nend)()\n"
                                    "flush_bumps()\nreturn result" for body in bodies}
 
@@ -311,7 +315,7 @@ class RedisBoard:
         self._policy_args = [repr(float(value)) for value in (
             policy.lease_timeout, policy.max_attempts, policy.backoff_base, policy.backoff_max,
             policy.host_delay, policy.host_concurrency, policy.batch_size,
-            policy.worker_silence)]
+            policy.worker_silence, policy.host_timeouts)]
         self._cursor = drain_from
         self._draining = threading.Lock()  # one cursor, whichever thread drains
         self._news_cursor = "0-0"  # the last entry of ``news`` read
@@ -476,7 +480,9 @@ class RedisBoard:
         """Queue again, with fresh tries, the images whose final result was a failure
         a rerun tries again (a timeout, a refused connection, a 5xx or 429 every time; a
         name taken in the image folder): a rerun's work, as on the embedded queue;
-        returns how many, by why. The crawl is open again if any was."""
+        returns how many, by why. The crawl is open again if any was. Every host given
+        up in an earlier run (its timeouts in a row) has its chance again."""
+        self._client.delete(self._key("timeouts"), self._key("given_up"))
         urls = (_text(url) for url, _ in self._client.hscan_iter(self._key("retry"),
                                                                   count=CHUNK))
         again = name_taken = 0
@@ -747,7 +753,8 @@ class RedisBoard:
                      repr(float(attempt.retry_after)) if attempt.retry_after else "",
                      str(attempt.bytes or 0), repr(random.uniform(0.5, 1.0)),  # backoff jitter
                      attempt.reason if attempt.host_is_busy else "", _stored(attempt),
-                     "\t".join(note) if note is not None else ""]
+                     "\t".join(note) if note is not None else "",
+                     "t" if attempt.timed_out else "a" if attempt.host_answered else ""]
         return args
 
     @staticmethod

@@ -31,6 +31,12 @@ local RETRY = P .. 'retry'
 -- The cookies the crawl's pages set: cookie key -> "VERSION LINE", and the version of the
 -- last change, which every lease answer carries (a worker with an older jar asks).
 local JAR, JAR_VERSION = P .. 'jar', P .. 'jar_version'
+-- A host whose images timed out host_timeouts times in a row, no answer between, is given
+-- up for the run (crawler.board.memory's rule): TIMEOUTS, host -> its timeouts in a row;
+-- GIVEN_UP, host -> the timeouts in a row it was given up at (a rerun's master clears
+-- both: crawler/board/redis.py).
+-- GIVEN_UP_REASON and GIVEN_UP_NOTE (crawler.model.outcome's) come before this part.
+local TIMEOUTS, GIVEN_UP = P .. 'timeouts', P .. 'given_up'
 local STATE_COUNT = {q = 'queued', l = 'in_flight', d = 'delayed', f = 'done'}
 local ASKING_WINDOW = 2.0
 local CLASSIC = 'classic'
@@ -242,9 +248,33 @@ local function finish(url, it, attempt_json, worker, passing, name_taken)
   end
 end
 
--- A URL queued again at the front of its host's queue (a retry, a lease given back).
+-- The timeouts in a row host was given up at, or false; asked once a call.
+local GIVEN_UP_NOW = {}
+local function given_up_at(host)
+  local known = GIVEN_UP_NOW[host]
+  if known == nil then
+    known = tonumber(redis.call('HGET', GIVEN_UP, host) or '') or false
+    GIVEN_UP_NOW[host] = known
+  end
+  return known
+end
+
+-- A queued URL of a host given up ends (a passing failure: the next run tries it again).
+local function end_given_up(url, it)
+  local attempt = cjson.encode({url = url, ok = false, transient = true, kind = 'timeout',
+                                reason = string.format(GIVEN_UP_REASON, it.h,
+                                                       given_up_at(it.h))})
+  finish(url, it, attempt, nil, true, false)
+end
+
+-- A URL queued again at the front of its host's queue (a retry, a lease given back), or
+-- ended if its host is given up.
 local function back_on_queue(url, it)
   set_state(url, it, 'q')
+  if given_up_at(it.h) then
+    end_given_up(url, it)
+    return
+  end
   save_item(url, it)
   enqueue(url, it.h, true)
 end
@@ -283,21 +313,23 @@ local function release(worker, urls)
 end
 
 -- policy: {lease_timeout, max_attempts, backoff_base, backoff_max, host_delay,
---          host_concurrency, batch_size, worker_silence}
+--          host_concurrency, batch_size, worker_silence, host_timeouts}
 local function policy_from(args, at)
   return {lease_timeout = tonumber(args[at]), max_attempts = tonumber(args[at + 1]),
           backoff_base = tonumber(args[at + 2]), backoff_max = tonumber(args[at + 3]),
           host_delay = tonumber(args[at + 4]), host_concurrency = tonumber(args[at + 5]),
-          batch_size = tonumber(args[at + 6]), worker_silence = tonumber(args[at + 7])}
+          batch_size = tonumber(args[at + 6]), worker_silence = tonumber(args[at + 7]),
+          host_timeouts = tonumber(args[at + 8])}
 end
-local POLICY_ARGS = 8
+local POLICY_ARGS = 9
 
 -- A report: url, ok, transient ('1'; 'n' for a name taken in the image folder, final in
 -- this run and tried again by the next; '0' for neither), retry_after ('' for none),
 -- bytes, jitter, busy (the
 -- reason of a 429 or 503, about its host; '' for any other), attempt JSON, note for the
--- crawl's user ('' for none: else its kind, a tab and its line).
-local REPORT_ARGS = 9
+-- crawl's user ('' for none: else its kind, a tab and its line), host ('t': the try
+-- timed out; 'a': the server answered; '' neither: see Attempt.timed_out, host_answered).
+local REPORT_ARGS = 10
 
 -- A note is kept once per host and kind, in NEWS, where every master reads it.
 local SAID, NEWS = P .. 'said', P .. 'news'
@@ -350,6 +382,24 @@ local function answered(host, now)
   HOST_TIMES[SLOW][host] = slowed
 end
 
+-- An image of host timed out: at host_timeouts in a row, the host is given up, its queued
+-- images ended now and later ones as they come (put, back_on_queue); the ones in flight
+-- end with their own tries, not tried again.
+local function timed_out(host, policy)
+  local count = redis.call('HINCRBY', TIMEOUTS, host, 1)
+  local limit = policy.host_timeouts
+  if limit == 0 or count < limit or given_up_at(host) then return end
+  redis.call('HSET', GIVEN_UP, host, limit)
+  GIVEN_UP_NOW[host] = limit
+  say(host, 'given up\t' .. string.format(GIVEN_UP_NOTE, host, limit))
+  local q = queue_key(host)
+  for _, url in ipairs(redis.call('LRANGE', q, 0, -1)) do
+    local it = get_item(url)
+    if it and it.s == 'q' then end_given_up(url, it) end
+  end
+  redis.call('DEL', q)  -- the host leaves READY, PACED or FULL as a host run dry
+end
+
 local function record_result(url, it, r, worker, now, policy)
   unlease(url, it)
   if r.ok then
@@ -360,8 +410,14 @@ local function record_result(url, it, r, worker, now, policy)
   if r.retry_after > 0 then
     hold_host(it.h, now + math.min(r.retry_after, policy.backoff_max))
   end
+  if r.host == 't' then
+    timed_out(it.h, policy)
+  elseif r.host == 'a' then
+    redis.call('HDEL', TIMEOUTS, it.h)
+  end
   local attempts = math.max(it.a or 0, 1)
-  if not r.ok and r.transient and attempts < policy.max_attempts then
+  if not r.ok and r.transient and attempts < policy.max_attempts
+      and not given_up_at(it.h) then
     local delay = math.min(policy.backoff_max, policy.backoff_base * 2 ^ (attempts - 1))
     delay = delay * r.jitter
     if r.retry_after > 0 then
@@ -387,7 +443,7 @@ local function report(worker, record, args, at, count, now, policy)
                name_taken = args[base + 2] == 'n',
                retry_after = tonumber(args[base + 3]) or 0, bytes = tonumber(args[base + 4]),
                jitter = tonumber(args[base + 5]), busy = args[base + 6],
-               json = args[base + 7], note = args[base + 8]}
+               json = args[base + 7], note = args[base + 8], host = args[base + 9]}
     spoken[r.url] = true
     local it = get_item(r.url)
     if not it then
@@ -531,8 +587,12 @@ local queued = 0
 for i = 1, #ARGV, 3 do
   local url = ARGV[i]
   if redis.call('HSETNX', ITEMS, url, ARGV[i + 2]) == 1 then
-    enqueue(url, ARGV[i + 1], false)
     queued = queued + 1
+    if given_up_at(ARGV[i + 1]) then  -- (counted queued below, and done here)
+      end_given_up(url, cjson.decode(ARGV[i + 2]))
+    else
+      enqueue(url, ARGV[i + 1], false)
+    end
   end
 end
 bump(COUNTS, 'queued', queued)

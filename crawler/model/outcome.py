@@ -130,6 +130,23 @@ def status_reason(status: int) -> str:
 
 _BUSY_REASONS = frozenset(status_reason(status) for status in BUSY_STATUSES)
 
+# Tries that waited out a timeout or the deadline: a host whose images end so again and
+# again, with no answer between, hangs the crawl (download.host_timeouts gives it up).
+_TIMED_OUT = frozenset({FailureKind.TIMEOUT, FailureKind.TOO_SLOW})
+# Failures the server answered (in HTTP): its host is not hanging. A refused or reset
+# connection, a TLS failure or the worker's own say nothing either way.
+_ANSWERED = frozenset({FailureKind.STATUS, FailureKind.REDIRECT, FailureKind.TOO_LARGE,
+                       FailureKind.NOT_IMAGE, FailureKind.HTML_PAGE, FailureKind.DIMENSIONS,
+                       FailureKind.BAD_RESPONSE})
+
+# The reason of each image of a host given up (``%`` with the host and the timeouts in a
+# row), and the note that tells the crawl's user once: printf-style, as the Redis board's
+# scripts (Lua's string.format) word them too.
+GIVEN_UP_REASON = "given up: %s timed out %d times in a row (download.host_timeouts)"
+GIVEN_UP_NOTE = ("%s timed out %d times in a row, with no answer between: its other images "
+                 "are given up in this run and tried again by the next "
+                 "(download.host_timeouts)")
+
 
 # A tutorial worker's reason is its exception's text: these say a passing failure (as
 # urllib and requests word a 5xx, 408, 425 or 429, a timeout, a connection refused, reset
@@ -173,6 +190,16 @@ class Attempt(NamedTuple):
         worth another try (``transient``), or a name taken in the image folder, whose
         message tells the user to move what is in the way, then run the crawl again."""
         return not self.ok and (self.transient or self.kind is FailureKind.NAME_TAKEN)
+
+    @property
+    def timed_out(self) -> bool:
+        """Whether this try waited out its timeout or the deadline (its host may hang)."""
+        return self.kind in _TIMED_OUT
+
+    @property
+    def host_answered(self) -> bool:
+        """Whether this try's server answered: a success, or a failure said in HTTP."""
+        return self.ok or self.kind in _ANSWERED
 
     @property
     def host_is_busy(self) -> bool:
@@ -224,6 +251,13 @@ class Attempt(NamedTuple):
         reason = one_line(reason)
         return cls(url=url.strip(), ok=False, reason=reason or "failure",
                    transient=_PASSING_TUTORIAL_REASON.search(reason) is not None)
+
+
+def given_up(url: str, host: str, timeouts: int) -> Attempt:
+    """The final result of an image of ``host``, given up after ``timeouts`` timeouts in
+    a row: a passing failure, which the next run tries again."""
+    return Attempt(url=url, ok=False, reason=GIVEN_UP_REASON % (host, timeouts),
+                   transient=True, kind=FailureKind.TIMEOUT)
 
 
 @dataclass(frozen=True)
