@@ -733,6 +733,22 @@ HOSTILE_PAGES = {
     # <figcaption>, in Python.
     "a figure of thousands of images": "<div>" * 3_000 + "<figure>" + "".join(
         f'<img src="/f/{n}.png">' for n in range(20_000)) + "<figcaption>All</figcaption>",
+    # Each caption held the rest of the page: the text of every caption was read to the
+    # end of the page (200 s). A figure's caption leaves out the figures nested in it.
+    "figures whose captions never close": "".join(
+        f'<figure><figcaption>All<img src="/c/{n}.png">' for n in range(20_000)),
+}
+
+# BeautifulSoup's tree itself takes time of the square of these (it links each string
+# added below an element with children by walking up to an ancestor with a next
+# sibling: on a page nested past 2,048 levels, the root): the lxml engine's tree of
+# such a page is built from libxml2's events (crawler.parse.eventtree). 250 s before.
+HOSTILE_TO_BEAUTIFULSOUP = {
+    "figures whose captions never close, a comment in each": "".join(
+        f'<figure><img src="/b/{n}.png"><figcaption>All<b></b><!-- c --> '
+        for n in range(20_000)),
+    "spans that never close, text after a comment in each": "".join(
+        f'<span>t<img src="/s/{n}.png"><!-- c --> ' for n in range(20_000)),
 }
 
 
@@ -747,6 +763,19 @@ def test_hostile_pages_are_walked_in_time_of_their_length(name: str, parser: str
     assert elapsed < 10, f"{name}: {elapsed:.1f} s"
     if "picture" in name:
         assert {ref.alt for ref in found.image_refs} == {"the picture"}
+    if "figure" in name:
+        assert {ref.caption for ref in found.image_refs} == {"All"}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", list(HOSTILE_TO_BEAUTIFULSOUP))
+def test_pages_nested_past_libxml2s_trees_are_walked_in_time_of_their_length(
+        name: str) -> None:
+    started = time.perf_counter()
+    found = extract(HOSTILE_TO_BEAUTIFULSOUP[name], PAGE)
+    elapsed = time.perf_counter() - started
+    assert len(found.images) == 20_000
+    assert elapsed < 10, f"{name}: {elapsed:.1f} s"
     if "figure" in name:
         assert {ref.caption for ref in found.image_refs} == {"All"}
 

@@ -8,7 +8,9 @@ BeautifulSoup tree (with lxml underneath, Python's own parser for what lxml
 rejects) and visits every tag: about twenty times slower, kept for those who
 want BeautifulSoup's tree. Both see the same libxml2 parse, so they find the
 same URLs; ``tests/test_engines.py`` holds them to that. ``bs4`` is imported
-only when its engine is chosen.
+only when its engine is chosen. A page libxml2 builds no tree of (nested past
+2,048 levels, or a tag of thousands of attributes) gets the lxml engine a tree
+built from libxml2's parse events (``crawler.parse.eventtree``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from collections.abc import Collection, Iterator
 from typing import Any, Protocol
 
 from lxml import etree
+
+from crawler.parse.eventtree import EventTree
 
 __all__ = ["PARSERS", "Tree", "parse"]
 
@@ -61,7 +65,10 @@ class Tree(Protocol):
     def attribute(self, node: Any, key: str) -> str | None: ...
 
     def caption_text(self, node: Any) -> str:
-        """The text of ``node`` and its descendants, without comments."""
+        """The text of ``node`` and its descendants, without comments, nor the text of a
+        <figure> nested in it (whose caption is its own: a page of figures nested in
+        captions that never close made each caption the rest of the page, and its
+        parse took time of the square of the page, 600 KB: 200 s)."""
         ...
 
 
@@ -109,9 +116,8 @@ class _LxmlTree:
     def parse(cls, text: str, utf8: bytes | None = None) -> Tree | None:
         if _many_attributes(utf8 if utf8 is not None else text):
             # libxml2 adds each attribute to an element by walking the ones it
-            # has: thousands on one tag take seconds. Its event interface, from
-            # which BeautifulSoup builds its tree, does not.
-            return _SoupTree.parse(text)
+            # has: thousands on one tag take seconds. Its event interface does not.
+            return EventTree.parse(utf8 if utf8 is not None else text)
         # The text as UTF-8 bytes, with the parser told so: one form for every page
         # (a str with an XML declaration, as every XHTML page has, had to be fed),
         # and the bytes serve the attribute-name test below.
@@ -142,8 +148,8 @@ class _LxmlTree:
             return None
         if any(error.type_name == "ERR_RESOURCE_LIMIT" for error in parser.error_log):
             # Nested deeper than libxml2 builds trees (2,048 levels): its event
-            # interface has no such limit, and BeautifulSoup's tree is built from it.
-            return _SoupTree.parse(text)
+            # interface has no such limit.
+            return EventTree.parse(data if data is not None else text)
         return cls(root, data if data is not None else text.encode("utf-8", "surrogatepass"))
 
     def elements(self, tags: Collection[str], attributes: Collection[str],
@@ -199,7 +205,19 @@ class _LxmlTree:
         return node.get(key)  # type: ignore[no-any-return]
 
     def caption_text(self, node: Any) -> str:
-        return node.xpath("string()")  # type: ignore[no-any-return]
+        parts: list[str] = [node.text] if node.text else []
+        todo: list[Any] = []  # elements to enter, and tails (text) to take, last first
+        for child in reversed(node):
+            todo += [child.tail or "", child]
+        while todo:
+            item = todo.pop()
+            if isinstance(item, str):
+                parts.append(item)
+            elif isinstance(item.tag, str) and item.tag != "figure":  # not a comment
+                parts.append(item.text or "")
+                for child in reversed(item):
+                    todo += [child.tail or "", child]
+        return "".join(parts)
 
 
 class _SoupTree:
@@ -310,4 +328,18 @@ class _SoupTree:
         return node.attrs.get(key)  # type: ignore[no-any-return]
 
     def caption_text(self, node: Any) -> str:
-        return node.get_text()  # type: ignore[no-any-return]
+        from bs4.element import NavigableString, Tag
+
+        # The strings get_text() takes (its _all_strings), in the same order.
+        types = node.interesting_string_types or node.MAIN_CONTENT_STRING_TYPES
+        parts: list[str] = []
+        todo = list(reversed(node.contents))
+        while todo:
+            item = todo.pop()
+            if isinstance(item, Tag):
+                if item.name != "figure":
+                    todo += reversed(item.contents)
+            elif isinstance(item, NavigableString) and (
+                    type(item) is types if isinstance(types, type) else type(item) in types):
+                parts.append(item)
+        return "".join(parts)
