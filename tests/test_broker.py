@@ -1703,6 +1703,32 @@ def test_a_master_stopped_with_ctrl_c_leaves_the_crawl_open_and_a_rerun_ends_it(
     check_complete(tmp_path / "out", server.url, site)
 
 
+def test_a_master_stopped_early_gives_back_the_pages_it_had_in_hand_at_once(
+        make_server: Callable[[], FixtureServer], redis_server: RedisServer,
+        tmp_path: Path) -> None:
+    """A stop cancels the pages a master leased and had not begun: they stayed leased to
+    it until their leases lapsed (10 s), and its rerun (or another master) waited for
+    them, a crawl of 2 s taking 10."""
+    server = make_server()
+    setup_site(server, pages=30, images_per_page=1, page_delay=0.3)
+    name = _crawl_name()
+    master = start_crawler("master", server.url + "/", "--broker", redis_server.url,
+                           "--crawl", name, "--out", str(tmp_path / "out"),
+                           "--local-workers", "1", "--page-concurrency", "1", cwd=tmp_path)
+    try:
+        wait_until(lambda: len(manifest_lines(tmp_path / "out")) >= 2, 30, "the first results")
+        master.send_signal(signal.SIGINT)
+        err = finish(master, 60)
+        assert master.returncode == 130, err
+    finally:
+        stop(master)
+    client = redis_server.client()
+    assert client.zcard(keys_prefix(name) + "pages:leased") == 0
+    status = json.loads(run_crawler("status", "--broker", redis_server.url, "--crawl", name,
+                                    "--json").stdout)
+    assert status["progress"]["pages_queued"] > 0, status  # (pages were left to read)
+
+
 def test_a_ctrl_c_to_the_process_group_lets_the_brokers_local_workers_hand_back(
         make_server: Callable[[], FixtureServer], redis_server: RedisServer,
         tmp_path: Path) -> None:

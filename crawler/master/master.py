@@ -10,6 +10,7 @@ visit and every image URL has a final result; then the board announces it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from crawler.board.base import unsettled
 from crawler.board.memory import LONG_HOLD, BoardPolicy, TaskBoard
 from crawler.config import DEFAULTS, Settings
-from crawler.errors import BrokerUnreachable, PageLoopFailed, StorageError
+from crawler.errors import BrokerError, BrokerUnreachable, PageLoopFailed, StorageError
 from crawler.fetch.cookiefeed import CookieFeed
 from crawler.fetch.curlsetup import default_ca_file
 from crawler.fetch.easy import EasyClient
@@ -752,7 +753,14 @@ class Master:
             if time.monotonic() - last_heartbeat > REAP_EVERY:  # a page may take a while
                 frontier.heartbeat(self._working(running))
                 last_heartbeat = time.monotonic()
-        self._snapshot.pages_queued = len(frontier) + not_visited
+        unleased = 0  # of those not visited, the ones the frontier counts again
+        if not_visited and self._shared_frontier is not None:
+            # Given back to the crawl's frontier now: left leased to this master until
+            # their leases lapsed (10 s), they held up its rerun, or another master.
+            with contextlib.suppress(BrokerError):  # (lost: they lapse as before)
+                frontier.heartbeat(self._working(running))
+            unleased = not_visited  # the frontier counts its leased pages too
+        self._snapshot.pages_queued = len(frontier) + not_visited - unleased
         self._finish(ledger, files)
         return not_visited
 
