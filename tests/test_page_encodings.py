@@ -7,7 +7,7 @@ import pytest
 
 from crawler.parse.css import decode_stylesheet
 from crawler.parse.decode import decode
-from crawler.parse.encodings import decode_as, encoding_of
+from crawler.parse.encodings import decode_as, encode_as, encoding_of
 from crawler.parse.extract import extract
 
 PAGE = "http://site.example/dir/page.html"
@@ -65,6 +65,15 @@ def test_the_replacement_encoding_is_one_error_and_x_user_defined_keeps_its_byte
     assert extract(b"<img src='/a.png'>", PAGE, encoding="hz-gb-2312").images == ()
     assert decode_as(b"a\x80\xff", "x-user-defined") == "a\uf780\uf7ff"
     assert decode_as(b"\x81\x9d", "windows-1252") == "\x81\x9d"  # the standard's C1 controls
+
+
+def test_shift_jis_single_bytes_it_does_not_map_are_errors() -> None:
+    """cp932 reads 0xA0, 0xFD, 0xFE and 0xFF as U+F8F0 to U+F8F3 (Private Use): the
+    standard's Shift_JIS decoder reads each as an error, its encoder knows none of them,
+    and its user-defined area (0xF040...) stays Private Use."""
+    assert decode_as(b"a\xa0b\xfd\xfe\xff", "shift_jis") == "a\ufffdb\ufffd\ufffd\ufffd"
+    assert decode_as(b"\xf0\x40\x82\xa0", "shift_jis") == "\ue000\u3042"
+    assert encode_as("\uf8f0\u3042", "shift_jis") == b"&#63728;\x82\xa0"
 
 
 @pytest.mark.parametrize(("label", "codec", "char", "query"), [

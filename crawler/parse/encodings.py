@@ -9,7 +9,8 @@ decodes with it and ``encode_as`` encodes a URL query's text with it.
 
 Each encoding is decoded by the Python codec that reads what the standard's
 index reads, checked byte sequence by byte sequence against a browser:
-Shift_JIS by cp932 and EUC-KR by cp949 (no difference on valid sequences), GBK
+Shift_JIS by cp932 (its four single bytes aside) and EUC-KR by cp949 (no difference
+on valid sequences), GBK
 and gb18030 by gb18030 (21 of 23,940 pairs differ: mappings the standard moved
 out of the Private Use Area), Big5 by big5hkscs. Python's single-byte tables
 leave out the C1 controls the standard's windows-* indexes keep, and its KOI8-U
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import codecs
 import functools
+import re
 from typing import Any
 
 __all__ = ["bom_encoding", "charset_param", "declared", "decode_as", "encode_as", "encoding_of",
@@ -101,6 +103,9 @@ _ENCODING_OF = {label: name for name, labels in _LABELS.items() for label in lab
 _CODECS = {"utf-8": "utf-8", "utf-16be": "utf-16-be", "utf-16le": "utf-16-le",
            "gbk": "gb18030", "gb18030": "gb18030", "big5": "big5hkscs", "euc-jp": "euc_jp",
            "iso-2022-jp": "iso2022_jp_ext", "shift_jis": "cp932", "euc-kr": "cp949"}
+# cp932 reads the bytes 0xA0, 0xFD, 0xFE and 0xFF alone as these (Private Use): to the
+# standard's Shift_JIS they are errors, U+FFFD; nor does its encoder know them.
+_CP932_ONLY = re.compile("[\uf8f0-\uf8f3]")
 # Single-byte encodings, read from a table built from the Python codec's.
 _SINGLE_BYTE = {
     "ibm866": "cp866", "iso-8859-2": "iso8859_2", "iso-8859-3": "iso8859_3",
@@ -174,7 +179,10 @@ def decode_as(data: bytes, name: str) -> str:
     if name == "euc-jp":
         return data.decode("euc_jp", _EUC_JP_ERRORS).translate(_EUC_JP_CHANGES)
     if codec is not None:
-        return data.decode(codec, "replace")
+        text = data.decode(codec, "replace")
+        if name == "shift_jis" and _CP932_ONLY.search(text):
+            return _CP932_ONLY.sub("\ufffd", text)
+        return text
     if name == "replacement":
         return "\ufffd" if data else ""  # the standard's one error for a whole stream
     return codecs.charmap_decode(data, "replace", _decoding_table(name))[0]
@@ -184,6 +192,8 @@ def encode_as(text: str, name: str) -> bytes:
     """``text`` in the encoding ``name``; characters it lacks become "&#N;" (the URL
     standard's rule for queries)."""
     codec = _CODECS.get(name)
+    if name == "shift_jis":  # (not in the standard's index: a character reference)
+        text = _CP932_ONLY.sub(lambda found: f"&#{ord(found[0])};", text)
     if codec is not None:
         return text.encode(codec, "xmlcharrefreplace")
     if name in _SINGLE_BYTE:
