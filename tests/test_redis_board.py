@@ -233,6 +233,33 @@ def test_a_host_given_up_in_one_run_has_its_chance_again_in_the_next(
     assert board.drain() == [] and board.unfinished() == 5
 
 
+def test_a_rerun_forgets_the_note_of_a_host_given_up_and_says_it_again_if_it_is(
+        boards: Callable[..., RedisBoard]) -> None:
+    """Every master reads the crawl's notes: a rerun's master warned of the host given up
+    "in this run" while its workers downloaded from it, and, the note kept said, never
+    told of the host given up again."""
+    policy = BoardPolicy(lease_timeout=60.0, max_attempts=1, host_timeouts=2)
+    note = ("h timed out 2 times in a row, with no answer between: its other images are "
+            "given up in this run and tried again by the next (download.host_timeouts)")
+
+    def give_up(board: RedisBoard) -> None:
+        leased = [url for url, _ in board.lease("w", 2, 0)["tasks"]]
+        board.report("w", [Attempt(url=url, ok=False, reason="timed out", transient=True,
+                                   kind=FailureKind.TIMEOUT) for url in leased])
+        assert board.unfinished() == 0 and board.close_if_idle()
+
+    first = boards(policy)
+    for n in range(3):
+        first.put(f"http://h/{n}.png", "h", None)
+    give_up(first)
+    assert first.news() == [note]
+    rerun = boards(policy)
+    assert rerun.retry_failures_worth_a_rerun() == (3, 0)
+    assert rerun.news() == []
+    give_up(rerun)
+    assert rerun.news() == [note]
+
+
 def test_images_whose_file_is_gone_are_queued_again_once_with_their_page(
         boards: Callable[..., RedisBoard], redis_server: RedisServer, crawl_name: str) -> None:
     """A rerun's master found their files deleted: each stored image loses its result

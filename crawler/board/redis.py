@@ -481,8 +481,9 @@ class RedisBoard:
         a rerun tries again (a timeout, a refused connection, a 5xx or 429 every time; a
         name taken in the image folder): a rerun's work, as on the embedded queue;
         returns how many, by why. The crawl is open again if any was. Every host given
-        up in an earlier run (its timeouts in a row) has its chance again."""
-        self._client.delete(self._key("timeouts"), self._key("given_up"))
+        up in an earlier run (its timeouts in a row) has its chance again, and its note
+        is forgotten (said again if this run gives it up too)."""
+        self._run("give_hosts_again", [])
         urls = (_text(url) for url, _ in self._client.hscan_iter(self._key("retry"),
                                                                   count=CHUNK))
         again = name_taken = 0

@@ -661,6 +661,31 @@ end
 if again > 0 then redis.call('DEL', CLOSED) end
 return {again, name_taken}
 
+-- @script give_hosts_again: -> how many hosts given up had their chance again
+-- A rerun gives every host given up its chance again (retry_failed queues its images): its
+-- count and mark go, and so does the note that gave it up, which every master reads from
+-- NEWS (a rerun's too: it warned of a host given up "in this run" that this run was
+-- downloading from) and which, kept in SAID, the host's giving up in this run would not
+-- make again.
+local hosts = redis.call('HGETALL', GIVEN_UP)
+if #hosts == 0 then
+  redis.call('DEL', TIMEOUTS)
+  return 0
+end
+local notes = {}
+for i = 1, #hosts, 2 do
+  notes[string.format(GIVEN_UP_NOTE, hosts[i], tonumber(hosts[i + 1]))] = true
+  redis.call('HDEL', SAID, hosts[i] .. '\tgiven up')
+end
+for _, entry in ipairs(redis.call('XRANGE', NEWS, '-', '+')) do
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'line' and notes[fields[i + 1]] then redis.call('XDEL', NEWS, entry[1]) end
+  end
+end
+redis.call('DEL', TIMEOUTS, GIVEN_UP)
+return #hosts / 2
+
 -- @script fetch_again: url, its result's stream id, item JSON, for each image -> how many
 -- were queued again
 -- A rerun's master found gone from its folder the file of an image stored there (deleted
