@@ -12,7 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from crawler.config import PARSERS as SETTING_CHOICES
+from crawler.parse.eventtree import EventTree
 from crawler.parse.extract import PARSERS, SOURCES, extract
+from crawler.parse.trees import _LxmlTree
 from tests.conformance import image_cases, image_pages
 from tests.test_extract import tag_soup
 
@@ -50,6 +52,21 @@ def test_both_engines_find_the_same_urls(name: str) -> None:
     lxml = extract(body, PAGE, parser="lxml", **options)  # type: ignore[arg-type]
     soup = extract(body, PAGE, parser="beautifulsoup", **options)  # type: ignore[arg-type]
     assert lxml == soup
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_the_tree_from_libxml2s_events_finds_what_its_tree_finds(
+        name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lxml engine's tree of a page libxml2 builds none of (crawler.parse.eventtree),
+    taken for every page here."""
+    options = {"lazy_attributes": ("data-x", "data-bg"), "sources": SOURCES}
+    own = extract(PAGES[name], PAGE, **options)  # type: ignore[arg-type]
+
+    def from_events(text: str, utf8: bytes | None = None) -> EventTree | None:
+        return EventTree.parse(utf8 if utf8 is not None else text)
+
+    monkeypatch.setattr(_LxmlTree, "parse", from_events)
+    assert extract(PAGES[name], PAGE, **options) == own  # type: ignore[arg-type]
 
 
 def test_the_pages_are_not_empty_of_urls() -> None:

@@ -532,6 +532,17 @@ def test_constants() -> None:
                       "ico", "svg"}) == IMAGE_EXTENSIONS
 
 
+@pytest.mark.parametrize("parser", PARSERS)
+def test_what_comes_after_the_end_of_html_is_found(parser: str) -> None:
+    """libxml2 puts what follows </html> in an <html> of its own, beside the page's: the
+    lxml engine walked the page's alone, and lost a page's last images."""
+    found = extract("<p>a</p></body></html><img src='/pixel.gif'><figure><img src='/f.png'>"
+                    "<figcaption>Late</figcaption></figure><div style='background: url(/b.png)'>",
+                    PAGE, parser=parser)
+    assert [(ref.url.rsplit("/", 1)[1], ref.caption) for ref in found.image_refs] == [
+        ("pixel.gif", None), ("f.png", "Late"), ("b.png", None)]
+
+
 def test_duplicates_are_removed_after_normalisation_keeping_the_first() -> None:
     html = """<img src="HTTP://Example.com:80/a.png#x"><img src="/b.png"><img src="/./a.png">
               <a href="/p"><a href="http://EXAMPLE.com/p#frag"><a href="/q">"""

@@ -160,10 +160,12 @@ class _LxmlTree:
         # lxml's tag filter takes XML names only; libxml2's HTML parser keeps control
         # characters in a tag name ("<a\x08<a style=...>"): then every element is walked.
         wanted = names if all(map(_xml_compatible, names)) else None
-        for node in self.root.iter(*(wanted or ())):
-            if wanted is None and node.tag not in names:
-                continue
-            yield node.tag, node.get, node, node in carriers
+        # What comes after </html> libxml2 puts in an <html> of its own, beside the root.
+        for top in (self.root, *self.root.itersiblings(etree.Element)):
+            for node in top.iter(*(wanted or ())):
+                if wanted is None and node.tag not in names:
+                    continue
+                yield node.tag, node.get, node, node in carriers
 
     def _carriers(self, attributes: Collection[str]) -> set[Any]:
         """The elements with a non-empty one of ``attributes``, found by libxml2.
