@@ -543,6 +543,18 @@ def test_what_comes_after_the_end_of_html_is_found(parser: str) -> None:
         ("pixel.gif", None), ("f.png", "Late"), ("b.png", None)]
 
 
+@pytest.mark.parametrize("parser", PARSERS)
+def test_a_caption_is_its_text_without_scripts_and_style_sheets_on_every_engine(
+        parser: str) -> None:
+    """The lxml engine took a <script>'s code and a <style>'s rules into the caption;
+    BeautifulSoup's left out an <rt>'s text, and all of a <template>'s caption."""
+    found = extract("<figure><img src='/a.png'><figcaption>A<script>var x;</script>"
+                    "<style>b{}</style> <ruby>K<rt>kan</rt></ruby></figcaption></figure>"
+                    "<template><figure><img src='/t.png'><figcaption>T</figcaption></figure>"
+                    "</template>", PAGE, parser=parser)
+    assert [ref.caption for ref in found.image_refs] == ["A Kkan", "T"]
+
+
 def test_duplicates_are_removed_after_normalisation_keeping_the_first() -> None:
     html = """<img src="HTTP://Example.com:80/a.png#x"><img src="/b.png"><img src="/./a.png">
               <a href="/p"><a href="http://EXAMPLE.com/p#frag"><a href="/q">"""

@@ -33,6 +33,9 @@ class Node:
         self.children: list[Node | str] = []
 
 
+# Elements whose text is no part of a caption's (``crawler.parse.trees.Tree.caption_text``).
+NOT_CAPTION_TEXT = frozenset({"figure", "script", "style"})
+
 _NO_ATTRIBUTES: dict[str, str] = {}  # shared by the elements without any (never written)
 
 
@@ -110,7 +113,7 @@ class EventTree:
         return node.tag
 
     def text(self, node: Node) -> str:
-        return _text_within(node, skip=None)
+        return _text_within(node, skip=frozenset())
 
     def enclosing(self, node: Node, tag: str) -> Node | None:
         known = self._nearest.setdefault(tag, {})
@@ -168,10 +171,10 @@ class EventTree:
         return node.attrib.get(key)
 
     def caption_text(self, node: Node) -> str:
-        return _text_within(node, skip="figure")
+        return _text_within(node, skip=NOT_CAPTION_TEXT)
 
 
-def _text_within(node: Node, skip: str | None) -> str:
+def _text_within(node: Node, skip: frozenset[str]) -> str:
     """The text of ``node``'s descendants, in document order, but for that of the
     elements named ``skip`` below it (iterative: a page may nest past any stack)."""
     parts: list[str] = []
@@ -180,6 +183,6 @@ def _text_within(node: Node, skip: str | None) -> str:
         item = todo.pop()
         if isinstance(item, str):
             parts.append(item)
-        elif item.tag != skip:
+        elif item.tag not in skip:
             todo += reversed(item.children)
     return "".join(parts)

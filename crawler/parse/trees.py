@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from lxml import etree
 
-from crawler.parse.eventtree import EventTree
+from crawler.parse.eventtree import NOT_CAPTION_TEXT, EventTree
 
 __all__ = ["PARSERS", "Tree", "parse"]
 
@@ -65,10 +65,11 @@ class Tree(Protocol):
     def attribute(self, node: Any, key: str) -> str | None: ...
 
     def caption_text(self, node: Any) -> str:
-        """The text of ``node`` and its descendants, without comments, nor the text of a
-        <figure> nested in it (whose caption is its own: a page of figures nested in
-        captions that never close made each caption the rest of the page, and its
-        parse took time of the square of the page, 600 KB: 200 s)."""
+        """The text of ``node`` and its descendants, without comments, nor the text of
+        the elements named in ``NOT_CAPTION_TEXT`` nested in it: a <figure> (whose
+        caption is its own: a page of figures nested in captions that never close made
+        each caption the rest of the page, and its parse took time of the square of the
+        page, 600 KB: 200 s), a <script> or a <style> (no reader's text)."""
         ...
 
 
@@ -215,7 +216,7 @@ class _LxmlTree:
             item = todo.pop()
             if isinstance(item, str):
                 parts.append(item)
-            elif isinstance(item.tag, str) and item.tag != "figure":  # not a comment
+            elif isinstance(item.tag, str) and item.tag not in NOT_CAPTION_TEXT:  # no comment
                 parts.append(item.text or "")
                 for child in reversed(item):
                     todo += [child.tail or "", child]
@@ -330,18 +331,18 @@ class _SoupTree:
         return node.attrs.get(key)  # type: ignore[no-any-return]
 
     def caption_text(self, node: Any) -> str:
-        from bs4.element import NavigableString, Tag
+        from bs4.element import CData, PreformattedString, Tag
 
-        # The strings get_text() takes (its _all_strings), in the same order.
-        types = node.interesting_string_types or node.MAIN_CONTENT_STRING_TYPES
+        # Every string but a comment, a processing instruction or a declaration, as the
+        # lxml engine reads them: get_text() took only those of the caption's own type,
+        # and left out a <template>'s and an <rt>'s (their strings have types of their own).
         parts: list[str] = []
         todo = list(reversed(node.contents))
         while todo:
             item = todo.pop()
             if isinstance(item, Tag):
-                if item.name != "figure":
+                if item.name not in NOT_CAPTION_TEXT:
                     todo += reversed(item.contents)
-            elif isinstance(item, NavigableString) and (
-                    type(item) is types if isinstance(types, type) else type(item) in types):
+            elif not isinstance(item, PreformattedString) or isinstance(item, CData):
                 parts.append(item)
         return "".join(parts)
