@@ -1678,22 +1678,31 @@ def _listening(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _ctrl_c_once_results(site: str, redis_server: RedisServer, name: str, tmp_path: Path,
+                         results: int) -> tuple[str, ...]:
+    """Crawl ``site`` on the broker (one page at a time, one local worker) and stop the
+    master with Ctrl-C once ``results`` images have a result; the master's arguments."""
+    args = ("master", site + "/", "--broker", redis_server.url, "--crawl", name,
+            "--out", str(tmp_path / "out"), "--local-workers", "1", "--page-concurrency", "1")
+    master = start_crawler(*args, cwd=tmp_path)
+    try:
+        wait_until(lambda: len(manifest_lines(tmp_path / "out")) >= results, 30,
+                   "the first results")
+        master.send_signal(signal.SIGINT)
+        err = finish(master, 60)
+        assert master.returncode == 130, err
+    finally:
+        stop(master)
+    return args
+
+
 def test_a_master_stopped_with_ctrl_c_leaves_the_crawl_open_and_a_rerun_ends_it(
         make_server: Callable[[], FixtureServer], redis_server: RedisServer,
         tmp_path: Path) -> None:
     server = make_server()
     site = setup_site(server, pages=6, images_per_page=10, page_delay=0.2, image_delay=0.05)
     name = _crawl_name()
-    args = ("master", server.url + "/", "--broker", redis_server.url, "--crawl", name,
-            "--out", str(tmp_path / "out"), "--local-workers", "1", "--page-concurrency", "1")
-    master = start_crawler(*args, cwd=tmp_path)
-    try:
-        wait_until(lambda: len(manifest_lines(tmp_path / "out")) >= 5, 30, "the first results")
-        master.send_signal(signal.SIGINT)
-        err = finish(master, 60)
-        assert master.returncode == 130, err
-    finally:
-        stop(master)
+    args = _ctrl_c_once_results(server.url, redis_server, name, tmp_path, 5)
     status = run_crawler("status", "--broker", redis_server.url, "--crawl", name, "--json")
     assert json.loads(status.stdout)["closed"] is False  # the crawl waits for a master
     text = run_crawler("status", "--broker", redis_server.url, "--crawl", name).stdout
@@ -1712,16 +1721,7 @@ def test_a_master_stopped_early_gives_back_the_pages_it_had_in_hand_at_once(
     server = make_server()
     setup_site(server, pages=30, images_per_page=1, page_delay=0.3)
     name = _crawl_name()
-    master = start_crawler("master", server.url + "/", "--broker", redis_server.url,
-                           "--crawl", name, "--out", str(tmp_path / "out"),
-                           "--local-workers", "1", "--page-concurrency", "1", cwd=tmp_path)
-    try:
-        wait_until(lambda: len(manifest_lines(tmp_path / "out")) >= 2, 30, "the first results")
-        master.send_signal(signal.SIGINT)
-        err = finish(master, 60)
-        assert master.returncode == 130, err
-    finally:
-        stop(master)
+    _ctrl_c_once_results(server.url, redis_server, name, tmp_path, 2)
     client = redis_server.client()
     assert client.zcard(keys_prefix(name) + "pages:leased") == 0
     status = json.loads(run_crawler("status", "--broker", redis_server.url, "--crawl", name,

@@ -20,6 +20,8 @@ from typing import Any
 
 from lxml import etree
 
+from crawler.parse.memowalk import Known, first_descendant, nearest_ancestor
+
 
 class Node:
     """An element: its tag, attributes, parent, and children (elements and text)."""
@@ -76,11 +78,10 @@ class EventTree:
     def __init__(self, root: Node, order: list[Node]) -> None:
         self._root = root
         self._order = order
-        # Per tag name, id(node) -> (node, the answer): the nearest ancestor of that
-        # name (``enclosing``), the first descendant (``child`` deep). Each node is
-        # passed once per name; it is kept with its answer, so that its id stays its own.
-        self._nearest: dict[str, dict[int, tuple[Node, Node | None]]] = {}
-        self._first: dict[str, dict[int, tuple[Node, Node | None]]] = {}
+        # Per tag name, what each node's walk found (crawler.parse.memowalk): the nearest
+        # ancestor of that name (``enclosing``), the first descendant (``child`` deep).
+        self._nearest: dict[str, Known] = {}
+        self._first: dict[str, Known] = {}
 
     @classmethod
     def parse(cls, data: bytes | str) -> EventTree | None:
@@ -116,55 +117,16 @@ class EventTree:
         return _text_within(node, skip=frozenset())
 
     def enclosing(self, node: Node, tag: str) -> Node | None:
-        known = self._nearest.setdefault(tag, {})
-        passed = []
-        found = None
-        current = node
-        while True:
-            cached = known.get(id(current))
-            if cached is not None:
-                found = cached[1]
-                break
-            parent = self.parent(current)
-            passed.append(current)
-            if parent is None or parent.tag == tag:
-                found = parent
-                break
-            current = parent
-        for one in passed:  # their nearest such ancestor is the same
-            known[id(one)] = (one, found)
+        found: Node | None = nearest_ancestor(node, tag, self._nearest.setdefault(tag, {}),
+                                              self.parent, _name)
         return found
 
     def child(self, node: Node, tag: str, deep: bool = False) -> Node | None:
         if not deep:
             return next((child for child in node.children
                          if isinstance(child, Node) and child.tag == tag), None)
-        known = self._first.setdefault(tag, {})
-        path = [node]  # the nodes whose subtrees are being searched, outermost first
-        children = [iter(node.children)]
-        found = None
-        while children:
-            child = next(children[-1], None)
-            if child is None:  # a subtree searched to its end: none in it
-                done = path.pop()
-                children.pop()
-                known[id(done)] = (done, None)
-                continue
-            if isinstance(child, str):
-                continue
-            if child.tag == tag:
-                found = child
-                break
-            cached = known.get(id(child))
-            if cached is not None:
-                if cached[1] is None:
-                    continue
-                found = cached[1]
-                break
-            path.append(child)
-            children.append(iter(child.children))
-        for one in path:  # the first in each subtree on the way to it
-            known[id(one)] = (one, found)
+        found: Node | None = first_descendant(node, tag, self._first.setdefault(tag, {}),
+                                              _children, _name)
         return found
 
     def attribute(self, node: Node, key: str) -> str | None:
@@ -172,6 +134,14 @@ class EventTree:
 
     def caption_text(self, node: Node) -> str:
         return _text_within(node, skip=NOT_CAPTION_TEXT)
+
+
+def _name(item: Node | str) -> str | None:
+    return item.tag if isinstance(item, Node) else None
+
+
+def _children(node: Node) -> list[Node | str]:
+    return node.children
 
 
 def _text_within(node: Node, skip: frozenset[str]) -> str:

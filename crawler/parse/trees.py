@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from lxml import etree
 
 from crawler.parse.eventtree import NOT_CAPTION_TEXT, EventTree
+from crawler.parse.memowalk import Known, first_descendant, nearest_ancestor
 
 __all__ = ["PARSERS", "Tree", "parse"]
 
@@ -226,14 +227,11 @@ class _LxmlTree:
 class _SoupTree:
     def __init__(self, soup: Any) -> None:
         self.soup = soup
-        # id(node) -> (node, its nearest ancestor of a tag name), per tag name: a page of
-        # rows that never close nests each image a level deeper, and asking each one's
-        # way to the root (bs4's find_parent, in Python) took time of the square of the
-        # page (10,000 rows: 16 s). Each node is passed once; the node is kept with its
-        # answer, so that its id stays its own.
-        self._nearest: dict[str, dict[int, tuple[Any, Any]]] = {}
-        # id(node) -> (node, its first descendant of a tag name), per tag name.
-        self._first: dict[str, dict[int, tuple[Any, Any]]] = {}
+        # Per tag name, what each node's walk found (crawler.parse.memowalk): bs4's
+        # find_parent and find() asked the whole way each time, in time of the square of
+        # a page whose elements never close.
+        self._nearest: dict[str, Known] = {}
+        self._first: dict[str, Known] = {}
 
     @classmethod
     def parse(cls, text: str) -> _SoupTree | None:
@@ -270,62 +268,15 @@ class _SoupTree:
         return node.get_text()  # type: ignore[no-any-return]
 
     def enclosing(self, node: Any, tag: str) -> Any | None:
-        known = self._nearest.setdefault(tag, {})
-        passed = []
-        found = None
-        current = node
-        while True:
-            cached = known.get(id(current))
-            if cached is not None:
-                found = cached[1]
-                break
-            parent = current.parent
-            passed.append(current)
-            if parent is None or parent.name == tag:
-                found = parent
-                break
-            current = parent
-        for one in passed:  # their nearest such ancestor is the same
-            known[id(one)] = (one, found)
-        return found
+        return nearest_ancestor(node, tag, self._nearest.setdefault(tag, {}),
+                                _soup_parent, _soup_name)
 
     def child(self, node: Any, tag: str, deep: bool = False) -> Any | None:
-        return self._first_within(node, tag) if deep else node.find(tag, recursive=False)
-
-    def _first_within(self, node: Any, tag: str) -> Any | None:
-        """The first descendant of ``node`` named ``tag``, in document order.
-
-        bs4's find() walks to the subtree's last node before it looks: pictures that
-        never close (each nested in the one before) each asked it of the whole page
-        below (10,000 pictures: 40 s). Subtrees searched are remembered, as in
-        :meth:`enclosing`, so each node is passed once in all.
-        """
-        known = self._first.setdefault(tag, {})
-        path = [node]  # the nodes whose subtrees are being searched, outermost first
-        children = [iter(node.contents)]
-        found = None
-        while children:
-            child = next(children[-1], None)
-            if child is None:  # a subtree searched to its end: none in it
-                done = path.pop()
-                children.pop()
-                known[id(done)] = (done, None)
-                continue
-            if child.name == tag:
-                found = child
-                break
-            cached = known.get(id(child))
-            if cached is not None:
-                if cached[1] is None:
-                    continue
-                found = cached[1]
-                break
-            if child.name is not None:  # an element (text has no name)
-                path.append(child)
-                children.append(iter(child.contents))
-        for one in path:  # the first in each subtree on the way to it
-            known[id(one)] = (one, found)
-        return found
+        if not deep:
+            return node.find(tag, recursive=False)
+        # (bs4's find() walks to the subtree's last node before it looks.)
+        return first_descendant(node, tag, self._first.setdefault(tag, {}), _soup_children,
+                                _soup_name)
 
     def attribute(self, node: Any, key: str) -> str | None:
         return node.attrs.get(key)  # type: ignore[no-any-return]
@@ -346,3 +297,15 @@ class _SoupTree:
             elif not isinstance(item, PreformattedString) or isinstance(item, CData):
                 parts.append(item)
         return "".join(parts)
+
+
+def _soup_parent(node: Any) -> Any:
+    return node.parent
+
+
+def _soup_name(node: Any) -> str | None:
+    return node.name  # type: ignore[no-any-return]  # (None for a string)
+
+
+def _soup_children(node: Any) -> Any:
+    return node.contents
