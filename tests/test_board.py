@@ -521,10 +521,11 @@ def test_a_host_that_times_out_again_and_again_is_given_up_for_the_run(
         assert ended[url].attempt == Attempt(url=url, ok=False, reason=GIVEN_UP_H,
                                              transient=True, kind=FailureKind.TIMEOUT)
         assert ended[url].attempt.rerun_tries_again and ended[url].worker is None
+        assert ended[url].attempts == 0  # (the manifest's: none was made)
     assert set(ended) == {urls[2], *urls[3:]}
     clock.now += 10  # the two waiting a retry come due: they end, as a reaped lease would
     assert b.lease("w", 10, 0)["tasks"] == []
-    assert [s.attempt.reason for s in b.drain()] == [GIVEN_UP_H] * 2
+    assert [(s.attempt.reason, s.attempts) for s in b.drain()] == [(GIVEN_UP_H, 1)] * 2
     assert b.put("http://h/later.png", "h", None)  # found later: ended at once
     assert [s.attempt.reason for s in b.drain()] == [GIVEN_UP_H]
     b.report("w", [ok("http://g/x.png")])

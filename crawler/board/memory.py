@@ -702,7 +702,7 @@ class TaskBoard:
         """Queue ``url``, a QUEUED item's (or end it, if ``host`` is given up)."""
         if host in self._given_up:
             self._finish(self._items[url],
-                         given_up(url, host, self.policy.host_timeouts), None)
+                         given_up(url, host, self.policy.host_timeouts), None, tried=False)
             return
         lane = self._lanes.get(host) or self._new_lane(host)
         if front:
@@ -867,7 +867,7 @@ class TaskBoard:
         for url in lane.urls:
             item = self._items[url]
             if item.state == QUEUED:
-                self._finish(item, given_up(url, host, limit), None)
+                self._finish(item, given_up(url, host, limit), None, tried=False)
         lane.urls.clear()
 
     def _slowed_down(self, host: str, seconds: float | None, reason: str, url: str) -> None:
@@ -902,12 +902,15 @@ class TaskBoard:
             self._leased.add(item.url)
         item.state = state
 
-    def _finish(self, item: _Item, attempt: Attempt, worker: str | None) -> None:
+    def _finish(self, item: _Item, attempt: Attempt, worker: str | None, *,
+                tried: bool = True) -> None:
+        """``item`` settles with ``attempt``; ``tried``: False for one settled without a try
+        of its own (its host given up), whose tries are those made, none perhaps."""
         self._set_state(item, DONE)
         self._unfinished -= 1
         if self._unfinished == 0:
             self._wake()
-        self._settled.append(Settled(attempt, item.page, worker, max(item.attempts, 1),
-                                     item.ref))
+        attempts = max(item.attempts, 1) if tried else item.attempts
+        self._settled.append(Settled(attempt, item.page, worker, attempts, item.ref))
         self._items[item.url] = _SETTLED  # its own record is of no more use
         self._tried_before.discard(item.url)

@@ -232,9 +232,12 @@ local function unlease(url, it)
 end
 
 -- passing: the next run tries it again (kept in RETRY); name_taken: for that reason, not
--- a passing one (marked n there, for the rerun to say apart).
-local function finish(url, it, attempt_json, worker, passing, name_taken)
-  local fields = {'attempt', attempt_json, 'attempts', math.max(it.a or 0, 1)}
+-- a passing one (marked n there, for the rerun to say apart); untried: settled without
+-- a try of its own (its host given up), its tries those made, none perhaps.
+local function finish(url, it, attempt_json, worker, passing, name_taken, untried)
+  local attempts = it.a or 0
+  if not untried then attempts = math.max(attempts, 1) end
+  local fields = {'attempt', attempt_json, 'attempts', attempts}
   if it.p then table.insert(fields, 'page'); table.insert(fields, it.p) end
   if worker then table.insert(fields, 'worker'); table.insert(fields, worker) end
   if it.r then table.insert(fields, 'ref'); table.insert(fields, it.r) end
@@ -264,7 +267,7 @@ local function end_given_up(url, it)
   local attempt = cjson.encode({url = url, ok = false, transient = true, kind = 'timeout',
                                 reason = string.format(GIVEN_UP_REASON, it.h,
                                                        given_up_at(it.h))})
-  finish(url, it, attempt, nil, true, false)
+  finish(url, it, attempt, nil, true, false, true)
 end
 
 -- A URL queued again at the front of its host's queue (a retry, a lease given back), or
