@@ -7,6 +7,7 @@ trickles its answer (head or body) one byte every 0.2 s, with
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -211,3 +212,34 @@ def test_a_host_whose_images_never_answer_is_given_up_after_a_few_timeouts(
     assert set(reasons) <= {given_up, "timed out"}, reasons
     assert "timed out 3 times in a row, with no answer between" in result.stderr
     assert "to try again    12 image(s)" in result.stderr, result.stderr
+
+
+def test_a_host_whose_pages_never_answer_is_given_up_after_a_few_timeouts(
+        tmp_path: Path, tricklers: list[Trickler]) -> None:
+    """Ten pages of the site, linked from its first, on a server that reads each request
+    and never answers: each try waited out the page timeout, three tries a page (30
+    requests). After three timeouts in a row the host's other pages are set aside
+    unread: the next run reads them."""
+    names = [f"/p{n}.html" for n in range(10)]
+    site = Trickler({"/": _html("".join(f'<a href="{name}">p</a>' for name in names)),
+                     **{name: Answer(b"", hang=True) for name in names}})
+    tricklers.append(site)
+    (tmp_path / "settings.toml").write_text(
+        "[crawl]\npage_timeout = 0.5\npage_concurrency = 2\n"
+        "[download]\nhost_timeouts = 3\nbackoff_base = 0.1\n")
+    out = tmp_path / "out"
+    result = run_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
+                         cwd=tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    asked = [path for path in site.paths if path.startswith("/p")]
+    assert 3 <= len(asked) <= 8, asked  # the first three, retries and those in flight
+    host = site.url.removeprefix("http://")
+    failed = {json.loads(line)["url"]: json.loads(line)
+              for line in (out / "pages.jsonl").read_text().splitlines()}
+    assert set(failed) == {site.url + name for name in names}, failed
+    unread = f"not read: {host} timed out 3 times in a row (download.host_timeouts)"
+    reasons = [entry["reason"] for entry in failed.values()]
+    assert reasons.count(unread) >= 10 - len(asked), reasons
+    assert set(reasons) <= {unread, "page too slow (over 0.5 s)"}, reasons
+    assert not any(entry["final"] for entry in failed.values())  # the next run reads them
+    assert f"{host} timed out 3 times in a row, with no answer between" in result.stderr

@@ -47,6 +47,7 @@ from crawler.master.endwatch import EndWatch
 from crawler.master.folderlock import FolderLock
 from crawler.master.frontier import Frontier, PageQueue
 from crawler.master.goodbye import await_goodbyes
+from crawler.master.hungpages import HungPages
 from crawler.master.inplace import FilesInPlace
 from crawler.master.journal import Journal, PageDone, Resumed
 from crawler.master.launcher import LocalWorkers
@@ -286,6 +287,7 @@ class Master:
         # (url, page, ref) an earlier run left queued: put on the board once judged.
         self._resumed_images: list[ResumedImage] = []
         self._pages_to_retry = 0  # pages failed for a passing reason, left for the next run
+        self._hung_pages = HungPages(settings.download.host_timeouts)
         # The output folder's files this master writes, looked at before each record.
         self._in_place: FilesInPlace | None = None
         # Which workers of this host store under another folder: noted in the journal for
@@ -583,7 +585,7 @@ class Master:
         visitor = PageVisitor(settings.crawl, client=session, robots=robots, scope=self._scope,
                               parser=self._parser, stylesheets=stylesheets,
                               slow_host=self._slow_host,
-                              known=self._image_known)
+                              known=self._image_known, hung=self._hung_pages)
         if not settings.crawl.respect_robots:
             log.warning("robots.txt is ignored (crawl.respect_robots = false)")
         self._queue_resumed_images(robots)
@@ -822,6 +824,7 @@ class Master:
         # master sent is forgotten before this page's links and images are left out.
         self._forget_after_reconnecting()
         frontier = self._frontier
+        self._hung_pages.heard(host_key(visit.url), visit.page)
         if visit.extraction is None and self._retry_later(visit):
             return
         self._snapshot.pages += 1
@@ -1024,6 +1027,8 @@ class Master:
         policy = self._board.policy  # the images' tries and backoff
         if not visit.page.transient or visit.page.held:
             return False  # its robots.txt could not be read: the page waits for the next run
+        if self._hung_pages.given_up(host_key(visit.url)):
+            return False  # its host timed out again and again: the next run reads it
         if visit.page.host_is_busy:  # on its last try too: the host asked all the same
             self._slow_down_host(visit.page)
         tries = self._frontier.failed(visit.url)

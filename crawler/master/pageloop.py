@@ -343,6 +343,10 @@ class PageLoop:
         now, paced, later = time.monotonic(), [], []
         while waiting and len(self._fetching) < self._fetches:
             job = waiting.popleft()
+            given_up = self._visitor.host_given_up(job.url, job.depth)
+            if given_up is not None:  # its host timed out again and again as it waited
+                self._done(job, given_up)
+                continue
             pace = self._pace_of(job.url)
             if not pace.take(now, page=True):
                 paced.append(job)

@@ -19,7 +19,7 @@ from crawler.fetch.policy import (
     server_pause,
     transient_status,
 )
-from crawler.model.outcome import BUSY_STATUSES, status_reason
+from crawler.model.outcome import BUSY_STATUSES, FailureKind, status_reason
 from crawler.parse.encodings import charset_param
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
@@ -40,6 +40,7 @@ class Page(NamedTuple):
     # and not tried again in this run (its robots.txt is read again only past its age).
     held: bool = False
     refresh: str | None = None  # its Refresh header, which browsers follow as <meta> refresh
+    timed_out: bool = False  # no connection or byte in time, or past the page's deadline
 
     @property
     def ok(self) -> bool:
@@ -82,10 +83,10 @@ def after_hop(url: str, current: str, reply: Reply, timeout: float) -> Page | st
     """What the reply to one hop (``current``, on the way from ``url``) makes of the page:
     the Page, or the URL it redirects to, for the caller to judge and fetch next."""
     if not reply.ok:
-        if reply.timed_out:
-            return too_slow(url, current, timeout)
+        if reply.timed_out:  # (not sent at all, for want of a connection: not the host's)
+            return too_slow(url, current, timeout, host_hung=not reply.no_turn)
         return Page(url, current, reply.status, skipped=reply.failure,
-                    transient=reply.transient)
+                    transient=reply.transient, timed_out=reply.kind is FailureKind.TIMEOUT)
     if reply.status in REDIRECT_STATUSES and "location" in reply.headers:
         location = reply.headers["location"]
         try:
@@ -133,8 +134,9 @@ def _answer(url: str, final_url: str, reply: Reply) -> Page:
                 refresh=reply.headers.get("refresh"))
 
 
-def too_slow(url: str, current: str, timeout: float) -> Page:
-    return Page(url, current, 0, skipped=f"page too slow (over {timeout:g} s)", transient=True)
+def too_slow(url: str, current: str, timeout: float, *, host_hung: bool = True) -> Page:
+    return Page(url, current, 0, skipped=f"page too slow (over {timeout:g} s)", transient=True,
+                timed_out=host_hung)
 
 
 def _media_type(headers: dict[str, str]) -> str:

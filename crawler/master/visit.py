@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from crawler.config import CrawlSettings
 from crawler.errors import BrokerError, ParserCrashed
@@ -19,7 +19,10 @@ from crawler.master.pages import Page, fetch_page, redirect_held, redirect_refus
 from crawler.master.robots import Robots
 from crawler.master.scope import Scope
 from crawler.master.stylesheets import Stylesheets
-from crawler.model.urls import host_key_of_normalized
+
+if TYPE_CHECKING:
+    from crawler.master.hungpages import HungPages
+from crawler.model.urls import host_key, host_key_of_normalized
 from crawler.parse.extract import Extraction, ImageRef
 from crawler.parse.pool import PageParser
 
@@ -47,8 +50,10 @@ class PageVisitor:
     def __init__(self, crawl: CrawlSettings, *, client: EasyClient, robots: Robots,
                  scope: Scope, parser: PageParser, stylesheets: Stylesheets,
                  slow_host: Callable[[str, float], None],
-                 known: Callable[[str], bool] = lambda url: False) -> None:
+                 known: Callable[[str], bool] = lambda url: False,
+                 hung: HungPages | None = None) -> None:
         self._crawl = crawl
+        self._hung = hung  # hosts whose pages timed out again and again
         # Images queued before (most of a site's icons are on every page): the crawl
         # loop would drop them; judging them again here is most of a page's cost.
         self._known = known
@@ -121,6 +126,18 @@ class PageVisitor:
         # Held for want of its robots.txt: not final, a rerun tries again.
         return Visit(url, depth, Page(url, url, 0, skipped=refused, transient=held, held=held),
                      None, [], time.monotonic())
+
+    def host_given_up(self, url: str, depth: int) -> Visit | None:
+        """The visit of a page set aside unread, its host given up for its timeouts in a
+        row (``master.hungpages``), or None. Asked as its request would start: a page
+        handed to the loop before its host was given up is not sent either."""
+        if self._hung is None:
+            return None
+        host = host_key(url)
+        if not self._hung.given_up(host):
+            return None
+        return Visit(url, depth, Page(url, url, 0, skipped=self._hung.reason(host),
+                                      transient=True), None, [], time.monotonic())
 
     def hop_refusal(self, url: str, current: str, status: int, target: str) -> Page | None:
         """The Page of a redirect of ``url`` from ``current`` to ``target`` that may not be
