@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 from crawler.board.base import CLASSIC
 from crawler.config import DEFAULTS, Settings
 from crawler.model.cookies import MAX_COOKIES, cookie_key
+from crawler.model.hosttimeouts import HostTimeouts
 from crawler.model.outcome import (
     GIVEN_UP_NOTE,
     RATE_LIMITED_PAUSE,
@@ -250,8 +251,7 @@ class TaskBoard:
         # A host whose images timed out host_timeouts times in a row, no answer between,
         # is given up for this run: a hung server held each image for every try's
         # timeout, a slot of the crawl's at a time, for minutes a host.
-        self._timeouts: Counter[str] = Counter()  # host -> its timeouts in a row
-        self._given_up: set[str] = set()
+        self._timeouts = HostTimeouts(policy.host_timeouts)
         # Kept up to date on every change, so counts and reaping never walk every URL.
         self._in_state = {QUEUED: 0, LEASED: 0, DELAYED: 0, DONE: 0}
         self._leased: set[str] = set()
@@ -700,7 +700,7 @@ class TaskBoard:
 
     def _enqueue(self, url: str, host: str, *, front: bool) -> None:
         """Queue ``url``, a QUEUED item's (or end it, if ``host`` is given up)."""
-        if host in self._given_up:
+        if host in self._timeouts:
             self._finish(self._items[url],
                          given_up(url, host, self.policy.host_timeouts), None, tried=False)
             return
@@ -838,12 +838,13 @@ class TaskBoard:
         if note is not None:
             self._say_once(item.host, *note)
         if attempt.timed_out:
-            self._timed_out(item.host)
+            if self._timeouts.timed_out(item.host):
+                self._give_up(item.host)
         elif attempt.host_answered:
-            self._timeouts.pop(item.host, None)
+            self._timeouts.answered(item.host)
         attempts = max(item.attempts, 1)
         if (not attempt.ok and attempt.transient and attempts < self.policy.max_attempts
-                and item.host not in self._given_up):
+                and item.host not in self._timeouts):
             # (A 429 or 503 is about the server: its host was slowed down above, which
             # spaces its other images; held for this image's backoff, a rate-limited
             # host's images waited seconds at each answer its limit refused.)
@@ -853,15 +854,11 @@ class TaskBoard:
             return
         self._finish(item, attempt, worker)
 
-    def _timed_out(self, host: str) -> None:
-        """An image of ``host`` timed out: at host_timeouts in a row, the host is given
-        up, its queued images ended now and later ones as they come (``_enqueue``); the
-        ones in flight end with their own tries, not tried again."""
-        self._timeouts[host] += 1
+    def _give_up(self, host: str) -> None:
+        """``host`` timed out host_timeouts times in a row: its queued images end now, and
+        later ones as they come (``_enqueue``); the ones in flight end with their own
+        tries, not tried again."""
         limit = self.policy.host_timeouts
-        if not limit or self._timeouts[host] < limit or host in self._given_up:
-            return
-        self._given_up.add(host)
         self._say_once(host, "given up", GIVEN_UP_NOTE % (host, limit))
         lane = self._lanes[host]
         for url in lane.urls:

@@ -12,9 +12,10 @@ set aside unread: the next run tries them all again.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 
 from crawler.master.pages import Page
+from crawler.model.hosttimeouts import HostTimeouts
+from crawler.model.urls import host_key
 
 log = logging.getLogger(__name__)
 
@@ -27,26 +28,23 @@ class HungPages:
     """The pages' timeouts in a row, by host, and the hosts given up (0: never)."""
 
     def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._in_a_row: Counter[str] = Counter()
-        self._given_up: set[str] = set()
+        self._timeouts = HostTimeouts(limit)
 
-    def heard(self, host: str, page: Page) -> None:
-        """Count what ``host`` made of a page: a timeout, an answer, or neither."""
+    def heard(self, url: str, page: Page) -> None:
+        """Count what the host of ``url`` made of its page: a timeout, an answer, or
+        neither."""
         if page.timed_out:
-            self._in_a_row[host] += 1
-            if self._limit and self._in_a_row[host] >= self._limit and (
-                    host not in self._given_up):
-                self._given_up.add(host)
+            host = host_key(url)
+            if self._timeouts.timed_out(host):
                 log.warning("%s timed out %d times in a row, with no answer between: its "
                             "other pages are set aside in this run and read by the next "
-                            "(download.host_timeouts)", host, self._limit)
-        elif page.ok or page.status:
-            self._in_a_row.pop(host, None)
+                            "(download.host_timeouts)", host, self._timeouts.limit)
+        elif (page.ok or page.status) and self._timeouts.counting:
+            self._timeouts.answered(host_key(url))
 
-    def given_up(self, host: str) -> bool:
-        return host in self._given_up
-
-    def reason(self, host: str) -> str:
-        """Why a page of ``host`` (given up) is set aside unread."""
-        return PAGE_GIVEN_UP % (host, self._limit)
+    def unread(self, url: str) -> str | None:
+        """Why the page ``url`` is set aside unread (its host given up), or None."""
+        if not self._timeouts.any_given_up:  # (then no host key worked out, page by page)
+            return None
+        host = host_key(url)
+        return PAGE_GIVEN_UP % (host, self._timeouts.limit) if host in self._timeouts else None

@@ -824,7 +824,7 @@ class Master:
         # master sent is forgotten before this page's links and images are left out.
         self._forget_after_reconnecting()
         frontier = self._frontier
-        self._hung_pages.heard(host_key(visit.url), visit.page)
+        self._hung_pages.heard(visit.url, visit.page)
         if visit.extraction is None and self._retry_later(visit):
             return
         self._snapshot.pages += 1
@@ -1027,7 +1027,7 @@ class Master:
         policy = self._board.policy  # the images' tries and backoff
         if not visit.page.transient or visit.page.held:
             return False  # its robots.txt could not be read: the page waits for the next run
-        if self._hung_pages.given_up(host_key(visit.url)):
+        if self._hung_pages.unread(visit.url) is not None:
             return False  # its host timed out again and again: the next run reads it
         if visit.page.host_is_busy:  # on its last try too: the host asked all the same
             self._slow_down_host(visit.page)

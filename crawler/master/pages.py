@@ -19,7 +19,7 @@ from crawler.fetch.policy import (
     server_pause,
     transient_status,
 )
-from crawler.model.outcome import BUSY_STATUSES, FailureKind, status_reason
+from crawler.model.outcome import BUSY_STATUSES, status_reason
 from crawler.parse.encodings import charset_param
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
@@ -86,7 +86,7 @@ def after_hop(url: str, current: str, reply: Reply, timeout: float) -> Page | st
         if reply.timed_out:  # (not sent at all, for want of a connection: not the host's)
             return too_slow(url, current, timeout, host_hung=not reply.no_turn)
         return Page(url, current, reply.status, skipped=reply.failure,
-                    transient=reply.transient, timed_out=reply.kind is FailureKind.TIMEOUT)
+                    transient=reply.transient)
     if reply.status in REDIRECT_STATUSES and "location" in reply.headers:
         location = reply.headers["location"]
         try:

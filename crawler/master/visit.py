@@ -19,12 +19,12 @@ from crawler.master.pages import Page, fetch_page, redirect_held, redirect_refus
 from crawler.master.robots import Robots
 from crawler.master.scope import Scope
 from crawler.master.stylesheets import Stylesheets
+from crawler.model.urls import host_key_of_normalized
+from crawler.parse.extract import Extraction, ImageRef
+from crawler.parse.pool import PageParser
 
 if TYPE_CHECKING:
     from crawler.master.hungpages import HungPages
-from crawler.model.urls import host_key, host_key_of_normalized
-from crawler.parse.extract import Extraction, ImageRef
-from crawler.parse.pool import PageParser
 
 log = logging.getLogger(__name__)
 
@@ -131,13 +131,11 @@ class PageVisitor:
         """The visit of a page set aside unread, its host given up for its timeouts in a
         row (``master.hungpages``), or None. Asked as its request would start: a page
         handed to the loop before its host was given up is not sent either."""
-        if self._hung is None:
+        why = self._hung.unread(url) if self._hung is not None else None
+        if why is None:
             return None
-        host = host_key(url)
-        if not self._hung.given_up(host):
-            return None
-        return Visit(url, depth, Page(url, url, 0, skipped=self._hung.reason(host),
-                                      transient=True), None, [], time.monotonic())
+        return Visit(url, depth, Page(url, url, 0, skipped=why, transient=True), None, [],
+                     time.monotonic())
 
     def hop_refusal(self, url: str, current: str, status: int, target: str) -> Page | None:
         """The Page of a redirect of ``url`` from ``current`` to ``target`` that may not be
