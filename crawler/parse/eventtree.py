@@ -43,7 +43,7 @@ _NO_ATTRIBUTES: dict[str, str] = {}  # shared by the elements without any (never
 
 class _Builder:
     """lxml's parser target: the tree from start, end and data events. Comments and
-    processing instructions are left out: no text extraction reads takes theirs."""
+    processing instructions are left out: no text extraction takes theirs."""
 
     def __init__(self) -> None:
         self.root = Node("", {}, None)  # above <html>: the document
