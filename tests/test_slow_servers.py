@@ -243,3 +243,33 @@ def test_a_host_whose_pages_never_answer_is_given_up_after_a_few_timeouts(
     assert set(reasons) <= {unread, "page too slow (over 0.5 s)"}, reasons
     assert not any(entry["final"] for entry in failed.values())  # the next run reads them
     assert f"{host} timed out 3 times in a row, with no answer between" in result.stderr
+
+
+def test_a_page_redirected_to_a_host_that_never_answers_counts_that_host_not_its_own(
+        tmp_path: Path, tricklers: list[Trickler]) -> None:
+    """Pages of one site that each redirect to another host, which reads the request and
+    never answers: the host that hung is given up, not the one that answered with a
+    redirect (which then read none of its own pages in the run)."""
+    names = [f"/h{n}.html" for n in range(6)]
+    hung = Trickler({"/": _html(""), **{name: Answer(b"", hang=True) for name in names}})
+    site = Trickler({"/": _html("".join(f'<a href="/r{name}">r</a>' for name in names)),
+                     **{f"/r{name}": Answer(b"HTTP/1.1 302 Found\r\nLocation: "
+                                            + (hung.url + name).encode()
+                                            + b"\r\nContent-Length: 0\r\n\r\n")
+                        for name in names}})
+    tricklers += [hung, site]
+    (tmp_path / "settings.toml").write_text(
+        "[crawl]\npage_timeout = 0.5\npage_concurrency = 2\n"
+        "[download]\nhost_timeouts = 3\nbackoff_base = 0.1\n")
+    out = tmp_path / "out"
+    result = run_crawler("master", site.url + "/", hung.url + "/", "--bind", "127.0.0.1:0",
+                         "--out", str(out), cwd=tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    hung_host, site_host = (s.url.removeprefix("http://") for s in (hung, site))
+    assert f"{hung_host} timed out 3 times in a row, with no answer between" in result.stderr
+    assert f"{site_host} timed out" not in result.stderr, result.stderr
+    reasons = [json.loads(line)["reason"]
+               for line in (out / "pages.jsonl").read_text().splitlines()]
+    assert not any(site_host in reason for reason in reasons), reasons
+    asked = [path for path in hung.paths if path.startswith("/h")]
+    assert 3 <= len(asked) <= 8, asked  # the host that hung is not asked each try

@@ -31,16 +31,24 @@ class HungPages:
         self._timeouts = HostTimeouts(limit)
 
     def heard(self, url: str, page: Page) -> None:
-        """Count what the host of ``url`` made of its page: a timeout, an answer, or
-        neither."""
+        """Count what the hosts of ``url`` and of its last hop (a redirect's target, where
+        its request timed out or was answered) made of its page: a timeout, an answer,
+        or neither. A host that redirected answered: a page of one host led by a redirect
+        to one that never answers gave up the host that redirected, and read no more of
+        its pages, while the host that hung went on being asked."""
+        if not page.timed_out and not self._timeouts.counting:
+            return  # (most crawls meet no timeout: no host key worked out, page by page)
+        host = host_key(page.final_url)
+        first = host_key(url) if page.final_url != url else host
+        if first != host:
+            self._timeouts.answered(first)
         if page.timed_out:
-            host = host_key(url)
             if self._timeouts.timed_out(host):
                 log.warning("%s timed out %d times in a row, with no answer between: its "
                             "other pages are set aside in this run and read by the next "
                             "(download.host_timeouts)", host, self._timeouts.limit)
-        elif (page.ok or page.status) and self._timeouts.counting:
-            self._timeouts.answered(host_key(url))
+        elif page.ok or page.status:
+            self._timeouts.answered(host)
 
     def unread(self, url: str) -> str | None:
         """Why the page ``url`` is set aside unread (its host given up), or None."""

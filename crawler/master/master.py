@@ -1027,8 +1027,11 @@ class Master:
         policy = self._board.policy  # the images' tries and backoff
         if not visit.page.transient or visit.page.held:
             return False  # its robots.txt could not be read: the page waits for the next run
-        if self._hung_pages.unread(visit.url) is not None:
-            return False  # its host timed out again and again: the next run reads it
+        if (self._hung_pages.unread(visit.url) is not None
+                or self._hung_pages.unread(visit.page.final_url) is not None):
+            # Its host, or the one its redirect led to, timed out again and again: the
+            # next run reads it.
+            return False
         if visit.page.host_is_busy:  # on its last try too: the host asked all the same
             self._slow_down_host(visit.page)
         tries = self._frontier.failed(visit.url)
