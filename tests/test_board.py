@@ -556,6 +556,34 @@ def test_only_timeouts_in_a_row_give_a_host_up(board: MakeBoard, between: Attemp
     assert (ended.get("http://h/e.png") == GIVEN_UP_H) is given_up, ended
 
 
+def test_a_timeout_on_a_redirects_target_counts_that_host_not_the_images_own(
+        board: MakeBoard) -> None:
+    """Images of h redirected to r, a server that never answers: r is given up (its own
+    images end), not h, which answered each with its redirect; h's images go on, and its
+    count of timeouts in a row started again with each redirect."""
+    b = board(Clock(), host_timeouts=3, max_attempts=3, host_concurrency=10)
+    redirected = [f"http://h/to-r/{n}.png" for n in range(3)]
+    for url in [*redirected, "http://h/a.png", "http://h/b.png", "http://h/c.png"]:
+        b.put(url, "h", None)
+    b.put("http://r/own.png", "r", None)
+    leased = {url for url, _ in b.lease("w", 10, 0)["tasks"]}
+    assert len(leased) == 7
+    b.report("w", [timed_out("http://h/a.png"), timed_out("http://h/b.png")])
+    b.report("w", [timed_out(url)._replace(hop_host="r") for url in redirected])
+    b.report("w", [timed_out("http://h/c.png")])  # h: two before the redirects, one after
+    assert b.news() == ["r timed out 3 times in a row, with no answer between: its other "
+                        "images are given up in this run and tried again by the next "
+                        "(download.host_timeouts)"]
+    ended = {s.attempt.url: s.attempt.reason for s in b.drain()}
+    assert set(ended) == {redirected[2]}  # r's given up: not tried again (the others
+    # wait their retry, as h's images: h's queue may not lead to r again)
+    assert b.put("http://r/later.png", "r", None)  # r's images end as they come
+    assert [s.attempt.reason for s in b.drain()] == [
+        "given up: r timed out 3 times in a row (download.host_timeouts)"]
+    assert b.put("http://h/later.png", "h", None)  # h's do not
+    assert b.drain() == []
+
+
 def test_a_host_is_never_given_up_with_host_timeouts_0(board: MakeBoard) -> None:
     b = board(Clock(), host_timeouts=0, max_attempts=1, host_concurrency=10)
     for n in range(11):

@@ -1453,6 +1453,37 @@ def test_a_redirect_to_a_trickling_close_answer_is_cut_at_the_deadline(
     assert_cut_at_the_deadline(attempt)
 
 
+def test_a_timeout_on_a_redirects_target_of_another_host_names_that_host(
+        engines: Callable[..., Engine]) -> None:
+    """The host that did not answer is the one whose timeouts in a row count
+    (download.host_timeouts): a redirect's target on another host, which reads the
+    request and never answers, is named in the failed try; a timeout on the image's own
+    host names none."""
+    def hang(conn: socket.socket, request: bytes) -> bool:
+        done_hung.wait(5)
+        return False
+
+    def redirect(conn: socket.socket, request: bytes) -> bool:
+        conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: " + hung + b"/x.png"
+                     + b"\r\nContent-Length: 0\r\n\r\n")
+        return True
+
+    hung_base, done_hung = raw_server(hang)
+    hung = hung_base.encode()
+    base, done = raw_server(redirect)
+    try:
+        engine = engines(limits=Limits(read_timeout=0.3))
+        redirected = engine.one(f"{base}/start.png")
+        own = engine.one(f"{hung_base}/own.png")
+    finally:
+        done.set()
+        done_hung.set()
+    assert redirected.kind is FailureKind.TIMEOUT, redirected
+    assert redirected.hop_host == hung_base.removeprefix("http://")
+    assert attempt_from_report(redirected.to_wire()) == redirected  # a report carries it
+    assert own.kind is FailureKind.TIMEOUT and own.hop_host is None, own
+
+
 # ----- in a worker --------------------------------------------------------------------
 
 def test_workers_fetch_through_the_engine_with_its_headers(site: FixtureServer, tmp_path: Path,
@@ -1595,8 +1626,10 @@ def test_every_attempt_field_crosses_the_wire() -> None:
                       sha256="ab", content_type="image/png", width=1, height=2,
                       elapsed_s=0.5, skipped=True)
     wire = attempt.to_wire()
-    assert set(wire) == ATTEMPT_FIELDS - {"retry_after_unread"}  # sent only when set
+    # Each sent only when set: a master of a version before it refuses a field it does
+    # not know.
+    assert set(wire) == ATTEMPT_FIELDS - {"retry_after_unread", "hop_host"}
     assert Attempt.from_wire(wire) == attempt
-    unread = attempt._replace(ok=False, retry_after_unread="soon")
+    unread = attempt._replace(ok=False, retry_after_unread="soon", hop_host="b.test")
     assert set(unread.to_wire()) == ATTEMPT_FIELDS
     assert Attempt.from_wire(unread.to_wire()) == unread

@@ -837,14 +837,19 @@ class TaskBoard:
         note = retry_after_note(attempt, item.host, self.policy)
         if note is not None:
             self._say_once(item.host, *note)
-        if attempt.timed_out:
-            if self._timeouts.timed_out(item.host):
-                self._give_up(item.host)
-        elif attempt.host_answered:
+        # The host that did not answer counts: a redirect's target, where the image's own
+        # host answered with the redirect.
+        hop_host = attempt.hop_host or item.host
+        if hop_host != item.host:
             self._timeouts.answered(item.host)
+        if attempt.timed_out:
+            if self._timeouts.timed_out(hop_host):
+                self._give_up(hop_host)
+        elif attempt.host_answered:
+            self._timeouts.answered(hop_host)
         attempts = max(item.attempts, 1)
         if (not attempt.ok and attempt.transient and attempts < self.policy.max_attempts
-                and item.host not in self._timeouts):
+                and item.host not in self._timeouts and hop_host not in self._timeouts):
             # (A 429 or 503 is about the server: its host was slowed down above, which
             # spaces its other images; held for this image's backoff, a rate-limited
             # host's images waited seconds at each answer its limit refused.)
@@ -860,7 +865,9 @@ class TaskBoard:
         tries, not tried again."""
         limit = self.policy.host_timeouts
         self._say_once(host, "given up", GIVEN_UP_NOTE % (host, limit))
-        lane = self._lanes[host]
+        lane = self._lanes.get(host)  # (none: a host only redirects led to)
+        if lane is None:
+            return
         for url in lane.urls:
             item = self._items[url]
             if item.state == QUEUED:

@@ -755,7 +755,8 @@ class RedisBoard:
                      str(attempt.bytes or 0), repr(random.uniform(0.5, 1.0)),  # backoff jitter
                      attempt.reason if attempt.host_is_busy else "", _stored(attempt),
                      "\t".join(note) if note is not None else "",
-                     "t" if attempt.timed_out else "a" if attempt.host_answered else ""]
+                     "t" if attempt.timed_out else "a" if attempt.host_answered else "",
+                     attempt.hop_host or ""]
         return args
 
     @staticmethod

@@ -332,7 +332,7 @@ local POLICY_ARGS = 9
 -- reason of a 429 or 503, about its host; '' for any other), attempt JSON, note for the
 -- crawl's user ('' for none: else its kind, a tab and its line), host ('t': the try
 -- timed out; 'a': the server answered; '' neither: see Attempt.timed_out, host_answered).
-local REPORT_ARGS = 10
+local REPORT_ARGS = 11
 
 -- A note is kept once per host and kind, in NEWS, where every master reads it.
 local SAID, NEWS = P .. 'said', P .. 'news'
@@ -413,14 +413,21 @@ local function record_result(url, it, r, worker, now, policy)
   if r.retry_after > 0 then
     hold_host(it.h, now + math.min(r.retry_after, policy.backoff_max))
   end
-  if r.host == 't' then
-    timed_out(it.h, policy)
-  elseif r.host == 'a' then
+  -- The host that did not answer counts: a redirect's target, where the image's own host
+  -- answered with the redirect.
+  local hop_host = it.h
+  if r.hop_host ~= '' and r.hop_host ~= it.h then
+    hop_host = r.hop_host
     redis.call('HDEL', TIMEOUTS, it.h)
+  end
+  if r.host == 't' then
+    timed_out(hop_host, policy)
+  elseif r.host == 'a' then
+    redis.call('HDEL', TIMEOUTS, hop_host)
   end
   local attempts = math.max(it.a or 0, 1)
   if not r.ok and r.transient and attempts < policy.max_attempts
-      and not given_up_at(it.h) then
+      and not given_up_at(it.h) and not given_up_at(hop_host) then
     local delay = math.min(policy.backoff_max, policy.backoff_base * 2 ^ (attempts - 1))
     delay = delay * r.jitter
     if r.retry_after > 0 then
@@ -446,7 +453,8 @@ local function report(worker, record, args, at, count, now, policy)
                name_taken = args[base + 2] == 'n',
                retry_after = tonumber(args[base + 3]) or 0, bytes = tonumber(args[base + 4]),
                jitter = tonumber(args[base + 5]), busy = args[base + 6],
-               json = args[base + 7], note = args[base + 8], host = args[base + 9]}
+               json = args[base + 7], note = args[base + 8], host = args[base + 9],
+               hop_host = args[base + 10]}
     spoken[r.url] = true
     local it = get_item(r.url)
     if not it then

@@ -20,6 +20,7 @@ from crawler.fetch.decoding import BodyDecoder
 from crawler.fetch.engine import Sink, Task, failure
 from crawler.fetch.guard import BlockedAddress
 from crawler.model.outcome import Attempt, FailureKind
+from crawler.model.urls import host_key_of_normalized
 
 
 @dataclass(eq=False)  # compared and hashed by identity
@@ -74,5 +75,11 @@ class Slot:
 
 def failed(transfer: Transfer, reason: str, kind: FailureKind,
            transient: bool = False) -> Attempt:
-    """The failed Attempt of ``transfer``, timed from its start."""
-    return failure(transfer.task[0], transfer.started, reason, kind, transient)
+    """The failed Attempt of ``transfer``, timed from its start; on a redirect's target of
+    another host, that host's (``Attempt.hop_host``)."""
+    attempt = failure(transfer.task[0], transfer.started, reason, kind, transient)
+    if transfer.url != transfer.task[0]:
+        hop_host = host_key_of_normalized(transfer.url)
+        if hop_host != host_key_of_normalized(transfer.task[0]):
+            return attempt._replace(hop_host=hop_host)
+    return attempt

@@ -183,6 +183,10 @@ class Attempt(NamedTuple):
     # A Retry-After the server sent that could not be read (its text, cut short): the
     # board waits as if none was sent, and says so once per host.
     retry_after_unread: str | None = None
+    # The host (``host_key``) of the redirect's target this failed try ended on, when not
+    # the image's own: the host that did not answer, whose timeouts in a row it counts
+    # (download.host_timeouts), where the image's own host answered with the redirect.
+    hop_host: str | None = None
 
     @property
     def rerun_tries_again(self) -> bool:
@@ -221,6 +225,8 @@ class Attempt(NamedTuple):
         # a field it does not know, and counted every image a new worker reported failed.
         if self.retry_after_unread is not None:
             wire["retry_after_unread"] = self.retry_after_unread
+        if self.hop_host is not None:
+            wire["hop_host"] = self.hop_host
         return wire
 
     @classmethod

@@ -114,9 +114,11 @@ class Report(TypedDict, total=False):
     skipped: bool
     kind: str | None  # FailureKind's value
     retry_after_unread: str | None
+    hop_host: str | None
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 MAX_URL_CHARS = 65536  # longer than any URL a page parser hands out
+MAX_HOST_CHARS = 300  # a host name (253), its brackets and a port
 
 
 class ReportRefused(ValueError):
@@ -279,13 +281,17 @@ def is_image_path(path: str) -> bool:
 
 
 def _check_types(data: dict[str, object]) -> None:
-    for name in ("reason", "path", "sha256", "content_type", "retry_after_unread"):
+    for name in ("reason", "path", "sha256", "content_type", "retry_after_unread",
+                 "hop_host"):
         value = data.get(name)
         if value is not None and not isinstance(value, str):
             raise ReportRefused(f"{name!r} is not text")
     unread = data.get("retry_after_unread")
     if isinstance(unread, str) and len(unread) > MAX_UNREAD_CHARS:
         raise ReportRefused("'retry_after_unread' is too long")
+    hop_host = data.get("hop_host")
+    if isinstance(hop_host, str) and len(hop_host) > MAX_HOST_CHARS:
+        raise ReportRefused("'hop_host' is too long")
     reason = data.get("reason")
     if isinstance(reason, str) and len(reason) > MAX_REASON_CHARS:
         raise ReportRefused("'reason' is too long")
