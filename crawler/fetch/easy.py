@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import socket
 import threading
@@ -93,7 +94,9 @@ class Exchange:
         self.watch = watch  # told of a Set-Cookie: the jar changed
         self.max_bytes = max_bytes
         self.wants = wants
-        self.chunks: list[bytes] = []
+        # The body: one buffer, which getvalue() hands over without a copy (a list of
+        # chunks joined at the end held the body twice, 20 MB for a 10 MB style sheet).
+        self.body = io.BytesIO()
         self.size = 0
         self.head_done = False
         self.keep = True  # whether the body is wanted
@@ -182,10 +185,10 @@ class Exchange:
         """Keep ``piece`` of the body, up to ``max_bytes`` (True: enough, read no more)."""
         self.size += len(piece)
         if self.size >= self.max_bytes:
-            self.chunks.append(piece[:len(piece) - (self.size - self.max_bytes)])
+            self.body.write(piece[:len(piece) - (self.size - self.max_bytes)])
             self.reply.truncated = True
             return True
-        self.chunks.append(piece)
+        self.body.write(piece)
         return False
 
 
@@ -459,7 +462,7 @@ def conclude(exchange: Exchange, handle: pycurl.Curl, code: int, message: str,
             # Else "connection refused" reads as the site's doing, the proxy unnamed.
             reply.failure += f", at the proxy {shown_proxy(proxy)}"
     if reply.ok:
-        reply.body = b"".join(exchange.chunks) if exchange.keep else b""
+        reply.body = exchange.body.getvalue() if exchange.keep else b""
     return reply
 
 
