@@ -7,6 +7,7 @@ A fixture server on 127.0.0.1 serves pages that link style sheets (with
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import threading
 import time
@@ -578,6 +579,28 @@ def test_a_sheet_read_under_many_urls_keeps_its_image_urls_once(
     # Each later URL keeps its list of the same names (80 KB) and the page's (80 KB),
     # not the names themselves (900 KB).
     assert later < 300_000 < first, (first, later)
+
+
+def test_style_sheets_wait_for_their_hosts_pace_as_pages_do(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """A host that asks for a Crawl-delay of 1 s gets its pages, their redirect hops and
+    the style sheets they link a second apart; only robots.txt, which says so, comes
+    first at once. Sheets went right after their page, all at once."""
+    server = make_server()
+    links = "".join(f'<link rel="stylesheet" href="/s{n}.css">' for n in range(2))
+    serve_routes(server, {
+        "/robots.txt": ("text/plain", b"User-agent: *\nCrawl-delay: 1\n"),
+        "/home": ("text/html", f"<html><head>{links}</head></html>".encode()),
+        **{f"/s{n}.css": ("text/css", b"body { color: red }") for n in range(2)}})
+    server.routes["/"] = lambda h: h.send_body(302, b"", "text/html", {"Location": "/home"})
+    master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(tmp_path / "out"), "--dry-run", cwd=tmp_path)
+    err = finish(master, 60)
+    assert master.returncode == 0, err
+    hits = [hit for hit in server.hits if hit.path != "/robots.txt"]
+    assert sorted(hit.path for hit in hits) == ["/", "/home", "/s0.css", "/s1.css"], err
+    gaps = [round(later.at - earlier.at, 2) for earlier, later in itertools.pairwise(hits)]
+    assert min(gaps) >= 0.9, f"{[hit.path for hit in hits]} asked {gaps} s apart"
 
 
 def test_a_sheets_urls_are_resolved_as_they_are_found() -> None:

@@ -257,14 +257,26 @@ class EasyClient:
                 turns.release()
 
     def follow(self, url: str, *, hops: int, may_follow: Callable[[str], bool], accept: str,
-               max_bytes: int, timeout: float) -> Reply:
+               max_bytes: int, timeout: float,
+               turn: Callable[[str, float], bool] | None = None) -> Reply:
         """GET ``url`` and follow its redirects, ``hops`` of them at most, to the URLs
         ``may_follow`` allows, all within one ``timeout``. Each hop is a :meth:`get` (the
         address guard on each). The reply is the last hop's (``reply.url``): still a
-        redirect when its target was refused or no hop was left."""
+        redirect when its target was refused or no hop was left.
+
+        ``turn(url, deadline)``: waits, before each hop, for its host's turn (its pace),
+        up to ``deadline`` (time.monotonic()); False, no turn came: the hop is not sent,
+        and its reply says so (``no_turn``). Its wait is not counted in ``timeout``."""
         deadline = time.monotonic() + timeout
         current = url
         for hop in range(hops + 1):
+            if turn is not None:
+                waited = time.monotonic()
+                if not turn(current, waited + max(0.001, deadline - waited)):
+                    return Reply(current, failure="not sent: its host's pace left it no turn"
+                                 f" within {timeout:g} s", kind=FailureKind.TIMEOUT,
+                                 transient=True, timed_out=True, no_turn=True)
+                deadline += time.monotonic() - waited
             reply = self.get(current, accept=accept, max_bytes=max_bytes,
                              timeout=max(0.001, deadline - time.monotonic()), first_url=url)
             location = reply.headers.get("location")

@@ -578,10 +578,13 @@ class Master:
             self._call.serve(self._server)
         elif self._options.broker is not None:
             self._call.serve_on_broker(self._options.broker, BROKER_WAIT + 10)
+        # The hosts' paces, for the page loop's requests and the sheets' (embedded, the
+        # board's images' too; on a broker, the board's are in Redis).
+        paces = self._paces if self._paces is not None else Paces(settings.politeness.host_delay)
         stylesheets = Stylesheets(
             session, timeout=settings.crawl.page_timeout, max_bytes=settings.crawl.max_page_bytes,
             may_read=reading_rule(self._scope.allows_stylesheet, robots),
-            retries=self._board.policy)
+            retries=self._board.policy, paces=paces, crawl_delay=robots.known_delay)
         visitor = PageVisitor(settings.crawl, client=session, robots=robots, scope=self._scope,
                               parser=self._parser, stylesheets=stylesheets,
                               slow_host=self._slow_host,
@@ -595,7 +598,7 @@ class Master:
                          share=session.share, watch=session.jar_watch,
                          concurrency=PAGES_IN_HAND * settings.crawl.page_concurrency,
                          fetches=settings.crawl.page_concurrency,
-                         delay=settings.politeness.host_delay, paces=self._paces)
+                         delay=settings.politeness.host_delay, paces=paces)
         self._pages = pages
         return _Pipeline(session, robots_session, robots, stylesheets, pages, frontier)
 

@@ -31,11 +31,13 @@ from crawler.fetch.policy import (
 )
 from crawler.master.once import NotYet, Once
 from crawler.model.outcome import status_reason
+from crawler.model.urls import host_key
 from crawler.parse.css import decode_stylesheet, stylesheet_urls
 from crawler.parse.encodings import charset_param
 
 if TYPE_CHECKING:
     from crawler.master.robots import Robots
+    from crawler.model.pacing import Paces
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +96,19 @@ class Stylesheets:
     """The images of style sheets, each sheet fetched once however many pages link it."""
 
     def __init__(self, client: EasyClient, *, may_read: MayRead,
-                 timeout: float, max_bytes: int, retries: Retries | None = None) -> None:
+                 timeout: float, max_bytes: int, retries: Retries | None = None,
+                 paces: Paces | None = None,
+                 crawl_delay: Callable[[str], float | None] = lambda url: None) -> None:
+        """``paces``: the hosts' paces, which each request of a sheet (a redirect's hop
+        too) waits for as a page's does, with the host's Crawl-delay (``crawl_delay``:
+        None while its robots.txt is not read); None, sheets go unpaced."""
         self._client = client
         self._may_read = may_read  # scope and robots.txt
         self._timeout = timeout
         self._max_bytes = max_bytes
         self._retries = retries  # None: one try
+        self._paces = paces
+        self._crawl_delay = crawl_delay
         self._closed = threading.Event()  # ends a backoff: the crawl is stopping
         # url: (images, imports); read once per crawl, by the first thread to ask
         # (several at once no more than the client lets through: see Robots)
@@ -225,7 +234,8 @@ class Stylesheets:
         while True:
             reply = self._client.follow(url, hops=MAX_REDIRECTS, may_follow=may_follow,
                                         accept=ACCEPT_CSS, max_bytes=self._max_bytes,
-                                        timeout=self._timeout)
+                                        timeout=self._timeout,
+                                        turn=self._turn if self._paces is not None else None)
             if not _passing(reply) or self._retries is None:
                 break
             if tries >= self._retries.max_attempts:
@@ -275,6 +285,27 @@ class Stylesheets:
         if len(names) >= MAX_SHARED_NAMES:
             names.clear()
         return tuple(names.setdefault(url, url) for url in refs.images), refs.imports
+
+
+    def _turn(self, url: str, deadline: float) -> bool:
+        """Wait for the turn of ``url``'s host, up to ``deadline``: True once it is taken.
+
+        A sheet's request is spaced from the host's pages and images as one of theirs
+        is (a Crawl-delay, a hold after a 429 or 503): a site's pages each linked a few
+        sheets, and those went to it all at once, right after their page."""
+        assert self._paces is not None
+        pace = self._paces.of(host_key(url))
+        delay = self._crawl_delay(url)
+        if delay is not None:
+            pace.set_crawl_delay(delay)  # (one read again past its age may change it)
+        while True:
+            now = time.monotonic()
+            # As a page's: a page waiting for the host takes the turn before an image.
+            if pace.take(now, page=True):
+                return True
+            if pace.next_time > deadline or self._closed.wait(
+                    min(max(0.0, pace.next_time - now), deadline - now)):
+                return False
 
 
 def _passing(reply: Reply) -> bool:
