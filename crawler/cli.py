@@ -736,6 +736,20 @@ def _a_folder_for_an_address(text: str) -> bool:
     return ":" not in text and Path(text).is_dir()
 
 
+def _what_a_folder_holds(folder: Path) -> str:
+    """Where the figures and gallery of the crawl in ``folder`` are, for one given as a
+    master's address: an empty folder, or one a crawl has not written into, has none."""
+    summary, manifest = folder / "summary.json", folder / "manifest.jsonl"
+    said = []
+    if summary.is_file():
+        said.append(f"a crawl's figures are in {summary}")
+    if manifest.is_file():
+        said.append(f"crawler report {folder} makes its gallery")
+    if not said:
+        return f"; {folder} holds no crawl's results"
+    return "; " + ", and ".join(said)
+
+
 def _address(text: str) -> tuple[str, int]:
     try:
         return parse_address(text)
@@ -1211,9 +1225,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
                                  "'queue on HOST:PORT' (crawler report "
                                  f"{args.master} shows what it has stored so far)")
             raise UsageError(f"{args.master} is a folder: status asks a running master (give "
-                             f"its HOST:PORT); a crawl's figures are in "
-                             f"{Path(args.master) / 'summary.json'}, and crawler report "
-                             f"{args.master} makes its gallery")
+                             f"its HOST:PORT){_what_a_folder_holds(Path(args.master))}")
         address = _address(args.master)  # a mistyped address before a missing key
         authkey = load_authkey(args.authkey_file, generate=False, empty_hint=MASTERS_KEY_HINT)
         status = fetch_status(address, authkey.key)

@@ -1123,12 +1123,24 @@ def test_a_comment_after_a_seed_url_is_left_out(tmp_path: Path, site: FixtureSer
 
 def test_status_given_an_output_folder_points_to_its_summary(tmp_path: Path) -> None:
     (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "summary.json").write_text("{}")
+    (tmp_path / "out" / "manifest.jsonl").write_text("")
     result = run_crawler("status", "out", cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert error_line(result) == (
         f"crawler: error: out is a folder: status asks a running master (give its HOST:PORT); "
         f"a crawl's figures are in {Path('out') / 'summary.json'}, and crawler report out "
         "makes its gallery")
+
+
+def test_status_given_an_empty_folder_points_to_no_summary_it_lacks(tmp_path: Path) -> None:
+    """It named the folder's summary.json and its gallery, neither of which is there."""
+    (tmp_path / "out").mkdir()
+    result = run_crawler("status", "out", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert error_line(result) == (
+        "crawler: error: out is a folder: status asks a running master (give its HOST:PORT); "
+        "out holds no crawl's results")
 
 
 def test_status_given_the_folder_of_a_running_crawl_asks_for_its_masters_address(
