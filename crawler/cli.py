@@ -353,8 +353,9 @@ def build_parser() -> _Parser:
                              f"{MAX_LOCAL_WORKERS} (default: 0, and the images wait for "
                              "workers started as the master says)")
     master.add_argument("--authkey-file", type=file_path, metavar="FILE",
-                        help="file holding the queue's authkey (default: $CRAWLER_AUTHKEY, "
-                             "else OUT/authkey, made with a new key the first time)")
+                        help="file holding the queue's authkey (default: the key itself in "
+                             "$CRAWLER_AUTHKEY, else OUT/authkey, made with a new key the "
+                             "first time)")
     master.add_argument("--dry-run", action="store_true",
                         help="crawl pages and print the image URLs, download nothing")
     master.add_argument("--ignore-robots", action="store_true",
@@ -389,7 +390,8 @@ def build_parser() -> _Parser:
     worker.add_argument("master", metavar="HOST:PORT", nargs="?",
                         help="the master's queue address (or --broker)")
     worker.add_argument("--authkey-file", type=file_path, metavar="FILE",
-                        help="file holding the master's authkey (default: $CRAWLER_AUTHKEY)")
+                        help="file holding the master's authkey (default: the key itself in "
+                             "$CRAWLER_AUTHKEY)")
     worker.add_argument("--no-proxy", action="store_true",
                         help="ignore HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY on "
                              "this host")
@@ -409,7 +411,8 @@ def build_parser() -> _Parser:
     status.add_argument("master", metavar="HOST:PORT", nargs="?",
                         help="the master's queue address (or --broker)")
     status.add_argument("--authkey-file", type=file_path, metavar="FILE",
-                        help="file holding the master's authkey (default: $CRAWLER_AUTHKEY)")
+                        help="file holding the master's authkey (default: the key itself in "
+                             "$CRAWLER_AUTHKEY)")
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
     broker_flags(status, "the crawl to show (default: the broker's only crawl)")
 

@@ -637,6 +637,36 @@ def test_worker_with_wrong_authkey_exits_1_and_the_crawl_goes_on(
     assert authkey not in err and "0" * 32 not in err
 
 
+def test_an_authkey_variable_that_names_the_key_file_is_said_to_hold_the_key_itself(
+        tmp_path: Path, site: FixtureServer) -> None:
+    """CRAWLER_AUTHKEY=OUT/authkey, as --authkey-file is given, was taken as the key, and
+    the master's refusal said only to give the key with CRAWLER_AUTHKEY."""
+    env = {k: v for k, v in os.environ.items() if k != "CRAWLER_AUTHKEY"}
+    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0",
+                           "--out", str(tmp_path / "out"), cwd=tmp_path, env=env)
+    try:
+        address = wait_for_queue_address(master)
+        key_file = tmp_path / "out" / "authkey"
+        refused = run_crawler("worker", address, "--out", str(tmp_path / "out"), cwd=tmp_path,
+                              env={**env, "CRAWLER_AUTHKEY": str(key_file)})
+        assert refused.returncode == 1, refused.stderr
+        assert f"the master at {address} refused our authkey" in refused.stderr
+        assert (f"CRAWLER_AUTHKEY holds the key itself, and its value is the name of the file "
+                f"{key_file}: it is taken as the key; for the key in that file, give "
+                f"--authkey-file {key_file} instead") in refused.stderr, refused.stderr
+        good = run_crawler("worker", address, "--out", str(tmp_path / "out"), cwd=tmp_path,
+                           env={**env, "CRAWLER_AUTHKEY": key_file.read_text()})
+        assert good.returncode == 0, good.stderr
+        assert "holds the key itself" not in good.stderr
+        finish(master, 60)
+    finally:
+        if master.poll() is None:
+            master.kill()
+    for command in ("master", "worker", "status"):
+        assert "(default: the key itself in $CRAWLER_AUTHKEY" in " ".join(
+            run_crawler(command, "--help").stdout.split()), command
+
+
 def test_an_authkey_variable_that_is_not_utf8_is_its_bytes(tmp_path: Path,
                                                            site: FixtureServer) -> None:
     """CRAWLER_AUTHKEY holding bytes that are not UTF-8 (as a key file may): the master

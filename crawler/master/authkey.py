@@ -89,6 +89,7 @@ def load_authkey(key_file: Path | None, *, generate: bool,
     # bytes as surrogates) made str.encode() raise, a traceback.
     from_env = os.fsencode(os.environ.get(ENV_VAR, "")).strip()
     if from_env:
+        _warn_of_a_path(from_env)
         return Authkey(from_env, "environment")
     if generate:
         return Authkey(secrets.token_hex(MIN_REMOTE_BYTES).encode(), "generated")
@@ -100,6 +101,21 @@ def load_authkey(key_file: Path | None, *, generate: bool,
     raise AuthkeyError(f"no authkey{blank}: set {ENV_VAR} or pass --authkey-file with the "
                        "master's key (in Python: authkey=); a master started without one keeps "
                        f"its own in OUT/{KEY_FILE_NAME}")
+
+
+def _warn_of_a_path(from_env: bytes) -> None:
+    """Warn when ``$CRAWLER_AUTHKEY``, which holds the key itself, names a file (as
+    ``--authkey-file`` does): its path, taken as the key, fits no master that made its key.
+    Still used as given: a master and workers started with the same value fit."""
+    name = os.fsdecode(from_env)
+    try:
+        a_file = Path(name).is_file()  # (False for a NUL byte in it)
+    except OSError:  # no path at all: a name too long, say
+        a_file = False
+    if a_file:
+        log.warning("%s holds the key itself, and its value is the name of the file %s: it "
+                    "is taken as the key; for the key in that file, give --authkey-file %s "
+                    "instead", ENV_VAR, name, name)
 
 
 def master_authkey(key_file: Path | None, out_dir: Path, *, keep: bool) -> Authkey:
