@@ -668,13 +668,16 @@ _TOML_AT = re.compile(r"\(at line (\d+), column \d+\)$")
 _TOML_KEY_LINE = re.compile(r"\s*([A-Za-z0-9_.-]+)\s*=\s*([^\s#]*)\s*(?:#.*)?")
 _TOML_TABLE_LINE = re.compile(r"\s*\[\s*([A-Za-z0-9_-]+)\s*\]\s*(?:#.*)?")
 _TOML_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_.:/-]*")
+_TOML_NUMBER_AND_UNIT = re.compile(r"\d+(?:\.\d+)?[A-Za-z/]+")
 _NOT_TOML_BOOLEANS = frozenset({"true", "false", "yes", "no", "on", "off"})
 
 
 def _toml_hint(text: str, message: str) -> str:
     """What to write instead, after tomllib's message, for the slips most made in a
-    settings file: a word without quotes (scope = host), Python's True, a key twice
-    ("Invalid value" and "Cannot overwrite a value" say where, not what); "" otherwise."""
+    settings file: a word without quotes (scope = host), Python's True, a key twice, a
+    size or a number with its unit and no quotes (max_bytes = 10M, page_timeout = 30s)
+    ("Invalid value", "Cannot overwrite a value" and "Expected newline" say where, not
+    what); "" otherwise."""
     at = _TOML_AT.search(message)
     lines = text.splitlines()
     number = int(at.group(1)) if at else 0
@@ -696,20 +699,38 @@ def _toml_hint(text: str, message: str) -> str:
         return f": text is written in quotes: {key} = \"{value}\""
     if message.startswith("Cannot overwrite a value"):
         return f": {key} is given twice: keep one"
+    if message.startswith("Expected newline") and _TOML_NUMBER_AND_UNIT.fullmatch(value):
+        # tomllib read the digits of max_bytes = 10M, then found a word after its value.
+        sized = _setting_name(lines[:number - 1], key)
+        if sized in SIZE_KEYS or sized == "http.limit_rate":
+            return f": {sized} with k, M or G is written in quotes: {key} = \"{value}\""
+        numeric = _number_setting(lines[:number - 1], key)
+        if numeric is not None:
+            name, default = numeric
+            return (f": {name} is a number, written in digits alone (its default: "
+                    f"{key} = {default!r})")
     return ""
+
+
+def _setting_name(lines_before: list[str], key: str) -> str | None:
+    """"section.key" of ``key`` in the table the lines before it open last (or of a
+    dotted key before any table); None when neither names a section."""
+    tables = [match.group(1) for text in lines_before
+              if (match := _TOML_TABLE_LINE.fullmatch(text))]
+    if tables:
+        return f"{tables[-1]}.{key}"
+    if key.count(".") == 1:  # crawl.depth = 2, before any table
+        return key
+    return None
 
 
 def _number_setting(lines_before: list[str], key: str) -> tuple[str, int | float] | None:
     """("section.key", its default) when ``key``, in the table the lines before it open
     last, is a setting that takes a number; None otherwise."""
-    tables = [match.group(1) for text in lines_before
-              if (match := _TOML_TABLE_LINE.fullmatch(text))]
-    if tables:
-        table = tables[-1]
-    elif key.count(".") == 1:  # crawl.depth = 2, before any table
-        table, key = key.split(".")
-    else:
+    name = _setting_name(lines_before, key)
+    if name is None or name.count(".") != 1:
         return None
+    table, key = name.split(".")
     section = getattr(DEFAULTS, table, None)
     if not isinstance(section, tuple) or table not in Settings._fields:
         return None

@@ -443,6 +443,17 @@ def test_a_lazy_attribute_that_no_html_attribute_is_named_is_refused(
      "number, written in digits without quotes (its default: crawl.depth = 3)"),
     ("depth = two\n", 'Invalid value (at line 1, column 9): text is written in quotes: '
      'depth = "two"'),
+    # A size or a rate as --max-bytes and --limit-rate take it: tomllib reads its digits,
+    # then finds a word after the value.
+    ("[download]\nmax_bytes = 10M\n", "Expected newline or end of document after a "
+     'statement (at line 2, column 15): download.max_bytes with k, M or G is written in '
+     'quotes: max_bytes = "10M"'),
+    ("[http]\nlimit_rate = 2MB/s  # a cap\n", "Expected newline or end of document after a "
+     'statement (at line 2, column 15): http.limit_rate with k, M or G is written in '
+     'quotes: limit_rate = "2MB/s"'),
+    ("[crawl]\npage_timeout = 30s\n", "Expected newline or end of document after a "
+     "statement (at line 2, column 18): crawl.page_timeout is a number, written in digits "
+     "alone (its default: page_timeout = 30.0)"),
 ])
 def test_the_commonest_toml_slips_are_said_with_what_to_write(
         tmp_path: Path, text: str, hint: str) -> None:
