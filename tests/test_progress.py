@@ -253,6 +253,18 @@ def test_a_workers_line_rates_its_recent_downloads_not_its_whole_life() -> None:
     assert last.endswith("(100.0 KB/s)"), last
 
 
+def test_a_workers_last_line_counts_its_stored_and_failed_images_apart() -> None:
+    """"worker: 2 images, failed 1" read as two images in all, one of them failed, of a
+    worker that stored two and failed a third."""
+    clock = Clock()
+    out = io.StringIO()
+    line = WorkerLine(out, interval=5.0, clock=clock)
+    line.update(2, 1, 20_000)
+    clock.now += 1.0
+    line.close()
+    assert out.getvalue() == "worker: downloaded 2, failed 1, 20.0 KB (0 B/s)\n"
+
+
 def test_a_workers_line_leaves_out_its_wait_for_the_master() -> None:
     """Five minutes waiting for a master made 10 s at 1 MB/s read 32.3 KB/s: the rate
     starts with the first image, the first word the line has of any work."""

@@ -453,5 +453,6 @@ class WorkerLine:
 
     def _describe(self, rate: float | None) -> str:
         done, failed, size = self._counts
-        text = f"{done} images, failed {failed}, {human_bytes(size)}"
+        # As the master's line says them: "2 images, failed 1" read as 2 in all.
+        text = f"downloaded {done}, failed {failed}, {human_bytes(size)}"
         return text if rate is None else f"{text} ({human_bytes(rate)}/s)"
