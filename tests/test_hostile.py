@@ -321,6 +321,31 @@ def test_a_compressed_page_cut_short_is_a_failure_to_try_again(
         False, "bad response: unsupported content encoding 'compress'", False), unknown
 
 
+@pytest.mark.parametrize("gzipped", [False, True])
+@pytest.mark.parametrize("kind", pageclients.KINDS)
+def test_a_body_exactly_as_long_as_the_cap_is_whole(
+        make_server: Callable[[], FixtureServer], kind: str, gzipped: bool) -> None:
+    """A page of exactly crawl.max_page_bytes was warned of as longer than the cap (and a
+    robots.txt of exactly its cap lost its last line): only a byte past the cap shows that
+    a body was cut."""
+    server = make_server()
+    page = b"<html>" + b"x" * 988 + b"</html>"
+    assert len(page) == 1001
+    headers = {"Content-Encoding": "gzip"} if gzipped else {}
+    sent = gzip.compress(page) if gzipped else page
+    server.routes["/page"] = lambda h: h.send_body(200, sent, "text/html", headers)
+    loopback = AddressPolicy.from_seeds([server.url])
+
+    def get(max_bytes: int) -> Reply:
+        return pageclients.get(kind, loopback, RequestOptions(), server.url + "/page",
+                               max_bytes=max_bytes, timeout=5)
+
+    exact = get(1001)
+    assert exact.ok and exact.body == page and not exact.truncated, exact
+    over = get(1000)
+    assert over.ok and over.body == page[:1000] and over.truncated, over
+
+
 @pytest.mark.parametrize("encoding", ["deflate", "br"])
 @pytest.mark.parametrize("kind", pageclients.KINDS)
 def test_a_compressed_page_that_decodes_to_nothing_is_cut_at_twice_max_bytes(

@@ -182,9 +182,11 @@ class Exchange:
                 self.spoiled = exc
 
     def _took_enough(self, piece: bytes) -> bool:
-        """Keep ``piece`` of the body, up to ``max_bytes`` (True: enough, read no more)."""
+        """Keep ``piece`` of the body, up to ``max_bytes`` (True: enough, read no more).
+
+        Only a byte past the cap cuts the body: one of exactly ``max_bytes`` is whole."""
         self.size += len(piece)
-        if self.size >= self.max_bytes:
+        if self.size > self.max_bytes:
             self.body.write(piece[:len(piece) - (self.size - self.max_bytes)])
             self.reply.truncated = True
             return True
