@@ -609,7 +609,15 @@ def _seed_hint(seed: str, why: str, *, schemeless: bool) -> str:
         return ("; a seed must be an HTML page" + (
             ": images are found on the pages that show them, so give such a page"
             if "(image/" in why else ""))
-    from crawler.fetch.robots import AT_A_REDIRECT
+    from crawler.fetch.robots import AT_A_REDIRECT, DISALLOWED
+    from crawler.model.outcome import ROBOTS_UNREACHABLE
+
+    if why == DISALLOWED:
+        return ("; the site's robots.txt asks crawlers to keep out of it: --ignore-robots "
+                "crawls it anyway, where the site's owner lets you")
+    if why.startswith(ROBOTS_UNREACHABLE) and "connection refused" not in why:
+        return ("; until its robots.txt can be read, the site is not crawled (RFC 9309): "
+                "the same command tries again, --ignore-robots crawls without it")
 
     if ("connection error: connection refused" in why and "proxy" not in why
             and AT_A_REDIRECT not in why):  # (a robots.txt's redirect: not the seed's)

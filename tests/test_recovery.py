@@ -1420,7 +1420,9 @@ def test_an_unreachable_robots_txt_says_so_and_a_rerun_crawls_the_site(
     out = tmp_path / "out"
     err = _master_with_a_local_worker(server, out, tmp_path, status=5)  # nothing was read
     assert f"page {server.url}/: robots.txt unreachable (HTTP {status})" in err, err
-    assert f"no seed page could be fetched: {server.url}/: robots.txt unreachable" in err
+    assert (f"no seed page could be fetched: {server.url}/: robots.txt unreachable (HTTP "
+            f"{status}); until its robots.txt can be read, the site is not crawled (RFC 9309): "
+            "the same command tries again, --ignore-robots crawls without it") in err, err
     assert _page_counts(err) == (1, 1), err
     assert "/" not in server.paths()
     _master_with_a_local_worker(server, out, tmp_path)

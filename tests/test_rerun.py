@@ -192,6 +192,43 @@ def test_a_rerun_that_ignores_robots_txt_says_what_an_earlier_run_refused_stays_
     assert "/private/page.html" in server.paths()
 
 
+@pytest.mark.parametrize("refusal", ["robots", "404"])
+def test_a_rerun_of_a_crawl_whose_seed_failed_for_good_ends_as_the_first_run_did(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, refusal: str) -> None:
+    """A seed refused by robots.txt (or a 404) fails for good, and a rerun does not try
+    it again: the rerun, with --ignore-robots or the page now served, ended as "crawl
+    completed" with exit 0 and nothing crawled. It ends as the first run did, and says
+    why and what starts over."""
+    server = make_server()
+    picture = build_site(pages=1, images_per_page=1, min_kb=1, max_kb=2)
+    [image] = picture.images
+    page = ("text/html", f'<html><body><img src="{image}"></body></html>'.encode())
+    files = {path: body for path, body in picture.files.items() if path != "/"}
+    if refusal == "robots":
+        files.update({"/": page, "/robots.txt": ("text/plain", b"User-agent: *\nDisallow: /\n")})
+    serve_routes(server, files)
+    if refusal == "404":
+        server.routes["/"] = lambda handler: handler.send_body(404, b"gone", "text/html")
+    seed, out = server.url + "/", tmp_path / "out"
+    first = _crawl(seed, out, tmp_path, status=5).strip().splitlines()[-1]
+    why = "disallowed by robots.txt" if refusal == "robots" else "HTTP 404"
+    hint = ("; the site's robots.txt asks crawlers to keep out of it: --ignore-robots "
+            "crawls it anyway, where the site's owner lets you" if refusal == "robots" else "")
+    assert first == f"crawler: error: no seed page could be fetched: {seed}: {why}{hint}"
+    flags = ("--ignore-robots",) if refusal == "robots" else ()
+    if refusal == "404":
+        serve_routes(server, {"/": page})
+    again = _crawl(seed, out, tmp_path, *flags, status=5)
+    assert again.strip().splitlines()[-1] == (
+        f"crawler: error: no seed page could be fetched: {seed}: {why} (in an earlier run "
+        "of this folder's crawl, a final failure this run does not try again; --fresh "
+        "starts the crawl anew)"), again
+    assert "crawl ended: no seed page could be fetched (below)" in again
+    assert server.paths().count("/") == (0 if refusal == "robots" else 1)
+    _crawl(seed, out, tmp_path, *flags, "--fresh")
+    assert _stored(out) == {server.url + image}
+
+
 def test_a_resumed_crawl_fetches_what_was_queued_only_within_its_own_scope_and_depth(
         make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
     """Pages and images an interrupted run queued are taken up within this run's scope

@@ -17,7 +17,7 @@ from protego import Protego
 
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.policy import REDIRECT_STATUSES
-from crawler.model.outcome import status_reason
+from crawler.model.outcome import ROBOTS_UNREACHABLE, status_reason
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class RobotsFile(NamedTuple):
         if self.rules.can_fetch(url, user_agent):
             return None
         if self.unreachable:
-            return f"robots.txt unreachable ({self.unreachable})"
+            return f"{ROBOTS_UNREACHABLE} ({self.unreachable})"
         return DISALLOWED
 
 

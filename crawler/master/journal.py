@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from crawler.errors import CrawlMismatch, JournalDamaged, StorageError
 from crawler.model.files import JOURNAL_NAME
-from crawler.model.outcome import Outcome, Requeued
+from crawler.model.outcome import ROBOTS_UNREACHABLE, Outcome, Requeued
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pages (
@@ -53,7 +53,6 @@ CREATE TABLE IF NOT EXISTS meta (
 _CUT = 2
 _FAILED = 3
 _AT_DEPTH = 4
-ROBOTS_UNREACHABLE = "robots.txt unreachable"  # the start of such a refusal's reason
 # An outcome whose image's name in the image folder was taken (the worker store's
 # PathConflict), as this version words its advice and as earlier ones did ("; move it
 # away"): the reason, up to the field after it.
@@ -201,6 +200,17 @@ class Journal:
                 [(_FAILED if page.failed else 1 if page.complete else _CUT, limit, _AT_DEPTH,
                   page.url) for page in pages])
         return max(left, 0)
+
+    def seeds_failed_for_good(self, seeds: Iterable[str]) -> list[str]:
+        """Of ``seeds``, those an earlier run could not crawl (a final failure), when no
+        page of this crawl was ever read: the crawl has read nothing yet. Else none."""
+        with self._reading():
+            if self._db.execute("SELECT 1 FROM pages WHERE done NOT IN (0, ?) LIMIT 1",
+                                (_FAILED,)).fetchone() is not None:
+                return []
+            return [seed for seed in seeds if self._db.execute(
+                "SELECT 1 FROM pages WHERE url = ? AND done = ?", (seed, _FAILED)
+            ).fetchone() is not None]
 
     # ----- what crawl this is ----------------------------------------------------
 

@@ -22,8 +22,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
-from crawler.master.journal import ROBOTS_UNREACHABLE, Journal, PageDone, Resumed
-from crawler.model.outcome import Attempt, Outcome
+from crawler.master.journal import Journal, PageDone, Resumed
+from crawler.model.outcome import ROBOTS_UNREACHABLE, Attempt, Outcome
 from crawler.model.urls import host_key, host_key_of_normalized
 
 if TYPE_CHECKING:

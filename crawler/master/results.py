@@ -28,10 +28,9 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from crawler.errors import StorageError
-from crawler.master.journal import ROBOTS_UNREACHABLE
 from crawler.model.files import MANIFEST_NAME, PAGES_NAME, RESULTS_NAME
 from crawler.model.folders import folder_in_place_of_file, link_in_place_of_file
-from crawler.model.outcome import NAME_TAKEN_ADVICE, Outcome
+from crawler.model.outcome import NAME_TAKEN_ADVICE, ROBOTS_UNREACHABLE, Outcome
 from crawler.model.urls import host_key_of_normalized
 
 log = logging.getLogger(__name__)

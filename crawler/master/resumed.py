@@ -18,10 +18,10 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from crawler.master.frontier import Frontier
-from crawler.master.journal import ROBOTS_UNREACHABLE, Resumed
+from crawler.master.journal import Resumed
 from crawler.master.robots import Robots
 from crawler.master.scope import Scope
-from crawler.model.outcome import Attempt
+from crawler.model.outcome import ROBOTS_UNREACHABLE, Attempt
 from crawler.model.urls import host_key
 
 if TYPE_CHECKING:

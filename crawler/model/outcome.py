@@ -107,6 +107,8 @@ NAME_TAKEN_ADVICE = "move it away, then run the same command again"
 
 # The reason of a FailureKind.HTML_PAGE failure, which a recorded Outcome keeps (not its kind).
 HTML_PAGE_REASON = "not an image: an HTML page"
+# The start of the reason of a URL refused while its origin's robots.txt cannot be read.
+ROBOTS_UNREACHABLE = "robots.txt unreachable"
 
 
 # Answers that say the server as a whole is busy: a try that met one waits, and so does
