@@ -615,7 +615,10 @@ def _seed_hint(seed: str, why: str, *, schemeless: bool) -> str:
     if why == DISALLOWED:
         return ("; the site's robots.txt asks crawlers to keep out of it: --ignore-robots "
                 "crawls it anyway, where the site's owner lets you")
-    if why.startswith(ROBOTS_UNREACHABLE) and "connection refused" not in why:
+    # Its server answered, but not with a robots.txt: a server not found or not
+    # reached is said below, or by its own words.
+    if why.startswith(tuple(f"{ROBOTS_UNREACHABLE} ({answered}" for answered in (
+            "HTTP ", "too slow (over", "broken response"))):
         return ("; until its robots.txt can be read, the site is not crawled (RFC 9309): "
                 "the same command tries again, --ignore-robots crawls without it")
 

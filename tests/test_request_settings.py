@@ -1535,6 +1535,8 @@ def test_a_seed_whose_certificate_is_not_trusted_is_exit_5_then_works_with_its_c
     last = untrusted.stderr.strip().splitlines()[-1]
     assert last.startswith(f"crawler: error: no seed page could be fetched: {seed}: "), last
     assert "TLS certificate not trusted" in last, last
+    # Not a robots.txt the server would not give: ignoring robots.txt would not help.
+    assert "--ignore-robots" not in last, last
     trusted = run_crawler("master", seed, "--bind", f"127.0.0.1:{free_port()}", "--out",
                           str(tmp_path / "out"), "--quiet", "--local-workers", "1",
                           "--ca-bundle", str(ca.ca_cert), cwd=tmp_path)
