@@ -537,7 +537,7 @@ def test_a_broker_set_to_evict_keys_mid_crawl_is_warned_of_once(
     any key (CONFIG SET maxmemory-policy allkeys-lru) mid-crawl could drop the crawl's
     keys, unwarned. The master looks again as it goes, and warns once."""
     server = make_server()
-    site = setup_site(server, pages=80, images_per_page=1, page_delay=0.3)
+    site = setup_site(server, pages=50, images_per_page=1, page_delay=0.3)
     redis_at = make_redis_server().start(options=("--maxmemory", "100mb",
                                                   "--maxmemory-policy", "noeviction"))
     warning = (f"WARNING: the Redis broker at {redis_at.url} evicts keys when it is full "
