@@ -1346,7 +1346,8 @@ def _master_with_a_local_worker(server: FixtureServer, out: Path, tmp_path: Path
 def test_pages_that_fail_for_a_while_are_tried_again(
         make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
     server = make_server()
-    site = setup_site(server, pages=3, images_per_page=4)
+    # Few images: the 503s slow the host down to a second between requests.
+    site = setup_site(server, pages=3, images_per_page=1)
     fail_first(server, set(site.pages), 503, times=2, retry_after="0")  # max_attempts is 3
     (tmp_path / "settings.toml").write_text(FAST_RETRIES)
     out = tmp_path / "out"
