@@ -337,6 +337,35 @@ def test_a_host_that_rate_limits_its_pages_is_slowed_down_and_loses_no_page(
     _said_slowed_down_once(err, server, 429)
 
 
+@pytest.mark.parametrize("queue", ["embedded", "broker"])
+def test_a_style_sheet_answered_429_slows_its_host_down_as_a_page_does(
+        make_server: Callable[[], FixtureServer], tmp_path: Path,
+        request: pytest.FixtureRequest, queue: str) -> None:
+    """A 429 on a page or an image slows its host down; one on a style sheet only had the
+    sheet tried again after its Retry-After, and the host's images then went at once, at
+    the pace the host had just refused. They go by the slow-down now."""
+    server = make_server()
+    site = build_site(pages=1, images_per_page=6, min_kb=1, max_kb=2)
+    images = sorted(site.images)
+    page = ('<html><head><link rel="stylesheet" href="/style.css"></head><body>'
+            + "".join(f'<img src="{path}">' for path in images) + "</body></html>")
+    serve_routes(server, {**site.files, "/": ("text/html", page.encode())})
+    answered: list[int] = []
+
+    def sheet(handler: FixtureHandler) -> None:
+        answered.append(429 if not answered else 200)
+        if answered[-1] == 429:
+            handler.send_body(429, b"slow down", "text/plain", {"Retry-After": "1"})
+        else:
+            handler.send_body(200, b"body { color: black }", "text/css")
+
+    server.routes["/style.css"] = sheet
+    err = _crawl_with_one_worker(server, tmp_path, request, queue)
+    assert answered == [429, 200], err
+    _said_slowed_down_once(err, server, 429)
+    assert_spaced(image_times(server, set(images)), 0.2, "the host was not slowed down")
+
+
 def _crawl_with_one_worker(server: FixtureServer, tmp_path: Path,
                            request: pytest.FixtureRequest, queue: str) -> str:
     """A crawl of ``server`` with one local worker, on ``queue`` (embedded, or a broker

@@ -10,6 +10,7 @@ visit and every image URL has a final result; then the board announces it.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -56,12 +57,11 @@ from crawler.master.linkedpages import LinkedPages, is_image_link
 from crawler.master.missing import MissingImages, WorkersElsewhere, workers_elsewhere
 from crawler.master.pagecookies import CookiePost
 from crawler.master.pageloop import PageLoop, PageLoopEnded
-from crawler.master.pages import Page
 from crawler.master.results import ManifestTally, NoFiles, ResultFiles
 from crawler.master.resumed import ResumedImage
 from crawler.master.robots import ROBOTS_AT_ONCE, Robots
 from crawler.master.scope import Scope
-from crawler.master.stylesheets import Stylesheets, reading_rule
+from crawler.master.stylesheets import BusyAnswer, Stylesheets, reading_rule
 from crawler.master.summary import Summary
 from crawler.master.takeup import (
     crawl_identity,
@@ -279,6 +279,9 @@ class Master:
         # run, which records no image, every one found.
         self._images_seen: set[str] = set()
         self._seed_failures: list[tuple[str, str]] = []
+        # Style sheets answered 429 or 503, told from the threads that read them: their
+        # hosts are slowed down and held by the loop's pass (its one thread).
+        self._busy_sheets: collections.deque[BusyAnswer] = collections.deque()
         self._pages_left = 0  # pages found and not visited for the page budget (max_pages)
         self._pages_at_depth_limit = 0  # pages at crawl.depth that link to pages not seen
         self._images_over: set[str] = set()  # images met past the image budget (max_images)
@@ -587,7 +590,8 @@ class Master:
         stylesheets = Stylesheets(
             session, timeout=settings.crawl.page_timeout, max_bytes=settings.crawl.max_page_bytes,
             may_read=reading_rule(self._scope.allows_stylesheet, robots),
-            retries=self._board.policy, paces=paces, crawl_delay=robots.known_delay)
+            retries=self._board.policy, paces=paces, crawl_delay=robots.known_delay,
+            on_busy=self._busy_sheets.append)
         visitor = PageVisitor(settings.crawl, client=session, robots=robots, scope=self._scope,
                               parser=self._parser, stylesheets=stylesheets,
                               slow_host=self._slow_host,
@@ -638,6 +642,7 @@ class Master:
             self._visited(self._visit_of(future, running), pipeline.robots, files)
             self._page_of.pop(future, None)
             running.discard(future)  # only now: a lost broker leaves it to redo
+        self._slow_down_busy_sheets_hosts()
         now = time.monotonic()
         if now >= state.record_at or not running:
             self._record_pages(ledger)
@@ -1039,7 +1044,7 @@ class Master:
             # next run reads it.
             return False
         if visit.page.host_is_busy:  # on its last try too: the host asked all the same
-            self._slow_down_host(visit.page)
+            self._slow_down_host(visit.page.final_url, visit.page.status)
         tries = self._frontier.failed(visit.url)
         pause = visit.page.retry_after
         if pause:
@@ -1058,20 +1063,32 @@ class Master:
         self._page_retries += 1
         return True
 
-    def _slow_down_host(self, page: Page) -> None:
-        """A page was answered 429 or 503: its host is slowed down as for an image's (its
+    def _slow_down_host(self, url: str, status: int) -> None:
+        """A page or a style sheet was answered 429 or 503 at ``url`` (the hop that
+        answered: a redirect's target): its host is slowed down as for an image's (its
         pages and images go by one pace, of what the host allows: a host that refuses
         pages is rate limiting the whole host), and its pages wait the new delay from
         now, as its images do."""
-        host = host_key(page.final_url)  # the hop that answered: a redirect's target
-        slowed = self._board.page_host_busy(host, status_reason(page.status), page.final_url)
+        host = host_key(url)
+        slowed = self._board.page_host_busy(host, status_reason(status), url)
         if slowed is None:
             return
-        self._hold_host(page.final_url, slowed)
+        self._hold_host(url, slowed)
         if self._paces is None and self._pages is not None:
             # On a broker, the page loop's paces are its own: the pages this master holds
             # already, handed out before the slow-down, would go back to back.
             self._pages.slowed_elsewhere(host, slowed)
+
+    def _slow_down_busy_sheets_hosts(self) -> None:
+        """The hosts whose style sheets were answered 429 or 503 since the last pass are
+        slowed down as for a page's answer, and held for the Retry-After they sent: the
+        sheet is tried again after its backoff, and its host's pages and images went on
+        at the pace it had just refused."""
+        while self._busy_sheets:
+            busy = self._busy_sheets.popleft()
+            self._slow_down_host(busy.url, busy.status)
+            if busy.retry_after:
+                self._hold_host(busy.url, min(busy.retry_after, self._board.policy.backoff_max))
 
     def _hold_host(self, url: str, seconds: float) -> None:
         """Ask ``url``'s host for no page for ``seconds`` from now; a hold is never shortened."""

@@ -6,7 +6,7 @@ icons), so the crawler reads them too: each style sheet of the crawled site
 levels deep. Fonts are left out (``crawler.parse.css``). robots.txt applies
 as to pages. A sheet that fails for a passing reason (a 5xx or 429, a
 timeout, a connection cut) is read again after a backoff, as a page is, within
-about one page deadline; one that cannot be read costs only its own images,
+about one page deadline; a 429 or 503 slows its host down, as a page's does; one that cannot be read costs only its own images,
 with a warning. A page waits about two deadlines at most for its sheets, however
 many it links or they import: those not begun within one are left out of that
 page, with a warning, and read when another page links them. A sheet the crawl
@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from crawler.fetch.easy import EasyClient, Reply
 from crawler.fetch.policy import (
@@ -30,7 +30,7 @@ from crawler.fetch.policy import (
     transient_status,
 )
 from crawler.master.once import NotYet, Once
-from crawler.model.outcome import status_reason
+from crawler.model.outcome import BUSY_STATUSES, status_reason
 from crawler.model.urls import host_key
 from crawler.parse.css import decode_stylesheet, stylesheet_urls
 from crawler.parse.encodings import charset_param
@@ -60,6 +60,14 @@ MAX_SHARED_NAMES = 500_000
 Refs = tuple[tuple[str, ...], tuple[str, ...]]  # a sheet's (images, imports)
 # Whether a sheet may be read: True; False, not in this crawl; None, not yet (ask again).
 MayRead = Callable[[str], "bool | None"]
+
+
+class BusyAnswer(NamedTuple):
+    """A sheet's request answered 429 or 503: its host asks for fewer requests."""
+
+    url: str  # the URL that answered (a redirect's target)
+    status: int
+    retry_after: float | None  # the seconds its Retry-After asked for, if any
 
 
 class Retries(Protocol):
@@ -98,10 +106,13 @@ class Stylesheets:
     def __init__(self, client: EasyClient, *, may_read: MayRead,
                  timeout: float, max_bytes: int, retries: Retries | None = None,
                  paces: Paces | None = None,
-                 crawl_delay: Callable[[str], float | None] = lambda url: None) -> None:
+                 crawl_delay: Callable[[str], float | None] = lambda url: None,
+                 on_busy: Callable[[BusyAnswer], None] | None = None) -> None:
         """``paces``: the hosts' paces, which each request of a sheet (a redirect's hop
         too) waits for as a page's does, with the host's Crawl-delay (``crawl_delay``:
-        None while its robots.txt is not read); None, sheets go unpaced."""
+        None while its robots.txt is not read); None, sheets go unpaced. ``on_busy``:
+        told of each 429 or 503 a sheet was answered with, from the reading thread: the
+        host asks for fewer requests, of its pages and images too."""
         self._client = client
         self._may_read = may_read  # scope and robots.txt
         self._timeout = timeout
@@ -109,6 +120,7 @@ class Stylesheets:
         self._retries = retries  # None: one try
         self._paces = paces
         self._crawl_delay = crawl_delay
+        self._on_busy = on_busy
         self._closed = threading.Event()  # ends a backoff: the crawl is stopping
         # url: (images, imports); read once per crawl, by the first thread to ask
         # (several at once no more than the client lets through: see Robots)
@@ -236,6 +248,9 @@ class Stylesheets:
                                         accept=ACCEPT_CSS, max_bytes=self._max_bytes,
                                         timeout=self._timeout,
                                         turn=self._turn if self._paces is not None else None)
+            if self._on_busy is not None and reply.ok and reply.status in BUSY_STATUSES:
+                self._on_busy(BusyAnswer(reply.url, reply.status, server_pause(
+                    reply.status, reply.headers.get("retry-after"))))
             if not _passing(reply) or self._retries is None:
                 break
             if tries >= self._retries.max_attempts:
