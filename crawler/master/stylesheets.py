@@ -6,10 +6,11 @@ icons), so the crawler reads them too: each style sheet of the crawled site
 levels deep. Fonts are left out (``crawler.parse.css``). robots.txt applies
 as to pages. A sheet that fails for a passing reason (a 5xx or 429, a
 timeout, a connection cut) is read again after a backoff, as a page is, within
-about one page deadline; a 429 or 503 slows its host down, as a page's does; one that cannot be read costs only its own images,
-with a warning. A page waits about two deadlines at most for its sheets, however
-many it links or they import: those not begun within one are left out of that
-page, with a warning, and read when another page links them. A sheet the crawl
+about one page deadline; a 429 or 503 slows its host down, as a page's does.
+One that cannot be read costs only its own images, with a warning. A page
+waits about two deadlines at most for its sheets, however many it links or they
+import: those not begun within one are left out of that page, with a warning,
+and read when another page links them. A sheet the crawl
 may not read (another site's, a font service's) is settled as soon as that is
 known, so that the pages linking it are judged without waiting, like the others.
 """
