@@ -591,7 +591,7 @@ class Master:
             session, timeout=settings.crawl.page_timeout, max_bytes=settings.crawl.max_page_bytes,
             may_read=reading_rule(self._scope.allows_stylesheet, robots),
             retries=self._board.policy, paces=paces, crawl_delay=robots.known_delay,
-            on_busy=self._busy_sheets.append)
+            on_busy=self._sheet_busy)
         visitor = PageVisitor(settings.crawl, client=session, robots=robots, scope=self._scope,
                               parser=self._parser, stylesheets=stylesheets,
                               slow_host=self._slow_host,
@@ -1078,6 +1078,13 @@ class Master:
             # On a broker, the page loop's paces are its own: the pages this master holds
             # already, handed out before the slow-down, would go back to back.
             self._pages.slowed_elsewhere(host, slowed)
+
+    def _sheet_busy(self, busy: BusyAnswer) -> None:
+        """From a sheet's reading thread: its 429 or 503, for the loop's next pass, which
+        it wakes (a sheet may be read on after the pages that linked it stopped waiting:
+        with none in flight, the loop would only look at its pause)."""
+        self._busy_sheets.append(busy)
+        self._wake.set()
 
     def _slow_down_busy_sheets_hosts(self) -> None:
         """The hosts whose style sheets were answered 429 or 503 since the last pass are
