@@ -977,6 +977,27 @@ def test_links_past_the_page_budget_are_left_to_the_journal_not_held(
     assert any(path.startswith("/t/") for path in server.paths())
 
 
+@pytest.mark.parametrize("after", [b"", b"\n", b"\r\n# more rules past the limit\n"],
+                         ids=["ends-there", "newline-past", "more-past"])
+def test_a_robots_txt_rule_that_ends_at_the_read_limit_is_kept(
+        make_server: Callable[[], FixtureServer], after: bytes) -> None:
+    """A last rule whose line ends at the limit was taken for one the limit cut, and left
+    out: a file of exactly the limit, or one whose line break came a byte past it."""
+    server = make_server()
+    head, rule = b"User-agent: *\n# ", b"Disallow: /private"
+    filler = b"x" * (MAX_ROBOTS_BYTES - len(head) - len(rule) - 1) + b"\n"
+    body = head + filler + rule + after
+    assert len(head + filler + rule) == MAX_ROBOTS_BYTES
+    server.routes["/robots.txt"] = lambda h: h.send_body(200, body, "text/plain")
+    client = EasyClient(AddressPolicy(frozenset({"public", "loopback"})), RequestOptions())
+    try:
+        robots = read_robots(client, server.url, 5.0)
+    finally:
+        client.close()
+    assert robots.refusal(server.url + "/private/a.png", "x") == "disallowed by robots.txt"
+    assert robots.refusal(server.url + "/public/a.png", "x") is None
+
+
 def test_a_robots_txt_past_the_read_limit_drops_the_line_the_limit_cuts(
         make_server: Callable[[], FixtureServer]) -> None:
     """Read up to its limit, a rule cut mid-line would be another rule: ``Disallow:

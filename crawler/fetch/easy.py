@@ -68,7 +68,7 @@ class Reply:
     status: int = 0
     headers: dict[str, str] = field(default_factory=dict)  # lower-case names, the wanted ones
     body: bytes = b""
-    truncated: bool = False  # the body reached max_bytes and was cut there
+    truncated: bool = False  # more than max_bytes came: the body was cut to max_bytes
     refused: bool = False  # ``wants`` turned the body down after the head
     failure: str = ""  # why there is no answer ("" when there is one)
     kind: FailureKind | None = None

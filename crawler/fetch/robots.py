@@ -99,7 +99,7 @@ def read_robots(client: EasyClient, origin: str, timeout: float, *,
     then = "keeping its rules read before" if refreshing else unread_means
     reply = client.follow(origin + "/robots.txt", hops=ROBOTS_REDIRECTS,
                           may_follow=_is_http, accept="text/plain,*/*;q=0.5",
-                          max_bytes=MAX_ROBOTS_BYTES, timeout=timeout)
+                          max_bytes=MAX_ROBOTS_BYTES + 1, timeout=timeout)
     if reply.no_turn:  # the server was never asked: nothing to hold against it
         return RobotsFile(_DISALLOW_ALL, reply.failure, settled=False)
     if reply.blocked is not None:
@@ -140,16 +140,22 @@ def read_robots(client: EasyClient, origin: str, timeout: float, *,
             log.info("robots.txt of %s: redirects not followed past %s: as if none",
                      origin, reply.url)
         return ALLOW_ALL
-    return RobotsFile(Protego.parse(_whole_lines(reply.body, reply.truncated)
+    return RobotsFile(Protego.parse(_whole_lines(reply.body)
                                     .decode("utf-8-sig", errors="replace")))
 
 
-def _whole_lines(body: bytes, truncated: bool) -> bytes:
-    """``body`` without the line the read limit cut (as Google's parser past its own):
-    ``Disallow: /private`` cut to ``Disallow: /p`` would refuse more, an ``Allow``
-    cut so would allow more."""
-    end = max(body.rfind(b"\n"), body.rfind(b"\r"))  # (a line may end in either)
-    return body[:end + 1] if truncated else body
+def _whole_lines(body: bytes) -> bytes:
+    """``body`` (read up to a byte past the limit) up to the limit, without the line the
+    limit cut (as Google's parser past its own): ``Disallow: /private`` cut to
+    ``Disallow: /p`` would refuse more, an ``Allow`` cut so would allow more. The byte
+    past the limit tells a line that ends at the limit, kept whole, from one cut there."""
+    if len(body) <= MAX_ROBOTS_BYTES:
+        return body
+    if body[MAX_ROBOTS_BYTES] in b"\r\n":
+        return body[:MAX_ROBOTS_BYTES]
+    kept = body[:MAX_ROBOTS_BYTES]
+    end = max(kept.rfind(b"\n"), kept.rfind(b"\r"))  # (a line may end in either)
+    return kept[:end + 1]
 
 
 def _is_http(url: str) -> bool:
