@@ -201,17 +201,6 @@ class Journal:
                   page.url) for page in pages])
         return max(left, 0)
 
-    def seeds_failed_for_good(self, seeds: Iterable[str]) -> list[str]:
-        """Of ``seeds``, those an earlier run could not crawl (a final failure), when no
-        page of this crawl was ever read: the crawl has read nothing yet. Else none."""
-        with self._reading():
-            if self._db.execute("SELECT 1 FROM pages WHERE done NOT IN (0, ?) LIMIT 1",
-                                (_FAILED,)).fetchone() is not None:
-                return []
-            return [seed for seed in seeds if self._db.execute(
-                "SELECT 1 FROM pages WHERE url = ? AND done = ?", (seed, _FAILED)
-            ).fetchone() is not None]
-
     # ----- what crawl this is ----------------------------------------------------
 
     def is_new(self) -> bool:
@@ -281,11 +270,14 @@ class Journal:
         self.set_meta("limits", {"depth": depth, "max_images": max_images})
         return reopened
 
-    def forget_if_other_and_empty(self, identity: dict[str, Any]) -> bool:
-        """Forget a crawl other than ``identity`` that never read a page nor found an image
-        (its seeds failed: a mistyped host); True when it was forgotten. Nothing is lost,
-        and another crawl in the folder needs no --fresh for it."""
-        if self.is_new() or self.meta("crawl") == identity:
+    def forget_if_empty(self) -> bool:
+        """Forget a crawl that never read a page nor found an image (its seeds failed: a
+        mistyped host, a 404, a robots.txt refusal); True when it was forgotten. Nothing
+        is lost: another crawl in the folder needs no --fresh for it, and the same one
+        starts anew, its seeds tried again (their failures are final only for a crawl
+        that read something: a rerun with --ignore-robots, or once the seed is served,
+        ended "completed" with nothing read)."""
+        if self.is_new():
             return False
         with self._reading():
             read = self._db.execute("SELECT 1 FROM pages WHERE done IN (1, ?, ?) LIMIT 1",

@@ -68,7 +68,6 @@ from crawler.master.takeup import (
     queue_missing_again,
     say_if_long_to_rewrite,
     say_robots_refusals_stay,
-    seeds_failed_before,
     take_up,
 )
 from crawler.master.visit import PageVisitor, Visit
@@ -400,8 +399,6 @@ class Master:
                 take_up(journal, crawl_identity(self._options.seeds, self._settings.crawl),
                         self._settings.crawl, out_dir=out_dir, resume=self._options.resume)
                 say_robots_refusals_stay(journal, self._settings.crawl, out_dir)
-                self._seed_failures.extend(
-                    seeds_failed_before(journal, self._options.seeds, out_dir))
                 drop_last_summary(out_dir)  # the folder's crawl is this run's now
                 if journal.run_starts():  # its images need not wait for its workers
                     self._embedded_board().no_earlier_leases()

@@ -25,9 +25,6 @@ from crawler.model.outcome import Requeued
 
 log = logging.getLogger(__name__)
 
-# Said of a seed that an earlier run of the folder's crawl could not crawl.
-EARLIER_FAILURE = ("in an earlier run of this folder's crawl, a final failure this run does "
-                   "not try again; --fresh starts the crawl anew")
 # A manifest this large (some 30,000 images) takes seconds to write anew at a restart.
 LONG_REWRITE_BYTES = 16 * 1024 * 1024
 
@@ -42,9 +39,9 @@ def crawl_identity(seeds: Iterable[str], crawl: CrawlSettings) -> dict[str, Any]
 def take_up(journal: Journal, identity: dict[str, Any], crawl: CrawlSettings, *,
             out_dir: Path, resume: bool) -> None:
     """Check that the folder's crawl is this one; reopen what this run's limits extend."""
-    if journal.forget_if_other_and_empty(identity):
-        # The failed pages it listed are no part of this crawl (a folder that cannot
-        # take the change says so when the result files are opened).
+    if journal.forget_if_empty():
+        # The failed pages it listed are tried again, or no part of this crawl (a
+        # folder that cannot take the change says so when the result files are opened).
         with contextlib.suppress(OSError):
             (out_dir / PAGES_NAME).unlink(missing_ok=True)
     reopened = journal.take_up(identity, depth=crawl.depth, max_images=crawl.max_images,
@@ -87,22 +84,6 @@ def _pages_refused(path: Path, reason: str) -> int:
     except OSError:  # said as the result files open
         return 0
     return sum(1 for entry in entries.values() if entry.get("reason") == reason)
-
-
-def seeds_failed_before(journal: Journal, seeds: Iterable[str],
-                        out_dir: Path) -> list[tuple[str, str]]:
-    """The seeds (and why) an earlier run of a crawl that has read no page yet could not
-    crawl. Such a failure is final, so this run does not try them again, and would end
-    as a crawl completed with nothing read: it ends as the earlier run did, saying so."""
-    failed = journal.seeds_failed_for_good(seeds)
-    if not failed:
-        return []
-    try:
-        entries = last_page_entries(out_dir / PAGES_NAME)
-    except OSError:  # said as the result files open
-        entries = {}
-    return [(seed, f"{entries.get(seed, {}).get('reason') or 'not crawled'} "
-                   f"({EARLIER_FAILURE})") for seed in failed]
 
 
 def say_if_long_to_rewrite(out_dir: Path) -> None:
