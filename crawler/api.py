@@ -603,8 +603,9 @@ _NOT_TLS = ("wrong version number", "packet length too long", "record layer fail
 def _seed_hint(seed: str, why: str, *, schemeless: bool) -> str:
     """A hint for a seed that failed as ``why``: an https seed whose server answered
     without TLS (often a seed given without a scheme, read as https, on a server of
-    plain HTTP), a seed that is no page, or one whose server (or its redirect's)
-    refused the connection."""
+    plain HTTP), a seed that is no page, one whose server (or its redirect's) refused
+    the connection, one its site's robots.txt disallows, and one refused while its
+    server answers robots.txt with an error (5xx, 429, a broken body)."""
     if why.startswith("not HTML"):
         return ("; a seed must be an HTML page" + (
             ": images are found on the pages that show them, so give such a page"
@@ -615,10 +616,10 @@ def _seed_hint(seed: str, why: str, *, schemeless: bool) -> str:
     if why == DISALLOWED:
         return ("; the site's robots.txt asks crawlers to keep out of it: --ignore-robots "
                 "crawls it anyway, where the site's owner lets you")
-    # Its server answered, but not with a robots.txt: a server not found or not
-    # reached is said below, or by its own words.
+    # Its server answered, but not with a robots.txt: a server not found or not reached
+    # (a timeout may be the name's or the handshake's) is said below, or by its own words.
     if why.startswith(tuple(f"{ROBOTS_UNREACHABLE} ({answered}" for answered in (
-            "HTTP ", "too slow (over", "broken response"))):
+            "HTTP ", "broken response"))):
         return ("; until its robots.txt can be read, the site is not crawled (RFC 9309): "
                 "the same command tries again, --ignore-robots crawls without it")
 
