@@ -79,7 +79,7 @@ HUGE = b"<div>" + b'<img src="/i.png" data-src="/j.png" style="x">' * 150_000 + 
 
 
 @functools.cache
-def _huge_extracted() -> object:
+def _huge_extracted() -> Extraction:
     """What extracting HUGE here gives, worked out once for every test that compares."""
     return extract(HUGE, URL)
 
@@ -104,7 +104,7 @@ def _kill_when_parsing(parser: PageParser, previous: int | None) -> int:
         time.sleep(0.01)
     pid = parser.pid
     assert pid is not None
-    time.sleep(0.3)  # well into a parse of some seconds
+    time.sleep(0.3)  # well into a parse of a second or two
     os.kill(pid, signal.SIGKILL)
     return pid
 
@@ -240,7 +240,7 @@ def test_close_without_waiting_cuts_off_a_page_in_flight() -> None:
     parser = PageParser(in_process=False)
     outcome: list[object] = []
     thread = _parse_in_thread(parser, outcome)
-    threading.Event().wait(0.3)  # well into a parse of some seconds
+    threading.Event().wait(0.3)  # well into a parse of a second or two
     parser.close(wait=0.0)
     thread.join(30)
     assert len(outcome) == 1 and isinstance(outcome[0], ParserCrashed), outcome
@@ -324,7 +324,7 @@ def test_a_child_killed_under_one_page_costs_no_other_page() -> None:
             time.sleep(0.01)
         second = parser._pid_of(0)
         assert second is not None
-        time.sleep(0.3)  # well into a parse of some seconds
+        time.sleep(0.3)  # well into a parse of a second or two
         os.kill(second, signal.SIGKILL)
         victim.join(60)
         assert len(victims) == 1 and isinstance(victims[0], ParserCrashed), victims
