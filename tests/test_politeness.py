@@ -23,7 +23,7 @@ from crawler.demo.site import Site, build_site, png
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
-from crawler.fetch.robots import MAX_ROBOTS_BYTES, read_robots
+from crawler.fetch.robots import MAX_ROBOTS_BYTES, RobotsFile, read_robots
 from crawler.master.robots import Robots
 from crawler.master.scope import Scope
 from crawler.master.stylesheets import Stylesheets
@@ -977,6 +977,16 @@ def test_links_past_the_page_budget_are_left_to_the_journal_not_held(
     assert any(path.startswith("/t/") for path in server.paths())
 
 
+def _robots_read_from(server: FixtureServer, body: bytes) -> RobotsFile:
+    """The rules the crawler reads from ``server`` serving ``body`` as its robots.txt."""
+    server.routes["/robots.txt"] = lambda h: h.send_body(200, body, "text/plain")
+    client = EasyClient(AddressPolicy(frozenset({"public", "loopback"})), RequestOptions())
+    try:
+        return read_robots(client, server.url, 5.0)
+    finally:
+        client.close()
+
+
 @pytest.mark.parametrize("after", [b"", b"\n", b"\r\n# more rules past the limit\n"],
                          ids=["ends-there", "newline-past", "more-past"])
 def test_a_robots_txt_rule_that_ends_at_the_read_limit_is_kept(
@@ -988,12 +998,7 @@ def test_a_robots_txt_rule_that_ends_at_the_read_limit_is_kept(
     filler = b"x" * (MAX_ROBOTS_BYTES - len(head) - len(rule) - 1) + b"\n"
     body = head + filler + rule + after
     assert len(head + filler + rule) == MAX_ROBOTS_BYTES
-    server.routes["/robots.txt"] = lambda h: h.send_body(200, body, "text/plain")
-    client = EasyClient(AddressPolicy(frozenset({"public", "loopback"})), RequestOptions())
-    try:
-        robots = read_robots(client, server.url, 5.0)
-    finally:
-        client.close()
+    robots = _robots_read_from(server, body)
     assert robots.refusal(server.url + "/private/a.png", "x") == "disallowed by robots.txt"
     assert robots.refusal(server.url + "/public/a.png", "x") is None
 
@@ -1008,10 +1013,5 @@ def test_a_robots_txt_past_the_read_limit_drops_the_line_the_limit_cuts(
     cut_to = b"Disallow: /p"
     filler = b"x" * (MAX_ROBOTS_BYTES - len(head) - len(cut_to) - 1) + b"\n"
     body = head + filler + b"Disallow: /private\n"
-    server.routes["/robots.txt"] = lambda h: h.send_body(200, body, "text/plain")
-    client = EasyClient(AddressPolicy(frozenset({"public", "loopback"})), RequestOptions())
-    try:
-        robots = read_robots(client, server.url, 5.0)
-    finally:
-        client.close()
+    robots = _robots_read_from(server, body)
     assert robots.refusal(server.url + "/public/a.png", "x") is None
