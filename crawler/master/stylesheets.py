@@ -249,17 +249,18 @@ class Stylesheets:
                                         accept=ACCEPT_CSS, max_bytes=self._max_bytes,
                                         timeout=self._timeout,
                                         turn=self._turn if self._paces is not None else None)
+            # The seconds its Retry-After asks for (None: none, or no answer).
+            asked = (server_pause(reply.status, reply.headers.get("retry-after"))
+                     if reply.ok else None)
             if self._on_busy is not None and reply.ok and reply.status in BUSY_STATUSES:
-                self._on_busy(BusyAnswer(reply.url, reply.status, server_pause(
-                    reply.status, reply.headers.get("retry-after"))))
+                self._on_busy(BusyAnswer(reply.url, reply.status, asked))
             if not _passing(reply) or self._retries is None:
                 break
             if tries >= self._retries.max_attempts:
                 log.warning("style sheet %s: %s (%d tries): the images it names are left "
                             "out", url, _failure(reply), tries)
                 return (), ()
-            pause = self._retries.backoff(tries, server_pause(
-                reply.status, reply.headers.get("retry-after")) if reply.ok else None)
+            pause = self._retries.backoff(tries, asked)
             # Within about one deadline, as the pages that wait for it wait for it.
             if time.monotonic() + pause - started > self._timeout:
                 log.warning("style sheet %s: %s (asks for %.0f s more): the images it names "
