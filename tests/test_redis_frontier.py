@@ -375,3 +375,47 @@ def test_which_pages_no_master_of_the_crawl_has_seen(frontiers: MakeFrontier) ->
     assert b.unseen_by_the_crawl(["http://h/seen-by-a", "http://h/"]) == []
     assert b.unseen_by_the_crawl(["http://h/seen-by-a", "http://h/new"]) == ["http://h/new"]
     assert b.unseen_by_the_crawl([]) == []
+
+
+def _settle(frontier: RedisFrontier, url: str, *, failed: bool,
+            links: list[tuple[str, int]] | None = None) -> None:
+    pipe = frontier._client.pipeline(transaction=True)  # as the master's ledger does
+    frontier.queue_done(pipe, url, links or [], failed=failed)
+    pipe.execute()
+
+
+def test_a_crawl_that_read_no_page_and_found_no_image_is_forgotten_for_its_seeds(
+        frontiers: MakeFrontier) -> None:
+    """Its seeds failed for good (a 404, a robots.txt refusal): forgotten, they are new
+    again to a rerun's master. One page read, one in a master's hands, or one image
+    found, and nothing is forgotten."""
+    a = frontiers("a")
+    assert not a.forget_if_empty()  # a crawl not begun has nothing to forget
+    a.add_many([("http://h/", 0), ("http://g/", 0)])
+    first, second = a.pop_many(2)
+    _settle(a, first[0], failed=True)
+    assert not a.forget_if_empty()  # the other seed is leased
+    a.set_aside(second[0])  # a passing failure: forgotten too, its seed queued again
+    assert a.forget_if_empty()
+    assert a.add_many([("http://h/", 0), ("http://g/", 0)]) == 2
+    assert len(a) == 2 and a.done_pages == a.failed_pages == 0
+    assert a.take_up_set_aside() == 0  # queued once, as a seed
+    pages = a.pop_many(2)
+    _settle(a, pages[0][0], failed=True)
+    _settle(a, pages[1][0], failed=False)  # read: the crawl is no longer empty
+    assert not a.forget_if_empty()
+    assert not a.add_many([("http://h/", 0)])
+
+
+def test_a_crawl_that_found_an_image_is_not_forgotten(
+        frontiers: MakeFrontier, crawl: tuple[redis.Redis, str]) -> None:
+    """An image found (its page, say, since settled as failed by an older master): the
+    crawl has work to keep."""
+    client, name = crawl
+    a = frontiers("a")
+    a.add_many([("http://h/", 0)])
+    [(url, _depth)] = a.pop_many(1)
+    _settle(a, url, failed=True)
+    client.hset(keys_prefix(name) + "items", "http://h/a.png", "")
+    assert not a.forget_if_empty()
+    assert not a.add_many([("http://h/", 0)])

@@ -193,12 +193,17 @@ def test_a_rerun_that_ignores_robots_txt_says_what_an_earlier_run_refused_stays_
 
 
 @pytest.mark.parametrize("refusal", ["robots", "404"])
+@pytest.mark.parametrize("queue", ["embedded", "broker"])
 def test_a_rerun_of_a_crawl_that_read_nothing_tries_its_seeds_again(
-        make_server: Callable[[], FixtureServer], tmp_path: Path, refusal: str) -> None:
+        make_server: Callable[[], FixtureServer], tmp_path: Path, refusal: str, queue: str,
+        request: pytest.FixtureRequest) -> None:
     """A seed refused by robots.txt (or a 404) fails for good, and a rerun did not try it
     again: the rerun, with --ignore-robots as the first run's error advised, or with the
     page now served, ended "crawl completed" with exit 0 and nothing crawled. A crawl
-    that read nothing starts anew: its seeds are tried again."""
+    that read nothing starts anew: its seeds are tried again, on a broker as in its
+    folder."""
+    broker = (("--broker", request.getfixturevalue("redis_server").url, "--crawl",
+               request.getfixturevalue("crawl_name")) if queue == "broker" else ())
     server = make_server()
     picture = build_site(pages=1, images_per_page=1, min_kb=1, max_kb=2)
     [image] = picture.images
@@ -210,7 +215,7 @@ def test_a_rerun_of_a_crawl_that_read_nothing_tries_its_seeds_again(
     if refusal == "404":
         server.routes["/"] = lambda handler: handler.send_body(404, b"gone", "text/html")
     seed, out = server.url + "/", tmp_path / "out"
-    first = _crawl(seed, out, tmp_path, status=5).strip().splitlines()[-1]
+    first = _crawl(seed, out, tmp_path, *broker, status=5).strip().splitlines()[-1]
     why = "disallowed by robots.txt" if refusal == "robots" else "HTTP 404"
     hint = ("; the site's robots.txt asks crawlers to keep out of it: --ignore-robots "
             "crawls it anyway, where the site's owner lets you" if refusal == "robots" else "")
@@ -218,7 +223,7 @@ def test_a_rerun_of_a_crawl_that_read_nothing_tries_its_seeds_again(
     flags = ("--ignore-robots",) if refusal == "robots" else ()
     if refusal == "404":
         serve_routes(server, {"/": page})
-    again = _crawl(seed, out, tmp_path, *flags)
+    again = _crawl(seed, out, tmp_path, *broker, *flags)
     assert "stay refused" not in again, again
     assert _stored(out) == {server.url + image}
     # pages.jsonl no longer lists the seed as not crawled.

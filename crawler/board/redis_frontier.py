@@ -238,6 +238,24 @@ _FAILED = _RECORDED + """
 return redis.call('HINCRBY', ARGV[1] .. 'pages:tries', ARGV[2], 1)
 """
 
+# ARGV: prefix -> 1 when the crawl's pages were forgotten: it read none (every page done
+# failed, none waiting or leased) and found no image (the board's ``items``). Only its
+# seeds can have been seen then (links come from pages read): the caller queues them
+# again, those set aside after passing failures among them.
+_FORGET_IF_EMPTY = _RECORDED + """
+local p = ARGV[1]
+if redis.call('EXISTS', p .. 'pages:seen') == 0 then return 0 end
+local stats = redis.call('HMGET', p .. 'pages:stats', 'waiting', 'done', 'failed')
+local waiting, done, failed = tonumber(stats[1] or '0'), tonumber(stats[2] or '0'),
+  tonumber(stats[3] or '0')
+if waiting > 0 or done > failed or redis.call('ZCARD', p .. 'pages:leased') > 0
+   or redis.call('HLEN', p .. 'items') > 0 then
+  return 0
+end
+redis.call('DEL', p .. 'pages:seen', p .. 'pages:stats', p .. 'pages:tries', p .. 'pages:aside')
+return 1
+"""
+
 _CLEAR = _RECORDED + """
 local p = ARGV[1]
 local waiting = tonumber(redis.call('HGET', p .. 'pages:stats', 'waiting') or '0')
@@ -283,6 +301,7 @@ class RedisFrontier:
         self._clear = client.register_script(_CLEAR)
         self._failed = client.register_script(_FAILED)
         self._take_up = client.register_script(_TAKE_UP)
+        self._forget_if_empty = client.register_script(_FORGET_IF_EMPTY)
 
     def __len__(self) -> int:
         """Pages waiting or being fetched by any master of the crawl.
@@ -423,6 +442,18 @@ class RedisFrontier:
         self._empty_until = 0.0
         return int(self._take_up(args=[self._prefix, *_page_args(
             (str(url), int(depth)) for url, depth in aside.items())]))
+
+    def forget_if_empty(self) -> bool:
+        """Forget the crawl's pages when it read none and found no image (its seeds
+        failed for good: a 404, a robots.txt refusal); True when it did. Its seeds are
+        then new again, as in the embedded mode (``Journal.forget_if_empty``): a rerun
+        with --ignore-robots, or once the seed is served, crawls them; the caller queues
+        them again (``add_many``)."""
+        if not self._forget_if_empty(args=[self._prefix]):
+            return False
+        self._seen.clear()
+        self._empty_until = 0.0
+        return True
 
     def clear(self) -> int:
         """Forget the pages waiting (the page budget is spent); the seen set stays. How

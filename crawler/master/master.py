@@ -483,7 +483,12 @@ class Master:
 
     def _crawl_on_broker_into(self, broker: BrokerCrawl, out_dir: Path) -> Summary:
         from crawler.board.redis_frontier import RedisFrontier
-        from crawler.master.onbroker import take_up_crawl
+        from crawler.master.onbroker import (
+            fetch_missing_again,
+            forget_if_empty,
+            images_to_retry,
+            take_up_crawl,
+        )
 
         # From now on, the crawl's settings: its limits are its first master's.
         self._settings, self._eviction_watch = take_up_crawl(
@@ -494,14 +499,15 @@ class Master:
             broker.client, broker.name, self._id, delay=self._settings.politeness.host_delay,
             lease=PAGE_LEASE, max_pages=self._settings.crawl.max_pages)
         self._broker_link.frontier = frontier  # what a reconnection makes it forget
-        frontier.add_many((seed, 0) for seed in self._options.seeds)
         assert self._shared_board is not None  # made with the broker in __init__
+        joined = self._options.joined_request is not None  # (it brings no seeds)
+        if not joined and forget_if_empty(broker, frontier, out_dir):
+            self._shared_board.reopen()  # it ended when its seeds failed
+        frontier.add_many((seed, 0) for seed in self._options.seeds)
         taken = frontier.take_up_set_aside()
         if taken:
             log.info("%d page(s) set aside after passing failures are tried again", taken)
             self._shared_board.reopen()  # a crawl that had ended has work again
-        from crawler.master.onbroker import fetch_missing_again, images_to_retry
-
         # Judged by this run's robots.txt once it is read (_queue_resumed_images).
         self._resumed_images = images_to_retry(broker, self._shared_board)
         # Before the first drain: the folder's files never list an image fetched again.

@@ -30,13 +30,14 @@ from crawler.board.broker import (
     replica_warning,
 )
 from crawler.board.redis import RedisBoard
+from crawler.board.redis_frontier import RedisFrontier
 from crawler.config import Settings
 from crawler.errors import CrawlMismatch
 from crawler.fetch.options import RequestOptions
 from crawler.master.claim import check_for_broker, drop_last_summary, mark_for_broker
 from crawler.master.missing import MissingImages, say_fetched_again
 from crawler.master.resumed import ResumedImage
-from crawler.master.takeup import crawl_identity, say_requeued
+from crawler.master.takeup import crawl_identity, drop_failed_pages, say_requeued
 from crawler.model.processes import process_alive
 from crawler.model.progress import Snapshot
 
@@ -123,6 +124,19 @@ def bring_request_settings(record: CrawlRecord, broker: BrokerCrawl, request: Re
         log.warning("%d other master(s) at work on crawl %s fetch their pages with the "
                     "request settings they started with, until they are started again "
                     "(or joined again)", len(others), broker.name)
+
+
+def forget_if_empty(broker: BrokerCrawl, frontier: RedisFrontier, out_dir: Path) -> bool:
+    """A master that starts the crawl again, with no other at work on it, forgets its
+    pages when it read none and found no image, as the embedded mode forgets such a
+    crawl in its folder: its seeds, failed for good (a 404, a robots.txt refusal), are
+    tried again, so that a rerun with --ignore-robots, or once the seed is served,
+    crawls it rather than end "completed" with nothing read. True when it did."""
+    if others_at_work(broker) or not frontier.forget_if_empty():
+        return False
+    drop_failed_pages(out_dir)
+    log.info("crawl %s read no page before: its seeds are tried again", broker.name)
+    return True
 
 
 def images_to_retry(broker: BrokerCrawl, board: RedisBoard) -> list[ResumedImage]:

@@ -40,15 +40,20 @@ def take_up(journal: Journal, identity: dict[str, Any], crawl: CrawlSettings, *,
             out_dir: Path, resume: bool) -> None:
     """Check that the folder's crawl is this one; reopen what this run's limits extend."""
     if journal.forget_if_empty():
-        # The failed pages it listed are tried again, or no part of this crawl (a
-        # folder that cannot take the change says so when the result files are opened).
-        with contextlib.suppress(OSError):
-            (out_dir / PAGES_NAME).unlink(missing_ok=True)
+        drop_failed_pages(out_dir)
     reopened = journal.take_up(identity, depth=crawl.depth, max_images=crawl.max_images,
                                resume=resume)
     if reopened:
         log.info("%d page(s) done before are visited again for this run's limits", reopened)
     say_requeued(journal.retry_failures_worth_a_rerun())
+
+
+def drop_failed_pages(out_dir: Path) -> None:
+    """Remove the list of pages that could not be crawled, of a crawl forgotten for
+    having read nothing: those pages are tried again, or are no part of this crawl (a
+    folder that cannot take the change says so when the result files are opened)."""
+    with contextlib.suppress(OSError):
+        (out_dir / PAGES_NAME).unlink(missing_ok=True)
 
 
 def say_requeued(again: Requeued) -> None:
