@@ -242,8 +242,11 @@ DEFAULT_CRAWL = "crawl"  # the crawl's name on the broker when none is given
 # frozen dataclass, which every command paid at start-up (11 classes, ~10 ms). A key's
 # check travels in its annotation, read once by section_checks().
 _SCOPE_MODE = Check(lambda v: v in SCOPE_MODES, "one of " + ", ".join(SCOPE_MODES))
-_SOURCES = Check(lambda v: set(v) <= set(ALL_SOURCES),
-                  "a list drawn from " + ", ".join(ALL_SOURCES))
+_SOURCES = Check(lambda v: bool(v) and set(v) <= set(ALL_SOURCES),
+                  "a list drawn from " + ", ".join(ALL_SOURCES),
+                  # An empty list looks nowhere: a crawl that could find no image.
+                  lambda v: "" if v else "an empty list finds no image: leave the key out "
+                                         "to look everywhere, or name the sources to read")
 _PARSER = Check(lambda v: v in PARSERS, "one of " + ", ".join(PARSERS))
 # An HTML attribute's name: no space, quote, ">", "/" or "=" (HTML's own rule), and no
 # brace: lxml reads "{ns}name" as a namespace, and "" or "{x}" failed every page.
@@ -656,7 +659,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read settings file: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         hint = _toml_hint(data.removeprefix(b"\xef\xbb\xbf").decode("utf-8"), str(exc))
-        raise ConfigError(f"{path}: not valid TOML: {exc}{hint}") from exc
+        raise ConfigError(f"{path}: not valid TOML: {_toml_said(str(exc))}{hint}") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: not UTF-8 text (byte {exc.start}:"
                           f" {exc.object[exc.start:exc.start + 1]!r}); save it as UTF-8"
@@ -670,6 +673,20 @@ _TOML_TABLE_LINE = re.compile(r"\s*\[\s*([A-Za-z0-9_-]+)\s*\]\s*(?:#.*)?")
 _TOML_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_.:/-]*")
 _TOML_NUMBER_AND_UNIT = re.compile(r"\d+(?:\.\d+)?[A-Za-z/]+")
 _NOT_TOML_BOOLEANS = frozenset({"true", "false", "yes", "no", "on", "off"})
+
+
+# A key as tomllib's messages show it: a Python tuple, ('crawl',) or ('crawl', 'depth').
+_TOML_KEY_TUPLE = re.compile(r"\(((?:'[^'\\]*'(?:, )?)+),?\)")
+
+
+def _toml_said(message: str) -> str:
+    """tomllib's message with its keys as a settings file writes them: "Cannot declare
+    ('crawl',) twice" reads "Cannot declare [crawl] twice", and says what to do."""
+    said = _TOML_KEY_TUPLE.sub(
+        lambda found: "[" + ".".join(re.findall(r"'([^']*)'", found.group(1))) + "]", message)
+    if message.startswith("Cannot declare") and said != message:
+        said += ": a table is declared once, its keys all under it"
+    return said
 
 
 def _toml_hint(text: str, message: str) -> str:
@@ -967,6 +984,13 @@ def _as_written(raw: Any) -> str:
         return json.dumps(raw, ensure_ascii=False)
     if isinstance(raw, list | tuple):
         return "[" + ", ".join(_as_written(item) for item in raw) + "]"
+    if isinstance(raw, dict):  # a table, as "depth.x = 1" makes of depth
+        return "{ " + ", ".join(f"{key} = {_as_written(value)}"
+                                for key, value in raw.items()) + " }"
+    import datetime  # (an error's message alone needs it)
+
+    if isinstance(raw, datetime.date | datetime.time):  # an unquoted 2026-01-01
+        return raw.isoformat()
     return repr(raw)
 
 

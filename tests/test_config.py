@@ -94,6 +94,11 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     ('[crawl]\nsources = ["img", "imgs", "video"]\n', '("imgs", "video": no such source)'),
     # Values as the file wrote them, not as Python would
     ("[crawl]\ndepth = true\n", "crawl.depth: expected a whole number, got true"),
+    ("[crawl]\ndepth.x = 1\n", "crawl.depth: expected a whole number, got { x = 1 }"),
+    ("[crawl]\ndepth = 2026-01-01\n", "crawl.depth: expected a whole number, got 2026-01-01"),
+    # A list that looks nowhere would crawl with no image found, and say nothing.
+    ("[crawl]\nsources = []\n", "crawl.sources: an empty list finds no image: leave the "
+     "key out to look everywhere, or name the sources to read"),
     ("[crawl]\nallow = [\"ok\", 3]\n", 'crawl.allow: expected a list of strings, got ["ok", 3]'),
     # A value quoted that, unquoted, is right says so: "got \"false\"" alone reads as a riddle
     ('[crawl]\nrespect_robots = "false"\n', 'expected true or false, got "false" '
@@ -430,6 +435,10 @@ def test_a_lazy_attribute_that_no_html_attribute_is_named_is_refused(
      "Invalid value (at line 2, column 18): write true or false, in lower case"),
     ("[crawl]\ndepth = 1\nmax_pages = 9\ndepth = 2\n",
      "Cannot overwrite a value (at line 4, column 10): depth is given twice: keep one"),
+    # tomllib names a table as a Python tuple: ('crawl',).
+    ("[crawl]\ndepth = 1\n[http]\n[crawl]\nmax_pages = 3\n",
+     "Cannot declare [crawl] twice (at line 4, column 7): a table is declared once, its "
+     "keys all under it"),
     # A number's key: quotes would only trade this error for the next one.
     ("[crawl]\ndepth = two\n", "Invalid value (at line 2, column 9): crawl.depth is a "
      "number, written in digits without quotes (its default: depth = 3)"),
