@@ -35,6 +35,7 @@ from crawler.model.imagetype import SNIFF_BYTES, dimensions, sniff
 from crawler.model.outcome import ATTEMPT_FIELDS, Attempt, FailureKind
 from crawler.model.wire import attempt_from_report
 from crawler.worker.sink import (
+    CUT_SHORT_ON_THE_SERVER,
     SPILL_AT,
     Abandoned,
     ImageSink,
@@ -63,8 +64,10 @@ from .conftest import (
     wait_for_queue_address,
 )
 from .test_imageend import animation_played_once
+from .test_imagetype import make_jpeg
 
 PNG = png(40, 30, 7)
+JPEG = make_jpeg(64, 48)
 LOOPBACK = AddressPolicy(frozenset({"public", "loopback"}))
 DEFAULT_LIMITS = Limits()
 
@@ -525,6 +528,30 @@ def test_a_body_closed_between_gzip_members_is_cut_short(
     assert whole is not None and whole.ok and whole.bytes == len(PNG), whole
     stored = list(engine.store.root.rglob("*.png"))
     assert [p.name for p in stored] == ["members.png"] and stored[0].read_bytes() == PNG
+
+
+def test_an_image_cut_short_on_the_server_fails_for_good_and_is_not_stored(
+        server: FixtureServer, engines: Callable[..., Engine]) -> None:
+    """Every byte its Content-Length said came, and the picture stops halfway: the file is
+    cut short on the server (a broken upload), and a browser shows it broken. It was
+    stored and reported a success. Large bodies, held on disk as they come, are judged
+    alike; bytes after an image's end are still no fault."""
+    big = png(300, 300, 3, pad_to=SPILL_AT + 50_000)
+    server.routes["/half.png"] = lambda h: h.send_body(200, PNG[:len(PNG) // 2], "image/png")
+    server.routes["/big-half.png"] = lambda h: h.send_body(200, big[:SPILL_AT + 1000],
+                                                           "image/png")
+    server.routes["/half.jpg"] = lambda h: h.send_body(200, JPEG[:len(JPEG) - 40], "image/jpeg")
+    server.routes["/trailer.png"] = lambda h: h.send_body(200, PNG + b"trailer", "image/png")
+    engine = engines()
+    cut = ["/half.png", "/big-half.png", "/half.jpg"]
+    got = engine.fetch([server.url + path for path in [*cut, "/trailer.png"]])
+    for path in cut:
+        attempt = got[server.url + path]
+        assert attempt is not None and (attempt.ok, attempt.reason, attempt.transient) == (
+            False, CUT_SHORT_ON_THE_SERVER, False), (path, attempt)
+    kept = got[server.url + "/trailer.png"]
+    assert kept is not None and kept.ok and kept.bytes == len(PNG) + 7, kept
+    assert [p.name for p in engine.store.root.rglob("*") if p.is_file()] == ["trailer.png"]
 
 
 def test_gzip_members_one_after_another_are_one_body(

@@ -146,6 +146,25 @@ def test_a_still_gif_without_its_trailer_is_whole_an_animation_is_not() -> None:
     assert not ends_whole(animated[: animated.rindex(b"\x21\xf9")], GIF)  # one frame of two
 
 
+def test_what_decoders_skip_is_no_cut() -> None:
+    """Every body is judged now, its length vouched for or not: a stray block terminator
+    before a GIF's trailer (tests/site's favicon.gif has one) or bytes before a JPEG's
+    next marker, which decoders skip and browsers show, were taken for a cut. A byte
+    that starts no GIF block is a structure the walk does not know: taken as it is.
+    Cut, each still falls short."""
+    gif = make_gif(6, 4)
+    padded = gif[:-1] + b"\x00;"
+    assert ends_whole(padded, GIF)
+    assert not ends_whole(padded[:-1], GIF)  # ends in the stray byte: no trailer
+    assert ends_whole(gif[:-1] + b"\x99 unknown", GIF)
+    jpeg = make_jpeg(16, 8)
+    second = jpeg.index(b"\xff", 2)  # the marker after SOI's first segment
+    extraneous = jpeg[:second] + b"\x00\x07junk" + jpeg[second:]
+    assert ends_whole(extraneous, JPEG)
+    for keep in range(len(extraneous) - 1, 2, -7):
+        assert not ends_whole(extraneous[:keep], JPEG), keep
+
+
 def test_an_avif_cut_between_its_boxes_is_not_whole() -> None:
     """A cut that falls just after the ``meta`` box leaves every box whole, and no pixels."""
     whole = make_avif(4, 3)

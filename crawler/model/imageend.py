@@ -1,10 +1,14 @@
 """Whether an image's body reaches its format's end, read from the bytes alone.
 
-For a body whose length nothing vouched for (no Content-Length; an HTTP/2
-stream reset "without error", which libcurl takes for its end): a transfer cut
-short there looks complete, and half a picture would be stored as a success.
-Each check walks the format's own structure (chunks, segments, blocks, boxes,
-directories) to where the format says the picture ends. Nothing is decoded.
+For every body a worker stores. Whose length nothing vouched for (no
+Content-Length; an HTTP/2 stream reset "without error", which libcurl takes for
+its end), a transfer cut short there looks complete; and a server may send,
+whole, a file cut short on its disk. Either way half a picture would be stored
+as a success. Each check walks the format's own structure (chunks, segments,
+blocks, boxes, directories) to where the format says the picture ends. Nothing
+is decoded. What decoders skip (stray bytes between a JPEG's segments or a GIF's
+blocks) is skipped, and a structure the walk does not know is taken as it is: a
+cut runs out of bytes, it does not make unknown ones.
 """
 
 from __future__ import annotations
@@ -83,8 +87,11 @@ def _gif_whole(body: bytes) -> bool:
             pos += 10 + 1  # and the LZW code size after its colour table
             if flags & 0x80:
                 pos += 3 << ((flags & 7) + 1)
-        else:
-            return False
+        elif block == 0:  # a stray block terminator, which decoders (and browsers) skip
+            pos += 1
+            continue
+        else:  # no block the format knows: not a cut (that runs out of bytes), taken as is
+            return True
         while pos < len(body) and body[pos]:  # sub-blocks, up to the empty one
             pos += 1 + body[pos]
             steps += 1
@@ -109,8 +116,11 @@ def _jpeg_whole(body: bytes) -> bool:
     for _ in range(WALK_STEPS):
         if pos + 2 > len(body):
             return False
-        if body[pos] != 0xFF:
-            return False
+        if body[pos] != 0xFF:  # bytes before the next marker, which decoders skip
+            found = _JPEG_MARKER.search(body, pos)
+            if found is None:
+                return False
+            pos = found.start()
         pos = _FF_RUN.match(body, pos).end() - 1  # type: ignore[union-attr]  # fill bytes
         if pos + 2 > len(body):
             return False

@@ -104,8 +104,13 @@ class ImageSink:
             return None  # markup: an SVG's prolog may run on (finish() decides at the end)
         raise _not_an_image(self._head)
 
-    def _require_whole(self, data: bytes | None, kind: ImageType) -> None:
-        if data is None:  # spilled to its partial file: read back (rare: no length said)
+    def _require_whole(self, data: bytes | None, kind: ImageType, *, length_known: bool
+                       ) -> None:
+        """The body reaches its format's end: else cut short, by the connection when
+        nothing vouched for its length (a failure to try again), or on the server, whose
+        every byte came (a final failure: each try gets the same broken file, which a
+        browser shows broken)."""
+        if data is None:  # spilled to its partial file: read back (over SPILL_AT: rare)
             assert self._fh is not None and self._partial is not None
             try:
                 self._fh.flush()
@@ -117,8 +122,11 @@ class ImageSink:
             except OSError as exc:
                 raise StorageError(f"cannot read {self._partial}: {exc.strerror or exc}"
                                    ) from exc
-        if not ends_whole(data, kind):
-            raise Abandoned(CUT_SHORT_IMAGE, FailureKind.CONNECTION, transient=True)
+        if ends_whole(data, kind):
+            return
+        if length_known:
+            raise Abandoned(CUT_SHORT_ON_THE_SERVER, FailureKind.NOT_IMAGE)
+        raise Abandoned(CUT_SHORT_IMAGE, FailureKind.CONNECTION, transient=True)
 
     def _spill(self) -> None:
         self._partial, self._fh = self._store.open_partial()
@@ -130,9 +138,11 @@ class ImageSink:
         """Check and store the complete body; the Attempt that reports it.
 
         ``length_known``: the transport vouched for the body's length (a Content-Length,
-        chunked framing). Without it, the body must reach its format's end: a connection
-        or HTTP/2 stream cut "without error" looks complete (even between two gzip
-        members, each of which ends a compressed stream).
+        chunked framing). Without it, a connection or HTTP/2 stream cut "without error"
+        looks complete (even between two gzip members, each of which ends a compressed
+        stream). Either way the body must reach its format's end: with it, one that does
+        not is a file cut short on the server (stored, it was a success that a browser
+        shows broken).
         """
         leading = bytes(self._head)
         kind = self._kind or _require_image(leading)
@@ -142,8 +152,7 @@ class ImageSink:
         if self._fh is None:
             data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
             self._held = []
-        if not length_known:
-            self._require_whole(data, kind)
+        self._require_whole(data, kind, length_known=length_known)
         try:
             if data is not None:
                 stored = self._store.store_bytes(self._url, kind, data, self._hasher.hexdigest(),
@@ -253,6 +262,8 @@ def _require_image(head: bytes | bytearray) -> ImageType:
 
 
 CUT_SHORT_IMAGE = "connection broken: body cut short (the image stops before its end)"
+# Every byte the server said it had came, and the image stops before its format's end.
+CUT_SHORT_ON_THE_SERVER = "not a whole image: the server's file stops before the image ends"
 
 
 def _not_an_image(head: bytes | bytearray) -> Abandoned:
