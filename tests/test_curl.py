@@ -64,7 +64,7 @@ from .conftest import (
     wait_for_queue_address,
 )
 from .test_imageend import animation_played_once
-from .test_imagetype import make_jpeg
+from .test_imagetype import make_ico, make_jpeg
 
 PNG = png(40, 30, 7)
 JPEG = make_jpeg(64, 48)
@@ -614,11 +614,16 @@ def test_the_content_type_reported_is_the_stored_files_whatever_the_server_says(
         server: FixtureServer, engines: Callable[..., Engine]) -> None:
     """A PNG served as image/jpeg or text/plain is stored as the PNG it is, and the
     manifest said it was a JPEG, or text (the gallery then named it so). The server's
-    own words stay where they name the type the file is."""
+    own words stay where they name the type the file is, by another of its names too
+    (an icon's registered image/vnd.microsoft.icon was reported as image/x-icon)."""
     declared = {"/as-jpeg.png": "image/jpeg", "/as-text.png": "text/plain",
                 "/as-nothing.png": "", "/as-itself.png": "image/png; name=x",
-                "/as-itself-upper.png": "Image/PNG"}
-    serve_routes(server, {path: (kind, PNG) for path, kind in declared.items()})
+                "/as-itself-upper.png": "Image/PNG", "/as-jpg.png": "image/jpg",
+                "/as-x-png.png": "image/x-png", "/as-jpg.jpg": "image/jpg",
+                "/as-registered.ico": "image/vnd.microsoft.icon"}
+    bodies = {".png": PNG, ".jpg": JPEG, ".ico": make_ico(16, 16)}
+    serve_routes(server, {path: (kind, bodies[path[path.rindex("."):]])
+                          for path, kind in declared.items()})
     got = engines().fetch([server.url + path for path in declared])
     described = {}
     for path in declared:
@@ -628,7 +633,9 @@ def test_the_content_type_reported_is_the_stored_files_whatever_the_server_says(
     assert described == {"/as-jpeg.png": "image/png", "/as-text.png": "image/png",
                          "/as-nothing.png": "image/png",
                          "/as-itself.png": "image/png; name=x",
-                         "/as-itself-upper.png": "Image/PNG"}
+                         "/as-itself-upper.png": "Image/PNG", "/as-jpg.png": "image/png",
+                         "/as-x-png.png": "image/x-png", "/as-jpg.jpg": "image/jpg",
+                         "/as-registered.ico": "image/vnd.microsoft.icon"}
 
 
 def test_a_failure_of_the_servers_reports_the_image_stored_for_its_url(tmp_path: Path) -> None:

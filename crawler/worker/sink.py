@@ -227,12 +227,24 @@ def _stored_success(url: str, stored: StoredFile, size_wh: tuple[int, int] | Non
                    height=height, elapsed_s=elapsed_s, skipped=stored.skipped)
 
 
+# Other names servers give a type by: its registered one (an icon's), those of old
+# browsers and servers. Each names the type the bytes are as well as ours does.
+_MEDIA_TYPE_SYNONYMS: dict[str, frozenset[str]] = {
+    "ico": frozenset({"image/vnd.microsoft.icon", "image/ico", "image/icon"}),
+    "jpeg": frozenset({"image/jpg", "image/pjpeg"}),
+    "bmp": frozenset({"image/x-bmp", "image/x-ms-bmp"}),
+    "png": frozenset({"image/x-png"}),
+}
+
+
 def _stored_type(declared: str | None, kind: ImageType) -> str:
     """The media type a success reports: the server's Content-Type where it names the type
     the body is (its parameters kept), else that type's own. A PNG served as image/jpeg or
     text/plain is stored as a PNG, and must not be described as a JPEG or as text."""
-    if declared and declared.partition(";")[0].strip().lower() == kind.mime:
-        return declared
+    if declared:
+        named = declared.partition(";")[0].strip().lower()
+        if named == kind.mime or named in _MEDIA_TYPE_SYNONYMS.get(kind.name, ()):
+            return declared
     return kind.mime
 
 
