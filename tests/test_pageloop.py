@@ -431,6 +431,31 @@ def test_a_page_answered_203_is_read_as_browsers_read_it(
     assert visit.extraction is not None and visit.page.status == 203, visit.page.skipped
 
 
+@pytest.mark.parametrize("media_type", ["application/xml", "text/xml"])
+def test_an_xhtml_page_served_as_xml_is_read_as_browsers_read_it(
+        make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop],
+        media_type: str) -> None:
+    """Browsers show XML whose root is XHTML's <html> as a page, its images with it; it
+    was skipped as "not HTML". Other XML (a feed, a sitemap) is still no page."""
+    server = make_server()
+    xhtml = (b'\xef\xbb\xbf<?xml version="1.0" encoding="utf-8"?>\n<!-- made by hand -->\n'
+             b'<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" '
+             b'"http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd">\n'
+             b'<html xmlns="http://www.w3.org/1999/xhtml" xml:lang="en"><body>'
+             b'<img src="/x.png" alt="x"/><a href="/next.html">n</a></body></html>')
+    feed = (b'<?xml version="1.0"?><rss version="2.0"><channel><link>/a.html</link>'
+            b'<image><url>/feed.png</url></image></channel></rss>')
+    server.routes["/page.xml"] = lambda h: h.send_body(200, xhtml, media_type)
+    server.routes["/feed.xml"] = lambda h: h.send_body(200, feed, media_type)
+    loop = make_loop([server.url + "/"])
+    page = visit_of(loop.pages.submit(server.url + "/page.xml", 0))
+    assert page.extraction is not None, page.page.skipped
+    assert [image for image, _, _ in page.images] == [server.url + "/x.png"]
+    assert page.extraction.links == (server.url + "/next.html",)
+    other = visit_of(loop.pages.submit(server.url + "/feed.xml", 0))
+    assert other.extraction is None and other.page.skipped == f"not HTML ({media_type})"
+
+
 def test_a_pages_refresh_header_is_a_link_as_a_meta_refresh_is(
         make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop]) -> None:
     """Browsers follow an HTTP Refresh header as they follow <meta http-equiv=refresh>;

@@ -7,6 +7,7 @@ sends.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import NamedTuple
@@ -23,6 +24,13 @@ from crawler.model.outcome import BUSY_STATUSES, status_reason
 from crawler.parse.encodings import charset_param
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
+# XML that may be a page: browsers show one whose root is XHTML's <html> as XHTML.
+XML_TYPES = ("application/xml", "text/xml")
+# An XHTML document's start: an XML declaration, comments and a doctype, then its root.
+_XHTML_ROOT = re.compile(
+    rb"(?:\xef\xbb\xbf)?(?:\s|<\?xml[^>]*\?>|<!--.*?-->|<!DOCTYPE[^>]*>)*"
+    rb"<html\b[^>]*\bxmlns\s*=\s*[\"']http://www\.w3\.org/1999/xhtml[\"']", re.S | re.I)
+_XHTML_SNIFF_BYTES = 4096  # of an XML body, where its root must begin to be a page
 ACCEPT_HTML = "text/html,application/xhtml+xml,*/*;q=0.5"
 
 
@@ -117,7 +125,13 @@ PAGE_STATUSES = (200, 203)
 
 
 def wants_html(status: int, headers: dict[str, str]) -> bool:
-    return status in PAGE_STATUSES and _media_type(headers) in ("", *HTML_TYPES)
+    """Whether to read the body: a page's, or XML's, which may be an XHTML page."""
+    return status in PAGE_STATUSES and _media_type(headers) in ("", *HTML_TYPES, *XML_TYPES)
+
+
+def is_xhtml(body: bytes) -> bool:
+    """Whether an XML body is an XHTML page: its root is XHTML's <html>."""
+    return _XHTML_ROOT.match(body[:_XHTML_SNIFF_BYTES]) is not None
 
 
 def _answer(url: str, final_url: str, reply: Reply) -> Page:
@@ -127,7 +141,7 @@ def _answer(url: str, final_url: str, reply: Reply) -> Page:
                     transient=transient_status(status),
                     retry_after=server_pause(status, reply.headers.get("retry-after")))
     kind = _media_type(reply.headers)
-    if kind not in ("", *HTML_TYPES):
+    if kind not in ("", *HTML_TYPES) and not (kind in XML_TYPES and is_xhtml(reply.body)):
         return Page(url, final_url, status, skipped=f"not HTML ({kind})")
     charset = charset_param(reply.headers.get("content-type", ""))
     return Page(url, final_url, status, reply.body, charset, reply.truncated,
