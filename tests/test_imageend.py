@@ -7,7 +7,7 @@ import struct
 import pytest
 
 from crawler.demo.encode import encode_gif
-from crawler.model.imageend import ends_whole
+from crawler.model.imageend import ends_whole, stops_inside
 from crawler.model.imagetype import AVIF, BMP, GIF, JPEG, PNG, SVG, TIFF, ImageType, sniff
 from tests.test_imagetype import (
     SVG_NS,
@@ -144,6 +144,24 @@ def test_a_still_gif_without_its_trailer_is_whole_an_animation_is_not() -> None:
     animated = _animated_gif()
     assert not ends_whole(animated[:-1], GIF)
     assert not ends_whole(animated[: animated.rindex(b"\x21\xf9")], GIF)  # one frame of two
+
+
+@pytest.mark.parametrize(("name", "body"), [(name, body) for name, body in WHOLE
+                                            if sniff(body) in (PNG, GIF, JPEG)])
+def test_a_body_of_vouched_length_is_cut_where_it_stops_inside_a_piece(
+        name: str, body: bytes) -> None:
+    """A server's file cut short: a PNG chunk, a GIF block or a JPEG segment before its
+    picture data whose length runs past the end. A body that ends between two pieces,
+    its end marker alone missing, is shown in full by browsers: no cut."""
+    kind = sniff(body)
+    assert kind is not None
+    assert not stops_inside(body, kind) and not stops_inside(body + b"trailer", kind), name
+    assert stops_inside(body[:12], kind), name  # within the first piece after the header
+    end_marker = {PNG: 12, GIF: 1, JPEG: 2}[kind]
+    assert not stops_inside(body[:-end_marker], kind), name
+    for keep in range(len(body) - 1, 1, -max(1, len(body) // 40)):
+        if stops_inside(body[:keep], kind):
+            assert not ends_whole(body[:keep], kind), (name, keep)  # milder, never wronger
 
 
 def test_what_decoders_skip_is_no_cut() -> None:

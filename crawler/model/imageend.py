@@ -13,10 +13,14 @@ cut runs out of bytes, it does not make unknown ones.
 
 from __future__ import annotations
 
+import mmap
 import re
 import struct
+from collections.abc import Callable
 
 from crawler.model.imagetype import AVIF, BMP, GIF, ICO, JPEG, PNG, SVG, TIFF, WEBP, ImageType
+
+Body = bytes | mmap.mmap  # a large body is walked where it lies, in its file
 
 # Steps (chunks, segments, blocks) a walk takes at most: real images take a few, up to
 # some 200,000 for a GIF of 50 MB; a hostile body of tiny blocks is taken as it is.
@@ -38,6 +42,102 @@ def ends_whole(body: bytes, kind: ImageType) -> bool:
     """
     check = _CHECKS.get(kind.name)
     return check(body) if check else True
+
+
+def stops_inside(body: Body, kind: ImageType) -> bool:
+    """Whether ``body``, whose length was vouched for, stops inside one of its format's
+    pieces: a PNG chunk, a GIF block, or a JPEG segment before its picture data, whose
+    own length runs past the body's end (or no picture data at all). That is a file
+    cut short on the server: a browser shows a broken image.
+
+    Milder than :func:`ends_whole`: a body that ends between two pieces, its end
+    marker alone missing (a JPEG without its end of image, a PNG without ``IEND``, a
+    GIF without its trailer), is shown in full by browsers, and a JPEG cut within its
+    picture data cannot be told from one; other formats are not judged.
+    """
+    check = _STOPS_INSIDE.get(kind.name)
+    return check(body) if check else False
+
+
+def _png_stops_inside(body: Body) -> bool:
+    pos = 8
+    for _ in range(WALK_STEPS):
+        if pos >= len(body):
+            return False  # between two chunks
+        if pos + 8 > len(body):
+            return True
+        if body[pos + 4:pos + 8] == b"IEND":
+            return False  # its CRC may be missing: the picture is whole
+        pos += 12 + int.from_bytes(body[pos:pos + 4], "big")
+        if pos > len(body):
+            return True
+    return False
+
+
+def _gif_stops_inside(body: Body) -> bool:
+    pos = 13  # header and logical screen descriptor
+    if len(body) < pos:
+        return True
+    if body[10] & 0x80:  # a global colour table
+        pos += 3 << ((body[10] & 7) + 1)
+    steps = 0
+    while steps < WALK_STEPS:
+        steps += 1
+        if pos >= len(body):
+            return pos > len(body)
+        block = body[pos]
+        if block == 0x3B:
+            return False
+        if block == 0x21:
+            pos += 2
+        elif block == 0x2C:
+            if pos + 11 > len(body):
+                return True
+            flags = body[pos + 9]
+            pos += 11 + ((3 << ((flags & 7) + 1)) if flags & 0x80 else 0)
+        elif block == 0:
+            pos += 1
+            continue
+        else:
+            return False  # a block the walk does not know: taken as it is
+        while pos < len(body) and body[pos]:  # sub-blocks, up to the empty one
+            pos += 1 + body[pos]
+            steps += 1
+            if steps > WALK_STEPS:
+                return False  # taken as it is
+        if pos >= len(body):
+            return True  # inside a block: its empty sub-block never came
+        pos += 1
+    return False
+
+
+def _jpeg_stops_inside(body: Body) -> bool:
+    pos = 2
+    for _ in range(WALK_STEPS):
+        if pos + 2 > len(body):
+            return True  # no picture data: nothing to show
+        if body[pos] != 0xFF:
+            found = _JPEG_MARKER.search(body, pos)
+            if found is None:
+                return True
+            pos = found.start()
+        pos = _FF_RUN.match(body, pos).end() - 1  # type: ignore[union-attr]  # fill bytes
+        if pos + 2 > len(body):
+            return True
+        marker = body[pos + 1]
+        if marker == 0xD9:
+            return False
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            pos += 2
+            continue
+        if pos + 4 > len(body):
+            return True
+        pos += 2 + int.from_bytes(body[pos + 2:pos + 4], "big")
+        if pos > len(body):
+            return True
+        if marker == 0xDA:  # the picture data begins: a cut there is not told apart
+            return False
+    return False
 
 
 def _png_whole(body: bytes) -> bool:
@@ -328,6 +428,8 @@ def _svg_whole(body: bytes) -> bool:
     return True
 
 
+_STOPS_INSIDE: dict[str, Callable[[Body], bool]] = {
+    PNG.name: _png_stops_inside, GIF.name: _gif_stops_inside, JPEG.name: _jpeg_stops_inside}
 _CHECKS = {
     PNG.name: _png_whole, JPEG.name: _jpeg_whole, GIF.name: _gif_whole,
     WEBP.name: _webp_whole, BMP.name: _bmp_whole, ICO.name: _ico_whole,

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import mmap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,7 +32,7 @@ from crawler.fetch.policy import (  # re-exported: page code imports them from h
     retry_after_seconds,
     transient_status,
 )
-from crawler.model.imageend import ends_whole
+from crawler.model.imageend import ends_whole, stops_inside
 from crawler.model.imagetype import (
     SNIFF_BYTES,
     ImageType,
@@ -106,27 +108,50 @@ class ImageSink:
 
     def _require_whole(self, data: bytes | None, kind: ImageType, *, length_known: bool
                        ) -> None:
-        """The body reaches its format's end: else cut short, by the connection when
-        nothing vouched for its length (a failure to try again), or on the server, whose
-        every byte came (a final failure: each try gets the same broken file, which a
-        browser shows broken)."""
-        if data is None:  # spilled to its partial file: read back (over SPILL_AT: rare)
-            assert self._fh is not None and self._partial is not None
-            try:
-                self._fh.flush()
-                data = self._partial.read_bytes()
-            except FileNotFoundError as exc:  # its scratch file went, not the disk
-                raise Abandoned(f"partial file {self._partial} is gone before it was "
-                                "stored; did another program clean its folder?",
-                                FailureKind.PARTIAL_LOST, transient=True) from exc
-            except OSError as exc:
-                raise StorageError(f"cannot read {self._partial}: {exc.strerror or exc}"
-                                   ) from exc
-        if ends_whole(data, kind):
-            return
+        """The body is no picture cut short. Whose length nothing vouched for, it must
+        reach its format's end, or the connection cut it (a failure to try again).
+        Whose every byte came, it must not stop inside one of its format's pieces: a
+        file cut short on the server (a broken upload, a truncated copy a cache keeps),
+        which a browser shows broken, and which may be whole at a later try."""
         if length_known:
-            raise Abandoned(CUT_SHORT_ON_THE_SERVER, FailureKind.NOT_IMAGE)
-        raise Abandoned(CUT_SHORT_IMAGE, FailureKind.CONNECTION, transient=True)
+            if data is not None:
+                cut = stops_inside(data, kind)
+            else:  # spilled to its partial file (over SPILL_AT): walked where it lies
+                with self._read_back(mapped=True) as body:
+                    cut = stops_inside(body, kind)
+            if cut:
+                raise Abandoned(CUT_SHORT_ON_THE_SERVER, FailureKind.BAD_RESPONSE,
+                                transient=True)
+            return
+        if data is None:  # spilled: read back (with no length said: rare)
+            with self._read_back(mapped=False) as body:
+                data = bytes(body)
+        if not ends_whole(data, kind):
+            raise Abandoned(CUT_SHORT_IMAGE, FailureKind.CONNECTION, transient=True)
+
+    @contextlib.contextmanager
+    def _read_back(self, *, mapped: bool) -> Iterator[bytes | mmap.mmap]:
+        """The body spilled to its partial file: mapped, or read whole."""
+        assert self._fh is not None and self._partial is not None
+        try:
+            self._fh.flush()
+            if not mapped or not self.size:
+                body: bytes | mmap.mmap = self._partial.read_bytes()
+            else:
+                with self._partial.open("rb") as file:
+                    body = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+        except FileNotFoundError as exc:  # its scratch file went, not the disk
+            raise Abandoned(f"partial file {self._partial} is gone before it was "
+                            "stored; did another program clean its folder?",
+                            FailureKind.PARTIAL_LOST, transient=True) from exc
+        except OSError as exc:
+            raise StorageError(f"cannot read {self._partial}: {exc.strerror or exc}"
+                               ) from exc
+        try:
+            yield body
+        finally:
+            if isinstance(body, mmap.mmap):
+                body.close()
 
     def _spill(self) -> None:
         self._partial, self._fh = self._store.open_partial()
@@ -274,8 +299,8 @@ def _require_image(head: bytes | bytearray) -> ImageType:
 
 
 CUT_SHORT_IMAGE = "connection broken: body cut short (the image stops before its end)"
-# Every byte the server said it had came, and the image stops before its format's end.
-CUT_SHORT_ON_THE_SERVER = "not a whole image: the server's file stops before the image ends"
+# Every byte the server said it had came, and the image stops inside one of its pieces.
+CUT_SHORT_ON_THE_SERVER = "broken image: the server's file is cut short"
 
 
 def _not_an_image(head: bytes | bytearray) -> Abandoned:
