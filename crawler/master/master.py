@@ -501,13 +501,15 @@ class Master:
         self._broker_link.frontier = frontier  # what a reconnection makes it forget
         assert self._shared_board is not None  # made with the broker in __init__
         joined = self._options.joined_request is not None  # (it brings no seeds)
-        if not joined and forget_if_empty(broker, frontier, out_dir):
-            self._shared_board.reopen()  # it ended when its seeds failed
+        forgotten = not joined and forget_if_empty(broker, frontier, out_dir)
         frontier.add_many((seed, 0) for seed in self._options.seeds)
         taken = frontier.take_up_set_aside()
         if taken:
             log.info("%d page(s) set aside after passing failures are tried again", taken)
-            self._shared_board.reopen()  # a crawl that had ended has work again
+        if forgotten or taken:
+            # A crawl that had ended has work again: once it is queued, or another
+            # master's look at an idle crawl could close it again in between.
+            self._shared_board.reopen()
         # Judged by this run's robots.txt once it is read (_queue_resumed_images).
         self._resumed_images = images_to_retry(broker, self._shared_board)
         # Before the first drain: the folder's files never list an image fetched again.
