@@ -20,7 +20,7 @@ import math
 import os
 import re
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
@@ -675,17 +675,31 @@ _TOML_NUMBER_AND_UNIT = re.compile(r"\d+(?:\.\d+)?[A-Za-z/]+")
 _NOT_TOML_BOOLEANS = frozenset({"true", "false", "yes", "no", "on", "off"})
 
 
-# A key as tomllib's messages show it: a Python tuple, ('crawl',) or ('crawl', 'depth').
-_TOML_KEY_TUPLE = re.compile(r"\(((?:'[^'\\]*'(?:, )?)+),?\)")
+# A key as tomllib's messages show it: a Python tuple, ('crawl',) or ('crawl', "it's").
+_TOML_KEY_TUPLE = re.compile(r"""\(((?:'[^'\\]*'|"[^"\\]*")(?:, (?:'[^'\\]*'|"[^"\\]*"))*),?\)""")
+_TOML_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _toml_key(parts: Sequence[str]) -> str:
+    """A dotted key as TOML writes it: a part that is no bare key in quotes."""
+    return ".".join(part if _TOML_BARE_KEY.fullmatch(part) else json.dumps(part)
+                    for part in parts)
 
 
 def _toml_said(message: str) -> str:
     """tomllib's message with its keys as a settings file writes them: "Cannot declare
     ('crawl',) twice" reads "Cannot declare [crawl] twice", and says what to do."""
-    said = _TOML_KEY_TUPLE.sub(
-        lambda found: "[" + ".".join(re.findall(r"'([^']*)'", found.group(1))) + "]", message)
-    if message.startswith("Cannot declare") and said != message:
-        said += ": a table is declared once, its keys all under it"
+    import ast  # (an error's message alone needs it)
+
+    declare = message.startswith("Cannot declare")
+
+    def written(found: re.Match[str]) -> str:
+        key = _toml_key(ast.literal_eval(f"({found.group(1)},)"))
+        return f"[{key}]" if declare else key
+
+    said = _TOML_KEY_TUPLE.sub(written, message)
+    if declare and said != message:
+        said += ": each table or key is declared once"
     return said
 
 
@@ -985,7 +999,7 @@ def _as_written(raw: Any) -> str:
     if isinstance(raw, list | tuple):
         return "[" + ", ".join(_as_written(item) for item in raw) + "]"
     if isinstance(raw, dict):  # a table, as "depth.x = 1" makes of depth
-        return "{ " + ", ".join(f"{key} = {_as_written(value)}"
+        return "{ " + ", ".join(f"{_toml_key([key])} = {_as_written(value)}"
                                 for key, value in raw.items()) + " }"
     import datetime  # (an error's message alone needs it)
 

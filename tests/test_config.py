@@ -95,6 +95,7 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     # Values as the file wrote them, not as Python would
     ("[crawl]\ndepth = true\n", "crawl.depth: expected a whole number, got true"),
     ("[crawl]\ndepth.x = 1\n", "crawl.depth: expected a whole number, got { x = 1 }"),
+    ('[crawl]\ndepth."a.b" = 1\n', 'crawl.depth: expected a whole number, got { "a.b" = 1 }'),
     ("[crawl]\ndepth = 2026-01-01\n", "crawl.depth: expected a whole number, got 2026-01-01"),
     # A list that looks nowhere would crawl with no image found, and say nothing.
     ("[crawl]\nsources = []\n", "crawl.sources: an empty list finds no image: leave the "
@@ -437,8 +438,11 @@ def test_a_lazy_attribute_that_no_html_attribute_is_named_is_refused(
      "Cannot overwrite a value (at line 4, column 10): depth is given twice: keep one"),
     # tomllib names a table as a Python tuple: ('crawl',).
     ("[crawl]\ndepth = 1\n[http]\n[crawl]\nmax_pages = 3\n",
-     "Cannot declare [crawl] twice (at line 4, column 7): a table is declared once, its "
-     "keys all under it"),
+     "Cannot declare [crawl] twice (at line 4, column 7): each table or key is declared "
+     "once"),
+    ('["a.b"]\n["a.b"]\n', 'Cannot declare ["a.b"] twice (at line 2, column 7): each table '
+     "or key is declared once"),
+    ("x = {a=1}\nx.b = 2\n", "Cannot mutate immutable namespace x (at line 2, column 8)"),
     # A number's key: quotes would only trade this error for the next one.
     ("[crawl]\ndepth = two\n", "Invalid value (at line 2, column 9): crawl.depth is a "
      "number, written in digits without quotes (its default: depth = 3)"),
