@@ -564,6 +564,17 @@ def test_an_image_cut_short_on_the_server_fails_and_is_not_stored(
         path.lstrip("/") for path in shown)
 
 
+def test_an_svg_saved_as_utf16_is_stored(server: FixtureServer,
+                                        engines: Callable[..., Engine]) -> None:
+    """Browsers show it; it failed as "not an image"."""
+    svg = ('\ufeff<?xml version="1.0" encoding="UTF-16"?>\n<svg xmlns="http://www.w3.org/'
+           '2000/svg" width="4" height="3"><rect width="4" height="3"/></svg>')
+    server.routes["/wide.svg"] = lambda h: h.send_body(200, svg.encode("utf-16-le"),
+                                                       "image/svg+xml")
+    attempt = engines().one(server.url + "/wide.svg")
+    assert attempt.ok and (attempt.width, attempt.height) == (4, 3), attempt
+
+
 def test_gzip_members_one_after_another_are_one_body(
         server: FixtureServer, engines: Callable[..., Engine]) -> None:
     """RFC 1952: concatenated members are one gzip file (gunzip reads them all); libcurl

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from crawler.model.imageend import ends_whole
 from crawler.model.imagetype import (
     AVIF,
     BMP,
@@ -514,6 +515,19 @@ def test_svg_prologs(prolog: str) -> None:
     data = make_svg('width="16" height="16"', prolog)
     assert sniff(data) is SVG
     assert dimensions(data, SVG) == (16, 16)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_an_svg_saved_as_utf16_is_an_svg(encoding: str) -> None:
+    """Some Windows tools save SVG as UTF-16, with its byte-order mark; browsers show it,
+    and it was "not an image". Cut, it is no whole one."""
+    text = make_svg('width="7" height="5"', '<?xml version="1.0" encoding="UTF-16"?>\n'
+                    ).decode("utf-8")
+    data = "\ufeff".encode(encoding) + text.encode(encoding)
+    assert sniff(data) is SVG and sniff(data[:SNIFF_BYTES]) is SVG
+    assert dimensions(data, SVG) == (7, 5)
+    assert ends_whole(data, SVG) and not ends_whole(data[:-8], SVG)
+    assert sniff("\ufeff<html><body>page</body></html>".encode(encoding)) is None
 
 
 def test_svg_with_namespace_prefix() -> None:

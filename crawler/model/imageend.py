@@ -18,7 +18,19 @@ import re
 import struct
 from collections.abc import Callable
 
-from crawler.model.imagetype import AVIF, BMP, GIF, ICO, JPEG, PNG, SVG, TIFF, WEBP, ImageType
+from crawler.model.imagetype import (
+    AVIF,
+    BMP,
+    GIF,
+    ICO,
+    JPEG,
+    PNG,
+    SVG,
+    TIFF,
+    WEBP,
+    ImageType,
+    utf8_markup,
+)
 
 Body = bytes | mmap.mmap  # a large body is walked where it lies, in its file
 
@@ -398,6 +410,7 @@ def _svg_whole(body: bytes) -> bool:
     The <svg> elements inside it are counted: an SVG that draws its icons in <svg>s of
     their own, cut just after one's end tag, ends on "</svg>" as a whole one does.
     """
+    body = utf8_markup(body)
     depth = 0  # <svg> elements open
     pos = 0
     for _ in range(WALK_STEPS):

@@ -88,9 +88,23 @@ def sniff(head: bytes) -> ImageType | None:
         return TIFF
     if head.startswith(b"\x00\x00\x01\x00") and _is_ico(head):
         return ICO
-    if _svg_root(head) is not None:
+    if _svg_root(utf8_markup(head)) is not None:
         return SVG
     return None
+
+
+_UTF16_BOMS = {b"\xff\xfe": "utf-16-le", b"\xfe\xff": "utf-16-be"}
+
+
+def utf8_markup(body: bytes) -> bytes:
+    """Markup as UTF-8: an SVG saved as UTF-16 (its byte-order mark says so, as some
+    Windows tools write it), which browsers show, was "not an image". Other bytes are
+    returned as they are."""
+    encoding = _UTF16_BOMS.get(body[:2])
+    if encoding is None:
+        return body
+    even = len(body) - len(body) % 2  # (a head may end halfway through a character)
+    return body[2:even].decode(encoding, errors="replace").encode("utf-8")
 
 
 def _is_avif_ftyp(head: bytes) -> bool:
@@ -452,6 +466,7 @@ _MAX_SIDE = 1 << 31  # anything larger is a typo or an attack, not a size
 
 def _svg(head: bytes) -> tuple[int, int] | None:
     """``width``/``height`` in plain numbers or px; otherwise the ``viewBox`` size."""
+    head = utf8_markup(head)
     start = _svg_root(head)
     if start is None:
         return None

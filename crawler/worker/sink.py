@@ -39,6 +39,7 @@ from crawler.model.imagetype import (
     dimensions,
     looks_like_html,
     sniff,
+    utf8_markup,
 )
 from crawler.model.outcome import HTML_PAGE_REASON, Attempt, FailureKind
 from crawler.worker.store import Store, StoredFile
@@ -101,8 +102,8 @@ class ImageSink:
         kind = sniff(bytes(self._head))
         if kind is not None:
             return kind
-        if len(self._head) < SNIFF_BYTES and self._head.lstrip(b"\xef\xbb\xbf \t\r\n"
-                                                                  ).startswith(b"<"):
+        if len(self._head) < SNIFF_BYTES and utf8_markup(bytes(self._head)).lstrip(
+                b"\xef\xbb\xbf \t\r\n").startswith(b"<"):
             return None  # markup: an SVG's prolog may run on (finish() decides at the end)
         raise _not_an_image(self._head)
 
