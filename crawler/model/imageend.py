@@ -124,32 +124,7 @@ def _gif_stops_inside(body: Body) -> bool:
 
 
 def _jpeg_stops_inside(body: Body) -> bool:
-    pos = 2
-    for _ in range(WALK_STEPS):
-        if pos + 2 > len(body):
-            return True  # no picture data: nothing to show
-        if body[pos] != 0xFF:
-            found = _JPEG_MARKER.search(body, pos)
-            if found is None:
-                return True
-            pos = found.start()
-        pos = _FF_RUN.match(body, pos).end() - 1  # type: ignore[union-attr]  # fill bytes
-        if pos + 2 > len(body):
-            return True
-        marker = body[pos + 1]
-        if marker == 0xD9:
-            return False
-        if 0xD0 <= marker <= 0xD7 or marker == 0x01:
-            pos += 2
-            continue
-        if pos + 4 > len(body):
-            return True
-        pos += 2 + int.from_bytes(body[pos + 2:pos + 4], "big")
-        if pos > len(body):
-            return True
-        if marker == 0xDA:  # the picture data begins: a cut there is not told apart
-            return False
-    return False
+    return _jpeg_reaches_end(body, scans=False) is False
 
 
 def _png_whole(body: bytes) -> bool:
@@ -224,7 +199,15 @@ def _frames_to_come(body: bytes, pos: int) -> bool:
 
 
 def _jpeg_whole(body: bytes) -> bool:
-    pos = 2  # after SOI; each segment is a marker, then (most) a length
+    return _jpeg_reaches_end(body, scans=True) is True
+
+
+def _jpeg_reaches_end(body: Body, *, scans: bool) -> bool | None:
+    """Walk a JPEG's segments after its start of image. True: it reaches its end of
+    image (or the walk its step limit). False: it stops before, inside a segment, or
+    (``scans``) inside its picture data. None, without ``scans``: it reaches its
+    picture data, where a cut cannot be told from an end of image left out."""
+    pos = 2
     for _ in range(WALK_STEPS):
         if pos + 2 > len(body):
             return False
@@ -246,6 +229,8 @@ def _jpeg_whole(body: bytes) -> bool:
             return False
         pos += 2 + int.from_bytes(body[pos + 2:pos + 4], "big")
         if marker == 0xDA:  # SOS: entropy-coded data up to the next marker
+            if not scans:
+                return None if pos <= len(body) else False
             found = _JPEG_MARKER.search(body, pos)
             if found is None:
                 return False
