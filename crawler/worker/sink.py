@@ -166,9 +166,9 @@ class ImageSink:
         ``length_known``: the transport vouched for the body's length (a Content-Length,
         chunked framing). Without it, a connection or HTTP/2 stream cut "without error"
         looks complete (even between two gzip members, each of which ends a compressed
-        stream). Either way the body must reach its format's end: with it, one that does
-        not is a file cut short on the server (stored, it was a success that a browser
-        shows broken).
+        stream), so the body must reach its format's end. With it, a body that stops
+        inside one of its format's pieces is a file cut short on the server (stored, it
+        was a success that a browser shows broken).
         """
         leading = bytes(self._head)
         kind = self._kind or _require_image(leading)
