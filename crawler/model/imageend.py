@@ -86,12 +86,18 @@ def _png_stops_inside(body: Body) -> bool:
     return False
 
 
+def _gif_blocks_start(body: Body) -> int | None:
+    """Where a GIF's blocks begin: after its header, logical screen descriptor and
+    global colour table (which may run past a short body); None for a shorter body."""
+    if len(body) < 13:
+        return None
+    return 13 + ((3 << ((body[10] & 7) + 1)) if body[10] & 0x80 else 0)
+
+
 def _gif_stops_inside(body: Body) -> bool:
-    pos = 13  # header and logical screen descriptor
-    if len(body) < pos:
+    pos = _gif_blocks_start(body)
+    if pos is None:
         return True
-    if body[10] & 0x80:  # a global colour table
-        pos += 3 << ((body[10] & 7) + 1)
     steps = 0
     while steps < WALK_STEPS:
         steps += 1
@@ -145,11 +151,9 @@ def _gif_whole(body: bytes) -> bool:
     out exist (Python's own IDLE icons), and browsers show every pixel of them. An
     animation cut between its first two frames ends so too: one whose first frame has
     a delay is not taken for a still picture."""
-    pos = 13  # header and logical screen descriptor
-    if len(body) < pos:
+    pos = _gif_blocks_start(body)
+    if pos is None:
         return False
-    if body[10] & 0x80:  # a global colour table
-        pos += 3 << ((body[10] & 7) + 1)
     images = 0
     # Frames to come: a looping extension (NETSCAPE2.0, ANIMEXTS1.0), or a frame shown for
     # a while (a delay in its graphic control extension), as an animation that plays once.
