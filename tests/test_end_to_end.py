@@ -389,29 +389,3 @@ def test_an_interrupted_demo_says_it_starts_afresh_not_that_it_resumes(tmp_path:
     assert demo.returncode == 130, err
     assert "crawl interrupted: the demo starts afresh when run again" in err
     assert "resume" not in err
-
-
-def test_a_page_reached_by_several_addresses_is_read_once(
-        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
-    """A folder linked as "/docs" (redirected to "/docs/") and as "/docs/", and a page
-    with five old addresses redirected to it: each was fetched and parsed again for
-    every address, and counted against --max-pages each time."""
-    server = make_server()
-    olds = "".join(f'<a href="/old{n}">old {n}</a>' for n in range(5))
-    serve_routes(server, {
-        "/": ("text/html", f'<html><body><a href="/docs">d</a><a href="/docs/">d/</a>'
-                           f'{olds}</body></html>'.encode()),
-        "/docs/": ("text/html", b'<html><body><img src="/a.png"></body></html>'),
-        "/new.html": ("text/html", b'<html><body><img src="/b.png"></body></html>'),
-    })
-    server.routes["/docs"] = lambda h: h.send_body(301, b"", "text/html",
-                                                   {"Location": "/docs/"})
-    for n in range(5):
-        server.routes[f"/old{n}"] = lambda h: h.send_body(301, b"", "text/html",
-                                                          {"Location": "/new.html"})
-    done = run_crawler("master", server.url + "/", "--dry-run", "--out", str(tmp_path / "o"),
-                       cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert sorted(done.stdout.split()) == [server.url + "/a.png", server.url + "/b.png"]
-    paths = server.paths()
-    assert (paths.count("/docs/"), paths.count("/new.html")) == (1, 1), paths

@@ -29,7 +29,7 @@ from crawler.master.pageloop import PageLoop, PageLoopEnded
 from crawler.master.robots import Robots
 from crawler.master.scope import Scope
 from crawler.master.stylesheets import Stylesheets, reading_rule
-from crawler.master.visit import ALREADY_A_PAGE, PageVisitor, Visit
+from crawler.master.visit import PageVisitor, Visit
 from crawler.parse.pool import PageParser
 
 from .conftest import FixtureHandler, FixtureServer
@@ -171,26 +171,6 @@ def test_redirects_are_judged_hop_by_hop(make_server: Callable[[], FixtureServer
     looping = visit_of(pages.submit(server.url + "/loop", 0))
     assert looping.page.skipped.startswith("more than") and "redirects" in looping.page.skipped
     assert elsewhere.paths() == []
-
-
-def test_redirects_of_two_pages_to_one_target_read_it_once(
-        make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop]) -> None:
-    """Twenty old addresses of one page, each redirected to it: it was fetched and parsed
-    for each (its page budget spent on one page). The second redirect to it is not
-    followed, even while the first is on its way."""
-    server = make_server()
-    for old in ("/old1", "/old2"):
-        server.routes[old] = lambda h: h.send_body(301, b"", "text/html",
-                                                   {"Location": "/new.html"})
-    server.routes["/new.html"] = html()
-    pages = make_loop([server.url + "/"]).pages
-    visits = [visit_of(future) for future in [pages.submit(server.url + "/old1", 0),
-                                              pages.submit(server.url + "/old2", 0)]]
-    assert sorted(visit.extraction is None for visit in visits) == [False, True]
-    [refused] = [visit for visit in visits if visit.extraction is None]
-    assert refused.page.skipped == (f"redirected to {server.url}/new.html: "
-                                    f"{ALREADY_A_PAGE}"), refused.page
-    assert server.paths().count("/new.html") == 1
 
 
 @pytest.mark.parametrize("location", ["", "   "])

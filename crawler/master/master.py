@@ -600,8 +600,7 @@ class Master:
         visitor = PageVisitor(settings.crawl, client=session, robots=robots, scope=self._scope,
                               parser=self._parser, stylesheets=stylesheets,
                               slow_host=self._slow_host,
-                              known=self._image_known, page_known=self._page_known,
-                              hung=self._hung_pages)
+                              known=self._image_known, hung=self._hung_pages)
         if not settings.crawl.respect_robots:
             log.warning("robots.txt is ignored (crawl.respect_robots = false)")
         self._queue_resumed_images(robots)
@@ -987,11 +986,6 @@ class Master:
             else:
                 write_out("\n".join(listed))
         return new_images, complete
-
-    def _page_known(self, url: str) -> bool:
-        """Whether the crawl has ``url`` as a page, queued or read: for the page loop (another
-        thread), which does not follow a redirect to it (set lookups are atomic)."""
-        return self._frontier.seen(url)
 
     def _image_known(self, url: str) -> bool:
         """Whether ``url`` was found before, for the page loop (another thread): judging a

@@ -43,11 +43,6 @@ class Visit(NamedTuple):
     broker_error: BrokerError | None = None
 
 
-# Why a redirect to a page the crawl has already is not followed: it is read once, under
-# its own address.
-ALREADY_A_PAGE = "a page this crawl reads under that address"
-
-
 class PageVisitor:
     """The steps of a page visit, for the page loop (``master.pageloop``) and its helper
     threads, or taken in turn by :meth:`visit`; thread-safe."""
@@ -56,14 +51,8 @@ class PageVisitor:
                  scope: Scope, parser: PageParser, stylesheets: Stylesheets,
                  slow_host: Callable[[str, float], None],
                  known: Callable[[str], bool] = lambda url: False,
-                 page_known: Callable[[str], bool] = lambda url: False,
                  hung: HungPages | None = None) -> None:
         self._crawl = crawl
-        # Pages the crawl has (queued or read), and the redirect targets followed here: a
-        # redirect to one is not followed, or the page was fetched and parsed twice (a
-        # folder's "/docs" and "/docs/" both linked; twenty old addresses of one page).
-        self._page_known = page_known
-        self._followed: set[str] = set()
         self._hung = hung  # hosts whose pages timed out again and again
         # Images queued before (most of a site's icons are on every page): the crawl
         # loop would drop them; judging them again here is most of a page's cost.
@@ -151,14 +140,11 @@ class PageVisitor:
     def hop_refusal(self, url: str, current: str, status: int, target: str) -> Page | None:
         """The Page of a redirect of ``url`` from ``current`` to ``target`` that may not be
         followed, or None when it may (robots.txt may be read first)."""
-        if target != url and (target in self._followed or self._page_known(target)):
-            return redirect_refused(url, current, status, target, ALREADY_A_PAGE)
         if not self._scope.allows_page(target):
             return redirect_refused(url, current, status, target,
                                     self._scope.page_refusal(target))
         refused, held = self._robots.verdict(target)
         if refused is None:
-            self._followed.add(target)  # (set operations are atomic: no lock)
             return None
         if held:
             return redirect_held(url, current, status, target, refused)
