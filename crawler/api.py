@@ -807,7 +807,8 @@ def run_worker(master: str | None, *, out: str | os.PathLike[str] | None = None,
     the URL or ``$CRAWLER_BROKER_PASSWORD``) instead of ``master``, the worker works
     for the crawl ``crawl_name`` (default: the broker's only one) in Redis, with no
     master in between. ``authkey`` defaults to ``$CRAWLER_AUTHKEY``; ``progress`` is called with
-    (images done, failed, bytes), on a thread of its own (a slow one costs no lease),
+    (images done, failed, bytes) when its first URLs come (zeros: the work begins) and
+    as images end, on a thread of its own (a slow one costs no lease),
     with the latest numbers: calls that would come while one runs are merged, and the
     last one, with the final numbers, ends before this returns. While it runs, SIGINT,
     SIGTERM or SIGHUP (from the main thread; SIGHUP at its default action) hands the

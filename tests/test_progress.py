@@ -265,6 +265,25 @@ def test_a_workers_last_line_counts_its_stored_and_failed_images_apart() -> None
     assert out.getvalue() == "worker: downloaded 2, failed 1, 20.0 KB (0 B/s)\n"
 
 
+def test_a_workers_average_counts_from_when_its_work_began() -> None:
+    """Four downloads of 1 MB that took 20 s and ended together read 851.5 MB/s: the
+    average ran from the first image done, a millisecond before the last. The worker
+    tells its line when its first URLs come; that call itself prints nothing."""
+    clock = Clock()
+    out = io.StringIO()
+    line = WorkerLine(out, interval=5.0, clock=clock)
+    clock.now += 30.0  # waiting for a master
+    line.update(0, 0, 0)  # its first URLs
+    clock.now += 20.0
+    for done in range(1, 5):
+        clock.now += 0.001
+        line.update(done, 0, done * 1_000_000)
+    line.close()
+    lines = out.getvalue().splitlines()
+    assert lines[-1] == "worker: downloaded 4, failed 0, 4.0 MB (200.0 KB/s)", lines
+    assert not any("downloaded 0" in text for text in lines), lines
+
+
 def test_a_workers_line_leaves_out_its_wait_for_the_master() -> None:
     """Five minutes waiting for a master made 10 s at 1 MB/s read 32.3 KB/s: the rate
     starts with the first image, the first word the line has of any work."""

@@ -402,9 +402,11 @@ class WorkerLine:
         self._last = clock()
         self._bar: tqdm[NoReturn] | None = None
         self._counts = (0, 0, 0)
-        # (time, bytes) at the first image, and bytes at recent lines: the rate is over
-        # the last RATE_WINDOW seconds, as the master's, not the worker's whole life,
-        # which hid a slowdown for hours and counted its wait for a master as work.
+        # (time, bytes) when the work began (the worker's first URLs, told with no image
+        # done; else the first image), and bytes at recent lines: the rate is over the last
+        # RATE_WINDOW seconds, as the master's, not the worker's whole life, which hid a
+        # slowdown for hours and counted its wait for a master as work. Counted from the
+        # first image done instead, four downloads that ended together read 851.5 MB/s.
         self._first: tuple[float, int] | None = None
         self._recent = RateWindow()
 
@@ -414,6 +416,8 @@ class WorkerLine:
         if self._first is None:
             self._first = (now, size)
             self._recent.add(now, size)
+            if not (done or failed):
+                return  # the work begins: nothing to say yet
         if self._quiet or now - self._last < self._interval:
             return
         self._last = now
@@ -435,7 +439,7 @@ class WorkerLine:
             print("worker: " + self._describe(rate), file=self._stream, flush=True)
 
     def _average(self, now: float) -> float | None:
-        """Bytes per second from the first image on; None before any span."""
+        """Bytes per second since the work began; None before any span."""
         if self._first is None or now <= self._first[0]:
             return None
         return (self._counts[2] - self._first[1]) / (now - self._first[0])

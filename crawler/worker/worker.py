@@ -90,6 +90,7 @@ class Worker:
         self._id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
         self._on_progress = on_progress
         self._notifier: Notifier[WorkerStats] | None = None  # calls on_progress
+        self._worked = False  # whether a URL was ever leased to it: progress is told once
         self.stats = WorkerStats()
         self._stop = threading.Event()  # set by a signal: hand back and leave
         self._link = MasterLink(client, self._id, threads=options.threads,
@@ -516,6 +517,10 @@ class Worker:
         if not tasks:
             return
         log.debug("leased %d URLs", len(tasks))
+        if not self._worked:
+            self._worked = True
+            if self._notifier is not None:  # the work begins: where a rate is counted from
+                self._notifier.poke(self._stats_now())
         now = since_boot()
         begin: list[Task] = []
         for url, attempt in tasks:
