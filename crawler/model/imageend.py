@@ -17,6 +17,7 @@ import mmap
 import re
 import struct
 from collections.abc import Callable
+from typing import NamedTuple
 
 from crawler.model.imagetype import (
     AVIF,
@@ -72,18 +73,7 @@ def stops_inside(body: Body, kind: ImageType) -> bool:
 
 
 def _png_stops_inside(body: Body) -> bool:
-    pos = 8
-    for _ in range(WALK_STEPS):
-        if pos >= len(body):
-            return False  # between two chunks
-        if pos + 8 > len(body):
-            return True
-        if body[pos + 4:pos + 8] == b"IEND":
-            return False  # its CRC may be missing: the picture is whole
-        pos += 12 + int.from_bytes(body[pos:pos + 4], "big")
-        if pos > len(body):
-            return True
-    return False
+    return _png_walk(body) == "inside"
 
 
 def _gif_blocks_start(body: Body) -> int | None:
@@ -95,38 +85,7 @@ def _gif_blocks_start(body: Body) -> int | None:
 
 
 def _gif_stops_inside(body: Body) -> bool:
-    pos = _gif_blocks_start(body)
-    if pos is None:
-        return True
-    steps = 0
-    while steps < WALK_STEPS:
-        steps += 1
-        if pos >= len(body):
-            return pos > len(body)
-        block = body[pos]
-        if block == 0x3B:
-            return False
-        if block == 0x21:
-            pos += 2
-        elif block == 0x2C:
-            if pos + 11 > len(body):
-                return True
-            flags = body[pos + 9]
-            pos += 11 + ((3 << ((flags & 7) + 1)) if flags & 0x80 else 0)
-        elif block == 0:
-            pos += 1
-            continue
-        else:
-            return False  # a block the walk does not know: taken as it is
-        while pos < len(body) and body[pos]:  # sub-blocks, up to the empty one
-            pos += 1 + body[pos]
-            steps += 1
-            if steps > WALK_STEPS:
-                return False  # taken as it is
-        if pos >= len(body):
-            return True  # inside a block: its empty sub-block never came
-        pos += 1
-    return False
+    return _gif_walk(body).end == "inside"
 
 
 def _jpeg_stops_inside(body: Body) -> bool:
@@ -134,15 +93,25 @@ def _jpeg_stops_inside(body: Body) -> bool:
 
 
 def _png_whole(body: bytes) -> bool:
+    return _png_walk(body) == "whole"
+
+
+def _png_walk(body: Body) -> str:
+    """Where a PNG's chunk walk ends: "whole" (its IEND and that chunk's CRC, or the
+    walk's step limit), "iend-cut" (its IEND, the CRC cut: the picture is whole),
+    "between" (the body ends between two chunks) or "inside" (within one)."""
     pos = 8
     for _ in range(WALK_STEPS):
+        if pos >= len(body):
+            return "between"
         if pos + 8 > len(body):
-            return False
-        length = int.from_bytes(body[pos:pos + 4], "big")
+            return "inside"
         if body[pos + 4:pos + 8] == b"IEND":
-            return pos + 12 <= len(body)  # its CRC too
-        pos += 12 + length
-    return True
+            return "whole" if pos + 12 <= len(body) else "iend-cut"
+        pos += 12 + int.from_bytes(body[pos:pos + 4], "big")
+        if pos > len(body):
+            return "inside"
+    return "whole"
 
 
 def _gif_whole(body: bytes) -> bool:
@@ -151,28 +120,44 @@ def _gif_whole(body: bytes) -> bool:
     out exist (Python's own IDLE icons), and browsers show every pixel of them. An
     animation cut between its first two frames ends so too: one whose first frame has
     a delay is not taken for a still picture."""
-    pos = _gif_blocks_start(body)
-    if pos is None:
-        return False
-    images = 0
+    walk = _gif_walk(body)
+    return walk.end == "taken" or (walk.end == "between" and walk.images == 1
+                                   and walk.last == 0x2C and not walk.animated)
+
+
+class _GifWalk(NamedTuple):
+    # "taken": a trailer, a block the walk does not know (a cut runs out of bytes, it
+    # does not make unknown ones) or the walk's step limit, all taken as whole;
+    # "between": the body ends between two blocks; "inside": within one (or its header).
+    end: str
+    images: int
     # Frames to come: a looping extension (NETSCAPE2.0, ANIMEXTS1.0), or a frame shown for
     # a while (a delay in its graphic control extension), as an animation that plays once.
+    animated: bool
+    last: int  # the last block's introducer
+
+
+def _gif_walk(body: Body) -> _GifWalk:
+    pos = _gif_blocks_start(body)
+    if pos is None:
+        return _GifWalk("inside", 0, False, 0)
+    images = 0
     animated = False
     steps = 0
     block = 0
     while pos < len(body):
         steps += 1
         if steps > WALK_STEPS:
-            return True
+            return _GifWalk("taken", images, animated, block)
         block = body[pos]
         if block == 0x3B:  # the trailer
-            return True
+            return _GifWalk("taken", images, animated, block)
         if block == 0x21:  # an extension: its label, then sub-blocks
             animated = animated or _frames_to_come(body, pos)
             pos += 2
         elif block == 0x2C:  # an image: its descriptor, colour table, LZW code size
             if pos + 10 > len(body):
-                return False
+                return _GifWalk("inside", images, animated, block)
             images += 1
             flags = body[pos + 9]
             pos += 10 + 1  # and the LZW code size after its colour table
@@ -181,18 +166,18 @@ def _gif_whole(body: bytes) -> bool:
         elif block == 0:  # a stray block terminator, which decoders (and browsers) skip
             pos += 1
             continue
-        else:  # no block the format knows: not a cut (that runs out of bytes), taken as is
-            return True
+        else:
+            return _GifWalk("taken", images, animated, block)
         while pos < len(body) and body[pos]:  # sub-blocks, up to the empty one
             pos += 1 + body[pos]
             steps += 1
             if steps > WALK_STEPS:
-                return True
+                return _GifWalk("taken", images, animated, block)
         pos += 1
-    return pos == len(body) and images == 1 and block == 0x2C and not animated
+    return _GifWalk("between" if pos == len(body) else "inside", images, animated, block)
 
 
-def _frames_to_come(body: bytes, pos: int) -> bool:
+def _frames_to_come(body: Body, pos: int) -> bool:
     """Whether the GIF extension at ``pos`` says that frames follow: a looping one, or a
     graphic control extension that shows its frame for a while before the next."""
     label = body[pos + 1:pos + 2]
