@@ -110,6 +110,73 @@ def test_a_deeper_rerun_reads_an_image_link_that_led_to_a_page(
     assert (out / full["path"]).read_bytes() == FULL
 
 
+GALLERY = b"""<!doctype html><html><body>
+<a href="/photo?id=3"><img src="/thumb/3.png" alt="3"></a>
+<a href="/latest">the latest</a> <a href="/about">about</a>
+</body></html>"""
+
+
+def _serve_gallery(server: FixtureServer) -> None:
+    """A gallery whose links to its images say nothing of what they lead to."""
+    serve_routes(server, {"/": ("text/html", GALLERY), "/thumb/3.png": ("image/png", THUMB),
+                          "/photo": ("image/png", FULL), "/pics/2026": ("image/png", OTHER),
+                          "/about": ("text/html", b"<html><p>no images</p></html>")})
+    server.routes["/latest"] = lambda h: h.send_body(302, b"", "text/html",
+                                                     {"Location": "/pics/2026"})
+
+
+@pytest.mark.parametrize("board", ["embedded", "redis"])
+def test_a_link_that_leads_to_an_image_is_downloaded_as_one(
+        board: str, make_server: Callable[[], FixtureServer], tmp_path: Path,
+        request: pytest.FixtureRequest) -> None:
+    """A page link without an image's extension (``/photo?id=3``, ``/latest``) that the
+    server answers with an image was "not HTML (image/png)" and its image lost. It is an
+    image the page links to, as ``<a href="photo.png">`` is: the workers download it,
+    where the redirect led."""
+    server = make_server()
+    _serve_gallery(server)
+    out = tmp_path / "out"
+    flags = ["--out", str(out), "--local-workers", "1", "--quiet"]
+    if board == "redis":
+        redis_server: RedisServer = request.getfixturevalue("redis_server")
+        flags += ["--broker", redis_server.url, "--crawl", "t" + secrets.token_hex(4)]
+    else:
+        flags += ["--bind", "127.0.0.1:0"]
+    done = run_crawler("master", server.url + "/", *flags, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    entries = {e["url"]: e for e in manifest_lines(out)}
+    for url, body in ((server.url + "/photo?id=3", FULL), (server.url + "/pics/2026", OTHER),
+                      (server.url + "/thumb/3.png", THUMB)):
+        assert entries[url]["status"] == "success", entries[url]
+        assert (out / entries[url]["path"]).read_bytes() == body
+    assert entries[server.url + "/photo?id=3"]["ref"] == {"kind": "anchor"}
+    assert len(entries) == 3  # nothing else, and /latest not as an image of its own
+    pages = (out / "pages.jsonl").read_text() if (out / "pages.jsonl").exists() else ""
+    assert "not HTML" not in pages
+
+
+def test_a_link_that_leads_to_an_image_is_a_page_unread_without_the_anchor_source(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """With links switched off as image sources, such a link is what it was: a page not
+    read; and a dry run lists the image of a link that leads to one, once."""
+    server = make_server()
+    _serve_gallery(server)
+    out = tmp_path / "out"
+    settings = tmp_path / "img-only.toml"
+    settings.write_text('[crawl]\nsources = ["img"]\n')
+    done = run_crawler("master", server.url + "/", "--out", str(out), "--bind", "127.0.0.1:0",
+                       "--quiet", "--local-workers", "1", "--settings", str(settings),
+                       cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert [e["url"] for e in manifest_lines(out)] == [server.url + "/thumb/3.png"]
+    assert "not HTML (image/png)" in (out / "pages.jsonl").read_text()
+    listed = run_crawler("master", server.url + "/", "--out", str(tmp_path / "dry"),
+                         "--bind", "127.0.0.1:0", "--quiet", "--dry-run", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(listed.stdout.split()) == sorted(
+        server.url + path for path in ("/photo?id=3", "/pics/2026", "/thumb/3.png"))
+
+
 @pytest.mark.parametrize(("head", "html"), [
     (b"<!DOCTYPE html><html>", True),
     (b"\xef\xbb\xbf\r\n  <HTML lang=en>", True),

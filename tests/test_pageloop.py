@@ -456,6 +456,27 @@ def test_an_xhtml_page_served_as_xml_is_read_as_browsers_read_it(
     assert other.extraction is None and other.page.skipped == f"not HTML ({media_type})"
 
 
+def test_a_link_answered_with_an_image_is_that_image_and_a_seed_is_not(
+        make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop]) -> None:
+    """A link followed as a page whose answer is an image is the image, where its
+    redirects led, in the loop and in a visit taken step by step; a seed stays a page
+    that is not HTML."""
+    server = make_server()
+    server.routes["/latest"] = lambda h: h.send_body(302, b"", "text/html",
+                                                     {"Location": "/pics/2026"})
+    server.routes["/pics/2026"] = lambda h: h.send_body(200, b"\x89PNG\r\n\x1a\n",
+                                                        "image/png")
+    loop = make_loop([server.url + "/"])
+    image = server.url + "/pics/2026"
+    for visit in (visit_of(loop.pages.submit(server.url + "/latest", 1)),
+                  loop.visitor.visit(server.url + "/latest", 1)):
+        assert visit.extraction is not None and visit.page.ok, visit.page.skipped
+        assert visit.page.final_url == image and not visit.page.body
+        assert visit.images == [(image, None, {"kind": "anchor"})]
+    seed = visit_of(loop.pages.submit(server.url + "/latest", 0))
+    assert seed.extraction is None and seed.page.skipped == "not HTML (image/png)"
+
+
 def test_a_pages_refresh_header_is_a_link_as_a_meta_refresh_is(
         make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop]) -> None:
     """Browsers follow an HTTP Refresh header as they follow <meta http-equiv=refresh>;

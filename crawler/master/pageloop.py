@@ -470,7 +470,12 @@ class PageLoop:
         """The page is read (or why not is known): to a parser, or done."""
         self._fetching.discard(job)
         if not page.ok:
-            self._done(job, self._visitor.unread(job.url, job.depth, page, job.started))
+            image = self._visitor.linked_image(job.depth, page)
+            if image is None:
+                self._done(job, self._visitor.unread(job.url, job.depth, page, job.started))
+            else:  # (its robots.txt, its host's delay: those of the page it was asked as)
+                job.page = page._replace(skipped="")
+                self._guarded(job, functools.partial(self._judge, job, image))
             return
         self._visitor.warn_if_truncated(page)
         job.page = page

@@ -49,6 +49,7 @@ class Page(NamedTuple):
     held: bool = False
     refresh: str | None = None  # its Refresh header, which browsers follow as <meta> refresh
     timed_out: bool = False  # no connection or byte in time, or past the page's deadline
+    image: bool = False  # answered with an image (an image/* type), not a page: body unread
 
     @property
     def ok(self) -> bool:
@@ -142,7 +143,8 @@ def _answer(url: str, final_url: str, reply: Reply) -> Page:
                     retry_after=server_pause(status, reply.headers.get("retry-after")))
     kind = _media_type(reply.headers)
     if kind not in ("", *HTML_TYPES) and not (kind in XML_TYPES and is_xhtml(reply.body)):
-        return Page(url, final_url, status, skipped=f"not HTML ({kind})")
+        return Page(url, final_url, status, skipped=f"not HTML ({kind})",
+                    image=kind.startswith("image/"))
     charset = charset_param(reply.headers.get("content-type", ""))
     return Page(url, final_url, status, reply.body, charset, reply.truncated,
                 refresh=reply.headers.get("refresh"))

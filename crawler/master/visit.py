@@ -15,6 +15,7 @@ from crawler.config import CrawlSettings
 from crawler.errors import BrokerError, ParserCrashed
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.robots import origin_of
+from crawler.master.linkedpages import ANCHOR
 from crawler.master.pages import Page, fetch_page, redirect_held, redirect_refused
 from crawler.master.robots import Robots
 from crawler.master.scope import Scope
@@ -95,12 +96,18 @@ class PageVisitor:
         page = fetch_page(self._client, url, timeout=self._crawl.page_timeout,
                           max_bytes=self._crawl.max_page_bytes, hop_refusal=self.hop_refusal)
         if not page.ok:
-            return self.unread(url, depth, page, started)
-        self.warn_if_truncated(page)
-        try:
-            extraction = self._parser.extract(page.body, page.final_url, **self.parse_options(page))
-        except ParserCrashed as exc:
-            return self.unread(url, depth, page._replace(skipped=str(exc)), started)
+            image = self.linked_image(depth, page)
+            if image is None:
+                return self.unread(url, depth, page, started)
+            extraction = image
+            page = page._replace(skipped="")
+        else:
+            self.warn_if_truncated(page)
+            try:
+                extraction = self._parser.extract(page.body, page.final_url,
+                                                  **self.parse_options(page))
+            except ParserCrashed as exc:
+                return self.unread(url, depth, page._replace(skipped=str(exc)), started)
         visit = self.judge(url, depth, page, extraction, started)
         assert visit is not None
         return visit
@@ -159,6 +166,17 @@ class PageVisitor:
         if page.truncated:
             log.warning("page %s is longer than crawl.max_page_bytes (%d bytes): read up to "
                         "there, what follows is left out", page.url, self._crawl.max_page_bytes)
+
+    def linked_image(self, depth: int, page: Page) -> Extraction | None:
+        """A link that led to an image, not to a page (an address such as
+        ``/photo?id=3`` or ``/latest`` says nothing of what it is): the image, as a page
+        that showed it alone would list it, when links count as images (the ``anchor``
+        source); None for a page not read for any other reason. A seed must be a page."""
+        if not page.image or depth == 0 or "anchor" not in self._sources:
+            return None
+        image = page.final_url  # where it is: the workers need not follow its redirects
+        return Extraction(base_url=image, links=(), images=(image,),
+                          image_refs=(ImageRef(image, ANCHOR),))
 
     def unread(self, url: str, depth: int, page: Page, started: float) -> Visit:
         """The visit of a page that was not read or not parsed (``page.skipped`` says why)."""
