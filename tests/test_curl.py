@@ -1073,7 +1073,7 @@ def test_the_address_guard_applies_to_every_redirect_hop(
     assert private.reason.startswith("refused to connect to 10.255.255.1 (10.255.255.1): "
                                      "private address")
     loop = got[server.url + "/loop.png"]
-    assert isinstance(loop, Attempt) and (loop.reason, loop.kind) == ("too many redirects",
+    assert isinstance(loop, Attempt) and (loop.reason, loop.kind) == ("more than 10 redirects",
                                                                       FailureKind.REDIRECT)
     assert server.paths().count("/loop.png") == 11
     bad = got[server.url + "/bad.png"]
@@ -1084,7 +1084,7 @@ def test_the_address_guard_applies_to_every_redirect_hop(
 def test_a_redirect_with_an_empty_location_is_its_own_answer(
         server: FixtureServer, engines: Callable[..., Engine], location: str) -> None:
     """As libcurl, an empty Location is none: followed, it led back to the same URL ten
-    times over, to end in "too many redirects"."""
+    times over, to end in "more than 10 redirects"."""
     server.routes["/empty.png"] = lambda h: h.send_body(302, b"", "text/plain",
                                                         {"Location": location})
     attempt = engines().one(server.url + "/empty.png")

@@ -253,7 +253,7 @@ def test_an_https_site_that_redirects_to_http_and_back(ca: CertAuthority, tmp_pa
     assert outcomes == {
         f"{seed}down.png": ("success", ""),
         f"http://127.0.0.1:{port}/inner.png": ("success", ""),
-        f"{seed}loop.png": ("failure", "too many redirects"),
+        f"{seed}loop.png": ("failure", "more than 10 redirects"),
     }, outcomes
     pages = [json.loads(line) for line in (tmp_path / "out" / "pages.jsonl").read_text()
              .splitlines()]

@@ -78,6 +78,7 @@ from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
 from crawler.fetch.policy import (
     MAX_REDIRECTS,
+    TOO_MANY_REDIRECTS,
     redirect_target,
 )
 from crawler.fetch.transfer import Slot, Transfer, failed
@@ -454,7 +455,7 @@ class CurlEngine:
             return
         transfer.hops += 1
         if transfer.hops > MAX_REDIRECTS:
-            self._finish(slot, failed(transfer, "too many redirects",
+            self._finish(slot, failed(transfer, TOO_MANY_REDIRECTS,
                                       FailureKind.REDIRECT), active=False)
             return
         if self._check_hop is None:

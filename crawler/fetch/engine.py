@@ -18,7 +18,12 @@ import pycurl
 
 from crawler.config import Limits
 from crawler.errors import StorageError
-from crawler.fetch.policy import server_pause, transient_status, unreadable_retry_after
+from crawler.fetch.policy import (
+    TOO_MANY_REDIRECTS,
+    server_pause,
+    transient_status,
+    unreadable_retry_after,
+)
 from crawler.model.outcome import (
     MAX_REASON_CHARS,
     STORAGE_ERROR,
@@ -183,7 +188,7 @@ CURL_ERRORS: dict[int, tuple[FailureKind, str, bool]] = {
     pycurl.E_URL_MALFORMAT: (FailureKind.INVALID_URL, "invalid URL", False),
     pycurl.E_UNSUPPORTED_PROTOCOL: (FailureKind.INVALID_URL, "invalid URL: not http or https",
                                     False),
-    pycurl.E_TOO_MANY_REDIRECTS: (FailureKind.REDIRECT, "too many redirects", False),
+    pycurl.E_TOO_MANY_REDIRECTS: (FailureKind.REDIRECT, TOO_MANY_REDIRECTS, False),
     pycurl.E_FILESIZE_EXCEEDED: (FailureKind.TOO_LARGE, "too large", False),
     # A header line past 100 KB, or more lines than libcurl takes (libcurl 8.6).
     CURLE_TOO_LARGE: (FailureKind.BAD_RESPONSE, HEAD_TOO_LARGE, False),

@@ -16,6 +16,8 @@ from crawler.model.urls import resolve
 PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 405, 406, 410, 414, 451})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 10  # hops followed for one URL, page or image
+# Why a page or an image ends when its redirects go on past that (the same words for both).
+TOO_MANY_REDIRECTS = f"more than {MAX_REDIRECTS} redirects"
 SWITCHING_PROTOCOLS = 101
 
 

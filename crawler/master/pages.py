@@ -16,6 +16,7 @@ from crawler.fetch.easy import EasyClient, Reply
 from crawler.fetch.policy import (
     MAX_REDIRECTS,
     REDIRECT_STATUSES,
+    TOO_MANY_REDIRECTS,
     redirect_target,
     server_pause,
     transient_status,
@@ -118,7 +119,7 @@ def redirect_held(url: str, current: str, status: int, target: str, why: str) ->
 
 
 def too_many_redirects(url: str, current: str) -> Page:
-    return Page(url, current, 0, skipped=f"more than {MAX_REDIRECTS} redirects")
+    return Page(url, current, 0, skipped=TOO_MANY_REDIRECTS)
 
 
 # Answers whose body is the page: 203 is a 200 a proxy changed, and browsers show it.
