@@ -272,6 +272,9 @@ def test_policy_from_seeds_allows_only_the_seeds_kinds() -> None:
     assert explicit.refusal(ipaddress.ip_address("169.254.169.254")) is None
     assert explicit.refusal(ipaddress.ip_address("127.0.0.1")) == "loopback"
     assert AddressPolicy.from_wire(loopback.to_wire()) == loopback
+    # A seed's name written fully qualified is the same host: libcurl connects to it.
+    qualified = AddressPolicy.from_seeds(["http://localhost.:8000/"])
+    assert qualified.refusal(ipaddress.ip_address("127.0.0.1")) is None
 
 
 @pytest.mark.parametrize("kind", pageclients.KINDS)
