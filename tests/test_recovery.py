@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from crawler.demo.site import Site, build_site
+from crawler.worker.masterlink import why_lost
 
 from .conftest import (
     SIGNAL_AT_IMPORT,
@@ -1234,10 +1235,23 @@ def test_an_answer_lost_on_the_way_loses_nothing_and_stalls_nothing(
         if worker is not None:
             stop(worker)
     assert relay.dropped == 1
-    assert "reconnecting" in worker_err
+    # Said in words, not as Python's name for the error (it was "(BlockingIOError)").
+    assert re.search(r"lost the master at \S+ \((no answer in time|it closed the connection)\); "
+                     "reconnecting", worker_err), worker_err
     check_complete(out, server.url, site)
     # Reports sent twice count once, and a URL leased in the lost answer was never tried.
     assert {e["attempts"] for e in manifest_lines(out)} == {1}
+
+
+@pytest.mark.parametrize(("error", "words"), [
+    (BlockingIOError(11, "Resource temporarily unavailable"), "no answer in time"),
+    (TimeoutError(), "no answer in time"),
+    (EOFError(), "it closed the connection"),
+    (ConnectionResetError(104, "Connection reset by peer"), "connection reset by peer"),
+])
+def test_a_call_to_the_master_that_failed_is_said_in_words(error: BaseException,
+                                                          words: str) -> None:
+    assert why_lost(error) == words
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -194,6 +194,15 @@ class MasterLink:
             self.board.goodbye(self._id)
 
 
+def why_lost(exc: BaseException) -> str:
+    """Why a call to the master failed, in a few words ("no answer in time")."""
+    if isinstance(exc, (BlockingIOError, TimeoutError)):  # the call's deadline passed
+        return "no answer in time"
+    if isinstance(exc, EOFError):
+        return "it closed the connection"
+    return _why_not(exc)
+
+
 def _why_not(exc: BaseException) -> str:
     """A connect's failure in a few words ("connection refused"): the system's reason,
     where the error or one it came from has one; else the first one's own words."""

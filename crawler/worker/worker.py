@@ -35,7 +35,7 @@ from crawler.model.outcome import STORAGE_ERROR, Attempt, FailureKind
 from crawler.model.wire import CrawlInfo, LeaseAnswer, Report, limits_from_wire
 from crawler.worker.enginerules import build_engine, changed_rules
 from crawler.worker.hops import RedirectCheck
-from crawler.worker.masterlink import LINK_ERRORS, MasterLink, Stopped, vouched_for
+from crawler.worker.masterlink import LINK_ERRORS, MasterLink, Stopped, vouched_for, why_lost
 from crawler.worker.notifier import Notifier
 from crawler.worker.reports import ReportWindow
 from crawler.worker.sink import failure, kept_instead, too_slow
@@ -399,8 +399,7 @@ class Worker:
                     self._adopt(self._hello())
                 self._take_cookies(answer)
             except LINK_ERRORS as exc:
-                log.warning("lost %s (%s); reconnecting", self._client.where,
-                            exc.__class__.__name__)
+                log.warning("lost %s (%s); reconnecting", self._client.where, why_lost(exc))
                 # A master started again (or another one on its port) may have other
                 # settings, or be another crawl: its rules from now on.
                 self._adopt(self._connect(first=False))
