@@ -809,7 +809,8 @@ def run_worker(master: str | None, *, out: str | os.PathLike[str] | None = None,
     master in between. ``authkey`` defaults to ``$CRAWLER_AUTHKEY``; ``progress`` is called with
     (images done, failed, bytes) when its first URLs come (zeros: the work begins) and
     as images end, on a thread of its own (a slow one costs no lease),
-    with the latest numbers: calls that would come while one runs are merged, and the
+    with the latest numbers: calls that would come while one runs, or within 50 ms of
+    its end, are merged, and the
     last one, with the final numbers, ends before this returns. While it runs, SIGINT,
     SIGTERM or SIGHUP (from the main thread; SIGHUP at its default action) hands the
     worker's URLs back and ends it, with

@@ -32,6 +32,7 @@ from crawler.errors import (
     NothingCrawled,
     UsageError,
 )
+from crawler.worker.notifier import CALL_GAP, Notifier
 
 from .conftest import (
     ROOT,
@@ -402,6 +403,20 @@ def test_a_slow_progress_callback_costs_the_worker_no_lease(
     assert [e["status"] for e in entries] == ["success"] * len(site.images), entries
     assert done.done == len(site.images) and calls[-1][0] == len(site.images), calls
     assert len(calls) < len(site.images)  # calls that would come while one runs are merged
+
+
+def test_progress_calls_are_merged_while_images_end_one_by_one() -> None:
+    """Woken for each image, the progress thread cost a worker about a tenth of its CPU on
+    a real site: calls come at most every CALL_GAP seconds, the last with the final
+    numbers."""
+    calls: list[int] = []
+    notifier = Notifier(calls.append, 0, on_error=lambda: None)
+    for done in range(1, 101):  # 100 images ending a millisecond or more apart
+        notifier.poke(done)
+        time.sleep(0.001)
+    notifier.close(100)
+    assert calls[-1] == 100 and calls == sorted(calls)
+    assert len(calls) <= 0.1 / CALL_GAP * 4, calls  # one a millisecond before
 
 
 def _connections_to(port: int) -> int:

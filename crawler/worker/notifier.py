@@ -5,7 +5,10 @@ Called there, once per finished image, a callback that took half a second
 (a slow terminal, a GUI, a database) held the heartbeats back until the master
 took every lease away: the whole crawl's images ended "lost", for good. Here
 the callback runs beside it; the numbers it gets are the latest, and calls
-that would come while one runs are merged into the next.
+that would come while one runs, or within ``CALL_GAP`` of its end, are merged
+into the next: woken once per image, the thread cost a worker about 25 us of
+CPU per image (a wake-up, and the interpreter's lock passed back and forth),
+a tenth of its work on a real site, for a line drawn once a second.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 S = TypeVar("S")
+
+CALL_GAP = 0.05  # seconds between two calls at least (the last, at close, waits for none)
 
 
 class Notifier(Generic[S]):
@@ -31,6 +36,7 @@ class Notifier(Generic[S]):
         self._state = state
         self._on_error = on_error
         self._due = threading.Event()
+        self._closed = threading.Event()  # cuts a gap between calls short
         self._closing = False
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
@@ -45,6 +51,7 @@ class Notifier(Generic[S]):
         is the caller's, which ran to its end on the worker's thread before."""
         self._state = state
         self._closing = True
+        self._closed.set()
         self._due.set()
         self._thread.join()
 
@@ -61,3 +68,5 @@ class Notifier(Generic[S]):
                 return
             if closing:
                 return
+            # Pokes meanwhile only set the flag (no thread waits on it): one call after.
+            self._closed.wait(CALL_GAP)
