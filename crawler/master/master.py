@@ -796,13 +796,14 @@ class Master:
         # pop_many says when nothing may be taken: on a broker, len(frontier) is a round
         # trip (a transaction), and asking it before each page cost a third of the loop;
         # and the pages come in one round trip, not one each.
-        for url, depth in frontier.pop_many(free, time.monotonic()):
-            try:
-                future = pages.submit(url, depth)
-            except PageLoopEnded as exc:  # (the crawl loop closes it only once it ends)
-                # The page stays to visit: in the journal, or on the broker once its
-                # lease lapses.
-                raise _page_loop_failed() from exc
+        taken = frontier.pop_many(free, time.monotonic())
+        try:
+            futures = pages.submit_many(taken)
+        except PageLoopEnded as exc:  # (the crawl loop closes it only once it ends)
+            # The pages stay to visit: in the journal, or on the broker once their
+            # leases lapse.
+            raise _page_loop_failed() from exc
+        for (url, _depth), future in zip(taken, futures, strict=True):
             self._page_of[future] = url
             future.add_done_callback(self._wake_up)
             running.add(future)
