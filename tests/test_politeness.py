@@ -693,7 +693,7 @@ def test_an_image_queued_before_still_brings_its_hosts_crawl_delay(
     visitor = PageVisitor(
         crawl, client=client, robots=robots, scope=Scope.from_seeds([server.url + "/"]),
         parser=PageParser(in_process=True),
-        stylesheets=Stylesheets(client, may_read=lambda url: True, timeout=5.0,
+        stylesheets=Stylesheets(client, may_read=lambda url, redirected: True, timeout=5.0,
                                 max_bytes=1 << 20),
         slow_host=lambda host, delay: told.append((host, delay)),
         known=lambda url: True)  # both images are on the board already

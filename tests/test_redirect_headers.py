@@ -170,7 +170,8 @@ def test_the_page_visitors_redirects_leave_the_login_headers_behind(
 def test_a_crawl_sends_the_login_headers_to_the_seeds_origin_only(
         sites: tuple[Site, Site, Site], tmp_path: Path, authkey: str) -> None:
     """Pages (the master's page loop), robots.txt and images (a worker), redirected from
-    the seed's host to another one."""
+    the seed's host to another one; and the robots.txt of that host, which the master
+    (for the page's redirect) and the worker (for the image's) read: it went with them."""
     first, other_host, _ = sites
     first.moved("/", other_host.url + "/page.html")
     first.moved("/robots.txt", other_host.url + "/moved-robots.txt")
@@ -189,4 +190,6 @@ def test_a_crawl_sends_the_login_headers_to_the_seeds_origin_only(
     redirected = [head for path in ("/page.html", "/moved-robots.txt", "/img.png")
                   for head in other_host.heads(path)]
     assert len(redirected) == 3, other_host.seen
-    _given_only_to_the_first(to_first, redirected)
+    their_robots = other_host.heads("/robots.txt")
+    assert len(their_robots) == 2, other_host.seen  # the master's, and the worker's
+    _given_only_to_the_first(to_first, redirected + their_robots)

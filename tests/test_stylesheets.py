@@ -51,6 +51,11 @@ body { background: url('/bg.png') }"""
 MORE_CSS = b".icon { background-image: url(icon.png) }"
 
 
+def _anything(url: str, redirected: bool) -> bool:
+    """A reading rule that lets every sheet be read."""
+    return True
+
+
 def _crawl(server: FixtureServer, tmp_path: Path) -> str:
     master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
                            str(tmp_path / "out"), "--local-workers", "1", cwd=tmp_path)
@@ -129,7 +134,7 @@ def test_a_set_of_sheets_is_read_once_and_one_refused_for_now_is_asked_about_aga
                           "/css/more.css": ("text/css", MORE_CSS)})
     asked: list[str] = []
 
-    def may_read(url: str) -> bool | None:
+    def may_read(url: str, redirected: bool) -> bool | None:
         asked.append(url)
         if url.endswith("/elsewhere.css"):
             return False  # not in this crawl (the scope, a robots.txt read)
@@ -171,7 +176,7 @@ def test_a_redirect_to_a_sheet_refused_for_now_is_followed_once_allowed(
                                                       {"Location": "/css/more.css"})
     robots_read = False
 
-    def may_read(url: str) -> bool | None:
+    def may_read(url: str, redirected: bool) -> bool | None:
         if url.endswith("/css/more.css") and not robots_read:
             return None  # its robots.txt is still being read by another thread
         return True
@@ -198,7 +203,7 @@ def test_an_import_refused_once_is_asked_about_again(
                           "/css/more.css": ("text/css", MORE_CSS)})
     refused_once: set[str] = set()
 
-    def may_read(url: str) -> bool | None:
+    def may_read(url: str, redirected: bool) -> bool | None:
         if url.endswith("/more.css") and url not in refused_once:
             refused_once.add(url)
             return None
@@ -225,14 +230,14 @@ def test_the_crawls_rule_for_reading_a_sheet(make_server: Callable[[], FixtureSe
     in_scope = lambda url: not url.endswith("/elsewhere.css")  # noqa: E731
     try:
         rule = reading_rule(in_scope, Robots(client, "crawler-test", 5.0, True))
-        assert rule(allowing.url + "/site.css") is True
-        assert rule(allowing.url + "/x/site.css") is False
-        assert rule(allowing.url + "/elsewhere.css") is False
-        assert rule(refusing.url + "/site.css") is False
-        assert rule(broken.url + "/site.css") is False
+        assert rule(allowing.url + "/site.css", False) is True
+        assert rule(allowing.url + "/x/site.css", False) is False
+        assert rule(allowing.url + "/elsewhere.css", False) is False
+        assert rule(refusing.url + "/site.css", False) is False
+        assert rule(broken.url + "/site.css", False) is False
         ignoring = reading_rule(in_scope, Robots(client, "crawler-test", 5.0, False))
-        assert ignoring(refusing.url + "/site.css") is True
-        assert ignoring(refusing.url + "/elsewhere.css") is False
+        assert ignoring(refusing.url + "/site.css", False) is True
+        assert ignoring(refusing.url + "/elsewhere.css", False) is False
     finally:
         client.close()
 
@@ -244,7 +249,7 @@ class _ReadMeanwhile:
     def __init__(self) -> None:
         self.read = False
 
-    def allowed(self, url: str) -> bool:
+    def allowed(self, url: str, *, redirected: bool) -> bool:
         answer = self.read  # the stand-in refuses; the rules, once read, allow
         self.read = True
         return answer
@@ -255,7 +260,7 @@ class _ReadMeanwhile:
 
 def test_a_stand_ins_refusal_is_not_kept_once_the_rules_are_read() -> None:
     rule = reading_rule(lambda url: True, _ReadMeanwhile())  # type: ignore[arg-type]
-    assert rule("http://h/site.css") is True
+    assert rule("http://h/site.css", False) is True
 
 
 def test_sheets_read_on_many_threads_take_turns_within_their_deadline(
@@ -343,7 +348,7 @@ def test_a_sheet_that_got_no_turn_is_not_waited_for_by_every_page_in_turn(
                                                     "text/css")
     client = EasyClient(AddressPolicy(frozenset({"public", "loopback"})), RequestOptions(),
                         at_once=1)
-    sheets = Stylesheets(client, may_read=lambda url: True, timeout=0.5, max_bytes=1 << 20)
+    sheets = Stylesheets(client, may_read=_anything, timeout=0.5, max_bytes=1 << 20)
     try:
         with ThreadPoolExecutor(1) as pool:
             # Another reader of the client (robots.txt) with a longer deadline.
@@ -385,7 +390,7 @@ def test_a_page_linking_many_sheets_that_hang_waits_about_one_deadline_for_them(
     linked = (server.url + "/ok.css", *(f"{server.url}/hang{n}.css" for n in range(30)))
     client = EasyClient(AddressPolicy(frozenset({"public", "loopback"})), RequestOptions(),
                         at_once=2)
-    sheets = Stylesheets(client, may_read=lambda url: True, timeout=0.3, max_bytes=1 << 20)
+    sheets = Stylesheets(client, may_read=_anything, timeout=0.3, max_bytes=1 << 20)
     try:
         with caplog.at_level(logging.WARNING, logger="crawler.master.stylesheets"):
             started = time.monotonic()
@@ -412,7 +417,7 @@ def test_a_page_looks_at_512_sheets_at_most_and_says_what_it_left_out(
             FixtureHandler.send_body, status=200, content_type="text/css",
             body=f".a{{background:url(/i{n}.png)}}".encode())
     client = EasyClient(AddressPolicy(frozenset({"public", "loopback"})), RequestOptions())
-    sheets = Stylesheets(client, may_read=lambda url: True, timeout=20, max_bytes=1 << 20)
+    sheets = Stylesheets(client, may_read=_anything, timeout=20, max_bytes=1 << 20)
     try:
         with caplog.at_level(logging.WARNING, logger="crawler.master.stylesheets"):
             images = sheets.images((server.url + "/all.css",))
@@ -433,7 +438,7 @@ def test_a_sheet_longer_than_max_page_bytes_is_read_to_there_with_a_warning(
     sheet = b".a{background:url(/first.png)}" + b" " * 200_000 + b".b{background:url(/last.png)}"
     serve_routes(server, {"/long.css": ("text/css", sheet)})
     client = EasyClient(AddressPolicy(frozenset({"public", "loopback"})), RequestOptions())
-    sheets = Stylesheets(client, may_read=lambda url: True, timeout=5.0, max_bytes=100_000)
+    sheets = Stylesheets(client, may_read=_anything, timeout=5.0, max_bytes=100_000)
     try:
         with caplog.at_level(logging.WARNING, logger="crawler.master.stylesheets"):
             assert sheets.images((server.url + "/long.css",)) == [server.url + "/first.png"]
@@ -481,7 +486,7 @@ def test_a_sheet_that_keeps_failing_is_given_up_with_a_warning(
     # A Retry-After past the deadline is not waited for: the pages wait for the sheet.
     server.routes["/later.css"] = _failing(99, 503, MORE_CSS, {"Retry-After": "60"})
     client = EasyClient(AddressPolicy(frozenset({"public", "loopback"})), RequestOptions())
-    sheets = Stylesheets(client, may_read=lambda url: True, timeout=5.0, max_bytes=1 << 20,
+    sheets = Stylesheets(client, may_read=_anything, timeout=5.0, max_bytes=1 << 20,
                          retries=BoardPolicy(max_attempts=2, backoff_base=0.05))
     try:
         with caplog.at_level(logging.WARNING, logger="crawler.master.stylesheets"):
@@ -509,7 +514,7 @@ def test_a_sheet_is_read_in_the_encoding_a_browser_reads_it_in(
     server = make_server()
     serve_routes(server, {"/c.css": (content_type, body.encode("cp1251"))})
     client = EasyClient(AddressPolicy(frozenset({"public", "loopback"})), RequestOptions())
-    sheets = Stylesheets(client, may_read=lambda url: True, timeout=5.0, max_bytes=1 << 20)
+    sheets = Stylesheets(client, may_read=_anything, timeout=5.0, max_bytes=1 << 20)
     try:
         assert sheets.images((server.url + "/c.css",)) == [server.url + "/%D1%84%D0%BE%D0%BD.png"]
     finally:
@@ -541,7 +546,7 @@ def test_the_sets_of_sheets_kept_name_a_bounded_count_of_images(
     serve_routes(server, {"/big.css": ("text/css", sheet)})
     expected = [f"{server.url}/i{n}.png" for n in range(3000)]
     client = EasyClient(AddressPolicy(frozenset({"public", "loopback"})), RequestOptions())
-    sheets = Stylesheets(client, may_read=lambda url: True, timeout=5.0, max_bytes=1 << 20)
+    sheets = Stylesheets(client, may_read=_anything, timeout=5.0, max_bytes=1 << 20)
     first, second = ((server.url + "/big.css", f"{server.url}/own{n}.css") for n in (1, 2))
     try:
         assert sheets.images(first) == expected
@@ -563,7 +568,7 @@ def test_a_sheet_read_under_many_urls_keeps_its_image_urls_once(
     sheet = "".join(f".a{n}{{background:url(/i{n}.png)}}" for n in range(10_000)).encode()
     serve_routes(server, {"/s.css": ("text/css", sheet)})
     client = EasyClient(AddressPolicy(frozenset({"public", "loopback"})), RequestOptions())
-    sheets = Stylesheets(client, may_read=lambda url: True, timeout=5.0, max_bytes=1 << 20)
+    sheets = Stylesheets(client, may_read=_anything, timeout=5.0, max_bytes=1 << 20)
     tracemalloc.start()
     try:
         kept = []
@@ -656,7 +661,7 @@ def test_sheets_are_read_one_at_a_time_once_fetched(
 
     monkeypatch.setattr(stylesheets, "stylesheet_urls", reading)
     client = EasyClient(AddressPolicy(frozenset({"public", "loopback"})), RequestOptions())
-    sheets = Stylesheets(client, may_read=lambda url: True, timeout=5.0, max_bytes=1 << 20)
+    sheets = Stylesheets(client, may_read=_anything, timeout=5.0, max_bytes=1 << 20)
     try:
         with ThreadPoolExecutor(4) as pool:
             found = list(pool.map(lambda n: sheets.images((f"{server.url}/s{n}.css",)),

@@ -229,13 +229,14 @@ class EasyClient:
 
     def get(self, url: str, *, accept: str, max_bytes: int, timeout: float,
             wants: Callable[[int, dict[str, str]], bool] = lambda status, headers: True,
-            first_url: str | None = None) -> Reply:
+            first_url: str | None = None, logins: bool = True) -> Reply:
         """GET ``url`` (no redirect followed) within ``timeout`` seconds, all of it.
 
         ``wants(status, headers)`` is asked once the head is in: False leaves the
         body unread (a page that is not HTML). The body is cut at ``max_bytes``.
         ``first_url``: the URL whose redirects led to ``url`` (None: ``url`` itself); the
-        user's Authorization and Cookie headers go to its origin only.
+        user's Authorization and Cookie headers go to its origin only, and nowhere
+        without ``logins``.
         """
         if self._closed:
             # Asked as the crawl winds down (a thread still judging queued images): a
@@ -252,15 +253,16 @@ class EasyClient:
         try:
             return self._perform(handle, exchange, url, accept,
                                  timeout - (time.monotonic() - started),
-                                 self._logins and first_url is not None
-                                 and other_origin(first_url, url))
+                                 self._logins and (not logins or (first_url is not None
+                                                   and other_origin(first_url, url))))
         finally:
             if turns is not None:
                 turns.release()
 
     def follow(self, url: str, *, hops: int, may_follow: Callable[[str], bool], accept: str,
                max_bytes: int, timeout: float,
-               turn: Callable[[str, float], bool] | None = None) -> Reply:
+               turn: Callable[[str, float], bool] | None = None, logins: bool = True
+               ) -> Reply:
         """GET ``url`` and follow its redirects, ``hops`` of them at most, to the URLs
         ``may_follow`` allows, all within one ``timeout``. Each hop is a :meth:`get` (the
         address guard on each). The reply is the last hop's (``reply.url``): still a
@@ -268,7 +270,8 @@ class EasyClient:
 
         ``turn(url, deadline)``: waits, before each hop, for its host's turn (its pace),
         up to ``deadline`` (time.monotonic()); False, no turn came: the hop is not sent,
-        and its reply says so (``no_turn``). Its wait is not counted in ``timeout``."""
+        and its reply says so (``no_turn``). Its wait is not counted in ``timeout``.
+        ``logins``: as for :meth:`get`."""
         deadline = time.monotonic() + timeout
         current = url
         for hop in range(hops + 1):
@@ -280,7 +283,8 @@ class EasyClient:
                                  transient=True, timed_out=True, no_turn=True)
                 deadline += time.monotonic() - waited
             reply = self.get(current, accept=accept, max_bytes=max_bytes,
-                             timeout=max(0.001, deadline - time.monotonic()), first_url=url)
+                             timeout=max(0.001, deadline - time.monotonic()), first_url=url,
+                             logins=logins)
             location = reply.headers.get("location")
             if hop == hops or not (reply.ok and reply.status in REDIRECT_STATUSES and location):
                 return reply

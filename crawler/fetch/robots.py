@@ -85,7 +85,8 @@ NOT_CRAWLED = "not crawling that origin"
 
 
 def read_robots(client: EasyClient, origin: str, timeout: float, *,
-                refreshing: bool = False, unread_means: str = NOT_CRAWLED) -> RobotsFile:
+                refreshing: bool = False, unread_means: str = NOT_CRAWLED,
+                logins: bool = True) -> RobotsFile:
     """Fetch and parse ``origin``'s robots.txt within ``timeout`` seconds, all of it.
 
     RFC 9309: its redirects are followed (ROBOTS_REDIRECTS of them, to any host:
@@ -94,12 +95,14 @@ def read_robots(client: EasyClient, origin: str, timeout: float, *,
     means no rules; 5xx or 429, a failed connection, a broken or too slow answer mean
     complete disallow. ``refreshing``: the caller keeps the rules it read before
     when this one is unreachable (said so in the warning); else ``unread_means`` is
-    what the caller does meanwhile, for the warning.
+    what the caller does meanwhile, for the warning. Without ``logins``, the user's
+    Authorization and Cookie headers are left out: the origin was reached only by a
+    redirect, which leaves them out of its requests too.
     """
     then = "keeping its rules read before" if refreshing else unread_means
     reply = client.follow(origin + "/robots.txt", hops=ROBOTS_REDIRECTS,
                           may_follow=_is_http, accept="text/plain,*/*;q=0.5",
-                          max_bytes=MAX_ROBOTS_BYTES + 1, timeout=timeout)
+                          max_bytes=MAX_ROBOTS_BYTES + 1, timeout=timeout, logins=logins)
     if reply.no_turn:  # the server was never asked: nothing to hold against it
         return RobotsFile(_DISALLOW_ALL, reply.failure, settled=False)
     if reply.blocked is not None:

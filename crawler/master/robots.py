@@ -49,6 +49,10 @@ class Robots:
         self._client = client
         self._max_delay = max_delay
         self._capped: set[str] = set()  # origins whose Crawl-delay was cut, warned about once
+        # Origins the crawl asks directly (a page's, an image's): their robots.txt is read
+        # with the user's Authorization and Cookie headers. One reached only by redirects
+        # gets none, as the redirect's own request does not.
+        self._direct: set[str] = set()
         self._agent = user_agent
         self._timeout = timeout
         self._enabled = enabled
@@ -78,33 +82,42 @@ class Robots:
         deadline, however long they take together (for a caller that a stop does not
         wait for: the images an earlier run queued, of any number of hosts)."""
         if self._enabled:
-            self._rules.get_all((origin_of(url) for url in urls),
-                                within=None if all_of_them else self._timeout + 1)
+            origins = {origin_of(url) for url in urls}
+            self._direct.update(origins)
+            self._rules.get_all(origins, within=None if all_of_them else self._timeout + 1)
 
     def close(self) -> None:
         self._rules.close()
 
-    def allowed(self, url: str) -> bool:
-        return self.refusal(url) is None
+    def allowed(self, url: str, *, redirected: bool = False) -> bool:
+        return self.refusal(url, redirected=redirected) is None
 
-    def refusal(self, url: str) -> str | None:
-        """Why ``url`` may not be fetched, or None when it may."""
+    def refusal(self, url: str, *, redirected: bool = False) -> str | None:
+        """Why ``url`` may not be fetched, or None when it may. ``redirected``: it is a
+        redirect's target, not a URL the crawl asks for itself."""
         if not self._enabled:
             return None
-        return self._rules.get(origin_of(url)).refusal(url, self._agent)
+        return self._rules.get(self._origin(url, redirected)).refusal(url, self._agent)
 
-    def verdict(self, url: str) -> tuple[str | None, bool]:
+    def verdict(self, url: str, *, redirected: bool = False) -> tuple[str | None, bool]:
         """Why ``url`` may not be fetched (None when it may), and whether that is for
         want of its robots.txt (unreachable, or not read in time): not final then.
+        ``redirected`` as for :meth:`refusal`.
 
         Both from the one answer: the stand-in given while a file is not read is in
         no cache that ``unreachable`` could look at.
         """
         if not self._enabled:
             return None, False
-        rules = self._rules.get(origin_of(url))
+        rules = self._rules.get(self._origin(url, redirected))
         refused = rules.refusal(url, self._agent)
         return refused, refused is not None and rules.unreachable is not None
+
+    def _origin(self, url: str, redirected: bool) -> str:
+        origin = origin_of(url)
+        if not redirected:
+            self._direct.add(origin)
+        return origin
 
     def is_read(self, url: str) -> bool:
         """Whether the rules for ``url``'s origin are known for this run (or not needed)."""
@@ -168,7 +181,8 @@ class Robots:
         previous = self._rules.previous(origin)  # rules past their age, read again now
         try:
             robots = read_robots(self._client, origin, self._timeout,
-                                 refreshing=previous is not None)
+                                 refreshing=previous is not None,
+                                 logins=origin in self._direct)
         except Exception:
             log.exception("robots.txt of %s could not be read", origin)
             robots = unreachable("crawler error")

@@ -60,7 +60,9 @@ MAX_SHEETS_PER_PAGE = 512
 MAX_SHARED_NAMES = 500_000
 Refs = tuple[tuple[str, ...], tuple[str, ...]]  # a sheet's (images, imports)
 # Whether a sheet may be read: True; False, not in this crawl; None, not yet (ask again).
-MayRead = Callable[[str], "bool | None"]
+# Asked with whether the sheet is a redirect's target (its robots.txt read without the
+# user's login headers, as its request is).
+MayRead = Callable[[str, bool], "bool | None"]
 
 
 class BusyAnswer(NamedTuple):
@@ -88,16 +90,16 @@ def reading_rule(in_scope: Callable[[str], bool], robots: Robots) -> MayRead:
     crawl. One by a stand-in (the robots.txt still being read by another thread
     past the deadline) holds for now: the sheet is asked about again.
     """
-    def may_read(url: str) -> bool | None:
+    def may_read(url: str, redirected: bool) -> bool | None:
         if not in_scope(url):
             return False
-        if robots.allowed(url):
+        if robots.allowed(url, redirected=redirected):
             return True
         if not robots.is_read(url):
             return None
         # Asked again: the refusal may have been the stand-in's, and the rules read
         # meanwhile; now they are the ones kept for the crawl.
-        return robots.allowed(url)
+        return robots.allowed(url, redirected=redirected)
     return may_read
 
 
@@ -193,7 +195,7 @@ class Stylesheets:
             left_out += max(0, len(level) - room)
             level = level[:room]
             looked_at.update(level)
-            verdicts = {sheet: self._may_read(sheet) for sheet in level}
+            verdicts = {sheet: self._may_read(sheet, False) for sheet in level}
             if referrer:  # (an imported sheet too: the page's, where a browser would
                 for sheet in verdicts:  # take the importing sheet's, most often the same)
                     self._referrers.setdefault(sheet, referrer)
@@ -238,7 +240,7 @@ class Stylesheets:
 
         def may_follow(target: str) -> bool:
             nonlocal not_yet
-            verdict = self._may_read(target)
+            verdict = self._may_read(target, True)
             not_yet = verdict is None
             return bool(verdict)
 

@@ -150,7 +150,7 @@ class PageVisitor:
         if not self._scope.allows_page(target):
             return redirect_refused(url, current, status, target,
                                     self._scope.page_refusal(target))
-        refused, held = self._robots.verdict(target)
+        refused, held = self._robots.verdict(target, redirected=True)
         if refused is None:
             return None
         if held:

@@ -159,8 +159,11 @@ class RobotsReader:
         if previous is not None and previous.robots.unreachable is not None:
             previous = None  # no rules were read: none to keep
         try:
+            # Every origin read here is a redirect's target: the user's Authorization
+            # and Cookie headers, which a redirect to another origin leaves out, stay out.
             robots = read_robots(self._client, origin, self._timeout,
-                                 refreshing=previous is not None, unread_means=_UNREAD_MEANS)
+                                 refreshing=previous is not None, unread_means=_UNREAD_MEANS,
+                                 logins=False)
         except Exception:  # a bug must not leave the askers without an answer
             log.exception("robots.txt of %s could not be read", origin)
             robots = unreachable("crawler error")
