@@ -634,6 +634,10 @@ def _seed_hint(seed: str, why: str, *, schemeless: bool) -> str:
         if address:
             return (f"; nothing listens at {address}: is its server running, and is the "
                     "address right?")
+    if "TLS certificate not trusted: " in why and "unable to get local issuer" in why:
+        # Signed by a CA this host does not know (a company's own, a test's): the user's.
+        return ("; if its certificate is signed by a CA of your own, give it with "
+                "--ca-bundle FILE (--insecure skips the check)")
     if not seed.startswith("https://") or not any(words in why for words in _NOT_TLS):
         return ""
     return (f"; the server there does not speak TLS: for plain HTTP, give "

@@ -909,8 +909,8 @@ def format_summary(summary: ApiSummary, *, on_broker: bool = False,
         f"  pages crawled   {summary.pages} ({summary.pages_failed} failed or skipped)",
         *_left_out(summary, larger),
         *([f"  to try again    {_to_retry(summary)} failed for a passing reason (a timeout, "
-           "5xx, 429, a refused connection, an unreadable robots.txt, a name taken in the "
-           "image folder): the same command again tries them"]
+           "5xx, 429, a refused connection, an unreadable robots.txt, a TLS failure a setting "
+           "fixes, a name taken in the image folder): the same command again tries them"]
           if summary.pages_to_retry or summary.images_to_retry else []),
         f"  images found    {summary.found}",
         f"  downloaded      {summary.succeeded} ({human_bytes(summary.bytes)})",

@@ -32,7 +32,7 @@ from crawler.model.outcome import FailureKind
 
 from . import pageclients
 from .accepting import accept_each
-from .conftest import free_port, manifest_lines, run_crawler
+from .conftest import FixtureServer, free_port, manifest_lines, run_crawler
 from .test_curl import Engine, ok_answer, raw_server, trickle_bytes
 from .tls import CertAuthority, make_ca, server_context
 
@@ -155,6 +155,32 @@ def test_a_certificate_for_another_host_or_expired_fails_for_good_in_one_line(
     assert (kind, transient) == (FailureKind.TLS, False), seen
     assert reason.startswith("TLS certificate not trusted: ") and says in reason, reason
     assert reason.isprintable(), reason
+
+
+def test_a_rerun_tries_again_an_image_that_failed_its_tls_check(
+        ca: CertAuthority, make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """An image whose certificate a worker did not trust (its CA not given, or given to
+    the master alone) was a failure for good: the same command with ``--ca-bundle``
+    tried nothing. It is not tried again in the run, and the next run tries it."""
+    with tls_server(server_context(ca), image_answer) as base:
+        site = make_server()
+        site.routes["/"] = lambda h: h.send_body(
+            200, f'<html><img src="{base}/a.png"></html>'.encode(), "text/html")
+        out = tmp_path / "out"
+        flags = ["--bind", f"127.0.0.1:{free_port()}", "--out", str(out), "--local-workers",
+                 "1", "--ignore-robots"]
+        first = run_crawler("master", site.url + "/", *flags, cwd=tmp_path, timeout=90)
+        assert first.returncode == 0, first.stderr
+        [failed] = manifest_lines(out)
+        assert failed["reason"].startswith("TLS certificate not trusted: "), failed
+        assert failed["attempts"] == 1 and failed["transient"], failed
+        assert "1 image(s) failed for a passing reason" in first.stderr, first.stderr
+        again = run_crawler("master", site.url + "/", *flags, "--ca-bundle", str(ca.ca_cert),
+                            cwd=tmp_path, timeout=90)
+        assert again.returncode == 0, again.stderr
+    [stored] = manifest_lines(out)
+    assert stored["status"] == "success", stored
+    assert (out / stored["path"]).read_bytes() == PNG
 
 
 def test_a_connection_closed_without_tls_close_notify_is_said_without_openssls_codes(

@@ -1530,11 +1530,13 @@ def test_a_seed_whose_certificate_is_not_trusted_is_exit_5_then_works_with_its_c
     # Its robots.txt could not be read: the seed is tried again by the next run (with the
     # CA, below), and the summary's reasons that may pass include that one.
     assert ("to try again    1 page(s) failed for a passing reason (a timeout, 5xx, 429, a "
-            "refused connection, an unreadable robots.txt, a name taken in the image "
-            "folder)") in untrusted.stderr
+            "refused connection, an unreadable robots.txt, a TLS failure a setting fixes, a "
+            "name taken in the image folder)") in untrusted.stderr
     last = untrusted.stderr.strip().splitlines()[-1]
     assert last.startswith(f"crawler: error: no seed page could be fetched: {seed}: "), last
     assert "TLS certificate not trusted" in last, last
+    assert last.endswith("; if its certificate is signed by a CA of your own, give it with "
+                         "--ca-bundle FILE (--insecure skips the check)"), last
     # Not a robots.txt the server would not give: ignoring robots.txt would not help.
     assert "--ignore-robots" not in last, last
     trusted = run_crawler("master", seed, "--bind", f"127.0.0.1:{free_port()}", "--out",

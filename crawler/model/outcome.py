@@ -161,6 +161,9 @@ _PASSING_TUTORIAL_REASON = re.compile(
     re.IGNORECASE)
 
 
+_FIXED_BY_THE_USER = frozenset({FailureKind.NAME_TAKEN, FailureKind.TLS})
+
+
 class Attempt(NamedTuple):
     """One try at downloading ``url``, as a worker reports it.
 
@@ -193,9 +196,11 @@ class Attempt(NamedTuple):
     @property
     def rerun_tries_again(self) -> bool:
         """Whether the next run of the crawl tries this failed try's URL again: a failure
-        worth another try (``transient``), or a name taken in the image folder, whose
-        message tells the user to move what is in the way, then run the crawl again."""
-        return not self.ok and (self.transient or self.kind is FailureKind.NAME_TAKEN)
+        worth another try (``transient``), or one the user fixes, then runs the crawl
+        again: a name taken in the image folder (its message says to move what is in
+        the way), a TLS failure (a CA to trust, a client certificate: settings, or a
+        worker host's own trust, which the run does not change but the next may)."""
+        return not self.ok and (self.transient or self.kind in _FIXED_BY_THE_USER)
 
     @property
     def timed_out(self) -> bool:
