@@ -1409,6 +1409,27 @@ def test_a_client_certificate_that_is_no_pem_is_refused_as_a_process_starts(
     assert options_from(tmp_path, client_cert=str(both)).client_cert == str(both)
 
 
+def test_a_client_key_that_is_not_the_certificates_is_refused_at_start(
+        ca: CertAuthority, tmp_path: Path) -> None:
+    """libcurl found out at each request: a worker failed every image it took, a master
+    its seed as an unreadable robots.txt, even at a server that asks for no certificate."""
+    other = make_ca(tmp_path / "other")
+    out = tmp_path / "out"
+    for command in (("master", "http://127.0.0.1:9/", "--bind", "127.0.0.1:0"),
+                    ("worker", f"127.0.0.1:{free_port()}", "--connect-wait", "0")):
+        done = run_crawler(*command, "--client-cert", str(ca.client_cert), "--client-key",
+                           str(other.client_key), "--out", str(out), cwd=tmp_path,
+                           env={**os.environ, "CRAWLER_AUTHKEY": "k" * 32})
+        assert done.returncode == 2, (command, done.stderr)
+        assert done.stderr == (
+            f"crawler: error: --client-key (http.client_key): the private key in "
+            f"{other.client_key} is not the key of the certificate in {ca.client_cert}: give "
+            "the key made with it\n"), (command, done.stderr)
+        assert not out.exists()
+    assert options_from(tmp_path, client_cert=str(ca.client_cert),
+                        client_key=str(ca.client_key)).client_cert == str(ca.client_cert)
+
+
 @pytest.mark.parametrize("traditional", [False, True], ids=["pkcs8", "openssl"])
 def test_an_encrypted_client_key_is_refused_at_start_with_the_way_out(
         ca: CertAuthority, tmp_path: Path, traditional: bool) -> None:
