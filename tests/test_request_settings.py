@@ -29,6 +29,7 @@ from crawler.config import Limits, Settings
 from crawler.demo.site import png
 from crawler.errors import ConfigError
 from crawler.fetch import curlsetup
+from crawler.fetch.callbacks import downloads_at_once
 from crawler.fetch.curl import CurlEngine
 from crawler.fetch.curlsetup import default_ca_file
 from crawler.fetch.easy import Reply
@@ -1038,6 +1039,39 @@ def test_the_bandwidth_cap_holds_for_a_whole_worker(make_server: Callable[[], Fi
     # Two downloads at once share one cap: 400 kB at 100 KiB/s cannot arrive in
     # under ~3.9 s (a cap per download would take half that); slowness only adds.
     assert elapsed >= 3.2, elapsed
+
+
+def test_under_a_bandwidth_cap_fewer_downloads_run_and_each_ends_in_time(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """Six images of 100 kB at 128 KiB/s, within a 3 s deadline: six at once got 21 KiB/s
+    each and every one failed "too slow" (and their host was given up, for the user's
+    own cap); two at once get 64 KiB/s each, and every one ends in about 1.6 s."""
+    server = make_server()
+    body = PNG + bytes(100_000)
+    names = [f"/{n}.png" for n in range(6)]
+    for name in names:
+        server.routes[name] = lambda h: h.send_body(200, body, "image/png")
+    results: queue.SimpleQueue[list[tuple[str, Attempt | None]]] = queue.SimpleQueue()
+    limits = Limits(deadline=3.0)
+    engine = CurlEngine(slots=6, new_sink=sinks_into(Store(tmp_path / "out"), limits),
+                        limits=limits, policy=LOOPBACK,
+                        options=RequestOptions(limit_rate=parse_rate("128k")),
+                        report=results.put, stop=threading.Event())
+    assert engine.slots == 2
+    thread = threading.Thread(target=engine.run, daemon=True)
+    thread.start()
+    try:
+        engine.submit([(server.url + name, 1) for name in names])
+        got: list[tuple[str, Attempt | None]] = []
+        while len(got) < len(names):
+            got += results.get(timeout=60)
+    finally:
+        engine.close()
+        thread.join(timeout=10)
+    assert all(a is not None and a.ok for _, a in got), [
+        (url, a and (a.reason, round(a.elapsed_s, 1))) for url, a in got]
+    assert downloads_at_once(16, 0) == 16 and downloads_at_once(16, parse_rate("2M")) == 16
+    assert downloads_at_once(16, parse_rate("10k")) == 1
 
 
 # ----- end to end: the master hands its settings to its workers ---------------------------

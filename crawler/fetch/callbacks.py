@@ -42,6 +42,17 @@ from crawler.model.outcome import FailureKind
 log = logging.getLogger(__name__)
 
 RATE_BURST = 0.1  # seconds of the bandwidth cap that may be spent at once
+# Bytes/s a download gets at least of a worker's bandwidth cap: as many downloads run at
+# once as the cap gives each that much. Sixteen sharing 200 KB/s made 12 KB/s each, and
+# images of a few hundred KB ran past download.deadline, failed "too slow", and got
+# their host given up for its timeouts in a row, for the user's own cap.
+RATE_PER_DOWNLOAD = 64 * 1024
+
+
+def downloads_at_once(slots: int, rate: int) -> int:
+    """How many of ``slots`` downloads run at once under a bandwidth cap of ``rate``
+    bytes/s (0: none): all of them, or as many as get RATE_PER_DOWNLOAD each, one at least."""
+    return slots if not rate else max(1, min(slots, rate // RATE_PER_DOWNLOAD))
 _WANTED = frozenset({b"content-length", b"content-type", b"content-encoding", b"location",
                      b"retry-after", b"transfer-encoding"})
 _WANTED_FIRST = frozenset(name[0] for name in _WANTED)  # "c", "l", "r", "t"
@@ -201,12 +212,14 @@ class TransferCallbacks:
         if sink is None:  # an error or redirect body: read a little to keep the connection
             transfer.drained += len(chunk)
             return -1 if transfer.drained > DRAIN_AT_MOST or not transfer.head_done else None
+        now = time.monotonic()
         if self._rate:
             if self._budget <= 0:
                 self.paused.add(slot)
                 return pycurl.WRITEFUNC_PAUSE  # libcurl hands the same bytes again later
             self._budget -= len(chunk)
-        transfer.last_io = time.monotonic()
+            transfer.fed_at = now
+        transfer.last_io = now
         try:
             decoder = transfer.decoder
             if decoder is None:
@@ -233,9 +246,17 @@ class TransferCallbacks:
                            self._rate * RATE_BURST)
         self._refilled = now
         if self._budget > 0 and self.paused:
-            paused = list(self.paused)
+            # The one the cap let through longest ago goes first: a resumed transfer hands
+            # its waiting bytes at once, and may spend the budget before the next one is
+            # resumed; in any order, one download got none for seconds and ran past the
+            # deadline while the others ended.
+            paused = sorted(self.paused, key=_fed_at)
             self.paused.clear()  # emptied in place: the event loop holds this set
             for slot in paused:
                 if slot.transfer is not None and slot in active:
                     slot.transfer.last_io = now
                     slot.handle.pause(pycurl.PAUSE_CONT)  # may pause it again at once
+
+
+def _fed_at(slot: Slot) -> float:
+    return slot.transfer.fed_at if slot.transfer is not None else 0.0

@@ -41,7 +41,7 @@ import pycurl
 
 from crawler.config import Limits
 from crawler.errors import StorageError
-from crawler.fetch.callbacks import RATE_BURST, TransferCallbacks
+from crawler.fetch.callbacks import RATE_BURST, TransferCallbacks, downloads_at_once
 from crawler.fetch.cookiefeed import add_to_jar
 from crawler.fetch.curlsetup import (
     PROXY_AUTH_REQUIRED,
@@ -116,7 +116,7 @@ class CurlEngine:
     def __init__(self, *, slots: int, new_sink: SinkFactory, limits: Limits, policy: AddressPolicy,
                  options: RequestOptions, report: Report, stop: threading.Event,
                  check_hop: HopCheck | None = None) -> None:
-        self._slots = slots
+        self._slots = downloads_at_once(slots, options.limit_rate)
         self._limits = limits
         self._policy = policy
         self._options = options
@@ -178,6 +178,10 @@ class CurlEngine:
                         "on the network path can read and change what is downloaded")
 
     # ----- called from other threads ------------------------------------------------
+
+    @property
+    def slots(self) -> int:
+        return self._slots
 
     def submit(self, tasks: list[Task]) -> None:
         """Queue ``tasks``; once the engine has ended they are reported as not finished."""

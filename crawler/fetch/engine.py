@@ -121,6 +121,10 @@ def storage_failure(url: str, started: float, exc: StorageError) -> Attempt:
 class Engine(Protocol):
     """Downloads submitted images until closed; runs on a thread of its own."""
 
+    @property
+    def slots(self) -> int:
+        """How many downloads it runs at once (fewer than asked under a bandwidth cap)."""
+
     def submit(self, tasks: list[Task]) -> None:
         """Queue ``tasks`` (thread-safe). After the engine ended they are reported as None."""
 

@@ -42,6 +42,7 @@ class Transfer:
     blocked: BlockedAddress | None = None
     last_io: float | None = None  # None while connecting: the connect timeout applies
     drained: int = 0
+    fed_at: float = 0.0  # when the bandwidth cap last let its bytes through
     new_fd: int | None = None  # of a socket opened for this hop
     connection: tuple[str, int, str, int] | None = None  # (local, port, peer, port) of the hop
     unclean: bool = False  # the reused connection had bytes nobody asked for

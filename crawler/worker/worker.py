@@ -346,8 +346,14 @@ class Worker:
         self._fresh_for = vouched_for(crawl)
         return crawl
 
+    def _capacity(self) -> int:
+        """URLs to hold: what the engine downloads at once (fewer than the worker's threads
+        under a bandwidth cap, lest the rest wait past their stuck clock), and a small
+        prefetch."""
+        slots = self._engine.slots if self._engine is not None else self._options.threads
+        return slots + max(2, slots // 2)
+
     def _coordinate(self) -> None:
-        capacity = self._options.threads + max(2, self._options.threads // 2)  # a small prefetch
         reports = self._pending_reports  # what _hand_back sends if we leave before it goes
         released = self._pending_releases
         last_call = since_boot()
@@ -374,7 +380,7 @@ class Worker:
                                              or self._recheck), now=since_boot())
             if gather:
                 continue  # downloads in hand: their reports can go in the same exchange
-            want = capacity - len(self._held)
+            want = self._capacity() - len(self._held)
             # While busy, ask for more at once when the last ask was answered, and
             # only now and then when it was not: a hundred busy workers polling an
             # empty queue every few milliseconds would keep the master's server busy.
