@@ -1210,6 +1210,7 @@ def test_a_url_out_of_attempts_fails_as_lost_when_its_lease_runs_out(board: Make
     assert b.reap() == 1
     [settled] = b.drain()
     assert settled.attempt.reason.startswith("lost: no result after 1 attempts")
+    assert settled.attempt.rerun_tries_again  # no server said no: the next run tries it
     assert (settled.worker, settled.attempts, settled.page) == (None, 1, "http://h/")
     assert b.unfinished() == 0 and b.counts()["expired"] == 1
     assert b.lease("w", 1, 0)["tasks"] == []

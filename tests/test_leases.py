@@ -189,6 +189,7 @@ def test_a_silent_worker_whose_lost_lease_was_its_last_try_is_not_told_it_is_que
         assert silent.wait(timeout=30) == 0
     entries = {entry["url"].rpartition("/")[2]: entry for entry in manifest_lines(out)}
     assert entries["held.png"]["reason"].startswith("lost: no result after 1 attempts")
+    assert entries["held.png"]["transient"]  # a worker's doing: the next run tries it again
     assert entries["later.png"]["status"] == "success"
 
 

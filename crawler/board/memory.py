@@ -412,8 +412,10 @@ class TaskBoard:
                 expired += 1
                 self._unlease(item)
                 if item.attempts >= self.policy.max_attempts:
+                    # No server said no: a worker killed, cut off or stopped took it
+                    # down with it. A passing failure, which the next run tries again.
                     self._finish(item, Attempt(
-                        url=item.url, ok=False,
+                        url=item.url, ok=False, transient=True,
                         reason=f"lost: no result after {item.attempts} attempts "
                                "(worker gone or too slow)"), None)
                 else:

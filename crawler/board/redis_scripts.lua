@@ -768,8 +768,10 @@ for _, lease in ipairs(expired) do
     ended = ended + 1
     unlease(url, it)
     if it.a >= policy.max_attempts then
-      finish(url, it, cjson.encode({url = url, ok = false, reason = 'lost: no result after '
-        .. it.a .. ' attempts (worker gone or too slow)'}), nil)
+      -- No server said no (a worker killed, cut off or stopped): the next run tries it.
+      finish(url, it, cjson.encode({url = url, ok = false, transient = true,
+        reason = 'lost: no result after ' .. it.a .. ' attempts (worker gone or too slow)'}),
+        nil, true)
     else
       back_on_queue(url, it)
     end
