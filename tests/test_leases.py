@@ -193,6 +193,67 @@ def test_a_silent_worker_whose_lost_lease_was_its_last_try_is_not_told_it_is_que
     assert entries["later.png"]["status"] == "success"
 
 
+def test_a_worker_that_lost_its_lease_says_so_once_and_stops_downloading(
+        site: FixtureServer, tmp_path: Path, authkey: str) -> None:
+    """Back from a silence past worker_silence, a worker heard in every answer (every
+    second) that it had lost the lease, said so each time, and went on downloading an
+    image whose bytes would be dropped: said once now, and its download is cut."""
+    page = b'<html><body><img src="/held.png"><img src="/later.png"></body></html>'
+    site.routes["/"] = lambda handler: handler.send_body(200, page, "text/html")
+    begun, cut, release = threading.Event(), threading.Event(), threading.Event()
+
+    def held(handler: FixtureHandler) -> None:  # half the image, then the rest once released
+        handler.send_response(200)
+        handler.send_header("Content-Type", "image/png")
+        handler.send_header("Content-Length", str(len(PNG)))
+        handler.end_headers()
+        handler.wfile.write(PNG[: len(PNG) // 2])
+        handler.wfile.flush()
+        begun.set()
+        handler.connection.settimeout(0.2)
+        while not release.is_set():  # the worker closing its connection: the drop
+            try:
+                if handler.connection.recv(1) == b"":
+                    cut.set()
+                    return
+            except TimeoutError:
+                continue
+            except OSError:
+                cut.set()
+                return
+
+    site.routes["/held.png"] = held
+    site.routes["/later.png"] = lambda handler: handler.send_body(200, PNG, "image/png")
+    (tmp_path / "settings.toml").write_text("[queue]\nworker_silence = 1.5\n")
+    out = tmp_path / "out"
+    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), "--ignore-robots", "--lease-timeout", "60",
+                           "--max-attempts", "1", "--host-concurrency", "1", cwd=tmp_path)
+    try:
+        with stopped_at_the_end(master) as processes:
+            host, port = wait_for_queue_address(master).rsplit(":", 1)
+            board = MasterClient((host, int(port)), authkey.encode()).connect()
+            silent = start_crawler("worker", f"{host}:{port}", "--out", str(out), "--threads",
+                                   "1", cwd=tmp_path)
+            processes.append(silent)
+            assert begun.wait(30), "the image was never asked for"
+            os.kill(silent.pid, signal.SIGSTOP)
+            wait_stopped(silent.pid)
+            wait_until(lambda: board.status()["board"]["expired"] >= 1, 30, "the lease to expire")
+            os.kill(silent.pid, signal.SIGCONT)
+            assert cut.wait(20), "the worker went on downloading an image it lost"
+            err = finish(master, 60)
+            assert master.returncode == 0, err
+            _, worker_err = silent.communicate(timeout=30)
+    finally:
+        release.set()
+    assert worker_err.count("lost 1 lease while silent") == 1, worker_err
+    entries = {entry["url"].rpartition("/")[2]: entry for entry in manifest_lines(out)}
+    assert entries["held.png"]["reason"].startswith("lost: no result after 1 attempts")
+    assert entries["later.png"]["status"] == "success"
+    assert not list(out.glob("images/**/held*")), "a lost lease's bytes were stored"
+
+
 def test_an_image_leased_again_to_the_worker_still_downloading_it_has_one_file(
         site: FixtureServer, tmp_path: Path, authkey: str) -> None:
     """Stopped mid-download past worker_silence, the only worker resumes, hears its lease

@@ -35,7 +35,7 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import pycurl
 
@@ -132,7 +132,9 @@ class CurlEngine:
         self._lock = threading.Lock()  # submit() against the end of run()
         self._closing = False
         self._ended = False
-        self._incoming: queue.SimpleQueue[Task] = queue.SimpleQueue()
+        # Tasks, and URLs to drop (a frozenset), in the order they were given: a URL
+        # dropped, then submitted again, is dropped before its new task comes.
+        self._incoming: queue.SimpleQueue[Task | frozenset[str]] = queue.SimpleQueue()
         # Cookies the master's pages set, for the jar: taken before the tasks that follow.
         self._cookies: queue.SimpleQueue[list[str]] = queue.SimpleQueue()
         self._waiting: collections.deque[Task] = collections.deque()
@@ -192,6 +194,14 @@ class CurlEngine:
                 self._wake()
                 return
         self._report([(task[0], None) for task in tasks])
+
+    def drop(self, urls: Iterable[str]) -> None:
+        """Stop downloading ``urls`` (the crawl took their leases away): each one begun
+        or waiting is reported as not finished, its partial file removed."""
+        with self._lock:
+            if not self._ended:
+                self._incoming.put(frozenset(urls))
+                self._wake()
 
     def add_cookies(self, lines: list[str]) -> None:
         """Add cookie lines to the jar, on the engine's thread, before it starts any task
@@ -268,12 +278,30 @@ class CurlEngine:
         taken: list[Task] = []
         while True:
             try:
-                taken.append(self._incoming.get_nowait())
+                item = self._incoming.get_nowait()
             except queue.Empty:
                 break
+            if isinstance(item, frozenset):
+                self._waiting.extend(taken)  # those given before it may be dropped too
+                taken = []
+                self._drop(item)
+            else:
+                taken.append(item)
         while not self._cookies.empty():
             add_to_jar(self._share, self._cookies.get_nowait())
         self._waiting.extend(taken)
+
+    def _drop(self, urls: frozenset[str]) -> None:
+        for slot in [s for s in self._active if s.transfer and s.transfer.task[0] in urls]:
+            self._finish(slot, None)
+        for slot in [s for s, t in self._parked.items() if t.task[0] in urls]:
+            self._finish(slot, None, active=False)
+        kept = [task for task in self._waiting if task[0] not in urls]
+        for task in self._waiting:
+            if task[0] in urls:
+                self._outbox.append((task[0], None))
+        self._waiting.clear()
+        self._waiting.extend(kept)
 
     def _start_waiting(self) -> None:
         while self._waiting and len(self._active) < self._slots:

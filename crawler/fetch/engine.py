@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple, Protocol
 
 import pycurl
@@ -127,6 +127,10 @@ class Engine(Protocol):
 
     def submit(self, tasks: list[Task]) -> None:
         """Queue ``tasks`` (thread-safe). After the engine ended they are reported as None."""
+
+    def drop(self, urls: Iterable[str]) -> None:
+        """Stop downloading ``urls`` (thread-safe): each begun or waiting is reported as
+        not finished (None)."""
 
     def add_cookies(self, lines: list[str]) -> None:
         """Add Netscape cookie ``lines`` to the engine's jar (thread-safe), before any

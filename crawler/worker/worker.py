@@ -464,21 +464,25 @@ class Worker:
     def _answer_came(self, answer: LeaseAnswer, *, asked_at: float, holding: bool) -> None:
         """Note the leases we lost, and wake stores waiting for news of them."""
         lost = answer.get("lost", [])
-        if lost:
-            # Queued again for any worker (this one too), or failed where it was the
-            # image's last try: which, the answer does not say.
-            one = len(lost) == 1
-            log.warning("lost %d lease%s while silent: the crawl took %s back (%squeued "
-                        "again, or failed on its last try), and this worker drops %s",
-                        len(lost), "" if one else "s", "it" if one else "them",
-                        "" if one else "each ",
-                        "its download of it" if one else "its downloads of them")
         with self._answered:
+            # Said again by each answer while the engine still has them: told once.
+            new = [url for url in lost if url not in self._lost]
             self._lost.update(lost)
             if holding:  # only an exchange that said what we hold vouches for it
                 self._asked_at = asked_at
                 self._recheck = False
             self._answered.notify_all()
+        if new:
+            # Queued again for any worker (this one too), or failed where it was the
+            # image's last try: which, the answer does not say.
+            one = len(new) == 1
+            log.warning("lost %d lease%s while silent: the crawl took %s back (%squeued "
+                        "again, or failed on its last try), and this worker drops %s",
+                        len(new), "" if one else "s", "it" if one else "them",
+                        "" if one else "each ",
+                        "its download of it" if one else "its downloads of them")
+            if self._engine is not None:  # their bytes would go nowhere
+                self._engine.drop(new)
 
     def _take_cookies(self, answer: LeaseAnswer) -> None:
         """Into the engine's jar, the cookies the crawl's pages set since it was filled,
