@@ -10,6 +10,7 @@ import re
 import struct
 import sys
 import termios
+import types
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -27,6 +28,7 @@ from crawler.ui.progress import (
     draw_bar,
     images_line,
     status_line,
+    write_above_bars,
 )
 
 
@@ -298,3 +300,13 @@ def test_a_workers_line_leaves_out_its_wait_for_the_master() -> None:
         line.update(size // 10_000, 0, size)
     last = out.getvalue().splitlines()[-1]
     assert last.endswith("(1.0 MB/s)"), last
+
+
+def test_a_line_written_while_tqdm_is_half_imported_is_written_plainly(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The live lines import tqdm on one thread as a warning comes on another: the module
+    was in sys.modules without its class yet, and the warning was lost in a traceback
+    ("partially initialized module 'tqdm' has no attribute 'tqdm')."""
+    monkeypatch.setitem(sys.modules, "tqdm", types.ModuleType("tqdm"))
+    write_above_bars("style sheet http://h/a.css: HTTP 404")
+    assert capsys.readouterr().err == "style sheet http://h/a.css: HTTP 404\n"

@@ -369,11 +369,14 @@ def make_log_handler(verbose: bool, stream: TextIO | None = None) -> logging.Han
 
 def write_above_bars(text: str) -> None:
     """Print ``text`` on stderr above any tqdm lines (plainly when tqdm was never loaded)."""
-    tqdm_module = sys.modules.get("tqdm")
-    if tqdm_module is None:
+    # Its class, once the module has it: another thread may be importing tqdm this very
+    # moment (the live lines start as a robots.txt warning comes), and a module half
+    # imported has none yet; no bar is drawn before it has.
+    bars = getattr(sys.modules.get("tqdm"), "tqdm", None)
+    if bars is None:
         print(text, file=sys.stderr, flush=True)
     else:
-        tqdm_module.tqdm.write(text, file=sys.stderr)
+        bars.write(text, file=sys.stderr)
 
 
 def make_reporter(quiet: bool, stream: TextIO | None = None) -> Reporter:
