@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from crawler.demo.site import Site, build_site
+from crawler.demo.site import Site, build_site, png
 from crawler.master.journal import Journal, PageDone
 from crawler.master.takeup import LONG_REWRITE_BYTES
 from crawler.model.files import LOCK_NAME
@@ -718,3 +718,28 @@ def test_a_rerun_fetches_again_an_image_a_power_cut_left_empty(
     assert (again["status"], again["sha256"], again["bytes"]) == (
         "success", emptied["sha256"], emptied["bytes"]), again
     assert hashlib.sha256((out / again["path"]).read_bytes()).hexdigest() == again["sha256"]
+
+
+def test_a_rerun_that_looks_for_images_in_more_places_reads_its_pages_again(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """A first run with crawl.sources = ["img"], then the same command with the default
+    sources: the rerun said the crawl was done, and the page's CSS background was never
+    found, by any later run. Its pages are read again, and only what is new is fetched."""
+    server = make_server()
+    page = (b'<html><body><img src="/a.png"><div style="background-image:url(/b.png)">'
+            b'</div><a href="/next.html">next</a></body></html>')
+    serve_routes(server, {"/": ("text/html", page), "/a.png": ("image/png", png(4, 4, 1)),
+                          "/b.png": ("image/png", png(4, 4, 2)),
+                          "/next.html": ("text/html", b'<html><img src="/a.png"></html>')})
+    (tmp_path / "img.toml").write_text('[crawl]\nsources = ["img"]\n')
+    out = tmp_path / "out"
+    _crawl(server.url + "/", out, tmp_path, "--settings", str(tmp_path / "img.toml"))
+    assert _stored(out) == {server.url + "/a.png"}
+    err = _crawl(server.url + "/", out, tmp_path)
+    assert ("2 page(s) read before are read again: this run looks for images where the last "
+            "did not (crawl.sources, crawl.lazy_attributes)") in err, err
+    assert _stored(out) == {server.url + "/a.png", server.url + "/b.png"}
+    assert [e["attempts"] for e in manifest_lines(out)] == [1, 1]  # a.png not fetched again
+    assert server.paths().count("/a.png") == 1
+    again = _crawl(server.url + "/", out, tmp_path)
+    assert "read again" not in again and "visited again" not in again, again

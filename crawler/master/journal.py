@@ -83,6 +83,17 @@ class Resumed(NamedTuple):
     failed_pages: int = 0  # of done_pages, those that could not be crawled
 
 
+class Reopened(NamedTuple):
+    """The done pages a run visits again, by why."""
+
+    limits: int  # its limits are larger (depth, image budget)
+    reading: int  # it reads pages for more (image sources, lazy attributes)
+    robots: int  # images on them were refused for an unreadable robots.txt
+
+    def __bool__(self) -> bool:
+        return any(self)
+
+
 class Journal:
     def __init__(self, folder: Path | None) -> None:
         """Open the journal in ``folder``; None keeps it in memory (a dry run records nothing)."""
@@ -231,18 +242,21 @@ class Journal:
         self.set_meta(_ENDED_HOLDING_NONE, leases_outstanding == 0)
 
     def take_up(self, identity: dict[str, Any], *, depth: int, max_images: int,
-                resume: bool) -> int:
+                resume: bool, reading: dict[str, list[str]] | None = None) -> Reopened:
         """Check that this journal's crawl is ``identity`` (seeds, scope); note this run's limits.
 
         A journal of another crawl raises :class:`CrawlMismatch` unless
         ``resume``. A rerun with a larger depth visits again the pages whose
         links the last run did not follow; a larger image budget, the pages it
-        cut short; and pages with images refused for an unreadable robots.txt
-        are read anew. Returns how many done pages are to be visited again.
+        cut short; one whose ``reading`` (lists of what a page is read for: the
+        image sources, the lazy attributes) holds something the last run's did
+        not, every page read; and pages with images refused for an unreadable
+        robots.txt are read anew. Returns how many done pages are to be visited
+        again, by why.
         """
         limits = self.meta("limits")
         old = limits if isinstance(limits, dict) else {}
-        reopened = 0
+        reopened = for_reading = robots = 0
         self._depth = depth
         if not self.is_new():
             stored = self.meta("crawl")
@@ -254,7 +268,11 @@ class Journal:
                     f" with other {what}: add --resume to go on with it with this run's"
                     f" {what}, --fresh to start afresh in that folder, or choose another --out"
                     " (in Python: resume=True, fresh=True, out=)")
-            reopened = self.reopen(robots_refusals=True)
+            robots = self.reopen(robots_refusals=True)
+            before = self.meta("reading")
+            if isinstance(before, dict) and reading is not None and any(
+                    set(values) - set(before.get(key) or ()) for key, values in reading.items()):
+                for_reading = self.reopen(read=True)
             # Pages read at the depth limit of a run shallower than this one (the limit
             # noted below is the deepest run's: one in between may have been shallower).
             reopened += self.reopen(shallower_than=depth)
@@ -268,7 +286,15 @@ class Journal:
             depth = max(depth, old["depth"])  # pages found deeper before stay found
         self.set_meta("crawl", identity)
         self.set_meta("limits", {"depth": depth, "max_images": max_images})
-        return reopened
+        if reading is not None:
+            # What every page read so far was read for: a page this run reads for less
+            # than an earlier run did is read again by a later run that reads for more.
+            before = self.meta("reading")
+            if isinstance(before, dict) and not for_reading:
+                reading = {key: sorted(set(values) & set(before.get(key) or values))
+                           for key, values in reading.items()}
+            self.set_meta("reading", reading)
+        return Reopened(limits=reopened, reading=for_reading, robots=robots)
 
     def forget_if_empty(self) -> bool:
         """Forget a crawl that never read a page nor found an image (its seeds failed: a
@@ -291,15 +317,16 @@ class Journal:
         return True
 
     def reopen(self, *, from_depth: int | None = None, shallower_than: int | None = None,
+               read: bool = False,
                cut: bool = False, robots_refusals: bool = False) -> int:
         """Mark done pages to be visited again; returns how many.
 
         ``from_depth``: pages that deep, whose links a shallower crawl did not
-        follow. ``shallower_than``: pages less deep than that which a run read at its
-        depth limit, not following their links. ``cut``: pages the image budget cut
-        short. ``robots_refusals``: pages with images refused because their host's
-        robots.txt could not be read; those images are forgotten, to be found on the
-        page and judged anew.
+        follow. ``read``: every page read (not those that failed). ``shallower_than``:
+        pages less deep than that which a run read at its depth limit, not following
+        their links. ``cut``: pages the image budget cut short. ``robots_refusals``:
+        pages with images refused because their host's robots.txt could not be read;
+        those images are forgotten, to be found on the page and judged anew.
         """
         reopened = 0
         with self._transaction():
@@ -311,6 +338,10 @@ class Journal:
                 reopened += self._db.execute(
                     "UPDATE pages SET done = 0 WHERE done = ? AND depth < ?",
                     (_AT_DEPTH, shallower_than)).rowcount
+            if read:
+                reopened += self._db.execute(
+                    "UPDATE pages SET done = 0 WHERE done IN (1, ?, ?)",
+                    (_CUT, _AT_DEPTH)).rowcount
             if cut:
                 reopened += self._db.execute(
                     "UPDATE pages SET done = 0 WHERE done = ?", (_CUT,)).rowcount

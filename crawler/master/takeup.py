@@ -41,10 +41,19 @@ def take_up(journal: Journal, identity: dict[str, Any], crawl: CrawlSettings, *,
     """Check that the folder's crawl is this one; reopen what this run's limits extend."""
     if journal.forget_if_empty():
         drop_failed_pages(out_dir)
-    reopened = journal.take_up(identity, depth=crawl.depth, max_images=crawl.max_images,
-                               resume=resume)
-    if reopened:
-        log.info("%d page(s) done before are visited again for this run's limits", reopened)
+    reopened = journal.take_up(
+        identity, depth=crawl.depth, max_images=crawl.max_images, resume=resume,
+        reading={"sources": sorted(crawl.sources),
+                 "lazy_attributes": sorted(crawl.lazy_attributes)})
+    if reopened.limits:
+        log.info("%d page(s) done before are visited again for this run's limits",
+                 reopened.limits)
+    if reopened.reading:
+        log.info("%d page(s) read before are read again: this run looks for images where "
+                 "the last did not (crawl.sources, crawl.lazy_attributes)", reopened.reading)
+    if reopened.robots:
+        log.info("%d page(s) done before are read again: images on them were refused while "
+                 "their host's robots.txt could not be read", reopened.robots)
     say_requeued(journal.retry_failures_worth_a_rerun())
 
 
