@@ -672,7 +672,8 @@ class Master:
             state.last_look = now
             if self._look(frontier, running, ledger, files, ending, now):
                 return True
-        self._workers.report_ended()
+        if not self._stop_asked.is_set():  # a Ctrl-C at the terminal stops them too: no news
+            self._workers.report_ended()
         return False
 
     def _look(self, frontier: PageQueue, running: set[Future[Visit]], ledger: Ledger,
