@@ -727,19 +727,24 @@ def test_a_rerun_that_looks_for_images_in_more_places_reads_its_pages_again(
     found, by any later run. Its pages are read again, and only what is new is fetched."""
     server = make_server()
     page = (b'<html><body><img src="/a.png"><div style="background-image:url(/b.png)">'
-            b'</div><a href="/next.html">next</a></body></html>')
+            b'</div><a href="/next.html">next</a><a href="/photo">full size</a></body></html>')
     serve_routes(server, {"/": ("text/html", page), "/a.png": ("image/png", png(4, 4, 1)),
                           "/b.png": ("image/png", png(4, 4, 2)),
+                          "/photo": ("image/png", png(8, 8, 3)),
                           "/next.html": ("text/html", b'<html><img src="/a.png"></html>')})
     (tmp_path / "img.toml").write_text('[crawl]\nsources = ["img"]\n')
     out = tmp_path / "out"
     _crawl(server.url + "/", out, tmp_path, "--settings", str(tmp_path / "img.toml"))
     assert _stored(out) == {server.url + "/a.png"}
     err = _crawl(server.url + "/", out, tmp_path)
-    assert ("2 page(s) read before are read again: this run looks for images where the last "
-            "did not (crawl.sources, crawl.lazy_attributes)") in err, err
-    assert _stored(out) == {server.url + "/a.png", server.url + "/b.png"}
-    assert [e["attempts"] for e in manifest_lines(out)] == [1, 1]  # a.png not fetched again
+    # The link that led to an image failed as a page ("not HTML") while links were no
+    # image source: visited again too.
+    assert ("3 page(s) done before are visited again: this run looks for images where the "
+            "last did not (crawl.sources, crawl.lazy_attributes)") in err, err
+    assert _stored(out) == {server.url + p for p in ("/a.png", "/b.png", "/photo")}
+    assert [e["attempts"] for e in manifest_lines(out)] == [1, 1, 1]  # a.png not fetched again
     assert server.paths().count("/a.png") == 1
+    pages = out / "pages.jsonl"
+    assert "/photo" not in (pages.read_text() if pages.exists() else ""), pages.read_text()
     again = _crawl(server.url + "/", out, tmp_path)
     assert "read again" not in again and "visited again" not in again, again

@@ -250,7 +250,7 @@ class Journal:
         links the last run did not follow; a larger image budget, the pages it
         cut short; one whose ``reading`` (lists of what a page is read for: the
         image sources, the lazy attributes) holds something the last run's did
-        not, every page read; and pages with images refused for an unreadable
+        not, every page done (failed ones too); and pages with images refused for an unreadable
         robots.txt are read anew. Returns how many done pages are to be visited
         again, by why.
         """
@@ -322,7 +322,8 @@ class Journal:
         """Mark done pages to be visited again; returns how many.
 
         ``from_depth``: pages that deep, whose links a shallower crawl did not
-        follow. ``read``: every page read (not those that failed). ``shallower_than``:
+        follow. ``read``: every page done, those that failed too (a link that led to an
+        image, not read as a page while links were no image source). ``shallower_than``:
         pages less deep than that which a run read at its depth limit, not following
         their links. ``cut``: pages the image budget cut short. ``robots_refusals``:
         pages with images refused because their host's robots.txt could not be read;
@@ -339,9 +340,7 @@ class Journal:
                     "UPDATE pages SET done = 0 WHERE done = ? AND depth < ?",
                     (_AT_DEPTH, shallower_than)).rowcount
             if read:
-                reopened += self._db.execute(
-                    "UPDATE pages SET done = 0 WHERE done IN (1, ?, ?)",
-                    (_CUT, _AT_DEPTH)).rowcount
+                reopened += self._db.execute("UPDATE pages SET done = 0 WHERE done != 0").rowcount
             if cut:
                 reopened += self._db.execute(
                     "UPDATE pages SET done = 0 WHERE done = ?", (_CUT,)).rowcount

@@ -126,7 +126,7 @@ class ResultFiles:
         self.manifest_path = folder / MANIFEST_NAME
         self.pages_path = folder / PAGES_NAME
         self.tally = ManifestTally()
-        self._tried_again = _pages_tried_again(self.pages_path)
+        self._listed_before = _pages_listed(self.pages_path)
         self._crawled_again: set[str] = set()  # of those, the pages this run crawled
         self._listed_again: set[str] = set()  # and those this run listed anew
         in_place = self._folder_in_place()
@@ -215,7 +215,7 @@ class ResultFiles:
         """Record a page that could not be crawled (``final``: no later run tries it again)."""
         line = json.dumps({"url": url, "reason": reason, "http_status": http_status or None,
                            "final": final}, ensure_ascii=False)
-        if url in self._tried_again:  # its earlier lines go at close: this one says it all
+        if url in self._listed_before:  # its earlier lines go at close: this one says it all
             self._listed_again.add(url)
         try:
             self._pages.write(line + "\n")
@@ -225,8 +225,8 @@ class ResultFiles:
                                f"{exc.strerror or exc}") from exc
 
     def page_crawled(self, url: str) -> None:
-        """A page this run crawled: listed as to be tried again, its lines go at close."""
-        if url in self._tried_again:
+        """A page this run crawled: listed before as not crawled, its lines go at close."""
+        if url in self._listed_before:
             self._crawled_again.add(url)
 
     def close(self) -> None:
@@ -256,9 +256,9 @@ class ResultFiles:
                 at = 0
                 for line in old:
                     earlier, at = at < self._earlier_lines, at + len(line)
-                    url, final = _page_line(line)
-                    if final or not (url in self._crawled_again
-                                     or (earlier and url in self._listed_again)):
+                    url = _page_url(line)
+                    if not (url in self._crawled_again
+                            or (earlier and url in self._listed_again)):
                         kept.write(line)
             partial.replace(self.pages_path)
         except BaseException as exc:  # a Ctrl-C too: no half copy is left behind
@@ -307,13 +307,11 @@ def _page_entry(line: bytes) -> dict[str, Any] | None:
     return data
 
 
-def _page_line(line: bytes) -> tuple[str | None, bool]:
-    """A pages.jsonl line's URL (None if it names none) and whether its failure is final
-    (no later run tries it again); a line that cannot be read is final, and kept."""
+def _page_url(line: bytes) -> str | None:
+    """A pages.jsonl line's URL; None if it names none (a line that cannot be read,
+    which is kept)."""
     entry = _page_entry(line)
-    if entry is None:
-        return None, True
-    return str(entry["url"]), entry.get("final") is not False
+    return None if entry is None else str(entry["url"])
 
 
 def last_page_entries(path: Path) -> dict[str, dict[str, Any]]:
@@ -363,11 +361,12 @@ def _after_the_last_line_break(file: BinaryIO, end: int) -> int:
     return 0
 
 
-def _pages_tried_again(path: Path) -> set[str]:
-    """The pages whose last line in pages.jsonl says a later run tries them again."""
+def _pages_listed(path: Path) -> set[str]:
+    """The pages pages.jsonl lists: a later run tries those not final again, and visits
+    again those it looks at for more (crawl.sources widened) or anew."""
     try:
         entries = last_page_entries(path)
     except OSError as exc:  # then no line is dropped: a page may show as not crawled
         log.warning("cannot read %s: %s", path, exc.strerror or exc)
         return set()
-    return {url for url, entry in entries.items() if entry.get("final") is False}
+    return set(entries)

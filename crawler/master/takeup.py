@@ -49,7 +49,7 @@ def take_up(journal: Journal, identity: dict[str, Any], crawl: CrawlSettings, *,
         log.info("%d page(s) done before are visited again for this run's limits",
                  reopened.limits)
     if reopened.reading:
-        log.info("%d page(s) read before are read again: this run looks for images where "
+        log.info("%d page(s) done before are visited again: this run looks for images where "
                  "the last did not (crawl.sources, crawl.lazy_attributes)", reopened.reading)
     if reopened.robots:
         log.info("%d page(s) done before are read again: images on them were refused while "
