@@ -197,20 +197,23 @@ def test_a_name_taken_in_the_image_folder_is_final_in_its_run_and_queued_by_a_re
     queues it again and says it apart from the passing failures. The broker kept it
     final, and only a crawl started afresh recovered."""
     board = boards(BoardPolicy(lease_timeout=60.0, max_attempts=3, host_delay=0.0))
-    for name in ("taken", "404"):
+    for name in ("taken", "404", "tls"):
         board.put(f"http://h/{name}.png", "h", "http://h/")
-    assert len(board.lease("w", 10, 0)["tasks"]) == 2
+    assert len(board.lease("w", 10, 0)["tasks"]) == 3
     board.report("w", [
         Attempt(url="http://h/taken.png", ok=False, kind=FailureKind.NAME_TAKEN,
                 reason="cannot store X: Y is a file the crawler did not store, where a "
                        "folder is needed; move it away, then run the same command again"),
-        Attempt(url="http://h/404.png", ok=False, kind=FailureKind.STATUS, reason="HTTP 404")])
+        Attempt(url="http://h/404.png", ok=False, kind=FailureKind.STATUS, reason="HTTP 404"),
+        # A setting fixes it (--ca-bundle): the next run tries it, counted as passing.
+        Attempt(url="http://h/tls.png", ok=False, kind=FailureKind.TLS,
+                reason="TLS certificate not trusted: unable to get local issuer certificate")])
     assert board.unfinished() == 0, "not tried again within the run"
     assert board.close_if_idle()
-    assert board.retry_failures_worth_a_rerun() == (0, 1)
+    assert board.retry_failures_worth_a_rerun() == (1, 1)
     assert not board.closed
     again = [url for url, _ in board.lease("w", 10, 0)["tasks"]]
-    assert again == ["http://h/taken.png"]
+    assert sorted(again) == ["http://h/taken.png", "http://h/tls.png"]
 
 
 def test_a_host_given_up_in_one_run_has_its_chance_again_in_the_next(

@@ -106,7 +106,14 @@ from crawler.board.broker import (
 from crawler.board.memory import BoardPolicy, Settled, retry_after_note
 from crawler.errors import BrokerError, BrokerRefused, BrokerUnreachable, CrawlGone, UsageError
 from crawler.model.cookies import MAX_COOKIES, cookie_key
-from crawler.model.outcome import GIVEN_UP_NOTE, GIVEN_UP_REASON, Attempt, Requeued, one_line
+from crawler.model.outcome import (
+    GIVEN_UP_NOTE,
+    GIVEN_UP_REASON,
+    Attempt,
+    FailureKind,
+    Requeued,
+    one_line,
+)
 from crawler.model.pacing import (
     FIRST_SLOW_DOWN,
     SLOW_DOWN_FLOOR,
@@ -270,10 +277,13 @@ _ATTEMPT_DEFAULTS = Attempt._field_defaults
 def _rerun_mark(attempt: Attempt) -> str:
     """A report's ``transient`` argument to the scripts: "1" for a failure worth another
     try, "n" for a name taken in the image folder (final in this run, where it would only
-    fail again, and tried by the next: see Attempt.rerun_tries_again), "0" otherwise."""
+    fail again, and tried by the next: see Attempt.rerun_tries_again), "r" for another
+    failure the next run tries (a TLS one, which a setting fixes), "0" otherwise."""
     if attempt.transient:
         return "1"
-    return "n" if attempt.rerun_tries_again else "0"
+    if not attempt.rerun_tries_again:
+        return "0"
+    return "n" if attempt.kind is FailureKind.NAME_TAKEN else "r"
 
 
 def _stored(attempt: Attempt) -> str:

@@ -327,7 +327,8 @@ end
 local POLICY_ARGS = 9
 
 -- A report: url, ok, transient ('1'; 'n' for a name taken in the image folder, final in
--- this run and tried again by the next; '0' for neither), retry_after ('' for none),
+-- this run and tried again by the next; 'r' for another such failure, a TLS one; '0'
+-- for none of these), retry_after ('' for none),
 -- bytes, jitter, busy (the
 -- reason of a 429 or 503, about its host; '' for any other), attempt JSON, note for the
 -- crawl's user ('' for none: else its kind, a tab and its line), host ('t': the try
@@ -439,7 +440,7 @@ local function record_result(url, it, r, worker, now, policy)
     bump(COUNTS, 'retries', 1)
     return
   end
-  finish(url, it, r.json, worker, not r.ok and (r.transient or r.name_taken),
+  finish(url, it, r.json, worker, not r.ok and (r.transient or r.name_taken or r.next_run),
          not r.ok and r.name_taken)
 end
 
@@ -450,7 +451,7 @@ local function report(worker, record, args, at, count, now, policy)
   for i = 0, count - 1 do
     local base = at + i * REPORT_ARGS
     local r = {url = args[base], ok = args[base + 1] == '1', transient = args[base + 2] == '1',
-               name_taken = args[base + 2] == 'n',
+               name_taken = args[base + 2] == 'n', next_run = args[base + 2] == 'r',
                retry_after = tonumber(args[base + 3]) or 0, bytes = tonumber(args[base + 4]),
                jitter = tonumber(args[base + 5]), busy = args[base + 6],
                json = args[base + 7], note = args[base + 8], host = args[base + 9],
