@@ -348,10 +348,10 @@ class Worker:
 
     def _capacity(self) -> int:
         """URLs to hold: what the engine downloads at once (fewer than the worker's threads
-        under a bandwidth cap, lest the rest wait past their stuck clock), and a small
-        prefetch."""
+        under a bandwidth cap) and a small prefetch, no more than that: a URL then waits
+        behind one download at most, and starts within its stuck clock (2 deadlines)."""
         slots = self._engine.slots if self._engine is not None else self._options.threads
-        return slots + max(2, slots // 2)
+        return slots + min(slots, max(2, slots // 2))
 
     def _coordinate(self) -> None:
         reports = self._pending_reports  # what _hand_back sends if we leave before it goes
