@@ -101,11 +101,13 @@ def _resolve_quietly(host: str) -> list[IPAddress]:
     try:
         infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
     except OSError:
-        # A name written fully qualified ("localhost.") that the C library does not know
-        # (its hosts file lists "localhost"): libcurl finds it, so the seed's kind is
-        # that of the name without its final dot.
-        if host.endswith(".") and host.rstrip("."):
-            return _resolve_quietly(host.rstrip("."))
+        # "localhost." written fully qualified, which the C library does not know (its
+        # hosts file lists "localhost"): libcurl answers it (and any *.localhost) with
+        # loopback itself. Only that name: "nas." retried as "nas" could meet a search
+        # domain's private address that libcurl would never connect to.
+        bare = host.rstrip(".").lower()
+        if host.endswith(".") and (bare == "localhost" or bare.endswith(".localhost")):
+            return _resolve_quietly(bare)
         return []
     # An IPv4 or IPv6 sockaddr starts with the address as text (typeshed allows others).
     return [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
