@@ -411,12 +411,14 @@ def test_progress_calls_are_merged_while_images_end_one_by_one() -> None:
     numbers."""
     calls: list[int] = []
     notifier = Notifier(calls.append, 0, on_error=lambda: None)
+    started = time.monotonic()
     for done in range(1, 101):  # 100 images ending a millisecond or more apart
         notifier.poke(done)
         time.sleep(0.001)
     notifier.close(100)
+    took = time.monotonic() - started  # (longer on a loaded machine: more calls allowed)
     assert calls[-1] == 100 and calls == sorted(calls)
-    assert len(calls) <= 0.1 / CALL_GAP * 4, calls  # one a millisecond before
+    assert len(calls) <= took / CALL_GAP + 3, (calls, took)  # one a poke before
 
 
 def _connections_to(port: int) -> int:

@@ -1043,7 +1043,7 @@ def test_the_bandwidth_cap_holds_for_a_whole_worker(make_server: Callable[[], Fi
 
 def test_under_a_bandwidth_cap_fewer_downloads_run_and_each_ends_in_time(
         make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
-    """Six images of 100 kB at 128 KiB/s, within a 3 s deadline: six at once got 21 KiB/s
+    """Six images of 100 kB at 128 KiB/s, within a 4 s deadline: six at once got 21 KiB/s
     each and every one failed "too slow" (and their host was given up, for the user's
     own cap); two at once get 64 KiB/s each, and every one ends in about 1.6 s."""
     server = make_server()
@@ -1052,7 +1052,7 @@ def test_under_a_bandwidth_cap_fewer_downloads_run_and_each_ends_in_time(
     for name in names:
         server.routes[name] = lambda h: h.send_body(200, body, "image/png")
     results: queue.SimpleQueue[list[tuple[str, Attempt | None]]] = queue.SimpleQueue()
-    limits = Limits(deadline=3.0)
+    limits = Limits(deadline=4.0)
     engine = CurlEngine(slots=6, new_sink=sinks_into(Store(tmp_path / "out"), limits),
                         limits=limits, policy=LOOPBACK,
                         options=RequestOptions(limit_rate=parse_rate("128k")),
