@@ -1100,7 +1100,7 @@ def test_a_redirect_target_the_caller_refuses_is_not_fetched(
     engine = CurlEngine(slots=1, new_sink=sinks_into(Store(tmp_path / "out"), Limits()),
                         limits=Limits(), policy=LOOPBACK,
                         options=RequestOptions(), report=results.put, stop=threading.Event(),
-                        check_hop=lambda url, verdict: verdict(
+                        check_hop=lambda url, verdict, first: verdict(
                             HopRefusal("disallowed by robots.txt") if "/private/" in url
                             else None))
     thread = threading.Thread(target=engine.run, daemon=True)

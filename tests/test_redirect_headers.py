@@ -10,6 +10,7 @@ arrived, and end to end with a crawler process and its worker.
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,7 +26,9 @@ from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
 from crawler.fetch.robots import read_robots
 from crawler.master.pages import fetch_page
+from crawler.model.imagescope import ImageScope
 from crawler.model.outcome import Attempt
+from crawler.worker.hops import RedirectCheck, RobotsReader
 
 from .conftest import manifest_lines, run_crawler
 from .test_curl import Engine
@@ -149,6 +152,27 @@ def test_robots_txt_and_style_sheets_follow_without_the_login_headers(
     finally:
         client.close()
     assert robots.refusal(first.url + "/private/a.png", "crawler") is not None
+    _given_only_to_the_first(first.heads("/robots.txt"), other_host.heads("/robots.txt"))
+
+
+def test_a_workers_robots_txt_of_a_redirect_has_the_login_headers_in_the_images_origin_only(
+        sites: tuple[Site, Site, Site]) -> None:
+    """A worker reads the robots.txt of an image's redirect target: with the user's login
+    headers where the image was asked (a redirect within its origin keeps them, as curl
+    does), without them anywhere else."""
+    first, other_host, _ = sites
+    for site in (first, other_host):
+        site.serve("/robots.txt", b"User-agent: *\nDisallow: /private\n", "text/plain")
+    client = EasyClient(LOOPBACK, OPTIONS, ca_file=default_ca_file())
+    check = RedirectCheck(ImageScope(), RobotsReader(client, "crawler", 10))
+    verdicts: queue.SimpleQueue[object] = queue.SimpleQueue()
+    try:
+        check(first.url + "/b.png", verdicts.put, first.url + "/a.png")
+        check(other_host.url + "/private/c.png", verdicts.put, first.url + "/a.png")
+        answers = [verdicts.get(timeout=20), verdicts.get(timeout=20)]
+    finally:
+        client.close()
+    assert sum(answer is None for answer in answers) == 1, answers  # /private is refused
     _given_only_to_the_first(first.heads("/robots.txt"), other_host.heads("/robots.txt"))
 
 

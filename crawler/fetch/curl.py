@@ -100,7 +100,7 @@ class CurlEngine:
     ``report(results)`` receives every result as (url, attempt) pairs, once per
     turn of the loop (attempt None: not finished because of a stop, to be
     handed back to the master). Every submitted task is reported exactly once.
-    ``check_hop(url, verdict)`` may refuse a redirect target (None: any target);
+    ``check_hop(url, verdict, first)`` may refuse a redirect target (None: any target);
     the transfer waits for its verdict off the loop, under its own deadline.
 
     One piece on purpose: the multi handle, the slots and their transfers, the
@@ -496,7 +496,7 @@ class CurlEngine:
         self._parked[slot] = transfer
         try:
             self._check_hop(target, functools.partial(self._verdict_came, slot, transfer,
-                                                      target))
+                                                      target), transfer.task[0])
         except Exception as exc:  # a bug in the check fails this image, not the loop
             log.exception("unexpected error checking the redirect to %s", target)
             self._finish(slot, failed(transfer, f"worker error: {exc.__class__.__name__}:"

@@ -52,10 +52,11 @@ class HopRefusal(NamedTuple):
     passing: bool = False
 
 
-# Whether a redirect may be followed. A check is called with the target URL and a
-# verdict to give once, at once or later from any thread: why not, or None to follow.
+# Whether a redirect may be followed. A check is called with the target URL, a verdict
+# to give once, at once or later from any thread (why not, or None to follow), and the
+# URL the image was asked by (whose origin alone gets the user's login headers).
 HopVerdict = Callable[[HopRefusal | None], None]
-HopCheck = Callable[[str, HopVerdict], None]
+HopCheck = Callable[[str, HopVerdict, str], None]
 
 
 class Sink(Protocol):

@@ -25,6 +25,7 @@ import threading
 import time
 from typing import NamedTuple
 
+from crawler.fetch.curlsetup import other_origin
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.engine import HopRefusal, HopVerdict
 from crawler.fetch.robots import (
@@ -81,12 +82,15 @@ class RobotsReader:
         self._lock = threading.Lock()
         self._files: dict[str, _Read] = {}
         self._waiting: dict[str, list[_Asker]] = {}  # origin -> its askers
-        self._origins: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._origins: queue.SimpleQueue[tuple[str, bool]] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._closed = threading.Event()
 
-    def ask(self, url: str, verdict: HopVerdict) -> None:
-        """Give ``verdict`` why robots.txt refuses ``url`` (None: allowed), now or later."""
+    def ask(self, url: str, verdict: HopVerdict, *, logins: bool = False) -> None:
+        """Give ``verdict`` why robots.txt refuses ``url`` (None: allowed), now or later.
+        ``logins``: ``url`` is of the origin the image was asked at, which gets the user's
+        Authorization and Cookie headers (a redirect to another origin leaves them out,
+        its robots.txt too); the first asker of an origin's file decides."""
         origin = origin_of(url)
         with self._lock:
             known = self._files.get(origin)
@@ -94,7 +98,7 @@ class RobotsReader:
                 askers = self._waiting.setdefault(origin, [])
                 askers.append(_Asker(url, verdict, time.monotonic()))
                 if len(askers) == 1:  # the first to ask: read it
-                    self._origins.put(origin)
+                    self._origins.put((origin, logins))
                     self._add_reader()
                 return
         verdict(_hop_refusal(known.robots, url, self._agent))
@@ -118,12 +122,12 @@ class RobotsReader:
     def _read_loop(self) -> None:
         while not self._closed.is_set():
             try:
-                origin = self._origins.get(timeout=TICK)
+                origin, logins = self._origins.get(timeout=TICK)
             except queue.Empty:
                 continue
             if not self._still_awaited(origin):
                 continue
-            read = self._read(origin)
+            read = self._read(origin, logins)
             with self._lock:
                 self._files.pop(origin, None)  # one read again goes last
                 if len(self._files) >= MAX_ORIGINS:
@@ -149,7 +153,7 @@ class RobotsReader:
             self._waiting.pop(origin, None)
             return False
 
-    def _read(self, origin: str) -> _Read:
+    def _read(self, origin: str, logins: bool) -> _Read:
         """``origin``'s rules and when to read them again; past their age, the rules
         read before while the file is unreachable, tried again a while later. A file
         never read yet is read again its timeout after it could not be: the redirects
@@ -159,11 +163,9 @@ class RobotsReader:
         if previous is not None and previous.robots.unreachable is not None:
             previous = None  # no rules were read: none to keep
         try:
-            # Every origin read here is a redirect's target: the user's Authorization
-            # and Cookie headers, which a redirect to another origin leaves out, stay out.
             robots = read_robots(self._client, origin, self._timeout,
                                  refreshing=previous is not None, unread_means=_UNREAD_MEANS,
-                                 logins=False)
+                                 logins=logins)
         except Exception:  # a bug must not leave the askers without an answer
             log.exception("robots.txt of %s could not be read", origin)
             robots = unreachable("crawler error")
@@ -193,13 +195,13 @@ class RedirectCheck:
         self._scope = scope
         self._robots = robots
 
-    def __call__(self, url: str, verdict: HopVerdict) -> None:
+    def __call__(self, url: str, verdict: HopVerdict, first: str) -> None:
         if not self._scope.allows(url):
             verdict(HopRefusal(OUT_OF_SCOPE))
         elif self._robots is None:
             verdict(None)
         else:
-            self._robots.ask(url, verdict)
+            self._robots.ask(url, verdict, logins=not other_origin(first, url))
 
     def close(self) -> None:
         if self._robots is not None:
