@@ -8,6 +8,7 @@ import hashlib
 import math
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -155,30 +156,41 @@ def test_a_silent_worker_loses_its_lease_in_seconds_and_knows_it_before_storing(
     assert (out / entry["path"]).read_bytes() == current
 
 
-def test_a_silent_worker_whose_lost_lease_was_its_last_try_is_not_told_it_is_queued(
-        site: FixtureServer, tmp_path: Path, authkey: str) -> None:
-    """A lease that expires on the image's last attempt fails it ("lost: no result after
-    1 attempts"): the worker that resumes was told the lease was back in the crawl's
-    queue, where it was not."""
+@contextlib.contextmanager
+def _silenced_past_its_lease(site: FixtureServer, tmp_path: Path, authkey: str,
+                             begun: threading.Event
+                             ) -> Iterator[tuple[subprocess.Popen[str], subprocess.Popen[str]]]:
+    """A master with one worker (one download at a time, one attempt per image) on
+    ``site``'s page of /held.png and /later.png, the worker stopped (SIGSTOP) once
+    /held.png has ``begun``, until its lease expired: (master, worker), the worker still
+    stopped; both stopped at the end."""
     page = b'<html><body><img src="/held.png"><img src="/later.png"></body></html>'
     site.routes["/"] = lambda handler: handler.send_body(200, page, "text/html")
-    begun, release = gate_image(site, "/held.png", PNG)
     site.routes["/later.png"] = lambda handler: handler.send_body(200, PNG, "image/png")
     (tmp_path / "settings.toml").write_text("[queue]\nworker_silence = 1.5\n")
-    out = tmp_path / "out"
     master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
-                           str(out), "--ignore-robots", "--lease-timeout", "60",
+                           str(tmp_path / "out"), "--ignore-robots", "--lease-timeout", "60",
                            "--max-attempts", "1", "--host-concurrency", "1", cwd=tmp_path)
     with stopped_at_the_end(master) as processes:
         host, port = wait_for_queue_address(master).rsplit(":", 1)
         board = MasterClient((host, int(port)), authkey.encode()).connect()
-        silent = start_crawler("worker", f"{host}:{port}", "--out", str(out), "--threads",
-                               "1", cwd=tmp_path)
+        silent = start_crawler("worker", f"{host}:{port}", "--out", str(tmp_path / "out"),
+                               "--threads", "1", cwd=tmp_path)
         processes.append(silent)
         assert begun.wait(30), "the image was never asked for"
         os.kill(silent.pid, signal.SIGSTOP)
         wait_stopped(silent.pid)
         wait_until(lambda: board.status()["board"]["expired"] >= 1, 30, "the lease to expire")
+        yield master, silent
+
+
+def test_a_silent_worker_whose_lost_lease_was_its_last_try_is_not_told_it_is_queued(
+        site: FixtureServer, tmp_path: Path, authkey: str) -> None:
+    """A lease that expires on the image's last attempt fails it ("lost: no result after
+    1 attempts"): the worker that resumes was told the lease was back in the crawl's
+    queue, where it was not."""
+    begun, release = gate_image(site, "/held.png", PNG)
+    with _silenced_past_its_lease(site, tmp_path, authkey, begun) as (master, silent):
         release.set()
         os.kill(silent.pid, signal.SIGCONT)
         said = wait_for_output(silent, r"lost 1 lease while silent: [^\n]*", 30).group(0)
@@ -187,7 +199,7 @@ def test_a_silent_worker_whose_lost_lease_was_its_last_try_is_not_told_it_is_que
         err = finish(master, 60)
         assert master.returncode == 0, err
         assert silent.wait(timeout=30) == 0
-    entries = {entry["url"].rpartition("/")[2]: entry for entry in manifest_lines(out)}
+    entries = {entry["url"].rpartition("/")[2]: entry for entry in manifest_lines(tmp_path / "out")}
     assert entries["held.png"]["reason"].startswith("lost: no result after 1 attempts")
     assert entries["held.png"]["transient"]  # a worker's doing: the next run tries it again
     assert entries["later.png"]["status"] == "success"
@@ -198,8 +210,6 @@ def test_a_worker_that_lost_its_lease_says_so_once_and_stops_downloading(
     """Back from a silence past worker_silence, a worker heard in every answer (every
     second) that it had lost the lease, said so each time, and went on downloading an
     image whose bytes would be dropped: said once now, and its download is cut."""
-    page = b'<html><body><img src="/held.png"><img src="/later.png"></body></html>'
-    site.routes["/"] = lambda handler: handler.send_body(200, page, "text/html")
     begun, cut, release = threading.Event(), threading.Event(), threading.Event()
 
     def held(handler: FixtureHandler) -> None:  # half the image, then the rest once released
@@ -223,23 +233,9 @@ def test_a_worker_that_lost_its_lease_says_so_once_and_stops_downloading(
                 return
 
     site.routes["/held.png"] = held
-    site.routes["/later.png"] = lambda handler: handler.send_body(200, PNG, "image/png")
-    (tmp_path / "settings.toml").write_text("[queue]\nworker_silence = 1.5\n")
     out = tmp_path / "out"
-    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
-                           str(out), "--ignore-robots", "--lease-timeout", "60",
-                           "--max-attempts", "1", "--host-concurrency", "1", cwd=tmp_path)
     try:
-        with stopped_at_the_end(master) as processes:
-            host, port = wait_for_queue_address(master).rsplit(":", 1)
-            board = MasterClient((host, int(port)), authkey.encode()).connect()
-            silent = start_crawler("worker", f"{host}:{port}", "--out", str(out), "--threads",
-                                   "1", cwd=tmp_path)
-            processes.append(silent)
-            assert begun.wait(30), "the image was never asked for"
-            os.kill(silent.pid, signal.SIGSTOP)
-            wait_stopped(silent.pid)
-            wait_until(lambda: board.status()["board"]["expired"] >= 1, 30, "the lease to expire")
+        with _silenced_past_its_lease(site, tmp_path, authkey, begun) as (master, silent):
             os.kill(silent.pid, signal.SIGCONT)
             assert cut.wait(20), "the worker went on downloading an image it lost"
             err = finish(master, 60)
