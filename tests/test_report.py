@@ -268,6 +268,26 @@ def test_successes_with_no_file_recorded_are_counted_elsewhere(tmp_path: Path) -
     assert "3 images not shown" in soup.select_one("#elsewhere").get_text()
 
 
+def test_a_type_servers_name_another_way_is_shown_by_its_own_name(tmp_path: Path) -> None:
+    """image/x-png was shown as "X-PNG", an icon's registered type as "VND.MICROSOFT.ICON",
+    and an upper-case type (a manifest of an earlier version kept the server's) not at all."""
+    declared = {"a": "image/x-png", "b": "Image/PNG", "c": "image/vnd.microsoft.icon",
+                "d": "image/jpg", "e": "image/webp"}
+    lines = []
+    for name, kind in declared.items():
+        store(tmp_path, f"h/{name}.png", png(8, 8, 1))
+        lines.append({**success(f"http://h/{name}.png", "http://h/", f"h/{name}.png",
+                                png(8, 8, 1)), "content_type": kind})
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    text = write_report(tmp_path).read_text(encoding="utf-8")
+    for label in ("X-PNG", "VND", "JPG\u003c"):
+        assert label not in text, label
+    soup = BeautifulSoup(text, "html.parser")
+    shown = soup.get_text()
+    assert shown.count("\u00b7 PNG") == 2 and "\u00b7 ICO" in shown and "\u00b7 JPEG" in shown
+    assert "\u00b7 WEBP" in shown
+
+
 def test_malformed_lines_are_skipped_and_counted(gallery: dict[str, Any]) -> None:
     note = gallery["soup"].select_one("#malformed")
     assert note is not None

@@ -265,12 +265,14 @@ _MEDIA_TYPE_SYNONYMS: dict[str, frozenset[str]] = {
 
 def _stored_type(declared: str | None, kind: ImageType) -> str:
     """The media type a success reports: the server's Content-Type where it names the type
-    the body is (its parameters kept), else that type's own. A PNG served as image/jpeg or
-    text/plain is stored as a PNG, and must not be described as a JPEG or as text."""
+    the body is, in lower case and without its parameters (a script that picks the
+    image/png ones missed "Image/PNG" and "image/png; charset=binary"), else that type's
+    own. A PNG served as image/jpeg or text/plain is stored as a PNG, and must not be
+    described as a JPEG or as text."""
     if declared:
         named = declared.partition(";")[0].strip().lower()
         if named == kind.mime or named in _MEDIA_TYPE_SYNONYMS.get(kind.name, ()):
-            return declared
+            return named
     return kind.mime
 
 
