@@ -31,7 +31,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from crawler import __version__
 from crawler.config import (
@@ -606,6 +606,12 @@ def _seed_hint(seed: str, why: str, *, schemeless: bool) -> str:
     plain HTTP), a seed that is no page, one whose server (or its redirect's) refused
     the connection, one its site's robots.txt disallows, and one refused while its
     server answers robots.txt with an error (5xx, 429, a broken body)."""
+    if schemeless and "DNS lookup failed" in why and _names_a_local_file(seed):
+        # site/index.html was read as https://site/index.html (a folder a wget mirror
+        # made is named as its host, so a seed may name one too: a hint, no refusal).
+        return ("; there is a file of that name in this folder: the crawler fetches pages "
+                "over http(s) (to crawl a folder of files, serve it with 'python3 -m "
+                "http.server' and give http://127.0.0.1:8000/)")
     if why.startswith("not HTML"):
         return ("; a seed must be an HTML page" + (
             ": images are found on the pages that show them, so give such a page"
@@ -643,6 +649,13 @@ def _seed_hint(seed: str, why: str, *, schemeless: bool) -> str:
     return (f"; the server there does not speak TLS: for plain HTTP, give "
             f"http://{seed.removeprefix('https://')}"
             + (" (a seed without a scheme is https)" if schemeless else ""))
+
+
+def _names_a_local_file(seed: str) -> bool:
+    """Whether a seed given without a scheme (``seed`` as https) names a file here."""
+    with contextlib.suppress(OSError, ValueError):
+        return Path(unquote(seed.removeprefix("https://"))).is_file()
+    return False
 
 
 def _host_and_port(url: str) -> str:

@@ -243,6 +243,25 @@ def test_a_seed_that_is_a_path_or_a_flag_is_said_to_be_one(tmp_path: Path, seed:
     assert said in error_line(result) and "Traceback" not in result.stderr
 
 
+def test_a_seed_that_names_a_file_of_this_folder_says_so_when_it_is_no_host(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """site/index.html, read as https://site/index.html, failed its DNS lookup and said
+    nothing more; refused outright, a wget mirror's folder (named as its host) would stop
+    a good seed: a hint, where the name is no host."""
+    from crawler.api import _seed_hint
+
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "index.html").write_text("<html></html>")
+    monkeypatch.chdir(tmp_path)
+    failed = "robots.txt unreachable (connection error: name not found: DNS lookup failed)"
+    hint = _seed_hint("https://site/index.html", failed, schemeless=True)
+    assert hint.startswith("; there is a file of that name in this folder: the crawler "
+                           "fetches pages over http(s)"), hint
+    assert _seed_hint("https://site/other.html", failed, schemeless=True) == ""
+    assert "file of that name" not in _seed_hint("https://site/index.html", failed,
+                                                 schemeless=False)
+
+
 @pytest.mark.parametrize("flag", ["--settings", "-i", "--authkey-file", "-o"])
 def test_an_empty_file_name_is_said_to_be_one(tmp_path: Path, flag: str) -> None:
     """--settings '' was read as the current folder: ".: is a folder, not a settings file";
