@@ -617,6 +617,10 @@ def test_a_trap_of_ever_deeper_pages_ends_at_the_depth_limit_and_says_so(
     assert (summary["pages"], summary["pages_at_depth_limit"]) == (4, 1)
     assert "  depth limit     1 pages at the last hop (--depth) link to pages not visited;" \
         " a rerun with a larger one goes on" in err, err
+    # The same command again reads nothing: it still says so (it said 0, and nothing).
+    summary, err = crawl("3")
+    assert (summary["pages"], summary["pages_at_depth_limit"]) == (4, 1)
+    assert "  depth limit     1 pages at the last hop" in err, err
     summary, err = crawl("5")  # the last month's page links one more: the limit, again
     assert (summary["pages"], summary["pages_at_depth_limit"]) == (6, 1)
     summary, err = crawl("6")  # /cal/6 is no page (404): nothing past the limit to read

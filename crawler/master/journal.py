@@ -296,6 +296,18 @@ class Journal:
             self.set_meta("reading", reading)
         return Reopened(limits=reopened, reading=for_reading, robots=robots)
 
+    def pages_at_depth_limit(self, depth: int) -> int:
+        """How many pages the runs at ``depth`` read at it, whose links lead to pages
+        not read (their count, as the last run said it)."""
+        said = self.meta("at_depth_limit")
+        if isinstance(said, dict) and said.get("depth") == depth:
+            pages = said.get("pages")
+            return pages if isinstance(pages, int) and pages >= 0 else 0
+        return 0
+
+    def note_pages_at_depth_limit(self, depth: int, pages: int) -> None:
+        self.set_meta("at_depth_limit", {"depth": depth, "pages": pages})
+
     def forget_if_empty(self) -> bool:
         """Forget a crawl that never read a page nor found an image (its seeds failed: a
         mistyped host, a 404, a robots.txt refusal); True when it was forgotten. Nothing

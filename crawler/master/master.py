@@ -396,8 +396,13 @@ class Master:
             journal = Journal(out_dir)
             try:
                 # Before the result files are written from the journal.
-                take_up(journal, crawl_identity(self._options.seeds, self._settings.crawl),
-                        self._settings.crawl, out_dir=out_dir, resume=self._options.resume)
+                reopened = take_up(journal, crawl_identity(self._options.seeds,
+                                                           self._settings.crawl),
+                                   self._settings.crawl, out_dir=out_dir,
+                                   resume=self._options.resume)
+                depth = self._settings.crawl.depth
+                if not reopened:  # none of those pages is read again: said again at the end
+                    self._pages_at_depth_limit = journal.pages_at_depth_limit(depth)
                 say_robots_refusals_stay(journal, self._settings.crawl, out_dir)
                 drop_last_summary(out_dir)  # the folder's crawl is this run's now
                 if journal.run_starts():  # its images need not wait for its workers
@@ -415,6 +420,7 @@ class Master:
                 try:
                     summary = self._run(JournalLedger(journal, self._embedded_board()),
                                         self._paced_frontier, files)
+                    journal.note_pages_at_depth_limit(depth, self._pages_at_depth_limit)
                     # Its results all recorded: what a worker holds now, it may yet store.
                     journal.run_ended(
                         leases_outstanding=self._embedded_board().stop_lending())

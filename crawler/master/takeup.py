@@ -17,7 +17,7 @@ from typing import Any
 
 from crawler.config import CrawlSettings
 from crawler.fetch.robots import DISALLOWED as ROBOTS_DISALLOWED
-from crawler.master.journal import Journal
+from crawler.master.journal import Journal, Reopened
 from crawler.master.missing import MissingImages, say_fetched_again
 from crawler.master.results import last_page_entries
 from crawler.model.files import MANIFEST_NAME, PAGES_NAME, RESULTS_NAME
@@ -37,8 +37,9 @@ def crawl_identity(seeds: Iterable[str], crawl: CrawlSettings) -> dict[str, Any]
 
 
 def take_up(journal: Journal, identity: dict[str, Any], crawl: CrawlSettings, *,
-            out_dir: Path, resume: bool) -> None:
-    """Check that the folder's crawl is this one; reopen what this run's limits extend."""
+            out_dir: Path, resume: bool) -> Reopened:
+    """Check that the folder's crawl is this one; reopen what this run's limits extend;
+    the pages visited again, by why."""
     if journal.forget_if_empty():
         drop_failed_pages(out_dir)
     reopened = journal.take_up(
@@ -55,6 +56,7 @@ def take_up(journal: Journal, identity: dict[str, Any], crawl: CrawlSettings, *,
         log.info("%d page(s) done before are read again: images on them were refused while "
                  "their host's robots.txt could not be read", reopened.robots)
     say_requeued(journal.retry_failures_worth_a_rerun())
+    return reopened
 
 
 def drop_failed_pages(out_dir: Path) -> None:
