@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import struct
 import subprocess
 from pathlib import Path
@@ -286,6 +287,21 @@ def test_a_type_servers_name_another_way_is_shown_by_its_own_name(tmp_path: Path
     shown = soup.get_text()
     assert shown.count("\u00b7 PNG") == 2 and "\u00b7 ICO" in shown and "\u00b7 JPEG" in shown
     assert "\u00b7 WEBP" in shown
+
+
+def test_an_image_a_worker_of_this_host_stored_and_that_is_gone_says_a_rerun_fetches_it(
+        tmp_path: Path) -> None:
+    """A file deleted by hand was "stored by a worker on vm", vm being this very host,
+    as if the user had to go and look on another machine."""
+    here = socket.gethostname()
+    line = success("http://h/gone.png", "http://h/", "h/gone.png", png(8, 8, 1),
+                   worker=f"{here}:4242:ab12")
+    (tmp_path / "manifest.jsonl").write_text(json.dumps(line) + "\n")
+    soup = BeautifulSoup(write_report(tmp_path).read_text(encoding="utf-8"), "html.parser")
+    (figure,) = soup.select("figure.image")
+    assert (f"stored by a worker on {here} (worker {here}:4242:ab12), this host: removed "
+            "from this folder since, or stored in another one; if removed, the same crawl "
+            "command run here again downloads it again") in figure.get_text()
 
 
 def test_malformed_lines_are_skipped_and_counted(gallery: dict[str, Any]) -> None:

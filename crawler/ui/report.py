@@ -44,6 +44,7 @@ import os
 import re
 import secrets
 import shlex
+import socket
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -546,6 +547,7 @@ class _Context:
     # file recorded (a tutorial worker's) or a path out of the folders.
     statuses: Counter[str] = field(default_factory=Counter)
     not_shown: int = 0  # successes without a thumbnail, for any reason
+    this_host: str = field(default_factory=socket.gethostname)
 
 
 def render(manifest: Manifest, folders: Path | Sequence[Path]) -> str:
@@ -757,9 +759,13 @@ def _figure(out: list[str], entry: Entry, page_number: int, page_html: str,
         else:
             worker_host = (entry.worker or "").partition(":")[0]
             context.elsewhere[worker_host or "an unknown host"] += 1
+            # A worker of this host stored it here (removed since?), or in a folder of
+            # its own: either way, not "on" a host the user must go and look at.
+            mine = bool(worker_host) and worker_host == context.this_host
             note = (f"not in this folder; stored by a worker on "
                     f"{escape(worker_host) or 'an unknown host'}"
-                    f"{f' (worker {escape(entry.worker)})' if entry.worker else ''}<br>"
+                    f"{f' (worker {escape(entry.worker)})' if entry.worker else ''}"
+                    f"{_REMOVED_HERE if mine else ''}<br>"
                     f"<code>{escape(entry.path)}</code>")
         add(f'<p class="missing">{note}</p>')
     link = (f'<a href="{url}" rel="noopener noreferrer">{name}</a>' if _is_http(entry.url)
@@ -768,6 +774,10 @@ def _figure(out: list[str], entry: Entry, page_number: int, page_html: str,
     caption = f'<span class="caption">{escape(said)}</span>' if said else ""
     add(f'<figcaption><span class="name">{link}</span>{caption}'
         f'<span class="details">{details}</span></figcaption></figure>\n')
+
+
+_REMOVED_HERE = (", this host: removed from this folder since, or stored in another one; "
+                 "if removed, the same crawl command run here again downloads it again")
 
 
 def _in_order(page: str | None) -> tuple[bool, list[tuple[str, int]]]:
