@@ -53,6 +53,8 @@ def downloads_at_once(slots: int, rate: int) -> int:
     """How many of ``slots`` downloads run at once under a bandwidth cap of ``rate``
     bytes/s (0: none): all of them, or as many as get RATE_PER_DOWNLOAD each, one at least."""
     return slots if not rate else max(1, min(slots, rate // RATE_PER_DOWNLOAD))
+
+
 _WANTED = frozenset({b"content-length", b"content-type", b"content-encoding", b"location",
                      b"retry-after", b"transfer-encoding"})
 _WANTED_FIRST = frozenset(name[0] for name in _WANTED)  # "c", "l", "r", "t"
