@@ -82,7 +82,7 @@ class Robots:
         deadline, however long they take together (for a caller that a stop does not
         wait for: the images an earlier run queued, of any number of hosts)."""
         if self._enabled:
-            origins = {origin_of(url) for url in urls}
+            origins = dict.fromkeys(origin_of(url) for url in urls)  # (in the order found)
             self._direct.update(origins)
             self._rules.get_all(origins, within=None if all_of_them else self._timeout + 1)
 
