@@ -32,9 +32,10 @@ from crawler.fetch import curlsetup
 from crawler.fetch.callbacks import downloads_at_once
 from crawler.fetch.curl import CurlEngine
 from crawler.fetch.curlsetup import default_ca_file
-from crawler.fetch.easy import Reply
+from crawler.fetch.easy import EasyClient, Reply
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions, parse_header, parse_rate
+from crawler.fetch.robots import read_robots
 from crawler.master.authkey import Authkey
 from crawler.model.outcome import Attempt, FailureKind
 from crawler.worker.sink import sinks_into
@@ -644,6 +645,25 @@ def test_a_proxy_that_cannot_be_reached_is_named_in_the_pages_failure(
     direct = page_get(options_from(tmp_path), f"http://127.0.0.1:{port}/page.html")
     assert direct.failure == "connection error: connection refused", direct.failure
     assert recorder.seen == []
+
+
+def test_a_proxy_that_never_answers_is_named_in_the_robots_txt_failure(
+        tmp_path: Path) -> None:
+    """A proxy that takes connections and never answers a tunnel's CONNECT: the seed said
+    "robots.txt unreachable (too slow (over 30 s))" after 10 s, the proxy unnamed."""
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(8)  # (the kernel completes the connections; no one answers them)
+    port = hung.getsockname()[1]
+    client = EasyClient(LOOPBACK, options_from(tmp_path, proxy=f"http://127.0.0.1:{port}"),
+                        connect_timeout=1.0, ca_file=default_ca_file())
+    try:
+        robots = read_robots(client, "https://127.0.0.1:9", 5.0)
+    finally:
+        client.close()
+        hung.close()
+    assert robots.unreachable == ("too slow (no connection within 1 s, at the proxy "
+                                  f"http://127.0.0.1:{port})"), robots.unreachable
 
 
 def test_without_libcurls_used_proxy_a_proxy_set_is_taken_as_used(

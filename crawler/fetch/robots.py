@@ -113,9 +113,11 @@ def read_robots(client: EasyClient, origin: str, timeout: float, *,
         log.warning("robots.txt of %s too slow: %s", origin, then)
         # Said by the limit that cut it: a connection not made has its own, shorter one,
         # unless the whole deadline is shorter still.
-        if reply.failure == "timed out connecting":
+        if reply.failure.startswith("timed out connecting"):
+            # (", at the proxy URL" after it, when the proxy is the one that hung)
             within = min(client.connect_timeout, timeout)
-            return unreachable(f"too slow (no connection within {within:g} s)")
+            at = reply.failure.removeprefix("timed out connecting")
+            return unreachable(f"too slow (no connection within {within:g} s{at})")
         return unreachable(f"too slow (over {timeout:g} s)")
     if not reply.ok and reply.status:  # the head came, the body did not
         log.warning("robots.txt of %s broke off (%s): %s", origin, reply.failure, then)
