@@ -975,6 +975,7 @@ def test_images_refused_for_an_unreadable_robots_txt_are_judged_again_by_a_rerun
         [entry] = manifest_lines(out)
         if run < 2:
             assert entry["reason"] == "robots.txt unreachable (HTTP 503)", (run, entry)
+            assert entry["transient"], entry  # the next run tries it again
             assert "to try again    1 image(s)" in done.stderr, done.stderr
     assert entry["status"] == "success", (entry, done.stderr)
     assert (out / entry["path"]).read_bytes() == picture.files[path][1]

@@ -155,6 +155,8 @@ def test_images_refused_for_an_unreadable_robots_txt_are_tried_by_a_rerun(
     err = _crawl(site.url + "/", out, tmp_path)
     [entry] = manifest_lines(out)
     assert entry["reason"] == "robots.txt unreachable (HTTP 503)"
+    # README's "transient": a failure the next run tries again (it said false).
+    assert entry["transient"] and entry["attempts"] == 0, entry
     assert "to try again    1 image(s)" in err, err
     _crawl(site.url + "/", out, tmp_path)
     [entry] = manifest_lines(out)

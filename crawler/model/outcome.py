@@ -199,8 +199,10 @@ class Attempt(NamedTuple):
         worth another try (``transient``), or one the user fixes, then runs the crawl
         again: a name taken in the image folder (its message says to move what is in
         the way), a TLS failure (a CA to trust, a client certificate: settings, or a
-        worker host's own trust, which the run does not change but the next may)."""
-        return not self.ok and (self.transient or self.kind in _FIXED_BY_THE_USER)
+        worker host's own trust, which the run does not change but the next may); and a
+        refusal for a robots.txt that could not be read, which the next run reads."""
+        return not self.ok and (self.transient or self.kind in _FIXED_BY_THE_USER
+                                or self.reason.startswith(ROBOTS_UNREACHABLE))
 
     @property
     def timed_out(self) -> bool:
