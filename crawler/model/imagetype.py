@@ -62,6 +62,26 @@ def by_name(name: str) -> ImageType | None:
     return next((kind for kind in TYPES if kind.name == name), None)
 
 
+# Other names servers give a type by: its registered one (an icon's), those of old
+# browsers and servers. Each names the type the bytes are as well as ours does.
+_MEDIA_TYPE_SYNONYMS: dict[str, frozenset[str]] = {
+    "ico": frozenset({"image/vnd.microsoft.icon", "image/ico", "image/icon"}),
+    "jpeg": frozenset({"image/jpg", "image/pjpeg"}),
+    "bmp": frozenset({"image/x-bmp", "image/x-ms-bmp"}),
+    "png": frozenset({"image/x-png"}),
+}
+_BY_MEDIA_TYPE: dict[str, ImageType] = {
+    **{kind.mime: kind for kind in TYPES},
+    **{synonym: kind for kind in TYPES for synonym in _MEDIA_TYPE_SYNONYMS.get(kind.name, ())},
+}
+
+
+def by_media_type(media_type: str) -> ImageType | None:
+    """The known type a media type names (in lower case, without parameters), by its own
+    name or another one servers use for it (``image/jpg``), or None."""
+    return _BY_MEDIA_TYPE.get(media_type)
+
+
 # --------------------------------------------------------------------------- sniffing
 
 

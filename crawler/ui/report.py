@@ -63,6 +63,7 @@ from crawler.model.files import (
     SUMMARY_NAME,
     images_left_shown,
 )
+from crawler.model.imagetype import by_media_type
 from crawler.model.outcome import IMAGES_DIR
 from crawler.ui.progress import human_bytes
 
@@ -789,20 +790,19 @@ def _in_order(page: str | None) -> tuple[bool, list[tuple[str, int]]]:
     return False, [(text, 0) if n % 2 == 0 else ("", int(text)) for n, text in enumerate(parts)]
 
 
-# What a type some servers name another way is shown as (image/x-png was "X-PNG").
-_TYPE_LABELS = {"x-png": "PNG", "jpg": "JPEG", "pjpeg": "JPEG", "vnd.microsoft.icon": "ICO",
-                "x-icon": "ICO", "ico": "ICO", "icon": "ICO", "x-bmp": "BMP", "x-ms-bmp": "BMP"}
-
-
 def _details(entry: Entry) -> str:
     parts = []
     if entry.width is not None and entry.height is not None:
         parts.append(f"{entry.width}\u00d7{entry.height}")
     if entry.bytes is not None:
         parts.append(human_bytes(entry.bytes))
-    kind = (entry.content_type or "").partition(";")[0].strip().lower()
-    if kind.startswith("image/"):
-        parts.append(_TYPE_LABELS.get(kind[6:], kind[6:].upper().removesuffix("+XML")))
+    media_type = (entry.content_type or "").partition(";")[0].strip().lower()
+    if media_type.startswith("image/"):
+        # A known type by its own name, however the server spelt it (image/x-png was
+        # "X-PNG"); another as its media type says.
+        known = by_media_type(media_type)
+        parts.append(known.name.upper() if known is not None
+                     else media_type[6:].upper().removesuffix("+XML"))
     return " \u00b7 ".join(parts)
 
 

@@ -36,6 +36,7 @@ from crawler.model.imageend import ends_whole, stops_inside
 from crawler.model.imagetype import (
     SNIFF_BYTES,
     ImageType,
+    by_media_type,
     dimensions,
     looks_like_html,
     sniff,
@@ -253,16 +254,6 @@ def _stored_success(url: str, stored: StoredFile, size_wh: tuple[int, int] | Non
                    height=height, elapsed_s=elapsed_s, skipped=stored.skipped)
 
 
-# Other names servers give a type by: its registered one (an icon's), those of old
-# browsers and servers. Each names the type the bytes are as well as ours does.
-_MEDIA_TYPE_SYNONYMS: dict[str, frozenset[str]] = {
-    "ico": frozenset({"image/vnd.microsoft.icon", "image/ico", "image/icon"}),
-    "jpeg": frozenset({"image/jpg", "image/pjpeg"}),
-    "bmp": frozenset({"image/x-bmp", "image/x-ms-bmp"}),
-    "png": frozenset({"image/x-png"}),
-}
-
-
 def _stored_type(declared: str | None, kind: ImageType) -> str:
     """The media type a success reports: the server's Content-Type where it names the type
     the body is, in lower case and without its parameters (a script that picks the
@@ -271,7 +262,7 @@ def _stored_type(declared: str | None, kind: ImageType) -> str:
     described as a JPEG or as text."""
     if declared:
         named = declared.partition(";")[0].strip().lower()
-        if named == kind.mime or named in _MEDIA_TYPE_SYNONYMS.get(kind.name, ()):
+        if by_media_type(named) == kind:
             return named
     return kind.mime
 
