@@ -256,6 +256,7 @@ class Journal:
         """
         limits = self.meta("limits")
         old = limits if isinstance(limits, dict) else {}
+        before = self.meta("reading")  # what every page so far was read for
         reopened = for_reading = robots = 0
         self._depth = depth
         if not self.is_new():
@@ -269,7 +270,6 @@ class Journal:
                     f" {what}, --fresh to start afresh in that folder, or choose another --out"
                     " (in Python: resume=True, fresh=True, out=)")
             robots = self.reopen(robots_refusals=True)
-            before = self.meta("reading")
             if isinstance(before, dict) and reading is not None and any(
                     set(values) - set(before.get(key) or ()) for key, values in reading.items()):
                 for_reading = self.reopen(read=True)
@@ -289,7 +289,6 @@ class Journal:
         if reading is not None:
             # What every page read so far was read for: a page this run reads for less
             # than an earlier run did is read again by a later run that reads for more.
-            before = self.meta("reading")
             if isinstance(before, dict) and not for_reading:
                 reading = {key: sorted(set(values) & set(before.get(key) or values))
                            for key, values in reading.items()}

@@ -36,8 +36,7 @@ class Notifier(Generic[S]):
         self._state = state
         self._on_error = on_error
         self._due = threading.Event()
-        self._closed = threading.Event()  # cuts a gap between calls short
-        self._closing = False
+        self._closing = threading.Event()  # the last call is due; it cuts a gap short
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
         self._thread.start()
@@ -50,8 +49,7 @@ class Notifier(Generic[S]):
         """One last call with the final ``state``, and its end waited for: the callback
         is the caller's, which ran to its end on the worker's thread before."""
         self._state = state
-        self._closing = True
-        self._closed.set()
+        self._closing.set()
         self._due.set()
         self._thread.join()
 
@@ -59,7 +57,7 @@ class Notifier(Generic[S]):
         while True:
             self._due.wait()
             self._due.clear()
-            closing = self._closing  # read first: a call made now has the final numbers
+            closing = self._closing.is_set()  # first: a call made now has the final numbers
             try:
                 self._call(self._state)
             except BaseException as exc:  # noqa: BLE001 - the caller's own, raised by the worker
@@ -69,4 +67,4 @@ class Notifier(Generic[S]):
             if closing:
                 return
             # Pokes meanwhile only set the flag (no thread waits on it): one call after.
-            self._closed.wait(CALL_GAP)
+            self._closing.wait(CALL_GAP)
