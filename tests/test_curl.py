@@ -64,7 +64,7 @@ from .conftest import (
     wait_for_queue_address,
 )
 from .test_imageend import animation_played_once
-from .test_imagetype import make_gif, make_ico, make_jpeg
+from .test_imagetype import make_gif, make_ico, make_jpeg, make_webp_lossless
 
 PNG = png(40, 30, 7)
 JPEG = make_jpeg(64, 48)
@@ -541,15 +541,23 @@ def test_an_image_cut_short_on_the_server_fails_and_is_not_stored(
     end marker alone missing, a JPEG cut within its picture data (which cannot be told
     from one without its end), bytes after the end."""
     big = png(300, 300, 3, pad_to=SPILL_AT + 50_000)
+    webp, svg = make_webp_lossless(5, 5), b'<svg xmlns="http://www.w3.org/2000/svg"><rect/>'
     cut = {"/half.png": (PNG[:len(PNG) // 2], "image/png"),
            "/big-half.png": (big[:SPILL_AT + 1000], "image/png"),
            "/head-of.jpg": (JPEG[:30], "image/jpeg"),
-           "/half.gif": (GIF[:len(GIF) - 4], "image/gif")}
+           "/half.gif": (GIF[:len(GIF) - 4], "image/gif"),
+           # Its header alone: no pixels to show. A RIFF short of its stated size, an
+           # SVG unclosed (browsers show neither) were stored as successes.
+           "/no-pixels.png": (PNG[:PNG.index(b"IDAT") - 4], "image/png"),
+           "/half.webp": (webp[:len(webp) // 2], "image/webp"),
+           "/unclosed.svg": (svg + b"<circ", "image/svg+xml")}
     shown = {"/no-end.jpg": (JPEG[:-2], "image/jpeg"),
              "/cut-in-its-picture.jpg": (JPEG[:-3], "image/jpeg"),
              "/no-iend.png": (PNG[:-12], "image/png"),
              "/no-trailer.gif": (GIF[:-1], "image/gif"),
-             "/trailer.png": (PNG + b"trailer", "image/png")}
+             "/trailer.png": (PNG + b"trailer", "image/png"),
+             "/whole.webp": (webp, "image/webp"),
+             "/whole.svg": (svg + b"</svg>", "image/svg+xml")}
     serve_routes(server, {path: (kind, body) for path, (body, kind) in {**cut, **shown}.items()})
     engine = engines()
     got = engine.fetch([server.url + path for path in [*cut, *shown]])

@@ -164,6 +164,33 @@ def test_a_body_of_vouched_length_is_cut_where_it_stops_inside_a_piece(
             assert not ends_whole(body[:keep], kind), (name, keep)  # milder, never wronger
 
 
+@pytest.mark.parametrize(("name", "body"), [(name, body) for name, body in WHOLE
+                                            if sniff(body) not in (PNG, GIF, JPEG)])
+def test_a_body_of_vouched_length_short_of_its_stated_end_stops_inside(
+        name: str, body: bytes) -> None:
+    """Formats that state where they end (a RIFF's or BMP's size, the offsets of TIFF
+    strips, ICO entries and AVIF boxes) or must close their markup (an SVG): short of
+    that end, a file whose every byte came is cut short on the server, as a PNG cut
+    inside a chunk is. They were all stored as successes."""
+    kind = sniff(body)
+    assert kind is not None
+    trailer = b"\x00" * 4 + b"trailer"
+    assert not stops_inside(body, kind) and not stops_inside(body + trailer, kind), name
+    for keep in range(len(body) - 1, 1, -max(1, len(body) // 40)):
+        if sniff(body[:keep]) is kind:
+            assert stops_inside(body[:keep], kind) is not ends_whole(body[:keep], kind), (
+                name, keep)
+    assert stops_inside(body[:len(body) // 2], kind), name
+
+
+def test_a_png_that_ends_before_its_pixels_stops_inside() -> None:
+    """Signature and header alone, every byte said came: a browser has no picture to
+    show. One whose pixels came, its IEND alone missing, is shown whole."""
+    whole = make_png(20, 10)
+    assert stops_inside(whole[:whole.index(b"IDAT") - 4], PNG)
+    assert not stops_inside(whole[:-12], PNG)
+
+
 def test_what_decoders_skip_is_no_cut() -> None:
     """Every body is judged now, its length vouched for or not: a stray block terminator
     before a GIF's trailer (tests/site's favicon.gif has one) or bytes before a JPEG's

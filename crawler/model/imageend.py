@@ -60,20 +60,42 @@ def ends_whole(body: bytes, kind: ImageType) -> bool:
 def stops_inside(body: Body, kind: ImageType) -> bool:
     """Whether ``body``, whose length was vouched for, stops inside one of its format's
     pieces: a PNG chunk, a GIF block, or a JPEG segment before its picture data, whose
-    own length runs past the body's end (or no picture data at all). That is a file
-    cut short on the server: a browser shows a broken image.
+    own length runs past the body's end (or no picture data at all: a PNG without an
+    IDAT chunk). That is a file cut short on the server: a browser shows a broken image.
 
-    Milder than :func:`ends_whole`: a body that ends between two pieces, its end
-    marker alone missing (a JPEG without its end of image, a PNG without ``IEND``, a
-    GIF without its trailer), is shown in full by browsers, and a JPEG cut within its
-    picture data cannot be told from one; other formats are not judged.
+    Milder than :func:`ends_whole` for those three: a body that ends between two
+    pieces, its end marker alone missing (a JPEG without its end of image, a PNG
+    without ``IEND``, a GIF without its trailer), is shown in full by browsers, and a
+    JPEG cut within its picture data cannot be told from one. The other formats state
+    where they end (a RIFF's or BMP's size, the offsets of TIFF strips, ICO entries and
+    AVIF boxes) or must close their markup (an SVG, which a browser does not show
+    unclosed): short of that end, they stop inside.
     """
     check = _STOPS_INSIDE.get(kind.name)
-    return check(body) if check else False
+    if check is not None:
+        return check(body)
+    whole = _CHECKS.get(kind.name)
+    if whole is None:
+        return False
+    return not whole(body if isinstance(body, bytes) else bytes(body))
 
 
 def _png_stops_inside(body: Body) -> bool:
-    return _png_walk(body) == "inside"
+    end = _png_walk(body)
+    return end == "inside" or (end == "between" and not _png_has_pixels(body))
+
+
+def _png_has_pixels(body: Body) -> bool:
+    """Whether a PNG that ends between two chunks has an IDAT among them: without one,
+    a browser has no picture to show."""
+    pos = 8
+    for _ in range(WALK_STEPS):
+        if pos + 8 > len(body):
+            return False
+        if body[pos + 4:pos + 8] == b"IDAT":
+            return True
+        pos += 12 + int.from_bytes(body[pos:pos + 4], "big")
+    return True
 
 
 def _gif_blocks_start(body: Body) -> int | None:
