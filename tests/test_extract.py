@@ -870,6 +870,20 @@ def test_a_charset_naming_no_page_encoding_is_read_as_if_none_was_named(
     assert decode(declared, label) == (declared.decode(), "utf-8")
 
 
+@pytest.mark.parametrize("text", [
+    "<p>Снимок экрана</p><img src='снимок.png'><img src='日本.png'>",
+    "<p>Café déjà vu — naïve</p><img src='über.png'><img src='façade.png'>"])
+def test_an_undeclared_utf8_page_with_a_stray_byte_is_utf8(text: str) -> None:
+    """A footer's copyright sign pasted from a Latin-1 file: the rest is UTF-8, as
+    Chromium reads it. Read as windows-1252 (the Cyrillic page) or as Thai (the French
+    one, by the detector), every image address past ASCII was another, and 404."""
+    page = text.encode() + b"<p>\xa9 2020</p>"
+    expected = extract(text.encode(), PAGE).images
+    assert len(expected) == 2
+    assert extract(page, PAGE).images == expected
+    assert decode(page, None) == (text + "<p>\ufffd 2020</p>", "utf-8")
+
+
 def test_a_short_undeclared_japanese_page_is_still_recognised() -> None:
     """15 bytes past ASCII, in pairs: Shift_JIS, as the detector says."""
     text = '<title>画像ギャラリー</title><img src="/写真.png">'

@@ -4,7 +4,8 @@ The order is the HTML standard's: a byte-order mark, else the HTTP charset,
 else a declared charset (``<?xml encoding>``, or a ``<meta>`` found by the HTML
 standard's prescan, which skips comments and other tags' attributes), else
 BOM-less UTF-16 recognised by its NULs, else UTF-8 when the bytes are valid
-UTF-8. Labels are the Encoding Standard's, read and decoded as browsers do
+UTF-8, or nearly all (a few stray bytes, as Chromium reads such a page).
+Labels are the Encoding Standard's, read and decoded as browsers do
 (``crawler.parse.encodings``): "gb2312" is GBK, "iso-8859-1" windows-1252,
 "shift_jis" Microsoft's superset; a label it does not know counts as none.
 Only for a page that declares nothing and is not UTF-8 is a guess
@@ -48,6 +49,9 @@ _CONTENT_CHARSET_RE = re.compile(
 # page's accents mostly stand alone between ASCII letters.
 MIN_FOREIGN_PAIRS = 2
 _FOREIGN_PAIR = re.compile(rb"[\x80-\xff]{2}")
+# Characters past ASCII in valid UTF-8, per stray byte, that make an undeclared page
+# that is not all UTF-8 read as UTF-8 all the same.
+MOSTLY_UTF8 = 3
 # Guesses worth more than windows-1252: encodings of scripts it cannot show.
 # A guess of a Latin single-byte encoding on a short page is noise.
 # (the detector's codec, the standard's encoding it is part of)
@@ -78,6 +82,9 @@ def decode(data: bytes, encoding: str | None) -> tuple[str, str]:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         pass
+    mostly = _mostly_utf8(data)
+    if mostly is not None:
+        return mostly, "utf-8"
     guessed = _guess(data)
     if guessed is not None:
         return guessed
@@ -184,6 +191,19 @@ def _meta(head: bytes, position: int) -> tuple[str | None, int]:
     if charset is None or (need_pragma and not got_pragma):
         return None, position
     return ("windows-1252" if charset == "x-user-defined" else declared(charset)), position
+
+
+def _mostly_utf8(data: bytes) -> str | None:
+    """The text of an undeclared page that is UTF-8 but for a few stray bytes (a
+    footer's "\xa9" pasted from a Latin-1 file), as Chromium's detector reads it; else
+    None. Read as windows-1252, or guessed Thai, every address on it past ASCII was
+    another one, and 404. A Latin page's accents are stray bytes nearly all: UTF-8
+    needs a lead byte and its continuation bytes side by side, which windows-1252 text
+    makes only as mojibake."""
+    text = data.decode("utf-8", errors="replace")
+    stray = text.count("\ufffd")
+    valid = len(text) - len(text.encode("ascii", errors="ignore")) - stray
+    return text if valid >= MOSTLY_UTF8 * stray else None
 
 
 def _guess(data: bytes) -> tuple[str, str] | None:
