@@ -572,6 +572,34 @@ def test_an_image_cut_short_on_the_server_fails_and_is_not_stored(
         path.lstrip("/") for path in shown)
 
 
+def test_a_206_of_the_whole_file_is_stored_and_one_of_a_part_is_not(
+        server: FixtureServer, engines: Callable[..., Engine]) -> None:
+    """No Range is asked for; a server that answers 206 all the same, its one range
+    every byte, sent the image, and a browser shows it: it failed as "HTTP 206", for
+    good. A 203 (a proxy's copy) is the whole file too. A part of it is not stored."""
+    size = len(PNG)
+    answers = {"/whole.png": (206, PNG, f"bytes 0-{size - 1}/{size}"),
+               "/copy.png": (203, PNG, None),
+               "/part.png": (206, PNG[:100], f"bytes 0-99/{size}"),
+               "/no-range.png": (206, PNG, None)}
+    for path, (status, body, content_range) in answers.items():
+        headers = {"Content-Range": content_range} if content_range else {}
+        server.routes[path] = functools.partial(
+            lambda h, status, body, headers: h.send_body(status, body, "image/png", headers),
+            status=status, body=body, headers=headers)
+    engine = engines()
+    got = engine.fetch([server.url + path for path in answers])
+    for path in ("/whole.png", "/copy.png"):
+        attempt = got[server.url + path]
+        assert attempt is not None and attempt.ok and attempt.bytes == size, (path, attempt)
+    for path in ("/part.png", "/no-range.png"):
+        attempt = got[server.url + path]
+        assert attempt is not None and (attempt.ok, attempt.reason) == (False, "HTTP 206"), (
+            path, attempt)
+    assert sorted(p.name for p in engine.store.root.rglob("*") if p.is_file()) == [
+        "copy.png", "whole.png"]
+
+
 def test_an_svg_saved_as_utf16_is_stored(server: FixtureServer,
                                         engines: Callable[..., Engine]) -> None:
     """Browsers show it; it failed as "not an image"."""

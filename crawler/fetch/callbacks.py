@@ -35,7 +35,7 @@ from crawler.fetch.engine import (
     too_large,
 )
 from crawler.fetch.guard import BlockedAddress
-from crawler.fetch.policy import REDIRECT_STATUSES, interim, location_text
+from crawler.fetch.policy import REDIRECT_STATUSES, interim, location_text, whole_answer
 from crawler.fetch.transfer import Slot, Transfer, failed
 from crawler.model.outcome import FailureKind
 
@@ -56,7 +56,7 @@ def downloads_at_once(slots: int, rate: int) -> int:
 
 
 _WANTED = frozenset({b"content-length", b"content-type", b"content-encoding", b"location",
-                     b"retry-after", b"transfer-encoding"})
+                     b"retry-after", b"transfer-encoding", b"content-range"})
 _WANTED_FIRST = frozenset(name[0] for name in _WANTED)  # "c", "l", "r", "t"
 
 
@@ -184,7 +184,7 @@ class TransferCallbacks:
             transfer.location = headers[b"location"]
             return None  # its body is drained, then the next hop starts
         url = transfer.task[0]
-        if status != 200:
+        if status != 200 and not whole_answer(status, headers.get(b"content-range")):
             transfer.answer = status_failure(url, transfer.started, status,
                                              headers.get(b"retry-after"))
             return None

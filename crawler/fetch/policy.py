@@ -7,6 +7,7 @@ behaviour in the same way because they read it here.
 from __future__ import annotations
 
 import math
+import re
 import time
 
 from crawler.model.outcome import MAX_UNREAD_CHARS, RATE_LIMITED_PAUSE
@@ -26,6 +27,22 @@ def interim(status: int) -> bool:
     follow. Not a 101 (Switching Protocols): never asked for here, libcurl takes it for
     the final answer, and what follows for its body."""
     return 100 <= status < 200 and status != SWITCHING_PROTOCOLS
+
+
+# "bytes 0-LAST/SIZE" of a Content-Range: a 206 whose one part is the whole file.
+_WHOLE_RANGE = re.compile(r"\s*bytes\s+0-(\d{1,20})/(\d{1,20})\s*", re.I)
+
+
+def whole_answer(status: int, content_range: str | None) -> bool:
+    """Whether an answer with ``status`` carries the whole file: a 200, a 203 (a proxy's
+    transformed copy), or a 206 whose ``Content-Range`` covers every byte. No Range is
+    asked for; servers that answer 206 all the same exist, and browsers show the image."""
+    if status in (200, 203):
+        return True
+    if status != 206 or not content_range:
+        return False
+    whole = _WHOLE_RANGE.fullmatch(content_range)
+    return whole is not None and int(whole.group(1)) + 1 == int(whole.group(2))
 
 
 def transient_status(status: int) -> bool:
