@@ -1428,20 +1428,49 @@ def test_images_still_failing_for_a_passing_reason_are_tried_again_by_a_rerun(
 @pytest.mark.parametrize("status", [503, 429])
 def test_an_unreachable_robots_txt_says_so_and_a_rerun_crawls_the_site(
         make_server: Callable[[], FixtureServer], tmp_path: Path, status: int) -> None:
-    """A 429 too: it asks for fewer requests, not for none of the rules."""
+    """A 429 too: it asks for fewer requests, not for none of the rules. Read as often as
+    a page is tried (download.max_attempts), after the same backoff."""
     server = make_server()
     site = setup_site(server, pages=2, images_per_page=4)
-    fail_first(server, {"/robots.txt"}, status, times=1, retry_after="0")
+    fail_first(server, {"/robots.txt"}, status, times=3, retry_after="0")
+    (tmp_path / "settings.toml").write_text(FAST_RETRIES)
     out = tmp_path / "out"
     err = _master_with_a_local_worker(server, out, tmp_path, status=5)  # nothing was read
+    assert (f"robots.txt of {server.url} answered HTTP {status}: its pages wait; read again "
+            "later (try 1 of 3)") in err, err
+    assert (f"robots.txt of {server.url} answered HTTP {status}: not crawling that origin in "
+            "this run (read 3 times)") in err, err
     assert f"page {server.url}/: robots.txt unreachable (HTTP {status})" in err, err
     assert (f"no seed page could be fetched: {server.url}/: robots.txt unreachable (HTTP "
             f"{status}); until its robots.txt can be read, the site is not crawled (RFC 9309): "
             "the same command tries again, --ignore-robots crawls without it") in err, err
     assert _page_counts(err) == (1, 1), err
-    assert "/" not in server.paths()
+    assert server.paths() == ["/robots.txt"] * 3
     _master_with_a_local_worker(server, out, tmp_path)
     assert server.paths().count("/") == 1
+    check_complete(out, server.url, site)
+
+
+@pytest.mark.parametrize("status", [503, 429])
+def test_a_robots_txt_unreachable_for_a_while_is_read_again_in_the_run(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, status: int) -> None:
+    """A server that answers its robots.txt 503 (or 429) at first, as one starting up or
+    rate limiting does: its pages wait for the file's next read, after the backoff or
+    the Retry-After it sent, and the crawl completes in one run. It used to end at once
+    with exit status 5, nothing crawled."""
+    server = make_server()
+    site = setup_site(server, pages=3, images_per_page=2)
+    fail_first(server, {"/robots.txt"}, status, times=2, retry_after="1")
+    (tmp_path / "settings.toml").write_text(FAST_RETRIES)
+    out = tmp_path / "out"
+    started = time.monotonic()
+    err = _master_with_a_local_worker(server, out, tmp_path)
+    assert time.monotonic() - started >= 2.0, "each read again waits for its Retry-After"
+    assert _page_counts(err) == (len(site.pages), 0), err
+    assert server.paths().count("/robots.txt") == 3
+    assert server.paths().count("/") == 1, "refused, the page was not fetched"
+    assert (f"page {server.url}/: robots.txt unreachable (HTTP {status}); trying again in "
+            "1.0 s (try 2 of 3)") in err, err
     check_complete(out, server.url, site)
 
 

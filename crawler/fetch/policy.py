@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from typing import Protocol
 
 from crawler.model.outcome import MAX_UNREAD_CHARS, RATE_LIMITED_PAUSE
 from crawler.model.urls import resolve
@@ -20,6 +21,16 @@ MAX_REDIRECTS = 10  # hops followed for one URL, page or image
 # Why a page or an image ends when its redirects go on past that (the same words for both).
 TOO_MANY_REDIRECTS = f"more than {MAX_REDIRECTS} redirects"
 SWITCHING_PROTOCOLS = 101
+
+
+class Retries(Protocol):
+    """How often a failure for a passing reason is tried again, and after how long (the
+    board's policy, for pages, images, style sheets and robots.txt alike)."""
+
+    @property
+    def max_attempts(self) -> int: ...
+
+    def backoff(self, failures: int, retry_after: float | None) -> float: ...
 
 
 def interim(status: int) -> bool:

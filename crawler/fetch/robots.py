@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from protego import Protego
 
 from crawler.fetch.easy import EasyClient
-from crawler.fetch.policy import REDIRECT_STATUSES
+from crawler.fetch.policy import REDIRECT_STATUSES, server_pause
 from crawler.model.outcome import ROBOTS_UNREACHABLE, status_reason
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,8 @@ class RobotsFile(NamedTuple):
     # False when the file was not asked for at all (no connection was free): what it
     # says is not known, and it is read again when next needed.
     settled: bool = True
+    # Seconds its 5xx or 429 asked to wait (Retry-After; a 429 without one, a default).
+    retry_after: float | None = None
 
     def refusal(self, url: str, user_agent: str) -> str | None:
         """Why ``url`` may not be fetched, or None when it may."""
@@ -139,7 +141,8 @@ def read_robots(client: EasyClient, origin: str, timeout: float, *,
     if reply.status >= 500 or reply.status == 429:  # >= 500: out of range too
         log.warning("robots.txt of %s answered %s: %s", origin, status_reason(reply.status),
                     then)
-        return unreachable(status_reason(reply.status))
+        pause = server_pause(reply.status, reply.headers.get("retry-after"))
+        return unreachable(status_reason(reply.status))._replace(retry_after=pause)
     if reply.status != 200:  # 4xx: no robots.txt; a redirect not followed: as if none
         if reply.status in REDIRECT_STATUSES:
             log.info("robots.txt of %s: redirects not followed past %s: as if none",

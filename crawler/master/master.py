@@ -580,7 +580,7 @@ class Master:
         robots = Robots(robots_session, settings.crawl.user_agent, settings.crawl.page_timeout,
                         settings.crawl.respect_robots,
                         max_delay=settings.politeness.max_crawl_delay,
-                        max_age=settings.crawl.robots_max_age)
+                        max_age=settings.crawl.robots_max_age, retries=self._board.policy)
         if self._shared_frontier is not None:
             # On a broker, an earlier run's refusals for an unreadable robots.txt are
             # judged again before the results are read, so that one queued again leaves
@@ -849,7 +849,7 @@ class Master:
         self._forget_after_reconnecting()
         frontier = self._frontier
         self._hung_pages.heard(visit.url, visit.page)
-        if visit.extraction is None and self._retry_later(visit):
+        if visit.extraction is None and self._retry_later(visit, robots):
             return
         self._snapshot.pages += 1
         self._pace_pages(visit, robots)
@@ -1041,16 +1041,23 @@ class Master:
         if delay:
             self._frontier.hold(host, visit.started + delay)
 
-    def _retry_later(self, visit: Visit) -> bool:
+    def _retry_later(self, visit: Visit, robots: Robots) -> bool:
         """Put a page that failed for a passing reason back, after a backoff, if tries are left.
 
         The backoff holds back every page of its host, as a 5xx or 429 is about the host;
         so does a Retry-After on its last try (a page out of tries is not tried again, but
-        its host asked for a pause all the same).
+        its host asked for a pause all the same). A page refused for want of a robots.txt
+        waits for that file's next read, if it has one in this run.
         """
         policy = self._board.policy  # the images' tries and backoff
-        if not visit.page.transient or visit.page.held:
-            return False  # its robots.txt could not be read: the page waits for the next run
+        if not visit.page.transient:
+            return False
+        if visit.page.held:
+            if host_key(visit.page.held) != host_key(visit.url):
+                # Redirected to another host: holding this one's pages for that host's
+                # robots.txt would stall a site for one link that leaves it.
+                return False
+            return self._retry_when_robots_is_read(visit, robots.read_again_in(visit.page.held))
         if (self._hung_pages.unread(visit.url) is not None
                 or self._hung_pages.unread(visit.page.final_url) is not None):
             # Its host, or the one its redirect led to, timed out again and again: the
@@ -1072,6 +1079,22 @@ class Master:
         self._hold_host(visit.url, backoff)
         log.info("page %s: %s; trying again in %.1f s (try %d of %d)", visit.url,
                  visit.page.skipped, backoff, tries + 1, policy.max_attempts)
+        self._frontier.requeue(visit.url, visit.depth)
+        self._page_retries += 1
+        return True
+
+    def _retry_when_robots_is_read(self, visit: Visit, read_again_in: float | None) -> bool:
+        """Put a page refused for want of a robots.txt back, to be visited once that file
+        is read again (``read_again_in`` seconds from now; None: not in this run, and the
+        page waits for the next), if the page has tries left."""
+        if read_again_in is None:
+            return False
+        tries = self._frontier.failed(visit.url)
+        if tries >= self._board.policy.max_attempts:
+            return False
+        self._hold_host(visit.url, read_again_in)
+        log.info("page %s: %s; trying again in %.1f s (try %d of %d)", visit.url,
+                 visit.page.skipped, read_again_in, tries + 1, self._board.policy.max_attempts)
         self._frontier.requeue(visit.url, visit.depth)
         self._page_retries += 1
         return True

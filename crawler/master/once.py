@@ -170,6 +170,14 @@ class Once(Generic[K, V]):
                 return self._done[key]
             return None
 
+    def forget(self, key: K) -> None:
+        """Drop ``key``'s value: the next to ask computes it again (one that is being
+        computed is kept when it comes)."""
+        with self._lock:
+            self._done.pop(key, None)
+            self._stale_at.pop(key, None)
+            self._not_before.pop(key, None)
+
     def previous(self, key: K) -> V | None:
         """The value computed last, however old (None if none was): for a computation
         that may keep it."""

@@ -45,9 +45,10 @@ class Page(NamedTuple):
     skipped: str = ""  # why the body was not read ("" when it was)
     transient: bool = False  # worth another try (connection errors, 5xx, 429)
     retry_after: float | None = None  # seconds the server asked us to wait
-    # Refused for want of a robots.txt (unreachable, or not read in time): not final,
-    # and not tried again in this run (its robots.txt is read again only past its age).
-    held: bool = False
+    # Refused for want of a robots.txt (unreachable, or not read in time): the URL it
+    # was refused at (the page's, or its redirect's target), "" if it was not. Not final:
+    # tried again once that robots.txt is read again (in this run while tries are left).
+    held: str = ""
     refresh: str | None = None  # its Refresh header, which browsers follow as <meta> refresh
     timed_out: bool = False  # no connection or byte in time, or past the page's deadline
     image: bool = False  # answered with an image (an image/* type), not a page: body unread
@@ -115,7 +116,7 @@ def redirect_held(url: str, current: str, status: int, target: str, why: str) ->
     """A redirect to an origin whose robots.txt could not be read: not final, as a page
     of that origin is not (a later run tries again)."""
     return Page(url, current, status, skipped=f"redirected to {target}: {why}", transient=True,
-                held=True)
+                held=target)
 
 
 def too_many_redirects(url: str, current: str) -> Page:

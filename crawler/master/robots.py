@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
 
 from crawler.fetch.easy import EasyClient
+from crawler.fetch.policy import Retries
 from crawler.fetch.robots import (
+    NOT_CRAWLED,
     RobotsFile,
     kept_on_refresh,
     origin_of,
@@ -43,10 +46,17 @@ class Robots:
 
     def __init__(self, client: EasyClient, user_agent: str, timeout: float = 10.0,
                  enabled: bool = True, max_delay: float = 30.0,
-                 max_age: float | None = None) -> None:
+                 max_age: float | None = None, retries: Retries | None = None) -> None:
         """``max_age``: seconds an origin's rules are kept before they are read again
-        (None: for good)."""
+        (None: for good). ``retries``: how often a robots.txt that could not be read (a
+        5xx, a 429, no connection, too slow) is read again in this run, and after how
+        long, as a page would be (None: not again, till the next run)."""
         self._client = client
+        self._retries = retries
+        # Origins whose robots.txt failed, by failed reads in a row, and when each is
+        # read again (time.monotonic()) while tries are left.
+        self._failed_reads: dict[str, int] = {}
+        self._read_again_at: dict[str, float] = {}
         self._max_delay = max_delay
         self._capped: set[str] = set()  # origins whose Crawl-delay was cut, warned about once
         # Origins the crawl asks directly (a page's, an image's): their robots.txt is read
@@ -99,17 +109,22 @@ class Robots:
             return None
         return self._rules.get(self._origin(url, redirected)).refusal(url, self._agent)
 
-    def verdict(self, url: str, *, redirected: bool = False) -> tuple[str | None, bool]:
+    def verdict(self, url: str, *, redirected: bool = False,
+                page: bool = False) -> tuple[str | None, bool]:
         """Why ``url`` may not be fetched (None when it may), and whether that is for
         want of its robots.txt (unreachable, or not read in time): not final then.
-        ``redirected`` as for :meth:`refusal`.
+        ``redirected`` as for :meth:`refusal`. ``page``: asked for a page, which may
+        wait for the file to be read again, once it is due (``read_again_in``).
 
         Both from the one answer: the stand-in given while a file is not read is in
         no cache that ``unreachable`` could look at.
         """
         if not self._enabled:
             return None, False
-        rules = self._rules.get(self._origin(url, redirected))
+        origin = self._origin(url, redirected)
+        if page and self._due(origin):
+            self._rules.forget(origin)
+        rules = self._rules.get(origin)
         refused = rules.refusal(url, self._agent)
         return refused, refused is not None and rules.unreachable is not None
 
@@ -131,6 +146,33 @@ class Robots:
         """
         known = self._rules.known(origin_of(url))
         return known.unreachable if known is not None else None
+
+    def ready_for_page(self, url: str) -> bool:
+        """Whether a page's verdict waits for nothing: its origin's rules are known, and
+        not due to be read again."""
+        if not self._enabled:
+            return True
+        with self._lock:
+            at = self._read_again_at.get(origin_of(url))
+        return self.is_read(url) and (at is None or time.monotonic() < at)
+
+    def _due(self, origin: str) -> bool:
+        """Whether ``origin``'s robots.txt is due to be read again now; if it is, it is
+        no longer (the caller reads it: one thread of those asking at once)."""
+        with self._lock:
+            at = self._read_again_at.get(origin)
+            if at is None or time.monotonic() < at:
+                return False
+            del self._read_again_at[origin]
+            return True
+
+    def read_again_in(self, url: str) -> float | None:
+        """Seconds before the robots.txt of ``url``'s origin, which could not be read, is
+        read again in this run (0 if it may be now), or None if it is not: it was read,
+        or its tries are spent (then its pages wait for the next run)."""
+        with self._lock:
+            at = self._read_again_at.get(origin_of(url))
+        return None if at is None else max(0.0, at - time.monotonic())
 
     def crawl_delay(self, url: str) -> float | None:
         """The Crawl-delay for ``url``'s host (its robots.txt may be read first)."""
@@ -179,12 +221,23 @@ class Robots:
 
     def _read(self, origin: str) -> RobotsFile:
         previous = self._rules.previous(origin)  # rules past their age, read again now
+        with self._lock:
+            tries = self._failed_reads.get(origin, 0) + 1
+        retries = self._retries if previous is None else None
+        retried = retries is not None and tries < retries.max_attempts
+        if retries is None:
+            unread_means = NOT_CRAWLED
+        elif retried:
+            unread_means = f"its pages wait; read again later (try {tries} of " \
+                f"{retries.max_attempts})"
+        else:
+            unread_means = f"{NOT_CRAWLED} in this run (read {tries} times)"
         try:
             robots = read_robots(self._client, origin, self._timeout,
-                                 refreshing=previous is not None,
+                                 refreshing=previous is not None, unread_means=unread_means,
                                  logins=origin in self._direct)
         except Exception:
-            log.exception("robots.txt of %s could not be read", origin)
+            log.exception("robots.txt of %s could not be read: %s", origin, unread_means)
             robots = unreachable("crawler error")
         if not robots.settled:
             log.info("robots.txt of %s: %s; read again when needed %g s from now",
@@ -194,4 +247,20 @@ class Robots:
             log.info("robots.txt of %s: %s on its refresh; read again in %g s",
                      origin, robots.unreachable, self._refresh_retry)
             raise NotYet(retry_in=self._refresh_retry)
+        with self._lock:
+            if robots.unreachable is None:
+                self._failed_reads.pop(origin, None)
+            else:
+                self._failed_reads[origin] = tries
+            self._read_again_at.pop(origin, None)
+        if robots.unreachable is not None and retried:
+            assert retries is not None
+            # As a page's passing failure: a backoff, or the server's Retry-After (up to
+            # backoff_max). The answer stands meanwhile, and for images and style sheets
+            # after it too: only a page asks for the file again (see verdict).
+            pause = retries.backoff(tries, robots.retry_after)
+            with self._lock:
+                self._read_again_at[origin] = time.monotonic() + pause
+            log.info("robots.txt of %s read again in %.1f s, when one of its pages asks",
+                     origin, pause)
         return robots

@@ -21,12 +21,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple
 
 from crawler.fetch.easy import EasyClient, Reply
 from crawler.fetch.policy import (
     MAX_REDIRECTS,
     REDIRECT_STATUSES,
+    Retries,
     server_pause,
     transient_status,
 )
@@ -71,16 +72,6 @@ class BusyAnswer(NamedTuple):
     url: str  # the URL that answered (a redirect's target)
     status: int
     retry_after: float | None  # the seconds its Retry-After asked for, if any
-
-
-class Retries(Protocol):
-    """How often a failure for a passing reason is tried again, and after how long (the
-    board's policy, as for pages and images)."""
-
-    @property
-    def max_attempts(self) -> int: ...
-
-    def backoff(self, failures: int, retry_after: float | None) -> float: ...
 
 
 def reading_rule(in_scope: Callable[[str], bool], robots: Robots) -> MayRead:

@@ -116,7 +116,7 @@ class PageVisitor:
 
     def robots_ready(self, url: str) -> bool:
         """Whether robots.txt rules for ``url`` are known: asking costs no wait."""
-        return self._robots.is_read(url)
+        return self._robots.ready_for_page(url)
 
     def crawl_delay(self, url: str) -> float | None:
         """The Crawl-delay of ``url``'s origin (0 for none), or None while its robots.txt
@@ -127,12 +127,12 @@ class PageVisitor:
 
     def refused(self, url: str, depth: int) -> Visit | None:
         """The visit of a page robots.txt refuses (it may be read first), or None."""
-        refused, held = self._robots.verdict(url)
+        refused, held = self._robots.verdict(url, page=True)
         if not refused:
             return None
         # Held for want of its robots.txt: not final, a rerun tries again.
-        return Visit(url, depth, Page(url, url, 0, skipped=refused, transient=held, held=held),
-                     None, [], time.monotonic())
+        return Visit(url, depth, Page(url, url, 0, skipped=refused, transient=held,
+                                      held=url if held else ""), None, [], time.monotonic())
 
     def host_given_up(self, url: str, depth: int) -> Visit | None:
         """The visit of a page set aside unread, its host given up for its timeouts in a
@@ -150,7 +150,7 @@ class PageVisitor:
         if not self._scope.allows_page(target):
             return redirect_refused(url, current, status, target,
                                     self._scope.page_refusal(target))
-        refused, held = self._robots.verdict(target, redirected=True)
+        refused, held = self._robots.verdict(target, redirected=True, page=True)
         if refused is None:
             return None
         if held:
