@@ -22,6 +22,27 @@ def test_a_page_seen_once_is_not_queued_again():
     assert len(frontier) == 1
 
 
+def test_a_page_found_again_nearer_the_seeds_is_read_at_that_depth() -> None:
+    """Pages are read several at once: a link may find a page first through a longer
+    path. Queued or handed out, it is read at the shortest depth found before it is
+    read; one read already is left as it is."""
+    frontier = Frontier([("http://a/slow", 1), ("http://a/fast", 1)])
+    assert frontier.pop_many(2) == [("http://a/slow", 1), ("http://a/fast", 1)]
+    assert frontier.add("http://a/far", 3)  # through fast's pages, first
+    assert frontier.add("http://a/handed", 3)
+    assert frontier.pop() == ("http://a/far", 3)
+    assert frontier.take_depth("http://a/fast", 1) == 1
+    # slow ends: it links to both at depth 2, and to fast, read already.
+    assert frontier.found_again(["http://a/far", "http://a/handed", "http://a/fast",
+                                 "http://a/new"], 2) == [("http://a/far", 2),
+                                                          ("http://a/handed", 2)]
+    assert frontier.found_again(["http://a/far"], 3) == []  # never deeper again
+    assert frontier.take_depth("http://a/far", 3) == 2  # handed out before: read at 2
+    assert frontier.pop() == ("http://a/handed", 3)
+    assert frontier.take_depth("http://a/handed", 3) == 2
+    assert frontier.take_depth("http://a/handed", 3) == 3  # forgotten once taken
+
+
 def test_a_held_host_waits_while_others_go_ahead():
     frontier = Frontier([("http://a.test/1", 0), ("http://b.test/1", 0)])
     frontier.hold("a.test", until=10.0)

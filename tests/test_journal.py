@@ -180,3 +180,18 @@ def test_a_run_that_ended_with_no_lease_outstanding_is_known_to_the_next_run_onl
     journal.run_ended(leases_outstanding=2)
     assert not journal.run_starts()
     journal.close()
+
+
+def test_a_page_still_to_visit_that_a_link_finds_nearer_the_seeds_takes_that_depth(
+        tmp_path: Path) -> None:
+    """A resumed crawl reads it at the shorter depth; a page read already keeps its own."""
+    journal = Journal(tmp_path)
+    journal.add_seeds([SEED])
+    journal.pages_done([PageDone(SEED, [(f"{SEED}far", 3), (f"{SEED}read", 3)], [])])
+    journal.pages_done([PageDone(f"{SEED}read", [], [])])
+    journal.pages_done([PageDone(f"{SEED}slow", [(f"{SEED}far", 2), (f"{SEED}read", 2)],
+                                 [])])
+    journal.pages_done([PageDone(f"{SEED}other", [(f"{SEED}far", 4)], [])])
+    pending = dict(journal.resume().pending_pages)
+    journal.close()
+    assert pending == {f"{SEED}far": 2}

@@ -33,6 +33,7 @@ import redis
 
 from crawler.board.broker import CRAWL_GONE_LUA, CrawlRecord, keys_prefix, why_gone
 from crawler.errors import CrawlGone
+from crawler.model.depths import ShallowestDepths
 from crawler.model.urls import host_key
 
 REAP_AT_MOST = 100  # expired page leases put back per pop, so one call stays short
@@ -288,6 +289,8 @@ class RedisFrontier:
         self.lease = lease
         self._max_pages = max_pages  # the crawl's page budget, every master's pages (0: none)
         self._seen: set[str] = set()  # this master's: spares Redis a round trip per link
+        # Of the pages this master queued: another master's shorter path is not known here.
+        self._depths = ShallowestDepths()
         # The crawl's pages done and failed, as of the last len(): a page set aside (a
         # passing failure, a rerun tries it) counts in both, as in the embedded mode.
         self.done_pages = 0
@@ -343,6 +346,7 @@ class RedisFrontier:
         if url in self._seen:
             return False
         self._seen.add(url)
+        self._depths.queued(url, depth)
         return True
 
     def seen(self, url: str) -> bool:
@@ -409,9 +413,19 @@ class RedisFrontier:
         script: a crawl whose record is gone gets no count, as it gets no page.)"""
         return int(self._failed(args=[self._prefix, url]))
 
+    def found_again(self, links: Iterable[str], depth: int) -> list[tuple[str, int]]:
+        """As the embedded frontier's, for the pages this master queued (the crawl's
+        frontier keeps the depth they were queued at: it is this master that reads them
+        at the lower one, if it reads them)."""
+        return self._depths.found_again(links, depth)
+
+    def take_depth(self, url: str, depth: int) -> int:
+        return self._depths.take(url, depth)
+
     def requeue(self, url: str, depth: int) -> None:
         """Give a leased page back, to be tried again when its host may be asked."""
         self._empty_until = 0.0
+        self._depths.queued(url, depth)
         self._settle(args=[self._prefix, url, "requeue", depth, host_key(url), self._master])
 
     def set_aside(self, url: str) -> None:

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Protocol
 
+from crawler.model.depths import ShallowestDepths
 from crawler.model.pacing import Pace, Paces
 from crawler.model.urls import host_key
 
@@ -37,6 +38,8 @@ class PageQueue(Protocol):
     def set_crawl_delay(self, host: str, delay: float) -> None: ...
     def failed(self, url: str) -> int: ...
     def requeue(self, url: str, depth: int) -> None: ...
+    def found_again(self, links: Iterable[str], depth: int) -> list[tuple[str, int]]: ...
+    def take_depth(self, url: str, depth: int) -> int: ...
     def set_aside(self, url: str) -> None: ...
     def heartbeat(self, working: Iterable[str] = ()) -> int: ...
     def clear(self) -> int: ...
@@ -50,6 +53,7 @@ class Frontier:
         self._requests: Paces | None = None  # the paces the page requests go by
         self._seen: set[str] = set(seen)
         self._tries: collections.Counter[str] = collections.Counter()  # transient failures
+        self._depths = ShallowestDepths()
         self._waiting = 0
         for url, depth in pending:
             self._seen.add(url)
@@ -133,6 +137,15 @@ class Frontier:
         """Queue a page seen before once more (after a passing failure)."""
         self._push(url, depth)
 
+    def found_again(self, links: Iterable[str], depth: int) -> list[tuple[str, int]]:
+        """Pages of ``links`` seen before and not read yet, now found at ``depth``: those
+        that wait at a greater depth take this one (listed, with it)."""
+        return self._depths.found_again(links, depth)
+
+    def take_depth(self, url: str, depth: int) -> int:
+        """The depth a page handed out at ``depth`` is read at (see ShallowestDepths)."""
+        return self._depths.take(url, depth)
+
     def set_aside(self, url: str) -> None:
         """Leave a page for a later run: here, that is to do nothing with it."""
 
@@ -153,4 +166,5 @@ class Frontier:
         if queue is None:
             queue = self._queues[host] = deque()
         queue.append((url, depth))
+        self._depths.queued(url, depth)
         self._waiting += 1

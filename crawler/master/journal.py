@@ -189,8 +189,11 @@ class Journal:
         commit, not the rows, is what costs.
         """
         with self._transaction():
-            self._db.executemany("INSERT OR IGNORE INTO pages (url, depth) VALUES (?, ?)",
-                                 [link for page in pages for link in page.links])
+            # A page still to visit that a link finds nearer the seeds takes that depth.
+            self._db.executemany(
+                "INSERT INTO pages (url, depth) VALUES (?, ?) ON CONFLICT (url) DO UPDATE "
+                "SET depth = excluded.depth WHERE excluded.depth < depth AND done = 0",
+                [link for page in pages for link in page.links])
             # (an executemany's rowcount is its rows inserted, those ignored not counted)
             left = self._db.executemany(
                 "INSERT OR IGNORE INTO pages (url, depth) VALUES (?, ?)",

@@ -848,6 +848,9 @@ class Master:
         # master sent is forgotten before this page's links and images are left out.
         self._forget_after_reconnecting()
         frontier = self._frontier
+        depth = frontier.take_depth(visit.url, visit.depth)  # (a shorter path found since)
+        if depth != visit.depth:
+            visit = visit._replace(depth=depth)
         self._hung_pages.heard(visit.url, visit.page)
         if visit.extraction is None and self._retry_later(visit, robots):
             return
@@ -909,9 +912,11 @@ class Master:
         """The links of a page at ``depth`` that are new pages of the crawl: those queued,
         and those past what the page budget still allows, left to the journal. Held here,
         a site whose every page lists 100,000 links (a calendar, filters) grew the master
-        by about max_pages times as many URLs, though this run reads none of them."""
-        room = self._room_for_pages()
-        queued: list[tuple[str, int]] = []
+        by about max_pages times as many URLs, though this run reads none of them. Pages
+        queued before through a longer path come first, with this path's depth, for the
+        journal (the budget counts them already)."""
+        queued: list[tuple[str, int]] = self._frontier.found_again(found, depth + 1)
+        room = self._room_for_pages() + len(queued)
         left: list[tuple[str, int]] = []
         for link in self._unseen_pages(found):
             if len(queued) >= room:
