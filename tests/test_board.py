@@ -706,10 +706,16 @@ def test_tutorial_workers_show_in_the_status_as_one_line() -> None:
     assert row["last_contact_s"] == 0 and not row["gone"]
     results.put("http://h/b.png--->failure: HTTP 404")
     assert tasks.get(timeout=0) == "http://h/c.png"
-    clock.now += 6.0  # past worker_silence: no heartbeat comes from them, and none is due
-    assert b.reap() == 0 and not b.tutorial_workers()[0]["gone"]
-    clock.now += 4.5  # past lease_timeout
-    assert b.reap() == 1  # the lease ran out
+    expired = []
+    for _ in range(12):  # the crawl loop reaps twice a second
+        clock.now += 0.5
+        expired.append(b.reap())
+    # Past worker_silence: no heartbeat comes from them, and none is due.
+    assert expired == [0] * 12 and not b.tutorial_workers()[0]["gone"]
+    for _ in range(9):
+        clock.now += 0.5
+        expired.append(b.reap())
+    assert expired[-1] == 1 and sum(expired) == 1  # past lease_timeout, the lease ran out
     [row] = b.tutorial_workers()
     assert (row["held"], row["done"], row["failed"]) == (0, 1, 1) and row["gone"]
 
@@ -1135,6 +1141,38 @@ def test_a_silent_worker_loses_its_leases_and_learns_which_when_it_returns(
     assert b.lease("other", 1, 0)["tasks"] == [("http://h/a.png", 2)]
     answer = b.exchange("w", 2, [], [], 0, 0, holding=["http://h/a.png"])
     assert answer.get("lost") == ["http://h/a.png"]
+
+
+def test_a_board_away_for_a_while_ends_no_lease_of_a_worker_that_calls_again(
+        board: MakeBoard) -> None:
+    """No reap for a while (every master and worker reaps each second or so): redis-server
+    restarted or hung, or the master's process was stopped, and no one could call. A
+    6 s restart ended every lease at once, of workers that called as soon as it was
+    back. A worker dead all the same loses its leases worker_silence later, and the
+    classic holder's deadline moves on by the stretch too."""
+    clock = Clock()
+    b = board(clock, lease_timeout=10.0, worker_silence=5.0)
+    b.put("http://h/a.png", "h", None)
+    b.put("http://h/b.png", "h", None)
+    assert b.exchange("w", 1, [], [], 1, 0)["tasks"] == [("http://h/a.png", 1)]
+    assert b.lease(CLASSIC, 1, 0)["tasks"] == [("http://h/b.png", 1)]
+    assert b.reap() == 0
+    clock.now += 12  # away: past worker_silence and the classic lease's deadline
+    assert b.reap() == 0
+
+    def reaped_each_second(seconds: int) -> list[int]:
+        expired = []
+        for _ in range(seconds):
+            clock.now += 1
+            expired.append(b.reap())
+        return expired
+
+    # Back for 6 s, and "w" never called again: it is gone.
+    assert reaped_each_second(6) == [0, 0, 0, 0, 0, 1]
+    assert b.lease("other", 1, 0)["tasks"] == [("http://h/a.png", 2)]
+    b.heartbeat("other")
+    # The classic lease's 10 s, and the 12 s away.
+    assert reaped_each_second(5) == [0, 0, 0, 0, 1]
 
 
 def test_one_worker_gets_its_share_of_a_host_not_all_of_it(board: MakeBoard) -> None:

@@ -48,6 +48,10 @@ LONG_HOLD = 30.0  # seconds: a Retry-After that holds a host this long is logged
 # The status line of every tutorial worker together (get_task_queue: no name, no hello).
 CLASSIC_ROW = "tutorial workers (classic)"
 ASKING_WINDOW = 2.0  # seconds: a worker that asked for work this recently shares hosts
+# Seconds without a reap (the crawl loop reaps twice a second, every worker of a broker
+# once) that say the board was away: its process stopped, its Redis restarted or hung.
+# The workers' silence in that stretch is not theirs.
+BOARD_AWAY = 2.0
 # Workers that left (holding nothing) whose records are kept, the most recent: each
 # worker process has a name of its own, and every lease looks at every record, so a
 # crawl whose workers came and went 100,000 times spent 6.8 ms a lease on them.
@@ -266,6 +270,7 @@ class TaskBoard:
         # leases: after worker_silence, counted from this board's start (at once when
         # that run ended with no lease outstanding: ``no_earlier_leases``).
         self._earlier_leases_end = clock() + policy.worker_silence
+        self._reaped_at: float | None = None  # (on the clock) when reap last ran
         self._lending = True  # False once the master records no more results
         self.retries = 0
         self.expired = 0
@@ -398,6 +403,7 @@ class TaskBoard:
         now = self._clock()
         expired = 0
         with self._cond:
+            self._forgive_board_away(now)
             self._promote_delayed(now)
             for record in self._workers.values():
                 if record.held and now - record.last_contact > self.policy.worker_silence:
@@ -429,6 +435,21 @@ class TaskBoard:
                 self.expired += expired
                 self._cond.notify_all()
         return expired
+
+    def _forgive_board_away(self, now: float) -> None:
+        """After a stretch with no reap (BOARD_AWAY), move the workers' last contacts and
+        the leases' deadlines on by it: no one could call. The Redis board does the same
+        (a 6 s restart of redis-server ended every lease at once, of workers that called
+        again as soon as it was back); a worker dead all the same loses its leases
+        worker_silence later. The lock held."""
+        last, self._reaped_at = self._reaped_at, now
+        if last is None or now - last <= BOARD_AWAY:
+            return
+        away = now - last
+        for record in self._workers.values():
+            record.last_contact = min(now, record.last_contact + away)
+        for url in self._leased:
+            self._items[url].deadline += away
 
     def counts(self) -> dict[str, int]:
         now = self._clock()

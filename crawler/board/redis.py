@@ -103,7 +103,7 @@ from crawler.board.broker import (
     refusal,
     why_gone,
 )
-from crawler.board.memory import BoardPolicy, Settled, retry_after_note
+from crawler.board.memory import BOARD_AWAY, BoardPolicy, Settled, retry_after_note
 from crawler.errors import BrokerError, BrokerRefused, BrokerUnreachable, CrawlGone, UsageError
 from crawler.model.cookies import MAX_COOKIES, cookie_key
 from crawler.model.outcome import (
@@ -148,6 +148,7 @@ _SLOW_DOWN_LUA = (f"local FIRST_SLOW_DOWN, SLOW_DOWN_WEARS_OFF = {FIRST_SLOW_DOW
 # ASCII, so that JSON's quoting is Lua's).
 _GIVEN_UP_LUA = (f"local GIVEN_UP_REASON, GIVEN_UP_NOTE = {json.dumps(GIVEN_UP_REASON)}, "
                  f"{json.dumps(GIVEN_UP_NOTE)}\n")
+_BOARD_AWAY_LUA = f"local BOARD_AWAY = {BOARD_AWAY!r}\n"
 
 
 def _load_scripts() -> dict[str, str]:
@@ -157,7 +158,7 @@ def _load_scripts() -> dict[str, str]:
     returns."""
     text = resources.files("crawler.board").joinpath("redis_scripts.lua").read_text("utf-8")
     shared, *bodies = re.split(r"^-- @script ", text, flags=re.MULTILINE)
-    shared = CRAWL_GONE_LUA + _SLOW_DOWN_LUA + _GIVEN_UP_LUA + shared
+    shared = CRAWL_GONE_LUA + _SLOW_DOWN_LUA + _GIVEN_UP_LUA + _BOARD_AWAY_LUA + shared
     return {body.split(":", 1)[0]: f"{shared}\nlocal result = (function()\n-- {body}\nend)()\n"
                                    "flush_bumps()\nreturn result" for body in bodies}
 

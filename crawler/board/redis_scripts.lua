@@ -20,6 +20,10 @@ local SLOW, SLOWED = P .. 'slow', P .. 'slowed'
 -- redis_frontier.py): DELAY is set once its images are found, after its first pages.
 local PAGE_DELAY = P .. 'pages:delay'
 local CONTACT, ASKING, GONE = P .. 'contact', P .. 'asking', P .. 'gone'
+-- When the last reap ran: every master and every worker reaps about once a second.
+-- BOARD_AWAY (crawler.board.memory's) comes before this part: seconds without a reap
+-- that say the broker was away (a restart, a hang), or no one ran.
+local REAPED = P .. 'reaped'
 local CLOSED, RESULTS = P .. 'closed', P .. 'results'
 -- CRAWL_GONE and crawl_gone(record) come before this part (CRAWL_GONE_LUA in
 -- crawler/board/broker.py, shared with the page frontier's scripts): whether the crawl's
@@ -738,6 +742,25 @@ return 0
 if crawl_gone(KEYS[2]) then return 0 end  -- no writes
 local now = now_from(ARGV[1])
 local policy = policy_from(ARGV, 2)
+-- No reap for a while: no one could reach the broker, or no one ran. Silence then is
+-- no sign of a worker: its contact, and a classic lease's deadline, move on by that
+-- stretch. A 6 s restart of redis-server ended every lease at once, of workers that
+-- called again as soon as it was back (with max_attempts 1, images stored already
+-- failed as lost); a worker that is dead all the same loses them worker_silence later.
+local last = tonumber(redis.call('GET', REAPED) or '')
+redis.call('SET', REAPED, num(now))
+if last and now - last > BOARD_AWAY then
+  local gap = now - last
+  local contacts = redis.call('ZRANGE', CONTACT, 0, -1, 'WITHSCORES')
+  for i = 1, #contacts, 2 do
+    redis.call('ZADD', CONTACT, num(math.min(now, tonumber(contacts[i + 1]) + gap)),
+               contacts[i])
+  end
+  local deadlines = redis.call('ZRANGE', LEASES, 0, -1, 'WITHSCORES')
+  for i = 1, #deadlines, 2 do
+    redis.call('ZADD', LEASES, num(tonumber(deadlines[i + 1]) + gap), deadlines[i])
+  end
+end
 promote_delayed(now)
 promote_paced(now, policy)
 -- Our workers call every second: one silent for worker_silence (or lease_timeout, if
