@@ -524,8 +524,8 @@ def test_a_quiet_worker_warns_of_a_master_it_still_waits_for(tmp_path: Path,
     warning, error = result.stderr.splitlines()
     assert re.fullmatch(rf"\d\d:\d\d:\d\d WARNING: still waiting for the master at "
                         rf"127\.0\.0\.1:{port} after 5 s \(trying again for up to 7 s in "
-                        r"all\): ConnectionRefusedError: .*; is it running, and is the "
-                        r"address right\?", warning), warning
+                        r"all\): nothing listens there \(connection refused\); is it "
+                        r"running, and is the address right\?", warning), warning
     assert f"could not reach the master at 127.0.0.1:{port} within 7 s" in error
 
 
@@ -762,6 +762,34 @@ def test_status_at_a_port_that_hangs_up_says_so_without_a_class_name(
         f"crawler: error: no master answers at 127.0.0.1:{port} (127.0.0.1:{port} closed the "
         "connection before any handshake (a master does so while too many workers connect "
         "at once): is that a crawler master's queue port?)"), err
+
+
+@pytest.mark.parametrize("first_words", [b"\x00\x00\x00\x05hello",
+                                         b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"])
+def test_status_at_a_port_that_speaks_another_protocol_says_so(
+        tmp_path: Path, authkey: str, first_words: bytes) -> None:
+    """A message that is no challenge made multiprocessing assert (a traceback, "message
+    = b'hello'"); an SSH banner read as a length no message has was said as "bad message
+    length; is it running"."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(10)
+        port = listener.getsockname()[1]
+        status = start_crawler("status", f"127.0.0.1:{port}", cwd=tmp_path)
+        try:
+            taken, _ = listener.accept()
+            with taken:
+                taken.sendall(first_words)
+                _, err = status.communicate(timeout=30)
+        finally:
+            status.kill()
+            status.communicate()
+    assert status.returncode == 1, err
+    assert err.strip() == (
+        f"crawler: error: no master answers at 127.0.0.1:{port} (127.0.0.1:{port} answered "
+        "with something other than a crawler master's handshake: is that a crawler "
+        "master's queue port?)"), err
 
 
 def test_worker_waiting_at_something_else_says_what_it_met(site: FixtureServer,

@@ -251,6 +251,17 @@ def _client(address: Any, family: str | None = None, authkey: bytes | None = Non
         raise NoHandshake(f"{host}:{port} closed the connection before any handshake (a "
                           "master does so while too many workers connect at once): is that "
                           "a crawler master's queue port?") from exc
+    except (AssertionError, OSError) as exc:
+        # Something that speaks first with other words: a message that is no challenge
+        # (multiprocessing asserts on it: a traceback), or a length no message has ("bad
+        # message length"; an SSH banner). Errors of the connection itself go on.
+        conn.close()
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise
+        host, port = address[:2]
+        raise NoHandshake(f"{host}:{port} answered with something other than a crawler "
+                          "master's handshake: is that a crawler master's queue port?"
+                          ) from exc
     except BaseException:
         conn.close()  # a refused key, a reset: no descriptor left behind
         raise
@@ -608,7 +619,12 @@ class MasterClient:
     def unreachable(self, exc: BaseException) -> str:
         if isinstance(exc, NoHandshake):
             return str(exc)  # something answers there: it asks its own question
-        return f"{exc.__class__.__name__}: {exc}; is it running, and is the address right?"
+        if isinstance(exc, ConnectionRefusedError):
+            return "nothing listens there (connection refused); is it running, and is the " \
+                   "address right?"
+        # The system's words, not the exception's class ("[Errno 113] No route to host").
+        words = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return f"{words or exc.__class__.__name__}; is it running, and is the address right?"
 
     def connect(self) -> Any:
         """Connect and return a proxy of the master's board.
