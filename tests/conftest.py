@@ -535,11 +535,13 @@ def command_words(pid: int) -> list[bytes]:
 
 
 @contextlib.contextmanager
-def tiny_tmpfs(where: Path, size: str = "64k") -> Iterator[Path]:
-    """A file system of ``size`` bytes mounted at ``where``: a disk that fills up."""
+def tiny_tmpfs(where: Path, size: str = "64k", *, options: str = "") -> Iterator[Path]:
+    """A file system of ``size`` bytes mounted at ``where``: a disk that fills up
+    (``options``, such as ``ro``, added to the mount's)."""
     where.mkdir()
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+        ["mount", "-t", "tmpfs", "-o", f"size={size}{',' + options if options else ''}",
+         "tmpfs", str(where)],
         capture_output=True,
         check=False,
     )

@@ -158,8 +158,12 @@ def test_a_full_disk_in_a_transaction_is_said_as_it_is(tmp_path: Path) -> None:
     pages = journal._db.execute("PRAGMA page_count").fetchone()[0]
     journal._db.execute(f"PRAGMA max_page_count = {pages + 5}")
     many = [(f"{SEED}{n}.png" + "x" * 200, SEED, None, None) for n in range(40_000)]
-    with pytest.raises(StorageError, match="database or disk is full"):
+    with pytest.raises(StorageError) as full:
         journal.pages_done([PageDone(SEED, [], many)])
+    assert str(full.value) == (  # what to free, and that nothing is lost (as a worker says)
+        f"cannot write the crawl journal {tmp_path / JOURNAL_NAME}: the disk is full; free "
+        f"some space on the disk that holds {tmp_path}, then run the same command again: "
+        "the crawl goes on where it stopped")
     journal.page_done(SEED, [(f"{SEED}b", 1)], [])  # room for a small one: it goes on
     assert journal.resume().pending_pages == [(f"{SEED}b", 1)]
     journal.close()

@@ -1126,6 +1126,19 @@ def test_a_full_disk_mounted_at_the_images_folder_is_named_as_that_disk(
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="tmpfs is Linux")
+def test_a_read_only_disk_mounted_at_the_images_folder_is_named_as_that_disk(
+        tmp_path: Path) -> None:
+    """It said "check that OUT is a writable folder", and OUT was writable."""
+    out = tmp_path / "out"
+    out.mkdir()
+    with tiny_tmpfs(out / "images", options="ro") as images, pytest.raises(
+            StorageError) as raised:
+        Store(out)
+    assert f"the disk that holds {images} is mounted read-only: remount it read-write, or " \
+        "choose another output folder" in str(raised.value), raised.value
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="tmpfs is Linux")
 def test_a_disk_mounted_below_the_images_folder_is_said_with_where_to_mount_it(
         tmp_path: Path) -> None:
     data = b"\x89PNG\r\n\x1a\n" + bytes(5000)

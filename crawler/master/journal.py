@@ -470,6 +470,11 @@ def _cannot_write(path: Path, exc: sqlite3.OperationalError) -> StorageError:
         return StorageError(f"cannot write the crawl journal {path}: another program holds "
                             "it (an sqlite3 shell in a transaction?); end that, then run the "
                             "same command again")
+    if exc.sqlite_errorname == "SQLITE_FULL":
+        # As a worker says of its images: what to free, and that nothing is lost.
+        return StorageError(f"cannot write the crawl journal {path}: the disk is full; free "
+                            f"some space on the disk that holds {path.parent}, then run the "
+                            "same command again: the crawl goes on where it stopped")
     return StorageError(f"cannot write the crawl journal {path}: {exc}")
 
 

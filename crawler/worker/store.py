@@ -700,6 +700,14 @@ def _folder_error(
             f"cannot {action} {path}: permission denied on {denied} ({exc.strerror}); "
             "fix its permissions, or choose another output folder")
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    if isinstance(exc, OSError) and exc.errno == errno.EROFS:
+        # The disk that holds what was written (a folder made in images/ when the store
+        # opens): a read-only one mounted at images/ was said as ROOT, a writable folder.
+        written = Path(os.fsdecode(exc.filename)) if exc.filename else path
+        return StorageError(
+            f"cannot {action} {path}: {reason}; the disk that holds "
+            f"{_disk_folder(written, root)} is mounted read-only: remount it read-write, or "
+            "choose another output folder")
     return StorageError(
         f"cannot {action} {path}: {reason}; check that {root} is a writable folder, "
         f"or choose another output folder"
