@@ -137,9 +137,17 @@ class BrokerRefused(BrokerError):
 
 
 class BrokerUnreachable(BrokerError):
-    """The Redis broker did not answer in time (down, wrong address, cut off)."""
+    """The Redis broker did not answer in time (down, wrong address, cut off).
+
+    ``said``: why, in a few words, for a line that goes on waiting (the message ends by
+    telling the user to check the address and start again: said while still waiting,
+    it contradicted the wait)."""
 
     exit_code = 1
+
+    def __init__(self, message: str, said: str = "") -> None:
+        super().__init__(message)
+        self.said = said or message
 
 
 class CrawlFormatMismatch(BrokerError):

@@ -1020,6 +1020,8 @@ def test_a_folder_keeps_the_results_of_its_own_crawl_in_either_mode(
                             "--crawl", name, "--out", str(shared), cwd=tmp_path)
     assert elsewhere.returncode == 2, elsewhere.stderr
     assert f"holds the results of another crawl named '{name}'" in elsewhere.stderr
+    # Another folder alone was the advice, which the broker refused next on the same one.
+    assert "give this one another --crawl NAME and another --out" in elsewhere.stderr
     assert (shared / "results.log").read_text() == results
     # Refused by the broker (another crawl's seeds under that name), a master leaves no mark.
     taken = run_crawler("master", server.url + "/other", *on_broker, "--crawl", name, "--out",
@@ -1652,6 +1654,8 @@ def test_a_crawl_on_a_tls_broker_checks_its_certificate(
                                 str(tmp_path / "no"), cwd=tmp_path)  # the system's CAs only
         assert untrusted.returncode == 1, untrusted.stderr
         assert "certificate verify failed" in untrusted.stderr
+        # It said "is that port a TLS one? ... is redis-server running there".
+        assert "give the CA that signs it with --broker-ca FILE" in untrusted.stderr
         done = run_crawler("master", server.url + "/", "--broker", broker, "--broker-ca",
                            str(ca_cert), "--out", str(tmp_path / "out"),
                            "--local-workers", "1", cwd=tmp_path)

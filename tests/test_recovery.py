@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from crawler.demo.site import Site, build_site
+from crawler.errors import BrokerUnreachable
 from crawler.worker.masterlink import why_lost
 
 from .conftest import (
@@ -1252,6 +1253,20 @@ def test_an_answer_lost_on_the_way_loses_nothing_and_stalls_nothing(
 def test_a_call_to_the_master_that_failed_is_said_in_words(error: BaseException,
                                                           words: str) -> None:
     assert why_lost(error) == words
+
+
+def test_a_lost_broker_is_said_in_its_own_few_words_while_the_worker_waits() -> None:
+    """Not the message that ends the wait ("check the broker address, then start the
+    command again"), cut at 200 characters ("then start the com); reconnecting")."""
+    said = "Error 111 connecting to 127.0.0.1:7101. Connection refused."
+    unreachable = BrokerUnreachable(f"cannot reach the Redis broker at 127.0.0.1:7101: {said} "
+                                    "(is redis-server running there, and reachable from this "
+                                    "host? check the broker address, then start the command "
+                                    "again)", said=said)
+    try:
+        raise ConnectionError(str(unreachable)) from unreachable
+    except ConnectionError as lost:
+        assert why_lost(lost) == said
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -37,6 +37,7 @@ from crawler.model.outcome import Attempt, FailureKind
 
 from .conftest import free_port
 from .redis_server import RedisServer, client_of
+from .tls import make_ca
 
 POLICY = BoardPolicy(lease_timeout=60.0, backoff_base=0.0, host_delay=0.0)
 
@@ -631,7 +632,24 @@ def test_a_broker_url_makes_a_client_with_deadlines(redis_server: RedisServer) -
     assert parse_broker("redis://h/0").port == 6379
     with pytest.raises(UsageError, match="--broker-ca is for a TLS broker"):
         parse_broker("redis://h:1/0", ca_file=Path("ca.pem"))
-    assert parse_broker("rediss://h:1/0", ca_file=Path("ca.pem")).ca_file == Path("ca.pem")
+
+
+def test_a_broker_ca_file_that_cannot_serve_is_refused_at_once(tmp_path: Path) -> None:
+    """It was said as "cannot reach the broker ... No such file or directory; is
+    redis-server running there", exit status 1, and a worker tried it again for its
+    whole --connect-wait."""
+    ca = make_ca(tmp_path / "ca")
+    assert parse_broker("rediss://h:1/0", ca_file=ca.ca_cert).ca_file == ca.ca_cert
+    missing = tmp_path / "nosuch.pem"
+    with pytest.raises(UsageError) as caught:
+        parse_broker("rediss://h:1/0", ca_file=missing)
+    assert str(caught.value) == (f"cannot read the broker's CA file {missing}: No such file "
+                                 "or directory")
+    not_pem = tmp_path / "notes.txt"
+    not_pem.write_text("not a certificate\n")
+    with pytest.raises(UsageError, match=f"the broker's CA file {not_pem} holds no "
+                                         "certificate in PEM form"):
+        parse_broker("rediss://h:1/0", ca_file=not_pem)
 
 
 def test_a_crawl_whose_board_rules_cannot_be_read_is_refused_with_what_to_do(

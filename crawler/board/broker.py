@@ -97,6 +97,8 @@ def parse_broker(url: str, *, password_file: Path | None = None,
     if ca_file is not None and parts.scheme != "rediss":
         raise UsageError(f"broker {url!r}: --broker-ca is for a TLS broker (rediss://); "
                          "this one is plain redis://")
+    if ca_file is not None:
+        _check_ca_file(ca_file)
     path = parts.path.strip("/") or "0"
     if not (path.isascii() and path.isdigit()):  # "²".isdigit() is true, int() of it fails
         raise UsageError(f"broker {url!r}: the database is a number, not {path!r}")
@@ -121,6 +123,22 @@ def parse_broker(url: str, *, password_file: Path | None = None,
     return BrokerAddress(host=parts.hostname, port=port, db=int(path),
                          tls=parts.scheme == "rediss", username=username,
                          password=password, ca_file=ca_file)
+
+
+def _check_ca_file(ca_file: Path) -> None:
+    """A --broker-ca that cannot be read, or holds no certificate, said at once: it was
+    said as "cannot reach the broker ... No such file or directory; is redis-server
+    running there", and a worker tried it again for its whole --connect-wait."""
+    import ssl
+
+    try:
+        ssl.create_default_context(cafile=str(ca_file))
+    except ssl.SSLError as exc:  # (an OSError too)
+        raise UsageError(f"the broker's CA file {ca_file} holds no certificate in PEM form "
+                         f"({exc.reason or exc})") from exc
+    except OSError as exc:
+        raise UsageError(f"cannot read the broker's CA file {ca_file}: "
+                         f"{exc.strerror or exc}") from exc
 
 
 def _shown(parts: urllib.parse.SplitResult) -> str:
@@ -240,6 +258,12 @@ def connect(address: BrokerAddress, connections: Connections | None = None) -> r
             raise BrokerRefused(refused) from exc
         raise BrokerError(f"the broker at {address} answered {_said(exc)}") from exc
     except (redis.ConnectionError, redis.TimeoutError, socket.gaierror) as exc:
+        if address.tls and "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            # It answered, over TLS: its certificate is what to fix, not its address.
+            hint = ("the CA file given does not sign it" if address.ca_file is not None
+                    else "give the CA that signs it with --broker-ca FILE")
+            raise BrokerError(f"the broker at {address} has a certificate this host does not "
+                              f"trust ({_said(exc)}): {hint}") from exc
         # A plain redis-server waits for a command where TLS waits for its hello: such a
         # port only times out, which said nothing of TLS. The other way round, a TLS
         # port resets the plain command it cannot read as a hello: "reset by peer",

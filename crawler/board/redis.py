@@ -196,7 +196,7 @@ def broker_failure(exc: redis.exceptions.RedisError, client: redis.Redis) -> Bro
         return BrokerUnreachable(
             f"cannot reach the Redis broker at {where}: {exc} (is redis-server running "
             "there, and reachable from this host? check the broker address, then start the "
-            "command again)")
+            "command again)", said=str(exc))
     if (isinstance(exc, redis.exceptions.ResponseError)
             and redis_said(exc).startswith(CRAWL_GONE_CODE)):  # (in a transaction too)
         return CrawlGone(f"the crawl is gone from the broker at {where} {why_gone(client)}: "

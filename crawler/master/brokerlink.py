@@ -97,7 +97,8 @@ class BrokerLink:
         if self._stop.is_set():
             return since or now  # stopping: not waited for (the loop ends)
         if since is None:
-            log.warning("lost the broker (%s); waiting up to %.0f s for it", exc, BROKER_WAIT)
+            said = exc.said if isinstance(exc, BrokerUnreachable) else exc
+            log.warning("lost the broker (%s); waiting up to %.0f s for it", said, BROKER_WAIT)
             since = now
         elif now - since > BROKER_WAIT:
             raise BrokerUnreachable(f"the broker at {self._broker.address} has not "

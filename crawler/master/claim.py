@@ -79,9 +79,12 @@ def check_for_broker(folder: Path, crawl: str, identity: dict[str, Any]) -> None
                             f"{held.get('broker')}, which this crawl would replace: give it "
                             "another --out")
     if "identity" in held and held["identity"] != identity:
+        # The broker keeps that crawl under its name: another folder alone would be
+        # refused there next, another name is needed as well.
         raise CrawlMismatch(f"{folder} holds the results of another crawl named {crawl!r} "
                             f"(other seeds or scope, on {held.get('broker')}), which this "
-                            "crawl would replace: give it another --out")
+                            "crawl would replace: give this one another --crawl NAME and "
+                            "another --out")
 
 
 def mark_for_broker(folder: Path, broker: str, crawl: str, identity: dict[str, Any]) -> None:

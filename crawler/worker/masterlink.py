@@ -28,6 +28,7 @@ from crawler.board.base import BoardClient
 from crawler.errors import (
     AnotherMastersCrawl,
     AuthenticationFailed,
+    BrokerUnreachable,
     MasterUnreachable,
     NoHandshake,
 )
@@ -200,6 +201,11 @@ def why_lost(exc: BaseException) -> str:
         return "no answer in time"
     if isinstance(exc, EOFError):
         return "it closed the connection"
+    cause: BaseException | None = exc
+    for _ in range(8):  # a chain, not a cycle
+        if isinstance(cause, BrokerUnreachable):  # (its message says to start again: not yet)
+            return cause.said
+        cause = cause.__cause__ if cause is not None else None
     return _why_not(exc)
 
 
