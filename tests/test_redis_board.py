@@ -26,12 +26,14 @@ from crawler.board.broker import (
     CALL_DEADLINE,
     CONNECT_DEADLINE,
     CrawlRecord,
+    broker_time,
     connect,
+    keys_prefix,
     parse_broker,
 )
 from crawler.board.memory import BoardPolicy
 from crawler.board.redis import RedisBoard, broker_errors
-from crawler.board.redis_client import BrokerClient
+from crawler.board.redis_client import BrokerClient, _BrokerView
 from crawler.errors import BadCrawlInfo, BrokerError, BrokerUnreachable, UsageError
 from crawler.model.outcome import Attempt, FailureKind
 
@@ -732,3 +734,31 @@ def test_scripts_gone_again_as_they_are_loaded_are_loaded_once_more(
         stop.set()
         flushing.join(5)
         flusher.close()
+
+
+def test_an_idle_worker_whose_crawl_has_no_master_at_work_says_it_waits_for_one(
+        redis_server: RedisServer, crawl_name: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Its master killed after its pages, a worker that downloaded every image sat silent
+    for good, though --connect-wait was 10 s. It says once that it waits for a master,
+    after a while of empty answers; not while a master is at work, nor while it works."""
+    client = connect(parse_broker(redis_server.url))  # (as a worker's: text, not bytes)
+    view = _BrokerView(RedisBoard(client, crawl_name, POLICY), lambda *_: {}, client,
+                       crawl_name)
+    masters = keys_prefix(crawl_name) + "masters"
+    client.hset(masters, "m1", json.dumps({"at": broker_time(client), "progress": {}}))
+    empty: Any = {"tasks": [], "closed": False}
+    for now in (0.0, 11.0, 22.0):  # its master at work: nothing to say
+        view._note_idle(empty, now)
+    assert "no master at work" not in caplog.text
+    client.hset(masters, "m1", json.dumps({"at": broker_time(client) - 60, "progress": {}}))
+    view._note_idle({"tasks": [("http://h/a.png", 1)], "closed": False}, 23.0)  # it works
+    view._note_idle(empty, 24.0)
+    view._note_idle(empty, 30.0)
+    assert "no master at work" not in caplog.text
+    for now in (34.5, 40.0, 50.0):
+        view._note_idle(empty, now)
+    said = [r.getMessage() for r in caplog.records if "no master at work" in r.getMessage()]
+    assert said == [f"nothing left to download, and no master at work on crawl {crawl_name!r}: "
+                    "waiting for one to go on with it or close it (crawler master --broker "
+                    f"... --join {crawl_name}), Ctrl-C to stop this worker"], said
+    client.close()

@@ -34,7 +34,7 @@ from crawler.board.memory import POLICY_SETTINGS, BoardPolicy
 from crawler.board.redis import RedisBoard, broker_errors, broker_failure
 from crawler.errors import BrokerUnreachable, CrawlNotFound
 from crawler.model.progress import Snapshot
-from crawler.model.wire import CrawlInfo, Status, settings_from_wire
+from crawler.model.wire import CrawlInfo, LeaseAnswer, Status, settings_from_wire
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class BrokerClient:
         self._clients.append(crawl.client)
         board = RedisBoard(crawl.client, crawl.name, policy, recorded=True)
         describe = _describer(record, board)
-        return _LinkErrors(_BrokerView(board, describe), crawl.client)
+        return _LinkErrors(_BrokerView(board, describe, crawl.client, crawl.name), crawl.client)
 
     def bound_calls(self, board: object, seconds: float) -> None:
         """Nothing to do: every call to the broker has the client's socket deadline."""
@@ -107,18 +107,48 @@ class _BrokerView(BoardView):
     master runs does not keep its URLs from the others."""
 
     REAP_EVERY = 1.0  # seconds, per worker; the script is atomic, so many may call it
+    # Seconds of answers with nothing in them after which the worker looks whether any
+    # master is at work on the crawl, and says so if none is.
+    IDLE_LOOK_AFTER = 10.0
 
-    def __init__(self, board: RedisBoard, describe: Callable[..., Any]) -> None:
+    def __init__(self, board: RedisBoard, describe: Callable[..., Any],
+                 client: redis.Redis, crawl: str) -> None:
         super().__init__(board, describe)  # type: ignore[arg-type]
         self._redis_board = board
+        self._client = client
+        self._crawl = crawl
         self._last_reap = 0.0
+        self._idle_since: float | None = None
+        self._said_idle = False
 
     def exchange(self, *args: Any, **kwargs: Any) -> Any:
         now = time.monotonic()
         if now - self._last_reap >= self.REAP_EVERY:
             self._last_reap = now
             self._redis_board.reap()
-        return super().exchange(*args, **kwargs)
+        answer = super().exchange(*args, **kwargs)
+        self._note_idle(answer, now)
+        return answer
+
+    def _note_idle(self, answer: LeaseAnswer, now: float) -> None:
+        """A worker whose crawl has nothing left for it and no master at work on it (one
+        was killed after its pages) waits for one to come: said once, where it sat
+        silent for good."""
+        if answer.get("tasks") or answer.get("closed"):
+            self._idle_since, self._said_idle = None, False
+            return
+        if self._idle_since is None:
+            self._idle_since = now
+        if self._said_idle or now - self._idle_since < self.IDLE_LOOK_AFTER:
+            return
+        masters, broker_now = masters_of(self._client, self._crawl)
+        if live_masters(masters, broker_now):
+            self._idle_since = now  # (looked again a while later)
+            return
+        self._said_idle = True
+        log.warning("nothing left to download, and no master at work on crawl %r: waiting "
+                    "for one to go on with it or close it (crawler master --broker ... "
+                    "--join %s), Ctrl-C to stop this worker", self._crawl, self._crawl)
 
 
 class _LinkErrors:
