@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import functools
 import logging
 import os
@@ -79,6 +80,7 @@ if typing.TYPE_CHECKING:
 log = logging.getLogger("crawler")
 
 EXIT_INTERRUPTED = 130
+EXIT_FAILED = 1  # a runtime failure no error of ours names (see the exit status table)
 EXIT_OUTPUT_LOST = 120  # what Python exits with when it cannot flush stdout
 COMPLETION_SHELLS = ("bash", "zsh", "tcsh")
 
@@ -523,6 +525,15 @@ def _run_command(args: argparse.Namespace) -> int:
         if args.log_file is not None:
             log.error("%s", message)
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno not in (errno.EMFILE, errno.ENFILE):
+            raise
+        # Where no step says it for itself (a master's wake-up pipe at start): a line, with
+        # what to do, not a traceback.
+        from crawler.fetch.curlsetup import out_of_files_reason
+
+        print(f"crawler: error: {out_of_files_reason()}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt as stop:
         if isinstance(stop, StopSaid):
             return EXIT_INTERRUPTED

@@ -6,7 +6,9 @@ import contextlib
 import functools
 import gzip
 import hashlib
+import os
 import queue
+import resource
 import socket
 import struct
 import threading
@@ -598,6 +600,54 @@ def test_a_206_of_the_whole_file_is_stored_and_one_of_a_part_is_not(
             path, attempt)
     assert sorted(p.name for p in engine.store.root.rglob("*") if p.is_file()) == [
         "copy.png", "whole.png"]
+
+
+@contextlib.contextmanager
+def _files_all_open() -> Iterator[None]:
+    """This process may open one file more (the lowest free descriptor), no second."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    free = os.open(os.devnull, os.O_RDONLY)
+    os.close(free)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (free + 1, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_download_that_finds_no_file_descriptor_says_so(
+        server: FixtureServer, engines: Callable[..., Engine]) -> None:
+    """Out of descriptors (ulimit -n), pycurl's dup of the socket given to libcurl failed
+    without a word, and every image failed as "connection error: Failed to connect to
+    HOST: Could not connect to server", of a server that was there."""
+    serve_routes(server, {"/a.png": ("image/png", PNG)})
+    engine = engines()
+    with _files_all_open():
+        got = engine.fetch([server.url + "/a.png"])[server.url + "/a.png"]
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    assert got is not None and not got.ok and got.transient, got
+    assert got.reason.startswith("too many open files (this process may open "), got.reason
+    assert got.reason.endswith(": ulimit -n); raise that limit, or make fewer requests at "
+                               "once"), got.reason
+    assert str(soft) not in got.reason, "the limit it had then, not the one restored"
+    again = engine.fetch([server.url + "/a.png"])[server.url + "/a.png"]
+    assert again is not None and again.ok, again
+
+
+def test_a_page_that_finds_no_file_descriptor_says_so(server: FixtureServer) -> None:
+    """The master's page requests alike: 86 pages of a crawl at ulimit -n 32 failed as
+    "Could not connect to server"."""
+    serve_routes(server, {"/": ("text/html", b"<p>a page</p>")})
+    client = EasyClient(LOOPBACK, RequestOptions(), keep_alive=False)
+    try:  # its own descriptors made first; no connection kept for the next request
+        client.get(server.url + "/", accept="*/*", max_bytes=100_000, timeout=10)
+        with _files_all_open():
+            page = fetch_page(client, server.url + "/", timeout=10, max_bytes=100_000,
+                              hop_refusal=lambda *_: None)
+    finally:
+        client.close()
+    assert page.skipped.startswith("too many open files (this process may open "), page
+    assert page.transient, page
 
 
 def test_an_svg_saved_as_utf16_is_stored(server: FixtureServer,

@@ -25,7 +25,13 @@ import pycurl
 
 from crawler.config import Limits
 from crawler.errors import StorageError
-from crawler.fetch.curlsetup import DRAIN_AT_MOST, Guard, KeptConnections
+from crawler.fetch.curlsetup import (
+    DRAIN_AT_MOST,
+    Guard,
+    KeptConnections,
+    curl_socket,
+    out_of_files,
+)
 from crawler.fetch.decoding import body_decoder
 from crawler.fetch.engine import (
     Abandoned,
@@ -91,10 +97,12 @@ class TransferCallbacks:
                 transfer.blocked = BlockedAddress(urlsplit(transfer.url).hostname or "?", host,
                                                   why)
             return pycurl.SOCKET_BAD
-        try:
-            return socket.socket(family, kind, protocol)
-        except OSError:  # out of descriptors: libcurl reports a failed connection
+        sock = curl_socket(family, kind, protocol)
+        if isinstance(sock, OSError):  # libcurl reports a failed connection
+            if out_of_files(sock) and slot.transfer is not None:
+                slot.transfer.out_of_files = True
             return pycurl.SOCKET_BAD
+        return sock
 
     def on_new_socket(self, slot: Slot, fd: int, purpose: int) -> int:
         transfer = slot.transfer

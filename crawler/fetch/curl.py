@@ -55,6 +55,7 @@ from crawler.fetch.curlsetup import (
     hop_options_vary,
     new_share,
     other_origin,
+    out_of_files_reason,
     proxy_refusal,
     request_url,
     set_common_options,
@@ -441,6 +442,8 @@ class CurlEngine:
         if transfer.blocked is not None and code in (pycurl.E_COULDNT_CONNECT,
                                                      pycurl.E_ABORTED_BY_CALLBACK):
             return failed(transfer, str(transfer.blocked), FailureKind.BLOCKED)
+        if transfer.out_of_files and code == pycurl.E_COULDNT_CONNECT:
+            return failed(transfer, out_of_files_reason(), FailureKind.CONNECTION, True)
         if code == pycurl.E_OPERATION_TIMEDOUT and (
                 time.monotonic() - transfer.started >= self._limits.deadline - 0.01):
             return failed(transfer, too_slow(self._limits), FailureKind.TOO_SLOW, True)

@@ -9,6 +9,7 @@ follows: those live here, once.
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import logging
 import os
@@ -151,6 +152,39 @@ class KeptConnections:
             return False
         self._fds[connection] = fd  # used again: the last to be forgotten
         return self.speaks_http1(connection, url) and has_input(fd)
+
+
+# The process, or the system, may open no more files.
+_OUT_OF_FILES = frozenset({errno.EMFILE, errno.ENFILE})
+
+
+def curl_socket(family: int, kind: int, protocol: int) -> socket.socket | OSError:
+    """A socket for libcurl's OPENSOCKETFUNCTION, or why there is none. pycurl dup()s the
+    socket it is given: that needs a second descriptor, made sure of here (its own dup
+    failing was said only as libcurl's "Could not connect to server")."""
+    try:
+        sock = socket.socket(family, kind, protocol)
+    except OSError as exc:
+        return exc
+    try:
+        os.close(os.dup(sock.fileno()))
+    except OSError as exc:
+        sock.close()
+        return exc
+    return sock
+
+
+def out_of_files(exc: OSError) -> bool:
+    return exc.errno in _OUT_OF_FILES
+
+
+def out_of_files_reason() -> str:
+    """Why a request found no socket: the files this process may open are all open."""
+    import resource
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return (f"too many open files (this process may open {soft}: ulimit -n); raise that "
+            "limit, or make fewer requests at once")
 
 
 def has_input(fd: int) -> bool:

@@ -38,10 +38,13 @@ from crawler.fetch.curlsetup import (
     Guard,
     KeptConnections,
     cap_each_transfer,
+    curl_socket,
     gives_login_headers,
     header_lines,
     new_share,
     other_origin,
+    out_of_files,
+    out_of_files_reason,
     proxy_refusal,
     request_url,
     set_common_options,
@@ -74,6 +77,7 @@ class Reply:
     kind: FailureKind | None = None
     transient: bool = False  # worth another try
     blocked: BlockedAddress | None = None  # the address guard refused the connection
+    out_of_files: bool = False  # no socket could be made: the process's files are all open
     timed_out: bool = False  # the deadline cut the request off
     # Never sent: every connection the client allows stayed busy with other requests
     # until the deadline. Nothing is known of the server; ask again later.
@@ -405,10 +409,12 @@ def guarded_socket(guard: Guard, exchange: Exchange | None,
     if not isinstance(port, int) or not _admits(guard, exchange,
                                                 str(sockaddr[0]).split("%", 1)[0], port):
         return pycurl.SOCKET_BAD
-    try:
-        return socket.socket(family, kind, protocol)
-    except OSError:  # out of descriptors: libcurl reports a failed connection
+    sock = curl_socket(family, kind, protocol)
+    if isinstance(sock, OSError):  # libcurl reports a failed connection
+        if out_of_files(sock) and exchange is not None:
+            exchange.reply.out_of_files = True
         return pycurl.SOCKET_BAD
+    return sock
 
 
 def new_socket(exchange: Exchange | None, fd: int) -> int:
@@ -488,6 +494,10 @@ def fail(reply: Reply, handle: pycurl.Curl, code: int, message: str) -> None:
     """Say in ``reply`` why libcurl's request on ``handle`` ended with ``code``."""
     if reply.blocked is not None:
         reply.failure, reply.kind = str(reply.blocked), FailureKind.BLOCKED
+        return
+    if reply.out_of_files and code == pycurl.E_COULDNT_CONNECT:
+        reply.failure, reply.kind, reply.transient = (out_of_files_reason(),
+                                                      FailureKind.CONNECTION, True)
         return
     if code == pycurl.E_OPERATION_TIMEDOUT:  # "timed out", or "timed out connecting"
         reply.failure, reply.kind, reply.transient = (curl_failure(code, message)[1],

@@ -40,6 +40,7 @@ class Transfer:
     content_type: str | None = None
     answer: Attempt | None = None  # decided before the transfer ended
     blocked: BlockedAddress | None = None
+    out_of_files: bool = False  # no socket could be made: the process's files are all open
     last_io: float | None = None  # None while connecting: the connect timeout applies
     drained: int = 0
     fed_at: float = 0.0  # when the bandwidth cap last let its bytes through
@@ -59,6 +60,7 @@ class Transfer:
         ``fresh`` and ``asked_again`` are the caller's to set.)"""
         self.status, self.headers, self.head_done, self.location = 0, {}, False, None
         self.decoder, self.content_type, self.blocked = None, None, None
+        self.out_of_files = False
         self.last_io, self.drained = None, 0
         self.new_fd, self.connection, self.unclean, self.shared = None, None, False, False
 
