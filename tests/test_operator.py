@@ -313,7 +313,7 @@ def test_worker_prints_its_own_line_and_logs_failures(site: FixtureServer, tmp_p
     assert worker.returncode == 0
     missing = site.url + next(iter(EXPECTED_FAILED))
     assert f"failed {missing}: HTTP 404" in err
-    assert f"worker: downloaded {len(EXPECTED_OK)}, failed 1," in err
+    assert f"worker: downloaded {len(EXPECTED_OK)}, failed tries 1," in err
     assert "DEBUG" in err, "--verbose gives debug logs"
 
 

@@ -264,7 +264,7 @@ def test_a_workers_last_line_counts_its_stored_and_failed_images_apart() -> None
     line.update(2, 1, 20_000)
     clock.now += 1.0
     line.close()
-    assert out.getvalue() == "worker: downloaded 2, failed 1, 20.0 KB (0 B/s)\n"
+    assert out.getvalue() == "worker: downloaded 2, failed tries 1, 20.0 KB (0 B/s)\n"
 
 
 def test_a_workers_average_counts_from_when_its_work_began() -> None:
@@ -282,7 +282,7 @@ def test_a_workers_average_counts_from_when_its_work_began() -> None:
         line.update(done, 0, done * 1_000_000)
     line.close()
     lines = out.getvalue().splitlines()
-    assert lines[-1] == "worker: downloaded 4, failed 0, 4.0 MB (200.0 KB/s)", lines
+    assert lines[-1] == "worker: downloaded 4, failed tries 0, 4.0 MB (200.0 KB/s)", lines
     assert not any("downloaded 0" in text for text in lines), lines
 
 

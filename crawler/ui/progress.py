@@ -460,6 +460,8 @@ class WorkerLine:
 
     def _describe(self, rate: float | None) -> str:
         done, failed, size = self._counts
-        # As the master's line says them: "2 images, failed 1" read as 2 in all.
-        text = f"downloaded {done}, failed {failed}, {human_bytes(size)}"
+        # "2 images, failed 1" read as 2 in all. Its tries, not its images: a failure
+        # the crawl tries again (here or on another worker) is no failed image in the
+        # master's count, which said "failed 0" beside a worker's "failed 184".
+        text = f"downloaded {done}, failed tries {failed}, {human_bytes(size)}"
         return text if rate is None else f"{text} ({human_bytes(rate)}/s)"
