@@ -132,6 +132,9 @@ def test_a_crawl_on_the_broker_has_the_results_of_one_on_the_embedded_queue(
     assert "finished" in text.stdout and "0 master(s) live" in text.stdout
     assert f"downloaded {ours['found'] - len(missing)} " in text.stdout
     assert "(1 failed, 0 queued)" in text.stdout
+    # Not "waiting to retry": a resumed crawl's images held back for their workers are
+    # no retries.
+    assert "held back 0" in text.stdout
 
 
 def test_a_masters_pages_in_flight_are_counted_once_in_pages_queued(

@@ -43,7 +43,10 @@ def format_status(status: dict[str, Any]) -> str:
         f"images found {progress['found']}",
         f"downloaded {progress['downloaded']} ({human_bytes(progress['bytes'])})   "
         f"failed {progress['failed']}   queued {board['queued']}   "
-        f"in flight {board['in_flight']}   waiting to retry {board['delayed']}   "
+        # Not due yet: a retry's backoff, and the images an earlier run left, held back
+        # for their workers to come back (a resumed crawl's thousands, "to retry" with
+        # no retry done, read as failures).
+        f"in flight {board['in_flight']}   held back {board['delayed']}   "
         f"retries {progress.get('retries', board['retries'])}",  # pages' too
         "",
         f"{'worker':<32} {'threads':>7} {'held':>5} {'done':>7} {'failed':>6} "
