@@ -1030,7 +1030,7 @@ def test_a_folder_keeps_the_results_of_its_own_crawl_in_either_mode(
     taken = run_crawler("master", server.url + "/other", *on_broker, "--crawl", name, "--out",
                         str(tmp_path / "new"), cwd=tmp_path)
     assert taken.returncode == 2 and "with other seeds or scope" in taken.stderr
-    assert not (tmp_path / "new" / "broker-crawl.json").exists()
+    assert not (tmp_path / "new").exists(), "the folder it made (its lock file in it) stayed"
     alone = run_crawler("master", seed, "--out", str(shared), "--bind", "127.0.0.1:0",
                         "--local-workers", "1", cwd=tmp_path)
     assert alone.returncode == 2 and "--fresh to start afresh" in alone.stderr

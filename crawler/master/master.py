@@ -29,7 +29,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from crawler.board.base import unsettled
 from crawler.board.memory import LONG_HOLD, BoardPolicy, TaskBoard
 from crawler.config import DEFAULTS, Settings
-from crawler.errors import BrokerError, BrokerUnreachable, PageLoopFailed, StorageError
+from crawler.errors import (
+    BrokerError,
+    BrokerUnreachable,
+    CrawlerError,
+    PageLoopFailed,
+    StorageError,
+)
 from crawler.fetch.cookiefeed import CookieFeed
 from crawler.fetch.curlsetup import default_ca_file
 from crawler.fetch.easy import EasyClient
@@ -167,6 +173,16 @@ class _LoopState:
     last_look: float  # the board's counts read
     all_done: bool = False
     broker_lost: float | None = None  # (time.monotonic()); None: it answers
+
+
+def _remove_if_only(folder: Path, names: set[str]) -> None:
+    """Remove ``folder`` if it holds nothing but files of ``names`` (and those files)."""
+    with contextlib.suppress(OSError):
+        held = list(folder.iterdir())
+        if {path.name for path in held} <= names:
+            for path in held:
+                path.unlink()
+            folder.rmdir()
 
 
 def _cannot_forget(out_dir: Path, exc: OSError) -> StorageError:
@@ -481,9 +497,17 @@ class Master:
 
     def _crawl_on_broker(self, broker: BrokerCrawl) -> Summary:
         out_dir = self._options.out_dir
+        made = not out_dir.exists()
         lock = self._lock_folder(out_dir)
         try:
             return self._crawl_on_broker_into(broker, out_dir)
+        except CrawlerError:
+            # Refused by the broker (another crawl's seeds under that name, its ACL): a
+            # folder made for this master, holding its lock alone, goes with it.
+            lock.release()
+            if made:
+                _remove_if_only(out_dir, {LOCK_NAME})
+            raise
         finally:
             lock.release()
 
