@@ -677,12 +677,13 @@ class Worker:
                     # Holding: what we still speak of. Leases an answer lost on the way
                     # gave us go back now, not after the lease timeout.
                     self._exchange(0, 0.0, holding=True)
-            if handing_back:
-                log.info("handed %d unfinished URLs back to the master", handing_back)
+            if handing_back:  # (to "the master at HOST:PORT", or to the broker's crawl)
+                log.info("handed %d unfinished URLs back to %s", handing_back,
+                         self._client.where)
         except LINK_ERRORS:
-            log.warning("could not report %d results and hand %d URLs back: the master is "
-                        "gone; its leases will expire and put them back",
-                        len(reports), len(released))
+            log.warning("could not report %d results and hand %d URLs back: %s is gone; the "
+                        "leases will expire and put them back", len(reports), len(released),
+                        self._client.where)
             return
         # A master whose crawl is over may exit as soon as it has our goodbye, before
         # answering it: nothing is lost then, so that is no error.
