@@ -762,3 +762,14 @@ def test_an_idle_worker_whose_crawl_has_no_master_at_work_says_it_waits_for_one(
                     "waiting for one to go on with it or close it (crawler master --broker "
                     f"... --join {crawl_name}), Ctrl-C to stop this worker"], said
     client.close()
+
+
+def test_a_database_the_broker_does_not_have_is_a_usage_error(redis_server: RedisServer) -> None:
+    """Redis's "DB index is out of range", exit status 1, became what to give instead."""
+    url = redis_server.url.rsplit("/", 1)[0] + "/99"
+    with pytest.raises(UsageError) as caught:
+        connect(parse_broker(url))
+    assert str(caught.value) == (
+        f"the broker at {url} has no database 99: its databases are numbered from 0 to its "
+        "'databases' setting less one (16 by default: 0-15)")
+    assert caught.value.exit_code == 2

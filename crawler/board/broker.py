@@ -250,6 +250,10 @@ def connect(address: BrokerAddress, connections: Connections | None = None) -> r
         raise BrokerError(f"the broker at {address} refused our login ({_said(exc)}): check "
                           f"${PASSWORD_ENV} or --broker-password-file") from exc
     except redis.ResponseError as exc:
+        if "DB index is out of range" in str(exc):  # (said as Redis's words, status 1)
+            raise UsageError(f"the broker at {address} has no database {address.db}: its "
+                             "databases are numbered from 0 to its 'databases' setting less "
+                             "one (16 by default: 0-15)") from exc
         if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
             raise BrokerError(f"the broker at {address} wants a password ({_said(exc)}): give it "
                               f"with ${PASSWORD_ENV} or --broker-password-file") from exc
