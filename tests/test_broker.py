@@ -1149,6 +1149,11 @@ def test_broker_mistakes_get_one_clear_line(
         done = run_crawler(*args, cwd=tmp_path, env=no_password, timeout=60)
         assert done.returncode == 1 and "wants a password" in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    # Set, but empty (an export of an unset variable): it asked to set what was set.
+    done = run_crawler("status", "--broker", guarded.url, cwd=tmp_path,
+                       env={**no_password, "CRAWLER_BROKER_PASSWORD": ""}, timeout=60)
+    assert done.stderr.strip().endswith("--broker-password-file ($CRAWLER_BROKER_PASSWORD is "
+                                        "set, but empty)"), done.stderr
 
 
 def _own_address() -> str | None:

@@ -245,8 +245,10 @@ def connect(address: BrokerAddress, connections: Connections | None = None) -> r
         _ping_within(probe, address, CHECK_DEADLINE)
     except redis.AuthenticationError as exc:
         if not address.password:  # redis-py 8 says so as "HELLO must be called ... AUTH"
+            empty = (f" (${PASSWORD_ENV} is set, but empty)"
+                     if os.environ.get(PASSWORD_ENV) == "" else "")
             raise BrokerError(f"the broker at {address} wants a password: give it with "
-                              f"${PASSWORD_ENV} or --broker-password-file") from exc
+                              f"${PASSWORD_ENV} or --broker-password-file{empty}") from exc
         raise BrokerError(f"the broker at {address} refused our login ({_said(exc)}): check "
                           f"${PASSWORD_ENV} or --broker-password-file") from exc
     except redis.ResponseError as exc:
