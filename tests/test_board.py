@@ -258,6 +258,32 @@ def test_a_report_for_a_url_never_leased_to_the_worker_is_refused(
     assert "no such URL" in caplog.text
 
 
+def test_a_late_success_counts_while_no_one_holds_its_url_since(board: MakeBoard) -> None:
+    """A worker cut off from its master stores an image as its lease runs out, and reports
+    it once back. Ignored, the image went to a worker on another host, which stored it
+    again into its own folder: a second file, the first in no line of the manifest. It is
+    the URL's result now, if no one was handed the URL since; a late failure, or a late
+    success for a URL another worker holds, still counts for nothing."""
+    clock = Clock()
+    b = board(clock, worker_silence=5.0)
+    for name in ("a", "b", "c"):
+        b.put(f"http://h/{name}.png", "h", None)
+    assert len(b.exchange("cut", 1, [], [], 3, 0)["tasks"]) == 3
+    clock.now += 6
+    assert b.reap() == 3
+    assert b.lease("other", 1, 0)["tasks"] == [("http://h/a.png", 2)]
+    answer = b.exchange("cut", 2, [ok("http://h/a.png"), ok("http://h/b.png"),
+                                   Attempt(url="http://h/c.png", ok=False, reason="HTTP 503",
+                                           transient=True)], [], 0, 0)
+    assert "lost" not in answer
+    [late] = b.drain()
+    assert (late.attempt.url, late.worker, late.attempts) == ("http://h/b.png", "cut", 1)
+    b.report("intruder", [ok("http://h/c.png")])  # never held it: refused
+    assert b.drain() == [] and b.unfinished() == 2
+    # a.png's (another holds it), c.png's late failure, and the intruder's
+    assert b.counts()["duplicates"] == 3
+
+
 def test_classic_result_lines_are_taken_as_they_are() -> None:
     b = memory_board(Clock())
     b.put("http://h/a.png", "h", None)
@@ -657,6 +683,21 @@ def test_an_image_an_earlier_run_left_waits_out_the_leases_its_workers_may_still
     clock.now += 10.0
     b.put("http://h/later.png", "h", None, tried_before=True)  # past then: at once
     assert b.lease("w", 2, 0)["tasks"] == [("http://h/later.png", 2)]
+
+
+def test_an_earlier_runs_worker_that_stored_an_image_held_back_for_it_is_heard() -> None:
+    """Its report, once its master is back, is the URL's result: a worker on another host
+    stored it again into its own folder once the wait was over (a second file, the first
+    in no manifest line), as the report was of a URL it did not hold."""
+    clock = Clock()
+    b = memory_board(clock, worker_silence=5.0)
+    b.put("http://h/left.png", "h", None, tried_before=True)
+    b.put("http://h/fresh.png", "h", None)
+    b.report("earlier", [ok("http://h/left.png"), ok("http://h/fresh.png")])
+    [settled] = b.drain()
+    assert (settled.attempt.url, settled.worker) == ("http://h/left.png", "earlier")
+    clock.now += 5.0
+    assert b.lease("w", 2, 0)["tasks"] == [("http://h/fresh.png", 1)]
 
 
 def test_an_image_a_run_that_ended_holding_nothing_left_goes_out_at_once() -> None:

@@ -74,6 +74,7 @@ class _Item:
     state: str = QUEUED
     attempts: int = 0
     holder: str | None = None
+    last_holder: str | None = None  # whose lease ran out last (a late success counts)
     deadline: float = 0.0
 
 
@@ -573,7 +574,7 @@ class TaskBoard:
         with self._cond:
             record = self._touch(worker) or self._classic_record(worker)
             for attempt in attempts:
-                if not self._holds(worker, attempt.url):
+                if not self._holds(worker, attempt):
                     continue
                 if record is not None:
                     if attempt.ok:
@@ -673,14 +674,27 @@ class TaskBoard:
             for record in heapq.nsmallest(excess, departed, key=lambda r: r.last_contact):
                 del self._workers[record.worker]
 
-    def _holds(self, worker: str, url: str) -> bool:
-        """Whether ``worker`` holds ``url``; a result from anyone else is counted and logged."""
+    def _holds(self, worker: str, attempt: Attempt) -> bool:
+        """Whether ``worker``'s result for its URL counts: it holds the URL, or stored it
+        while its lease ran out and no one holds it since. Any other result is counted
+        and logged."""
+        url = attempt.url
         item = self._items.get(url)
         if item is None:
             self.unknown += 1
             log.warning("refused a report from %s for %.200r: no such URL was queued",
                         one_line(worker), url)
             return False
+        if (attempt.ok and item.state in (QUEUED, DELAYED)
+                and (item.last_holder == worker or url in self._tried_before)):
+            # A late success: stored by a worker cut off from its master, whose lease ran
+            # out meanwhile (or by a worker of a run before this master's restart), and
+            # handed to no one since. Ignored, it was downloaded again by a worker on
+            # another host, into its own folder: a second file, the first in no line of
+            # the manifest.
+            log.info("took a late result from %s for %.200s: stored while its lease ran "
+                     "out, and handed to no one since", worker, url)
+            return True
         if item.state != LEASED or item.holder != worker:
             # Its lease ran out (the URL went back, or to another worker): only the
             # current holder's result counts, and a stored file is never replaced.
@@ -838,7 +852,7 @@ class TaskBoard:
             record.per_host[item.host] -= 1
         elif item.holder == CLASSIC and self._classic is not None:
             self._classic.held.discard(item.url)
-        item.holder = None
+        item.holder, item.last_holder = None, item.holder
 
     def _record(self, attempt: Attempt, worker: str) -> None:
         """Apply the result of a URL ``worker`` holds (report checked that)."""

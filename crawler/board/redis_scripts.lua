@@ -130,8 +130,8 @@ local function held_key(w) return P .. 'held:' .. w end
 local function perhost_key(w) return P .. 'ph:' .. w end
 local function queue_key(h) return P .. 'q:' .. h end
 
--- An item: {h = host, p = page, r = ref, s = state, a = attempts, w = holder, t = 1 when
--- an earlier run may have tried it}; a finished URL keeps only its name, with an empty value.
+-- An item: {h = host, p = page, r = ref, s = state, a = attempts, w = holder, lw = the
+-- holder whose lease ended last, t = 1 when an earlier run may have tried it}; a finished URL keeps only its name, with an empty value.
 local function get_item(url)
   local v = redis.call('HGET', ITEMS, url)
   if not v then return nil end
@@ -232,6 +232,7 @@ local function unlease(url, it)
     redis.call('SREM', held_key(it.w), url)
     add_to_tally(perhost_key(it.w), it.h, -1)
   end
+  it.lw = it.w  -- whose lease ran out last: a late success of its counts (report)
   it.w = nil
 end
 
@@ -462,10 +463,15 @@ local function report(worker, record, args, at, count, now, policy)
                hop_host = args[base + 10]}
     spoken[r.url] = true
     local it = get_item(r.url)
+    -- A late success (stored by a worker cut off while its lease ran out, or by one of
+    -- a run before its master's restart), the URL handed to no one since, counts: as
+    -- crawler.board.memory's _holds says why.
+    local late = it and r.ok and (it.s == 'q' or it.s == 'd')
+                 and (it.lw == worker or it.t == 1)
     if not it then
       bump(COUNTS, 'unknown', 1)
       table.insert(unknown, r.url)
-    elseif it.s ~= 'l' or it.w ~= worker then
+    elseif (it.s ~= 'l' or it.w ~= worker) and not late then
       -- Its lease ran out: only the current holder's result counts.
       bump(COUNTS, 'duplicates', 1)
       table.insert(duplicates, r.url)
