@@ -582,3 +582,24 @@ def test_a_call_to_a_hung_master_gives_up_within_a_lease(authkey: str) -> None:
         master.send_signal(signal.SIGCONT)
         master.kill()
         master.wait(timeout=10)
+
+
+def test_a_throttled_warning_held_back_is_said_when_its_seconds_are_over(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second wrong key within the few seconds of the first was said only at the next
+    refusal, or at the run's end: a minute later, in a crawl that went on."""
+    monkeypatch.setattr(manager._Throttled, "EVERY", 0.3)
+    refusals = manager._Throttled("refused %d queue connection(s), last: %s")
+    with caplog.at_level(logging.WARNING, logger=manager.__name__):
+        refusals.note("wrong authkey")
+        refusals.note("wrong authkey")
+        refusals.note("wrong authkey")
+        said = [r.getMessage() for r in caplog.records]
+        assert said == ["refused 1 queue connection(s), last: wrong authkey"], said
+        deadline = time.monotonic() + 5
+        while len(caplog.records) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        said = [r.getMessage() for r in caplog.records]
+    assert said[1:] == ["refused 2 queue connection(s), last: wrong authkey"], said
+    refusals.flush()  # nothing more to say
+    assert len(caplog.records) == 2

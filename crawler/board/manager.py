@@ -89,7 +89,9 @@ ACCEPT_PAUSE = 0.05  # seconds the accepting thread rests after it could not ser
 
 
 class _Throttled:
-    """A warning said at most once every few seconds, with how often it happened."""
+    """A warning said at most once every few seconds, with how often it happened; one
+    held back is said when its few seconds are over (it waited for the next, or for the
+    run's end: a wrong key tried twice was said once, then a minute later)."""
 
     EVERY = 5.0
 
@@ -99,6 +101,7 @@ class _Throttled:
         self._why = ""
         self._last = -self.EVERY
         self._lock = threading.Lock()  # noted from each connection's own thread
+        self._timer: threading.Timer | None = None
 
     def note(self, why: str) -> None:
         with self._lock:
@@ -106,15 +109,29 @@ class _Throttled:
             self._why = why
             now = time.monotonic()
             if now - self._last < self.EVERY:
+                if self._timer is None:
+                    self._timer = threading.Timer(self._last + self.EVERY - now, self._due)
+                    self._timer.daemon = True
+                    self._timer.start()
                 return
             count, self._count, self._last = self._count, 0, now
         log.warning(self._message, count, why)
+
+    def _due(self) -> None:
+        with self._lock:
+            self._timer = None
+            count, self._count, self._last = self._count, 0, time.monotonic()
+        if count:
+            log.warning(self._message, count, self._why)
 
     def flush(self) -> None:
         """Say what was held back since the last line: a flood within the last few seconds
         of a run was said as its first connection alone."""
         with self._lock:
             count, self._count = self._count, 0
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
         if count:
             log.warning(self._message, count, self._why)
 
