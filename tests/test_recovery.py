@@ -933,6 +933,8 @@ def test_a_classic_workers_abandoned_urls_are_leased_and_come_back(
     said = re.findall(r"INFO: (\d+) image lease\(s\) ran out \(their worker fell silent, or "
                       r"took longer than queue.lease_timeout\)", err)
     assert sum(map(int, said)) == 2, err  # (said nowhere but in the manifest's attempts)
+    # Each one a try, its URL going again: the progress line's retries stayed 0.
+    assert int(re.findall(r"retries (\d+)", err)[-1]) >= 2, err
 
 
 def test_ctrl_c_after_the_crawl_ended_cuts_the_wait_for_workers_and_keeps_the_summary(

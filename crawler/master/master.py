@@ -1227,7 +1227,9 @@ class Master:
         counts = self._board.counts()
         snapshot = self._snapshot
         snapshot.in_flight = counts["in_flight"]
-        snapshot.retries = counts["retries"] + self._page_retries  # images' and pages'
+        # Images' and pages'; a lease that ran out is a try, and its URL goes again (it
+        # stayed "retries 0" while the log said so).
+        snapshot.retries = counts["retries"] + counts["expired"] + self._page_retries
         snapshot.workers = counts["workers"]
         snapshot.tutorial_workers = bool(counts["tutorial"])
         shared = self._shared_frontier
