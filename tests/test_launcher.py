@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -167,6 +168,8 @@ def test_a_worker_that_cannot_be_started_is_said_and_the_master_goes_on(
      "192.168.1.9"),
     # No name or address other hosts could use: a placeholder, never "localhost".
     ("localhost", {"localhost": ["127.0.0.1"], "vm": ["127.0.0.1"]}, "THIS-HOST"),
+    # The name resolves to none of its own (a network namespace's host): an interface's.
+    ("localhost", {"localhost": ["127.0.0.1"]}, "10.77.0.2"),
     # The queue on 0.0.0.0 takes IPv4 only: an IPv6 address of the host is no use.
     ("localhost", {"localhost": ["127.0.0.1"], "vm": ["2001:db8::5", "10.0.0.5"]}, "10.0.0.5"),
 ])
@@ -184,6 +187,9 @@ def test_a_master_on_every_interface_names_itself_as_other_hosts_reach_it(
     monkeypatch.setattr(launcher.socket, "getfqdn", lambda: fqdn)
     monkeypatch.setattr(launcher.socket, "gethostname", lambda: "vm")
     monkeypatch.setattr(launcher.socket, "getaddrinfo", getaddrinfo)
+    # This host's interfaces: loopback, and in the namespace's case its own address.
+    interfaces = ["127.0.0.1", "10.77.0.2"] if "vm" not in resolved else ["127.0.0.1"]
+    monkeypatch.setattr(launcher, "_interface_addresses", lambda: interfaces)
     line = launcher.invitation("0.0.0.0", 4242, Authkey(b"k" * 32, "environment"), tmp_path)
     assert line == (f"workers on other hosts: crawler worker {shown}:4242  # with the same "
                     "CRAWLER_AUTHKEY as the master"), line
@@ -252,3 +258,8 @@ def test_a_worker_log_that_cannot_be_written_stops_the_master_with_exit_3(
     assert line == (f"crawler: error: cannot write the local worker log {out}/worker-{workers}"
                     ".log: it is a folder; move it away, or choose another output folder")
     assert not list(out.glob("images/**/*.png")), "no worker was started"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="read with Linux's ioctl")
+def test_this_hosts_interface_addresses_are_read() -> None:
+    assert "127.0.0.1" in launcher._interface_addresses()

@@ -117,9 +117,37 @@ def _public_name(host: str) -> str:
         return name
     others = [a for a in _addresses(socket.gethostname(), family)
               if not is_loopback(a) and not ipaddress.ip_address(a).is_link_local]
+    if not others and family == socket.AF_INET:
+        # The name resolves to no address of its own (a container's, a namespace's): the
+        # interfaces' own, said as THIS-HOST though 10.77.0.2 was on one.
+        others = [a for a in _interface_addresses()
+                  if not is_loopback(a) and not ipaddress.ip_address(a).is_link_local]
     if not others:
         return "THIS-HOST"
     return f"[{others[0]}]" if ":" in others[0] else others[0]
+
+
+def _interface_addresses() -> list[str]:
+    """The IPv4 address of each of this host's interfaces that has one (Linux; none
+    elsewhere, or where they cannot be read)."""
+    import fcntl
+    import struct
+
+    siocgifaddr = 0x8915  # Linux's ioctl for an interface's address
+    found: list[str] = []
+    try:
+        names = [name for _, name in socket.if_nameindex()]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            for name in names:
+                request = struct.pack("256s", name.encode()[:15])
+                try:
+                    answer = fcntl.ioctl(probe.fileno(), siocgifaddr, request)
+                except OSError:  # no IPv4 address on it
+                    continue
+                found.append(socket.inet_ntoa(answer[20:24]))
+    except (OSError, AttributeError):  # (no if_nameindex, or no fcntl: not Linux)
+        return []
+    return found
 
 
 def _addresses(name: str, family: int) -> list[str]:
