@@ -691,11 +691,11 @@ def test_an_earlier_runs_worker_that_stored_an_image_held_back_for_it_is_heard()
     in no manifest line), as the report was of a URL it did not hold."""
     clock = Clock()
     b = memory_board(clock, worker_silence=5.0)
-    b.put("http://h/left.png", "h", None, tried_before=True)
+    b.put("http://l/left.png", "l", None, tried_before=True)  # (its host's only URL)
     b.put("http://h/fresh.png", "h", None)
-    b.report("earlier", [ok("http://h/left.png"), ok("http://h/fresh.png")])
+    b.report("earlier", [ok("http://l/left.png"), ok("http://h/fresh.png")])
     [settled] = b.drain()
-    assert (settled.attempt.url, settled.worker) == ("http://h/left.png", "earlier")
+    assert (settled.attempt.url, settled.worker) == ("http://l/left.png", "earlier")
     clock.now += 5.0
     assert b.lease("w", 2, 0)["tasks"] == [("http://h/fresh.png", 1)]
 
@@ -1214,6 +1214,25 @@ def test_a_board_away_for_a_while_ends_no_lease_of_a_worker_that_calls_again(
     b.heartbeat("other")
     # The classic lease's 10 s, and the 12 s away.
     assert reaped_each_second(5) == [0, 0, 0, 0, 1]
+
+
+def test_a_slow_reaper_is_no_board_away_while_workers_reach_the_board(
+        board: MakeBoard) -> None:
+    """The embedded board's reaper is the crawl loop: a long commit or a loaded host may
+    hold it for seconds while the board answers workers. A worker that died meanwhile
+    kept its leases for as long as such stalls came, past lease_timeout."""
+    clock = Clock()
+    b = board(clock, lease_timeout=60.0, worker_silence=5.0)
+    b.put("http://h/a.png", "h", None)
+    assert b.exchange("dead", 1, [], [], 1, 0)["tasks"] == [("http://h/a.png", 1)]
+    assert b.reap() == 0
+    expired = []
+    for _ in range(4):  # reaped every 2.5 s, a live worker calling in between
+        clock.now += 1.5
+        b.heartbeat("alive")
+        clock.now += 1.0
+        expired.append(b.reap())
+    assert expired == [0, 0, 1, 0], expired  # silent past worker_silence: gone
 
 
 def test_one_worker_gets_its_share_of_a_host_not_all_of_it(board: MakeBoard) -> None:

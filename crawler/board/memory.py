@@ -446,6 +446,11 @@ class TaskBoard:
         last, self._reaped_at = self._reaped_at, now
         if last is None or now - last <= BOARD_AWAY:
             return
+        if any(record.last_contact > last for record in self._workers.values()):
+            # A worker reached the board meanwhile: it was there, only its reaper was slow
+            # (the embedded board's is the crawl loop: a long commit, a loaded host), and
+            # a dead worker's leases must not live on for it.
+            return
         away = now - last
         for record in self._workers.values():
             record.last_contact = min(now, record.last_contact + away)
@@ -859,7 +864,8 @@ class TaskBoard:
         item = self._items[attempt.url]
         self._unlease(item)
         now = self._clock()
-        pace = self._lanes[item.host].pace
+        # (A late result's host may have no lane yet: its URLs only held back so far.)
+        pace = (self._lanes.get(item.host) or self._new_lane(item.host)).pace
         if attempt.ok:
             pace.answered(now)
         elif attempt.host_is_busy:

@@ -755,7 +755,9 @@ local policy = policy_from(ARGV, 2)
 -- failed as lost); a worker that is dead all the same loses them worker_silence later.
 local last = tonumber(redis.call('GET', REAPED) or '')
 redis.call('SET', REAPED, num(now))
-if last and now - last > BOARD_AWAY then
+-- (Not when a worker called meanwhile: the broker was there, only its reapers were slow.)
+if last and now - last > BOARD_AWAY
+    and #redis.call('ZRANGEBYSCORE', CONTACT, '(' .. num(last), '+inf', 'LIMIT', 0, 1) == 0 then
   local gap = now - last
   local contacts = redis.call('ZRANGE', CONTACT, 0, -1, 'WITHSCORES')
   for i = 1, #contacts, 2 do
