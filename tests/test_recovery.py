@@ -1453,8 +1453,8 @@ def test_an_unreachable_robots_txt_says_so_and_a_rerun_crawls_the_site(
     (tmp_path / "settings.toml").write_text(FAST_RETRIES)
     out = tmp_path / "out"
     err = _master_with_a_local_worker(server, out, tmp_path, status=5)  # nothing was read
-    assert (f"robots.txt of {server.url} answered HTTP {status}: its pages wait; read again "
-            "later (try 1 of 3)") in err, err
+    assert (f"robots.txt of {server.url} answered HTTP {status}: refused for now, read again "
+            "when one of its pages is next asked for (try 1 of 3)") in err, err
     assert (f"robots.txt of {server.url} answered HTTP {status}: not crawling that origin in "
             "this run (read 3 times)") in err, err
     assert f"page {server.url}/: robots.txt unreachable (HTTP {status})" in err, err

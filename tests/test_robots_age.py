@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from crawler.board.memory import BoardPolicy
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.engine import HopRefusal
 from crawler.fetch.guard import AddressPolicy
@@ -251,3 +252,38 @@ def test_a_robots_txt_asked_after_its_client_closed_is_refused_for_now_not_an_er
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     assert "not sent: the crawl is stopping" in caplog.text
     assert "/robots.txt" not in server.paths()
+
+
+def test_a_robots_txt_that_cannot_be_read_is_read_again_when_a_page_asks_once_due(
+        make_server: Callable[[], FixtureServer], client: EasyClient) -> None:
+    """Read again as often as a page is tried, after the backoff, when one of its pages
+    asks (an image goes by the last answer, and reads nothing); a page refused while
+    the read it was due is under way is tried again a deadline later, not set aside for
+    the next run with tries left."""
+    server = make_server()
+    server.routes["/robots.txt"] = route = RobotsRoute(b"busy", status=503)
+    robots = Robots(client, AGENT, 5.0,
+                    retries=BoardPolicy(max_attempts=3, backoff_base=0.2, backoff_max=0.2))
+    page, image = server.url + "/a", server.url + "/b.png"
+    assert robots.verdict(page, page=True) == ("robots.txt unreachable (HTTP 503)", True)
+    again = robots.read_again_in(page)
+    assert again is not None and 0 < again <= 0.2, again
+    assert robots.refusal(image) == "robots.txt unreachable (HTTP 503)"
+    assert robots.verdict(page, page=True)[1] and robots_reads(server) == 1  # not due yet
+    time.sleep(0.25)
+    assert not robots.ready_for_page(page) and robots.is_read(image)
+    assert robots.refusal(image) == "robots.txt unreachable (HTTP 503)"
+    assert robots_reads(server) == 1, "an image reads nothing"
+    assert robots.verdict(page, page=True) == ("robots.txt unreachable (HTTP 503)", True)
+    assert robots_reads(server) == 2
+    time.sleep(0.25)
+    # Due, and its read under way (as a page's verdict begins it): a page refused by the
+    # stand-in meanwhile goes again one deadline later.
+    origin = server.url
+    assert robots._due(origin)
+    robots._rules.forget(origin)
+    assert robots.read_again_in(page) == 5.0
+    route.swap(disallowing("/private"))
+    assert robots.verdict(page, page=True) == (None, False)
+    assert robots_reads(server) == 3 and robots.read_again_in(page) is None
+    assert robots.refusal(server.url + "/private/c.png") == "disallowed by robots.txt"

@@ -170,9 +170,19 @@ class Robots:
         """Seconds before the robots.txt of ``url``'s origin, which could not be read, is
         read again in this run (0 if it may be now), or None if it is not: it was read,
         or its tries are spent (then its pages wait for the next run)."""
+        origin = origin_of(url)
         with self._lock:
-            at = self._read_again_at.get(origin_of(url))
-        return None if at is None else max(0.0, at - time.monotonic())
+            at = self._read_again_at.get(origin)
+            failed = self._failed_reads.get(origin, 0)
+        if at is not None:
+            return max(0.0, at - time.monotonic())
+        if (self._retries is not None and 0 < failed < self._retries.max_attempts
+                and self._rules.known(origin) is None):
+            # Due, and not read this time (no connection was free, or another thread's
+            # read ran past this one's wait): its stand-in refused the page. Read again
+            # one deadline later, as such a file is; set aside, the page lost its tries.
+            return self._timeout
+        return None
 
     def crawl_delay(self, url: str) -> float | None:
         """The Crawl-delay for ``url``'s host (its robots.txt may be read first)."""
@@ -228,8 +238,9 @@ class Robots:
         if retries is None:
             unread_means = NOT_CRAWLED
         elif retried:
-            unread_means = f"its pages wait; read again later (try {tries} of " \
-                f"{retries.max_attempts})"
+            # (An origin of images alone is not read again: its images are refused for now.)
+            unread_means = f"refused for now, read again when one of its pages is next " \
+                f"asked for (try {tries} of {retries.max_attempts})"
         else:
             unread_means = f"{NOT_CRAWLED} in this run (read {tries} times)"
         try:
