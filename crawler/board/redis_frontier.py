@@ -364,6 +364,7 @@ class RedisFrontier:
         """Forget which pages this master saw: after a Redis restart, which may have lost
         the last second of them, Redis's own seen set is the only one to go by."""
         self._seen.clear()
+        self._depths.clear()
 
     def mark_seen(self, url: str) -> None:
         """Never queue ``url`` from this master: it read it already (a redirect's target).

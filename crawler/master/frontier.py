@@ -158,6 +158,7 @@ class Frontier:
         many they were."""
         waiting, self._waiting = self._waiting, 0
         self._queues.clear()
+        self._depths.clear()
         return waiting
 
     def _push(self, url: str, depth: int) -> None:

@@ -40,3 +40,7 @@ class ShallowestDepths:
         """The depth ``url``, handed out at ``depth``, is read at: the least it was found
         at since (it is forgotten here: queued again, it is told again)."""
         return min(depth, self._depths.pop(url, depth))
+
+    def clear(self) -> None:
+        """Forget every page (none waits any more, or the caller lost track of them)."""
+        self._depths.clear()
