@@ -533,6 +533,8 @@ def _run_command(args: argparse.Namespace) -> int:
         from crawler.fetch.curlsetup import out_of_files_reason
 
         print(f"crawler: error: {out_of_files_reason()}", file=sys.stderr)
+        if args.log_file is not None:
+            log.error("%s", out_of_files_reason())
         return EXIT_FAILED
     except KeyboardInterrupt as stop:
         if isinstance(stop, StopSaid):

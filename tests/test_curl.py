@@ -627,8 +627,8 @@ def test_a_download_that_finds_no_file_descriptor_says_so(
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     assert got is not None and not got.ok and got.transient, got
     assert got.reason.startswith("too many open files (this process may open "), got.reason
-    assert got.reason.endswith(": ulimit -n); raise that limit, or make fewer requests at "
-                               "once"), got.reason
+    assert got.reason.endswith(": ulimit -n; or the system's, fs.file-max); raise that "
+                               "limit, or make fewer requests at once"), got.reason
     assert str(soft) not in got.reason, "the limit it had then, not the one restored"
     again = engine.fetch([server.url + "/a.png"])[server.url + "/a.png"]
     assert again is not None and again.ok, again

@@ -98,9 +98,9 @@ class TransferCallbacks:
                                                   why)
             return pycurl.SOCKET_BAD
         sock = curl_socket(family, kind, protocol)
+        if slot.transfer is not None:  # (the last try's: another address may be refused)
+            slot.transfer.out_of_files = isinstance(sock, OSError) and out_of_files(sock)
         if isinstance(sock, OSError):  # libcurl reports a failed connection
-            if out_of_files(sock) and slot.transfer is not None:
-                slot.transfer.out_of_files = True
             return pycurl.SOCKET_BAD
         return sock
 

@@ -183,8 +183,8 @@ def out_of_files_reason() -> str:
     import resource
 
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return (f"too many open files (this process may open {soft}: ulimit -n); raise that "
-            "limit, or make fewer requests at once")
+    return (f"too many open files (this process may open {soft}: ulimit -n; or the "
+            "system's, fs.file-max); raise that limit, or make fewer requests at once")
 
 
 def has_input(fd: int) -> bool:

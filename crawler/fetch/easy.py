@@ -410,9 +410,9 @@ def guarded_socket(guard: Guard, exchange: Exchange | None,
                                                 str(sockaddr[0]).split("%", 1)[0], port):
         return pycurl.SOCKET_BAD
     sock = curl_socket(family, kind, protocol)
+    if exchange is not None:  # (the last try's: another address may be refused)
+        exchange.reply.out_of_files = isinstance(sock, OSError) and out_of_files(sock)
     if isinstance(sock, OSError):  # libcurl reports a failed connection
-        if out_of_files(sock) and exchange is not None:
-            exchange.reply.out_of_files = True
         return pycurl.SOCKET_BAD
     return sock
 
