@@ -792,6 +792,29 @@ def test_status_at_a_port_that_speaks_another_protocol_says_so(
         "master's queue port?)"), err
 
 
+def test_status_at_a_port_cut_during_the_handshake_says_so(
+        tmp_path: Path, authkey: str) -> None:
+    """Part of a message, then the end ("got end of file during message"): said as a port
+    that speaks another protocol, of what may be a master killed mid-handshake."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(10)
+        port = listener.getsockname()[1]
+        status = start_crawler("status", f"127.0.0.1:{port}", cwd=tmp_path)
+        try:
+            taken, _ = listener.accept()
+            taken.sendall(b"\x00\x00")
+            taken.close()
+            _, err = status.communicate(timeout=30)
+        finally:
+            status.kill()
+            status.communicate()
+    assert status.returncode == 1, err
+    assert f"(127.0.0.1:{port} closed the connection during the handshake (a master does " \
+        "so while too many workers connect at once)" in err, err
+
+
 def test_worker_waiting_at_something_else_says_what_it_met(site: FixtureServer,
                                                           tmp_path: Path, authkey: str) -> None:
     """The wait's own line names a port that is no master's; it said "resource

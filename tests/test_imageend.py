@@ -176,11 +176,8 @@ def test_a_body_of_vouched_length_short_of_its_stated_end_stops_inside(
     assert kind is not None
     trailer = b"\x00" * 4 + b"trailer"
     assert not stops_inside(body, kind) and not stops_inside(body + trailer, kind), name
-    for keep in range(len(body) - 1, 1, -max(1, len(body) // 40)):
-        if sniff(body[:keep]) is kind:
-            assert stops_inside(body[:keep], kind) is not ends_whole(body[:keep], kind), (
-                name, keep)
     assert stops_inside(body[:len(body) // 2], kind), name
+    assert stops_inside(body[:-1], kind), name  # its last byte alone missing
 
 
 def test_a_png_that_ends_before_its_pixels_stops_inside() -> None:

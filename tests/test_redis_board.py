@@ -758,7 +758,7 @@ def test_an_idle_worker_whose_crawl_has_no_master_at_work_says_it_waits_for_one(
     for now in (34.5, 40.0, 50.0):
         view._note_idle(empty, now)
     said = [r.getMessage() for r in caplog.records if "no master at work" in r.getMessage()]
-    assert said == [f"nothing left to download, and no master at work on crawl {crawl_name!r}: "
+    assert said == [f"no image to hand out now, and no master at work on crawl {crawl_name!r}: "
                     "waiting for one to go on with it or close it (crawler master --broker "
                     f"... --join {crawl_name}), Ctrl-C to stop this worker"], said
     client.close()

@@ -276,6 +276,10 @@ def _client(address: Any, family: str | None = None, authkey: bytes | None = Non
         if isinstance(exc, OSError) and exc.errno is not None:
             raise
         host, port = address[:2]
+        if "end of file" in str(exc):  # ("got end of file during message": cut mid-way)
+            raise NoHandshake(f"{host}:{port} closed the connection during the handshake (a "
+                              "master does so while too many workers connect at once): is "
+                              "that a crawler master's queue port?") from exc
         raise NoHandshake(f"{host}:{port} answered with something other than a crawler "
                           "master's handshake: is that a crawler master's queue port?"
                           ) from exc

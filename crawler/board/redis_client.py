@@ -146,7 +146,9 @@ class _BrokerView(BoardView):
             self._idle_since = now  # (looked again a while later)
             return
         self._said_idle = True
-        log.warning("nothing left to download, and no master at work on crawl %r: waiting "
+        # (Its own last downloads may still be under way, and images held back for a
+        # retry may come: "none now", not "nothing left".)
+        log.warning("no image to hand out now, and no master at work on crawl %r: waiting "
                     "for one to go on with it or close it (crawler master --broker ... "
                     "--join %s), Ctrl-C to stop this worker", self._crawl, self._crawl)
 
