@@ -265,8 +265,11 @@ class Store:
 
     def _check_lease(self, url: str) -> None:
         if self._may_store is not None and not self._may_store(url):
-            raise LeaseLost(f"not stored: the lease of {url[:200]} went to another worker "
-                            "while this one was silent")
+            # (Or could not be confirmed: the master did not answer in time. It was said
+            # to have gone to another worker, in a crawl that had no other.)
+            raise LeaseLost(f"not stored: the lease of {url[:200]} is lost, or could not be "
+                            "confirmed, after this worker was out of touch with its master; "
+                            "the crawl hands it out again")
 
     def _commit_url(self, partial: str, url: str, kind: ImageType, size: int, sha256: str, *,
                     tried_before: bool, written: int | None = None) -> StoredFile:
