@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import functools
 import logging
 import os
@@ -69,6 +68,7 @@ from crawler.errors import (
     stopped_by,
 )
 from crawler.model.folders import make_folder
+from crawler.model.openfiles import out_of_files, out_of_files_reason
 
 if typing.TYPE_CHECKING:
     from _typeshed import SupportsWrite
@@ -526,12 +526,10 @@ def _run_command(args: argparse.Namespace) -> int:
             log.error("%s", message)
         return exc.exit_code
     except OSError as exc:
-        if exc.errno not in (errno.EMFILE, errno.ENFILE):
+        if not out_of_files(exc):
             raise
         # Where no step says it for itself (a master's wake-up pipe at start): a line, with
         # what to do, not a traceback.
-        from crawler.fetch.curlsetup import out_of_files_reason
-
         print(f"crawler: error: {out_of_files_reason()}", file=sys.stderr)
         if args.log_file is not None:
             log.error("%s", out_of_files_reason())

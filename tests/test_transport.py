@@ -603,3 +603,31 @@ def test_a_throttled_warning_held_back_is_said_when_its_seconds_are_over(
     assert said[1:] == ["refused 2 queue connection(s), last: wrong authkey"], said
     refusals.flush()  # nothing more to say
     assert len(caplog.records) == 2
+
+
+def test_a_queue_out_of_descriptors_says_what_to_do(caplog: pytest.LogCaptureFixture) -> None:
+    """It said "turned away 29 queue connection(s): cannot accept: Too many open files",
+    and nothing of the limit or how to raise it."""
+    import resource
+
+    server = QueueServer(TaskBoard(BoardPolicy()), ("127.0.0.1", 0), secrets.token_bytes(16),
+                         lambda full=False: {}).start()
+    client = socket.socket()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        with caplog.at_level(logging.WARNING, logger="crawler.board.manager"):
+            free = os.open(os.devnull, os.O_RDONLY)
+            os.close(free)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (free, hard))  # no file more
+            try:
+                client.connect(server.address)  # (its socket made before)
+                deadline = time.monotonic() + 10
+                while "cannot accept" not in caplog.text and time.monotonic() < deadline:
+                    time.sleep(0.02)
+            finally:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    finally:
+        client.close()
+        server.stop()
+    assert re.search(r"turned away \d+ queue connection\(s\): cannot accept: too many open "
+                     r"files \(this process may open \d+: ulimit -n", caplog.text), caplog.text

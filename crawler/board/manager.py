@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from crawler.config import DEFAULTS
 from crawler.errors import AuthenticationFailed, BindError, NoHandshake, QueueError
+from crawler.model.openfiles import out_of_files, out_of_files_reason
 from crawler.model.outcome import MAX_REASON_CHARS, Attempt, FailureKind
 from crawler.model.wire import (
     CrawlInfo,
@@ -411,7 +412,10 @@ class _GuardedServer(Server):
         except OSError as exc:  # out of descriptors (EMFILE), or the peer gave up
             if self.stopping:
                 return  # stop() closed the socket
-            turned_away.note(f"cannot accept: {exc.strerror or exc}")
+            if out_of_files(exc):  # (what to do about it, too)
+                turned_away.note(f"cannot accept: {out_of_files_reason()}")
+            else:
+                turned_away.note(f"cannot accept: {exc.strerror or exc}")
             time.sleep(ACCEPT_PAUSE)  # not a busy loop while descriptors run out
             return
         if not handshaking.acquire(blocking=False):

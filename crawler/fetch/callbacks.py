@@ -30,7 +30,6 @@ from crawler.fetch.curlsetup import (
     Guard,
     KeptConnections,
     curl_socket,
-    out_of_files,
 )
 from crawler.fetch.decoding import body_decoder
 from crawler.fetch.engine import (
@@ -43,6 +42,7 @@ from crawler.fetch.engine import (
 from crawler.fetch.guard import BlockedAddress
 from crawler.fetch.policy import REDIRECT_STATUSES, interim, location_text, whole_answer
 from crawler.fetch.transfer import Slot, Transfer, failed
+from crawler.model.openfiles import out_of_files
 from crawler.model.outcome import FailureKind
 
 log = logging.getLogger(__name__)

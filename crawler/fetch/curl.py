@@ -55,7 +55,6 @@ from crawler.fetch.curlsetup import (
     hop_options_vary,
     new_share,
     other_origin,
-    out_of_files_reason,
     proxy_refusal,
     request_url,
     set_common_options,
@@ -83,6 +82,7 @@ from crawler.fetch.policy import (
     redirect_target,
 )
 from crawler.fetch.transfer import Slot, Transfer, failed
+from crawler.model.openfiles import out_of_files_reason
 from crawler.model.outcome import Attempt, FailureKind
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,6 @@ follows: those live here, once.
 from __future__ import annotations
 
 import contextlib
-import errno
 import ipaddress
 import logging
 import os
@@ -154,10 +153,6 @@ class KeptConnections:
         return self.speaks_http1(connection, url) and has_input(fd)
 
 
-# The process, or the system, may open no more files.
-_OUT_OF_FILES = frozenset({errno.EMFILE, errno.ENFILE})
-
-
 def curl_socket(family: int, kind: int, protocol: int) -> socket.socket | OSError:
     """A socket for libcurl's OPENSOCKETFUNCTION, or why there is none. pycurl dup()s the
     socket it is given: that needs a second descriptor, made sure of here (its own dup
@@ -172,19 +167,6 @@ def curl_socket(family: int, kind: int, protocol: int) -> socket.socket | OSErro
         sock.close()
         return exc
     return sock
-
-
-def out_of_files(exc: OSError) -> bool:
-    return exc.errno in _OUT_OF_FILES
-
-
-def out_of_files_reason() -> str:
-    """Why a request found no socket: the files this process may open are all open."""
-    import resource
-
-    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return (f"too many open files (this process may open {soft}: ulimit -n; or the "
-            "system's, fs.file-max); raise that limit, or make fewer requests at once")
 
 
 def has_input(fd: int) -> bool:

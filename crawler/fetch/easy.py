@@ -43,8 +43,6 @@ from crawler.fetch.curlsetup import (
     header_lines,
     new_share,
     other_origin,
-    out_of_files,
-    out_of_files_reason,
     proxy_refusal,
     request_url,
     set_common_options,
@@ -57,6 +55,7 @@ from crawler.fetch.engine import Abandoned, curl_failure, message_failure
 from crawler.fetch.guard import AddressPolicy, BlockedAddress
 from crawler.fetch.options import Proxies, RequestOptions
 from crawler.fetch.policy import REDIRECT_STATUSES, interim, location_text, redirect_target
+from crawler.model.openfiles import out_of_files, out_of_files_reason
 from crawler.model.outcome import FailureKind
 
 _WANTED = frozenset({"content-type", "location", "retry-after", "content-length",
