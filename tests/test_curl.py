@@ -605,6 +605,15 @@ def test_a_206_of_the_whole_file_is_stored_and_one_of_a_part_is_not(
 @contextlib.contextmanager
 def _files_all_open() -> Iterator[None]:
     """This process may open one file more (the lowest free descriptor), no second."""
+    # Once the fixture server's threads closed their side of the requests before: a
+    # descriptor freed below the limit after it is set would let a request have two.
+    settled_at = time.monotonic() + 3.0
+    open_now = sum(1 for _ in Path("/proc/self/fd").iterdir())
+    while time.monotonic() < settled_at:
+        time.sleep(0.1)
+        open_then, open_now = open_now, sum(1 for _ in Path("/proc/self/fd").iterdir())
+        if open_now == open_then:
+            break
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     free = os.open(os.devnull, os.O_RDONLY)
     os.close(free)
