@@ -739,11 +739,10 @@ def test_status_pointed_at_something_else_says_so_as_a_worker_does(
         "connection and made no handshake: is that a crawler master's queue port?)")
 
 
-def test_status_at_a_port_that_hangs_up_says_so_without_a_class_name(
-        tmp_path: Path, authkey: str) -> None:
-    """A port that takes the connection and closes it at once was said as
-    "(EOFError: ; is it running, and is the address right?)": a class name, no words,
-    and a question of whether something runs where something answered."""
+def _status_at_a_port_that(tmp_path: Path, answer: Callable[[socket.socket], None]
+                           ) -> tuple[int, subprocess.Popen[str], str]:
+    """``crawler status`` at a port of our own whose connection ``answer`` handles; the
+    port, the process (ended) and what it said on stderr."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
@@ -752,11 +751,21 @@ def test_status_at_a_port_that_hangs_up_says_so_without_a_class_name(
         status = start_crawler("status", f"127.0.0.1:{port}", cwd=tmp_path)
         try:
             taken, _ = listener.accept()
-            taken.close()
-            _, err = status.communicate(timeout=30)
+            with taken:
+                answer(taken)
+                _, err = status.communicate(timeout=30)
         finally:
             status.kill()
             status.communicate()
+    return port, status, err
+
+
+def test_status_at_a_port_that_hangs_up_says_so_without_a_class_name(
+        tmp_path: Path, authkey: str) -> None:
+    """A port that takes the connection and closes it at once was said as
+    "(EOFError: ; is it running, and is the address right?)": a class name, no words,
+    and a question of whether something runs where something answered."""
+    port, status, err = _status_at_a_port_that(tmp_path, socket.socket.close)
     assert status.returncode == 1, err
     assert err.strip() == (
         f"crawler: error: no master answers at 127.0.0.1:{port} (127.0.0.1:{port} closed the "
@@ -771,20 +780,8 @@ def test_status_at_a_port_that_speaks_another_protocol_says_so(
     """A message that is no challenge made multiprocessing assert (a traceback, "message
     = b'hello'"); an SSH banner read as a length no message has was said as "bad message
     length; is it running"."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        listener.settimeout(10)
-        port = listener.getsockname()[1]
-        status = start_crawler("status", f"127.0.0.1:{port}", cwd=tmp_path)
-        try:
-            taken, _ = listener.accept()
-            with taken:
-                taken.sendall(first_words)
-                _, err = status.communicate(timeout=30)
-        finally:
-            status.kill()
-            status.communicate()
+    port, status, err = _status_at_a_port_that(tmp_path, lambda taken: taken.sendall(
+        first_words))
     assert status.returncode == 1, err
     assert err.strip() == (
         f"crawler: error: no master answers at 127.0.0.1:{port} (127.0.0.1:{port} answered "
@@ -796,20 +793,11 @@ def test_status_at_a_port_cut_during_the_handshake_says_so(
         tmp_path: Path, authkey: str) -> None:
     """Part of a message, then the end ("got end of file during message"): said as a port
     that speaks another protocol, of what may be a master killed mid-handshake."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        listener.settimeout(10)
-        port = listener.getsockname()[1]
-        status = start_crawler("status", f"127.0.0.1:{port}", cwd=tmp_path)
-        try:
-            taken, _ = listener.accept()
-            taken.sendall(b"\x00\x00")
-            taken.close()
-            _, err = status.communicate(timeout=30)
-        finally:
-            status.kill()
-            status.communicate()
+    def cut(taken: socket.socket) -> None:
+        taken.sendall(b"\x00\x00")
+        taken.close()
+
+    port, status, err = _status_at_a_port_that(tmp_path, cut)
     assert status.returncode == 1, err
     assert f"(127.0.0.1:{port} closed the connection during the handshake (a master does " \
         "so while too many workers connect at once)" in err, err
