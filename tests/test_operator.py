@@ -342,6 +342,8 @@ def test_status_reports_counts_and_workers(site: FixtureServer, tmp_path: Path,
     assert status["seeds"] == [site.url + "/"]
     assert status["progress"]["pages"] >= 1 and status["progress"]["found"] >= 1
     assert set(status["board"]) >= {"queued", "in_flight", "delayed", "done", "retries"}
+    # One count of downloads in flight (the progress's was the loop's last look: 2 beside 14)
+    assert status["progress"]["in_flight"] == status["board"]["in_flight"]
     [row] = status["workers"]
     assert row["threads"] == 2 and row["done"] >= 1 and row["last_contact_s"] < 5
     assert row["rate"] > 0

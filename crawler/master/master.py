@@ -333,9 +333,13 @@ class Master:
         if not full:  # a joining worker's: it holds secrets, which status must not show
             info["request"] = self._request.to_wire()  # headers, cookies, TLS, proxies, logins
             return info
+        board = self._board.counts()
+        # The board's counts are of now; the progress is of the loop's last look: one
+        # count of downloads in flight, not two (2 beside 14 in one answer).
+        progress = {**self._snapshot.as_dict(), "in_flight": board["in_flight"]}
         return Status(**info, seeds=list(self._options.seeds),
                       elapsed_s=round(time.monotonic() - self._started, 2),
-                      progress=self._snapshot.as_dict(), board=self._board.counts(),
+                      progress=progress, board=board,
                       workers=self._board.workers() + self._board.tutorial_workers(),
                       closed=self._board.closed)
 
