@@ -271,16 +271,18 @@ def test_a_late_success_counts_while_no_one_holds_its_url_since(board: MakeBoard
     assert len(b.exchange("cut", 1, [], [], 3, 0)["tasks"]) == 3
     clock.now += 6
     assert b.reap() == 3
-    assert b.lease("other", 1, 0)["tasks"] == [("http://h/a.png", 2)]
-    answer = b.exchange("cut", 2, [ok("http://h/a.png"), ok("http://h/b.png"),
-                                   Attempt(url="http://h/c.png", ok=False, reason="HTTP 503",
+    [(held, tries)] = b.lease("other", 1, 0)["tasks"]  # (whichever went back first)
+    stored, failed = sorted({f"http://h/{name}.png" for name in "abc"} - {held})
+    assert tries == 2
+    answer = b.exchange("cut", 2, [ok(held), ok(stored),
+                                   Attempt(url=failed, ok=False, reason="HTTP 503",
                                            transient=True)], [], 0, 0)
     assert "lost" not in answer
     [late] = b.drain()
-    assert (late.attempt.url, late.worker, late.attempts) == ("http://h/b.png", "cut", 1)
-    b.report("intruder", [ok("http://h/c.png")])  # never held it: refused
+    assert (late.attempt.url, late.worker, late.attempts) == (stored, "cut", 1)
+    b.report("intruder", [ok(failed)])  # never held it: refused
     assert b.drain() == [] and b.unfinished() == 2
-    # a.png's (another holds it), c.png's late failure, and the intruder's
+    # The one another holds, the late failure, and the intruder's
     assert b.counts()["duplicates"] == 3
 
 
