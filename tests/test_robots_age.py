@@ -263,20 +263,20 @@ def test_a_robots_txt_that_cannot_be_read_is_read_again_when_a_page_asks_once_du
     server = make_server()
     server.routes["/robots.txt"] = route = RobotsRoute(b"busy", status=503)
     robots = Robots(client, AGENT, 5.0,
-                    retries=BoardPolicy(max_attempts=3, backoff_base=0.2, backoff_max=0.2))
+                    retries=BoardPolicy(max_attempts=3, backoff_base=1.0, backoff_max=1.0))
     page, image = server.url + "/a", server.url + "/b.png"
     assert robots.verdict(page, page=True) == ("robots.txt unreachable (HTTP 503)", True)
-    again = robots.read_again_in(page)
-    assert again is not None and 0 < again <= 0.2, again
+    again = robots.read_again_in(page)  # (0.5-1 s: the backoff's jitter)
+    assert again is not None and 0 < again <= 1.0, again
     assert robots.refusal(image) == "robots.txt unreachable (HTTP 503)"
     assert robots.verdict(page, page=True)[1] and robots_reads(server) == 1  # not due yet
-    time.sleep(0.25)
+    time.sleep(1.05)
     assert not robots.ready_for_page(page) and robots.is_read(image)
     assert robots.refusal(image) == "robots.txt unreachable (HTTP 503)"
     assert robots_reads(server) == 1, "an image reads nothing"
     assert robots.verdict(page, page=True) == ("robots.txt unreachable (HTTP 503)", True)
     assert robots_reads(server) == 2
-    time.sleep(0.25)
+    time.sleep(1.05)
     # Due, and its read under way (as a page's verdict begins it): a page refused by the
     # stand-in meanwhile goes again one deadline later.
     origin = server.url
