@@ -81,6 +81,16 @@ class FixtureHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def send_first_half(self, body: bytes, content_type: str = "image/png") -> None:
+        """The head of a 200 for all of ``body``, and its first half only (the caller
+        sends the rest, or never does): a download known to be under way."""
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 2])
+        self.wfile.flush()
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
         pass
 

@@ -113,12 +113,7 @@ def test_a_silent_worker_loses_its_lease_in_seconds_and_knows_it_before_storing(
         n = len(requests)
         requests.append(n)
         body = (late, current)[min(n, 1)]
-        handler.send_response(200)
-        handler.send_header("Content-Type", "image/png")
-        handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
-        handler.wfile.write(body[: len(body) // 2])
-        handler.wfile.flush()
+        handler.send_first_half(body)
         if n < 2:
             begun[n].set()
             release[n].wait(60)
@@ -213,12 +208,7 @@ def test_a_worker_that_lost_its_lease_says_so_once_and_stops_downloading(
     begun, cut, release = threading.Event(), threading.Event(), threading.Event()
 
     def held(handler: FixtureHandler) -> None:  # half the image, then the rest once released
-        handler.send_response(200)
-        handler.send_header("Content-Type", "image/png")
-        handler.send_header("Content-Length", str(len(PNG)))
-        handler.end_headers()
-        handler.wfile.write(PNG[: len(PNG) // 2])
-        handler.wfile.flush()
+        handler.send_first_half(PNG)
         begun.set()
         handler.connection.settimeout(0.2)
         while not release.is_set():  # the worker closing its connection: the drop

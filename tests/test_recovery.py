@@ -115,12 +115,7 @@ def gate_image(server: FixtureServer, path: str, first: bytes,
         if next(requests):
             handler.send_body(200, first if later is None else later, "image/png")
             return
-        handler.send_response(200)
-        handler.send_header("Content-Type", "image/png")
-        handler.send_header("Content-Length", str(len(first)))
-        handler.end_headers()
-        handler.wfile.write(first[: len(first) // 2])
-        handler.wfile.flush()
+        handler.send_first_half(first)
         begun.set()
         release.wait(60)
         with contextlib.suppress(OSError):  # the worker may be dead by now
