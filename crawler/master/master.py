@@ -1108,12 +1108,7 @@ class Master:
                          visit.url, min(pause, policy.backoff_max))
         if tries >= policy.max_attempts:
             return False
-        backoff = policy.backoff(tries, pause)
-        self._hold_host(visit.url, backoff)
-        log.info("page %s: %s; trying again in %.1f s (try %d of %d)", visit.url,
-                 visit.page.skipped, backoff, tries + 1, policy.max_attempts)
-        self._frontier.requeue(visit.url, visit.depth)
-        self._page_retries += 1
+        self._try_again_in(visit, tries, policy.backoff(tries, pause))
         return True
 
     def _retry_when_robots_is_read(self, visit: Visit, read_again_in: float | None) -> bool:
@@ -1125,12 +1120,16 @@ class Master:
         tries = self._frontier.failed(visit.url)
         if tries >= self._board.policy.max_attempts:
             return False
-        self._hold_host(visit.url, read_again_in)
+        self._try_again_in(visit, tries, read_again_in)
+        return True
+
+    def _try_again_in(self, visit: Visit, tries: int, seconds: float) -> None:
+        """Queue a page that failed ``tries`` times again, its host's pages held ``seconds``."""
+        self._hold_host(visit.url, seconds)
         log.info("page %s: %s; trying again in %.1f s (try %d of %d)", visit.url,
-                 visit.page.skipped, read_again_in, tries + 1, self._board.policy.max_attempts)
+                 visit.page.skipped, seconds, tries + 1, self._board.policy.max_attempts)
         self._frontier.requeue(visit.url, visit.depth)
         self._page_retries += 1
-        return True
 
     def _slow_down_host(self, url: str, status: int) -> None:
         """A page or a style sheet was answered 429 or 503 at ``url`` (the hop that
