@@ -197,7 +197,51 @@ def test_a_worker_that_lost_its_lease_never_replaces_what_another_stored(
     assert [p for p in out.glob("images/**/*") if p.is_file()] == [out / entry["path"]]
 
 
-def test_a_dead_local_worker_is_reported_and_a_worker_from_elsewhere_finishes(
+def _local_worker(master: subprocess.Popen[str], other_than: int | None = None) -> int:
+    """The pid of the master's local worker (not ``other_than``, one that was killed)."""
+    found: list[int] = []
+
+    def one() -> bool:
+        found[:] = [pid for pid in _children(master.pid) if pid != other_than
+                    and b"worker" in _words_or_none(pid)[:4]]
+        return len(found) == 1
+
+    wait_until(one, 30, "the master's local worker")
+    return found[0]
+
+
+def _words_or_none(pid: int) -> list[bytes]:
+    try:
+        return command_words(pid)
+    except OSError:  # gone meanwhile
+        return []
+
+
+def test_a_local_worker_killed_by_a_signal_is_started_again(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    server = make_server()
+    site = setup_site(server, image_delay=0.05)
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "CRAWLER_AUTHKEY"}  # a generated key
+    master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), "--local-workers", "1", "--worker-threads", "2",
+                           "--lease-timeout", "2", cwd=tmp_path, env=env)
+    with _stopped_at_the_end([master]):
+        wait_for_queue_address(master)
+        wait_until(lambda: sum(p in site.images for p in server.paths()) >= 5, 30,
+                   "the local worker downloading")
+        killed = _local_worker(master)
+        os.kill(killed, signal.SIGKILL)
+        wait_for_output(master, r"local worker 1 was killed by SIGKILL \(log: "
+                                r"[^)]*worker-1\.log\); started again \(restart 1 of 3\)")
+        assert _local_worker(master, other_than=killed) != killed
+        err = finish(master, 90)
+    assert master.returncode == 0, err
+    assert "waits for workers from elsewhere" not in err, err
+    check_complete(out, server.url, site)  # what the killed one held went to the new one
+
+
+def test_a_local_worker_killed_past_its_restarts_leaves_the_crawl_to_workers_elsewhere(
         make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
     server = make_server()
     site = setup_site(server, image_delay=0.05)
@@ -210,9 +254,14 @@ def test_a_dead_local_worker_is_reported_and_a_worker_from_elsewhere_finishes(
         address = wait_for_queue_address(master)
         wait_until(lambda: sum(p in site.images for p in server.paths()) >= 5, 30,
                    "the local worker downloading")
-        [local] = [pid for pid in _children(master.pid) if b"worker" in command_words(pid)[:4]]
-        os.kill(local, signal.SIGKILL)
-        wait_for_output(master, r"local worker 1 exited with status -9 .*0 local worker\(s\) "
+        killed = None
+        for restart in (1, 2, 3):
+            killed = _local_worker(master, other_than=killed)
+            os.kill(killed, signal.SIGKILL)
+            wait_for_output(master, rf"local worker 1 was killed by SIGKILL .*started again "
+                                    rf"\(restart {restart} of 3\)")
+        os.kill(_local_worker(master, other_than=killed), signal.SIGKILL)
+        wait_for_output(master, r"local worker 1 was killed by SIGKILL .*; 0 local worker\(s\) "
                                 r"left, the crawl waits for workers from elsewhere")
         worker = start_crawler("worker", address, "--out", str(out), "--authkey-file",
                                str(out / "authkey"), cwd=tmp_path, env=env)

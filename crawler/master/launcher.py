@@ -56,6 +56,11 @@ WAIT_STEP = 0.05  # seconds between looks at a stop asked while workers are awai
 # rest (on two cores a real site's crawl over http ended 5-9% sooner; over https, and
 # on a site where the workers are the limit, no sooner and no later).
 WORKER_NICENESS = 5
+# A local worker killed by a signal (the kernel's out-of-memory killer, a crash in a
+# library, a kill -9) is started again, this many times at most for each: else a crawl
+# started with its workers waited for ever for workers from elsewhere. One that ends by
+# itself (the crawl over, its disk full, a stop) is not: it said why, and would again.
+RESTARTS = 3
 
 
 def invitation(host: str, port: int, authkey: Authkey, out_dir: Path) -> str:
@@ -171,6 +176,8 @@ class LocalWorkers:
         self._processes: list[_Process] = []
         self._reported: set[int] = set()
         self._gate: int | None = None  # write end of the pipe forked workers wait on
+        self._restarts: dict[int, int] = {}  # worker number: times started again
+        self._how: tuple[list[str], dict[str, str]] | None = None  # (args, env) to start one
 
     def fork_early(self, count: int, host: str, port: int) -> None:
         """Fork ``count`` workers of the queue at ``host:port`` now, each waiting until
@@ -251,31 +258,38 @@ class LocalWorkers:
         args = ["worker", *target, "--out", str(self._out_dir), "--threads", str(self._threads),
                 "--quiet", "--connect-wait", f"{connect_wait:g}"]
         env = {**env, STOPPED_BY_ITS_MASTER_ENV: "1"}
+        self._how = (args, env)
         niceness = _worker_niceness()
         first = len(self._processes)
         for n in range(first, first + count):
             _check_log(self._log_path(n + 1))
         for n in range(first, first + count):
-            log_path = self._log_path(n + 1)
-            process: _Process
             try:
-                if self._command is not None and self._can_fork():
-                    process = _fork_worker(self._command, args, env, log_path, gate, niceness)
-                else:
-                    with log_path.open("ab") as log_file:
-                        process = subprocess.Popen(
-                            [sys.executable, "-m", "crawler", *args],
-                            env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file)
+                process = self._start_one(n + 1, args, env, gate, niceness)
             except OSError as exc:  # out of processes or memory: the others would be too
                 started = n - first
                 log.warning("cannot start local worker %d (%s); %d of %d started%s", n + 1,
                             exc.strerror or exc, started, count,
                             "" if started else ": the crawl waits for workers from elsewhere")
                 return
-            # Niceness is a thread's own on Linux: set before the worker starts threads
-            # (the fork sets it in the child too, which starts them at once).
-            _set_niceness(process.pid, niceness)
             self._processes.append(process)
+
+    def _start_one(self, n: int, args: list[str], env: dict[str, str], gate: int | None,
+                   niceness: int | None) -> _Process:
+        """Local worker ``n``: forked while that is safe, else a fresh interpreter."""
+        log_path = self._log_path(n)
+        process: _Process
+        if self._command is not None and self._can_fork():
+            process = _fork_worker(self._command, args, env, log_path, gate, niceness)
+        else:
+            with log_path.open("ab") as log_file:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "crawler", *args],
+                    env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file)
+        # Niceness is a thread's own on Linux: set before the worker starts threads
+        # (the fork sets it in the child too, which starts them at once).
+        _set_niceness(process.pid, niceness)
+        return process
 
     def alive(self) -> list[_Process]:
         return [p for p in self._processes if p.poll() is None]
@@ -286,18 +300,41 @@ class LocalWorkers:
         return len(self._processes)
 
     def report_ended(self) -> None:
-        """Say once, with the reason from its log, when a local worker has ended early."""
+        """Say once, with the reason from its log, when a local worker has ended early;
+        start one killed by a signal again (``RESTARTS`` times at most). Its leases go
+        back to the queue once the board finds it silent, as any dead worker's."""
         for n, process in enumerate(self._processes, 1):
             if n in self._reported or process.poll() is None:
                 continue  # reported already, or still running
-            self._reported.add(n)
             log_path = self._log_path(n)
             said = self._last_line(n)
+            how = _how_it_ended(process.returncode)
             last = f": {said}" if said else ""
+            if self._restart(n):
+                log.warning("local worker %d %s%s (log: %s); started again (restart %d of "
+                            "%d)", n, how, last, log_path, self._restarts[n], RESTARTS)
+                continue
+            self._reported.add(n)
             left = len(self.alive())
-            log.warning("local worker %d exited with status %s%s (log: %s); %d local worker(s)"
-                        " left%s", n, process.returncode, last, log_path, left,
+            log.warning("local worker %d %s%s (log: %s); %d local worker(s) left%s", n, how,
+                        last, log_path, left,
                         "" if left else ", the crawl waits for workers from elsewhere")
+
+    def _restart(self, n: int) -> bool:
+        """Start local worker ``n`` again if a signal killed it and it has restarts left."""
+        code = self._processes[n - 1].returncode
+        if code is None or code >= 0 or self._how is None:
+            return False
+        if self._restarts.get(n, 0) >= RESTARTS:
+            return False
+        try:
+            replacement = self._start_one(n, *self._how, None, _worker_niceness())
+        except OSError as exc:  # out of processes or memory: said as it ends
+            log.warning("cannot start local worker %d again (%s)", n, exc.strerror or exc)
+            return False
+        self._restarts[n] = self._restarts.get(n, 0) + 1
+        self._processes[n - 1] = replacement
+        return True
 
     def all_stopped_by(self, error: type[CrawlerError]) -> str | None:
         """When every local worker started has ended with ``error``'s exit status (the
@@ -338,6 +375,16 @@ class LocalWorkers:
 
     def _log_path(self, n: int) -> Path:
         return self._out_dir / f"worker-{n}.log"
+
+
+def _how_it_ended(code: int | None) -> str:
+    """'exited with status 3', or 'was killed by SIGKILL' for a status of -9."""
+    if code is not None and code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
 
 
 def _worker_niceness() -> int | None:
