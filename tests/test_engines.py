@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from crawler.config import PARSERS as SETTING_CHOICES
 from crawler.parse.eventtree import EventTree
@@ -23,9 +24,11 @@ PAGE = "http://example.com/dir/page.html"
 
 
 def _pages() -> dict[str, bytes]:
+    # (.xhtml: pages served as application/xhtml+xml, read with xml=True.)
     pages = {str(path.relative_to(TESTS)): path.read_bytes()
              for folder in ("pages", "site", "corpus")
-             for path in sorted((TESTS / folder).rglob("*.html"))}
+             for pattern in ("*.html", "*.xhtml")
+             for path in sorted((TESTS / folder).rglob(pattern))}
     pages.update({f"conformance/{name}": body for name, body in image_pages().items()})
     pages.update({f"conformance case {n}: {case.html[:50]}": case.html.encode("utf-8")
                   for n, case in enumerate(image_cases())})
@@ -48,7 +51,8 @@ def test_the_setting_offers_exactly_the_engines() -> None:
 @pytest.mark.parametrize("name", PAGES)
 def test_both_engines_find_the_same_urls(name: str) -> None:
     body = PAGES[name]
-    options = {"lazy_attributes": ("data-x", "data-bg"), "sources": SOURCES}
+    options = {"lazy_attributes": ("data-x", "data-bg"), "sources": SOURCES,
+               "xml": name.endswith(".xhtml")}
     lxml = extract(body, PAGE, parser="lxml", **options)  # type: ignore[arg-type]
     soup = extract(body, PAGE, parser="beautifulsoup", **options)  # type: ignore[arg-type]
     assert lxml == soup
@@ -59,7 +63,8 @@ def test_the_tree_from_libxml2s_events_finds_what_its_tree_finds(
         name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The lxml engine's tree of a page libxml2 builds none of (crawler.parse.eventtree),
     taken for every page here."""
-    options = {"lazy_attributes": ("data-x", "data-bg"), "sources": SOURCES}
+    options = {"lazy_attributes": ("data-x", "data-bg"), "sources": SOURCES,
+               "xml": name.endswith(".xhtml")}
     own = extract(PAGES[name], PAGE, **options)  # type: ignore[arg-type]
 
     def from_events(text: str, utf8: bytes | None = None) -> EventTree | None:
@@ -76,7 +81,8 @@ def test_the_pages_are_not_empty_of_urls() -> None:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(tag_soup())
-def test_both_engines_agree_on_tag_soup(soup: str) -> None:
+@given(tag_soup(), st.booleans())
+def test_both_engines_agree_on_tag_soup(soup: str, xml: bool) -> None:
     body = soup.encode("utf-8", "surrogatepass")
-    assert extract(body, PAGE, parser="lxml") == extract(body, PAGE, parser="beautifulsoup")
+    assert (extract(body, PAGE, parser="lxml", xml=xml)
+            == extract(body, PAGE, parser="beautifulsoup", xml=xml))

@@ -255,6 +255,68 @@ def test_svg_fe_image_and_an_svg_link_the_old_way(parser: str) -> None:
     assert found.links == (D + "next.html",)
 
 
+XHTML_PREFIXES = (PAGES / "xhtml_prefixes.xhtml").read_bytes()
+B = ROOT + "base/"  # that page's <h:base href>
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_prefixed_elements_of_a_page_read_as_xml_are_the_elements_they_name(
+        parser: str) -> None:
+    """XHTML served as application/xhtml+xml is read as XML, where <h:img> with h bound
+    to XHTML's namespace is an <img> and <svg:image> with svg bound to SVG's an SVG
+    <image>; libxml2's HTML parser keeps the prefix in the name. A prefix bound to
+    another namespace (even one rebound below), or to none, names no such element;
+    an svg:href is in SVG's namespace, not the href SVG reads (no namespace) nor
+    xlink:href."""
+    found = extract(XHTML_PREFIXES, PAGE, parser=parser, xml=True)
+    assert found.base_url == B  # <h:base>; the <svg:base> in the SVG is no base
+    assert [(ref.url, ref.kind) for ref in found.image_refs] == [
+        (B + "og.png", "og:image"), (B + "icon.png", "link"), (B + "img.png", "img"),
+        (B + "small.png", "srcset"), (B + "large.png", "srcset"),
+        (B + "picture.webp", "picture"), (B + "picture-fallback.jpg", "img"),
+        (B + "figure.png", "img"), (B + "poster.jpg", "poster"), (B + "lazy.png", "lazy"),
+        (B + "styled.png", "css"), (B + "table.png", "css"), (B + "submit.png", "input"),
+        (B + "drawing.svg", "object"), (B + "embedded.png", "embed"),
+        (B + "photo.jpg", "anchor"), (B + "svg-style.png", "css"),
+        (B + "svg-href.png", "svg"), (B + "svg-xlink.png", "svg"), (B + "sprite.svg", "svg"),
+        (B + "grain.png", "svg"), (B + "other-prefix.png", "svg"),
+        (B + "rebound-to-xhtml.png", "img"), (B + "unprefixed.png", "img")]
+    described = {ref.url: ref for ref in found.image_refs}
+    assert described[B + "img.png"][2:] == ("An img", None, None, 40, None)
+    assert described[B + "picture.webp"].alt == "The picture"
+    assert described[B + "figure.png"].caption == "A caption"
+    assert found.links == (B + "next.html", B + "area.html", B + "framed.html",
+                           B + "svg-link.html")
+    assert found.stylesheets == (B + "site.css",)
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_prefixed_elements_of_a_page_read_as_html_are_unknown_elements(parser: str) -> None:
+    """In text/html the HTML parser makes <h:img> an unknown element of that name, and
+    <svg:svg> no SVG: browsers show none of their images. Only what any element
+    carries (a style, a lazy-loading attribute) and the unprefixed <img> count."""
+    found = extract(XHTML_PREFIXES, PAGE, parser=parser)
+    assert found.base_url == PAGE
+    assert found.images == (D + "lazy.png", D + "styled.png", D + "unprefixed.png")
+    assert found.links == () and found.stylesheets == ()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("parser", PARSERS)
+def test_prefixes_of_elements_that_never_close_are_resolved_in_time_of_the_page(
+        parser: str) -> None:
+    """Each prefixed element's namespace is its nearest declaration's: asked of each
+    element's way to the root, a page of elements nested in the one before took time
+    of its square."""
+    html = ('<html xmlns:h="http://www.w3.org/1999/xhtml"><body>' + "".join(
+        f'<h:span><h:img src="/n/{n}.png"/>' for n in range(20_000))).encode()
+    started = time.perf_counter()
+    found = extract(html, PAGE, parser=parser, xml=True)
+    elapsed = time.perf_counter() - started
+    assert len(found.images) == 20_000
+    assert elapsed < 10, f"{elapsed:.1f} s"
+
+
 @pytest.mark.parametrize("parser", PARSERS)
 def test_an_iframe_srcdoc_is_read_as_part_of_the_page(parser: str) -> None:
     """<iframe srcdoc> shows the page the attribute holds, not its src; that page's
@@ -605,15 +667,16 @@ def test_arbitrary_input_never_raises(html: str | bytes) -> None:
 
 _TAGS = ["a", "img", "source", "picture", "video", "link", "meta", "input", "image", "svg",
          "style", "base", "div", "iframe", "area", "frame", "script", "noscript", "table",
-         "object", "embed", "use"]
+         "object", "embed", "use", "h:img", "svg:svg", "svg:image", "h:picture", "h:source"]
 _ATTRIBUTES = ["src", "href", "srcset", "style", "data-src", "data-srcset", "rel", "as",
                "property", "name", "content", "type", "xlink:href", "imagesrcset", "data-x",
-               "data", "srcdoc"]
+               "data", "srcdoc", "xmlns:h", "xmlns:svg"]
 _VALUES = st.one_of(
     st.sampled_from(["a.png", "/b.jpg", "//h.example/c.gif", "https://x.example/d.webp",
                      "javascript:alert(1)", "data:image/png;base64,AA", "icon", "image",
                      "og:image", "url(e.png)", "f.png 1x, g.png 2x", "http://[::1", "http://a:x/",
-                     "../../..", "?q", "#f", "", " ", "\\\\evil\\x.png", "%zz", "http://é.example/"]),
+                     "../../..", "?q", "#f", "", " ", "\\\\evil\\x.png", "%zz", "http://é.example/",
+                     "http://www.w3.org/1999/xhtml", "http://www.w3.org/2000/svg"]),
     st.text(max_size=20),
 )
 
@@ -648,6 +711,7 @@ def tag_soup(draw: st.DrawFn) -> str:
 def test_tag_soup_never_raises_and_yields_only_http_urls(soup: str, encoding: str | None) -> None:
     _check(extract(soup, PAGE))
     _check(extract(soup.encode("utf-8", "surrogatepass"), PAGE, encoding=encoding))
+    _check(extract(soup, PAGE, xml=True))
 
 
 @pytest.mark.timeout(30)

@@ -135,6 +135,12 @@ class EventTree:
     def caption_text(self, node: Node) -> str:
         return _text_within(node, skip=NOT_CAPTION_TEXT)
 
+    def prefixed(self) -> list[Node]:
+        return [node for node in self._order if ":" in node.tag]
+
+    def rename(self, node: Node, name: str) -> None:
+        node.tag = name
+
 
 def _name(item: Node | str) -> str | None:
     return item.tag if isinstance(item, Node) else None

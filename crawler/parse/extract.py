@@ -387,6 +387,7 @@ def extract(
     encoding: str | None = None,
     parser: str = "lxml",
     refresh: str | None = None,
+    xml: bool = False,
     _nesting: int = 0,
 ) -> Extraction:
     """Find the links and images in a page fetched from ``page_url`` (after redirects).
@@ -399,7 +400,10 @@ def extract(
     ``bytes`` input; only a byte-order mark beats it, as in browsers.
     ``parser`` names the HTML engine (see ``PARSERS``). ``refresh``: the page's
     HTTP ``Refresh`` header, whose URL is a link as a ``<meta>`` refresh's is
-    (browsers follow either). Never raises for any
+    (browsers follow either). ``xml``: the page was served as XHTML, which browsers
+    read as XML (application/xhtml+xml; XML whose root is XHTML's <html>): an
+    element written with a prefix bound to XHTML's or SVG's namespace
+    (``<svg:image>``) is then the element of its local name. Never raises for any
     page content; raises ``ValueError`` for an unknown source or parser name,
     which is the caller's mistake.
     """
@@ -419,7 +423,7 @@ def extract(
                 and not data.startswith(codecs.BOM_UTF8)):
             utf8 = data  # the text's own bytes: nothing was replaced or dropped
     base = page_base(page_url)
-    tree = parse(text, parser, utf8)
+    tree = parse(text, parser, utf8, xml)
     if tree is None:
         return Extraction(base_url=base, links=(), images=())
 
@@ -447,7 +451,8 @@ def extract(
         if role == "srcdoc":
             if _nesting >= _MAX_SRCDOC_NESTING:
                 continue
-            # The framed page's links, images and style sheets are this page's own.
+            # The framed page's links, images and style sheets are this page's own. (It
+            # is HTML, even in an XHTML page: no xml.)
             inner = extract(raw, base, sources=wanted, lazy_attributes=lazy_attributes,
                             parser=parser, _nesting=_nesting + 1)
             for link in inner.links:

@@ -10,13 +10,15 @@ want BeautifulSoup's tree. Both see the same libxml2 parse, so they find the
 same URLs; ``tests/test_engines.py`` holds them to that. ``bs4`` is imported
 only when its engine is chosen. A page libxml2 builds no tree of (nested past
 2,048 levels, or a tag of thousands of attributes) gets the lxml engine a tree
-built from libxml2's parse events (``crawler.parse.eventtree``).
+built from libxml2's parse events (``crawler.parse.eventtree``). For a page
+read as XML (XHTML), the elements named with a prefix bound to XHTML's or SVG's
+namespace are renamed to their local names after the parse (``parse``'s ``xml``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from typing import Any, Protocol
 
 from lxml import etree
@@ -27,6 +29,10 @@ from crawler.parse.memowalk import Known, first_descendant, nearest_ancestor
 __all__ = ["PARSERS", "Tree", "parse"]
 
 PARSERS: tuple[str, ...] = ("lxml", "beautifulsoup")
+
+# The namespaces whose elements extraction knows by their local names: XHTML's and
+# SVG's (MathML's show no images).
+_READ_NAMESPACES = frozenset({"http://www.w3.org/1999/xhtml", "http://www.w3.org/2000/svg"})
 
 # Attribute names an XPath step can spell as "@name"; others go through name().
 _MANY_ATTRIBUTES = 4096
@@ -73,22 +79,67 @@ class Tree(Protocol):
         page, 600 KB: 200 s), a <script> or a <style> (no reader's text)."""
         ...
 
+    def prefixed(self) -> Iterable[Any]:
+        """The elements whose names hold a colon (``svg:image``), in document order
+        (an engine may give none for a page that declares no prefix)."""
+        ...
 
-def parse(text: str, parser: str = "lxml", utf8: bytes | None = None) -> Tree | None:
+    def rename(self, node: Any, name: str) -> None: ...
+
+
+def parse(text: str, parser: str = "lxml", utf8: bytes | None = None,
+          xml: bool = False) -> Tree | None:
     """Parse a page with the named engine; None when nothing could be parsed.
 
     ``utf8``: the text's own UTF-8 bytes, when the caller has them (a page that
     came as clean UTF-8): lxml reads them as they are, not encoded a second time.
+    ``xml``: the page is XHTML that browsers read as XML (served as
+    application/xhtml+xml): its prefixed elements are read as the elements they are.
     """
     has_nul = b"\x00" in utf8 if utf8 is not None else "\x00" in text
     if has_nul:
         text = text.replace("\x00", "\ufffd")  # as the HTML tokenizer does
         utf8 = None
+    tree: Tree | None
     if parser == "lxml":
-        return _LxmlTree.parse(text, utf8)
-    if parser == "beautifulsoup":
-        return _SoupTree.parse(text)
-    raise ValueError(f"unknown parser {parser!r}; known: {', '.join(PARSERS)}")
+        tree = _LxmlTree.parse(text, utf8)
+    elif parser == "beautifulsoup":
+        tree = _SoupTree.parse(text)
+    else:
+        raise ValueError(f"unknown parser {parser!r}; known: {', '.join(PARSERS)}")
+    if xml and tree is not None:
+        # (Not for text/html: there "svg:image" is an unknown element of that name.)
+        _unprefix(tree)
+    return tree
+
+
+def _unprefix(tree: Tree) -> None:
+    """Name the elements written with a prefix bound to XHTML's or SVG's namespace
+    (``<svg:image>``) by their local names (``image``), as an XML parser does.
+
+    libxml2's HTML parser keeps the prefix in the name and the namespace
+    declarations (``xmlns:svg="..."``) as attributes: the prefix's namespace is
+    that of the nearest declaration on the element or above it. Each node's
+    nearest one is remembered (``crawler.parse.memowalk``), so that elements
+    nested thousands deep are not each walked to the root.
+    """
+    known: dict[str, Known] = {}
+    for node in tree.prefixed():
+        prefix, _, local = tree.name(node).partition(":")
+        if not prefix or not local or ":" in local:
+            continue  # no qualified name: an XML parser rejects it
+        key = "xmlns:" + prefix
+        namespace = tree.attribute(node, key)
+        if namespace is None:
+
+            def declares(element: Any, key: str = key) -> str | None:
+                return key if tree.attribute(element, key) is not None else None
+
+            declarer = nearest_ancestor(node, key, known.setdefault(key, {}), tree.parent,
+                                        declares)
+            namespace = tree.attribute(declarer, key) if declarer is not None else None
+        if namespace in _READ_NAMESPACES:
+            tree.rename(node, local)
 
 
 def _many_attributes(text: str | bytes) -> bool:
@@ -208,6 +259,15 @@ class _LxmlTree:
     def attribute(self, node: Any, key: str) -> str | None:
         return node.get(key)  # type: ignore[no-any-return]
 
+    def prefixed(self) -> Iterable[Any]:
+        # A prefix is bound by a declaration: pages without one (most) cost no walk.
+        if b"xmlns:" not in self.lowered:
+            return ()
+        return self.root.xpath('//*[contains(name(), ":")]')  # type: ignore[no-any-return]
+
+    def rename(self, node: Any, name: str) -> None:
+        node.tag = name
+
     def caption_text(self, node: Any) -> str:
         parts: list[str] = [node.text] if node.text else []
         todo: list[Any] = []  # elements to enter, and tails (text) to take, last first
@@ -280,6 +340,12 @@ class _SoupTree:
 
     def attribute(self, node: Any, key: str) -> str | None:
         return node.attrs.get(key)  # type: ignore[no-any-return]
+
+    def prefixed(self) -> Iterable[Any]:
+        return [tag for tag in self.soup.find_all(True) if ":" in tag.name]
+
+    def rename(self, node: Any, name: str) -> None:
+        node.name = name
 
     def caption_text(self, node: Any) -> str:
         from bs4.element import CData, PreformattedString, Tag
