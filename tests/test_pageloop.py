@@ -456,6 +456,27 @@ def test_an_xhtml_page_served_as_xml_is_read_as_browsers_read_it(
     assert other.extraction is None and other.page.skipped == f"not HTML ({media_type})"
 
 
+@pytest.mark.parametrize(("media_type", "as_xml"), [
+    ("application/xhtml+xml; charset=utf-8", True), ("application/xml", True),
+    ("text/html", False)])
+def test_prefixed_elements_count_where_browsers_read_the_page_as_xml(
+        make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop],
+        media_type: str, as_xml: bool) -> None:
+    """XHTML read as XML (its media type says so) makes <h:img>, h bound to XHTML's
+    namespace, an <img>; read as HTML it is an unknown element that shows nothing."""
+    server = make_server()
+    xhtml = (b'<?xml version="1.0"?><html xmlns="http://www.w3.org/1999/xhtml" '
+             b'xmlns:h="http://www.w3.org/1999/xhtml"><body><img src="/plain.png"/>'
+             b'<h:img src="/prefixed.png"/></body></html>')
+    server.routes["/page.xhtml"] = lambda h: h.send_body(200, xhtml, media_type)
+    loop = make_loop([server.url + "/"])
+    visit = visit_of(loop.pages.submit(server.url + "/page.xhtml", 0))
+    assert visit.extraction is not None, visit.page.skipped
+    assert visit.page.xml == as_xml
+    assert [image for image, _, _ in visit.images] == (
+        [server.url + "/plain.png"] + [server.url + "/prefixed.png"] * as_xml)
+
+
 def test_a_link_answered_with_an_image_is_that_image_and_a_seed_is_not(
         make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop]) -> None:
     """A link followed as a page whose answer is an image is the image, where its

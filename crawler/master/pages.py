@@ -52,6 +52,9 @@ class Page(NamedTuple):
     refresh: str | None = None  # its Refresh header, which browsers follow as <meta> refresh
     timed_out: bool = False  # no connection or byte in time, or past the page's deadline
     image: bool = False  # answered with an image (an image/* type), not a page: body unread
+    # Served as XHTML (application/xhtml+xml, or XML whose root is XHTML's <html>), which
+    # browsers read as XML: its prefixed elements (<svg:image>) are the elements they name.
+    xml: bool = False
 
     @property
     def ok(self) -> bool:
@@ -149,7 +152,7 @@ def _answer(url: str, final_url: str, reply: Reply) -> Page:
                     image=kind.startswith("image/"))
     charset = charset_param(reply.headers.get("content-type", ""))
     return Page(url, final_url, status, reply.body, charset, reply.truncated,
-                refresh=reply.headers.get("refresh"))
+                refresh=reply.headers.get("refresh"), xml=kind not in ("", "text/html"))
 
 
 def too_slow(url: str, current: str, timeout: float, *, host_hung: bool = True) -> Page:

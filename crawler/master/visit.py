@@ -160,7 +160,7 @@ class PageVisitor:
     def parse_options(self, page: Page) -> dict[str, Any]:
         return {"sources": self._sources,
                 "lazy_attributes": self._crawl.lazy_attributes,  # added to the defaults
-                "encoding": page.encoding, "refresh": page.refresh}
+                "encoding": page.encoding, "refresh": page.refresh, "xml": page.xml}
 
     def warn_if_truncated(self, page: Page) -> None:
         if page.truncated:
