@@ -1099,7 +1099,10 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     line = WorkerLine(quiet=args.quiet)
     try:
         reason = run_worker(args.master, out=settings.output.dir, settings=settings,
-                            authkey=authkey.key if authkey else None, progress=line.update,
+                            authkey=authkey.key if authkey else None,
+                            # Quiet, no line is drawn: no callback, so no progress thread
+                            # woken for each image (local workers are all quiet).
+                            progress=None if args.quiet else line.update,
                             broker=broker, crawl_name=args.crawl,
                             on_signal_note=lambda signum: _note_worker_stopping(
                                 signum, terminal),
