@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import mmap
 import struct
+import tracemalloc
+from pathlib import Path
 
 import pytest
 
@@ -132,6 +135,51 @@ def test_a_whole_image_ends_whole_and_one_cut_short_does_not(name: str, body: by
         # (A still GIF whose trailer alone is missing has every pixel: see below.)
         still_gif_but_trailer = name in ("gif", "gif of many sub-blocks") and keep == len(body) - 1
         assert ends_whole(body[:keep], kind) is still_gif_but_trailer, (name, keep, len(body))
+
+
+_UTF16_SVG = b"\xff\xfe" + make_svg('width="3" height="2"').decode().encode("utf-16-le")
+
+
+@pytest.mark.parametrize(("name", "body"), [*WHOLE, ("utf-16 svg", _UTF16_SVG)])
+def test_a_body_walked_in_its_file_is_judged_as_the_same_bytes_in_memory(
+        name: str, body: bytes, tmp_path: Path) -> None:
+    """A body spilled to its partial file is walked there, mapped, not copied into memory
+    (up to download.max_bytes each): every format's walk gives a mapping the answers it
+    gives the bytes, whole, with a trailer, and cut anywhere."""
+    kind = sniff(body)
+    assert kind is not None
+    cuts = {len(body), *range(len(body) - 1, 0, -max(1, len(body) // 40))}
+    for keep in sorted(cuts):
+        part = body[:keep] + (b"\x00trailer" if keep == len(body) else b"")
+        path = tmp_path / f"{keep}.part"
+        path.write_bytes(part)
+        with path.open("rb") as file, mmap.mmap(file.fileno(), 0,
+                                                  access=mmap.ACCESS_READ) as mapped:
+            assert ends_whole(mapped, kind) is ends_whole(part, kind), (name, keep)
+            assert stops_inside(mapped, kind) is stops_inside(part, kind), (name, keep)
+
+
+@pytest.mark.parametrize("body", [
+    make_svg('width="3" height="2"', prolog="<!--" + "x" * (16 << 20) + "-->"),
+    make_webp_lossless(5, 5) + b"\x00" * (16 << 20),
+    make_bmp(7, 3) + b"\x00" * (16 << 20),
+], ids=["svg", "webp", "bmp"])
+def test_a_large_body_is_walked_in_its_file_without_a_copy(body: bytes,
+                                                           tmp_path: Path) -> None:
+    kind = sniff(body)
+    assert kind is not None
+    path = tmp_path / "body.part"
+    path.write_bytes(body)
+    del body
+    with path.open("rb") as file, mmap.mmap(file.fileno(), 0,
+                                              access=mmap.ACCESS_READ) as mapped:
+        tracemalloc.start()
+        try:
+            assert not stops_inside(mapped, kind) and ends_whole(mapped, kind)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak < 1 << 20, f"{peak} bytes taken to walk a body of 16 MiB"
 
 
 def test_a_still_gif_without_its_trailer_is_whole_an_animation_is_not() -> None:

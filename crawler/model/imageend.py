@@ -44,7 +44,7 @@ _FF_RUN = re.compile(rb"\xff+")
 _JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
 
-def ends_whole(body: bytes, kind: ImageType) -> bool:
+def ends_whole(body: Body, kind: ImageType) -> bool:
     """Whether ``body`` reaches its format's end: a PNG's IEND, a JPEG's EOI, a GIF's
     trailer, a RIFF's or BMP's size, the pixels of every TIFF directory and ICO
     entry, an AVIF's boxes, an SVG's closing root tag.
@@ -77,7 +77,8 @@ def stops_inside(body: Body, kind: ImageType) -> bool:
     whole = _CHECKS.get(kind.name)
     if whole is None:
         return False
-    return not whole(body if isinstance(body, bytes) else bytes(body))
+    # A body in its file is walked there (a mapping): a copy cost up to max_bytes.
+    return not whole(body)
 
 
 def _png_stops_inside(body: Body) -> bool:
@@ -114,7 +115,7 @@ def _jpeg_stops_inside(body: Body) -> bool:
     return _jpeg_reaches_end(body, scans=False) is False
 
 
-def _png_whole(body: bytes) -> bool:
+def _png_whole(body: Body) -> bool:
     return _png_walk(body) == "whole"
 
 
@@ -136,7 +137,7 @@ def _png_walk(body: Body) -> str:
     return "whole"
 
 
-def _gif_whole(body: bytes) -> bool:
+def _gif_whole(body: Body) -> bool:
     """Whether the block walk reaches the trailer; or, for a still picture, the end of
     its one image's data exactly at the body's end: encoders that leave the trailer
     out exist (Python's own IDLE icons), and browsers show every pixel of them. An
@@ -209,7 +210,7 @@ def _frames_to_come(body: Body, pos: int) -> bool:
             and int.from_bytes(body[pos + 4:pos + 6], "little") > 0)
 
 
-def _jpeg_whole(body: bytes) -> bool:
+def _jpeg_whole(body: Body) -> bool:
     return _jpeg_reaches_end(body, scans=True) is True
 
 
@@ -249,7 +250,7 @@ def _jpeg_reaches_end(body: Body, *, scans: bool) -> bool | None:
     return True
 
 
-def _webp_whole(body: bytes) -> bool:
+def _webp_whole(body: Body) -> bool:
     return len(body) >= max(12, 8 + int.from_bytes(body[4:8], "little"))
 
 
@@ -257,7 +258,7 @@ def _webp_whole(body: bytes) -> bool:
 _BMP_ROWS_AS_THEY_ARE = frozenset({0, 3, 6})
 
 
-def _bmp_whole(body: bytes) -> bool:
+def _bmp_whole(body: Body) -> bool:
     """Its file size field; where that is 0 (allowed for uncompressed bitmaps) or more
     than the body (encoders that write it wrong exist), the pixel data's offset plus the
     rows its width, height and depth make, or the image size its header states."""
@@ -284,7 +285,7 @@ def _bmp_whole(body: bytes) -> bool:
     return not declared
 
 
-def _ico_whole(body: bytes) -> bool:
+def _ico_whole(body: Body) -> bool:
     """Every entry's image within the body (its directory gives each one's offset and size)."""
     count = int.from_bytes(body[4:6], "little")
     if len(body) < 6 + 16 * count:
@@ -301,7 +302,7 @@ _TIFF_PIXELS = {273: 279, 324: 325}  # StripOffsets: StripByteCounts, TileOffset
 _TIFF_WIDTHS = {3: 2, 4: 4}  # SHORT and LONG, the types these tags take
 
 
-def _tiff_whole(body: bytes) -> bool:
+def _tiff_whole(body: Body) -> bool:
     """Every directory of the chain, and every strip or tile they list, within the body.
 
     BigTIFF, and tags of types these offsets never take, are not walked (taken as
@@ -309,7 +310,7 @@ def _tiff_whole(body: bytes) -> bool:
     libtiff stops at such a loop; every tag read counts against WALK_STEPS."""
     if len(body) < 8:
         return False
-    order = "<" if body.startswith(b"II") else ">"
+    order = "<" if body[:2] == b"II" else ">"
     if body[2:4] != (b"*\x00" if order == "<" else b"\x00*"):
         return True  # BigTIFF (43): 64-bit offsets throughout
     (ifd,) = struct.unpack_from(order + "I", body, 4)
@@ -354,7 +355,7 @@ def _tiff_whole(body: bytes) -> bool:
     return True
 
 
-def _avif_whole(body: bytes) -> bool:
+def _avif_whole(body: Body) -> bool:
     """Every top-level box whole, a ``meta`` (or a sequence's ``moov``) among them, and
     the pixels' ``mdat`` (or an ``idat`` in the ``meta``): a body cut between two boxes
     lacks the second."""
@@ -378,7 +379,7 @@ def _avif_whole(body: bytes) -> bool:
             break
         if pos + size > len(body):
             return False
-        if kind == b"meta" and b"idat" in body[pos:pos + size]:
+        if kind == b"meta" and body.find(b"idat", pos, pos + size) >= 0:
             seen.add(b"mdat")
         seen.add(kind)
         pos += size
@@ -400,7 +401,7 @@ _SVG_SKIP_TO = {b"<!--": b"-->", b"<![CDATA[": b"]]>", b"<?": b"?>"}
 _TAG_REST = re.compile(rb"""(?:[^>"']+|"[^"]*"|'[^']*')*+>""")
 
 
-def _svg_whole(body: bytes) -> bool:
+def _svg_whole(body: Body) -> bool:
     """Whether the root <svg> element closes: its own end tag, or ``<svg .../>``.
 
     The <svg> elements inside it are counted: an SVG that draws its icons in <svg>s of

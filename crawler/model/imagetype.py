@@ -10,10 +10,11 @@ without decoding any pixels. Both work on a bounded prefix of the body
 from __future__ import annotations
 
 import math
+import mmap
 import re
 import struct
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from typing import NamedTuple, overload
 
 SNIFF_BYTES = 64 * 1024
 """How many leading bytes callers keep for ``sniff`` and ``dimensions``."""
@@ -116,7 +117,15 @@ def sniff(head: bytes) -> ImageType | None:
 _UTF16_BOMS = {b"\xff\xfe": "utf-16-le", b"\xfe\xff": "utf-16-be"}
 
 
-def utf8_markup(body: bytes) -> bytes:
+@overload
+def utf8_markup(body: bytes) -> bytes: ...
+
+
+@overload
+def utf8_markup(body: mmap.mmap) -> bytes | mmap.mmap: ...  # a body walked in its file
+
+
+def utf8_markup(body: bytes | mmap.mmap) -> bytes | mmap.mmap:
     """Markup as UTF-8: an SVG saved as UTF-16 (its byte-order mark says so, as some
     Windows tools write it), which browsers show, was "not an image". Other bytes are
     returned as they are."""

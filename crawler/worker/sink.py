@@ -119,25 +119,28 @@ class ImageSink:
             if data is not None:
                 cut = stops_inside(data, kind)
             else:  # spilled to its partial file (over SPILL_AT): walked where it lies
-                with self._read_back(mapped=True) as body:
+                with self._read_back() as body:
                     cut = stops_inside(body, kind)
             if cut:
                 raise Abandoned(CUT_SHORT_ON_THE_SERVER, FailureKind.BAD_RESPONSE,
                                 transient=True)
             return
-        if data is None:  # spilled: read back (with no length said: rare)
-            with self._read_back(mapped=False) as body:
-                data = bytes(body)
-        if not ends_whole(data, kind):
+        if data is None:  # spilled: walked where it lies, as above
+            with self._read_back() as body:
+                whole = ends_whole(body, kind)
+        else:
+            whole = ends_whole(data, kind)
+        if not whole:
             raise Abandoned(CUT_SHORT_IMAGE, FailureKind.CONNECTION, transient=True)
 
     @contextlib.contextmanager
-    def _read_back(self, *, mapped: bool) -> Iterator[bytes | mmap.mmap]:
-        """The body spilled to its partial file: mapped, or read whole."""
+    def _read_back(self) -> Iterator[bytes | mmap.mmap]:
+        """The body spilled to its partial file, mapped (an empty one read: no mapping
+        can be made of it)."""
         assert self._fh is not None and self._partial is not None
         try:
             self._fh.flush()
-            if not mapped or not self.size:
+            if not self.size:
                 body: bytes | mmap.mmap = self._partial.read_bytes()
             else:
                 with self._partial.open("rb") as file:
