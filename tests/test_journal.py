@@ -186,6 +186,22 @@ def test_a_run_that_ended_with_no_lease_outstanding_is_known_to_the_next_run_onl
     journal.close()
 
 
+def test_a_link_past_the_page_budget_found_nearer_the_seeds_takes_that_depth(
+        tmp_path: Path) -> None:
+    """Links left to a larger budget are read by a rerun at the depth of their shortest
+    path, as followed ones are: else a rerun at --depth did not follow their links."""
+    journal = Journal(tmp_path)
+    journal.add_seeds([SEED])
+    journal.pages_done([PageDone(SEED, [], [], left=((f"{SEED}far", 3), (f"{SEED}read", 3)))])
+    journal.pages_done([PageDone(f"{SEED}read", [], [])])
+    assert journal.pages_done([PageDone(f"{SEED}slow", [], [], left=(
+        (f"{SEED}far", 2), (f"{SEED}read", 1), (f"{SEED}new", 2)))]) == 1
+    journal.pages_done([PageDone(f"{SEED}other", [], [], left=((f"{SEED}far", 4),))])
+    pending = dict(journal.resume().pending_pages)
+    journal.close()
+    assert pending == {f"{SEED}far": 2, f"{SEED}new": 2}
+
+
 def test_a_page_still_to_visit_that_a_link_finds_nearer_the_seeds_takes_that_depth(
         tmp_path: Path) -> None:
     """A resumed crawl reads it at the shorter depth; a page read already keeps its own."""

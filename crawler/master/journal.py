@@ -195,9 +195,13 @@ class Journal:
                 "SET depth = excluded.depth WHERE excluded.depth < depth AND done = 0",
                 [link for page in pages for link in page.links])
             # (an executemany's rowcount is its rows inserted, those ignored not counted)
+            left_links = [link for page in pages for link in page.left]
             left = self._db.executemany(
-                "INSERT OR IGNORE INTO pages (url, depth) VALUES (?, ?)",
-                [link for page in pages for link in page.left]).rowcount
+                "INSERT OR IGNORE INTO pages (url, depth) VALUES (?, ?)", left_links).rowcount
+            if left < len(left_links):  # some known: nearer the seeds now, as links above
+                self._db.executemany(
+                    "UPDATE pages SET depth = ?2 WHERE url = ?1 AND depth > ?2 AND done = 0",
+                    left_links)
             self._db.executemany(
                 "INSERT OR IGNORE INTO images (url, page, outcome, ref) VALUES (?, ?, ?, ?)",
                 [image for page in pages for image in page.images])
