@@ -245,7 +245,7 @@ def test_a_page_given_back_or_set_aside(frontiers: MakeFrontier) -> None:
     assert one is not None and two is not None
     assert a.failed(one[0]) == 1 and b.failed(one[0]) == 2  # counted for every master
     a.requeue(one[0], one[1])
-    a.set_aside(two[0])
+    a.set_aside(*two)
     assert len(b) == 1 and b.pop() == one
 
 
@@ -338,12 +338,30 @@ def test_pages_set_aside_are_queued_again_with_their_depth_and_fresh_tries(
     pipe.execute()
     assert first.pop() == ("http://h/deep", 3)
     assert first.failed("http://h/deep") == 1
-    first.set_aside("http://h/deep")
+    first.set_aside("http://h/deep", 3)
     assert len(first) == 0 and first.take_up_set_aside() == 1
     later = frontiers("later")  # a master started on the crawl again
     assert later.take_up_set_aside() == 0  # taken up once
     assert later.pop() == ("http://h/deep", 3)
     assert later.failed("http://h/deep") == 1  # its failures are counted anew
+
+
+def test_a_page_set_aside_keeps_the_shorter_depth_its_master_found_since(
+        frontiers: MakeFrontier) -> None:
+    """Its rerun reads it at the depth of the shortest path known, as the journal keeps it
+    in the embedded mode: not at the depth of its lease, nor deeper than that."""
+    first = frontiers("first")
+    first.add_many([("http://h/", 0)])
+    pipe = first._client.pipeline(transaction=True)
+    first.queue_done(pipe, first.pop()[0], [("http://h/a", 3), ("http://h/b", 2)])  # type: ignore[index]
+    pipe.execute()
+    leased = dict(first.pop_many(2))
+    assert leased == {"http://h/a": 3, "http://h/b": 2}
+    first.set_aside("http://h/a", 1)  # found nearer the seeds while it was read
+    first.set_aside("http://h/b", 4)  # never deeper than its lease
+    assert first.take_up_set_aside() == 2
+    later = frontiers("later")
+    assert dict(later.pop_many(2)) == {"http://h/a": 1, "http://h/b": 2}
 
 
 def test_the_page_budget_counts_every_masters_pages_done_and_in_flight(
@@ -395,7 +413,7 @@ def test_a_crawl_that_read_no_page_and_found_no_image_is_forgotten_for_its_seeds
     first, second = a.pop_many(2)
     _settle(a, first[0], failed=True)
     assert not a.forget_if_empty()  # the other seed is leased
-    a.set_aside(second[0])  # a passing failure: forgotten too, its seed queued again
+    a.set_aside(*second)  # a passing failure: forgotten too, its seed queued again
     assert a.forget_if_empty()
     assert a.add_many([("http://h/", 0), ("http://g/", 0)]) == 2
     assert len(a) == 2 and a.done_pages == a.failed_pages == 0

@@ -174,7 +174,8 @@ if how == 'done' then
   redis.call('HINCRBY', p .. 'pages:stats', 'done', 1)
   if ARGV[7] == 'failed' then redis.call('HINCRBY', p .. 'pages:stats', 'failed', 1) end
 elseif how == 'aside' then
-  redis.call('HSET', p .. 'pages:aside', url, held[1])  -- its depth, for the rerun
+  -- its depth, for the rerun: its lease's, or the shorter one its master found since
+  redis.call('HSET', p .. 'pages:aside', url, math.min(tonumber(held[1]), tonumber(ARGV[4])))
 else
   push_front(p, url, ARGV[4], ARGV[5], now)
 end
@@ -429,9 +430,10 @@ class RedisFrontier:
         self._depths.queued(url, depth)
         self._settle(args=[self._prefix, url, "requeue", depth, host_key(url), self._master])
 
-    def set_aside(self, url: str) -> None:
-        """Give up a leased page for this crawl (a passing failure; a rerun may try it)."""
-        self._settle(args=[self._prefix, url, "aside", 0, "", self._master])
+    def set_aside(self, url: str, depth: int) -> None:
+        """Give up a leased page for this crawl (a passing failure; a rerun may try it),
+        to be read at ``depth`` (its lease's, or less: a shorter path found since)."""
+        self._settle(args=[self._prefix, url, "aside", depth, "", self._master])
 
     def take_up_set_aside(self) -> int:
         """Queue again the pages set aside (by any master, in any earlier run): a master

@@ -932,7 +932,7 @@ class Master:
         if not visit.page.transient:
             self._pages_done.append(PageDone(visit.url, [], [], failed=True))
         else:  # it stays to visit: a rerun tries it again
-            self._frontier.set_aside(visit.url)
+            self._frontier.set_aside(visit.url, visit.depth)
             self._pages_to_retry += 1
 
     def _new_links(self, found: Iterable[str], depth: int
