@@ -217,15 +217,22 @@ def _words_or_none(pid: int) -> list[bytes]:
         return []
 
 
-def test_a_local_worker_killed_by_a_signal_is_started_again(
-        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
-    server = make_server()
+def _master_of_one_local_worker(server: FixtureServer, tmp_path: Path
+                                ) -> tuple[subprocess.Popen[str], Site, Path, dict[str, str]]:
+    """A master crawling a slow site with one local worker: (master, site, out, env)."""
     site = setup_site(server, image_delay=0.05)
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k != "CRAWLER_AUTHKEY"}  # a generated key
     master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
                            str(out), "--local-workers", "1", "--worker-threads", "2",
                            "--lease-timeout", "2", cwd=tmp_path, env=env)
+    return master, site, out, env
+
+
+def test_a_local_worker_killed_by_a_signal_is_started_again(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    server = make_server()
+    master, site, out, _ = _master_of_one_local_worker(server, tmp_path)
     with _stopped_at_the_end([master]):
         wait_for_queue_address(master)
         wait_until(lambda: sum(p in site.images for p in server.paths()) >= 5, 30,
@@ -244,12 +251,7 @@ def test_a_local_worker_killed_by_a_signal_is_started_again(
 def test_a_local_worker_killed_past_its_restarts_leaves_the_crawl_to_workers_elsewhere(
         make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
     server = make_server()
-    site = setup_site(server, image_delay=0.05)
-    out = tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if k != "CRAWLER_AUTHKEY"}  # a generated key
-    master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
-                           str(out), "--local-workers", "1", "--worker-threads", "2",
-                           "--lease-timeout", "2", cwd=tmp_path, env=env)
+    master, site, out, env = _master_of_one_local_worker(server, tmp_path)
     with _stopped_at_the_end([master]) as processes:
         address = wait_for_queue_address(master)
         wait_until(lambda: sum(p in site.images for p in server.paths()) >= 5, 30,
