@@ -275,6 +275,22 @@ def test_policy_from_seeds_allows_only_the_seeds_kinds() -> None:
     # A seed's name written fully qualified is the same host: libcurl connects to it.
     qualified = AddressPolicy.from_seeds(["http://localhost.:8000/"])
     assert qualified.refusal(ipaddress.ip_address("127.0.0.1")) is None
+    # Any *.localhost is loopback, as libcurl answers it without asking the resolver
+    # (which knows "localhost" alone): such a seed allows loopback addresses too.
+    for seed in ("http://app.localhost:8000/", "http://App.Localhost.:8000/",
+                 "http://xn--bcher-kva.localhost/"):
+        named = AddressPolicy.from_seeds([seed])
+        assert named.refusal(ipaddress.ip_address("127.0.0.1")) is None, seed
+        assert named.refusal(ipaddress.ip_address("::1")) is None, seed
+        assert named.refusal(ipaddress.ip_address("10.0.0.1")) == "private", seed
+
+
+@pytest.mark.parametrize("kind", pageclients.KINDS)
+def test_a_seed_on_a_localhost_subdomain_is_crawled(site: FixtureServer, kind: str) -> None:
+    url = f"http://app.localhost:{site.server_address[1]}/"
+    reply = pageclients.get(kind, AddressPolicy.from_seeds([url]), RequestOptions(), url,
+                            max_bytes=100_000, timeout=5)
+    assert reply.blocked is None and reply.status == 200, reply
 
 
 @pytest.mark.parametrize("kind", pageclients.KINDS)

@@ -94,20 +94,23 @@ class AddressPolicy(NamedTuple):
         return cls(frozenset(data["kinds"]), tuple(data["networks"]))
 
 
+# What libcurl answers "localhost" and any "*.localhost" with, fully qualified or not,
+# without asking the resolver (RFC 6761): the C library knows the first alone, from its
+# hosts file, and a seed on "app.localhost" found no address, so its loopback images and
+# pages were refused as if no seed were there.
+_LOCALHOST = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
+
+
 def _resolve_quietly(host: str) -> list[IPAddress]:
+    bare = host.rstrip(".").lower()
+    if bare == "localhost" or bare.endswith(".localhost"):
+        return list(_LOCALHOST)
     # An ASCII name as bytes: as text, Python first imports its IDNA codec (2-3 ms of
     # a master's start), which a URL's host name, in punycode already, does not need.
     name: str | bytes = host.encode("ascii") if host.isascii() else host
     try:
         infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
     except OSError:
-        # "localhost." written fully qualified, which the C library does not know (its
-        # hosts file lists "localhost"): libcurl answers it (and any *.localhost) with
-        # loopback itself. Only that name: "nas." retried as "nas" could meet a search
-        # domain's private address that libcurl would never connect to.
-        bare = host.rstrip(".").lower()
-        if host.endswith(".") and (bare == "localhost" or bare.endswith(".localhost")):
-            return _resolve_quietly(bare)
         return []
     # An IPv4 or IPv6 sockaddr starts with the address as text (typeshed allows others).
     return [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
