@@ -133,6 +133,25 @@ def test_patterns_are_searched_in_the_normalised_url() -> None:
     assert page_allowed(scope, "HTTP://EXAMPLE.COM:80/%7Eme/page#top")
 
 
+def test_a_pattern_of_spaces_or_non_ascii_text_matches_the_url_as_an_address_bar_shows_it(
+        ) -> None:
+    """Normalised URLs are ASCII: "café" is "caf%C3%A9" there, a space "%20", a host
+    "xn--...". Such a pattern never matched: --accept café dropped every image."""
+    scope = Scope.from_seeds(["http://example.com/"], deny=["brouillons"],
+                             image_allow=["café", "画像", "^https?://bücher\\.example/"],
+                             image_deny=[" draft"])
+    assert image_allowed(scope, "http://example.com/img/café.png")
+    assert image_allowed(scope, "http://example.com/img/caf%C3%A9.png")
+    assert image_allowed(scope, "http://example.com/%E7%94%BB%E5%83%8F/a.png")
+    assert image_allowed(scope, "http://BÜCHER.example/a.png")
+    assert not image_allowed(scope, "http://example.com/img/cafe.png")
+    assert not image_allowed(scope, "http://example.com/img/café draft.png")
+    # An escape that is no UTF-8 (a legacy query) stays as it is, and the rest decodes.
+    assert image_allowed(scope, "http://example.com/a.png?t=%E9&x=caf%C3%A9")
+    assert page_allowed(scope, "http://example.com/brouillon")  # ASCII patterns: as before
+    assert not page_allowed(scope, "http://example.com/brouillons/")
+
+
 def test_images_are_allowed_from_any_host_by_default() -> None:
     scope = Scope.from_seeds(["http://example.com/"])
     assert image_allowed(scope, "http://example.com/a.jpg")

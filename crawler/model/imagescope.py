@@ -4,7 +4,11 @@ The master asks it of every image a page shows; a worker asks it again of
 every URL an image redirects to, so the rules travel to workers as the plain
 pattern strings (:meth:`ImageScope.to_wire`) and are compiled again there.
 URLs are the ones ``crawler.model.urls.normalize`` produced: matching is
-plain string work.
+plain string work. Those are ASCII (non-ASCII path and query characters and
+spaces as %-escapes, hosts in punycode), so a pattern that holds a space or a
+character past ASCII (``café``, ``画像``, ``bücher.example``) is also searched in
+the URL as an address bar shows it: escapes of UTF-8 text decoded, the host in
+Unicode. Such a pattern never matched, and ``--accept café`` dropped every image.
 """
 
 from __future__ import annotations
@@ -12,10 +16,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from typing import NamedTuple, TypedDict
+from urllib.parse import unquote
 
 from crawler.errors import ConfigError
 
-__all__ = ["ImagePatterns", "ImageScope", "compile_patterns", "search_any"]
+__all__ = ["ImagePatterns", "ImageScope", "compile_patterns", "readable", "search_any"]
 
 
 class ImagePatterns(TypedDict):
@@ -40,7 +45,48 @@ def compile_patterns(patterns: Sequence[str], setting: str) -> tuple[re.Pattern[
 
 
 def search_any(patterns: tuple[re.Pattern[str], ...], url: str) -> bool:
-    return any(pattern.search(url) for pattern in patterns)
+    shown: str | None = None
+    for pattern in patterns:
+        if pattern.search(url):
+            return True
+        if not pattern.pattern.isascii() or " " in pattern.pattern:
+            if shown is None:
+                shown = readable(url)
+            if pattern.search(shown):
+                return True
+    return False
+
+
+def readable(url: str) -> str:
+    """``url`` (normalised) as an address bar shows it: its %-escapes of UTF-8 text
+    decoded (others kept as they are), its host's punycode labels in Unicode."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, tail = rest.partition("/")
+    if "xn--" in authority:
+        user, at, host = authority.rpartition("@")
+        labels = []
+        for label in host.split("."):
+            try:
+                labels.append(label.encode("ascii").decode("idna")
+                              if label.startswith("xn--") else label)
+            except UnicodeError:  # not valid punycode: shown as it is
+                labels.append(label)
+        authority = user + at + ".".join(labels)
+    # errors="strict" would refuse a whole URL for one escape of a legacy encoding
+    # (a query in windows-1252): each run of escapes that is not UTF-8 is kept as it is.
+    return f"{scheme}{sep}{authority}{slash}{_UTF8_ESCAPES.sub(_decoded, tail)}"
+
+
+_UTF8_ESCAPES = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
+
+
+def _decoded(run: re.Match[str]) -> str:
+    try:
+        return unquote(run.group(), errors="strict")
+    except UnicodeDecodeError:
+        return run.group()
 
 
 class ImageScope(NamedTuple):
