@@ -617,6 +617,23 @@ def test_a_caption_is_its_text_without_scripts_and_style_sheets_on_every_engine(
     assert [ref.caption for ref in found.image_refs] == ["A Kkan", "T"]
 
 
+@pytest.mark.parametrize("parser", PARSERS)
+def test_an_image_is_described_by_the_first_element_that_shows_it(parser: str) -> None:
+    """A link to an image (a thumbnail's <a href> around it) or the head's og:image came
+    first: the image's ref was theirs, and its alt text and caption were lost. Its place
+    in the page's order stays that of its first reference."""
+    found = extract("<head><meta property='og:image' content='/og.png'></head>"
+                    "<a href='/a.png' title='link'>see</a><a href='/only.png'>x</a>"
+                    "<figure><img src='/a.png' alt='shown'><figcaption>Cap</figcaption>"
+                    "</figure><img src='/og.png' alt='the og image' width='40'>"
+                    "<img src='/kept.png' alt='first'><a href='/kept.png'>again</a>"
+                    "<img src='/kept.png' alt='second'>", PAGE, parser=parser)
+    assert [(ref.url.rsplit("/", 1)[1], ref.kind, ref.alt, ref.caption, ref.width)
+            for ref in found.image_refs] == [
+        ("og.png", "img", "the og image", None, 40), ("a.png", "img", "shown", "Cap", None),
+        ("only.png", "anchor", None, None, None), ("kept.png", "img", "first", None, None)]
+
+
 def test_duplicates_are_removed_after_normalisation_keeping_the_first() -> None:
     html = """<img src="HTTP://Example.com:80/a.png#x"><img src="/b.png"><img src="/./a.png">
               <a href="/p"><a href="http://EXAMPLE.com/p#frag"><a href="/q">"""

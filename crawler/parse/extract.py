@@ -460,7 +460,9 @@ def extract(
             for sheet in inner.stylesheets:
                 sheets.setdefault(sheet)
             for ref in inner.image_refs:
-                images.setdefault(ref.url, ref)
+                known = images.get(ref.url)
+                if known is None or _shows_better(known.kind, ref.kind):
+                    images[ref.url] = ref
             longer_framed += inner.too_long
             continue
         url = resolve(raw)
@@ -476,7 +478,7 @@ def extract(
                 continue
         if role == "sheet":
             sheets.setdefault(url)
-        elif url not in images:
+        elif (known := images.get(url)) is None or _shows_better(known.kind, kind):
             images[url] = ImageRef(url, kind, *_described(tree, kind, node, pictures,
                                                           captions))
     return Extraction(base_url=base, links=tuple(links), images=tuple(images),
@@ -486,6 +488,16 @@ def extract(
 
 
 _MAX_SRCDOC_NESTING = 4  # <iframe srcdoc> within srcdoc, read this deep
+
+# References that show no image: a link to it, and the head's (about the page). An image
+# is described by the first element that shows it, though one of these came first (an
+# <a href> around its thumbnail, an og:image): its alt text and caption were lost.
+_SHOWS_NOTHING = frozenset({"anchor", "og:image", "twitter:image", "link"})
+
+
+def _shows_better(known: str, kind: str) -> bool:
+    """Whether a reference of ``kind`` describes its image better than one of ``known``."""
+    return known in _SHOWS_NOTHING and kind not in _SHOWS_NOTHING
 
 _TEXT_LIMIT = 1000  # characters kept of alt, title and caption text
 _DIMENSION_RE = re.compile(r"[ \t\n\f\r]*([0-9]{1,6})")
