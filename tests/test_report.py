@@ -501,6 +501,30 @@ def test_pages_not_crawled_are_listed_with_their_reasons(tmp_path: Path) -> None
     assert "1 malformed line" in soup.select_one("#malformed").get_text()
 
 
+def test_a_page_not_crawled_in_one_folder_and_crawled_in_another_is_not_listed(
+        tmp_path: Path) -> None:
+    """Merged, a page that failed in one crawl and whose images another crawl found was
+    shown with its images and listed as not crawled at once."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    (first / "manifest.jsonl").write_text("")
+    (first / "pages.jsonl").write_text("".join(json.dumps(
+        {"url": url, "reason": "HTTP 404", "http_status": 404, "final": True}) + "\n"
+        for url in (PAGE_B, "http://h/gone")))
+    image = png(8, 8, 4)
+    store(second, "h/b.png", image)
+    (second / "manifest.jsonl").write_text(
+        json.dumps(success("http://h/b.png", PAGE_B, "h/b.png", image)) + "\n")
+    soup = BeautifulSoup(write_report([first, second]).read_text(encoding="utf-8"),
+                         "html.parser")
+    rows = [[td.get_text() for td in tr.find_all("td")]
+            for tr in soup.select("table.pages tbody tr")]
+    assert rows == [["http://h/gone", "HTTP 404", ""]]
+    assert "1 not crawled" in soup.select_one("#summary").get_text()
+    alone = BeautifulSoup(write_report(first).read_text(encoding="utf-8"), "html.parser")
+    assert "2 not crawled" in alone.select_one("#summary").get_text()
+
+
 # --------------------------------------------------------------------------- errors
 
 

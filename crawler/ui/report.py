@@ -364,6 +364,12 @@ def write_report(folders: Path | Sequence[Path]) -> Path:
         malformed_in[PAGES_NAME] += manifest.malformed - before
     if not found:
         raise UsageError(_no_manifest(folders))
+    if len(folders) > 1:
+        # Not crawled in one crawl, crawled in another (its images are in the merge): a
+        # page each crawl's own pages.jsonl drops once crawled, as the merge does.
+        shown = {entry.page for entry in manifest.seen.values()}
+        manifest.failed_pages = [page for page in manifest.failed_pages
+                                 if page.url not in shown]
     target = folders[0] / REPORT_NAME
     _write_atomically(target, render_parts(manifest, folders))
     if manifest.malformed:  # said in the page too; here before anyone opens it
