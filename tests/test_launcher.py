@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -242,6 +243,23 @@ def test_a_worker_of_a_folder_whose_name_is_not_utf8_starts(tmp_path: Path) -> N
                                   tmp_path / "w.log", None)
     assert child.wait(10) == 7
     assert ran.read_bytes() == b"worker 127.0.0.1:9 --out " + os.fsencode(out)
+
+
+def test_the_worker_command_for_a_folder_whose_name_is_not_utf8_can_be_pasted(
+        tmp_path: Path) -> None:
+    """Quoted as text, the name showed \\udcff: pasted, the worker looked for another folder
+    and a key file that was not there. The shell must give back the folder's own bytes."""
+    out = Path(os.fsdecode(bytes(tmp_path) + b"/out-\xff it's"))
+    out.mkdir()
+    key_file = out / "authkey"
+    key_file.write_bytes(b"k" * 32)
+    line = launcher.invitation("127.0.0.1", 4242, Authkey(b"k" * 32, str(key_file)), out)
+    command = line.split(": ", 1)[1]
+    assert "udc" not in command, command
+    echoed = subprocess.run(["bash", "-c", "printf '%s\\0' " + command], capture_output=True,
+                            check=True, timeout=10).stdout.split(b"\0")
+    assert echoed[:7] == [b"crawler", b"worker", b"127.0.0.1:4242", b"--out", bytes(out),
+                          b"--authkey-file", bytes(key_file)]
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

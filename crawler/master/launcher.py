@@ -67,7 +67,7 @@ def invitation(host: str, port: int, authkey: Authkey, out_dir: Path) -> str:
     """The line that tells an operator how a worker joins the queue at ``host:port``."""
     if is_loopback(host):
         # --out: a worker on this host stores where the master records and reports.
-        out = shlex.quote(str(out_dir.resolve()))
+        out = shell_word(out_dir.resolve())
         return (f"workers on this host: crawler worker {host}:{port} --out {out} "
                 + _key_hint(authkey, other_hosts=False))
     return (f"workers on other hosts: crawler worker {_public_name(host)}:{port} "
@@ -88,8 +88,22 @@ def _key_hint(authkey: Authkey, *, other_hosts: bool) -> str:
     if key_file is None:  # given to crawl() as an argument: no file to name
         return f" # with {ENV_VAR} set to the master's key"
     # Absolute, as --out is: the command is pasted in other folders and on other hosts.
-    return (f"--authkey-file {shlex.quote(str(key_file))}"
+    return (f"--authkey-file {shell_word(key_file)}"
             + (f"  # {': '.join(notes)}" if notes else ""))
+
+
+def shell_word(path: Path) -> str:
+    """``path`` as one word of a command line to paste: quoted. A name whose bytes are
+    not UTF-8 (held as lone surrogates) is written in ``$'...'`` with ``\\xNN`` escapes,
+    which give the shell those bytes back: quoted as text, it showed ``\\udcff``, and the
+    worker pasted waited for a key file of that name."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "$'" + "".join(chr(byte) if 0x20 <= byte < 0x7F and byte not in b"'\\"
+                              else f"\\x{byte:02x}" for byte in os.fsencode(path)) + "'"
+    return shlex.quote(text)
 
 
 def _key_file(authkey: Authkey) -> Path | None:
