@@ -376,6 +376,37 @@ def test_demo_runs_offline(tmp_path: Path) -> None:
         f"gallery: open {gallery.resolve().as_uri()} in a browser")
 
 
+def test_a_demo_leaves_another_crawl_kept_in_its_folder_alone(tmp_path: Path) -> None:
+    """A crawl kept in OUT/demo (its journal, results and images) was erased by the demo,
+    which starts each run afresh, without a word."""
+    demo = tmp_path / "demo"
+    stored = demo / "images" / "http" / "127.0.0.1_18301" / "photo.png"
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(b"another crawl's image")
+    manifest = demo / "manifest.jsonl"
+    manifest.write_text(json.dumps({"url": "http://127.0.0.1:18301/photo.png"}) + "\n")
+    result = subprocess.run(crawler_command("demo", "--out", str(tmp_path)), cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (f"crawler: error: {demo} holds a crawl that is not the demo's, "
+                             "which the demo would erase (it starts each run afresh): choose "
+                             "another folder with --out, or move it away\n")
+    assert stored.is_file() and manifest.is_file()
+
+
+def test_a_demo_run_again_clears_the_last_demos_folder_marked_or_not(tmp_path: Path) -> None:
+    """Its own folder, marked as a demo's, or an older demo's whose manifest names the
+    demo site's images alone."""
+    for unmark in (False, True):
+        if unmark:
+            (tmp_path / "demo" / ".crawler-demo").unlink()
+        result = subprocess.run(crawler_command("demo", "--out", str(tmp_path), "--quiet"),
+                                cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                                check=False)
+        assert result.returncode == 0, result.stderr
+        assert len(list((tmp_path / "demo" / "images").glob("*/127.0.0.1_*"))) == 1
+
+
 def test_an_interrupted_demo_says_it_starts_afresh_not_that_it_resumes(tmp_path: Path) -> None:
     """Each demo serves a new site and forgets the last one's crawl: "run the same command
     again to resume" would be untrue of it."""

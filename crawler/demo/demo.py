@@ -6,6 +6,8 @@ images are and how to open it.
 
 from __future__ import annotations
 
+import json
+import re
 import shlex
 import shutil
 import sys
@@ -14,14 +16,21 @@ from pathlib import Path
 
 from crawler.config import Settings
 from crawler.demo.site import SiteServer, build_site
-from crawler.errors import StorageError
+from crawler.errors import StorageError, UsageError
 from crawler.fetch.options import RequestOptions
 from crawler.master.authkey import master_authkey
 from crawler.master.claim import forget_crawl
 from crawler.master.folderlock import FolderLock
+from crawler.model.files import JOURNAL_NAME, MANIFEST_NAME
 from crawler.model.folders import file_in_the_way
 from crawler.model.outcome import IMAGES_DIR
 from crawler.ui.report import write_report
+
+# Left in a demo's folder: what a demo run there again clears is a demo's. Another crawl
+# kept in OUT/demo (its journal, results and images) was erased without a word.
+DEMO_MARK = ".crawler-demo"
+# The demo site's images, as a demo's manifest names them (before the mark was written).
+_DEMO_IMAGE = re.compile(r"http://127\.0\.0\.1:[0-9]+/images/(?:[0-9]+/img[0-9]+\.[a-z]+|gone\.png)")
 
 
 def run_demo(settings: Settings, *, workers: int, quiet: bool,
@@ -43,9 +52,15 @@ def run_demo(settings: Settings, *, workers: int, quiet: bool,
         out_dir.mkdir(parents=True, exist_ok=True)
         lock = FolderLock(out_dir)
         try:
+            if _holds_another_crawl(out_dir):
+                raise UsageError(f"{out_dir} holds a crawl that is not the demo's, which "
+                                 "the demo would erase (it starts each run afresh): "
+                                 "choose another folder with --out, or move it away")
             forget_crawl(out_dir)
             for old_site in (out_dir / IMAGES_DIR).glob("*/127.0.0.1_*"):
                 shutil.rmtree(old_site, ignore_errors=True)
+            (out_dir / DEMO_MARK).write_text("made by crawler demo, which clears this "
+                                             "folder each time it runs\n")
         finally:
             lock.release()  # the demo's master takes it next
     except OSError as exc:
@@ -78,3 +93,25 @@ def run_demo(settings: Settings, *, workers: int, quiet: bool,
     say(f"gallery: open {gallery.resolve().as_uri()} in a browser "
         f"(or run: xdg-open {shlex.quote(str(gallery))})")
     return status
+
+
+def _holds_another_crawl(out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds something of a crawl that no demo made: not marked as a
+    demo's, and either a journal without a manifest or a manifest that names an image
+    of another site. (A folder of an older demo has no mark: its manifest tells.)"""
+    if (out_dir / DEMO_MARK).is_file():
+        return False
+    manifest = out_dir / MANIFEST_NAME
+    if not manifest.is_file():
+        images = out_dir / IMAGES_DIR
+        return (out_dir / JOURNAL_NAME).exists() or (images.is_dir()
+                                                      and any(images.iterdir()))
+    with manifest.open("rb") as lines:  # (OSError: said as the folder's, as any other)
+        for line in lines:
+            try:
+                url = json.loads(line).get("url")
+            except (ValueError, AttributeError):
+                return True
+            if not isinstance(url, str) or _DEMO_IMAGE.fullmatch(url) is None:
+                return True
+    return False
