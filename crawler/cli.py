@@ -977,6 +977,13 @@ def _master(args: argparse.Namespace, settings: Settings) -> int:
             _prompt_for_seeds()
         urls += read_seed_file(args.input_file)
     broker = _broker(args)
+    named_by = "--broker" if args.broker is not None else f"${BROKER_ENV}"
+    if broker is not None and named_by != "--broker" and args.dry_run and not (
+            args.join or args.crawl):
+        # A dry run records nothing: the broker a shell's environment names for every
+        # command is not needed (refused, it blamed a --broker never given).
+        log.info("a dry run records nothing: the broker $%s names is not used", BROKER_ENV)
+        broker = None
     if args.join is not None:
         if broker is None:
             raise UsageError(f"--join needs the broker the crawl is on: --broker URL or "
@@ -997,11 +1004,15 @@ def _master(args: argparse.Namespace, settings: Settings) -> int:
     seeds = seed_urls(urls) if urls else ()  # a mistyped seed is said before a key is made
     if broker is not None:
         if args.dry_run:
-            raise UsageError("--dry-run records nothing, on a broker or elsewhere: drop --broker")
+            raise UsageError("--dry-run records nothing, on a broker or elsewhere: drop "
+                             + ("--broker" if named_by == "--broker" else "--crawl and --join"))
         if args.resume or args.fresh:
-            raise UsageError("--resume and --fresh are about the output folder's journal; on a "
-                             "broker, the crawl's state is there: start the same crawl again "
-                             "to carry on, or name a new one with --crawl")
+            drop = ("" if named_by == "--broker" else
+                    f"; or, for a crawl of the output folder, unset ${BROKER_ENV}")
+            raise UsageError(f"--resume and --fresh are about the output folder's journal; on a "
+                             f"broker ({named_by} names one), the crawl's state is there: start "
+                             f"the same crawl again to carry on, or name a new one with --crawl"
+                             f"{drop}")
         authkey = Authkey()  # no queue served: workers log in to the broker
     else:
         authkey = master_authkey(args.authkey_file, Path(settings.output.dir),

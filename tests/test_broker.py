@@ -1062,6 +1062,27 @@ def test_a_crawls_limits_are_its_first_masters(
     assert not set(server.paths()) & (set(site.pages) - {"/"}), "read deeper than depth 0"
 
 
+def test_a_broker_named_by_the_environment_is_not_blamed_on_a_flag(
+        redis_server: RedisServer, site: FixtureServer, tmp_path: Path) -> None:
+    """$CRAWLER_BROKER set for every command of a shell: a dry run (which records
+    nothing) goes on without it, where it was refused with "drop --broker", a flag never
+    given; a --resume refused names the variable."""
+    env = {**os.environ, "CRAWLER_BROKER": redis_server.url}
+    dry = run_crawler("master", site.url + "/", "--dry-run", cwd=tmp_path, env=env,
+                      timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    assert f"{site.url}/" in dry.stdout and "--broker" not in dry.stderr
+    resumed = run_crawler("master", site.url + "/", "--resume", cwd=tmp_path, env=env,
+                          timeout=60)
+    assert resumed.returncode == 2, resumed.stderr
+    assert ("on a broker ($CRAWLER_BROKER names one)" in resumed.stderr
+            and "or, for a crawl of the output folder, unset $CRAWLER_BROKER"
+            in resumed.stderr), resumed.stderr
+    named = run_crawler("master", site.url + "/", "--dry-run", "--crawl", "x", cwd=tmp_path,
+                        env=env, timeout=60)
+    assert named.returncode == 2 and "drop --crawl and --join" in named.stderr, named.stderr
+
+
 def test_broker_mistakes_get_one_clear_line(
         redis_server: RedisServer, make_redis_server: Callable[[], RedisServer],
         tmp_path: Path) -> None:
