@@ -800,6 +800,10 @@ def _merge(base: Settings, data: Mapping[str, Any], source: str) -> Settings:
                     if name in getattr(base, section)._fields]
             if home and not isinstance(table, Mapping):
                 raise ConfigError(f"{source}: {name} must be under [{home[0]}], not at the top")
+            if not isinstance(table, Mapping):  # a key (title = "x"), not a [section]
+                raise ConfigError(f"{source}: unknown key {name} at the top{_hint(name)}; "
+                                  "only sections go there: "
+                                  + ", ".join(f"[{s}]" for s in sections))
             raise ConfigError(f"{source}: unknown section [{name}]{_hint(name)}; "
                               "known sections: " + ", ".join(sections))
         if not isinstance(table, Mapping):
@@ -923,8 +927,15 @@ def _section_values(current: Any, section: str, table: Mapping[str, Any],
                 if said:
                     raise ConfigError(f"{where}: {said}") from None
             shown = _as_written(shown_value(f"{section}.{key}", written))
-            raise ConfigError(f"{where}: expected {exc}, got {shown}"
-                              f"{_quoted_hint(key, written, hints[key])}"
+            expected, hint = str(exc), _quoted_hint(key, raw, hints[key])
+            if hint.startswith(" (quoted"):
+                try:  # the value unquoted: out of range as well, that is what to say
+                    _checked(_unquoted(raw), hints[key], checks.get(key))
+                except ValueFault as fault:
+                    raise ConfigError(f"{where}: {fault}") from None
+                except ValueError as fault:
+                    expected, hint = str(fault), ""
+            raise ConfigError(f"{where}: expected {expected}, got {shown}{hint}"
                               f"{_wrong_item(f'{section}.{key}', written)}") from None
         values[key] = _home_expanded(value) if (section, key) == ("output", "dir") else value
     return values
@@ -932,7 +943,9 @@ def _section_values(current: Any, section: str, table: Mapping[str, Any],
 
 def _quoted_hint(key: str, raw: Any, hint: Any) -> str:
     """What to write when ``raw`` is text that, unquoted, is what ``hint`` takes: "got
-    \"false\"" beside "expected true or false" reads as a contradiction; "" otherwise."""
+    \"false\"" beside "expected true or false" reads as a contradiction; "" otherwise.
+    (The caller checks the unquoted value's range: the advice to write depth = -1
+    led to the next refusal.)"""
     if not isinstance(raw, str):
         return ""
     text = raw.strip()
@@ -943,6 +956,14 @@ def _quoted_hint(key: str, raw: Any, hint: Any) -> str:
     if typing.get_origin(hint) is tuple:
         return f" (one item is a list too: {key} = [{_as_written(raw)}])"
     return ""
+
+
+def _unquoted(text: str) -> Any:
+    """A TOML scalar written in quotes, as it reads unquoted (``_quoted_hint`` matched it);
+    ValueError if it is none."""
+    import tomllib  # (a settings file was read already: imported then)
+
+    return tomllib.loads(f"value = {text.strip()}")["value"]
 
 
 def _wrong_item(key: str, raw: Any) -> str:

@@ -105,6 +105,12 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     ('[crawl]\nrespect_robots = "false"\n', 'expected true or false, got "false" '
      "(quoted, it is text: write respect_robots = false)"),
     ('[crawl]\ndepth = "2"\n', "(quoted, it is text: write depth = 2)"),
+    # ... and one that, unquoted, is out of range says the range (the advice to write
+    # max_bytes = 0 led to the next refusal)
+    ('[download]\nmax_bytes = "0"\n', 'download.max_bytes: expected a number > 0, got "0"\n'),
+    ('[crawl]\ndepth = "-1"\n', 'crawl.depth: expected a number >= 0, got "-1"\n'),
+    ('title = "x"\n[crawl]\ndepth = 2\n', "unknown key title at the top; only sections go "
+     "there: [crawl], "),
     ('[politeness]\nhost_delay = "0.5"\n', "(quoted, it is text: write host_delay = 0.5)"),
     ('[crawl]\nimage_deny = "thumb"\n', '(one item is a list too: image_deny = ["thumb"])'),
     ('[crawl]\nuser_agent = "a\\nb"\n', 'crawl.user_agent: expected a non-empty string without '
@@ -115,7 +121,7 @@ def test_bad_settings_name_the_file_and_the_key(tmp_path: Path, text: str, messa
     with pytest.raises(ConfigError) as caught:
         load_settings(path)
     assert str(path) in str(caught.value)
-    assert message in str(caught.value)
+    assert message in str(caught.value) + "\n"  # ("...\n": the message ends there)
     assert caught.value.exit_code == 2
 
 
@@ -492,7 +498,7 @@ def test_a_toml_slip_with_no_known_remedy_is_said_as_tomllib_says_it(tmp_path: P
      "worker.worker_threads: unknown key (--worker-threads sets worker.threads)"),
     ("[crawl]\nignore-robots = true\n",
      "crawl.ignore-robots: unknown key (--ignore-robots sets crawl.respect_robots = false)"),
-    ('out = "images"\n', "unknown section [out] (--out sets output.dir)"),
+    ('out = "images"\n', "unknown key out at the top (--out sets output.dir)"),
     ("[crawl]\nmax_byte = 5\n",
      "crawl.max_byte: unknown key (did you mean max_bytes, a key of [download]?)"),
 ])
