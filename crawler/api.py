@@ -404,7 +404,7 @@ def crawl(seeds: str | Iterable[str], *, out: str | os.PathLike[str] | None = No
 
         key = Authkey()  # no queue served: workers log in to the broker
     else:
-        key = (_argument_key(authkey) if authkey
+        key = (_argument_key(authkey) if authkey is not None
                else master_authkey(None, Path(chosen.output.dir), keep=not dry_run))
 
     def on_images(urls: list[str]) -> None:
@@ -877,7 +877,8 @@ def run_worker(master: str | None, *, out: str | os.PathLike[str] | None = None,
             address = parse_address(master)
         except ValueError as exc:
             raise UsageError(f"bad master address: {exc}") from exc
-        key = _argument_key(authkey) if authkey else load_authkey(None, generate=False)
+        key = (_argument_key(authkey) if authkey is not None
+               else load_authkey(None, generate=False))
         client = MasterClient(address, key.key)
     worker = Worker(client,
                     WorkerOptions(out_dir=Path(chosen.output.dir),

@@ -443,8 +443,12 @@ def test_a_key_given_as_text_is_stripped_as_a_key_file_is(
     summary = crawler.crawl([site.url + "/"], out=tmp_path / "out", local_workers=1,
                             bind="127.0.0.1:0", authkey=key + "\n", threads=2)
     assert summary.completed and summary.succeeded > 0
-    with pytest.raises(AuthkeyError, match="empty"):
-        crawler.crawl([site.url + "/"], out=tmp_path / "again", authkey=" \n")
+    # Empty is no key, as blank is: it fell back on $CRAWLER_AUTHKEY or OUT/authkey.
+    for empty in (" \n", "", b""):
+        with pytest.raises(AuthkeyError, match="empty"):
+            crawler.crawl([site.url + "/"], out=tmp_path / "again", authkey=empty)
+        with pytest.raises(AuthkeyError, match="empty"):
+            crawler.run_worker("127.0.0.1:9", out=tmp_path / "w", authkey=empty)
 
 
 def test_messages_to_a_python_caller_name_its_arguments_too(
