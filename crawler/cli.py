@@ -248,19 +248,46 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """One line for a wrong argument, and where to read more: the master's usage
         alone is 17 lines, and the mistake was said under them."""
+        commands = getattr(self, "commands", None)
+        wrong = message.partition("invalid choice: ")[2].partition(" (choose from")[0]
+        if commands and message.startswith("argument COMMAND: ") and wrong:
+            import difflib  # only a mistyped command needs it
+
+            close = difflib.get_close_matches(wrong.strip("'"), list(commands), n=1)
+            if close:  # "mastr": as a mistyped flag is told its flag
+                message = f"unknown command {wrong} (did you mean {close[0]}?)"
         self.exit(2, f"{self.prog}: error: {message}\n"
                      f"Run '{self.prog} --help' for what it takes.\n")
 
     def parse_command_line(self, given: Sequence[str]) -> argparse.Namespace:
         """``parse_args``, except that arguments no parser knew are said by the command's
         parser, as its other errors are: argparse says them through the top one, so that
-        ``crawler master URL --bogus`` read "crawler: error" and "Run 'crawler --help'"."""
+        ``crawler master URL --bogus`` read "crawler: error" and "Run 'crawler --help'".
+        A command's options written before its name are said to go after it:
+        ``crawler -q master URL`` was "unrecognized arguments: -q", though master takes
+        -q, and ``crawler --settings s.toml master`` took s.toml for the command."""
+        self._say_options_before_the_command(given)
         args, unknown = self.parse_known_args(given)
         if unknown:
             command = self.commands.get(getattr(args, "command", None) or "", self)
             command.error(f"unrecognized arguments: {' '.join(unknown)}"
                           f"{_meant(unknown, command)}")
         return args
+
+    def _say_options_before_the_command(self, given: Sequence[str]) -> None:
+        import shlex
+
+        own = {flag for action in self._actions for flag in action.option_strings}
+        for at, word in enumerate(given):
+            if word in self.commands:
+                before = given[:at]
+                if before and not all(w.split("=", 1)[0] in own for w in before):
+                    line = shlex.join(["crawler", word, *before, *given[at + 1:]])
+                    self.commands[word].error(f"{before[0]} goes after the command's name: "
+                                              f"{line}")
+                return
+            if not word.startswith("-") and at == 0:
+                return  # a mistyped command, said as such
 
 
 def _meant(unknown: Sequence[str], parser: argparse.ArgumentParser) -> str:

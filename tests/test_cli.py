@@ -93,6 +93,27 @@ def test_an_unknown_argument_is_said_by_its_command(
 
 
 @pytest.mark.parametrize(("args", "said"), [
+    (("-q", "master", "http://x/"),
+     "crawler master: error: -q goes after the command's name: crawler master -q http://x/"),
+    (("--settings", "my settings.toml", "master", "http://x/"),
+     "crawler master: error: --settings goes after the command's name: crawler master "
+     "--settings 'my settings.toml' http://x/"),
+    (("-v", "worker", "127.0.0.1:9"),
+     "crawler worker: error: -v goes after the command's name: crawler worker -v 127.0.0.1:9"),
+    (("mastr", "http://x/"), "crawler: error: unknown command 'mastr' (did you mean master?)"),
+])
+def test_a_commands_option_before_its_name_or_a_mistyped_command_is_said_so(
+        args: tuple[str, ...], said: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """"unrecognized arguments: -q" (master takes -q, after its name), "invalid choice:
+    'my settings.toml'" (--settings before the command took its value for the command)
+    and "invalid choice: 'mastr'" (with no suggestion, where a flag gets one) misled."""
+    from crawler.cli import main
+
+    assert main(args) == 2
+    assert capsys.readouterr().err.splitlines()[0] == said
+
+
+@pytest.mark.parametrize(("args", "said"), [
     (("master", "http://127.0.0.1:9/", "--dept", "1"),
      "unrecognized arguments: --dept 1 (did you mean --depth?)"),
     (("master", "http://127.0.0.1:9/", "--local-worker=2"),
