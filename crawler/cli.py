@@ -59,6 +59,7 @@ from crawler.config import (
 )
 from crawler.errors import (
     AuthkeyError,
+    BindError,
     CrawlerError,
     HungUp,
     StopSaid,
@@ -548,6 +549,10 @@ def _run_command(args: argparse.Namespace) -> int:
         message = _naming_where_it_was_set(str(exc), getattr(args, "flag_of_key", {}),
                                            getattr(args, "file_of_key", {}),
                                            getattr(args, "settings_found", ""))
+        bind_file = getattr(args, "file_of_key", {}).get("queue.bind")
+        if isinstance(exc, BindError) and bind_file and "queue.bind" not in getattr(
+                args, "flag_of_key", {}):  # the port is the file's: say which file
+            message += f"; that address is queue.bind in {bind_file}"
         print(f"crawler: error: {message}", file=sys.stderr)
         if args.log_file is not None:
             log.error("%s", message)

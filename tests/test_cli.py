@@ -327,6 +327,21 @@ def test_port_in_use_exits_4(tmp_path: Path, site: FixtureServer) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_a_port_in_use_that_a_settings_file_named_names_the_file(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = tmp_path / "queue.toml"
+        settings.write_text(f'[queue]\nbind = "127.0.0.1:{port}"\n')
+        result = run_crawler("master", "http://127.0.0.1:9/", "--settings", str(settings),
+                             "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 4
+    assert error_line(result).endswith(
+        f"(choose another port with --bind, or bind= in Python); that address is queue.bind "
+        f"in {settings}"), result.stderr
+
+
 @pytest.mark.parametrize(("given", "env", "said"), [
     (["http//SITE"], {}, "did you mean http://"),
     (["SITE/", "--cookies", "cookies.txt"], {}, "cookies.txt holds no cookie"),
