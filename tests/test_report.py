@@ -263,10 +263,16 @@ def test_successes_with_no_file_recorded_are_counted_elsewhere(tmp_path: Path) -
     lines = [success("http://h/a.png", "http://h/", "h/a.png", png(8, 8, 1)),
              *(success(f"http://h/{n}.png", "http://h/", None, png(8, 8, n), worker="")
                for n in range(2, 5))]
-    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    (tmp_path / "manifest.jsonl").write_text("".join(
+        json.dumps({**line, "bytes": None} if line["path"] is None else line) + "\n"
+        for line in lines))  # a tutorial worker's success says no size either
     soup = BeautifulSoup(write_report(tmp_path).read_text(encoding="utf-8"), "html.parser")
     assert status_counts(soup) == {"here": (1, 1), "elsewhere": (3, 3)}
     assert "3 images not shown" in soup.select_one("#elsewhere").get_text()
+    # Their size is unknown, not "under 10 KB" (where they were counted).
+    sizes = {option["value"]: option.get_text() for option in soup.select("#f-size option")}
+    assert sizes["s"] == "under 10 KB (1)" and sizes["unknown"] == "size not recorded (3)"
+    assert len(soup.select('figure[data-size="unknown"]')) == 3
 
 
 def test_a_type_servers_name_another_way_is_shown_by_its_own_name(tmp_path: Path) -> None:

@@ -88,7 +88,9 @@ CHUNK_ROWS = 500
 figures are: live, 100,000 failed images kept a browser 18 s from its first paint."""
 
 SIZE_CLASSES = (("s", 10_000, "under 10 KB"), ("m", 100_000, "10 to 100 KB"),
-                ("l", 1_000_000, "100 KB to 1 MB"), ("xl", None, "over 1 MB"))
+                ("l", 1_000_000, "100 KB to 1 MB"), ("xl", None, "over 1 MB"),
+                # A tutorial worker's success says no size: it was counted under 10 KB.
+                ("unknown", None, "size not recorded"))
 
 STYLE = """
 :root{--tile:200px}
@@ -722,7 +724,8 @@ def _filters(out: list[str], page_numbers: dict[str | None, int],
         f'</option><option value="failed">failed ({len(manifest.failures)})</option></select>'
         '</label><label>size <select id="f-size"><option value="">any size</option>')
     for key, _limit, label in SIZE_CLASSES:
-        add(f'<option value="{key}">{label} ({context.sizes[key]})</option>')
+        if key != "unknown" or context.sizes[key]:  # (no choice that shows nothing)
+            add(f'<option value="{key}">{label} ({context.sizes[key]})</option>')
     add('</select></label><span id="shown"></span></form>\n')
 
 
@@ -829,10 +832,12 @@ def _host(url: str) -> str:
 
 
 def _size_class(count: int | None) -> str:
+    if count is None:
+        return "unknown"
     for key, limit, _label in SIZE_CLASSES:
-        if limit is None or (count or 0) < limit:
+        if limit is None or count < limit:
             return key
-    return SIZE_CLASSES[-1][0]
+    return "xl"
 
 
 def _short(text: str, most: int = 90) -> str:
