@@ -394,6 +394,23 @@ def test_a_demo_leaves_another_crawl_kept_in_its_folder_alone(tmp_path: Path) ->
     assert stored.is_file() and manifest.is_file()
 
 
+def test_a_demo_leaves_a_crawl_made_since_in_its_folder_alone(site: FixtureServer,
+                                                               tmp_path: Path) -> None:
+    """The folder a demo marked, crawled since by a master (--fresh: the demo's crawl was
+    of other seeds): the next demo refuses it, where the mark alone let it erase it."""
+    demo = tmp_path / "demo"
+    first = run_crawler("demo", "--out", str(tmp_path), "--quiet", cwd=tmp_path, timeout=120)
+    assert first.returncode == 0, first.stderr
+    crawl = run_crawler("master", site.url + "/", "--out", str(demo), "--fresh",
+                        "--local-workers", "1", "--quiet", cwd=tmp_path, timeout=120)
+    assert crawl.returncode == 0, crawl.stderr
+    kept = sorted(path for path in demo.rglob("*") if path.is_file())
+    again = run_crawler("demo", "--out", str(tmp_path), "--quiet", cwd=tmp_path, timeout=120)
+    assert again.returncode == 2, again.stderr
+    assert "holds a crawl that is not the demo's" in again.stderr
+    assert sorted(path for path in demo.rglob("*") if path.is_file()) == kept
+
+
 def test_a_demo_run_again_clears_the_last_demos_folder_marked_or_not(tmp_path: Path) -> None:
     """Its own folder, marked as a demo's, or an older demo's whose manifest names the
     demo site's images alone."""

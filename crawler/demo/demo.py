@@ -6,6 +6,7 @@ images are and how to open it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shlex
@@ -26,11 +27,15 @@ from crawler.model.folders import file_in_the_way
 from crawler.model.outcome import IMAGES_DIR
 from crawler.ui.report import write_report
 
-# Left in a demo's folder: what a demo run there again clears is a demo's. Another crawl
-# kept in OUT/demo (its journal, results and images) was erased without a word.
+# Left in a demo's folder, naming its crawl's seed: a demo clears the folder only when
+# its journal's seed is that one. Another crawl kept in OUT/demo (its journal, results
+# and images) was erased without a word; one crawled there since (--fresh) has its own.
 DEMO_MARK = ".crawler-demo"
-# The demo site's images, as a demo's manifest names them (before the mark was written).
-_DEMO_IMAGE = re.compile(r"http://127\.0\.0\.1:[0-9]+/images/(?:[0-9]+/img[0-9]+\.[a-z]+|gone\.png)")
+_DEMO_SEED = re.compile(r"http://127\.0\.0\.1:[0-9]+/")
+# The demo site's images, as a demo's manifest names them (a folder of an older demo,
+# which wrote no mark, is known by them).
+_DEMO_IMAGE = re.compile(
+    r"http://127\.0\.0\.1:[0-9]+/images/(?:[0-9]+/img[0-9]+\.[a-z]+|gone\.png)")
 
 
 def run_demo(settings: Settings, *, workers: int, quiet: bool,
@@ -59,8 +64,6 @@ def run_demo(settings: Settings, *, workers: int, quiet: bool,
             forget_crawl(out_dir)
             for old_site in (out_dir / IMAGES_DIR).glob("*/127.0.0.1_*"):
                 shutil.rmtree(old_site, ignore_errors=True)
-            (out_dir / DEMO_MARK).write_text("made by crawler demo, which clears this "
-                                             "folder each time it runs\n")
         finally:
             lock.release()  # the demo's master takes it next
     except OSError as exc:
@@ -77,6 +80,8 @@ def run_demo(settings: Settings, *, workers: int, quiet: bool,
 
     site = build_site(broken_links=True)  # a page and an image missing: failures to show
     with SiteServer(site) as server:
+        with contextlib.suppress(OSError):  # (unwritten: the next demo goes by the manifest)
+            (out_dir / DEMO_MARK).write_text(server.base_url + "/\n", encoding="utf-8")
         say(f"demo site: {server.base_url}/ ({len(site.pages)} pages, {len(site.images)} "
             "images, and links to a page and an image that are missing)")
         # Its workers are started here: nobody else needs to be told how to join.
@@ -96,22 +101,51 @@ def run_demo(settings: Settings, *, workers: int, quiet: bool,
 
 
 def _holds_another_crawl(out_dir: Path) -> bool:
-    """Whether ``out_dir`` holds something of a crawl that no demo made: not marked as a
-    demo's, and either a journal without a manifest or a manifest that names an image
-    of another site. (A folder of an older demo has no mark: its manifest tells.)"""
-    if (out_dir / DEMO_MARK).is_file():
+    """Whether ``out_dir`` holds something of a crawl that no demo made. A demo's is one
+    whose journal's one seed is the one its mark names; or, unmarked (an older demo's),
+    whose manifest names the demo site's images alone, of that seed. Without a journal,
+    stored images are a demo's only if such a manifest lists them. Anything that cannot
+    be read is taken for another crawl: it is refused, not erased."""
+    journal = out_dir / JOURNAL_NAME
+    images = out_dir / IMAGES_DIR
+    if not journal.exists():
+        has_images = images.is_dir() and any(images.iterdir())
+        return has_images and not _demo_manifest(out_dir, "http://127.0.0.1:")
+    seeds = _journal_seeds(journal)
+    if seeds is None or len(seeds) != 1 or _DEMO_SEED.fullmatch(seeds[0]) is None:
+        return True
+    try:
+        mark = (out_dir / DEMO_MARK).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        mark = None
+    if mark:
+        return mark != seeds[0]
+    return not _demo_manifest(out_dir, seeds[0])
+
+
+def _journal_seeds(journal: Path) -> list[str] | None:
+    """The seeds a journal records (its pages of depth 0); None if it cannot be read."""
+    import sqlite3
+
+    try:
+        # Immutable: read as it lies, no -wal or -shm file made beside it (the folder may
+        # be another crawl's, left as it was). Its seeds were written as it began.
+        db = sqlite3.connect(f"{journal.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+        try:
+            return [str(url) for (url,) in db.execute("SELECT url FROM pages WHERE depth = 0")]
+        finally:
+            db.close()
+    except (sqlite3.Error, OSError, ValueError):
+        return None
+
+
+def _demo_manifest(out_dir: Path, seed: str) -> bool:
+    """Whether the folder's manifest lists images, all of them the demo site's at ``seed``
+    (or a prefix of it)."""
+    try:
+        with (out_dir / MANIFEST_NAME).open("rb") as lines:
+            urls = [json.loads(line).get("url") for line in lines if line.strip()]
+    except (OSError, ValueError, AttributeError):
         return False
-    manifest = out_dir / MANIFEST_NAME
-    if not manifest.is_file():
-        images = out_dir / IMAGES_DIR
-        return (out_dir / JOURNAL_NAME).exists() or (images.is_dir()
-                                                      and any(images.iterdir()))
-    with manifest.open("rb") as lines:  # (OSError: said as the folder's, as any other)
-        for line in lines:
-            try:
-                url = json.loads(line).get("url")
-            except (ValueError, AttributeError):
-                return True
-            if not isinstance(url, str) or _DEMO_IMAGE.fullmatch(url) is None:
-                return True
-    return False
+    return bool(urls) and all(isinstance(url, str) and url.startswith(seed)
+                              and _DEMO_IMAGE.fullmatch(url) is not None for url in urls)
