@@ -929,8 +929,12 @@ def _section_values(current: Any, section: str, table: Mapping[str, Any],
             shown = _as_written(shown_value(f"{section}.{key}", written))
             expected, hint = str(exc), _quoted_hint(key, raw, hints[key])
             if hint.startswith(" (quoted"):
+                unquoted = _unquoted(raw)
                 try:  # the value unquoted: out of range as well, that is what to say
-                    _checked(_unquoted(raw), hints[key], checks.get(key))
+                    if unquoted is None:  # no TOML value either ("01"): no advice
+                        hint = ""
+                    else:
+                        _checked(unquoted, hints[key], checks.get(key))
                 except ValueFault as fault:
                     raise ConfigError(f"{where}: {fault}") from None
                 except ValueError as fault:
@@ -960,10 +964,13 @@ def _quoted_hint(key: str, raw: Any, hint: Any) -> str:
 
 def _unquoted(text: str) -> Any:
     """A TOML scalar written in quotes, as it reads unquoted (``_quoted_hint`` matched it);
-    ValueError if it is none."""
+    None if it reads as none (``"01"``: TOML takes no leading zero)."""
     import tomllib  # (a settings file was read already: imported then)
 
-    return tomllib.loads(f"value = {text.strip()}")["value"]
+    try:
+        return tomllib.loads(f"value = {text.strip()}")["value"]
+    except tomllib.TOMLDecodeError:
+        return None
 
 
 def _wrong_item(key: str, raw: Any) -> str:

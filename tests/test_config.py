@@ -109,6 +109,7 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     # max_bytes = 0 led to the next refusal)
     ('[download]\nmax_bytes = "0"\n', 'download.max_bytes: expected a number > 0, got "0"\n'),
     ('[crawl]\ndepth = "-1"\n', 'crawl.depth: expected a number >= 0, got "-1"\n'),
+    ('[crawl]\ndepth = "01"\n', 'crawl.depth: expected a whole number, got "01"\n'),
     ('title = "x"\n[crawl]\ndepth = 2\n', "unknown key title at the top; only sections go "
      "there: [crawl], "),
     ('[politeness]\nhost_delay = "0.5"\n', "(quoted, it is text: write host_delay = 0.5)"),
