@@ -276,19 +276,37 @@ class _Parser(argparse.ArgumentParser):
         return args
 
     def _say_options_before_the_command(self, given: Sequence[str]) -> None:
+        """Error out when the words before a command's name are all options of that
+        command (with their values); anything else is left to argparse, which says an
+        unknown option or command as such."""
         import shlex
 
-        own = {flag for action in self._actions for flag in action.option_strings}
         for at, word in enumerate(given):
-            if word in self.commands:
-                before = given[:at]
-                if before and not all(w.split("=", 1)[0] in own for w in before):
-                    line = shlex.join(["crawler", word, *before, *given[at + 1:]])
-                    self.commands[word].error(f"{before[0]} goes after the command's name: "
-                                              f"{line}")
-                return
-            if not word.startswith("-") and at == 0:
-                return  # a mistyped command, said as such
+            if word not in self.commands or not at:
+                continue
+            before = given[:at]
+            if _options_of(self.commands[word], before):
+                line = shlex.join(["crawler", word, *before, *given[at + 1:]])
+                self.commands[word].error(f"{before[0]} goes after the command's name: "
+                                          f"{line}")
+
+
+def _options_of(parser: argparse.ArgumentParser, words: Sequence[str]) -> bool:
+    """Whether ``words`` are options of ``parser``, each with its value where it takes one
+    (``-o demo master``: "demo" is -o's value, not the command)."""
+    actions = {flag: action for action in parser._actions for flag in action.option_strings}
+    at = 0
+    while at < len(words):
+        flag, equals, _ = words[at].partition("=")
+        action = actions.get(flag)
+        if action is None or action.option_strings == ["-h", "--help"]:
+            return False
+        at += 1
+        if action.nargs != 0 and not equals:  # its value is the next word
+            if at >= len(words):
+                return False
+            at += 1
+    return True
 
 
 def _meant(unknown: Sequence[str], parser: argparse.ArgumentParser) -> str:

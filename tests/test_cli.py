@@ -101,6 +101,13 @@ def test_an_unknown_argument_is_said_by_its_command(
     (("-v", "worker", "127.0.0.1:9"),
      "crawler worker: error: -v goes after the command's name: crawler worker -v 127.0.0.1:9"),
     (("mastr", "http://x/"), "crawler: error: unknown command 'mastr' (did you mean master?)"),
+    # An option's value that is a command's name is the value; an option no command
+    # takes is unknown, not misplaced.
+    (("-o", "demo", "master", "http://x/"),
+     "crawler master: error: -o goes after the command's name: crawler master -o demo "
+     "http://x/"),
+    (("--bogus", "master", "http://x/"), "crawler master: error: unrecognized arguments: "
+                                         "--bogus"),
 ])
 def test_a_commands_option_before_its_name_or_a_mistyped_command_is_said_so(
         args: tuple[str, ...], said: str, capsys: pytest.CaptureFixture[str]) -> None:
