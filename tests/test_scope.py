@@ -8,6 +8,7 @@ import pytest
 
 from crawler.errors import ConfigError, InvalidURL
 from crawler.master.scope import Scope, registrable_domain
+from crawler.model.imagescope import readable
 from crawler.model.urls import normalize
 
 
@@ -144,6 +145,14 @@ def test_a_pattern_of_spaces_or_non_ascii_text_matches_the_url_as_an_address_bar
     assert image_allowed(scope, "http://example.com/img/caf%C3%A9.png")
     assert image_allowed(scope, "http://example.com/%E7%94%BB%E5%83%8F/a.png")
     assert image_allowed(scope, "http://BÜCHER.example/a.png")
+    assert readable(normalize("http://BÜCHER.example:8080/a.png")) == (
+        "http://bücher.example:8080/a.png")
+    faß = Scope.from_seeds(["http://example.com/"], image_allow=["faß"])
+    assert image_allowed(faß, "http://faß.de/a.png")  # IDNA 2008: xn--fa-hia, not fass
+    # An escaped "/", "?" or "#" stays escaped: no path or query a pattern could see.
+    slash = Scope.from_seeds(["http://example.com/"], image_deny=["/b café"])
+    assert image_allowed(slash, "http://example.com/a%2Fb%20café.png")
+    assert not image_allowed(slash, "http://example.com/a/b%20café.png")
     assert not image_allowed(scope, "http://example.com/img/cafe.png")
     assert not image_allowed(scope, "http://example.com/img/café draft.png")
     # An escape that is no UTF-8 (a legacy query) stays as it is, and the rest decodes.

@@ -58,28 +58,37 @@ def search_any(patterns: tuple[re.Pattern[str], ...], url: str) -> bool:
 
 
 def readable(url: str) -> str:
-    """``url`` (normalised) as an address bar shows it: its %-escapes of UTF-8 text
-    decoded (others kept as they are), its host's punycode labels in Unicode."""
+    """``url`` (normalised) as an address bar shows it: its escapes of UTF-8 text past
+    ASCII and of spaces decoded (an escaped "/", "?" or "#" stays one: decoded, a
+    pattern could match a structure the URL does not have), its host's punycode labels
+    in Unicode."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url
     authority, slash, tail = rest.partition("/")
     if "xn--" in authority:
         user, at, host = authority.rpartition("@")
-        labels = []
-        for label in host.split("."):
-            try:
-                labels.append(label.encode("ascii").decode("idna")
-                              if label.startswith("xn--") else label)
-            except UnicodeError:  # not valid punycode: shown as it is
-                labels.append(label)
-        authority = user + at + ".".join(labels)
+        authority = user + at + ".".join(_unicode_label(label) for label in host.split("."))
     # errors="strict" would refuse a whole URL for one escape of a legacy encoding
     # (a query in windows-1252): each run of escapes that is not UTF-8 is kept as it is.
-    return f"{scheme}{sep}{authority}{slash}{_UTF8_ESCAPES.sub(_decoded, tail)}"
+    tail = _NON_ASCII_ESCAPES.sub(_decoded, tail).replace("%20", " ")
+    return f"{scheme}{sep}{authority}{slash}{tail}"
 
 
-_UTF8_ESCAPES = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
+def _unicode_label(label: str) -> str:
+    """A host label as Unicode: the punycode itself, not IDNA 2003's codec, which the
+    label's IDNA 2008 spelling can fail (``faß`` is xn--fa-hia, not ``fass``)."""
+    if not label.startswith("xn--"):
+        return label
+    host, colon, port = label.partition(":")  # (the last label may carry the port)
+    try:
+        return host[4:].encode("ascii").decode("punycode") + colon + port
+    except UnicodeError:  # not valid punycode: shown as it is
+        return label
+
+
+# Runs of escapes of bytes past ASCII: UTF-8 text, or a legacy encoding's, kept if not.
+_NON_ASCII_ESCAPES = re.compile(r"(?:%[89A-Fa-f][0-9A-Fa-f])+")
 
 
 def _decoded(run: re.Match[str]) -> str:
