@@ -245,6 +245,21 @@ def test_a_worker_of_a_folder_whose_name_is_not_utf8_starts(tmp_path: Path) -> N
     assert ran.read_bytes() == b"worker 127.0.0.1:9 --out " + os.fsencode(out)
 
 
+def test_a_worker_started_again_is_said_by_its_own_last_line(tmp_path: Path) -> None:
+    """The line its master writes as it starts one again divides the log: what the dead one
+    said last is not given as the reason the new one ended."""
+    workers = launcher.LocalWorkers(tmp_path, Authkey(b"k" * 32, "environment"), 2)
+    log_file = tmp_path / "worker-1.log"
+    log_file.write_text("the old one's last words\n")
+    assert workers._last_line(1) == "the old one's last words"
+    log_file.write_text("the old one's last words\n--- started again by its master at "
+                        "12:00:00: the last one was killed by SIGKILL (restart 1 of 3) ---\n")
+    assert workers._last_line(1) == ""
+    with log_file.open("a") as more:
+        more.write("the new one's\n")
+    assert workers._last_line(1) == "the new one's"
+
+
 def test_the_worker_command_for_a_folder_whose_name_is_not_utf8_can_be_pasted(
         tmp_path: Path) -> None:
     """Quoted as text, the name showed \\udcff: pasted, the worker looked for another folder

@@ -242,6 +242,9 @@ def test_a_local_worker_killed_by_a_signal_is_started_again(
         wait_for_output(master, r"local worker 1 was killed by SIGKILL \(log: "
                                 r"[^)]*worker-1\.log\); started again \(restart 1 of 3\)")
         assert _local_worker(master, other_than=killed) != killed
+        assert re.search(r"^--- started again by its master at \d\d:\d\d:\d\d: the last one "
+                         r"was killed by SIGKILL \(restart 1 of 3\) ---$",
+                         (out / "worker-1.log").read_text(), re.MULTILINE)
         err = finish(master, 90)
     assert master.returncode == 0, err
     assert "waits for workers from elsewhere" not in err, err

@@ -61,6 +61,13 @@ WORKER_NICENESS = 5
 # started with its workers waited for ever for workers from elsewhere. One that ends by
 # itself (the crawl over, its disk full, a stop) is not: it said why, and would again.
 RESTARTS = 3
+# Seconds before the first restart, doubled for each next one: a worker that dies as it
+# starts (a crash on every start, memory still short) does not spend its restarts in a
+# second.
+RESTART_DELAY = 0.5
+# A line the master writes into a worker's log as it starts the worker again: what the
+# dead one said last is above it, not taken for the new one's reason to end.
+_RESTART_LINE = "--- started again by its master"
 
 
 def invitation(host: str, port: int, authkey: Authkey, out_dir: Path) -> str:
@@ -191,6 +198,7 @@ class LocalWorkers:
         self._reported: set[int] = set()
         self._gate: int | None = None  # write end of the pipe forked workers wait on
         self._restarts: dict[int, int] = {}  # worker number: times started again
+        self._restart_at: dict[int, float] = {}  # worker number: when it is started again
         self._how: tuple[list[str], dict[str, str]] | None = None  # (args, env) to start one
 
     def fork_early(self, count: int, host: str, port: int) -> None:
@@ -320,11 +328,13 @@ class LocalWorkers:
         for n, process in enumerate(self._processes, 1):
             if n in self._reported or process.poll() is None:
                 continue  # reported already, or still running
+            if self._restart_due(n) is False:
+                continue  # killed: started again in a moment
             log_path = self._log_path(n)
             said = self._last_line(n)
             how = _how_it_ended(process.returncode)
             last = f": {said}" if said else ""
-            if self._restart(n):
+            if self._restart(n, how):
                 log.warning("local worker %d %s%s (log: %s); started again (restart %d of "
                             "%d)", n, how, last, log_path, self._restarts[n], RESTARTS)
                 continue
@@ -334,19 +344,40 @@ class LocalWorkers:
                         last, log_path, left,
                         "" if left else ", the crawl waits for workers from elsewhere")
 
-    def _restart(self, n: int) -> bool:
-        """Start local worker ``n`` again if a signal killed it and it has restarts left."""
+    def _restartable(self, n: int) -> bool:
+        """Whether local worker ``n``, ended, was killed by a signal with restarts left."""
         code = self._processes[n - 1].returncode
-        if code is None or code >= 0 or self._how is None:
+        return (code is not None and code < 0 and self._how is not None
+                and self._restarts.get(n, 0) < RESTARTS)
+
+    def _restart_due(self, n: int) -> bool | None:
+        """For a worker to start again: whether its delay is over (False: not yet, and
+        from now it runs); None for one that is not to start again."""
+        if not self._restartable(n):
+            return None
+        at = self._restart_at.setdefault(
+            n, time.monotonic() + RESTART_DELAY * 2 ** self._restarts.get(n, 0))
+        return time.monotonic() >= at
+
+    def _restart(self, n: int, how: str) -> bool:
+        """Start local worker ``n`` again if a signal killed it and it has restarts left,
+        a line in its log saying so first."""
+        if not self._restartable(n):
             return False
-        if self._restarts.get(n, 0) >= RESTARTS:
-            return False
+        assert self._how is not None
+        self._restart_at.pop(n, None)
+        count = self._restarts.get(n, 0) + 1
+        # (A log it cannot write: the start says so.)
+        with contextlib.suppress(OSError), self._log_path(n).open(
+                "a", encoding="utf-8", errors="replace") as log_file:
+            log_file.write(f"{_RESTART_LINE} at {time.strftime('%H:%M:%S')}: the last one "
+                           f"{how} (restart {count} of {RESTARTS}) ---\n")
         try:
             replacement = self._start_one(n, *self._how, None, _worker_niceness())
         except OSError as exc:  # out of processes or memory: said as it ends
             log.warning("cannot start local worker %d again (%s)", n, exc.strerror or exc)
             return False
-        self._restarts[n] = self._restarts.get(n, 0) + 1
+        self._restarts[n] = count
         self._processes[n - 1] = replacement
         return True
 
@@ -360,9 +391,13 @@ class LocalWorkers:
         return self._last_line(len(self._processes)).removeprefix("crawler: error: ")
 
     def _last_line(self, n: int) -> str:
+        """The last line worker ``n`` logged: since it was last started again, if it was
+        (an earlier one's line is no reason of this one's)."""
         with contextlib.suppress(OSError):
             lines = self._log_path(n).read_text(errors="replace").strip().splitlines()
-            return lines[-1] if lines else ""
+            starts = [at for at, line in enumerate(lines) if line.startswith(_RESTART_LINE)]
+            own = lines[starts[-1] + 1:] if starts else lines
+            return own[-1] if own else ""
         return ""
 
     def wait_all(self, seconds: float, until: threading.Event | None = None) -> None:
