@@ -1026,14 +1026,15 @@ def _master(args: argparse.Namespace, settings: Settings) -> int:
         if args.input_file == "-":
             _prompt_for_seeds()
         urls += read_seed_file(args.input_file)
-    broker = _broker(args)
     named_by = "--broker" if args.broker is not None else f"${BROKER_ENV}"
-    if broker is not None and named_by != "--broker" and args.dry_run and not (
-            args.join or args.crawl):
+    if (args.dry_run and args.broker is None and not (args.join or args.crawl)
+            and os.environ.get(BROKER_ENV)):
         # A dry run records nothing: the broker a shell's environment names for every
-        # command is not needed (refused, it blamed a --broker never given).
+        # command is not needed, nor read (refused, it blamed a --broker never given).
         log.info("a dry run records nothing: the broker $%s names is not used", BROKER_ENV)
         broker = None
+    else:
+        broker = _broker(args)
     if args.join is not None:
         if broker is None:
             raise UsageError(f"--join needs the broker the crawl is on: --broker URL or "

@@ -1078,6 +1078,9 @@ def test_a_broker_named_by_the_environment_is_not_blamed_on_a_flag(
     assert ("on a broker ($CRAWLER_BROKER names one)" in resumed.stderr
             and "or, for a crawl of the output folder, unset $CRAWLER_BROKER"
             in resumed.stderr), resumed.stderr
+    unread = run_crawler("master", site.url + "/", "--dry-run", cwd=tmp_path, timeout=60,
+                         env={**env, "CRAWLER_BROKER": "redis://:x@@host:notaport/0"})
+    assert unread.returncode == 0, unread.stderr  # not used, so not read either
     named = run_crawler("master", site.url + "/", "--dry-run", "--crawl", "x", cwd=tmp_path,
                         env=env, timeout=60)
     assert named.returncode == 2 and "drop --crawl and --join" in named.stderr, named.stderr

@@ -499,6 +499,7 @@ def _shows_better(known: str, kind: str) -> bool:
     """Whether a reference of ``kind`` describes its image better than one of ``known``."""
     return known in _SHOWS_NOTHING and kind not in _SHOWS_NOTHING
 
+
 _TEXT_LIMIT = 1000  # characters kept of alt, title and caption text
 _DIMENSION_RE = re.compile(r"[ \t\n\f\r]*([0-9]{1,6})")
 _NOT_DESCRIBED = (None, None, None, None, None)
