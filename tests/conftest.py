@@ -544,6 +544,35 @@ def command_words(pid: int) -> list[bytes]:
     return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").split()
 
 
+def children_of(pid: int) -> list[int]:
+    """The pids of ``pid``'s children, of every thread of it."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def local_worker_of(master: subprocess.Popen[str], other_than: int | None = None) -> int:
+    """The pid of ``master``'s one local worker (not ``other_than``: one that was killed,
+    and is started again)."""
+    found: list[int] = []
+
+    def words(pid: int) -> list[bytes]:
+        try:
+            return command_words(pid)
+        except OSError:  # gone meanwhile
+            return []
+
+    def one() -> bool:
+        found[:] = [pid for pid in children_of(master.pid) if pid != other_than
+                    and b"worker" in words(pid)[:4]]
+        return len(found) == 1
+
+    wait_until(one, 30, "the master's local worker")
+    return found[0]
+
+
 @contextlib.contextmanager
 def tiny_tmpfs(where: Path, size: str = "64k", *, options: str = "") -> Iterator[Path]:
     """A file system of ``size`` bytes mounted at ``where``: a disk that fills up

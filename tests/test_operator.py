@@ -24,11 +24,13 @@ import pyte
 import pytest
 
 from crawler.demo.site import Site
+from crawler.master.launcher import RESTARTS
 
 from .conftest import (
     FixtureServer,
     crawler_command,
     finish,
+    local_worker_of,
     run_crawler,
     serve_routes,
     slow_start,
@@ -146,12 +148,10 @@ def test_a_master_whose_local_workers_died_does_not_advise_starting_them(
         wait_for_queue_address(master)
         log = out / "worker-1.log"
         wait_until(lambda: log.exists(), 10, "the local worker")
-        children = Path(f"/proc/{master.pid}/task/{master.pid}/children").read_text().split()
-        workers = [int(pid) for pid in children
-                   if b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes()]
-        assert workers, children
-        for pid in workers:
-            os.kill(pid, signal.SIGKILL)
+        killed = None
+        for _ in range(RESTARTS + 1):  # each killed one started again, till no restart is left
+            killed = local_worker_of(master, other_than=killed)
+            os.kill(killed, signal.SIGKILL)
         wait_for_output(master, r"no worker has taken one in \d+ s: start workers as said "
                                 r"above; the local workers have ended", 30)
     finally:

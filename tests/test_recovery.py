@@ -36,11 +36,13 @@ from .conftest import (
     FixtureServer,
     Route,
     at_default_actions,
+    children_of,
     command_words,
     crawler_command,
     fail_first,
     finish,
     free_port,
+    local_worker_of,
     manifest_lines,
     run_crawler,
     serve_routes,
@@ -197,26 +199,6 @@ def test_a_worker_that_lost_its_lease_never_replaces_what_another_stored(
     assert [p for p in out.glob("images/**/*") if p.is_file()] == [out / entry["path"]]
 
 
-def _local_worker(master: subprocess.Popen[str], other_than: int | None = None) -> int:
-    """The pid of the master's local worker (not ``other_than``, one that was killed)."""
-    found: list[int] = []
-
-    def one() -> bool:
-        found[:] = [pid for pid in _children(master.pid) if pid != other_than
-                    and b"worker" in _words_or_none(pid)[:4]]
-        return len(found) == 1
-
-    wait_until(one, 30, "the master's local worker")
-    return found[0]
-
-
-def _words_or_none(pid: int) -> list[bytes]:
-    try:
-        return command_words(pid)
-    except OSError:  # gone meanwhile
-        return []
-
-
 def _master_of_one_local_worker(server: FixtureServer, tmp_path: Path
                                 ) -> tuple[subprocess.Popen[str], Site, Path, dict[str, str]]:
     """A master crawling a slow site with one local worker: (master, site, out, env)."""
@@ -237,11 +219,11 @@ def test_a_local_worker_killed_by_a_signal_is_started_again(
         wait_for_queue_address(master)
         wait_until(lambda: sum(p in site.images for p in server.paths()) >= 5, 30,
                    "the local worker downloading")
-        killed = _local_worker(master)
+        killed = local_worker_of(master)
         os.kill(killed, signal.SIGKILL)
         wait_for_output(master, r"local worker 1 was killed by SIGKILL \(log: "
                                 r"[^)]*worker-1\.log\); started again \(restart 1 of 3\)")
-        assert _local_worker(master, other_than=killed) != killed
+        assert local_worker_of(master, other_than=killed) != killed
         assert re.search(r"^--- started again by its master at \d\d:\d\d:\d\d: the last one "
                          r"was killed by SIGKILL \(restart 1 of 3\) ---$",
                          (out / "worker-1.log").read_text(), re.MULTILINE)
@@ -261,11 +243,11 @@ def test_a_local_worker_killed_past_its_restarts_leaves_the_crawl_to_workers_els
                    "the local worker downloading")
         killed = None
         for restart in (1, 2, 3):
-            killed = _local_worker(master, other_than=killed)
+            killed = local_worker_of(master, other_than=killed)
             os.kill(killed, signal.SIGKILL)
             wait_for_output(master, rf"local worker 1 was killed by SIGKILL .*started again "
                                     rf"\(restart {restart} of 3\)")
-        os.kill(_local_worker(master, other_than=killed), signal.SIGKILL)
+        os.kill(local_worker_of(master, other_than=killed), signal.SIGKILL)
         wait_for_output(master, r"local worker 1 was killed by SIGKILL .*; 0 local worker\(s\) "
                                 r"left, the crawl waits for workers from elsewhere")
         worker = start_crawler("worker", address, "--out", str(out), "--authkey-file",
@@ -516,7 +498,7 @@ def test_a_run_killed_before_its_end_leaves_no_summary_of_the_last_run(
     try:
         wait_until(lambda: any(p in site.images for p in server.paths()[asked_before:]), 30,
                    "the second run's worker to ask for an image")
-        children = _children(master.pid)
+        children = children_of(master.pid)
         master.kill()
         master.wait(timeout=10)
     finally:
@@ -543,7 +525,7 @@ def test_a_killed_masters_local_worker_holds_neither_its_port_nor_its_parsers(
     local = None
     try:
         wait_until(lambda: len(manifest_lines(out)) >= 5, 30, "the local worker's first results")
-        words = {pid: command_words(pid) for pid in _children(master.pid)}
+        words = {pid: command_words(pid) for pid in children_of(master.pid)}
         [local] = [pid for pid, argv in words.items() if argv[:2] == [b"crawler", b"worker"]]
         parsers = [pid for pid in words if pid != local]
         assert parsers, "the master's page parser"
@@ -583,7 +565,7 @@ def test_a_killed_masters_local_worker_serves_no_other_masters_crawl(
     local = None
     try:
         wait_until(lambda: len(manifest_lines(first)) >= 5, 30, "the local worker's results")
-        words = {pid: command_words(pid) for pid in _children(master.pid)}
+        words = {pid: command_words(pid) for pid in children_of(master.pid)}
         [local] = [pid for pid, argv in words.items() if argv[:2] == [b"crawler", b"worker"]]
         master.kill()
         master.wait(timeout=10)
@@ -1329,14 +1311,6 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            found += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
 def _page_counts(err: str) -> tuple[int, int]:
     """Pages crawled and pages failed, from the master's closing summary."""
     summary = err[err.index("\n  pages crawled"):]
@@ -1372,7 +1346,7 @@ def test_a_killed_page_parser_costs_the_master_no_page(
         # The home page links to every page: once a second page is asked for, it was parsed.
         wait_until(lambda: sum(p in page_paths for p in server.paths()) >= 2, 30,
                    "the home page parsed")
-        [parser] = _children(master)  # the master's only child
+        [parser] = children_of(master)  # the master's only child
         os.kill(parser, signal.SIGKILL)
 
     err = _crawl_one_page_at_a_time(server, out, tmp_path, kill_the_parser)
@@ -1397,9 +1371,9 @@ def test_a_page_that_kills_two_page_parsers_fails_alone(
         wait_until(lambda: huge_path in server.paths(), 30, "the huge page fetched")
         killed: set[int] = set()
         for _ in range(2):
-            wait_until(lambda: bool(set(_children(master)) - killed), 30,
+            wait_until(lambda: bool(set(children_of(master)) - killed), 30,
                        "a parser for the huge page")
-            [parser] = set(_children(master)) - killed
+            [parser] = set(children_of(master)) - killed
             # Into the parse (a child killed while it waits for the page costs the page
             # nothing): a fixed sleep was sometimes too short on a loaded machine.
             wait_until(lambda parser=parser: _cpu_seconds(parser) >= 0.3, 30,
