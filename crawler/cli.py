@@ -271,6 +271,10 @@ class _Parser(argparse.ArgumentParser):
         args, unknown = self.parse_known_args(given)
         if unknown:
             command = self.commands.get(getattr(args, "command", None) or "", self)
+            version = [word for word in unknown if word in ("-V", "--version")]
+            if version:  # crawler's own, not a command's
+                command.error(f"{version[0]} goes before the command's name: "
+                              f"crawler {version[0]}")
             command.error(f"unrecognized arguments: {' '.join(unknown)}"
                           f"{_meant(unknown, command)}")
         return args
