@@ -507,6 +507,20 @@ def test_pages_not_crawled_are_listed_with_their_reasons(tmp_path: Path) -> None
     assert "1 malformed line" in soup.select_one("#malformed").get_text()
 
 
+def test_images_that_links_led_to_are_not_counted_as_pages(tmp_path: Path) -> None:
+    """A link read as a page that was an image (/photo?id=3) records the image with its
+    own URL as its page: two such images and one page's two were "images from 3 pages"."""
+    lines = [success(f"http://h/{name}.png", PAGE_A, f"h/{name}.png", png(8, 8, n))
+             for n, name in enumerate(("a", "b"))]
+    lines += [success(url, url, None, png(8, 8, 9), worker="")
+              for url in ("http://h/photo?id=3", "http://h/latest")]
+    for name in ("a", "b"):
+        store(tmp_path, f"h/{name}.png", png(8, 8, 0))
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    soup = BeautifulSoup(write_report(tmp_path).read_text(encoding="utf-8"), "html.parser")
+    assert " images from 1 page" in soup.select_one("#summary").get_text()
+
+
 def test_a_page_not_crawled_in_one_folder_and_crawled_in_another_is_not_listed(
         tmp_path: Path) -> None:
     """Merged, a page that failed in one crawl and whose images another crawl found was

@@ -618,7 +618,10 @@ def render_parts(manifest: Manifest, folders: Path | Sequence[Path]) -> list[str
     _failures(failures, manifest.failures.values(), page_numbers, context)
     _failed_pages(failures, manifest.failed_pages)
 
-    pages_crawled = len([page for page in manifest.pages if page is not None])
+    # An image a link led to, read as a page that was the image itself (README: its page
+    # is its own URL), is no page the crawl read: not counted as one.
+    pages_crawled = len([page for page, entries in manifest.pages.items()
+                         if page is not None and any(entry.url != page for entry in entries)])
     add(f'<header><h1>{escape(title)}</h1>\n<p class="summary" id="summary">'
         f"{manifest.succeeded} succeeded, {len(manifest.failures)} failed, "
         f"{manifest.total_bytes:,} bytes ({human_bytes(manifest.total_bytes)})"
