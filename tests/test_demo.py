@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -87,3 +91,50 @@ def test_a_client_that_sends_half_a_request_and_stalls_is_hung_up_on() -> None:
             except TimeoutError:
                 pytest.fail("the server still waits for the rest of the request")
     assert said == b"", "hung up on, without an answer"
+
+
+def _manifest(folder: Path, *urls: str) -> None:
+    (folder / "manifest.jsonl").write_text("".join(json.dumps({"url": url}) + "\n"
+                                                   for url in urls))
+
+
+def test_a_demos_folder_is_known_by_its_journal_and_its_mark(tmp_path: Path) -> None:
+    """What the demo may clear (its own crawl) and what it must not (any other)."""
+    from crawler.demo.demo import DEMO_MARK, _holds_another_crawl
+    from crawler.master.journal import Journal
+
+    demo_seed, demo_image = "http://127.0.0.1:4321/", "http://127.0.0.1:4321/images/0/img0.png"
+    assert not _holds_another_crawl(tmp_path)  # nothing of a crawl
+    # No journal: results, a manifest or a broker crawl's mark are another crawl's,
+    # unless the manifest is a demo's.
+    (tmp_path / "results.log").write_text("http://example.com/a.png--->success\n")
+    assert _holds_another_crawl(tmp_path)
+    _manifest(tmp_path, demo_image)
+    assert not _holds_another_crawl(tmp_path)
+    (tmp_path / "broker-crawl.json").write_text("{}")
+    assert _holds_another_crawl(tmp_path)
+    (tmp_path / "broker-crawl.json").unlink()
+    # A journal of the demo's seed, its writes still in the log: a demo killed (-9).
+    killed = subprocess.run([sys.executable, "-c", (
+        "import os, sys; from pathlib import Path; from crawler.master.journal import Journal;"
+        f"Journal(Path(sys.argv[1])).add_seeds([{demo_seed!r}]); os._exit(0)"),
+        str(tmp_path)], timeout=60, check=True)
+    assert killed.returncode == 0 and (tmp_path / "crawl.sqlite-wal").stat().st_size
+    (tmp_path / DEMO_MARK).write_text(demo_seed + "\n")
+    assert not _holds_another_crawl(tmp_path)
+    (tmp_path / DEMO_MARK).write_text("http://127.0.0.1:9999/\n")  # another demo's seed
+    assert _holds_another_crawl(tmp_path)
+    # A mark of an earlier version names no seed: the manifest tells.
+    (tmp_path / DEMO_MARK).write_text("made by crawler demo, which clears this folder\n")
+    assert not _holds_another_crawl(tmp_path)
+    _manifest(tmp_path, demo_image, "http://example.com/a.png")
+    assert _holds_another_crawl(tmp_path)
+    # Another crawl's journal, whatever the mark says.
+    other = tmp_path / "other"
+    other.mkdir()
+    journal = Journal(other)
+    journal.add_seeds(["http://127.0.0.1:18301/"])
+    journal.close()
+    (other / DEMO_MARK).write_text(demo_seed + "\n")
+    assert _holds_another_crawl(other)
+    assert sorted(path.name for path in other.iterdir()) == [DEMO_MARK, "crawl.sqlite"]

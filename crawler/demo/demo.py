@@ -20,9 +20,9 @@ from crawler.demo.site import SiteServer, build_site
 from crawler.errors import StorageError, UsageError
 from crawler.fetch.options import RequestOptions
 from crawler.master.authkey import master_authkey
-from crawler.master.claim import forget_crawl
+from crawler.master.claim import CRAWL_FILES, forget_crawl
 from crawler.master.folderlock import FolderLock
-from crawler.model.files import JOURNAL_NAME, MANIFEST_NAME
+from crawler.model.files import BROKER_MARK, JOURNAL_NAME, MANIFEST_NAME
 from crawler.model.folders import file_in_the_way
 from crawler.model.outcome import IMAGES_DIR
 from crawler.ui.report import write_report
@@ -32,6 +32,7 @@ from crawler.ui.report import write_report
 # and images) was erased without a word; one crawled there since (--fresh) has its own.
 DEMO_MARK = ".crawler-demo"
 _DEMO_SEED = re.compile(r"http://127\.0\.0\.1:[0-9]+/")
+_DEMO_JOURNAL_AT_MOST = 16 << 20  # bytes: a demo's journal and its log hold a few dozen KB
 # The demo site's images, as a demo's manifest names them (a folder of an older demo,
 # which wrote no mark, is known by them).
 _DEMO_IMAGE = re.compile(
@@ -102,40 +103,67 @@ def run_demo(settings: Settings, *, workers: int, quiet: bool,
 
 def _holds_another_crawl(out_dir: Path) -> bool:
     """Whether ``out_dir`` holds something of a crawl that no demo made. A demo's is one
-    whose journal's one seed is the one its mark names; or, unmarked (an older demo's),
-    whose manifest names the demo site's images alone, of that seed. Without a journal,
-    stored images are a demo's only if such a manifest lists them. Anything that cannot
-    be read is taken for another crawl: it is refused, not erased."""
+    whose journal's one seed is the one its mark names; or, its mark naming none (an
+    older demo's), whose manifest names the demo site's images alone, of that seed.
+    Without a journal, what a crawl leaves (results, a manifest, a broker crawl's mark,
+    images) is a demo's only if such a manifest lists them. Anything that cannot be read
+    is taken for another crawl: it is refused, not erased."""
+    if (out_dir / BROKER_MARK).exists():
+        return True  # a broker crawl's results: never a demo's
+    marked = _marked_seed(out_dir)
     journal = out_dir / JOURNAL_NAME
+    if journal.exists():
+        seeds = _journal_seeds(journal)
+        if seeds is None or len(seeds) != 1 or _DEMO_SEED.fullmatch(seeds[0]) is None:
+            return True
+        if marked is not None:
+            return marked != seeds[0]
+        return not _demo_manifest(out_dir, seeds[0])
     images = out_dir / IMAGES_DIR
-    if not journal.exists():
-        has_images = images.is_dir() and any(images.iterdir())
-        return has_images and not _demo_manifest(out_dir, "http://127.0.0.1:")
-    seeds = _journal_seeds(journal)
-    if seeds is None or len(seeds) != 1 or _DEMO_SEED.fullmatch(seeds[0]) is None:
-        return True
+    if not any((out_dir / name).exists() for name in CRAWL_FILES) and not (
+            images.is_dir() and any(images.iterdir())):
+        return False  # nothing of a crawl
+    return not _demo_manifest(out_dir, marked or "http://127.0.0.1:")
+
+
+def _marked_seed(out_dir: Path) -> str | None:
+    """The demo seed the folder's mark names; None without one (or a mark of an earlier
+    version, which named none)."""
     try:
         mark = (out_dir / DEMO_MARK).read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError):
-        mark = None
-    if mark:
-        return mark != seeds[0]
-    return not _demo_manifest(out_dir, seeds[0])
+        return None
+    return mark if _DEMO_SEED.fullmatch(mark) else None
 
 
 def _journal_seeds(journal: Path) -> list[str] | None:
-    """The seeds a journal records (its pages of depth 0); None if it cannot be read."""
-    import sqlite3
+    """The seeds a journal records (its pages of depth 0); None if it cannot be read, or
+    is larger than any demo's.
 
+    Read from a copy, with its write-ahead log: a demo killed (kill -9, out of memory)
+    left its journal's every page there, and the file beside it was empty. A copy, so
+    that nothing is written beside the folder's own.
+    """
+    import sqlite3
+    import tempfile
+
+    wal = journal.with_name(journal.name + "-wal")
     try:
-        # Immutable: read as it lies, no -wal or -shm file made beside it (the folder may
-        # be another crawl's, left as it was). Its seeds were written as it began.
-        db = sqlite3.connect(f"{journal.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
-        try:
-            return [str(url) for (url,) in db.execute("SELECT url FROM pages WHERE depth = 0")]
-        finally:
-            db.close()
-    except (sqlite3.Error, OSError, ValueError):
+        size = journal.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+        if size > _DEMO_JOURNAL_AT_MOST:
+            return None
+        with tempfile.TemporaryDirectory() as scratch:
+            copy = Path(scratch) / JOURNAL_NAME
+            shutil.copyfile(journal, copy)
+            if wal.exists():
+                shutil.copyfile(wal, copy.with_name(copy.name + "-wal"))
+            db = sqlite3.connect(copy)
+            try:
+                return [str(url) for (url,) in
+                        db.execute("SELECT url FROM pages WHERE depth = 0")]
+            finally:
+                db.close()
+    except (sqlite3.Error, OSError):
         return None
 
 
