@@ -245,6 +245,63 @@ def test_a_worker_of_a_folder_whose_name_is_not_utf8_starts(tmp_path: Path) -> N
     assert ran.read_bytes() == b"worker 127.0.0.1:9 --out " + os.fsencode(out)
 
 
+class _Ended:
+    """A local worker's process, ended with ``code`` (None: running)."""
+
+    def __init__(self, code: int | None) -> None:
+        self.pid = 0
+        self.returncode = code
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+
+def test_a_worker_waiting_to_start_again_is_counted_as_left(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """While one killed waits out its restart's delay, another that ended was reported
+    with "0 local worker(s) left, the crawl waits for workers from elsewhere"."""
+    now = [100.0]
+    monkeypatch.setattr(launcher.time, "monotonic", lambda: now[0])
+    workers = launcher.LocalWorkers(tmp_path, Authkey(b"k" * 32, "environment"), 2)
+    started: list[int] = []
+
+    def start_one(n: int, *_: object) -> _Ended:
+        started.append(n)
+        return _Ended(None)
+
+    monkeypatch.setattr(workers, "_start_one", start_one)
+    workers._how = (["worker"], {})
+    workers._processes = [_Ended(1), _Ended(-9)]  # type: ignore[list-item]
+    with caplog.at_level("WARNING", logger=launcher.__name__):
+        workers.report_ended()
+        assert started == [] and workers.left() == 1
+        assert "local worker 1 exited with status 1 (log: " in caplog.text
+        assert "1 local worker(s) left" in caplog.text and "elsewhere" not in caplog.text
+        now[0] += launcher.RESTART_DELAY
+        workers.report_ended()
+    assert started == [2] and workers.left() == 1
+    assert "local worker 2 was killed by SIGKILL" in caplog.text
+
+
+def test_a_worker_that_cannot_be_started_again_is_not_counted_as_to_come(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    workers = launcher.LocalWorkers(tmp_path, Authkey(b"k" * 32, "environment"), 2)
+
+    def out_of_processes(*_: object) -> _Ended:
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(workers, "_start_one", out_of_processes)
+    monkeypatch.setattr(launcher, "RESTART_DELAY", 0.0)
+    workers._how = (["worker"], {})
+    workers._processes = [_Ended(-9)]  # type: ignore[list-item]
+    workers.report_ended()
+    workers.report_ended()  # its delay over: tried once, and given up
+    assert workers.left() == 0
+    assert (tmp_path / "worker-1.log").read_text().splitlines()[-1] == (
+        "--- it could not be started again: Resource temporarily unavailable ---")
+
+
 def test_a_worker_started_again_is_said_by_its_own_last_line(tmp_path: Path) -> None:
     """The line its master writes as it starts one again divides the log: what the dead one
     said last is not given as the reason the new one ended."""

@@ -316,6 +316,12 @@ class LocalWorkers:
     def alive(self) -> list[_Process]:
         return [p for p in self._processes if p.poll() is None]
 
+    def left(self) -> int:
+        """Local workers running, or killed and to be started again in a moment: while
+        one waits out its restart's delay, the crawl has not lost it."""
+        return sum(1 for n, process in enumerate(self._processes, 1)
+                   if process.poll() is None or self._restartable(n))
+
     @property
     def started(self) -> int:
         """How many local workers were started (alive or not)."""
@@ -339,7 +345,7 @@ class LocalWorkers:
                             "%d)", n, how, last, log_path, self._restarts[n], RESTARTS)
                 continue
             self._reported.add(n)
-            left = len(self.alive())
+            left = self.left()
             log.warning("local worker %d %s%s (log: %s); %d local worker(s) left%s", n, how,
                         last, log_path, left,
                         "" if left else ", the crawl waits for workers from elsewhere")
@@ -367,19 +373,26 @@ class LocalWorkers:
         assert self._how is not None
         self._restart_at.pop(n, None)
         count = self._restarts.get(n, 0) + 1
-        # (A log it cannot write: the start says so.)
-        with contextlib.suppress(OSError), self._log_path(n).open(
-                "a", encoding="utf-8", errors="replace") as log_file:
-            log_file.write(f"{_RESTART_LINE} at {time.strftime('%H:%M:%S')}: the last one "
-                           f"{how} (restart {count} of {RESTARTS}) ---\n")
+        self._log_line(n, f"{_RESTART_LINE} at {time.strftime('%H:%M:%S')}: the last one "
+                          f"{how} (restart {count} of {RESTARTS}) ---")
         try:
             replacement = self._start_one(n, *self._how, None, _worker_niceness())
         except OSError as exc:  # out of processes or memory: said as it ends
-            log.warning("cannot start local worker %d again (%s)", n, exc.strerror or exc)
+            reason = exc.strerror or str(exc)
+            self._log_line(n, f"--- it could not be started again: {reason} ---")
+            log.warning("cannot start local worker %d again (%s)", n, reason)
+            self._restarts[n] = RESTARTS  # not tried again, nor counted as to come
             return False
         self._restarts[n] = count
         self._processes[n - 1] = replacement
         return True
+
+    def _log_line(self, n: int, line: str) -> None:
+        """A line of the master's in local worker ``n``'s log (one it cannot write: the
+        worker's start says so)."""
+        with contextlib.suppress(OSError), self._log_path(n).open(
+                "a", encoding="utf-8", errors="replace") as log_file:
+            log_file.write(line + "\n")
 
     def all_stopped_by(self, error: type[CrawlerError]) -> str | None:
         """When every local worker started has ended with ``error``'s exit status (the

@@ -90,7 +90,7 @@ class WorkerCall:
         if self._queued_since is None:
             self._queued_since = now
         waited = now - self._queued_since
-        if waited < NO_WORKER_HINT or counts["workers"] or self._workers.alive():
+        if waited < NO_WORKER_HINT or counts["workers"] or self._workers.left():
             return
         self._hinted = True
         ended = self._workers.started  # the master's own: no --local-workers N to advise
