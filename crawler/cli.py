@@ -306,6 +306,8 @@ def _options_of(parser: argparse.ArgumentParser, words: Sequence[str]) -> bool:
         if action is None or action.option_strings == ["-h", "--help"]:
             return False
         at += 1
+        if action.nargs == 0 and equals:  # "--quiet=1": no value is taken there either
+            return False
         if action.nargs != 0 and not equals:  # its value is the next word
             if at >= len(words):
                 return False
@@ -1035,6 +1037,10 @@ def _master(args: argparse.Namespace, settings: Settings) -> int:
             and os.environ.get(BROKER_ENV)):
         # A dry run records nothing: the broker a shell's environment names for every
         # command is not needed, nor read (refused, it blamed a --broker never given).
+        for flag in ("broker_password_file", "broker_ca"):
+            if getattr(args, flag, None) is not None:
+                raise UsageError(f"--{flag.replace('_', '-')} is for a broker, and a dry "
+                                 "run uses none: drop it")
         log.info("a dry run records nothing: the broker $%s names is not used", BROKER_ENV)
         broker = None
     else:

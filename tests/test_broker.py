@@ -1081,6 +1081,10 @@ def test_a_broker_named_by_the_environment_is_not_blamed_on_a_flag(
     unread = run_crawler("master", site.url + "/", "--dry-run", cwd=tmp_path, timeout=60,
                          env={**env, "CRAWLER_BROKER": "redis://:x@@host:notaport/0"})
     assert unread.returncode == 0, unread.stderr  # not used, so not read either
+    ca = run_crawler("master", site.url + "/", "--dry-run", "--broker-ca", "ca.pem",
+                     cwd=tmp_path, env=env, timeout=60)
+    assert ca.returncode == 2 and ("--broker-ca is for a broker, and a dry run uses none: "
+                                   "drop it") in ca.stderr, ca.stderr
     named = run_crawler("master", site.url + "/", "--dry-run", "--crawl", "x", cwd=tmp_path,
                         env=env, timeout=60)
     assert named.returncode == 2 and "drop --crawl and --join" in named.stderr, named.stderr

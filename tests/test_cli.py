@@ -109,6 +109,8 @@ def test_an_unknown_argument_is_said_by_its_command(
     (("--bogus", "master", "http://x/"), "crawler master: error: unrecognized arguments: "
                                          "--bogus"),
     (("master", "-V"), "crawler master: error: -V goes before the command's name: crawler -V"),
+    (("--quiet=1", "master", "http://x/"),  # no flag of master's either: argparse says why
+     "crawler master: error: unrecognized arguments: --quiet=1 (did you mean --quiet?)"),
 ])
 def test_a_commands_option_before_its_name_or_a_mistyped_command_is_said_so(
         args: tuple[str, ...], said: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -147,6 +147,8 @@ def test_a_pattern_of_spaces_or_non_ascii_text_matches_the_url_as_an_address_bar
     assert image_allowed(scope, "http://BÜCHER.example/a.png")
     assert readable(normalize("http://BÜCHER.example:8080/a.png")) == (
         "http://bücher.example:8080/a.png")
+    for odd in ("xn--abc-.example", "xn--.example", "xn--a.example"):  # no IDN: kept
+        assert readable(f"http://{odd}/a.png") == f"http://{odd}/a.png"
     faß = Scope.from_seeds(["http://example.com/"], image_allow=["faß"])
     assert image_allowed(faß, "http://faß.de/a.png")  # IDNA 2008: xn--fa-hia, not fass
     # An escaped "/", "?" or "#" stays escaped: no path or query a pattern could see.

@@ -82,9 +82,15 @@ def _unicode_label(label: str) -> str:
         return label
     host, colon, port = label.partition(":")  # (the last label may carry the port)
     try:
-        return host[4:].encode("ascii").decode("punycode") + colon + port
+        text = host[4:].encode("ascii").decode("punycode")
     except UnicodeError:  # not valid punycode: shown as it is
         return label
+    # Only printable text past ASCII that encodes back to the same label: the codec also
+    # takes "xn--abc-" for "abc" and "xn--a" for a control character.
+    if (text.isascii() or not text.isprintable()
+            or text.encode("punycode") != host[4:].encode("ascii")):
+        return label
+    return text + colon + port
 
 
 # Runs of escapes of bytes past ASCII: UTF-8 text, or a legacy encoding's, kept if not.
