@@ -930,15 +930,15 @@ def _section_values(current: Any, section: str, table: Mapping[str, Any],
             expected, hint = str(exc), _quoted_hint(key, raw, hints[key])
             if hint.startswith(" (quoted"):
                 unquoted = _unquoted(raw)
-                try:  # the value unquoted: out of range as well, that is what to say
-                    if unquoted is None:  # no TOML value either ("01"): no advice
-                        hint = ""
-                    else:
+                if unquoted is None:  # no TOML value either ("01"): no advice
+                    hint = ""
+                else:
+                    try:  # the value unquoted: out of range as well, that is what to say
                         _checked(unquoted, hints[key], checks.get(key))
-                except ValueFault as fault:
-                    raise ConfigError(f"{where}: {fault}") from None
-                except ValueError as fault:
-                    expected, hint = str(fault), ""
+                    except ValueFault as fault:
+                        raise ConfigError(f"{where}: {fault}") from None
+                    except ValueError as fault:
+                        expected, hint = str(fault), ""
             raise ConfigError(f"{where}: expected {expected}, got {shown}{hint}"
                               f"{_wrong_item(f'{section}.{key}', written)}") from None
         values[key] = _home_expanded(value) if (section, key) == ("output", "dir") else value

@@ -334,13 +334,14 @@ class LocalWorkers:
         for n, process in enumerate(self._processes, 1):
             if n in self._reported or process.poll() is None:
                 continue  # reported already, or still running
-            if self._restart_due(n) is False:
+            due = self._restart_due(n)
+            if due is False:
                 continue  # killed: started again in a moment
             log_path = self._log_path(n)
             said = self._last_line(n)
             how = _how_it_ended(process.returncode)
             last = f": {said}" if said else ""
-            if self._restart(n, how):
+            if due and self._restart(n, how):
                 log.warning("local worker %d %s%s (log: %s); started again (restart %d of "
                             "%d)", n, how, last, log_path, self._restarts[n], RESTARTS)
                 continue
@@ -366,10 +367,8 @@ class LocalWorkers:
         return time.monotonic() >= at
 
     def _restart(self, n: int, how: str) -> bool:
-        """Start local worker ``n`` again if a signal killed it and it has restarts left,
-        a line in its log saying so first."""
-        if not self._restartable(n):
-            return False
+        """Start local worker ``n`` again (its restart due), a line in its log saying so
+        first; False if it could not be started."""
         assert self._how is not None
         self._restart_at.pop(n, None)
         count = self._restarts.get(n, 0) + 1
