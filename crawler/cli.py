@@ -70,6 +70,7 @@ from crawler.errors import (
 )
 from crawler.model.folders import make_folder
 from crawler.model.openfiles import out_of_files, out_of_files_reason
+from crawler.model.shellword import shell_word
 
 if typing.TYPE_CHECKING:
     from _typeshed import SupportsWrite
@@ -283,7 +284,6 @@ class _Parser(argparse.ArgumentParser):
         """Error out when the words before a command's name are all options of that
         command (with their values); anything else is left to argparse, which says an
         unknown option or command as such."""
-        import shlex
 
         for at, word in enumerate(given):
             if word not in self.commands or not at:
@@ -1193,7 +1193,7 @@ def _key_beside(out_dir: str) -> str:
     if not key_file.is_file():
         return ""
     # Quoted, as the master's worker command is: the flag is pasted as it is.
-    return f" (this worker's --out holds one: --authkey-file {shlex.quote(str(key_file))})"
+    return f" (this worker's --out holds one: --authkey-file {shell_word(key_file)})"
 
 
 def _note_worker_stopping(signum: int, terminal: list[int]) -> None:

@@ -6,7 +6,6 @@ import collections
 import json
 import os
 import re
-import shlex
 import signal
 import socket
 import subprocess
@@ -480,20 +479,26 @@ def test_an_authkey_variable_set_but_blank_is_said_to_be(tmp_path: Path, command
         "or pass --authkey-file"), result.stderr
 
 
-@pytest.mark.parametrize("folder", ["out", "my out"])
+@pytest.mark.parametrize("folder", ["out", "my out", os.fsdecode(b"out-\xff it's")])
 def test_a_worker_without_a_key_names_the_one_in_its_output_folder(tmp_path: Path,
                                                                    folder: str) -> None:
     """A worker given the master's --out and no key was told only where keys are kept,
     not that its own folder holds one; named as a shell reads it (--out 'my out' was
-    told "--authkey-file my out/authkey": two words to a shell)."""
+    told "--authkey-file my out/authkey": two words to a shell; a name that is not
+    UTF-8 showed \\udcff)."""
     env = {k: v for k, v in os.environ.items() if k != "CRAWLER_AUTHKEY"}
     (tmp_path / folder).mkdir()
     (tmp_path / folder / "authkey").write_text("0123456789abcdef0123456789abcdef\n")
     result = run_crawler("worker", "127.0.0.1:1", "--out", folder, cwd=tmp_path, env=env)
     assert result.returncode == 2, result.stderr
-    assert error_line(result).endswith(
-        f"(this worker's --out holds one: --authkey-file {shlex.quote(folder + '/authkey')})"
-    ), result.stderr
+    hint = "(this worker's --out holds one: --authkey-file "
+    line = error_line(result)
+    assert hint in line and line.endswith(")"), result.stderr
+    word = line.split(hint, 1)[1][:-1]
+    assert "udc" not in word
+    pasted = subprocess.run(["bash", "-c", "printf '%s\\0' " + word], capture_output=True,
+                            check=True, timeout=10).stdout.split(b"\0")
+    assert pasted == [os.fsencode(folder) + b"/authkey", b""], pasted
     elsewhere = run_crawler("worker", "127.0.0.1:1", "--out", "other", cwd=tmp_path, env=env)
     assert elsewhere.returncode == 2, elsewhere.stderr
     assert "--out holds" not in error_line(elsewhere)

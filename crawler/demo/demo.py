@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import shlex
 import shutil
 import sys
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from crawler.master.folderlock import FolderLock
 from crawler.model.files import BROKER_MARK, JOURNAL_NAME, MANIFEST_NAME
 from crawler.model.folders import file_in_the_way
 from crawler.model.outcome import IMAGES_DIR
+from crawler.model.shellword import shell_word
 from crawler.ui.report import write_report
 
 # Left in a demo's folder, naming its crawl's seed: a demo clears the folder only when
@@ -97,7 +97,7 @@ def run_demo(settings: Settings, *, workers: int, quiet: bool,
     where = folders[0] if len(folders) == 1 else out_dir
     say(f"demo: {stored} images stored under {where}/")
     say(f"gallery: open {gallery.resolve().as_uri()} in a browser "
-        f"(or run: xdg-open {shlex.quote(str(gallery))})")
+        f"(or run: xdg-open {shell_word(gallery)})")
     return status
 
 

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Protocol
 from crawler.config import BROKER_PASSWORD_ENV
 from crawler.errors import AuthkeyError, CrawlerError, StorageError
 from crawler.master.authkey import ENV_VAR, Authkey, is_loopback
+from crawler.model.shellword import shell_word
 from crawler.model.wire import LOCAL_WORKER_ENV, STOPPED_BY_ITS_MASTER_ENV
 
 if TYPE_CHECKING:
@@ -97,20 +98,6 @@ def _key_hint(authkey: Authkey, *, other_hosts: bool) -> str:
     # Absolute, as --out is: the command is pasted in other folders and on other hosts.
     return (f"--authkey-file {shell_word(key_file)}"
             + (f"  # {': '.join(notes)}" if notes else ""))
-
-
-def shell_word(path: Path) -> str:
-    """``path`` as one word of a command line to paste: quoted. A name whose bytes are
-    not UTF-8 (held as lone surrogates) is written in ``$'...'`` with ``\\xNN`` escapes,
-    which give the shell those bytes back: quoted as text, it showed ``\\udcff``, and the
-    worker pasted waited for a key file of that name."""
-    text = str(path)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "$'" + "".join(chr(byte) if 0x20 <= byte < 0x7F and byte not in b"'\\"
-                              else f"\\x{byte:02x}" for byte in os.fsencode(path)) + "'"
-    return shlex.quote(text)
 
 
 def _key_file(authkey: Authkey) -> Path | None:

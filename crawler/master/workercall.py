@@ -11,7 +11,6 @@ StorageError rather than wait for ever.
 from __future__ import annotations
 
 import logging
-import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ from crawler.config import BROKER_PASSWORD_ENV
 from crawler.errors import BrokerRefused, StorageError
 from crawler.master.authkey import Authkey
 from crawler.master.launcher import LocalWorkers, invitation
+from crawler.model.shellword import shell_word
 
 if TYPE_CHECKING:
     from crawler.board.broker import BrokerCrawl
@@ -72,7 +72,7 @@ class WorkerCall:
             ca = broker.address.ca_file
             self._invite(f"workers join with: crawler worker --broker {broker.address} "
                          f"--crawl {broker.name}"
-                         + (f" --broker-ca {shlex.quote(str(ca))}" if ca else "") + (
+                         + (f" --broker-ca {shell_word(ca)}" if ca else "") + (
                              f" (with {BROKER_PASSWORD_ENV} or --broker-password-file)"
                              if broker.address.password else ""))
         if self._local:

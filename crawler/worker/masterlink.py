@@ -17,7 +17,6 @@ import contextlib
 import logging
 import os
 import random
-import shlex
 import socket
 import threading
 import time
@@ -34,6 +33,7 @@ from crawler.errors import (
 )
 from crawler.model.clock import since_boot
 from crawler.model.files import LOCK_NAME
+from crawler.model.shellword import shell_word
 from crawler.model.wire import LOCAL_WORKER_ENV, CrawlInfo, WorkerInfo, crawl_info_from_wire
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ class MasterLink:
         log.warning("%s crawls into %s, which is on this host, and this worker stores into "
                     "%s: the master's results and report look for images in its own folder; "
                     "to have them there, start the worker with --out %s",
-                    self._client.where, theirs, mine, shlex.quote(theirs))
+                    self._client.where, theirs, mine, shell_word(theirs))
 
     def goodbye(self) -> None:
         """Tell the master this worker leaves; a master that is gone already is no error."""
