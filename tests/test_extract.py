@@ -221,8 +221,20 @@ def test_image_inputs() -> None:
 
 
 def test_svg_images() -> None:
-    assert page("svg").images == (
-        D + "svg-href.png", D + "svg-xlink.jpg", D + "both-href.png", D + "both-xlink.png")
+    """Of an <image> with both, browsers fetch the href (SVG 2 ignores xlink:href then)."""
+    assert page("svg").images == (D + "svg-href.png", D + "svg-xlink.jpg", D + "both-href.png")
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_an_svg_href_even_empty_hides_the_xlink_one(parser: str) -> None:
+    """SVG 2 reads xlink:href only where no href is written; an empty href names this
+    page, which is no image (and no link: the page itself)."""
+    html = b"""<svg><image href="" xlink:href="old.png"/><use href="" xlink:href="s.svg#a"/>
+        <a href="" xlink:href="other.html"><text>t</text></a>
+        <image xlink:href="only-old.png"/></svg>"""
+    found = extract(html, PAGE, parser=parser)
+    assert found.images == (D + "only-old.png",)
+    assert found.links == ()
 
 
 @pytest.mark.parametrize("parser", PARSERS)
@@ -767,8 +779,8 @@ def test_style_sheets_are_reported_apart_from_images() -> None:
         @import 'more.css'; body { background: url(bg.png) }
         @font-face { font-family: F; src: url(f.woff2) }</style>"""
     result = extract(html, PAGE)
-    assert result.stylesheets == (ROOT + "css/site.css", D + "alt.css", D + "print.css",
-                                  D + "more.css")
+    # An alternate sheet is not applied by browsers: its images are shown nowhere.
+    assert result.stylesheets == (ROOT + "css/site.css", D + "print.css", D + "more.css")
     assert result.images == (ROOT + "favicon.ico", D + "bg.png")
     assert extract(html, PAGE, sources=SOURCES - {"css"}).stylesheets == ()
 

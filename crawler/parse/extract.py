@@ -213,7 +213,7 @@ class _Collector:
         self.refs.extend(("image", raw, kind, node) for raw in raws)
 
     def _anchor(self, get: Getter, node: Any) -> None:
-        raw = get("href") or get("xlink:href")  # (an SVG <a> may say it the old way)
+        raw = _svg_href(get)  # (an SVG <a> may say it the old way)
         if raw:
             self.refs.append(("nav", raw, "anchor", node))
 
@@ -298,7 +298,9 @@ class _Collector:
 
     def _link(self, get: Getter, node: Any) -> None:
         rel = set((get("rel") or "").lower().split())
-        if "stylesheet" in rel and "css" in self.sources:
+        # An alternate style sheet is one a reader may switch to: browsers do not apply
+        # it, so the images its rules name are shown by no page as it stands.
+        if "stylesheet" in rel and "alternate" not in rel and "css" in self.sources:
             href = get("href")
             if href:
                 self.refs.append(("sheet", href, "css", node))
@@ -337,15 +339,14 @@ class _Collector:
             self._img(get, node)
             return
         if "svg" in self.sources:
-            self._image(get("href"), "svg", node)
-            self._image(get("xlink:href"), "svg", node)
+            self._image(_svg_href(get), "svg", node)
 
     def _svg_use(self, get: Getter, node: Any) -> None:
         # <use href="icons.svg#home">: the drawing of another file (an icon sprite), which
         # browsers fetch; "#home" alone is this page's own and resolves to nothing. An
         # SVG filter's <feImage href> is an image the browser fetches too.
         if "svg" in self.sources:
-            self._image(get("href") or get("xlink:href"), "svg", node)
+            self._image(_svg_href(get), "svg", node)
 
     def _style(self, get: Getter, node: Any) -> None:
         if "css" in self.sources:
@@ -362,6 +363,13 @@ class _Collector:
                     self.tree.enclosing(node, tag) is not None
                     for tag in ("template", "svg", "math")):
                 self.base = href
+
+
+def _svg_href(get: Getter) -> str | None:
+    """An SVG element's link: its ``href``, or where it has none, the ``xlink:href`` of
+    SVG 1.1. SVG 2 ignores the old one beside the new one, even an empty new one."""
+    href = get("href")
+    return href if href is not None else get("xlink:href")
 
 
 # Tag name -> the collector's method for it. Beside the class, not on each collector: bound
