@@ -12,7 +12,8 @@ From the start page it follows links (``<a href>``, ``<area href>``,
 and collects what a browser would show of each page:
 
 * ``<img src>`` and ``<img srcset>``, ``<picture><source srcset>``,
-  ``<input type=image src>``, SVG ``<image href>``/``xlink:href``;
+  ``<input type=image src>``, SVG ``<image href>``/``xlink:href``, an ``<object data>``
+  or ``<embed src>`` that is an image by its ``type`` or its file's extension;
 * ``url()`` in ``style`` attributes and ``<style>`` blocks;
 * ``url()`` and ``@import`` in linked stylesheets (``<link rel=stylesheet>``,
   not ``alternate stylesheet``: a browser does not apply it), recursively.
@@ -50,6 +51,13 @@ _FONT_FACE = re.compile(r"@font-face\s*\{[^}]*\}", re.I)
 _CSS_URL = re.compile(r"""url\(\s*(?:"([^"]*)"|'([^']*)'|([^)\s]*))\s*\)""", re.I)
 _CSS_IMPORT = re.compile(r"""@import\s+(?:url\(\s*)?["']?([^"')\s;]+)""", re.I)
 _XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
+_IMAGE_SUFFIXES = (".svg", ".png", ".jpg", ".jpeg", ".gif", ".webp", ".avif", ".bmp", ".ico")
+
+
+def _image_suffix(target: str) -> bool:
+    """Whether a URL's path ends as an image file's name does (query and fragment aside)."""
+    path = target.strip().split("#", 1)[0].split("?", 1)[0].lower()
+    return path.endswith(_IMAGE_SUFFIXES)
 
 
 @dataclass
@@ -190,9 +198,16 @@ class Walker:
             elif tag == "input" and (get("type") or "").lower() == "image" and get("src"):
                 found.append((get("src"), "input type=image"))
             elif tag == "image":
-                href = get("href") or get(_XLINK_HREF) or get("xlink:href")
+                # SVG 2: an href, even empty, hides the xlink:href of SVG 1.1.
+                href = get("href")
+                href = href if href is not None else (get(_XLINK_HREF) or get("xlink:href"))
                 if href:
                     found.append((href, "svg image"))
+            elif tag in ("object", "embed"):
+                target = get("data" if tag == "object" else "src")
+                if target and ((get("type") or "").strip().lower().startswith("image/")
+                               or _image_suffix(target)):
+                    found.append((target, f"{tag} image"))
             elif tag == "style" and element.text:
                 urls, imports = css_urls(element.text)
                 found += [(u, "<style> url()") for u in urls]
