@@ -147,7 +147,8 @@ SETTING_FLAGS: dict[str, list[tuple[str, str, Any, str, str]]] = {
         ("--max-pages", "crawl.max_pages", count, "N", "stop after N pages (0: no limit)"),
         ("--max-images", "crawl.max_images", count, "N", "queue at most N images (0: no limit)"),
         ("--scope", "crawl.scope", str, "MODE",
-         "which pages to crawl: host (seed hosts), domain (and subdomains), any"),
+         "which pages to crawl: host (the seed hosts and their www. twins), domain (and "
+         "subdomains), any"),
         ("--accept", "crawl.image_allow", str, "REGEX",
          "queue only image URLs matching REGEX (repeatable: any of them)"),
         ("--reject", "crawl.image_deny", str, "REGEX",

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import pickle
+import secrets
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from crawler.demo.site import png
 from crawler.errors import ConfigError, InvalidURL
 from crawler.master.scope import Scope, registrable_domain
 from crawler.model.imagescope import readable
 from crawler.model.urls import normalize
+
+from .conftest import FixtureHandler, FixtureServer, manifest_lines, run_crawler
+from .redis_server import RedisServer
 
 
 def page_allowed(scope: Scope, url: str) -> bool:
@@ -25,9 +32,32 @@ def test_host_mode_keeps_to_the_seed_hosts() -> None:
     assert page_allowed(scope, "http://www.example.com/any/page")
     assert page_allowed(scope, "https://www.example.com/tls")  # host, not scheme
     assert page_allowed(scope, "http://OTHER.example.org/x")
-    assert not page_allowed(scope, "http://example.com/")  # the parent domain is another host
-    assert not page_allowed(scope, "http://cdn.www.example.com/")  # so is a subdomain
+    assert not page_allowed(scope, "http://cdn.www.example.com/")  # a subdomain is another host
+    assert not page_allowed(scope, "http://cdn.example.com/")  # so is a sibling
     assert not page_allowed(scope, "http://www.example.com.evil.test/")
+
+
+@pytest.mark.parametrize(("seed", "twin", "not_twins"), [
+    ("https://site.example/", "https://www.site.example/about",
+     ["https://www.www.site.example/", "https://w.site.example/"]),
+    ("https://www.site.example/", "https://site.example/about",
+     ["https://www.www.site.example/", "https://example/"]),
+    ("http://shop.localhost:8080/", "http://www.shop.localhost:8080/x",
+     ["http://www.shop.localhost:8081/x", "http://www.shop.localhost/x"])])
+def test_a_seed_host_and_its_www_twin_are_one_host(seed: str, twin: str,
+                                                   not_twins: list[str]) -> None:
+    """site.example commonly sends its visitors to www.site.example (or back), and its
+    pages link to both: refused, the other was "another host than the seeds'", and a
+    crawl of the site's own address read nothing. Only that twin, on the seed's port."""
+    scope = Scope.from_seeds([seed])
+    assert page_allowed(scope, twin)
+    for other in not_twins:
+        assert not page_allowed(scope, other), other
+
+
+@pytest.mark.parametrize("seed", ["http://127.0.0.1:8080/", "http://[::1]/"])
+def test_an_address_has_no_www_twin(seed: str) -> None:
+    assert Scope.from_seeds([seed]).hosts == {seed.split("/")[2]}
 
 
 def test_host_mode_treats_the_default_port_as_no_port() -> None:
@@ -225,11 +255,11 @@ def test_scope_is_frozen_hashable_and_picklable() -> None:
 
 
 def test_a_refused_page_is_said_with_the_rule_that_refused_it_and_what_lets_it_in() -> None:
-    """The seed "example.com" answering with a redirect to "www.example.com" is the
-    common case: the message says how to crawl it."""
+    """The seed "example.com" answering with a redirect to "shop.example.com": the
+    message says how to crawl it."""
     scope = Scope.from_seeds(["https://example.com/"], deny=[r"/private/"],
                              allow=[r"example\.com/(docs|private)/"])
-    assert scope.page_refusal("https://www.example.com/") == (
+    assert scope.page_refusal("https://shop.example.com/") == (
         "another host than the seeds' (crawl with --scope domain, or give it as a seed)")
     assert scope.page_refusal("https://other.org/") == (
         "another host than the seeds' (give it as a seed, or crawl with --scope any)")
@@ -237,4 +267,44 @@ def test_a_refused_page_is_said_with_the_rule_that_refused_it_and_what_lets_it_i
     assert scope.page_refusal("https://example.com/blog/") == "not matched by crawl.allow"
     domain = Scope.from_seeds(["https://example.com/"], mode="domain")
     assert domain.page_refusal("https://other.org/") == (
-        "out of the crawl's scope (the seeds' domains)")
+        "another domain than the seeds' (give it as a seed, or crawl with --scope any)")
+
+
+@pytest.mark.parametrize("board", ["embedded", "redis"])
+def test_a_site_whose_address_sends_to_its_www_twin_is_crawled(
+        board: str, make_server: Callable[[], FixtureServer], tmp_path: Path,
+        request: pytest.FixtureRequest) -> None:
+    """``crawler master site.example``, the site answering with a redirect to
+    www.site.example, ended "no seed page could be fetched" (exit 5). Any *.localhost
+    name is this host's loopback: one server answers both names, by the Host header."""
+    server = make_server()
+    port = server.server_address[1]
+    bare, www = f"http://shop.localhost:{port}", f"http://www.shop.localhost:{port}"
+    picture = png(9, 7, 4)
+
+    def by_host(path: str, body: bytes, kind: str) -> Callable[[FixtureHandler], None]:
+        def route(handler: FixtureHandler) -> None:
+            if handler.headers.get("Host", "").startswith("www."):
+                handler.send_body(200, body, kind)
+            else:  # the site's own address sends its visitors to www
+                handler.send_body(301, b"", "text/html", {"Location": www + path})
+        return route
+
+    server.routes["/"] = by_host("/", b'<html><a href="/shop.html">shop</a></html>', "text/html")
+    server.routes["/shop.html"] = by_host(
+        "/shop.html", f'<html><img src="{bare}/p.png"><img src="/q.png"></html>'.encode(),
+        "text/html")
+    server.routes["/p.png"] = by_host("/p.png", picture, "image/png")
+    server.routes["/q.png"] = by_host("/q.png", picture, "image/png")
+    out = tmp_path / "out"
+    flags = ["--out", str(out), "--local-workers", "1", "--quiet"]
+    if board == "redis":
+        redis_server: RedisServer = request.getfixturevalue("redis_server")
+        flags += ["--broker", redis_server.url, "--crawl", "t" + secrets.token_hex(4)]
+    else:
+        flags += ["--bind", "127.0.0.1:0"]
+    done = run_crawler("master", bare + "/", *flags, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    stored = {e["url"]: e["status"] for e in manifest_lines(out)}
+    assert stored == {bare + "/p.png": "success", www + "/q.png": "success"}, stored
+    assert "/shop.html" in {hit.path for hit in server.hits}

@@ -1,7 +1,10 @@
 """Which pages and images a crawl may visit.
 
 Pages are bounded by a mode (the seed hosts, the seeds' registrable domains,
-or anything) narrowed further by allow/deny regular expressions. Images are
+or anything) narrowed further by allow/deny regular expressions. A seed host
+and its ``www.`` twin are one host of the crawl: a site's address commonly sends
+to the other (``site.example`` to ``www.site.example``), and its pages link to
+both. Images are
 open by default, because sites commonly serve them from other hosts (CDNs);
 only the image allow/deny patterns limit them (``crawler.model.imagescope``,
 which workers apply to redirects too). Every method takes URLs that
@@ -80,11 +83,20 @@ def _hostname(url: str) -> str | None:
     return authority.partition(":")[0] or None
 
 
+def _www_twin(key: str) -> str | None:
+    """``www.HOST[:port]`` for ``HOST[:port]`` and the other way round; None for an
+    address, which has no such twin."""
+    host = key[: key.find("]") + 1] if key.startswith("[") else key.partition(":")[0]
+    if not host or _is_ip(host):
+        return None
+    return key[4:] if host.startswith("www.") else "www." + key
+
+
 class Scope(NamedTuple):
     """The crawl's boundaries; build one with :meth:`Scope.from_seeds`.
 
-    ``hosts`` holds the seeds' ``host[:port]`` keys (mode "host"); ``domains``
-    holds their registrable domains (mode "domain").
+    ``hosts`` holds the seeds' ``host[:port]`` keys and their ``www.`` twins (mode
+    "host"); ``domains`` holds their registrable domains (mode "domain").
     """
 
     mode: str
@@ -112,7 +124,8 @@ class Scope(NamedTuple):
         if mode not in MODES:
             raise ConfigError(f"scope: unknown mode {mode!r}; expected one of {', '.join(MODES)}")
         normalized = [normalize(seed) for seed in seeds]
-        hosts = frozenset(host_key(url) for url in normalized)
+        keys = [host_key(url) for url in normalized]
+        hosts = frozenset(keys).union(filter(None, map(_www_twin, keys)))
         domains = frozenset(
             registrable_domain(host) for url in normalized if (host := _hostname(url)))
         return cls(
@@ -151,8 +164,11 @@ class Scope(NamedTuple):
     def page_refusal(self, url: str) -> str:
         """Why :meth:`allows_page` refuses ``url``, in words a user can act on."""
         if not self._within_mode(url):
-            if self.mode == "domain" or _hostname(url) is None:
-                return "out of the crawl's scope (the seeds' domains)"
+            if _hostname(url) is None:
+                return "not an http(s) URL"
+            if self.mode == "domain":
+                return ("another domain than the seeds' (give it as a seed, or crawl with "
+                        "--scope any)")
             target = _hostname(url) or ""
             fix = ("crawl with --scope domain, or give it as a seed"
                    if registrable_domain(target.rstrip(".")) in {
