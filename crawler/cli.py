@@ -46,6 +46,7 @@ from crawler.config import (
     Settings,
     ValueFault,
     find_settings,
+    glob_hint,
     header_problem,
     is_pattern_setting,
     parse_address,
@@ -795,8 +796,14 @@ def _check_flag(flag: str, key: str, value: Any) -> None:
                 if said:
                     raise UsageError(f"{flag} {said}") from None
             raise UsageError(f"{flag} {shown}: "
-                             + (f"not a regular expression ({reason})" if reason
+                             + (f"not a regular expression ({reason}){_hinted(str(one))}"
+                                if reason
                                 else f"expected {expected}")) from None
+
+
+def _hinted(pattern: str) -> str:
+    hint = glob_hint(pattern)
+    return f"; {hint}" if hint else ""
 
 
 _ONE_OF_MANY = {"a list of headers": "a header"}  # the only list setting a flag adds to

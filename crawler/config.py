@@ -228,7 +228,50 @@ def _compiles(patterns: tuple[str, ...]) -> bool:
     return all(regex_error(pattern) is None for pattern in patterns)
 
 
-_PATTERNS = Check(_compiles, "a list of Python regular expressions")
+def glob_hint(pattern: str) -> str:
+    """What a pattern written as a shell glob ("*.jpg") means as a regular expression,
+    which it is not; "" for any other."""
+    if not pattern.startswith("*"):
+        return ""
+    glob = _GLOB_SUFFIX.fullmatch(pattern)
+    if glob is not None:
+        return (f"a regular expression, not a shell pattern: for names ending in "
+                f".{glob[1]}, write '\\.{re.escape(glob[1])}$'")
+    return "a regular expression, not a shell pattern: '.*' is any text, '\\.' a dot"
+
+
+def _patterns_fault(patterns: tuple[str, ...]) -> str:
+    """A wget-style list of suffixes among ``patterns``, with the pattern it meant ("" if
+    none: a pattern that does not compile is said by ``_wrong_item`` or the flag)."""
+    for pattern in patterns:
+        suffixes = _suffix_list(pattern)
+        if suffixes:
+            return (f"{pattern!r} is a list of file suffixes, as wget takes them; this takes "
+                    f"a regular expression: for those, write '\\.({'|'.join(suffixes)})$'")
+    return ""
+
+
+def _image_patterns(patterns: tuple[str, ...]) -> bool:
+    # A list such as "png,jpg" compiles, and matches the text "png,jpg" itself, which no
+    # image's URL holds: every image was left out without a word.
+    return _compiles(patterns) and not any(map(_suffix_list, patterns))
+
+
+def _suffix_list(pattern: str) -> list[str]:
+    """The suffixes of a wget-style list ("png,jpg", ".jpeg, .gif"); [] for any other."""
+    if not _WGET_LIST.fullmatch(pattern):
+        return []
+    return [re.escape(word.strip().lstrip(".")) for word in pattern.split(",")]
+
+
+# A comma-separated list of file suffixes: wget's --accept takes one.
+_WGET_LIST = re.compile(r"\s*\.?[A-Za-z0-9]{1,5}(?:\s*,\s*\.?[A-Za-z0-9]{1,5})+\s*")
+# A shell glob of a suffix ("*.jpg"), which compiles as no regular expression.
+_GLOB_SUFFIX = re.compile(r"\*\.([A-Za-z0-9]{1,5})")
+
+_PATTERNS = Check(_compiles, "a list of Python regular expressions", _patterns_fault)
+_IMAGE_PATTERNS = Check(_image_patterns, "a list of Python regular expressions",
+                        _patterns_fault)
 
 
 # The Redis broker (crawler.board.broker); here so that the command line can name
@@ -268,8 +311,8 @@ class CrawlSettings(NamedTuple):
     scope: Annotated[str, _SCOPE_MODE] = "host"
     allow: Annotated[tuple[str, ...], _PATTERNS] = ()
     deny: Annotated[tuple[str, ...], _PATTERNS] = ()
-    image_allow: Annotated[tuple[str, ...], _PATTERNS] = ()
-    image_deny: Annotated[tuple[str, ...], _PATTERNS] = ()
+    image_allow: Annotated[tuple[str, ...], _IMAGE_PATTERNS] = ()
+    image_deny: Annotated[tuple[str, ...], _IMAGE_PATTERNS] = ()
     sources: Annotated[tuple[str, ...], _SOURCES] = ALL_SOURCES
     lazy_attributes: Annotated[tuple[str, ...], _ATTRIBUTE_NAMES] = ()
     parser: Annotated[str, _PARSER] = "lxml"
@@ -480,7 +523,8 @@ def setting_type(key: str) -> Any:
 def is_pattern_setting(key: str) -> bool:
     """Whether the setting ``section.name`` is a list of regular expressions."""
     section, name = key.split(".", 1)
-    return section_checks(section_types(Settings)[section]).get(name) is _PATTERNS
+    return section_checks(section_types(Settings)[section]).get(name) in (_PATTERNS,
+                                                                          _IMAGE_PATTERNS)
 
 
 def setting_value(key: str, raw: Any) -> Any:
@@ -982,7 +1026,9 @@ def _wrong_item(key: str, raw: Any) -> str:
         for pattern in raw:
             reason = regex_error(pattern)
             if reason is not None:
-                return f" ({_as_written(pattern)} is not one: {reason})"
+                hint = glob_hint(pattern)
+                return (f" ({_as_written(pattern)} is not one: {reason}"
+                        + (f"; {hint})" if hint else ")"))
     if key == "crawl.sources":
         unknown = [item for item in raw if item not in ALL_SOURCES]
         if unknown:

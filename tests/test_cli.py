@@ -1031,11 +1031,13 @@ def test_sizes_accept_and_reject_on_the_command_line() -> None:
 
     args = build_parser().parse_args(["master", "http://a.example/", "--settings", os.devnull,
                                       "--max-bytes", "10M", "--accept", r"\.png$",
-                                      "--accept", r"\.jpe?g$", "--reject", "thumb"])
+                                      "--accept", r"\.jpe?g$", "--reject", "thumb",
+                                      "--reject", "w_100,h_100"])
     settings = _settings(args)
     assert settings.download.max_bytes == 10 * 1024 * 1024
     assert settings.crawl.image_allow == (r"\.png$", r"\.jpe?g$")
-    assert settings.crawl.image_deny == ("thumb",)
+    # (a comma between words that are no file suffixes: an image CDN's transform)
+    assert settings.crawl.image_deny == ("thumb", "w_100,h_100")
 
 
 @pytest.mark.parametrize(("flags", "message"), [
@@ -1046,6 +1048,16 @@ def test_sizes_accept_and_reject_on_the_command_line() -> None:
     (["--header", "X-Ok: 1", "--header", "NoColon"],
      "crawler: error: --header 'NoColon': not a header: write it as 'Name: value'"),
     (["--scope", "planet"], "crawler: error: --scope 'planet': expected one of host, domain, any"),
+    # A shell pattern, and wget's list of suffixes, which compiles and matched no image:
+    # each is said with the regular expression it meant.
+    (["--reject", "*.gif"],
+     "crawler: error: --reject '*.gif': not a regular expression (nothing to repeat at "
+     "position 0); a regular expression, not a shell pattern: for names ending in .gif, "
+     "write '\\.gif$'"),
+    (["--accept", "png,jpg"],
+     "crawler: error: --accept 'png,jpg' is a list of file suffixes, as wget takes them; "
+     "this takes a regular expression: for those, write '\\.(png|jpg)$'"),
+    (["--accept", ".jpeg, .GIF"], "for those, write '\\.(jpeg|GIF)$'"),
 ])
 def test_bad_size_or_pattern_exits_2(tmp_path: Path, flags: list[str], message: str) -> None:
     result = run_crawler("master", "http://127.0.0.1:1/", *flags, cwd=tmp_path,

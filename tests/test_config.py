@@ -90,7 +90,12 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     ("[crawl]\nimage_deny = [\"[a-\"]\n", "crawl.image_deny: expected a list of Python regular"),
     # Which item of a list is wrong, and why: the list may be long
     ('[crawl]\ndeny = ["ok", "*.jpg", "("]\n',
-     '("*.jpg" is not one: nothing to repeat at position 0)'),
+     '("*.jpg" is not one: nothing to repeat at position 0; a regular expression, not a '
+     "shell pattern: for names ending in .jpg, write '\\.jpg$')"),
+    # wget's list of suffixes compiles, and matched no image's URL: every one left out
+    ('[crawl]\nimage_allow = ["png, jpg"]\n',
+     "crawl.image_allow: 'png, jpg' is a list of file suffixes, as wget takes them; this "
+     "takes a regular expression: for those, write '\\.(png|jpg)$'"),
     ('[crawl]\nsources = ["img", "imgs", "video"]\n', '("imgs", "video": no such source)'),
     # Values as the file wrote them, not as Python would
     ("[crawl]\ndepth = true\n", "crawl.depth: expected a whole number, got true"),
