@@ -966,7 +966,21 @@ def _left_out(summary: ApiSummary, larger: str) -> list[str]:
         *([f"  not queued      {images_left_shown(summary.images_left)} images found: the image "
            f"budget (--max-images) was spent; {larger}"]
           if summary.images_left else []),
+        *([f"  other hosts     {_links_elsewhere(summary.links_to_other_hosts)}"]
+          if summary.links_to_other_hosts else []),
+        *([f"  not accepted    {summary.images_out_of_scope} image URLs: refused by --accept or "
+           "--reject (crawl.image_allow, crawl.image_deny)"]
+          if summary.images_out_of_scope else []),
     ]
+
+
+def _links_elsewhere(by_host: Mapping[str, int]) -> str:
+    """Links to pages on other hosts, said with the hosts most linked to."""
+    links = sum(by_host.values())
+    shown = ", ".join(f"{host} ({count})" for host, count in list(by_host.items())[:3])
+    more = f" and {len(by_host) - 3} more" if len(by_host) > 3 else ""
+    return (f"{links} links to pages on hosts out of the crawl's scope, not followed "
+            f"(--scope): {shown}{more}")
 
 
 def format_summary(summary: ApiSummary, *, on_broker: bool = False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import secrets
 from collections.abc import Callable
@@ -15,7 +16,13 @@ from crawler.master.scope import Scope, registrable_domain
 from crawler.model.imagescope import readable
 from crawler.model.urls import normalize
 
-from .conftest import FixtureHandler, FixtureServer, manifest_lines, run_crawler
+from .conftest import (
+    FixtureHandler,
+    FixtureServer,
+    manifest_lines,
+    run_crawler,
+    serve_routes,
+)
 from .redis_server import RedisServer
 
 
@@ -308,3 +315,35 @@ def test_a_site_whose_address_sends_to_its_www_twin_is_crawled(
     stored = {e["url"]: e["status"] for e in manifest_lines(out)}
     assert stored == {bare + "/p.png": "success", www + "/q.png": "success"}, stored
     assert "/shop.html" in {hit.path for hit in server.hits}
+
+
+def test_the_summary_says_what_the_scope_left_out(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """Links to pages on other hosts, and images --accept refused, were dropped without
+    a word: --accept png,jpg (wget's list, a regex matching no URL) kept none of a
+    page's 16 images and said nothing; a site whose pages sat on another host looked
+    like a site of one page."""
+    site, elsewhere = make_server(), make_server()
+    other = elsewhere.url.partition("://")[2]
+    picture = png(6, 4, 2)
+    page = (f'<a href="{elsewhere.url}/a.html">a</a> <a href="{elsewhere.url}/b.html">b</a>'
+            '<a href="/more.html">more</a> <img src="/a.png"> <img src="/b.jpg">'
+            '<img src="/c.jpg">').encode()
+    serve_routes(site, {"/": ("text/html", page), "/more.html": ("text/html", page),
+                        "/a.png": ("image/png", picture), "/b.jpg": ("image/png", picture),
+                        "/c.jpg": ("image/png", picture)})
+    out = tmp_path / "out"
+    done = run_crawler("master", site.url + "/", "--accept", r"\.png$", "--out", str(out),
+                       "--local-workers", "1", "--bind", "127.0.0.1:0", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    # Each page's two links count (the hosts, not the pages, are what a user acts on);
+    # each refused image once, however many pages show it.
+    assert summary["links_to_other_hosts"] == {other: 4}
+    assert summary["images_out_of_scope"] == 2
+    assert (f"  other hosts     4 links to pages on hosts out of the crawl's scope, not "
+            f"followed (--scope): {other} (4)") in done.stderr, done.stderr
+    assert ("  not accepted    2 image URLs: refused by --accept or --reject "
+            "(crawl.image_allow, crawl.image_deny)") in done.stderr
+    assert elsewhere.paths() == []
+    assert [e["url"] for e in manifest_lines(out)] == [site.url + "/a.png"]

@@ -59,6 +59,7 @@ from crawler.master.inplace import FilesInPlace
 from crawler.master.journal import Journal, PageDone, Resumed
 from crawler.master.launcher import LocalWorkers
 from crawler.master.ledger import BrokerLedger, JournalLedger, Ledger
+from crawler.master.leftout import LeftOut
 from crawler.master.linkedpages import LinkedPages, is_image_link
 from crawler.master.missing import MissingImages, WorkersElsewhere, workers_elsewhere
 from crawler.master.pagecookies import CookiePost
@@ -300,6 +301,7 @@ class Master:
         self._pages_left = 0  # pages found and not visited for the page budget (max_pages)
         self._pages_at_depth_limit = 0  # pages at crawl.depth that link to pages not seen
         self._images_over: set[str] = set()  # images met past the image budget (max_images)
+        self._left_out = LeftOut()  # links and images the scope left out, for the summary
         # Image links that may lead to pages (a wiki's File:Photo.png), read as pages
         # when their workers find HTML there (see _collect and _visited).
         self._linked_pages = LinkedPages()
@@ -634,7 +636,8 @@ class Master:
         visitor = PageVisitor(settings.crawl, client=session, robots=robots, scope=self._scope,
                               parser=self._parser, stylesheets=stylesheets,
                               slow_host=self._slow_host,
-                              known=self._image_known, hung=self._hung_pages)
+                              known=self._image_known, hung=self._hung_pages,
+                              left_out=self._left_out)
         if not settings.crawl.respect_robots:
             log.warning("robots.txt is ignored (crawl.respect_robots = false)")
         self._queue_resumed_images(robots)
@@ -946,7 +949,7 @@ class Master:
         queued: list[tuple[str, int]] = self._frontier.found_again(found, depth + 1)
         room = self._room_for_pages() + len(queued)
         left: list[tuple[str, int]] = []
-        for link in self._unseen_pages(found):
+        for link in self._unseen_pages(found, count_left_out=True):
             if len(queued) >= room:
                 left.append((link, depth + 1))  # (said unseen again if listed again)
             elif self._frontier.add(link, depth + 1):
@@ -973,12 +976,19 @@ class Master:
         new = list(unseen)
         return bool(new and self._shared_frontier.unseen_by_the_crawl(new))
 
-    def _unseen_pages(self, found: Iterable[str]) -> Iterator[str]:
+    def _unseen_pages(self, found: Iterable[str], *, count_left_out: bool = False
+                      ) -> Iterator[str]:
         """The links of ``found`` that are pages of the crawl this master has not seen, one
-        at a time (a link queued by the caller meanwhile is seen by the next look)."""
-        frontier = self._frontier
-        return (link for link in found
-                if not frontier.seen(link) and self._scope.allows_page(link))
+        at a time (a link queued by the caller meanwhile is seen by the next look); with
+        ``count_left_out``, those to other sites are counted for the summary."""
+        frontier, scope = self._frontier, self._scope
+        for link in found:
+            if frontier.seen(link):
+                continue
+            if scope.allows_page(link):
+                yield link
+            elif count_left_out and scope.another_site(link):
+                self._left_out.link(link)
 
     def _new_images(self, visit: Visit, links: list[tuple[str, int]], links_followed: bool
                     ) -> tuple[list[tuple[str, str | None, dict[str, Any] | None]], bool]:
@@ -1287,5 +1297,7 @@ class Master:
                        pages_at_depth_limit=self._pages_at_depth_limit,
                        images_left=len(self._images_over - self._images_seen),
                        images_to_retry=manifest.transient,
+                       links_to_other_hosts=self._left_out.hosts(),
+                       images_out_of_scope=self._left_out.images,
                        manifest=manifest)
 

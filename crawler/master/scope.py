@@ -149,6 +149,11 @@ class Scope(NamedTuple):
         return any(host == domain or (host.endswith("." + domain) and not _is_ip(domain))
                    for domain in self.domains)
 
+    def another_site(self, url: str) -> bool:
+        """Whether ``url`` is on a host (mode "host") or domain ("domain") out of the
+        crawl, rather than refused by its allow/deny patterns."""
+        return not self._within_mode(url)
+
     def allows_stylesheet(self, url: str) -> bool:
         """May the crawl read this style sheet? Those of the crawled site (its mode), not denied."""
         return self._within_mode(url) and not search_any(self.deny, url)

@@ -15,6 +15,7 @@ from crawler.config import CrawlSettings
 from crawler.errors import BrokerError, ParserCrashed
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.robots import origin_of
+from crawler.master.leftout import LeftOut
 from crawler.master.linkedpages import ANCHOR
 from crawler.master.pages import Page, fetch_page, redirect_held, redirect_refused
 from crawler.master.robots import Robots
@@ -52,8 +53,9 @@ class PageVisitor:
                  scope: Scope, parser: PageParser, stylesheets: Stylesheets,
                  slow_host: Callable[[str, float], None],
                  known: Callable[[str], bool] = lambda url: False,
-                 hung: HungPages | None = None) -> None:
+                 hung: HungPages | None = None, left_out: LeftOut | None = None) -> None:
         self._crawl = crawl
+        self._left_out = left_out if left_out is not None else LeftOut()
         self._hung = hung  # hosts whose pages timed out again and again
         # Images queued before (most of a site's icons are on every page): the crawl
         # loop would drop them; judging them again here is most of a page's cost.
@@ -196,8 +198,13 @@ class PageVisitor:
         known, allows = self._known, self._scope.allows_image
         # (image, not queued before): those queued before still bring their hosts' delays
         # (a resumed crawl's board starts without them); new ones must be in scope.
-        kept = [(image, fresh) for image in dict.fromkeys((*extraction.images, *refs, *css))
-                if (fresh := not known(image)) is False or allows(image)]
+        kept: list[tuple[str, bool]] = []
+        for image in dict.fromkeys((*extraction.images, *refs, *css)):
+            fresh = not known(image)
+            if not fresh or allows(image):
+                kept.append((image, fresh))
+            else:
+                self._left_out.image(image)  # (--accept, --reject: said in the summary)
         if not may_wait and not self._robots_ready_for(image for image, _ in kept):
             return None
         robots = self._robots
