@@ -151,9 +151,11 @@ SETTING_FLAGS: dict[str, list[tuple[str, str, Any, str, str]]] = {
          "which pages to crawl: host (the seed hosts and their www. twins), domain (and "
          "subdomains), any"),
         ("--accept", "crawl.image_allow", str, "REGEX",
-         "queue only image URLs matching REGEX (repeatable: any of them)"),
+         "queue only image URLs matching REGEX (repeatable: any of them); the URLs an "
+         "image redirects to must match too"),
         ("--reject", "crawl.image_deny", str, "REGEX",
-         "never queue image URLs matching REGEX (repeatable)"),
+         "never queue image URLs matching REGEX (repeatable), nor follow an image's "
+         "redirect to one"),
         ("--page-concurrency", "crawl.page_concurrency", count, "N", "pages fetched at once"),
         ("--user-agent", "crawl.user_agent", str, "TEXT", "User-Agent header"),
         ("--host-delay", "politeness.host_delay", seconds, "SEC",

@@ -35,7 +35,7 @@ from crawler.master.scope import Scope
 from crawler.model.imagescope import ImageScope
 from crawler.model.outcome import Attempt, FailureKind
 from crawler.model.wire import image_scope_from_wire, limits_from_wire, robots_rules_from_wire
-from crawler.worker.hops import OUT_OF_SCOPE, READERS, RedirectCheck, RobotsReader
+from crawler.worker.hops import READERS, RedirectCheck, RobotsReader
 from crawler.worker.sink import sinks_into
 from crawler.worker.store import Store
 from crawler.worker.worker import Worker, WorkerOptions
@@ -53,6 +53,7 @@ from .conftest import (
 PNG = png(40, 30, 7)
 LOOPBACK = AddressPolicy(frozenset({"public", "loopback"}))
 AGENT = "crawler/1.0"
+REJECTED = "matched by --reject (crawl.image_deny)"  # said with the flag that refused it
 
 
 def moved(to: str) -> Callable[..., None]:
@@ -130,12 +131,12 @@ def silent() -> Iterator[SilentServer]:
 class Hops:
     """A CurlEngine as a worker builds it: the crawl's image scope and robots.txt on redirects."""
 
-    def __init__(self, out: Path, *, deny: tuple[str, ...] = (), robots_timeout: float = 5.0,
-                 limits: Limits | None = None) -> None:
+    def __init__(self, out: Path, *, deny: tuple[str, ...] = (), allow: tuple[str, ...] = (),
+                 robots_timeout: float = 5.0, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
         client = EasyClient(LOOPBACK, RequestOptions(user_agent=AGENT),
                             ca_file=default_ca_file())
-        self.check = RedirectCheck(ImageScope.from_patterns(deny=deny),
+        self.check = RedirectCheck(ImageScope.from_patterns(allow=allow, deny=deny),
                                    RobotsReader(client, AGENT, robots_timeout,
                                                 gives_up=self.limits.deadline))
         self.store = Store(out)
@@ -190,10 +191,21 @@ def test_a_redirect_out_of_the_image_scope_is_refused_and_nothing_stored(
     got = hops(deny=(r"/thumbs/",)).fetch([site.url + "/a.png"])
     attempt = got[site.url + "/a.png"]
     assert (attempt.ok, attempt.kind, attempt.transient) == (False, FailureKind.REDIRECT, False)
-    assert attempt.reason == f"redirected to {site.url}/thumbs/a.png: {OUT_OF_SCOPE}"
+    assert attempt.reason == (f"redirected to {site.url}/thumbs/a.png: {REJECTED}")
     assert "/thumbs/a.png" not in site.paths()
     assert "/robots.txt" not in site.paths()  # the scope is judged before any request
     assert stored_files(tmp_path / "out") == []
+
+
+def test_a_redirect_that_no_accept_pattern_matches_says_so(
+        site: FixtureServer, hops: Callable[..., Hops]) -> None:
+    """A CDN that signs its images' URLs (a.png to /a?sig=...): a user filtering by
+    file extension is told which flag refused the target."""
+    site.routes["/a.png"] = moved("/a?sig=0f9c")
+    site.routes["/a"] = image
+    got = hops(allow=(r"\.png$",)).fetch([site.url + "/a.png"])
+    assert got[site.url + "/a.png"].reason == (
+        f"redirected to {site.url}/a?sig=0f9c: not matched by --accept (crawl.image_allow)")
 
 
 def test_a_redirect_to_a_host_whose_robots_txt_disallows_it_is_refused(
@@ -391,7 +403,7 @@ def test_redirects_obey_scope_and_robots_through_master_and_local_workers(
     entries = {e["url"][len(site.url):]: e for e in manifest_lines(out)}
     assert entries["/a.png"]["status"] == "failure"
     assert entries["/a.png"]["reason"] == (f"redirected to {site.url}/thumbs/a.png: "
-                                           f"{OUT_OF_SCOPE}")
+                                           f"{REJECTED}")
     assert entries["/b.png"]["status"] == "failure"
     assert entries["/b.png"]["reason"] == (f"redirected to {second_host.url}/secret/b.png: "
                                            "disallowed by robots.txt")
@@ -406,7 +418,7 @@ def test_redirects_obey_scope_and_robots_through_master_and_local_workers(
     assert len(stored) == 2
     # Counted under what the refusal says, not once per target the summary would list.
     assert json.loads((out / "summary.json").read_text())["failures_by_reason"] == {
-        f"redirected: {OUT_OF_SCOPE}": 2, "redirected: disallowed by robots.txt": 1}
+        f"redirected: {REJECTED}": 2, "redirected: disallowed by robots.txt": 1}
 
 
 def test_a_silent_robots_txt_does_not_stall_a_crawl_past_its_deadline(

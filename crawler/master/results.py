@@ -43,7 +43,7 @@ _MEASURED = ("too small:", "too big:", "too large:")
 # Reasons that name the image's own redirect target or file: counted under what they
 # say of it, or a site that sends every image elsewhere, or a stray file that blocks a
 # folder of them, lists a reason per image. The manifest keeps each whole.
-# "redirected to https://cdn.example/a.png: out of the crawl's image scope"
+# "redirected to https://cdn.example/a.png: matched by --reject (crawl.image_deny)"
 _REDIRECTED = re.compile(r"redirected to \S+: ")
 # Store's PathConflict, which names the image's path (and the file in the way):
 # (start, end, counted as).

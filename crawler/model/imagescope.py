@@ -124,6 +124,16 @@ class ImageScope(NamedTuple):
             return False
         return not self.allow or search_any(self.allow, url)
 
+    def refusal(self, url: str) -> str:
+        """Why :meth:`allows` refuses ``url``, naming the flag that did (and its setting):
+        a redirect refused as "out of the crawl's image scope" left a user filtering by
+        file extension to guess which pattern a signed URL on a CDN failed."""
+        if not url.startswith(("http://", "https://")):
+            return "not an http(s) URL"
+        if search_any(self.deny, url):
+            return "matched by --reject (crawl.image_deny)"
+        return "not matched by --accept (crawl.image_allow)"
+
     @property
     def open(self) -> bool:
         """No pattern: every http(s) image is in scope."""

@@ -41,7 +41,6 @@ from crawler.model.imagescope import ImageScope
 
 log = logging.getLogger(__name__)
 
-OUT_OF_SCOPE = "out of the crawl's image scope"
 READERS = 4  # robots.txt fetched at once, each on its own thread and connection
 MAX_ORIGINS = 4096  # robots.txt files kept; the oldest goes first
 TICK = 0.5  # how often an idle reader looks for the end
@@ -197,7 +196,7 @@ class RedirectCheck:
 
     def __call__(self, url: str, verdict: HopVerdict, first: str) -> None:
         if not self._scope.allows(url):
-            verdict(HopRefusal(OUT_OF_SCOPE))
+            verdict(HopRefusal(self._scope.refusal(url)))
         elif self._robots is None:
             verdict(None)
         else:
