@@ -168,7 +168,8 @@ def test_a_rerun_that_ignores_robots_txt_says_what_an_earlier_run_refused_stays_
         make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
     """A rerun with --ignore-robots fetched none of the pages and images the first run
     had refused by the site's robots.txt, and said nothing of it: as if the flag had
-    been left out."""
+    been left out. Those refused at a redirect's target count too (they were left out
+    of the count)."""
     server = make_server()
     picture = build_site(pages=1, images_per_page=2, min_kb=1, max_kb=2)
     shown, refused = sorted(picture.images)
@@ -177,11 +178,18 @@ def test_a_rerun_that_ignores_robots_txt_says_what_an_earlier_run_refused_stays_
         "/robots.txt": ("text/plain", f"User-agent: *\nDisallow: {refused}\n"
                                       "Disallow: /private/\n".encode()),
         "/private/page.html": ("text/html", b"<html><body>private</body></html>"),
+        "/private/other.html": ("text/html", b"<html><body>other</body></html>"),
+        "/private/moved.png": ("image/png", picture.files[shown][1]),
         "/": ("text/html", f'<html><body><img src="{shown}"><img src="{refused}">'
-                           '<a href="/private/page.html">p</a></body></html>'.encode()),
+                           '<img src="/moved.png"><a href="/private/page.html">p</a>'
+                           '<a href="/go">go</a></body></html>'.encode()),
     })
+    server.routes["/moved.png"] = lambda h: h.send_body(302, b"", "text/html",
+                                                        {"Location": "/private/moved.png"})
+    server.routes["/go"] = lambda h: h.send_body(302, b"", "text/html",
+                                                 {"Location": "/private/other.html"})
     out = tmp_path / "out"
-    said = ("1 page(s) and 1 image(s) an earlier run of this crawl refused for robots.txt "
+    said = ("2 page(s) and 2 image(s) an earlier run of this crawl refused for robots.txt "
             "stay refused: ignoring robots.txt holds for what this run finds; --fresh "
             "crawls the site anew without it")
     assert said not in _crawl(server.url + "/", out, tmp_path)
@@ -191,7 +199,8 @@ def test_a_rerun_that_ignores_robots_txt_says_what_an_earlier_run_refused_stays_
     err = _crawl(server.url + "/", out, tmp_path, "--ignore-robots", "--fresh")
     assert "stay refused" not in err, err
     assert _entries(out)[server.url + refused]["status"] == "success"
-    assert "/private/page.html" in server.paths()
+    assert _entries(out)[server.url + "/moved.png"]["status"] == "success"
+    assert {"/private/page.html", "/private/other.html"} <= set(server.paths())
 
 
 @pytest.mark.parametrize("refusal", ["robots", "404"])

@@ -404,11 +404,14 @@ class Journal:
         return Requeued(passing=len(rows) - name_taken, name_taken=name_taken)
 
     def images_refused(self, reason: str) -> int:
-        """How many images were refused for ``reason``, as their final outcome."""
+        """How many images were refused for ``reason``, as their final outcome, at their
+        own URL or at a redirect's ("redirected to URL: REASON")."""
         with self._reading():
             # Matched as text, as in reopen: the whole reason, closing quote included.
-            row = self._db.execute("SELECT COUNT(*) FROM images WHERE outcome LIKE ?",
-                                   (f'%"reason":"{reason}"%',)).fetchone()
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM images WHERE outcome LIKE ? OR outcome LIKE ?",
+                (f'%"reason":"{reason}"%', f'%"reason":"redirected to %: {reason}"%'),
+            ).fetchone()
         return int(row[0])
 
     def queue_again(self, urls: Iterable[str]) -> None:

@@ -94,12 +94,17 @@ def say_robots_refusals_stay(journal: Journal, crawl: CrawlSettings, out_dir: Pa
 
 
 def _pages_refused(path: Path, reason: str) -> int:
-    """How many pages pages.jsonl lists as not crawled for ``reason``, by their last line."""
+    """How many pages pages.jsonl lists as not crawled for ``reason``, by their last line,
+    at their own URL or at a redirect's ("redirected to URL: REASON")."""
     try:
         entries = last_page_entries(path)
     except OSError:  # said as the result files open
         return 0
-    return sum(1 for entry in entries.values() if entry.get("reason") == reason)
+    at_redirect = ": " + reason
+    return sum(1 for entry in entries.values()
+               if isinstance(said := entry.get("reason"), str) and (
+                   said == reason or (said.startswith("redirected to ")
+                   and said.endswith(at_redirect))))
 
 
 def say_if_long_to_rewrite(out_dir: Path) -> None:
