@@ -1006,7 +1006,8 @@ def format_summary(summary: ApiSummary, *, on_broker: bool = False,
         f"  images found    {summary.found}",
         f"  downloaded      {summary.succeeded} ({human_bytes(summary.bytes)})",
         f"  failed          {summary.failed}",
-        f"  elapsed         {summary.elapsed_s:.1f} s, {summary.images_per_second:.1f} images/s",
+        f"  elapsed         {summary.elapsed_s:.1f} s, {_rate(summary.images_per_second)} "
+        "images/s",
     ]
     if summary.failures_by_reason:
         lines.append("  top failure reasons:")
@@ -1027,6 +1028,12 @@ def format_summary(summary: ApiSummary, *, on_broker: bool = False,
         lines.append(f"  pages failed in {out}/pages.jsonl (each with its reason)")
     lines.append(f"  statistics in   {summary.summary_json}")
     return "\n".join(lines)
+
+
+def _rate(per_second: float) -> str:
+    """A rate to one decimal, or below 1 to two significant digits: 8 images in 392 s
+    read "0.0 images/s", as if none had been stored."""
+    return f"{per_second:.2g}" if 0 < per_second < 1 else f"{per_second:.1f}"
 
 
 def _to_retry(summary: ApiSummary) -> str:

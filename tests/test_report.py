@@ -404,6 +404,22 @@ def test_the_summary_cuts_a_long_failure_reason_to_a_line(tmp_path: Path) -> Non
     assert shown == "         1  " + reason[:199] + "\u2026"
 
 
+@pytest.mark.parametrize(("stored", "seconds", "shown"), [
+    (8, 392.0, "392.0 s, 0.02 images/s"), (0, 5.0, "5.0 s, 0.0 images/s"),
+    (2000, 2.0, "2.0 s, 1000.0 images/s")])
+def test_the_summary_shows_a_slow_rate_as_more_than_none(
+        tmp_path: Path, stored: int, seconds: float, shown: str) -> None:
+    """8 images in 392 s read "0.0 images/s", as if none had been stored."""
+    from crawler.api import Summary
+    from crawler.cli import format_summary
+
+    lines = format_summary(Summary(completed=True, interrupted=False, dry_run=False,
+                                   seeds=("http://h/",), elapsed_s=seconds, pages=1,
+                                   pages_failed=0, found=stored, succeeded=stored, failed=0,
+                                   bytes=0, out_dir=tmp_path, stored_this_run=stored))
+    assert f"  elapsed         {shown}" in lines.splitlines(), lines
+
+
 def test_report_is_rewritten_in_place(gallery: dict[str, Any]) -> None:
     out = gallery["out"]
     with (out / "manifest.jsonl").open("ab") as manifest:
