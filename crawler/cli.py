@@ -150,6 +150,11 @@ SETTING_FLAGS: dict[str, list[tuple[str, str, Any, str, str]]] = {
         ("--scope", "crawl.scope", str, "MODE",
          "which pages to crawl: host (the seed hosts and their www. twins), domain (and "
          "subdomains), any"),
+        ("--allow", "crawl.allow", str, "REGEX",
+         "follow only links to pages whose URL matches REGEX (repeatable: any of them); "
+         "the seeds are read whatever they are"),
+        ("--deny", "crawl.deny", str, "REGEX",
+         "never follow links to pages whose URL matches REGEX (repeatable)"),
         ("--accept", "crawl.image_allow", str, "REGEX",
          "queue only image URLs matching REGEX (repeatable: any of them); the URLs an "
          "image redirects to must match too"),

@@ -270,8 +270,10 @@ def test_a_refused_page_is_said_with_the_rule_that_refused_it_and_what_lets_it_i
         "another host than the seeds' (crawl with --scope domain, or give it as a seed)")
     assert scope.page_refusal("https://other.org/") == (
         "another host than the seeds' (give it as a seed, or crawl with --scope any)")
-    assert scope.page_refusal("https://example.com/private/a") == "denied by crawl.deny"
-    assert scope.page_refusal("https://example.com/blog/") == "not matched by crawl.allow"
+    assert scope.page_refusal("https://example.com/private/a") == (
+        "matched by --deny (crawl.deny)")
+    assert scope.page_refusal("https://example.com/blog/") == (
+        "not matched by --allow (crawl.allow)")
     domain = Scope.from_seeds(["https://example.com/"], mode="domain")
     assert domain.page_refusal("https://other.org/") == (
         "another domain than the seeds' (give it as a seed, or crawl with --scope any)")
@@ -347,3 +349,28 @@ def test_the_summary_says_what_the_scope_left_out(
             "(crawl.image_allow, crawl.image_deny)") in done.stderr
     assert elsewhere.paths() == []
     assert [e["url"] for e in manifest_lines(out)] == [site.url + "/a.png"]
+
+
+def test_allow_and_deny_flags_narrow_the_pages_followed(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """crawl.allow and crawl.deny had no flag: a settings file was the only way to keep a
+    crawl to a site's /docs/. The seed is read whatever it is; what the patterns refuse
+    is left out of the summary's count of other hosts (the user chose it)."""
+    site = make_server()
+    picture = png(5, 5, 1)
+    serve_routes(site, {
+        "/": ("text/html", b'<a href="/docs/a.html">a</a><a href="/docs/old/b.html">b</a>'
+                           b'<a href="/blog/c.html">c</a>'),
+        "/docs/a.html": ("text/html", b'<img src="/a.png">'),
+        "/docs/old/b.html": ("text/html", b'<img src="/b.png">'),
+        "/blog/c.html": ("text/html", b'<img src="/c.png">'),
+        "/a.png": ("image/png", picture), "/b.png": ("image/png", picture),
+        "/c.png": ("image/png", picture)})
+    out = tmp_path / "out"
+    done = run_crawler("master", site.url + "/", "--allow", "/docs/", "--deny", "/old/",
+                       "--out", str(out), "--local-workers", "1", "--bind", "127.0.0.1:0",
+                       cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert [e["url"] for e in manifest_lines(out)] == [site.url + "/a.png"]
+    assert set(site.paths()) & {"/docs/old/b.html", "/blog/c.html"} == set()
+    assert json.loads((out / "summary.json").read_text())["links_to_other_hosts"] == {}

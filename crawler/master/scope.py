@@ -181,8 +181,8 @@ class Scope(NamedTuple):
                    else "give it as a seed, or crawl with --scope any")
             return f"another host than the seeds' ({fix})"
         if search_any(self.deny, url):
-            return "denied by crawl.deny"
-        return "not matched by crawl.allow"
+            return "matched by --deny (crawl.deny)"
+        return "not matched by --allow (crawl.allow)"
 
     def allows_image(self, url: str) -> bool:
         """May the crawl download this image? Any host by default; image_deny wins."""
