@@ -1165,8 +1165,9 @@ def test_the_address_guard_applies_to_every_redirect_hop(
         assert to_localhost.kind is FailureKind.BLOCKED
     private = got[server.url + "/to-private.png"]
     assert isinstance(private, Attempt) and private.kind is FailureKind.BLOCKED
-    assert private.reason.startswith("refused to connect to 10.255.255.1 (10.255.255.1): "
-                                     "private address")
+    assert private.reason.startswith(  # at a redirect, said as such
+        "redirected to http://10.255.255.1/x.png: refused to connect to 10.255.255.1 "
+        "(10.255.255.1): private address")
     loop = got[server.url + "/loop.png"]
     assert isinstance(loop, Attempt) and (loop.reason, loop.kind) == ("more than 10 redirects",
                                                                       FailureKind.REDIRECT)

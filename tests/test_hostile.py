@@ -129,9 +129,11 @@ CASES: dict[str, tuple[Callable[[FixtureHandler], None], str, str]] = {
     "/a/b.png": (body(PNG, "image/png"), "success", ""),
     "/q.png": (body(PNG, "image/png"), "success", ""),
     "/to-private.png": (redirect("http://10.255.255.1/x.png"), "failure",
-                        "refused to connect to 10.255.255.1 (10.255.255.1): private address"),
+                        "redirected to http://10.255.255.1/x.png: refused to connect to "
+                        "10.255.255.1 (10.255.255.1): private address"),
     "/to-metadata.png": (redirect("http://169.254.169.254/latest/meta-data/"), "failure",
-                         "refused to connect to 169.254.169.254 (169.254.169.254): metadata"),
+                         "redirected to http://169.254.169.254/latest/meta-data/: refused "
+                         "to connect to 169.254.169.254 (169.254.169.254): metadata"),
 }
 EXTRA_IMAGES = {  # referenced by the page, served by routes above
     "/q.png?x=1": "success", "/q.png?x=2": "success",

@@ -441,7 +441,10 @@ class CurlEngine:
     def _transport_failure(self, transfer: Transfer, code: int, message: str) -> Attempt:
         if transfer.blocked is not None and code in (pycurl.E_COULDNT_CONNECT,
                                                      pycurl.E_ABORTED_BY_CALLBACK):
-            return failed(transfer, str(transfer.blocked), FailureKind.BLOCKED)
+            # At a redirect, said as the other refusals of one are: the image's own
+            # host was fine, and the user looks for where it sent the request.
+            at = (f"redirected to {_shown(transfer.url)}: " if transfer.hops else "")
+            return failed(transfer, at + str(transfer.blocked), FailureKind.BLOCKED)
         if transfer.out_of_files and code == pycurl.E_COULDNT_CONNECT:
             return failed(transfer, out_of_files_reason(), FailureKind.CONNECTION, True)
         if code == pycurl.E_OPERATION_TIMEDOUT and (
@@ -524,8 +527,8 @@ class CurlEngine:
             if refusal is None:
                 self._guarded(slot, functools.partial(self._next_hop, target=target))
                 continue
-            shown = target if len(target) <= SHOWN_URL else target[:SHOWN_URL] + "..."
-            self._finish(slot, failed(transfer, f"redirected to {shown}: {refusal.reason}",
+            self._finish(slot, failed(transfer,
+                                      f"redirected to {_shown(target)}: {refusal.reason}",
                                       FailureKind.REDIRECT, refusal.passing), active=False)
 
     def _next_hop(self, slot: Slot, target: str) -> None:
@@ -641,3 +644,6 @@ _DIED_UNANSWERED = frozenset({pycurl.E_RECV_ERROR, pycurl.E_SEND_ERROR, pycurl.E
                               pycurl.E_HTTP2, CURLE_HTTP2_STREAM})
 
 
+def _shown(url: str) -> str:
+    """A redirect's target, cut for a failure's reason."""
+    return url if len(url) <= SHOWN_URL else url[:SHOWN_URL] + "..."
