@@ -6,6 +6,7 @@ import contextlib
 import gzip
 import hashlib
 import ipaddress
+import json
 import os
 import re
 import socket
@@ -211,6 +212,10 @@ def test_a_page_redirecting_to_a_private_address_is_not_fetched(
     assert result.returncode == 0, result.stderr
     assert "refused to connect to 192.168.255.254" in result.stderr
     assert [e["status"] for e in manifest_lines(tmp_path / "out")] == ["success"]
+    [page] = [json.loads(line) for line in (tmp_path / "out" / "pages.jsonl").open()]
+    assert page["reason"].startswith(  # said as a redirect's refusal, as an image's is
+        "redirected to http://192.168.255.254/admin: refused to connect to 192.168.255.254 "
+        "(192.168.255.254): private address not allowed"), page
 
 
 def test_explicit_networks_replace_the_seed_default(site: FixtureServer, tmp_path: Path,

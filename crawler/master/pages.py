@@ -21,7 +21,7 @@ from crawler.fetch.policy import (
     server_pause,
     transient_status,
 )
-from crawler.model.outcome import BUSY_STATUSES, status_reason
+from crawler.model.outcome import BUSY_STATUSES, FailureKind, status_reason
 from crawler.parse.encodings import charset_param
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
@@ -99,8 +99,11 @@ def after_hop(url: str, current: str, reply: Reply, timeout: float) -> Page | st
     if not reply.ok:
         if reply.timed_out:  # (not sent at all, for want of a connection: not the host's)
             return too_slow(url, current, timeout, host_hung=not reply.no_turn)
-        return Page(url, current, reply.status, skipped=reply.failure,
-                    transient=reply.transient)
+        failure = reply.failure
+        if reply.kind is FailureKind.BLOCKED and current != url:
+            # Where a redirect led, as the other refusals of one say it (an image's too).
+            failure = f"redirected to {current}: {failure}"
+        return Page(url, current, reply.status, skipped=failure, transient=reply.transient)
     if reply.status in REDIRECT_STATUSES and "location" in reply.headers:
         location = reply.headers["location"]
         try:
