@@ -420,6 +420,25 @@ def test_the_summary_shows_a_slow_rate_as_more_than_none(
     assert f"  elapsed         {shown}" in lines.splitlines(), lines
 
 
+@pytest.mark.parametrize(("reason", "hinted"), [
+    ("TLS certificate not trusted: SSL certificate problem: self-signed certificate", True),
+    ("HTTP 404", False)])
+def test_the_summary_names_the_flag_for_an_image_host_of_a_private_ca(
+        tmp_path: Path, reason: str, hinted: bool) -> None:
+    """A seed whose certificate is not trusted is told of --ca-bundle; images on such a
+    host failed with no word of it."""
+    from crawler.api import Summary
+    from crawler.cli import format_summary
+
+    lines = format_summary(Summary(completed=True, interrupted=False, dry_run=False,
+                                   seeds=("http://h/",), elapsed_s=1.0, pages=1,
+                                   pages_failed=0, found=3, succeeded=0, failed=3, bytes=0,
+                                   out_dir=tmp_path, failures_by_reason={reason: 3}))
+    hint = ("  (a certificate not trusted: if a CA of your own signs it, --ca-bundle FILE "
+            "trusts it)")
+    assert (hint in lines.splitlines()) is hinted, lines
+
+
 def test_report_is_rewritten_in_place(gallery: dict[str, Any]) -> None:
     out = gallery["out"]
     with (out / "manifest.jsonl").open("ab") as manifest:
