@@ -108,8 +108,11 @@ class Summary:
     # was spent; a rerun with a larger one queues them
     pages_to_retry: int = 0  # pages and images that failed for a passing reason (a timeout,
     images_to_retry: int = 0  # a 5xx, 429, a refused connection): the next run tries them
-    # This run's links to pages on hosts out of crawl.scope, by host (most first; at most
-    # 100), and image URLs crawl.image_allow/image_deny (--accept, --reject) refused
+    # This run's links to pages on hosts out of crawl.scope: in all, the hosts (up to
+    # 1,000: past that, at least that many), the 100 most linked (most first); and image
+    # URLs crawl.image_allow/image_deny (--accept, --reject) refused (up to 100,000)
+    links_out_of_scope: int = 0
+    hosts_out_of_scope: int = 0
     links_to_other_hosts: dict[str, int] = field(default_factory=dict)
     images_out_of_scope: int = 0
     seed_failures: tuple[tuple[str, str], ...] = ()  # (seed, why) for seeds that failed
@@ -169,6 +172,8 @@ def summarize(master: MasterSummary, seeds: tuple[str, ...], *, dry_run: bool,
         pages_at_depth_limit=master.pages_at_depth_limit,
         pages_to_retry=master.pages_to_retry,
         images_to_retry=master.images_to_retry,
+        links_out_of_scope=master.links_out_of_scope,
+        hosts_out_of_scope=master.hosts_out_of_scope,
         links_to_other_hosts=master.links_to_other_hosts,
         images_out_of_scope=master.images_out_of_scope,
         seed_failures=tuple((seed, why) for seed, why in master.seed_failures),

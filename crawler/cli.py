@@ -900,11 +900,15 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
         elif not dry_run and not quiet:
             print(format_summary(summary, on_broker=broker is not None,
                                  interrupted_note=interrupted_note), file=sys.stderr)
-        elif not quiet and (left := _left_out(summary, "a larger one lists more")):
+        elif not quiet:
             # Standard output holds the list alone; that it is not the site's whole is said
             # beside it, or a list cut at --max-pages passed for all there is.
-            print("dry run: the crawl's limits left pages or images out\n" + "\n".join(left),
-                  file=sys.stderr)
+            if left := _left_out(summary, "a larger one lists more"):
+                print("dry run: the crawl's limits left pages or images out\n"
+                      + "\n".join(left), file=sys.stderr)
+            if scope := _out_of_scope(summary):
+                print("dry run: the crawl's scope left pages or images out\n"
+                      + "\n".join(scope), file=sys.stderr)
 
     try:
         summary = run_crawl(settings, seeds, authkey, local_workers=local_workers,
@@ -973,21 +977,33 @@ def _left_out(summary: ApiSummary, larger: str) -> list[str]:
         *([f"  not queued      {images_left_shown(summary.images_left)} images found: the image "
            f"budget (--max-images) was spent; {larger}"]
           if summary.images_left else []),
-        *([f"  other hosts     {_links_elsewhere(summary.links_to_other_hosts)}"]
-          if summary.links_to_other_hosts else []),
-        *([f"  not accepted    {summary.images_out_of_scope} image URLs: refused by --accept or "
-           "--reject (crawl.image_allow, crawl.image_deny)"]
-          if summary.images_out_of_scope else []),
     ]
 
 
-def _links_elsewhere(by_host: Mapping[str, int]) -> str:
-    """Links to pages on other hosts, said with the hosts most linked to."""
-    links = sum(by_host.values())
-    shown = ", ".join(f"{host} ({count})" for host, count in list(by_host.items())[:3])
-    more = f" and {len(by_host) - 3} more" if len(by_host) > 3 else ""
-    return (f"{links} links to pages on hosts out of the crawl's scope, not followed "
-            f"(--scope): {shown}{more}")
+def _out_of_scope(summary: ApiSummary) -> list[str]:
+    """The summary's lines on what the crawl's scope left out this run."""
+    from crawler.master.leftout import MAX_HOSTS, MAX_IMAGES
+
+    lines = []
+    if summary.links_out_of_scope:
+        hosts = summary.hosts_out_of_scope
+        shown = ", ".join(f"{host} ({count})" for host, count
+                          in list(summary.links_to_other_hosts.items())[:3])
+        more = f" and {hosts - 3} more" if hosts > 3 else ""
+        lines.append(
+            f"  other hosts     {_counted(summary.links_out_of_scope, 'link')} to pages on "
+            f"{'at least ' if hosts >= MAX_HOSTS else ''}{_counted(hosts, 'host')} out of "
+            f"the crawl's scope, not followed (--scope): {shown}{more}")
+    if summary.images_out_of_scope:
+        images = summary.images_out_of_scope
+        lines.append(f"  not accepted    {'at least ' if images >= MAX_IMAGES else ''}"
+                     f"{_counted(images, 'image URL')} refused by --accept or --reject "
+                     "(crawl.image_allow, crawl.image_deny)")
+    return lines
+
+
+def _counted(count: int, what: str) -> str:
+    return f"{count} {what}" + ("" if count == 1 else "s")
 
 
 def format_summary(summary: ApiSummary, *, on_broker: bool = False,
@@ -1004,6 +1020,7 @@ def format_summary(summary: ApiSummary, *, on_broker: bool = False,
                     "ended: no seed page could be fetched (below)"),
         f"  pages crawled   {summary.pages} ({summary.pages_failed} failed or skipped)",
         *_left_out(summary, larger),
+        *_out_of_scope(summary),
         *([f"  to try again    {_to_retry(summary)} failed for a passing reason (a timeout, "
            "5xx, 429, a refused connection, an unreadable robots.txt, a TLS failure a setting "
            "fixes, a name taken in the image folder): the same command again tries them"]

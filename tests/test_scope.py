@@ -341,12 +341,21 @@ def test_the_summary_says_what_the_scope_left_out(
     summary = json.loads((out / "summary.json").read_text())
     # Each page's two links count (the hosts, not the pages, are what a user acts on);
     # each refused image once, however many pages show it.
+    assert (summary["links_out_of_scope"], summary["hosts_out_of_scope"]) == (4, 1)
     assert summary["links_to_other_hosts"] == {other: 4}
     assert summary["images_out_of_scope"] == 2
-    assert (f"  other hosts     4 links to pages on hosts out of the crawl's scope, not "
+    assert (f"  other hosts     4 links to pages on 1 host out of the crawl's scope, not "
             f"followed (--scope): {other} (4)") in done.stderr, done.stderr
-    assert ("  not accepted    2 image URLs: refused by --accept or --reject "
+    assert ("  not accepted    2 image URLs refused by --accept or --reject "
             "(crawl.image_allow, crawl.image_deny)") in done.stderr
+    # A dry run says them under a heading of their own, beside its list.
+    listed = run_crawler("master", site.url + "/", "--accept", r"\.png$", "--dry-run",
+                         cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.split() == [site.url + "/a.png"]
+    assert ("dry run: the crawl's scope left pages or images out\n  other hosts     4 links"
+            in listed.stderr), listed.stderr
+    assert "the crawl's limits" not in listed.stderr
     assert elsewhere.paths() == []
     assert [e["url"] for e in manifest_lines(out)] == [site.url + "/a.png"]
 
@@ -374,3 +383,18 @@ def test_allow_and_deny_flags_narrow_the_pages_followed(
     assert [e["url"] for e in manifest_lines(out)] == [site.url + "/a.png"]
     assert set(site.paths()) & {"/docs/old/b.html", "/blog/c.html"} == set()
     assert json.loads((out / "summary.json").read_text())["links_to_other_hosts"] == {}
+
+
+def test_links_to_a_thousand_hosts_and_more_are_counted_in_all() -> None:
+    """Past MAX_HOSTS hosts (a link farm), the rest are counted together: the total stays
+    right, and no made-up host name is ranked."""
+    from crawler.master.leftout import MAX_HOSTS, LeftOut
+
+    left = LeftOut()
+    for n in range(MAX_HOSTS + 500):
+        left.link(f"http://h{n}.example/page")
+    left.link("http://h1.example/other")
+    links = left.links()
+    assert (links.links, links.hosts, links.more) == (MAX_HOSTS + 501, MAX_HOSTS, True)
+    assert list(links.by_host)[:2] == ["h1.example", "h0.example"]
+    assert len(links.by_host) == 100

@@ -9,39 +9,58 @@ site whose pages sat on a sub-domain looked like a site of one page.
 from __future__ import annotations
 
 import collections
+from typing import NamedTuple
 
 from crawler.model.urls import host_key_of_normalized
 
-# Hosts counted one by one; a page of links to thousands (a link farm) counts the
-# rest together.
+# Hosts counted one by one; a page of links to thousands (a link farm) counts the rest
+# together, and refused image URLs are told apart up to as many as the image budget's
+# count of those left out is (crawler.model.files.IMAGES_LEFT_KEPT).
 MAX_HOSTS = 1000
-OTHERS = "(other hosts)"
+MAX_IMAGES = 100_000
+SHOWN_HOSTS = 100  # in summary.json, most linked first
+
+
+class LinksElsewhere(NamedTuple):
+    """Links to pages on other hosts: how many, to how many hosts (``more`` when past
+    ``MAX_HOSTS``, which are told apart no further), and the most linked hosts."""
+
+    links: int
+    hosts: int
+    more: bool
+    by_host: dict[str, int]
 
 
 class LeftOut:
-    """Counts kept by the crawl loop (links) and the page loop's threads (images): one
-    ``Counter`` update or ``set.add`` at a time, each atomic under the GIL."""
+    """Links are counted by the crawl loop alone; images by the page loop's threads, one
+    ``set.add`` at a time, which the GIL makes atomic."""
 
     def __init__(self) -> None:
-        self.links_by_host: collections.Counter[str] = collections.Counter()
+        self._links_by_host: collections.Counter[str] = collections.Counter()
+        self._links_past = 0  # links to hosts past MAX_HOSTS
         self._images: set[str] = set()
 
     def link(self, url: str) -> None:
-        """A link to a page out of the scope's mode (another host, another domain)."""
+        """A link to a page out of the scope's mode (another host, another domain), counted
+        for each page it is on."""
         host = host_key_of_normalized(url) or "?"
-        if host not in self.links_by_host and len(self.links_by_host) >= MAX_HOSTS:
-            host = OTHERS
-        self.links_by_host[host] += 1
+        if host in self._links_by_host or len(self._links_by_host) < MAX_HOSTS:
+            self._links_by_host[host] += 1
+        else:
+            self._links_past += 1
 
     def image(self, url: str) -> None:
         """An image URL the image patterns refuse (counted once however often shown)."""
-        self._images.add(url)
+        if len(self._images) < MAX_IMAGES:
+            self._images.add(url)
 
     @property
     def images(self) -> int:
+        """Image URLs refused: ``MAX_IMAGES`` means at least that many."""
         return len(self._images)
 
-    def hosts(self, most: int = 100) -> dict[str, int]:
-        """The hosts with most links left out, most first (equal counts by name)."""
-        ranked = sorted(self.links_by_host.items(), key=lambda kv: (-kv[1], kv[0]))
-        return dict(ranked[:most])
+    def links(self) -> LinksElsewhere:
+        ranked = sorted(self._links_by_host.items(), key=lambda kv: (-kv[1], kv[0]))
+        return LinksElsewhere(links=sum(self._links_by_host.values()) + self._links_past,
+                              hosts=len(ranked), more=self._links_past > 0,
+                              by_host=dict(ranked[:SHOWN_HOSTS]))

@@ -1287,6 +1287,7 @@ class Master:
     def _summary(self, *, completed: bool, interrupted: bool,
                  manifest: ManifestTally) -> Summary:
         s = self._snapshot
+        elsewhere = self._left_out.links()
         return Summary(completed=completed, interrupted=interrupted,
                        elapsed_s=time.monotonic() - self._started, pages=s.pages,
                        pages_failed=s.pages_failed, found=s.found, succeeded=s.downloaded,
@@ -1297,7 +1298,9 @@ class Master:
                        pages_at_depth_limit=self._pages_at_depth_limit,
                        images_left=len(self._images_over - self._images_seen),
                        images_to_retry=manifest.transient,
-                       links_to_other_hosts=self._left_out.hosts(),
+                       links_out_of_scope=elsewhere.links,
+                       hosts_out_of_scope=elsewhere.hosts,
+                       links_to_other_hosts=elsewhere.by_host,
                        images_out_of_scope=self._left_out.images,
                        manifest=manifest)
 

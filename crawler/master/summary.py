@@ -31,8 +31,11 @@ class Summary:
     images_left: int = 0  # images found and not queued: the image budget was spent
     pages_to_retry: int = 0  # pages that failed for a passing reason: the next run tries them
     images_to_retry: int = 0  # the same of images
-    # Links to pages on hosts out of the scope's mode, by host (most first), and image
-    # URLs the image patterns refused: this run's (see crawler.master.leftout).
+    # Links to pages on hosts out of the scope's mode (in all, to how many hosts, the most
+    # linked ones), and image URLs the image patterns refused: this run's, this master's
+    # (see crawler.master.leftout).
+    links_out_of_scope: int = 0
+    hosts_out_of_scope: int = 0
     links_to_other_hosts: dict[str, int] = field(default_factory=dict)
     images_out_of_scope: int = 0
     seed_failures: list[tuple[str, str]] = field(default_factory=list)  # (seed, why)
