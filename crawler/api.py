@@ -617,6 +617,8 @@ def _seed_hint(seed: str, why: str, *, schemeless: bool) -> str:
     plain HTTP), a seed that is no page, one whose server (or its redirect's) refused
     the connection, one its site's robots.txt disallows, and one refused while its
     server answers robots.txt with an error (5xx, 429, a broken body)."""
+    from crawler.fetch.engine import signed_by_an_unknown_ca
+
     if schemeless and "DNS lookup failed" in why and _names_a_local_file(seed):
         # site/index.html was read as https://site/index.html (a folder a wget mirror
         # made is named as its host, so a seed may name one too: a hint, no refusal).
@@ -651,7 +653,7 @@ def _seed_hint(seed: str, why: str, *, schemeless: bool) -> str:
         if address:
             return (f"; nothing listens at {address}: is its server running, and is the "
                     "address right?")
-    if "TLS certificate not trusted: " in why and "unable to get local issuer" in why:
+    if signed_by_an_unknown_ca(why):
         # Signed by a CA this host does not know (a company's own, a test's): the user's.
         return ("; if its certificate is signed by a CA of your own, give it with "
                 "--ca-bundle FILE (--insecure skips the check)")

@@ -1039,7 +1039,9 @@ def format_summary(summary: ApiSummary, *, on_broker: bool = False,
             lines.append(f"    {sum(count for _, count in reasons[5:]):6d}  for "
                          f"{len(reasons) - 5} other reason(s): failures_by_reason in "
                          f"{summary.summary_json or 'summary.json'}")
-    if any("TLS certificate not trusted" in reason for reason in summary.failures_by_reason):
+    from crawler.fetch.engine import signed_by_an_unknown_ca
+
+    if any(map(signed_by_an_unknown_ca, summary.failures_by_reason)):
         # Said of a seed when it fails; an image host's own CA was left to guess.
         lines.append("  (a certificate not trusted: if a CA of your own signs it, "
                      "--ca-bundle FILE trusts it)")

@@ -422,6 +422,12 @@ def test_the_summary_shows_a_slow_rate_as_more_than_none(
 
 @pytest.mark.parametrize(("reason", "hinted"), [
     ("TLS certificate not trusted: SSL certificate problem: self-signed certificate", True),
+    ("TLS certificate not trusted: SSL certificate problem: unable to get local issuer "
+     "certificate", True),
+    # what a CA of one's own does not mend: a name that does not match, a date past
+    ("TLS certificate not trusted: SSL: no alternative certificate subject name matches "
+     "target host name 'a.test'", False),
+    ("TLS certificate not trusted: SSL certificate problem: certificate has expired", False),
     ("HTTP 404", False)])
 def test_the_summary_names_the_flag_for_an_image_host_of_a_private_ca(
         tmp_path: Path, reason: str, hinted: bool) -> None:

@@ -85,6 +85,9 @@ class Abandoned(Exception):
         self.transient = transient
 
 
+UNTRUSTED = "TLS certificate not trusted"  # a certificate verification failed
+
+
 def too_slow(limits: Limits) -> str:
     """The reason of a download cut at ``download.deadline`` (a transient failure)."""
     return f"too slow: not finished within {limits.deadline:g} s"
@@ -185,7 +188,7 @@ CURL_ERRORS: dict[int, tuple[FailureKind, str, bool]] = {
                             True),
     CURLE_PROXY: (FailureKind.CONNECTION, "proxy error", True),
     pycurl.E_SSL_CONNECT_ERROR: (FailureKind.TLS, "TLS error", True),
-    pycurl.E_PEER_FAILED_VERIFICATION: (FailureKind.TLS, "TLS certificate not trusted", False),
+    pycurl.E_PEER_FAILED_VERIFICATION: (FailureKind.TLS, UNTRUSTED, False),
     pycurl.E_SSL_CACERT_BADFILE: (FailureKind.TLS, "TLS error: bad CA bundle", False),
     pycurl.E_SSL_CERTPROBLEM: (FailureKind.TLS, "TLS error: bad client certificate", False),
     # What libcurl 8 says of a client key it cannot use (encrypted, or not the
@@ -253,6 +256,17 @@ def message_failure(message: str) -> tuple[FailureKind, str, bool] | None:
     if "error -532" in message and _H2_ENDED_SHORT.search(message):
         return FailureKind.CONNECTION, H2_ENDED_SHORT, True
     return None
+
+
+def signed_by_an_unknown_ca(reason: str) -> bool:
+    """Whether a failure's reason is a certificate signed by no CA this host trusts (its
+    own, a company's, a test's): what --ca-bundle mends, unlike a name that does not
+    match or a certificate past its date. In OpenSSL's words, 1.1's and 3's."""
+    return UNTRUSTED in reason and any(words in reason for words in _UNKNOWN_CA_WORDS)
+
+
+_UNKNOWN_CA_WORDS = ("unable to get local issuer", "self-signed certificate",
+                     "self signed certificate")
 
 
 def curl_failure(code: int, message: str) -> tuple[FailureKind, str, bool]:
