@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import functools
 import logging
+import math
 import os
 import shlex
 import signal
@@ -829,7 +830,7 @@ def _what_a_folder_holds(folder: Path) -> str:
     if summary.is_file():
         said.append(f"a crawl's figures are in {summary}")
     if manifest.is_file():
-        said.append(f"crawler report {folder} makes its gallery")
+        said.append(f"crawler report {shell_word(folder)} makes its gallery")
     if not said:
         return f"; {folder} holds no crawl's results"
     return "; " + ", and ".join(said)
@@ -1061,7 +1062,10 @@ def format_summary(summary: ApiSummary, *, on_broker: bool = False,
 def _rate(per_second: float) -> str:
     """A rate to one decimal, or below 1 to two significant digits: 8 images in 392 s
     read "0.0 images/s", as if none had been stored."""
-    return f"{per_second:.2g}" if 0 < per_second < 1 else f"{per_second:.1f}"
+    if not 0 < per_second < 1:
+        return f"{per_second:.1f}"
+    decimals = 1 - math.floor(math.log10(per_second))  # two significant digits
+    return f"{per_second:.{decimals}f}"
 
 
 def _to_retry(summary: ApiSummary) -> str:

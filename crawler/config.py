@@ -229,14 +229,17 @@ def _compiles(patterns: tuple[str, ...]) -> bool:
 
 
 def glob_hint(pattern: str) -> str:
-    """What a pattern written as a shell glob ("*.jpg") means as a regular expression,
-    which it is not; "" for any other."""
+    """What a pattern written as a shell glob ("*.jpg", or wget's "*.jpg,*.png") means as
+    a regular expression, which it is not; "" for any other."""
     if not pattern.startswith("*"):
         return ""
-    glob = _GLOB_SUFFIX.fullmatch(pattern)
-    if glob is not None:
-        return (f"a regular expression, not a shell pattern: for names ending in "
-                f".{glob[1]}, write '\\.{re.escape(glob[1])}$'")
+    if _GLOB_SUFFIXES.fullmatch(pattern):
+        suffixes = [re.escape(glob.strip()[2:]) for glob in pattern.split(",")]
+        if len(suffixes) == 1:
+            return (f"a regular expression, not a shell pattern: for names ending in "
+                    f".{suffixes[0]}, write '\\.{suffixes[0]}$'")
+        return (f"a regular expression, not a shell pattern: for names ending in those, "
+                f"write '\\.({'|'.join(suffixes)})$'")
     return "a regular expression, not a shell pattern: '.*' is any text, '\\.' a dot"
 
 
@@ -264,12 +267,14 @@ def _suffix_list(pattern: str) -> list[str]:
     return [re.escape(word.strip().lstrip(".")) for word in pattern.split(",")]
 
 
-# A comma-separated list of file suffixes: wget's --accept takes one.
-_WGET_LIST = re.compile(r"\s*\.?[A-Za-z0-9]{1,5}(?:\s*,\s*\.?[A-Za-z0-9]{1,5})+\s*")
-# A shell glob of a suffix ("*.jpg"), which compiles as no regular expression.
-_GLOB_SUFFIX = re.compile(r"\*\.([A-Za-z0-9]{1,5})")
+# A comma-separated list of file suffixes: wget's --accept takes one. Each has a letter:
+# numbers between commas are an IIIF image's region or size ("0,0,512,512", "150,").
+_SUFFIX = r"\.?(?=[0-9]*[A-Za-z])[A-Za-z0-9]{1,5}"
+_WGET_LIST = re.compile(rf"\s*{_SUFFIX}(?:\s*,\s*{_SUFFIX})+\s*")
+# Shell globs of suffixes ("*.jpg", "*.jpg,*.png"), which compile as no regular expression.
+_GLOB_SUFFIXES = re.compile(r"\*\.[A-Za-z0-9]{1,5}(?:\s*,\s*\*\.[A-Za-z0-9]{1,5})*")
 
-_PATTERNS = Check(_compiles, "a list of Python regular expressions", _patterns_fault)
+_PATTERNS = Check(_compiles, "a list of Python regular expressions")
 _IMAGE_PATTERNS = Check(_image_patterns, "a list of Python regular expressions",
                         _patterns_fault)
 
@@ -1002,6 +1007,8 @@ def _quoted_hint(key: str, raw: Any, hint: Any) -> str:
             or (hint is float and _TOML_DECIMAL.fullmatch(text))):
         return f" (quoted, it is text: write {key} = {text})"
     if typing.get_origin(hint) is tuple:
+        if key in ("image_allow", "image_deny") and _suffix_list(raw):
+            return f" ({_patterns_fault((raw,))})"  # (as one item, it is refused too)
         return f" (one item is a list too: {key} = [{_as_written(raw)}])"
     return ""
 

@@ -1032,12 +1032,13 @@ def test_sizes_accept_and_reject_on_the_command_line() -> None:
     args = build_parser().parse_args(["master", "http://a.example/", "--settings", os.devnull,
                                       "--max-bytes", "10M", "--accept", r"\.png$",
                                       "--accept", r"\.jpe?g$", "--reject", "thumb",
-                                      "--reject", "w_100,h_100"])
+                                      "--reject", "w_100,h_100", "--reject", "/full/150,150/"])
     settings = _settings(args)
     assert settings.download.max_bytes == 10 * 1024 * 1024
     assert settings.crawl.image_allow == (r"\.png$", r"\.jpe?g$")
     # (a comma between words that are no file suffixes: an image CDN's transform)
-    assert settings.crawl.image_deny == ("thumb", "w_100,h_100")
+    # and numbers between commas: an IIIF image's size)
+    assert settings.crawl.image_deny == ("thumb", "w_100,h_100", "/full/150,150/")
 
 
 @pytest.mark.parametrize(("flags", "message"), [
@@ -1058,6 +1059,8 @@ def test_sizes_accept_and_reject_on_the_command_line() -> None:
      "crawler: error: --accept 'png,jpg' is a list of file suffixes, as wget takes them; "
      "this takes a regular expression: for those, write '\\.(png|jpg)$'"),
     (["--accept", ".jpeg, .GIF"], "for those, write '\\.(jpeg|GIF)$'"),
+    (["--accept", "*.jpg,*.png"], "not a shell pattern: for names ending in those, write "
+                                  "'\\.(jpg|png)$'"),
 ])
 def test_bad_size_or_pattern_exits_2(tmp_path: Path, flags: list[str], message: str) -> None:
     result = run_crawler("master", "http://127.0.0.1:1/", *flags, cwd=tmp_path,

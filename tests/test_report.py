@@ -405,7 +405,8 @@ def test_the_summary_cuts_a_long_failure_reason_to_a_line(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(("stored", "seconds", "shown"), [
-    (8, 392.0, "392.0 s, 0.02 images/s"), (0, 5.0, "5.0 s, 0.0 images/s"),
+    (8, 392.0, "392.0 s, 0.020 images/s"), (0, 5.0, "5.0 s, 0.0 images/s"),
+    (1, 10_800.0, "10800.0 s, 0.000093 images/s"),  # (not 9.3e-05)
     (2000, 2.0, "2.0 s, 1000.0 images/s")])
 def test_the_summary_shows_a_slow_rate_as_more_than_none(
         tmp_path: Path, stored: int, seconds: float, shown: str) -> None:

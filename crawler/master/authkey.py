@@ -28,6 +28,7 @@ from crawler.errors import (
     StorageError,
 )
 from crawler.model.folders import make_folder
+from crawler.model.shellword import shell_word
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,8 @@ def load_authkey(key_file: Path | None, *, generate: bool,
                                    "folder, where the key's file belongs") from exc
             raise AuthkeyError(f"cannot read the authkey file {key_file}: it is a folder; the "
                                f"master's key is the file {KEY_FILE_NAME} in its output "
-                               f"folder: --authkey-file {key_file / KEY_FILE_NAME}") from exc
+                               f"folder: --authkey-file {shell_word(key_file / KEY_FILE_NAME)}"
+                               ) from exc
         except OSError as exc:
             raise AuthkeyError(f"cannot read the authkey file {key_file}: "
                                f"{exc.strerror or exc}") from exc
@@ -83,7 +85,7 @@ def load_authkey(key_file: Path | None, *, generate: bool,
             raise AuthkeyError(f"the authkey file {key_file} is empty; {empty_hint}")
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             log.warning("the authkey file %s can be read by other users; "
-                        "run: chmod 600 %s", key_file, key_file)
+                        "run: chmod 600 %s", key_file, shell_word(key_file))
         return Authkey(text, str(key_file))
     # Its bytes, as a key file's are read: a value that is not UTF-8 (Python holds its
     # bytes as surrogates) made str.encode() raise, a traceback.

@@ -89,7 +89,9 @@ def _www_twin(key: str) -> str | None:
     host = key[: key.find("]") + 1] if key.startswith("[") else key.partition(":")[0]
     if not host or _is_ip(host):
         return None
-    return key[4:] if host.startswith("www.") else "www." + key
+    if host.startswith("www."):
+        return key[4:] if host != "www." else None  # ("www." alone: no host left)
+    return "www." + key
 
 
 class Scope(NamedTuple):

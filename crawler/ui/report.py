@@ -43,7 +43,6 @@ import logging
 import os
 import re
 import secrets
-import shlex
 import socket
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
@@ -65,6 +64,7 @@ from crawler.model.files import (
 )
 from crawler.model.imagetype import by_media_type
 from crawler.model.outcome import IMAGES_DIR
+from crawler.model.shellword import shell_word
 from crawler.ui.progress import human_bytes
 
 log = logging.getLogger(__name__)
@@ -406,7 +406,8 @@ def _no_manifest(folders: Sequence[Path]) -> str:
         return f"{what}: run a crawl first"
     return (f"{what}: {', '.join(workers)} {'holds' if len(workers) == 1 else 'hold'} a "
             "worker's images, whose results are in the master's output folder; name that "
-            f"folder first: crawler report MASTER_OUTPUT_DIR {shlex.join(workers)}")
+            "folder first: crawler report MASTER_OUTPUT_DIR "
+            + " ".join(map(shell_word, workers)))
 
 
 def _holds_a_masters_crawl(folder: Path) -> bool:
