@@ -316,7 +316,10 @@ def assert_safe(path: PurePosixPath, kind: ImageType) -> None:
         # the rules spell out ("_." and "_..") keep theirs.
         assert part[-1] not in ". " or part in ("_.", "_..")
     assert path.name.rpartition(".")[2].lower() in extensions(kind)
-    for folder in path.parts[1:-1]:
+    # A folder named as an image would be the file of another URL beside it. Not the
+    # scheme's or the host's: no file is stored beside those (a string that is no URL
+    # makes a host such as "a.svg").
+    for folder in path.parts[3:-1]:
         assert folder.rpartition(".")[2].lower() not in IMAGE_EXTENSIONS or "." not in folder
 
 
