@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import io
+import logging
 import os
 import pty
 import re
@@ -22,11 +23,14 @@ from crawler.ui.progress import (
     BAR_CHARS,
     PlainReporter,
     Snapshot,
+    TqdmLogHandler,
     TqdmReporter,
     WorkerLine,
     bar_chars_for,
     draw_bar,
     images_line,
+    make_log_handler,
+    make_reporter,
     status_line,
     write_above_bars,
 )
@@ -102,6 +106,20 @@ def terminal() -> Iterator[tuple[io.TextIOWrapper, int]]:
     finally:
         stream.close()
         os.close(controller)
+
+
+@pytest.mark.parametrize(("term", "live"), [("xterm-256color", True), ("dumb", False)])
+def test_a_dumb_terminal_gets_the_plain_lines(
+        terminal: tuple[io.TextIOWrapper, int], monkeypatch: pytest.MonkeyPatch, term: str,
+        live: bool) -> None:
+    """An editor's shell buffer (TERM=dumb) showed the live lines' cursor moves as
+    escape codes: it is a terminal to isatty(), one that says it cannot take them."""
+    stream, _ = terminal
+    monkeypatch.setenv("TERM", term)
+    assert isinstance(make_reporter(False, stream), TqdmReporter if live else PlainReporter)
+    assert isinstance(make_log_handler(False, stream), TqdmLogHandler if live
+                      else logging.StreamHandler)
+    assert WorkerLine(stream)._live is live
 
 
 def read_screen(controller: int, columns: int = 80, rows: int = 10) -> list[str]:

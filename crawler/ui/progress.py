@@ -353,12 +353,19 @@ class TqdmLogHandler(logging.Handler):
             self.handleError(record)
 
 
+def live_terminal(stream: TextIO) -> bool:
+    """Whether ``stream`` is a terminal that takes the live lines' cursor moves: not one
+    that says it is dumb (TERM=dumb: an editor's shell buffer, a CI log that poses as a
+    terminal), which showed them as escape codes; it gets the timestamped lines."""
+    return stream.isatty() and os.environ.get("TERM") != "dumb"
+
+
 def make_log_handler(verbose: bool, stream: TextIO | None = None) -> logging.Handler:
     """Logs above the live lines on a terminal; timestamped lines anywhere else."""
     stream = stream or sys.stderr
     detail = "%(levelname)s %(name)s: %(message)s" if verbose else "%(levelname)s: %(message)s"
     handler: logging.Handler
-    if stream.isatty():
+    if live_terminal(stream):
         handler = TqdmLogHandler()
         handler.setFormatter(logging.Formatter(detail))
     else:
@@ -383,7 +390,7 @@ def make_reporter(quiet: bool, stream: TextIO | None = None) -> Reporter:
     stream = stream or sys.stderr
     if quiet:
         return NullReporter()
-    if stream.isatty():
+    if live_terminal(stream):
         return TqdmReporter(stream)
     return PlainReporter(stream)
 
@@ -399,7 +406,7 @@ class WorkerLine:
                  interval: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._stream = stream or sys.stderr
         self._quiet = quiet
-        self._live = not quiet and self._stream.isatty()
+        self._live = not quiet and live_terminal(self._stream)
         self._interval = 0.2 if self._live else interval
         self._clock = clock
         self._last = clock()
