@@ -479,6 +479,21 @@ def test_an_authkey_variable_set_but_blank_is_said_to_be(tmp_path: Path, command
         "or pass --authkey-file"), result.stderr
 
 
+@pytest.mark.parametrize("blank", ["", " \n"])
+def test_a_master_given_a_blank_authkey_variable_refuses_it(tmp_path: Path, blank: str) -> None:
+    """A master started with CRAWLER_AUTHKEY=$(cat FILE), FILE missing, made a key of its
+    own and crawled, while every worker started from the same environment was refused
+    for the blank variable: the master refuses it too, and makes nothing."""
+    env = {**os.environ, "CRAWLER_AUTHKEY": blank}
+    result = run_crawler("master", "http://127.0.0.1:1/", "--out", "out", "--bind",
+                         "127.0.0.1:0", cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    assert error_line(result) == (
+        "crawler: error: CRAWLER_AUTHKEY is set, but empty: set it to the key, or unset it "
+        "for the master to keep its own in OUT/authkey, or pass --authkey-file")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("folder", ["out", "my out", os.fsdecode(b"out-\xff it's")])
 def test_a_worker_without_a_key_names_the_one_in_its_output_folder(tmp_path: Path,
                                                                    folder: str) -> None:

@@ -129,6 +129,12 @@ def master_authkey(key_file: Path | None, out_dir: Path, *, keep: bool) -> Authk
     """
     if key_file is not None or os.environ.get(ENV_VAR, "").strip():
         return load_authkey(key_file, generate=False)
+    if ENV_VAR in os.environ:
+        # CRAWLER_AUTHKEY=$(cat FILE), FILE missing: a master that made a key of its own
+        # then started, and every worker started with the same variable was refused.
+        raise AuthkeyError(f"{ENV_VAR} is set, but empty: set it to the key, or unset it "
+                           f"for the master to keep its own in OUT/{KEY_FILE_NAME}, or pass "
+                           "--authkey-file")
     path = out_dir / KEY_FILE_NAME
     if path.exists() or not keep:
         return (load_authkey(path, generate=False, empty_hint=OWN_KEY_HINT) if path.exists()
