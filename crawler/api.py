@@ -592,6 +592,8 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
                                 finished_at=_now())
             if summary.summary_json is not None:
                 _write_summary(summary)
+            if ran.seed_failures and not ran.nothing_crawled:
+                _say_seeds_not_crawled(ran.seed_failures, schemeless)
             if on_summary is not None:
                 on_summary(summary)
     except BaseException:
@@ -605,6 +607,21 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
                              + _seed_hint(seed, why, schemeless=seed in schemeless))
     return summary
 
+
+def _say_seeds_not_crawled(failures: Sequence[tuple[str, str]],
+                           schemeless: Collection[str]) -> None:
+    """Warn of seeds that failed in a crawl that read others: said only as a page's INFO
+    line before, a seed list's typo (a 404) went unseen, with -q above all, where a
+    dry run wrote nothing but the other seeds' images."""
+    for seed, why in failures[:SEEDS_SAID]:
+        log.warning("seed %s was not crawled: %s%s", seed, why,
+                    _seed_hint(seed, why, schemeless=seed in schemeless))
+    if len(failures) > SEEDS_SAID:
+        log.warning("%d more seeds were not crawled (a crawl lists each in pages.jsonl)",
+                    len(failures) - SEEDS_SAID)
+
+
+SEEDS_SAID = 5  # seeds not crawled named one by one; the rest are counted
 
 # What OpenSSL says when the other end answers a TLS hello in plain text.
 _NOT_TLS = ("wrong version number", "packet length too long", "record layer failure",

@@ -15,7 +15,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from crawler.demo.site import build_site
+import pytest
+
+from crawler.demo.site import build_site, png
 from crawler.model.outcome import MAX_REASON_CHARS
 
 from .conftest import (
@@ -471,3 +473,24 @@ def test_a_page_found_first_through_a_longer_path_is_read_at_its_shortest(
     assert "/last" in site.paths(), (site.paths(), done.stderr)
     [entry] = manifest_lines(out)
     assert entry["url"] == site.url + "/last.png" and entry["status"] == "success", entry
+
+
+@pytest.mark.parametrize("flags", [(), ("-q",), ("--dry-run", "-q")])
+def test_a_seed_not_crawled_beside_one_that_was_is_said(
+        make_server: Callable[[], FixtureServer], tmp_path: Path,
+        flags: tuple[str, ...]) -> None:
+    """A seed list with a typo (a 404) beside good seeds: the crawl read the others and
+    said the failed seed only in an INFO line; with -q (a dry run's list in a pipeline)
+    nothing at all. It is a warning now, which -q still shows."""
+    server = make_server()
+    serve_routes(server, {"/": ("text/html", b'<img src="/a.png">'),
+                          "/a.png": ("image/png", png(4, 4, 1))})
+    out = tmp_path / "out"
+    done = run_crawler("master", server.url + "/nothere", server.url + "/", *flags,
+                       "--out", str(out), "--local-workers", "1", "--bind", "127.0.0.1:0",
+                       cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"WARNING: seed {server.url}/nothere was not crawled: HTTP 404" in done.stderr, \
+        done.stderr
+    if "--dry-run" in flags:
+        assert done.stdout.split() == [server.url + "/a.png"]
