@@ -494,3 +494,14 @@ def test_a_seed_not_crawled_beside_one_that_was_is_said(
         done.stderr
     if "--dry-run" in flags:
         assert done.stdout.split() == [server.url + "/a.png"]
+
+
+def test_a_dry_runs_verbose_log_counts_the_images_it_lists(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """-v said "0 new images" of every page of a dry run, beside the page's images listed."""
+    server = make_server()
+    serve_routes(server, {"/": ("text/html", b'<img src="/a.png"><img src="/b.png">')})
+    done = run_crawler("master", server.url + "/", "--dry-run", "-v", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.split()) == 2
+    assert f"page {server.url}/ (depth 0): 0 links, 2 new images" in done.stderr, done.stderr

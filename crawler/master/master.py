@@ -909,10 +909,12 @@ class Master:
                        if links_followed else ([], ()))
         if not links_followed and not nofollow and self._links_on(visit.extraction.links):
             self._pages_at_depth_limit += 1  # a trap (a calendar) ends here: said at the end
+        found_before = self._snapshot.found
         new_images, complete = self._new_images(visit, links, links_followed)
         page_url = visit.page.final_url
+        # (Counted as found: a dry run lists them, and queues none.)
         log.debug("page %s (depth %d): %d links, %d new images", visit.url, visit.depth,
-                  len(links), len(new_images))
+                  len(links), self._snapshot.found - found_before)
         # Refusals are final at once, and recorded with the page: a crash right after
         # must not leave them looking queued, or a resumed crawl would download them.
         # The ledger puts the rest on the board when it records the page.
