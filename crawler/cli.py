@@ -473,10 +473,11 @@ def build_parser() -> _Parser:
     status = command("status", "show what a running master is doing",
                      "Ask a running master for its counts, in-flight work and workers.")
     status.add_argument("master", metavar="HOST:PORT", nargs="?",
-                        help="the master's queue address (or --broker)")
+                        help="the master's queue address, or the output folder a master "
+                             "on this host is crawling into (or --broker)")
     status.add_argument("--authkey-file", type=file_path, metavar="FILE",
                         help="file holding the master's authkey (default: the key itself in "
-                             "$CRAWLER_AUTHKEY)")
+                             "$CRAWLER_AUTHKEY, else a folder's own authkey)")
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
     broker_flags(status, "the crawl to show (default: the broker's only crawl)")
 
@@ -1368,18 +1369,29 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     elif args.master is None:
         raise UsageError(f"no master: give its HOST:PORT, or --broker URL (or ${BROKER_ENV})")
     else:
+        key_file = args.authkey_file
         if _a_folder_for_an_address(args.master):
-            from crawler.master.folderlock import folder_in_use
+            from crawler.master.authkey import ENV_VAR, KEY_FILE_NAME
+            from crawler.master.folderlock import folder_in_use, queue_of
 
-            if folder_in_use(Path(args.master)):
+            folder = Path(args.master)
+            queue = queue_of(folder)
+            if queue is None and folder_in_use(folder):  # (a master of an older version)
                 raise UsageError(f"{args.master} is a folder a master is crawling into now: "
                                  "status asks that master, by the HOST:PORT it printed as "
                                  "'queue on HOST:PORT' (crawler report "
-                                 f"{args.master} shows what it has stored so far)")
-            raise UsageError(f"{args.master} is a folder: status asks a running master (give "
-                             f"its HOST:PORT){_what_a_folder_holds(Path(args.master))}")
+                                 f"{shell_word(folder)} shows what it has stored so far)")
+            if queue is None:
+                raise UsageError(f"{args.master} is a folder no master is crawling into now: "
+                                 "status asks a running master (give its HOST:PORT, or its "
+                                 f"output folder){_what_a_folder_holds(folder)}")
+            # Its key as the master took it: given, else the variable, else the folder's.
+            if key_file is None and not os.environ.get(ENV_VAR, "").strip() and (
+                    folder / KEY_FILE_NAME).is_file():
+                key_file = folder / KEY_FILE_NAME
+            args.master = queue
         address = _address(args.master)  # a mistyped address before a missing key
-        authkey = load_authkey(args.authkey_file, generate=False, empty_hint=MASTERS_KEY_HINT)
+        authkey = load_authkey(key_file, generate=False, empty_hint=MASTERS_KEY_HINT)
         status = fetch_status(address, authkey.key)
     write_out(json.dumps(status, indent=2) if args.json else format_status(status))
     return 0

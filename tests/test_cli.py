@@ -28,7 +28,9 @@ from .conftest import (
     free_port,
     manifest_lines,
     run_crawler,
+    site_images,
     start_crawler,
+    stop,
     wait_for_output,
     wait_for_queue_address,
 )
@@ -1297,9 +1299,9 @@ def test_status_given_an_output_folder_points_to_its_summary(tmp_path: Path) -> 
     result = run_crawler("status", "out", cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert error_line(result) == (
-        f"crawler: error: out is a folder: status asks a running master (give its HOST:PORT); "
-        f"a crawl's figures are in {Path('out') / 'summary.json'}, and crawler report out "
-        "makes its gallery")
+        f"crawler: error: out is a folder no master is crawling into now: status asks a "
+        f"running master (give its HOST:PORT, or its output folder); a crawl's figures are "
+        f"in {Path('out') / 'summary.json'}, and crawler report out makes its gallery")
 
 
 def test_status_given_an_empty_folder_points_to_no_summary_it_lacks(tmp_path: Path) -> None:
@@ -1308,13 +1310,15 @@ def test_status_given_an_empty_folder_points_to_no_summary_it_lacks(tmp_path: Pa
     result = run_crawler("status", "out", cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert error_line(result) == (
-        "crawler: error: out is a folder: status asks a running master (give its HOST:PORT); "
-        "out holds no crawl's results")
+        "crawler: error: out is a folder no master is crawling into now: status asks a "
+        "running master (give its HOST:PORT, or its output folder); out holds no crawl's "
+        "results")
 
 
-def test_status_given_the_folder_of_a_running_crawl_asks_for_its_masters_address(
+def test_status_given_the_folder_of_a_running_crawl_of_an_older_master_asks_its_address(
         tmp_path: Path) -> None:
-    """It pointed to the folder's summary.json, which a running crawl has removed."""
+    """It pointed to the folder's summary.json, which a running crawl has removed. (A master
+    of this version notes its queue's address in the lock: see the next test.)"""
     from crawler.master.folderlock import FolderLock
 
     (tmp_path / "out").mkdir()
@@ -1328,6 +1332,32 @@ def test_status_given_the_folder_of_a_running_crawl_asks_for_its_masters_address
         "crawler: error: out is a folder a master is crawling into now: status asks that "
         "master, by the HOST:PORT it printed as 'queue on HOST:PORT' (crawler report out "
         "shows what it has stored so far)")
+
+
+def test_status_given_the_folder_of_a_running_crawl_asks_its_master(
+        site: FixtureServer, tmp_path: Path) -> None:
+    """A master started with -q and --bind 127.0.0.1:0 said its port nowhere, and status
+    needs it: status DIR finds it where the master noted it, with the folder's key."""
+    env = {k: v for k, v in os.environ.items() if k != "CRAWLER_AUTHKEY"}
+    # No worker comes: the crawl waits with its images queued, and status can ask.
+    master = start_crawler("master", site.url + "/", "--out", "out", "-q", "--bind",
+                           "127.0.0.1:0", cwd=tmp_path, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            asked = run_crawler("status", "out", "--json", cwd=tmp_path, env=env)
+            if asked.returncode == 0 and json.loads(asked.stdout)["progress"]["found"]:
+                break
+            assert time.monotonic() < deadline, asked.stderr
+            time.sleep(0.2)
+    finally:
+        stop(master)
+    status = json.loads(asked.stdout)
+    assert status["folder"] == str((tmp_path / "out").resolve())
+    assert status["progress"]["found"] >= len(site_images())  # (a missing one besides)
+    after = run_crawler("status", "out", cwd=tmp_path, env=env)  # killed: no master now
+    assert after.returncode == 2
+    assert "out is a folder no master is crawling into now" in error_line(after)
 
 
 def test_dry_run_and_json_would_share_standard_output_and_are_refused(tmp_path: Path) -> None:

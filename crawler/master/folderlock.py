@@ -66,6 +66,19 @@ class FolderLock:
             log.warning("cannot lock %s (%s): a second master started on this folder "
                         "would not be noticed", self.path, exc.strerror or exc)
 
+    def note_queue(self, host: str, port: int) -> None:
+        """Write the queue's address into the lock file, where ``crawler status DIR`` finds
+        it: a master started with --quiet and --bind HOST:0 said its port nowhere."""
+        if self._fd is None:
+            return
+        every_interface = host in ("0.0.0.0", "::", "")  # noqa: S104 - a comparison
+        text = f"{'127.0.0.1' if every_interface else host}:{port}\n".encode()
+        try:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, text, 0)
+        except OSError as exc:  # (a full disk: status then asks for the address)
+            log.debug("cannot note the queue's address in %s: %s", self.path, exc)
+
     def release(self) -> None:
         if self._fd is not None:
             _held.discard(self._fd)
@@ -84,6 +97,18 @@ def _cannot_create(path: Path, exc: OSError) -> StorageError:
         return StorageError(f"cannot create {path}: {exc.strerror or exc}")
     return StorageError(f"cannot create {path}: it is {what}, where the crawler's lock file "
                         "goes; move it away, or choose another output folder")
+
+
+def queue_of(folder: Path) -> str | None:
+    """The HOST:PORT of the queue of the master crawling into ``folder`` now, as it noted
+    it; None when no master is, or it noted none."""
+    if not folder_in_use(folder):
+        return None
+    try:
+        text = (folder / LOCK_NAME).read_bytes()[:300].decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text or None
 
 
 def folder_in_use(folder: Path) -> bool:

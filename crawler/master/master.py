@@ -387,6 +387,7 @@ class Master:
         self._server = QueueServer(self._embedded_board(), self._options.bind,
                                    self._authkey.key, self.describe)
         lock = self._lock_folder(out_dir)
+        lock.note_queue(*self._server.address[:2])
         try:
             return self._crawl_into(out_dir)
         finally:
