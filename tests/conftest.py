@@ -188,6 +188,16 @@ def crawl_name() -> str:
     return f"test-{secrets.token_hex(8)}"
 
 
+def board_flags(board: str, request: pytest.FixtureRequest) -> list[str]:
+    """A master's flags for a test run on each board: the session's redis-server under a
+    crawl name of its own ("redis"), or the embedded queue on a port of its own (the
+    default one may be another crawl's)."""
+    if board == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        return ["--broker", server.url, "--crawl", "t" + secrets.token_hex(4)]
+    return ["--bind", "127.0.0.1:0"]
+
+
 @pytest.fixture
 def authkey(monkeypatch: pytest.MonkeyPatch) -> str:
     key = secrets.token_hex(16)

@@ -8,7 +8,6 @@ and scope, for the images it shows: on the embedded queue and on the broker.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,8 +16,7 @@ import pytest
 from crawler.demo.site import png
 from crawler.model.imagetype import looks_like_html
 
-from .conftest import FixtureServer, manifest_lines, run_crawler, serve_routes
-from .redis_server import RedisServer
+from .conftest import FixtureServer, board_flags, manifest_lines, run_crawler, serve_routes
 
 THUMB, FULL, OTHER = png(8, 6, 1), png(80, 60, 2), png(20, 10, 3)
 WIKI_PAGE = b"""<!DOCTYPE html><html><body><h1>File:Photo.png</h1>
@@ -51,11 +49,7 @@ def test_an_image_link_to_an_html_page_is_read_as_the_page(
     _serve_wiki(server, away)
     out = tmp_path / "out"
     flags = ["--out", str(out), "--local-workers", "1", "--quiet", "--depth", "1"]
-    if board == "redis":
-        redis_server: RedisServer = request.getfixturevalue("redis_server")
-        flags += ["--broker", redis_server.url, "--crawl", "t" + secrets.token_hex(4)]
-    else:  # a port of its own: the default one may be another crawl's
-        flags += ["--bind", "127.0.0.1:0"]
+    flags += board_flags(board, request)
     done = run_crawler("master", server.url + "/", *flags, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     entries = {e["url"]: e for e in manifest_lines(out)}
@@ -137,11 +131,7 @@ def test_a_link_that_leads_to_an_image_is_downloaded_as_one(
     _serve_gallery(server)
     out = tmp_path / "out"
     flags = ["--out", str(out), "--local-workers", "1", "--quiet"]
-    if board == "redis":
-        redis_server: RedisServer = request.getfixturevalue("redis_server")
-        flags += ["--broker", redis_server.url, "--crawl", "t" + secrets.token_hex(4)]
-    else:
-        flags += ["--bind", "127.0.0.1:0"]
+    flags += board_flags(board, request)
     done = run_crawler("master", server.url + "/", *flags, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     entries = {e["url"]: e for e in manifest_lines(out)}

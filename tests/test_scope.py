@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,11 +18,11 @@ from crawler.model.urls import normalize
 from .conftest import (
     FixtureHandler,
     FixtureServer,
+    board_flags,
     manifest_lines,
     run_crawler,
     serve_routes,
 )
-from .redis_server import RedisServer
 
 
 def page_allowed(scope: Scope, url: str) -> bool:
@@ -307,11 +306,7 @@ def test_a_site_whose_address_sends_to_its_www_twin_is_crawled(
     server.routes["/q.png"] = by_host("/q.png", picture, "image/png")
     out = tmp_path / "out"
     flags = ["--out", str(out), "--local-workers", "1", "--quiet"]
-    if board == "redis":
-        redis_server: RedisServer = request.getfixturevalue("redis_server")
-        flags += ["--broker", redis_server.url, "--crawl", "t" + secrets.token_hex(4)]
-    else:
-        flags += ["--bind", "127.0.0.1:0"]
+    flags += board_flags(board, request)
     done = run_crawler("master", bare + "/", *flags, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     stored = {e["url"]: e["status"] for e in manifest_lines(out)}
