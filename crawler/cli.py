@@ -388,8 +388,9 @@ def build_parser() -> _Parser:
             "(several masters, workers that outlive a master)")
         group.add_argument("--broker", metavar="URL",
                            help="redis://[USER@]HOST:PORT/DB, or rediss:// for TLS "
-                                f"(default: ${BROKER_ENV}); the password comes from "
-                                f"--broker-password-file or ${BROKER_PASSWORD_ENV}, never the URL")
+                                f"(default: ${BROKER_ENV}; --broker '' for none); the password "
+                                f"comes from --broker-password-file or ${BROKER_PASSWORD_ENV}, "
+                                "never the URL")
         group.add_argument("--crawl", metavar="NAME", help=crawl_help)
         group.add_argument("--broker-password-file", type=file_path, metavar="FILE",
                            help="file holding the broker's password")
@@ -1133,7 +1134,8 @@ def _master(args: argparse.Namespace, settings: Settings) -> int:
                              + ("--broker" if named_by == "--broker" else "--crawl and --join"))
         if args.resume or args.fresh:
             drop = ("" if named_by == "--broker" else
-                    f"; or, for a crawl of the output folder, unset ${BROKER_ENV}")
+                    f"; or, for a crawl of the output folder, unset ${BROKER_ENV} (or give "
+                    "--broker '')")
             raise UsageError(f"--resume and --fresh are about the output folder's journal; on a "
                              f"broker ({named_by} names one), the crawl's state is there: start "
                              f"the same crawl again to carry on, or name a new one with --crawl"
@@ -1162,7 +1164,9 @@ def _broker(args: argparse.Namespace) -> BrokerAddress | None:
 
             check_crawl_name(getattr(args, name))
     url, from_command_line = args.broker, True
-    if url is None and os.environ.get(BROKER_ENV) and getattr(args, "master", None) is None:
+    if url is not None and not url.strip():
+        url = None  # --broker '': the embedded queue, whatever $CRAWLER_BROKER says
+    elif url is None and os.environ.get(BROKER_ENV) and getattr(args, "master", None) is None:
         url, from_command_line = os.environ[BROKER_ENV], False
     if url is None:
         for flag in ("crawl", "broker_password_file", "broker_ca"):

@@ -1088,6 +1088,13 @@ def test_a_broker_named_by_the_environment_is_not_blamed_on_a_flag(
     named = run_crawler("master", site.url + "/", "--dry-run", "--crawl", "x", cwd=tmp_path,
                         env=env, timeout=60)
     assert named.returncode == 2 and "drop --crawl and --join" in named.stderr, named.stderr
+    # --broker '' leaves the variable unread (it was refused as a bad URL): the crawl of
+    # the output folder, on the master's own queue.
+    own = run_crawler("master", site.url + "/", "--broker", "", "--out", "own", "--bind",
+                      "127.0.0.1:0", "--local-workers", "1", cwd=tmp_path, timeout=60,
+                      env={**env, "CRAWLER_BROKER": "redis://:x@@host:notaport/0"})
+    assert own.returncode == 0, own.stderr
+    assert (tmp_path / "own" / "crawl.sqlite").is_file() and manifest_lines(tmp_path / "own")
 
 
 def test_broker_mistakes_get_one_clear_line(
