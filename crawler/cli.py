@@ -60,6 +60,7 @@ from crawler.config import (
     without_password,
 )
 from crawler.errors import (
+    AuthenticationFailed,
     AuthkeyError,
     BindError,
     CrawlerError,
@@ -1362,7 +1363,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 def _status(args: argparse.Namespace, settings: Settings) -> int:
     import json
 
-    from crawler.master.authkey import MASTERS_KEY_HINT, load_authkey
+    from crawler.master.authkey import ENV_VAR, KEY_FILE_NAME, MASTERS_KEY_HINT, load_authkey
     from crawler.ui.status import fetch_broker_status, fetch_status, format_status
 
     broker = _broker(args)
@@ -1373,32 +1374,49 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     elif args.master is None:
         raise UsageError(f"no master: give its HOST:PORT, or --broker URL (or ${BROKER_ENV})")
     else:
-        key_file = args.authkey_file
+        key_file, folder_key = args.authkey_file, None
         if _a_folder_for_an_address(args.master):
-            from crawler.master.authkey import ENV_VAR, KEY_FILE_NAME
-            from crawler.master.folderlock import folder_in_use, queue_of
-
             folder = Path(args.master)
-            queue = queue_of(folder)
-            if queue is None and folder_in_use(folder):  # (a master of an older version)
-                raise UsageError(f"{args.master} is a folder a master is crawling into now: "
-                                 "status asks that master, by the HOST:PORT it printed as "
-                                 "'queue on HOST:PORT' (crawler report "
-                                 f"{shell_word(folder)} shows what it has stored so far)")
-            if queue is None:
-                raise UsageError(f"{args.master} is a folder no master is crawling into now: "
-                                 "status asks a running master (give its HOST:PORT, or its "
-                                 f"output folder){_what_a_folder_holds(folder)}")
+            args.master = _queue_of_folder(folder)
             # Its key as the master took it: given, else the variable, else the folder's.
             if key_file is None and not os.environ.get(ENV_VAR, "").strip() and (
                     folder / KEY_FILE_NAME).is_file():
-                key_file = folder / KEY_FILE_NAME
-            args.master = queue
+                key_file = folder_key = folder / KEY_FILE_NAME
         address = _address(args.master)  # a mistyped address before a missing key
         authkey = load_authkey(key_file, generate=False, empty_hint=MASTERS_KEY_HINT)
-        status = fetch_status(address, authkey.key)
+        try:
+            status = fetch_status(address, authkey.key)
+        except AuthenticationFailed as exc:
+            if folder_key is None:
+                raise
+            raise AuthenticationFailed(
+                f"{exc} (status took {folder_key}: for a master started with --authkey-file "
+                f"or {ENV_VAR}, give the same here)") from exc
     write_out(json.dumps(status, indent=2) if args.json else format_status(status))
     return 0
+
+
+def _queue_of_folder(folder: Path) -> str:
+    """The HOST:PORT of the master crawling into ``folder`` on this host, as it noted it in
+    the folder's lock; UsageError, saying how to ask, for any other folder."""
+    from crawler.master.folderlock import BROKER_NOTE, noted_by_master
+
+    noted = noted_by_master(folder)
+    if noted is None:
+        raise UsageError(f"{folder} is a folder no master is crawling into now: status asks "
+                         "a running master (give its HOST:PORT, or its output folder)"
+                         f"{_what_a_folder_holds(folder)}")
+    if noted.startswith(BROKER_NOTE + " "):
+        _, broker, crawl = [*noted.split(" "), "", ""][:3]
+        raise UsageError(f"{folder} is the folder of a master of the crawl {crawl} on the "
+                         f"broker at {broker}: status asks the broker: crawler status --broker "
+                         f"{shell_word(broker)} --crawl {shell_word(crawl)}")
+    if not noted:  # a master of an older version, or one starting
+        raise UsageError(f"{folder} is a folder a master is crawling into now: status asks "
+                         "that master, by the HOST:PORT it printed as 'queue on HOST:PORT' "
+                         f"(crawler report {shell_word(folder)} shows what it has stored so "
+                         "far)")
+    return noted
 
 
 def _report(args: argparse.Namespace, settings: Settings) -> int:

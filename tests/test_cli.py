@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -492,8 +493,12 @@ def test_a_master_given_a_blank_authkey_variable_refuses_it(tmp_path: Path, blan
     assert result.returncode == 2, result.stderr
     assert error_line(result) == (
         "crawler: error: CRAWLER_AUTHKEY is set, but empty: set it to the key, or unset it "
-        "for the master to keep its own in OUT/authkey, or pass --authkey-file")
+        "for the master to keep its own in OUT/authkey, or pass --authkey-file (in Python: "
+        "authkey=)")
     assert not (tmp_path / "out").exists()
+    # A dry run serves no queue, and the demo's workers are its own: no key matters.
+    dry = run_crawler("master", "http://127.0.0.1:1/", "--dry-run", cwd=tmp_path, env=env)
+    assert "CRAWLER_AUTHKEY" not in dry.stderr and dry.returncode == 5, dry.stderr
 
 
 @pytest.mark.parametrize("folder", ["out", "my out", os.fsdecode(b"out-\xff it's")])
@@ -1334,6 +1339,59 @@ def test_status_given_the_folder_of_a_running_crawl_of_an_older_master_asks_its_
         "shows what it has stored so far)")
 
 
+def test_status_given_a_broker_masters_folder_says_how_to_ask_the_broker(
+        tmp_path: Path) -> None:
+    """A broker master serves no queue; its folder held an earlier master's address, and
+    status asked that (or told to use a 'queue on' line it never printed)."""
+    from crawler.master.folderlock import FolderLock
+
+    (tmp_path / "out").mkdir()
+    earlier = FolderLock(tmp_path / "out")
+    earlier.note_queue("127.0.0.1", 9)  # an embedded master's, which has ended
+    earlier.release()
+    lock = FolderLock(tmp_path / "out")  # taken: what the last master noted is gone
+    try:
+        assert (tmp_path / "out" / "crawl.lock").read_bytes() == b""
+        lock.note_broker("redis://127.0.0.1:6379/0", "docs")
+        result = run_crawler("status", "out", cwd=tmp_path)
+    finally:
+        lock.release()
+    assert result.returncode == 2, result.stderr
+    assert error_line(result) == (
+        "crawler: error: out is the folder of a master of the crawl docs on the broker at "
+        "redis://127.0.0.1:6379/0: status asks the broker: crawler status --broker "
+        "redis://127.0.0.1:6379/0 --crawl docs")
+
+
+def test_a_master_starting_while_its_folder_is_looked_at_is_not_refused(
+        tmp_path: Path) -> None:
+    """Looking whether a master crawls into a folder (crawler status DIR, polled) holds
+    the lock shared for a moment: a master starting then was refused as if another
+    crawled into it."""
+    from crawler.master.folderlock import FolderLock, folder_in_use
+
+    (tmp_path / "out").mkdir()
+    looking = threading.Event()
+    looks = 0
+
+    def look() -> None:
+        nonlocal looks
+        while looking.is_set() and looks < 200_000:
+            folder_in_use(tmp_path / "out")
+            looks += 1
+
+    looking.set()
+    looker = threading.Thread(target=look, daemon=True)
+    looker.start()
+    try:
+        for _ in range(300):
+            FolderLock(tmp_path / "out").release()
+    finally:
+        looking.clear()
+        looker.join(10)
+    assert looks > 0
+
+
 def test_status_given_the_folder_of_a_running_crawl_asks_its_master(
         site: FixtureServer, tmp_path: Path) -> None:
     """A master started with -q and --bind 127.0.0.1:0 said its port nowhere, and status
@@ -1358,6 +1416,35 @@ def test_status_given_the_folder_of_a_running_crawl_asks_its_master(
     after = run_crawler("status", "out", cwd=tmp_path, env=env)  # killed: no master now
     assert after.returncode == 2
     assert "out is a folder no master is crawling into now" in error_line(after)
+
+
+def test_status_of_a_folder_whose_master_took_another_key_says_which_it_took(
+        site: FixtureServer, tmp_path: Path) -> None:
+    """A master given --authkey-file, its folder holding an older key: status DIR took the
+    folder's, and the refusal pointed at that very file."""
+    env = {k: v for k, v in os.environ.items() if k != "CRAWLER_AUTHKEY"}
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "authkey").write_text("a" * 32 + "\n")
+    (tmp_path / "key").write_text("b" * 32 + "\n")
+    (tmp_path / "key").chmod(0o600)
+    (tmp_path / "out" / "authkey").chmod(0o600)
+    master = start_crawler("master", site.url + "/", "--out", "out", "-q", "--bind",
+                           "127.0.0.1:0", "--authkey-file", "key", cwd=tmp_path, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            asked = run_crawler("status", "out", cwd=tmp_path, env=env)
+            if asked.returncode == 1:
+                break
+            assert time.monotonic() < deadline, asked.stderr
+            time.sleep(0.2)
+        given = run_crawler("status", "out", "--authkey-file", "key", cwd=tmp_path, env=env)
+    finally:
+        stop(master)
+    assert error_line(asked).endswith(
+        f"(status took {Path('out') / 'authkey'}: for a master started with --authkey-file or "
+        "CRAWLER_AUTHKEY, give the same here)"), asked.stderr
+    assert given.returncode == 0, given.stderr
 
 
 def test_dry_run_and_json_would_share_standard_output_and_are_refused(tmp_path: Path) -> None:

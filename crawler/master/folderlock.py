@@ -11,8 +11,10 @@ network file systems may merge with ``flock``'s.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
+import time
 from pathlib import Path
 
 from crawler.errors import OutputFolderInUse, StorageError
@@ -51,12 +53,10 @@ class FolderLock:
         except OSError as exc:
             raise _cannot_create(self.path, exc) from exc
         _held.add(self._fd)
-        try:
-            import fcntl
-        except ImportError:  # not a POSIX system: no flock to take
+        if importlib.util.find_spec("fcntl") is None:  # not a POSIX system: no flock to take
             return
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock_at_once(self._fd)
         except BlockingIOError:
             self.release()
             raise OutputFolderInUse(
@@ -65,19 +65,32 @@ class FolderLock:
         except OSError as exc:  # a file system without locks (some network mounts)
             log.warning("cannot lock %s (%s): a second master started on this folder "
                         "would not be noticed", self.path, exc.strerror or exc)
+        # What the last master noted (its queue's address) is no longer so.
+        self._note("")
 
     def note_queue(self, host: str, port: int) -> None:
         """Write the queue's address into the lock file, where ``crawler status DIR`` finds
         it: a master started with --quiet and --bind HOST:0 said its port nowhere."""
+        every_interface = host in ("0.0.0.0", "::", "")  # noqa: S104 - a comparison
+        self._note(f"{'127.0.0.1' if every_interface else host}:{port}")
+
+    def note_broker(self, broker: str, crawl: str) -> None:
+        """Write the broker (its URL without a password) and the crawl's name, for
+        ``crawler status DIR`` to say how to ask it."""
+        self._note(f"{BROKER_NOTE} {broker} {crawl}")
+
+    def _note(self, text: str) -> None:
         if self._fd is None:
             return
-        every_interface = host in ("0.0.0.0", "::", "")  # noqa: S104 - a comparison
-        text = f"{'127.0.0.1' if every_interface else host}:{port}\n".encode()
+        data = (text + "\n").encode() if text else b""
         try:
-            os.ftruncate(self._fd, 0)
-            os.pwrite(self._fd, text, 0)
+            # Written before the old text is cut off: a reader meets the new line, or the
+            # old one whole (both end in a line break, and only the first line is read).
+            os.pwrite(self._fd, data, 0)
+            os.ftruncate(self._fd, len(data))
         except OSError as exc:  # (a full disk: status then asks for the address)
-            log.debug("cannot note the queue's address in %s: %s", self.path, exc)
+            log.warning("cannot note the queue's address in %s (%s): crawler status DIR "
+                        "will not find this master", self.path, exc.strerror or exc)
 
     def release(self) -> None:
         if self._fd is not None:
@@ -99,16 +112,38 @@ def _cannot_create(path: Path, exc: OSError) -> StorageError:
                         "goes; move it away, or choose another output folder")
 
 
-def queue_of(folder: Path) -> str | None:
-    """The HOST:PORT of the queue of the master crawling into ``folder`` now, as it noted
-    it; None when no master is, or it noted none."""
+BROKER_NOTE = "broker"  # a broker master's note: "broker URL CRAWL"
+
+
+def noted_by_master(folder: Path) -> str | None:
+    """What the master crawling into ``folder`` now noted in its lock file: its queue's
+    HOST:PORT, or ``broker URL CRAWL``; "" when it noted nothing (a master of an older
+    version, or one just started); None when no master is crawling into it."""
     if not folder_in_use(folder):
         return None
     try:
-        text = (folder / LOCK_NAME).read_bytes()[:300].decode("ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-    return text or None
+        with (folder / LOCK_NAME).open("rb") as lock_file:
+            line = lock_file.readline(1000)
+    except OSError:
+        return ""
+    return line.decode("utf-8", "replace").strip() if line.endswith(b"\n") else ""
+
+
+def _lock_at_once(fd: int) -> None:
+    """Take the lock, or BlockingIOError if a master holds it. ``folder_in_use`` holds a
+    shared lock for a moment to look: a master started then was refused as if another
+    crawled there, so a refusal is asked again for half a second."""
+    import fcntl
+
+    deadline = time.monotonic() + 0.5
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def folder_in_use(folder: Path) -> bool:

@@ -387,9 +387,8 @@ class Master:
         self._server = QueueServer(self._embedded_board(), self._options.bind,
                                    self._authkey.key, self.describe)
         lock = self._lock_folder(out_dir)
-        lock.note_queue(*self._server.address[:2])
         try:
-            return self._crawl_into(out_dir)
+            return self._crawl_into(out_dir, lock)
         finally:
             try:
                 self._reap_workers()  # in the lock: they write into the folder until they end
@@ -401,10 +400,11 @@ class Master:
         make_folder(out_dir, "the output folder")
         return FolderLock(out_dir)
 
-    def _crawl_into(self, out_dir: Path) -> Summary:
+    def _crawl_into(self, out_dir: Path, lock: FolderLock) -> Summary:
         """The embedded crawl, its folder locked and its queue's port bound."""
         assert self._server is not None
         claim_for_embedded(out_dir, fresh=self._options.fresh)
+        lock.note_queue(*self._server.address[:2])  # the folder is this crawl's
         if self._options.fresh:  # after the lock: the crawl forgotten is no other master's
             try:
                 forget_crawl(out_dir)
@@ -506,6 +506,7 @@ class Master:
         out_dir = self._options.out_dir
         made = not out_dir.exists()
         lock = self._lock_folder(out_dir)
+        lock.note_broker(str(broker.address), broker.name)
         try:
             return self._crawl_on_broker_into(broker, out_dir)
         except CrawlerError:
