@@ -505,3 +505,13 @@ def test_a_dry_runs_verbose_log_counts_the_images_it_lists(
     assert done.returncode == 0, done.stderr
     assert len(done.stdout.split()) == 2
     assert f"page {server.url}/ (depth 0): 0 links, 2 new images" in done.stderr, done.stderr
+
+
+def test_a_demo_takes_no_notice_of_a_blank_authkey_variable(tmp_path: Path) -> None:
+    """CRAWLER_AUTHKEY set but empty is refused by a master whose workers may come from
+    elsewhere; the demo's workers are its own, handed its key: it runs."""
+    env = {**os.environ, "CRAWLER_AUTHKEY": ""}
+    done = run_crawler("demo", "--out", str(tmp_path), "--quiet", cwd=tmp_path, env=env,
+                       timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert manifest_lines(tmp_path / "demo")

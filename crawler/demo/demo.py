@@ -87,7 +87,8 @@ def run_demo(settings: Settings, *, workers: int, quiet: bool,
             "images, and links to a page and an image that are missing)")
         # Its workers are started here: nobody else needs to be told how to join.
         status = run_master(demo_settings, (server.base_url + "/",),
-                            master_authkey(None, out_dir, keep=True), local_workers=workers,
+                            master_authkey(None, out_dir, keep=True, workers_elsewhere=False),
+                            local_workers=workers,
                             dry_run=False, quiet=quiet, invite_workers=False,
                             # Not "run it again to resume": a new site, a clean record.
                             interrupted_note="the demo starts afresh when run again")

@@ -120,21 +120,24 @@ def _warn_of_a_path(from_env: bytes) -> None:
                     "instead", ENV_VAR, name, name)
 
 
-def master_authkey(key_file: Path | None, out_dir: Path, *, keep: bool) -> Authkey:
+def master_authkey(key_file: Path | None, out_dir: Path, *, keep: bool,
+                   workers_elsewhere: bool = True) -> Authkey:
     """The master's key: ``key_file``, else ``$CRAWLER_AUTHKEY``, else ``out_dir/authkey``.
 
     That file is made with a new key (mode 0600) when missing, and used as it
     is when present. With ``keep`` False (a dry run, which leaves the output
     folder alone) a missing one is not made: the key lives in memory.
+    ``workers_elsewhere`` False: no worker but the master's own joins (the demo), so a
+    variable set but empty is no one's mistake to say.
     """
     if key_file is not None or os.environ.get(ENV_VAR, "").strip():
         return load_authkey(key_file, generate=False)
-    if ENV_VAR in os.environ:
+    if ENV_VAR in os.environ and keep and workers_elsewhere:
         # CRAWLER_AUTHKEY=$(cat FILE), FILE missing: a master that made a key of its own
         # then started, and every worker started with the same variable was refused.
         raise AuthkeyError(f"{ENV_VAR} is set, but empty: set it to the key, or unset it "
                            f"for the master to keep its own in OUT/{KEY_FILE_NAME}, or pass "
-                           "--authkey-file")
+                           "--authkey-file (in Python: authkey=)")
     path = out_dir / KEY_FILE_NAME
     if path.exists() or not keep:
         return (load_authkey(path, generate=False, empty_hint=OWN_KEY_HINT) if path.exists()
