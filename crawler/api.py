@@ -50,7 +50,7 @@ from crawler.errors import (
     UnknownSetting,
     UsageError,
 )
-from crawler.model.files import SUMMARY_NAME, SUMMARY_PARTIAL_NAME
+from crawler.model.files import PAGES_NAME, SUMMARY_NAME, SUMMARY_PARTIAL_NAME
 
 if typing.TYPE_CHECKING:
     from crawler.board.broker import BrokerAddress, BrokerCrawl
@@ -593,7 +593,7 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
             if summary.summary_json is not None:
                 _write_summary(summary)
             if ran.seed_failures and not ran.nothing_crawled:
-                _say_seeds_not_crawled(ran.seed_failures, schemeless)
+                _say_seeds_not_crawled(ran.seed_failures, seeds, schemeless, summary.out_dir)
             if on_summary is not None:
                 on_summary(summary)
     except BaseException:
@@ -608,17 +608,20 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
     return summary
 
 
-def _say_seeds_not_crawled(failures: Sequence[tuple[str, str]],
-                           schemeless: Collection[str]) -> None:
-    """Warn of seeds that failed in a crawl that read others: said only as a page's INFO
-    line before, a seed list's typo (a 404) went unseen, with -q above all, where a
-    dry run wrote nothing but the other seeds' images."""
+def _say_seeds_not_crawled(failures: Sequence[tuple[str, str]], seeds: Sequence[str],
+                           schemeless: Collection[str], out_dir: Path | None) -> None:
+    """Warn of seeds that failed in a crawl that read others, in the order given: said
+    only as a page's INFO line before, a seed list's typo (a 404) went unseen, with -q
+    above all, where a dry run wrote nothing but the other seeds' images."""
+    given = {seed: at for at, seed in enumerate(seeds)}
+    failures = sorted(failures, key=lambda failure: given.get(failure[0], len(given)))
     for seed, why in failures[:SEEDS_SAID]:
         log.warning("seed %s was not crawled: %s%s", seed, why,
                     _seed_hint(seed, why, schemeless=seed in schemeless))
     if len(failures) > SEEDS_SAID:
-        log.warning("%d more seeds were not crawled (a crawl lists each in pages.jsonl)",
-                    len(failures) - SEEDS_SAID)
+        where = (f"{out_dir / PAGES_NAME} lists each" if out_dir is not None
+                 else "-v lists each")  # (a dry run writes no file)
+        log.warning("%d more seeds were not crawled (%s)", len(failures) - SEEDS_SAID, where)
 
 
 SEEDS_SAID = 5  # seeds not crawled named one by one; the rest are counted
