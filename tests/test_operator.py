@@ -177,6 +177,12 @@ def test_quiet_silences_progress_and_summary(site: FixtureServer, tmp_path: Path
     assert result.stdout == ""
 
 
+def as_a_terminal() -> dict[str, str]:
+    """The environment of a program on a terminal that takes cursor moves, whatever the
+    tests' own says (TERM=dumb in an editor's shell or a CI runner asks for plain lines)."""
+    return {**os.environ, "TERM": "xterm-256color"}
+
+
 def run_on_terminal(command: list[str], cwd: Path, columns: int, rows: int = 40,
                     on_chunk: Callable[[pyte.Screen], None] | None = None,
                     interrupt_when: Callable[[pyte.Screen], bool] | None = None
@@ -190,7 +196,7 @@ def run_on_terminal(command: list[str], cwd: Path, columns: int, rows: int = 40,
     stream = pyte.ByteStream(screen)
     try:
         process = subprocess.Popen(command, cwd=cwd, stdin=subprocess.DEVNULL, stdout=terminal,
-                                   stderr=terminal)
+                                   stderr=terminal, env=as_a_terminal())
         os.close(terminal)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -547,7 +553,7 @@ def _hang_up_while_crawling(launcher: str, args: list[str], cwd: Path,
     output = log.open("wb") if log is not None else None
     process = subprocess.Popen([sys.executable, "-c", launcher, *args], cwd=cwd,
                                stdin=terminal, stdout=output or terminal,
-                               stderr=output or terminal)
+                               stderr=output or terminal, env=as_a_terminal())
     os.close(terminal)
     try:
         screen = pyte.Screen(100, 24)
