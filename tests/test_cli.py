@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from crawler.demo.site import png
+from crawler.master.folderlock import FolderLock
 
 from .conftest import (
     SIGNAL_AT_IMPORT,
@@ -1324,14 +1325,8 @@ def test_status_given_the_folder_of_a_running_crawl_of_an_older_master_asks_its_
         tmp_path: Path) -> None:
     """It pointed to the folder's summary.json, which a running crawl has removed. (A master
     of this version notes its queue's address in the lock: see the next test.)"""
-    from crawler.master.folderlock import FolderLock
-
     (tmp_path / "out").mkdir()
-    lock = FolderLock(tmp_path / "out")  # as a master crawling into it holds it
-    try:
-        result = run_crawler("status", "out", cwd=tmp_path)
-    finally:
-        lock.release()
+    result = _status_of_a_locked_folder(tmp_path / "out", lambda lock: None)
     assert result.returncode == 2, result.stderr
     assert error_line(result) == (
         "crawler: error: out is a folder a master is crawling into now: status asks that "
@@ -1339,23 +1334,32 @@ def test_status_given_the_folder_of_a_running_crawl_of_an_older_master_asks_its_
         "shows what it has stored so far)")
 
 
+def _status_of_a_locked_folder(folder: Path, note: Callable[[FolderLock], None]
+                               ) -> subprocess.CompletedProcess[str]:
+    """``crawler status FOLDER`` while the folder is locked as a master holds it, with what
+    ``note`` noted in the lock."""
+    lock = FolderLock(folder)
+    try:
+        note(lock)
+        return run_crawler("status", folder.name, cwd=folder.parent)
+    finally:
+        lock.release()
+
+
 def test_status_given_a_broker_masters_folder_says_how_to_ask_the_broker(
         tmp_path: Path) -> None:
     """A broker master serves no queue; its folder held an earlier master's address, and
     status asked that (or told to use a 'queue on' line it never printed)."""
-    from crawler.master.folderlock import FolderLock
-
     (tmp_path / "out").mkdir()
     earlier = FolderLock(tmp_path / "out")
     earlier.note_queue("127.0.0.1", 9)  # an embedded master's, which has ended
     earlier.release()
-    lock = FolderLock(tmp_path / "out")  # taken: what the last master noted is gone
-    try:
-        assert (tmp_path / "out" / "crawl.lock").read_bytes() == b""
+
+    def as_a_broker_master(lock: FolderLock) -> None:
+        assert (tmp_path / "out" / "crawl.lock").read_bytes() == b""  # the last note, gone
         lock.note_broker("redis://127.0.0.1:6379/0", "docs")
-        result = run_crawler("status", "out", cwd=tmp_path)
-    finally:
-        lock.release()
+
+    result = _status_of_a_locked_folder(tmp_path / "out", as_a_broker_master)
     assert result.returncode == 2, result.stderr
     assert error_line(result) == (
         "crawler: error: out is the folder of a master of the crawl docs on the broker at "
@@ -1368,7 +1372,7 @@ def test_a_master_starting_while_its_folder_is_looked_at_is_not_refused(
     """Looking whether a master crawls into a folder (crawler status DIR, polled) holds
     the lock shared for a moment: a master starting then was refused as if another
     crawled into it."""
-    from crawler.master.folderlock import FolderLock, folder_in_use
+    from crawler.master.folderlock import folder_in_use
 
     (tmp_path / "out").mkdir()
     looking = threading.Event()
