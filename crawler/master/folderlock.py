@@ -6,6 +6,10 @@ so a stale lock never blocks a rerun, and the file itself stays: removing it
 would let a third master lock a file the second has just opened. The lock is a
 file of its own, not the journal: SQLite locks its file with POSIX locks, which
 network file systems may merge with ``flock``'s.
+
+The file holds one line of what the master holding it noted, for ``crawler status
+DIR``: its queue's HOST:PORT, or the broker and crawl it works on. What the line says
+counts only while a master holds the lock, and the next master empties it.
 """
 
 from __future__ import annotations
