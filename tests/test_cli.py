@@ -1352,7 +1352,7 @@ def test_status_given_a_broker_masters_folder_says_how_to_ask_the_broker(
     status asked that (or told to use a 'queue on' line it never printed)."""
     (tmp_path / "out").mkdir()
     earlier = FolderLock(tmp_path / "out")
-    earlier.note_queue("127.0.0.1", 9)  # an embedded master's, which has ended
+    earlier.note_queue("127.0.0.1:9")  # an embedded master's, which has ended
     earlier.release()
 
     def as_a_broker_master(lock: FolderLock) -> None:

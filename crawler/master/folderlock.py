@@ -72,11 +72,11 @@ class FolderLock:
         # What the last master noted (its queue's address) is no longer so.
         self._note("")
 
-    def note_queue(self, host: str, port: int) -> None:
-        """Write the queue's address into the lock file, where ``crawler status DIR`` finds
-        it: a master started with --quiet and --bind HOST:0 said its port nowhere."""
-        every_interface = host in ("0.0.0.0", "::", "")  # noqa: S104 - a comparison
-        self._note(f"{'127.0.0.1' if every_interface else host}:{port}")
+    def note_queue(self, address: str) -> None:
+        """Write the queue's HOST:PORT, as this host reaches it, into the lock file, where
+        ``crawler status DIR`` finds it: a master started with --quiet and --bind HOST:0
+        said its port nowhere."""
+        self._note(address)
 
     def note_broker(self, broker: str, crawl: str) -> None:
         """Write the broker (its URL without a password) and the crawl's name, for

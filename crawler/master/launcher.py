@@ -108,8 +108,9 @@ def _key_file(authkey: Authkey) -> Path | None:
     return path.resolve() if path.is_file() else None
 
 
-def _address(host: str, port: int) -> str:
-    """Where a worker on this host reaches a queue bound to ``host:port``."""
+def local_address(host: str, port: int) -> str:
+    """Where a worker (or ``crawler status``) on this host reaches a queue bound to
+    ``host:port``."""
     every_interface = host in ("0.0.0.0", "::", "")  # noqa: S104 - a comparison, not a bind
     return f"{'127.0.0.1' if every_interface else host}:{port}"
 
@@ -230,7 +231,7 @@ class LocalWorkers:
         it is no text an environment can hold (binary bytes from a key file): then the
         worker reads the same file.
         """
-        env, target = dict(os.environ, **{LOCAL_WORKER_ENV: "1"}), [_address(host, port)]
+        env, target = dict(os.environ, **{LOCAL_WORKER_ENV: "1"}), [local_address(host, port)]
         try:
             text = self._authkey.key.decode()
         except UnicodeDecodeError:

@@ -57,7 +57,7 @@ from crawler.master.goodbye import await_goodbyes
 from crawler.master.hungpages import HungPages
 from crawler.master.inplace import FilesInPlace
 from crawler.master.journal import Journal, PageDone, Resumed
-from crawler.master.launcher import LocalWorkers
+from crawler.master.launcher import LocalWorkers, local_address
 from crawler.master.ledger import BrokerLedger, JournalLedger, Ledger
 from crawler.master.leftout import LeftOut
 from crawler.master.linkedpages import LinkedPages, is_image_link
@@ -404,7 +404,7 @@ class Master:
         """The embedded crawl, its folder locked and its queue's port bound."""
         assert self._server is not None
         claim_for_embedded(out_dir, fresh=self._options.fresh)
-        lock.note_queue(*self._server.address[:2])  # the folder is this crawl's
+        lock.note_queue(local_address(*self._server.address[:2]))  # the folder is this crawl's
         if self._options.fresh:  # after the lock: the crawl forgotten is no other master's
             try:
                 forget_crawl(out_dir)
