@@ -807,14 +807,9 @@ def _check_flag(flag: str, key: str, value: Any) -> None:
                 if said:
                     raise UsageError(f"{flag} {said}") from None
             raise UsageError(f"{flag} {shown}: "
-                             + (f"not a regular expression ({reason}){_hinted(str(one))}"
+                             + (f"not a regular expression ({reason}){glob_hint(str(one))}"
                                 if reason
                                 else f"expected {expected}")) from None
-
-
-def _hinted(pattern: str) -> str:
-    hint = glob_hint(pattern)
-    return f"; {hint}" if hint else ""
 
 
 _ONE_OF_MANY = {"a list of headers": "a header"}  # the only list setting a flag adds to

@@ -230,17 +230,17 @@ def _compiles(patterns: tuple[str, ...]) -> bool:
 
 def glob_hint(pattern: str) -> str:
     """What a pattern written as a shell glob ("*.jpg", or wget's "*.jpg,*.png") means as
-    a regular expression, which it is not; "" for any other."""
+    a regular expression, which it is not, as "; ..." to follow re's words; "" for any
+    other."""
     if not pattern.startswith("*"):
         return ""
+    said = "; a regular expression, not a shell pattern: "
     if _GLOB_SUFFIXES.fullmatch(pattern):
         suffixes = [re.escape(glob.strip()[2:]) for glob in pattern.split(",")]
         if len(suffixes) == 1:
-            return (f"a regular expression, not a shell pattern: for names ending in "
-                    f".{suffixes[0]}, write '\\.{suffixes[0]}$'")
-        return (f"a regular expression, not a shell pattern: for names ending in those, "
-                f"write '\\.({'|'.join(suffixes)})$'")
-    return "a regular expression, not a shell pattern: '.*' is any text, '\\.' a dot"
+            return f"{said}for names ending in .{suffixes[0]}, write '\\.{suffixes[0]}$'"
+        return f"{said}for names ending in those, write '\\.({'|'.join(suffixes)})$'"
+    return f"{said}'.*' is any text, '\\.' a dot"
 
 
 def _patterns_fault(patterns: tuple[str, ...]) -> str:
@@ -1033,9 +1033,7 @@ def _wrong_item(key: str, raw: Any) -> str:
         for pattern in raw:
             reason = regex_error(pattern)
             if reason is not None:
-                hint = glob_hint(pattern)
-                return (f" ({_as_written(pattern)} is not one: {reason}"
-                        + (f"; {hint})" if hint else ")"))
+                return f" ({_as_written(pattern)} is not one: {reason}{glob_hint(pattern)})"
     if key == "crawl.sources":
         unknown = [item for item in raw if item not in ALL_SOURCES]
         if unknown:
