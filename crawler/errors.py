@@ -107,6 +107,20 @@ class AuthenticationFailed(QueueError):
     exit_code = 1
 
 
+class NotAMaster(QueueError):
+    """What answers at the address took our authkey but offers no crawler board: a
+    tutorial's master, or another program's BaseManager."""
+
+    exit_code = 1
+
+
+class MasterFailed(QueueError):
+    """The master raised an error of its own while it answered a call (a fault of the
+    master, which logs it): asking again would fail the same way."""
+
+    exit_code = 1
+
+
 class AnotherMastersCrawl(QueueError):
     """A worker its master started on its host found another master at that address
     (its own died, and another took the port): that one's images are not for the dead

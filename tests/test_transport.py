@@ -25,7 +25,7 @@ import pytest
 from crawler.board import manager
 from crawler.board.manager import MasterClient, QueueServer
 from crawler.board.memory import BoardPolicy, TaskBoard
-from crawler.errors import AuthenticationFailed
+from crawler.errors import AuthenticationFailed, MasterFailed
 from crawler.model.outcome import Attempt
 
 from .accepting import accept_each
@@ -36,6 +36,7 @@ from .conftest import (
     finish,
     manifest_lines,
     raised_by_the_deadline,
+    run_crawler,
     start_crawler,
     stop,
     wait_for_queue_address,
@@ -224,6 +225,65 @@ def test_wrong_authkey_is_refused_and_the_server_goes_on() -> None:
     assert server.refused == 1
     proxy = MasterClient(server.address, key).connect()
     assert proxy.heartbeat("w") is True
+
+
+_TUTORIAL_MASTER = """
+import os, queue, sys
+from multiprocessing.managers import BaseManager
+
+tasks, results = queue.Queue(), queue.Queue()
+BaseManager.register("get_task_queue", callable=lambda: tasks)
+BaseManager.register("get_result_queue", callable=lambda: results)
+manager = BaseManager(address=("127.0.0.1", 0), authkey=os.environb[b"CRAWLER_AUTHKEY"])
+server = manager.get_server()
+print(server.address[1], flush=True)
+server.serve_forever()
+"""
+
+
+def test_a_tutorial_master_is_named_as_one_to_our_worker_and_status(authkey: str) -> None:
+    """A tutorial's master with the same key took our handshake and then answered
+    get_board with a 30-line traceback of its KeyError."""
+    tutorial = subprocess.Popen([sys.executable, "-c", _TUTORIAL_MASTER],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert tutorial.stdout is not None
+        address = f"127.0.0.1:{int(tutorial.stdout.readline())}"
+        for command in (("worker", address, "--connect-wait", "5"), ("status", address)):
+            done = run_crawler(*command, timeout=60)
+            assert done.returncode == 1, done.stderr
+            assert "Traceback" not in done.stderr and "-----" not in done.stderr
+            assert f"{address} took our authkey but is not a crawler master" in done.stderr
+            assert "tutorial's own worker script" in done.stderr
+    finally:
+        tutorial.kill()
+        tutorial.wait(timeout=10)
+
+
+class _FailingBoard(TaskBoard):
+    """A board with a fault of the master's own in its exchange."""
+
+    def exchange(self, *args: object, **kwargs: object) -> object:  # type: ignore[override]
+        raise RuntimeError("the board broke")
+
+
+def test_a_master_failing_on_a_call_says_why_on_both_sides(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The master's own error came back to the worker as itself (a RuntimeError that no
+    caller expects), and the master said nothing of it."""
+    key = secrets.token_bytes(16)
+    server = serve(_FailingBoard(BoardPolicy()), key)
+    try:
+        proxy = MasterClient(server.address, key).connect()
+        assert proxy.heartbeat("w") is True  # the other calls go on
+        with caplog.at_level(logging.ERROR, logger="crawler.board.manager"), \
+                pytest.raises(MasterFailed, match=r"the master at 127\.0\.0\.1:\d+ failed on "
+                              r"our call exchange\(\) \(RuntimeError: the board broke\)"):
+            proxy.exchange("w", 1, [], [], 1, 0.0)
+        assert "a worker's call exchange() failed on this master" in caplog.text
+        assert "RuntimeError: the board broke" in caplog.text  # with its traceback
+    finally:
+        server.stop()
 
 
 def test_unreachable_master_is_an_oserror() -> None:

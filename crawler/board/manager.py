@@ -37,16 +37,25 @@ from multiprocessing import AuthenticationError, BufferTooShort, connection, pro
 from multiprocessing.managers import (  # type: ignore[attr-defined]  # listener_client: see below
     BaseManager,
     BaseProxy,
+    RemoteError,
     Server,
     listener_client,
 )
 from traceback import format_exc
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 from crawler.config import DEFAULTS
-from crawler.errors import AuthenticationFailed, BindError, NoHandshake, QueueError
+from crawler.errors import (
+    AuthenticationFailed,
+    BindError,
+    CrawlerError,
+    MasterFailed,
+    NoHandshake,
+    NotAMaster,
+    QueueError,
+)
 from crawler.model.openfiles import out_of_files, out_of_files_reason
-from crawler.model.outcome import MAX_REASON_CHARS, Attempt, FailureKind
+from crawler.model.outcome import MAX_REASON_CHARS, Attempt, FailureKind, one_line
 from crawler.model.wire import (
     CrawlInfo,
     LeaseAnswer,
@@ -490,6 +499,23 @@ class _GuardedServer(Server):
         conn.send(msg)
 
 
+_Call = TypeVar("_Call", bound=Callable[..., Any])
+
+
+def _logged_here(method: _Call) -> _Call:
+    """A worker's call that fails is the master's fault: logged where the crawl's user
+    reads, as the worker gets it back (it stops with MasterFailed)."""
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except Exception:
+            log.exception("a worker's call %s() failed on this master", method.__name__)
+            raise
+
+    return cast(_Call, call)
+
+
 class BoardView:
     """``get_board``: what our own workers and ``crawler status`` may call.
 
@@ -504,17 +530,21 @@ class BoardView:
         self._describe = describe
         self._longest_wait = board.policy.lease_timeout / 2
 
+    @_logged_here
     def hello(self, worker: str, info: WorkerInfo) -> CrawlInfo:
         self._board.hello(worker, info)
         crawl: CrawlInfo = self._describe()
         return crawl
 
+    @_logged_here
     def lease(self, worker: str, max_items: int, wait: float) -> LeaseAnswer:
         return self._board.lease(worker, max_items, min(wait, self._longest_wait))
 
+    @_logged_here
     def report(self, worker: str, reports: list[Report]) -> None:
         self._board.report(worker, self._attempts(worker, reports))
 
+    @_logged_here
     def exchange(self, worker: str, number: int, reports: list[Report],
                  released: list[str], max_items: int, wait: float,
                  holding: list[str] | None = None) -> LeaseAnswer:
@@ -526,20 +556,25 @@ class BoardView:
         return self._board.exchange(worker, number, self._attempts(worker, reports), released,
                                     max_items, min(wait, self._longest_wait), holding)
 
+    @_logged_here
     def heartbeat(self, worker: str) -> bool:
         return self._board.heartbeat(worker)
 
+    @_logged_here
     def cookies(self, worker: str, since: int) -> tuple[int, list[str]]:
         """The cookies the crawl's pages set that came after version ``since``, and the
         jar's version (see ``LeaseAnswer.cookies``): secrets, over this link only."""
         return self._board.cookies_since(since if type(since) is int else 0)
 
+    @_logged_here
     def release(self, worker: str, urls: list[str]) -> None:
         self._board.release(worker, urls)
 
+    @_logged_here
     def goodbye(self, worker: str) -> None:
         self._board.goodbye(worker)
 
+    @_logged_here
     def status(self) -> Status:
         status: Status = self._describe(full=True)
         return status
@@ -667,7 +702,13 @@ class MasterClient:
         host, port = self.address
         try:
             manager.connect()
-            return manager.get_board()
+            board = manager.get_board()
+        except RemoteError as exc:  # it took our key, and has no get_board to call
+            raise NotAMaster(
+                f"{host}:{port} took our authkey but is not a crawler master: it has "
+                f"no crawler board ({_last_line(exc)}); a tutorial's master takes the "
+                "tutorial's own worker script, and `crawler worker` joins the queue that "
+                "`crawler master` serves") from exc
         except AuthenticationError as exc:
             raise AuthenticationFailed(
                 f"the master at {host}:{port} refused our authkey: give the master's key "
@@ -675,6 +716,7 @@ class MasterClient:
                 "keeps its own in OUT/authkey)") from exc
         except BufferTooShort as exc:
             raise QueueError(f"{host}:{port} does not speak the crawler protocol") from exc
+        return _MasterCalls(board, self.where)
 
     def bound_calls(self, board: Any, seconds: float) -> None:
         """Give up on each call of ``board`` (a proxy from ``connect``) after ``seconds``.
@@ -684,6 +726,8 @@ class MasterClient:
         connection is better left for a reconnect. The proxy's connection of this
         thread exists after its first call.
         """
+        if isinstance(board, _MasterCalls):
+            board = board.proxy
         conn = getattr(getattr(board, "_tls", None), "connection", None)
         if conn is None:
             return
@@ -710,3 +754,40 @@ class MasterClient:
                 connection.close()
 
 
+
+
+class _MasterCalls:
+    """A proxy of the master's board whose calls raise :class:`MasterFailed` where the
+    master answered with an error of its own (``RemoteError``, a traceback's text that
+    would reach the user whole, and that no caller treats as a lost link)."""
+
+    def __init__(self, proxy: Any, where: str) -> None:
+        self.proxy = proxy
+        self._where = where
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self.proxy, name)
+        if not callable(call):
+            return call
+
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return call(*args, **kwargs)
+            except RemoteError as exc:
+                raise MasterFailed(f"{self._where} failed on our call {name}() "
+                                   f"({_last_line(exc)}); its log says more") from exc
+            except (OSError, EOFError, CrawlerError):
+                raise  # a lost link, or one of ours with its own words
+            except Exception as exc:  # the master's own error, sent back
+                raise MasterFailed(f"{self._where} failed on our call {name}() "
+                                   f"({type(exc).__name__}: {one_line(str(exc))}); its "
+                                   "log says more") from exc
+
+        return checked
+
+
+def _last_line(exc: RemoteError) -> str:
+    """The error's own line from the remote traceback's text (``KeyError: 'x'``)."""
+    lines = [line.strip() for line in str(exc.args[0] if exc.args else exc).splitlines()]
+    words = [line for line in lines if line and not line.startswith("---")]
+    return one_line(words[-1]) if words else "no reason given"

@@ -26,6 +26,7 @@ from crawler.errors import (
     BadCrawlInfo,
     ConfigError,
     CrawlerError,
+    MasterFailed,
     StorageError,
     WorkerFailed,
 )
@@ -684,6 +685,10 @@ class Worker:
             log.warning("could not report %d results and hand %d URLs back: %s is gone; the "
                         "leases will expire and put them back", len(reports), len(released),
                         self._client.where)
+            return
+        except MasterFailed as exc:
+            log.warning("could not report %d results and hand %d URLs back: %s; the leases "
+                        "will expire and put them back", len(reports), len(released), exc)
             return
         # A master whose crawl is over may exit as soon as it has our goodbye, before
         # answering it: nothing is lost then, so that is no error.
