@@ -627,6 +627,41 @@ def test_a_robots_txt_that_waited_for_a_connection_in_vain_is_read_when_next_nee
             server.close()
 
 
+def test_a_request_waiting_for_a_connection_as_the_client_closes_is_not_sent(
+        make_server: Callable[[], FixtureServer]) -> None:
+    """close() closed the handle of a request that had passed its check and waited for a
+    connection: the request raised pycurl's "no curl handle" as the crawl wound down,
+    logged as a crawler error with a traceback."""
+    silent = SilentServer()
+    fast = make_server()
+    fast.routes["/robots.txt"] = lambda h: h.send_body(200, b"User-agent: *\n", "text/plain")
+    client = EasyClient(LOOPBACK, RequestOptions(user_agent=AGENT), at_once=1)
+    holder = threading.Thread(target=client.get, args=(silent.url + "/robots.txt",),
+                              kwargs={"accept": "*/*", "max_bytes": 1024, "timeout": 20.0})
+    replies: list[Any] = []
+    waiter = threading.Thread(target=lambda: replies.append(client.get(
+        fast.url + "/robots.txt", accept="*/*", max_bytes=1024, timeout=20.0)))
+    try:
+        holder.start()
+        assert silent.asked.wait(10)  # the one connection is taken
+        waiter.start()
+        deadline = time.monotonic() + 10
+        while len(client._handles) < 2:  # the waiter has its handle, and waits its turn
+            assert time.monotonic() < deadline, "the second request never took its handle"
+            time.sleep(0.01)
+        client.close()
+        silent.close()  # the turn comes free
+        waiter.join(10)
+        holder.join(10)
+        [reply] = replies
+        assert reply.kind is FailureKind.STOPPED and reply.no_turn
+        assert reply.failure == "not sent: the crawl is stopping"
+        assert fast.paths() == []
+    finally:
+        client.close()
+        silent.close()
+
+
 def test_hung_robots_txt_files_do_not_starve_those_that_answer(
         make_server: Callable[[], FixtureServer]) -> None:
     """More hosts that never answer than the client lets through at once: the hosts that

@@ -244,8 +244,7 @@ class EasyClient:
         if self._closed:
             # Asked as the crawl winds down (a thread still judging queued images): a
             # handle made now would take a closed share, and fail as a pycurl.error.
-            return Reply(url, failure="not sent: the crawl is stopping",
-                         kind=FailureKind.STOPPED, transient=True, no_turn=True)
+            return _stopping(url)
         handle = self._handle()
         exchange = Exchange(url, max_bytes, wants, self.jar_watch)
         turns, started = self._turns, time.monotonic()
@@ -258,6 +257,12 @@ class EasyClient:
                                  timeout - (time.monotonic() - started),
                                  self._logins and (not logins or (first_url is not None
                                                    and other_origin(first_url, url))))
+        except pycurl.error:
+            if not self._closed:
+                raise
+            # close() came after the check above and closed this thread's handle: the
+            # request was never sent.
+            return _stopping(url)
         finally:
             if turns is not None:
                 turns.release()
@@ -540,3 +545,9 @@ def _cause(handle: pycurl.Curl, code: int) -> str:
                   errno.ENETUNREACH):
         return os.strerror(number).lower()
     return ""
+
+
+def _stopping(url: str) -> Reply:
+    """The reply to a request the client's close() kept from being sent."""
+    return Reply(url, failure="not sent: the crawl is stopping", kind=FailureKind.STOPPED,
+                 transient=True, no_turn=True)

@@ -148,9 +148,10 @@ class Once(Generic[K, V]):
             # than the caller computing them one after the other once the first is over.
             for first in range(0, len(futures), self._at_once):
                 wait(futures[first:first + self._at_once], timeout=self._wait)
-        for future in futures:
+        for key, future in zip(missing, futures, strict=True):
             if future.done() and not future.cancelled() and future.exception() is not None:
-                log.error("computing a value failed", exc_info=future.exception())
+                log.error("computing the value of %s failed", key,
+                          exc_info=future.exception())
 
     def close(self) -> None:
         """Let the threads of get_all go (a computation under way ends by its deadline);
