@@ -558,6 +558,26 @@ def test_a_client_stalled_mid_request_is_cut_at_the_deadline_and_others_are_serv
                for line in said)
 
 
+def test_a_request_in_several_reads_is_served_under_a_worker_silence_of_years() -> None:
+    """The request's deadline (twice worker_silence) went to poll() in milliseconds,
+    past a C int: every request that did not come in one read was answered with an
+    OverflowError's traceback."""
+    key = secrets.token_bytes(16)
+    board = TaskBoard(BoardPolicy(worker_silence=1e9, batch_size=2000))
+    server = serve(board, key)
+    urls = [f"http://h{n}/{'x' * 200}.png" for n in range(2000)]
+    for n, url in enumerate(urls):
+        board.put(url, f"h{n}", None)
+    try:
+        worker = MasterClient(server.address, key).connect()
+        leased = [url for url, _ in worker.lease("w1", len(urls), 0.0)["tasks"]]
+        # Half a megabyte of reports: more than one read of the socket.
+        worker.report("w1", [stored(url) for url in leased])
+        assert len(leased) == len(urls) == len(settle_all(board, len(urls)))
+    finally:
+        server.stop()
+
+
 def _accepted_sockets_of(peer: tuple[str, int]) -> list[socket.socket]:
     """The server's ends (in this process) of connections from ``peer``, as copies."""
     found: dict[str, socket.socket] = {}  # by the socket's inode: a copy is itself listed

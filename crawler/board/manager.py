@@ -81,6 +81,9 @@ HANDSHAKE_DEADLINE = 5.0
 # worker's own bound on a call with the default settings (twice worker_silence), and
 # the server never takes less than that (see QueueServer).
 REQUEST_DEADLINE = 10.0
+# poll() takes a C int of milliseconds, and refused more: a request's deadline (twice
+# worker_silence, which may be set to years) is cut at 24.8 days.
+LONGEST_POLL_MS = 2**31 - 1
 # TCP keepalive on accepted connections: a worker's host gone without a word (power off,
 # cable cut: no FIN, no RST) is let go after KEEPALIVE_IDLE + KEEPALIVE_INTERVAL *
 # KEEPALIVE_PROBES seconds, two minutes. Idle live workers cost a probe a minute, which
@@ -232,7 +235,7 @@ class _Requests:
         waiting.register(self._handle, select.POLLIN)
         while remaining > 0:
             left = end - time.monotonic()
-            if left <= 0 or not waiting.poll(max(1, int(left * 1000))):
+            if left <= 0 or not waiting.poll(min(LONGEST_POLL_MS, max(1, int(left * 1000)))):
                 log.warning("cut the queue connection from %s: a request begun %.0f s ago "
                             "is still not all there", self._peer, self._deadline)
                 raise _RequestStalled(f"{self._peer} stalled in the middle of a request")
