@@ -286,6 +286,16 @@ def test_a_master_failing_on_a_call_says_why_on_both_sides(
         server.stop()
 
 
+def test_a_master_host_name_that_does_not_resolve_is_said_so() -> None:
+    """It was "Name or service not known; is it running, and is the address right?":
+    nothing to ask of a master whose name has no address. (The error is made here, not
+    asked of a resolver: that would leave the loopback.)"""
+    client = MasterClient(("master.example", 7777), b"k" * 16)
+    said = client.unreachable(socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
+    assert said == ("the host name master.example does not resolve: name or service not "
+                    "known; check its spelling, or give the master's IP address")
+
+
 def test_unreachable_master_is_an_oserror() -> None:
     from .conftest import free_port
 

@@ -685,6 +685,10 @@ class MasterClient:
         if isinstance(exc, ConnectionRefusedError):
             return "nothing listens there (connection refused); is it running, and is the " \
                    "address right?"
+        if isinstance(exc, socket.gaierror):  # no master to ask after: the name is wrong
+            words = (exc.strerror or str(exc)).lower()
+            return f"the host name {self.address[0]} does not resolve: {words}; check its " \
+                   "spelling, or give the master's IP address"
         # The system's words, not the exception's class ("[Errno 113] No route to host").
         words = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return f"{words or exc.__class__.__name__}; is it running, and is the address right?"

@@ -69,11 +69,11 @@ memory per queued URL, 480 per final one.
 The client is made by the caller (``crawler.board.broker.connect``), with
 ``socket_timeout`` (and ``socket_connect_timeout``) set: every call then ends, and a broker that
 cannot be reached or does not answer in time raises
-:class:`~crawler.errors.BrokerUnreachable`. redis-py retries a command whose
-connection failed (by default three times, backing off): a script may then run
-twice, which each of them survives (a put finds its URL, a report finds it no
-longer held, a lease whose answer was lost is reconciled by the next
-exchange's ``holding``), at the cost of a longer wait when the broker is down.
+:class:`~crawler.errors.BrokerUnreachable`. The client retries a command whose
+connection failed once, after a short pause (``broker.connect``'s ``Retry``): a
+script may then run twice, which each of them survives (a put finds its URL, a
+report finds it no longer held, a lease whose answer was lost is reconciled by
+the next exchange's ``holding``); a longer outage is the caller's to wait out.
 """
 
 from __future__ import annotations

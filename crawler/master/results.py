@@ -142,10 +142,15 @@ class ResultFiles:
                 partial.unlink(missing_ok=True)
             _drop_a_cut_last_line(self.pages_path)
             self._rewrite(existing)
-            self._results: TextIO = self.results_path.open("a", encoding="utf-8")
-            self._manifest: TextIO = self.manifest_path.open("a", encoding="utf-8")
-            self._pages: TextIO = self.pages_path.open("a", encoding="utf-8")
-            self._earlier_lines = self._pages.tell()  # where this run's lines begin
+            with contextlib.ExitStack() as opened:  # one that fails closes those before it
+                self._results: TextIO = opened.enter_context(
+                    self.results_path.open("a", encoding="utf-8"))
+                self._manifest: TextIO = opened.enter_context(
+                    self.manifest_path.open("a", encoding="utf-8"))
+                self._pages: TextIO = opened.enter_context(
+                    self.pages_path.open("a", encoding="utf-8"))
+                self._earlier_lines = self._pages.tell()  # where this run's lines begin
+                opened.pop_all()  # all three open: kept until close()
         except OSError as exc:
             raise self._cannot_write(exc) from exc
 

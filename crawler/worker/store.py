@@ -736,13 +736,6 @@ def _disk_folder(path: Path, root: Path) -> Path:
     return folders[devices.index(devices[-1])]
 
 
-def _stat_or_none(path: str | Path) -> os.stat_result | None:
-    try:
-        return os.stat(path)
-    except FileNotFoundError:
-        return None
-
-
 def _sha256(path: str | Path) -> str:
     with open(path, "rb") as file:
         return hashlib.file_digest(file, "sha256").hexdigest()
