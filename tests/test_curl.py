@@ -1140,6 +1140,7 @@ def test_a_location_with_raw_bytes_past_ascii_is_followed_as_its_bytes_say(
     assert "/caf%E9.png?latin" in server.paths()  # the server's own bytes, not a guess
 
 
+@pytest.mark.loopback_only
 def test_the_address_guard_applies_to_every_redirect_hop(
         server: FixtureServer, make_server: Callable[[], FixtureServer],
         engines: Callable[..., Engine]) -> None:

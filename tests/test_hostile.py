@@ -156,6 +156,7 @@ def hostile(make_server: Callable[[], FixtureServer]) -> FixtureServer:
     return server
 
 
+@pytest.mark.loopback_only
 def test_hostile_site_every_url_has_its_expected_result(hostile: FixtureServer, tmp_path: Path,
                                                         authkey: str) -> None:
     (tmp_path / "settings.toml").write_text(SETTINGS)
@@ -200,6 +201,7 @@ def test_hostile_site_every_url_has_its_expected_result(hostile: FixtureServer, 
     assert images == set(stored.values()), "nothing stored that the manifest does not name"
 
 
+@pytest.mark.loopback_only
 def test_a_page_redirecting_to_a_private_address_is_not_fetched(
         make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
     server = make_server()
