@@ -42,7 +42,7 @@ from multiprocessing.managers import (  # type: ignore[attr-defined]  # listener
     listener_client,
 )
 from traceback import format_exc
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from crawler.config import DEFAULTS
 from crawler.errors import (
@@ -502,23 +502,6 @@ class _GuardedServer(Server):
         conn.send(msg)
 
 
-_Call = TypeVar("_Call", bound=Callable[..., Any])
-
-
-def _logged_here(method: _Call) -> _Call:
-    """A worker's call that fails is the master's fault: logged where the crawl's user
-    reads, as the worker gets it back (it stops with MasterFailed)."""
-    @functools.wraps(method)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(*args, **kwargs)
-        except Exception:
-            log.exception("a worker's call %s() failed on this master", method.__name__)
-            raise
-
-    return cast(_Call, call)
-
-
 class BoardView:
     """``get_board``: what our own workers and ``crawler status`` may call.
 
@@ -533,21 +516,17 @@ class BoardView:
         self._describe = describe
         self._longest_wait = board.policy.lease_timeout / 2
 
-    @_logged_here
     def hello(self, worker: str, info: WorkerInfo) -> CrawlInfo:
         self._board.hello(worker, info)
         crawl: CrawlInfo = self._describe()
         return crawl
 
-    @_logged_here
     def lease(self, worker: str, max_items: int, wait: float) -> LeaseAnswer:
         return self._board.lease(worker, max_items, min(wait, self._longest_wait))
 
-    @_logged_here
     def report(self, worker: str, reports: list[Report]) -> None:
         self._board.report(worker, self._attempts(worker, reports))
 
-    @_logged_here
     def exchange(self, worker: str, number: int, reports: list[Report],
                  released: list[str], max_items: int, wait: float,
                  holding: list[str] | None = None) -> LeaseAnswer:
@@ -559,25 +538,20 @@ class BoardView:
         return self._board.exchange(worker, number, self._attempts(worker, reports), released,
                                     max_items, min(wait, self._longest_wait), holding)
 
-    @_logged_here
     def heartbeat(self, worker: str) -> bool:
         return self._board.heartbeat(worker)
 
-    @_logged_here
     def cookies(self, worker: str, since: int) -> tuple[int, list[str]]:
         """The cookies the crawl's pages set that came after version ``since``, and the
         jar's version (see ``LeaseAnswer.cookies``): secrets, over this link only."""
         return self._board.cookies_since(since if type(since) is int else 0)
 
-    @_logged_here
     def release(self, worker: str, urls: list[str]) -> None:
         self._board.release(worker, urls)
 
-    @_logged_here
     def goodbye(self, worker: str) -> None:
         self._board.goodbye(worker)
 
-    @_logged_here
     def status(self) -> Status:
         status: Status = self._describe(full=True)
         return status
@@ -601,6 +575,29 @@ class BoardView:
         return attempts
 
 
+class _ServedBoardView(BoardView):
+    """The board as the master's queue serves it to workers: a call that fails is the
+    master's fault, logged here where the crawl's user reads (the worker gets it back
+    and stops with MasterFailed)."""
+
+
+def _logged_here(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except Exception:
+            log.exception("a worker's call %s() failed on this master", method.__name__)
+            raise
+
+    return call
+
+
+for _name, _call in vars(BoardView).items():  # every call a worker may make
+    if not _name.startswith("_") and callable(_call):
+        setattr(_ServedBoardView, _name, _logged_here(_call))
+
+
 class QueueServer:
     """Serve ``board`` on ``address`` from a daemon thread of this process, until
     :meth:`stop` (a crawl run from Python leaves no port open behind it)."""
@@ -612,7 +609,7 @@ class QueueServer:
         # The server is made below, once the views it serves are registered.
         task_view = TaskQueueView(board, client_gone=lambda: self._server.client_gone())
         result_view = ResultQueueView(board)
-        board_view = BoardView(board, describe)
+        board_view = _ServedBoardView(board, describe)
 
         def get_task_queue() -> TaskQueueView:
             return task_view
