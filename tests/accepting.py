@@ -7,6 +7,9 @@ import socket
 import threading
 from collections.abc import Callable
 
+# Seconds any one read or write of a handler may wait: under the tests' own timeout.
+CONNECTION_DEADLINE = 60.0
+
 
 def accept_each(handle: Callable[[socket.socket], None]) -> tuple[int, threading.Event]:
     """Listen on 127.0.0.1 (an OS-chosen port) and call ``handle(conn)`` for each
@@ -23,6 +26,7 @@ def accept_each(handle: Callable[[socket.socket], None]) -> tuple[int, threading
                     conn, _ = listener.accept()
                 except TimeoutError:
                     continue
+                conn.settimeout(CONNECTION_DEADLINE)  # a handler's read ends, whatever comes
                 threading.Thread(target=handle, args=(conn,), daemon=True).start()
 
     port = listener.getsockname()[1]

@@ -95,7 +95,7 @@ def test_forked_workers_run_nicer_than_their_master(tmp_path: Path,
         found: list[int] = []
         thread = threading.Thread(target=lambda: found.append(_niceness(0)))
         thread.start()
-        thread.join()
+        thread.join(10)
         seen.write_text(f"{_niceness(0)} {found[0]}")
         return 0
 

@@ -355,7 +355,7 @@ def test_children_forked_at_once_each_leave_by_their_pipe() -> None:
     ready = threading.Barrier(5)
 
     def start(slot: int) -> None:
-        ready.wait()
+        ready.wait(30)
         parser._start(slot)
 
     threads = [threading.Thread(target=start, args=(slot,)) for slot in range(1, 6)]

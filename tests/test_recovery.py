@@ -1195,7 +1195,8 @@ class _LosesOneAnswer:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            server = socket.create_connection(self.master, timeout=30)
+            client.settimeout(60)  # a worker quiet that long is a test gone wrong
+            server = socket.create_connection(self.master, timeout=60)
             drop = threading.Event()
             threading.Thread(target=self._requests, args=(client, server, drop),
                              daemon=True).start()

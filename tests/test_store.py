@@ -497,28 +497,43 @@ def test_root_that_is_a_regular_file_is_a_storage_error(tmp_path: Path) -> None:
         Store(blocker)
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes anywhere")
-def test_read_only_root_is_a_storage_error(tmp_path: Path) -> None:
-    root = tmp_path / "ro"
-    root.mkdir()
-    root.chmod(0o500)
+def test_a_root_on_a_read_only_disk_is_a_storage_error_that_says_so(tmp_path: Path) -> None:
+    with tiny_tmpfs(tmp_path / "ro", options="ro") as disk:
+        for root in (disk, disk / "out"):
+            with pytest.raises(StorageError) as caught:
+                Store(root)
+            assert str(caught.value) == (
+                f"cannot use output folder {root}: Read-only file system; the disk that holds "
+                f"{root} is mounted read-only: remount it read-write, or choose another "
+                "output folder")
+
+
+_STORE_AT = """
+import sys
+from crawler.errors import StorageError
+from crawler.worker.store import Store
+try:
+    Store(sys.argv[1])
+except StorageError as exc:
+    print(exc)
+"""
+
+
+def test_a_root_in_a_folder_denied_is_a_storage_error_naming_that_folder(
+        tmp_path: Path) -> None:
+    denied = tmp_path / "denied"
+    denied.mkdir()
+    denied.chmod(0o500)
     try:
-        with pytest.raises(StorageError, match="ro"):
-            Store(root)
+        said = [subprocess.run(
+            [*without_permission_override(), sys.executable, "-c", _STORE_AT, str(root)],
+            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+            timeout=60, check=True).stdout.strip() for root in (denied, denied / "out")]
     finally:
-        root.chmod(0o700)
-
-
-def test_unwritable_root_via_mocked_permission_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def refuse(self: Path, *args: object, **kwargs: object) -> None:
-        raise PermissionError(errno.EACCES, "Permission denied", str(self))
-
-    monkeypatch.setattr(Path, "touch", refuse)
-    with pytest.raises(StorageError, match="Permission denied") as caught:
-        Store(tmp_path / "out")
-    assert str(tmp_path / "out") in str(caught.value)
+        denied.chmod(0o700)
+    assert said == [f"cannot use output folder {root}: permission denied on {denied} "
+                    "(Permission denied); fix its permissions, or choose another output folder"
+                    for root in (denied, denied / "out")]
 
 
 # --------------------------------------------------------------------------- Store: commit
