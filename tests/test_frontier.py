@@ -224,7 +224,7 @@ def test_once_get_all_computes_at_once_in_batches_and_logs_errors(
     took = time.monotonic() - started
     assert [once.known(key) for key in "abcde"] == ["A", "B", "C", "D", "E"]
     assert most == 3 and took < 0.2 * 6 - 0.1, (most, took)  # two batches, not six turns
-    assert "computing a value failed" in caplog.text and "boom" in caplog.text
+    assert "computing the value of bad failed" in caplog.text and "boom" in caplog.text
     once.close()
     once.get_all(["f", "g"])  # closed: computes nothing more
     assert once.known("f") is None
