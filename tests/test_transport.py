@@ -286,6 +286,50 @@ def test_a_master_failing_on_a_call_says_why_on_both_sides(
         server.stop()
 
 
+_MASTER_FAILING_AT_EXCHANGE = """
+import os, sys, time
+from crawler.board.manager import QueueServer
+from crawler.board.memory import BoardPolicy, TaskBoard
+from crawler.config import Limits
+from crawler.fetch.guard import AddressPolicy
+
+class Failing(TaskBoard):
+    def exchange(self, *args, **kwargs):
+        raise RuntimeError("the board broke")
+
+board = Failing(BoardPolicy())
+board.put("http://127.0.0.1:9/a.png", "127.0.0.1:9", None)
+hello = {"limits": Limits()._asdict(), "lease_timeout": 60.0, "user_agent": "t",
+         "worker_silence": 5.0, "image_scope": {"allow": [], "deny": []},
+         "robots": {"respect": True, "timeout": 30.0, "max_age": 86400.0},
+         "policy": AddressPolicy.from_seeds(["http://127.0.0.1/"]).to_wire()}
+server = QueueServer(board, ("127.0.0.1", 0), os.environb[b"CRAWLER_AUTHKEY"],
+                     lambda full=False: hello).start()
+print("queue on 127.0.0.1:%d" % server.address[1], file=sys.stderr, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_worker_whose_master_fails_on_its_calls_stops_with_one_line(
+        tmp_path: Path, authkey: str) -> None:
+    """The master's RuntimeError reached the worker as itself: a traceback, and the
+    hand-back skipped as if the error were no news of the master."""
+    master = subprocess.Popen([sys.executable, "-c", _MASTER_FAILING_AT_EXCHANGE],
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        address = wait_for_queue_address(master)
+        done = run_crawler("worker", address, "--out", str(tmp_path / "out"), timeout=60)
+    finally:
+        stop(master)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"crawler: error: the master at {address} failed on our call exchange() "
+        "(RuntimeError: the board broke); its log says more")
+    # Its hand-back asked once more, and had nothing to say of what it held.
+    assert "could not report" not in done.stderr, done.stderr
+
+
 def test_a_master_host_name_that_does_not_resolve_is_said_so() -> None:
     """It was "Name or service not known; is it running, and is the address right?":
     nothing to ask of a master whose name has no address. (The error is made here, not
@@ -294,6 +338,11 @@ def test_a_master_host_name_that_does_not_resolve_is_said_so() -> None:
     said = client.unreachable(socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
     assert said == ("the host name master.example does not resolve: name or service not "
                     "known; check its spelling, or give the master's IP address")
+    said = client.unreachable(socket.gaierror(socket.EAI_AGAIN,
+                                              "Temporary failure in name resolution"))
+    assert said == ("the host name master.example could not be looked up: temporary failure "
+                    "in name resolution; is this host's DNS working? (or give the master's "
+                    "IP address)")
 
 
 def test_unreachable_master_is_an_oserror() -> None:

@@ -44,18 +44,18 @@ from multiprocessing.managers import (  # type: ignore[attr-defined]  # listener
 from traceback import format_exc
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from crawler.board.mastercalls import MasterCalls, remote_error_line
 from crawler.config import DEFAULTS
 from crawler.errors import (
     AuthenticationFailed,
     BindError,
-    CrawlerError,
     MasterFailed,
     NoHandshake,
     NotAMaster,
     QueueError,
 )
 from crawler.model.openfiles import out_of_files, out_of_files_reason
-from crawler.model.outcome import MAX_REASON_CHARS, Attempt, FailureKind, one_line
+from crawler.model.outcome import MAX_REASON_CHARS, Attempt, FailureKind
 from crawler.model.wire import (
     CrawlInfo,
     LeaseAnswer,
@@ -575,10 +575,12 @@ class BoardView:
         return attempts
 
 
-class _ServedBoardView(BoardView):
-    """The board as the master's queue serves it to workers: a call that fails is the
-    master's fault, logged here where the crawl's user reads (the worker gets it back
-    and stops with MasterFailed)."""
+def _failures_logged(view: type[BoardView]) -> type[BoardView]:
+    """``view`` with each of BoardView's calls logging its failure."""
+    for name, call in vars(BoardView).items():  # every call a worker may make
+        if not name.startswith("_") and callable(call):
+            setattr(view, name, _logged_here(call))
+    return view
 
 
 def _logged_here(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -593,9 +595,11 @@ def _logged_here(method: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-for _name, _call in vars(BoardView).items():  # every call a worker may make
-    if not _name.startswith("_") and callable(_call):
-        setattr(_ServedBoardView, _name, _logged_here(_call))
+@_failures_logged
+class _ServedBoardView(BoardView):
+    """The board as the master's queue serves it to workers: a call that fails is the
+    master's fault, logged where the crawl's user reads (the worker gets the error
+    back, and stops with MasterFailed)."""
 
 
 class QueueServer:
@@ -682,19 +686,23 @@ class MasterClient:
         if isinstance(exc, ConnectionRefusedError):
             return "nothing listens there (connection refused); is it running, and is the " \
                    "address right?"
-        if isinstance(exc, socket.gaierror):  # no master to ask after: the name is wrong
+        if isinstance(exc, socket.gaierror):  # no master to ask after: the name has none
             words = (exc.strerror or str(exc)).lower()
-            return f"the host name {self.address[0]} does not resolve: {words}; check its " \
-                   "spelling, or give the master's IP address"
+            if exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)):
+                return f"the host name {self.address[0]} does not resolve: {words}; check " \
+                       "its spelling, or give the master's IP address"
+            return f"the host name {self.address[0]} could not be looked up: {words}; is " \
+                   "this host's DNS working? (or give the master's IP address)"
         # The system's words, not the exception's class ("[Errno 113] No route to host").
         words = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return f"{words or exc.__class__.__name__}; is it running, and is the address right?"
 
-    def connect(self) -> Any:
-        """Connect and return a proxy of the master's board.
+    def connect(self) -> MasterCalls:
+        """Connect and return the master's board, its calls' failures translated.
 
-        Raises :class:`AuthenticationFailed` for a wrong authkey and ``OSError``
-        (or ``EOFError``) when the master cannot be reached.
+        Raises :class:`AuthenticationFailed` for a wrong authkey, :class:`NotAMaster`
+        for a BaseManager that is not ours, and ``OSError`` (or ``EOFError``) when the
+        master cannot be reached.
         """
         self.reset()
         class CrawlerClient(BaseManager):
@@ -707,12 +715,16 @@ class MasterClient:
         try:
             manager.connect()
             board = manager.get_board()
-        except RemoteError as exc:  # it took our key, and has no get_board to call
+        except RemoteError as exc:
+            why = remote_error_line(exc)
+            if why != "KeyError: 'get_board'":
+                raise MasterFailed(f"{self.where} failed as we joined ({why})") from exc
+            # It took our key, and has no board to give.
             raise NotAMaster(
                 f"{host}:{port} took our authkey but is not a crawler master: it has "
-                f"no crawler board ({_last_line(exc)}); a tutorial's master takes the "
-                "tutorial's own worker script, and `crawler worker` joins the queue that "
-                "`crawler master` serves") from exc
+                f"no crawler board ({why}); a tutorial's master takes the tutorial's own "
+                "worker script, and `crawler worker` joins the queue that `crawler master` "
+                "serves") from exc
         except AuthenticationError as exc:
             raise AuthenticationFailed(
                 f"the master at {host}:{port} refused our authkey: give the master's key "
@@ -720,7 +732,7 @@ class MasterClient:
                 "keeps its own in OUT/authkey)") from exc
         except BufferTooShort as exc:
             raise QueueError(f"{host}:{port} does not speak the crawler protocol") from exc
-        return _MasterCalls(board, self.where)
+        return MasterCalls(board, self.where)
 
     def bound_calls(self, board: Any, seconds: float) -> None:
         """Give up on each call of ``board`` (a proxy from ``connect``) after ``seconds``.
@@ -730,7 +742,7 @@ class MasterClient:
         connection is better left for a reconnect. The proxy's connection of this
         thread exists after its first call.
         """
-        if isinstance(board, _MasterCalls):
+        if isinstance(board, MasterCalls):
             board = board.proxy
         conn = getattr(getattr(board, "_tls", None), "connection", None)
         if conn is None:
@@ -756,42 +768,3 @@ class MasterClient:
         if connection is not None:
             with contextlib.suppress(OSError):
                 connection.close()
-
-
-
-
-class _MasterCalls:
-    """A proxy of the master's board whose calls raise :class:`MasterFailed` where the
-    master answered with an error of its own (``RemoteError``, a traceback's text that
-    would reach the user whole, and that no caller treats as a lost link)."""
-
-    def __init__(self, proxy: Any, where: str) -> None:
-        self.proxy = proxy
-        self._where = where
-
-    def __getattr__(self, name: str) -> Any:
-        call = getattr(self.proxy, name)
-        if not callable(call):
-            return call
-
-        def checked(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return call(*args, **kwargs)
-            except RemoteError as exc:
-                raise MasterFailed(f"{self._where} failed on our call {name}() "
-                                   f"({_last_line(exc)}); its log says more") from exc
-            except (OSError, EOFError, CrawlerError):
-                raise  # a lost link, or one of ours with its own words
-            except Exception as exc:  # the master's own error, sent back
-                raise MasterFailed(f"{self._where} failed on our call {name}() "
-                                   f"({type(exc).__name__}: {one_line(str(exc))}); its "
-                                   "log says more") from exc
-
-        return checked
-
-
-def _last_line(exc: RemoteError) -> str:
-    """The error's own line from the remote traceback's text (``KeyError: 'x'``)."""
-    lines = [line.strip() for line in str(exc.args[0] if exc.args else exc).splitlines()]
-    words = [line for line in lines if line and not line.startswith("---")]
-    return one_line(words[-1]) if words else "no reason given"

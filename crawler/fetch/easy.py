@@ -245,7 +245,6 @@ class EasyClient:
             # Asked as the crawl winds down (a thread still judging queued images): a
             # handle made now would take a closed share, and fail as a pycurl.error.
             return _stopping(url)
-        handle = self._handle()
         exchange = Exchange(url, max_bytes, wants, self.jar_watch)
         turns, started = self._turns, time.monotonic()
         if turns is not None and not turns.acquire(timeout=max(0.0, timeout)):
@@ -253,15 +252,15 @@ class EasyClient:
                          f"for {timeout:g} s", kind=FailureKind.TIMEOUT, transient=True,
                          timed_out=True, no_turn=True)
         try:
-            return self._perform(handle, exchange, url, accept,
+            return self._perform(self._handle(), exchange, url, accept,
                                  timeout - (time.monotonic() - started),
                                  self._logins and (not logins or (first_url is not None
                                                    and other_origin(first_url, url))))
         except pycurl.error:
             if not self._closed:
                 raise
-            # close() came after the check above and closed this thread's handle: the
-            # request was never sent.
+            # close() came after the check above: it closed this thread's handle, or the
+            # share a new one takes. The request was never sent.
             return _stopping(url)
         finally:
             if turns is not None:
@@ -362,10 +361,14 @@ class EasyClient:
     def _handle(self) -> pycurl.Curl:
         handle: pycurl.Curl | None = getattr(self._local, "handle", None)
         if handle is None:
-            handle = self._local.handle = self._new_handle()
-            self._local.kept = KeptConnections()  # the connections of this thread's handle
+            handle = self._new_handle()
             with self._lock:
+                if self._closed:  # close() took the list already: this one would stay open
+                    handle.close()
+                    raise pycurl.error("the client is closed")
                 self._handles.append(handle)
+            self._local.handle = handle
+            self._local.kept = KeptConnections()  # the connections of this thread's handle
         return handle
 
     def _new_handle(self) -> pycurl.Curl:

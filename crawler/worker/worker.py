@@ -687,8 +687,10 @@ class Worker:
                         self._client.where)
             return
         except MasterFailed as exc:
-            log.warning("could not report %d results and hand %d URLs back: %s; the leases "
-                        "will expire and put them back", len(reports), len(released), exc)
+            if reports or released:  # (else the error itself, said as the worker ends)
+                log.warning("could not report %d results and hand %d URLs back: %s; the "
+                            "leases will expire and put them back", len(reports),
+                            len(released), exc)
             return
         # A master whose crawl is over may exit as soon as it has our goodbye, before
         # answering it: nothing is lost then, so that is no error.
