@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from hypothesis import settings as hypothesis_settings
 
+from .loopback_only import pytest_pyfunc_call  # noqa: F401 - a hook: see that module
 from .redis_server import RedisServer, redis_server_path
 
 # Property tests draw the same examples on every run, so that a run on a fresh machine
@@ -34,34 +35,6 @@ hypothesis_settings.register_profile("explore", derandomize=False)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 SITE = Path(__file__).parent / "site"
-
-# Set (to the test's node id) in a test run again by loopback_only below, inside its
-# namespace.
-LOOPBACK_ONLY_ENV = "CRAWLER_TEST_LOOPBACK_ONLY"
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
-    """A test marked ``loopback_only`` names addresses off this host (10.0.0.1,
-    169.254.169.254) that the crawler must refuse: it runs again, alone, in a network
-    namespace of its own with loopback alone up, so that a refusal that fails sends
-    nothing out of this host (a connection there fails at once, and the test with it)."""
-    if pyfuncitem.get_closest_marker("loopback_only") is None \
-            or os.environ.get(LOOPBACK_ONLY_ENV) == pyfuncitem.nodeid:
-        return None
-    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None:
-        pytest.skip("needs root, unshare(1) and ip(8): a network namespace with loopback "
-                    "alone for the addresses off this host it names")
-    inner = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
-             pyfuncitem.nodeid]
-    done = subprocess.run(
-        ["unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *inner],
-        cwd=ROOT, env={**os.environ, LOOPBACK_ONLY_ENV: pyfuncitem.nodeid},
-        capture_output=True, text=True, timeout=170, check=False)
-    if done.returncode != 0:
-        pytest.fail(f"in a namespace with loopback alone, the test failed:\n{done.stdout}"
-                    f"{done.stderr}", pytrace=False)
-    return True
 ROOT = Path(__file__).parent.parent
 TYPES = {".html": "text/html; charset=utf-8", ".png": "image/png", ".jpg": "image/jpeg",
          ".gif": "image/gif", ".txt": "text/plain", ".svg": "image/svg+xml"}
