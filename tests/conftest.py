@@ -229,6 +229,19 @@ ENTRY
 """
 
 
+# Code for a master script run with `python -c`: it makes ``hello``, what that master
+# tells a worker that joins it (the rules of a crawl of 127.0.0.1).
+LOOPBACK_HELLO = """
+from crawler.config import Limits
+from crawler.fetch.guard import AddressPolicy
+
+hello = {"limits": Limits()._asdict(), "lease_timeout": 60.0, "user_agent": "t",
+         "worker_silence": 5.0, "image_scope": {"allow": [], "deny": []},
+         "robots": {"respect": True, "timeout": 30.0, "max_age": 86400.0},
+         "policy": AddressPolicy.from_seeds(["http://127.0.0.1/"]).to_wire()}
+"""
+
+
 def at_default_actions() -> None:
     """In a child before it runs: Ctrl-C and a hang-up at their default actions, whatever
     the tests' own (a SIGINT ignored in the background, a SIGHUP under nohup)."""

@@ -30,6 +30,7 @@ from crawler.errors import BrokerUnreachable
 from crawler.worker.masterlink import why_lost
 
 from .conftest import (
+    LOOPBACK_HELLO,
     SIGNAL_AT_IMPORT,
     SITE,
     FixtureHandler,
@@ -1139,15 +1140,10 @@ def test_a_second_ctrl_c_stops_the_master_without_waiting(
 _MASTER_GONE_AT_GOODBYE = """
 import os, sys, time
 from crawler.board.memory import BoardPolicy, TaskBoard
-from crawler.config import Limits
-from crawler.fetch.guard import AddressPolicy
 from crawler.board.manager import QueueServer
 
 board = TaskBoard(BoardPolicy(), wake=lambda: os._exit(0) if board.closed else None)
-hello = {"limits": Limits()._asdict(), "lease_timeout": 60.0, "user_agent": "t",
-         "worker_silence": 5.0, "image_scope": {"allow": [], "deny": []},
-         "robots": {"respect": True, "timeout": 30.0, "max_age": 86400.0},
-         "policy": AddressPolicy.from_seeds(["http://127.0.0.1/"]).to_wire()}
+""" + LOOPBACK_HELLO + """
 server = QueueServer(board, ("127.0.0.1", 0), os.environb[b"CRAWLER_AUTHKEY"],
                      lambda full=False: hello).start()
 print("queue on 127.0.0.1:%d" % server.address[1], file=sys.stderr, flush=True)

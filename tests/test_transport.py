@@ -30,6 +30,7 @@ from crawler.model.outcome import Attempt
 
 from .accepting import accept_each
 from .conftest import (
+    LOOPBACK_HELLO,
     SITE,
     FixtureHandler,
     FixtureServer,
@@ -290,8 +291,6 @@ _MASTER_FAILING_AT_EXCHANGE = """
 import os, sys, time
 from crawler.board.manager import QueueServer
 from crawler.board.memory import BoardPolicy, TaskBoard
-from crawler.config import Limits
-from crawler.fetch.guard import AddressPolicy
 
 class Failing(TaskBoard):
     def exchange(self, *args, **kwargs):
@@ -299,10 +298,7 @@ class Failing(TaskBoard):
 
 board = Failing(BoardPolicy())
 board.put("http://127.0.0.1:9/a.png", "127.0.0.1:9", None)
-hello = {"limits": Limits()._asdict(), "lease_timeout": 60.0, "user_agent": "t",
-         "worker_silence": 5.0, "image_scope": {"allow": [], "deny": []},
-         "robots": {"respect": True, "timeout": 30.0, "max_age": 86400.0},
-         "policy": AddressPolicy.from_seeds(["http://127.0.0.1/"]).to_wire()}
+""" + LOOPBACK_HELLO + """
 server = QueueServer(board, ("127.0.0.1", 0), os.environb[b"CRAWLER_AUTHKEY"],
                      lambda full=False: hello).start()
 print("queue on 127.0.0.1:%d" % server.address[1], file=sys.stderr, flush=True)
