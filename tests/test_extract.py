@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from crawler.model.urls import normalize
-from crawler.parse.decode import decode
 from crawler.parse.extract import (
     DEFAULT_LAZY_ATTRIBUTES,
     IMAGE_EXTENSIONS,
@@ -34,6 +33,7 @@ from crawler.parse.extract import (
     refresh_url,
     stylesheet_urls,
 )
+from crawler.parse.pagetext import decode
 from crawler.parse.trees import _LxmlTree
 
 PAGES = Path(__file__).parent / "pages" / "discovery"

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from crawler.parse.css import decode_stylesheet
-from crawler.parse.decode import decode
 from crawler.parse.encodings import decode_as, encode_as, encoding_of
 from crawler.parse.extract import extract
+from crawler.parse.pagetext import decode
 
 PAGE = "http://site.example/dir/page.html"
 ROOT = "http://site.example/"

@@ -25,13 +25,13 @@ import pycurl
 
 from crawler.config import Limits
 from crawler.errors import StorageError
+from crawler.fetch.contentencoding import body_decoder
 from crawler.fetch.curlsetup import (
     DRAIN_AT_MOST,
     Guard,
     KeptConnections,
     curl_socket,
 )
-from crawler.fetch.decoding import body_decoder
 from crawler.fetch.engine import (
     Abandoned,
     SinkFactory,

@@ -15,7 +15,7 @@ name lookups. Python keeps what is policy:
   ``download.deadline`` as a hard bound on the whole download, whatever the
   bytes do (libcurl's TIMEOUT_MS per hop, and a sweep here behind it);
 - gzip, deflate and brotli bodies, decoded by zlib and brotli from
-  ``crawler.fetch.decoding``, which knows a compressed body cut short;
+  ``crawler.fetch.contentencoding``, which knows a compressed body cut short;
 - what an image must be, and its storage (``crawler.worker.sink``);
 - a bandwidth cap for the whole worker, by pausing transfers.
 

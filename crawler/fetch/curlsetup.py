@@ -21,7 +21,7 @@ from urllib.parse import quote, urlsplit
 
 import pycurl
 
-from crawler.fetch.decoding import ACCEPT_ENCODING
+from crawler.fetch.contentencoding import ACCEPT_ENCODING
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import Proxies, RequestOptions
 from crawler.model.urls import DEFAULT_PORTS
@@ -272,7 +272,7 @@ def set_common_options(handle: pycurl.Curl, options: RequestOptions, *,
     # for good. The proxy's refusal is still said: libcurl's error, HTTP_CONNECTCODE.
     # (libcurl 7.54; the guard's PREREQFUNCTION needs 7.80 already.)
     setopt(_SUPPRESS_CONNECT_HEADERS, 1)
-    # Asked for, and decoded by the caller (crawler.fetch.decoding): libcurl's decoder
+    # Asked for, and decoded by the caller (crawler.fetch.contentencoding): libcurl's decoder
     # takes a compressed body cut short for a whole one.
     setopt(pycurl.ACCEPT_ENCODING, ACCEPT_ENCODING)
     setopt(pycurl.HTTP_CONTENT_DECODING, 0)

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 import pycurl
 
+from crawler.fetch.contentencoding import BodyDecoder, body_decoder
 from crawler.fetch.cookiefeed import JarWatch
 from crawler.fetch.curlsetup import (
     DRAIN_AT_MOST,
@@ -50,7 +51,6 @@ from crawler.fetch.curlsetup import (
     shown_proxy,
     used_proxy,
 )
-from crawler.fetch.decoding import BodyDecoder, body_decoder
 from crawler.fetch.engine import Abandoned, curl_failure, message_failure
 from crawler.fetch.guard import AddressPolicy, BlockedAddress
 from crawler.fetch.options import Proxies, RequestOptions

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import pycurl
 
-from crawler.fetch.decoding import BodyDecoder
+from crawler.fetch.contentencoding import BodyDecoder
 from crawler.fetch.engine import Sink, Task, failure
 from crawler.fetch.guard import BlockedAddress
 from crawler.model.outcome import Attempt, FailureKind

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 from crawler.model.imagetype import IMAGE_EXTENSIONS  # one list: what the store also names files by
 from crawler.parse.css import css_references, css_urls, stylesheet_urls
-from crawler.parse.decode import decode
+from crawler.parse.pagetext import decode
 from crawler.parse.resolve import MAX_URL_LENGTH, Resolver, page_base
 from crawler.parse.srcset import parse_srcset
 from crawler.parse.trees import PARSERS, Getter, Tree, parse

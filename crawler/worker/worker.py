@@ -38,7 +38,7 @@ from crawler.worker.enginerules import build_engine, changed_rules
 from crawler.worker.hops import RedirectCheck
 from crawler.worker.masterlink import LINK_ERRORS, MasterLink, Stopped, vouched_for, why_lost
 from crawler.worker.notifier import Notifier
-from crawler.worker.reports import ReportWindow
+from crawler.worker.reportwindow import ReportWindow
 from crawler.worker.sink import failure, kept_instead, too_slow
 from crawler.worker.stopsignals import deaf_to_stops
 from crawler.worker.store import Store

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import brotli
 import pytest
 
-from crawler.fetch.decoding import CUT_SHORT, PIECE, BodyDecoder, body_decoder
+from crawler.fetch.contentencoding import CUT_SHORT, PIECE, BodyDecoder, body_decoder
 from crawler.fetch.engine import Abandoned
 from crawler.model.outcome import FailureKind
 

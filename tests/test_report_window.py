@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from crawler.worker.reports import REPORT_WAIT, ReportWindow
+from crawler.worker.reportwindow import REPORT_WAIT, ReportWindow
 
 
 def test_a_report_waits_for_company_while_downloads_are_in_hand() -> None:
