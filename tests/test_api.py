@@ -23,7 +23,7 @@ import pytest
 
 import crawler
 from crawler import cli
-from crawler.demo.site import build_site
+from crawler.demo.site import build_site, png
 from crawler.errors import (
     AuthkeyError,
     BindError,
@@ -71,6 +71,38 @@ def test_the_modules_the_readme_names_are_attributes_of_the_package() -> None:
                           timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["UsageError", "Settings", "True"]
+
+
+def test_pages_wait_while_the_image_backlog_is_full(
+        tmp_path: Path, make_server: Callable[[], FixtureServer], authkey: str,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The master fetched pages as fast as it could, whatever the images waiting for its
+    workers, and held every one in memory: 2 GB in 95 s on a site of 5,000 images a
+    page. Past the backlog's bound, the next page waits for the workers."""
+    from crawler.master import master
+
+    monkeypatch.setattr(master, "IMAGE_BACKLOG", 20)
+    server = make_server()
+    for n in range(3):
+        images = "".join(f'<img src="/p{n}/{i}.png">' for i in range(30))
+        link = f'<a href="/p{n + 1}.html">next</a>' if n < 2 else ""
+        page = f"<html><body>{images}{link}</body></html>".encode()
+        server.routes[f"/p{n}.html"] = lambda h, page=page: h.send_body(200, page,
+                                                                          "text/html")
+        for i in range(30):
+            data = png(4 + i % 5, 4, n * 100 + i)
+            server.routes[f"/p{n}/{i}.png"] = lambda h, data=data: h.send_body(
+                200, data, "image/png")
+    with caplog.at_level(logging.INFO, logger="crawler.master.master"):
+        summary = crawler.crawl([server.url + "/p0.html"], out=tmp_path / "out",
+                                local_workers=1, bind="127.0.0.1:0", threads=2)
+    assert summary.completed and summary.succeeded == 90
+    paths = server.paths()
+    for n in (1, 2):  # each next page came once the page before had 11 images settled
+        before = paths[:paths.index(f"/p{n}.html")]
+        assert len([p for p in before if p.startswith(f"/p{n - 1}/")]) >= 11, paths
+    assert "images wait for workers: no new page is fetched until fewer than 20 do" \
+        in caplog.text
 
 
 def test_crawl_returns_the_summary_and_leaves_the_process_as_it_was(
