@@ -115,6 +115,9 @@ class Summary:
     hosts_out_of_scope: int = 0
     links_to_other_hosts: dict[str, int] = field(default_factory=dict)
     images_out_of_scope: int = 0
+    # Pages longer than crawl.max_page_bytes, read up to there: their images and links
+    # past it are left out
+    pages_cut: int = 0
     seed_failures: tuple[tuple[str, str], ...] = ()  # (seed, why) for seeds that failed
     started_at: str = ""  # this run's start and end, ISO 8601 UTC
     finished_at: str = ""
@@ -176,6 +179,7 @@ def summarize(master: MasterSummary, seeds: tuple[str, ...], *, dry_run: bool,
         hosts_out_of_scope=master.hosts_out_of_scope,
         links_to_other_hosts=master.links_to_other_hosts,
         images_out_of_scope=master.images_out_of_scope,
+        pages_cut=master.pages_cut,
         seed_failures=tuple((seed, why) for seed, why in master.seed_failures),
         started_at=started_at, finished_at=finished_at, out_dir=out,
         results_log=out / "results.log" if out else None,

@@ -174,6 +174,9 @@ SETTING_FLAGS: dict[str, list[tuple[str, str, Any, str, str]]] = {
          "tries per image, page and style sheet for transient failures"),
         ("--max-bytes", "download.max_bytes", size, "SIZE",
          "largest image accepted: bytes, or with k, M, G (powers of 1024)"),
+        ("--max-page-bytes", "crawl.max_page_bytes", size, "SIZE",
+         "longest page or style sheet read whole (a longer one is read up to there): "
+         "bytes, or with k, M, G"),
         ("--lease-timeout", "queue.lease_timeout", seconds, "SEC",
          "seconds without news from a tutorial worker before its images go to others "
          "(ours: queue.worker_silence)"),
@@ -976,6 +979,10 @@ def _left_out(summary: ApiSummary, larger: str) -> list[str]:
         *([f"  not queued      {images_left_shown(summary.images_left)} images found: the image "
            f"budget (--max-images) was spent; {larger}"]
           if summary.images_left else []),
+        *([f"  cut short       {_counted(summary.pages_cut, 'page')} longer than "
+           "--max-page-bytes (crawl.max_page_bytes), read up to there: their images and "
+           "links past it are left out; with --fresh and a larger one, they are read whole"]
+          if summary.pages_cut else []),
     ]
 
 

@@ -11,6 +11,7 @@ import os
 import re
 import socket
 import stat
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -372,6 +373,38 @@ def test_a_body_exactly_as_long_as_the_cap_is_whole(
     assert exact.ok and exact.body == page and not exact.truncated, exact
     over = get(1000)
     assert over.ok and over.body == page[:1000] and over.truncated, over
+
+
+def test_a_page_cut_at_max_page_bytes_is_said_in_the_summary(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    """The images past the cut were lost with one warning line as the page was read:
+    the summary said a completed crawl, summary.json nothing, and only the settings
+    file could raise the bound."""
+    server = make_server()
+    images = [f"/{n}.png" for n in range(4)]
+    filler = "<p>" + "x" * 3000 + "</p>"
+    page = (f'<html><body><img src="{images[0]}">{filler}' + "".join(
+        f'<img src="{path}">' for path in images[1:]) + "</body></html>").encode()
+    server.routes["/"] = body(page, "text/html")
+    for n, path in enumerate(images):
+        server.routes[path] = body(png(4, 4, n), "image/png")
+
+    def crawl(out: str, *flags: str) -> subprocess.CompletedProcess[str]:
+        done = run_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(tmp_path / out), "--local-workers", "1", *flags, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    cut = crawl("cut", "--max-page-bytes", "2k")
+    assert len(manifest_lines(tmp_path / "cut")) == 1
+    assert ("  cut short       1 page longer than --max-page-bytes (crawl.max_page_bytes), "
+            "read up to there: their images and links past it are left out; with --fresh "
+            "and a larger one, they are read whole") in cut.stderr
+    assert json.loads((tmp_path / "cut" / "summary.json").read_text())["pages_cut"] == 1
+    whole = crawl("whole")  # the default, 10 MB
+    assert len(manifest_lines(tmp_path / "whole")) == 4
+    assert "cut short" not in whole.stderr
+    assert json.loads((tmp_path / "whole" / "summary.json").read_text())["pages_cut"] == 0
 
 
 @pytest.mark.parametrize("encoding", ["deflate", "br"])

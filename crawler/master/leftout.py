@@ -1,7 +1,8 @@
 """What the crawl's scope left out this run, to say in its summary.
 
-Links to pages on hosts out of the scope's mode, and images that the image
-patterns (``--accept``, ``--reject``) refuse, were dropped without a word:
+Links to pages on hosts out of the scope's mode, images that the image
+patterns (``--accept``, ``--reject``) refuse, and the rest of a page past
+``crawl.max_page_bytes`` were dropped without a word in the summary:
 ``--accept png,jpg`` found 16 images, kept none and ended with exit 0, and a
 site whose pages sat on a sub-domain looked like a site of one page.
 """
@@ -39,6 +40,7 @@ class LeftOut:
         self._links_by_host: collections.Counter[str] = collections.Counter()
         self._links_past = 0  # links to hosts past MAX_HOSTS
         self._images: set[str] = set()
+        self.pages_cut = 0  # pages read only up to crawl.max_page_bytes (page loop threads)
 
     def link(self, url: str) -> None:
         """A link to a page out of the scope's mode (another host, another domain), counted
@@ -53,6 +55,11 @@ class LeftOut:
         """An image URL the image patterns refuse (counted once however often shown)."""
         if len(self._images) < MAX_IMAGES:
             self._images.add(url)
+
+    def page_cut(self) -> None:
+        """A page longer than crawl.max_page_bytes, read up to there: what follows (its
+        images and links) is left out."""
+        self.pages_cut += 1  # (one thread judges a page: a lost count is one page)
 
     @property
     def images(self) -> int:

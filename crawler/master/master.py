@@ -1330,5 +1330,6 @@ class Master:
                        hosts_out_of_scope=elsewhere.hosts,
                        links_to_other_hosts=elsewhere.by_host,
                        images_out_of_scope=self._left_out.images,
+                       pages_cut=self._left_out.pages_cut,
                        manifest=manifest)
 

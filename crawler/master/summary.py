@@ -38,6 +38,7 @@ class Summary:
     hosts_out_of_scope: int = 0
     links_to_other_hosts: dict[str, int] = field(default_factory=dict)
     images_out_of_scope: int = 0
+    pages_cut: int = 0  # pages read only up to crawl.max_page_bytes
     seed_failures: list[tuple[str, str]] = field(default_factory=list)  # (seed, why)
     manifest: ManifestTally = field(default_factory=ManifestTally)  # what manifest.jsonl holds
 

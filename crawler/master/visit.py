@@ -166,6 +166,7 @@ class PageVisitor:
 
     def warn_if_truncated(self, page: Page) -> None:
         if page.truncated:
+            self._left_out.page_cut()
             log.warning("page %s is longer than crawl.max_page_bytes (%d bytes): read up to "
                         "there, what follows is left out", page.url, self._crawl.max_page_bytes)
 
