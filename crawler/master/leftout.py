@@ -1,4 +1,5 @@
-"""What the crawl's scope left out this run, to say in its summary.
+"""What the crawl's scope, and its bound on a page's size, left out this run, to say in
+its summary.
 
 Links to pages on hosts out of the scope's mode, images that the image
 patterns (``--accept``, ``--reject``) refuse, and the rest of a page past

@@ -308,7 +308,7 @@ class Master:
         self._said_backlog = False  # that pages wait for the image backlog to shrink
         self._pages_at_depth_limit = 0  # pages at crawl.depth that link to pages not seen
         self._images_over: set[str] = set()  # images met past the image budget (max_images)
-        self._left_out = LeftOut()  # links and images the scope left out, for the summary
+        self._left_out = LeftOut()  # what the scope and the page bound left out: the summary's
         # Image links that may lead to pages (a wiki's File:Photo.png), read as pages
         # when their workers find HTML there (see _collect and _visited).
         self._linked_pages = LinkedPages()

@@ -486,7 +486,7 @@ class PageLoop:
                 job.page = page._replace(skipped="")
                 self._guarded(job, functools.partial(self._judge, job, image))
             return
-        self._visitor.warn_if_truncated(page)
+        self._visitor.say_if_truncated(page)
         job.page = page
         job.read_at = time.monotonic()
         self._to_parse.append(job)

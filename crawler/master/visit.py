@@ -104,7 +104,7 @@ class PageVisitor:
             extraction = image
             page = page._replace(skipped="")
         else:
-            self.warn_if_truncated(page)
+            self.say_if_truncated(page)
             try:
                 extraction = self._parser.extract(page.body, page.final_url,
                                                   **self.parse_options(page))
@@ -164,7 +164,8 @@ class PageVisitor:
                 "lazy_attributes": self._crawl.lazy_attributes,  # added to the defaults
                 "encoding": page.encoding, "refresh": page.refresh, "xml": page.xml}
 
-    def warn_if_truncated(self, page: Page) -> None:
+    def say_if_truncated(self, page: Page) -> None:
+        """A page cut at crawl.max_page_bytes: warned of now, and counted for the summary."""
         if page.truncated:
             self._left_out.page_cut()
             log.warning("page %s is longer than crawl.max_page_bytes (%d bytes): read up to "
