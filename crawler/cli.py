@@ -849,10 +849,10 @@ def _address_hint(text: str) -> str:
     the queue is no web server, and its port is the one the master printed."""
     from urllib.parse import urlsplit
 
-    shaped = urlsplit(text if "//" in text else f"//{text}")
     try:
+        shaped = urlsplit(text if "//" in text else f"//{text}")
         host, port = shaped.hostname, shaped.port
-    except ValueError:  # a port that is no number, or out of range: said as it is
+    except ValueError:  # unbalanced brackets, a port that is no number: said as it is
         return ""
     if not host or ":" in host:  # an IPv6 address is said by parse_address
         return ""

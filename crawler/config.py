@@ -386,7 +386,13 @@ def _valid_bind(value: str) -> bool:
 def _bind_fault(value: str) -> str:
     """Said of an IPv6 address, as a worker given one says it (``parse_address``)."""
     match = _ADDRESS.fullmatch(value.strip())
-    return f"{value!r} {_IPV4_ONLY}" if match and match.group(1) else ""
+    if not (match and match.group(1)):
+        return ""
+    try:
+        parse_address(value)
+    except ValueError as exc:  # IPv6, or IPv4 in brackets: what to write instead
+        return str(exc)
+    return ""
 
 
 _BIND = Check(_valid_bind, "HOST:PORT, an IPv4 address or a host name and a port from 0 to 65535",
@@ -540,7 +546,7 @@ def setting_value(key: str, raw: Any) -> Any:
     return _checked(raw, section_types(kind)[name], section_checks(kind).get(name))
 
 
-_ADDRESS = re.compile(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\s\[\]]*):(\d{1,5})")
+_ADDRESS = re.compile(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\s\[\]]*):(\d+)")
 _IPV4_ONLY = ("is IPv6: the queue speaks IPv4 only (Python's multiprocessing); use an IPv4 "
               "address or a host name")
 
@@ -553,13 +559,16 @@ def parse_address(value: str) -> tuple[str, int]:
     match = _ADDRESS.fullmatch(value.strip())
     if not match:
         raise ValueError(f"{value!r} is not HOST:PORT")
-    if match.group(1):
-        raise ValueError(f"{value!r} {_IPV4_ONLY}")
-    host = match.group(1) or match.group(3) or "127.0.0.1"
-    port = int(match.group(2) or match.group(4))
+    port = int(match.group(2) or match.group(4))  # leading zeros allowed, as by ss and curl
     if port > 65535:
         raise ValueError(f"port {port} is out of range")
-    return host, port
+    bracketed = match.group(1)
+    if bracketed and ":" not in bracketed:  # "[127.0.0.1]:PORT": IPv4, in IPv6's brackets
+        raise ValueError(f"{value!r}: an IPv4 address goes without brackets: "
+                         f"{bracketed}:{port}")
+    if bracketed:
+        raise ValueError(f"{value!r} {_IPV4_ONLY}")
+    return match.group(3) or "127.0.0.1", port
 
 
 class SettingsSource(NamedTuple):

@@ -421,6 +421,21 @@ def test_a_master_address_as_a_url_or_without_its_port_says_what_to_give(
         f"crawler: error: bad master address: {given!r} is not HOST:PORT; {meant}")
 
 
+@pytest.mark.parametrize(("given", "said"), [
+    ("[127.0.0.1]:19311", "'[127.0.0.1]:19311': an IPv4 address goes without brackets: "
+                          "127.0.0.1:19311"),
+    ("[]:19311", "'[]:19311' is not HOST:PORT"),
+    ("[:19311", "'[:19311' is not HOST:PORT"),
+])
+@pytest.mark.parametrize("command", ["worker", "status"])
+def test_a_master_address_in_odd_brackets_is_said_in_one_line(
+        tmp_path: Path, authkey: str, command: str, given: str, said: str) -> None:
+    """These ended in a traceback of urlsplit's ValueError, status 1."""
+    result = run_crawler(command, given, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert error_line(result) == f"crawler: error: bad master address: {said}", result.stderr
+
+
 @pytest.mark.parametrize("command", [["master", "http://127.0.0.1:1/", "--bind", "[::1]:9000"],
                                      ["worker", "[::1]:9000"]])
 def test_an_ipv6_queue_address_is_refused_in_one_line(tmp_path: Path, authkey: str,

@@ -145,16 +145,23 @@ def test_flag_values_are_validated_like_the_file() -> None:
     ("127.0.0.1:24601", ("127.0.0.1", 24601)),
     ("0.0.0.0:80", ("0.0.0.0", 80)),
     ("master.example:1", ("master.example", 1)),
+    ("127.0.0.1:019322", ("127.0.0.1", 19322)),  # a leading zero, as ss and curl take it
 ])
 def test_parse_address(text: str, expected: tuple[str, int]) -> None:
     assert parse_address(text) == expected
 
 
-@pytest.mark.parametrize("text", ["nohost", "host:99999", "host:", ":x", "a:b:c",
-                                  "[::1]:9000"])
+@pytest.mark.parametrize("text", ["nohost", "host:99999", "host:0123456", "host:", ":x",
+                                  "a:b:c", "[::1]:9000", "[]:9000", "[:9000"])
 def test_parse_address_refuses_garbage(text: str) -> None:
     with pytest.raises(ValueError):
         parse_address(text)
+
+
+def test_parse_address_says_an_ipv4_address_goes_without_brackets() -> None:
+    with pytest.raises(ValueError, match=r"^'\[127\.0\.0\.1\]:9000': an IPv4 address goes "
+                                         r"without brackets: 127\.0\.0\.1:9000$"):
+        parse_address("[127.0.0.1]:9000")
 
 
 def test_limits_are_the_download_settings_a_worker_applies(tmp_path: Path) -> None:

@@ -268,6 +268,11 @@ def test_a_key_file_readable_by_others_gets_a_warning(tmp_path: Path) -> None:
     ("fd00::1", "private"), ("169.254.1.1", "link-local"), ("fe80::1", "link-local"),
     ("169.254.169.254", "metadata"), ("fd00:ec2::254", "metadata"), ("224.0.0.1", "multicast"),
     ("0.0.0.0", "unspecified"), ("8.8.8.8", "public"), ("::ffff:127.0.0.1", "loopback"),
+    # 6to4 and NAT64 lead to the IPv4 address they carry: judged by it.
+    ("2002:a9fe:a9fe::1", "metadata"), ("2002:7f00:1::1", "loopback"),
+    ("2002:a00:1::", "private"), ("2002:808:808::1", "public"),
+    ("64:ff9b::a9fe:a9fe", "metadata"), ("64:ff9b::7f00:1", "loopback"),
+    ("64:ff9b::808:808", "public"),
 ])
 def test_address_kinds(address: str, kind: str) -> None:
     assert kind_of(ipaddress.ip_address(address)) == kind

@@ -38,9 +38,28 @@ class BlockedAddress(Exception):
         self.kind = kind
 
 
+# RFC 6052's NAT64 prefix: an IPv6-only host's DNS64 gives every IPv4-only site one of
+# these, and its gateway connects to the IPv4 address in the last 32 bits.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _carried_ipv4(address: IPAddress) -> IPAddress:
+    """The IPv4 address an IPv6 one leads to (mapped, 6to4, NAT64), else itself.
+
+    A 6to4 relay delivers ``2002:a9fe:a9fe::1`` to 169.254.169.254: judged by its
+    IPv6 prefix alone it passed for public.
+    """
+    if isinstance(address, ipaddress.IPv6Address):
+        carried = address.ipv4_mapped or address.sixtofour
+        if carried is not None:
+            return carried
+        if address in _NAT64:
+            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address
+
+
 def kind_of(address: IPAddress) -> str:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    address = _carried_ipv4(address)
     if address in METADATA_ADDRESSES:
         return "metadata"
     if address.is_loopback:
