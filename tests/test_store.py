@@ -146,6 +146,9 @@ def test_dot_segments_never_climb(url: str, expected: str) -> None:
         ("http://h/tab%09new%0Aline%0D.png", "h/tab_new_line_~T.png"),
         ("http://h/%3C%3E%3A%22%7C%3F%2A.png", "h/_______~T.png"),
         ("http://h/a:b/c*d.png", "h/a_b/c_d~T.png"),
+        # Direction marks: shown, "photo\u202egnp.exe" reads "photoexe.png".
+        ("http://h/uni%E2%80%AEgnp.exe.png", "h/uni_gnp.exe~T.png"),
+        ("http://h/%E2%81%A6a%E2%81%A9/%E2%80%8Fb.png", "h/_a_/_b~T.png"),
     ],
 )
 def test_unsafe_characters_become_underscores(url: str, expected: str) -> None:

@@ -27,9 +27,11 @@ MAX_PATH_BYTES = 3072
 
 _HASH_CHARS = 10  # of a URL's hash in a tagged name
 
-# Path separators, NUL and control characters, Windows' reserved punctuation,
-# and lone surrogates (which no file system encoding can represent).
-_UNSAFE = re.compile('[\\x00-\\x1f\\x7f<>:"|?*\\\\/\ud800-\udfff]')
+# Path separators, NUL and control characters, Windows' reserved punctuation, lone
+# surrogates (which no file system encoding can represent), and the marks that turn
+# text's direction: a file browser shows "photo\u202egnp.exe" as "photoexe.png".
+_UNSAFE = re.compile('[\\x00-\\x1f\\x7f<>:"|?*\\\\/\ud800-\udfff'
+                     '\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]')
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 # Device names Windows reserves whatever the extension; superscript digits count too.
 _RESERVED = frozenset(
