@@ -118,6 +118,10 @@ class Summary:
     # Pages longer than crawl.max_page_bytes, read up to there: their images and links
     # past it are left out
     pages_cut: int = 0
+    # A dry run's image URLs left out of its list, by why: refused by robots.txt, or for
+    # want of it (unreadable: a real crawl reads it again); most first. A real crawl
+    # records each refusal as a failure instead, and leaves this empty
+    images_unlisted: dict[str, int] = field(default_factory=dict)
     seed_failures: tuple[tuple[str, str], ...] = ()  # (seed, why) for seeds that failed
     started_at: str = ""  # this run's start and end, ISO 8601 UTC
     finished_at: str = ""
@@ -180,6 +184,7 @@ def summarize(master: MasterSummary, seeds: tuple[str, ...], *, dry_run: bool,
         links_to_other_hosts=master.links_to_other_hosts,
         images_out_of_scope=master.images_out_of_scope,
         pages_cut=master.pages_cut,
+        images_unlisted=master.images_unlisted,
         seed_failures=tuple((seed, why) for seed, why in master.seed_failures),
         started_at=started_at, finished_at=finished_at, out_dir=out,
         results_log=out / "results.log" if out else None,

@@ -911,6 +911,9 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
             if scope := _out_of_scope(summary):
                 print("dry run: the crawl's scope left pages or images out\n"
                       + "\n".join(scope), file=sys.stderr)
+            if summary.images_unlisted:
+                print("dry run: robots.txt left images out\n"
+                      + "\n".join(_unlisted(summary.images_unlisted)), file=sys.stderr)
 
     try:
         summary = run_crawl(settings, seeds, authkey, local_workers=local_workers,
@@ -1005,6 +1008,18 @@ def _out_of_scope(summary: ApiSummary) -> list[str]:
         lines.append(f"  not accepted    {'at least ' if images >= MAX_IMAGES else ''}"
                      f"{_counted(images, 'image URL')} refused by --accept or --reject "
                      "(crawl.image_allow, crawl.image_deny)")
+    return lines
+
+
+def _unlisted(by_reason: dict[str, int]) -> list[str]:
+    """A dry run's lines on the images robots.txt refused, by why."""
+    from crawler.model.outcome import ROBOTS_UNREACHABLE
+
+    lines = []
+    for reason, count in by_reason.items():
+        again = ("; a crawl reads it again, and may fetch them"
+                 if reason.startswith(ROBOTS_UNREACHABLE) else "")
+        lines.append(f"  not listed      {_counted(count, 'image URL')}: {reason}{again}")
     return lines
 
 

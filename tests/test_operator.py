@@ -392,6 +392,31 @@ def test_a_dry_run_does_not_list_images_robots_txt_refuses(
                          str(tmp_path / "out"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [server.url + "/ok.png"]
+    # Said beside the list, which a refusal otherwise shortened without a word.
+    assert ("dry run: robots.txt left images out\n"
+            "  not listed      1 image URL: disallowed by robots.txt\n") in result.stderr
+
+
+def test_a_dry_run_says_the_images_whose_robots_txt_it_could_not_read(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """They were left out of the list without a word, and the exit status was 0; a real
+    crawl reads the file again, and may fetch them."""
+    from .conftest import free_port
+
+    server = make_server()
+    nobody = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    serve_routes(server, {
+        "/": ("text/html", f'<img src="/ok.png"><img src="{nobody}/a.png">'
+                           f'<img src="{nobody}/b.png">'.encode()),
+    })
+    result = run_crawler("master", server.url + "/", "--dry-run", "--out",
+                         str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [server.url + "/ok.png"]
+    said = re.search(r"dry run: robots\.txt left images out\n  not listed      2 image URLs: "
+                     r"robots\.txt unreachable \(connection error: [^\n]*\); a crawl reads it "
+                     r"again, and may fetch them\n", result.stderr)
+    assert said, result.stderr
 
 
 def test_a_dry_run_lists_an_image_shown_on_many_pages_once(

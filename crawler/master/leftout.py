@@ -1,5 +1,5 @@
 """What the crawl's scope, and its bound on a page's size, left out this run, to say in
-its summary.
+its summary; and what robots.txt kept out of a dry run's list.
 
 Links to pages on hosts out of the scope's mode, images that the image
 patterns (``--accept``, ``--reject``) refuse, and the rest of a page past
@@ -21,6 +21,8 @@ from crawler.model.urls import host_key_of_normalized
 MAX_HOSTS = 1000
 MAX_IMAGES = 100_000
 SHOWN_HOSTS = 100  # in summary.json, most linked first
+MAX_REASONS = 100  # a dry run's refusals told apart; past that, counted as OTHER_REASONS
+OTHER_REASONS = "other reasons"
 
 
 class LinksElsewhere(NamedTuple):
@@ -42,6 +44,9 @@ class LeftOut:
         self._links_past = 0  # links to hosts past MAX_HOSTS
         self._images: set[str] = set()
         self.pages_cut = 0  # pages read only up to crawl.max_page_bytes (page loop threads)
+        # A dry run's images refused (by robots.txt, or for want of it), by why: a real
+        # crawl records each as a failure, a dry run only leaves it out of its list.
+        self.unlisted: collections.Counter[str] = collections.Counter()
 
     def link(self, url: str) -> None:
         """A link to a page out of the scope's mode (another host, another domain), counted
@@ -56,6 +61,12 @@ class LeftOut:
         """An image URL the image patterns refuse (counted once however often shown)."""
         if len(self._images) < MAX_IMAGES:
             self._images.add(url)
+
+    def unlisted_image(self, reason: str) -> None:
+        """An image a dry run leaves out of its list, refused for ``reason``."""
+        if reason not in self.unlisted and len(self.unlisted) >= MAX_REASONS:
+            reason = OTHER_REASONS
+        self.unlisted[reason] += 1
 
     def page_cut(self) -> None:
         """A page longer than crawl.max_page_bytes, read up to there: what follows (its

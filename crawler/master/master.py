@@ -1049,11 +1049,13 @@ class Master:
             self._images_seen.add(image)
             self._snapshot.found += 1
             if self._options.dry_run:
-                # Listed (refused ones are not), and neither queued nor recorded: an
-                # outcome per image, written to a journal no one reads, was a tenth of
-                # a dry run's master CPU.
+                # Listed (refused ones are counted, for the summary to say), and neither
+                # queued nor recorded: an outcome per image, written to a journal no one
+                # reads, was a tenth of a dry run's master CPU.
                 if refused is None:
                     listed.append(image)
+                else:
+                    self._left_out.unlisted_image(refused)
                 continue
             new_images.append((image, refused, ref))
             if (refused is None and is_image_link(ref) and links_followed
@@ -1331,5 +1333,6 @@ class Master:
                        links_to_other_hosts=elsewhere.by_host,
                        images_out_of_scope=self._left_out.images,
                        pages_cut=self._left_out.pages_cut,
+                       images_unlisted=dict(self._left_out.unlisted.most_common()),
                        manifest=manifest)
 

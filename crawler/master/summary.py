@@ -39,6 +39,7 @@ class Summary:
     links_to_other_hosts: dict[str, int] = field(default_factory=dict)
     images_out_of_scope: int = 0
     pages_cut: int = 0  # pages read only up to crawl.max_page_bytes
+    images_unlisted: dict[str, int] = field(default_factory=dict)  # a dry run's refused, by why
     seed_failures: list[tuple[str, str]] = field(default_factory=list)  # (seed, why)
     manifest: ManifestTally = field(default_factory=ManifestTally)  # what manifest.jsonl holds
 
