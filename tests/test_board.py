@@ -1251,6 +1251,26 @@ def test_one_worker_gets_its_share_of_a_host_not_all_of_it(board: MakeBoard) -> 
     assert len(b.lease("second", 10, 0)["tasks"]) == 2
 
 
+def test_a_worker_that_joins_a_host_full_of_even_shares_gets_slots(board: MakeBoard) -> None:
+    """Shares rounded up add up to more than a host has: two workers at their 2 of 4
+    slots took back, in their own exchange, each slot their reports freed, and a third
+    that came later got none for as long as the host had URLs (the fifth of five
+    workers, with the default 16 slots, or a worker joining eight --threads 1 ones)."""
+    clock = Clock()
+    b = board(clock, host_concurrency=4)
+    for n in range(20):
+        b.put(f"http://h/{n}.png", "h", None)
+    a = [url for url, _ in b.lease("a", 2, 0)["tasks"]]
+    assert len(a) == 2 and len(b.lease("b", 2, 0)["tasks"]) == 2  # the host is full
+    assert b.lease("c", 2, 0)["tasks"] == []  # c asks: three share the host now
+    # a reports one and asks in the same exchange: at its share rounded down (1 of 4),
+    # the slot it freed is the one c lacks.
+    assert b.exchange("a", 1, [ok(a[0])], [], 2, 0)["tasks"] == []
+    assert len(b.lease("c", 2, 0)["tasks"]) == 1
+    # Once none lacks its share rounded down, a free slot goes to whoever asks.
+    assert len(b.exchange("a", 2, [ok(a[1])], [], 2, 0)["tasks"]) == 1
+
+
 def test_the_ref_and_page_come_back_with_the_result(board: MakeBoard) -> None:
     b = board(Clock())
     ref = json.dumps({"kind": "img", "alt": "a red dot"})

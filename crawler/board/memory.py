@@ -589,6 +589,10 @@ class TaskBoard:
                         record.failed += 1
                 self._record(attempt, worker)
                 recorded += 1
+            if recorded and self._ready:
+                # Slots are free and URLs wait: a worker waiting for work (one owed them)
+                # takes them now, not at its next ask.
+                self._cond.notify_all()
         return recorded
 
     def refuse(self, worker: str, why: str) -> None:
@@ -782,7 +786,9 @@ class TaskBoard:
         if not self._lending:
             return tasks
         record = self._workers.get(worker)
-        share = self._share(now)
+        asking = self._asking(now)
+        share = math.ceil(self.policy.host_concurrency / max(1, len(asking)))
+        floor = self.policy.host_concurrency // max(1, len(asking))
         blocked = 0  # lanes in a row that may not send now; all of them means stop
         while len(tasks) < limit and self._ready and blocked < len(self._ready):
             host = self._ready[0]
@@ -795,7 +801,11 @@ class TaskBoard:
                 continue
             # The pace is taken last: once taken, this URL is leased.
             if (lane.in_flight >= self.policy.host_concurrency
-                    or (record is not None and record.per_host[host] >= share)
+                    or (record is not None and (
+                        record.per_host[host] >= share
+                        or (record.per_host[host] >= floor and _owed(
+                            asking, record, host, floor)
+                            >= self.policy.host_concurrency - lane.in_flight)))
                     or not lane.pace.take(now)):
                 self._ready.rotate(-1)
                 blocked += 1
@@ -816,16 +826,18 @@ class TaskBoard:
             self._ready.rotate(-1)  # one URL per host per turn: fair across hosts
         return tasks
 
-    def _share(self, now: float) -> int:
-        """How many of a host's slots one worker may hold: an even share among the
-        workers asking for work, so none holds them all while others get nothing."""
-        asking = sum(1 for record in self._workers.values()
-                     if not record.gone and now - record.last_ask <= ASKING_WINDOW)
+    def _asking(self, now: float) -> list[WorkerRecord | None]:
+        """The workers asking for work lately, who share each host's slots evenly: none
+        may hold more than ``ceil(slots / asking)`` of a host's, so none holds them all
+        while others get nothing. (None: the tutorial workers, one share together: left
+        out, ours kept every slot of a host full, and a tutorial worker's get() waited
+        until it gave up.)"""
+        asking: list[WorkerRecord | None] = [
+            record for record in self._workers.values()
+            if not record.gone and now - record.last_ask <= ASKING_WINDOW]
         if self._classic is not None and now - self._classic.last_ask <= ASKING_WINDOW:
-            # The tutorial workers, one share together: left out, ours kept every slot
-            # of a host full, and a tutorial worker's get() waited until it gave up.
-            asking += 1
-        return math.ceil(self.policy.host_concurrency / max(1, asking))
+            asking.append(None)
+        return asking
 
     def _until_ready(self, now: float) -> float:
         """Seconds until a paced host or a delayed retry may be ready (bounded)."""
@@ -961,3 +973,17 @@ class TaskBoard:
         self._settled.append(Settled(attempt, item.page, worker, attempts, item.ref))
         self._items[item.url] = _SETTLED  # its own record is of no more use
         self._tried_before.discard(item.url)
+
+
+def _owed(asking: list[WorkerRecord | None], record: WorkerRecord, host: str,
+          floor: int) -> int:
+    """The slots of ``host`` the other workers asking lately lack to hold ``floor`` each.
+
+    A worker at ``floor`` of a host's slots (its share rounded down) takes another only
+    when that leaves these free: shares rounded up add up to more than the host has,
+    and workers at theirs took back, in their own exchange, each slot their report
+    freed; a worker that came later (the fifth of five, with 16 slots) got none for as
+    long as the host had URLs.
+    """
+    return sum(max(0, floor - other.per_host[host]) for other in asking
+               if other is not None and other is not record)

@@ -505,14 +505,31 @@ local function first_queued(q, take)
   end
 end
 
+-- The slots of host that the other workers asking lately lack to hold floor each. A
+-- worker at floor (its share rounded down) takes another slot only when that leaves
+-- these free: shares rounded up add up to more than a host has, and a worker that came
+-- later got none while the others took back each slot their reports freed (the memory
+-- board's _owed).
+local function owed(askers, worker, host, floor)
+  local lacking = 0
+  for _, other in ipairs(askers) do
+    if other ~= worker then
+      lacking = lacking + math.max(0, floor - tally(perhost_key(other), host))
+    end
+  end
+  return lacking
+end
+
 -- Hand out up to limit URLs, one per host per turn, within each host's concurrency,
 -- pace and (for a worker with a record) its share among the workers asking.
 local function take(worker, record, limit, now, policy)
   local tasks = {}
-  local share = math.huge
+  local share, floor, askers = math.huge, 0, {}
   if record then
-    local asking = redis.call('ZCOUNT', ASKING, num(now - ASKING_WINDOW), '+inf')
-    share = math.ceil(policy.host_concurrency / math.max(1, asking))
+    askers = redis.call('ZRANGEBYSCORE', ASKING, num(now - ASKING_WINDOW), '+inf')
+    local asking = math.max(1, #askers)
+    share = math.ceil(policy.host_concurrency / asking)
+    floor = math.floor(policy.host_concurrency / asking)
   end
   local hosts = redis.call('LLEN', READY)
   local blocked = 0  -- hosts in a row this worker has its share of; all of them means stop
@@ -527,8 +544,12 @@ local function take(worker, record, limit, now, policy)
       wait = PACED
     elseif tally(INFLIGHT, host) >= policy.host_concurrency then
       wait = FULL
-    elseif record and tally(perhost_key(worker), host) >= share then
-      wait = 'share'
+    elseif record then
+      local mine = tally(perhost_key(worker), host)
+      if mine >= share or (mine >= floor and owed(askers, worker, host, floor)
+                           >= policy.host_concurrency - tally(INFLIGHT, host)) then
+        wait = 'share'
+      end
     end
     local url, it = first_queued(q, not wait)
     if not url then  -- an empty host leaves the turn, wherever it would wait
