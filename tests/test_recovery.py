@@ -164,6 +164,38 @@ def test_a_killed_worker_loses_nothing(make_server: Callable[[], FixtureServer],
     assert max(attempts.values()) == 2
 
 
+def test_a_master_whose_every_worker_died_says_so_and_goes_on_with_a_new_one(
+        make_server: Callable[[], FixtureServer], tmp_path: Path, authkey: str) -> None:
+    """A master whose only worker was killed mid-crawl waited without a word: the hint
+    of a master no worker came to was said only while no worker had taken an image."""
+    server = make_server()
+    site = setup_site(server, image_delay=0.05)
+    out = tmp_path / "out"
+    master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), cwd=tmp_path)
+    workers: list[subprocess.Popen[str]] = []
+    try:
+        address = wait_for_queue_address(master)
+        workers.append(start_crawler("worker", address, "--out", str(out), "--threads", "1",
+                                     cwd=tmp_path))
+        wait_until(lambda: sum(p in site.images for p in server.paths()) >= 5, 30,
+                   "the worker downloading")
+        workers[0].kill()
+        workers[0].wait(timeout=10)
+        wait_for_output(master, r"\d+ image\(s\) are queued and every worker has left: none "
+                                r"has been here in \d+ s: start workers as said above, or run "
+                                r"the master with --local-workers N", 30)
+        workers.append(start_crawler("worker", address, "--out", str(out), cwd=tmp_path))
+        err = finish(master, 60)
+        assert master.returncode == 0, err
+        assert workers[1].wait(timeout=30) == 0
+    finally:
+        for process in (master, *workers):
+            stop(process)
+    check_complete(out, server.url, site)
+    assert "no worker has taken one" not in err
+
+
 def test_a_worker_that_lost_its_lease_never_replaces_what_another_stored(
         site: FixtureServer, tmp_path: Path, authkey: str) -> None:
     """Paused past its lease mid-download, a worker resumes after another stored the image:

@@ -1,9 +1,9 @@
 """What a master tells its operator about workers: where they join, and when none came.
 
 The master announces its queue (or its crawl on the broker) and how workers
-join it, starts the local ones, and, when images wait and no worker has taken
-one, says so once, with the command to paste when the first lines were not
-shown (``--quiet``). When every local worker left because the output folder
+join it, starts the local ones, and, when images wait with no worker there (none
+came, or every one left), says so, with the command to paste when the first
+lines were not shown (``--quiet``). When every local worker left because the output folder
 cannot take a file and no other worker is there, it ends the crawl with a
 StorageError rather than wait for ever.
 """
@@ -47,8 +47,8 @@ class WorkerCall:
         # shown (--quiet); the hint of a master no worker came to then says how they join.
         self._announce = announce
         self._join_line: str | None = None  # how workers join, when it was not announced
-        self._hinted = False  # said how workers join, none having come
-        self._queued_since: float | None = None  # when images were first seen waiting
+        self._hinted = False  # said how workers join, with none there since
+        self._queued_since: float | None = None  # since when images wait with no worker
         # Images settled when this run first looked: an earlier run's (its workers') on a
         # resumed crawl, or another master's on a broker. None: not looked yet.
         self._done_before: int | None = None
@@ -80,28 +80,36 @@ class WorkerCall:
                                            connect_wait=connect_wait)
 
     def hint_when_no_worker(self, counts: dict[str, int]) -> None:
-        """Say once how workers join, when images wait and no worker of this run took one."""
+        """Say how workers join when images have waited ``NO_WORKER_HINT`` seconds with no
+        worker there: once while none came, and again each time every worker has left
+        (a worker killed mid-crawl left the master waiting without a word)."""
         if self._done_before is None:
             self._done_before = counts["done"]
-        if self._hinted or not counts["queued"] or counts["in_flight"] \
-                or counts["done"] > self._done_before or counts["delayed"]:
+        if counts["workers"]:
+            self._queued_since = None
+            self._hinted = False  # a worker came: its leaving is said again
+            return
+        if (self._hinted or not counts["queued"] or counts["in_flight"]
+                or counts["delayed"] or self._workers.left()):
             return
         now = time.monotonic()
         if self._queued_since is None:
             self._queued_since = now
         waited = now - self._queued_since
-        if waited < NO_WORKER_HINT or counts["workers"] or self._workers.left():
+        if waited < NO_WORKER_HINT:
             return
         self._hinted = True
         ended = self._workers.started  # the master's own: no --local-workers N to advise
+        what = (f"{counts['queued']} image(s) are queued and "
+                + ("no worker has taken one" if counts["done"] <= self._done_before
+                   else "every worker has left: none has been here")
+                + f" in {waited:.0f} s")
         if self._join_line is None:
-            log.warning("%d image(s) are queued and no worker has taken one in %.0f s: "
-                        "start workers as said above%s", counts["queued"], waited,
+            log.warning("%s: start workers as said above%s", what,
                         "; the local workers have ended (their reasons above)" if ended
                         else ", or run the master with --local-workers N")
         else:  # the line was not shown (--quiet): the command itself, to paste
-            log.warning("%d image(s) are queued and no worker has taken one in %.0f s: "
-                        "start workers%s; %s", counts["queued"], waited,
+            log.warning("%s: start workers%s; %s", what,
                         " (the local workers have ended: their reasons above)" if ended
                         else ", or run the master with --local-workers N",
                         self._join_line)
