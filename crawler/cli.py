@@ -1044,7 +1044,8 @@ def format_summary(summary: ApiSummary, *, on_broker: bool = False,
         *_out_of_scope(summary),
         *([f"  to try again    {_to_retry(summary)} failed for a passing reason (a timeout, "
            "5xx, 429, a refused connection, an unreadable robots.txt, a TLS failure a setting "
-           "fixes, a name taken in the image folder): the same command again tries them"]
+           "fixes, a name taken in the image folder, a worker lost with it): the same command "
+           "again tries them"]
           if summary.pages_to_retry or summary.images_to_retry else []),
         f"  images found    {summary.found}",
         f"  downloaded      {summary.succeeded} ({human_bytes(summary.bytes)})",

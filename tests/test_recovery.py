@@ -1476,8 +1476,8 @@ def test_images_still_failing_for_a_passing_reason_are_tried_again_by_a_rerun(
     err = _master_with_a_local_worker(server, out, tmp_path)
     assert ("  to try again    3 image(s) failed for a passing reason (a timeout, 5xx, 429, "
             "a refused connection, an unreadable robots.txt, a TLS failure a setting fixes, "
-            "a name taken in the image folder): the same command again tries "
-            "them") in err, err
+            "a name taken in the image folder, a worker lost with it): the same command "
+            "again tries them") in err, err
     assert json.loads((out / "summary.json").read_text())["images_to_retry"] == 3
     first = {e["url"]: e for e in manifest_lines(out)}
     assert {url for url, e in first.items() if e["transient"]} == {server.url + p for p in down}

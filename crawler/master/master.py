@@ -706,7 +706,8 @@ class Master:
             if expired:  # else only a manifest's attempts showed it
                 log.info("%d image lease(s) ran out (their worker fell silent, or took "
                          "longer than queue.lease_timeout): each counts as a try, and goes "
-                         "to another worker", expired)
+                         "to another worker, or, on its last try (download.max_attempts), "
+                         "fails as lost, for the next run to try again", expired)
             frontier.heartbeat(self._working(running))  # its pages stay its own
             state.last_reap = time.monotonic()
         # On a broker each look is a round trip: while this master has pages in flight

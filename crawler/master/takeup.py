@@ -71,7 +71,8 @@ def say_requeued(again: Requeued) -> None:
     """Say how many images that failed in an earlier run this rerun tries again, by why."""
     if again.passing:
         log.info("%d image(s) that failed for a passing reason (a timeout, a refused "
-                 "connection, a 5xx or 429, a TLS failure) are tried again", again.passing)
+                 "connection, a 5xx or 429, a TLS failure, a worker lost with it) are tried "
+                 "again", again.passing)
     if again.name_taken:
         # Each is tried whether or not what took its name was moved away: an image whose
         # name is still taken fails again, with the same message.
