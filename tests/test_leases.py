@@ -151,6 +151,40 @@ def test_a_silent_worker_loses_its_lease_in_seconds_and_knows_it_before_storing(
     assert (out / entry["path"]).read_bytes() == current
 
 
+def test_a_worker_stopped_past_the_crawls_end_says_so_and_leaves(
+        site: FixtureServer, tmp_path: Path, authkey: str) -> None:
+    """Resumed after its master had completed the crawl (in a folder it can see), a
+    worker waited connect_wait (300 s) for it, then ended with status 1, blaming the
+    master's address."""
+    page = b'<html><body><img src="/a.png"></body></html>'
+    site.routes["/"] = lambda handler: handler.send_body(200, page, "text/html")
+    begun, release = gate_image(site, "/a.png", PNG)
+    (tmp_path / "settings.toml").write_text("[queue]\nworker_silence = 1.5\n")
+    out = tmp_path / "out"
+    master = start_crawler("master", site.url + "/", "--bind", "127.0.0.1:0", "--out",
+                           str(out), "--ignore-robots", cwd=tmp_path)
+    with stopped_at_the_end(master) as processes:
+        address = wait_for_queue_address(master)
+        silent = start_crawler("worker", address, "--out", str(out), "--threads", "1",
+                               cwd=tmp_path)
+        processes.append(silent)
+        assert begun.wait(30), "the image was never asked for"
+        os.kill(silent.pid, signal.SIGSTOP)
+        wait_stopped(silent.pid)
+        other = start_crawler("worker", address, "--out", str(out), cwd=tmp_path)
+        processes.append(other)
+        err = finish(master, 60)
+        assert master.returncode == 0, err
+        assert other.wait(timeout=30) == 0
+        os.kill(silent.pid, signal.SIGCONT)
+        release.set()
+        said = finish(silent, 30)
+        assert silent.returncode == 0, said
+        assert "the crawl ended while this worker was away: leaving" in said, said
+    [entry] = manifest_lines(out)
+    assert entry["status"] == "success", entry
+
+
 @contextlib.contextmanager
 def _silenced_past_its_lease(site: FixtureServer, tmp_path: Path, authkey: str,
                              begun: threading.Event

@@ -14,6 +14,8 @@ calls ``board`` directly, as before.
 from __future__ import annotations
 
 import contextlib
+import datetime
+import json
 import logging
 import os
 import random
@@ -32,7 +34,7 @@ from crawler.errors import (
     NoHandshake,
 )
 from crawler.model.clock import since_boot
-from crawler.model.files import LOCK_NAME
+from crawler.model.files import LOCK_NAME, SUMMARY_NAME
 from crawler.model.shellword import shell_word
 from crawler.model.wire import LOCAL_WORKER_ENV, CrawlInfo, WorkerInfo, crawl_info_from_wire
 
@@ -69,6 +71,11 @@ class WaitNote:
 
 class Stopped(Exception):
     """A stop was asked for while the worker waited for its master."""
+
+
+class CrawlEnded(Exception):
+    """The crawl ended while the worker was away: its master's summary says it
+    completed after the worker joined, so no master will come back to it."""
 
 
 LINK_ERRORS = (OSError, EOFError)  # how a lost master shows itself on a proxy call
@@ -108,6 +115,8 @@ class MasterLink:
         self._stop = stop  # the worker's: set, a master that does not answer is not waited for
         self.board: Any = None
         self._told_beside = False  # that it stores beside its master's folder
+        self._master_folder: str | None = None  # where the master said it crawls into
+        self._joined_at: datetime.datetime | None = None  # when it first answered hello
 
     def connect(self, first: bool) -> CrawlInfo:
         """Connect (again), waiting for the master up to ``connect_wait`` seconds."""
@@ -128,6 +137,8 @@ class MasterLink:
             except LINK_ERRORS as exc:
                 if self._stop.is_set():
                     raise Stopped from exc
+                if not first and self._ended_while_away():
+                    raise CrawlEnded from exc
                 if since_boot() >= give_up:
                     what = "reach" if first else "reconnect to"
                     raise MasterUnreachable(
@@ -154,7 +165,27 @@ class MasterLink:
                                  threads=self._threads,
                                  folder=str(self._out_dir.absolute()))))
         self._client.bound_calls(self.board, call_deadline(crawl))
+        if self._joined_at is None:
+            self._joined_at = datetime.datetime.now(datetime.UTC)
+        folder = crawl.get("folder")
+        self._master_folder = folder if isinstance(folder, str) else None
         return crawl
+
+    def _ended_while_away(self) -> bool:
+        """Whether the master's folder, seen from here (its host, or a disk shared with
+        it), holds its summary of a crawl that completed after this worker joined: a
+        worker stopped (^Z, a laptop asleep) past the crawl's end waited for the master
+        for connect_wait, then ended with status 1 and blamed the address."""
+        if self._master_folder is None or self._joined_at is None:
+            return False
+        try:
+            summary = json.loads((Path(self._master_folder) / SUMMARY_NAME).read_bytes())
+            finished = datetime.datetime.fromisoformat(summary["finished_at"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return False  # no summary (another host's folder), or not one of ours
+        return (summary.get("completed") is True and not summary.get("interrupted")
+                and finished.tzinfo is not None and finished >= self._joined_at
+                - datetime.timedelta(seconds=1))  # (finished_at is to the second)
 
     def _check_folder(self, crawl: CrawlInfo) -> None:
         """A worker its master started stores into that master's folder: it serves no

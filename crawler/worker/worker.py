@@ -36,7 +36,14 @@ from crawler.model.outcome import STORAGE_ERROR, Attempt, FailureKind
 from crawler.model.wire import CrawlInfo, LeaseAnswer, Report, limits_from_wire
 from crawler.worker.enginerules import build_engine, changed_rules
 from crawler.worker.hops import RedirectCheck
-from crawler.worker.masterlink import LINK_ERRORS, MasterLink, Stopped, vouched_for, why_lost
+from crawler.worker.masterlink import (
+    LINK_ERRORS,
+    CrawlEnded,
+    MasterLink,
+    Stopped,
+    vouched_for,
+    why_lost,
+)
 from crawler.worker.notifier import Notifier
 from crawler.worker.reportwindow import ReportWindow
 from crawler.worker.sink import failure, kept_instead, too_slow
@@ -409,7 +416,12 @@ class Worker:
                 log.warning("lost %s (%s); reconnecting", self._client.where, why_lost(exc))
                 # A master started again (or another one on its port) may have other
                 # settings, or be another crawl: its rules from now on.
-                self._adopt(self._connect(first=False))
+                try:
+                    self._adopt(self._connect(first=False))
+                except CrawlEnded:
+                    self._link.board = None  # no master to hand anything back to
+                    _say_it_was_over(True, new=False)
+                    return
                 last_holding = 0.0  # a lost answer may have leased us URLs we never saw
                 continue
             if holding:
