@@ -458,7 +458,8 @@ def test_report_is_rewritten_in_place(gallery: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- several folders
 
 
-def test_folders_merge_and_a_workers_copied_folder_fills_its_tiles(tmp_path: Path) -> None:
+def test_folders_merge_and_a_workers_copied_folder_fills_its_tiles(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     master, copied = tmp_path / "master", tmp_path / "from far-host"
     here, far = png(8, 8, 1), png(8, 8, 2)
     store(master, "h/here.png", here)
@@ -482,6 +483,12 @@ def test_folders_merge_and_a_workers_copied_folder_fills_its_tiles(tmp_path: Pat
     assert ("1 recorded as stored, and not in this folder (by workers on far-host (1)): "
             "deleted or moved since, or stored in workers' own output folders on other hosts"
             in alone.select_one("#elsewhere").get_text())
+    # Said where the command ran too: the page said it only far down a short gallery.
+    assert (f"1 image recorded as stored is not in {master} (by workers on far-host (1)): "
+            "deleted or moved since, or stored in workers' own output folders; name those "
+            f"too (copied here, if on other hosts): crawler report {master} WORKER_FOLDER"
+            in caplog.text), caplog.text
+    caplog.clear()
 
     index = write_report([master, copied])
     assert index == master / "index.html"
@@ -492,6 +499,7 @@ def test_folders_merge_and_a_workers_copied_folder_fills_its_tiles(tmp_path: Pat
                      "both.png": (copied / "h/both.png").resolve()}
     assert soup.select_one("#elsewhere") is None
     assert "3 succeeded, 0 failed" in soup.select_one("#summary").get_text()
+    assert "recorded as stored" not in caplog.text
 
 
 def test_several_folders_without_a_manifest_is_a_usage_error(tmp_path: Path) -> None:

@@ -643,6 +643,17 @@ def render_parts(manifest: Manifest, folders: Path | Sequence[Path]) -> list[str
                 f"{hosts}): deleted or moved since, or stored in workers' own output folders "
                 "on other hosts; name those too (copied here): <code>crawler report "
                 f"{escape(_shown(str(folders[0])))} WORKER_FOLDER</code>")
+            # Said where the command runs too: only the page said it, far down a gallery
+            # that simply looked short.
+            log.warning("%s recorded as stored %s not in %s (by workers on %s): deleted or "
+                        "moved since, or stored in workers' own output folders; name those "
+                        "too (copied here, if on other hosts): crawler report %s WORKER_FOLDER",
+                        _plural(sum(context.elsewhere.values()), "image"),
+                        "is" if sum(context.elsewhere.values()) == 1 else "are",
+                        "these folders" if len(folders) > 1 else shell_word(str(folders[0])),
+                        ", ".join(f"{host} ({count})" for host, count
+                                  in context.elsewhere.most_common(5)),
+                        shell_word(str(folders[0])))
         add(".</p>\n")
     if manifest.malformed:
         add(f'<p class="note" id="malformed">{_plural(manifest.malformed, "malformed line")} '
