@@ -149,6 +149,8 @@ def test_surrounding_whitespace_and_inner_newlines_are_dropped() -> None:
     ("", "not http or https"),
     ("http://", "no host"),
     ("http://user@/", "no host"),
+    ("http://::1:8080/", r"no host: an IPv6 address goes in brackets, as in http://\[::1\]"),
+    ("http://:80/", r"has no host'?$"),
     ("http://example.com:99999/", "port out of range"),
     ("http://example.com:8o/", "bad port"),
     ("http://[::1/", "cannot parse"),

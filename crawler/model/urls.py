@@ -103,6 +103,9 @@ def _why_invalid(url: str) -> str:
         return f"cannot parse URL {url!r}: invalid IPv6 address in {hostport!r}"
     host, _, port = hostport.partition(":")
     if not host:
+        if hostport.count(":") >= 2:  # "::1", "::1:8080": an IPv6 address, unbracketed
+            return (f"URL {url!r} has no host: an IPv6 address goes in brackets, as in "
+                    "http://[::1]:8080/")
         return f"URL {url!r} has no host"
     if not host.isascii() and not _encodable(host):
         return f"URL {url!r}: host {host!r} is not a valid internationalised domain name"
