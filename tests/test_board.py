@@ -1271,6 +1271,22 @@ def test_a_worker_that_joins_a_host_full_of_even_shares_gets_slots(board: MakeBo
     assert len(b.exchange("a", 2, [ok(a[1])], [], 2, 0)["tasks"]) == 1
 
 
+def test_a_worker_that_has_all_it_asked_for_is_owed_no_slots(board: MakeBoard) -> None:
+    """A worker with few threads, full of another host's URLs, lacks its share of this
+    host but asks for none of it: slots held back for it would stay idle."""
+    b = board(Clock(), host_concurrency=4)
+    for n in range(2):
+        b.put(f"http://g/{n}.png", "g", None)
+    assert len(b.lease("tiny", 2, 0)["tasks"]) == 2  # all it asked for, on g
+    for n in range(10):
+        b.put(f"http://h/{n}.png", "h", None)
+    a = [url for url, _ in b.lease("a", 2, 0)["tasks"]]
+    assert len(a) == 2 and len(b.lease("b", 2, 0)["tasks"]) == 2  # h is full
+    # a, at its share rounded down once it reported, takes the slot back: tiny holds
+    # none of h, and is owed none.
+    assert len(b.exchange("a", 1, [ok(a[0])], [], 2, 0)["tasks"]) == 1
+
+
 def test_the_ref_and_page_come_back_with_the_result(board: MakeBoard) -> None:
     b = board(Clock())
     ref = json.dumps({"kind": "img", "alt": "a red dot"})

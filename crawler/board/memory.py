@@ -109,6 +109,7 @@ class WorkerRecord:
     held: set[str] = field(default_factory=set)
     per_host: Counter[str] = field(default_factory=Counter)  # of held, by host
     last_ask: float = -math.inf  # when it last asked for work
+    unmet: int = 0  # how many of the URLs it last asked for it did not get
     gone: bool = False
     last_exchange: int = 0  # the highest exchange number applied: none at or below again
 
@@ -560,6 +561,8 @@ class TaskBoard:
                     record.last_ask = now  # asking for as long as it waits: it has a share
                 self._promote_delayed(now)
                 tasks = self._take(worker, limit, now)
+                if record is not None:
+                    record.unmet = limit - len(tasks)  # what others leave it room for
                 if tasks:
                     if wait > 0 and len(tasks) < limit and not self._ready and not self._pages_over:
                         # An idle worker took all there was: what the next pages bring
@@ -589,10 +592,6 @@ class TaskBoard:
                         record.failed += 1
                 self._record(attempt, worker)
                 recorded += 1
-            if recorded and self._ready:
-                # Slots are free and URLs wait: a worker waiting for work (one owed them)
-                # takes them now, not at its next ask.
-                self._cond.notify_all()
         return recorded
 
     def refuse(self, worker: str, why: str) -> None:
@@ -789,6 +788,7 @@ class TaskBoard:
         asking = self._asking(now)
         share = math.ceil(self.policy.host_concurrency / max(1, len(asking)))
         floor = self.policy.host_concurrency // max(1, len(asking))
+        owed: dict[str, int] = {}  # by host: what the others lack of floor (see _owed)
         blocked = 0  # lanes in a row that may not send now; all of them means stop
         while len(tasks) < limit and self._ready and blocked < len(self._ready):
             host = self._ready[0]
@@ -800,11 +800,13 @@ class TaskBoard:
                 lane.listed = False
                 continue
             # The pace is taken last: once taken, this URL is leased.
+            mine = record.per_host[host] if record is not None else 0
             if (lane.in_flight >= self.policy.host_concurrency
                     or (record is not None and (
-                        record.per_host[host] >= share
-                        or (record.per_host[host] >= floor and _owed(
-                            asking, record, host, floor)
+                        mine >= share
+                        or (0 < floor <= mine  # (floor 0: more workers than slots)
+                            and (owed[host] if host in owed else owed.setdefault(
+                                host, _owed(asking, record, host, floor)))
                             >= self.policy.host_concurrency - lane.in_flight)))
                     or not lane.pace.take(now)):
                 self._ready.rotate(-1)
@@ -977,7 +979,8 @@ class TaskBoard:
 
 def _owed(asking: list[WorkerRecord | None], record: WorkerRecord, host: str,
           floor: int) -> int:
-    """The slots of ``host`` the other workers asking lately lack to hold ``floor`` each.
+    """The slots of ``host`` the other workers asking lately lack to hold ``floor`` each,
+    as far as they asked for more than they got (one with few threads, full, lacks none).
 
     A worker at ``floor`` of a host's slots (its share rounded down) takes another only
     when that leaves these free: shares rounded up add up to more than the host has,
@@ -985,5 +988,5 @@ def _owed(asking: list[WorkerRecord | None], record: WorkerRecord, host: str,
     freed; a worker that came later (the fifth of five, with 16 slots) got none for as
     long as the host had URLs.
     """
-    return sum(max(0, floor - other.per_host[host]) for other in asking
+    return sum(min(other.unmet, max(0, floor - other.per_host[host])) for other in asking
                if other is not None and other is not record)

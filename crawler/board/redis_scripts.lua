@@ -505,16 +505,18 @@ local function first_queued(q, take)
   end
 end
 
--- The slots of host that the other workers asking lately lack to hold floor each. A
--- worker at floor (its share rounded down) takes another slot only when that leaves
--- these free: shares rounded up add up to more than a host has, and a worker that came
--- later got none while the others took back each slot their reports freed (the memory
--- board's _owed).
+-- The slots of host that the other workers asking lately lack to hold floor each, as
+-- far as they asked for more than they got (their 'unmet', set by lease). A worker at
+-- floor (its share rounded down) takes another slot only when that leaves these free:
+-- shares rounded up add up to more than a host has, and a worker that came later got
+-- none while the others took back each slot their reports freed (the memory board's
+-- _owed).
 local function owed(askers, worker, host, floor)
   local lacking = 0
   for _, other in ipairs(askers) do
     if other ~= worker then
-      lacking = lacking + math.max(0, floor - tally(perhost_key(other), host))
+      local unmet = tonumber(redis.call('HGET', worker_key(other), 'unmet') or '0')
+      lacking = lacking + math.min(unmet, math.max(0, floor - tally(perhost_key(other), host)))
     end
   end
   return lacking
@@ -525,6 +527,7 @@ end
 local function take(worker, record, limit, now, policy)
   local tasks = {}
   local share, floor, askers = math.huge, 0, {}
+  local owed_on = {}  -- by host: owed(), asked once a call
   if record then
     askers = redis.call('ZRANGEBYSCORE', ASKING, num(now - ASKING_WINDOW), '+inf')
     local asking = math.max(1, #askers)
@@ -546,9 +549,13 @@ local function take(worker, record, limit, now, policy)
       wait = FULL
     elseif record then
       local mine = tally(perhost_key(worker), host)
-      if mine >= share or (mine >= floor and owed(askers, worker, host, floor)
-                           >= policy.host_concurrency - tally(INFLIGHT, host)) then
+      if mine >= share then
         wait = 'share'
+      elseif floor > 0 and mine >= floor then  -- (floor 0: more workers than slots)
+        if owed_on[host] == nil then owed_on[host] = owed(askers, worker, host, floor) end
+        if owed_on[host] >= policy.host_concurrency - tally(INFLIGHT, host) then
+          wait = 'share'
+        end
       end
     end
     local url, it = first_queued(q, not wait)
@@ -607,7 +614,11 @@ local function lease(worker, record, limit, now, policy)
   if redis.call('EXISTS', CLOSED) == 1 then return {1, {}} end
   promote_delayed(now)
   promote_paced(now, policy)
-  return {0, take(worker, record, limit, now, policy)}
+  local tasks = take(worker, record, limit, now, policy)
+  if record then  -- what the others leave it room for (owed)
+    redis.call('HSET', worker_key(worker), 'unmet', limit - math.floor(#tasks / 2))
+  end
+  return {0, tasks}
 end
 
 local function mark_gone(worker)
