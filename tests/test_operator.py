@@ -598,3 +598,23 @@ def _hang_up_while_crawling(launcher: str, args: list[str], cwd: Path,
         if output is not None:
             output.close()
     return process
+
+
+def test_the_no_worker_hint_counts_tutorial_workers_as_workers(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tutorial workers say no hello: only they at work, the master said every worker
+    had left, once the hint was said after every worker's leaving too."""
+    from crawler.master import workercall
+    from crawler.master.authkey import Authkey
+    from crawler.master.launcher import LocalWorkers
+
+    monkeypatch.setattr(workercall, "NO_WORKER_HINT", 0.0)  # the first look is long enough
+    call = workercall.WorkerCall(LocalWorkers(tmp_path, Authkey(b"k" * 32), 1), local=0,
+                                 invite=True, out_dir=tmp_path, authkey=Authkey(b"k" * 32),
+                                 announce=lambda line: None)
+    waiting = {"queued": 50, "in_flight": 0, "delayed": 0, "workers": 0, "done": 0}
+    call.hint_when_no_worker({**waiting, "tutorial": 1})  # before any was done
+    call.hint_when_no_worker({**waiting, "tutorial": 1, "done": 7})
+    assert "worker" not in caplog.text
+    call.hint_when_no_worker({**waiting, "tutorial": 0, "done": 7})
+    assert "50 image(s) are queued and every worker has left" in caplog.text, caplog.text

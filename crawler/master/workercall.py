@@ -85,12 +85,15 @@ class WorkerCall:
         (a worker killed mid-crawl left the master waiting without a word)."""
         if self._done_before is None:
             self._done_before = counts["done"]
-        if counts["workers"]:
+        if counts["workers"] or counts.get("tutorial"):  # (tutorial workers say no hello)
             self._queued_since = None
             self._hinted = False  # a worker came: its leaving is said again
             return
-        if (self._hinted or not counts["queued"] or counts["in_flight"]
-                or counts["delayed"] or self._workers.left()):
+        if (not counts["queued"] or counts["in_flight"] or counts["delayed"]
+                or self._workers.left()):
+            self._queued_since = None  # no image waits untaken: a wait begins again
+            return
+        if self._hinted:
             return
         now = time.monotonic()
         if self._queued_since is None:
