@@ -555,12 +555,14 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
                 settings, seeds, joined_request = _joined(shared, settings)
     else:
         check_for_bind(authkey, bind[0])
+    started_at = _now()  # summary.json's, and told to workers (see MasterOptions.run)
     options = MasterOptions(seeds=seeds, out_dir=Path(settings.output.dir), bind=bind,
                             local_workers=local_workers, worker_threads=settings.worker.threads,
                             dry_run=dry_run, resume=resume, fresh=fresh,
                             invite_workers=invite_workers, broker=shared,
                             joined_request=joined_request,
-                            worker_command=worker_command, on_images=on_images)
+                            worker_command=worker_command, on_images=on_images,
+                            run=started_at)
     # Before the progress display and the queue start their threads: it forks.
     parser = PageParser(parser=settings.crawl.parser, processes=settings.crawl.parsers or None)
     closing = False  # the crawl has ended: its closing files are being written
@@ -590,7 +592,6 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
             if on_signal_note is not None:
                 on_signal_note(signum)
 
-        started_at = _now()
         # Until the summary is saved and shown: a stop after the crawl's own handling,
         # at Python's, left no summary.json (and said only "interrupted").
         with _signals_handled_by(on_signal):

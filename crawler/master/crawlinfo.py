@@ -18,9 +18,10 @@ from crawler.model.wire import CrawlInfo, RobotsRules
 
 
 def crawl_info(settings: Settings, *, policy: AddressPolicy, scope: Scope,
-               folder: Path | None) -> CrawlInfo:
+               folder: Path | None, run: str = "") -> CrawlInfo:
     """The crawl as workers need it. ``folder``: the embedded master's output folder,
-    which its workers share (None on a broker: each worker has its own)."""
+    which its workers share (None on a broker: each worker has its own); ``run``: when
+    its run started, as the folder's summary.json will say."""
     info = CrawlInfo(limits=Limits.from_settings(settings.download)._asdict(),
                      policy=policy.to_wire(),
                      user_agent=settings.crawl.user_agent,
@@ -32,4 +33,6 @@ def crawl_info(settings: Settings, *, policy: AddressPolicy, scope: Scope,
                      worker_silence=settings.queue.worker_silence)
     if folder is not None:
         info["folder"] = str(folder.absolute())
+        if run:
+            info["run"] = run
     return info

@@ -156,6 +156,9 @@ class MasterOptions(NamedTuple):
     worker_command: Callable[[Sequence[str]], int] | None = None
     # A dry run's image URLs, a page's at a time; None: on standard output.
     on_images: Callable[[list[str]], None] | None = None
+    # When this run started (ISO 8601 UTC), as its summary.json's started_at says: told
+    # to workers, a worker back after the crawl's end finds this run's summary by it.
+    run: str = ""
 
 
 class _Pipeline(NamedTuple):
@@ -338,7 +341,8 @@ class Master:
 
     def describe(self, full: bool = False) -> CrawlInfo | Status:
         info = crawl_info(self._settings, policy=self._policy, scope=self._scope,
-                          folder=self._options.out_dir if self._options.broker is None else None)
+                          folder=self._options.out_dir if self._options.broker is None else None,
+                          run=self._options.run)
         if not full:  # a joining worker's: it holds secrets, which status must not show
             info["request"] = self._request.to_wire()  # headers, cookies, TLS, proxies, logins
             return info

@@ -68,6 +68,7 @@ class CrawlInfo(TypedDict):
     worker_silence: float  # seconds one of our workers may be silent before its leases end
     request: NotRequired[dict[str, Any]]  # RequestOptions.to_wire(): to joining workers only
     folder: NotRequired[str]  # the embedded master's output folder (absolute)
+    run: NotRequired[str]  # when its run started: its summary.json's started_at
     # On a broker: how often the crawl's request settings were changed (a master that
     # starts the crawl again brings its own); a worker takes them up when it changes.
     generation: NotRequired[int]

@@ -14,7 +14,6 @@ calls ``board`` directly, as before.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
 import logging
 import os
@@ -116,7 +115,7 @@ class MasterLink:
         self.board: Any = None
         self._told_beside = False  # that it stores beside its master's folder
         self._master_folder: str | None = None  # where the master said it crawls into
-        self._joined_at: datetime.datetime | None = None  # when it first answered hello
+        self._run: str | None = None  # when the master's run began, as it said
 
     def connect(self, first: bool) -> CrawlInfo:
         """Connect (again), waiting for the master up to ``connect_wait`` seconds."""
@@ -165,27 +164,26 @@ class MasterLink:
                                  threads=self._threads,
                                  folder=str(self._out_dir.absolute()))))
         self._client.bound_calls(self.board, call_deadline(crawl))
-        if self._joined_at is None:
-            self._joined_at = datetime.datetime.now(datetime.UTC)
-        folder = crawl.get("folder")
+        folder, run = crawl.get("folder"), crawl.get("run")
         self._master_folder = folder if isinstance(folder, str) else None
+        self._run = run if isinstance(run, str) and run else None
         return crawl
 
     def _ended_while_away(self) -> bool:
         """Whether the master's folder, seen from here (its host, or a disk shared with
-        it), holds its summary of a crawl that completed after this worker joined: a
-        worker stopped (^Z, a laptop asleep) past the crawl's end waited for the master
-        for connect_wait, then ended with status 1 and blamed the address."""
-        if self._master_folder is None or self._joined_at is None:
+        it), holds the summary of the run this worker worked for, completed: a worker
+        stopped (^Z, a laptop asleep) past the crawl's end waited for the master for
+        connect_wait, then ended with status 1 and blamed the address. The run is told
+        by its start, as the master said it: a summary of another run, or a folder of
+        the same name on another host, is not this one's."""
+        if self._master_folder is None or self._run is None:
             return False
         try:
             summary = json.loads((Path(self._master_folder) / SUMMARY_NAME).read_bytes())
-            finished = datetime.datetime.fromisoformat(summary["finished_at"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return False  # no summary (another host's folder), or not one of ours
-        return (summary.get("completed") is True and not summary.get("interrupted")
-                and finished.tzinfo is not None and finished >= self._joined_at
-                - datetime.timedelta(seconds=1))  # (finished_at is to the second)
+        except (OSError, ValueError):
+            return False  # no summary (not this host's folder), or not whole
+        return (isinstance(summary, dict) and summary.get("started_at") == self._run
+                and summary.get("completed") is True and not summary.get("interrupted"))
 
     def _check_folder(self, crawl: CrawlInfo) -> None:
         """A worker its master started stores into that master's folder: it serves no
