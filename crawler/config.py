@@ -384,7 +384,8 @@ def _valid_bind(value: str) -> bool:
 
 
 def _bind_fault(value: str) -> str:
-    """Said of an IPv6 address, as a worker given one says it (``parse_address``)."""
+    """Said of a bracketed address (IPv6, or IPv4 in brackets), as a worker given one
+    says it (``parse_address``)."""
     match = _ADDRESS.fullmatch(value.strip())
     if not (match and match.group(1)):
         return ""

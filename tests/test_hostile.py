@@ -285,6 +285,10 @@ def test_policy_from_seeds_allows_only_the_seeds_kinds() -> None:
     assert loopback.refusal(ipaddress.ip_address("169.254.169.254")) == "metadata"
     explicit = AddressPolicy.from_seeds(["http://127.0.0.1/"], ["169.254.169.254/32"])
     assert explicit.refusal(ipaddress.ip_address("169.254.169.254")) is None
+    # An IPv6 address that leads to a listed IPv4 one is let through, as judged by it.
+    assert explicit.refusal(ipaddress.ip_address("64:ff9b::a9fe:a9fe")) is None
+    assert explicit.refusal(ipaddress.ip_address("2002:a9fe:a9fe::1")) is None
+    assert explicit.refusal(ipaddress.ip_address("64:ff9b::a9fe:a9ff")) == "link-local"
     assert explicit.refusal(ipaddress.ip_address("127.0.0.1")) == "loopback"
     assert AddressPolicy.from_wire(loopback.to_wire()) == loopback
     # A seed's name written fully qualified is the same host: libcurl connects to it.

@@ -401,16 +401,17 @@ def test_a_dry_run_says_the_images_whose_robots_txt_it_could_not_read(
         make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
     """They were left out of the list without a word, and the exit status was 0; a real
     crawl reads the file again, and may fetch them."""
-    from .conftest import free_port
-
     server = make_server()
-    nobody = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    serve_routes(server, {
-        "/": ("text/html", f'<img src="/ok.png"><img src="{nobody}/a.png">'
-                           f'<img src="{nobody}/b.png">'.encode()),
-    })
-    result = run_crawler("master", server.url + "/", "--dry-run", "--out",
-                         str(tmp_path / "out"), cwd=tmp_path)
+    # A port bound, and kept so, where nothing listens: connections to it are refused.
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        nobody = f"http://127.0.0.1:{bound.getsockname()[1]}"
+        serve_routes(server, {
+            "/": ("text/html", f'<img src="/ok.png"><img src="{nobody}/a.png">'
+                               f'<img src="{nobody}/b.png">'.encode()),
+        })
+        result = run_crawler("master", server.url + "/", "--dry-run", "--out",
+                             str(tmp_path / "out"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [server.url + "/ok.png"]
     said = re.search(r"dry run: robots\.txt left images out\n  not listed      2 image URLs: "

@@ -100,7 +100,11 @@ class AddressPolicy(NamedTuple):
         """The kind of ``address`` if it is refused, else None."""
         kind = kind_of(address)
         if self.networks:
-            if any(address in ipaddress.ip_network(n, strict=False) for n in self.networks):
+            # The address, or the IPv4 one it leads to (as kind_of judges it): a listed
+            # 10.0.0.0/8 lets 64:ff9b::a00:1 through, as README says.
+            carried = _carried_ipv4(address)
+            if any(candidate in ipaddress.ip_network(n, strict=False)
+                   for n in self.networks for candidate in {address, carried}):
                 return None
             return None if kind == "public" else kind
         return None if kind in self.kinds else kind
