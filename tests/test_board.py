@@ -30,6 +30,7 @@ from crawler.config import Settings
 from crawler.model.outcome import RATE_LIMITED_PAUSE, Attempt, FailureKind, Outcome
 from crawler.model.wire import WorkerInfo
 
+from .conftest import wait_until
 from .redis_server import RedisServer
 
 
@@ -795,6 +796,25 @@ def test_a_tutorial_worker_waiting_in_get_has_a_share_of_a_hosts_slots() -> None
     assert b.lease("w", 2, 0)["tasks"] == [], "one of the two slots is the tutorial workers'"
     waiting.join(timeout=5)
     assert got == ["http://h/2.png"]
+
+
+def test_a_tutorial_worker_is_owed_a_slot_of_a_host_full_of_even_shares() -> None:
+    """Two of ours at their 2 of 4 slots, and a tutorial worker asking: the slot a report
+    freed went back to ours, the tutorial workers holding none, owed none."""
+    b = TaskBoard(policy_for(host_concurrency=4))  # the real clock: get() waits for real
+    for n in range(8):
+        b.put(f"http://h/{n}.png", "h", None)
+    a = [url for url, _ in b.lease("a", 2, 0)["tasks"]]
+    assert len(a) == 2 and len(b.lease("b", 2, 0)["tasks"]) == 2  # the host is full
+    got: list[str] = []
+    waiting = threading.Thread(target=lambda: got.append(TaskQueueView(b).get(timeout=4)),
+                               daemon=True)
+    waiting.start()
+    wait_until(lambda: b.tutorial_workers(), 10, "the tutorial worker to ask")  # and wait
+    b.report("a", [ok(a[0])])
+    assert b.lease("a", 2, 0)["tasks"] == [], "the slot is the tutorial workers' share"
+    waiting.join(timeout=5)
+    assert len(got) == 1
 
 
 def test_classic_get_times_out_on_a_closed_board() -> None:

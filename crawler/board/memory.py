@@ -739,6 +739,11 @@ class TaskBoard:
         assert record is not None
         return record.held
 
+    def _classic_per_host(self) -> Counter[str]:
+        record = self._classic_record(CLASSIC)
+        assert record is not None
+        return record.per_host
+
     def _new_lane(self, host: str) -> _Lane:
         lane = self._lanes[host] = _Lane(pace=self._paces.of(host))
         return lane
@@ -824,21 +829,21 @@ class TaskBoard:
                 record.per_host[host] += 1
             elif worker == CLASSIC:
                 self._classic_held().add(item.url)
+                self._classic_per_host()[host] += 1  # (what _owed counts of it)
             tasks.append((item.url, item.attempts + (item.url in self._tried_before)))
             self._ready.rotate(-1)  # one URL per host per turn: fair across hosts
         return tasks
 
-    def _asking(self, now: float) -> list[WorkerRecord | None]:
+    def _asking(self, now: float) -> list[WorkerRecord]:
         """The workers asking for work lately, who share each host's slots evenly: none
         may hold more than ``ceil(slots / asking)`` of a host's, so none holds them all
-        while others get nothing. (None: the tutorial workers, one share together: left
+        while others get nothing. (The tutorial workers count, one share together: left
         out, ours kept every slot of a host full, and a tutorial worker's get() waited
         until it gave up.)"""
-        asking: list[WorkerRecord | None] = [
-            record for record in self._workers.values()
-            if not record.gone and now - record.last_ask <= ASKING_WINDOW]
+        asking = [record for record in self._workers.values()
+                  if not record.gone and now - record.last_ask <= ASKING_WINDOW]
         if self._classic is not None and now - self._classic.last_ask <= ASKING_WINDOW:
-            asking.append(None)
+            asking.append(self._classic)
         return asking
 
     def _until_ready(self, now: float) -> float:
@@ -871,6 +876,7 @@ class TaskBoard:
             record.per_host[item.host] -= 1
         elif item.holder == CLASSIC and self._classic is not None:
             self._classic.held.discard(item.url)
+            self._classic.per_host[item.host] -= 1
         item.holder, item.last_holder = None, item.holder
 
     def _record(self, attempt: Attempt, worker: str) -> None:
@@ -977,7 +983,7 @@ class TaskBoard:
         self._tried_before.discard(item.url)
 
 
-def _owed(asking: list[WorkerRecord | None], record: WorkerRecord, host: str,
+def _owed(asking: list[WorkerRecord], record: WorkerRecord, host: str,
           floor: int) -> int:
     """The slots of ``host`` the other workers asking lately lack to hold ``floor`` each,
     as far as they asked for more than they got (one with few threads, full, lacks none).
@@ -989,4 +995,4 @@ def _owed(asking: list[WorkerRecord | None], record: WorkerRecord, host: str,
     long as the host had URLs.
     """
     return sum(min(other.unmet, max(0, floor - other.per_host[host])) for other in asking
-               if other is not None and other is not record)
+               if other is not record)
