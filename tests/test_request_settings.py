@@ -1606,7 +1606,7 @@ def test_a_seed_whose_certificate_is_not_trusted_is_exit_5_then_works_with_its_c
     # CA, below), and the summary's reasons that may pass include that one.
     assert ("to try again    1 page(s) failed for a passing reason (a timeout, 5xx, 429, a "
             "refused connection, an unreadable robots.txt, a TLS failure a setting fixes, a "
-            "name taken in the image folder)") in untrusted.stderr
+            "name taken in the image folder, a worker lost with it)") in untrusted.stderr
     last = untrusted.stderr.strip().splitlines()[-1]
     assert last.startswith(f"crawler: error: no seed page could be fetched: {seed}: "), last
     assert "TLS certificate not trusted" in last, last
