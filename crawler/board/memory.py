@@ -806,13 +806,15 @@ class TaskBoard:
                 continue
             # The pace is taken last: once taken, this URL is leased.
             mine = record.per_host[host] if record is not None else 0
+            # Past its share rounded down (none with more workers than slots), a worker
+            # leaves free what the others are owed: asked once a host per call.
+            if record is not None and 0 < floor <= mine < share and host not in owed:
+                owed[host] = _owed(asking, record, host, floor)
             if (lane.in_flight >= self.policy.host_concurrency
                     or (record is not None and (
                         mine >= share
-                        or (0 < floor <= mine  # (floor 0: more workers than slots)
-                            and (owed[host] if host in owed else owed.setdefault(
-                                host, _owed(asking, record, host, floor)))
-                            >= self.policy.host_concurrency - lane.in_flight)))
+                        or (0 < floor <= mine
+                            and owed[host] >= self.policy.host_concurrency - lane.in_flight)))
                     or not lane.pace.take(now)):
                 self._ready.rotate(-1)
                 blocked += 1
