@@ -734,16 +734,6 @@ class TaskBoard:
         self._classic.last_contact = now
         return self._classic
 
-    def _classic_held(self) -> set[str]:
-        record = self._classic_record(CLASSIC)
-        assert record is not None
-        return record.held
-
-    def _classic_per_host(self) -> Counter[str]:
-        record = self._classic_record(CLASSIC)
-        assert record is not None
-        return record.per_host
-
     def _new_lane(self, host: str) -> _Lane:
         lane = self._lanes[host] = _Lane(pace=self._paces.of(host))
         return lane
@@ -830,8 +820,10 @@ class TaskBoard:
                 record.held.add(item.url)
                 record.per_host[host] += 1
             elif worker == CLASSIC:
-                self._classic_held().add(item.url)
-                self._classic_per_host()[host] += 1  # (what _owed counts of it)
+                classic = self._classic_record(CLASSIC)
+                assert classic is not None
+                classic.held.add(item.url)
+                classic.per_host[host] += 1  # (what _owed counts of it)
             tasks.append((item.url, item.attempts + (item.url in self._tried_before)))
             self._ready.rotate(-1)  # one URL per host per turn: fair across hosts
         return tasks

@@ -635,10 +635,11 @@ def render_parts(manifest: Manifest, folders: Path | Sequence[Path]) -> list[str
     if context.not_shown:
         add(f'<p class="note" id="elsewhere">{_plural(context.not_shown, "image")} not shown')
         if context.elsewhere:
+            away = sum(context.elsewhere.values())
             hosts = ", ".join(f"{escape(host)} ({count})"
                               for host, count in context.elsewhere.most_common(5))
             # A local worker stores here: its file missing was deleted or moved since.
-            add(f": {sum(context.elsewhere.values())} recorded as stored, and not in "
+            add(f": {away} recorded as stored, and not in "
                 f"{'these folders' if len(folders) > 1 else 'this folder'} (by workers on "
                 f"{hosts}): deleted or moved since, or stored in workers' own output folders "
                 "on other hosts; name those too (copied here): <code>crawler report "
@@ -648,8 +649,7 @@ def render_parts(manifest: Manifest, folders: Path | Sequence[Path]) -> list[str
             log.warning("%s recorded as stored %s not in %s (by workers on %s): deleted or "
                         "moved since, or stored in workers' own output folders; name those "
                         "too (copied here, if on other hosts): crawler report %s WORKER_FOLDER",
-                        _plural(sum(context.elsewhere.values()), "image"),
-                        "is" if sum(context.elsewhere.values()) == 1 else "are",
+                        _plural(away, "image"), "is" if away == 1 else "are",
                         "these folders" if len(folders) > 1 else shell_word(str(folders[0])),
                         ", ".join(f"{host} ({count})" for host, count
                                   in context.elsewhere.most_common(5)),

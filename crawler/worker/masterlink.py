@@ -73,8 +73,8 @@ class Stopped(Exception):
 
 
 class CrawlEnded(Exception):
-    """The crawl ended while the worker was away: its master's summary says it
-    completed after the worker joined, so no master will come back to it."""
+    """The crawl ended while the worker was away: its master's summary of the run the
+    worker worked for says it completed, so no master will come back to it."""
 
 
 LINK_ERRORS = (OSError, EOFError)  # how a lost master shows itself on a proxy call
