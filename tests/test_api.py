@@ -606,10 +606,13 @@ def test_a_ctrl_c_as_the_summary_is_written_leaves_no_half_copy(tmp_path: Path) 
                       bytes=0, out_dir=tmp_path, summary_json=tmp_path / "summary.json")
     os.mkfifo(tmp_path / "summary.json.partial")
     waiting = Path(f"/proc/{os.getpid()}/task/{threading.get_native_id()}/wchan")
+    writer = threading.get_ident()
 
     def interrupt_once_waiting() -> None:
         wait_until(lambda: waiting.read_text() == "wait_for_partner", 10, "the write's open")
-        os.kill(os.getpid(), signal.SIGINT)
+        # To the waiting thread itself: a signal sent to the process may go to any of its
+        # threads, and only the one it reaches leaves its system call.
+        signal.pthread_kill(writer, signal.SIGINT)
 
     sender = threading.Thread(target=interrupt_once_waiting, daemon=True)
     sender.start()
