@@ -122,6 +122,10 @@ class Summary:
     # want of it (unreadable: a real crawl reads it again); most first. A real crawl
     # records each refusal as a failure instead, and leaves this empty
     images_unlisted: dict[str, int] = field(default_factory=dict)
+    # Of the images stored (succeeded), those in other folders than out_dir, by the host
+    # of the worker that stored them (a worker on another host stores under its own --out,
+    # as does one here started with its own): most first. Empty when all are in out_dir.
+    stored_elsewhere: dict[str, int] = field(default_factory=dict)
     seed_failures: tuple[tuple[str, str], ...] = ()  # (seed, why) for seeds that failed
     started_at: str = ""  # this run's start and end, ISO 8601 UTC
     finished_at: str = ""
@@ -185,6 +189,7 @@ def summarize(master: MasterSummary, seeds: tuple[str, ...], *, dry_run: bool,
         images_out_of_scope=master.images_out_of_scope,
         pages_cut=master.pages_cut,
         images_unlisted=master.images_unlisted,
+        stored_elsewhere=master.stored_elsewhere,
         seed_failures=tuple((seed, why) for seed, why in master.seed_failures),
         started_at=started_at, finished_at=finished_at, out_dir=out,
         results_log=out / "results.log" if out else None,

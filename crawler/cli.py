@@ -1023,6 +1023,21 @@ def _unlisted(by_reason: dict[str, int]) -> list[str]:
     return lines
 
 
+def _stored_elsewhere(summary: ApiSummary) -> list[str]:
+    """The line on the images workers stored in folders of their own, by host: the
+    output folder's images/ holds none of them."""
+    if not summary.stored_elsewhere:
+        return []
+    away = sum(summary.stored_elsewhere.values())
+    hosts = list(summary.stored_elsewhere.items())
+    shown = ", ".join(f"{host} {count}" for host, count in hosts[:3])
+    more = f" and {len(hosts) - 3} more" if len(hosts) > 3 else ""
+    where = shell_word(str(summary.out_dir)) if summary.out_dir else "OUT"
+    return [f"  elsewhere       {away} of them in workers' own --out folders, not in {where} "
+            f"(by host: {shown}{more}): 'crawler report {where} WORKER_FOLDER' shows them "
+            "with the rest (a folder on another host copied here first)"]
+
+
 def _counted(count: int, what: str) -> str:
     return f"{count} {what}" + ("" if count == 1 else "s")
 
@@ -1049,6 +1064,7 @@ def format_summary(summary: ApiSummary, *, on_broker: bool = False,
           if summary.pages_to_retry or summary.images_to_retry else []),
         f"  images found    {summary.found}",
         f"  downloaded      {summary.succeeded} ({human_bytes(summary.bytes)})",
+        *_stored_elsewhere(summary),
         f"  failed          {summary.failed}",
         f"  elapsed         {summary.elapsed_s:.1f} s, {_rate(summary.images_per_second)} "
         "images/s",

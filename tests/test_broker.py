@@ -907,6 +907,7 @@ def test_a_rerun_on_the_broker_fetches_again_the_images_deleted_from_its_folder(
     assert sorted((out / "results.log").read_text().splitlines()) == lines
     summary = json.loads((out / "summary.json").read_text())
     assert summary["completed"] and summary["stored_this_run"] == 1, summary
+    assert summary["stored_elsewhere"] == {}, summary
 
     # A master that joins another at work (here: one of this host whose process runs)
     # does not look: the other's files list the image.
@@ -943,6 +944,9 @@ def test_a_rerun_on_the_broker_leaves_alone_what_a_worker_stored_in_its_own_fold
     assert master.returncode == 0, err
     check_complete(out, server.url, site, stores=[own])
     first = manifest_lines(out)
+    # As on the embedded queue, the summary says where they are.
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stored_elsewhere"] == {socket.gethostname(): len(first)}, summary
     (own / first[0]["path"]).unlink()
     asked = len(server.paths())
 

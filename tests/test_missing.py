@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from crawler.master.journal import Journal
-from crawler.master.missing import MissingImages, WorkersElsewhere, workers_elsewhere
+from crawler.master.missing import (
+    MissingImages,
+    WorkersElsewhere,
+    stored_elsewhere,
+    workers_elsewhere,
+)
+from crawler.master.results import ManifestTally
 from crawler.model.outcome import Outcome
 
 
@@ -65,3 +71,22 @@ def test_workers_of_this_host_with_another_folder_are_noted_and_left_alone(
                 _outcome("http://a/here", worker="box:2:cd", path="images/here.png")]
     assert [outcome.url for outcome in missing.kept(outcomes)] == ["http://a/own"]
     assert missing.urls == ["http://a/here"]
+
+
+def test_images_stored_outside_the_masters_folder_are_counted_by_host(tmp_path: Path) -> None:
+    """What the summary says of images not in the output folder: those of workers on other
+    hosts, and of one here with its own --out; not a tutorial worker's (no file named),
+    a failure, or a worker here storing into the master's folder."""
+    tally = ManifestTally()
+    for url, worker, path, ok in [
+            ("http://a/1", "box:1:ab", "images/1.png", True),  # here, the master's folder
+            ("http://a/2", "box:2:cd", "images/2.png", True),  # here, its own --out
+            ("http://a/3", "far:7:ef", "images/3.png", True),
+            ("http://a/4", "far:8:01", "images/4.png", True),
+            ("http://a/5", "far.example:8:01", "images/5.png", True),
+            ("http://a/6", "far:7:ef", None, False),
+            ("http://a/7", "tutorial", None, True)]:
+        tally.add(_outcome(url, worker=worker, path=path, ok=ok))
+    assert stored_elsewhere(tally.stored_by, {"box:2:cd"}, host="box") == {
+        "far": 2, "box": 1, "far.example": 1}
+    assert stored_elsewhere({"box:1:ab": 3}, (), host="box") == {}

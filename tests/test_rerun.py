@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -574,6 +575,7 @@ def test_a_rerun_fetches_again_the_images_deleted_from_the_folder(
     assert len(results) == len(lines)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["completed"] and summary["stored_this_run"] == len(first)
+    assert summary["stored_elsewhere"] == {}, "its local worker stores into its folder"
 
 
 def test_a_rerun_fetches_again_the_images_a_power_cut_left_empty(
@@ -649,11 +651,20 @@ def test_a_rerun_does_not_fetch_again_what_a_worker_here_stored_in_its_own_folde
     first = manifest_lines(out)
     stored = [e for e in first if e["status"] == "success"]
     assert stored and all((own / e["path"]).is_file() for e in stored), first
+    # The summary says where they are: not in the master's folder.
+    here = socket.gethostname()
+    assert json.loads((out / "summary.json").read_text())["stored_elsewhere"] == {
+        here: len(stored)}
+    assert (f"elsewhere       {len(stored)} of them in workers' own --out folders, "
+            f"not in {out} (by host: {here} {len(stored)})") in err, err
     asked = len(server.paths())
 
     err = _crawl(server.url + "/", out, tmp_path)  # its local worker stores into out
     assert "missing from" not in err, err
     assert server.paths()[asked:] == [], "nothing fetched again"
+    # A rerun's summary counts them still, from the journal's note of that worker.
+    assert json.loads((out / "summary.json").read_text())["stored_elsewhere"] == {
+        here: len(stored)}
     # The same lines; a rerun writes them in the journal's order, not the order they came.
     assert sorted(manifest_lines(out), key=by_url) == sorted(first, key=by_url)
     assert not (out / "images").exists()

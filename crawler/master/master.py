@@ -20,7 +20,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +61,12 @@ from crawler.master.launcher import LocalWorkers, local_address
 from crawler.master.ledger import BrokerLedger, JournalLedger, Ledger
 from crawler.master.leftout import LeftOut
 from crawler.master.linkedpages import LinkedPages, is_image_link
-from crawler.master.missing import MissingImages, WorkersElsewhere, workers_elsewhere
+from crawler.master.missing import (
+    MissingImages,
+    WorkersElsewhere,
+    stored_elsewhere,
+    workers_elsewhere,
+)
 from crawler.master.pagecookies import CookiePost
 from crawler.master.pageloop import PageLoop, PageLoopEnded
 from crawler.master.results import ManifestTally, NoFiles, ResultFiles
@@ -1339,5 +1344,17 @@ class Master:
                        images_out_of_scope=self._left_out.images,
                        pages_cut=self._left_out.pages_cut,
                        images_unlisted=dict(self._left_out.unlisted.most_common()),
+                       stored_elsewhere=stored_elsewhere(manifest.stored_by,
+                                                         self._stores_elsewhere()),
                        manifest=manifest)
+
+    def _stores_elsewhere(self) -> Container[str]:
+        """The workers of this host that store under another folder than this master's."""
+        if self._elsewhere is not None:
+            return self._elsewhere
+        if self._shared_board is not None:
+            from crawler.master.onbroker import StoresElsewhere
+
+            return StoresElsewhere(self._shared_board, self._options.out_dir)
+        return ()
 

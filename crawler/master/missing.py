@@ -85,6 +85,21 @@ class MissingImages:
                 or (size is not None and held.st_size != size))
 
 
+def stored_elsewhere(stored_by: Mapping[str, int], elsewhere: Container[str],
+                     host: str | None = None) -> dict[str, int]:
+    """Of the images each worker stored (``stored_by``), those outside the master's
+    folder, by the host of the worker: one on another host stores under its own --out,
+    as does one of this host among ``elsewhere``. Most first."""
+    prefix = f"{host if host is not None else socket.gethostname()}:"
+    by_host: dict[str, int] = {}
+    for worker, count in stored_by.items():
+        if not worker.startswith(prefix) or worker in elsewhere:
+            # A worker's name is "HOST:PID:RANDOM".
+            worker_host = worker.rsplit(":", 2)[0] if worker.count(":") >= 2 else worker
+            by_host[worker_host] = by_host.get(worker_host, 0) + count
+    return dict(sorted(by_host.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 def workers_elsewhere(journal: Journal) -> set[str]:
     """The workers of this host the journal notes as storing under another folder."""
     noted = journal.meta(ELSEWHERE_KEY)
@@ -105,6 +120,10 @@ class WorkersElsewhere:
         self._host = host if host is not None else socket.gethostname()
         self._noted = workers_elsewhere(journal)
         self._looked: set[str] = set()  # workers told apart already
+
+    def __contains__(self, worker: object) -> bool:
+        """Whether ``worker`` is noted as storing under another folder."""
+        return worker in self._noted
 
     def note(self, workers: Iterable[str | None]) -> None:
         """Look at each of ``workers`` not looked at yet; note those that store elsewhere."""

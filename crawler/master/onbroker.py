@@ -168,7 +168,7 @@ def fetch_missing_again(broker: BrokerCrawl, board: RedisBoard, out_dir: Path) -
     they are writing those images' lines into their own files."""
     if others_at_work(broker):
         return 0
-    missing = MissingImages(out_dir, elsewhere=_StoresElsewhere(board, out_dir))
+    missing = MissingImages(out_dir, elsewhere=StoresElsewhere(board, out_dir))
     gone = [(entry, settled) for entry, settled in board.settled_with_ids()
             if missing.gone(settled.attempt.ok, settled.attempt.path, settled.worker,
                             settled.attempt.bytes)]
@@ -178,7 +178,7 @@ def fetch_missing_again(broker: BrokerCrawl, board: RedisBoard, out_dir: Path) -
     return again
 
 
-class _StoresElsewhere:
+class StoresElsewhere:
     """The workers whose hello on the broker names another folder than this master's:
     ``worker in`` it, asked once per worker."""
 

@@ -99,6 +99,9 @@ class ManifestTally:
         self.slowest = 0.0
         self.attempts = 0
         self.transient = 0  # failures the next run tries again
+        # Images stored, by the worker that stored them: the summary tells which of them
+        # are in another folder than the master's (a worker elsewhere, or with its --out).
+        self.stored_by: collections.Counter[str] = collections.Counter()
 
     def add(self, outcome: Outcome) -> None:
         host = self.hosts[host_key_of_normalized(outcome.url) or "?"]
@@ -106,6 +109,8 @@ class ManifestTally:
         if outcome.ok:
             host["succeeded"] += 1
             host["bytes"] += outcome.bytes or 0
+            if outcome.path and outcome.worker:  # (a tutorial worker's: where, it did not say)
+                self.stored_by[outcome.worker] += 1
         else:
             host["failed"] += 1
             self.reasons[reason_counted(outcome.reason) or "unknown"] += 1

@@ -40,6 +40,9 @@ class Summary:
     images_out_of_scope: int = 0
     pages_cut: int = 0  # pages read only up to crawl.max_page_bytes
     images_unlisted: dict[str, int] = field(default_factory=dict)  # a dry run's refused, by why
+    # Images stored outside the output folder, by the host of the worker that stored them:
+    # one on another host, or on this one with its own --out, stores in its own folder.
+    stored_elsewhere: dict[str, int] = field(default_factory=dict)
     seed_failures: list[tuple[str, str]] = field(default_factory=list)  # (seed, why)
     manifest: ManifestTally = field(default_factory=ManifestTally)  # what manifest.jsonl holds
 
