@@ -87,6 +87,9 @@ log = logging.getLogger("crawler")
 EXIT_INTERRUPTED = 130
 EXIT_FAILED = 1  # a runtime failure no error of ours names (see the exit status table)
 EXIT_OUTPUT_LOST = 120  # what Python exits with when it cannot flush stdout
+# A crawl that completed and found images, none of which it could store: a script that
+# looks at the status alone (a nightly job, a pipeline) must not take it for one that did.
+EXIT_NOTHING_STORED = 7
 COMPLETION_SHELLS = ("bash", "zsh", "tcsh")
 
 
@@ -931,7 +934,20 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
         print(f"crawler: interrupted; {interrupted_note.removeprefix(STATE_SAVED)}",
               file=sys.stderr, flush=True)
         raise StopSaid from stop  # quit now: the demo writes no gallery either
-    return EXIT_INTERRUPTED if summary.interrupted else 0
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
+    if not dry_run and nothing_stored(summary):
+        log.warning("no image was stored: each of the %d image(s) found failed (the reasons "
+                    "are in the summary%s); exit status %d", summary.failed,
+                    "" if quiet or json_summary else " above", EXIT_NOTHING_STORED)
+        return EXIT_NOTHING_STORED
+    return 0
+
+
+def nothing_stored(summary: ApiSummary) -> bool:
+    """A completed crawl that found images and stored none: every one of them failed."""
+    return (summary.completed and summary.found > 0 and summary.succeeded == 0
+            and summary.failed > 0)
 
 
 def _leave_the_terminal(terminal: list[int]) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from crawler.cli import EXIT_NOTHING_STORED
 from crawler.demo.site import png
 from crawler.master.folderlock import FolderLock
 
@@ -1683,7 +1684,9 @@ def test_failures_that_differ_only_in_their_measure_are_one_reason(
     out = tmp_path / "out"
     result = run_crawler("master", server.url + "/", "--local-workers", "1", "--out", str(out),
                          "--bind", "127.0.0.1:0", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == EXIT_NOTHING_STORED, result.stderr  # each image failed
+    assert ("WARNING: no image was stored: each of the 17 image(s) found failed (the reasons "
+            "are in the summary above); exit status 7") in result.stderr, result.stderr
     reasons = json.loads((out / "summary.json").read_text())["failures_by_reason"]
     assert reasons["too small"] == 12 and len(reasons) == 6, reasons
     assert "        12  too small\n" in result.stderr, result.stderr
@@ -1709,7 +1712,7 @@ def test_images_a_stray_file_keeps_from_their_folder_are_one_reason(
     (host_folder / "sub").write_text("not the crawler's")
     result = run_crawler("master", server.url + "/", "--local-workers", "1", "--out", str(out),
                          "--bind", "127.0.0.1:0", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == EXIT_NOTHING_STORED, result.stderr
     reasons = json.loads((out / "summary.json").read_text())["failures_by_reason"]
     assert reasons == {"cannot store: a file the crawler did not store is where a folder is "
                        "needed; move it away, then run the same command again": 3}, reasons

@@ -24,6 +24,7 @@ import pytest
 
 from crawler.board.manager import MasterClient, QueueServer
 from crawler.board.memory import BoardPolicy, TaskBoard
+from crawler.cli import EXIT_NOTHING_STORED
 from crawler.config import Limits
 from crawler.demo.site import png
 from crawler.errors import BadCrawlInfo
@@ -454,7 +455,7 @@ def test_a_redirect_held_by_an_unreadable_robots_txt_is_tried_again_by_the_next_
     command = ("master", site.url + "/", "--bind", "127.0.0.1:0", "--out", str(out),
                "--local-workers", "1")
     first = run_crawler(*command, cwd=tmp_path, timeout=60)
-    assert first.returncode == 0, first.stderr
+    assert first.returncode == EXIT_NOTHING_STORED, first.stderr
     [held] = manifest_lines(out)
     assert held["reason"] == (f"redirected to {second_host.url}/x.png: robots.txt "
                               "unreachable (HTTP 503)")

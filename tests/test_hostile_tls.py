@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from crawler.cli import EXIT_NOTHING_STORED
 from crawler.config import Limits, Settings
 from crawler.demo.site import png
 from crawler.fetch.curlsetup import default_ca_file
@@ -170,7 +171,7 @@ def test_a_rerun_tries_again_an_image_that_failed_its_tls_check(
         flags = ["--bind", f"127.0.0.1:{free_port()}", "--out", str(out), "--local-workers",
                  "1", "--ignore-robots"]
         first = run_crawler("master", site.url + "/", *flags, cwd=tmp_path, timeout=90)
-        assert first.returncode == 0, first.stderr
+        assert first.returncode == EXIT_NOTHING_STORED, first.stderr
         [failed] = manifest_lines(out)
         assert failed["reason"].startswith("TLS certificate not trusted: "), failed
         assert failed["attempts"] == 1 and failed["transient"], failed

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from crawler.cli import EXIT_NOTHING_STORED
 from crawler.demo.site import png
 from crawler.fetch.guard import AddressPolicy
 from crawler.fetch.options import RequestOptions
@@ -185,18 +186,18 @@ def test_images_refused_by_the_proxy_are_fetched_when_its_login_is_fixed(
                if not key.lower().endswith("_proxy")}
         out = tmp_path / "out"
 
-        def crawl(password: str) -> dict[str, object]:
+        def crawl(password: str, status: int) -> dict[str, object]:
             done = run_crawler("master", pages.url + "/", "--out", str(out), "--bind",
                                "127.0.0.1:0", "--local-workers", "1", "--max-attempts", "1",
                                "--ignore-robots", "--json", cwd=tmp_path,
                                env={**env, "HTTP_PROXY": proxy.url(password),
                                     "NO_PROXY": "127.0.0.1"})
-            assert done.returncode == 0, done.stderr
+            assert done.returncode == status, done.stderr
             assert password not in done.stdout + done.stderr
             summary: dict[str, object] = json.loads(done.stdout)
             return summary
 
-        first = crawl("wrong-pass")
+        first = crawl("wrong-pass", EXIT_NOTHING_STORED)
         [entry] = manifest_lines(out)
         assert entry["status"] == "failure" and entry["transient"] is True, json.dumps(
             [entry, first])
@@ -204,7 +205,7 @@ def test_images_refused_by_the_proxy_are_fetched_when_its_login_is_fixed(
                                    f"http://127.0.0.1:{proxy.port}"), entry
         assert first["images_to_retry"] == 1, first
         assert images.hits == [] and proxy.refused >= 1
-        second = crawl(LOGIN[1])
+        second = crawl(LOGIN[1], 0)
         assert second["succeeded"] == 1, second
         assert [e["status"] for e in manifest_lines(out)][-1] == "success"
         assert [hit.path for hit in images.hits] == ["/img.png"]

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from crawler.cli import EXIT_NOTHING_STORED
 from crawler.demo.site import Site, build_site
 from crawler.errors import BrokerUnreachable
 from crawler.worker.masterlink import why_lost
@@ -703,7 +704,7 @@ def test_permanent_failures_are_not_retried(make_server: Callable[[], FixtureSer
     master = start_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
                            str(out), "--local-workers", "1", cwd=tmp_path)
     err = finish(master, 60)
-    assert master.returncode == 0, err
+    assert master.returncode == EXIT_NOTHING_STORED, err  # each image a 404
     entries = manifest_lines(out)
     assert len(entries) == len(site.images)
     assert all(e["status"] == "failure" and e["reason"] == "HTTP 404" and e["attempts"] == 1
@@ -1173,6 +1174,7 @@ _MASTER_GONE_AT_GOODBYE = """
 import os, sys, time
 from crawler.board.memory import BoardPolicy, TaskBoard
 from crawler.board.manager import QueueServer
+from crawler.cli import EXIT_NOTHING_STORED
 
 board = TaskBoard(BoardPolicy(), wake=lambda: os._exit(0) if board.closed else None)
 """ + LOOPBACK_HELLO + """

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from crawler.cli import EXIT_NOTHING_STORED
 from crawler.demo.site import Site, build_site, png
 from crawler.master.journal import Journal, PageDone
 from crawler.master.takeup import LONG_REWRITE_BYTES
@@ -153,7 +154,7 @@ def test_images_refused_for_an_unreadable_robots_txt_are_tried_by_a_rerun(
     site, images, path, page = _image_host_whose_robots_txt_fails_once(make_server)
     serve_routes(site, {"/": ("text/html", page)})
     out = tmp_path / "out"
-    err = _crawl(site.url + "/", out, tmp_path)
+    err = _crawl(site.url + "/", out, tmp_path, status=EXIT_NOTHING_STORED)
     [entry] = manifest_lines(out)
     assert entry["reason"] == "robots.txt unreachable (HTTP 503)"
     # README's "transient": a failure the next run tries again (it said false).
@@ -484,7 +485,7 @@ def test_images_refused_for_an_unreadable_robots_txt_on_a_redirected_page_are_tr
     site.routes["/"] = lambda h: h.send_body(301, b"", "text/plain",
                                              {"Location": site.url + "/home/"})
     out = tmp_path / "out"
-    err = _crawl(site.url + "/", out, tmp_path)
+    err = _crawl(site.url + "/", out, tmp_path, status=EXIT_NOTHING_STORED)
     [entry] = manifest_lines(out)
     assert entry["reason"] == "robots.txt unreachable (HTTP 503)"
     assert entry["page"] == site.url + "/home/"
@@ -682,7 +683,7 @@ def test_images_whose_name_a_stray_file_took_are_stored_by_a_rerun_once_it_is_mo
     host_folder.parent.mkdir(parents=True)
     host_folder.write_text("not the crawler's")
 
-    err = _crawl(server.url + "/", out, tmp_path)
+    err = _crawl(server.url + "/", out, tmp_path, status=EXIT_NOTHING_STORED)
     failed = _entries(out)
     assert set(failed) == {server.url + path for path in site.images}
     for entry in failed.values():
@@ -714,7 +715,8 @@ def test_a_fresh_crawl_says_an_image_the_server_no_longer_serves_failed(
     assert stored["status"] == "success", stored
 
     server.routes["/a.png"] = lambda handler: handler.send_body(404, b"gone", "text/plain")
-    _crawl(server.url + "/", out, tmp_path, "--ignore-robots", "--fresh")
+    _crawl(server.url + "/", out, tmp_path, "--ignore-robots", "--fresh",
+           status=EXIT_NOTHING_STORED)
     [entry] = manifest_lines(out)
     assert (entry["status"], entry["reason"]) == ("failure", "HTTP 404"), entry
     assert (out / "results.log").read_text() == f"{server.url}/a.png--->failure: HTTP 404\n"
