@@ -1,7 +1,8 @@
 """The command line: arguments, wiring, and the one place errors become messages and exit codes.
 
 Exit status: 0 the command did its job (a crawl that completed, even with
-some failed images); 1 a runtime failure (master unreachable, authkey
+some failed images); 7 a crawl that completed, found images and stored none;
+1 a runtime failure (master unreachable, authkey
 refused); 2 bad usage or settings; 3 the output folder cannot be written
 (or its crawl journal is damaged); 4 the queue port cannot be bound; 5 no
 seed page could be fetched (the message gives the cause: connection refused,
@@ -410,6 +411,10 @@ def build_parser() -> _Parser:
                      "Crawl pages from the seed URLs, queue every image found for the workers, "
                      "and write results.log and manifest.jsonl into the output folder. Started "
                      "again on the same output folder, it resumes.")
+    master.epilog = ("Exit status: 0 the crawl completed (some images may have failed); 7 it "
+                     "found images and stored none; 5 no seed page could be fetched; 130 "
+                     "interrupted, its state saved (the same command resumes); 1-4 and 6 "
+                     "errors the message names (README.md, Exit status).")
     master.add_argument("seeds", nargs="*", metavar="URL",
                         help="seed page URL(s), http or https; example.com means "
                              "https://example.com/")
