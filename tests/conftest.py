@@ -140,6 +140,41 @@ def no_user_settings(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.getbasetemp() / "no-config"))
 
 
+_STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _signal_handling() -> tuple[set[signal.Signals], list[object]]:
+    """This thread's blocked signals, and the handlers of the stop signals."""
+    return (signal.pthread_sigmask(signal.SIG_BLOCK, ()),
+            [signal.getsignal(signum) for signum in _STOPS])
+
+
+@pytest.fixture(autouse=True)
+def signal_handling_kept() -> Iterator[None]:
+    """Each test leaves the process's signal handling as it found it: a stop signal
+    left blocked or handled by a crawl's handler made a later test's Ctrl-C do nothing,
+    in whichever test ran next in that process."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = _signal_handling()
+    yield
+    after = _signal_handling()
+    assert after == before, f"signal handling changed by this test: {before} -> {after}"
+
+
+@pytest.fixture
+def pythons_own_ctrl_c() -> Iterator[None]:
+    """SIGINT handled by Python's own handler (a KeyboardInterrupt in the main thread),
+    set anew for the test: in a full run on two cores, a test's own SIGINT went by
+    without one, in whichever of three such tests ran in that process."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @pytest.fixture
 def site() -> Iterator[FixtureServer]:
     """tests/site served on 127.0.0.1 at an OS-chosen port."""

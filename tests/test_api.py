@@ -595,6 +595,7 @@ def test_after_a_hang_up_a_second_one_no_longer_kills() -> None:
         signal.signal(signal.SIGHUP, previous)
 
 
+@pytest.mark.usefixtures("pythons_own_ctrl_c")
 def test_a_ctrl_c_as_the_summary_is_written_leaves_no_half_copy(tmp_path: Path) -> None:
     """A KeyboardInterrupt (Python's own, from a real SIGINT) while summary.json's copy is
     written: the copy goes with it, as it does for a full disk. The copy is a FIFO here,

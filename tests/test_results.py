@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
-import os
 import shutil
 import signal
 from collections.abc import Iterator
@@ -96,6 +95,7 @@ def test_a_full_disk_is_said_for_both_files_and_leaves_no_half_copies(tmp_path: 
         assert files._results.closed and files._manifest.closed and files._pages.closed
 
 
+@pytest.mark.usefixtures("pythons_own_ctrl_c")
 def test_a_second_ctrl_c_during_a_reruns_rewrite_leaves_no_half_copies(
         tmp_path: Path) -> None:
     """A rerun of a large crawl rewrites both files from the journal, for seconds; a
@@ -109,7 +109,7 @@ def test_a_second_ctrl_c_during_a_reruns_rewrite_leaves_no_half_copies(
     def interrupted_halfway() -> Iterator[Outcome]:
         for n, one in enumerate(earlier):
             if n == 50:
-                os.kill(os.getpid(), signal.SIGINT)  # Python's own handler: KeyboardInterrupt
+                signal.raise_signal(signal.SIGINT)  # Python's own handler: KeyboardInterrupt
             yield one
 
     with pytest.raises(KeyboardInterrupt):
@@ -153,6 +153,7 @@ def test_a_folder_made_in_place_of_the_pages_copy_mid_run_leaves_pages_jsonl_who
             f"rewrite it ({tmp_path / 'pages.jsonl.partial'}: Is a directory)") in caplog.text
 
 
+@pytest.mark.usefixtures("pythons_own_ctrl_c")
 def test_a_ctrl_c_while_pages_jsonl_is_rewritten_at_close_leaves_it_whole(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A Ctrl-C (a real KeyboardInterrupt, from Python's own SIGINT handler) halfway
@@ -170,7 +171,7 @@ def test_a_ctrl_c_while_pages_jsonl_is_rewritten_at_close_leaves_it_whole(
     def interrupted_halfway(line: bytes) -> str | None:
         lines_read.append(line)
         if len(lines_read) == 50:
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
         return read(line)
 
     monkeypatch.setattr(results_module, "_page_url", interrupted_halfway)
