@@ -1,14 +1,14 @@
 """The command line: arguments, wiring, and the one place errors become messages and exit codes.
 
 Exit status: 0 the command did its job (a crawl that completed, even with
-some failed images); 7 a crawl that completed, found images and stored none;
-1 a runtime failure (master unreachable, authkey
+some failed images); 1 a runtime failure (master unreachable, authkey
 refused); 2 bad usage or settings; 3 the output folder cannot be written
 (or its crawl journal is damaged); 4 the queue port cannot be bound; 5 no
 seed page could be fetched (the message gives the cause: connection refused,
 DNS, an untrusted certificate); 6 the Redis broker refuses the crawl's writes
 for a reason of its own set-up (full, unable to save, a read-only replica, an
-ACL); 120 what the command printed could not be
+ACL); 7 a crawl that completed, found images and stored none; 120 what the
+command printed could not be
 written (a full disk, a closed pipe); 130 interrupted (Ctrl-C, SIGTERM or a
 hang-up on the master, after saving its state).
 
@@ -411,10 +411,11 @@ def build_parser() -> _Parser:
                      "Crawl pages from the seed URLs, queue every image found for the workers, "
                      "and write results.log and manifest.jsonl into the output folder. Started "
                      "again on the same output folder, it resumes.")
-    master.epilog = ("Exit status: 0 the crawl completed (some images may have failed); 7 it "
-                     "found images and stored none; 5 no seed page could be fetched; 130 "
-                     "interrupted, its state saved (the same command resumes); 1-4 and 6 "
-                     "errors the message names (README.md, Exit status).")
+    master.epilog = ("Exit status: 0 the crawl completed and stored images (some may have "
+                     "failed), or found none, or was a dry run; 7 it found images and stored "
+                     "none; 5 no seed page could be fetched; 130 interrupted, its state saved "
+                     "(the same command resumes); 120 its output could not be written; 1-4 "
+                     "and 6 errors the message names (README.md, Exit status).")
     master.add_argument("seeds", nargs="*", metavar="URL",
                         help="seed page URL(s), http or https; example.com means "
                              "https://example.com/")
@@ -581,7 +582,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     with _logging_for(log_handler, args.verbose, args.quiet, args.log_file is not None):
         status = _run_command(args)
-    if isinstance(log_handler, _LogFile) and log_handler.failure is not None and status == 0:
+    if (isinstance(log_handler, _LogFile) and log_handler.failure is not None
+            and status in (0, EXIT_NOTHING_STORED)):
         return StorageError.exit_code  # the log was said lost when it happened
     return status
 
@@ -942,9 +944,10 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
     if summary.interrupted:
         return EXIT_INTERRUPTED
     if not dry_run and nothing_stored(summary):
-        log.warning("no image was stored: each of the %d image(s) found failed (the reasons "
-                    "are in the summary%s); exit status %d", summary.failed,
-                    "" if quiet or json_summary else " above", EXIT_NOTHING_STORED)
+        why = ("the summary's top failure reasons above" if not (quiet or json_summary)
+               else f"failures_by_reason in {summary.summary_json or 'summary.json'}")
+        log.warning("no image was stored: each of the %s found failed (%s say why); exit "
+                    "status %d", _counted(summary.failed, "image"), why, EXIT_NOTHING_STORED)
         return EXIT_NOTHING_STORED
     return 0
 
@@ -1056,7 +1059,7 @@ def _stored_elsewhere(summary: ApiSummary) -> list[str]:
     where = shell_word(str(summary.out_dir)) if summary.out_dir else "OUT"
     return [f"  elsewhere       {away} of them in workers' own --out folders, not in {where} "
             f"(by host: {shown}{more}): 'crawler report {where} WORKER_FOLDER' shows them "
-            "with the rest (a folder on another host copied here first)"]
+            "with the rest (copy a folder from another host here first)"]
 
 
 def _counted(count: int, what: str) -> str:

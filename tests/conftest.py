@@ -143,7 +143,7 @@ def no_user_settings(monkeypatch: pytest.MonkeyPatch,
 _STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def _signal_handling() -> tuple[set[signal.Signals], list[object]]:
+def _signal_handling() -> tuple[set[int | signal.Signals], list[object]]:
     """This thread's blocked signals, and the handlers of the stop signals."""
     return (signal.pthread_sigmask(signal.SIG_BLOCK, ()),
             [signal.getsignal(signum) for signum in _STOPS])
@@ -151,9 +151,9 @@ def _signal_handling() -> tuple[set[signal.Signals], list[object]]:
 
 @pytest.fixture(autouse=True)
 def signal_handling_kept() -> Iterator[None]:
-    """Each test leaves the process's signal handling as it found it: a stop signal
-    left blocked or handled by a crawl's handler made a later test's Ctrl-C do nothing,
-    in whichever test ran next in that process."""
+    """Each test leaves signal handling as it found it (the main thread's mask, the
+    stop signals' handlers): a stop signal left blocked or handled by a crawl's handler
+    makes a later test's Ctrl-C do nothing, in whichever test runs next in that process."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -1685,8 +1685,8 @@ def test_failures_that_differ_only_in_their_measure_are_one_reason(
     result = run_crawler("master", server.url + "/", "--local-workers", "1", "--out", str(out),
                          "--bind", "127.0.0.1:0", cwd=tmp_path)
     assert result.returncode == EXIT_NOTHING_STORED, result.stderr  # each image failed
-    assert ("WARNING: no image was stored: each of the 17 image(s) found failed (the reasons "
-            "are in the summary above); exit status 7") in result.stderr, result.stderr
+    assert ("WARNING: no image was stored: each of the 17 images found failed (the summary's "
+            "top failure reasons above say why); exit status 7") in result.stderr, result.stderr
     reasons = json.loads((out / "summary.json").read_text())["failures_by_reason"]
     assert reasons["too small"] == 12 and len(reasons) == 6, reasons
     assert "        12  too small\n" in result.stderr, result.stderr

@@ -186,7 +186,7 @@ def test_images_refused_by_the_proxy_are_fetched_when_its_login_is_fixed(
                if not key.lower().endswith("_proxy")}
         out = tmp_path / "out"
 
-        def crawl(password: str, status: int) -> dict[str, object]:
+        def crawl(password: str, status: int) -> tuple[dict[str, object], str]:
             done = run_crawler("master", pages.url + "/", "--out", str(out), "--bind",
                                "127.0.0.1:0", "--local-workers", "1", "--max-attempts", "1",
                                "--ignore-robots", "--json", cwd=tmp_path,
@@ -195,9 +195,11 @@ def test_images_refused_by_the_proxy_are_fetched_when_its_login_is_fixed(
             assert done.returncode == status, done.stderr
             assert password not in done.stdout + done.stderr
             summary: dict[str, object] = json.loads(done.stdout)
-            return summary
+            return summary, done.stderr
 
-        first = crawl("wrong-pass", EXIT_NOTHING_STORED)
+        first, said = crawl("wrong-pass", EXIT_NOTHING_STORED)
+        # (--json: no text summary, so the warning names the file that says why)
+        assert f"failures_by_reason in {out}/summary.json say why" in said, said
         [entry] = manifest_lines(out)
         assert entry["status"] == "failure" and entry["transient"] is True, json.dumps(
             [entry, first])
@@ -205,7 +207,7 @@ def test_images_refused_by_the_proxy_are_fetched_when_its_login_is_fixed(
                                    f"http://127.0.0.1:{proxy.port}"), entry
         assert first["images_to_retry"] == 1, first
         assert images.hits == [] and proxy.refused >= 1
-        second = crawl(LOGIN[1], 0)
+        second, _ = crawl(LOGIN[1], 0)
         assert second["succeeded"] == 1, second
         assert [e["status"] for e in manifest_lines(out)][-1] == "success"
         assert [hit.path for hit in images.hits] == ["/img.png"]

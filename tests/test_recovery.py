@@ -1174,7 +1174,6 @@ _MASTER_GONE_AT_GOODBYE = """
 import os, sys, time
 from crawler.board.memory import BoardPolicy, TaskBoard
 from crawler.board.manager import QueueServer
-from crawler.cli import EXIT_NOTHING_STORED
 
 board = TaskBoard(BoardPolicy(), wake=lambda: os._exit(0) if board.closed else None)
 """ + LOOPBACK_HELLO + """

@@ -106,7 +106,7 @@ if TYPE_CHECKING:  # imported when used: broker mode's (a Redis client), the que
     from crawler.board.manager import QueueServer
     from crawler.board.redis import RedisBoard
     from crawler.board.redis_frontier import RedisFrontier
-    from crawler.master.onbroker import EvictionWatch
+    from crawler.master.onbroker import EvictionWatch, StoresElsewhere
 
 log = logging.getLogger(__name__)
 
@@ -329,6 +329,7 @@ class Master:
         # Which workers of this host store under another folder: noted in the journal for
         # a rerun's look for deleted images (the embedded mode's, which has one).
         self._elsewhere: WorkersElsewhere | None = None
+        self._broker_elsewhere: StoresElsewhere | None = None  # the same, on a broker
 
     def stop(self) -> None:
         """Ask the crawl to stop (Ctrl-C, SIGTERM): state is saved, workers are told.
@@ -538,6 +539,7 @@ class Master:
     def _crawl_on_broker_into(self, broker: BrokerCrawl, out_dir: Path) -> Summary:
         from crawler.board.redis_frontier import RedisFrontier
         from crawler.master.onbroker import (
+            StoresElsewhere,
             fetch_missing_again,
             forget_if_empty,
             images_to_retry,
@@ -554,6 +556,7 @@ class Master:
             lease=PAGE_LEASE, max_pages=self._settings.crawl.max_pages)
         self._broker_link.frontier = frontier  # what a reconnection makes it forget
         assert self._shared_board is not None  # made with the broker in __init__
+        self._broker_elsewhere = StoresElsewhere(self._shared_board, out_dir)
         joined = self._options.joined_request is not None  # (it brings no seeds)
         forgotten = not joined and forget_if_empty(broker, frontier, out_dir)
         frontier.add_many((seed, 0) for seed in self._options.seeds)
@@ -1244,6 +1247,8 @@ class Master:
             self._read_as_pages(pages, ledger)
         if self._elsewhere is not None:  # before the results that a rerun reads with it
             self._elsewhere.note(s.worker for s in settled)
+        elif self._broker_elsewhere is not None:
+            self._broker_elsewhere.note(s.worker for s in settled if s.attempt.ok)
         ledger.record(outcomes)
         files.write(outcomes)
         for outcome in outcomes:
@@ -1349,12 +1354,11 @@ class Master:
                        manifest=manifest)
 
     def _stores_elsewhere(self) -> Container[str]:
-        """The workers of this host that store under another folder than this master's."""
+        """The workers of this host that store under another folder than this master's,
+        as known by now: nothing is asked of a broker that may be gone."""
         if self._elsewhere is not None:
             return self._elsewhere
-        if self._shared_board is not None:
-            from crawler.master.onbroker import StoresElsewhere
-
-            return StoresElsewhere(self._shared_board, self._options.out_dir)
+        if self._broker_elsewhere is not None:
+            return self._broker_elsewhere.noted()
         return ()
 

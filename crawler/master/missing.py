@@ -94,8 +94,7 @@ def stored_elsewhere(stored_by: Mapping[str, int], elsewhere: Container[str],
     by_host: dict[str, int] = {}
     for worker, count in stored_by.items():
         if not worker.startswith(prefix) or worker in elsewhere:
-            # A worker's name is "HOST:PID:RANDOM".
-            worker_host = worker.rsplit(":", 2)[0] if worker.count(":") >= 2 else worker
+            worker_host = worker.partition(":")[0]  # a worker's name is "HOST:PID:RANDOM"
             by_host[worker_host] = by_host.get(worker_host, 0) + count
     return dict(sorted(by_host.items(), key=lambda kv: (-kv[1], kv[0])))
 

@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +196,19 @@ class StoresElsewhere:
             self._known[worker] = isinstance(folder, str) and (
                 Path(folder).resolve() != self._folder)
         return self._known[worker]
+
+    def note(self, workers: Iterable[str | None], host: str | None = None) -> None:
+        """Ask now of each of ``workers`` of this host not asked of yet, as their results
+        come in (while the broker answers): the summary reads ``noted`` alone, which asks
+        nothing of a broker that may be gone by then."""
+        prefix = f"{host if host is not None else socket.gethostname()}:"
+        for worker in workers:
+            if worker is not None and worker not in self._known and worker.startswith(prefix):
+                _ = worker in self
+
+    def noted(self) -> set[str]:
+        """The workers asked of so far that store elsewhere."""
+        return {worker for worker, away in self._known.items() if away}
 
 
 def others_at_work(broker: BrokerCrawl) -> list[dict[str, Any]]:
