@@ -42,6 +42,18 @@ def say_fetched_again(count: int, out_dir: Path) -> None:
              "fetched again", count, out_dir / IMAGES_DIR)
 
 
+def worker_prefix(host: str | None = None) -> str:
+    """How the names of the workers of ``host`` (this one's by default) start: a
+    worker's name is "HOST:PID:RANDOM"."""
+    return f"{host if host is not None else socket.gethostname()}:"
+
+
+def in_another_folder(worker: str | None, prefix: str, elsewhere: Container[str]) -> bool:
+    """Whether ``worker`` stores outside this master's folder: a worker of another host
+    (its name not starting with ``prefix``), or one of this host among ``elsewhere``."""
+    return not (worker or "").startswith(prefix) or worker in elsewhere
+
+
 class MissingImages:
     """Sorts an earlier run's outcomes: those to keep, and the URLs whose file is gone."""
 
@@ -51,8 +63,7 @@ class MissingImages:
         container: a broker's master asks the broker as it goes)."""
         # A string, not a Path: joining a Path cost 20 us an image, the stat itself 5 us.
         self._base = f"{out_dir}{os.sep}"
-        # A worker's name starts with its host's ("HOST:PID:RANDOM").
-        self._prefix = f"{host if host is not None else socket.gethostname()}:"
+        self._prefix = worker_prefix(host)
         self._elsewhere = elsewhere
         self.urls: list[str] = []  # of the outcomes left out: to fetch again
 
@@ -72,9 +83,7 @@ class MissingImages:
         """Whether a result (success ``ok``, stored at ``path`` by ``worker``, ``size``
         bytes where known) names a file a worker of this host stored into this folder,
         gone from it since, or no longer of that size."""
-        if not ok or not path or not (worker or "").startswith(self._prefix):
-            return False
-        if worker in self._elsewhere:
+        if not ok or not path or in_another_folder(worker, self._prefix, self._elsewhere):
             return False
         # (a path outside the folder is refused as the report comes: wire.py)
         try:
@@ -90,11 +99,11 @@ def stored_elsewhere(stored_by: Mapping[str, int], elsewhere: Container[str],
     """Of the images each worker stored (``stored_by``), those outside the master's
     folder, by the host of the worker: one on another host stores under its own --out,
     as does one of this host among ``elsewhere``. Most first."""
-    prefix = f"{host if host is not None else socket.gethostname()}:"
+    prefix = worker_prefix(host)
     by_host: dict[str, int] = {}
     for worker, count in stored_by.items():
-        if not worker.startswith(prefix) or worker in elsewhere:
-            worker_host = worker.partition(":")[0]  # a worker's name is "HOST:PID:RANDOM"
+        if in_another_folder(worker, prefix, elsewhere):
+            worker_host = worker.partition(":")[0]
             by_host[worker_host] = by_host.get(worker_host, 0) + count
     return dict(sorted(by_host.items(), key=lambda kv: (-kv[1], kv[0])))
 

@@ -35,7 +35,7 @@ from crawler.config import Settings
 from crawler.errors import CrawlMismatch
 from crawler.fetch.options import RequestOptions
 from crawler.master.claim import check_for_broker, drop_last_summary, mark_for_broker
-from crawler.master.missing import MissingImages, say_fetched_again
+from crawler.master.missing import MissingImages, say_fetched_again, worker_prefix
 from crawler.master.resumed import ResumedImage
 from crawler.master.takeup import crawl_identity, drop_failed_pages, say_requeued
 from crawler.model.processes import process_alive
@@ -191,20 +191,23 @@ class StoresElsewhere:
         if not isinstance(worker, str):
             return False
         if worker not in self._known:
-            folder = (self._board.worker_info(worker) or {}).get("folder")
-            # One that says no folder (an earlier version) keeps the host's rule.
-            self._known[worker] = isinstance(folder, str) and (
-                Path(folder).resolve() != self._folder)
+            self._ask(worker)
         return self._known[worker]
 
     def note(self, workers: Iterable[str | None], host: str | None = None) -> None:
         """Ask now of each of ``workers`` of this host not asked of yet, as their results
         come in (while the broker answers): the summary reads ``noted`` alone, which asks
         nothing of a broker that may be gone by then."""
-        prefix = f"{host if host is not None else socket.gethostname()}:"
+        prefix = worker_prefix(host)
         for worker in workers:
             if worker is not None and worker not in self._known and worker.startswith(prefix):
-                _ = worker in self
+                self._ask(worker)
+
+    def _ask(self, worker: str) -> None:
+        folder = (self._board.worker_info(worker) or {}).get("folder")
+        # One that says no folder (an earlier version) keeps the host's rule.
+        self._known[worker] = isinstance(folder, str) and (
+            Path(folder).resolve() != self._folder)
 
     def noted(self) -> set[str]:
         """The workers asked of so far that store elsewhere."""
