@@ -288,6 +288,16 @@ def crawler_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "crawler", *args]
 
 
+def folder_of_length(parent: Path, length: int) -> Path:
+    """A path under ``parent`` whose text is ``length`` bytes long (not made)."""
+    folder, left = parent, length - len(os.fsencode(parent))
+    while left > 0:
+        step = min(200, left - 1) if left > 201 else left - 1  # each step adds a "/"
+        folder, left = folder / ("d" * step), left - step - 1
+    assert len(os.fsencode(folder)) == length
+    return folder
+
+
 def run_crawler(*args: str, cwd: Path | None = None, timeout: float = 120,
                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(crawler_command(*args), cwd=cwd or ROOT, capture_output=True,

@@ -35,7 +35,7 @@ from crawler.worker import store as store_module
 from crawler.worker.paths import MAX_NAME_BYTES, MAX_PATH_BYTES, relative_path
 from crawler.worker.store import PARTIAL_DIR, STALE_AFTER, Store, StoredFile
 
-from .conftest import run_crawler, tiny_tmpfs, without_permission_override
+from .conftest import folder_of_length, run_crawler, tiny_tmpfs, without_permission_override
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -275,6 +275,40 @@ def test_very_long_paths_are_folded_below_the_limit() -> None:
     assert path.parts[-2].startswith("~")
     other = relative_path(f"http://h/{deep}/other/x.png", PNG)
     assert other != path
+
+
+def test_the_longest_output_folder_taken_stores_the_deepest_image(tmp_path: Path) -> None:
+    root = folder_of_length(tmp_path, store_module.LONGEST_FOLDER_BYTES)
+    store = Store(root)
+    url = "http://h/" + "/".join(["segment"] * 1000) + "/x.png"
+    deepest = relative_path(url, PNG).as_posix()
+    assert len(deepest.encode()) > MAX_PATH_BYTES - 20  # (near the limit)
+    data = png(4, 4, 1)
+    stored = store.store_bytes(url, PNG, data, hashlib.sha256(data).hexdigest())
+    assert (root / stored.path).read_bytes() == data
+
+
+def test_an_output_folder_too_long_for_its_images_paths_is_refused_at_once(
+        tmp_path: Path) -> None:
+    """A worker given such a folder (--out) stored images until one's path passed the
+    system's limit: then it stopped for "the folder", and so did the next worker given
+    that image. The folder is refused as the store opens, and nothing is made."""
+    root = folder_of_length(tmp_path, store_module.LONGEST_FOLDER_BYTES + 1)
+    with pytest.raises(StorageError) as caught:
+        Store(root)
+    assert str(caught.value) == (
+        f"the output folder's path is {store_module.LONGEST_FOLDER_BYTES + 1} bytes long "
+        f"({str(root)[:60]}...): an image's path under it takes up to {MAX_PATH_BYTES} bytes "
+        "more, past the 4096-byte limit of a path on this system; choose an output folder "
+        f"whose path is at most {store_module.LONGEST_FOLDER_BYTES} bytes long")
+    assert list(tmp_path.iterdir()) == []
+    # The worker says it in one line, with the folder's status, before it reaches for a
+    # master (none listens here).
+    result = run_crawler("worker", "127.0.0.1:9", "--out", str(root), cwd=tmp_path,
+                         env={**os.environ, "CRAWLER_AUTHKEY": "k" * 32}, timeout=60)
+    assert result.returncode == StorageError.exit_code == 3, result.stderr
+    assert "choose an output folder whose path is at most" in result.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(

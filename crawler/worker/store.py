@@ -38,7 +38,7 @@ from crawler.model.imagetype import (
 )
 from crawler.model.outcome import IMAGES_DIR, NAME_TAKEN_ADVICE
 from crawler.model.processes import process_alive
-from crawler.worker.paths import relative_text
+from crawler.worker.paths import MAX_PATH_BYTES, relative_text
 
 PARTIAL_DIR = ".partial"
 """The folder under the output folder that holds downloads still in progress."""
@@ -57,6 +57,10 @@ STALE_AFTER = 3600.0
 _SHARD_MAKES = 3
 
 _PARTIAL_SUFFIX = ".part"
+# Linux's longest path handed to a system call (PATH_MAX, its closing NUL included): an
+# image's is the output folder's, a "/", and up to MAX_PATH_BYTES under it.
+_PATH_MAX = 4096
+LONGEST_FOLDER_BYTES = _PATH_MAX - 1 - 1 - MAX_PATH_BYTES
 _PROBE_SUFFIX = ".probe"
 
 
@@ -106,6 +110,7 @@ class Store:
         drops the partial and raises LeaseLost.
         """
         self.root = Path(root)
+        _check_room_for_paths(self.root)  # before anything is made
         self._may_store = may_store
         self._images = self.root / IMAGES_DIR
         self.partial_dir = _partial_dir_beside(self._images, self.root)
@@ -673,6 +678,19 @@ def _abandoned(entry: Path, now: float) -> bool:
 
 def _disk_full(exc: OSError) -> bool:
     return exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+def _check_room_for_paths(root: Path) -> None:
+    """StorageError if an image's path under ``root`` could be longer than a system call
+    takes: found at the first such image, the error stopped the worker, and the next
+    worker given that image stopped the same way."""
+    length = len(os.fsencode(root))
+    if length > LONGEST_FOLDER_BYTES:
+        raise StorageError(
+            f"the output folder's path is {length} bytes long ({str(root)[:60]}...): an "
+            f"image's path under it takes up to {MAX_PATH_BYTES} bytes more, past the "
+            f"{_PATH_MAX}-byte limit of a path on this system; choose an output folder "
+            f"whose path is at most {LONGEST_FOLDER_BYTES} bytes long")
 
 
 def _folder_error(
