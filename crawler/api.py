@@ -400,6 +400,7 @@ def crawl(seeds: str | Iterable[str], *, out: str | os.PathLike[str] | None = No
     a hang-up, SIGHUP stays ignored: a shell's SIGHUP to its job follows the kernel's).
     """
     from crawler.master.authkey import forget_if_refused, master_authkey
+    from crawler.master.journal import check_room_for_journal
 
     # Every argument checked before anything is made (the output folder, its key file).
     if type(local_workers) is not int or not 0 <= local_workers <= MAX_LOCAL_WORKERS:
@@ -429,6 +430,8 @@ def crawl(seeds: str | Iterable[str], *, out: str | os.PathLike[str] | None = No
 
         key = Authkey()  # no queue served: workers log in to the broker
     else:
+        if not dry_run:  # before anything is made in the folder
+            check_room_for_journal(Path(chosen.output.dir))
         key = (_argument_key(authkey) if authkey is not None
                else master_authkey(None, Path(chosen.output.dir), keep=not dry_run))
 

@@ -1141,6 +1141,7 @@ _MORE_WORKERS = " (for more, start crawler worker on other hosts)"
 def _master(args: argparse.Namespace, settings: Settings) -> int:
     from crawler.api import read_seed_file, schemeless_seeds, seed_urls
     from crawler.master.authkey import Authkey, forget_if_refused, master_authkey
+    from crawler.master.journal import check_room_for_journal
 
     if not 0 <= args.local_workers <= MAX_LOCAL_WORKERS:
         raise UsageError(f"--local-workers {args.local_workers}: expected 0 to "
@@ -1201,6 +1202,8 @@ def _master(args: argparse.Namespace, settings: Settings) -> int:
                              f"{drop}")
         authkey = Authkey()  # no queue served: workers log in to the broker
     else:
+        if not args.dry_run:  # before anything is made in the folder
+            check_room_for_journal(Path(settings.output.dir))
         authkey = master_authkey(args.authkey_file, Path(settings.output.dir),
                                  keep=not args.dry_run)
     try:

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from crawler.errors import StorageError
+from crawler.errors import StorageError, UsageError
 from crawler.master.journal import Journal, PageDone
 from crawler.model.files import JOURNAL_NAME
 from crawler.model.outcome import Attempt, Outcome
 
-from .conftest import FixtureServer, run_crawler
+from .conftest import FixtureServer, folder_of_length, run_crawler
 
 SEED = "http://127.0.0.1:9/"
 
@@ -215,3 +215,29 @@ def test_a_page_still_to_visit_that_a_link_finds_nearer_the_seeds_takes_that_dep
     pending = dict(journal.resume().pending_pages)
     journal.close()
     assert pending == {f"{SEED}far": 2}
+
+
+def test_an_output_folder_too_long_for_the_journal_is_refused_before_anything_is_made(
+        tmp_path: Path) -> None:
+    """SQLite opens paths of at most 512 bytes, "-journal" included: a longer output
+    folder failed with "unable to open database file (is the disk full...?)", status 3,
+    and left the master's key, lock and worker logs behind."""
+    longest = 512 - len("-journal") - len("/" + JOURNAL_NAME)
+    fits = folder_of_length(tmp_path, longest)
+    fits.mkdir(parents=True)
+    Journal(fits).close()  # the longest taken opens, side files and all
+    assert (fits / JOURNAL_NAME).is_file()
+    too_long = folder_of_length(tmp_path / "x", longest + 1)
+    with pytest.raises(UsageError, match=r"choose an output folder whose full path is at "
+                                         rf"most {longest} bytes long$"):
+        Journal(too_long)
+    result = run_crawler("master", "http://127.0.0.1:9/", "--out", str(too_long),
+                         "--local-workers", "1", "--bind", "127.0.0.1:0", cwd=tmp_path,
+                         timeout=60)
+    assert result.returncode == UsageError.exit_code, result.stderr
+    assert result.stderr == (
+        "crawler: error: the output folder's path is too long for the crawl journal: "
+        f"{too_long / JOURNAL_NAME} is {longest + 1 + len('/' + JOURNAL_NAME)} bytes long, "
+        "and SQLite, which keeps the journal, opens paths of at most 504 bytes; choose an "
+        f"output folder whose full path is at most {longest} bytes long\n")
+    assert not (tmp_path / "x").exists()

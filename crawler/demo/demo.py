@@ -21,6 +21,7 @@ from crawler.fetch.options import RequestOptions
 from crawler.master.authkey import master_authkey
 from crawler.master.claim import CRAWL_FILES, forget_crawl
 from crawler.master.folderlock import FolderLock
+from crawler.master.journal import check_room_for_journal
 from crawler.model.files import BROKER_MARK, JOURNAL_NAME, MANIFEST_NAME
 from crawler.model.folders import file_in_the_way
 from crawler.model.outcome import IMAGES_DIR
@@ -52,6 +53,7 @@ def run_demo(settings: Settings, *, workers: int, quiet: bool,
     # is made: one it cannot use refused the demo's master after its folder, lock and key
     # were made, and they were left (a master refused so leaves nothing).
     RequestOptions.from_settings(demo_settings)
+    check_room_for_journal(out_dir)  # (the same: a path too long for it)
     # Each demo serves a new site on a new port: start from a clean record. Under the
     # folder's lock, so that a demo running there keeps its files (this one is refused).
     try:

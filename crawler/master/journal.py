@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from crawler.errors import CrawlMismatch, JournalDamaged, StorageError
+from crawler.errors import CrawlMismatch, JournalDamaged, StorageError, UsageError
 from crawler.model.files import JOURNAL_NAME
 from crawler.model.outcome import ROBOTS_UNREACHABLE, Outcome, Requeued
 
@@ -94,12 +95,33 @@ class Reopened(NamedTuple):
         return any(self)
 
 
+# SQLite opens a file whose full path (symbolic links resolved) is at most 512 bytes
+# long (SQLITE_MAX_PATHNAME), its side file's ("-journal", the longest suffix) included.
+_LONGEST_JOURNAL_PATH = 512 - len("-journal")
+
+
+def check_room_for_journal(out_dir: Path) -> None:
+    """UsageError if the crawl journal's path in ``out_dir`` is longer than SQLite opens:
+    it refused with "unable to open database file", which read as a disk fault, and the
+    master had made its key, its lock and its workers' logs there by then."""
+    path = os.path.realpath(out_dir / JOURNAL_NAME)
+    length = len(os.fsencode(path))
+    if length > _LONGEST_JOURNAL_PATH:
+        longest = _LONGEST_JOURNAL_PATH - len(os.fsencode(JOURNAL_NAME)) - 1
+        raise UsageError(
+            f"the output folder's path is too long for the crawl journal: {path} is "
+            f"{length} bytes long, and SQLite, which keeps the journal, opens paths of at "
+            f"most {_LONGEST_JOURNAL_PATH} bytes; choose an output folder whose full path is "
+            f"at most {longest} bytes long")
+
+
 class Journal:
     def __init__(self, folder: Path | None) -> None:
         """Open the journal in ``folder``; None keeps it in memory (a dry run records nothing)."""
         self.path = folder / JOURNAL_NAME if folder is not None else Path(":memory:")
         self._depth: int | None = None  # this run's depth limit, once take_up has it
         if folder is not None:
+            check_room_for_journal(folder)
             _say_a_folder_in_place_of_its_side_files(self.path)
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False,
