@@ -516,3 +516,32 @@ def test_a_demo_takes_no_notice_of_a_blank_authkey_variable(tmp_path: Path) -> N
                        timeout=120)
     assert done.returncode == 0, done.stderr
     assert manifest_lines(tmp_path / "demo")
+
+
+def test_a_picture_offering_jpeg_xl_and_heic_has_each_stored(
+        make_server: Callable[[], FixtureServer], tmp_path: Path) -> None:
+    """A <picture> offering JPEG XL and HEIC before a PNG (Safari shows both): they
+    failed as "not an image", two failures in a crawl of a page whose images are fine."""
+    server = make_server()
+    codestream = b"\xff\x0a" + bytes(range(64))
+    jxl = (b"\x00\x00\x00\x0cJXL \r\n\x87\n" + b"\x00\x00\x00\x14ftypjxl \x00\x00\x00\x00jxl "
+           + len(codestream + b"12345678").to_bytes(4, "big") + b"jxlc" + codestream)
+    ftyp = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic"
+    heic = ftyp + b"\x00\x00\x00\x0cmeta\x00\x00\x00\x00" + b"\x00\x00\x00\x10mdat" + bytes(8)
+    serve_routes(server, {
+        "/": ("text/html", b'<picture><source srcset="/a.jxl" type="image/jxl">'
+                           b'<source srcset="/a.heic" type="image/heic">'
+                           b'<img src="/a.png"></picture>'),
+        "/a.jxl": ("image/jxl", jxl), "/a.heic": ("image/heic", heic),
+        "/a.png": ("image/png", png(4, 4, 1))})
+    out = tmp_path / "out"
+    done = run_crawler("master", server.url + "/", "--out", str(out), "--local-workers", "1",
+                       "--bind", "127.0.0.1:0", "--quiet", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    by_url = {entry["url"][len(server.url):]: entry for entry in read_manifest(out)}
+    assert {url: entry["status"] for url, entry in by_url.items()} == {
+        "/a.jxl": "success", "/a.heic": "success", "/a.png": "success"}
+    for url, body, mime in (("/a.jxl", jxl, "image/jxl"), ("/a.heic", heic, "image/heic")):
+        assert by_url[url]["content_type"] == mime
+        assert (out / by_url[url]["path"]).read_bytes() == body
+        assert by_url[url]["path"].endswith(url[-5:])

@@ -18,9 +18,11 @@ from crawler.model.imagetype import (
     AVIF,
     BMP,
     GIF,
+    HEIC,
     ICO,
     IMAGE_EXTENSIONS,
     JPEG,
+    JXL,
     PNG,
     SNIFF_BYTES,
     SVG,
@@ -245,6 +247,7 @@ SAMPLES: list[tuple[str, bytes, ImageType, tuple[int, int]]] = [
     ("webp-vp8", make_webp_lossy(1024, 768), WEBP, (1024, 768)),
     ("webp-vp8x", make_webp_extended(5000, 16000), WEBP, (5000, 16000)),
     ("avif", make_avif(1920, 1080), AVIF, (1920, 1080)),
+    ("heic", make_avif(4032, 3024, major=b"heic", compatible=b"mif1heic"), HEIC, (4032, 3024)),
     ("bmp", make_bmp(3, 5), BMP, (3, 5)),
     ("bmp-top-down", make_bmp(4, 6, top_down=True), BMP, (4, 6)),
     ("bmp-core", make_bmp_core(7, 3), BMP, (7, 3)),
@@ -262,7 +265,8 @@ SAMPLES: list[tuple[str, bytes, ImageType, tuple[int, int]]] = [
 def test_types_are_distinct_and_complete() -> None:
     assert len({kind.name for kind in TYPES}) == len(TYPES)
     assert {kind.extension for kind in TYPES} <= IMAGE_EXTENSIONS
-    expected = {"jpg", "jpeg", "jpe", "png", "gif", "webp", "avif", "bmp", "tif", "tiff", "ico"}
+    expected = {"jpg", "jpeg", "jpe", "png", "gif", "webp", "avif", "heic", "heif", "hif",
+                "jxl", "bmp", "tif", "tiff", "ico"}
     assert expected | {"svg"} == IMAGE_EXTENSIONS
     assert all(kind.mime.startswith("image/") for kind in TYPES)
 
@@ -271,7 +275,8 @@ def test_extensions_include_aliases() -> None:
     assert extensions(JPEG) == {"jpg", "jpeg", "jpe"}
     assert extensions(TIFF) == {"tif", "tiff"}
     assert extensions(PNG) == {"png"}
-    assert extensions(ImageType("heic", "HEIC", "image/heic")) == {"heic"}
+    assert extensions(HEIC) == {"heic", "heif", "hif"}
+    assert extensions(ImageType("qoi", "QOI", "image/qoi")) == {"qoi"}
 
 
 def test_by_name() -> None:
@@ -419,7 +424,32 @@ def test_avis_brand() -> None:
 
 
 def test_heic_is_not_avif() -> None:
-    assert sniff(make_avif(8, 8, major=b"heic", compatible=b"mif1heic")) is None
+    """A HEIC (an iPhone's photo, which Safari shows) was "not an image"."""
+    heic = make_avif(8, 8, major=b"heic", compatible=b"mif1heic")
+    assert sniff(heic) is HEIC and dimensions(heic, AVIF) is None
+    assert sniff(make_avif(8, 8, major=b"mif1", compatible=b"heic")) is HEIC
+    # An AVIF lists mif1 too: AVIF it stays.
+    assert sniff(make_avif(8, 8, major=b"mif1", compatible=b"miafavif")) is AVIF
+    assert ends_whole(heic, HEIC) and not ends_whole(heic[:-4], HEIC)
+
+
+JXL_CONTAINER = b"\x00\x00\x00\x0cJXL \r\n\x87\n"
+
+
+def test_jpeg_xl_bare_and_in_its_container() -> None:
+    """JPEG XL (Safari shows it, a <picture> offers it with type="image/jxl") was "not
+    an image". Its size is not read (its header is bit-packed): no size limit is met."""
+    bare = b"\xff\x0a" + bytes(range(40))
+    assert sniff(bare) is JXL and ends_whole(bare, JXL) and dimensions(bare, JXL) is None
+    ftyp = box(b"ftyp", b"jxl \x00\x00\x00\x00jxl ")
+    whole = JXL_CONTAINER + ftyp + box(b"jxlc", bare) + box(b"Exif", b"\x00" * 8)
+    assert sniff(whole) is JXL and ends_whole(whole, JXL)
+    assert not ends_whole(JXL_CONTAINER + ftyp + box(b"jxlc", bare)[:-1], JXL)
+    assert not ends_whole(JXL_CONTAINER + ftyp, JXL)  # no codestream at all
+    parts = (box(b"jxlp", b"\x00\x00\x00\x00" + bare[:20])
+             + box(b"jxlp", b"\x80\x00\x00\x01" + bare[20:]))
+    assert ends_whole(JXL_CONTAINER + ftyp + parts, JXL)
+    assert not ends_whole(JXL_CONTAINER + ftyp + parts[:30], JXL)  # the last part missing
 
 
 def test_avif_without_primary_uses_largest_extent() -> None:
@@ -445,6 +475,7 @@ def test_avif_64bit_box_size() -> None:
     ftyp = data[:ftyp_size]
     large = struct.pack(">I", 1) + b"ftyp" + struct.pack(">Q", ftyp_size + 8) + ftyp[8:]
     assert dimensions(large + data[ftyp_size:], AVIF) == (320, 240)
+    assert sniff(large + data[ftyp_size:]) is AVIF
 
 
 def test_bmp_negative_width_is_none() -> None:

@@ -23,8 +23,10 @@ from crawler.model.imagetype import (
     AVIF,
     BMP,
     GIF,
+    HEIC,
     ICO,
     JPEG,
+    JXL,
     PNG,
     SVG,
     TIFF,
@@ -358,7 +360,7 @@ def _tiff_whole(body: Body) -> bool:
 def _avif_whole(body: Body) -> bool:
     """Every top-level box whole, a ``meta`` (or a sequence's ``moov``) among them, and
     the pixels' ``mdat`` (or an ``idat`` in the ``meta``): a body cut between two boxes
-    lacks the second."""
+    lacks the second. An AVIF's or a HEIC's: both are HEIF."""
     pos = 0
     seen: set[bytes] = set()
     for _ in range(WALK_STEPS):
@@ -387,6 +389,34 @@ def _avif_whole(body: Body) -> bool:
         return True
     # An image sequence (avis) may keep its frames' index in a moov instead of a meta.
     return (b"meta" in seen or b"moov" in seen) and b"mdat" in seen
+
+
+def _jxl_whole(body: Body) -> bool:
+    """A JPEG XL in its container: every box whole, and its codestream's (``jxlc``, or
+    the last of its ``jxlp`` parts, whose counter's high bit marks it) among them. A
+    bare codestream states no end: taken as it is."""
+    if body[:2] == b"\xff\x0a":
+        return True
+    pos = 0
+    for _ in range(WALK_STEPS):
+        if pos + 8 > len(body):
+            return False
+        size = int.from_bytes(body[pos:pos + 4], "big")
+        kind = body[pos + 4:pos + 8]
+        header = 8
+        if size == 1:  # a 64-bit size after the type
+            if pos + 16 > len(body):
+                return False
+            size, header = int.from_bytes(body[pos + 8:pos + 16], "big"), 16
+        elif size == 0:  # the last box: to the end, whatever that is
+            size = len(body) - pos
+        if size < header or pos + size > len(body):
+            return False
+        if kind == b"jxlc" or (kind == b"jxlp" and size >= header + 4
+                               and body[pos + header] & 0x80):
+            return True  # (what follows the codestream is metadata a decoder may skip)
+        pos += size
+    return True
 
 
 # What the walk of an SVG stops at: a comment, CDATA or a processing instruction (which
@@ -443,5 +473,6 @@ _STOPS_INSIDE: dict[str, Callable[[Body], bool]] = {
 _CHECKS = {
     PNG.name: _png_whole, JPEG.name: _jpeg_whole, GIF.name: _gif_whole,
     WEBP.name: _webp_whole, BMP.name: _bmp_whole, ICO.name: _ico_whole,
-    TIFF.name: _tiff_whole, AVIF.name: _avif_whole, SVG.name: _svg_whole,
+    TIFF.name: _tiff_whole, AVIF.name: _avif_whole, HEIC.name: _avif_whole,
+    JXL.name: _jxl_whole, SVG.name: _svg_whole,
 }

@@ -33,18 +33,23 @@ PNG = ImageType("png", "png", "image/png")
 GIF = ImageType("gif", "gif", "image/gif")
 WEBP = ImageType("webp", "webp", "image/webp")
 AVIF = ImageType("avif", "avif", "image/avif")
+# HEIF's HEVC images, what iPhones take (Safari shows them), and JPEG XL (Safari too):
+# served to it by a <picture>'s <source type="image/heic"> or type="image/jxl".
+HEIC = ImageType("heic", "heic", "image/heic")
+JXL = ImageType("jxl", "jxl", "image/jxl")
 BMP = ImageType("bmp", "bmp", "image/bmp")
 TIFF = ImageType("tiff", "tiff", "image/tiff")
 ICO = ImageType("ico", "ico", "image/x-icon")
 SVG = ImageType("svg", "svg", "image/svg+xml")
 
-TYPES: tuple[ImageType, ...] = (JPEG, PNG, GIF, WEBP, AVIF, BMP, TIFF, ICO, SVG)
+TYPES: tuple[ImageType, ...] = (JPEG, PNG, GIF, WEBP, AVIF, HEIC, JXL, BMP, TIFF, ICO, SVG)
 """Every type ``sniff`` can return."""
 
 # Extensions (lower-case, no dot) that name each type; the first is ``extension``.
 _ALIASES: dict[str, frozenset[str]] = {
     "jpeg": frozenset({"jpg", "jpeg", "jpe"}),
     "tiff": frozenset({"tif", "tiff"}),
+    "heic": frozenset({"heic", "heif", "hif"}),
 }
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -70,6 +75,7 @@ _MEDIA_TYPE_SYNONYMS: dict[str, frozenset[str]] = {
     "jpeg": frozenset({"image/jpg", "image/pjpeg"}),
     "bmp": frozenset({"image/x-bmp", "image/x-ms-bmp"}),
     "png": frozenset({"image/x-png"}),
+    "heic": frozenset({"image/heif", "image/heic-sequence", "image/heif-sequence"}),
 }
 _BY_MEDIA_TYPE: dict[str, ImageType] = {
     **{kind.mime: kind for kind in TYPES},
@@ -103,6 +109,10 @@ def sniff(head: bytes) -> ImageType | None:
         return WEBP
     if head[4:8] == b"ftyp" and _is_avif_ftyp(head):
         return AVIF
+    if head[4:8] == b"ftyp" and _has_brand(head, _HEIF_BRANDS):
+        return HEIC
+    if head.startswith((b"\xff\x0a", _JXL_CONTAINER)):
+        return JXL
     if head.startswith(b"BM") and _is_bmp(head):
         return BMP
     if head.startswith((b"II*\x00", b"MM\x00*")):
@@ -138,15 +148,31 @@ def utf8_markup(body: bytes | mmap.mmap) -> bytes | mmap.mmap:
 
 def _is_avif_ftyp(head: bytes) -> bool:
     """An ISO BMFF ``ftyp`` box whose major or a compatible brand is avif/avis."""
+    return _has_brand(head, (b"avif", b"avis"))
+
+
+# HEIF's brands of HEVC images and sequences, and its generic image and sequence brands
+# (looked at after AVIF's: an AVIF lists mif1 too).
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs",
+                b"mif1", b"msf1")
+# A JPEG XL file in its ISO BMFF container: a "JXL " box first (a bare codestream
+# starts with FF 0A).
+_JXL_CONTAINER = b"\x00\x00\x00\x0cJXL \r\n\x87\n"
+
+
+def _has_brand(head: bytes, wanted: tuple[bytes, ...]) -> bool:
+    """Whether an ISO BMFF ``ftyp`` box's major or a compatible brand is one of ``wanted``."""
     if len(head) < 16:
         return False
-    size = int.from_bytes(head[0:4], "big")
-    if size < 16:
+    size, at = int.from_bytes(head[0:4], "big"), 8
+    if size == 1:  # a 64-bit size after the type
+        size, at = int.from_bytes(head[8:16], "big"), 16
+    if size < at + 8:
         return False
-    brands = [head[8:12]]  # major brand; bytes 12..16 are the minor version
+    brands = [head[at : at + 4]]  # major brand; the next 4 bytes are the minor version
     end = min(size, len(head))
-    brands += [head[i : i + 4] for i in range(16, end - 3, 4)]
-    return any(brand in (b"avif", b"avis") for brand in brands)
+    brands += [head[i : i + 4] for i in range(at + 8, end - 3, 4)]
+    return any(brand in wanted for brand in brands)
 
 
 # DIB header sizes that exist (core, OS/2 v2 short, info, v2, v3, OS/2 v2, v4, v5).
@@ -433,7 +459,18 @@ def _boxes(buf: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]
 
 
 def _avif(head: bytes) -> tuple[int, int] | None:
-    """The primary item's ``ispe`` (image spatial extents), else the largest one."""
+    return _heif_extents(head) if _is_avif_ftyp(head) else None
+
+
+def _heic(head: bytes) -> tuple[int, int] | None:
+    if _is_avif_ftyp(head) or not _has_brand(head, _HEIF_BRANDS):
+        return None
+    return _heif_extents(head)
+
+
+def _heif_extents(head: bytes) -> tuple[int, int] | None:
+    """A HEIF's (an AVIF's, a HEIC's) primary item's ``ispe`` (image spatial extents),
+    else the largest one."""
     meta = next(((s, e) for t, s, e in _boxes(head, 0, len(head)) if t == b"meta"), None)
     if meta is None:
         return None
@@ -553,6 +590,7 @@ _READERS: dict[str, Callable[[bytes], tuple[int, int] | None]] = {
     "gif": _gif,
     "webp": _webp,
     "avif": _avif,
+    "heic": _heic,
     "bmp": _bmp,
     "tiff": _tiff,
     "ico": _ico,
