@@ -263,9 +263,18 @@ def test_error_statuses_are_failures_with_the_usual_reasons(
     server.routes["/slow-down.png"] = lambda h: h.send_body(429, b"", "text/plain")
     server.routes["/html.png"] = lambda h: h.send_body(200, b"<html>no</html>", "image/png")
     server.routes["/empty.png"] = lambda h: h.send_body(200, b"", "image/png")
+
+    def closed_before_a_byte(handler: FixtureHandler) -> None:
+        handler.send_response(200)  # no length: the body ends where the connection does
+        handler.send_header("Content-Type", "image/png")
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        handler.close_connection = True
+
+    server.routes["/no-body.png"] = closed_before_a_byte
     got = engines(limits=Limits(max_bytes=100_000)).fetch(
         [server.url + p for p in ("/missing.png", "/busy.png", "/slow-down.png", "/html.png",
-                                  "/empty.png")])
+                                  "/empty.png", "/no-body.png")])
     missing, busy, slow = (got[server.url + p] for p in ("/missing.png", "/busy.png",
                                                           "/slow-down.png"))
     assert isinstance(missing, Attempt)
@@ -278,9 +287,15 @@ def test_error_statuses_are_failures_with_the_usual_reasons(
         "HTTP 429", True, RATE_LIMITED_PAUSE)
     for path, reason, kind in (
             ("/html.png", "not an image: an HTML page", FailureKind.HTML_PAGE),
-            ("/empty.png", "not an image", FailureKind.NOT_IMAGE)):
+            # An empty answer said only "not an image"; one that closed before its
+            # body began may come whole at the next try.
+            ("/empty.png", "not an image: the server's answer is empty (0 bytes)",
+             FailureKind.NOT_IMAGE),
+            ("/no-body.png", "connection broken: no body came (the connection closed "
+                             "before one byte)", FailureKind.CONNECTION)):
         attempt = got[server.url + path]
         assert isinstance(attempt, Attempt) and (attempt.reason, attempt.kind) == (reason, kind)
+        assert attempt.transient is (kind is FailureKind.CONNECTION)
     assert server.connections <= 4, "short error bodies are read so the connection stays"  # type: ignore[attr-defined]
 
 
