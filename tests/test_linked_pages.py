@@ -173,6 +173,11 @@ def test_a_link_that_leads_to_an_image_is_a_page_unread_without_the_anchor_sourc
     (b"<!-- a comment -->\n<p>", True),
     (b"<body>", True),
     (b"<?xml version='1.0'?><svg xmlns='http://www.w3.org/2000/svg'/>", False),
+    # An XHTML page's first line (an error page, a wiki's) went for XML, not a page.
+    (b'<?xml version="1.0" encoding="utf-8"?>\n<!DOCTYPE html>\n<html>', True),
+    (b"\xef\xbb\xbf<?xml version='1.0'?><html xmlns='http://www.w3.org/1999/xhtml'>", True),
+    (b"<?xml version='1.0'?>", False),
+    (b"<?xml-stylesheet href='a.css'?><html>", False),  # (a processing instruction)
     (b"<svg>", False),
     (b"<htmlish>", False),
     (b"plain text", False),

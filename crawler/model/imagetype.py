@@ -255,7 +255,13 @@ def looks_like_html(head: bytes) -> bool:
     a gallery's viewer) answers with one of these; an image never does.
     """
     start = 3 if head.startswith(b"\xef\xbb\xbf") else 0
+    declaration = _XML_DECLARATION.match(head, start)
+    if declaration is not None:  # an XHTML page's first line (the standard takes it for XML)
+        start = declaration.end()
     return _HTML_START.match(head, start) is not None
+
+
+_XML_DECLARATION = re.compile(rb"[\t\n\x0c\r ]*<\?xml[\t\n\x0c\r ][^>]{0,256}\?>")
 
 
 def _doctype_end(head: bytes, pos: int) -> int | None:
