@@ -328,3 +328,21 @@ def test_a_batch_is_what_pops_one_by_one_would_give() -> None:
     assert batched.pop_many(3, now=0.0) == [page for page in expected if page is not None]
     assert len(batched.pop_many(3, now=0.0)) == 0  # a.test is paced
     assert batched.pop_many(3, now=1.0) == [("http://a.test/2", 0)]
+
+
+def test_a_page_read_further_from_the_seeds_is_read_again_where_a_link_finds_it_nearer() -> None:
+    frontier = Frontier([("http://h/", 0)])
+    frontier.pop_many(1)
+    frontier.note_read("http://h/", 0)
+    frontier.note_read("http://h/near", 1)  # (nothing is nearer than 1 but a seed)
+    frontier.note_read("http://h/far", 3)
+    links = ["http://h/", "http://h/near", "http://h/far", "http://h/new"]
+    assert frontier.read_again(links, 3, limit=3) == []  # at the limit: no link followed
+    assert frontier.read_again(links, 2, limit=3) == [("http://h/far", 2)]
+    assert frontier.reading_again("http://h/far") and len(frontier) == 1
+    assert frontier.read_again(links, 2, limit=3) == []  # queued once
+    assert frontier.pop_many(5) == [("http://h/far", 2)]
+    frontier.note_read("http://h/far", 2)
+    assert not frontier.reading_again("http://h/far")
+    assert frontier.read_again(links, 2, limit=3) == []  # read there now
+    assert frontier.read_again(links, 1, limit=3) == [("http://h/far", 1)]

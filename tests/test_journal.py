@@ -217,6 +217,22 @@ def test_a_page_still_to_visit_that_a_link_finds_nearer_the_seeds_takes_that_dep
     assert pending == {f"{SEED}far": 2}
 
 
+def test_a_page_read_and_found_nearer_the_seeds_is_to_visit_again_there(
+        tmp_path: Path) -> None:
+    """Queued to be read again (Frontier.read_again), it is pending in the journal, at
+    its new depth: a crawl stopped before that read resumes with it."""
+    journal = Journal(tmp_path)
+    journal.add_seeds([SEED])
+    journal.pages_done([PageDone(SEED, [(f"{SEED}far", 3)], [])])
+    journal.pages_done([PageDone(f"{SEED}far", [], [])])
+    assert journal.resume().pending_pages == []
+    journal.pages_done([PageDone(f"{SEED}slow", [], [], again=((f"{SEED}far", 2),))])
+    assert journal.resume().pending_pages == [(f"{SEED}far", 2)]
+    journal.pages_done([PageDone(f"{SEED}far", [], [])])  # read again: done
+    assert journal.resume().pending_pages == []
+    journal.close()
+
+
 def test_an_output_folder_too_long_for_the_journal_is_refused_before_anything_is_made(
         tmp_path: Path) -> None:
     """SQLite opens paths of at most 512 bytes, "-journal" included: a longer output

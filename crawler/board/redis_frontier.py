@@ -424,6 +424,19 @@ class RedisFrontier:
     def take_depth(self, url: str, depth: int) -> int:
         return self._depths.take(url, depth)
 
+    # A page read at a depth that another master's, or this one's, later link makes
+    # shallower is not read again here: the crawl's frontier keeps no depth of a page
+    # read (see README, Outgrowing one master).
+    def note_read(self, url: str, depth: int) -> None:
+        pass
+
+    def read_again(self, links: Iterable[str], depth: int, limit: int
+                   ) -> list[tuple[str, int]]:
+        return []
+
+    def reading_again(self, url: str) -> bool:
+        return False
+
     def requeue(self, url: str, depth: int) -> None:
         """Give a leased page back, to be tried again when its host may be asked."""
         self._empty_until = 0.0

@@ -40,6 +40,10 @@ class PageQueue(Protocol):
     def requeue(self, url: str, depth: int) -> None: ...
     def found_again(self, links: Iterable[str], depth: int) -> list[tuple[str, int]]: ...
     def take_depth(self, url: str, depth: int) -> int: ...
+    def note_read(self, url: str, depth: int) -> None: ...
+    def read_again(self, links: Iterable[str], depth: int, limit: int
+                   ) -> list[tuple[str, int]]: ...
+    def reading_again(self, url: str) -> bool: ...
     def set_aside(self, url: str, depth: int) -> None: ...
     def heartbeat(self, working: Iterable[str] = ()) -> int: ...
     def clear(self) -> int: ...
@@ -54,6 +58,10 @@ class Frontier:
         self._seen: set[str] = set(seen)
         self._tries: collections.Counter[str] = collections.Counter()  # transient failures
         self._depths = ShallowestDepths()
+        # The depth of each page read at 2 or more this run (a link can find one of those
+        # nearer the seeds), and the pages queued to be read again nearer (read_again).
+        self._read_at: dict[str, int] = {}
+        self._again: set[str] = set()
         self._waiting = 0
         for url, depth in pending:
             self._seen.add(url)
@@ -146,9 +154,45 @@ class Frontier:
         """The depth a page handed out at ``depth`` is read at (see ShallowestDepths)."""
         return self._depths.take(url, depth)
 
+    def note_read(self, url: str, depth: int) -> None:
+        """``url`` was read at ``depth``, its links followed from there (or not, at the
+        depth limit): a link that finds it nearer the seeds later has it read again."""
+        self._again.discard(url)
+        if depth >= 2:
+            self._read_at[url] = depth
+
+    def read_again(self, links: Iterable[str], depth: int, limit: int
+                   ) -> list[tuple[str, int]]:
+        """Pages of ``links`` read this run at a greater depth than ``depth``, now found at
+        it: queued to be read again there (listed, with it), as their links reach further
+        from it, unless ``depth`` is the depth limit ``limit``, where no link is followed.
+
+        Pages are read several at once and taken in as they end, so a slow page nearer
+        the seeds may come in after a page further away that leads to the same page: that
+        page was read at the limit (its links not followed) while it was within reach of
+        more, and the crawl ended short of pages ``--depth`` covers (8 images of 56, in
+        one run of four). Reading it again costs one request; it is rare.
+        """
+        if depth >= limit:
+            return []
+        read_at, again = self._read_at, []
+        for link in links:
+            known = read_at.get(link)
+            if known is not None and depth < known:
+                del read_at[link]  # noted again when it is read (note_read)
+                self._again.add(link)
+                self._push(link, depth)
+                again.append((link, depth))
+        return again
+
+    def reading_again(self, url: str) -> bool:
+        """Whether ``url`` is a page read this run already, queued again by ``read_again``."""
+        return url in self._again
+
     def set_aside(self, url: str, depth: int) -> None:
         """Leave a page for a later run: here, that is to do nothing with it (the journal
         keeps it, at its depth)."""
+        self._again.discard(url)
 
     def heartbeat(self, working: Iterable[str] = ()) -> int:
         """Nothing to renew: this frontier's pages are leased to no one."""
@@ -160,6 +204,7 @@ class Frontier:
         waiting, self._waiting = self._waiting, 0
         self._queues.clear()
         self._depths.clear()
+        self._again.clear()
         return waiting
 
     def _push(self, url: str, depth: int) -> None:

@@ -74,6 +74,8 @@ class PageDone(NamedTuple):
     # New links past what the page budget still allows: recorded to visit (a rerun with
     # a larger budget reads them), and held nowhere else (url, depth).
     left: tuple[tuple[str, int], ...] = ()
+    # Pages read already, found nearer the seeds: to visit again at that depth (url, depth).
+    again: tuple[tuple[str, int], ...] = ()
 
 
 class Resumed(NamedTuple):
@@ -224,6 +226,8 @@ class Journal:
                 self._db.executemany(
                     "UPDATE pages SET depth = ?2 WHERE url = ?1 AND depth > ?2 AND done = 0",
                     left_links)
+            self._db.executemany("UPDATE pages SET depth = ?2, done = 0 WHERE url = ?1",
+                                 [link for page in pages for link in page.again])
             self._db.executemany(
                 "INSERT OR IGNORE INTO images (url, page, outcome, ref) VALUES (?, ?, ?, ?)",
                 [image for page in pages for image in page.images])

@@ -315,6 +315,7 @@ class Master:
         self._pages_left = 0  # pages found and not visited for the page budget (max_pages)
         self._said_backlog = False  # that pages wait for the image backlog to shrink
         self._pages_at_depth_limit = 0  # pages at crawl.depth that link to pages not seen
+        self._counted_at_limit: set[str] = set()  # this run's of those (one may be read again)
         self._images_over: set[str] = set()  # images met past the image budget (max_images)
         self._left_out = LeftOut()  # what the scope and the page bound left out: the summary's
         # Image links that may lead to pages (a wiki's File:Photo.png), read as pages
@@ -924,13 +925,27 @@ class Master:
         self._hung_pages.heard(visit.url, visit.page)
         if visit.extraction is None and self._retry_later(visit, robots):
             return
-        self._snapshot.pages += 1
+        again = frontier.reading_again(visit.url)  # read before, further from the seeds
+        if not again:
+            self._snapshot.pages += 1
         self._pace_pages(visit, robots)
         if visit.extraction is None:
-            self._page_failed(visit, files)
+            if again:  # its links stay at the depth they were found at
+                log.info("page %s, read again nearer the seeds: %s", visit.url,
+                         visit.page.skipped)
+                frontier.note_read(visit.url, depth)
+                self._pages_done.append(PageDone(visit.url, [], []))
+            else:
+                self._page_failed(visit, files)
             return
-        self._pages_read += 1
-        files.page_crawled(visit.url)
+        frontier.note_read(visit.url, depth)
+        if again:
+            if visit.url in self._counted_at_limit:  # its links are followed now
+                self._counted_at_limit.discard(visit.url)
+                self._pages_at_depth_limit -= 1
+        else:
+            self._pages_read += 1
+            files.page_crawled(visit.url)
         if visit.page.final_url != visit.url:
             # Read under its redirect's target (a folder's "/sub" sends to "/sub/"):
             # a link to the target later is the same page, not another one to read.
@@ -944,10 +959,11 @@ class Master:
                      " characters, more than servers take", visit.url,
                      visit.extraction.too_long, MAX_URL_LENGTH)
         links_followed = visit.depth < self._settings.crawl.depth and not nofollow
-        links, left = (self._new_links(visit.extraction.links, visit.depth)
-                       if links_followed else ([], ()))
+        links, left, read_again = (self._new_links(visit.extraction.links, visit.depth)
+                                   if links_followed else ([], (), ()))
         if not links_followed and not nofollow and self._links_on(visit.extraction.links):
             self._pages_at_depth_limit += 1  # a trap (a calendar) ends here: said at the end
+            self._counted_at_limit.add(visit.url)
         found_before = self._snapshot.found
         new_images, complete = self._new_images(visit, links, links_followed)
         page_url = visit.page.final_url
@@ -962,7 +978,8 @@ class Master:
                 Attempt(url=image, ok=False, reason=refused), page=page_url, worker=None,
                 attempts=0, ref=ref).to_json() if refused is not None else None,
              json.dumps(ref) if ref else None)
-            for image, refused, ref in new_images], complete=complete, left=left))
+            for image, refused, ref in new_images], complete=complete, left=left,
+            again=read_again))
 
     def _page_failed(self, visit: Visit, files: ResultFiles) -> None:
         """A page that could not be read: recorded as failed for good, or set aside for a
@@ -980,9 +997,11 @@ class Master:
             self._pages_to_retry += 1
 
     def _new_links(self, found: Iterable[str], depth: int
-                   ) -> tuple[list[tuple[str, int]], tuple[tuple[str, int], ...]]:
+                   ) -> tuple[list[tuple[str, int]], tuple[tuple[str, int], ...],
+                              tuple[tuple[str, int], ...]]:
         """The links of a page at ``depth`` that are new pages of the crawl: those queued,
-        and those past what the page budget still allows, left to the journal. Held here,
+        those past what the page budget still allows, left to the journal, and the pages
+        read already further from the seeds, to read again (``Frontier.read_again``). Held here,
         a site whose every page lists 100,000 links (a calendar, filters) grew the master
         by about max_pages times as many URLs, though this run reads none of them. Pages
         queued before through a longer path come first, with this path's depth, for the
@@ -995,7 +1014,12 @@ class Master:
                 left.append((link, depth + 1))  # (said unseen again if listed again)
             elif self._frontier.add(link, depth + 1):
                 queued.append((link, depth + 1))
-        return queued, tuple(left)
+        again = tuple(self._frontier.read_again(found, depth + 1, self._settings.crawl.depth))
+        for link, _ in again:
+            log.info("page %s, read further from the seeds, is linked from depth %d: read "
+                     "again at depth %d, for the pages its links lead to", link, depth,
+                     depth + 1)
+        return queued, tuple(left), again
 
     def _room_for_pages(self) -> float:
         """How many more pages this run may queue before its page budget is spent (inf: no
