@@ -1435,24 +1435,27 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     elif args.master is None:
         raise UsageError(f"no master: give its HOST:PORT, or --broker URL (or ${BROKER_ENV})")
     else:
-        key_file, folder_key = args.authkey_file, None
+        key_file, folder_key, took = args.authkey_file, None, ""
         if _a_folder_for_an_address(args.master):
             folder = Path(args.master)
             args.master = _queue_of_folder(folder)
             # Its key as the master took it: given, else the variable, else the folder's.
-            if key_file is None and not os.environ.get(ENV_VAR, "").strip() and (
-                    folder / KEY_FILE_NAME).is_file():
-                key_file = folder_key = folder / KEY_FILE_NAME
+            if key_file is None and (folder / KEY_FILE_NAME).is_file():
+                if os.environ.get(ENV_VAR, "").strip():
+                    took = (f"status took ${ENV_VAR}, not {folder / KEY_FILE_NAME}: unset it "
+                            "for the folder's key")
+                else:
+                    key_file = folder_key = folder / KEY_FILE_NAME
+                    took = (f"status took {folder_key}: for a master started with "
+                            f"--authkey-file or {ENV_VAR}, give the same here")
         address = _address(args.master)  # a mistyped address before a missing key
         authkey = load_authkey(key_file, generate=False, empty_hint=MASTERS_KEY_HINT)
         try:
             status = fetch_status(address, authkey.key)
         except AuthenticationFailed as exc:
-            if folder_key is None:
+            if not took:
                 raise
-            raise AuthenticationFailed(
-                f"{exc} (status took {folder_key}: for a master started with --authkey-file "
-                f"or {ENV_VAR}, give the same here)") from exc
+            raise AuthenticationFailed(f"{exc} ({took})") from exc
     write_out(json.dumps(status, indent=2) if args.json else format_status(status))
     return 0
 

@@ -1459,12 +1459,19 @@ def test_status_of_a_folder_whose_master_took_another_key_says_which_it_took(
             assert time.monotonic() < deadline, asked.stderr
             time.sleep(0.2)
         given = run_crawler("status", "out", "--authkey-file", "key", cwd=tmp_path, env=env)
+        # A variable set takes the place of the folder's key: a refusal says it took it.
+        variable = run_crawler("status", "out", cwd=tmp_path,
+                               env={**env, "CRAWLER_AUTHKEY": "c" * 32})
     finally:
         stop(master)
     assert error_line(asked).endswith(
         f"(status took {Path('out') / 'authkey'}: for a master started with --authkey-file or "
         "CRAWLER_AUTHKEY, give the same here)"), asked.stderr
     assert given.returncode == 0, given.stderr
+    assert variable.returncode == 1, variable.stderr
+    assert error_line(variable).endswith(
+        f"(status took $CRAWLER_AUTHKEY, not {Path('out') / 'authkey'}: unset it for the "
+        "folder's key)"), variable.stderr
 
 
 def test_dry_run_and_json_would_share_standard_output_and_are_refused(tmp_path: Path) -> None:
