@@ -1196,12 +1196,24 @@ def test_the_address_guard_applies_to_every_redirect_hop(
 def test_a_redirect_with_an_empty_location_is_its_own_answer(
         server: FixtureServer, engines: Callable[..., Engine], location: str) -> None:
     """As libcurl, an empty Location is none: followed, it led back to the same URL ten
-    times over, to end in "more than 10 redirects"."""
+    times over, to end in "more than 10 redirects". Its failure says what was wrong
+    ("HTTP 302" alone did not), and one at a redirect's target says where it came."""
     server.routes["/empty.png"] = lambda h: h.send_body(302, b"", "text/plain",
                                                         {"Location": location})
+    server.routes["/to-empty.png"] = lambda h: h.send_body(301, b"", "text/plain",
+                                                           {"Location": "/empty.png"})
+    server.routes["/to-missing.png"] = lambda h: h.send_body(302, b"", "text/plain",
+                                                             {"Location": "/nothere.png"})
     attempt = engines().one(server.url + "/empty.png")
-    assert (attempt.reason, attempt.kind) == ("HTTP 302", FailureKind.STATUS)
+    assert (attempt.reason, attempt.kind) == (
+        "HTTP 302: a redirect without a Location (nowhere to go)", FailureKind.STATUS)
     assert server.paths() == ["/empty.png"]
+    attempt = engines().one(server.url + "/to-empty.png")
+    assert attempt.reason == (f"redirected to {server.url}/empty.png: HTTP 302: a redirect "
+                              "without a Location (nowhere to go)")
+    missing = engines().one(server.url + "/to-missing.png")
+    assert (missing.reason, missing.kind, missing.transient) == (
+        f"redirected to {server.url}/nothere.png: HTTP 404", FailureKind.STATUS, False)
 
 
 def test_a_redirect_target_the_caller_refuses_is_not_fetched(

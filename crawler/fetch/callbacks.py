@@ -40,7 +40,13 @@ from crawler.fetch.engine import (
     too_large,
 )
 from crawler.fetch.guard import BlockedAddress
-from crawler.fetch.policy import REDIRECT_STATUSES, interim, location_text, whole_answer
+from crawler.fetch.policy import (
+    REDIRECT_STATUSES,
+    interim,
+    location_text,
+    redirected_to,
+    whole_answer,
+)
 from crawler.fetch.transfer import Slot, Transfer, failed
 from crawler.model.openfiles import out_of_files
 from crawler.model.outcome import FailureKind
@@ -193,8 +199,16 @@ class TransferCallbacks:
             return None  # its body is drained, then the next hop starts
         url = transfer.task[0]
         if status != 200 and not whole_answer(status, headers.get(b"content-range")):
-            transfer.answer = status_failure(url, transfer.started, status,
-                                             headers.get(b"retry-after"))
+            answer = status_failure(url, transfer.started, status, headers.get(b"retry-after"))
+            if status in REDIRECT_STATUSES:  # (one with a Location went on above)
+                answer = answer._replace(reason=f"{answer.reason}: a redirect without a "
+                                                "Location (nowhere to go)")
+            if transfer.hops and not answer.host_is_busy:
+                # Said where it came, as a refusal at a redirect is ("HTTP 404" named
+                # the image's own URL); a 429 or 503 stays as it is: its host is told
+                # by the hop's (Attempt.hop_host), and slowed down by its words.
+                answer = answer._replace(reason=redirected_to(transfer.url) + answer.reason)
+            transfer.answer = answer
             return None
         try:
             transfer.decoder = body_decoder(headers.get(b"content-encoding"),

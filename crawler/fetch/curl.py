@@ -80,6 +80,7 @@ from crawler.fetch.policy import (
     MAX_REDIRECTS,
     TOO_MANY_REDIRECTS,
     redirect_target,
+    redirected_to,
 )
 from crawler.fetch.transfer import Slot, Transfer, failed
 from crawler.model.openfiles import out_of_files_reason
@@ -92,7 +93,6 @@ SWEEP_EVERY = 0.05  # seconds between checks of read timeouts and deadlines
 DEADLINE_SLACK = 0.25  # the sweep cuts what libcurl's own timer has not, this much later
 IDLE_PER_SLOT = 2  # connections kept open per transfer slot (least recently used go)
 BUFFER_BYTES = 128 * 1024  # libcurl's receive buffer: fewer, larger body callbacks
-SHOWN_URL = 1000  # characters of a redirect target a reason shows (reports are bounded)
 
 
 class CurlEngine:
@@ -443,7 +443,7 @@ class CurlEngine:
                                                      pycurl.E_ABORTED_BY_CALLBACK):
             # At a redirect, said as the other refusals of one are: the image's own
             # host was fine, and the user looks for where it sent the request.
-            at = (f"redirected to {_shown(transfer.url)}: " if transfer.hops else "")
+            at = redirected_to(transfer.url) if transfer.hops else ""
             return failed(transfer, at + str(transfer.blocked), FailureKind.BLOCKED)
         if transfer.out_of_files and code == pycurl.E_COULDNT_CONNECT:
             return failed(transfer, out_of_files_reason(), FailureKind.CONNECTION, True)
@@ -528,7 +528,7 @@ class CurlEngine:
                 self._guarded(slot, functools.partial(self._next_hop, target=target))
                 continue
             self._finish(slot, failed(transfer,
-                                      f"redirected to {_shown(target)}: {refusal.reason}",
+                                      redirected_to(target) + refusal.reason,
                                       FailureKind.REDIRECT, refusal.passing), active=False)
 
     def _next_hop(self, slot: Slot, target: str) -> None:
@@ -643,7 +643,3 @@ class CurlEngine:
 _DIED_UNANSWERED = frozenset({pycurl.E_RECV_ERROR, pycurl.E_SEND_ERROR, pycurl.E_GOT_NOTHING,
                               pycurl.E_HTTP2, CURLE_HTTP2_STREAM})
 
-
-def _shown(url: str) -> str:
-    """A redirect's target, cut for a failure's reason."""
-    return url if len(url) <= SHOWN_URL else url[:SHOWN_URL] + "..."

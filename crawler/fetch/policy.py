@@ -118,3 +118,13 @@ def redirect_target(current: str, location: str) -> str:
     Python's urljoin took "\\\\host\\new" and "/\\host/new" for paths on this host.
     """
     return resolve(location, current)
+
+
+SHOWN_URL = 1000  # characters of a redirect target a reason shows (reports are bounded)
+
+
+def redirected_to(url: str) -> str:
+    """How a failure's reason begins when it came at a redirect's target ``url``: the
+    image's own host was fine, and the user looks for where it sent the request."""
+    shown = url if len(url) <= SHOWN_URL else url[:SHOWN_URL] + "..."
+    return f"redirected to {shown}: "
