@@ -1643,6 +1643,26 @@ def test_a_relative_client_certificate_is_sent_whole(
     assert RequestOptions.from_wire(wire).client_cert == ""  # the worker says so (below)
 
 
+def test_a_client_certificate_whose_key_cannot_be_read_here_is_not_presented(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A key kept 0600 beside a certificate any user reads, the worker another user: it
+    presented the certificate with no key, and every image failed with libcurl's
+    "unable to set private key file: CERT", which named the certificate."""
+    Path(tmp_path / "client.pem").write_text(CERT_AND_KEY_HEADS)
+    Path(tmp_path / "client.key").write_text(CERT_AND_KEY_HEADS)
+    options = options_from(tmp_path, client_cert=str(tmp_path / "client.pem"),
+                           client_key=str(tmp_path / "client.key"))
+    wire = options.to_wire()
+    assert RequestOptions.from_wire(wire).client_key == str(tmp_path / "client.key")
+    (tmp_path / "client.key").unlink()
+    with caplog.at_level(logging.WARNING):
+        taken = RequestOptions.from_crawl(json.loads(json.dumps(wire)))
+    assert (taken.client_cert, taken.client_key) == ("", "")
+    assert (f"the master's client certificate {tmp_path / 'client.pem'} (or its key "
+            f"{tmp_path / 'client.key'}) cannot be read here: none is presented; give this "
+            "worker --client-cert (and --client-key)") in caplog.text
+
+
 def test_a_worker_that_cannot_read_the_masters_client_certificate_says_so(
         recorder: Recorder, tmp_path: Path) -> None:
     cert = tmp_path / "client.pem"

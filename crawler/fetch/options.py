@@ -105,12 +105,17 @@ class RequestOptions(NamedTuple):
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> RequestOptions:
+        cert, key = _if_readable(data.get("client_cert", "")), data.get("client_key", "")
+        if key and not _if_readable(key):
+            # Its key unread, a certificate was presented with none: every image failed
+            # with libcurl's "unable to set private key file: CERT", which named the
+            # certificate. Neither is taken: the worker says so (from_crawl).
+            cert = key = ""
         return cls(user_agent=data["user_agent"],
                    headers=tuple((str(n), str(v)) for n, v in data["headers"]),
                    cookies=data["cookies"], ca_bundle=data["ca_bundle"],
                    insecure=bool(data["insecure"]), proxy=data["proxy"],
-                   client_cert=_if_readable(data.get("client_cert", "")),
-                   client_key=_if_readable(data.get("client_key", "")),
+                   client_cert=cert, client_key=key,
                    env_proxies=bool(data["env_proxies"]), limit_rate=int(data["limit_rate"]),
                    credentials=tuple((str(h), str(u), str(p)) for h, u, p in data["credentials"]))
 
@@ -138,8 +143,10 @@ class RequestOptions(NamedTuple):
         if client_cert:
             request = request._replace(client_cert=client_cert, client_key=client_key)
         elif sent and not request.client_cert:  # (a path relative elsewhere, another host)
+            key = str(data.get("client_key") or "")  # type: ignore[attr-defined]
+            unread = f"{sent} (or its key {key})" if key else sent
             log.warning("the master's client certificate %s cannot be read here: none is "
-                        "presented; give %s --client-cert (and --client-key)", sent, who)
+                        "presented; give %s --client-cert (and --client-key)", unread, who)
         if not env_proxies:
             request = request._replace(env_proxies=False)
         return request
