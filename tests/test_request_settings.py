@@ -1735,6 +1735,15 @@ def test_a_cookies_file_that_is_no_cookies_txt_is_said(
     spaces.write_text("# Netscape HTTP Cookie File\n127.0.0.1 FALSE / FALSE 0 session abc\n")
     with pytest.raises(ConfigError, match=r"http\.cookies: .* holds no cookie in the Netscape"):
         options_from(tmp_path, cookies=str(spaces))
+    # Empty, or a header alone (curl -c's file when it kept none): no cookie either.
+    for text in ("", "# Netscape HTTP Cookie File\n# https://curl.se/docs/http-cookies.html\n"):
+        empty = tmp_path / "empty.txt"
+        empty.write_text(text)
+        with pytest.raises(ConfigError) as caught:
+            options_from(tmp_path, cookies=str(empty))
+        assert str(caught.value) == (
+            f"http.cookies: {empty} holds no cookie (it is empty, or comments alone): export "
+            "the cookies again from a browser logged in to the site, or crawl without --cookies")
     mixed = tmp_path / "mixed.txt"
     mixed.write_text("127.0.0.1\tFALSE\t/\tFALSE\t0\tsession\tabc\nsession=abc\n"
                      "#HttpOnly_127.0.0.1\tFALSE\t/\tFALSE\t0\tid\t7\n")

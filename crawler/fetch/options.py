@@ -238,6 +238,12 @@ def _read_cookies(path: str, headers: tuple[str, ...]) -> str:
         raise ConfigError(f"http.cookies: {path} holds no cookie in the Netscape format (7 "
                           "fields separated by tabs, as browsers' cookies.txt exports write, "
                           "or Set-Cookie: lines with a Domain=)")
+    if not good:
+        # Empty, or comments alone (what curl -c writes when it kept none): no login sent,
+        # and every page or image that needs one was refused, the crawl ending with 7.
+        raise ConfigError(f"http.cookies: {path} holds no cookie (it is empty, or comments "
+                          "alone): export the cookies again from a browser logged in to the "
+                          "site, or crawl without --cookies")
     if expired:
         log.warning("http.cookies: line(s) %s of %s are cookies that expired (the last on "
                     "%s): not sent; export the cookies anew if the site wants them",
