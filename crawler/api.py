@@ -611,7 +611,8 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
             if summary.summary_json is not None:
                 _write_summary(summary)
             if ran.seed_failures and not ran.nothing_crawled:
-                _say_seeds_not_crawled(ran.seed_failures, seeds, schemeless, summary.out_dir)
+                _say_seeds_not_crawled(ran.seed_failures, seeds, schemeless, summary.out_dir,
+                                       settings.http.ca_bundle)
             if on_summary is not None:
                 on_summary(summary)
     except BaseException:
@@ -622,12 +623,14 @@ def run_crawl(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
         more = len(ran.seed_failures) - 1
         raise NothingCrawled(f"no seed page could be fetched: {seed}: {why}"
                              + (f" (and {more} more seed(s))" if more else "")
-                             + _seed_hint(seed, why, schemeless=seed in schemeless))
+                             + _seed_hint(seed, why, schemeless=seed in schemeless,
+                                          ca_bundle=settings.http.ca_bundle))
     return summary
 
 
 def _say_seeds_not_crawled(failures: Sequence[tuple[str, str]], seeds: Sequence[str],
-                           schemeless: Collection[str], out_dir: Path | None) -> None:
+                           schemeless: Collection[str], out_dir: Path | None,
+                           ca_bundle: str = "") -> None:
     """Warn of seeds that failed in a crawl that read others, in the order given: said
     only as a page's INFO line before, a seed list's typo (a 404) went unseen, with -q
     above all, where a dry run wrote nothing but the other seeds' images."""
@@ -635,7 +638,8 @@ def _say_seeds_not_crawled(failures: Sequence[tuple[str, str]], seeds: Sequence[
     failures = sorted(failures, key=lambda failure: given.get(failure[0], len(given)))
     for seed, why in failures[:SEEDS_SAID]:
         log.warning("seed %s was not crawled: %s%s", seed, why,
-                    _seed_hint(seed, why, schemeless=seed in schemeless))
+                    _seed_hint(seed, why, schemeless=seed in schemeless,
+                               ca_bundle=ca_bundle))
     if len(failures) > SEEDS_SAID:
         where = (f"{out_dir / PAGES_NAME} lists each" if out_dir is not None
                  else "-v lists each")  # (a dry run writes no file)
@@ -649,7 +653,7 @@ _NOT_TLS = ("wrong version number", "packet length too long", "record layer fail
             "unknown protocol")
 
 
-def _seed_hint(seed: str, why: str, *, schemeless: bool) -> str:
+def _seed_hint(seed: str, why: str, *, schemeless: bool, ca_bundle: str = "") -> str:
     """A hint for a seed that failed as ``why``: an https seed whose server answered
     without TLS (often a seed given without a scheme, read as https, on a server of
     plain HTTP), a seed that is no page, one whose server (or its redirect's) refused
@@ -692,6 +696,9 @@ def _seed_hint(seed: str, why: str, *, schemeless: bool) -> str:
             return (f"; nothing listens at {address}: is its server running, and is the "
                     "address right?")
     if signed_by_an_unknown_ca(why):
+        if ca_bundle:  # told to give the bundle it was given
+            return (f"; no CA of {ca_bundle} (--ca-bundle) signs its certificate: give the "
+                    "one that does (--insecure skips the check)")
         # Signed by a CA this host does not know (a company's own, a test's): the user's.
         return ("; if its certificate is signed by a CA of your own, give it with "
                 "--ca-bundle FILE (--insecure skips the check)")

@@ -1614,6 +1614,14 @@ def test_a_seed_whose_certificate_is_not_trusted_is_exit_5_then_works_with_its_c
                          "--ca-bundle FILE (--insecure skips the check)"), last
     # Not a robots.txt the server would not give: ignoring robots.txt would not help.
     assert "--ignore-robots" not in last, last
+    # Given a bundle that lacks its CA, it was told to give one with --ca-bundle.
+    other = make_ca(tmp_path / "other")
+    wrong = run_crawler("master", seed, "--bind", f"127.0.0.1:{free_port()}", "--out",
+                        str(tmp_path / "wrong"), "--ca-bundle", str(other.ca_cert), cwd=tmp_path)
+    assert wrong.returncode == 5, wrong.stderr
+    assert wrong.stderr.strip().splitlines()[-1].endswith(
+        f"; no CA of {other.ca_cert} (--ca-bundle) signs its certificate: give the one that "
+        "does (--insecure skips the check)"), wrong.stderr
     trusted = run_crawler("master", seed, "--bind", f"127.0.0.1:{free_port()}", "--out",
                           str(tmp_path / "out"), "--quiet", "--local-workers", "1",
                           "--ca-bundle", str(ca.ca_cert), cwd=tmp_path)
