@@ -644,6 +644,12 @@ def test_a_proxy_that_cannot_be_reached_is_named_in_the_pages_failure(
     assert refused.transient
     direct = page_get(options_from(tmp_path), f"http://127.0.0.1:{port}/page.html")
     assert direct.failure == "connection error: connection refused", direct.failure
+    # A worker's image said libcurl's "Failed to connect to 127.0.0.1 port P over proxy
+    # 127.0.0.1...", which named the proxy's port as if it were the site's.
+    image = fetch(recorder.url + "/img.png",
+                  options_from(tmp_path, proxy=f"http://127.0.0.1:{port}"), tmp_path)
+    assert image.reason == (f"connection error: connection refused, at the proxy "
+                            f"http://127.0.0.1:{port}"), image.reason
     assert recorder.seen == []
 
 
@@ -686,7 +692,11 @@ def test_an_https_proxy_is_trusted_by_the_crawls_ca_bundle(
     address = proxy.start()
     try:
         untrusted = options_from(tmp_path, proxy=address)
-        assert not fetch(recorder.url + "/img.png", untrusted, tmp_path).ok
+        # The proxy's certificate, not the site's (an http:// site), is named as such.
+        for failure in (fetch(recorder.url + "/img.png", untrusted, tmp_path).reason,
+                        page_get(untrusted, recorder.url + "/page.html").failure):
+            assert "TLS certificate not trusted" in failure, failure
+            assert failure.endswith(f", at the proxy {address}"), failure
         options = options_from(tmp_path, proxy=address, ca_bundle=str(ca.ca_cert))
         assert fetch(recorder.url + "/img.png", options, tmp_path).ok
         assert page_get(options, recorder.url + "/page.html").status == 200

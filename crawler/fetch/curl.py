@@ -48,8 +48,10 @@ from crawler.fetch.curlsetup import (
     Guard,
     KeptConnections,
     SocketWatch,
+    at_the_proxy,
     curl_events,
     default_ca_file,
+    failure_cause,
     gives_login_headers,
     header_lines,
     hop_options_vary,
@@ -432,6 +434,16 @@ class CurlEngine:
             return
         elif code:
             attempt = self._transport_failure(transfer, code, message)
+            # Named as the pages' are: libcurl's "Failed to connect to 127.0.0.1 port P
+            # over proxy 127.0.0.1..." read as the site's doing, at the proxy's port.
+            named = at_the_proxy(slot.handle, code, attempt.reason, self._proxies,
+                                 transfer.url)
+            cause = failure_cause(slot.handle, code)
+            if named != attempt.reason and code == pycurl.E_COULDNT_CONNECT and cause:
+                named = at_the_proxy(slot.handle, code,
+                                     f"{curl_failure(code, '')[1]}: {cause}", self._proxies,
+                                     transfer.url)
+            attempt = attempt._replace(reason=named)
         elif transfer.sink is not None:
             attempt = self._stored(transfer)
         else:

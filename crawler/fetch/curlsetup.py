@@ -9,6 +9,7 @@ follows: those live here, once.
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import logging
 import os
@@ -430,6 +431,57 @@ def used_proxy(handle: pycurl.Curl) -> bool:
         return True
     try:
         return bool(handle.getinfo(_USED_PROXY))
+    except pycurl.error:
+        return False
+
+
+# libcurl's errno is that of the last system call that failed, not of the failure: a
+# TLS error after an IPv6 address refused and IPv4 answered kept ECONNREFUSED, and
+# "certificate has expired" read "TLS certificate not trusted: connection refused".
+_ERRNO_TELLS = frozenset({pycurl.E_COULDNT_CONNECT, pycurl.E_RECV_ERROR, pycurl.E_SEND_ERROR,
+                          pycurl.E_GOT_NOTHING})
+
+
+def failure_cause(handle: pycurl.Curl, code: int) -> str:
+    """What a user can act on: connection refused, DNS, an untrusted certificate…"""
+    if code in (pycurl.E_COULDNT_RESOLVE_HOST, pycurl.E_COULDNT_RESOLVE_PROXY):
+        return "DNS lookup failed"
+    if code not in _ERRNO_TELLS:
+        return ""  # libcurl's own message says it (a certificate's error, a bad key)
+    try:
+        number = handle.getinfo(pycurl.OS_ERRNO)
+    except pycurl.error:
+        return ""
+    if number in (errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH,
+                  errno.ENETUNREACH):
+        return os.strerror(number).lower()
+    return ""
+
+
+# Failures to reach a proxy, when the request went through one (never the site's: a
+# site a proxy cannot reach is its 502 or 503 answer, or a tunnel's failure).
+_PROXY_FAILURES = frozenset({pycurl.E_COULDNT_CONNECT, pycurl.E_OPERATION_TIMEDOUT,
+                             pycurl.E_COULDNT_RESOLVE_PROXY})
+
+
+def at_the_proxy(handle: pycurl.Curl, code: int, reason: str, proxies: Proxies,
+                 url: str) -> str:
+    """``reason``, the proxy named when the request on ``handle`` failed reaching it (or
+    trusting its certificate): else "connection refused" read as the site's doing, and
+    an https proxy's untrusted certificate as the site's (of an http:// site, too)."""
+    proxy = proxies.for_scheme(urlsplit(url).scheme)
+    if not proxy or not used_proxy(handle):
+        return reason
+    if code in _PROXY_FAILURES:
+        named = code != pycurl.E_OPERATION_TIMEDOUT or reason.endswith("connecting")
+    else:
+        named = code == pycurl.E_PEER_FAILED_VERIFICATION and _proxy_certificate_failed(handle)
+    return f"{reason}, at the proxy {shown_proxy(proxy)}" if named else reason
+
+
+def _proxy_certificate_failed(handle: pycurl.Curl) -> bool:
+    try:
+        return bool(handle.getinfo(pycurl.PROXY_SSL_VERIFYRESULT))
     except pycurl.error:
         return False
 

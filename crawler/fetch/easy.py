@@ -19,9 +19,7 @@ logins) the same way as the workers' engine (``crawler.fetch.curl``).
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
-import os
 import socket
 import threading
 import time
@@ -38,8 +36,10 @@ from crawler.fetch.curlsetup import (
     Connection,
     Guard,
     KeptConnections,
+    at_the_proxy,
     cap_each_transfer,
     curl_socket,
+    failure_cause,
     gives_login_headers,
     header_lines,
     new_share,
@@ -48,8 +48,6 @@ from crawler.fetch.curlsetup import (
     request_url,
     set_common_options,
     set_hop_options,
-    shown_proxy,
-    used_proxy,
 )
 from crawler.fetch.engine import Abandoned, curl_failure, message_failure
 from crawler.fetch.guard import AddressPolicy, BlockedAddress
@@ -487,11 +485,7 @@ def conclude(exchange: Exchange, handle: pycurl.Curl, code: int, message: str,
         pass
     elif code and not (code == pycurl.E_WRITE_ERROR and (reply.truncated or reply.refused)):
         fail(reply, handle, code, message)  # (a write error we caused: what was read stands)
-        proxy = proxies.for_scheme(urlsplit(reply.url).scheme) if code in _PROXY_FAILURES else ""
-        if proxy and used_proxy(handle) and (
-                code != pycurl.E_OPERATION_TIMEDOUT or reply.failure.endswith("connecting")):
-            # Else "connection refused" reads as the site's doing, the proxy unnamed.
-            reply.failure += f", at the proxy {shown_proxy(proxy)}"
+        reply.failure = at_the_proxy(handle, code, reply.failure, proxies, reply.url)
     if reply.ok:
         reply.body = exchange.body.getvalue() if exchange.keep else b""
     return reply
@@ -516,38 +510,9 @@ def fail(reply: Reply, handle: pycurl.Curl, code: int, message: str) -> None:
         reply.kind, reply.failure, reply.transient = told
         return
     kind, reason, transient = curl_failure(code, "")
-    cause = _cause(handle, code)
+    cause = failure_cause(handle, code)
     reply.failure = f"{reason}: {cause}" if cause else curl_failure(code, message)[1]
     reply.kind, reply.transient = kind, transient
-
-
-# Failures to reach a proxy, when the request went through one (never the site's: a
-# site a proxy cannot reach is its 502 or 503 answer, or a tunnel's failure).
-_PROXY_FAILURES = frozenset({pycurl.E_COULDNT_CONNECT, pycurl.E_OPERATION_TIMEDOUT,
-                             pycurl.E_COULDNT_RESOLVE_PROXY})
-
-
-# libcurl's errno is that of the last system call that failed, not of the failure: a
-# TLS error after an IPv6 address refused and IPv4 answered kept ECONNREFUSED, and
-# "certificate has expired" read "TLS certificate not trusted: connection refused".
-_ERRNO_TELLS = frozenset({pycurl.E_COULDNT_CONNECT, pycurl.E_RECV_ERROR, pycurl.E_SEND_ERROR,
-                          pycurl.E_GOT_NOTHING})
-
-
-def _cause(handle: pycurl.Curl, code: int) -> str:
-    """What a user can act on: connection refused, DNS, an untrusted certificate…"""
-    if code in (pycurl.E_COULDNT_RESOLVE_HOST, pycurl.E_COULDNT_RESOLVE_PROXY):
-        return "DNS lookup failed"
-    if code not in _ERRNO_TELLS:
-        return ""  # libcurl's own message says it (a certificate's error, a bad key)
-    try:
-        number = handle.getinfo(pycurl.OS_ERRNO)
-    except pycurl.error:
-        return ""
-    if number in (errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH,
-                  errno.ENETUNREACH):
-        return os.strerror(number).lower()
-    return ""
 
 
 def _stopping(url: str) -> Reply:
