@@ -1076,7 +1076,11 @@ def header_shown(text: str) -> str:
     echoed whole in the error."""
     leading = _HEADER_NAME.match(text)  # the name's own characters: no "=", space or tab
     name = leading.group()[:40] if leading else ""
-    return name if name == text else f"{name}..."
+    if name == text:
+        # One word and no colon: a name whose value was left out, or a token whose name
+        # was ("sk-live-..." was echoed whole): its first letters only.
+        return text if len(text) <= 4 else f"{text[:4]}..."
+    return f"{name}..."
 
 
 def _as_written(raw: Any) -> str:

@@ -1086,7 +1086,7 @@ def test_sizes_accept_and_reject_on_the_command_line() -> None:
      "crawler: error: --reject '[a-': not a regular expression (unterminated character set "
      "at position 0)"),
     (["--header", "X-Ok: 1", "--header", "NoColon"],
-     "crawler: error: --header 'NoColon': not a header: write it as 'Name: value'"),
+     "crawler: error: --header 'NoCo...': not a header: write it as 'Name: value'"),
     (["--scope", "planet"], "crawler: error: --scope 'planet': expected one of host, domain, any"),
     # A shell pattern, and wget's list of suffixes, which compiles and matched no image:
     # each is said with the regular expression it meant.

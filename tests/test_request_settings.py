@@ -558,7 +558,12 @@ def test_bad_request_settings_are_one_clear_error(tmp_path: Path) -> None:
             options_from(tmp_path, **{key: "~nosuchuser-x/f"})
     result = run_crawler("master", "http://127.0.0.1:1/", "--header", "nonsense",
                          "--out", str(tmp_path / "out"), cwd=tmp_path)
-    assert result.returncode == 2 and "--header 'nonsense': not a header" in result.stderr
+    assert result.returncode == 2 and "--header 'nons...': not a header" in result.stderr
+    # A token alone, its name left out, was echoed whole.
+    result = run_crawler("master", "http://127.0.0.1:1/", "--header", "sk-live-123secret",
+                         "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 2 and "--header 'sk-l...': not a header" in result.stderr
+    assert "123secret" not in result.stderr
     # A header's value may be a token: a message shows its name only.
     result = run_crawler("master", "http://127.0.0.1:1/", "--header",
                          "Authorization Bearer TOPSECRET", "--out", str(tmp_path / "out"),
@@ -1770,6 +1775,12 @@ def test_a_cookies_file_that_is_no_cookies_txt_is_said(
     assert options.cookies == mixed.read_text()
     assert "line(s) 2 of " in caplog.text and "are no cookies" in caplog.text
     assert "a Cookie header replaces the cookies of" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # without a file too: the pages' cookies go
+        options_from(tmp_path, headers=["Cookie: manual=1"])
+    assert ("a Cookie header replaces the cookies the sites set as they are crawled (an "
+            "image a page's cookie opens is refused): put that cookie in a cookies.txt file "
+            "(--cookies) instead") in caplog.text
 
 
 def test_a_cookies_file_saved_with_a_byte_order_mark_loses_no_cookie(

@@ -156,6 +156,12 @@ class RequestOptions(NamedTuple):
         """Read the files ``settings.http`` names; ConfigError naming the key when one fails."""
         http = settings.http
         client_cert, client_key = client_certificate(http)
+        if not http.cookies and any(header.partition(":")[0].strip().lower() == "cookie"
+                                    for header in http.headers):
+            # (With a cookies file, _read_cookies says it, naming the file.)
+            log.warning("a Cookie header replaces the cookies the sites set as they are "
+                        "crawled (an image a page's cookie opens is refused): put that "
+                        "cookie in a cookies.txt file (--cookies) instead")
         return cls(
             user_agent=settings.crawl.user_agent,
             headers=tuple(parse_header(h) for h in http.headers),
