@@ -4,6 +4,7 @@ One command does everything::
 
     python benchmarks/run.py [--site image-heavy,page-heavy,real] [--https | --schemes http,https]
                              [--runs 3] [--tools crawler,dry-run,wget,wget2] [--tuned FLAGS]
+                             [--python PATH]
 
 For each site it serves the files with nginx on 127.0.0.1 at a free port
 (over TLS with HTTP/2 too, with a throw-away CA, for https), then runs,
@@ -17,6 +18,7 @@ and scheme, each into a fresh output folder:
 * ``crawler --dry-run``: the master alone, pages only, images listed and not
   downloaded: the page pipeline by itself;
 * ``crawler tuned`` (with ``--tuned FLAGS``): the crawler with those flags;
+* ``crawler on PATH`` (with ``--python PATH``): the crawler run by another interpreter;
 * ``wget -r -p`` and ``wget2 --max-threads=16 -r -p``: recursive, with page
   requisites (the images and stylesheets a page shows).
 
@@ -184,9 +186,10 @@ def real_target(root: Path, start: str = "/") -> Target:
 class Tool:
     """One row of the tables: which program, with which flags."""
 
-    key: str  # crawler, dry-run, tuned, wget, wget2
+    key: str  # crawler, dry-run, tuned, python, wget, wget2, redis
     label: str
     extra: tuple[str, ...] = ()  # more crawler master flags (the tuned row's)
+    python: str = ""  # the interpreter the crawler runs on ("": this one)
 
 
 def make_tools(args: argparse.Namespace) -> list[Tool]:
@@ -205,6 +208,9 @@ def make_tools(args: argparse.Namespace) -> list[Tool]:
     if args.tuned:
         tools.insert(1 if "crawler" in args.tools else 0,
                      Tool("tuned", f"crawler tuned {args.tuned}", tuple(shlex.split(args.tuned))))
+    if args.python:
+        tools.insert(1 if "crawler" in args.tools else 0,
+                     Tool("python", f"crawler on {args.python}", python=args.python))
     return tools
 
 
@@ -310,8 +316,11 @@ def _ca_args(setup: CrawlerSetup, role: int) -> list[str]:
     return ["--ca-bundle", str(setup.ca)] if setup.ca and setup.ca_flag[role] else []
 
 
-def crawler_env(setup: CrawlerSetup) -> dict[str, str]:
+def crawler_env(setup: CrawlerSetup, python: str = "") -> dict[str, str]:
     env = dict(os.environ, CRAWLER_AUTHKEY=secrets.token_hex(16))
+    if python:  # another interpreter: it runs the crawler this script measures
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(crawler_root()),
+                                                          env.get("PYTHONPATH")]))
     # Only for a crawler whose master takes no --ca-bundle (an older one, compared):
     # given beside the flag, the variables would hide a CA that never reached a worker.
     if setup.ca and not setup.ca_flag[0]:
@@ -388,10 +397,11 @@ BROKER = Broker()
 
 
 def crawler_argv(url: str, out: Path, qport: int, setup: CrawlerSetup, *, dry_run: bool = False,
-                 tuned: Sequence[str] = (), broker: tuple[str, str] | None = None) -> list[str]:
+                 tuned: Sequence[str] = (), broker: tuple[str, str] | None = None,
+                 python: str = "") -> list[str]:
     queue = (["--broker", broker[0], "--crawl", broker[1]] if broker
              else ["--bind", f"127.0.0.1:{qport}"])
-    argv = [sys.executable, "-m", "crawler", "master", url,
+    argv = [python or sys.executable, "-m", "crawler", "master", url,
             *queue, "--out", str(out), "--quiet",
             "--depth", str(setup.depth), "--max-pages", "0", *_ca_args(setup, 0),
             # Images stay on the site (as wget's and wget2's without -H): a real site's
@@ -407,10 +417,10 @@ def crawler_argv(url: str, out: Path, qport: int, setup: CrawlerSetup, *, dry_ru
 
 
 def worker_argv(qport: int, out: Path, setup: CrawlerSetup,
-                broker: tuple[str, str] | None = None) -> list[str]:
+                broker: tuple[str, str] | None = None, python: str = "") -> list[str]:
     queue = (["--broker", broker[0], "--crawl", broker[1]] if broker
              else [f"127.0.0.1:{qport}"])
-    argv = [sys.executable, "-m", "crawler", "worker", *queue, "--out", str(out),
+    argv = [python or sys.executable, "-m", "crawler", "worker", *queue, "--out", str(out),
             "--quiet", "--connect-wait", "30", *_ca_args(setup, 1)]
     if setup.threads is not None:
         argv += ["--threads", str(setup.threads)]
@@ -465,7 +475,7 @@ def run_crawler(tool: Tool, url: str, run_dir: Path, target: Target, setup: Craw
     """
     out = run_dir / "out"
     run_dir.mkdir(parents=True, exist_ok=True)
-    env = crawler_env(setup)
+    env = crawler_env(setup, tool.python)
     wrap = wrap or (lambda name, argv: argv)
     dry_run = tool.key == "dry-run"
     broker = BROKER.crawl() if tool.key == "redis" else None
@@ -477,7 +487,7 @@ def run_crawler(tool: Tool, url: str, run_dir: Path, target: Target, setup: Craw
         for _attempt in range(3):  # the queue port may be taken between our look and the bind
             qport = free_port()
             argv = crawler_argv(url, out, qport, setup, dry_run=dry_run, tuned=tool.extra,
-                                broker=broker)
+                                broker=broker, python=tool.python)
             master = Measured("master", wrap("master", argv), cwd=run_dir, env=env,
                               log=run_dir / "master.log",
                               watch_children=True)  # its page parser (and local workers)
@@ -485,7 +495,8 @@ def run_crawler(tool: Tool, url: str, run_dir: Path, target: Target, setup: Craw
             if not setup.local_workers and not dry_run:
                 for n in range(setup.workers):
                     name = f"worker-{n + 1}"
-                    procs.append(Measured(name, wrap(name, worker_argv(qport, out, setup, broker)),
+                    procs.append(Measured(name, wrap(name, worker_argv(qport, out, setup, broker,
+                                                                      tool.python)),
                                           cwd=run_dir, env=env, log=run_dir / f"{name}.log"))
             deadline = time.monotonic() + 30
             while (time.monotonic() < deadline and master.poll() is None
@@ -732,6 +743,17 @@ def machine() -> list[str]:
             f"crawler {crawler_version}, {wget}"]
 
 
+def interpreter(python: str) -> str:
+    """Which Python ``python`` is, and where its own modules come from (a venv's base)."""
+    probe = "import sys, platform; print(platform.python_version(), sys.base_prefix)"
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        done = subprocess.run([python, "-c", probe], capture_output=True, text=True,
+                              timeout=60, check=False)
+        version, _, prefix = done.stdout.strip().partition(" ")
+        return f"Python {version} of {prefix}"
+    return "?"
+
+
 def filesystem(path: Path) -> str:
     """The type and device of the file system holding ``path``, from /proc/mounts."""
     best, kind = "", "?"
@@ -941,7 +963,7 @@ def bench_target(args: argparse.Namespace, target: Target, tmp: Path, tools: Seq
                 run_dir = tmp / f"{slug}-r{round_number}-{tool.key}-{scheme}"
                 url = server.urls[scheme] + target.start
                 settle()
-                if tool.key in ("crawler", "dry-run", "tuned", "redis"):
+                if tool.key in ("crawler", "dry-run", "tuned", "python", "redis"):
                     result = run_crawler(tool, url, run_dir, target, setup, server)
                 else:
                     result = run_wget(tool, url, run_dir, target, server, args.run_timeout,
@@ -1027,6 +1049,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="rows to run, comma-separated (default: all of "
                              f"{','.join(TOOLS)}; also: redis, the crawler with --broker on a "
                              "redis-server this script starts, append-only file on)")
+    parser.add_argument("--python", default="", metavar="PATH",
+                        help="add a row 'crawler on PATH': the same crawler run by another "
+                             "Python interpreter of the same version (say, the distribution's "
+                             "own, built with profile-guided optimisation), with the "
+                             "crawler's dependencies installed")
     parser.add_argument("--tuned", default="", metavar="FLAGS",
                         help="add a row 'crawler tuned' with these master flags, e.g. "
                              "'--host-concurrency 64'")
@@ -1153,6 +1180,42 @@ def check_tools(tools: Sequence[Tool]) -> None:
                                                   or Path(f"/usr/bin/{tool.key}").exists()):
             raise BenchError(f"{tool.key} is not installed (apt-get install {tool.key}), or "
                              f"leave it out with --tools")
+        if tool.python:
+            check_python(tool.python)
+
+
+def crawler_root() -> Path:
+    """The folder that holds the crawler package this script measures."""
+    spec = importlib.util.find_spec("crawler")
+    if spec is None or spec.origin is None:
+        raise BenchError("crawler is not installed: pip install -e . first")
+    return Path(spec.origin).parent.parent
+
+
+def check_python(python: str) -> None:
+    """Refuse an interpreter (--python) that cannot run this crawler: not there, another
+    Python version (the byte code is compiled for this one), or without the crawler's
+    dependencies (it imports the crawler from this tree, and them from its own)."""
+    probe = ("import sys, crawler, pycurl, lxml, ada_url, protego, tqdm, setproctitle; "
+             "print('%d.%d' % sys.version_info[:2], crawler.__file__)")
+    env = crawler_env(CrawlerSetup(0, None, True, 0, 0), python)
+    try:
+        done = subprocess.run([python, "-c", probe], capture_output=True, text=True,
+                              timeout=60, check=False, env=env)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise BenchError(f"--python {python}: cannot run it: {exc}") from exc
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise BenchError(f"--python {python} cannot import the crawler's dependencies "
+                         f"({last}): make a venv of it and install them there, e.g. "
+                         f"{python} -m venv V && V/bin/pip install -e . (then --python "
+                         f"V/bin/python)")
+    version, _, found = done.stdout.strip().partition(" ")
+    ours = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    if version != ours or Path(found).parent != crawler_root() / "crawler":
+        raise BenchError(f"--python {python} runs Python {version} and {found}; it must run "
+                         f"Python {ours}, as this script does, and the crawler of "
+                         f"{crawler_root()}")
 
 
 def targets(args: argparse.Namespace, tmp: Path) -> Iterator[Target]:
@@ -1176,6 +1239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"run.py: {exc}", file=sys.stderr)
         return 2
     print("\n".join(machine()), flush=True)
+    if args.python:
+        print(f"         and {args.python}: {interpreter(args.python)}", flush=True)
     print(f"         {byte_compile_crawler()}", flush=True)
     if args.tmp is not None:
         args.tmp.mkdir(parents=True, exist_ok=True)  # a folder named for this run is fine
