@@ -649,6 +649,14 @@ def test_max_pages_max_images_and_page_size_bound_the_crawl(
     assert over > 0 and json.loads((out / "summary.json").read_text())["images_left"] == over
     assert f"  not queued      {over} images found: the image budget (--max-images) was " \
            "spent; a rerun with a larger one goes on" in err, err
+    # The same command again reads none of those pages: it said 0 images left, and nothing,
+    # though they are still left (a rerun with a larger budget fetches them).
+    again = run_crawler("master", server.url + "/", "--bind", "127.0.0.1:0", "--out",
+                        str(out), "--max-pages", "2", "--max-images", "8", "--local-workers",
+                        "1", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((out / "summary.json").read_text())["images_left"] == over
+    assert f"  not queued      {over} images found" in again.stderr, again.stderr
 
     cut = make_server()
     tags = "".join(f'<img src="/i{n}.png">' for n in range(40))

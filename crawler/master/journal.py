@@ -340,6 +340,18 @@ class Journal:
     def note_pages_at_depth_limit(self, depth: int, pages: int) -> None:
         self.set_meta("at_depth_limit", {"depth": depth, "pages": pages})
 
+    def images_left(self, max_images: int) -> int:
+        """How many images the last run at the image budget ``max_images`` found past it
+        (as it said it), for a rerun at the same budget that reads none of their pages."""
+        said = self.meta("images_left")
+        if isinstance(said, dict) and said.get("max_images") == max_images:
+            images = said.get("images")
+            return images if isinstance(images, int) and images >= 0 else 0
+        return 0
+
+    def note_images_left(self, max_images: int, images: int) -> None:
+        self.set_meta("images_left", {"max_images": max_images, "images": images})
+
     def forget_if_empty(self) -> bool:
         """Forget a crawl that never read a page nor found an image (its seeds failed: a
         mistyped host, a 404, a robots.txt refusal); True when it was forgotten. Nothing

@@ -317,6 +317,8 @@ class Master:
         self._pages_at_depth_limit = 0  # pages at crawl.depth that link to pages not seen
         self._counted_at_limit: set[str] = set()  # this run's of those (one may be read again)
         self._images_over: set[str] = set()  # images met past the image budget (max_images)
+        # Those an earlier run at this budget met, none of whose pages this run reads.
+        self._images_left_before = 0
         self._left_out = LeftOut()  # what the scope and the page bound left out: the summary's
         # Image links that may lead to pages (a wiki's File:Photo.png), read as pages
         # when their workers find HTML there (see _collect and _visited).
@@ -442,8 +444,10 @@ class Master:
                                    self._settings.crawl, out_dir=out_dir,
                                    resume=self._options.resume)
                 depth = self._settings.crawl.depth
+                max_images = self._settings.crawl.max_images
                 if not reopened:  # none of those pages is read again: said again at the end
                     self._pages_at_depth_limit = journal.pages_at_depth_limit(depth)
+                    self._images_left_before = journal.images_left(max_images)
                 say_robots_refusals_stay(journal, self._settings.crawl, out_dir)
                 drop_last_summary(out_dir)  # the folder's crawl is this run's now
                 if journal.run_starts():  # its images need not wait for its workers
@@ -462,6 +466,7 @@ class Master:
                     summary = self._run(JournalLedger(journal, self._embedded_board()),
                                         self._paced_frontier, files)
                     journal.note_pages_at_depth_limit(depth, self._pages_at_depth_limit)
+                    journal.note_images_left(max_images, summary.images_left)
                     # Its results all recorded: what a worker holds now, it may yet store.
                     journal.run_ended(
                         leases_outstanding=self._embedded_board().stop_lending())
@@ -1365,7 +1370,8 @@ class Master:
                        stored_this_run=s.downloaded - s.resumed_stored,
                        pages_left=self._pages_left, pages_to_retry=self._pages_to_retry,
                        pages_at_depth_limit=self._pages_at_depth_limit,
-                       images_left=len(self._images_over - self._images_seen),
+                       images_left=(len(self._images_over - self._images_seen)
+                                    or self._images_left_before),
                        images_to_retry=manifest.transient,
                        links_out_of_scope=elsewhere.links,
                        hosts_out_of_scope=elsewhere.hosts,
