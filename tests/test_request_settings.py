@@ -1629,6 +1629,14 @@ def test_a_seed_whose_certificate_is_not_trusted_is_exit_5_then_works_with_its_c
                          "--ca-bundle FILE (--insecure skips the check)"), last
     # Not a robots.txt the server would not give: ignoring robots.txt would not help.
     assert "--ignore-robots" not in last, last
+    # Nor one that time fixes: read once, not again and again in the run (README says
+    # such a failure is not tried again in the run), the seed not tried three times.
+    assert (f"robots.txt of https://127.0.0.1:{server.server_address[1]} unreachable (TLS "
+            "certificate not trusted") in untrusted.stderr, untrusted.stderr
+    assert "not crawling that origin in this run (a setting fixes it, not time)" in \
+        untrusted.stderr, untrusted.stderr
+    assert "read again" not in untrusted.stderr and "try 2 of" not in untrusted.stderr, \
+        untrusted.stderr
     # Given a bundle that lacks its CA, it was told to give one with --ca-bundle.
     other = make_ca(tmp_path / "other")
     wrong = run_crawler("master", seed, "--bind", f"127.0.0.1:{free_port()}", "--out",

@@ -17,7 +17,7 @@ from protego import Protego
 
 from crawler.fetch.easy import EasyClient
 from crawler.fetch.policy import REDIRECT_STATUSES, server_pause
-from crawler.model.outcome import ROBOTS_UNREACHABLE, status_reason
+from crawler.model.outcome import ROBOTS_UNREACHABLE, FailureKind, status_reason
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,10 @@ class RobotsFile(NamedTuple):
     settled: bool = True
     # Seconds its 5xx or 429 asked to wait (Retry-After; a 429 without one, a default).
     retry_after: float | None = None
+    # Unreachable for a reason time does not change (a TLS failure: a certificate not
+    # trusted, expired or for another name; a client certificate refused): a setting
+    # fixes it, and reading it again in this run would only fail the same way.
+    final: bool = False
 
     def refusal(self, url: str, user_agent: str) -> str | None:
         """Why ``url`` may not be fetched, or None when it may."""
@@ -101,10 +105,13 @@ def read_robots(client: EasyClient, origin: str, timeout: float, *,
     Authorization and Cookie headers are left out: the origin was reached only by a
     redirect, which leaves them out of its requests too.
     """
-    then = "keeping its rules read before" if refreshing else unread_means
     reply = client.follow(origin + "/robots.txt", hops=ROBOTS_REDIRECTS,
                           may_follow=_is_http, accept="text/plain,*/*;q=0.5",
                           max_bytes=MAX_ROBOTS_BYTES + 1, timeout=timeout, logins=logins)
+    final = not reply.ok and reply.kind is FailureKind.TLS
+    then = ("keeping its rules read before" if refreshing
+            else f"{NOT_CRAWLED} in this run (a setting fixes it, not time)" if final
+            else unread_means)
     if reply.no_turn:  # the server was never asked: nothing to hold against it
         return RobotsFile(_DISALLOW_ALL, reply.failure, settled=False)
     if reply.blocked is not None:
@@ -127,13 +134,13 @@ def read_robots(client: EasyClient, origin: str, timeout: float, *,
     if not reply.ok:
         if reply.url == origin + "/robots.txt":
             log.warning("robots.txt of %s unreachable (%s): %s", origin, reply.failure, then)
-            return unreachable(reply.failure)
+            return unreachable(reply.failure)._replace(final=final)
         # A hop's failure is said to be one: a robots.txt redirected to a server that is
         # down read as the origin's own server down. Its URL is logged, not put in the
         # reason, which the summary counts alike for every origin.
         log.warning("robots.txt of %s unreachable (%s at its redirect to %s): %s", origin,
                     reply.failure, reply.url, then)
-        return unreachable(reply.failure + AT_A_REDIRECT)
+        return unreachable(reply.failure + AT_A_REDIRECT)._replace(final=final)
     # A 429 is a 4xx, which RFC 9309 reads as no robots.txt; but it says "too many
     # requests", and taking it for leave to fetch everything at once would answer a
     # server that asks for less with more: it is unreachable for now, as a 5xx is

@@ -261,10 +261,12 @@ class Robots:
         with self._lock:
             if robots.unreachable is None:
                 self._failed_reads.pop(origin, None)
+            elif robots.final and retries is not None:  # its tries spent: time fixes nothing
+                self._failed_reads[origin] = retries.max_attempts
             else:
                 self._failed_reads[origin] = tries
             self._read_again_at.pop(origin, None)
-        if robots.unreachable is not None and retried:
+        if robots.unreachable is not None and retried and not robots.final:
             assert retries is not None
             # As a page's passing failure: a backoff, or the server's Retry-After (up to
             # backoff_max). The answer stands meanwhile, and for images and style sheets
