@@ -270,6 +270,9 @@ def test_a_resumed_crawl_fetches_what_was_queued_only_within_its_own_scope_and_d
     assert _stored(out) == {server.url + path for path in (
         "/images/0/img0.png", "/images/1/img4.svg", "/images/1/img5.png",
         "/images/1/img6.jpg", "/images/1/img7.gif")}
+    # The image the narrower --reject left out is counted in the summary, as one a page
+    # of this run shows is: it said "found 5, downloaded 5" and nothing of it.
+    assert json.loads((out / "summary.json").read_text())["images_out_of_scope"] == 1
 
 
 @pytest.mark.parametrize(("name", "doing"), [

@@ -495,7 +495,8 @@ class Master:
         """The embedded mode's frontier: this master's own, refilled from the journal."""
         frontier, self._resumed_images = resumed_work.carry_over(
             resumed, seeds=set(self._options.seeds), scope=self._scope,
-            depth=self._settings.crawl.depth, delay=self._settings.politeness.host_delay)
+            depth=self._settings.crawl.depth, delay=self._settings.politeness.host_delay,
+            left_out=self._left_out)
         self._board.remember(resumed.finished_images)
         # Queued once robots.txt is read (_queue_resumed_images), as a page's images are.
         self._snapshot.found += len(self._resumed_images)

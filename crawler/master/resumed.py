@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from crawler.master.frontier import Frontier
 from crawler.master.journal import Resumed
+from crawler.master.leftout import LeftOut
 from crawler.master.robots import Robots
 from crawler.master.scope import Scope
 from crawler.model.outcome import ROBOTS_UNREACHABLE, Attempt
@@ -42,24 +43,33 @@ class Judgement(NamedTuple):
 
 
 def carry_over(resumed: Resumed, *, seeds: Collection[str], scope: Scope, depth: int,
-            delay: float) -> tuple[Frontier, list[ResumedImage]]:
+               delay: float, left_out: LeftOut | None = None
+               ) -> tuple[Frontier, list[ResumedImage]]:
     """The frontier refilled from what an earlier run left, and its images still to judge.
 
-    This run's seeds are fetched whatever the scope says, as in a first run.
+    This run's seeds are fetched whatever the scope says, as in a first run. The images
+    this run's patterns refuse are counted in ``left_out``, for its summary: a rerun
+    with a narrower --accept or --reject said "found 46, downloaded 46", the images it
+    dropped said only in an INFO line.
     """
     pages = [(url, at) for url, at in resumed.pending_pages
              if url in seeds or (at <= depth and scope.allows_page(url))]
-    images = [image for image in resumed.pending_images if scope.allows_image(image[0])]
+    images = []
+    for image in resumed.pending_images:
+        if scope.allows_image(image[0]):
+            images.append(image)
+        elif left_out is not None:
+            left_out.image(image[0])
     frontier = Frontier(pages, seen=resumed.done_pages, delay=delay)
     if resumed.done_pages or resumed.finished_images:
         log.info("resuming: pages done %d, to visit %d; images finished %d, queued %d",
                  len(resumed.done_pages), len(frontier), len(resumed.finished_images),
                  len(images))
-    left_out = (len(resumed.pending_pages) - len(pages),
-                len(resumed.pending_images) - len(images))
-    if any(left_out):
+    dropped = (len(resumed.pending_pages) - len(pages),
+               len(resumed.pending_images) - len(images))
+    if any(dropped):
         log.info("%d page(s) and %d image(s) an earlier run queued are outside this "
-                 "run's scope or depth: left out", *left_out)
+                 "run's scope or depth: left out", *dropped)
     return frontier, images
 
 
