@@ -375,6 +375,56 @@ def test_sigint_during_crawl_stops_it_cleanly_and_the_handler_goes_away(
     assert (tmp_path / "out" / "crawl.sqlite").is_file()  # a rerun resumes from it
 
 
+_CRAWL_IN_A_THREAD = """
+import sys, threading, time, crawler
+done = []
+def run():
+    done.append(crawler.crawl([sys.argv[1]], out=sys.argv[2], local_workers=1,
+                              bind="127.0.0.1:0", authkey="k" * 32, threads=2))
+thread = threading.Thread(target=run)
+thread.start()
+print("started", flush=True)
+try:
+    while thread.is_alive():
+        time.sleep(0.05)
+except KeyboardInterrupt:
+    print("main thread interrupted", flush=True)
+thread.join()
+print("interrupted" if done and done[0].interrupted else "not interrupted", flush=True)
+"""
+
+
+def test_ctrl_c_at_a_crawl_run_from_another_thread_stops_it(
+        tmp_path: Path, make_server: Callable[[], FixtureServer]) -> None:
+    """Ctrl-C at a terminal (or a notebook's interrupt) signals the whole process group:
+    the local workers stopped (status 130), and the crawl, run by crawl() from another
+    thread than the main one (where Python delivers no signal), waited for workers from
+    elsewhere for good, holding its folder's lock, and so did the caller's thread."""
+    server = make_server()
+    site = build_site(pages=4, images_per_page=10, min_kb=1, max_kb=2)
+    serve_routes(server, site.files, image_delay=0.5)
+    out = tmp_path / "out"
+    script = subprocess.Popen([sys.executable, "-c", _CRAWL_IN_A_THREAD, server.url + "/",
+                               str(out)], cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(
+                path.endswith(".png") for path in server.paths()):
+            time.sleep(0.05)
+        assert any(path.endswith(".png") for path in server.paths()), "no image asked for"
+        os.killpg(script.pid, signal.SIGINT)  # as a terminal's Ctrl-C
+        output, err = script.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(script.pid, signal.SIGKILL)
+    assert output.split("\n")[:3] == ["started", "main thread interrupted", "interrupted"], \
+        err
+    assert "every local worker was interrupted (Ctrl-C)" in err, err
+    assert not (out / "crawl.lock").exists() or script.returncode == 0, err
+
+
 def test_run_worker_downloads_for_a_master_and_returns_what_it_did(
         tmp_path: Path, site: FixtureServer, authkey: str) -> None:
     slow_start(site)  # the worker connects before the crawl is over

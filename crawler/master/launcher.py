@@ -310,6 +310,14 @@ class LocalWorkers:
         return sum(1 for n, process in enumerate(self._processes, 1)
                    if process.poll() is None or self._restartable(n))
 
+    def all_interrupted(self) -> bool:
+        """Whether local workers were started and every one has ended interrupted (Ctrl-C,
+        status 130): the user's Ctrl-C reached the process group, and the crawl's own
+        thread did not hear it (``crawl()`` run from another thread than the main one,
+        where Python delivers no signal)."""
+        return bool(self._processes) and all(
+            process.poll() == _INTERRUPTED for process in self._processes)
+
     @property
     def started(self) -> int:
         """How many local workers were started (alive or not)."""
@@ -524,6 +532,9 @@ def _check_log(log_path: Path) -> None:
         why = "it is a folder" if log_path.is_dir() else exc.strerror or str(exc)
         raise StorageError(f"cannot write the local worker log {log_path}: {why}; move it "
                            "away, or choose another output folder") from exc
+
+
+_INTERRUPTED = 130  # a worker's status for Ctrl-C (crawler.cli.EXIT_INTERRUPTED)
 
 
 def _fork_worker(command: Callable[[Sequence[str]], int], args: Sequence[str],

@@ -740,6 +740,13 @@ class Master:
                 return True
         if not self._stop_asked.is_set():  # a Ctrl-C at the terminal stops them too: no news
             self._workers.report_ended()
+            if self._workers.all_interrupted():
+                # Waiting for workers from elsewhere, the crawl hung for good, holding
+                # its folder's lock, and so did the caller's thread.
+                log.warning("every local worker was interrupted (Ctrl-C), and this crawl's "
+                            "thread heard no Ctrl-C of its own: stopping it as one does; "
+                            "the same command (or crawl() call) again goes on")
+                self.stop()
         return False
 
     def _look(self, frontier: PageQueue, running: set[Future[Visit]], ledger: Ledger,
