@@ -501,6 +501,17 @@ def test_folders_merge_and_a_workers_copied_folder_fills_its_tiles(
     assert "3 succeeded, 0 failed" in soup.select_one("#summary").get_text()
     assert "recorded as stored" not in caplog.text
 
+    # The first folder named through a link elsewhere: the other's tiles still lead to
+    # their files from where index.html is (they led to a folder beside the link's target).
+    deep = tmp_path / "deep" / "a"
+    deep.mkdir(parents=True)
+    master.rename(deep / "master")
+    (tmp_path / "link").symlink_to(deep / "master")
+    index = write_report([tmp_path / "link", copied])
+    soup = BeautifulSoup(index.read_text(encoding="utf-8"), "html.parser")
+    shown = {img["alt"]: resolve(index.resolve(), img["src"]) for img in soup.select("figure img")}
+    assert shown["far.png"] == (copied / "h/far.png").resolve()
+
 
 def test_several_folders_without_a_manifest_is_a_usage_error(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()

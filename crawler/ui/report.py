@@ -882,7 +882,10 @@ def _local_href(bases: list[str], path: str | None) -> str | None:
         return None
     for n, base in enumerate(bases):
         if os.path.isfile(f"{base}/{path}"):  # noqa: PTH113 - see _inside
-            relative = path if n == 0 else os.path.relpath(f"{base}/{path}", bases[0])
+            # From the folders as they are (their links resolved), where the report says
+            # index.html is: "../m2" from a link to deep/a/m1 led to deep/a/m2.
+            relative = path if n == 0 else os.path.relpath(
+                f"{os.path.realpath(base)}/{path}", os.path.realpath(bases[0]))
             # Percent-encode everything but "/": a space, "#", "?", "%" or ":" in a
             # name must reach the file system, not end the path or read as a scheme.
             # As bytes: a folder's name need not be UTF-8, and a file: URL names bytes.
