@@ -100,8 +100,9 @@ def _manifest(folder: Path, *urls: str) -> None:
 
 def test_a_demos_folder_is_known_by_its_journal_and_its_mark(tmp_path: Path) -> None:
     """What the demo may clear (its own crawl) and what it must not (any other)."""
-    from crawler.demo.demo import DEMO_MARK, _holds_another_crawl
+    from crawler.demo.demo import _holds_another_crawl
     from crawler.master.journal import Journal
+    from crawler.model.files import DEMO_MARK
 
     demo_seed, demo_image = "http://127.0.0.1:4321/", "http://127.0.0.1:4321/images/0/img0.png"
     assert not _holds_another_crawl(tmp_path)  # nothing of a crawl

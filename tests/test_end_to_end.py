@@ -443,6 +443,10 @@ def test_an_interrupted_demo_says_it_starts_afresh_not_that_it_resumes(tmp_path:
     assert demo.returncode == 130, err
     assert "crawl interrupted: the demo starts afresh when run again" in err
     assert "resume" not in err
+    # Its gallery says so too: it said "Running it again goes on where it stopped".
+    gallery = (tmp_path / "demo" / "index.html").read_text(encoding="utf-8")
+    assert "The demo starts afresh when run again (crawler demo)." in gallery
+    assert "goes on where it stopped" not in gallery
 
 
 def test_a_page_found_first_through_a_longer_path_is_read_at_its_shortest(

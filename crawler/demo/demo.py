@@ -22,16 +22,12 @@ from crawler.master.authkey import master_authkey
 from crawler.master.claim import CRAWL_FILES, forget_crawl
 from crawler.master.folderlock import FolderLock
 from crawler.master.journal import check_room_for_journal
-from crawler.model.files import BROKER_MARK, JOURNAL_NAME, MANIFEST_NAME
+from crawler.model.files import BROKER_MARK, DEMO_MARK, JOURNAL_NAME, MANIFEST_NAME
 from crawler.model.folders import file_in_the_way
 from crawler.model.outcome import IMAGES_DIR
 from crawler.model.shellword import shell_word
 from crawler.ui.report import write_report
 
-# Left in a demo's folder, naming its crawl's seed: a demo clears the folder only when
-# its journal's seed is that one. Another crawl kept in OUT/demo (its journal, results
-# and images) was erased without a word; one crawled there since (--fresh) has its own.
-DEMO_MARK = ".crawler-demo"
 _DEMO_SEED = re.compile(r"http://127\.0\.0\.1:[0-9]+/")
 _DEMO_JOURNAL_AT_MOST = 16 << 20  # bytes: a demo's journal and its log hold a few dozen KB
 # The demo site's images, as a demo's manifest names them (a folder of an older demo,

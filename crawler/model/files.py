@@ -8,6 +8,10 @@ SUMMARY_PARTIAL_NAME = SUMMARY_NAME + ".partial"  # summary.json written anew, t
 REPORT_NAME = "index.html"  # the gallery crawler report writes
 JOURNAL_NAME = "crawl.sqlite"  # the embedded master's journal (SQLite)
 BROKER_MARK = "broker-crawl.json"  # names the broker crawl whose results a folder holds
+# Left in a demo's folder, naming its crawl's seed: a demo clears the folder only when
+# its journal's seed is that one. Another crawl kept in OUT/demo (its journal, results
+# and images) was erased without a word; one crawled there since (--fresh) has its own.
+DEMO_MARK = ".crawler-demo"
 PAGE_COOKIES_NAME = "page-cookies.txt"  # the cookies the crawl's pages set (mode 0600)
 LOCK_NAME = "crawl.lock"  # held by the master crawling into the folder, while it runs
 

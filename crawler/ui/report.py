@@ -55,6 +55,7 @@ from urllib.parse import quote, urlsplit
 from crawler.errors import StorageError, UsageError
 from crawler.model.files import (
     BROKER_MARK,
+    DEMO_MARK,
     JOURNAL_NAME,
     MANIFEST_NAME,
     PAGES_NAME,
@@ -679,6 +680,14 @@ def render_parts(manifest: Manifest, folders: Path | Sequence[Path]) -> list[str
     return out
 
 
+def _run_again(folder: Path) -> str:
+    """What running a crawl that did not end again does: a demo's (its site, on a port
+    of its own, is gone) starts afresh."""
+    if (folder / DEMO_MARK).exists():
+        return "The demo starts afresh when run again (crawler demo)."
+    return "Running it again goes on where it stopped."
+
+
 def _crawl_state(summary_path: Path) -> str:
     """What the gallery should say of a crawl that did not end (empty when it did): the
     last run removes its summary as it starts and writes it when it ends."""
@@ -688,7 +697,7 @@ def _crawl_state(summary_path: Path) -> str:
         if not any((summary_path.parent / mark).exists() for mark in _CRAWL_MARKS):
             return ""  # not a master's folder (a worker's, copied here): no summary is kept
         return ("This crawl has no summary: it is still running, or its last run was "
-                "stopped before its end. Running it again goes on where it stopped.")
+                f"stopped before its end. {_run_again(summary_path.parent)}")
     except (OSError, ValueError):
         return ""
     if not isinstance(summary, dict):
@@ -703,7 +712,7 @@ def _crawl_state(summary_path: Path) -> str:
         return ""
     if summary.get("interrupted"):
         return (f"This crawl was interrupted: {settled:,} of the {found:,} images found so "
-                "far are settled. Running it again goes on where it stopped.")
+                f"far are settled. {_run_again(summary_path.parent)}")
     left = [f"{pages_left:,} page(s) found were not visited (--max-pages)"] if pages_left else []
     left += [f"{images_left_shown(images_left, separator=',')} image(s) found were not "
              "queued (--max-images)"] if images_left else []
