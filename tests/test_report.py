@@ -1192,7 +1192,8 @@ def test_pages_in_address_order_and_images_with_the_pages_words(tmp_path: Path) 
                         f"http://{host}/p10.html (1 image)"]
     first = sections(soup)[0]
     assert first.img["alt"] == "a cat, 1"
-    assert first.select_one("figcaption .caption").get_text() == "Figure 1"
+    # Both said, each once: a caption (or a title) alone hid the alt text.
+    assert first.select_one("figcaption .caption").get_text() == "a cat, 1 \u2014 Figure 1"
     options = [option.get_text() for option in soup.select("#f-page option")]
     assert f"http://{host}/p2.html (2)" in options
 

@@ -804,7 +804,9 @@ def _figure(out: list[str], entry: Entry, page_number: int, page_html: str,
         add(f'<p class="missing">{note}</p>')
     link = (f'<a href="{url}" rel="noopener noreferrer">{name}</a>' if _is_http(entry.url)
             else name)
-    said = entry.caption or entry.alt  # the page's words for it, where it had some
+    # The page's words for it, where it had some: its alt text and its caption (or
+    # title), each once (a caption alone hid the alt text, which README promises).
+    said = " \u2014 ".join(dict.fromkeys(text for text in (entry.alt, entry.caption) if text))
     caption = f'<span class="caption">{escape(said)}</span>' if said else ""
     add(f'<figcaption><span class="name">{link}</span>{caption}'
         f'<span class="details">{details}</span></figcaption></figure>\n')
