@@ -334,6 +334,8 @@ def settings_with(settings: Settings | None, overrides: Mapping[str, Any],
         dotted[setting] = value
 
     for name, value in overrides.items():
+        if isinstance(value, os.PathLike):  # a file's setting given as out= takes it: a Path
+            value = os.fspath(value)
         section, _, key = name.partition("__")
         if key and key in sections.get(section, ()):
             take(f"{section}.{key}", name, value)
@@ -511,7 +513,8 @@ def _check_kinds(settings: object, out: object, authkey: object) -> None:
 
 def _seed_list(seeds: object) -> list[str]:
     """``seeds`` as a list of text, or UsageError saying what they are instead."""
-    if not isinstance(seeds, Iterable) or isinstance(seeds, bytes):
+    # (A mapping iterates over its keys: {"a": 1} crawled https://a/.)
+    if not isinstance(seeds, Iterable) or isinstance(seeds, bytes | Mapping):
         raise UsageError(f"seeds must be a URL or a list of URLs (got {type(seeds).__name__})")
     listed = list(seeds)
     wrong = [seed for seed in listed if not isinstance(seed, str)]

@@ -570,6 +570,8 @@ def test_wrong_arguments_are_usage_errors_that_say_what_was_given(tmp_path: Path
     url = "http://127.0.0.1:1/"
     for kwargs, said in (({"seeds": b"http://x/"}, "seeds must be a URL or a list of URLs"),
                          ({"seeds": None}, "seeds must be a URL or a list of URLs"),
+                         # (a mapping's keys were crawled: {"a": 1} looked up https://a/)
+                         ({"seeds": {url: 1}}, r"a list of URLs \(got dict\)"),
                          ({"seeds": [url, 7]}, "seeds must be text: 7 is a int"),
                          ({"seeds": url, "local_workers": "2"}, "local_workers must be"),
                          ({"seeds": url, "settings": {}}, "settings must be a crawler.Settings"),
@@ -597,6 +599,9 @@ def test_wrong_arguments_are_usage_errors_that_say_what_was_given(tmp_path: Path
         crawler.Settings().with_values({"depth": 1})
     with pytest.raises(ConfigError, match=r"depth and crawl__depth are the same setting"):
         crawler.crawl(url, out=tmp_path / "out", depth=0, crawl__depth=3)  # the last won
+    # A file's setting takes a Path, as out= does ("expected a string, got PosixPath").
+    with pytest.raises(ConfigError, match=r"http\.cookies: cannot read .*nosuch"):
+        crawler.crawl(url, out=tmp_path / "out", cookies=tmp_path / "nosuch")
     # Settings changed with _replace (a NamedTuple's own) are checked as a file is: a
     # depth of "2" failed deep in the crawl with a TypeError, a dict section likewise.
     base = crawler.Settings()
