@@ -1399,3 +1399,24 @@ def test_a_summary_with_a_number_too_large_is_no_crash(tmp_path: Path) -> None:
         json.dumps(success("http://h/b.png", PAGE_A, "h/b.png", png(8, 8, 1))) + "\n")
     (out / "summary.json").write_text('{"succeeded": 1e400, "found": 1, "interrupted": true}')
     assert "h/b.png" in write_report(out).read_text(encoding="utf-8")
+
+
+def test_a_tile_of_a_type_most_browsers_do_not_draw_says_so(tmp_path: Path) -> None:
+    """A TIFF, a HEIC or a JPEG XL stored whole showed as a broken thumbnail in Chromium
+    and Firefox, beside the images that drew, with nothing said."""
+    out = tmp_path / "out"
+    lines = []
+    for name, media_type in (("a.tiff", "image/tiff"), ("b.heic", "image/heic"),
+                             ("c.jxl", "image/jxl"), ("d.png", "image/png")):
+        body = png(8, 8, len(lines))
+        store(out, f"h/{name}", body)
+        line = success(f"http://h/{name}", PAGE_A, f"h/{name}", body)
+        line["content_type"] = media_type
+        lines.append(line)
+    (out / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    soup = BeautifulSoup(write_report(out).read_text(encoding="utf-8"), "html.parser")
+    said = {fig.img["alt"]: fig.figcaption.get_text() for fig in soup.select("figure.image")}
+    assert "TIFF: few browsers show it (Safari does); the file is stored whole" in said["a.tiff"]
+    assert "HEIC: few browsers show it" in said["b.heic"]
+    assert "JPEG XL: few browsers show it" in said["c.jxl"]
+    assert "few browsers" not in said["d.png"]
