@@ -366,17 +366,12 @@ def _avif_whole(body: Body) -> bool:
     for _ in range(WALK_STEPS):
         if pos + 8 > len(body):
             break
-        size = int.from_bytes(body[pos:pos + 4], "big")
-        kind = body[pos + 4:pos + 8]
-        if not all(0x20 <= c <= 0x7E for c in kind):
+        if not all(0x20 <= c <= 0x7E for c in body[pos + 4:pos + 8]):
             break  # no box: bytes after the last one
-        header = 8
-        if size == 1:  # a 64-bit size after the type
-            if pos + 16 > len(body):
-                return False
-            size, header = int.from_bytes(body[pos + 8:pos + 16], "big"), 16
-        elif size == 0:  # the last box: to the end, whatever that is
-            size = len(body) - pos
+        box = _box_at(body, pos)
+        if box is None:
+            return False
+        kind, header, size = box
         if size < header:
             break
         if pos + size > len(body):
@@ -391,6 +386,22 @@ def _avif_whole(body: Body) -> bool:
     return (b"meta" in seen or b"moov" in seen) and b"mdat" in seen
 
 
+def _box_at(body: Body, pos: int) -> tuple[bytes, int, int] | None:
+    """The ISO BMFF box at ``pos`` (AVIF's, HEIC's, JPEG XL's container): its type, the
+    length of its header and its size, read as given (a 64-bit one after the type; 0:
+    to the body's end); None where the body ends within its header."""
+    if pos + 8 > len(body):
+        return None
+    size, kind, header = int.from_bytes(body[pos:pos + 4], "big"), body[pos + 4:pos + 8], 8
+    if size == 1:
+        if pos + 16 > len(body):
+            return None
+        size, header = int.from_bytes(body[pos + 8:pos + 16], "big"), 16
+    elif size == 0:
+        size = len(body) - pos
+    return bytes(kind), header, size
+
+
 def _jxl_whole(body: Body) -> bool:
     """A JPEG XL in its container: every box whole, and its codestream's (``jxlc``, or
     the last of its ``jxlp`` parts, whose counter's high bit marks it) among them. A
@@ -399,17 +410,10 @@ def _jxl_whole(body: Body) -> bool:
         return True
     pos = 0
     for _ in range(WALK_STEPS):
-        if pos + 8 > len(body):
+        box = _box_at(body, pos)
+        if box is None:
             return False
-        size = int.from_bytes(body[pos:pos + 4], "big")
-        kind = body[pos + 4:pos + 8]
-        header = 8
-        if size == 1:  # a 64-bit size after the type
-            if pos + 16 > len(body):
-                return False
-            size, header = int.from_bytes(body[pos + 8:pos + 16], "big"), 16
-        elif size == 0:  # the last box: to the end, whatever that is
-            size = len(body) - pos
+        kind, header, size = box
         if size < header or pos + size > len(body):
             return False
         if kind == b"jxlc" or (kind == b"jxlp" and size >= header + 4
