@@ -446,6 +446,30 @@ def test_strangers_are_bounded_in_number_and_a_worker_gets_in_after_them(
     assert sum(int(m[1]) for m in said if m) == 16 + worker_turned_away, caplog.text
 
 
+def test_strangers_from_one_address_do_not_keep_the_others_workers_out(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Idle connections from one address, each opened again as the server closed it (no
+    key needed), held every place for strangers: no new worker, none back after a
+    master's restart and no crawler status got in for as long as it went on."""
+    key = secrets.token_bytes(16)
+    server = QueueServer(TaskBoard(BoardPolicy()), ("127.0.0.1", 0), key,
+                         lambda full=False: {}).start()
+    flood = [socket.create_connection(server.address, timeout=5,
+                                      source_address=("127.0.0.2", 0)) for _ in range(40)]
+    try:
+        with caplog.at_level(logging.WARNING, logger="crawler.board.manager"):
+            taken = [s for s in flood if not _closed_by_the_server(s, 1.0)]
+            assert len(taken) == manager.MAX_HANDSHAKING_PER_ADDRESS
+            # A worker of another address gets in at once, the flood going on.
+            assert MasterClient(server.address, key).connect().heartbeat("w1") is True
+    finally:
+        for sock in flood:
+            sock.close()
+        server.stop()
+    assert ("connections from 127.0.0.2 are still to authenticate (a flood?)"
+            in caplog.text), caplog.text
+
+
 def test_a_flood_of_wrong_keys_is_said_once_not_once_each(
         caplog: pytest.LogCaptureFixture) -> None:
     """A line per refused connection grew a log file without bound under a flood."""

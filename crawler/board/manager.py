@@ -21,6 +21,7 @@ because a hung master otherwise blocks a worker forever.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import functools
@@ -98,6 +99,10 @@ KEEPALIVE_PROBES = 4
 FIRST_CALL_DEADLINE = DEFAULTS.queue.lease_timeout
 BACKLOG = 1024
 MAX_HANDSHAKING = 64  # connections not yet authenticated; more are closed at once
+# Of those, from one address: a client that opened idle connections (no key needed)
+# and opened them again as each was closed held all 64, and no new worker, no worker
+# back after a master's restart, no crawler status got in while it went on.
+MAX_HANDSHAKING_PER_ADDRESS = 16
 ACCEPT_PAUSE = 0.05  # seconds the accepting thread rests after it could not serve one
 
 
@@ -375,6 +380,9 @@ class _GuardedServer(Server):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self._serving = threading.local()  # .sock: the client of the connection a thread serves
+        # Connections not yet authenticated, by the address they come from.
+        self._strangers: collections.Counter[str] = collections.Counter()
+        self._strangers_lock = threading.Lock()
 
     def client_gone(self) -> bool:
         """Whether the client of the connection this thread serves closed it: a call
@@ -430,23 +438,58 @@ class _GuardedServer(Server):
                 turned_away.note(f"cannot accept: {exc.strerror or exc}")
             time.sleep(ACCEPT_PAUSE)  # not a busy loop while descriptors run out
             return
+        address = self._address_of(conn)
+        if not self._let_in(address):
+            self.refused += 1
+            turned_away.note(f"{MAX_HANDSHAKING_PER_ADDRESS} connections from {address} are "
+                             "still to authenticate (a flood?)")
+            conn.close()
+            return
         if not handshaking.acquire(blocking=False):
+            self._let_go(address)
             self.refused += 1
             turned_away.note(f"{self.max_handshaking} connections are still to "
                              "authenticate (a flood?)")
             conn.close()
             return
         try:
-            threading.Thread(target=self.handle_request, args=(conn, handshaking),
+            threading.Thread(target=self.handle_request, args=(conn, handshaking, address),
                              daemon=True).start()
         except RuntimeError:  # no thread to serve it: drop this one, keep accepting
             handshaking.release()
+            self._let_go(address)
             conn.close()
             turned_away.note("cannot start a thread to serve them")
             time.sleep(ACCEPT_PAUSE)
 
+    @staticmethod
+    def _address_of(conn: connection.Connection) -> str:
+        sock = _socket_of(conn)
+        try:
+            return str(sock.getpeername()[0])
+        except OSError:  # gone already: its handshake fails at once
+            return "?"
+        finally:
+            sock.detach()  # the descriptor stays the connection's (else closed with it)
+
+    def _let_in(self, address: str) -> bool:
+        """Count a connection from ``address`` as one to authenticate, unless that
+        address has MAX_HANDSHAKING_PER_ADDRESS of them already."""
+        with self._strangers_lock:
+            if self._strangers[address] >= MAX_HANDSHAKING_PER_ADDRESS:
+                return False
+            self._strangers[address] += 1
+            return True
+
+    def _let_go(self, address: str) -> None:
+        with self._strangers_lock:
+            self._strangers[address] -= 1
+            if self._strangers[address] <= 0:
+                del self._strangers[address]
+
     def handle_request(self, conn: connection.Connection,
-                       handshaking: threading.BoundedSemaphore | None = None) -> None:
+                       handshaking: threading.BoundedSemaphore | None = None,
+                       address: str | None = None) -> None:
         sock = _socket_of(conn)
         self._serving.sock = sock  # a thread serves one connection, and ends with it
         try:
@@ -469,6 +512,8 @@ class _GuardedServer(Server):
             finally:
                 if handshaking is not None:
                     handshaking.release()  # authenticated or refused: no longer a stranger
+                if address is not None:
+                    self._let_go(address)
             _set_deadline(sock, 0)  # an authenticated worker may idle between calls...
             # ...but not stall in the middle of one: Connection.recv reads through this.
             # (Connection's private _recv_bytes is absent from typeshed: hence setattr.)
