@@ -703,6 +703,31 @@ def test_an_earlier_runs_worker_that_stored_an_image_held_back_for_it_is_heard()
     assert b.lease("w", 2, 0)["tasks"] == [("http://h/fresh.png", 1)]
 
 
+@pytest.mark.parametrize("waited", [1.0, 6.0])
+def test_an_earlier_runs_worker_back_holding_an_image_held_back_for_it_keeps_it(
+        waited: float) -> None:
+    """A worker connected through its master's restart says it holds the images it was
+    downloading: told they were lost ("while silent", though it never was), it dropped
+    the downloads, and the images were downloaded again once handed out. Held back for
+    it and handed to no one since, they are leased to it again, queued or not yet; one
+    another worker was handed meanwhile is lost to it, as before."""
+    clock = Clock()
+    b = memory_board(clock, worker_silence=5.0)
+    b.put("http://h/left.png", "h", None, tried_before=True)
+    b.put("http://h/taken.png", "h", None, tried_before=True)
+    clock.now += waited  # (6 s: queued by then, no longer held back)
+    both = ["http://h/left.png", "http://h/taken.png"]
+    [(handed, _)] = b.lease("other", 1, 0)["tasks"] if waited > 5.0 else [("", 0)]
+    b.hello("back", WorkerInfo(host="here", pid=1))
+    answer = b.exchange("back", 1, [], [], 0, 0, holding=both)
+    assert answer.get("lost", []) == ([handed] if handed else [])
+    kept = [url for url in both if url != handed]
+    b.report("back", [ok(url) for url in kept])
+    assert sorted((s.attempt.url, s.worker) for s in b.drain()) == [
+        (url, "back") for url in kept]
+    assert b.counts()["in_flight"] == (1 if handed else 0)  # (the other's)
+
+
 def test_an_image_a_run_that_ended_holding_nothing_left_goes_out_at_once() -> None:
     """No worker of that run holds a lease it may still store on: nothing to wait for."""
     clock = Clock()

@@ -655,7 +655,9 @@ class TaskBoard:
                 self.release(worker, unknown)  # never received, so never tried
                 self.reclaimed += len(unknown)
                 spoken = {attempt.url for attempt in reports}.union(released)
-                lost = [url for url in kept if url not in record.held and url not in spoken]
+                now = self._clock()
+                lost = [url for url in kept if url not in record.held and url not in spoken
+                        and not self._adopt(record, url, now)]
         if max_items > 0:
             answer = self.lease(worker, max_items, wait)
         else:
@@ -710,6 +712,28 @@ class TaskBoard:
             log.info("ignored a report from %s for %.200s: it no longer holds that URL",
                      worker, url)
             return False
+        return True
+
+    def _adopt(self, record: WorkerRecord, url: str, now: float) -> bool:
+        """Lease ``url`` to the worker of ``record``, which says it holds it, if an earlier
+        run left it unfinished (this master's restart) and no one was handed it since:
+        held back for such a worker (``put``), it was told the URL was lost, dropped the
+        download under way, and the URL was downloaded again once handed out."""
+        item = self._items.get(url)
+        if (item is None or item is _SETTLED or url not in self._tried_before
+                or item.state not in (QUEUED, DELAYED)):
+            return False
+        # (Its place in a lane or among the delayed is skipped when reached: not QUEUED,
+        # not DELAYED there.)
+        self._set_state(item, LEASED)
+        item.holder = record.worker
+        item.attempts += 1
+        item.deadline = now + self.policy.lease_timeout
+        (self._lanes.get(item.host) or self._new_lane(item.host)).in_flight += 1
+        record.held.add(url)
+        record.per_host[item.host] += 1
+        log.info("%s, back after this master's restart, holds %.200s: leased to it again",
+                 record.worker, url)
         return True
 
     def _touch(self, worker: str) -> WorkerRecord | None:
