@@ -1078,6 +1078,13 @@ def test_classic_results_are_parsed() -> None:
         assert str(refused.value).endswith(
             "; put 'URL--->success' or 'URL--->failure: reason'"), refused.value
     assert b.counts()["refused"] == 3, "and the master counts (and logs) it"
+    # A URL never queued (the one a redirect led to, say): told too, where the master
+    # alone logged it, and the URL given waited out its lease each time.
+    for never in ("http://h/elsewhere.png--->success", "--->success"):
+        with pytest.raises(ValueError, match="no such URL was queued"):
+            ResultQueueView(b).put(never)
+    assert b.counts()["unknown"] == 2
+    ResultQueueView(b).put("http://h/a.png--->success")  # settled before: no error, ignored
 
 
 def test_remembered_urls_are_never_queued_again(board: MakeBoard) -> None:

@@ -97,7 +97,11 @@ class ResultQueueView:
         except ValueError as exc:
             self._board.refuse(CLASSIC, str(exc))
             raise ValueError(str(exc)) from exc
-        self._board.report(CLASSIC, [attempt])
+        if not self._board.report(CLASSIC, [attempt]) and not self._board.known(attempt.url):
+            # Logged by the master only: a worker that reported the URL a redirect led
+            # to never learnt, and the URL it was given waited out its lease each time.
+            raise ValueError(f"no such URL was queued: {attempt.url[:200]!r} (a result "
+                             "names the URL task.get() gave, as it gave it)")
 
     @staticmethod
     def _attempt_of(item: object) -> Attempt:
