@@ -434,21 +434,25 @@ class CurlEngine:
             return
         elif code:
             attempt = self._transport_failure(transfer, code, message)
-            # Named as the pages' are: libcurl's "Failed to connect to 127.0.0.1 port P
-            # over proxy 127.0.0.1..." read as the site's doing, at the proxy's port.
-            named = at_the_proxy(slot.handle, code, attempt.reason, self._proxies,
-                                 transfer.url)
-            cause = failure_cause(slot.handle, code)
-            if named != attempt.reason and code == pycurl.E_COULDNT_CONNECT and cause:
-                named = at_the_proxy(slot.handle, code,
-                                     f"{curl_failure(code, '')[1]}: {cause}", self._proxies,
-                                     transfer.url)
-            attempt = attempt._replace(reason=named)
+            if transfer.blocked is None and not transfer.out_of_files:
+                attempt = attempt._replace(reason=self._at_the_proxy(
+                    slot.handle, code, attempt.reason, transfer.url))
         elif transfer.sink is not None:
             attempt = self._stored(transfer)
         else:
             attempt = failed(transfer, "bad response: no answer", FailureKind.BAD_RESPONSE)
         self._finish(slot, attempt, active=False)
+
+    def _at_the_proxy(self, handle: pycurl.Curl, code: int, reason: str, url: str) -> str:
+        """``reason``, named as the pages' client names it when the failure was reaching
+        the proxy: libcurl's "Failed to connect to 127.0.0.1 port P over proxy ..."
+        read as the site's doing, at the proxy's port."""
+        named = at_the_proxy(handle, code, reason, self._proxies, url)
+        cause = failure_cause(handle, code)
+        if named != reason and code == pycurl.E_COULDNT_CONNECT and cause:
+            named = at_the_proxy(handle, code, f"{curl_failure(code, '')[1]}: {cause}",
+                                 self._proxies, url)
+        return named
 
     def _transport_failure(self, transfer: Transfer, code: int, message: str) -> Attempt:
         if transfer.blocked is not None and code in (pycurl.E_COULDNT_CONNECT,

@@ -106,7 +106,7 @@ class RequestOptions(NamedTuple):
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> RequestOptions:
         cert, key = _if_readable(data.get("client_cert", "")), data.get("client_key", "")
-        if key and not _if_readable(key):
+        if not cert or (key and not _if_readable(key)):
             # Its key unread, a certificate was presented with none: every image failed
             # with libcurl's "unable to set private key file: CERT", which named the
             # certificate. Neither is taken: the worker says so (from_crawl).

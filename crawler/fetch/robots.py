@@ -108,7 +108,7 @@ def read_robots(client: EasyClient, origin: str, timeout: float, *,
     reply = client.follow(origin + "/robots.txt", hops=ROBOTS_REDIRECTS,
                           may_follow=_is_http, accept="text/plain,*/*;q=0.5",
                           max_bytes=MAX_ROBOTS_BYTES + 1, timeout=timeout, logins=logins)
-    final = not reply.ok and reply.kind is FailureKind.TLS
+    final = not reply.ok and reply.kind is FailureKind.TLS and not reply.transient
     then = ("keeping its rules read before" if refreshing
             else f"{NOT_CRAWLED} in this run (a setting fixes it, not time)" if final
             else unread_means)

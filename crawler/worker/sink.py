@@ -175,11 +175,8 @@ class ImageSink:
         was a success that a browser shows broken).
         """
         leading = bytes(self._head)
-        if not self.size:
-            # "not an image" said nothing of why: nothing came.
-            if length_known:
-                raise Abandoned(EMPTY_BODY, FailureKind.NOT_IMAGE)
-            raise Abandoned(NO_BODY, FailureKind.CONNECTION, transient=True)
+        if not self.size:  # "not an image" said nothing of why: nothing came
+            raise Abandoned(EMPTY_BODY, FailureKind.NOT_IMAGE)
         kind = self._kind or _require_image(leading)
         size_wh = dimensions(leading, kind)
         _check_dimensions(size_wh, self._limits)
@@ -301,9 +298,7 @@ def _require_image(head: bytes | bytearray) -> ImageType:
 
 
 CUT_SHORT_IMAGE = "connection broken: body cut short (the image stops before its end)"
-EMPTY_BODY = "not an image: the server's answer is empty (0 bytes)"
-# Nothing came and nothing said how much would: a connection closed before the body.
-NO_BODY = "connection broken: no body came (the connection closed before one byte)"
+EMPTY_BODY = "not an image: the body is empty (0 bytes)"
 # Every byte the server said it had came, and the image stops inside one of its pieces.
 CUT_SHORT_ON_THE_SERVER = "broken image: the server's file is cut short"
 
