@@ -728,6 +728,23 @@ def test_an_earlier_runs_worker_back_holding_an_image_held_back_for_it_keeps_it(
     assert b.counts()["in_flight"] == (1 if handed else 0)  # (the other's)
 
 
+def test_an_earlier_runs_url_another_worker_had_since_is_lost_to_its_first_worker() -> None:
+    """Handed to another worker after the hold, whose lease then ran out: that worker may
+    still store it, and its file must be the one that counts; the worker of the earlier
+    run, back, is told it lost the URL, not given it again."""
+    clock = Clock()
+    b = memory_board(clock, worker_silence=5.0, lease_timeout=10.0)
+    b.put("http://h/left.png", "h", None, tried_before=True)
+    clock.now += 6.0
+    b.hello("other", WorkerInfo(host="there", pid=2))
+    assert b.lease("other", 1, 0)["tasks"][0][0] == "http://h/left.png"
+    clock.now += 20.0  # "other" falls silent: its lease ends, the URL is queued again
+    assert b.reap() == 1 and b.counts()["queued"] == 1
+    b.hello("back", WorkerInfo(host="here", pid=1))
+    answer = b.exchange("back", 1, [], [], 0, 0, holding=["http://h/left.png"])
+    assert answer.get("lost") == ["http://h/left.png"]
+
+
 def test_an_image_a_run_that_ended_holding_nothing_left_goes_out_at_once() -> None:
     """No worker of that run holds a lease it may still store on: nothing to wait for."""
     clock = Clock()

@@ -102,7 +102,9 @@ MAX_HANDSHAKING = 64  # connections not yet authenticated; more are closed at on
 # Of those, from one address: a client that opened idle connections (no key needed)
 # and opened them again as each was closed held all 64, and no new worker, no worker
 # back after a master's restart, no crawler status got in while it went on.
-MAX_HANDSHAKING_PER_ADDRESS = 16
+# (A host's own workers started at once, a master's local ones among them, share it:
+# those past it are closed and try again.)
+MAX_HANDSHAKING_PER_ADDRESS = 32
 ACCEPT_PAUSE = 0.05  # seconds the accepting thread rests after it could not serve one
 
 
@@ -442,7 +444,8 @@ class _GuardedServer(Server):
         if not self._let_in(address):
             self.refused += 1
             turned_away.note(f"{MAX_HANDSHAKING_PER_ADDRESS} connections from {address} are "
-                             "still to authenticate (a flood?)")
+                             "still to authenticate (its workers starting at once, who try "
+                             "again, or a flood)")
             conn.close()
             return
         if not handshaking.acquire(blocking=False):

@@ -721,8 +721,9 @@ class TaskBoard:
         download under way, and the URL was downloaded again once handed out."""
         item = self._items.get(url)
         if (item is None or item is _SETTLED or url not in self._tried_before
-                or item.state not in (QUEUED, DELAYED)):
-            return False
+                or item.state not in (QUEUED, DELAYED)
+                or item.last_holder not in (None, record.worker)):
+            return False  # (another worker had it since: its file, if any, counts)
         # (Its place in a lane or among the delayed is skipped when reached: not QUEUED,
         # not DELAYED there.)
         self._set_state(item, LEASED)
