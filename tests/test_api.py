@@ -422,7 +422,7 @@ def test_ctrl_c_at_a_crawl_run_from_another_thread_stops_it(
     assert output.split("\n")[:3] == ["started", "main thread interrupted", "interrupted"], \
         err
     assert "every local worker was interrupted (Ctrl-C)" in err, err
-    assert not (out / "crawl.lock").exists() or script.returncode == 0, err
+    assert script.returncode == 0, err  # (the crawl returned: its folder is free again)
 
 
 def test_run_worker_downloads_for_a_master_and_returns_what_it_did(

@@ -437,6 +437,9 @@ class RedisFrontier:
     def reading_again(self, url: str) -> bool:
         return False
 
+    def again_count(self) -> int:
+        return 0
+
     def requeue(self, url: str, depth: int) -> None:
         """Give a leased page back, to be tried again when its host may be asked."""
         self._empty_until = 0.0

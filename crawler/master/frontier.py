@@ -44,6 +44,7 @@ class PageQueue(Protocol):
     def read_again(self, links: Iterable[str], depth: int, limit: int
                    ) -> list[tuple[str, int]]: ...
     def reading_again(self, url: str) -> bool: ...
+    def again_count(self) -> int: ...
     def set_aside(self, url: str, depth: int) -> None: ...
     def heartbeat(self, working: Iterable[str] = ()) -> int: ...
     def clear(self) -> int: ...
@@ -188,6 +189,11 @@ class Frontier:
     def reading_again(self, url: str) -> bool:
         """Whether ``url`` is a page read this run already, queued again by ``read_again``."""
         return url in self._again
+
+    def again_count(self) -> int:
+        """Pages queued again (``read_again``) and not read yet: no new pages of the
+        page budget's."""
+        return len(self._again)
 
     def set_aside(self, url: str, depth: int) -> None:
         """Leave a page for a later run: here, that is to do nothing with it (the journal

@@ -311,12 +311,12 @@ class LocalWorkers:
                    if process.poll() is None or self._restartable(n))
 
     def all_interrupted(self) -> bool:
-        """Whether local workers were started and every one has ended interrupted (Ctrl-C,
-        status 130): the user's Ctrl-C reached the process group, and the crawl's own
-        thread did not hear it (``crawl()`` run from another thread than the main one,
-        where Python delivers no signal)."""
-        return bool(self._processes) and all(
-            process.poll() == _INTERRUPTED for process in self._processes)
+        """Whether no local worker is left and one ended interrupted (Ctrl-C, status 130):
+        the user's Ctrl-C reached the process group, and the crawl's own thread did not
+        hear it (``crawl()`` run from another thread than the main one, where Python
+        delivers no signal). (One that ended before for another reason leaves this so.)"""
+        return (bool(self._processes) and self.left() == 0
+                and any(process.poll() == _INTERRUPTED for process in self._processes))
 
     @property
     def started(self) -> int:

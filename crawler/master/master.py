@@ -1040,9 +1040,11 @@ class Master:
         max_pages = self._settings.crawl.max_pages
         if not max_pages or self._shared_frontier is not None:
             return math.inf
-        # The page being taken in is counted in pages already, and is still in hand.
+        # The page being taken in is counted in pages already, and is still in hand; a
+        # page to read again (in hand, or waiting) is none of the budget's.
         in_hand = len(self._page_of) - 1
-        return max_pages - self._snapshot.pages - in_hand - len(self._frontier)
+        return (max_pages - self._snapshot.pages - in_hand - len(self._frontier)
+                + self._frontier.again_count())
 
     def _links_on(self, found: Iterable[str]) -> bool:
         """Whether ``found`` holds a page of the crawl not seen yet. On a broker, this
@@ -1378,8 +1380,9 @@ class Master:
                        stored_this_run=s.downloaded - s.resumed_stored,
                        pages_left=self._pages_left, pages_to_retry=self._pages_to_retry,
                        pages_at_depth_limit=self._pages_at_depth_limit,
-                       images_left=(len(self._images_over - self._images_seen)
-                                    or self._images_left_before),
+                       images_left=min(IMAGES_LEFT_KEPT,
+                                       len(self._images_over - self._images_seen)
+                                       + self._images_left_before),
                        images_to_retry=manifest.transient,
                        links_out_of_scope=elsewhere.links,
                        hosts_out_of_scope=elsewhere.hosts,
