@@ -1075,12 +1075,12 @@ def header_shown(text: str) -> str:
     A value may be a token: "Authorization Bearer TOKEN", its colon forgotten, was
     echoed whole in the error."""
     leading = _HEADER_NAME.match(text)  # the name's own characters: no "=", space or tab
-    name = leading.group()[:40] if leading else ""
+    name = leading.group() if leading else ""
     if name == text:
         # One word and no colon: a name whose value was left out, or a token whose name
-        # was ("sk-live-..." was echoed whole): its first letters only.
+        # was ("sk-live-..." was echoed whole, a JWT its first 40): its first letters only.
         return text if len(text) <= 4 else f"{text[:4]}..."
-    return f"{name}..."
+    return f"{name[:40]}..."
 
 
 def _as_written(raw: Any) -> str:

@@ -602,8 +602,8 @@ def test_constants() -> None:
                       "svg", "anchor"}) == SOURCES
     assert DEFAULT_LAZY_ATTRIBUTES == (
         "data-src", "data-srcset", "data-original", "data-lazy-src", "data-lazy")
-    assert frozenset({"jpg", "jpeg", "jpe", "png", "gif", "webp", "avif", "bmp", "tif", "tiff",
-                      "ico", "svg"}) == IMAGE_EXTENSIONS
+    assert frozenset({"jpg", "jpeg", "jpe", "png", "gif", "webp", "avif", "heic", "heif", "hif",
+                      "jxl", "bmp", "tif", "tiff", "ico", "svg"}) == IMAGE_EXTENSIONS
 
 
 @pytest.mark.parametrize("parser", PARSERS)

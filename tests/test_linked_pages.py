@@ -178,6 +178,9 @@ def test_a_link_that_leads_to_an_image_is_a_page_unread_without_the_anchor_sourc
     (b"\xef\xbb\xbf<?xml version='1.0'?><html xmlns='http://www.w3.org/1999/xhtml'>", True),
     (b"<?xml version='1.0'?>", False),
     (b"<?xml-stylesheet href='a.css'?><html>", False),  # (a processing instruction)
+    # After the declaration, only an HTML DOCTYPE or root: a feed's comment is no page.
+    (b'<?xml version="1.0"?>\n<!-- generated --><rss version="2.0">', False),
+    (b'<?xml version="1.0"?>\n<!-- a page --><?php x ?>\n<HTML lang="en">', True),
     (b"<svg>", False),
     (b"<htmlish>", False),
     (b"plain text", False),

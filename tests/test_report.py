@@ -1406,7 +1406,7 @@ def test_a_tile_of_a_type_most_browsers_do_not_draw_says_so(tmp_path: Path) -> N
     and Firefox, beside the images that drew, with nothing said."""
     out = tmp_path / "out"
     lines = []
-    for name, media_type in (("a.tiff", "image/tiff"), ("b.heic", "image/heic"),
+    for name, media_type in (("a.tiff", "image/tiff"), ("b.heic", "image/heif"),
                              ("c.jxl", "image/jxl"), ("d.png", "image/png")):
         body = png(8, 8, len(lines))
         store(out, f"h/{name}", body)

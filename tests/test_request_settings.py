@@ -564,6 +564,11 @@ def test_bad_request_settings_are_one_clear_error(tmp_path: Path) -> None:
                          "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert result.returncode == 2 and "--header 'sk-l...': not a header" in result.stderr
     assert "123secret" not in result.stderr
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJl"  # (over 40 letters)
+    result = run_crawler("master", "http://127.0.0.1:1/", "--header", jwt, "--out",
+                         str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 2 and "--header 'eyJh...': not a header" in result.stderr
+    assert jwt[4:12] not in result.stderr
     # A header's value may be a token: a message shows its name only.
     result = run_crawler("master", "http://127.0.0.1:1/", "--header",
                          "Authorization Bearer TOPSECRET", "--out", str(tmp_path / "out"),

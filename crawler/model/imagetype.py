@@ -256,12 +256,18 @@ def looks_like_html(head: bytes) -> bool:
     """
     start = 3 if head.startswith(b"\xef\xbb\xbf") else 0
     declaration = _XML_DECLARATION.match(head, start)
-    if declaration is not None:  # an XHTML page's first line (the standard takes it for XML)
-        start = declaration.end()
+    if declaration is not None:
+        # An XHTML page's first line, which the standard takes for XML's: then only an
+        # HTML document's DOCTYPE or root tells it, after comments and processing
+        # instructions (an RSS feed that opens with a comment is no page).
+        return _XHTML_START.match(head, declaration.end()) is not None
     return _HTML_START.match(head, start) is not None
 
 
 _XML_DECLARATION = re.compile(rb"[\t\n\x0c\r ]*<\?xml[\t\n\x0c\r ][^>]{0,256}\?>")
+_XHTML_START = re.compile(rb"(?:[\t\n\x0c\r ]+|<!--.{0,4096}?-->|<\?.{0,512}?\?>)*"
+                          rb"<(?:!DOCTYPE[\t\n\x0c\r ]+html|html)[\t\n\x0c\r />]",
+                          re.IGNORECASE | re.DOTALL)
 
 
 def _doctype_end(head: bytes, pos: int) -> int | None:

@@ -808,7 +808,8 @@ def _figure(out: list[str], entry: Entry, page_number: int, page_html: str,
     # title), each once (a caption alone hid the alt text, which README promises).
     said = " \u2014 ".join(dict.fromkeys(text for text in (entry.alt, entry.caption) if text))
     caption = f'<span class="caption">{escape(said)}</span>' if said else ""
-    shown_by = _NOT_EVERY_BROWSER.get(entry.content_type or "") if href is not None else None
+    kind = by_media_type((entry.content_type or "").partition(";")[0].strip().lower())
+    shown_by = _NOT_EVERY_BROWSER.get(kind.name) if href is not None and kind else None
     if shown_by:  # a broken thumbnail in most browsers: the file is fine
         caption += f'<span class="caption">{shown_by}</span>'
     add(f'<figcaption><span class="name">{link}</span>{caption}'
@@ -817,10 +818,10 @@ def _figure(out: list[str], entry: Entry, page_number: int, page_html: str,
 
 # Types stored whole that most browsers do not draw (Chromium and Firefox): said on the
 # tile, whose thumbnail shows broken there.
-_NOT_EVERY_BROWSER = {
-    "image/tiff": "TIFF: few browsers show it (Safari does); the file is stored whole",
-    "image/heic": "HEIC: few browsers show it (Safari does); the file is stored whole",
-    "image/jxl": "JPEG XL: few browsers show it (Safari does); the file is stored whole",
+_NOT_EVERY_BROWSER = {  # by type (ImageType.name), whatever a server called it
+    "tiff": "TIFF: few browsers show it (Safari does); the file is stored whole",
+    "heic": "HEIC: few browsers show it (Safari does); the file is stored whole",
+    "jxl": "JPEG XL: few browsers show it (Safari does); the file is stored whole",
 }
 
 _REMOVED_HERE = (", this host: removed from this folder since, or stored in another one; "
