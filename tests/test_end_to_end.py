@@ -449,6 +449,16 @@ def test_an_interrupted_demo_says_it_starts_afresh_not_that_it_resumes(tmp_path:
     assert "goes on where it stopped" not in gallery
 
 
+def _linking_page(*links: str, delay: float = 0.0) -> Callable[[FixtureHandler], None]:
+    """A route answering, after ``delay`` seconds, a page that links to ``links``."""
+    body = "".join(f'<a href="{link}">{link}</a>' for link in links).encode()
+
+    def route(handler: FixtureHandler) -> None:
+        time.sleep(delay)
+        handler.send_body(200, b"<html><body>" + body + b"</body></html>", "text/html")
+    return route
+
+
 def test_a_page_found_first_through_a_longer_path_is_read_at_its_shortest(
         site: FixtureServer, tmp_path: Path) -> None:
     """The seed links to a slow page and a fast one. Through the fast one's page the
@@ -457,15 +467,7 @@ def test_a_page_found_first_through_a_longer_path_is_read_at_its_shortest(
     not followed, and /last's image never downloaded (3 of 7 crawls of a 100-page site
     missed pages so)."""
     png = (SITE / "images" / "red.png").read_bytes()
-
-    def page(*links: str, delay: float = 0.0) -> Callable[[FixtureHandler], None]:
-        body = "".join(f'<a href="{link}">{link}</a>' for link in links).encode()
-
-        def route(handler: FixtureHandler) -> None:
-            time.sleep(delay)
-            handler.send_body(200, b"<html><body>" + body + b"</body></html>", "text/html")
-        return route
-
+    page = _linking_page
     site.routes.update({
         "/": page("/slow", "/fast"), "/slow": page("/far", delay=1.5),
         "/fast": page("/mid"), "/mid": page("/far"), "/far": page("/last", delay=2.5),
@@ -489,15 +491,7 @@ def test_a_page_read_at_the_limit_and_found_nearer_later_is_read_again(
     four of a user's 40-page site). It is read again at depth 2, and only it: /mid, read
     at depth 2 already, is not."""
     png = (SITE / "images" / "red.png").read_bytes()
-
-    def page(*links: str, delay: float = 0.0) -> Callable[[FixtureHandler], None]:
-        body = "".join(f'<a href="{link}">{link}</a>' for link in links).encode()
-
-        def route(handler: FixtureHandler) -> None:
-            time.sleep(delay)
-            handler.send_body(200, b"<html><body>" + body + b"</body></html>", "text/html")
-        return route
-
+    page = _linking_page
     site.routes.update({
         "/": page("/slow", "/fast"), "/slow": page("/far", "/mid", delay=1.5),
         "/fast": page("/mid"), "/mid": page("/far"), "/far": page("/last"),
