@@ -911,7 +911,8 @@ def run_master(settings: Settings, seeds: tuple[str, ...], authkey: Authkey, *,
             write_out(summary.to_json())
         elif not dry_run and not quiet:
             print(format_summary(summary, on_broker=broker is not None,
-                                 interrupted_note=interrupted_note), file=sys.stderr)
+                                 interrupted_note=interrupted_note,
+                                 ca_bundle=settings.http.ca_bundle), file=sys.stderr)
         elif not quiet:
             # Standard output holds the list alone; that it is not the site's whole is said
             # beside it, or a list cut at --max-pages passed for all there is.
@@ -1067,7 +1068,7 @@ def _counted(count: int, what: str) -> str:
 
 
 def format_summary(summary: ApiSummary, *, on_broker: bool = False,
-                   interrupted_note: str = RESUME_NOTE) -> str:
+                   interrupted_note: str = RESUME_NOTE, ca_bundle: str = "") -> str:
     from crawler.ui.progress import human_bytes
 
     # A broker crawl's limits are its first master's: a rerun does not extend them.
@@ -1104,8 +1105,11 @@ def format_summary(summary: ApiSummary, *, on_broker: bool = False,
     from crawler.fetch.engine import signed_by_an_unknown_ca
 
     if any(map(signed_by_an_unknown_ca, summary.failures_by_reason)):
-        # Said of a seed when it fails; an image host's own CA was left to guess.
-        lines.append("  (a certificate not trusted: if a CA of your own signs it, "
+        # Said of a seed when it fails; an image host's own CA was left to guess. (Told
+        # to give a bundle when one was given, the user looked for another flag.)
+        lines.append(f"  (a certificate not trusted: no CA of {ca_bundle} (--ca-bundle) "
+                     "signs it; give the one that does)" if ca_bundle else
+                     "  (a certificate not trusted: if a CA of your own signs it, "
                      "--ca-bundle FILE trusts it)")
     failing = sorted(((counts["failed"], host) for host, counts in summary.hosts.items()
                       if counts["failed"]), reverse=True)[:5]

@@ -444,6 +444,14 @@ def test_the_summary_names_the_flag_for_an_image_host_of_a_private_ca(
     hint = ("  (a certificate not trusted: if a CA of your own signs it, --ca-bundle FILE "
             "trusts it)")
     assert (hint in lines.splitlines()) is hinted, lines
+    given = format_summary(Summary(completed=True, interrupted=False, dry_run=False,
+                                   seeds=("http://h/",), elapsed_s=1.0, pages=1,
+                                   pages_failed=0, found=3, succeeded=0, failed=3, bytes=0,
+                                   out_dir=tmp_path, failures_by_reason={reason: 3}),
+                           ca_bundle="/etc/ours.pem")
+    said = ("  (a certificate not trusted: no CA of /etc/ours.pem (--ca-bundle) signs it; "
+            "give the one that does)")
+    assert (said in given.splitlines()) is hinted, given
 
 
 def test_report_is_rewritten_in_place(gallery: dict[str, Any]) -> None:
