@@ -178,12 +178,14 @@ def test_a_redirect_with_an_empty_location_is_its_own_answer(
         make_server: Callable[[], FixtureServer], make_loop: Callable[..., Loop],
         location: str) -> None:
     """As libcurl, an empty Location is none: followed, it led back to the same page ten
-    times over."""
+    times over. Its reason says what was wrong, as an image's does ("HTTP 301" alone
+    did not)."""
     server = make_server()
     server.routes["/empty"] = lambda h: h.send_body(301, b"", "text/html",
                                                     {"Location": location})
     visit = visit_of(make_loop([server.url + "/"]).pages.submit(server.url + "/empty", 0))
-    assert (visit.page.status, visit.page.skipped) == (301, "HTTP 301")
+    assert (visit.page.status, visit.page.skipped) == (
+        301, "HTTP 301: a redirect without a Location (nowhere to go)")
     assert server.paths().count("/empty") == 1
 
 

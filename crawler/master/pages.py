@@ -18,6 +18,7 @@ from crawler.fetch.policy import (
     REDIRECT_STATUSES,
     TOO_MANY_REDIRECTS,
     redirect_target,
+    redirected_to,
     server_pause,
     transient_status,
 )
@@ -102,7 +103,7 @@ def after_hop(url: str, current: str, reply: Reply, timeout: float) -> Page | st
         failure = reply.failure
         if reply.kind is FailureKind.BLOCKED and current != url:
             # Where a redirect led, as the other refusals of one say it (an image's too).
-            failure = f"redirected to {current}: {failure}"
+            failure = redirected_to(current) + failure
         return Page(url, current, reply.status, skipped=failure, transient=reply.transient)
     if reply.status in REDIRECT_STATUSES and "location" in reply.headers:
         location = reply.headers["location"]
@@ -115,13 +116,13 @@ def after_hop(url: str, current: str, reply: Reply, timeout: float) -> Page | st
 
 
 def redirect_refused(url: str, current: str, status: int, target: str, why: str) -> Page:
-    return Page(url, current, status, skipped=f"redirected to {target}: {why}")
+    return Page(url, current, status, skipped=redirected_to(target) + why)
 
 
 def redirect_held(url: str, current: str, status: int, target: str, why: str) -> Page:
     """A redirect to an origin whose robots.txt could not be read: not final, as a page
     of that origin is not (a later run tries again)."""
-    return Page(url, current, status, skipped=f"redirected to {target}: {why}", transient=True,
+    return Page(url, current, status, skipped=redirected_to(target) + why, transient=True,
                 held=target)
 
 
@@ -146,7 +147,10 @@ def is_xhtml(body: bytes) -> bool:
 def _answer(url: str, final_url: str, reply: Reply) -> Page:
     status = reply.status
     if status not in PAGE_STATUSES:
-        return Page(url, final_url, status, skipped=status_reason(status),
+        reason = status_reason(status)
+        if status in REDIRECT_STATUSES:  # (one with a Location was followed)
+            reason += ": a redirect without a Location (nowhere to go)"
+        return Page(url, final_url, status, skipped=reason,
                     transient=transient_status(status),
                     retry_after=server_pause(status, reply.headers.get("retry-after")))
     kind = _media_type(reply.headers)
