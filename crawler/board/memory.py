@@ -726,16 +726,23 @@ class TaskBoard:
             return False  # (another worker had it since: its file, if any, counts)
         # (Its place in a lane or among the delayed is skipped when reached: not QUEUED,
         # not DELAYED there.)
-        self._set_state(item, LEASED)
-        item.holder = record.worker
-        item.attempts += 1
-        item.deadline = now + self.policy.lease_timeout
-        (self._lanes.get(item.host) or self._new_lane(item.host)).in_flight += 1
-        record.held.add(url)
-        record.per_host[item.host] += 1
+        self._lease_to(item, self._lanes.get(item.host) or self._new_lane(item.host),
+                       record.worker, record, now)
         log.info("%s, back after this master's restart, holds %.200s: leased to it again",
                  record.worker, url)
         return True
+
+    def _lease_to(self, item: _Item, lane: _Lane, worker: str, record: WorkerRecord | None,
+                  now: float) -> None:
+        """Lease ``item`` (of ``lane``'s host) to ``worker``, held in its ``record``."""
+        self._set_state(item, LEASED)
+        item.holder = worker
+        item.attempts += 1
+        item.deadline = now + self.policy.lease_timeout
+        lane.in_flight += 1
+        if record is not None:
+            record.held.add(item.url)
+            record.per_host[item.host] += 1
 
     def _touch(self, worker: str) -> WorkerRecord | None:
         now = self._clock()
@@ -836,19 +843,10 @@ class TaskBoard:
                 continue
             blocked = 0
             item = self._items[lane.urls.popleft()]
-            self._set_state(item, LEASED)
-            item.holder = worker
-            item.attempts += 1
-            item.deadline = now + self.policy.lease_timeout
-            lane.in_flight += 1
-            if record is not None:
-                record.held.add(item.url)
-                record.per_host[host] += 1
-            elif worker == CLASSIC:
-                classic = self._classic_record(CLASSIC)
-                assert classic is not None
-                classic.held.add(item.url)
-                classic.per_host[host] += 1  # (what _owed counts of it)
+            # The tutorial workers' record holds what they took too (what _owed counts of
+            # them), though no share bounds them here.
+            held_by = record if record is not None else self._classic_record(worker)
+            self._lease_to(item, lane, worker, held_by, now)
             tasks.append((item.url, item.attempts + (item.url in self._tried_before)))
             self._ready.rotate(-1)  # one URL per host per turn: fair across hosts
         return tasks
