@@ -331,11 +331,7 @@ class Journal:
     def pages_at_depth_limit(self, depth: int) -> int:
         """How many pages the runs at ``depth`` read at it, whose links lead to pages
         not read (their count, as the last run said it)."""
-        said = self.meta("at_depth_limit")
-        if isinstance(said, dict) and said.get("depth") == depth:
-            pages = said.get("pages")
-            return pages if isinstance(pages, int) and pages >= 0 else 0
-        return 0
+        return self._count_at("at_depth_limit", "depth", depth, "pages")
 
     def note_pages_at_depth_limit(self, depth: int, pages: int) -> None:
         self.set_meta("at_depth_limit", {"depth": depth, "pages": pages})
@@ -343,14 +339,19 @@ class Journal:
     def images_left(self, max_images: int) -> int:
         """How many images the last run at the image budget ``max_images`` found past it
         (as it said it), for a rerun at the same budget that reads none of their pages."""
-        said = self.meta("images_left")
-        if isinstance(said, dict) and said.get("max_images") == max_images:
-            images = said.get("images")
-            return images if isinstance(images, int) and images >= 0 else 0
-        return 0
+        return self._count_at("images_left", "max_images", max_images, "images")
 
     def note_images_left(self, max_images: int, images: int) -> None:
         self.set_meta("images_left", {"max_images": max_images, "images": images})
+
+    def _count_at(self, key: str, limit: str, value: int, count: str) -> int:
+        """The count ``count`` the meta ``key`` noted, if noted at this ``limit``'s
+        ``value`` (a rerun at another reads its own); 0 otherwise, or if malformed."""
+        said = self.meta(key)
+        if isinstance(said, dict) and said.get(limit) == value:
+            noted = said.get(count)
+            return noted if isinstance(noted, int) and noted >= 0 else 0
+        return 0
 
     def forget_if_empty(self) -> bool:
         """Forget a crawl that never read a page nor found an image (its seeds failed: a
